@@ -1,0 +1,3 @@
+from .base import BlockConfig, ConfigError, require
+
+__all__ = ["BlockConfig", "ConfigError", "require"]
