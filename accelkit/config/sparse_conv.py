@@ -1,0 +1,245 @@
+"""Parameters of the sparse-dataflow convolution engine (../shared/specs/sparse-conv.md), and what they imply.
+
+One layer engine per config. Depthwise kinds (dw3x3, dw3x3s2) have cin == cout and
+P lanes, one MAC each: `po` must equal `pi` (output beats carry the same P channels the
+input beats did), and the engine has `pi` MAC units, not pi * po.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from .base import BlockConfig, require
+
+KINDS = ("subm3x3", "dw3x3", "pw1x1", "conv3x3s2", "dw3x3s2")
+DEPTHWISE_KINDS = ("dw3x3", "dw3x3s2")
+STRIDE2_KINDS = ("conv3x3s2", "dw3x3s2")
+MAX_DIM = 4096  # frame side and channel count limit of the generator
+
+
+def signed_bits(lo: int, hi: int) -> int:
+    """Smallest two's-complement width holding every integer in lo..hi."""
+    b = 1
+    while lo < -(1 << (b - 1)) or hi > (1 << (b - 1)) - 1:
+        b += 1
+    return b
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class SparseConvConfig(BlockConfig):
+    """One sparse convolution layer engine: kind, largest frame, channels, parallelism, arithmetic."""
+
+    block: ClassVar[str] = "sparse-conv"
+
+    kind: str = "subm3x3"
+    max_height: int = 128
+    max_width: int = 128
+    cin: int = 16
+    cout: int = 16
+    pi: int = 4  # input channels per cycle (channels per input beat)
+    po: int = 4  # output channels per cycle (channels per output beat); == pi for depthwise kinds
+    signed_input: bool = True  # False: a first layer fed raw event counts (unsigned features)
+    relu: bool = False
+    residual: bool = False  # pw1x1 only: add the block input with one id_scale
+    feature_bits: int = 8
+    weight_bits: int = 8
+    bias_bits: int = 16
+    scale_bits: int = 16
+    shift: int = 16
+
+    def validate(self) -> None:
+        require(self.kind in KINDS, "kind", f"one of {', '.join(KINDS)}", self.kind)
+        for name in ("signed_input", "relu", "residual"):
+            require(isinstance(getattr(self, name), bool), name, "True or False", getattr(self, name))
+        for name, lo, hi in (("max_height", 1, MAX_DIM), ("max_width", 1, MAX_DIM), ("cin", 1, MAX_DIM),
+                             ("cout", 1, MAX_DIM), ("feature_bits", 2, 16), ("weight_bits", 2, 16),
+                             ("bias_bits", 1, 32), ("scale_bits", 1, 32), ("shift", 1, 62)):
+            v = getattr(self, name)
+            require(_is_int(v) and lo <= v <= hi, name, f"an integer in {lo}..{hi}", v)
+        require(_is_int(self.pi) and 1 <= self.pi <= self.cin and self.cin % self.pi == 0, "pi",
+                f"a divisor of cin={self.cin}", self.pi)
+        if self.depthwise:
+            require(self.cout == self.cin, "cout", f"equal to cin={self.cin} for depthwise {self.kind}",
+                    self.cout)
+            require(self.po == self.pi, "po", f"equal to pi={self.pi} for depthwise {self.kind} (P lanes)",
+                    self.po)
+        else:
+            require(_is_int(self.po) and 1 <= self.po <= self.cout and self.cout % self.po == 0, "po",
+                    f"a divisor of cout={self.cout}", self.po)
+        if self.residual:
+            require(self.kind == "pw1x1", "residual",
+                    "only with kind='pw1x1' (end of an inverted-residual block)", self.residual)
+            require(self.signed_input, "signed_input", "True with residual (the block's features are signed)",
+                    self.signed_input)
+        require(self.requant_bits <= 64, "scale_bits",
+                f"small enough that the requant product fits 64 bits (needs {self.requant_bits})",
+                self.scale_bits)
+
+    # ----- shape of the layer
+
+    @property
+    def depthwise(self) -> bool:
+        return self.kind in DEPTHWISE_KINDS
+
+    @property
+    def stride(self) -> int:
+        return 2 if self.kind in STRIDE2_KINDS else 1
+
+    @property
+    def kernel(self) -> int:
+        return 1 if self.kind == "pw1x1" else 3
+
+    @property
+    def taps(self) -> int:
+        return self.kernel * self.kernel
+
+    def output_grid(self, height: int, width: int) -> tuple[int, int]:
+        """Output grid of an H x W input: ceil(H/2) x ceil(W/2) for the stride-2 kinds."""
+        if self.stride == 2:
+            return _ceil_div(height, 2), _ceil_div(width, 2)
+        return height, width
+
+    @property
+    def max_out_height(self) -> int:
+        return self.output_grid(self.max_height, self.max_width)[0]
+
+    @property
+    def max_out_width(self) -> int:
+        return self.output_grid(self.max_height, self.max_width)[1]
+
+    def fits(self, height: int, width: int) -> bool:
+        return 1 <= height <= self.max_height and 1 <= width <= self.max_width
+
+    # ----- parallelism
+
+    @property
+    def in_groups(self) -> int:
+        """Input beats per site (channel groups of pi)."""
+        return _ceil_div(self.cin, self.pi)
+
+    @property
+    def out_groups(self) -> int:
+        """Output channel groups of po (1 for depthwise: the lanes follow the input group)."""
+        return 1 if self.depthwise else _ceil_div(self.cout, self.po)
+
+    @property
+    def mac_units(self) -> int:
+        return self.pi if self.depthwise else self.pi * self.po
+
+    def cycles_per_site(self, neighbours: int) -> int:
+        """The spec's estimate for one output site with |N(p)| active neighbours (no pipeline fill)."""
+        if self.depthwise:
+            return neighbours * self.in_groups
+        return max(1, neighbours) * self.in_groups * self.out_groups
+
+    # ----- widths
+
+    @property
+    def input_range(self) -> tuple[int, int]:
+        b = self.feature_bits
+        return (-(1 << (b - 1)), (1 << (b - 1)) - 1) if self.signed_input else (0, (1 << b) - 1)
+
+    @property
+    def weight_range(self) -> tuple[int, int]:
+        return -(1 << (self.weight_bits - 1)), (1 << (self.weight_bits - 1)) - 1
+
+    @property
+    def bias_range(self) -> tuple[int, int]:
+        return -(1 << (self.bias_bits - 1)), (1 << (self.bias_bits - 1)) - 1
+
+    @property
+    def scale_max(self) -> int:
+        return (1 << self.scale_bits) - 1
+
+    @property
+    def products_per_output(self) -> int:
+        """Products summed into one output feature at worst: 9 * cin (depthwise 9, pw1x1 cin)."""
+        return self.taps * (1 if self.depthwise else self.cin)
+
+    @property
+    def psum_range(self) -> tuple[int, int]:
+        """Exact range of psum + bias over all inputs, weights and biases."""
+        (xl, xh), (wl, wh), (bl, bh) = self.input_range, self.weight_range, self.bias_range
+        prods = (xl * wl, xl * wh, xh * wl, xh * wh)
+        n = self.products_per_output
+        return n * min(prods) + bl, n * max(prods) + bh
+
+    @property
+    def psum_bits(self) -> int:
+        """Accumulator width: psum plus bias, exact in the worst case."""
+        return signed_bits(*self.psum_range)
+
+    @property
+    def requant_bits(self) -> int:
+        """Width of (psum + bias) * scale + 2^(E-1) (and of the residual product), exact in the worst case."""
+        lo, hi = self.psum_range
+        half = 1 << (self.shift - 1)
+        bits = signed_bits(lo * self.scale_max + half, hi * self.scale_max + half)
+        if self.residual:  # x_id * id_scale + 2^(E-1), shifted separately then added
+            q = 1 << (self.feature_bits - 1)
+            bits = max(bits, signed_bits(-q * self.scale_max + half, (q - 1) * self.scale_max + half))
+        return bits
+
+    @property
+    def y_bits(self) -> int:
+        return max(1, (self.max_height - 1).bit_length())
+
+    @property
+    def x_bits(self) -> int:
+        return max(1, (self.max_width - 1).bit_length())
+
+    @property
+    def out_y_bits(self) -> int:
+        return max(1, (self.max_out_height - 1).bit_length())
+
+    @property
+    def out_x_bits(self) -> int:
+        return max(1, (self.max_out_width - 1).bit_length())
+
+    # ----- line buffer: the rows of input the 3x3 window spans (none for pw1x1)
+
+    @property
+    def line_buffer_rows(self) -> int:
+        return 0 if self.kind == "pw1x1" else 3
+
+    @property
+    def line_buffer_depth(self) -> int:
+        """Words: one per site of the buffered rows."""
+        return self.line_buffer_rows * self.max_width
+
+    @property
+    def line_buffer_word_bits(self) -> int:
+        """One site's features: cin x feature_bits."""
+        return self.cin * self.feature_bits
+
+    @property
+    def bitmap_bits(self) -> int:
+        """The active-site bitmap of the buffered rows."""
+        return self.line_buffer_rows * self.max_width
+
+    @property
+    def line_buffer_bits(self) -> int:
+        """Feature storage plus the active-site bitmap."""
+        return self.line_buffer_depth * self.line_buffer_word_bits + self.bitmap_bits
+
+    def implied(self) -> dict:
+        """Everything the parameters imply, for reports."""
+        return {
+            "stride": self.stride, "taps": self.taps, "mac_units": self.mac_units,
+            "in_groups": self.in_groups, "out_groups": self.out_groups,
+            "max_out_height": self.max_out_height, "max_out_width": self.max_out_width,
+            "y_bits": self.y_bits, "x_bits": self.x_bits, "out_y_bits": self.out_y_bits,
+            "out_x_bits": self.out_x_bits, "psum_bits": self.psum_bits, "requant_bits": self.requant_bits,
+            "line_buffer_rows": self.line_buffer_rows, "line_buffer_depth": self.line_buffer_depth,
+            "line_buffer_word_bits": self.line_buffer_word_bits, "bitmap_bits": self.bitmap_bits,
+            "line_buffer_bits": self.line_buffer_bits,
+        }
