@@ -233,7 +233,7 @@ class Quantised:
         return self.fmt.decode(self.codes) * self.scale
 
 
-SCALE_CANDIDATES = 48  # fractions of the max-abs scale searched, from 0.25 to 1
+SCALE_CANDIDATES = 16  # fractions of the max-abs scale searched, from 0.25 to 1
 
 
 def _scale_search(x: torch.Tensor, fmt: GridFormat, axis: int | None) -> tuple[torch.Tensor, torch.Tensor]:
