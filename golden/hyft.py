@@ -1,0 +1,376 @@
+"""The Hyft softmax unit, bit-exact (../shared/specs/hyft.md): the definition the RTL implements.
+
+Everything below is integer arithmetic on int64 tensors, vectorised over the
+elements; floats appear only as bit patterns. Notation: F = frac_bits,
+I = int_bits, S = segments, b = log2(S), W = table_bits, B = sum_frac_bits,
+K = log2e_bits - 1, M = the format's stored mantissa bits, bias = its exponent
+bias. `>>` is an arithmetic shift (floor), `ceil(a / 2^z)` is `(a + 2^z - 1) >> z`.
+Widths are `SoftmaxConfig` properties; the tables are `exp2_table`, `log2_table`
+and `log2e_constant` of `accelkit.config.hyft` (the generator calls the same functions).
+
+Decode (`decode_float`)
+    Bits -> sign s, biased exponent e, stored fraction f. e == all ones: inf
+    (f == 0) or NaN. e == 0: zero, and subnormals are read as zero (sign kept
+    only for the max compare, where -0 == +0). Otherwise the mantissa is
+    m = 2^M + f (M+1 bits) and the unbiased exponent E = e - bias; the value is
+    (-1)^s * m * 2^(E - M).
+
+Special values (per vector, decided before any arithmetic)
+    Any NaN or +inf in the vector: every output is NaN (the format's canonical
+    quiet NaN, `FloatFormat.nan_bits`). Every element -inf: every output NaN.
+    Otherwise -inf elements are "dead": p = 0 and y = +0. N = 1 needs no special
+    case: the arithmetic below gives exactly 1.0 (see step 7).
+
+Step 1, max
+    The largest element compared as floats: key = magnitude bits (e, f), negated
+    when s = 1; zeros and subnormals all have key 0. mx is any element with the
+    largest key (they are equal as values).
+
+Step 2, d = x - mx, exactly, rounded toward -inf at 2^-F, saturated at -2^I
+    D = -min(ceil((mx - x) * 2^F), 2^(I+F)), an integer (d = D * 2^-F). This is
+    the exact floor of the exact difference; the RTL computes it with an
+    alignment shifter and one adder (`fixed_difference`):
+      a. x == mx as values (same bits after decode; +0 == -0): D = 0.
+      b. Ev = max(Ex, Em) over the non-zero operands. If Ev >= H = I + M + 2:
+         D = -2^(I+F). (Two different floats with magnitude >= 2^H differ by
+         at least 2^(I+1).)
+      c. Grid: g = min(Ev - M, -F). Each operand o with mantissa mo and
+         exponent Eo is placed on the grid: k = (Eo - M) - g. k >= 0:
+         v = mo << k, sticky 0. k < 0: v = mo >> min(-k, M+2), sticky = any
+         bit shifted out. In half units: V = 2v + sticky. (The operand with the
+         larger exponent is always exact on the grid, so at most one sticky is
+         set, and V then stands in for any value strictly between two grid
+         points, which is all the ceil below can see.) Zero operands give V = 0.
+      d. A2 = (+/-)Vm - (+/-)Vx, signs from the operands: A2 >= 0, at most
+         M+I+F+4 bits (`align_bits`).
+      e. C = ceil(A2 / 2^z), z = min(1 - F - g, M + 3); D = -min(C, 2^(I+F)).
+    -inf elements (dead) are not computed.
+
+Step 3, t = d * log2(e), rounded toward -inf
+    L = log2e_constant(K) = round(log2(e) * 2^K) (log2e_bits wide, 1 integer
+    bit). T = (D * L) >> K. An element with T < -2^(I+F) is dead from here on:
+    it adds nothing to the sum and its output is +0. (A saturated D always
+    gives a dead element.)
+
+Step 4, q and r; the 2^r table (`exp2_fixed`)
+    q = T >> F (so -2^I <= q <= 0 for live elements), r = T & (2^F - 1).
+    j = r >> (F - b) (segment), w = r & (2^(F-b) - 1) (weight).
+    E = exp2_table(S, W): E[j] = round(2^(j/S) * 2^W), j = 0..S, so E[0] = 2^W,
+    E[S] = 2^(W+1): chords through the segment endpoints (S = 1: 2^r ~ 1 + r,
+    Mitchell). P = E[j] + (((E[j+1] - E[j]) * w) >> (F - b)), a mantissa with
+    W fraction bits, 2^W <= P < 2^(W+1). p = P * 2^(q - W).
+
+Step 5, exact fixed-point sum
+    Each live p on the sum's grid 2^-B, truncated: s = q - W + B; s >= 0:
+    P << s; s < 0: P >> min(-s, W + 2). Sum = the exact integer sum over the
+    vector, sum_bits = clog2(max_len) + 1 + B bits unsigned. The max element
+    has T = 0, P = 2^W, so Sum >= 2^B.
+
+Step 6, log2(Sum) (`log2_fixed`)
+    k = index of the leading one of Sum (k >= B). Integer part k - B. The F
+    bits below the leading one, zero-padded if k < F: rs = (Sum >> (k - F)) or
+    (Sum << (F - k)), minus 2^F. Then the same interpolation as step 4 with
+    G = log2_table(S, F): G[j] = round(log2(1 + j/S) * 2^F) (G[0] = 0,
+    G[S] = 2^F; S = 1: log2(1+r) ~ r). lg = G[j] + (((G[j+1] - G[j]) * w) >> (F - b)).
+    Lsum = (k - B) * 2^F + lg + c, with F fraction bits, Lsum >= 0, where the
+    centring bias c = `log2_bias` (`log2_centring_bias(S, F)`, 0 if centring is
+    off) is added only when Sum is not a power of two (some bit below the
+    leading one is set). Both chord tables push y up; c, half the sum of the two
+    tables' worst errors in log2 units, centres the error band. A power-of-two
+    Sum (the max alone, or 2, 4, ... equal maxima) keeps its exact log.
+
+Step 7, y = 2^(t - log2 Sum), rounded to fmt
+    U = T - Lsum <= 0; qy = U >> F, ry = U & (2^F - 1); Py from the same 2^r
+    path as step 4. Round Py (W fraction bits) to M fraction bits, to nearest,
+    ties to even (W <= M: pad with zeros). A carry to 2^(M+1) halves the
+    mantissa and increments qy. Biased exponent qy + bias < 1: the output is +0
+    (no subnormal outputs). Otherwise y = +(qy + bias, mantissa - 2^M). y <= 1
+    always; the sign is always +. N = 1 (or every other element -inf/dead):
+    T = 0, P = 2^W, Sum = 2^B, k = B, rs = 0, Lsum = 0, U = 0, Py = 2^W: y = 1.0
+    exactly.
+
+Dtypes: `hyft_softmax` takes only the config's format and raises TypeError
+otherwise (a silent conversion would hide a rounding that the hardware does not
+do). The torch drop-in `hyft_softmax_like_torch` follows torch.softmax instead:
+it casts to `dtype` if given, rounds to the config's format (round to nearest
+even, torch's `.to`), runs the unit, and casts the result back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable
+
+import torch
+
+from accelkit.config.hyft import FORMATS, FloatFormat, SoftmaxConfig
+
+__all__ = [
+    "SoftmaxConfig", "hyft_softmax", "hyft_softmax_bits", "hyft_softmax_like_torch", "patched_softmax",
+    "softmax_patch", "softmax_ref", "decode_float", "float_to_bits", "bits_to_float", "fixed_difference",
+    "exp2_fixed", "log2_fixed", "leading_one", "round_to_format", "interpolate",
+]
+
+_INT_VIEW = {16: torch.int16, 32: torch.int32}
+_DTYPE_FMT = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+
+
+def _fmt(cfg: SoftmaxConfig) -> FloatFormat:
+    return FORMATS[cfg.fmt]
+
+
+# ---- bits in and out -------------------------------------------------------------------------
+
+def float_to_bits(x: torch.Tensor) -> torch.Tensor:
+    """The raw bit patterns of a bf16/fp16/fp32 tensor as non-negative int64."""
+    if x.dtype not in _DTYPE_FMT:
+        raise TypeError(f"float_to_bits takes bfloat16, float16 or float32, got {x.dtype}")
+    width = FORMATS[_DTYPE_FMT[x.dtype]].width
+    return x.contiguous().view(_INT_VIEW[width]).to(torch.int64) & ((1 << width) - 1)
+
+
+def bits_to_float(bits: torch.Tensor, fmt: str) -> torch.Tensor:
+    """Inverse of `float_to_bits` for format name `fmt`."""
+    f = FORMATS[fmt]
+    signed = torch.where(bits >= 1 << (f.width - 1), bits - (1 << f.width), bits)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[fmt]
+    return signed.to(_INT_VIEW[f.width]).view(dtype)
+
+
+def decode_float(bits: torch.Tensor, fmt: FloatFormat):
+    """(sign, E, m, is_nan, is_inf) of raw bits; zeros and subnormals give m = 0 (E is then meaningless)."""
+    sign = (bits >> (fmt.width - 1)) & 1
+    e = (bits >> fmt.man_bits) & fmt.exp_max
+    f = bits & ((1 << fmt.man_bits) - 1)
+    special = e == fmt.exp_max
+    normal = (e != 0) & ~special
+    m = torch.where(normal, f | (1 << fmt.man_bits), torch.zeros_like(f))
+    return sign, e - fmt.bias, m, special & (f != 0), special & (f == 0)
+
+
+def _order_key(sign: torch.Tensor, m: torch.Tensor, E: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
+    """An integer that orders finite decoded floats as their values (all zeros give 0)."""
+    mag = ((E + fmt.bias) << fmt.man_bits) | (m & ((1 << fmt.man_bits) - 1))
+    mag = torch.where(m == 0, torch.zeros_like(m), mag)
+    return torch.where(sign == 1, -mag, mag)
+
+
+# ---- the datapath pieces the RTL mirrors ----------------------------------------------------------
+
+def fixed_difference(sx, Ex, mx_, sm, Em, mm, cfg: SoftmaxConfig) -> torch.Tensor:
+    """Step 2: D = -min(ceil((max - x) * 2^F), 2^(I+F)) for finite decoded operands (max >= x)."""
+    M, F = cfg.man_bits, cfg.frac_bits
+    zero = torch.zeros((), dtype=torch.int64)
+    equal = (mx_ == mm) & ((mx_ == 0) | ((Ex == Em) & (sx == sm)))
+    # a zero operand must never set the grid: give it the smallest exponent
+    low = -(1 << 20)
+    Ex_ = torch.where(mx_ == 0, low, Ex)
+    Em_ = torch.where(mm == 0, low, Em)
+    Ev = torch.maximum(Ex_, Em_)
+    too_big = Ev >= cfg.align_exp_limit
+    g = torch.minimum(Ev - M, torch.full_like(Ev, -F))
+
+    def on_grid(m, E):
+        k = (E - M) - g
+        left = m << k.clamp(min=0, max=62 - M)  # only used where k >= 0, which keeps it small
+        rs = (-k).clamp(min=0, max=M + 2)
+        right = m >> rs
+        sticky = (m & ((1 << rs) - 1)) != 0
+        v = torch.where(k >= 0, left, right)
+        return 2 * v + torch.where(k >= 0, zero, sticky.to(torch.int64))
+
+    Vx = on_grid(mx_, Ex_)
+    Vm = on_grid(mm, Em_)
+    a2 = torch.where(sm == 1, -Vm, Vm) - torch.where(sx == 1, -Vx, Vx)
+    z = torch.clamp(1 - F - g, max=M + 3)
+    c = (a2 + (1 << z) - 1) >> z
+    c = torch.where(too_big, torch.full_like(c, cfg.d_sat), c.clamp(max=cfg.d_sat))
+    return -torch.where(equal, zero, c)
+
+
+def interpolate(table: tuple[int, ...], r: torch.Tensor, cfg: SoftmaxConfig) -> torch.Tensor:
+    """table[j] + ((table[j+1] - table[j]) * w) >> (F - b), j = top b bits of the F-bit r, w the rest."""
+    tab = torch.tensor(table, dtype=torch.int64)
+    shift = cfg.interp_bits
+    j = r >> shift
+    w = r & ((1 << shift) - 1)
+    lo = tab[j]
+    return lo + (((tab[j + 1] - lo) * w) >> shift)
+
+
+def exp2_fixed(u: torch.Tensor, cfg: SoftmaxConfig):
+    """(q, P): 2^(u * 2^-F) ~ P * 2^(q - W) for u <= 0, P in [2^W, 2^(W+1))."""
+    F = cfg.frac_bits
+    q = u >> F
+    r = u & ((1 << F) - 1)
+    return q, interpolate(cfg.exp2_table, r, cfg)
+
+
+def leading_one(v: torch.Tensor) -> torch.Tensor:
+    """Index of the most significant one of positive int64 values (a priority encoder)."""
+    k = torch.zeros_like(v)
+    for step in (32, 16, 8, 4, 2, 1):
+        hit = (v >> step) != 0
+        v = torch.where(hit, v >> step, v)
+        k = k + torch.where(hit, step, 0)
+    return k
+
+
+def log2_fixed(total: torch.Tensor, cfg: SoftmaxConfig) -> torch.Tensor:
+    """Step 6: log2(total * 2^-B) with F fraction bits, for total >= 2^B."""
+    F, B = cfg.frac_bits, cfg.sum_frac_bits
+    k = leading_one(total)
+    down = total >> (k - F).clamp(min=0)
+    up = total << (F - k).clamp(min=0)
+    rs = torch.where(k >= F, down, up) - (1 << F)
+    lg = ((k - B) << F) + interpolate(cfg.log2_table, rs, cfg)
+    if cfg.log2_bias:
+        lg = lg + torch.where(total == (1 << k), 0, cfg.log2_bias)
+    return lg
+
+
+def round_to_format(q: torch.Tensor, P: torch.Tensor, cfg: SoftmaxConfig) -> torch.Tensor:
+    """Bits of +P * 2^(q - W) in fmt: mantissa rounded to nearest even, flushed to +0 below the normals."""
+    fmt = _fmt(cfg)
+    M, W = fmt.man_bits, cfg.table_bits
+    if W > M:
+        sh = W - M
+        keep = P >> sh
+        rem = P & ((1 << sh) - 1)
+        half = 1 << (sh - 1)
+        up = (rem > half) | ((rem == half) & ((keep & 1) == 1))
+        keep = keep + up.to(torch.int64)
+    else:
+        keep = P << (M - W)
+    carry = keep >> (M + 1)
+    keep = keep >> carry
+    e = q + carry + fmt.bias
+    bits = (e << M) | (keep - (1 << M))
+    return torch.where(e >= 1, bits, torch.zeros_like(bits))
+
+
+# ---- the unit ---------------------------------------------------------------------------------------
+
+def hyft_softmax_bits(bits: torch.Tensor, cfg: SoftmaxConfig) -> torch.Tensor:
+    """The unit on raw bit patterns (int64, last dimension = one vector): output bit patterns."""
+    fmt = _fmt(cfg)
+    B, W = cfg.sum_frac_bits, cfg.table_bits
+    if bits.shape[-1] == 0:
+        return bits.clone()
+    sign, E, m, is_nan, is_inf = decode_float(bits, fmt)
+    pos_inf = is_inf & (sign == 0)
+    neg_inf = is_inf & (sign == 1)
+    finite = ~(is_nan | is_inf)
+    nan_vec = (is_nan | pos_inf).any(-1, keepdim=True) | neg_inf.all(-1, keepdim=True)
+
+    # step 1: the max over the finite elements (-inf never wins unless all are -inf: then NaN anyway)
+    key = torch.where(finite, _order_key(sign, m, E, fmt), torch.full_like(m, -(1 << 40)))
+    idx = key.argmax(-1, keepdim=True)
+    sm, Em, mm = (t.gather(-1, idx) for t in (sign, E, m))
+
+    # step 2, 3: d and t
+    D = fixed_difference(sign, E, m, sm, Em, mm, cfg)
+    T = (D * cfg.log2e_const) >> cfg.log2e_frac_bits
+    live = finite & (T >= -cfg.d_sat)
+    T = torch.where(live, T, torch.zeros_like(T))
+
+    # step 4, 5: p and its exact sum
+    q, P = exp2_fixed(T, cfg)
+    s = q - W + B
+    p = torch.where(s >= 0, P << s.clamp(min=0), P >> (-s).clamp(min=0, max=W + 2))
+    total = torch.where(live, p, torch.zeros_like(p)).sum(-1, keepdim=True)
+    total = torch.where(nan_vec, torch.full_like(total, 1 << B), total)  # keep NaN rows in range
+
+    # step 6, 7
+    U = T - log2_fixed(total, cfg)
+    qy, Py = exp2_fixed(U, cfg)
+    out = round_to_format(qy, Py, cfg)
+    out = torch.where(live, out, torch.zeros_like(out))
+    return torch.where(nan_vec, torch.full_like(out, fmt.nan_bits), out)
+
+
+def _check_cfg(cfg) -> SoftmaxConfig:
+    if cfg is None:
+        return SoftmaxConfig()
+    if not isinstance(cfg, SoftmaxConfig):
+        raise TypeError(f"cfg must be a SoftmaxConfig or None, got {type(cfg).__name__}")
+    return cfg
+
+
+def hyft_softmax(x: torch.Tensor, cfg: SoftmaxConfig | None = None) -> torch.Tensor:
+    """Softmax over the last dimension, bit-exact to the Hyft unit; x must be in cfg's format (default bf16).
+
+    Any shape; returns the same shape and dtype (on x's device). Raises TypeError for any other dtype.
+    """
+    cfg = _check_cfg(cfg)
+    if not torch.is_tensor(x):
+        raise TypeError(f"x must be a torch tensor, got {type(x).__name__}")
+    if x.dtype != cfg.torch_dtype:
+        raise TypeError(f"x has dtype {x.dtype} but the unit is configured for fmt={cfg.fmt!r} "
+                        f"({cfg.torch_dtype}); convert it first, or use hyft_softmax_like_torch")
+    if x.dim() == 0:
+        return hyft_softmax(x.reshape(1), cfg).reshape(())
+    out = hyft_softmax_bits(float_to_bits(x.detach().cpu()), cfg)
+    return bits_to_float(out, cfg.fmt).to(x.device)
+
+
+def _softmax_dim(ndim: int) -> int:
+    # torch's legacy choice when dim is None (torch.nn.functional._get_softmax_dim)
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+def hyft_softmax_like_torch(input: torch.Tensor, dim: int | None = None, dtype: torch.dtype | None = None,
+                            cfg: SoftmaxConfig | None = None) -> torch.Tensor:
+    """torch.softmax's signature on the Hyft unit: round to cfg's format, run, cast back.
+
+    The result has the dtype torch.softmax would give (`dtype` if given, else the input's).
+    """
+    cfg = _check_cfg(cfg)
+    if dtype is not None:
+        input = input.to(dtype)
+    if not input.is_floating_point():
+        raise TypeError(f"softmax needs a floating-point input, got {input.dtype}")
+    if dim is None:
+        dim = _softmax_dim(input.dim())
+    if input.dim() == 0:
+        return hyft_softmax(input.detach().to(cfg.torch_dtype), cfg).to(input.dtype)
+    x = input.detach().movedim(dim, -1).to(cfg.torch_dtype)
+    return hyft_softmax(x, cfg).to(input.dtype).movedim(-1, dim)
+
+
+@contextlib.contextmanager
+def softmax_patch(fn: Callable[..., torch.Tensor]):
+    """Install `fn(input, dim, dtype=None)` as torch.softmax, torch.nn.functional.softmax, Tensor.softmax."""
+    saved = (torch.softmax, torch.nn.functional.softmax, torch.Tensor.softmax)
+
+    def softmax(input, dim=None, _stacklevel=3, dtype=None):
+        return fn(input, dim, dtype=dtype)
+
+    def tensor_softmax(self, dim=None, dtype=None):
+        return fn(self, dim, dtype=dtype)
+
+    torch.softmax = softmax
+    torch.nn.functional.softmax = softmax
+    torch.Tensor.softmax = tensor_softmax
+    try:
+        yield
+    finally:
+        torch.softmax, torch.nn.functional.softmax, torch.Tensor.softmax = saved
+
+
+@contextlib.contextmanager
+def patched_softmax(cfg: SoftmaxConfig | None = None):
+    """Run every torch softmax (all three entry points) on the Hyft unit, e.g. inside a HuggingFace model.
+
+    Inference only: the outputs carry no gradient. Models must use attention that calls softmax
+    (attn_implementation="eager"); fused kernels such as SDPA never do.
+    """
+    cfg = _check_cfg(cfg)
+    with softmax_patch(functools.partial(hyft_softmax_like_torch, cfg=cfg)):
+        yield cfg
+
+
+def softmax_ref(x: torch.Tensor) -> torch.Tensor:
+    """Exact reference: torch.softmax in float64 over the last dimension (torch's special values)."""
+    return torch.softmax(x.to(torch.float64), dim=-1)
