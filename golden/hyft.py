@@ -31,18 +31,18 @@ Step 2, d = x - mx, exactly, rounded toward -inf at 2^-F, saturated at -2^I
     the exact floor of the exact difference; the RTL computes it with an
     alignment shifter and one adder (`fixed_difference`):
       a. x == mx as values (same bits after decode; +0 == -0): D = 0.
-      b. Ev = max(Ex, Em) over the non-zero operands. If Ev >= H = I + M + 2:
-         D = -2^(I+F). (Two different floats with magnitude >= 2^H differ by
-         at least 2^(I+1).)
+      b. Ev = max(Ex, Em) over the non-zero operands. If Ev >= H = I + M + 2
+         (`align_exp_limit`): D = -2^(I+F). (When x != mx and one of them has
+         magnitude >= 2^H, they differ by at least 2^(H-M-1) = 2^(I+1).)
       c. Grid: g = min(Ev - M, -F). Each operand o with mantissa mo and
-         exponent Eo is placed on the grid: k = (Eo - M) - g. k >= 0:
-         v = mo << k, sticky 0. k < 0: v = mo >> min(-k, M+2), sticky = any
+         exponent Eo is placed on the grid: k = (Eo - M) - g. k >= 0
+         (k <= I + F + 1 after b): v = mo << k, sticky 0. k < 0: v = mo >> min(-k, M+2), sticky = any
          bit shifted out. In half units: V = 2v + sticky. (The operand with the
          larger exponent is always exact on the grid, so at most one sticky is
          set, and V then stands in for any value strictly between two grid
          points, which is all the ceil below can see.) Zero operands give V = 0.
-      d. A2 = (+/-)Vm - (+/-)Vx, signs from the operands: A2 >= 0, at most
-         M+I+F+4 bits (`align_bits`).
+      d. A2 = (+/-)Vm - (+/-)Vx, signs from the operands: 0 <= A2 < 2^(M+I+F+4)
+         (`align_bits`).
       e. C = ceil(A2 / 2^z), z = min(1 - F - g, M + 3); D = -min(C, 2^(I+F)).
     -inf elements (dead) are not computed.
 
@@ -63,8 +63,8 @@ Step 4, q and r; the 2^r table (`exp2_fixed`)
 Step 5, exact fixed-point sum
     Each live p on the sum's grid 2^-B, truncated: s = q - W + B; s >= 0:
     P << s; s < 0: P >> min(-s, W + 2). Sum = the exact integer sum over the
-    vector, sum_bits = clog2(max_len) + 1 + B bits unsigned. The max element
-    has T = 0, P = 2^W, so Sum >= 2^B.
+    vector's live elements (dead ones add 0), sum_bits = clog2(max_len) + 1 + B
+    bits unsigned (each p < 2). The max element has T = 0, P = 2^W, so Sum >= 2^B.
 
 Step 6, log2(Sum) (`log2_fixed`)
     k = index of the leading one of Sum (k >= B). Integer part k - B. The F
@@ -85,9 +85,10 @@ Step 7, y = 2^(t - log2 Sum), rounded to fmt
     ties to even (W <= M: pad with zeros). A carry to 2^(M+1) halves the
     mantissa and increments qy. Biased exponent qy + bias < 1: the output is +0
     (no subnormal outputs). Otherwise y = +(qy + bias, mantissa - 2^M). y <= 1
-    always; the sign is always +. N = 1 (or every other element -inf/dead):
-    T = 0, P = 2^W, Sum = 2^B, k = B, rs = 0, Lsum = 0, U = 0, Py = 2^W: y = 1.0
-    exactly.
+    always; the sign is always +. N = 1 (or every other element -inf, dead, or
+    below 2^-B): T = 0, P = 2^W, Sum = 2^B, k = B, rs = 0, no bias, Lsum = 0,
+    U = 0, Py = 2^W: y = 1.0 exactly. Likewise 2^k equal maxima alone give
+    exactly 2^-k.
 
 Dtypes: `hyft_softmax` takes only the config's format and raises TypeError
 otherwise (a silent conversion would hide a rounding that the hardware does not
@@ -108,8 +109,8 @@ from accelkit.config.hyft import FORMATS, FloatFormat, SoftmaxConfig
 
 __all__ = [
     "SoftmaxConfig", "hyft_softmax", "hyft_softmax_bits", "hyft_softmax_like_torch", "patched_softmax",
-    "softmax_patch", "softmax_ref", "decode_float", "float_to_bits", "bits_to_float", "fixed_difference",
-    "exp2_fixed", "log2_fixed", "leading_one", "round_to_format", "interpolate",
+    "softmax_patch", "softmax_ref", "torch_softmax", "decode_float", "float_to_bits", "bits_to_float",
+    "fixed_difference", "exp2_fixed", "log2_fixed", "leading_one", "round_to_format", "interpolate",
 ]
 
 _INT_VIEW = {16: torch.int16, 32: torch.int32}
@@ -371,6 +372,11 @@ def patched_softmax(cfg: SoftmaxConfig | None = None):
         yield cfg
 
 
+def torch_softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """torch's own softmax, even inside `softmax_patch` (the C method the patched entry points hide)."""
+    return torch._C.TensorBase.softmax(input, dim, dtype=dtype)
+
+
 def softmax_ref(x: torch.Tensor) -> torch.Tensor:
-    """Exact reference: torch.softmax in float64 over the last dimension (torch's special values)."""
-    return torch.softmax(x.to(torch.float64), dim=-1)
+    """Exact reference: torch's softmax in float64 over the last dimension (torch's special values)."""
+    return torch_softmax(x.to(torch.float64), -1)

@@ -6,11 +6,6 @@ from fractions import Fraction
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from accelkit.config import ConfigError
-from accelkit.config.hyft import FORMATS, SoftmaxConfig, exp2_table, log2_table, log2e_constant
 from accelkit.golden.hyft import (
     bits_to_float,
     decode_float,
@@ -27,6 +22,11 @@ from accelkit.golden.hyft import (
     softmax_ref,
 )
 from accelkit.golden.hyft_ref import decode_value, hyft_softmax_scalar
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from accelkit.config import ConfigError
+from accelkit.config.hyft import FORMATS, SoftmaxConfig, exp2_table, log2_table, log2e_constant
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 INF = float("inf")
@@ -70,7 +70,8 @@ def test_config_round_trip_and_derived_widths():
     assert w["sum_int_bits"] == 11 and w["sum_bits"] == 31  # 1024 values < 2 each, 20 fraction bits
     assert w["seg_bits"] == 3 and w["interp_bits"] == 9 and w["q_bits"] == 8
     assert cfg.log2e_const == 47274 == round(math.log2(math.e) * 2**15)
-    assert SoftmaxConfig(max_len=1, lanes=1).sum_int_bits == 1 and SoftmaxConfig(max_len=1000, lanes=8).sum_int_bits == 11
+    assert SoftmaxConfig(max_len=1, lanes=1).sum_int_bits == 1
+    assert SoftmaxConfig(max_len=1000, lanes=8).sum_int_bits == 11
     assert SoftmaxConfig(fmt="fp16").implies()["bias"] == 15
 
 
