@@ -79,13 +79,17 @@ Step 6, log2(Sum) (`log2_fixed`)
     tables' worst errors in log2 units, centres the error band. A power-of-two
     Sum (the max alone, or 2, 4, ... equal maxima) keeps its exact log.
 
-Step 7, y = 2^(t - log2 Sum), rounded to fmt
+Step 7, y = 2^(t - log2 Sum), rounded to fmt (`round_to_format`)
     U = T - Lsum <= 0; qy = U >> F, ry = U & (2^F - 1); Py from the same 2^r
-    path as step 4. Round Py (W fraction bits) to M fraction bits, to nearest,
-    ties to even (W <= M: pad with zeros). A carry to 2^(M+1) halves the
-    mantissa and increments qy. Biased exponent qy + bias < 1: the output is +0
-    (no subnormal outputs). Otherwise y = +(qy + bias, mantissa - 2^M). y <= 1
-    always; the sign is always +. N = 1 (or every other element -inf, dead, or
+    path as step 4, so y ~ Py * 2^(qy - W). Rounding to the format's grid, to
+    nearest, ties to even, with gradual underflow: e = qy + bias;
+    h = W - M + max(0, 1 - e) bits are dropped (clamped at W + 2, which
+    drops everything); h <= 0 pads with zeros. keep = (Py >> h) + round-up,
+    round-up = (dropped > half) or (dropped == half and keep odd).
+    Output bits = (max(e, 1) << M) + keep - 2^M: a normal result's carry to
+    2^(M+1) and a subnormal rounding up to 2^M both move into the exponent
+    field by this addition, and results below half the smallest subnormal
+    become +0. y <= 1 always; the sign is always +. N = 1 (or every other element -inf, dead, or
     below 2^-B): T = 0, P = 2^W, Sum = 2^B, k = B, rs = 0, no bias, Lsum = 0,
     U = 0, Py = 2^W: y = 1.0 exactly. Likewise 2^k equal maxima alone give
     exactly 2^-k.
@@ -232,23 +236,20 @@ def log2_fixed(total: torch.Tensor, cfg: SoftmaxConfig) -> torch.Tensor:
 
 
 def round_to_format(q: torch.Tensor, P: torch.Tensor, cfg: SoftmaxConfig) -> torch.Tensor:
-    """Bits of +P * 2^(q - W) in fmt: mantissa rounded to nearest even, flushed to +0 below the normals."""
+    """Bits of +P * 2^(q - W) in fmt, rounded to nearest even on the format's grid (subnormals included)."""
     fmt = _fmt(cfg)
     M, W = fmt.man_bits, cfg.table_bits
-    if W > M:
-        sh = W - M
-        keep = P >> sh
-        rem = P & ((1 << sh) - 1)
-        half = 1 << (sh - 1)
-        up = (rem > half) | ((rem == half) & ((keep & 1) == 1))
-        keep = keep + up.to(torch.int64)
-    else:
-        keep = P << (M - W)
-    carry = keep >> (M + 1)
-    keep = keep >> carry
-    e = q + carry + fmt.bias
-    bits = (e << M) | (keep - (1 << M))
-    return torch.where(e >= 1, bits, torch.zeros_like(bits))
+    e = q + fmt.bias
+    # bits dropped: W - M for a normal result, plus 1 - e more below the normals
+    sh = (W - M + (1 - e).clamp(min=0)).clamp(max=W + 2)
+    keep = torch.where(sh >= 0, P >> sh.clamp(min=0), P << (-sh).clamp(min=0))
+    rs = sh.clamp(min=1)
+    rem = P & ((1 << rs) - 1)
+    half = 1 << (rs - 1)
+    up = (sh > 0) & ((rem > half) | ((rem == half) & ((keep & 1) == 1)))
+    keep = keep + up.to(torch.int64)
+    # a carry out of the mantissa, or a subnormal rounding up to 2^-bias+1, moves into the exponent field
+    return (e.clamp(min=1) << M) + keep - (1 << M)
 
 
 # ---- the unit ---------------------------------------------------------------------------------------

@@ -37,13 +37,15 @@ def _interp(table, r: int, cfg: SoftmaxConfig) -> int:
 def _encode_output(Py: int, qy: int, cfg: SoftmaxConfig) -> int:
     f = FORMATS[cfg.fmt]
     M, W = f.man_bits, cfg.table_bits
-    mant = round(Fraction(Py, 1 << W) * (1 << M))  # round half to even
-    if mant == 1 << (M + 1):
-        mant, qy = mant >> 1, qy + 1
+    value = Fraction(Py) * Fraction(2) ** (qy - W)
     e = qy + f.bias
-    if e < 1:
-        return 0
-    return (e << M) | (mant - (1 << M))
+    if e >= 1:  # normal: M fraction bits below the leading one
+        mant = round(value / Fraction(2) ** (qy - M))  # round half to even
+        if mant == 1 << (M + 1):
+            mant, e = mant >> 1, e + 1
+        return (e << M) | (mant - (1 << M))
+    # subnormal grid 2^(1 - bias - M); a result that rounds up to 2^M is the smallest normal
+    return round(value / Fraction(2) ** (1 - f.bias - M))
 
 
 def hyft_softmax_scalar(bits: list[int], cfg: SoftmaxConfig) -> list[int]:

@@ -41,6 +41,7 @@ WIDE = dict(segments=32, frac_bits=24, int_bits=8, table_bits=30, sum_frac_bits=
     ("fmt", "fp8"), ("lanes", 3), ("max_len", 0), ("max_len", 8192), ("max_len", 6), ("segments", 3),
     ("frac_bits", 4), ("frac_bits", 25), ("int_bits", 0), ("int_bits", 9), ("table_bits", 4),
     ("table_bits", 31), ("log2e_bits", 1), ("sum_frac_bits", 0), ("sum_frac_bits", 41), ("centring", 1),
+    ("segments", 8.0), ("lanes", True), ("fmt", ["bf16"]), ("frac_bits", "12"),
 ])
 def test_invalid_parameter_is_named_in_one_line(param, value):
     with pytest.raises(ConfigError) as e:
@@ -217,12 +218,19 @@ def test_subnormals_read_as_zero_and_nan_rows_stay_apart():
     assert bool(torch.isnan(y[1]).all()) and y[2].tolist() == [0.5, 0.5] and not bool(torch.isnan(y[0]).any())
 
 
-def test_outputs_below_the_normals_flush_to_zero():
-    cfg = SoftmaxConfig(fmt="fp16")  # fp16's smallest normal is 2^-14
-    x = torch.tensor([0.0, -9.0, -11.0, -200.0], dtype=torch.float16)  # e^-9 ~ 2^-13, e^-11 ~ 2^-15.9
+def test_outputs_underflow_gradually():
+    cfg = SoftmaxConfig(fmt="fp16")  # fp16: smallest normal 2^-14, smallest subnormal 2^-24
+    x = torch.tensor([0.0, -9.0, -11.0, -16.0, -18.0, -200.0], dtype=torch.float16)
     y = hyft_softmax(x, cfg)
-    assert y[1] > 0 and y[2] == 0 and y[3] == 0
-    assert int(round_to_format(torch.tensor([-15]), torch.tensor([(1 << 13) - 1]), cfg)) == 1 << 10  # carry
+    ref = softmax_ref(x)
+    assert y[2] < 2**-14 and (y[2] - ref[2]).abs() <= 2**-25  # e^-11: subnormal, within half a step
+    assert y[3] == 2**-23 and y[4] == 0 and y[5] == 0  # e^-16 ~ 1.89 * 2^-24; e^-18 ~ 0.26 * 2^-24
+    # rounding carries: into the exponent of a normal, and from the subnormals into the smallest normal
+    P = torch.tensor([(1 << 13) - 1])
+    assert int(round_to_format(torch.tensor([-3]), P, cfg)) == (15 - 2) << 10  # ~2^-2 -> exactly 2^-2
+    assert int(round_to_format(torch.tensor([-15]), P, cfg)) == 1 << 10  # ~2^-14 -> smallest normal
+    assert int(round_to_format(torch.tensor([-25]), torch.tensor([1 << 12]), cfg)) == 0  # 2^-25: tie to even 0
+    assert int(round_to_format(torch.tensor([-25]), torch.tensor([(1 << 12) + 1]), cfg)) == 1
 
 
 # ---- shapes and dtypes -----------------------------------------------------------------------------
@@ -341,3 +349,29 @@ def test_scalar_model_reads_values_exactly():
         f = bits_to_float(torch.tensor([b]), "fp32").double().item()
         if isinstance(v, Fraction) and abs(f) >= 2**-126:
             assert v == Fraction(f)
+
+
+def test_huge_magnitudes_saturate_or_cancel_exactly():
+    x = torch.tensor([[3e38, 3e38], [-3e38, 3e38], [1e30, 1e30], [-1e30, -1e30]], dtype=torch.bfloat16)
+    assert hyft_softmax(x).tolist() == [[0.5, 0.5], [0.0, 1.0], [0.5, 0.5], [0.5, 0.5]]
+    x = torch.tensor([65504.0, 65472.0, 65440.0], dtype=torch.float16)  # one fp16 ulp (32) apart
+    assert torch.equal(hyft_softmax(x, SoftmaxConfig(fmt="fp16")), torch.tensor([1.0, 0, 0], dtype=torch.float16))
+    x = torch.tensor([1e6, 1e6 - 0.0625, 1e6 - 1], dtype=torch.float32)  # close fp32 values cancel exactly
+    y = hyft_softmax(x, SoftmaxConfig(fmt="fp32")).double()
+    assert (y - softmax_ref(x)).abs().max() < 2e-3
+
+
+def test_accuracy_flow_runs_small():
+    import json
+
+    from accelkit.flows.hyft_accuracy import accuracy_study, random_vectors, render_table
+
+    batches = random_vectors(60, seed=3)
+    lengths = torch.cat([b["length"] for b in batches])
+    assert len(lengths) == 60 and int(lengths.min()) == 1 and int(lengths.max()) == 1024
+    assert all(b["x"].shape[1] >= int(b["length"].max()) for b in batches)
+    study = accuracy_study(n_vectors=60, minilm=False, configs=[SoftmaxConfig()])
+    json.dumps(study)
+    assert [r["unit"] for r in study["rows"]] == ["exact"] * 3 + ["hyft"]
+    assert study["default"]["meets_targets"] == {"random": {"max_abs": True, "max_rel": True}}
+    assert "| bf16 | 8 |" in render_table(study)

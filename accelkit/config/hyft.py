@@ -48,6 +48,12 @@ FORMATS: dict[str, FloatFormat] = {
 LANES = (1, 2, 4, 8, 16)
 SEGMENTS = (1, 2, 4, 8, 16, 32)
 MAX_LEN_LIMIT = 4096
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 # The golden model computes in int64; the widest intermediate must fit with a sign bit to spare.
 GOLDEN_INT_BITS = 62
 
@@ -83,29 +89,29 @@ class SoftmaxConfig(BlockConfig):
     centring: bool = True
 
     def validate(self) -> None:
-        require(self.fmt in FORMATS, "fmt", f"one of {', '.join(FORMATS)}", self.fmt)
-        require(self.lanes in LANES, "lanes", f"one of {LANES}", self.lanes)
-        require(isinstance(self.max_len, int) and 1 <= self.max_len <= MAX_LEN_LIMIT, "max_len",
+        require(isinstance(self.fmt, str) and self.fmt in FORMATS, "fmt", f"one of {', '.join(FORMATS)}", self.fmt)
+        require(_is_int(self.lanes) and self.lanes in LANES, "lanes", f"one of {LANES}", self.lanes)
+        require(_is_int(self.max_len) and 1 <= self.max_len <= MAX_LEN_LIMIT, "max_len",
                 f"an integer in 1..{MAX_LEN_LIMIT}", self.max_len)
         require(self.max_len % self.lanes == 0, "max_len", f"a multiple of lanes={self.lanes}", self.max_len)
-        require(self.segments in SEGMENTS, "segments", f"one of {SEGMENTS}", self.segments)
-        require(isinstance(self.int_bits, int) and 1 <= self.int_bits <= 8, "int_bits",
+        require(_is_int(self.segments) and self.segments in SEGMENTS, "segments", f"one of {SEGMENTS}", self.segments)
+        require(_is_int(self.int_bits) and 1 <= self.int_bits <= 8, "int_bits",
                 "an integer in 1..8 (d saturates at -2^int_bits; 2^-256 is below every format)",
                 self.int_bits)
         lo = self.seg_bits + 2
-        require(isinstance(self.frac_bits, int) and lo <= self.frac_bits <= 24, "frac_bits",
+        require(_is_int(self.frac_bits) and lo <= self.frac_bits <= 24, "frac_bits",
                 f"an integer in {lo}..24 (at least log2(segments)+2 so the log2 table rises strictly)",
                 self.frac_bits)
-        require(isinstance(self.table_bits, int) and lo <= self.table_bits <= 30, "table_bits",
+        require(_is_int(self.table_bits) and lo <= self.table_bits <= 30, "table_bits",
                 f"an integer in {lo}..30 (at least log2(segments)+2 so the 2^r table rises strictly)",
                 self.table_bits)
-        require(isinstance(self.log2e_bits, int) and 2 <= self.log2e_bits <= 32, "log2e_bits",
+        require(_is_int(self.log2e_bits) and 2 <= self.log2e_bits <= 32, "log2e_bits",
                 "an integer in 2..32", self.log2e_bits)
         require(self.product_bits <= GOLDEN_INT_BITS, "log2e_bits",
                 f"at most {GOLDEN_INT_BITS - self.d_mag_bits} with int_bits={self.int_bits}, "
                 f"frac_bits={self.frac_bits} (the product d*log2e must stay under {GOLDEN_INT_BITS} bits)",
                 self.log2e_bits)
-        require(isinstance(self.sum_frac_bits, int) and 1 <= self.sum_frac_bits <= 40, "sum_frac_bits",
+        require(_is_int(self.sum_frac_bits) and 1 <= self.sum_frac_bits <= 40, "sum_frac_bits",
                 "an integer in 1..40", self.sum_frac_bits)
         require(isinstance(self.centring, bool), "centring", "True or False", self.centring)
 
