@@ -36,6 +36,16 @@ def _check_finite(x: torch.Tensor, what: str) -> None:
         raise QuantError(f"{what} has {n_bad} non-finite value(s) (first: {bad}); DyBit cannot encode NaN or inf")
 
 
+def _check_codes(codes: torch.Tensor, n: int, fmt: str) -> torch.Tensor:
+    if not torch.is_tensor(codes) or codes.is_floating_point() or codes.is_complex():
+        raise QuantError(f"codes must be an integer tensor of raw {n}-bit words")
+    codes = codes.to(torch.int64)
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= 1 << n):
+        raise QuantError(f"codes must lie in 0 .. {(1 << n) - 1} for {fmt}; got "
+                         f"{int(codes.min())} .. {int(codes.max())}")
+    return codes
+
+
 class GridFormat:
     """A signed number format given by its non-negative magnitudes (sign-magnitude, symmetric)."""
 
@@ -124,18 +134,9 @@ class DyBitFormat(GridFormat):
         pos = self.int_table[: 1 << (self.n - 1)]
         return pos.to(torch.float64) / (1 << self.f)
 
-    def _check_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        if not torch.is_tensor(codes) or codes.is_floating_point() or codes.is_complex():
-            raise QuantError(f"codes must be an integer tensor of raw {self.n}-bit words")
-        codes = codes.to(torch.int64)
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= 1 << self.n):
-            raise QuantError(f"codes must lie in 0 .. {(1 << self.n) - 1} for {self!r}; got "
-                             f"{int(codes.min())} .. {int(codes.max())}")
-        return codes
-
     def to_int(self, codes: torch.Tensor) -> torch.Tensor:
         """The integer form I = v * 2^f of each code (int64)."""
-        return self.int_table[self._check_codes(codes)]
+        return self.int_table[_check_codes(codes, self.n, repr(self))]
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """The value of each code (float64, exact)."""
@@ -163,6 +164,35 @@ class IntFormat(GridFormat):
     @functools.cached_property
     def magnitudes(self) -> torch.Tensor:
         return torch.arange(0, 1 << (self.n - 1), dtype=torch.float64)
+
+    f = 0  # integers: the code's value is its integer form
+
+    @functools.cached_property
+    def int_table(self) -> torch.Tensor:
+        """Two's complement value of every code 0 .. 2^n - 1 (code 2^(n-1) is -2^(n-1), never encoded)."""
+        c = torch.arange(1 << self.n, dtype=torch.int64)
+        return torch.where(c >= 1 << (self.n - 1), c - (1 << self.n), c)
+
+    def to_int(self, codes: torch.Tensor) -> torch.Tensor:
+        """The two's complement integer of each n-bit code (int64)."""
+        return self.int_table[_check_codes(codes, self.n, repr(self))]
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.to_int(codes).to(torch.float64)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """n-bit two's complement codes of the nearest integers (ties to the smaller magnitude, saturating)."""
+        v = self.round_to_grid(torch.as_tensor(x)).to(torch.int64)
+        return v & ((1 << self.n) - 1)
+
+    def __repr__(self) -> str:
+        return f"IntFormat(n={self.n})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, IntFormat) and self.n == other.n
+
+    def __hash__(self) -> int:
+        return hash(("int", self.n))
 
 
 class MiniFloatFormat(GridFormat):
@@ -208,8 +238,9 @@ def parse_format(spec: str) -> DyBitFormat | IntFormat:
 # The exact matmul
 
 
-def dybit_matmul(a_codes: torch.Tensor, a_fmt: DyBitFormat, b_codes: torch.Tensor, b_fmt: DyBitFormat) -> torch.Tensor:
-    """C = A x B exactly, as int64 in units of 2^-(fa + fb)."""
+def dybit_matmul(a_codes: torch.Tensor, a_fmt: DyBitFormat | IntFormat, b_codes: torch.Tensor,
+                 b_fmt: DyBitFormat | IntFormat) -> torch.Tensor:
+    """C = A x B exactly, as int64 in units of 2^-(fa + fb) (either operand may be an INT format)."""
     a = a_fmt.to_int(a_codes)
     b = b_fmt.to_int(b_codes)
     if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0]:

@@ -1,0 +1,95 @@
+"""Run a block's RTL under Verilator from Python: config + stream job in, beats and cycles out.
+
+`run_streams` is the one entry point every block's public API (`run_dybit_array`
+and the others) goes through. It builds (or reuses) the content-addressed
+Verilator model, writes the job to a fresh run directory of its own (so any
+number of runs, in any number of processes, share the model but nothing
+else), runs the shared cocotb testbench `accelkit.sim.tb_streams` and returns
+what it collected. A failed check raises `SimulationMismatch`, whose one-line
+message gives the first difference and the waveform file (with waves=True) or
+how to get one.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import uuid
+from pathlib import Path
+
+from accelkit.config import BlockConfig
+
+from .build import TOP, verilated_model
+from .harness import JOB_ENV
+from .tools import verilator_env
+
+TESTBENCH = "accelkit.sim.tb_streams"
+WAVES_FILE = "dump.vcd"
+
+
+class SimulationMismatch(AssertionError):
+    """The RTL disagreed with the expected output, hung, or dropped/added beats."""
+
+
+def _clean_env(extra: dict[str, str]):
+    """Environment changes for the simulator process; cocotb's runner reads os.environ."""
+    env = verilator_env() | extra
+    saved = {k: os.environ.get(k) for k in [*env, "PYTEST_CURRENT_TEST"]}
+    os.environ.update(env)
+    # Under pytest the runner would sys.exit on a failed test; this module reports failures itself.
+    os.environ.pop("PYTEST_CURRENT_TEST", None)
+    return saved
+
+
+def _restore(saved: dict[str, str | None]) -> None:
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def run_streams(cfg: BlockConfig, job: dict, waves: bool = False, keep: bool = False) -> dict:
+    """Simulate `cfg` on a stream job (see `accelkit.sim.tb_streams`) and return the testbench's result.
+
+    The result has `sinks` (beats per output stream), `sink_fires` and
+    `source_fires` (the cycle of every handshake, counted from the end of reset)
+    and `run_dir` when the run directory is kept (waves=True or keep=True).
+    """
+    from cocotb_tools.runner import get_runner
+
+    job = {"seed": 1, "timeout": 100_000, **job}
+    model = verilated_model(cfg, waves=waves)
+    run_dir = model / "runs" / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    run_dir.mkdir(parents=True)
+    job_file = run_dir / "job.pkl"
+    job_file.write_bytes(pickle.dumps(job))
+    saved = _clean_env({JOB_ENV: str(job_file), "COCOTB_LOG_LEVEL": "WARNING"})
+    try:
+        runner = get_runner("verilator")
+        runner.test(test_module=TESTBENCH, hdl_toplevel=TOP, hdl_toplevel_lang="verilog", build_dir=model,
+                    test_dir=run_dir,
+                    results_xml=str(run_dir / "results.xml"), waves=waves, log_file=run_dir / "sim.log")
+    except SystemExit:
+        pass  # the simulator exited non-zero; the missing or failed result below says why
+    finally:
+        _restore(saved)
+    result_file = run_dir / "result.pkl"
+    where = (f"waveform: {run_dir / WAVES_FILE}" if waves
+             else "run again with waves=True (accelkit sim --waves) for a waveform")
+    if not result_file.exists():
+        raise SimulationMismatch(f"{cfg.block}: the simulation ended without a result; log: {run_dir / 'sim.log'}")
+    result = pickle.loads(result_file.read_bytes())
+    if result["error"]:
+        raise SimulationMismatch(f"{cfg.block}: {result['error']}; {where}")
+    if waves or keep:
+        result["run_dir"] = run_dir
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return result
+
+
+def waves_path(result: dict) -> Path | None:
+    d = result.get("run_dir")
+    return d / WAVES_FILE if d else None
