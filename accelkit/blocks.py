@@ -1,7 +1,8 @@
 """The registry of accelkit's blocks: what the CLI, runner, sweeps and reports know of each.
 
-Every entry names its config class, its generator and its cocotb testbench by
-import path, so importing the registry stays cheap.
+Every entry names its config class and its generator by import path, so
+importing the registry stays cheap. Every block is simulated by the shared
+stream testbench `accelkit.sim.tb_streams` through `accelkit.sim.runner`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ class Block:
     name: str
     config: str  # "module:Class" of the frozen config dataclass
     generator: str  # "module:callable" taking the config, returning an amaranth wiring.Component
-    testbench: str  # cocotb module run by the simulator
     summary: str
 
     @property
@@ -50,8 +50,25 @@ register(Block(
     name="dybit-array",
     config="accelkit.config.dybit:DyBitArrayConfig",
     generator="accelkit.gen.dybit_array:DyBitMacArray",
-    testbench="accelkit.sim.tb_dybit",
     summary="R x C MAC array for DyBit operands (INT8 baseline from the same code path)",
+))
+register(Block(
+    name="hyft",
+    config="accelkit.config.hyft:SoftmaxConfig",
+    generator="accelkit.gen.hyft:build_softmax",
+    summary="Hyft hybrid-format softmax (arch='hyft'), and the conventional floating-point baseline (arch='float')",
+))
+register(Block(
+    name="sparse-conv",
+    config="accelkit.config.sparse_conv:SparseConvConfig",
+    generator="accelkit.gen.sparse_conv:SparseConvEngine",
+    summary="one line-buffered submanifold sparse convolution layer engine",
+))
+register(Block(
+    name="sparse-chain",
+    config="accelkit.config.sparse_conv:SparseChainConfig",
+    generator="accelkit.gen.sparse_conv:SparseConvChain",
+    summary="several sparse layer engines composed into one dataflow top",
 ))
 
 

@@ -1,7 +1,8 @@
 """The cocotb testbench every block shares: drive stream ports, collect stream ports, check.
 
 The job (written by `accelkit.sim.runner.run_streams`) lists, for each input
-stream, the pre-packed beats and the chance of a valid gap before each beat,
+stream, the pre-packed beats, the chance of a valid gap before each beat and
+optionally `after`, the name of a source that must finish first,
 and for each output stream the number of beats to collect, the chance of a
 ready stall per cycle and, when the caller checks against a golden model, the
 expected beats. All sources run concurrently, so streams that depend on each
@@ -14,7 +15,7 @@ every beat and the cycle of every handshake so the host can measure cycles.
 from __future__ import annotations
 
 import cocotb
-from cocotb.triggers import ClockCycles, Combine
+from cocotb.triggers import ClockCycles, Combine, Event
 
 from .harness import load_job, save_result, start
 from .streams import StreamSink, StreamSource
@@ -28,7 +29,15 @@ async def run(dut):
     sinks = [StreamSink(dut, s["name"], dut.clk, counter, rng, s.get("stall", 0.0)) for s in job["sinks"]]
     for s in sinks:
         cocotb.start_soon(s.run())
-    drivers = [cocotb.start_soon(src.send(s["beats"])) for src, s in zip(sources, job["sources"], strict=True)]
+    done = {s["name"]: Event() for s in job["sources"]}
+
+    async def drive(src: StreamSource, spec: dict) -> None:
+        if spec.get("after"):  # e.g. data only after the weights are loaded
+            await done[spec["after"]].wait()
+        await src.send(spec["beats"])
+        done[spec["name"]].set()
+
+    drivers = [cocotb.start_soon(drive(src, s)) for src, s in zip(sources, job["sources"], strict=True)]
     waits = [cocotb.start_soon(snk.wait_for(s["count"], job["timeout"]))
              for snk, s in zip(sinks, job["sinks"], strict=True)]
     error = None
