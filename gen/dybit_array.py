@@ -28,12 +28,12 @@ ready.
 
 from __future__ import annotations
 
-from accelkit.golden.dybit import DyBitFormat
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from accelkit.config.dybit import DyBitArrayConfig
+from accelkit.golden.dybit import DyBitFormat
 
 
 class DecodedLayout(data.StructLayout):

@@ -24,6 +24,7 @@ import math
 from typing import Any
 
 import numpy as np
+
 from accelkit.golden.sparse_conv import SparseFrame
 
 EVENT_DTYPE = np.dtype([("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "i1")])

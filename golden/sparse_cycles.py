@@ -8,10 +8,9 @@ baseline runs the same MAC units over every output position of the grid.
 
 from __future__ import annotations
 
+from accelkit.config.sparse_conv import SparseConvConfig
 from accelkit.golden.sparse_conv import FrameError, SparseFrame, neighbour_counts
 from accelkit.golden.sparse_conv import useful_macs as _useful_macs
-
-from accelkit.config.sparse_conv import SparseConvConfig
 
 __all__ = ["sparse_cycles_estimate", "dense_cycles", "useful_macs", "utilisation", "sparse_speedup",
            "cost_summary"]

@@ -18,10 +18,10 @@ import math
 
 import numpy as np
 import torch
-from accelkit.golden.dybit import QuantError, dybit_matmul
-from accelkit.golden.dybit_cycles import matmul_cycles
 
 from accelkit.config.dybit import DyBitArrayConfig
+from accelkit.golden.dybit import QuantError, dybit_matmul
+from accelkit.golden.dybit_cycles import matmul_cycles
 
 from .payload import pack_lanes, unpack_lanes
 from .runner import run_streams

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+
 from accelkit.golden.events import (
     EVENT_DTYPE,
     EventError,

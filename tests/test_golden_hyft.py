@@ -6,6 +6,11 @@ from fractions import Fraction
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from accelkit.config import ConfigError
+from accelkit.config.hyft import FORMATS, SoftmaxConfig, exp2_table, log2_table, log2e_constant
 from accelkit.golden.hyft import (
     bits_to_float,
     decode_float,
@@ -22,11 +27,6 @@ from accelkit.golden.hyft import (
     softmax_ref,
 )
 from accelkit.golden.hyft_ref import decode_value, hyft_softmax_scalar
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from accelkit.config import ConfigError
-from accelkit.config.hyft import FORMATS, SoftmaxConfig, exp2_table, log2_table, log2e_constant
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 INF = float("inf")

@@ -7,6 +7,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
+from accelkit.config import ConfigError
+from accelkit.config.sparse_conv import SparseConvConfig, signed_bits
 from accelkit.golden.sparse_conv import (
     KINDS,
     FrameError,
@@ -27,9 +30,6 @@ from accelkit.golden.sparse_cycles import (
     utilisation,
 )
 from accelkit.golden.sparse_cycles import useful_macs as cfg_useful_macs
-
-from accelkit.config import ConfigError
-from accelkit.config.sparse_conv import SparseConvConfig, signed_bits
 
 FRAMES = load_frames()
 FRAME_NAMES = sorted(FRAMES)
