@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 
 import torch
+
 from accelkit.golden.dybit import FP4_E2M1, FP8_E4M3, IntFormat, quantise_dybit, quantise_grid, sqnr_db
 
 from .minilm import embed, load_minilm

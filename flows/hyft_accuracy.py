@@ -25,9 +25,9 @@ import time
 from collections.abc import Callable, Iterable
 
 import torch
-from accelkit.golden.hyft import hyft_softmax, patched_softmax, softmax_patch, softmax_ref, torch_softmax
 
 from accelkit.config.hyft import SoftmaxConfig
+from accelkit.golden.hyft import hyft_softmax, patched_softmax, softmax_patch, softmax_ref, torch_softmax
 
 FMTS = ("bf16", "fp16", "fp32")
 SEGMENTS = (1, 4, 8, 16, 32)

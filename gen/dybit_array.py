@@ -85,6 +85,24 @@ def decode_operand(m: Module, code, fmt, name: str):
     return out
 
 
+SHIFT_ADD_MAX_BITS = 4
+
+
+def small_multiply(x, y):
+    """x * y for unsigned significands. When one is at most SHIFT_ADD_MAX_BITS wide the product is written
+    as a sum of shifted partial products, so synthesis builds a few adders instead of spending a DSP
+    block (yosys maps even a 6 x 2 multiply to a MULT18X18D on ECP5)."""
+    if len(x) < len(y):
+        x, y = y, x
+    if len(y) > SHIFT_ADD_MAX_BITS:
+        return x * y
+    terms = [Mux(y[b], x << b, 0) for b in range(len(y))]
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total
+
+
 def array_signature(cfg: DyBitArrayConfig) -> wiring.Signature:
     a = data.StructLayout({"data": data.ArrayLayout(unsigned(cfg.a_bits), cfg.rows), "last": 1})
     b = data.ArrayLayout(unsigned(cfg.b_bits), cfg.cols)
@@ -141,7 +159,7 @@ class DyBitMacArray(wiring.Component):
                     if cfg.is_int_baseline:
                         p = a1[i] * b1[j]
                     else:
-                        mag = (a1[i].sig * b1[j].sig) << (a1[i].sh + b1[j].sh)
+                        mag = small_multiply(a1[i].sig, b1[j].sig) << (a1[i].sh + b1[j].sh)
                         p = Mux(a1[i].neg ^ b1[j].neg, -mag, mag)
                     m.d.sync += prod[i][j].eq(p)
 
@@ -163,7 +181,8 @@ class DyBitMacArray(wiring.Component):
                 m.d.sync += bank_valid.eq(1)
 
         # ---- drain: the bank shifts up one row per output beat
-        row = Signal(range(R), name="drain_row")
+        # (a one-row array has no row counter: every beat is the tile's last)
+        row = Signal(range(R), name="drain_row") if R > 1 else Const(0, 1)
         m.d.comb += [
             self.c.valid.eq(bank_valid),
             self.c.payload.last.eq(row == R - 1),
@@ -173,9 +192,12 @@ class DyBitMacArray(wiring.Component):
             for i in range(R - 1):
                 m.d.sync += [bank[i][j].eq(bank[i + 1][j]) for j in range(C)]
             with m.If(row == R - 1):
-                m.d.sync += [row.eq(0), bank_valid.eq(0)]
-            with m.Else():
-                m.d.sync += row.eq(row + 1)
+                m.d.sync += bank_valid.eq(0)
+                if R > 1:
+                    m.d.sync += row.eq(0)
+            if R > 1:
+                with m.Else():
+                    m.d.sync += row.eq(row + 1)
         return m
 
 

@@ -99,6 +99,18 @@ def verilog_file(cfg: BlockConfig) -> Path:
     return out
 
 
+def _first_problem(log: Path) -> str:
+    """The first Verilator or compiler complaint in a build log, for a one-line error."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return "no build log"
+    for line in lines:
+        if line.startswith(("%Error", "%Warning")) or " error: " in line:
+            return line.strip()[:300]
+    return "see the log"
+
+
 def verilated_model(cfg: BlockConfig, waves: bool = False) -> Path:
     """Build (once) the Verilator model of `cfg` and return its build directory."""
     d = build_dir(cfg, "verilator-waves" if waves else "verilator")
@@ -121,10 +133,9 @@ def verilated_model(cfg: BlockConfig, waves: bool = False) -> Path:
                          build_args=[*VERILATOR_WARNINGS_OFF, "-O3", "--x-assign", "fast",
                                      "--x-initial", "fast"],
                          log_file=d / "build.log", always=True)
-        except SystemExit as e:
-            raise RuntimeError(f"Verilator build of {cfg.block} failed: see {d / 'build.log'}") from e
-        except Exception as e:
-            raise RuntimeError(f"Verilator build of {cfg.block} failed ({e}): see {d / 'build.log'}") from e
+        except (SystemExit, Exception) as e:
+            raise RuntimeError(f"Verilator build of {cfg.block} failed: {_first_problem(d / 'build.log')}; "
+                               f"see {d / 'build.log'}") from e
         finally:
             for k, v in saved.items():
                 if v is None:
