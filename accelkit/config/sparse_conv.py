@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from .base import BlockConfig, require
+from .base import BlockConfig, ConfigError, require
 
 KINDS = ("subm3x3", "dw3x3", "pw1x1", "conv3x3s2", "dw3x3s2")
 DEPTHWISE_KINDS = ("dw3x3", "dw3x3s2")
@@ -55,6 +55,9 @@ class SparseConvConfig(BlockConfig):
     bias_bits: int = 16
     scale_bits: int = 16
     shift: int = 16
+    # Rows of input the engine buffers beyond the 3-row window (stride-2 kinds: pairs of rows), so that
+    # tokens of the next rows are taken while the current output row is computed. 0: the bare 3-row buffer.
+    prefetch_rows: int = 1
 
     def validate(self) -> None:
         require(self.kind in KINDS, "kind", f"one of {', '.join(KINDS)}", self.kind)
@@ -62,7 +65,8 @@ class SparseConvConfig(BlockConfig):
             require(isinstance(getattr(self, name), bool), name, "True or False", getattr(self, name))
         for name, lo, hi in (("max_height", 1, MAX_DIM), ("max_width", 1, MAX_DIM), ("cin", 1, MAX_DIM),
                              ("cout", 1, MAX_DIM), ("feature_bits", 2, 16), ("weight_bits", 2, 16),
-                             ("bias_bits", 1, 32), ("scale_bits", 1, 32), ("shift", 1, 62)):
+                             ("bias_bits", 1, 32), ("scale_bits", 1, 32), ("shift", 1, 62),
+                             ("prefetch_rows", 0, 4)):
             v = getattr(self, name)
             require(_is_int(v) and lo <= v <= hi, name, f"an integer in {lo}..{hi}", v)
         require(_is_int(self.pi) and 1 <= self.pi <= self.cin and self.cin % self.pi == 0, "pi",
@@ -231,6 +235,59 @@ class SparseConvConfig(BlockConfig):
         """Feature storage plus the active-site bitmap."""
         return self.line_buffer_depth * self.line_buffer_word_bits + self.bitmap_bits
 
+    # ----- the RTL engine's storage (gen/sparse_conv.py): window rows plus prefetch rows
+
+    @property
+    def buffer_slots(self) -> int:
+        """Rows of input the RTL line buffer holds: the kernel's window plus stride * prefetch_rows."""
+        return self.kernel + self.stride * self.prefetch_rows
+
+    @property
+    def buffer_words(self) -> int:
+        """Words of the RTL line buffer memory: one per (slot, column, input channel group)."""
+        return self.buffer_slots * self.max_width * self.in_groups
+
+    @property
+    def buffer_word_bits(self) -> int:
+        return self.pi * self.feature_bits
+
+    @property
+    def weight_word_bits(self) -> int:
+        """One weight memory word: a PO x PI block of a tap (depthwise: P lanes of a tap)."""
+        return (self.pi if self.depthwise else self.pi * self.po) * self.weight_bits
+
+    @property
+    def weight_words(self) -> int:
+        """Weight memory depth: taps x output groups x input groups (depthwise: taps x groups)."""
+        if self.depthwise:
+            return self.taps * self.in_groups
+        return self.taps * self.out_groups * self.in_groups
+
+    @property
+    def requant_groups(self) -> int:
+        """Output beats per site: cout / po (depthwise: the C / P channel groups)."""
+        return self.cout // self.po
+
+    @property
+    def requant_word_bits(self) -> int:
+        """One requant word: po biases (low bits) then po scales."""
+        return self.po * (self.bias_bits + self.scale_bits)
+
+    @property
+    def shape_word_bits(self) -> int:
+        """The frame-shape word: height - 1 (y_bits, low) then width - 1 (x_bits)."""
+        return self.y_bits + self.x_bits
+
+    @property
+    def param_bits(self) -> int:
+        """Width of the params stream: the widest of the shape, weight and requant words."""
+        return max(self.shape_word_bits, self.weight_word_bits, self.requant_word_bits)
+
+    @property
+    def param_words(self) -> int:
+        """Beats of one params load: the shape word, the weight words, the requant words."""
+        return 1 + self.weight_words + self.requant_groups
+
     def implied(self) -> dict:
         """Everything the parameters imply, for reports."""
         return {
@@ -241,5 +298,71 @@ class SparseConvConfig(BlockConfig):
             "out_x_bits": self.out_x_bits, "psum_bits": self.psum_bits, "requant_bits": self.requant_bits,
             "line_buffer_rows": self.line_buffer_rows, "line_buffer_depth": self.line_buffer_depth,
             "line_buffer_word_bits": self.line_buffer_word_bits, "bitmap_bits": self.bitmap_bits,
-            "line_buffer_bits": self.line_buffer_bits,
+            "line_buffer_bits": self.line_buffer_bits, "buffer_slots": self.buffer_slots,
+            "buffer_words": self.buffer_words, "buffer_word_bits": self.buffer_word_bits,
+            "weight_words": self.weight_words, "weight_word_bits": self.weight_word_bits,
+            "param_words": self.param_words, "param_bits": self.param_bits,
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class SparseChainConfig(BlockConfig):
+    """Layer engines in sequence, each one's output stream feeding the next one's input.
+
+    Consecutive layers must agree: channels (cin == previous cout), beat width (pi == previous po),
+    grid (max_height/max_width == the previous layer's output grid), feature bits; layers after the
+    first take signed features (they are requantised outputs). Residual blocks need an identity path
+    the chain does not have: residual layers are refused.
+    """
+
+    block: ClassVar[str] = "sparse-chain"
+
+    layers: tuple = (
+        SparseConvConfig(kind="conv3x3s2", max_height=32, max_width=32, cin=4, cout=8, pi=4, po=4,
+                         signed_input=False, relu=True),
+        SparseConvConfig(kind="subm3x3", max_height=16, max_width=16, cin=8, cout=8, pi=4, po=4, relu=True),
+        SparseConvConfig(kind="pw1x1", max_height=16, max_width=16, cin=8, cout=4, pi=4, po=4),
+    )
+
+    def validate(self) -> None:
+        require(isinstance(self.layers, tuple) and len(self.layers) >= 1, "layers",
+                "a non-empty tuple of SparseConvConfig", self.layers)
+        for i, l in enumerate(self.layers):
+            require(isinstance(l, SparseConvConfig), f"layers[{i}]", "a SparseConvConfig", type(l).__name__)
+            require(not l.residual, f"layers[{i}].residual", "False: the chain has no identity path",
+                    l.residual)
+            if i == 0:
+                continue
+            p = self.layers[i - 1]
+            for name, want, why in (("cin", p.cout, "the previous layer's cout"),
+                                    ("pi", p.po, "the previous layer's po (beat width)"),
+                                    ("max_height", p.max_out_height, "the previous layer's output grid"),
+                                    ("max_width", p.max_out_width, "the previous layer's output grid"),
+                                    ("feature_bits", p.feature_bits, "the previous layer's feature_bits"),
+                                    ("signed_input", True, "True after the first layer (requantised outputs)")):
+                require(getattr(l, name) == want, f"layers[{i}].{name}", f"{want!r}: {why}", getattr(l, name))
+
+    @property
+    def first(self) -> SparseConvConfig:
+        return self.layers[0]
+
+    @property
+    def last(self) -> SparseConvConfig:
+        return self.layers[-1]
+
+    def to_dict(self) -> dict:
+        return {"block": self.block, "layers": [l.to_dict() for l in self.layers]}
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        d = dict(d)
+        block = d.pop("block", cls.block)
+        if block != cls.block:
+            raise ConfigError(f"block={block!r} is invalid: this config is for {cls.block!r}")
+        unknown = sorted(set(d) - {"layers"})
+        if unknown:
+            raise ConfigError(f"{unknown[0]}={d[unknown[0]]!r} is invalid: {cls.__name__} has no such parameter")
+        layers = d.get("layers", [])
+        require(isinstance(layers, list | tuple), "layers", "a list of layer configs", layers)
+        return cls(layers=tuple(l if isinstance(l, SparseConvConfig) else SparseConvConfig.from_dict(l)
+                                for l in layers))

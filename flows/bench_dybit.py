@@ -1,0 +1,166 @@
+"""The DyBit MAC array's measurements: sweep points, PE area, utilisation, the cycle model, the report section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from accelkit.config.dybit import DyBitArrayConfig
+from accelkit.golden.dybit_cycles import matmul_cycles, utilisation
+from accelkit.sim.dybit import run_dybit_array
+
+from .sweep import grid, plot_area_cycles, run_sweep, write_tables
+from .synth import synth_config
+
+SWEEP_AXES = {"rows": [1, 2, 4, 8], "cols": [1, 2, 4, 8]}
+SWEEP_SHAPE = (64, 256, 64)  # the fixed matmul of the sweep and of the utilisation figures
+DEVICE = "85k"  # an 8 x 8 INT8 array needs 64 MULT18X18D: more than the 25k part has
+MODEL_SHAPES = [(1, 1, 1), (3, 5, 7), (16, 3, 16), (17, 33, 9), (64, 64, 64), (100, 37, 23)]
+PE_FORMATS = {  # name -> (A format, B format)
+    "INT8 x INT8": ("int8", "int8"),
+    "DyBit-8 x DyBit-8": ("dybit8k4", "dybit8k4"),
+    "DyBit-4 x DyBit-8 (W4A8)": ("dybit8k4", "dybit4k3"),
+    "DyBit-4 x DyBit-4": ("dybit4k3", "dybit4k3"),
+}
+
+
+def random_operands(cfg: DyBitArrayConfig, m: int, k: int, n: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randint(0, 1 << cfg.a_bits, (m, k), generator=g),
+            torch.randint(0, 1 << cfg.b_bits, (k, n), generator=g))
+
+
+def measure_cycles(cfg: DyBitArrayConfig, m: int, k: int, n: int, seed: int = 0) -> dict:
+    """RTL cycles of one random M x K x N matmul (checked bit-exact), with the model's figure and utilisation."""
+    run = run_dybit_array(cfg, *random_operands(cfg, m, k, n, seed))
+    return {"m": m, "k": k, "n": n, "cycles": run.cycles, "model_cycles": matmul_cycles(cfg, m, k, n),
+            "utilisation": utilisation(cfg, m, k, n, run.cycles)}
+
+
+def smoke(cfg: DyBitArrayConfig, seed: int = 1, waves: bool = False, gap: float = 0.0, stall: float = 0.0) -> dict:
+    """`accelkit sim dybit-array`: one random matmul with ragged M, N, checked bit-exact against the golden model."""
+    m, k, n = 2 * cfg.rows + 1, min(cfg.max_k, 37), 2 * cfg.cols + 3
+    run = run_dybit_array(cfg, *random_operands(cfg, m, k, n, seed), gap=gap, stall=stall, seed=seed, waves=waves)
+    out = {"check": "bit-exact against golden/dybit.py", "shape": f"{m} x {k} x {n}", "cycles": run.cycles,
+           "model_cycles": run.predicted}
+    if waves:
+        out["waves"] = str(run.waves)
+    return out
+
+
+def _flat_area(res: dict) -> dict:
+    out = {}
+    for target, figs in res.items():
+        if target == "fmax":
+            out["fmax_mhz"] = round(figs["fmax_mhz"], 2)
+            continue
+        prefix = target.replace("-", "_")
+        out.update({f"{prefix}_{k}": v for k, v in figs.items() if k != "cells"})
+    return out
+
+
+def measure_point(cfg: DyBitArrayConfig, shape=SWEEP_SHAPE, fmax: bool = True) -> dict:
+    """One sweep point: the config, RTL cycles of the fixed matmul, ECP5 and Xilinx area, ECP5 Fmax."""
+    row = {"rows": cfg.rows, "cols": cfg.cols, "a_format": cfg.a_format, "b_format": cfg.b_format}
+    row.update(measure_cycles(cfg, *shape))
+    row.update(_flat_area(synth_config(cfg, targets=("ecp5", "xilinx"), fmax=fmax, device=DEVICE)))
+    return row
+
+
+def sweep(out: Path, base: DyBitArrayConfig | None = None, axes: dict | None = None, jobs: int = 2,
+          on_done=None) -> list[dict]:
+    """`accelkit sweep dybit-array`: JSON, CSV and a plot of area against cycles for the fixed matmul."""
+    configs = grid(base or DyBitArrayConfig(), axes or SWEEP_AXES)
+    rows = run_sweep(configs, measure_point, jobs=jobs, on_done=on_done)
+    write_tables(rows, out, "dybit_sweep")
+    m, k, n = SWEEP_SHAPE
+    plot_area_cycles(rows, out / "dybit_sweep.png", f"DyBit array ({rows[0]['a_format']} x {rows[0]['b_format']}), "
+                     f"{m} x {k} x {n} matmul", lambda r: f"{r['rows']}x{r['cols']}",
+                     [("ecp5_lut4", "ECP5 LUT4"), ("xilinx_lut", "Xilinx LUT")])
+    return rows
+
+
+def pe_area(jobs: int = 2, on_done=None) -> list[dict]:
+    """Area of one PE per format pair: (area of 8 x 8 - area of 4 x 4) / 48, which cancels the edge logic
+    shared by a row or column only approximately (8 more decoders) but all fixed logic exactly."""
+    configs = [DyBitArrayConfig(rows=s, cols=s, a_format=a, b_format=b) for a, b in PE_FORMATS.values()
+               for s in (4, 8)]
+    areas = run_sweep(configs, _area_of, jobs=jobs, on_done=on_done)
+    rows = []
+    for i, name in enumerate(PE_FORMATS):
+        small, big = areas[2 * i], areas[2 * i + 1]
+        rows.append({"format": name, **{k: round((big[k] - small[k]) / 48, 1) for k in big}})
+    return rows
+
+
+def _area_of(cfg: DyBitArrayConfig) -> dict:
+    return _flat_area(synth_config(cfg, targets=("ecp5", "xilinx", "ecp5-nodsp"), fmax=False))
+
+
+def report(out: Path, jobs: int = 2, on_done=None, minilm: bool = True) -> tuple[dict, str]:
+    """The DyBit section of `accelkit report`: (JSON-able results, Markdown)."""
+    default = DyBitArrayConfig()
+    res: dict = {"default_config": default.to_dict()}
+    res["default_area"] = _flat_area(synth_config(default, targets=("ecp5", "xilinx"), fmax=True, device=DEVICE))
+    if on_done:
+        on_done(default, res["default_area"])
+    res["pe_area"] = pe_area(jobs=jobs, on_done=on_done)
+    m, k, n = SWEEP_SHAPE
+    res["utilisation"] = [{"array": f"{s}x{s}", **measure_cycles(default.replace(rows=s, cols=s), m, k, n)}
+                          for s in (4, 8)]
+    res["cycle_model"] = [{"array": f"{c.rows}x{c.cols}", **measure_cycles(c, *shape, seed=i)}
+                          for i, shape in enumerate(MODEL_SHAPES)
+                          for c in (default, default.replace(rows=8, cols=8))]
+    if minilm:
+        from .dybit_accuracy import minilm_study
+
+        res["minilm"] = minilm_study()
+    return res, render(res)
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def render(res: dict) -> str:
+    d = res["default_config"]
+    a = res["default_area"]
+    md = [f"## DyBit MAC array\n\nDefault config: {d['rows']} x {d['cols']}, A {d['a_format']}, B {d['b_format']}, "
+          f"K up to {d['max_k']}. ECP5: {a['ecp5_lut4']} LUT4, {a['ecp5_ff']} FF, {a['ecp5_ccu2']} CCU2, "
+          f"{a['ecp5_mult18']} MULT18X18D, {a['ecp5_ebr']} EBR; Xilinx UltraScale+: {a['xilinx_lut']} LUT, "
+          f"{a['xilinx_ff']} FF, {a['xilinx_dsp']} DSP48E2, {a['xilinx_bram']} RAMB18; ECP5 Fmax "
+          f"{a['fmax_mhz']} MHz (LFE5U-{DEVICE}, nextpnr, seed 1).\n"]
+    md.append("### Area of one PE (from 8 x 8 minus 4 x 4 arrays, per PE)\n")
+    int8 = res["pe_area"][0]
+    rows = []
+    for r in res["pe_area"]:
+        ratio = r["ecp5_nodsp_lut4"] / int8["ecp5_nodsp_lut4"] if int8["ecp5_nodsp_lut4"] else float("nan")
+        rows.append([r["format"], r["ecp5_lut4"], r["ecp5_ff"], r["ecp5_ccu2"], r["ecp5_mult18"],
+                     r["ecp5_nodsp_lut4"], f"{ratio:.2f}", r["xilinx_lut"], r["xilinx_ff"], r["xilinx_dsp"]])
+    md.append(_table(["A x B", "ECP5 LUT4", "FF", "CCU2", "MULT18", "ECP5 LUT4, no DSP", "vs INT8 (no DSP)",
+                      "Xilinx LUT", "FF", "DSP48E2"], rows))
+    md.append("\n### MAC utilisation, 64 x 256 x 64 matmul (RTL, Verilator)\n")
+    md.append(_table(["array", "cycles", "model", "utilisation"],
+                     [[u["array"], u["cycles"], u["model_cycles"], f"{100 * u['utilisation']:.2f}%"]
+                      for u in res["utilisation"]]))
+    exact = all(c["cycles"] == c["model_cycles"] for c in res["cycle_model"])
+    md.append(f"\n### Cycle model against the RTL ({'exact on every shape' if exact else 'NOT exact'})\n")
+    md.append(_table(["array", "M x K x N", "RTL cycles", "model", "difference"],
+                     [[c["array"], f"{c['m']} x {c['k']} x {c['n']}", c["cycles"], c["model_cycles"],
+                       c["cycles"] - c["model_cycles"]] for c in res["cycle_model"]]))
+    if "minilm" in res:
+        from .dybit_accuracy import render_markdown
+
+        md.append("\n### Accuracy on all-MiniLM-L6-v2\n")
+        md.append(render_markdown(res["minilm"]))
+    return "\n".join(md)
+
+
+def render_sweep(rows: list[dict]) -> str:
+    return _table(["R x C", "cycles", "util", "ECP5 LUT4", "FF", "MULT18", "Xilinx LUT", "FF", "DSP", "Fmax MHz"],
+                  [[f"{r['rows']}x{r['cols']}", r["cycles"], f"{100 * r['utilisation']:.1f}%", r["ecp5_lut4"],
+                    r["ecp5_ff"], r["ecp5_mult18"], r["xilinx_lut"], r["xilinx_ff"], r["xilinx_dsp"],
+                    r.get("fmax_mhz", "")] for r in rows])
