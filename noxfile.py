@@ -1,4 +1,12 @@
-"""accelkit's sessions. `nox -s tests` is what CI runs (through .ci/run)."""
+"""accelkit's sessions. CI runs the whole suite through .ci/run (the same as `nox -s tests`).
+
+  nox -s tests    every test: golden models, cocotb regressions under Verilator, synthesis flows
+  nox -s sim      only the cocotb regressions under Verilator
+  nox -s synth    only the yosys / nextpnr flow tests
+  nox -s lint     ruff
+  nox -s sweep    every block's parameter sweep (long: synthesis and place-and-route at every point)
+  nox -s report   `accelkit report`: each block's default config end to end
+"""
 
 import nox
 
@@ -7,20 +15,49 @@ nox.options.sessions = ["lint", "tests"]
 PY = "3.11"
 
 
+def _install(session, extras="test"):
+    session.install("-e", f".[{extras}]")
+
+
 @nox.session(python=PY)
 def tests(session):
-    session.install("-e", ".[test]")
+    _install(session)
     session.run("pytest", "-n", "2", *session.posargs)
 
 
 @nox.session(python=PY)
 def sim(session):
     """cocotb regressions under Verilator."""
-    session.install("-e", ".[test]")
+    _install(session)
     session.run("pytest", "-n", "2", "-m", "sim", *session.posargs)
+
+
+@nox.session(python=PY)
+def synth(session):
+    """yosys (ECP5, Xilinx), nextpnr-ecp5 and Verilator lint flows."""
+    _install(session)
+    session.run("pytest", "-n", "2", "-m", "synth", *session.posargs)
 
 
 @nox.session(python=PY)
 def lint(session):
     session.install("ruff>=0.6")
     session.run("ruff", "check", ".")
+
+
+SWEPT = ["dybit-array", "hyft", "sparse-conv"]
+
+
+@nox.session(python=PY)
+def sweep(session):
+    """Every block's sweep into sweep/<block>/ (JSON, CSV, PNG). `nox -s sweep -- hyft` sweeps one block."""
+    _install(session)
+    for block in session.posargs or SWEPT:
+        session.run("accelkit", "sweep", block, "-o", f"sweep/{block}")
+
+
+@nox.session(python=PY)
+def report(session):
+    """The main job: `accelkit report` into report/."""
+    _install(session, "test,minilm")
+    session.run("accelkit", "report", *session.posargs)
