@@ -71,6 +71,7 @@ register(Block(
     config="accelkit.config.sparse_conv:SparseConvConfig",
     generator="accelkit.gen.sparse_conv:SparseConvEngine",
     summary="one line-buffered submanifold sparse convolution layer engine",
+    bench="accelkit.flows.bench_sparse",
 ))
 register(Block(
     name="sparse-chain",
