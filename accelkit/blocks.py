@@ -65,6 +65,7 @@ register(Block(
     config="accelkit.config.hyft:SoftmaxConfig",
     generator="accelkit.gen.hyft:build_softmax",
     summary="Hyft hybrid-format softmax (arch='hyft'), and the conventional floating-point baseline (arch='float')",
+    bench="accelkit.flows.bench_hyft",
 ))
 register(Block(
     name="sparse-conv",

@@ -279,19 +279,11 @@ class SoftmaxConfig(BlockConfig):
     @property
     def word_bits(self) -> int:
         """Bits per element in a buffer bank: the input float, later overwritten by its live flag and |t|."""
-        if self.arch == "float":
-            return max(self.width, self.float_work_width + 1)
+        if self.arch == "float":  # the baseline writes back e = exp(x - max) as a packed working float
+            from accelkit.golden.float_softmax import working_float_bits
+
+            return max(self.width, working_float_bits(self))
         return max(self.width, self.t_mag_bits + 1)
-
-    @property
-    def float_work_man_bits(self) -> int:
-        """The float baseline's working precision: the format's mantissa plus 3 guard bits."""
-        return self.man_bits + 3
-
-    @property
-    def float_work_width(self) -> int:
-        """Bits of one working float of the baseline: exponent (biased, 2 extra bits) and mantissa."""
-        return self.exp_bits + 2 + self.float_work_man_bits
 
     def implies(self) -> dict[str, int]:
         """Every derived width, by name (what the generator and the report read)."""

@@ -1,0 +1,145 @@
+"""The Hyft softmax unit's measurements: latency and throughput, area against the floating-point baseline,
+the accuracy study, the lanes x segments sweep and the report section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from accelkit.config.hyft import SoftmaxConfig
+from accelkit.golden import hyft_cycles
+from accelkit.sim.hyft import run_hyft
+
+from .bench_dybit import _flat_area, _table
+from .sweep import grid, plot_area_cycles, run_sweep, write_tables
+from .synth import synth_config
+
+SWEEP_AXES = {"lanes": [1, 4, 16], "segments": [4, 8, 16]}
+AREA_LANES = (1, 4, 16)
+DEVICE = "85k"
+RATE_N = 256  # back-to-back vectors of this length give the sustained rate
+RATE_VECTORS = 12
+LATENCY_NS = (1, 16, 100, 256, 1024)
+
+
+def _vectors(cfg: SoftmaxConfig, lengths, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(n, generator=g, dtype=torch.float64) * 4).to(cfg.torch_dtype) for n in lengths]
+
+
+def smoke(cfg: SoftmaxConfig, seed: int = 1, waves: bool = False, gap: float = 0.0, stall: float = 0.0) -> dict:
+    """`accelkit sim hyft`: vectors of several lengths (one with -inf, one with a repeated maximum), checked."""
+    vs = _vectors(cfg, [1, 7, min(cfg.max_len, 100), min(cfg.max_len, 33)], seed)
+    vs[2][5] = float("-inf")
+    vs[3][:] = vs[3].max()
+    run = run_hyft(cfg, vs, gap=gap, stall=stall, seed=seed, waves=waves)
+    out = {"check": "bit-exact against golden/hyft.py" if cfg.arch == "hyft" else "float baseline vs float64",
+           "lengths": [len(v) for v in vs], "latency": run.latency,
+           "model_latency": [t.latency for t in run.predicted], "cycles": run.cycles,
+           "model_cycles": run.predicted_cycles}
+    if waves:
+        out["waves"] = str(run.waves)
+    return out
+
+
+def timing(cfg: SoftmaxConfig) -> dict:
+    """Latency per vector length and the sustained rate on back-to-back vectors, RTL against the model."""
+    lat = []
+    for n in LATENCY_NS:
+        if n > cfg.max_len:
+            continue
+        run = run_hyft(cfg, _vectors(cfg, [n], seed=n))
+        lat.append({"n": n, "rtl": run.latency[0], "model": hyft_cycles.latency(cfg, n),
+                    "bound": 3 * n / cfg.lanes + 40})
+    run = run_hyft(cfg, _vectors(cfg, [RATE_N] * RATE_VECTORS, seed=7))
+    beats = -(-RATE_N // cfg.lanes)
+    last_out = [run.out_fires[(v + 1) * beats - 1] for v in range(RATE_VECTORS)]
+    half = RATE_VECTORS // 2
+    period = (last_out[-1] - last_out[half]) / (RATE_VECTORS - 1 - half)
+    return {"latency": lat, "rate_n": RATE_N, "rate_rtl": RATE_N / period,
+            "rate_model": hyft_cycles.sustained_rate(cfg, RATE_N, RATE_VECTORS),
+            "batch_cycles_rtl": run.cycles, "batch_cycles_model": run.predicted_cycles}
+
+
+def measure_point(cfg: SoftmaxConfig, fmax: bool = True) -> dict:
+    t = timing(cfg)
+    n256 = next(x for x in t["latency"] if x["n"] == 256)
+    row = {"arch": cfg.arch, "fmt": cfg.fmt, "lanes": cfg.lanes, "segments": cfg.segments,
+           "latency_256": n256["rtl"], "latency_256_model": n256["model"], "cycles": n256["rtl"],
+           "rate": round(t["rate_rtl"], 3), "rate_model": round(t["rate_model"], 3)}
+    row.update(_flat_area(synth_config(cfg, targets=("ecp5", "xilinx"), fmax=fmax, device=DEVICE)))
+    return row
+
+
+def area_point(cfg: SoftmaxConfig) -> dict:
+    """Area and Fmax of one config, with the cycle model's latency and rate (exact against the RTL wherever
+    both were run; the 16-lane float baseline takes over ten minutes to verilate, so the report does not)."""
+    row = {"arch": cfg.arch, "fmt": cfg.fmt, "lanes": cfg.lanes, "segments": cfg.segments,
+           "latency_256": hyft_cycles.latency(cfg, 256),
+           "rate": round(hyft_cycles.sustained_rate(cfg, RATE_N, RATE_VECTORS), 3)}
+    row.update(_flat_area(synth_config(cfg, targets=("ecp5", "xilinx"), fmax=True, device=DEVICE)))
+    return row
+
+
+def sweep(out: Path, base: SoftmaxConfig | None = None, axes: dict | None = None, jobs: int = 2,
+          on_done=None) -> list[dict]:
+    """`accelkit sweep hyft`: latency, throughput, area and Fmax over lanes x segments."""
+    configs = grid(base or SoftmaxConfig(), axes or SWEEP_AXES)
+    rows = run_sweep(configs, measure_point, jobs=jobs, on_done=on_done)
+    write_tables(rows, out, "hyft_sweep")
+    plot_area_cycles(rows, out / "hyft_sweep.png", f"Hyft softmax ({rows[0]['fmt']}): area against latency, N=256",
+                     lambda r: f"L{r['lanes']} S{r['segments']}", [("ecp5_lut4", "ECP5 LUT4"),
+                                                                    ("xilinx_lut", "Xilinx LUT")])
+    return rows
+
+
+def render_sweep(rows: list[dict]) -> str:
+    return _table(["arch", "lanes", "S", "latency N=256", "model", "elements/cycle", "ECP5 LUT4", "FF", "MULT18",
+                   "EBR", "Xilinx LUT", "FF", "DSP", "RAMB18", "Fmax MHz"],
+                  [[r["arch"], r["lanes"], r["segments"], r["latency_256"], r["latency_256_model"], r["rate"],
+                    r["ecp5_lut4"], r["ecp5_ff"], r["ecp5_mult18"], r["ecp5_ebr"], r["xilinx_lut"], r["xilinx_ff"],
+                    r["xilinx_dsp"], r["xilinx_bram"], r.get("fmax_mhz", "")] for r in rows])
+
+
+def report(out: Path, jobs: int = 2, on_done=None, accuracy: bool = True) -> tuple[dict, str]:
+    default = SoftmaxConfig()
+    res: dict = {"default_config": default.to_dict(), "timing": timing(default)}
+    configs = [SoftmaxConfig(lanes=n, arch=a) for n in AREA_LANES for a in ("hyft", "float")]
+    res["area"] = run_sweep(configs, area_point, jobs=jobs, on_done=on_done)
+    if accuracy:
+        from .hyft_accuracy import accuracy_study
+
+        res["accuracy"] = accuracy_study()
+    return res, render(res)
+
+
+def render(res: dict) -> str:
+    d, t = res["default_config"], res["timing"]
+    md = [f"## Hyft softmax unit\n\nDefault config: {d['fmt']}, {d['lanes']} lanes, segments {d['segments']}, "
+          f"max_len {d['max_len']}.\n", "### Latency and throughput (RTL under Verilator against the cycle model)\n"]
+    md.append(_table(["N", "RTL latency", "model", "bound 3N/L + 40"],
+                     [[x["n"], x["rtl"], x["model"], f"{x['bound']:.0f}"] for x in t["latency"]]))
+    md.append(f"\nSustained rate, back-to-back vectors of N = {t['rate_n']}: {t['rate_rtl']:.3f} elements/cycle "
+              f"measured, {t['rate_model']:.3f} modelled (target 0.9 L = {0.9 * d['lanes']:.1f}). Whole batch: "
+              f"{t['batch_cycles_rtl']} cycles measured, {t['batch_cycles_model']} modelled.\n")
+    md.append("### Area and Fmax against the conventional floating-point softmax\n")
+    rows = []
+    by = {(r["lanes"], r["arch"]): r for r in res["area"]}
+    for n in AREA_LANES:
+        h, f = by[(n, "hyft")], by[(n, "float")]
+        for r in (h, f):
+            rows.append([n, r["arch"], r["ecp5_lut4"], r["ecp5_ff"], r["ecp5_mult18"], r["ecp5_ebr"],
+                         r["xilinx_lut"], r["xilinx_ff"], r["xilinx_dsp"], r["xilinx_bram"], r.get("fmax_mhz", ""),
+                         r["latency_256"]])
+        rows.append([n, "hyft / float", *[f"{h[k] / f[k]:.2f}" if f[k] else "-" for k in (
+            "ecp5_lut4", "ecp5_ff", "ecp5_mult18", "ecp5_ebr", "xilinx_lut", "xilinx_ff", "xilinx_dsp",
+            "xilinx_bram", "fmax_mhz", "latency_256")]])
+    md.append(_table(["lanes", "arch", "ECP5 LUT4", "FF", "MULT18", "EBR", "Xilinx LUT", "FF", "DSP", "RAMB18",
+                      "Fmax MHz", "latency N=256 (model)"], rows))
+    if "accuracy" in res:
+        from .hyft_accuracy import render_table
+
+        md.append("\n### Accuracy against float64 (golden model; the RTL is bit-exact with it)\n")
+        md.append(render_table(res["accuracy"]))
+    return "\n".join(md)
