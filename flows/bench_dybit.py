@@ -60,11 +60,23 @@ def _flat_area(res: dict) -> dict:
     return out
 
 
+def measured_area(cfg, targets=("ecp5", "xilinx"), fmax: bool = True, device: str = DEVICE) -> dict:
+    """Flat area figures of `cfg` and its ECP5 Fmax; a design that does not place gives fmax_mhz None and the
+    reason in fmax_error instead of stopping a sweep or report."""
+    res = _flat_area(synth_config(cfg, targets=targets, fmax=False))
+    if fmax:
+        try:
+            res.update(_flat_area({"fmax": synth_config(cfg, targets=(), fmax=True, device=device)["fmax"]}))
+        except RuntimeError as e:
+            res["fmax_mhz"], res["fmax_error"] = None, str(e).splitlines()[0]
+    return res
+
+
 def measure_point(cfg: DyBitArrayConfig, shape=SWEEP_SHAPE, fmax: bool = True) -> dict:
     """One sweep point: the config, RTL cycles of the fixed matmul, ECP5 and Xilinx area, ECP5 Fmax."""
     row = {"rows": cfg.rows, "cols": cfg.cols, "a_format": cfg.a_format, "b_format": cfg.b_format}
     row.update(measure_cycles(cfg, *shape))
-    row.update(_flat_area(synth_config(cfg, targets=("ecp5", "xilinx"), fmax=fmax, device=DEVICE)))
+    row.update(measured_area(cfg, fmax=fmax))
     return row
 
 
@@ -95,14 +107,14 @@ def pe_area(jobs: int = 2, on_done=None) -> list[dict]:
 
 
 def _area_of(cfg: DyBitArrayConfig) -> dict:
-    return _flat_area(synth_config(cfg, targets=("ecp5", "xilinx", "ecp5-nodsp"), fmax=False))
+    return measured_area(cfg, targets=("ecp5", "xilinx", "ecp5-nodsp"), fmax=False)
 
 
 def report(out: Path, jobs: int = 2, on_done=None, minilm: bool = True) -> tuple[dict, str]:
     """The DyBit section of `accelkit report`: (JSON-able results, Markdown)."""
     default = DyBitArrayConfig()
     res: dict = {"default_config": default.to_dict()}
-    res["default_area"] = _flat_area(synth_config(default, targets=("ecp5", "xilinx"), fmax=True, device=DEVICE))
+    res["default_area"] = measured_area(default)
     if on_done:
         on_done(default, res["default_area"])
     res["pe_area"] = pe_area(jobs=jobs, on_done=on_done)

@@ -11,9 +11,8 @@ from accelkit.config.hyft import SoftmaxConfig
 from accelkit.golden import hyft_cycles
 from accelkit.sim.hyft import run_hyft
 
-from .bench_dybit import _flat_area, _table
+from .bench_dybit import _table, measured_area
 from .sweep import grid, plot_area_cycles, run_sweep, write_tables
-from .synth import synth_config
 
 SWEEP_AXES = {"lanes": [1, 4, 16], "segments": [4, 8, 16]}
 AREA_LANES = (1, 4, 16)
@@ -68,7 +67,7 @@ def measure_point(cfg: SoftmaxConfig, fmax: bool = True) -> dict:
     row = {"arch": cfg.arch, "fmt": cfg.fmt, "lanes": cfg.lanes, "segments": cfg.segments,
            "latency_256": n256["rtl"], "latency_256_model": n256["model"], "cycles": n256["rtl"],
            "rate": round(t["rate_rtl"], 3), "rate_model": round(t["rate_model"], 3)}
-    row.update(_flat_area(synth_config(cfg, targets=("ecp5", "xilinx"), fmax=fmax, device=DEVICE)))
+    row.update(measured_area(cfg, fmax=fmax, device=DEVICE))
     return row
 
 
@@ -78,7 +77,7 @@ def area_point(cfg: SoftmaxConfig) -> dict:
     row = {"arch": cfg.arch, "fmt": cfg.fmt, "lanes": cfg.lanes, "segments": cfg.segments,
            "latency_256": hyft_cycles.latency(cfg, 256),
            "rate": round(hyft_cycles.sustained_rate(cfg, RATE_N, RATE_VECTORS), 3)}
-    row.update(_flat_area(synth_config(cfg, targets=("ecp5", "xilinx"), fmax=True, device=DEVICE)))
+    row.update(measured_area(cfg, device=DEVICE))
     return row
 
 
@@ -132,11 +131,14 @@ def render(res: dict) -> str:
             rows.append([n, r["arch"], r["ecp5_lut4"], r["ecp5_ff"], r["ecp5_mult18"], r["ecp5_ebr"],
                          r["xilinx_lut"], r["xilinx_ff"], r["xilinx_dsp"], r["xilinx_bram"], r.get("fmax_mhz", ""),
                          r["latency_256"]])
-        rows.append([n, "hyft / float", *[f"{h[k] / f[k]:.2f}" if f[k] else "-" for k in (
+        rows.append([n, "hyft / float", *[f"{h[k] / f[k]:.2f}" if f[k] and h[k] is not None else "-" for k in (
             "ecp5_lut4", "ecp5_ff", "ecp5_mult18", "ecp5_ebr", "xilinx_lut", "xilinx_ff", "xilinx_dsp",
             "xilinx_bram", "fmax_mhz", "latency_256")]])
     md.append(_table(["lanes", "arch", "ECP5 LUT4", "FF", "MULT18", "EBR", "Xilinx LUT", "FF", "DSP", "RAMB18",
                       "Fmax MHz", "latency N=256 (model)"], rows))
+    for r in res["area"]:
+        if r.get("fmax_error"):
+            md.append(f"\n{r['arch']} with {r['lanes']} lanes has no Fmax: {r['fmax_error']}\n")
     if "accuracy" in res:
         from .hyft_accuracy import render_table
 

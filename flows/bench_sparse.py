@@ -8,9 +8,8 @@ from accelkit.config.sparse_conv import SparseConvConfig
 from accelkit.golden.sparse_conv import load_frames
 from accelkit.sim.sparse_conv import engine_figures, random_frame, random_layer, run_sparse_conv
 
-from .bench_dybit import _flat_area, _table
+from .bench_dybit import _table, measured_area
 from .sweep import grid, plot_area_cycles, run_sweep, write_tables
-from .synth import synth_config
 
 SWEEP_AXES = {"pi": [2, 4, 8], "po": [2, 4, 8]}
 SWEEP_FRAME = "dvsgesture_128x128"  # the real frame whose cycles the sweep reports (fits the default 128 x 128)
@@ -39,7 +38,7 @@ def measure_point(cfg: SparseConvConfig, fmax: bool = True) -> dict:
            "model_cycles": fig["model_cycles"], "utilisation": fig["utilisation"],
            "line_buffer_bits": cfg.buffer_words * cfg.buffer_word_bits,
            "weight_bits": cfg.weight_words * cfg.weight_word_bits}
-    row.update(_flat_area(synth_config(cfg, targets=("ecp5", "xilinx"), fmax=fmax, device=DEVICE)))
+    row.update(measured_area(cfg, fmax=fmax, device=DEVICE))
     return row
 
 
@@ -76,7 +75,7 @@ def real_frames(parallelism=(4, 8)) -> list[dict]:
 def report(out: Path, jobs: int = 2, on_done=None) -> tuple[dict, str]:
     default = SparseConvConfig()
     res: dict = {"default_config": default.to_dict()}
-    res["default_area"] = _flat_area(synth_config(default, targets=("ecp5", "xilinx"), fmax=True, device=DEVICE))
+    res["default_area"] = measured_area(default, device=DEVICE)
     if on_done:
         on_done(default, res["default_area"])
     res["real_frames"] = real_frames()
