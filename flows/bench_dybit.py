@@ -10,12 +10,11 @@ from accelkit.config.dybit import DyBitArrayConfig
 from accelkit.golden.dybit_cycles import matmul_cycles, utilisation
 from accelkit.sim.dybit import run_dybit_array
 
-from .sweep import grid, plot_area_cycles, run_sweep, write_tables
-from .synth import synth_config
+from .measure import FMAX_DEVICE, md_table, measured_area
+from .sweep import grid, run_sweep, sweep_to_files
 
 SWEEP_AXES = {"rows": [1, 2, 4, 8], "cols": [1, 2, 4, 8]}
 SWEEP_SHAPE = (64, 256, 64)  # the fixed matmul of the sweep and of the utilisation figures
-DEVICE = "85k"  # an 8 x 8 INT8 array needs 64 MULT18X18D: more than the 25k part has
 MODEL_SHAPES = [(1, 1, 1), (3, 5, 7), (16, 3, 16), (17, 33, 9), (64, 64, 64), (100, 37, 23)]
 PE_FORMATS = {  # name -> (A format, B format)
     "INT8 x INT8": ("int8", "int8"),
@@ -49,29 +48,6 @@ def smoke(cfg: DyBitArrayConfig, seed: int = 1, waves: bool = False, gap: float 
     return out
 
 
-def _flat_area(res: dict) -> dict:
-    out = {}
-    for target, figs in res.items():
-        if target == "fmax":
-            out["fmax_mhz"] = round(figs["fmax_mhz"], 2)
-            continue
-        prefix = target.replace("-", "_")
-        out.update({f"{prefix}_{k}": v for k, v in figs.items() if k != "cells"})
-    return out
-
-
-def measured_area(cfg, targets=("ecp5", "xilinx"), fmax: bool = True, device: str = DEVICE) -> dict:
-    """Flat area figures of `cfg` and its ECP5 Fmax; a design that does not place gives fmax_mhz None and the
-    reason in fmax_error instead of stopping a sweep or report."""
-    res = _flat_area(synth_config(cfg, targets=targets, fmax=False))
-    if fmax:
-        try:
-            res.update(_flat_area({"fmax": synth_config(cfg, targets=(), fmax=True, device=device)["fmax"]}))
-        except RuntimeError as e:
-            res["fmax_mhz"], res["fmax_error"] = None, str(e).splitlines()[0]
-    return res
-
-
 def measure_point(cfg: DyBitArrayConfig, shape=SWEEP_SHAPE, fmax: bool = True) -> dict:
     """One sweep point: the config, RTL cycles of the fixed matmul, ECP5 and Xilinx area, ECP5 Fmax."""
     row = {"rows": cfg.rows, "cols": cfg.cols, "a_format": cfg.a_format, "b_format": cfg.b_format}
@@ -84,13 +60,10 @@ def sweep(out: Path, base: DyBitArrayConfig | None = None, axes: dict | None = N
           on_done=None) -> list[dict]:
     """`accelkit sweep dybit-array`: JSON, CSV and a plot of area against cycles for the fixed matmul."""
     configs = grid(base or DyBitArrayConfig(), axes or SWEEP_AXES)
-    rows = run_sweep(configs, measure_point, jobs=jobs, on_done=on_done)
-    write_tables(rows, out, "dybit_sweep")
     m, k, n = SWEEP_SHAPE
-    plot_area_cycles(rows, out / "dybit_sweep.png", f"DyBit array ({rows[0]['a_format']} x {rows[0]['b_format']}), "
-                     f"{m} x {k} x {n} matmul", lambda r: f"{r['rows']}x{r['cols']}",
-                     [("ecp5_lut4", "ECP5 LUT4"), ("xilinx_lut", "Xilinx LUT")])
-    return rows
+    title = f"DyBit array ({configs[0].a_format} x {configs[0].b_format}), {m} x {k} x {n} matmul"
+    return sweep_to_files(configs, measure_point, out, "dybit_sweep", title, lambda r: f"{r['rows']}x{r['cols']}",
+                          jobs=jobs, on_done=on_done)
 
 
 def pe_area(jobs: int = 2, on_done=None) -> list[dict]:
@@ -131,12 +104,6 @@ def report(out: Path, jobs: int = 2, on_done=None, minilm: bool = True) -> tuple
     return res, render(res)
 
 
-def _table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
 def render(res: dict) -> str:
     d = res["default_config"]
     a = res["default_area"]
@@ -144,7 +111,7 @@ def render(res: dict) -> str:
           f"K up to {d['max_k']}. ECP5: {a['ecp5_lut4']} LUT4, {a['ecp5_ff']} FF, {a['ecp5_ccu2']} CCU2, "
           f"{a['ecp5_mult18']} MULT18X18D, {a['ecp5_ebr']} EBR; Xilinx UltraScale+: {a['xilinx_lut']} LUT, "
           f"{a['xilinx_ff']} FF, {a['xilinx_dsp']} DSP48E2, {a['xilinx_bram']} RAMB18; ECP5 Fmax "
-          f"{a['fmax_mhz']} MHz (LFE5U-{DEVICE}, nextpnr, seed 1).\n"]
+          f"{a['fmax_mhz']} MHz (LFE5U-{FMAX_DEVICE}, nextpnr, seed 1).\n"]
     md.append("### Area of one PE (from 8 x 8 minus 4 x 4 arrays, per PE)\n")
     int8 = res["pe_area"][0]
     rows = []
@@ -152,15 +119,15 @@ def render(res: dict) -> str:
         ratio = r["ecp5_nodsp_lut4"] / int8["ecp5_nodsp_lut4"] if int8["ecp5_nodsp_lut4"] else float("nan")
         rows.append([r["format"], r["ecp5_lut4"], r["ecp5_ff"], r["ecp5_ccu2"], r["ecp5_mult18"],
                      r["ecp5_nodsp_lut4"], f"{ratio:.2f}", r["xilinx_lut"], r["xilinx_ff"], r["xilinx_dsp"]])
-    md.append(_table(["A x B", "ECP5 LUT4", "FF", "CCU2", "MULT18", "ECP5 LUT4, no DSP", "vs INT8 (no DSP)",
+    md.append(md_table(["A x B", "ECP5 LUT4", "FF", "CCU2", "MULT18", "ECP5 LUT4, no DSP", "vs INT8 (no DSP)",
                       "Xilinx LUT", "FF", "DSP48E2"], rows))
     md.append("\n### MAC utilisation, 64 x 256 x 64 matmul (RTL, Verilator)\n")
-    md.append(_table(["array", "cycles", "model", "utilisation"],
+    md.append(md_table(["array", "cycles", "model", "utilisation"],
                      [[u["array"], u["cycles"], u["model_cycles"], f"{100 * u['utilisation']:.2f}%"]
                       for u in res["utilisation"]]))
     exact = all(c["cycles"] == c["model_cycles"] for c in res["cycle_model"])
     md.append(f"\n### Cycle model against the RTL ({'exact on every shape' if exact else 'NOT exact'})\n")
-    md.append(_table(["array", "M x K x N", "RTL cycles", "model", "difference"],
+    md.append(md_table(["array", "M x K x N", "RTL cycles", "model", "difference"],
                      [[c["array"], f"{c['m']} x {c['k']} x {c['n']}", c["cycles"], c["model_cycles"],
                        c["cycles"] - c["model_cycles"]] for c in res["cycle_model"]]))
     if "minilm" in res:
@@ -172,7 +139,7 @@ def render(res: dict) -> str:
 
 
 def render_sweep(rows: list[dict]) -> str:
-    return _table(["R x C", "cycles", "util", "ECP5 LUT4", "FF", "MULT18", "Xilinx LUT", "FF", "DSP", "Fmax MHz"],
+    return md_table(["R x C", "cycles", "util", "ECP5 LUT4", "FF", "MULT18", "Xilinx LUT", "FF", "DSP", "Fmax MHz"],
                   [[f"{r['rows']}x{r['cols']}", r["cycles"], f"{100 * r['utilisation']:.1f}%", r["ecp5_lut4"],
                     r["ecp5_ff"], r["ecp5_mult18"], r["xilinx_lut"], r["xilinx_ff"], r["xilinx_dsp"],
                     r.get("fmax_mhz", "")] for r in rows])

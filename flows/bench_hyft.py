@@ -11,12 +11,11 @@ from accelkit.config.hyft import SoftmaxConfig
 from accelkit.golden import hyft_cycles
 from accelkit.sim.hyft import run_hyft
 
-from .bench_dybit import _table, measured_area
-from .sweep import grid, plot_area_cycles, run_sweep, write_tables
+from .measure import md_table, measured_area
+from .sweep import grid, run_sweep, sweep_to_files
 
 SWEEP_AXES = {"lanes": [1, 4, 16], "segments": [4, 8, 16]}
 AREA_LANES = (1, 4, 16)
-DEVICE = "85k"
 RATE_N = 256  # back-to-back vectors of this length give the sustained rate
 RATE_VECTORS = 12
 LATENCY_NS = (1, 16, 100, 256, 1024)
@@ -67,7 +66,7 @@ def measure_point(cfg: SoftmaxConfig, fmax: bool = True) -> dict:
     row = {"arch": cfg.arch, "fmt": cfg.fmt, "lanes": cfg.lanes, "segments": cfg.segments,
            "latency_256": n256["rtl"], "latency_256_model": n256["model"], "cycles": n256["rtl"],
            "rate": round(t["rate_rtl"], 3), "rate_model": round(t["rate_model"], 3)}
-    row.update(measured_area(cfg, fmax=fmax, device=DEVICE))
+    row.update(measured_area(cfg, fmax=fmax))
     return row
 
 
@@ -77,7 +76,7 @@ def area_point(cfg: SoftmaxConfig) -> dict:
     row = {"arch": cfg.arch, "fmt": cfg.fmt, "lanes": cfg.lanes, "segments": cfg.segments,
            "latency_256": hyft_cycles.latency(cfg, 256),
            "rate": round(hyft_cycles.sustained_rate(cfg, RATE_N, RATE_VECTORS), 3)}
-    row.update(measured_area(cfg, device=DEVICE))
+    row.update(measured_area(cfg))
     return row
 
 
@@ -85,16 +84,13 @@ def sweep(out: Path, base: SoftmaxConfig | None = None, axes: dict | None = None
           on_done=None) -> list[dict]:
     """`accelkit sweep hyft`: latency, throughput, area and Fmax over lanes x segments."""
     configs = grid(base or SoftmaxConfig(), axes or SWEEP_AXES)
-    rows = run_sweep(configs, measure_point, jobs=jobs, on_done=on_done)
-    write_tables(rows, out, "hyft_sweep")
-    plot_area_cycles(rows, out / "hyft_sweep.png", f"Hyft softmax ({rows[0]['fmt']}): area against latency, N=256",
-                     lambda r: f"L{r['lanes']} S{r['segments']}", [("ecp5_lut4", "ECP5 LUT4"),
-                                                                    ("xilinx_lut", "Xilinx LUT")])
-    return rows
+    return sweep_to_files(configs, measure_point, out, "hyft_sweep",
+                          f"Hyft softmax ({configs[0].fmt}): area against latency, N=256",
+                          lambda r: f"L{r['lanes']} S{r['segments']}", jobs=jobs, on_done=on_done)
 
 
 def render_sweep(rows: list[dict]) -> str:
-    return _table(["arch", "lanes", "S", "latency N=256", "model", "elements/cycle", "ECP5 LUT4", "FF", "MULT18",
+    return md_table(["arch", "lanes", "S", "latency N=256", "model", "elements/cycle", "ECP5 LUT4", "FF", "MULT18",
                    "EBR", "Xilinx LUT", "FF", "DSP", "RAMB18", "Fmax MHz"],
                   [[r["arch"], r["lanes"], r["segments"], r["latency_256"], r["latency_256_model"], r["rate"],
                     r["ecp5_lut4"], r["ecp5_ff"], r["ecp5_mult18"], r["ecp5_ebr"], r["xilinx_lut"], r["xilinx_ff"],
@@ -117,7 +113,7 @@ def render(res: dict) -> str:
     d, t = res["default_config"], res["timing"]
     md = [f"## Hyft softmax unit\n\nDefault config: {d['fmt']}, {d['lanes']} lanes, segments {d['segments']}, "
           f"max_len {d['max_len']}.\n", "### Latency and throughput (RTL under Verilator against the cycle model)\n"]
-    md.append(_table(["N", "RTL latency", "model", "bound 3N/L + 40"],
+    md.append(md_table(["N", "RTL latency", "model", "bound 3N/L + 40"],
                      [[x["n"], x["rtl"], x["model"], f"{x['bound']:.0f}"] for x in t["latency"]]))
     md.append(f"\nSustained rate, back-to-back vectors of N = {t['rate_n']}: {t['rate_rtl']:.3f} elements/cycle "
               f"measured, {t['rate_model']:.3f} modelled (target 0.9 L = {0.9 * d['lanes']:.1f}). Whole batch: "
@@ -134,7 +130,7 @@ def render(res: dict) -> str:
         rows.append([n, "hyft / float", *[f"{h[k] / f[k]:.2f}" if f[k] and h[k] is not None else "-" for k in (
             "ecp5_lut4", "ecp5_ff", "ecp5_mult18", "ecp5_ebr", "xilinx_lut", "xilinx_ff", "xilinx_dsp",
             "xilinx_bram", "fmax_mhz", "latency_256")]])
-    md.append(_table(["lanes", "arch", "ECP5 LUT4", "FF", "MULT18", "EBR", "Xilinx LUT", "FF", "DSP", "RAMB18",
+    md.append(md_table(["lanes", "arch", "ECP5 LUT4", "FF", "MULT18", "EBR", "Xilinx LUT", "FF", "DSP", "RAMB18",
                       "Fmax MHz", "latency N=256 (model)"], rows))
     for r in res["area"]:
         if r.get("fmax_error"):

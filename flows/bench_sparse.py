@@ -8,12 +8,11 @@ from accelkit.config.sparse_conv import SparseConvConfig
 from accelkit.golden.sparse_conv import load_frames
 from accelkit.sim.sparse_conv import engine_figures, random_frame, random_layer, run_sparse_conv
 
-from .bench_dybit import _table, measured_area
-from .sweep import grid, plot_area_cycles, run_sweep, write_tables
+from .measure import FMAX_DEVICE, md_table, measured_area
+from .sweep import grid, sweep_to_files
 
 SWEEP_AXES = {"pi": [2, 4, 8], "po": [2, 4, 8]}
 SWEEP_FRAME = "dvsgesture_128x128"  # the real frame whose cycles the sweep reports (fits the default 128 x 128)
-DEVICE = "85k"
 REAL_FRAME_CONFIG = SparseConvConfig(max_height=180, max_width=240)  # large enough for every real frame
 
 
@@ -38,7 +37,7 @@ def measure_point(cfg: SparseConvConfig, fmax: bool = True) -> dict:
            "model_cycles": fig["model_cycles"], "utilisation": fig["utilisation"],
            "line_buffer_bits": cfg.buffer_words * cfg.buffer_word_bits,
            "weight_bits": cfg.weight_words * cfg.weight_word_bits}
-    row.update(measured_area(cfg, fmax=fmax, device=DEVICE))
+    row.update(measured_area(cfg, fmax=fmax))
     return row
 
 
@@ -46,15 +45,13 @@ def sweep(out: Path, base: SparseConvConfig | None = None, axes: dict | None = N
           on_done=None) -> list[dict]:
     """`accelkit sweep sparse-conv`: area (with memories), Fmax and cycles over PI x PO."""
     configs = grid(base or SparseConvConfig(), axes or SWEEP_AXES)
-    rows = run_sweep(configs, measure_point, jobs=jobs, on_done=on_done)
-    write_tables(rows, out, "sparse_conv_sweep")
-    plot_area_cycles(rows, out / "sparse_conv_sweep.png", f"sparse-conv {rows[0]['kind']} on {SWEEP_FRAME}",
-                     lambda r: f"{r['pi']}/{r['po']}", [("ecp5_lut4", "ECP5 LUT4"), ("xilinx_lut", "Xilinx LUT")])
-    return rows
+    return sweep_to_files(configs, measure_point, out, "sparse_conv_sweep",
+                          f"sparse-conv {configs[0].kind} on {SWEEP_FRAME}", lambda r: f"{r['pi']}/{r['po']}",
+                          jobs=jobs, on_done=on_done)
 
 
 def render_sweep(rows: list[dict]) -> str:
-    return _table(["PI/PO", "cycles", "util", "ECP5 LUT4", "FF", "MULT18", "EBR", "Xilinx LUT", "FF", "DSP",
+    return md_table(["PI/PO", "cycles", "util", "ECP5 LUT4", "FF", "MULT18", "EBR", "Xilinx LUT", "FF", "DSP",
                    "RAMB18", "line buffer bits", "Fmax MHz"],
                   [[f"{r['pi']}/{r['po']}", r["cycles"], f"{100 * r['utilisation']:.1f}%", r["ecp5_lut4"],
                     r["ecp5_ff"], r["ecp5_mult18"], r["ecp5_ebr"], r["xilinx_lut"], r["xilinx_ff"],
@@ -75,7 +72,7 @@ def real_frames(parallelism=(4, 8)) -> list[dict]:
 def report(out: Path, jobs: int = 2, on_done=None) -> tuple[dict, str]:
     default = SparseConvConfig()
     res: dict = {"default_config": default.to_dict()}
-    res["default_area"] = measured_area(default, device=DEVICE)
+    res["default_area"] = measured_area(default)
     if on_done:
         on_done(default, res["default_area"])
     res["real_frames"] = real_frames()
@@ -88,7 +85,7 @@ def render(res: dict) -> str:
           f"Cin {d['cin']}, Cout {d['cout']}, PI {d['pi']}, PO {d['po']}. ECP5: {a['ecp5_lut4']} LUT4, "
           f"{a['ecp5_ff']} FF, {a['ecp5_mult18']} MULT18X18D, {a['ecp5_ebr']} EBR; Xilinx: {a['xilinx_lut']} LUT, "
           f"{a['xilinx_ff']} FF, {a['xilinx_dsp']} DSP48E2, {a['xilinx_bram']} RAMB18; ECP5 Fmax {a['fmax_mhz']} "
-          f"MHz (LFE5U-{DEVICE}).\n",
+          f"MHz (LFE5U-{FMAX_DEVICE}).\n",
           "### Real frames (subm3x3, Cin = Cout = 16, RTL under Verilator)\n",
           "Dense: the same engine on the fully active frame of the same size (RTL-measured for nmnist, the cycle "
           "model elsewhere: millions of cycles). Utilisation: useful MACs / (PI x PO x cycles).\n"]
@@ -99,6 +96,6 @@ def render(res: dict) -> str:
         rows.append([r["frame"], f"{r['pi']}/{r['po']}", r["n_active"], f"{100 * r['density']:.2f}%",
                      r["rtl_cycles"], r["model_cycles"], f"{diff:+.2f}%", dense, f"{r['speedup']:.1f}",
                      f"{100 * r['utilisation']:.1f}%"])
-    md.append(_table(["frame", "PI/PO", "sites", "density", "RTL cycles", "model", "model error", "dense cycles",
+    md.append(md_table(["frame", "PI/PO", "sites", "density", "RTL cycles", "model", "model error", "dense cycles",
                       "speedup", "utilisation"], rows))
     return "\n".join(md)

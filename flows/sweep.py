@@ -83,3 +83,15 @@ def plot_area_cycles(rows: list[dict], out: Path, title: str, label: Callable[[d
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def sweep_to_files(configs: list[BlockConfig], measure: Callable[[BlockConfig], dict], out: Path, stem: str,
+                   title: str, label: Callable[[dict], str], jobs: int = 2,
+                   on_done: Callable[[BlockConfig, dict], None] | None = None) -> list[dict]:
+    """Measure every config, then write `stem`.json, `stem`.csv and `stem`.png (ECP5 and Xilinx LUTs against
+    the rows' `cycles`)."""
+    rows = run_sweep(configs, measure, jobs=jobs, on_done=on_done)
+    write_tables(rows, out, stem)
+    plot_area_cycles(rows, out / f"{stem}.png", title, label,
+                     [("ecp5_lut4", "ECP5 LUT4"), ("xilinx_lut", "Xilinx LUT")])
+    return rows

@@ -38,3 +38,12 @@ def test_rows_keep_config_order_and_outputs_are_written(tmp_path, jobs):
         assert [int(r["lut"]) for r in csv.DictReader(fh)] == [r["lut"] for r in rows]
     png = plot_area_cycles(rows, tmp_path / "s.png", "t", lambda r: f"{r['rows']}x{r['cols']}", [("lut", "LUT")])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_flat_area_and_table():
+    from accelkit.flows.measure import flat_area, md_table
+
+    row = flat_area({"ecp5": {"lut4": 10, "cells": {"LUT4": 10}}, "ecp5-nodsp": {"lut4": 30},
+                     "fmax": {"fmax_mhz": 91.234, "clocks": {}}})
+    assert row == {"ecp5_lut4": 10, "ecp5_nodsp_lut4": 30, "fmax_mhz": 91.23}
+    assert md_table(["a", "b"], [[1, 2]]) == "| a | b |\n|---|---|\n| 1 | 2 |\n"

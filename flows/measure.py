@@ -1,0 +1,41 @@
+"""What every block's bench shares: area and Fmax as flat figures, and Markdown tables.
+
+Fmax is placed on one ECP5 part for every block (the 85k: the largest, so
+that the wider configs of every sweep fit); a design that still does not
+place reports no Fmax and the reason, instead of stopping a sweep or report.
+"""
+
+from __future__ import annotations
+
+from .synth import synth_config
+
+FMAX_DEVICE = "85k"
+
+
+def flat_area(res: dict) -> dict:
+    """`synth_config` results as one flat row: ecp5_lut4, xilinx_dsp, ..., fmax_mhz."""
+    out = {}
+    for target, figs in res.items():
+        if target == "fmax":
+            out["fmax_mhz"] = round(figs["fmax_mhz"], 2)
+            continue
+        prefix = target.replace("-", "_")
+        out.update({f"{prefix}_{k}": v for k, v in figs.items() if k != "cells"})
+    return out
+
+
+def measured_area(cfg, targets=("ecp5", "xilinx"), fmax: bool = True, device: str = FMAX_DEVICE) -> dict:
+    """Flat area figures of `cfg` and its ECP5 Fmax (None, with fmax_error, when the design does not place)."""
+    res = flat_area(synth_config(cfg, targets=targets, fmax=False))
+    if fmax:
+        try:
+            res.update(flat_area({"fmax": synth_config(cfg, targets=(), fmax=True, device=device)["fmax"]}))
+        except RuntimeError as e:
+            res["fmax_mhz"], res["fmax_error"] = None, str(e).splitlines()[0]
+    return res
+
+
+def md_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
