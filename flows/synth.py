@@ -12,7 +12,7 @@ Targets:
   ``lutram`` (TRELLIS_DPR16X4). The netlist is kept for nextpnr.
 - ``xilinx``: ``synth_xilinx -family xcup`` (UltraScale+) out of context (no
   I/O or clock buffers), through the abc step that replaces yowasp's failing
-  abc9 (see shared/toolchain.md). Figures: ``lut`` (LUT1..LUT6), ``ff``
+  abc9 (see docs/toolchain.md). Figures: ``lut`` (LUT1..LUT6), ``ff``
   (FDRE/FDSE/FDCE/FDPE), ``dsp`` (DSP48E2), ``bram`` (RAMB18 equivalents:
   RAMB18E2 + 2 x RAMB36E2), ``lutram`` (RAM*X1*/RAM*M* cells), ``srl``
   (SRL16E/SRLC32E), ``carry`` (CARRY4 + CARRY8 cells; yosys maps every family's

@@ -1,4 +1,4 @@
-"""The Hyft softmax unit (../shared/specs/hyft.md), and the conventional floating-point baseline.
+"""The Hyft softmax unit (docs/specs/hyft.md), and the conventional floating-point baseline.
 
 Streams (amaranth.lib.stream, valid/ready), L = cfg.lanes, W = the format's width:
 

@@ -1,4 +1,4 @@
-"""The sparse-dataflow convolution layer engine, and chains of them (../shared/specs/sparse-conv.md).
+"""The sparse-dataflow convolution layer engine, and chains of them (docs/specs/sparse-conv.md).
 
 Streams (amaranth.lib.stream, valid/ready):
 

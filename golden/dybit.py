@@ -1,4 +1,4 @@
-"""DyBit numbers, bit-exact (../shared/specs/dybit.md), and the quantisers built on them.
+"""DyBit numbers, bit-exact (docs/specs/dybit.md), and the quantisers built on them.
 
 Codes are integer tensors of raw n-bit words (0 .. 2^n - 1): bit n-1 is the
 sign, the n-1 bits below it the body. Every DyBit value is an integer multiple

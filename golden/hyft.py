@@ -1,4 +1,4 @@
-"""The Hyft softmax unit, bit-exact (../shared/specs/hyft.md): the definition the RTL implements.
+"""The Hyft softmax unit, bit-exact (docs/specs/hyft.md): the definition the RTL implements.
 
 Everything below is integer arithmetic on int64 tensors, vectorised over the
 elements; floats appear only as bit patterns. Notation: F = frac_bits,

@@ -1,4 +1,4 @@
-"""The sparse-dataflow convolution engine, bit-exact (../shared/specs/sparse-conv.md).
+"""The sparse-dataflow convolution engine, bit-exact (docs/specs/sparse-conv.md).
 
 A `SparseFrame` is an H x W grid, its active sites in raster order and C integer
 features per site. A `SparseConvLayer` is one layer module of the engine
@@ -18,6 +18,7 @@ because a frame of small counts looks the same either way.
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,7 @@ class SparseFrame:
 
     @classmethod
     def from_npz(cls, path: str | os.PathLike) -> SparseFrame:
-        """Load a frame stored as in ../shared/data/event-frames (mask, coords, features)."""
+        """Load a frame stored as in accelkit/data/event_frames (mask, coords, features)."""
         path = Path(path)
         if not path.is_file():
             raise FrameError(f"{path}: no such file")
@@ -246,11 +247,12 @@ class SparseFrame:
 
 
 def default_frames_dir() -> Path:
-    """Where the real event frames live: $ACCELKIT_EVENT_FRAMES, else ../shared/data/event-frames."""
+    """Where the real event frames live: $ACCELKIT_EVENT_FRAMES, else the five frames shipped with accelkit
+    (package data `accelkit/data/event_frames`, from ESDA, MIT licence: see its LICENSE-ESDA and README.md)."""
     env = os.environ.get("ACCELKIT_EVENT_FRAMES")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "event-frames"
+    return Path(str(importlib.resources.files("accelkit") / "data" / "event_frames"))
 
 
 def load_frames(directory: str | os.PathLike | None = None) -> dict[str, SparseFrame]:

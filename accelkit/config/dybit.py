@@ -1,4 +1,4 @@
-"""Configuration of the DyBit MAC array (../shared/specs/dybit.md), and the widths it implies.
+"""Configuration of the DyBit MAC array (docs/specs/dybit.md), and the widths it implies.
 
 One frozen dataclass drives the generator, the golden model, the cycle model,
 the testbench and the reports. Operand formats are strings parsed by

@@ -1,4 +1,4 @@
-"""The Hyft softmax unit's parameters and every width they imply (../shared/specs/hyft.md).
+"""The Hyft softmax unit's parameters and every width they imply (docs/specs/hyft.md).
 
 The golden model (`accelkit.golden.hyft`), the generator and the testbench all
 read their widths and tables from here, so none of them restates a width.

@@ -1,4 +1,4 @@
-"""Parameters of the sparse-dataflow convolution engine (../shared/specs/sparse-conv.md), and what they imply.
+"""Parameters of the sparse-dataflow convolution engine (docs/specs/sparse-conv.md), and what they imply.
 
 One layer engine per config. Depthwise kinds (dw3x3, dw3x3s2) have cin == cout and
 P lanes, one MAC each: `po` must equal `pi` (output beats carry the same P channels the
