@@ -32,8 +32,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from accelkit.config.dybit import DyBitArrayConfig
-from accelkit.golden.dybit import DyBitFormat
+from accelkit.config.dybit import DyBitArrayConfig, OperandFormat
 
 
 class DecodedLayout(data.StructLayout):
@@ -43,32 +42,32 @@ class DecodedLayout(data.StructLayout):
         super().__init__({"neg": 1, "sig": unsigned(sig_bits), "sh": unsigned(sh_bits)})
 
 
-def decoded_widths(fmt) -> tuple[int, int]:
+def decoded_widths(fmt: OperandFormat) -> tuple[int, int]:
     """(significand bits, shift bits) of a format's decoded operands."""
-    if isinstance(fmt, DyBitFormat):
+    if fmt.is_dybit:
         sig_max = sh_max = 0
         for k in range(fmt.kmax + 1):
-            w = fmt.n - 2 - k if k < fmt.kmax else fmt.n - 1 - fmt.kmax
+            w = fmt.mantissa_bits(k)
             sig_max = max(sig_max, (1 << w) - 1 if k == 0 else (2 << w) - 1)
             sh_max = max(sh_max, 0 if k == 0 else k - 1 + fmt.f - w)
         return sig_max.bit_length(), max(sh_max.bit_length(), 1)
     return fmt.n, 1  # INT: magnitude up to 2^(n-1) fits n bits; no shift
 
 
-def decode_operand(m: Module, code, fmt, name: str):
+def decode_operand(m: Module, code, fmt: OperandFormat, name: str):
     """Combinational decoder of one raw code into a DecodedLayout view."""
     sig_bits, sh_bits = decoded_widths(fmt)
     out = Signal(DecodedLayout(sig_bits, sh_bits), name=name)
     n = fmt.n
     m.d.comb += out.neg.eq(code[n - 1])
-    if not isinstance(fmt, DyBitFormat):
+    if not fmt.is_dybit:
         m.d.comb += out.sig.eq(Mux(code[n - 1], -code.as_signed(), code))
         return out
     nb, f, kmax = n - 1, fmt.f, fmt.kmax
     body = code[:nb]
 
     def case(k: int):
-        w = n - 2 - k if k < kmax else n - 1 - kmax
+        w = fmt.mantissa_bits(k)
         mant = body[:w] if w else Const(0, 1)
         if k == 0:
             return [out.sig.eq(mant), out.sh.eq(0)]

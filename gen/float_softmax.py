@@ -1,7 +1,7 @@
 """The conventional floating-point softmax datapaths (cfg.arch = "float"), driven by gen/hyft.py's ring.
 
-golden/float_softmax.py describes the arithmetic and fixes the widths and the
-pipeline depths; golden/hyft_cycles.py counts cycles from the same depths.
+accelkit/config/float_softmax.py fixes the widths and the pipeline depths;
+golden/hyft_cycles.py counts cycles from the same depths.
 Working floats are packed as ``Cat(mantissa with hidden one (P+1), exponent
 (signed, unbiased), zero)``; every value in B and C is non-negative except
 d = x - max, which is computed as the magnitude max - x.
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 
+from accelkit.config import float_softmax as fs
 from accelkit.config.hyft import SoftmaxConfig
-from accelkit.golden import float_softmax as fs
 
 from .hyft import Pipe, leading_one, smax, smin
 

@@ -39,8 +39,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from accelkit.config.hyft import SoftmaxConfig
-from accelkit.golden.hyft_cycles import PIPELINES
+from accelkit.config.hyft import HYFT_PIPELINE, SoftmaxConfig
 
 # bank states: each bank is owned by one phase at a time and moves around the ring in this order
 FREE, FILL, FULL, SUM, SUMMED, DRAIN = range(6)
@@ -177,12 +176,12 @@ class HyftDatapath:
     output register.
     """
 
-    # register stages, as golden/hyft_cycles.py counts them
-    B_WB = PIPELINES["hyft"]["b_wb"]  # align (k, z), shift, ceil, *log2e
-    B_P = PIPELINES["hyft"]["b_p"]  # then 2^r and the sum grid shift
-    FIN = PIPELINES["hyft"]["fin"]  # leading one, then table and bias
-    B_BEAT = PIPELINES["hyft"]["b_beat"]  # the lane sum
-    C_OUT = PIPELINES["hyft"]["c_out"]  # U = T - Lsum and split, then 2^r; the rounding feeds the output register
+    # register stages, as the config says (golden/hyft_cycles.py counts cycles from the same table)
+    B_WB = HYFT_PIPELINE["b_wb"]  # align (k, z), shift, ceil, *log2e
+    B_P = HYFT_PIPELINE["b_p"]  # then 2^r and the sum grid shift
+    FIN = HYFT_PIPELINE["fin"]  # leading one, then table and bias
+    B_BEAT = HYFT_PIPELINE["b_beat"]  # the lane sum
+    C_OUT = HYFT_PIPELINE["c_out"]  # U = T - Lsum and split, then 2^r; the rounding feeds the output register
 
     def __init__(self, cfg: SoftmaxConfig):
         self.cfg = cfg

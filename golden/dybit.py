@@ -16,11 +16,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import re
 
 import torch
 
-from accelkit.config import ConfigError, require
+from accelkit.config.dybit import OperandFormat, parse_operand_format
 
 
 class QuantError(ValueError):
@@ -81,12 +80,10 @@ class DyBitFormat(GridFormat):
     """DyBit(n, kmax): a sign bit, a unary prefix of up to kmax ones, and a mantissa."""
 
     def __init__(self, n: int, kmax: int):
-        require(isinstance(n, int) and 3 <= n <= 8, "n", "DyBit needs 3 <= n <= 8", n)
-        require(isinstance(kmax, int) and 1 <= kmax <= n - 1, "kmax", f"DyBit({n}, kmax) needs 1 <= kmax <= {n - 1}",
-                kmax)
+        self.operand = OperandFormat("dybit", n, kmax)  # checks n and kmax; what the hardware sees
         self.n = n
         self.kmax = kmax
-        self.name = f"dybit{n}k{kmax}"
+        self.name = self.operand.name
 
     def __repr__(self) -> str:
         return f"DyBitFormat(n={self.n}, kmax={self.kmax})"
@@ -113,7 +110,7 @@ class DyBitFormat(GridFormat):
         k = 0
         while k < self.kmax and (body >> (nb - 1 - k)) & 1:
             k += 1
-        w = self.n - 2 - k if k < self.kmax else self.n - 1 - self.kmax
+        w = self.operand.mantissa_bits(k)
         m = body & ((1 << w) - 1)
         return k, w, m
 
@@ -157,9 +154,9 @@ class IntFormat(GridFormat):
     """Symmetric n-bit integer, -(2^(n-1) - 1) .. 2^(n-1) - 1 (as weight quantisers use it)."""
 
     def __init__(self, n: int):
-        require(isinstance(n, int) and 2 <= n <= 16, "n", "INT needs 2 <= n <= 16", n)
+        self.operand = OperandFormat("int", n)  # checks n
         self.n = n
-        self.name = f"int{n}"
+        self.name = self.operand.name
 
     @functools.cached_property
     def magnitudes(self) -> torch.Tensor:
@@ -221,28 +218,25 @@ class MiniFloatFormat(GridFormat):
 FP4_E2M1 = MiniFloatFormat(2, 1)
 FP8_E4M3 = MiniFloatFormat(4, 3, max_value=448.0)  # OCP E4M3: the all-ones code is NaN, max 448
 
-_FORMAT_RE = re.compile(r"^(?:dybit(\d)k(\d)|int(\d+))$")
+def _as_format(fmt) -> DyBitFormat | IntFormat:
+    return fmt if isinstance(fmt, DyBitFormat | IntFormat) else parse_format(fmt)
 
 
-def parse_format(spec: str) -> DyBitFormat | IntFormat:
-    """'dybit4k3' -> DyBitFormat(4, 3); 'int8' -> IntFormat(8)."""
-    m = _FORMAT_RE.match(str(spec))
-    if not m:
-        raise ConfigError(f"format={spec!r} is invalid: write dybit<n>k<kmax> (e.g. dybit4k3) or int<n> (e.g. int8)")
-    if m.group(3):
-        return IntFormat(int(m.group(3)))
-    return DyBitFormat(int(m.group(1)), int(m.group(2)))
+def parse_format(spec: str | OperandFormat) -> DyBitFormat | IntFormat:
+    """'dybit4k3' (or its OperandFormat) -> DyBitFormat(4, 3); 'int8' -> IntFormat(8)."""
+    op = spec if isinstance(spec, OperandFormat) else parse_operand_format(spec)
+    return DyBitFormat(op.n, op.kmax) if op.is_dybit else IntFormat(op.n)
 
 
 # ---------------------------------------------------------------------------------------------
 # The exact matmul
 
 
-def dybit_matmul(a_codes: torch.Tensor, a_fmt: DyBitFormat | IntFormat, b_codes: torch.Tensor,
-                 b_fmt: DyBitFormat | IntFormat) -> torch.Tensor:
+def dybit_matmul(a_codes: torch.Tensor, a_fmt: DyBitFormat | IntFormat | OperandFormat | str,
+                 b_codes: torch.Tensor, b_fmt: DyBitFormat | IntFormat | OperandFormat | str) -> torch.Tensor:
     """C = A x B exactly, as int64 in units of 2^-(fa + fb) (either operand may be an INT format)."""
-    a = a_fmt.to_int(a_codes)
-    b = b_fmt.to_int(b_codes)
+    a = _as_format(a_fmt).to_int(a_codes)
+    b = _as_format(b_fmt).to_int(b_codes)
     if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0]:
         raise QuantError(f"shapes {tuple(a.shape)} x {tuple(b.shape)} do not make a matmul")
     return a @ b

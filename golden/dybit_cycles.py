@@ -20,8 +20,6 @@ import math
 
 from accelkit.config.dybit import DyBitArrayConfig
 
-PIPELINE = 2  # decode and product stages before the accumulators
-
 
 def tiles(cfg: DyBitArrayConfig, m: int, n: int) -> int:
     return math.ceil(m / cfg.rows) * math.ceil(n / cfg.cols)
@@ -33,7 +31,7 @@ def matmul_cycles(cfg: DyBitArrayConfig, m: int, k: int, n: int) -> int:
         if v < 1:
             raise ValueError(f"{name}={v} is invalid: matmul dimensions are at least 1")
     period = max(k, cfg.rows + 1)
-    return (tiles(cfg, m, n) - 1) * period + k + PIPELINE + cfg.rows
+    return (tiles(cfg, m, n) - 1) * period + k + cfg.pipeline_depth + cfg.rows
 
 
 def utilisation(cfg: DyBitArrayConfig, m: int, k: int, n: int, cycles: int) -> float:

@@ -26,27 +26,12 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from accelkit.config.hyft import SoftmaxConfig
-
-A_FULL = 3  # last input handshake -> the bank is FULL for B (beat register, max tree, merge)
-
-# Register stages of each architecture's datapaths; gen/hyft.py and gen/float_softmax.py build exactly these.
-#   b_wb  B: read data -> the word written back in place
-#   b_p   B: read data -> the lane's contribution to the sum
-#   b_beat B: the lanes' contributions -> the beat's sum
-#   fin   B: the vector's total -> the per-vector value C needs (log2 of the sum, or 1/sum)
-#   c_out C: read data -> the input of the output register
-PIPELINES: dict[str, dict[str, int]] = {
-    "hyft": {"b_wb": 4, "b_p": 6, "b_beat": 1, "fin": 2, "c_out": 2},
-}  # the float baseline's depths depend on lanes and fmt: golden/float_softmax.py float_pipeline
+from accelkit.config.hyft import A_FULL, C_FREE, SoftmaxConfig
 
 
 def stages(cfg: SoftmaxConfig) -> dict[str, int]:
-    if cfg.arch == "float":
-        from accelkit.golden.float_softmax import float_pipeline
-
-        return float_pipeline(cfg)
-    return PIPELINES[cfg.arch]
+    """The datapaths' register stages, as the config says the generator builds them."""
+    return cfg.pipeline
 
 
 def b_done(cfg: SoftmaxConfig) -> int:
@@ -59,9 +44,6 @@ def b_done(cfg: SoftmaxConfig) -> int:
 def c_fire(cfg: SoftmaxConfig) -> int:
     """C's read -> its output handshake: the read, c_out stages, the output register."""
     return stages(cfg)["c_out"] + 2
-
-
-C_FREE = 2  # C's last read -> the bank is FREE for A
 
 
 @dataclasses.dataclass
@@ -130,5 +112,5 @@ def sustained_rate(cfg: SoftmaxConfig, n: int, vectors: int = 24) -> float:
     return n / period
 
 
-__all__ = ["A_FULL", "C_FREE", "PIPELINES", "VectorTiming", "b_done", "batch_timing", "beats", "c_fire",
+__all__ = ["A_FULL", "C_FREE", "VectorTiming", "b_done", "batch_timing", "beats", "c_fire",
            "latency", "stages", "sustained_rate", "total_cycles"]

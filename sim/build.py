@@ -1,18 +1,24 @@
 """Content-addressed builds: Verilog emission and Verilator models, cached by hash.
 
-A build directory is named by a hash of the config, the generator sources and
-the tool versions, so re-running is free, any change rebuilds, and two configs
-never share a directory. Concurrent builders (pytest-xdist workers, parallel
+A build directory is named by a hash of the config, the source of every module
+the generator's output depends on (its import closure within the project, so an
+edit to a config module or a helper it imports rebuilds) and the tool versions,
+so re-running is free, any change rebuilds, and two configs never share a
+directory. Concurrent builders (pytest-xdist workers, parallel
 sweeps) take a file lock on the directory, so they never clobber each other.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import fcntl
+import functools
 import hashlib
+import importlib.util
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,28 +40,90 @@ def cache_root() -> Path:
     return Path(root) if root else Path.home() / ".cache" / "accelkit"
 
 
-_PKG_ROOT = Path(__file__).resolve().parents[1]
+def _module_file(name: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    return Path(spec.origin)
 
 
-def _source_files() -> list[Path]:
-    # Everything a generator can depend on: the generators and the configs that drive them.
-    files = sorted((_PKG_ROOT / "gen").rglob("*.py")) + sorted((_PKG_ROOT / "accelkit" / "config").rglob("*.py"))
-    files.append(_PKG_ROOT / "accelkit" / "blocks.py")
-    return files
+def _is_project(name: str, path: Path) -> bool:
+    """accelkit's own modules, and modules outside any installation (a test's generator); not libraries,
+    whose versions the key records instead."""
+    if name == "accelkit" or name.startswith("accelkit."):
+        return True
+    installed = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    return not any(path.resolve().is_relative_to(p) for p in installed)
 
 
-def source_digest() -> str:
+def _imports(name: str, path: Path) -> set[str]:
+    """Modules a source file imports anywhere (module level or inside functions), resolved to absolute names."""
+    is_pkg = path.name == "__init__.py"
+    package = name if is_pkg else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            out.add(mod)
+            out.update(f"{mod}.{a.name}" for a in node.names)  # `from pkg import submodule`
+    return out
+
+
+@functools.cache
+def _closure(roots: tuple[str, ...]) -> tuple[tuple[str, Path], ...]:
+    """Every project module reachable by imports from `roots`, with the packages that contain them."""
+    seen: dict[str, Path] = {}
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = _module_file(name)
+        if path is None or not _is_project(name, path):
+            continue
+        seen[name] = path
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # importing a.b.c runs a and a.b
+        todo += sorted(_imports(name, path))
+    return tuple(sorted(seen.items()))
+
+
+def generator_sources(block: Block) -> list[tuple[str, Path]]:
+    """(module, file) of every module the generator's output can depend on: the generator's module, the
+    config's, and every project module they import, transitively (found by reading their imports)."""
+    roots = (block.generator.partition(":")[0], block.config.partition(":")[0])
+    return list(_closure(roots))
+
+
+def source_digest(block: Block) -> str:
     h = hashlib.sha256()
-    for f in _source_files():
-        h.update(f.relative_to(_PKG_ROOT).as_posix().encode())
-        h.update(f.read_bytes())
+    for name, path in generator_sources(block):
+        h.update(name.encode() + b"\0")
+        h.update(path.read_bytes())
     return h.hexdigest()
 
 
+# What the Verilator model is compiled with, beyond the Verilog: a change here must rebuild.
+VERILATOR_BUILD_ARGS = [*VERILATOR_WARNINGS_OFF, "-O3", "--x-assign", "fast", "--x-initial", "fast"]
+
+
 def build_key(cfg: BlockConfig, flavour: str) -> str:
-    """Hash naming a build: config, generator source, tool versions and the kind of build."""
-    blob = json.dumps({"config": cfg.to_dict(), "source": source_digest(), "tools": versions(),
-                       "flavour": flavour}, sort_keys=True)
+    """Hash naming a build: config, the source of every module the generator depends on, tool versions,
+    the kind of build and, for Verilator models, how they are compiled."""
+    blob = json.dumps({"config": cfg.to_dict(), "source": source_digest(block_for_config(cfg)),
+                       "tools": versions(), "flavour": flavour,
+                       "verilator_args": VERILATOR_BUILD_ARGS if flavour.startswith("verilator") else None},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -130,8 +198,7 @@ def verilated_model(cfg: BlockConfig, waves: bool = False) -> Path:
             runner = get_runner("verilator")
             d.mkdir(parents=True, exist_ok=True)
             runner.build(sources=[src], hdl_toplevel=TOP, build_dir=d, waves=waves,
-                         build_args=[*VERILATOR_WARNINGS_OFF, "-O3", "--x-assign", "fast",
-                                     "--x-initial", "fast"],
+                         build_args=VERILATOR_BUILD_ARGS,
                          log_file=d / "build.log", always=True)
         except (SystemExit, Exception) as e:
             raise RuntimeError(f"Verilator build of {cfg.block} failed: {_first_problem(d / 'build.log')}; "

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from accelkit.config.dybit import DyBitArrayConfig
-from accelkit.golden.dybit import QuantError, dybit_matmul
+from accelkit.golden.dybit import QuantError, dybit_matmul, parse_format
 from accelkit.golden.dybit_cycles import matmul_cycles
 
 from .payload import pack_lanes, unpack_lanes
@@ -46,8 +46,8 @@ def _check_operands(cfg: DyBitArrayConfig, a: torch.Tensor, b: torch.Tensor) -> 
         raise QuantError(f"matmul {m} x {k} x {n} is empty")
     if k > cfg.max_k:
         raise QuantError(f"K={k} is above max_k={cfg.max_k} that this array's accumulators were generated for")
-    cfg.a_fmt.to_int(a)  # range and dtype checks with a one-line QuantError
-    cfg.b_fmt.to_int(b)
+    parse_format(cfg.a_fmt).to_int(a)  # range and dtype checks with a one-line QuantError
+    parse_format(cfg.b_fmt).to_int(b)
     return a.to(torch.int64), b.to(torch.int64)
 
 

