@@ -88,7 +88,9 @@ def render(res: dict) -> str:
           f"MHz (LFE5U-{FMAX_DEVICE}).\n",
           "### Real frames (subm3x3, Cin = Cout = 16, RTL under Verilator)\n",
           "Dense: the same engine on the fully active frame of the same size (RTL-measured for nmnist, the cycle "
-          "model elsewhere: millions of cycles). Utilisation: useful MACs / (PI x PO x cycles).\n"]
+          "model elsewhere: millions of cycles). Utilisation: useful MACs / (PI x PO x cycles). Model: the "
+          "dataflow cycle model golden/sparse_rtl_cycles.py (docs/cycle-models.md); model error: (model - RTL) / "
+          "RTL.\n"]
     rows = []
     for r in res["real_frames"]:
         dense = r.get("dense_cycles_rtl", r["dense_cycles_model"])

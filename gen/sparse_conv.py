@@ -27,6 +27,12 @@ group outer, tap inner), each step a PI x PO block of products (depthwise: P lan
 line buffer and weights -> products summed over PI -> accumulate (seeded with the bias) -> times
 scale -> shift, clamp, ReLU -> output register. All stages after the sequencer advance together
 and stall only on output backpressure.
+
+Timing. The numbers the cycle model (golden/sparse_rtl_cycles.py) reads are properties of the config:
+``halo`` and ``buffer_slots`` (read below), and ``mac_pipeline_depth``, ``site_queue_depth``,
+``site_handoff_latency``, ``finder_row_cycles``, ``finder_site_cycles``, ``row_ready_latency`` and
+``eof_latency``, which describe the structure below: `_built` refuses a config whose number differs from
+what is built, so a change to the structure must change the config, and the model follows.
 """
 
 from __future__ import annotations
@@ -65,6 +71,11 @@ def engine_signature(cfg: SparseConvConfig) -> wiring.Signature:
     })
 
 
+def _built(cfg: SparseConvConfig, prop: str, built: int, what: str) -> None:
+    """The config's timing number `prop` must be what the generator builds (`what`)."""
+    require(getattr(cfg, prop) == built, prop, f"{built}: gen/sparse_conv.py builds {what}", getattr(cfg, prop))
+
+
 def _lowest_set(m: Module, vec, width: int, name: str):
     """Index of the lowest set bit of `vec` (0 when none), a combinational priority encoder."""
     idx = Signal(range(max(width, 2)), name=name)
@@ -93,7 +104,7 @@ class SparseConvEngine(wiring.Component):
         three = cfg.kernel == 3
         offs = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)] if three else [(0, 0)]
         T = len(offs)
-        off_lo = 1 if three else 0  # an output row r reads input rows stride*r - off_lo .. stride*r + off_lo
+        off_lo = cfg.halo  # an output row r reads input rows stride*r - off_lo .. stride*r + off_lo
         row_shape = unsigned(cfg.y_bits + 2)
         tag_bits = cfg.y_bits + 1
         no_row = (1 << tag_bits) - 1  # tag of a slot holding no row of this frame
@@ -167,7 +178,9 @@ class SparseConvEngine(wiring.Component):
         slot_in = Signal(range(max(S, 2)))
         m.d.comb += slot_in.eq(tin.y % S)
         m.d.comb += [lb_w.addr.eq((slot_in * W + tin.x) * Gi + gi), lb_w.data.eq(tin.data), lb_w.en.eq(write)]
-        # a peeked (not yet taken) good first beat of row y shows that every row above y is complete
+        # a peeked (not yet taken) good first beat of row y shows that every row above y is complete (registered,
+        # as is eof_seen: the finder sees a row complete row_ready_latency cycles after)
+        _built(cfg, "row_ready_latency", 1, "one register (done_rows, eof_seen) between ingest and the finder")
         with m.If(self.sites_in.valid & open_ & ~tin.eof & first_beat & ~bad & ~discard):
             m.d.sync += done_rows.eq(tin.y)
         with m.If(in_fire):
@@ -244,6 +257,10 @@ class SparseConvEngine(wiring.Component):
             m.d.comb += taps.eq(1)
 
         # prefetch register between the finder and the sequencer
+        _built(cfg, "site_queue_depth", 1, "one prefetch register between the finder and the sequencer")
+        _built(cfg, "site_handoff_latency", 2, "the prefetch register, then the sequencer's site registers")
+        _built(cfg, "finder_row_cycles", 1, "one finder cycle per output row (load its bitmap, or pass it)")
+        _built(cfg, "finder_site_cycles", 1, "one finder cycle per site handed on")
         pf_valid = Signal()
         pf_oy, pf_ox, pf_taps = Signal(row_shape), Signal(range(max(Wo, 2))), Signal(T)
         pf_take = Signal()
@@ -372,7 +389,10 @@ class SparseConvEngine(wiring.Component):
             ys.append(Mux(sh > q, q, Mux(sh < lo, lo, sh)))
 
         # ------------------------------------------------------------------ output and end of frame
-        pipe_empty = ~sv & ~pf_valid & ~v1 & ~v2 & ~v3 & ~v4
+        stages = [v1, v2, v3, v4, out.valid]  # read, products, accumulate, scale, output register
+        _built(cfg, "mac_pipeline_depth", len(stages), "these registers from the sequencer to the output")
+        _built(cfg, "eof_latency", 2, "f_done, then the output register, after the finder's last row")
+        pipe_empty = ~sv & ~pf_valid & ~v1 & ~v2 & ~v3 & ~v4  # the stages before the output register
         send_eof = Signal()
         m.d.comb += send_eof.eq(f_done & pipe_empty & adv)
         with m.If(adv):
@@ -400,6 +420,8 @@ class SparseConvChain(wiring.Component):
     def __init__(self, cfg: SparseChainConfig):
         if not isinstance(cfg, SparseChainConfig):
             raise ConfigError(f"cfg={type(cfg).__name__} is invalid: a SparseChainConfig")
+        require(cfg.link_latency == 0, "link_latency", "0: the chain wires each engine's output stream to the next "
+                "engine's input", cfg.link_latency)
         self.cfg = cfg
         self.engines = [SparseConvEngine(l) for l in cfg.layers]
         ports = {f"params{i}": In(stream.Signature(unsigned(l.param_bits))) for i, l in enumerate(cfg.layers)}

@@ -1,8 +1,9 @@
 """The spec's analytic cost of a sparse layer engine (sparse-conv.md, "What a layer engine costs").
 
-These are the spec's estimates, not the RTL's exact count (that model comes with
-the RTL): per output site p, `max(1, |N(p)|) * ceil(Cin/PI) * ceil(Cout/PO)` cycles
-(depthwise: `|N(p)| * ceil(C/P)`), plus a fixed pipeline `fill`. The dense
+These are the spec's estimates, not the RTL's count (that is golden/sparse_rtl_cycles.py,
+which adds input fill, the row finder and the pipeline; docs/cycle-models.md): per
+output site p, `max(1, |N(p)|) * ceil(Cin/PI) * ceil(Cout/PO)` cycles (depthwise:
+`|N(p)| * ceil(C/P)`), plus a fixed pipeline `fill`. The dense
 baseline runs the same MAC units over every output position of the grid.
 """
 

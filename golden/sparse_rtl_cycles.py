@@ -1,338 +1,351 @@
-"""Exact cycle model of the sparse convolution engine's RTL (gen/sparse_conv.py), and of chains of engines.
+"""Cycle model of the sparse convolution engine (gen/sparse_conv.py) and of chains of engines.
 
-The spec's estimate (golden/sparse_cycles.py) counts MAC steps only. This model counts the RTL's
-cycles from a frame's active sites alone (features never change timing): it steps, cycle by cycle,
-the engine's control registers as the RTL has them (ingest with its slot permission and its
-row-completion peek, the row finder and its prefetch register, the MAC sequencer, the five-stage
-pipeline and the end-of-frame flush), with the input beats arriving back to back (no gaps) and the
-output always ready (no stalls), the conditions under which the figure is exact. While the
-sequencer is inside a site and nothing else can move, it skips ahead, so a fully active 180 x 240
-frame costs seconds, not minutes.
+A model of the dataflow, not of the registers: per output site its work (MAC steps), the time its input
+rows are complete, the row finder handing sites on, the sequencer issuing steps back to back, the
+pipeline to the output and the line buffer's row lead, which holds ingest back. The numbers that
+describe the hardware (pipeline depth, the finder's per-row cycles, the site queue, latencies) are
+properties of `SparseConvConfig` (and `SparseChainConfig.link_latency`); nothing here mirrors a
+register. docs/cycle-models.md states the recurrences and the measured error.
 
-A frame's cycles run from its first input handshake to its end-of-frame output handshake,
-inclusive, as `accelkit.sim.sparse_conv.run_sparse_conv` measures them on the RTL.
+Per frame, with output sites i in raster order, output rows r, all times in cycles:
+
+- work: site i has n_i active taps (in-frame active inputs of its window; 1 for pw1x1) and issues
+  w_i = Go * a_i steps, a_i = n_i * gs per output beat (gs = Cin/PI, depthwise 1; Go = Cout/PO).
+- row ready: RR_r = O_k + row_ready_latency for the first token k of an input row beyond
+  r * stride + halo (O_k: the cycle it is first offered), or E + row_ready_latency (E: end of frame taken).
+- finder: row r is taken at L_r = max(X_r, RR_r) (X_r: the finder is done with row r - 1); an empty
+  row frees it at X_{r+1} = L_r + finder_row_cycles; otherwise site i is handed on at
+  F_i = max(F_{i-1} + finder_site_cycles, L_r + finder_row_cycles, T_{i-Q}) (Q = site_queue_depth,
+  T: the cycle the sequencer takes a site) and X_{r+1} = F_last + finder_site_cycles.
+- sequencer: T_i = max(F_i + site_handoff_latency - 1, e_{i-1}), first step s_i = T_i + 1, last step
+  e_i = s_i + w_i - 1, output beat g of the site leaves at s_i + (g + 1) * a_i - 1 + mac_pipeline_depth.
+- ingest: beats come back to back (or as the upstream engine offers them); a token of input row y is
+  taken from U(R) = max(e_last(< R) + 1, X_R), R = floor((y + halo - buffer_slots) / stride) + 1: the
+  sequencer has finished the output rows before R and the finder has passed them (the line buffer's
+  slot for row y is free).
+- end of frame: the finder passes the last row at D = max(X_end, E + row_ready_latency); the end-of-frame
+  beat leaves at max(D + eof_latency, last output beat taken + 1) and the next frame is taken from then on.
+
+In a chain each engine's output beats are the next engine's input beats (plus `link_latency`); when the
+next engine does not take a beat at once, this engine's sequencer and pipeline hold (they advance only
+while the output register is free or taken), which the model keeps as windows of held cycles. The finder
+and ingest do not hold.
+
+A frame's cycles run from its first input handshake to its end-of-frame output handshake, inclusive, as
+`accelkit.sim.sparse_conv.run_sparse_conv` measures them on the RTL, with the input beats offered back to
+back (no gaps) and the output always ready (no stalls).
 """
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
+
+import numpy as np
+
 from accelkit.config.sparse_conv import SparseChainConfig, SparseConvConfig
 
-__all__ = ["EngineModel", "frames_cycles", "frame_cycles", "dense_frame_cycles", "frame_beats"]
+__all__ = ["FramePlan", "frame_plan", "frames_cycles", "frame_cycles", "dense_frame_cycles"]
 
-NO_ROW = -1
-
-
-def _popcount(v: int) -> int:
-    return bin(v).count("1")
+NONE = -(1 << 62)  # "no such event yet" (earlier than any cycle)
 
 
-def _lowest(v: int) -> int:
-    return (v & -v).bit_length() - 1
+# --------------------------------------------------------------------------- what a frame asks of an engine
 
 
-class EngineModel:
-    """The control state of one engine; `step` advances one clock."""
+@dataclasses.dataclass
+class FramePlan:
+    """One engine's work on one frame: its input tokens and its output sites with their work."""
 
-    def __init__(self, cfg: SparseConvConfig, height: int, width: int):
-        self.cfg = cfg
-        self.S, self.W, self.stride = cfg.buffer_slots, cfg.max_width, cfg.stride
-        self.three = cfg.kernel == 3
-        self.off_lo = 1 if self.three else 0
-        self.Gi, self.Go = cfg.in_groups, cfg.requant_groups
-        self.gs = 1 if cfg.depthwise else cfg.in_groups  # input-group steps per tap
-        self.hm1, self.wm1 = height - 1, width - 1
-        self.out_valid, self.out_beat = False, None
-        self._reset_frame()
-        self.f_rem = 0
-        self.pf_valid, self.pf = False, None
-        self.sv, self.s_oy, self.s_ox, self.s_taps, self.s_rem, self.s_go, self.s_gi = (False, 0, 0, 0, 0, 0, 0)
-        self.pipe = [(False, False, 0, 0), (False, False, 0, 0)]  # stage 1, stage 2: (valid, last, oy, ox)
-        self.v3, self.v4 = (False, 0, 0), (False, 0, 0)
+    height: int
+    width: int
+    token_rows: np.ndarray  # (K,) input row of each token of the valid prefix, stream order
+    discard_beats: int  # beats after the valid prefix (the first bad token on), taken as they come
+    out_coords: np.ndarray  # (M, 2) output sites, raster order
+    acc_steps: np.ndarray  # (M,) MAC steps per output beat: active taps x input-group steps
+    row_start: np.ndarray  # (rows + 1,) output site index at which each output row starts
 
-    def _reset_frame(self) -> None:
-        self.gi, self.cur = 0, (0, 0)
-        self.has_last, self.last = False, (0, 0)
-        self.err = self.discard = self.eof_seen = False
-        self.done_rows = 0
-        self.tags = [NO_ROW] * self.S
-        self.bitmap = [0] * self.S
-        self.f_row, self.f_scan, self.f_done = 0, False, False
 
-    # ----- combinational views
+def _valid_prefix(coords: np.ndarray, height: int, width: int) -> int:
+    """Tokens before the first one out of the frame or not after its predecessor in raster order."""
+    if not len(coords):
+        return 0
+    y, x = coords[:, 0], coords[:, 1]
+    ok = (y >= 0) & (y < height) & (x >= 0) & (x < width)
+    key = y * width + x
+    ok[1:] &= key[1:] > key[:-1]
+    bad = np.flatnonzero(~ok)
+    if not len(bad):
+        return len(coords)
+    # a token after a bad one compares with the last good one; the engine stops at the first bad one anyway
+    return int(bad[0])
 
-    def _row_bits(self, row: int) -> int:
-        if row < 0:
-            return 0
-        s = row % self.S
-        return self.bitmap[s] if self.tags[s] == row else 0
 
-    def _centre(self) -> int:
-        if self.stride == 1:
-            return self._row_bits(self.f_row)
-        pair = self._row_bits(2 * self.f_row) | self._row_bits(2 * self.f_row + 1)
-        out = 0
-        for i in range((self.W + 1) // 2):
-            if (pair >> (2 * i)) & 3:
-                out |= 1 << i
-        return out
-
-    def _taps(self, oy: int, ox: int) -> int:
-        if not self.three:
-            return 1
-        cy, cx = oy * self.stride, ox * self.stride
-        taps = 0
-        for k, dy in enumerate((-1, 0, 1)):
-            ext = self._row_bits(cy + dy) << 1  # bit 0: column -1
-            taps |= ((ext >> cx) & 7) << (3 * k)
-        return taps
-
-    def use_row(self) -> int:
-        if self.sv:
-            return self.s_oy
-        return self.pf[0] if self.pf_valid else self.f_row
-
-    def classify(self, beat):
-        """(bad, in_ready, peek) for the beat offered this cycle (None: no beat)."""
-        if beat is None:
-            return False, False, None
-        y, x, eof, _ = beat
-        first = self.gi == 0
-        bad = False
-        if not eof:
-            if first:
-                bad = ((self.has_last and (y, x) <= self.last) or y > self.hm1 or x > self.wm1)
-            else:
-                bad = (y, x) != self.cur
-        permit = y + self.off_lo < self.use_row() * self.stride + self.S
-        opened = not self.eof_seen
-        ready = opened and (self.discard or eof or bad or permit)
-        peek = y if (opened and not eof and first and not bad and not self.discard) else None
-        return bad, ready, peek
-
-    def _seq_remaining(self) -> int:
-        """MAC steps left in the current site, this cycle's included."""
-        n = _popcount(self.s_taps)
-        return ((self.gs - self.s_gi) + _popcount(self.s_rem & (self.s_rem - 1)) * self.gs
-                + (self.Go - 1 - self.s_go) * n * self.gs)
-
-    # ----- one clock
-
-    def step(self, beat, out_ready: bool, bad: bool, ready: bool, peek) -> tuple[bool, object]:
-        """Advance one clock with `beat` offered (classified by `classify`); returns (in fired, out beat taken)."""
-        fire = beat is not None and ready
-        took = self.out_beat if (self.out_valid and out_ready) else None
-        adv = (not self.out_valid) or out_ready
-        # finder combinational
-        row_ready = self.eof_seen or self.done_rows > self.f_row * self.stride + self.off_lo
-        rows_over = self.eof_seen and (not self.has_last or self.f_row > self.last[0] // self.stride)
-        # sequencer combinational
-        rem_rest = self.s_rem & (self.s_rem - 1)
-        gi_last = self.s_gi == self.gs - 1
-        acc_last = gi_last and rem_rest == 0
-        site_done = self.sv and acc_last and self.s_go == self.Go - 1
-        pf_take = adv and self.pf_valid and (not self.sv or site_done)
-        pipe_empty = not (self.sv or self.pf_valid or self.pipe[0][0] or self.pipe[1][0] or self.v3[0]
-                          or self.v4[0])
-        send_eof = self.f_done and pipe_empty and adv
-
-        # ingest
-        if peek is not None:
-            self.done_rows = peek
-        if fire:
-            y, x, eof, error = beat
-            first = self.gi == 0
-            if eof:
-                self.eof_seen, self.discard = True, False
-                if not first or error:
-                    self.err = True
-                self.gi = 0
-            elif self.discard:
-                pass
-            elif bad:
-                self.err, self.discard, self.gi = True, True, 0
-            else:
-                if first:
-                    self.cur = (y, x)
-                last_beat = self.gi == self.Gi - 1
-                if last_beat:
-                    self.gi, self.has_last, self.last = 0, True, (y, x)
-                else:
-                    self.gi += 1
-                s = y % self.S
-                new_row = first and self.tags[s] != y
-                if new_row:
-                    self.tags[s] = y
-                self.bitmap[s] = (0 if new_row else self.bitmap[s]) | ((1 << x) if last_beat else 0)
-        # finder (reads the pre-clock state computed above for row_ready / rows_over)
-        f_row, f_rem = self.f_row, self.f_rem
-        if pf_take:
-            self.pf_valid = False
-        if not self.f_done and not send_eof:
-            if not self.f_scan:
-                if rows_over:
-                    self.f_done = True
-                elif row_ready:
-                    centre = self._centre_at(f_row)
-                    if centre == 0:
-                        self.f_row = f_row + 1
-                    else:
-                        self.f_rem, self.f_scan = centre, True
-            elif not self.pf_valid or pf_take:
-                fx = _lowest(f_rem)
-                rest = f_rem & (f_rem - 1)
-                self.pf_valid, self.pf = True, (f_row, fx, self._taps_at(f_row, fx))
-                self.f_rem = rest
-                if rest == 0:
-                    self.f_scan, self.f_row = False, f_row + 1
-        # sequencer and pipeline
-        if adv:
-            issued = (self.sv, acc_last, self.s_oy, self.s_ox)
-            if self.sv:
-                if not gi_last:
-                    self.s_gi += 1
-                else:
-                    self.s_gi = 0
-                    if rem_rest:
-                        self.s_rem = rem_rest
-                    else:
-                        self.s_rem = self.s_taps
-                        self.s_go = 0 if self.s_go == self.Go - 1 else self.s_go + 1
-                if site_done:
-                    self.sv = False
-            if pf_take:
-                oy, ox, taps = self.pf_snapshot
-                self.sv, self.s_oy, self.s_ox, self.s_taps, self.s_rem, self.s_go, self.s_gi = (
-                    True, oy, ox, taps, taps, 0, 0)
-            st2 = self.pipe[1]
-            v4 = self.v4
-            self.v4 = self.v3
-            self.v3 = (st2[0] and st2[1], st2[2], st2[3])
-            self.pipe = [issued, self.pipe[0]]
-            self.out_valid = v4[0] or send_eof
-            self.out_beat = ((0, 0, True, self.err) if send_eof else (v4[1], v4[2], False, False))
-        if send_eof:
-            self._reset_frame()
-        return fire, took
-
-    # the finder reads the bitmap before this clock's ingest write: snapshot helpers set in `cycle`
-    def _centre_at(self, row: int) -> int:
-        return self._pre_centre
-
-    def _taps_at(self, row: int, x: int) -> int:
-        return self._pre_taps
-
-    def prepare(self) -> None:
-        """Evaluate, from the registers before the clock, what the finder would see this cycle."""
-        self.pf_snapshot = self.pf
-        self._pre_centre = self._centre() if not self.f_scan else 0
-        if self.f_scan and self.f_rem:
-            self._pre_taps = self._taps(self.f_row, _lowest(self.f_rem))
+def frame_plan(cfg: SparseConvConfig, height: int, width: int, coords) -> FramePlan:
+    """The plan of one frame of tokens `coords` ((N, 2) in stream order; out-of-order ones are flagged)."""
+    coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
+    k = _valid_prefix(coords, height, width)
+    good = coords[:k]
+    discard = (len(coords) - k) * cfg.in_groups
+    stride = cfg.stride
+    if cfg.kernel == 1:
+        out, taps = good, np.ones(len(good), np.int64)
+    else:
+        mask = np.zeros((height + 3, width + 3), np.int64)  # one row / column of padding above and left
+        mask[good[:, 0] + 1, good[:, 1] + 1] = 1
+        if stride == 1:
+            out = good
         else:
-            self._pre_taps = 0
-
-    # ----- fast forward
-
-    def quiet_steps(self, beat_blocked: bool) -> int:
-        """Clocks that can be skipped: the sequencer is inside a site and nothing else can change."""
-        if not (self.sv and beat_blocked):
-            return 0
-        if not (self.f_done or (self.f_scan and self.pf_valid)):
-            if self.f_scan:
-                return 0
-            row_ready = self.eof_seen or self.done_rows > self.f_row * self.stride + self.off_lo
-            rows_over = self.eof_seen and (not self.has_last or self.f_row > self.last[0] // self.stride)
-            if row_ready or rows_over:
-                return 0
-        k = self._seq_remaining() - 2
-        return k if k >= 5 else 0
-
-    def skip(self, k: int) -> None:
-        """Advance the sequencer k MAC steps inside its site; the pipeline then holds steps of this site."""
-        n = _popcount(self.s_taps)
-        per_acc = n * self.gs
-        j0 = self.s_go * per_acc + (n - _popcount(self.s_rem)) * self.gs + self.s_gi
-
-        def last(j):
-            return (j + 1) % per_acc == 0
-
-        j = j0 + k
-        self.s_go, within = divmod(j, per_acc)
-        t, self.s_gi = divmod(within, self.gs)
-        rem = self.s_taps
-        for _ in range(t):
-            rem &= rem - 1
-        self.s_rem = rem
-        oy, ox = self.s_oy, self.s_ox
-        self.pipe = [(True, last(j - 1), oy, ox), (True, last(j - 2), oy, ox)]
-        self.v3 = (last(j - 3), oy, ox)
-        self.v4 = (last(j - 4), oy, ox)
-        self.out_valid = last(j - 5)
-        self.out_beat = (oy, ox, False, False)
+            wo = cfg.output_grid(height, width)[1]
+            keys = np.unique((good[:, 0] // 2) * wo + good[:, 1] // 2)
+            out = np.stack([keys // wo, keys % wo], 1)
+        cy, cx = out[:, 0] * stride + 1, out[:, 1] * stride + 1
+        taps = np.zeros(len(out), np.int64)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                taps += mask[cy + dy, cx + dx]
+    gs = 1 if cfg.depthwise else cfg.in_groups
+    rows = int(out[-1, 0]) + 1 if len(out) else 0
+    row_start = np.searchsorted(out[:, 0], np.arange(rows + 1)) if len(out) else np.zeros(1, np.int64)
+    return FramePlan(height, width, good[:, 0].copy(), discard, out, taps * gs, row_start)
 
 
-def frame_beats(cfg: SparseConvConfig, frame) -> list[tuple[int, int, bool, bool]]:
-    """The input beats of a frame as (y, x, eof, error): cin/pi per token, then the end of frame."""
-    beats = []
-    for y, x in (tuple(int(v) for v in c) for c in frame.coords):
-        beats += [(y, x, False, False)] * cfg.in_groups
-    beats.append((0, 0, True, False))
-    return beats
+# --------------------------------------------------------------------------- one engine
+
+
+class _Engine:
+    """The timing of one engine over its frames. Input beats are offered with `offer`; output beats go to
+    `down` (the next engine), or leave as they come when there is none."""
+
+    def __init__(self, cfg: SparseConvConfig, plans: list[FramePlan], down: _Engine | None = None,
+                 link_latency: int = 0):
+        self.plans, self.down, self.link = plans, down, link_latency
+        self.P = cfg.mac_pipeline_depth
+        self.Q = cfg.site_queue_depth
+        self.handoff = cfg.site_handoff_latency
+        self.row_cycles, self.site_cycles = cfg.finder_row_cycles, cfg.finder_site_cycles
+        self.ready_latency = cfg.row_ready_latency
+        self.eof_latency = cfg.eof_latency
+        self.slots, self.halo, self.stride = cfg.buffer_slots, cfg.halo, cfg.stride
+        self.Gi, self.Go = cfg.in_groups, cfg.requant_groups
+        # held cycles [start, end) of the sequencer and pipeline: an output beat not taken when offered
+        self.hold_start: list[int] = []
+        self.hold_end: list[int] = []
+        self.e_last = NONE  # the sequencer's last issued step
+        self.prev_take = NONE  # the last input handshake
+        self.first_taken: list[int] = []  # per frame: its first input handshake
+        self.eof_taken: list[int] = []  # per frame: its end-of-frame output handshake
+        self.frame = -1
+        self._start_frame(0)
+
+    # ----- held cycles (only with a downstream engine that holds beats back)
+
+    def _next_adv(self, c: int) -> int:
+        """The first cycle >= c in which the sequencer and pipeline advance."""
+        if not self.hold_start:
+            return c
+        j = bisect.bisect_right(self.hold_start, c) - 1
+        if j >= 0 and c < self.hold_end[j]:
+            return self.hold_end[j]
+        return c
+
+    def _nth_adv(self, c: int, m: int) -> int:
+        """The m-th (m >= 1) advancing cycle >= c."""
+        if not self.hold_start:
+            return c + m - 1
+        c = self._next_adv(c)
+        j = bisect.bisect_right(self.hold_start, c)
+        m -= 1
+        while j < len(self.hold_start) and c + m >= self.hold_start[j]:
+            m -= self.hold_start[j] - c
+            c = self.hold_end[j]
+            j += 1
+        return c + m
+
+    def _emit(self, valid: int) -> int:
+        """An output beat valid from cycle `valid`: when it is taken; holds the engine until then."""
+        if self.down is None:
+            return valid
+        taken = self.down.offer(valid + self.link) - self.link
+        if taken > valid:
+            self.hold_start.append(valid)
+            self.hold_end.append(taken)
+        return taken
+
+    # ----- frames
+
+    def _start_frame(self, open_at: int) -> None:
+        self.frame += 1
+        self.open_at = open_at
+        if self.frame >= len(self.plans):
+            self.plan = None
+            return
+        p = self.plan = self.plans[self.frame]
+        self.rows = len(p.row_start) - 1
+        self.ready = [0] * self.rows  # RR_r
+        self.ready_upto = 0  # rows below this one are ready
+        self.next_row = 0  # rows below this one are scheduled
+        self.finder_free = open_at  # X: the finder may take its next row
+        self.row_free = [0] * self.rows  # X_{r+1}: the finder is done with row r
+        self.row_end = [NONE] * self.rows  # e_last over the sites of rows <= r
+        self.takes: list[int] = []  # T_i of this frame's sites
+        self.last_valid = NONE  # the last output beat's valid cycle
+        self.token, self.beat, self.discard = 0, 0, p.discard_beats
+
+    def _ready_through(self, row: int, at: int) -> None:
+        row = min(row, self.rows - 1)
+        for r in range(self.ready_upto, row + 1):
+            self.ready[r] = at
+        self.ready_upto = max(self.ready_upto, row + 1)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """Finder and sequencer over the ready rows not yet scheduled."""
+        p, Q, Go, P = self.plan, self.Q, self.Go, self.P
+        takes, acc, starts = self.takes, p.acc_steps, p.row_start
+        fast = self.down is None
+        while self.next_row < self.ready_upto:
+            r = self.next_row
+            load = max(self.finder_free, self.ready[r])
+            a, b = int(starts[r]), int(starts[r + 1])
+            if a == b:
+                self.finder_free = load + self.row_cycles
+            else:
+                hand = load + self.row_cycles
+                e = self.e_last
+                for i in range(a, b):
+                    if i >= Q:
+                        hand = max(hand, takes[i - Q])
+                    ready = hand + self.handoff - 1
+                    if fast:
+                        take = max(ready, e)
+                        e = take + int(acc[i]) * Go
+                        self.last_valid = e + P
+                    else:
+                        take = e if e >= ready else self._next_adv(ready)
+                        t = self._next_adv(take + 1) - 1
+                        n = int(acc[i])
+                        for _ in range(Go):
+                            t = self._nth_adv(t + 1, n)
+                            self.last_valid = self._nth_adv(t, P) + 1
+                            self._emit(self.last_valid)
+                        e = t
+                    takes.append(take)
+                    hand += self.site_cycles
+                self.e_last = e
+                self.finder_free = hand
+            self.row_free[r] = self.finder_free
+            self.row_end[r] = self.e_last if b > 0 else NONE
+            self.next_row += 1
+
+    def _use_row_reaches(self, R: int) -> int:
+        """U(R): the first cycle the oldest output row in flight is R or later."""
+        return max(self.row_end[R - 1] + 1, self.row_free[R - 1])
+
+    def _end_frame(self, taken: int) -> None:
+        self._ready_through(self.rows - 1, taken + self.ready_latency)
+        done = max(self.finder_free, taken + self.ready_latency)
+        send = max(done + self.eof_latency - 1, self.last_valid)
+        send = self._next_adv(send)  # the last output beat, if held, is taken first
+        eof_taken = self._emit(send + 1)
+        self.eof_taken.append(eof_taken)
+        self._start_frame(send + 1)
+
+    # ----- input
+
+    def _arrive(self, valid: int) -> int:
+        """The cycle a beat offered from `valid` is first offered to the engine with its input open."""
+        return max(valid, self.prev_take + 1, self.open_at)
+
+    def _note(self, taken: int) -> None:
+        if len(self.first_taken) == self.frame:
+            self.first_taken.append(taken)
+        self.prev_take = taken
+
+    def _first_beat(self, o: int) -> int:
+        """The first beat of the next token, offered from `o`: it shows its row's predecessors complete, and
+        is taken once the line buffer slot of its row is free."""
+        y = int(self.plan.token_rows[self.token])
+        self._ready_through((y - self.halo - 1) // self.stride, o + self.ready_latency)
+        R = (y + self.halo - self.slots) // self.stride + 1
+        return max(o, self._use_row_reaches(R)) if R > 0 else o
+
+    def offer(self, valid: int) -> int:
+        """The next input beat, offered from cycle `valid`: the cycle it is taken."""
+        p = self.plan
+        if p is None:
+            raise RuntimeError("cycle model: a beat after the last frame's end of frame")
+        o = self._arrive(valid)
+        if self.token < len(p.token_rows):
+            taken = self._first_beat(o) if self.beat == 0 else o
+            self.beat += 1
+            if self.beat == self.Gi:
+                self.token, self.beat = self.token + 1, 0
+            self._note(taken)
+        elif self.discard:
+            taken = o
+            self.discard -= 1
+            self._note(taken)
+        else:  # the end-of-frame beat is always taken
+            taken = o
+            self._note(taken)
+            self._end_frame(taken)
+        return taken
+
+    def source(self) -> None:
+        """Every frame's beats offered back to back from cycle 0 (the testbench's source without gaps)."""
+        t = 0
+        while self.plan is not None:
+            for _ in range(len(self.plan.token_rows)):
+                self._note(self._first_beat(self._arrive(t)))
+                self.prev_take += self.Gi - 1  # the token's other beats follow back to back
+                self.token += 1
+                t = self.prev_take + 1
+            while self.discard:
+                t = self.offer(t) + 1
+            t = self.offer(t) + 1
 
 
 def _layers(cfg) -> tuple[SparseConvConfig, ...]:
     return cfg.layers if isinstance(cfg, SparseChainConfig) else (cfg,)
 
 
-def frames_cycles(cfg: SparseConvConfig | SparseChainConfig, frames, limit: int = 10**9) -> dict:
-    """Cycles of each frame (first input handshake to end-of-frame output handshake) when `frames` (all
-    of one shape) run back to back, and the total (first input to last output handshake)."""
+def _plans(layers, frames) -> list[list[FramePlan]]:
+    """Per layer, per frame: the plan (each layer's input tokens are the previous layer's output sites)."""
+    out = []
+    for c in layers:
+        row = []
+        for k, f in enumerate(frames):
+            if out:
+                prev = out[-1][k]
+                coords, (h, w) = prev.out_coords, layers[len(out) - 1].output_grid(prev.height, prev.width)
+            else:
+                coords, h, w = f.coords, f.height, f.width
+            row.append(frame_plan(c, h, w, np.asarray(coords, dtype=np.int64)))
+        out.append(row)
+    return out
+
+
+def frames_cycles(cfg: SparseConvConfig | SparseChainConfig, frames) -> dict:
+    """Cycles of each frame (first input handshake to end-of-frame output handshake) when `frames` (of one shape,
+    as in one simulation) run back to back, and the total (first input to last output handshake). Frames are
+    SparseFrames, or anything with height, width and coords (N, 2) in stream order (TokenFrames, with tokens
+    out of order or outside the frame, included)."""
     frames = list(frames)
-    layers = _layers(cfg)
     if not frames:
         return {"frames": [], "total": 0}
-    h, w = frames[0].height, frames[0].width
-    engines = []
-    for c in layers:
-        engines.append(EngineModel(c, h, w))
-        h, w = c.output_grid(h, w)
-    beats, starts = [], []
-    for f in frames:
-        starts.append(len(beats))
-        beats += frame_beats(layers[0], f)
-    in_fire, eof_fires = {}, []
-    i, cycle = 0, 0
-    single = len(engines) == 1
-    while len(eof_fires) < len(frames):
-        if cycle > limit:
-            raise RuntimeError(f"cycle model: no end of frame after {limit} cycles (the engine would hang)")
-        beat0 = beats[i] if i < len(beats) else None
-        # combinational: each engine's input ready from the beat it is offered (registered upstream)
-        offers = [beat0] + [e.out_beat if e.out_valid else None for e in engines[:-1]]
-        cls = [e.classify(b) for e, b in zip(engines, offers, strict=True)]
-        if single:
-            e = engines[0]
-            bad, ready, peek = cls[0]
-            blocked = beat0 is None or (not ready and (peek is None or peek == e.done_rows))
-            k = e.quiet_steps(blocked)
-            if k:
-                e.skip(k)
-                cycle += k
-                continue
-        for e in engines:
-            e.prepare()
-        fires = []
-        for j, e in enumerate(engines):
-            out_ready = True if j == len(engines) - 1 else cls[j + 1][1]
-            fired, took = e.step(offers[j], out_ready, *cls[j])
-            fires.append(fired)
-            if j == len(engines) - 1 and took is not None and took[2]:
-                eof_fires.append(cycle)
-        if fires[0]:
-            in_fire[i] = cycle
-            i += 1
-        cycle += 1
-    per = [eof_fires[k] - in_fire[starts[k]] + 1 for k in range(len(frames))]
-    return {"frames": per, "total": eof_fires[-1] - in_fire[0] + 1}
+    layers = _layers(cfg)
+    link = cfg.link_latency if isinstance(cfg, SparseChainConfig) else 0
+    plans = _plans(layers, frames)
+    down = None
+    for c, p in zip(reversed(layers), reversed(plans), strict=True):
+        down = _Engine(c, p, down, link)
+    first, last = down, down
+    while last.down is not None:
+        last = last.down
+    first.source()
+    per = [e - s + 1 for s, e in zip(first.first_taken, last.eof_taken, strict=True)]
+    return {"frames": per, "total": last.eof_taken[-1] - first.first_taken[0] + 1}
 
 
 def frame_cycles(cfg: SparseConvConfig | SparseChainConfig, frame) -> int:
@@ -340,10 +353,14 @@ def frame_cycles(cfg: SparseConvConfig | SparseChainConfig, frame) -> int:
     return frames_cycles(cfg, [frame])["frames"][0]
 
 
+@dataclasses.dataclass
 class _Dense:
-    def __init__(self, height: int, width: int):
-        self.height, self.width = height, width
-        self.coords = [(y, x) for y in range(height) for x in range(width)]
+    height: int
+    width: int
+
+    @property
+    def coords(self) -> np.ndarray:
+        return np.indices((self.height, self.width)).reshape(2, -1).T
 
 
 def dense_frame_cycles(cfg: SparseConvConfig, height: int, width: int) -> int:

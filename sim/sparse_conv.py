@@ -6,7 +6,7 @@
     run = run_sparse_conv(cfg, random_layer(cfg, seed=0), [frame])
     run.outputs[0]     # the output SparseFrame, checked bit-exact against the golden layer
     run.cycles[0]      # first input handshake of the frame to its end-of-frame output handshake
-    run.predicted[0]   # the cycle model's figure (accelkit.golden.sparse_rtl_cycles)
+    run.predicted[0]   # the cycle model's figure (accelkit.golden.sparse_rtl_cycles; docs/cycle-models.md)
 
 A layer engine (SparseConvConfig, with a golden SparseConvLayer) or a chain (SparseChainConfig, with
 a golden SparseChain of the same layers) runs any number of frames back to back. The frame shape is
@@ -64,7 +64,7 @@ class SparseConvRun:
     outputs: list[SparseFrame]  # per input frame, as the RTL produced it
     errors: list[bool]  # the end-of-frame error flag per frame
     cycles: list[int]  # per frame: its first input handshake to its end-of-frame output handshake, inclusive
-    predicted: list[int]  # the cycle model's figure per frame (valid without gaps and stalls)
+    predicted: list[int]  # the cycle model's figure per frame (for gap = stall = 0, where it is exact)
     total_cycles: int  # first input handshake to the last output handshake of all frames (summed over runs)
     predicted_total: int
     waves: list = dataclasses.field(default_factory=list)  # waveform paths with waves=True
@@ -355,7 +355,8 @@ def engine_figures(cfg: SparseConvConfig, frame: SparseFrame, seed: int = 0, den
 
     The frame's sites are kept and its features replaced by random ones of cfg.cin channels (real frames
     have 1 or 2). `dense_cycles` is the same engine on the fully active frame of the frame's size: from the
-    cycle model (exact wherever it was checked), or measured on the RTL too with dense_rtl=True (long).
+    cycle model (exact wherever it was checked, docs/cycle-models.md), or measured on the RTL too with
+    dense_rtl=True (long).
     Utilisation is useful MACs (sum |N(p)| * Cin * Cout) over MAC units x RTL cycles.
     """
     from accelkit.golden.sparse_conv import useful_macs

@@ -1,5 +1,5 @@
 """The sparse-conv golden model against dense torch conv2d, the spec's requant formula by hand,
-its config and its cost model."""
+its config, its cost model and the RTL engine's cycle model (without the simulator)."""
 
 import dataclasses
 
@@ -30,6 +30,7 @@ from accelkit.golden.sparse_cycles import (
     utilisation,
 )
 from accelkit.golden.sparse_cycles import useful_macs as cfg_useful_macs
+from accelkit.golden.sparse_rtl_cycles import dense_frame_cycles, frame_cycles, frame_plan, frames_cycles
 
 FRAMES = load_frames()
 FRAME_NAMES = sorted(FRAMES)
@@ -576,3 +577,99 @@ def test_cost_model_rejects_frames_that_do_not_fit():
     assert "34 x 34" in one_line(ei)
     with pytest.raises(FrameError):
         sparse_cycles_estimate(FRAMES["roshambo17_64x64"], cfg.replace(max_height=64, max_width=64))
+
+
+# --------------------------------------------------------------------------- the RTL engine's cycle model
+# (golden/sparse_rtl_cycles.py; tests/test_sim_sparse_conv.py checks it against the RTL)
+
+
+def sites(h, w, coords, c=16):
+    return SparseFrame(h, w, coords, np.zeros((len(coords), c), int))
+
+
+def dense_closed_form(cfg: SparseConvConfig, h: int, w: int) -> int:
+    """docs/cycle-models.md: a fully active frame of a stride-1 3x3 kind keeps the sequencer busy from its first
+    site on: the first halo + 1 input rows, the finder's latencies, every MAC step, the pipeline."""
+    steps = (3 * h - 2) * (3 * w - 2) * (1 if cfg.depthwise else cfg.in_groups) * cfg.requant_groups
+    return ((cfg.halo + 1) * w * cfg.in_groups + cfg.row_ready_latency + cfg.finder_row_cycles
+            + cfg.site_handoff_latency + steps + cfg.mac_pipeline_depth + 1)
+
+
+def test_rtl_cycle_model_by_hand():
+    cfg = SparseConvConfig(max_height=4, max_width=4)  # subm3x3, Cin = Cout = 16, PI = PO = 4
+    # the empty frame: its end-of-frame beat, seen a cycle later, then the finder's done register and the output
+    assert frame_cycles(cfg, sites(4, 4, [])) == 1 + cfg.row_ready_latency + cfg.eof_latency == 4
+    # one site at (1, 1): its Gi beats, then the end of frame (cycle Gi) makes rows 0 and 1 complete
+    ready = cfg.in_groups + cfg.row_ready_latency
+    hand = ready + 2 * cfg.finder_row_cycles  # row 0 passed (empty), row 1 loaded; the site handed on
+    last = hand + cfg.site_handoff_latency + 1 * cfg.in_groups * cfg.requant_groups - 1  # one active tap
+    eof = max(hand + cfg.finder_site_cycles + cfg.eof_latency, last + cfg.mac_pipeline_depth + 1)
+    assert frame_cycles(cfg, sites(4, 4, [[1, 1]])) == eof + 1 == 31
+    # a second frame starts the cycle its predecessor's end of frame leaves
+    both = frames_cycles(cfg, [sites(4, 4, [[1, 1]])] * 2)
+    assert both == {"frames": [31, 31], "total": 61}
+
+
+@pytest.mark.parametrize("prop,lone,row", [
+    ("mac_pipeline_depth", 1, 1), ("site_handoff_latency", 1, 4), ("finder_row_cycles", 2, 1),
+    ("finder_site_cycles", 0, 3), ("row_ready_latency", 1, 1), ("eof_latency", 0, 0)])
+def test_rtl_cycle_model_reads_the_config(monkeypatch, prop, lone, row):
+    """Each timing number of the config moves the figure as the formulas say (one cycle more of each). In the
+    finder-bound row of one-step sites a longer handoff costs every site: with one queue slot the finder hands
+    the next site on only when the sequencer takes the previous one."""
+    subm = SparseConvConfig(max_height=4, max_width=4)
+    pw = SparseConvConfig(kind="pw1x1", max_height=4, max_width=4, cin=4, cout=4)  # one step a site: finder-bound
+    lone_site, one_row = sites(4, 4, [[1, 1]]), sites(4, 4, [[0, 0], [0, 1], [0, 2], [0, 3]], 4)
+    before = frame_cycles(subm, lone_site), frame_cycles(pw, one_row)
+    more = getattr(subm, prop) + 1
+    monkeypatch.setattr(SparseConvConfig, prop, property(lambda c: more))
+    assert (frame_cycles(subm, lone_site) - before[0], frame_cycles(pw, one_row) - before[1]) == (lone, row)
+
+
+@pytest.mark.parametrize("cfg", [SparseConvConfig(), SparseConvConfig(pi=8, po=8), SparseConvConfig(pi=2, po=8),
+                                 SparseConvConfig(pi=16, po=16), SparseConvConfig(kind="dw3x3"),
+                                 SparseConvConfig(kind="dw3x3", cin=4, cout=4, pi=1, po=1)],
+                         ids=lambda c: f"{c.kind}-{c.pi}x{c.po}")
+def test_rtl_cycle_model_dense_closed_form(cfg):
+    for h, w in ((2, 2), (13, 11), (180, 240)):
+        assert dense_frame_cycles(cfg, h, w) == dense_closed_form(cfg, h, w)
+
+
+def test_rtl_cycle_model_row_lead():
+    # without a prefetch row ingest cannot run ahead of the output row being computed: about a row of input
+    # beats is lost at every output row
+    bare = SparseConvConfig(cin=8, cout=8, pi=8, po=8, prefetch_rows=0)
+    lost = dense_frame_cycles(bare, 180, 240) - dense_closed_form(bare, 180, 240)
+    assert 179 * 240 < lost < 179 * 250
+
+
+def test_rtl_cycle_model_is_fast():
+    import time
+
+    cfg = SparseConvConfig(max_height=180, max_width=240)
+    t = time.perf_counter()
+    assert dense_frame_cycles(cfg, 180, 240) == dense_closed_form(cfg, 180, 240) == 6_182_474
+    assert time.perf_counter() - t < 1.5  # about 0.2 s
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rtl_cycle_model_work_is_the_spec_neighbours(kind):
+    """The model's per-site work is the spec's |N(p)| (golden neighbour_counts) times the input-group steps."""
+    frame = FRAMES["dvsgesture_128x128"]
+    cfg = SparseConvConfig(kind=kind, max_height=128, max_width=128)
+    plan = frame_plan(cfg, frame.height, frame.width, frame.coords)
+    gs = 1 if cfg.depthwise else cfg.in_groups
+    assert plan.acc_steps.tolist() == (neighbour_counts(frame, kind) * gs).tolist()
+    assert len(plan.out_coords) == len(neighbour_counts(frame, kind)) and plan.discard_beats == 0
+
+
+def test_rtl_cycle_model_malformed_tokens():
+    """A token out of raster order (or outside the frame) ends the frame's valid prefix; the rest is discarded
+    one beat a cycle."""
+    cfg = SparseConvConfig(max_height=8, max_width=8)
+    good = [[0, 1], [2, 3], [2, 5], [7, 0]]
+    for bad, k in (([[0, 1], [2, 3], [2, 3], [7, 0]], 2), ([[0, 1], [2, 8], [2, 5], [7, 0]], 1),
+                   ([[0, 1], [1, 0], [0, 5], [7, 0]], 2), ([[9, 1], [2, 3], [2, 5], [7, 0]], 0)):
+        plan = frame_plan(cfg, 8, 8, np.array(bad))
+        assert len(plan.token_rows) == k and plan.discard_beats == (4 - k) * cfg.in_groups
+        assert plan.out_coords.tolist() == good[:k] or k == 2 and plan.out_coords.tolist() == bad[:2]

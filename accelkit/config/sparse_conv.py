@@ -288,6 +288,62 @@ class SparseConvConfig(BlockConfig):
         """Beats of one params load: the shape word, the weight words, the requant words."""
         return 1 + self.weight_words + self.requant_groups
 
+    # ----- the RTL engine's timing: the numbers the cycle model (golden/sparse_rtl_cycles.py) reads and the
+    # generator (gen/sparse_conv.py) builds to (it refuses a config whose numbers differ from what it builds)
+
+    @property
+    def halo(self) -> int:
+        """Input rows above and below an output site's centre row that its window reads (kernel // 2)."""
+        return self.kernel // 2
+
+    @property
+    def row_lead(self) -> int:
+        """Input rows the line buffer holds beyond the window (stride * prefetch_rows): how far ingest can run
+        ahead of the oldest output row still being computed."""
+        return self.buffer_slots - self.kernel
+
+    @property
+    def mac_pipeline_depth(self) -> int:
+        """Registers from the MAC sequencer's issue of a step to the output register, inclusive: line buffer and
+        weight read, products summed over PI, accumulate, times scale, output (shift, clamp, ReLU). The last step
+        of an output beat issued in cycle t leaves in cycle t + mac_pipeline_depth."""
+        return 5
+
+    @property
+    def site_queue_depth(self) -> int:
+        """Sites the row finder can hold ready for the sequencer (the prefetch register)."""
+        return 1
+
+    @property
+    def site_handoff_latency(self) -> int:
+        """Cycles from the finder handing a site on to the site's first MAC step when the sequencer is idle
+        (prefetch register, then the sequencer's site registers); a busy sequencer starts it back to back."""
+        return 2
+
+    @property
+    def finder_row_cycles(self) -> int:
+        """Cycles the row finder spends on each output row besides its sites: loading the row's bitmap, or
+        passing the row when it has no site."""
+        return 1
+
+    @property
+    def finder_site_cycles(self) -> int:
+        """Cycles the row finder spends on each site it hands on (priority encoder and tap mask)."""
+        return 1
+
+    @property
+    def row_ready_latency(self) -> int:
+        """Cycles from an input row being shown complete (a token of a later row offered, even if not yet taken,
+        or the end of the frame taken) to the finder seeing it (the done-rows and end-of-frame registers)."""
+        return 1
+
+    @property
+    def eof_latency(self) -> int:
+        """Cycles from the finder passing the frame's last output row (end of frame seen) to the end-of-frame
+        beat leaving: the finder's done register, then the output register. The beat also leaves no earlier
+        than the cycle after the last output beat was taken."""
+        return 2
+
     def implied(self) -> dict:
         """Everything the parameters imply, for reports."""
         return {
@@ -302,6 +358,10 @@ class SparseConvConfig(BlockConfig):
             "buffer_words": self.buffer_words, "buffer_word_bits": self.buffer_word_bits,
             "weight_words": self.weight_words, "weight_word_bits": self.weight_word_bits,
             "param_words": self.param_words, "param_bits": self.param_bits,
+            "halo": self.halo, "row_lead": self.row_lead, "mac_pipeline_depth": self.mac_pipeline_depth,
+            "site_queue_depth": self.site_queue_depth, "site_handoff_latency": self.site_handoff_latency,
+            "finder_row_cycles": self.finder_row_cycles, "finder_site_cycles": self.finder_site_cycles,
+            "row_ready_latency": self.row_ready_latency, "eof_latency": self.eof_latency,
         }
 
 
@@ -341,6 +401,12 @@ class SparseChainConfig(BlockConfig):
                                     ("feature_bits", p.feature_bits, "the previous layer's feature_bits"),
                                     ("signed_input", True, "True after the first layer (requantised outputs)")):
                 require(getattr(l, name) == want, f"layers[{i}].{name}", f"{want!r}: {why}", getattr(l, name))
+
+    @property
+    def link_latency(self) -> int:
+        """Cycles between one engine's output register and the next engine's input: 0, the streams are wired
+        directly (gen/sparse_conv.py, SparseConvChain)."""
+        return 0
 
     @property
     def first(self) -> SparseConvConfig:
