@@ -7,18 +7,21 @@ and for each output stream the number of beats to collect, the chance of a
 ready stall per cycle and, when the caller checks against a golden model, the
 expected beats. All sources run concurrently, so streams that depend on each
 other (operands consumed together, a configuration port written before data)
-behave as they would in a system. The test fails on the first mismatch with
-the stream, beat index, expected and received words; the result file carries
-every beat and the cycle of every handshake so the host can measure cycles.
+behave as they would in a system. Every cycle, `StreamMonitor` checks the
+stream rules on every port, inputs and outputs (docs/streams.md). The test
+fails on the first rule broken (stream, cycle, rule) or else on the first
+mismatch with the stream, beat index, expected and received words; the result
+file carries every beat and the cycle of every handshake so the host can
+measure cycles.
 """
 
 from __future__ import annotations
 
 import cocotb
-from cocotb.triggers import ClockCycles, Combine, Event
+from cocotb.triggers import ClockCycles, Combine, Event, select
 
 from .harness import load_job, save_result, start
-from .streams import StreamSink, StreamSource
+from .streams import StreamMonitor, StreamSink, StreamSource
 
 
 @cocotb.test()
@@ -27,8 +30,8 @@ async def run(dut):
     counter, rng = await start(dut, job["seed"])
     sources = [StreamSource(dut, s["name"], dut.clk, counter, rng, s.get("gap", 0.0)) for s in job["sources"]]
     sinks = [StreamSink(dut, s["name"], dut.clk, counter, rng, s.get("stall", 0.0)) for s in job["sinks"]]
-    for s in sinks:
-        cocotb.start_soon(s.run())
+    # started where the sinks' own coroutines used to be, so the stimulus RNG draws in the same order
+    monitor = cocotb.start_soon(StreamMonitor(dut.clk, counter, sources, sinks).run())
     done = {s["name"]: Event() for s in job["sources"]}
 
     async def drive(src: StreamSource, spec: dict) -> None:
@@ -40,25 +43,26 @@ async def run(dut):
     drivers = [cocotb.start_soon(drive(src, s)) for src, s in zip(sources, job["sources"], strict=True)]
     waits = [cocotb.start_soon(snk.wait_for(s["count"], job["timeout"]))
              for snk, s in zip(sinks, job["sinks"], strict=True)]
-    error = None
-    try:
+
+    async def finish() -> str | None:
         await Combine(*drivers, *waits)
         # a design that emits more beats than it should shows them within a few idle cycles
         await ClockCycles(dut.clk, job.get("drain", 16))
         for snk, s in zip(sinks, job["sinks"], strict=True):
             if len(snk.beats) != s["count"]:
-                error = f"stream {s['name']}: {len(snk.beats)} beats, expected {s['count']}"
-                break
+                return f"stream {s['name']}: {len(snk.beats)} beats, expected {s['count']}"
             expect = s.get("expect")
             if expect is None:
                 continue
             for i, (want, got) in enumerate(zip(expect, snk.beats, strict=True)):
                 if want != got:
                     where = f" ({s['labels'][i]})" if s.get("labels") else ""
-                    error = f"stream {s['name']} beat {i} of {s['count']}{where}: expected {want:#x}, got {got:#x}"
-                    break
-            if error:
-                break
+                    return f"stream {s['name']} beat {i} of {s['count']}{where}: expected {want:#x}, got {got:#x}"
+        return None
+
+    try:
+        # the monitor returns only on a broken rule, which comes first: it explains the mismatches that follow
+        _, error = await select(monitor, finish())
     except AssertionError as e:  # a timeout in wait_for: the design hangs or drops beats
         error = str(e)
     save_result({
