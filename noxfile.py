@@ -1,11 +1,14 @@
 """accelkit's sessions. CI runs the whole suite through .ci/run (the same as `nox -s tests`).
 
-  nox -s tests    every test: golden models, cocotb regressions under Verilator, synthesis flows
-  nox -s sim      only the cocotb regressions under Verilator
-  nox -s synth    only the yosys / nextpnr flow tests
-  nox -s lint     ruff
-  nox -s sweep    every block's parameter sweep (long: synthesis and place-and-route at every point)
-  nox -s report   `accelkit report`: each block's default config end to end
+  nox -s tests        every test: golden models, cocotb regressions under Verilator, formal proofs, flows
+  nox -s quick        the quick tier (under 3 minutes): golden models, config errors, one small RTL run per block
+  nox -s sim          only the cocotb regressions under Verilator
+  nox -s synth        only the yosys / nextpnr flow tests
+  nox -s formal       only the formal proofs of the stream rules (yowasp-sby + yices)
+  nox -s lint         ruff
+  nox -s sweep        every block's parameter sweep (long: synthesis and place-and-route at every point)
+  nox -s report       `accelkit report`: each block's default config end to end (about 10 minutes, cold)
+  nox -s report_full  `accelkit report --full`: also the long figures (16-lane Hyft and float baseline, ...)
 """
 
 import nox
@@ -23,6 +26,24 @@ def _install(session, extras="test"):
 def tests(session):
     _install(session)
     session.run("pytest", "-n", "2", *session.posargs)
+
+
+# The quick tier: every test that runs no long flow, plus the few marked `quick` (one small RTL run per block).
+QUICK = "quick or not (sim or synth or formal or slow)"
+
+
+@nox.session(python=PY)
+def quick(session):
+    """Golden models, config errors, one small RTL run per block: for local runs, under 3 minutes."""
+    _install(session)
+    session.run("pytest", "-n", "2", "-m", QUICK, *session.posargs)
+
+
+@nox.session(python=PY)
+def formal(session):
+    """Formal proofs of every block's stream rules and bounded liveness."""
+    _install(session)
+    session.run("pytest", "-n", "2", "-m", "formal", *session.posargs)
 
 
 @nox.session(python=PY)
@@ -61,3 +82,10 @@ def report(session):
     """The main job: `accelkit report` into report/."""
     _install(session, "test,minilm")
     session.run("accelkit", "report", *session.posargs)
+
+
+@nox.session(python=PY)
+def report_full(session):
+    """`accelkit report --full` into report/: the long figures too (hours of synthesis, cached afterwards)."""
+    _install(session, "test,minilm")
+    session.run("accelkit", "report", "--full", *session.posargs)

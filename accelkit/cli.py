@@ -113,6 +113,14 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def _point_name(cfg) -> str:
+    """A config by the fields that differ from its block's defaults."""
+    default = type(cfg)()
+    diff = [f"{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)
+            if getattr(cfg, f.name) != getattr(default, f.name)]
+    return f"{cfg.block} ({', '.join(diff) or 'default'})"
+
+
 def _progress(total: int, what: str):
     from rich.progress import Progress
 
@@ -149,24 +157,30 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_report(args) -> int:
+    import time
+
     from rich.console import Console
     from rich.markdown import Markdown
 
     console = Console()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    sections = ["# accelkit report\n"]
-    results = {}
+    scope = ("full: every figure, the long ones included" if args.full else
+             "default: the figures that take minutes; `accelkit report --full` adds the long ones")
+    sections = [f"# accelkit report\n\nScope: {scope}.\n"]
     for block in BLOCKS.values():
         if block.bench is None:
             sections.append(f"## {block.name}\n\nNo report section of its own: {block.summary}; its RTL is checked "
                             "end to end against the golden model in the regressions (`nox -s sim`).\n")
             continue
         console.rule(block.name)
-        prog, done = _progress(None, f"{block.name}: emit, simulate, synthesise")
-        with prog:
-            res, md = block.bench_module.report(out, jobs=args.jobs, on_done=done)
-        results[block.name] = res
+        start = time.monotonic()
+        # a log line per measured point, so that a report written to a file shows progress too
+        res, md = block.bench_module.report(out, jobs=args.jobs, full=args.full,
+                                            on_done=lambda cfg, row, name=block.name: console.log(
+                                                f"{name}: measured {_point_name(cfg)}"))
+        res["seconds"] = round(time.monotonic() - start, 1)
+        console.log(f"{block.name}: section done in {res['seconds']:.0f} s")
         sections.append(md)
         (out / f"{block.name}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
     text = "\n".join(sections)
@@ -214,6 +228,8 @@ def main(argv=None) -> int:
     r = sub.add_parser("report", help="every block's default config end to end: Markdown + PNG + JSON report")
     r.add_argument("-o", "--out", default="report", help="output folder (default: report/)")
     r.add_argument("-j", "--jobs", type=int, default=2, help="parallel synthesis jobs (default 2)")
+    r.add_argument("--full", action="store_true", help="also the long figures (16-lane Hyft and float baseline "
+                   "area and Fmax, ...): hours from a cold cache; the default takes about 10 minutes")
     r.set_defaults(func=cmd_report)
     args = p.parse_args(argv)
     try:

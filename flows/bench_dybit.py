@@ -10,7 +10,7 @@ from accelkit.config.dybit import DyBitArrayConfig
 from accelkit.golden.dybit_cycles import matmul_cycles, utilisation
 from accelkit.sim.dybit import run_dybit_array
 
-from .measure import FMAX_DEVICE, md_table, measured_area
+from .measure import FMAX_DEVICE, cached_study, md_table, measured_area
 from .sweep import grid, run_sweep, sweep_to_files
 
 SWEEP_AXES = {"rows": [1, 2, 4, 8], "cols": [1, 2, 4, 8]}
@@ -83,8 +83,10 @@ def _area_of(cfg: DyBitArrayConfig) -> dict:
     return measured_area(cfg, targets=("ecp5", "xilinx", "ecp5-nodsp"), fmax=False)
 
 
-def report(out: Path, jobs: int = 2, on_done=None, minilm: bool = True) -> tuple[dict, str]:
-    """The DyBit section of `accelkit report`: (JSON-able results, Markdown)."""
+def report(out: Path, jobs: int = 2, on_done=None, full: bool = False) -> tuple[dict, str]:
+    """The DyBit section of `accelkit report`: (JSON-able results, Markdown). The MiniLM accuracy study (tens of
+    minutes of quantiser searches) runs with full=True and is cached by content; without it, a cached study
+    is shown and a missing one is named."""
     default = DyBitArrayConfig()
     res: dict = {"default_config": default.to_dict()}
     res["default_area"] = measured_area(default)
@@ -97,10 +99,9 @@ def report(out: Path, jobs: int = 2, on_done=None, minilm: bool = True) -> tuple
     res["cycle_model"] = [{"array": f"{c.rows}x{c.cols}", **measure_cycles(c, *shape, seed=i)}
                           for i, shape in enumerate(MODEL_SHAPES)
                           for c in (default, default.replace(rows=8, cols=8))]
-    if minilm:
-        from .dybit_accuracy import minilm_study
+    from .dybit_accuracy import minilm_study
 
-        res["minilm"] = minilm_study()
+    res["minilm"] = cached_study("dybit-minilm", minilm_study, compute=full)
     return res, render(res)
 
 
@@ -130,11 +131,14 @@ def render(res: dict) -> str:
     md.append(md_table(["array", "M x K x N", "RTL cycles", "model", "difference"],
                      [[c["array"], f"{c['m']} x {c['k']} x {c['n']}", c["cycles"], c["model_cycles"],
                        c["cycles"] - c["model_cycles"]] for c in res["cycle_model"]]))
-    if "minilm" in res:
+    md.append("\n### Accuracy on all-MiniLM-L6-v2\n")
+    if res.get("minilm"):
         from .dybit_accuracy import render_markdown
 
-        md.append("\n### Accuracy on all-MiniLM-L6-v2\n")
         md.append(render_markdown(res["minilm"]))
+    else:
+        md.append("Not in this report: the study takes tens of minutes; `accelkit report --full` runs it once "
+                  "(cached by content afterwards, and shown by every later report).\n")
     return "\n".join(md)
 
 

@@ -11,11 +11,12 @@ from accelkit.config.hyft import SoftmaxConfig
 from accelkit.golden import hyft_cycles
 from accelkit.sim.hyft import run_hyft
 
-from .measure import md_table, measured_area
+from .measure import cached_study, md_table, measured_area
 from .sweep import grid, run_sweep, sweep_to_files
 
 SWEEP_AXES = {"lanes": [1, 4, 16], "segments": [4, 8, 16]}
-AREA_LANES = (1, 4, 16)
+AREA_LANES = (1, 4, 16)  # accelkit report --full
+AREA_LANES_DEFAULT = (1, 4)  # accelkit report
 RATE_N = 256  # back-to-back vectors of this length give the sustained rate
 RATE_VECTORS = 12
 LATENCY_NS = (1, 16, 100, 256, 1024)
@@ -97,15 +98,18 @@ def render_sweep(rows: list[dict]) -> str:
                     r["xilinx_dsp"], r["xilinx_bram"], r.get("fmax_mhz", "")] for r in rows])
 
 
-def report(out: Path, jobs: int = 2, on_done=None, accuracy: bool = True) -> tuple[dict, str]:
+def report(out: Path, jobs: int = 2, on_done=None, full: bool = False) -> tuple[dict, str]:
+    """The Hyft section of `accelkit report`. full=True adds the 16-lane area and Fmax (the float baseline's
+    synthesis alone takes tens of minutes) and runs the accuracy study (cached by content; a cached study is
+    shown without it)."""
     default = SoftmaxConfig()
     res: dict = {"default_config": default.to_dict(), "timing": timing(default)}
-    configs = [SoftmaxConfig(lanes=n, arch=a) for n in AREA_LANES for a in ("hyft", "float")]
+    lanes = AREA_LANES if full else AREA_LANES_DEFAULT
+    configs = [SoftmaxConfig(lanes=n, arch=a) for n in lanes for a in ("hyft", "float")]
     res["area"] = run_sweep(configs, area_point, jobs=jobs, on_done=on_done)
-    if accuracy:
-        from .hyft_accuracy import accuracy_study
+    from .hyft_accuracy import accuracy_study
 
-        res["accuracy"] = accuracy_study()
+    res["accuracy"] = cached_study("hyft-accuracy", accuracy_study, compute=full)
     return res, render(res)
 
 
@@ -121,7 +125,7 @@ def render(res: dict) -> str:
     md.append("### Area and Fmax against the conventional floating-point softmax\n")
     rows = []
     by = {(r["lanes"], r["arch"]): r for r in res["area"]}
-    for n in AREA_LANES:
+    for n in sorted({r["lanes"] for r in res["area"]}):
         h, f = by[(n, "hyft")], by[(n, "float")]
         for r in (h, f):
             rows.append([n, r["arch"], r["ecp5_lut4"], r["ecp5_ff"], r["ecp5_mult18"], r["ecp5_ebr"],
@@ -135,9 +139,15 @@ def render(res: dict) -> str:
     for r in res["area"]:
         if r.get("fmax_error"):
             md.append(f"\n{r['arch']} with {r['lanes']} lanes has no Fmax: {r['fmax_error']}\n")
-    if "accuracy" in res:
+    if AREA_LANES[-1] not in {r["lanes"] for r in res["area"]}:
+        md.append(f"\n{AREA_LANES[-1]} lanes: `accelkit report --full` (the float baseline's synthesis takes tens "
+                  "of minutes).\n")
+    md.append("\n### Accuracy against float64 (golden model; the RTL is bit-exact with it)\n")
+    if res.get("accuracy"):
         from .hyft_accuracy import render_table
 
-        md.append("\n### Accuracy against float64 (golden model; the RTL is bit-exact with it)\n")
         md.append(render_table(res["accuracy"]))
+    else:
+        md.append("Not in this report: `accelkit report --full` runs the study once (cached by content "
+                  "afterwards, and shown by every later report).\n")
     return "\n".join(md)

@@ -69,7 +69,8 @@ def real_frames(parallelism=(4, 8)) -> list[dict]:
     return rows
 
 
-def report(out: Path, jobs: int = 2, on_done=None) -> tuple[dict, str]:
+def report(out: Path, jobs: int = 2, on_done=None, full: bool = False) -> tuple[dict, str]:
+    """The sparse-conv section of `accelkit report` (everything fits the default run; `full` adds nothing)."""
     default = SparseConvConfig()
     res: dict = {"default_config": default.to_dict()}
     res["default_area"] = measured_area(default)

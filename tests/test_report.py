@@ -1,0 +1,44 @@
+"""The report's pieces that need no long flow: studies cached by content, sections without the long figures."""
+
+from __future__ import annotations
+
+import pytest
+
+from accelkit.flows import bench_hyft
+from accelkit.flows.measure import cached_study
+
+CALLS = []
+
+
+def tiny_study() -> dict:
+    CALLS.append(1)
+    return {"value": 1.5, "rows": [1, 2]}
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCELKIT_CACHE", str(tmp_path))
+    CALLS.clear()
+    return tmp_path
+
+
+def test_study_runs_once_and_is_then_read_from_the_cache(cache):
+    assert cached_study("tiny", tiny_study, compute=False) is None
+    assert CALLS == []
+    assert cached_study("tiny", tiny_study) == {"value": 1.5, "rows": [1, 2]}
+    assert cached_study("tiny", tiny_study) == cached_study("tiny", tiny_study, compute=False)
+    assert len(CALLS) == 1
+    assert len(list((cache / "studies").glob("tiny-*.json"))) == 1
+
+
+def test_hyft_section_without_the_long_figures_says_how_to_get_them():
+    area = {k: 1 for k in ("ecp5_lut4", "ecp5_ff", "ecp5_mult18", "ecp5_ebr", "xilinx_lut", "xilinx_ff",
+                           "xilinx_dsp", "xilinx_bram", "fmax_mhz", "latency_256")}
+    res = {"default_config": {"fmt": "bf16", "lanes": 4, "segments": 8, "max_len": 1024},
+           "timing": {"latency": [], "rate_n": 256, "rate_rtl": 3.9, "rate_model": 3.9, "batch_cycles_rtl": 1,
+                      "batch_cycles_model": 1},
+           "area": [{"lanes": n, "arch": a, **area} for n in bench_hyft.AREA_LANES_DEFAULT for a in ("hyft", "float")],
+           "accuracy": None}
+    md = bench_hyft.render(res)
+    assert "16 lanes: `accelkit report --full`" in md
+    assert "Not in this report: `accelkit report --full` runs the study" in md
