@@ -136,13 +136,13 @@ def test_oversize_vector_flags_error_and_the_next_vector_is_right():
 # ---- other lanes and formats ---------------------------------------------------------------------------
 
 OTHERS = [
-    SoftmaxConfig(lanes=1, fmt="fp16", max_len=64),
+    pytest.param(SoftmaxConfig(lanes=1, fmt="fp16", max_len=64), marks=pytest.mark.quick),
     SoftmaxConfig(lanes=16, max_len=256),
     SoftmaxConfig(lanes=2, fmt="fp32", max_len=128, segments=4),
 ]
 
 
-@pytest.mark.parametrize("cfg", OTHERS, ids=lambda c: f"{c.fmt}-L{c.lanes}-S{c.segments}")
+@pytest.mark.parametrize("cfg", OTHERS, ids=lambda c: f"{c.fmt}-L{c.lanes}-S{c.segments}")  # the first: quick tier
 def test_other_configs_bit_exact_cycles_and_oversize(cfg):
     rnd = random.Random(cfg.lanes)
     lengths = [1, cfg.lanes, cfg.max_len, cfg.max_len - 1, cfg.max_len + 1] + \

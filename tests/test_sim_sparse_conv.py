@@ -234,7 +234,7 @@ KIND_CFGS = {
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("name", list(KIND_CFGS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.quick) if n == "dw3x3" else n for n in KIND_CFGS])
 def test_kinds(name):
     cfg = KIND_CFGS[name]
     layer = random_layer(cfg, 5)
