@@ -168,21 +168,35 @@ def cmd_report(args) -> int:
     scope = ("full: every figure, the long ones included" if args.full else
              "default: the figures that take minutes; `accelkit report --full` adds the long ones")
     sections = [f"# accelkit report\n\nScope: {scope}.\n"]
-    for block in BLOCKS.values():
-        if block.bench is None:
-            sections.append(f"## {block.name}\n\nNo report section of its own: {block.summary}; its RTL is checked "
-                            "end to end against the golden model in the regressions (`nox -s sim`).\n")
-            continue
-        console.rule(block.name)
-        start = time.monotonic()
-        # a log line per measured point, so that a report written to a file shows progress too
-        res, md = block.bench_module.report(out, jobs=args.jobs, full=args.full,
-                                            on_done=lambda cfg, row, name=block.name: console.log(
-                                                f"{name}: measured {_point_name(cfg)}"))
-        res["seconds"] = round(time.monotonic() - start, 1)
-        console.log(f"{block.name}: section done in {res['seconds']:.0f} s")
-        sections.append(md)
-        (out / f"{block.name}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+    # Synthesis and place-and-route of every point start at once in the background, cached by content; the
+    # sections run their RTL simulations meanwhile and then find their areas in the cache (or wait on its lock).
+    from concurrent.futures import ProcessPoolExecutor
+
+    from accelkit.flows.measure import measured_area
+
+    pool = ProcessPoolExecutor(max_workers=args.jobs)
+    try:
+        background = [pool.submit(measured_area, cfg, **kw) for block in BLOCKS.values() if block.bench
+                      for cfg, kw in block.bench_module.area_points(args.full)]
+        for block in BLOCKS.values():
+            if block.bench is None:
+                sections.append(f"## {block.name}\n\nNo report section of its own: {block.summary}; its RTL is checked "
+                                "end to end against the golden model in the regressions (`nox -s sim`).\n")
+                continue
+            console.rule(block.name)
+            start = time.monotonic()
+            # a log line per measured point, so that a report written to a file shows progress too
+            res, md = block.bench_module.report(out, jobs=args.jobs, full=args.full,
+                                                on_done=lambda cfg, row, name=block.name: console.log(
+                                                    f"{name}: measured {_point_name(cfg)}"))
+            res["seconds"] = round(time.monotonic() - start, 1)
+            console.log(f"{block.name}: section done in {res['seconds']:.0f} s")
+            sections.append(md)
+            (out / f"{block.name}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+        for f in background:
+            f.result()  # a failure here would have failed its section first
+    finally:
+        pool.shutdown(cancel_futures=True)  # a failed section does not wait for the rest of the queue
     text = "\n".join(sections)
     (out / "report.md").write_text(text)
     console.print(Markdown(text))

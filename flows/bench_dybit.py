@@ -66,12 +66,17 @@ def sweep(out: Path, base: DyBitArrayConfig | None = None, axes: dict | None = N
                           jobs=jobs, on_done=on_done)
 
 
+PE_AREA_TARGETS = ("ecp5", "xilinx", "ecp5-nodsp")
+
+
+def _pe_configs() -> list[DyBitArrayConfig]:
+    return [DyBitArrayConfig(rows=s, cols=s, a_format=a, b_format=b) for a, b in PE_FORMATS.values() for s in (4, 8)]
+
+
 def pe_area(jobs: int = 2, on_done=None) -> list[dict]:
     """Area of one PE per format pair: (area of 8 x 8 - area of 4 x 4) / 48, which cancels the edge logic
     shared by a row or column only approximately (8 more decoders) but all fixed logic exactly."""
-    configs = [DyBitArrayConfig(rows=s, cols=s, a_format=a, b_format=b) for a, b in PE_FORMATS.values()
-               for s in (4, 8)]
-    areas = run_sweep(configs, _area_of, jobs=jobs, on_done=on_done)
+    areas = run_sweep(_pe_configs(), _area_of, jobs=jobs, on_done=on_done)
     rows = []
     for i, name in enumerate(PE_FORMATS):
         small, big = areas[2 * i], areas[2 * i + 1]
@@ -80,7 +85,12 @@ def pe_area(jobs: int = 2, on_done=None) -> list[dict]:
 
 
 def _area_of(cfg: DyBitArrayConfig) -> dict:
-    return measured_area(cfg, targets=("ecp5", "xilinx", "ecp5-nodsp"), fmax=False)
+    return measured_area(cfg, targets=PE_AREA_TARGETS, fmax=False)
+
+
+def area_points(full: bool = False) -> list[tuple[DyBitArrayConfig, dict]]:
+    """Every `measured_area(cfg, **kw)` the report makes, so that `accelkit report` can start them early."""
+    return [(DyBitArrayConfig(), {}), *((c, {"targets": PE_AREA_TARGETS, "fmax": False}) for c in _pe_configs())]
 
 
 def report(out: Path, jobs: int = 2, on_done=None, full: bool = False) -> tuple[dict, str]:
@@ -89,16 +99,17 @@ def report(out: Path, jobs: int = 2, on_done=None, full: bool = False) -> tuple[
     is shown and a missing one is named."""
     default = DyBitArrayConfig()
     res: dict = {"default_config": default.to_dict()}
-    res["default_area"] = measured_area(default)
-    if on_done:
-        on_done(default, res["default_area"])
-    res["pe_area"] = pe_area(jobs=jobs, on_done=on_done)
+    # RTL simulations first, while `accelkit report` synthesises area_points() in the background
     m, k, n = SWEEP_SHAPE
     res["utilisation"] = [{"array": f"{s}x{s}", **measure_cycles(default.replace(rows=s, cols=s), m, k, n)}
                           for s in (4, 8)]
     res["cycle_model"] = [{"array": f"{c.rows}x{c.cols}", **measure_cycles(c, *shape, seed=i)}
                           for i, shape in enumerate(MODEL_SHAPES)
                           for c in (default, default.replace(rows=8, cols=8))]
+    res["default_area"] = measured_area(default)
+    if on_done:
+        on_done(default, res["default_area"])
+    res["pe_area"] = pe_area(jobs=jobs, on_done=on_done)
     from .dybit_accuracy import minilm_study
 
     res["minilm"] = cached_study("dybit-minilm", minilm_study, compute=full)

@@ -104,6 +104,12 @@ def render_sweep(rows: list[dict]) -> str:
                     r["xilinx_dsp"], r["xilinx_bram"], r.get("fmax_mhz", "")] for r in rows])
 
 
+def area_points(full: bool = False) -> list[tuple[SoftmaxConfig, dict]]:
+    """Every `measured_area(cfg, **kw)` the report makes, so that `accelkit report` can start them early."""
+    return [(SoftmaxConfig(lanes=n, arch=a), {"fmax": full or a != "float"})
+            for n in (AREA_LANES if full else AREA_LANES_DEFAULT) for a in ("hyft", "float")]
+
+
 def report(out: Path, jobs: int = 2, on_done=None, full: bool = False) -> tuple[dict, str]:
     """The Hyft section of `accelkit report`. full=True adds the 16-lane area and Fmax (the float baseline's
     synthesis alone takes tens of minutes) and runs the accuracy study (cached by content; a cached study is
