@@ -90,13 +90,14 @@ def _area_of(cfg: DyBitArrayConfig) -> dict:
 
 def area_points(full: bool = False) -> list[tuple[DyBitArrayConfig, dict]]:
     """Every `measured_area(cfg, **kw)` the report makes, so that `accelkit report` can start them early."""
-    return [(DyBitArrayConfig(), {}), *((c, {"targets": PE_AREA_TARGETS, "fmax": False}) for c in _pe_configs())]
+    pe = [(c, {"targets": PE_AREA_TARGETS, "fmax": False}) for c in _pe_configs()] if full else []
+    return [(DyBitArrayConfig(), {}), *pe]
 
 
 def report(out: Path, jobs: int = 2, on_done=None, full: bool = False) -> tuple[dict, str]:
-    """The DyBit section of `accelkit report`: (JSON-able results, Markdown). The MiniLM accuracy study (tens of
-    minutes of quantiser searches) runs with full=True and is cached by content; without it, a cached study
-    is shown and a missing one is named."""
+    """The DyBit section of `accelkit report`: (JSON-able results, Markdown). full=True adds the area of one PE
+    per format pair (eight syntheses) and runs the MiniLM accuracy study (tens of minutes of quantiser
+    searches, cached by content; without full, a cached study is shown and a missing one is named)."""
     default = DyBitArrayConfig()
     res: dict = {"default_config": default.to_dict()}
     # RTL simulations first, while `accelkit report` synthesises area_points() in the background
@@ -109,7 +110,8 @@ def report(out: Path, jobs: int = 2, on_done=None, full: bool = False) -> tuple[
     res["default_area"] = measured_area(default)
     if on_done:
         on_done(default, res["default_area"])
-    res["pe_area"] = pe_area(jobs=jobs, on_done=on_done)
+    if full:  # eight more syntheses, the 8 x 8 arrays among them
+        res["pe_area"] = pe_area(jobs=jobs, on_done=on_done)
     from .dybit_accuracy import minilm_study
 
     res["minilm"] = cached_study("dybit-minilm", minilm_study, compute=full)
@@ -125,14 +127,17 @@ def render(res: dict) -> str:
           f"{a['xilinx_ff']} FF, {a['xilinx_dsp']} DSP48E2, {a['xilinx_bram']} RAMB18; ECP5 Fmax "
           f"{a['fmax_mhz']} MHz (LFE5U-{FMAX_DEVICE}, nextpnr, seed 1).\n"]
     md.append("### Area of one PE (from 8 x 8 minus 4 x 4 arrays, per PE)\n")
-    int8 = res["pe_area"][0]
-    rows = []
-    for r in res["pe_area"]:
-        ratio = r["ecp5_nodsp_lut4"] / int8["ecp5_nodsp_lut4"] if int8["ecp5_nodsp_lut4"] else float("nan")
-        rows.append([r["format"], r["ecp5_lut4"], r["ecp5_ff"], r["ecp5_ccu2"], r["ecp5_mult18"],
-                     r["ecp5_nodsp_lut4"], f"{ratio:.2f}", r["xilinx_lut"], r["xilinx_ff"], r["xilinx_dsp"]])
-    md.append(md_table(["A x B", "ECP5 LUT4", "FF", "CCU2", "MULT18", "ECP5 LUT4, no DSP", "vs INT8 (no DSP)",
-                      "Xilinx LUT", "FF", "DSP48E2"], rows))
+    if res.get("pe_area"):
+        int8 = res["pe_area"][0]
+        rows = []
+        for r in res["pe_area"]:
+            ratio = r["ecp5_nodsp_lut4"] / int8["ecp5_nodsp_lut4"] if int8["ecp5_nodsp_lut4"] else float("nan")
+            rows.append([r["format"], r["ecp5_lut4"], r["ecp5_ff"], r["ecp5_ccu2"], r["ecp5_mult18"],
+                         r["ecp5_nodsp_lut4"], f"{ratio:.2f}", r["xilinx_lut"], r["xilinx_ff"], r["xilinx_dsp"]])
+        md.append(md_table(["A x B", "ECP5 LUT4", "FF", "CCU2", "MULT18", "ECP5 LUT4, no DSP", "vs INT8 (no DSP)",
+                          "Xilinx LUT", "FF", "DSP48E2"], rows))
+    else:
+        md.append("Not in this report: `accelkit report --full` (eight more syntheses).\n")
     md.append("\n### MAC utilisation, 64 x 256 x 64 matmul (RTL, Verilator)\n")
     md.append(md_table(["array", "cycles", "model", "utilisation"],
                      [[u["array"], u["cycles"], u["model_cycles"], f"{100 * u['utilisation']:.2f}%"]

@@ -45,3 +45,17 @@ def test_hyft_section_without_the_long_figures_says_how_to_get_them():
     assert "16 lanes, and the float baseline's Fmax: `accelkit report --full`" in md
     assert "| --full |" in md
     assert "Not in this report: `accelkit report --full` runs the study" in md
+
+
+def test_dybit_section_without_the_long_figures_says_how_to_get_them():
+    from accelkit.flows import bench_dybit
+
+    area = dict.fromkeys(("ecp5_lut4", "ecp5_ff", "ecp5_ccu2", "ecp5_mult18", "ecp5_ebr", "xilinx_lut", "xilinx_ff",
+                          "xilinx_dsp", "xilinx_bram", "fmax_mhz"), 1)
+    cyc = {"array": "4x4", "m": 3, "k": 5, "n": 7, "cycles": 13, "model_cycles": 13, "utilisation": 0.5}
+    res = {"default_config": {"rows": 4, "cols": 4, "a_format": "dybit8k4", "b_format": "dybit4k3", "max_k": 4096},
+           "default_area": area, "utilisation": [cyc], "cycle_model": [cyc], "minilm": None}
+    md = bench_dybit.render(res)
+    assert "Not in this report: `accelkit report --full` (eight more syntheses)" in md
+    assert "exact on every shape" in md
+    assert [cfg for cfg, _ in bench_dybit.area_points()] == [bench_dybit.DyBitArrayConfig()]
