@@ -655,8 +655,8 @@ def get_target(name: str) -> Target:
 
 def reload_target() -> Target:
     """The sparse engine with its params stream offered for ever instead of one load: a host that offers the
-    next load while it offers the next frame. Its progress proof fails (docs/formal.md: a params load and a
-    frame's first token taken in the same cycle deadlock the engine)."""
+    next load while it offers the next frame. Its progress proof found a deadlock, since fixed (docs/formal.md:
+    a params load and a frame's first token taken in the same cycle)."""
     t = get_target("sparse-conv")
     live = dataclasses.replace(t.liveness, loads=())
     return dataclasses.replace(t, name="sparse-conv-reload", summary=t.summary + ", params offered for ever",

@@ -170,7 +170,9 @@ class SparseConvEngine(wiring.Component):
         permit = Signal()
         m.d.comb += permit.eq(tin.y + off_lo < use_row * stride + S)
         open_ = Signal()
-        m.d.comb += open_.eq(loaded & ~eof_seen)
+        # a params load offered between frames goes first: taking its shape word and a frame's first token in
+        # one cycle would leave the frame busy with no weights loaded, a deadlock (found by the formal proof)
+        m.d.comb += open_.eq(loaded & ~eof_seen & ~pfire)
         m.d.comb += self.sites_in.ready.eq(open_ & (discard | tin.eof | bad | permit))
         in_fire = self.sites_in.valid & self.sites_in.ready
         write = Signal()

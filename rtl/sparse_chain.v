@@ -276,30 +276,30 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire [5:0] \$1 ;
   wire \$10 ;
-  wire \$100 ;
-  wire [8:0] \$101 ;
+  wire [8:0] \$100 ;
+  wire [9:0] \$101 ;
   wire [9:0] \$102 ;
   wire \$103 ;
-  wire \$104 ;
-  wire [8:0] \$105 ;
-  wire [9:0] \$106 ;
-  wire [9:0] \$107 ;
-  wire \$108 ;
-  wire [8:0] \$109 ;
+  wire [8:0] \$104 ;
+  wire [9:0] \$105 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire [8:0] \$108 ;
+  wire [9:0] \$109 ;
   wire \$11 ;
   wire [9:0] \$110 ;
   wire \$111 ;
-  wire \$112 ;
-  wire [8:0] \$113 ;
-  wire [9:0] \$114 ;
-  wire [9:0] \$115 ;
-  wire \$116 ;
-  wire [8:0] \$117 ;
+  wire [8:0] \$112 ;
+  wire [9:0] \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire [8:0] \$116 ;
+  wire [9:0] \$117 ;
   wire [9:0] \$118 ;
   wire \$119 ;
   wire \$12 ;
-  wire \$120 ;
-  wire \$121 ;
+  wire [8:0] \$120 ;
+  wire [9:0] \$121 ;
   wire \$122 ;
   wire \$123 ;
   wire \$124 ;
@@ -316,123 +316,123 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   wire \$134 ;
   wire \$135 ;
   wire \$136 ;
-  wire [16:0] \$137 ;
-  wire [16:0] \$138 ;
-  wire [8:0] \$139 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire [7:0] \$140 ;
-  wire [7:0] \$141 ;
-  wire \$142 ;
+  wire [16:0] \$140 ;
+  wire [16:0] \$141 ;
+  wire [8:0] \$142 ;
   wire [7:0] \$143 ;
-  wire \$144 ;
+  wire [7:0] \$144 ;
   wire \$145 ;
   wire [7:0] \$146 ;
-  wire [7:0] \$147 ;
+  wire \$147 ;
   wire \$148 ;
   wire [7:0] \$149 ;
   wire \$15 ;
-  wire \$150 ;
+  wire [7:0] \$150 ;
   wire \$151 ;
   wire [7:0] \$152 ;
-  wire [7:0] \$153 ;
+  wire \$153 ;
   wire \$154 ;
   wire [7:0] \$155 ;
-  wire \$156 ;
+  wire [7:0] \$156 ;
   wire \$157 ;
   wire [7:0] \$158 ;
-  wire [7:0] \$159 ;
+  wire \$159 ;
   wire \$16 ;
   wire \$160 ;
   wire [7:0] \$161 ;
-  wire \$162 ;
+  wire [7:0] \$162 ;
   wire \$163 ;
   wire [7:0] \$164 ;
-  wire [7:0] \$165 ;
+  wire \$165 ;
   wire \$166 ;
   wire [7:0] \$167 ;
-  wire \$168 ;
+  wire [7:0] \$168 ;
   wire \$169 ;
   wire \$17 ;
   wire [7:0] \$170 ;
-  wire [7:0] \$171 ;
+  wire \$171 ;
   wire \$172 ;
   wire [7:0] \$173 ;
-  wire \$174 ;
+  wire [7:0] \$174 ;
   wire \$175 ;
   wire [7:0] \$176 ;
-  wire [7:0] \$177 ;
+  wire \$177 ;
   wire \$178 ;
   wire [7:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
+  wire [7:0] \$180 ;
   wire \$181 ;
   wire [7:0] \$182 ;
-  wire [7:0] \$183 ;
+  wire \$183 ;
   wire \$184 ;
   wire [7:0] \$185 ;
-  wire \$186 ;
+  wire [7:0] \$186 ;
   wire \$187 ;
   wire [7:0] \$188 ;
-  wire [7:0] \$189 ;
+  wire \$189 ;
   wire \$19 ;
   wire \$190 ;
   wire [7:0] \$191 ;
-  wire \$192 ;
+  wire [7:0] \$192 ;
   wire \$193 ;
   wire [7:0] \$194 ;
-  wire [7:0] \$195 ;
+  wire \$195 ;
   wire \$196 ;
   wire [7:0] \$197 ;
-  wire \$198 ;
+  wire [7:0] \$198 ;
   wire \$199 ;
   wire \$2 ;
   wire \$20 ;
   wire [7:0] \$200 ;
-  wire [7:0] \$201 ;
+  wire \$201 ;
   wire \$202 ;
   wire [7:0] \$203 ;
-  wire \$204 ;
+  wire [7:0] \$204 ;
   wire \$205 ;
   wire [7:0] \$206 ;
-  wire [7:0] \$207 ;
+  wire \$207 ;
   wire \$208 ;
   wire [7:0] \$209 ;
   wire \$21 ;
-  wire \$210 ;
+  wire [7:0] \$210 ;
   wire \$211 ;
   wire [7:0] \$212 ;
-  wire [7:0] \$213 ;
+  wire \$213 ;
   wire \$214 ;
   wire [7:0] \$215 ;
-  wire \$216 ;
+  wire [7:0] \$216 ;
   wire \$217 ;
   wire [7:0] \$218 ;
-  wire [7:0] \$219 ;
+  wire \$219 ;
   wire \$22 ;
   wire \$220 ;
   wire [7:0] \$221 ;
-  wire \$222 ;
+  wire [7:0] \$222 ;
   wire \$223 ;
   wire [7:0] \$224 ;
-  wire [7:0] \$225 ;
+  wire \$225 ;
   wire \$226 ;
   wire [7:0] \$227 ;
-  wire \$228 ;
+  wire [7:0] \$228 ;
   wire \$229 ;
   wire \$23 ;
-  wire \$230 ;
-  wire [2:0] \$231 ;
-  wire [2:0] \$232 ;
-  wire [2:0] \$233 ;
+  wire [7:0] \$230 ;
+  wire \$231 ;
+  wire \$232 ;
+  wire \$233 ;
   wire [2:0] \$234 ;
-  wire \$235 ;
-  wire [6:0] \$236 ;
-  wire [9:0] \$237 ;
-  wire [9:0] \$238 ;
-  wire \$239 ;
+  wire [2:0] \$235 ;
+  wire [2:0] \$236 ;
+  wire [2:0] \$237 ;
+  wire \$238 ;
+  wire [6:0] \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  wire \$241 ;
+  wire [9:0] \$240 ;
+  wire [9:0] \$241 ;
   wire \$242 ;
   wire \$243 ;
   wire \$244 ;
@@ -447,30 +447,30 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   wire \$252 ;
   wire \$253 ;
   wire \$254 ;
-  wire [8:0] \$255 ;
-  wire [9:0] \$256 ;
-  wire [10:0] \$257 ;
-  wire [5:0] \$258 ;
-  wire [6:0] \$259 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire [8:0] \$258 ;
+  wire [9:0] \$259 ;
   wire [5:0] \$26 ;
-  wire [7:0] \$260 ;
-  wire [6:0] \$261 ;
-  wire [8:0] \$262 ;
-  wire [9:0] \$263 ;
-  wire [10:0] \$264 ;
-  wire [11:0] \$265 ;
-  wire [5:0] \$266 ;
-  wire [6:0] \$267 ;
-  wire [7:0] \$268 ;
-  wire [8:0] \$269 ;
+  wire [10:0] \$260 ;
+  wire [5:0] \$261 ;
+  wire [6:0] \$262 ;
+  wire [7:0] \$263 ;
+  wire [6:0] \$264 ;
+  wire [8:0] \$265 ;
+  wire [9:0] \$266 ;
+  wire [10:0] \$267 ;
+  wire [11:0] \$268 ;
+  wire [5:0] \$269 ;
   wire [8:0] \$27 ;
-  wire [37:0] \$270 ;
-  wire [37:0] \$271 ;
-  wire [37:0] \$272 ;
+  wire [6:0] \$270 ;
+  wire [7:0] \$271 ;
+  wire [8:0] \$272 ;
   wire [37:0] \$273 ;
-  wire \$274 ;
-  wire \$275 ;
-  wire \$276 ;
+  wire [37:0] \$274 ;
+  wire [37:0] \$275 ;
+  wire [37:0] \$276 ;
   wire \$277 ;
   wire \$278 ;
   wire \$279 ;
@@ -483,11 +483,11 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   wire \$285 ;
   wire \$286 ;
   wire \$287 ;
-  wire [5:0] \$288 ;
+  wire \$288 ;
   wire \$289 ;
   wire \$29 ;
   wire \$290 ;
-  wire \$291 ;
+  wire [5:0] \$291 ;
   wire \$292 ;
   wire \$293 ;
   wire \$294 ;
@@ -503,365 +503,368 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   wire \$302 ;
   wire \$303 ;
   wire \$304 ;
-  wire [1:0] \$305 ;
+  wire \$305 ;
   wire \$306 ;
   wire \$307 ;
-  wire \$308 ;
+  wire [1:0] \$308 ;
   wire \$309 ;
   wire \$31 ;
   wire \$310 ;
   wire \$311 ;
   wire \$312 ;
-  wire [31:0] \$313 ;
+  wire \$313 ;
   wire \$314 ;
-  wire [62:0] \$315 ;
-  wire [62:0] \$316 ;
-  wire [62:0] \$317 ;
-  wire \$318 ;
-  wire \$319 ;
+  wire \$315 ;
+  wire [31:0] \$316 ;
+  wire \$317 ;
+  wire [62:0] \$318 ;
+  wire [62:0] \$319 ;
   wire \$32 ;
-  wire \$320 ;
+  wire [62:0] \$320 ;
   wire \$321 ;
   wire \$322 ;
   wire \$323 ;
   wire \$324 ;
-  wire [31:0] \$325 ;
+  wire \$325 ;
   wire \$326 ;
-  wire [62:0] \$327 ;
-  wire [62:0] \$328 ;
-  wire [62:0] \$329 ;
+  wire \$327 ;
+  wire [31:0] \$328 ;
+  wire \$329 ;
   wire \$33 ;
-  wire \$330 ;
-  wire \$331 ;
-  wire \$332 ;
+  wire [62:0] \$330 ;
+  wire [62:0] \$331 ;
+  wire [62:0] \$332 ;
   wire \$333 ;
   wire \$334 ;
   wire \$335 ;
   wire \$336 ;
-  wire [31:0] \$337 ;
+  wire \$337 ;
   wire \$338 ;
-  wire [62:0] \$339 ;
+  wire \$339 ;
   wire \$34 ;
-  wire [62:0] \$340 ;
-  wire [62:0] \$341 ;
-  wire \$342 ;
-  wire \$343 ;
-  wire \$344 ;
+  wire [31:0] \$340 ;
+  wire \$341 ;
+  wire [62:0] \$342 ;
+  wire [62:0] \$343 ;
+  wire [62:0] \$344 ;
   wire \$345 ;
   wire \$346 ;
   wire \$347 ;
   wire \$348 ;
-  wire [31:0] \$349 ;
+  wire \$349 ;
   wire \$35 ;
   wire \$350 ;
-  wire [62:0] \$351 ;
-  wire [62:0] \$352 ;
-  wire [62:0] \$353 ;
-  wire \$354 ;
-  wire \$355 ;
-  wire \$356 ;
+  wire \$351 ;
+  wire [31:0] \$352 ;
+  wire \$353 ;
+  wire [62:0] \$354 ;
+  wire [62:0] \$355 ;
+  wire [62:0] \$356 ;
   wire \$357 ;
   wire \$358 ;
   wire \$359 ;
   wire \$36 ;
   wire \$360 ;
-  wire [31:0] \$361 ;
+  wire \$361 ;
   wire \$362 ;
-  wire [62:0] \$363 ;
-  wire [62:0] \$364 ;
-  wire [62:0] \$365 ;
-  wire \$366 ;
-  wire \$367 ;
-  wire \$368 ;
+  wire \$363 ;
+  wire [31:0] \$364 ;
+  wire \$365 ;
+  wire [62:0] \$366 ;
+  wire [62:0] \$367 ;
+  wire [62:0] \$368 ;
   wire \$369 ;
   wire \$37 ;
   wire \$370 ;
   wire \$371 ;
   wire \$372 ;
-  wire [7:0] \$373 ;
+  wire \$373 ;
   wire \$374 ;
-  wire [7:0] \$375 ;
-  wire \$376 ;
+  wire \$375 ;
+  wire [7:0] \$376 ;
   wire \$377 ;
-  wire [1:0] \$378 ;
+  wire [7:0] \$378 ;
   wire \$379 ;
   wire \$38 ;
   wire \$380 ;
   wire [1:0] \$381 ;
-  wire [1:0] \$382 ;
+  wire \$382 ;
   wire \$383 ;
-  wire \$384 ;
-  wire \$385 ;
-  wire [15:0] \$386 ;
-  wire [15:0] \$387 ;
-  wire [16:0] \$388 ;
+  wire [1:0] \$384 ;
+  wire [1:0] \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
   wire [15:0] \$389 ;
-  wire [4:0] \$39 ;
+  wire \$39 ;
   wire [15:0] \$390 ;
   wire [16:0] \$391 ;
-  wire [17:0] \$392 ;
+  wire [15:0] \$392 ;
   wire [15:0] \$393 ;
-  wire [15:0] \$394 ;
-  wire [16:0] \$395 ;
+  wire [16:0] \$394 ;
+  wire [17:0] \$395 ;
   wire [15:0] \$396 ;
   wire [15:0] \$397 ;
   wire [16:0] \$398 ;
-  wire [17:0] \$399 ;
+  wire [15:0] \$399 ;
   wire \$4 ;
-  wire [8:0] \$40 ;
+  wire \$40 ;
   wire [15:0] \$400 ;
-  wire [15:0] \$401 ;
-  wire [16:0] \$402 ;
+  wire [16:0] \$401 ;
+  wire [17:0] \$402 ;
   wire [15:0] \$403 ;
   wire [15:0] \$404 ;
   wire [16:0] \$405 ;
-  wire [17:0] \$406 ;
+  wire [15:0] \$406 ;
   wire [15:0] \$407 ;
-  wire [15:0] \$408 ;
-  wire [16:0] \$409 ;
-  wire [9:0] \$41 ;
+  wire [16:0] \$408 ;
+  wire [17:0] \$409 ;
+  wire \$41 ;
   wire [15:0] \$410 ;
   wire [15:0] \$411 ;
   wire [16:0] \$412 ;
-  wire [17:0] \$413 ;
-  wire \$414 ;
-  wire [21:0] \$415 ;
-  wire [22:0] \$416 ;
-  wire [21:0] \$417 ;
-  wire [22:0] \$418 ;
-  wire [21:0] \$419 ;
-  wire [10:0] \$42 ;
-  wire [22:0] \$420 ;
-  wire [21:0] \$421 ;
-  wire [22:0] \$422 ;
-  wire [21:0] \$423 ;
-  wire [22:0] \$424 ;
-  wire [21:0] \$425 ;
-  wire [22:0] \$426 ;
-  wire [21:0] \$427 ;
-  wire [22:0] \$428 ;
-  wire [21:0] \$429 ;
-  wire [11:0] \$43 ;
-  wire [22:0] \$430 ;
-  wire [37:0] \$431 ;
-  wire [38:0] \$432 ;
-  wire [37:0] \$433 ;
-  wire [38:0] \$434 ;
-  wire [37:0] \$435 ;
-  wire [38:0] \$436 ;
-  wire [37:0] \$437 ;
-  wire [38:0] \$438 ;
-  wire \$439 ;
-  wire [8:0] \$44 ;
-  wire \$440 ;
-  wire \$441 ;
-  wire [21:0] \$442 ;
-  wire [21:0] \$443 ;
+  wire [15:0] \$413 ;
+  wire [15:0] \$414 ;
+  wire [16:0] \$415 ;
+  wire [17:0] \$416 ;
+  wire \$417 ;
+  wire [21:0] \$418 ;
+  wire [22:0] \$419 ;
+  wire [4:0] \$42 ;
+  wire [21:0] \$420 ;
+  wire [22:0] \$421 ;
+  wire [21:0] \$422 ;
+  wire [22:0] \$423 ;
+  wire [21:0] \$424 ;
+  wire [22:0] \$425 ;
+  wire [21:0] \$426 ;
+  wire [22:0] \$427 ;
+  wire [21:0] \$428 ;
+  wire [22:0] \$429 ;
+  wire [8:0] \$43 ;
+  wire [21:0] \$430 ;
+  wire [22:0] \$431 ;
+  wire [21:0] \$432 ;
+  wire [22:0] \$433 ;
+  wire [37:0] \$434 ;
+  wire [38:0] \$435 ;
+  wire [37:0] \$436 ;
+  wire [38:0] \$437 ;
+  wire [37:0] \$438 ;
+  wire [38:0] \$439 ;
+  wire [9:0] \$44 ;
+  wire [37:0] \$440 ;
+  wire [38:0] \$441 ;
+  wire \$442 ;
+  wire \$443 ;
   wire \$444 ;
-  wire \$445 ;
+  wire [21:0] \$445 ;
   wire [21:0] \$446 ;
-  wire [21:0] \$447 ;
+  wire \$447 ;
   wire \$448 ;
-  wire \$449 ;
-  wire [9:0] \$45 ;
+  wire [21:0] \$449 ;
+  wire [10:0] \$45 ;
   wire [21:0] \$450 ;
-  wire [21:0] \$451 ;
+  wire \$451 ;
   wire \$452 ;
-  wire \$453 ;
+  wire [21:0] \$453 ;
   wire [21:0] \$454 ;
-  wire [21:0] \$455 ;
-  reg [4:0] \$456 ;
-  reg \$457 ;
-  reg [4:0] \$458 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire [21:0] \$457 ;
+  wire [21:0] \$458 ;
   reg [4:0] \$459 ;
-  wire \$46 ;
-  reg [6:0] \$460 ;
-  reg \$461 ;
-  reg \$462 ;
-  reg \$463 ;
+  wire [11:0] \$46 ;
+  reg \$460 ;
+  reg [4:0] \$461 ;
+  reg [4:0] \$462 ;
+  reg [6:0] \$463 ;
   reg \$464 ;
   reg \$465 ;
-  reg [4:0] \$466 ;
-  reg [4:0] \$467 ;
+  reg \$466 ;
+  reg \$467 ;
   reg \$468 ;
   reg [4:0] \$469 ;
-  wire \$47 ;
+  wire [8:0] \$47 ;
   reg [4:0] \$470 ;
-  reg [5:0] \$471 ;
-  reg [31:0] \$472 ;
-  reg [5:0] \$473 ;
-  reg [31:0] \$474 ;
-  reg [5:0] \$475 ;
-  reg [31:0] \$476 ;
-  reg [5:0] \$477 ;
-  reg [31:0] \$478 ;
-  reg [5:0] \$479 ;
-  wire [4:0] \$48 ;
-  reg [31:0] \$480 ;
-  reg \$481 ;
-  reg \$482 ;
-  reg [6:0] \$483 ;
-  reg [15:0] \$484 ;
+  reg \$471 ;
+  reg [4:0] \$472 ;
+  reg [4:0] \$473 ;
+  reg [5:0] \$474 ;
+  reg [31:0] \$475 ;
+  reg [5:0] \$476 ;
+  reg [31:0] \$477 ;
+  reg [5:0] \$478 ;
+  reg [31:0] \$479 ;
+  wire [9:0] \$48 ;
+  reg [5:0] \$480 ;
+  reg [31:0] \$481 ;
+  reg [5:0] \$482 ;
+  reg [31:0] \$483 ;
+  reg \$484 ;
   reg \$485 ;
   reg [6:0] \$486 ;
-  reg [3:0] \$487 ;
-  reg [8:0] \$488 ;
-  reg \$489 ;
+  reg [15:0] \$487 ;
+  reg \$488 ;
+  reg [6:0] \$489 ;
   wire \$49 ;
-  reg [8:0] \$490 ;
-  reg \$491 ;
+  reg [3:0] \$490 ;
+  reg [8:0] \$491 ;
   reg \$492 ;
-  reg [6:0] \$493 ;
-  reg [3:0] \$494 ;
-  reg [8:0] \$495 ;
-  reg \$496 ;
-  reg \$497 ;
-  reg \$498 ;
-  reg [6:0] \$499 ;
+  reg [8:0] \$493 ;
+  reg \$494 ;
+  reg \$495 ;
+  reg [6:0] \$496 ;
+  reg [3:0] \$497 ;
+  reg [8:0] \$498 ;
+  reg \$499 ;
   wire \$5 ;
   wire \$50 ;
-  reg [3:0] \$500 ;
+  reg \$500 ;
   reg \$501 ;
-  reg \$502 ;
-  reg \$503 ;
+  reg [6:0] \$502 ;
+  reg [3:0] \$503 ;
   reg \$504 ;
-  reg [6:0] \$505 ;
-  reg [3:0] \$506 ;
-  reg [21:0] \$507 ;
-  reg [21:0] \$508 ;
-  reg [21:0] \$509 ;
-  wire [8:0] \$51 ;
+  reg \$505 ;
+  reg \$506 ;
+  reg \$507 ;
+  reg [6:0] \$508 ;
+  reg [3:0] \$509 ;
+  wire [4:0] \$51 ;
   reg [21:0] \$510 ;
-  reg \$511 ;
-  reg [6:0] \$512 ;
-  reg [3:0] \$513 ;
-  reg [21:0] \$514 ;
-  reg [21:0] \$515 ;
-  reg [15:0] \$516 ;
+  reg [21:0] \$511 ;
+  reg [21:0] \$512 ;
+  reg [21:0] \$513 ;
+  reg \$514 ;
+  reg [6:0] \$515 ;
+  reg [3:0] \$516 ;
   reg [21:0] \$517 ;
   reg [21:0] \$518 ;
   reg [15:0] \$519 ;
-  wire [8:0] \$52 ;
+  wire \$52 ;
   reg [21:0] \$520 ;
   reg [21:0] \$521 ;
   reg [15:0] \$522 ;
   reg [21:0] \$523 ;
   reg [21:0] \$524 ;
   reg [15:0] \$525 ;
-  reg \$526 ;
-  reg [6:0] \$527 ;
-  reg [3:0] \$528 ;
-  reg [37:0] \$529 ;
+  reg [21:0] \$526 ;
+  reg [21:0] \$527 ;
+  reg [15:0] \$528 ;
+  reg \$529 ;
   wire \$53 ;
-  reg [37:0] \$530 ;
-  reg [37:0] \$531 ;
+  reg [6:0] \$530 ;
+  reg [3:0] \$531 ;
   reg [37:0] \$532 ;
-  reg \$533 ;
-  reg [41:0] \$534 ;
+  reg [37:0] \$533 ;
+  reg [37:0] \$534 ;
+  reg [37:0] \$535 ;
+  reg \$536 ;
+  reg [41:0] \$537 ;
   wire [8:0] \$54 ;
-  wire \$55 ;
+  wire [8:0] \$55 ;
   wire \$56 ;
   wire [8:0] \$57 ;
-  wire [8:0] \$58 ;
-  wire [4:0] \$581 ;
-  wire \$583 ;
+  wire \$58 ;
+  wire [4:0] \$587 ;
+  wire \$589 ;
   wire \$59 ;
   wire [5:0] \$6 ;
   wire [8:0] \$60 ;
-  wire [8:0] \$600 ;
-  wire \$602 ;
-  wire \$61 ;
-  wire [8:0] \$610 ;
-  wire \$612 ;
+  wire [8:0] \$606 ;
+  wire \$608 ;
+  wire [8:0] \$61 ;
+  wire [8:0] \$616 ;
+  wire \$618 ;
   wire \$62 ;
-  wire [8:0] \$620 ;
-  wire \$622 ;
+  wire [8:0] \$626 ;
+  wire \$628 ;
   wire [8:0] \$63 ;
-  wire [8:0] \$630 ;
-  wire \$632 ;
-  wire [8:0] \$64 ;
-  wire [8:0] \$640 ;
-  wire \$642 ;
+  wire [8:0] \$636 ;
+  wire \$638 ;
+  wire \$64 ;
+  wire [8:0] \$646 ;
+  wire \$648 ;
   wire \$65 ;
-  wire [9:0] \$651 ;
-  wire \$653 ;
+  wire [9:0] \$657 ;
+  wire \$659 ;
   wire [8:0] \$66 ;
-  wire [9:0] \$663 ;
-  wire \$665 ;
-  wire \$67 ;
-  wire [9:0] \$675 ;
-  wire \$677 ;
+  wire [9:0] \$669 ;
+  wire [8:0] \$67 ;
+  wire \$671 ;
   wire \$68 ;
-  wire [9:0] \$687 ;
-  wire \$689 ;
+  wire [9:0] \$681 ;
+  wire \$683 ;
   wire [8:0] \$69 ;
-  wire [9:0] \$699 ;
+  wire [9:0] \$693 ;
+  wire \$695 ;
   wire [6:0] \$7 ;
-  wire [8:0] \$70 ;
-  wire \$701 ;
+  wire \$70 ;
+  wire [9:0] \$705 ;
+  wire \$707 ;
   wire \$71 ;
   wire [8:0] \$72 ;
-  wire \$73 ;
-  wire [7:0] \$731 ;
-  wire \$733 ;
+  wire [8:0] \$73 ;
+  wire [7:0] \$737 ;
+  wire \$739 ;
   wire \$74 ;
-  wire [7:0] \$741 ;
-  wire \$743 ;
+  wire [7:0] \$747 ;
+  wire \$749 ;
   wire [8:0] \$75 ;
-  wire [7:0] \$751 ;
-  wire \$753 ;
-  wire [8:0] \$76 ;
-  wire [7:0] \$761 ;
-  wire \$763 ;
+  wire [7:0] \$757 ;
+  wire \$759 ;
+  wire \$76 ;
+  wire [7:0] \$767 ;
+  wire \$769 ;
   wire \$77 ;
-  wire [7:0] \$771 ;
-  wire \$773 ;
+  wire [7:0] \$777 ;
+  wire \$779 ;
   wire [8:0] \$78 ;
-  wire [7:0] \$781 ;
-  wire \$783 ;
-  wire \$79 ;
-  wire [7:0] \$791 ;
-  wire \$793 ;
+  wire [7:0] \$787 ;
+  wire \$789 ;
+  wire [8:0] \$79 ;
+  wire [7:0] \$797 ;
+  wire \$799 ;
   wire \$8 ;
   wire \$80 ;
-  wire [7:0] \$801 ;
-  wire \$803 ;
+  wire [7:0] \$807 ;
+  wire \$809 ;
   wire [8:0] \$81 ;
-  wire [7:0] \$811 ;
-  wire \$813 ;
-  wire [9:0] \$82 ;
-  wire [7:0] \$821 ;
-  wire \$823 ;
-  wire [9:0] \$83 ;
-  wire [7:0] \$831 ;
-  wire \$833 ;
-  wire \$84 ;
-  wire [7:0] \$841 ;
-  wire \$843 ;
-  wire [8:0] \$85 ;
-  wire [7:0] \$851 ;
-  wire \$853 ;
+  wire [7:0] \$817 ;
+  wire \$819 ;
+  wire \$82 ;
+  wire [7:0] \$827 ;
+  wire \$829 ;
+  wire \$83 ;
+  wire [7:0] \$837 ;
+  wire \$839 ;
+  wire [8:0] \$84 ;
+  wire [7:0] \$847 ;
+  wire \$849 ;
+  wire [9:0] \$85 ;
+  wire [7:0] \$857 ;
+  wire \$859 ;
   wire [9:0] \$86 ;
-  wire [7:0] \$861 ;
-  wire \$863 ;
+  wire [7:0] \$867 ;
+  wire \$869 ;
   wire \$87 ;
-  wire [7:0] \$871 ;
-  wire \$873 ;
-  wire \$88 ;
-  wire [8:0] \$89 ;
+  wire [7:0] \$877 ;
+  wire \$879 ;
+  wire [8:0] \$88 ;
+  wire [9:0] \$89 ;
   wire \$9 ;
-  wire [9:0] \$90 ;
-  wire [9:0] \$91 ;
-  wire [6:0] \$916 ;
-  wire \$918 ;
-  wire \$92 ;
-  wire [8:0] \$93 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire [8:0] \$92 ;
+  wire [6:0] \$922 ;
+  wire \$924 ;
+  wire [9:0] \$93 ;
   wire [9:0] \$94 ;
   wire \$95 ;
-  wire \$96 ;
-  wire [8:0] \$97 ;
-  wire [9:0] \$98 ;
-  wire [9:0] \$99 ;
+  wire [8:0] \$96 ;
+  wire [9:0] \$97 ;
+  wire \$98 ;
+  wire \$99 ;
   reg [6:0] \$like  = 7'h00;
   reg [3:0] \$like$116  = 4'h0;
   reg [6:0] \$like$119  = 7'h00;
@@ -1202,12 +1205,12 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @(posedge clk) begin
     if (write)
-      line_buffer[\$43 [7:0]] <= sites_in__payload[31:0];
+      line_buffer[\$46 [7:0]] <= sites_in__payload[31:0];
   end
   reg [31:0] _0_;
   always @(posedge clk) begin
     if (adv) begin
-      _0_ <= line_buffer[\$265 [7:0]];
+      _0_ <= line_buffer[\$268 [7:0]];
     end
   end
   assign lb_r__data = _0_;
@@ -1255,282 +1258,288 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   reg [127:0] _2_;
   always @(posedge clk) begin
     if (adv) begin
-      _2_ <= weights[\$269 [4:0]];
+      _2_ <= weights[\$272 [4:0]];
     end
   end
   assign \$signature__data$123  = _2_;
-  assign \$340  = gi ? 63'h0000000000000000 : \$339 ;
-  assign \$341  = { 31'h00000000, \$337  } | \$340 ;
-  assign \$342  = \$39 [2:0] == 2'h3;
-  assign \$343  = ! gi;
-  assign \$344  = row_tag_3 != sites_in__payload[36:32];
-  assign \$345  = \$343  & \$344 ;
+  assign \$337  = ! gi;
+  assign \$338  = row_tag_2 != sites_in__payload[36:32];
+  assign \$339  = \$337  & \$338 ;
+  assign \$340  = \$339  ? 32'd0 : bitmap_2;
+  assign \$341  = ! gi;
+  assign \$342  = 1'h1 << sites_in__payload[41:37];
+  assign \$343  = gi ? 63'h0000000000000000 : \$342 ;
+  assign \$344  = { 31'h00000000, \$340  } | \$343 ;
+  assign \$345  = \$42 [2:0] == 2'h3;
   assign \$346  = ! gi;
   assign \$347  = row_tag_3 != sites_in__payload[36:32];
   assign \$348  = \$346  & \$347 ;
-  assign \$349  = \$348  ? 32'd0 : bitmap_3;
-  assign \$350  = ! gi;
-  assign \$351  = 1'h1 << sites_in__payload[41:37];
-  assign \$352  = gi ? 63'h0000000000000000 : \$351 ;
-  assign \$353  = { 31'h00000000, \$349  } | \$352 ;
-  assign \$354  = \$39 [2:0] == 3'h4;
-  assign \$355  = ! gi;
-  assign \$356  = row_tag_4 != sites_in__payload[36:32];
-  assign \$357  = \$355  & \$356 ;
+  assign \$349  = ! gi;
+  assign \$350  = row_tag_3 != sites_in__payload[36:32];
+  assign \$351  = \$349  & \$350 ;
+  assign \$352  = \$351  ? 32'd0 : bitmap_3;
+  assign \$353  = ! gi;
+  assign \$354  = 1'h1 << sites_in__payload[41:37];
+  assign \$355  = gi ? 63'h0000000000000000 : \$354 ;
+  assign \$356  = { 31'h00000000, \$352  } | \$355 ;
+  assign \$357  = \$42 [2:0] == 3'h4;
   assign \$358  = ! gi;
   assign \$359  = row_tag_4 != sites_in__payload[36:32];
   assign \$360  = \$358  & \$359 ;
-  assign \$361  = \$360  ? 32'd0 : bitmap_4;
-  assign \$362  = ! gi;
-  assign \$363  = 1'h1 << sites_in__payload[41:37];
-  assign \$364  = gi ? 63'h0000000000000000 : \$363 ;
-  assign \$365  = { 31'h00000000, \$361  } | \$364 ;
-  assign \$366  = ~ f_done;
-  assign \$367  = ~ send_eof;
-  assign \$368  = \$366  & \$367 ;
-  assign \$369  = ~ f_scan;
-  assign \$370  = ~ pf_valid;
-  assign \$371  = \$370  | pf_take;
-  assign \$372  = ! { \$136 , \$135 , \$134 , \$133 , \$132 , \$131 , \$130 , \$129 , \$128 , \$127 , \$126 , \$125 , \$124 , \$123 , \$122 , \$121  };
-  assign \$373  = f_row + 1'h1;
-  assign \$374  = ! \$138 [15:0];
-  assign \$375  = f_row + 1'h1;
-  assign \$376  = ! s_gi;
-  assign \$378  = s_gi + 1'h1;
-  assign \$379  = | \$238 [8:0];
-  assign \$381  = s_go + 1'h1;
-  assign \$382  = \$380  ? 2'h0 : \$381 ;
-  assign \$383  = s_rem == \$signal$112 ;
-  assign \$384  = ! s_gi;
-  assign \$385  = \$383  & \$384 ;
-  assign \$386  = $signed({ 1'h0, lb_r__data[7:0] }) * $signed(\$signature__data$123 [7:0]);
-  assign \$387  = $signed({ 1'h0, lb_r__data[15:8] }) * $signed(\$signature__data$123 [15:8]);
-  assign \$388  = $signed(\$386 ) + $signed(\$387 );
-  assign \$389  = $signed({ 1'h0, lb_r__data[23:16] }) * $signed(\$signature__data$123 [23:16]);
-  assign \$390  = $signed({ 1'h0, lb_r__data[31:24] }) * $signed(\$signature__data$123 [31:24]);
+  assign \$361  = ! gi;
+  assign \$362  = row_tag_4 != sites_in__payload[36:32];
+  assign \$363  = \$361  & \$362 ;
+  assign \$364  = \$363  ? 32'd0 : bitmap_4;
+  assign \$365  = ! gi;
+  assign \$366  = 1'h1 << sites_in__payload[41:37];
+  assign \$367  = gi ? 63'h0000000000000000 : \$366 ;
+  assign \$368  = { 31'h00000000, \$364  } | \$367 ;
+  assign \$369  = ~ f_done;
+  assign \$370  = ~ send_eof;
+  assign \$371  = \$369  & \$370 ;
+  assign \$372  = ~ f_scan;
+  assign \$373  = ~ pf_valid;
+  assign \$374  = \$373  | pf_take;
+  assign \$375  = ! { \$139 , \$138 , \$137 , \$136 , \$135 , \$134 , \$133 , \$132 , \$131 , \$130 , \$129 , \$128 , \$127 , \$126 , \$125 , \$124  };
+  assign \$376  = f_row + 1'h1;
+  assign \$377  = ! \$141 [15:0];
+  assign \$378  = f_row + 1'h1;
+  assign \$379  = ! s_gi;
+  assign \$381  = s_gi + 1'h1;
+  assign \$382  = | \$241 [8:0];
+  assign \$384  = s_go + 1'h1;
+  assign \$385  = \$383  ? 2'h0 : \$384 ;
+  assign \$386  = s_rem == \$signal$112 ;
+  assign \$387  = ! s_gi;
+  assign \$388  = \$386  & \$387 ;
+  assign \$389  = $signed({ 1'h0, lb_r__data[7:0] }) * $signed(\$signature__data$123 [7:0]);
+  assign \$390  = $signed({ 1'h0, lb_r__data[15:8] }) * $signed(\$signature__data$123 [15:8]);
   assign \$391  = $signed(\$389 ) + $signed(\$390 );
-  assign \$392  = $signed(\$388 ) + $signed(\$391 );
-  assign \$393  = $signed({ 1'h0, lb_r__data[7:0] }) * $signed(\$signature__data$123 [39:32]);
-  assign \$394  = $signed({ 1'h0, lb_r__data[15:8] }) * $signed(\$signature__data$123 [47:40]);
-  assign \$395  = $signed(\$393 ) + $signed(\$394 );
-  assign \$396  = $signed({ 1'h0, lb_r__data[23:16] }) * $signed(\$signature__data$123 [55:48]);
-  assign \$397  = $signed({ 1'h0, lb_r__data[31:24] }) * $signed(\$signature__data$123 [63:56]);
+  assign \$392  = $signed({ 1'h0, lb_r__data[23:16] }) * $signed(\$signature__data$123 [23:16]);
+  assign \$393  = $signed({ 1'h0, lb_r__data[31:24] }) * $signed(\$signature__data$123 [31:24]);
+  assign \$394  = $signed(\$392 ) + $signed(\$393 );
+  assign \$395  = $signed(\$391 ) + $signed(\$394 );
+  assign \$396  = $signed({ 1'h0, lb_r__data[7:0] }) * $signed(\$signature__data$123 [39:32]);
+  assign \$397  = $signed({ 1'h0, lb_r__data[15:8] }) * $signed(\$signature__data$123 [47:40]);
   assign \$398  = $signed(\$396 ) + $signed(\$397 );
-  assign \$399  = $signed(\$395 ) + $signed(\$398 );
-  assign \$400  = $signed({ 1'h0, lb_r__data[7:0] }) * $signed(\$signature__data$123 [71:64]);
-  assign \$401  = $signed({ 1'h0, lb_r__data[15:8] }) * $signed(\$signature__data$123 [79:72]);
-  assign \$402  = $signed(\$400 ) + $signed(\$401 );
-  assign \$403  = $signed({ 1'h0, lb_r__data[23:16] }) * $signed(\$signature__data$123 [87:80]);
-  assign \$404  = $signed({ 1'h0, lb_r__data[31:24] }) * $signed(\$signature__data$123 [95:88]);
+  assign \$399  = $signed({ 1'h0, lb_r__data[23:16] }) * $signed(\$signature__data$123 [55:48]);
+  assign \$400  = $signed({ 1'h0, lb_r__data[31:24] }) * $signed(\$signature__data$123 [63:56]);
+  assign \$401  = $signed(\$399 ) + $signed(\$400 );
+  assign \$402  = $signed(\$398 ) + $signed(\$401 );
+  assign \$403  = $signed({ 1'h0, lb_r__data[7:0] }) * $signed(\$signature__data$123 [71:64]);
+  assign \$404  = $signed({ 1'h0, lb_r__data[15:8] }) * $signed(\$signature__data$123 [79:72]);
   assign \$405  = $signed(\$403 ) + $signed(\$404 );
-  assign \$406  = $signed(\$402 ) + $signed(\$405 );
-  assign \$407  = $signed({ 1'h0, lb_r__data[7:0] }) * $signed(\$signature__data$123 [103:96]);
-  assign \$408  = $signed({ 1'h0, lb_r__data[15:8] }) * $signed(\$signature__data$123 [111:104]);
-  assign \$409  = $signed(\$407 ) + $signed(\$408 );
-  assign \$410  = $signed({ 1'h0, lb_r__data[23:16] }) * $signed(\$signature__data$123 [119:112]);
-  assign \$411  = $signed({ 1'h0, lb_r__data[31:24] }) * $signed(\$signature__data$123 [127:120]);
+  assign \$406  = $signed({ 1'h0, lb_r__data[23:16] }) * $signed(\$signature__data$123 [87:80]);
+  assign \$407  = $signed({ 1'h0, lb_r__data[31:24] }) * $signed(\$signature__data$123 [95:88]);
+  assign \$408  = $signed(\$406 ) + $signed(\$407 );
+  assign \$409  = $signed(\$405 ) + $signed(\$408 );
+  assign \$410  = $signed({ 1'h0, lb_r__data[7:0] }) * $signed(\$signature__data$123 [103:96]);
+  assign \$411  = $signed({ 1'h0, lb_r__data[15:8] }) * $signed(\$signature__data$123 [111:104]);
   assign \$412  = $signed(\$410 ) + $signed(\$411 );
-  assign \$413  = $signed(\$409 ) + $signed(\$412 );
-  assign \$414  = \$signal$102  & last2;
-  assign \$415  = \$signal$117  ? { \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15:0] } : acc_0;
-  assign \$416  = $signed(\$415 ) + $signed(part2_0);
-  assign \$417  = \$signal$117  ? { \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15:0] } : acc_0;
-  assign \$418  = $signed(\$417 ) + $signed(part2_0);
-  assign \$419  = \$signal$117  ? { \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31:16] } : acc_1;
-  assign \$420  = $signed(\$419 ) + $signed(part2_1);
-  assign \$421  = \$signal$117  ? { \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31:16] } : acc_1;
-  assign \$422  = $signed(\$421 ) + $signed(part2_1);
-  assign \$423  = \$signal$117  ? { \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47:32] } : acc_2;
-  assign \$424  = $signed(\$423 ) + $signed(part2_2);
-  assign \$425  = \$signal$117  ? { \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47:32] } : acc_2;
-  assign \$426  = $signed(\$425 ) + $signed(part2_2);
-  assign \$427  = \$signal$117  ? { \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63:48] } : acc_3;
-  assign \$428  = $signed(\$427 ) + $signed(part2_3);
-  assign \$429  = \$signal$117  ? { \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63:48] } : acc_3;
-  assign \$430  = $signed(\$429 ) + $signed(part2_3);
-  assign \$431  = $signed(psum_bias_0) * $signed({ 1'h0, scale3_0 });
-  assign \$432  = $signed(\$431 ) + $signed(17'h08000);
-  assign \$433  = $signed(psum_bias_1) * $signed({ 1'h0, scale3_1 });
-  assign \$434  = $signed(\$433 ) + $signed(17'h08000);
-  assign \$435  = $signed(psum_bias_2) * $signed({ 1'h0, scale3_2 });
-  assign \$436  = $signed(\$435 ) + $signed(17'h08000);
-  assign \$437  = $signed(psum_bias_3) * $signed({ 1'h0, scale3_3 });
-  assign \$438  = $signed(\$437 ) + $signed(17'h08000);
-  assign \$439  = v4 | send_eof;
-  assign \$440  = $signed(\$270 [21:0]) > $signed(8'h7f);
-  assign \$441  = $signed(\$270 [21:0]) < $signed(1'h0);
-  assign \$442  = \$441  ? 22'h000000 : \$270 [21:0];
-  assign \$443  = \$440  ? 22'h00007f : \$442 ;
-  assign \$444  = $signed(\$271 [21:0]) > $signed(8'h7f);
-  assign \$445  = $signed(\$271 [21:0]) < $signed(1'h0);
-  assign \$446  = \$445  ? 22'h000000 : \$271 [21:0];
-  assign \$447  = \$444  ? 22'h00007f : \$446 ;
-  assign \$448  = $signed(\$272 [21:0]) > $signed(8'h7f);
-  assign \$449  = $signed(\$272 [21:0]) < $signed(1'h0);
-  assign \$450  = \$449  ? 22'h000000 : \$272 [21:0];
-  assign \$451  = \$448  ? 22'h00007f : \$450 ;
-  assign \$452  = $signed(\$273 [21:0]) > $signed(8'h7f);
-  assign \$453  = $signed(\$273 [21:0]) < $signed(1'h0);
-  assign \$454  = \$453  ? 22'h000000 : \$273 [21:0];
-  assign \$455  = \$452  ? 22'h00007f : \$454 ;
+  assign \$413  = $signed({ 1'h0, lb_r__data[23:16] }) * $signed(\$signature__data$123 [119:112]);
+  assign \$414  = $signed({ 1'h0, lb_r__data[31:24] }) * $signed(\$signature__data$123 [127:120]);
+  assign \$415  = $signed(\$413 ) + $signed(\$414 );
+  assign \$416  = $signed(\$412 ) + $signed(\$415 );
+  assign \$417  = \$signal$102  & last2;
+  assign \$418  = \$signal$117  ? { \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15:0] } : acc_0;
+  assign \$419  = $signed(\$418 ) + $signed(part2_0);
+  assign \$420  = \$signal$117  ? { \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15:0] } : acc_0;
+  assign \$421  = $signed(\$420 ) + $signed(part2_0);
+  assign \$422  = \$signal$117  ? { \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31:16] } : acc_1;
+  assign \$423  = $signed(\$422 ) + $signed(part2_1);
+  assign \$424  = \$signal$117  ? { \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31:16] } : acc_1;
+  assign \$425  = $signed(\$424 ) + $signed(part2_1);
+  assign \$426  = \$signal$117  ? { \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47:32] } : acc_2;
+  assign \$427  = $signed(\$426 ) + $signed(part2_2);
+  assign \$428  = \$signal$117  ? { \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47:32] } : acc_2;
+  assign \$429  = $signed(\$428 ) + $signed(part2_2);
+  assign \$430  = \$signal$117  ? { \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63:48] } : acc_3;
+  assign \$431  = $signed(\$430 ) + $signed(part2_3);
+  assign \$432  = \$signal$117  ? { \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63:48] } : acc_3;
+  assign \$433  = $signed(\$432 ) + $signed(part2_3);
+  assign \$434  = $signed(psum_bias_0) * $signed({ 1'h0, scale3_0 });
+  assign \$435  = $signed(\$434 ) + $signed(17'h08000);
+  assign \$436  = $signed(psum_bias_1) * $signed({ 1'h0, scale3_1 });
+  assign \$437  = $signed(\$436 ) + $signed(17'h08000);
+  assign \$438  = $signed(psum_bias_2) * $signed({ 1'h0, scale3_2 });
+  assign \$439  = $signed(\$438 ) + $signed(17'h08000);
+  assign \$440  = $signed(psum_bias_3) * $signed({ 1'h0, scale3_3 });
+  assign \$441  = $signed(\$440 ) + $signed(17'h08000);
+  assign \$442  = v4 | send_eof;
+  assign \$443  = $signed(\$273 [21:0]) > $signed(8'h7f);
+  assign \$444  = $signed(\$273 [21:0]) < $signed(1'h0);
+  assign \$445  = \$444  ? 22'h000000 : \$273 [21:0];
+  assign \$446  = \$443  ? 22'h00007f : \$445 ;
+  assign \$447  = $signed(\$274 [21:0]) > $signed(8'h7f);
+  assign \$448  = $signed(\$274 [21:0]) < $signed(1'h0);
+  assign \$449  = \$448  ? 22'h000000 : \$274 [21:0];
+  assign \$450  = \$447  ? 22'h00007f : \$449 ;
+  assign \$451  = $signed(\$275 [21:0]) > $signed(8'h7f);
+  assign \$452  = $signed(\$275 [21:0]) < $signed(1'h0);
+  assign \$453  = \$452  ? 22'h000000 : \$275 [21:0];
+  assign \$454  = \$451  ? 22'h00007f : \$453 ;
+  assign \$455  = $signed(\$276 [21:0]) > $signed(8'h7f);
+  assign \$456  = $signed(\$276 [21:0]) < $signed(1'h0);
+  assign \$457  = \$456  ? 22'h000000 : \$276 [21:0];
+  assign \$458  = \$455  ? 22'h00007f : \$457 ;
   always @(posedge clk)
-    pcount <= \$456 ;
+    pcount <= \$459 ;
   always @(posedge clk)
-    loaded <= \$457 ;
+    loaded <= \$460 ;
   always @(posedge clk)
-    height_m1 <= \$458 ;
+    height_m1 <= \$461 ;
   always @(posedge clk)
-    width_m1 <= \$459 ;
+    width_m1 <= \$462 ;
   always @(posedge clk)
-    done_rows <= \$460 ;
+    done_rows <= \$463 ;
   always @(posedge clk)
-    frame_busy <= \$461 ;
+    frame_busy <= \$464 ;
   always @(posedge clk)
-    eof_seen <= \$462 ;
+    eof_seen <= \$465 ;
   always @(posedge clk)
-    discard <= \$463 ;
+    discard <= \$466 ;
   always @(posedge clk)
-    gi <= \$464 ;
+    gi <= \$467 ;
   always @(posedge clk)
-    err <= \$465 ;
+    err <= \$468 ;
   always @(posedge clk)
-    \$signal  <= \$466 ;
+    \$signal  <= \$469 ;
   always @(posedge clk)
-    cur_x <= \$467 ;
+    cur_x <= \$470 ;
   always @(posedge clk)
-    has_last <= \$468 ;
+    has_last <= \$471 ;
   always @(posedge clk)
-    \$signal$17  <= \$469 ;
+    \$signal$17  <= \$472 ;
   always @(posedge clk)
-    last_x <= \$470 ;
+    last_x <= \$473 ;
   always @(posedge clk)
-    row_tag_0 <= \$471 ;
+    row_tag_0 <= \$474 ;
   always @(posedge clk)
-    bitmap_0 <= \$472 ;
+    bitmap_0 <= \$475 ;
   always @(posedge clk)
-    row_tag_1 <= \$473 ;
+    row_tag_1 <= \$476 ;
   always @(posedge clk)
-    bitmap_1 <= \$474 ;
+    bitmap_1 <= \$477 ;
   always @(posedge clk)
-    row_tag_2 <= \$475 ;
+    row_tag_2 <= \$478 ;
   always @(posedge clk)
-    bitmap_2 <= \$476 ;
+    bitmap_2 <= \$479 ;
   always @(posedge clk)
-    row_tag_3 <= \$477 ;
+    row_tag_3 <= \$480 ;
   always @(posedge clk)
-    bitmap_3 <= \$478 ;
+    bitmap_3 <= \$481 ;
   always @(posedge clk)
-    row_tag_4 <= \$479 ;
+    row_tag_4 <= \$482 ;
   always @(posedge clk)
-    bitmap_4 <= \$480 ;
+    bitmap_4 <= \$483 ;
   always @(posedge clk)
-    pf_valid <= \$481 ;
+    pf_valid <= \$484 ;
   always @(posedge clk)
-    f_done <= \$482 ;
+    f_done <= \$485 ;
   always @(posedge clk)
-    f_row <= \$483 ;
+    f_row <= \$486 ;
   always @(posedge clk)
-    f_rem <= \$484 ;
+    f_rem <= \$487 ;
   always @(posedge clk)
-    f_scan <= \$485 ;
+    f_scan <= \$488 ;
   always @(posedge clk)
-    \$signal$69  <= \$486 ;
+    \$signal$69  <= \$489 ;
   always @(posedge clk)
-    \$signal$110  <= \$487 ;
+    \$signal$110  <= \$490 ;
   always @(posedge clk)
-    pf_taps <= \$488 ;
+    pf_taps <= \$491 ;
   always @(posedge clk)
-    s_gi <= \$489 ;
+    s_gi <= \$492 ;
   always @(posedge clk)
-    s_rem <= \$490 ;
+    s_rem <= \$493 ;
   always @(posedge clk)
-    s_go <= \$491 ;
+    s_go <= \$494 ;
   always @(posedge clk)
-    sv <= \$492 ;
+    sv <= \$495 ;
   always @(posedge clk)
-    \$signal$70  <= \$493 ;
+    \$signal$70  <= \$496 ;
   always @(posedge clk)
-    s_ox <= \$494 ;
+    s_ox <= \$497 ;
   always @(posedge clk)
-    \$signal$112  <= \$495 ;
+    \$signal$112  <= \$498 ;
   always @(posedge clk)
-    \$signal$101  <= \$496 ;
+    \$signal$101  <= \$499 ;
   always @(posedge clk)
-    \$signal$113  <= \$497 ;
+    \$signal$113  <= \$500 ;
   always @(posedge clk)
-    last1 <= \$498 ;
+    last1 <= \$501 ;
   always @(posedge clk)
-    \$like  <= \$499 ;
+    \$like  <= \$502 ;
   always @(posedge clk)
-    \$like$116  <= \$500 ;
+    \$like$116  <= \$503 ;
   always @(posedge clk)
-    \$signature__addr$89  <= \$501 ;
+    \$signature__addr$89  <= \$504 ;
   always @(posedge clk)
-    \$signal$102  <= \$502 ;
+    \$signal$102  <= \$505 ;
   always @(posedge clk)
-    \$signal$117  <= \$503 ;
+    \$signal$117  <= \$506 ;
   always @(posedge clk)
-    last2 <= \$504 ;
+    last2 <= \$507 ;
   always @(posedge clk)
-    \$like$119  <= \$505 ;
+    \$like$119  <= \$508 ;
   always @(posedge clk)
-    ox2 <= \$506 ;
+    ox2 <= \$509 ;
   always @(posedge clk)
-    part2_0 <= \$507 ;
+    part2_0 <= \$510 ;
   always @(posedge clk)
-    part2_1 <= \$508 ;
+    part2_1 <= \$511 ;
   always @(posedge clk)
-    part2_2 <= \$509 ;
+    part2_2 <= \$512 ;
   always @(posedge clk)
-    part2_3 <= \$510 ;
+    part2_3 <= \$513 ;
   always @(posedge clk)
-    v3 <= \$511 ;
+    v3 <= \$514 ;
   always @(posedge clk)
-    \$like$127  <= \$512 ;
+    \$like$127  <= \$515 ;
   always @(posedge clk)
-    ox3 <= \$513 ;
+    ox3 <= \$516 ;
   always @(posedge clk)
-    acc_0 <= \$514 ;
+    acc_0 <= \$517 ;
   always @(posedge clk)
-    psum_bias_0 <= \$515 ;
+    psum_bias_0 <= \$518 ;
   always @(posedge clk)
-    scale3_0 <= \$516 ;
+    scale3_0 <= \$519 ;
   always @(posedge clk)
-    acc_1 <= \$517 ;
+    acc_1 <= \$520 ;
   always @(posedge clk)
-    psum_bias_1 <= \$518 ;
+    psum_bias_1 <= \$521 ;
   always @(posedge clk)
-    scale3_1 <= \$519 ;
+    scale3_1 <= \$522 ;
   always @(posedge clk)
-    acc_2 <= \$520 ;
+    acc_2 <= \$523 ;
   always @(posedge clk)
-    psum_bias_2 <= \$521 ;
+    psum_bias_2 <= \$524 ;
   always @(posedge clk)
-    scale3_2 <= \$522 ;
+    scale3_2 <= \$525 ;
   always @(posedge clk)
-    acc_3 <= \$523 ;
+    acc_3 <= \$526 ;
   always @(posedge clk)
-    psum_bias_3 <= \$524 ;
+    psum_bias_3 <= \$527 ;
   always @(posedge clk)
-    scale3_3 <= \$525 ;
+    scale3_3 <= \$528 ;
   always @(posedge clk)
-    v4 <= \$526 ;
+    v4 <= \$529 ;
   always @(posedge clk)
-    \$like$142  <= \$527 ;
+    \$like$142  <= \$530 ;
   always @(posedge clk)
-    ox4 <= \$528 ;
+    ox4 <= \$531 ;
   always @(posedge clk)
-    requant_0 <= \$529 ;
+    requant_0 <= \$532 ;
   always @(posedge clk)
-    requant_1 <= \$530 ;
+    requant_1 <= \$533 ;
   always @(posedge clk)
-    requant_2 <= \$531 ;
+    requant_2 <= \$534 ;
   always @(posedge clk)
-    requant_3 <= \$532 ;
+    requant_3 <= \$535 ;
   always @(posedge clk)
-    sites_out__valid <= \$533 ;
+    sites_out__valid <= \$536 ;
   always @(posedge clk)
-    sites_out__payload <= \$534 ;
+    sites_out__payload <= \$537 ;
   assign params__ready = ~ frame_busy;
   assign \$1  = pcount - 1'h1;
   assign \$2  = params__valid & params__ready;
@@ -1565,362 +1574,359 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   assign \$28  = \$27  + 3'h5;
   assign permit = \$26  < \$28 ;
   assign \$29  = ~ eof_seen;
-  assign open_ = loaded & \$29 ;
-  assign \$30  = discard | sites_in__payload[42];
-  assign \$31  = \$30  | bad;
-  assign \$32  = \$31  | permit;
-  assign sites_in__ready = open_ & \$32 ;
-  assign \$33  = sites_in__valid & sites_in__ready;
-  assign \$34  = ~ sites_in__payload[42];
-  assign \$35  = \$33  & \$34 ;
-  assign \$36  = ~ discard;
-  assign \$37  = \$35  & \$36 ;
-  assign \$38  = ~ bad;
-  assign write = \$37  & \$38 ;
-  assign \$581  = sites_in__payload[36:32] % 3'h5;
-  assign \$40  = \$39 [2:0] * 6'h20;
-  assign \$41  = \$40  + sites_in__payload[41:37];
-  assign \$42  = \$41  * 1'h1;
-  assign \$43  = \$42  + gi;
-  assign \$44  = f_row * 2'h2;
-  assign \$45  = \$44  + 1'h1;
-  assign \$46  = done_rows > \$45 ;
-  assign row_ready = eof_seen | \$46 ;
-  assign \$47  = ~ has_last;
-  assign \$49  = f_row > \$48 ;
-  assign \$50  = \$47  | \$49 ;
-  assign rows_over = eof_seen & \$50 ;
-  assign \$51  = f_row * 2'h2;
-  assign \$600  = \$51  % 3'h5;
-  assign \$53  = ! \$52 [2:0];
+  assign \$30  = loaded & \$29 ;
+  assign \$31  = params__valid & params__ready;
+  assign \$32  = ~ \$31 ;
+  assign open_ = \$30  & \$32 ;
+  assign \$33  = discard | sites_in__payload[42];
+  assign \$34  = \$33  | bad;
+  assign \$35  = \$34  | permit;
+  assign sites_in__ready = open_ & \$35 ;
+  assign \$36  = sites_in__valid & sites_in__ready;
+  assign \$37  = ~ sites_in__payload[42];
+  assign \$38  = \$36  & \$37 ;
+  assign \$39  = ~ discard;
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = ~ bad;
+  assign write = \$40  & \$41 ;
+  assign \$587  = sites_in__payload[36:32] % 3'h5;
+  assign \$43  = \$42 [2:0] * 6'h20;
+  assign \$44  = \$43  + sites_in__payload[41:37];
+  assign \$45  = \$44  * 1'h1;
+  assign \$46  = \$45  + gi;
+  assign \$47  = f_row * 2'h2;
+  assign \$48  = \$47  + 1'h1;
+  assign \$49  = done_rows > \$48 ;
+  assign row_ready = eof_seen | \$49 ;
+  assign \$50  = ~ has_last;
+  assign \$52  = f_row > \$51 ;
+  assign \$53  = \$50  | \$52 ;
+  assign rows_over = eof_seen & \$53 ;
   assign \$54  = f_row * 2'h2;
-  assign \$55  = row_tag_0 == \$54 ;
-  assign \$56  = \$53  & \$55 ;
+  assign \$606  = \$54  % 3'h5;
+  assign \$56  = ! \$55 [2:0];
   assign \$57  = f_row * 2'h2;
-  assign \$610  = \$57  % 3'h5;
-  assign \$59  = \$58 [2:0] == 1'h1;
+  assign \$58  = row_tag_0 == \$57 ;
+  assign \$59  = \$56  & \$58 ;
   assign \$60  = f_row * 2'h2;
-  assign \$61  = row_tag_1 == \$60 ;
-  assign \$62  = \$59  & \$61 ;
+  assign \$616  = \$60  % 3'h5;
+  assign \$62  = \$61 [2:0] == 1'h1;
   assign \$63  = f_row * 2'h2;
-  assign \$620  = \$63  % 3'h5;
-  assign \$65  = \$64 [2:0] == 2'h2;
+  assign \$64  = row_tag_1 == \$63 ;
+  assign \$65  = \$62  & \$64 ;
   assign \$66  = f_row * 2'h2;
-  assign \$67  = row_tag_2 == \$66 ;
-  assign \$68  = \$65  & \$67 ;
+  assign \$626  = \$66  % 3'h5;
+  assign \$68  = \$67 [2:0] == 2'h2;
   assign \$69  = f_row * 2'h2;
-  assign \$630  = \$69  % 3'h5;
-  assign \$71  = \$70 [2:0] == 2'h3;
+  assign \$70  = row_tag_2 == \$69 ;
+  assign \$71  = \$68  & \$70 ;
   assign \$72  = f_row * 2'h2;
-  assign \$73  = row_tag_3 == \$72 ;
-  assign \$74  = \$71  & \$73 ;
+  assign \$636  = \$72  % 3'h5;
+  assign \$74  = \$73 [2:0] == 2'h3;
   assign \$75  = f_row * 2'h2;
-  assign \$640  = \$75  % 3'h5;
-  assign \$77  = \$76 [2:0] == 3'h4;
+  assign \$76  = row_tag_3 == \$75 ;
+  assign \$77  = \$74  & \$76 ;
   assign \$78  = f_row * 2'h2;
-  assign \$79  = row_tag_4 == \$78 ;
-  assign \$80  = \$77  & \$79 ;
+  assign \$646  = \$78  % 3'h5;
+  assign \$80  = \$79 [2:0] == 3'h4;
   assign \$81  = f_row * 2'h2;
-  assign \$82  = \$81  + 1'h1;
-  assign \$651  = \$82  % 3'h5;
-  assign \$84  = ! \$83 [2:0];
-  assign \$85  = f_row * 2'h2;
-  assign \$86  = \$85  + 1'h1;
-  assign \$87  = row_tag_0 == \$86 ;
-  assign \$88  = \$84  & \$87 ;
-  assign \$89  = f_row * 2'h2;
-  assign \$90  = \$89  + 1'h1;
-  assign \$663  = \$90  % 3'h5;
-  assign \$92  = \$91 [2:0] == 1'h1;
-  assign \$93  = f_row * 2'h2;
-  assign \$94  = \$93  + 1'h1;
-  assign \$95  = row_tag_1 == \$94 ;
-  assign \$96  = \$92  & \$95 ;
-  assign \$97  = f_row * 2'h2;
-  assign \$98  = \$97  + 1'h1;
-  assign \$675  = \$98  % 3'h5;
-  assign \$100  = \$99 [2:0] == 2'h2;
-  assign \$101  = f_row * 2'h2;
-  assign \$102  = \$101  + 1'h1;
-  assign \$103  = row_tag_2 == \$102 ;
-  assign \$104  = \$100  & \$103 ;
-  assign \$105  = f_row * 2'h2;
-  assign \$106  = \$105  + 1'h1;
-  assign \$687  = \$106  % 3'h5;
-  assign \$108  = \$107 [2:0] == 2'h3;
-  assign \$109  = f_row * 2'h2;
-  assign \$110  = \$109  + 1'h1;
-  assign \$111  = row_tag_3 == \$110 ;
-  assign \$112  = \$108  & \$111 ;
-  assign \$113  = f_row * 2'h2;
-  assign \$114  = \$113  + 1'h1;
-  assign \$699  = \$114  % 3'h5;
-  assign \$116  = \$115 [2:0] == 3'h4;
-  assign \$117  = f_row * 2'h2;
-  assign \$118  = \$117  + 1'h1;
-  assign \$119  = row_tag_4 == \$118 ;
-  assign \$120  = \$116  & \$119 ;
+  assign \$82  = row_tag_4 == \$81 ;
+  assign \$83  = \$80  & \$82 ;
+  assign \$84  = f_row * 2'h2;
+  assign \$85  = \$84  + 1'h1;
+  assign \$657  = \$85  % 3'h5;
+  assign \$87  = ! \$86 [2:0];
+  assign \$88  = f_row * 2'h2;
+  assign \$89  = \$88  + 1'h1;
+  assign \$90  = row_tag_0 == \$89 ;
+  assign \$91  = \$87  & \$90 ;
+  assign \$92  = f_row * 2'h2;
+  assign \$93  = \$92  + 1'h1;
+  assign \$669  = \$93  % 3'h5;
+  assign \$95  = \$94 [2:0] == 1'h1;
+  assign \$96  = f_row * 2'h2;
+  assign \$97  = \$96  + 1'h1;
+  assign \$98  = row_tag_1 == \$97 ;
+  assign \$99  = \$95  & \$98 ;
+  assign \$100  = f_row * 2'h2;
+  assign \$101  = \$100  + 1'h1;
+  assign \$681  = \$101  % 3'h5;
+  assign \$103  = \$102 [2:0] == 2'h2;
+  assign \$104  = f_row * 2'h2;
+  assign \$105  = \$104  + 1'h1;
+  assign \$106  = row_tag_2 == \$105 ;
+  assign \$107  = \$103  & \$106 ;
+  assign \$108  = f_row * 2'h2;
+  assign \$109  = \$108  + 1'h1;
+  assign \$693  = \$109  % 3'h5;
+  assign \$111  = \$110 [2:0] == 2'h3;
+  assign \$112  = f_row * 2'h2;
+  assign \$113  = \$112  + 1'h1;
+  assign \$114  = row_tag_3 == \$113 ;
+  assign \$115  = \$111  & \$114 ;
+  assign \$116  = f_row * 2'h2;
+  assign \$117  = \$116  + 1'h1;
+  assign \$705  = \$117  % 3'h5;
+  assign \$119  = \$118 [2:0] == 3'h4;
+  assign \$120  = f_row * 2'h2;
+  assign \$121  = \$120  + 1'h1;
+  assign \$122  = row_tag_4 == \$121 ;
+  assign \$123  = \$119  & \$122 ;
   assign pair = centre_row0 | centre_row1;
-  assign \$121  = pair[0] | pair[1];
-  assign \$122  = pair[2] | pair[3];
-  assign \$123  = pair[4] | pair[5];
-  assign \$124  = pair[6] | pair[7];
-  assign \$125  = pair[8] | pair[9];
-  assign \$126  = pair[10] | pair[11];
-  assign \$127  = pair[12] | pair[13];
-  assign \$128  = pair[14] | pair[15];
-  assign \$129  = pair[16] | pair[17];
-  assign \$130  = pair[18] | pair[19];
-  assign \$131  = pair[20] | pair[21];
-  assign \$132  = pair[22] | pair[23];
-  assign \$133  = pair[24] | pair[25];
-  assign \$134  = pair[26] | pair[27];
-  assign \$135  = pair[28] | pair[29];
-  assign \$136  = pair[30] | pair[31];
-  assign \$137  = f_rem - 1'h1;
-  assign \$138  = { 1'h0, f_rem } & \$137 ;
-  assign \$139  = f_row * 2'h2;
+  assign \$124  = pair[0] | pair[1];
+  assign \$125  = pair[2] | pair[3];
+  assign \$126  = pair[4] | pair[5];
+  assign \$127  = pair[6] | pair[7];
+  assign \$128  = pair[8] | pair[9];
+  assign \$129  = pair[10] | pair[11];
+  assign \$130  = pair[12] | pair[13];
+  assign \$131  = pair[14] | pair[15];
+  assign \$132  = pair[16] | pair[17];
+  assign \$133  = pair[18] | pair[19];
+  assign \$134  = pair[20] | pair[21];
+  assign \$135  = pair[22] | pair[23];
+  assign \$136  = pair[24] | pair[25];
+  assign \$137  = pair[26] | pair[27];
+  assign \$138  = pair[28] | pair[29];
+  assign \$139  = pair[30] | pair[31];
+  assign \$140  = f_rem - 1'h1;
+  assign \$141  = { 1'h0, f_rem } & \$140 ;
+  assign \$142  = f_row * 2'h2;
   assign cx = finder_x * 2'h2;
-  assign \$140  = \$139 [6:0] - 1'h1;
-  wire [7:0] _3_ = $signed(\$140 ) % $signed(4'h5);
-  assign \$731  = (\$140 [7] == 1'h0) || _3_ == 0 ? $signed(_3_) : $signed(4'h5) + $signed(_3_);
-  assign \$142  = ! \$141 [2:0];
-  assign \$143  = \$139 [6:0] - 1'h1;
-  assign \$144  = row_tag_0 == \$143 ;
-  assign \$145  = \$142  & \$144 ;
-  assign \$146  = \$139 [6:0] - 1'h1;
-  wire [7:0] _4_ = $signed(\$146 ) % $signed(4'h5);
-  assign \$741  = (\$146 [7] == 1'h0) || _4_ == 0 ? $signed(_4_) : $signed(4'h5) + $signed(_4_);
-  assign \$148  = \$147 [2:0] == 1'h1;
-  assign \$149  = \$139 [6:0] - 1'h1;
-  assign \$150  = row_tag_1 == \$149 ;
-  assign \$151  = \$148  & \$150 ;
-  assign \$152  = \$139 [6:0] - 1'h1;
-  wire [7:0] _5_ = $signed(\$152 ) % $signed(4'h5);
-  assign \$751  = (\$152 [7] == 1'h0) || _5_ == 0 ? $signed(_5_) : $signed(4'h5) + $signed(_5_);
-  assign \$154  = \$153 [2:0] == 2'h2;
-  assign \$155  = \$139 [6:0] - 1'h1;
-  assign \$156  = row_tag_2 == \$155 ;
-  assign \$157  = \$154  & \$156 ;
-  assign \$158  = \$139 [6:0] - 1'h1;
-  wire [7:0] _6_ = $signed(\$158 ) % $signed(4'h5);
-  assign \$761  = (\$158 [7] == 1'h0) || _6_ == 0 ? $signed(_6_) : $signed(4'h5) + $signed(_6_);
-  assign \$160  = \$159 [2:0] == 2'h3;
-  assign \$161  = \$139 [6:0] - 1'h1;
-  assign \$162  = row_tag_3 == \$161 ;
-  assign \$163  = \$160  & \$162 ;
-  assign \$164  = \$139 [6:0] - 1'h1;
-  wire [7:0] _7_ = $signed(\$164 ) % $signed(4'h5);
-  assign \$771  = (\$164 [7] == 1'h0) || _7_ == 0 ? $signed(_7_) : $signed(4'h5) + $signed(_7_);
-  assign \$166  = \$165 [2:0] == 3'h4;
-  assign \$167  = \$139 [6:0] - 1'h1;
-  assign \$168  = row_tag_4 == \$167 ;
-  assign \$169  = \$166  & \$168 ;
-  assign \$170  = \$139 [6:0] + 1'h0;
-  assign \$781  = \$170  % 3'h5;
-  assign \$172  = ! \$171 [2:0];
-  assign \$173  = \$139 [6:0] + 1'h0;
-  assign \$174  = row_tag_0 == \$173 ;
-  assign \$175  = \$172  & \$174 ;
-  assign \$176  = \$139 [6:0] + 1'h0;
-  assign \$791  = \$176  % 3'h5;
-  assign \$178  = \$177 [2:0] == 1'h1;
-  assign \$179  = \$139 [6:0] + 1'h0;
-  assign \$180  = row_tag_1 == \$179 ;
-  assign \$181  = \$178  & \$180 ;
-  assign \$182  = \$139 [6:0] + 1'h0;
-  assign \$801  = \$182  % 3'h5;
-  assign \$184  = \$183 [2:0] == 2'h2;
-  assign \$185  = \$139 [6:0] + 1'h0;
-  assign \$186  = row_tag_2 == \$185 ;
-  assign \$187  = \$184  & \$186 ;
-  assign \$188  = \$139 [6:0] + 1'h0;
-  assign \$811  = \$188  % 3'h5;
-  assign \$190  = \$189 [2:0] == 2'h3;
-  assign \$191  = \$139 [6:0] + 1'h0;
-  assign \$192  = row_tag_3 == \$191 ;
-  assign \$193  = \$190  & \$192 ;
-  assign \$194  = \$139 [6:0] + 1'h0;
-  assign \$821  = \$194  % 3'h5;
-  assign \$196  = \$195 [2:0] == 3'h4;
-  assign \$197  = \$139 [6:0] + 1'h0;
-  assign \$198  = row_tag_4 == \$197 ;
-  assign \$199  = \$196  & \$198 ;
-  assign \$200  = \$139 [6:0] + 1'h1;
-  assign \$831  = \$200  % 3'h5;
-  assign \$202  = ! \$201 [2:0];
-  assign \$203  = \$139 [6:0] + 1'h1;
-  assign \$204  = row_tag_0 == \$203 ;
-  assign \$205  = \$202  & \$204 ;
-  assign \$206  = \$139 [6:0] + 1'h1;
-  assign \$841  = \$206  % 3'h5;
-  assign \$208  = \$207 [2:0] == 1'h1;
-  assign \$209  = \$139 [6:0] + 1'h1;
-  assign \$210  = row_tag_1 == \$209 ;
-  assign \$211  = \$208  & \$210 ;
-  assign \$212  = \$139 [6:0] + 1'h1;
-  assign \$851  = \$212  % 3'h5;
-  assign \$214  = \$213 [2:0] == 2'h2;
-  assign \$215  = \$139 [6:0] + 1'h1;
-  assign \$216  = row_tag_2 == \$215 ;
-  assign \$217  = \$214  & \$216 ;
-  assign \$218  = \$139 [6:0] + 1'h1;
-  assign \$861  = \$218  % 3'h5;
-  assign \$220  = \$219 [2:0] == 2'h3;
-  assign \$221  = \$139 [6:0] + 1'h1;
-  assign \$222  = row_tag_3 == \$221 ;
-  assign \$223  = \$220  & \$222 ;
-  assign \$224  = \$139 [6:0] + 1'h1;
-  assign \$871  = \$224  % 3'h5;
-  assign \$226  = \$225 [2:0] == 3'h4;
-  assign \$227  = \$139 [6:0] + 1'h1;
-  assign \$228  = row_tag_4 == \$227 ;
-  assign \$229  = \$226  & \$228 ;
-  assign \$230  = ! \$139 [6:0];
-  assign \$231  = { win_row_0, 1'h0 } >> cx;
-  assign \$232  = \$230  ? 3'h0 : \$231 ;
-  assign \$233  = { win_row_1, 1'h0 } >> cx;
-  assign \$234  = { win_row_2, 1'h0 } >> cx;
-  assign \$235  = ~ sites_out__valid;
-  assign adv = \$235  | sites_out__ready;
-  assign \$236  = pf_valid ? \$signal$69  : f_row;
-  assign use_row = sv ? \$signal$70  : \$236 ;
-  assign \$237  = s_rem - 1'h1;
-  assign \$238  = { 1'h0, s_rem } & \$237 ;
-  assign \$239  = ! s_gi;
-  assign \$240  = ! \$238 [8:0];
-  assign acc_last = \$239  & \$240 ;
-  assign \$241  = sv & acc_last;
-  assign site_done = \$241  & \$242 ;
-  assign \$243  = adv & pf_valid;
-  assign \$244  = ~ sv;
-  assign \$245  = \$244  | site_done;
-  assign pf_take = \$243  & \$245 ;
-  assign \$246  = ! tap;
-  assign \$247  = tap == 1'h1;
-  assign \$248  = tap == 2'h2;
-  assign \$249  = tap == 2'h3;
-  assign \$250  = tap == 3'h4;
-  assign \$251  = tap == 3'h5;
-  assign \$252  = tap == 3'h6;
-  assign \$253  = tap == 3'h7;
-  assign \$254  = tap == 4'h8;
-  assign \$255  = \$signal$70  * 2'h2;
-  assign \$256  = \$255  + \$signal$79 ;
-  assign \$257  = \$256  - 1'h1;
-  assign \$258  = s_ox * 2'h2;
-  assign \$259  = \$258  + dx_t;
+  assign \$143  = \$142 [6:0] - 1'h1;
+  wire [7:0] _3_ = $signed(\$143 ) % $signed(4'h5);
+  assign \$737  = (\$143 [7] == 1'h0) || _3_ == 0 ? $signed(_3_) : $signed(4'h5) + $signed(_3_);
+  assign \$145  = ! \$144 [2:0];
+  assign \$146  = \$142 [6:0] - 1'h1;
+  assign \$147  = row_tag_0 == \$146 ;
+  assign \$148  = \$145  & \$147 ;
+  assign \$149  = \$142 [6:0] - 1'h1;
+  wire [7:0] _4_ = $signed(\$149 ) % $signed(4'h5);
+  assign \$747  = (\$149 [7] == 1'h0) || _4_ == 0 ? $signed(_4_) : $signed(4'h5) + $signed(_4_);
+  assign \$151  = \$150 [2:0] == 1'h1;
+  assign \$152  = \$142 [6:0] - 1'h1;
+  assign \$153  = row_tag_1 == \$152 ;
+  assign \$154  = \$151  & \$153 ;
+  assign \$155  = \$142 [6:0] - 1'h1;
+  wire [7:0] _5_ = $signed(\$155 ) % $signed(4'h5);
+  assign \$757  = (\$155 [7] == 1'h0) || _5_ == 0 ? $signed(_5_) : $signed(4'h5) + $signed(_5_);
+  assign \$157  = \$156 [2:0] == 2'h2;
+  assign \$158  = \$142 [6:0] - 1'h1;
+  assign \$159  = row_tag_2 == \$158 ;
+  assign \$160  = \$157  & \$159 ;
+  assign \$161  = \$142 [6:0] - 1'h1;
+  wire [7:0] _6_ = $signed(\$161 ) % $signed(4'h5);
+  assign \$767  = (\$161 [7] == 1'h0) || _6_ == 0 ? $signed(_6_) : $signed(4'h5) + $signed(_6_);
+  assign \$163  = \$162 [2:0] == 2'h3;
+  assign \$164  = \$142 [6:0] - 1'h1;
+  assign \$165  = row_tag_3 == \$164 ;
+  assign \$166  = \$163  & \$165 ;
+  assign \$167  = \$142 [6:0] - 1'h1;
+  wire [7:0] _7_ = $signed(\$167 ) % $signed(4'h5);
+  assign \$777  = (\$167 [7] == 1'h0) || _7_ == 0 ? $signed(_7_) : $signed(4'h5) + $signed(_7_);
+  assign \$169  = \$168 [2:0] == 3'h4;
+  assign \$170  = \$142 [6:0] - 1'h1;
+  assign \$171  = row_tag_4 == \$170 ;
+  assign \$172  = \$169  & \$171 ;
+  assign \$173  = \$142 [6:0] + 1'h0;
+  assign \$787  = \$173  % 3'h5;
+  assign \$175  = ! \$174 [2:0];
+  assign \$176  = \$142 [6:0] + 1'h0;
+  assign \$177  = row_tag_0 == \$176 ;
+  assign \$178  = \$175  & \$177 ;
+  assign \$179  = \$142 [6:0] + 1'h0;
+  assign \$797  = \$179  % 3'h5;
+  assign \$181  = \$180 [2:0] == 1'h1;
+  assign \$182  = \$142 [6:0] + 1'h0;
+  assign \$183  = row_tag_1 == \$182 ;
+  assign \$184  = \$181  & \$183 ;
+  assign \$185  = \$142 [6:0] + 1'h0;
+  assign \$807  = \$185  % 3'h5;
+  assign \$187  = \$186 [2:0] == 2'h2;
+  assign \$188  = \$142 [6:0] + 1'h0;
+  assign \$189  = row_tag_2 == \$188 ;
+  assign \$190  = \$187  & \$189 ;
+  assign \$191  = \$142 [6:0] + 1'h0;
+  assign \$817  = \$191  % 3'h5;
+  assign \$193  = \$192 [2:0] == 2'h3;
+  assign \$194  = \$142 [6:0] + 1'h0;
+  assign \$195  = row_tag_3 == \$194 ;
+  assign \$196  = \$193  & \$195 ;
+  assign \$197  = \$142 [6:0] + 1'h0;
+  assign \$827  = \$197  % 3'h5;
+  assign \$199  = \$198 [2:0] == 3'h4;
+  assign \$200  = \$142 [6:0] + 1'h0;
+  assign \$201  = row_tag_4 == \$200 ;
+  assign \$202  = \$199  & \$201 ;
+  assign \$203  = \$142 [6:0] + 1'h1;
+  assign \$837  = \$203  % 3'h5;
+  assign \$205  = ! \$204 [2:0];
+  assign \$206  = \$142 [6:0] + 1'h1;
+  assign \$207  = row_tag_0 == \$206 ;
+  assign \$208  = \$205  & \$207 ;
+  assign \$209  = \$142 [6:0] + 1'h1;
+  assign \$847  = \$209  % 3'h5;
+  assign \$211  = \$210 [2:0] == 1'h1;
+  assign \$212  = \$142 [6:0] + 1'h1;
+  assign \$213  = row_tag_1 == \$212 ;
+  assign \$214  = \$211  & \$213 ;
+  assign \$215  = \$142 [6:0] + 1'h1;
+  assign \$857  = \$215  % 3'h5;
+  assign \$217  = \$216 [2:0] == 2'h2;
+  assign \$218  = \$142 [6:0] + 1'h1;
+  assign \$219  = row_tag_2 == \$218 ;
+  assign \$220  = \$217  & \$219 ;
+  assign \$221  = \$142 [6:0] + 1'h1;
+  assign \$867  = \$221  % 3'h5;
+  assign \$223  = \$222 [2:0] == 2'h3;
+  assign \$224  = \$142 [6:0] + 1'h1;
+  assign \$225  = row_tag_3 == \$224 ;
+  assign \$226  = \$223  & \$225 ;
+  assign \$227  = \$142 [6:0] + 1'h1;
+  assign \$877  = \$227  % 3'h5;
+  assign \$229  = \$228 [2:0] == 3'h4;
+  assign \$230  = \$142 [6:0] + 1'h1;
+  assign \$231  = row_tag_4 == \$230 ;
+  assign \$232  = \$229  & \$231 ;
+  assign \$233  = ! \$142 [6:0];
+  assign \$234  = { win_row_0, 1'h0 } >> cx;
+  assign \$235  = \$233  ? 3'h0 : \$234 ;
+  assign \$236  = { win_row_1, 1'h0 } >> cx;
+  assign \$237  = { win_row_2, 1'h0 } >> cx;
+  assign \$238  = ~ sites_out__valid;
+  assign adv = \$238  | sites_out__ready;
+  assign \$239  = pf_valid ? \$signal$69  : f_row;
+  assign use_row = sv ? \$signal$70  : \$239 ;
+  assign \$240  = s_rem - 1'h1;
+  assign \$241  = { 1'h0, s_rem } & \$240 ;
+  assign \$242  = ! s_gi;
+  assign \$243  = ! \$241 [8:0];
+  assign acc_last = \$242  & \$243 ;
+  assign \$244  = sv & acc_last;
+  assign site_done = \$244  & \$245 ;
+  assign \$246  = adv & pf_valid;
+  assign \$247  = ~ sv;
+  assign \$248  = \$247  | site_done;
+  assign pf_take = \$246  & \$248 ;
+  assign \$249  = ! tap;
+  assign \$250  = tap == 1'h1;
+  assign \$251  = tap == 2'h2;
+  assign \$252  = tap == 2'h3;
+  assign \$253  = tap == 3'h4;
+  assign \$254  = tap == 3'h5;
+  assign \$255  = tap == 3'h6;
+  assign \$256  = tap == 3'h7;
+  assign \$257  = tap == 4'h8;
+  assign \$258  = \$signal$70  * 2'h2;
+  assign \$259  = \$258  + \$signal$79 ;
   assign \$260  = \$259  - 1'h1;
-  assign \$916  = \$257 [6:0] % 3'h5;
-  assign \$262  = \$261 [2:0] * 6'h20;
-  assign \$263  = \$262  + \$260 [6:0];
-  assign \$264  = \$263  * 1'h1;
-  assign \$265  = \$264  + s_gi;
-  assign \$266  = tap * 2'h2;
-  assign \$267  = \$266  + s_go;
-  assign \$268  = \$267  * 1'h1;
-  assign \$269  = \$268  + s_gi;
-  assign \$274  = ~ sv;
-  assign \$275  = ~ pf_valid;
-  assign \$276  = \$274  & \$275 ;
-  assign \$277  = ~ \$signal$101 ;
-  assign \$278  = \$276  & \$277 ;
-  assign \$279  = ~ \$signal$102 ;
-  assign \$280  = \$278  & \$279 ;
-  assign \$281  = ~ v3;
-  assign \$282  = \$280  & \$281 ;
-  assign \$283  = ~ v4;
-  assign \$284  = \$282  & \$283 ;
-  assign \$285  = f_done & \$284 ;
-  assign send_eof = \$285  & adv;
-  assign \$286  = params__valid & params__ready;
-  assign \$287  = pcount == 5'h14;
-  assign \$288  = pcount + 1'h1;
-  assign \$289  = ! pcount;
-  assign \$290  = sites_in__valid & open_;
-  assign \$291  = ~ sites_in__payload[42];
-  assign \$292  = \$290  & \$291 ;
-  assign \$293  = ! gi;
-  assign \$294  = \$292  & \$293 ;
-  assign \$295  = ~ bad;
-  assign \$296  = \$294  & \$295 ;
-  assign \$297  = ~ discard;
-  assign \$298  = \$296  & \$297 ;
-  assign \$299  = sites_in__valid & sites_in__ready;
-  assign \$300  = ! gi;
-  assign \$302  = \$301  | sites_in__payload[43];
+  assign \$261  = s_ox * 2'h2;
+  assign \$262  = \$261  + dx_t;
+  assign \$263  = \$262  - 1'h1;
+  assign \$922  = \$260 [6:0] % 3'h5;
+  assign \$265  = \$264 [2:0] * 6'h20;
+  assign \$266  = \$265  + \$263 [6:0];
+  assign \$267  = \$266  * 1'h1;
+  assign \$268  = \$267  + s_gi;
+  assign \$269  = tap * 2'h2;
+  assign \$270  = \$269  + s_go;
+  assign \$271  = \$270  * 1'h1;
+  assign \$272  = \$271  + s_gi;
+  assign \$277  = ~ sv;
+  assign \$278  = ~ pf_valid;
+  assign \$279  = \$277  & \$278 ;
+  assign \$280  = ~ \$signal$101 ;
+  assign \$281  = \$279  & \$280 ;
+  assign \$282  = ~ \$signal$102 ;
+  assign \$283  = \$281  & \$282 ;
+  assign \$284  = ~ v3;
+  assign \$285  = \$283  & \$284 ;
+  assign \$286  = ~ v4;
+  assign \$287  = \$285  & \$286 ;
+  assign \$288  = f_done & \$287 ;
+  assign send_eof = \$288  & adv;
+  assign \$289  = params__valid & params__ready;
+  assign \$290  = pcount == 5'h14;
+  assign \$291  = pcount + 1'h1;
+  assign \$292  = ! pcount;
+  assign \$293  = sites_in__valid & open_;
+  assign \$294  = ~ sites_in__payload[42];
+  assign \$295  = \$293  & \$294 ;
+  assign \$296  = ! gi;
+  assign \$297  = \$295  & \$296 ;
+  assign \$298  = ~ bad;
+  assign \$299  = \$297  & \$298 ;
+  assign \$300  = ~ discard;
+  assign \$301  = \$299  & \$300 ;
+  assign \$302  = sites_in__valid & sites_in__ready;
   assign \$303  = ! gi;
-  assign \$304  = ! gi;
-  assign \$305  = gi + 1'h1;
-  assign \$306  = ! \$39 [2:0];
+  assign \$305  = \$304  | sites_in__payload[43];
+  assign \$306  = ! gi;
   assign \$307  = ! gi;
-  assign \$308  = row_tag_0 != sites_in__payload[36:32];
-  assign \$309  = \$307  & \$308 ;
+  assign \$308  = gi + 1'h1;
+  assign \$309  = ! \$42 [2:0];
   assign \$310  = ! gi;
   assign \$311  = row_tag_0 != sites_in__payload[36:32];
   assign \$312  = \$310  & \$311 ;
-  assign \$313  = \$312  ? 32'd0 : bitmap_0;
-  assign \$314  = ! gi;
-  assign \$315  = 1'h1 << sites_in__payload[41:37];
-  assign \$316  = gi ? 63'h0000000000000000 : \$315 ;
-  assign \$317  = { 31'h00000000, \$313  } | \$316 ;
-  assign \$318  = \$39 [2:0] == 1'h1;
-  assign \$319  = ! gi;
-  assign \$320  = row_tag_1 != sites_in__payload[36:32];
-  assign \$321  = \$319  & \$320 ;
+  assign \$313  = ! gi;
+  assign \$314  = row_tag_0 != sites_in__payload[36:32];
+  assign \$315  = \$313  & \$314 ;
+  assign \$316  = \$315  ? 32'd0 : bitmap_0;
+  assign \$317  = ! gi;
+  assign \$318  = 1'h1 << sites_in__payload[41:37];
+  assign \$319  = gi ? 63'h0000000000000000 : \$318 ;
+  assign \$320  = { 31'h00000000, \$316  } | \$319 ;
+  assign \$321  = \$42 [2:0] == 1'h1;
   assign \$322  = ! gi;
   assign \$323  = row_tag_1 != sites_in__payload[36:32];
   assign \$324  = \$322  & \$323 ;
-  assign \$325  = \$324  ? 32'd0 : bitmap_1;
-  assign \$326  = ! gi;
-  assign \$327  = 1'h1 << sites_in__payload[41:37];
-  assign \$328  = gi ? 63'h0000000000000000 : \$327 ;
-  assign \$329  = { 31'h00000000, \$325  } | \$328 ;
-  assign \$330  = \$39 [2:0] == 2'h2;
-  assign \$331  = ! gi;
-  assign \$332  = row_tag_2 != sites_in__payload[36:32];
-  assign \$333  = \$331  & \$332 ;
+  assign \$325  = ! gi;
+  assign \$326  = row_tag_1 != sites_in__payload[36:32];
+  assign \$327  = \$325  & \$326 ;
+  assign \$328  = \$327  ? 32'd0 : bitmap_1;
+  assign \$329  = ! gi;
+  assign \$330  = 1'h1 << sites_in__payload[41:37];
+  assign \$331  = gi ? 63'h0000000000000000 : \$330 ;
+  assign \$332  = { 31'h00000000, \$328  } | \$331 ;
+  assign \$333  = \$42 [2:0] == 2'h2;
   assign \$334  = ! gi;
   assign \$335  = row_tag_2 != sites_in__payload[36:32];
   assign \$336  = \$334  & \$335 ;
-  assign \$337  = \$336  ? 32'd0 : bitmap_2;
-  assign \$338  = ! gi;
-  assign \$339  = 1'h1 << sites_in__payload[41:37];
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     centre_row0 = 32'd0;
-    if (\$56 ) begin
+    if (\$59 ) begin
       centre_row0 = bitmap_0;
     end
-    if (\$62 ) begin
+    if (\$65 ) begin
       centre_row0 = bitmap_1;
     end
-    if (\$68 ) begin
+    if (\$71 ) begin
       centre_row0 = bitmap_2;
     end
-    if (\$74 ) begin
+    if (\$77 ) begin
       centre_row0 = bitmap_3;
     end
-    if (\$80 ) begin
+    if (\$83 ) begin
       centre_row0 = bitmap_4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     centre_row1 = 32'd0;
-    if (\$88 ) begin
+    if (\$91 ) begin
       centre_row1 = bitmap_0;
     end
-    if (\$96 ) begin
+    if (\$99 ) begin
       centre_row1 = bitmap_1;
     end
-    if (\$104 ) begin
+    if (\$107 ) begin
       centre_row1 = bitmap_2;
     end
-    if (\$112 ) begin
+    if (\$115 ) begin
       centre_row1 = bitmap_3;
     end
-    if (\$120 ) begin
+    if (\$123 ) begin
       centre_row1 = bitmap_4;
     end
   end
@@ -1979,57 +1985,57 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     win_row_0 = 32'd0;
-    if (\$145 ) begin
+    if (\$148 ) begin
       win_row_0 = bitmap_0;
     end
-    if (\$151 ) begin
+    if (\$154 ) begin
       win_row_0 = bitmap_1;
     end
-    if (\$157 ) begin
+    if (\$160 ) begin
       win_row_0 = bitmap_2;
     end
-    if (\$163 ) begin
+    if (\$166 ) begin
       win_row_0 = bitmap_3;
     end
-    if (\$169 ) begin
+    if (\$172 ) begin
       win_row_0 = bitmap_4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     win_row_1 = 32'd0;
-    if (\$175 ) begin
+    if (\$178 ) begin
       win_row_1 = bitmap_0;
     end
-    if (\$181 ) begin
+    if (\$184 ) begin
       win_row_1 = bitmap_1;
     end
-    if (\$187 ) begin
+    if (\$190 ) begin
       win_row_1 = bitmap_2;
     end
-    if (\$193 ) begin
+    if (\$196 ) begin
       win_row_1 = bitmap_3;
     end
-    if (\$199 ) begin
+    if (\$202 ) begin
       win_row_1 = bitmap_4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     win_row_2 = 32'd0;
-    if (\$205 ) begin
+    if (\$208 ) begin
       win_row_2 = bitmap_0;
     end
-    if (\$211 ) begin
+    if (\$214 ) begin
       win_row_2 = bitmap_1;
     end
-    if (\$217 ) begin
+    if (\$220 ) begin
       win_row_2 = bitmap_2;
     end
-    if (\$223 ) begin
+    if (\$226 ) begin
       win_row_2 = bitmap_3;
     end
-    if (\$229 ) begin
+    if (\$232 ) begin
       win_row_2 = bitmap_4;
     end
   end
@@ -2067,46 +2073,37 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$signal$79  = 2'h0;
-    if (\$246 ) begin
-      \$signal$79  = 2'h0;
-    end
-    if (\$247 ) begin
-      \$signal$79  = 2'h0;
-    end
-    if (\$248 ) begin
-      \$signal$79  = 2'h0;
-    end
     if (\$249 ) begin
-      \$signal$79  = 2'h1;
+      \$signal$79  = 2'h0;
     end
     if (\$250 ) begin
-      \$signal$79  = 2'h1;
+      \$signal$79  = 2'h0;
     end
     if (\$251 ) begin
-      \$signal$79  = 2'h1;
+      \$signal$79  = 2'h0;
     end
     if (\$252 ) begin
-      \$signal$79  = 2'h2;
+      \$signal$79  = 2'h1;
     end
     if (\$253 ) begin
-      \$signal$79  = 2'h2;
+      \$signal$79  = 2'h1;
     end
     if (\$254 ) begin
+      \$signal$79  = 2'h1;
+    end
+    if (\$255 ) begin
+      \$signal$79  = 2'h2;
+    end
+    if (\$256 ) begin
+      \$signal$79  = 2'h2;
+    end
+    if (\$257 ) begin
       \$signal$79  = 2'h2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dx_t = 2'h0;
-    if (\$246 ) begin
-      dx_t = 2'h0;
-    end
-    if (\$247 ) begin
-      dx_t = 2'h1;
-    end
-    if (\$248 ) begin
-      dx_t = 2'h2;
-    end
     if (\$249 ) begin
       dx_t = 2'h0;
     end
@@ -2125,55 +2122,25 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
     if (\$254 ) begin
       dx_t = 2'h2;
     end
+    if (\$255 ) begin
+      dx_t = 2'h0;
+    end
+    if (\$256 ) begin
+      dx_t = 2'h1;
+    end
+    if (\$257 ) begin
+      dx_t = 2'h2;
+    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$456  = pcount;
-    if (\$286 ) begin
+    \$459  = pcount;
+    if (\$289 ) begin
       (* full_case = 32'd1 *)
-      if (\$287 ) begin
-        \$456  = 5'h00;
+      if (\$290 ) begin
+        \$459  = 5'h00;
       end else begin
-        \$456  = \$288 [4:0];
-      end
-    end
-    if (rst) begin
-      \$456  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$457  = loaded;
-    if (\$286 ) begin
-      if (\$287 ) begin
-        \$457  = 1'h1;
-      end
-      if (\$289 ) begin
-        \$457  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$457  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$458  = height_m1;
-    if (\$286 ) begin
-      if (\$289 ) begin
-        \$458  = params__payload[4:0];
-      end
-    end
-    if (rst) begin
-      \$458  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$459  = width_m1;
-    if (\$286 ) begin
-      if (\$289 ) begin
-        \$459  = params__payload[9:5];
+        \$459  = \$291 [4:0];
       end
     end
     if (rst) begin
@@ -2182,81 +2149,61 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$460  = done_rows;
-    if (\$298 ) begin
-      \$460  = { 2'h0, sites_in__payload[36:32] };
-    end
-    if (send_eof) begin
-      \$460  = 7'h00;
-    end
-    if (rst) begin
-      \$460  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$461  = frame_busy;
-    if (\$299 ) begin
-      \$461  = 1'h1;
-    end
-    if (send_eof) begin
-      \$461  = 1'h0;
-    end
-    if (rst) begin
-      \$461  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$462  = eof_seen;
-    if (\$299 ) begin
-      if (sites_in__payload[42]) begin
-        \$462  = 1'h1;
+    \$460  = loaded;
+    if (\$289 ) begin
+      if (\$290 ) begin
+        \$460  = 1'h1;
+      end
+      if (\$292 ) begin
+        \$460  = 1'h0;
       end
     end
-    if (send_eof) begin
-      \$462  = 1'h0;
-    end
     if (rst) begin
-      \$462  = 1'h0;
+      \$460  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$463  = discard;
-    if (\$299 ) begin
-      if (sites_in__payload[42]) begin
-        \$463  = 1'h0;
-      end else if (discard) begin
-      end else if (bad) begin
-        \$463  = 1'h1;
+    \$461  = height_m1;
+    if (\$289 ) begin
+      if (\$292 ) begin
+        \$461  = params__payload[4:0];
       end
     end
-    if (send_eof) begin
-      \$463  = 1'h0;
-    end
     if (rst) begin
-      \$463  = 1'h0;
+      \$461  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$464  = gi;
-    if (\$299 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[42]) begin
-        \$464  = 1'h0;
-      end else if (discard) begin
-      end else if (bad) begin
-        \$464  = 1'h0;
-      end else begin
-        (* full_case = 32'd1 *)
-        if (\$304 ) begin
-          \$464  = 1'h0;
-        end else begin
-          \$464  = \$305 [0];
-        end
+    \$462  = width_m1;
+    if (\$289 ) begin
+      if (\$292 ) begin
+        \$462  = params__payload[9:5];
       end
+    end
+    if (rst) begin
+      \$462  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$463  = done_rows;
+    if (\$301 ) begin
+      \$463  = { 2'h0, sites_in__payload[36:32] };
+    end
+    if (send_eof) begin
+      \$463  = 7'h00;
+    end
+    if (rst) begin
+      \$463  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$464  = frame_busy;
+    if (\$302 ) begin
+      \$464  = 1'h1;
     end
     if (send_eof) begin
       \$464  = 1'h0;
@@ -2267,14 +2214,9 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$465  = err;
-    if (\$299 ) begin
+    \$465  = eof_seen;
+    if (\$302 ) begin
       if (sites_in__payload[42]) begin
-        if (\$302 ) begin
-          \$465  = 1'h1;
-        end
-      end else if (discard) begin
-      end else if (bad) begin
         \$465  = 1'h1;
       end
     end
@@ -2287,52 +2229,59 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$466  = \$signal ;
-    if (\$299 ) begin
-      (* full_case = 32'd1 *)
+    \$466  = discard;
+    if (\$302 ) begin
       if (sites_in__payload[42]) begin
+        \$466  = 1'h0;
       end else if (discard) begin
       end else if (bad) begin
-      end else begin
-        if (\$303 ) begin
-          \$466  = sites_in__payload[36:32];
-        end
+        \$466  = 1'h1;
       end
     end
+    if (send_eof) begin
+      \$466  = 1'h0;
+    end
     if (rst) begin
-      \$466  = 5'h00;
+      \$466  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$467  = cur_x;
-    if (\$299 ) begin
+    \$467  = gi;
+    if (\$302 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[42]) begin
+        \$467  = 1'h0;
       end else if (discard) begin
       end else if (bad) begin
+        \$467  = 1'h0;
       end else begin
-        if (\$303 ) begin
-          \$467  = sites_in__payload[41:37];
+        (* full_case = 32'd1 *)
+        if (\$307 ) begin
+          \$467  = 1'h0;
+        end else begin
+          \$467  = \$308 [0];
         end
       end
     end
+    if (send_eof) begin
+      \$467  = 1'h0;
+    end
     if (rst) begin
-      \$467  = 5'h00;
+      \$467  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$468  = has_last;
-    if (\$299 ) begin
-      (* full_case = 32'd1 *)
+    \$468  = err;
+    if (\$302 ) begin
       if (sites_in__payload[42]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$304 ) begin
+        if (\$305 ) begin
           \$468  = 1'h1;
         end
+      end else if (discard) begin
+      end else if (bad) begin
+        \$468  = 1'h1;
       end
     end
     if (send_eof) begin
@@ -2344,14 +2293,14 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$469  = \$signal$17 ;
-    if (\$299 ) begin
+    \$469  = \$signal ;
+    if (\$302 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[42]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$304 ) begin
+        if (\$306 ) begin
           \$469  = sites_in__payload[36:32];
         end
       end
@@ -2362,14 +2311,14 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$470  = last_x;
-    if (\$299 ) begin
+    \$470  = cur_x;
+    if (\$302 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[42]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$304 ) begin
+        if (\$306 ) begin
           \$470  = sites_in__payload[41:37];
         end
       end
@@ -2380,303 +2329,289 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$471  = row_tag_0;
-    if (\$299 ) begin
+    \$471  = has_last;
+    if (\$302 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[42]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$306 ) begin
-          if (\$309 ) begin
-            \$471  = { 1'h0, sites_in__payload[36:32] };
+        if (\$307 ) begin
+          \$471  = 1'h1;
+        end
+      end
+    end
+    if (send_eof) begin
+      \$471  = 1'h0;
+    end
+    if (rst) begin
+      \$471  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$472  = \$signal$17 ;
+    if (\$302 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[42]) begin
+      end else if (discard) begin
+      end else if (bad) begin
+      end else begin
+        if (\$307 ) begin
+          \$472  = sites_in__payload[36:32];
+        end
+      end
+    end
+    if (rst) begin
+      \$472  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$473  = last_x;
+    if (\$302 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[42]) begin
+      end else if (discard) begin
+      end else if (bad) begin
+      end else begin
+        if (\$307 ) begin
+          \$473  = sites_in__payload[41:37];
+        end
+      end
+    end
+    if (rst) begin
+      \$473  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$474  = row_tag_0;
+    if (\$302 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[42]) begin
+      end else if (discard) begin
+      end else if (bad) begin
+      end else begin
+        if (\$309 ) begin
+          if (\$312 ) begin
+            \$474  = { 1'h0, sites_in__payload[36:32] };
           end
         end
       end
     end
     if (send_eof) begin
-      \$471  = 6'h3f;
+      \$474  = 6'h3f;
     end
     if (rst) begin
-      \$471  = 6'h3f;
+      \$474  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$472  = bitmap_0;
-    if (\$299 ) begin
+    \$475  = bitmap_0;
+    if (\$302 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[42]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$306 ) begin
-          \$472  = \$317 [31:0];
+        if (\$309 ) begin
+          \$475  = \$320 [31:0];
         end
       end
     end
     if (rst) begin
-      \$472  = 32'd0;
+      \$475  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$473  = row_tag_1;
-    if (\$299 ) begin
+    \$476  = row_tag_1;
+    if (\$302 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[42]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$318 ) begin
-          if (\$321 ) begin
-            \$473  = { 1'h0, sites_in__payload[36:32] };
+        if (\$321 ) begin
+          if (\$324 ) begin
+            \$476  = { 1'h0, sites_in__payload[36:32] };
           end
         end
       end
     end
     if (send_eof) begin
-      \$473  = 6'h3f;
+      \$476  = 6'h3f;
     end
     if (rst) begin
-      \$473  = 6'h3f;
+      \$476  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$474  = bitmap_1;
-    if (\$299 ) begin
+    \$477  = bitmap_1;
+    if (\$302 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[42]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$318 ) begin
-          \$474  = \$329 [31:0];
+        if (\$321 ) begin
+          \$477  = \$332 [31:0];
         end
       end
     end
     if (rst) begin
-      \$474  = 32'd0;
+      \$477  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$475  = row_tag_2;
-    if (\$299 ) begin
+    \$478  = row_tag_2;
+    if (\$302 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[42]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$330 ) begin
-          if (\$333 ) begin
-            \$475  = { 1'h0, sites_in__payload[36:32] };
+        if (\$333 ) begin
+          if (\$336 ) begin
+            \$478  = { 1'h0, sites_in__payload[36:32] };
           end
         end
       end
     end
     if (send_eof) begin
-      \$475  = 6'h3f;
+      \$478  = 6'h3f;
     end
     if (rst) begin
-      \$475  = 6'h3f;
+      \$478  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$476  = bitmap_2;
-    if (\$299 ) begin
+    \$479  = bitmap_2;
+    if (\$302 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[42]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$330 ) begin
-          \$476  = \$341 [31:0];
+        if (\$333 ) begin
+          \$479  = \$344 [31:0];
         end
       end
     end
     if (rst) begin
-      \$476  = 32'd0;
+      \$479  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$477  = row_tag_3;
-    if (\$299 ) begin
+    \$480  = row_tag_3;
+    if (\$302 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[42]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$342 ) begin
-          if (\$345 ) begin
-            \$477  = { 1'h0, sites_in__payload[36:32] };
+        if (\$345 ) begin
+          if (\$348 ) begin
+            \$480  = { 1'h0, sites_in__payload[36:32] };
           end
         end
       end
     end
     if (send_eof) begin
-      \$477  = 6'h3f;
+      \$480  = 6'h3f;
     end
     if (rst) begin
-      \$477  = 6'h3f;
+      \$480  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$478  = bitmap_3;
-    if (\$299 ) begin
+    \$481  = bitmap_3;
+    if (\$302 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[42]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$342 ) begin
-          \$478  = \$353 [31:0];
+        if (\$345 ) begin
+          \$481  = \$356 [31:0];
         end
       end
     end
     if (rst) begin
-      \$478  = 32'd0;
+      \$481  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$479  = row_tag_4;
-    if (\$299 ) begin
+    \$482  = row_tag_4;
+    if (\$302 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[42]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$354 ) begin
-          if (\$357 ) begin
-            \$479  = { 1'h0, sites_in__payload[36:32] };
+        if (\$357 ) begin
+          if (\$360 ) begin
+            \$482  = { 1'h0, sites_in__payload[36:32] };
           end
         end
       end
     end
     if (send_eof) begin
-      \$479  = 6'h3f;
+      \$482  = 6'h3f;
     end
     if (rst) begin
-      \$479  = 6'h3f;
+      \$482  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$480  = bitmap_4;
-    if (\$299 ) begin
+    \$483  = bitmap_4;
+    if (\$302 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[42]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$354 ) begin
-          \$480  = \$365 [31:0];
+        if (\$357 ) begin
+          \$483  = \$368 [31:0];
         end
       end
     end
     if (rst) begin
-      \$480  = 32'd0;
+      \$483  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$481  = pf_valid;
+    \$484  = pf_valid;
     if (pf_take) begin
-      \$481  = 1'h0;
+      \$484  = 1'h0;
     end
-    if (\$368 ) begin
-      if (\$369 ) begin
-      end else if (\$371 ) begin
-        \$481  = 1'h1;
+    if (\$371 ) begin
+      if (\$372 ) begin
+      end else if (\$374 ) begin
+        \$484  = 1'h1;
       end
     end
     if (rst) begin
-      \$481  = 1'h0;
+      \$484  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$482  = f_done;
-    if (\$368 ) begin
-      if (\$369 ) begin
+    \$485  = f_done;
+    if (\$371 ) begin
+      if (\$372 ) begin
         if (rows_over) begin
-          \$482  = 1'h1;
-        end
-      end
-    end
-    if (send_eof) begin
-      \$482  = 1'h0;
-    end
-    if (rst) begin
-      \$482  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$483  = f_row;
-    if (\$368 ) begin
-      if (\$369 ) begin
-        if (rows_over) begin
-        end else if (row_ready) begin
-          if (\$372 ) begin
-            \$483  = \$373 [6:0];
-          end
-        end
-      end else if (\$371 ) begin
-        if (\$374 ) begin
-          \$483  = \$375 [6:0];
-        end
-      end
-    end
-    if (send_eof) begin
-      \$483  = 7'h00;
-    end
-    if (rst) begin
-      \$483  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$484  = f_rem;
-    if (\$368 ) begin
-      if (\$369 ) begin
-        if (rows_over) begin
-        end else if (row_ready) begin
-          (* full_case = 32'd1 *)
-          if (\$372 ) begin
-          end else begin
-            \$484  = { \$136 , \$135 , \$134 , \$133 , \$132 , \$131 , \$130 , \$129 , \$128 , \$127 , \$126 , \$125 , \$124 , \$123 , \$122 , \$121  };
-          end
-        end
-      end else if (\$371 ) begin
-        \$484  = \$138 [15:0];
-      end
-    end
-    if (rst) begin
-      \$484  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$485  = f_scan;
-    if (\$368 ) begin
-      if (\$369 ) begin
-        if (rows_over) begin
-        end else if (row_ready) begin
-          (* full_case = 32'd1 *)
-          if (\$372 ) begin
-          end else begin
-            \$485  = 1'h1;
-          end
-        end
-      end else if (\$371 ) begin
-        if (\$374 ) begin
-          \$485  = 1'h0;
+          \$485  = 1'h1;
         end
       end
     end
@@ -2689,12 +2624,23 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$486  = \$signal$69 ;
-    if (\$368 ) begin
-      if (\$369 ) begin
-      end else if (\$371 ) begin
-        \$486  = f_row;
+    \$486  = f_row;
+    if (\$371 ) begin
+      if (\$372 ) begin
+        if (rows_over) begin
+        end else if (row_ready) begin
+          if (\$375 ) begin
+            \$486  = \$376 [6:0];
+          end
+        end
+      end else if (\$374 ) begin
+        if (\$377 ) begin
+          \$486  = \$378 [6:0];
+        end
       end
+    end
+    if (send_eof) begin
+      \$486  = 7'h00;
     end
     if (rst) begin
       \$486  = 7'h00;
@@ -2702,108 +2648,104 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$487  = \$signal$110 ;
-    if (\$368 ) begin
-      if (\$369 ) begin
-      end else if (\$371 ) begin
-        \$487  = finder_x;
-      end
-    end
-    if (rst) begin
-      \$487  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$488  = pf_taps;
-    if (\$368 ) begin
-      if (\$369 ) begin
-      end else if (\$371 ) begin
-        \$488  = { \$234 , \$233 , \$232  };
-      end
-    end
-    if (rst) begin
-      \$488  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$489  = s_gi;
-    if (adv) begin
-      if (sv) begin
-        (* full_case = 32'd1 *)
-        if (\$377 ) begin
-          \$489  = \$378 [0];
-        end else begin
-          \$489  = 1'h0;
-        end
-      end
-      if (pf_take) begin
-        \$489  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$489  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$490  = s_rem;
-    if (adv) begin
-      if (sv) begin
-        (* full_case = 32'd1 *)
-        if (\$377 ) begin
-        end else begin
+    \$487  = f_rem;
+    if (\$371 ) begin
+      if (\$372 ) begin
+        if (rows_over) begin
+        end else if (row_ready) begin
           (* full_case = 32'd1 *)
-          if (\$379 ) begin
-            \$490  = \$238 [8:0];
+          if (\$375 ) begin
           end else begin
-            \$490  = \$signal$112 ;
+            \$487  = { \$139 , \$138 , \$137 , \$136 , \$135 , \$134 , \$133 , \$132 , \$131 , \$130 , \$129 , \$128 , \$127 , \$126 , \$125 , \$124  };
           end
         end
-      end
-      if (pf_take) begin
-        \$490  = pf_taps;
+      end else if (\$374 ) begin
+        \$487  = \$141 [15:0];
       end
     end
     if (rst) begin
-      \$490  = 9'h000;
+      \$487  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$491  = s_go;
+    \$488  = f_scan;
+    if (\$371 ) begin
+      if (\$372 ) begin
+        if (rows_over) begin
+        end else if (row_ready) begin
+          (* full_case = 32'd1 *)
+          if (\$375 ) begin
+          end else begin
+            \$488  = 1'h1;
+          end
+        end
+      end else if (\$374 ) begin
+        if (\$377 ) begin
+          \$488  = 1'h0;
+        end
+      end
+    end
+    if (send_eof) begin
+      \$488  = 1'h0;
+    end
+    if (rst) begin
+      \$488  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$489  = \$signal$69 ;
+    if (\$371 ) begin
+      if (\$372 ) begin
+      end else if (\$374 ) begin
+        \$489  = f_row;
+      end
+    end
+    if (rst) begin
+      \$489  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$490  = \$signal$110 ;
+    if (\$371 ) begin
+      if (\$372 ) begin
+      end else if (\$374 ) begin
+        \$490  = finder_x;
+      end
+    end
+    if (rst) begin
+      \$490  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$491  = pf_taps;
+    if (\$371 ) begin
+      if (\$372 ) begin
+      end else if (\$374 ) begin
+        \$491  = { \$237 , \$236 , \$235  };
+      end
+    end
+    if (rst) begin
+      \$491  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$492  = s_gi;
     if (adv) begin
       if (sv) begin
         (* full_case = 32'd1 *)
-        if (\$377 ) begin
+        if (\$380 ) begin
+          \$492  = \$381 [0];
         end else begin
-          (* full_case = 32'd1 *)
-          if (\$379 ) begin
-          end else begin
-            \$491  = \$382 [0];
-          end
-        end
-      end
-      if (pf_take) begin
-        \$491  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$491  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$492  = sv;
-    if (adv) begin
-      if (sv) begin
-        if (site_done) begin
           \$492  = 1'h0;
         end
       end
       if (pf_take) begin
-        \$492  = 1'h1;
+        \$492  = 1'h0;
       end
     end
     if (rst) begin
@@ -2812,95 +2754,129 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$493  = \$signal$70 ;
+    \$493  = s_rem;
     if (adv) begin
+      if (sv) begin
+        (* full_case = 32'd1 *)
+        if (\$380 ) begin
+        end else begin
+          (* full_case = 32'd1 *)
+          if (\$382 ) begin
+            \$493  = \$241 [8:0];
+          end else begin
+            \$493  = \$signal$112 ;
+          end
+        end
+      end
       if (pf_take) begin
-        \$493  = \$signal$69 ;
+        \$493  = pf_taps;
       end
     end
     if (rst) begin
-      \$493  = 7'h00;
+      \$493  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$494  = s_ox;
+    \$494  = s_go;
     if (adv) begin
+      if (sv) begin
+        (* full_case = 32'd1 *)
+        if (\$380 ) begin
+        end else begin
+          (* full_case = 32'd1 *)
+          if (\$382 ) begin
+          end else begin
+            \$494  = \$385 [0];
+          end
+        end
+      end
       if (pf_take) begin
-        \$494  = \$signal$110 ;
+        \$494  = 1'h0;
       end
     end
     if (rst) begin
-      \$494  = 4'h0;
+      \$494  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$495  = \$signal$112 ;
+    \$495  = sv;
     if (adv) begin
+      if (sv) begin
+        if (site_done) begin
+          \$495  = 1'h0;
+        end
+      end
       if (pf_take) begin
-        \$495  = pf_taps;
+        \$495  = 1'h1;
       end
     end
     if (rst) begin
-      \$495  = 9'h000;
+      \$495  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$496  = \$signal$101 ;
+    \$496  = \$signal$70 ;
     if (adv) begin
-      \$496  = sv;
+      if (pf_take) begin
+        \$496  = \$signal$69 ;
+      end
     end
     if (rst) begin
-      \$496  = 1'h0;
+      \$496  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$497  = \$signal$113 ;
+    \$497  = s_ox;
     if (adv) begin
-      \$497  = \$385 ;
+      if (pf_take) begin
+        \$497  = \$signal$110 ;
+      end
     end
     if (rst) begin
-      \$497  = 1'h0;
+      \$497  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$498  = last1;
+    \$498  = \$signal$112 ;
     if (adv) begin
-      \$498  = acc_last;
+      if (pf_take) begin
+        \$498  = pf_taps;
+      end
     end
     if (rst) begin
-      \$498  = 1'h0;
+      \$498  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$499  = \$like ;
+    \$499  = \$signal$101 ;
     if (adv) begin
-      \$499  = \$signal$70 ;
+      \$499  = sv;
     end
     if (rst) begin
-      \$499  = 7'h00;
+      \$499  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$500  = \$like$116 ;
+    \$500  = \$signal$113 ;
     if (adv) begin
-      \$500  = s_ox;
+      \$500  = \$388 ;
     end
     if (rst) begin
-      \$500  = 4'h0;
+      \$500  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$501  = \$signature__addr$89 ;
+    \$501  = last1;
     if (adv) begin
-      \$501  = s_go;
+      \$501  = acc_last;
     end
     if (rst) begin
       \$501  = 1'h0;
@@ -2908,29 +2884,29 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$502  = \$signal$102 ;
+    \$502  = \$like ;
     if (adv) begin
-      \$502  = \$signal$101 ;
+      \$502  = \$signal$70 ;
     end
     if (rst) begin
-      \$502  = 1'h0;
+      \$502  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$503  = \$signal$117 ;
+    \$503  = \$like$116 ;
     if (adv) begin
-      \$503  = \$signal$113 ;
+      \$503  = s_ox;
     end
     if (rst) begin
-      \$503  = 1'h0;
+      \$503  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$504  = last2;
+    \$504  = \$signature__addr$89 ;
     if (adv) begin
-      \$504  = last1;
+      \$504  = s_go;
     end
     if (rst) begin
       \$504  = 1'h0;
@@ -2938,59 +2914,59 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$505  = \$like$119 ;
+    \$505  = \$signal$102 ;
     if (adv) begin
-      \$505  = \$like ;
+      \$505  = \$signal$101 ;
     end
     if (rst) begin
-      \$505  = 7'h00;
+      \$505  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$506  = ox2;
+    \$506  = \$signal$117 ;
     if (adv) begin
-      \$506  = \$like$116 ;
+      \$506  = \$signal$113 ;
     end
     if (rst) begin
-      \$506  = 4'h0;
+      \$506  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$507  = part2_0;
+    \$507  = last2;
     if (adv) begin
-      \$507  = { \$392 [17], \$392 [17], \$392 [17], \$392 [17], \$392  };
+      \$507  = last1;
     end
     if (rst) begin
-      \$507  = 22'h000000;
+      \$507  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$508  = part2_1;
+    \$508  = \$like$119 ;
     if (adv) begin
-      \$508  = { \$399 [17], \$399 [17], \$399 [17], \$399 [17], \$399  };
+      \$508  = \$like ;
     end
     if (rst) begin
-      \$508  = 22'h000000;
+      \$508  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$509  = part2_2;
+    \$509  = ox2;
     if (adv) begin
-      \$509  = { \$406 [17], \$406 [17], \$406 [17], \$406 [17], \$406  };
+      \$509  = \$like$116 ;
     end
     if (rst) begin
-      \$509  = 22'h000000;
+      \$509  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$510  = part2_3;
+    \$510  = part2_0;
     if (adv) begin
-      \$510  = { \$413 [17], \$413 [17], \$413 [17], \$413 [17], \$413  };
+      \$510  = { \$395 [17], \$395 [17], \$395 [17], \$395 [17], \$395  };
     end
     if (rst) begin
       \$510  = 22'h000000;
@@ -2998,76 +2974,70 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$511  = v3;
+    \$511  = part2_1;
     if (adv) begin
-      \$511  = \$414 ;
+      \$511  = { \$402 [17], \$402 [17], \$402 [17], \$402 [17], \$402  };
     end
     if (rst) begin
-      \$511  = 1'h0;
+      \$511  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$512  = \$like$127 ;
+    \$512  = part2_2;
     if (adv) begin
-      \$512  = \$like$119 ;
+      \$512  = { \$409 [17], \$409 [17], \$409 [17], \$409 [17], \$409  };
     end
     if (rst) begin
-      \$512  = 7'h00;
+      \$512  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$513  = ox3;
+    \$513  = part2_3;
     if (adv) begin
-      \$513  = ox2;
+      \$513  = { \$416 [17], \$416 [17], \$416 [17], \$416 [17], \$416  };
     end
     if (rst) begin
-      \$513  = 4'h0;
+      \$513  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$514  = acc_0;
+    \$514  = v3;
+    if (adv) begin
+      \$514  = \$417 ;
+    end
+    if (rst) begin
+      \$514  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$515  = \$like$127 ;
+    if (adv) begin
+      \$515  = \$like$119 ;
+    end
+    if (rst) begin
+      \$515  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$516  = ox3;
+    if (adv) begin
+      \$516  = ox2;
+    end
+    if (rst) begin
+      \$516  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$517  = acc_0;
     if (adv) begin
       if (\$signal$102 ) begin
-        \$514  = \$416 [21:0];
-      end
-    end
-    if (rst) begin
-      \$514  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$515  = psum_bias_0;
-    if (adv) begin
-      if (\$signal$102 ) begin
-        \$515  = \$418 [21:0];
-      end
-    end
-    if (rst) begin
-      \$515  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$516  = scale3_0;
-    if (adv) begin
-      if (\$signal$102 ) begin
-        \$516  = \$signature__data$130 [79:64];
-      end
-    end
-    if (rst) begin
-      \$516  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$517  = acc_1;
-    if (adv) begin
-      if (\$signal$102 ) begin
-        \$517  = \$420 [21:0];
+        \$517  = \$419 [21:0];
       end
     end
     if (rst) begin
@@ -3076,10 +3046,10 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$518  = psum_bias_1;
+    \$518  = psum_bias_0;
     if (adv) begin
       if (\$signal$102 ) begin
-        \$518  = \$422 [21:0];
+        \$518  = \$421 [21:0];
       end
     end
     if (rst) begin
@@ -3088,10 +3058,10 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$519  = scale3_1;
+    \$519  = scale3_0;
     if (adv) begin
       if (\$signal$102 ) begin
-        \$519  = \$signature__data$130 [95:80];
+        \$519  = \$signature__data$130 [79:64];
       end
     end
     if (rst) begin
@@ -3100,10 +3070,10 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$520  = acc_2;
+    \$520  = acc_1;
     if (adv) begin
       if (\$signal$102 ) begin
-        \$520  = \$424 [21:0];
+        \$520  = \$423 [21:0];
       end
     end
     if (rst) begin
@@ -3112,10 +3082,10 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$521  = psum_bias_2;
+    \$521  = psum_bias_1;
     if (adv) begin
       if (\$signal$102 ) begin
-        \$521  = \$426 [21:0];
+        \$521  = \$425 [21:0];
       end
     end
     if (rst) begin
@@ -3124,10 +3094,10 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$522  = scale3_2;
+    \$522  = scale3_1;
     if (adv) begin
       if (\$signal$102 ) begin
-        \$522  = \$signature__data$130 [111:96];
+        \$522  = \$signature__data$130 [95:80];
       end
     end
     if (rst) begin
@@ -3136,10 +3106,10 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$523  = acc_3;
+    \$523  = acc_2;
     if (adv) begin
       if (\$signal$102 ) begin
-        \$523  = \$428 [21:0];
+        \$523  = \$427 [21:0];
       end
     end
     if (rst) begin
@@ -3148,10 +3118,10 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$524  = psum_bias_3;
+    \$524  = psum_bias_2;
     if (adv) begin
       if (\$signal$102 ) begin
-        \$524  = \$430 [21:0];
+        \$524  = \$429 [21:0];
       end
     end
     if (rst) begin
@@ -3160,10 +3130,10 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$525  = scale3_3;
+    \$525  = scale3_2;
     if (adv) begin
       if (\$signal$102 ) begin
-        \$525  = \$signature__data$130 [127:112];
+        \$525  = \$signature__data$130 [111:96];
       end
     end
     if (rst) begin
@@ -3172,69 +3142,75 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$526  = v4;
+    \$526  = acc_3;
     if (adv) begin
-      \$526  = v3;
+      if (\$signal$102 ) begin
+        \$526  = \$431 [21:0];
+      end
     end
     if (rst) begin
-      \$526  = 1'h0;
+      \$526  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$527  = \$like$142 ;
+    \$527  = psum_bias_3;
     if (adv) begin
-      \$527  = \$like$127 ;
+      if (\$signal$102 ) begin
+        \$527  = \$433 [21:0];
+      end
     end
     if (rst) begin
-      \$527  = 7'h00;
+      \$527  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$528  = ox4;
+    \$528  = scale3_3;
     if (adv) begin
-      \$528  = ox3;
+      if (\$signal$102 ) begin
+        \$528  = \$signature__data$130 [127:112];
+      end
     end
     if (rst) begin
-      \$528  = 4'h0;
+      \$528  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$529  = requant_0;
+    \$529  = v4;
     if (adv) begin
-      \$529  = \$432 [37:0];
+      \$529  = v3;
     end
     if (rst) begin
-      \$529  = 38'h0000000000;
+      \$529  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$530  = requant_1;
+    \$530  = \$like$142 ;
     if (adv) begin
-      \$530  = \$434 [37:0];
+      \$530  = \$like$127 ;
     end
     if (rst) begin
-      \$530  = 38'h0000000000;
+      \$530  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$531  = requant_2;
+    \$531  = ox4;
     if (adv) begin
-      \$531  = \$436 [37:0];
+      \$531  = ox3;
     end
     if (rst) begin
-      \$531  = 38'h0000000000;
+      \$531  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$532  = requant_3;
+    \$532  = requant_0;
     if (adv) begin
-      \$532  = \$438 [37:0];
+      \$532  = \$435 [37:0];
     end
     if (rst) begin
       \$532  = 38'h0000000000;
@@ -3242,71 +3218,101 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$533  = sites_out__valid;
+    \$533  = requant_1;
     if (adv) begin
-      \$533  = \$439 ;
+      \$533  = \$437 [37:0];
     end
     if (rst) begin
-      \$533  = 1'h0;
+      \$533  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$534  = sites_out__payload;
+    \$534  = requant_2;
+    if (adv) begin
+      \$534  = \$439 [37:0];
+    end
+    if (rst) begin
+      \$534  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$535  = requant_3;
+    if (adv) begin
+      \$535  = \$441 [37:0];
+    end
+    if (rst) begin
+      \$535  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$536  = sites_out__valid;
+    if (adv) begin
+      \$536  = \$442 ;
+    end
+    if (rst) begin
+      \$536  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$537  = sites_out__payload;
     if (adv) begin
       (* full_case = 32'd1 *)
       if (send_eof) begin
-        \$534 [40] = 1'h1;
-        \$534 [41] = err;
-        \$534 [35:32] = 4'h0;
-        \$534 [39:36] = 4'h0;
-        \$534 [7:0] = 8'h00;
-        \$534 [15:8] = 8'h00;
-        \$534 [23:16] = 8'h00;
-        \$534 [31:24] = 8'h00;
+        \$537 [40] = 1'h1;
+        \$537 [41] = err;
+        \$537 [35:32] = 4'h0;
+        \$537 [39:36] = 4'h0;
+        \$537 [7:0] = 8'h00;
+        \$537 [15:8] = 8'h00;
+        \$537 [23:16] = 8'h00;
+        \$537 [31:24] = 8'h00;
       end else begin
-        \$534 [40] = 1'h0;
-        \$534 [41] = 1'h0;
-        \$534 [35:32] = \$like$142 [3:0];
-        \$534 [39:36] = ox4;
-        \$534 [7:0] = \$443 [7:0];
-        \$534 [15:8] = \$447 [7:0];
-        \$534 [23:16] = \$451 [7:0];
-        \$534 [31:24] = \$455 [7:0];
+        \$537 [40] = 1'h0;
+        \$537 [41] = 1'h0;
+        \$537 [35:32] = \$like$142 [3:0];
+        \$537 [39:36] = ox4;
+        \$537 [7:0] = \$446 [7:0];
+        \$537 [15:8] = \$450 [7:0];
+        \$537 [23:16] = \$454 [7:0];
+        \$537 [31:24] = \$458 [7:0];
       end
     end
     if (rst) begin
-      \$534  = 42'h00000000000;
+      \$537  = 42'h00000000000;
     end
   end
   assign \$signature__addr  = \$1 [4:0];
   assign \$signature__data  = params__payload;
   assign \$signature__addr$8  = \$7 [0];
   assign \$signature__data$9  = params__payload;
-  assign slot_in = \$39 [2:0];
-  assign \$signature__addr$31  = \$43 [7:0];
+  assign slot_in = \$42 [2:0];
+  assign \$signature__addr$31  = \$46 [7:0];
   assign \$signature__data$32  = sites_in__payload[31:0];
   assign \$signature__en$33  = write;
-  assign centre = { \$136 , \$135 , \$134 , \$133 , \$132 , \$131 , \$130 , \$129 , \$128 , \$127 , \$126 , \$125 , \$124 , \$123 , \$122 , \$121  };
-  assign f_rest = \$138 [15:0];
-  assign \$signal$55  = \$139 [6:0];
+  assign centre = { \$139 , \$138 , \$137 , \$136 , \$135 , \$134 , \$133 , \$132 , \$131 , \$130 , \$129 , \$128 , \$127 , \$126 , \$125 , \$124  };
+  assign f_rest = \$141 [15:0];
+  assign \$signal$55  = \$142 [6:0];
   assign win_ext_0 = { 1'h0, win_row_0, 1'h0 };
   assign win_ext_1 = { 1'h0, win_row_1, 1'h0 };
   assign win_ext_2 = { 1'h0, win_row_2, 1'h0 };
-  assign taps = { \$234 , \$233 , \$232  };
-  assign rem_rest = \$238 [8:0];
-  assign ny = \$257 [6:0];
-  assign nx = \$260 [6:0];
-  assign lb_r__addr = \$265 [7:0];
+  assign taps = { \$237 , \$236 , \$235  };
+  assign rem_rest = \$241 [8:0];
+  assign ny = \$260 [6:0];
+  assign nx = \$263 [6:0];
+  assign lb_r__addr = \$268 [7:0];
   assign lb_r__en = adv;
   assign \$signature__en$86  = adv;
   assign \$signature__en$87  = adv;
-  assign \$signature__addr$88  = \$269 [4:0];
+  assign \$signature__addr$88  = \$272 [4:0];
   assign go1 = \$signature__addr$89 ;
-  assign shifted_0 = \$270 [21:0];
-  assign shifted_1 = \$271 [21:0];
-  assign shifted_2 = \$272 [21:0];
-  assign shifted_3 = \$273 [21:0];
+  assign shifted_0 = \$273 [21:0];
+  assign shifted_1 = \$274 [21:0];
+  assign shifted_2 = \$275 [21:0];
+  assign shifted_3 = \$276 [21:0];
   assign frame_reset = send_eof;
   assign \sites_in__payload.data  = sites_in__payload[31:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
@@ -3326,69 +3332,69 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   assign \sites_out__payload.x  = sites_out__payload[39:36];
   assign \sites_out__payload.eof  = sites_out__payload[40];
   assign \sites_out__payload.error  = sites_out__payload[41];
-  assign \$583  = 1'h1;
-  assign \$39  = \$581 ;
-  assign \$48  = { 1'h0, \$signal$17 [4:1] };
-  assign \$602  = 1'h1;
-  assign \$52  = \$600 ;
-  assign \$612  = 1'h1;
-  assign \$58  = \$610 ;
-  assign \$622  = 1'h1;
-  assign \$64  = \$620 ;
-  assign \$632  = 1'h1;
-  assign \$70  = \$630 ;
-  assign \$642  = 1'h1;
-  assign \$76  = \$640 ;
-  assign \$653  = 1'h1;
-  assign \$83  = \$651 ;
-  assign \$665  = 1'h1;
-  assign \$91  = \$663 ;
-  assign \$677  = 1'h1;
-  assign \$99  = \$675 ;
-  assign \$689  = 1'h1;
-  assign \$107  = \$687 ;
-  assign \$701  = 1'h1;
-  assign \$115  = \$699 ;
-  assign \$733  = 1'h1;
-  assign \$141  = \$731 ;
-  assign \$743  = 1'h1;
-  assign \$147  = \$741 ;
-  assign \$753  = 1'h1;
-  assign \$153  = \$751 ;
-  assign \$763  = 1'h1;
-  assign \$159  = \$761 ;
-  assign \$773  = 1'h1;
-  assign \$165  = \$771 ;
-  assign \$783  = 1'h1;
-  assign \$171  = \$781 ;
-  assign \$793  = 1'h1;
-  assign \$177  = \$791 ;
-  assign \$803  = 1'h1;
-  assign \$183  = \$801 ;
-  assign \$813  = 1'h1;
-  assign \$189  = \$811 ;
-  assign \$823  = 1'h1;
-  assign \$195  = \$821 ;
-  assign \$833  = 1'h1;
-  assign \$201  = \$831 ;
-  assign \$843  = 1'h1;
-  assign \$207  = \$841 ;
-  assign \$853  = 1'h1;
-  assign \$213  = \$851 ;
-  assign \$863  = 1'h1;
-  assign \$219  = \$861 ;
-  assign \$873  = 1'h1;
-  assign \$225  = \$871 ;
-  assign \$242  = s_go;
-  assign \$918  = 1'h1;
-  assign \$261  = \$916 ;
-  assign \$270  = { requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37:16] };
-  assign \$271  = { requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37:16] };
-  assign \$272  = { requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37:16] };
-  assign \$273  = { requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37:16] };
-  assign \$380  = s_go;
-  assign \$301  = gi;
-  assign \$377  = s_gi;
+  assign \$589  = 1'h1;
+  assign \$42  = \$587 ;
+  assign \$51  = { 1'h0, \$signal$17 [4:1] };
+  assign \$608  = 1'h1;
+  assign \$55  = \$606 ;
+  assign \$618  = 1'h1;
+  assign \$61  = \$616 ;
+  assign \$628  = 1'h1;
+  assign \$67  = \$626 ;
+  assign \$638  = 1'h1;
+  assign \$73  = \$636 ;
+  assign \$648  = 1'h1;
+  assign \$79  = \$646 ;
+  assign \$659  = 1'h1;
+  assign \$86  = \$657 ;
+  assign \$671  = 1'h1;
+  assign \$94  = \$669 ;
+  assign \$683  = 1'h1;
+  assign \$102  = \$681 ;
+  assign \$695  = 1'h1;
+  assign \$110  = \$693 ;
+  assign \$707  = 1'h1;
+  assign \$118  = \$705 ;
+  assign \$739  = 1'h1;
+  assign \$144  = \$737 ;
+  assign \$749  = 1'h1;
+  assign \$150  = \$747 ;
+  assign \$759  = 1'h1;
+  assign \$156  = \$757 ;
+  assign \$769  = 1'h1;
+  assign \$162  = \$767 ;
+  assign \$779  = 1'h1;
+  assign \$168  = \$777 ;
+  assign \$789  = 1'h1;
+  assign \$174  = \$787 ;
+  assign \$799  = 1'h1;
+  assign \$180  = \$797 ;
+  assign \$809  = 1'h1;
+  assign \$186  = \$807 ;
+  assign \$819  = 1'h1;
+  assign \$192  = \$817 ;
+  assign \$829  = 1'h1;
+  assign \$198  = \$827 ;
+  assign \$839  = 1'h1;
+  assign \$204  = \$837 ;
+  assign \$849  = 1'h1;
+  assign \$210  = \$847 ;
+  assign \$859  = 1'h1;
+  assign \$216  = \$857 ;
+  assign \$869  = 1'h1;
+  assign \$222  = \$867 ;
+  assign \$879  = 1'h1;
+  assign \$228  = \$877 ;
+  assign \$245  = s_go;
+  assign \$924  = 1'h1;
+  assign \$264  = \$922 ;
+  assign \$273  = { requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37:16] };
+  assign \$274  = { requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37:16] };
+  assign \$275  = { requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37:16] };
+  assign \$276  = { requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37:16] };
+  assign \$383  = s_go;
+  assign \$304  = gi;
+  assign \$380  = s_gi;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -3396,64 +3402,64 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire [6:0] \$1 ;
   wire \$10 ;
-  wire [6:0] \$100 ;
+  wire \$100 ;
   wire \$101 ;
   wire [6:0] \$102 ;
-  wire \$103 ;
+  wire [6:0] \$103 ;
   wire \$104 ;
   wire [6:0] \$105 ;
-  wire [6:0] \$106 ;
+  wire \$106 ;
   wire \$107 ;
   wire [6:0] \$108 ;
-  wire \$109 ;
+  wire [6:0] \$109 ;
   wire \$11 ;
   wire \$110 ;
   wire [6:0] \$111 ;
-  wire [6:0] \$112 ;
+  wire \$112 ;
   wire \$113 ;
   wire [6:0] \$114 ;
-  wire \$115 ;
+  wire [6:0] \$115 ;
   wire \$116 ;
   wire [6:0] \$117 ;
-  wire [6:0] \$118 ;
+  wire \$118 ;
   wire \$119 ;
   wire \$12 ;
   wire [6:0] \$120 ;
-  wire \$121 ;
+  wire [6:0] \$121 ;
   wire \$122 ;
   wire [6:0] \$123 ;
-  wire [6:0] \$124 ;
+  wire \$124 ;
   wire \$125 ;
   wire [6:0] \$126 ;
-  wire \$127 ;
+  wire [6:0] \$127 ;
   wire \$128 ;
   wire [6:0] \$129 ;
   wire \$13 ;
-  wire [6:0] \$130 ;
+  wire \$130 ;
   wire \$131 ;
   wire [6:0] \$132 ;
-  wire \$133 ;
+  wire [6:0] \$133 ;
   wire \$134 ;
   wire [6:0] \$135 ;
-  wire [6:0] \$136 ;
+  wire \$136 ;
   wire \$137 ;
   wire [6:0] \$138 ;
-  wire \$139 ;
+  wire [6:0] \$139 ;
   wire \$14 ;
   wire \$140 ;
-  wire \$141 ;
-  wire [2:0] \$142 ;
-  wire [2:0] \$143 ;
-  wire [2:0] \$144 ;
+  wire [6:0] \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
   wire [2:0] \$145 ;
-  wire \$146 ;
-  wire [5:0] \$147 ;
-  wire [9:0] \$148 ;
-  wire [9:0] \$149 ;
+  wire [2:0] \$146 ;
+  wire [2:0] \$147 ;
+  wire [2:0] \$148 ;
+  wire \$149 ;
   wire \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire \$152 ;
+  wire [5:0] \$150 ;
+  wire [9:0] \$151 ;
+  wire [9:0] \$152 ;
   wire \$153 ;
   wire \$154 ;
   wire \$155 ;
@@ -3468,30 +3474,30 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   wire \$163 ;
   wire \$164 ;
   wire \$165 ;
-  wire [6:0] \$166 ;
-  wire [7:0] \$167 ;
-  wire [8:0] \$168 ;
-  wire [4:0] \$169 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire [6:0] \$169 ;
   wire \$17 ;
-  wire [5:0] \$170 ;
-  wire [6:0] \$171 ;
-  wire [5:0] \$172 ;
-  wire [7:0] \$173 ;
-  wire [8:0] \$174 ;
-  wire [10:0] \$175 ;
-  wire [11:0] \$176 ;
-  wire [5:0] \$177 ;
-  wire [6:0] \$178 ;
-  wire [8:0] \$179 ;
+  wire [7:0] \$170 ;
+  wire [8:0] \$171 ;
+  wire [4:0] \$172 ;
+  wire [5:0] \$173 ;
+  wire [6:0] \$174 ;
+  wire [5:0] \$175 ;
+  wire [7:0] \$176 ;
+  wire [8:0] \$177 ;
+  wire [10:0] \$178 ;
+  wire [11:0] \$179 ;
   wire \$18 ;
-  wire [9:0] \$180 ;
-  wire [37:0] \$181 ;
-  wire [37:0] \$182 ;
-  wire [37:0] \$183 ;
+  wire [5:0] \$180 ;
+  wire [6:0] \$181 ;
+  wire [8:0] \$182 ;
+  wire [9:0] \$183 ;
   wire [37:0] \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire \$187 ;
+  wire [37:0] \$185 ;
+  wire [37:0] \$186 ;
+  wire [37:0] \$187 ;
   wire \$188 ;
   wire \$189 ;
   wire \$19 ;
@@ -3504,12 +3510,12 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   wire \$196 ;
   wire \$197 ;
   wire \$198 ;
-  wire [6:0] \$199 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
   wire \$200 ;
   wire \$201 ;
-  wire \$202 ;
+  wire [6:0] \$202 ;
   wire \$203 ;
   wire \$204 ;
   wire \$205 ;
@@ -3524,341 +3530,344 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   wire \$213 ;
   wire \$214 ;
   wire \$215 ;
-  wire [1:0] \$216 ;
+  wire \$216 ;
   wire \$217 ;
   wire \$218 ;
-  wire \$219 ;
+  wire [1:0] \$219 ;
   wire \$22 ;
   wire \$220 ;
   wire \$221 ;
   wire \$222 ;
   wire \$223 ;
-  wire [15:0] \$224 ;
+  wire \$224 ;
   wire \$225 ;
-  wire [30:0] \$226 ;
-  wire [30:0] \$227 ;
-  wire [30:0] \$228 ;
-  wire \$229 ;
+  wire \$226 ;
+  wire [15:0] \$227 ;
+  wire \$228 ;
+  wire [30:0] \$229 ;
   wire \$23 ;
-  wire \$230 ;
-  wire \$231 ;
+  wire [30:0] \$230 ;
+  wire [30:0] \$231 ;
   wire \$232 ;
   wire \$233 ;
   wire \$234 ;
   wire \$235 ;
-  wire [15:0] \$236 ;
+  wire \$236 ;
   wire \$237 ;
-  wire [30:0] \$238 ;
-  wire [30:0] \$239 ;
+  wire \$238 ;
+  wire [15:0] \$239 ;
   wire \$24 ;
-  wire [30:0] \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire \$243 ;
+  wire \$240 ;
+  wire [30:0] \$241 ;
+  wire [30:0] \$242 ;
+  wire [30:0] \$243 ;
   wire \$244 ;
   wire \$245 ;
   wire \$246 ;
   wire \$247 ;
-  wire [15:0] \$248 ;
+  wire \$248 ;
   wire \$249 ;
   wire \$25 ;
-  wire [30:0] \$250 ;
-  wire [30:0] \$251 ;
-  wire [30:0] \$252 ;
-  wire \$253 ;
-  wire \$254 ;
-  wire \$255 ;
+  wire \$250 ;
+  wire [15:0] \$251 ;
+  wire \$252 ;
+  wire [30:0] \$253 ;
+  wire [30:0] \$254 ;
+  wire [30:0] \$255 ;
   wire \$256 ;
   wire \$257 ;
   wire \$258 ;
   wire \$259 ;
   wire [4:0] \$26 ;
-  wire [15:0] \$260 ;
+  wire \$260 ;
   wire \$261 ;
-  wire [30:0] \$262 ;
-  wire [30:0] \$263 ;
-  wire [30:0] \$264 ;
-  wire \$265 ;
-  wire \$266 ;
-  wire \$267 ;
+  wire \$262 ;
+  wire [15:0] \$263 ;
+  wire \$264 ;
+  wire [30:0] \$265 ;
+  wire [30:0] \$266 ;
+  wire [30:0] \$267 ;
   wire \$268 ;
   wire \$269 ;
   wire [6:0] \$27 ;
   wire \$270 ;
   wire \$271 ;
-  wire [6:0] \$272 ;
+  wire \$272 ;
   wire \$273 ;
-  wire [6:0] \$274 ;
-  wire \$275 ;
+  wire \$274 ;
+  wire [6:0] \$275 ;
   wire \$276 ;
-  wire [1:0] \$277 ;
+  wire [6:0] \$277 ;
   wire \$278 ;
   wire \$279 ;
   wire [7:0] \$28 ;
   wire [1:0] \$280 ;
-  wire [1:0] \$281 ;
+  wire \$281 ;
   wire \$282 ;
-  wire \$283 ;
-  wire \$284 ;
-  wire [15:0] \$285 ;
-  wire [15:0] \$286 ;
-  wire [16:0] \$287 ;
+  wire [1:0] \$283 ;
+  wire [1:0] \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
   wire [15:0] \$288 ;
   wire [15:0] \$289 ;
   wire \$29 ;
   wire [16:0] \$290 ;
-  wire [17:0] \$291 ;
+  wire [15:0] \$291 ;
   wire [15:0] \$292 ;
-  wire [15:0] \$293 ;
-  wire [16:0] \$294 ;
+  wire [16:0] \$293 ;
+  wire [17:0] \$294 ;
   wire [15:0] \$295 ;
   wire [15:0] \$296 ;
   wire [16:0] \$297 ;
-  wire [17:0] \$298 ;
+  wire [15:0] \$298 ;
   wire [15:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [15:0] \$300 ;
-  wire [16:0] \$301 ;
+  wire [16:0] \$300 ;
+  wire [17:0] \$301 ;
   wire [15:0] \$302 ;
   wire [15:0] \$303 ;
   wire [16:0] \$304 ;
-  wire [17:0] \$305 ;
+  wire [15:0] \$305 ;
   wire [15:0] \$306 ;
-  wire [15:0] \$307 ;
-  wire [16:0] \$308 ;
+  wire [16:0] \$307 ;
+  wire [17:0] \$308 ;
   wire [15:0] \$309 ;
   wire \$31 ;
   wire [15:0] \$310 ;
   wire [16:0] \$311 ;
-  wire [17:0] \$312 ;
-  wire \$313 ;
-  wire [21:0] \$314 ;
-  wire [22:0] \$315 ;
-  wire [21:0] \$316 ;
-  wire [22:0] \$317 ;
-  wire [21:0] \$318 ;
-  wire [22:0] \$319 ;
+  wire [15:0] \$312 ;
+  wire [15:0] \$313 ;
+  wire [16:0] \$314 ;
+  wire [17:0] \$315 ;
+  wire \$316 ;
+  wire [21:0] \$317 ;
+  wire [22:0] \$318 ;
+  wire [21:0] \$319 ;
   wire \$32 ;
-  wire [21:0] \$320 ;
-  wire [22:0] \$321 ;
-  wire [21:0] \$322 ;
-  wire [22:0] \$323 ;
-  wire [21:0] \$324 ;
-  wire [22:0] \$325 ;
-  wire [21:0] \$326 ;
-  wire [22:0] \$327 ;
-  wire [21:0] \$328 ;
-  wire [22:0] \$329 ;
+  wire [22:0] \$320 ;
+  wire [21:0] \$321 ;
+  wire [22:0] \$322 ;
+  wire [21:0] \$323 ;
+  wire [22:0] \$324 ;
+  wire [21:0] \$325 ;
+  wire [22:0] \$326 ;
+  wire [21:0] \$327 ;
+  wire [22:0] \$328 ;
+  wire [21:0] \$329 ;
   wire \$33 ;
-  wire [37:0] \$330 ;
-  wire [38:0] \$331 ;
-  wire [37:0] \$332 ;
-  wire [38:0] \$333 ;
-  wire [37:0] \$334 ;
-  wire [38:0] \$335 ;
-  wire [37:0] \$336 ;
-  wire [38:0] \$337 ;
-  wire \$338 ;
-  wire \$339 ;
+  wire [22:0] \$330 ;
+  wire [21:0] \$331 ;
+  wire [22:0] \$332 ;
+  wire [37:0] \$333 ;
+  wire [38:0] \$334 ;
+  wire [37:0] \$335 ;
+  wire [38:0] \$336 ;
+  wire [37:0] \$337 ;
+  wire [38:0] \$338 ;
+  wire [37:0] \$339 ;
   wire \$34 ;
-  wire \$340 ;
-  wire [21:0] \$341 ;
-  wire [21:0] \$342 ;
+  wire [38:0] \$340 ;
+  wire \$341 ;
+  wire \$342 ;
   wire \$343 ;
-  wire \$344 ;
+  wire [21:0] \$344 ;
   wire [21:0] \$345 ;
-  wire [21:0] \$346 ;
+  wire \$346 ;
   wire \$347 ;
-  wire \$348 ;
+  wire [21:0] \$348 ;
   wire [21:0] \$349 ;
   wire \$35 ;
-  wire [21:0] \$350 ;
+  wire \$350 ;
   wire \$351 ;
-  wire \$352 ;
+  wire [21:0] \$352 ;
   wire [21:0] \$353 ;
-  wire [21:0] \$354 ;
-  reg [5:0] \$355 ;
-  reg \$356 ;
-  reg [3:0] \$357 ;
-  reg [3:0] \$358 ;
-  reg [5:0] \$359 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire [21:0] \$356 ;
+  wire [21:0] \$357 ;
+  reg [5:0] \$358 ;
+  reg \$359 ;
   wire \$36 ;
-  reg \$360 ;
-  reg \$361 ;
-  reg \$362 ;
+  reg [3:0] \$360 ;
+  reg [3:0] \$361 ;
+  reg [5:0] \$362 ;
   reg \$363 ;
   reg \$364 ;
-  reg [3:0] \$365 ;
-  reg [3:0] \$366 ;
+  reg \$365 ;
+  reg \$366 ;
   reg \$367 ;
   reg [3:0] \$368 ;
   reg [3:0] \$369 ;
   wire \$37 ;
-  reg [4:0] \$370 ;
-  reg [15:0] \$371 ;
-  reg [4:0] \$372 ;
-  reg [15:0] \$373 ;
-  reg [4:0] \$374 ;
-  reg [15:0] \$375 ;
-  reg [4:0] \$376 ;
-  reg [15:0] \$377 ;
-  reg \$378 ;
-  reg \$379 ;
+  reg \$370 ;
+  reg [3:0] \$371 ;
+  reg [3:0] \$372 ;
+  reg [4:0] \$373 ;
+  reg [15:0] \$374 ;
+  reg [4:0] \$375 ;
+  reg [15:0] \$376 ;
+  reg [4:0] \$377 ;
+  reg [15:0] \$378 ;
+  reg [4:0] \$379 ;
   wire \$38 ;
-  reg [5:0] \$380 ;
-  reg [15:0] \$381 ;
+  reg [15:0] \$380 ;
+  reg \$381 ;
   reg \$382 ;
   reg [5:0] \$383 ;
-  reg [3:0] \$384 ;
-  reg [8:0] \$385 ;
-  reg \$386 ;
-  reg [8:0] \$387 ;
-  reg \$388 ;
+  reg [15:0] \$384 ;
+  reg \$385 ;
+  reg [5:0] \$386 ;
+  reg [3:0] \$387 ;
+  reg [8:0] \$388 ;
   reg \$389 ;
-  wire [3:0] \$39 ;
-  reg [5:0] \$390 ;
-  reg [3:0] \$391 ;
-  reg [8:0] \$392 ;
-  reg \$393 ;
-  reg \$394 ;
-  reg \$395 ;
-  reg [5:0] \$396 ;
-  reg [3:0] \$397 ;
+  wire \$39 ;
+  reg [8:0] \$390 ;
+  reg \$391 ;
+  reg \$392 ;
+  reg [5:0] \$393 ;
+  reg [3:0] \$394 ;
+  reg [8:0] \$395 ;
+  reg \$396 ;
+  reg \$397 ;
   reg \$398 ;
-  reg \$399 ;
+  reg [5:0] \$399 ;
   wire \$4 ;
-  wire [6:0] \$40 ;
-  reg \$400 ;
+  wire \$40 ;
+  reg [3:0] \$400 ;
   reg \$401 ;
-  reg [5:0] \$402 ;
-  reg [3:0] \$403 ;
-  reg [21:0] \$404 ;
-  reg [21:0] \$405 ;
-  reg [21:0] \$406 ;
+  reg \$402 ;
+  reg \$403 ;
+  reg \$404 ;
+  reg [5:0] \$405 ;
+  reg [3:0] \$406 ;
   reg [21:0] \$407 ;
-  reg \$408 ;
-  reg [5:0] \$409 ;
-  wire [7:0] \$41 ;
-  reg [3:0] \$410 ;
-  reg [21:0] \$411 ;
-  reg [21:0] \$412 ;
-  reg [15:0] \$413 ;
+  reg [21:0] \$408 ;
+  reg [21:0] \$409 ;
+  wire \$41 ;
+  reg [21:0] \$410 ;
+  reg \$411 ;
+  reg [5:0] \$412 ;
+  reg [3:0] \$413 ;
   reg [21:0] \$414 ;
   reg [21:0] \$415 ;
   reg [15:0] \$416 ;
   reg [21:0] \$417 ;
   reg [21:0] \$418 ;
   reg [15:0] \$419 ;
-  wire [9:0] \$42 ;
+  wire [3:0] \$42 ;
   reg [21:0] \$420 ;
   reg [21:0] \$421 ;
   reg [15:0] \$422 ;
-  reg \$423 ;
-  reg [5:0] \$424 ;
-  reg [3:0] \$425 ;
-  reg [37:0] \$426 ;
-  reg [37:0] \$427 ;
-  reg [37:0] \$428 ;
+  reg [21:0] \$423 ;
+  reg [21:0] \$424 ;
+  reg [15:0] \$425 ;
+  reg \$426 ;
+  reg [5:0] \$427 ;
+  reg [3:0] \$428 ;
   reg [37:0] \$429 ;
-  wire [10:0] \$43 ;
-  reg \$430 ;
-  reg [41:0] \$431 ;
-  wire [6:0] \$44 ;
-  wire [7:0] \$45 ;
-  wire \$46 ;
-  wire \$47 ;
-  wire [3:0] \$478 ;
-  wire \$48 ;
-  wire \$480 ;
+  wire [6:0] \$43 ;
+  reg [37:0] \$430 ;
+  reg [37:0] \$431 ;
+  reg [37:0] \$432 ;
+  reg \$433 ;
+  reg [41:0] \$434 ;
+  wire [7:0] \$44 ;
+  wire [9:0] \$45 ;
+  wire [10:0] \$46 ;
+  wire [6:0] \$47 ;
+  wire [7:0] \$48 ;
+  wire [3:0] \$484 ;
+  wire \$486 ;
   wire \$49 ;
-  wire [5:0] \$495 ;
-  wire \$497 ;
   wire \$5 ;
-  wire [5:0] \$50 ;
-  wire [5:0] \$503 ;
-  wire \$505 ;
+  wire \$50 ;
+  wire [5:0] \$501 ;
+  wire \$503 ;
+  wire [5:0] \$509 ;
   wire \$51 ;
-  wire [5:0] \$511 ;
-  wire \$513 ;
-  wire [5:0] \$519 ;
+  wire \$511 ;
+  wire [5:0] \$517 ;
+  wire \$519 ;
   wire \$52 ;
-  wire \$521 ;
-  wire \$53 ;
-  wire [6:0] \$532 ;
-  wire \$534 ;
-  wire [5:0] \$54 ;
-  wire [6:0] \$542 ;
-  wire \$544 ;
+  wire [5:0] \$525 ;
+  wire \$527 ;
+  wire [5:0] \$53 ;
+  wire [6:0] \$538 ;
+  wire \$54 ;
+  wire \$540 ;
+  wire [6:0] \$548 ;
   wire \$55 ;
-  wire [6:0] \$552 ;
-  wire \$554 ;
+  wire \$550 ;
+  wire [6:0] \$558 ;
   wire \$56 ;
-  wire [6:0] \$562 ;
-  wire \$564 ;
-  wire \$57 ;
-  wire [6:0] \$572 ;
-  wire \$574 ;
-  wire [5:0] \$58 ;
-  wire [6:0] \$582 ;
-  wire \$584 ;
+  wire \$560 ;
+  wire [6:0] \$568 ;
+  wire [5:0] \$57 ;
+  wire \$570 ;
+  wire [6:0] \$578 ;
+  wire \$58 ;
+  wire \$580 ;
+  wire [6:0] \$588 ;
   wire \$59 ;
-  wire [6:0] \$592 ;
-  wire \$594 ;
+  wire \$590 ;
+  wire [6:0] \$598 ;
   wire [6:0] \$6 ;
   wire \$60 ;
-  wire [6:0] \$602 ;
-  wire \$604 ;
-  wire \$61 ;
-  wire [6:0] \$612 ;
-  wire \$614 ;
-  wire [5:0] \$62 ;
-  wire [6:0] \$622 ;
-  wire \$624 ;
+  wire \$600 ;
+  wire [6:0] \$608 ;
+  wire [5:0] \$61 ;
+  wire \$610 ;
+  wire [6:0] \$618 ;
+  wire \$62 ;
+  wire \$620 ;
+  wire [6:0] \$628 ;
   wire \$63 ;
-  wire [6:0] \$632 ;
-  wire \$634 ;
+  wire \$630 ;
+  wire [6:0] \$638 ;
   wire \$64 ;
-  wire [6:0] \$642 ;
-  wire \$644 ;
-  wire \$65 ;
-  wire [16:0] \$66 ;
-  wire [16:0] \$67 ;
-  wire [6:0] \$68 ;
-  wire [5:0] \$687 ;
-  wire \$689 ;
-  wire [6:0] \$69 ;
+  wire \$640 ;
+  wire [6:0] \$648 ;
+  wire [5:0] \$65 ;
+  wire \$650 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire [16:0] \$69 ;
+  wire [5:0] \$693 ;
+  wire \$695 ;
   wire [7:0] \$7 ;
-  wire [6:0] \$70 ;
-  wire \$71 ;
+  wire [16:0] \$70 ;
+  wire [6:0] \$71 ;
   wire [6:0] \$72 ;
-  wire \$73 ;
+  wire [6:0] \$73 ;
   wire \$74 ;
   wire [6:0] \$75 ;
-  wire [6:0] \$76 ;
+  wire \$76 ;
   wire \$77 ;
   wire [6:0] \$78 ;
-  wire \$79 ;
+  wire [6:0] \$79 ;
   wire \$8 ;
   wire \$80 ;
   wire [6:0] \$81 ;
-  wire [6:0] \$82 ;
+  wire \$82 ;
   wire \$83 ;
   wire [6:0] \$84 ;
-  wire \$85 ;
+  wire [6:0] \$85 ;
   wire \$86 ;
   wire [6:0] \$87 ;
-  wire [6:0] \$88 ;
+  wire \$88 ;
   wire \$89 ;
   wire \$9 ;
   wire [6:0] \$90 ;
-  wire \$91 ;
+  wire [6:0] \$91 ;
   wire \$92 ;
   wire [6:0] \$93 ;
-  wire [6:0] \$94 ;
+  wire \$94 ;
   wire \$95 ;
   wire [6:0] \$96 ;
-  wire \$97 ;
+  wire [6:0] \$97 ;
   wire \$98 ;
   wire [6:0] \$99 ;
   reg [5:0] \$like  = 6'h00;
@@ -4165,12 +4174,12 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @(posedge clk) begin
     if (write)
-      line_buffer[\$43 [6:0]] <= sites_in__payload[31:0];
+      line_buffer[\$46 [6:0]] <= sites_in__payload[31:0];
   end
   reg [31:0] _0_;
   always @(posedge clk) begin
     if (adv) begin
-      _0_ <= line_buffer[\$176 [6:0]];
+      _0_ <= line_buffer[\$179 [6:0]];
     end
   end
   assign lb_r__data = _0_;
@@ -4236,56 +4245,62 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   reg [127:0] _2_;
   always @(posedge clk) begin
     if (adv) begin
-      _2_ <= weights[\$180 [5:0]];
+      _2_ <= weights[\$183 [5:0]];
     end
   end
   assign \$signature__data$119  = _2_;
   always @(posedge clk)
-    \$like$123  <= \$409 ;
+    part2_2 <= \$409 ;
   always @(posedge clk)
-    ox3 <= \$410 ;
+    part2_3 <= \$410 ;
   always @(posedge clk)
-    acc_0 <= \$411 ;
+    v3 <= \$411 ;
   always @(posedge clk)
-    psum_bias_0 <= \$412 ;
+    \$like$123  <= \$412 ;
   always @(posedge clk)
-    scale3_0 <= \$413 ;
+    ox3 <= \$413 ;
   always @(posedge clk)
-    acc_1 <= \$414 ;
+    acc_0 <= \$414 ;
   always @(posedge clk)
-    psum_bias_1 <= \$415 ;
+    psum_bias_0 <= \$415 ;
   always @(posedge clk)
-    scale3_1 <= \$416 ;
+    scale3_0 <= \$416 ;
   always @(posedge clk)
-    acc_2 <= \$417 ;
+    acc_1 <= \$417 ;
   always @(posedge clk)
-    psum_bias_2 <= \$418 ;
+    psum_bias_1 <= \$418 ;
   always @(posedge clk)
-    scale3_2 <= \$419 ;
+    scale3_1 <= \$419 ;
   always @(posedge clk)
-    acc_3 <= \$420 ;
+    acc_2 <= \$420 ;
   always @(posedge clk)
-    psum_bias_3 <= \$421 ;
+    psum_bias_2 <= \$421 ;
   always @(posedge clk)
-    scale3_3 <= \$422 ;
+    scale3_2 <= \$422 ;
   always @(posedge clk)
-    v4 <= \$423 ;
+    acc_3 <= \$423 ;
   always @(posedge clk)
-    \$like$138  <= \$424 ;
+    psum_bias_3 <= \$424 ;
   always @(posedge clk)
-    ox4 <= \$425 ;
+    scale3_3 <= \$425 ;
   always @(posedge clk)
-    requant_0 <= \$426 ;
+    v4 <= \$426 ;
   always @(posedge clk)
-    requant_1 <= \$427 ;
+    \$like$138  <= \$427 ;
   always @(posedge clk)
-    requant_2 <= \$428 ;
+    ox4 <= \$428 ;
   always @(posedge clk)
-    requant_3 <= \$429 ;
+    requant_0 <= \$429 ;
   always @(posedge clk)
-    sites_out__valid <= \$430 ;
+    requant_1 <= \$430 ;
   always @(posedge clk)
-    sites_out__payload <= \$431 ;
+    requant_2 <= \$431 ;
+  always @(posedge clk)
+    requant_3 <= \$432 ;
+  always @(posedge clk)
+    sites_out__valid <= \$433 ;
+  always @(posedge clk)
+    sites_out__payload <= \$434 ;
   assign params__ready = ~ frame_busy;
   assign \$1  = pcount - 1'h1;
   assign \$2  = params__valid & params__ready;
@@ -4320,503 +4335,494 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   assign \$28  = \$27  + 3'h4;
   assign permit = \$26  < \$28 ;
   assign \$29  = ~ eof_seen;
-  assign open_ = loaded & \$29 ;
-  assign \$30  = discard | sites_in__payload[40];
-  assign \$31  = \$30  | bad;
-  assign \$32  = \$31  | permit;
-  assign sites_in__ready = open_ & \$32 ;
-  assign \$33  = sites_in__valid & sites_in__ready;
-  assign \$34  = ~ sites_in__payload[40];
-  assign \$35  = \$33  & \$34 ;
-  assign \$36  = ~ discard;
-  assign \$37  = \$35  & \$36 ;
-  assign \$38  = ~ bad;
-  assign write = \$37  & \$38 ;
-  assign \$478  = sites_in__payload[35:32] % 3'h4;
-  assign \$40  = \$39 [1:0] * 5'h10;
-  assign \$41  = \$40  + sites_in__payload[39:36];
-  assign \$42  = \$41  * 2'h2;
-  assign \$43  = \$42  + gi;
-  assign \$44  = f_row * 1'h1;
-  assign \$45  = \$44  + 1'h1;
-  assign \$46  = done_rows > \$45 ;
-  assign row_ready = eof_seen | \$46 ;
-  assign \$47  = ~ has_last;
-  assign \$48  = f_row > \$signal$17 ;
-  assign \$49  = \$47  | \$48 ;
-  assign rows_over = eof_seen & \$49 ;
-  assign \$495  = f_row % 3'h4;
-  assign \$51  = ! \$50 [2:0];
-  assign \$52  = row_tag_0 == f_row;
-  assign \$53  = \$51  & \$52 ;
-  assign \$503  = f_row % 3'h4;
-  assign \$55  = \$54 [2:0] == 1'h1;
-  assign \$56  = row_tag_1 == f_row;
-  assign \$57  = \$55  & \$56 ;
-  assign \$511  = f_row % 3'h4;
-  assign \$59  = \$58 [2:0] == 2'h2;
-  assign \$60  = row_tag_2 == f_row;
-  assign \$61  = \$59  & \$60 ;
-  assign \$519  = f_row % 3'h4;
-  assign \$63  = \$62 [2:0] == 2'h3;
-  assign \$64  = row_tag_3 == f_row;
-  assign \$65  = \$63  & \$64 ;
-  assign \$66  = f_rem - 1'h1;
-  assign \$67  = { 1'h0, f_rem } & \$66 ;
-  assign \$68  = f_row * 1'h1;
+  assign \$30  = loaded & \$29 ;
+  assign \$31  = params__valid & params__ready;
+  assign \$32  = ~ \$31 ;
+  assign open_ = \$30  & \$32 ;
+  assign \$33  = discard | sites_in__payload[40];
+  assign \$34  = \$33  | bad;
+  assign \$35  = \$34  | permit;
+  assign sites_in__ready = open_ & \$35 ;
+  assign \$36  = sites_in__valid & sites_in__ready;
+  assign \$37  = ~ sites_in__payload[40];
+  assign \$38  = \$36  & \$37 ;
+  assign \$39  = ~ discard;
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = ~ bad;
+  assign write = \$40  & \$41 ;
+  assign \$484  = sites_in__payload[35:32] % 3'h4;
+  assign \$43  = \$42 [1:0] * 5'h10;
+  assign \$44  = \$43  + sites_in__payload[39:36];
+  assign \$45  = \$44  * 2'h2;
+  assign \$46  = \$45  + gi;
+  assign \$47  = f_row * 1'h1;
+  assign \$48  = \$47  + 1'h1;
+  assign \$49  = done_rows > \$48 ;
+  assign row_ready = eof_seen | \$49 ;
+  assign \$50  = ~ has_last;
+  assign \$51  = f_row > \$signal$17 ;
+  assign \$52  = \$50  | \$51 ;
+  assign rows_over = eof_seen & \$52 ;
+  assign \$501  = f_row % 3'h4;
+  assign \$54  = ! \$53 [2:0];
+  assign \$55  = row_tag_0 == f_row;
+  assign \$56  = \$54  & \$55 ;
+  assign \$509  = f_row % 3'h4;
+  assign \$58  = \$57 [2:0] == 1'h1;
+  assign \$59  = row_tag_1 == f_row;
+  assign \$60  = \$58  & \$59 ;
+  assign \$517  = f_row % 3'h4;
+  assign \$62  = \$61 [2:0] == 2'h2;
+  assign \$63  = row_tag_2 == f_row;
+  assign \$64  = \$62  & \$63 ;
+  assign \$525  = f_row % 3'h4;
+  assign \$66  = \$65 [2:0] == 2'h3;
+  assign \$67  = row_tag_3 == f_row;
+  assign \$68  = \$66  & \$67 ;
+  assign \$69  = f_rem - 1'h1;
+  assign \$70  = { 1'h0, f_rem } & \$69 ;
+  assign \$71  = f_row * 1'h1;
   assign cx = finder_x * 1'h1;
-  assign \$69  = \$68 [5:0] - 1'h1;
-  wire [6:0] _3_ = $signed(\$69 ) % $signed(4'h4);
-  assign \$532  = (\$69 [6] == 1'h0) || _3_ == 0 ? $signed(_3_) : $signed(4'h4) + $signed(_3_);
-  assign \$71  = ! \$70 [2:0];
-  assign \$72  = \$68 [5:0] - 1'h1;
-  assign \$73  = row_tag_0 == \$72 ;
-  assign \$74  = \$71  & \$73 ;
-  assign \$75  = \$68 [5:0] - 1'h1;
-  wire [6:0] _4_ = $signed(\$75 ) % $signed(4'h4);
-  assign \$542  = (\$75 [6] == 1'h0) || _4_ == 0 ? $signed(_4_) : $signed(4'h4) + $signed(_4_);
-  assign \$77  = \$76 [2:0] == 1'h1;
-  assign \$78  = \$68 [5:0] - 1'h1;
-  assign \$79  = row_tag_1 == \$78 ;
-  assign \$80  = \$77  & \$79 ;
-  assign \$81  = \$68 [5:0] - 1'h1;
-  wire [6:0] _5_ = $signed(\$81 ) % $signed(4'h4);
-  assign \$552  = (\$81 [6] == 1'h0) || _5_ == 0 ? $signed(_5_) : $signed(4'h4) + $signed(_5_);
-  assign \$83  = \$82 [2:0] == 2'h2;
-  assign \$84  = \$68 [5:0] - 1'h1;
-  assign \$85  = row_tag_2 == \$84 ;
-  assign \$86  = \$83  & \$85 ;
-  assign \$87  = \$68 [5:0] - 1'h1;
-  wire [6:0] _6_ = $signed(\$87 ) % $signed(4'h4);
-  assign \$562  = (\$87 [6] == 1'h0) || _6_ == 0 ? $signed(_6_) : $signed(4'h4) + $signed(_6_);
-  assign \$89  = \$88 [2:0] == 2'h3;
-  assign \$90  = \$68 [5:0] - 1'h1;
-  assign \$91  = row_tag_3 == \$90 ;
-  assign \$92  = \$89  & \$91 ;
-  assign \$93  = \$68 [5:0] + 1'h0;
-  assign \$572  = \$93  % 3'h4;
-  assign \$95  = ! \$94 [2:0];
-  assign \$96  = \$68 [5:0] + 1'h0;
-  assign \$97  = row_tag_0 == \$96 ;
-  assign \$98  = \$95  & \$97 ;
-  assign \$99  = \$68 [5:0] + 1'h0;
-  assign \$582  = \$99  % 3'h4;
-  assign \$101  = \$100 [2:0] == 1'h1;
-  assign \$102  = \$68 [5:0] + 1'h0;
-  assign \$103  = row_tag_1 == \$102 ;
-  assign \$104  = \$101  & \$103 ;
-  assign \$105  = \$68 [5:0] + 1'h0;
-  assign \$592  = \$105  % 3'h4;
-  assign \$107  = \$106 [2:0] == 2'h2;
-  assign \$108  = \$68 [5:0] + 1'h0;
-  assign \$109  = row_tag_2 == \$108 ;
-  assign \$110  = \$107  & \$109 ;
-  assign \$111  = \$68 [5:0] + 1'h0;
-  assign \$602  = \$111  % 3'h4;
-  assign \$113  = \$112 [2:0] == 2'h3;
-  assign \$114  = \$68 [5:0] + 1'h0;
-  assign \$115  = row_tag_3 == \$114 ;
-  assign \$116  = \$113  & \$115 ;
-  assign \$117  = \$68 [5:0] + 1'h1;
-  assign \$612  = \$117  % 3'h4;
-  assign \$119  = ! \$118 [2:0];
-  assign \$120  = \$68 [5:0] + 1'h1;
-  assign \$121  = row_tag_0 == \$120 ;
-  assign \$122  = \$119  & \$121 ;
-  assign \$123  = \$68 [5:0] + 1'h1;
-  assign \$622  = \$123  % 3'h4;
-  assign \$125  = \$124 [2:0] == 1'h1;
-  assign \$126  = \$68 [5:0] + 1'h1;
-  assign \$127  = row_tag_1 == \$126 ;
-  assign \$128  = \$125  & \$127 ;
-  assign \$129  = \$68 [5:0] + 1'h1;
-  assign \$632  = \$129  % 3'h4;
-  assign \$131  = \$130 [2:0] == 2'h2;
-  assign \$132  = \$68 [5:0] + 1'h1;
-  assign \$133  = row_tag_2 == \$132 ;
-  assign \$134  = \$131  & \$133 ;
-  assign \$135  = \$68 [5:0] + 1'h1;
-  assign \$642  = \$135  % 3'h4;
-  assign \$137  = \$136 [2:0] == 2'h3;
-  assign \$138  = \$68 [5:0] + 1'h1;
-  assign \$139  = row_tag_3 == \$138 ;
-  assign \$140  = \$137  & \$139 ;
-  assign \$141  = ! \$68 [5:0];
-  assign \$142  = { win_row_0, 1'h0 } >> cx;
-  assign \$143  = \$141  ? 3'h0 : \$142 ;
-  assign \$144  = { win_row_1, 1'h0 } >> cx;
-  assign \$145  = { win_row_2, 1'h0 } >> cx;
-  assign \$146  = ~ sites_out__valid;
-  assign adv = \$146  | sites_out__ready;
-  assign \$147  = pf_valid ? \$signal$65  : f_row;
-  assign use_row = sv ? \$signal$66  : \$147 ;
-  assign \$148  = s_rem - 1'h1;
-  assign \$149  = { 1'h0, s_rem } & \$148 ;
-  assign \$151  = ! \$149 [8:0];
-  assign acc_last = \$150  & \$151 ;
-  assign \$152  = sv & acc_last;
-  assign site_done = \$152  & \$153 ;
-  assign \$154  = adv & pf_valid;
-  assign \$155  = ~ sv;
-  assign \$156  = \$155  | site_done;
-  assign pf_take = \$154  & \$156 ;
-  assign \$157  = ! tap;
-  assign \$158  = tap == 1'h1;
-  assign \$159  = tap == 2'h2;
-  assign \$160  = tap == 2'h3;
-  assign \$161  = tap == 3'h4;
-  assign \$162  = tap == 3'h5;
-  assign \$163  = tap == 3'h6;
-  assign \$164  = tap == 3'h7;
-  assign \$165  = tap == 4'h8;
-  assign \$166  = \$signal$66  * 1'h1;
-  assign \$167  = \$166  + \$signal$75 ;
-  assign \$168  = \$167  - 1'h1;
-  assign \$169  = s_ox * 1'h1;
-  assign \$170  = \$169  + dx_t;
+  assign \$72  = \$71 [5:0] - 1'h1;
+  wire [6:0] _3_ = $signed(\$72 ) % $signed(4'h4);
+  assign \$538  = (\$72 [6] == 1'h0) || _3_ == 0 ? $signed(_3_) : $signed(4'h4) + $signed(_3_);
+  assign \$74  = ! \$73 [2:0];
+  assign \$75  = \$71 [5:0] - 1'h1;
+  assign \$76  = row_tag_0 == \$75 ;
+  assign \$77  = \$74  & \$76 ;
+  assign \$78  = \$71 [5:0] - 1'h1;
+  wire [6:0] _4_ = $signed(\$78 ) % $signed(4'h4);
+  assign \$548  = (\$78 [6] == 1'h0) || _4_ == 0 ? $signed(_4_) : $signed(4'h4) + $signed(_4_);
+  assign \$80  = \$79 [2:0] == 1'h1;
+  assign \$81  = \$71 [5:0] - 1'h1;
+  assign \$82  = row_tag_1 == \$81 ;
+  assign \$83  = \$80  & \$82 ;
+  assign \$84  = \$71 [5:0] - 1'h1;
+  wire [6:0] _5_ = $signed(\$84 ) % $signed(4'h4);
+  assign \$558  = (\$84 [6] == 1'h0) || _5_ == 0 ? $signed(_5_) : $signed(4'h4) + $signed(_5_);
+  assign \$86  = \$85 [2:0] == 2'h2;
+  assign \$87  = \$71 [5:0] - 1'h1;
+  assign \$88  = row_tag_2 == \$87 ;
+  assign \$89  = \$86  & \$88 ;
+  assign \$90  = \$71 [5:0] - 1'h1;
+  wire [6:0] _6_ = $signed(\$90 ) % $signed(4'h4);
+  assign \$568  = (\$90 [6] == 1'h0) || _6_ == 0 ? $signed(_6_) : $signed(4'h4) + $signed(_6_);
+  assign \$92  = \$91 [2:0] == 2'h3;
+  assign \$93  = \$71 [5:0] - 1'h1;
+  assign \$94  = row_tag_3 == \$93 ;
+  assign \$95  = \$92  & \$94 ;
+  assign \$96  = \$71 [5:0] + 1'h0;
+  assign \$578  = \$96  % 3'h4;
+  assign \$98  = ! \$97 [2:0];
+  assign \$99  = \$71 [5:0] + 1'h0;
+  assign \$100  = row_tag_0 == \$99 ;
+  assign \$101  = \$98  & \$100 ;
+  assign \$102  = \$71 [5:0] + 1'h0;
+  assign \$588  = \$102  % 3'h4;
+  assign \$104  = \$103 [2:0] == 1'h1;
+  assign \$105  = \$71 [5:0] + 1'h0;
+  assign \$106  = row_tag_1 == \$105 ;
+  assign \$107  = \$104  & \$106 ;
+  assign \$108  = \$71 [5:0] + 1'h0;
+  assign \$598  = \$108  % 3'h4;
+  assign \$110  = \$109 [2:0] == 2'h2;
+  assign \$111  = \$71 [5:0] + 1'h0;
+  assign \$112  = row_tag_2 == \$111 ;
+  assign \$113  = \$110  & \$112 ;
+  assign \$114  = \$71 [5:0] + 1'h0;
+  assign \$608  = \$114  % 3'h4;
+  assign \$116  = \$115 [2:0] == 2'h3;
+  assign \$117  = \$71 [5:0] + 1'h0;
+  assign \$118  = row_tag_3 == \$117 ;
+  assign \$119  = \$116  & \$118 ;
+  assign \$120  = \$71 [5:0] + 1'h1;
+  assign \$618  = \$120  % 3'h4;
+  assign \$122  = ! \$121 [2:0];
+  assign \$123  = \$71 [5:0] + 1'h1;
+  assign \$124  = row_tag_0 == \$123 ;
+  assign \$125  = \$122  & \$124 ;
+  assign \$126  = \$71 [5:0] + 1'h1;
+  assign \$628  = \$126  % 3'h4;
+  assign \$128  = \$127 [2:0] == 1'h1;
+  assign \$129  = \$71 [5:0] + 1'h1;
+  assign \$130  = row_tag_1 == \$129 ;
+  assign \$131  = \$128  & \$130 ;
+  assign \$132  = \$71 [5:0] + 1'h1;
+  assign \$638  = \$132  % 3'h4;
+  assign \$134  = \$133 [2:0] == 2'h2;
+  assign \$135  = \$71 [5:0] + 1'h1;
+  assign \$136  = row_tag_2 == \$135 ;
+  assign \$137  = \$134  & \$136 ;
+  assign \$138  = \$71 [5:0] + 1'h1;
+  assign \$648  = \$138  % 3'h4;
+  assign \$140  = \$139 [2:0] == 2'h3;
+  assign \$141  = \$71 [5:0] + 1'h1;
+  assign \$142  = row_tag_3 == \$141 ;
+  assign \$143  = \$140  & \$142 ;
+  assign \$144  = ! \$71 [5:0];
+  assign \$145  = { win_row_0, 1'h0 } >> cx;
+  assign \$146  = \$144  ? 3'h0 : \$145 ;
+  assign \$147  = { win_row_1, 1'h0 } >> cx;
+  assign \$148  = { win_row_2, 1'h0 } >> cx;
+  assign \$149  = ~ sites_out__valid;
+  assign adv = \$149  | sites_out__ready;
+  assign \$150  = pf_valid ? \$signal$65  : f_row;
+  assign use_row = sv ? \$signal$66  : \$150 ;
+  assign \$151  = s_rem - 1'h1;
+  assign \$152  = { 1'h0, s_rem } & \$151 ;
+  assign \$154  = ! \$152 [8:0];
+  assign acc_last = \$153  & \$154 ;
+  assign \$155  = sv & acc_last;
+  assign site_done = \$155  & \$156 ;
+  assign \$157  = adv & pf_valid;
+  assign \$158  = ~ sv;
+  assign \$159  = \$158  | site_done;
+  assign pf_take = \$157  & \$159 ;
+  assign \$160  = ! tap;
+  assign \$161  = tap == 1'h1;
+  assign \$162  = tap == 2'h2;
+  assign \$163  = tap == 2'h3;
+  assign \$164  = tap == 3'h4;
+  assign \$165  = tap == 3'h5;
+  assign \$166  = tap == 3'h6;
+  assign \$167  = tap == 3'h7;
+  assign \$168  = tap == 4'h8;
+  assign \$169  = \$signal$66  * 1'h1;
+  assign \$170  = \$169  + \$signal$75 ;
   assign \$171  = \$170  - 1'h1;
-  assign \$687  = \$168 [5:0] % 3'h4;
-  assign \$173  = \$172 [2:0] * 5'h10;
-  assign \$174  = \$173  + \$171 [5:0];
-  assign \$175  = \$174  * 2'h2;
-  assign \$176  = \$175  + s_gi;
-  assign \$177  = tap * 2'h2;
-  assign \$178  = \$177  + s_go;
-  assign \$179  = \$178  * 2'h2;
-  assign \$180  = \$179  + s_gi;
-  assign \$185  = ~ sv;
-  assign \$186  = ~ pf_valid;
-  assign \$187  = \$185  & \$186 ;
-  assign \$188  = ~ \$signal$97 ;
-  assign \$189  = \$187  & \$188 ;
-  assign \$190  = ~ \$signal$98 ;
-  assign \$191  = \$189  & \$190 ;
-  assign \$192  = ~ v3;
-  assign \$193  = \$191  & \$192 ;
-  assign \$194  = ~ v4;
-  assign \$195  = \$193  & \$194 ;
-  assign \$196  = f_done & \$195 ;
-  assign send_eof = \$196  & adv;
-  assign \$197  = params__valid & params__ready;
-  assign \$198  = pcount == 6'h26;
-  assign \$199  = pcount + 1'h1;
-  assign \$200  = ! pcount;
-  assign \$201  = sites_in__valid & open_;
-  assign \$202  = ~ sites_in__payload[40];
-  assign \$203  = \$201  & \$202 ;
-  assign \$204  = ! gi;
-  assign \$205  = \$203  & \$204 ;
-  assign \$206  = ~ bad;
-  assign \$207  = \$205  & \$206 ;
-  assign \$208  = ~ discard;
-  assign \$209  = \$207  & \$208 ;
-  assign \$210  = sites_in__valid & sites_in__ready;
-  assign \$211  = ! gi;
-  assign \$213  = \$212  | sites_in__payload[41];
+  assign \$172  = s_ox * 1'h1;
+  assign \$173  = \$172  + dx_t;
+  assign \$174  = \$173  - 1'h1;
+  assign \$693  = \$171 [5:0] % 3'h4;
+  assign \$176  = \$175 [2:0] * 5'h10;
+  assign \$177  = \$176  + \$174 [5:0];
+  assign \$178  = \$177  * 2'h2;
+  assign \$179  = \$178  + s_gi;
+  assign \$180  = tap * 2'h2;
+  assign \$181  = \$180  + s_go;
+  assign \$182  = \$181  * 2'h2;
+  assign \$183  = \$182  + s_gi;
+  assign \$188  = ~ sv;
+  assign \$189  = ~ pf_valid;
+  assign \$190  = \$188  & \$189 ;
+  assign \$191  = ~ \$signal$97 ;
+  assign \$192  = \$190  & \$191 ;
+  assign \$193  = ~ \$signal$98 ;
+  assign \$194  = \$192  & \$193 ;
+  assign \$195  = ~ v3;
+  assign \$196  = \$194  & \$195 ;
+  assign \$197  = ~ v4;
+  assign \$198  = \$196  & \$197 ;
+  assign \$199  = f_done & \$198 ;
+  assign send_eof = \$199  & adv;
+  assign \$200  = params__valid & params__ready;
+  assign \$201  = pcount == 6'h26;
+  assign \$202  = pcount + 1'h1;
+  assign \$203  = ! pcount;
+  assign \$204  = sites_in__valid & open_;
+  assign \$205  = ~ sites_in__payload[40];
+  assign \$206  = \$204  & \$205 ;
+  assign \$207  = ! gi;
+  assign \$208  = \$206  & \$207 ;
+  assign \$209  = ~ bad;
+  assign \$210  = \$208  & \$209 ;
+  assign \$211  = ~ discard;
+  assign \$212  = \$210  & \$211 ;
+  assign \$213  = sites_in__valid & sites_in__ready;
   assign \$214  = ! gi;
-  assign \$216  = gi + 1'h1;
-  assign \$217  = ! \$39 [1:0];
-  assign \$218  = ! gi;
-  assign \$219  = row_tag_0 != sites_in__payload[35:32];
-  assign \$220  = \$218  & \$219 ;
+  assign \$216  = \$215  | sites_in__payload[41];
+  assign \$217  = ! gi;
+  assign \$219  = gi + 1'h1;
+  assign \$220  = ! \$42 [1:0];
   assign \$221  = ! gi;
   assign \$222  = row_tag_0 != sites_in__payload[35:32];
   assign \$223  = \$221  & \$222 ;
-  assign \$224  = \$223  ? 16'h0000 : bitmap_0;
-  assign \$226  = 1'h1 << sites_in__payload[39:36];
-  assign \$227  = \$225  ? \$226  : 31'h00000000;
-  assign \$228  = { 15'h0000, \$224  } | \$227 ;
-  assign \$229  = \$39 [1:0] == 1'h1;
-  assign \$230  = ! gi;
-  assign \$231  = row_tag_1 != sites_in__payload[35:32];
-  assign \$232  = \$230  & \$231 ;
+  assign \$224  = ! gi;
+  assign \$225  = row_tag_0 != sites_in__payload[35:32];
+  assign \$226  = \$224  & \$225 ;
+  assign \$227  = \$226  ? 16'h0000 : bitmap_0;
+  assign \$229  = 1'h1 << sites_in__payload[39:36];
+  assign \$230  = \$228  ? \$229  : 31'h00000000;
+  assign \$231  = { 15'h0000, \$227  } | \$230 ;
+  assign \$232  = \$42 [1:0] == 1'h1;
   assign \$233  = ! gi;
   assign \$234  = row_tag_1 != sites_in__payload[35:32];
   assign \$235  = \$233  & \$234 ;
-  assign \$236  = \$235  ? 16'h0000 : bitmap_1;
-  assign \$238  = 1'h1 << sites_in__payload[39:36];
-  assign \$239  = \$237  ? \$238  : 31'h00000000;
-  assign \$240  = { 15'h0000, \$236  } | \$239 ;
-  assign \$241  = \$39 [1:0] == 2'h2;
-  assign \$242  = ! gi;
-  assign \$243  = row_tag_2 != sites_in__payload[35:32];
-  assign \$244  = \$242  & \$243 ;
+  assign \$236  = ! gi;
+  assign \$237  = row_tag_1 != sites_in__payload[35:32];
+  assign \$238  = \$236  & \$237 ;
+  assign \$239  = \$238  ? 16'h0000 : bitmap_1;
+  assign \$241  = 1'h1 << sites_in__payload[39:36];
+  assign \$242  = \$240  ? \$241  : 31'h00000000;
+  assign \$243  = { 15'h0000, \$239  } | \$242 ;
+  assign \$244  = \$42 [1:0] == 2'h2;
   assign \$245  = ! gi;
   assign \$246  = row_tag_2 != sites_in__payload[35:32];
   assign \$247  = \$245  & \$246 ;
-  assign \$248  = \$247  ? 16'h0000 : bitmap_2;
-  assign \$250  = 1'h1 << sites_in__payload[39:36];
-  assign \$251  = \$249  ? \$250  : 31'h00000000;
-  assign \$252  = { 15'h0000, \$248  } | \$251 ;
-  assign \$253  = \$39 [1:0] == 2'h3;
-  assign \$254  = ! gi;
-  assign \$255  = row_tag_3 != sites_in__payload[35:32];
-  assign \$256  = \$254  & \$255 ;
+  assign \$248  = ! gi;
+  assign \$249  = row_tag_2 != sites_in__payload[35:32];
+  assign \$250  = \$248  & \$249 ;
+  assign \$251  = \$250  ? 16'h0000 : bitmap_2;
+  assign \$253  = 1'h1 << sites_in__payload[39:36];
+  assign \$254  = \$252  ? \$253  : 31'h00000000;
+  assign \$255  = { 15'h0000, \$251  } | \$254 ;
+  assign \$256  = \$42 [1:0] == 2'h3;
   assign \$257  = ! gi;
   assign \$258  = row_tag_3 != sites_in__payload[35:32];
   assign \$259  = \$257  & \$258 ;
-  assign \$260  = \$259  ? 16'h0000 : bitmap_3;
-  assign \$262  = 1'h1 << sites_in__payload[39:36];
-  assign \$263  = \$261  ? \$262  : 31'h00000000;
-  assign \$264  = { 15'h0000, \$260  } | \$263 ;
-  assign \$265  = ~ f_done;
-  assign \$266  = ~ send_eof;
-  assign \$267  = \$265  & \$266 ;
-  assign \$268  = ~ f_scan;
-  assign \$269  = ~ pf_valid;
-  assign \$270  = \$269  | pf_take;
-  assign \$271  = ! centre_row;
-  assign \$272  = f_row + 1'h1;
-  assign \$273  = ! \$67 [15:0];
-  assign \$274  = f_row + 1'h1;
-  assign \$276  = ~ \$275 ;
-  assign \$277  = s_gi + 1'h1;
-  assign \$278  = | \$149 [8:0];
-  assign \$280  = s_go + 1'h1;
-  assign \$281  = \$279  ? 2'h0 : \$280 ;
-  assign \$282  = s_rem == \$signal$108 ;
-  assign \$283  = ! s_gi;
-  assign \$284  = \$282  & \$283 ;
-  assign \$285  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$119 [7:0]);
-  assign \$286  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$119 [15:8]);
-  assign \$287  = $signed(\$285 ) + $signed(\$286 );
-  assign \$288  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$119 [23:16]);
-  assign \$289  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$119 [31:24]);
+  assign \$260  = ! gi;
+  assign \$261  = row_tag_3 != sites_in__payload[35:32];
+  assign \$262  = \$260  & \$261 ;
+  assign \$263  = \$262  ? 16'h0000 : bitmap_3;
+  assign \$265  = 1'h1 << sites_in__payload[39:36];
+  assign \$266  = \$264  ? \$265  : 31'h00000000;
+  assign \$267  = { 15'h0000, \$263  } | \$266 ;
+  assign \$268  = ~ f_done;
+  assign \$269  = ~ send_eof;
+  assign \$270  = \$268  & \$269 ;
+  assign \$271  = ~ f_scan;
+  assign \$272  = ~ pf_valid;
+  assign \$273  = \$272  | pf_take;
+  assign \$274  = ! centre_row;
+  assign \$275  = f_row + 1'h1;
+  assign \$276  = ! \$70 [15:0];
+  assign \$277  = f_row + 1'h1;
+  assign \$279  = ~ \$278 ;
+  assign \$280  = s_gi + 1'h1;
+  assign \$281  = | \$152 [8:0];
+  assign \$283  = s_go + 1'h1;
+  assign \$284  = \$282  ? 2'h0 : \$283 ;
+  assign \$285  = s_rem == \$signal$108 ;
+  assign \$286  = ! s_gi;
+  assign \$287  = \$285  & \$286 ;
+  assign \$288  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$119 [7:0]);
+  assign \$289  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$119 [15:8]);
   assign \$290  = $signed(\$288 ) + $signed(\$289 );
-  assign \$291  = $signed(\$287 ) + $signed(\$290 );
-  assign \$292  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$119 [39:32]);
-  assign \$293  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$119 [47:40]);
-  assign \$294  = $signed(\$292 ) + $signed(\$293 );
-  assign \$295  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$119 [55:48]);
-  assign \$296  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$119 [63:56]);
+  assign \$291  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$119 [23:16]);
+  assign \$292  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$119 [31:24]);
+  assign \$293  = $signed(\$291 ) + $signed(\$292 );
+  assign \$294  = $signed(\$290 ) + $signed(\$293 );
+  assign \$295  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$119 [39:32]);
+  assign \$296  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$119 [47:40]);
   assign \$297  = $signed(\$295 ) + $signed(\$296 );
-  assign \$298  = $signed(\$294 ) + $signed(\$297 );
-  assign \$299  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$119 [71:64]);
-  assign \$300  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$119 [79:72]);
-  assign \$301  = $signed(\$299 ) + $signed(\$300 );
-  assign \$302  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$119 [87:80]);
-  assign \$303  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$119 [95:88]);
+  assign \$298  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$119 [55:48]);
+  assign \$299  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$119 [63:56]);
+  assign \$300  = $signed(\$298 ) + $signed(\$299 );
+  assign \$301  = $signed(\$297 ) + $signed(\$300 );
+  assign \$302  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$119 [71:64]);
+  assign \$303  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$119 [79:72]);
   assign \$304  = $signed(\$302 ) + $signed(\$303 );
-  assign \$305  = $signed(\$301 ) + $signed(\$304 );
-  assign \$306  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$119 [103:96]);
-  assign \$307  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$119 [111:104]);
-  assign \$308  = $signed(\$306 ) + $signed(\$307 );
-  assign \$309  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$119 [119:112]);
-  assign \$310  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$119 [127:120]);
+  assign \$305  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$119 [87:80]);
+  assign \$306  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$119 [95:88]);
+  assign \$307  = $signed(\$305 ) + $signed(\$306 );
+  assign \$308  = $signed(\$304 ) + $signed(\$307 );
+  assign \$309  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$119 [103:96]);
+  assign \$310  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$119 [111:104]);
   assign \$311  = $signed(\$309 ) + $signed(\$310 );
-  assign \$312  = $signed(\$308 ) + $signed(\$311 );
-  assign \$313  = \$signal$98  & last2;
-  assign \$314  = \$signal$113  ? { \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15:0] } : acc_0;
-  assign \$315  = $signed(\$314 ) + $signed(part2_0);
-  assign \$316  = \$signal$113  ? { \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15:0] } : acc_0;
-  assign \$317  = $signed(\$316 ) + $signed(part2_0);
-  assign \$318  = \$signal$113  ? { \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31:16] } : acc_1;
-  assign \$319  = $signed(\$318 ) + $signed(part2_1);
-  assign \$320  = \$signal$113  ? { \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31:16] } : acc_1;
-  assign \$321  = $signed(\$320 ) + $signed(part2_1);
-  assign \$322  = \$signal$113  ? { \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47:32] } : acc_2;
-  assign \$323  = $signed(\$322 ) + $signed(part2_2);
-  assign \$324  = \$signal$113  ? { \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47:32] } : acc_2;
-  assign \$325  = $signed(\$324 ) + $signed(part2_2);
-  assign \$326  = \$signal$113  ? { \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63:48] } : acc_3;
-  assign \$327  = $signed(\$326 ) + $signed(part2_3);
-  assign \$328  = \$signal$113  ? { \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63:48] } : acc_3;
-  assign \$329  = $signed(\$328 ) + $signed(part2_3);
-  assign \$330  = $signed(psum_bias_0) * $signed({ 1'h0, scale3_0 });
-  assign \$331  = $signed(\$330 ) + $signed(17'h08000);
-  assign \$332  = $signed(psum_bias_1) * $signed({ 1'h0, scale3_1 });
-  assign \$333  = $signed(\$332 ) + $signed(17'h08000);
-  assign \$334  = $signed(psum_bias_2) * $signed({ 1'h0, scale3_2 });
-  assign \$335  = $signed(\$334 ) + $signed(17'h08000);
-  assign \$336  = $signed(psum_bias_3) * $signed({ 1'h0, scale3_3 });
-  assign \$337  = $signed(\$336 ) + $signed(17'h08000);
-  assign \$338  = v4 | send_eof;
-  assign \$339  = $signed(\$181 [21:0]) > $signed(8'h7f);
-  assign \$340  = $signed(\$181 [21:0]) < $signed(1'h0);
-  assign \$341  = \$340  ? 22'h000000 : \$181 [21:0];
-  assign \$342  = \$339  ? 22'h00007f : \$341 ;
-  assign \$343  = $signed(\$182 [21:0]) > $signed(8'h7f);
-  assign \$344  = $signed(\$182 [21:0]) < $signed(1'h0);
-  assign \$345  = \$344  ? 22'h000000 : \$182 [21:0];
-  assign \$346  = \$343  ? 22'h00007f : \$345 ;
-  assign \$347  = $signed(\$183 [21:0]) > $signed(8'h7f);
-  assign \$348  = $signed(\$183 [21:0]) < $signed(1'h0);
-  assign \$349  = \$348  ? 22'h000000 : \$183 [21:0];
-  assign \$350  = \$347  ? 22'h00007f : \$349 ;
-  assign \$351  = $signed(\$184 [21:0]) > $signed(8'h7f);
-  assign \$352  = $signed(\$184 [21:0]) < $signed(1'h0);
-  assign \$353  = \$352  ? 22'h000000 : \$184 [21:0];
-  assign \$354  = \$351  ? 22'h00007f : \$353 ;
+  assign \$312  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$119 [119:112]);
+  assign \$313  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$119 [127:120]);
+  assign \$314  = $signed(\$312 ) + $signed(\$313 );
+  assign \$315  = $signed(\$311 ) + $signed(\$314 );
+  assign \$316  = \$signal$98  & last2;
+  assign \$317  = \$signal$113  ? { \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15:0] } : acc_0;
+  assign \$318  = $signed(\$317 ) + $signed(part2_0);
+  assign \$319  = \$signal$113  ? { \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15:0] } : acc_0;
+  assign \$320  = $signed(\$319 ) + $signed(part2_0);
+  assign \$321  = \$signal$113  ? { \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31:16] } : acc_1;
+  assign \$322  = $signed(\$321 ) + $signed(part2_1);
+  assign \$323  = \$signal$113  ? { \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31:16] } : acc_1;
+  assign \$324  = $signed(\$323 ) + $signed(part2_1);
+  assign \$325  = \$signal$113  ? { \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47:32] } : acc_2;
+  assign \$326  = $signed(\$325 ) + $signed(part2_2);
+  assign \$327  = \$signal$113  ? { \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47:32] } : acc_2;
+  assign \$328  = $signed(\$327 ) + $signed(part2_2);
+  assign \$329  = \$signal$113  ? { \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63:48] } : acc_3;
+  assign \$330  = $signed(\$329 ) + $signed(part2_3);
+  assign \$331  = \$signal$113  ? { \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63:48] } : acc_3;
+  assign \$332  = $signed(\$331 ) + $signed(part2_3);
+  assign \$333  = $signed(psum_bias_0) * $signed({ 1'h0, scale3_0 });
+  assign \$334  = $signed(\$333 ) + $signed(17'h08000);
+  assign \$335  = $signed(psum_bias_1) * $signed({ 1'h0, scale3_1 });
+  assign \$336  = $signed(\$335 ) + $signed(17'h08000);
+  assign \$337  = $signed(psum_bias_2) * $signed({ 1'h0, scale3_2 });
+  assign \$338  = $signed(\$337 ) + $signed(17'h08000);
+  assign \$339  = $signed(psum_bias_3) * $signed({ 1'h0, scale3_3 });
+  assign \$340  = $signed(\$339 ) + $signed(17'h08000);
+  assign \$341  = v4 | send_eof;
+  assign \$342  = $signed(\$184 [21:0]) > $signed(8'h7f);
+  assign \$343  = $signed(\$184 [21:0]) < $signed(1'h0);
+  assign \$344  = \$343  ? 22'h000000 : \$184 [21:0];
+  assign \$345  = \$342  ? 22'h00007f : \$344 ;
+  assign \$346  = $signed(\$185 [21:0]) > $signed(8'h7f);
+  assign \$347  = $signed(\$185 [21:0]) < $signed(1'h0);
+  assign \$348  = \$347  ? 22'h000000 : \$185 [21:0];
+  assign \$349  = \$346  ? 22'h00007f : \$348 ;
+  assign \$350  = $signed(\$186 [21:0]) > $signed(8'h7f);
+  assign \$351  = $signed(\$186 [21:0]) < $signed(1'h0);
+  assign \$352  = \$351  ? 22'h000000 : \$186 [21:0];
+  assign \$353  = \$350  ? 22'h00007f : \$352 ;
+  assign \$354  = $signed(\$187 [21:0]) > $signed(8'h7f);
+  assign \$355  = $signed(\$187 [21:0]) < $signed(1'h0);
+  assign \$356  = \$355  ? 22'h000000 : \$187 [21:0];
+  assign \$357  = \$354  ? 22'h00007f : \$356 ;
   always @(posedge clk)
-    pcount <= \$355 ;
+    pcount <= \$358 ;
   always @(posedge clk)
-    loaded <= \$356 ;
+    loaded <= \$359 ;
   always @(posedge clk)
-    height_m1 <= \$357 ;
+    height_m1 <= \$360 ;
   always @(posedge clk)
-    width_m1 <= \$358 ;
+    width_m1 <= \$361 ;
   always @(posedge clk)
-    done_rows <= \$359 ;
+    done_rows <= \$362 ;
   always @(posedge clk)
-    frame_busy <= \$360 ;
+    frame_busy <= \$363 ;
   always @(posedge clk)
-    eof_seen <= \$361 ;
+    eof_seen <= \$364 ;
   always @(posedge clk)
-    discard <= \$362 ;
+    discard <= \$365 ;
   always @(posedge clk)
-    gi <= \$363 ;
+    gi <= \$366 ;
   always @(posedge clk)
-    err <= \$364 ;
+    err <= \$367 ;
   always @(posedge clk)
-    \$signal  <= \$365 ;
+    \$signal  <= \$368 ;
   always @(posedge clk)
-    cur_x <= \$366 ;
+    cur_x <= \$369 ;
   always @(posedge clk)
-    has_last <= \$367 ;
+    has_last <= \$370 ;
   always @(posedge clk)
-    \$signal$17  <= \$368 ;
+    \$signal$17  <= \$371 ;
   always @(posedge clk)
-    last_x <= \$369 ;
+    last_x <= \$372 ;
   always @(posedge clk)
-    row_tag_0 <= \$370 ;
+    row_tag_0 <= \$373 ;
   always @(posedge clk)
-    bitmap_0 <= \$371 ;
+    bitmap_0 <= \$374 ;
   always @(posedge clk)
-    row_tag_1 <= \$372 ;
+    row_tag_1 <= \$375 ;
   always @(posedge clk)
-    bitmap_1 <= \$373 ;
+    bitmap_1 <= \$376 ;
   always @(posedge clk)
-    row_tag_2 <= \$374 ;
+    row_tag_2 <= \$377 ;
   always @(posedge clk)
-    bitmap_2 <= \$375 ;
+    bitmap_2 <= \$378 ;
   always @(posedge clk)
-    row_tag_3 <= \$376 ;
+    row_tag_3 <= \$379 ;
   always @(posedge clk)
-    bitmap_3 <= \$377 ;
+    bitmap_3 <= \$380 ;
   always @(posedge clk)
-    pf_valid <= \$378 ;
+    pf_valid <= \$381 ;
   always @(posedge clk)
-    f_done <= \$379 ;
+    f_done <= \$382 ;
   always @(posedge clk)
-    f_row <= \$380 ;
+    f_row <= \$383 ;
   always @(posedge clk)
-    f_rem <= \$381 ;
+    f_rem <= \$384 ;
   always @(posedge clk)
-    f_scan <= \$382 ;
+    f_scan <= \$385 ;
   always @(posedge clk)
-    \$signal$65  <= \$383 ;
+    \$signal$65  <= \$386 ;
   always @(posedge clk)
-    \$signal$106  <= \$384 ;
+    \$signal$106  <= \$387 ;
   always @(posedge clk)
-    pf_taps <= \$385 ;
+    pf_taps <= \$388 ;
   always @(posedge clk)
-    s_gi <= \$386 ;
+    s_gi <= \$389 ;
   always @(posedge clk)
-    s_rem <= \$387 ;
+    s_rem <= \$390 ;
   always @(posedge clk)
-    s_go <= \$388 ;
+    s_go <= \$391 ;
   always @(posedge clk)
-    sv <= \$389 ;
+    sv <= \$392 ;
   always @(posedge clk)
-    \$signal$66  <= \$390 ;
+    \$signal$66  <= \$393 ;
   always @(posedge clk)
-    s_ox <= \$391 ;
+    s_ox <= \$394 ;
   always @(posedge clk)
-    \$signal$108  <= \$392 ;
+    \$signal$108  <= \$395 ;
   always @(posedge clk)
-    \$signal$97  <= \$393 ;
+    \$signal$97  <= \$396 ;
   always @(posedge clk)
-    \$signal$109  <= \$394 ;
+    \$signal$109  <= \$397 ;
   always @(posedge clk)
-    last1 <= \$395 ;
+    last1 <= \$398 ;
   always @(posedge clk)
-    \$like  <= \$396 ;
+    \$like  <= \$399 ;
   always @(posedge clk)
-    \$like$112  <= \$397 ;
+    \$like$112  <= \$400 ;
   always @(posedge clk)
-    \$signature__addr$85  <= \$398 ;
+    \$signature__addr$85  <= \$401 ;
   always @(posedge clk)
-    \$signal$98  <= \$399 ;
+    \$signal$98  <= \$402 ;
   always @(posedge clk)
-    \$signal$113  <= \$400 ;
+    \$signal$113  <= \$403 ;
   always @(posedge clk)
-    last2 <= \$401 ;
+    last2 <= \$404 ;
   always @(posedge clk)
-    \$like$115  <= \$402 ;
+    \$like$115  <= \$405 ;
   always @(posedge clk)
-    ox2 <= \$403 ;
+    ox2 <= \$406 ;
   always @(posedge clk)
-    part2_0 <= \$404 ;
+    part2_0 <= \$407 ;
   always @(posedge clk)
-    part2_1 <= \$405 ;
-  always @(posedge clk)
-    part2_2 <= \$406 ;
-  always @(posedge clk)
-    part2_3 <= \$407 ;
-  always @(posedge clk)
-    v3 <= \$408 ;
+    part2_1 <= \$408 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$409  = \$like$123 ;
+    \$409  = part2_2;
     if (adv) begin
-      \$409  = \$like$115 ;
+      \$409  = { \$308 [17], \$308 [17], \$308 [17], \$308 [17], \$308  };
     end
     if (rst) begin
-      \$409  = 6'h00;
+      \$409  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$410  = ox3;
+    \$410  = part2_3;
     if (adv) begin
-      \$410  = ox2;
+      \$410  = { \$315 [17], \$315 [17], \$315 [17], \$315 [17], \$315  };
     end
     if (rst) begin
-      \$410  = 4'h0;
+      \$410  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$411  = acc_0;
+    \$411  = v3;
+    if (adv) begin
+      \$411  = \$316 ;
+    end
+    if (rst) begin
+      \$411  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$412  = \$like$123 ;
+    if (adv) begin
+      \$412  = \$like$115 ;
+    end
+    if (rst) begin
+      \$412  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$413  = ox3;
+    if (adv) begin
+      \$413  = ox2;
+    end
+    if (rst) begin
+      \$413  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$414  = acc_0;
     if (adv) begin
       if (\$signal$98 ) begin
-        \$411  = \$315 [21:0];
-      end
-    end
-    if (rst) begin
-      \$411  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$412  = psum_bias_0;
-    if (adv) begin
-      if (\$signal$98 ) begin
-        \$412  = \$317 [21:0];
-      end
-    end
-    if (rst) begin
-      \$412  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$413  = scale3_0;
-    if (adv) begin
-      if (\$signal$98 ) begin
-        \$413  = \$signature__data$126 [79:64];
-      end
-    end
-    if (rst) begin
-      \$413  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$414  = acc_1;
-    if (adv) begin
-      if (\$signal$98 ) begin
-        \$414  = \$319 [21:0];
+        \$414  = \$318 [21:0];
       end
     end
     if (rst) begin
@@ -4825,10 +4831,10 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$415  = psum_bias_1;
+    \$415  = psum_bias_0;
     if (adv) begin
       if (\$signal$98 ) begin
-        \$415  = \$321 [21:0];
+        \$415  = \$320 [21:0];
       end
     end
     if (rst) begin
@@ -4837,10 +4843,10 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$416  = scale3_1;
+    \$416  = scale3_0;
     if (adv) begin
       if (\$signal$98 ) begin
-        \$416  = \$signature__data$126 [95:80];
+        \$416  = \$signature__data$126 [79:64];
       end
     end
     if (rst) begin
@@ -4849,10 +4855,10 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$417  = acc_2;
+    \$417  = acc_1;
     if (adv) begin
       if (\$signal$98 ) begin
-        \$417  = \$323 [21:0];
+        \$417  = \$322 [21:0];
       end
     end
     if (rst) begin
@@ -4861,10 +4867,10 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$418  = psum_bias_2;
+    \$418  = psum_bias_1;
     if (adv) begin
       if (\$signal$98 ) begin
-        \$418  = \$325 [21:0];
+        \$418  = \$324 [21:0];
       end
     end
     if (rst) begin
@@ -4873,10 +4879,10 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$419  = scale3_2;
+    \$419  = scale3_1;
     if (adv) begin
       if (\$signal$98 ) begin
-        \$419  = \$signature__data$126 [111:96];
+        \$419  = \$signature__data$126 [95:80];
       end
     end
     if (rst) begin
@@ -4885,10 +4891,10 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$420  = acc_3;
+    \$420  = acc_2;
     if (adv) begin
       if (\$signal$98 ) begin
-        \$420  = \$327 [21:0];
+        \$420  = \$326 [21:0];
       end
     end
     if (rst) begin
@@ -4897,10 +4903,10 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$421  = psum_bias_3;
+    \$421  = psum_bias_2;
     if (adv) begin
       if (\$signal$98 ) begin
-        \$421  = \$329 [21:0];
+        \$421  = \$328 [21:0];
       end
     end
     if (rst) begin
@@ -4909,10 +4915,10 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$422  = scale3_3;
+    \$422  = scale3_2;
     if (adv) begin
       if (\$signal$98 ) begin
-        \$422  = \$signature__data$126 [127:112];
+        \$422  = \$signature__data$126 [111:96];
       end
     end
     if (rst) begin
@@ -4921,69 +4927,75 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$423  = v4;
+    \$423  = acc_3;
     if (adv) begin
-      \$423  = v3;
+      if (\$signal$98 ) begin
+        \$423  = \$330 [21:0];
+      end
     end
     if (rst) begin
-      \$423  = 1'h0;
+      \$423  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$424  = \$like$138 ;
+    \$424  = psum_bias_3;
     if (adv) begin
-      \$424  = \$like$123 ;
+      if (\$signal$98 ) begin
+        \$424  = \$332 [21:0];
+      end
     end
     if (rst) begin
-      \$424  = 6'h00;
+      \$424  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$425  = ox4;
+    \$425  = scale3_3;
     if (adv) begin
-      \$425  = ox3;
+      if (\$signal$98 ) begin
+        \$425  = \$signature__data$126 [127:112];
+      end
     end
     if (rst) begin
-      \$425  = 4'h0;
+      \$425  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$426  = requant_0;
+    \$426  = v4;
     if (adv) begin
-      \$426  = \$331 [37:0];
+      \$426  = v3;
     end
     if (rst) begin
-      \$426  = 38'h0000000000;
+      \$426  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$427  = requant_1;
+    \$427  = \$like$138 ;
     if (adv) begin
-      \$427  = \$333 [37:0];
+      \$427  = \$like$123 ;
     end
     if (rst) begin
-      \$427  = 38'h0000000000;
+      \$427  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$428  = requant_2;
+    \$428  = ox4;
     if (adv) begin
-      \$428  = \$335 [37:0];
+      \$428  = ox3;
     end
     if (rst) begin
-      \$428  = 38'h0000000000;
+      \$428  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$429  = requant_3;
+    \$429  = requant_0;
     if (adv) begin
-      \$429  = \$337 [37:0];
+      \$429  = \$334 [37:0];
     end
     if (rst) begin
       \$429  = 38'h0000000000;
@@ -4991,56 +5003,86 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$430  = sites_out__valid;
+    \$430  = requant_1;
     if (adv) begin
-      \$430  = \$338 ;
+      \$430  = \$336 [37:0];
     end
     if (rst) begin
-      \$430  = 1'h0;
+      \$430  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$431  = sites_out__payload;
+    \$431  = requant_2;
+    if (adv) begin
+      \$431  = \$338 [37:0];
+    end
+    if (rst) begin
+      \$431  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$432  = requant_3;
+    if (adv) begin
+      \$432  = \$340 [37:0];
+    end
+    if (rst) begin
+      \$432  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$433  = sites_out__valid;
+    if (adv) begin
+      \$433  = \$341 ;
+    end
+    if (rst) begin
+      \$433  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$434  = sites_out__payload;
     if (adv) begin
       (* full_case = 32'd1 *)
       if (send_eof) begin
-        \$431 [40] = 1'h1;
-        \$431 [41] = err;
-        \$431 [35:32] = 4'h0;
-        \$431 [39:36] = 4'h0;
-        \$431 [7:0] = 8'h00;
-        \$431 [15:8] = 8'h00;
-        \$431 [23:16] = 8'h00;
-        \$431 [31:24] = 8'h00;
+        \$434 [40] = 1'h1;
+        \$434 [41] = err;
+        \$434 [35:32] = 4'h0;
+        \$434 [39:36] = 4'h0;
+        \$434 [7:0] = 8'h00;
+        \$434 [15:8] = 8'h00;
+        \$434 [23:16] = 8'h00;
+        \$434 [31:24] = 8'h00;
       end else begin
-        \$431 [40] = 1'h0;
-        \$431 [41] = 1'h0;
-        \$431 [35:32] = \$like$138 [3:0];
-        \$431 [39:36] = ox4;
-        \$431 [7:0] = \$342 [7:0];
-        \$431 [15:8] = \$346 [7:0];
-        \$431 [23:16] = \$350 [7:0];
-        \$431 [31:24] = \$354 [7:0];
+        \$434 [40] = 1'h0;
+        \$434 [41] = 1'h0;
+        \$434 [35:32] = \$like$138 [3:0];
+        \$434 [39:36] = ox4;
+        \$434 [7:0] = \$345 [7:0];
+        \$434 [15:8] = \$349 [7:0];
+        \$434 [23:16] = \$353 [7:0];
+        \$434 [31:24] = \$357 [7:0];
       end
     end
     if (rst) begin
-      \$431  = 42'h00000000000;
+      \$434  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     centre_row = 16'h0000;
-    if (\$53 ) begin
+    if (\$56 ) begin
       centre_row = bitmap_0;
     end
-    if (\$57 ) begin
+    if (\$60 ) begin
       centre_row = bitmap_1;
     end
-    if (\$61 ) begin
+    if (\$64 ) begin
       centre_row = bitmap_2;
     end
-    if (\$65 ) begin
+    if (\$68 ) begin
       centre_row = bitmap_3;
     end
   end
@@ -5099,48 +5141,48 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     win_row_0 = 16'h0000;
-    if (\$74 ) begin
+    if (\$77 ) begin
       win_row_0 = bitmap_0;
     end
-    if (\$80 ) begin
+    if (\$83 ) begin
       win_row_0 = bitmap_1;
     end
-    if (\$86 ) begin
+    if (\$89 ) begin
       win_row_0 = bitmap_2;
     end
-    if (\$92 ) begin
+    if (\$95 ) begin
       win_row_0 = bitmap_3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     win_row_1 = 16'h0000;
-    if (\$98 ) begin
+    if (\$101 ) begin
       win_row_1 = bitmap_0;
     end
-    if (\$104 ) begin
+    if (\$107 ) begin
       win_row_1 = bitmap_1;
     end
-    if (\$110 ) begin
+    if (\$113 ) begin
       win_row_1 = bitmap_2;
     end
-    if (\$116 ) begin
+    if (\$119 ) begin
       win_row_1 = bitmap_3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     win_row_2 = 16'h0000;
-    if (\$122 ) begin
+    if (\$125 ) begin
       win_row_2 = bitmap_0;
     end
-    if (\$128 ) begin
+    if (\$131 ) begin
       win_row_2 = bitmap_1;
     end
-    if (\$134 ) begin
+    if (\$137 ) begin
       win_row_2 = bitmap_2;
     end
-    if (\$140 ) begin
+    if (\$143 ) begin
       win_row_2 = bitmap_3;
     end
   end
@@ -5178,46 +5220,37 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$signal$75  = 2'h0;
-    if (\$157 ) begin
-      \$signal$75  = 2'h0;
-    end
-    if (\$158 ) begin
-      \$signal$75  = 2'h0;
-    end
-    if (\$159 ) begin
-      \$signal$75  = 2'h0;
-    end
     if (\$160 ) begin
-      \$signal$75  = 2'h1;
+      \$signal$75  = 2'h0;
     end
     if (\$161 ) begin
-      \$signal$75  = 2'h1;
+      \$signal$75  = 2'h0;
     end
     if (\$162 ) begin
-      \$signal$75  = 2'h1;
+      \$signal$75  = 2'h0;
     end
     if (\$163 ) begin
-      \$signal$75  = 2'h2;
+      \$signal$75  = 2'h1;
     end
     if (\$164 ) begin
-      \$signal$75  = 2'h2;
+      \$signal$75  = 2'h1;
     end
     if (\$165 ) begin
+      \$signal$75  = 2'h1;
+    end
+    if (\$166 ) begin
+      \$signal$75  = 2'h2;
+    end
+    if (\$167 ) begin
+      \$signal$75  = 2'h2;
+    end
+    if (\$168 ) begin
       \$signal$75  = 2'h2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     dx_t = 2'h0;
-    if (\$157 ) begin
-      dx_t = 2'h0;
-    end
-    if (\$158 ) begin
-      dx_t = 2'h1;
-    end
-    if (\$159 ) begin
-      dx_t = 2'h2;
-    end
     if (\$160 ) begin
       dx_t = 2'h0;
     end
@@ -5236,138 +5269,88 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     if (\$165 ) begin
       dx_t = 2'h2;
     end
+    if (\$166 ) begin
+      dx_t = 2'h0;
+    end
+    if (\$167 ) begin
+      dx_t = 2'h1;
+    end
+    if (\$168 ) begin
+      dx_t = 2'h2;
+    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$355  = pcount;
-    if (\$197 ) begin
+    \$358  = pcount;
+    if (\$200 ) begin
       (* full_case = 32'd1 *)
-      if (\$198 ) begin
-        \$355  = 6'h00;
+      if (\$201 ) begin
+        \$358  = 6'h00;
       end else begin
-        \$355  = \$199 [5:0];
+        \$358  = \$202 [5:0];
       end
     end
     if (rst) begin
-      \$355  = 6'h00;
+      \$358  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$356  = loaded;
-    if (\$197 ) begin
-      if (\$198 ) begin
-        \$356  = 1'h1;
+    \$359  = loaded;
+    if (\$200 ) begin
+      if (\$201 ) begin
+        \$359  = 1'h1;
       end
-      if (\$200 ) begin
-        \$356  = 1'h0;
+      if (\$203 ) begin
+        \$359  = 1'h0;
       end
     end
     if (rst) begin
-      \$356  = 1'h0;
+      \$359  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$357  = height_m1;
-    if (\$197 ) begin
-      if (\$200 ) begin
-        \$357  = params__payload[3:0];
+    \$360  = height_m1;
+    if (\$200 ) begin
+      if (\$203 ) begin
+        \$360  = params__payload[3:0];
       end
     end
     if (rst) begin
-      \$357  = 4'h0;
+      \$360  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$358  = width_m1;
-    if (\$197 ) begin
-      if (\$200 ) begin
-        \$358  = params__payload[7:4];
+    \$361  = width_m1;
+    if (\$200 ) begin
+      if (\$203 ) begin
+        \$361  = params__payload[7:4];
       end
     end
     if (rst) begin
-      \$358  = 4'h0;
+      \$361  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$359  = done_rows;
-    if (\$209 ) begin
-      \$359  = { 2'h0, sites_in__payload[35:32] };
+    \$362  = done_rows;
+    if (\$212 ) begin
+      \$362  = { 2'h0, sites_in__payload[35:32] };
     end
     if (send_eof) begin
-      \$359  = 6'h00;
+      \$362  = 6'h00;
     end
     if (rst) begin
-      \$359  = 6'h00;
+      \$362  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$360  = frame_busy;
-    if (\$210 ) begin
-      \$360  = 1'h1;
-    end
-    if (send_eof) begin
-      \$360  = 1'h0;
-    end
-    if (rst) begin
-      \$360  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$361  = eof_seen;
-    if (\$210 ) begin
-      if (sites_in__payload[40]) begin
-        \$361  = 1'h1;
-      end
-    end
-    if (send_eof) begin
-      \$361  = 1'h0;
-    end
-    if (rst) begin
-      \$361  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$362  = discard;
-    if (\$210 ) begin
-      if (sites_in__payload[40]) begin
-        \$362  = 1'h0;
-      end else if (discard) begin
-      end else if (bad) begin
-        \$362  = 1'h1;
-      end
-    end
-    if (send_eof) begin
-      \$362  = 1'h0;
-    end
-    if (rst) begin
-      \$362  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$363  = gi;
-    if (\$210 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-        \$363  = 1'h0;
-      end else if (discard) begin
-      end else if (bad) begin
-        \$363  = 1'h0;
-      end else begin
-        (* full_case = 32'd1 *)
-        if (\$215 ) begin
-          \$363  = 1'h0;
-        end else begin
-          \$363  = \$216 [0];
-        end
-      end
+    \$363  = frame_busy;
+    if (\$213 ) begin
+      \$363  = 1'h1;
     end
     if (send_eof) begin
       \$363  = 1'h0;
@@ -5378,14 +5361,9 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$364  = err;
-    if (\$210 ) begin
+    \$364  = eof_seen;
+    if (\$213 ) begin
       if (sites_in__payload[40]) begin
-        if (\$213 ) begin
-          \$364  = 1'h1;
-        end
-      end else if (discard) begin
-      end else if (bad) begin
         \$364  = 1'h1;
       end
     end
@@ -5398,52 +5376,59 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$365  = \$signal ;
-    if (\$210 ) begin
-      (* full_case = 32'd1 *)
+    \$365  = discard;
+    if (\$213 ) begin
       if (sites_in__payload[40]) begin
+        \$365  = 1'h0;
       end else if (discard) begin
       end else if (bad) begin
-      end else begin
-        if (\$214 ) begin
-          \$365  = sites_in__payload[35:32];
-        end
+        \$365  = 1'h1;
       end
     end
+    if (send_eof) begin
+      \$365  = 1'h0;
+    end
     if (rst) begin
-      \$365  = 4'h0;
+      \$365  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$366  = cur_x;
-    if (\$210 ) begin
+    \$366  = gi;
+    if (\$213 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
+        \$366  = 1'h0;
       end else if (discard) begin
       end else if (bad) begin
+        \$366  = 1'h0;
       end else begin
-        if (\$214 ) begin
-          \$366  = sites_in__payload[39:36];
+        (* full_case = 32'd1 *)
+        if (\$218 ) begin
+          \$366  = 1'h0;
+        end else begin
+          \$366  = \$219 [0];
         end
       end
     end
+    if (send_eof) begin
+      \$366  = 1'h0;
+    end
     if (rst) begin
-      \$366  = 4'h0;
+      \$366  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$367  = has_last;
-    if (\$210 ) begin
-      (* full_case = 32'd1 *)
+    \$367  = err;
+    if (\$213 ) begin
       if (sites_in__payload[40]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$215 ) begin
+        if (\$216 ) begin
           \$367  = 1'h1;
         end
+      end else if (discard) begin
+      end else if (bad) begin
+        \$367  = 1'h1;
       end
     end
     if (send_eof) begin
@@ -5455,14 +5440,14 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$368  = \$signal$17 ;
-    if (\$210 ) begin
+    \$368  = \$signal ;
+    if (\$213 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$215 ) begin
+        if (\$217 ) begin
           \$368  = sites_in__payload[35:32];
         end
       end
@@ -5473,14 +5458,14 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$369  = last_x;
-    if (\$210 ) begin
+    \$369  = cur_x;
+    if (\$213 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$215 ) begin
+        if (\$217 ) begin
           \$369  = sites_in__payload[39:36];
         end
       end
@@ -5491,262 +5476,248 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$370  = row_tag_0;
-    if (\$210 ) begin
+    \$370  = has_last;
+    if (\$213 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$217 ) begin
-          if (\$220 ) begin
-            \$370  = { 1'h0, sites_in__payload[35:32] };
+        if (\$218 ) begin
+          \$370  = 1'h1;
+        end
+      end
+    end
+    if (send_eof) begin
+      \$370  = 1'h0;
+    end
+    if (rst) begin
+      \$370  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$371  = \$signal$17 ;
+    if (\$213 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[40]) begin
+      end else if (discard) begin
+      end else if (bad) begin
+      end else begin
+        if (\$218 ) begin
+          \$371  = sites_in__payload[35:32];
+        end
+      end
+    end
+    if (rst) begin
+      \$371  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$372  = last_x;
+    if (\$213 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[40]) begin
+      end else if (discard) begin
+      end else if (bad) begin
+      end else begin
+        if (\$218 ) begin
+          \$372  = sites_in__payload[39:36];
+        end
+      end
+    end
+    if (rst) begin
+      \$372  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$373  = row_tag_0;
+    if (\$213 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[40]) begin
+      end else if (discard) begin
+      end else if (bad) begin
+      end else begin
+        if (\$220 ) begin
+          if (\$223 ) begin
+            \$373  = { 1'h0, sites_in__payload[35:32] };
           end
         end
       end
     end
     if (send_eof) begin
-      \$370  = 5'h1f;
+      \$373  = 5'h1f;
     end
     if (rst) begin
-      \$370  = 5'h1f;
+      \$373  = 5'h1f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$371  = bitmap_0;
-    if (\$210 ) begin
+    \$374  = bitmap_0;
+    if (\$213 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$217 ) begin
-          \$371  = \$228 [15:0];
+        if (\$220 ) begin
+          \$374  = \$231 [15:0];
         end
       end
     end
     if (rst) begin
-      \$371  = 16'h0000;
+      \$374  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$372  = row_tag_1;
-    if (\$210 ) begin
+    \$375  = row_tag_1;
+    if (\$213 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$229 ) begin
-          if (\$232 ) begin
-            \$372  = { 1'h0, sites_in__payload[35:32] };
+        if (\$232 ) begin
+          if (\$235 ) begin
+            \$375  = { 1'h0, sites_in__payload[35:32] };
           end
         end
       end
     end
     if (send_eof) begin
-      \$372  = 5'h1f;
+      \$375  = 5'h1f;
     end
     if (rst) begin
-      \$372  = 5'h1f;
+      \$375  = 5'h1f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$373  = bitmap_1;
-    if (\$210 ) begin
+    \$376  = bitmap_1;
+    if (\$213 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$229 ) begin
-          \$373  = \$240 [15:0];
+        if (\$232 ) begin
+          \$376  = \$243 [15:0];
         end
       end
     end
     if (rst) begin
-      \$373  = 16'h0000;
+      \$376  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$374  = row_tag_2;
-    if (\$210 ) begin
+    \$377  = row_tag_2;
+    if (\$213 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$241 ) begin
-          if (\$244 ) begin
-            \$374  = { 1'h0, sites_in__payload[35:32] };
+        if (\$244 ) begin
+          if (\$247 ) begin
+            \$377  = { 1'h0, sites_in__payload[35:32] };
           end
         end
       end
     end
     if (send_eof) begin
-      \$374  = 5'h1f;
+      \$377  = 5'h1f;
     end
     if (rst) begin
-      \$374  = 5'h1f;
+      \$377  = 5'h1f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$375  = bitmap_2;
-    if (\$210 ) begin
+    \$378  = bitmap_2;
+    if (\$213 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$241 ) begin
-          \$375  = \$252 [15:0];
+        if (\$244 ) begin
+          \$378  = \$255 [15:0];
         end
       end
     end
     if (rst) begin
-      \$375  = 16'h0000;
+      \$378  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$376  = row_tag_3;
-    if (\$210 ) begin
+    \$379  = row_tag_3;
+    if (\$213 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$253 ) begin
-          if (\$256 ) begin
-            \$376  = { 1'h0, sites_in__payload[35:32] };
+        if (\$256 ) begin
+          if (\$259 ) begin
+            \$379  = { 1'h0, sites_in__payload[35:32] };
           end
         end
       end
     end
     if (send_eof) begin
-      \$376  = 5'h1f;
+      \$379  = 5'h1f;
     end
     if (rst) begin
-      \$376  = 5'h1f;
+      \$379  = 5'h1f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$377  = bitmap_3;
-    if (\$210 ) begin
+    \$380  = bitmap_3;
+    if (\$213 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$253 ) begin
-          \$377  = \$264 [15:0];
+        if (\$256 ) begin
+          \$380  = \$267 [15:0];
         end
       end
     end
     if (rst) begin
-      \$377  = 16'h0000;
+      \$380  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$378  = pf_valid;
+    \$381  = pf_valid;
     if (pf_take) begin
-      \$378  = 1'h0;
+      \$381  = 1'h0;
     end
-    if (\$267 ) begin
-      if (\$268 ) begin
-      end else if (\$270 ) begin
-        \$378  = 1'h1;
+    if (\$270 ) begin
+      if (\$271 ) begin
+      end else if (\$273 ) begin
+        \$381  = 1'h1;
       end
     end
     if (rst) begin
-      \$378  = 1'h0;
+      \$381  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$379  = f_done;
-    if (\$267 ) begin
-      if (\$268 ) begin
+    \$382  = f_done;
+    if (\$270 ) begin
+      if (\$271 ) begin
         if (rows_over) begin
-          \$379  = 1'h1;
-        end
-      end
-    end
-    if (send_eof) begin
-      \$379  = 1'h0;
-    end
-    if (rst) begin
-      \$379  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$380  = f_row;
-    if (\$267 ) begin
-      if (\$268 ) begin
-        if (rows_over) begin
-        end else if (row_ready) begin
-          if (\$271 ) begin
-            \$380  = \$272 [5:0];
-          end
-        end
-      end else if (\$270 ) begin
-        if (\$273 ) begin
-          \$380  = \$274 [5:0];
-        end
-      end
-    end
-    if (send_eof) begin
-      \$380  = 6'h00;
-    end
-    if (rst) begin
-      \$380  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$381  = f_rem;
-    if (\$267 ) begin
-      if (\$268 ) begin
-        if (rows_over) begin
-        end else if (row_ready) begin
-          (* full_case = 32'd1 *)
-          if (\$271 ) begin
-          end else begin
-            \$381  = centre_row;
-          end
-        end
-      end else if (\$270 ) begin
-        \$381  = \$67 [15:0];
-      end
-    end
-    if (rst) begin
-      \$381  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$382  = f_scan;
-    if (\$267 ) begin
-      if (\$268 ) begin
-        if (rows_over) begin
-        end else if (row_ready) begin
-          (* full_case = 32'd1 *)
-          if (\$271 ) begin
-          end else begin
-            \$382  = 1'h1;
-          end
-        end
-      end else if (\$270 ) begin
-        if (\$273 ) begin
-          \$382  = 1'h0;
+          \$382  = 1'h1;
         end
       end
     end
@@ -5759,12 +5730,23 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$383  = \$signal$65 ;
-    if (\$267 ) begin
-      if (\$268 ) begin
-      end else if (\$270 ) begin
-        \$383  = f_row;
+    \$383  = f_row;
+    if (\$270 ) begin
+      if (\$271 ) begin
+        if (rows_over) begin
+        end else if (row_ready) begin
+          if (\$274 ) begin
+            \$383  = \$275 [5:0];
+          end
+        end
+      end else if (\$273 ) begin
+        if (\$276 ) begin
+          \$383  = \$277 [5:0];
+        end
       end
+    end
+    if (send_eof) begin
+      \$383  = 6'h00;
     end
     if (rst) begin
       \$383  = 6'h00;
@@ -5772,108 +5754,104 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$384  = \$signal$106 ;
-    if (\$267 ) begin
-      if (\$268 ) begin
-      end else if (\$270 ) begin
-        \$384  = finder_x;
-      end
-    end
-    if (rst) begin
-      \$384  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$385  = pf_taps;
-    if (\$267 ) begin
-      if (\$268 ) begin
-      end else if (\$270 ) begin
-        \$385  = { \$145 , \$144 , \$143  };
-      end
-    end
-    if (rst) begin
-      \$385  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$386  = s_gi;
-    if (adv) begin
-      if (sv) begin
-        (* full_case = 32'd1 *)
-        if (\$276 ) begin
-          \$386  = \$277 [0];
-        end else begin
-          \$386  = 1'h0;
-        end
-      end
-      if (pf_take) begin
-        \$386  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$386  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$387  = s_rem;
-    if (adv) begin
-      if (sv) begin
-        (* full_case = 32'd1 *)
-        if (\$276 ) begin
-        end else begin
+    \$384  = f_rem;
+    if (\$270 ) begin
+      if (\$271 ) begin
+        if (rows_over) begin
+        end else if (row_ready) begin
           (* full_case = 32'd1 *)
-          if (\$278 ) begin
-            \$387  = \$149 [8:0];
+          if (\$274 ) begin
           end else begin
-            \$387  = \$signal$108 ;
+            \$384  = centre_row;
           end
         end
-      end
-      if (pf_take) begin
-        \$387  = pf_taps;
+      end else if (\$273 ) begin
+        \$384  = \$70 [15:0];
       end
     end
     if (rst) begin
-      \$387  = 9'h000;
+      \$384  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$388  = s_go;
+    \$385  = f_scan;
+    if (\$270 ) begin
+      if (\$271 ) begin
+        if (rows_over) begin
+        end else if (row_ready) begin
+          (* full_case = 32'd1 *)
+          if (\$274 ) begin
+          end else begin
+            \$385  = 1'h1;
+          end
+        end
+      end else if (\$273 ) begin
+        if (\$276 ) begin
+          \$385  = 1'h0;
+        end
+      end
+    end
+    if (send_eof) begin
+      \$385  = 1'h0;
+    end
+    if (rst) begin
+      \$385  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$386  = \$signal$65 ;
+    if (\$270 ) begin
+      if (\$271 ) begin
+      end else if (\$273 ) begin
+        \$386  = f_row;
+      end
+    end
+    if (rst) begin
+      \$386  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$387  = \$signal$106 ;
+    if (\$270 ) begin
+      if (\$271 ) begin
+      end else if (\$273 ) begin
+        \$387  = finder_x;
+      end
+    end
+    if (rst) begin
+      \$387  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$388  = pf_taps;
+    if (\$270 ) begin
+      if (\$271 ) begin
+      end else if (\$273 ) begin
+        \$388  = { \$148 , \$147 , \$146  };
+      end
+    end
+    if (rst) begin
+      \$388  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$389  = s_gi;
     if (adv) begin
       if (sv) begin
         (* full_case = 32'd1 *)
-        if (\$276 ) begin
+        if (\$279 ) begin
+          \$389  = \$280 [0];
         end else begin
-          (* full_case = 32'd1 *)
-          if (\$278 ) begin
-          end else begin
-            \$388  = \$281 [0];
-          end
-        end
-      end
-      if (pf_take) begin
-        \$388  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$388  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$389  = sv;
-    if (adv) begin
-      if (sv) begin
-        if (site_done) begin
           \$389  = 1'h0;
         end
       end
       if (pf_take) begin
-        \$389  = 1'h1;
+        \$389  = 1'h0;
       end
     end
     if (rst) begin
@@ -5882,95 +5860,129 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$390  = \$signal$66 ;
+    \$390  = s_rem;
     if (adv) begin
+      if (sv) begin
+        (* full_case = 32'd1 *)
+        if (\$279 ) begin
+        end else begin
+          (* full_case = 32'd1 *)
+          if (\$281 ) begin
+            \$390  = \$152 [8:0];
+          end else begin
+            \$390  = \$signal$108 ;
+          end
+        end
+      end
       if (pf_take) begin
-        \$390  = \$signal$65 ;
+        \$390  = pf_taps;
       end
     end
     if (rst) begin
-      \$390  = 6'h00;
+      \$390  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$391  = s_ox;
+    \$391  = s_go;
     if (adv) begin
+      if (sv) begin
+        (* full_case = 32'd1 *)
+        if (\$279 ) begin
+        end else begin
+          (* full_case = 32'd1 *)
+          if (\$281 ) begin
+          end else begin
+            \$391  = \$284 [0];
+          end
+        end
+      end
       if (pf_take) begin
-        \$391  = \$signal$106 ;
+        \$391  = 1'h0;
       end
     end
     if (rst) begin
-      \$391  = 4'h0;
+      \$391  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$392  = \$signal$108 ;
+    \$392  = sv;
     if (adv) begin
+      if (sv) begin
+        if (site_done) begin
+          \$392  = 1'h0;
+        end
+      end
       if (pf_take) begin
-        \$392  = pf_taps;
+        \$392  = 1'h1;
       end
     end
     if (rst) begin
-      \$392  = 9'h000;
+      \$392  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$393  = \$signal$97 ;
+    \$393  = \$signal$66 ;
     if (adv) begin
-      \$393  = sv;
+      if (pf_take) begin
+        \$393  = \$signal$65 ;
+      end
     end
     if (rst) begin
-      \$393  = 1'h0;
+      \$393  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$394  = \$signal$109 ;
+    \$394  = s_ox;
     if (adv) begin
-      \$394  = \$284 ;
+      if (pf_take) begin
+        \$394  = \$signal$106 ;
+      end
     end
     if (rst) begin
-      \$394  = 1'h0;
+      \$394  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$395  = last1;
+    \$395  = \$signal$108 ;
     if (adv) begin
-      \$395  = acc_last;
+      if (pf_take) begin
+        \$395  = pf_taps;
+      end
     end
     if (rst) begin
-      \$395  = 1'h0;
+      \$395  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$396  = \$like ;
+    \$396  = \$signal$97 ;
     if (adv) begin
-      \$396  = \$signal$66 ;
+      \$396  = sv;
     end
     if (rst) begin
-      \$396  = 6'h00;
+      \$396  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$397  = \$like$112 ;
+    \$397  = \$signal$109 ;
     if (adv) begin
-      \$397  = s_ox;
+      \$397  = \$287 ;
     end
     if (rst) begin
-      \$397  = 4'h0;
+      \$397  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$398  = \$signature__addr$85 ;
+    \$398  = last1;
     if (adv) begin
-      \$398  = s_go;
+      \$398  = acc_last;
     end
     if (rst) begin
       \$398  = 1'h0;
@@ -5978,29 +5990,29 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$399  = \$signal$98 ;
+    \$399  = \$like ;
     if (adv) begin
-      \$399  = \$signal$97 ;
+      \$399  = \$signal$66 ;
     end
     if (rst) begin
-      \$399  = 1'h0;
+      \$399  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$400  = \$signal$113 ;
+    \$400  = \$like$112 ;
     if (adv) begin
-      \$400  = \$signal$109 ;
+      \$400  = s_ox;
     end
     if (rst) begin
-      \$400  = 1'h0;
+      \$400  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$401  = last2;
+    \$401  = \$signature__addr$85 ;
     if (adv) begin
-      \$401  = last1;
+      \$401  = s_go;
     end
     if (rst) begin
       \$401  = 1'h0;
@@ -6008,59 +6020,59 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$402  = \$like$115 ;
+    \$402  = \$signal$98 ;
     if (adv) begin
-      \$402  = \$like ;
+      \$402  = \$signal$97 ;
     end
     if (rst) begin
-      \$402  = 6'h00;
+      \$402  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$403  = ox2;
+    \$403  = \$signal$113 ;
     if (adv) begin
-      \$403  = \$like$112 ;
+      \$403  = \$signal$109 ;
     end
     if (rst) begin
-      \$403  = 4'h0;
+      \$403  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$404  = part2_0;
+    \$404  = last2;
     if (adv) begin
-      \$404  = { \$291 [17], \$291 [17], \$291 [17], \$291 [17], \$291  };
+      \$404  = last1;
     end
     if (rst) begin
-      \$404  = 22'h000000;
+      \$404  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$405  = part2_1;
+    \$405  = \$like$115 ;
     if (adv) begin
-      \$405  = { \$298 [17], \$298 [17], \$298 [17], \$298 [17], \$298  };
+      \$405  = \$like ;
     end
     if (rst) begin
-      \$405  = 22'h000000;
+      \$405  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$406  = part2_2;
+    \$406  = ox2;
     if (adv) begin
-      \$406  = { \$305 [17], \$305 [17], \$305 [17], \$305 [17], \$305  };
+      \$406  = \$like$112 ;
     end
     if (rst) begin
-      \$406  = 22'h000000;
+      \$406  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$407  = part2_3;
+    \$407  = part2_0;
     if (adv) begin
-      \$407  = { \$312 [17], \$312 [17], \$312 [17], \$312 [17], \$312  };
+      \$407  = { \$294 [17], \$294 [17], \$294 [17], \$294 [17], \$294  };
     end
     if (rst) begin
       \$407  = 22'h000000;
@@ -6068,42 +6080,42 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$408  = v3;
+    \$408  = part2_1;
     if (adv) begin
-      \$408  = \$313 ;
+      \$408  = { \$301 [17], \$301 [17], \$301 [17], \$301 [17], \$301  };
     end
     if (rst) begin
-      \$408  = 1'h0;
+      \$408  = 22'h000000;
     end
   end
   assign \$signature__addr  = \$1 [5:0];
   assign \$signature__data  = params__payload;
   assign \$signature__addr$8  = \$7 [0];
   assign \$signature__data$9  = params__payload;
-  assign slot_in = \$39 [1:0];
-  assign \$signature__addr$31  = \$43 [6:0];
+  assign slot_in = \$42 [1:0];
+  assign \$signature__addr$31  = \$46 [6:0];
   assign \$signature__data$32  = sites_in__payload[31:0];
   assign \$signature__en$33  = write;
   assign centre = centre_row;
-  assign f_rest = \$67 [15:0];
-  assign \$signal$51  = \$68 [5:0];
+  assign f_rest = \$70 [15:0];
+  assign \$signal$51  = \$71 [5:0];
   assign win_ext_0 = { 1'h0, win_row_0, 1'h0 };
   assign win_ext_1 = { 1'h0, win_row_1, 1'h0 };
   assign win_ext_2 = { 1'h0, win_row_2, 1'h0 };
-  assign taps = { \$145 , \$144 , \$143  };
-  assign rem_rest = \$149 [8:0];
-  assign ny = \$168 [5:0];
-  assign nx = \$171 [5:0];
-  assign lb_r__addr = \$176 [6:0];
+  assign taps = { \$148 , \$147 , \$146  };
+  assign rem_rest = \$152 [8:0];
+  assign ny = \$171 [5:0];
+  assign nx = \$174 [5:0];
+  assign lb_r__addr = \$179 [6:0];
   assign lb_r__en = adv;
   assign \$signature__en$82  = adv;
   assign \$signature__en$83  = adv;
-  assign \$signature__addr$84  = \$180 [5:0];
+  assign \$signature__addr$84  = \$183 [5:0];
   assign go1 = \$signature__addr$85 ;
-  assign shifted_0 = \$181 [21:0];
-  assign shifted_1 = \$182 [21:0];
-  assign shifted_2 = \$183 [21:0];
-  assign shifted_3 = \$184 [21:0];
+  assign shifted_0 = \$184 [21:0];
+  assign shifted_1 = \$185 [21:0];
+  assign shifted_2 = \$186 [21:0];
+  assign shifted_3 = \$187 [21:0];
   assign frame_reset = send_eof;
   assign \sites_in__payload.data  = sites_in__payload[31:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
@@ -6123,56 +6135,56 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   assign \sites_out__payload.x  = sites_out__payload[39:36];
   assign \sites_out__payload.eof  = sites_out__payload[40];
   assign \sites_out__payload.error  = sites_out__payload[41];
-  assign \$534  = 1'h1;
-  assign \$480  = 1'h1;
-  assign \$39  = \$478 ;
-  assign \$497  = 1'h1;
-  assign \$50  = \$495 ;
-  assign \$505  = 1'h1;
-  assign \$54  = \$503 ;
-  assign \$513  = 1'h1;
-  assign \$58  = \$511 ;
-  assign \$521  = 1'h1;
-  assign \$62  = \$519 ;
-  assign \$70  = \$532 ;
-  assign \$544  = 1'h1;
-  assign \$76  = \$542 ;
-  assign \$554  = 1'h1;
-  assign \$82  = \$552 ;
-  assign \$564  = 1'h1;
-  assign \$88  = \$562 ;
-  assign \$574  = 1'h1;
-  assign \$94  = \$572 ;
-  assign \$584  = 1'h1;
-  assign \$100  = \$582 ;
-  assign \$594  = 1'h1;
-  assign \$106  = \$592 ;
-  assign \$604  = 1'h1;
-  assign \$112  = \$602 ;
-  assign \$614  = 1'h1;
-  assign \$118  = \$612 ;
-  assign \$624  = 1'h1;
-  assign \$124  = \$622 ;
-  assign \$634  = 1'h1;
-  assign \$130  = \$632 ;
-  assign \$644  = 1'h1;
-  assign \$136  = \$642 ;
-  assign \$150  = s_gi;
-  assign \$153  = s_go;
-  assign \$689  = 1'h1;
-  assign \$172  = \$687 ;
-  assign \$181  = { requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37:16] };
-  assign \$183  = { requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37:16] };
-  assign \$182  = { requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37:16] };
-  assign \$184  = { requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37:16] };
+  assign \$486  = 1'h1;
+  assign \$42  = \$484 ;
+  assign \$503  = 1'h1;
+  assign \$53  = \$501 ;
+  assign \$511  = 1'h1;
+  assign \$57  = \$509 ;
+  assign \$519  = 1'h1;
+  assign \$61  = \$517 ;
+  assign \$527  = 1'h1;
+  assign \$65  = \$525 ;
+  assign \$540  = 1'h1;
+  assign \$73  = \$538 ;
+  assign \$550  = 1'h1;
+  assign \$79  = \$548 ;
+  assign \$560  = 1'h1;
+  assign \$85  = \$558 ;
+  assign \$570  = 1'h1;
+  assign \$91  = \$568 ;
+  assign \$580  = 1'h1;
+  assign \$97  = \$578 ;
+  assign \$590  = 1'h1;
+  assign \$103  = \$588 ;
+  assign \$600  = 1'h1;
+  assign \$109  = \$598 ;
+  assign \$610  = 1'h1;
+  assign \$115  = \$608 ;
+  assign \$620  = 1'h1;
+  assign \$121  = \$618 ;
+  assign \$630  = 1'h1;
+  assign \$127  = \$628 ;
+  assign \$640  = 1'h1;
+  assign \$133  = \$638 ;
+  assign \$650  = 1'h1;
+  assign \$139  = \$648 ;
+  assign \$153  = s_gi;
+  assign \$156  = s_go;
+  assign \$695  = 1'h1;
+  assign \$175  = \$693 ;
+  assign \$184  = { requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37:16] };
+  assign \$186  = { requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37:16] };
+  assign \$185  = { requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37:16] };
+  assign \$187  = { requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37:16] };
+  assign \$218  = gi;
+  assign \$228  = gi;
+  assign \$240  = gi;
+  assign \$252  = gi;
+  assign \$264  = gi;
+  assign \$278  = s_gi;
+  assign \$282  = s_go;
   assign \$215  = gi;
-  assign \$225  = gi;
-  assign \$237  = gi;
-  assign \$249  = gi;
-  assign \$261  = gi;
-  assign \$275  = s_gi;
-  assign \$279  = s_go;
-  assign \$212  = gi;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -6186,10 +6198,10 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   wire \$103 ;
   wire \$104 ;
   wire \$105 ;
-  wire [2:0] \$106 ;
+  wire \$106 ;
   wire \$107 ;
   wire \$108 ;
-  wire \$109 ;
+  wire [2:0] \$109 ;
   wire \$11 ;
   wire \$110 ;
   wire \$111 ;
@@ -6205,194 +6217,194 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   wire \$120 ;
   wire \$121 ;
   wire \$122 ;
-  wire [1:0] \$123 ;
+  wire \$123 ;
   wire \$124 ;
   wire \$125 ;
-  wire \$126 ;
+  wire [1:0] \$126 ;
   wire \$127 ;
   wire \$128 ;
   wire \$129 ;
   wire \$13 ;
   wire \$130 ;
-  wire [15:0] \$131 ;
+  wire \$131 ;
   wire \$132 ;
-  wire [30:0] \$133 ;
-  wire [30:0] \$134 ;
-  wire [30:0] \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire \$138 ;
+  wire \$133 ;
+  wire [15:0] \$134 ;
+  wire \$135 ;
+  wire [30:0] \$136 ;
+  wire [30:0] \$137 ;
+  wire [30:0] \$138 ;
   wire \$139 ;
   wire \$14 ;
   wire \$140 ;
   wire \$141 ;
   wire \$142 ;
-  wire [15:0] \$143 ;
+  wire \$143 ;
   wire \$144 ;
-  wire [30:0] \$145 ;
-  wire [30:0] \$146 ;
-  wire [30:0] \$147 ;
-  wire \$148 ;
-  wire \$149 ;
+  wire \$145 ;
+  wire [15:0] \$146 ;
+  wire \$147 ;
+  wire [30:0] \$148 ;
+  wire [30:0] \$149 ;
   wire \$15 ;
-  wire \$150 ;
+  wire [30:0] \$150 ;
   wire \$151 ;
   wire \$152 ;
   wire \$153 ;
   wire \$154 ;
-  wire [6:0] \$155 ;
+  wire \$155 ;
   wire \$156 ;
-  wire [6:0] \$157 ;
-  wire \$158 ;
+  wire \$157 ;
+  wire [6:0] \$158 ;
   wire \$159 ;
   wire \$16 ;
-  wire [1:0] \$160 ;
+  wire [6:0] \$160 ;
   wire \$161 ;
   wire \$162 ;
   wire [1:0] \$163 ;
-  wire [1:0] \$164 ;
+  wire \$164 ;
   wire \$165 ;
-  wire \$166 ;
-  wire \$167 ;
-  wire [15:0] \$168 ;
-  wire [15:0] \$169 ;
+  wire [1:0] \$166 ;
+  wire [1:0] \$167 ;
+  wire \$168 ;
+  wire \$169 ;
   wire \$17 ;
-  wire [16:0] \$170 ;
+  wire \$170 ;
   wire [15:0] \$171 ;
   wire [15:0] \$172 ;
   wire [16:0] \$173 ;
-  wire [17:0] \$174 ;
+  wire [15:0] \$174 ;
   wire [15:0] \$175 ;
-  wire [15:0] \$176 ;
-  wire [16:0] \$177 ;
+  wire [16:0] \$176 ;
+  wire [17:0] \$177 ;
   wire [15:0] \$178 ;
   wire [15:0] \$179 ;
   wire \$18 ;
   wire [16:0] \$180 ;
-  wire [17:0] \$181 ;
+  wire [15:0] \$181 ;
   wire [15:0] \$182 ;
-  wire [15:0] \$183 ;
-  wire [16:0] \$184 ;
+  wire [16:0] \$183 ;
+  wire [17:0] \$184 ;
   wire [15:0] \$185 ;
   wire [15:0] \$186 ;
   wire [16:0] \$187 ;
-  wire [17:0] \$188 ;
+  wire [15:0] \$188 ;
   wire [15:0] \$189 ;
   wire \$19 ;
-  wire [15:0] \$190 ;
-  wire [16:0] \$191 ;
+  wire [16:0] \$190 ;
+  wire [17:0] \$191 ;
   wire [15:0] \$192 ;
   wire [15:0] \$193 ;
   wire [16:0] \$194 ;
-  wire [17:0] \$195 ;
-  wire \$196 ;
-  wire [18:0] \$197 ;
-  wire [19:0] \$198 ;
-  wire [18:0] \$199 ;
+  wire [15:0] \$195 ;
+  wire [15:0] \$196 ;
+  wire [16:0] \$197 ;
+  wire [17:0] \$198 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [19:0] \$200 ;
-  wire [18:0] \$201 ;
-  wire [19:0] \$202 ;
-  wire [18:0] \$203 ;
-  wire [19:0] \$204 ;
-  wire [18:0] \$205 ;
-  wire [19:0] \$206 ;
-  wire [18:0] \$207 ;
-  wire [19:0] \$208 ;
-  wire [18:0] \$209 ;
+  wire [18:0] \$200 ;
+  wire [19:0] \$201 ;
+  wire [18:0] \$202 ;
+  wire [19:0] \$203 ;
+  wire [18:0] \$204 ;
+  wire [19:0] \$205 ;
+  wire [18:0] \$206 ;
+  wire [19:0] \$207 ;
+  wire [18:0] \$208 ;
+  wire [19:0] \$209 ;
   wire \$21 ;
-  wire [19:0] \$210 ;
-  wire [18:0] \$211 ;
-  wire [19:0] \$212 ;
-  wire [34:0] \$213 ;
-  wire [35:0] \$214 ;
-  wire [34:0] \$215 ;
-  wire [35:0] \$216 ;
-  wire [34:0] \$217 ;
-  wire [35:0] \$218 ;
-  wire [34:0] \$219 ;
+  wire [18:0] \$210 ;
+  wire [19:0] \$211 ;
+  wire [18:0] \$212 ;
+  wire [19:0] \$213 ;
+  wire [18:0] \$214 ;
+  wire [19:0] \$215 ;
+  wire [34:0] \$216 ;
+  wire [35:0] \$217 ;
+  wire [34:0] \$218 ;
+  wire [35:0] \$219 ;
   wire \$22 ;
-  wire [35:0] \$220 ;
-  wire \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire [18:0] \$224 ;
-  wire [18:0] \$225 ;
+  wire [34:0] \$220 ;
+  wire [35:0] \$221 ;
+  wire [34:0] \$222 ;
+  wire [35:0] \$223 ;
+  wire \$224 ;
+  wire \$225 ;
   wire \$226 ;
-  wire \$227 ;
+  wire [18:0] \$227 ;
   wire [18:0] \$228 ;
-  wire [18:0] \$229 ;
+  wire \$229 ;
   wire \$23 ;
   wire \$230 ;
-  wire \$231 ;
+  wire [18:0] \$231 ;
   wire [18:0] \$232 ;
-  wire [18:0] \$233 ;
+  wire \$233 ;
   wire \$234 ;
-  wire \$235 ;
+  wire [18:0] \$235 ;
   wire [18:0] \$236 ;
-  wire [18:0] \$237 ;
-  reg [1:0] \$238 ;
-  reg \$239 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire [18:0] \$239 ;
   wire \$24 ;
-  reg [3:0] \$240 ;
-  reg [3:0] \$241 ;
-  reg [5:0] \$242 ;
-  reg \$243 ;
-  reg \$244 ;
-  reg \$245 ;
+  wire [18:0] \$240 ;
+  reg [1:0] \$241 ;
+  reg \$242 ;
+  reg [3:0] \$243 ;
+  reg [3:0] \$244 ;
+  reg [5:0] \$245 ;
   reg \$246 ;
   reg \$247 ;
-  reg [3:0] \$248 ;
-  reg [3:0] \$249 ;
+  reg \$248 ;
+  reg \$249 ;
   wire \$25 ;
   reg \$250 ;
   reg [3:0] \$251 ;
   reg [3:0] \$252 ;
-  reg [4:0] \$253 ;
-  reg [15:0] \$254 ;
-  reg [4:0] \$255 ;
-  reg [15:0] \$256 ;
-  reg \$257 ;
-  reg \$258 ;
-  reg [5:0] \$259 ;
+  reg \$253 ;
+  reg [3:0] \$254 ;
+  reg [3:0] \$255 ;
+  reg [4:0] \$256 ;
+  reg [15:0] \$257 ;
+  reg [4:0] \$258 ;
+  reg [15:0] \$259 ;
   wire [4:0] \$26 ;
-  reg [15:0] \$260 ;
+  reg \$260 ;
   reg \$261 ;
   reg [5:0] \$262 ;
-  reg [3:0] \$263 ;
+  reg [15:0] \$263 ;
   reg \$264 ;
-  reg \$265 ;
-  reg \$266 ;
+  reg [5:0] \$265 ;
+  reg [3:0] \$266 ;
   reg \$267 ;
   reg \$268 ;
-  reg [5:0] \$269 ;
+  reg \$269 ;
   wire [6:0] \$27 ;
-  reg [3:0] \$270 ;
+  reg \$270 ;
   reg \$271 ;
-  reg \$272 ;
-  reg \$273 ;
+  reg [5:0] \$272 ;
+  reg [3:0] \$273 ;
   reg \$274 ;
-  reg [5:0] \$275 ;
-  reg [3:0] \$276 ;
+  reg \$275 ;
+  reg \$276 ;
   reg \$277 ;
-  reg \$278 ;
-  reg \$279 ;
+  reg [5:0] \$278 ;
+  reg [3:0] \$279 ;
   wire [7:0] \$28 ;
   reg \$280 ;
-  reg [5:0] \$281 ;
-  reg [3:0] \$282 ;
-  reg [18:0] \$283 ;
-  reg [18:0] \$284 ;
-  reg [18:0] \$285 ;
+  reg \$281 ;
+  reg \$282 ;
+  reg \$283 ;
+  reg [5:0] \$284 ;
+  reg [3:0] \$285 ;
   reg [18:0] \$286 ;
-  reg \$287 ;
-  reg [5:0] \$288 ;
-  reg [3:0] \$289 ;
+  reg [18:0] \$287 ;
+  reg [18:0] \$288 ;
+  reg [18:0] \$289 ;
   wire \$29 ;
-  reg [18:0] \$290 ;
-  reg [18:0] \$291 ;
-  reg [15:0] \$292 ;
+  reg \$290 ;
+  reg [5:0] \$291 ;
+  reg [3:0] \$292 ;
   reg [18:0] \$293 ;
   reg [18:0] \$294 ;
   reg [15:0] \$295 ;
@@ -6404,93 +6416,96 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   wire \$30 ;
   reg [18:0] \$300 ;
   reg [15:0] \$301 ;
-  reg \$302 ;
-  reg [5:0] \$303 ;
-  reg [3:0] \$304 ;
-  reg [34:0] \$305 ;
-  reg [34:0] \$306 ;
-  reg [34:0] \$307 ;
+  reg [18:0] \$302 ;
+  reg [18:0] \$303 ;
+  reg [15:0] \$304 ;
+  reg \$305 ;
+  reg [5:0] \$306 ;
+  reg [3:0] \$307 ;
   reg [34:0] \$308 ;
-  reg \$309 ;
+  reg [34:0] \$309 ;
   wire \$31 ;
-  reg [41:0] \$310 ;
+  reg [34:0] \$310 ;
+  reg [34:0] \$311 ;
+  reg \$312 ;
+  reg [41:0] \$313 ;
   wire \$32 ;
   wire \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [3:0] \$357 ;
-  wire \$359 ;
   wire \$36 ;
+  wire [3:0] \$363 ;
+  wire \$365 ;
   wire \$37 ;
-  wire [5:0] \$374 ;
-  wire \$376 ;
   wire \$38 ;
-  wire [5:0] \$382 ;
-  wire \$384 ;
-  wire [3:0] \$39 ;
+  wire [5:0] \$380 ;
+  wire \$382 ;
+  wire [5:0] \$388 ;
+  wire \$39 ;
+  wire \$390 ;
   wire \$4 ;
-  wire [5:0] \$40 ;
-  wire [6:0] \$41 ;
-  wire [5:0] \$417 ;
-  wire \$419 ;
-  wire [8:0] \$42 ;
-  wire [9:0] \$43 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire [3:0] \$42 ;
+  wire [5:0] \$423 ;
+  wire \$425 ;
+  wire [5:0] \$43 ;
   wire [6:0] \$44 ;
-  wire [7:0] \$45 ;
-  wire \$46 ;
-  wire \$47 ;
-  wire \$48 ;
+  wire [8:0] \$45 ;
+  wire [9:0] \$46 ;
+  wire [6:0] \$47 ;
+  wire [7:0] \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [5:0] \$50 ;
+  wire \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire \$53 ;
-  wire [5:0] \$54 ;
+  wire [5:0] \$53 ;
+  wire \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire \$57 ;
-  wire [16:0] \$58 ;
-  wire [16:0] \$59 ;
+  wire [5:0] \$57 ;
+  wire \$58 ;
+  wire \$59 ;
   wire [2:0] \$6 ;
-  wire [6:0] \$60 ;
-  wire \$61 ;
-  wire [5:0] \$62 ;
-  wire [1:0] \$63 ;
-  wire [1:0] \$64 ;
-  wire \$65 ;
-  wire \$66 ;
-  wire \$67 ;
+  wire \$60 ;
+  wire [16:0] \$61 ;
+  wire [16:0] \$62 ;
+  wire [6:0] \$63 ;
+  wire \$64 ;
+  wire [5:0] \$65 ;
+  wire [1:0] \$66 ;
+  wire [1:0] \$67 ;
   wire \$68 ;
   wire \$69 ;
   wire [3:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
-  wire [6:0] \$73 ;
-  wire [7:0] \$74 ;
-  wire [8:0] \$75 ;
-  wire [4:0] \$76 ;
-  wire [5:0] \$77 ;
-  wire [6:0] \$78 ;
-  wire [5:0] \$79 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire [6:0] \$76 ;
+  wire [7:0] \$77 ;
+  wire [8:0] \$78 ;
+  wire [4:0] \$79 ;
   wire \$8 ;
-  wire [6:0] \$80 ;
-  wire [7:0] \$81 ;
-  wire [9:0] \$82 ;
-  wire [10:0] \$83 ;
-  wire [1:0] \$84 ;
-  wire [2:0] \$85 ;
-  wire [4:0] \$86 ;
-  wire [5:0] \$87 ;
-  wire [34:0] \$88 ;
-  wire [34:0] \$89 ;
+  wire [5:0] \$80 ;
+  wire [6:0] \$81 ;
+  wire [5:0] \$82 ;
+  wire [6:0] \$83 ;
+  wire [7:0] \$84 ;
+  wire [9:0] \$85 ;
+  wire [10:0] \$86 ;
+  wire [1:0] \$87 ;
+  wire [2:0] \$88 ;
+  wire [4:0] \$89 ;
   wire \$9 ;
-  wire [34:0] \$90 ;
+  wire [5:0] \$90 ;
   wire [34:0] \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
+  wire [34:0] \$92 ;
+  wire [34:0] \$93 ;
+  wire [34:0] \$94 ;
   wire \$95 ;
   wire \$96 ;
   wire \$97 ;
@@ -6726,12 +6741,12 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @(posedge clk) begin
     if (write)
-      line_buffer[\$43 [5:0]] <= sites_in__payload[31:0];
+      line_buffer[\$46 [5:0]] <= sites_in__payload[31:0];
   end
   reg [31:0] _0_;
   always @(posedge clk) begin
     if (adv) begin
-      _0_ <= line_buffer[\$83 [5:0]];
+      _0_ <= line_buffer[\$86 [5:0]];
     end
   end
   assign lb_r__data = _0_;
@@ -6763,7 +6778,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   reg [127:0] _2_;
   always @(posedge clk) begin
     if (adv) begin
-      _2_ <= weights[\$87 [0]];
+      _2_ <= weights[\$90 [0]];
     end
   end
   assign \$signature__data$109  = _2_;
@@ -6801,367 +6816,370 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   assign \$28  = \$27  + 2'h2;
   assign permit = \$26  < \$28 ;
   assign \$29  = ~ eof_seen;
-  assign open_ = loaded & \$29 ;
-  assign \$30  = discard | sites_in__payload[40];
-  assign \$31  = \$30  | bad;
-  assign \$32  = \$31  | permit;
-  assign sites_in__ready = open_ & \$32 ;
-  assign \$33  = sites_in__valid & sites_in__ready;
-  assign \$34  = ~ sites_in__payload[40];
-  assign \$35  = \$33  & \$34 ;
-  assign \$36  = ~ discard;
-  assign \$37  = \$35  & \$36 ;
-  assign \$38  = ~ bad;
-  assign write = \$37  & \$38 ;
-  assign \$357  = sites_in__payload[35:32] % 2'h2;
-  assign \$40  = \$39 [0] * 5'h10;
-  assign \$41  = \$40  + sites_in__payload[39:36];
-  assign \$42  = \$41  * 2'h2;
-  assign \$43  = \$42  + gi;
-  assign \$44  = f_row * 1'h1;
-  assign \$45  = \$44  + 1'h0;
-  assign \$46  = done_rows > \$45 ;
-  assign row_ready = eof_seen | \$46 ;
-  assign \$47  = ~ has_last;
-  assign \$48  = f_row > \$signal$17 ;
-  assign \$49  = \$47  | \$48 ;
-  assign rows_over = eof_seen & \$49 ;
-  assign \$374  = f_row % 2'h2;
-  assign \$51  = ! \$50 [1:0];
-  assign \$52  = row_tag_0 == f_row;
-  assign \$53  = \$51  & \$52 ;
-  assign \$382  = f_row % 2'h2;
-  assign \$55  = \$54 [1:0] == 1'h1;
-  assign \$56  = row_tag_1 == f_row;
-  assign \$57  = \$55  & \$56 ;
-  assign \$58  = f_rem - 1'h1;
-  assign \$59  = { 1'h0, f_rem } & \$58 ;
-  assign \$60  = f_row * 1'h1;
+  assign \$30  = loaded & \$29 ;
+  assign \$31  = params__valid & params__ready;
+  assign \$32  = ~ \$31 ;
+  assign open_ = \$30  & \$32 ;
+  assign \$33  = discard | sites_in__payload[40];
+  assign \$34  = \$33  | bad;
+  assign \$35  = \$34  | permit;
+  assign sites_in__ready = open_ & \$35 ;
+  assign \$36  = sites_in__valid & sites_in__ready;
+  assign \$37  = ~ sites_in__payload[40];
+  assign \$38  = \$36  & \$37 ;
+  assign \$39  = ~ discard;
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = ~ bad;
+  assign write = \$40  & \$41 ;
+  assign \$363  = sites_in__payload[35:32] % 2'h2;
+  assign \$43  = \$42 [0] * 5'h10;
+  assign \$44  = \$43  + sites_in__payload[39:36];
+  assign \$45  = \$44  * 2'h2;
+  assign \$46  = \$45  + gi;
+  assign \$47  = f_row * 1'h1;
+  assign \$48  = \$47  + 1'h0;
+  assign \$49  = done_rows > \$48 ;
+  assign row_ready = eof_seen | \$49 ;
+  assign \$50  = ~ has_last;
+  assign \$51  = f_row > \$signal$17 ;
+  assign \$52  = \$50  | \$51 ;
+  assign rows_over = eof_seen & \$52 ;
+  assign \$380  = f_row % 2'h2;
+  assign \$54  = ! \$53 [1:0];
+  assign \$55  = row_tag_0 == f_row;
+  assign \$56  = \$54  & \$55 ;
+  assign \$388  = f_row % 2'h2;
+  assign \$58  = \$57 [1:0] == 1'h1;
+  assign \$59  = row_tag_1 == f_row;
+  assign \$60  = \$58  & \$59 ;
+  assign \$61  = f_rem - 1'h1;
+  assign \$62  = { 1'h0, f_rem } & \$61 ;
+  assign \$63  = f_row * 1'h1;
   assign cx = finder_x * 1'h1;
-  assign \$61  = ~ sites_out__valid;
-  assign adv = \$61  | sites_out__ready;
-  assign \$62  = pf_valid ? \$signal$55  : f_row;
-  assign use_row = sv ? \$signal$56  : \$62 ;
-  assign \$63  = s_rem - 1'h1;
-  assign \$64  = { 1'h0, s_rem } & \$63 ;
-  assign \$66  = ! \$64 [0];
-  assign acc_last = \$65  & \$66 ;
-  assign \$67  = sv & acc_last;
-  assign \$68  = ! s_go;
-  assign site_done = \$67  & \$68 ;
-  assign \$69  = adv & pf_valid;
-  assign \$70  = ~ sv;
-  assign \$71  = \$70  | site_done;
-  assign pf_take = \$69  & \$71 ;
-  assign \$72  = ! tap;
-  assign \$73  = \$signal$56  * 1'h1;
-  assign \$74  = \$73  + \$signal$65 ;
-  assign \$75  = \$74  - 1'h1;
-  assign \$76  = s_ox * 1'h1;
-  assign \$77  = \$76  + dx_t;
+  assign \$64  = ~ sites_out__valid;
+  assign adv = \$64  | sites_out__ready;
+  assign \$65  = pf_valid ? \$signal$55  : f_row;
+  assign use_row = sv ? \$signal$56  : \$65 ;
+  assign \$66  = s_rem - 1'h1;
+  assign \$67  = { 1'h0, s_rem } & \$66 ;
+  assign \$69  = ! \$67 [0];
+  assign acc_last = \$68  & \$69 ;
+  assign \$70  = sv & acc_last;
+  assign \$71  = ! s_go;
+  assign site_done = \$70  & \$71 ;
+  assign \$72  = adv & pf_valid;
+  assign \$73  = ~ sv;
+  assign \$74  = \$73  | site_done;
+  assign pf_take = \$72  & \$74 ;
+  assign \$75  = ! tap;
+  assign \$76  = \$signal$56  * 1'h1;
+  assign \$77  = \$76  + \$signal$65 ;
   assign \$78  = \$77  - 1'h1;
-  assign \$417  = \$75 [5:0] % 2'h2;
-  assign \$80  = \$79 [1:0] * 5'h10;
-  assign \$81  = \$80  + \$78 [5:0];
-  assign \$82  = \$81  * 2'h2;
-  assign \$83  = \$82  + s_gi;
-  assign \$84  = tap * 1'h1;
-  assign \$85  = \$84  + s_go;
-  assign \$86  = \$85  * 2'h2;
-  assign \$87  = \$86  + s_gi;
-  assign \$92  = ~ sv;
-  assign \$93  = ~ pf_valid;
-  assign \$94  = \$92  & \$93 ;
-  assign \$95  = ~ \$signal$87 ;
-  assign \$96  = \$94  & \$95 ;
-  assign \$97  = ~ \$signal$88 ;
-  assign \$98  = \$96  & \$97 ;
-  assign \$99  = ~ v3;
-  assign \$100  = \$98  & \$99 ;
-  assign \$101  = ~ v4;
-  assign \$102  = \$100  & \$101 ;
-  assign \$103  = f_done & \$102 ;
-  assign send_eof = \$103  & adv;
-  assign \$104  = params__valid & params__ready;
-  assign \$105  = pcount == 2'h3;
-  assign \$106  = pcount + 1'h1;
-  assign \$107  = ! pcount;
-  assign \$108  = sites_in__valid & open_;
-  assign \$109  = ~ sites_in__payload[40];
-  assign \$110  = \$108  & \$109 ;
-  assign \$111  = ! gi;
-  assign \$112  = \$110  & \$111 ;
-  assign \$113  = ~ bad;
-  assign \$114  = \$112  & \$113 ;
-  assign \$115  = ~ discard;
-  assign \$116  = \$114  & \$115 ;
-  assign \$117  = sites_in__valid & sites_in__ready;
-  assign \$118  = ! gi;
-  assign \$120  = \$119  | sites_in__payload[41];
+  assign \$79  = s_ox * 1'h1;
+  assign \$80  = \$79  + dx_t;
+  assign \$81  = \$80  - 1'h1;
+  assign \$423  = \$78 [5:0] % 2'h2;
+  assign \$83  = \$82 [1:0] * 5'h10;
+  assign \$84  = \$83  + \$81 [5:0];
+  assign \$85  = \$84  * 2'h2;
+  assign \$86  = \$85  + s_gi;
+  assign \$87  = tap * 1'h1;
+  assign \$88  = \$87  + s_go;
+  assign \$89  = \$88  * 2'h2;
+  assign \$90  = \$89  + s_gi;
+  assign \$95  = ~ sv;
+  assign \$96  = ~ pf_valid;
+  assign \$97  = \$95  & \$96 ;
+  assign \$98  = ~ \$signal$87 ;
+  assign \$99  = \$97  & \$98 ;
+  assign \$100  = ~ \$signal$88 ;
+  assign \$101  = \$99  & \$100 ;
+  assign \$102  = ~ v3;
+  assign \$103  = \$101  & \$102 ;
+  assign \$104  = ~ v4;
+  assign \$105  = \$103  & \$104 ;
+  assign \$106  = f_done & \$105 ;
+  assign send_eof = \$106  & adv;
+  assign \$107  = params__valid & params__ready;
+  assign \$108  = pcount == 2'h3;
+  assign \$109  = pcount + 1'h1;
+  assign \$110  = ! pcount;
+  assign \$111  = sites_in__valid & open_;
+  assign \$112  = ~ sites_in__payload[40];
+  assign \$113  = \$111  & \$112 ;
+  assign \$114  = ! gi;
+  assign \$115  = \$113  & \$114 ;
+  assign \$116  = ~ bad;
+  assign \$117  = \$115  & \$116 ;
+  assign \$118  = ~ discard;
+  assign \$119  = \$117  & \$118 ;
+  assign \$120  = sites_in__valid & sites_in__ready;
   assign \$121  = ! gi;
-  assign \$123  = gi + 1'h1;
-  assign \$124  = ! \$39 [0];
-  assign \$125  = ! gi;
-  assign \$126  = row_tag_0 != sites_in__payload[35:32];
-  assign \$127  = \$125  & \$126 ;
+  assign \$123  = \$122  | sites_in__payload[41];
+  assign \$124  = ! gi;
+  assign \$126  = gi + 1'h1;
+  assign \$127  = ! \$42 [0];
   assign \$128  = ! gi;
   assign \$129  = row_tag_0 != sites_in__payload[35:32];
   assign \$130  = \$128  & \$129 ;
-  assign \$131  = \$130  ? 16'h0000 : bitmap_0;
-  assign \$133  = 1'h1 << sites_in__payload[39:36];
-  assign \$134  = \$132  ? \$133  : 31'h00000000;
-  assign \$135  = { 15'h0000, \$131  } | \$134 ;
-  assign \$137  = ! gi;
-  assign \$138  = row_tag_1 != sites_in__payload[35:32];
-  assign \$139  = \$137  & \$138 ;
+  assign \$131  = ! gi;
+  assign \$132  = row_tag_0 != sites_in__payload[35:32];
+  assign \$133  = \$131  & \$132 ;
+  assign \$134  = \$133  ? 16'h0000 : bitmap_0;
+  assign \$136  = 1'h1 << sites_in__payload[39:36];
+  assign \$137  = \$135  ? \$136  : 31'h00000000;
+  assign \$138  = { 15'h0000, \$134  } | \$137 ;
   assign \$140  = ! gi;
   assign \$141  = row_tag_1 != sites_in__payload[35:32];
   assign \$142  = \$140  & \$141 ;
-  assign \$143  = \$142  ? 16'h0000 : bitmap_1;
-  assign \$145  = 1'h1 << sites_in__payload[39:36];
-  assign \$146  = \$144  ? \$145  : 31'h00000000;
-  assign \$147  = { 15'h0000, \$143  } | \$146 ;
-  assign \$148  = ~ f_done;
-  assign \$149  = ~ send_eof;
-  assign \$150  = \$148  & \$149 ;
-  assign \$151  = ~ f_scan;
-  assign \$152  = ~ pf_valid;
-  assign \$153  = \$152  | pf_take;
-  assign \$154  = ! centre_row;
-  assign \$155  = f_row + 1'h1;
-  assign \$156  = ! \$59 [15:0];
-  assign \$157  = f_row + 1'h1;
-  assign \$159  = ~ \$158 ;
-  assign \$160  = s_gi + 1'h1;
-  assign \$162  = ! s_go;
-  assign \$163  = s_go + 1'h1;
-  assign \$164  = s_go ? \$163  : 2'h0;
-  assign \$165  = s_rem == \$signal$98 ;
-  assign \$166  = ! s_gi;
-  assign \$167  = \$165  & \$166 ;
-  assign \$168  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$109 [7:0]);
-  assign \$169  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$109 [15:8]);
-  assign \$170  = $signed(\$168 ) + $signed(\$169 );
-  assign \$171  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$109 [23:16]);
-  assign \$172  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$109 [31:24]);
+  assign \$143  = ! gi;
+  assign \$144  = row_tag_1 != sites_in__payload[35:32];
+  assign \$145  = \$143  & \$144 ;
+  assign \$146  = \$145  ? 16'h0000 : bitmap_1;
+  assign \$148  = 1'h1 << sites_in__payload[39:36];
+  assign \$149  = \$147  ? \$148  : 31'h00000000;
+  assign \$150  = { 15'h0000, \$146  } | \$149 ;
+  assign \$151  = ~ f_done;
+  assign \$152  = ~ send_eof;
+  assign \$153  = \$151  & \$152 ;
+  assign \$154  = ~ f_scan;
+  assign \$155  = ~ pf_valid;
+  assign \$156  = \$155  | pf_take;
+  assign \$157  = ! centre_row;
+  assign \$158  = f_row + 1'h1;
+  assign \$159  = ! \$62 [15:0];
+  assign \$160  = f_row + 1'h1;
+  assign \$162  = ~ \$161 ;
+  assign \$163  = s_gi + 1'h1;
+  assign \$165  = ! s_go;
+  assign \$166  = s_go + 1'h1;
+  assign \$167  = s_go ? \$166  : 2'h0;
+  assign \$168  = s_rem == \$signal$98 ;
+  assign \$169  = ! s_gi;
+  assign \$170  = \$168  & \$169 ;
+  assign \$171  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$109 [7:0]);
+  assign \$172  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$109 [15:8]);
   assign \$173  = $signed(\$171 ) + $signed(\$172 );
-  assign \$174  = $signed(\$170 ) + $signed(\$173 );
-  assign \$175  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$109 [39:32]);
-  assign \$176  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$109 [47:40]);
-  assign \$177  = $signed(\$175 ) + $signed(\$176 );
-  assign \$178  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$109 [55:48]);
-  assign \$179  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$109 [63:56]);
+  assign \$174  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$109 [23:16]);
+  assign \$175  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$109 [31:24]);
+  assign \$176  = $signed(\$174 ) + $signed(\$175 );
+  assign \$177  = $signed(\$173 ) + $signed(\$176 );
+  assign \$178  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$109 [39:32]);
+  assign \$179  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$109 [47:40]);
   assign \$180  = $signed(\$178 ) + $signed(\$179 );
-  assign \$181  = $signed(\$177 ) + $signed(\$180 );
-  assign \$182  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$109 [71:64]);
-  assign \$183  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$109 [79:72]);
-  assign \$184  = $signed(\$182 ) + $signed(\$183 );
-  assign \$185  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$109 [87:80]);
-  assign \$186  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$109 [95:88]);
+  assign \$181  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$109 [55:48]);
+  assign \$182  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$109 [63:56]);
+  assign \$183  = $signed(\$181 ) + $signed(\$182 );
+  assign \$184  = $signed(\$180 ) + $signed(\$183 );
+  assign \$185  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$109 [71:64]);
+  assign \$186  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$109 [79:72]);
   assign \$187  = $signed(\$185 ) + $signed(\$186 );
-  assign \$188  = $signed(\$184 ) + $signed(\$187 );
-  assign \$189  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$109 [103:96]);
-  assign \$190  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$109 [111:104]);
-  assign \$191  = $signed(\$189 ) + $signed(\$190 );
-  assign \$192  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$109 [119:112]);
-  assign \$193  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$109 [127:120]);
+  assign \$188  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$109 [87:80]);
+  assign \$189  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$109 [95:88]);
+  assign \$190  = $signed(\$188 ) + $signed(\$189 );
+  assign \$191  = $signed(\$187 ) + $signed(\$190 );
+  assign \$192  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$109 [103:96]);
+  assign \$193  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$109 [111:104]);
   assign \$194  = $signed(\$192 ) + $signed(\$193 );
-  assign \$195  = $signed(\$191 ) + $signed(\$194 );
-  assign \$196  = \$signal$88  & last2;
-  assign \$197  = \$signal$103  ? { \$signature__data$116 [15], \$signature__data$116 [15], \$signature__data$116 [15], \$signature__data$116 [15:0] } : acc_0;
-  assign \$198  = $signed(\$197 ) + $signed(part2_0);
-  assign \$199  = \$signal$103  ? { \$signature__data$116 [15], \$signature__data$116 [15], \$signature__data$116 [15], \$signature__data$116 [15:0] } : acc_0;
-  assign \$200  = $signed(\$199 ) + $signed(part2_0);
-  assign \$201  = \$signal$103  ? { \$signature__data$116 [31], \$signature__data$116 [31], \$signature__data$116 [31], \$signature__data$116 [31:16] } : acc_1;
-  assign \$202  = $signed(\$201 ) + $signed(part2_1);
-  assign \$203  = \$signal$103  ? { \$signature__data$116 [31], \$signature__data$116 [31], \$signature__data$116 [31], \$signature__data$116 [31:16] } : acc_1;
-  assign \$204  = $signed(\$203 ) + $signed(part2_1);
-  assign \$205  = \$signal$103  ? { \$signature__data$116 [47], \$signature__data$116 [47], \$signature__data$116 [47], \$signature__data$116 [47:32] } : acc_2;
-  assign \$206  = $signed(\$205 ) + $signed(part2_2);
-  assign \$207  = \$signal$103  ? { \$signature__data$116 [47], \$signature__data$116 [47], \$signature__data$116 [47], \$signature__data$116 [47:32] } : acc_2;
-  assign \$208  = $signed(\$207 ) + $signed(part2_2);
-  assign \$209  = \$signal$103  ? { \$signature__data$116 [63], \$signature__data$116 [63], \$signature__data$116 [63], \$signature__data$116 [63:48] } : acc_3;
-  assign \$210  = $signed(\$209 ) + $signed(part2_3);
-  assign \$211  = \$signal$103  ? { \$signature__data$116 [63], \$signature__data$116 [63], \$signature__data$116 [63], \$signature__data$116 [63:48] } : acc_3;
-  assign \$212  = $signed(\$211 ) + $signed(part2_3);
-  assign \$213  = $signed(psum_bias_0) * $signed({ 1'h0, scale3_0 });
-  assign \$214  = $signed(\$213 ) + $signed(17'h08000);
-  assign \$215  = $signed(psum_bias_1) * $signed({ 1'h0, scale3_1 });
-  assign \$216  = $signed(\$215 ) + $signed(17'h08000);
-  assign \$217  = $signed(psum_bias_2) * $signed({ 1'h0, scale3_2 });
-  assign \$218  = $signed(\$217 ) + $signed(17'h08000);
-  assign \$219  = $signed(psum_bias_3) * $signed({ 1'h0, scale3_3 });
-  assign \$220  = $signed(\$219 ) + $signed(17'h08000);
-  assign \$221  = v4 | send_eof;
-  assign \$222  = $signed(\$88 [18:0]) > $signed(8'h7f);
-  assign \$223  = $signed(\$88 [18:0]) < $signed(8'h81);
-  assign \$224  = \$223  ? 19'h7ff81 : \$88 [18:0];
-  assign \$225  = \$222  ? 19'h0007f : \$224 ;
-  assign \$226  = $signed(\$89 [18:0]) > $signed(8'h7f);
-  assign \$227  = $signed(\$89 [18:0]) < $signed(8'h81);
-  assign \$228  = \$227  ? 19'h7ff81 : \$89 [18:0];
-  assign \$229  = \$226  ? 19'h0007f : \$228 ;
-  assign \$230  = $signed(\$90 [18:0]) > $signed(8'h7f);
-  assign \$231  = $signed(\$90 [18:0]) < $signed(8'h81);
-  assign \$232  = \$231  ? 19'h7ff81 : \$90 [18:0];
-  assign \$233  = \$230  ? 19'h0007f : \$232 ;
-  assign \$234  = $signed(\$91 [18:0]) > $signed(8'h7f);
-  assign \$235  = $signed(\$91 [18:0]) < $signed(8'h81);
-  assign \$236  = \$235  ? 19'h7ff81 : \$91 [18:0];
-  assign \$237  = \$234  ? 19'h0007f : \$236 ;
+  assign \$195  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$109 [119:112]);
+  assign \$196  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$109 [127:120]);
+  assign \$197  = $signed(\$195 ) + $signed(\$196 );
+  assign \$198  = $signed(\$194 ) + $signed(\$197 );
+  assign \$199  = \$signal$88  & last2;
+  assign \$200  = \$signal$103  ? { \$signature__data$116 [15], \$signature__data$116 [15], \$signature__data$116 [15], \$signature__data$116 [15:0] } : acc_0;
+  assign \$201  = $signed(\$200 ) + $signed(part2_0);
+  assign \$202  = \$signal$103  ? { \$signature__data$116 [15], \$signature__data$116 [15], \$signature__data$116 [15], \$signature__data$116 [15:0] } : acc_0;
+  assign \$203  = $signed(\$202 ) + $signed(part2_0);
+  assign \$204  = \$signal$103  ? { \$signature__data$116 [31], \$signature__data$116 [31], \$signature__data$116 [31], \$signature__data$116 [31:16] } : acc_1;
+  assign \$205  = $signed(\$204 ) + $signed(part2_1);
+  assign \$206  = \$signal$103  ? { \$signature__data$116 [31], \$signature__data$116 [31], \$signature__data$116 [31], \$signature__data$116 [31:16] } : acc_1;
+  assign \$207  = $signed(\$206 ) + $signed(part2_1);
+  assign \$208  = \$signal$103  ? { \$signature__data$116 [47], \$signature__data$116 [47], \$signature__data$116 [47], \$signature__data$116 [47:32] } : acc_2;
+  assign \$209  = $signed(\$208 ) + $signed(part2_2);
+  assign \$210  = \$signal$103  ? { \$signature__data$116 [47], \$signature__data$116 [47], \$signature__data$116 [47], \$signature__data$116 [47:32] } : acc_2;
+  assign \$211  = $signed(\$210 ) + $signed(part2_2);
+  assign \$212  = \$signal$103  ? { \$signature__data$116 [63], \$signature__data$116 [63], \$signature__data$116 [63], \$signature__data$116 [63:48] } : acc_3;
+  assign \$213  = $signed(\$212 ) + $signed(part2_3);
+  assign \$214  = \$signal$103  ? { \$signature__data$116 [63], \$signature__data$116 [63], \$signature__data$116 [63], \$signature__data$116 [63:48] } : acc_3;
+  assign \$215  = $signed(\$214 ) + $signed(part2_3);
+  assign \$216  = $signed(psum_bias_0) * $signed({ 1'h0, scale3_0 });
+  assign \$217  = $signed(\$216 ) + $signed(17'h08000);
+  assign \$218  = $signed(psum_bias_1) * $signed({ 1'h0, scale3_1 });
+  assign \$219  = $signed(\$218 ) + $signed(17'h08000);
+  assign \$220  = $signed(psum_bias_2) * $signed({ 1'h0, scale3_2 });
+  assign \$221  = $signed(\$220 ) + $signed(17'h08000);
+  assign \$222  = $signed(psum_bias_3) * $signed({ 1'h0, scale3_3 });
+  assign \$223  = $signed(\$222 ) + $signed(17'h08000);
+  assign \$224  = v4 | send_eof;
+  assign \$225  = $signed(\$91 [18:0]) > $signed(8'h7f);
+  assign \$226  = $signed(\$91 [18:0]) < $signed(8'h81);
+  assign \$227  = \$226  ? 19'h7ff81 : \$91 [18:0];
+  assign \$228  = \$225  ? 19'h0007f : \$227 ;
+  assign \$229  = $signed(\$92 [18:0]) > $signed(8'h7f);
+  assign \$230  = $signed(\$92 [18:0]) < $signed(8'h81);
+  assign \$231  = \$230  ? 19'h7ff81 : \$92 [18:0];
+  assign \$232  = \$229  ? 19'h0007f : \$231 ;
+  assign \$233  = $signed(\$93 [18:0]) > $signed(8'h7f);
+  assign \$234  = $signed(\$93 [18:0]) < $signed(8'h81);
+  assign \$235  = \$234  ? 19'h7ff81 : \$93 [18:0];
+  assign \$236  = \$233  ? 19'h0007f : \$235 ;
+  assign \$237  = $signed(\$94 [18:0]) > $signed(8'h7f);
+  assign \$238  = $signed(\$94 [18:0]) < $signed(8'h81);
+  assign \$239  = \$238  ? 19'h7ff81 : \$94 [18:0];
+  assign \$240  = \$237  ? 19'h0007f : \$239 ;
   always @(posedge clk)
-    pcount <= \$238 ;
+    pcount <= \$241 ;
   always @(posedge clk)
-    loaded <= \$239 ;
+    loaded <= \$242 ;
   always @(posedge clk)
-    height_m1 <= \$240 ;
+    height_m1 <= \$243 ;
   always @(posedge clk)
-    width_m1 <= \$241 ;
+    width_m1 <= \$244 ;
   always @(posedge clk)
-    done_rows <= \$242 ;
+    done_rows <= \$245 ;
   always @(posedge clk)
-    frame_busy <= \$243 ;
+    frame_busy <= \$246 ;
   always @(posedge clk)
-    eof_seen <= \$244 ;
+    eof_seen <= \$247 ;
   always @(posedge clk)
-    discard <= \$245 ;
+    discard <= \$248 ;
   always @(posedge clk)
-    gi <= \$246 ;
+    gi <= \$249 ;
   always @(posedge clk)
-    err <= \$247 ;
+    err <= \$250 ;
   always @(posedge clk)
-    \$signal  <= \$248 ;
+    \$signal  <= \$251 ;
   always @(posedge clk)
-    cur_x <= \$249 ;
+    cur_x <= \$252 ;
   always @(posedge clk)
-    has_last <= \$250 ;
+    has_last <= \$253 ;
   always @(posedge clk)
-    \$signal$17  <= \$251 ;
+    \$signal$17  <= \$254 ;
   always @(posedge clk)
-    last_x <= \$252 ;
+    last_x <= \$255 ;
   always @(posedge clk)
-    row_tag_0 <= \$253 ;
+    row_tag_0 <= \$256 ;
   always @(posedge clk)
-    bitmap_0 <= \$254 ;
+    bitmap_0 <= \$257 ;
   always @(posedge clk)
-    row_tag_1 <= \$255 ;
+    row_tag_1 <= \$258 ;
   always @(posedge clk)
-    bitmap_1 <= \$256 ;
+    bitmap_1 <= \$259 ;
   always @(posedge clk)
-    pf_valid <= \$257 ;
+    pf_valid <= \$260 ;
   always @(posedge clk)
-    f_done <= \$258 ;
+    f_done <= \$261 ;
   always @(posedge clk)
-    f_row <= \$259 ;
+    f_row <= \$262 ;
   always @(posedge clk)
-    f_rem <= \$260 ;
+    f_rem <= \$263 ;
   always @(posedge clk)
-    f_scan <= \$261 ;
+    f_scan <= \$264 ;
   always @(posedge clk)
-    \$signal$55  <= \$262 ;
+    \$signal$55  <= \$265 ;
   always @(posedge clk)
-    \$signal$96  <= \$263 ;
+    \$signal$96  <= \$266 ;
   always @(posedge clk)
-    pf_taps <= \$264 ;
+    pf_taps <= \$267 ;
   always @(posedge clk)
-    s_gi <= \$265 ;
+    s_gi <= \$268 ;
   always @(posedge clk)
-    s_rem <= \$266 ;
+    s_rem <= \$269 ;
   always @(posedge clk)
-    s_go <= \$267 ;
+    s_go <= \$270 ;
   always @(posedge clk)
-    sv <= \$268 ;
+    sv <= \$271 ;
   always @(posedge clk)
-    \$signal$56  <= \$269 ;
+    \$signal$56  <= \$272 ;
   always @(posedge clk)
-    s_ox <= \$270 ;
+    s_ox <= \$273 ;
   always @(posedge clk)
-    \$signal$98  <= \$271 ;
+    \$signal$98  <= \$274 ;
   always @(posedge clk)
-    \$signal$87  <= \$272 ;
+    \$signal$87  <= \$275 ;
   always @(posedge clk)
-    \$signal$99  <= \$273 ;
+    \$signal$99  <= \$276 ;
   always @(posedge clk)
-    last1 <= \$274 ;
+    last1 <= \$277 ;
   always @(posedge clk)
-    \$like  <= \$275 ;
+    \$like  <= \$278 ;
   always @(posedge clk)
-    \$like$102  <= \$276 ;
+    \$like$102  <= \$279 ;
   always @(posedge clk)
-    \$signature__addr$75  <= \$277 ;
+    \$signature__addr$75  <= \$280 ;
   always @(posedge clk)
-    \$signal$88  <= \$278 ;
+    \$signal$88  <= \$281 ;
   always @(posedge clk)
-    \$signal$103  <= \$279 ;
+    \$signal$103  <= \$282 ;
   always @(posedge clk)
-    last2 <= \$280 ;
+    last2 <= \$283 ;
   always @(posedge clk)
-    \$like$105  <= \$281 ;
+    \$like$105  <= \$284 ;
   always @(posedge clk)
-    ox2 <= \$282 ;
+    ox2 <= \$285 ;
   always @(posedge clk)
-    part2_0 <= \$283 ;
+    part2_0 <= \$286 ;
   always @(posedge clk)
-    part2_1 <= \$284 ;
+    part2_1 <= \$287 ;
   always @(posedge clk)
-    part2_2 <= \$285 ;
+    part2_2 <= \$288 ;
   always @(posedge clk)
-    part2_3 <= \$286 ;
+    part2_3 <= \$289 ;
   always @(posedge clk)
-    v3 <= \$287 ;
+    v3 <= \$290 ;
   always @(posedge clk)
-    \$like$113  <= \$288 ;
+    \$like$113  <= \$291 ;
   always @(posedge clk)
-    ox3 <= \$289 ;
+    ox3 <= \$292 ;
   always @(posedge clk)
-    acc_0 <= \$290 ;
+    acc_0 <= \$293 ;
   always @(posedge clk)
-    psum_bias_0 <= \$291 ;
+    psum_bias_0 <= \$294 ;
   always @(posedge clk)
-    scale3_0 <= \$292 ;
+    scale3_0 <= \$295 ;
   always @(posedge clk)
-    acc_1 <= \$293 ;
+    acc_1 <= \$296 ;
   always @(posedge clk)
-    psum_bias_1 <= \$294 ;
+    psum_bias_1 <= \$297 ;
   always @(posedge clk)
-    scale3_1 <= \$295 ;
+    scale3_1 <= \$298 ;
   always @(posedge clk)
-    acc_2 <= \$296 ;
+    acc_2 <= \$299 ;
   always @(posedge clk)
-    psum_bias_2 <= \$297 ;
+    psum_bias_2 <= \$300 ;
   always @(posedge clk)
-    scale3_2 <= \$298 ;
+    scale3_2 <= \$301 ;
   always @(posedge clk)
-    acc_3 <= \$299 ;
+    acc_3 <= \$302 ;
   always @(posedge clk)
-    psum_bias_3 <= \$300 ;
+    psum_bias_3 <= \$303 ;
   always @(posedge clk)
-    scale3_3 <= \$301 ;
+    scale3_3 <= \$304 ;
   always @(posedge clk)
-    v4 <= \$302 ;
+    v4 <= \$305 ;
   always @(posedge clk)
-    \$like$128  <= \$303 ;
+    \$like$128  <= \$306 ;
   always @(posedge clk)
-    ox4 <= \$304 ;
+    ox4 <= \$307 ;
   always @(posedge clk)
-    requant_0 <= \$305 ;
+    requant_0 <= \$308 ;
   always @(posedge clk)
-    requant_1 <= \$306 ;
+    requant_1 <= \$309 ;
   always @(posedge clk)
-    requant_2 <= \$307 ;
+    requant_2 <= \$310 ;
   always @(posedge clk)
-    requant_3 <= \$308 ;
+    requant_3 <= \$311 ;
   always @(posedge clk)
-    sites_out__valid <= \$309 ;
+    sites_out__valid <= \$312 ;
   always @(posedge clk)
-    sites_out__payload <= \$310 ;
+    sites_out__payload <= \$313 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     centre_row = 16'h0000;
-    if (\$53 ) begin
+    if (\$56 ) begin
       centre_row = bitmap_0;
     end
-    if (\$57 ) begin
+    if (\$60 ) begin
       centre_row = bitmap_1;
     end
   end
@@ -7227,148 +7245,89 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$signal$65  = 2'h0;
-    if (\$72 ) begin
+    if (\$75 ) begin
       \$signal$65  = 2'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     dx_t = 2'h0;
-    if (\$72 ) begin
+    if (\$75 ) begin
       dx_t = 2'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$238  = pcount;
-    if (\$104 ) begin
+    \$241  = pcount;
+    if (\$107 ) begin
       (* full_case = 32'd1 *)
-      if (\$105 ) begin
-        \$238  = 2'h0;
+      if (\$108 ) begin
+        \$241  = 2'h0;
       end else begin
-        \$238  = \$106 [1:0];
+        \$241  = \$109 [1:0];
       end
     end
     if (rst) begin
-      \$238  = 2'h0;
+      \$241  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$239  = loaded;
-    if (\$104 ) begin
-      if (\$105 ) begin
-        \$239  = 1'h1;
+    \$242  = loaded;
+    if (\$107 ) begin
+      if (\$108 ) begin
+        \$242  = 1'h1;
       end
-      if (\$107 ) begin
-        \$239  = 1'h0;
+      if (\$110 ) begin
+        \$242  = 1'h0;
       end
     end
     if (rst) begin
-      \$239  = 1'h0;
+      \$242  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$240  = height_m1;
-    if (\$104 ) begin
-      if (\$107 ) begin
-        \$240  = params__payload[3:0];
+    \$243  = height_m1;
+    if (\$107 ) begin
+      if (\$110 ) begin
+        \$243  = params__payload[3:0];
       end
     end
     if (rst) begin
-      \$240  = 4'h0;
+      \$243  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$241  = width_m1;
-    if (\$104 ) begin
-      if (\$107 ) begin
-        \$241  = params__payload[7:4];
+    \$244  = width_m1;
+    if (\$107 ) begin
+      if (\$110 ) begin
+        \$244  = params__payload[7:4];
       end
     end
     if (rst) begin
-      \$241  = 4'h0;
+      \$244  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$242  = done_rows;
-    if (\$116 ) begin
-      \$242  = { 2'h0, sites_in__payload[35:32] };
+    \$245  = done_rows;
+    if (\$119 ) begin
+      \$245  = { 2'h0, sites_in__payload[35:32] };
     end
     if (send_eof) begin
-      \$242  = 6'h00;
+      \$245  = 6'h00;
     end
     if (rst) begin
-      \$242  = 6'h00;
+      \$245  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$243  = frame_busy;
-    if (\$117 ) begin
-      \$243  = 1'h1;
-    end
-    if (send_eof) begin
-      \$243  = 1'h0;
-    end
-    if (rst) begin
-      \$243  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$244  = eof_seen;
-    if (\$117 ) begin
-      if (sites_in__payload[40]) begin
-        \$244  = 1'h1;
-      end
-    end
-    if (send_eof) begin
-      \$244  = 1'h0;
-    end
-    if (rst) begin
-      \$244  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$245  = discard;
-    if (\$117 ) begin
-      if (sites_in__payload[40]) begin
-        \$245  = 1'h0;
-      end else if (discard) begin
-      end else if (bad) begin
-        \$245  = 1'h1;
-      end
-    end
-    if (send_eof) begin
-      \$245  = 1'h0;
-    end
-    if (rst) begin
-      \$245  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$246  = gi;
-    if (\$117 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-        \$246  = 1'h0;
-      end else if (discard) begin
-      end else if (bad) begin
-        \$246  = 1'h0;
-      end else begin
-        (* full_case = 32'd1 *)
-        if (\$122 ) begin
-          \$246  = 1'h0;
-        end else begin
-          \$246  = \$123 [0];
-        end
-      end
+    \$246  = frame_busy;
+    if (\$120 ) begin
+      \$246  = 1'h1;
     end
     if (send_eof) begin
       \$246  = 1'h0;
@@ -7379,14 +7338,9 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$247  = err;
-    if (\$117 ) begin
+    \$247  = eof_seen;
+    if (\$120 ) begin
       if (sites_in__payload[40]) begin
-        if (\$120 ) begin
-          \$247  = 1'h1;
-        end
-      end else if (discard) begin
-      end else if (bad) begin
         \$247  = 1'h1;
       end
     end
@@ -7399,52 +7353,59 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$248  = \$signal ;
-    if (\$117 ) begin
-      (* full_case = 32'd1 *)
+    \$248  = discard;
+    if (\$120 ) begin
       if (sites_in__payload[40]) begin
+        \$248  = 1'h0;
       end else if (discard) begin
       end else if (bad) begin
-      end else begin
-        if (\$121 ) begin
-          \$248  = sites_in__payload[35:32];
-        end
+        \$248  = 1'h1;
       end
     end
+    if (send_eof) begin
+      \$248  = 1'h0;
+    end
     if (rst) begin
-      \$248  = 4'h0;
+      \$248  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$249  = cur_x;
-    if (\$117 ) begin
+    \$249  = gi;
+    if (\$120 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
+        \$249  = 1'h0;
       end else if (discard) begin
       end else if (bad) begin
+        \$249  = 1'h0;
       end else begin
-        if (\$121 ) begin
-          \$249  = sites_in__payload[39:36];
+        (* full_case = 32'd1 *)
+        if (\$125 ) begin
+          \$249  = 1'h0;
+        end else begin
+          \$249  = \$126 [0];
         end
       end
     end
+    if (send_eof) begin
+      \$249  = 1'h0;
+    end
     if (rst) begin
-      \$249  = 4'h0;
+      \$249  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$250  = has_last;
-    if (\$117 ) begin
-      (* full_case = 32'd1 *)
+    \$250  = err;
+    if (\$120 ) begin
       if (sites_in__payload[40]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$122 ) begin
+        if (\$123 ) begin
           \$250  = 1'h1;
         end
+      end else if (discard) begin
+      end else if (bad) begin
+        \$250  = 1'h1;
       end
     end
     if (send_eof) begin
@@ -7456,14 +7417,14 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$251  = \$signal$17 ;
-    if (\$117 ) begin
+    \$251  = \$signal ;
+    if (\$120 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$122 ) begin
+        if (\$124 ) begin
           \$251  = sites_in__payload[35:32];
         end
       end
@@ -7474,14 +7435,14 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$252  = last_x;
-    if (\$117 ) begin
+    \$252  = cur_x;
+    if (\$120 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$122 ) begin
+        if (\$124 ) begin
           \$252  = sites_in__payload[39:36];
         end
       end
@@ -7492,180 +7453,166 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$253  = row_tag_0;
-    if (\$117 ) begin
+    \$253  = has_last;
+    if (\$120 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$124 ) begin
-          if (\$127 ) begin
-            \$253  = { 1'h0, sites_in__payload[35:32] };
+        if (\$125 ) begin
+          \$253  = 1'h1;
+        end
+      end
+    end
+    if (send_eof) begin
+      \$253  = 1'h0;
+    end
+    if (rst) begin
+      \$253  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$254  = \$signal$17 ;
+    if (\$120 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[40]) begin
+      end else if (discard) begin
+      end else if (bad) begin
+      end else begin
+        if (\$125 ) begin
+          \$254  = sites_in__payload[35:32];
+        end
+      end
+    end
+    if (rst) begin
+      \$254  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$255  = last_x;
+    if (\$120 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[40]) begin
+      end else if (discard) begin
+      end else if (bad) begin
+      end else begin
+        if (\$125 ) begin
+          \$255  = sites_in__payload[39:36];
+        end
+      end
+    end
+    if (rst) begin
+      \$255  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$256  = row_tag_0;
+    if (\$120 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[40]) begin
+      end else if (discard) begin
+      end else if (bad) begin
+      end else begin
+        if (\$127 ) begin
+          if (\$130 ) begin
+            \$256  = { 1'h0, sites_in__payload[35:32] };
           end
         end
       end
     end
     if (send_eof) begin
-      \$253  = 5'h1f;
+      \$256  = 5'h1f;
     end
     if (rst) begin
-      \$253  = 5'h1f;
+      \$256  = 5'h1f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$254  = bitmap_0;
-    if (\$117 ) begin
+    \$257  = bitmap_0;
+    if (\$120 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$124 ) begin
-          \$254  = \$135 [15:0];
+        if (\$127 ) begin
+          \$257  = \$138 [15:0];
         end
       end
     end
     if (rst) begin
-      \$254  = 16'h0000;
+      \$257  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$255  = row_tag_1;
-    if (\$117 ) begin
+    \$258  = row_tag_1;
+    if (\$120 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$136 ) begin
-          if (\$139 ) begin
-            \$255  = { 1'h0, sites_in__payload[35:32] };
+        if (\$139 ) begin
+          if (\$142 ) begin
+            \$258  = { 1'h0, sites_in__payload[35:32] };
           end
         end
       end
     end
     if (send_eof) begin
-      \$255  = 5'h1f;
+      \$258  = 5'h1f;
     end
     if (rst) begin
-      \$255  = 5'h1f;
+      \$258  = 5'h1f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$256  = bitmap_1;
-    if (\$117 ) begin
+    \$259  = bitmap_1;
+    if (\$120 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$136 ) begin
-          \$256  = \$147 [15:0];
+        if (\$139 ) begin
+          \$259  = \$150 [15:0];
         end
       end
     end
     if (rst) begin
-      \$256  = 16'h0000;
+      \$259  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$257  = pf_valid;
+    \$260  = pf_valid;
     if (pf_take) begin
-      \$257  = 1'h0;
+      \$260  = 1'h0;
     end
-    if (\$150 ) begin
-      if (\$151 ) begin
-      end else if (\$153 ) begin
-        \$257  = 1'h1;
+    if (\$153 ) begin
+      if (\$154 ) begin
+      end else if (\$156 ) begin
+        \$260  = 1'h1;
       end
     end
     if (rst) begin
-      \$257  = 1'h0;
+      \$260  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$258  = f_done;
-    if (\$150 ) begin
-      if (\$151 ) begin
+    \$261  = f_done;
+    if (\$153 ) begin
+      if (\$154 ) begin
         if (rows_over) begin
-          \$258  = 1'h1;
-        end
-      end
-    end
-    if (send_eof) begin
-      \$258  = 1'h0;
-    end
-    if (rst) begin
-      \$258  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$259  = f_row;
-    if (\$150 ) begin
-      if (\$151 ) begin
-        if (rows_over) begin
-        end else if (row_ready) begin
-          if (\$154 ) begin
-            \$259  = \$155 [5:0];
-          end
-        end
-      end else if (\$153 ) begin
-        if (\$156 ) begin
-          \$259  = \$157 [5:0];
-        end
-      end
-    end
-    if (send_eof) begin
-      \$259  = 6'h00;
-    end
-    if (rst) begin
-      \$259  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$260  = f_rem;
-    if (\$150 ) begin
-      if (\$151 ) begin
-        if (rows_over) begin
-        end else if (row_ready) begin
-          (* full_case = 32'd1 *)
-          if (\$154 ) begin
-          end else begin
-            \$260  = centre_row;
-          end
-        end
-      end else if (\$153 ) begin
-        \$260  = \$59 [15:0];
-      end
-    end
-    if (rst) begin
-      \$260  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$261  = f_scan;
-    if (\$150 ) begin
-      if (\$151 ) begin
-        if (rows_over) begin
-        end else if (row_ready) begin
-          (* full_case = 32'd1 *)
-          if (\$154 ) begin
-          end else begin
-            \$261  = 1'h1;
-          end
-        end
-      end else if (\$153 ) begin
-        if (\$156 ) begin
-          \$261  = 1'h0;
+          \$261  = 1'h1;
         end
       end
     end
@@ -7678,12 +7625,23 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$262  = \$signal$55 ;
-    if (\$150 ) begin
-      if (\$151 ) begin
-      end else if (\$153 ) begin
-        \$262  = f_row;
+    \$262  = f_row;
+    if (\$153 ) begin
+      if (\$154 ) begin
+        if (rows_over) begin
+        end else if (row_ready) begin
+          if (\$157 ) begin
+            \$262  = \$158 [5:0];
+          end
+        end
+      end else if (\$156 ) begin
+        if (\$159 ) begin
+          \$262  = \$160 [5:0];
+        end
       end
+    end
+    if (send_eof) begin
+      \$262  = 6'h00;
     end
     if (rst) begin
       \$262  = 6'h00;
@@ -7691,25 +7649,46 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$263  = \$signal$96 ;
-    if (\$150 ) begin
-      if (\$151 ) begin
-      end else if (\$153 ) begin
-        \$263  = finder_x;
+    \$263  = f_rem;
+    if (\$153 ) begin
+      if (\$154 ) begin
+        if (rows_over) begin
+        end else if (row_ready) begin
+          (* full_case = 32'd1 *)
+          if (\$157 ) begin
+          end else begin
+            \$263  = centre_row;
+          end
+        end
+      end else if (\$156 ) begin
+        \$263  = \$62 [15:0];
       end
     end
     if (rst) begin
-      \$263  = 4'h0;
+      \$263  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$264  = pf_taps;
-    if (\$150 ) begin
-      if (\$151 ) begin
-      end else if (\$153 ) begin
-        \$264  = 1'h1;
+    \$264  = f_scan;
+    if (\$153 ) begin
+      if (\$154 ) begin
+        if (rows_over) begin
+        end else if (row_ready) begin
+          (* full_case = 32'd1 *)
+          if (\$157 ) begin
+          end else begin
+            \$264  = 1'h1;
+          end
+        end
+      end else if (\$156 ) begin
+        if (\$159 ) begin
+          \$264  = 1'h0;
+        end
       end
+    end
+    if (send_eof) begin
+      \$264  = 1'h0;
     end
     if (rst) begin
       \$264  = 1'h0;
@@ -7717,65 +7696,37 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$265  = s_gi;
-    if (adv) begin
-      if (sv) begin
-        (* full_case = 32'd1 *)
-        if (\$159 ) begin
-          \$265  = \$160 [0];
-        end else begin
-          \$265  = 1'h0;
-        end
-      end
-      if (pf_take) begin
-        \$265  = 1'h0;
+    \$265  = \$signal$55 ;
+    if (\$153 ) begin
+      if (\$154 ) begin
+      end else if (\$156 ) begin
+        \$265  = f_row;
       end
     end
     if (rst) begin
-      \$265  = 1'h0;
+      \$265  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$266  = s_rem;
-    if (adv) begin
-      if (sv) begin
-        (* full_case = 32'd1 *)
-        if (\$159 ) begin
-        end else begin
-          (* full_case = 32'd1 *)
-          if (\$161 ) begin
-            \$266  = \$64 [0];
-          end else begin
-            \$266  = \$signal$98 ;
-          end
-        end
-      end
-      if (pf_take) begin
-        \$266  = pf_taps;
+    \$266  = \$signal$96 ;
+    if (\$153 ) begin
+      if (\$154 ) begin
+      end else if (\$156 ) begin
+        \$266  = finder_x;
       end
     end
     if (rst) begin
-      \$266  = 1'h0;
+      \$266  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$267  = s_go;
-    if (adv) begin
-      if (sv) begin
-        (* full_case = 32'd1 *)
-        if (\$159 ) begin
-        end else begin
-          (* full_case = 32'd1 *)
-          if (\$161 ) begin
-          end else begin
-            \$267  = \$164 [0];
-          end
-        end
-      end
-      if (pf_take) begin
-        \$267  = 1'h0;
+    \$267  = pf_taps;
+    if (\$153 ) begin
+      if (\$154 ) begin
+      end else if (\$156 ) begin
+        \$267  = 1'h1;
       end
     end
     if (rst) begin
@@ -7784,15 +7735,18 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$268  = sv;
+    \$268  = s_gi;
     if (adv) begin
       if (sv) begin
-        if (site_done) begin
+        (* full_case = 32'd1 *)
+        if (\$162 ) begin
+          \$268  = \$163 [0];
+        end else begin
           \$268  = 1'h0;
         end
       end
       if (pf_take) begin
-        \$268  = 1'h1;
+        \$268  = 1'h0;
       end
     end
     if (rst) begin
@@ -7801,34 +7755,62 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$269  = \$signal$56 ;
+    \$269  = s_rem;
     if (adv) begin
+      if (sv) begin
+        (* full_case = 32'd1 *)
+        if (\$162 ) begin
+        end else begin
+          (* full_case = 32'd1 *)
+          if (\$164 ) begin
+            \$269  = \$67 [0];
+          end else begin
+            \$269  = \$signal$98 ;
+          end
+        end
+      end
       if (pf_take) begin
-        \$269  = \$signal$55 ;
+        \$269  = pf_taps;
       end
     end
     if (rst) begin
-      \$269  = 6'h00;
+      \$269  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$270  = s_ox;
+    \$270  = s_go;
     if (adv) begin
+      if (sv) begin
+        (* full_case = 32'd1 *)
+        if (\$162 ) begin
+        end else begin
+          (* full_case = 32'd1 *)
+          if (\$164 ) begin
+          end else begin
+            \$270  = \$167 [0];
+          end
+        end
+      end
       if (pf_take) begin
-        \$270  = \$signal$96 ;
+        \$270  = 1'h0;
       end
     end
     if (rst) begin
-      \$270  = 4'h0;
+      \$270  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$271  = \$signal$98 ;
+    \$271  = sv;
     if (adv) begin
+      if (sv) begin
+        if (site_done) begin
+          \$271  = 1'h0;
+        end
+      end
       if (pf_take) begin
-        \$271  = pf_taps;
+        \$271  = 1'h1;
       end
     end
     if (rst) begin
@@ -7837,29 +7819,35 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$272  = \$signal$87 ;
+    \$272  = \$signal$56 ;
     if (adv) begin
-      \$272  = sv;
+      if (pf_take) begin
+        \$272  = \$signal$55 ;
+      end
     end
     if (rst) begin
-      \$272  = 1'h0;
+      \$272  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$273  = \$signal$99 ;
+    \$273  = s_ox;
     if (adv) begin
-      \$273  = \$167 ;
+      if (pf_take) begin
+        \$273  = \$signal$96 ;
+      end
     end
     if (rst) begin
-      \$273  = 1'h0;
+      \$273  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$274  = last1;
+    \$274  = \$signal$98 ;
     if (adv) begin
-      \$274  = acc_last;
+      if (pf_take) begin
+        \$274  = pf_taps;
+      end
     end
     if (rst) begin
       \$274  = 1'h0;
@@ -7867,29 +7855,29 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$275  = \$like ;
+    \$275  = \$signal$87 ;
     if (adv) begin
-      \$275  = \$signal$56 ;
+      \$275  = sv;
     end
     if (rst) begin
-      \$275  = 6'h00;
+      \$275  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$276  = \$like$102 ;
+    \$276  = \$signal$99 ;
     if (adv) begin
-      \$276  = s_ox;
+      \$276  = \$170 ;
     end
     if (rst) begin
-      \$276  = 4'h0;
+      \$276  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$277  = \$signature__addr$75 ;
+    \$277  = last1;
     if (adv) begin
-      \$277  = s_go;
+      \$277  = acc_last;
     end
     if (rst) begin
       \$277  = 1'h0;
@@ -7897,29 +7885,29 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$278  = \$signal$88 ;
+    \$278  = \$like ;
     if (adv) begin
-      \$278  = \$signal$87 ;
+      \$278  = \$signal$56 ;
     end
     if (rst) begin
-      \$278  = 1'h0;
+      \$278  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$279  = \$signal$103 ;
+    \$279  = \$like$102 ;
     if (adv) begin
-      \$279  = \$signal$99 ;
+      \$279  = s_ox;
     end
     if (rst) begin
-      \$279  = 1'h0;
+      \$279  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$280  = last2;
+    \$280  = \$signature__addr$75 ;
     if (adv) begin
-      \$280  = last1;
+      \$280  = s_go;
     end
     if (rst) begin
       \$280  = 1'h0;
@@ -7927,59 +7915,59 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$281  = \$like$105 ;
+    \$281  = \$signal$88 ;
     if (adv) begin
-      \$281  = \$like ;
+      \$281  = \$signal$87 ;
     end
     if (rst) begin
-      \$281  = 6'h00;
+      \$281  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$282  = ox2;
+    \$282  = \$signal$103 ;
     if (adv) begin
-      \$282  = \$like$102 ;
+      \$282  = \$signal$99 ;
     end
     if (rst) begin
-      \$282  = 4'h0;
+      \$282  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$283  = part2_0;
+    \$283  = last2;
     if (adv) begin
-      \$283  = { \$174 [17], \$174  };
+      \$283  = last1;
     end
     if (rst) begin
-      \$283  = 19'h00000;
+      \$283  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$284  = part2_1;
+    \$284  = \$like$105 ;
     if (adv) begin
-      \$284  = { \$181 [17], \$181  };
+      \$284  = \$like ;
     end
     if (rst) begin
-      \$284  = 19'h00000;
+      \$284  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$285  = part2_2;
+    \$285  = ox2;
     if (adv) begin
-      \$285  = { \$188 [17], \$188  };
+      \$285  = \$like$102 ;
     end
     if (rst) begin
-      \$285  = 19'h00000;
+      \$285  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$286  = part2_3;
+    \$286  = part2_0;
     if (adv) begin
-      \$286  = { \$195 [17], \$195  };
+      \$286  = { \$177 [17], \$177  };
     end
     if (rst) begin
       \$286  = 19'h00000;
@@ -7987,76 +7975,70 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$287  = v3;
+    \$287  = part2_1;
     if (adv) begin
-      \$287  = \$196 ;
+      \$287  = { \$184 [17], \$184  };
     end
     if (rst) begin
-      \$287  = 1'h0;
+      \$287  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$288  = \$like$113 ;
+    \$288  = part2_2;
     if (adv) begin
-      \$288  = \$like$105 ;
+      \$288  = { \$191 [17], \$191  };
     end
     if (rst) begin
-      \$288  = 6'h00;
+      \$288  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$289  = ox3;
+    \$289  = part2_3;
     if (adv) begin
-      \$289  = ox2;
+      \$289  = { \$198 [17], \$198  };
     end
     if (rst) begin
-      \$289  = 4'h0;
+      \$289  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$290  = acc_0;
+    \$290  = v3;
+    if (adv) begin
+      \$290  = \$199 ;
+    end
+    if (rst) begin
+      \$290  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$291  = \$like$113 ;
+    if (adv) begin
+      \$291  = \$like$105 ;
+    end
+    if (rst) begin
+      \$291  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$292  = ox3;
+    if (adv) begin
+      \$292  = ox2;
+    end
+    if (rst) begin
+      \$292  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$293  = acc_0;
     if (adv) begin
       if (\$signal$88 ) begin
-        \$290  = \$198 [18:0];
-      end
-    end
-    if (rst) begin
-      \$290  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$291  = psum_bias_0;
-    if (adv) begin
-      if (\$signal$88 ) begin
-        \$291  = \$200 [18:0];
-      end
-    end
-    if (rst) begin
-      \$291  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$292  = scale3_0;
-    if (adv) begin
-      if (\$signal$88 ) begin
-        \$292  = \$signature__data$116 [79:64];
-      end
-    end
-    if (rst) begin
-      \$292  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$293  = acc_1;
-    if (adv) begin
-      if (\$signal$88 ) begin
-        \$293  = \$202 [18:0];
+        \$293  = \$201 [18:0];
       end
     end
     if (rst) begin
@@ -8065,10 +8047,10 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$294  = psum_bias_1;
+    \$294  = psum_bias_0;
     if (adv) begin
       if (\$signal$88 ) begin
-        \$294  = \$204 [18:0];
+        \$294  = \$203 [18:0];
       end
     end
     if (rst) begin
@@ -8077,10 +8059,10 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$295  = scale3_1;
+    \$295  = scale3_0;
     if (adv) begin
       if (\$signal$88 ) begin
-        \$295  = \$signature__data$116 [95:80];
+        \$295  = \$signature__data$116 [79:64];
       end
     end
     if (rst) begin
@@ -8089,10 +8071,10 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$296  = acc_2;
+    \$296  = acc_1;
     if (adv) begin
       if (\$signal$88 ) begin
-        \$296  = \$206 [18:0];
+        \$296  = \$205 [18:0];
       end
     end
     if (rst) begin
@@ -8101,10 +8083,10 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$297  = psum_bias_2;
+    \$297  = psum_bias_1;
     if (adv) begin
       if (\$signal$88 ) begin
-        \$297  = \$208 [18:0];
+        \$297  = \$207 [18:0];
       end
     end
     if (rst) begin
@@ -8113,10 +8095,10 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$298  = scale3_2;
+    \$298  = scale3_1;
     if (adv) begin
       if (\$signal$88 ) begin
-        \$298  = \$signature__data$116 [111:96];
+        \$298  = \$signature__data$116 [95:80];
       end
     end
     if (rst) begin
@@ -8125,10 +8107,10 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$299  = acc_3;
+    \$299  = acc_2;
     if (adv) begin
       if (\$signal$88 ) begin
-        \$299  = \$210 [18:0];
+        \$299  = \$209 [18:0];
       end
     end
     if (rst) begin
@@ -8137,10 +8119,10 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$300  = psum_bias_3;
+    \$300  = psum_bias_2;
     if (adv) begin
       if (\$signal$88 ) begin
-        \$300  = \$212 [18:0];
+        \$300  = \$211 [18:0];
       end
     end
     if (rst) begin
@@ -8149,10 +8131,10 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$301  = scale3_3;
+    \$301  = scale3_2;
     if (adv) begin
       if (\$signal$88 ) begin
-        \$301  = \$signature__data$116 [127:112];
+        \$301  = \$signature__data$116 [111:96];
       end
     end
     if (rst) begin
@@ -8161,69 +8143,75 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$302  = v4;
+    \$302  = acc_3;
     if (adv) begin
-      \$302  = v3;
+      if (\$signal$88 ) begin
+        \$302  = \$213 [18:0];
+      end
     end
     if (rst) begin
-      \$302  = 1'h0;
+      \$302  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$303  = \$like$128 ;
+    \$303  = psum_bias_3;
     if (adv) begin
-      \$303  = \$like$113 ;
+      if (\$signal$88 ) begin
+        \$303  = \$215 [18:0];
+      end
     end
     if (rst) begin
-      \$303  = 6'h00;
+      \$303  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$304  = ox4;
+    \$304  = scale3_3;
     if (adv) begin
-      \$304  = ox3;
+      if (\$signal$88 ) begin
+        \$304  = \$signature__data$116 [127:112];
+      end
     end
     if (rst) begin
-      \$304  = 4'h0;
+      \$304  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$305  = requant_0;
+    \$305  = v4;
     if (adv) begin
-      \$305  = \$214 [34:0];
+      \$305  = v3;
     end
     if (rst) begin
-      \$305  = 35'h000000000;
+      \$305  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$306  = requant_1;
+    \$306  = \$like$128 ;
     if (adv) begin
-      \$306  = \$216 [34:0];
+      \$306  = \$like$113 ;
     end
     if (rst) begin
-      \$306  = 35'h000000000;
+      \$306  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$307  = requant_2;
+    \$307  = ox4;
     if (adv) begin
-      \$307  = \$218 [34:0];
+      \$307  = ox3;
     end
     if (rst) begin
-      \$307  = 35'h000000000;
+      \$307  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$308  = requant_3;
+    \$308  = requant_0;
     if (adv) begin
-      \$308  = \$220 [34:0];
+      \$308  = \$217 [34:0];
     end
     if (rst) begin
       \$308  = 35'h000000000;
@@ -8231,68 +8219,98 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$309  = sites_out__valid;
+    \$309  = requant_1;
     if (adv) begin
-      \$309  = \$221 ;
+      \$309  = \$219 [34:0];
     end
     if (rst) begin
-      \$309  = 1'h0;
+      \$309  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$310  = sites_out__payload;
+    \$310  = requant_2;
+    if (adv) begin
+      \$310  = \$221 [34:0];
+    end
+    if (rst) begin
+      \$310  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$311  = requant_3;
+    if (adv) begin
+      \$311  = \$223 [34:0];
+    end
+    if (rst) begin
+      \$311  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$312  = sites_out__valid;
+    if (adv) begin
+      \$312  = \$224 ;
+    end
+    if (rst) begin
+      \$312  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$313  = sites_out__payload;
     if (adv) begin
       (* full_case = 32'd1 *)
       if (send_eof) begin
-        \$310 [40] = 1'h1;
-        \$310 [41] = err;
-        \$310 [35:32] = 4'h0;
-        \$310 [39:36] = 4'h0;
-        \$310 [7:0] = 8'h00;
-        \$310 [15:8] = 8'h00;
-        \$310 [23:16] = 8'h00;
-        \$310 [31:24] = 8'h00;
+        \$313 [40] = 1'h1;
+        \$313 [41] = err;
+        \$313 [35:32] = 4'h0;
+        \$313 [39:36] = 4'h0;
+        \$313 [7:0] = 8'h00;
+        \$313 [15:8] = 8'h00;
+        \$313 [23:16] = 8'h00;
+        \$313 [31:24] = 8'h00;
       end else begin
-        \$310 [40] = 1'h0;
-        \$310 [41] = 1'h0;
-        \$310 [35:32] = \$like$128 [3:0];
-        \$310 [39:36] = ox4;
-        \$310 [7:0] = \$225 [7:0];
-        \$310 [15:8] = \$229 [7:0];
-        \$310 [23:16] = \$233 [7:0];
-        \$310 [31:24] = \$237 [7:0];
+        \$313 [40] = 1'h0;
+        \$313 [41] = 1'h0;
+        \$313 [35:32] = \$like$128 [3:0];
+        \$313 [39:36] = ox4;
+        \$313 [7:0] = \$228 [7:0];
+        \$313 [15:8] = \$232 [7:0];
+        \$313 [23:16] = \$236 [7:0];
+        \$313 [31:24] = \$240 [7:0];
       end
     end
     if (rst) begin
-      \$310  = 42'h00000000000;
+      \$313  = 42'h00000000000;
     end
   end
   assign \$signature__addr  = \$1 [0];
   assign \$signature__data  = params__payload;
   assign \$signature__addr$8  = \$7 [0];
   assign \$signature__data$9  = params__payload;
-  assign slot_in = \$39 [0];
-  assign \$signature__addr$31  = \$43 [5:0];
+  assign slot_in = \$42 [0];
+  assign \$signature__addr$31  = \$46 [5:0];
   assign \$signature__data$32  = sites_in__payload[31:0];
   assign \$signature__en$33  = write;
   assign centre = centre_row;
-  assign f_rest = \$59 [15:0];
-  assign \$signal$47  = \$60 [5:0];
+  assign f_rest = \$62 [15:0];
+  assign \$signal$47  = \$63 [5:0];
   assign taps = 1'h1;
-  assign rem_rest = \$64 [0];
-  assign ny = \$75 [5:0];
-  assign nx = \$78 [5:0];
-  assign lb_r__addr = \$83 [5:0];
+  assign rem_rest = \$67 [0];
+  assign ny = \$78 [5:0];
+  assign nx = \$81 [5:0];
+  assign lb_r__addr = \$86 [5:0];
   assign lb_r__en = adv;
   assign \$signature__en$72  = adv;
   assign \$signature__en$73  = adv;
-  assign \$signature__addr$74  = \$87 [0];
+  assign \$signature__addr$74  = \$90 [0];
   assign go1 = \$signature__addr$75 ;
-  assign shifted_0 = \$88 [18:0];
-  assign shifted_1 = \$89 [18:0];
-  assign shifted_2 = \$90 [18:0];
-  assign shifted_3 = \$91 [18:0];
+  assign shifted_0 = \$91 [18:0];
+  assign shifted_1 = \$92 [18:0];
+  assign shifted_2 = \$93 [18:0];
+  assign shifted_3 = \$94 [18:0];
   assign frame_reset = send_eof;
   assign \sites_in__payload.data  = sites_in__payload[31:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
@@ -8312,24 +8330,24 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   assign \sites_out__payload.x  = sites_out__payload[39:36];
   assign \sites_out__payload.eof  = sites_out__payload[40];
   assign \sites_out__payload.error  = sites_out__payload[41];
-  assign \$359  = 1'h1;
-  assign \$39  = \$357 ;
-  assign \$376  = 1'h1;
-  assign \$50  = \$374 ;
-  assign \$384  = 1'h1;
-  assign \$54  = \$382 ;
-  assign \$65  = s_gi;
-  assign \$419  = 1'h1;
-  assign \$79  = \$417 ;
-  assign \$88  = { requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34:16] };
-  assign \$89  = { requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34:16] };
-  assign \$90  = { requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34:16] };
-  assign \$91  = { requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34:16] };
+  assign \$365  = 1'h1;
+  assign \$42  = \$363 ;
+  assign \$382  = 1'h1;
+  assign \$53  = \$380 ;
+  assign \$390  = 1'h1;
+  assign \$57  = \$388 ;
+  assign \$68  = s_gi;
+  assign \$425  = 1'h1;
+  assign \$82  = \$423 ;
+  assign \$91  = { requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34:16] };
+  assign \$92  = { requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34:16] };
+  assign \$93  = { requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34:16] };
+  assign \$94  = { requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34:16] };
+  assign \$125  = gi;
+  assign \$135  = gi;
+  assign \$139  = \$42 [0];
+  assign \$147  = gi;
+  assign \$161  = s_gi;
   assign \$122  = gi;
-  assign \$132  = gi;
-  assign \$136  = \$39 [0];
-  assign \$144  = gi;
-  assign \$158  = s_gi;
-  assign \$119  = gi;
-  assign \$161  = \$64 [0];
+  assign \$164  = \$67 [0];
 endmodule

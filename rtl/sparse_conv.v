@@ -7,64 +7,64 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire [8:0] \$1 ;
   wire \$10 ;
-  wire [9:0] \$100 ;
+  wire \$100 ;
   wire \$101 ;
   wire [9:0] \$102 ;
-  wire \$103 ;
+  wire [9:0] \$103 ;
   wire \$104 ;
   wire [9:0] \$105 ;
-  wire [9:0] \$106 ;
+  wire \$106 ;
   wire \$107 ;
   wire [9:0] \$108 ;
-  wire \$109 ;
+  wire [9:0] \$109 ;
   wire \$11 ;
   wire \$110 ;
   wire [9:0] \$111 ;
-  wire [9:0] \$112 ;
+  wire \$112 ;
   wire \$113 ;
   wire [9:0] \$114 ;
-  wire \$115 ;
+  wire [9:0] \$115 ;
   wire \$116 ;
   wire [9:0] \$117 ;
-  wire [9:0] \$118 ;
+  wire \$118 ;
   wire \$119 ;
   wire \$12 ;
   wire [9:0] \$120 ;
-  wire \$121 ;
+  wire [9:0] \$121 ;
   wire \$122 ;
   wire [9:0] \$123 ;
-  wire [9:0] \$124 ;
+  wire \$124 ;
   wire \$125 ;
   wire [9:0] \$126 ;
-  wire \$127 ;
+  wire [9:0] \$127 ;
   wire \$128 ;
   wire [9:0] \$129 ;
   wire \$13 ;
-  wire [9:0] \$130 ;
+  wire \$130 ;
   wire \$131 ;
   wire [9:0] \$132 ;
-  wire \$133 ;
+  wire [9:0] \$133 ;
   wire \$134 ;
   wire [9:0] \$135 ;
-  wire [9:0] \$136 ;
+  wire \$136 ;
   wire \$137 ;
   wire [9:0] \$138 ;
-  wire \$139 ;
+  wire [9:0] \$139 ;
   wire \$14 ;
   wire \$140 ;
-  wire \$141 ;
-  wire [2:0] \$142 ;
-  wire [2:0] \$143 ;
-  wire [2:0] \$144 ;
+  wire [9:0] \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
   wire [2:0] \$145 ;
-  wire \$146 ;
-  wire [8:0] \$147 ;
-  wire [9:0] \$148 ;
-  wire [9:0] \$149 ;
+  wire [2:0] \$146 ;
+  wire [2:0] \$147 ;
+  wire [2:0] \$148 ;
+  wire \$149 ;
   wire \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire \$152 ;
+  wire [8:0] \$150 ;
+  wire [9:0] \$151 ;
+  wire [9:0] \$152 ;
   wire \$153 ;
   wire \$154 ;
   wire \$155 ;
@@ -79,30 +79,30 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   wire \$163 ;
   wire \$164 ;
   wire \$165 ;
-  wire [9:0] \$166 ;
-  wire [10:0] \$167 ;
-  wire [11:0] \$168 ;
-  wire [7:0] \$169 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire [9:0] \$169 ;
   wire \$17 ;
-  wire [8:0] \$170 ;
-  wire [9:0] \$171 ;
-  wire [8:0] \$172 ;
-  wire [10:0] \$173 ;
-  wire [11:0] \$174 ;
-  wire [14:0] \$175 ;
-  wire [15:0] \$176 ;
-  wire [6:0] \$177 ;
-  wire [7:0] \$178 ;
-  wire [10:0] \$179 ;
+  wire [10:0] \$170 ;
+  wire [11:0] \$171 ;
+  wire [7:0] \$172 ;
+  wire [8:0] \$173 ;
+  wire [9:0] \$174 ;
+  wire [8:0] \$175 ;
+  wire [10:0] \$176 ;
+  wire [11:0] \$177 ;
+  wire [14:0] \$178 ;
+  wire [15:0] \$179 ;
   wire \$18 ;
-  wire [11:0] \$180 ;
-  wire [38:0] \$181 ;
-  wire [38:0] \$182 ;
-  wire [38:0] \$183 ;
+  wire [6:0] \$180 ;
+  wire [7:0] \$181 ;
+  wire [10:0] \$182 ;
+  wire [11:0] \$183 ;
   wire [38:0] \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire \$187 ;
+  wire [38:0] \$185 ;
+  wire [38:0] \$186 ;
+  wire [38:0] \$187 ;
   wire \$188 ;
   wire \$189 ;
   wire \$19 ;
@@ -115,12 +115,12 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   wire \$196 ;
   wire \$197 ;
   wire \$198 ;
-  wire [8:0] \$199 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
   wire \$200 ;
   wire \$201 ;
-  wire \$202 ;
+  wire [8:0] \$202 ;
   wire \$203 ;
   wire \$204 ;
   wire \$205 ;
@@ -135,341 +135,344 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   wire \$213 ;
   wire \$214 ;
   wire \$215 ;
-  wire [2:0] \$216 ;
+  wire \$216 ;
   wire \$217 ;
   wire \$218 ;
-  wire \$219 ;
+  wire [2:0] \$219 ;
   wire \$22 ;
   wire \$220 ;
   wire \$221 ;
   wire \$222 ;
   wire \$223 ;
-  wire [127:0] \$224 ;
+  wire \$224 ;
   wire \$225 ;
-  wire [254:0] \$226 ;
-  wire [254:0] \$227 ;
-  wire [254:0] \$228 ;
-  wire \$229 ;
+  wire \$226 ;
+  wire [127:0] \$227 ;
+  wire \$228 ;
+  wire [254:0] \$229 ;
   wire \$23 ;
-  wire \$230 ;
-  wire \$231 ;
+  wire [254:0] \$230 ;
+  wire [254:0] \$231 ;
   wire \$232 ;
   wire \$233 ;
   wire \$234 ;
   wire \$235 ;
-  wire [127:0] \$236 ;
+  wire \$236 ;
   wire \$237 ;
-  wire [254:0] \$238 ;
-  wire [254:0] \$239 ;
+  wire \$238 ;
+  wire [127:0] \$239 ;
   wire \$24 ;
-  wire [254:0] \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire \$243 ;
+  wire \$240 ;
+  wire [254:0] \$241 ;
+  wire [254:0] \$242 ;
+  wire [254:0] \$243 ;
   wire \$244 ;
   wire \$245 ;
   wire \$246 ;
   wire \$247 ;
-  wire [127:0] \$248 ;
+  wire \$248 ;
   wire \$249 ;
   wire \$25 ;
-  wire [254:0] \$250 ;
-  wire [254:0] \$251 ;
-  wire [254:0] \$252 ;
-  wire \$253 ;
-  wire \$254 ;
-  wire \$255 ;
+  wire \$250 ;
+  wire [127:0] \$251 ;
+  wire \$252 ;
+  wire [254:0] \$253 ;
+  wire [254:0] \$254 ;
+  wire [254:0] \$255 ;
   wire \$256 ;
   wire \$257 ;
   wire \$258 ;
   wire \$259 ;
   wire [7:0] \$26 ;
-  wire [127:0] \$260 ;
+  wire \$260 ;
   wire \$261 ;
-  wire [254:0] \$262 ;
-  wire [254:0] \$263 ;
-  wire [254:0] \$264 ;
-  wire \$265 ;
-  wire \$266 ;
-  wire \$267 ;
+  wire \$262 ;
+  wire [127:0] \$263 ;
+  wire \$264 ;
+  wire [254:0] \$265 ;
+  wire [254:0] \$266 ;
+  wire [254:0] \$267 ;
   wire \$268 ;
   wire \$269 ;
   wire [9:0] \$27 ;
   wire \$270 ;
   wire \$271 ;
-  wire [9:0] \$272 ;
+  wire \$272 ;
   wire \$273 ;
-  wire [9:0] \$274 ;
-  wire \$275 ;
+  wire \$274 ;
+  wire [9:0] \$275 ;
   wire \$276 ;
-  wire [2:0] \$277 ;
+  wire [9:0] \$277 ;
   wire \$278 ;
   wire \$279 ;
   wire [10:0] \$28 ;
   wire [2:0] \$280 ;
-  wire [2:0] \$281 ;
+  wire \$281 ;
   wire \$282 ;
-  wire \$283 ;
-  wire \$284 ;
-  wire [15:0] \$285 ;
-  wire [15:0] \$286 ;
-  wire [16:0] \$287 ;
+  wire [2:0] \$283 ;
+  wire [2:0] \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
   wire [15:0] \$288 ;
   wire [15:0] \$289 ;
   wire \$29 ;
   wire [16:0] \$290 ;
-  wire [17:0] \$291 ;
+  wire [15:0] \$291 ;
   wire [15:0] \$292 ;
-  wire [15:0] \$293 ;
-  wire [16:0] \$294 ;
+  wire [16:0] \$293 ;
+  wire [17:0] \$294 ;
   wire [15:0] \$295 ;
   wire [15:0] \$296 ;
   wire [16:0] \$297 ;
-  wire [17:0] \$298 ;
+  wire [15:0] \$298 ;
   wire [15:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [15:0] \$300 ;
-  wire [16:0] \$301 ;
+  wire [16:0] \$300 ;
+  wire [17:0] \$301 ;
   wire [15:0] \$302 ;
   wire [15:0] \$303 ;
   wire [16:0] \$304 ;
-  wire [17:0] \$305 ;
+  wire [15:0] \$305 ;
   wire [15:0] \$306 ;
-  wire [15:0] \$307 ;
-  wire [16:0] \$308 ;
+  wire [16:0] \$307 ;
+  wire [17:0] \$308 ;
   wire [15:0] \$309 ;
   wire \$31 ;
   wire [15:0] \$310 ;
   wire [16:0] \$311 ;
-  wire [17:0] \$312 ;
-  wire \$313 ;
-  wire [22:0] \$314 ;
-  wire [23:0] \$315 ;
-  wire [22:0] \$316 ;
-  wire [23:0] \$317 ;
-  wire [22:0] \$318 ;
-  wire [23:0] \$319 ;
+  wire [15:0] \$312 ;
+  wire [15:0] \$313 ;
+  wire [16:0] \$314 ;
+  wire [17:0] \$315 ;
+  wire \$316 ;
+  wire [22:0] \$317 ;
+  wire [23:0] \$318 ;
+  wire [22:0] \$319 ;
   wire \$32 ;
-  wire [22:0] \$320 ;
-  wire [23:0] \$321 ;
-  wire [22:0] \$322 ;
-  wire [23:0] \$323 ;
-  wire [22:0] \$324 ;
-  wire [23:0] \$325 ;
-  wire [22:0] \$326 ;
-  wire [23:0] \$327 ;
-  wire [22:0] \$328 ;
-  wire [23:0] \$329 ;
+  wire [23:0] \$320 ;
+  wire [22:0] \$321 ;
+  wire [23:0] \$322 ;
+  wire [22:0] \$323 ;
+  wire [23:0] \$324 ;
+  wire [22:0] \$325 ;
+  wire [23:0] \$326 ;
+  wire [22:0] \$327 ;
+  wire [23:0] \$328 ;
+  wire [22:0] \$329 ;
   wire \$33 ;
-  wire [38:0] \$330 ;
-  wire [39:0] \$331 ;
-  wire [38:0] \$332 ;
-  wire [39:0] \$333 ;
-  wire [38:0] \$334 ;
-  wire [39:0] \$335 ;
-  wire [38:0] \$336 ;
-  wire [39:0] \$337 ;
-  wire \$338 ;
-  wire \$339 ;
+  wire [23:0] \$330 ;
+  wire [22:0] \$331 ;
+  wire [23:0] \$332 ;
+  wire [38:0] \$333 ;
+  wire [39:0] \$334 ;
+  wire [38:0] \$335 ;
+  wire [39:0] \$336 ;
+  wire [38:0] \$337 ;
+  wire [39:0] \$338 ;
+  wire [38:0] \$339 ;
   wire \$34 ;
-  wire \$340 ;
-  wire [22:0] \$341 ;
-  wire [22:0] \$342 ;
+  wire [39:0] \$340 ;
+  wire \$341 ;
+  wire \$342 ;
   wire \$343 ;
-  wire \$344 ;
+  wire [22:0] \$344 ;
   wire [22:0] \$345 ;
-  wire [22:0] \$346 ;
+  wire \$346 ;
   wire \$347 ;
-  wire \$348 ;
+  wire [22:0] \$348 ;
   wire [22:0] \$349 ;
   wire \$35 ;
-  wire [22:0] \$350 ;
+  wire \$350 ;
   wire \$351 ;
-  wire \$352 ;
+  wire [22:0] \$352 ;
   wire [22:0] \$353 ;
-  wire [22:0] \$354 ;
-  reg [7:0] \$355 ;
-  reg \$356 ;
-  reg [6:0] \$357 ;
-  reg [6:0] \$358 ;
-  reg [8:0] \$359 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire [22:0] \$356 ;
+  wire [22:0] \$357 ;
+  reg [7:0] \$358 ;
+  reg \$359 ;
   wire \$36 ;
-  reg \$360 ;
-  reg \$361 ;
-  reg \$362 ;
-  reg [1:0] \$363 ;
+  reg [6:0] \$360 ;
+  reg [6:0] \$361 ;
+  reg [8:0] \$362 ;
+  reg \$363 ;
   reg \$364 ;
-  reg [6:0] \$365 ;
-  reg [6:0] \$366 ;
+  reg \$365 ;
+  reg [1:0] \$366 ;
   reg \$367 ;
   reg [6:0] \$368 ;
   reg [6:0] \$369 ;
   wire \$37 ;
-  reg [7:0] \$370 ;
-  reg [127:0] \$371 ;
-  reg [7:0] \$372 ;
-  reg [127:0] \$373 ;
-  reg [7:0] \$374 ;
-  reg [127:0] \$375 ;
-  reg [7:0] \$376 ;
-  reg [127:0] \$377 ;
-  reg \$378 ;
-  reg \$379 ;
+  reg \$370 ;
+  reg [6:0] \$371 ;
+  reg [6:0] \$372 ;
+  reg [7:0] \$373 ;
+  reg [127:0] \$374 ;
+  reg [7:0] \$375 ;
+  reg [127:0] \$376 ;
+  reg [7:0] \$377 ;
+  reg [127:0] \$378 ;
+  reg [7:0] \$379 ;
   wire \$38 ;
-  reg [8:0] \$380 ;
-  reg [127:0] \$381 ;
+  reg [127:0] \$380 ;
+  reg \$381 ;
   reg \$382 ;
   reg [8:0] \$383 ;
-  reg [6:0] \$384 ;
-  reg [8:0] \$385 ;
-  reg [1:0] \$386 ;
-  reg [8:0] \$387 ;
-  reg [1:0] \$388 ;
-  reg \$389 ;
-  wire [6:0] \$39 ;
+  reg [127:0] \$384 ;
+  reg \$385 ;
+  reg [8:0] \$386 ;
+  reg [6:0] \$387 ;
+  reg [8:0] \$388 ;
+  reg [1:0] \$389 ;
+  wire \$39 ;
   reg [8:0] \$390 ;
-  reg [6:0] \$391 ;
-  reg [8:0] \$392 ;
-  reg \$393 ;
-  reg \$394 ;
-  reg \$395 ;
-  reg [8:0] \$396 ;
-  reg [6:0] \$397 ;
-  reg [1:0] \$398 ;
-  reg \$399 ;
+  reg [1:0] \$391 ;
+  reg \$392 ;
+  reg [8:0] \$393 ;
+  reg [6:0] \$394 ;
+  reg [8:0] \$395 ;
+  reg \$396 ;
+  reg \$397 ;
+  reg \$398 ;
+  reg [8:0] \$399 ;
   wire \$4 ;
-  wire [9:0] \$40 ;
-  reg \$400 ;
-  reg \$401 ;
-  reg [8:0] \$402 ;
-  reg [6:0] \$403 ;
-  reg [22:0] \$404 ;
-  reg [22:0] \$405 ;
-  reg [22:0] \$406 ;
+  wire \$40 ;
+  reg [6:0] \$400 ;
+  reg [1:0] \$401 ;
+  reg \$402 ;
+  reg \$403 ;
+  reg \$404 ;
+  reg [8:0] \$405 ;
+  reg [6:0] \$406 ;
   reg [22:0] \$407 ;
-  reg \$408 ;
-  reg [8:0] \$409 ;
-  wire [10:0] \$41 ;
-  reg [6:0] \$410 ;
-  reg [22:0] \$411 ;
-  reg [22:0] \$412 ;
-  reg [15:0] \$413 ;
+  reg [22:0] \$408 ;
+  reg [22:0] \$409 ;
+  wire \$41 ;
+  reg [22:0] \$410 ;
+  reg \$411 ;
+  reg [8:0] \$412 ;
+  reg [6:0] \$413 ;
   reg [22:0] \$414 ;
   reg [22:0] \$415 ;
   reg [15:0] \$416 ;
   reg [22:0] \$417 ;
   reg [22:0] \$418 ;
   reg [15:0] \$419 ;
-  wire [13:0] \$42 ;
+  wire [6:0] \$42 ;
   reg [22:0] \$420 ;
   reg [22:0] \$421 ;
   reg [15:0] \$422 ;
-  reg \$423 ;
-  reg [8:0] \$424 ;
-  reg [6:0] \$425 ;
-  reg [38:0] \$426 ;
-  reg [38:0] \$427 ;
-  reg [38:0] \$428 ;
+  reg [22:0] \$423 ;
+  reg [22:0] \$424 ;
+  reg [15:0] \$425 ;
+  reg \$426 ;
+  reg [8:0] \$427 ;
+  reg [6:0] \$428 ;
   reg [38:0] \$429 ;
-  wire [14:0] \$43 ;
-  reg \$430 ;
-  reg [47:0] \$431 ;
-  wire [9:0] \$44 ;
-  wire [10:0] \$45 ;
-  wire \$46 ;
-  wire \$47 ;
-  wire [6:0] \$478 ;
-  wire \$48 ;
-  wire \$480 ;
+  wire [9:0] \$43 ;
+  reg [38:0] \$430 ;
+  reg [38:0] \$431 ;
+  reg [38:0] \$432 ;
+  reg \$433 ;
+  reg [47:0] \$434 ;
+  wire [10:0] \$44 ;
+  wire [13:0] \$45 ;
+  wire [14:0] \$46 ;
+  wire [9:0] \$47 ;
+  wire [10:0] \$48 ;
+  wire [6:0] \$484 ;
+  wire \$486 ;
   wire \$49 ;
-  wire [8:0] \$495 ;
-  wire \$497 ;
   wire \$5 ;
-  wire [8:0] \$50 ;
-  wire [8:0] \$503 ;
-  wire \$505 ;
+  wire \$50 ;
+  wire [8:0] \$501 ;
+  wire \$503 ;
+  wire [8:0] \$509 ;
   wire \$51 ;
-  wire [8:0] \$511 ;
-  wire \$513 ;
-  wire [8:0] \$519 ;
+  wire \$511 ;
+  wire [8:0] \$517 ;
+  wire \$519 ;
   wire \$52 ;
-  wire \$521 ;
-  wire \$53 ;
-  wire [9:0] \$532 ;
-  wire \$534 ;
-  wire [8:0] \$54 ;
-  wire [9:0] \$542 ;
-  wire \$544 ;
+  wire [8:0] \$525 ;
+  wire \$527 ;
+  wire [8:0] \$53 ;
+  wire [9:0] \$538 ;
+  wire \$54 ;
+  wire \$540 ;
+  wire [9:0] \$548 ;
   wire \$55 ;
-  wire [9:0] \$552 ;
-  wire \$554 ;
+  wire \$550 ;
+  wire [9:0] \$558 ;
   wire \$56 ;
-  wire [9:0] \$562 ;
-  wire \$564 ;
-  wire \$57 ;
-  wire [9:0] \$572 ;
-  wire \$574 ;
-  wire [8:0] \$58 ;
-  wire [9:0] \$582 ;
-  wire \$584 ;
+  wire \$560 ;
+  wire [9:0] \$568 ;
+  wire [8:0] \$57 ;
+  wire \$570 ;
+  wire [9:0] \$578 ;
+  wire \$58 ;
+  wire \$580 ;
+  wire [9:0] \$588 ;
   wire \$59 ;
-  wire [9:0] \$592 ;
-  wire \$594 ;
+  wire \$590 ;
+  wire [9:0] \$598 ;
   wire [8:0] \$6 ;
   wire \$60 ;
-  wire [9:0] \$602 ;
-  wire \$604 ;
-  wire \$61 ;
-  wire [9:0] \$612 ;
-  wire \$614 ;
-  wire [8:0] \$62 ;
-  wire [9:0] \$622 ;
-  wire \$624 ;
+  wire \$600 ;
+  wire [9:0] \$608 ;
+  wire [8:0] \$61 ;
+  wire \$610 ;
+  wire [9:0] \$618 ;
+  wire \$62 ;
+  wire \$620 ;
+  wire [9:0] \$628 ;
   wire \$63 ;
-  wire [9:0] \$632 ;
-  wire \$634 ;
+  wire \$630 ;
+  wire [9:0] \$638 ;
   wire \$64 ;
-  wire [9:0] \$642 ;
-  wire \$644 ;
-  wire \$65 ;
-  wire [128:0] \$66 ;
-  wire [128:0] \$67 ;
-  wire [9:0] \$68 ;
-  wire [8:0] \$687 ;
-  wire \$689 ;
-  wire [9:0] \$69 ;
+  wire \$640 ;
+  wire [9:0] \$648 ;
+  wire [8:0] \$65 ;
+  wire \$650 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire [128:0] \$69 ;
+  wire [8:0] \$693 ;
+  wire \$695 ;
   wire [9:0] \$7 ;
-  wire [9:0] \$70 ;
-  wire \$71 ;
+  wire [128:0] \$70 ;
+  wire [9:0] \$71 ;
   wire [9:0] \$72 ;
-  wire \$73 ;
+  wire [9:0] \$73 ;
   wire \$74 ;
   wire [9:0] \$75 ;
-  wire [9:0] \$76 ;
+  wire \$76 ;
   wire \$77 ;
   wire [9:0] \$78 ;
-  wire \$79 ;
+  wire [9:0] \$79 ;
   wire \$8 ;
   wire \$80 ;
   wire [9:0] \$81 ;
-  wire [9:0] \$82 ;
+  wire \$82 ;
   wire \$83 ;
   wire [9:0] \$84 ;
-  wire \$85 ;
+  wire [9:0] \$85 ;
   wire \$86 ;
   wire [9:0] \$87 ;
-  wire [9:0] \$88 ;
+  wire \$88 ;
   wire \$89 ;
   wire \$9 ;
   wire [9:0] \$90 ;
-  wire \$91 ;
+  wire [9:0] \$91 ;
   wire \$92 ;
   wire [9:0] \$93 ;
-  wire [9:0] \$94 ;
+  wire \$94 ;
   wire \$95 ;
   wire [9:0] \$96 ;
-  wire \$97 ;
+  wire [9:0] \$97 ;
   wire \$98 ;
   wire [9:0] \$99 ;
   reg [8:0] \$like  = 9'h000;
@@ -2696,12 +2699,12 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @(posedge clk) begin
     if (write)
-      line_buffer[\$43 [10:0]] <= sites_in__payload[31:0];
+      line_buffer[\$46 [10:0]] <= sites_in__payload[31:0];
   end
   reg [31:0] _0_;
   always @(posedge clk) begin
     if (adv) begin
-      _0_ <= line_buffer[\$176 [10:0]];
+      _0_ <= line_buffer[\$179 [10:0]];
     end
   end
   assign lb_r__data = _0_;
@@ -2877,56 +2880,62 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   reg [127:0] _2_;
   always @(posedge clk) begin
     if (adv) begin
-      _2_ <= weights[\$180 [7:0]];
+      _2_ <= weights[\$183 [7:0]];
     end
   end
   assign \$signature__data$120  = _2_;
   always @(posedge clk)
-    \$like$124  <= \$409 ;
+    part2_2 <= \$409 ;
   always @(posedge clk)
-    ox3 <= \$410 ;
+    part2_3 <= \$410 ;
   always @(posedge clk)
-    acc_0 <= \$411 ;
+    v3 <= \$411 ;
   always @(posedge clk)
-    psum_bias_0 <= \$412 ;
+    \$like$124  <= \$412 ;
   always @(posedge clk)
-    scale3_0 <= \$413 ;
+    ox3 <= \$413 ;
   always @(posedge clk)
-    acc_1 <= \$414 ;
+    acc_0 <= \$414 ;
   always @(posedge clk)
-    psum_bias_1 <= \$415 ;
+    psum_bias_0 <= \$415 ;
   always @(posedge clk)
-    scale3_1 <= \$416 ;
+    scale3_0 <= \$416 ;
   always @(posedge clk)
-    acc_2 <= \$417 ;
+    acc_1 <= \$417 ;
   always @(posedge clk)
-    psum_bias_2 <= \$418 ;
+    psum_bias_1 <= \$418 ;
   always @(posedge clk)
-    scale3_2 <= \$419 ;
+    scale3_1 <= \$419 ;
   always @(posedge clk)
-    acc_3 <= \$420 ;
+    acc_2 <= \$420 ;
   always @(posedge clk)
-    psum_bias_3 <= \$421 ;
+    psum_bias_2 <= \$421 ;
   always @(posedge clk)
-    scale3_3 <= \$422 ;
+    scale3_2 <= \$422 ;
   always @(posedge clk)
-    v4 <= \$423 ;
+    acc_3 <= \$423 ;
   always @(posedge clk)
-    \$like$139  <= \$424 ;
+    psum_bias_3 <= \$424 ;
   always @(posedge clk)
-    ox4 <= \$425 ;
+    scale3_3 <= \$425 ;
   always @(posedge clk)
-    requant_0 <= \$426 ;
+    v4 <= \$426 ;
   always @(posedge clk)
-    requant_1 <= \$427 ;
+    \$like$139  <= \$427 ;
   always @(posedge clk)
-    requant_2 <= \$428 ;
+    ox4 <= \$428 ;
   always @(posedge clk)
-    requant_3 <= \$429 ;
+    requant_0 <= \$429 ;
   always @(posedge clk)
-    sites_out__valid <= \$430 ;
+    requant_1 <= \$430 ;
   always @(posedge clk)
-    sites_out__payload <= \$431 ;
+    requant_2 <= \$431 ;
+  always @(posedge clk)
+    requant_3 <= \$432 ;
+  always @(posedge clk)
+    sites_out__valid <= \$433 ;
+  always @(posedge clk)
+    sites_out__payload <= \$434 ;
   assign params__ready = ~ frame_busy;
   assign \$1  = pcount - 1'h1;
   assign \$2  = params__valid & params__ready;
@@ -2961,513 +2970,504 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   assign \$28  = \$27  + 3'h4;
   assign permit = \$26  < \$28 ;
   assign \$29  = ~ eof_seen;
-  assign open_ = loaded & \$29 ;
-  assign \$30  = discard | sites_in__payload[46];
-  assign \$31  = \$30  | bad;
-  assign \$32  = \$31  | permit;
-  assign sites_in__ready = open_ & \$32 ;
-  assign \$33  = sites_in__valid & sites_in__ready;
-  assign \$34  = ~ sites_in__payload[46];
-  assign \$35  = \$33  & \$34 ;
-  assign \$36  = ~ discard;
-  assign \$37  = \$35  & \$36 ;
-  assign \$38  = ~ bad;
-  assign write = \$37  & \$38 ;
-  assign \$478  = sites_in__payload[38:32] % 3'h4;
-  assign \$40  = \$39 [1:0] * 8'h80;
-  assign \$41  = \$40  + sites_in__payload[45:39];
-  assign \$42  = \$41  * 3'h4;
-  assign \$43  = \$42  + gi;
-  assign \$44  = f_row * 1'h1;
-  assign \$45  = \$44  + 1'h1;
-  assign \$46  = done_rows > \$45 ;
-  assign row_ready = eof_seen | \$46 ;
-  assign \$47  = ~ has_last;
-  assign \$48  = f_row > \$signal$24 ;
-  assign \$49  = \$47  | \$48 ;
-  assign rows_over = eof_seen & \$49 ;
-  assign \$495  = f_row % 3'h4;
-  assign \$51  = ! \$50 [2:0];
-  assign \$52  = row_tag_0 == f_row;
-  assign \$53  = \$51  & \$52 ;
-  assign \$503  = f_row % 3'h4;
-  assign \$55  = \$54 [2:0] == 1'h1;
-  assign \$56  = row_tag_1 == f_row;
-  assign \$57  = \$55  & \$56 ;
-  assign \$511  = f_row % 3'h4;
-  assign \$59  = \$58 [2:0] == 2'h2;
-  assign \$60  = row_tag_2 == f_row;
-  assign \$61  = \$59  & \$60 ;
-  assign \$519  = f_row % 3'h4;
-  assign \$63  = \$62 [2:0] == 2'h3;
-  assign \$64  = row_tag_3 == f_row;
-  assign \$65  = \$63  & \$64 ;
-  assign \$66  = f_rem - 1'h1;
-  assign \$67  = { 1'h0, f_rem } & \$66 ;
-  assign \$68  = f_row * 1'h1;
+  assign \$30  = loaded & \$29 ;
+  assign \$31  = params__valid & params__ready;
+  assign \$32  = ~ \$31 ;
+  assign open_ = \$30  & \$32 ;
+  assign \$33  = discard | sites_in__payload[46];
+  assign \$34  = \$33  | bad;
+  assign \$35  = \$34  | permit;
+  assign sites_in__ready = open_ & \$35 ;
+  assign \$36  = sites_in__valid & sites_in__ready;
+  assign \$37  = ~ sites_in__payload[46];
+  assign \$38  = \$36  & \$37 ;
+  assign \$39  = ~ discard;
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = ~ bad;
+  assign write = \$40  & \$41 ;
+  assign \$484  = sites_in__payload[38:32] % 3'h4;
+  assign \$43  = \$42 [1:0] * 8'h80;
+  assign \$44  = \$43  + sites_in__payload[45:39];
+  assign \$45  = \$44  * 3'h4;
+  assign \$46  = \$45  + gi;
+  assign \$47  = f_row * 1'h1;
+  assign \$48  = \$47  + 1'h1;
+  assign \$49  = done_rows > \$48 ;
+  assign row_ready = eof_seen | \$49 ;
+  assign \$50  = ~ has_last;
+  assign \$51  = f_row > \$signal$24 ;
+  assign \$52  = \$50  | \$51 ;
+  assign rows_over = eof_seen & \$52 ;
+  assign \$501  = f_row % 3'h4;
+  assign \$54  = ! \$53 [2:0];
+  assign \$55  = row_tag_0 == f_row;
+  assign \$56  = \$54  & \$55 ;
+  assign \$509  = f_row % 3'h4;
+  assign \$58  = \$57 [2:0] == 1'h1;
+  assign \$59  = row_tag_1 == f_row;
+  assign \$60  = \$58  & \$59 ;
+  assign \$517  = f_row % 3'h4;
+  assign \$62  = \$61 [2:0] == 2'h2;
+  assign \$63  = row_tag_2 == f_row;
+  assign \$64  = \$62  & \$63 ;
+  assign \$525  = f_row % 3'h4;
+  assign \$66  = \$65 [2:0] == 2'h3;
+  assign \$67  = row_tag_3 == f_row;
+  assign \$68  = \$66  & \$67 ;
+  assign \$69  = f_rem - 1'h1;
+  assign \$70  = { 1'h0, f_rem } & \$69 ;
+  assign \$71  = f_row * 1'h1;
   assign cx = finder_x * 1'h1;
-  assign \$69  = \$68 [8:0] - 1'h1;
-  wire [9:0] _3_ = $signed(\$69 ) % $signed(4'h4);
-  assign \$532  = (\$69 [9] == 1'h0) || _3_ == 0 ? $signed(_3_) : $signed(4'h4) + $signed(_3_);
-  assign \$71  = ! \$70 [2:0];
-  assign \$72  = \$68 [8:0] - 1'h1;
-  assign \$73  = row_tag_0 == \$72 ;
-  assign \$74  = \$71  & \$73 ;
-  assign \$75  = \$68 [8:0] - 1'h1;
-  wire [9:0] _4_ = $signed(\$75 ) % $signed(4'h4);
-  assign \$542  = (\$75 [9] == 1'h0) || _4_ == 0 ? $signed(_4_) : $signed(4'h4) + $signed(_4_);
-  assign \$77  = \$76 [2:0] == 1'h1;
-  assign \$78  = \$68 [8:0] - 1'h1;
-  assign \$79  = row_tag_1 == \$78 ;
-  assign \$80  = \$77  & \$79 ;
-  assign \$81  = \$68 [8:0] - 1'h1;
-  wire [9:0] _5_ = $signed(\$81 ) % $signed(4'h4);
-  assign \$552  = (\$81 [9] == 1'h0) || _5_ == 0 ? $signed(_5_) : $signed(4'h4) + $signed(_5_);
-  assign \$83  = \$82 [2:0] == 2'h2;
-  assign \$84  = \$68 [8:0] - 1'h1;
-  assign \$85  = row_tag_2 == \$84 ;
-  assign \$86  = \$83  & \$85 ;
-  assign \$87  = \$68 [8:0] - 1'h1;
-  wire [9:0] _6_ = $signed(\$87 ) % $signed(4'h4);
-  assign \$562  = (\$87 [9] == 1'h0) || _6_ == 0 ? $signed(_6_) : $signed(4'h4) + $signed(_6_);
-  assign \$89  = \$88 [2:0] == 2'h3;
-  assign \$90  = \$68 [8:0] - 1'h1;
-  assign \$91  = row_tag_3 == \$90 ;
-  assign \$92  = \$89  & \$91 ;
-  assign \$93  = \$68 [8:0] + 1'h0;
-  assign \$572  = \$93  % 3'h4;
-  assign \$95  = ! \$94 [2:0];
-  assign \$96  = \$68 [8:0] + 1'h0;
-  assign \$97  = row_tag_0 == \$96 ;
-  assign \$98  = \$95  & \$97 ;
-  assign \$99  = \$68 [8:0] + 1'h0;
-  assign \$582  = \$99  % 3'h4;
-  assign \$101  = \$100 [2:0] == 1'h1;
-  assign \$102  = \$68 [8:0] + 1'h0;
-  assign \$103  = row_tag_1 == \$102 ;
-  assign \$104  = \$101  & \$103 ;
-  assign \$105  = \$68 [8:0] + 1'h0;
-  assign \$592  = \$105  % 3'h4;
-  assign \$107  = \$106 [2:0] == 2'h2;
-  assign \$108  = \$68 [8:0] + 1'h0;
-  assign \$109  = row_tag_2 == \$108 ;
-  assign \$110  = \$107  & \$109 ;
-  assign \$111  = \$68 [8:0] + 1'h0;
-  assign \$602  = \$111  % 3'h4;
-  assign \$113  = \$112 [2:0] == 2'h3;
-  assign \$114  = \$68 [8:0] + 1'h0;
-  assign \$115  = row_tag_3 == \$114 ;
-  assign \$116  = \$113  & \$115 ;
-  assign \$117  = \$68 [8:0] + 1'h1;
-  assign \$612  = \$117  % 3'h4;
-  assign \$119  = ! \$118 [2:0];
-  assign \$120  = \$68 [8:0] + 1'h1;
-  assign \$121  = row_tag_0 == \$120 ;
-  assign \$122  = \$119  & \$121 ;
-  assign \$123  = \$68 [8:0] + 1'h1;
-  assign \$622  = \$123  % 3'h4;
-  assign \$125  = \$124 [2:0] == 1'h1;
-  assign \$126  = \$68 [8:0] + 1'h1;
-  assign \$127  = row_tag_1 == \$126 ;
-  assign \$128  = \$125  & \$127 ;
-  assign \$129  = \$68 [8:0] + 1'h1;
-  assign \$632  = \$129  % 3'h4;
-  assign \$131  = \$130 [2:0] == 2'h2;
-  assign \$132  = \$68 [8:0] + 1'h1;
-  assign \$133  = row_tag_2 == \$132 ;
-  assign \$134  = \$131  & \$133 ;
-  assign \$135  = \$68 [8:0] + 1'h1;
-  assign \$642  = \$135  % 3'h4;
-  assign \$137  = \$136 [2:0] == 2'h3;
-  assign \$138  = \$68 [8:0] + 1'h1;
-  assign \$139  = row_tag_3 == \$138 ;
-  assign \$140  = \$137  & \$139 ;
-  assign \$141  = ! \$68 [8:0];
-  assign \$142  = { win_row_0, 1'h0 } >> cx;
-  assign \$143  = \$141  ? 3'h0 : \$142 ;
-  assign \$144  = { win_row_1, 1'h0 } >> cx;
-  assign \$145  = { win_row_2, 1'h0 } >> cx;
-  assign \$146  = ~ sites_out__valid;
-  assign adv = \$146  | sites_out__ready;
-  assign \$147  = pf_valid ? \$signal$68  : f_row;
-  assign use_row = sv ? \$signal$69  : \$147 ;
-  assign \$148  = s_rem - 1'h1;
-  assign \$149  = { 1'h0, s_rem } & \$148 ;
-  assign \$150  = s_gi == 2'h3;
-  assign \$151  = ! \$149 [8:0];
-  assign acc_last = \$150  & \$151 ;
-  assign \$152  = sv & acc_last;
-  assign \$153  = s_go == 2'h3;
-  assign site_done = \$152  & \$153 ;
-  assign \$154  = adv & pf_valid;
-  assign \$155  = ~ sv;
-  assign \$156  = \$155  | site_done;
-  assign pf_take = \$154  & \$156 ;
-  assign \$157  = ! tap;
-  assign \$158  = tap == 1'h1;
-  assign \$159  = tap == 2'h2;
-  assign \$160  = tap == 2'h3;
-  assign \$161  = tap == 3'h4;
-  assign \$162  = tap == 3'h5;
-  assign \$163  = tap == 3'h6;
-  assign \$164  = tap == 3'h7;
-  assign \$165  = tap == 4'h8;
-  assign \$166  = \$signal$69  * 1'h1;
-  assign \$167  = \$166  + \$signal$78 ;
-  assign \$168  = \$167  - 1'h1;
-  assign \$169  = s_ox * 1'h1;
-  assign \$170  = \$169  + dx_t;
+  assign \$72  = \$71 [8:0] - 1'h1;
+  wire [9:0] _3_ = $signed(\$72 ) % $signed(4'h4);
+  assign \$538  = (\$72 [9] == 1'h0) || _3_ == 0 ? $signed(_3_) : $signed(4'h4) + $signed(_3_);
+  assign \$74  = ! \$73 [2:0];
+  assign \$75  = \$71 [8:0] - 1'h1;
+  assign \$76  = row_tag_0 == \$75 ;
+  assign \$77  = \$74  & \$76 ;
+  assign \$78  = \$71 [8:0] - 1'h1;
+  wire [9:0] _4_ = $signed(\$78 ) % $signed(4'h4);
+  assign \$548  = (\$78 [9] == 1'h0) || _4_ == 0 ? $signed(_4_) : $signed(4'h4) + $signed(_4_);
+  assign \$80  = \$79 [2:0] == 1'h1;
+  assign \$81  = \$71 [8:0] - 1'h1;
+  assign \$82  = row_tag_1 == \$81 ;
+  assign \$83  = \$80  & \$82 ;
+  assign \$84  = \$71 [8:0] - 1'h1;
+  wire [9:0] _5_ = $signed(\$84 ) % $signed(4'h4);
+  assign \$558  = (\$84 [9] == 1'h0) || _5_ == 0 ? $signed(_5_) : $signed(4'h4) + $signed(_5_);
+  assign \$86  = \$85 [2:0] == 2'h2;
+  assign \$87  = \$71 [8:0] - 1'h1;
+  assign \$88  = row_tag_2 == \$87 ;
+  assign \$89  = \$86  & \$88 ;
+  assign \$90  = \$71 [8:0] - 1'h1;
+  wire [9:0] _6_ = $signed(\$90 ) % $signed(4'h4);
+  assign \$568  = (\$90 [9] == 1'h0) || _6_ == 0 ? $signed(_6_) : $signed(4'h4) + $signed(_6_);
+  assign \$92  = \$91 [2:0] == 2'h3;
+  assign \$93  = \$71 [8:0] - 1'h1;
+  assign \$94  = row_tag_3 == \$93 ;
+  assign \$95  = \$92  & \$94 ;
+  assign \$96  = \$71 [8:0] + 1'h0;
+  assign \$578  = \$96  % 3'h4;
+  assign \$98  = ! \$97 [2:0];
+  assign \$99  = \$71 [8:0] + 1'h0;
+  assign \$100  = row_tag_0 == \$99 ;
+  assign \$101  = \$98  & \$100 ;
+  assign \$102  = \$71 [8:0] + 1'h0;
+  assign \$588  = \$102  % 3'h4;
+  assign \$104  = \$103 [2:0] == 1'h1;
+  assign \$105  = \$71 [8:0] + 1'h0;
+  assign \$106  = row_tag_1 == \$105 ;
+  assign \$107  = \$104  & \$106 ;
+  assign \$108  = \$71 [8:0] + 1'h0;
+  assign \$598  = \$108  % 3'h4;
+  assign \$110  = \$109 [2:0] == 2'h2;
+  assign \$111  = \$71 [8:0] + 1'h0;
+  assign \$112  = row_tag_2 == \$111 ;
+  assign \$113  = \$110  & \$112 ;
+  assign \$114  = \$71 [8:0] + 1'h0;
+  assign \$608  = \$114  % 3'h4;
+  assign \$116  = \$115 [2:0] == 2'h3;
+  assign \$117  = \$71 [8:0] + 1'h0;
+  assign \$118  = row_tag_3 == \$117 ;
+  assign \$119  = \$116  & \$118 ;
+  assign \$120  = \$71 [8:0] + 1'h1;
+  assign \$618  = \$120  % 3'h4;
+  assign \$122  = ! \$121 [2:0];
+  assign \$123  = \$71 [8:0] + 1'h1;
+  assign \$124  = row_tag_0 == \$123 ;
+  assign \$125  = \$122  & \$124 ;
+  assign \$126  = \$71 [8:0] + 1'h1;
+  assign \$628  = \$126  % 3'h4;
+  assign \$128  = \$127 [2:0] == 1'h1;
+  assign \$129  = \$71 [8:0] + 1'h1;
+  assign \$130  = row_tag_1 == \$129 ;
+  assign \$131  = \$128  & \$130 ;
+  assign \$132  = \$71 [8:0] + 1'h1;
+  assign \$638  = \$132  % 3'h4;
+  assign \$134  = \$133 [2:0] == 2'h2;
+  assign \$135  = \$71 [8:0] + 1'h1;
+  assign \$136  = row_tag_2 == \$135 ;
+  assign \$137  = \$134  & \$136 ;
+  assign \$138  = \$71 [8:0] + 1'h1;
+  assign \$648  = \$138  % 3'h4;
+  assign \$140  = \$139 [2:0] == 2'h3;
+  assign \$141  = \$71 [8:0] + 1'h1;
+  assign \$142  = row_tag_3 == \$141 ;
+  assign \$143  = \$140  & \$142 ;
+  assign \$144  = ! \$71 [8:0];
+  assign \$145  = { win_row_0, 1'h0 } >> cx;
+  assign \$146  = \$144  ? 3'h0 : \$145 ;
+  assign \$147  = { win_row_1, 1'h0 } >> cx;
+  assign \$148  = { win_row_2, 1'h0 } >> cx;
+  assign \$149  = ~ sites_out__valid;
+  assign adv = \$149  | sites_out__ready;
+  assign \$150  = pf_valid ? \$signal$68  : f_row;
+  assign use_row = sv ? \$signal$69  : \$150 ;
+  assign \$151  = s_rem - 1'h1;
+  assign \$152  = { 1'h0, s_rem } & \$151 ;
+  assign \$153  = s_gi == 2'h3;
+  assign \$154  = ! \$152 [8:0];
+  assign acc_last = \$153  & \$154 ;
+  assign \$155  = sv & acc_last;
+  assign \$156  = s_go == 2'h3;
+  assign site_done = \$155  & \$156 ;
+  assign \$157  = adv & pf_valid;
+  assign \$158  = ~ sv;
+  assign \$159  = \$158  | site_done;
+  assign pf_take = \$157  & \$159 ;
+  assign \$160  = ! tap;
+  assign \$161  = tap == 1'h1;
+  assign \$162  = tap == 2'h2;
+  assign \$163  = tap == 2'h3;
+  assign \$164  = tap == 3'h4;
+  assign \$165  = tap == 3'h5;
+  assign \$166  = tap == 3'h6;
+  assign \$167  = tap == 3'h7;
+  assign \$168  = tap == 4'h8;
+  assign \$169  = \$signal$69  * 1'h1;
+  assign \$170  = \$169  + \$signal$78 ;
   assign \$171  = \$170  - 1'h1;
-  assign \$687  = \$168 [8:0] % 3'h4;
-  assign \$173  = \$172 [2:0] * 8'h80;
-  assign \$174  = \$173  + \$171 [8:0];
-  assign \$175  = \$174  * 3'h4;
-  assign \$176  = \$175  + s_gi;
-  assign \$177  = tap * 3'h4;
-  assign \$178  = \$177  + s_go;
-  assign \$179  = \$178  * 3'h4;
-  assign \$180  = \$179  + s_gi;
-  assign \$185  = ~ sv;
-  assign \$186  = ~ pf_valid;
-  assign \$187  = \$185  & \$186 ;
-  assign \$188  = ~ \$signal$100 ;
-  assign \$189  = \$187  & \$188 ;
-  assign \$190  = ~ \$signal$101 ;
-  assign \$191  = \$189  & \$190 ;
-  assign \$192  = ~ v3;
-  assign \$193  = \$191  & \$192 ;
-  assign \$194  = ~ v4;
-  assign \$195  = \$193  & \$194 ;
-  assign \$196  = f_done & \$195 ;
-  assign send_eof = \$196  & adv;
-  assign \$197  = params__valid & params__ready;
-  assign \$198  = pcount == 8'h94;
-  assign \$199  = pcount + 1'h1;
-  assign \$200  = ! pcount;
-  assign \$201  = sites_in__valid & open_;
-  assign \$202  = ~ sites_in__payload[46];
-  assign \$203  = \$201  & \$202 ;
-  assign \$204  = ! gi;
-  assign \$205  = \$203  & \$204 ;
-  assign \$206  = ~ bad;
-  assign \$207  = \$205  & \$206 ;
-  assign \$208  = ~ discard;
-  assign \$209  = \$207  & \$208 ;
-  assign \$210  = sites_in__valid & sites_in__ready;
-  assign \$211  = ! gi;
-  assign \$212  = ~ \$211 ;
-  assign \$213  = \$212  | sites_in__payload[47];
+  assign \$172  = s_ox * 1'h1;
+  assign \$173  = \$172  + dx_t;
+  assign \$174  = \$173  - 1'h1;
+  assign \$693  = \$171 [8:0] % 3'h4;
+  assign \$176  = \$175 [2:0] * 8'h80;
+  assign \$177  = \$176  + \$174 [8:0];
+  assign \$178  = \$177  * 3'h4;
+  assign \$179  = \$178  + s_gi;
+  assign \$180  = tap * 3'h4;
+  assign \$181  = \$180  + s_go;
+  assign \$182  = \$181  * 3'h4;
+  assign \$183  = \$182  + s_gi;
+  assign \$188  = ~ sv;
+  assign \$189  = ~ pf_valid;
+  assign \$190  = \$188  & \$189 ;
+  assign \$191  = ~ \$signal$100 ;
+  assign \$192  = \$190  & \$191 ;
+  assign \$193  = ~ \$signal$101 ;
+  assign \$194  = \$192  & \$193 ;
+  assign \$195  = ~ v3;
+  assign \$196  = \$194  & \$195 ;
+  assign \$197  = ~ v4;
+  assign \$198  = \$196  & \$197 ;
+  assign \$199  = f_done & \$198 ;
+  assign send_eof = \$199  & adv;
+  assign \$200  = params__valid & params__ready;
+  assign \$201  = pcount == 8'h94;
+  assign \$202  = pcount + 1'h1;
+  assign \$203  = ! pcount;
+  assign \$204  = sites_in__valid & open_;
+  assign \$205  = ~ sites_in__payload[46];
+  assign \$206  = \$204  & \$205 ;
+  assign \$207  = ! gi;
+  assign \$208  = \$206  & \$207 ;
+  assign \$209  = ~ bad;
+  assign \$210  = \$208  & \$209 ;
+  assign \$211  = ~ discard;
+  assign \$212  = \$210  & \$211 ;
+  assign \$213  = sites_in__valid & sites_in__ready;
   assign \$214  = ! gi;
-  assign \$215  = gi == 2'h3;
-  assign \$216  = gi + 1'h1;
-  assign \$217  = ! \$39 [1:0];
-  assign \$218  = ! gi;
-  assign \$219  = row_tag_0 != sites_in__payload[38:32];
-  assign \$220  = \$218  & \$219 ;
+  assign \$215  = ~ \$214 ;
+  assign \$216  = \$215  | sites_in__payload[47];
+  assign \$217  = ! gi;
+  assign \$218  = gi == 2'h3;
+  assign \$219  = gi + 1'h1;
+  assign \$220  = ! \$42 [1:0];
   assign \$221  = ! gi;
   assign \$222  = row_tag_0 != sites_in__payload[38:32];
   assign \$223  = \$221  & \$222 ;
-  assign \$224  = \$223  ? 128'h00000000000000000000000000000000 : bitmap_0;
-  assign \$225  = gi == 2'h3;
-  assign \$226  = 1'h1 << sites_in__payload[45:39];
-  assign \$227  = \$225  ? \$226  : 255'h0000000000000000000000000000000000000000000000000000000000000000;
-  assign \$228  = { 127'h00000000000000000000000000000000, \$224  } | \$227 ;
-  assign \$229  = \$39 [1:0] == 1'h1;
-  assign \$230  = ! gi;
-  assign \$231  = row_tag_1 != sites_in__payload[38:32];
-  assign \$232  = \$230  & \$231 ;
+  assign \$224  = ! gi;
+  assign \$225  = row_tag_0 != sites_in__payload[38:32];
+  assign \$226  = \$224  & \$225 ;
+  assign \$227  = \$226  ? 128'h00000000000000000000000000000000 : bitmap_0;
+  assign \$228  = gi == 2'h3;
+  assign \$229  = 1'h1 << sites_in__payload[45:39];
+  assign \$230  = \$228  ? \$229  : 255'h0000000000000000000000000000000000000000000000000000000000000000;
+  assign \$231  = { 127'h00000000000000000000000000000000, \$227  } | \$230 ;
+  assign \$232  = \$42 [1:0] == 1'h1;
   assign \$233  = ! gi;
   assign \$234  = row_tag_1 != sites_in__payload[38:32];
   assign \$235  = \$233  & \$234 ;
-  assign \$236  = \$235  ? 128'h00000000000000000000000000000000 : bitmap_1;
-  assign \$237  = gi == 2'h3;
-  assign \$238  = 1'h1 << sites_in__payload[45:39];
-  assign \$239  = \$237  ? \$238  : 255'h0000000000000000000000000000000000000000000000000000000000000000;
-  assign \$240  = { 127'h00000000000000000000000000000000, \$236  } | \$239 ;
-  assign \$241  = \$39 [1:0] == 2'h2;
-  assign \$242  = ! gi;
-  assign \$243  = row_tag_2 != sites_in__payload[38:32];
-  assign \$244  = \$242  & \$243 ;
+  assign \$236  = ! gi;
+  assign \$237  = row_tag_1 != sites_in__payload[38:32];
+  assign \$238  = \$236  & \$237 ;
+  assign \$239  = \$238  ? 128'h00000000000000000000000000000000 : bitmap_1;
+  assign \$240  = gi == 2'h3;
+  assign \$241  = 1'h1 << sites_in__payload[45:39];
+  assign \$242  = \$240  ? \$241  : 255'h0000000000000000000000000000000000000000000000000000000000000000;
+  assign \$243  = { 127'h00000000000000000000000000000000, \$239  } | \$242 ;
+  assign \$244  = \$42 [1:0] == 2'h2;
   assign \$245  = ! gi;
   assign \$246  = row_tag_2 != sites_in__payload[38:32];
   assign \$247  = \$245  & \$246 ;
-  assign \$248  = \$247  ? 128'h00000000000000000000000000000000 : bitmap_2;
-  assign \$249  = gi == 2'h3;
-  assign \$250  = 1'h1 << sites_in__payload[45:39];
-  assign \$251  = \$249  ? \$250  : 255'h0000000000000000000000000000000000000000000000000000000000000000;
-  assign \$252  = { 127'h00000000000000000000000000000000, \$248  } | \$251 ;
-  assign \$253  = \$39 [1:0] == 2'h3;
-  assign \$254  = ! gi;
-  assign \$255  = row_tag_3 != sites_in__payload[38:32];
-  assign \$256  = \$254  & \$255 ;
+  assign \$248  = ! gi;
+  assign \$249  = row_tag_2 != sites_in__payload[38:32];
+  assign \$250  = \$248  & \$249 ;
+  assign \$251  = \$250  ? 128'h00000000000000000000000000000000 : bitmap_2;
+  assign \$252  = gi == 2'h3;
+  assign \$253  = 1'h1 << sites_in__payload[45:39];
+  assign \$254  = \$252  ? \$253  : 255'h0000000000000000000000000000000000000000000000000000000000000000;
+  assign \$255  = { 127'h00000000000000000000000000000000, \$251  } | \$254 ;
+  assign \$256  = \$42 [1:0] == 2'h3;
   assign \$257  = ! gi;
   assign \$258  = row_tag_3 != sites_in__payload[38:32];
   assign \$259  = \$257  & \$258 ;
-  assign \$260  = \$259  ? 128'h00000000000000000000000000000000 : bitmap_3;
-  assign \$261  = gi == 2'h3;
-  assign \$262  = 1'h1 << sites_in__payload[45:39];
-  assign \$263  = \$261  ? \$262  : 255'h0000000000000000000000000000000000000000000000000000000000000000;
-  assign \$264  = { 127'h00000000000000000000000000000000, \$260  } | \$263 ;
-  assign \$265  = ~ f_done;
-  assign \$266  = ~ send_eof;
-  assign \$267  = \$265  & \$266 ;
-  assign \$268  = ~ f_scan;
-  assign \$269  = ~ pf_valid;
-  assign \$270  = \$269  | pf_take;
-  assign \$271  = ! centre_row;
-  assign \$272  = f_row + 1'h1;
-  assign \$273  = ! \$67 [127:0];
-  assign \$274  = f_row + 1'h1;
-  assign \$275  = s_gi == 2'h3;
-  assign \$276  = ~ \$275 ;
-  assign \$277  = s_gi + 1'h1;
-  assign \$278  = | \$149 [8:0];
-  assign \$279  = s_go == 2'h3;
-  assign \$280  = s_go + 1'h1;
-  assign \$281  = \$279  ? 3'h0 : \$280 ;
-  assign \$282  = s_rem == \$signal$109 ;
-  assign \$283  = ! s_gi;
-  assign \$284  = \$282  & \$283 ;
-  assign \$285  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$120 [7:0]);
-  assign \$286  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$120 [15:8]);
-  assign \$287  = $signed(\$285 ) + $signed(\$286 );
-  assign \$288  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$120 [23:16]);
-  assign \$289  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$120 [31:24]);
+  assign \$260  = ! gi;
+  assign \$261  = row_tag_3 != sites_in__payload[38:32];
+  assign \$262  = \$260  & \$261 ;
+  assign \$263  = \$262  ? 128'h00000000000000000000000000000000 : bitmap_3;
+  assign \$264  = gi == 2'h3;
+  assign \$265  = 1'h1 << sites_in__payload[45:39];
+  assign \$266  = \$264  ? \$265  : 255'h0000000000000000000000000000000000000000000000000000000000000000;
+  assign \$267  = { 127'h00000000000000000000000000000000, \$263  } | \$266 ;
+  assign \$268  = ~ f_done;
+  assign \$269  = ~ send_eof;
+  assign \$270  = \$268  & \$269 ;
+  assign \$271  = ~ f_scan;
+  assign \$272  = ~ pf_valid;
+  assign \$273  = \$272  | pf_take;
+  assign \$274  = ! centre_row;
+  assign \$275  = f_row + 1'h1;
+  assign \$276  = ! \$70 [127:0];
+  assign \$277  = f_row + 1'h1;
+  assign \$278  = s_gi == 2'h3;
+  assign \$279  = ~ \$278 ;
+  assign \$280  = s_gi + 1'h1;
+  assign \$281  = | \$152 [8:0];
+  assign \$282  = s_go == 2'h3;
+  assign \$283  = s_go + 1'h1;
+  assign \$284  = \$282  ? 3'h0 : \$283 ;
+  assign \$285  = s_rem == \$signal$109 ;
+  assign \$286  = ! s_gi;
+  assign \$287  = \$285  & \$286 ;
+  assign \$288  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$120 [7:0]);
+  assign \$289  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$120 [15:8]);
   assign \$290  = $signed(\$288 ) + $signed(\$289 );
-  assign \$291  = $signed(\$287 ) + $signed(\$290 );
-  assign \$292  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$120 [39:32]);
-  assign \$293  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$120 [47:40]);
-  assign \$294  = $signed(\$292 ) + $signed(\$293 );
-  assign \$295  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$120 [55:48]);
-  assign \$296  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$120 [63:56]);
+  assign \$291  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$120 [23:16]);
+  assign \$292  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$120 [31:24]);
+  assign \$293  = $signed(\$291 ) + $signed(\$292 );
+  assign \$294  = $signed(\$290 ) + $signed(\$293 );
+  assign \$295  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$120 [39:32]);
+  assign \$296  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$120 [47:40]);
   assign \$297  = $signed(\$295 ) + $signed(\$296 );
-  assign \$298  = $signed(\$294 ) + $signed(\$297 );
-  assign \$299  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$120 [71:64]);
-  assign \$300  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$120 [79:72]);
-  assign \$301  = $signed(\$299 ) + $signed(\$300 );
-  assign \$302  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$120 [87:80]);
-  assign \$303  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$120 [95:88]);
+  assign \$298  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$120 [55:48]);
+  assign \$299  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$120 [63:56]);
+  assign \$300  = $signed(\$298 ) + $signed(\$299 );
+  assign \$301  = $signed(\$297 ) + $signed(\$300 );
+  assign \$302  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$120 [71:64]);
+  assign \$303  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$120 [79:72]);
   assign \$304  = $signed(\$302 ) + $signed(\$303 );
-  assign \$305  = $signed(\$301 ) + $signed(\$304 );
-  assign \$306  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$120 [103:96]);
-  assign \$307  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$120 [111:104]);
-  assign \$308  = $signed(\$306 ) + $signed(\$307 );
-  assign \$309  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$120 [119:112]);
-  assign \$310  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$120 [127:120]);
+  assign \$305  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$120 [87:80]);
+  assign \$306  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$120 [95:88]);
+  assign \$307  = $signed(\$305 ) + $signed(\$306 );
+  assign \$308  = $signed(\$304 ) + $signed(\$307 );
+  assign \$309  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$120 [103:96]);
+  assign \$310  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$120 [111:104]);
   assign \$311  = $signed(\$309 ) + $signed(\$310 );
-  assign \$312  = $signed(\$308 ) + $signed(\$311 );
-  assign \$313  = \$signal$101  & last2;
-  assign \$314  = \$signal$114  ? { \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15:0] } : acc_0;
-  assign \$315  = $signed(\$314 ) + $signed(part2_0);
-  assign \$316  = \$signal$114  ? { \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15:0] } : acc_0;
-  assign \$317  = $signed(\$316 ) + $signed(part2_0);
-  assign \$318  = \$signal$114  ? { \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31:16] } : acc_1;
-  assign \$319  = $signed(\$318 ) + $signed(part2_1);
-  assign \$320  = \$signal$114  ? { \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31:16] } : acc_1;
-  assign \$321  = $signed(\$320 ) + $signed(part2_1);
-  assign \$322  = \$signal$114  ? { \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47:32] } : acc_2;
-  assign \$323  = $signed(\$322 ) + $signed(part2_2);
-  assign \$324  = \$signal$114  ? { \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47:32] } : acc_2;
-  assign \$325  = $signed(\$324 ) + $signed(part2_2);
-  assign \$326  = \$signal$114  ? { \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63:48] } : acc_3;
-  assign \$327  = $signed(\$326 ) + $signed(part2_3);
-  assign \$328  = \$signal$114  ? { \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63:48] } : acc_3;
-  assign \$329  = $signed(\$328 ) + $signed(part2_3);
-  assign \$330  = $signed(psum_bias_0) * $signed({ 1'h0, scale3_0 });
-  assign \$331  = $signed(\$330 ) + $signed(17'h08000);
-  assign \$332  = $signed(psum_bias_1) * $signed({ 1'h0, scale3_1 });
-  assign \$333  = $signed(\$332 ) + $signed(17'h08000);
-  assign \$334  = $signed(psum_bias_2) * $signed({ 1'h0, scale3_2 });
-  assign \$335  = $signed(\$334 ) + $signed(17'h08000);
-  assign \$336  = $signed(psum_bias_3) * $signed({ 1'h0, scale3_3 });
-  assign \$337  = $signed(\$336 ) + $signed(17'h08000);
-  assign \$338  = v4 | send_eof;
-  assign \$339  = $signed(\$181 [22:0]) > $signed(8'h7f);
-  assign \$340  = $signed(\$181 [22:0]) < $signed(8'h81);
-  assign \$341  = \$340  ? 23'h7fff81 : \$181 [22:0];
-  assign \$342  = \$339  ? 23'h00007f : \$341 ;
-  assign \$343  = $signed(\$182 [22:0]) > $signed(8'h7f);
-  assign \$344  = $signed(\$182 [22:0]) < $signed(8'h81);
-  assign \$345  = \$344  ? 23'h7fff81 : \$182 [22:0];
-  assign \$346  = \$343  ? 23'h00007f : \$345 ;
-  assign \$347  = $signed(\$183 [22:0]) > $signed(8'h7f);
-  assign \$348  = $signed(\$183 [22:0]) < $signed(8'h81);
-  assign \$349  = \$348  ? 23'h7fff81 : \$183 [22:0];
-  assign \$350  = \$347  ? 23'h00007f : \$349 ;
-  assign \$351  = $signed(\$184 [22:0]) > $signed(8'h7f);
-  assign \$352  = $signed(\$184 [22:0]) < $signed(8'h81);
-  assign \$353  = \$352  ? 23'h7fff81 : \$184 [22:0];
-  assign \$354  = \$351  ? 23'h00007f : \$353 ;
+  assign \$312  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$120 [119:112]);
+  assign \$313  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$120 [127:120]);
+  assign \$314  = $signed(\$312 ) + $signed(\$313 );
+  assign \$315  = $signed(\$311 ) + $signed(\$314 );
+  assign \$316  = \$signal$101  & last2;
+  assign \$317  = \$signal$114  ? { \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15:0] } : acc_0;
+  assign \$318  = $signed(\$317 ) + $signed(part2_0);
+  assign \$319  = \$signal$114  ? { \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15:0] } : acc_0;
+  assign \$320  = $signed(\$319 ) + $signed(part2_0);
+  assign \$321  = \$signal$114  ? { \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31:16] } : acc_1;
+  assign \$322  = $signed(\$321 ) + $signed(part2_1);
+  assign \$323  = \$signal$114  ? { \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31:16] } : acc_1;
+  assign \$324  = $signed(\$323 ) + $signed(part2_1);
+  assign \$325  = \$signal$114  ? { \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47:32] } : acc_2;
+  assign \$326  = $signed(\$325 ) + $signed(part2_2);
+  assign \$327  = \$signal$114  ? { \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47:32] } : acc_2;
+  assign \$328  = $signed(\$327 ) + $signed(part2_2);
+  assign \$329  = \$signal$114  ? { \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63:48] } : acc_3;
+  assign \$330  = $signed(\$329 ) + $signed(part2_3);
+  assign \$331  = \$signal$114  ? { \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63:48] } : acc_3;
+  assign \$332  = $signed(\$331 ) + $signed(part2_3);
+  assign \$333  = $signed(psum_bias_0) * $signed({ 1'h0, scale3_0 });
+  assign \$334  = $signed(\$333 ) + $signed(17'h08000);
+  assign \$335  = $signed(psum_bias_1) * $signed({ 1'h0, scale3_1 });
+  assign \$336  = $signed(\$335 ) + $signed(17'h08000);
+  assign \$337  = $signed(psum_bias_2) * $signed({ 1'h0, scale3_2 });
+  assign \$338  = $signed(\$337 ) + $signed(17'h08000);
+  assign \$339  = $signed(psum_bias_3) * $signed({ 1'h0, scale3_3 });
+  assign \$340  = $signed(\$339 ) + $signed(17'h08000);
+  assign \$341  = v4 | send_eof;
+  assign \$342  = $signed(\$184 [22:0]) > $signed(8'h7f);
+  assign \$343  = $signed(\$184 [22:0]) < $signed(8'h81);
+  assign \$344  = \$343  ? 23'h7fff81 : \$184 [22:0];
+  assign \$345  = \$342  ? 23'h00007f : \$344 ;
+  assign \$346  = $signed(\$185 [22:0]) > $signed(8'h7f);
+  assign \$347  = $signed(\$185 [22:0]) < $signed(8'h81);
+  assign \$348  = \$347  ? 23'h7fff81 : \$185 [22:0];
+  assign \$349  = \$346  ? 23'h00007f : \$348 ;
+  assign \$350  = $signed(\$186 [22:0]) > $signed(8'h7f);
+  assign \$351  = $signed(\$186 [22:0]) < $signed(8'h81);
+  assign \$352  = \$351  ? 23'h7fff81 : \$186 [22:0];
+  assign \$353  = \$350  ? 23'h00007f : \$352 ;
+  assign \$354  = $signed(\$187 [22:0]) > $signed(8'h7f);
+  assign \$355  = $signed(\$187 [22:0]) < $signed(8'h81);
+  assign \$356  = \$355  ? 23'h7fff81 : \$187 [22:0];
+  assign \$357  = \$354  ? 23'h00007f : \$356 ;
   always @(posedge clk)
-    pcount <= \$355 ;
+    pcount <= \$358 ;
   always @(posedge clk)
-    loaded <= \$356 ;
+    loaded <= \$359 ;
   always @(posedge clk)
-    height_m1 <= \$357 ;
+    height_m1 <= \$360 ;
   always @(posedge clk)
-    width_m1 <= \$358 ;
+    width_m1 <= \$361 ;
   always @(posedge clk)
-    done_rows <= \$359 ;
+    done_rows <= \$362 ;
   always @(posedge clk)
-    frame_busy <= \$360 ;
+    frame_busy <= \$363 ;
   always @(posedge clk)
-    eof_seen <= \$361 ;
+    eof_seen <= \$364 ;
   always @(posedge clk)
-    discard <= \$362 ;
+    discard <= \$365 ;
   always @(posedge clk)
-    gi <= \$363 ;
+    gi <= \$366 ;
   always @(posedge clk)
-    err <= \$364 ;
+    err <= \$367 ;
   always @(posedge clk)
-    \$signal  <= \$365 ;
+    \$signal  <= \$368 ;
   always @(posedge clk)
-    cur_x <= \$366 ;
+    cur_x <= \$369 ;
   always @(posedge clk)
-    has_last <= \$367 ;
+    has_last <= \$370 ;
   always @(posedge clk)
-    \$signal$24  <= \$368 ;
+    \$signal$24  <= \$371 ;
   always @(posedge clk)
-    last_x <= \$369 ;
+    last_x <= \$372 ;
   always @(posedge clk)
-    row_tag_0 <= \$370 ;
+    row_tag_0 <= \$373 ;
   always @(posedge clk)
-    bitmap_0 <= \$371 ;
+    bitmap_0 <= \$374 ;
   always @(posedge clk)
-    row_tag_1 <= \$372 ;
+    row_tag_1 <= \$375 ;
   always @(posedge clk)
-    bitmap_1 <= \$373 ;
+    bitmap_1 <= \$376 ;
   always @(posedge clk)
-    row_tag_2 <= \$374 ;
+    row_tag_2 <= \$377 ;
   always @(posedge clk)
-    bitmap_2 <= \$375 ;
+    bitmap_2 <= \$378 ;
   always @(posedge clk)
-    row_tag_3 <= \$376 ;
+    row_tag_3 <= \$379 ;
   always @(posedge clk)
-    bitmap_3 <= \$377 ;
+    bitmap_3 <= \$380 ;
   always @(posedge clk)
-    pf_valid <= \$378 ;
+    pf_valid <= \$381 ;
   always @(posedge clk)
-    f_done <= \$379 ;
+    f_done <= \$382 ;
   always @(posedge clk)
-    f_row <= \$380 ;
+    f_row <= \$383 ;
   always @(posedge clk)
-    f_rem <= \$381 ;
+    f_rem <= \$384 ;
   always @(posedge clk)
-    f_scan <= \$382 ;
+    f_scan <= \$385 ;
   always @(posedge clk)
-    \$signal$68  <= \$383 ;
+    \$signal$68  <= \$386 ;
   always @(posedge clk)
-    \$signal$107  <= \$384 ;
+    \$signal$107  <= \$387 ;
   always @(posedge clk)
-    pf_taps <= \$385 ;
+    pf_taps <= \$388 ;
   always @(posedge clk)
-    s_gi <= \$386 ;
+    s_gi <= \$389 ;
   always @(posedge clk)
-    s_rem <= \$387 ;
+    s_rem <= \$390 ;
   always @(posedge clk)
-    s_go <= \$388 ;
+    s_go <= \$391 ;
   always @(posedge clk)
-    sv <= \$389 ;
+    sv <= \$392 ;
   always @(posedge clk)
-    \$signal$69  <= \$390 ;
+    \$signal$69  <= \$393 ;
   always @(posedge clk)
-    s_ox <= \$391 ;
+    s_ox <= \$394 ;
   always @(posedge clk)
-    \$signal$109  <= \$392 ;
+    \$signal$109  <= \$395 ;
   always @(posedge clk)
-    \$signal$100  <= \$393 ;
+    \$signal$100  <= \$396 ;
   always @(posedge clk)
-    \$signal$110  <= \$394 ;
+    \$signal$110  <= \$397 ;
   always @(posedge clk)
-    last1 <= \$395 ;
+    last1 <= \$398 ;
   always @(posedge clk)
-    \$like  <= \$396 ;
+    \$like  <= \$399 ;
   always @(posedge clk)
-    \$like$113  <= \$397 ;
+    \$like$113  <= \$400 ;
   always @(posedge clk)
-    \$signature__addr$88  <= \$398 ;
+    \$signature__addr$88  <= \$401 ;
   always @(posedge clk)
-    \$signal$101  <= \$399 ;
+    \$signal$101  <= \$402 ;
   always @(posedge clk)
-    \$signal$114  <= \$400 ;
+    \$signal$114  <= \$403 ;
   always @(posedge clk)
-    last2 <= \$401 ;
+    last2 <= \$404 ;
   always @(posedge clk)
-    \$like$116  <= \$402 ;
+    \$like$116  <= \$405 ;
   always @(posedge clk)
-    ox2 <= \$403 ;
+    ox2 <= \$406 ;
   always @(posedge clk)
-    part2_0 <= \$404 ;
+    part2_0 <= \$407 ;
   always @(posedge clk)
-    part2_1 <= \$405 ;
-  always @(posedge clk)
-    part2_2 <= \$406 ;
-  always @(posedge clk)
-    part2_3 <= \$407 ;
-  always @(posedge clk)
-    v3 <= \$408 ;
+    part2_1 <= \$408 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$409  = \$like$124 ;
+    \$409  = part2_2;
     if (adv) begin
-      \$409  = \$like$116 ;
+      \$409  = { \$308 [17], \$308 [17], \$308 [17], \$308 [17], \$308 [17], \$308  };
     end
     if (rst) begin
-      \$409  = 9'h000;
+      \$409  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$410  = ox3;
+    \$410  = part2_3;
     if (adv) begin
-      \$410  = ox2;
+      \$410  = { \$315 [17], \$315 [17], \$315 [17], \$315 [17], \$315 [17], \$315  };
     end
     if (rst) begin
-      \$410  = 7'h00;
+      \$410  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$411  = acc_0;
+    \$411  = v3;
+    if (adv) begin
+      \$411  = \$316 ;
+    end
+    if (rst) begin
+      \$411  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$412  = \$like$124 ;
+    if (adv) begin
+      \$412  = \$like$116 ;
+    end
+    if (rst) begin
+      \$412  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$413  = ox3;
+    if (adv) begin
+      \$413  = ox2;
+    end
+    if (rst) begin
+      \$413  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$414  = acc_0;
     if (adv) begin
       if (\$signal$101 ) begin
-        \$411  = \$315 [22:0];
-      end
-    end
-    if (rst) begin
-      \$411  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$412  = psum_bias_0;
-    if (adv) begin
-      if (\$signal$101 ) begin
-        \$412  = \$317 [22:0];
-      end
-    end
-    if (rst) begin
-      \$412  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$413  = scale3_0;
-    if (adv) begin
-      if (\$signal$101 ) begin
-        \$413  = \$signature__data$127 [79:64];
-      end
-    end
-    if (rst) begin
-      \$413  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$414  = acc_1;
-    if (adv) begin
-      if (\$signal$101 ) begin
-        \$414  = \$319 [22:0];
+        \$414  = \$318 [22:0];
       end
     end
     if (rst) begin
@@ -3476,10 +3476,10 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$415  = psum_bias_1;
+    \$415  = psum_bias_0;
     if (adv) begin
       if (\$signal$101 ) begin
-        \$415  = \$321 [22:0];
+        \$415  = \$320 [22:0];
       end
     end
     if (rst) begin
@@ -3488,10 +3488,10 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$416  = scale3_1;
+    \$416  = scale3_0;
     if (adv) begin
       if (\$signal$101 ) begin
-        \$416  = \$signature__data$127 [95:80];
+        \$416  = \$signature__data$127 [79:64];
       end
     end
     if (rst) begin
@@ -3500,10 +3500,10 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$417  = acc_2;
+    \$417  = acc_1;
     if (adv) begin
       if (\$signal$101 ) begin
-        \$417  = \$323 [22:0];
+        \$417  = \$322 [22:0];
       end
     end
     if (rst) begin
@@ -3512,10 +3512,10 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$418  = psum_bias_2;
+    \$418  = psum_bias_1;
     if (adv) begin
       if (\$signal$101 ) begin
-        \$418  = \$325 [22:0];
+        \$418  = \$324 [22:0];
       end
     end
     if (rst) begin
@@ -3524,10 +3524,10 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$419  = scale3_2;
+    \$419  = scale3_1;
     if (adv) begin
       if (\$signal$101 ) begin
-        \$419  = \$signature__data$127 [111:96];
+        \$419  = \$signature__data$127 [95:80];
       end
     end
     if (rst) begin
@@ -3536,10 +3536,10 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$420  = acc_3;
+    \$420  = acc_2;
     if (adv) begin
       if (\$signal$101 ) begin
-        \$420  = \$327 [22:0];
+        \$420  = \$326 [22:0];
       end
     end
     if (rst) begin
@@ -3548,10 +3548,10 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$421  = psum_bias_3;
+    \$421  = psum_bias_2;
     if (adv) begin
       if (\$signal$101 ) begin
-        \$421  = \$329 [22:0];
+        \$421  = \$328 [22:0];
       end
     end
     if (rst) begin
@@ -3560,10 +3560,10 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$422  = scale3_3;
+    \$422  = scale3_2;
     if (adv) begin
       if (\$signal$101 ) begin
-        \$422  = \$signature__data$127 [127:112];
+        \$422  = \$signature__data$127 [111:96];
       end
     end
     if (rst) begin
@@ -3572,69 +3572,75 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$423  = v4;
+    \$423  = acc_3;
     if (adv) begin
-      \$423  = v3;
+      if (\$signal$101 ) begin
+        \$423  = \$330 [22:0];
+      end
     end
     if (rst) begin
-      \$423  = 1'h0;
+      \$423  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$424  = \$like$139 ;
+    \$424  = psum_bias_3;
     if (adv) begin
-      \$424  = \$like$124 ;
+      if (\$signal$101 ) begin
+        \$424  = \$332 [22:0];
+      end
     end
     if (rst) begin
-      \$424  = 9'h000;
+      \$424  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$425  = ox4;
+    \$425  = scale3_3;
     if (adv) begin
-      \$425  = ox3;
+      if (\$signal$101 ) begin
+        \$425  = \$signature__data$127 [127:112];
+      end
     end
     if (rst) begin
-      \$425  = 7'h00;
+      \$425  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$426  = requant_0;
+    \$426  = v4;
     if (adv) begin
-      \$426  = \$331 [38:0];
+      \$426  = v3;
     end
     if (rst) begin
-      \$426  = 39'h0000000000;
+      \$426  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$427  = requant_1;
+    \$427  = \$like$139 ;
     if (adv) begin
-      \$427  = \$333 [38:0];
+      \$427  = \$like$124 ;
     end
     if (rst) begin
-      \$427  = 39'h0000000000;
+      \$427  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$428  = requant_2;
+    \$428  = ox4;
     if (adv) begin
-      \$428  = \$335 [38:0];
+      \$428  = ox3;
     end
     if (rst) begin
-      \$428  = 39'h0000000000;
+      \$428  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$429  = requant_3;
+    \$429  = requant_0;
     if (adv) begin
-      \$429  = \$337 [38:0];
+      \$429  = \$334 [38:0];
     end
     if (rst) begin
       \$429  = 39'h0000000000;
@@ -3642,56 +3648,86 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$430  = sites_out__valid;
+    \$430  = requant_1;
     if (adv) begin
-      \$430  = \$338 ;
+      \$430  = \$336 [38:0];
     end
     if (rst) begin
-      \$430  = 1'h0;
+      \$430  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$431  = sites_out__payload;
+    \$431  = requant_2;
+    if (adv) begin
+      \$431  = \$338 [38:0];
+    end
+    if (rst) begin
+      \$431  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$432  = requant_3;
+    if (adv) begin
+      \$432  = \$340 [38:0];
+    end
+    if (rst) begin
+      \$432  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$433  = sites_out__valid;
+    if (adv) begin
+      \$433  = \$341 ;
+    end
+    if (rst) begin
+      \$433  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$434  = sites_out__payload;
     if (adv) begin
       (* full_case = 32'd1 *)
       if (send_eof) begin
-        \$431 [46] = 1'h1;
-        \$431 [47] = err;
-        \$431 [38:32] = 7'h00;
-        \$431 [45:39] = 7'h00;
-        \$431 [7:0] = 8'h00;
-        \$431 [15:8] = 8'h00;
-        \$431 [23:16] = 8'h00;
-        \$431 [31:24] = 8'h00;
+        \$434 [46] = 1'h1;
+        \$434 [47] = err;
+        \$434 [38:32] = 7'h00;
+        \$434 [45:39] = 7'h00;
+        \$434 [7:0] = 8'h00;
+        \$434 [15:8] = 8'h00;
+        \$434 [23:16] = 8'h00;
+        \$434 [31:24] = 8'h00;
       end else begin
-        \$431 [46] = 1'h0;
-        \$431 [47] = 1'h0;
-        \$431 [38:32] = \$like$139 [6:0];
-        \$431 [45:39] = ox4;
-        \$431 [7:0] = \$342 [7:0];
-        \$431 [15:8] = \$346 [7:0];
-        \$431 [23:16] = \$350 [7:0];
-        \$431 [31:24] = \$354 [7:0];
+        \$434 [46] = 1'h0;
+        \$434 [47] = 1'h0;
+        \$434 [38:32] = \$like$139 [6:0];
+        \$434 [45:39] = ox4;
+        \$434 [7:0] = \$345 [7:0];
+        \$434 [15:8] = \$349 [7:0];
+        \$434 [23:16] = \$353 [7:0];
+        \$434 [31:24] = \$357 [7:0];
       end
     end
     if (rst) begin
-      \$431  = 48'h000000000000;
+      \$434  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     centre_row = 128'h00000000000000000000000000000000;
-    if (\$53 ) begin
+    if (\$56 ) begin
       centre_row = bitmap_0;
     end
-    if (\$57 ) begin
+    if (\$60 ) begin
       centre_row = bitmap_1;
     end
-    if (\$61 ) begin
+    if (\$64 ) begin
       centre_row = bitmap_2;
     end
-    if (\$65 ) begin
+    if (\$68 ) begin
       centre_row = bitmap_3;
     end
   end
@@ -4086,48 +4122,48 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     win_row_0 = 128'h00000000000000000000000000000000;
-    if (\$74 ) begin
+    if (\$77 ) begin
       win_row_0 = bitmap_0;
     end
-    if (\$80 ) begin
+    if (\$83 ) begin
       win_row_0 = bitmap_1;
     end
-    if (\$86 ) begin
+    if (\$89 ) begin
       win_row_0 = bitmap_2;
     end
-    if (\$92 ) begin
+    if (\$95 ) begin
       win_row_0 = bitmap_3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     win_row_1 = 128'h00000000000000000000000000000000;
-    if (\$98 ) begin
+    if (\$101 ) begin
       win_row_1 = bitmap_0;
     end
-    if (\$104 ) begin
+    if (\$107 ) begin
       win_row_1 = bitmap_1;
     end
-    if (\$110 ) begin
+    if (\$113 ) begin
       win_row_1 = bitmap_2;
     end
-    if (\$116 ) begin
+    if (\$119 ) begin
       win_row_1 = bitmap_3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     win_row_2 = 128'h00000000000000000000000000000000;
-    if (\$122 ) begin
+    if (\$125 ) begin
       win_row_2 = bitmap_0;
     end
-    if (\$128 ) begin
+    if (\$131 ) begin
       win_row_2 = bitmap_1;
     end
-    if (\$134 ) begin
+    if (\$137 ) begin
       win_row_2 = bitmap_2;
     end
-    if (\$140 ) begin
+    if (\$143 ) begin
       win_row_2 = bitmap_3;
     end
   end
@@ -4165,46 +4201,37 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$signal$78  = 2'h0;
-    if (\$157 ) begin
-      \$signal$78  = 2'h0;
-    end
-    if (\$158 ) begin
-      \$signal$78  = 2'h0;
-    end
-    if (\$159 ) begin
-      \$signal$78  = 2'h0;
-    end
     if (\$160 ) begin
-      \$signal$78  = 2'h1;
+      \$signal$78  = 2'h0;
     end
     if (\$161 ) begin
-      \$signal$78  = 2'h1;
+      \$signal$78  = 2'h0;
     end
     if (\$162 ) begin
-      \$signal$78  = 2'h1;
+      \$signal$78  = 2'h0;
     end
     if (\$163 ) begin
-      \$signal$78  = 2'h2;
+      \$signal$78  = 2'h1;
     end
     if (\$164 ) begin
-      \$signal$78  = 2'h2;
+      \$signal$78  = 2'h1;
     end
     if (\$165 ) begin
+      \$signal$78  = 2'h1;
+    end
+    if (\$166 ) begin
+      \$signal$78  = 2'h2;
+    end
+    if (\$167 ) begin
+      \$signal$78  = 2'h2;
+    end
+    if (\$168 ) begin
       \$signal$78  = 2'h2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dx_t = 2'h0;
-    if (\$157 ) begin
-      dx_t = 2'h0;
-    end
-    if (\$158 ) begin
-      dx_t = 2'h1;
-    end
-    if (\$159 ) begin
-      dx_t = 2'h2;
-    end
     if (\$160 ) begin
       dx_t = 2'h0;
     end
@@ -4223,156 +4250,101 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
     if (\$165 ) begin
       dx_t = 2'h2;
     end
+    if (\$166 ) begin
+      dx_t = 2'h0;
+    end
+    if (\$167 ) begin
+      dx_t = 2'h1;
+    end
+    if (\$168 ) begin
+      dx_t = 2'h2;
+    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$355  = pcount;
-    if (\$197 ) begin
+    \$358  = pcount;
+    if (\$200 ) begin
       (* full_case = 32'd1 *)
-      if (\$198 ) begin
-        \$355  = 8'h00;
+      if (\$201 ) begin
+        \$358  = 8'h00;
       end else begin
-        \$355  = \$199 [7:0];
+        \$358  = \$202 [7:0];
       end
     end
     if (rst) begin
-      \$355  = 8'h00;
+      \$358  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$356  = loaded;
-    if (\$197 ) begin
-      if (\$198 ) begin
-        \$356  = 1'h1;
+    \$359  = loaded;
+    if (\$200 ) begin
+      if (\$201 ) begin
+        \$359  = 1'h1;
       end
-      if (\$200 ) begin
-        \$356  = 1'h0;
+      if (\$203 ) begin
+        \$359  = 1'h0;
       end
     end
     if (rst) begin
-      \$356  = 1'h0;
+      \$359  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$357  = height_m1;
-    if (\$197 ) begin
-      if (\$200 ) begin
-        \$357  = params__payload[6:0];
+    \$360  = height_m1;
+    if (\$200 ) begin
+      if (\$203 ) begin
+        \$360  = params__payload[6:0];
       end
     end
     if (rst) begin
-      \$357  = 7'h00;
+      \$360  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$358  = width_m1;
-    if (\$197 ) begin
-      if (\$200 ) begin
-        \$358  = params__payload[13:7];
+    \$361  = width_m1;
+    if (\$200 ) begin
+      if (\$203 ) begin
+        \$361  = params__payload[13:7];
       end
     end
     if (rst) begin
-      \$358  = 7'h00;
+      \$361  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$359  = done_rows;
-    if (\$209 ) begin
-      \$359  = { 2'h0, sites_in__payload[38:32] };
+    \$362  = done_rows;
+    if (\$212 ) begin
+      \$362  = { 2'h0, sites_in__payload[38:32] };
     end
     if (send_eof) begin
-      \$359  = 9'h000;
+      \$362  = 9'h000;
     end
     if (rst) begin
-      \$359  = 9'h000;
+      \$362  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$360  = frame_busy;
-    if (\$210 ) begin
-      \$360  = 1'h1;
+    \$363  = frame_busy;
+    if (\$213 ) begin
+      \$363  = 1'h1;
     end
     if (send_eof) begin
-      \$360  = 1'h0;
+      \$363  = 1'h0;
     end
     if (rst) begin
-      \$360  = 1'h0;
+      \$363  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$361  = eof_seen;
-    if (\$210 ) begin
+    \$364  = eof_seen;
+    if (\$213 ) begin
       if (sites_in__payload[46]) begin
-        \$361  = 1'h1;
-      end
-    end
-    if (send_eof) begin
-      \$361  = 1'h0;
-    end
-    if (rst) begin
-      \$361  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$362  = discard;
-    if (\$210 ) begin
-      if (sites_in__payload[46]) begin
-        \$362  = 1'h0;
-      end else if (discard) begin
-      end else if (bad) begin
-        \$362  = 1'h1;
-      end
-    end
-    if (send_eof) begin
-      \$362  = 1'h0;
-    end
-    if (rst) begin
-      \$362  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$363  = gi;
-    if (\$210 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[46]) begin
-        \$363  = 2'h0;
-      end else if (discard) begin
-      end else if (bad) begin
-        \$363  = 2'h0;
-      end else begin
-        (* full_case = 32'd1 *)
-        if (\$215 ) begin
-          \$363  = 2'h0;
-        end else begin
-          \$363  = \$216 [1:0];
-        end
-      end
-    end
-    if (send_eof) begin
-      \$363  = 2'h0;
-    end
-    if (rst) begin
-      \$363  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$364  = err;
-    if (\$210 ) begin
-      if (sites_in__payload[46]) begin
-        if (\$213 ) begin
-          \$364  = 1'h1;
-        end
-      end else if (discard) begin
-      end else if (bad) begin
         \$364  = 1'h1;
       end
     end
@@ -4385,52 +4357,59 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$365  = \$signal ;
-    if (\$210 ) begin
-      (* full_case = 32'd1 *)
+    \$365  = discard;
+    if (\$213 ) begin
       if (sites_in__payload[46]) begin
+        \$365  = 1'h0;
       end else if (discard) begin
       end else if (bad) begin
-      end else begin
-        if (\$214 ) begin
-          \$365  = sites_in__payload[38:32];
-        end
+        \$365  = 1'h1;
       end
     end
+    if (send_eof) begin
+      \$365  = 1'h0;
+    end
     if (rst) begin
-      \$365  = 7'h00;
+      \$365  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$366  = cur_x;
-    if (\$210 ) begin
+    \$366  = gi;
+    if (\$213 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[46]) begin
+        \$366  = 2'h0;
       end else if (discard) begin
       end else if (bad) begin
+        \$366  = 2'h0;
       end else begin
-        if (\$214 ) begin
-          \$366  = sites_in__payload[45:39];
+        (* full_case = 32'd1 *)
+        if (\$218 ) begin
+          \$366  = 2'h0;
+        end else begin
+          \$366  = \$219 [1:0];
         end
       end
     end
+    if (send_eof) begin
+      \$366  = 2'h0;
+    end
     if (rst) begin
-      \$366  = 7'h00;
+      \$366  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$367  = has_last;
-    if (\$210 ) begin
-      (* full_case = 32'd1 *)
+    \$367  = err;
+    if (\$213 ) begin
       if (sites_in__payload[46]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$215 ) begin
+        if (\$216 ) begin
           \$367  = 1'h1;
         end
+      end else if (discard) begin
+      end else if (bad) begin
+        \$367  = 1'h1;
       end
     end
     if (send_eof) begin
@@ -4442,14 +4421,14 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$368  = \$signal$24 ;
-    if (\$210 ) begin
+    \$368  = \$signal ;
+    if (\$213 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[46]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$215 ) begin
+        if (\$217 ) begin
           \$368  = sites_in__payload[38:32];
         end
       end
@@ -4460,14 +4439,14 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$369  = last_x;
-    if (\$210 ) begin
+    \$369  = cur_x;
+    if (\$213 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[46]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$215 ) begin
+        if (\$217 ) begin
           \$369  = sites_in__payload[45:39];
         end
       end
@@ -4478,262 +4457,248 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$370  = row_tag_0;
-    if (\$210 ) begin
+    \$370  = has_last;
+    if (\$213 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[46]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$217 ) begin
-          if (\$220 ) begin
-            \$370  = { 1'h0, sites_in__payload[38:32] };
+        if (\$218 ) begin
+          \$370  = 1'h1;
+        end
+      end
+    end
+    if (send_eof) begin
+      \$370  = 1'h0;
+    end
+    if (rst) begin
+      \$370  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$371  = \$signal$24 ;
+    if (\$213 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[46]) begin
+      end else if (discard) begin
+      end else if (bad) begin
+      end else begin
+        if (\$218 ) begin
+          \$371  = sites_in__payload[38:32];
+        end
+      end
+    end
+    if (rst) begin
+      \$371  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$372  = last_x;
+    if (\$213 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[46]) begin
+      end else if (discard) begin
+      end else if (bad) begin
+      end else begin
+        if (\$218 ) begin
+          \$372  = sites_in__payload[45:39];
+        end
+      end
+    end
+    if (rst) begin
+      \$372  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$373  = row_tag_0;
+    if (\$213 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[46]) begin
+      end else if (discard) begin
+      end else if (bad) begin
+      end else begin
+        if (\$220 ) begin
+          if (\$223 ) begin
+            \$373  = { 1'h0, sites_in__payload[38:32] };
           end
         end
       end
     end
     if (send_eof) begin
-      \$370  = 8'hff;
+      \$373  = 8'hff;
     end
     if (rst) begin
-      \$370  = 8'hff;
+      \$373  = 8'hff;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$371  = bitmap_0;
-    if (\$210 ) begin
+    \$374  = bitmap_0;
+    if (\$213 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[46]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$217 ) begin
-          \$371  = \$228 [127:0];
+        if (\$220 ) begin
+          \$374  = \$231 [127:0];
         end
       end
     end
     if (rst) begin
-      \$371  = 128'h00000000000000000000000000000000;
+      \$374  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$372  = row_tag_1;
-    if (\$210 ) begin
+    \$375  = row_tag_1;
+    if (\$213 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[46]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$229 ) begin
-          if (\$232 ) begin
-            \$372  = { 1'h0, sites_in__payload[38:32] };
+        if (\$232 ) begin
+          if (\$235 ) begin
+            \$375  = { 1'h0, sites_in__payload[38:32] };
           end
         end
       end
     end
     if (send_eof) begin
-      \$372  = 8'hff;
+      \$375  = 8'hff;
     end
     if (rst) begin
-      \$372  = 8'hff;
+      \$375  = 8'hff;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$373  = bitmap_1;
-    if (\$210 ) begin
+    \$376  = bitmap_1;
+    if (\$213 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[46]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$229 ) begin
-          \$373  = \$240 [127:0];
+        if (\$232 ) begin
+          \$376  = \$243 [127:0];
         end
       end
     end
     if (rst) begin
-      \$373  = 128'h00000000000000000000000000000000;
+      \$376  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$374  = row_tag_2;
-    if (\$210 ) begin
+    \$377  = row_tag_2;
+    if (\$213 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[46]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$241 ) begin
-          if (\$244 ) begin
-            \$374  = { 1'h0, sites_in__payload[38:32] };
+        if (\$244 ) begin
+          if (\$247 ) begin
+            \$377  = { 1'h0, sites_in__payload[38:32] };
           end
         end
       end
     end
     if (send_eof) begin
-      \$374  = 8'hff;
+      \$377  = 8'hff;
     end
     if (rst) begin
-      \$374  = 8'hff;
+      \$377  = 8'hff;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$375  = bitmap_2;
-    if (\$210 ) begin
+    \$378  = bitmap_2;
+    if (\$213 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[46]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$241 ) begin
-          \$375  = \$252 [127:0];
+        if (\$244 ) begin
+          \$378  = \$255 [127:0];
         end
       end
     end
     if (rst) begin
-      \$375  = 128'h00000000000000000000000000000000;
+      \$378  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$376  = row_tag_3;
-    if (\$210 ) begin
+    \$379  = row_tag_3;
+    if (\$213 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[46]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$253 ) begin
-          if (\$256 ) begin
-            \$376  = { 1'h0, sites_in__payload[38:32] };
+        if (\$256 ) begin
+          if (\$259 ) begin
+            \$379  = { 1'h0, sites_in__payload[38:32] };
           end
         end
       end
     end
     if (send_eof) begin
-      \$376  = 8'hff;
+      \$379  = 8'hff;
     end
     if (rst) begin
-      \$376  = 8'hff;
+      \$379  = 8'hff;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$377  = bitmap_3;
-    if (\$210 ) begin
+    \$380  = bitmap_3;
+    if (\$213 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[46]) begin
       end else if (discard) begin
       end else if (bad) begin
       end else begin
-        if (\$253 ) begin
-          \$377  = \$264 [127:0];
+        if (\$256 ) begin
+          \$380  = \$267 [127:0];
         end
       end
     end
     if (rst) begin
-      \$377  = 128'h00000000000000000000000000000000;
+      \$380  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$378  = pf_valid;
+    \$381  = pf_valid;
     if (pf_take) begin
-      \$378  = 1'h0;
+      \$381  = 1'h0;
     end
-    if (\$267 ) begin
-      if (\$268 ) begin
-      end else if (\$270 ) begin
-        \$378  = 1'h1;
+    if (\$270 ) begin
+      if (\$271 ) begin
+      end else if (\$273 ) begin
+        \$381  = 1'h1;
       end
     end
     if (rst) begin
-      \$378  = 1'h0;
+      \$381  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$379  = f_done;
-    if (\$267 ) begin
-      if (\$268 ) begin
+    \$382  = f_done;
+    if (\$270 ) begin
+      if (\$271 ) begin
         if (rows_over) begin
-          \$379  = 1'h1;
-        end
-      end
-    end
-    if (send_eof) begin
-      \$379  = 1'h0;
-    end
-    if (rst) begin
-      \$379  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$380  = f_row;
-    if (\$267 ) begin
-      if (\$268 ) begin
-        if (rows_over) begin
-        end else if (row_ready) begin
-          if (\$271 ) begin
-            \$380  = \$272 [8:0];
-          end
-        end
-      end else if (\$270 ) begin
-        if (\$273 ) begin
-          \$380  = \$274 [8:0];
-        end
-      end
-    end
-    if (send_eof) begin
-      \$380  = 9'h000;
-    end
-    if (rst) begin
-      \$380  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$381  = f_rem;
-    if (\$267 ) begin
-      if (\$268 ) begin
-        if (rows_over) begin
-        end else if (row_ready) begin
-          (* full_case = 32'd1 *)
-          if (\$271 ) begin
-          end else begin
-            \$381  = centre_row;
-          end
-        end
-      end else if (\$270 ) begin
-        \$381  = \$67 [127:0];
-      end
-    end
-    if (rst) begin
-      \$381  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$382  = f_scan;
-    if (\$267 ) begin
-      if (\$268 ) begin
-        if (rows_over) begin
-        end else if (row_ready) begin
-          (* full_case = 32'd1 *)
-          if (\$271 ) begin
-          end else begin
-            \$382  = 1'h1;
-          end
-        end
-      end else if (\$270 ) begin
-        if (\$273 ) begin
-          \$382  = 1'h0;
+          \$382  = 1'h1;
         end
       end
     end
@@ -4746,12 +4711,23 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$383  = \$signal$68 ;
-    if (\$267 ) begin
-      if (\$268 ) begin
-      end else if (\$270 ) begin
-        \$383  = f_row;
+    \$383  = f_row;
+    if (\$270 ) begin
+      if (\$271 ) begin
+        if (rows_over) begin
+        end else if (row_ready) begin
+          if (\$274 ) begin
+            \$383  = \$275 [8:0];
+          end
+        end
+      end else if (\$273 ) begin
+        if (\$276 ) begin
+          \$383  = \$277 [8:0];
+        end
       end
+    end
+    if (send_eof) begin
+      \$383  = 9'h000;
     end
     if (rst) begin
       \$383  = 9'h000;
@@ -4759,120 +4735,128 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$384  = \$signal$107 ;
-    if (\$267 ) begin
-      if (\$268 ) begin
-      end else if (\$270 ) begin
-        \$384  = finder_x;
+    \$384  = f_rem;
+    if (\$270 ) begin
+      if (\$271 ) begin
+        if (rows_over) begin
+        end else if (row_ready) begin
+          (* full_case = 32'd1 *)
+          if (\$274 ) begin
+          end else begin
+            \$384  = centre_row;
+          end
+        end
+      end else if (\$273 ) begin
+        \$384  = \$70 [127:0];
       end
     end
     if (rst) begin
-      \$384  = 7'h00;
+      \$384  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$385  = pf_taps;
-    if (\$267 ) begin
-      if (\$268 ) begin
-      end else if (\$270 ) begin
-        \$385  = { \$145 , \$144 , \$143  };
+    \$385  = f_scan;
+    if (\$270 ) begin
+      if (\$271 ) begin
+        if (rows_over) begin
+        end else if (row_ready) begin
+          (* full_case = 32'd1 *)
+          if (\$274 ) begin
+          end else begin
+            \$385  = 1'h1;
+          end
+        end
+      end else if (\$273 ) begin
+        if (\$276 ) begin
+          \$385  = 1'h0;
+        end
       end
     end
+    if (send_eof) begin
+      \$385  = 1'h0;
+    end
     if (rst) begin
-      \$385  = 9'h000;
+      \$385  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$386  = s_gi;
+    \$386  = \$signal$68 ;
+    if (\$270 ) begin
+      if (\$271 ) begin
+      end else if (\$273 ) begin
+        \$386  = f_row;
+      end
+    end
+    if (rst) begin
+      \$386  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$387  = \$signal$107 ;
+    if (\$270 ) begin
+      if (\$271 ) begin
+      end else if (\$273 ) begin
+        \$387  = finder_x;
+      end
+    end
+    if (rst) begin
+      \$387  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$388  = pf_taps;
+    if (\$270 ) begin
+      if (\$271 ) begin
+      end else if (\$273 ) begin
+        \$388  = { \$148 , \$147 , \$146  };
+      end
+    end
+    if (rst) begin
+      \$388  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$389  = s_gi;
     if (adv) begin
       if (sv) begin
         (* full_case = 32'd1 *)
-        if (\$276 ) begin
-          \$386  = \$277 [1:0];
+        if (\$279 ) begin
+          \$389  = \$280 [1:0];
         end else begin
-          \$386  = 2'h0;
+          \$389  = 2'h0;
         end
       end
       if (pf_take) begin
-        \$386  = 2'h0;
+        \$389  = 2'h0;
       end
     end
     if (rst) begin
-      \$386  = 2'h0;
+      \$389  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$387  = s_rem;
+    \$390  = s_rem;
     if (adv) begin
       if (sv) begin
         (* full_case = 32'd1 *)
-        if (\$276 ) begin
+        if (\$279 ) begin
         end else begin
           (* full_case = 32'd1 *)
-          if (\$278 ) begin
-            \$387  = \$149 [8:0];
+          if (\$281 ) begin
+            \$390  = \$152 [8:0];
           end else begin
-            \$387  = \$signal$109 ;
+            \$390  = \$signal$109 ;
           end
         end
       end
       if (pf_take) begin
-        \$387  = pf_taps;
-      end
-    end
-    if (rst) begin
-      \$387  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$388  = s_go;
-    if (adv) begin
-      if (sv) begin
-        (* full_case = 32'd1 *)
-        if (\$276 ) begin
-        end else begin
-          (* full_case = 32'd1 *)
-          if (\$278 ) begin
-          end else begin
-            \$388  = \$281 [1:0];
-          end
-        end
-      end
-      if (pf_take) begin
-        \$388  = 2'h0;
-      end
-    end
-    if (rst) begin
-      \$388  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$389  = sv;
-    if (adv) begin
-      if (sv) begin
-        if (site_done) begin
-          \$389  = 1'h0;
-        end
-      end
-      if (pf_take) begin
-        \$389  = 1'h1;
-      end
-    end
-    if (rst) begin
-      \$389  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$390  = \$signal$69 ;
-    if (adv) begin
-      if (pf_take) begin
-        \$390  = \$signal$68 ;
+        \$390  = pf_taps;
       end
     end
     if (rst) begin
@@ -4881,173 +4865,195 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$391  = s_ox;
+    \$391  = s_go;
     if (adv) begin
+      if (sv) begin
+        (* full_case = 32'd1 *)
+        if (\$279 ) begin
+        end else begin
+          (* full_case = 32'd1 *)
+          if (\$281 ) begin
+          end else begin
+            \$391  = \$284 [1:0];
+          end
+        end
+      end
       if (pf_take) begin
-        \$391  = \$signal$107 ;
+        \$391  = 2'h0;
       end
     end
     if (rst) begin
-      \$391  = 7'h00;
+      \$391  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$392  = \$signal$109 ;
+    \$392  = sv;
     if (adv) begin
+      if (sv) begin
+        if (site_done) begin
+          \$392  = 1'h0;
+        end
+      end
       if (pf_take) begin
-        \$392  = pf_taps;
+        \$392  = 1'h1;
       end
     end
     if (rst) begin
-      \$392  = 9'h000;
+      \$392  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$393  = \$signal$100 ;
+    \$393  = \$signal$69 ;
     if (adv) begin
-      \$393  = sv;
+      if (pf_take) begin
+        \$393  = \$signal$68 ;
+      end
     end
     if (rst) begin
-      \$393  = 1'h0;
+      \$393  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$394  = \$signal$110 ;
+    \$394  = s_ox;
     if (adv) begin
-      \$394  = \$284 ;
+      if (pf_take) begin
+        \$394  = \$signal$107 ;
+      end
     end
     if (rst) begin
-      \$394  = 1'h0;
+      \$394  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$395  = last1;
+    \$395  = \$signal$109 ;
     if (adv) begin
-      \$395  = acc_last;
+      if (pf_take) begin
+        \$395  = pf_taps;
+      end
     end
     if (rst) begin
-      \$395  = 1'h0;
+      \$395  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$396  = \$like ;
+    \$396  = \$signal$100 ;
     if (adv) begin
-      \$396  = \$signal$69 ;
+      \$396  = sv;
     end
     if (rst) begin
-      \$396  = 9'h000;
+      \$396  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$397  = \$like$113 ;
+    \$397  = \$signal$110 ;
     if (adv) begin
-      \$397  = s_ox;
+      \$397  = \$287 ;
     end
     if (rst) begin
-      \$397  = 7'h00;
+      \$397  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$398  = \$signature__addr$88 ;
+    \$398  = last1;
     if (adv) begin
-      \$398  = s_go;
+      \$398  = acc_last;
     end
     if (rst) begin
-      \$398  = 2'h0;
+      \$398  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$399  = \$signal$101 ;
+    \$399  = \$like ;
     if (adv) begin
-      \$399  = \$signal$100 ;
+      \$399  = \$signal$69 ;
     end
     if (rst) begin
-      \$399  = 1'h0;
+      \$399  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$400  = \$signal$114 ;
+    \$400  = \$like$113 ;
     if (adv) begin
-      \$400  = \$signal$110 ;
+      \$400  = s_ox;
     end
     if (rst) begin
-      \$400  = 1'h0;
+      \$400  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$401  = last2;
+    \$401  = \$signature__addr$88 ;
     if (adv) begin
-      \$401  = last1;
+      \$401  = s_go;
     end
     if (rst) begin
-      \$401  = 1'h0;
+      \$401  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$402  = \$like$116 ;
+    \$402  = \$signal$101 ;
     if (adv) begin
-      \$402  = \$like ;
+      \$402  = \$signal$100 ;
     end
     if (rst) begin
-      \$402  = 9'h000;
+      \$402  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$403  = ox2;
+    \$403  = \$signal$114 ;
     if (adv) begin
-      \$403  = \$like$113 ;
+      \$403  = \$signal$110 ;
     end
     if (rst) begin
-      \$403  = 7'h00;
+      \$403  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$404  = part2_0;
+    \$404  = last2;
     if (adv) begin
-      \$404  = { \$291 [17], \$291 [17], \$291 [17], \$291 [17], \$291 [17], \$291  };
+      \$404  = last1;
     end
     if (rst) begin
-      \$404  = 23'h000000;
+      \$404  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$405  = part2_1;
+    \$405  = \$like$116 ;
     if (adv) begin
-      \$405  = { \$298 [17], \$298 [17], \$298 [17], \$298 [17], \$298 [17], \$298  };
+      \$405  = \$like ;
     end
     if (rst) begin
-      \$405  = 23'h000000;
+      \$405  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$406  = part2_2;
+    \$406  = ox2;
     if (adv) begin
-      \$406  = { \$305 [17], \$305 [17], \$305 [17], \$305 [17], \$305 [17], \$305  };
+      \$406  = \$like$113 ;
     end
     if (rst) begin
-      \$406  = 23'h000000;
+      \$406  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$407  = part2_3;
+    \$407  = part2_0;
     if (adv) begin
-      \$407  = { \$312 [17], \$312 [17], \$312 [17], \$312 [17], \$312 [17], \$312  };
+      \$407  = { \$294 [17], \$294 [17], \$294 [17], \$294 [17], \$294 [17], \$294  };
     end
     if (rst) begin
       \$407  = 23'h000000;
@@ -5055,42 +5061,42 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$408  = v3;
+    \$408  = part2_1;
     if (adv) begin
-      \$408  = \$313 ;
+      \$408  = { \$301 [17], \$301 [17], \$301 [17], \$301 [17], \$301 [17], \$301  };
     end
     if (rst) begin
-      \$408  = 1'h0;
+      \$408  = 23'h000000;
     end
   end
   assign \$signature__addr  = \$1 [7:0];
   assign \$signature__data  = params__payload;
   assign \$signature__addr$16  = \$7 [1:0];
   assign \$signature__data$17  = params__payload;
-  assign slot_in = \$39 [1:0];
-  assign \$signature__addr$36  = \$43 [10:0];
+  assign slot_in = \$42 [1:0];
+  assign \$signature__addr$36  = \$46 [10:0];
   assign \$signature__data$37  = sites_in__payload[31:0];
   assign \$signature__en$38  = write;
   assign centre = centre_row;
-  assign f_rest = \$67 [127:0];
-  assign \$signal$56  = \$68 [8:0];
+  assign f_rest = \$70 [127:0];
+  assign \$signal$56  = \$71 [8:0];
   assign win_ext_0 = { 1'h0, win_row_0, 1'h0 };
   assign win_ext_1 = { 1'h0, win_row_1, 1'h0 };
   assign win_ext_2 = { 1'h0, win_row_2, 1'h0 };
-  assign taps = { \$145 , \$144 , \$143  };
-  assign rem_rest = \$149 [8:0];
-  assign ny = \$168 [8:0];
-  assign nx = \$171 [8:0];
-  assign lb_r__addr = \$176 [10:0];
+  assign taps = { \$148 , \$147 , \$146  };
+  assign rem_rest = \$152 [8:0];
+  assign ny = \$171 [8:0];
+  assign nx = \$174 [8:0];
+  assign lb_r__addr = \$179 [10:0];
   assign lb_r__en = adv;
   assign \$signature__en$85  = adv;
   assign \$signature__en$86  = adv;
-  assign \$signature__addr$87  = \$180 [7:0];
+  assign \$signature__addr$87  = \$183 [7:0];
   assign go1 = \$signature__addr$88 ;
-  assign shifted_0 = \$181 [22:0];
-  assign shifted_1 = \$182 [22:0];
-  assign shifted_2 = \$183 [22:0];
-  assign shifted_3 = \$184 [22:0];
+  assign shifted_0 = \$184 [22:0];
+  assign shifted_1 = \$185 [22:0];
+  assign shifted_2 = \$186 [22:0];
+  assign shifted_3 = \$187 [22:0];
   assign frame_reset = send_eof;
   assign \sites_in__payload.data  = sites_in__payload[31:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
@@ -5110,44 +5116,44 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   assign \sites_out__payload.x  = sites_out__payload[45:39];
   assign \sites_out__payload.eof  = sites_out__payload[46];
   assign \sites_out__payload.error  = sites_out__payload[47];
-  assign \$480  = 1'h1;
-  assign \$39  = \$478 ;
-  assign \$497  = 1'h1;
-  assign \$50  = \$495 ;
-  assign \$505  = 1'h1;
-  assign \$54  = \$503 ;
-  assign \$513  = 1'h1;
-  assign \$58  = \$511 ;
-  assign \$521  = 1'h1;
-  assign \$62  = \$519 ;
-  assign \$534  = 1'h1;
-  assign \$70  = \$532 ;
-  assign \$544  = 1'h1;
-  assign \$76  = \$542 ;
-  assign \$554  = 1'h1;
-  assign \$82  = \$552 ;
-  assign \$564  = 1'h1;
-  assign \$88  = \$562 ;
-  assign \$574  = 1'h1;
-  assign \$94  = \$572 ;
-  assign \$584  = 1'h1;
-  assign \$100  = \$582 ;
-  assign \$594  = 1'h1;
-  assign \$106  = \$592 ;
-  assign \$604  = 1'h1;
-  assign \$112  = \$602 ;
-  assign \$614  = 1'h1;
-  assign \$118  = \$612 ;
-  assign \$624  = 1'h1;
-  assign \$124  = \$622 ;
-  assign \$634  = 1'h1;
-  assign \$130  = \$632 ;
-  assign \$644  = 1'h1;
-  assign \$136  = \$642 ;
-  assign \$689  = 1'h1;
-  assign \$172  = \$687 ;
-  assign \$181  = { requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38:16] };
-  assign \$182  = { requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38:16] };
-  assign \$183  = { requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38:16] };
-  assign \$184  = { requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38:16] };
+  assign \$486  = 1'h1;
+  assign \$42  = \$484 ;
+  assign \$503  = 1'h1;
+  assign \$53  = \$501 ;
+  assign \$511  = 1'h1;
+  assign \$57  = \$509 ;
+  assign \$519  = 1'h1;
+  assign \$61  = \$517 ;
+  assign \$527  = 1'h1;
+  assign \$65  = \$525 ;
+  assign \$540  = 1'h1;
+  assign \$73  = \$538 ;
+  assign \$550  = 1'h1;
+  assign \$79  = \$548 ;
+  assign \$560  = 1'h1;
+  assign \$85  = \$558 ;
+  assign \$570  = 1'h1;
+  assign \$91  = \$568 ;
+  assign \$580  = 1'h1;
+  assign \$97  = \$578 ;
+  assign \$590  = 1'h1;
+  assign \$103  = \$588 ;
+  assign \$600  = 1'h1;
+  assign \$109  = \$598 ;
+  assign \$610  = 1'h1;
+  assign \$115  = \$608 ;
+  assign \$620  = 1'h1;
+  assign \$121  = \$618 ;
+  assign \$630  = 1'h1;
+  assign \$127  = \$628 ;
+  assign \$640  = 1'h1;
+  assign \$133  = \$638 ;
+  assign \$650  = 1'h1;
+  assign \$139  = \$648 ;
+  assign \$695  = 1'h1;
+  assign \$175  = \$693 ;
+  assign \$184  = { requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38:16] };
+  assign \$185  = { requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38:16] };
+  assign \$186  = { requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38:16] };
+  assign \$187  = { requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38:16] };
 endmodule
