@@ -98,11 +98,15 @@ def _closure(roots: tuple[str, ...]) -> tuple[tuple[str, Path], ...]:
     return tuple(sorted(seen.items()))
 
 
+def _roots(block: Block) -> tuple[str, str]:
+    """The modules of a block's generator and config, where its import closure starts."""
+    return block.generator.partition(":")[0], block.config.partition(":")[0]
+
+
 def generator_sources(block: Block) -> list[tuple[str, Path]]:
     """(module, file) of every module the generator's output can depend on: the generator's module, the
     config's, and every project module they import, transitively (found by reading their imports)."""
-    roots = (block.generator.partition(":")[0], block.config.partition(":")[0])
-    return list(_closure(roots))
+    return list(_closure(_roots(block)))
 
 
 def module_digest(*modules: str) -> str:
@@ -116,7 +120,7 @@ def module_digest(*modules: str) -> str:
 
 
 def source_digest(block: Block) -> str:
-    return module_digest(block.generator.partition(":")[0], block.config.partition(":")[0])
+    return module_digest(*_roots(block))
 
 
 # What the Verilator model is compiled with, beyond the Verilog: a change here must rebuild.
