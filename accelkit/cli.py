@@ -101,15 +101,29 @@ def cmd_sim(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from accelkit.flows.synth import synth_config
+    from accelkit.flows.synth import part, synth_config
 
     cfg = config_from_args(args.block, args)
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds {args.seeds} is invalid: at least 1")
+    seeds = tuple(range(1, args.seeds + 1))
+    p = part(args.device)
     from rich.console import Console
 
-    with Console().status(f"synthesising {args.block} (yosys ECP5 and Xilinx, nextpnr-ecp5 --{args.device})..."):
-        res = synth_config(cfg, targets=("ecp5", "xilinx"), fmax=not args.no_fmax, device=args.device)
+    what = "" if args.no_fmax else f", nextpnr-ecp5 on {p.name}-{p.speed} x {len(seeds)} seeds"
+    with Console().status(f"synthesising {args.block} (yosys ECP5 and Xilinx{what})..."):
+        res = synth_config(cfg, targets=("ecp5", "xilinx"), fmax=not args.no_fmax, device=args.device,
+                           seeds=seeds, seed_jobs=2)
     for target, figs in res.items():
-        print(f"{target}: " + ", ".join(f"{k}={v}" for k, v in figs.items() if not isinstance(v, dict | list)))
+        if target != "fmax":
+            print(f"{target}: " + ", ".join(f"{k}={v}" for k, v in figs.items() if not isinstance(v, dict | list)))
+    if "fmax" in res:
+        f, cp = res["fmax"], res["fmax"]["critical_path"]
+        print(f"fmax: median {f['fmax_mhz']} MHz over seeds {','.join(map(str, f['seeds']))} "
+              f"({', '.join(map(str, f['seeds'].values()))}) on {f['part']}-{f['speed']} {f['package']}")
+        carry = f" ({cp['carry_levels']} in carry chains)" if cp["carry_levels"] else ""
+        print(f"critical path: {cp['start']} -> {cp['end']}, {cp['logic_levels']} logic levels{carry}, "
+              f"{cp['total_ns']} ns, {round(100 * cp['routing_share'])}% routing")
     return 0
 
 
@@ -227,7 +241,10 @@ def main(argv=None) -> int:
     s.add_argument("--stall", type=float, default=0.0, help="chance of an output stall per cycle")
     s.set_defaults(func=cmd_sim)
     s = block_cmd("synth", "synthesise a block with yosys (ECP5, Xilinx UltraScale+) and place it with nextpnr-ecp5")
-    s.add_argument("--device", default="85k", help="ECP5 part for Fmax: 25k, 45k or 85k (default 85k)")
+    s.add_argument("--device", default="85k", help="ECP5 part for Fmax: 25k, 45k, 85k (LFE5U, speed 6), "
+                   "um5g-25k, um5g-45k, um5g-85k (LFE5UM5G, speed 8); default 85k")
+    s.add_argument("--seeds", type=int, default=3, metavar="N",
+                   help="nextpnr seeds 1..N; Fmax is their median (default 3)")
     s.add_argument("--no-fmax", action="store_true", help="area only, skip place and route")
     s.set_defaults(func=cmd_synth)
     s = block_cmd("sweep", "measure area, Fmax and cycles over a grid of configs: JSON, CSV and a plot")

@@ -125,7 +125,7 @@ def render(res: dict) -> str:
           f"K up to {d['max_k']}. ECP5: {a['ecp5_lut4']} LUT4, {a['ecp5_ff']} FF, {a['ecp5_ccu2']} CCU2, "
           f"{a['ecp5_mult18']} MULT18X18D, {a['ecp5_ebr']} EBR; Xilinx UltraScale+: {a['xilinx_lut']} LUT, "
           f"{a['xilinx_ff']} FF, {a['xilinx_dsp']} DSP48E2, {a['xilinx_bram']} RAMB18; ECP5 Fmax "
-          f"{a['fmax_mhz']} MHz (LFE5U-{FMAX_DEVICE}, nextpnr, seed 1).\n"]
+          f"{a['fmax_mhz']} MHz (LFE5U-{FMAX_DEVICE}, nextpnr, median of 3 seeds).\n"]
     md.append("### Area of one PE (from 8 x 8 minus 4 x 4 arrays, per PE)\n")
     if res.get("pe_area"):
         int8 = res["pe_area"][0]

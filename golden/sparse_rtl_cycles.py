@@ -38,7 +38,7 @@ back (no gaps) and the output always ready (no stalls).
 
 from __future__ import annotations
 
-import bisect
+import collections
 import dataclasses
 
 import numpy as np
@@ -121,62 +121,39 @@ class _Engine:
                  link_latency: int = 0):
         self.plans, self.down, self.link = plans, down, link_latency
         self.P = cfg.mac_pipeline_depth
-        self.Q = cfg.site_queue_depth
-        self.handoff = cfg.site_handoff_latency
-        self.row_cycles, self.site_cycles = cfg.finder_row_cycles, cfg.finder_site_cycles
-        self.ready_latency = cfg.row_ready_latency
-        self.eof_latency = cfg.eof_latency
+        self.credits = cfg.output_queue_depth
+        self.in_depth, self.in_latency = cfg.input_queue_depth, cfg.input_queue_latency
+        self.ready_latency, self.permit_latency = cfg.row_ready_latency, cfg.permit_latency
+        self.empty_row, self.row_latency = cfg.finder_empty_row_cycles, cfg.finder_row_cycles
+        self.site_cycles, self.row_end_cycles = cfg.finder_site_cycles, cfg.finder_row_end_cycles
+        self.Q, self.queue_latency = cfg.site_queue_depth, cfg.site_queue_latency
+        self.next_reg, self.site_reg = cfg.sequencer_next_latency, cfg.sequencer_site_latency
+        self.eof_latency, self.reset_latency = cfg.eof_latency, cfg.frame_reset_latency
         self.slots, self.halo, self.stride = cfg.buffer_slots, cfg.halo, cfg.stride
         self.Gi, self.Go = cfg.in_groups, cfg.requant_groups
-        # held cycles [start, end) of the sequencer and pipeline: an output beat not taken when offered
-        self.hold_start: list[int] = []
-        self.hold_end: list[int] = []
-        self.e_last = NONE  # the sequencer's last issued step
-        self.prev_take = NONE  # the last input handshake
+        if down is None and self.credits <= self.P:
+            raise ValueError("cycle model: the output queue must cover the MAC pipeline")
+        # ingest: the input queue's entries (I) and takes (H)
+        self.prev_in = NONE
+        self.takes_hist = collections.deque([NONE] * self.in_depth, maxlen=self.in_depth)
+        # finder -> site queue -> next-site register -> sequencer
+        self.c_last = NONE  # the last site written into the site queue
+        self.reads_hist = collections.deque([NONE] * self.Q, maxlen=self.Q)  # site queue reads
+        self.t_last = NONE  # the last site moved into the sequencer's site registers
+        self.e = NONE  # the sequencer's last issued step
+        self.fires = collections.deque([NONE] * self.credits, maxlen=self.credits)  # output handshakes
+        self.last_fire = NONE
         self.first_taken: list[int] = []  # per frame: its first input handshake
         self.eof_taken: list[int] = []  # per frame: its end-of-frame output handshake
         self.frame = -1
-        self._start_frame(0)
-
-    # ----- held cycles (only with a downstream engine that holds beats back)
-
-    def _next_adv(self, c: int) -> int:
-        """The first cycle >= c in which the sequencer and pipeline advance."""
-        if not self.hold_start:
-            return c
-        j = bisect.bisect_right(self.hold_start, c) - 1
-        if j >= 0 and c < self.hold_end[j]:
-            return self.hold_end[j]
-        return c
-
-    def _nth_adv(self, c: int, m: int) -> int:
-        """The m-th (m >= 1) advancing cycle >= c."""
-        if not self.hold_start:
-            return c + m - 1
-        c = self._next_adv(c)
-        j = bisect.bisect_right(self.hold_start, c)
-        m -= 1
-        while j < len(self.hold_start) and c + m >= self.hold_start[j]:
-            m -= self.hold_start[j] - c
-            c = self.hold_end[j]
-            j += 1
-        return c + m
-
-    def _emit(self, valid: int) -> int:
-        """An output beat valid from cycle `valid`: when it is taken; holds the engine until then."""
-        if self.down is None:
-            return valid
-        taken = self.down.offer(valid + self.link) - self.link
-        if taken > valid:
-            self.hold_start.append(valid)
-            self.hold_end.append(taken)
-        return taken
+        self.stale_permit = NONE
+        self._start_frame(NONE, 0)
 
     # ----- frames
 
-    def _start_frame(self, open_at: int) -> None:
+    def _start_frame(self, open_at: int, finder_at: int) -> None:
         self.frame += 1
-        self.open_at = open_at
+        self.open_at = open_at  # the first cycle the frame's beats may be taken
         if self.frame >= len(self.plans):
             self.plan = None
             return
@@ -185,11 +162,9 @@ class _Engine:
         self.ready = [0] * self.rows  # RR_r
         self.ready_upto = 0  # rows below this one are ready
         self.next_row = 0  # rows below this one are scheduled
-        self.finder_free = open_at  # X: the finder may take its next row
+        self.finder_free = finder_at  # X: the finder may take its next row
         self.row_free = [0] * self.rows  # X_{r+1}: the finder is done with row r
         self.row_end = [NONE] * self.rows  # e_last over the sites of rows <= r
-        self.takes: list[int] = []  # T_i of this frame's sites
-        self.last_valid = NONE  # the last output beat's valid cycle
         self.token, self.beat, self.discard = 0, 0, p.discard_beats
 
     def _ready_through(self, row: int, at: int) -> None:
@@ -199,111 +174,111 @@ class _Engine:
         self.ready_upto = max(self.ready_upto, row + 1)
         self._schedule()
 
+    def _site(self, ready: int, a: int, beats: int) -> int:
+        """A site (or the eof site, a = 0) reaching the finder's last stage no earlier than `ready`: through
+        the site queue and the next-site register into the sequencer, then its steps. Returns the cycle it
+        entered the finder's last stage."""
+        arrive = max(ready, self.c_last + 1)  # the last stage holds the previous site until it is written
+        write = max(arrive, self.reads_hist[0] + 1)  # the site queue has room
+        read = max(write + self.queue_latency, self.t_last)  # the next-site register is free (or freed)
+        take = max(read + self.next_reg, self.e)  # the site registers: free, or freed by the last step
+        self.c_last, self.t_last = write, take
+        self.reads_hist.append(read)
+        t = take + self.site_reg - 1  # the cycle before the site's first step
+        if self.down is None:
+            if a:
+                t += a * beats
+                self.last_fire = t + self.P
+            else:
+                t += 1
+                self.last_fire = t + self.P
+                self.fires.append(self.last_fire)
+        else:
+            for _ in range(beats if a else 1):
+                t += a if a else 1
+                t = max(t, self.fires[0] + 1)  # a beat's last step waits for a credit
+                valid = max(t + self.P, self.last_fire + 1)
+                self.last_fire = self.down.offer(valid + self.link) - self.link
+                self.fires.append(self.last_fire)
+        self.e = t
+        return arrive
+
     def _schedule(self) -> None:
         """Finder and sequencer over the ready rows not yet scheduled."""
-        p, Q, Go, P = self.plan, self.Q, self.Go, self.P
-        takes, acc, starts = self.takes, p.acc_steps, p.row_start
-        fast = self.down is None
+        p, Go = self.plan, self.Go
+        acc, starts = p.acc_steps, p.row_start
         while self.next_row < self.ready_upto:
             r = self.next_row
             load = max(self.finder_free, self.ready[r])
             a, b = int(starts[r]), int(starts[r + 1])
             if a == b:
-                self.finder_free = load + self.row_cycles
+                self.finder_free = load + self.empty_row
             else:
-                hand = load + self.row_cycles
-                e = self.e_last
+                nat = load + self.row_latency
                 for i in range(a, b):
-                    if i >= Q:
-                        hand = max(hand, takes[i - Q])
-                    ready = hand + self.handoff - 1
-                    if fast:
-                        take = max(ready, e)
-                        e = take + int(acc[i]) * Go
-                        self.last_valid = e + P
-                    else:
-                        take = e if e >= ready else self._next_adv(ready)
-                        t = self._next_adv(take + 1) - 1
-                        n = int(acc[i])
-                        for _ in range(Go):
-                            t = self._nth_adv(t + 1, n)
-                            self.last_valid = self._nth_adv(t, P) + 1
-                            self._emit(self.last_valid)
-                        e = t
-                    takes.append(take)
-                    hand += self.site_cycles
-                self.e_last = e
-                self.finder_free = hand
+                    arrive = self._site(nat, int(acc[i]), Go)
+                    nat += self.site_cycles
+                self.finder_free = arrive + self.row_end_cycles
             self.row_free[r] = self.finder_free
-            self.row_end[r] = self.e_last if b > 0 else NONE
+            self.row_end[r] = self.e if b > 0 else NONE
             self.next_row += 1
 
     def _use_row_reaches(self, R: int) -> int:
-        """U(R): the first cycle the oldest output row in flight is R or later."""
+        """U(R): the first cycle the oldest output row in use is R or later."""
         return max(self.row_end[R - 1] + 1, self.row_free[R - 1])
 
     def _end_frame(self, taken: int) -> None:
         self._ready_through(self.rows - 1, taken + self.ready_latency)
-        done = max(self.finder_free, taken + self.ready_latency)
-        send = max(done + self.eof_latency - 1, self.last_valid)
-        send = self._next_adv(send)  # the last output beat, if held, is taken first
-        eof_taken = self._emit(send + 1)
-        self.eof_taken.append(eof_taken)
-        self._start_frame(send + 1)
+        done = max(self.finder_free, taken + self.ready_latency)  # the finder sees the rows over
+        self._site(done + self.eof_latency, 0, 1)
+        self.eof_taken.append(self.last_fire)
+        # the finder's row register still holds this frame's row count the cycle ingest reopens
+        self.stale_permit = self.rows * self.stride + self.slots - self.halo
+        open_at = self.e + self.reset_latency
+        self._start_frame(open_at, open_at)
 
     # ----- input
 
-    def _arrive(self, valid: int) -> int:
-        """The cycle a beat offered from `valid` is first offered to the engine with its input open."""
-        return max(valid, self.prev_take + 1, self.open_at)
-
-    def _note(self, taken: int) -> None:
-        if len(self.first_taken) == self.frame:
-            self.first_taken.append(taken)
-        self.prev_take = taken
-
-    def _first_beat(self, o: int) -> int:
-        """The first beat of the next token, offered from `o`: it shows its row's predecessors complete, and
-        is taken once the line buffer slot of its row is free."""
-        y = int(self.plan.token_rows[self.token])
-        self._ready_through((y - self.halo - 1) // self.stride, o + self.ready_latency)
+    def _permit(self, y: int, o: int) -> int:
+        """A beat of input row y at the head of the input queue from cycle o: the cycle it is taken."""
         R = (y + self.halo - self.slots) // self.stride + 1
-        return max(o, self._use_row_reaches(R)) if R > 0 else o
+        if R <= 0 or (o == self.open_at and y < self.stale_permit):
+            return o
+        return max(o, self._use_row_reaches(R) + self.permit_latency)
 
     def offer(self, valid: int) -> int:
-        """The next input beat, offered from cycle `valid`: the cycle it is taken."""
+        """The next input beat, offered from cycle `valid`: the cycle it enters the input queue."""
         p = self.plan
         if p is None:
             raise RuntimeError("cycle model: a beat after the last frame's end of frame")
-        o = self._arrive(valid)
+        enter = max(valid, self.prev_in + 1, self.takes_hist[0] + 1)
+        if len(self.first_taken) == self.frame:
+            self.first_taken.append(enter)
+        self.prev_in = enter
+        o = max(enter + self.in_latency, self.takes_hist[-1] + 1, self.open_at)
         if self.token < len(p.token_rows):
-            taken = self._first_beat(o) if self.beat == 0 else o
+            y = int(p.token_rows[self.token])
+            if self.beat == 0:
+                self._ready_through((y - self.halo - 1) // self.stride, o + self.ready_latency)
+            taken = self._permit(y, o)
             self.beat += 1
             if self.beat == self.Gi:
                 self.token, self.beat = self.token + 1, 0
-            self._note(taken)
+            self.takes_hist.append(taken)
         elif self.discard:
-            taken = o
             self.discard -= 1
-            self._note(taken)
-        else:  # the end-of-frame beat is always taken
-            taken = o
-            self._note(taken)
-            self._end_frame(taken)
-        return taken
+            self.takes_hist.append(o)
+        else:  # the end-of-frame beat
+            self.takes_hist.append(o)
+            self._end_frame(o)
+        return enter
 
     def source(self) -> None:
         """Every frame's beats offered back to back from cycle 0 (the testbench's source without gaps)."""
         t = 0
+        offer = self.offer
         while self.plan is not None:
-            for _ in range(len(self.plan.token_rows)):
-                self._note(self._first_beat(self._arrive(t)))
-                self.prev_take += self.Gi - 1  # the token's other beats follow back to back
-                self.token += 1
-                t = self.prev_take + 1
-            while self.discard:
-                t = self.offer(t) + 1
-            t = self.offer(t) + 1
+            t = offer(t) + 1
 
 
 def _layers(cfg) -> tuple[SparseConvConfig, ...]:

@@ -274,32 +274,988 @@ endmodule
 (* generator = "Amaranth" *)
 module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst, params__ready, sites_in__ready, sites_out__ready, sites_out__valid, sites_out__payload, params__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
-  wire [5:0] \$1 ;
+  wire \$1 ;
   wire \$10 ;
-  wire [8:0] \$100 ;
-  wire [9:0] \$101 ;
-  wire [9:0] \$102 ;
+  wire [1:0] \$11 ;
+  wire [1:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire [1:0] \$15 ;
+  wire [1:0] \$16 ;
+  wire \$17 ;
+  wire [4:0] \$18 ;
+  wire [5:0] \$19 ;
+  wire \$2 ;
+  wire [6:0] \$20 ;
+  wire [3:0] \$21 ;
+  wire [5:0] \$22 ;
+  wire [6:0] \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire [6:0] \$27 ;
+  wire \$28 ;
+  wire [7:0] \$29 ;
+  wire \$3 ;
+  reg \$30 ;
+  reg \$31 ;
+  reg [127:0] \$32 ;
+  reg [4:0] \$33 ;
+  reg \$34 ;
+  reg [4:0] \$35 ;
+  reg [4:0] \$36 ;
+  reg \$37 ;
+  reg \$38 ;
+  reg [3:0] \$39 ;
+  wire \$4 ;
+  reg \$40 ;
+  reg [4:0] \$41 ;
+  reg [6:0] \$42 ;
+  reg \$43 ;
+  reg \$44 ;
+  reg \$45 ;
+  reg \$46 ;
+  reg \$47 ;
+  reg \$48 ;
+  reg [10:0] \$49 ;
+  wire \$5 ;
+  reg [10:0] \$50 ;
+  reg \$51 ;
+  reg [41:0] \$52 ;
+  reg [5:0] \$53 ;
+  wire \$6 ;
+  wire [5:0] \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  (* init = 1'h0 *)
+  wire \$signal ;
+  (* init = 5'h00 *)
+  wire [4:0] \$signal$24 ;
+  wire beat;
+  wire [255:0] bitmaps;
+  wire [255:0] \bitmaps$32 ;
+  wire [31:0] \bitmaps$32[0] ;
+  wire [31:0] \bitmaps$32[1] ;
+  wire [31:0] \bitmaps$32[2] ;
+  wire [31:0] \bitmaps$32[3] ;
+  wire [31:0] \bitmaps$32[4] ;
+  wire [31:0] \bitmaps$32[5] ;
+  wire [31:0] \bitmaps$32[6] ;
+  wire [31:0] \bitmaps$32[7] ;
+  wire [31:0] \bitmaps[0] ;
+  wire [31:0] \bitmaps[1] ;
+  wire [31:0] \bitmaps[2] ;
+  wire [31:0] \bitmaps[3] ;
+  wire [31:0] \bitmaps[4] ;
+  wire [31:0] \bitmaps[5] ;
+  wire [31:0] \bitmaps[6] ;
+  wire [31:0] \bitmaps[7] ;
+  wire busy;
+  wire \busy$89 ;
+  reg c_in = 1'h0;
+  reg c_out = 1'h0;
+  reg [3:0] c_tap = 4'h0;
+  wire can_emit;
+  input clk;
+  wire clk;
+  wire [6:0] done_rows;
+  wire [6:0] \done_rows$36 ;
+  wire eof_seen;
+  wire \eof_seen$38 ;
+  wire error;
+  wire \error$44 ;
+  wire [42:0] feats__payload;
+  wire [31:0] \feats__payload.data ;
+  wire [7:0] \feats__payload.data[0] ;
+  wire [7:0] \feats__payload.data[1] ;
+  wire [7:0] \feats__payload.data[2] ;
+  wire [7:0] \feats__payload.data[3] ;
+  wire [10:0] \feats__payload.meta ;
+  wire \feats__payload.meta.eof ;
+  wire \feats__payload.meta.error ;
+  wire \feats__payload.meta.go ;
+  wire [3:0] \feats__payload.meta.ox ;
+  wire [3:0] \feats__payload.meta.oy ;
+  wire feats__valid;
+  wire frame_reset;
+  wire \frame_reset$30 ;
+  wire \frame_reset$45 ;
+  wire has_last;
+  wire \has_last$40 ;
+  reg [4:0] height_m1 = 5'h00;
+  wire hold;
+  reg [5:0] inflight = 6'h00;
+  wire [4:0] last_y;
+  wire [4:0] \last_y$42 ;
+  reg loaded = 1'h0;
+  (* init = 1'h0 *)
+  wire \loaded$20 ;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] p_data;
+  (* init = 1'h0 *)
+  wire p_raddr;
+  (* init = 1'h0 *)
+  wire p_rv;
+  (* init = 5'h00 *)
+  wire [4:0] p_waddr;
+  input [127:0] params__payload;
+  wire [127:0] params__payload;
+  output params__ready;
+  wire params__ready;
+  input params__valid;
+  wire params__valid;
+  reg [4:0] pcount = 5'h00;
+  reg [6:0] permit_row = 7'h00;
+  (* init = 7'h00 *)
+  wire [6:0] \permit_row$28 ;
+  wire [4:0] r_addr;
+  wire \r_addr$67 ;
+  wire [127:0] r_data;
+  wire [127:0] \r_data$70 ;
+  wire [41:0] \r_data$98 ;
+  wire r_en;
+  wire r_rdy;
+  wire [7:0] rd_addr;
+  wire [31:0] rd_data;
+  reg read_first_d1 = 1'h0;
+  reg read_first_d2 = 1'h0;
+  reg read_last_d1 = 1'h0;
+  reg read_last_d2 = 1'h0;
+  reg [10:0] read_meta_d1 = 11'h000;
+  wire \read_meta_d1.eof ;
+  wire \read_meta_d1.error ;
+  wire \read_meta_d1.go ;
+  wire [3:0] \read_meta_d1.ox ;
+  wire [3:0] \read_meta_d1.oy ;
+  reg [10:0] read_meta_d2 = 11'h000;
+  wire \read_meta_d2.eof ;
+  wire \read_meta_d2.error ;
+  wire \read_meta_d2.go ;
+  wire [3:0] \read_meta_d2.ox ;
+  wire [3:0] \read_meta_d2.oy ;
+  reg read_v_d1 = 1'h0;
+  (* init = 1'h0 *)
+  wire read_v_d2;
+  wire [3:0] row;
+  wire [3:0] \row$91 ;
+  wire rq_addr;
+  wire [127:0] rq_data;
+  input rst;
+  wire rst;
+  wire [18:0] sites__payload;
+  wire [18:0] \sites__payload$47 ;
+  wire \sites__payload$47.eof ;
+  wire \sites__payload$47.error ;
+  wire [3:0] \sites__payload$47.ox ;
+  wire [3:0] \sites__payload$47.oy ;
+  wire [8:0] \sites__payload$47.taps ;
+  wire \sites__payload.eof ;
+  wire \sites__payload.error ;
+  wire [3:0] \sites__payload.ox ;
+  wire [3:0] \sites__payload.oy ;
+  wire [8:0] \sites__payload.taps ;
+  wire sites__ready;
+  wire \sites__ready$49 ;
+  wire sites__valid;
+  wire \sites__valid$51 ;
+  input [43:0] sites_in__payload;
+  wire [43:0] sites_in__payload;
+  wire [43:0] \sites_in__payload$14 ;
+  wire [31:0] \sites_in__payload$14.data ;
+  wire [7:0] \sites_in__payload$14.data[0] ;
+  wire [7:0] \sites_in__payload$14.data[1] ;
+  wire [7:0] \sites_in__payload$14.data[2] ;
+  wire [7:0] \sites_in__payload$14.data[3] ;
+  wire \sites_in__payload$14.eof ;
+  wire \sites_in__payload$14.error ;
+  wire [4:0] \sites_in__payload$14.x ;
+  wire [4:0] \sites_in__payload$14.y ;
+  wire [31:0] \sites_in__payload.data ;
+  wire [7:0] \sites_in__payload.data[0] ;
+  wire [7:0] \sites_in__payload.data[1] ;
+  wire [7:0] \sites_in__payload.data[2] ;
+  wire [7:0] \sites_in__payload.data[3] ;
+  wire \sites_in__payload.eof ;
+  wire \sites_in__payload.error ;
+  wire [4:0] \sites_in__payload.x ;
+  wire [4:0] \sites_in__payload.y ;
+  output sites_in__ready;
+  wire sites_in__ready;
+  wire \sites_in__ready$16 ;
+  input sites_in__valid;
+  wire sites_in__valid;
+  wire \sites_in__valid$18 ;
+  output [41:0] sites_out__payload;
+  reg [41:0] sites_out__payload = 42'h00000000000;
+  wire [31:0] \sites_out__payload.data ;
+  wire [7:0] \sites_out__payload.data[0] ;
+  wire [7:0] \sites_out__payload.data[1] ;
+  wire [7:0] \sites_out__payload.data[2] ;
+  wire [7:0] \sites_out__payload.data[3] ;
+  wire \sites_out__payload.eof ;
+  wire \sites_out__payload.error ;
+  wire [3:0] \sites_out__payload.x ;
+  wire [3:0] \sites_out__payload.y ;
+  input sites_out__ready;
+  wire sites_out__ready;
+  output sites_out__valid;
+  reg sites_out__valid = 1'h0;
+  wire [25:0] steps__payload;
+  wire [172:0] \steps__payload$57 ;
+  wire \steps__payload$57.first ;
+  wire \steps__payload$57.last ;
+  wire [10:0] \steps__payload$57.meta ;
+  wire \steps__payload$57.meta.eof ;
+  wire \steps__payload$57.meta.error ;
+  wire \steps__payload$57.meta.go ;
+  wire [3:0] \steps__payload$57.meta.ox ;
+  wire [3:0] \steps__payload$57.meta.oy ;
+  wire [127:0] \steps__payload$57.w ;
+  wire [31:0] \steps__payload$57.x ;
+  wire \steps__payload.first ;
+  wire \steps__payload.last ;
+  wire [7:0] \steps__payload.lb_addr ;
+  wire [10:0] \steps__payload.meta ;
+  wire \steps__payload.meta.eof ;
+  wire \steps__payload.meta.error ;
+  wire \steps__payload.meta.go ;
+  wire [3:0] \steps__payload.meta.ox ;
+  wire [3:0] \steps__payload.meta.oy ;
+  wire [4:0] \steps__payload.w_addr ;
+  reg steps__valid = 1'h0;
+  wire \steps__valid$93 ;
+  wire [98:0] sums__payload;
+  wire [98:0] \sums__payload$64 ;
+  wire [87:0] \sums__payload$64.acc ;
+  wire [21:0] \sums__payload$64.acc[0] ;
+  wire [21:0] \sums__payload$64.acc[1] ;
+  wire [21:0] \sums__payload$64.acc[2] ;
+  wire [21:0] \sums__payload$64.acc[3] ;
+  wire [10:0] \sums__payload$64.meta ;
+  wire \sums__payload$64.meta.eof ;
+  wire \sums__payload$64.meta.error ;
+  wire \sums__payload$64.meta.go ;
+  wire [3:0] \sums__payload$64.meta.ox ;
+  wire [3:0] \sums__payload$64.meta.oy ;
+  wire [87:0] \sums__payload.acc ;
+  wire [21:0] \sums__payload.acc[0] ;
+  wire [21:0] \sums__payload.acc[1] ;
+  wire [21:0] \sums__payload.acc[2] ;
+  wire [21:0] \sums__payload.acc[3] ;
+  wire [10:0] \sums__payload.meta ;
+  wire \sums__payload.meta.eof ;
+  wire \sums__payload.meta.error ;
+  wire \sums__payload.meta.go ;
+  wire [3:0] \sums__payload.meta.ox ;
+  wire [3:0] \sums__payload.meta.oy ;
+  wire sums__valid;
+  wire \sums__valid$66 ;
+  wire [47:0] tags;
+  wire [47:0] \tags$34 ;
+  wire [5:0] \tags$34[0] ;
+  wire [5:0] \tags$34[1] ;
+  wire [5:0] \tags$34[2] ;
+  wire [5:0] \tags$34[3] ;
+  wire [5:0] \tags$34[4] ;
+  wire [5:0] \tags$34[5] ;
+  wire [5:0] \tags$34[6] ;
+  wire [5:0] \tags$34[7] ;
+  wire [5:0] \tags[0] ;
+  wire [5:0] \tags[1] ;
+  wire [5:0] \tags[2] ;
+  wire [5:0] \tags[3] ;
+  wire [5:0] \tags[4] ;
+  wire [5:0] \tags[5] ;
+  wire [5:0] \tags[6] ;
+  wire [5:0] \tags[7] ;
+  reg [41:0] tok;
+  wire [31:0] \tok.data ;
+  wire [7:0] \tok.data[0] ;
+  wire [7:0] \tok.data[1] ;
+  wire [7:0] \tok.data[2] ;
+  wire [7:0] \tok.data[3] ;
+  wire \tok.eof ;
+  wire \tok.error ;
+  wire [3:0] \tok.x ;
+  wire [3:0] \tok.y ;
+  reg [4:0] w_addr = 5'h00;
+  reg \w_addr$8  = 1'h0;
+  reg [127:0] w_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] \w_data$10 ;
+  wire [41:0] \w_data$75 ;
+  reg w_en = 1'h0;
+  reg \w_en$11  = 1'h0;
+  wire \w_en$73 ;
+  reg [4:0] width_m1 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] \width_m1$26 ;
+  always @(posedge clk)
+    height_m1 <= \$35 ;
+  always @(posedge clk)
+    width_m1 <= \$36 ;
+  always @(posedge clk)
+    c_in <= \$37 ;
+  always @(posedge clk)
+    c_out <= \$38 ;
+  always @(posedge clk)
+    c_tap <= \$39 ;
+  always @(posedge clk)
+    \w_addr$8  <= \$40 ;
+  always @(posedge clk)
+    w_addr <= \$41 ;
+  always @(posedge clk)
+    permit_row <= \$42 ;
+  always @(posedge clk)
+    read_v_d1 <= \$43 ;
+  always @(posedge clk)
+    steps__valid <= \$44 ;
+  always @(posedge clk)
+    read_first_d1 <= \$45 ;
+  always @(posedge clk)
+    read_first_d2 <= \$46 ;
+  always @(posedge clk)
+    read_last_d1 <= \$47 ;
+  always @(posedge clk)
+    read_last_d2 <= \$48 ;
+  always @(posedge clk)
+    read_meta_d1 <= \$49 ;
+  always @(posedge clk)
+    read_meta_d2 <= \$50 ;
+  always @(posedge clk)
+    sites_out__valid <= \$51 ;
+  always @(posedge clk)
+    sites_out__payload <= \$52 ;
+  always @(posedge clk)
+    inflight <= \$53 ;
+  assign params__ready = ~ busy;
+  assign \$1  = ~ busy;
+  assign hold = params__valid & \$1 ;
+  assign \$2  = ~ feats__payload[41];
+  assign \$3  = ~ sites_out__valid;
+  assign \$4  = \$3  | sites_out__ready;
+  assign r_en = r_rdy & \$4 ;
+  assign can_emit = inflight < 6'h20;
+  assign frame_reset = \w_en$73  & feats__payload[41];
+  assign \$5  = params__valid & params__ready;
+  assign \$6  = pcount == 5'h14;
+  assign \$7  = pcount + 1'h1;
+  assign \$8  = ! pcount;
+  assign \$9  = pcount <= 5'h12;
+  assign \$10  = ! c_in;
+  assign \$11  = c_in + 1'h1;
+  assign \$12  = c_in ? \$11  : 2'h0;
+  assign \$13  = ! c_in;
+  assign \$15  = c_out + 1'h1;
+  assign \$16  = \$14  ? 2'h0 : \$15 ;
+  assign \$18  = c_tap + 1'h1;
+  assign \$19  = pcount - 1'h1;
+  assign \$20  = $signed(\$19 ) - $signed(6'h12);
+  assign \$21  = \busy$89  ? \row$91  : row;
+  assign \$22  = \$21  * 2'h2;
+  assign \$23  = \$22  + 3'h7;
+  assign \$24  = ~ sites_out__valid;
+  assign \$25  = \$24  | sites_out__ready;
+  assign \$26  = r_rdy & \$25 ;
+  assign \$27  = inflight + beat;
+  assign \$28  = sites_out__valid & sites_out__ready;
+  assign \$29  = \$27  - \$28 ;
+  always @(posedge clk)
+    w_en <= \$30 ;
+  always @(posedge clk)
+    \w_en$11  <= \$31 ;
+  always @(posedge clk)
+    w_data <= \$32 ;
+  always @(posedge clk)
+    pcount <= \$33 ;
+  always @(posedge clk)
+    loaded <= \$34 ;
+  \top.layer0.finder  finder (
+    .bitmaps(bitmaps),
+    .clk(clk),
+    .done_rows(done_rows),
+    .eof_seen(eof_seen),
+    .error(error),
+    .frame_reset(frame_reset),
+    .has_last(has_last),
+    .last_y(last_y),
+    .r_en(sites__ready),
+    .row(row),
+    .rst(rst),
+    .sites__payload(sites__payload),
+    .sites__valid(sites__valid),
+    .tags(tags)
+  );
+  \top.layer0.line_buffer  line_buffer (
+    .bitmaps(bitmaps),
+    .busy(busy),
+    .clk(clk),
+    .done_rows(done_rows),
+    .eof_seen(eof_seen),
+    .error(error),
+    .frame_reset(frame_reset),
+    .has_last(has_last),
+    .height_m1(height_m1),
+    .hold(hold),
+    .last_y(last_y),
+    .loaded(loaded),
+    .permit_row(permit_row),
+    .r_addr(steps__payload[7:0]),
+    .rd_data(rd_data),
+    .rst(rst),
+    .sites_in__payload(sites_in__payload),
+    .sites_in__ready(sites_in__ready),
+    .tags(tags),
+    .w_en(sites_in__valid),
+    .width_m1(width_m1)
+  );
+  \top.layer0.mac_array  mac_array (
+    .clk(clk),
+    .out_v(sums__valid),
+    .rst(rst),
+    .steps__payload(\steps__payload$57 ),
+    .steps__valid(steps__valid),
+    .sums__payload(sums__payload)
+  );
+  \top.layer0.out_queue  out_queue (
+    .clk(clk),
+    .r_data(\r_data$98 ),
+    .r_en(r_en),
+    .r_rdy(r_rdy),
+    .rst(rst),
+    .w_en(\w_en$73 ),
+    .w_port__data(tok)
+  );
+  \top.layer0.requant  requant (
+    .clk(clk),
+    .r_data(rq_data),
+    .rd__addr(sums__payload[96]),
+    .rst(rst),
+    .w_addr(\w_addr$8 ),
+    .w_data(w_data),
+    .w_en(\w_en$11 )
+  );
+  \top.layer0.requantiser  requantiser (
+    .clk(clk),
+    .feats__payload(feats__payload),
+    .feats__valid(\w_en$73 ),
+    .rq_data(rq_data),
+    .rst(rst),
+    .sums__payload(sums__payload),
+    .sums__valid(sums__valid)
+  );
+  \top.layer0.sequencer  sequencer (
+    .beat(beat),
+    .busy(\busy$89 ),
+    .can_emit(can_emit),
+    .clk(clk),
+    .row(\row$91 ),
+    .rst(rst),
+    .sites__payload(sites__payload),
+    .sites__ready(sites__ready),
+    .sites__valid(sites__valid),
+    .steps__payload(steps__payload),
+    .steps__valid(\steps__valid$93 )
+  );
+  \top.layer0.weights  weights (
+    .clk(clk),
+    .r_data(r_data),
+    .rd__addr(steps__payload[12:8]),
+    .rst(rst),
+    .w_addr(w_addr),
+    .w_data(w_data),
+    .w_en(w_en)
+  );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$35  = height_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$35  = params__payload[4:0];
+      end
+    end
+    if (rst) begin
+      \$35  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$36  = width_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$36  = params__payload[9:5];
+      end
+    end
+    if (rst) begin
+      \$36  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$37  = c_in;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$37  = 1'h0;
+      end else if (\$9 ) begin
+        \$37  = \$12 [0];
+      end
+    end
+    if (rst) begin
+      \$37  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$38  = c_out;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$38  = 1'h0;
+      end else if (\$9 ) begin
+        if (\$13 ) begin
+          \$38  = \$16 [0];
+        end
+      end
+    end
+    if (rst) begin
+      \$38  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$39  = c_tap;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$39  = 4'h0;
+      end else if (\$9 ) begin
+        if (\$13 ) begin
+          if (\$17 ) begin
+            \$39  = \$18 [3:0];
+          end
+        end
+      end
+    end
+    if (rst) begin
+      \$39  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$40  = \w_addr$8 ;
+    if (\$5 ) begin
+      (* full_case = 32'd1 *)
+      if (\$8 ) begin
+        \$40  = 1'h0;
+      end else if (\$9 ) begin
+      end else begin
+        \$40  = \$20 [0];
+      end
+    end
+    if (rst) begin
+      \$40  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$41  = w_addr;
+    if (\$5 ) begin
+      if (\$8 ) begin
+      end else if (\$9 ) begin
+        \$41  = { c_tap, c_out };
+      end
+    end
+    if (rst) begin
+      \$41  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$42  = \$23 ;
+    if (rst) begin
+      \$42  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$43  = \steps__valid$93 ;
+    if (rst) begin
+      \$43  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$44  = read_v_d1;
+    if (rst) begin
+      \$44  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$45  = steps__payload[13];
+    if (rst) begin
+      \$45  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$46  = read_first_d1;
+    if (rst) begin
+      \$46  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$47  = steps__payload[14];
+    if (rst) begin
+      \$47  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$48  = read_last_d1;
+    if (rst) begin
+      \$48  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$49  = steps__payload[25:15];
+    if (rst) begin
+      \$49  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$50  = read_meta_d1;
+    if (rst) begin
+      \$50  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$51  = sites_out__valid;
+    if (\$26 ) begin
+      \$51  = 1'h1;
+    end else if (sites_out__ready) begin
+      \$51  = 1'h0;
+    end
+    if (rst) begin
+      \$51  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$52  = sites_out__payload;
+    if (\$26 ) begin
+      \$52  = \r_data$98 ;
+    end
+    if (rst) begin
+      \$52  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$53  = \$29 [5:0];
+    if (rst) begin
+      \$53  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    tok[39:0] = 40'h0000000000;
+    if (\$2 ) begin
+      tok[31:0] = feats__payload[31:0];
+      tok[35:32] = feats__payload[35:32];
+      tok[39:36] = feats__payload[39:36];
+    end
+    begin
+      begin
+        tok[40] = feats__payload[41];
+        tok[41] = feats__payload[42];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$30  = 1'h0;
+    if (\$5 ) begin
+      if (\$8 ) begin
+      end else if (\$9 ) begin
+        \$30  = 1'h1;
+      end
+    end
+    if (rst) begin
+      \$30  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$31  = 1'h0;
+    if (\$5 ) begin
+      (* full_case = 32'd1 *)
+      if (\$8 ) begin
+      end else if (\$9 ) begin
+      end else begin
+        \$31  = 1'h1;
+      end
+    end
+    if (rst) begin
+      \$31  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$32  = w_data;
+    if (\$5 ) begin
+      \$32  = params__payload;
+    end
+    if (rst) begin
+      \$32  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$33  = pcount;
+    if (\$5 ) begin
+      (* full_case = 32'd1 *)
+      if (\$6 ) begin
+        \$33  = 5'h00;
+      end else begin
+        \$33  = \$7 [4:0];
+      end
+    end
+    if (rst) begin
+      \$33  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$34  = loaded;
+    if (\$5 ) begin
+      if (\$6 ) begin
+        \$34  = 1'h1;
+      end
+      if (\$8 ) begin
+        \$34  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$34  = 1'h0;
+    end
+  end
+  assign p_waddr = w_addr;
+  assign p_data = w_data;
+  assign \$signal  = w_en;
+  assign p_raddr = \w_addr$8 ;
+  assign \w_data$10  = w_data;
+  assign p_rv = \w_en$11 ;
+  assign \sites_in__payload$14  = sites_in__payload;
+  assign \sites_in__ready$16  = sites_in__ready;
+  assign \sites_in__valid$18  = sites_in__valid;
+  assign \loaded$20  = loaded;
+  assign \$signal$24  = height_m1;
+  assign \width_m1$26  = width_m1;
+  assign \permit_row$28  = permit_row;
+  assign \frame_reset$30  = frame_reset;
+  assign \bitmaps$32  = bitmaps;
+  assign \tags$34  = tags;
+  assign \done_rows$36  = done_rows;
+  assign \eof_seen$38  = eof_seen;
+  assign \has_last$40  = has_last;
+  assign \last_y$42  = last_y;
+  assign \error$44  = error;
+  assign \frame_reset$45  = frame_reset;
+  assign \sites__payload$47  = sites__payload;
+  assign \sites__ready$49  = sites__ready;
+  assign \sites__valid$51  = sites__valid;
+  assign rd_addr = steps__payload[7:0];
+  assign r_addr = steps__payload[12:8];
+  assign read_v_d2 = steps__valid;
+  assign \sums__payload$64  = sums__payload;
+  assign \sums__valid$66  = sums__valid;
+  assign \r_addr$67  = sums__payload[96];
+  assign rq_addr = sums__payload[96];
+  assign \r_data$70  = rq_data;
+  assign feats__valid = \w_en$73 ;
+  assign \w_data$75  = tok;
+  assign \sites_in__payload.data  = sites_in__payload[31:0];
+  assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
+  assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
+  assign \sites_in__payload.data[2]  = sites_in__payload[23:16];
+  assign \sites_in__payload.data[3]  = sites_in__payload[31:24];
+  assign \sites_in__payload.y  = sites_in__payload[36:32];
+  assign \sites_in__payload.x  = sites_in__payload[41:37];
+  assign \sites_in__payload.eof  = sites_in__payload[42];
+  assign \sites_in__payload.error  = sites_in__payload[43];
+  assign \sites_in__payload$14.data  = sites_in__payload[31:0];
+  assign \sites_in__payload$14.data[0]  = sites_in__payload[7:0];
+  assign \sites_in__payload$14.data[1]  = sites_in__payload[15:8];
+  assign \sites_in__payload$14.data[2]  = sites_in__payload[23:16];
+  assign \sites_in__payload$14.data[3]  = sites_in__payload[31:24];
+  assign \sites_in__payload$14.y  = sites_in__payload[36:32];
+  assign \sites_in__payload$14.x  = sites_in__payload[41:37];
+  assign \sites_in__payload$14.eof  = sites_in__payload[42];
+  assign \sites_in__payload$14.error  = sites_in__payload[43];
+  assign \bitmaps[0]  = bitmaps[31:0];
+  assign \bitmaps[1]  = bitmaps[63:32];
+  assign \bitmaps[2]  = bitmaps[95:64];
+  assign \bitmaps[3]  = bitmaps[127:96];
+  assign \bitmaps[4]  = bitmaps[159:128];
+  assign \bitmaps[5]  = bitmaps[191:160];
+  assign \bitmaps[6]  = bitmaps[223:192];
+  assign \bitmaps[7]  = bitmaps[255:224];
+  assign \bitmaps$32[0]  = bitmaps[31:0];
+  assign \bitmaps$32[1]  = bitmaps[63:32];
+  assign \bitmaps$32[2]  = bitmaps[95:64];
+  assign \bitmaps$32[3]  = bitmaps[127:96];
+  assign \bitmaps$32[4]  = bitmaps[159:128];
+  assign \bitmaps$32[5]  = bitmaps[191:160];
+  assign \bitmaps$32[6]  = bitmaps[223:192];
+  assign \bitmaps$32[7]  = bitmaps[255:224];
+  assign \tags[0]  = tags[5:0];
+  assign \tags[1]  = tags[11:6];
+  assign \tags[2]  = tags[17:12];
+  assign \tags[3]  = tags[23:18];
+  assign \tags[4]  = tags[29:24];
+  assign \tags[5]  = tags[35:30];
+  assign \tags[6]  = tags[41:36];
+  assign \tags[7]  = tags[47:42];
+  assign \tags$34[0]  = tags[5:0];
+  assign \tags$34[1]  = tags[11:6];
+  assign \tags$34[2]  = tags[17:12];
+  assign \tags$34[3]  = tags[23:18];
+  assign \tags$34[4]  = tags[29:24];
+  assign \tags$34[5]  = tags[35:30];
+  assign \tags$34[6]  = tags[41:36];
+  assign \tags$34[7]  = tags[47:42];
+  assign \sites__payload.oy  = sites__payload[3:0];
+  assign \sites__payload.ox  = sites__payload[7:4];
+  assign \sites__payload.taps  = sites__payload[16:8];
+  assign \sites__payload.eof  = sites__payload[17];
+  assign \sites__payload.error  = sites__payload[18];
+  assign \sites__payload$47.oy  = sites__payload[3:0];
+  assign \sites__payload$47.ox  = sites__payload[7:4];
+  assign \sites__payload$47.taps  = sites__payload[16:8];
+  assign \sites__payload$47.eof  = sites__payload[17];
+  assign \sites__payload$47.error  = sites__payload[18];
+  assign \steps__payload.lb_addr  = steps__payload[7:0];
+  assign \steps__payload.w_addr  = steps__payload[12:8];
+  assign \steps__payload.first  = steps__payload[13];
+  assign \steps__payload.last  = steps__payload[14];
+  assign \steps__payload.meta  = steps__payload[25:15];
+  assign \steps__payload.meta.oy  = steps__payload[18:15];
+  assign \steps__payload.meta.ox  = steps__payload[22:19];
+  assign \steps__payload.meta.go  = steps__payload[23];
+  assign \steps__payload.meta.eof  = steps__payload[24];
+  assign \steps__payload.meta.error  = steps__payload[25];
+  assign \steps__payload$57.x  = \steps__payload$57 [31:0];
+  assign \steps__payload$57.w  = \steps__payload$57 [159:32];
+  assign \steps__payload$57.first  = \steps__payload$57 [160];
+  assign \steps__payload$57.last  = \steps__payload$57 [161];
+  assign \steps__payload$57.meta  = \steps__payload$57 [172:162];
+  assign \steps__payload$57.meta.oy  = \steps__payload$57 [165:162];
+  assign \steps__payload$57.meta.ox  = \steps__payload$57 [169:166];
+  assign \steps__payload$57.meta.go  = \steps__payload$57 [170];
+  assign \steps__payload$57.meta.eof  = \steps__payload$57 [171];
+  assign \steps__payload$57.meta.error  = \steps__payload$57 [172];
+  assign \read_meta_d2.oy  = read_meta_d2[3:0];
+  assign \read_meta_d2.ox  = read_meta_d2[7:4];
+  assign \read_meta_d2.go  = read_meta_d2[8];
+  assign \read_meta_d2.eof  = read_meta_d2[9];
+  assign \read_meta_d2.error  = read_meta_d2[10];
+  assign \sums__payload.acc  = sums__payload[87:0];
+  assign \sums__payload.acc[0]  = sums__payload[21:0];
+  assign \sums__payload.acc[1]  = sums__payload[43:22];
+  assign \sums__payload.acc[2]  = sums__payload[65:44];
+  assign \sums__payload.acc[3]  = sums__payload[87:66];
+  assign \sums__payload.meta  = sums__payload[98:88];
+  assign \sums__payload.meta.oy  = sums__payload[91:88];
+  assign \sums__payload.meta.ox  = sums__payload[95:92];
+  assign \sums__payload.meta.go  = sums__payload[96];
+  assign \sums__payload.meta.eof  = sums__payload[97];
+  assign \sums__payload.meta.error  = sums__payload[98];
+  assign \sums__payload$64.acc  = sums__payload[87:0];
+  assign \sums__payload$64.acc[0]  = sums__payload[21:0];
+  assign \sums__payload$64.acc[1]  = sums__payload[43:22];
+  assign \sums__payload$64.acc[2]  = sums__payload[65:44];
+  assign \sums__payload$64.acc[3]  = sums__payload[87:66];
+  assign \sums__payload$64.meta  = sums__payload[98:88];
+  assign \sums__payload$64.meta.oy  = sums__payload[91:88];
+  assign \sums__payload$64.meta.ox  = sums__payload[95:92];
+  assign \sums__payload$64.meta.go  = sums__payload[96];
+  assign \sums__payload$64.meta.eof  = sums__payload[97];
+  assign \sums__payload$64.meta.error  = sums__payload[98];
+  assign \feats__payload.data  = feats__payload[31:0];
+  assign \feats__payload.data[0]  = feats__payload[7:0];
+  assign \feats__payload.data[1]  = feats__payload[15:8];
+  assign \feats__payload.data[2]  = feats__payload[23:16];
+  assign \feats__payload.data[3]  = feats__payload[31:24];
+  assign \feats__payload.meta  = feats__payload[42:32];
+  assign \feats__payload.meta.oy  = feats__payload[35:32];
+  assign \feats__payload.meta.ox  = feats__payload[39:36];
+  assign \feats__payload.meta.go  = feats__payload[40];
+  assign \feats__payload.meta.eof  = feats__payload[41];
+  assign \feats__payload.meta.error  = feats__payload[42];
+  assign \tok.data  = tok[31:0];
+  assign \tok.data[0]  = tok[7:0];
+  assign \tok.data[1]  = tok[15:8];
+  assign \tok.data[2]  = tok[23:16];
+  assign \tok.data[3]  = tok[31:24];
+  assign \tok.y  = tok[35:32];
+  assign \tok.x  = tok[39:36];
+  assign \tok.eof  = tok[40];
+  assign \tok.error  = tok[41];
+  assign \read_meta_d1.oy  = read_meta_d1[3:0];
+  assign \read_meta_d1.ox  = read_meta_d1[7:4];
+  assign \read_meta_d1.go  = read_meta_d1[8];
+  assign \read_meta_d1.eof  = read_meta_d1[9];
+  assign \read_meta_d1.error  = read_meta_d1[10];
+  assign \sites_out__payload.data  = sites_out__payload[31:0];
+  assign \sites_out__payload.data[0]  = sites_out__payload[7:0];
+  assign \sites_out__payload.data[1]  = sites_out__payload[15:8];
+  assign \sites_out__payload.data[2]  = sites_out__payload[23:16];
+  assign \sites_out__payload.data[3]  = sites_out__payload[31:24];
+  assign \sites_out__payload.y  = sites_out__payload[35:32];
+  assign \sites_out__payload.x  = sites_out__payload[39:36];
+  assign \sites_out__payload.eof  = sites_out__payload[40];
+  assign \sites_out__payload.error  = sites_out__payload[41];
+  assign \steps__payload$57 [172:162] = read_meta_d2;
+  assign \steps__payload$57 [161] = read_last_d2;
+  assign \steps__payload$57 [160] = read_first_d2;
+  assign \steps__payload$57 [159:32] = r_data;
+  assign \steps__payload$57 [31:0] = rd_data;
+  assign \$14  = c_out;
+  assign \$17  = c_out;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
+  wire [8:0] \$1 ;
+  wire \$10 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire \$102 ;
   wire \$103 ;
-  wire [8:0] \$104 ;
-  wire [9:0] \$105 ;
+  wire \$104 ;
+  wire \$105 ;
   wire \$106 ;
   wire \$107 ;
-  wire [8:0] \$108 ;
-  wire [9:0] \$109 ;
+  wire \$108 ;
+  wire \$109 ;
   wire \$11 ;
-  wire [9:0] \$110 ;
+  wire \$110 ;
   wire \$111 ;
-  wire [8:0] \$112 ;
-  wire [9:0] \$113 ;
+  wire \$112 ;
+  wire \$113 ;
   wire \$114 ;
   wire \$115 ;
-  wire [8:0] \$116 ;
-  wire [9:0] \$117 ;
-  wire [9:0] \$118 ;
+  wire \$116 ;
+  wire \$117 ;
+  wire \$118 ;
   wire \$119 ;
   wire \$12 ;
-  wire [8:0] \$120 ;
-  wire [9:0] \$121 ;
+  wire \$120 ;
+  wire \$121 ;
   wire \$122 ;
   wire \$123 ;
   wire \$124 ;
@@ -320,3146 +1276,20 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   wire \$138 ;
   wire \$139 ;
   wire \$14 ;
-  wire [16:0] \$140 ;
-  wire [16:0] \$141 ;
-  wire [8:0] \$142 ;
-  wire [7:0] \$143 ;
-  wire [7:0] \$144 ;
-  wire \$145 ;
-  wire [7:0] \$146 ;
-  wire \$147 ;
-  wire \$148 ;
-  wire [7:0] \$149 ;
-  wire \$15 ;
-  wire [7:0] \$150 ;
-  wire \$151 ;
-  wire [7:0] \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire [7:0] \$155 ;
-  wire [7:0] \$156 ;
-  wire \$157 ;
-  wire [7:0] \$158 ;
-  wire \$159 ;
-  wire \$16 ;
-  wire \$160 ;
-  wire [7:0] \$161 ;
-  wire [7:0] \$162 ;
-  wire \$163 ;
-  wire [7:0] \$164 ;
-  wire \$165 ;
-  wire \$166 ;
-  wire [7:0] \$167 ;
-  wire [7:0] \$168 ;
-  wire \$169 ;
-  wire \$17 ;
-  wire [7:0] \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire [7:0] \$173 ;
-  wire [7:0] \$174 ;
-  wire \$175 ;
-  wire [7:0] \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire [7:0] \$179 ;
-  wire \$18 ;
-  wire [7:0] \$180 ;
-  wire \$181 ;
-  wire [7:0] \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire [7:0] \$185 ;
-  wire [7:0] \$186 ;
-  wire \$187 ;
-  wire [7:0] \$188 ;
-  wire \$189 ;
-  wire \$19 ;
-  wire \$190 ;
-  wire [7:0] \$191 ;
-  wire [7:0] \$192 ;
-  wire \$193 ;
-  wire [7:0] \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire [7:0] \$197 ;
-  wire [7:0] \$198 ;
-  wire \$199 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire [7:0] \$200 ;
-  wire \$201 ;
-  wire \$202 ;
-  wire [7:0] \$203 ;
-  wire [7:0] \$204 ;
-  wire \$205 ;
-  wire [7:0] \$206 ;
-  wire \$207 ;
-  wire \$208 ;
-  wire [7:0] \$209 ;
-  wire \$21 ;
-  wire [7:0] \$210 ;
-  wire \$211 ;
-  wire [7:0] \$212 ;
-  wire \$213 ;
-  wire \$214 ;
-  wire [7:0] \$215 ;
-  wire [7:0] \$216 ;
-  wire \$217 ;
-  wire [7:0] \$218 ;
-  wire \$219 ;
-  wire \$22 ;
-  wire \$220 ;
-  wire [7:0] \$221 ;
-  wire [7:0] \$222 ;
-  wire \$223 ;
-  wire [7:0] \$224 ;
-  wire \$225 ;
-  wire \$226 ;
-  wire [7:0] \$227 ;
-  wire [7:0] \$228 ;
-  wire \$229 ;
-  wire \$23 ;
-  wire [7:0] \$230 ;
-  wire \$231 ;
-  wire \$232 ;
-  wire \$233 ;
-  wire [2:0] \$234 ;
-  wire [2:0] \$235 ;
-  wire [2:0] \$236 ;
-  wire [2:0] \$237 ;
-  wire \$238 ;
-  wire [6:0] \$239 ;
-  wire \$24 ;
-  wire [9:0] \$240 ;
-  wire [9:0] \$241 ;
-  wire \$242 ;
-  wire \$243 ;
-  wire \$244 ;
-  wire \$245 ;
-  wire \$246 ;
-  wire \$247 ;
-  wire \$248 ;
-  wire \$249 ;
-  wire \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire \$252 ;
-  wire \$253 ;
-  wire \$254 ;
-  wire \$255 ;
-  wire \$256 ;
-  wire \$257 ;
-  wire [8:0] \$258 ;
-  wire [9:0] \$259 ;
-  wire [5:0] \$26 ;
-  wire [10:0] \$260 ;
-  wire [5:0] \$261 ;
-  wire [6:0] \$262 ;
-  wire [7:0] \$263 ;
-  wire [6:0] \$264 ;
-  wire [8:0] \$265 ;
-  wire [9:0] \$266 ;
-  wire [10:0] \$267 ;
-  wire [11:0] \$268 ;
-  wire [5:0] \$269 ;
-  wire [8:0] \$27 ;
-  wire [6:0] \$270 ;
-  wire [7:0] \$271 ;
-  wire [8:0] \$272 ;
-  wire [37:0] \$273 ;
-  wire [37:0] \$274 ;
-  wire [37:0] \$275 ;
-  wire [37:0] \$276 ;
-  wire \$277 ;
-  wire \$278 ;
-  wire \$279 ;
-  wire [9:0] \$28 ;
-  wire \$280 ;
-  wire \$281 ;
-  wire \$282 ;
-  wire \$283 ;
-  wire \$284 ;
-  wire \$285 ;
-  wire \$286 ;
-  wire \$287 ;
-  wire \$288 ;
-  wire \$289 ;
-  wire \$29 ;
-  wire \$290 ;
-  wire [5:0] \$291 ;
-  wire \$292 ;
-  wire \$293 ;
-  wire \$294 ;
-  wire \$295 ;
-  wire \$296 ;
-  wire \$297 ;
-  wire \$298 ;
-  wire \$299 ;
-  wire \$3 ;
-  wire \$30 ;
-  wire \$300 ;
-  wire \$301 ;
-  wire \$302 ;
-  wire \$303 ;
-  wire \$304 ;
-  wire \$305 ;
-  wire \$306 ;
-  wire \$307 ;
-  wire [1:0] \$308 ;
-  wire \$309 ;
-  wire \$31 ;
-  wire \$310 ;
-  wire \$311 ;
-  wire \$312 ;
-  wire \$313 ;
-  wire \$314 ;
-  wire \$315 ;
-  wire [31:0] \$316 ;
-  wire \$317 ;
-  wire [62:0] \$318 ;
-  wire [62:0] \$319 ;
-  wire \$32 ;
-  wire [62:0] \$320 ;
-  wire \$321 ;
-  wire \$322 ;
-  wire \$323 ;
-  wire \$324 ;
-  wire \$325 ;
-  wire \$326 ;
-  wire \$327 ;
-  wire [31:0] \$328 ;
-  wire \$329 ;
-  wire \$33 ;
-  wire [62:0] \$330 ;
-  wire [62:0] \$331 ;
-  wire [62:0] \$332 ;
-  wire \$333 ;
-  wire \$334 ;
-  wire \$335 ;
-  wire \$336 ;
-  wire \$337 ;
-  wire \$338 ;
-  wire \$339 ;
-  wire \$34 ;
-  wire [31:0] \$340 ;
-  wire \$341 ;
-  wire [62:0] \$342 ;
-  wire [62:0] \$343 ;
-  wire [62:0] \$344 ;
-  wire \$345 ;
-  wire \$346 ;
-  wire \$347 ;
-  wire \$348 ;
-  wire \$349 ;
-  wire \$35 ;
-  wire \$350 ;
-  wire \$351 ;
-  wire [31:0] \$352 ;
-  wire \$353 ;
-  wire [62:0] \$354 ;
-  wire [62:0] \$355 ;
-  wire [62:0] \$356 ;
-  wire \$357 ;
-  wire \$358 ;
-  wire \$359 ;
-  wire \$36 ;
-  wire \$360 ;
-  wire \$361 ;
-  wire \$362 ;
-  wire \$363 ;
-  wire [31:0] \$364 ;
-  wire \$365 ;
-  wire [62:0] \$366 ;
-  wire [62:0] \$367 ;
-  wire [62:0] \$368 ;
-  wire \$369 ;
-  wire \$37 ;
-  wire \$370 ;
-  wire \$371 ;
-  wire \$372 ;
-  wire \$373 ;
-  wire \$374 ;
-  wire \$375 ;
-  wire [7:0] \$376 ;
-  wire \$377 ;
-  wire [7:0] \$378 ;
-  wire \$379 ;
-  wire \$38 ;
-  wire \$380 ;
-  wire [1:0] \$381 ;
-  wire \$382 ;
-  wire \$383 ;
-  wire [1:0] \$384 ;
-  wire [1:0] \$385 ;
-  wire \$386 ;
-  wire \$387 ;
-  wire \$388 ;
-  wire [15:0] \$389 ;
-  wire \$39 ;
-  wire [15:0] \$390 ;
-  wire [16:0] \$391 ;
-  wire [15:0] \$392 ;
-  wire [15:0] \$393 ;
-  wire [16:0] \$394 ;
-  wire [17:0] \$395 ;
-  wire [15:0] \$396 ;
-  wire [15:0] \$397 ;
-  wire [16:0] \$398 ;
-  wire [15:0] \$399 ;
-  wire \$4 ;
-  wire \$40 ;
-  wire [15:0] \$400 ;
-  wire [16:0] \$401 ;
-  wire [17:0] \$402 ;
-  wire [15:0] \$403 ;
-  wire [15:0] \$404 ;
-  wire [16:0] \$405 ;
-  wire [15:0] \$406 ;
-  wire [15:0] \$407 ;
-  wire [16:0] \$408 ;
-  wire [17:0] \$409 ;
-  wire \$41 ;
-  wire [15:0] \$410 ;
-  wire [15:0] \$411 ;
-  wire [16:0] \$412 ;
-  wire [15:0] \$413 ;
-  wire [15:0] \$414 ;
-  wire [16:0] \$415 ;
-  wire [17:0] \$416 ;
-  wire \$417 ;
-  wire [21:0] \$418 ;
-  wire [22:0] \$419 ;
-  wire [4:0] \$42 ;
-  wire [21:0] \$420 ;
-  wire [22:0] \$421 ;
-  wire [21:0] \$422 ;
-  wire [22:0] \$423 ;
-  wire [21:0] \$424 ;
-  wire [22:0] \$425 ;
-  wire [21:0] \$426 ;
-  wire [22:0] \$427 ;
-  wire [21:0] \$428 ;
-  wire [22:0] \$429 ;
-  wire [8:0] \$43 ;
-  wire [21:0] \$430 ;
-  wire [22:0] \$431 ;
-  wire [21:0] \$432 ;
-  wire [22:0] \$433 ;
-  wire [37:0] \$434 ;
-  wire [38:0] \$435 ;
-  wire [37:0] \$436 ;
-  wire [38:0] \$437 ;
-  wire [37:0] \$438 ;
-  wire [38:0] \$439 ;
-  wire [9:0] \$44 ;
-  wire [37:0] \$440 ;
-  wire [38:0] \$441 ;
-  wire \$442 ;
-  wire \$443 ;
-  wire \$444 ;
-  wire [21:0] \$445 ;
-  wire [21:0] \$446 ;
-  wire \$447 ;
-  wire \$448 ;
-  wire [21:0] \$449 ;
-  wire [10:0] \$45 ;
-  wire [21:0] \$450 ;
-  wire \$451 ;
-  wire \$452 ;
-  wire [21:0] \$453 ;
-  wire [21:0] \$454 ;
-  wire \$455 ;
-  wire \$456 ;
-  wire [21:0] \$457 ;
-  wire [21:0] \$458 ;
-  reg [4:0] \$459 ;
-  wire [11:0] \$46 ;
-  reg \$460 ;
-  reg [4:0] \$461 ;
-  reg [4:0] \$462 ;
-  reg [6:0] \$463 ;
-  reg \$464 ;
-  reg \$465 ;
-  reg \$466 ;
-  reg \$467 ;
-  reg \$468 ;
-  reg [4:0] \$469 ;
-  wire [8:0] \$47 ;
-  reg [4:0] \$470 ;
-  reg \$471 ;
-  reg [4:0] \$472 ;
-  reg [4:0] \$473 ;
-  reg [5:0] \$474 ;
-  reg [31:0] \$475 ;
-  reg [5:0] \$476 ;
-  reg [31:0] \$477 ;
-  reg [5:0] \$478 ;
-  reg [31:0] \$479 ;
-  wire [9:0] \$48 ;
-  reg [5:0] \$480 ;
-  reg [31:0] \$481 ;
-  reg [5:0] \$482 ;
-  reg [31:0] \$483 ;
-  reg \$484 ;
-  reg \$485 ;
-  reg [6:0] \$486 ;
-  reg [15:0] \$487 ;
-  reg \$488 ;
-  reg [6:0] \$489 ;
-  wire \$49 ;
-  reg [3:0] \$490 ;
-  reg [8:0] \$491 ;
-  reg \$492 ;
-  reg [8:0] \$493 ;
-  reg \$494 ;
-  reg \$495 ;
-  reg [6:0] \$496 ;
-  reg [3:0] \$497 ;
-  reg [8:0] \$498 ;
-  reg \$499 ;
-  wire \$5 ;
-  wire \$50 ;
-  reg \$500 ;
-  reg \$501 ;
-  reg [6:0] \$502 ;
-  reg [3:0] \$503 ;
-  reg \$504 ;
-  reg \$505 ;
-  reg \$506 ;
-  reg \$507 ;
-  reg [6:0] \$508 ;
-  reg [3:0] \$509 ;
-  wire [4:0] \$51 ;
-  reg [21:0] \$510 ;
-  reg [21:0] \$511 ;
-  reg [21:0] \$512 ;
-  reg [21:0] \$513 ;
-  reg \$514 ;
-  reg [6:0] \$515 ;
-  reg [3:0] \$516 ;
-  reg [21:0] \$517 ;
-  reg [21:0] \$518 ;
-  reg [15:0] \$519 ;
-  wire \$52 ;
-  reg [21:0] \$520 ;
-  reg [21:0] \$521 ;
-  reg [15:0] \$522 ;
-  reg [21:0] \$523 ;
-  reg [21:0] \$524 ;
-  reg [15:0] \$525 ;
-  reg [21:0] \$526 ;
-  reg [21:0] \$527 ;
-  reg [15:0] \$528 ;
-  reg \$529 ;
-  wire \$53 ;
-  reg [6:0] \$530 ;
-  reg [3:0] \$531 ;
-  reg [37:0] \$532 ;
-  reg [37:0] \$533 ;
-  reg [37:0] \$534 ;
-  reg [37:0] \$535 ;
-  reg \$536 ;
-  reg [41:0] \$537 ;
-  wire [8:0] \$54 ;
-  wire [8:0] \$55 ;
-  wire \$56 ;
-  wire [8:0] \$57 ;
-  wire \$58 ;
-  wire [4:0] \$587 ;
-  wire \$589 ;
-  wire \$59 ;
-  wire [5:0] \$6 ;
-  wire [8:0] \$60 ;
-  wire [8:0] \$606 ;
-  wire \$608 ;
-  wire [8:0] \$61 ;
-  wire [8:0] \$616 ;
-  wire \$618 ;
-  wire \$62 ;
-  wire [8:0] \$626 ;
-  wire \$628 ;
-  wire [8:0] \$63 ;
-  wire [8:0] \$636 ;
-  wire \$638 ;
-  wire \$64 ;
-  wire [8:0] \$646 ;
-  wire \$648 ;
-  wire \$65 ;
-  wire [9:0] \$657 ;
-  wire \$659 ;
-  wire [8:0] \$66 ;
-  wire [9:0] \$669 ;
-  wire [8:0] \$67 ;
-  wire \$671 ;
-  wire \$68 ;
-  wire [9:0] \$681 ;
-  wire \$683 ;
-  wire [8:0] \$69 ;
-  wire [9:0] \$693 ;
-  wire \$695 ;
-  wire [6:0] \$7 ;
-  wire \$70 ;
-  wire [9:0] \$705 ;
-  wire \$707 ;
-  wire \$71 ;
-  wire [8:0] \$72 ;
-  wire [8:0] \$73 ;
-  wire [7:0] \$737 ;
-  wire \$739 ;
-  wire \$74 ;
-  wire [7:0] \$747 ;
-  wire \$749 ;
-  wire [8:0] \$75 ;
-  wire [7:0] \$757 ;
-  wire \$759 ;
-  wire \$76 ;
-  wire [7:0] \$767 ;
-  wire \$769 ;
-  wire \$77 ;
-  wire [7:0] \$777 ;
-  wire \$779 ;
-  wire [8:0] \$78 ;
-  wire [7:0] \$787 ;
-  wire \$789 ;
-  wire [8:0] \$79 ;
-  wire [7:0] \$797 ;
-  wire \$799 ;
-  wire \$8 ;
-  wire \$80 ;
-  wire [7:0] \$807 ;
-  wire \$809 ;
-  wire [8:0] \$81 ;
-  wire [7:0] \$817 ;
-  wire \$819 ;
-  wire \$82 ;
-  wire [7:0] \$827 ;
-  wire \$829 ;
-  wire \$83 ;
-  wire [7:0] \$837 ;
-  wire \$839 ;
-  wire [8:0] \$84 ;
-  wire [7:0] \$847 ;
-  wire \$849 ;
-  wire [9:0] \$85 ;
-  wire [7:0] \$857 ;
-  wire \$859 ;
-  wire [9:0] \$86 ;
-  wire [7:0] \$867 ;
-  wire \$869 ;
-  wire \$87 ;
-  wire [7:0] \$877 ;
-  wire \$879 ;
-  wire [8:0] \$88 ;
-  wire [9:0] \$89 ;
-  wire \$9 ;
-  wire \$90 ;
-  wire \$91 ;
-  wire [8:0] \$92 ;
-  wire [6:0] \$922 ;
-  wire \$924 ;
-  wire [9:0] \$93 ;
-  wire [9:0] \$94 ;
-  wire \$95 ;
-  wire [8:0] \$96 ;
-  wire [9:0] \$97 ;
-  wire \$98 ;
-  wire \$99 ;
-  reg [6:0] \$like  = 7'h00;
-  reg [3:0] \$like$116  = 4'h0;
-  reg [6:0] \$like$119  = 7'h00;
-  reg [6:0] \$like$127  = 7'h00;
-  reg [6:0] \$like$142  = 7'h00;
-  reg [4:0] \$signal  = 5'h00;
-  reg \$signal$101  = 1'h0;
-  reg \$signal$102  = 1'h0;
-  reg [3:0] \$signal$110  = 4'h0;
-  reg [8:0] \$signal$112  = 9'h000;
-  reg \$signal$113  = 1'h0;
-  reg \$signal$117  = 1'h0;
-  reg [4:0] \$signal$17  = 5'h00;
-  wire [6:0] \$signal$55 ;
-  reg [6:0] \$signal$69  = 7'h00;
-  reg [6:0] \$signal$70  = 7'h00;
-  reg [1:0] \$signal$79 ;
-  wire [4:0] \$signature__addr ;
-  wire [7:0] \$signature__addr$31 ;
-  wire \$signature__addr$8 ;
-  wire [4:0] \$signature__addr$88 ;
-  reg \$signature__addr$89  = 1'h0;
-  wire [127:0] \$signature__data ;
-  wire [127:0] \$signature__data$123 ;
-  wire [127:0] \$signature__data$130 ;
-  wire [31:0] \$signature__data$32 ;
-  wire [127:0] \$signature__data$9 ;
-  wire \$signature__en ;
-  wire \$signature__en$10 ;
-  wire \$signature__en$33 ;
-  wire \$signature__en$86 ;
-  wire \$signature__en$87 ;
-  reg [21:0] acc_0 = 22'h000000;
-  reg [21:0] acc_1 = 22'h000000;
-  reg [21:0] acc_2 = 22'h000000;
-  reg [21:0] acc_3 = 22'h000000;
-  wire acc_last;
-  wire adv;
-  wire bad;
-  reg [31:0] bitmap_0 = 32'd0;
-  reg [31:0] bitmap_1 = 32'd0;
-  reg [31:0] bitmap_2 = 32'd0;
-  reg [31:0] bitmap_3 = 32'd0;
-  reg [31:0] bitmap_4 = 32'd0;
-  wire [15:0] centre;
-  reg [31:0] centre_row0;
-  reg [31:0] centre_row1;
-  input clk;
-  wire clk;
-  reg [4:0] cur_x = 5'h00;
-  wire [5:0] cx;
-  reg discard = 1'h0;
-  reg [6:0] done_rows = 7'h00;
-  reg [1:0] dx_t;
-  reg eof_seen = 1'h0;
-  reg err = 1'h0;
-  reg f_done = 1'h0;
-  reg [15:0] f_rem = 16'h0000;
-  wire [15:0] f_rest;
-  reg [6:0] f_row = 7'h00;
-  reg f_scan = 1'h0;
-  reg [3:0] finder_x;
-  reg frame_busy = 1'h0;
-  wire frame_reset;
-  reg gi = 1'h0;
-  (* init = 1'h0 *)
-  wire go1;
-  reg has_last = 1'h0;
-  reg [4:0] height_m1 = 5'h00;
-  reg last1 = 1'h0;
-  reg last2 = 1'h0;
-  reg [4:0] last_x = 5'h00;
-  wire [7:0] lb_r__addr;
-  wire [31:0] lb_r__data;
-  wire lb_r__en;
-  reg loaded = 1'h0;
-  wire [6:0] nx;
-  wire [6:0] ny;
-  wire open_;
-  reg [3:0] ox2 = 4'h0;
-  reg [3:0] ox3 = 4'h0;
-  reg [3:0] ox4 = 4'h0;
-  wire [31:0] pair;
-  input [127:0] params__payload;
-  wire [127:0] params__payload;
-  output params__ready;
-  wire params__ready;
-  input params__valid;
-  wire params__valid;
-  reg [21:0] part2_0 = 22'h000000;
-  reg [21:0] part2_1 = 22'h000000;
-  reg [21:0] part2_2 = 22'h000000;
-  reg [21:0] part2_3 = 22'h000000;
-  reg [4:0] pcount = 5'h00;
-  wire permit;
-  wire pf_take;
-  reg [8:0] pf_taps = 9'h000;
-  reg pf_valid = 1'h0;
-  reg [21:0] psum_bias_0 = 22'h000000;
-  reg [21:0] psum_bias_1 = 22'h000000;
-  reg [21:0] psum_bias_2 = 22'h000000;
-  reg [21:0] psum_bias_3 = 22'h000000;
-  wire [8:0] rem_rest;
-  reg [37:0] requant_0 = 38'h0000000000;
-  reg [37:0] requant_1 = 38'h0000000000;
-  reg [37:0] requant_2 = 38'h0000000000;
-  reg [37:0] requant_3 = 38'h0000000000;
-  wire row_ready;
-  reg [5:0] row_tag_0 = 6'h3f;
-  reg [5:0] row_tag_1 = 6'h3f;
-  reg [5:0] row_tag_2 = 6'h3f;
-  reg [5:0] row_tag_3 = 6'h3f;
-  reg [5:0] row_tag_4 = 6'h3f;
-  wire rows_over;
-  input rst;
-  wire rst;
-  reg s_gi = 1'h0;
-  reg s_go = 1'h0;
-  reg [3:0] s_ox = 4'h0;
-  reg [8:0] s_rem = 9'h000;
-  reg [15:0] scale3_0 = 16'h0000;
-  reg [15:0] scale3_1 = 16'h0000;
-  reg [15:0] scale3_2 = 16'h0000;
-  reg [15:0] scale3_3 = 16'h0000;
-  wire send_eof;
-  wire [21:0] shifted_0;
-  wire [21:0] shifted_1;
-  wire [21:0] shifted_2;
-  wire [21:0] shifted_3;
-  wire site_done;
-  input [43:0] sites_in__payload;
-  wire [43:0] sites_in__payload;
-  wire [31:0] \sites_in__payload.data ;
-  wire [7:0] \sites_in__payload.data[0] ;
-  wire [7:0] \sites_in__payload.data[1] ;
-  wire [7:0] \sites_in__payload.data[2] ;
-  wire [7:0] \sites_in__payload.data[3] ;
-  wire \sites_in__payload.eof ;
-  wire \sites_in__payload.error ;
-  wire [4:0] \sites_in__payload.x ;
-  wire [4:0] \sites_in__payload.y ;
-  output sites_in__ready;
-  wire sites_in__ready;
-  input sites_in__valid;
-  wire sites_in__valid;
-  output [41:0] sites_out__payload;
-  reg [41:0] sites_out__payload = 42'h00000000000;
-  wire [31:0] \sites_out__payload.data ;
-  wire [7:0] \sites_out__payload.data[0] ;
-  wire [7:0] \sites_out__payload.data[1] ;
-  wire [7:0] \sites_out__payload.data[2] ;
-  wire [7:0] \sites_out__payload.data[3] ;
-  wire \sites_out__payload.eof ;
-  wire \sites_out__payload.error ;
-  wire [3:0] \sites_out__payload.x ;
-  wire [3:0] \sites_out__payload.y ;
-  input sites_out__ready;
-  wire sites_out__ready;
-  output sites_out__valid;
-  reg sites_out__valid = 1'h0;
-  wire [2:0] slot_in;
-  reg sv = 1'h0;
-  reg [3:0] tap;
-  wire [8:0] taps;
-  wire [6:0] use_row;
-  reg v3 = 1'h0;
-  reg v4 = 1'h0;
-  reg [4:0] width_m1 = 5'h00;
-  wire [33:0] win_ext_0;
-  wire [33:0] win_ext_1;
-  wire [33:0] win_ext_2;
-  reg [31:0] win_row_0;
-  reg [31:0] win_row_1;
-  reg [31:0] win_row_2;
-  wire write;
-  reg [31:0] line_buffer [159:0];
-  initial begin
-    line_buffer[0] = 32'd0;
-    line_buffer[1] = 32'd0;
-    line_buffer[2] = 32'd0;
-    line_buffer[3] = 32'd0;
-    line_buffer[4] = 32'd0;
-    line_buffer[5] = 32'd0;
-    line_buffer[6] = 32'd0;
-    line_buffer[7] = 32'd0;
-    line_buffer[8] = 32'd0;
-    line_buffer[9] = 32'd0;
-    line_buffer[10] = 32'd0;
-    line_buffer[11] = 32'd0;
-    line_buffer[12] = 32'd0;
-    line_buffer[13] = 32'd0;
-    line_buffer[14] = 32'd0;
-    line_buffer[15] = 32'd0;
-    line_buffer[16] = 32'd0;
-    line_buffer[17] = 32'd0;
-    line_buffer[18] = 32'd0;
-    line_buffer[19] = 32'd0;
-    line_buffer[20] = 32'd0;
-    line_buffer[21] = 32'd0;
-    line_buffer[22] = 32'd0;
-    line_buffer[23] = 32'd0;
-    line_buffer[24] = 32'd0;
-    line_buffer[25] = 32'd0;
-    line_buffer[26] = 32'd0;
-    line_buffer[27] = 32'd0;
-    line_buffer[28] = 32'd0;
-    line_buffer[29] = 32'd0;
-    line_buffer[30] = 32'd0;
-    line_buffer[31] = 32'd0;
-    line_buffer[32] = 32'd0;
-    line_buffer[33] = 32'd0;
-    line_buffer[34] = 32'd0;
-    line_buffer[35] = 32'd0;
-    line_buffer[36] = 32'd0;
-    line_buffer[37] = 32'd0;
-    line_buffer[38] = 32'd0;
-    line_buffer[39] = 32'd0;
-    line_buffer[40] = 32'd0;
-    line_buffer[41] = 32'd0;
-    line_buffer[42] = 32'd0;
-    line_buffer[43] = 32'd0;
-    line_buffer[44] = 32'd0;
-    line_buffer[45] = 32'd0;
-    line_buffer[46] = 32'd0;
-    line_buffer[47] = 32'd0;
-    line_buffer[48] = 32'd0;
-    line_buffer[49] = 32'd0;
-    line_buffer[50] = 32'd0;
-    line_buffer[51] = 32'd0;
-    line_buffer[52] = 32'd0;
-    line_buffer[53] = 32'd0;
-    line_buffer[54] = 32'd0;
-    line_buffer[55] = 32'd0;
-    line_buffer[56] = 32'd0;
-    line_buffer[57] = 32'd0;
-    line_buffer[58] = 32'd0;
-    line_buffer[59] = 32'd0;
-    line_buffer[60] = 32'd0;
-    line_buffer[61] = 32'd0;
-    line_buffer[62] = 32'd0;
-    line_buffer[63] = 32'd0;
-    line_buffer[64] = 32'd0;
-    line_buffer[65] = 32'd0;
-    line_buffer[66] = 32'd0;
-    line_buffer[67] = 32'd0;
-    line_buffer[68] = 32'd0;
-    line_buffer[69] = 32'd0;
-    line_buffer[70] = 32'd0;
-    line_buffer[71] = 32'd0;
-    line_buffer[72] = 32'd0;
-    line_buffer[73] = 32'd0;
-    line_buffer[74] = 32'd0;
-    line_buffer[75] = 32'd0;
-    line_buffer[76] = 32'd0;
-    line_buffer[77] = 32'd0;
-    line_buffer[78] = 32'd0;
-    line_buffer[79] = 32'd0;
-    line_buffer[80] = 32'd0;
-    line_buffer[81] = 32'd0;
-    line_buffer[82] = 32'd0;
-    line_buffer[83] = 32'd0;
-    line_buffer[84] = 32'd0;
-    line_buffer[85] = 32'd0;
-    line_buffer[86] = 32'd0;
-    line_buffer[87] = 32'd0;
-    line_buffer[88] = 32'd0;
-    line_buffer[89] = 32'd0;
-    line_buffer[90] = 32'd0;
-    line_buffer[91] = 32'd0;
-    line_buffer[92] = 32'd0;
-    line_buffer[93] = 32'd0;
-    line_buffer[94] = 32'd0;
-    line_buffer[95] = 32'd0;
-    line_buffer[96] = 32'd0;
-    line_buffer[97] = 32'd0;
-    line_buffer[98] = 32'd0;
-    line_buffer[99] = 32'd0;
-    line_buffer[100] = 32'd0;
-    line_buffer[101] = 32'd0;
-    line_buffer[102] = 32'd0;
-    line_buffer[103] = 32'd0;
-    line_buffer[104] = 32'd0;
-    line_buffer[105] = 32'd0;
-    line_buffer[106] = 32'd0;
-    line_buffer[107] = 32'd0;
-    line_buffer[108] = 32'd0;
-    line_buffer[109] = 32'd0;
-    line_buffer[110] = 32'd0;
-    line_buffer[111] = 32'd0;
-    line_buffer[112] = 32'd0;
-    line_buffer[113] = 32'd0;
-    line_buffer[114] = 32'd0;
-    line_buffer[115] = 32'd0;
-    line_buffer[116] = 32'd0;
-    line_buffer[117] = 32'd0;
-    line_buffer[118] = 32'd0;
-    line_buffer[119] = 32'd0;
-    line_buffer[120] = 32'd0;
-    line_buffer[121] = 32'd0;
-    line_buffer[122] = 32'd0;
-    line_buffer[123] = 32'd0;
-    line_buffer[124] = 32'd0;
-    line_buffer[125] = 32'd0;
-    line_buffer[126] = 32'd0;
-    line_buffer[127] = 32'd0;
-    line_buffer[128] = 32'd0;
-    line_buffer[129] = 32'd0;
-    line_buffer[130] = 32'd0;
-    line_buffer[131] = 32'd0;
-    line_buffer[132] = 32'd0;
-    line_buffer[133] = 32'd0;
-    line_buffer[134] = 32'd0;
-    line_buffer[135] = 32'd0;
-    line_buffer[136] = 32'd0;
-    line_buffer[137] = 32'd0;
-    line_buffer[138] = 32'd0;
-    line_buffer[139] = 32'd0;
-    line_buffer[140] = 32'd0;
-    line_buffer[141] = 32'd0;
-    line_buffer[142] = 32'd0;
-    line_buffer[143] = 32'd0;
-    line_buffer[144] = 32'd0;
-    line_buffer[145] = 32'd0;
-    line_buffer[146] = 32'd0;
-    line_buffer[147] = 32'd0;
-    line_buffer[148] = 32'd0;
-    line_buffer[149] = 32'd0;
-    line_buffer[150] = 32'd0;
-    line_buffer[151] = 32'd0;
-    line_buffer[152] = 32'd0;
-    line_buffer[153] = 32'd0;
-    line_buffer[154] = 32'd0;
-    line_buffer[155] = 32'd0;
-    line_buffer[156] = 32'd0;
-    line_buffer[157] = 32'd0;
-    line_buffer[158] = 32'd0;
-    line_buffer[159] = 32'd0;
-  end
-  always @(posedge clk) begin
-    if (write)
-      line_buffer[\$46 [7:0]] <= sites_in__payload[31:0];
-  end
-  reg [31:0] _0_;
-  always @(posedge clk) begin
-    if (adv) begin
-      _0_ <= line_buffer[\$268 [7:0]];
-    end
-  end
-  assign lb_r__data = _0_;
-  reg [127:0] requant [1:0];
-  initial begin
-    requant[0] = 128'h00000000000000000000000000000000;
-    requant[1] = 128'h00000000000000000000000000000000;
-  end
-  always @(posedge clk) begin
-    if (\$signature__en$10 )
-      requant[\$7 [0]] <= params__payload;
-  end
-  reg [127:0] _1_;
-  always @(posedge clk) begin
-    if (adv) begin
-      _1_ <= requant[\$signature__addr$89 ];
-    end
-  end
-  assign \$signature__data$130  = _1_;
-  reg [127:0] weights [17:0];
-  initial begin
-    weights[0] = 128'h00000000000000000000000000000000;
-    weights[1] = 128'h00000000000000000000000000000000;
-    weights[2] = 128'h00000000000000000000000000000000;
-    weights[3] = 128'h00000000000000000000000000000000;
-    weights[4] = 128'h00000000000000000000000000000000;
-    weights[5] = 128'h00000000000000000000000000000000;
-    weights[6] = 128'h00000000000000000000000000000000;
-    weights[7] = 128'h00000000000000000000000000000000;
-    weights[8] = 128'h00000000000000000000000000000000;
-    weights[9] = 128'h00000000000000000000000000000000;
-    weights[10] = 128'h00000000000000000000000000000000;
-    weights[11] = 128'h00000000000000000000000000000000;
-    weights[12] = 128'h00000000000000000000000000000000;
-    weights[13] = 128'h00000000000000000000000000000000;
-    weights[14] = 128'h00000000000000000000000000000000;
-    weights[15] = 128'h00000000000000000000000000000000;
-    weights[16] = 128'h00000000000000000000000000000000;
-    weights[17] = 128'h00000000000000000000000000000000;
-  end
-  always @(posedge clk) begin
-    if (\$signature__en )
-      weights[\$1 [4:0]] <= params__payload;
-  end
-  reg [127:0] _2_;
-  always @(posedge clk) begin
-    if (adv) begin
-      _2_ <= weights[\$272 [4:0]];
-    end
-  end
-  assign \$signature__data$123  = _2_;
-  assign \$337  = ! gi;
-  assign \$338  = row_tag_2 != sites_in__payload[36:32];
-  assign \$339  = \$337  & \$338 ;
-  assign \$340  = \$339  ? 32'd0 : bitmap_2;
-  assign \$341  = ! gi;
-  assign \$342  = 1'h1 << sites_in__payload[41:37];
-  assign \$343  = gi ? 63'h0000000000000000 : \$342 ;
-  assign \$344  = { 31'h00000000, \$340  } | \$343 ;
-  assign \$345  = \$42 [2:0] == 2'h3;
-  assign \$346  = ! gi;
-  assign \$347  = row_tag_3 != sites_in__payload[36:32];
-  assign \$348  = \$346  & \$347 ;
-  assign \$349  = ! gi;
-  assign \$350  = row_tag_3 != sites_in__payload[36:32];
-  assign \$351  = \$349  & \$350 ;
-  assign \$352  = \$351  ? 32'd0 : bitmap_3;
-  assign \$353  = ! gi;
-  assign \$354  = 1'h1 << sites_in__payload[41:37];
-  assign \$355  = gi ? 63'h0000000000000000 : \$354 ;
-  assign \$356  = { 31'h00000000, \$352  } | \$355 ;
-  assign \$357  = \$42 [2:0] == 3'h4;
-  assign \$358  = ! gi;
-  assign \$359  = row_tag_4 != sites_in__payload[36:32];
-  assign \$360  = \$358  & \$359 ;
-  assign \$361  = ! gi;
-  assign \$362  = row_tag_4 != sites_in__payload[36:32];
-  assign \$363  = \$361  & \$362 ;
-  assign \$364  = \$363  ? 32'd0 : bitmap_4;
-  assign \$365  = ! gi;
-  assign \$366  = 1'h1 << sites_in__payload[41:37];
-  assign \$367  = gi ? 63'h0000000000000000 : \$366 ;
-  assign \$368  = { 31'h00000000, \$364  } | \$367 ;
-  assign \$369  = ~ f_done;
-  assign \$370  = ~ send_eof;
-  assign \$371  = \$369  & \$370 ;
-  assign \$372  = ~ f_scan;
-  assign \$373  = ~ pf_valid;
-  assign \$374  = \$373  | pf_take;
-  assign \$375  = ! { \$139 , \$138 , \$137 , \$136 , \$135 , \$134 , \$133 , \$132 , \$131 , \$130 , \$129 , \$128 , \$127 , \$126 , \$125 , \$124  };
-  assign \$376  = f_row + 1'h1;
-  assign \$377  = ! \$141 [15:0];
-  assign \$378  = f_row + 1'h1;
-  assign \$379  = ! s_gi;
-  assign \$381  = s_gi + 1'h1;
-  assign \$382  = | \$241 [8:0];
-  assign \$384  = s_go + 1'h1;
-  assign \$385  = \$383  ? 2'h0 : \$384 ;
-  assign \$386  = s_rem == \$signal$112 ;
-  assign \$387  = ! s_gi;
-  assign \$388  = \$386  & \$387 ;
-  assign \$389  = $signed({ 1'h0, lb_r__data[7:0] }) * $signed(\$signature__data$123 [7:0]);
-  assign \$390  = $signed({ 1'h0, lb_r__data[15:8] }) * $signed(\$signature__data$123 [15:8]);
-  assign \$391  = $signed(\$389 ) + $signed(\$390 );
-  assign \$392  = $signed({ 1'h0, lb_r__data[23:16] }) * $signed(\$signature__data$123 [23:16]);
-  assign \$393  = $signed({ 1'h0, lb_r__data[31:24] }) * $signed(\$signature__data$123 [31:24]);
-  assign \$394  = $signed(\$392 ) + $signed(\$393 );
-  assign \$395  = $signed(\$391 ) + $signed(\$394 );
-  assign \$396  = $signed({ 1'h0, lb_r__data[7:0] }) * $signed(\$signature__data$123 [39:32]);
-  assign \$397  = $signed({ 1'h0, lb_r__data[15:8] }) * $signed(\$signature__data$123 [47:40]);
-  assign \$398  = $signed(\$396 ) + $signed(\$397 );
-  assign \$399  = $signed({ 1'h0, lb_r__data[23:16] }) * $signed(\$signature__data$123 [55:48]);
-  assign \$400  = $signed({ 1'h0, lb_r__data[31:24] }) * $signed(\$signature__data$123 [63:56]);
-  assign \$401  = $signed(\$399 ) + $signed(\$400 );
-  assign \$402  = $signed(\$398 ) + $signed(\$401 );
-  assign \$403  = $signed({ 1'h0, lb_r__data[7:0] }) * $signed(\$signature__data$123 [71:64]);
-  assign \$404  = $signed({ 1'h0, lb_r__data[15:8] }) * $signed(\$signature__data$123 [79:72]);
-  assign \$405  = $signed(\$403 ) + $signed(\$404 );
-  assign \$406  = $signed({ 1'h0, lb_r__data[23:16] }) * $signed(\$signature__data$123 [87:80]);
-  assign \$407  = $signed({ 1'h0, lb_r__data[31:24] }) * $signed(\$signature__data$123 [95:88]);
-  assign \$408  = $signed(\$406 ) + $signed(\$407 );
-  assign \$409  = $signed(\$405 ) + $signed(\$408 );
-  assign \$410  = $signed({ 1'h0, lb_r__data[7:0] }) * $signed(\$signature__data$123 [103:96]);
-  assign \$411  = $signed({ 1'h0, lb_r__data[15:8] }) * $signed(\$signature__data$123 [111:104]);
-  assign \$412  = $signed(\$410 ) + $signed(\$411 );
-  assign \$413  = $signed({ 1'h0, lb_r__data[23:16] }) * $signed(\$signature__data$123 [119:112]);
-  assign \$414  = $signed({ 1'h0, lb_r__data[31:24] }) * $signed(\$signature__data$123 [127:120]);
-  assign \$415  = $signed(\$413 ) + $signed(\$414 );
-  assign \$416  = $signed(\$412 ) + $signed(\$415 );
-  assign \$417  = \$signal$102  & last2;
-  assign \$418  = \$signal$117  ? { \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15:0] } : acc_0;
-  assign \$419  = $signed(\$418 ) + $signed(part2_0);
-  assign \$420  = \$signal$117  ? { \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15], \$signature__data$130 [15:0] } : acc_0;
-  assign \$421  = $signed(\$420 ) + $signed(part2_0);
-  assign \$422  = \$signal$117  ? { \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31:16] } : acc_1;
-  assign \$423  = $signed(\$422 ) + $signed(part2_1);
-  assign \$424  = \$signal$117  ? { \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31], \$signature__data$130 [31:16] } : acc_1;
-  assign \$425  = $signed(\$424 ) + $signed(part2_1);
-  assign \$426  = \$signal$117  ? { \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47:32] } : acc_2;
-  assign \$427  = $signed(\$426 ) + $signed(part2_2);
-  assign \$428  = \$signal$117  ? { \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47], \$signature__data$130 [47:32] } : acc_2;
-  assign \$429  = $signed(\$428 ) + $signed(part2_2);
-  assign \$430  = \$signal$117  ? { \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63:48] } : acc_3;
-  assign \$431  = $signed(\$430 ) + $signed(part2_3);
-  assign \$432  = \$signal$117  ? { \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63], \$signature__data$130 [63:48] } : acc_3;
-  assign \$433  = $signed(\$432 ) + $signed(part2_3);
-  assign \$434  = $signed(psum_bias_0) * $signed({ 1'h0, scale3_0 });
-  assign \$435  = $signed(\$434 ) + $signed(17'h08000);
-  assign \$436  = $signed(psum_bias_1) * $signed({ 1'h0, scale3_1 });
-  assign \$437  = $signed(\$436 ) + $signed(17'h08000);
-  assign \$438  = $signed(psum_bias_2) * $signed({ 1'h0, scale3_2 });
-  assign \$439  = $signed(\$438 ) + $signed(17'h08000);
-  assign \$440  = $signed(psum_bias_3) * $signed({ 1'h0, scale3_3 });
-  assign \$441  = $signed(\$440 ) + $signed(17'h08000);
-  assign \$442  = v4 | send_eof;
-  assign \$443  = $signed(\$273 [21:0]) > $signed(8'h7f);
-  assign \$444  = $signed(\$273 [21:0]) < $signed(1'h0);
-  assign \$445  = \$444  ? 22'h000000 : \$273 [21:0];
-  assign \$446  = \$443  ? 22'h00007f : \$445 ;
-  assign \$447  = $signed(\$274 [21:0]) > $signed(8'h7f);
-  assign \$448  = $signed(\$274 [21:0]) < $signed(1'h0);
-  assign \$449  = \$448  ? 22'h000000 : \$274 [21:0];
-  assign \$450  = \$447  ? 22'h00007f : \$449 ;
-  assign \$451  = $signed(\$275 [21:0]) > $signed(8'h7f);
-  assign \$452  = $signed(\$275 [21:0]) < $signed(1'h0);
-  assign \$453  = \$452  ? 22'h000000 : \$275 [21:0];
-  assign \$454  = \$451  ? 22'h00007f : \$453 ;
-  assign \$455  = $signed(\$276 [21:0]) > $signed(8'h7f);
-  assign \$456  = $signed(\$276 [21:0]) < $signed(1'h0);
-  assign \$457  = \$456  ? 22'h000000 : \$276 [21:0];
-  assign \$458  = \$455  ? 22'h00007f : \$457 ;
-  always @(posedge clk)
-    pcount <= \$459 ;
-  always @(posedge clk)
-    loaded <= \$460 ;
-  always @(posedge clk)
-    height_m1 <= \$461 ;
-  always @(posedge clk)
-    width_m1 <= \$462 ;
-  always @(posedge clk)
-    done_rows <= \$463 ;
-  always @(posedge clk)
-    frame_busy <= \$464 ;
-  always @(posedge clk)
-    eof_seen <= \$465 ;
-  always @(posedge clk)
-    discard <= \$466 ;
-  always @(posedge clk)
-    gi <= \$467 ;
-  always @(posedge clk)
-    err <= \$468 ;
-  always @(posedge clk)
-    \$signal  <= \$469 ;
-  always @(posedge clk)
-    cur_x <= \$470 ;
-  always @(posedge clk)
-    has_last <= \$471 ;
-  always @(posedge clk)
-    \$signal$17  <= \$472 ;
-  always @(posedge clk)
-    last_x <= \$473 ;
-  always @(posedge clk)
-    row_tag_0 <= \$474 ;
-  always @(posedge clk)
-    bitmap_0 <= \$475 ;
-  always @(posedge clk)
-    row_tag_1 <= \$476 ;
-  always @(posedge clk)
-    bitmap_1 <= \$477 ;
-  always @(posedge clk)
-    row_tag_2 <= \$478 ;
-  always @(posedge clk)
-    bitmap_2 <= \$479 ;
-  always @(posedge clk)
-    row_tag_3 <= \$480 ;
-  always @(posedge clk)
-    bitmap_3 <= \$481 ;
-  always @(posedge clk)
-    row_tag_4 <= \$482 ;
-  always @(posedge clk)
-    bitmap_4 <= \$483 ;
-  always @(posedge clk)
-    pf_valid <= \$484 ;
-  always @(posedge clk)
-    f_done <= \$485 ;
-  always @(posedge clk)
-    f_row <= \$486 ;
-  always @(posedge clk)
-    f_rem <= \$487 ;
-  always @(posedge clk)
-    f_scan <= \$488 ;
-  always @(posedge clk)
-    \$signal$69  <= \$489 ;
-  always @(posedge clk)
-    \$signal$110  <= \$490 ;
-  always @(posedge clk)
-    pf_taps <= \$491 ;
-  always @(posedge clk)
-    s_gi <= \$492 ;
-  always @(posedge clk)
-    s_rem <= \$493 ;
-  always @(posedge clk)
-    s_go <= \$494 ;
-  always @(posedge clk)
-    sv <= \$495 ;
-  always @(posedge clk)
-    \$signal$70  <= \$496 ;
-  always @(posedge clk)
-    s_ox <= \$497 ;
-  always @(posedge clk)
-    \$signal$112  <= \$498 ;
-  always @(posedge clk)
-    \$signal$101  <= \$499 ;
-  always @(posedge clk)
-    \$signal$113  <= \$500 ;
-  always @(posedge clk)
-    last1 <= \$501 ;
-  always @(posedge clk)
-    \$like  <= \$502 ;
-  always @(posedge clk)
-    \$like$116  <= \$503 ;
-  always @(posedge clk)
-    \$signature__addr$89  <= \$504 ;
-  always @(posedge clk)
-    \$signal$102  <= \$505 ;
-  always @(posedge clk)
-    \$signal$117  <= \$506 ;
-  always @(posedge clk)
-    last2 <= \$507 ;
-  always @(posedge clk)
-    \$like$119  <= \$508 ;
-  always @(posedge clk)
-    ox2 <= \$509 ;
-  always @(posedge clk)
-    part2_0 <= \$510 ;
-  always @(posedge clk)
-    part2_1 <= \$511 ;
-  always @(posedge clk)
-    part2_2 <= \$512 ;
-  always @(posedge clk)
-    part2_3 <= \$513 ;
-  always @(posedge clk)
-    v3 <= \$514 ;
-  always @(posedge clk)
-    \$like$127  <= \$515 ;
-  always @(posedge clk)
-    ox3 <= \$516 ;
-  always @(posedge clk)
-    acc_0 <= \$517 ;
-  always @(posedge clk)
-    psum_bias_0 <= \$518 ;
-  always @(posedge clk)
-    scale3_0 <= \$519 ;
-  always @(posedge clk)
-    acc_1 <= \$520 ;
-  always @(posedge clk)
-    psum_bias_1 <= \$521 ;
-  always @(posedge clk)
-    scale3_1 <= \$522 ;
-  always @(posedge clk)
-    acc_2 <= \$523 ;
-  always @(posedge clk)
-    psum_bias_2 <= \$524 ;
-  always @(posedge clk)
-    scale3_2 <= \$525 ;
-  always @(posedge clk)
-    acc_3 <= \$526 ;
-  always @(posedge clk)
-    psum_bias_3 <= \$527 ;
-  always @(posedge clk)
-    scale3_3 <= \$528 ;
-  always @(posedge clk)
-    v4 <= \$529 ;
-  always @(posedge clk)
-    \$like$142  <= \$530 ;
-  always @(posedge clk)
-    ox4 <= \$531 ;
-  always @(posedge clk)
-    requant_0 <= \$532 ;
-  always @(posedge clk)
-    requant_1 <= \$533 ;
-  always @(posedge clk)
-    requant_2 <= \$534 ;
-  always @(posedge clk)
-    requant_3 <= \$535 ;
-  always @(posedge clk)
-    sites_out__valid <= \$536 ;
-  always @(posedge clk)
-    sites_out__payload <= \$537 ;
-  assign params__ready = ~ frame_busy;
-  assign \$1  = pcount - 1'h1;
-  assign \$2  = params__valid & params__ready;
-  assign \$3  = pcount >= 1'h1;
-  assign \$4  = \$2  & \$3 ;
-  assign \$5  = pcount <= 5'h12;
-  assign \$signature__en  = \$4  & \$5 ;
-  assign \$6  = pcount - 1'h1;
-  assign \$7  = $signed(\$6 ) - $signed(6'h12);
-  assign \$8  = params__valid & params__ready;
-  assign \$9  = pcount > 5'h12;
-  assign \$signature__en$10  = \$8  & \$9 ;
-  assign \$10  = ~ sites_in__payload[42];
-  assign \$11  = ! gi;
-  assign \$12  = sites_in__payload[36:32] < \$signal$17 ;
-  assign \$13  = sites_in__payload[36:32] == \$signal$17 ;
-  assign \$14  = sites_in__payload[41:37] <= last_x;
-  assign \$15  = \$13  & \$14 ;
-  assign \$16  = \$12  | \$15 ;
-  assign \$17  = has_last & \$16 ;
-  assign \$18  = sites_in__payload[36:32] > height_m1;
-  assign \$19  = \$17  | \$18 ;
-  assign \$20  = sites_in__payload[41:37] > width_m1;
-  assign \$21  = \$19  | \$20 ;
-  assign \$22  = sites_in__payload[36:32] != \$signal ;
-  assign \$23  = sites_in__payload[41:37] != cur_x;
-  assign \$24  = \$22  | \$23 ;
-  assign \$25  = gi ? \$24  : \$21 ;
-  assign bad = \$10  & \$25 ;
-  assign \$26  = sites_in__payload[36:32] + 1'h1;
-  assign \$27  = use_row * 2'h2;
-  assign \$28  = \$27  + 3'h5;
-  assign permit = \$26  < \$28 ;
-  assign \$29  = ~ eof_seen;
-  assign \$30  = loaded & \$29 ;
-  assign \$31  = params__valid & params__ready;
-  assign \$32  = ~ \$31 ;
-  assign open_ = \$30  & \$32 ;
-  assign \$33  = discard | sites_in__payload[42];
-  assign \$34  = \$33  | bad;
-  assign \$35  = \$34  | permit;
-  assign sites_in__ready = open_ & \$35 ;
-  assign \$36  = sites_in__valid & sites_in__ready;
-  assign \$37  = ~ sites_in__payload[42];
-  assign \$38  = \$36  & \$37 ;
-  assign \$39  = ~ discard;
-  assign \$40  = \$38  & \$39 ;
-  assign \$41  = ~ bad;
-  assign write = \$40  & \$41 ;
-  assign \$587  = sites_in__payload[36:32] % 3'h5;
-  assign \$43  = \$42 [2:0] * 6'h20;
-  assign \$44  = \$43  + sites_in__payload[41:37];
-  assign \$45  = \$44  * 1'h1;
-  assign \$46  = \$45  + gi;
-  assign \$47  = f_row * 2'h2;
-  assign \$48  = \$47  + 1'h1;
-  assign \$49  = done_rows > \$48 ;
-  assign row_ready = eof_seen | \$49 ;
-  assign \$50  = ~ has_last;
-  assign \$52  = f_row > \$51 ;
-  assign \$53  = \$50  | \$52 ;
-  assign rows_over = eof_seen & \$53 ;
-  assign \$54  = f_row * 2'h2;
-  assign \$606  = \$54  % 3'h5;
-  assign \$56  = ! \$55 [2:0];
-  assign \$57  = f_row * 2'h2;
-  assign \$58  = row_tag_0 == \$57 ;
-  assign \$59  = \$56  & \$58 ;
-  assign \$60  = f_row * 2'h2;
-  assign \$616  = \$60  % 3'h5;
-  assign \$62  = \$61 [2:0] == 1'h1;
-  assign \$63  = f_row * 2'h2;
-  assign \$64  = row_tag_1 == \$63 ;
-  assign \$65  = \$62  & \$64 ;
-  assign \$66  = f_row * 2'h2;
-  assign \$626  = \$66  % 3'h5;
-  assign \$68  = \$67 [2:0] == 2'h2;
-  assign \$69  = f_row * 2'h2;
-  assign \$70  = row_tag_2 == \$69 ;
-  assign \$71  = \$68  & \$70 ;
-  assign \$72  = f_row * 2'h2;
-  assign \$636  = \$72  % 3'h5;
-  assign \$74  = \$73 [2:0] == 2'h3;
-  assign \$75  = f_row * 2'h2;
-  assign \$76  = row_tag_3 == \$75 ;
-  assign \$77  = \$74  & \$76 ;
-  assign \$78  = f_row * 2'h2;
-  assign \$646  = \$78  % 3'h5;
-  assign \$80  = \$79 [2:0] == 3'h4;
-  assign \$81  = f_row * 2'h2;
-  assign \$82  = row_tag_4 == \$81 ;
-  assign \$83  = \$80  & \$82 ;
-  assign \$84  = f_row * 2'h2;
-  assign \$85  = \$84  + 1'h1;
-  assign \$657  = \$85  % 3'h5;
-  assign \$87  = ! \$86 [2:0];
-  assign \$88  = f_row * 2'h2;
-  assign \$89  = \$88  + 1'h1;
-  assign \$90  = row_tag_0 == \$89 ;
-  assign \$91  = \$87  & \$90 ;
-  assign \$92  = f_row * 2'h2;
-  assign \$93  = \$92  + 1'h1;
-  assign \$669  = \$93  % 3'h5;
-  assign \$95  = \$94 [2:0] == 1'h1;
-  assign \$96  = f_row * 2'h2;
-  assign \$97  = \$96  + 1'h1;
-  assign \$98  = row_tag_1 == \$97 ;
-  assign \$99  = \$95  & \$98 ;
-  assign \$100  = f_row * 2'h2;
-  assign \$101  = \$100  + 1'h1;
-  assign \$681  = \$101  % 3'h5;
-  assign \$103  = \$102 [2:0] == 2'h2;
-  assign \$104  = f_row * 2'h2;
-  assign \$105  = \$104  + 1'h1;
-  assign \$106  = row_tag_2 == \$105 ;
-  assign \$107  = \$103  & \$106 ;
-  assign \$108  = f_row * 2'h2;
-  assign \$109  = \$108  + 1'h1;
-  assign \$693  = \$109  % 3'h5;
-  assign \$111  = \$110 [2:0] == 2'h3;
-  assign \$112  = f_row * 2'h2;
-  assign \$113  = \$112  + 1'h1;
-  assign \$114  = row_tag_3 == \$113 ;
-  assign \$115  = \$111  & \$114 ;
-  assign \$116  = f_row * 2'h2;
-  assign \$117  = \$116  + 1'h1;
-  assign \$705  = \$117  % 3'h5;
-  assign \$119  = \$118 [2:0] == 3'h4;
-  assign \$120  = f_row * 2'h2;
-  assign \$121  = \$120  + 1'h1;
-  assign \$122  = row_tag_4 == \$121 ;
-  assign \$123  = \$119  & \$122 ;
-  assign pair = centre_row0 | centre_row1;
-  assign \$124  = pair[0] | pair[1];
-  assign \$125  = pair[2] | pair[3];
-  assign \$126  = pair[4] | pair[5];
-  assign \$127  = pair[6] | pair[7];
-  assign \$128  = pair[8] | pair[9];
-  assign \$129  = pair[10] | pair[11];
-  assign \$130  = pair[12] | pair[13];
-  assign \$131  = pair[14] | pair[15];
-  assign \$132  = pair[16] | pair[17];
-  assign \$133  = pair[18] | pair[19];
-  assign \$134  = pair[20] | pair[21];
-  assign \$135  = pair[22] | pair[23];
-  assign \$136  = pair[24] | pair[25];
-  assign \$137  = pair[26] | pair[27];
-  assign \$138  = pair[28] | pair[29];
-  assign \$139  = pair[30] | pair[31];
-  assign \$140  = f_rem - 1'h1;
-  assign \$141  = { 1'h0, f_rem } & \$140 ;
-  assign \$142  = f_row * 2'h2;
-  assign cx = finder_x * 2'h2;
-  assign \$143  = \$142 [6:0] - 1'h1;
-  wire [7:0] _3_ = $signed(\$143 ) % $signed(4'h5);
-  assign \$737  = (\$143 [7] == 1'h0) || _3_ == 0 ? $signed(_3_) : $signed(4'h5) + $signed(_3_);
-  assign \$145  = ! \$144 [2:0];
-  assign \$146  = \$142 [6:0] - 1'h1;
-  assign \$147  = row_tag_0 == \$146 ;
-  assign \$148  = \$145  & \$147 ;
-  assign \$149  = \$142 [6:0] - 1'h1;
-  wire [7:0] _4_ = $signed(\$149 ) % $signed(4'h5);
-  assign \$747  = (\$149 [7] == 1'h0) || _4_ == 0 ? $signed(_4_) : $signed(4'h5) + $signed(_4_);
-  assign \$151  = \$150 [2:0] == 1'h1;
-  assign \$152  = \$142 [6:0] - 1'h1;
-  assign \$153  = row_tag_1 == \$152 ;
-  assign \$154  = \$151  & \$153 ;
-  assign \$155  = \$142 [6:0] - 1'h1;
-  wire [7:0] _5_ = $signed(\$155 ) % $signed(4'h5);
-  assign \$757  = (\$155 [7] == 1'h0) || _5_ == 0 ? $signed(_5_) : $signed(4'h5) + $signed(_5_);
-  assign \$157  = \$156 [2:0] == 2'h2;
-  assign \$158  = \$142 [6:0] - 1'h1;
-  assign \$159  = row_tag_2 == \$158 ;
-  assign \$160  = \$157  & \$159 ;
-  assign \$161  = \$142 [6:0] - 1'h1;
-  wire [7:0] _6_ = $signed(\$161 ) % $signed(4'h5);
-  assign \$767  = (\$161 [7] == 1'h0) || _6_ == 0 ? $signed(_6_) : $signed(4'h5) + $signed(_6_);
-  assign \$163  = \$162 [2:0] == 2'h3;
-  assign \$164  = \$142 [6:0] - 1'h1;
-  assign \$165  = row_tag_3 == \$164 ;
-  assign \$166  = \$163  & \$165 ;
-  assign \$167  = \$142 [6:0] - 1'h1;
-  wire [7:0] _7_ = $signed(\$167 ) % $signed(4'h5);
-  assign \$777  = (\$167 [7] == 1'h0) || _7_ == 0 ? $signed(_7_) : $signed(4'h5) + $signed(_7_);
-  assign \$169  = \$168 [2:0] == 3'h4;
-  assign \$170  = \$142 [6:0] - 1'h1;
-  assign \$171  = row_tag_4 == \$170 ;
-  assign \$172  = \$169  & \$171 ;
-  assign \$173  = \$142 [6:0] + 1'h0;
-  assign \$787  = \$173  % 3'h5;
-  assign \$175  = ! \$174 [2:0];
-  assign \$176  = \$142 [6:0] + 1'h0;
-  assign \$177  = row_tag_0 == \$176 ;
-  assign \$178  = \$175  & \$177 ;
-  assign \$179  = \$142 [6:0] + 1'h0;
-  assign \$797  = \$179  % 3'h5;
-  assign \$181  = \$180 [2:0] == 1'h1;
-  assign \$182  = \$142 [6:0] + 1'h0;
-  assign \$183  = row_tag_1 == \$182 ;
-  assign \$184  = \$181  & \$183 ;
-  assign \$185  = \$142 [6:0] + 1'h0;
-  assign \$807  = \$185  % 3'h5;
-  assign \$187  = \$186 [2:0] == 2'h2;
-  assign \$188  = \$142 [6:0] + 1'h0;
-  assign \$189  = row_tag_2 == \$188 ;
-  assign \$190  = \$187  & \$189 ;
-  assign \$191  = \$142 [6:0] + 1'h0;
-  assign \$817  = \$191  % 3'h5;
-  assign \$193  = \$192 [2:0] == 2'h3;
-  assign \$194  = \$142 [6:0] + 1'h0;
-  assign \$195  = row_tag_3 == \$194 ;
-  assign \$196  = \$193  & \$195 ;
-  assign \$197  = \$142 [6:0] + 1'h0;
-  assign \$827  = \$197  % 3'h5;
-  assign \$199  = \$198 [2:0] == 3'h4;
-  assign \$200  = \$142 [6:0] + 1'h0;
-  assign \$201  = row_tag_4 == \$200 ;
-  assign \$202  = \$199  & \$201 ;
-  assign \$203  = \$142 [6:0] + 1'h1;
-  assign \$837  = \$203  % 3'h5;
-  assign \$205  = ! \$204 [2:0];
-  assign \$206  = \$142 [6:0] + 1'h1;
-  assign \$207  = row_tag_0 == \$206 ;
-  assign \$208  = \$205  & \$207 ;
-  assign \$209  = \$142 [6:0] + 1'h1;
-  assign \$847  = \$209  % 3'h5;
-  assign \$211  = \$210 [2:0] == 1'h1;
-  assign \$212  = \$142 [6:0] + 1'h1;
-  assign \$213  = row_tag_1 == \$212 ;
-  assign \$214  = \$211  & \$213 ;
-  assign \$215  = \$142 [6:0] + 1'h1;
-  assign \$857  = \$215  % 3'h5;
-  assign \$217  = \$216 [2:0] == 2'h2;
-  assign \$218  = \$142 [6:0] + 1'h1;
-  assign \$219  = row_tag_2 == \$218 ;
-  assign \$220  = \$217  & \$219 ;
-  assign \$221  = \$142 [6:0] + 1'h1;
-  assign \$867  = \$221  % 3'h5;
-  assign \$223  = \$222 [2:0] == 2'h3;
-  assign \$224  = \$142 [6:0] + 1'h1;
-  assign \$225  = row_tag_3 == \$224 ;
-  assign \$226  = \$223  & \$225 ;
-  assign \$227  = \$142 [6:0] + 1'h1;
-  assign \$877  = \$227  % 3'h5;
-  assign \$229  = \$228 [2:0] == 3'h4;
-  assign \$230  = \$142 [6:0] + 1'h1;
-  assign \$231  = row_tag_4 == \$230 ;
-  assign \$232  = \$229  & \$231 ;
-  assign \$233  = ! \$142 [6:0];
-  assign \$234  = { win_row_0, 1'h0 } >> cx;
-  assign \$235  = \$233  ? 3'h0 : \$234 ;
-  assign \$236  = { win_row_1, 1'h0 } >> cx;
-  assign \$237  = { win_row_2, 1'h0 } >> cx;
-  assign \$238  = ~ sites_out__valid;
-  assign adv = \$238  | sites_out__ready;
-  assign \$239  = pf_valid ? \$signal$69  : f_row;
-  assign use_row = sv ? \$signal$70  : \$239 ;
-  assign \$240  = s_rem - 1'h1;
-  assign \$241  = { 1'h0, s_rem } & \$240 ;
-  assign \$242  = ! s_gi;
-  assign \$243  = ! \$241 [8:0];
-  assign acc_last = \$242  & \$243 ;
-  assign \$244  = sv & acc_last;
-  assign site_done = \$244  & \$245 ;
-  assign \$246  = adv & pf_valid;
-  assign \$247  = ~ sv;
-  assign \$248  = \$247  | site_done;
-  assign pf_take = \$246  & \$248 ;
-  assign \$249  = ! tap;
-  assign \$250  = tap == 1'h1;
-  assign \$251  = tap == 2'h2;
-  assign \$252  = tap == 2'h3;
-  assign \$253  = tap == 3'h4;
-  assign \$254  = tap == 3'h5;
-  assign \$255  = tap == 3'h6;
-  assign \$256  = tap == 3'h7;
-  assign \$257  = tap == 4'h8;
-  assign \$258  = \$signal$70  * 2'h2;
-  assign \$259  = \$258  + \$signal$79 ;
-  assign \$260  = \$259  - 1'h1;
-  assign \$261  = s_ox * 2'h2;
-  assign \$262  = \$261  + dx_t;
-  assign \$263  = \$262  - 1'h1;
-  assign \$922  = \$260 [6:0] % 3'h5;
-  assign \$265  = \$264 [2:0] * 6'h20;
-  assign \$266  = \$265  + \$263 [6:0];
-  assign \$267  = \$266  * 1'h1;
-  assign \$268  = \$267  + s_gi;
-  assign \$269  = tap * 2'h2;
-  assign \$270  = \$269  + s_go;
-  assign \$271  = \$270  * 1'h1;
-  assign \$272  = \$271  + s_gi;
-  assign \$277  = ~ sv;
-  assign \$278  = ~ pf_valid;
-  assign \$279  = \$277  & \$278 ;
-  assign \$280  = ~ \$signal$101 ;
-  assign \$281  = \$279  & \$280 ;
-  assign \$282  = ~ \$signal$102 ;
-  assign \$283  = \$281  & \$282 ;
-  assign \$284  = ~ v3;
-  assign \$285  = \$283  & \$284 ;
-  assign \$286  = ~ v4;
-  assign \$287  = \$285  & \$286 ;
-  assign \$288  = f_done & \$287 ;
-  assign send_eof = \$288  & adv;
-  assign \$289  = params__valid & params__ready;
-  assign \$290  = pcount == 5'h14;
-  assign \$291  = pcount + 1'h1;
-  assign \$292  = ! pcount;
-  assign \$293  = sites_in__valid & open_;
-  assign \$294  = ~ sites_in__payload[42];
-  assign \$295  = \$293  & \$294 ;
-  assign \$296  = ! gi;
-  assign \$297  = \$295  & \$296 ;
-  assign \$298  = ~ bad;
-  assign \$299  = \$297  & \$298 ;
-  assign \$300  = ~ discard;
-  assign \$301  = \$299  & \$300 ;
-  assign \$302  = sites_in__valid & sites_in__ready;
-  assign \$303  = ! gi;
-  assign \$305  = \$304  | sites_in__payload[43];
-  assign \$306  = ! gi;
-  assign \$307  = ! gi;
-  assign \$308  = gi + 1'h1;
-  assign \$309  = ! \$42 [2:0];
-  assign \$310  = ! gi;
-  assign \$311  = row_tag_0 != sites_in__payload[36:32];
-  assign \$312  = \$310  & \$311 ;
-  assign \$313  = ! gi;
-  assign \$314  = row_tag_0 != sites_in__payload[36:32];
-  assign \$315  = \$313  & \$314 ;
-  assign \$316  = \$315  ? 32'd0 : bitmap_0;
-  assign \$317  = ! gi;
-  assign \$318  = 1'h1 << sites_in__payload[41:37];
-  assign \$319  = gi ? 63'h0000000000000000 : \$318 ;
-  assign \$320  = { 31'h00000000, \$316  } | \$319 ;
-  assign \$321  = \$42 [2:0] == 1'h1;
-  assign \$322  = ! gi;
-  assign \$323  = row_tag_1 != sites_in__payload[36:32];
-  assign \$324  = \$322  & \$323 ;
-  assign \$325  = ! gi;
-  assign \$326  = row_tag_1 != sites_in__payload[36:32];
-  assign \$327  = \$325  & \$326 ;
-  assign \$328  = \$327  ? 32'd0 : bitmap_1;
-  assign \$329  = ! gi;
-  assign \$330  = 1'h1 << sites_in__payload[41:37];
-  assign \$331  = gi ? 63'h0000000000000000 : \$330 ;
-  assign \$332  = { 31'h00000000, \$328  } | \$331 ;
-  assign \$333  = \$42 [2:0] == 2'h2;
-  assign \$334  = ! gi;
-  assign \$335  = row_tag_2 != sites_in__payload[36:32];
-  assign \$336  = \$334  & \$335 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    centre_row0 = 32'd0;
-    if (\$59 ) begin
-      centre_row0 = bitmap_0;
-    end
-    if (\$65 ) begin
-      centre_row0 = bitmap_1;
-    end
-    if (\$71 ) begin
-      centre_row0 = bitmap_2;
-    end
-    if (\$77 ) begin
-      centre_row0 = bitmap_3;
-    end
-    if (\$83 ) begin
-      centre_row0 = bitmap_4;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    centre_row1 = 32'd0;
-    if (\$91 ) begin
-      centre_row1 = bitmap_0;
-    end
-    if (\$99 ) begin
-      centre_row1 = bitmap_1;
-    end
-    if (\$107 ) begin
-      centre_row1 = bitmap_2;
-    end
-    if (\$115 ) begin
-      centre_row1 = bitmap_3;
-    end
-    if (\$123 ) begin
-      centre_row1 = bitmap_4;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    finder_x = 4'h0;
-    if (f_rem[15]) begin
-      finder_x = 4'hf;
-    end
-    if (f_rem[14]) begin
-      finder_x = 4'he;
-    end
-    if (f_rem[13]) begin
-      finder_x = 4'hd;
-    end
-    if (f_rem[12]) begin
-      finder_x = 4'hc;
-    end
-    if (f_rem[11]) begin
-      finder_x = 4'hb;
-    end
-    if (f_rem[10]) begin
-      finder_x = 4'ha;
-    end
-    if (f_rem[9]) begin
-      finder_x = 4'h9;
-    end
-    if (f_rem[8]) begin
-      finder_x = 4'h8;
-    end
-    if (f_rem[7]) begin
-      finder_x = 4'h7;
-    end
-    if (f_rem[6]) begin
-      finder_x = 4'h6;
-    end
-    if (f_rem[5]) begin
-      finder_x = 4'h5;
-    end
-    if (f_rem[4]) begin
-      finder_x = 4'h4;
-    end
-    if (f_rem[3]) begin
-      finder_x = 4'h3;
-    end
-    if (f_rem[2]) begin
-      finder_x = 4'h2;
-    end
-    if (f_rem[1]) begin
-      finder_x = 4'h1;
-    end
-    if (f_rem[0]) begin
-      finder_x = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    win_row_0 = 32'd0;
-    if (\$148 ) begin
-      win_row_0 = bitmap_0;
-    end
-    if (\$154 ) begin
-      win_row_0 = bitmap_1;
-    end
-    if (\$160 ) begin
-      win_row_0 = bitmap_2;
-    end
-    if (\$166 ) begin
-      win_row_0 = bitmap_3;
-    end
-    if (\$172 ) begin
-      win_row_0 = bitmap_4;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    win_row_1 = 32'd0;
-    if (\$178 ) begin
-      win_row_1 = bitmap_0;
-    end
-    if (\$184 ) begin
-      win_row_1 = bitmap_1;
-    end
-    if (\$190 ) begin
-      win_row_1 = bitmap_2;
-    end
-    if (\$196 ) begin
-      win_row_1 = bitmap_3;
-    end
-    if (\$202 ) begin
-      win_row_1 = bitmap_4;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    win_row_2 = 32'd0;
-    if (\$208 ) begin
-      win_row_2 = bitmap_0;
-    end
-    if (\$214 ) begin
-      win_row_2 = bitmap_1;
-    end
-    if (\$220 ) begin
-      win_row_2 = bitmap_2;
-    end
-    if (\$226 ) begin
-      win_row_2 = bitmap_3;
-    end
-    if (\$232 ) begin
-      win_row_2 = bitmap_4;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    tap = 4'h0;
-    if (s_rem[8]) begin
-      tap = 4'h8;
-    end
-    if (s_rem[7]) begin
-      tap = 4'h7;
-    end
-    if (s_rem[6]) begin
-      tap = 4'h6;
-    end
-    if (s_rem[5]) begin
-      tap = 4'h5;
-    end
-    if (s_rem[4]) begin
-      tap = 4'h4;
-    end
-    if (s_rem[3]) begin
-      tap = 4'h3;
-    end
-    if (s_rem[2]) begin
-      tap = 4'h2;
-    end
-    if (s_rem[1]) begin
-      tap = 4'h1;
-    end
-    if (s_rem[0]) begin
-      tap = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$signal$79  = 2'h0;
-    if (\$249 ) begin
-      \$signal$79  = 2'h0;
-    end
-    if (\$250 ) begin
-      \$signal$79  = 2'h0;
-    end
-    if (\$251 ) begin
-      \$signal$79  = 2'h0;
-    end
-    if (\$252 ) begin
-      \$signal$79  = 2'h1;
-    end
-    if (\$253 ) begin
-      \$signal$79  = 2'h1;
-    end
-    if (\$254 ) begin
-      \$signal$79  = 2'h1;
-    end
-    if (\$255 ) begin
-      \$signal$79  = 2'h2;
-    end
-    if (\$256 ) begin
-      \$signal$79  = 2'h2;
-    end
-    if (\$257 ) begin
-      \$signal$79  = 2'h2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    dx_t = 2'h0;
-    if (\$249 ) begin
-      dx_t = 2'h0;
-    end
-    if (\$250 ) begin
-      dx_t = 2'h1;
-    end
-    if (\$251 ) begin
-      dx_t = 2'h2;
-    end
-    if (\$252 ) begin
-      dx_t = 2'h0;
-    end
-    if (\$253 ) begin
-      dx_t = 2'h1;
-    end
-    if (\$254 ) begin
-      dx_t = 2'h2;
-    end
-    if (\$255 ) begin
-      dx_t = 2'h0;
-    end
-    if (\$256 ) begin
-      dx_t = 2'h1;
-    end
-    if (\$257 ) begin
-      dx_t = 2'h2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$459  = pcount;
-    if (\$289 ) begin
-      (* full_case = 32'd1 *)
-      if (\$290 ) begin
-        \$459  = 5'h00;
-      end else begin
-        \$459  = \$291 [4:0];
-      end
-    end
-    if (rst) begin
-      \$459  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$460  = loaded;
-    if (\$289 ) begin
-      if (\$290 ) begin
-        \$460  = 1'h1;
-      end
-      if (\$292 ) begin
-        \$460  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$460  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$461  = height_m1;
-    if (\$289 ) begin
-      if (\$292 ) begin
-        \$461  = params__payload[4:0];
-      end
-    end
-    if (rst) begin
-      \$461  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$462  = width_m1;
-    if (\$289 ) begin
-      if (\$292 ) begin
-        \$462  = params__payload[9:5];
-      end
-    end
-    if (rst) begin
-      \$462  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$463  = done_rows;
-    if (\$301 ) begin
-      \$463  = { 2'h0, sites_in__payload[36:32] };
-    end
-    if (send_eof) begin
-      \$463  = 7'h00;
-    end
-    if (rst) begin
-      \$463  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$464  = frame_busy;
-    if (\$302 ) begin
-      \$464  = 1'h1;
-    end
-    if (send_eof) begin
-      \$464  = 1'h0;
-    end
-    if (rst) begin
-      \$464  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$465  = eof_seen;
-    if (\$302 ) begin
-      if (sites_in__payload[42]) begin
-        \$465  = 1'h1;
-      end
-    end
-    if (send_eof) begin
-      \$465  = 1'h0;
-    end
-    if (rst) begin
-      \$465  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$466  = discard;
-    if (\$302 ) begin
-      if (sites_in__payload[42]) begin
-        \$466  = 1'h0;
-      end else if (discard) begin
-      end else if (bad) begin
-        \$466  = 1'h1;
-      end
-    end
-    if (send_eof) begin
-      \$466  = 1'h0;
-    end
-    if (rst) begin
-      \$466  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$467  = gi;
-    if (\$302 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[42]) begin
-        \$467  = 1'h0;
-      end else if (discard) begin
-      end else if (bad) begin
-        \$467  = 1'h0;
-      end else begin
-        (* full_case = 32'd1 *)
-        if (\$307 ) begin
-          \$467  = 1'h0;
-        end else begin
-          \$467  = \$308 [0];
-        end
-      end
-    end
-    if (send_eof) begin
-      \$467  = 1'h0;
-    end
-    if (rst) begin
-      \$467  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$468  = err;
-    if (\$302 ) begin
-      if (sites_in__payload[42]) begin
-        if (\$305 ) begin
-          \$468  = 1'h1;
-        end
-      end else if (discard) begin
-      end else if (bad) begin
-        \$468  = 1'h1;
-      end
-    end
-    if (send_eof) begin
-      \$468  = 1'h0;
-    end
-    if (rst) begin
-      \$468  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$469  = \$signal ;
-    if (\$302 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[42]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$306 ) begin
-          \$469  = sites_in__payload[36:32];
-        end
-      end
-    end
-    if (rst) begin
-      \$469  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$470  = cur_x;
-    if (\$302 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[42]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$306 ) begin
-          \$470  = sites_in__payload[41:37];
-        end
-      end
-    end
-    if (rst) begin
-      \$470  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$471  = has_last;
-    if (\$302 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[42]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$307 ) begin
-          \$471  = 1'h1;
-        end
-      end
-    end
-    if (send_eof) begin
-      \$471  = 1'h0;
-    end
-    if (rst) begin
-      \$471  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$472  = \$signal$17 ;
-    if (\$302 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[42]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$307 ) begin
-          \$472  = sites_in__payload[36:32];
-        end
-      end
-    end
-    if (rst) begin
-      \$472  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$473  = last_x;
-    if (\$302 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[42]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$307 ) begin
-          \$473  = sites_in__payload[41:37];
-        end
-      end
-    end
-    if (rst) begin
-      \$473  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$474  = row_tag_0;
-    if (\$302 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[42]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$309 ) begin
-          if (\$312 ) begin
-            \$474  = { 1'h0, sites_in__payload[36:32] };
-          end
-        end
-      end
-    end
-    if (send_eof) begin
-      \$474  = 6'h3f;
-    end
-    if (rst) begin
-      \$474  = 6'h3f;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$475  = bitmap_0;
-    if (\$302 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[42]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$309 ) begin
-          \$475  = \$320 [31:0];
-        end
-      end
-    end
-    if (rst) begin
-      \$475  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$476  = row_tag_1;
-    if (\$302 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[42]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$321 ) begin
-          if (\$324 ) begin
-            \$476  = { 1'h0, sites_in__payload[36:32] };
-          end
-        end
-      end
-    end
-    if (send_eof) begin
-      \$476  = 6'h3f;
-    end
-    if (rst) begin
-      \$476  = 6'h3f;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$477  = bitmap_1;
-    if (\$302 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[42]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$321 ) begin
-          \$477  = \$332 [31:0];
-        end
-      end
-    end
-    if (rst) begin
-      \$477  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$478  = row_tag_2;
-    if (\$302 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[42]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$333 ) begin
-          if (\$336 ) begin
-            \$478  = { 1'h0, sites_in__payload[36:32] };
-          end
-        end
-      end
-    end
-    if (send_eof) begin
-      \$478  = 6'h3f;
-    end
-    if (rst) begin
-      \$478  = 6'h3f;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$479  = bitmap_2;
-    if (\$302 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[42]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$333 ) begin
-          \$479  = \$344 [31:0];
-        end
-      end
-    end
-    if (rst) begin
-      \$479  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$480  = row_tag_3;
-    if (\$302 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[42]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$345 ) begin
-          if (\$348 ) begin
-            \$480  = { 1'h0, sites_in__payload[36:32] };
-          end
-        end
-      end
-    end
-    if (send_eof) begin
-      \$480  = 6'h3f;
-    end
-    if (rst) begin
-      \$480  = 6'h3f;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$481  = bitmap_3;
-    if (\$302 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[42]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$345 ) begin
-          \$481  = \$356 [31:0];
-        end
-      end
-    end
-    if (rst) begin
-      \$481  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$482  = row_tag_4;
-    if (\$302 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[42]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$357 ) begin
-          if (\$360 ) begin
-            \$482  = { 1'h0, sites_in__payload[36:32] };
-          end
-        end
-      end
-    end
-    if (send_eof) begin
-      \$482  = 6'h3f;
-    end
-    if (rst) begin
-      \$482  = 6'h3f;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$483  = bitmap_4;
-    if (\$302 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[42]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$357 ) begin
-          \$483  = \$368 [31:0];
-        end
-      end
-    end
-    if (rst) begin
-      \$483  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$484  = pf_valid;
-    if (pf_take) begin
-      \$484  = 1'h0;
-    end
-    if (\$371 ) begin
-      if (\$372 ) begin
-      end else if (\$374 ) begin
-        \$484  = 1'h1;
-      end
-    end
-    if (rst) begin
-      \$484  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$485  = f_done;
-    if (\$371 ) begin
-      if (\$372 ) begin
-        if (rows_over) begin
-          \$485  = 1'h1;
-        end
-      end
-    end
-    if (send_eof) begin
-      \$485  = 1'h0;
-    end
-    if (rst) begin
-      \$485  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$486  = f_row;
-    if (\$371 ) begin
-      if (\$372 ) begin
-        if (rows_over) begin
-        end else if (row_ready) begin
-          if (\$375 ) begin
-            \$486  = \$376 [6:0];
-          end
-        end
-      end else if (\$374 ) begin
-        if (\$377 ) begin
-          \$486  = \$378 [6:0];
-        end
-      end
-    end
-    if (send_eof) begin
-      \$486  = 7'h00;
-    end
-    if (rst) begin
-      \$486  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$487  = f_rem;
-    if (\$371 ) begin
-      if (\$372 ) begin
-        if (rows_over) begin
-        end else if (row_ready) begin
-          (* full_case = 32'd1 *)
-          if (\$375 ) begin
-          end else begin
-            \$487  = { \$139 , \$138 , \$137 , \$136 , \$135 , \$134 , \$133 , \$132 , \$131 , \$130 , \$129 , \$128 , \$127 , \$126 , \$125 , \$124  };
-          end
-        end
-      end else if (\$374 ) begin
-        \$487  = \$141 [15:0];
-      end
-    end
-    if (rst) begin
-      \$487  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$488  = f_scan;
-    if (\$371 ) begin
-      if (\$372 ) begin
-        if (rows_over) begin
-        end else if (row_ready) begin
-          (* full_case = 32'd1 *)
-          if (\$375 ) begin
-          end else begin
-            \$488  = 1'h1;
-          end
-        end
-      end else if (\$374 ) begin
-        if (\$377 ) begin
-          \$488  = 1'h0;
-        end
-      end
-    end
-    if (send_eof) begin
-      \$488  = 1'h0;
-    end
-    if (rst) begin
-      \$488  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$489  = \$signal$69 ;
-    if (\$371 ) begin
-      if (\$372 ) begin
-      end else if (\$374 ) begin
-        \$489  = f_row;
-      end
-    end
-    if (rst) begin
-      \$489  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$490  = \$signal$110 ;
-    if (\$371 ) begin
-      if (\$372 ) begin
-      end else if (\$374 ) begin
-        \$490  = finder_x;
-      end
-    end
-    if (rst) begin
-      \$490  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$491  = pf_taps;
-    if (\$371 ) begin
-      if (\$372 ) begin
-      end else if (\$374 ) begin
-        \$491  = { \$237 , \$236 , \$235  };
-      end
-    end
-    if (rst) begin
-      \$491  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$492  = s_gi;
-    if (adv) begin
-      if (sv) begin
-        (* full_case = 32'd1 *)
-        if (\$380 ) begin
-          \$492  = \$381 [0];
-        end else begin
-          \$492  = 1'h0;
-        end
-      end
-      if (pf_take) begin
-        \$492  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$492  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$493  = s_rem;
-    if (adv) begin
-      if (sv) begin
-        (* full_case = 32'd1 *)
-        if (\$380 ) begin
-        end else begin
-          (* full_case = 32'd1 *)
-          if (\$382 ) begin
-            \$493  = \$241 [8:0];
-          end else begin
-            \$493  = \$signal$112 ;
-          end
-        end
-      end
-      if (pf_take) begin
-        \$493  = pf_taps;
-      end
-    end
-    if (rst) begin
-      \$493  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$494  = s_go;
-    if (adv) begin
-      if (sv) begin
-        (* full_case = 32'd1 *)
-        if (\$380 ) begin
-        end else begin
-          (* full_case = 32'd1 *)
-          if (\$382 ) begin
-          end else begin
-            \$494  = \$385 [0];
-          end
-        end
-      end
-      if (pf_take) begin
-        \$494  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$494  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$495  = sv;
-    if (adv) begin
-      if (sv) begin
-        if (site_done) begin
-          \$495  = 1'h0;
-        end
-      end
-      if (pf_take) begin
-        \$495  = 1'h1;
-      end
-    end
-    if (rst) begin
-      \$495  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$496  = \$signal$70 ;
-    if (adv) begin
-      if (pf_take) begin
-        \$496  = \$signal$69 ;
-      end
-    end
-    if (rst) begin
-      \$496  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$497  = s_ox;
-    if (adv) begin
-      if (pf_take) begin
-        \$497  = \$signal$110 ;
-      end
-    end
-    if (rst) begin
-      \$497  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$498  = \$signal$112 ;
-    if (adv) begin
-      if (pf_take) begin
-        \$498  = pf_taps;
-      end
-    end
-    if (rst) begin
-      \$498  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$499  = \$signal$101 ;
-    if (adv) begin
-      \$499  = sv;
-    end
-    if (rst) begin
-      \$499  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$500  = \$signal$113 ;
-    if (adv) begin
-      \$500  = \$388 ;
-    end
-    if (rst) begin
-      \$500  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$501  = last1;
-    if (adv) begin
-      \$501  = acc_last;
-    end
-    if (rst) begin
-      \$501  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$502  = \$like ;
-    if (adv) begin
-      \$502  = \$signal$70 ;
-    end
-    if (rst) begin
-      \$502  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$503  = \$like$116 ;
-    if (adv) begin
-      \$503  = s_ox;
-    end
-    if (rst) begin
-      \$503  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$504  = \$signature__addr$89 ;
-    if (adv) begin
-      \$504  = s_go;
-    end
-    if (rst) begin
-      \$504  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$505  = \$signal$102 ;
-    if (adv) begin
-      \$505  = \$signal$101 ;
-    end
-    if (rst) begin
-      \$505  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$506  = \$signal$117 ;
-    if (adv) begin
-      \$506  = \$signal$113 ;
-    end
-    if (rst) begin
-      \$506  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$507  = last2;
-    if (adv) begin
-      \$507  = last1;
-    end
-    if (rst) begin
-      \$507  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$508  = \$like$119 ;
-    if (adv) begin
-      \$508  = \$like ;
-    end
-    if (rst) begin
-      \$508  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$509  = ox2;
-    if (adv) begin
-      \$509  = \$like$116 ;
-    end
-    if (rst) begin
-      \$509  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$510  = part2_0;
-    if (adv) begin
-      \$510  = { \$395 [17], \$395 [17], \$395 [17], \$395 [17], \$395  };
-    end
-    if (rst) begin
-      \$510  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$511  = part2_1;
-    if (adv) begin
-      \$511  = { \$402 [17], \$402 [17], \$402 [17], \$402 [17], \$402  };
-    end
-    if (rst) begin
-      \$511  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$512  = part2_2;
-    if (adv) begin
-      \$512  = { \$409 [17], \$409 [17], \$409 [17], \$409 [17], \$409  };
-    end
-    if (rst) begin
-      \$512  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$513  = part2_3;
-    if (adv) begin
-      \$513  = { \$416 [17], \$416 [17], \$416 [17], \$416 [17], \$416  };
-    end
-    if (rst) begin
-      \$513  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$514  = v3;
-    if (adv) begin
-      \$514  = \$417 ;
-    end
-    if (rst) begin
-      \$514  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$515  = \$like$127 ;
-    if (adv) begin
-      \$515  = \$like$119 ;
-    end
-    if (rst) begin
-      \$515  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$516  = ox3;
-    if (adv) begin
-      \$516  = ox2;
-    end
-    if (rst) begin
-      \$516  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$517  = acc_0;
-    if (adv) begin
-      if (\$signal$102 ) begin
-        \$517  = \$419 [21:0];
-      end
-    end
-    if (rst) begin
-      \$517  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$518  = psum_bias_0;
-    if (adv) begin
-      if (\$signal$102 ) begin
-        \$518  = \$421 [21:0];
-      end
-    end
-    if (rst) begin
-      \$518  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$519  = scale3_0;
-    if (adv) begin
-      if (\$signal$102 ) begin
-        \$519  = \$signature__data$130 [79:64];
-      end
-    end
-    if (rst) begin
-      \$519  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$520  = acc_1;
-    if (adv) begin
-      if (\$signal$102 ) begin
-        \$520  = \$423 [21:0];
-      end
-    end
-    if (rst) begin
-      \$520  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$521  = psum_bias_1;
-    if (adv) begin
-      if (\$signal$102 ) begin
-        \$521  = \$425 [21:0];
-      end
-    end
-    if (rst) begin
-      \$521  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$522  = scale3_1;
-    if (adv) begin
-      if (\$signal$102 ) begin
-        \$522  = \$signature__data$130 [95:80];
-      end
-    end
-    if (rst) begin
-      \$522  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$523  = acc_2;
-    if (adv) begin
-      if (\$signal$102 ) begin
-        \$523  = \$427 [21:0];
-      end
-    end
-    if (rst) begin
-      \$523  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$524  = psum_bias_2;
-    if (adv) begin
-      if (\$signal$102 ) begin
-        \$524  = \$429 [21:0];
-      end
-    end
-    if (rst) begin
-      \$524  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$525  = scale3_2;
-    if (adv) begin
-      if (\$signal$102 ) begin
-        \$525  = \$signature__data$130 [111:96];
-      end
-    end
-    if (rst) begin
-      \$525  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$526  = acc_3;
-    if (adv) begin
-      if (\$signal$102 ) begin
-        \$526  = \$431 [21:0];
-      end
-    end
-    if (rst) begin
-      \$526  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$527  = psum_bias_3;
-    if (adv) begin
-      if (\$signal$102 ) begin
-        \$527  = \$433 [21:0];
-      end
-    end
-    if (rst) begin
-      \$527  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$528  = scale3_3;
-    if (adv) begin
-      if (\$signal$102 ) begin
-        \$528  = \$signature__data$130 [127:112];
-      end
-    end
-    if (rst) begin
-      \$528  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$529  = v4;
-    if (adv) begin
-      \$529  = v3;
-    end
-    if (rst) begin
-      \$529  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$530  = \$like$142 ;
-    if (adv) begin
-      \$530  = \$like$127 ;
-    end
-    if (rst) begin
-      \$530  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$531  = ox4;
-    if (adv) begin
-      \$531  = ox3;
-    end
-    if (rst) begin
-      \$531  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$532  = requant_0;
-    if (adv) begin
-      \$532  = \$435 [37:0];
-    end
-    if (rst) begin
-      \$532  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$533  = requant_1;
-    if (adv) begin
-      \$533  = \$437 [37:0];
-    end
-    if (rst) begin
-      \$533  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$534  = requant_2;
-    if (adv) begin
-      \$534  = \$439 [37:0];
-    end
-    if (rst) begin
-      \$534  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$535  = requant_3;
-    if (adv) begin
-      \$535  = \$441 [37:0];
-    end
-    if (rst) begin
-      \$535  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$536  = sites_out__valid;
-    if (adv) begin
-      \$536  = \$442 ;
-    end
-    if (rst) begin
-      \$536  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$537  = sites_out__payload;
-    if (adv) begin
-      (* full_case = 32'd1 *)
-      if (send_eof) begin
-        \$537 [40] = 1'h1;
-        \$537 [41] = err;
-        \$537 [35:32] = 4'h0;
-        \$537 [39:36] = 4'h0;
-        \$537 [7:0] = 8'h00;
-        \$537 [15:8] = 8'h00;
-        \$537 [23:16] = 8'h00;
-        \$537 [31:24] = 8'h00;
-      end else begin
-        \$537 [40] = 1'h0;
-        \$537 [41] = 1'h0;
-        \$537 [35:32] = \$like$142 [3:0];
-        \$537 [39:36] = ox4;
-        \$537 [7:0] = \$446 [7:0];
-        \$537 [15:8] = \$450 [7:0];
-        \$537 [23:16] = \$454 [7:0];
-        \$537 [31:24] = \$458 [7:0];
-      end
-    end
-    if (rst) begin
-      \$537  = 42'h00000000000;
-    end
-  end
-  assign \$signature__addr  = \$1 [4:0];
-  assign \$signature__data  = params__payload;
-  assign \$signature__addr$8  = \$7 [0];
-  assign \$signature__data$9  = params__payload;
-  assign slot_in = \$42 [2:0];
-  assign \$signature__addr$31  = \$46 [7:0];
-  assign \$signature__data$32  = sites_in__payload[31:0];
-  assign \$signature__en$33  = write;
-  assign centre = { \$139 , \$138 , \$137 , \$136 , \$135 , \$134 , \$133 , \$132 , \$131 , \$130 , \$129 , \$128 , \$127 , \$126 , \$125 , \$124  };
-  assign f_rest = \$141 [15:0];
-  assign \$signal$55  = \$142 [6:0];
-  assign win_ext_0 = { 1'h0, win_row_0, 1'h0 };
-  assign win_ext_1 = { 1'h0, win_row_1, 1'h0 };
-  assign win_ext_2 = { 1'h0, win_row_2, 1'h0 };
-  assign taps = { \$237 , \$236 , \$235  };
-  assign rem_rest = \$241 [8:0];
-  assign ny = \$260 [6:0];
-  assign nx = \$263 [6:0];
-  assign lb_r__addr = \$268 [7:0];
-  assign lb_r__en = adv;
-  assign \$signature__en$86  = adv;
-  assign \$signature__en$87  = adv;
-  assign \$signature__addr$88  = \$272 [4:0];
-  assign go1 = \$signature__addr$89 ;
-  assign shifted_0 = \$273 [21:0];
-  assign shifted_1 = \$274 [21:0];
-  assign shifted_2 = \$275 [21:0];
-  assign shifted_3 = \$276 [21:0];
-  assign frame_reset = send_eof;
-  assign \sites_in__payload.data  = sites_in__payload[31:0];
-  assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
-  assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
-  assign \sites_in__payload.data[2]  = sites_in__payload[23:16];
-  assign \sites_in__payload.data[3]  = sites_in__payload[31:24];
-  assign \sites_in__payload.y  = sites_in__payload[36:32];
-  assign \sites_in__payload.x  = sites_in__payload[41:37];
-  assign \sites_in__payload.eof  = sites_in__payload[42];
-  assign \sites_in__payload.error  = sites_in__payload[43];
-  assign \sites_out__payload.data  = sites_out__payload[31:0];
-  assign \sites_out__payload.data[0]  = sites_out__payload[7:0];
-  assign \sites_out__payload.data[1]  = sites_out__payload[15:8];
-  assign \sites_out__payload.data[2]  = sites_out__payload[23:16];
-  assign \sites_out__payload.data[3]  = sites_out__payload[31:24];
-  assign \sites_out__payload.y  = sites_out__payload[35:32];
-  assign \sites_out__payload.x  = sites_out__payload[39:36];
-  assign \sites_out__payload.eof  = sites_out__payload[40];
-  assign \sites_out__payload.error  = sites_out__payload[41];
-  assign \$589  = 1'h1;
-  assign \$42  = \$587 ;
-  assign \$51  = { 1'h0, \$signal$17 [4:1] };
-  assign \$608  = 1'h1;
-  assign \$55  = \$606 ;
-  assign \$618  = 1'h1;
-  assign \$61  = \$616 ;
-  assign \$628  = 1'h1;
-  assign \$67  = \$626 ;
-  assign \$638  = 1'h1;
-  assign \$73  = \$636 ;
-  assign \$648  = 1'h1;
-  assign \$79  = \$646 ;
-  assign \$659  = 1'h1;
-  assign \$86  = \$657 ;
-  assign \$671  = 1'h1;
-  assign \$94  = \$669 ;
-  assign \$683  = 1'h1;
-  assign \$102  = \$681 ;
-  assign \$695  = 1'h1;
-  assign \$110  = \$693 ;
-  assign \$707  = 1'h1;
-  assign \$118  = \$705 ;
-  assign \$739  = 1'h1;
-  assign \$144  = \$737 ;
-  assign \$749  = 1'h1;
-  assign \$150  = \$747 ;
-  assign \$759  = 1'h1;
-  assign \$156  = \$757 ;
-  assign \$769  = 1'h1;
-  assign \$162  = \$767 ;
-  assign \$779  = 1'h1;
-  assign \$168  = \$777 ;
-  assign \$789  = 1'h1;
-  assign \$174  = \$787 ;
-  assign \$799  = 1'h1;
-  assign \$180  = \$797 ;
-  assign \$809  = 1'h1;
-  assign \$186  = \$807 ;
-  assign \$819  = 1'h1;
-  assign \$192  = \$817 ;
-  assign \$829  = 1'h1;
-  assign \$198  = \$827 ;
-  assign \$839  = 1'h1;
-  assign \$204  = \$837 ;
-  assign \$849  = 1'h1;
-  assign \$210  = \$847 ;
-  assign \$859  = 1'h1;
-  assign \$216  = \$857 ;
-  assign \$869  = 1'h1;
-  assign \$222  = \$867 ;
-  assign \$879  = 1'h1;
-  assign \$228  = \$877 ;
-  assign \$245  = s_go;
-  assign \$924  = 1'h1;
-  assign \$264  = \$922 ;
-  assign \$273  = { requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37:16] };
-  assign \$274  = { requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37:16] };
-  assign \$275  = { requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37:16] };
-  assign \$276  = { requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37:16] };
-  assign \$383  = s_go;
-  assign \$304  = gi;
-  assign \$380  = s_gi;
-endmodule
-
-(* generator = "Amaranth" *)
-module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sites_out__ready, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload);
-  reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire [6:0] \$1 ;
-  wire \$10 ;
-  wire \$100 ;
-  wire \$101 ;
-  wire [6:0] \$102 ;
-  wire [6:0] \$103 ;
-  wire \$104 ;
-  wire [6:0] \$105 ;
-  wire \$106 ;
-  wire \$107 ;
-  wire [6:0] \$108 ;
-  wire [6:0] \$109 ;
-  wire \$11 ;
-  wire \$110 ;
-  wire [6:0] \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire [6:0] \$114 ;
-  wire [6:0] \$115 ;
-  wire \$116 ;
-  wire [6:0] \$117 ;
-  wire \$118 ;
-  wire \$119 ;
-  wire \$12 ;
-  wire [6:0] \$120 ;
-  wire [6:0] \$121 ;
-  wire \$122 ;
-  wire [6:0] \$123 ;
-  wire \$124 ;
-  wire \$125 ;
-  wire [6:0] \$126 ;
-  wire [6:0] \$127 ;
-  wire \$128 ;
-  wire [6:0] \$129 ;
-  wire \$13 ;
-  wire \$130 ;
-  wire \$131 ;
-  wire [6:0] \$132 ;
-  wire [6:0] \$133 ;
-  wire \$134 ;
-  wire [6:0] \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire [6:0] \$138 ;
-  wire [6:0] \$139 ;
-  wire \$14 ;
   wire \$140 ;
-  wire [6:0] \$141 ;
+  wire \$141 ;
   wire \$142 ;
   wire \$143 ;
   wire \$144 ;
-  wire [2:0] \$145 ;
-  wire [2:0] \$146 ;
-  wire [2:0] \$147 ;
-  wire [2:0] \$148 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
   wire \$149 ;
   wire \$15 ;
-  wire [5:0] \$150 ;
-  wire [9:0] \$151 ;
-  wire [9:0] \$152 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
   wire \$153 ;
   wire \$154 ;
   wire \$155 ;
@@ -3477,27 +1307,27 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   wire \$166 ;
   wire \$167 ;
   wire \$168 ;
-  wire [6:0] \$169 ;
+  wire \$169 ;
   wire \$17 ;
-  wire [7:0] \$170 ;
-  wire [8:0] \$171 ;
-  wire [4:0] \$172 ;
-  wire [5:0] \$173 ;
-  wire [6:0] \$174 ;
-  wire [5:0] \$175 ;
-  wire [7:0] \$176 ;
-  wire [8:0] \$177 ;
-  wire [10:0] \$178 ;
-  wire [11:0] \$179 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
   wire \$18 ;
-  wire [5:0] \$180 ;
-  wire [6:0] \$181 ;
-  wire [8:0] \$182 ;
-  wire [9:0] \$183 ;
-  wire [37:0] \$184 ;
-  wire [37:0] \$185 ;
-  wire [37:0] \$186 ;
-  wire [37:0] \$187 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
   wire \$188 ;
   wire \$189 ;
   wire \$19 ;
@@ -3511,11 +1341,11 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   wire \$197 ;
   wire \$198 ;
   wire \$199 ;
-  wire \$2 ;
+  wire [7:0] \$2 ;
   wire \$20 ;
   wire \$200 ;
   wire \$201 ;
-  wire [6:0] \$202 ;
+  wire \$202 ;
   wire \$203 ;
   wire \$204 ;
   wire \$205 ;
@@ -3533,7 +1363,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   wire \$216 ;
   wire \$217 ;
   wire \$218 ;
-  wire [1:0] \$219 ;
+  wire \$219 ;
   wire \$22 ;
   wire \$220 ;
   wire \$221 ;
@@ -3542,12 +1372,12 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   wire \$224 ;
   wire \$225 ;
   wire \$226 ;
-  wire [15:0] \$227 ;
+  wire \$227 ;
   wire \$228 ;
-  wire [30:0] \$229 ;
+  wire \$229 ;
   wire \$23 ;
-  wire [30:0] \$230 ;
-  wire [30:0] \$231 ;
+  wire \$230 ;
+  wire \$231 ;
   wire \$232 ;
   wire \$233 ;
   wire \$234 ;
@@ -3555,12 +1385,12 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   wire \$236 ;
   wire \$237 ;
   wire \$238 ;
-  wire [15:0] \$239 ;
+  wire \$239 ;
   wire \$24 ;
   wire \$240 ;
-  wire [30:0] \$241 ;
-  wire [30:0] \$242 ;
-  wire [30:0] \$243 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
   wire \$244 ;
   wire \$245 ;
   wire \$246 ;
@@ -3569,435 +1399,7006 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   wire \$249 ;
   wire \$25 ;
   wire \$250 ;
-  wire [15:0] \$251 ;
+  wire \$251 ;
   wire \$252 ;
-  wire [30:0] \$253 ;
-  wire [30:0] \$254 ;
-  wire [30:0] \$255 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
   wire \$256 ;
   wire \$257 ;
   wire \$258 ;
   wire \$259 ;
-  wire [4:0] \$26 ;
+  wire \$26 ;
   wire \$260 ;
   wire \$261 ;
   wire \$262 ;
-  wire [15:0] \$263 ;
+  wire \$263 ;
   wire \$264 ;
-  wire [30:0] \$265 ;
-  wire [30:0] \$266 ;
-  wire [30:0] \$267 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
   wire \$268 ;
   wire \$269 ;
-  wire [6:0] \$27 ;
+  wire \$27 ;
   wire \$270 ;
   wire \$271 ;
   wire \$272 ;
   wire \$273 ;
   wire \$274 ;
-  wire [6:0] \$275 ;
+  wire \$275 ;
   wire \$276 ;
-  wire [6:0] \$277 ;
+  wire \$277 ;
   wire \$278 ;
   wire \$279 ;
-  wire [7:0] \$28 ;
-  wire [1:0] \$280 ;
+  wire \$28 ;
+  wire \$280 ;
   wire \$281 ;
   wire \$282 ;
-  wire [1:0] \$283 ;
-  wire [1:0] \$284 ;
+  wire \$283 ;
+  wire \$284 ;
   wire \$285 ;
   wire \$286 ;
   wire \$287 ;
-  wire [15:0] \$288 ;
-  wire [15:0] \$289 ;
+  wire \$288 ;
+  wire \$289 ;
   wire \$29 ;
-  wire [16:0] \$290 ;
-  wire [15:0] \$291 ;
-  wire [15:0] \$292 ;
-  wire [16:0] \$293 ;
-  wire [17:0] \$294 ;
-  wire [15:0] \$295 ;
-  wire [15:0] \$296 ;
-  wire [16:0] \$297 ;
-  wire [15:0] \$298 ;
-  wire [15:0] \$299 ;
-  wire \$3 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
+  wire [7:0] \$3 ;
   wire \$30 ;
-  wire [16:0] \$300 ;
-  wire [17:0] \$301 ;
-  wire [15:0] \$302 ;
-  wire [15:0] \$303 ;
-  wire [16:0] \$304 ;
-  wire [15:0] \$305 ;
-  wire [15:0] \$306 ;
-  wire [16:0] \$307 ;
-  wire [17:0] \$308 ;
-  wire [15:0] \$309 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
   wire \$31 ;
-  wire [15:0] \$310 ;
-  wire [16:0] \$311 ;
-  wire [15:0] \$312 ;
-  wire [15:0] \$313 ;
-  wire [16:0] \$314 ;
-  wire [17:0] \$315 ;
-  wire \$316 ;
-  wire [21:0] \$317 ;
-  wire [22:0] \$318 ;
-  wire [21:0] \$319 ;
+  wire \$310 ;
+  wire [15:0] \$311 ;
+  wire [16:0] \$312 ;
+  wire [16:0] \$313 ;
+  wire [15:0] \$314 ;
+  wire [16:0] \$315 ;
+  wire [16:0] \$316 ;
+  wire \$317 ;
+  wire [1:0] \$318 ;
+  wire [1:0] \$319 ;
   wire \$32 ;
-  wire [22:0] \$320 ;
-  wire [21:0] \$321 ;
-  wire [22:0] \$322 ;
-  wire [21:0] \$323 ;
-  wire [22:0] \$324 ;
-  wire [21:0] \$325 ;
-  wire [22:0] \$326 ;
-  wire [21:0] \$327 ;
-  wire [22:0] \$328 ;
-  wire [21:0] \$329 ;
+  wire [4:0] \$320 ;
+  wire [4:0] \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
   wire \$33 ;
-  wire [22:0] \$330 ;
-  wire [21:0] \$331 ;
-  wire [22:0] \$332 ;
-  wire [37:0] \$333 ;
-  wire [38:0] \$334 ;
-  wire [37:0] \$335 ;
-  wire [38:0] \$336 ;
-  wire [37:0] \$337 ;
-  wire [38:0] \$338 ;
-  wire [37:0] \$339 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
   wire \$34 ;
-  wire [38:0] \$340 ;
+  wire \$340 ;
   wire \$341 ;
   wire \$342 ;
   wire \$343 ;
-  wire [21:0] \$344 ;
-  wire [21:0] \$345 ;
+  wire \$344 ;
+  wire \$345 ;
   wire \$346 ;
   wire \$347 ;
-  wire [21:0] \$348 ;
-  wire [21:0] \$349 ;
+  wire \$348 ;
+  wire \$349 ;
   wire \$35 ;
   wire \$350 ;
   wire \$351 ;
-  wire [21:0] \$352 ;
-  wire [21:0] \$353 ;
+  wire \$352 ;
+  wire \$353 ;
   wire \$354 ;
   wire \$355 ;
-  wire [21:0] \$356 ;
-  wire [21:0] \$357 ;
-  reg [5:0] \$358 ;
-  reg \$359 ;
+  wire \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
   wire \$36 ;
-  reg [3:0] \$360 ;
-  reg [3:0] \$361 ;
-  reg [5:0] \$362 ;
-  reg \$363 ;
-  reg \$364 ;
-  reg \$365 ;
-  reg \$366 ;
-  reg \$367 ;
-  reg [3:0] \$368 ;
-  reg [3:0] \$369 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
-  reg \$370 ;
-  reg [3:0] \$371 ;
-  reg [3:0] \$372 ;
-  reg [4:0] \$373 ;
-  reg [15:0] \$374 ;
-  reg [4:0] \$375 ;
-  reg [15:0] \$376 ;
-  reg [4:0] \$377 ;
-  reg [15:0] \$378 ;
-  reg [4:0] \$379 ;
+  wire \$370 ;
+  wire [31:0] \$371 ;
+  wire [31:0] \$372 ;
+  wire [31:0] \$373 ;
+  wire [31:0] \$374 ;
+  wire [31:0] \$375 ;
+  wire [31:0] \$376 ;
+  wire [31:0] \$377 ;
+  wire [31:0] \$378 ;
+  wire [31:0] \$379 ;
   wire \$38 ;
-  reg [15:0] \$380 ;
-  reg \$381 ;
-  reg \$382 ;
-  reg [5:0] \$383 ;
-  reg [15:0] \$384 ;
-  reg \$385 ;
-  reg [5:0] \$386 ;
-  reg [3:0] \$387 ;
-  reg [8:0] \$388 ;
-  reg \$389 ;
+  wire [31:0] \$380 ;
+  wire [31:0] \$381 ;
+  wire [31:0] \$382 ;
+  wire [31:0] \$383 ;
+  wire [31:0] \$384 ;
+  wire [31:0] \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire \$389 ;
   wire \$39 ;
-  reg [8:0] \$390 ;
-  reg \$391 ;
-  reg \$392 ;
-  reg [5:0] \$393 ;
-  reg [3:0] \$394 ;
-  reg [8:0] \$395 ;
-  reg \$396 ;
-  reg \$397 ;
-  reg \$398 ;
-  reg [5:0] \$399 ;
+  wire \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg [3:0] \$400 ;
-  reg \$401 ;
-  reg \$402 ;
-  reg \$403 ;
-  reg \$404 ;
-  reg [5:0] \$405 ;
-  reg [3:0] \$406 ;
-  reg [21:0] \$407 ;
-  reg [21:0] \$408 ;
-  reg [21:0] \$409 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire \$402 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire \$405 ;
+  wire \$406 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire \$409 ;
   wire \$41 ;
-  reg [21:0] \$410 ;
-  reg \$411 ;
-  reg [5:0] \$412 ;
-  reg [3:0] \$413 ;
-  reg [21:0] \$414 ;
-  reg [21:0] \$415 ;
-  reg [15:0] \$416 ;
-  reg [21:0] \$417 ;
-  reg [21:0] \$418 ;
-  reg [15:0] \$419 ;
-  wire [3:0] \$42 ;
-  reg [21:0] \$420 ;
-  reg [21:0] \$421 ;
-  reg [15:0] \$422 ;
-  reg [21:0] \$423 ;
-  reg [21:0] \$424 ;
-  reg [15:0] \$425 ;
-  reg \$426 ;
-  reg [5:0] \$427 ;
-  reg [3:0] \$428 ;
-  reg [37:0] \$429 ;
-  wire [6:0] \$43 ;
-  reg [37:0] \$430 ;
-  reg [37:0] \$431 ;
-  reg [37:0] \$432 ;
-  reg \$433 ;
-  reg [41:0] \$434 ;
-  wire [7:0] \$44 ;
-  wire [9:0] \$45 ;
-  wire [10:0] \$46 ;
-  wire [6:0] \$47 ;
-  wire [7:0] \$48 ;
-  wire [3:0] \$484 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire \$413 ;
+  wire \$414 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire \$418 ;
+  wire [31:0] \$419 ;
+  wire \$42 ;
+  wire [31:0] \$420 ;
+  wire [31:0] \$421 ;
+  wire [31:0] \$422 ;
+  wire [31:0] \$423 ;
+  wire [31:0] \$424 ;
+  wire [31:0] \$425 ;
+  wire [31:0] \$426 ;
+  wire [31:0] \$427 ;
+  wire [31:0] \$428 ;
+  wire [31:0] \$429 ;
+  wire \$43 ;
+  wire [31:0] \$430 ;
+  wire [31:0] \$431 ;
+  wire [31:0] \$432 ;
+  wire [31:0] \$433 ;
+  wire \$434 ;
+  wire \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire \$438 ;
+  wire \$439 ;
+  wire \$44 ;
+  wire \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
+  wire \$45 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  wire \$458 ;
+  wire \$459 ;
+  wire \$46 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire \$462 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire [31:0] \$467 ;
+  wire [31:0] \$468 ;
+  wire [31:0] \$469 ;
+  wire \$47 ;
+  wire [31:0] \$470 ;
+  wire [31:0] \$471 ;
+  wire [31:0] \$472 ;
+  wire [31:0] \$473 ;
+  wire [31:0] \$474 ;
+  wire [31:0] \$475 ;
+  wire [31:0] \$476 ;
+  wire [31:0] \$477 ;
+  wire [31:0] \$478 ;
+  wire [31:0] \$479 ;
+  wire \$48 ;
+  wire [31:0] \$480 ;
+  wire [31:0] \$481 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire \$484 ;
+  wire \$485 ;
   wire \$486 ;
+  wire [15:0] \$487 ;
+  wire [15:0] \$488 ;
+  wire \$489 ;
   wire \$49 ;
+  wire \$490 ;
+  wire \$491 ;
+  wire \$492 ;
+  wire [15:0] \$493 ;
+  wire \$494 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire \$499 ;
   wire \$5 ;
   wire \$50 ;
-  wire [5:0] \$501 ;
+  wire [15:0] \$500 ;
+  wire [15:0] \$501 ;
+  wire \$502 ;
   wire \$503 ;
-  wire [5:0] \$509 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire \$506 ;
+  wire \$507 ;
+  wire \$508 ;
+  wire \$509 ;
   wire \$51 ;
+  wire \$510 ;
   wire \$511 ;
-  wire [5:0] \$517 ;
-  wire \$519 ;
+  wire \$512 ;
+  wire \$513 ;
+  wire \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire [15:0] \$517 ;
+  wire [32:0] \$518 ;
+  wire [32:0] \$519 ;
   wire \$52 ;
-  wire [5:0] \$525 ;
+  wire [32:0] \$520 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire \$526 ;
   wire \$527 ;
-  wire [5:0] \$53 ;
-  wire [6:0] \$538 ;
+  wire \$528 ;
+  wire \$529 ;
+  wire \$53 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire \$54 ;
   wire \$540 ;
-  wire [6:0] \$548 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire [4:0] \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire \$549 ;
   wire \$55 ;
   wire \$550 ;
-  wire [6:0] \$558 ;
+  wire \$551 ;
+  wire \$552 ;
+  wire [31:0] \$553 ;
+  wire [31:0] \$554 ;
+  wire \$555 ;
+  wire [31:0] \$556 ;
+  wire [31:0] \$557 ;
+  wire \$558 ;
+  wire [31:0] \$559 ;
   wire \$56 ;
-  wire \$560 ;
-  wire [6:0] \$568 ;
-  wire [5:0] \$57 ;
+  wire [31:0] \$560 ;
+  wire \$561 ;
+  wire [31:0] \$562 ;
+  wire [31:0] \$563 ;
+  wire \$564 ;
+  wire [31:0] \$565 ;
+  wire [31:0] \$566 ;
+  wire \$567 ;
+  wire [31:0] \$568 ;
+  wire [31:0] \$569 ;
+  wire \$57 ;
   wire \$570 ;
-  wire [6:0] \$578 ;
+  wire [31:0] \$571 ;
+  wire [31:0] \$572 ;
+  wire \$573 ;
+  wire [31:0] \$574 ;
+  wire [31:0] \$575 ;
+  wire \$576 ;
+  wire [31:0] \$577 ;
+  wire [31:0] \$578 ;
+  wire \$579 ;
   wire \$58 ;
-  wire \$580 ;
-  wire [6:0] \$588 ;
+  wire [31:0] \$580 ;
+  wire [31:0] \$581 ;
+  wire \$582 ;
+  wire [31:0] \$583 ;
+  wire [31:0] \$584 ;
+  wire \$585 ;
+  wire [31:0] \$586 ;
+  wire [31:0] \$587 ;
+  wire \$588 ;
+  wire [31:0] \$589 ;
   wire \$59 ;
-  wire \$590 ;
-  wire [6:0] \$598 ;
-  wire [6:0] \$6 ;
+  wire [31:0] \$590 ;
+  wire \$591 ;
+  wire [31:0] \$592 ;
+  wire [31:0] \$593 ;
+  wire \$594 ;
+  wire [31:0] \$595 ;
+  wire [31:0] \$596 ;
+  wire \$597 ;
+  wire [31:0] \$598 ;
+  wire [31:0] \$599 ;
+  wire \$6 ;
   wire \$60 ;
   wire \$600 ;
-  wire [6:0] \$608 ;
-  wire [5:0] \$61 ;
-  wire \$610 ;
-  wire [6:0] \$618 ;
+  wire [31:0] \$601 ;
+  wire [31:0] \$602 ;
+  wire \$603 ;
+  wire [31:0] \$604 ;
+  wire [31:0] \$605 ;
+  wire \$606 ;
+  wire [31:0] \$607 ;
+  wire [31:0] \$608 ;
+  wire \$609 ;
+  wire \$61 ;
+  wire [31:0] \$610 ;
+  wire [31:0] \$611 ;
+  wire \$612 ;
+  wire [31:0] \$613 ;
+  wire [31:0] \$614 ;
+  wire \$615 ;
+  wire [31:0] \$616 ;
+  wire [31:0] \$617 ;
+  wire \$618 ;
+  wire [31:0] \$619 ;
   wire \$62 ;
-  wire \$620 ;
-  wire [6:0] \$628 ;
+  wire [31:0] \$620 ;
+  wire \$621 ;
+  wire [31:0] \$622 ;
+  wire [31:0] \$623 ;
+  wire \$624 ;
+  wire [31:0] \$625 ;
+  wire [31:0] \$626 ;
+  wire \$627 ;
+  wire [31:0] \$628 ;
+  wire [31:0] \$629 ;
   wire \$63 ;
   wire \$630 ;
-  wire [6:0] \$638 ;
+  wire [31:0] \$631 ;
+  wire [31:0] \$632 ;
+  wire \$633 ;
+  wire [31:0] \$634 ;
+  wire [31:0] \$635 ;
+  wire \$636 ;
+  wire [31:0] \$637 ;
+  wire [31:0] \$638 ;
+  wire \$639 ;
   wire \$64 ;
-  wire \$640 ;
-  wire [6:0] \$648 ;
-  wire [5:0] \$65 ;
+  wire [31:0] \$640 ;
+  wire [31:0] \$641 ;
+  wire \$642 ;
+  wire [31:0] \$643 ;
+  wire [31:0] \$644 ;
+  wire \$645 ;
+  wire [31:0] \$646 ;
+  wire [31:0] \$647 ;
+  wire \$648 ;
+  wire \$649 ;
+  wire \$65 ;
   wire \$650 ;
+  wire \$651 ;
+  wire \$652 ;
+  wire \$653 ;
+  wire \$654 ;
+  wire \$655 ;
+  wire \$656 ;
+  wire \$657 ;
+  wire \$658 ;
+  wire [5:0] \$659 ;
   wire \$66 ;
+  wire [7:0] \$660 ;
+  wire [7:0] \$661 ;
+  reg [7:0] \$662 ;
+  reg [31:0] \$663 ;
+  reg [7:0] \$664 ;
+  reg [31:0] \$665 ;
+  reg [7:0] \$666 ;
+  reg [31:0] \$667 ;
+  reg \$668 ;
+  reg \$669 ;
   wire \$67 ;
+  reg [15:0] \$670 ;
+  reg \$671 ;
+  reg [3:0] \$672 ;
+  reg [32:0] \$673 ;
+  reg [32:0] \$674 ;
+  reg [32:0] \$675 ;
+  reg [15:0] \$676 ;
+  reg [15:0] \$677 ;
+  reg \$678 ;
+  reg \$679 ;
   wire \$68 ;
-  wire [16:0] \$69 ;
-  wire [5:0] \$693 ;
-  wire \$695 ;
-  wire [7:0] \$7 ;
-  wire [16:0] \$70 ;
-  wire [6:0] \$71 ;
-  wire [6:0] \$72 ;
-  wire [6:0] \$73 ;
+  reg [32:0] \$680 ;
+  reg [32:0] \$681 ;
+  reg [32:0] \$682 ;
+  reg \$683 ;
+  reg [15:0] \$684 ;
+  reg [15:0] \$685 ;
+  reg \$686 ;
+  reg [32:0] \$687 ;
+  reg [32:0] \$688 ;
+  reg [32:0] \$689 ;
+  wire \$69 ;
+  reg \$690 ;
+  reg \$691 ;
+  reg [15:0] \$692 ;
+  reg [32:0] \$693 ;
+  reg [32:0] \$694 ;
+  reg [32:0] \$695 ;
+  reg \$696 ;
+  reg \$697 ;
+  reg \$698 ;
+  reg [2:0] \$699 ;
+  wire \$7 ;
+  wire \$70 ;
+  reg [15:0] \$700 ;
+  reg [4:0] \$701 ;
+  reg [6:0] \$702 ;
+  reg [6:0] \$703 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire \$73 ;
   wire \$74 ;
-  wire [6:0] \$75 ;
+  wire \$75 ;
   wire \$76 ;
   wire \$77 ;
-  wire [6:0] \$78 ;
-  wire [6:0] \$79 ;
+  wire \$78 ;
+  wire \$79 ;
   wire \$8 ;
   wire \$80 ;
-  wire [6:0] \$81 ;
+  wire \$81 ;
   wire \$82 ;
   wire \$83 ;
-  wire [6:0] \$84 ;
-  wire [6:0] \$85 ;
+  wire \$84 ;
+  wire \$85 ;
   wire \$86 ;
-  wire [6:0] \$87 ;
+  wire \$87 ;
   wire \$88 ;
   wire \$89 ;
   wire \$9 ;
-  wire [6:0] \$90 ;
-  wire [6:0] \$91 ;
+  wire \$90 ;
+  wire \$91 ;
   wire \$92 ;
-  wire [6:0] \$93 ;
+  wire \$93 ;
   wire \$94 ;
   wire \$95 ;
-  wire [6:0] \$96 ;
-  wire [6:0] \$97 ;
+  wire \$96 ;
+  wire \$97 ;
   wire \$98 ;
-  wire [6:0] \$99 ;
-  reg [5:0] \$like  = 6'h00;
-  reg [3:0] \$like$112  = 4'h0;
-  reg [5:0] \$like$115  = 6'h00;
-  reg [5:0] \$like$123  = 6'h00;
-  reg [5:0] \$like$138  = 6'h00;
-  reg [3:0] \$signal  = 4'h0;
-  reg [3:0] \$signal$106  = 4'h0;
-  reg [8:0] \$signal$108  = 9'h000;
-  reg \$signal$109  = 1'h0;
-  reg \$signal$113  = 1'h0;
+  wire \$99 ;
+  reg \$like  = 1'h0;
+  reg \$like$53  = 1'h0;
+  reg [15:0] \$signal  = 16'h0000;
+  reg \$signal$15  = 1'h0;
   reg [3:0] \$signal$17  = 4'h0;
-  wire [5:0] \$signal$51 ;
-  reg [5:0] \$signal$65  = 6'h00;
-  reg [5:0] \$signal$66  = 6'h00;
-  reg [1:0] \$signal$75 ;
-  reg \$signal$97  = 1'h0;
-  reg \$signal$98  = 1'h0;
-  wire [5:0] \$signature__addr ;
-  wire [6:0] \$signature__addr$31 ;
-  wire \$signature__addr$8 ;
-  wire [5:0] \$signature__addr$84 ;
-  reg \$signature__addr$85  = 1'h0;
-  wire [127:0] \$signature__data ;
-  wire [127:0] \$signature__data$119 ;
-  wire [127:0] \$signature__data$126 ;
-  wire [31:0] \$signature__data$32 ;
-  wire [127:0] \$signature__data$9 ;
+  reg [15:0] \$signal$45  = 16'h0000;
+  reg \$signal$50  = 1'h0;
+  reg [15:0] \$signal$51  = 16'h0000;
+  reg [15:0] \$signal$52  = 16'h0000;
+  reg \$signal$57  = 1'h0;
+  reg \$signal$62  = 1'h0;
+  reg \$signal$63  = 1'h0;
+  reg [15:0] a2_bits = 16'h0000;
+  reg a2_ci = 1'h0;
+  wire [15:0] a2_oh;
+  reg [32:0] a2_win_0 = 33'h000000000;
+  reg [32:0] a2_win_1 = 33'h000000000;
+  reg [32:0] a2_win_2 = 33'h000000000;
+  reg [32:0] a3_win_0 = 33'h000000000;
+  reg [32:0] a3_win_1 = 33'h000000000;
+  reg [32:0] a3_win_2 = 33'h000000000;
+  reg b_ci = 1'h0;
+  reg [15:0] b_rest = 16'h0000;
+  reg b_v = 1'h0;
+  reg [32:0] b_win_0 = 33'h000000000;
+  reg [32:0] b_win_1 = 33'h000000000;
+  reg [32:0] b_win_2 = 33'h000000000;
+  input [255:0] bitmaps;
+  wire [255:0] bitmaps;
+  wire [31:0] \bitmaps[0] ;
+  wire [31:0] \bitmaps[1] ;
+  wire [31:0] \bitmaps[2] ;
+  wire [31:0] \bitmaps[3] ;
+  wire [31:0] \bitmaps[4] ;
+  wire [31:0] \bitmaps[5] ;
+  wire [31:0] \bitmaps[6] ;
+  wire [31:0] \bitmaps[7] ;
+  reg [32:0] c1_win_0 = 33'h000000000;
+  reg [32:0] c1_win_1 = 33'h000000000;
+  reg [32:0] c1_win_2 = 33'h000000000;
+  reg [15:0] centre = 16'h0000;
+  wire chunk_oh;
+  input clk;
+  wire clk;
+  reg [6:0] cy = 7'h00;
+  input [6:0] done_rows;
+  wire [6:0] done_rows;
+  reg eof_pend = 1'h0;
+  input eof_seen;
+  wire eof_seen;
+  input error;
+  wire error;
+  reg [4:0] f_row = 5'h00;
+  input frame_reset;
+  wire frame_reset;
+  input has_last;
+  wire has_last;
+  wire [18:0] head;
+  wire \head.eof ;
+  wire \head.error ;
+  wire [3:0] \head.ox ;
+  wire [3:0] \head.oy ;
+  wire [8:0] \head.taps ;
+  input [4:0] last_y;
+  wire [4:0] last_y;
+  reg [6:0] need = 7'h02;
+  reg nz = 1'h0;
+  wire [18:0] qp;
+  wire \qp.eof ;
+  wire \qp.error ;
+  wire [3:0] \qp.ox ;
+  wire [3:0] \qp.oy ;
+  wire [8:0] \qp.taps ;
+  wire [18:0] r_data;
+  input r_en;
+  wire r_en;
+  wire r_rdy;
+  wire [15:0] rest_oh;
+  output [3:0] row;
+  wire [3:0] row;
+  wire [6:0] row_0;
+  wire [6:0] row_1;
+  wire [6:0] row_2;
+  input rst;
+  wire rst;
+  reg [7:0] sel_0 = 8'h00;
+  reg [7:0] sel_1 = 8'h00;
+  reg [7:0] sel_2 = 8'h00;
+  wire [3:0] site_x;
+  output [18:0] sites__payload;
+  wire [18:0] sites__payload;
+  wire \sites__payload.eof ;
+  wire \sites__payload.error ;
+  wire [3:0] \sites__payload.ox ;
+  wire [3:0] \sites__payload.oy ;
+  wire [8:0] \sites__payload.taps ;
+  wire sites__ready;
+  output sites__valid;
+  wire sites__valid;
+  reg [2:0] state = 3'h0;
+  input [47:0] tags;
+  wire [47:0] tags;
+  wire [5:0] \tags[0] ;
+  wire [5:0] \tags[1] ;
+  wire [5:0] \tags[2] ;
+  wire [5:0] \tags[3] ;
+  wire [5:0] \tags[4] ;
+  wire [5:0] \tags[5] ;
+  wire [5:0] \tags[6] ;
+  wire [5:0] \tags[7] ;
+  reg [18:0] w_data;
+  wire w_en;
+  wire w_rdy;
+  reg [31:0] win_0 = 32'd0;
+  reg [31:0] win_1 = 32'd0;
+  reg [31:0] win_2 = 32'd0;
+  assign \$296  = \$294  | \$295 ;
+  assign \$297  = \$signal [9] & c1_win_2[20];
+  assign \$298  = \$296  | \$297 ;
+  assign \$299  = \$signal [10] & c1_win_2[22];
+  assign \$300  = \$298  | \$299 ;
+  assign \$301  = \$signal [11] & c1_win_2[24];
+  assign \$302  = \$300  | \$301 ;
+  assign \$303  = \$signal [12] & c1_win_2[26];
+  assign \$304  = \$302  | \$303 ;
+  assign \$305  = \$signal [13] & c1_win_2[28];
+  assign \$306  = \$304  | \$305 ;
+  assign \$307  = \$signal [14] & c1_win_2[30];
+  assign \$308  = \$306  | \$307 ;
+  assign \$309  = \$signal [15] & c1_win_2[32];
+  assign \$310  = \$308  | \$309 ;
+  assign \$311  = ~ b_rest;
+  assign \$312  = \$311  + 1'h1;
+  assign \$313  = { 1'h0, b_rest } & \$312 ;
+  assign \$314  = ~ a2_bits;
+  assign \$315  = \$314  + 1'h1;
+  assign \$316  = { 1'h0, a2_bits } & \$315 ;
+  assign \$317  = ~ nz;
+  assign \$318  = \$317  + 1'h1;
+  assign \$319  = { 1'h0, nz } & \$318 ;
+  assign \$320  = \$signal$15  ? { 1'h0, \$signal$17  } : f_row;
+  assign \$321  = sites__valid ? { 1'h0, sites__payload[3:0] } : \$320 ;
+  assign \$322  = state == 1'h1;
+  assign \$323  = ! \$1 [2:0];
+  assign \$324  = tags[5:0] == \$1 [6:0];
+  assign \$325  = \$323  & \$324 ;
+  assign \$326  = | cy;
+  assign \$327  = \$325  & \$326 ;
+  assign \$328  = state == 1'h1;
+  assign \$329  = \$1 [2:0] == 1'h1;
+  assign \$330  = tags[11:6] == \$1 [6:0];
+  assign \$331  = \$329  & \$330 ;
+  assign \$332  = | cy;
+  assign \$333  = \$331  & \$332 ;
+  assign \$334  = state == 1'h1;
+  assign \$335  = \$1 [2:0] == 2'h2;
+  assign \$336  = tags[17:12] == \$1 [6:0];
+  assign \$337  = \$335  & \$336 ;
+  assign \$338  = | cy;
+  assign \$339  = \$337  & \$338 ;
+  assign \$340  = state == 1'h1;
+  assign \$341  = \$1 [2:0] == 2'h3;
+  assign \$342  = tags[23:18] == \$1 [6:0];
+  assign \$343  = \$341  & \$342 ;
+  assign \$344  = | cy;
+  assign \$345  = \$343  & \$344 ;
+  assign \$346  = state == 1'h1;
+  assign \$347  = \$1 [2:0] == 3'h4;
+  assign \$348  = tags[29:24] == \$1 [6:0];
+  assign \$349  = \$347  & \$348 ;
+  assign \$350  = | cy;
+  assign \$351  = \$349  & \$350 ;
+  assign \$352  = state == 1'h1;
+  assign \$353  = \$1 [2:0] == 3'h5;
+  assign \$354  = tags[35:30] == \$1 [6:0];
+  assign \$355  = \$353  & \$354 ;
+  assign \$356  = | cy;
+  assign \$357  = \$355  & \$356 ;
+  assign \$358  = state == 1'h1;
+  assign \$359  = \$1 [2:0] == 3'h6;
+  assign \$360  = tags[41:36] == \$1 [6:0];
+  assign \$361  = \$359  & \$360 ;
+  assign \$362  = | cy;
+  assign \$363  = \$361  & \$362 ;
+  assign \$364  = state == 1'h1;
+  assign \$365  = \$1 [2:0] == 3'h7;
+  assign \$366  = tags[47:42] == \$1 [6:0];
+  assign \$367  = \$365  & \$366 ;
+  assign \$368  = | cy;
+  assign \$369  = \$367  & \$368 ;
+  assign \$370  = state == 2'h2;
+  assign \$371  = sel_0[0] ? bitmaps[31:0] : 32'd0;
+  assign \$372  = sel_0[1] ? bitmaps[63:32] : 32'd0;
+  assign \$373  = \$371  | \$372 ;
+  assign \$374  = sel_0[2] ? bitmaps[95:64] : 32'd0;
+  assign \$375  = \$373  | \$374 ;
+  assign \$376  = sel_0[3] ? bitmaps[127:96] : 32'd0;
+  assign \$377  = \$375  | \$376 ;
+  assign \$378  = sel_0[4] ? bitmaps[159:128] : 32'd0;
+  assign \$379  = \$377  | \$378 ;
+  assign \$380  = sel_0[5] ? bitmaps[191:160] : 32'd0;
+  assign \$381  = \$379  | \$380 ;
+  assign \$382  = sel_0[6] ? bitmaps[223:192] : 32'd0;
+  assign \$383  = \$381  | \$382 ;
+  assign \$384  = sel_0[7] ? bitmaps[255:224] : 32'd0;
+  assign \$385  = \$383  | \$384 ;
+  assign \$386  = state == 1'h1;
+  assign \$387  = ! \$2 [2:0];
+  assign \$388  = tags[5:0] == \$2 [6:0];
+  assign \$389  = \$387  & \$388 ;
+  assign \$390  = state == 1'h1;
+  assign \$391  = \$2 [2:0] == 1'h1;
+  assign \$392  = tags[11:6] == \$2 [6:0];
+  assign \$393  = \$391  & \$392 ;
+  assign \$394  = state == 1'h1;
+  assign \$395  = \$2 [2:0] == 2'h2;
+  assign \$396  = tags[17:12] == \$2 [6:0];
+  assign \$397  = \$395  & \$396 ;
+  assign \$398  = state == 1'h1;
+  assign \$399  = \$2 [2:0] == 2'h3;
+  assign \$400  = tags[23:18] == \$2 [6:0];
+  assign \$401  = \$399  & \$400 ;
+  assign \$402  = state == 1'h1;
+  assign \$403  = \$2 [2:0] == 3'h4;
+  assign \$404  = tags[29:24] == \$2 [6:0];
+  assign \$405  = \$403  & \$404 ;
+  assign \$406  = state == 1'h1;
+  assign \$407  = \$2 [2:0] == 3'h5;
+  assign \$408  = tags[35:30] == \$2 [6:0];
+  assign \$409  = \$407  & \$408 ;
+  assign \$410  = state == 1'h1;
+  assign \$411  = \$2 [2:0] == 3'h6;
+  assign \$412  = tags[41:36] == \$2 [6:0];
+  assign \$413  = \$411  & \$412 ;
+  assign \$414  = state == 1'h1;
+  assign \$415  = \$2 [2:0] == 3'h7;
+  assign \$416  = tags[47:42] == \$2 [6:0];
+  assign \$417  = \$415  & \$416 ;
+  assign \$418  = state == 2'h2;
+  assign \$419  = sel_1[0] ? bitmaps[31:0] : 32'd0;
+  assign \$420  = sel_1[1] ? bitmaps[63:32] : 32'd0;
+  assign \$421  = \$419  | \$420 ;
+  assign \$422  = sel_1[2] ? bitmaps[95:64] : 32'd0;
+  assign \$423  = \$421  | \$422 ;
+  assign \$424  = sel_1[3] ? bitmaps[127:96] : 32'd0;
+  assign \$425  = \$423  | \$424 ;
+  assign \$426  = sel_1[4] ? bitmaps[159:128] : 32'd0;
+  assign \$427  = \$425  | \$426 ;
+  assign \$428  = sel_1[5] ? bitmaps[191:160] : 32'd0;
+  assign \$429  = \$427  | \$428 ;
+  assign \$430  = sel_1[6] ? bitmaps[223:192] : 32'd0;
+  assign \$431  = \$429  | \$430 ;
+  assign \$432  = sel_1[7] ? bitmaps[255:224] : 32'd0;
+  assign \$433  = \$431  | \$432 ;
+  assign \$434  = state == 1'h1;
+  assign \$435  = ! \$3 [2:0];
+  assign \$436  = tags[5:0] == \$3 [6:0];
+  assign \$437  = \$435  & \$436 ;
+  assign \$438  = state == 1'h1;
+  assign \$439  = \$3 [2:0] == 1'h1;
+  assign \$440  = tags[11:6] == \$3 [6:0];
+  assign \$441  = \$439  & \$440 ;
+  assign \$442  = state == 1'h1;
+  assign \$443  = \$3 [2:0] == 2'h2;
+  assign \$444  = tags[17:12] == \$3 [6:0];
+  assign \$445  = \$443  & \$444 ;
+  assign \$446  = state == 1'h1;
+  assign \$447  = \$3 [2:0] == 2'h3;
+  assign \$448  = tags[23:18] == \$3 [6:0];
+  assign \$449  = \$447  & \$448 ;
+  assign \$450  = state == 1'h1;
+  assign \$451  = \$3 [2:0] == 3'h4;
+  assign \$452  = tags[29:24] == \$3 [6:0];
+  assign \$453  = \$451  & \$452 ;
+  assign \$454  = state == 1'h1;
+  assign \$455  = \$3 [2:0] == 3'h5;
+  assign \$456  = tags[35:30] == \$3 [6:0];
+  assign \$457  = \$455  & \$456 ;
+  assign \$458  = state == 1'h1;
+  assign \$459  = \$3 [2:0] == 3'h6;
+  assign \$460  = tags[41:36] == \$3 [6:0];
+  assign \$461  = \$459  & \$460 ;
+  assign \$462  = state == 1'h1;
+  assign \$463  = \$3 [2:0] == 3'h7;
+  assign \$464  = tags[47:42] == \$3 [6:0];
+  assign \$465  = \$463  & \$464 ;
+  assign \$466  = state == 2'h2;
+  assign \$467  = sel_2[0] ? bitmaps[31:0] : 32'd0;
+  assign \$468  = sel_2[1] ? bitmaps[63:32] : 32'd0;
+  assign \$469  = \$467  | \$468 ;
+  assign \$470  = sel_2[2] ? bitmaps[95:64] : 32'd0;
+  assign \$471  = \$469  | \$470 ;
+  assign \$472  = sel_2[3] ? bitmaps[127:96] : 32'd0;
+  assign \$473  = \$471  | \$472 ;
+  assign \$474  = sel_2[4] ? bitmaps[159:128] : 32'd0;
+  assign \$475  = \$473  | \$474 ;
+  assign \$476  = sel_2[5] ? bitmaps[191:160] : 32'd0;
+  assign \$477  = \$475  | \$476 ;
+  assign \$478  = sel_2[6] ? bitmaps[223:192] : 32'd0;
+  assign \$479  = \$477  | \$478 ;
+  assign \$480  = sel_2[7] ? bitmaps[255:224] : 32'd0;
+  assign \$481  = \$479  | \$480 ;
+  assign \$482  = ~ \$signal$15 ;
+  assign \$483  = eof_pend & \$482 ;
+  assign \$484  = \$483  & w_rdy;
+  assign \$485  = ~ \$signal$15 ;
+  assign \$486  = \$485  | w_rdy;
+  assign \$487  = ~ \$313 [15:0];
+  assign \$488  = b_rest & \$487 ;
+  assign \$489  = ~ \$signal$15 ;
+  assign \$490  = \$489  | w_rdy;
+  assign \$491  = ! b_rest;
+  assign \$492  = \$490  & \$491 ;
+  assign \$493  = \$signal$50  ? \$signal$52  : 16'h0000;
+  assign \$494  = ~ \$signal$50 ;
+  assign \$495  = ~ \$signal$15 ;
+  assign \$496  = \$495  | w_rdy;
+  assign \$497  = ! b_rest;
+  assign \$498  = \$496  & \$497 ;
+  assign \$499  = \$494  | \$498 ;
+  assign \$500  = ~ \$316 [15:0];
+  assign \$501  = a2_bits & \$500 ;
+  assign \$502  = ~ \$signal$50 ;
+  assign \$503  = ~ \$signal$15 ;
+  assign \$504  = \$503  | w_rdy;
+  assign \$505  = ! b_rest;
+  assign \$506  = \$504  & \$505 ;
+  assign \$507  = \$502  | \$506 ;
+  assign \$508  = ~ \$signal$57 ;
+  assign \$509  = ~ \$signal$50 ;
+  assign \$510  = ~ \$signal$15 ;
+  assign \$511  = \$510  | w_rdy;
+  assign \$512  = ! b_rest;
+  assign \$513  = \$511  & \$512 ;
+  assign \$514  = \$509  | \$513 ;
+  assign \$515  = \$508  | \$514 ;
+  assign \$516  = \$515  & \$signal$62 ;
+  assign \$517  = \$signal$63  ? centre : 16'h0000;
+  assign \$518  = \$signal$63  ? { win_0, 1'h0 } : 33'h000000000;
+  assign \$519  = \$signal$63  ? { win_1, 1'h0 } : 33'h000000000;
+  assign \$520  = \$signal$63  ? { win_2, 1'h0 } : 33'h000000000;
+  assign \$521  = ~ \$signal$57 ;
+  assign \$522  = ~ \$signal$50 ;
+  assign \$523  = ~ \$signal$15 ;
+  assign \$524  = \$523  | w_rdy;
+  assign \$525  = ! b_rest;
+  assign \$526  = \$524  & \$525 ;
+  assign \$527  = \$522  | \$526 ;
+  assign \$528  = \$521  | \$527 ;
+  assign \$529  = ~ \$signal$62 ;
+  assign \$530  = ~ \$signal$57 ;
+  assign \$531  = ~ \$signal$50 ;
+  assign \$532  = ~ \$signal$15 ;
+  assign \$533  = \$532  | w_rdy;
+  assign \$534  = ! b_rest;
+  assign \$535  = \$533  & \$534 ;
+  assign \$536  = \$531  | \$535 ;
+  assign \$537  = \$530  | \$536 ;
+  assign \$538  = \$529  | \$537 ;
+  assign \$540  = \$538  & \$539 ;
+  assign \$541  = state == 3'h4;
+  assign \$542  = \$540  & \$541 ;
+  assign \$543  = ~ \$319 [0];
+  assign \$544  = nz & \$543 ;
+  assign \$545  = ~ has_last;
+  assign \$547  = f_row > \$546 ;
+  assign \$548  = \$545  | \$547 ;
+  assign \$549  = eof_seen & \$548 ;
+  assign \$550  = done_rows >= need;
+  assign \$551  = eof_seen | \$550 ;
+  assign \$552  = ~ eof_pend;
+  assign \$553  = win_1 | win_2;
+  assign \$554  = win_1 | win_2;
+  assign \$555  = \$553 [0] | \$554 [1];
+  assign \$556  = win_1 | win_2;
+  assign \$557  = win_1 | win_2;
+  assign \$558  = \$556 [2] | \$557 [3];
+  assign \$559  = win_1 | win_2;
+  assign \$560  = win_1 | win_2;
+  assign \$561  = \$559 [4] | \$560 [5];
+  assign \$562  = win_1 | win_2;
+  assign \$563  = win_1 | win_2;
+  assign \$564  = \$562 [6] | \$563 [7];
+  assign \$565  = win_1 | win_2;
+  assign \$566  = win_1 | win_2;
+  assign \$567  = \$565 [8] | \$566 [9];
+  assign \$568  = win_1 | win_2;
+  assign \$569  = win_1 | win_2;
+  assign \$570  = \$568 [10] | \$569 [11];
+  assign \$571  = win_1 | win_2;
+  assign \$572  = win_1 | win_2;
+  assign \$573  = \$571 [12] | \$572 [13];
+  assign \$574  = win_1 | win_2;
+  assign \$575  = win_1 | win_2;
+  assign \$576  = \$574 [14] | \$575 [15];
+  assign \$577  = win_1 | win_2;
+  assign \$578  = win_1 | win_2;
+  assign \$579  = \$577 [16] | \$578 [17];
+  assign \$580  = win_1 | win_2;
+  assign \$581  = win_1 | win_2;
+  assign \$582  = \$580 [18] | \$581 [19];
+  assign \$583  = win_1 | win_2;
+  assign \$584  = win_1 | win_2;
+  assign \$585  = \$583 [20] | \$584 [21];
+  assign \$586  = win_1 | win_2;
+  assign \$587  = win_1 | win_2;
+  assign \$588  = \$586 [22] | \$587 [23];
+  assign \$589  = win_1 | win_2;
+  assign \$590  = win_1 | win_2;
+  assign \$591  = \$589 [24] | \$590 [25];
+  assign \$592  = win_1 | win_2;
+  assign \$593  = win_1 | win_2;
+  assign \$594  = \$592 [26] | \$593 [27];
+  assign \$595  = win_1 | win_2;
+  assign \$596  = win_1 | win_2;
+  assign \$597  = \$595 [28] | \$596 [29];
+  assign \$598  = win_1 | win_2;
+  assign \$599  = win_1 | win_2;
+  assign \$600  = \$598 [30] | \$599 [31];
+  assign \$601  = win_1 | win_2;
+  assign \$602  = win_1 | win_2;
+  assign \$603  = \$601 [0] | \$602 [1];
+  assign \$604  = win_1 | win_2;
+  assign \$605  = win_1 | win_2;
+  assign \$606  = \$604 [2] | \$605 [3];
+  assign \$607  = win_1 | win_2;
+  assign \$608  = win_1 | win_2;
+  assign \$609  = \$607 [4] | \$608 [5];
+  assign \$610  = win_1 | win_2;
+  assign \$611  = win_1 | win_2;
+  assign \$612  = \$610 [6] | \$611 [7];
+  assign \$613  = win_1 | win_2;
+  assign \$614  = win_1 | win_2;
+  assign \$615  = \$613 [8] | \$614 [9];
+  assign \$616  = win_1 | win_2;
+  assign \$617  = win_1 | win_2;
+  assign \$618  = \$616 [10] | \$617 [11];
+  assign \$619  = win_1 | win_2;
+  assign \$620  = win_1 | win_2;
+  assign \$621  = \$619 [12] | \$620 [13];
+  assign \$622  = win_1 | win_2;
+  assign \$623  = win_1 | win_2;
+  assign \$624  = \$622 [14] | \$623 [15];
+  assign \$625  = win_1 | win_2;
+  assign \$626  = win_1 | win_2;
+  assign \$627  = \$625 [16] | \$626 [17];
+  assign \$628  = win_1 | win_2;
+  assign \$629  = win_1 | win_2;
+  assign \$630  = \$628 [18] | \$629 [19];
+  assign \$631  = win_1 | win_2;
+  assign \$632  = win_1 | win_2;
+  assign \$633  = \$631 [20] | \$632 [21];
+  assign \$634  = win_1 | win_2;
+  assign \$635  = win_1 | win_2;
+  assign \$636  = \$634 [22] | \$635 [23];
+  assign \$637  = win_1 | win_2;
+  assign \$638  = win_1 | win_2;
+  assign \$639  = \$637 [24] | \$638 [25];
+  assign \$640  = win_1 | win_2;
+  assign \$641  = win_1 | win_2;
+  assign \$642  = \$640 [26] | \$641 [27];
+  assign \$643  = win_1 | win_2;
+  assign \$644  = win_1 | win_2;
+  assign \$645  = \$643 [28] | \$644 [29];
+  assign \$646  = win_1 | win_2;
+  assign \$647  = win_1 | win_2;
+  assign \$648  = \$646 [30] | \$647 [31];
+  assign \$649  = | { \$648 , \$645 , \$642 , \$639 , \$636 , \$633 , \$630 , \$627 , \$624 , \$621 , \$618 , \$615 , \$612 , \$609 , \$606 , \$603  };
+  assign \$650  = ! nz;
+  assign \$651  = ~ \$signal$62 ;
+  assign \$652  = \$650  & \$651 ;
+  assign \$653  = ~ \$signal$57 ;
+  assign \$654  = \$652  & \$653 ;
+  assign \$655  = ~ \$signal$50 ;
+  assign \$656  = \$654  & \$655 ;
+  assign \$657  = ~ b_v;
+  assign \$658  = \$656  & \$657 ;
+  assign \$659  = f_row + 1'h1;
+  assign \$660  = cy + 2'h2;
+  assign \$661  = need + 2'h2;
+  always @(posedge clk)
+    sel_0 <= \$662 ;
+  always @(posedge clk)
+    win_0 <= \$663 ;
+  always @(posedge clk)
+    sel_1 <= \$664 ;
+  always @(posedge clk)
+    win_1 <= \$665 ;
+  always @(posedge clk)
+    sel_2 <= \$666 ;
+  always @(posedge clk)
+    win_2 <= \$667 ;
+  always @(posedge clk)
+    eof_pend <= \$668 ;
+  always @(posedge clk)
+    \$signal$15  <= \$669 ;
+  always @(posedge clk)
+    \$signal  <= \$670 ;
+  always @(posedge clk)
+    \$like  <= \$671 ;
+  always @(posedge clk)
+    \$signal$17  <= \$672 ;
+  always @(posedge clk)
+    c1_win_0 <= \$673 ;
+  always @(posedge clk)
+    c1_win_1 <= \$674 ;
+  always @(posedge clk)
+    c1_win_2 <= \$675 ;
+  always @(posedge clk)
+    \$signal$45  <= \$676 ;
+  always @(posedge clk)
+    b_rest <= \$677 ;
+  always @(posedge clk)
+    b_v <= \$678 ;
+  always @(posedge clk)
+    b_ci <= \$679 ;
+  always @(posedge clk)
+    b_win_0 <= \$680 ;
+  always @(posedge clk)
+    b_win_1 <= \$681 ;
+  always @(posedge clk)
+    b_win_2 <= \$682 ;
+  always @(posedge clk)
+    \$signal$50  <= \$683 ;
+  always @(posedge clk)
+    \$signal$51  <= \$684 ;
+  always @(posedge clk)
+    \$signal$52  <= \$685 ;
+  always @(posedge clk)
+    \$like$53  <= \$686 ;
+  always @(posedge clk)
+    a3_win_0 <= \$687 ;
+  always @(posedge clk)
+    a3_win_1 <= \$688 ;
+  always @(posedge clk)
+    a3_win_2 <= \$689 ;
+  always @(posedge clk)
+    \$signal$57  <= \$690 ;
+  always @(posedge clk)
+    a2_ci <= \$691 ;
+  always @(posedge clk)
+    a2_bits <= \$692 ;
+  always @(posedge clk)
+    a2_win_0 <= \$693 ;
+  always @(posedge clk)
+    a2_win_1 <= \$694 ;
+  always @(posedge clk)
+    a2_win_2 <= \$695 ;
+  always @(posedge clk)
+    \$signal$62  <= \$696 ;
+  always @(posedge clk)
+    \$signal$63  <= \$697 ;
+  always @(posedge clk)
+    nz <= \$698 ;
+  always @(posedge clk)
+    state <= \$699 ;
+  always @(posedge clk)
+    centre <= \$700 ;
+  always @(posedge clk)
+    f_row <= \$701 ;
+  always @(posedge clk)
+    cy <= \$702 ;
+  always @(posedge clk)
+    need <= \$703 ;
+  assign \$1  = cy + 9'h1ff;
+  assign \$2  = cy + 1'h0;
+  assign \$3  = cy + 1'h1;
+  assign \$4  = \$signal [1] | \$signal [3];
+  assign \$5  = \$4  | \$signal [5];
+  assign \$6  = \$5  | \$signal [7];
+  assign \$7  = \$6  | \$signal [9];
+  assign \$8  = \$7  | \$signal [11];
+  assign \$9  = \$8  | \$signal [13];
+  assign \$10  = \$9  | \$signal [15];
+  assign \$11  = \$signal [2] | \$signal [3];
+  assign \$12  = \$11  | \$signal [6];
+  assign \$13  = \$12  | \$signal [7];
+  assign \$14  = \$13  | \$signal [10];
+  assign \$15  = \$14  | \$signal [11];
+  assign \$16  = \$15  | \$signal [14];
+  assign \$17  = \$16  | \$signal [15];
+  assign \$18  = \$signal [4] | \$signal [5];
+  assign \$19  = \$18  | \$signal [6];
+  assign \$20  = \$19  | \$signal [7];
+  assign \$21  = \$20  | \$signal [12];
+  assign \$22  = \$21  | \$signal [13];
+  assign \$23  = \$22  | \$signal [14];
+  assign \$24  = \$23  | \$signal [15];
+  assign \$25  = \$signal [8] | \$signal [9];
+  assign \$26  = \$25  | \$signal [10];
+  assign \$27  = \$26  | \$signal [11];
+  assign \$28  = \$27  | \$signal [12];
+  assign \$29  = \$28  | \$signal [13];
+  assign \$30  = \$29  | \$signal [14];
+  assign \$31  = \$30  | \$signal [15];
+  assign w_en = \$signal$15  | eof_pend;
+  assign \$32  = \$signal [0] & c1_win_0[0];
+  assign \$33  = \$signal [1] & c1_win_0[2];
+  assign \$34  = \$32  | \$33 ;
+  assign \$35  = \$signal [2] & c1_win_0[4];
+  assign \$36  = \$34  | \$35 ;
+  assign \$37  = \$signal [3] & c1_win_0[6];
+  assign \$38  = \$36  | \$37 ;
+  assign \$39  = \$signal [4] & c1_win_0[8];
+  assign \$40  = \$38  | \$39 ;
+  assign \$41  = \$signal [5] & c1_win_0[10];
+  assign \$42  = \$40  | \$41 ;
+  assign \$43  = \$signal [6] & c1_win_0[12];
+  assign \$44  = \$42  | \$43 ;
+  assign \$45  = \$signal [7] & c1_win_0[14];
+  assign \$46  = \$44  | \$45 ;
+  assign \$47  = \$signal [8] & c1_win_0[16];
+  assign \$48  = \$46  | \$47 ;
+  assign \$49  = \$signal [9] & c1_win_0[18];
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = \$signal [10] & c1_win_0[20];
+  assign \$52  = \$50  | \$51 ;
+  assign \$53  = \$signal [11] & c1_win_0[22];
+  assign \$54  = \$52  | \$53 ;
+  assign \$55  = \$signal [12] & c1_win_0[24];
+  assign \$56  = \$54  | \$55 ;
+  assign \$57  = \$signal [13] & c1_win_0[26];
+  assign \$58  = \$56  | \$57 ;
+  assign \$59  = \$signal [14] & c1_win_0[28];
+  assign \$60  = \$58  | \$59 ;
+  assign \$61  = \$signal [15] & c1_win_0[30];
+  assign \$62  = \$60  | \$61 ;
+  assign \$63  = \$signal [0] & c1_win_0[1];
+  assign \$64  = \$signal [1] & c1_win_0[3];
+  assign \$65  = \$63  | \$64 ;
+  assign \$66  = \$signal [2] & c1_win_0[5];
+  assign \$67  = \$65  | \$66 ;
+  assign \$68  = \$signal [3] & c1_win_0[7];
+  assign \$69  = \$67  | \$68 ;
+  assign \$70  = \$signal [4] & c1_win_0[9];
+  assign \$71  = \$69  | \$70 ;
+  assign \$72  = \$signal [5] & c1_win_0[11];
+  assign \$73  = \$71  | \$72 ;
+  assign \$74  = \$signal [6] & c1_win_0[13];
+  assign \$75  = \$73  | \$74 ;
+  assign \$76  = \$signal [7] & c1_win_0[15];
+  assign \$77  = \$75  | \$76 ;
+  assign \$78  = \$signal [8] & c1_win_0[17];
+  assign \$79  = \$77  | \$78 ;
+  assign \$80  = \$signal [9] & c1_win_0[19];
+  assign \$81  = \$79  | \$80 ;
+  assign \$82  = \$signal [10] & c1_win_0[21];
+  assign \$83  = \$81  | \$82 ;
+  assign \$84  = \$signal [11] & c1_win_0[23];
+  assign \$85  = \$83  | \$84 ;
+  assign \$86  = \$signal [12] & c1_win_0[25];
+  assign \$87  = \$85  | \$86 ;
+  assign \$88  = \$signal [13] & c1_win_0[27];
+  assign \$89  = \$87  | \$88 ;
+  assign \$90  = \$signal [14] & c1_win_0[29];
+  assign \$91  = \$89  | \$90 ;
+  assign \$92  = \$signal [15] & c1_win_0[31];
+  assign \$93  = \$91  | \$92 ;
+  assign \$94  = \$signal [0] & c1_win_0[2];
+  assign \$95  = \$signal [1] & c1_win_0[4];
+  assign \$96  = \$94  | \$95 ;
+  assign \$97  = \$signal [2] & c1_win_0[6];
+  assign \$98  = \$96  | \$97 ;
+  assign \$99  = \$signal [3] & c1_win_0[8];
+  assign \$100  = \$98  | \$99 ;
+  assign \$101  = \$signal [4] & c1_win_0[10];
+  assign \$102  = \$100  | \$101 ;
+  assign \$103  = \$signal [5] & c1_win_0[12];
+  assign \$104  = \$102  | \$103 ;
+  assign \$105  = \$signal [6] & c1_win_0[14];
+  assign \$106  = \$104  | \$105 ;
+  assign \$107  = \$signal [7] & c1_win_0[16];
+  assign \$108  = \$106  | \$107 ;
+  assign \$109  = \$signal [8] & c1_win_0[18];
+  assign \$110  = \$108  | \$109 ;
+  assign \$111  = \$signal [9] & c1_win_0[20];
+  assign \$112  = \$110  | \$111 ;
+  assign \$113  = \$signal [10] & c1_win_0[22];
+  assign \$114  = \$112  | \$113 ;
+  assign \$115  = \$signal [11] & c1_win_0[24];
+  assign \$116  = \$114  | \$115 ;
+  assign \$117  = \$signal [12] & c1_win_0[26];
+  assign \$118  = \$116  | \$117 ;
+  assign \$119  = \$signal [13] & c1_win_0[28];
+  assign \$120  = \$118  | \$119 ;
+  assign \$121  = \$signal [14] & c1_win_0[30];
+  assign \$122  = \$120  | \$121 ;
+  assign \$123  = \$signal [15] & c1_win_0[32];
+  assign \$124  = \$122  | \$123 ;
+  assign \$125  = \$signal [0] & c1_win_1[0];
+  assign \$126  = \$signal [1] & c1_win_1[2];
+  assign \$127  = \$125  | \$126 ;
+  assign \$128  = \$signal [2] & c1_win_1[4];
+  assign \$129  = \$127  | \$128 ;
+  assign \$130  = \$signal [3] & c1_win_1[6];
+  assign \$131  = \$129  | \$130 ;
+  assign \$132  = \$signal [4] & c1_win_1[8];
+  assign \$133  = \$131  | \$132 ;
+  assign \$134  = \$signal [5] & c1_win_1[10];
+  assign \$135  = \$133  | \$134 ;
+  assign \$136  = \$signal [6] & c1_win_1[12];
+  assign \$137  = \$135  | \$136 ;
+  assign \$138  = \$signal [7] & c1_win_1[14];
+  assign \$139  = \$137  | \$138 ;
+  assign \$140  = \$signal [8] & c1_win_1[16];
+  assign \$141  = \$139  | \$140 ;
+  assign \$142  = \$signal [9] & c1_win_1[18];
+  assign \$143  = \$141  | \$142 ;
+  assign \$144  = \$signal [10] & c1_win_1[20];
+  assign \$145  = \$143  | \$144 ;
+  assign \$146  = \$signal [11] & c1_win_1[22];
+  assign \$147  = \$145  | \$146 ;
+  assign \$148  = \$signal [12] & c1_win_1[24];
+  assign \$149  = \$147  | \$148 ;
+  assign \$150  = \$signal [13] & c1_win_1[26];
+  assign \$151  = \$149  | \$150 ;
+  assign \$152  = \$signal [14] & c1_win_1[28];
+  assign \$153  = \$151  | \$152 ;
+  assign \$154  = \$signal [15] & c1_win_1[30];
+  assign \$155  = \$153  | \$154 ;
+  assign \$156  = \$signal [0] & c1_win_1[1];
+  assign \$157  = \$signal [1] & c1_win_1[3];
+  assign \$158  = \$156  | \$157 ;
+  assign \$159  = \$signal [2] & c1_win_1[5];
+  assign \$160  = \$158  | \$159 ;
+  assign \$161  = \$signal [3] & c1_win_1[7];
+  assign \$162  = \$160  | \$161 ;
+  assign \$163  = \$signal [4] & c1_win_1[9];
+  assign \$164  = \$162  | \$163 ;
+  assign \$165  = \$signal [5] & c1_win_1[11];
+  assign \$166  = \$164  | \$165 ;
+  assign \$167  = \$signal [6] & c1_win_1[13];
+  assign \$168  = \$166  | \$167 ;
+  assign \$169  = \$signal [7] & c1_win_1[15];
+  assign \$170  = \$168  | \$169 ;
+  assign \$171  = \$signal [8] & c1_win_1[17];
+  assign \$172  = \$170  | \$171 ;
+  assign \$173  = \$signal [9] & c1_win_1[19];
+  assign \$174  = \$172  | \$173 ;
+  assign \$175  = \$signal [10] & c1_win_1[21];
+  assign \$176  = \$174  | \$175 ;
+  assign \$177  = \$signal [11] & c1_win_1[23];
+  assign \$178  = \$176  | \$177 ;
+  assign \$179  = \$signal [12] & c1_win_1[25];
+  assign \$180  = \$178  | \$179 ;
+  assign \$181  = \$signal [13] & c1_win_1[27];
+  assign \$182  = \$180  | \$181 ;
+  assign \$183  = \$signal [14] & c1_win_1[29];
+  assign \$184  = \$182  | \$183 ;
+  assign \$185  = \$signal [15] & c1_win_1[31];
+  assign \$186  = \$184  | \$185 ;
+  assign \$187  = \$signal [0] & c1_win_1[2];
+  assign \$188  = \$signal [1] & c1_win_1[4];
+  assign \$189  = \$187  | \$188 ;
+  assign \$190  = \$signal [2] & c1_win_1[6];
+  assign \$191  = \$189  | \$190 ;
+  assign \$192  = \$signal [3] & c1_win_1[8];
+  assign \$193  = \$191  | \$192 ;
+  assign \$194  = \$signal [4] & c1_win_1[10];
+  assign \$195  = \$193  | \$194 ;
+  assign \$196  = \$signal [5] & c1_win_1[12];
+  assign \$197  = \$195  | \$196 ;
+  assign \$198  = \$signal [6] & c1_win_1[14];
+  assign \$199  = \$197  | \$198 ;
+  assign \$200  = \$signal [7] & c1_win_1[16];
+  assign \$201  = \$199  | \$200 ;
+  assign \$202  = \$signal [8] & c1_win_1[18];
+  assign \$203  = \$201  | \$202 ;
+  assign \$204  = \$signal [9] & c1_win_1[20];
+  assign \$205  = \$203  | \$204 ;
+  assign \$206  = \$signal [10] & c1_win_1[22];
+  assign \$207  = \$205  | \$206 ;
+  assign \$208  = \$signal [11] & c1_win_1[24];
+  assign \$209  = \$207  | \$208 ;
+  assign \$210  = \$signal [12] & c1_win_1[26];
+  assign \$211  = \$209  | \$210 ;
+  assign \$212  = \$signal [13] & c1_win_1[28];
+  assign \$213  = \$211  | \$212 ;
+  assign \$214  = \$signal [14] & c1_win_1[30];
+  assign \$215  = \$213  | \$214 ;
+  assign \$216  = \$signal [15] & c1_win_1[32];
+  assign \$217  = \$215  | \$216 ;
+  assign \$218  = \$signal [0] & c1_win_2[0];
+  assign \$219  = \$signal [1] & c1_win_2[2];
+  assign \$220  = \$218  | \$219 ;
+  assign \$221  = \$signal [2] & c1_win_2[4];
+  assign \$222  = \$220  | \$221 ;
+  assign \$223  = \$signal [3] & c1_win_2[6];
+  assign \$224  = \$222  | \$223 ;
+  assign \$225  = \$signal [4] & c1_win_2[8];
+  assign \$226  = \$224  | \$225 ;
+  assign \$227  = \$signal [5] & c1_win_2[10];
+  assign \$228  = \$226  | \$227 ;
+  assign \$229  = \$signal [6] & c1_win_2[12];
+  assign \$230  = \$228  | \$229 ;
+  assign \$231  = \$signal [7] & c1_win_2[14];
+  assign \$232  = \$230  | \$231 ;
+  assign \$233  = \$signal [8] & c1_win_2[16];
+  assign \$234  = \$232  | \$233 ;
+  assign \$235  = \$signal [9] & c1_win_2[18];
+  assign \$236  = \$234  | \$235 ;
+  assign \$237  = \$signal [10] & c1_win_2[20];
+  assign \$238  = \$236  | \$237 ;
+  assign \$239  = \$signal [11] & c1_win_2[22];
+  assign \$240  = \$238  | \$239 ;
+  assign \$241  = \$signal [12] & c1_win_2[24];
+  assign \$242  = \$240  | \$241 ;
+  assign \$243  = \$signal [13] & c1_win_2[26];
+  assign \$244  = \$242  | \$243 ;
+  assign \$245  = \$signal [14] & c1_win_2[28];
+  assign \$246  = \$244  | \$245 ;
+  assign \$247  = \$signal [15] & c1_win_2[30];
+  assign \$248  = \$246  | \$247 ;
+  assign \$249  = \$signal [0] & c1_win_2[1];
+  assign \$250  = \$signal [1] & c1_win_2[3];
+  assign \$251  = \$249  | \$250 ;
+  assign \$252  = \$signal [2] & c1_win_2[5];
+  assign \$253  = \$251  | \$252 ;
+  assign \$254  = \$signal [3] & c1_win_2[7];
+  assign \$255  = \$253  | \$254 ;
+  assign \$256  = \$signal [4] & c1_win_2[9];
+  assign \$257  = \$255  | \$256 ;
+  assign \$258  = \$signal [5] & c1_win_2[11];
+  assign \$259  = \$257  | \$258 ;
+  assign \$260  = \$signal [6] & c1_win_2[13];
+  assign \$261  = \$259  | \$260 ;
+  assign \$262  = \$signal [7] & c1_win_2[15];
+  assign \$263  = \$261  | \$262 ;
+  assign \$264  = \$signal [8] & c1_win_2[17];
+  assign \$265  = \$263  | \$264 ;
+  assign \$266  = \$signal [9] & c1_win_2[19];
+  assign \$267  = \$265  | \$266 ;
+  assign \$268  = \$signal [10] & c1_win_2[21];
+  assign \$269  = \$267  | \$268 ;
+  assign \$270  = \$signal [11] & c1_win_2[23];
+  assign \$271  = \$269  | \$270 ;
+  assign \$272  = \$signal [12] & c1_win_2[25];
+  assign \$273  = \$271  | \$272 ;
+  assign \$274  = \$signal [13] & c1_win_2[27];
+  assign \$275  = \$273  | \$274 ;
+  assign \$276  = \$signal [14] & c1_win_2[29];
+  assign \$277  = \$275  | \$276 ;
+  assign \$278  = \$signal [15] & c1_win_2[31];
+  assign \$279  = \$277  | \$278 ;
+  assign \$280  = \$signal [0] & c1_win_2[2];
+  assign \$281  = \$signal [1] & c1_win_2[4];
+  assign \$282  = \$280  | \$281 ;
+  assign \$283  = \$signal [2] & c1_win_2[6];
+  assign \$284  = \$282  | \$283 ;
+  assign \$285  = \$signal [3] & c1_win_2[8];
+  assign \$286  = \$284  | \$285 ;
+  assign \$287  = \$signal [4] & c1_win_2[10];
+  assign \$288  = \$286  | \$287 ;
+  assign \$289  = \$signal [5] & c1_win_2[12];
+  assign \$290  = \$288  | \$289 ;
+  assign \$291  = \$signal [6] & c1_win_2[14];
+  assign \$292  = \$290  | \$291 ;
+  assign \$293  = \$signal [7] & c1_win_2[16];
+  assign \$294  = \$292  | \$293 ;
+  assign \$295  = \$signal [8] & c1_win_2[18];
+  \top.layer0.finder.queue  queue (
+    .clk(clk),
+    .r_data(sites__payload),
+    .r_en(r_en),
+    .r_rdy(sites__valid),
+    .rst(rst),
+    .w_en(w_en),
+    .w_port__data(w_data),
+    .w_rdy(w_rdy)
+  );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    w_data = 19'h00000;
+    (* full_case = 32'd1 *)
+    if (\$signal$15 ) begin
+      w_data[3:0] = \$signal$17 ;
+      w_data[7:4] = { \$31 , \$24 , \$17 , \$10  };
+      w_data[16:8] = { \$310 , \$279 , \$248 , \$217 , \$186 , \$155 , \$124 , \$93 , \$62  };
+    end else begin
+      w_data[17] = 1'h1;
+      w_data[18] = error;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$662  = sel_0;
+    if (\$322 ) begin
+      \$662 [0] = \$327 ;
+    end
+    if (\$328 ) begin
+      \$662 [1] = \$333 ;
+    end
+    if (\$334 ) begin
+      \$662 [2] = \$339 ;
+    end
+    if (\$340 ) begin
+      \$662 [3] = \$345 ;
+    end
+    if (\$346 ) begin
+      \$662 [4] = \$351 ;
+    end
+    if (\$352 ) begin
+      \$662 [5] = \$357 ;
+    end
+    if (\$358 ) begin
+      \$662 [6] = \$363 ;
+    end
+    if (\$364 ) begin
+      \$662 [7] = \$369 ;
+    end
+    if (rst) begin
+      \$662  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$663  = win_0;
+    if (\$370 ) begin
+      \$663  = \$385 ;
+    end
+    if (rst) begin
+      \$663  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$664  = sel_1;
+    if (\$386 ) begin
+      \$664 [0] = \$389 ;
+    end
+    if (\$390 ) begin
+      \$664 [1] = \$393 ;
+    end
+    if (\$394 ) begin
+      \$664 [2] = \$397 ;
+    end
+    if (\$398 ) begin
+      \$664 [3] = \$401 ;
+    end
+    if (\$402 ) begin
+      \$664 [4] = \$405 ;
+    end
+    if (\$406 ) begin
+      \$664 [5] = \$409 ;
+    end
+    if (\$410 ) begin
+      \$664 [6] = \$413 ;
+    end
+    if (\$414 ) begin
+      \$664 [7] = \$417 ;
+    end
+    if (rst) begin
+      \$664  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$665  = win_1;
+    if (\$418 ) begin
+      \$665  = \$433 ;
+    end
+    if (rst) begin
+      \$665  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$666  = sel_2;
+    if (\$434 ) begin
+      \$666 [0] = \$437 ;
+    end
+    if (\$438 ) begin
+      \$666 [1] = \$441 ;
+    end
+    if (\$442 ) begin
+      \$666 [2] = \$445 ;
+    end
+    if (\$446 ) begin
+      \$666 [3] = \$449 ;
+    end
+    if (\$450 ) begin
+      \$666 [4] = \$453 ;
+    end
+    if (\$454 ) begin
+      \$666 [5] = \$457 ;
+    end
+    if (\$458 ) begin
+      \$666 [6] = \$461 ;
+    end
+    if (\$462 ) begin
+      \$666 [7] = \$465 ;
+    end
+    if (rst) begin
+      \$666  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$667  = win_2;
+    if (\$466 ) begin
+      \$667  = \$481 ;
+    end
+    if (rst) begin
+      \$667  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$668  = eof_pend;
+    if (\$484 ) begin
+      \$668  = 1'h0;
+    end
+    casez (state)
+      3'h0:
+          if (\$549 ) begin
+            if (\$552 ) begin
+              \$668  = 1'h1;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$668  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$669  = \$signal$15 ;
+    if (\$486 ) begin
+      \$669  = b_v;
+    end
+    if (rst) begin
+      \$669  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$670  = \$signal ;
+    if (\$486 ) begin
+      \$670  = \$signal$45 ;
+    end
+    if (rst) begin
+      \$670  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$671  = \$like ;
+    if (\$486 ) begin
+      \$671  = b_ci;
+    end
+    if (rst) begin
+      \$671  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$672  = \$signal$17 ;
+    if (\$486 ) begin
+      \$672  = f_row[3:0];
+    end
+    if (rst) begin
+      \$672  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$673  = c1_win_0;
+    if (\$486 ) begin
+      \$673  = b_win_0;
+    end
+    if (rst) begin
+      \$673  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$674  = c1_win_1;
+    if (\$486 ) begin
+      \$674  = b_win_1;
+    end
+    if (rst) begin
+      \$674  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$675  = c1_win_2;
+    if (\$486 ) begin
+      \$675  = b_win_2;
+    end
+    if (rst) begin
+      \$675  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$676  = \$signal$45 ;
+    if (\$486 ) begin
+      \$676  = \$313 [15:0];
+    end
+    if (\$492 ) begin
+      \$676  = \$signal$51 ;
+    end
+    if (rst) begin
+      \$676  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$677  = b_rest;
+    if (\$486 ) begin
+      \$677  = \$488 ;
+    end
+    if (\$492 ) begin
+      \$677  = \$493 ;
+    end
+    if (rst) begin
+      \$677  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$678  = b_v;
+    if (\$492 ) begin
+      \$678  = \$signal$50 ;
+    end
+    if (rst) begin
+      \$678  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$679  = b_ci;
+    if (\$492 ) begin
+      \$679  = \$like$53 ;
+    end
+    if (rst) begin
+      \$679  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$680  = b_win_0;
+    if (\$492 ) begin
+      \$680  = a3_win_0;
+    end
+    if (rst) begin
+      \$680  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$681  = b_win_1;
+    if (\$492 ) begin
+      \$681  = a3_win_1;
+    end
+    if (rst) begin
+      \$681  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$682  = b_win_2;
+    if (\$492 ) begin
+      \$682  = a3_win_2;
+    end
+    if (rst) begin
+      \$682  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$683  = \$signal$50 ;
+    if (\$499 ) begin
+      \$683  = \$signal$57 ;
+    end
+    if (rst) begin
+      \$683  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$684  = \$signal$51 ;
+    if (\$499 ) begin
+      \$684  = \$316 [15:0];
+    end
+    if (rst) begin
+      \$684  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$685  = \$signal$52 ;
+    if (\$499 ) begin
+      \$685  = \$501 ;
+    end
+    if (rst) begin
+      \$685  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$686  = \$like$53 ;
+    if (\$499 ) begin
+      \$686  = a2_ci;
+    end
+    if (rst) begin
+      \$686  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$687  = a3_win_0;
+    if (\$499 ) begin
+      \$687  = a2_win_0;
+    end
+    if (rst) begin
+      \$687  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$688  = a3_win_1;
+    if (\$499 ) begin
+      \$688  = a2_win_1;
+    end
+    if (rst) begin
+      \$688  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$689  = a3_win_2;
+    if (\$499 ) begin
+      \$689  = a2_win_2;
+    end
+    if (rst) begin
+      \$689  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$690  = \$signal$57 ;
+    if (\$507 ) begin
+      \$690  = 1'h0;
+    end
+    if (\$516 ) begin
+      \$690  = 1'h1;
+    end
+    if (rst) begin
+      \$690  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$691  = a2_ci;
+    if (\$516 ) begin
+      \$691  = 1'h0;
+    end
+    if (rst) begin
+      \$691  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$692  = a2_bits;
+    if (\$516 ) begin
+      \$692  = \$517 ;
+    end
+    if (rst) begin
+      \$692  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$693  = a2_win_0;
+    if (\$516 ) begin
+      \$693  = \$518 ;
+    end
+    if (rst) begin
+      \$693  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$694  = a2_win_1;
+    if (\$516 ) begin
+      \$694  = \$519 ;
+    end
+    if (rst) begin
+      \$694  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$695  = a2_win_2;
+    if (\$516 ) begin
+      \$695  = \$520 ;
+    end
+    if (rst) begin
+      \$695  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$696  = \$signal$62 ;
+    if (\$528 ) begin
+      \$696  = 1'h0;
+    end
+    if (\$542 ) begin
+      \$696  = 1'h1;
+    end
+    if (rst) begin
+      \$696  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$697  = \$signal$63 ;
+    if (\$542 ) begin
+      \$697  = \$319 [0];
+    end
+    if (rst) begin
+      \$697  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$698  = nz;
+    if (\$542 ) begin
+      \$698  = \$544 ;
+    end
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          \$698  = \$649 ;
+    endcase
+    if (rst) begin
+      \$698  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$699  = state;
+    casez (state)
+      3'h0:
+          if (\$549 ) begin
+            if (\$552 ) begin
+              \$699  = 3'h5;
+            end
+          end else if (\$551 ) begin
+            \$699  = 3'h1;
+          end
+      3'h1:
+          \$699  = 3'h2;
+      3'h2:
+          \$699  = 3'h3;
+      3'h3:
+          \$699  = 3'h4;
+      3'h4:
+          if (\$658 ) begin
+            \$699  = 3'h0;
+          end
+    endcase
+    if (frame_reset) begin
+      \$699  = 3'h0;
+    end
+    if (rst) begin
+      \$699  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$700  = centre;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          \$700  = { \$600 , \$597 , \$594 , \$591 , \$588 , \$585 , \$582 , \$579 , \$576 , \$573 , \$570 , \$567 , \$564 , \$561 , \$558 , \$555  };
+    endcase
+    if (rst) begin
+      \$700  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$701  = f_row;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$658 ) begin
+            \$701  = \$659 [4:0];
+          end
+    endcase
+    if (frame_reset) begin
+      \$701  = 5'h00;
+    end
+    if (rst) begin
+      \$701  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$702  = cy;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$658 ) begin
+            \$702  = \$660 [6:0];
+          end
+    endcase
+    if (frame_reset) begin
+      \$702  = 7'h00;
+    end
+    if (rst) begin
+      \$702  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$703  = need;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$658 ) begin
+            \$703  = \$661 [6:0];
+          end
+    endcase
+    if (frame_reset) begin
+      \$703  = 7'h02;
+    end
+    if (rst) begin
+      \$703  = 7'h02;
+    end
+  end
+  assign r_data = sites__payload;
+  assign sites__ready = r_en;
+  assign r_rdy = sites__valid;
+  assign row_0 = \$1 [6:0];
+  assign row_1 = \$2 [6:0];
+  assign row_2 = \$3 [6:0];
+  assign site_x = { \$31 , \$24 , \$17 , \$10  };
+  assign qp = w_data;
+  assign rest_oh = \$313 [15:0];
+  assign a2_oh = \$316 [15:0];
+  assign chunk_oh = \$319 [0];
+  assign head = sites__payload;
+  assign row = \$321 [3:0];
+  assign \sites__payload.oy  = sites__payload[3:0];
+  assign \sites__payload.ox  = sites__payload[7:4];
+  assign \sites__payload.taps  = sites__payload[16:8];
+  assign \sites__payload.eof  = sites__payload[17];
+  assign \sites__payload.error  = sites__payload[18];
+  assign \qp.oy  = w_data[3:0];
+  assign \qp.ox  = w_data[7:4];
+  assign \qp.taps  = w_data[16:8];
+  assign \qp.eof  = w_data[17];
+  assign \qp.error  = w_data[18];
+  assign \head.oy  = sites__payload[3:0];
+  assign \head.ox  = sites__payload[7:4];
+  assign \head.taps  = sites__payload[16:8];
+  assign \head.eof  = sites__payload[17];
+  assign \head.error  = sites__payload[18];
+  assign \tags[0]  = tags[5:0];
+  assign \tags[1]  = tags[11:6];
+  assign \tags[2]  = tags[17:12];
+  assign \tags[3]  = tags[23:18];
+  assign \tags[4]  = tags[29:24];
+  assign \tags[5]  = tags[35:30];
+  assign \tags[6]  = tags[41:36];
+  assign \tags[7]  = tags[47:42];
+  assign \bitmaps[0]  = bitmaps[31:0];
+  assign \bitmaps[1]  = bitmaps[63:32];
+  assign \bitmaps[2]  = bitmaps[95:64];
+  assign \bitmaps[3]  = bitmaps[127:96];
+  assign \bitmaps[4]  = bitmaps[159:128];
+  assign \bitmaps[5]  = bitmaps[191:160];
+  assign \bitmaps[6]  = bitmaps[223:192];
+  assign \bitmaps[7]  = bitmaps[255:224];
+  assign \$546  = { 1'h0, last_y[4:1] };
+  assign \$539  = nz;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer0.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [2:0] \$14 ;
+  reg \$15 ;
+  reg \$16 ;
+  reg [1:0] \$17 ;
+  wire [1:0] \$2 ;
+  wire \$3 ;
+  wire [1:0] \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire [2:0] \$9 ;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire consume;
+  reg [1:0] level = 2'h0;
+  (* init = 1'h0 *)
+  wire produce;
+  output [18:0] r_data;
+  wire [18:0] r_data;
+  input r_en;
+  wire r_en;
+  (* init = 2'h0 *)
+  wire [1:0] r_level;
+  reg r_port__addr = 1'h0;
+  wire [18:0] r_port__data;
+  output r_rdy;
+  wire r_rdy;
+  input rst;
+  wire rst;
+  wire [18:0] w_data;
+  input w_en;
+  wire w_en;
+  (* init = 2'h0 *)
+  wire [1:0] w_level;
+  reg w_port__addr = 1'h0;
+  input [18:0] w_port__data;
+  wire [18:0] w_port__data;
+  wire w_port__en;
+  output w_rdy;
+  wire w_rdy;
+  reg [18:0] storage [1:0];
+  initial begin
+    storage[0] = 19'h00000;
+    storage[1] = 19'h00000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  assign r_data = storage[r_port__addr];
+  assign w_rdy = level != 2'h2;
+  assign r_rdy = | level;
+  assign w_port__en = w_en & w_rdy;
+  assign \$1  = w_rdy & w_en;
+  assign \$2  = w_port__addr + 1'h1;
+  assign \$3  = r_rdy & r_en;
+  assign \$4  = r_port__addr + 1'h1;
+  assign \$5  = w_rdy & w_en;
+  assign \$6  = r_rdy & r_en;
+  assign \$7  = ~ \$6 ;
+  assign \$8  = \$5  & \$7 ;
+  assign \$9  = level + 1'h1;
+  assign \$10  = r_rdy & r_en;
+  assign \$11  = w_rdy & w_en;
+  assign \$12  = ~ \$11 ;
+  assign \$13  = \$10  & \$12 ;
+  assign \$14  = level - 1'h1;
+  always @(posedge clk)
+    w_port__addr <= \$15 ;
+  always @(posedge clk)
+    r_port__addr <= \$16 ;
+  always @(posedge clk)
+    level <= \$17 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$15  = w_port__addr;
+    if (\$1 ) begin
+      \$15  = \$2 [0];
+    end
+    if (rst) begin
+      \$15  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$16  = r_port__addr;
+    if (\$3 ) begin
+      \$16  = \$4 [0];
+    end
+    if (rst) begin
+      \$16  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$17  = level;
+    if (\$8 ) begin
+      \$17  = \$9 [1:0];
+    end
+    if (\$13 ) begin
+      \$17  = \$14 [1:0];
+    end
+    if (rst) begin
+      \$17  = 2'h0;
+    end
+  end
+  assign w_level = level;
+  assign r_level = level;
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer0.line_buffer (w_en, clk, rst, hold, frame_reset, sites_in__ready, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, sites_in__payload
+);
+  reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  reg \$100 ;
+  reg \$101 ;
+  reg \$102 ;
+  reg [2:0] \$103 ;
+  reg [4:0] \$104 ;
+  reg [4:0] \$105 ;
+  reg [7:0] \$106 ;
+  reg [31:0] \$107 ;
+  reg [31:0] \$108 ;
+  reg [5:0] \$109 ;
+  wire \$11 ;
+  reg [31:0] \$110 ;
+  reg [5:0] \$111 ;
+  reg [31:0] \$112 ;
+  reg [5:0] \$113 ;
+  reg [31:0] \$114 ;
+  reg [5:0] \$115 ;
+  reg [31:0] \$116 ;
+  reg [5:0] \$117 ;
+  reg [31:0] \$118 ;
+  reg [5:0] \$119 ;
+  wire \$12 ;
+  reg [31:0] \$120 ;
+  reg [5:0] \$121 ;
+  reg [31:0] \$122 ;
+  reg [5:0] \$123 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  wire [62:0] \$30 ;
+  wire [62:0] \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire [1:0] \$34 ;
+  wire [1:0] \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
+  wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire [31:0] \$59 ;
+  wire \$6 ;
+  wire [31:0] \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [31:0] \$63 ;
+  wire [31:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire [31:0] \$67 ;
+  wire [31:0] \$68 ;
+  wire \$69 ;
+  wire \$7 ;
+  wire \$70 ;
+  wire [31:0] \$71 ;
+  wire [31:0] \$72 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire [31:0] \$75 ;
+  wire [31:0] \$76 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire [31:0] \$79 ;
+  wire \$8 ;
+  wire [31:0] \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire [31:0] \$83 ;
+  wire [31:0] \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire [31:0] \$87 ;
+  wire [31:0] \$88 ;
+  reg \$89 ;
+  wire \$9 ;
+  reg \$90 ;
+  reg [4:0] \$91 ;
+  reg [4:0] \$92 ;
+  reg [6:0] \$93 ;
+  reg \$94 ;
+  reg \$95 ;
+  reg \$96 ;
+  reg \$97 ;
+  reg \$98 ;
+  reg [4:0] \$99 ;
+  reg [4:0] \$signal  = 5'h00;
+  reg [4:0] \$signal$30  = 5'h00;
+  reg \$signal$44  = 1'h0;
+  (* init = 1'h0 *)
+  wire \$signal$52 ;
+  reg \$signal$63  = 1'h0;
+  wire bad;
+  wire [31:0] \bit ;
+  reg [31:0] bitmap_0 = 32'd0;
+  reg [31:0] bitmap_1 = 32'd0;
+  reg [31:0] bitmap_2 = 32'd0;
+  reg [31:0] bitmap_3 = 32'd0;
+  reg [31:0] bitmap_4 = 32'd0;
+  reg [31:0] bitmap_5 = 32'd0;
+  reg [31:0] bitmap_6 = 32'd0;
+  reg [31:0] bitmap_7 = 32'd0;
+  output [255:0] bitmaps;
+  wire [255:0] bitmaps;
+  wire [31:0] \bitmaps[0] ;
+  wire [31:0] \bitmaps[1] ;
+  wire [31:0] \bitmaps[2] ;
+  wire [31:0] \bitmaps[3] ;
+  wire [31:0] \bitmaps[4] ;
+  wire [31:0] \bitmaps[5] ;
+  wire [31:0] \bitmaps[6] ;
+  wire [31:0] \bitmaps[7] ;
+  output busy;
+  reg busy = 1'h0;
+  reg c_gi = 1'h0;
+  input clk;
+  wire clk;
+  output [6:0] done_rows;
+  reg [6:0] done_rows = 7'h00;
+  wire [47:0] entry;
+  wire \entry.bad ;
+  wire \entry.first ;
+  wire \entry.gi ;
+  wire \entry.last ;
+  wire [43:0] \entry.tok ;
+  wire [31:0] \entry.tok.data ;
+  wire [7:0] \entry.tok.data[0] ;
+  wire [7:0] \entry.tok.data[1] ;
+  wire [7:0] \entry.tok.data[2] ;
+  wire [7:0] \entry.tok.data[3] ;
+  wire \entry.tok.eof ;
+  wire \entry.tok.error ;
+  wire [4:0] \entry.tok.x ;
+  wire [4:0] \entry.tok.y ;
+  output eof_seen;
+  reg eof_seen = 1'h0;
+  output error;
+  reg error = 1'h0;
+  input frame_reset;
+  wire frame_reset;
+  wire [47:0] got;
+  wire \got.bad ;
+  wire \got.first ;
+  wire \got.gi ;
+  wire \got.last ;
+  wire [43:0] \got.tok ;
+  wire [31:0] \got.tok.data ;
+  wire [7:0] \got.tok.data[0] ;
+  wire [7:0] \got.tok.data[1] ;
+  wire [7:0] \got.tok.data[2] ;
+  wire [7:0] \got.tok.data[3] ;
+  wire \got.tok.eof ;
+  wire \got.tok.error ;
+  wire [4:0] \got.tok.x ;
+  wire [4:0] \got.tok.y ;
+  output has_last;
+  reg has_last = 1'h0;
+  input [4:0] height_m1;
+  wire [4:0] height_m1;
+  input hold;
+  wire hold;
+  output [4:0] last_y;
+  reg [4:0] last_y = 5'h00;
+  input loaded;
+  wire loaded;
+  wire open_;
+  input [6:0] permit_row;
+  wire [6:0] permit_row;
+  reg prev_any = 1'h0;
+  input [7:0] r_addr;
+  wire [7:0] r_addr;
+  wire [31:0] r_data;
+  wire [47:0] \r_data$34 ;
+  wire r_en;
+  wire r_rdy;
+  wire [7:0] rd_addr;
+  output [31:0] rd_data;
+  wire [31:0] rd_data;
+  reg [5:0] row_tag_0 = 6'h3f;
+  reg [5:0] row_tag_1 = 6'h3f;
+  reg [5:0] row_tag_2 = 6'h3f;
+  reg [5:0] row_tag_3 = 6'h3f;
+  reg [5:0] row_tag_4 = 6'h3f;
+  reg [5:0] row_tag_5 = 6'h3f;
+  reg [5:0] row_tag_6 = 6'h3f;
+  reg [5:0] row_tag_7 = 6'h3f;
+  input rst;
+  wire rst;
+  input [43:0] sites_in__payload;
+  wire [43:0] sites_in__payload;
+  wire [31:0] \sites_in__payload.data ;
+  wire [7:0] \sites_in__payload.data[0] ;
+  wire [7:0] \sites_in__payload.data[1] ;
+  wire [7:0] \sites_in__payload.data[2] ;
+  wire [7:0] \sites_in__payload.data[3] ;
+  wire \sites_in__payload.eof ;
+  wire \sites_in__payload.error ;
+  wire [4:0] \sites_in__payload.x ;
+  wire [4:0] \sites_in__payload.y ;
+  output sites_in__ready;
+  wire sites_in__ready;
+  wire sites_in__valid;
+  output [47:0] tags;
+  wire [47:0] tags;
+  wire [5:0] \tags[0] ;
+  wire [5:0] \tags[1] ;
+  wire [5:0] \tags[2] ;
+  wire [5:0] \tags[3] ;
+  wire [5:0] \tags[4] ;
+  wire [5:0] \tags[5] ;
+  wire [5:0] \tags[6] ;
+  wire [5:0] \tags[7] ;
+  wire take;
+  reg [7:0] w_addr = 8'h00;
+  (* init = 8'h00 *)
+  wire [7:0] \w_addr$48 ;
+  wire [47:0] w_data;
+  reg [31:0] \w_data$49  = 32'd0;
+  (* init = 32'd0 *)
+  wire [31:0] \w_data$50 ;
+  input w_en;
+  wire w_en;
+  reg \w_en$51  = 1'h0;
+  wire w_rdy;
+  reg w_set = 1'h0;
+  reg [2:0] w_slot = 3'h0;
+  reg [4:0] w_x = 5'h00;
+  reg [4:0] w_y = 5'h00;
+  input [4:0] width_m1;
+  wire [4:0] width_m1;
+  assign \$1  = ! c_gi;
+  assign \$2  = ! c_gi;
+  assign \$3  = ~ sites_in__payload[42];
+  assign \$4  = ! c_gi;
+  assign \$5  = sites_in__payload[36:32] < \$signal ;
+  assign \$6  = sites_in__payload[36:32] == \$signal ;
+  assign \$7  = sites_in__payload[41:37] <= \$signal$30 ;
+  assign \$8  = \$6  & \$7 ;
+  assign \$9  = \$5  | \$8 ;
+  assign \$10  = prev_any & \$9 ;
+  assign \$11  = sites_in__payload[36:32] != \$signal ;
+  assign \$12  = sites_in__payload[41:37] != \$signal$30 ;
+  assign \$13  = \$11  | \$12 ;
+  assign \$14  = c_gi ? \$13  : \$10 ;
+  assign \$15  = \$3  & \$14 ;
+  assign \$16  = ~ got[42];
+  assign \$17  = \$16  & got[45];
+  assign \$18  = got[36:32] > height_m1;
+  assign \$19  = got[41:37] > width_m1;
+  assign \$20  = \$18  | \$19 ;
+  assign \$21  = \$17  & \$20 ;
+  assign bad = got[47] | \$21 ;
+  assign \$22  = ~ eof_seen;
+  assign \$23  = loaded & \$22 ;
+  assign \$24  = ~ hold;
+  assign open_ = \$23  & \$24 ;
+  assign \$25  = r_rdy & open_;
+  assign \$26  = \$signal$44  | got[42];
+  assign \$27  = \$26  | bad;
+  assign \$28  = got[36:32] < permit_row;
+  assign \$29  = \$27  | \$28 ;
+  assign take = \$25  & \$29 ;
+  assign \$30  = 1'h1 << w_x;
+  assign \$31  = w_set ? \$30  : 63'h0000000000000000;
+  assign \$32  = w_en & sites_in__ready;
+  assign \$33  = ! c_gi;
+  assign \$34  = c_gi + 1'h1;
+  assign \$35  = c_gi ? \$34  : 2'h0;
+  assign \$36  = ! c_gi;
+  assign \$37  = r_rdy & open_;
+  assign \$38  = ~ got[42];
+  assign \$39  = \$37  & \$38 ;
+  assign \$40  = \$39  & got[45];
+  assign \$41  = ~ bad;
+  assign \$42  = \$40  & \$41 ;
+  assign \$43  = ~ \$signal$44 ;
+  assign \$44  = \$42  & \$43 ;
+  assign \$45  = ~ got[45];
+  assign \$46  = \$45  | got[43];
+  assign \$47  = ~ got[42];
+  assign \$48  = take & \$47 ;
+  assign \$49  = ~ \$signal$44 ;
+  assign \$50  = \$48  & \$49 ;
+  assign \$51  = ~ bad;
+  assign \$52  = \$50  & \$51 ;
+  assign \$53  = ~ has_last;
+  assign \$54  = got[36:32] != last_y;
+  assign \$55  = \$53  | \$54 ;
+  assign \$56  = got[45] & \$55 ;
+  assign \$57  = ! w_slot;
+  assign \$58  = \w_en$51  & \$57 ;
+  assign \$59  = \$signal$63  ? 32'd0 : bitmap_0;
+  assign \$60  = \$59  | \$31 [31:0];
+  assign \$61  = w_slot == 1'h1;
+  assign \$62  = \w_en$51  & \$61 ;
+  assign \$63  = \$signal$63  ? 32'd0 : bitmap_1;
+  assign \$64  = \$63  | \$31 [31:0];
+  assign \$65  = w_slot == 2'h2;
+  assign \$66  = \w_en$51  & \$65 ;
+  assign \$67  = \$signal$63  ? 32'd0 : bitmap_2;
+  assign \$68  = \$67  | \$31 [31:0];
+  assign \$69  = w_slot == 2'h3;
+  assign \$70  = \w_en$51  & \$69 ;
+  assign \$71  = \$signal$63  ? 32'd0 : bitmap_3;
+  assign \$72  = \$71  | \$31 [31:0];
+  assign \$73  = w_slot == 3'h4;
+  assign \$74  = \w_en$51  & \$73 ;
+  assign \$75  = \$signal$63  ? 32'd0 : bitmap_4;
+  assign \$76  = \$75  | \$31 [31:0];
+  assign \$77  = w_slot == 3'h5;
+  assign \$78  = \w_en$51  & \$77 ;
+  assign \$79  = \$signal$63  ? 32'd0 : bitmap_5;
+  assign \$80  = \$79  | \$31 [31:0];
+  assign \$81  = w_slot == 3'h6;
+  assign \$82  = \w_en$51  & \$81 ;
+  assign \$83  = \$signal$63  ? 32'd0 : bitmap_6;
+  assign \$84  = \$83  | \$31 [31:0];
+  assign \$85  = w_slot == 3'h7;
+  assign \$86  = \w_en$51  & \$85 ;
+  assign \$87  = \$signal$63  ? 32'd0 : bitmap_7;
+  assign \$88  = \$87  | \$31 [31:0];
+  always @(posedge clk)
+    c_gi <= \$89 ;
+  always @(posedge clk)
+    prev_any <= \$90 ;
+  always @(posedge clk)
+    \$signal  <= \$91 ;
+  always @(posedge clk)
+    \$signal$30  <= \$92 ;
+  always @(posedge clk)
+    done_rows <= \$93 ;
+  always @(posedge clk)
+    busy <= \$94 ;
+  always @(posedge clk)
+    eof_seen <= \$95 ;
+  always @(posedge clk)
+    \$signal$44  <= \$96 ;
+  always @(posedge clk)
+    error <= \$97 ;
+  always @(posedge clk)
+    has_last <= \$98 ;
+  always @(posedge clk)
+    last_y <= \$99 ;
+  always @(posedge clk)
+    \w_en$51  <= \$100 ;
+  always @(posedge clk)
+    \$signal$63  <= \$101 ;
+  always @(posedge clk)
+    w_set <= \$102 ;
+  always @(posedge clk)
+    w_slot <= \$103 ;
+  always @(posedge clk)
+    w_x <= \$104 ;
+  always @(posedge clk)
+    w_y <= \$105 ;
+  always @(posedge clk)
+    w_addr <= \$106 ;
+  always @(posedge clk)
+    \w_data$49  <= \$107 ;
+  always @(posedge clk)
+    bitmap_0 <= \$108 ;
+  always @(posedge clk)
+    row_tag_0 <= \$109 ;
+  always @(posedge clk)
+    bitmap_1 <= \$110 ;
+  always @(posedge clk)
+    row_tag_1 <= \$111 ;
+  always @(posedge clk)
+    bitmap_2 <= \$112 ;
+  always @(posedge clk)
+    row_tag_2 <= \$113 ;
+  always @(posedge clk)
+    bitmap_3 <= \$114 ;
+  always @(posedge clk)
+    row_tag_3 <= \$115 ;
+  always @(posedge clk)
+    bitmap_4 <= \$116 ;
+  always @(posedge clk)
+    row_tag_4 <= \$117 ;
+  always @(posedge clk)
+    bitmap_5 <= \$118 ;
+  always @(posedge clk)
+    row_tag_5 <= \$119 ;
+  always @(posedge clk)
+    bitmap_6 <= \$120 ;
+  always @(posedge clk)
+    row_tag_6 <= \$121 ;
+  always @(posedge clk)
+    bitmap_7 <= \$122 ;
+  always @(posedge clk)
+    row_tag_7 <= \$123 ;
+  \top.layer0.line_buffer.mem  mem (
+    .clk(clk),
+    .r_data(rd_data),
+    .rd__addr(r_addr),
+    .rst(rst),
+    .w_addr(w_addr),
+    .w_data(\w_data$49 ),
+    .w_en(\w_en$51 )
+  );
+  \top.layer0.line_buffer.queue  queue (
+    .clk(clk),
+    .r_data(got),
+    .r_en(take),
+    .r_rdy(r_rdy),
+    .rst(rst),
+    .w_en(w_en),
+    .w_port__data(entry),
+    .w_rdy(sites_in__ready)
+  );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$89  = c_gi;
+    if (\$32 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[42]) begin
+        \$89  = 1'h0;
+      end else begin
+        \$89  = \$35 [0];
+      end
+    end
+    if (rst) begin
+      \$89  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$90  = prev_any;
+    if (\$32 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[42]) begin
+        \$90  = 1'h0;
+      end else begin
+        if (\$36 ) begin
+          \$90  = 1'h1;
+        end
+      end
+    end
+    if (rst) begin
+      \$90  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$91  = \$signal ;
+    if (\$32 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[42]) begin
+      end else begin
+        \$91  = sites_in__payload[36:32];
+      end
+    end
+    if (rst) begin
+      \$91  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$92  = \$signal$30 ;
+    if (\$32 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[42]) begin
+      end else begin
+        \$92  = sites_in__payload[41:37];
+      end
+    end
+    if (rst) begin
+      \$92  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$93  = done_rows;
+    if (\$44 ) begin
+      \$93  = { 2'h0, got[36:32] };
+    end
+    if (frame_reset) begin
+      \$93  = 7'h00;
+    end
+    if (rst) begin
+      \$93  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$94  = busy;
+    if (take) begin
+      \$94  = 1'h1;
+    end
+    if (frame_reset) begin
+      \$94  = 1'h0;
+    end
+    if (rst) begin
+      \$94  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$95  = eof_seen;
+    if (take) begin
+      if (got[42]) begin
+        \$95  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$95  = 1'h0;
+    end
+    if (rst) begin
+      \$95  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$96  = \$signal$44 ;
+    if (take) begin
+      if (got[42]) begin
+        \$96  = 1'h0;
+      end else if (\$signal$44 ) begin
+      end else if (bad) begin
+        \$96  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$96  = 1'h0;
+    end
+    if (rst) begin
+      \$96  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$97  = error;
+    if (take) begin
+      if (got[42]) begin
+        if (\$46 ) begin
+          \$97  = 1'h1;
+        end
+      end else if (\$signal$44 ) begin
+      end else if (bad) begin
+        \$97  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$97  = 1'h0;
+    end
+    if (rst) begin
+      \$97  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$98  = has_last;
+    if (take) begin
+      if (got[42]) begin
+      end else if (\$signal$44 ) begin
+      end else if (bad) begin
+      end else if (got[46]) begin
+        \$98  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$98  = 1'h0;
+    end
+    if (rst) begin
+      \$98  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$99  = last_y;
+    if (take) begin
+      if (got[42]) begin
+      end else if (\$signal$44 ) begin
+      end else if (bad) begin
+      end else if (got[46]) begin
+        \$99  = got[36:32];
+      end
+    end
+    if (rst) begin
+      \$99  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$100  = \$52 ;
+    if (rst) begin
+      \$100  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$101  = \$56 ;
+    if (rst) begin
+      \$101  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$102  = got[46];
+    if (rst) begin
+      \$102  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$103  = got[34:32];
+    if (rst) begin
+      \$103  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$104  = got[41:37];
+    if (rst) begin
+      \$104  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$105  = got[36:32];
+    if (rst) begin
+      \$105  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$106  = { got[34:32], got[41:37] };
+    if (rst) begin
+      \$106  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$107  = got[31:0];
+    if (rst) begin
+      \$107  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$108  = bitmap_0;
+    if (\$58 ) begin
+      \$108  = \$60 ;
+    end
+    if (rst) begin
+      \$108  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$109  = row_tag_0;
+    if (\$58 ) begin
+      if (\$signal$63 ) begin
+        \$109  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$109  = 6'h3f;
+    end
+    if (rst) begin
+      \$109  = 6'h3f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$110  = bitmap_1;
+    if (\$62 ) begin
+      \$110  = \$64 ;
+    end
+    if (rst) begin
+      \$110  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$111  = row_tag_1;
+    if (\$62 ) begin
+      if (\$signal$63 ) begin
+        \$111  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$111  = 6'h3f;
+    end
+    if (rst) begin
+      \$111  = 6'h3f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$112  = bitmap_2;
+    if (\$66 ) begin
+      \$112  = \$68 ;
+    end
+    if (rst) begin
+      \$112  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$113  = row_tag_2;
+    if (\$66 ) begin
+      if (\$signal$63 ) begin
+        \$113  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$113  = 6'h3f;
+    end
+    if (rst) begin
+      \$113  = 6'h3f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$114  = bitmap_3;
+    if (\$70 ) begin
+      \$114  = \$72 ;
+    end
+    if (rst) begin
+      \$114  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$115  = row_tag_3;
+    if (\$70 ) begin
+      if (\$signal$63 ) begin
+        \$115  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$115  = 6'h3f;
+    end
+    if (rst) begin
+      \$115  = 6'h3f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$116  = bitmap_4;
+    if (\$74 ) begin
+      \$116  = \$76 ;
+    end
+    if (rst) begin
+      \$116  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$117  = row_tag_4;
+    if (\$74 ) begin
+      if (\$signal$63 ) begin
+        \$117  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$117  = 6'h3f;
+    end
+    if (rst) begin
+      \$117  = 6'h3f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$118  = bitmap_5;
+    if (\$78 ) begin
+      \$118  = \$80 ;
+    end
+    if (rst) begin
+      \$118  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$119  = row_tag_5;
+    if (\$78 ) begin
+      if (\$signal$63 ) begin
+        \$119  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$119  = 6'h3f;
+    end
+    if (rst) begin
+      \$119  = 6'h3f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$120  = bitmap_6;
+    if (\$82 ) begin
+      \$120  = \$84 ;
+    end
+    if (rst) begin
+      \$120  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$121  = row_tag_6;
+    if (\$82 ) begin
+      if (\$signal$63 ) begin
+        \$121  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$121  = 6'h3f;
+    end
+    if (rst) begin
+      \$121  = 6'h3f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$122  = bitmap_7;
+    if (\$86 ) begin
+      \$122  = \$88 ;
+    end
+    if (rst) begin
+      \$122  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$123  = row_tag_7;
+    if (\$86 ) begin
+      if (\$signal$63 ) begin
+        \$123  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$123  = 6'h3f;
+    end
+    if (rst) begin
+      \$123  = 6'h3f;
+    end
+  end
+  assign rd_addr = r_addr;
+  assign r_data = rd_data;
+  assign sites_in__valid = w_en;
+  assign w_rdy = sites_in__ready;
+  assign w_data = entry;
+  assign \r_data$34  = got;
+  assign r_en = take;
+  assign \w_addr$48  = w_addr;
+  assign \w_data$50  = \w_data$49 ;
+  assign \$signal$52  = \w_en$51 ;
+  assign \bit  = \$31 [31:0];
+  assign \tags[0]  = tags[5:0];
+  assign \tags[1]  = tags[11:6];
+  assign \tags[2]  = tags[17:12];
+  assign \tags[3]  = tags[23:18];
+  assign \tags[4]  = tags[29:24];
+  assign \tags[5]  = tags[35:30];
+  assign \tags[6]  = tags[41:36];
+  assign \tags[7]  = tags[47:42];
+  assign \bitmaps[0]  = bitmaps[31:0];
+  assign \bitmaps[1]  = bitmaps[63:32];
+  assign \bitmaps[2]  = bitmaps[95:64];
+  assign \bitmaps[3]  = bitmaps[127:96];
+  assign \bitmaps[4]  = bitmaps[159:128];
+  assign \bitmaps[5]  = bitmaps[191:160];
+  assign \bitmaps[6]  = bitmaps[223:192];
+  assign \bitmaps[7]  = bitmaps[255:224];
+  assign \entry.tok  = entry[43:0];
+  assign \entry.tok.data  = entry[31:0];
+  assign \entry.tok.data[0]  = entry[7:0];
+  assign \entry.tok.data[1]  = entry[15:8];
+  assign \entry.tok.data[2]  = entry[23:16];
+  assign \entry.tok.data[3]  = entry[31:24];
+  assign \entry.tok.y  = entry[36:32];
+  assign \entry.tok.x  = entry[41:37];
+  assign \entry.tok.eof  = entry[42];
+  assign \entry.tok.error  = entry[43];
+  assign \entry.gi  = entry[44];
+  assign \entry.first  = entry[45];
+  assign \entry.last  = entry[46];
+  assign \entry.bad  = entry[47];
+  assign \sites_in__payload.data  = sites_in__payload[31:0];
+  assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
+  assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
+  assign \sites_in__payload.data[2]  = sites_in__payload[23:16];
+  assign \sites_in__payload.data[3]  = sites_in__payload[31:24];
+  assign \sites_in__payload.y  = sites_in__payload[36:32];
+  assign \sites_in__payload.x  = sites_in__payload[41:37];
+  assign \sites_in__payload.eof  = sites_in__payload[42];
+  assign \sites_in__payload.error  = sites_in__payload[43];
+  assign \got.tok  = got[43:0];
+  assign \got.tok.data  = got[31:0];
+  assign \got.tok.data[0]  = got[7:0];
+  assign \got.tok.data[1]  = got[15:8];
+  assign \got.tok.data[2]  = got[23:16];
+  assign \got.tok.data[3]  = got[31:24];
+  assign \got.tok.y  = got[36:32];
+  assign \got.tok.x  = got[41:37];
+  assign \got.tok.eof  = got[42];
+  assign \got.tok.error  = got[43];
+  assign \got.gi  = got[44];
+  assign \got.first  = got[45];
+  assign \got.last  = got[46];
+  assign \got.bad  = got[47];
+  assign entry[47] = \$15 ;
+  assign entry[46] = \$2 ;
+  assign entry[45] = \$1 ;
+  assign entry[44] = c_gi;
+  assign entry[43:0] = sites_in__payload;
+  assign bitmaps[255:224] = bitmap_7;
+  assign bitmaps[223:192] = bitmap_6;
+  assign bitmaps[191:160] = bitmap_5;
+  assign bitmaps[159:128] = bitmap_4;
+  assign bitmaps[127:96] = bitmap_3;
+  assign bitmaps[95:64] = bitmap_2;
+  assign bitmaps[63:32] = bitmap_1;
+  assign bitmaps[31:0] = bitmap_0;
+  assign tags[47:42] = row_tag_7;
+  assign tags[41:36] = row_tag_6;
+  assign tags[35:30] = row_tag_5;
+  assign tags[29:24] = row_tag_4;
+  assign tags[23:18] = row_tag_3;
+  assign tags[17:12] = row_tag_2;
+  assign tags[11:6] = row_tag_1;
+  assign tags[5:0] = row_tag_0;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer0.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
+  reg [31:0] \$1 ;
+  wire [7:0] \$signature__addr ;
+  wire [31:0] \$signature__data ;
   wire \$signature__en ;
-  wire \$signature__en$10 ;
-  wire \$signature__en$33 ;
-  wire \$signature__en$82 ;
-  wire \$signature__en$83 ;
+  input clk;
+  wire clk;
+  wire [7:0] r_addr;
+  output [31:0] r_data;
+  reg [31:0] r_data = 32'd0;
+  input [7:0] rd__addr;
+  wire [7:0] rd__addr;
+  wire [31:0] rd__data;
+  wire rd__en;
+  input rst;
+  wire rst;
+  input [7:0] w_addr;
+  wire [7:0] w_addr;
+  input [31:0] w_data;
+  wire [31:0] w_data;
+  input w_en;
+  wire w_en;
+  reg [31:0] mem [255:0];
+  initial begin
+    mem[0] = 32'd0;
+    mem[1] = 32'd0;
+    mem[2] = 32'd0;
+    mem[3] = 32'd0;
+    mem[4] = 32'd0;
+    mem[5] = 32'd0;
+    mem[6] = 32'd0;
+    mem[7] = 32'd0;
+    mem[8] = 32'd0;
+    mem[9] = 32'd0;
+    mem[10] = 32'd0;
+    mem[11] = 32'd0;
+    mem[12] = 32'd0;
+    mem[13] = 32'd0;
+    mem[14] = 32'd0;
+    mem[15] = 32'd0;
+    mem[16] = 32'd0;
+    mem[17] = 32'd0;
+    mem[18] = 32'd0;
+    mem[19] = 32'd0;
+    mem[20] = 32'd0;
+    mem[21] = 32'd0;
+    mem[22] = 32'd0;
+    mem[23] = 32'd0;
+    mem[24] = 32'd0;
+    mem[25] = 32'd0;
+    mem[26] = 32'd0;
+    mem[27] = 32'd0;
+    mem[28] = 32'd0;
+    mem[29] = 32'd0;
+    mem[30] = 32'd0;
+    mem[31] = 32'd0;
+    mem[32] = 32'd0;
+    mem[33] = 32'd0;
+    mem[34] = 32'd0;
+    mem[35] = 32'd0;
+    mem[36] = 32'd0;
+    mem[37] = 32'd0;
+    mem[38] = 32'd0;
+    mem[39] = 32'd0;
+    mem[40] = 32'd0;
+    mem[41] = 32'd0;
+    mem[42] = 32'd0;
+    mem[43] = 32'd0;
+    mem[44] = 32'd0;
+    mem[45] = 32'd0;
+    mem[46] = 32'd0;
+    mem[47] = 32'd0;
+    mem[48] = 32'd0;
+    mem[49] = 32'd0;
+    mem[50] = 32'd0;
+    mem[51] = 32'd0;
+    mem[52] = 32'd0;
+    mem[53] = 32'd0;
+    mem[54] = 32'd0;
+    mem[55] = 32'd0;
+    mem[56] = 32'd0;
+    mem[57] = 32'd0;
+    mem[58] = 32'd0;
+    mem[59] = 32'd0;
+    mem[60] = 32'd0;
+    mem[61] = 32'd0;
+    mem[62] = 32'd0;
+    mem[63] = 32'd0;
+    mem[64] = 32'd0;
+    mem[65] = 32'd0;
+    mem[66] = 32'd0;
+    mem[67] = 32'd0;
+    mem[68] = 32'd0;
+    mem[69] = 32'd0;
+    mem[70] = 32'd0;
+    mem[71] = 32'd0;
+    mem[72] = 32'd0;
+    mem[73] = 32'd0;
+    mem[74] = 32'd0;
+    mem[75] = 32'd0;
+    mem[76] = 32'd0;
+    mem[77] = 32'd0;
+    mem[78] = 32'd0;
+    mem[79] = 32'd0;
+    mem[80] = 32'd0;
+    mem[81] = 32'd0;
+    mem[82] = 32'd0;
+    mem[83] = 32'd0;
+    mem[84] = 32'd0;
+    mem[85] = 32'd0;
+    mem[86] = 32'd0;
+    mem[87] = 32'd0;
+    mem[88] = 32'd0;
+    mem[89] = 32'd0;
+    mem[90] = 32'd0;
+    mem[91] = 32'd0;
+    mem[92] = 32'd0;
+    mem[93] = 32'd0;
+    mem[94] = 32'd0;
+    mem[95] = 32'd0;
+    mem[96] = 32'd0;
+    mem[97] = 32'd0;
+    mem[98] = 32'd0;
+    mem[99] = 32'd0;
+    mem[100] = 32'd0;
+    mem[101] = 32'd0;
+    mem[102] = 32'd0;
+    mem[103] = 32'd0;
+    mem[104] = 32'd0;
+    mem[105] = 32'd0;
+    mem[106] = 32'd0;
+    mem[107] = 32'd0;
+    mem[108] = 32'd0;
+    mem[109] = 32'd0;
+    mem[110] = 32'd0;
+    mem[111] = 32'd0;
+    mem[112] = 32'd0;
+    mem[113] = 32'd0;
+    mem[114] = 32'd0;
+    mem[115] = 32'd0;
+    mem[116] = 32'd0;
+    mem[117] = 32'd0;
+    mem[118] = 32'd0;
+    mem[119] = 32'd0;
+    mem[120] = 32'd0;
+    mem[121] = 32'd0;
+    mem[122] = 32'd0;
+    mem[123] = 32'd0;
+    mem[124] = 32'd0;
+    mem[125] = 32'd0;
+    mem[126] = 32'd0;
+    mem[127] = 32'd0;
+    mem[128] = 32'd0;
+    mem[129] = 32'd0;
+    mem[130] = 32'd0;
+    mem[131] = 32'd0;
+    mem[132] = 32'd0;
+    mem[133] = 32'd0;
+    mem[134] = 32'd0;
+    mem[135] = 32'd0;
+    mem[136] = 32'd0;
+    mem[137] = 32'd0;
+    mem[138] = 32'd0;
+    mem[139] = 32'd0;
+    mem[140] = 32'd0;
+    mem[141] = 32'd0;
+    mem[142] = 32'd0;
+    mem[143] = 32'd0;
+    mem[144] = 32'd0;
+    mem[145] = 32'd0;
+    mem[146] = 32'd0;
+    mem[147] = 32'd0;
+    mem[148] = 32'd0;
+    mem[149] = 32'd0;
+    mem[150] = 32'd0;
+    mem[151] = 32'd0;
+    mem[152] = 32'd0;
+    mem[153] = 32'd0;
+    mem[154] = 32'd0;
+    mem[155] = 32'd0;
+    mem[156] = 32'd0;
+    mem[157] = 32'd0;
+    mem[158] = 32'd0;
+    mem[159] = 32'd0;
+    mem[160] = 32'd0;
+    mem[161] = 32'd0;
+    mem[162] = 32'd0;
+    mem[163] = 32'd0;
+    mem[164] = 32'd0;
+    mem[165] = 32'd0;
+    mem[166] = 32'd0;
+    mem[167] = 32'd0;
+    mem[168] = 32'd0;
+    mem[169] = 32'd0;
+    mem[170] = 32'd0;
+    mem[171] = 32'd0;
+    mem[172] = 32'd0;
+    mem[173] = 32'd0;
+    mem[174] = 32'd0;
+    mem[175] = 32'd0;
+    mem[176] = 32'd0;
+    mem[177] = 32'd0;
+    mem[178] = 32'd0;
+    mem[179] = 32'd0;
+    mem[180] = 32'd0;
+    mem[181] = 32'd0;
+    mem[182] = 32'd0;
+    mem[183] = 32'd0;
+    mem[184] = 32'd0;
+    mem[185] = 32'd0;
+    mem[186] = 32'd0;
+    mem[187] = 32'd0;
+    mem[188] = 32'd0;
+    mem[189] = 32'd0;
+    mem[190] = 32'd0;
+    mem[191] = 32'd0;
+    mem[192] = 32'd0;
+    mem[193] = 32'd0;
+    mem[194] = 32'd0;
+    mem[195] = 32'd0;
+    mem[196] = 32'd0;
+    mem[197] = 32'd0;
+    mem[198] = 32'd0;
+    mem[199] = 32'd0;
+    mem[200] = 32'd0;
+    mem[201] = 32'd0;
+    mem[202] = 32'd0;
+    mem[203] = 32'd0;
+    mem[204] = 32'd0;
+    mem[205] = 32'd0;
+    mem[206] = 32'd0;
+    mem[207] = 32'd0;
+    mem[208] = 32'd0;
+    mem[209] = 32'd0;
+    mem[210] = 32'd0;
+    mem[211] = 32'd0;
+    mem[212] = 32'd0;
+    mem[213] = 32'd0;
+    mem[214] = 32'd0;
+    mem[215] = 32'd0;
+    mem[216] = 32'd0;
+    mem[217] = 32'd0;
+    mem[218] = 32'd0;
+    mem[219] = 32'd0;
+    mem[220] = 32'd0;
+    mem[221] = 32'd0;
+    mem[222] = 32'd0;
+    mem[223] = 32'd0;
+    mem[224] = 32'd0;
+    mem[225] = 32'd0;
+    mem[226] = 32'd0;
+    mem[227] = 32'd0;
+    mem[228] = 32'd0;
+    mem[229] = 32'd0;
+    mem[230] = 32'd0;
+    mem[231] = 32'd0;
+    mem[232] = 32'd0;
+    mem[233] = 32'd0;
+    mem[234] = 32'd0;
+    mem[235] = 32'd0;
+    mem[236] = 32'd0;
+    mem[237] = 32'd0;
+    mem[238] = 32'd0;
+    mem[239] = 32'd0;
+    mem[240] = 32'd0;
+    mem[241] = 32'd0;
+    mem[242] = 32'd0;
+    mem[243] = 32'd0;
+    mem[244] = 32'd0;
+    mem[245] = 32'd0;
+    mem[246] = 32'd0;
+    mem[247] = 32'd0;
+    mem[248] = 32'd0;
+    mem[249] = 32'd0;
+    mem[250] = 32'd0;
+    mem[251] = 32'd0;
+    mem[252] = 32'd0;
+    mem[253] = 32'd0;
+    mem[254] = 32'd0;
+    mem[255] = 32'd0;
+  end
+  always @(posedge clk) begin
+    if (w_en)
+      mem[w_addr] <= w_data;
+  end
+  reg [31:0] _0_;
+  always @(posedge clk) begin
+    _0_ <= mem[rd__addr];
+  end
+  assign rd__data = _0_;
+  always @(posedge clk)
+    r_data <= \$1 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$1  = rd__data;
+    if (rst) begin
+      \$1  = 32'd0;
+    end
+  end
+  assign \$signature__addr  = w_addr;
+  assign \$signature__data  = w_data;
+  assign \$signature__en  = w_en;
+  assign r_addr = rd__addr;
+  assign rd__en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer0.line_buffer.queue (clk, rst, r_en, w_rdy, r_rdy, r_data, w_port__data, w_en);
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [2:0] \$14 ;
+  reg \$15 ;
+  reg \$16 ;
+  reg [1:0] \$17 ;
+  wire [1:0] \$2 ;
+  wire \$3 ;
+  wire [1:0] \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire [2:0] \$9 ;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire consume;
+  reg [1:0] level = 2'h0;
+  (* init = 1'h0 *)
+  wire produce;
+  output [47:0] r_data;
+  wire [47:0] r_data;
+  input r_en;
+  wire r_en;
+  (* init = 2'h0 *)
+  wire [1:0] r_level;
+  reg r_port__addr = 1'h0;
+  wire [47:0] r_port__data;
+  output r_rdy;
+  wire r_rdy;
+  input rst;
+  wire rst;
+  wire [47:0] w_data;
+  input w_en;
+  wire w_en;
+  (* init = 2'h0 *)
+  wire [1:0] w_level;
+  reg w_port__addr = 1'h0;
+  input [47:0] w_port__data;
+  wire [47:0] w_port__data;
+  wire w_port__en;
+  output w_rdy;
+  wire w_rdy;
+  reg [47:0] storage [1:0];
+  initial begin
+    storage[0] = 48'h000000000000;
+    storage[1] = 48'h000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  assign r_data = storage[r_port__addr];
+  assign w_rdy = level != 2'h2;
+  assign r_rdy = | level;
+  assign w_port__en = w_en & w_rdy;
+  assign \$1  = w_rdy & w_en;
+  assign \$2  = w_port__addr + 1'h1;
+  assign \$3  = r_rdy & r_en;
+  assign \$4  = r_port__addr + 1'h1;
+  assign \$5  = w_rdy & w_en;
+  assign \$6  = r_rdy & r_en;
+  assign \$7  = ~ \$6 ;
+  assign \$8  = \$5  & \$7 ;
+  assign \$9  = level + 1'h1;
+  assign \$10  = r_rdy & r_en;
+  assign \$11  = w_rdy & w_en;
+  assign \$12  = ~ \$11 ;
+  assign \$13  = \$10  & \$12 ;
+  assign \$14  = level - 1'h1;
+  always @(posedge clk)
+    w_port__addr <= \$15 ;
+  always @(posedge clk)
+    r_port__addr <= \$16 ;
+  always @(posedge clk)
+    level <= \$17 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$15  = w_port__addr;
+    if (\$1 ) begin
+      \$15  = \$2 [0];
+    end
+    if (rst) begin
+      \$15  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$16  = r_port__addr;
+    if (\$3 ) begin
+      \$16  = \$4 [0];
+    end
+    if (rst) begin
+      \$16  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$17  = level;
+    if (\$8 ) begin
+      \$17  = \$9 [1:0];
+    end
+    if (\$13 ) begin
+      \$17  = \$14 [1:0];
+    end
+    if (rst) begin
+      \$17  = 2'h0;
+    end
+  end
+  assign w_level = level;
+  assign r_level = level;
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+  wire [15:0] \$1 ;
+  wire [15:0] \$10 ;
+  reg [21:0] \$100 ;
+  reg [21:0] \$101 ;
+  reg [21:0] \$102 ;
+  reg [13:0] \$103 ;
+  reg [13:0] \$104 ;
+  reg [13:0] \$105 ;
+  reg [13:0] \$106 ;
+  reg [21:0] \$107 ;
+  reg [21:0] \$108 ;
+  reg [21:0] \$109 ;
+  wire [15:0] \$11 ;
+  reg [21:0] \$110 ;
+  reg \$111 ;
+  reg [10:0] \$112 ;
+  wire [15:0] \$12 ;
+  wire [15:0] \$13 ;
+  wire [15:0] \$14 ;
+  wire [15:0] \$15 ;
+  wire [15:0] \$16 ;
+  wire [16:0] \$17 ;
+  wire [16:0] \$18 ;
+  wire [22:0] \$19 ;
+  wire [15:0] \$2 ;
+  wire [16:0] \$20 ;
+  wire [16:0] \$21 ;
+  wire [22:0] \$22 ;
+  wire [16:0] \$23 ;
+  wire [16:0] \$24 ;
+  wire [22:0] \$25 ;
+  wire [16:0] \$26 ;
+  wire [16:0] \$27 ;
+  wire [22:0] \$28 ;
+  wire \$29 ;
+  wire [15:0] \$3 ;
+  wire \$30 ;
+  wire [21:0] \$31 ;
+  wire [22:0] \$32 ;
+  wire [21:0] \$33 ;
+  wire [22:0] \$34 ;
+  wire [21:0] \$35 ;
+  wire [22:0] \$36 ;
+  wire [21:0] \$37 ;
+  wire [22:0] \$38 ;
+  wire \$39 ;
+  wire [15:0] \$4 ;
+  wire \$40 ;
+  reg [172:0] \$41 ;
+  reg \$42 ;
+  reg [7:0] \$43 ;
+  reg [7:0] \$44 ;
+  reg [15:0] \$45 ;
+  reg [7:0] \$46 ;
+  reg [7:0] \$47 ;
+  reg [15:0] \$48 ;
+  reg [7:0] \$49 ;
+  wire [15:0] \$5 ;
+  reg [7:0] \$50 ;
+  reg [15:0] \$51 ;
+  reg [7:0] \$52 ;
+  reg [7:0] \$53 ;
+  reg [15:0] \$54 ;
+  reg [7:0] \$55 ;
+  reg [7:0] \$56 ;
+  reg [15:0] \$57 ;
+  reg [7:0] \$58 ;
+  reg [7:0] \$59 ;
+  wire [15:0] \$6 ;
+  reg [15:0] \$60 ;
+  reg [7:0] \$61 ;
+  reg [7:0] \$62 ;
+  reg [15:0] \$63 ;
+  reg [7:0] \$64 ;
+  reg [7:0] \$65 ;
+  reg [15:0] \$66 ;
+  reg [7:0] \$67 ;
+  reg [7:0] \$68 ;
+  reg [15:0] \$69 ;
+  wire [15:0] \$7 ;
+  reg [7:0] \$70 ;
+  reg [7:0] \$71 ;
+  reg [15:0] \$72 ;
+  reg [7:0] \$73 ;
+  reg [7:0] \$74 ;
+  reg [15:0] \$75 ;
+  reg [7:0] \$76 ;
+  reg [7:0] \$77 ;
+  reg [15:0] \$78 ;
+  reg [7:0] \$79 ;
+  wire [15:0] \$8 ;
+  reg [7:0] \$80 ;
+  reg [15:0] \$81 ;
+  reg [7:0] \$82 ;
+  reg [7:0] \$83 ;
+  reg [15:0] \$84 ;
+  reg [7:0] \$85 ;
+  reg [7:0] \$86 ;
+  reg [15:0] \$87 ;
+  reg [7:0] \$88 ;
+  reg [7:0] \$89 ;
+  wire [15:0] \$9 ;
+  reg [15:0] \$90 ;
+  reg [21:0] \$91 ;
+  reg [21:0] \$92 ;
+  reg [21:0] \$93 ;
+  reg [21:0] \$94 ;
+  reg [21:0] \$95 ;
+  reg [21:0] \$96 ;
+  reg [21:0] \$97 ;
+  reg [21:0] \$98 ;
+  reg [21:0] \$99 ;
   reg [21:0] acc_0 = 22'h000000;
   reg [21:0] acc_1 = 22'h000000;
   reg [21:0] acc_2 = 22'h000000;
   reg [21:0] acc_3 = 22'h000000;
-  wire acc_last;
-  wire adv;
-  wire bad;
-  reg [15:0] bitmap_0 = 16'h0000;
-  reg [15:0] bitmap_1 = 16'h0000;
-  reg [15:0] bitmap_2 = 16'h0000;
-  reg [15:0] bitmap_3 = 16'h0000;
-  wire [15:0] centre;
-  reg [15:0] centre_row;
   input clk;
   wire clk;
-  reg [3:0] cur_x = 4'h0;
-  wire [4:0] cx;
-  reg discard = 1'h0;
-  reg [5:0] done_rows = 6'h00;
-  reg [1:0] dx_t;
-  reg eof_seen = 1'h0;
-  reg err = 1'h0;
-  reg f_done = 1'h0;
-  reg [15:0] f_rem = 16'h0000;
-  wire [15:0] f_rest;
-  reg [5:0] f_row = 6'h00;
-  reg f_scan = 1'h0;
-  reg [3:0] finder_x;
-  reg frame_busy = 1'h0;
-  wire frame_reset;
-  reg gi = 1'h0;
+  wire [13:0] ctl;
+  wire \ctl.first ;
+  wire \ctl.last ;
+  wire [10:0] \ctl.meta ;
+  wire \ctl.meta.eof ;
+  wire \ctl.meta.error ;
+  wire \ctl.meta.go ;
+  wire [3:0] \ctl.meta.ox ;
+  wire [3:0] \ctl.meta.oy ;
+  wire \ctl.v ;
+  reg [13:0] mac_ctl_d1 = 14'h0000;
+  wire \mac_ctl_d1.first ;
+  wire \mac_ctl_d1.last ;
+  wire [10:0] \mac_ctl_d1.meta ;
+  wire \mac_ctl_d1.meta.eof ;
+  wire \mac_ctl_d1.meta.error ;
+  wire \mac_ctl_d1.meta.go ;
+  wire [3:0] \mac_ctl_d1.meta.ox ;
+  wire [3:0] \mac_ctl_d1.meta.oy ;
+  wire \mac_ctl_d1.v ;
+  reg [13:0] mac_ctl_d2 = 14'h0000;
+  wire \mac_ctl_d2.first ;
+  wire \mac_ctl_d2.last ;
+  wire [10:0] \mac_ctl_d2.meta ;
+  wire \mac_ctl_d2.meta.eof ;
+  wire \mac_ctl_d2.meta.error ;
+  wire \mac_ctl_d2.meta.go ;
+  wire [3:0] \mac_ctl_d2.meta.ox ;
+  wire [3:0] \mac_ctl_d2.meta.oy ;
+  wire \mac_ctl_d2.v ;
+  reg [13:0] mac_ctl_d3 = 14'h0000;
+  wire \mac_ctl_d3.first ;
+  wire \mac_ctl_d3.last ;
+  wire [10:0] \mac_ctl_d3.meta ;
+  wire \mac_ctl_d3.meta.eof ;
+  wire \mac_ctl_d3.meta.error ;
+  wire \mac_ctl_d3.meta.go ;
+  wire [3:0] \mac_ctl_d3.meta.ox ;
+  wire [3:0] \mac_ctl_d3.meta.oy ;
+  wire \mac_ctl_d3.v ;
+  reg [13:0] mac_ctl_d4 = 14'h0000;
+  wire \mac_ctl_d4.first ;
+  wire \mac_ctl_d4.last ;
+  wire [10:0] \mac_ctl_d4.meta ;
+  wire \mac_ctl_d4.meta.eof ;
+  wire \mac_ctl_d4.meta.error ;
+  wire \mac_ctl_d4.meta.go ;
+  wire [3:0] \mac_ctl_d4.meta.ox ;
+  wire [3:0] \mac_ctl_d4.meta.oy ;
+  wire \mac_ctl_d4.v ;
+  reg op_v = 1'h0;
+  reg [172:0] operands = 173'h00000000000000000000000000000000000000000000;
+  wire \operands.first ;
+  wire \operands.last ;
+  wire [10:0] \operands.meta ;
+  wire \operands.meta.eof ;
+  wire \operands.meta.error ;
+  wire \operands.meta.go ;
+  wire [3:0] \operands.meta.ox ;
+  wire [3:0] \operands.meta.oy ;
+  wire [127:0] \operands.w ;
+  wire [31:0] \operands.x ;
+  reg [10:0] out_meta = 11'h000;
+  wire \out_meta.eof ;
+  wire \out_meta.error ;
+  wire \out_meta.go ;
+  wire [3:0] \out_meta.ox ;
+  wire [3:0] \out_meta.oy ;
+  output out_v;
+  reg out_v = 1'h0;
+  reg [7:0] prod_0_0_a = 8'h00;
+  reg [7:0] prod_0_0_b = 8'h00;
+  reg [15:0] prod_0_0_p = 16'h0000;
+  reg [7:0] prod_0_1_a = 8'h00;
+  reg [7:0] prod_0_1_b = 8'h00;
+  reg [15:0] prod_0_1_p = 16'h0000;
+  reg [7:0] prod_0_2_a = 8'h00;
+  reg [7:0] prod_0_2_b = 8'h00;
+  reg [15:0] prod_0_2_p = 16'h0000;
+  reg [7:0] prod_0_3_a = 8'h00;
+  reg [7:0] prod_0_3_b = 8'h00;
+  reg [15:0] prod_0_3_p = 16'h0000;
+  reg [7:0] prod_1_0_a = 8'h00;
+  reg [7:0] prod_1_0_b = 8'h00;
+  reg [15:0] prod_1_0_p = 16'h0000;
+  reg [7:0] prod_1_1_a = 8'h00;
+  reg [7:0] prod_1_1_b = 8'h00;
+  reg [15:0] prod_1_1_p = 16'h0000;
+  reg [7:0] prod_1_2_a = 8'h00;
+  reg [7:0] prod_1_2_b = 8'h00;
+  reg [15:0] prod_1_2_p = 16'h0000;
+  reg [7:0] prod_1_3_a = 8'h00;
+  reg [7:0] prod_1_3_b = 8'h00;
+  reg [15:0] prod_1_3_p = 16'h0000;
+  reg [7:0] prod_2_0_a = 8'h00;
+  reg [7:0] prod_2_0_b = 8'h00;
+  reg [15:0] prod_2_0_p = 16'h0000;
+  reg [7:0] prod_2_1_a = 8'h00;
+  reg [7:0] prod_2_1_b = 8'h00;
+  reg [15:0] prod_2_1_p = 16'h0000;
+  reg [7:0] prod_2_2_a = 8'h00;
+  reg [7:0] prod_2_2_b = 8'h00;
+  reg [15:0] prod_2_2_p = 16'h0000;
+  reg [7:0] prod_2_3_a = 8'h00;
+  reg [7:0] prod_2_3_b = 8'h00;
+  reg [15:0] prod_2_3_p = 16'h0000;
+  reg [7:0] prod_3_0_a = 8'h00;
+  reg [7:0] prod_3_0_b = 8'h00;
+  reg [15:0] prod_3_0_p = 16'h0000;
+  reg [7:0] prod_3_1_a = 8'h00;
+  reg [7:0] prod_3_1_b = 8'h00;
+  reg [15:0] prod_3_1_p = 16'h0000;
+  reg [7:0] prod_3_2_a = 8'h00;
+  reg [7:0] prod_3_2_b = 8'h00;
+  reg [15:0] prod_3_2_p = 16'h0000;
+  reg [7:0] prod_3_3_a = 8'h00;
+  reg [7:0] prod_3_3_b = 8'h00;
+  reg [15:0] prod_3_3_p = 16'h0000;
+  input rst;
+  wire rst;
+  input [172:0] steps__payload;
+  wire [172:0] steps__payload;
+  wire \steps__payload.first ;
+  wire \steps__payload.last ;
+  wire [10:0] \steps__payload.meta ;
+  wire \steps__payload.meta.eof ;
+  wire \steps__payload.meta.error ;
+  wire \steps__payload.meta.go ;
+  wire [3:0] \steps__payload.meta.ox ;
+  wire [3:0] \steps__payload.meta.oy ;
+  wire [127:0] \steps__payload.w ;
+  wire [31:0] \steps__payload.x ;
+  input steps__valid;
+  wire steps__valid;
+  output [98:0] sums__payload;
+  wire [98:0] sums__payload;
+  wire [87:0] \sums__payload.acc ;
+  wire [21:0] \sums__payload.acc[0] ;
+  wire [21:0] \sums__payload.acc[1] ;
+  wire [21:0] \sums__payload.acc[2] ;
+  wire [21:0] \sums__payload.acc[3] ;
+  wire [10:0] \sums__payload.meta ;
+  wire \sums__payload.meta.eof ;
+  wire \sums__payload.meta.error ;
+  wire \sums__payload.meta.go ;
+  wire [3:0] \sums__payload.meta.ox ;
+  wire [3:0] \sums__payload.meta.oy ;
   (* init = 1'h0 *)
-  wire go1;
-  reg has_last = 1'h0;
+  wire sums__valid;
+  reg [21:0] tree_0_l1_0 = 22'h000000;
+  reg [21:0] tree_0_l1_1 = 22'h000000;
+  reg [21:0] tree_0_l2_0 = 22'h000000;
+  (* init = 22'h000000 *)
+  wire [21:0] tree_0_sum;
+  reg [21:0] tree_1_l1_0 = 22'h000000;
+  reg [21:0] tree_1_l1_1 = 22'h000000;
+  reg [21:0] tree_1_l2_0 = 22'h000000;
+  (* init = 22'h000000 *)
+  wire [21:0] tree_1_sum;
+  reg [21:0] tree_2_l1_0 = 22'h000000;
+  reg [21:0] tree_2_l1_1 = 22'h000000;
+  reg [21:0] tree_2_l2_0 = 22'h000000;
+  (* init = 22'h000000 *)
+  wire [21:0] tree_2_sum;
+  reg [21:0] tree_3_l1_0 = 22'h000000;
+  reg [21:0] tree_3_l1_1 = 22'h000000;
+  reg [21:0] tree_3_l2_0 = 22'h000000;
+  (* init = 22'h000000 *)
+  wire [21:0] tree_3_sum;
+  assign \$1  = $signed({ 1'h0, prod_0_0_a }) * $signed(prod_0_0_b);
+  assign \$2  = $signed({ 1'h0, prod_0_1_a }) * $signed(prod_0_1_b);
+  assign \$3  = $signed({ 1'h0, prod_0_2_a }) * $signed(prod_0_2_b);
+  assign \$4  = $signed({ 1'h0, prod_0_3_a }) * $signed(prod_0_3_b);
+  assign \$5  = $signed({ 1'h0, prod_1_0_a }) * $signed(prod_1_0_b);
+  assign \$6  = $signed({ 1'h0, prod_1_1_a }) * $signed(prod_1_1_b);
+  assign \$7  = $signed({ 1'h0, prod_1_2_a }) * $signed(prod_1_2_b);
+  assign \$8  = $signed({ 1'h0, prod_1_3_a }) * $signed(prod_1_3_b);
+  assign \$9  = $signed({ 1'h0, prod_2_0_a }) * $signed(prod_2_0_b);
+  assign \$10  = $signed({ 1'h0, prod_2_1_a }) * $signed(prod_2_1_b);
+  assign \$11  = $signed({ 1'h0, prod_2_2_a }) * $signed(prod_2_2_b);
+  assign \$12  = $signed({ 1'h0, prod_2_3_a }) * $signed(prod_2_3_b);
+  assign \$13  = $signed({ 1'h0, prod_3_0_a }) * $signed(prod_3_0_b);
+  assign \$14  = $signed({ 1'h0, prod_3_1_a }) * $signed(prod_3_1_b);
+  assign \$15  = $signed({ 1'h0, prod_3_2_a }) * $signed(prod_3_2_b);
+  assign \$16  = $signed({ 1'h0, prod_3_3_a }) * $signed(prod_3_3_b);
+  assign \$17  = $signed(prod_0_0_p) + $signed(prod_0_1_p);
+  assign \$18  = $signed(prod_0_2_p) + $signed(prod_0_3_p);
+  assign \$19  = $signed(tree_0_l1_0) + $signed(tree_0_l1_1);
+  assign \$20  = $signed(prod_1_0_p) + $signed(prod_1_1_p);
+  assign \$21  = $signed(prod_1_2_p) + $signed(prod_1_3_p);
+  assign \$22  = $signed(tree_1_l1_0) + $signed(tree_1_l1_1);
+  assign \$23  = $signed(prod_2_0_p) + $signed(prod_2_1_p);
+  assign \$24  = $signed(prod_2_2_p) + $signed(prod_2_3_p);
+  assign \$25  = $signed(tree_2_l1_0) + $signed(tree_2_l1_1);
+  assign \$26  = $signed(prod_3_0_p) + $signed(prod_3_1_p);
+  assign \$27  = $signed(prod_3_2_p) + $signed(prod_3_3_p);
+  assign \$28  = $signed(tree_3_l1_0) + $signed(tree_3_l1_1);
+  assign \$29  = ~ mac_ctl_d4[12];
+  assign \$30  = mac_ctl_d4[0] & \$29 ;
+  assign \$31  = mac_ctl_d4[1] ? 22'h000000 : acc_0;
+  assign \$32  = $signed(\$31 ) + $signed(tree_0_l2_0);
+  assign \$33  = mac_ctl_d4[1] ? 22'h000000 : acc_1;
+  assign \$34  = $signed(\$33 ) + $signed(tree_1_l2_0);
+  assign \$35  = mac_ctl_d4[1] ? 22'h000000 : acc_2;
+  assign \$36  = $signed(\$35 ) + $signed(tree_2_l2_0);
+  assign \$37  = mac_ctl_d4[1] ? 22'h000000 : acc_3;
+  assign \$38  = $signed(\$37 ) + $signed(tree_3_l2_0);
+  assign \$39  = mac_ctl_d4[2] | mac_ctl_d4[12];
+  assign \$40  = mac_ctl_d4[0] & \$39 ;
+  always @(posedge clk)
+    operands <= \$41 ;
+  always @(posedge clk)
+    op_v <= \$42 ;
+  always @(posedge clk)
+    prod_0_0_a <= \$43 ;
+  always @(posedge clk)
+    prod_0_0_b <= \$44 ;
+  always @(posedge clk)
+    prod_0_0_p <= \$45 ;
+  always @(posedge clk)
+    prod_0_1_a <= \$46 ;
+  always @(posedge clk)
+    prod_0_1_b <= \$47 ;
+  always @(posedge clk)
+    prod_0_1_p <= \$48 ;
+  always @(posedge clk)
+    prod_0_2_a <= \$49 ;
+  always @(posedge clk)
+    prod_0_2_b <= \$50 ;
+  always @(posedge clk)
+    prod_0_2_p <= \$51 ;
+  always @(posedge clk)
+    prod_0_3_a <= \$52 ;
+  always @(posedge clk)
+    prod_0_3_b <= \$53 ;
+  always @(posedge clk)
+    prod_0_3_p <= \$54 ;
+  always @(posedge clk)
+    prod_1_0_a <= \$55 ;
+  always @(posedge clk)
+    prod_1_0_b <= \$56 ;
+  always @(posedge clk)
+    prod_1_0_p <= \$57 ;
+  always @(posedge clk)
+    prod_1_1_a <= \$58 ;
+  always @(posedge clk)
+    prod_1_1_b <= \$59 ;
+  always @(posedge clk)
+    prod_1_1_p <= \$60 ;
+  always @(posedge clk)
+    prod_1_2_a <= \$61 ;
+  always @(posedge clk)
+    prod_1_2_b <= \$62 ;
+  always @(posedge clk)
+    prod_1_2_p <= \$63 ;
+  always @(posedge clk)
+    prod_1_3_a <= \$64 ;
+  always @(posedge clk)
+    prod_1_3_b <= \$65 ;
+  always @(posedge clk)
+    prod_1_3_p <= \$66 ;
+  always @(posedge clk)
+    prod_2_0_a <= \$67 ;
+  always @(posedge clk)
+    prod_2_0_b <= \$68 ;
+  always @(posedge clk)
+    prod_2_0_p <= \$69 ;
+  always @(posedge clk)
+    prod_2_1_a <= \$70 ;
+  always @(posedge clk)
+    prod_2_1_b <= \$71 ;
+  always @(posedge clk)
+    prod_2_1_p <= \$72 ;
+  always @(posedge clk)
+    prod_2_2_a <= \$73 ;
+  always @(posedge clk)
+    prod_2_2_b <= \$74 ;
+  always @(posedge clk)
+    prod_2_2_p <= \$75 ;
+  always @(posedge clk)
+    prod_2_3_a <= \$76 ;
+  always @(posedge clk)
+    prod_2_3_b <= \$77 ;
+  always @(posedge clk)
+    prod_2_3_p <= \$78 ;
+  always @(posedge clk)
+    prod_3_0_a <= \$79 ;
+  always @(posedge clk)
+    prod_3_0_b <= \$80 ;
+  always @(posedge clk)
+    prod_3_0_p <= \$81 ;
+  always @(posedge clk)
+    prod_3_1_a <= \$82 ;
+  always @(posedge clk)
+    prod_3_1_b <= \$83 ;
+  always @(posedge clk)
+    prod_3_1_p <= \$84 ;
+  always @(posedge clk)
+    prod_3_2_a <= \$85 ;
+  always @(posedge clk)
+    prod_3_2_b <= \$86 ;
+  always @(posedge clk)
+    prod_3_2_p <= \$87 ;
+  always @(posedge clk)
+    prod_3_3_a <= \$88 ;
+  always @(posedge clk)
+    prod_3_3_b <= \$89 ;
+  always @(posedge clk)
+    prod_3_3_p <= \$90 ;
+  always @(posedge clk)
+    tree_0_l1_0 <= \$91 ;
+  always @(posedge clk)
+    tree_0_l1_1 <= \$92 ;
+  always @(posedge clk)
+    tree_0_l2_0 <= \$93 ;
+  always @(posedge clk)
+    tree_1_l1_0 <= \$94 ;
+  always @(posedge clk)
+    tree_1_l1_1 <= \$95 ;
+  always @(posedge clk)
+    tree_1_l2_0 <= \$96 ;
+  always @(posedge clk)
+    tree_2_l1_0 <= \$97 ;
+  always @(posedge clk)
+    tree_2_l1_1 <= \$98 ;
+  always @(posedge clk)
+    tree_2_l2_0 <= \$99 ;
+  always @(posedge clk)
+    tree_3_l1_0 <= \$100 ;
+  always @(posedge clk)
+    tree_3_l1_1 <= \$101 ;
+  always @(posedge clk)
+    tree_3_l2_0 <= \$102 ;
+  always @(posedge clk)
+    mac_ctl_d1 <= \$103 ;
+  always @(posedge clk)
+    mac_ctl_d2 <= \$104 ;
+  always @(posedge clk)
+    mac_ctl_d3 <= \$105 ;
+  always @(posedge clk)
+    mac_ctl_d4 <= \$106 ;
+  always @(posedge clk)
+    acc_0 <= \$107 ;
+  always @(posedge clk)
+    acc_1 <= \$108 ;
+  always @(posedge clk)
+    acc_2 <= \$109 ;
+  always @(posedge clk)
+    acc_3 <= \$110 ;
+  always @(posedge clk)
+    out_v <= \$111 ;
+  always @(posedge clk)
+    out_meta <= \$112 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$41  = steps__payload;
+    if (rst) begin
+      \$41  = 173'h00000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$42  = steps__valid;
+    if (rst) begin
+      \$42  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$43  = operands[7:0];
+    if (rst) begin
+      \$43  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$44  = operands[39:32];
+    if (rst) begin
+      \$44  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$45  = \$1 ;
+    if (rst) begin
+      \$45  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$46  = operands[15:8];
+    if (rst) begin
+      \$46  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$47  = operands[47:40];
+    if (rst) begin
+      \$47  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$48  = \$2 ;
+    if (rst) begin
+      \$48  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$49  = operands[23:16];
+    if (rst) begin
+      \$49  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$50  = operands[55:48];
+    if (rst) begin
+      \$50  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$51  = \$3 ;
+    if (rst) begin
+      \$51  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$52  = operands[31:24];
+    if (rst) begin
+      \$52  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$53  = operands[63:56];
+    if (rst) begin
+      \$53  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$54  = \$4 ;
+    if (rst) begin
+      \$54  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$55  = operands[7:0];
+    if (rst) begin
+      \$55  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$56  = operands[71:64];
+    if (rst) begin
+      \$56  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$57  = \$5 ;
+    if (rst) begin
+      \$57  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$58  = operands[15:8];
+    if (rst) begin
+      \$58  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$59  = operands[79:72];
+    if (rst) begin
+      \$59  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$60  = \$6 ;
+    if (rst) begin
+      \$60  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$61  = operands[23:16];
+    if (rst) begin
+      \$61  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$62  = operands[87:80];
+    if (rst) begin
+      \$62  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$63  = \$7 ;
+    if (rst) begin
+      \$63  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$64  = operands[31:24];
+    if (rst) begin
+      \$64  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$65  = operands[95:88];
+    if (rst) begin
+      \$65  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$66  = \$8 ;
+    if (rst) begin
+      \$66  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$67  = operands[7:0];
+    if (rst) begin
+      \$67  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$68  = operands[103:96];
+    if (rst) begin
+      \$68  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$69  = \$9 ;
+    if (rst) begin
+      \$69  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$70  = operands[15:8];
+    if (rst) begin
+      \$70  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$71  = operands[111:104];
+    if (rst) begin
+      \$71  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$72  = \$10 ;
+    if (rst) begin
+      \$72  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$73  = operands[23:16];
+    if (rst) begin
+      \$73  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$74  = operands[119:112];
+    if (rst) begin
+      \$74  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$75  = \$11 ;
+    if (rst) begin
+      \$75  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$76  = operands[31:24];
+    if (rst) begin
+      \$76  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$77  = operands[127:120];
+    if (rst) begin
+      \$77  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$78  = \$12 ;
+    if (rst) begin
+      \$78  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$79  = operands[7:0];
+    if (rst) begin
+      \$79  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$80  = operands[135:128];
+    if (rst) begin
+      \$80  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$81  = \$13 ;
+    if (rst) begin
+      \$81  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$82  = operands[15:8];
+    if (rst) begin
+      \$82  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$83  = operands[143:136];
+    if (rst) begin
+      \$83  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$84  = \$14 ;
+    if (rst) begin
+      \$84  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$85  = operands[23:16];
+    if (rst) begin
+      \$85  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$86  = operands[151:144];
+    if (rst) begin
+      \$86  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$87  = \$15 ;
+    if (rst) begin
+      \$87  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$88  = operands[31:24];
+    if (rst) begin
+      \$88  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$89  = operands[159:152];
+    if (rst) begin
+      \$89  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$90  = \$16 ;
+    if (rst) begin
+      \$90  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$91  = { \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17  };
+    if (rst) begin
+      \$91  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$92  = { \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18  };
+    if (rst) begin
+      \$92  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$93  = \$19 [21:0];
+    if (rst) begin
+      \$93  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$94  = { \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20  };
+    if (rst) begin
+      \$94  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$95  = { \$21 [16], \$21 [16], \$21 [16], \$21 [16], \$21 [16], \$21  };
+    if (rst) begin
+      \$95  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$96  = \$22 [21:0];
+    if (rst) begin
+      \$96  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$97  = { \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23  };
+    if (rst) begin
+      \$97  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$98  = { \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24  };
+    if (rst) begin
+      \$98  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$99  = \$25 [21:0];
+    if (rst) begin
+      \$99  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$100  = { \$26 [16], \$26 [16], \$26 [16], \$26 [16], \$26 [16], \$26  };
+    if (rst) begin
+      \$100  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$101  = { \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27  };
+    if (rst) begin
+      \$101  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$102  = \$28 [21:0];
+    if (rst) begin
+      \$102  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$103  = ctl;
+    if (rst) begin
+      \$103  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$104  = mac_ctl_d1;
+    if (rst) begin
+      \$104  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$105  = mac_ctl_d2;
+    if (rst) begin
+      \$105  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$106  = mac_ctl_d3;
+    if (rst) begin
+      \$106  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$107  = acc_0;
+    if (\$30 ) begin
+      \$107  = \$32 [21:0];
+    end
+    if (rst) begin
+      \$107  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$108  = acc_1;
+    if (\$30 ) begin
+      \$108  = \$34 [21:0];
+    end
+    if (rst) begin
+      \$108  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$109  = acc_2;
+    if (\$30 ) begin
+      \$109  = \$36 [21:0];
+    end
+    if (rst) begin
+      \$109  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$110  = acc_3;
+    if (\$30 ) begin
+      \$110  = \$38 [21:0];
+    end
+    if (rst) begin
+      \$110  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$111  = \$40 ;
+    if (rst) begin
+      \$111  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$112  = mac_ctl_d4[13:3];
+    if (rst) begin
+      \$112  = 11'h000;
+    end
+  end
+  assign tree_0_sum = tree_0_l2_0;
+  assign tree_1_sum = tree_1_l2_0;
+  assign tree_2_sum = tree_2_l2_0;
+  assign tree_3_sum = tree_3_l2_0;
+  assign sums__valid = out_v;
+  assign \operands.x  = operands[31:0];
+  assign \operands.w  = operands[159:32];
+  assign \operands.first  = operands[160];
+  assign \operands.last  = operands[161];
+  assign \operands.meta  = operands[172:162];
+  assign \operands.meta.oy  = operands[165:162];
+  assign \operands.meta.ox  = operands[169:166];
+  assign \operands.meta.go  = operands[170];
+  assign \operands.meta.eof  = operands[171];
+  assign \operands.meta.error  = operands[172];
+  assign \steps__payload.x  = steps__payload[31:0];
+  assign \steps__payload.w  = steps__payload[159:32];
+  assign \steps__payload.first  = steps__payload[160];
+  assign \steps__payload.last  = steps__payload[161];
+  assign \steps__payload.meta  = steps__payload[172:162];
+  assign \steps__payload.meta.oy  = steps__payload[165:162];
+  assign \steps__payload.meta.ox  = steps__payload[169:166];
+  assign \steps__payload.meta.go  = steps__payload[170];
+  assign \steps__payload.meta.eof  = steps__payload[171];
+  assign \steps__payload.meta.error  = steps__payload[172];
+  assign \mac_ctl_d1.v  = mac_ctl_d1[0];
+  assign \mac_ctl_d1.first  = mac_ctl_d1[1];
+  assign \mac_ctl_d1.last  = mac_ctl_d1[2];
+  assign \mac_ctl_d1.meta  = mac_ctl_d1[13:3];
+  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[6:3];
+  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[10:7];
+  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[11];
+  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[12];
+  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[13];
+  assign \ctl.v  = ctl[0];
+  assign \ctl.first  = ctl[1];
+  assign \ctl.last  = ctl[2];
+  assign \ctl.meta  = ctl[13:3];
+  assign \ctl.meta.oy  = ctl[6:3];
+  assign \ctl.meta.ox  = ctl[10:7];
+  assign \ctl.meta.go  = ctl[11];
+  assign \ctl.meta.eof  = ctl[12];
+  assign \ctl.meta.error  = ctl[13];
+  assign \mac_ctl_d2.v  = mac_ctl_d2[0];
+  assign \mac_ctl_d2.first  = mac_ctl_d2[1];
+  assign \mac_ctl_d2.last  = mac_ctl_d2[2];
+  assign \mac_ctl_d2.meta  = mac_ctl_d2[13:3];
+  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[6:3];
+  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[10:7];
+  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[11];
+  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[12];
+  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[13];
+  assign \mac_ctl_d3.v  = mac_ctl_d3[0];
+  assign \mac_ctl_d3.first  = mac_ctl_d3[1];
+  assign \mac_ctl_d3.last  = mac_ctl_d3[2];
+  assign \mac_ctl_d3.meta  = mac_ctl_d3[13:3];
+  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[6:3];
+  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[10:7];
+  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[11];
+  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[12];
+  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[13];
+  assign \mac_ctl_d4.v  = mac_ctl_d4[0];
+  assign \mac_ctl_d4.first  = mac_ctl_d4[1];
+  assign \mac_ctl_d4.last  = mac_ctl_d4[2];
+  assign \mac_ctl_d4.meta  = mac_ctl_d4[13:3];
+  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[6:3];
+  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[10:7];
+  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[11];
+  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[12];
+  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[13];
+  assign \out_meta.oy  = out_meta[3:0];
+  assign \out_meta.ox  = out_meta[7:4];
+  assign \out_meta.go  = out_meta[8];
+  assign \out_meta.eof  = out_meta[9];
+  assign \out_meta.error  = out_meta[10];
+  assign \sums__payload.acc  = sums__payload[87:0];
+  assign \sums__payload.acc[0]  = sums__payload[21:0];
+  assign \sums__payload.acc[1]  = sums__payload[43:22];
+  assign \sums__payload.acc[2]  = sums__payload[65:44];
+  assign \sums__payload.acc[3]  = sums__payload[87:66];
+  assign \sums__payload.meta  = sums__payload[98:88];
+  assign \sums__payload.meta.oy  = sums__payload[91:88];
+  assign \sums__payload.meta.ox  = sums__payload[95:92];
+  assign \sums__payload.meta.go  = sums__payload[96];
+  assign \sums__payload.meta.eof  = sums__payload[97];
+  assign \sums__payload.meta.error  = sums__payload[98];
+  assign sums__payload[87:66] = acc_3;
+  assign sums__payload[65:44] = acc_2;
+  assign sums__payload[43:22] = acc_1;
+  assign sums__payload[21:0] = acc_0;
+  assign sums__payload[98:88] = out_meta;
+  assign ctl[13:3] = operands[172:162];
+  assign ctl[2] = operands[161];
+  assign ctl[1] = operands[160];
+  assign ctl[0] = op_v;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [6:0] \$14 ;
+  reg [4:0] \$15 ;
+  reg [4:0] \$16 ;
+  reg [5:0] \$17 ;
+  wire [5:0] \$2 ;
+  wire \$3 ;
+  wire [5:0] \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire [6:0] \$9 ;
+  input clk;
+  wire clk;
+  (* init = 5'h00 *)
+  wire [4:0] consume;
+  reg [5:0] level = 6'h00;
+  (* init = 5'h00 *)
+  wire [4:0] produce;
+  output [41:0] r_data;
+  wire [41:0] r_data;
+  input r_en;
+  wire r_en;
+  (* init = 6'h00 *)
+  wire [5:0] r_level;
+  reg [4:0] r_port__addr = 5'h00;
+  wire [41:0] r_port__data;
+  output r_rdy;
+  wire r_rdy;
+  input rst;
+  wire rst;
+  wire [41:0] w_data;
+  input w_en;
+  wire w_en;
+  (* init = 6'h00 *)
+  wire [5:0] w_level;
+  reg [4:0] w_port__addr = 5'h00;
+  input [41:0] w_port__data;
+  wire [41:0] w_port__data;
+  wire w_port__en;
+  wire w_rdy;
+  reg [41:0] storage [31:0];
+  initial begin
+    storage[0] = 42'h00000000000;
+    storage[1] = 42'h00000000000;
+    storage[2] = 42'h00000000000;
+    storage[3] = 42'h00000000000;
+    storage[4] = 42'h00000000000;
+    storage[5] = 42'h00000000000;
+    storage[6] = 42'h00000000000;
+    storage[7] = 42'h00000000000;
+    storage[8] = 42'h00000000000;
+    storage[9] = 42'h00000000000;
+    storage[10] = 42'h00000000000;
+    storage[11] = 42'h00000000000;
+    storage[12] = 42'h00000000000;
+    storage[13] = 42'h00000000000;
+    storage[14] = 42'h00000000000;
+    storage[15] = 42'h00000000000;
+    storage[16] = 42'h00000000000;
+    storage[17] = 42'h00000000000;
+    storage[18] = 42'h00000000000;
+    storage[19] = 42'h00000000000;
+    storage[20] = 42'h00000000000;
+    storage[21] = 42'h00000000000;
+    storage[22] = 42'h00000000000;
+    storage[23] = 42'h00000000000;
+    storage[24] = 42'h00000000000;
+    storage[25] = 42'h00000000000;
+    storage[26] = 42'h00000000000;
+    storage[27] = 42'h00000000000;
+    storage[28] = 42'h00000000000;
+    storage[29] = 42'h00000000000;
+    storage[30] = 42'h00000000000;
+    storage[31] = 42'h00000000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  assign r_data = storage[r_port__addr];
+  assign w_rdy = level != 6'h20;
+  assign r_rdy = | level;
+  assign w_port__en = w_en & w_rdy;
+  assign \$1  = w_rdy & w_en;
+  assign \$2  = w_port__addr + 1'h1;
+  assign \$3  = r_rdy & r_en;
+  assign \$4  = r_port__addr + 1'h1;
+  assign \$5  = w_rdy & w_en;
+  assign \$6  = r_rdy & r_en;
+  assign \$7  = ~ \$6 ;
+  assign \$8  = \$5  & \$7 ;
+  assign \$9  = level + 1'h1;
+  assign \$10  = r_rdy & r_en;
+  assign \$11  = w_rdy & w_en;
+  assign \$12  = ~ \$11 ;
+  assign \$13  = \$10  & \$12 ;
+  assign \$14  = level - 1'h1;
+  always @(posedge clk)
+    w_port__addr <= \$15 ;
+  always @(posedge clk)
+    r_port__addr <= \$16 ;
+  always @(posedge clk)
+    level <= \$17 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$15  = w_port__addr;
+    if (\$1 ) begin
+      \$15  = \$2 [4:0];
+    end
+    if (rst) begin
+      \$15  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$16  = r_port__addr;
+    if (\$3 ) begin
+      \$16  = \$4 [4:0];
+    end
+    if (rst) begin
+      \$16  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$17  = level;
+    if (\$8 ) begin
+      \$17  = \$9 [5:0];
+    end
+    if (\$13 ) begin
+      \$17  = \$14 [5:0];
+    end
+    if (rst) begin
+      \$17  = 6'h00;
+    end
+  end
+  assign w_level = level;
+  assign r_level = level;
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer0.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
+  reg [127:0] \$1 ;
+  wire \$signature__addr ;
+  wire [127:0] \$signature__data ;
+  wire \$signature__en ;
+  input clk;
+  wire clk;
+  wire r_addr;
+  output [127:0] r_data;
+  reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  input rd__addr;
+  wire rd__addr;
+  wire [127:0] rd__data;
+  wire rd__en;
+  input rst;
+  wire rst;
+  input w_addr;
+  wire w_addr;
+  input [127:0] w_data;
+  wire [127:0] w_data;
+  input w_en;
+  wire w_en;
+  reg [127:0] mem [1:0];
+  initial begin
+    mem[0] = 128'h00000000000000000000000000000000;
+    mem[1] = 128'h00000000000000000000000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_en)
+      mem[w_addr] <= w_data;
+  end
+  reg [127:0] _0_;
+  always @(posedge clk) begin
+    _0_ <= mem[rd__addr];
+  end
+  assign rd__data = _0_;
+  always @(posedge clk)
+    r_data <= \$1 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$1  = rd__data;
+    if (rst) begin
+      \$1  = 128'h00000000000000000000000000000000;
+    end
+  end
+  assign \$signature__addr  = w_addr;
+  assign \$signature__data  = w_data;
+  assign \$signature__en  = w_en;
+  assign r_addr = rd__addr;
+  assign rd__en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
+  wire [51:0] \$1 ;
+  wire [20:0] \$10 ;
+  reg \$100 ;
+  wire [38:0] \$11 ;
+  wire [32:0] \$12 ;
+  wire [20:0] \$13 ;
+  wire [38:0] \$14 ;
+  wire [32:0] \$15 ;
+  wire [20:0] \$16 ;
+  wire [38:0] \$17 ;
+  wire [32:0] \$18 ;
+  wire [20:0] \$19 ;
+  wire [51:0] \$2 ;
+  wire [38:0] \$20 ;
+  wire [37:0] \$21 ;
+  wire [38:0] \$22 ;
+  wire [37:0] \$23 ;
+  wire [38:0] \$24 ;
+  wire [37:0] \$25 ;
+  wire [38:0] \$26 ;
+  wire [37:0] \$27 ;
+  wire [38:0] \$28 ;
+  wire \$29 ;
+  wire [51:0] \$3 ;
+  wire \$30 ;
+  wire [22:0] \$31 ;
+  wire [22:0] \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire [22:0] \$35 ;
+  wire [22:0] \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire [22:0] \$39 ;
+  wire [51:0] \$4 ;
+  wire [22:0] \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire [22:0] \$43 ;
+  wire [22:0] \$44 ;
+  reg [98:0] \$45 ;
+  reg [98:0] \$46 ;
+  reg \$47 ;
+  reg \$48 ;
+  reg [21:0] \$49 ;
+  wire [22:0] \$5 ;
+  reg [21:0] \$50 ;
+  reg [21:0] \$51 ;
+  reg [21:0] \$52 ;
+  reg [15:0] \$53 ;
+  reg [15:0] \$54 ;
+  reg [15:0] \$55 ;
+  reg [15:0] \$56 ;
+  reg [10:0] \$57 ;
+  reg \$58 ;
+  reg [16:0] \$59 ;
+  wire [22:0] \$6 ;
+  reg [15:0] \$60 ;
+  reg [32:0] \$61 ;
+  reg [4:0] \$62 ;
+  reg [15:0] \$63 ;
+  reg [20:0] \$64 ;
+  reg [37:0] \$65 ;
+  reg [16:0] \$66 ;
+  reg [15:0] \$67 ;
+  reg [32:0] \$68 ;
+  reg [4:0] \$69 ;
+  wire [22:0] \$7 ;
+  reg [15:0] \$70 ;
+  reg [20:0] \$71 ;
+  reg [37:0] \$72 ;
+  reg [16:0] \$73 ;
+  reg [15:0] \$74 ;
+  reg [32:0] \$75 ;
+  reg [4:0] \$76 ;
+  reg [15:0] \$77 ;
+  reg [20:0] \$78 ;
+  reg [37:0] \$79 ;
+  wire [22:0] \$8 ;
+  reg [16:0] \$80 ;
+  reg [15:0] \$81 ;
+  reg [32:0] \$82 ;
+  reg [4:0] \$83 ;
+  reg [15:0] \$84 ;
+  reg [20:0] \$85 ;
+  reg [37:0] \$86 ;
+  reg [10:0] \$87 ;
+  reg [10:0] \$88 ;
+  reg [10:0] \$89 ;
+  wire [32:0] \$9 ;
+  reg \$90 ;
+  reg \$91 ;
+  reg \$92 ;
+  reg [22:0] \$93 ;
+  reg [22:0] \$94 ;
+  reg [22:0] \$95 ;
+  reg [22:0] \$96 ;
+  reg [10:0] \$97 ;
+  reg \$98 ;
+  reg [42:0] \$99 ;
+  reg [98:0] beat_d1 = 99'h0000000000000000000000000;
+  wire [87:0] \beat_d1.acc ;
+  wire [21:0] \beat_d1.acc[0] ;
+  wire [21:0] \beat_d1.acc[1] ;
+  wire [21:0] \beat_d1.acc[2] ;
+  wire [21:0] \beat_d1.acc[3] ;
+  wire [10:0] \beat_d1.meta ;
+  wire \beat_d1.meta.eof ;
+  wire \beat_d1.meta.error ;
+  wire \beat_d1.meta.go ;
+  wire [3:0] \beat_d1.meta.ox ;
+  wire [3:0] \beat_d1.meta.oy ;
+  reg [98:0] beat_d2 = 99'h0000000000000000000000000;
+  wire [87:0] \beat_d2.acc ;
+  wire [21:0] \beat_d2.acc[0] ;
+  wire [21:0] \beat_d2.acc[1] ;
+  wire [21:0] \beat_d2.acc[2] ;
+  wire [21:0] \beat_d2.acc[3] ;
+  wire [10:0] \beat_d2.meta ;
+  wire \beat_d2.meta.eof ;
+  wire \beat_d2.meta.error ;
+  wire \beat_d2.meta.go ;
+  wire [3:0] \beat_d2.meta.ox ;
+  wire [3:0] \beat_d2.meta.oy ;
+  reg beat_v_d1 = 1'h0;
+  reg beat_v_d2 = 1'h0;
+  reg [21:0] biased_0 = 22'h000000;
+  reg [21:0] biased_1 = 22'h000000;
+  reg [21:0] biased_2 = 22'h000000;
+  reg [21:0] biased_3 = 22'h000000;
+  input clk;
+  wire clk;
+  output [42:0] feats__payload;
+  reg [42:0] feats__payload = 43'h00000000000;
+  wire [31:0] \feats__payload.data ;
+  wire [7:0] \feats__payload.data[0] ;
+  wire [7:0] \feats__payload.data[1] ;
+  wire [7:0] \feats__payload.data[2] ;
+  wire [7:0] \feats__payload.data[3] ;
+  wire [10:0] \feats__payload.meta ;
+  wire \feats__payload.meta.eof ;
+  wire \feats__payload.meta.error ;
+  wire \feats__payload.meta.go ;
+  wire [3:0] \feats__payload.meta.ox ;
+  wire [3:0] \feats__payload.meta.oy ;
+  output feats__valid;
+  reg feats__valid = 1'h0;
+  (* init = 43'h00000000000 *)
+  wire [42:0] out;
+  wire [31:0] \out.data ;
+  wire [7:0] \out.data[0] ;
+  wire [7:0] \out.data[1] ;
+  wire [7:0] \out.data[2] ;
+  wire [7:0] \out.data[3] ;
+  wire [10:0] \out.meta ;
+  wire \out.meta.eof ;
+  wire \out.meta.error ;
+  wire \out.meta.go ;
+  wire [3:0] \out.meta.ox ;
+  wire [3:0] \out.meta.oy ;
+  (* init = 1'h0 *)
+  wire ov;
+  reg [22:0] rounded_0 = 23'h000000;
+  reg [22:0] rounded_1 = 23'h000000;
+  reg [22:0] rounded_2 = 23'h000000;
+  reg [22:0] rounded_3 = 23'h000000;
+  wire rq_addr;
+  input [127:0] rq_data;
+  wire [127:0] rq_data;
+  reg [10:0] rq_meta1_d1 = 11'h000;
+  wire \rq_meta1_d1.eof ;
+  wire \rq_meta1_d1.error ;
+  wire \rq_meta1_d1.go ;
+  wire [3:0] \rq_meta1_d1.ox ;
+  wire [3:0] \rq_meta1_d1.oy ;
+  reg [10:0] rq_meta2_d1 = 11'h000;
+  wire \rq_meta2_d1.eof ;
+  wire \rq_meta2_d1.error ;
+  wire \rq_meta2_d1.go ;
+  wire [3:0] \rq_meta2_d1.ox ;
+  wire [3:0] \rq_meta2_d1.oy ;
+  reg [10:0] rq_meta2_d2 = 11'h000;
+  wire \rq_meta2_d2.eof ;
+  wire \rq_meta2_d2.error ;
+  wire \rq_meta2_d2.go ;
+  wire [3:0] \rq_meta2_d2.ox ;
+  wire [3:0] \rq_meta2_d2.oy ;
+  reg [10:0] rq_meta2_d3 = 11'h000;
+  wire \rq_meta2_d3.eof ;
+  wire \rq_meta2_d3.error ;
+  wire \rq_meta2_d3.go ;
+  wire [3:0] \rq_meta2_d3.ox ;
+  wire [3:0] \rq_meta2_d3.oy ;
+  reg [10:0] rq_meta3_d1 = 11'h000;
+  wire \rq_meta3_d1.eof ;
+  wire \rq_meta3_d1.error ;
+  wire \rq_meta3_d1.go ;
+  wire [3:0] \rq_meta3_d1.ox ;
+  wire [3:0] \rq_meta3_d1.oy ;
+  reg rq_v1_d1 = 1'h0;
+  reg rq_v2_d1 = 1'h0;
+  reg rq_v2_d2 = 1'h0;
+  reg rq_v2_d3 = 1'h0;
+  reg rq_v3_d1 = 1'h0;
+  input rst;
+  wire rst;
+  reg [15:0] scale_0 = 16'h0000;
+  reg [15:0] scale_1 = 16'h0000;
+  reg [15:0] scale_2 = 16'h0000;
+  reg [15:0] scale_3 = 16'h0000;
+  (* init = 38'h0000000000 *)
+  wire [37:0] scaled_0_l1_0;
+  reg [16:0] scaled_0_pp00_a = 17'h00000;
+  reg [15:0] scaled_0_pp00_b = 16'h0000;
+  reg [32:0] scaled_0_pp00_p = 33'h000000000;
+  reg [4:0] scaled_0_pp10_a = 5'h00;
+  reg [15:0] scaled_0_pp10_b = 16'h0000;
+  reg [20:0] scaled_0_pp10_p = 21'h000000;
+  reg [37:0] scaled_0_sum = 38'h0000000000;
+  wire [37:0] scaled_0_t0;
+  wire [37:0] scaled_0_t1;
+  (* init = 38'h0000000000 *)
+  wire [37:0] scaled_1_l1_0;
+  reg [16:0] scaled_1_pp00_a = 17'h00000;
+  reg [15:0] scaled_1_pp00_b = 16'h0000;
+  reg [32:0] scaled_1_pp00_p = 33'h000000000;
+  reg [4:0] scaled_1_pp10_a = 5'h00;
+  reg [15:0] scaled_1_pp10_b = 16'h0000;
+  reg [20:0] scaled_1_pp10_p = 21'h000000;
+  reg [37:0] scaled_1_sum = 38'h0000000000;
+  wire [37:0] scaled_1_t0;
+  wire [37:0] scaled_1_t1;
+  (* init = 38'h0000000000 *)
+  wire [37:0] scaled_2_l1_0;
+  reg [16:0] scaled_2_pp00_a = 17'h00000;
+  reg [15:0] scaled_2_pp00_b = 16'h0000;
+  reg [32:0] scaled_2_pp00_p = 33'h000000000;
+  reg [4:0] scaled_2_pp10_a = 5'h00;
+  reg [15:0] scaled_2_pp10_b = 16'h0000;
+  reg [20:0] scaled_2_pp10_p = 21'h000000;
+  reg [37:0] scaled_2_sum = 38'h0000000000;
+  wire [37:0] scaled_2_t0;
+  wire [37:0] scaled_2_t1;
+  (* init = 38'h0000000000 *)
+  wire [37:0] scaled_3_l1_0;
+  reg [16:0] scaled_3_pp00_a = 17'h00000;
+  reg [15:0] scaled_3_pp00_b = 16'h0000;
+  reg [32:0] scaled_3_pp00_p = 33'h000000000;
+  reg [4:0] scaled_3_pp10_a = 5'h00;
+  reg [15:0] scaled_3_pp10_b = 16'h0000;
+  reg [20:0] scaled_3_pp10_p = 21'h000000;
+  reg [37:0] scaled_3_sum = 38'h0000000000;
+  wire [37:0] scaled_3_t0;
+  wire [37:0] scaled_3_t1;
+  input [98:0] sums__payload;
+  wire [98:0] sums__payload;
+  wire [87:0] \sums__payload.acc ;
+  wire [21:0] \sums__payload.acc[0] ;
+  wire [21:0] \sums__payload.acc[1] ;
+  wire [21:0] \sums__payload.acc[2] ;
+  wire [21:0] \sums__payload.acc[3] ;
+  wire [10:0] \sums__payload.meta ;
+  wire \sums__payload.meta.eof ;
+  wire \sums__payload.meta.error ;
+  wire \sums__payload.meta.go ;
+  wire [3:0] \sums__payload.meta.ox ;
+  wire [3:0] \sums__payload.meta.oy ;
+  input sums__valid;
+  wire sums__valid;
+  assign \$5  = $signed(beat_d2[21:0]) + $signed(rq_data[15:0]);
+  assign \$6  = $signed(beat_d2[43:22]) + $signed(rq_data[31:16]);
+  assign \$7  = $signed(beat_d2[65:44]) + $signed(rq_data[47:32]);
+  assign \$8  = $signed(beat_d2[87:66]) + $signed(rq_data[63:48]);
+  assign \$9  = scaled_0_pp00_a * scaled_0_pp00_b;
+  assign \$10  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
+  assign \$11  = $signed(scaled_0_pp00_p) + $signed(\$1 [37:0]);
+  assign \$12  = scaled_1_pp00_a * scaled_1_pp00_b;
+  assign \$13  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
+  assign \$14  = $signed(scaled_1_pp00_p) + $signed(\$2 [37:0]);
+  assign \$15  = scaled_2_pp00_a * scaled_2_pp00_b;
+  assign \$16  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
+  assign \$17  = $signed(scaled_2_pp00_p) + $signed(\$3 [37:0]);
+  assign \$18  = scaled_3_pp00_a * scaled_3_pp00_b;
+  assign \$19  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
+  assign \$20  = $signed(scaled_3_pp00_p) + $signed(\$4 [37:0]);
+  assign \$22  = $signed(\$21 ) + $signed({ 1'h0, scaled_0_sum[15] });
+  assign \$24  = $signed(\$23 ) + $signed({ 1'h0, scaled_1_sum[15] });
+  assign \$26  = $signed(\$25 ) + $signed({ 1'h0, scaled_2_sum[15] });
+  assign \$28  = $signed(\$27 ) + $signed({ 1'h0, scaled_3_sum[15] });
+  assign \$29  = $signed(rounded_0) > $signed(8'h7f);
+  assign \$30  = $signed(rounded_0) < $signed(1'h0);
+  assign \$31  = \$30  ? 23'h000000 : rounded_0;
+  assign \$32  = \$29  ? 23'h00007f : \$31 ;
+  assign \$33  = $signed(rounded_1) > $signed(8'h7f);
+  assign \$34  = $signed(rounded_1) < $signed(1'h0);
+  assign \$35  = \$34  ? 23'h000000 : rounded_1;
+  assign \$36  = \$33  ? 23'h00007f : \$35 ;
+  assign \$37  = $signed(rounded_2) > $signed(8'h7f);
+  assign \$38  = $signed(rounded_2) < $signed(1'h0);
+  assign \$39  = \$38  ? 23'h000000 : rounded_2;
+  assign \$40  = \$37  ? 23'h00007f : \$39 ;
+  assign \$41  = $signed(rounded_3) > $signed(8'h7f);
+  assign \$42  = $signed(rounded_3) < $signed(1'h0);
+  assign \$43  = \$42  ? 23'h000000 : rounded_3;
+  assign \$44  = \$41  ? 23'h00007f : \$43 ;
+  always @(posedge clk)
+    beat_d1 <= \$45 ;
+  always @(posedge clk)
+    beat_d2 <= \$46 ;
+  always @(posedge clk)
+    beat_v_d1 <= \$47 ;
+  always @(posedge clk)
+    beat_v_d2 <= \$48 ;
+  always @(posedge clk)
+    biased_0 <= \$49 ;
+  always @(posedge clk)
+    biased_1 <= \$50 ;
+  always @(posedge clk)
+    biased_2 <= \$51 ;
+  always @(posedge clk)
+    biased_3 <= \$52 ;
+  always @(posedge clk)
+    scale_0 <= \$53 ;
+  always @(posedge clk)
+    scale_1 <= \$54 ;
+  always @(posedge clk)
+    scale_2 <= \$55 ;
+  always @(posedge clk)
+    scale_3 <= \$56 ;
+  always @(posedge clk)
+    rq_meta1_d1 <= \$57 ;
+  always @(posedge clk)
+    rq_v1_d1 <= \$58 ;
+  always @(posedge clk)
+    scaled_0_pp00_a <= \$59 ;
+  always @(posedge clk)
+    scaled_0_pp00_b <= \$60 ;
+  always @(posedge clk)
+    scaled_0_pp00_p <= \$61 ;
+  always @(posedge clk)
+    scaled_0_pp10_a <= \$62 ;
+  always @(posedge clk)
+    scaled_0_pp10_b <= \$63 ;
+  always @(posedge clk)
+    scaled_0_pp10_p <= \$64 ;
+  always @(posedge clk)
+    scaled_0_sum <= \$65 ;
+  always @(posedge clk)
+    scaled_1_pp00_a <= \$66 ;
+  always @(posedge clk)
+    scaled_1_pp00_b <= \$67 ;
+  always @(posedge clk)
+    scaled_1_pp00_p <= \$68 ;
+  always @(posedge clk)
+    scaled_1_pp10_a <= \$69 ;
+  always @(posedge clk)
+    scaled_1_pp10_b <= \$70 ;
+  always @(posedge clk)
+    scaled_1_pp10_p <= \$71 ;
+  always @(posedge clk)
+    scaled_1_sum <= \$72 ;
+  always @(posedge clk)
+    scaled_2_pp00_a <= \$73 ;
+  always @(posedge clk)
+    scaled_2_pp00_b <= \$74 ;
+  always @(posedge clk)
+    scaled_2_pp00_p <= \$75 ;
+  always @(posedge clk)
+    scaled_2_pp10_a <= \$76 ;
+  always @(posedge clk)
+    scaled_2_pp10_b <= \$77 ;
+  always @(posedge clk)
+    scaled_2_pp10_p <= \$78 ;
+  always @(posedge clk)
+    scaled_2_sum <= \$79 ;
+  always @(posedge clk)
+    scaled_3_pp00_a <= \$80 ;
+  always @(posedge clk)
+    scaled_3_pp00_b <= \$81 ;
+  always @(posedge clk)
+    scaled_3_pp00_p <= \$82 ;
+  always @(posedge clk)
+    scaled_3_pp10_a <= \$83 ;
+  always @(posedge clk)
+    scaled_3_pp10_b <= \$84 ;
+  always @(posedge clk)
+    scaled_3_pp10_p <= \$85 ;
+  always @(posedge clk)
+    scaled_3_sum <= \$86 ;
+  always @(posedge clk)
+    rq_meta2_d1 <= \$87 ;
+  always @(posedge clk)
+    rq_meta2_d2 <= \$88 ;
+  always @(posedge clk)
+    rq_meta2_d3 <= \$89 ;
+  always @(posedge clk)
+    rq_v2_d1 <= \$90 ;
+  always @(posedge clk)
+    rq_v2_d2 <= \$91 ;
+  always @(posedge clk)
+    rq_v2_d3 <= \$92 ;
+  always @(posedge clk)
+    rounded_0 <= \$93 ;
+  always @(posedge clk)
+    rounded_1 <= \$94 ;
+  always @(posedge clk)
+    rounded_2 <= \$95 ;
+  always @(posedge clk)
+    rounded_3 <= \$96 ;
+  always @(posedge clk)
+    rq_meta3_d1 <= \$97 ;
+  always @(posedge clk)
+    rq_v3_d1 <= \$98 ;
+  always @(posedge clk)
+    feats__payload <= \$99 ;
+  always @(posedge clk)
+    feats__valid <= \$100 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$45  = sums__payload;
+    if (rst) begin
+      \$45  = 99'h0000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$46  = beat_d1;
+    if (rst) begin
+      \$46  = 99'h0000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$47  = sums__valid;
+    if (rst) begin
+      \$47  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$48  = beat_v_d1;
+    if (rst) begin
+      \$48  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$49  = \$5 [21:0];
+    if (rst) begin
+      \$49  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$50  = \$6 [21:0];
+    if (rst) begin
+      \$50  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$51  = \$7 [21:0];
+    if (rst) begin
+      \$51  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$52  = \$8 [21:0];
+    if (rst) begin
+      \$52  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$53  = rq_data[79:64];
+    if (rst) begin
+      \$53  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$54  = rq_data[95:80];
+    if (rst) begin
+      \$54  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$55  = rq_data[111:96];
+    if (rst) begin
+      \$55  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$56  = rq_data[127:112];
+    if (rst) begin
+      \$56  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$57  = beat_d2[98:88];
+    if (rst) begin
+      \$57  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$58  = beat_v_d2;
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$59  = biased_0[16:0];
+    if (rst) begin
+      \$59  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$60  = scale_0;
+    if (rst) begin
+      \$60  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$61  = \$9 ;
+    if (rst) begin
+      \$61  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$62  = biased_0[21:17];
+    if (rst) begin
+      \$62  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$63  = scale_0;
+    if (rst) begin
+      \$63  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$64  = \$10 ;
+    if (rst) begin
+      \$64  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$65  = \$11 [37:0];
+    if (rst) begin
+      \$65  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$66  = biased_1[16:0];
+    if (rst) begin
+      \$66  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$67  = scale_1;
+    if (rst) begin
+      \$67  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$68  = \$12 ;
+    if (rst) begin
+      \$68  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$69  = biased_1[21:17];
+    if (rst) begin
+      \$69  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$70  = scale_1;
+    if (rst) begin
+      \$70  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$71  = \$13 ;
+    if (rst) begin
+      \$71  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$72  = \$14 [37:0];
+    if (rst) begin
+      \$72  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$73  = biased_2[16:0];
+    if (rst) begin
+      \$73  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$74  = scale_2;
+    if (rst) begin
+      \$74  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$75  = \$15 ;
+    if (rst) begin
+      \$75  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$76  = biased_2[21:17];
+    if (rst) begin
+      \$76  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$77  = scale_2;
+    if (rst) begin
+      \$77  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$78  = \$16 ;
+    if (rst) begin
+      \$78  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$79  = \$17 [37:0];
+    if (rst) begin
+      \$79  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$80  = biased_3[16:0];
+    if (rst) begin
+      \$80  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$81  = scale_3;
+    if (rst) begin
+      \$81  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$82  = \$18 ;
+    if (rst) begin
+      \$82  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$83  = biased_3[21:17];
+    if (rst) begin
+      \$83  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$84  = scale_3;
+    if (rst) begin
+      \$84  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$85  = \$19 ;
+    if (rst) begin
+      \$85  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$86  = \$20 [37:0];
+    if (rst) begin
+      \$86  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$87  = rq_meta1_d1;
+    if (rst) begin
+      \$87  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$88  = rq_meta2_d1;
+    if (rst) begin
+      \$88  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$89  = rq_meta2_d2;
+    if (rst) begin
+      \$89  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$90  = rq_v1_d1;
+    if (rst) begin
+      \$90  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$91  = rq_v2_d1;
+    if (rst) begin
+      \$91  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$92  = rq_v2_d2;
+    if (rst) begin
+      \$92  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$93  = \$22 [22:0];
+    if (rst) begin
+      \$93  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$94  = \$24 [22:0];
+    if (rst) begin
+      \$94  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$95  = \$26 [22:0];
+    if (rst) begin
+      \$95  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$96  = \$28 [22:0];
+    if (rst) begin
+      \$96  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$97  = rq_meta2_d3;
+    if (rst) begin
+      \$97  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$98  = rq_v2_d3;
+    if (rst) begin
+      \$98  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$99 [7:0] = \$32 [7:0];
+    \$99 [15:8] = \$36 [7:0];
+    \$99 [23:16] = \$40 [7:0];
+    \$99 [31:24] = \$44 [7:0];
+    \$99 [42:32] = rq_meta3_d1;
+    if (rst) begin
+      \$99  = 43'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$100  = rq_v3_d1;
+    if (rst) begin
+      \$100  = 1'h0;
+    end
+  end
+  assign rq_addr = sums__payload[96];
+  assign scaled_0_t0 = { scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p };
+  assign scaled_0_t1 = \$1 [37:0];
+  assign scaled_0_l1_0 = scaled_0_sum;
+  assign scaled_1_t0 = { scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p };
+  assign scaled_1_t1 = \$2 [37:0];
+  assign scaled_1_l1_0 = scaled_1_sum;
+  assign scaled_2_t0 = { scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p };
+  assign scaled_2_t1 = \$3 [37:0];
+  assign scaled_2_l1_0 = scaled_2_sum;
+  assign scaled_3_t0 = { scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p };
+  assign scaled_3_t1 = \$4 [37:0];
+  assign scaled_3_l1_0 = scaled_3_sum;
+  assign ov = feats__valid;
+  assign out = feats__payload;
+  assign \sums__payload.acc  = sums__payload[87:0];
+  assign \sums__payload.acc[0]  = sums__payload[21:0];
+  assign \sums__payload.acc[1]  = sums__payload[43:22];
+  assign \sums__payload.acc[2]  = sums__payload[65:44];
+  assign \sums__payload.acc[3]  = sums__payload[87:66];
+  assign \sums__payload.meta  = sums__payload[98:88];
+  assign \sums__payload.meta.oy  = sums__payload[91:88];
+  assign \sums__payload.meta.ox  = sums__payload[95:92];
+  assign \sums__payload.meta.go  = sums__payload[96];
+  assign \sums__payload.meta.eof  = sums__payload[97];
+  assign \sums__payload.meta.error  = sums__payload[98];
+  assign \feats__payload.data  = feats__payload[31:0];
+  assign \feats__payload.data[0]  = feats__payload[7:0];
+  assign \feats__payload.data[1]  = feats__payload[15:8];
+  assign \feats__payload.data[2]  = feats__payload[23:16];
+  assign \feats__payload.data[3]  = feats__payload[31:24];
+  assign \feats__payload.meta  = feats__payload[42:32];
+  assign \feats__payload.meta.oy  = feats__payload[35:32];
+  assign \feats__payload.meta.ox  = feats__payload[39:36];
+  assign \feats__payload.meta.go  = feats__payload[40];
+  assign \feats__payload.meta.eof  = feats__payload[41];
+  assign \feats__payload.meta.error  = feats__payload[42];
+  assign \out.data  = feats__payload[31:0];
+  assign \out.data[0]  = feats__payload[7:0];
+  assign \out.data[1]  = feats__payload[15:8];
+  assign \out.data[2]  = feats__payload[23:16];
+  assign \out.data[3]  = feats__payload[31:24];
+  assign \out.meta  = feats__payload[42:32];
+  assign \out.meta.oy  = feats__payload[35:32];
+  assign \out.meta.ox  = feats__payload[39:36];
+  assign \out.meta.go  = feats__payload[40];
+  assign \out.meta.eof  = feats__payload[41];
+  assign \out.meta.error  = feats__payload[42];
+  assign \beat_d1.acc  = beat_d1[87:0];
+  assign \beat_d1.acc[0]  = beat_d1[21:0];
+  assign \beat_d1.acc[1]  = beat_d1[43:22];
+  assign \beat_d1.acc[2]  = beat_d1[65:44];
+  assign \beat_d1.acc[3]  = beat_d1[87:66];
+  assign \beat_d1.meta  = beat_d1[98:88];
+  assign \beat_d1.meta.oy  = beat_d1[91:88];
+  assign \beat_d1.meta.ox  = beat_d1[95:92];
+  assign \beat_d1.meta.go  = beat_d1[96];
+  assign \beat_d1.meta.eof  = beat_d1[97];
+  assign \beat_d1.meta.error  = beat_d1[98];
+  assign \beat_d2.acc  = beat_d2[87:0];
+  assign \beat_d2.acc[0]  = beat_d2[21:0];
+  assign \beat_d2.acc[1]  = beat_d2[43:22];
+  assign \beat_d2.acc[2]  = beat_d2[65:44];
+  assign \beat_d2.acc[3]  = beat_d2[87:66];
+  assign \beat_d2.meta  = beat_d2[98:88];
+  assign \beat_d2.meta.oy  = beat_d2[91:88];
+  assign \beat_d2.meta.ox  = beat_d2[95:92];
+  assign \beat_d2.meta.go  = beat_d2[96];
+  assign \beat_d2.meta.eof  = beat_d2[97];
+  assign \beat_d2.meta.error  = beat_d2[98];
+  assign \rq_meta1_d1.oy  = rq_meta1_d1[3:0];
+  assign \rq_meta1_d1.ox  = rq_meta1_d1[7:4];
+  assign \rq_meta1_d1.go  = rq_meta1_d1[8];
+  assign \rq_meta1_d1.eof  = rq_meta1_d1[9];
+  assign \rq_meta1_d1.error  = rq_meta1_d1[10];
+  assign \rq_meta2_d1.oy  = rq_meta2_d1[3:0];
+  assign \rq_meta2_d1.ox  = rq_meta2_d1[7:4];
+  assign \rq_meta2_d1.go  = rq_meta2_d1[8];
+  assign \rq_meta2_d1.eof  = rq_meta2_d1[9];
+  assign \rq_meta2_d1.error  = rq_meta2_d1[10];
+  assign \rq_meta2_d2.oy  = rq_meta2_d2[3:0];
+  assign \rq_meta2_d2.ox  = rq_meta2_d2[7:4];
+  assign \rq_meta2_d2.go  = rq_meta2_d2[8];
+  assign \rq_meta2_d2.eof  = rq_meta2_d2[9];
+  assign \rq_meta2_d2.error  = rq_meta2_d2[10];
+  assign \rq_meta2_d3.oy  = rq_meta2_d3[3:0];
+  assign \rq_meta2_d3.ox  = rq_meta2_d3[7:4];
+  assign \rq_meta2_d3.go  = rq_meta2_d3[8];
+  assign \rq_meta2_d3.eof  = rq_meta2_d3[9];
+  assign \rq_meta2_d3.error  = rq_meta2_d3[10];
+  assign \rq_meta3_d1.oy  = rq_meta3_d1[3:0];
+  assign \rq_meta3_d1.ox  = rq_meta3_d1[7:4];
+  assign \rq_meta3_d1.go  = rq_meta3_d1[8];
+  assign \rq_meta3_d1.eof  = rq_meta3_d1[9];
+  assign \rq_meta3_d1.error  = rq_meta3_d1[10];
+  assign \$1  = { scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p, 17'h00000 };
+  assign \$2  = { scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p, 17'h00000 };
+  assign \$3  = { scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p, 17'h00000 };
+  assign \$4  = { scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p, 17'h00000 };
+  assign \$21  = { scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37:16] };
+  assign \$23  = { scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37:16] };
+  assign \$25  = { scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37:16] };
+  assign \$27  = { scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37:16] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  reg \$100 ;
+  reg \$101 ;
+  reg [3:0] \$102 ;
+  reg [3:0] \$103 ;
+  reg [8:0] \$104 ;
+  reg [3:0] \$105 ;
+  reg [2:0] \$106 ;
+  reg [2:0] \$107 ;
+  reg [2:0] \$108 ;
+  reg [4:0] \$109 ;
+  wire \$11 ;
+  reg [4:0] \$110 ;
+  reg [4:0] \$111 ;
+  reg \$112 ;
+  reg \$113 ;
+  reg \$114 ;
+  reg [8:0] \$115 ;
+  reg \$116 ;
+  reg \$117 ;
+  reg [10:0] \$118 ;
+  reg [2:0] \$119 ;
+  wire \$12 ;
+  reg [2:0] \$120 ;
+  reg [2:0] \$121 ;
+  reg [4:0] \$122 ;
+  reg [4:0] \$123 ;
+  reg [4:0] \$124 ;
+  reg \$125 ;
+  reg [25:0] \$126 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire [2:0] \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [8:0] \$2 ;
+  wire [2:0] \$20 ;
+  wire [2:0] \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire [2:0] \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire [4:0] \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire [9:0] \$3 ;
+  wire [4:0] \$30 ;
+  wire [4:0] \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire [4:0] \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire [9:0] \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [1:0] \$45 ;
+  wire [2:0] \$46 ;
+  wire [3:0] \$47 ;
+  wire [4:0] \$48 ;
+  wire [5:0] \$49 ;
+  wire \$5 ;
+  wire [6:0] \$50 ;
+  wire [7:0] \$51 ;
+  wire [8:0] \$52 ;
+  wire [9:0] \$53 ;
+  wire [5:0] \$54 ;
+  wire [7:0] \$55 ;
+  wire [5:0] \$56 ;
+  wire [7:0] \$57 ;
+  wire [5:0] \$58 ;
+  wire [6:0] \$59 ;
+  wire \$6 ;
+  wire [5:0] \$60 ;
+  wire [6:0] \$61 ;
+  wire [5:0] \$62 ;
+  wire [6:0] \$63 ;
+  wire [5:0] \$64 ;
+  wire [6:0] \$65 ;
+  wire \$66 ;
+  wire [1:0] \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire \$7 ;
+  wire [8:0] \$70 ;
+  wire [8:0] \$71 ;
+  wire [4:0] \$72 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire [1:0] \$75 ;
+  wire [1:0] \$76 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire \$79 ;
+  wire \$8 ;
+  wire \$80 ;
+  wire \$81 ;
+  reg \$82 ;
+  reg [18:0] \$83 ;
+  reg [3:0] \$84 ;
+  reg [2:0] \$85 ;
+  reg [4:0] \$86 ;
+  reg [2:0] \$87 ;
+  reg [4:0] \$88 ;
+  reg [2:0] \$89 ;
+  wire \$9 ;
+  reg [4:0] \$90 ;
+  reg \$91 ;
+  reg \$92 ;
+  reg \$93 ;
+  reg [8:0] \$94 ;
+  reg [3:0] \$95 ;
+  reg \$96 ;
+  reg \$97 ;
+  reg \$98 ;
+  reg \$99 ;
+  reg \$like  = 1'h0;
+  reg \$signal  = 1'h0;
+  reg \$signal$10  = 1'h0;
+  reg [3:0] \$signal$17  = 4'h0;
+  reg [8:0] \$signal$42  = 9'h000;
+  reg [3:0] \$signal$43  = 4'h0;
+  reg \$signal$53  = 1'h0;
+  reg \$signal$54  = 1'h0;
+  reg \$signal$7  = 1'h0;
+  output beat;
+  wire beat;
+  output busy;
+  wire busy;
+  input can_emit;
+  wire can_emit;
+  input clk;
+  wire clk;
+  wire [4:0] col;
+  reg [4:0] col_0 = 5'h00;
+  reg [4:0] col_1 = 5'h00;
+  reg [4:0] col_2 = 5'h00;
+  reg first_r = 1'h0;
+  reg go_last = 1'h0;
+  wire issue;
+  wire last;
+  reg [4:0] next_col_0 = 5'h00;
+  reg [4:0] next_col_1 = 5'h00;
+  reg [4:0] next_col_2 = 5'h00;
+  reg [2:0] next_slot_0 = 3'h0;
+  reg [2:0] next_slot_1 = 3'h0;
+  reg [2:0] next_slot_2 = 3'h0;
+  reg [3:0] p_cnt = 4'h0;
+  reg [18:0] p_site = 19'h00000;
+  wire \p_site.eof ;
+  wire \p_site.error ;
+  wire [3:0] \p_site.ox ;
+  wire [3:0] \p_site.oy ;
+  wire [8:0] \p_site.taps ;
+  wire p_take;
+  reg p_v = 1'h0;
+  reg [4:0] q_col_0 = 5'h00;
+  reg [4:0] q_col_1 = 5'h00;
+  reg [4:0] q_col_2 = 5'h00;
+  reg q_gi = 1'h0;
+  reg q_last = 1'h0;
+  reg [10:0] q_meta = 11'h000;
+  wire \q_meta.eof ;
+  wire \q_meta.error ;
+  wire \q_meta.go ;
+  wire [3:0] \q_meta.ox ;
+  wire [3:0] \q_meta.oy ;
+  reg [8:0] q_oh = 9'h000;
+  reg [2:0] q_slot_0 = 3'h0;
+  reg [2:0] q_slot_1 = 3'h0;
+  reg [2:0] q_slot_2 = 3'h0;
+  output [3:0] row;
+  wire [3:0] row;
+  input rst;
+  wire rst;
+  reg s_err = 1'h0;
+  reg s_gi = 1'h0;
+  reg s_go = 1'h0;
+  reg [3:0] s_n = 4'h0;
+  reg [3:0] s_ox = 4'h0;
+  reg [8:0] s_rem = 9'h000;
+  input [18:0] sites__payload;
+  wire [18:0] sites__payload;
+  wire \sites__payload.eof ;
+  wire \sites__payload.error ;
+  wire [3:0] \sites__payload.ox ;
+  wire [3:0] \sites__payload.oy ;
+  wire [8:0] \sites__payload.taps ;
+  output sites__ready;
+  wire sites__ready;
+  input sites__valid;
+  wire sites__valid;
+  wire [2:0] slot;
+  reg [2:0] slot_0 = 3'h0;
+  reg [2:0] slot_1 = 3'h0;
+  reg [2:0] slot_2 = 3'h0;
+  output [25:0] steps__payload;
+  reg [25:0] steps__payload = 26'h0000000;
+  wire \steps__payload.first ;
+  wire \steps__payload.last ;
+  wire [7:0] \steps__payload.lb_addr ;
+  wire [10:0] \steps__payload.meta ;
+  wire \steps__payload.meta.eof ;
+  wire \steps__payload.meta.error ;
+  wire \steps__payload.meta.go ;
+  wire [3:0] \steps__payload.meta.ox ;
+  wire [3:0] \steps__payload.meta.oy ;
+  wire [4:0] \steps__payload.w_addr ;
+  output steps__valid;
+  reg steps__valid = 1'h0;
+  reg sv = 1'h0;
+  wire [3:0] tap_idx;
+  wire [8:0] tap_oh;
+  assign \$1  = ~ p_v;
+  assign sites__ready = \$1  | p_take;
+  assign \$2  = ~ s_rem;
+  assign \$3  = \$2  + 1'h1;
+  assign \$4  = { 1'h0, s_rem } & \$3 ;
+  assign last = \$signal  & \$signal$7 ;
+  assign \$5  = ~ last;
+  assign \$6  = ~ \$signal$10 ;
+  assign \$7  = \$5  & \$6 ;
+  assign \$8  = \$7  | can_emit;
+  assign issue = sv & \$8 ;
+  assign \$9  = ~ sv;
+  assign \$10  = last & go_last;
+  assign \$11  = \$10  | \$signal$10 ;
+  assign \$12  = issue & \$11 ;
+  assign \$13  = \$9  | \$12 ;
+  assign p_take = p_v & \$13 ;
+  assign \$14  = last | \$signal$10 ;
+  assign beat = issue & \$14 ;
+  assign busy = sv | p_v;
+  assign row = sv ? \$signal$17  : p_site[3:0];
+  assign \$15  = q_oh[0] | q_oh[1];
+  assign \$16  = \$15  | q_oh[2];
+  assign \$17  = \$16  ? q_slot_0 : 3'h0;
+  assign \$18  = q_oh[3] | q_oh[4];
+  assign \$19  = \$18  | q_oh[5];
+  assign \$20  = \$19  ? q_slot_1 : 3'h0;
+  assign \$21  = \$17  | \$20 ;
+  assign \$22  = q_oh[6] | q_oh[7];
+  assign \$23  = \$22  | q_oh[8];
+  assign \$24  = \$23  ? q_slot_2 : 3'h0;
+  assign slot = \$21  | \$24 ;
+  assign \$25  = q_oh[0] | q_oh[3];
+  assign \$26  = \$25  | q_oh[6];
+  assign \$27  = \$26  ? q_col_0 : 5'h00;
+  assign \$28  = q_oh[1] | q_oh[4];
+  assign \$29  = \$28  | q_oh[7];
+  assign \$30  = \$29  ? q_col_1 : 5'h00;
+  assign \$31  = \$27  | \$30 ;
+  assign \$32  = q_oh[2] | q_oh[5];
+  assign \$33  = \$32  | q_oh[8];
+  assign \$34  = \$33  ? q_col_2 : 5'h00;
+  assign col = \$31  | \$34 ;
+  assign \$35  = q_oh[1] | q_oh[3];
+  assign \$36  = \$35  | q_oh[5];
+  assign \$37  = \$36  | q_oh[7];
+  assign \$38  = q_oh[2] | q_oh[3];
+  assign \$39  = \$38  | q_oh[6];
+  assign \$40  = \$39  | q_oh[7];
+  assign \$41  = q_oh[4] | q_oh[5];
+  assign \$42  = \$41  | q_oh[6];
+  assign \$43  = \$42  | q_oh[7];
+  assign \$44  = sites__valid & sites__ready;
+  assign \$45  = 1'h0 + sites__payload[8];
+  assign \$46  = \$45  + sites__payload[9];
+  assign \$47  = \$46  + sites__payload[10];
+  assign \$48  = \$47  + sites__payload[11];
+  assign \$49  = \$48  + sites__payload[12];
+  assign \$50  = \$49  + sites__payload[13];
+  assign \$51  = \$50  + sites__payload[14];
+  assign \$52  = \$51  + sites__payload[15];
+  assign \$53  = \$52  + sites__payload[16];
+  assign \$54  = sites__payload[3:0] * 2'h2;
+  assign \$55  = \$54  + 8'hff;
+  assign \$56  = sites__payload[7:4] * 2'h2;
+  assign \$57  = \$56  + 8'hff;
+  assign \$58  = sites__payload[3:0] * 2'h2;
+  assign \$59  = \$58  + 1'h0;
+  assign \$60  = sites__payload[7:4] * 2'h2;
+  assign \$61  = \$60  + 1'h0;
+  assign \$62  = sites__payload[3:0] * 2'h2;
+  assign \$63  = \$62  + 1'h1;
+  assign \$64  = sites__payload[7:4] * 2'h2;
+  assign \$65  = \$64  + 1'h1;
+  assign \$66  = ~ \$signal ;
+  assign \$67  = s_gi + 1'h1;
+  assign \$69  = ~ \$signal$7 ;
+  assign \$70  = ~ \$4 [8:0];
+  assign \$71  = s_rem & \$70 ;
+  assign \$72  = s_n - 1'h1;
+  assign \$73  = s_n == 2'h2;
+  assign \$74  = \$signal$43  == 1'h1;
+  assign \$75  = s_go + 1'h1;
+  assign \$76  = go_last ? 2'h0 : \$75 ;
+  assign \$77  = ! s_go;
+  assign \$78  = last & go_last;
+  assign \$79  = \$78  | \$signal$10 ;
+  assign \$80  = p_cnt == 1'h1;
+  assign \$81  = s_err & \$signal$10 ;
+  always @(posedge clk)
+    p_v <= \$82 ;
+  always @(posedge clk)
+    p_site <= \$83 ;
+  always @(posedge clk)
+    p_cnt <= \$84 ;
+  always @(posedge clk)
+    next_slot_0 <= \$85 ;
+  always @(posedge clk)
+    next_col_0 <= \$86 ;
+  always @(posedge clk)
+    next_slot_1 <= \$87 ;
+  always @(posedge clk)
+    next_col_1 <= \$88 ;
+  always @(posedge clk)
+    next_slot_2 <= \$89 ;
+  always @(posedge clk)
+    next_col_2 <= \$90 ;
+  always @(posedge clk)
+    first_r <= \$91 ;
+  always @(posedge clk)
+    s_gi <= \$92 ;
+  always @(posedge clk)
+    \$signal  <= \$93 ;
+  always @(posedge clk)
+    s_rem <= \$94 ;
+  always @(posedge clk)
+    s_n <= \$95 ;
+  always @(posedge clk)
+    \$signal$7  <= \$96 ;
+  always @(posedge clk)
+    s_go <= \$97 ;
+  always @(posedge clk)
+    go_last <= \$98 ;
+  always @(posedge clk)
+    sv <= \$99 ;
+  always @(posedge clk)
+    \$signal$10  <= \$100 ;
+  always @(posedge clk)
+    s_err <= \$101 ;
+  always @(posedge clk)
+    \$signal$17  <= \$102 ;
+  always @(posedge clk)
+    s_ox <= \$103 ;
+  always @(posedge clk)
+    \$signal$42  <= \$104 ;
+  always @(posedge clk)
+    \$signal$43  <= \$105 ;
+  always @(posedge clk)
+    slot_0 <= \$106 ;
+  always @(posedge clk)
+    slot_1 <= \$107 ;
+  always @(posedge clk)
+    slot_2 <= \$108 ;
+  always @(posedge clk)
+    col_0 <= \$109 ;
+  always @(posedge clk)
+    col_1 <= \$110 ;
+  always @(posedge clk)
+    col_2 <= \$111 ;
+  always @(posedge clk)
+    \$signal$53  <= \$112 ;
+  always @(posedge clk)
+    \$signal$54  <= \$113 ;
+  always @(posedge clk)
+    q_last <= \$114 ;
+  always @(posedge clk)
+    q_oh <= \$115 ;
+  always @(posedge clk)
+    \$like  <= \$116 ;
+  always @(posedge clk)
+    q_gi <= \$117 ;
+  always @(posedge clk)
+    q_meta <= \$118 ;
+  always @(posedge clk)
+    q_slot_0 <= \$119 ;
+  always @(posedge clk)
+    q_slot_1 <= \$120 ;
+  always @(posedge clk)
+    q_slot_2 <= \$121 ;
+  always @(posedge clk)
+    q_col_0 <= \$122 ;
+  always @(posedge clk)
+    q_col_1 <= \$123 ;
+  always @(posedge clk)
+    q_col_2 <= \$124 ;
+  always @(posedge clk)
+    steps__valid <= \$125 ;
+  always @(posedge clk)
+    steps__payload <= \$126 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$82  = p_v;
+    if (p_take) begin
+      \$82  = 1'h0;
+    end
+    if (\$44 ) begin
+      \$82  = 1'h1;
+    end
+    if (rst) begin
+      \$82  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$83  = p_site;
+    if (\$44 ) begin
+      \$83  = sites__payload;
+    end
+    if (rst) begin
+      \$83  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$84  = p_cnt;
+    if (\$44 ) begin
+      \$84  = \$53 [3:0];
+    end
+    if (rst) begin
+      \$84  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$85  = next_slot_0;
+    if (\$44 ) begin
+      \$85  = \$55 [2:0];
+    end
+    if (rst) begin
+      \$85  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$86  = next_col_0;
+    if (\$44 ) begin
+      \$86  = \$57 [4:0];
+    end
+    if (rst) begin
+      \$86  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$87  = next_slot_1;
+    if (\$44 ) begin
+      \$87  = \$59 [2:0];
+    end
+    if (rst) begin
+      \$87  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$88  = next_col_1;
+    if (\$44 ) begin
+      \$88  = \$61 [4:0];
+    end
+    if (rst) begin
+      \$88  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$89  = next_slot_2;
+    if (\$44 ) begin
+      \$89  = \$63 [2:0];
+    end
+    if (rst) begin
+      \$89  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$90  = next_col_2;
+    if (\$44 ) begin
+      \$90  = \$65 [4:0];
+    end
+    if (rst) begin
+      \$90  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$91  = first_r;
+    if (issue) begin
+      \$91  = 1'h0;
+      (* full_case = 32'd1 *)
+      if (\$66 ) begin
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$69 ) begin
+        end else begin
+          \$91  = 1'h1;
+        end
+      end
+    end
+    if (p_take) begin
+      \$91  = 1'h1;
+    end
+    if (rst) begin
+      \$91  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$92  = s_gi;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$66 ) begin
+        \$92  = \$67 [0];
+      end else begin
+        \$92  = 1'h0;
+      end
+    end
+    if (p_take) begin
+      \$92  = 1'h0;
+    end
+    if (rst) begin
+      \$92  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$93  = \$signal ;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$66 ) begin
+        \$93  = \$68 ;
+      end else begin
+        \$93  = 1'h1;
+      end
+    end
+    if (p_take) begin
+      \$93  = 1'h1;
+    end
+    if (rst) begin
+      \$93  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$94  = s_rem;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$66 ) begin
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$69 ) begin
+          \$94  = \$71 ;
+        end else begin
+          \$94  = \$signal$42 ;
+        end
+      end
+    end
+    if (p_take) begin
+      \$94  = p_site[16:8];
+    end
+    if (rst) begin
+      \$94  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$95  = s_n;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$66 ) begin
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$69 ) begin
+          \$95  = \$72 [3:0];
+        end else begin
+          \$95  = \$signal$43 ;
+        end
+      end
+    end
+    if (p_take) begin
+      \$95  = p_cnt;
+    end
+    if (rst) begin
+      \$95  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$96  = \$signal$7 ;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$66 ) begin
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$69 ) begin
+          \$96  = \$73 ;
+        end else begin
+          \$96  = \$74 ;
+        end
+      end
+    end
+    if (p_take) begin
+      \$96  = \$80 ;
+    end
+    if (rst) begin
+      \$96  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$97  = s_go;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$66 ) begin
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$69 ) begin
+        end else begin
+          \$97  = \$76 [0];
+        end
+      end
+    end
+    if (p_take) begin
+      \$97  = 1'h0;
+    end
+    if (rst) begin
+      \$97  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$98  = go_last;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$66 ) begin
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$69 ) begin
+        end else begin
+          \$98  = \$77 ;
+        end
+      end
+    end
+    if (p_take) begin
+      \$98  = 1'h0;
+    end
+    if (rst) begin
+      \$98  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$99  = sv;
+    if (issue) begin
+      if (\$79 ) begin
+        \$99  = 1'h0;
+      end
+    end
+    if (p_take) begin
+      \$99  = 1'h1;
+    end
+    if (rst) begin
+      \$99  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$100  = \$signal$10 ;
+    if (p_take) begin
+      \$100  = p_site[17];
+    end
+    if (rst) begin
+      \$100  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$101  = s_err;
+    if (p_take) begin
+      \$101  = p_site[18];
+    end
+    if (rst) begin
+      \$101  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$102  = \$signal$17 ;
+    if (p_take) begin
+      \$102  = p_site[3:0];
+    end
+    if (rst) begin
+      \$102  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$103  = s_ox;
+    if (p_take) begin
+      \$103  = p_site[7:4];
+    end
+    if (rst) begin
+      \$103  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$104  = \$signal$42 ;
+    if (p_take) begin
+      \$104  = p_site[16:8];
+    end
+    if (rst) begin
+      \$104  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$105  = \$signal$43 ;
+    if (p_take) begin
+      \$105  = p_cnt;
+    end
+    if (rst) begin
+      \$105  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$106  = slot_0;
+    if (p_take) begin
+      \$106  = next_slot_0;
+    end
+    if (rst) begin
+      \$106  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$107  = slot_1;
+    if (p_take) begin
+      \$107  = next_slot_1;
+    end
+    if (rst) begin
+      \$107  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$108  = slot_2;
+    if (p_take) begin
+      \$108  = next_slot_2;
+    end
+    if (rst) begin
+      \$108  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$109  = col_0;
+    if (p_take) begin
+      \$109  = next_col_0;
+    end
+    if (rst) begin
+      \$109  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$110  = col_1;
+    if (p_take) begin
+      \$110  = next_col_1;
+    end
+    if (rst) begin
+      \$110  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$111  = col_2;
+    if (p_take) begin
+      \$111  = next_col_2;
+    end
+    if (rst) begin
+      \$111  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$112  = issue;
+    if (rst) begin
+      \$112  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$113  = first_r;
+    if (rst) begin
+      \$113  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$114  = last;
+    if (rst) begin
+      \$114  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$115  = \$4 [8:0];
+    if (rst) begin
+      \$115  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$116  = s_go;
+    if (rst) begin
+      \$116  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$117  = s_gi;
+    if (rst) begin
+      \$117  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$118 [3:0] = \$signal$17 ;
+    \$118 [7:4] = s_ox;
+    \$118 [8] = s_go;
+    \$118 [9] = \$signal$10 ;
+    \$118 [10] = \$81 ;
+    if (rst) begin
+      \$118  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$119  = slot_0;
+    if (rst) begin
+      \$119  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$120  = slot_1;
+    if (rst) begin
+      \$120  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$121  = slot_2;
+    if (rst) begin
+      \$121  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$122  = col_0;
+    if (rst) begin
+      \$122  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$123  = col_1;
+    if (rst) begin
+      \$123  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$124  = col_2;
+    if (rst) begin
+      \$124  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$125  = \$signal$53 ;
+    if (rst) begin
+      \$125  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$126 [13] = \$signal$54 ;
+    \$126 [14] = q_last;
+    \$126 [25:15] = q_meta;
+    \$126 [7:0] = { slot, col };
+    \$126 [12:8] = { q_oh[8], \$43 , \$40 , \$37 , \$like  };
+    if (rst) begin
+      \$126  = 26'h0000000;
+    end
+  end
+  assign tap_oh = \$4 [8:0];
+  assign tap_idx = { q_oh[8], \$43 , \$40 , \$37  };
+  assign \p_site.oy  = p_site[3:0];
+  assign \p_site.ox  = p_site[7:4];
+  assign \p_site.taps  = p_site[16:8];
+  assign \p_site.eof  = p_site[17];
+  assign \p_site.error  = p_site[18];
+  assign \sites__payload.oy  = sites__payload[3:0];
+  assign \sites__payload.ox  = sites__payload[7:4];
+  assign \sites__payload.taps  = sites__payload[16:8];
+  assign \sites__payload.eof  = sites__payload[17];
+  assign \sites__payload.error  = sites__payload[18];
+  assign \q_meta.oy  = q_meta[3:0];
+  assign \q_meta.ox  = q_meta[7:4];
+  assign \q_meta.go  = q_meta[8];
+  assign \q_meta.eof  = q_meta[9];
+  assign \q_meta.error  = q_meta[10];
+  assign \steps__payload.lb_addr  = steps__payload[7:0];
+  assign \steps__payload.w_addr  = steps__payload[12:8];
+  assign \steps__payload.first  = steps__payload[13];
+  assign \steps__payload.last  = steps__payload[14];
+  assign \steps__payload.meta  = steps__payload[25:15];
+  assign \steps__payload.meta.oy  = steps__payload[18:15];
+  assign \steps__payload.meta.ox  = steps__payload[22:19];
+  assign \steps__payload.meta.go  = steps__payload[23];
+  assign \steps__payload.meta.eof  = steps__payload[24];
+  assign \steps__payload.meta.error  = steps__payload[25];
+  assign \$68  = 1'h0;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
+  reg [127:0] \$1 ;
+  wire [4:0] \$signature__addr ;
+  wire [127:0] \$signature__data ;
+  wire \$signature__en ;
+  input clk;
+  wire clk;
+  wire [4:0] r_addr;
+  output [127:0] r_data;
+  reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  input [4:0] rd__addr;
+  wire [4:0] rd__addr;
+  wire [127:0] rd__data;
+  wire rd__en;
+  input rst;
+  wire rst;
+  input [4:0] w_addr;
+  wire [4:0] w_addr;
+  input [127:0] w_data;
+  wire [127:0] w_data;
+  input w_en;
+  wire w_en;
+  reg [127:0] mem [31:0];
+  initial begin
+    mem[0] = 128'h00000000000000000000000000000000;
+    mem[1] = 128'h00000000000000000000000000000000;
+    mem[2] = 128'h00000000000000000000000000000000;
+    mem[3] = 128'h00000000000000000000000000000000;
+    mem[4] = 128'h00000000000000000000000000000000;
+    mem[5] = 128'h00000000000000000000000000000000;
+    mem[6] = 128'h00000000000000000000000000000000;
+    mem[7] = 128'h00000000000000000000000000000000;
+    mem[8] = 128'h00000000000000000000000000000000;
+    mem[9] = 128'h00000000000000000000000000000000;
+    mem[10] = 128'h00000000000000000000000000000000;
+    mem[11] = 128'h00000000000000000000000000000000;
+    mem[12] = 128'h00000000000000000000000000000000;
+    mem[13] = 128'h00000000000000000000000000000000;
+    mem[14] = 128'h00000000000000000000000000000000;
+    mem[15] = 128'h00000000000000000000000000000000;
+    mem[16] = 128'h00000000000000000000000000000000;
+    mem[17] = 128'h00000000000000000000000000000000;
+    mem[18] = 128'h00000000000000000000000000000000;
+    mem[19] = 128'h00000000000000000000000000000000;
+    mem[20] = 128'h00000000000000000000000000000000;
+    mem[21] = 128'h00000000000000000000000000000000;
+    mem[22] = 128'h00000000000000000000000000000000;
+    mem[23] = 128'h00000000000000000000000000000000;
+    mem[24] = 128'h00000000000000000000000000000000;
+    mem[25] = 128'h00000000000000000000000000000000;
+    mem[26] = 128'h00000000000000000000000000000000;
+    mem[27] = 128'h00000000000000000000000000000000;
+    mem[28] = 128'h00000000000000000000000000000000;
+    mem[29] = 128'h00000000000000000000000000000000;
+    mem[30] = 128'h00000000000000000000000000000000;
+    mem[31] = 128'h00000000000000000000000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_en)
+      mem[w_addr] <= w_data;
+  end
+  reg [127:0] _0_;
+  always @(posedge clk) begin
+    _0_ <= mem[rd__addr];
+  end
+  assign rd__data = _0_;
+  always @(posedge clk)
+    r_data <= \$1 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$1  = rd__data;
+    if (rst) begin
+      \$1  = 128'h00000000000000000000000000000000;
+    end
+  end
+  assign \$signature__addr  = w_addr;
+  assign \$signature__data  = w_data;
+  assign \$signature__en  = w_en;
+  assign r_addr = rd__addr;
+  assign rd__en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sites_out__ready, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload);
+  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire [1:0] \$11 ;
+  wire [1:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire [1:0] \$15 ;
+  wire [1:0] \$16 ;
+  wire \$17 ;
+  wire [4:0] \$18 ;
+  wire [6:0] \$19 ;
+  wire \$2 ;
+  wire [7:0] \$20 ;
+  wire [3:0] \$21 ;
+  wire [4:0] \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire [6:0] \$26 ;
+  wire \$27 ;
+  wire [7:0] \$28 ;
+  reg \$29 ;
+  wire \$3 ;
+  reg \$30 ;
+  reg [127:0] \$31 ;
+  reg [5:0] \$32 ;
+  reg \$33 ;
+  reg [3:0] \$34 ;
+  reg [3:0] \$35 ;
+  reg \$36 ;
+  reg \$37 ;
+  reg [3:0] \$38 ;
+  reg \$39 ;
+  wire \$4 ;
+  reg [5:0] \$40 ;
+  reg [5:0] \$41 ;
+  reg \$42 ;
+  reg \$43 ;
+  reg \$44 ;
+  reg \$45 ;
+  reg \$46 ;
+  reg \$47 ;
+  reg [10:0] \$48 ;
+  reg [10:0] \$49 ;
+  wire \$5 ;
+  reg \$50 ;
+  reg [41:0] \$51 ;
+  reg [5:0] \$52 ;
+  wire \$6 ;
+  wire [6:0] \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  (* init = 1'h0 *)
+  wire \$signal ;
+  (* init = 4'h0 *)
+  wire [3:0] \$signal$24 ;
+  wire beat;
+  wire [63:0] bitmaps;
+  wire [63:0] \bitmaps$32 ;
+  wire [15:0] \bitmaps$32[0] ;
+  wire [15:0] \bitmaps$32[1] ;
+  wire [15:0] \bitmaps$32[2] ;
+  wire [15:0] \bitmaps$32[3] ;
+  wire [15:0] \bitmaps[0] ;
+  wire [15:0] \bitmaps[1] ;
+  wire [15:0] \bitmaps[2] ;
+  wire [15:0] \bitmaps[3] ;
+  wire busy;
+  wire \busy$89 ;
+  reg c_in = 1'h0;
+  reg c_out = 1'h0;
+  reg [3:0] c_tap = 4'h0;
+  wire can_emit;
+  input clk;
+  wire clk;
+  wire [5:0] done_rows;
+  wire [5:0] \done_rows$36 ;
+  wire eof_seen;
+  wire \eof_seen$38 ;
+  wire error;
+  wire \error$44 ;
+  wire [42:0] feats__payload;
+  wire [31:0] \feats__payload.data ;
+  wire [7:0] \feats__payload.data[0] ;
+  wire [7:0] \feats__payload.data[1] ;
+  wire [7:0] \feats__payload.data[2] ;
+  wire [7:0] \feats__payload.data[3] ;
+  wire [10:0] \feats__payload.meta ;
+  wire \feats__payload.meta.eof ;
+  wire \feats__payload.meta.error ;
+  wire \feats__payload.meta.go ;
+  wire [3:0] \feats__payload.meta.ox ;
+  wire [3:0] \feats__payload.meta.oy ;
+  wire feats__valid;
+  wire frame_reset;
+  wire \frame_reset$30 ;
+  wire \frame_reset$45 ;
+  wire has_last;
+  wire \has_last$40 ;
   reg [3:0] height_m1 = 4'h0;
-  reg last1 = 1'h0;
-  reg last2 = 1'h0;
-  reg [3:0] last_x = 4'h0;
-  wire [6:0] lb_r__addr;
-  wire [31:0] lb_r__data;
-  wire lb_r__en;
+  wire hold;
+  reg [5:0] inflight = 6'h00;
+  wire [3:0] last_y;
+  wire [3:0] \last_y$42 ;
   reg loaded = 1'h0;
-  wire [5:0] nx;
-  wire [5:0] ny;
-  wire open_;
-  reg [3:0] ox2 = 4'h0;
-  reg [3:0] ox3 = 4'h0;
-  reg [3:0] ox4 = 4'h0;
+  (* init = 1'h0 *)
+  wire \loaded$20 ;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] p_data;
+  (* init = 1'h0 *)
+  wire p_raddr;
+  (* init = 1'h0 *)
+  wire p_rv;
+  (* init = 6'h00 *)
+  wire [5:0] p_waddr;
   input [127:0] params__payload;
   wire [127:0] params__payload;
   output params__ready;
   wire params__ready;
   input params__valid;
   wire params__valid;
-  reg [21:0] part2_0 = 22'h000000;
-  reg [21:0] part2_1 = 22'h000000;
-  reg [21:0] part2_2 = 22'h000000;
-  reg [21:0] part2_3 = 22'h000000;
   reg [5:0] pcount = 6'h00;
-  wire permit;
-  wire pf_take;
-  reg [8:0] pf_taps = 9'h000;
-  reg pf_valid = 1'h0;
-  reg [21:0] psum_bias_0 = 22'h000000;
-  reg [21:0] psum_bias_1 = 22'h000000;
-  reg [21:0] psum_bias_2 = 22'h000000;
-  reg [21:0] psum_bias_3 = 22'h000000;
-  wire [8:0] rem_rest;
-  reg [37:0] requant_0 = 38'h0000000000;
-  reg [37:0] requant_1 = 38'h0000000000;
-  reg [37:0] requant_2 = 38'h0000000000;
-  reg [37:0] requant_3 = 38'h0000000000;
-  wire row_ready;
-  reg [4:0] row_tag_0 = 5'h1f;
-  reg [4:0] row_tag_1 = 5'h1f;
-  reg [4:0] row_tag_2 = 5'h1f;
-  reg [4:0] row_tag_3 = 5'h1f;
-  wire rows_over;
+  reg [5:0] permit_row = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] \permit_row$28 ;
+  wire [5:0] r_addr;
+  wire \r_addr$67 ;
+  wire [127:0] r_data;
+  wire [127:0] \r_data$70 ;
+  wire [41:0] \r_data$98 ;
+  wire r_en;
+  wire r_rdy;
+  wire [6:0] rd_addr;
+  wire [31:0] rd_data;
+  reg read_first_d1 = 1'h0;
+  reg read_first_d2 = 1'h0;
+  reg read_last_d1 = 1'h0;
+  reg read_last_d2 = 1'h0;
+  reg [10:0] read_meta_d1 = 11'h000;
+  wire \read_meta_d1.eof ;
+  wire \read_meta_d1.error ;
+  wire \read_meta_d1.go ;
+  wire [3:0] \read_meta_d1.ox ;
+  wire [3:0] \read_meta_d1.oy ;
+  reg [10:0] read_meta_d2 = 11'h000;
+  wire \read_meta_d2.eof ;
+  wire \read_meta_d2.error ;
+  wire \read_meta_d2.go ;
+  wire [3:0] \read_meta_d2.ox ;
+  wire [3:0] \read_meta_d2.oy ;
+  reg read_v_d1 = 1'h0;
+  (* init = 1'h0 *)
+  wire read_v_d2;
+  wire [3:0] row;
+  wire [3:0] \row$91 ;
+  wire rq_addr;
+  wire [127:0] rq_data;
   input rst;
   wire rst;
-  reg s_gi = 1'h0;
-  reg s_go = 1'h0;
-  reg [3:0] s_ox = 4'h0;
-  reg [8:0] s_rem = 9'h000;
-  reg [15:0] scale3_0 = 16'h0000;
-  reg [15:0] scale3_1 = 16'h0000;
-  reg [15:0] scale3_2 = 16'h0000;
-  reg [15:0] scale3_3 = 16'h0000;
-  wire send_eof;
-  wire [21:0] shifted_0;
-  wire [21:0] shifted_1;
-  wire [21:0] shifted_2;
-  wire [21:0] shifted_3;
-  wire site_done;
+  wire [18:0] sites__payload;
+  wire [18:0] \sites__payload$47 ;
+  wire \sites__payload$47.eof ;
+  wire \sites__payload$47.error ;
+  wire [3:0] \sites__payload$47.ox ;
+  wire [3:0] \sites__payload$47.oy ;
+  wire [8:0] \sites__payload$47.taps ;
+  wire \sites__payload.eof ;
+  wire \sites__payload.error ;
+  wire [3:0] \sites__payload.ox ;
+  wire [3:0] \sites__payload.oy ;
+  wire [8:0] \sites__payload.taps ;
+  wire sites__ready;
+  wire \sites__ready$49 ;
+  wire sites__valid;
+  wire \sites__valid$51 ;
   input [41:0] sites_in__payload;
   wire [41:0] sites_in__payload;
+  wire [41:0] \sites_in__payload$14 ;
+  wire [31:0] \sites_in__payload$14.data ;
+  wire [7:0] \sites_in__payload$14.data[0] ;
+  wire [7:0] \sites_in__payload$14.data[1] ;
+  wire [7:0] \sites_in__payload$14.data[2] ;
+  wire [7:0] \sites_in__payload$14.data[3] ;
+  wire \sites_in__payload$14.eof ;
+  wire \sites_in__payload$14.error ;
+  wire [3:0] \sites_in__payload$14.x ;
+  wire [3:0] \sites_in__payload$14.y ;
   wire [31:0] \sites_in__payload.data ;
   wire [7:0] \sites_in__payload.data[0] ;
   wire [7:0] \sites_in__payload.data[1] ;
@@ -4009,8 +8410,10 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   wire [3:0] \sites_in__payload.y ;
   output sites_in__ready;
   wire sites_in__ready;
+  wire \sites_in__ready$16 ;
   input sites_in__valid;
   wire sites_in__valid;
+  wire \sites_in__valid$18 ;
   output [41:0] sites_out__payload;
   reg [41:0] sites_out__payload = 42'h00000000000;
   wire [31:0] \sites_out__payload.data ;
@@ -4026,2097 +8429,572 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   wire sites_out__ready;
   output sites_out__valid;
   reg sites_out__valid = 1'h0;
-  wire [1:0] slot_in;
-  reg sv = 1'h0;
-  reg [3:0] tap;
-  wire [8:0] taps;
-  wire [5:0] use_row;
-  reg v3 = 1'h0;
-  reg v4 = 1'h0;
+  wire [25:0] steps__payload;
+  wire [172:0] \steps__payload$57 ;
+  wire \steps__payload$57.first ;
+  wire \steps__payload$57.last ;
+  wire [10:0] \steps__payload$57.meta ;
+  wire \steps__payload$57.meta.eof ;
+  wire \steps__payload$57.meta.error ;
+  wire \steps__payload$57.meta.go ;
+  wire [3:0] \steps__payload$57.meta.ox ;
+  wire [3:0] \steps__payload$57.meta.oy ;
+  wire [127:0] \steps__payload$57.w ;
+  wire [31:0] \steps__payload$57.x ;
+  wire \steps__payload.first ;
+  wire \steps__payload.last ;
+  wire [6:0] \steps__payload.lb_addr ;
+  wire [10:0] \steps__payload.meta ;
+  wire \steps__payload.meta.eof ;
+  wire \steps__payload.meta.error ;
+  wire \steps__payload.meta.go ;
+  wire [3:0] \steps__payload.meta.ox ;
+  wire [3:0] \steps__payload.meta.oy ;
+  wire [5:0] \steps__payload.w_addr ;
+  reg steps__valid = 1'h0;
+  wire \steps__valid$93 ;
+  wire [98:0] sums__payload;
+  wire [98:0] \sums__payload$64 ;
+  wire [87:0] \sums__payload$64.acc ;
+  wire [21:0] \sums__payload$64.acc[0] ;
+  wire [21:0] \sums__payload$64.acc[1] ;
+  wire [21:0] \sums__payload$64.acc[2] ;
+  wire [21:0] \sums__payload$64.acc[3] ;
+  wire [10:0] \sums__payload$64.meta ;
+  wire \sums__payload$64.meta.eof ;
+  wire \sums__payload$64.meta.error ;
+  wire \sums__payload$64.meta.go ;
+  wire [3:0] \sums__payload$64.meta.ox ;
+  wire [3:0] \sums__payload$64.meta.oy ;
+  wire [87:0] \sums__payload.acc ;
+  wire [21:0] \sums__payload.acc[0] ;
+  wire [21:0] \sums__payload.acc[1] ;
+  wire [21:0] \sums__payload.acc[2] ;
+  wire [21:0] \sums__payload.acc[3] ;
+  wire [10:0] \sums__payload.meta ;
+  wire \sums__payload.meta.eof ;
+  wire \sums__payload.meta.error ;
+  wire \sums__payload.meta.go ;
+  wire [3:0] \sums__payload.meta.ox ;
+  wire [3:0] \sums__payload.meta.oy ;
+  wire sums__valid;
+  wire \sums__valid$66 ;
+  wire [19:0] tags;
+  wire [19:0] \tags$34 ;
+  wire [4:0] \tags$34[0] ;
+  wire [4:0] \tags$34[1] ;
+  wire [4:0] \tags$34[2] ;
+  wire [4:0] \tags$34[3] ;
+  wire [4:0] \tags[0] ;
+  wire [4:0] \tags[1] ;
+  wire [4:0] \tags[2] ;
+  wire [4:0] \tags[3] ;
+  reg [41:0] tok;
+  wire [31:0] \tok.data ;
+  wire [7:0] \tok.data[0] ;
+  wire [7:0] \tok.data[1] ;
+  wire [7:0] \tok.data[2] ;
+  wire [7:0] \tok.data[3] ;
+  wire \tok.eof ;
+  wire \tok.error ;
+  wire [3:0] \tok.x ;
+  wire [3:0] \tok.y ;
+  reg [5:0] w_addr = 6'h00;
+  reg \w_addr$8  = 1'h0;
+  reg [127:0] w_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] \w_data$10 ;
+  wire [41:0] \w_data$75 ;
+  reg w_en = 1'h0;
+  reg \w_en$11  = 1'h0;
+  wire \w_en$73 ;
   reg [3:0] width_m1 = 4'h0;
-  wire [17:0] win_ext_0;
-  wire [17:0] win_ext_1;
-  wire [17:0] win_ext_2;
-  reg [15:0] win_row_0;
-  reg [15:0] win_row_1;
-  reg [15:0] win_row_2;
-  wire write;
-  reg [31:0] line_buffer [127:0];
-  initial begin
-    line_buffer[0] = 32'd0;
-    line_buffer[1] = 32'd0;
-    line_buffer[2] = 32'd0;
-    line_buffer[3] = 32'd0;
-    line_buffer[4] = 32'd0;
-    line_buffer[5] = 32'd0;
-    line_buffer[6] = 32'd0;
-    line_buffer[7] = 32'd0;
-    line_buffer[8] = 32'd0;
-    line_buffer[9] = 32'd0;
-    line_buffer[10] = 32'd0;
-    line_buffer[11] = 32'd0;
-    line_buffer[12] = 32'd0;
-    line_buffer[13] = 32'd0;
-    line_buffer[14] = 32'd0;
-    line_buffer[15] = 32'd0;
-    line_buffer[16] = 32'd0;
-    line_buffer[17] = 32'd0;
-    line_buffer[18] = 32'd0;
-    line_buffer[19] = 32'd0;
-    line_buffer[20] = 32'd0;
-    line_buffer[21] = 32'd0;
-    line_buffer[22] = 32'd0;
-    line_buffer[23] = 32'd0;
-    line_buffer[24] = 32'd0;
-    line_buffer[25] = 32'd0;
-    line_buffer[26] = 32'd0;
-    line_buffer[27] = 32'd0;
-    line_buffer[28] = 32'd0;
-    line_buffer[29] = 32'd0;
-    line_buffer[30] = 32'd0;
-    line_buffer[31] = 32'd0;
-    line_buffer[32] = 32'd0;
-    line_buffer[33] = 32'd0;
-    line_buffer[34] = 32'd0;
-    line_buffer[35] = 32'd0;
-    line_buffer[36] = 32'd0;
-    line_buffer[37] = 32'd0;
-    line_buffer[38] = 32'd0;
-    line_buffer[39] = 32'd0;
-    line_buffer[40] = 32'd0;
-    line_buffer[41] = 32'd0;
-    line_buffer[42] = 32'd0;
-    line_buffer[43] = 32'd0;
-    line_buffer[44] = 32'd0;
-    line_buffer[45] = 32'd0;
-    line_buffer[46] = 32'd0;
-    line_buffer[47] = 32'd0;
-    line_buffer[48] = 32'd0;
-    line_buffer[49] = 32'd0;
-    line_buffer[50] = 32'd0;
-    line_buffer[51] = 32'd0;
-    line_buffer[52] = 32'd0;
-    line_buffer[53] = 32'd0;
-    line_buffer[54] = 32'd0;
-    line_buffer[55] = 32'd0;
-    line_buffer[56] = 32'd0;
-    line_buffer[57] = 32'd0;
-    line_buffer[58] = 32'd0;
-    line_buffer[59] = 32'd0;
-    line_buffer[60] = 32'd0;
-    line_buffer[61] = 32'd0;
-    line_buffer[62] = 32'd0;
-    line_buffer[63] = 32'd0;
-    line_buffer[64] = 32'd0;
-    line_buffer[65] = 32'd0;
-    line_buffer[66] = 32'd0;
-    line_buffer[67] = 32'd0;
-    line_buffer[68] = 32'd0;
-    line_buffer[69] = 32'd0;
-    line_buffer[70] = 32'd0;
-    line_buffer[71] = 32'd0;
-    line_buffer[72] = 32'd0;
-    line_buffer[73] = 32'd0;
-    line_buffer[74] = 32'd0;
-    line_buffer[75] = 32'd0;
-    line_buffer[76] = 32'd0;
-    line_buffer[77] = 32'd0;
-    line_buffer[78] = 32'd0;
-    line_buffer[79] = 32'd0;
-    line_buffer[80] = 32'd0;
-    line_buffer[81] = 32'd0;
-    line_buffer[82] = 32'd0;
-    line_buffer[83] = 32'd0;
-    line_buffer[84] = 32'd0;
-    line_buffer[85] = 32'd0;
-    line_buffer[86] = 32'd0;
-    line_buffer[87] = 32'd0;
-    line_buffer[88] = 32'd0;
-    line_buffer[89] = 32'd0;
-    line_buffer[90] = 32'd0;
-    line_buffer[91] = 32'd0;
-    line_buffer[92] = 32'd0;
-    line_buffer[93] = 32'd0;
-    line_buffer[94] = 32'd0;
-    line_buffer[95] = 32'd0;
-    line_buffer[96] = 32'd0;
-    line_buffer[97] = 32'd0;
-    line_buffer[98] = 32'd0;
-    line_buffer[99] = 32'd0;
-    line_buffer[100] = 32'd0;
-    line_buffer[101] = 32'd0;
-    line_buffer[102] = 32'd0;
-    line_buffer[103] = 32'd0;
-    line_buffer[104] = 32'd0;
-    line_buffer[105] = 32'd0;
-    line_buffer[106] = 32'd0;
-    line_buffer[107] = 32'd0;
-    line_buffer[108] = 32'd0;
-    line_buffer[109] = 32'd0;
-    line_buffer[110] = 32'd0;
-    line_buffer[111] = 32'd0;
-    line_buffer[112] = 32'd0;
-    line_buffer[113] = 32'd0;
-    line_buffer[114] = 32'd0;
-    line_buffer[115] = 32'd0;
-    line_buffer[116] = 32'd0;
-    line_buffer[117] = 32'd0;
-    line_buffer[118] = 32'd0;
-    line_buffer[119] = 32'd0;
-    line_buffer[120] = 32'd0;
-    line_buffer[121] = 32'd0;
-    line_buffer[122] = 32'd0;
-    line_buffer[123] = 32'd0;
-    line_buffer[124] = 32'd0;
-    line_buffer[125] = 32'd0;
-    line_buffer[126] = 32'd0;
-    line_buffer[127] = 32'd0;
-  end
-  always @(posedge clk) begin
-    if (write)
-      line_buffer[\$46 [6:0]] <= sites_in__payload[31:0];
-  end
-  reg [31:0] _0_;
-  always @(posedge clk) begin
-    if (adv) begin
-      _0_ <= line_buffer[\$179 [6:0]];
-    end
-  end
-  assign lb_r__data = _0_;
-  reg [127:0] requant [1:0];
-  initial begin
-    requant[0] = 128'h00000000000000000000000000000000;
-    requant[1] = 128'h00000000000000000000000000000000;
-  end
-  always @(posedge clk) begin
-    if (\$signature__en$10 )
-      requant[\$7 [0]] <= params__payload;
-  end
-  reg [127:0] _1_;
-  always @(posedge clk) begin
-    if (adv) begin
-      _1_ <= requant[\$signature__addr$85 ];
-    end
-  end
-  assign \$signature__data$126  = _1_;
-  reg [127:0] weights [35:0];
-  initial begin
-    weights[0] = 128'h00000000000000000000000000000000;
-    weights[1] = 128'h00000000000000000000000000000000;
-    weights[2] = 128'h00000000000000000000000000000000;
-    weights[3] = 128'h00000000000000000000000000000000;
-    weights[4] = 128'h00000000000000000000000000000000;
-    weights[5] = 128'h00000000000000000000000000000000;
-    weights[6] = 128'h00000000000000000000000000000000;
-    weights[7] = 128'h00000000000000000000000000000000;
-    weights[8] = 128'h00000000000000000000000000000000;
-    weights[9] = 128'h00000000000000000000000000000000;
-    weights[10] = 128'h00000000000000000000000000000000;
-    weights[11] = 128'h00000000000000000000000000000000;
-    weights[12] = 128'h00000000000000000000000000000000;
-    weights[13] = 128'h00000000000000000000000000000000;
-    weights[14] = 128'h00000000000000000000000000000000;
-    weights[15] = 128'h00000000000000000000000000000000;
-    weights[16] = 128'h00000000000000000000000000000000;
-    weights[17] = 128'h00000000000000000000000000000000;
-    weights[18] = 128'h00000000000000000000000000000000;
-    weights[19] = 128'h00000000000000000000000000000000;
-    weights[20] = 128'h00000000000000000000000000000000;
-    weights[21] = 128'h00000000000000000000000000000000;
-    weights[22] = 128'h00000000000000000000000000000000;
-    weights[23] = 128'h00000000000000000000000000000000;
-    weights[24] = 128'h00000000000000000000000000000000;
-    weights[25] = 128'h00000000000000000000000000000000;
-    weights[26] = 128'h00000000000000000000000000000000;
-    weights[27] = 128'h00000000000000000000000000000000;
-    weights[28] = 128'h00000000000000000000000000000000;
-    weights[29] = 128'h00000000000000000000000000000000;
-    weights[30] = 128'h00000000000000000000000000000000;
-    weights[31] = 128'h00000000000000000000000000000000;
-    weights[32] = 128'h00000000000000000000000000000000;
-    weights[33] = 128'h00000000000000000000000000000000;
-    weights[34] = 128'h00000000000000000000000000000000;
-    weights[35] = 128'h00000000000000000000000000000000;
-  end
-  always @(posedge clk) begin
-    if (\$signature__en )
-      weights[\$1 [5:0]] <= params__payload;
-  end
-  reg [127:0] _2_;
-  always @(posedge clk) begin
-    if (adv) begin
-      _2_ <= weights[\$183 [5:0]];
-    end
-  end
-  assign \$signature__data$119  = _2_;
-  always @(posedge clk)
-    part2_2 <= \$409 ;
-  always @(posedge clk)
-    part2_3 <= \$410 ;
-  always @(posedge clk)
-    v3 <= \$411 ;
-  always @(posedge clk)
-    \$like$123  <= \$412 ;
-  always @(posedge clk)
-    ox3 <= \$413 ;
-  always @(posedge clk)
-    acc_0 <= \$414 ;
-  always @(posedge clk)
-    psum_bias_0 <= \$415 ;
-  always @(posedge clk)
-    scale3_0 <= \$416 ;
-  always @(posedge clk)
-    acc_1 <= \$417 ;
-  always @(posedge clk)
-    psum_bias_1 <= \$418 ;
-  always @(posedge clk)
-    scale3_1 <= \$419 ;
-  always @(posedge clk)
-    acc_2 <= \$420 ;
-  always @(posedge clk)
-    psum_bias_2 <= \$421 ;
-  always @(posedge clk)
-    scale3_2 <= \$422 ;
-  always @(posedge clk)
-    acc_3 <= \$423 ;
-  always @(posedge clk)
-    psum_bias_3 <= \$424 ;
-  always @(posedge clk)
-    scale3_3 <= \$425 ;
-  always @(posedge clk)
-    v4 <= \$426 ;
-  always @(posedge clk)
-    \$like$138  <= \$427 ;
-  always @(posedge clk)
-    ox4 <= \$428 ;
-  always @(posedge clk)
-    requant_0 <= \$429 ;
-  always @(posedge clk)
-    requant_1 <= \$430 ;
-  always @(posedge clk)
-    requant_2 <= \$431 ;
-  always @(posedge clk)
-    requant_3 <= \$432 ;
-  always @(posedge clk)
-    sites_out__valid <= \$433 ;
-  always @(posedge clk)
-    sites_out__payload <= \$434 ;
-  assign params__ready = ~ frame_busy;
-  assign \$1  = pcount - 1'h1;
-  assign \$2  = params__valid & params__ready;
-  assign \$3  = pcount >= 1'h1;
-  assign \$4  = \$2  & \$3 ;
-  assign \$5  = pcount <= 6'h24;
-  assign \$signature__en  = \$4  & \$5 ;
-  assign \$6  = pcount - 1'h1;
-  assign \$7  = $signed(\$6 ) - $signed(7'h24);
-  assign \$8  = params__valid & params__ready;
-  assign \$9  = pcount > 6'h24;
-  assign \$signature__en$10  = \$8  & \$9 ;
-  assign \$10  = ~ sites_in__payload[40];
-  assign \$11  = ! gi;
-  assign \$12  = sites_in__payload[35:32] < \$signal$17 ;
-  assign \$13  = sites_in__payload[35:32] == \$signal$17 ;
-  assign \$14  = sites_in__payload[39:36] <= last_x;
-  assign \$15  = \$13  & \$14 ;
-  assign \$16  = \$12  | \$15 ;
-  assign \$17  = has_last & \$16 ;
-  assign \$18  = sites_in__payload[35:32] > height_m1;
-  assign \$19  = \$17  | \$18 ;
-  assign \$20  = sites_in__payload[39:36] > width_m1;
-  assign \$21  = \$19  | \$20 ;
-  assign \$22  = sites_in__payload[35:32] != \$signal ;
-  assign \$23  = sites_in__payload[39:36] != cur_x;
-  assign \$24  = \$22  | \$23 ;
-  assign \$25  = gi ? \$24  : \$21 ;
-  assign bad = \$10  & \$25 ;
-  assign \$26  = sites_in__payload[35:32] + 1'h1;
-  assign \$27  = use_row * 1'h1;
-  assign \$28  = \$27  + 3'h4;
-  assign permit = \$26  < \$28 ;
-  assign \$29  = ~ eof_seen;
-  assign \$30  = loaded & \$29 ;
-  assign \$31  = params__valid & params__ready;
-  assign \$32  = ~ \$31 ;
-  assign open_ = \$30  & \$32 ;
-  assign \$33  = discard | sites_in__payload[40];
-  assign \$34  = \$33  | bad;
-  assign \$35  = \$34  | permit;
-  assign sites_in__ready = open_ & \$35 ;
-  assign \$36  = sites_in__valid & sites_in__ready;
-  assign \$37  = ~ sites_in__payload[40];
-  assign \$38  = \$36  & \$37 ;
-  assign \$39  = ~ discard;
-  assign \$40  = \$38  & \$39 ;
-  assign \$41  = ~ bad;
-  assign write = \$40  & \$41 ;
-  assign \$484  = sites_in__payload[35:32] % 3'h4;
-  assign \$43  = \$42 [1:0] * 5'h10;
-  assign \$44  = \$43  + sites_in__payload[39:36];
-  assign \$45  = \$44  * 2'h2;
-  assign \$46  = \$45  + gi;
-  assign \$47  = f_row * 1'h1;
-  assign \$48  = \$47  + 1'h1;
-  assign \$49  = done_rows > \$48 ;
-  assign row_ready = eof_seen | \$49 ;
-  assign \$50  = ~ has_last;
-  assign \$51  = f_row > \$signal$17 ;
-  assign \$52  = \$50  | \$51 ;
-  assign rows_over = eof_seen & \$52 ;
-  assign \$501  = f_row % 3'h4;
-  assign \$54  = ! \$53 [2:0];
-  assign \$55  = row_tag_0 == f_row;
-  assign \$56  = \$54  & \$55 ;
-  assign \$509  = f_row % 3'h4;
-  assign \$58  = \$57 [2:0] == 1'h1;
-  assign \$59  = row_tag_1 == f_row;
-  assign \$60  = \$58  & \$59 ;
-  assign \$517  = f_row % 3'h4;
-  assign \$62  = \$61 [2:0] == 2'h2;
-  assign \$63  = row_tag_2 == f_row;
-  assign \$64  = \$62  & \$63 ;
-  assign \$525  = f_row % 3'h4;
-  assign \$66  = \$65 [2:0] == 2'h3;
-  assign \$67  = row_tag_3 == f_row;
-  assign \$68  = \$66  & \$67 ;
-  assign \$69  = f_rem - 1'h1;
-  assign \$70  = { 1'h0, f_rem } & \$69 ;
-  assign \$71  = f_row * 1'h1;
-  assign cx = finder_x * 1'h1;
-  assign \$72  = \$71 [5:0] - 1'h1;
-  wire [6:0] _3_ = $signed(\$72 ) % $signed(4'h4);
-  assign \$538  = (\$72 [6] == 1'h0) || _3_ == 0 ? $signed(_3_) : $signed(4'h4) + $signed(_3_);
-  assign \$74  = ! \$73 [2:0];
-  assign \$75  = \$71 [5:0] - 1'h1;
-  assign \$76  = row_tag_0 == \$75 ;
-  assign \$77  = \$74  & \$76 ;
-  assign \$78  = \$71 [5:0] - 1'h1;
-  wire [6:0] _4_ = $signed(\$78 ) % $signed(4'h4);
-  assign \$548  = (\$78 [6] == 1'h0) || _4_ == 0 ? $signed(_4_) : $signed(4'h4) + $signed(_4_);
-  assign \$80  = \$79 [2:0] == 1'h1;
-  assign \$81  = \$71 [5:0] - 1'h1;
-  assign \$82  = row_tag_1 == \$81 ;
-  assign \$83  = \$80  & \$82 ;
-  assign \$84  = \$71 [5:0] - 1'h1;
-  wire [6:0] _5_ = $signed(\$84 ) % $signed(4'h4);
-  assign \$558  = (\$84 [6] == 1'h0) || _5_ == 0 ? $signed(_5_) : $signed(4'h4) + $signed(_5_);
-  assign \$86  = \$85 [2:0] == 2'h2;
-  assign \$87  = \$71 [5:0] - 1'h1;
-  assign \$88  = row_tag_2 == \$87 ;
-  assign \$89  = \$86  & \$88 ;
-  assign \$90  = \$71 [5:0] - 1'h1;
-  wire [6:0] _6_ = $signed(\$90 ) % $signed(4'h4);
-  assign \$568  = (\$90 [6] == 1'h0) || _6_ == 0 ? $signed(_6_) : $signed(4'h4) + $signed(_6_);
-  assign \$92  = \$91 [2:0] == 2'h3;
-  assign \$93  = \$71 [5:0] - 1'h1;
-  assign \$94  = row_tag_3 == \$93 ;
-  assign \$95  = \$92  & \$94 ;
-  assign \$96  = \$71 [5:0] + 1'h0;
-  assign \$578  = \$96  % 3'h4;
-  assign \$98  = ! \$97 [2:0];
-  assign \$99  = \$71 [5:0] + 1'h0;
-  assign \$100  = row_tag_0 == \$99 ;
-  assign \$101  = \$98  & \$100 ;
-  assign \$102  = \$71 [5:0] + 1'h0;
-  assign \$588  = \$102  % 3'h4;
-  assign \$104  = \$103 [2:0] == 1'h1;
-  assign \$105  = \$71 [5:0] + 1'h0;
-  assign \$106  = row_tag_1 == \$105 ;
-  assign \$107  = \$104  & \$106 ;
-  assign \$108  = \$71 [5:0] + 1'h0;
-  assign \$598  = \$108  % 3'h4;
-  assign \$110  = \$109 [2:0] == 2'h2;
-  assign \$111  = \$71 [5:0] + 1'h0;
-  assign \$112  = row_tag_2 == \$111 ;
-  assign \$113  = \$110  & \$112 ;
-  assign \$114  = \$71 [5:0] + 1'h0;
-  assign \$608  = \$114  % 3'h4;
-  assign \$116  = \$115 [2:0] == 2'h3;
-  assign \$117  = \$71 [5:0] + 1'h0;
-  assign \$118  = row_tag_3 == \$117 ;
-  assign \$119  = \$116  & \$118 ;
-  assign \$120  = \$71 [5:0] + 1'h1;
-  assign \$618  = \$120  % 3'h4;
-  assign \$122  = ! \$121 [2:0];
-  assign \$123  = \$71 [5:0] + 1'h1;
-  assign \$124  = row_tag_0 == \$123 ;
-  assign \$125  = \$122  & \$124 ;
-  assign \$126  = \$71 [5:0] + 1'h1;
-  assign \$628  = \$126  % 3'h4;
-  assign \$128  = \$127 [2:0] == 1'h1;
-  assign \$129  = \$71 [5:0] + 1'h1;
-  assign \$130  = row_tag_1 == \$129 ;
-  assign \$131  = \$128  & \$130 ;
-  assign \$132  = \$71 [5:0] + 1'h1;
-  assign \$638  = \$132  % 3'h4;
-  assign \$134  = \$133 [2:0] == 2'h2;
-  assign \$135  = \$71 [5:0] + 1'h1;
-  assign \$136  = row_tag_2 == \$135 ;
-  assign \$137  = \$134  & \$136 ;
-  assign \$138  = \$71 [5:0] + 1'h1;
-  assign \$648  = \$138  % 3'h4;
-  assign \$140  = \$139 [2:0] == 2'h3;
-  assign \$141  = \$71 [5:0] + 1'h1;
-  assign \$142  = row_tag_3 == \$141 ;
-  assign \$143  = \$140  & \$142 ;
-  assign \$144  = ! \$71 [5:0];
-  assign \$145  = { win_row_0, 1'h0 } >> cx;
-  assign \$146  = \$144  ? 3'h0 : \$145 ;
-  assign \$147  = { win_row_1, 1'h0 } >> cx;
-  assign \$148  = { win_row_2, 1'h0 } >> cx;
-  assign \$149  = ~ sites_out__valid;
-  assign adv = \$149  | sites_out__ready;
-  assign \$150  = pf_valid ? \$signal$65  : f_row;
-  assign use_row = sv ? \$signal$66  : \$150 ;
-  assign \$151  = s_rem - 1'h1;
-  assign \$152  = { 1'h0, s_rem } & \$151 ;
-  assign \$154  = ! \$152 [8:0];
-  assign acc_last = \$153  & \$154 ;
-  assign \$155  = sv & acc_last;
-  assign site_done = \$155  & \$156 ;
-  assign \$157  = adv & pf_valid;
-  assign \$158  = ~ sv;
-  assign \$159  = \$158  | site_done;
-  assign pf_take = \$157  & \$159 ;
-  assign \$160  = ! tap;
-  assign \$161  = tap == 1'h1;
-  assign \$162  = tap == 2'h2;
-  assign \$163  = tap == 2'h3;
-  assign \$164  = tap == 3'h4;
-  assign \$165  = tap == 3'h5;
-  assign \$166  = tap == 3'h6;
-  assign \$167  = tap == 3'h7;
-  assign \$168  = tap == 4'h8;
-  assign \$169  = \$signal$66  * 1'h1;
-  assign \$170  = \$169  + \$signal$75 ;
-  assign \$171  = \$170  - 1'h1;
-  assign \$172  = s_ox * 1'h1;
-  assign \$173  = \$172  + dx_t;
-  assign \$174  = \$173  - 1'h1;
-  assign \$693  = \$171 [5:0] % 3'h4;
-  assign \$176  = \$175 [2:0] * 5'h10;
-  assign \$177  = \$176  + \$174 [5:0];
-  assign \$178  = \$177  * 2'h2;
-  assign \$179  = \$178  + s_gi;
-  assign \$180  = tap * 2'h2;
-  assign \$181  = \$180  + s_go;
-  assign \$182  = \$181  * 2'h2;
-  assign \$183  = \$182  + s_gi;
-  assign \$188  = ~ sv;
-  assign \$189  = ~ pf_valid;
-  assign \$190  = \$188  & \$189 ;
-  assign \$191  = ~ \$signal$97 ;
-  assign \$192  = \$190  & \$191 ;
-  assign \$193  = ~ \$signal$98 ;
-  assign \$194  = \$192  & \$193 ;
-  assign \$195  = ~ v3;
-  assign \$196  = \$194  & \$195 ;
-  assign \$197  = ~ v4;
-  assign \$198  = \$196  & \$197 ;
-  assign \$199  = f_done & \$198 ;
-  assign send_eof = \$199  & adv;
-  assign \$200  = params__valid & params__ready;
-  assign \$201  = pcount == 6'h26;
-  assign \$202  = pcount + 1'h1;
-  assign \$203  = ! pcount;
-  assign \$204  = sites_in__valid & open_;
-  assign \$205  = ~ sites_in__payload[40];
-  assign \$206  = \$204  & \$205 ;
-  assign \$207  = ! gi;
-  assign \$208  = \$206  & \$207 ;
-  assign \$209  = ~ bad;
-  assign \$210  = \$208  & \$209 ;
-  assign \$211  = ~ discard;
-  assign \$212  = \$210  & \$211 ;
-  assign \$213  = sites_in__valid & sites_in__ready;
-  assign \$214  = ! gi;
-  assign \$216  = \$215  | sites_in__payload[41];
-  assign \$217  = ! gi;
-  assign \$219  = gi + 1'h1;
-  assign \$220  = ! \$42 [1:0];
-  assign \$221  = ! gi;
-  assign \$222  = row_tag_0 != sites_in__payload[35:32];
-  assign \$223  = \$221  & \$222 ;
-  assign \$224  = ! gi;
-  assign \$225  = row_tag_0 != sites_in__payload[35:32];
-  assign \$226  = \$224  & \$225 ;
-  assign \$227  = \$226  ? 16'h0000 : bitmap_0;
-  assign \$229  = 1'h1 << sites_in__payload[39:36];
-  assign \$230  = \$228  ? \$229  : 31'h00000000;
-  assign \$231  = { 15'h0000, \$227  } | \$230 ;
-  assign \$232  = \$42 [1:0] == 1'h1;
-  assign \$233  = ! gi;
-  assign \$234  = row_tag_1 != sites_in__payload[35:32];
-  assign \$235  = \$233  & \$234 ;
-  assign \$236  = ! gi;
-  assign \$237  = row_tag_1 != sites_in__payload[35:32];
-  assign \$238  = \$236  & \$237 ;
-  assign \$239  = \$238  ? 16'h0000 : bitmap_1;
-  assign \$241  = 1'h1 << sites_in__payload[39:36];
-  assign \$242  = \$240  ? \$241  : 31'h00000000;
-  assign \$243  = { 15'h0000, \$239  } | \$242 ;
-  assign \$244  = \$42 [1:0] == 2'h2;
-  assign \$245  = ! gi;
-  assign \$246  = row_tag_2 != sites_in__payload[35:32];
-  assign \$247  = \$245  & \$246 ;
-  assign \$248  = ! gi;
-  assign \$249  = row_tag_2 != sites_in__payload[35:32];
-  assign \$250  = \$248  & \$249 ;
-  assign \$251  = \$250  ? 16'h0000 : bitmap_2;
-  assign \$253  = 1'h1 << sites_in__payload[39:36];
-  assign \$254  = \$252  ? \$253  : 31'h00000000;
-  assign \$255  = { 15'h0000, \$251  } | \$254 ;
-  assign \$256  = \$42 [1:0] == 2'h3;
-  assign \$257  = ! gi;
-  assign \$258  = row_tag_3 != sites_in__payload[35:32];
-  assign \$259  = \$257  & \$258 ;
-  assign \$260  = ! gi;
-  assign \$261  = row_tag_3 != sites_in__payload[35:32];
-  assign \$262  = \$260  & \$261 ;
-  assign \$263  = \$262  ? 16'h0000 : bitmap_3;
-  assign \$265  = 1'h1 << sites_in__payload[39:36];
-  assign \$266  = \$264  ? \$265  : 31'h00000000;
-  assign \$267  = { 15'h0000, \$263  } | \$266 ;
-  assign \$268  = ~ f_done;
-  assign \$269  = ~ send_eof;
-  assign \$270  = \$268  & \$269 ;
-  assign \$271  = ~ f_scan;
-  assign \$272  = ~ pf_valid;
-  assign \$273  = \$272  | pf_take;
-  assign \$274  = ! centre_row;
-  assign \$275  = f_row + 1'h1;
-  assign \$276  = ! \$70 [15:0];
-  assign \$277  = f_row + 1'h1;
-  assign \$279  = ~ \$278 ;
-  assign \$280  = s_gi + 1'h1;
-  assign \$281  = | \$152 [8:0];
-  assign \$283  = s_go + 1'h1;
-  assign \$284  = \$282  ? 2'h0 : \$283 ;
-  assign \$285  = s_rem == \$signal$108 ;
-  assign \$286  = ! s_gi;
-  assign \$287  = \$285  & \$286 ;
-  assign \$288  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$119 [7:0]);
-  assign \$289  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$119 [15:8]);
-  assign \$290  = $signed(\$288 ) + $signed(\$289 );
-  assign \$291  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$119 [23:16]);
-  assign \$292  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$119 [31:24]);
-  assign \$293  = $signed(\$291 ) + $signed(\$292 );
-  assign \$294  = $signed(\$290 ) + $signed(\$293 );
-  assign \$295  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$119 [39:32]);
-  assign \$296  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$119 [47:40]);
-  assign \$297  = $signed(\$295 ) + $signed(\$296 );
-  assign \$298  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$119 [55:48]);
-  assign \$299  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$119 [63:56]);
-  assign \$300  = $signed(\$298 ) + $signed(\$299 );
-  assign \$301  = $signed(\$297 ) + $signed(\$300 );
-  assign \$302  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$119 [71:64]);
-  assign \$303  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$119 [79:72]);
-  assign \$304  = $signed(\$302 ) + $signed(\$303 );
-  assign \$305  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$119 [87:80]);
-  assign \$306  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$119 [95:88]);
-  assign \$307  = $signed(\$305 ) + $signed(\$306 );
-  assign \$308  = $signed(\$304 ) + $signed(\$307 );
-  assign \$309  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$119 [103:96]);
-  assign \$310  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$119 [111:104]);
-  assign \$311  = $signed(\$309 ) + $signed(\$310 );
-  assign \$312  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$119 [119:112]);
-  assign \$313  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$119 [127:120]);
-  assign \$314  = $signed(\$312 ) + $signed(\$313 );
-  assign \$315  = $signed(\$311 ) + $signed(\$314 );
-  assign \$316  = \$signal$98  & last2;
-  assign \$317  = \$signal$113  ? { \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15:0] } : acc_0;
-  assign \$318  = $signed(\$317 ) + $signed(part2_0);
-  assign \$319  = \$signal$113  ? { \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15], \$signature__data$126 [15:0] } : acc_0;
-  assign \$320  = $signed(\$319 ) + $signed(part2_0);
-  assign \$321  = \$signal$113  ? { \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31:16] } : acc_1;
-  assign \$322  = $signed(\$321 ) + $signed(part2_1);
-  assign \$323  = \$signal$113  ? { \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31], \$signature__data$126 [31:16] } : acc_1;
-  assign \$324  = $signed(\$323 ) + $signed(part2_1);
-  assign \$325  = \$signal$113  ? { \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47:32] } : acc_2;
-  assign \$326  = $signed(\$325 ) + $signed(part2_2);
-  assign \$327  = \$signal$113  ? { \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47], \$signature__data$126 [47:32] } : acc_2;
-  assign \$328  = $signed(\$327 ) + $signed(part2_2);
-  assign \$329  = \$signal$113  ? { \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63:48] } : acc_3;
-  assign \$330  = $signed(\$329 ) + $signed(part2_3);
-  assign \$331  = \$signal$113  ? { \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63], \$signature__data$126 [63:48] } : acc_3;
-  assign \$332  = $signed(\$331 ) + $signed(part2_3);
-  assign \$333  = $signed(psum_bias_0) * $signed({ 1'h0, scale3_0 });
-  assign \$334  = $signed(\$333 ) + $signed(17'h08000);
-  assign \$335  = $signed(psum_bias_1) * $signed({ 1'h0, scale3_1 });
-  assign \$336  = $signed(\$335 ) + $signed(17'h08000);
-  assign \$337  = $signed(psum_bias_2) * $signed({ 1'h0, scale3_2 });
-  assign \$338  = $signed(\$337 ) + $signed(17'h08000);
-  assign \$339  = $signed(psum_bias_3) * $signed({ 1'h0, scale3_3 });
-  assign \$340  = $signed(\$339 ) + $signed(17'h08000);
-  assign \$341  = v4 | send_eof;
-  assign \$342  = $signed(\$184 [21:0]) > $signed(8'h7f);
-  assign \$343  = $signed(\$184 [21:0]) < $signed(1'h0);
-  assign \$344  = \$343  ? 22'h000000 : \$184 [21:0];
-  assign \$345  = \$342  ? 22'h00007f : \$344 ;
-  assign \$346  = $signed(\$185 [21:0]) > $signed(8'h7f);
-  assign \$347  = $signed(\$185 [21:0]) < $signed(1'h0);
-  assign \$348  = \$347  ? 22'h000000 : \$185 [21:0];
-  assign \$349  = \$346  ? 22'h00007f : \$348 ;
-  assign \$350  = $signed(\$186 [21:0]) > $signed(8'h7f);
-  assign \$351  = $signed(\$186 [21:0]) < $signed(1'h0);
-  assign \$352  = \$351  ? 22'h000000 : \$186 [21:0];
-  assign \$353  = \$350  ? 22'h00007f : \$352 ;
-  assign \$354  = $signed(\$187 [21:0]) > $signed(8'h7f);
-  assign \$355  = $signed(\$187 [21:0]) < $signed(1'h0);
-  assign \$356  = \$355  ? 22'h000000 : \$187 [21:0];
-  assign \$357  = \$354  ? 22'h00007f : \$356 ;
-  always @(posedge clk)
-    pcount <= \$358 ;
-  always @(posedge clk)
-    loaded <= \$359 ;
-  always @(posedge clk)
-    height_m1 <= \$360 ;
-  always @(posedge clk)
-    width_m1 <= \$361 ;
-  always @(posedge clk)
-    done_rows <= \$362 ;
-  always @(posedge clk)
-    frame_busy <= \$363 ;
-  always @(posedge clk)
-    eof_seen <= \$364 ;
-  always @(posedge clk)
-    discard <= \$365 ;
-  always @(posedge clk)
-    gi <= \$366 ;
-  always @(posedge clk)
-    err <= \$367 ;
-  always @(posedge clk)
-    \$signal  <= \$368 ;
-  always @(posedge clk)
-    cur_x <= \$369 ;
-  always @(posedge clk)
-    has_last <= \$370 ;
-  always @(posedge clk)
-    \$signal$17  <= \$371 ;
-  always @(posedge clk)
-    last_x <= \$372 ;
-  always @(posedge clk)
-    row_tag_0 <= \$373 ;
-  always @(posedge clk)
-    bitmap_0 <= \$374 ;
-  always @(posedge clk)
-    row_tag_1 <= \$375 ;
-  always @(posedge clk)
-    bitmap_1 <= \$376 ;
-  always @(posedge clk)
-    row_tag_2 <= \$377 ;
-  always @(posedge clk)
-    bitmap_2 <= \$378 ;
-  always @(posedge clk)
-    row_tag_3 <= \$379 ;
-  always @(posedge clk)
-    bitmap_3 <= \$380 ;
-  always @(posedge clk)
-    pf_valid <= \$381 ;
-  always @(posedge clk)
-    f_done <= \$382 ;
-  always @(posedge clk)
-    f_row <= \$383 ;
-  always @(posedge clk)
-    f_rem <= \$384 ;
-  always @(posedge clk)
-    f_scan <= \$385 ;
-  always @(posedge clk)
-    \$signal$65  <= \$386 ;
-  always @(posedge clk)
-    \$signal$106  <= \$387 ;
-  always @(posedge clk)
-    pf_taps <= \$388 ;
-  always @(posedge clk)
-    s_gi <= \$389 ;
-  always @(posedge clk)
-    s_rem <= \$390 ;
-  always @(posedge clk)
-    s_go <= \$391 ;
-  always @(posedge clk)
-    sv <= \$392 ;
-  always @(posedge clk)
-    \$signal$66  <= \$393 ;
-  always @(posedge clk)
-    s_ox <= \$394 ;
-  always @(posedge clk)
-    \$signal$108  <= \$395 ;
-  always @(posedge clk)
-    \$signal$97  <= \$396 ;
-  always @(posedge clk)
-    \$signal$109  <= \$397 ;
-  always @(posedge clk)
-    last1 <= \$398 ;
-  always @(posedge clk)
-    \$like  <= \$399 ;
-  always @(posedge clk)
-    \$like$112  <= \$400 ;
-  always @(posedge clk)
-    \$signature__addr$85  <= \$401 ;
-  always @(posedge clk)
-    \$signal$98  <= \$402 ;
-  always @(posedge clk)
-    \$signal$113  <= \$403 ;
-  always @(posedge clk)
-    last2 <= \$404 ;
-  always @(posedge clk)
-    \$like$115  <= \$405 ;
-  always @(posedge clk)
-    ox2 <= \$406 ;
-  always @(posedge clk)
-    part2_0 <= \$407 ;
-  always @(posedge clk)
-    part2_1 <= \$408 ;
+  (* init = 4'h0 *)
+  wire [3:0] \width_m1$26 ;
+  always @(posedge clk)
+    width_m1 <= \$35 ;
+  always @(posedge clk)
+    c_in <= \$36 ;
+  always @(posedge clk)
+    c_out <= \$37 ;
+  always @(posedge clk)
+    c_tap <= \$38 ;
+  always @(posedge clk)
+    \w_addr$8  <= \$39 ;
+  always @(posedge clk)
+    w_addr <= \$40 ;
+  always @(posedge clk)
+    permit_row <= \$41 ;
+  always @(posedge clk)
+    read_v_d1 <= \$42 ;
+  always @(posedge clk)
+    steps__valid <= \$43 ;
+  always @(posedge clk)
+    read_first_d1 <= \$44 ;
+  always @(posedge clk)
+    read_first_d2 <= \$45 ;
+  always @(posedge clk)
+    read_last_d1 <= \$46 ;
+  always @(posedge clk)
+    read_last_d2 <= \$47 ;
+  always @(posedge clk)
+    read_meta_d1 <= \$48 ;
+  always @(posedge clk)
+    read_meta_d2 <= \$49 ;
+  always @(posedge clk)
+    sites_out__valid <= \$50 ;
+  always @(posedge clk)
+    sites_out__payload <= \$51 ;
+  always @(posedge clk)
+    inflight <= \$52 ;
+  assign params__ready = ~ busy;
+  assign \$1  = ~ busy;
+  assign hold = params__valid & \$1 ;
+  assign \$2  = ~ feats__payload[41];
+  assign \$3  = ~ sites_out__valid;
+  assign \$4  = \$3  | sites_out__ready;
+  assign r_en = r_rdy & \$4 ;
+  assign can_emit = inflight < 6'h20;
+  assign frame_reset = \w_en$73  & feats__payload[41];
+  assign \$5  = params__valid & params__ready;
+  assign \$6  = pcount == 6'h26;
+  assign \$7  = pcount + 1'h1;
+  assign \$8  = ! pcount;
+  assign \$9  = pcount <= 6'h24;
+  assign \$11  = c_in + 1'h1;
+  assign \$12  = \$10  ? 2'h0 : \$11 ;
+  assign \$15  = c_out + 1'h1;
+  assign \$16  = \$14  ? 2'h0 : \$15 ;
+  assign \$18  = c_tap + 1'h1;
+  assign \$19  = pcount - 1'h1;
+  assign \$20  = $signed(\$19 ) - $signed(7'h24);
+  assign \$21  = \busy$89  ? \row$91  : row;
+  assign \$22  = \$21  + 2'h3;
+  assign \$23  = ~ sites_out__valid;
+  assign \$24  = \$23  | sites_out__ready;
+  assign \$25  = r_rdy & \$24 ;
+  assign \$26  = inflight + beat;
+  assign \$27  = sites_out__valid & sites_out__ready;
+  assign \$28  = \$26  - \$27 ;
+  always @(posedge clk)
+    w_en <= \$29 ;
+  always @(posedge clk)
+    \w_en$11  <= \$30 ;
+  always @(posedge clk)
+    w_data <= \$31 ;
+  always @(posedge clk)
+    pcount <= \$32 ;
+  always @(posedge clk)
+    loaded <= \$33 ;
+  always @(posedge clk)
+    height_m1 <= \$34 ;
+  \top.layer1.finder  finder (
+    .bitmaps(bitmaps),
+    .clk(clk),
+    .done_rows(done_rows),
+    .eof_seen(eof_seen),
+    .error(error),
+    .frame_reset(frame_reset),
+    .has_last(has_last),
+    .last_y(last_y),
+    .r_en(sites__ready),
+    .row(row),
+    .rst(rst),
+    .sites__payload(sites__payload),
+    .sites__valid(sites__valid),
+    .tags(tags)
+  );
+  \top.layer1.line_buffer  line_buffer (
+    .bitmaps(bitmaps),
+    .busy(busy),
+    .clk(clk),
+    .done_rows(done_rows),
+    .eof_seen(eof_seen),
+    .error(error),
+    .frame_reset(frame_reset),
+    .has_last(has_last),
+    .height_m1(height_m1),
+    .hold(hold),
+    .last_y(last_y),
+    .loaded(loaded),
+    .permit_row(permit_row),
+    .r_addr(steps__payload[6:0]),
+    .rd_data(rd_data),
+    .rst(rst),
+    .sites_in__payload(sites_in__payload),
+    .sites_in__ready(sites_in__ready),
+    .tags(tags),
+    .w_en(sites_in__valid),
+    .width_m1(width_m1)
+  );
+  \top.layer1.mac_array  mac_array (
+    .clk(clk),
+    .out_v(sums__valid),
+    .rst(rst),
+    .steps__payload(\steps__payload$57 ),
+    .steps__valid(steps__valid),
+    .sums__payload(sums__payload)
+  );
+  \top.layer1.out_queue  out_queue (
+    .clk(clk),
+    .r_data(\r_data$98 ),
+    .r_en(r_en),
+    .r_rdy(r_rdy),
+    .rst(rst),
+    .w_en(\w_en$73 ),
+    .w_port__data(tok)
+  );
+  \top.layer1.requant  requant (
+    .clk(clk),
+    .r_data(rq_data),
+    .rd__addr(sums__payload[96]),
+    .rst(rst),
+    .w_addr(\w_addr$8 ),
+    .w_data(w_data),
+    .w_en(\w_en$11 )
+  );
+  \top.layer1.requantiser  requantiser (
+    .clk(clk),
+    .feats__payload(feats__payload),
+    .feats__valid(\w_en$73 ),
+    .rq_data(rq_data),
+    .rst(rst),
+    .sums__payload(sums__payload),
+    .sums__valid(sums__valid)
+  );
+  \top.layer1.sequencer  sequencer (
+    .beat(beat),
+    .busy(\busy$89 ),
+    .can_emit(can_emit),
+    .clk(clk),
+    .row(\row$91 ),
+    .rst(rst),
+    .sites__payload(sites__payload),
+    .sites__ready(sites__ready),
+    .sites__valid(sites__valid),
+    .steps__payload(steps__payload),
+    .steps__valid(\steps__valid$93 )
+  );
+  \top.layer1.weights  weights (
+    .clk(clk),
+    .r_data(r_data),
+    .rd__addr(steps__payload[12:7]),
+    .rst(rst),
+    .w_addr(w_addr),
+    .w_data(w_data),
+    .w_en(w_en)
+  );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$409  = part2_2;
-    if (adv) begin
-      \$409  = { \$308 [17], \$308 [17], \$308 [17], \$308 [17], \$308  };
-    end
-    if (rst) begin
-      \$409  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$410  = part2_3;
-    if (adv) begin
-      \$410  = { \$315 [17], \$315 [17], \$315 [17], \$315 [17], \$315  };
-    end
-    if (rst) begin
-      \$410  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$411  = v3;
-    if (adv) begin
-      \$411  = \$316 ;
-    end
-    if (rst) begin
-      \$411  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$412  = \$like$123 ;
-    if (adv) begin
-      \$412  = \$like$115 ;
-    end
-    if (rst) begin
-      \$412  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$413  = ox3;
-    if (adv) begin
-      \$413  = ox2;
-    end
-    if (rst) begin
-      \$413  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$414  = acc_0;
-    if (adv) begin
-      if (\$signal$98 ) begin
-        \$414  = \$318 [21:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$35  = width_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$35  = params__payload[7:4];
       end
     end
     if (rst) begin
-      \$414  = 22'h000000;
+      \$35  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$415  = psum_bias_0;
-    if (adv) begin
-      if (\$signal$98 ) begin
-        \$415  = \$320 [21:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$36  = c_in;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$36  = 1'h0;
+      end else if (\$9 ) begin
+        \$36  = \$12 [0];
       end
     end
     if (rst) begin
-      \$415  = 22'h000000;
+      \$36  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$416  = scale3_0;
-    if (adv) begin
-      if (\$signal$98 ) begin
-        \$416  = \$signature__data$126 [79:64];
-      end
-    end
-    if (rst) begin
-      \$416  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$417  = acc_1;
-    if (adv) begin
-      if (\$signal$98 ) begin
-        \$417  = \$322 [21:0];
-      end
-    end
-    if (rst) begin
-      \$417  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$418  = psum_bias_1;
-    if (adv) begin
-      if (\$signal$98 ) begin
-        \$418  = \$324 [21:0];
-      end
-    end
-    if (rst) begin
-      \$418  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$419  = scale3_1;
-    if (adv) begin
-      if (\$signal$98 ) begin
-        \$419  = \$signature__data$126 [95:80];
-      end
-    end
-    if (rst) begin
-      \$419  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$420  = acc_2;
-    if (adv) begin
-      if (\$signal$98 ) begin
-        \$420  = \$326 [21:0];
-      end
-    end
-    if (rst) begin
-      \$420  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$421  = psum_bias_2;
-    if (adv) begin
-      if (\$signal$98 ) begin
-        \$421  = \$328 [21:0];
-      end
-    end
-    if (rst) begin
-      \$421  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$422  = scale3_2;
-    if (adv) begin
-      if (\$signal$98 ) begin
-        \$422  = \$signature__data$126 [111:96];
-      end
-    end
-    if (rst) begin
-      \$422  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$423  = acc_3;
-    if (adv) begin
-      if (\$signal$98 ) begin
-        \$423  = \$330 [21:0];
-      end
-    end
-    if (rst) begin
-      \$423  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$424  = psum_bias_3;
-    if (adv) begin
-      if (\$signal$98 ) begin
-        \$424  = \$332 [21:0];
-      end
-    end
-    if (rst) begin
-      \$424  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$425  = scale3_3;
-    if (adv) begin
-      if (\$signal$98 ) begin
-        \$425  = \$signature__data$126 [127:112];
-      end
-    end
-    if (rst) begin
-      \$425  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$426  = v4;
-    if (adv) begin
-      \$426  = v3;
-    end
-    if (rst) begin
-      \$426  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$427  = \$like$138 ;
-    if (adv) begin
-      \$427  = \$like$123 ;
-    end
-    if (rst) begin
-      \$427  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$428  = ox4;
-    if (adv) begin
-      \$428  = ox3;
-    end
-    if (rst) begin
-      \$428  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$429  = requant_0;
-    if (adv) begin
-      \$429  = \$334 [37:0];
-    end
-    if (rst) begin
-      \$429  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$430  = requant_1;
-    if (adv) begin
-      \$430  = \$336 [37:0];
-    end
-    if (rst) begin
-      \$430  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$431  = requant_2;
-    if (adv) begin
-      \$431  = \$338 [37:0];
-    end
-    if (rst) begin
-      \$431  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$432  = requant_3;
-    if (adv) begin
-      \$432  = \$340 [37:0];
-    end
-    if (rst) begin
-      \$432  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$433  = sites_out__valid;
-    if (adv) begin
-      \$433  = \$341 ;
-    end
-    if (rst) begin
-      \$433  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$434  = sites_out__payload;
-    if (adv) begin
-      (* full_case = 32'd1 *)
-      if (send_eof) begin
-        \$434 [40] = 1'h1;
-        \$434 [41] = err;
-        \$434 [35:32] = 4'h0;
-        \$434 [39:36] = 4'h0;
-        \$434 [7:0] = 8'h00;
-        \$434 [15:8] = 8'h00;
-        \$434 [23:16] = 8'h00;
-        \$434 [31:24] = 8'h00;
-      end else begin
-        \$434 [40] = 1'h0;
-        \$434 [41] = 1'h0;
-        \$434 [35:32] = \$like$138 [3:0];
-        \$434 [39:36] = ox4;
-        \$434 [7:0] = \$345 [7:0];
-        \$434 [15:8] = \$349 [7:0];
-        \$434 [23:16] = \$353 [7:0];
-        \$434 [31:24] = \$357 [7:0];
-      end
-    end
-    if (rst) begin
-      \$434  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    centre_row = 16'h0000;
-    if (\$56 ) begin
-      centre_row = bitmap_0;
-    end
-    if (\$60 ) begin
-      centre_row = bitmap_1;
-    end
-    if (\$64 ) begin
-      centre_row = bitmap_2;
-    end
-    if (\$68 ) begin
-      centre_row = bitmap_3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    finder_x = 4'h0;
-    if (f_rem[15]) begin
-      finder_x = 4'hf;
-    end
-    if (f_rem[14]) begin
-      finder_x = 4'he;
-    end
-    if (f_rem[13]) begin
-      finder_x = 4'hd;
-    end
-    if (f_rem[12]) begin
-      finder_x = 4'hc;
-    end
-    if (f_rem[11]) begin
-      finder_x = 4'hb;
-    end
-    if (f_rem[10]) begin
-      finder_x = 4'ha;
-    end
-    if (f_rem[9]) begin
-      finder_x = 4'h9;
-    end
-    if (f_rem[8]) begin
-      finder_x = 4'h8;
-    end
-    if (f_rem[7]) begin
-      finder_x = 4'h7;
-    end
-    if (f_rem[6]) begin
-      finder_x = 4'h6;
-    end
-    if (f_rem[5]) begin
-      finder_x = 4'h5;
-    end
-    if (f_rem[4]) begin
-      finder_x = 4'h4;
-    end
-    if (f_rem[3]) begin
-      finder_x = 4'h3;
-    end
-    if (f_rem[2]) begin
-      finder_x = 4'h2;
-    end
-    if (f_rem[1]) begin
-      finder_x = 4'h1;
-    end
-    if (f_rem[0]) begin
-      finder_x = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    win_row_0 = 16'h0000;
-    if (\$77 ) begin
-      win_row_0 = bitmap_0;
-    end
-    if (\$83 ) begin
-      win_row_0 = bitmap_1;
-    end
-    if (\$89 ) begin
-      win_row_0 = bitmap_2;
-    end
-    if (\$95 ) begin
-      win_row_0 = bitmap_3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    win_row_1 = 16'h0000;
-    if (\$101 ) begin
-      win_row_1 = bitmap_0;
-    end
-    if (\$107 ) begin
-      win_row_1 = bitmap_1;
-    end
-    if (\$113 ) begin
-      win_row_1 = bitmap_2;
-    end
-    if (\$119 ) begin
-      win_row_1 = bitmap_3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    win_row_2 = 16'h0000;
-    if (\$125 ) begin
-      win_row_2 = bitmap_0;
-    end
-    if (\$131 ) begin
-      win_row_2 = bitmap_1;
-    end
-    if (\$137 ) begin
-      win_row_2 = bitmap_2;
-    end
-    if (\$143 ) begin
-      win_row_2 = bitmap_3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    tap = 4'h0;
-    if (s_rem[8]) begin
-      tap = 4'h8;
-    end
-    if (s_rem[7]) begin
-      tap = 4'h7;
-    end
-    if (s_rem[6]) begin
-      tap = 4'h6;
-    end
-    if (s_rem[5]) begin
-      tap = 4'h5;
-    end
-    if (s_rem[4]) begin
-      tap = 4'h4;
-    end
-    if (s_rem[3]) begin
-      tap = 4'h3;
-    end
-    if (s_rem[2]) begin
-      tap = 4'h2;
-    end
-    if (s_rem[1]) begin
-      tap = 4'h1;
-    end
-    if (s_rem[0]) begin
-      tap = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$signal$75  = 2'h0;
-    if (\$160 ) begin
-      \$signal$75  = 2'h0;
-    end
-    if (\$161 ) begin
-      \$signal$75  = 2'h0;
-    end
-    if (\$162 ) begin
-      \$signal$75  = 2'h0;
-    end
-    if (\$163 ) begin
-      \$signal$75  = 2'h1;
-    end
-    if (\$164 ) begin
-      \$signal$75  = 2'h1;
-    end
-    if (\$165 ) begin
-      \$signal$75  = 2'h1;
-    end
-    if (\$166 ) begin
-      \$signal$75  = 2'h2;
-    end
-    if (\$167 ) begin
-      \$signal$75  = 2'h2;
-    end
-    if (\$168 ) begin
-      \$signal$75  = 2'h2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    dx_t = 2'h0;
-    if (\$160 ) begin
-      dx_t = 2'h0;
-    end
-    if (\$161 ) begin
-      dx_t = 2'h1;
-    end
-    if (\$162 ) begin
-      dx_t = 2'h2;
-    end
-    if (\$163 ) begin
-      dx_t = 2'h0;
-    end
-    if (\$164 ) begin
-      dx_t = 2'h1;
-    end
-    if (\$165 ) begin
-      dx_t = 2'h2;
-    end
-    if (\$166 ) begin
-      dx_t = 2'h0;
-    end
-    if (\$167 ) begin
-      dx_t = 2'h1;
-    end
-    if (\$168 ) begin
-      dx_t = 2'h2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$358  = pcount;
-    if (\$200 ) begin
-      (* full_case = 32'd1 *)
-      if (\$201 ) begin
-        \$358  = 6'h00;
-      end else begin
-        \$358  = \$202 [5:0];
-      end
-    end
-    if (rst) begin
-      \$358  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$359  = loaded;
-    if (\$200 ) begin
-      if (\$201 ) begin
-        \$359  = 1'h1;
-      end
-      if (\$203 ) begin
-        \$359  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$359  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$360  = height_m1;
-    if (\$200 ) begin
-      if (\$203 ) begin
-        \$360  = params__payload[3:0];
-      end
-    end
-    if (rst) begin
-      \$360  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$361  = width_m1;
-    if (\$200 ) begin
-      if (\$203 ) begin
-        \$361  = params__payload[7:4];
-      end
-    end
-    if (rst) begin
-      \$361  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$362  = done_rows;
-    if (\$212 ) begin
-      \$362  = { 2'h0, sites_in__payload[35:32] };
-    end
-    if (send_eof) begin
-      \$362  = 6'h00;
-    end
-    if (rst) begin
-      \$362  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$363  = frame_busy;
-    if (\$213 ) begin
-      \$363  = 1'h1;
-    end
-    if (send_eof) begin
-      \$363  = 1'h0;
-    end
-    if (rst) begin
-      \$363  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$364  = eof_seen;
-    if (\$213 ) begin
-      if (sites_in__payload[40]) begin
-        \$364  = 1'h1;
-      end
-    end
-    if (send_eof) begin
-      \$364  = 1'h0;
-    end
-    if (rst) begin
-      \$364  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$365  = discard;
-    if (\$213 ) begin
-      if (sites_in__payload[40]) begin
-        \$365  = 1'h0;
-      end else if (discard) begin
-      end else if (bad) begin
-        \$365  = 1'h1;
-      end
-    end
-    if (send_eof) begin
-      \$365  = 1'h0;
-    end
-    if (rst) begin
-      \$365  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$366  = gi;
-    if (\$213 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-        \$366  = 1'h0;
-      end else if (discard) begin
-      end else if (bad) begin
-        \$366  = 1'h0;
-      end else begin
-        (* full_case = 32'd1 *)
-        if (\$218 ) begin
-          \$366  = 1'h0;
-        end else begin
-          \$366  = \$219 [0];
-        end
-      end
-    end
-    if (send_eof) begin
-      \$366  = 1'h0;
-    end
-    if (rst) begin
-      \$366  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$367  = err;
-    if (\$213 ) begin
-      if (sites_in__payload[40]) begin
-        if (\$216 ) begin
-          \$367  = 1'h1;
-        end
-      end else if (discard) begin
-      end else if (bad) begin
-        \$367  = 1'h1;
-      end
-    end
-    if (send_eof) begin
-      \$367  = 1'h0;
-    end
-    if (rst) begin
-      \$367  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$368  = \$signal ;
-    if (\$213 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$217 ) begin
-          \$368  = sites_in__payload[35:32];
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$37  = c_out;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$37  = 1'h0;
+      end else if (\$9 ) begin
+        if (\$13 ) begin
+          \$37  = \$16 [0];
         end
       end
     end
     if (rst) begin
-      \$368  = 4'h0;
+      \$37  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$369  = cur_x;
-    if (\$213 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$217 ) begin
-          \$369  = sites_in__payload[39:36];
-        end
-      end
-    end
-    if (rst) begin
-      \$369  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$370  = has_last;
-    if (\$213 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$218 ) begin
-          \$370  = 1'h1;
-        end
-      end
-    end
-    if (send_eof) begin
-      \$370  = 1'h0;
-    end
-    if (rst) begin
-      \$370  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$371  = \$signal$17 ;
-    if (\$213 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$218 ) begin
-          \$371  = sites_in__payload[35:32];
-        end
-      end
-    end
-    if (rst) begin
-      \$371  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$372  = last_x;
-    if (\$213 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$218 ) begin
-          \$372  = sites_in__payload[39:36];
-        end
-      end
-    end
-    if (rst) begin
-      \$372  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$373  = row_tag_0;
-    if (\$213 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$220 ) begin
-          if (\$223 ) begin
-            \$373  = { 1'h0, sites_in__payload[35:32] };
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$38  = c_tap;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$38  = 4'h0;
+      end else if (\$9 ) begin
+        if (\$13 ) begin
+          if (\$17 ) begin
+            \$38  = \$18 [3:0];
           end
         end
       end
     end
-    if (send_eof) begin
-      \$373  = 5'h1f;
-    end
     if (rst) begin
-      \$373  = 5'h1f;
+      \$38  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$374  = bitmap_0;
-    if (\$213 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$39  = \w_addr$8 ;
+    if (\$5 ) begin
       (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else if (discard) begin
-      end else if (bad) begin
+      if (\$8 ) begin
+        \$39  = 1'h0;
+      end else if (\$9 ) begin
       end else begin
-        if (\$220 ) begin
-          \$374  = \$231 [15:0];
-        end
+        \$39  = \$20 [0];
       end
     end
     if (rst) begin
-      \$374  = 16'h0000;
+      \$39  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$375  = row_tag_1;
-    if (\$213 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$40  = w_addr;
+    if (\$5 ) begin
+      if (\$8 ) begin
+      end else if (\$9 ) begin
+        \$40  = { c_tap, c_out, c_in };
+      end
+    end
+    if (rst) begin
+      \$40  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$41  = { 1'h0, \$22  };
+    if (rst) begin
+      \$41  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$42  = \steps__valid$93 ;
+    if (rst) begin
+      \$42  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$43  = read_v_d1;
+    if (rst) begin
+      \$43  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$44  = steps__payload[13];
+    if (rst) begin
+      \$44  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$45  = read_first_d1;
+    if (rst) begin
+      \$45  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$46  = steps__payload[14];
+    if (rst) begin
+      \$46  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$47  = read_last_d1;
+    if (rst) begin
+      \$47  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$48  = steps__payload[25:15];
+    if (rst) begin
+      \$48  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$49  = read_meta_d1;
+    if (rst) begin
+      \$49  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$50  = sites_out__valid;
+    if (\$25 ) begin
+      \$50  = 1'h1;
+    end else if (sites_out__ready) begin
+      \$50  = 1'h0;
+    end
+    if (rst) begin
+      \$50  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$51  = sites_out__payload;
+    if (\$25 ) begin
+      \$51  = \r_data$98 ;
+    end
+    if (rst) begin
+      \$51  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$52  = \$28 [5:0];
+    if (rst) begin
+      \$52  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    tok[39:0] = 40'h0000000000;
+    if (\$2 ) begin
+      tok[31:0] = feats__payload[31:0];
+      tok[35:32] = feats__payload[35:32];
+      tok[39:36] = feats__payload[39:36];
+    end
+    begin
+      begin
+        tok[40] = feats__payload[41];
+        tok[41] = feats__payload[42];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$29  = 1'h0;
+    if (\$5 ) begin
+      if (\$8 ) begin
+      end else if (\$9 ) begin
+        \$29  = 1'h1;
+      end
+    end
+    if (rst) begin
+      \$29  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$30  = 1'h0;
+    if (\$5 ) begin
       (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else if (discard) begin
-      end else if (bad) begin
+      if (\$8 ) begin
+      end else if (\$9 ) begin
       end else begin
-        if (\$232 ) begin
-          if (\$235 ) begin
-            \$375  = { 1'h0, sites_in__payload[35:32] };
-          end
-        end
+        \$30  = 1'h1;
       end
     end
-    if (send_eof) begin
-      \$375  = 5'h1f;
-    end
     if (rst) begin
-      \$375  = 5'h1f;
+      \$30  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$376  = bitmap_1;
-    if (\$213 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$31  = w_data;
+    if (\$5 ) begin
+      \$31  = params__payload;
+    end
+    if (rst) begin
+      \$31  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$32  = pcount;
+    if (\$5 ) begin
       (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else if (discard) begin
-      end else if (bad) begin
+      if (\$6 ) begin
+        \$32  = 6'h00;
       end else begin
-        if (\$232 ) begin
-          \$376  = \$243 [15:0];
-        end
+        \$32  = \$7 [5:0];
       end
     end
     if (rst) begin
-      \$376  = 16'h0000;
+      \$32  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$377  = row_tag_2;
-    if (\$213 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$244 ) begin
-          if (\$247 ) begin
-            \$377  = { 1'h0, sites_in__payload[35:32] };
-          end
-        end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$33  = loaded;
+    if (\$5 ) begin
+      if (\$6 ) begin
+        \$33  = 1'h1;
       end
-    end
-    if (send_eof) begin
-      \$377  = 5'h1f;
-    end
-    if (rst) begin
-      \$377  = 5'h1f;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$378  = bitmap_2;
-    if (\$213 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$244 ) begin
-          \$378  = \$255 [15:0];
-        end
+      if (\$8 ) begin
+        \$33  = 1'h0;
       end
     end
     if (rst) begin
-      \$378  = 16'h0000;
+      \$33  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$379  = row_tag_3;
-    if (\$213 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$256 ) begin
-          if (\$259 ) begin
-            \$379  = { 1'h0, sites_in__payload[35:32] };
-          end
-        end
-      end
-    end
-    if (send_eof) begin
-      \$379  = 5'h1f;
-    end
-    if (rst) begin
-      \$379  = 5'h1f;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$380  = bitmap_3;
-    if (\$213 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$256 ) begin
-          \$380  = \$267 [15:0];
-        end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$34  = height_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$34  = params__payload[3:0];
       end
     end
     if (rst) begin
-      \$380  = 16'h0000;
+      \$34  = 4'h0;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$381  = pf_valid;
-    if (pf_take) begin
-      \$381  = 1'h0;
-    end
-    if (\$270 ) begin
-      if (\$271 ) begin
-      end else if (\$273 ) begin
-        \$381  = 1'h1;
-      end
-    end
-    if (rst) begin
-      \$381  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$382  = f_done;
-    if (\$270 ) begin
-      if (\$271 ) begin
-        if (rows_over) begin
-          \$382  = 1'h1;
-        end
-      end
-    end
-    if (send_eof) begin
-      \$382  = 1'h0;
-    end
-    if (rst) begin
-      \$382  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$383  = f_row;
-    if (\$270 ) begin
-      if (\$271 ) begin
-        if (rows_over) begin
-        end else if (row_ready) begin
-          if (\$274 ) begin
-            \$383  = \$275 [5:0];
-          end
-        end
-      end else if (\$273 ) begin
-        if (\$276 ) begin
-          \$383  = \$277 [5:0];
-        end
-      end
-    end
-    if (send_eof) begin
-      \$383  = 6'h00;
-    end
-    if (rst) begin
-      \$383  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$384  = f_rem;
-    if (\$270 ) begin
-      if (\$271 ) begin
-        if (rows_over) begin
-        end else if (row_ready) begin
-          (* full_case = 32'd1 *)
-          if (\$274 ) begin
-          end else begin
-            \$384  = centre_row;
-          end
-        end
-      end else if (\$273 ) begin
-        \$384  = \$70 [15:0];
-      end
-    end
-    if (rst) begin
-      \$384  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$385  = f_scan;
-    if (\$270 ) begin
-      if (\$271 ) begin
-        if (rows_over) begin
-        end else if (row_ready) begin
-          (* full_case = 32'd1 *)
-          if (\$274 ) begin
-          end else begin
-            \$385  = 1'h1;
-          end
-        end
-      end else if (\$273 ) begin
-        if (\$276 ) begin
-          \$385  = 1'h0;
-        end
-      end
-    end
-    if (send_eof) begin
-      \$385  = 1'h0;
-    end
-    if (rst) begin
-      \$385  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$386  = \$signal$65 ;
-    if (\$270 ) begin
-      if (\$271 ) begin
-      end else if (\$273 ) begin
-        \$386  = f_row;
-      end
-    end
-    if (rst) begin
-      \$386  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$387  = \$signal$106 ;
-    if (\$270 ) begin
-      if (\$271 ) begin
-      end else if (\$273 ) begin
-        \$387  = finder_x;
-      end
-    end
-    if (rst) begin
-      \$387  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$388  = pf_taps;
-    if (\$270 ) begin
-      if (\$271 ) begin
-      end else if (\$273 ) begin
-        \$388  = { \$148 , \$147 , \$146  };
-      end
-    end
-    if (rst) begin
-      \$388  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$389  = s_gi;
-    if (adv) begin
-      if (sv) begin
-        (* full_case = 32'd1 *)
-        if (\$279 ) begin
-          \$389  = \$280 [0];
-        end else begin
-          \$389  = 1'h0;
-        end
-      end
-      if (pf_take) begin
-        \$389  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$389  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$390  = s_rem;
-    if (adv) begin
-      if (sv) begin
-        (* full_case = 32'd1 *)
-        if (\$279 ) begin
-        end else begin
-          (* full_case = 32'd1 *)
-          if (\$281 ) begin
-            \$390  = \$152 [8:0];
-          end else begin
-            \$390  = \$signal$108 ;
-          end
-        end
-      end
-      if (pf_take) begin
-        \$390  = pf_taps;
-      end
-    end
-    if (rst) begin
-      \$390  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$391  = s_go;
-    if (adv) begin
-      if (sv) begin
-        (* full_case = 32'd1 *)
-        if (\$279 ) begin
-        end else begin
-          (* full_case = 32'd1 *)
-          if (\$281 ) begin
-          end else begin
-            \$391  = \$284 [0];
-          end
-        end
-      end
-      if (pf_take) begin
-        \$391  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$391  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$392  = sv;
-    if (adv) begin
-      if (sv) begin
-        if (site_done) begin
-          \$392  = 1'h0;
-        end
-      end
-      if (pf_take) begin
-        \$392  = 1'h1;
-      end
-    end
-    if (rst) begin
-      \$392  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$393  = \$signal$66 ;
-    if (adv) begin
-      if (pf_take) begin
-        \$393  = \$signal$65 ;
-      end
-    end
-    if (rst) begin
-      \$393  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$394  = s_ox;
-    if (adv) begin
-      if (pf_take) begin
-        \$394  = \$signal$106 ;
-      end
-    end
-    if (rst) begin
-      \$394  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$395  = \$signal$108 ;
-    if (adv) begin
-      if (pf_take) begin
-        \$395  = pf_taps;
-      end
-    end
-    if (rst) begin
-      \$395  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$396  = \$signal$97 ;
-    if (adv) begin
-      \$396  = sv;
-    end
-    if (rst) begin
-      \$396  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$397  = \$signal$109 ;
-    if (adv) begin
-      \$397  = \$287 ;
-    end
-    if (rst) begin
-      \$397  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$398  = last1;
-    if (adv) begin
-      \$398  = acc_last;
-    end
-    if (rst) begin
-      \$398  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$399  = \$like ;
-    if (adv) begin
-      \$399  = \$signal$66 ;
-    end
-    if (rst) begin
-      \$399  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$400  = \$like$112 ;
-    if (adv) begin
-      \$400  = s_ox;
-    end
-    if (rst) begin
-      \$400  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$401  = \$signature__addr$85 ;
-    if (adv) begin
-      \$401  = s_go;
-    end
-    if (rst) begin
-      \$401  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$402  = \$signal$98 ;
-    if (adv) begin
-      \$402  = \$signal$97 ;
-    end
-    if (rst) begin
-      \$402  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$403  = \$signal$113 ;
-    if (adv) begin
-      \$403  = \$signal$109 ;
-    end
-    if (rst) begin
-      \$403  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$404  = last2;
-    if (adv) begin
-      \$404  = last1;
-    end
-    if (rst) begin
-      \$404  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$405  = \$like$115 ;
-    if (adv) begin
-      \$405  = \$like ;
-    end
-    if (rst) begin
-      \$405  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$406  = ox2;
-    if (adv) begin
-      \$406  = \$like$112 ;
-    end
-    if (rst) begin
-      \$406  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$407  = part2_0;
-    if (adv) begin
-      \$407  = { \$294 [17], \$294 [17], \$294 [17], \$294 [17], \$294  };
-    end
-    if (rst) begin
-      \$407  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$408  = part2_1;
-    if (adv) begin
-      \$408  = { \$301 [17], \$301 [17], \$301 [17], \$301 [17], \$301  };
-    end
-    if (rst) begin
-      \$408  = 22'h000000;
-    end
-  end
-  assign \$signature__addr  = \$1 [5:0];
-  assign \$signature__data  = params__payload;
-  assign \$signature__addr$8  = \$7 [0];
-  assign \$signature__data$9  = params__payload;
-  assign slot_in = \$42 [1:0];
-  assign \$signature__addr$31  = \$46 [6:0];
-  assign \$signature__data$32  = sites_in__payload[31:0];
-  assign \$signature__en$33  = write;
-  assign centre = centre_row;
-  assign f_rest = \$70 [15:0];
-  assign \$signal$51  = \$71 [5:0];
-  assign win_ext_0 = { 1'h0, win_row_0, 1'h0 };
-  assign win_ext_1 = { 1'h0, win_row_1, 1'h0 };
-  assign win_ext_2 = { 1'h0, win_row_2, 1'h0 };
-  assign taps = { \$148 , \$147 , \$146  };
-  assign rem_rest = \$152 [8:0];
-  assign ny = \$171 [5:0];
-  assign nx = \$174 [5:0];
-  assign lb_r__addr = \$179 [6:0];
-  assign lb_r__en = adv;
-  assign \$signature__en$82  = adv;
-  assign \$signature__en$83  = adv;
-  assign \$signature__addr$84  = \$183 [5:0];
-  assign go1 = \$signature__addr$85 ;
-  assign shifted_0 = \$184 [21:0];
-  assign shifted_1 = \$185 [21:0];
-  assign shifted_2 = \$186 [21:0];
-  assign shifted_3 = \$187 [21:0];
-  assign frame_reset = send_eof;
+  assign p_waddr = w_addr;
+  assign p_data = w_data;
+  assign \$signal  = w_en;
+  assign p_raddr = \w_addr$8 ;
+  assign \w_data$10  = w_data;
+  assign p_rv = \w_en$11 ;
+  assign \sites_in__payload$14  = sites_in__payload;
+  assign \sites_in__ready$16  = sites_in__ready;
+  assign \sites_in__valid$18  = sites_in__valid;
+  assign \loaded$20  = loaded;
+  assign \$signal$24  = height_m1;
+  assign \width_m1$26  = width_m1;
+  assign \permit_row$28  = permit_row;
+  assign \frame_reset$30  = frame_reset;
+  assign \bitmaps$32  = bitmaps;
+  assign \tags$34  = tags;
+  assign \done_rows$36  = done_rows;
+  assign \eof_seen$38  = eof_seen;
+  assign \has_last$40  = has_last;
+  assign \last_y$42  = last_y;
+  assign \error$44  = error;
+  assign \frame_reset$45  = frame_reset;
+  assign \sites__payload$47  = sites__payload;
+  assign \sites__ready$49  = sites__ready;
+  assign \sites__valid$51  = sites__valid;
+  assign rd_addr = steps__payload[6:0];
+  assign r_addr = steps__payload[12:7];
+  assign read_v_d2 = steps__valid;
+  assign \sums__payload$64  = sums__payload;
+  assign \sums__valid$66  = sums__valid;
+  assign \r_addr$67  = sums__payload[96];
+  assign rq_addr = sums__payload[96];
+  assign \r_data$70  = rq_data;
+  assign feats__valid = \w_en$73 ;
+  assign \w_data$75  = tok;
   assign \sites_in__payload.data  = sites_in__payload[31:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -6126,6 +9004,113 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   assign \sites_in__payload.x  = sites_in__payload[39:36];
   assign \sites_in__payload.eof  = sites_in__payload[40];
   assign \sites_in__payload.error  = sites_in__payload[41];
+  assign \sites_in__payload$14.data  = sites_in__payload[31:0];
+  assign \sites_in__payload$14.data[0]  = sites_in__payload[7:0];
+  assign \sites_in__payload$14.data[1]  = sites_in__payload[15:8];
+  assign \sites_in__payload$14.data[2]  = sites_in__payload[23:16];
+  assign \sites_in__payload$14.data[3]  = sites_in__payload[31:24];
+  assign \sites_in__payload$14.y  = sites_in__payload[35:32];
+  assign \sites_in__payload$14.x  = sites_in__payload[39:36];
+  assign \sites_in__payload$14.eof  = sites_in__payload[40];
+  assign \sites_in__payload$14.error  = sites_in__payload[41];
+  assign \bitmaps[0]  = bitmaps[15:0];
+  assign \bitmaps[1]  = bitmaps[31:16];
+  assign \bitmaps[2]  = bitmaps[47:32];
+  assign \bitmaps[3]  = bitmaps[63:48];
+  assign \bitmaps$32[0]  = bitmaps[15:0];
+  assign \bitmaps$32[1]  = bitmaps[31:16];
+  assign \bitmaps$32[2]  = bitmaps[47:32];
+  assign \bitmaps$32[3]  = bitmaps[63:48];
+  assign \tags[0]  = tags[4:0];
+  assign \tags[1]  = tags[9:5];
+  assign \tags[2]  = tags[14:10];
+  assign \tags[3]  = tags[19:15];
+  assign \tags$34[0]  = tags[4:0];
+  assign \tags$34[1]  = tags[9:5];
+  assign \tags$34[2]  = tags[14:10];
+  assign \tags$34[3]  = tags[19:15];
+  assign \sites__payload.oy  = sites__payload[3:0];
+  assign \sites__payload.ox  = sites__payload[7:4];
+  assign \sites__payload.taps  = sites__payload[16:8];
+  assign \sites__payload.eof  = sites__payload[17];
+  assign \sites__payload.error  = sites__payload[18];
+  assign \sites__payload$47.oy  = sites__payload[3:0];
+  assign \sites__payload$47.ox  = sites__payload[7:4];
+  assign \sites__payload$47.taps  = sites__payload[16:8];
+  assign \sites__payload$47.eof  = sites__payload[17];
+  assign \sites__payload$47.error  = sites__payload[18];
+  assign \steps__payload.lb_addr  = steps__payload[6:0];
+  assign \steps__payload.w_addr  = steps__payload[12:7];
+  assign \steps__payload.first  = steps__payload[13];
+  assign \steps__payload.last  = steps__payload[14];
+  assign \steps__payload.meta  = steps__payload[25:15];
+  assign \steps__payload.meta.oy  = steps__payload[18:15];
+  assign \steps__payload.meta.ox  = steps__payload[22:19];
+  assign \steps__payload.meta.go  = steps__payload[23];
+  assign \steps__payload.meta.eof  = steps__payload[24];
+  assign \steps__payload.meta.error  = steps__payload[25];
+  assign \steps__payload$57.x  = \steps__payload$57 [31:0];
+  assign \steps__payload$57.w  = \steps__payload$57 [159:32];
+  assign \steps__payload$57.first  = \steps__payload$57 [160];
+  assign \steps__payload$57.last  = \steps__payload$57 [161];
+  assign \steps__payload$57.meta  = \steps__payload$57 [172:162];
+  assign \steps__payload$57.meta.oy  = \steps__payload$57 [165:162];
+  assign \steps__payload$57.meta.ox  = \steps__payload$57 [169:166];
+  assign \steps__payload$57.meta.go  = \steps__payload$57 [170];
+  assign \steps__payload$57.meta.eof  = \steps__payload$57 [171];
+  assign \steps__payload$57.meta.error  = \steps__payload$57 [172];
+  assign \read_meta_d2.oy  = read_meta_d2[3:0];
+  assign \read_meta_d2.ox  = read_meta_d2[7:4];
+  assign \read_meta_d2.go  = read_meta_d2[8];
+  assign \read_meta_d2.eof  = read_meta_d2[9];
+  assign \read_meta_d2.error  = read_meta_d2[10];
+  assign \sums__payload.acc  = sums__payload[87:0];
+  assign \sums__payload.acc[0]  = sums__payload[21:0];
+  assign \sums__payload.acc[1]  = sums__payload[43:22];
+  assign \sums__payload.acc[2]  = sums__payload[65:44];
+  assign \sums__payload.acc[3]  = sums__payload[87:66];
+  assign \sums__payload.meta  = sums__payload[98:88];
+  assign \sums__payload.meta.oy  = sums__payload[91:88];
+  assign \sums__payload.meta.ox  = sums__payload[95:92];
+  assign \sums__payload.meta.go  = sums__payload[96];
+  assign \sums__payload.meta.eof  = sums__payload[97];
+  assign \sums__payload.meta.error  = sums__payload[98];
+  assign \sums__payload$64.acc  = sums__payload[87:0];
+  assign \sums__payload$64.acc[0]  = sums__payload[21:0];
+  assign \sums__payload$64.acc[1]  = sums__payload[43:22];
+  assign \sums__payload$64.acc[2]  = sums__payload[65:44];
+  assign \sums__payload$64.acc[3]  = sums__payload[87:66];
+  assign \sums__payload$64.meta  = sums__payload[98:88];
+  assign \sums__payload$64.meta.oy  = sums__payload[91:88];
+  assign \sums__payload$64.meta.ox  = sums__payload[95:92];
+  assign \sums__payload$64.meta.go  = sums__payload[96];
+  assign \sums__payload$64.meta.eof  = sums__payload[97];
+  assign \sums__payload$64.meta.error  = sums__payload[98];
+  assign \feats__payload.data  = feats__payload[31:0];
+  assign \feats__payload.data[0]  = feats__payload[7:0];
+  assign \feats__payload.data[1]  = feats__payload[15:8];
+  assign \feats__payload.data[2]  = feats__payload[23:16];
+  assign \feats__payload.data[3]  = feats__payload[31:24];
+  assign \feats__payload.meta  = feats__payload[42:32];
+  assign \feats__payload.meta.oy  = feats__payload[35:32];
+  assign \feats__payload.meta.ox  = feats__payload[39:36];
+  assign \feats__payload.meta.go  = feats__payload[40];
+  assign \feats__payload.meta.eof  = feats__payload[41];
+  assign \feats__payload.meta.error  = feats__payload[42];
+  assign \tok.data  = tok[31:0];
+  assign \tok.data[0]  = tok[7:0];
+  assign \tok.data[1]  = tok[15:8];
+  assign \tok.data[2]  = tok[23:16];
+  assign \tok.data[3]  = tok[31:24];
+  assign \tok.y  = tok[35:32];
+  assign \tok.x  = tok[39:36];
+  assign \tok.eof  = tok[40];
+  assign \tok.error  = tok[41];
+  assign \read_meta_d1.oy  = read_meta_d1[3:0];
+  assign \read_meta_d1.ox  = read_meta_d1[7:4];
+  assign \read_meta_d1.go  = read_meta_d1[8];
+  assign \read_meta_d1.eof  = read_meta_d1[9];
+  assign \read_meta_d1.error  = read_meta_d1[10];
   assign \sites_out__payload.data  = sites_out__payload[31:0];
   assign \sites_out__payload.data[0]  = sites_out__payload[7:0];
   assign \sites_out__payload.data[1]  = sites_out__payload[15:8];
@@ -6135,62 +9120,21 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   assign \sites_out__payload.x  = sites_out__payload[39:36];
   assign \sites_out__payload.eof  = sites_out__payload[40];
   assign \sites_out__payload.error  = sites_out__payload[41];
-  assign \$486  = 1'h1;
-  assign \$42  = \$484 ;
-  assign \$503  = 1'h1;
-  assign \$53  = \$501 ;
-  assign \$511  = 1'h1;
-  assign \$57  = \$509 ;
-  assign \$519  = 1'h1;
-  assign \$61  = \$517 ;
-  assign \$527  = 1'h1;
-  assign \$65  = \$525 ;
-  assign \$540  = 1'h1;
-  assign \$73  = \$538 ;
-  assign \$550  = 1'h1;
-  assign \$79  = \$548 ;
-  assign \$560  = 1'h1;
-  assign \$85  = \$558 ;
-  assign \$570  = 1'h1;
-  assign \$91  = \$568 ;
-  assign \$580  = 1'h1;
-  assign \$97  = \$578 ;
-  assign \$590  = 1'h1;
-  assign \$103  = \$588 ;
-  assign \$600  = 1'h1;
-  assign \$109  = \$598 ;
-  assign \$610  = 1'h1;
-  assign \$115  = \$608 ;
-  assign \$620  = 1'h1;
-  assign \$121  = \$618 ;
-  assign \$630  = 1'h1;
-  assign \$127  = \$628 ;
-  assign \$640  = 1'h1;
-  assign \$133  = \$638 ;
-  assign \$650  = 1'h1;
-  assign \$139  = \$648 ;
-  assign \$153  = s_gi;
-  assign \$156  = s_go;
-  assign \$695  = 1'h1;
-  assign \$175  = \$693 ;
-  assign \$184  = { requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37], requant_0[37:16] };
-  assign \$186  = { requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37], requant_2[37:16] };
-  assign \$185  = { requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37], requant_1[37:16] };
-  assign \$187  = { requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37], requant_3[37:16] };
-  assign \$218  = gi;
-  assign \$228  = gi;
-  assign \$240  = gi;
-  assign \$252  = gi;
-  assign \$264  = gi;
-  assign \$278  = s_gi;
-  assign \$282  = s_go;
-  assign \$215  = gi;
+  assign \steps__payload$57 [172:162] = read_meta_d2;
+  assign \steps__payload$57 [161] = read_last_d2;
+  assign \steps__payload$57 [160] = read_first_d2;
+  assign \steps__payload$57 [159:32] = r_data;
+  assign \steps__payload$57 [31:0] = rd_data;
+  assign \$10  = c_in;
+  assign \$13  = c_in;
+  assign \$14  = c_out;
+  assign \$17  = c_out;
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, sites_in__ready, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload);
-  reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [2:0] \$1 ;
+module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
+  wire [7:0] \$1 ;
   wire \$10 ;
   wire \$100 ;
   wire \$101 ;
@@ -6201,7 +9145,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   wire \$106 ;
   wire \$107 ;
   wire \$108 ;
-  wire [2:0] \$109 ;
+  wire \$109 ;
   wire \$11 ;
   wire \$110 ;
   wire \$111 ;
@@ -6220,7 +9164,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   wire \$123 ;
   wire \$124 ;
   wire \$125 ;
-  wire [1:0] \$126 ;
+  wire \$126 ;
   wire \$127 ;
   wire \$128 ;
   wire \$129 ;
@@ -6229,11 +9173,11 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   wire \$131 ;
   wire \$132 ;
   wire \$133 ;
-  wire [15:0] \$134 ;
+  wire \$134 ;
   wire \$135 ;
-  wire [30:0] \$136 ;
-  wire [30:0] \$137 ;
-  wire [30:0] \$138 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
   wire \$139 ;
   wire \$14 ;
   wire \$140 ;
@@ -6242,12 +9186,12 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   wire \$143 ;
   wire \$144 ;
   wire \$145 ;
-  wire [15:0] \$146 ;
+  wire \$146 ;
   wire \$147 ;
-  wire [30:0] \$148 ;
-  wire [30:0] \$149 ;
+  wire \$148 ;
+  wire \$149 ;
   wire \$15 ;
-  wire [30:0] \$150 ;
+  wire \$150 ;
   wire \$151 ;
   wire \$152 ;
   wire \$153 ;
@@ -6255,384 +9199,2068 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   wire \$155 ;
   wire \$156 ;
   wire \$157 ;
-  wire [6:0] \$158 ;
+  wire \$158 ;
   wire \$159 ;
   wire \$16 ;
-  wire [6:0] \$160 ;
+  wire \$160 ;
   wire \$161 ;
   wire \$162 ;
-  wire [1:0] \$163 ;
+  wire \$163 ;
   wire \$164 ;
   wire \$165 ;
-  wire [1:0] \$166 ;
-  wire [1:0] \$167 ;
+  wire \$166 ;
+  wire \$167 ;
   wire \$168 ;
   wire \$169 ;
   wire \$17 ;
   wire \$170 ;
-  wire [15:0] \$171 ;
-  wire [15:0] \$172 ;
-  wire [16:0] \$173 ;
-  wire [15:0] \$174 ;
-  wire [15:0] \$175 ;
-  wire [16:0] \$176 ;
-  wire [17:0] \$177 ;
-  wire [15:0] \$178 ;
-  wire [15:0] \$179 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
   wire \$18 ;
-  wire [16:0] \$180 ;
-  wire [15:0] \$181 ;
-  wire [15:0] \$182 ;
-  wire [16:0] \$183 ;
-  wire [17:0] \$184 ;
-  wire [15:0] \$185 ;
-  wire [15:0] \$186 ;
-  wire [16:0] \$187 ;
-  wire [15:0] \$188 ;
-  wire [15:0] \$189 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
   wire \$19 ;
-  wire [16:0] \$190 ;
-  wire [17:0] \$191 ;
-  wire [15:0] \$192 ;
-  wire [15:0] \$193 ;
-  wire [16:0] \$194 ;
-  wire [15:0] \$195 ;
-  wire [15:0] \$196 ;
-  wire [16:0] \$197 ;
-  wire [17:0] \$198 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
   wire \$199 ;
-  wire \$2 ;
+  wire [6:0] \$2 ;
   wire \$20 ;
-  wire [18:0] \$200 ;
-  wire [19:0] \$201 ;
-  wire [18:0] \$202 ;
-  wire [19:0] \$203 ;
-  wire [18:0] \$204 ;
-  wire [19:0] \$205 ;
-  wire [18:0] \$206 ;
-  wire [19:0] \$207 ;
-  wire [18:0] \$208 ;
-  wire [19:0] \$209 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
   wire \$21 ;
-  wire [18:0] \$210 ;
-  wire [19:0] \$211 ;
-  wire [18:0] \$212 ;
-  wire [19:0] \$213 ;
-  wire [18:0] \$214 ;
-  wire [19:0] \$215 ;
-  wire [34:0] \$216 ;
-  wire [35:0] \$217 ;
-  wire [34:0] \$218 ;
-  wire [35:0] \$219 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
   wire \$22 ;
-  wire [34:0] \$220 ;
-  wire [35:0] \$221 ;
-  wire [34:0] \$222 ;
-  wire [35:0] \$223 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire \$222 ;
+  wire \$223 ;
   wire \$224 ;
   wire \$225 ;
   wire \$226 ;
-  wire [18:0] \$227 ;
-  wire [18:0] \$228 ;
+  wire \$227 ;
+  wire \$228 ;
   wire \$229 ;
   wire \$23 ;
   wire \$230 ;
-  wire [18:0] \$231 ;
-  wire [18:0] \$232 ;
+  wire \$231 ;
+  wire \$232 ;
   wire \$233 ;
   wire \$234 ;
-  wire [18:0] \$235 ;
-  wire [18:0] \$236 ;
+  wire \$235 ;
+  wire \$236 ;
   wire \$237 ;
   wire \$238 ;
-  wire [18:0] \$239 ;
+  wire \$239 ;
   wire \$24 ;
-  wire [18:0] \$240 ;
-  reg [1:0] \$241 ;
-  reg \$242 ;
-  reg [3:0] \$243 ;
-  reg [3:0] \$244 ;
-  reg [5:0] \$245 ;
-  reg \$246 ;
-  reg \$247 ;
-  reg \$248 ;
-  reg \$249 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
   wire \$25 ;
-  reg \$250 ;
-  reg [3:0] \$251 ;
-  reg [3:0] \$252 ;
-  reg \$253 ;
-  reg [3:0] \$254 ;
-  reg [3:0] \$255 ;
-  reg [4:0] \$256 ;
-  reg [15:0] \$257 ;
-  reg [4:0] \$258 ;
-  reg [15:0] \$259 ;
-  wire [4:0] \$26 ;
-  reg \$260 ;
-  reg \$261 ;
-  reg [5:0] \$262 ;
-  reg [15:0] \$263 ;
-  reg \$264 ;
-  reg [5:0] \$265 ;
-  reg [3:0] \$266 ;
-  reg \$267 ;
-  reg \$268 ;
-  reg \$269 ;
-  wire [6:0] \$27 ;
-  reg \$270 ;
-  reg \$271 ;
-  reg [5:0] \$272 ;
-  reg [3:0] \$273 ;
-  reg \$274 ;
-  reg \$275 ;
-  reg \$276 ;
-  reg \$277 ;
-  reg [5:0] \$278 ;
-  reg [3:0] \$279 ;
-  wire [7:0] \$28 ;
-  reg \$280 ;
-  reg \$281 ;
-  reg \$282 ;
-  reg \$283 ;
-  reg [5:0] \$284 ;
-  reg [3:0] \$285 ;
-  reg [18:0] \$286 ;
-  reg [18:0] \$287 ;
-  reg [18:0] \$288 ;
-  reg [18:0] \$289 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
+  wire \$26 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
+  wire \$27 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
+  wire \$28 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
   wire \$29 ;
-  reg \$290 ;
-  reg [5:0] \$291 ;
-  reg [3:0] \$292 ;
-  reg [18:0] \$293 ;
-  reg [18:0] \$294 ;
-  reg [15:0] \$295 ;
-  reg [18:0] \$296 ;
-  reg [18:0] \$297 ;
-  reg [15:0] \$298 ;
-  reg [18:0] \$299 ;
-  wire \$3 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
+  wire [6:0] \$3 ;
   wire \$30 ;
-  reg [18:0] \$300 ;
-  reg [15:0] \$301 ;
-  reg [18:0] \$302 ;
-  reg [18:0] \$303 ;
-  reg [15:0] \$304 ;
-  reg \$305 ;
-  reg [5:0] \$306 ;
-  reg [3:0] \$307 ;
-  reg [34:0] \$308 ;
-  reg [34:0] \$309 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
   wire \$31 ;
-  reg [34:0] \$310 ;
-  reg [34:0] \$311 ;
-  reg \$312 ;
-  reg [41:0] \$313 ;
+  wire \$310 ;
+  wire [15:0] \$311 ;
+  wire [16:0] \$312 ;
+  wire [16:0] \$313 ;
+  wire [15:0] \$314 ;
+  wire [16:0] \$315 ;
+  wire [16:0] \$316 ;
+  wire \$317 ;
+  wire [1:0] \$318 ;
+  wire [1:0] \$319 ;
   wire \$32 ;
+  wire [4:0] \$320 ;
+  wire [4:0] \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
   wire \$33 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
   wire \$34 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire [15:0] \$347 ;
+  wire [15:0] \$348 ;
+  wire [15:0] \$349 ;
   wire \$35 ;
+  wire [15:0] \$350 ;
+  wire [15:0] \$351 ;
+  wire [15:0] \$352 ;
+  wire [15:0] \$353 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
   wire \$36 ;
-  wire [3:0] \$363 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
   wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
+  wire \$370 ;
+  wire [15:0] \$371 ;
+  wire [15:0] \$372 ;
+  wire [15:0] \$373 ;
+  wire [15:0] \$374 ;
+  wire [15:0] \$375 ;
+  wire [15:0] \$376 ;
+  wire [15:0] \$377 ;
+  wire \$378 ;
+  wire \$379 ;
   wire \$38 ;
-  wire [5:0] \$380 ;
+  wire \$380 ;
+  wire \$381 ;
   wire \$382 ;
-  wire [5:0] \$388 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire \$389 ;
   wire \$39 ;
   wire \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire [15:0] \$395 ;
+  wire [15:0] \$396 ;
+  wire [15:0] \$397 ;
+  wire [15:0] \$398 ;
+  wire [15:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
+  wire [15:0] \$400 ;
+  wire [15:0] \$401 ;
+  wire \$402 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire \$405 ;
+  wire \$406 ;
+  wire [15:0] \$407 ;
+  wire [15:0] \$408 ;
+  wire \$409 ;
   wire \$41 ;
-  wire [3:0] \$42 ;
-  wire [5:0] \$423 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire [15:0] \$413 ;
+  wire \$414 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire \$418 ;
+  wire \$419 ;
+  wire \$42 ;
+  wire [15:0] \$420 ;
+  wire [15:0] \$421 ;
+  wire \$422 ;
+  wire \$423 ;
+  wire \$424 ;
   wire \$425 ;
-  wire [5:0] \$43 ;
-  wire [6:0] \$44 ;
-  wire [8:0] \$45 ;
-  wire [9:0] \$46 ;
-  wire [6:0] \$47 ;
-  wire [7:0] \$48 ;
+  wire \$426 ;
+  wire \$427 ;
+  wire \$428 ;
+  wire \$429 ;
+  wire \$43 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire \$432 ;
+  wire \$433 ;
+  wire \$434 ;
+  wire \$435 ;
+  wire \$436 ;
+  wire [15:0] \$437 ;
+  wire [17:0] \$438 ;
+  wire [17:0] \$439 ;
+  wire \$44 ;
+  wire [17:0] \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
+  wire \$45 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  wire \$458 ;
+  wire \$459 ;
+  wire \$46 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire \$462 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire \$468 ;
+  wire \$469 ;
+  wire \$47 ;
+  wire \$470 ;
+  wire \$471 ;
+  wire \$472 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire \$478 ;
+  wire \$479 ;
+  wire \$48 ;
+  wire \$480 ;
+  wire \$481 ;
+  wire [5:0] \$482 ;
+  wire [6:0] \$483 ;
+  wire [6:0] \$484 ;
+  reg [3:0] \$485 ;
+  reg [15:0] \$486 ;
+  reg [3:0] \$487 ;
+  reg [15:0] \$488 ;
+  reg [3:0] \$489 ;
   wire \$49 ;
+  reg [15:0] \$490 ;
+  reg \$491 ;
+  reg \$492 ;
+  reg [15:0] \$493 ;
+  reg \$494 ;
+  reg [3:0] \$495 ;
+  reg [17:0] \$496 ;
+  reg [17:0] \$497 ;
+  reg [17:0] \$498 ;
+  reg [15:0] \$499 ;
   wire \$5 ;
   wire \$50 ;
+  reg [15:0] \$500 ;
+  reg \$501 ;
+  reg \$502 ;
+  reg [17:0] \$503 ;
+  reg [17:0] \$504 ;
+  reg [17:0] \$505 ;
+  reg \$506 ;
+  reg [15:0] \$507 ;
+  reg [15:0] \$508 ;
+  reg \$509 ;
   wire \$51 ;
+  reg [17:0] \$510 ;
+  reg [17:0] \$511 ;
+  reg [17:0] \$512 ;
+  reg \$513 ;
+  reg \$514 ;
+  reg [15:0] \$515 ;
+  reg [17:0] \$516 ;
+  reg [17:0] \$517 ;
+  reg [17:0] \$518 ;
+  reg \$519 ;
   wire \$52 ;
-  wire [5:0] \$53 ;
+  reg \$520 ;
+  reg \$521 ;
+  reg [2:0] \$522 ;
+  reg [15:0] \$523 ;
+  reg [4:0] \$524 ;
+  reg [5:0] \$525 ;
+  reg [5:0] \$526 ;
+  wire \$53 ;
   wire \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire [5:0] \$57 ;
+  wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire [2:0] \$6 ;
+  wire \$6 ;
   wire \$60 ;
-  wire [16:0] \$61 ;
-  wire [16:0] \$62 ;
-  wire [6:0] \$63 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
   wire \$64 ;
-  wire [5:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire [1:0] \$67 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire [3:0] \$7 ;
+  wire \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
   wire \$73 ;
   wire \$74 ;
   wire \$75 ;
-  wire [6:0] \$76 ;
-  wire [7:0] \$77 ;
-  wire [8:0] \$78 ;
-  wire [4:0] \$79 ;
+  wire \$76 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire \$79 ;
   wire \$8 ;
-  wire [5:0] \$80 ;
-  wire [6:0] \$81 ;
-  wire [5:0] \$82 ;
-  wire [6:0] \$83 ;
-  wire [7:0] \$84 ;
-  wire [9:0] \$85 ;
-  wire [10:0] \$86 ;
-  wire [1:0] \$87 ;
-  wire [2:0] \$88 ;
-  wire [4:0] \$89 ;
+  wire \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire \$89 ;
   wire \$9 ;
-  wire [5:0] \$90 ;
-  wire [34:0] \$91 ;
-  wire [34:0] \$92 ;
-  wire [34:0] \$93 ;
-  wire [34:0] \$94 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire \$94 ;
   wire \$95 ;
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
-  reg [5:0] \$like  = 6'h00;
-  reg [3:0] \$like$102  = 4'h0;
-  reg [5:0] \$like$105  = 6'h00;
-  reg [5:0] \$like$113  = 6'h00;
-  reg [5:0] \$like$128  = 6'h00;
-  reg [3:0] \$signal  = 4'h0;
-  reg \$signal$103  = 1'h0;
+  reg \$like  = 1'h0;
+  reg \$like$53  = 1'h0;
+  reg [15:0] \$signal  = 16'h0000;
+  reg \$signal$15  = 1'h0;
   reg [3:0] \$signal$17  = 4'h0;
-  wire [5:0] \$signal$47 ;
-  reg [5:0] \$signal$55  = 6'h00;
-  reg [5:0] \$signal$56  = 6'h00;
-  reg [1:0] \$signal$65 ;
-  reg \$signal$87  = 1'h0;
-  reg \$signal$88  = 1'h0;
-  reg [3:0] \$signal$96  = 4'h0;
-  reg \$signal$98  = 1'h0;
-  reg \$signal$99  = 1'h0;
-  wire \$signature__addr ;
-  wire [5:0] \$signature__addr$31 ;
-  wire \$signature__addr$74 ;
-  reg \$signature__addr$75  = 1'h0;
-  wire \$signature__addr$8 ;
-  wire [127:0] \$signature__data ;
-  wire [127:0] \$signature__data$109 ;
-  wire [127:0] \$signature__data$116 ;
-  wire [31:0] \$signature__data$32 ;
-  wire [127:0] \$signature__data$9 ;
-  wire \$signature__en ;
-  wire \$signature__en$10 ;
-  wire \$signature__en$33 ;
-  wire \$signature__en$72 ;
-  wire \$signature__en$73 ;
-  reg [18:0] acc_0 = 19'h00000;
-  reg [18:0] acc_1 = 19'h00000;
-  reg [18:0] acc_2 = 19'h00000;
-  reg [18:0] acc_3 = 19'h00000;
-  wire acc_last;
-  wire adv;
-  wire bad;
-  reg [15:0] bitmap_0 = 16'h0000;
-  reg [15:0] bitmap_1 = 16'h0000;
-  wire [15:0] centre;
-  reg [15:0] centre_row;
+  reg [15:0] \$signal$45  = 16'h0000;
+  reg \$signal$50  = 1'h0;
+  reg [15:0] \$signal$51  = 16'h0000;
+  reg [15:0] \$signal$52  = 16'h0000;
+  reg \$signal$57  = 1'h0;
+  reg \$signal$62  = 1'h0;
+  reg \$signal$63  = 1'h0;
+  reg [15:0] a2_bits = 16'h0000;
+  reg a2_ci = 1'h0;
+  wire [15:0] a2_oh;
+  reg [17:0] a2_win_0 = 18'h00000;
+  reg [17:0] a2_win_1 = 18'h00000;
+  reg [17:0] a2_win_2 = 18'h00000;
+  reg [17:0] a3_win_0 = 18'h00000;
+  reg [17:0] a3_win_1 = 18'h00000;
+  reg [17:0] a3_win_2 = 18'h00000;
+  reg b_ci = 1'h0;
+  reg [15:0] b_rest = 16'h0000;
+  reg b_v = 1'h0;
+  reg [17:0] b_win_0 = 18'h00000;
+  reg [17:0] b_win_1 = 18'h00000;
+  reg [17:0] b_win_2 = 18'h00000;
+  input [63:0] bitmaps;
+  wire [63:0] bitmaps;
+  wire [15:0] \bitmaps[0] ;
+  wire [15:0] \bitmaps[1] ;
+  wire [15:0] \bitmaps[2] ;
+  wire [15:0] \bitmaps[3] ;
+  reg [17:0] c1_win_0 = 18'h00000;
+  reg [17:0] c1_win_1 = 18'h00000;
+  reg [17:0] c1_win_2 = 18'h00000;
+  reg [15:0] centre = 16'h0000;
+  wire chunk_oh;
   input clk;
   wire clk;
-  reg [3:0] cur_x = 4'h0;
-  wire [4:0] cx;
-  reg discard = 1'h0;
-  reg [5:0] done_rows = 6'h00;
-  reg [1:0] dx_t;
-  reg eof_seen = 1'h0;
-  reg err = 1'h0;
-  reg f_done = 1'h0;
-  reg [15:0] f_rem = 16'h0000;
-  wire [15:0] f_rest;
-  reg [5:0] f_row = 6'h00;
-  reg f_scan = 1'h0;
-  reg [3:0] finder_x;
-  reg frame_busy = 1'h0;
+  reg [5:0] cy = 6'h00;
+  input [5:0] done_rows;
+  wire [5:0] done_rows;
+  reg eof_pend = 1'h0;
+  input eof_seen;
+  wire eof_seen;
+  input error;
+  wire error;
+  reg [4:0] f_row = 5'h00;
+  input frame_reset;
   wire frame_reset;
-  reg gi = 1'h0;
-  (* init = 1'h0 *)
-  wire go1;
-  reg has_last = 1'h0;
-  reg [3:0] height_m1 = 4'h0;
-  reg last1 = 1'h0;
-  reg last2 = 1'h0;
-  reg [3:0] last_x = 4'h0;
-  wire [5:0] lb_r__addr;
-  wire [31:0] lb_r__data;
-  wire lb_r__en;
-  reg loaded = 1'h0;
-  wire [5:0] nx;
-  wire [5:0] ny;
-  wire open_;
-  reg [3:0] ox2 = 4'h0;
-  reg [3:0] ox3 = 4'h0;
-  reg [3:0] ox4 = 4'h0;
-  input [127:0] params__payload;
-  wire [127:0] params__payload;
-  output params__ready;
-  wire params__ready;
-  input params__valid;
-  wire params__valid;
-  reg [18:0] part2_0 = 19'h00000;
-  reg [18:0] part2_1 = 19'h00000;
-  reg [18:0] part2_2 = 19'h00000;
-  reg [18:0] part2_3 = 19'h00000;
-  reg [1:0] pcount = 2'h0;
-  wire permit;
-  wire pf_take;
-  reg pf_taps = 1'h0;
-  reg pf_valid = 1'h0;
-  reg [18:0] psum_bias_0 = 19'h00000;
-  reg [18:0] psum_bias_1 = 19'h00000;
-  reg [18:0] psum_bias_2 = 19'h00000;
-  reg [18:0] psum_bias_3 = 19'h00000;
-  wire rem_rest;
-  reg [34:0] requant_0 = 35'h000000000;
-  reg [34:0] requant_1 = 35'h000000000;
-  reg [34:0] requant_2 = 35'h000000000;
-  reg [34:0] requant_3 = 35'h000000000;
-  wire row_ready;
-  reg [4:0] row_tag_0 = 5'h1f;
-  reg [4:0] row_tag_1 = 5'h1f;
-  wire rows_over;
+  input has_last;
+  wire has_last;
+  wire [18:0] head;
+  wire \head.eof ;
+  wire \head.error ;
+  wire [3:0] \head.ox ;
+  wire [3:0] \head.oy ;
+  wire [8:0] \head.taps ;
+  input [3:0] last_y;
+  wire [3:0] last_y;
+  reg [5:0] need = 6'h02;
+  reg nz = 1'h0;
+  wire [18:0] qp;
+  wire \qp.eof ;
+  wire \qp.error ;
+  wire [3:0] \qp.ox ;
+  wire [3:0] \qp.oy ;
+  wire [8:0] \qp.taps ;
+  wire [18:0] r_data;
+  input r_en;
+  wire r_en;
+  wire r_rdy;
+  wire [15:0] rest_oh;
+  output [3:0] row;
+  wire [3:0] row;
+  wire [5:0] row_0;
+  wire [5:0] row_1;
+  wire [5:0] row_2;
   input rst;
   wire rst;
-  reg s_gi = 1'h0;
-  reg s_go = 1'h0;
-  reg [3:0] s_ox = 4'h0;
-  reg s_rem = 1'h0;
-  reg [15:0] scale3_0 = 16'h0000;
-  reg [15:0] scale3_1 = 16'h0000;
-  reg [15:0] scale3_2 = 16'h0000;
-  reg [15:0] scale3_3 = 16'h0000;
-  wire send_eof;
-  wire [18:0] shifted_0;
-  wire [18:0] shifted_1;
-  wire [18:0] shifted_2;
-  wire [18:0] shifted_3;
-  wire site_done;
+  reg [3:0] sel_0 = 4'h0;
+  reg [3:0] sel_1 = 4'h0;
+  reg [3:0] sel_2 = 4'h0;
+  wire [3:0] site_x;
+  output [18:0] sites__payload;
+  wire [18:0] sites__payload;
+  wire \sites__payload.eof ;
+  wire \sites__payload.error ;
+  wire [3:0] \sites__payload.ox ;
+  wire [3:0] \sites__payload.oy ;
+  wire [8:0] \sites__payload.taps ;
+  wire sites__ready;
+  output sites__valid;
+  wire sites__valid;
+  reg [2:0] state = 3'h0;
+  input [19:0] tags;
+  wire [19:0] tags;
+  wire [4:0] \tags[0] ;
+  wire [4:0] \tags[1] ;
+  wire [4:0] \tags[2] ;
+  wire [4:0] \tags[3] ;
+  reg [18:0] w_data;
+  wire w_en;
+  wire w_rdy;
+  reg [15:0] win_0 = 16'h0000;
+  reg [15:0] win_1 = 16'h0000;
+  reg [15:0] win_2 = 16'h0000;
+  assign \$473  = ! nz;
+  assign \$474  = ~ \$signal$62 ;
+  assign \$475  = \$473  & \$474 ;
+  assign \$476  = ~ \$signal$57 ;
+  assign \$477  = \$475  & \$476 ;
+  assign \$478  = ~ \$signal$50 ;
+  assign \$479  = \$477  & \$478 ;
+  assign \$480  = ~ b_v;
+  assign \$481  = \$479  & \$480 ;
+  assign \$482  = f_row + 1'h1;
+  assign \$483  = cy + 1'h1;
+  assign \$484  = need + 1'h1;
+  always @(posedge clk)
+    sel_0 <= \$485 ;
+  always @(posedge clk)
+    win_0 <= \$486 ;
+  always @(posedge clk)
+    sel_1 <= \$487 ;
+  always @(posedge clk)
+    win_1 <= \$488 ;
+  always @(posedge clk)
+    sel_2 <= \$489 ;
+  always @(posedge clk)
+    win_2 <= \$490 ;
+  always @(posedge clk)
+    eof_pend <= \$491 ;
+  always @(posedge clk)
+    \$signal$15  <= \$492 ;
+  always @(posedge clk)
+    \$signal  <= \$493 ;
+  always @(posedge clk)
+    \$like  <= \$494 ;
+  always @(posedge clk)
+    \$signal$17  <= \$495 ;
+  always @(posedge clk)
+    c1_win_0 <= \$496 ;
+  always @(posedge clk)
+    c1_win_1 <= \$497 ;
+  always @(posedge clk)
+    c1_win_2 <= \$498 ;
+  always @(posedge clk)
+    \$signal$45  <= \$499 ;
+  always @(posedge clk)
+    b_rest <= \$500 ;
+  always @(posedge clk)
+    b_v <= \$501 ;
+  always @(posedge clk)
+    b_ci <= \$502 ;
+  always @(posedge clk)
+    b_win_0 <= \$503 ;
+  always @(posedge clk)
+    b_win_1 <= \$504 ;
+  always @(posedge clk)
+    b_win_2 <= \$505 ;
+  always @(posedge clk)
+    \$signal$50  <= \$506 ;
+  always @(posedge clk)
+    \$signal$51  <= \$507 ;
+  always @(posedge clk)
+    \$signal$52  <= \$508 ;
+  always @(posedge clk)
+    \$like$53  <= \$509 ;
+  always @(posedge clk)
+    a3_win_0 <= \$510 ;
+  always @(posedge clk)
+    a3_win_1 <= \$511 ;
+  always @(posedge clk)
+    a3_win_2 <= \$512 ;
+  always @(posedge clk)
+    \$signal$57  <= \$513 ;
+  always @(posedge clk)
+    a2_ci <= \$514 ;
+  always @(posedge clk)
+    a2_bits <= \$515 ;
+  always @(posedge clk)
+    a2_win_0 <= \$516 ;
+  always @(posedge clk)
+    a2_win_1 <= \$517 ;
+  always @(posedge clk)
+    a2_win_2 <= \$518 ;
+  always @(posedge clk)
+    \$signal$62  <= \$519 ;
+  always @(posedge clk)
+    \$signal$63  <= \$520 ;
+  always @(posedge clk)
+    nz <= \$521 ;
+  always @(posedge clk)
+    state <= \$522 ;
+  always @(posedge clk)
+    centre <= \$523 ;
+  always @(posedge clk)
+    f_row <= \$524 ;
+  always @(posedge clk)
+    cy <= \$525 ;
+  always @(posedge clk)
+    need <= \$526 ;
+  assign \$1  = cy + 8'hff;
+  assign \$2  = cy + 1'h0;
+  assign \$3  = cy + 1'h1;
+  assign \$4  = \$signal [1] | \$signal [3];
+  assign \$5  = \$4  | \$signal [5];
+  assign \$6  = \$5  | \$signal [7];
+  assign \$7  = \$6  | \$signal [9];
+  assign \$8  = \$7  | \$signal [11];
+  assign \$9  = \$8  | \$signal [13];
+  assign \$10  = \$9  | \$signal [15];
+  assign \$11  = \$signal [2] | \$signal [3];
+  assign \$12  = \$11  | \$signal [6];
+  assign \$13  = \$12  | \$signal [7];
+  assign \$14  = \$13  | \$signal [10];
+  assign \$15  = \$14  | \$signal [11];
+  assign \$16  = \$15  | \$signal [14];
+  assign \$17  = \$16  | \$signal [15];
+  assign \$18  = \$signal [4] | \$signal [5];
+  assign \$19  = \$18  | \$signal [6];
+  assign \$20  = \$19  | \$signal [7];
+  assign \$21  = \$20  | \$signal [12];
+  assign \$22  = \$21  | \$signal [13];
+  assign \$23  = \$22  | \$signal [14];
+  assign \$24  = \$23  | \$signal [15];
+  assign \$25  = \$signal [8] | \$signal [9];
+  assign \$26  = \$25  | \$signal [10];
+  assign \$27  = \$26  | \$signal [11];
+  assign \$28  = \$27  | \$signal [12];
+  assign \$29  = \$28  | \$signal [13];
+  assign \$30  = \$29  | \$signal [14];
+  assign \$31  = \$30  | \$signal [15];
+  assign w_en = \$signal$15  | eof_pend;
+  assign \$32  = \$signal [0] & c1_win_0[0];
+  assign \$33  = \$signal [1] & c1_win_0[1];
+  assign \$34  = \$32  | \$33 ;
+  assign \$35  = \$signal [2] & c1_win_0[2];
+  assign \$36  = \$34  | \$35 ;
+  assign \$37  = \$signal [3] & c1_win_0[3];
+  assign \$38  = \$36  | \$37 ;
+  assign \$39  = \$signal [4] & c1_win_0[4];
+  assign \$40  = \$38  | \$39 ;
+  assign \$41  = \$signal [5] & c1_win_0[5];
+  assign \$42  = \$40  | \$41 ;
+  assign \$43  = \$signal [6] & c1_win_0[6];
+  assign \$44  = \$42  | \$43 ;
+  assign \$45  = \$signal [7] & c1_win_0[7];
+  assign \$46  = \$44  | \$45 ;
+  assign \$47  = \$signal [8] & c1_win_0[8];
+  assign \$48  = \$46  | \$47 ;
+  assign \$49  = \$signal [9] & c1_win_0[9];
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = \$signal [10] & c1_win_0[10];
+  assign \$52  = \$50  | \$51 ;
+  assign \$53  = \$signal [11] & c1_win_0[11];
+  assign \$54  = \$52  | \$53 ;
+  assign \$55  = \$signal [12] & c1_win_0[12];
+  assign \$56  = \$54  | \$55 ;
+  assign \$57  = \$signal [13] & c1_win_0[13];
+  assign \$58  = \$56  | \$57 ;
+  assign \$59  = \$signal [14] & c1_win_0[14];
+  assign \$60  = \$58  | \$59 ;
+  assign \$61  = \$signal [15] & c1_win_0[15];
+  assign \$62  = \$60  | \$61 ;
+  assign \$63  = \$signal [0] & c1_win_0[1];
+  assign \$64  = \$signal [1] & c1_win_0[2];
+  assign \$65  = \$63  | \$64 ;
+  assign \$66  = \$signal [2] & c1_win_0[3];
+  assign \$67  = \$65  | \$66 ;
+  assign \$68  = \$signal [3] & c1_win_0[4];
+  assign \$69  = \$67  | \$68 ;
+  assign \$70  = \$signal [4] & c1_win_0[5];
+  assign \$71  = \$69  | \$70 ;
+  assign \$72  = \$signal [5] & c1_win_0[6];
+  assign \$73  = \$71  | \$72 ;
+  assign \$74  = \$signal [6] & c1_win_0[7];
+  assign \$75  = \$73  | \$74 ;
+  assign \$76  = \$signal [7] & c1_win_0[8];
+  assign \$77  = \$75  | \$76 ;
+  assign \$78  = \$signal [8] & c1_win_0[9];
+  assign \$79  = \$77  | \$78 ;
+  assign \$80  = \$signal [9] & c1_win_0[10];
+  assign \$81  = \$79  | \$80 ;
+  assign \$82  = \$signal [10] & c1_win_0[11];
+  assign \$83  = \$81  | \$82 ;
+  assign \$84  = \$signal [11] & c1_win_0[12];
+  assign \$85  = \$83  | \$84 ;
+  assign \$86  = \$signal [12] & c1_win_0[13];
+  assign \$87  = \$85  | \$86 ;
+  assign \$88  = \$signal [13] & c1_win_0[14];
+  assign \$89  = \$87  | \$88 ;
+  assign \$90  = \$signal [14] & c1_win_0[15];
+  assign \$91  = \$89  | \$90 ;
+  assign \$92  = \$signal [15] & c1_win_0[16];
+  assign \$93  = \$91  | \$92 ;
+  assign \$94  = \$signal [0] & c1_win_0[2];
+  assign \$95  = \$signal [1] & c1_win_0[3];
+  assign \$96  = \$94  | \$95 ;
+  assign \$97  = \$signal [2] & c1_win_0[4];
+  assign \$98  = \$96  | \$97 ;
+  assign \$99  = \$signal [3] & c1_win_0[5];
+  assign \$100  = \$98  | \$99 ;
+  assign \$101  = \$signal [4] & c1_win_0[6];
+  assign \$102  = \$100  | \$101 ;
+  assign \$103  = \$signal [5] & c1_win_0[7];
+  assign \$104  = \$102  | \$103 ;
+  assign \$105  = \$signal [6] & c1_win_0[8];
+  assign \$106  = \$104  | \$105 ;
+  assign \$107  = \$signal [7] & c1_win_0[9];
+  assign \$108  = \$106  | \$107 ;
+  assign \$109  = \$signal [8] & c1_win_0[10];
+  assign \$110  = \$108  | \$109 ;
+  assign \$111  = \$signal [9] & c1_win_0[11];
+  assign \$112  = \$110  | \$111 ;
+  assign \$113  = \$signal [10] & c1_win_0[12];
+  assign \$114  = \$112  | \$113 ;
+  assign \$115  = \$signal [11] & c1_win_0[13];
+  assign \$116  = \$114  | \$115 ;
+  assign \$117  = \$signal [12] & c1_win_0[14];
+  assign \$118  = \$116  | \$117 ;
+  assign \$119  = \$signal [13] & c1_win_0[15];
+  assign \$120  = \$118  | \$119 ;
+  assign \$121  = \$signal [14] & c1_win_0[16];
+  assign \$122  = \$120  | \$121 ;
+  assign \$123  = \$signal [15] & c1_win_0[17];
+  assign \$124  = \$122  | \$123 ;
+  assign \$125  = \$signal [0] & c1_win_1[0];
+  assign \$126  = \$signal [1] & c1_win_1[1];
+  assign \$127  = \$125  | \$126 ;
+  assign \$128  = \$signal [2] & c1_win_1[2];
+  assign \$129  = \$127  | \$128 ;
+  assign \$130  = \$signal [3] & c1_win_1[3];
+  assign \$131  = \$129  | \$130 ;
+  assign \$132  = \$signal [4] & c1_win_1[4];
+  assign \$133  = \$131  | \$132 ;
+  assign \$134  = \$signal [5] & c1_win_1[5];
+  assign \$135  = \$133  | \$134 ;
+  assign \$136  = \$signal [6] & c1_win_1[6];
+  assign \$137  = \$135  | \$136 ;
+  assign \$138  = \$signal [7] & c1_win_1[7];
+  assign \$139  = \$137  | \$138 ;
+  assign \$140  = \$signal [8] & c1_win_1[8];
+  assign \$141  = \$139  | \$140 ;
+  assign \$142  = \$signal [9] & c1_win_1[9];
+  assign \$143  = \$141  | \$142 ;
+  assign \$144  = \$signal [10] & c1_win_1[10];
+  assign \$145  = \$143  | \$144 ;
+  assign \$146  = \$signal [11] & c1_win_1[11];
+  assign \$147  = \$145  | \$146 ;
+  assign \$148  = \$signal [12] & c1_win_1[12];
+  assign \$149  = \$147  | \$148 ;
+  assign \$150  = \$signal [13] & c1_win_1[13];
+  assign \$151  = \$149  | \$150 ;
+  assign \$152  = \$signal [14] & c1_win_1[14];
+  assign \$153  = \$151  | \$152 ;
+  assign \$154  = \$signal [15] & c1_win_1[15];
+  assign \$155  = \$153  | \$154 ;
+  assign \$156  = \$signal [0] & c1_win_1[1];
+  assign \$157  = \$signal [1] & c1_win_1[2];
+  assign \$158  = \$156  | \$157 ;
+  assign \$159  = \$signal [2] & c1_win_1[3];
+  assign \$160  = \$158  | \$159 ;
+  assign \$161  = \$signal [3] & c1_win_1[4];
+  assign \$162  = \$160  | \$161 ;
+  assign \$163  = \$signal [4] & c1_win_1[5];
+  assign \$164  = \$162  | \$163 ;
+  assign \$165  = \$signal [5] & c1_win_1[6];
+  assign \$166  = \$164  | \$165 ;
+  assign \$167  = \$signal [6] & c1_win_1[7];
+  assign \$168  = \$166  | \$167 ;
+  assign \$169  = \$signal [7] & c1_win_1[8];
+  assign \$170  = \$168  | \$169 ;
+  assign \$171  = \$signal [8] & c1_win_1[9];
+  assign \$172  = \$170  | \$171 ;
+  assign \$173  = \$signal [9] & c1_win_1[10];
+  assign \$174  = \$172  | \$173 ;
+  assign \$175  = \$signal [10] & c1_win_1[11];
+  assign \$176  = \$174  | \$175 ;
+  assign \$177  = \$signal [11] & c1_win_1[12];
+  assign \$178  = \$176  | \$177 ;
+  assign \$179  = \$signal [12] & c1_win_1[13];
+  assign \$180  = \$178  | \$179 ;
+  assign \$181  = \$signal [13] & c1_win_1[14];
+  assign \$182  = \$180  | \$181 ;
+  assign \$183  = \$signal [14] & c1_win_1[15];
+  assign \$184  = \$182  | \$183 ;
+  assign \$185  = \$signal [15] & c1_win_1[16];
+  assign \$186  = \$184  | \$185 ;
+  assign \$187  = \$signal [0] & c1_win_1[2];
+  assign \$188  = \$signal [1] & c1_win_1[3];
+  assign \$189  = \$187  | \$188 ;
+  assign \$190  = \$signal [2] & c1_win_1[4];
+  assign \$191  = \$189  | \$190 ;
+  assign \$192  = \$signal [3] & c1_win_1[5];
+  assign \$193  = \$191  | \$192 ;
+  assign \$194  = \$signal [4] & c1_win_1[6];
+  assign \$195  = \$193  | \$194 ;
+  assign \$196  = \$signal [5] & c1_win_1[7];
+  assign \$197  = \$195  | \$196 ;
+  assign \$198  = \$signal [6] & c1_win_1[8];
+  assign \$199  = \$197  | \$198 ;
+  assign \$200  = \$signal [7] & c1_win_1[9];
+  assign \$201  = \$199  | \$200 ;
+  assign \$202  = \$signal [8] & c1_win_1[10];
+  assign \$203  = \$201  | \$202 ;
+  assign \$204  = \$signal [9] & c1_win_1[11];
+  assign \$205  = \$203  | \$204 ;
+  assign \$206  = \$signal [10] & c1_win_1[12];
+  assign \$207  = \$205  | \$206 ;
+  assign \$208  = \$signal [11] & c1_win_1[13];
+  assign \$209  = \$207  | \$208 ;
+  assign \$210  = \$signal [12] & c1_win_1[14];
+  assign \$211  = \$209  | \$210 ;
+  assign \$212  = \$signal [13] & c1_win_1[15];
+  assign \$213  = \$211  | \$212 ;
+  assign \$214  = \$signal [14] & c1_win_1[16];
+  assign \$215  = \$213  | \$214 ;
+  assign \$216  = \$signal [15] & c1_win_1[17];
+  assign \$217  = \$215  | \$216 ;
+  assign \$218  = \$signal [0] & c1_win_2[0];
+  assign \$219  = \$signal [1] & c1_win_2[1];
+  assign \$220  = \$218  | \$219 ;
+  assign \$221  = \$signal [2] & c1_win_2[2];
+  assign \$222  = \$220  | \$221 ;
+  assign \$223  = \$signal [3] & c1_win_2[3];
+  assign \$224  = \$222  | \$223 ;
+  assign \$225  = \$signal [4] & c1_win_2[4];
+  assign \$226  = \$224  | \$225 ;
+  assign \$227  = \$signal [5] & c1_win_2[5];
+  assign \$228  = \$226  | \$227 ;
+  assign \$229  = \$signal [6] & c1_win_2[6];
+  assign \$230  = \$228  | \$229 ;
+  assign \$231  = \$signal [7] & c1_win_2[7];
+  assign \$232  = \$230  | \$231 ;
+  assign \$233  = \$signal [8] & c1_win_2[8];
+  assign \$234  = \$232  | \$233 ;
+  assign \$235  = \$signal [9] & c1_win_2[9];
+  assign \$236  = \$234  | \$235 ;
+  assign \$237  = \$signal [10] & c1_win_2[10];
+  assign \$238  = \$236  | \$237 ;
+  assign \$239  = \$signal [11] & c1_win_2[11];
+  assign \$240  = \$238  | \$239 ;
+  assign \$241  = \$signal [12] & c1_win_2[12];
+  assign \$242  = \$240  | \$241 ;
+  assign \$243  = \$signal [13] & c1_win_2[13];
+  assign \$244  = \$242  | \$243 ;
+  assign \$245  = \$signal [14] & c1_win_2[14];
+  assign \$246  = \$244  | \$245 ;
+  assign \$247  = \$signal [15] & c1_win_2[15];
+  assign \$248  = \$246  | \$247 ;
+  assign \$249  = \$signal [0] & c1_win_2[1];
+  assign \$250  = \$signal [1] & c1_win_2[2];
+  assign \$251  = \$249  | \$250 ;
+  assign \$252  = \$signal [2] & c1_win_2[3];
+  assign \$253  = \$251  | \$252 ;
+  assign \$254  = \$signal [3] & c1_win_2[4];
+  assign \$255  = \$253  | \$254 ;
+  assign \$256  = \$signal [4] & c1_win_2[5];
+  assign \$257  = \$255  | \$256 ;
+  assign \$258  = \$signal [5] & c1_win_2[6];
+  assign \$259  = \$257  | \$258 ;
+  assign \$260  = \$signal [6] & c1_win_2[7];
+  assign \$261  = \$259  | \$260 ;
+  assign \$262  = \$signal [7] & c1_win_2[8];
+  assign \$263  = \$261  | \$262 ;
+  assign \$264  = \$signal [8] & c1_win_2[9];
+  assign \$265  = \$263  | \$264 ;
+  assign \$266  = \$signal [9] & c1_win_2[10];
+  assign \$267  = \$265  | \$266 ;
+  assign \$268  = \$signal [10] & c1_win_2[11];
+  assign \$269  = \$267  | \$268 ;
+  assign \$270  = \$signal [11] & c1_win_2[12];
+  assign \$271  = \$269  | \$270 ;
+  assign \$272  = \$signal [12] & c1_win_2[13];
+  assign \$273  = \$271  | \$272 ;
+  assign \$274  = \$signal [13] & c1_win_2[14];
+  assign \$275  = \$273  | \$274 ;
+  assign \$276  = \$signal [14] & c1_win_2[15];
+  assign \$277  = \$275  | \$276 ;
+  assign \$278  = \$signal [15] & c1_win_2[16];
+  assign \$279  = \$277  | \$278 ;
+  assign \$280  = \$signal [0] & c1_win_2[2];
+  assign \$281  = \$signal [1] & c1_win_2[3];
+  assign \$282  = \$280  | \$281 ;
+  assign \$283  = \$signal [2] & c1_win_2[4];
+  assign \$284  = \$282  | \$283 ;
+  assign \$285  = \$signal [3] & c1_win_2[5];
+  assign \$286  = \$284  | \$285 ;
+  assign \$287  = \$signal [4] & c1_win_2[6];
+  assign \$288  = \$286  | \$287 ;
+  assign \$289  = \$signal [5] & c1_win_2[7];
+  assign \$290  = \$288  | \$289 ;
+  assign \$291  = \$signal [6] & c1_win_2[8];
+  assign \$292  = \$290  | \$291 ;
+  assign \$293  = \$signal [7] & c1_win_2[9];
+  assign \$294  = \$292  | \$293 ;
+  assign \$295  = \$signal [8] & c1_win_2[10];
+  assign \$296  = \$294  | \$295 ;
+  assign \$297  = \$signal [9] & c1_win_2[11];
+  assign \$298  = \$296  | \$297 ;
+  assign \$299  = \$signal [10] & c1_win_2[12];
+  assign \$300  = \$298  | \$299 ;
+  assign \$301  = \$signal [11] & c1_win_2[13];
+  assign \$302  = \$300  | \$301 ;
+  assign \$303  = \$signal [12] & c1_win_2[14];
+  assign \$304  = \$302  | \$303 ;
+  assign \$305  = \$signal [13] & c1_win_2[15];
+  assign \$306  = \$304  | \$305 ;
+  assign \$307  = \$signal [14] & c1_win_2[16];
+  assign \$308  = \$306  | \$307 ;
+  assign \$309  = \$signal [15] & c1_win_2[17];
+  assign \$310  = \$308  | \$309 ;
+  assign \$311  = ~ b_rest;
+  assign \$312  = \$311  + 1'h1;
+  assign \$313  = { 1'h0, b_rest } & \$312 ;
+  assign \$314  = ~ a2_bits;
+  assign \$315  = \$314  + 1'h1;
+  assign \$316  = { 1'h0, a2_bits } & \$315 ;
+  assign \$317  = ~ nz;
+  assign \$318  = \$317  + 1'h1;
+  assign \$319  = { 1'h0, nz } & \$318 ;
+  assign \$320  = \$signal$15  ? { 1'h0, \$signal$17  } : f_row;
+  assign \$321  = sites__valid ? { 1'h0, sites__payload[3:0] } : \$320 ;
+  assign \$322  = state == 1'h1;
+  assign \$323  = ! \$1 [1:0];
+  assign \$324  = tags[4:0] == \$1 [5:0];
+  assign \$325  = \$323  & \$324 ;
+  assign \$326  = | cy;
+  assign \$327  = \$325  & \$326 ;
+  assign \$328  = state == 1'h1;
+  assign \$329  = \$1 [1:0] == 1'h1;
+  assign \$330  = tags[9:5] == \$1 [5:0];
+  assign \$331  = \$329  & \$330 ;
+  assign \$332  = | cy;
+  assign \$333  = \$331  & \$332 ;
+  assign \$334  = state == 1'h1;
+  assign \$335  = \$1 [1:0] == 2'h2;
+  assign \$336  = tags[14:10] == \$1 [5:0];
+  assign \$337  = \$335  & \$336 ;
+  assign \$338  = | cy;
+  assign \$339  = \$337  & \$338 ;
+  assign \$340  = state == 1'h1;
+  assign \$341  = \$1 [1:0] == 2'h3;
+  assign \$342  = tags[19:15] == \$1 [5:0];
+  assign \$343  = \$341  & \$342 ;
+  assign \$344  = | cy;
+  assign \$345  = \$343  & \$344 ;
+  assign \$346  = state == 2'h2;
+  assign \$347  = sel_0[0] ? bitmaps[15:0] : 16'h0000;
+  assign \$348  = sel_0[1] ? bitmaps[31:16] : 16'h0000;
+  assign \$349  = \$347  | \$348 ;
+  assign \$350  = sel_0[2] ? bitmaps[47:32] : 16'h0000;
+  assign \$351  = \$349  | \$350 ;
+  assign \$352  = sel_0[3] ? bitmaps[63:48] : 16'h0000;
+  assign \$353  = \$351  | \$352 ;
+  assign \$354  = state == 1'h1;
+  assign \$355  = ! \$2 [1:0];
+  assign \$356  = tags[4:0] == \$2 [5:0];
+  assign \$357  = \$355  & \$356 ;
+  assign \$358  = state == 1'h1;
+  assign \$359  = \$2 [1:0] == 1'h1;
+  assign \$360  = tags[9:5] == \$2 [5:0];
+  assign \$361  = \$359  & \$360 ;
+  assign \$362  = state == 1'h1;
+  assign \$363  = \$2 [1:0] == 2'h2;
+  assign \$364  = tags[14:10] == \$2 [5:0];
+  assign \$365  = \$363  & \$364 ;
+  assign \$366  = state == 1'h1;
+  assign \$367  = \$2 [1:0] == 2'h3;
+  assign \$368  = tags[19:15] == \$2 [5:0];
+  assign \$369  = \$367  & \$368 ;
+  assign \$370  = state == 2'h2;
+  assign \$371  = sel_1[0] ? bitmaps[15:0] : 16'h0000;
+  assign \$372  = sel_1[1] ? bitmaps[31:16] : 16'h0000;
+  assign \$373  = \$371  | \$372 ;
+  assign \$374  = sel_1[2] ? bitmaps[47:32] : 16'h0000;
+  assign \$375  = \$373  | \$374 ;
+  assign \$376  = sel_1[3] ? bitmaps[63:48] : 16'h0000;
+  assign \$377  = \$375  | \$376 ;
+  assign \$378  = state == 1'h1;
+  assign \$379  = ! \$3 [1:0];
+  assign \$380  = tags[4:0] == \$3 [5:0];
+  assign \$381  = \$379  & \$380 ;
+  assign \$382  = state == 1'h1;
+  assign \$383  = \$3 [1:0] == 1'h1;
+  assign \$384  = tags[9:5] == \$3 [5:0];
+  assign \$385  = \$383  & \$384 ;
+  assign \$386  = state == 1'h1;
+  assign \$387  = \$3 [1:0] == 2'h2;
+  assign \$388  = tags[14:10] == \$3 [5:0];
+  assign \$389  = \$387  & \$388 ;
+  assign \$390  = state == 1'h1;
+  assign \$391  = \$3 [1:0] == 2'h3;
+  assign \$392  = tags[19:15] == \$3 [5:0];
+  assign \$393  = \$391  & \$392 ;
+  assign \$394  = state == 2'h2;
+  assign \$395  = sel_2[0] ? bitmaps[15:0] : 16'h0000;
+  assign \$396  = sel_2[1] ? bitmaps[31:16] : 16'h0000;
+  assign \$397  = \$395  | \$396 ;
+  assign \$398  = sel_2[2] ? bitmaps[47:32] : 16'h0000;
+  assign \$399  = \$397  | \$398 ;
+  assign \$400  = sel_2[3] ? bitmaps[63:48] : 16'h0000;
+  assign \$401  = \$399  | \$400 ;
+  assign \$402  = ~ \$signal$15 ;
+  assign \$403  = eof_pend & \$402 ;
+  assign \$404  = \$403  & w_rdy;
+  assign \$405  = ~ \$signal$15 ;
+  assign \$406  = \$405  | w_rdy;
+  assign \$407  = ~ \$313 [15:0];
+  assign \$408  = b_rest & \$407 ;
+  assign \$409  = ~ \$signal$15 ;
+  assign \$410  = \$409  | w_rdy;
+  assign \$411  = ! b_rest;
+  assign \$412  = \$410  & \$411 ;
+  assign \$413  = \$signal$50  ? \$signal$52  : 16'h0000;
+  assign \$414  = ~ \$signal$50 ;
+  assign \$415  = ~ \$signal$15 ;
+  assign \$416  = \$415  | w_rdy;
+  assign \$417  = ! b_rest;
+  assign \$418  = \$416  & \$417 ;
+  assign \$419  = \$414  | \$418 ;
+  assign \$420  = ~ \$316 [15:0];
+  assign \$421  = a2_bits & \$420 ;
+  assign \$422  = ~ \$signal$50 ;
+  assign \$423  = ~ \$signal$15 ;
+  assign \$424  = \$423  | w_rdy;
+  assign \$425  = ! b_rest;
+  assign \$426  = \$424  & \$425 ;
+  assign \$427  = \$422  | \$426 ;
+  assign \$428  = ~ \$signal$57 ;
+  assign \$429  = ~ \$signal$50 ;
+  assign \$430  = ~ \$signal$15 ;
+  assign \$431  = \$430  | w_rdy;
+  assign \$432  = ! b_rest;
+  assign \$433  = \$431  & \$432 ;
+  assign \$434  = \$429  | \$433 ;
+  assign \$435  = \$428  | \$434 ;
+  assign \$436  = \$435  & \$signal$62 ;
+  assign \$437  = \$signal$63  ? centre : 16'h0000;
+  assign \$438  = \$signal$63  ? { 1'h0, win_0, 1'h0 } : 18'h00000;
+  assign \$439  = \$signal$63  ? { 1'h0, win_1, 1'h0 } : 18'h00000;
+  assign \$440  = \$signal$63  ? { 1'h0, win_2, 1'h0 } : 18'h00000;
+  assign \$441  = ~ \$signal$57 ;
+  assign \$442  = ~ \$signal$50 ;
+  assign \$443  = ~ \$signal$15 ;
+  assign \$444  = \$443  | w_rdy;
+  assign \$445  = ! b_rest;
+  assign \$446  = \$444  & \$445 ;
+  assign \$447  = \$442  | \$446 ;
+  assign \$448  = \$441  | \$447 ;
+  assign \$449  = ~ \$signal$62 ;
+  assign \$450  = ~ \$signal$57 ;
+  assign \$451  = ~ \$signal$50 ;
+  assign \$452  = ~ \$signal$15 ;
+  assign \$453  = \$452  | w_rdy;
+  assign \$454  = ! b_rest;
+  assign \$455  = \$453  & \$454 ;
+  assign \$456  = \$451  | \$455 ;
+  assign \$457  = \$450  | \$456 ;
+  assign \$458  = \$449  | \$457 ;
+  assign \$460  = \$458  & \$459 ;
+  assign \$461  = state == 3'h4;
+  assign \$462  = \$460  & \$461 ;
+  assign \$463  = ~ \$319 [0];
+  assign \$464  = nz & \$463 ;
+  assign \$465  = ~ has_last;
+  assign \$466  = f_row > last_y;
+  assign \$467  = \$465  | \$466 ;
+  assign \$468  = eof_seen & \$467 ;
+  assign \$469  = done_rows >= need;
+  assign \$470  = eof_seen | \$469 ;
+  assign \$471  = ~ eof_pend;
+  assign \$472  = | win_1;
+  \top.layer1.finder.queue  queue (
+    .clk(clk),
+    .r_data(sites__payload),
+    .r_en(r_en),
+    .r_rdy(sites__valid),
+    .rst(rst),
+    .w_en(w_en),
+    .w_port__data(w_data),
+    .w_rdy(w_rdy)
+  );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    w_data = 19'h00000;
+    (* full_case = 32'd1 *)
+    if (\$signal$15 ) begin
+      w_data[3:0] = \$signal$17 ;
+      w_data[7:4] = { \$31 , \$24 , \$17 , \$10  };
+      w_data[16:8] = { \$310 , \$279 , \$248 , \$217 , \$186 , \$155 , \$124 , \$93 , \$62  };
+    end else begin
+      w_data[17] = 1'h1;
+      w_data[18] = error;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$485  = sel_0;
+    if (\$322 ) begin
+      \$485 [0] = \$327 ;
+    end
+    if (\$328 ) begin
+      \$485 [1] = \$333 ;
+    end
+    if (\$334 ) begin
+      \$485 [2] = \$339 ;
+    end
+    if (\$340 ) begin
+      \$485 [3] = \$345 ;
+    end
+    if (rst) begin
+      \$485  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$486  = win_0;
+    if (\$346 ) begin
+      \$486  = \$353 ;
+    end
+    if (rst) begin
+      \$486  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$487  = sel_1;
+    if (\$354 ) begin
+      \$487 [0] = \$357 ;
+    end
+    if (\$358 ) begin
+      \$487 [1] = \$361 ;
+    end
+    if (\$362 ) begin
+      \$487 [2] = \$365 ;
+    end
+    if (\$366 ) begin
+      \$487 [3] = \$369 ;
+    end
+    if (rst) begin
+      \$487  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$488  = win_1;
+    if (\$370 ) begin
+      \$488  = \$377 ;
+    end
+    if (rst) begin
+      \$488  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$489  = sel_2;
+    if (\$378 ) begin
+      \$489 [0] = \$381 ;
+    end
+    if (\$382 ) begin
+      \$489 [1] = \$385 ;
+    end
+    if (\$386 ) begin
+      \$489 [2] = \$389 ;
+    end
+    if (\$390 ) begin
+      \$489 [3] = \$393 ;
+    end
+    if (rst) begin
+      \$489  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$490  = win_2;
+    if (\$394 ) begin
+      \$490  = \$401 ;
+    end
+    if (rst) begin
+      \$490  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$491  = eof_pend;
+    if (\$404 ) begin
+      \$491  = 1'h0;
+    end
+    casez (state)
+      3'h0:
+          if (\$468 ) begin
+            if (\$471 ) begin
+              \$491  = 1'h1;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$491  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$492  = \$signal$15 ;
+    if (\$406 ) begin
+      \$492  = b_v;
+    end
+    if (rst) begin
+      \$492  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$493  = \$signal ;
+    if (\$406 ) begin
+      \$493  = \$signal$45 ;
+    end
+    if (rst) begin
+      \$493  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$494  = \$like ;
+    if (\$406 ) begin
+      \$494  = b_ci;
+    end
+    if (rst) begin
+      \$494  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$495  = \$signal$17 ;
+    if (\$406 ) begin
+      \$495  = f_row[3:0];
+    end
+    if (rst) begin
+      \$495  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$496  = c1_win_0;
+    if (\$406 ) begin
+      \$496  = b_win_0;
+    end
+    if (rst) begin
+      \$496  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$497  = c1_win_1;
+    if (\$406 ) begin
+      \$497  = b_win_1;
+    end
+    if (rst) begin
+      \$497  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$498  = c1_win_2;
+    if (\$406 ) begin
+      \$498  = b_win_2;
+    end
+    if (rst) begin
+      \$498  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$499  = \$signal$45 ;
+    if (\$406 ) begin
+      \$499  = \$313 [15:0];
+    end
+    if (\$412 ) begin
+      \$499  = \$signal$51 ;
+    end
+    if (rst) begin
+      \$499  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$500  = b_rest;
+    if (\$406 ) begin
+      \$500  = \$408 ;
+    end
+    if (\$412 ) begin
+      \$500  = \$413 ;
+    end
+    if (rst) begin
+      \$500  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$501  = b_v;
+    if (\$412 ) begin
+      \$501  = \$signal$50 ;
+    end
+    if (rst) begin
+      \$501  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$502  = b_ci;
+    if (\$412 ) begin
+      \$502  = \$like$53 ;
+    end
+    if (rst) begin
+      \$502  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$503  = b_win_0;
+    if (\$412 ) begin
+      \$503  = a3_win_0;
+    end
+    if (rst) begin
+      \$503  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$504  = b_win_1;
+    if (\$412 ) begin
+      \$504  = a3_win_1;
+    end
+    if (rst) begin
+      \$504  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$505  = b_win_2;
+    if (\$412 ) begin
+      \$505  = a3_win_2;
+    end
+    if (rst) begin
+      \$505  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$506  = \$signal$50 ;
+    if (\$419 ) begin
+      \$506  = \$signal$57 ;
+    end
+    if (rst) begin
+      \$506  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$507  = \$signal$51 ;
+    if (\$419 ) begin
+      \$507  = \$316 [15:0];
+    end
+    if (rst) begin
+      \$507  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$508  = \$signal$52 ;
+    if (\$419 ) begin
+      \$508  = \$421 ;
+    end
+    if (rst) begin
+      \$508  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$509  = \$like$53 ;
+    if (\$419 ) begin
+      \$509  = a2_ci;
+    end
+    if (rst) begin
+      \$509  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$510  = a3_win_0;
+    if (\$419 ) begin
+      \$510  = a2_win_0;
+    end
+    if (rst) begin
+      \$510  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$511  = a3_win_1;
+    if (\$419 ) begin
+      \$511  = a2_win_1;
+    end
+    if (rst) begin
+      \$511  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$512  = a3_win_2;
+    if (\$419 ) begin
+      \$512  = a2_win_2;
+    end
+    if (rst) begin
+      \$512  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$513  = \$signal$57 ;
+    if (\$427 ) begin
+      \$513  = 1'h0;
+    end
+    if (\$436 ) begin
+      \$513  = 1'h1;
+    end
+    if (rst) begin
+      \$513  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$514  = a2_ci;
+    if (\$436 ) begin
+      \$514  = 1'h0;
+    end
+    if (rst) begin
+      \$514  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$515  = a2_bits;
+    if (\$436 ) begin
+      \$515  = \$437 ;
+    end
+    if (rst) begin
+      \$515  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$516  = a2_win_0;
+    if (\$436 ) begin
+      \$516  = \$438 ;
+    end
+    if (rst) begin
+      \$516  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$517  = a2_win_1;
+    if (\$436 ) begin
+      \$517  = \$439 ;
+    end
+    if (rst) begin
+      \$517  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$518  = a2_win_2;
+    if (\$436 ) begin
+      \$518  = \$440 ;
+    end
+    if (rst) begin
+      \$518  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$519  = \$signal$62 ;
+    if (\$448 ) begin
+      \$519  = 1'h0;
+    end
+    if (\$462 ) begin
+      \$519  = 1'h1;
+    end
+    if (rst) begin
+      \$519  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$520  = \$signal$63 ;
+    if (\$462 ) begin
+      \$520  = \$319 [0];
+    end
+    if (rst) begin
+      \$520  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$521  = nz;
+    if (\$462 ) begin
+      \$521  = \$464 ;
+    end
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          \$521  = \$472 ;
+    endcase
+    if (rst) begin
+      \$521  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$522  = state;
+    casez (state)
+      3'h0:
+          if (\$468 ) begin
+            if (\$471 ) begin
+              \$522  = 3'h5;
+            end
+          end else if (\$470 ) begin
+            \$522  = 3'h1;
+          end
+      3'h1:
+          \$522  = 3'h2;
+      3'h2:
+          \$522  = 3'h3;
+      3'h3:
+          \$522  = 3'h4;
+      3'h4:
+          if (\$481 ) begin
+            \$522  = 3'h0;
+          end
+    endcase
+    if (frame_reset) begin
+      \$522  = 3'h0;
+    end
+    if (rst) begin
+      \$522  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$523  = centre;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          \$523  = win_1;
+    endcase
+    if (rst) begin
+      \$523  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$524  = f_row;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$481 ) begin
+            \$524  = \$482 [4:0];
+          end
+    endcase
+    if (frame_reset) begin
+      \$524  = 5'h00;
+    end
+    if (rst) begin
+      \$524  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$525  = cy;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$481 ) begin
+            \$525  = \$483 [5:0];
+          end
+    endcase
+    if (frame_reset) begin
+      \$525  = 6'h00;
+    end
+    if (rst) begin
+      \$525  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$526  = need;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$481 ) begin
+            \$526  = \$484 [5:0];
+          end
+    endcase
+    if (frame_reset) begin
+      \$526  = 6'h02;
+    end
+    if (rst) begin
+      \$526  = 6'h02;
+    end
+  end
+  assign r_data = sites__payload;
+  assign sites__ready = r_en;
+  assign r_rdy = sites__valid;
+  assign row_0 = \$1 [5:0];
+  assign row_1 = \$2 [5:0];
+  assign row_2 = \$3 [5:0];
+  assign site_x = { \$31 , \$24 , \$17 , \$10  };
+  assign qp = w_data;
+  assign rest_oh = \$313 [15:0];
+  assign a2_oh = \$316 [15:0];
+  assign chunk_oh = \$319 [0];
+  assign head = sites__payload;
+  assign row = \$321 [3:0];
+  assign \sites__payload.oy  = sites__payload[3:0];
+  assign \sites__payload.ox  = sites__payload[7:4];
+  assign \sites__payload.taps  = sites__payload[16:8];
+  assign \sites__payload.eof  = sites__payload[17];
+  assign \sites__payload.error  = sites__payload[18];
+  assign \qp.oy  = w_data[3:0];
+  assign \qp.ox  = w_data[7:4];
+  assign \qp.taps  = w_data[16:8];
+  assign \qp.eof  = w_data[17];
+  assign \qp.error  = w_data[18];
+  assign \head.oy  = sites__payload[3:0];
+  assign \head.ox  = sites__payload[7:4];
+  assign \head.taps  = sites__payload[16:8];
+  assign \head.eof  = sites__payload[17];
+  assign \head.error  = sites__payload[18];
+  assign \tags[0]  = tags[4:0];
+  assign \tags[1]  = tags[9:5];
+  assign \tags[2]  = tags[14:10];
+  assign \tags[3]  = tags[19:15];
+  assign \bitmaps[0]  = bitmaps[15:0];
+  assign \bitmaps[1]  = bitmaps[31:16];
+  assign \bitmaps[2]  = bitmaps[47:32];
+  assign \bitmaps[3]  = bitmaps[63:48];
+  assign \$459  = nz;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [2:0] \$14 ;
+  reg \$15 ;
+  reg \$16 ;
+  reg [1:0] \$17 ;
+  wire [1:0] \$2 ;
+  wire \$3 ;
+  wire [1:0] \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire [2:0] \$9 ;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire consume;
+  reg [1:0] level = 2'h0;
+  (* init = 1'h0 *)
+  wire produce;
+  output [18:0] r_data;
+  wire [18:0] r_data;
+  input r_en;
+  wire r_en;
+  (* init = 2'h0 *)
+  wire [1:0] r_level;
+  reg r_port__addr = 1'h0;
+  wire [18:0] r_port__data;
+  output r_rdy;
+  wire r_rdy;
+  input rst;
+  wire rst;
+  wire [18:0] w_data;
+  input w_en;
+  wire w_en;
+  (* init = 2'h0 *)
+  wire [1:0] w_level;
+  reg w_port__addr = 1'h0;
+  input [18:0] w_port__data;
+  wire [18:0] w_port__data;
+  wire w_port__en;
+  output w_rdy;
+  wire w_rdy;
+  reg [18:0] storage [1:0];
+  initial begin
+    storage[0] = 19'h00000;
+    storage[1] = 19'h00000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  assign r_data = storage[r_port__addr];
+  assign w_rdy = level != 2'h2;
+  assign r_rdy = | level;
+  assign w_port__en = w_en & w_rdy;
+  assign \$1  = w_rdy & w_en;
+  assign \$2  = w_port__addr + 1'h1;
+  assign \$3  = r_rdy & r_en;
+  assign \$4  = r_port__addr + 1'h1;
+  assign \$5  = w_rdy & w_en;
+  assign \$6  = r_rdy & r_en;
+  assign \$7  = ~ \$6 ;
+  assign \$8  = \$5  & \$7 ;
+  assign \$9  = level + 1'h1;
+  assign \$10  = r_rdy & r_en;
+  assign \$11  = w_rdy & w_en;
+  assign \$12  = ~ \$11 ;
+  assign \$13  = \$10  & \$12 ;
+  assign \$14  = level - 1'h1;
+  always @(posedge clk)
+    w_port__addr <= \$15 ;
+  always @(posedge clk)
+    r_port__addr <= \$16 ;
+  always @(posedge clk)
+    level <= \$17 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$15  = w_port__addr;
+    if (\$1 ) begin
+      \$15  = \$2 [0];
+    end
+    if (rst) begin
+      \$15  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$16  = r_port__addr;
+    if (\$3 ) begin
+      \$16  = \$4 [0];
+    end
+    if (rst) begin
+      \$16  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$17  = level;
+    if (\$8 ) begin
+      \$17  = \$9 [1:0];
+    end
+    if (\$13 ) begin
+      \$17  = \$14 [1:0];
+    end
+    if (rst) begin
+      \$17  = 2'h0;
+    end
+  end
+  assign w_level = level;
+  assign r_level = level;
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, w_en, sites_in__payload, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, clk
+);
+  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  wire [30:0] \$30 ;
+  wire [30:0] \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire [1:0] \$34 ;
+  wire [1:0] \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
+  wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire [15:0] \$59 ;
+  wire \$6 ;
+  wire [15:0] \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [15:0] \$63 ;
+  wire [15:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire [15:0] \$67 ;
+  wire [15:0] \$68 ;
+  wire \$69 ;
+  wire \$7 ;
+  wire \$70 ;
+  wire [15:0] \$71 ;
+  wire [15:0] \$72 ;
+  reg \$73 ;
+  reg \$74 ;
+  reg [3:0] \$75 ;
+  reg [3:0] \$76 ;
+  reg [5:0] \$77 ;
+  reg \$78 ;
+  reg \$79 ;
+  wire \$8 ;
+  reg \$80 ;
+  reg \$81 ;
+  reg \$82 ;
+  reg [3:0] \$83 ;
+  reg \$84 ;
+  reg \$85 ;
+  reg \$86 ;
+  reg [1:0] \$87 ;
+  reg [3:0] \$88 ;
+  reg [3:0] \$89 ;
+  wire \$9 ;
+  reg [6:0] \$90 ;
+  reg [31:0] \$91 ;
+  reg [15:0] \$92 ;
+  reg [4:0] \$93 ;
+  reg [15:0] \$94 ;
+  reg [4:0] \$95 ;
+  reg [15:0] \$96 ;
+  reg [4:0] \$97 ;
+  reg [15:0] \$98 ;
+  reg [4:0] \$99 ;
+  reg [3:0] \$signal  = 4'h0;
+  reg [3:0] \$signal$22  = 4'h0;
+  reg \$signal$36  = 1'h0;
+  (* init = 1'h0 *)
+  wire \$signal$44 ;
+  reg \$signal$55  = 1'h0;
+  wire bad;
+  wire [15:0] \bit ;
+  reg [15:0] bitmap_0 = 16'h0000;
+  reg [15:0] bitmap_1 = 16'h0000;
+  reg [15:0] bitmap_2 = 16'h0000;
+  reg [15:0] bitmap_3 = 16'h0000;
+  output [63:0] bitmaps;
+  wire [63:0] bitmaps;
+  wire [15:0] \bitmaps[0] ;
+  wire [15:0] \bitmaps[1] ;
+  wire [15:0] \bitmaps[2] ;
+  wire [15:0] \bitmaps[3] ;
+  output busy;
+  reg busy = 1'h0;
+  reg c_gi = 1'h0;
+  input clk;
+  wire clk;
+  output [5:0] done_rows;
+  reg [5:0] done_rows = 6'h00;
+  wire [45:0] entry;
+  wire \entry.bad ;
+  wire \entry.first ;
+  wire \entry.gi ;
+  wire \entry.last ;
+  wire [41:0] \entry.tok ;
+  wire [31:0] \entry.tok.data ;
+  wire [7:0] \entry.tok.data[0] ;
+  wire [7:0] \entry.tok.data[1] ;
+  wire [7:0] \entry.tok.data[2] ;
+  wire [7:0] \entry.tok.data[3] ;
+  wire \entry.tok.eof ;
+  wire \entry.tok.error ;
+  wire [3:0] \entry.tok.x ;
+  wire [3:0] \entry.tok.y ;
+  output eof_seen;
+  reg eof_seen = 1'h0;
+  output error;
+  reg error = 1'h0;
+  input frame_reset;
+  wire frame_reset;
+  wire [45:0] got;
+  wire \got.bad ;
+  wire \got.first ;
+  wire \got.gi ;
+  wire \got.last ;
+  wire [41:0] \got.tok ;
+  wire [31:0] \got.tok.data ;
+  wire [7:0] \got.tok.data[0] ;
+  wire [7:0] \got.tok.data[1] ;
+  wire [7:0] \got.tok.data[2] ;
+  wire [7:0] \got.tok.data[3] ;
+  wire \got.tok.eof ;
+  wire \got.tok.error ;
+  wire [3:0] \got.tok.x ;
+  wire [3:0] \got.tok.y ;
+  output has_last;
+  reg has_last = 1'h0;
+  input [3:0] height_m1;
+  wire [3:0] height_m1;
+  input hold;
+  wire hold;
+  output [3:0] last_y;
+  reg [3:0] last_y = 4'h0;
+  input loaded;
+  wire loaded;
+  wire open_;
+  input [5:0] permit_row;
+  wire [5:0] permit_row;
+  reg prev_any = 1'h0;
+  input [6:0] r_addr;
+  wire [6:0] r_addr;
+  wire [31:0] r_data;
+  wire [45:0] \r_data$26 ;
+  wire r_en;
+  wire r_rdy;
+  wire [6:0] rd_addr;
+  output [31:0] rd_data;
+  wire [31:0] rd_data;
+  reg [4:0] row_tag_0 = 5'h1f;
+  reg [4:0] row_tag_1 = 5'h1f;
+  reg [4:0] row_tag_2 = 5'h1f;
+  reg [4:0] row_tag_3 = 5'h1f;
+  input rst;
+  wire rst;
   input [41:0] sites_in__payload;
   wire [41:0] sites_in__payload;
   wire [31:0] \sites_in__payload.data ;
@@ -6646,8 +11274,4344 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   wire [3:0] \sites_in__payload.y ;
   output sites_in__ready;
   wire sites_in__ready;
+  wire sites_in__valid;
+  output [19:0] tags;
+  wire [19:0] tags;
+  wire [4:0] \tags[0] ;
+  wire [4:0] \tags[1] ;
+  wire [4:0] \tags[2] ;
+  wire [4:0] \tags[3] ;
+  wire take;
+  reg [6:0] w_addr = 7'h00;
+  (* init = 7'h00 *)
+  wire [6:0] \w_addr$40 ;
+  wire [45:0] w_data;
+  reg [31:0] \w_data$41  = 32'd0;
+  (* init = 32'd0 *)
+  wire [31:0] \w_data$42 ;
+  input w_en;
+  wire w_en;
+  reg \w_en$43  = 1'h0;
+  wire w_rdy;
+  reg w_set = 1'h0;
+  reg [1:0] w_slot = 2'h0;
+  reg [3:0] w_x = 4'h0;
+  reg [3:0] w_y = 4'h0;
+  input [3:0] width_m1;
+  wire [3:0] width_m1;
+  assign \$1  = ! c_gi;
+  assign \$3  = ~ sites_in__payload[40];
+  assign \$4  = ! c_gi;
+  assign \$5  = sites_in__payload[35:32] < \$signal ;
+  assign \$6  = sites_in__payload[35:32] == \$signal ;
+  assign \$7  = sites_in__payload[39:36] <= \$signal$22 ;
+  assign \$8  = \$6  & \$7 ;
+  assign \$9  = \$5  | \$8 ;
+  assign \$10  = prev_any & \$9 ;
+  assign \$11  = sites_in__payload[35:32] != \$signal ;
+  assign \$12  = sites_in__payload[39:36] != \$signal$22 ;
+  assign \$13  = \$11  | \$12 ;
+  assign \$14  = c_gi ? \$13  : \$10 ;
+  assign \$15  = \$3  & \$14 ;
+  assign \$16  = ~ got[40];
+  assign \$17  = \$16  & got[43];
+  assign \$18  = got[35:32] > height_m1;
+  assign \$19  = got[39:36] > width_m1;
+  assign \$20  = \$18  | \$19 ;
+  assign \$21  = \$17  & \$20 ;
+  assign bad = got[45] | \$21 ;
+  assign \$22  = ~ eof_seen;
+  assign \$23  = loaded & \$22 ;
+  assign \$24  = ~ hold;
+  assign open_ = \$23  & \$24 ;
+  assign \$25  = r_rdy & open_;
+  assign \$26  = \$signal$36  | got[40];
+  assign \$27  = \$26  | bad;
+  assign \$28  = got[35:32] < permit_row;
+  assign \$29  = \$27  | \$28 ;
+  assign take = \$25  & \$29 ;
+  assign \$30  = 1'h1 << w_x;
+  assign \$31  = w_set ? \$30  : 31'h00000000;
+  assign \$32  = w_en & sites_in__ready;
+  assign \$34  = c_gi + 1'h1;
+  assign \$35  = \$33  ? 2'h0 : \$34 ;
+  assign \$37  = r_rdy & open_;
+  assign \$38  = ~ got[40];
+  assign \$39  = \$37  & \$38 ;
+  assign \$40  = \$39  & got[43];
+  assign \$41  = ~ bad;
+  assign \$42  = \$40  & \$41 ;
+  assign \$43  = ~ \$signal$36 ;
+  assign \$44  = \$42  & \$43 ;
+  assign \$45  = ~ got[43];
+  assign \$46  = \$45  | got[41];
+  assign \$47  = ~ got[40];
+  assign \$48  = take & \$47 ;
+  assign \$49  = ~ \$signal$36 ;
+  assign \$50  = \$48  & \$49 ;
+  assign \$51  = ~ bad;
+  assign \$52  = \$50  & \$51 ;
+  assign \$53  = ~ has_last;
+  assign \$54  = got[35:32] != last_y;
+  assign \$55  = \$53  | \$54 ;
+  assign \$56  = got[43] & \$55 ;
+  assign \$57  = ! w_slot;
+  assign \$58  = \w_en$43  & \$57 ;
+  assign \$59  = \$signal$55  ? 16'h0000 : bitmap_0;
+  assign \$60  = \$59  | \$31 [15:0];
+  assign \$61  = w_slot == 1'h1;
+  assign \$62  = \w_en$43  & \$61 ;
+  assign \$63  = \$signal$55  ? 16'h0000 : bitmap_1;
+  assign \$64  = \$63  | \$31 [15:0];
+  assign \$65  = w_slot == 2'h2;
+  assign \$66  = \w_en$43  & \$65 ;
+  assign \$67  = \$signal$55  ? 16'h0000 : bitmap_2;
+  assign \$68  = \$67  | \$31 [15:0];
+  assign \$69  = w_slot == 2'h3;
+  assign \$70  = \w_en$43  & \$69 ;
+  assign \$71  = \$signal$55  ? 16'h0000 : bitmap_3;
+  assign \$72  = \$71  | \$31 [15:0];
+  always @(posedge clk)
+    c_gi <= \$73 ;
+  always @(posedge clk)
+    prev_any <= \$74 ;
+  always @(posedge clk)
+    \$signal  <= \$75 ;
+  always @(posedge clk)
+    \$signal$22  <= \$76 ;
+  always @(posedge clk)
+    done_rows <= \$77 ;
+  always @(posedge clk)
+    busy <= \$78 ;
+  always @(posedge clk)
+    eof_seen <= \$79 ;
+  always @(posedge clk)
+    \$signal$36  <= \$80 ;
+  always @(posedge clk)
+    error <= \$81 ;
+  always @(posedge clk)
+    has_last <= \$82 ;
+  always @(posedge clk)
+    last_y <= \$83 ;
+  always @(posedge clk)
+    \w_en$43  <= \$84 ;
+  always @(posedge clk)
+    \$signal$55  <= \$85 ;
+  always @(posedge clk)
+    w_set <= \$86 ;
+  always @(posedge clk)
+    w_slot <= \$87 ;
+  always @(posedge clk)
+    w_x <= \$88 ;
+  always @(posedge clk)
+    w_y <= \$89 ;
+  always @(posedge clk)
+    w_addr <= \$90 ;
+  always @(posedge clk)
+    \w_data$41  <= \$91 ;
+  always @(posedge clk)
+    bitmap_0 <= \$92 ;
+  always @(posedge clk)
+    row_tag_0 <= \$93 ;
+  always @(posedge clk)
+    bitmap_1 <= \$94 ;
+  always @(posedge clk)
+    row_tag_1 <= \$95 ;
+  always @(posedge clk)
+    bitmap_2 <= \$96 ;
+  always @(posedge clk)
+    row_tag_2 <= \$97 ;
+  always @(posedge clk)
+    bitmap_3 <= \$98 ;
+  always @(posedge clk)
+    row_tag_3 <= \$99 ;
+  \top.layer1.line_buffer.mem  mem (
+    .clk(clk),
+    .r_data(rd_data),
+    .rd__addr(r_addr),
+    .rst(rst),
+    .w_addr(w_addr),
+    .w_data(\w_data$41 ),
+    .w_en(\w_en$43 )
+  );
+  \top.layer1.line_buffer.queue  queue (
+    .clk(clk),
+    .r_data(got),
+    .r_en(take),
+    .r_rdy(r_rdy),
+    .rst(rst),
+    .w_en(w_en),
+    .w_port__data(entry),
+    .w_rdy(sites_in__ready)
+  );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$73  = c_gi;
+    if (\$32 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[40]) begin
+        \$73  = 1'h0;
+      end else begin
+        \$73  = \$35 [0];
+      end
+    end
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$74  = prev_any;
+    if (\$32 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[40]) begin
+        \$74  = 1'h0;
+      end else begin
+        if (\$36 ) begin
+          \$74  = 1'h1;
+        end
+      end
+    end
+    if (rst) begin
+      \$74  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$75  = \$signal ;
+    if (\$32 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[40]) begin
+      end else begin
+        \$75  = sites_in__payload[35:32];
+      end
+    end
+    if (rst) begin
+      \$75  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$76  = \$signal$22 ;
+    if (\$32 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[40]) begin
+      end else begin
+        \$76  = sites_in__payload[39:36];
+      end
+    end
+    if (rst) begin
+      \$76  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$77  = done_rows;
+    if (\$44 ) begin
+      \$77  = { 2'h0, got[35:32] };
+    end
+    if (frame_reset) begin
+      \$77  = 6'h00;
+    end
+    if (rst) begin
+      \$77  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$78  = busy;
+    if (take) begin
+      \$78  = 1'h1;
+    end
+    if (frame_reset) begin
+      \$78  = 1'h0;
+    end
+    if (rst) begin
+      \$78  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$79  = eof_seen;
+    if (take) begin
+      if (got[40]) begin
+        \$79  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$79  = 1'h0;
+    end
+    if (rst) begin
+      \$79  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$80  = \$signal$36 ;
+    if (take) begin
+      if (got[40]) begin
+        \$80  = 1'h0;
+      end else if (\$signal$36 ) begin
+      end else if (bad) begin
+        \$80  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$80  = 1'h0;
+    end
+    if (rst) begin
+      \$80  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$81  = error;
+    if (take) begin
+      if (got[40]) begin
+        if (\$46 ) begin
+          \$81  = 1'h1;
+        end
+      end else if (\$signal$36 ) begin
+      end else if (bad) begin
+        \$81  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$81  = 1'h0;
+    end
+    if (rst) begin
+      \$81  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$82  = has_last;
+    if (take) begin
+      if (got[40]) begin
+      end else if (\$signal$36 ) begin
+      end else if (bad) begin
+      end else if (got[44]) begin
+        \$82  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$82  = 1'h0;
+    end
+    if (rst) begin
+      \$82  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$83  = last_y;
+    if (take) begin
+      if (got[40]) begin
+      end else if (\$signal$36 ) begin
+      end else if (bad) begin
+      end else if (got[44]) begin
+        \$83  = got[35:32];
+      end
+    end
+    if (rst) begin
+      \$83  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$84  = \$52 ;
+    if (rst) begin
+      \$84  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$85  = \$56 ;
+    if (rst) begin
+      \$85  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$86  = got[44];
+    if (rst) begin
+      \$86  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$87  = got[33:32];
+    if (rst) begin
+      \$87  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$88  = got[39:36];
+    if (rst) begin
+      \$88  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$89  = got[35:32];
+    if (rst) begin
+      \$89  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$90  = { got[33:32], got[39:36], got[42] };
+    if (rst) begin
+      \$90  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$91  = got[31:0];
+    if (rst) begin
+      \$91  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$92  = bitmap_0;
+    if (\$58 ) begin
+      \$92  = \$60 ;
+    end
+    if (rst) begin
+      \$92  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$93  = row_tag_0;
+    if (\$58 ) begin
+      if (\$signal$55 ) begin
+        \$93  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$93  = 5'h1f;
+    end
+    if (rst) begin
+      \$93  = 5'h1f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$94  = bitmap_1;
+    if (\$62 ) begin
+      \$94  = \$64 ;
+    end
+    if (rst) begin
+      \$94  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$95  = row_tag_1;
+    if (\$62 ) begin
+      if (\$signal$55 ) begin
+        \$95  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$95  = 5'h1f;
+    end
+    if (rst) begin
+      \$95  = 5'h1f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$96  = bitmap_2;
+    if (\$66 ) begin
+      \$96  = \$68 ;
+    end
+    if (rst) begin
+      \$96  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$97  = row_tag_2;
+    if (\$66 ) begin
+      if (\$signal$55 ) begin
+        \$97  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$97  = 5'h1f;
+    end
+    if (rst) begin
+      \$97  = 5'h1f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$98  = bitmap_3;
+    if (\$70 ) begin
+      \$98  = \$72 ;
+    end
+    if (rst) begin
+      \$98  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$99  = row_tag_3;
+    if (\$70 ) begin
+      if (\$signal$55 ) begin
+        \$99  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$99  = 5'h1f;
+    end
+    if (rst) begin
+      \$99  = 5'h1f;
+    end
+  end
+  assign rd_addr = r_addr;
+  assign r_data = rd_data;
+  assign sites_in__valid = w_en;
+  assign w_rdy = sites_in__ready;
+  assign w_data = entry;
+  assign \r_data$26  = got;
+  assign r_en = take;
+  assign \w_addr$40  = w_addr;
+  assign \w_data$42  = \w_data$41 ;
+  assign \$signal$44  = \w_en$43 ;
+  assign \bit  = \$31 [15:0];
+  assign \tags[0]  = tags[4:0];
+  assign \tags[1]  = tags[9:5];
+  assign \tags[2]  = tags[14:10];
+  assign \tags[3]  = tags[19:15];
+  assign \bitmaps[0]  = bitmaps[15:0];
+  assign \bitmaps[1]  = bitmaps[31:16];
+  assign \bitmaps[2]  = bitmaps[47:32];
+  assign \bitmaps[3]  = bitmaps[63:48];
+  assign \entry.tok  = entry[41:0];
+  assign \entry.tok.data  = entry[31:0];
+  assign \entry.tok.data[0]  = entry[7:0];
+  assign \entry.tok.data[1]  = entry[15:8];
+  assign \entry.tok.data[2]  = entry[23:16];
+  assign \entry.tok.data[3]  = entry[31:24];
+  assign \entry.tok.y  = entry[35:32];
+  assign \entry.tok.x  = entry[39:36];
+  assign \entry.tok.eof  = entry[40];
+  assign \entry.tok.error  = entry[41];
+  assign \entry.gi  = entry[42];
+  assign \entry.first  = entry[43];
+  assign \entry.last  = entry[44];
+  assign \entry.bad  = entry[45];
+  assign \sites_in__payload.data  = sites_in__payload[31:0];
+  assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
+  assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
+  assign \sites_in__payload.data[2]  = sites_in__payload[23:16];
+  assign \sites_in__payload.data[3]  = sites_in__payload[31:24];
+  assign \sites_in__payload.y  = sites_in__payload[35:32];
+  assign \sites_in__payload.x  = sites_in__payload[39:36];
+  assign \sites_in__payload.eof  = sites_in__payload[40];
+  assign \sites_in__payload.error  = sites_in__payload[41];
+  assign \got.tok  = got[41:0];
+  assign \got.tok.data  = got[31:0];
+  assign \got.tok.data[0]  = got[7:0];
+  assign \got.tok.data[1]  = got[15:8];
+  assign \got.tok.data[2]  = got[23:16];
+  assign \got.tok.data[3]  = got[31:24];
+  assign \got.tok.y  = got[35:32];
+  assign \got.tok.x  = got[39:36];
+  assign \got.tok.eof  = got[40];
+  assign \got.tok.error  = got[41];
+  assign \got.gi  = got[42];
+  assign \got.first  = got[43];
+  assign \got.last  = got[44];
+  assign \got.bad  = got[45];
+  assign entry[45] = \$15 ;
+  assign entry[44] = \$2 ;
+  assign entry[43] = \$1 ;
+  assign entry[42] = c_gi;
+  assign entry[41:0] = sites_in__payload;
+  assign bitmaps[63:48] = bitmap_3;
+  assign bitmaps[47:32] = bitmap_2;
+  assign bitmaps[31:16] = bitmap_1;
+  assign bitmaps[15:0] = bitmap_0;
+  assign tags[19:15] = row_tag_3;
+  assign tags[14:10] = row_tag_2;
+  assign tags[9:5] = row_tag_1;
+  assign tags[4:0] = row_tag_0;
+  assign \$2  = c_gi;
+  assign \$33  = c_gi;
+  assign \$36  = c_gi;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
+  reg [31:0] \$1 ;
+  wire [6:0] \$signature__addr ;
+  wire [31:0] \$signature__data ;
+  wire \$signature__en ;
+  input clk;
+  wire clk;
+  wire [6:0] r_addr;
+  output [31:0] r_data;
+  reg [31:0] r_data = 32'd0;
+  input [6:0] rd__addr;
+  wire [6:0] rd__addr;
+  wire [31:0] rd__data;
+  wire rd__en;
+  input rst;
+  wire rst;
+  input [6:0] w_addr;
+  wire [6:0] w_addr;
+  input [31:0] w_data;
+  wire [31:0] w_data;
+  input w_en;
+  wire w_en;
+  reg [31:0] mem [127:0];
+  initial begin
+    mem[0] = 32'd0;
+    mem[1] = 32'd0;
+    mem[2] = 32'd0;
+    mem[3] = 32'd0;
+    mem[4] = 32'd0;
+    mem[5] = 32'd0;
+    mem[6] = 32'd0;
+    mem[7] = 32'd0;
+    mem[8] = 32'd0;
+    mem[9] = 32'd0;
+    mem[10] = 32'd0;
+    mem[11] = 32'd0;
+    mem[12] = 32'd0;
+    mem[13] = 32'd0;
+    mem[14] = 32'd0;
+    mem[15] = 32'd0;
+    mem[16] = 32'd0;
+    mem[17] = 32'd0;
+    mem[18] = 32'd0;
+    mem[19] = 32'd0;
+    mem[20] = 32'd0;
+    mem[21] = 32'd0;
+    mem[22] = 32'd0;
+    mem[23] = 32'd0;
+    mem[24] = 32'd0;
+    mem[25] = 32'd0;
+    mem[26] = 32'd0;
+    mem[27] = 32'd0;
+    mem[28] = 32'd0;
+    mem[29] = 32'd0;
+    mem[30] = 32'd0;
+    mem[31] = 32'd0;
+    mem[32] = 32'd0;
+    mem[33] = 32'd0;
+    mem[34] = 32'd0;
+    mem[35] = 32'd0;
+    mem[36] = 32'd0;
+    mem[37] = 32'd0;
+    mem[38] = 32'd0;
+    mem[39] = 32'd0;
+    mem[40] = 32'd0;
+    mem[41] = 32'd0;
+    mem[42] = 32'd0;
+    mem[43] = 32'd0;
+    mem[44] = 32'd0;
+    mem[45] = 32'd0;
+    mem[46] = 32'd0;
+    mem[47] = 32'd0;
+    mem[48] = 32'd0;
+    mem[49] = 32'd0;
+    mem[50] = 32'd0;
+    mem[51] = 32'd0;
+    mem[52] = 32'd0;
+    mem[53] = 32'd0;
+    mem[54] = 32'd0;
+    mem[55] = 32'd0;
+    mem[56] = 32'd0;
+    mem[57] = 32'd0;
+    mem[58] = 32'd0;
+    mem[59] = 32'd0;
+    mem[60] = 32'd0;
+    mem[61] = 32'd0;
+    mem[62] = 32'd0;
+    mem[63] = 32'd0;
+    mem[64] = 32'd0;
+    mem[65] = 32'd0;
+    mem[66] = 32'd0;
+    mem[67] = 32'd0;
+    mem[68] = 32'd0;
+    mem[69] = 32'd0;
+    mem[70] = 32'd0;
+    mem[71] = 32'd0;
+    mem[72] = 32'd0;
+    mem[73] = 32'd0;
+    mem[74] = 32'd0;
+    mem[75] = 32'd0;
+    mem[76] = 32'd0;
+    mem[77] = 32'd0;
+    mem[78] = 32'd0;
+    mem[79] = 32'd0;
+    mem[80] = 32'd0;
+    mem[81] = 32'd0;
+    mem[82] = 32'd0;
+    mem[83] = 32'd0;
+    mem[84] = 32'd0;
+    mem[85] = 32'd0;
+    mem[86] = 32'd0;
+    mem[87] = 32'd0;
+    mem[88] = 32'd0;
+    mem[89] = 32'd0;
+    mem[90] = 32'd0;
+    mem[91] = 32'd0;
+    mem[92] = 32'd0;
+    mem[93] = 32'd0;
+    mem[94] = 32'd0;
+    mem[95] = 32'd0;
+    mem[96] = 32'd0;
+    mem[97] = 32'd0;
+    mem[98] = 32'd0;
+    mem[99] = 32'd0;
+    mem[100] = 32'd0;
+    mem[101] = 32'd0;
+    mem[102] = 32'd0;
+    mem[103] = 32'd0;
+    mem[104] = 32'd0;
+    mem[105] = 32'd0;
+    mem[106] = 32'd0;
+    mem[107] = 32'd0;
+    mem[108] = 32'd0;
+    mem[109] = 32'd0;
+    mem[110] = 32'd0;
+    mem[111] = 32'd0;
+    mem[112] = 32'd0;
+    mem[113] = 32'd0;
+    mem[114] = 32'd0;
+    mem[115] = 32'd0;
+    mem[116] = 32'd0;
+    mem[117] = 32'd0;
+    mem[118] = 32'd0;
+    mem[119] = 32'd0;
+    mem[120] = 32'd0;
+    mem[121] = 32'd0;
+    mem[122] = 32'd0;
+    mem[123] = 32'd0;
+    mem[124] = 32'd0;
+    mem[125] = 32'd0;
+    mem[126] = 32'd0;
+    mem[127] = 32'd0;
+  end
+  always @(posedge clk) begin
+    if (w_en)
+      mem[w_addr] <= w_data;
+  end
+  reg [31:0] _0_;
+  always @(posedge clk) begin
+    _0_ <= mem[rd__addr];
+  end
+  assign rd__data = _0_;
+  always @(posedge clk)
+    r_data <= \$1 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$1  = rd__data;
+    if (rst) begin
+      \$1  = 32'd0;
+    end
+  end
+  assign \$signature__addr  = w_addr;
+  assign \$signature__data  = w_data;
+  assign \$signature__en  = w_en;
+  assign r_addr = rd__addr;
+  assign rd__en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer1.line_buffer.queue (rst, r_en, w_rdy, r_rdy, r_data, w_en, w_port__data, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [2:0] \$14 ;
+  reg \$15 ;
+  reg \$16 ;
+  reg [1:0] \$17 ;
+  wire [1:0] \$2 ;
+  wire \$3 ;
+  wire [1:0] \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire [2:0] \$9 ;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire consume;
+  reg [1:0] level = 2'h0;
+  (* init = 1'h0 *)
+  wire produce;
+  output [45:0] r_data;
+  wire [45:0] r_data;
+  input r_en;
+  wire r_en;
+  (* init = 2'h0 *)
+  wire [1:0] r_level;
+  reg r_port__addr = 1'h0;
+  wire [45:0] r_port__data;
+  output r_rdy;
+  wire r_rdy;
+  input rst;
+  wire rst;
+  wire [45:0] w_data;
+  input w_en;
+  wire w_en;
+  (* init = 2'h0 *)
+  wire [1:0] w_level;
+  reg w_port__addr = 1'h0;
+  input [45:0] w_port__data;
+  wire [45:0] w_port__data;
+  wire w_port__en;
+  output w_rdy;
+  wire w_rdy;
+  reg [45:0] storage [1:0];
+  initial begin
+    storage[0] = 46'h000000000000;
+    storage[1] = 46'h000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  assign r_data = storage[r_port__addr];
+  assign w_rdy = level != 2'h2;
+  assign r_rdy = | level;
+  assign w_port__en = w_en & w_rdy;
+  assign \$1  = w_rdy & w_en;
+  assign \$2  = w_port__addr + 1'h1;
+  assign \$3  = r_rdy & r_en;
+  assign \$4  = r_port__addr + 1'h1;
+  assign \$5  = w_rdy & w_en;
+  assign \$6  = r_rdy & r_en;
+  assign \$7  = ~ \$6 ;
+  assign \$8  = \$5  & \$7 ;
+  assign \$9  = level + 1'h1;
+  assign \$10  = r_rdy & r_en;
+  assign \$11  = w_rdy & w_en;
+  assign \$12  = ~ \$11 ;
+  assign \$13  = \$10  & \$12 ;
+  assign \$14  = level - 1'h1;
+  always @(posedge clk)
+    w_port__addr <= \$15 ;
+  always @(posedge clk)
+    r_port__addr <= \$16 ;
+  always @(posedge clk)
+    level <= \$17 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$15  = w_port__addr;
+    if (\$1 ) begin
+      \$15  = \$2 [0];
+    end
+    if (rst) begin
+      \$15  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$16  = r_port__addr;
+    if (\$3 ) begin
+      \$16  = \$4 [0];
+    end
+    if (rst) begin
+      \$16  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$17  = level;
+    if (\$8 ) begin
+      \$17  = \$9 [1:0];
+    end
+    if (\$13 ) begin
+      \$17  = \$14 [1:0];
+    end
+    if (rst) begin
+      \$17  = 2'h0;
+    end
+  end
+  assign w_level = level;
+  assign r_level = level;
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
+  wire [15:0] \$1 ;
+  wire [15:0] \$10 ;
+  reg [21:0] \$100 ;
+  reg [21:0] \$101 ;
+  reg [21:0] \$102 ;
+  reg [13:0] \$103 ;
+  reg [13:0] \$104 ;
+  reg [13:0] \$105 ;
+  reg [13:0] \$106 ;
+  reg [21:0] \$107 ;
+  reg [21:0] \$108 ;
+  reg [21:0] \$109 ;
+  wire [15:0] \$11 ;
+  reg [21:0] \$110 ;
+  reg \$111 ;
+  reg [10:0] \$112 ;
+  wire [15:0] \$12 ;
+  wire [15:0] \$13 ;
+  wire [15:0] \$14 ;
+  wire [15:0] \$15 ;
+  wire [15:0] \$16 ;
+  wire [16:0] \$17 ;
+  wire [16:0] \$18 ;
+  wire [22:0] \$19 ;
+  wire [15:0] \$2 ;
+  wire [16:0] \$20 ;
+  wire [16:0] \$21 ;
+  wire [22:0] \$22 ;
+  wire [16:0] \$23 ;
+  wire [16:0] \$24 ;
+  wire [22:0] \$25 ;
+  wire [16:0] \$26 ;
+  wire [16:0] \$27 ;
+  wire [22:0] \$28 ;
+  wire \$29 ;
+  wire [15:0] \$3 ;
+  wire \$30 ;
+  wire [21:0] \$31 ;
+  wire [22:0] \$32 ;
+  wire [21:0] \$33 ;
+  wire [22:0] \$34 ;
+  wire [21:0] \$35 ;
+  wire [22:0] \$36 ;
+  wire [21:0] \$37 ;
+  wire [22:0] \$38 ;
+  wire \$39 ;
+  wire [15:0] \$4 ;
+  wire \$40 ;
+  reg [172:0] \$41 ;
+  reg \$42 ;
+  reg [7:0] \$43 ;
+  reg [7:0] \$44 ;
+  reg [15:0] \$45 ;
+  reg [7:0] \$46 ;
+  reg [7:0] \$47 ;
+  reg [15:0] \$48 ;
+  reg [7:0] \$49 ;
+  wire [15:0] \$5 ;
+  reg [7:0] \$50 ;
+  reg [15:0] \$51 ;
+  reg [7:0] \$52 ;
+  reg [7:0] \$53 ;
+  reg [15:0] \$54 ;
+  reg [7:0] \$55 ;
+  reg [7:0] \$56 ;
+  reg [15:0] \$57 ;
+  reg [7:0] \$58 ;
+  reg [7:0] \$59 ;
+  wire [15:0] \$6 ;
+  reg [15:0] \$60 ;
+  reg [7:0] \$61 ;
+  reg [7:0] \$62 ;
+  reg [15:0] \$63 ;
+  reg [7:0] \$64 ;
+  reg [7:0] \$65 ;
+  reg [15:0] \$66 ;
+  reg [7:0] \$67 ;
+  reg [7:0] \$68 ;
+  reg [15:0] \$69 ;
+  wire [15:0] \$7 ;
+  reg [7:0] \$70 ;
+  reg [7:0] \$71 ;
+  reg [15:0] \$72 ;
+  reg [7:0] \$73 ;
+  reg [7:0] \$74 ;
+  reg [15:0] \$75 ;
+  reg [7:0] \$76 ;
+  reg [7:0] \$77 ;
+  reg [15:0] \$78 ;
+  reg [7:0] \$79 ;
+  wire [15:0] \$8 ;
+  reg [7:0] \$80 ;
+  reg [15:0] \$81 ;
+  reg [7:0] \$82 ;
+  reg [7:0] \$83 ;
+  reg [15:0] \$84 ;
+  reg [7:0] \$85 ;
+  reg [7:0] \$86 ;
+  reg [15:0] \$87 ;
+  reg [7:0] \$88 ;
+  reg [7:0] \$89 ;
+  wire [15:0] \$9 ;
+  reg [15:0] \$90 ;
+  reg [21:0] \$91 ;
+  reg [21:0] \$92 ;
+  reg [21:0] \$93 ;
+  reg [21:0] \$94 ;
+  reg [21:0] \$95 ;
+  reg [21:0] \$96 ;
+  reg [21:0] \$97 ;
+  reg [21:0] \$98 ;
+  reg [21:0] \$99 ;
+  reg [21:0] acc_0 = 22'h000000;
+  reg [21:0] acc_1 = 22'h000000;
+  reg [21:0] acc_2 = 22'h000000;
+  reg [21:0] acc_3 = 22'h000000;
+  input clk;
+  wire clk;
+  wire [13:0] ctl;
+  wire \ctl.first ;
+  wire \ctl.last ;
+  wire [10:0] \ctl.meta ;
+  wire \ctl.meta.eof ;
+  wire \ctl.meta.error ;
+  wire \ctl.meta.go ;
+  wire [3:0] \ctl.meta.ox ;
+  wire [3:0] \ctl.meta.oy ;
+  wire \ctl.v ;
+  reg [13:0] mac_ctl_d1 = 14'h0000;
+  wire \mac_ctl_d1.first ;
+  wire \mac_ctl_d1.last ;
+  wire [10:0] \mac_ctl_d1.meta ;
+  wire \mac_ctl_d1.meta.eof ;
+  wire \mac_ctl_d1.meta.error ;
+  wire \mac_ctl_d1.meta.go ;
+  wire [3:0] \mac_ctl_d1.meta.ox ;
+  wire [3:0] \mac_ctl_d1.meta.oy ;
+  wire \mac_ctl_d1.v ;
+  reg [13:0] mac_ctl_d2 = 14'h0000;
+  wire \mac_ctl_d2.first ;
+  wire \mac_ctl_d2.last ;
+  wire [10:0] \mac_ctl_d2.meta ;
+  wire \mac_ctl_d2.meta.eof ;
+  wire \mac_ctl_d2.meta.error ;
+  wire \mac_ctl_d2.meta.go ;
+  wire [3:0] \mac_ctl_d2.meta.ox ;
+  wire [3:0] \mac_ctl_d2.meta.oy ;
+  wire \mac_ctl_d2.v ;
+  reg [13:0] mac_ctl_d3 = 14'h0000;
+  wire \mac_ctl_d3.first ;
+  wire \mac_ctl_d3.last ;
+  wire [10:0] \mac_ctl_d3.meta ;
+  wire \mac_ctl_d3.meta.eof ;
+  wire \mac_ctl_d3.meta.error ;
+  wire \mac_ctl_d3.meta.go ;
+  wire [3:0] \mac_ctl_d3.meta.ox ;
+  wire [3:0] \mac_ctl_d3.meta.oy ;
+  wire \mac_ctl_d3.v ;
+  reg [13:0] mac_ctl_d4 = 14'h0000;
+  wire \mac_ctl_d4.first ;
+  wire \mac_ctl_d4.last ;
+  wire [10:0] \mac_ctl_d4.meta ;
+  wire \mac_ctl_d4.meta.eof ;
+  wire \mac_ctl_d4.meta.error ;
+  wire \mac_ctl_d4.meta.go ;
+  wire [3:0] \mac_ctl_d4.meta.ox ;
+  wire [3:0] \mac_ctl_d4.meta.oy ;
+  wire \mac_ctl_d4.v ;
+  reg op_v = 1'h0;
+  reg [172:0] operands = 173'h00000000000000000000000000000000000000000000;
+  wire \operands.first ;
+  wire \operands.last ;
+  wire [10:0] \operands.meta ;
+  wire \operands.meta.eof ;
+  wire \operands.meta.error ;
+  wire \operands.meta.go ;
+  wire [3:0] \operands.meta.ox ;
+  wire [3:0] \operands.meta.oy ;
+  wire [127:0] \operands.w ;
+  wire [31:0] \operands.x ;
+  reg [10:0] out_meta = 11'h000;
+  wire \out_meta.eof ;
+  wire \out_meta.error ;
+  wire \out_meta.go ;
+  wire [3:0] \out_meta.ox ;
+  wire [3:0] \out_meta.oy ;
+  output out_v;
+  reg out_v = 1'h0;
+  reg [7:0] prod_0_0_a = 8'h00;
+  reg [7:0] prod_0_0_b = 8'h00;
+  reg [15:0] prod_0_0_p = 16'h0000;
+  reg [7:0] prod_0_1_a = 8'h00;
+  reg [7:0] prod_0_1_b = 8'h00;
+  reg [15:0] prod_0_1_p = 16'h0000;
+  reg [7:0] prod_0_2_a = 8'h00;
+  reg [7:0] prod_0_2_b = 8'h00;
+  reg [15:0] prod_0_2_p = 16'h0000;
+  reg [7:0] prod_0_3_a = 8'h00;
+  reg [7:0] prod_0_3_b = 8'h00;
+  reg [15:0] prod_0_3_p = 16'h0000;
+  reg [7:0] prod_1_0_a = 8'h00;
+  reg [7:0] prod_1_0_b = 8'h00;
+  reg [15:0] prod_1_0_p = 16'h0000;
+  reg [7:0] prod_1_1_a = 8'h00;
+  reg [7:0] prod_1_1_b = 8'h00;
+  reg [15:0] prod_1_1_p = 16'h0000;
+  reg [7:0] prod_1_2_a = 8'h00;
+  reg [7:0] prod_1_2_b = 8'h00;
+  reg [15:0] prod_1_2_p = 16'h0000;
+  reg [7:0] prod_1_3_a = 8'h00;
+  reg [7:0] prod_1_3_b = 8'h00;
+  reg [15:0] prod_1_3_p = 16'h0000;
+  reg [7:0] prod_2_0_a = 8'h00;
+  reg [7:0] prod_2_0_b = 8'h00;
+  reg [15:0] prod_2_0_p = 16'h0000;
+  reg [7:0] prod_2_1_a = 8'h00;
+  reg [7:0] prod_2_1_b = 8'h00;
+  reg [15:0] prod_2_1_p = 16'h0000;
+  reg [7:0] prod_2_2_a = 8'h00;
+  reg [7:0] prod_2_2_b = 8'h00;
+  reg [15:0] prod_2_2_p = 16'h0000;
+  reg [7:0] prod_2_3_a = 8'h00;
+  reg [7:0] prod_2_3_b = 8'h00;
+  reg [15:0] prod_2_3_p = 16'h0000;
+  reg [7:0] prod_3_0_a = 8'h00;
+  reg [7:0] prod_3_0_b = 8'h00;
+  reg [15:0] prod_3_0_p = 16'h0000;
+  reg [7:0] prod_3_1_a = 8'h00;
+  reg [7:0] prod_3_1_b = 8'h00;
+  reg [15:0] prod_3_1_p = 16'h0000;
+  reg [7:0] prod_3_2_a = 8'h00;
+  reg [7:0] prod_3_2_b = 8'h00;
+  reg [15:0] prod_3_2_p = 16'h0000;
+  reg [7:0] prod_3_3_a = 8'h00;
+  reg [7:0] prod_3_3_b = 8'h00;
+  reg [15:0] prod_3_3_p = 16'h0000;
+  input rst;
+  wire rst;
+  input [172:0] steps__payload;
+  wire [172:0] steps__payload;
+  wire \steps__payload.first ;
+  wire \steps__payload.last ;
+  wire [10:0] \steps__payload.meta ;
+  wire \steps__payload.meta.eof ;
+  wire \steps__payload.meta.error ;
+  wire \steps__payload.meta.go ;
+  wire [3:0] \steps__payload.meta.ox ;
+  wire [3:0] \steps__payload.meta.oy ;
+  wire [127:0] \steps__payload.w ;
+  wire [31:0] \steps__payload.x ;
+  input steps__valid;
+  wire steps__valid;
+  output [98:0] sums__payload;
+  wire [98:0] sums__payload;
+  wire [87:0] \sums__payload.acc ;
+  wire [21:0] \sums__payload.acc[0] ;
+  wire [21:0] \sums__payload.acc[1] ;
+  wire [21:0] \sums__payload.acc[2] ;
+  wire [21:0] \sums__payload.acc[3] ;
+  wire [10:0] \sums__payload.meta ;
+  wire \sums__payload.meta.eof ;
+  wire \sums__payload.meta.error ;
+  wire \sums__payload.meta.go ;
+  wire [3:0] \sums__payload.meta.ox ;
+  wire [3:0] \sums__payload.meta.oy ;
+  (* init = 1'h0 *)
+  wire sums__valid;
+  reg [21:0] tree_0_l1_0 = 22'h000000;
+  reg [21:0] tree_0_l1_1 = 22'h000000;
+  reg [21:0] tree_0_l2_0 = 22'h000000;
+  (* init = 22'h000000 *)
+  wire [21:0] tree_0_sum;
+  reg [21:0] tree_1_l1_0 = 22'h000000;
+  reg [21:0] tree_1_l1_1 = 22'h000000;
+  reg [21:0] tree_1_l2_0 = 22'h000000;
+  (* init = 22'h000000 *)
+  wire [21:0] tree_1_sum;
+  reg [21:0] tree_2_l1_0 = 22'h000000;
+  reg [21:0] tree_2_l1_1 = 22'h000000;
+  reg [21:0] tree_2_l2_0 = 22'h000000;
+  (* init = 22'h000000 *)
+  wire [21:0] tree_2_sum;
+  reg [21:0] tree_3_l1_0 = 22'h000000;
+  reg [21:0] tree_3_l1_1 = 22'h000000;
+  reg [21:0] tree_3_l2_0 = 22'h000000;
+  (* init = 22'h000000 *)
+  wire [21:0] tree_3_sum;
+  assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
+  assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
+  assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
+  assign \$4  = $signed(prod_0_3_a) * $signed(prod_0_3_b);
+  assign \$5  = $signed(prod_1_0_a) * $signed(prod_1_0_b);
+  assign \$6  = $signed(prod_1_1_a) * $signed(prod_1_1_b);
+  assign \$7  = $signed(prod_1_2_a) * $signed(prod_1_2_b);
+  assign \$8  = $signed(prod_1_3_a) * $signed(prod_1_3_b);
+  assign \$9  = $signed(prod_2_0_a) * $signed(prod_2_0_b);
+  assign \$10  = $signed(prod_2_1_a) * $signed(prod_2_1_b);
+  assign \$11  = $signed(prod_2_2_a) * $signed(prod_2_2_b);
+  assign \$12  = $signed(prod_2_3_a) * $signed(prod_2_3_b);
+  assign \$13  = $signed(prod_3_0_a) * $signed(prod_3_0_b);
+  assign \$14  = $signed(prod_3_1_a) * $signed(prod_3_1_b);
+  assign \$15  = $signed(prod_3_2_a) * $signed(prod_3_2_b);
+  assign \$16  = $signed(prod_3_3_a) * $signed(prod_3_3_b);
+  assign \$17  = $signed(prod_0_0_p) + $signed(prod_0_1_p);
+  assign \$18  = $signed(prod_0_2_p) + $signed(prod_0_3_p);
+  assign \$19  = $signed(tree_0_l1_0) + $signed(tree_0_l1_1);
+  assign \$20  = $signed(prod_1_0_p) + $signed(prod_1_1_p);
+  assign \$21  = $signed(prod_1_2_p) + $signed(prod_1_3_p);
+  assign \$22  = $signed(tree_1_l1_0) + $signed(tree_1_l1_1);
+  assign \$23  = $signed(prod_2_0_p) + $signed(prod_2_1_p);
+  assign \$24  = $signed(prod_2_2_p) + $signed(prod_2_3_p);
+  assign \$25  = $signed(tree_2_l1_0) + $signed(tree_2_l1_1);
+  assign \$26  = $signed(prod_3_0_p) + $signed(prod_3_1_p);
+  assign \$27  = $signed(prod_3_2_p) + $signed(prod_3_3_p);
+  assign \$28  = $signed(tree_3_l1_0) + $signed(tree_3_l1_1);
+  assign \$29  = ~ mac_ctl_d4[12];
+  assign \$30  = mac_ctl_d4[0] & \$29 ;
+  assign \$31  = mac_ctl_d4[1] ? 22'h000000 : acc_0;
+  assign \$32  = $signed(\$31 ) + $signed(tree_0_l2_0);
+  assign \$33  = mac_ctl_d4[1] ? 22'h000000 : acc_1;
+  assign \$34  = $signed(\$33 ) + $signed(tree_1_l2_0);
+  assign \$35  = mac_ctl_d4[1] ? 22'h000000 : acc_2;
+  assign \$36  = $signed(\$35 ) + $signed(tree_2_l2_0);
+  assign \$37  = mac_ctl_d4[1] ? 22'h000000 : acc_3;
+  assign \$38  = $signed(\$37 ) + $signed(tree_3_l2_0);
+  assign \$39  = mac_ctl_d4[2] | mac_ctl_d4[12];
+  assign \$40  = mac_ctl_d4[0] & \$39 ;
+  always @(posedge clk)
+    operands <= \$41 ;
+  always @(posedge clk)
+    op_v <= \$42 ;
+  always @(posedge clk)
+    prod_0_0_a <= \$43 ;
+  always @(posedge clk)
+    prod_0_0_b <= \$44 ;
+  always @(posedge clk)
+    prod_0_0_p <= \$45 ;
+  always @(posedge clk)
+    prod_0_1_a <= \$46 ;
+  always @(posedge clk)
+    prod_0_1_b <= \$47 ;
+  always @(posedge clk)
+    prod_0_1_p <= \$48 ;
+  always @(posedge clk)
+    prod_0_2_a <= \$49 ;
+  always @(posedge clk)
+    prod_0_2_b <= \$50 ;
+  always @(posedge clk)
+    prod_0_2_p <= \$51 ;
+  always @(posedge clk)
+    prod_0_3_a <= \$52 ;
+  always @(posedge clk)
+    prod_0_3_b <= \$53 ;
+  always @(posedge clk)
+    prod_0_3_p <= \$54 ;
+  always @(posedge clk)
+    prod_1_0_a <= \$55 ;
+  always @(posedge clk)
+    prod_1_0_b <= \$56 ;
+  always @(posedge clk)
+    prod_1_0_p <= \$57 ;
+  always @(posedge clk)
+    prod_1_1_a <= \$58 ;
+  always @(posedge clk)
+    prod_1_1_b <= \$59 ;
+  always @(posedge clk)
+    prod_1_1_p <= \$60 ;
+  always @(posedge clk)
+    prod_1_2_a <= \$61 ;
+  always @(posedge clk)
+    prod_1_2_b <= \$62 ;
+  always @(posedge clk)
+    prod_1_2_p <= \$63 ;
+  always @(posedge clk)
+    prod_1_3_a <= \$64 ;
+  always @(posedge clk)
+    prod_1_3_b <= \$65 ;
+  always @(posedge clk)
+    prod_1_3_p <= \$66 ;
+  always @(posedge clk)
+    prod_2_0_a <= \$67 ;
+  always @(posedge clk)
+    prod_2_0_b <= \$68 ;
+  always @(posedge clk)
+    prod_2_0_p <= \$69 ;
+  always @(posedge clk)
+    prod_2_1_a <= \$70 ;
+  always @(posedge clk)
+    prod_2_1_b <= \$71 ;
+  always @(posedge clk)
+    prod_2_1_p <= \$72 ;
+  always @(posedge clk)
+    prod_2_2_a <= \$73 ;
+  always @(posedge clk)
+    prod_2_2_b <= \$74 ;
+  always @(posedge clk)
+    prod_2_2_p <= \$75 ;
+  always @(posedge clk)
+    prod_2_3_a <= \$76 ;
+  always @(posedge clk)
+    prod_2_3_b <= \$77 ;
+  always @(posedge clk)
+    prod_2_3_p <= \$78 ;
+  always @(posedge clk)
+    prod_3_0_a <= \$79 ;
+  always @(posedge clk)
+    prod_3_0_b <= \$80 ;
+  always @(posedge clk)
+    prod_3_0_p <= \$81 ;
+  always @(posedge clk)
+    prod_3_1_a <= \$82 ;
+  always @(posedge clk)
+    prod_3_1_b <= \$83 ;
+  always @(posedge clk)
+    prod_3_1_p <= \$84 ;
+  always @(posedge clk)
+    prod_3_2_a <= \$85 ;
+  always @(posedge clk)
+    prod_3_2_b <= \$86 ;
+  always @(posedge clk)
+    prod_3_2_p <= \$87 ;
+  always @(posedge clk)
+    prod_3_3_a <= \$88 ;
+  always @(posedge clk)
+    prod_3_3_b <= \$89 ;
+  always @(posedge clk)
+    prod_3_3_p <= \$90 ;
+  always @(posedge clk)
+    tree_0_l1_0 <= \$91 ;
+  always @(posedge clk)
+    tree_0_l1_1 <= \$92 ;
+  always @(posedge clk)
+    tree_0_l2_0 <= \$93 ;
+  always @(posedge clk)
+    tree_1_l1_0 <= \$94 ;
+  always @(posedge clk)
+    tree_1_l1_1 <= \$95 ;
+  always @(posedge clk)
+    tree_1_l2_0 <= \$96 ;
+  always @(posedge clk)
+    tree_2_l1_0 <= \$97 ;
+  always @(posedge clk)
+    tree_2_l1_1 <= \$98 ;
+  always @(posedge clk)
+    tree_2_l2_0 <= \$99 ;
+  always @(posedge clk)
+    tree_3_l1_0 <= \$100 ;
+  always @(posedge clk)
+    tree_3_l1_1 <= \$101 ;
+  always @(posedge clk)
+    tree_3_l2_0 <= \$102 ;
+  always @(posedge clk)
+    mac_ctl_d1 <= \$103 ;
+  always @(posedge clk)
+    mac_ctl_d2 <= \$104 ;
+  always @(posedge clk)
+    mac_ctl_d3 <= \$105 ;
+  always @(posedge clk)
+    mac_ctl_d4 <= \$106 ;
+  always @(posedge clk)
+    acc_0 <= \$107 ;
+  always @(posedge clk)
+    acc_1 <= \$108 ;
+  always @(posedge clk)
+    acc_2 <= \$109 ;
+  always @(posedge clk)
+    acc_3 <= \$110 ;
+  always @(posedge clk)
+    out_v <= \$111 ;
+  always @(posedge clk)
+    out_meta <= \$112 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$41  = steps__payload;
+    if (rst) begin
+      \$41  = 173'h00000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$42  = steps__valid;
+    if (rst) begin
+      \$42  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$43  = operands[7:0];
+    if (rst) begin
+      \$43  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$44  = operands[39:32];
+    if (rst) begin
+      \$44  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$45  = \$1 ;
+    if (rst) begin
+      \$45  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$46  = operands[15:8];
+    if (rst) begin
+      \$46  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$47  = operands[47:40];
+    if (rst) begin
+      \$47  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$48  = \$2 ;
+    if (rst) begin
+      \$48  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$49  = operands[23:16];
+    if (rst) begin
+      \$49  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$50  = operands[55:48];
+    if (rst) begin
+      \$50  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$51  = \$3 ;
+    if (rst) begin
+      \$51  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$52  = operands[31:24];
+    if (rst) begin
+      \$52  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$53  = operands[63:56];
+    if (rst) begin
+      \$53  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$54  = \$4 ;
+    if (rst) begin
+      \$54  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$55  = operands[7:0];
+    if (rst) begin
+      \$55  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$56  = operands[71:64];
+    if (rst) begin
+      \$56  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$57  = \$5 ;
+    if (rst) begin
+      \$57  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$58  = operands[15:8];
+    if (rst) begin
+      \$58  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$59  = operands[79:72];
+    if (rst) begin
+      \$59  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$60  = \$6 ;
+    if (rst) begin
+      \$60  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$61  = operands[23:16];
+    if (rst) begin
+      \$61  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$62  = operands[87:80];
+    if (rst) begin
+      \$62  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$63  = \$7 ;
+    if (rst) begin
+      \$63  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$64  = operands[31:24];
+    if (rst) begin
+      \$64  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$65  = operands[95:88];
+    if (rst) begin
+      \$65  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$66  = \$8 ;
+    if (rst) begin
+      \$66  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$67  = operands[7:0];
+    if (rst) begin
+      \$67  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$68  = operands[103:96];
+    if (rst) begin
+      \$68  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$69  = \$9 ;
+    if (rst) begin
+      \$69  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$70  = operands[15:8];
+    if (rst) begin
+      \$70  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$71  = operands[111:104];
+    if (rst) begin
+      \$71  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$72  = \$10 ;
+    if (rst) begin
+      \$72  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$73  = operands[23:16];
+    if (rst) begin
+      \$73  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$74  = operands[119:112];
+    if (rst) begin
+      \$74  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$75  = \$11 ;
+    if (rst) begin
+      \$75  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$76  = operands[31:24];
+    if (rst) begin
+      \$76  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$77  = operands[127:120];
+    if (rst) begin
+      \$77  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$78  = \$12 ;
+    if (rst) begin
+      \$78  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$79  = operands[7:0];
+    if (rst) begin
+      \$79  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$80  = operands[135:128];
+    if (rst) begin
+      \$80  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$81  = \$13 ;
+    if (rst) begin
+      \$81  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$82  = operands[15:8];
+    if (rst) begin
+      \$82  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$83  = operands[143:136];
+    if (rst) begin
+      \$83  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$84  = \$14 ;
+    if (rst) begin
+      \$84  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$85  = operands[23:16];
+    if (rst) begin
+      \$85  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$86  = operands[151:144];
+    if (rst) begin
+      \$86  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$87  = \$15 ;
+    if (rst) begin
+      \$87  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$88  = operands[31:24];
+    if (rst) begin
+      \$88  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$89  = operands[159:152];
+    if (rst) begin
+      \$89  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$90  = \$16 ;
+    if (rst) begin
+      \$90  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$91  = { \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17  };
+    if (rst) begin
+      \$91  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$92  = { \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18  };
+    if (rst) begin
+      \$92  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$93  = \$19 [21:0];
+    if (rst) begin
+      \$93  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$94  = { \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20  };
+    if (rst) begin
+      \$94  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$95  = { \$21 [16], \$21 [16], \$21 [16], \$21 [16], \$21 [16], \$21  };
+    if (rst) begin
+      \$95  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$96  = \$22 [21:0];
+    if (rst) begin
+      \$96  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$97  = { \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23  };
+    if (rst) begin
+      \$97  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$98  = { \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24  };
+    if (rst) begin
+      \$98  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$99  = \$25 [21:0];
+    if (rst) begin
+      \$99  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$100  = { \$26 [16], \$26 [16], \$26 [16], \$26 [16], \$26 [16], \$26  };
+    if (rst) begin
+      \$100  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$101  = { \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27  };
+    if (rst) begin
+      \$101  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$102  = \$28 [21:0];
+    if (rst) begin
+      \$102  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$103  = ctl;
+    if (rst) begin
+      \$103  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$104  = mac_ctl_d1;
+    if (rst) begin
+      \$104  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$105  = mac_ctl_d2;
+    if (rst) begin
+      \$105  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$106  = mac_ctl_d3;
+    if (rst) begin
+      \$106  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$107  = acc_0;
+    if (\$30 ) begin
+      \$107  = \$32 [21:0];
+    end
+    if (rst) begin
+      \$107  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$108  = acc_1;
+    if (\$30 ) begin
+      \$108  = \$34 [21:0];
+    end
+    if (rst) begin
+      \$108  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$109  = acc_2;
+    if (\$30 ) begin
+      \$109  = \$36 [21:0];
+    end
+    if (rst) begin
+      \$109  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$110  = acc_3;
+    if (\$30 ) begin
+      \$110  = \$38 [21:0];
+    end
+    if (rst) begin
+      \$110  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$111  = \$40 ;
+    if (rst) begin
+      \$111  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$112  = mac_ctl_d4[13:3];
+    if (rst) begin
+      \$112  = 11'h000;
+    end
+  end
+  assign tree_0_sum = tree_0_l2_0;
+  assign tree_1_sum = tree_1_l2_0;
+  assign tree_2_sum = tree_2_l2_0;
+  assign tree_3_sum = tree_3_l2_0;
+  assign sums__valid = out_v;
+  assign \operands.x  = operands[31:0];
+  assign \operands.w  = operands[159:32];
+  assign \operands.first  = operands[160];
+  assign \operands.last  = operands[161];
+  assign \operands.meta  = operands[172:162];
+  assign \operands.meta.oy  = operands[165:162];
+  assign \operands.meta.ox  = operands[169:166];
+  assign \operands.meta.go  = operands[170];
+  assign \operands.meta.eof  = operands[171];
+  assign \operands.meta.error  = operands[172];
+  assign \steps__payload.x  = steps__payload[31:0];
+  assign \steps__payload.w  = steps__payload[159:32];
+  assign \steps__payload.first  = steps__payload[160];
+  assign \steps__payload.last  = steps__payload[161];
+  assign \steps__payload.meta  = steps__payload[172:162];
+  assign \steps__payload.meta.oy  = steps__payload[165:162];
+  assign \steps__payload.meta.ox  = steps__payload[169:166];
+  assign \steps__payload.meta.go  = steps__payload[170];
+  assign \steps__payload.meta.eof  = steps__payload[171];
+  assign \steps__payload.meta.error  = steps__payload[172];
+  assign \mac_ctl_d1.v  = mac_ctl_d1[0];
+  assign \mac_ctl_d1.first  = mac_ctl_d1[1];
+  assign \mac_ctl_d1.last  = mac_ctl_d1[2];
+  assign \mac_ctl_d1.meta  = mac_ctl_d1[13:3];
+  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[6:3];
+  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[10:7];
+  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[11];
+  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[12];
+  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[13];
+  assign \ctl.v  = ctl[0];
+  assign \ctl.first  = ctl[1];
+  assign \ctl.last  = ctl[2];
+  assign \ctl.meta  = ctl[13:3];
+  assign \ctl.meta.oy  = ctl[6:3];
+  assign \ctl.meta.ox  = ctl[10:7];
+  assign \ctl.meta.go  = ctl[11];
+  assign \ctl.meta.eof  = ctl[12];
+  assign \ctl.meta.error  = ctl[13];
+  assign \mac_ctl_d2.v  = mac_ctl_d2[0];
+  assign \mac_ctl_d2.first  = mac_ctl_d2[1];
+  assign \mac_ctl_d2.last  = mac_ctl_d2[2];
+  assign \mac_ctl_d2.meta  = mac_ctl_d2[13:3];
+  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[6:3];
+  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[10:7];
+  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[11];
+  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[12];
+  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[13];
+  assign \mac_ctl_d3.v  = mac_ctl_d3[0];
+  assign \mac_ctl_d3.first  = mac_ctl_d3[1];
+  assign \mac_ctl_d3.last  = mac_ctl_d3[2];
+  assign \mac_ctl_d3.meta  = mac_ctl_d3[13:3];
+  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[6:3];
+  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[10:7];
+  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[11];
+  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[12];
+  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[13];
+  assign \mac_ctl_d4.v  = mac_ctl_d4[0];
+  assign \mac_ctl_d4.first  = mac_ctl_d4[1];
+  assign \mac_ctl_d4.last  = mac_ctl_d4[2];
+  assign \mac_ctl_d4.meta  = mac_ctl_d4[13:3];
+  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[6:3];
+  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[10:7];
+  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[11];
+  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[12];
+  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[13];
+  assign \out_meta.oy  = out_meta[3:0];
+  assign \out_meta.ox  = out_meta[7:4];
+  assign \out_meta.go  = out_meta[8];
+  assign \out_meta.eof  = out_meta[9];
+  assign \out_meta.error  = out_meta[10];
+  assign \sums__payload.acc  = sums__payload[87:0];
+  assign \sums__payload.acc[0]  = sums__payload[21:0];
+  assign \sums__payload.acc[1]  = sums__payload[43:22];
+  assign \sums__payload.acc[2]  = sums__payload[65:44];
+  assign \sums__payload.acc[3]  = sums__payload[87:66];
+  assign \sums__payload.meta  = sums__payload[98:88];
+  assign \sums__payload.meta.oy  = sums__payload[91:88];
+  assign \sums__payload.meta.ox  = sums__payload[95:92];
+  assign \sums__payload.meta.go  = sums__payload[96];
+  assign \sums__payload.meta.eof  = sums__payload[97];
+  assign \sums__payload.meta.error  = sums__payload[98];
+  assign sums__payload[87:66] = acc_3;
+  assign sums__payload[65:44] = acc_2;
+  assign sums__payload[43:22] = acc_1;
+  assign sums__payload[21:0] = acc_0;
+  assign sums__payload[98:88] = out_meta;
+  assign ctl[13:3] = operands[172:162];
+  assign ctl[2] = operands[161];
+  assign ctl[1] = operands[160];
+  assign ctl[0] = op_v;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [6:0] \$14 ;
+  reg [4:0] \$15 ;
+  reg [4:0] \$16 ;
+  reg [5:0] \$17 ;
+  wire [5:0] \$2 ;
+  wire \$3 ;
+  wire [5:0] \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire [6:0] \$9 ;
+  input clk;
+  wire clk;
+  (* init = 5'h00 *)
+  wire [4:0] consume;
+  reg [5:0] level = 6'h00;
+  (* init = 5'h00 *)
+  wire [4:0] produce;
+  output [41:0] r_data;
+  wire [41:0] r_data;
+  input r_en;
+  wire r_en;
+  (* init = 6'h00 *)
+  wire [5:0] r_level;
+  reg [4:0] r_port__addr = 5'h00;
+  wire [41:0] r_port__data;
+  output r_rdy;
+  wire r_rdy;
+  input rst;
+  wire rst;
+  wire [41:0] w_data;
+  input w_en;
+  wire w_en;
+  (* init = 6'h00 *)
+  wire [5:0] w_level;
+  reg [4:0] w_port__addr = 5'h00;
+  input [41:0] w_port__data;
+  wire [41:0] w_port__data;
+  wire w_port__en;
+  wire w_rdy;
+  reg [41:0] storage [31:0];
+  initial begin
+    storage[0] = 42'h00000000000;
+    storage[1] = 42'h00000000000;
+    storage[2] = 42'h00000000000;
+    storage[3] = 42'h00000000000;
+    storage[4] = 42'h00000000000;
+    storage[5] = 42'h00000000000;
+    storage[6] = 42'h00000000000;
+    storage[7] = 42'h00000000000;
+    storage[8] = 42'h00000000000;
+    storage[9] = 42'h00000000000;
+    storage[10] = 42'h00000000000;
+    storage[11] = 42'h00000000000;
+    storage[12] = 42'h00000000000;
+    storage[13] = 42'h00000000000;
+    storage[14] = 42'h00000000000;
+    storage[15] = 42'h00000000000;
+    storage[16] = 42'h00000000000;
+    storage[17] = 42'h00000000000;
+    storage[18] = 42'h00000000000;
+    storage[19] = 42'h00000000000;
+    storage[20] = 42'h00000000000;
+    storage[21] = 42'h00000000000;
+    storage[22] = 42'h00000000000;
+    storage[23] = 42'h00000000000;
+    storage[24] = 42'h00000000000;
+    storage[25] = 42'h00000000000;
+    storage[26] = 42'h00000000000;
+    storage[27] = 42'h00000000000;
+    storage[28] = 42'h00000000000;
+    storage[29] = 42'h00000000000;
+    storage[30] = 42'h00000000000;
+    storage[31] = 42'h00000000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  assign r_data = storage[r_port__addr];
+  assign w_rdy = level != 6'h20;
+  assign r_rdy = | level;
+  assign w_port__en = w_en & w_rdy;
+  assign \$1  = w_rdy & w_en;
+  assign \$2  = w_port__addr + 1'h1;
+  assign \$3  = r_rdy & r_en;
+  assign \$4  = r_port__addr + 1'h1;
+  assign \$5  = w_rdy & w_en;
+  assign \$6  = r_rdy & r_en;
+  assign \$7  = ~ \$6 ;
+  assign \$8  = \$5  & \$7 ;
+  assign \$9  = level + 1'h1;
+  assign \$10  = r_rdy & r_en;
+  assign \$11  = w_rdy & w_en;
+  assign \$12  = ~ \$11 ;
+  assign \$13  = \$10  & \$12 ;
+  assign \$14  = level - 1'h1;
+  always @(posedge clk)
+    w_port__addr <= \$15 ;
+  always @(posedge clk)
+    r_port__addr <= \$16 ;
+  always @(posedge clk)
+    level <= \$17 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$15  = w_port__addr;
+    if (\$1 ) begin
+      \$15  = \$2 [4:0];
+    end
+    if (rst) begin
+      \$15  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$16  = r_port__addr;
+    if (\$3 ) begin
+      \$16  = \$4 [4:0];
+    end
+    if (rst) begin
+      \$16  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$17  = level;
+    if (\$8 ) begin
+      \$17  = \$9 [5:0];
+    end
+    if (\$13 ) begin
+      \$17  = \$14 [5:0];
+    end
+    if (rst) begin
+      \$17  = 6'h00;
+    end
+  end
+  assign w_level = level;
+  assign r_level = level;
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
+  reg [127:0] \$1 ;
+  wire \$signature__addr ;
+  wire [127:0] \$signature__data ;
+  wire \$signature__en ;
+  input clk;
+  wire clk;
+  wire r_addr;
+  output [127:0] r_data;
+  reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  input rd__addr;
+  wire rd__addr;
+  wire [127:0] rd__data;
+  wire rd__en;
+  input rst;
+  wire rst;
+  input w_addr;
+  wire w_addr;
+  input [127:0] w_data;
+  wire [127:0] w_data;
+  input w_en;
+  wire w_en;
+  reg [127:0] mem [1:0];
+  initial begin
+    mem[0] = 128'h00000000000000000000000000000000;
+    mem[1] = 128'h00000000000000000000000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_en)
+      mem[w_addr] <= w_data;
+  end
+  reg [127:0] _0_;
+  always @(posedge clk) begin
+    _0_ <= mem[rd__addr];
+  end
+  assign rd__data = _0_;
+  always @(posedge clk)
+    r_data <= \$1 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1  = rd__data;
+    if (rst) begin
+      \$1  = 128'h00000000000000000000000000000000;
+    end
+  end
+  assign \$signature__addr  = w_addr;
+  assign \$signature__data  = w_data;
+  assign \$signature__en  = w_en;
+  assign r_addr = rd__addr;
+  assign rd__en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
+  wire [51:0] \$1 ;
+  wire [20:0] \$10 ;
+  reg \$100 ;
+  wire [38:0] \$11 ;
+  wire [32:0] \$12 ;
+  wire [20:0] \$13 ;
+  wire [38:0] \$14 ;
+  wire [32:0] \$15 ;
+  wire [20:0] \$16 ;
+  wire [38:0] \$17 ;
+  wire [32:0] \$18 ;
+  wire [20:0] \$19 ;
+  wire [51:0] \$2 ;
+  wire [38:0] \$20 ;
+  wire [37:0] \$21 ;
+  wire [38:0] \$22 ;
+  wire [37:0] \$23 ;
+  wire [38:0] \$24 ;
+  wire [37:0] \$25 ;
+  wire [38:0] \$26 ;
+  wire [37:0] \$27 ;
+  wire [38:0] \$28 ;
+  wire \$29 ;
+  wire [51:0] \$3 ;
+  wire \$30 ;
+  wire [22:0] \$31 ;
+  wire [22:0] \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire [22:0] \$35 ;
+  wire [22:0] \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire [22:0] \$39 ;
+  wire [51:0] \$4 ;
+  wire [22:0] \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire [22:0] \$43 ;
+  wire [22:0] \$44 ;
+  reg [98:0] \$45 ;
+  reg [98:0] \$46 ;
+  reg \$47 ;
+  reg \$48 ;
+  reg [21:0] \$49 ;
+  wire [22:0] \$5 ;
+  reg [21:0] \$50 ;
+  reg [21:0] \$51 ;
+  reg [21:0] \$52 ;
+  reg [15:0] \$53 ;
+  reg [15:0] \$54 ;
+  reg [15:0] \$55 ;
+  reg [15:0] \$56 ;
+  reg [10:0] \$57 ;
+  reg \$58 ;
+  reg [16:0] \$59 ;
+  wire [22:0] \$6 ;
+  reg [15:0] \$60 ;
+  reg [32:0] \$61 ;
+  reg [4:0] \$62 ;
+  reg [15:0] \$63 ;
+  reg [20:0] \$64 ;
+  reg [37:0] \$65 ;
+  reg [16:0] \$66 ;
+  reg [15:0] \$67 ;
+  reg [32:0] \$68 ;
+  reg [4:0] \$69 ;
+  wire [22:0] \$7 ;
+  reg [15:0] \$70 ;
+  reg [20:0] \$71 ;
+  reg [37:0] \$72 ;
+  reg [16:0] \$73 ;
+  reg [15:0] \$74 ;
+  reg [32:0] \$75 ;
+  reg [4:0] \$76 ;
+  reg [15:0] \$77 ;
+  reg [20:0] \$78 ;
+  reg [37:0] \$79 ;
+  wire [22:0] \$8 ;
+  reg [16:0] \$80 ;
+  reg [15:0] \$81 ;
+  reg [32:0] \$82 ;
+  reg [4:0] \$83 ;
+  reg [15:0] \$84 ;
+  reg [20:0] \$85 ;
+  reg [37:0] \$86 ;
+  reg [10:0] \$87 ;
+  reg [10:0] \$88 ;
+  reg [10:0] \$89 ;
+  wire [32:0] \$9 ;
+  reg \$90 ;
+  reg \$91 ;
+  reg \$92 ;
+  reg [22:0] \$93 ;
+  reg [22:0] \$94 ;
+  reg [22:0] \$95 ;
+  reg [22:0] \$96 ;
+  reg [10:0] \$97 ;
+  reg \$98 ;
+  reg [42:0] \$99 ;
+  reg [98:0] beat_d1 = 99'h0000000000000000000000000;
+  wire [87:0] \beat_d1.acc ;
+  wire [21:0] \beat_d1.acc[0] ;
+  wire [21:0] \beat_d1.acc[1] ;
+  wire [21:0] \beat_d1.acc[2] ;
+  wire [21:0] \beat_d1.acc[3] ;
+  wire [10:0] \beat_d1.meta ;
+  wire \beat_d1.meta.eof ;
+  wire \beat_d1.meta.error ;
+  wire \beat_d1.meta.go ;
+  wire [3:0] \beat_d1.meta.ox ;
+  wire [3:0] \beat_d1.meta.oy ;
+  reg [98:0] beat_d2 = 99'h0000000000000000000000000;
+  wire [87:0] \beat_d2.acc ;
+  wire [21:0] \beat_d2.acc[0] ;
+  wire [21:0] \beat_d2.acc[1] ;
+  wire [21:0] \beat_d2.acc[2] ;
+  wire [21:0] \beat_d2.acc[3] ;
+  wire [10:0] \beat_d2.meta ;
+  wire \beat_d2.meta.eof ;
+  wire \beat_d2.meta.error ;
+  wire \beat_d2.meta.go ;
+  wire [3:0] \beat_d2.meta.ox ;
+  wire [3:0] \beat_d2.meta.oy ;
+  reg beat_v_d1 = 1'h0;
+  reg beat_v_d2 = 1'h0;
+  reg [21:0] biased_0 = 22'h000000;
+  reg [21:0] biased_1 = 22'h000000;
+  reg [21:0] biased_2 = 22'h000000;
+  reg [21:0] biased_3 = 22'h000000;
+  input clk;
+  wire clk;
+  output [42:0] feats__payload;
+  reg [42:0] feats__payload = 43'h00000000000;
+  wire [31:0] \feats__payload.data ;
+  wire [7:0] \feats__payload.data[0] ;
+  wire [7:0] \feats__payload.data[1] ;
+  wire [7:0] \feats__payload.data[2] ;
+  wire [7:0] \feats__payload.data[3] ;
+  wire [10:0] \feats__payload.meta ;
+  wire \feats__payload.meta.eof ;
+  wire \feats__payload.meta.error ;
+  wire \feats__payload.meta.go ;
+  wire [3:0] \feats__payload.meta.ox ;
+  wire [3:0] \feats__payload.meta.oy ;
+  output feats__valid;
+  reg feats__valid = 1'h0;
+  (* init = 43'h00000000000 *)
+  wire [42:0] out;
+  wire [31:0] \out.data ;
+  wire [7:0] \out.data[0] ;
+  wire [7:0] \out.data[1] ;
+  wire [7:0] \out.data[2] ;
+  wire [7:0] \out.data[3] ;
+  wire [10:0] \out.meta ;
+  wire \out.meta.eof ;
+  wire \out.meta.error ;
+  wire \out.meta.go ;
+  wire [3:0] \out.meta.ox ;
+  wire [3:0] \out.meta.oy ;
+  (* init = 1'h0 *)
+  wire ov;
+  reg [22:0] rounded_0 = 23'h000000;
+  reg [22:0] rounded_1 = 23'h000000;
+  reg [22:0] rounded_2 = 23'h000000;
+  reg [22:0] rounded_3 = 23'h000000;
+  wire rq_addr;
+  input [127:0] rq_data;
+  wire [127:0] rq_data;
+  reg [10:0] rq_meta1_d1 = 11'h000;
+  wire \rq_meta1_d1.eof ;
+  wire \rq_meta1_d1.error ;
+  wire \rq_meta1_d1.go ;
+  wire [3:0] \rq_meta1_d1.ox ;
+  wire [3:0] \rq_meta1_d1.oy ;
+  reg [10:0] rq_meta2_d1 = 11'h000;
+  wire \rq_meta2_d1.eof ;
+  wire \rq_meta2_d1.error ;
+  wire \rq_meta2_d1.go ;
+  wire [3:0] \rq_meta2_d1.ox ;
+  wire [3:0] \rq_meta2_d1.oy ;
+  reg [10:0] rq_meta2_d2 = 11'h000;
+  wire \rq_meta2_d2.eof ;
+  wire \rq_meta2_d2.error ;
+  wire \rq_meta2_d2.go ;
+  wire [3:0] \rq_meta2_d2.ox ;
+  wire [3:0] \rq_meta2_d2.oy ;
+  reg [10:0] rq_meta2_d3 = 11'h000;
+  wire \rq_meta2_d3.eof ;
+  wire \rq_meta2_d3.error ;
+  wire \rq_meta2_d3.go ;
+  wire [3:0] \rq_meta2_d3.ox ;
+  wire [3:0] \rq_meta2_d3.oy ;
+  reg [10:0] rq_meta3_d1 = 11'h000;
+  wire \rq_meta3_d1.eof ;
+  wire \rq_meta3_d1.error ;
+  wire \rq_meta3_d1.go ;
+  wire [3:0] \rq_meta3_d1.ox ;
+  wire [3:0] \rq_meta3_d1.oy ;
+  reg rq_v1_d1 = 1'h0;
+  reg rq_v2_d1 = 1'h0;
+  reg rq_v2_d2 = 1'h0;
+  reg rq_v2_d3 = 1'h0;
+  reg rq_v3_d1 = 1'h0;
+  input rst;
+  wire rst;
+  reg [15:0] scale_0 = 16'h0000;
+  reg [15:0] scale_1 = 16'h0000;
+  reg [15:0] scale_2 = 16'h0000;
+  reg [15:0] scale_3 = 16'h0000;
+  (* init = 38'h0000000000 *)
+  wire [37:0] scaled_0_l1_0;
+  reg [16:0] scaled_0_pp00_a = 17'h00000;
+  reg [15:0] scaled_0_pp00_b = 16'h0000;
+  reg [32:0] scaled_0_pp00_p = 33'h000000000;
+  reg [4:0] scaled_0_pp10_a = 5'h00;
+  reg [15:0] scaled_0_pp10_b = 16'h0000;
+  reg [20:0] scaled_0_pp10_p = 21'h000000;
+  reg [37:0] scaled_0_sum = 38'h0000000000;
+  wire [37:0] scaled_0_t0;
+  wire [37:0] scaled_0_t1;
+  (* init = 38'h0000000000 *)
+  wire [37:0] scaled_1_l1_0;
+  reg [16:0] scaled_1_pp00_a = 17'h00000;
+  reg [15:0] scaled_1_pp00_b = 16'h0000;
+  reg [32:0] scaled_1_pp00_p = 33'h000000000;
+  reg [4:0] scaled_1_pp10_a = 5'h00;
+  reg [15:0] scaled_1_pp10_b = 16'h0000;
+  reg [20:0] scaled_1_pp10_p = 21'h000000;
+  reg [37:0] scaled_1_sum = 38'h0000000000;
+  wire [37:0] scaled_1_t0;
+  wire [37:0] scaled_1_t1;
+  (* init = 38'h0000000000 *)
+  wire [37:0] scaled_2_l1_0;
+  reg [16:0] scaled_2_pp00_a = 17'h00000;
+  reg [15:0] scaled_2_pp00_b = 16'h0000;
+  reg [32:0] scaled_2_pp00_p = 33'h000000000;
+  reg [4:0] scaled_2_pp10_a = 5'h00;
+  reg [15:0] scaled_2_pp10_b = 16'h0000;
+  reg [20:0] scaled_2_pp10_p = 21'h000000;
+  reg [37:0] scaled_2_sum = 38'h0000000000;
+  wire [37:0] scaled_2_t0;
+  wire [37:0] scaled_2_t1;
+  (* init = 38'h0000000000 *)
+  wire [37:0] scaled_3_l1_0;
+  reg [16:0] scaled_3_pp00_a = 17'h00000;
+  reg [15:0] scaled_3_pp00_b = 16'h0000;
+  reg [32:0] scaled_3_pp00_p = 33'h000000000;
+  reg [4:0] scaled_3_pp10_a = 5'h00;
+  reg [15:0] scaled_3_pp10_b = 16'h0000;
+  reg [20:0] scaled_3_pp10_p = 21'h000000;
+  reg [37:0] scaled_3_sum = 38'h0000000000;
+  wire [37:0] scaled_3_t0;
+  wire [37:0] scaled_3_t1;
+  input [98:0] sums__payload;
+  wire [98:0] sums__payload;
+  wire [87:0] \sums__payload.acc ;
+  wire [21:0] \sums__payload.acc[0] ;
+  wire [21:0] \sums__payload.acc[1] ;
+  wire [21:0] \sums__payload.acc[2] ;
+  wire [21:0] \sums__payload.acc[3] ;
+  wire [10:0] \sums__payload.meta ;
+  wire \sums__payload.meta.eof ;
+  wire \sums__payload.meta.error ;
+  wire \sums__payload.meta.go ;
+  wire [3:0] \sums__payload.meta.ox ;
+  wire [3:0] \sums__payload.meta.oy ;
+  input sums__valid;
+  wire sums__valid;
+  assign \$5  = $signed(beat_d2[21:0]) + $signed(rq_data[15:0]);
+  assign \$6  = $signed(beat_d2[43:22]) + $signed(rq_data[31:16]);
+  assign \$7  = $signed(beat_d2[65:44]) + $signed(rq_data[47:32]);
+  assign \$8  = $signed(beat_d2[87:66]) + $signed(rq_data[63:48]);
+  assign \$9  = scaled_0_pp00_a * scaled_0_pp00_b;
+  assign \$10  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
+  assign \$11  = $signed(scaled_0_pp00_p) + $signed(\$1 [37:0]);
+  assign \$12  = scaled_1_pp00_a * scaled_1_pp00_b;
+  assign \$13  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
+  assign \$14  = $signed(scaled_1_pp00_p) + $signed(\$2 [37:0]);
+  assign \$15  = scaled_2_pp00_a * scaled_2_pp00_b;
+  assign \$16  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
+  assign \$17  = $signed(scaled_2_pp00_p) + $signed(\$3 [37:0]);
+  assign \$18  = scaled_3_pp00_a * scaled_3_pp00_b;
+  assign \$19  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
+  assign \$20  = $signed(scaled_3_pp00_p) + $signed(\$4 [37:0]);
+  assign \$22  = $signed(\$21 ) + $signed({ 1'h0, scaled_0_sum[15] });
+  assign \$24  = $signed(\$23 ) + $signed({ 1'h0, scaled_1_sum[15] });
+  assign \$26  = $signed(\$25 ) + $signed({ 1'h0, scaled_2_sum[15] });
+  assign \$28  = $signed(\$27 ) + $signed({ 1'h0, scaled_3_sum[15] });
+  assign \$29  = $signed(rounded_0) > $signed(8'h7f);
+  assign \$30  = $signed(rounded_0) < $signed(1'h0);
+  assign \$31  = \$30  ? 23'h000000 : rounded_0;
+  assign \$32  = \$29  ? 23'h00007f : \$31 ;
+  assign \$33  = $signed(rounded_1) > $signed(8'h7f);
+  assign \$34  = $signed(rounded_1) < $signed(1'h0);
+  assign \$35  = \$34  ? 23'h000000 : rounded_1;
+  assign \$36  = \$33  ? 23'h00007f : \$35 ;
+  assign \$37  = $signed(rounded_2) > $signed(8'h7f);
+  assign \$38  = $signed(rounded_2) < $signed(1'h0);
+  assign \$39  = \$38  ? 23'h000000 : rounded_2;
+  assign \$40  = \$37  ? 23'h00007f : \$39 ;
+  assign \$41  = $signed(rounded_3) > $signed(8'h7f);
+  assign \$42  = $signed(rounded_3) < $signed(1'h0);
+  assign \$43  = \$42  ? 23'h000000 : rounded_3;
+  assign \$44  = \$41  ? 23'h00007f : \$43 ;
+  always @(posedge clk)
+    beat_d1 <= \$45 ;
+  always @(posedge clk)
+    beat_d2 <= \$46 ;
+  always @(posedge clk)
+    beat_v_d1 <= \$47 ;
+  always @(posedge clk)
+    beat_v_d2 <= \$48 ;
+  always @(posedge clk)
+    biased_0 <= \$49 ;
+  always @(posedge clk)
+    biased_1 <= \$50 ;
+  always @(posedge clk)
+    biased_2 <= \$51 ;
+  always @(posedge clk)
+    biased_3 <= \$52 ;
+  always @(posedge clk)
+    scale_0 <= \$53 ;
+  always @(posedge clk)
+    scale_1 <= \$54 ;
+  always @(posedge clk)
+    scale_2 <= \$55 ;
+  always @(posedge clk)
+    scale_3 <= \$56 ;
+  always @(posedge clk)
+    rq_meta1_d1 <= \$57 ;
+  always @(posedge clk)
+    rq_v1_d1 <= \$58 ;
+  always @(posedge clk)
+    scaled_0_pp00_a <= \$59 ;
+  always @(posedge clk)
+    scaled_0_pp00_b <= \$60 ;
+  always @(posedge clk)
+    scaled_0_pp00_p <= \$61 ;
+  always @(posedge clk)
+    scaled_0_pp10_a <= \$62 ;
+  always @(posedge clk)
+    scaled_0_pp10_b <= \$63 ;
+  always @(posedge clk)
+    scaled_0_pp10_p <= \$64 ;
+  always @(posedge clk)
+    scaled_0_sum <= \$65 ;
+  always @(posedge clk)
+    scaled_1_pp00_a <= \$66 ;
+  always @(posedge clk)
+    scaled_1_pp00_b <= \$67 ;
+  always @(posedge clk)
+    scaled_1_pp00_p <= \$68 ;
+  always @(posedge clk)
+    scaled_1_pp10_a <= \$69 ;
+  always @(posedge clk)
+    scaled_1_pp10_b <= \$70 ;
+  always @(posedge clk)
+    scaled_1_pp10_p <= \$71 ;
+  always @(posedge clk)
+    scaled_1_sum <= \$72 ;
+  always @(posedge clk)
+    scaled_2_pp00_a <= \$73 ;
+  always @(posedge clk)
+    scaled_2_pp00_b <= \$74 ;
+  always @(posedge clk)
+    scaled_2_pp00_p <= \$75 ;
+  always @(posedge clk)
+    scaled_2_pp10_a <= \$76 ;
+  always @(posedge clk)
+    scaled_2_pp10_b <= \$77 ;
+  always @(posedge clk)
+    scaled_2_pp10_p <= \$78 ;
+  always @(posedge clk)
+    scaled_2_sum <= \$79 ;
+  always @(posedge clk)
+    scaled_3_pp00_a <= \$80 ;
+  always @(posedge clk)
+    scaled_3_pp00_b <= \$81 ;
+  always @(posedge clk)
+    scaled_3_pp00_p <= \$82 ;
+  always @(posedge clk)
+    scaled_3_pp10_a <= \$83 ;
+  always @(posedge clk)
+    scaled_3_pp10_b <= \$84 ;
+  always @(posedge clk)
+    scaled_3_pp10_p <= \$85 ;
+  always @(posedge clk)
+    scaled_3_sum <= \$86 ;
+  always @(posedge clk)
+    rq_meta2_d1 <= \$87 ;
+  always @(posedge clk)
+    rq_meta2_d2 <= \$88 ;
+  always @(posedge clk)
+    rq_meta2_d3 <= \$89 ;
+  always @(posedge clk)
+    rq_v2_d1 <= \$90 ;
+  always @(posedge clk)
+    rq_v2_d2 <= \$91 ;
+  always @(posedge clk)
+    rq_v2_d3 <= \$92 ;
+  always @(posedge clk)
+    rounded_0 <= \$93 ;
+  always @(posedge clk)
+    rounded_1 <= \$94 ;
+  always @(posedge clk)
+    rounded_2 <= \$95 ;
+  always @(posedge clk)
+    rounded_3 <= \$96 ;
+  always @(posedge clk)
+    rq_meta3_d1 <= \$97 ;
+  always @(posedge clk)
+    rq_v3_d1 <= \$98 ;
+  always @(posedge clk)
+    feats__payload <= \$99 ;
+  always @(posedge clk)
+    feats__valid <= \$100 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$45  = sums__payload;
+    if (rst) begin
+      \$45  = 99'h0000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$46  = beat_d1;
+    if (rst) begin
+      \$46  = 99'h0000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$47  = sums__valid;
+    if (rst) begin
+      \$47  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$48  = beat_v_d1;
+    if (rst) begin
+      \$48  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$49  = \$5 [21:0];
+    if (rst) begin
+      \$49  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$50  = \$6 [21:0];
+    if (rst) begin
+      \$50  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$51  = \$7 [21:0];
+    if (rst) begin
+      \$51  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$52  = \$8 [21:0];
+    if (rst) begin
+      \$52  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$53  = rq_data[79:64];
+    if (rst) begin
+      \$53  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$54  = rq_data[95:80];
+    if (rst) begin
+      \$54  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$55  = rq_data[111:96];
+    if (rst) begin
+      \$55  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$56  = rq_data[127:112];
+    if (rst) begin
+      \$56  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$57  = beat_d2[98:88];
+    if (rst) begin
+      \$57  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$58  = beat_v_d2;
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$59  = biased_0[16:0];
+    if (rst) begin
+      \$59  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$60  = scale_0;
+    if (rst) begin
+      \$60  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$61  = \$9 ;
+    if (rst) begin
+      \$61  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$62  = biased_0[21:17];
+    if (rst) begin
+      \$62  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$63  = scale_0;
+    if (rst) begin
+      \$63  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$64  = \$10 ;
+    if (rst) begin
+      \$64  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$65  = \$11 [37:0];
+    if (rst) begin
+      \$65  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$66  = biased_1[16:0];
+    if (rst) begin
+      \$66  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$67  = scale_1;
+    if (rst) begin
+      \$67  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$68  = \$12 ;
+    if (rst) begin
+      \$68  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$69  = biased_1[21:17];
+    if (rst) begin
+      \$69  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$70  = scale_1;
+    if (rst) begin
+      \$70  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$71  = \$13 ;
+    if (rst) begin
+      \$71  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$72  = \$14 [37:0];
+    if (rst) begin
+      \$72  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$73  = biased_2[16:0];
+    if (rst) begin
+      \$73  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$74  = scale_2;
+    if (rst) begin
+      \$74  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$75  = \$15 ;
+    if (rst) begin
+      \$75  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$76  = biased_2[21:17];
+    if (rst) begin
+      \$76  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$77  = scale_2;
+    if (rst) begin
+      \$77  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$78  = \$16 ;
+    if (rst) begin
+      \$78  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$79  = \$17 [37:0];
+    if (rst) begin
+      \$79  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$80  = biased_3[16:0];
+    if (rst) begin
+      \$80  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$81  = scale_3;
+    if (rst) begin
+      \$81  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$82  = \$18 ;
+    if (rst) begin
+      \$82  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$83  = biased_3[21:17];
+    if (rst) begin
+      \$83  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$84  = scale_3;
+    if (rst) begin
+      \$84  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$85  = \$19 ;
+    if (rst) begin
+      \$85  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$86  = \$20 [37:0];
+    if (rst) begin
+      \$86  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$87  = rq_meta1_d1;
+    if (rst) begin
+      \$87  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$88  = rq_meta2_d1;
+    if (rst) begin
+      \$88  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$89  = rq_meta2_d2;
+    if (rst) begin
+      \$89  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$90  = rq_v1_d1;
+    if (rst) begin
+      \$90  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$91  = rq_v2_d1;
+    if (rst) begin
+      \$91  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$92  = rq_v2_d2;
+    if (rst) begin
+      \$92  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$93  = \$22 [22:0];
+    if (rst) begin
+      \$93  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$94  = \$24 [22:0];
+    if (rst) begin
+      \$94  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$95  = \$26 [22:0];
+    if (rst) begin
+      \$95  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$96  = \$28 [22:0];
+    if (rst) begin
+      \$96  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$97  = rq_meta2_d3;
+    if (rst) begin
+      \$97  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$98  = rq_v2_d3;
+    if (rst) begin
+      \$98  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$99 [7:0] = \$32 [7:0];
+    \$99 [15:8] = \$36 [7:0];
+    \$99 [23:16] = \$40 [7:0];
+    \$99 [31:24] = \$44 [7:0];
+    \$99 [42:32] = rq_meta3_d1;
+    if (rst) begin
+      \$99  = 43'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$100  = rq_v3_d1;
+    if (rst) begin
+      \$100  = 1'h0;
+    end
+  end
+  assign rq_addr = sums__payload[96];
+  assign scaled_0_t0 = { scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p };
+  assign scaled_0_t1 = \$1 [37:0];
+  assign scaled_0_l1_0 = scaled_0_sum;
+  assign scaled_1_t0 = { scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p };
+  assign scaled_1_t1 = \$2 [37:0];
+  assign scaled_1_l1_0 = scaled_1_sum;
+  assign scaled_2_t0 = { scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p };
+  assign scaled_2_t1 = \$3 [37:0];
+  assign scaled_2_l1_0 = scaled_2_sum;
+  assign scaled_3_t0 = { scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p };
+  assign scaled_3_t1 = \$4 [37:0];
+  assign scaled_3_l1_0 = scaled_3_sum;
+  assign ov = feats__valid;
+  assign out = feats__payload;
+  assign \sums__payload.acc  = sums__payload[87:0];
+  assign \sums__payload.acc[0]  = sums__payload[21:0];
+  assign \sums__payload.acc[1]  = sums__payload[43:22];
+  assign \sums__payload.acc[2]  = sums__payload[65:44];
+  assign \sums__payload.acc[3]  = sums__payload[87:66];
+  assign \sums__payload.meta  = sums__payload[98:88];
+  assign \sums__payload.meta.oy  = sums__payload[91:88];
+  assign \sums__payload.meta.ox  = sums__payload[95:92];
+  assign \sums__payload.meta.go  = sums__payload[96];
+  assign \sums__payload.meta.eof  = sums__payload[97];
+  assign \sums__payload.meta.error  = sums__payload[98];
+  assign \feats__payload.data  = feats__payload[31:0];
+  assign \feats__payload.data[0]  = feats__payload[7:0];
+  assign \feats__payload.data[1]  = feats__payload[15:8];
+  assign \feats__payload.data[2]  = feats__payload[23:16];
+  assign \feats__payload.data[3]  = feats__payload[31:24];
+  assign \feats__payload.meta  = feats__payload[42:32];
+  assign \feats__payload.meta.oy  = feats__payload[35:32];
+  assign \feats__payload.meta.ox  = feats__payload[39:36];
+  assign \feats__payload.meta.go  = feats__payload[40];
+  assign \feats__payload.meta.eof  = feats__payload[41];
+  assign \feats__payload.meta.error  = feats__payload[42];
+  assign \out.data  = feats__payload[31:0];
+  assign \out.data[0]  = feats__payload[7:0];
+  assign \out.data[1]  = feats__payload[15:8];
+  assign \out.data[2]  = feats__payload[23:16];
+  assign \out.data[3]  = feats__payload[31:24];
+  assign \out.meta  = feats__payload[42:32];
+  assign \out.meta.oy  = feats__payload[35:32];
+  assign \out.meta.ox  = feats__payload[39:36];
+  assign \out.meta.go  = feats__payload[40];
+  assign \out.meta.eof  = feats__payload[41];
+  assign \out.meta.error  = feats__payload[42];
+  assign \beat_d1.acc  = beat_d1[87:0];
+  assign \beat_d1.acc[0]  = beat_d1[21:0];
+  assign \beat_d1.acc[1]  = beat_d1[43:22];
+  assign \beat_d1.acc[2]  = beat_d1[65:44];
+  assign \beat_d1.acc[3]  = beat_d1[87:66];
+  assign \beat_d1.meta  = beat_d1[98:88];
+  assign \beat_d1.meta.oy  = beat_d1[91:88];
+  assign \beat_d1.meta.ox  = beat_d1[95:92];
+  assign \beat_d1.meta.go  = beat_d1[96];
+  assign \beat_d1.meta.eof  = beat_d1[97];
+  assign \beat_d1.meta.error  = beat_d1[98];
+  assign \beat_d2.acc  = beat_d2[87:0];
+  assign \beat_d2.acc[0]  = beat_d2[21:0];
+  assign \beat_d2.acc[1]  = beat_d2[43:22];
+  assign \beat_d2.acc[2]  = beat_d2[65:44];
+  assign \beat_d2.acc[3]  = beat_d2[87:66];
+  assign \beat_d2.meta  = beat_d2[98:88];
+  assign \beat_d2.meta.oy  = beat_d2[91:88];
+  assign \beat_d2.meta.ox  = beat_d2[95:92];
+  assign \beat_d2.meta.go  = beat_d2[96];
+  assign \beat_d2.meta.eof  = beat_d2[97];
+  assign \beat_d2.meta.error  = beat_d2[98];
+  assign \rq_meta1_d1.oy  = rq_meta1_d1[3:0];
+  assign \rq_meta1_d1.ox  = rq_meta1_d1[7:4];
+  assign \rq_meta1_d1.go  = rq_meta1_d1[8];
+  assign \rq_meta1_d1.eof  = rq_meta1_d1[9];
+  assign \rq_meta1_d1.error  = rq_meta1_d1[10];
+  assign \rq_meta2_d1.oy  = rq_meta2_d1[3:0];
+  assign \rq_meta2_d1.ox  = rq_meta2_d1[7:4];
+  assign \rq_meta2_d1.go  = rq_meta2_d1[8];
+  assign \rq_meta2_d1.eof  = rq_meta2_d1[9];
+  assign \rq_meta2_d1.error  = rq_meta2_d1[10];
+  assign \rq_meta2_d2.oy  = rq_meta2_d2[3:0];
+  assign \rq_meta2_d2.ox  = rq_meta2_d2[7:4];
+  assign \rq_meta2_d2.go  = rq_meta2_d2[8];
+  assign \rq_meta2_d2.eof  = rq_meta2_d2[9];
+  assign \rq_meta2_d2.error  = rq_meta2_d2[10];
+  assign \rq_meta2_d3.oy  = rq_meta2_d3[3:0];
+  assign \rq_meta2_d3.ox  = rq_meta2_d3[7:4];
+  assign \rq_meta2_d3.go  = rq_meta2_d3[8];
+  assign \rq_meta2_d3.eof  = rq_meta2_d3[9];
+  assign \rq_meta2_d3.error  = rq_meta2_d3[10];
+  assign \rq_meta3_d1.oy  = rq_meta3_d1[3:0];
+  assign \rq_meta3_d1.ox  = rq_meta3_d1[7:4];
+  assign \rq_meta3_d1.go  = rq_meta3_d1[8];
+  assign \rq_meta3_d1.eof  = rq_meta3_d1[9];
+  assign \rq_meta3_d1.error  = rq_meta3_d1[10];
+  assign \$1  = { scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p, 17'h00000 };
+  assign \$2  = { scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p, 17'h00000 };
+  assign \$3  = { scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p, 17'h00000 };
+  assign \$4  = { scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p, 17'h00000 };
+  assign \$21  = { scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37:16] };
+  assign \$23  = { scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37:16] };
+  assign \$25  = { scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37:16] };
+  assign \$27  = { scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37:16] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  reg [1:0] \$100 ;
+  reg [1:0] \$101 ;
+  reg [1:0] \$102 ;
+  reg [3:0] \$103 ;
+  reg [3:0] \$104 ;
+  reg [3:0] \$105 ;
+  reg \$106 ;
+  reg \$107 ;
+  reg \$108 ;
+  reg [8:0] \$109 ;
+  wire \$11 ;
+  reg \$110 ;
+  reg \$111 ;
+  reg [10:0] \$112 ;
+  reg [1:0] \$113 ;
+  reg [1:0] \$114 ;
+  reg [1:0] \$115 ;
+  reg [3:0] \$116 ;
+  reg [3:0] \$117 ;
+  reg [3:0] \$118 ;
+  reg \$119 ;
+  wire \$12 ;
+  reg [25:0] \$120 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire [1:0] \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [8:0] \$2 ;
+  wire [1:0] \$20 ;
+  wire [1:0] \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire [1:0] \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire [3:0] \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire [9:0] \$3 ;
+  wire [3:0] \$30 ;
+  wire [3:0] \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire [3:0] \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire [9:0] \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [1:0] \$45 ;
+  wire [2:0] \$46 ;
+  wire [3:0] \$47 ;
+  wire [4:0] \$48 ;
+  wire [5:0] \$49 ;
+  wire \$5 ;
+  wire [6:0] \$50 ;
+  wire [7:0] \$51 ;
+  wire [8:0] \$52 ;
+  wire [9:0] \$53 ;
+  wire [5:0] \$54 ;
+  wire [5:0] \$55 ;
+  wire [4:0] \$56 ;
+  wire [4:0] \$57 ;
+  wire [4:0] \$58 ;
+  wire [4:0] \$59 ;
+  wire \$6 ;
+  wire \$60 ;
+  wire [1:0] \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [8:0] \$64 ;
+  wire [8:0] \$65 ;
+  wire [4:0] \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire [1:0] \$69 ;
+  wire \$7 ;
+  wire [1:0] \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  reg \$76 ;
+  reg [18:0] \$77 ;
+  reg [3:0] \$78 ;
+  reg [1:0] \$79 ;
+  wire \$8 ;
+  reg [3:0] \$80 ;
+  reg [1:0] \$81 ;
+  reg [3:0] \$82 ;
+  reg [1:0] \$83 ;
+  reg [3:0] \$84 ;
+  reg \$85 ;
+  reg \$86 ;
+  reg \$87 ;
+  reg [8:0] \$88 ;
+  reg [3:0] \$89 ;
+  wire \$9 ;
+  reg \$90 ;
+  reg \$91 ;
+  reg \$92 ;
+  reg \$93 ;
+  reg \$94 ;
+  reg \$95 ;
+  reg [3:0] \$96 ;
+  reg [3:0] \$97 ;
+  reg [8:0] \$98 ;
+  reg [3:0] \$99 ;
+  reg \$like  = 1'h0;
+  reg \$signal  = 1'h0;
+  reg \$signal$10  = 1'h0;
+  reg [3:0] \$signal$17  = 4'h0;
+  reg [8:0] \$signal$42  = 9'h000;
+  reg [3:0] \$signal$43  = 4'h0;
+  reg \$signal$53  = 1'h0;
+  reg \$signal$54  = 1'h0;
+  reg \$signal$7  = 1'h0;
+  output beat;
+  wire beat;
+  output busy;
+  wire busy;
+  input can_emit;
+  wire can_emit;
+  input clk;
+  wire clk;
+  wire [3:0] col;
+  reg [3:0] col_0 = 4'h0;
+  reg [3:0] col_1 = 4'h0;
+  reg [3:0] col_2 = 4'h0;
+  reg first_r = 1'h0;
+  reg go_last = 1'h0;
+  wire issue;
+  wire last;
+  reg [3:0] next_col_0 = 4'h0;
+  reg [3:0] next_col_1 = 4'h0;
+  reg [3:0] next_col_2 = 4'h0;
+  reg [1:0] next_slot_0 = 2'h0;
+  reg [1:0] next_slot_1 = 2'h0;
+  reg [1:0] next_slot_2 = 2'h0;
+  reg [3:0] p_cnt = 4'h0;
+  reg [18:0] p_site = 19'h00000;
+  wire \p_site.eof ;
+  wire \p_site.error ;
+  wire [3:0] \p_site.ox ;
+  wire [3:0] \p_site.oy ;
+  wire [8:0] \p_site.taps ;
+  wire p_take;
+  reg p_v = 1'h0;
+  reg [3:0] q_col_0 = 4'h0;
+  reg [3:0] q_col_1 = 4'h0;
+  reg [3:0] q_col_2 = 4'h0;
+  reg q_gi = 1'h0;
+  reg q_last = 1'h0;
+  reg [10:0] q_meta = 11'h000;
+  wire \q_meta.eof ;
+  wire \q_meta.error ;
+  wire \q_meta.go ;
+  wire [3:0] \q_meta.ox ;
+  wire [3:0] \q_meta.oy ;
+  reg [8:0] q_oh = 9'h000;
+  reg [1:0] q_slot_0 = 2'h0;
+  reg [1:0] q_slot_1 = 2'h0;
+  reg [1:0] q_slot_2 = 2'h0;
+  output [3:0] row;
+  wire [3:0] row;
+  input rst;
+  wire rst;
+  reg s_err = 1'h0;
+  reg s_gi = 1'h0;
+  reg s_go = 1'h0;
+  reg [3:0] s_n = 4'h0;
+  reg [3:0] s_ox = 4'h0;
+  reg [8:0] s_rem = 9'h000;
+  input [18:0] sites__payload;
+  wire [18:0] sites__payload;
+  wire \sites__payload.eof ;
+  wire \sites__payload.error ;
+  wire [3:0] \sites__payload.ox ;
+  wire [3:0] \sites__payload.oy ;
+  wire [8:0] \sites__payload.taps ;
+  output sites__ready;
+  wire sites__ready;
+  input sites__valid;
+  wire sites__valid;
+  wire [1:0] slot;
+  reg [1:0] slot_0 = 2'h0;
+  reg [1:0] slot_1 = 2'h0;
+  reg [1:0] slot_2 = 2'h0;
+  output [25:0] steps__payload;
+  reg [25:0] steps__payload = 26'h0000000;
+  wire \steps__payload.first ;
+  wire \steps__payload.last ;
+  wire [6:0] \steps__payload.lb_addr ;
+  wire [10:0] \steps__payload.meta ;
+  wire \steps__payload.meta.eof ;
+  wire \steps__payload.meta.error ;
+  wire \steps__payload.meta.go ;
+  wire [3:0] \steps__payload.meta.ox ;
+  wire [3:0] \steps__payload.meta.oy ;
+  wire [5:0] \steps__payload.w_addr ;
+  output steps__valid;
+  reg steps__valid = 1'h0;
+  reg sv = 1'h0;
+  wire [3:0] tap_idx;
+  wire [8:0] tap_oh;
+  assign \$1  = ~ p_v;
+  assign sites__ready = \$1  | p_take;
+  assign \$2  = ~ s_rem;
+  assign \$3  = \$2  + 1'h1;
+  assign \$4  = { 1'h0, s_rem } & \$3 ;
+  assign last = \$signal  & \$signal$7 ;
+  assign \$5  = ~ last;
+  assign \$6  = ~ \$signal$10 ;
+  assign \$7  = \$5  & \$6 ;
+  assign \$8  = \$7  | can_emit;
+  assign issue = sv & \$8 ;
+  assign \$9  = ~ sv;
+  assign \$10  = last & go_last;
+  assign \$11  = \$10  | \$signal$10 ;
+  assign \$12  = issue & \$11 ;
+  assign \$13  = \$9  | \$12 ;
+  assign p_take = p_v & \$13 ;
+  assign \$14  = last | \$signal$10 ;
+  assign beat = issue & \$14 ;
+  assign busy = sv | p_v;
+  assign row = sv ? \$signal$17  : p_site[3:0];
+  assign \$15  = q_oh[0] | q_oh[1];
+  assign \$16  = \$15  | q_oh[2];
+  assign \$17  = \$16  ? q_slot_0 : 2'h0;
+  assign \$18  = q_oh[3] | q_oh[4];
+  assign \$19  = \$18  | q_oh[5];
+  assign \$20  = \$19  ? q_slot_1 : 2'h0;
+  assign \$21  = \$17  | \$20 ;
+  assign \$22  = q_oh[6] | q_oh[7];
+  assign \$23  = \$22  | q_oh[8];
+  assign \$24  = \$23  ? q_slot_2 : 2'h0;
+  assign slot = \$21  | \$24 ;
+  assign \$25  = q_oh[0] | q_oh[3];
+  assign \$26  = \$25  | q_oh[6];
+  assign \$27  = \$26  ? q_col_0 : 4'h0;
+  assign \$28  = q_oh[1] | q_oh[4];
+  assign \$29  = \$28  | q_oh[7];
+  assign \$30  = \$29  ? q_col_1 : 4'h0;
+  assign \$31  = \$27  | \$30 ;
+  assign \$32  = q_oh[2] | q_oh[5];
+  assign \$33  = \$32  | q_oh[8];
+  assign \$34  = \$33  ? q_col_2 : 4'h0;
+  assign col = \$31  | \$34 ;
+  assign \$35  = q_oh[1] | q_oh[3];
+  assign \$36  = \$35  | q_oh[5];
+  assign \$37  = \$36  | q_oh[7];
+  assign \$38  = q_oh[2] | q_oh[3];
+  assign \$39  = \$38  | q_oh[6];
+  assign \$40  = \$39  | q_oh[7];
+  assign \$41  = q_oh[4] | q_oh[5];
+  assign \$42  = \$41  | q_oh[6];
+  assign \$43  = \$42  | q_oh[7];
+  assign \$44  = sites__valid & sites__ready;
+  assign \$45  = 1'h0 + sites__payload[8];
+  assign \$46  = \$45  + sites__payload[9];
+  assign \$47  = \$46  + sites__payload[10];
+  assign \$48  = \$47  + sites__payload[11];
+  assign \$49  = \$48  + sites__payload[12];
+  assign \$50  = \$49  + sites__payload[13];
+  assign \$51  = \$50  + sites__payload[14];
+  assign \$52  = \$51  + sites__payload[15];
+  assign \$53  = \$52  + sites__payload[16];
+  assign \$54  = sites__payload[3:0] + 6'h3f;
+  assign \$55  = sites__payload[7:4] + 6'h3f;
+  assign \$56  = sites__payload[3:0] + 1'h0;
+  assign \$57  = sites__payload[7:4] + 1'h0;
+  assign \$58  = sites__payload[3:0] + 1'h1;
+  assign \$59  = sites__payload[7:4] + 1'h1;
+  assign \$60  = ~ \$signal ;
+  assign \$61  = s_gi + 1'h1;
+  assign \$62  = ! s_gi;
+  assign \$63  = ~ \$signal$7 ;
+  assign \$64  = ~ \$4 [8:0];
+  assign \$65  = s_rem & \$64 ;
+  assign \$66  = s_n - 1'h1;
+  assign \$67  = s_n == 2'h2;
+  assign \$68  = \$signal$43  == 1'h1;
+  assign \$69  = s_go + 1'h1;
+  assign \$70  = go_last ? 2'h0 : \$69 ;
+  assign \$71  = ! s_go;
+  assign \$72  = last & go_last;
+  assign \$73  = \$72  | \$signal$10 ;
+  assign \$74  = p_cnt == 1'h1;
+  assign \$75  = s_err & \$signal$10 ;
+  always @(posedge clk)
+    p_v <= \$76 ;
+  always @(posedge clk)
+    p_site <= \$77 ;
+  always @(posedge clk)
+    p_cnt <= \$78 ;
+  always @(posedge clk)
+    next_slot_0 <= \$79 ;
+  always @(posedge clk)
+    next_col_0 <= \$80 ;
+  always @(posedge clk)
+    next_slot_1 <= \$81 ;
+  always @(posedge clk)
+    next_col_1 <= \$82 ;
+  always @(posedge clk)
+    next_slot_2 <= \$83 ;
+  always @(posedge clk)
+    next_col_2 <= \$84 ;
+  always @(posedge clk)
+    first_r <= \$85 ;
+  always @(posedge clk)
+    s_gi <= \$86 ;
+  always @(posedge clk)
+    \$signal  <= \$87 ;
+  always @(posedge clk)
+    s_rem <= \$88 ;
+  always @(posedge clk)
+    s_n <= \$89 ;
+  always @(posedge clk)
+    \$signal$7  <= \$90 ;
+  always @(posedge clk)
+    s_go <= \$91 ;
+  always @(posedge clk)
+    go_last <= \$92 ;
+  always @(posedge clk)
+    sv <= \$93 ;
+  always @(posedge clk)
+    \$signal$10  <= \$94 ;
+  always @(posedge clk)
+    s_err <= \$95 ;
+  always @(posedge clk)
+    \$signal$17  <= \$96 ;
+  always @(posedge clk)
+    s_ox <= \$97 ;
+  always @(posedge clk)
+    \$signal$42  <= \$98 ;
+  always @(posedge clk)
+    \$signal$43  <= \$99 ;
+  always @(posedge clk)
+    slot_0 <= \$100 ;
+  always @(posedge clk)
+    slot_1 <= \$101 ;
+  always @(posedge clk)
+    slot_2 <= \$102 ;
+  always @(posedge clk)
+    col_0 <= \$103 ;
+  always @(posedge clk)
+    col_1 <= \$104 ;
+  always @(posedge clk)
+    col_2 <= \$105 ;
+  always @(posedge clk)
+    \$signal$53  <= \$106 ;
+  always @(posedge clk)
+    \$signal$54  <= \$107 ;
+  always @(posedge clk)
+    q_last <= \$108 ;
+  always @(posedge clk)
+    q_oh <= \$109 ;
+  always @(posedge clk)
+    \$like  <= \$110 ;
+  always @(posedge clk)
+    q_gi <= \$111 ;
+  always @(posedge clk)
+    q_meta <= \$112 ;
+  always @(posedge clk)
+    q_slot_0 <= \$113 ;
+  always @(posedge clk)
+    q_slot_1 <= \$114 ;
+  always @(posedge clk)
+    q_slot_2 <= \$115 ;
+  always @(posedge clk)
+    q_col_0 <= \$116 ;
+  always @(posedge clk)
+    q_col_1 <= \$117 ;
+  always @(posedge clk)
+    q_col_2 <= \$118 ;
+  always @(posedge clk)
+    steps__valid <= \$119 ;
+  always @(posedge clk)
+    steps__payload <= \$120 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$76  = p_v;
+    if (p_take) begin
+      \$76  = 1'h0;
+    end
+    if (\$44 ) begin
+      \$76  = 1'h1;
+    end
+    if (rst) begin
+      \$76  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$77  = p_site;
+    if (\$44 ) begin
+      \$77  = sites__payload;
+    end
+    if (rst) begin
+      \$77  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$78  = p_cnt;
+    if (\$44 ) begin
+      \$78  = \$53 [3:0];
+    end
+    if (rst) begin
+      \$78  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$79  = next_slot_0;
+    if (\$44 ) begin
+      \$79  = \$54 [1:0];
+    end
+    if (rst) begin
+      \$79  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$80  = next_col_0;
+    if (\$44 ) begin
+      \$80  = \$55 [3:0];
+    end
+    if (rst) begin
+      \$80  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$81  = next_slot_1;
+    if (\$44 ) begin
+      \$81  = \$56 [1:0];
+    end
+    if (rst) begin
+      \$81  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$82  = next_col_1;
+    if (\$44 ) begin
+      \$82  = \$57 [3:0];
+    end
+    if (rst) begin
+      \$82  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$83  = next_slot_2;
+    if (\$44 ) begin
+      \$83  = \$58 [1:0];
+    end
+    if (rst) begin
+      \$83  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$84  = next_col_2;
+    if (\$44 ) begin
+      \$84  = \$59 [3:0];
+    end
+    if (rst) begin
+      \$84  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$85  = first_r;
+    if (issue) begin
+      \$85  = 1'h0;
+      (* full_case = 32'd1 *)
+      if (\$60 ) begin
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$63 ) begin
+        end else begin
+          \$85  = 1'h1;
+        end
+      end
+    end
+    if (p_take) begin
+      \$85  = 1'h1;
+    end
+    if (rst) begin
+      \$85  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$86  = s_gi;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$60 ) begin
+        \$86  = \$61 [0];
+      end else begin
+        \$86  = 1'h0;
+      end
+    end
+    if (p_take) begin
+      \$86  = 1'h0;
+    end
+    if (rst) begin
+      \$86  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$87  = \$signal ;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$60 ) begin
+        \$87  = \$62 ;
+      end else begin
+        \$87  = 1'h0;
+      end
+    end
+    if (p_take) begin
+      \$87  = 1'h0;
+    end
+    if (rst) begin
+      \$87  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$88  = s_rem;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$60 ) begin
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$63 ) begin
+          \$88  = \$65 ;
+        end else begin
+          \$88  = \$signal$42 ;
+        end
+      end
+    end
+    if (p_take) begin
+      \$88  = p_site[16:8];
+    end
+    if (rst) begin
+      \$88  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$89  = s_n;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$60 ) begin
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$63 ) begin
+          \$89  = \$66 [3:0];
+        end else begin
+          \$89  = \$signal$43 ;
+        end
+      end
+    end
+    if (p_take) begin
+      \$89  = p_cnt;
+    end
+    if (rst) begin
+      \$89  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$90  = \$signal$7 ;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$60 ) begin
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$63 ) begin
+          \$90  = \$67 ;
+        end else begin
+          \$90  = \$68 ;
+        end
+      end
+    end
+    if (p_take) begin
+      \$90  = \$74 ;
+    end
+    if (rst) begin
+      \$90  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$91  = s_go;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$60 ) begin
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$63 ) begin
+        end else begin
+          \$91  = \$70 [0];
+        end
+      end
+    end
+    if (p_take) begin
+      \$91  = 1'h0;
+    end
+    if (rst) begin
+      \$91  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$92  = go_last;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$60 ) begin
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$63 ) begin
+        end else begin
+          \$92  = \$71 ;
+        end
+      end
+    end
+    if (p_take) begin
+      \$92  = 1'h0;
+    end
+    if (rst) begin
+      \$92  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$93  = sv;
+    if (issue) begin
+      if (\$73 ) begin
+        \$93  = 1'h0;
+      end
+    end
+    if (p_take) begin
+      \$93  = 1'h1;
+    end
+    if (rst) begin
+      \$93  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$94  = \$signal$10 ;
+    if (p_take) begin
+      \$94  = p_site[17];
+    end
+    if (rst) begin
+      \$94  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$95  = s_err;
+    if (p_take) begin
+      \$95  = p_site[18];
+    end
+    if (rst) begin
+      \$95  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$96  = \$signal$17 ;
+    if (p_take) begin
+      \$96  = p_site[3:0];
+    end
+    if (rst) begin
+      \$96  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$97  = s_ox;
+    if (p_take) begin
+      \$97  = p_site[7:4];
+    end
+    if (rst) begin
+      \$97  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$98  = \$signal$42 ;
+    if (p_take) begin
+      \$98  = p_site[16:8];
+    end
+    if (rst) begin
+      \$98  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$99  = \$signal$43 ;
+    if (p_take) begin
+      \$99  = p_cnt;
+    end
+    if (rst) begin
+      \$99  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$100  = slot_0;
+    if (p_take) begin
+      \$100  = next_slot_0;
+    end
+    if (rst) begin
+      \$100  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$101  = slot_1;
+    if (p_take) begin
+      \$101  = next_slot_1;
+    end
+    if (rst) begin
+      \$101  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$102  = slot_2;
+    if (p_take) begin
+      \$102  = next_slot_2;
+    end
+    if (rst) begin
+      \$102  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$103  = col_0;
+    if (p_take) begin
+      \$103  = next_col_0;
+    end
+    if (rst) begin
+      \$103  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$104  = col_1;
+    if (p_take) begin
+      \$104  = next_col_1;
+    end
+    if (rst) begin
+      \$104  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$105  = col_2;
+    if (p_take) begin
+      \$105  = next_col_2;
+    end
+    if (rst) begin
+      \$105  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$106  = issue;
+    if (rst) begin
+      \$106  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$107  = first_r;
+    if (rst) begin
+      \$107  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$108  = last;
+    if (rst) begin
+      \$108  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$109  = \$4 [8:0];
+    if (rst) begin
+      \$109  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$110  = s_go;
+    if (rst) begin
+      \$110  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$111  = s_gi;
+    if (rst) begin
+      \$111  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$112 [3:0] = \$signal$17 ;
+    \$112 [7:4] = s_ox;
+    \$112 [8] = s_go;
+    \$112 [9] = \$signal$10 ;
+    \$112 [10] = \$75 ;
+    if (rst) begin
+      \$112  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$113  = slot_0;
+    if (rst) begin
+      \$113  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$114  = slot_1;
+    if (rst) begin
+      \$114  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$115  = slot_2;
+    if (rst) begin
+      \$115  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$116  = col_0;
+    if (rst) begin
+      \$116  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$117  = col_1;
+    if (rst) begin
+      \$117  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$118  = col_2;
+    if (rst) begin
+      \$118  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$119  = \$signal$53 ;
+    if (rst) begin
+      \$119  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$120 [13] = \$signal$54 ;
+    \$120 [14] = q_last;
+    \$120 [25:15] = q_meta;
+    \$120 [6:0] = { slot, col, q_gi };
+    \$120 [12:7] = { q_oh[8], \$43 , \$40 , \$37 , \$like , q_gi };
+    if (rst) begin
+      \$120  = 26'h0000000;
+    end
+  end
+  assign tap_oh = \$4 [8:0];
+  assign tap_idx = { q_oh[8], \$43 , \$40 , \$37  };
+  assign \p_site.oy  = p_site[3:0];
+  assign \p_site.ox  = p_site[7:4];
+  assign \p_site.taps  = p_site[16:8];
+  assign \p_site.eof  = p_site[17];
+  assign \p_site.error  = p_site[18];
+  assign \sites__payload.oy  = sites__payload[3:0];
+  assign \sites__payload.ox  = sites__payload[7:4];
+  assign \sites__payload.taps  = sites__payload[16:8];
+  assign \sites__payload.eof  = sites__payload[17];
+  assign \sites__payload.error  = sites__payload[18];
+  assign \q_meta.oy  = q_meta[3:0];
+  assign \q_meta.ox  = q_meta[7:4];
+  assign \q_meta.go  = q_meta[8];
+  assign \q_meta.eof  = q_meta[9];
+  assign \q_meta.error  = q_meta[10];
+  assign \steps__payload.lb_addr  = steps__payload[6:0];
+  assign \steps__payload.w_addr  = steps__payload[12:7];
+  assign \steps__payload.first  = steps__payload[13];
+  assign \steps__payload.last  = steps__payload[14];
+  assign \steps__payload.meta  = steps__payload[25:15];
+  assign \steps__payload.meta.oy  = steps__payload[18:15];
+  assign \steps__payload.meta.ox  = steps__payload[22:19];
+  assign \steps__payload.meta.go  = steps__payload[23];
+  assign \steps__payload.meta.eof  = steps__payload[24];
+  assign \steps__payload.meta.error  = steps__payload[25];
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
+  reg [127:0] \$1 ;
+  wire [5:0] \$signature__addr ;
+  wire [127:0] \$signature__data ;
+  wire \$signature__en ;
+  input clk;
+  wire clk;
+  wire [5:0] r_addr;
+  output [127:0] r_data;
+  reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  input [5:0] rd__addr;
+  wire [5:0] rd__addr;
+  wire [127:0] rd__data;
+  wire rd__en;
+  input rst;
+  wire rst;
+  input [5:0] w_addr;
+  wire [5:0] w_addr;
+  input [127:0] w_data;
+  wire [127:0] w_data;
+  input w_en;
+  wire w_en;
+  reg [127:0] mem [63:0];
+  initial begin
+    mem[0] = 128'h00000000000000000000000000000000;
+    mem[1] = 128'h00000000000000000000000000000000;
+    mem[2] = 128'h00000000000000000000000000000000;
+    mem[3] = 128'h00000000000000000000000000000000;
+    mem[4] = 128'h00000000000000000000000000000000;
+    mem[5] = 128'h00000000000000000000000000000000;
+    mem[6] = 128'h00000000000000000000000000000000;
+    mem[7] = 128'h00000000000000000000000000000000;
+    mem[8] = 128'h00000000000000000000000000000000;
+    mem[9] = 128'h00000000000000000000000000000000;
+    mem[10] = 128'h00000000000000000000000000000000;
+    mem[11] = 128'h00000000000000000000000000000000;
+    mem[12] = 128'h00000000000000000000000000000000;
+    mem[13] = 128'h00000000000000000000000000000000;
+    mem[14] = 128'h00000000000000000000000000000000;
+    mem[15] = 128'h00000000000000000000000000000000;
+    mem[16] = 128'h00000000000000000000000000000000;
+    mem[17] = 128'h00000000000000000000000000000000;
+    mem[18] = 128'h00000000000000000000000000000000;
+    mem[19] = 128'h00000000000000000000000000000000;
+    mem[20] = 128'h00000000000000000000000000000000;
+    mem[21] = 128'h00000000000000000000000000000000;
+    mem[22] = 128'h00000000000000000000000000000000;
+    mem[23] = 128'h00000000000000000000000000000000;
+    mem[24] = 128'h00000000000000000000000000000000;
+    mem[25] = 128'h00000000000000000000000000000000;
+    mem[26] = 128'h00000000000000000000000000000000;
+    mem[27] = 128'h00000000000000000000000000000000;
+    mem[28] = 128'h00000000000000000000000000000000;
+    mem[29] = 128'h00000000000000000000000000000000;
+    mem[30] = 128'h00000000000000000000000000000000;
+    mem[31] = 128'h00000000000000000000000000000000;
+    mem[32] = 128'h00000000000000000000000000000000;
+    mem[33] = 128'h00000000000000000000000000000000;
+    mem[34] = 128'h00000000000000000000000000000000;
+    mem[35] = 128'h00000000000000000000000000000000;
+    mem[36] = 128'h00000000000000000000000000000000;
+    mem[37] = 128'h00000000000000000000000000000000;
+    mem[38] = 128'h00000000000000000000000000000000;
+    mem[39] = 128'h00000000000000000000000000000000;
+    mem[40] = 128'h00000000000000000000000000000000;
+    mem[41] = 128'h00000000000000000000000000000000;
+    mem[42] = 128'h00000000000000000000000000000000;
+    mem[43] = 128'h00000000000000000000000000000000;
+    mem[44] = 128'h00000000000000000000000000000000;
+    mem[45] = 128'h00000000000000000000000000000000;
+    mem[46] = 128'h00000000000000000000000000000000;
+    mem[47] = 128'h00000000000000000000000000000000;
+    mem[48] = 128'h00000000000000000000000000000000;
+    mem[49] = 128'h00000000000000000000000000000000;
+    mem[50] = 128'h00000000000000000000000000000000;
+    mem[51] = 128'h00000000000000000000000000000000;
+    mem[52] = 128'h00000000000000000000000000000000;
+    mem[53] = 128'h00000000000000000000000000000000;
+    mem[54] = 128'h00000000000000000000000000000000;
+    mem[55] = 128'h00000000000000000000000000000000;
+    mem[56] = 128'h00000000000000000000000000000000;
+    mem[57] = 128'h00000000000000000000000000000000;
+    mem[58] = 128'h00000000000000000000000000000000;
+    mem[59] = 128'h00000000000000000000000000000000;
+    mem[60] = 128'h00000000000000000000000000000000;
+    mem[61] = 128'h00000000000000000000000000000000;
+    mem[62] = 128'h00000000000000000000000000000000;
+    mem[63] = 128'h00000000000000000000000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_en)
+      mem[w_addr] <= w_data;
+  end
+  reg [127:0] _0_;
+  always @(posedge clk) begin
+    _0_ <= mem[rd__addr];
+  end
+  assign rd__data = _0_;
+  always @(posedge clk)
+    r_data <= \$1 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$1  = rd__data;
+    if (rst) begin
+      \$1  = 128'h00000000000000000000000000000000;
+    end
+  end
+  assign \$signature__addr  = w_addr;
+  assign \$signature__data  = w_data;
+  assign \$signature__en  = w_en;
+  assign r_addr = rd__addr;
+  assign rd__en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, sites_in__ready, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload);
+  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire [1:0] \$11 ;
+  wire [1:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire [1:0] \$15 ;
+  wire [1:0] \$16 ;
+  wire \$17 ;
+  wire [4:0] \$18 ;
+  wire [2:0] \$19 ;
+  wire \$2 ;
+  wire [3:0] \$20 ;
+  wire [3:0] \$21 ;
+  wire [4:0] \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire [6:0] \$26 ;
+  wire \$27 ;
+  wire [7:0] \$28 ;
+  reg \$29 ;
+  wire \$3 ;
+  reg \$30 ;
+  reg [127:0] \$31 ;
+  reg [1:0] \$32 ;
+  reg \$33 ;
+  reg [3:0] \$34 ;
+  reg [3:0] \$35 ;
+  reg \$36 ;
+  reg \$37 ;
+  reg [3:0] \$38 ;
+  reg \$39 ;
+  wire \$4 ;
+  reg \$40 ;
+  reg [5:0] \$41 ;
+  reg \$42 ;
+  reg \$43 ;
+  reg \$44 ;
+  reg \$45 ;
+  reg \$46 ;
+  reg \$47 ;
+  reg [10:0] \$48 ;
+  reg [10:0] \$49 ;
+  wire \$5 ;
+  reg \$50 ;
+  reg [41:0] \$51 ;
+  reg [5:0] \$52 ;
+  wire \$6 ;
+  wire [2:0] \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  (* init = 1'h0 *)
+  wire \$signal ;
+  (* init = 4'h0 *)
+  wire [3:0] \$signal$24 ;
+  wire beat;
+  wire [31:0] bitmaps;
+  wire [31:0] \bitmaps$32 ;
+  wire [15:0] \bitmaps$32[0] ;
+  wire [15:0] \bitmaps$32[1] ;
+  wire [15:0] \bitmaps[0] ;
+  wire [15:0] \bitmaps[1] ;
+  wire busy;
+  wire \busy$89 ;
+  reg c_in = 1'h0;
+  reg c_out = 1'h0;
+  reg [3:0] c_tap = 4'h0;
+  wire can_emit;
+  input clk;
+  wire clk;
+  wire [5:0] done_rows;
+  wire [5:0] \done_rows$36 ;
+  wire eof_seen;
+  wire \eof_seen$38 ;
+  wire error;
+  wire \error$44 ;
+  wire [42:0] feats__payload;
+  wire [31:0] \feats__payload.data ;
+  wire [7:0] \feats__payload.data[0] ;
+  wire [7:0] \feats__payload.data[1] ;
+  wire [7:0] \feats__payload.data[2] ;
+  wire [7:0] \feats__payload.data[3] ;
+  wire [10:0] \feats__payload.meta ;
+  wire \feats__payload.meta.eof ;
+  wire \feats__payload.meta.error ;
+  wire \feats__payload.meta.go ;
+  wire [3:0] \feats__payload.meta.ox ;
+  wire [3:0] \feats__payload.meta.oy ;
+  wire feats__valid;
+  wire frame_reset;
+  wire \frame_reset$30 ;
+  wire \frame_reset$45 ;
+  wire has_last;
+  wire \has_last$40 ;
+  reg [3:0] height_m1 = 4'h0;
+  wire hold;
+  reg [5:0] inflight = 6'h00;
+  wire [3:0] last_y;
+  wire [3:0] \last_y$42 ;
+  reg loaded = 1'h0;
+  (* init = 1'h0 *)
+  wire \loaded$20 ;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] p_data;
+  (* init = 1'h0 *)
+  wire p_raddr;
+  (* init = 1'h0 *)
+  wire p_rv;
+  (* init = 1'h0 *)
+  wire p_waddr;
+  input [127:0] params__payload;
+  wire [127:0] params__payload;
+  output params__ready;
+  wire params__ready;
+  input params__valid;
+  wire params__valid;
+  reg [1:0] pcount = 2'h0;
+  reg [5:0] permit_row = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] \permit_row$28 ;
+  wire r_addr;
+  wire \r_addr$67 ;
+  wire [127:0] r_data;
+  wire [127:0] \r_data$70 ;
+  wire [41:0] \r_data$98 ;
+  wire r_en;
+  wire r_rdy;
+  wire [5:0] rd_addr;
+  wire [31:0] rd_data;
+  reg read_first_d1 = 1'h0;
+  reg read_first_d2 = 1'h0;
+  reg read_last_d1 = 1'h0;
+  reg read_last_d2 = 1'h0;
+  reg [10:0] read_meta_d1 = 11'h000;
+  wire \read_meta_d1.eof ;
+  wire \read_meta_d1.error ;
+  wire \read_meta_d1.go ;
+  wire [3:0] \read_meta_d1.ox ;
+  wire [3:0] \read_meta_d1.oy ;
+  reg [10:0] read_meta_d2 = 11'h000;
+  wire \read_meta_d2.eof ;
+  wire \read_meta_d2.error ;
+  wire \read_meta_d2.go ;
+  wire [3:0] \read_meta_d2.ox ;
+  wire [3:0] \read_meta_d2.oy ;
+  reg read_v_d1 = 1'h0;
+  (* init = 1'h0 *)
+  wire read_v_d2;
+  wire [3:0] row;
+  wire [3:0] \row$91 ;
+  wire rq_addr;
+  wire [127:0] rq_data;
+  input rst;
+  wire rst;
+  wire [10:0] sites__payload;
+  wire [10:0] \sites__payload$47 ;
+  wire \sites__payload$47.eof ;
+  wire \sites__payload$47.error ;
+  wire [3:0] \sites__payload$47.ox ;
+  wire [3:0] \sites__payload$47.oy ;
+  wire \sites__payload$47.taps ;
+  wire \sites__payload.eof ;
+  wire \sites__payload.error ;
+  wire [3:0] \sites__payload.ox ;
+  wire [3:0] \sites__payload.oy ;
+  wire \sites__payload.taps ;
+  wire sites__ready;
+  wire \sites__ready$49 ;
+  wire sites__valid;
+  wire \sites__valid$51 ;
+  input [41:0] sites_in__payload;
+  wire [41:0] sites_in__payload;
+  wire [41:0] \sites_in__payload$14 ;
+  wire [31:0] \sites_in__payload$14.data ;
+  wire [7:0] \sites_in__payload$14.data[0] ;
+  wire [7:0] \sites_in__payload$14.data[1] ;
+  wire [7:0] \sites_in__payload$14.data[2] ;
+  wire [7:0] \sites_in__payload$14.data[3] ;
+  wire \sites_in__payload$14.eof ;
+  wire \sites_in__payload$14.error ;
+  wire [3:0] \sites_in__payload$14.x ;
+  wire [3:0] \sites_in__payload$14.y ;
+  wire [31:0] \sites_in__payload.data ;
+  wire [7:0] \sites_in__payload.data[0] ;
+  wire [7:0] \sites_in__payload.data[1] ;
+  wire [7:0] \sites_in__payload.data[2] ;
+  wire [7:0] \sites_in__payload.data[3] ;
+  wire \sites_in__payload.eof ;
+  wire \sites_in__payload.error ;
+  wire [3:0] \sites_in__payload.x ;
+  wire [3:0] \sites_in__payload.y ;
+  output sites_in__ready;
+  wire sites_in__ready;
+  wire \sites_in__ready$16 ;
   input sites_in__valid;
   wire sites_in__valid;
+  wire \sites_in__valid$18 ;
   output [41:0] sites_out__payload;
   reg [41:0] sites_out__payload = 42'h00000000000;
   wire [31:0] \sites_out__payload.data ;
@@ -6663,1655 +15627,570 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   wire sites_out__ready;
   output sites_out__valid;
   reg sites_out__valid = 1'h0;
-  wire slot_in;
-  reg sv = 1'h0;
-  reg tap;
-  wire taps;
-  wire [5:0] use_row;
-  reg v3 = 1'h0;
-  reg v4 = 1'h0;
+  wire [19:0] steps__payload;
+  wire [172:0] \steps__payload$57 ;
+  wire \steps__payload$57.first ;
+  wire \steps__payload$57.last ;
+  wire [10:0] \steps__payload$57.meta ;
+  wire \steps__payload$57.meta.eof ;
+  wire \steps__payload$57.meta.error ;
+  wire \steps__payload$57.meta.go ;
+  wire [3:0] \steps__payload$57.meta.ox ;
+  wire [3:0] \steps__payload$57.meta.oy ;
+  wire [127:0] \steps__payload$57.w ;
+  wire [31:0] \steps__payload$57.x ;
+  wire \steps__payload.first ;
+  wire \steps__payload.last ;
+  wire [5:0] \steps__payload.lb_addr ;
+  wire [10:0] \steps__payload.meta ;
+  wire \steps__payload.meta.eof ;
+  wire \steps__payload.meta.error ;
+  wire \steps__payload.meta.go ;
+  wire [3:0] \steps__payload.meta.ox ;
+  wire [3:0] \steps__payload.meta.oy ;
+  wire \steps__payload.w_addr ;
+  reg steps__valid = 1'h0;
+  wire \steps__valid$93 ;
+  wire [86:0] sums__payload;
+  wire [86:0] \sums__payload$64 ;
+  wire [75:0] \sums__payload$64.acc ;
+  wire [18:0] \sums__payload$64.acc[0] ;
+  wire [18:0] \sums__payload$64.acc[1] ;
+  wire [18:0] \sums__payload$64.acc[2] ;
+  wire [18:0] \sums__payload$64.acc[3] ;
+  wire [10:0] \sums__payload$64.meta ;
+  wire \sums__payload$64.meta.eof ;
+  wire \sums__payload$64.meta.error ;
+  wire \sums__payload$64.meta.go ;
+  wire [3:0] \sums__payload$64.meta.ox ;
+  wire [3:0] \sums__payload$64.meta.oy ;
+  wire [75:0] \sums__payload.acc ;
+  wire [18:0] \sums__payload.acc[0] ;
+  wire [18:0] \sums__payload.acc[1] ;
+  wire [18:0] \sums__payload.acc[2] ;
+  wire [18:0] \sums__payload.acc[3] ;
+  wire [10:0] \sums__payload.meta ;
+  wire \sums__payload.meta.eof ;
+  wire \sums__payload.meta.error ;
+  wire \sums__payload.meta.go ;
+  wire [3:0] \sums__payload.meta.ox ;
+  wire [3:0] \sums__payload.meta.oy ;
+  wire sums__valid;
+  wire \sums__valid$66 ;
+  wire [9:0] tags;
+  wire [9:0] \tags$34 ;
+  wire [4:0] \tags$34[0] ;
+  wire [4:0] \tags$34[1] ;
+  wire [4:0] \tags[0] ;
+  wire [4:0] \tags[1] ;
+  reg [41:0] tok;
+  wire [31:0] \tok.data ;
+  wire [7:0] \tok.data[0] ;
+  wire [7:0] \tok.data[1] ;
+  wire [7:0] \tok.data[2] ;
+  wire [7:0] \tok.data[3] ;
+  wire \tok.eof ;
+  wire \tok.error ;
+  wire [3:0] \tok.x ;
+  wire [3:0] \tok.y ;
+  reg w_addr = 1'h0;
+  reg \w_addr$8  = 1'h0;
+  reg [127:0] w_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] \w_data$10 ;
+  wire [41:0] \w_data$75 ;
+  reg w_en = 1'h0;
+  reg \w_en$11  = 1'h0;
+  wire \w_en$73 ;
   reg [3:0] width_m1 = 4'h0;
-  wire write;
-  reg [31:0] line_buffer [63:0];
-  initial begin
-    line_buffer[0] = 32'd0;
-    line_buffer[1] = 32'd0;
-    line_buffer[2] = 32'd0;
-    line_buffer[3] = 32'd0;
-    line_buffer[4] = 32'd0;
-    line_buffer[5] = 32'd0;
-    line_buffer[6] = 32'd0;
-    line_buffer[7] = 32'd0;
-    line_buffer[8] = 32'd0;
-    line_buffer[9] = 32'd0;
-    line_buffer[10] = 32'd0;
-    line_buffer[11] = 32'd0;
-    line_buffer[12] = 32'd0;
-    line_buffer[13] = 32'd0;
-    line_buffer[14] = 32'd0;
-    line_buffer[15] = 32'd0;
-    line_buffer[16] = 32'd0;
-    line_buffer[17] = 32'd0;
-    line_buffer[18] = 32'd0;
-    line_buffer[19] = 32'd0;
-    line_buffer[20] = 32'd0;
-    line_buffer[21] = 32'd0;
-    line_buffer[22] = 32'd0;
-    line_buffer[23] = 32'd0;
-    line_buffer[24] = 32'd0;
-    line_buffer[25] = 32'd0;
-    line_buffer[26] = 32'd0;
-    line_buffer[27] = 32'd0;
-    line_buffer[28] = 32'd0;
-    line_buffer[29] = 32'd0;
-    line_buffer[30] = 32'd0;
-    line_buffer[31] = 32'd0;
-    line_buffer[32] = 32'd0;
-    line_buffer[33] = 32'd0;
-    line_buffer[34] = 32'd0;
-    line_buffer[35] = 32'd0;
-    line_buffer[36] = 32'd0;
-    line_buffer[37] = 32'd0;
-    line_buffer[38] = 32'd0;
-    line_buffer[39] = 32'd0;
-    line_buffer[40] = 32'd0;
-    line_buffer[41] = 32'd0;
-    line_buffer[42] = 32'd0;
-    line_buffer[43] = 32'd0;
-    line_buffer[44] = 32'd0;
-    line_buffer[45] = 32'd0;
-    line_buffer[46] = 32'd0;
-    line_buffer[47] = 32'd0;
-    line_buffer[48] = 32'd0;
-    line_buffer[49] = 32'd0;
-    line_buffer[50] = 32'd0;
-    line_buffer[51] = 32'd0;
-    line_buffer[52] = 32'd0;
-    line_buffer[53] = 32'd0;
-    line_buffer[54] = 32'd0;
-    line_buffer[55] = 32'd0;
-    line_buffer[56] = 32'd0;
-    line_buffer[57] = 32'd0;
-    line_buffer[58] = 32'd0;
-    line_buffer[59] = 32'd0;
-    line_buffer[60] = 32'd0;
-    line_buffer[61] = 32'd0;
-    line_buffer[62] = 32'd0;
-    line_buffer[63] = 32'd0;
-  end
-  always @(posedge clk) begin
-    if (write)
-      line_buffer[\$46 [5:0]] <= sites_in__payload[31:0];
-  end
-  reg [31:0] _0_;
-  always @(posedge clk) begin
-    if (adv) begin
-      _0_ <= line_buffer[\$86 [5:0]];
-    end
-  end
-  assign lb_r__data = _0_;
-  reg [127:0] requant [1:0];
-  initial begin
-    requant[0] = 128'h00000000000000000000000000000000;
-    requant[1] = 128'h00000000000000000000000000000000;
-  end
-  always @(posedge clk) begin
-    if (\$signature__en$10 )
-      requant[\$7 [0]] <= params__payload;
-  end
-  reg [127:0] _1_;
-  always @(posedge clk) begin
-    if (adv) begin
-      _1_ <= requant[\$signature__addr$75 ];
-    end
-  end
-  assign \$signature__data$116  = _1_;
-  reg [127:0] weights [1:0];
-  initial begin
-    weights[0] = 128'h00000000000000000000000000000000;
-    weights[1] = 128'h00000000000000000000000000000000;
-  end
-  always @(posedge clk) begin
-    if (\$signature__en )
-      weights[\$1 [0]] <= params__payload;
-  end
-  reg [127:0] _2_;
-  always @(posedge clk) begin
-    if (adv) begin
-      _2_ <= weights[\$90 [0]];
-    end
-  end
-  assign \$signature__data$109  = _2_;
-  assign params__ready = ~ frame_busy;
-  assign \$1  = pcount - 1'h1;
-  assign \$2  = params__valid & params__ready;
-  assign \$3  = pcount >= 1'h1;
-  assign \$4  = \$2  & \$3 ;
-  assign \$5  = pcount <= 2'h2;
-  assign \$signature__en  = \$4  & \$5 ;
-  assign \$6  = pcount - 1'h1;
-  assign \$7  = $signed(\$6 ) - $signed(3'h2);
-  assign \$8  = params__valid & params__ready;
-  assign \$9  = pcount > 2'h2;
-  assign \$signature__en$10  = \$8  & \$9 ;
-  assign \$10  = ~ sites_in__payload[40];
-  assign \$11  = ! gi;
-  assign \$12  = sites_in__payload[35:32] < \$signal$17 ;
-  assign \$13  = sites_in__payload[35:32] == \$signal$17 ;
-  assign \$14  = sites_in__payload[39:36] <= last_x;
-  assign \$15  = \$13  & \$14 ;
-  assign \$16  = \$12  | \$15 ;
-  assign \$17  = has_last & \$16 ;
-  assign \$18  = sites_in__payload[35:32] > height_m1;
-  assign \$19  = \$17  | \$18 ;
-  assign \$20  = sites_in__payload[39:36] > width_m1;
-  assign \$21  = \$19  | \$20 ;
-  assign \$22  = sites_in__payload[35:32] != \$signal ;
-  assign \$23  = sites_in__payload[39:36] != cur_x;
-  assign \$24  = \$22  | \$23 ;
-  assign \$25  = gi ? \$24  : \$21 ;
-  assign bad = \$10  & \$25 ;
-  assign \$26  = sites_in__payload[35:32] + 1'h0;
-  assign \$27  = use_row * 1'h1;
-  assign \$28  = \$27  + 2'h2;
-  assign permit = \$26  < \$28 ;
-  assign \$29  = ~ eof_seen;
-  assign \$30  = loaded & \$29 ;
-  assign \$31  = params__valid & params__ready;
-  assign \$32  = ~ \$31 ;
-  assign open_ = \$30  & \$32 ;
-  assign \$33  = discard | sites_in__payload[40];
-  assign \$34  = \$33  | bad;
-  assign \$35  = \$34  | permit;
-  assign sites_in__ready = open_ & \$35 ;
-  assign \$36  = sites_in__valid & sites_in__ready;
-  assign \$37  = ~ sites_in__payload[40];
-  assign \$38  = \$36  & \$37 ;
-  assign \$39  = ~ discard;
-  assign \$40  = \$38  & \$39 ;
-  assign \$41  = ~ bad;
-  assign write = \$40  & \$41 ;
-  assign \$363  = sites_in__payload[35:32] % 2'h2;
-  assign \$43  = \$42 [0] * 5'h10;
-  assign \$44  = \$43  + sites_in__payload[39:36];
-  assign \$45  = \$44  * 2'h2;
-  assign \$46  = \$45  + gi;
-  assign \$47  = f_row * 1'h1;
-  assign \$48  = \$47  + 1'h0;
-  assign \$49  = done_rows > \$48 ;
-  assign row_ready = eof_seen | \$49 ;
-  assign \$50  = ~ has_last;
-  assign \$51  = f_row > \$signal$17 ;
-  assign \$52  = \$50  | \$51 ;
-  assign rows_over = eof_seen & \$52 ;
-  assign \$380  = f_row % 2'h2;
-  assign \$54  = ! \$53 [1:0];
-  assign \$55  = row_tag_0 == f_row;
-  assign \$56  = \$54  & \$55 ;
-  assign \$388  = f_row % 2'h2;
-  assign \$58  = \$57 [1:0] == 1'h1;
-  assign \$59  = row_tag_1 == f_row;
-  assign \$60  = \$58  & \$59 ;
-  assign \$61  = f_rem - 1'h1;
-  assign \$62  = { 1'h0, f_rem } & \$61 ;
-  assign \$63  = f_row * 1'h1;
-  assign cx = finder_x * 1'h1;
-  assign \$64  = ~ sites_out__valid;
-  assign adv = \$64  | sites_out__ready;
-  assign \$65  = pf_valid ? \$signal$55  : f_row;
-  assign use_row = sv ? \$signal$56  : \$65 ;
-  assign \$66  = s_rem - 1'h1;
-  assign \$67  = { 1'h0, s_rem } & \$66 ;
-  assign \$69  = ! \$67 [0];
-  assign acc_last = \$68  & \$69 ;
-  assign \$70  = sv & acc_last;
-  assign \$71  = ! s_go;
-  assign site_done = \$70  & \$71 ;
-  assign \$72  = adv & pf_valid;
-  assign \$73  = ~ sv;
-  assign \$74  = \$73  | site_done;
-  assign pf_take = \$72  & \$74 ;
-  assign \$75  = ! tap;
-  assign \$76  = \$signal$56  * 1'h1;
-  assign \$77  = \$76  + \$signal$65 ;
-  assign \$78  = \$77  - 1'h1;
-  assign \$79  = s_ox * 1'h1;
-  assign \$80  = \$79  + dx_t;
-  assign \$81  = \$80  - 1'h1;
-  assign \$423  = \$78 [5:0] % 2'h2;
-  assign \$83  = \$82 [1:0] * 5'h10;
-  assign \$84  = \$83  + \$81 [5:0];
-  assign \$85  = \$84  * 2'h2;
-  assign \$86  = \$85  + s_gi;
-  assign \$87  = tap * 1'h1;
-  assign \$88  = \$87  + s_go;
-  assign \$89  = \$88  * 2'h2;
-  assign \$90  = \$89  + s_gi;
-  assign \$95  = ~ sv;
-  assign \$96  = ~ pf_valid;
-  assign \$97  = \$95  & \$96 ;
-  assign \$98  = ~ \$signal$87 ;
-  assign \$99  = \$97  & \$98 ;
-  assign \$100  = ~ \$signal$88 ;
-  assign \$101  = \$99  & \$100 ;
-  assign \$102  = ~ v3;
-  assign \$103  = \$101  & \$102 ;
-  assign \$104  = ~ v4;
-  assign \$105  = \$103  & \$104 ;
-  assign \$106  = f_done & \$105 ;
-  assign send_eof = \$106  & adv;
-  assign \$107  = params__valid & params__ready;
-  assign \$108  = pcount == 2'h3;
-  assign \$109  = pcount + 1'h1;
-  assign \$110  = ! pcount;
-  assign \$111  = sites_in__valid & open_;
-  assign \$112  = ~ sites_in__payload[40];
-  assign \$113  = \$111  & \$112 ;
-  assign \$114  = ! gi;
-  assign \$115  = \$113  & \$114 ;
-  assign \$116  = ~ bad;
-  assign \$117  = \$115  & \$116 ;
-  assign \$118  = ~ discard;
-  assign \$119  = \$117  & \$118 ;
-  assign \$120  = sites_in__valid & sites_in__ready;
-  assign \$121  = ! gi;
-  assign \$123  = \$122  | sites_in__payload[41];
-  assign \$124  = ! gi;
-  assign \$126  = gi + 1'h1;
-  assign \$127  = ! \$42 [0];
-  assign \$128  = ! gi;
-  assign \$129  = row_tag_0 != sites_in__payload[35:32];
-  assign \$130  = \$128  & \$129 ;
-  assign \$131  = ! gi;
-  assign \$132  = row_tag_0 != sites_in__payload[35:32];
-  assign \$133  = \$131  & \$132 ;
-  assign \$134  = \$133  ? 16'h0000 : bitmap_0;
-  assign \$136  = 1'h1 << sites_in__payload[39:36];
-  assign \$137  = \$135  ? \$136  : 31'h00000000;
-  assign \$138  = { 15'h0000, \$134  } | \$137 ;
-  assign \$140  = ! gi;
-  assign \$141  = row_tag_1 != sites_in__payload[35:32];
-  assign \$142  = \$140  & \$141 ;
-  assign \$143  = ! gi;
-  assign \$144  = row_tag_1 != sites_in__payload[35:32];
-  assign \$145  = \$143  & \$144 ;
-  assign \$146  = \$145  ? 16'h0000 : bitmap_1;
-  assign \$148  = 1'h1 << sites_in__payload[39:36];
-  assign \$149  = \$147  ? \$148  : 31'h00000000;
-  assign \$150  = { 15'h0000, \$146  } | \$149 ;
-  assign \$151  = ~ f_done;
-  assign \$152  = ~ send_eof;
-  assign \$153  = \$151  & \$152 ;
-  assign \$154  = ~ f_scan;
-  assign \$155  = ~ pf_valid;
-  assign \$156  = \$155  | pf_take;
-  assign \$157  = ! centre_row;
-  assign \$158  = f_row + 1'h1;
-  assign \$159  = ! \$62 [15:0];
-  assign \$160  = f_row + 1'h1;
-  assign \$162  = ~ \$161 ;
-  assign \$163  = s_gi + 1'h1;
-  assign \$165  = ! s_go;
-  assign \$166  = s_go + 1'h1;
-  assign \$167  = s_go ? \$166  : 2'h0;
-  assign \$168  = s_rem == \$signal$98 ;
-  assign \$169  = ! s_gi;
-  assign \$170  = \$168  & \$169 ;
-  assign \$171  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$109 [7:0]);
-  assign \$172  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$109 [15:8]);
-  assign \$173  = $signed(\$171 ) + $signed(\$172 );
-  assign \$174  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$109 [23:16]);
-  assign \$175  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$109 [31:24]);
-  assign \$176  = $signed(\$174 ) + $signed(\$175 );
-  assign \$177  = $signed(\$173 ) + $signed(\$176 );
-  assign \$178  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$109 [39:32]);
-  assign \$179  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$109 [47:40]);
-  assign \$180  = $signed(\$178 ) + $signed(\$179 );
-  assign \$181  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$109 [55:48]);
-  assign \$182  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$109 [63:56]);
-  assign \$183  = $signed(\$181 ) + $signed(\$182 );
-  assign \$184  = $signed(\$180 ) + $signed(\$183 );
-  assign \$185  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$109 [71:64]);
-  assign \$186  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$109 [79:72]);
-  assign \$187  = $signed(\$185 ) + $signed(\$186 );
-  assign \$188  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$109 [87:80]);
-  assign \$189  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$109 [95:88]);
-  assign \$190  = $signed(\$188 ) + $signed(\$189 );
-  assign \$191  = $signed(\$187 ) + $signed(\$190 );
-  assign \$192  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$109 [103:96]);
-  assign \$193  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$109 [111:104]);
-  assign \$194  = $signed(\$192 ) + $signed(\$193 );
-  assign \$195  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$109 [119:112]);
-  assign \$196  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$109 [127:120]);
-  assign \$197  = $signed(\$195 ) + $signed(\$196 );
-  assign \$198  = $signed(\$194 ) + $signed(\$197 );
-  assign \$199  = \$signal$88  & last2;
-  assign \$200  = \$signal$103  ? { \$signature__data$116 [15], \$signature__data$116 [15], \$signature__data$116 [15], \$signature__data$116 [15:0] } : acc_0;
-  assign \$201  = $signed(\$200 ) + $signed(part2_0);
-  assign \$202  = \$signal$103  ? { \$signature__data$116 [15], \$signature__data$116 [15], \$signature__data$116 [15], \$signature__data$116 [15:0] } : acc_0;
-  assign \$203  = $signed(\$202 ) + $signed(part2_0);
-  assign \$204  = \$signal$103  ? { \$signature__data$116 [31], \$signature__data$116 [31], \$signature__data$116 [31], \$signature__data$116 [31:16] } : acc_1;
-  assign \$205  = $signed(\$204 ) + $signed(part2_1);
-  assign \$206  = \$signal$103  ? { \$signature__data$116 [31], \$signature__data$116 [31], \$signature__data$116 [31], \$signature__data$116 [31:16] } : acc_1;
-  assign \$207  = $signed(\$206 ) + $signed(part2_1);
-  assign \$208  = \$signal$103  ? { \$signature__data$116 [47], \$signature__data$116 [47], \$signature__data$116 [47], \$signature__data$116 [47:32] } : acc_2;
-  assign \$209  = $signed(\$208 ) + $signed(part2_2);
-  assign \$210  = \$signal$103  ? { \$signature__data$116 [47], \$signature__data$116 [47], \$signature__data$116 [47], \$signature__data$116 [47:32] } : acc_2;
-  assign \$211  = $signed(\$210 ) + $signed(part2_2);
-  assign \$212  = \$signal$103  ? { \$signature__data$116 [63], \$signature__data$116 [63], \$signature__data$116 [63], \$signature__data$116 [63:48] } : acc_3;
-  assign \$213  = $signed(\$212 ) + $signed(part2_3);
-  assign \$214  = \$signal$103  ? { \$signature__data$116 [63], \$signature__data$116 [63], \$signature__data$116 [63], \$signature__data$116 [63:48] } : acc_3;
-  assign \$215  = $signed(\$214 ) + $signed(part2_3);
-  assign \$216  = $signed(psum_bias_0) * $signed({ 1'h0, scale3_0 });
-  assign \$217  = $signed(\$216 ) + $signed(17'h08000);
-  assign \$218  = $signed(psum_bias_1) * $signed({ 1'h0, scale3_1 });
-  assign \$219  = $signed(\$218 ) + $signed(17'h08000);
-  assign \$220  = $signed(psum_bias_2) * $signed({ 1'h0, scale3_2 });
-  assign \$221  = $signed(\$220 ) + $signed(17'h08000);
-  assign \$222  = $signed(psum_bias_3) * $signed({ 1'h0, scale3_3 });
-  assign \$223  = $signed(\$222 ) + $signed(17'h08000);
-  assign \$224  = v4 | send_eof;
-  assign \$225  = $signed(\$91 [18:0]) > $signed(8'h7f);
-  assign \$226  = $signed(\$91 [18:0]) < $signed(8'h81);
-  assign \$227  = \$226  ? 19'h7ff81 : \$91 [18:0];
-  assign \$228  = \$225  ? 19'h0007f : \$227 ;
-  assign \$229  = $signed(\$92 [18:0]) > $signed(8'h7f);
-  assign \$230  = $signed(\$92 [18:0]) < $signed(8'h81);
-  assign \$231  = \$230  ? 19'h7ff81 : \$92 [18:0];
-  assign \$232  = \$229  ? 19'h0007f : \$231 ;
-  assign \$233  = $signed(\$93 [18:0]) > $signed(8'h7f);
-  assign \$234  = $signed(\$93 [18:0]) < $signed(8'h81);
-  assign \$235  = \$234  ? 19'h7ff81 : \$93 [18:0];
-  assign \$236  = \$233  ? 19'h0007f : \$235 ;
-  assign \$237  = $signed(\$94 [18:0]) > $signed(8'h7f);
-  assign \$238  = $signed(\$94 [18:0]) < $signed(8'h81);
-  assign \$239  = \$238  ? 19'h7ff81 : \$94 [18:0];
-  assign \$240  = \$237  ? 19'h0007f : \$239 ;
-  always @(posedge clk)
-    pcount <= \$241 ;
-  always @(posedge clk)
-    loaded <= \$242 ;
-  always @(posedge clk)
-    height_m1 <= \$243 ;
-  always @(posedge clk)
-    width_m1 <= \$244 ;
-  always @(posedge clk)
-    done_rows <= \$245 ;
-  always @(posedge clk)
-    frame_busy <= \$246 ;
-  always @(posedge clk)
-    eof_seen <= \$247 ;
-  always @(posedge clk)
-    discard <= \$248 ;
-  always @(posedge clk)
-    gi <= \$249 ;
-  always @(posedge clk)
-    err <= \$250 ;
-  always @(posedge clk)
-    \$signal  <= \$251 ;
-  always @(posedge clk)
-    cur_x <= \$252 ;
-  always @(posedge clk)
-    has_last <= \$253 ;
-  always @(posedge clk)
-    \$signal$17  <= \$254 ;
-  always @(posedge clk)
-    last_x <= \$255 ;
-  always @(posedge clk)
-    row_tag_0 <= \$256 ;
-  always @(posedge clk)
-    bitmap_0 <= \$257 ;
-  always @(posedge clk)
-    row_tag_1 <= \$258 ;
-  always @(posedge clk)
-    bitmap_1 <= \$259 ;
-  always @(posedge clk)
-    pf_valid <= \$260 ;
-  always @(posedge clk)
-    f_done <= \$261 ;
-  always @(posedge clk)
-    f_row <= \$262 ;
-  always @(posedge clk)
-    f_rem <= \$263 ;
-  always @(posedge clk)
-    f_scan <= \$264 ;
-  always @(posedge clk)
-    \$signal$55  <= \$265 ;
-  always @(posedge clk)
-    \$signal$96  <= \$266 ;
-  always @(posedge clk)
-    pf_taps <= \$267 ;
-  always @(posedge clk)
-    s_gi <= \$268 ;
-  always @(posedge clk)
-    s_rem <= \$269 ;
-  always @(posedge clk)
-    s_go <= \$270 ;
-  always @(posedge clk)
-    sv <= \$271 ;
-  always @(posedge clk)
-    \$signal$56  <= \$272 ;
-  always @(posedge clk)
-    s_ox <= \$273 ;
-  always @(posedge clk)
-    \$signal$98  <= \$274 ;
-  always @(posedge clk)
-    \$signal$87  <= \$275 ;
-  always @(posedge clk)
-    \$signal$99  <= \$276 ;
-  always @(posedge clk)
-    last1 <= \$277 ;
-  always @(posedge clk)
-    \$like  <= \$278 ;
-  always @(posedge clk)
-    \$like$102  <= \$279 ;
-  always @(posedge clk)
-    \$signature__addr$75  <= \$280 ;
-  always @(posedge clk)
-    \$signal$88  <= \$281 ;
-  always @(posedge clk)
-    \$signal$103  <= \$282 ;
-  always @(posedge clk)
-    last2 <= \$283 ;
-  always @(posedge clk)
-    \$like$105  <= \$284 ;
-  always @(posedge clk)
-    ox2 <= \$285 ;
-  always @(posedge clk)
-    part2_0 <= \$286 ;
-  always @(posedge clk)
-    part2_1 <= \$287 ;
-  always @(posedge clk)
-    part2_2 <= \$288 ;
-  always @(posedge clk)
-    part2_3 <= \$289 ;
-  always @(posedge clk)
-    v3 <= \$290 ;
-  always @(posedge clk)
-    \$like$113  <= \$291 ;
-  always @(posedge clk)
-    ox3 <= \$292 ;
-  always @(posedge clk)
-    acc_0 <= \$293 ;
-  always @(posedge clk)
-    psum_bias_0 <= \$294 ;
-  always @(posedge clk)
-    scale3_0 <= \$295 ;
-  always @(posedge clk)
-    acc_1 <= \$296 ;
-  always @(posedge clk)
-    psum_bias_1 <= \$297 ;
-  always @(posedge clk)
-    scale3_1 <= \$298 ;
-  always @(posedge clk)
-    acc_2 <= \$299 ;
-  always @(posedge clk)
-    psum_bias_2 <= \$300 ;
-  always @(posedge clk)
-    scale3_2 <= \$301 ;
-  always @(posedge clk)
-    acc_3 <= \$302 ;
-  always @(posedge clk)
-    psum_bias_3 <= \$303 ;
-  always @(posedge clk)
-    scale3_3 <= \$304 ;
-  always @(posedge clk)
-    v4 <= \$305 ;
-  always @(posedge clk)
-    \$like$128  <= \$306 ;
-  always @(posedge clk)
-    ox4 <= \$307 ;
-  always @(posedge clk)
-    requant_0 <= \$308 ;
-  always @(posedge clk)
-    requant_1 <= \$309 ;
-  always @(posedge clk)
-    requant_2 <= \$310 ;
-  always @(posedge clk)
-    requant_3 <= \$311 ;
-  always @(posedge clk)
-    sites_out__valid <= \$312 ;
-  always @(posedge clk)
-    sites_out__payload <= \$313 ;
+  (* init = 4'h0 *)
+  wire [3:0] \width_m1$26 ;
+  always @(posedge clk)
+    width_m1 <= \$35 ;
+  always @(posedge clk)
+    c_in <= \$36 ;
+  always @(posedge clk)
+    c_out <= \$37 ;
+  always @(posedge clk)
+    c_tap <= \$38 ;
+  always @(posedge clk)
+    \w_addr$8  <= \$39 ;
+  always @(posedge clk)
+    w_addr <= \$40 ;
+  always @(posedge clk)
+    permit_row <= \$41 ;
+  always @(posedge clk)
+    read_v_d1 <= \$42 ;
+  always @(posedge clk)
+    steps__valid <= \$43 ;
+  always @(posedge clk)
+    read_first_d1 <= \$44 ;
+  always @(posedge clk)
+    read_first_d2 <= \$45 ;
+  always @(posedge clk)
+    read_last_d1 <= \$46 ;
+  always @(posedge clk)
+    read_last_d2 <= \$47 ;
+  always @(posedge clk)
+    read_meta_d1 <= \$48 ;
+  always @(posedge clk)
+    read_meta_d2 <= \$49 ;
+  always @(posedge clk)
+    sites_out__valid <= \$50 ;
+  always @(posedge clk)
+    sites_out__payload <= \$51 ;
+  always @(posedge clk)
+    inflight <= \$52 ;
+  assign params__ready = ~ busy;
+  assign \$1  = ~ busy;
+  assign hold = params__valid & \$1 ;
+  assign \$2  = ~ feats__payload[41];
+  assign \$3  = ~ sites_out__valid;
+  assign \$4  = \$3  | sites_out__ready;
+  assign r_en = r_rdy & \$4 ;
+  assign can_emit = inflight < 6'h20;
+  assign frame_reset = \w_en$73  & feats__payload[41];
+  assign \$5  = params__valid & params__ready;
+  assign \$6  = pcount == 2'h3;
+  assign \$7  = pcount + 1'h1;
+  assign \$8  = ! pcount;
+  assign \$9  = pcount <= 2'h2;
+  assign \$11  = c_in + 1'h1;
+  assign \$12  = \$10  ? 2'h0 : \$11 ;
+  assign \$14  = ! c_out;
+  assign \$15  = c_out + 1'h1;
+  assign \$16  = c_out ? \$15  : 2'h0;
+  assign \$17  = ! c_out;
+  assign \$18  = c_tap + 1'h1;
+  assign \$19  = pcount - 1'h1;
+  assign \$20  = $signed(\$19 ) - $signed(3'h2);
+  assign \$21  = \busy$89  ? \row$91  : row;
+  assign \$22  = \$21  + 2'h2;
+  assign \$23  = ~ sites_out__valid;
+  assign \$24  = \$23  | sites_out__ready;
+  assign \$25  = r_rdy & \$24 ;
+  assign \$26  = inflight + beat;
+  assign \$27  = sites_out__valid & sites_out__ready;
+  assign \$28  = \$26  - \$27 ;
+  always @(posedge clk)
+    w_en <= \$29 ;
+  always @(posedge clk)
+    \w_en$11  <= \$30 ;
+  always @(posedge clk)
+    w_data <= \$31 ;
+  always @(posedge clk)
+    pcount <= \$32 ;
+  always @(posedge clk)
+    loaded <= \$33 ;
+  always @(posedge clk)
+    height_m1 <= \$34 ;
+  \top.layer2.finder  finder (
+    .bitmaps(bitmaps),
+    .clk(clk),
+    .done_rows(done_rows),
+    .eof_seen(eof_seen),
+    .error(error),
+    .frame_reset(frame_reset),
+    .has_last(has_last),
+    .last_y(last_y),
+    .r_en(sites__ready),
+    .row(row),
+    .rst(rst),
+    .sites__payload(sites__payload),
+    .sites__valid(sites__valid),
+    .tags(tags)
+  );
+  \top.layer2.line_buffer  line_buffer (
+    .bitmaps(bitmaps),
+    .busy(busy),
+    .clk(clk),
+    .done_rows(done_rows),
+    .eof_seen(eof_seen),
+    .error(error),
+    .frame_reset(frame_reset),
+    .has_last(has_last),
+    .height_m1(height_m1),
+    .hold(hold),
+    .last_y(last_y),
+    .loaded(loaded),
+    .permit_row(permit_row),
+    .r_addr(steps__payload[5:0]),
+    .rd_data(rd_data),
+    .rst(rst),
+    .sites_in__payload(sites_in__payload),
+    .sites_in__ready(sites_in__ready),
+    .tags(tags),
+    .w_en(sites_in__valid),
+    .width_m1(width_m1)
+  );
+  \top.layer2.mac_array  mac_array (
+    .clk(clk),
+    .out_v(sums__valid),
+    .rst(rst),
+    .steps__payload(\steps__payload$57 ),
+    .steps__valid(steps__valid),
+    .sums__payload(sums__payload)
+  );
+  \top.layer2.out_queue  out_queue (
+    .clk(clk),
+    .r_data(\r_data$98 ),
+    .r_en(r_en),
+    .r_rdy(r_rdy),
+    .rst(rst),
+    .w_en(\w_en$73 ),
+    .w_port__data(tok)
+  );
+  \top.layer2.requant  requant (
+    .clk(clk),
+    .r_data(rq_data),
+    .rd__addr(sums__payload[84]),
+    .rst(rst),
+    .w_addr(\w_addr$8 ),
+    .w_data(w_data),
+    .w_en(\w_en$11 )
+  );
+  \top.layer2.requantiser  requantiser (
+    .clk(clk),
+    .feats__payload(feats__payload),
+    .feats__valid(\w_en$73 ),
+    .rq_data(rq_data),
+    .rst(rst),
+    .sums__payload(sums__payload),
+    .sums__valid(sums__valid)
+  );
+  \top.layer2.sequencer  sequencer (
+    .beat(beat),
+    .busy(\busy$89 ),
+    .can_emit(can_emit),
+    .clk(clk),
+    .row(\row$91 ),
+    .rst(rst),
+    .sites__payload(sites__payload),
+    .sites__ready(sites__ready),
+    .sites__valid(sites__valid),
+    .steps__payload(steps__payload),
+    .steps__valid(\steps__valid$93 )
+  );
+  \top.layer2.weights  weights (
+    .clk(clk),
+    .r_data(r_data),
+    .rd__addr(steps__payload[6]),
+    .rst(rst),
+    .w_addr(w_addr),
+    .w_data(w_data),
+    .w_en(w_en)
+  );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    centre_row = 16'h0000;
-    if (\$56 ) begin
-      centre_row = bitmap_0;
-    end
-    if (\$60 ) begin
-      centre_row = bitmap_1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    finder_x = 4'h0;
-    if (f_rem[15]) begin
-      finder_x = 4'hf;
-    end
-    if (f_rem[14]) begin
-      finder_x = 4'he;
-    end
-    if (f_rem[13]) begin
-      finder_x = 4'hd;
-    end
-    if (f_rem[12]) begin
-      finder_x = 4'hc;
-    end
-    if (f_rem[11]) begin
-      finder_x = 4'hb;
-    end
-    if (f_rem[10]) begin
-      finder_x = 4'ha;
-    end
-    if (f_rem[9]) begin
-      finder_x = 4'h9;
-    end
-    if (f_rem[8]) begin
-      finder_x = 4'h8;
-    end
-    if (f_rem[7]) begin
-      finder_x = 4'h7;
-    end
-    if (f_rem[6]) begin
-      finder_x = 4'h6;
-    end
-    if (f_rem[5]) begin
-      finder_x = 4'h5;
-    end
-    if (f_rem[4]) begin
-      finder_x = 4'h4;
-    end
-    if (f_rem[3]) begin
-      finder_x = 4'h3;
-    end
-    if (f_rem[2]) begin
-      finder_x = 4'h2;
-    end
-    if (f_rem[1]) begin
-      finder_x = 4'h1;
-    end
-    if (f_rem[0]) begin
-      finder_x = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    tap = 1'h0;
-    if (s_rem) begin
-      tap = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$signal$65  = 2'h0;
-    if (\$75 ) begin
-      \$signal$65  = 2'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    dx_t = 2'h0;
-    if (\$75 ) begin
-      dx_t = 2'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$241  = pcount;
-    if (\$107 ) begin
-      (* full_case = 32'd1 *)
-      if (\$108 ) begin
-        \$241  = 2'h0;
-      end else begin
-        \$241  = \$109 [1:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$35  = width_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$35  = params__payload[7:4];
       end
     end
     if (rst) begin
-      \$241  = 2'h0;
+      \$35  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$242  = loaded;
-    if (\$107 ) begin
-      if (\$108 ) begin
-        \$242  = 1'h1;
-      end
-      if (\$110 ) begin
-        \$242  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$242  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$243  = height_m1;
-    if (\$107 ) begin
-      if (\$110 ) begin
-        \$243  = params__payload[3:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$36  = c_in;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$36  = 1'h0;
+      end else if (\$9 ) begin
+        \$36  = \$12 [0];
       end
     end
     if (rst) begin
-      \$243  = 4'h0;
+      \$36  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$244  = width_m1;
-    if (\$107 ) begin
-      if (\$110 ) begin
-        \$244  = params__payload[7:4];
-      end
-    end
-    if (rst) begin
-      \$244  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$245  = done_rows;
-    if (\$119 ) begin
-      \$245  = { 2'h0, sites_in__payload[35:32] };
-    end
-    if (send_eof) begin
-      \$245  = 6'h00;
-    end
-    if (rst) begin
-      \$245  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$246  = frame_busy;
-    if (\$120 ) begin
-      \$246  = 1'h1;
-    end
-    if (send_eof) begin
-      \$246  = 1'h0;
-    end
-    if (rst) begin
-      \$246  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$247  = eof_seen;
-    if (\$120 ) begin
-      if (sites_in__payload[40]) begin
-        \$247  = 1'h1;
-      end
-    end
-    if (send_eof) begin
-      \$247  = 1'h0;
-    end
-    if (rst) begin
-      \$247  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$248  = discard;
-    if (\$120 ) begin
-      if (sites_in__payload[40]) begin
-        \$248  = 1'h0;
-      end else if (discard) begin
-      end else if (bad) begin
-        \$248  = 1'h1;
-      end
-    end
-    if (send_eof) begin
-      \$248  = 1'h0;
-    end
-    if (rst) begin
-      \$248  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$249  = gi;
-    if (\$120 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-        \$249  = 1'h0;
-      end else if (discard) begin
-      end else if (bad) begin
-        \$249  = 1'h0;
-      end else begin
-        (* full_case = 32'd1 *)
-        if (\$125 ) begin
-          \$249  = 1'h0;
-        end else begin
-          \$249  = \$126 [0];
-        end
-      end
-    end
-    if (send_eof) begin
-      \$249  = 1'h0;
-    end
-    if (rst) begin
-      \$249  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$250  = err;
-    if (\$120 ) begin
-      if (sites_in__payload[40]) begin
-        if (\$123 ) begin
-          \$250  = 1'h1;
-        end
-      end else if (discard) begin
-      end else if (bad) begin
-        \$250  = 1'h1;
-      end
-    end
-    if (send_eof) begin
-      \$250  = 1'h0;
-    end
-    if (rst) begin
-      \$250  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$251  = \$signal ;
-    if (\$120 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$124 ) begin
-          \$251  = sites_in__payload[35:32];
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$37  = c_out;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$37  = 1'h0;
+      end else if (\$9 ) begin
+        if (\$13 ) begin
+          \$37  = \$16 [0];
         end
       end
     end
     if (rst) begin
-      \$251  = 4'h0;
+      \$37  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$252  = cur_x;
-    if (\$120 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$124 ) begin
-          \$252  = sites_in__payload[39:36];
-        end
-      end
-    end
-    if (rst) begin
-      \$252  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$253  = has_last;
-    if (\$120 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$125 ) begin
-          \$253  = 1'h1;
-        end
-      end
-    end
-    if (send_eof) begin
-      \$253  = 1'h0;
-    end
-    if (rst) begin
-      \$253  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$254  = \$signal$17 ;
-    if (\$120 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$125 ) begin
-          \$254  = sites_in__payload[35:32];
-        end
-      end
-    end
-    if (rst) begin
-      \$254  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$255  = last_x;
-    if (\$120 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$125 ) begin
-          \$255  = sites_in__payload[39:36];
-        end
-      end
-    end
-    if (rst) begin
-      \$255  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$256  = row_tag_0;
-    if (\$120 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$127 ) begin
-          if (\$130 ) begin
-            \$256  = { 1'h0, sites_in__payload[35:32] };
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$38  = c_tap;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$38  = 4'h0;
+      end else if (\$9 ) begin
+        if (\$13 ) begin
+          if (\$17 ) begin
+            \$38  = \$18 [3:0];
           end
         end
       end
     end
-    if (send_eof) begin
-      \$256  = 5'h1f;
-    end
     if (rst) begin
-      \$256  = 5'h1f;
+      \$38  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$257  = bitmap_0;
-    if (\$120 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$39  = \w_addr$8 ;
+    if (\$5 ) begin
       (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else if (discard) begin
-      end else if (bad) begin
+      if (\$8 ) begin
+        \$39  = 1'h0;
+      end else if (\$9 ) begin
       end else begin
-        if (\$127 ) begin
-          \$257  = \$138 [15:0];
-        end
+        \$39  = \$20 [0];
       end
     end
     if (rst) begin
-      \$257  = 16'h0000;
+      \$39  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$258  = row_tag_1;
-    if (\$120 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$40  = w_addr;
+    if (\$5 ) begin
+      if (\$8 ) begin
+      end else if (\$9 ) begin
+        \$40  = c_in;
+      end
+    end
+    if (rst) begin
+      \$40  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$41  = { 1'h0, \$22  };
+    if (rst) begin
+      \$41  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$42  = \steps__valid$93 ;
+    if (rst) begin
+      \$42  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$43  = read_v_d1;
+    if (rst) begin
+      \$43  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$44  = steps__payload[7];
+    if (rst) begin
+      \$44  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$45  = read_first_d1;
+    if (rst) begin
+      \$45  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$46  = steps__payload[8];
+    if (rst) begin
+      \$46  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$47  = read_last_d1;
+    if (rst) begin
+      \$47  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$48  = steps__payload[19:9];
+    if (rst) begin
+      \$48  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$49  = read_meta_d1;
+    if (rst) begin
+      \$49  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$50  = sites_out__valid;
+    if (\$25 ) begin
+      \$50  = 1'h1;
+    end else if (sites_out__ready) begin
+      \$50  = 1'h0;
+    end
+    if (rst) begin
+      \$50  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$51  = sites_out__payload;
+    if (\$25 ) begin
+      \$51  = \r_data$98 ;
+    end
+    if (rst) begin
+      \$51  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$52  = \$28 [5:0];
+    if (rst) begin
+      \$52  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    tok[39:0] = 40'h0000000000;
+    if (\$2 ) begin
+      tok[31:0] = feats__payload[31:0];
+      tok[35:32] = feats__payload[35:32];
+      tok[39:36] = feats__payload[39:36];
+    end
+    begin
+      begin
+        tok[40] = feats__payload[41];
+        tok[41] = feats__payload[42];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$29  = 1'h0;
+    if (\$5 ) begin
+      if (\$8 ) begin
+      end else if (\$9 ) begin
+        \$29  = 1'h1;
+      end
+    end
+    if (rst) begin
+      \$29  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$30  = 1'h0;
+    if (\$5 ) begin
       (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else if (discard) begin
-      end else if (bad) begin
+      if (\$8 ) begin
+      end else if (\$9 ) begin
       end else begin
-        if (\$139 ) begin
-          if (\$142 ) begin
-            \$258  = { 1'h0, sites_in__payload[35:32] };
-          end
-        end
+        \$30  = 1'h1;
       end
     end
-    if (send_eof) begin
-      \$258  = 5'h1f;
-    end
     if (rst) begin
-      \$258  = 5'h1f;
+      \$30  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$259  = bitmap_1;
-    if (\$120 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$31  = w_data;
+    if (\$5 ) begin
+      \$31  = params__payload;
+    end
+    if (rst) begin
+      \$31  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$32  = pcount;
+    if (\$5 ) begin
       (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else if (discard) begin
-      end else if (bad) begin
+      if (\$6 ) begin
+        \$32  = 2'h0;
       end else begin
-        if (\$139 ) begin
-          \$259  = \$150 [15:0];
-        end
+        \$32  = \$7 [1:0];
       end
     end
     if (rst) begin
-      \$259  = 16'h0000;
+      \$32  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$260  = pf_valid;
-    if (pf_take) begin
-      \$260  = 1'h0;
-    end
-    if (\$153 ) begin
-      if (\$154 ) begin
-      end else if (\$156 ) begin
-        \$260  = 1'h1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$33  = loaded;
+    if (\$5 ) begin
+      if (\$6 ) begin
+        \$33  = 1'h1;
+      end
+      if (\$8 ) begin
+        \$33  = 1'h0;
       end
     end
     if (rst) begin
-      \$260  = 1'h0;
+      \$33  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$261  = f_done;
-    if (\$153 ) begin
-      if (\$154 ) begin
-        if (rows_over) begin
-          \$261  = 1'h1;
-        end
-      end
-    end
-    if (send_eof) begin
-      \$261  = 1'h0;
-    end
-    if (rst) begin
-      \$261  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$262  = f_row;
-    if (\$153 ) begin
-      if (\$154 ) begin
-        if (rows_over) begin
-        end else if (row_ready) begin
-          if (\$157 ) begin
-            \$262  = \$158 [5:0];
-          end
-        end
-      end else if (\$156 ) begin
-        if (\$159 ) begin
-          \$262  = \$160 [5:0];
-        end
-      end
-    end
-    if (send_eof) begin
-      \$262  = 6'h00;
-    end
-    if (rst) begin
-      \$262  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$263  = f_rem;
-    if (\$153 ) begin
-      if (\$154 ) begin
-        if (rows_over) begin
-        end else if (row_ready) begin
-          (* full_case = 32'd1 *)
-          if (\$157 ) begin
-          end else begin
-            \$263  = centre_row;
-          end
-        end
-      end else if (\$156 ) begin
-        \$263  = \$62 [15:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$34  = height_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$34  = params__payload[3:0];
       end
     end
     if (rst) begin
-      \$263  = 16'h0000;
+      \$34  = 4'h0;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$264  = f_scan;
-    if (\$153 ) begin
-      if (\$154 ) begin
-        if (rows_over) begin
-        end else if (row_ready) begin
-          (* full_case = 32'd1 *)
-          if (\$157 ) begin
-          end else begin
-            \$264  = 1'h1;
-          end
-        end
-      end else if (\$156 ) begin
-        if (\$159 ) begin
-          \$264  = 1'h0;
-        end
-      end
-    end
-    if (send_eof) begin
-      \$264  = 1'h0;
-    end
-    if (rst) begin
-      \$264  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$265  = \$signal$55 ;
-    if (\$153 ) begin
-      if (\$154 ) begin
-      end else if (\$156 ) begin
-        \$265  = f_row;
-      end
-    end
-    if (rst) begin
-      \$265  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$266  = \$signal$96 ;
-    if (\$153 ) begin
-      if (\$154 ) begin
-      end else if (\$156 ) begin
-        \$266  = finder_x;
-      end
-    end
-    if (rst) begin
-      \$266  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$267  = pf_taps;
-    if (\$153 ) begin
-      if (\$154 ) begin
-      end else if (\$156 ) begin
-        \$267  = 1'h1;
-      end
-    end
-    if (rst) begin
-      \$267  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$268  = s_gi;
-    if (adv) begin
-      if (sv) begin
-        (* full_case = 32'd1 *)
-        if (\$162 ) begin
-          \$268  = \$163 [0];
-        end else begin
-          \$268  = 1'h0;
-        end
-      end
-      if (pf_take) begin
-        \$268  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$268  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$269  = s_rem;
-    if (adv) begin
-      if (sv) begin
-        (* full_case = 32'd1 *)
-        if (\$162 ) begin
-        end else begin
-          (* full_case = 32'd1 *)
-          if (\$164 ) begin
-            \$269  = \$67 [0];
-          end else begin
-            \$269  = \$signal$98 ;
-          end
-        end
-      end
-      if (pf_take) begin
-        \$269  = pf_taps;
-      end
-    end
-    if (rst) begin
-      \$269  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$270  = s_go;
-    if (adv) begin
-      if (sv) begin
-        (* full_case = 32'd1 *)
-        if (\$162 ) begin
-        end else begin
-          (* full_case = 32'd1 *)
-          if (\$164 ) begin
-          end else begin
-            \$270  = \$167 [0];
-          end
-        end
-      end
-      if (pf_take) begin
-        \$270  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$270  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$271  = sv;
-    if (adv) begin
-      if (sv) begin
-        if (site_done) begin
-          \$271  = 1'h0;
-        end
-      end
-      if (pf_take) begin
-        \$271  = 1'h1;
-      end
-    end
-    if (rst) begin
-      \$271  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$272  = \$signal$56 ;
-    if (adv) begin
-      if (pf_take) begin
-        \$272  = \$signal$55 ;
-      end
-    end
-    if (rst) begin
-      \$272  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$273  = s_ox;
-    if (adv) begin
-      if (pf_take) begin
-        \$273  = \$signal$96 ;
-      end
-    end
-    if (rst) begin
-      \$273  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$274  = \$signal$98 ;
-    if (adv) begin
-      if (pf_take) begin
-        \$274  = pf_taps;
-      end
-    end
-    if (rst) begin
-      \$274  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$275  = \$signal$87 ;
-    if (adv) begin
-      \$275  = sv;
-    end
-    if (rst) begin
-      \$275  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$276  = \$signal$99 ;
-    if (adv) begin
-      \$276  = \$170 ;
-    end
-    if (rst) begin
-      \$276  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$277  = last1;
-    if (adv) begin
-      \$277  = acc_last;
-    end
-    if (rst) begin
-      \$277  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$278  = \$like ;
-    if (adv) begin
-      \$278  = \$signal$56 ;
-    end
-    if (rst) begin
-      \$278  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$279  = \$like$102 ;
-    if (adv) begin
-      \$279  = s_ox;
-    end
-    if (rst) begin
-      \$279  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$280  = \$signature__addr$75 ;
-    if (adv) begin
-      \$280  = s_go;
-    end
-    if (rst) begin
-      \$280  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$281  = \$signal$88 ;
-    if (adv) begin
-      \$281  = \$signal$87 ;
-    end
-    if (rst) begin
-      \$281  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$282  = \$signal$103 ;
-    if (adv) begin
-      \$282  = \$signal$99 ;
-    end
-    if (rst) begin
-      \$282  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$283  = last2;
-    if (adv) begin
-      \$283  = last1;
-    end
-    if (rst) begin
-      \$283  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$284  = \$like$105 ;
-    if (adv) begin
-      \$284  = \$like ;
-    end
-    if (rst) begin
-      \$284  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$285  = ox2;
-    if (adv) begin
-      \$285  = \$like$102 ;
-    end
-    if (rst) begin
-      \$285  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$286  = part2_0;
-    if (adv) begin
-      \$286  = { \$177 [17], \$177  };
-    end
-    if (rst) begin
-      \$286  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$287  = part2_1;
-    if (adv) begin
-      \$287  = { \$184 [17], \$184  };
-    end
-    if (rst) begin
-      \$287  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$288  = part2_2;
-    if (adv) begin
-      \$288  = { \$191 [17], \$191  };
-    end
-    if (rst) begin
-      \$288  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$289  = part2_3;
-    if (adv) begin
-      \$289  = { \$198 [17], \$198  };
-    end
-    if (rst) begin
-      \$289  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$290  = v3;
-    if (adv) begin
-      \$290  = \$199 ;
-    end
-    if (rst) begin
-      \$290  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$291  = \$like$113 ;
-    if (adv) begin
-      \$291  = \$like$105 ;
-    end
-    if (rst) begin
-      \$291  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$292  = ox3;
-    if (adv) begin
-      \$292  = ox2;
-    end
-    if (rst) begin
-      \$292  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$293  = acc_0;
-    if (adv) begin
-      if (\$signal$88 ) begin
-        \$293  = \$201 [18:0];
-      end
-    end
-    if (rst) begin
-      \$293  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$294  = psum_bias_0;
-    if (adv) begin
-      if (\$signal$88 ) begin
-        \$294  = \$203 [18:0];
-      end
-    end
-    if (rst) begin
-      \$294  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$295  = scale3_0;
-    if (adv) begin
-      if (\$signal$88 ) begin
-        \$295  = \$signature__data$116 [79:64];
-      end
-    end
-    if (rst) begin
-      \$295  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$296  = acc_1;
-    if (adv) begin
-      if (\$signal$88 ) begin
-        \$296  = \$205 [18:0];
-      end
-    end
-    if (rst) begin
-      \$296  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$297  = psum_bias_1;
-    if (adv) begin
-      if (\$signal$88 ) begin
-        \$297  = \$207 [18:0];
-      end
-    end
-    if (rst) begin
-      \$297  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$298  = scale3_1;
-    if (adv) begin
-      if (\$signal$88 ) begin
-        \$298  = \$signature__data$116 [95:80];
-      end
-    end
-    if (rst) begin
-      \$298  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$299  = acc_2;
-    if (adv) begin
-      if (\$signal$88 ) begin
-        \$299  = \$209 [18:0];
-      end
-    end
-    if (rst) begin
-      \$299  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$300  = psum_bias_2;
-    if (adv) begin
-      if (\$signal$88 ) begin
-        \$300  = \$211 [18:0];
-      end
-    end
-    if (rst) begin
-      \$300  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$301  = scale3_2;
-    if (adv) begin
-      if (\$signal$88 ) begin
-        \$301  = \$signature__data$116 [111:96];
-      end
-    end
-    if (rst) begin
-      \$301  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$302  = acc_3;
-    if (adv) begin
-      if (\$signal$88 ) begin
-        \$302  = \$213 [18:0];
-      end
-    end
-    if (rst) begin
-      \$302  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$303  = psum_bias_3;
-    if (adv) begin
-      if (\$signal$88 ) begin
-        \$303  = \$215 [18:0];
-      end
-    end
-    if (rst) begin
-      \$303  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$304  = scale3_3;
-    if (adv) begin
-      if (\$signal$88 ) begin
-        \$304  = \$signature__data$116 [127:112];
-      end
-    end
-    if (rst) begin
-      \$304  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$305  = v4;
-    if (adv) begin
-      \$305  = v3;
-    end
-    if (rst) begin
-      \$305  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$306  = \$like$128 ;
-    if (adv) begin
-      \$306  = \$like$113 ;
-    end
-    if (rst) begin
-      \$306  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$307  = ox4;
-    if (adv) begin
-      \$307  = ox3;
-    end
-    if (rst) begin
-      \$307  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$308  = requant_0;
-    if (adv) begin
-      \$308  = \$217 [34:0];
-    end
-    if (rst) begin
-      \$308  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$309  = requant_1;
-    if (adv) begin
-      \$309  = \$219 [34:0];
-    end
-    if (rst) begin
-      \$309  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$310  = requant_2;
-    if (adv) begin
-      \$310  = \$221 [34:0];
-    end
-    if (rst) begin
-      \$310  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$311  = requant_3;
-    if (adv) begin
-      \$311  = \$223 [34:0];
-    end
-    if (rst) begin
-      \$311  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$312  = sites_out__valid;
-    if (adv) begin
-      \$312  = \$224 ;
-    end
-    if (rst) begin
-      \$312  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$313  = sites_out__payload;
-    if (adv) begin
-      (* full_case = 32'd1 *)
-      if (send_eof) begin
-        \$313 [40] = 1'h1;
-        \$313 [41] = err;
-        \$313 [35:32] = 4'h0;
-        \$313 [39:36] = 4'h0;
-        \$313 [7:0] = 8'h00;
-        \$313 [15:8] = 8'h00;
-        \$313 [23:16] = 8'h00;
-        \$313 [31:24] = 8'h00;
-      end else begin
-        \$313 [40] = 1'h0;
-        \$313 [41] = 1'h0;
-        \$313 [35:32] = \$like$128 [3:0];
-        \$313 [39:36] = ox4;
-        \$313 [7:0] = \$228 [7:0];
-        \$313 [15:8] = \$232 [7:0];
-        \$313 [23:16] = \$236 [7:0];
-        \$313 [31:24] = \$240 [7:0];
-      end
-    end
-    if (rst) begin
-      \$313  = 42'h00000000000;
-    end
-  end
-  assign \$signature__addr  = \$1 [0];
-  assign \$signature__data  = params__payload;
-  assign \$signature__addr$8  = \$7 [0];
-  assign \$signature__data$9  = params__payload;
-  assign slot_in = \$42 [0];
-  assign \$signature__addr$31  = \$46 [5:0];
-  assign \$signature__data$32  = sites_in__payload[31:0];
-  assign \$signature__en$33  = write;
-  assign centre = centre_row;
-  assign f_rest = \$62 [15:0];
-  assign \$signal$47  = \$63 [5:0];
-  assign taps = 1'h1;
-  assign rem_rest = \$67 [0];
-  assign ny = \$78 [5:0];
-  assign nx = \$81 [5:0];
-  assign lb_r__addr = \$86 [5:0];
-  assign lb_r__en = adv;
-  assign \$signature__en$72  = adv;
-  assign \$signature__en$73  = adv;
-  assign \$signature__addr$74  = \$90 [0];
-  assign go1 = \$signature__addr$75 ;
-  assign shifted_0 = \$91 [18:0];
-  assign shifted_1 = \$92 [18:0];
-  assign shifted_2 = \$93 [18:0];
-  assign shifted_3 = \$94 [18:0];
-  assign frame_reset = send_eof;
+  assign p_waddr = w_addr;
+  assign p_data = w_data;
+  assign \$signal  = w_en;
+  assign p_raddr = \w_addr$8 ;
+  assign \w_data$10  = w_data;
+  assign p_rv = \w_en$11 ;
+  assign \sites_in__payload$14  = sites_in__payload;
+  assign \sites_in__ready$16  = sites_in__ready;
+  assign \sites_in__valid$18  = sites_in__valid;
+  assign \loaded$20  = loaded;
+  assign \$signal$24  = height_m1;
+  assign \width_m1$26  = width_m1;
+  assign \permit_row$28  = permit_row;
+  assign \frame_reset$30  = frame_reset;
+  assign \bitmaps$32  = bitmaps;
+  assign \tags$34  = tags;
+  assign \done_rows$36  = done_rows;
+  assign \eof_seen$38  = eof_seen;
+  assign \has_last$40  = has_last;
+  assign \last_y$42  = last_y;
+  assign \error$44  = error;
+  assign \frame_reset$45  = frame_reset;
+  assign \sites__payload$47  = sites__payload;
+  assign \sites__ready$49  = sites__ready;
+  assign \sites__valid$51  = sites__valid;
+  assign rd_addr = steps__payload[5:0];
+  assign r_addr = steps__payload[6];
+  assign read_v_d2 = steps__valid;
+  assign \sums__payload$64  = sums__payload;
+  assign \sums__valid$66  = sums__valid;
+  assign \r_addr$67  = sums__payload[84];
+  assign rq_addr = sums__payload[84];
+  assign \r_data$70  = rq_data;
+  assign feats__valid = \w_en$73 ;
+  assign \w_data$75  = tok;
   assign \sites_in__payload.data  = sites_in__payload[31:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -8321,6 +16200,105 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   assign \sites_in__payload.x  = sites_in__payload[39:36];
   assign \sites_in__payload.eof  = sites_in__payload[40];
   assign \sites_in__payload.error  = sites_in__payload[41];
+  assign \sites_in__payload$14.data  = sites_in__payload[31:0];
+  assign \sites_in__payload$14.data[0]  = sites_in__payload[7:0];
+  assign \sites_in__payload$14.data[1]  = sites_in__payload[15:8];
+  assign \sites_in__payload$14.data[2]  = sites_in__payload[23:16];
+  assign \sites_in__payload$14.data[3]  = sites_in__payload[31:24];
+  assign \sites_in__payload$14.y  = sites_in__payload[35:32];
+  assign \sites_in__payload$14.x  = sites_in__payload[39:36];
+  assign \sites_in__payload$14.eof  = sites_in__payload[40];
+  assign \sites_in__payload$14.error  = sites_in__payload[41];
+  assign \bitmaps[0]  = bitmaps[15:0];
+  assign \bitmaps[1]  = bitmaps[31:16];
+  assign \bitmaps$32[0]  = bitmaps[15:0];
+  assign \bitmaps$32[1]  = bitmaps[31:16];
+  assign \tags[0]  = tags[4:0];
+  assign \tags[1]  = tags[9:5];
+  assign \tags$34[0]  = tags[4:0];
+  assign \tags$34[1]  = tags[9:5];
+  assign \sites__payload.oy  = sites__payload[3:0];
+  assign \sites__payload.ox  = sites__payload[7:4];
+  assign \sites__payload.taps  = sites__payload[8];
+  assign \sites__payload.eof  = sites__payload[9];
+  assign \sites__payload.error  = sites__payload[10];
+  assign \sites__payload$47.oy  = sites__payload[3:0];
+  assign \sites__payload$47.ox  = sites__payload[7:4];
+  assign \sites__payload$47.taps  = sites__payload[8];
+  assign \sites__payload$47.eof  = sites__payload[9];
+  assign \sites__payload$47.error  = sites__payload[10];
+  assign \steps__payload.lb_addr  = steps__payload[5:0];
+  assign \steps__payload.w_addr  = steps__payload[6];
+  assign \steps__payload.first  = steps__payload[7];
+  assign \steps__payload.last  = steps__payload[8];
+  assign \steps__payload.meta  = steps__payload[19:9];
+  assign \steps__payload.meta.oy  = steps__payload[12:9];
+  assign \steps__payload.meta.ox  = steps__payload[16:13];
+  assign \steps__payload.meta.go  = steps__payload[17];
+  assign \steps__payload.meta.eof  = steps__payload[18];
+  assign \steps__payload.meta.error  = steps__payload[19];
+  assign \steps__payload$57.x  = \steps__payload$57 [31:0];
+  assign \steps__payload$57.w  = \steps__payload$57 [159:32];
+  assign \steps__payload$57.first  = \steps__payload$57 [160];
+  assign \steps__payload$57.last  = \steps__payload$57 [161];
+  assign \steps__payload$57.meta  = \steps__payload$57 [172:162];
+  assign \steps__payload$57.meta.oy  = \steps__payload$57 [165:162];
+  assign \steps__payload$57.meta.ox  = \steps__payload$57 [169:166];
+  assign \steps__payload$57.meta.go  = \steps__payload$57 [170];
+  assign \steps__payload$57.meta.eof  = \steps__payload$57 [171];
+  assign \steps__payload$57.meta.error  = \steps__payload$57 [172];
+  assign \read_meta_d2.oy  = read_meta_d2[3:0];
+  assign \read_meta_d2.ox  = read_meta_d2[7:4];
+  assign \read_meta_d2.go  = read_meta_d2[8];
+  assign \read_meta_d2.eof  = read_meta_d2[9];
+  assign \read_meta_d2.error  = read_meta_d2[10];
+  assign \sums__payload.acc  = sums__payload[75:0];
+  assign \sums__payload.acc[0]  = sums__payload[18:0];
+  assign \sums__payload.acc[1]  = sums__payload[37:19];
+  assign \sums__payload.acc[2]  = sums__payload[56:38];
+  assign \sums__payload.acc[3]  = sums__payload[75:57];
+  assign \sums__payload.meta  = sums__payload[86:76];
+  assign \sums__payload.meta.oy  = sums__payload[79:76];
+  assign \sums__payload.meta.ox  = sums__payload[83:80];
+  assign \sums__payload.meta.go  = sums__payload[84];
+  assign \sums__payload.meta.eof  = sums__payload[85];
+  assign \sums__payload.meta.error  = sums__payload[86];
+  assign \sums__payload$64.acc  = sums__payload[75:0];
+  assign \sums__payload$64.acc[0]  = sums__payload[18:0];
+  assign \sums__payload$64.acc[1]  = sums__payload[37:19];
+  assign \sums__payload$64.acc[2]  = sums__payload[56:38];
+  assign \sums__payload$64.acc[3]  = sums__payload[75:57];
+  assign \sums__payload$64.meta  = sums__payload[86:76];
+  assign \sums__payload$64.meta.oy  = sums__payload[79:76];
+  assign \sums__payload$64.meta.ox  = sums__payload[83:80];
+  assign \sums__payload$64.meta.go  = sums__payload[84];
+  assign \sums__payload$64.meta.eof  = sums__payload[85];
+  assign \sums__payload$64.meta.error  = sums__payload[86];
+  assign \feats__payload.data  = feats__payload[31:0];
+  assign \feats__payload.data[0]  = feats__payload[7:0];
+  assign \feats__payload.data[1]  = feats__payload[15:8];
+  assign \feats__payload.data[2]  = feats__payload[23:16];
+  assign \feats__payload.data[3]  = feats__payload[31:24];
+  assign \feats__payload.meta  = feats__payload[42:32];
+  assign \feats__payload.meta.oy  = feats__payload[35:32];
+  assign \feats__payload.meta.ox  = feats__payload[39:36];
+  assign \feats__payload.meta.go  = feats__payload[40];
+  assign \feats__payload.meta.eof  = feats__payload[41];
+  assign \feats__payload.meta.error  = feats__payload[42];
+  assign \tok.data  = tok[31:0];
+  assign \tok.data[0]  = tok[7:0];
+  assign \tok.data[1]  = tok[15:8];
+  assign \tok.data[2]  = tok[23:16];
+  assign \tok.data[3]  = tok[31:24];
+  assign \tok.y  = tok[35:32];
+  assign \tok.x  = tok[39:36];
+  assign \tok.eof  = tok[40];
+  assign \tok.error  = tok[41];
+  assign \read_meta_d1.oy  = read_meta_d1[3:0];
+  assign \read_meta_d1.ox  = read_meta_d1[7:4];
+  assign \read_meta_d1.go  = read_meta_d1[8];
+  assign \read_meta_d1.eof  = read_meta_d1[9];
+  assign \read_meta_d1.error  = read_meta_d1[10];
   assign \sites_out__payload.data  = sites_out__payload[31:0];
   assign \sites_out__payload.data[0]  = sites_out__payload[7:0];
   assign \sites_out__payload.data[1]  = sites_out__payload[15:8];
@@ -8330,24 +16308,4907 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   assign \sites_out__payload.x  = sites_out__payload[39:36];
   assign \sites_out__payload.eof  = sites_out__payload[40];
   assign \sites_out__payload.error  = sites_out__payload[41];
-  assign \$365  = 1'h1;
-  assign \$42  = \$363 ;
-  assign \$382  = 1'h1;
-  assign \$53  = \$380 ;
-  assign \$390  = 1'h1;
-  assign \$57  = \$388 ;
-  assign \$68  = s_gi;
-  assign \$425  = 1'h1;
-  assign \$82  = \$423 ;
-  assign \$91  = { requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34], requant_0[34:16] };
-  assign \$92  = { requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34], requant_1[34:16] };
-  assign \$93  = { requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34], requant_2[34:16] };
-  assign \$94  = { requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34], requant_3[34:16] };
-  assign \$125  = gi;
-  assign \$135  = gi;
-  assign \$139  = \$42 [0];
-  assign \$147  = gi;
-  assign \$161  = s_gi;
-  assign \$122  = gi;
-  assign \$164  = \$67 [0];
+  assign \steps__payload$57 [172:162] = read_meta_d2;
+  assign \steps__payload$57 [161] = read_last_d2;
+  assign \steps__payload$57 [160] = read_first_d2;
+  assign \steps__payload$57 [159:32] = r_data;
+  assign \steps__payload$57 [31:0] = rd_data;
+  assign \$10  = c_in;
+  assign \$13  = c_in;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
+  wire [6:0] \$1 ;
+  wire \$10 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire \$109 ;
+  wire \$11 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
+  wire \$12 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire \$129 ;
+  wire \$13 ;
+  wire [5:0] \$130 ;
+  wire [6:0] \$131 ;
+  wire [6:0] \$132 ;
+  reg [1:0] \$133 ;
+  reg [15:0] \$134 ;
+  reg \$135 ;
+  reg \$136 ;
+  reg [15:0] \$137 ;
+  reg \$138 ;
+  reg [3:0] \$139 ;
+  wire \$14 ;
+  reg \$140 ;
+  reg [15:0] \$141 ;
+  reg [15:0] \$142 ;
+  reg \$143 ;
+  reg \$144 ;
+  reg \$145 ;
+  reg \$146 ;
+  reg [15:0] \$147 ;
+  reg [15:0] \$148 ;
+  reg \$149 ;
+  wire \$15 ;
+  reg \$150 ;
+  reg \$151 ;
+  reg \$152 ;
+  reg [15:0] \$153 ;
+  reg \$154 ;
+  reg \$155 ;
+  reg \$156 ;
+  reg [2:0] \$157 ;
+  reg [15:0] \$158 ;
+  reg [4:0] \$159 ;
+  wire \$16 ;
+  reg [5:0] \$160 ;
+  reg [5:0] \$161 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  wire [15:0] \$30 ;
+  wire [16:0] \$31 ;
+  wire [16:0] \$32 ;
+  wire [15:0] \$33 ;
+  wire [16:0] \$34 ;
+  wire [16:0] \$35 ;
+  wire \$36 ;
+  wire [1:0] \$37 ;
+  wire [1:0] \$38 ;
+  wire [4:0] \$39 ;
+  wire \$4 ;
+  wire [4:0] \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
+  wire \$5 ;
+  wire [15:0] \$50 ;
+  wire [15:0] \$51 ;
+  wire [15:0] \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire \$56 ;
+  wire \$57 ;
+  wire [15:0] \$58 ;
+  wire [15:0] \$59 ;
+  wire \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [15:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire \$7 ;
+  wire \$70 ;
+  wire [15:0] \$71 ;
+  wire [15:0] \$72 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire \$76 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire \$79 ;
+  wire \$8 ;
+  wire \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire [15:0] \$88 ;
+  wire \$89 ;
+  wire \$9 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire \$99 ;
+  reg \$like  = 1'h0;
+  reg \$like$43  = 1'h0;
+  reg [15:0] \$signal  = 16'h0000;
+  reg \$signal$13  = 1'h0;
+  reg [3:0] \$signal$15  = 4'h0;
+  reg [15:0] \$signal$36  = 16'h0000;
+  reg \$signal$40  = 1'h0;
+  reg [15:0] \$signal$41  = 16'h0000;
+  reg [15:0] \$signal$42  = 16'h0000;
+  reg \$signal$45  = 1'h0;
+  reg \$signal$48  = 1'h0;
+  reg \$signal$49  = 1'h0;
+  reg [15:0] a2_bits = 16'h0000;
+  reg a2_ci = 1'h0;
+  wire [15:0] a2_oh;
+  wire a2_win_0;
+  reg a3_win_0 = 1'h0;
+  reg b_ci = 1'h0;
+  reg [15:0] b_rest = 16'h0000;
+  reg b_v = 1'h0;
+  reg b_win_0 = 1'h0;
+  input [31:0] bitmaps;
+  wire [31:0] bitmaps;
+  wire [15:0] \bitmaps[0] ;
+  wire [15:0] \bitmaps[1] ;
+  reg c1_win_0 = 1'h0;
+  reg [15:0] centre = 16'h0000;
+  wire chunk_oh;
+  input clk;
+  wire clk;
+  reg [5:0] cy = 6'h00;
+  input [5:0] done_rows;
+  wire [5:0] done_rows;
+  reg eof_pend = 1'h0;
+  input eof_seen;
+  wire eof_seen;
+  input error;
+  wire error;
+  reg [4:0] f_row = 5'h00;
+  input frame_reset;
+  wire frame_reset;
+  input has_last;
+  wire has_last;
+  wire [10:0] head;
+  wire \head.eof ;
+  wire \head.error ;
+  wire [3:0] \head.ox ;
+  wire [3:0] \head.oy ;
+  wire \head.taps ;
+  input [3:0] last_y;
+  wire [3:0] last_y;
+  reg [5:0] need = 6'h01;
+  reg nz = 1'h0;
+  wire [10:0] qp;
+  wire \qp.eof ;
+  wire \qp.error ;
+  wire [3:0] \qp.ox ;
+  wire [3:0] \qp.oy ;
+  wire \qp.taps ;
+  wire [10:0] r_data;
+  input r_en;
+  wire r_en;
+  wire r_rdy;
+  wire [15:0] rest_oh;
+  output [3:0] row;
+  wire [3:0] row;
+  wire [5:0] row_0;
+  input rst;
+  wire rst;
+  reg [1:0] sel_0 = 2'h0;
+  wire [3:0] site_x;
+  output [10:0] sites__payload;
+  wire [10:0] sites__payload;
+  wire \sites__payload.eof ;
+  wire \sites__payload.error ;
+  wire [3:0] \sites__payload.ox ;
+  wire [3:0] \sites__payload.oy ;
+  wire \sites__payload.taps ;
+  wire sites__ready;
+  output sites__valid;
+  wire sites__valid;
+  reg [2:0] state = 3'h0;
+  input [9:0] tags;
+  wire [9:0] tags;
+  wire [4:0] \tags[0] ;
+  wire [4:0] \tags[1] ;
+  reg [10:0] w_data;
+  wire w_en;
+  wire w_rdy;
+  reg [15:0] win_0 = 16'h0000;
+  assign \$1  = cy + 1'h0;
+  assign \$2  = \$signal [1] | \$signal [3];
+  assign \$3  = \$2  | \$signal [5];
+  assign \$4  = \$3  | \$signal [7];
+  assign \$5  = \$4  | \$signal [9];
+  assign \$6  = \$5  | \$signal [11];
+  assign \$7  = \$6  | \$signal [13];
+  assign \$8  = \$7  | \$signal [15];
+  assign \$9  = \$signal [2] | \$signal [3];
+  assign \$10  = \$9  | \$signal [6];
+  assign \$11  = \$10  | \$signal [7];
+  assign \$12  = \$11  | \$signal [10];
+  assign \$13  = \$12  | \$signal [11];
+  assign \$14  = \$13  | \$signal [14];
+  assign \$15  = \$14  | \$signal [15];
+  assign \$16  = \$signal [4] | \$signal [5];
+  assign \$17  = \$16  | \$signal [6];
+  assign \$18  = \$17  | \$signal [7];
+  assign \$19  = \$18  | \$signal [12];
+  assign \$20  = \$19  | \$signal [13];
+  assign \$21  = \$20  | \$signal [14];
+  assign \$22  = \$21  | \$signal [15];
+  assign \$23  = \$signal [8] | \$signal [9];
+  assign \$24  = \$23  | \$signal [10];
+  assign \$25  = \$24  | \$signal [11];
+  assign \$26  = \$25  | \$signal [12];
+  assign \$27  = \$26  | \$signal [13];
+  assign \$28  = \$27  | \$signal [14];
+  assign \$29  = \$28  | \$signal [15];
+  assign w_en = \$signal$13  | eof_pend;
+  assign \$30  = ~ b_rest;
+  assign \$31  = \$30  + 1'h1;
+  assign \$32  = { 1'h0, b_rest } & \$31 ;
+  assign \$33  = ~ a2_bits;
+  assign \$34  = \$33  + 1'h1;
+  assign \$35  = { 1'h0, a2_bits } & \$34 ;
+  assign \$36  = ~ nz;
+  assign \$37  = \$36  + 1'h1;
+  assign \$38  = { 1'h0, nz } & \$37 ;
+  assign \$39  = \$signal$13  ? { 1'h0, \$signal$15  } : f_row;
+  assign \$40  = sites__valid ? { 1'h0, sites__payload[3:0] } : \$39 ;
+  assign \$41  = state == 1'h1;
+  assign \$42  = ! \$1 [0];
+  assign \$43  = tags[4:0] == \$1 [5:0];
+  assign \$44  = \$42  & \$43 ;
+  assign \$45  = state == 1'h1;
+  assign \$47  = tags[9:5] == \$1 [5:0];
+  assign \$48  = \$46  & \$47 ;
+  assign \$49  = state == 2'h2;
+  assign \$50  = sel_0[0] ? bitmaps[15:0] : 16'h0000;
+  assign \$51  = sel_0[1] ? bitmaps[31:16] : 16'h0000;
+  assign \$52  = \$50  | \$51 ;
+  assign \$53  = ~ \$signal$13 ;
+  assign \$54  = eof_pend & \$53 ;
+  assign \$55  = \$54  & w_rdy;
+  assign \$56  = ~ \$signal$13 ;
+  assign \$57  = \$56  | w_rdy;
+  assign \$58  = ~ \$32 [15:0];
+  assign \$59  = b_rest & \$58 ;
+  assign \$60  = ~ \$signal$13 ;
+  assign \$61  = \$60  | w_rdy;
+  assign \$62  = ! b_rest;
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = \$signal$40  ? \$signal$42  : 16'h0000;
+  assign \$65  = ~ \$signal$40 ;
+  assign \$66  = ~ \$signal$13 ;
+  assign \$67  = \$66  | w_rdy;
+  assign \$68  = ! b_rest;
+  assign \$69  = \$67  & \$68 ;
+  assign \$70  = \$65  | \$69 ;
+  assign \$71  = ~ \$35 [15:0];
+  assign \$72  = a2_bits & \$71 ;
+  assign \$73  = ~ \$signal$40 ;
+  assign \$74  = ~ \$signal$13 ;
+  assign \$75  = \$74  | w_rdy;
+  assign \$76  = ! b_rest;
+  assign \$77  = \$75  & \$76 ;
+  assign \$78  = \$73  | \$77 ;
+  assign \$79  = ~ \$signal$45 ;
+  assign \$80  = ~ \$signal$40 ;
+  assign \$81  = ~ \$signal$13 ;
+  assign \$82  = \$81  | w_rdy;
+  assign \$83  = ! b_rest;
+  assign \$84  = \$82  & \$83 ;
+  assign \$85  = \$80  | \$84 ;
+  assign \$86  = \$79  | \$85 ;
+  assign \$87  = \$86  & \$signal$48 ;
+  assign \$88  = \$signal$49  ? centre : 16'h0000;
+  assign \$89  = ~ \$signal$45 ;
+  assign \$90  = ~ \$signal$40 ;
+  assign \$91  = ~ \$signal$13 ;
+  assign \$92  = \$91  | w_rdy;
+  assign \$93  = ! b_rest;
+  assign \$94  = \$92  & \$93 ;
+  assign \$95  = \$90  | \$94 ;
+  assign \$96  = \$89  | \$95 ;
+  assign \$97  = ~ \$signal$48 ;
+  assign \$98  = ~ \$signal$45 ;
+  assign \$99  = ~ \$signal$40 ;
+  assign \$100  = ~ \$signal$13 ;
+  assign \$101  = \$100  | w_rdy;
+  assign \$102  = ! b_rest;
+  assign \$103  = \$101  & \$102 ;
+  assign \$104  = \$99  | \$103 ;
+  assign \$105  = \$98  | \$104 ;
+  assign \$106  = \$97  | \$105 ;
+  assign \$108  = \$106  & \$107 ;
+  assign \$109  = state == 3'h4;
+  assign \$110  = \$108  & \$109 ;
+  assign \$111  = ~ \$38 [0];
+  assign \$112  = nz & \$111 ;
+  assign \$113  = ~ has_last;
+  assign \$114  = f_row > last_y;
+  assign \$115  = \$113  | \$114 ;
+  assign \$116  = eof_seen & \$115 ;
+  assign \$117  = done_rows >= need;
+  assign \$118  = eof_seen | \$117 ;
+  assign \$119  = ~ eof_pend;
+  assign \$120  = | win_0;
+  assign \$121  = ! nz;
+  assign \$122  = ~ \$signal$48 ;
+  assign \$123  = \$121  & \$122 ;
+  assign \$124  = ~ \$signal$45 ;
+  assign \$125  = \$123  & \$124 ;
+  assign \$126  = ~ \$signal$40 ;
+  assign \$127  = \$125  & \$126 ;
+  assign \$128  = ~ b_v;
+  assign \$129  = \$127  & \$128 ;
+  assign \$130  = f_row + 1'h1;
+  assign \$131  = cy + 1'h1;
+  assign \$132  = need + 1'h1;
+  always @(posedge clk)
+    sel_0 <= \$133 ;
+  always @(posedge clk)
+    win_0 <= \$134 ;
+  always @(posedge clk)
+    eof_pend <= \$135 ;
+  always @(posedge clk)
+    \$signal$13  <= \$136 ;
+  always @(posedge clk)
+    \$signal  <= \$137 ;
+  always @(posedge clk)
+    \$like  <= \$138 ;
+  always @(posedge clk)
+    \$signal$15  <= \$139 ;
+  always @(posedge clk)
+    c1_win_0 <= \$140 ;
+  always @(posedge clk)
+    \$signal$36  <= \$141 ;
+  always @(posedge clk)
+    b_rest <= \$142 ;
+  always @(posedge clk)
+    b_v <= \$143 ;
+  always @(posedge clk)
+    b_ci <= \$144 ;
+  always @(posedge clk)
+    b_win_0 <= \$145 ;
+  always @(posedge clk)
+    \$signal$40  <= \$146 ;
+  always @(posedge clk)
+    \$signal$41  <= \$147 ;
+  always @(posedge clk)
+    \$signal$42  <= \$148 ;
+  always @(posedge clk)
+    \$like$43  <= \$149 ;
+  always @(posedge clk)
+    a3_win_0 <= \$150 ;
+  always @(posedge clk)
+    \$signal$45  <= \$151 ;
+  always @(posedge clk)
+    a2_ci <= \$152 ;
+  always @(posedge clk)
+    a2_bits <= \$153 ;
+  always @(posedge clk)
+    \$signal$48  <= \$154 ;
+  always @(posedge clk)
+    \$signal$49  <= \$155 ;
+  always @(posedge clk)
+    nz <= \$156 ;
+  always @(posedge clk)
+    state <= \$157 ;
+  always @(posedge clk)
+    centre <= \$158 ;
+  always @(posedge clk)
+    f_row <= \$159 ;
+  always @(posedge clk)
+    cy <= \$160 ;
+  always @(posedge clk)
+    need <= \$161 ;
+  \top.layer2.finder.queue  queue (
+    .clk(clk),
+    .r_data(sites__payload),
+    .r_en(r_en),
+    .r_rdy(sites__valid),
+    .rst(rst),
+    .w_en(w_en),
+    .w_port__data(w_data),
+    .w_rdy(w_rdy)
+  );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    w_data = 11'h000;
+    (* full_case = 32'd1 *)
+    if (\$signal$13 ) begin
+      w_data[3:0] = \$signal$15 ;
+      w_data[7:4] = { \$29 , \$22 , \$15 , \$8  };
+      w_data[8] = 1'h1;
+    end else begin
+      w_data[9] = 1'h1;
+      w_data[10] = error;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$133  = sel_0;
+    if (\$41 ) begin
+      \$133 [0] = \$44 ;
+    end
+    if (\$45 ) begin
+      \$133 [1] = \$48 ;
+    end
+    if (rst) begin
+      \$133  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$134  = win_0;
+    if (\$49 ) begin
+      \$134  = \$52 ;
+    end
+    if (rst) begin
+      \$134  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$135  = eof_pend;
+    if (\$55 ) begin
+      \$135  = 1'h0;
+    end
+    casez (state)
+      3'h0:
+          if (\$116 ) begin
+            if (\$119 ) begin
+              \$135  = 1'h1;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$135  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$136  = \$signal$13 ;
+    if (\$57 ) begin
+      \$136  = b_v;
+    end
+    if (rst) begin
+      \$136  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$137  = \$signal ;
+    if (\$57 ) begin
+      \$137  = \$signal$36 ;
+    end
+    if (rst) begin
+      \$137  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$138  = \$like ;
+    if (\$57 ) begin
+      \$138  = b_ci;
+    end
+    if (rst) begin
+      \$138  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$139  = \$signal$15 ;
+    if (\$57 ) begin
+      \$139  = f_row[3:0];
+    end
+    if (rst) begin
+      \$139  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$140  = c1_win_0;
+    if (\$57 ) begin
+      \$140  = b_win_0;
+    end
+    if (rst) begin
+      \$140  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$141  = \$signal$36 ;
+    if (\$57 ) begin
+      \$141  = \$32 [15:0];
+    end
+    if (\$63 ) begin
+      \$141  = \$signal$41 ;
+    end
+    if (rst) begin
+      \$141  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$142  = b_rest;
+    if (\$57 ) begin
+      \$142  = \$59 ;
+    end
+    if (\$63 ) begin
+      \$142  = \$64 ;
+    end
+    if (rst) begin
+      \$142  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$143  = b_v;
+    if (\$63 ) begin
+      \$143  = \$signal$40 ;
+    end
+    if (rst) begin
+      \$143  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$144  = b_ci;
+    if (\$63 ) begin
+      \$144  = \$like$43 ;
+    end
+    if (rst) begin
+      \$144  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$145  = b_win_0;
+    if (\$63 ) begin
+      \$145  = a3_win_0;
+    end
+    if (rst) begin
+      \$145  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$146  = \$signal$40 ;
+    if (\$70 ) begin
+      \$146  = \$signal$45 ;
+    end
+    if (rst) begin
+      \$146  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$147  = \$signal$41 ;
+    if (\$70 ) begin
+      \$147  = \$35 [15:0];
+    end
+    if (rst) begin
+      \$147  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$148  = \$signal$42 ;
+    if (\$70 ) begin
+      \$148  = \$72 ;
+    end
+    if (rst) begin
+      \$148  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$149  = \$like$43 ;
+    if (\$70 ) begin
+      \$149  = a2_ci;
+    end
+    if (rst) begin
+      \$149  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$150  = a3_win_0;
+    if (\$70 ) begin
+      \$150  = 1'h0;
+    end
+    if (rst) begin
+      \$150  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$151  = \$signal$45 ;
+    if (\$78 ) begin
+      \$151  = 1'h0;
+    end
+    if (\$87 ) begin
+      \$151  = 1'h1;
+    end
+    if (rst) begin
+      \$151  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$152  = a2_ci;
+    if (\$87 ) begin
+      \$152  = 1'h0;
+    end
+    if (rst) begin
+      \$152  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$153  = a2_bits;
+    if (\$87 ) begin
+      \$153  = \$88 ;
+    end
+    if (rst) begin
+      \$153  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$154  = \$signal$48 ;
+    if (\$96 ) begin
+      \$154  = 1'h0;
+    end
+    if (\$110 ) begin
+      \$154  = 1'h1;
+    end
+    if (rst) begin
+      \$154  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$155  = \$signal$49 ;
+    if (\$110 ) begin
+      \$155  = \$38 [0];
+    end
+    if (rst) begin
+      \$155  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$156  = nz;
+    if (\$110 ) begin
+      \$156  = \$112 ;
+    end
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          \$156  = \$120 ;
+    endcase
+    if (rst) begin
+      \$156  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$157  = state;
+    casez (state)
+      3'h0:
+          if (\$116 ) begin
+            if (\$119 ) begin
+              \$157  = 3'h5;
+            end
+          end else if (\$118 ) begin
+            \$157  = 3'h1;
+          end
+      3'h1:
+          \$157  = 3'h2;
+      3'h2:
+          \$157  = 3'h3;
+      3'h3:
+          \$157  = 3'h4;
+      3'h4:
+          if (\$129 ) begin
+            \$157  = 3'h0;
+          end
+    endcase
+    if (frame_reset) begin
+      \$157  = 3'h0;
+    end
+    if (rst) begin
+      \$157  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$158  = centre;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          \$158  = win_0;
+    endcase
+    if (rst) begin
+      \$158  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$159  = f_row;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$129 ) begin
+            \$159  = \$130 [4:0];
+          end
+    endcase
+    if (frame_reset) begin
+      \$159  = 5'h00;
+    end
+    if (rst) begin
+      \$159  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$160  = cy;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$129 ) begin
+            \$160  = \$131 [5:0];
+          end
+    endcase
+    if (frame_reset) begin
+      \$160  = 6'h00;
+    end
+    if (rst) begin
+      \$160  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$161  = need;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$129 ) begin
+            \$161  = \$132 [5:0];
+          end
+    endcase
+    if (frame_reset) begin
+      \$161  = 6'h01;
+    end
+    if (rst) begin
+      \$161  = 6'h01;
+    end
+  end
+  assign r_data = sites__payload;
+  assign sites__ready = r_en;
+  assign r_rdy = sites__valid;
+  assign row_0 = \$1 [5:0];
+  assign site_x = { \$29 , \$22 , \$15 , \$8  };
+  assign qp = w_data;
+  assign rest_oh = \$32 [15:0];
+  assign a2_oh = \$35 [15:0];
+  assign chunk_oh = \$38 [0];
+  assign head = sites__payload;
+  assign a2_win_0 = 1'h0;
+  assign row = \$40 [3:0];
+  assign \sites__payload.oy  = sites__payload[3:0];
+  assign \sites__payload.ox  = sites__payload[7:4];
+  assign \sites__payload.taps  = sites__payload[8];
+  assign \sites__payload.eof  = sites__payload[9];
+  assign \sites__payload.error  = sites__payload[10];
+  assign \qp.oy  = w_data[3:0];
+  assign \qp.ox  = w_data[7:4];
+  assign \qp.taps  = w_data[8];
+  assign \qp.eof  = w_data[9];
+  assign \qp.error  = w_data[10];
+  assign \head.oy  = sites__payload[3:0];
+  assign \head.ox  = sites__payload[7:4];
+  assign \head.taps  = sites__payload[8];
+  assign \head.eof  = sites__payload[9];
+  assign \head.error  = sites__payload[10];
+  assign \tags[0]  = tags[4:0];
+  assign \tags[1]  = tags[9:5];
+  assign \bitmaps[0]  = bitmaps[15:0];
+  assign \bitmaps[1]  = bitmaps[31:16];
+  assign \$46  = \$1 [0];
+  assign \$107  = nz;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [2:0] \$14 ;
+  reg \$15 ;
+  reg \$16 ;
+  reg [1:0] \$17 ;
+  wire [1:0] \$2 ;
+  wire \$3 ;
+  wire [1:0] \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire [2:0] \$9 ;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire consume;
+  reg [1:0] level = 2'h0;
+  (* init = 1'h0 *)
+  wire produce;
+  output [10:0] r_data;
+  wire [10:0] r_data;
+  input r_en;
+  wire r_en;
+  (* init = 2'h0 *)
+  wire [1:0] r_level;
+  reg r_port__addr = 1'h0;
+  wire [10:0] r_port__data;
+  output r_rdy;
+  wire r_rdy;
+  input rst;
+  wire rst;
+  wire [10:0] w_data;
+  input w_en;
+  wire w_en;
+  (* init = 2'h0 *)
+  wire [1:0] w_level;
+  reg w_port__addr = 1'h0;
+  input [10:0] w_port__data;
+  wire [10:0] w_port__data;
+  wire w_port__en;
+  output w_rdy;
+  wire w_rdy;
+  reg [10:0] storage [1:0];
+  initial begin
+    storage[0] = 11'h000;
+    storage[1] = 11'h000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  assign r_data = storage[r_port__addr];
+  assign w_rdy = level != 2'h2;
+  assign r_rdy = | level;
+  assign w_port__en = w_en & w_rdy;
+  assign \$1  = w_rdy & w_en;
+  assign \$2  = w_port__addr + 1'h1;
+  assign \$3  = r_rdy & r_en;
+  assign \$4  = r_port__addr + 1'h1;
+  assign \$5  = w_rdy & w_en;
+  assign \$6  = r_rdy & r_en;
+  assign \$7  = ~ \$6 ;
+  assign \$8  = \$5  & \$7 ;
+  assign \$9  = level + 1'h1;
+  assign \$10  = r_rdy & r_en;
+  assign \$11  = w_rdy & w_en;
+  assign \$12  = ~ \$11 ;
+  assign \$13  = \$10  & \$12 ;
+  assign \$14  = level - 1'h1;
+  always @(posedge clk)
+    w_port__addr <= \$15 ;
+  always @(posedge clk)
+    r_port__addr <= \$16 ;
+  always @(posedge clk)
+    level <= \$17 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$15  = w_port__addr;
+    if (\$1 ) begin
+      \$15  = \$2 [0];
+    end
+    if (rst) begin
+      \$15  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$16  = r_port__addr;
+    if (\$3 ) begin
+      \$16  = \$4 [0];
+    end
+    if (rst) begin
+      \$16  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$17  = level;
+    if (\$8 ) begin
+      \$17  = \$9 [1:0];
+    end
+    if (\$13 ) begin
+      \$17  = \$14 [1:0];
+    end
+    if (rst) begin
+      \$17  = 2'h0;
+    end
+  end
+  assign w_level = level;
+  assign r_level = level;
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, w_en, sites_in__payload, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, clk
+);
+  reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  wire [30:0] \$30 ;
+  wire [30:0] \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire [1:0] \$34 ;
+  wire [1:0] \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
+  wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire [15:0] \$59 ;
+  wire \$6 ;
+  wire [15:0] \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [15:0] \$63 ;
+  wire [15:0] \$64 ;
+  reg \$65 ;
+  reg \$66 ;
+  reg [3:0] \$67 ;
+  reg [3:0] \$68 ;
+  reg [5:0] \$69 ;
+  wire \$7 ;
+  reg \$70 ;
+  reg \$71 ;
+  reg \$72 ;
+  reg \$73 ;
+  reg \$74 ;
+  reg [3:0] \$75 ;
+  reg \$76 ;
+  reg \$77 ;
+  reg \$78 ;
+  reg \$79 ;
+  wire \$8 ;
+  reg [3:0] \$80 ;
+  reg [3:0] \$81 ;
+  reg [5:0] \$82 ;
+  reg [31:0] \$83 ;
+  reg [15:0] \$84 ;
+  reg [4:0] \$85 ;
+  reg [15:0] \$86 ;
+  reg [4:0] \$87 ;
+  wire \$9 ;
+  reg [3:0] \$signal  = 4'h0;
+  reg [3:0] \$signal$18  = 4'h0;
+  reg \$signal$32  = 1'h0;
+  (* init = 1'h0 *)
+  wire \$signal$40 ;
+  reg \$signal$51  = 1'h0;
+  wire bad;
+  wire [15:0] \bit ;
+  reg [15:0] bitmap_0 = 16'h0000;
+  reg [15:0] bitmap_1 = 16'h0000;
+  output [31:0] bitmaps;
+  wire [31:0] bitmaps;
+  wire [15:0] \bitmaps[0] ;
+  wire [15:0] \bitmaps[1] ;
+  output busy;
+  reg busy = 1'h0;
+  reg c_gi = 1'h0;
+  input clk;
+  wire clk;
+  output [5:0] done_rows;
+  reg [5:0] done_rows = 6'h00;
+  wire [45:0] entry;
+  wire \entry.bad ;
+  wire \entry.first ;
+  wire \entry.gi ;
+  wire \entry.last ;
+  wire [41:0] \entry.tok ;
+  wire [31:0] \entry.tok.data ;
+  wire [7:0] \entry.tok.data[0] ;
+  wire [7:0] \entry.tok.data[1] ;
+  wire [7:0] \entry.tok.data[2] ;
+  wire [7:0] \entry.tok.data[3] ;
+  wire \entry.tok.eof ;
+  wire \entry.tok.error ;
+  wire [3:0] \entry.tok.x ;
+  wire [3:0] \entry.tok.y ;
+  output eof_seen;
+  reg eof_seen = 1'h0;
+  output error;
+  reg error = 1'h0;
+  input frame_reset;
+  wire frame_reset;
+  wire [45:0] got;
+  wire \got.bad ;
+  wire \got.first ;
+  wire \got.gi ;
+  wire \got.last ;
+  wire [41:0] \got.tok ;
+  wire [31:0] \got.tok.data ;
+  wire [7:0] \got.tok.data[0] ;
+  wire [7:0] \got.tok.data[1] ;
+  wire [7:0] \got.tok.data[2] ;
+  wire [7:0] \got.tok.data[3] ;
+  wire \got.tok.eof ;
+  wire \got.tok.error ;
+  wire [3:0] \got.tok.x ;
+  wire [3:0] \got.tok.y ;
+  output has_last;
+  reg has_last = 1'h0;
+  input [3:0] height_m1;
+  wire [3:0] height_m1;
+  input hold;
+  wire hold;
+  output [3:0] last_y;
+  reg [3:0] last_y = 4'h0;
+  input loaded;
+  wire loaded;
+  wire open_;
+  input [5:0] permit_row;
+  wire [5:0] permit_row;
+  reg prev_any = 1'h0;
+  input [5:0] r_addr;
+  wire [5:0] r_addr;
+  wire [31:0] r_data;
+  wire [45:0] \r_data$22 ;
+  wire r_en;
+  wire r_rdy;
+  wire [5:0] rd_addr;
+  output [31:0] rd_data;
+  wire [31:0] rd_data;
+  reg [4:0] row_tag_0 = 5'h1f;
+  reg [4:0] row_tag_1 = 5'h1f;
+  input rst;
+  wire rst;
+  input [41:0] sites_in__payload;
+  wire [41:0] sites_in__payload;
+  wire [31:0] \sites_in__payload.data ;
+  wire [7:0] \sites_in__payload.data[0] ;
+  wire [7:0] \sites_in__payload.data[1] ;
+  wire [7:0] \sites_in__payload.data[2] ;
+  wire [7:0] \sites_in__payload.data[3] ;
+  wire \sites_in__payload.eof ;
+  wire \sites_in__payload.error ;
+  wire [3:0] \sites_in__payload.x ;
+  wire [3:0] \sites_in__payload.y ;
+  output sites_in__ready;
+  wire sites_in__ready;
+  wire sites_in__valid;
+  output [9:0] tags;
+  wire [9:0] tags;
+  wire [4:0] \tags[0] ;
+  wire [4:0] \tags[1] ;
+  wire take;
+  reg [5:0] w_addr = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] \w_addr$36 ;
+  wire [45:0] w_data;
+  reg [31:0] \w_data$37  = 32'd0;
+  (* init = 32'd0 *)
+  wire [31:0] \w_data$38 ;
+  input w_en;
+  wire w_en;
+  reg \w_en$39  = 1'h0;
+  wire w_rdy;
+  reg w_set = 1'h0;
+  reg w_slot = 1'h0;
+  reg [3:0] w_x = 4'h0;
+  reg [3:0] w_y = 4'h0;
+  input [3:0] width_m1;
+  wire [3:0] width_m1;
+  assign \$13  = \$11  | \$12 ;
+  assign \$14  = c_gi ? \$13  : \$10 ;
+  assign \$15  = \$3  & \$14 ;
+  assign \$16  = ~ got[40];
+  assign \$17  = \$16  & got[43];
+  assign \$18  = got[35:32] > height_m1;
+  assign \$19  = got[39:36] > width_m1;
+  assign \$20  = \$18  | \$19 ;
+  assign \$21  = \$17  & \$20 ;
+  assign bad = got[45] | \$21 ;
+  assign \$22  = ~ eof_seen;
+  assign \$23  = loaded & \$22 ;
+  assign \$24  = ~ hold;
+  assign open_ = \$23  & \$24 ;
+  assign \$25  = r_rdy & open_;
+  assign \$26  = \$signal$32  | got[40];
+  assign \$27  = \$26  | bad;
+  assign \$28  = got[35:32] < permit_row;
+  assign \$29  = \$27  | \$28 ;
+  assign take = \$25  & \$29 ;
+  assign \$30  = 1'h1 << w_x;
+  assign \$31  = w_set ? \$30  : 31'h00000000;
+  assign \$32  = w_en & sites_in__ready;
+  assign \$34  = c_gi + 1'h1;
+  assign \$35  = \$33  ? 2'h0 : \$34 ;
+  assign \$37  = r_rdy & open_;
+  assign \$38  = ~ got[40];
+  assign \$39  = \$37  & \$38 ;
+  assign \$40  = \$39  & got[43];
+  assign \$41  = ~ bad;
+  assign \$42  = \$40  & \$41 ;
+  assign \$43  = ~ \$signal$32 ;
+  assign \$44  = \$42  & \$43 ;
+  assign \$45  = ~ got[43];
+  assign \$46  = \$45  | got[41];
+  assign \$47  = ~ got[40];
+  assign \$48  = take & \$47 ;
+  assign \$49  = ~ \$signal$32 ;
+  assign \$50  = \$48  & \$49 ;
+  assign \$51  = ~ bad;
+  assign \$52  = \$50  & \$51 ;
+  assign \$53  = ~ has_last;
+  assign \$54  = got[35:32] != last_y;
+  assign \$55  = \$53  | \$54 ;
+  assign \$56  = got[43] & \$55 ;
+  assign \$57  = ! w_slot;
+  assign \$58  = \w_en$39  & \$57 ;
+  assign \$59  = \$signal$51  ? 16'h0000 : bitmap_0;
+  assign \$60  = \$59  | \$31 [15:0];
+  assign \$62  = \w_en$39  & \$61 ;
+  assign \$63  = \$signal$51  ? 16'h0000 : bitmap_1;
+  assign \$64  = \$63  | \$31 [15:0];
+  always @(posedge clk)
+    c_gi <= \$65 ;
+  always @(posedge clk)
+    prev_any <= \$66 ;
+  always @(posedge clk)
+    \$signal  <= \$67 ;
+  always @(posedge clk)
+    \$signal$18  <= \$68 ;
+  always @(posedge clk)
+    done_rows <= \$69 ;
+  always @(posedge clk)
+    busy <= \$70 ;
+  always @(posedge clk)
+    eof_seen <= \$71 ;
+  always @(posedge clk)
+    \$signal$32  <= \$72 ;
+  always @(posedge clk)
+    error <= \$73 ;
+  always @(posedge clk)
+    has_last <= \$74 ;
+  always @(posedge clk)
+    last_y <= \$75 ;
+  always @(posedge clk)
+    \w_en$39  <= \$76 ;
+  always @(posedge clk)
+    \$signal$51  <= \$77 ;
+  always @(posedge clk)
+    w_set <= \$78 ;
+  always @(posedge clk)
+    w_slot <= \$79 ;
+  always @(posedge clk)
+    w_x <= \$80 ;
+  always @(posedge clk)
+    w_y <= \$81 ;
+  always @(posedge clk)
+    w_addr <= \$82 ;
+  always @(posedge clk)
+    \w_data$37  <= \$83 ;
+  always @(posedge clk)
+    bitmap_0 <= \$84 ;
+  always @(posedge clk)
+    row_tag_0 <= \$85 ;
+  always @(posedge clk)
+    bitmap_1 <= \$86 ;
+  always @(posedge clk)
+    row_tag_1 <= \$87 ;
+  assign \$1  = ! c_gi;
+  assign \$3  = ~ sites_in__payload[40];
+  assign \$4  = ! c_gi;
+  assign \$5  = sites_in__payload[35:32] < \$signal ;
+  assign \$6  = sites_in__payload[35:32] == \$signal ;
+  assign \$7  = sites_in__payload[39:36] <= \$signal$18 ;
+  assign \$8  = \$6  & \$7 ;
+  assign \$9  = \$5  | \$8 ;
+  assign \$10  = prev_any & \$9 ;
+  assign \$11  = sites_in__payload[35:32] != \$signal ;
+  assign \$12  = sites_in__payload[39:36] != \$signal$18 ;
+  \top.layer2.line_buffer.mem  mem (
+    .clk(clk),
+    .r_data(rd_data),
+    .rd__addr(r_addr),
+    .rst(rst),
+    .w_addr(w_addr),
+    .w_data(\w_data$37 ),
+    .w_en(\w_en$39 )
+  );
+  \top.layer2.line_buffer.queue  queue (
+    .clk(clk),
+    .r_data(got),
+    .r_en(take),
+    .r_rdy(r_rdy),
+    .rst(rst),
+    .w_en(w_en),
+    .w_port__data(entry),
+    .w_rdy(sites_in__ready)
+  );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$65  = c_gi;
+    if (\$32 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[40]) begin
+        \$65  = 1'h0;
+      end else begin
+        \$65  = \$35 [0];
+      end
+    end
+    if (rst) begin
+      \$65  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$66  = prev_any;
+    if (\$32 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[40]) begin
+        \$66  = 1'h0;
+      end else begin
+        if (\$36 ) begin
+          \$66  = 1'h1;
+        end
+      end
+    end
+    if (rst) begin
+      \$66  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$67  = \$signal ;
+    if (\$32 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[40]) begin
+      end else begin
+        \$67  = sites_in__payload[35:32];
+      end
+    end
+    if (rst) begin
+      \$67  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$68  = \$signal$18 ;
+    if (\$32 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[40]) begin
+      end else begin
+        \$68  = sites_in__payload[39:36];
+      end
+    end
+    if (rst) begin
+      \$68  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$69  = done_rows;
+    if (\$44 ) begin
+      \$69  = { 2'h0, got[35:32] };
+    end
+    if (frame_reset) begin
+      \$69  = 6'h00;
+    end
+    if (rst) begin
+      \$69  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$70  = busy;
+    if (take) begin
+      \$70  = 1'h1;
+    end
+    if (frame_reset) begin
+      \$70  = 1'h0;
+    end
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$71  = eof_seen;
+    if (take) begin
+      if (got[40]) begin
+        \$71  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$71  = 1'h0;
+    end
+    if (rst) begin
+      \$71  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$72  = \$signal$32 ;
+    if (take) begin
+      if (got[40]) begin
+        \$72  = 1'h0;
+      end else if (\$signal$32 ) begin
+      end else if (bad) begin
+        \$72  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$72  = 1'h0;
+    end
+    if (rst) begin
+      \$72  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$73  = error;
+    if (take) begin
+      if (got[40]) begin
+        if (\$46 ) begin
+          \$73  = 1'h1;
+        end
+      end else if (\$signal$32 ) begin
+      end else if (bad) begin
+        \$73  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$73  = 1'h0;
+    end
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$74  = has_last;
+    if (take) begin
+      if (got[40]) begin
+      end else if (\$signal$32 ) begin
+      end else if (bad) begin
+      end else if (got[44]) begin
+        \$74  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$74  = 1'h0;
+    end
+    if (rst) begin
+      \$74  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$75  = last_y;
+    if (take) begin
+      if (got[40]) begin
+      end else if (\$signal$32 ) begin
+      end else if (bad) begin
+      end else if (got[44]) begin
+        \$75  = got[35:32];
+      end
+    end
+    if (rst) begin
+      \$75  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$76  = \$52 ;
+    if (rst) begin
+      \$76  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$77  = \$56 ;
+    if (rst) begin
+      \$77  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$78  = got[44];
+    if (rst) begin
+      \$78  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$79  = got[32];
+    if (rst) begin
+      \$79  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$80  = got[39:36];
+    if (rst) begin
+      \$80  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$81  = got[35:32];
+    if (rst) begin
+      \$81  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$82  = { got[32], got[39:36], got[42] };
+    if (rst) begin
+      \$82  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$83  = got[31:0];
+    if (rst) begin
+      \$83  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$84  = bitmap_0;
+    if (\$58 ) begin
+      \$84  = \$60 ;
+    end
+    if (rst) begin
+      \$84  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$85  = row_tag_0;
+    if (\$58 ) begin
+      if (\$signal$51 ) begin
+        \$85  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$85  = 5'h1f;
+    end
+    if (rst) begin
+      \$85  = 5'h1f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$86  = bitmap_1;
+    if (\$62 ) begin
+      \$86  = \$64 ;
+    end
+    if (rst) begin
+      \$86  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$87  = row_tag_1;
+    if (\$62 ) begin
+      if (\$signal$51 ) begin
+        \$87  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$87  = 5'h1f;
+    end
+    if (rst) begin
+      \$87  = 5'h1f;
+    end
+  end
+  assign rd_addr = r_addr;
+  assign r_data = rd_data;
+  assign sites_in__valid = w_en;
+  assign w_rdy = sites_in__ready;
+  assign w_data = entry;
+  assign \r_data$22  = got;
+  assign r_en = take;
+  assign \w_addr$36  = w_addr;
+  assign \w_data$38  = \w_data$37 ;
+  assign \$signal$40  = \w_en$39 ;
+  assign \bit  = \$31 [15:0];
+  assign \tags[0]  = tags[4:0];
+  assign \tags[1]  = tags[9:5];
+  assign \bitmaps[0]  = bitmaps[15:0];
+  assign \bitmaps[1]  = bitmaps[31:16];
+  assign \entry.tok  = entry[41:0];
+  assign \entry.tok.data  = entry[31:0];
+  assign \entry.tok.data[0]  = entry[7:0];
+  assign \entry.tok.data[1]  = entry[15:8];
+  assign \entry.tok.data[2]  = entry[23:16];
+  assign \entry.tok.data[3]  = entry[31:24];
+  assign \entry.tok.y  = entry[35:32];
+  assign \entry.tok.x  = entry[39:36];
+  assign \entry.tok.eof  = entry[40];
+  assign \entry.tok.error  = entry[41];
+  assign \entry.gi  = entry[42];
+  assign \entry.first  = entry[43];
+  assign \entry.last  = entry[44];
+  assign \entry.bad  = entry[45];
+  assign \sites_in__payload.data  = sites_in__payload[31:0];
+  assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
+  assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
+  assign \sites_in__payload.data[2]  = sites_in__payload[23:16];
+  assign \sites_in__payload.data[3]  = sites_in__payload[31:24];
+  assign \sites_in__payload.y  = sites_in__payload[35:32];
+  assign \sites_in__payload.x  = sites_in__payload[39:36];
+  assign \sites_in__payload.eof  = sites_in__payload[40];
+  assign \sites_in__payload.error  = sites_in__payload[41];
+  assign \got.tok  = got[41:0];
+  assign \got.tok.data  = got[31:0];
+  assign \got.tok.data[0]  = got[7:0];
+  assign \got.tok.data[1]  = got[15:8];
+  assign \got.tok.data[2]  = got[23:16];
+  assign \got.tok.data[3]  = got[31:24];
+  assign \got.tok.y  = got[35:32];
+  assign \got.tok.x  = got[39:36];
+  assign \got.tok.eof  = got[40];
+  assign \got.tok.error  = got[41];
+  assign \got.gi  = got[42];
+  assign \got.first  = got[43];
+  assign \got.last  = got[44];
+  assign \got.bad  = got[45];
+  assign entry[45] = \$15 ;
+  assign entry[44] = \$2 ;
+  assign entry[43] = \$1 ;
+  assign entry[42] = c_gi;
+  assign entry[41:0] = sites_in__payload;
+  assign bitmaps[31:16] = bitmap_1;
+  assign bitmaps[15:0] = bitmap_0;
+  assign tags[9:5] = row_tag_1;
+  assign tags[4:0] = row_tag_0;
+  assign \$2  = c_gi;
+  assign \$33  = c_gi;
+  assign \$36  = c_gi;
+  assign \$61  = w_slot;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
+  reg [31:0] \$1 ;
+  wire [5:0] \$signature__addr ;
+  wire [31:0] \$signature__data ;
+  wire \$signature__en ;
+  input clk;
+  wire clk;
+  wire [5:0] r_addr;
+  output [31:0] r_data;
+  reg [31:0] r_data = 32'd0;
+  input [5:0] rd__addr;
+  wire [5:0] rd__addr;
+  wire [31:0] rd__data;
+  wire rd__en;
+  input rst;
+  wire rst;
+  input [5:0] w_addr;
+  wire [5:0] w_addr;
+  input [31:0] w_data;
+  wire [31:0] w_data;
+  input w_en;
+  wire w_en;
+  reg [31:0] mem [63:0];
+  initial begin
+    mem[0] = 32'd0;
+    mem[1] = 32'd0;
+    mem[2] = 32'd0;
+    mem[3] = 32'd0;
+    mem[4] = 32'd0;
+    mem[5] = 32'd0;
+    mem[6] = 32'd0;
+    mem[7] = 32'd0;
+    mem[8] = 32'd0;
+    mem[9] = 32'd0;
+    mem[10] = 32'd0;
+    mem[11] = 32'd0;
+    mem[12] = 32'd0;
+    mem[13] = 32'd0;
+    mem[14] = 32'd0;
+    mem[15] = 32'd0;
+    mem[16] = 32'd0;
+    mem[17] = 32'd0;
+    mem[18] = 32'd0;
+    mem[19] = 32'd0;
+    mem[20] = 32'd0;
+    mem[21] = 32'd0;
+    mem[22] = 32'd0;
+    mem[23] = 32'd0;
+    mem[24] = 32'd0;
+    mem[25] = 32'd0;
+    mem[26] = 32'd0;
+    mem[27] = 32'd0;
+    mem[28] = 32'd0;
+    mem[29] = 32'd0;
+    mem[30] = 32'd0;
+    mem[31] = 32'd0;
+    mem[32] = 32'd0;
+    mem[33] = 32'd0;
+    mem[34] = 32'd0;
+    mem[35] = 32'd0;
+    mem[36] = 32'd0;
+    mem[37] = 32'd0;
+    mem[38] = 32'd0;
+    mem[39] = 32'd0;
+    mem[40] = 32'd0;
+    mem[41] = 32'd0;
+    mem[42] = 32'd0;
+    mem[43] = 32'd0;
+    mem[44] = 32'd0;
+    mem[45] = 32'd0;
+    mem[46] = 32'd0;
+    mem[47] = 32'd0;
+    mem[48] = 32'd0;
+    mem[49] = 32'd0;
+    mem[50] = 32'd0;
+    mem[51] = 32'd0;
+    mem[52] = 32'd0;
+    mem[53] = 32'd0;
+    mem[54] = 32'd0;
+    mem[55] = 32'd0;
+    mem[56] = 32'd0;
+    mem[57] = 32'd0;
+    mem[58] = 32'd0;
+    mem[59] = 32'd0;
+    mem[60] = 32'd0;
+    mem[61] = 32'd0;
+    mem[62] = 32'd0;
+    mem[63] = 32'd0;
+  end
+  always @(posedge clk) begin
+    if (w_en)
+      mem[w_addr] <= w_data;
+  end
+  reg [31:0] _0_;
+  always @(posedge clk) begin
+    _0_ <= mem[rd__addr];
+  end
+  assign rd__data = _0_;
+  always @(posedge clk)
+    r_data <= \$1 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$1  = rd__data;
+    if (rst) begin
+      \$1  = 32'd0;
+    end
+  end
+  assign \$signature__addr  = w_addr;
+  assign \$signature__data  = w_data;
+  assign \$signature__en  = w_en;
+  assign r_addr = rd__addr;
+  assign rd__en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer2.line_buffer.queue (rst, r_en, w_rdy, r_rdy, r_data, w_en, w_port__data, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [2:0] \$14 ;
+  reg \$15 ;
+  reg \$16 ;
+  reg [1:0] \$17 ;
+  wire [1:0] \$2 ;
+  wire \$3 ;
+  wire [1:0] \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire [2:0] \$9 ;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire consume;
+  reg [1:0] level = 2'h0;
+  (* init = 1'h0 *)
+  wire produce;
+  output [45:0] r_data;
+  wire [45:0] r_data;
+  input r_en;
+  wire r_en;
+  (* init = 2'h0 *)
+  wire [1:0] r_level;
+  reg r_port__addr = 1'h0;
+  wire [45:0] r_port__data;
+  output r_rdy;
+  wire r_rdy;
+  input rst;
+  wire rst;
+  wire [45:0] w_data;
+  input w_en;
+  wire w_en;
+  (* init = 2'h0 *)
+  wire [1:0] w_level;
+  reg w_port__addr = 1'h0;
+  input [45:0] w_port__data;
+  wire [45:0] w_port__data;
+  wire w_port__en;
+  output w_rdy;
+  wire w_rdy;
+  reg [45:0] storage [1:0];
+  initial begin
+    storage[0] = 46'h000000000000;
+    storage[1] = 46'h000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  assign r_data = storage[r_port__addr];
+  assign w_rdy = level != 2'h2;
+  assign r_rdy = | level;
+  assign w_port__en = w_en & w_rdy;
+  assign \$1  = w_rdy & w_en;
+  assign \$2  = w_port__addr + 1'h1;
+  assign \$3  = r_rdy & r_en;
+  assign \$4  = r_port__addr + 1'h1;
+  assign \$5  = w_rdy & w_en;
+  assign \$6  = r_rdy & r_en;
+  assign \$7  = ~ \$6 ;
+  assign \$8  = \$5  & \$7 ;
+  assign \$9  = level + 1'h1;
+  assign \$10  = r_rdy & r_en;
+  assign \$11  = w_rdy & w_en;
+  assign \$12  = ~ \$11 ;
+  assign \$13  = \$10  & \$12 ;
+  assign \$14  = level - 1'h1;
+  always @(posedge clk)
+    w_port__addr <= \$15 ;
+  always @(posedge clk)
+    r_port__addr <= \$16 ;
+  always @(posedge clk)
+    level <= \$17 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
+    \$15  = w_port__addr;
+    if (\$1 ) begin
+      \$15  = \$2 [0];
+    end
+    if (rst) begin
+      \$15  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
+    \$16  = r_port__addr;
+    if (\$3 ) begin
+      \$16  = \$4 [0];
+    end
+    if (rst) begin
+      \$16  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
+    \$17  = level;
+    if (\$8 ) begin
+      \$17  = \$9 [1:0];
+    end
+    if (\$13 ) begin
+      \$17  = \$14 [1:0];
+    end
+    if (rst) begin
+      \$17  = 2'h0;
+    end
+  end
+  assign w_level = level;
+  assign r_level = level;
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
+  wire [15:0] \$1 ;
+  wire [15:0] \$10 ;
+  reg [18:0] \$100 ;
+  reg [18:0] \$101 ;
+  reg [18:0] \$102 ;
+  reg [13:0] \$103 ;
+  reg [13:0] \$104 ;
+  reg [13:0] \$105 ;
+  reg [13:0] \$106 ;
+  reg [18:0] \$107 ;
+  reg [18:0] \$108 ;
+  reg [18:0] \$109 ;
+  wire [15:0] \$11 ;
+  reg [18:0] \$110 ;
+  reg \$111 ;
+  reg [10:0] \$112 ;
+  wire [15:0] \$12 ;
+  wire [15:0] \$13 ;
+  wire [15:0] \$14 ;
+  wire [15:0] \$15 ;
+  wire [15:0] \$16 ;
+  wire [16:0] \$17 ;
+  wire [16:0] \$18 ;
+  wire [19:0] \$19 ;
+  wire [15:0] \$2 ;
+  wire [16:0] \$20 ;
+  wire [16:0] \$21 ;
+  wire [19:0] \$22 ;
+  wire [16:0] \$23 ;
+  wire [16:0] \$24 ;
+  wire [19:0] \$25 ;
+  wire [16:0] \$26 ;
+  wire [16:0] \$27 ;
+  wire [19:0] \$28 ;
+  wire \$29 ;
+  wire [15:0] \$3 ;
+  wire \$30 ;
+  wire [18:0] \$31 ;
+  wire [19:0] \$32 ;
+  wire [18:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [18:0] \$35 ;
+  wire [19:0] \$36 ;
+  wire [18:0] \$37 ;
+  wire [19:0] \$38 ;
+  wire \$39 ;
+  wire [15:0] \$4 ;
+  wire \$40 ;
+  reg [172:0] \$41 ;
+  reg \$42 ;
+  reg [7:0] \$43 ;
+  reg [7:0] \$44 ;
+  reg [15:0] \$45 ;
+  reg [7:0] \$46 ;
+  reg [7:0] \$47 ;
+  reg [15:0] \$48 ;
+  reg [7:0] \$49 ;
+  wire [15:0] \$5 ;
+  reg [7:0] \$50 ;
+  reg [15:0] \$51 ;
+  reg [7:0] \$52 ;
+  reg [7:0] \$53 ;
+  reg [15:0] \$54 ;
+  reg [7:0] \$55 ;
+  reg [7:0] \$56 ;
+  reg [15:0] \$57 ;
+  reg [7:0] \$58 ;
+  reg [7:0] \$59 ;
+  wire [15:0] \$6 ;
+  reg [15:0] \$60 ;
+  reg [7:0] \$61 ;
+  reg [7:0] \$62 ;
+  reg [15:0] \$63 ;
+  reg [7:0] \$64 ;
+  reg [7:0] \$65 ;
+  reg [15:0] \$66 ;
+  reg [7:0] \$67 ;
+  reg [7:0] \$68 ;
+  reg [15:0] \$69 ;
+  wire [15:0] \$7 ;
+  reg [7:0] \$70 ;
+  reg [7:0] \$71 ;
+  reg [15:0] \$72 ;
+  reg [7:0] \$73 ;
+  reg [7:0] \$74 ;
+  reg [15:0] \$75 ;
+  reg [7:0] \$76 ;
+  reg [7:0] \$77 ;
+  reg [15:0] \$78 ;
+  reg [7:0] \$79 ;
+  wire [15:0] \$8 ;
+  reg [7:0] \$80 ;
+  reg [15:0] \$81 ;
+  reg [7:0] \$82 ;
+  reg [7:0] \$83 ;
+  reg [15:0] \$84 ;
+  reg [7:0] \$85 ;
+  reg [7:0] \$86 ;
+  reg [15:0] \$87 ;
+  reg [7:0] \$88 ;
+  reg [7:0] \$89 ;
+  wire [15:0] \$9 ;
+  reg [15:0] \$90 ;
+  reg [18:0] \$91 ;
+  reg [18:0] \$92 ;
+  reg [18:0] \$93 ;
+  reg [18:0] \$94 ;
+  reg [18:0] \$95 ;
+  reg [18:0] \$96 ;
+  reg [18:0] \$97 ;
+  reg [18:0] \$98 ;
+  reg [18:0] \$99 ;
+  reg [18:0] acc_0 = 19'h00000;
+  reg [18:0] acc_1 = 19'h00000;
+  reg [18:0] acc_2 = 19'h00000;
+  reg [18:0] acc_3 = 19'h00000;
+  input clk;
+  wire clk;
+  wire [13:0] ctl;
+  wire \ctl.first ;
+  wire \ctl.last ;
+  wire [10:0] \ctl.meta ;
+  wire \ctl.meta.eof ;
+  wire \ctl.meta.error ;
+  wire \ctl.meta.go ;
+  wire [3:0] \ctl.meta.ox ;
+  wire [3:0] \ctl.meta.oy ;
+  wire \ctl.v ;
+  reg [13:0] mac_ctl_d1 = 14'h0000;
+  wire \mac_ctl_d1.first ;
+  wire \mac_ctl_d1.last ;
+  wire [10:0] \mac_ctl_d1.meta ;
+  wire \mac_ctl_d1.meta.eof ;
+  wire \mac_ctl_d1.meta.error ;
+  wire \mac_ctl_d1.meta.go ;
+  wire [3:0] \mac_ctl_d1.meta.ox ;
+  wire [3:0] \mac_ctl_d1.meta.oy ;
+  wire \mac_ctl_d1.v ;
+  reg [13:0] mac_ctl_d2 = 14'h0000;
+  wire \mac_ctl_d2.first ;
+  wire \mac_ctl_d2.last ;
+  wire [10:0] \mac_ctl_d2.meta ;
+  wire \mac_ctl_d2.meta.eof ;
+  wire \mac_ctl_d2.meta.error ;
+  wire \mac_ctl_d2.meta.go ;
+  wire [3:0] \mac_ctl_d2.meta.ox ;
+  wire [3:0] \mac_ctl_d2.meta.oy ;
+  wire \mac_ctl_d2.v ;
+  reg [13:0] mac_ctl_d3 = 14'h0000;
+  wire \mac_ctl_d3.first ;
+  wire \mac_ctl_d3.last ;
+  wire [10:0] \mac_ctl_d3.meta ;
+  wire \mac_ctl_d3.meta.eof ;
+  wire \mac_ctl_d3.meta.error ;
+  wire \mac_ctl_d3.meta.go ;
+  wire [3:0] \mac_ctl_d3.meta.ox ;
+  wire [3:0] \mac_ctl_d3.meta.oy ;
+  wire \mac_ctl_d3.v ;
+  reg [13:0] mac_ctl_d4 = 14'h0000;
+  wire \mac_ctl_d4.first ;
+  wire \mac_ctl_d4.last ;
+  wire [10:0] \mac_ctl_d4.meta ;
+  wire \mac_ctl_d4.meta.eof ;
+  wire \mac_ctl_d4.meta.error ;
+  wire \mac_ctl_d4.meta.go ;
+  wire [3:0] \mac_ctl_d4.meta.ox ;
+  wire [3:0] \mac_ctl_d4.meta.oy ;
+  wire \mac_ctl_d4.v ;
+  reg op_v = 1'h0;
+  reg [172:0] operands = 173'h00000000000000000000000000000000000000000000;
+  wire \operands.first ;
+  wire \operands.last ;
+  wire [10:0] \operands.meta ;
+  wire \operands.meta.eof ;
+  wire \operands.meta.error ;
+  wire \operands.meta.go ;
+  wire [3:0] \operands.meta.ox ;
+  wire [3:0] \operands.meta.oy ;
+  wire [127:0] \operands.w ;
+  wire [31:0] \operands.x ;
+  reg [10:0] out_meta = 11'h000;
+  wire \out_meta.eof ;
+  wire \out_meta.error ;
+  wire \out_meta.go ;
+  wire [3:0] \out_meta.ox ;
+  wire [3:0] \out_meta.oy ;
+  output out_v;
+  reg out_v = 1'h0;
+  reg [7:0] prod_0_0_a = 8'h00;
+  reg [7:0] prod_0_0_b = 8'h00;
+  reg [15:0] prod_0_0_p = 16'h0000;
+  reg [7:0] prod_0_1_a = 8'h00;
+  reg [7:0] prod_0_1_b = 8'h00;
+  reg [15:0] prod_0_1_p = 16'h0000;
+  reg [7:0] prod_0_2_a = 8'h00;
+  reg [7:0] prod_0_2_b = 8'h00;
+  reg [15:0] prod_0_2_p = 16'h0000;
+  reg [7:0] prod_0_3_a = 8'h00;
+  reg [7:0] prod_0_3_b = 8'h00;
+  reg [15:0] prod_0_3_p = 16'h0000;
+  reg [7:0] prod_1_0_a = 8'h00;
+  reg [7:0] prod_1_0_b = 8'h00;
+  reg [15:0] prod_1_0_p = 16'h0000;
+  reg [7:0] prod_1_1_a = 8'h00;
+  reg [7:0] prod_1_1_b = 8'h00;
+  reg [15:0] prod_1_1_p = 16'h0000;
+  reg [7:0] prod_1_2_a = 8'h00;
+  reg [7:0] prod_1_2_b = 8'h00;
+  reg [15:0] prod_1_2_p = 16'h0000;
+  reg [7:0] prod_1_3_a = 8'h00;
+  reg [7:0] prod_1_3_b = 8'h00;
+  reg [15:0] prod_1_3_p = 16'h0000;
+  reg [7:0] prod_2_0_a = 8'h00;
+  reg [7:0] prod_2_0_b = 8'h00;
+  reg [15:0] prod_2_0_p = 16'h0000;
+  reg [7:0] prod_2_1_a = 8'h00;
+  reg [7:0] prod_2_1_b = 8'h00;
+  reg [15:0] prod_2_1_p = 16'h0000;
+  reg [7:0] prod_2_2_a = 8'h00;
+  reg [7:0] prod_2_2_b = 8'h00;
+  reg [15:0] prod_2_2_p = 16'h0000;
+  reg [7:0] prod_2_3_a = 8'h00;
+  reg [7:0] prod_2_3_b = 8'h00;
+  reg [15:0] prod_2_3_p = 16'h0000;
+  reg [7:0] prod_3_0_a = 8'h00;
+  reg [7:0] prod_3_0_b = 8'h00;
+  reg [15:0] prod_3_0_p = 16'h0000;
+  reg [7:0] prod_3_1_a = 8'h00;
+  reg [7:0] prod_3_1_b = 8'h00;
+  reg [15:0] prod_3_1_p = 16'h0000;
+  reg [7:0] prod_3_2_a = 8'h00;
+  reg [7:0] prod_3_2_b = 8'h00;
+  reg [15:0] prod_3_2_p = 16'h0000;
+  reg [7:0] prod_3_3_a = 8'h00;
+  reg [7:0] prod_3_3_b = 8'h00;
+  reg [15:0] prod_3_3_p = 16'h0000;
+  input rst;
+  wire rst;
+  input [172:0] steps__payload;
+  wire [172:0] steps__payload;
+  wire \steps__payload.first ;
+  wire \steps__payload.last ;
+  wire [10:0] \steps__payload.meta ;
+  wire \steps__payload.meta.eof ;
+  wire \steps__payload.meta.error ;
+  wire \steps__payload.meta.go ;
+  wire [3:0] \steps__payload.meta.ox ;
+  wire [3:0] \steps__payload.meta.oy ;
+  wire [127:0] \steps__payload.w ;
+  wire [31:0] \steps__payload.x ;
+  input steps__valid;
+  wire steps__valid;
+  output [86:0] sums__payload;
+  wire [86:0] sums__payload;
+  wire [75:0] \sums__payload.acc ;
+  wire [18:0] \sums__payload.acc[0] ;
+  wire [18:0] \sums__payload.acc[1] ;
+  wire [18:0] \sums__payload.acc[2] ;
+  wire [18:0] \sums__payload.acc[3] ;
+  wire [10:0] \sums__payload.meta ;
+  wire \sums__payload.meta.eof ;
+  wire \sums__payload.meta.error ;
+  wire \sums__payload.meta.go ;
+  wire [3:0] \sums__payload.meta.ox ;
+  wire [3:0] \sums__payload.meta.oy ;
+  (* init = 1'h0 *)
+  wire sums__valid;
+  reg [18:0] tree_0_l1_0 = 19'h00000;
+  reg [18:0] tree_0_l1_1 = 19'h00000;
+  reg [18:0] tree_0_l2_0 = 19'h00000;
+  (* init = 19'h00000 *)
+  wire [18:0] tree_0_sum;
+  reg [18:0] tree_1_l1_0 = 19'h00000;
+  reg [18:0] tree_1_l1_1 = 19'h00000;
+  reg [18:0] tree_1_l2_0 = 19'h00000;
+  (* init = 19'h00000 *)
+  wire [18:0] tree_1_sum;
+  reg [18:0] tree_2_l1_0 = 19'h00000;
+  reg [18:0] tree_2_l1_1 = 19'h00000;
+  reg [18:0] tree_2_l2_0 = 19'h00000;
+  (* init = 19'h00000 *)
+  wire [18:0] tree_2_sum;
+  reg [18:0] tree_3_l1_0 = 19'h00000;
+  reg [18:0] tree_3_l1_1 = 19'h00000;
+  reg [18:0] tree_3_l2_0 = 19'h00000;
+  (* init = 19'h00000 *)
+  wire [18:0] tree_3_sum;
+  assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
+  assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
+  assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
+  assign \$4  = $signed(prod_0_3_a) * $signed(prod_0_3_b);
+  assign \$5  = $signed(prod_1_0_a) * $signed(prod_1_0_b);
+  assign \$6  = $signed(prod_1_1_a) * $signed(prod_1_1_b);
+  assign \$7  = $signed(prod_1_2_a) * $signed(prod_1_2_b);
+  assign \$8  = $signed(prod_1_3_a) * $signed(prod_1_3_b);
+  assign \$9  = $signed(prod_2_0_a) * $signed(prod_2_0_b);
+  assign \$10  = $signed(prod_2_1_a) * $signed(prod_2_1_b);
+  assign \$11  = $signed(prod_2_2_a) * $signed(prod_2_2_b);
+  assign \$12  = $signed(prod_2_3_a) * $signed(prod_2_3_b);
+  assign \$13  = $signed(prod_3_0_a) * $signed(prod_3_0_b);
+  assign \$14  = $signed(prod_3_1_a) * $signed(prod_3_1_b);
+  assign \$15  = $signed(prod_3_2_a) * $signed(prod_3_2_b);
+  assign \$16  = $signed(prod_3_3_a) * $signed(prod_3_3_b);
+  assign \$17  = $signed(prod_0_0_p) + $signed(prod_0_1_p);
+  assign \$18  = $signed(prod_0_2_p) + $signed(prod_0_3_p);
+  assign \$19  = $signed(tree_0_l1_0) + $signed(tree_0_l1_1);
+  assign \$20  = $signed(prod_1_0_p) + $signed(prod_1_1_p);
+  assign \$21  = $signed(prod_1_2_p) + $signed(prod_1_3_p);
+  assign \$22  = $signed(tree_1_l1_0) + $signed(tree_1_l1_1);
+  assign \$23  = $signed(prod_2_0_p) + $signed(prod_2_1_p);
+  assign \$24  = $signed(prod_2_2_p) + $signed(prod_2_3_p);
+  assign \$25  = $signed(tree_2_l1_0) + $signed(tree_2_l1_1);
+  assign \$26  = $signed(prod_3_0_p) + $signed(prod_3_1_p);
+  assign \$27  = $signed(prod_3_2_p) + $signed(prod_3_3_p);
+  assign \$28  = $signed(tree_3_l1_0) + $signed(tree_3_l1_1);
+  assign \$29  = ~ mac_ctl_d4[12];
+  assign \$30  = mac_ctl_d4[0] & \$29 ;
+  assign \$31  = mac_ctl_d4[1] ? 19'h00000 : acc_0;
+  assign \$32  = $signed(\$31 ) + $signed(tree_0_l2_0);
+  assign \$33  = mac_ctl_d4[1] ? 19'h00000 : acc_1;
+  assign \$34  = $signed(\$33 ) + $signed(tree_1_l2_0);
+  assign \$35  = mac_ctl_d4[1] ? 19'h00000 : acc_2;
+  assign \$36  = $signed(\$35 ) + $signed(tree_2_l2_0);
+  assign \$37  = mac_ctl_d4[1] ? 19'h00000 : acc_3;
+  assign \$38  = $signed(\$37 ) + $signed(tree_3_l2_0);
+  assign \$39  = mac_ctl_d4[2] | mac_ctl_d4[12];
+  assign \$40  = mac_ctl_d4[0] & \$39 ;
+  always @(posedge clk)
+    operands <= \$41 ;
+  always @(posedge clk)
+    op_v <= \$42 ;
+  always @(posedge clk)
+    prod_0_0_a <= \$43 ;
+  always @(posedge clk)
+    prod_0_0_b <= \$44 ;
+  always @(posedge clk)
+    prod_0_0_p <= \$45 ;
+  always @(posedge clk)
+    prod_0_1_a <= \$46 ;
+  always @(posedge clk)
+    prod_0_1_b <= \$47 ;
+  always @(posedge clk)
+    prod_0_1_p <= \$48 ;
+  always @(posedge clk)
+    prod_0_2_a <= \$49 ;
+  always @(posedge clk)
+    prod_0_2_b <= \$50 ;
+  always @(posedge clk)
+    prod_0_2_p <= \$51 ;
+  always @(posedge clk)
+    prod_0_3_a <= \$52 ;
+  always @(posedge clk)
+    prod_0_3_b <= \$53 ;
+  always @(posedge clk)
+    prod_0_3_p <= \$54 ;
+  always @(posedge clk)
+    prod_1_0_a <= \$55 ;
+  always @(posedge clk)
+    prod_1_0_b <= \$56 ;
+  always @(posedge clk)
+    prod_1_0_p <= \$57 ;
+  always @(posedge clk)
+    prod_1_1_a <= \$58 ;
+  always @(posedge clk)
+    prod_1_1_b <= \$59 ;
+  always @(posedge clk)
+    prod_1_1_p <= \$60 ;
+  always @(posedge clk)
+    prod_1_2_a <= \$61 ;
+  always @(posedge clk)
+    prod_1_2_b <= \$62 ;
+  always @(posedge clk)
+    prod_1_2_p <= \$63 ;
+  always @(posedge clk)
+    prod_1_3_a <= \$64 ;
+  always @(posedge clk)
+    prod_1_3_b <= \$65 ;
+  always @(posedge clk)
+    prod_1_3_p <= \$66 ;
+  always @(posedge clk)
+    prod_2_0_a <= \$67 ;
+  always @(posedge clk)
+    prod_2_0_b <= \$68 ;
+  always @(posedge clk)
+    prod_2_0_p <= \$69 ;
+  always @(posedge clk)
+    prod_2_1_a <= \$70 ;
+  always @(posedge clk)
+    prod_2_1_b <= \$71 ;
+  always @(posedge clk)
+    prod_2_1_p <= \$72 ;
+  always @(posedge clk)
+    prod_2_2_a <= \$73 ;
+  always @(posedge clk)
+    prod_2_2_b <= \$74 ;
+  always @(posedge clk)
+    prod_2_2_p <= \$75 ;
+  always @(posedge clk)
+    prod_2_3_a <= \$76 ;
+  always @(posedge clk)
+    prod_2_3_b <= \$77 ;
+  always @(posedge clk)
+    prod_2_3_p <= \$78 ;
+  always @(posedge clk)
+    prod_3_0_a <= \$79 ;
+  always @(posedge clk)
+    prod_3_0_b <= \$80 ;
+  always @(posedge clk)
+    prod_3_0_p <= \$81 ;
+  always @(posedge clk)
+    prod_3_1_a <= \$82 ;
+  always @(posedge clk)
+    prod_3_1_b <= \$83 ;
+  always @(posedge clk)
+    prod_3_1_p <= \$84 ;
+  always @(posedge clk)
+    prod_3_2_a <= \$85 ;
+  always @(posedge clk)
+    prod_3_2_b <= \$86 ;
+  always @(posedge clk)
+    prod_3_2_p <= \$87 ;
+  always @(posedge clk)
+    prod_3_3_a <= \$88 ;
+  always @(posedge clk)
+    prod_3_3_b <= \$89 ;
+  always @(posedge clk)
+    prod_3_3_p <= \$90 ;
+  always @(posedge clk)
+    tree_0_l1_0 <= \$91 ;
+  always @(posedge clk)
+    tree_0_l1_1 <= \$92 ;
+  always @(posedge clk)
+    tree_0_l2_0 <= \$93 ;
+  always @(posedge clk)
+    tree_1_l1_0 <= \$94 ;
+  always @(posedge clk)
+    tree_1_l1_1 <= \$95 ;
+  always @(posedge clk)
+    tree_1_l2_0 <= \$96 ;
+  always @(posedge clk)
+    tree_2_l1_0 <= \$97 ;
+  always @(posedge clk)
+    tree_2_l1_1 <= \$98 ;
+  always @(posedge clk)
+    tree_2_l2_0 <= \$99 ;
+  always @(posedge clk)
+    tree_3_l1_0 <= \$100 ;
+  always @(posedge clk)
+    tree_3_l1_1 <= \$101 ;
+  always @(posedge clk)
+    tree_3_l2_0 <= \$102 ;
+  always @(posedge clk)
+    mac_ctl_d1 <= \$103 ;
+  always @(posedge clk)
+    mac_ctl_d2 <= \$104 ;
+  always @(posedge clk)
+    mac_ctl_d3 <= \$105 ;
+  always @(posedge clk)
+    mac_ctl_d4 <= \$106 ;
+  always @(posedge clk)
+    acc_0 <= \$107 ;
+  always @(posedge clk)
+    acc_1 <= \$108 ;
+  always @(posedge clk)
+    acc_2 <= \$109 ;
+  always @(posedge clk)
+    acc_3 <= \$110 ;
+  always @(posedge clk)
+    out_v <= \$111 ;
+  always @(posedge clk)
+    out_meta <= \$112 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$41  = steps__payload;
+    if (rst) begin
+      \$41  = 173'h00000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$42  = steps__valid;
+    if (rst) begin
+      \$42  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$43  = operands[7:0];
+    if (rst) begin
+      \$43  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$44  = operands[39:32];
+    if (rst) begin
+      \$44  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$45  = \$1 ;
+    if (rst) begin
+      \$45  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$46  = operands[15:8];
+    if (rst) begin
+      \$46  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$47  = operands[47:40];
+    if (rst) begin
+      \$47  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$48  = \$2 ;
+    if (rst) begin
+      \$48  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$49  = operands[23:16];
+    if (rst) begin
+      \$49  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$50  = operands[55:48];
+    if (rst) begin
+      \$50  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$51  = \$3 ;
+    if (rst) begin
+      \$51  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$52  = operands[31:24];
+    if (rst) begin
+      \$52  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$53  = operands[63:56];
+    if (rst) begin
+      \$53  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$54  = \$4 ;
+    if (rst) begin
+      \$54  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$55  = operands[7:0];
+    if (rst) begin
+      \$55  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$56  = operands[71:64];
+    if (rst) begin
+      \$56  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$57  = \$5 ;
+    if (rst) begin
+      \$57  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$58  = operands[15:8];
+    if (rst) begin
+      \$58  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$59  = operands[79:72];
+    if (rst) begin
+      \$59  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$60  = \$6 ;
+    if (rst) begin
+      \$60  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$61  = operands[23:16];
+    if (rst) begin
+      \$61  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$62  = operands[87:80];
+    if (rst) begin
+      \$62  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$63  = \$7 ;
+    if (rst) begin
+      \$63  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$64  = operands[31:24];
+    if (rst) begin
+      \$64  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$65  = operands[95:88];
+    if (rst) begin
+      \$65  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$66  = \$8 ;
+    if (rst) begin
+      \$66  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$67  = operands[7:0];
+    if (rst) begin
+      \$67  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$68  = operands[103:96];
+    if (rst) begin
+      \$68  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$69  = \$9 ;
+    if (rst) begin
+      \$69  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$70  = operands[15:8];
+    if (rst) begin
+      \$70  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$71  = operands[111:104];
+    if (rst) begin
+      \$71  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$72  = \$10 ;
+    if (rst) begin
+      \$72  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$73  = operands[23:16];
+    if (rst) begin
+      \$73  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$74  = operands[119:112];
+    if (rst) begin
+      \$74  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$75  = \$11 ;
+    if (rst) begin
+      \$75  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$76  = operands[31:24];
+    if (rst) begin
+      \$76  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$77  = operands[127:120];
+    if (rst) begin
+      \$77  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$78  = \$12 ;
+    if (rst) begin
+      \$78  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$79  = operands[7:0];
+    if (rst) begin
+      \$79  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$80  = operands[135:128];
+    if (rst) begin
+      \$80  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$81  = \$13 ;
+    if (rst) begin
+      \$81  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$82  = operands[15:8];
+    if (rst) begin
+      \$82  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$83  = operands[143:136];
+    if (rst) begin
+      \$83  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$84  = \$14 ;
+    if (rst) begin
+      \$84  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$85  = operands[23:16];
+    if (rst) begin
+      \$85  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$86  = operands[151:144];
+    if (rst) begin
+      \$86  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$87  = \$15 ;
+    if (rst) begin
+      \$87  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$88  = operands[31:24];
+    if (rst) begin
+      \$88  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$89  = operands[159:152];
+    if (rst) begin
+      \$89  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$90  = \$16 ;
+    if (rst) begin
+      \$90  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$91  = { \$17 [16], \$17 [16], \$17  };
+    if (rst) begin
+      \$91  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$92  = { \$18 [16], \$18 [16], \$18  };
+    if (rst) begin
+      \$92  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$93  = \$19 [18:0];
+    if (rst) begin
+      \$93  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$94  = { \$20 [16], \$20 [16], \$20  };
+    if (rst) begin
+      \$94  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$95  = { \$21 [16], \$21 [16], \$21  };
+    if (rst) begin
+      \$95  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$96  = \$22 [18:0];
+    if (rst) begin
+      \$96  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$97  = { \$23 [16], \$23 [16], \$23  };
+    if (rst) begin
+      \$97  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$98  = { \$24 [16], \$24 [16], \$24  };
+    if (rst) begin
+      \$98  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$99  = \$25 [18:0];
+    if (rst) begin
+      \$99  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$100  = { \$26 [16], \$26 [16], \$26  };
+    if (rst) begin
+      \$100  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$101  = { \$27 [16], \$27 [16], \$27  };
+    if (rst) begin
+      \$101  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$102  = \$28 [18:0];
+    if (rst) begin
+      \$102  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$103  = ctl;
+    if (rst) begin
+      \$103  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$104  = mac_ctl_d1;
+    if (rst) begin
+      \$104  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$105  = mac_ctl_d2;
+    if (rst) begin
+      \$105  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$106  = mac_ctl_d3;
+    if (rst) begin
+      \$106  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$107  = acc_0;
+    if (\$30 ) begin
+      \$107  = \$32 [18:0];
+    end
+    if (rst) begin
+      \$107  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$108  = acc_1;
+    if (\$30 ) begin
+      \$108  = \$34 [18:0];
+    end
+    if (rst) begin
+      \$108  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$109  = acc_2;
+    if (\$30 ) begin
+      \$109  = \$36 [18:0];
+    end
+    if (rst) begin
+      \$109  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$110  = acc_3;
+    if (\$30 ) begin
+      \$110  = \$38 [18:0];
+    end
+    if (rst) begin
+      \$110  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$111  = \$40 ;
+    if (rst) begin
+      \$111  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$112  = mac_ctl_d4[13:3];
+    if (rst) begin
+      \$112  = 11'h000;
+    end
+  end
+  assign tree_0_sum = tree_0_l2_0;
+  assign tree_1_sum = tree_1_l2_0;
+  assign tree_2_sum = tree_2_l2_0;
+  assign tree_3_sum = tree_3_l2_0;
+  assign sums__valid = out_v;
+  assign \operands.x  = operands[31:0];
+  assign \operands.w  = operands[159:32];
+  assign \operands.first  = operands[160];
+  assign \operands.last  = operands[161];
+  assign \operands.meta  = operands[172:162];
+  assign \operands.meta.oy  = operands[165:162];
+  assign \operands.meta.ox  = operands[169:166];
+  assign \operands.meta.go  = operands[170];
+  assign \operands.meta.eof  = operands[171];
+  assign \operands.meta.error  = operands[172];
+  assign \steps__payload.x  = steps__payload[31:0];
+  assign \steps__payload.w  = steps__payload[159:32];
+  assign \steps__payload.first  = steps__payload[160];
+  assign \steps__payload.last  = steps__payload[161];
+  assign \steps__payload.meta  = steps__payload[172:162];
+  assign \steps__payload.meta.oy  = steps__payload[165:162];
+  assign \steps__payload.meta.ox  = steps__payload[169:166];
+  assign \steps__payload.meta.go  = steps__payload[170];
+  assign \steps__payload.meta.eof  = steps__payload[171];
+  assign \steps__payload.meta.error  = steps__payload[172];
+  assign \mac_ctl_d1.v  = mac_ctl_d1[0];
+  assign \mac_ctl_d1.first  = mac_ctl_d1[1];
+  assign \mac_ctl_d1.last  = mac_ctl_d1[2];
+  assign \mac_ctl_d1.meta  = mac_ctl_d1[13:3];
+  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[6:3];
+  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[10:7];
+  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[11];
+  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[12];
+  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[13];
+  assign \ctl.v  = ctl[0];
+  assign \ctl.first  = ctl[1];
+  assign \ctl.last  = ctl[2];
+  assign \ctl.meta  = ctl[13:3];
+  assign \ctl.meta.oy  = ctl[6:3];
+  assign \ctl.meta.ox  = ctl[10:7];
+  assign \ctl.meta.go  = ctl[11];
+  assign \ctl.meta.eof  = ctl[12];
+  assign \ctl.meta.error  = ctl[13];
+  assign \mac_ctl_d2.v  = mac_ctl_d2[0];
+  assign \mac_ctl_d2.first  = mac_ctl_d2[1];
+  assign \mac_ctl_d2.last  = mac_ctl_d2[2];
+  assign \mac_ctl_d2.meta  = mac_ctl_d2[13:3];
+  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[6:3];
+  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[10:7];
+  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[11];
+  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[12];
+  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[13];
+  assign \mac_ctl_d3.v  = mac_ctl_d3[0];
+  assign \mac_ctl_d3.first  = mac_ctl_d3[1];
+  assign \mac_ctl_d3.last  = mac_ctl_d3[2];
+  assign \mac_ctl_d3.meta  = mac_ctl_d3[13:3];
+  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[6:3];
+  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[10:7];
+  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[11];
+  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[12];
+  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[13];
+  assign \mac_ctl_d4.v  = mac_ctl_d4[0];
+  assign \mac_ctl_d4.first  = mac_ctl_d4[1];
+  assign \mac_ctl_d4.last  = mac_ctl_d4[2];
+  assign \mac_ctl_d4.meta  = mac_ctl_d4[13:3];
+  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[6:3];
+  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[10:7];
+  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[11];
+  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[12];
+  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[13];
+  assign \out_meta.oy  = out_meta[3:0];
+  assign \out_meta.ox  = out_meta[7:4];
+  assign \out_meta.go  = out_meta[8];
+  assign \out_meta.eof  = out_meta[9];
+  assign \out_meta.error  = out_meta[10];
+  assign \sums__payload.acc  = sums__payload[75:0];
+  assign \sums__payload.acc[0]  = sums__payload[18:0];
+  assign \sums__payload.acc[1]  = sums__payload[37:19];
+  assign \sums__payload.acc[2]  = sums__payload[56:38];
+  assign \sums__payload.acc[3]  = sums__payload[75:57];
+  assign \sums__payload.meta  = sums__payload[86:76];
+  assign \sums__payload.meta.oy  = sums__payload[79:76];
+  assign \sums__payload.meta.ox  = sums__payload[83:80];
+  assign \sums__payload.meta.go  = sums__payload[84];
+  assign \sums__payload.meta.eof  = sums__payload[85];
+  assign \sums__payload.meta.error  = sums__payload[86];
+  assign sums__payload[75:57] = acc_3;
+  assign sums__payload[56:38] = acc_2;
+  assign sums__payload[37:19] = acc_1;
+  assign sums__payload[18:0] = acc_0;
+  assign sums__payload[86:76] = out_meta;
+  assign ctl[13:3] = operands[172:162];
+  assign ctl[2] = operands[161];
+  assign ctl[1] = operands[160];
+  assign ctl[0] = op_v;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [6:0] \$14 ;
+  reg [4:0] \$15 ;
+  reg [4:0] \$16 ;
+  reg [5:0] \$17 ;
+  wire [5:0] \$2 ;
+  wire \$3 ;
+  wire [5:0] \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire [6:0] \$9 ;
+  input clk;
+  wire clk;
+  (* init = 5'h00 *)
+  wire [4:0] consume;
+  reg [5:0] level = 6'h00;
+  (* init = 5'h00 *)
+  wire [4:0] produce;
+  output [41:0] r_data;
+  wire [41:0] r_data;
+  input r_en;
+  wire r_en;
+  (* init = 6'h00 *)
+  wire [5:0] r_level;
+  reg [4:0] r_port__addr = 5'h00;
+  wire [41:0] r_port__data;
+  output r_rdy;
+  wire r_rdy;
+  input rst;
+  wire rst;
+  wire [41:0] w_data;
+  input w_en;
+  wire w_en;
+  (* init = 6'h00 *)
+  wire [5:0] w_level;
+  reg [4:0] w_port__addr = 5'h00;
+  input [41:0] w_port__data;
+  wire [41:0] w_port__data;
+  wire w_port__en;
+  wire w_rdy;
+  reg [41:0] storage [31:0];
+  initial begin
+    storage[0] = 42'h00000000000;
+    storage[1] = 42'h00000000000;
+    storage[2] = 42'h00000000000;
+    storage[3] = 42'h00000000000;
+    storage[4] = 42'h00000000000;
+    storage[5] = 42'h00000000000;
+    storage[6] = 42'h00000000000;
+    storage[7] = 42'h00000000000;
+    storage[8] = 42'h00000000000;
+    storage[9] = 42'h00000000000;
+    storage[10] = 42'h00000000000;
+    storage[11] = 42'h00000000000;
+    storage[12] = 42'h00000000000;
+    storage[13] = 42'h00000000000;
+    storage[14] = 42'h00000000000;
+    storage[15] = 42'h00000000000;
+    storage[16] = 42'h00000000000;
+    storage[17] = 42'h00000000000;
+    storage[18] = 42'h00000000000;
+    storage[19] = 42'h00000000000;
+    storage[20] = 42'h00000000000;
+    storage[21] = 42'h00000000000;
+    storage[22] = 42'h00000000000;
+    storage[23] = 42'h00000000000;
+    storage[24] = 42'h00000000000;
+    storage[25] = 42'h00000000000;
+    storage[26] = 42'h00000000000;
+    storage[27] = 42'h00000000000;
+    storage[28] = 42'h00000000000;
+    storage[29] = 42'h00000000000;
+    storage[30] = 42'h00000000000;
+    storage[31] = 42'h00000000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  assign r_data = storage[r_port__addr];
+  assign w_rdy = level != 6'h20;
+  assign r_rdy = | level;
+  assign w_port__en = w_en & w_rdy;
+  assign \$1  = w_rdy & w_en;
+  assign \$2  = w_port__addr + 1'h1;
+  assign \$3  = r_rdy & r_en;
+  assign \$4  = r_port__addr + 1'h1;
+  assign \$5  = w_rdy & w_en;
+  assign \$6  = r_rdy & r_en;
+  assign \$7  = ~ \$6 ;
+  assign \$8  = \$5  & \$7 ;
+  assign \$9  = level + 1'h1;
+  assign \$10  = r_rdy & r_en;
+  assign \$11  = w_rdy & w_en;
+  assign \$12  = ~ \$11 ;
+  assign \$13  = \$10  & \$12 ;
+  assign \$14  = level - 1'h1;
+  always @(posedge clk)
+    w_port__addr <= \$15 ;
+  always @(posedge clk)
+    r_port__addr <= \$16 ;
+  always @(posedge clk)
+    level <= \$17 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$15  = w_port__addr;
+    if (\$1 ) begin
+      \$15  = \$2 [4:0];
+    end
+    if (rst) begin
+      \$15  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$16  = r_port__addr;
+    if (\$3 ) begin
+      \$16  = \$4 [4:0];
+    end
+    if (rst) begin
+      \$16  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$17  = level;
+    if (\$8 ) begin
+      \$17  = \$9 [5:0];
+    end
+    if (\$13 ) begin
+      \$17  = \$14 [5:0];
+    end
+    if (rst) begin
+      \$17  = 6'h00;
+    end
+  end
+  assign w_level = level;
+  assign r_level = level;
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
+  reg [127:0] \$1 ;
+  wire \$signature__addr ;
+  wire [127:0] \$signature__data ;
+  wire \$signature__en ;
+  input clk;
+  wire clk;
+  wire r_addr;
+  output [127:0] r_data;
+  reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  input rd__addr;
+  wire rd__addr;
+  wire [127:0] rd__data;
+  wire rd__en;
+  input rst;
+  wire rst;
+  input w_addr;
+  wire w_addr;
+  input [127:0] w_data;
+  wire [127:0] w_data;
+  input w_en;
+  wire w_en;
+  reg [127:0] mem [1:0];
+  initial begin
+    mem[0] = 128'h00000000000000000000000000000000;
+    mem[1] = 128'h00000000000000000000000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_en)
+      mem[w_addr] <= w_data;
+  end
+  reg [127:0] _0_;
+  always @(posedge clk) begin
+    _0_ <= mem[rd__addr];
+  end
+  assign rd__data = _0_;
+  always @(posedge clk)
+    r_data <= \$1 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1  = rd__data;
+    if (rst) begin
+      \$1  = 128'h00000000000000000000000000000000;
+    end
+  end
+  assign \$signature__addr  = w_addr;
+  assign \$signature__data  = w_data;
+  assign \$signature__en  = w_en;
+  assign r_addr = rd__addr;
+  assign rd__en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
+  wire [48:0] \$1 ;
+  wire [17:0] \$10 ;
+  reg \$100 ;
+  wire [35:0] \$11 ;
+  wire [32:0] \$12 ;
+  wire [17:0] \$13 ;
+  wire [35:0] \$14 ;
+  wire [32:0] \$15 ;
+  wire [17:0] \$16 ;
+  wire [35:0] \$17 ;
+  wire [32:0] \$18 ;
+  wire [17:0] \$19 ;
+  wire [48:0] \$2 ;
+  wire [35:0] \$20 ;
+  wire [34:0] \$21 ;
+  wire [35:0] \$22 ;
+  wire [34:0] \$23 ;
+  wire [35:0] \$24 ;
+  wire [34:0] \$25 ;
+  wire [35:0] \$26 ;
+  wire [34:0] \$27 ;
+  wire [35:0] \$28 ;
+  wire \$29 ;
+  wire [48:0] \$3 ;
+  wire \$30 ;
+  wire [19:0] \$31 ;
+  wire [19:0] \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire [19:0] \$35 ;
+  wire [19:0] \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire [19:0] \$39 ;
+  wire [48:0] \$4 ;
+  wire [19:0] \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire [19:0] \$43 ;
+  wire [19:0] \$44 ;
+  reg [86:0] \$45 ;
+  reg [86:0] \$46 ;
+  reg \$47 ;
+  reg \$48 ;
+  reg [18:0] \$49 ;
+  wire [19:0] \$5 ;
+  reg [18:0] \$50 ;
+  reg [18:0] \$51 ;
+  reg [18:0] \$52 ;
+  reg [15:0] \$53 ;
+  reg [15:0] \$54 ;
+  reg [15:0] \$55 ;
+  reg [15:0] \$56 ;
+  reg [10:0] \$57 ;
+  reg \$58 ;
+  reg [16:0] \$59 ;
+  wire [19:0] \$6 ;
+  reg [15:0] \$60 ;
+  reg [32:0] \$61 ;
+  reg [1:0] \$62 ;
+  reg [15:0] \$63 ;
+  reg [17:0] \$64 ;
+  reg [34:0] \$65 ;
+  reg [16:0] \$66 ;
+  reg [15:0] \$67 ;
+  reg [32:0] \$68 ;
+  reg [1:0] \$69 ;
+  wire [19:0] \$7 ;
+  reg [15:0] \$70 ;
+  reg [17:0] \$71 ;
+  reg [34:0] \$72 ;
+  reg [16:0] \$73 ;
+  reg [15:0] \$74 ;
+  reg [32:0] \$75 ;
+  reg [1:0] \$76 ;
+  reg [15:0] \$77 ;
+  reg [17:0] \$78 ;
+  reg [34:0] \$79 ;
+  wire [19:0] \$8 ;
+  reg [16:0] \$80 ;
+  reg [15:0] \$81 ;
+  reg [32:0] \$82 ;
+  reg [1:0] \$83 ;
+  reg [15:0] \$84 ;
+  reg [17:0] \$85 ;
+  reg [34:0] \$86 ;
+  reg [10:0] \$87 ;
+  reg [10:0] \$88 ;
+  reg [10:0] \$89 ;
+  wire [32:0] \$9 ;
+  reg \$90 ;
+  reg \$91 ;
+  reg \$92 ;
+  reg [19:0] \$93 ;
+  reg [19:0] \$94 ;
+  reg [19:0] \$95 ;
+  reg [19:0] \$96 ;
+  reg [10:0] \$97 ;
+  reg \$98 ;
+  reg [42:0] \$99 ;
+  reg [86:0] beat_d1 = 87'h0000000000000000000000;
+  wire [75:0] \beat_d1.acc ;
+  wire [18:0] \beat_d1.acc[0] ;
+  wire [18:0] \beat_d1.acc[1] ;
+  wire [18:0] \beat_d1.acc[2] ;
+  wire [18:0] \beat_d1.acc[3] ;
+  wire [10:0] \beat_d1.meta ;
+  wire \beat_d1.meta.eof ;
+  wire \beat_d1.meta.error ;
+  wire \beat_d1.meta.go ;
+  wire [3:0] \beat_d1.meta.ox ;
+  wire [3:0] \beat_d1.meta.oy ;
+  reg [86:0] beat_d2 = 87'h0000000000000000000000;
+  wire [75:0] \beat_d2.acc ;
+  wire [18:0] \beat_d2.acc[0] ;
+  wire [18:0] \beat_d2.acc[1] ;
+  wire [18:0] \beat_d2.acc[2] ;
+  wire [18:0] \beat_d2.acc[3] ;
+  wire [10:0] \beat_d2.meta ;
+  wire \beat_d2.meta.eof ;
+  wire \beat_d2.meta.error ;
+  wire \beat_d2.meta.go ;
+  wire [3:0] \beat_d2.meta.ox ;
+  wire [3:0] \beat_d2.meta.oy ;
+  reg beat_v_d1 = 1'h0;
+  reg beat_v_d2 = 1'h0;
+  reg [18:0] biased_0 = 19'h00000;
+  reg [18:0] biased_1 = 19'h00000;
+  reg [18:0] biased_2 = 19'h00000;
+  reg [18:0] biased_3 = 19'h00000;
+  input clk;
+  wire clk;
+  output [42:0] feats__payload;
+  reg [42:0] feats__payload = 43'h00000000000;
+  wire [31:0] \feats__payload.data ;
+  wire [7:0] \feats__payload.data[0] ;
+  wire [7:0] \feats__payload.data[1] ;
+  wire [7:0] \feats__payload.data[2] ;
+  wire [7:0] \feats__payload.data[3] ;
+  wire [10:0] \feats__payload.meta ;
+  wire \feats__payload.meta.eof ;
+  wire \feats__payload.meta.error ;
+  wire \feats__payload.meta.go ;
+  wire [3:0] \feats__payload.meta.ox ;
+  wire [3:0] \feats__payload.meta.oy ;
+  output feats__valid;
+  reg feats__valid = 1'h0;
+  (* init = 43'h00000000000 *)
+  wire [42:0] out;
+  wire [31:0] \out.data ;
+  wire [7:0] \out.data[0] ;
+  wire [7:0] \out.data[1] ;
+  wire [7:0] \out.data[2] ;
+  wire [7:0] \out.data[3] ;
+  wire [10:0] \out.meta ;
+  wire \out.meta.eof ;
+  wire \out.meta.error ;
+  wire \out.meta.go ;
+  wire [3:0] \out.meta.ox ;
+  wire [3:0] \out.meta.oy ;
+  (* init = 1'h0 *)
+  wire ov;
+  reg [19:0] rounded_0 = 20'h00000;
+  reg [19:0] rounded_1 = 20'h00000;
+  reg [19:0] rounded_2 = 20'h00000;
+  reg [19:0] rounded_3 = 20'h00000;
+  wire rq_addr;
+  input [127:0] rq_data;
+  wire [127:0] rq_data;
+  reg [10:0] rq_meta1_d1 = 11'h000;
+  wire \rq_meta1_d1.eof ;
+  wire \rq_meta1_d1.error ;
+  wire \rq_meta1_d1.go ;
+  wire [3:0] \rq_meta1_d1.ox ;
+  wire [3:0] \rq_meta1_d1.oy ;
+  reg [10:0] rq_meta2_d1 = 11'h000;
+  wire \rq_meta2_d1.eof ;
+  wire \rq_meta2_d1.error ;
+  wire \rq_meta2_d1.go ;
+  wire [3:0] \rq_meta2_d1.ox ;
+  wire [3:0] \rq_meta2_d1.oy ;
+  reg [10:0] rq_meta2_d2 = 11'h000;
+  wire \rq_meta2_d2.eof ;
+  wire \rq_meta2_d2.error ;
+  wire \rq_meta2_d2.go ;
+  wire [3:0] \rq_meta2_d2.ox ;
+  wire [3:0] \rq_meta2_d2.oy ;
+  reg [10:0] rq_meta2_d3 = 11'h000;
+  wire \rq_meta2_d3.eof ;
+  wire \rq_meta2_d3.error ;
+  wire \rq_meta2_d3.go ;
+  wire [3:0] \rq_meta2_d3.ox ;
+  wire [3:0] \rq_meta2_d3.oy ;
+  reg [10:0] rq_meta3_d1 = 11'h000;
+  wire \rq_meta3_d1.eof ;
+  wire \rq_meta3_d1.error ;
+  wire \rq_meta3_d1.go ;
+  wire [3:0] \rq_meta3_d1.ox ;
+  wire [3:0] \rq_meta3_d1.oy ;
+  reg rq_v1_d1 = 1'h0;
+  reg rq_v2_d1 = 1'h0;
+  reg rq_v2_d2 = 1'h0;
+  reg rq_v2_d3 = 1'h0;
+  reg rq_v3_d1 = 1'h0;
+  input rst;
+  wire rst;
+  reg [15:0] scale_0 = 16'h0000;
+  reg [15:0] scale_1 = 16'h0000;
+  reg [15:0] scale_2 = 16'h0000;
+  reg [15:0] scale_3 = 16'h0000;
+  (* init = 35'h000000000 *)
+  wire [34:0] scaled_0_l1_0;
+  reg [16:0] scaled_0_pp00_a = 17'h00000;
+  reg [15:0] scaled_0_pp00_b = 16'h0000;
+  reg [32:0] scaled_0_pp00_p = 33'h000000000;
+  reg [1:0] scaled_0_pp10_a = 2'h0;
+  reg [15:0] scaled_0_pp10_b = 16'h0000;
+  reg [17:0] scaled_0_pp10_p = 18'h00000;
+  reg [34:0] scaled_0_sum = 35'h000000000;
+  wire [34:0] scaled_0_t0;
+  wire [34:0] scaled_0_t1;
+  (* init = 35'h000000000 *)
+  wire [34:0] scaled_1_l1_0;
+  reg [16:0] scaled_1_pp00_a = 17'h00000;
+  reg [15:0] scaled_1_pp00_b = 16'h0000;
+  reg [32:0] scaled_1_pp00_p = 33'h000000000;
+  reg [1:0] scaled_1_pp10_a = 2'h0;
+  reg [15:0] scaled_1_pp10_b = 16'h0000;
+  reg [17:0] scaled_1_pp10_p = 18'h00000;
+  reg [34:0] scaled_1_sum = 35'h000000000;
+  wire [34:0] scaled_1_t0;
+  wire [34:0] scaled_1_t1;
+  (* init = 35'h000000000 *)
+  wire [34:0] scaled_2_l1_0;
+  reg [16:0] scaled_2_pp00_a = 17'h00000;
+  reg [15:0] scaled_2_pp00_b = 16'h0000;
+  reg [32:0] scaled_2_pp00_p = 33'h000000000;
+  reg [1:0] scaled_2_pp10_a = 2'h0;
+  reg [15:0] scaled_2_pp10_b = 16'h0000;
+  reg [17:0] scaled_2_pp10_p = 18'h00000;
+  reg [34:0] scaled_2_sum = 35'h000000000;
+  wire [34:0] scaled_2_t0;
+  wire [34:0] scaled_2_t1;
+  (* init = 35'h000000000 *)
+  wire [34:0] scaled_3_l1_0;
+  reg [16:0] scaled_3_pp00_a = 17'h00000;
+  reg [15:0] scaled_3_pp00_b = 16'h0000;
+  reg [32:0] scaled_3_pp00_p = 33'h000000000;
+  reg [1:0] scaled_3_pp10_a = 2'h0;
+  reg [15:0] scaled_3_pp10_b = 16'h0000;
+  reg [17:0] scaled_3_pp10_p = 18'h00000;
+  reg [34:0] scaled_3_sum = 35'h000000000;
+  wire [34:0] scaled_3_t0;
+  wire [34:0] scaled_3_t1;
+  input [86:0] sums__payload;
+  wire [86:0] sums__payload;
+  wire [75:0] \sums__payload.acc ;
+  wire [18:0] \sums__payload.acc[0] ;
+  wire [18:0] \sums__payload.acc[1] ;
+  wire [18:0] \sums__payload.acc[2] ;
+  wire [18:0] \sums__payload.acc[3] ;
+  wire [10:0] \sums__payload.meta ;
+  wire \sums__payload.meta.eof ;
+  wire \sums__payload.meta.error ;
+  wire \sums__payload.meta.go ;
+  wire [3:0] \sums__payload.meta.ox ;
+  wire [3:0] \sums__payload.meta.oy ;
+  input sums__valid;
+  wire sums__valid;
+  assign \$5  = $signed(beat_d2[18:0]) + $signed(rq_data[15:0]);
+  assign \$6  = $signed(beat_d2[37:19]) + $signed(rq_data[31:16]);
+  assign \$7  = $signed(beat_d2[56:38]) + $signed(rq_data[47:32]);
+  assign \$8  = $signed(beat_d2[75:57]) + $signed(rq_data[63:48]);
+  assign \$9  = scaled_0_pp00_a * scaled_0_pp00_b;
+  assign \$10  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
+  assign \$11  = $signed(scaled_0_pp00_p) + $signed(\$1 [34:0]);
+  assign \$12  = scaled_1_pp00_a * scaled_1_pp00_b;
+  assign \$13  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
+  assign \$14  = $signed(scaled_1_pp00_p) + $signed(\$2 [34:0]);
+  assign \$15  = scaled_2_pp00_a * scaled_2_pp00_b;
+  assign \$16  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
+  assign \$17  = $signed(scaled_2_pp00_p) + $signed(\$3 [34:0]);
+  assign \$18  = scaled_3_pp00_a * scaled_3_pp00_b;
+  assign \$19  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
+  assign \$20  = $signed(scaled_3_pp00_p) + $signed(\$4 [34:0]);
+  assign \$22  = $signed(\$21 ) + $signed({ 1'h0, scaled_0_sum[15] });
+  assign \$24  = $signed(\$23 ) + $signed({ 1'h0, scaled_1_sum[15] });
+  assign \$26  = $signed(\$25 ) + $signed({ 1'h0, scaled_2_sum[15] });
+  assign \$28  = $signed(\$27 ) + $signed({ 1'h0, scaled_3_sum[15] });
+  assign \$29  = $signed(rounded_0) > $signed(8'h7f);
+  assign \$30  = $signed(rounded_0) < $signed(8'h81);
+  assign \$31  = \$30  ? 20'hfff81 : rounded_0;
+  assign \$32  = \$29  ? 20'h0007f : \$31 ;
+  assign \$33  = $signed(rounded_1) > $signed(8'h7f);
+  assign \$34  = $signed(rounded_1) < $signed(8'h81);
+  assign \$35  = \$34  ? 20'hfff81 : rounded_1;
+  assign \$36  = \$33  ? 20'h0007f : \$35 ;
+  assign \$37  = $signed(rounded_2) > $signed(8'h7f);
+  assign \$38  = $signed(rounded_2) < $signed(8'h81);
+  assign \$39  = \$38  ? 20'hfff81 : rounded_2;
+  assign \$40  = \$37  ? 20'h0007f : \$39 ;
+  assign \$41  = $signed(rounded_3) > $signed(8'h7f);
+  assign \$42  = $signed(rounded_3) < $signed(8'h81);
+  assign \$43  = \$42  ? 20'hfff81 : rounded_3;
+  assign \$44  = \$41  ? 20'h0007f : \$43 ;
+  always @(posedge clk)
+    beat_d1 <= \$45 ;
+  always @(posedge clk)
+    beat_d2 <= \$46 ;
+  always @(posedge clk)
+    beat_v_d1 <= \$47 ;
+  always @(posedge clk)
+    beat_v_d2 <= \$48 ;
+  always @(posedge clk)
+    biased_0 <= \$49 ;
+  always @(posedge clk)
+    biased_1 <= \$50 ;
+  always @(posedge clk)
+    biased_2 <= \$51 ;
+  always @(posedge clk)
+    biased_3 <= \$52 ;
+  always @(posedge clk)
+    scale_0 <= \$53 ;
+  always @(posedge clk)
+    scale_1 <= \$54 ;
+  always @(posedge clk)
+    scale_2 <= \$55 ;
+  always @(posedge clk)
+    scale_3 <= \$56 ;
+  always @(posedge clk)
+    rq_meta1_d1 <= \$57 ;
+  always @(posedge clk)
+    rq_v1_d1 <= \$58 ;
+  always @(posedge clk)
+    scaled_0_pp00_a <= \$59 ;
+  always @(posedge clk)
+    scaled_0_pp00_b <= \$60 ;
+  always @(posedge clk)
+    scaled_0_pp00_p <= \$61 ;
+  always @(posedge clk)
+    scaled_0_pp10_a <= \$62 ;
+  always @(posedge clk)
+    scaled_0_pp10_b <= \$63 ;
+  always @(posedge clk)
+    scaled_0_pp10_p <= \$64 ;
+  always @(posedge clk)
+    scaled_0_sum <= \$65 ;
+  always @(posedge clk)
+    scaled_1_pp00_a <= \$66 ;
+  always @(posedge clk)
+    scaled_1_pp00_b <= \$67 ;
+  always @(posedge clk)
+    scaled_1_pp00_p <= \$68 ;
+  always @(posedge clk)
+    scaled_1_pp10_a <= \$69 ;
+  always @(posedge clk)
+    scaled_1_pp10_b <= \$70 ;
+  always @(posedge clk)
+    scaled_1_pp10_p <= \$71 ;
+  always @(posedge clk)
+    scaled_1_sum <= \$72 ;
+  always @(posedge clk)
+    scaled_2_pp00_a <= \$73 ;
+  always @(posedge clk)
+    scaled_2_pp00_b <= \$74 ;
+  always @(posedge clk)
+    scaled_2_pp00_p <= \$75 ;
+  always @(posedge clk)
+    scaled_2_pp10_a <= \$76 ;
+  always @(posedge clk)
+    scaled_2_pp10_b <= \$77 ;
+  always @(posedge clk)
+    scaled_2_pp10_p <= \$78 ;
+  always @(posedge clk)
+    scaled_2_sum <= \$79 ;
+  always @(posedge clk)
+    scaled_3_pp00_a <= \$80 ;
+  always @(posedge clk)
+    scaled_3_pp00_b <= \$81 ;
+  always @(posedge clk)
+    scaled_3_pp00_p <= \$82 ;
+  always @(posedge clk)
+    scaled_3_pp10_a <= \$83 ;
+  always @(posedge clk)
+    scaled_3_pp10_b <= \$84 ;
+  always @(posedge clk)
+    scaled_3_pp10_p <= \$85 ;
+  always @(posedge clk)
+    scaled_3_sum <= \$86 ;
+  always @(posedge clk)
+    rq_meta2_d1 <= \$87 ;
+  always @(posedge clk)
+    rq_meta2_d2 <= \$88 ;
+  always @(posedge clk)
+    rq_meta2_d3 <= \$89 ;
+  always @(posedge clk)
+    rq_v2_d1 <= \$90 ;
+  always @(posedge clk)
+    rq_v2_d2 <= \$91 ;
+  always @(posedge clk)
+    rq_v2_d3 <= \$92 ;
+  always @(posedge clk)
+    rounded_0 <= \$93 ;
+  always @(posedge clk)
+    rounded_1 <= \$94 ;
+  always @(posedge clk)
+    rounded_2 <= \$95 ;
+  always @(posedge clk)
+    rounded_3 <= \$96 ;
+  always @(posedge clk)
+    rq_meta3_d1 <= \$97 ;
+  always @(posedge clk)
+    rq_v3_d1 <= \$98 ;
+  always @(posedge clk)
+    feats__payload <= \$99 ;
+  always @(posedge clk)
+    feats__valid <= \$100 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$45  = sums__payload;
+    if (rst) begin
+      \$45  = 87'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$46  = beat_d1;
+    if (rst) begin
+      \$46  = 87'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$47  = sums__valid;
+    if (rst) begin
+      \$47  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$48  = beat_v_d1;
+    if (rst) begin
+      \$48  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$49  = \$5 [18:0];
+    if (rst) begin
+      \$49  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$50  = \$6 [18:0];
+    if (rst) begin
+      \$50  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$51  = \$7 [18:0];
+    if (rst) begin
+      \$51  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$52  = \$8 [18:0];
+    if (rst) begin
+      \$52  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$53  = rq_data[79:64];
+    if (rst) begin
+      \$53  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$54  = rq_data[95:80];
+    if (rst) begin
+      \$54  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$55  = rq_data[111:96];
+    if (rst) begin
+      \$55  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$56  = rq_data[127:112];
+    if (rst) begin
+      \$56  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$57  = beat_d2[86:76];
+    if (rst) begin
+      \$57  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$58  = beat_v_d2;
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$59  = biased_0[16:0];
+    if (rst) begin
+      \$59  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$60  = scale_0;
+    if (rst) begin
+      \$60  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$61  = \$9 ;
+    if (rst) begin
+      \$61  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$62  = biased_0[18:17];
+    if (rst) begin
+      \$62  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$63  = scale_0;
+    if (rst) begin
+      \$63  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$64  = \$10 ;
+    if (rst) begin
+      \$64  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$65  = \$11 [34:0];
+    if (rst) begin
+      \$65  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$66  = biased_1[16:0];
+    if (rst) begin
+      \$66  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$67  = scale_1;
+    if (rst) begin
+      \$67  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$68  = \$12 ;
+    if (rst) begin
+      \$68  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$69  = biased_1[18:17];
+    if (rst) begin
+      \$69  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$70  = scale_1;
+    if (rst) begin
+      \$70  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$71  = \$13 ;
+    if (rst) begin
+      \$71  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$72  = \$14 [34:0];
+    if (rst) begin
+      \$72  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$73  = biased_2[16:0];
+    if (rst) begin
+      \$73  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$74  = scale_2;
+    if (rst) begin
+      \$74  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$75  = \$15 ;
+    if (rst) begin
+      \$75  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$76  = biased_2[18:17];
+    if (rst) begin
+      \$76  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$77  = scale_2;
+    if (rst) begin
+      \$77  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$78  = \$16 ;
+    if (rst) begin
+      \$78  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$79  = \$17 [34:0];
+    if (rst) begin
+      \$79  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$80  = biased_3[16:0];
+    if (rst) begin
+      \$80  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$81  = scale_3;
+    if (rst) begin
+      \$81  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$82  = \$18 ;
+    if (rst) begin
+      \$82  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$83  = biased_3[18:17];
+    if (rst) begin
+      \$83  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$84  = scale_3;
+    if (rst) begin
+      \$84  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$85  = \$19 ;
+    if (rst) begin
+      \$85  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$86  = \$20 [34:0];
+    if (rst) begin
+      \$86  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$87  = rq_meta1_d1;
+    if (rst) begin
+      \$87  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$88  = rq_meta2_d1;
+    if (rst) begin
+      \$88  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$89  = rq_meta2_d2;
+    if (rst) begin
+      \$89  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$90  = rq_v1_d1;
+    if (rst) begin
+      \$90  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$91  = rq_v2_d1;
+    if (rst) begin
+      \$91  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$92  = rq_v2_d2;
+    if (rst) begin
+      \$92  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$93  = \$22 [19:0];
+    if (rst) begin
+      \$93  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$94  = \$24 [19:0];
+    if (rst) begin
+      \$94  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$95  = \$26 [19:0];
+    if (rst) begin
+      \$95  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$96  = \$28 [19:0];
+    if (rst) begin
+      \$96  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$97  = rq_meta2_d3;
+    if (rst) begin
+      \$97  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$98  = rq_v2_d3;
+    if (rst) begin
+      \$98  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$99 [7:0] = \$32 [7:0];
+    \$99 [15:8] = \$36 [7:0];
+    \$99 [23:16] = \$40 [7:0];
+    \$99 [31:24] = \$44 [7:0];
+    \$99 [42:32] = rq_meta3_d1;
+    if (rst) begin
+      \$99  = 43'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$100  = rq_v3_d1;
+    if (rst) begin
+      \$100  = 1'h0;
+    end
+  end
+  assign rq_addr = sums__payload[84];
+  assign scaled_0_t0 = { scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p };
+  assign scaled_0_t1 = \$1 [34:0];
+  assign scaled_0_l1_0 = scaled_0_sum;
+  assign scaled_1_t0 = { scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p };
+  assign scaled_1_t1 = \$2 [34:0];
+  assign scaled_1_l1_0 = scaled_1_sum;
+  assign scaled_2_t0 = { scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p };
+  assign scaled_2_t1 = \$3 [34:0];
+  assign scaled_2_l1_0 = scaled_2_sum;
+  assign scaled_3_t0 = { scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p };
+  assign scaled_3_t1 = \$4 [34:0];
+  assign scaled_3_l1_0 = scaled_3_sum;
+  assign ov = feats__valid;
+  assign out = feats__payload;
+  assign \sums__payload.acc  = sums__payload[75:0];
+  assign \sums__payload.acc[0]  = sums__payload[18:0];
+  assign \sums__payload.acc[1]  = sums__payload[37:19];
+  assign \sums__payload.acc[2]  = sums__payload[56:38];
+  assign \sums__payload.acc[3]  = sums__payload[75:57];
+  assign \sums__payload.meta  = sums__payload[86:76];
+  assign \sums__payload.meta.oy  = sums__payload[79:76];
+  assign \sums__payload.meta.ox  = sums__payload[83:80];
+  assign \sums__payload.meta.go  = sums__payload[84];
+  assign \sums__payload.meta.eof  = sums__payload[85];
+  assign \sums__payload.meta.error  = sums__payload[86];
+  assign \feats__payload.data  = feats__payload[31:0];
+  assign \feats__payload.data[0]  = feats__payload[7:0];
+  assign \feats__payload.data[1]  = feats__payload[15:8];
+  assign \feats__payload.data[2]  = feats__payload[23:16];
+  assign \feats__payload.data[3]  = feats__payload[31:24];
+  assign \feats__payload.meta  = feats__payload[42:32];
+  assign \feats__payload.meta.oy  = feats__payload[35:32];
+  assign \feats__payload.meta.ox  = feats__payload[39:36];
+  assign \feats__payload.meta.go  = feats__payload[40];
+  assign \feats__payload.meta.eof  = feats__payload[41];
+  assign \feats__payload.meta.error  = feats__payload[42];
+  assign \out.data  = feats__payload[31:0];
+  assign \out.data[0]  = feats__payload[7:0];
+  assign \out.data[1]  = feats__payload[15:8];
+  assign \out.data[2]  = feats__payload[23:16];
+  assign \out.data[3]  = feats__payload[31:24];
+  assign \out.meta  = feats__payload[42:32];
+  assign \out.meta.oy  = feats__payload[35:32];
+  assign \out.meta.ox  = feats__payload[39:36];
+  assign \out.meta.go  = feats__payload[40];
+  assign \out.meta.eof  = feats__payload[41];
+  assign \out.meta.error  = feats__payload[42];
+  assign \beat_d1.acc  = beat_d1[75:0];
+  assign \beat_d1.acc[0]  = beat_d1[18:0];
+  assign \beat_d1.acc[1]  = beat_d1[37:19];
+  assign \beat_d1.acc[2]  = beat_d1[56:38];
+  assign \beat_d1.acc[3]  = beat_d1[75:57];
+  assign \beat_d1.meta  = beat_d1[86:76];
+  assign \beat_d1.meta.oy  = beat_d1[79:76];
+  assign \beat_d1.meta.ox  = beat_d1[83:80];
+  assign \beat_d1.meta.go  = beat_d1[84];
+  assign \beat_d1.meta.eof  = beat_d1[85];
+  assign \beat_d1.meta.error  = beat_d1[86];
+  assign \beat_d2.acc  = beat_d2[75:0];
+  assign \beat_d2.acc[0]  = beat_d2[18:0];
+  assign \beat_d2.acc[1]  = beat_d2[37:19];
+  assign \beat_d2.acc[2]  = beat_d2[56:38];
+  assign \beat_d2.acc[3]  = beat_d2[75:57];
+  assign \beat_d2.meta  = beat_d2[86:76];
+  assign \beat_d2.meta.oy  = beat_d2[79:76];
+  assign \beat_d2.meta.ox  = beat_d2[83:80];
+  assign \beat_d2.meta.go  = beat_d2[84];
+  assign \beat_d2.meta.eof  = beat_d2[85];
+  assign \beat_d2.meta.error  = beat_d2[86];
+  assign \rq_meta1_d1.oy  = rq_meta1_d1[3:0];
+  assign \rq_meta1_d1.ox  = rq_meta1_d1[7:4];
+  assign \rq_meta1_d1.go  = rq_meta1_d1[8];
+  assign \rq_meta1_d1.eof  = rq_meta1_d1[9];
+  assign \rq_meta1_d1.error  = rq_meta1_d1[10];
+  assign \rq_meta2_d1.oy  = rq_meta2_d1[3:0];
+  assign \rq_meta2_d1.ox  = rq_meta2_d1[7:4];
+  assign \rq_meta2_d1.go  = rq_meta2_d1[8];
+  assign \rq_meta2_d1.eof  = rq_meta2_d1[9];
+  assign \rq_meta2_d1.error  = rq_meta2_d1[10];
+  assign \rq_meta2_d2.oy  = rq_meta2_d2[3:0];
+  assign \rq_meta2_d2.ox  = rq_meta2_d2[7:4];
+  assign \rq_meta2_d2.go  = rq_meta2_d2[8];
+  assign \rq_meta2_d2.eof  = rq_meta2_d2[9];
+  assign \rq_meta2_d2.error  = rq_meta2_d2[10];
+  assign \rq_meta2_d3.oy  = rq_meta2_d3[3:0];
+  assign \rq_meta2_d3.ox  = rq_meta2_d3[7:4];
+  assign \rq_meta2_d3.go  = rq_meta2_d3[8];
+  assign \rq_meta2_d3.eof  = rq_meta2_d3[9];
+  assign \rq_meta2_d3.error  = rq_meta2_d3[10];
+  assign \rq_meta3_d1.oy  = rq_meta3_d1[3:0];
+  assign \rq_meta3_d1.ox  = rq_meta3_d1[7:4];
+  assign \rq_meta3_d1.go  = rq_meta3_d1[8];
+  assign \rq_meta3_d1.eof  = rq_meta3_d1[9];
+  assign \rq_meta3_d1.error  = rq_meta3_d1[10];
+  assign \$1  = { scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p, 17'h00000 };
+  assign \$2  = { scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p, 17'h00000 };
+  assign \$3  = { scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p, 17'h00000 };
+  assign \$4  = { scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p, 17'h00000 };
+  assign \$21  = { scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34:16] };
+  assign \$23  = { scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34:16] };
+  assign \$25  = { scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34:16] };
+  assign \$27  = { scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34:16] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire [1:0] \$16 ;
+  wire [4:0] \$17 ;
+  wire [4:0] \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire [1:0] \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire [1:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [1:0] \$28 ;
+  wire [1:0] \$29 ;
+  wire [1:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  reg \$35 ;
+  reg [10:0] \$36 ;
+  reg \$37 ;
+  reg \$38 ;
+  reg [3:0] \$39 ;
+  wire [1:0] \$4 ;
+  reg \$40 ;
+  reg \$41 ;
+  reg \$42 ;
+  reg \$43 ;
+  reg \$44 ;
+  reg \$45 ;
+  reg \$46 ;
+  reg \$47 ;
+  reg \$48 ;
+  reg \$49 ;
+  wire \$5 ;
+  reg \$50 ;
+  reg [3:0] \$51 ;
+  reg [3:0] \$52 ;
+  reg \$53 ;
+  reg \$54 ;
+  reg \$55 ;
+  reg [3:0] \$56 ;
+  reg \$57 ;
+  reg \$58 ;
+  reg \$59 ;
+  wire \$6 ;
+  reg \$60 ;
+  reg \$61 ;
+  reg \$62 ;
+  reg [10:0] \$63 ;
+  reg \$64 ;
+  reg [3:0] \$65 ;
+  reg \$66 ;
+  reg [19:0] \$67 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  reg \$like  = 1'h0;
+  reg \$signal  = 1'h0;
+  reg \$signal$10  = 1'h0;
+  reg [3:0] \$signal$17  = 4'h0;
+  reg \$signal$28  = 1'h0;
+  reg \$signal$29  = 1'h0;
+  reg \$signal$35  = 1'h0;
+  reg \$signal$36  = 1'h0;
+  reg \$signal$7  = 1'h0;
+  output beat;
+  wire beat;
+  output busy;
+  wire busy;
+  input can_emit;
+  wire can_emit;
+  input clk;
+  wire clk;
+  reg [3:0] col_0 = 4'h0;
+  reg first_r = 1'h0;
+  reg go_last = 1'h0;
+  wire issue;
+  wire last;
+  reg [3:0] next_col_0 = 4'h0;
+  reg next_slot_0 = 1'h0;
+  reg p_cnt = 1'h0;
+  reg [10:0] p_site = 11'h000;
+  wire \p_site.eof ;
+  wire \p_site.error ;
+  wire [3:0] \p_site.ox ;
+  wire [3:0] \p_site.oy ;
+  wire \p_site.taps ;
+  wire p_take;
+  reg p_v = 1'h0;
+  reg [3:0] q_col_0 = 4'h0;
+  reg q_gi = 1'h0;
+  reg q_last = 1'h0;
+  reg [10:0] q_meta = 11'h000;
+  wire \q_meta.eof ;
+  wire \q_meta.error ;
+  wire \q_meta.go ;
+  wire [3:0] \q_meta.ox ;
+  wire [3:0] \q_meta.oy ;
+  reg q_oh = 1'h0;
+  reg q_slot_0 = 1'h0;
+  output [3:0] row;
+  wire [3:0] row;
+  input rst;
+  wire rst;
+  reg s_err = 1'h0;
+  reg s_gi = 1'h0;
+  reg s_go = 1'h0;
+  reg s_n = 1'h0;
+  reg [3:0] s_ox = 4'h0;
+  reg s_rem = 1'h0;
+  input [10:0] sites__payload;
+  wire [10:0] sites__payload;
+  wire \sites__payload.eof ;
+  wire \sites__payload.error ;
+  wire [3:0] \sites__payload.ox ;
+  wire [3:0] \sites__payload.oy ;
+  wire \sites__payload.taps ;
+  output sites__ready;
+  wire sites__ready;
+  input sites__valid;
+  wire sites__valid;
+  reg slot_0 = 1'h0;
+  output [19:0] steps__payload;
+  reg [19:0] steps__payload = 20'h00000;
+  wire \steps__payload.first ;
+  wire \steps__payload.last ;
+  wire [5:0] \steps__payload.lb_addr ;
+  wire [10:0] \steps__payload.meta ;
+  wire \steps__payload.meta.eof ;
+  wire \steps__payload.meta.error ;
+  wire \steps__payload.meta.go ;
+  wire [3:0] \steps__payload.meta.ox ;
+  wire [3:0] \steps__payload.meta.oy ;
+  wire \steps__payload.w_addr ;
+  output steps__valid;
+  reg steps__valid = 1'h0;
+  reg sv = 1'h0;
+  wire tap_oh;
+  assign \$28  = s_go + 1'h1;
+  assign \$29  = go_last ? 2'h0 : \$28 ;
+  assign \$31  = last & go_last;
+  assign \$32  = \$31  | \$signal$10 ;
+  assign \$34  = s_err & \$signal$10 ;
+  always @(posedge clk)
+    p_v <= \$35 ;
+  always @(posedge clk)
+    p_site <= \$36 ;
+  always @(posedge clk)
+    p_cnt <= \$37 ;
+  always @(posedge clk)
+    next_slot_0 <= \$38 ;
+  always @(posedge clk)
+    next_col_0 <= \$39 ;
+  always @(posedge clk)
+    first_r <= \$40 ;
+  always @(posedge clk)
+    s_gi <= \$41 ;
+  always @(posedge clk)
+    \$signal  <= \$42 ;
+  always @(posedge clk)
+    s_rem <= \$43 ;
+  always @(posedge clk)
+    s_n <= \$44 ;
+  always @(posedge clk)
+    \$signal$7  <= \$45 ;
+  always @(posedge clk)
+    s_go <= \$46 ;
+  always @(posedge clk)
+    go_last <= \$47 ;
+  always @(posedge clk)
+    sv <= \$48 ;
+  always @(posedge clk)
+    \$signal$10  <= \$49 ;
+  always @(posedge clk)
+    s_err <= \$50 ;
+  always @(posedge clk)
+    \$signal$17  <= \$51 ;
+  always @(posedge clk)
+    s_ox <= \$52 ;
+  always @(posedge clk)
+    \$signal$28  <= \$53 ;
+  always @(posedge clk)
+    \$signal$29  <= \$54 ;
+  always @(posedge clk)
+    slot_0 <= \$55 ;
+  always @(posedge clk)
+    col_0 <= \$56 ;
+  always @(posedge clk)
+    \$signal$35  <= \$57 ;
+  always @(posedge clk)
+    \$signal$36  <= \$58 ;
+  always @(posedge clk)
+    q_last <= \$59 ;
+  always @(posedge clk)
+    q_oh <= \$60 ;
+  always @(posedge clk)
+    \$like  <= \$61 ;
+  always @(posedge clk)
+    q_gi <= \$62 ;
+  always @(posedge clk)
+    q_meta <= \$63 ;
+  always @(posedge clk)
+    q_slot_0 <= \$64 ;
+  always @(posedge clk)
+    q_col_0 <= \$65 ;
+  always @(posedge clk)
+    steps__valid <= \$66 ;
+  always @(posedge clk)
+    steps__payload <= \$67 ;
+  assign \$1  = ~ p_v;
+  assign sites__ready = \$1  | p_take;
+  assign \$2  = ~ s_rem;
+  assign \$3  = \$2  + 1'h1;
+  assign \$4  = { 1'h0, s_rem } & \$3 ;
+  assign last = \$signal  & \$signal$7 ;
+  assign \$5  = ~ last;
+  assign \$6  = ~ \$signal$10 ;
+  assign \$7  = \$5  & \$6 ;
+  assign \$8  = \$7  | can_emit;
+  assign issue = sv & \$8 ;
+  assign \$9  = ~ sv;
+  assign \$10  = last & go_last;
+  assign \$11  = \$10  | \$signal$10 ;
+  assign \$12  = issue & \$11 ;
+  assign \$13  = \$9  | \$12 ;
+  assign p_take = p_v & \$13 ;
+  assign \$14  = last | \$signal$10 ;
+  assign beat = issue & \$14 ;
+  assign busy = sv | p_v;
+  assign row = sv ? \$signal$17  : p_site[3:0];
+  assign \$15  = sites__valid & sites__ready;
+  assign \$16  = 1'h0 + sites__payload[8];
+  assign \$17  = sites__payload[3:0] + 1'h0;
+  assign \$18  = sites__payload[7:4] + 1'h0;
+  assign \$19  = ~ \$signal ;
+  assign \$20  = s_gi + 1'h1;
+  assign \$21  = ! s_gi;
+  assign \$22  = ~ \$signal$7 ;
+  assign \$23  = ~ \$4 [0];
+  assign \$24  = s_rem & \$23 ;
+  assign \$25  = s_n - 1'h1;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$35  = p_v;
+    if (p_take) begin
+      \$35  = 1'h0;
+    end
+    if (\$15 ) begin
+      \$35  = 1'h1;
+    end
+    if (rst) begin
+      \$35  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$36  = p_site;
+    if (\$15 ) begin
+      \$36  = sites__payload;
+    end
+    if (rst) begin
+      \$36  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$37  = p_cnt;
+    if (\$15 ) begin
+      \$37  = \$16 [0];
+    end
+    if (rst) begin
+      \$37  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$38  = next_slot_0;
+    if (\$15 ) begin
+      \$38  = \$17 [0];
+    end
+    if (rst) begin
+      \$38  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$39  = next_col_0;
+    if (\$15 ) begin
+      \$39  = \$18 [3:0];
+    end
+    if (rst) begin
+      \$39  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$40  = first_r;
+    if (issue) begin
+      \$40  = 1'h0;
+      (* full_case = 32'd1 *)
+      if (\$19 ) begin
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$22 ) begin
+        end else begin
+          \$40  = 1'h1;
+        end
+      end
+    end
+    if (p_take) begin
+      \$40  = 1'h1;
+    end
+    if (rst) begin
+      \$40  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$41  = s_gi;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$19 ) begin
+        \$41  = \$20 [0];
+      end else begin
+        \$41  = 1'h0;
+      end
+    end
+    if (p_take) begin
+      \$41  = 1'h0;
+    end
+    if (rst) begin
+      \$41  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$42  = \$signal ;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$19 ) begin
+        \$42  = \$21 ;
+      end else begin
+        \$42  = 1'h0;
+      end
+    end
+    if (p_take) begin
+      \$42  = 1'h0;
+    end
+    if (rst) begin
+      \$42  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$43  = s_rem;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$19 ) begin
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$22 ) begin
+          \$43  = \$24 ;
+        end else begin
+          \$43  = \$signal$28 ;
+        end
+      end
+    end
+    if (p_take) begin
+      \$43  = p_site[8];
+    end
+    if (rst) begin
+      \$43  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$44  = s_n;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$19 ) begin
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$22 ) begin
+          \$44  = \$25 [0];
+        end else begin
+          \$44  = \$signal$29 ;
+        end
+      end
+    end
+    if (p_take) begin
+      \$44  = p_cnt;
+    end
+    if (rst) begin
+      \$44  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$45  = \$signal$7 ;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$19 ) begin
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$22 ) begin
+          \$45  = \$26 ;
+        end else begin
+          \$45  = \$27 ;
+        end
+      end
+    end
+    if (p_take) begin
+      \$45  = \$33 ;
+    end
+    if (rst) begin
+      \$45  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$46  = s_go;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$19 ) begin
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$22 ) begin
+        end else begin
+          \$46  = \$29 [0];
+        end
+      end
+    end
+    if (p_take) begin
+      \$46  = 1'h0;
+    end
+    if (rst) begin
+      \$46  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$47  = go_last;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$19 ) begin
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$22 ) begin
+        end else begin
+          \$47  = \$30 ;
+        end
+      end
+    end
+    if (p_take) begin
+      \$47  = 1'h1;
+    end
+    if (rst) begin
+      \$47  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$48  = sv;
+    if (issue) begin
+      if (\$32 ) begin
+        \$48  = 1'h0;
+      end
+    end
+    if (p_take) begin
+      \$48  = 1'h1;
+    end
+    if (rst) begin
+      \$48  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$49  = \$signal$10 ;
+    if (p_take) begin
+      \$49  = p_site[9];
+    end
+    if (rst) begin
+      \$49  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$50  = s_err;
+    if (p_take) begin
+      \$50  = p_site[10];
+    end
+    if (rst) begin
+      \$50  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$51  = \$signal$17 ;
+    if (p_take) begin
+      \$51  = p_site[3:0];
+    end
+    if (rst) begin
+      \$51  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$52  = s_ox;
+    if (p_take) begin
+      \$52  = p_site[7:4];
+    end
+    if (rst) begin
+      \$52  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$53  = \$signal$28 ;
+    if (p_take) begin
+      \$53  = p_site[8];
+    end
+    if (rst) begin
+      \$53  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$54  = \$signal$29 ;
+    if (p_take) begin
+      \$54  = p_cnt;
+    end
+    if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$55  = slot_0;
+    if (p_take) begin
+      \$55  = next_slot_0;
+    end
+    if (rst) begin
+      \$55  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$56  = col_0;
+    if (p_take) begin
+      \$56  = next_col_0;
+    end
+    if (rst) begin
+      \$56  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$57  = issue;
+    if (rst) begin
+      \$57  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$58  = first_r;
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$59  = last;
+    if (rst) begin
+      \$59  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$60  = \$4 [0];
+    if (rst) begin
+      \$60  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$61  = s_go;
+    if (rst) begin
+      \$61  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$62  = s_gi;
+    if (rst) begin
+      \$62  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$63 [3:0] = \$signal$17 ;
+    \$63 [7:4] = s_ox;
+    \$63 [8] = s_go;
+    \$63 [9] = \$signal$10 ;
+    \$63 [10] = \$34 ;
+    if (rst) begin
+      \$63  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$64  = slot_0;
+    if (rst) begin
+      \$64  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$65  = col_0;
+    if (rst) begin
+      \$65  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$66  = \$signal$35 ;
+    if (rst) begin
+      \$66  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$67 [7] = \$signal$36 ;
+    \$67 [8] = q_last;
+    \$67 [19:9] = q_meta;
+    \$67 [5:0] = { q_slot_0, q_col_0, q_gi };
+    \$67 [6] = q_gi;
+    if (rst) begin
+      \$67  = 20'h00000;
+    end
+  end
+  assign tap_oh = \$4 [0];
+  assign \p_site.oy  = p_site[3:0];
+  assign \p_site.ox  = p_site[7:4];
+  assign \p_site.taps  = p_site[8];
+  assign \p_site.eof  = p_site[9];
+  assign \p_site.error  = p_site[10];
+  assign \sites__payload.oy  = sites__payload[3:0];
+  assign \sites__payload.ox  = sites__payload[7:4];
+  assign \sites__payload.taps  = sites__payload[8];
+  assign \sites__payload.eof  = sites__payload[9];
+  assign \sites__payload.error  = sites__payload[10];
+  assign \q_meta.oy  = q_meta[3:0];
+  assign \q_meta.ox  = q_meta[7:4];
+  assign \q_meta.go  = q_meta[8];
+  assign \q_meta.eof  = q_meta[9];
+  assign \q_meta.error  = q_meta[10];
+  assign \steps__payload.lb_addr  = steps__payload[5:0];
+  assign \steps__payload.w_addr  = steps__payload[6];
+  assign \steps__payload.first  = steps__payload[7];
+  assign \steps__payload.last  = steps__payload[8];
+  assign \steps__payload.meta  = steps__payload[19:9];
+  assign \steps__payload.meta.oy  = steps__payload[12:9];
+  assign \steps__payload.meta.ox  = steps__payload[16:13];
+  assign \steps__payload.meta.go  = steps__payload[17];
+  assign \steps__payload.meta.eof  = steps__payload[18];
+  assign \steps__payload.meta.error  = steps__payload[19];
+  assign \$26  = 1'h0;
+  assign \$27  = \$signal$29 ;
+  assign \$30  = 1'h0;
+  assign \$33  = p_cnt;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.layer2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
+  reg [127:0] \$1 ;
+  wire \$signature__addr ;
+  wire [127:0] \$signature__data ;
+  wire \$signature__en ;
+  input clk;
+  wire clk;
+  wire r_addr;
+  output [127:0] r_data;
+  reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  input rd__addr;
+  wire rd__addr;
+  wire [127:0] rd__data;
+  wire rd__en;
+  input rst;
+  wire rst;
+  input w_addr;
+  wire w_addr;
+  input [127:0] w_data;
+  wire [127:0] w_data;
+  input w_en;
+  wire w_en;
+  reg [127:0] mem [1:0];
+  initial begin
+    mem[0] = 128'h00000000000000000000000000000000;
+    mem[1] = 128'h00000000000000000000000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_en)
+      mem[w_addr] <= w_data;
+  end
+  reg [127:0] _0_;
+  always @(posedge clk) begin
+    _0_ <= mem[rd__addr];
+  end
+  assign rd__data = _0_;
+  always @(posedge clk)
+    r_data <= \$1 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$1  = rd__data;
+    if (rst) begin
+      \$1  = 128'h00000000000000000000000000000000;
+    end
+  end
+  assign \$signature__addr  = w_addr;
+  assign \$signature__data  = w_data;
+  assign \$signature__en  = w_en;
+  assign r_addr = rd__addr;
+  assign rd__en = 1'h1;
 endmodule

@@ -5,604 +5,193 @@
 (* generator = "Amaranth" *)
 module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, clk, rst, params__ready, sites_in__ready, sites_out__payload, sites_out__valid, params__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
-  wire [8:0] \$1 ;
+  wire \$1 ;
   wire \$10 ;
-  wire \$100 ;
-  wire \$101 ;
-  wire [9:0] \$102 ;
-  wire [9:0] \$103 ;
-  wire \$104 ;
-  wire [9:0] \$105 ;
-  wire \$106 ;
-  wire \$107 ;
-  wire [9:0] \$108 ;
-  wire [9:0] \$109 ;
-  wire \$11 ;
-  wire \$110 ;
-  wire [9:0] \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire [9:0] \$114 ;
-  wire [9:0] \$115 ;
-  wire \$116 ;
-  wire [9:0] \$117 ;
-  wire \$118 ;
-  wire \$119 ;
-  wire \$12 ;
-  wire [9:0] \$120 ;
-  wire [9:0] \$121 ;
-  wire \$122 ;
-  wire [9:0] \$123 ;
-  wire \$124 ;
-  wire \$125 ;
-  wire [9:0] \$126 ;
-  wire [9:0] \$127 ;
-  wire \$128 ;
-  wire [9:0] \$129 ;
+  wire [2:0] \$11 ;
+  wire [2:0] \$12 ;
   wire \$13 ;
-  wire \$130 ;
-  wire \$131 ;
-  wire [9:0] \$132 ;
-  wire [9:0] \$133 ;
-  wire \$134 ;
-  wire [9:0] \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire [9:0] \$138 ;
-  wire [9:0] \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  wire [9:0] \$141 ;
-  wire \$142 ;
-  wire \$143 ;
-  wire \$144 ;
-  wire [2:0] \$145 ;
-  wire [2:0] \$146 ;
-  wire [2:0] \$147 ;
-  wire [2:0] \$148 ;
-  wire \$149 ;
-  wire \$15 ;
-  wire [8:0] \$150 ;
-  wire [9:0] \$151 ;
-  wire [9:0] \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire \$156 ;
-  wire \$157 ;
-  wire \$158 ;
-  wire \$159 ;
-  wire \$16 ;
-  wire \$160 ;
-  wire \$161 ;
-  wire \$162 ;
-  wire \$163 ;
-  wire \$164 ;
-  wire \$165 ;
-  wire \$166 ;
-  wire \$167 ;
-  wire \$168 ;
-  wire [9:0] \$169 ;
+  wire [2:0] \$15 ;
+  wire [2:0] \$16 ;
   wire \$17 ;
-  wire [10:0] \$170 ;
-  wire [11:0] \$171 ;
-  wire [7:0] \$172 ;
-  wire [8:0] \$173 ;
-  wire [9:0] \$174 ;
-  wire [8:0] \$175 ;
-  wire [10:0] \$176 ;
-  wire [11:0] \$177 ;
-  wire [14:0] \$178 ;
-  wire [15:0] \$179 ;
-  wire \$18 ;
-  wire [6:0] \$180 ;
-  wire [7:0] \$181 ;
-  wire [10:0] \$182 ;
-  wire [11:0] \$183 ;
-  wire [38:0] \$184 ;
-  wire [38:0] \$185 ;
-  wire [38:0] \$186 ;
-  wire [38:0] \$187 ;
-  wire \$188 ;
-  wire \$189 ;
-  wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
-  wire \$193 ;
-  wire \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire \$197 ;
-  wire \$198 ;
-  wire \$199 ;
+  wire [4:0] \$18 ;
+  wire [8:0] \$19 ;
   wire \$2 ;
-  wire \$20 ;
-  wire \$200 ;
-  wire \$201 ;
-  wire [8:0] \$202 ;
-  wire \$203 ;
-  wire \$204 ;
-  wire \$205 ;
-  wire \$206 ;
-  wire \$207 ;
-  wire \$208 ;
-  wire \$209 ;
-  wire \$21 ;
-  wire \$210 ;
-  wire \$211 ;
-  wire \$212 ;
-  wire \$213 ;
-  wire \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
-  wire [2:0] \$219 ;
-  wire \$22 ;
-  wire \$220 ;
-  wire \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire \$224 ;
-  wire \$225 ;
-  wire \$226 ;
-  wire [127:0] \$227 ;
-  wire \$228 ;
-  wire [254:0] \$229 ;
+  wire [9:0] \$20 ;
+  wire [6:0] \$21 ;
+  wire [7:0] \$22 ;
   wire \$23 ;
-  wire [254:0] \$230 ;
-  wire [254:0] \$231 ;
-  wire \$232 ;
-  wire \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire \$236 ;
-  wire \$237 ;
-  wire \$238 ;
-  wire [127:0] \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  wire [254:0] \$241 ;
-  wire [254:0] \$242 ;
-  wire [254:0] \$243 ;
-  wire \$244 ;
-  wire \$245 ;
-  wire \$246 ;
-  wire \$247 ;
-  wire \$248 ;
-  wire \$249 ;
   wire \$25 ;
-  wire \$250 ;
-  wire [127:0] \$251 ;
-  wire \$252 ;
-  wire [254:0] \$253 ;
-  wire [254:0] \$254 ;
-  wire [254:0] \$255 ;
-  wire \$256 ;
-  wire \$257 ;
-  wire \$258 ;
-  wire \$259 ;
-  wire [7:0] \$26 ;
-  wire \$260 ;
-  wire \$261 ;
-  wire \$262 ;
-  wire [127:0] \$263 ;
-  wire \$264 ;
-  wire [254:0] \$265 ;
-  wire [254:0] \$266 ;
-  wire [254:0] \$267 ;
-  wire \$268 ;
-  wire \$269 ;
-  wire [9:0] \$27 ;
-  wire \$270 ;
-  wire \$271 ;
-  wire \$272 ;
-  wire \$273 ;
-  wire \$274 ;
-  wire [9:0] \$275 ;
-  wire \$276 ;
-  wire [9:0] \$277 ;
-  wire \$278 ;
-  wire \$279 ;
-  wire [10:0] \$28 ;
-  wire [2:0] \$280 ;
-  wire \$281 ;
-  wire \$282 ;
-  wire [2:0] \$283 ;
-  wire [2:0] \$284 ;
-  wire \$285 ;
-  wire \$286 ;
-  wire \$287 ;
-  wire [15:0] \$288 ;
-  wire [15:0] \$289 ;
-  wire \$29 ;
-  wire [16:0] \$290 ;
-  wire [15:0] \$291 ;
-  wire [15:0] \$292 ;
-  wire [16:0] \$293 ;
-  wire [17:0] \$294 ;
-  wire [15:0] \$295 ;
-  wire [15:0] \$296 ;
-  wire [16:0] \$297 ;
-  wire [15:0] \$298 ;
-  wire [15:0] \$299 ;
+  wire [6:0] \$26 ;
+  wire \$27 ;
+  wire [7:0] \$28 ;
+  reg \$29 ;
   wire \$3 ;
-  wire \$30 ;
-  wire [16:0] \$300 ;
-  wire [17:0] \$301 ;
-  wire [15:0] \$302 ;
-  wire [15:0] \$303 ;
-  wire [16:0] \$304 ;
-  wire [15:0] \$305 ;
-  wire [15:0] \$306 ;
-  wire [16:0] \$307 ;
-  wire [17:0] \$308 ;
-  wire [15:0] \$309 ;
-  wire \$31 ;
-  wire [15:0] \$310 ;
-  wire [16:0] \$311 ;
-  wire [15:0] \$312 ;
-  wire [15:0] \$313 ;
-  wire [16:0] \$314 ;
-  wire [17:0] \$315 ;
-  wire \$316 ;
-  wire [22:0] \$317 ;
-  wire [23:0] \$318 ;
-  wire [22:0] \$319 ;
-  wire \$32 ;
-  wire [23:0] \$320 ;
-  wire [22:0] \$321 ;
-  wire [23:0] \$322 ;
-  wire [22:0] \$323 ;
-  wire [23:0] \$324 ;
-  wire [22:0] \$325 ;
-  wire [23:0] \$326 ;
-  wire [22:0] \$327 ;
-  wire [23:0] \$328 ;
-  wire [22:0] \$329 ;
-  wire \$33 ;
-  wire [23:0] \$330 ;
-  wire [22:0] \$331 ;
-  wire [23:0] \$332 ;
-  wire [38:0] \$333 ;
-  wire [39:0] \$334 ;
-  wire [38:0] \$335 ;
-  wire [39:0] \$336 ;
-  wire [38:0] \$337 ;
-  wire [39:0] \$338 ;
-  wire [38:0] \$339 ;
-  wire \$34 ;
-  wire [39:0] \$340 ;
-  wire \$341 ;
-  wire \$342 ;
-  wire \$343 ;
-  wire [22:0] \$344 ;
-  wire [22:0] \$345 ;
-  wire \$346 ;
-  wire \$347 ;
-  wire [22:0] \$348 ;
-  wire [22:0] \$349 ;
-  wire \$35 ;
-  wire \$350 ;
-  wire \$351 ;
-  wire [22:0] \$352 ;
-  wire [22:0] \$353 ;
-  wire \$354 ;
-  wire \$355 ;
-  wire [22:0] \$356 ;
-  wire [22:0] \$357 ;
-  reg [7:0] \$358 ;
-  reg \$359 ;
-  wire \$36 ;
-  reg [6:0] \$360 ;
-  reg [6:0] \$361 ;
-  reg [8:0] \$362 ;
-  reg \$363 ;
-  reg \$364 ;
-  reg \$365 ;
-  reg [1:0] \$366 ;
-  reg \$367 ;
-  reg [6:0] \$368 ;
-  reg [6:0] \$369 ;
-  wire \$37 ;
-  reg \$370 ;
-  reg [6:0] \$371 ;
-  reg [6:0] \$372 ;
-  reg [7:0] \$373 ;
-  reg [127:0] \$374 ;
-  reg [7:0] \$375 ;
-  reg [127:0] \$376 ;
-  reg [7:0] \$377 ;
-  reg [127:0] \$378 ;
-  reg [7:0] \$379 ;
-  wire \$38 ;
-  reg [127:0] \$380 ;
-  reg \$381 ;
-  reg \$382 ;
-  reg [8:0] \$383 ;
-  reg [127:0] \$384 ;
-  reg \$385 ;
-  reg [8:0] \$386 ;
-  reg [6:0] \$387 ;
-  reg [8:0] \$388 ;
-  reg [1:0] \$389 ;
-  wire \$39 ;
-  reg [8:0] \$390 ;
-  reg [1:0] \$391 ;
-  reg \$392 ;
-  reg [8:0] \$393 ;
-  reg [6:0] \$394 ;
-  reg [8:0] \$395 ;
-  reg \$396 ;
-  reg \$397 ;
-  reg \$398 ;
-  reg [8:0] \$399 ;
+  reg \$30 ;
+  reg [127:0] \$31 ;
+  reg [7:0] \$32 ;
+  reg \$33 ;
+  reg [6:0] \$34 ;
+  reg [6:0] \$35 ;
+  reg [1:0] \$36 ;
+  reg [1:0] \$37 ;
+  reg [3:0] \$38 ;
+  reg [1:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  reg [6:0] \$400 ;
-  reg [1:0] \$401 ;
-  reg \$402 ;
-  reg \$403 ;
-  reg \$404 ;
-  reg [8:0] \$405 ;
-  reg [6:0] \$406 ;
-  reg [22:0] \$407 ;
-  reg [22:0] \$408 ;
-  reg [22:0] \$409 ;
-  wire \$41 ;
-  reg [22:0] \$410 ;
-  reg \$411 ;
-  reg [8:0] \$412 ;
-  reg [6:0] \$413 ;
-  reg [22:0] \$414 ;
-  reg [22:0] \$415 ;
-  reg [15:0] \$416 ;
-  reg [22:0] \$417 ;
-  reg [22:0] \$418 ;
-  reg [15:0] \$419 ;
-  wire [6:0] \$42 ;
-  reg [22:0] \$420 ;
-  reg [22:0] \$421 ;
-  reg [15:0] \$422 ;
-  reg [22:0] \$423 ;
-  reg [22:0] \$424 ;
-  reg [15:0] \$425 ;
-  reg \$426 ;
-  reg [8:0] \$427 ;
-  reg [6:0] \$428 ;
-  reg [38:0] \$429 ;
-  wire [9:0] \$43 ;
-  reg [38:0] \$430 ;
-  reg [38:0] \$431 ;
-  reg [38:0] \$432 ;
-  reg \$433 ;
-  reg [47:0] \$434 ;
-  wire [10:0] \$44 ;
-  wire [13:0] \$45 ;
-  wire [14:0] \$46 ;
-  wire [9:0] \$47 ;
-  wire [10:0] \$48 ;
-  wire [6:0] \$484 ;
-  wire \$486 ;
-  wire \$49 ;
+  reg [7:0] \$40 ;
+  reg [8:0] \$41 ;
+  reg \$42 ;
+  reg \$43 ;
+  reg \$44 ;
+  reg \$45 ;
+  reg \$46 ;
+  reg \$47 ;
+  reg [17:0] \$48 ;
+  reg [17:0] \$49 ;
   wire \$5 ;
-  wire \$50 ;
-  wire [8:0] \$501 ;
-  wire \$503 ;
-  wire [8:0] \$509 ;
-  wire \$51 ;
-  wire \$511 ;
-  wire [8:0] \$517 ;
-  wire \$519 ;
-  wire \$52 ;
-  wire [8:0] \$525 ;
-  wire \$527 ;
-  wire [8:0] \$53 ;
-  wire [9:0] \$538 ;
-  wire \$54 ;
-  wire \$540 ;
-  wire [9:0] \$548 ;
-  wire \$55 ;
-  wire \$550 ;
-  wire [9:0] \$558 ;
-  wire \$56 ;
-  wire \$560 ;
-  wire [9:0] \$568 ;
-  wire [8:0] \$57 ;
-  wire \$570 ;
-  wire [9:0] \$578 ;
-  wire \$58 ;
-  wire \$580 ;
-  wire [9:0] \$588 ;
-  wire \$59 ;
-  wire \$590 ;
-  wire [9:0] \$598 ;
-  wire [8:0] \$6 ;
-  wire \$60 ;
-  wire \$600 ;
-  wire [9:0] \$608 ;
-  wire [8:0] \$61 ;
-  wire \$610 ;
-  wire [9:0] \$618 ;
-  wire \$62 ;
-  wire \$620 ;
-  wire [9:0] \$628 ;
-  wire \$63 ;
-  wire \$630 ;
-  wire [9:0] \$638 ;
-  wire \$64 ;
-  wire \$640 ;
-  wire [9:0] \$648 ;
-  wire [8:0] \$65 ;
-  wire \$650 ;
-  wire \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire [128:0] \$69 ;
-  wire [8:0] \$693 ;
-  wire \$695 ;
-  wire [9:0] \$7 ;
-  wire [128:0] \$70 ;
-  wire [9:0] \$71 ;
-  wire [9:0] \$72 ;
-  wire [9:0] \$73 ;
-  wire \$74 ;
-  wire [9:0] \$75 ;
-  wire \$76 ;
-  wire \$77 ;
-  wire [9:0] \$78 ;
-  wire [9:0] \$79 ;
+  reg \$50 ;
+  reg [47:0] \$51 ;
+  reg [5:0] \$52 ;
+  wire \$6 ;
+  wire [8:0] \$7 ;
   wire \$8 ;
-  wire \$80 ;
-  wire [9:0] \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire [9:0] \$84 ;
-  wire [9:0] \$85 ;
-  wire \$86 ;
-  wire [9:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
   wire \$9 ;
-  wire [9:0] \$90 ;
-  wire [9:0] \$91 ;
-  wire \$92 ;
-  wire [9:0] \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire [9:0] \$96 ;
-  wire [9:0] \$97 ;
-  wire \$98 ;
-  wire [9:0] \$99 ;
-  reg [8:0] \$like  = 9'h000;
-  reg [6:0] \$like$113  = 7'h00;
-  reg [8:0] \$like$116  = 9'h000;
-  reg [8:0] \$like$124  = 9'h000;
-  reg [8:0] \$like$139  = 9'h000;
-  reg [6:0] \$signal  = 7'h00;
-  reg \$signal$100  = 1'h0;
-  reg \$signal$101  = 1'h0;
-  reg [6:0] \$signal$107  = 7'h00;
-  reg [8:0] \$signal$109  = 9'h000;
-  reg \$signal$110  = 1'h0;
-  reg \$signal$114  = 1'h0;
-  reg [6:0] \$signal$24  = 7'h00;
-  wire [8:0] \$signal$56 ;
-  reg [8:0] \$signal$68  = 9'h000;
-  reg [8:0] \$signal$69  = 9'h000;
-  reg [1:0] \$signal$78 ;
-  wire [7:0] \$signature__addr ;
-  wire [1:0] \$signature__addr$16 ;
-  wire [10:0] \$signature__addr$36 ;
-  wire [7:0] \$signature__addr$87 ;
-  reg [1:0] \$signature__addr$88  = 2'h0;
-  wire [127:0] \$signature__data ;
-  wire [127:0] \$signature__data$120 ;
-  wire [127:0] \$signature__data$127 ;
-  wire [127:0] \$signature__data$17 ;
-  wire [31:0] \$signature__data$37 ;
-  wire \$signature__en ;
-  wire \$signature__en$18 ;
-  wire \$signature__en$38 ;
-  wire \$signature__en$85 ;
-  wire \$signature__en$86 ;
-  reg [22:0] acc_0 = 23'h000000;
-  reg [22:0] acc_1 = 23'h000000;
-  reg [22:0] acc_2 = 23'h000000;
-  reg [22:0] acc_3 = 23'h000000;
-  wire acc_last;
-  wire adv;
-  wire bad;
-  reg [127:0] bitmap_0 = 128'h00000000000000000000000000000000;
-  reg [127:0] bitmap_1 = 128'h00000000000000000000000000000000;
-  reg [127:0] bitmap_2 = 128'h00000000000000000000000000000000;
-  reg [127:0] bitmap_3 = 128'h00000000000000000000000000000000;
-  wire [127:0] centre;
-  reg [127:0] centre_row;
+  (* init = 1'h0 *)
+  wire \$signal ;
+  (* init = 7'h00 *)
+  wire [6:0] \$signal$30 ;
+  wire beat;
+  wire [511:0] bitmaps;
+  wire [511:0] \bitmaps$38 ;
+  wire [127:0] \bitmaps$38[0] ;
+  wire [127:0] \bitmaps$38[1] ;
+  wire [127:0] \bitmaps$38[2] ;
+  wire [127:0] \bitmaps$38[3] ;
+  wire [127:0] \bitmaps[0] ;
+  wire [127:0] \bitmaps[1] ;
+  wire [127:0] \bitmaps[2] ;
+  wire [127:0] \bitmaps[3] ;
+  wire busy;
+  wire \busy$90 ;
+  reg [1:0] c_in = 2'h0;
+  reg [1:0] c_out = 2'h0;
+  reg [3:0] c_tap = 4'h0;
+  wire can_emit;
   input clk;
   wire clk;
-  reg [6:0] cur_x = 7'h00;
-  wire [7:0] cx;
-  reg discard = 1'h0;
-  reg [8:0] done_rows = 9'h000;
-  reg [1:0] dx_t;
-  reg eof_seen = 1'h0;
-  reg err = 1'h0;
-  reg f_done = 1'h0;
-  reg [127:0] f_rem = 128'h00000000000000000000000000000000;
-  wire [127:0] f_rest;
-  reg [8:0] f_row = 9'h000;
-  reg f_scan = 1'h0;
-  reg [6:0] finder_x;
-  reg frame_busy = 1'h0;
+  wire [8:0] done_rows;
+  wire [8:0] \done_rows$42 ;
+  wire eof_seen;
+  wire \eof_seen$44 ;
+  wire error;
+  wire \error$50 ;
+  wire [49:0] feats__payload;
+  wire [31:0] \feats__payload.data ;
+  wire [7:0] \feats__payload.data[0] ;
+  wire [7:0] \feats__payload.data[1] ;
+  wire [7:0] \feats__payload.data[2] ;
+  wire [7:0] \feats__payload.data[3] ;
+  wire [17:0] \feats__payload.meta ;
+  wire \feats__payload.meta.eof ;
+  wire \feats__payload.meta.error ;
+  wire [1:0] \feats__payload.meta.go ;
+  wire [6:0] \feats__payload.meta.ox ;
+  wire [6:0] \feats__payload.meta.oy ;
+  wire feats__valid;
   wire frame_reset;
-  reg [1:0] gi = 2'h0;
-  (* init = 2'h0 *)
-  wire [1:0] go1;
-  reg has_last = 1'h0;
+  wire \frame_reset$36 ;
+  wire \frame_reset$51 ;
+  wire has_last;
+  wire \has_last$46 ;
   reg [6:0] height_m1 = 7'h00;
-  reg last1 = 1'h0;
-  reg last2 = 1'h0;
-  reg [6:0] last_x = 7'h00;
-  wire [10:0] lb_r__addr;
-  wire [31:0] lb_r__data;
-  wire lb_r__en;
+  wire hold;
+  reg [5:0] inflight = 6'h00;
+  wire [6:0] last_y;
+  wire [6:0] \last_y$48 ;
   reg loaded = 1'h0;
-  wire [8:0] nx;
-  wire [8:0] ny;
-  wire open_;
-  reg [6:0] ox2 = 7'h00;
-  reg [6:0] ox3 = 7'h00;
-  reg [6:0] ox4 = 7'h00;
+  (* init = 1'h0 *)
+  wire \loaded$27 ;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] p_data;
+  (* init = 2'h0 *)
+  wire [1:0] p_raddr;
+  (* init = 1'h0 *)
+  wire p_rv;
+  (* init = 8'h00 *)
+  wire [7:0] p_waddr;
   input [127:0] params__payload;
   wire [127:0] params__payload;
   output params__ready;
   wire params__ready;
   input params__valid;
   wire params__valid;
-  reg [22:0] part2_0 = 23'h000000;
-  reg [22:0] part2_1 = 23'h000000;
-  reg [22:0] part2_2 = 23'h000000;
-  reg [22:0] part2_3 = 23'h000000;
   reg [7:0] pcount = 8'h00;
-  wire permit;
-  wire pf_take;
-  reg [8:0] pf_taps = 9'h000;
-  reg pf_valid = 1'h0;
-  reg [22:0] psum_bias_0 = 23'h000000;
-  reg [22:0] psum_bias_1 = 23'h000000;
-  reg [22:0] psum_bias_2 = 23'h000000;
-  reg [22:0] psum_bias_3 = 23'h000000;
-  wire [8:0] rem_rest;
-  reg [38:0] requant_0 = 39'h0000000000;
-  reg [38:0] requant_1 = 39'h0000000000;
-  reg [38:0] requant_2 = 39'h0000000000;
-  reg [38:0] requant_3 = 39'h0000000000;
-  wire row_ready;
-  reg [7:0] row_tag_0 = 8'hff;
-  reg [7:0] row_tag_1 = 8'hff;
-  reg [7:0] row_tag_2 = 8'hff;
-  reg [7:0] row_tag_3 = 8'hff;
-  wire rows_over;
+  reg [8:0] permit_row = 9'h000;
+  (* init = 9'h000 *)
+  wire [8:0] \permit_row$34 ;
+  wire [7:0] r_addr;
+  wire [1:0] \r_addr$73 ;
+  wire [127:0] r_data;
+  wire [127:0] \r_data$76 ;
+  wire [47:0] \r_data$98 ;
+  wire r_en;
+  wire r_rdy;
+  wire [10:0] rd_addr;
+  wire [31:0] rd_data;
+  reg read_first_d1 = 1'h0;
+  reg read_first_d2 = 1'h0;
+  reg read_last_d1 = 1'h0;
+  reg read_last_d2 = 1'h0;
+  reg [17:0] read_meta_d1 = 18'h00000;
+  wire \read_meta_d1.eof ;
+  wire \read_meta_d1.error ;
+  wire [1:0] \read_meta_d1.go ;
+  wire [6:0] \read_meta_d1.ox ;
+  wire [6:0] \read_meta_d1.oy ;
+  reg [17:0] read_meta_d2 = 18'h00000;
+  wire \read_meta_d2.eof ;
+  wire \read_meta_d2.error ;
+  wire [1:0] \read_meta_d2.go ;
+  wire [6:0] \read_meta_d2.ox ;
+  wire [6:0] \read_meta_d2.oy ;
+  reg read_v_d1 = 1'h0;
+  (* init = 1'h0 *)
+  wire read_v_d2;
+  wire [6:0] row;
+  wire [6:0] \row$92 ;
+  wire [1:0] rq_addr;
+  wire [127:0] rq_data;
   input rst;
   wire rst;
-  reg [1:0] s_gi = 2'h0;
-  reg [1:0] s_go = 2'h0;
-  reg [6:0] s_ox = 7'h00;
-  reg [8:0] s_rem = 9'h000;
-  reg [15:0] scale3_0 = 16'h0000;
-  reg [15:0] scale3_1 = 16'h0000;
-  reg [15:0] scale3_2 = 16'h0000;
-  reg [15:0] scale3_3 = 16'h0000;
-  wire send_eof;
-  wire [22:0] shifted_0;
-  wire [22:0] shifted_1;
-  wire [22:0] shifted_2;
-  wire [22:0] shifted_3;
-  wire site_done;
+  wire [24:0] sites__payload;
+  wire [24:0] \sites__payload$53 ;
+  wire \sites__payload$53.eof ;
+  wire \sites__payload$53.error ;
+  wire [6:0] \sites__payload$53.ox ;
+  wire [6:0] \sites__payload$53.oy ;
+  wire [8:0] \sites__payload$53.taps ;
+  wire \sites__payload.eof ;
+  wire \sites__payload.error ;
+  wire [6:0] \sites__payload.ox ;
+  wire [6:0] \sites__payload.oy ;
+  wire [8:0] \sites__payload.taps ;
+  wire sites__ready;
+  wire \sites__ready$55 ;
+  wire sites__valid;
+  wire \sites__valid$57 ;
   input [47:0] sites_in__payload;
   wire [47:0] sites_in__payload;
+  wire [47:0] \sites_in__payload$23 ;
+  wire [31:0] \sites_in__payload$23.data ;
+  wire [7:0] \sites_in__payload$23.data[0] ;
+  wire [7:0] \sites_in__payload$23.data[1] ;
+  wire [7:0] \sites_in__payload$23.data[2] ;
+  wire [7:0] \sites_in__payload$23.data[3] ;
+  wire \sites_in__payload$23.eof ;
+  wire \sites_in__payload$23.error ;
+  wire [6:0] \sites_in__payload$23.x ;
+  wire [6:0] \sites_in__payload$23.y ;
   wire [31:0] \sites_in__payload.data ;
   wire [7:0] \sites_in__payload.data[0] ;
   wire [7:0] \sites_in__payload.data[1] ;
@@ -614,8 +203,10 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   wire [6:0] \sites_in__payload.y ;
   output sites_in__ready;
   wire sites_in__ready;
+  wire \sites_in__ready$24 ;
   input sites_in__valid;
   wire sites_in__valid;
+  wire \sites_in__valid$25 ;
   output [47:0] sites_out__payload;
   reg [47:0] sites_out__payload = 48'h000000000000;
   wire [31:0] \sites_out__payload.data ;
@@ -631,4473 +222,576 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   wire sites_out__ready;
   output sites_out__valid;
   reg sites_out__valid = 1'h0;
-  wire [1:0] slot_in;
-  reg sv = 1'h0;
-  reg [3:0] tap;
-  wire [8:0] taps;
-  wire [8:0] use_row;
-  reg v3 = 1'h0;
-  reg v4 = 1'h0;
+  wire [38:0] steps__payload;
+  wire [179:0] \steps__payload$63 ;
+  wire \steps__payload$63.first ;
+  wire \steps__payload$63.last ;
+  wire [17:0] \steps__payload$63.meta ;
+  wire \steps__payload$63.meta.eof ;
+  wire \steps__payload$63.meta.error ;
+  wire [1:0] \steps__payload$63.meta.go ;
+  wire [6:0] \steps__payload$63.meta.ox ;
+  wire [6:0] \steps__payload$63.meta.oy ;
+  wire [127:0] \steps__payload$63.w ;
+  wire [31:0] \steps__payload$63.x ;
+  wire \steps__payload.first ;
+  wire \steps__payload.last ;
+  wire [10:0] \steps__payload.lb_addr ;
+  wire [17:0] \steps__payload.meta ;
+  wire \steps__payload.meta.eof ;
+  wire \steps__payload.meta.error ;
+  wire [1:0] \steps__payload.meta.go ;
+  wire [6:0] \steps__payload.meta.ox ;
+  wire [6:0] \steps__payload.meta.oy ;
+  wire [7:0] \steps__payload.w_addr ;
+  reg steps__valid = 1'h0;
+  wire \steps__valid$94 ;
+  wire [109:0] sums__payload;
+  wire [109:0] \sums__payload$70 ;
+  wire [91:0] \sums__payload$70.acc ;
+  wire [22:0] \sums__payload$70.acc[0] ;
+  wire [22:0] \sums__payload$70.acc[1] ;
+  wire [22:0] \sums__payload$70.acc[2] ;
+  wire [22:0] \sums__payload$70.acc[3] ;
+  wire [17:0] \sums__payload$70.meta ;
+  wire \sums__payload$70.meta.eof ;
+  wire \sums__payload$70.meta.error ;
+  wire [1:0] \sums__payload$70.meta.go ;
+  wire [6:0] \sums__payload$70.meta.ox ;
+  wire [6:0] \sums__payload$70.meta.oy ;
+  wire [91:0] \sums__payload.acc ;
+  wire [22:0] \sums__payload.acc[0] ;
+  wire [22:0] \sums__payload.acc[1] ;
+  wire [22:0] \sums__payload.acc[2] ;
+  wire [22:0] \sums__payload.acc[3] ;
+  wire [17:0] \sums__payload.meta ;
+  wire \sums__payload.meta.eof ;
+  wire \sums__payload.meta.error ;
+  wire [1:0] \sums__payload.meta.go ;
+  wire [6:0] \sums__payload.meta.ox ;
+  wire [6:0] \sums__payload.meta.oy ;
+  wire sums__valid;
+  wire \sums__valid$72 ;
+  wire [31:0] tags;
+  wire [31:0] \tags$40 ;
+  wire [7:0] \tags$40[0] ;
+  wire [7:0] \tags$40[1] ;
+  wire [7:0] \tags$40[2] ;
+  wire [7:0] \tags$40[3] ;
+  wire [7:0] \tags[0] ;
+  wire [7:0] \tags[1] ;
+  wire [7:0] \tags[2] ;
+  wire [7:0] \tags[3] ;
+  reg [47:0] tok;
+  wire [31:0] \tok.data ;
+  wire [7:0] \tok.data[0] ;
+  wire [7:0] \tok.data[1] ;
+  wire [7:0] \tok.data[2] ;
+  wire [7:0] \tok.data[3] ;
+  wire \tok.eof ;
+  wire \tok.error ;
+  wire [6:0] \tok.x ;
+  wire [6:0] \tok.y ;
+  reg [7:0] w_addr = 8'h00;
+  reg [1:0] \w_addr$18  = 2'h0;
+  reg [127:0] w_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] \w_data$20 ;
+  wire [47:0] \w_data$81 ;
+  reg w_en = 1'h0;
+  reg \w_en$21  = 1'h0;
+  wire \w_en$79 ;
   reg [6:0] width_m1 = 7'h00;
-  wire [129:0] win_ext_0;
-  wire [129:0] win_ext_1;
-  wire [129:0] win_ext_2;
-  reg [127:0] win_row_0;
-  reg [127:0] win_row_1;
-  reg [127:0] win_row_2;
-  wire write;
-  reg [31:0] line_buffer [2047:0];
-  initial begin
-    line_buffer[0] = 32'd0;
-    line_buffer[1] = 32'd0;
-    line_buffer[2] = 32'd0;
-    line_buffer[3] = 32'd0;
-    line_buffer[4] = 32'd0;
-    line_buffer[5] = 32'd0;
-    line_buffer[6] = 32'd0;
-    line_buffer[7] = 32'd0;
-    line_buffer[8] = 32'd0;
-    line_buffer[9] = 32'd0;
-    line_buffer[10] = 32'd0;
-    line_buffer[11] = 32'd0;
-    line_buffer[12] = 32'd0;
-    line_buffer[13] = 32'd0;
-    line_buffer[14] = 32'd0;
-    line_buffer[15] = 32'd0;
-    line_buffer[16] = 32'd0;
-    line_buffer[17] = 32'd0;
-    line_buffer[18] = 32'd0;
-    line_buffer[19] = 32'd0;
-    line_buffer[20] = 32'd0;
-    line_buffer[21] = 32'd0;
-    line_buffer[22] = 32'd0;
-    line_buffer[23] = 32'd0;
-    line_buffer[24] = 32'd0;
-    line_buffer[25] = 32'd0;
-    line_buffer[26] = 32'd0;
-    line_buffer[27] = 32'd0;
-    line_buffer[28] = 32'd0;
-    line_buffer[29] = 32'd0;
-    line_buffer[30] = 32'd0;
-    line_buffer[31] = 32'd0;
-    line_buffer[32] = 32'd0;
-    line_buffer[33] = 32'd0;
-    line_buffer[34] = 32'd0;
-    line_buffer[35] = 32'd0;
-    line_buffer[36] = 32'd0;
-    line_buffer[37] = 32'd0;
-    line_buffer[38] = 32'd0;
-    line_buffer[39] = 32'd0;
-    line_buffer[40] = 32'd0;
-    line_buffer[41] = 32'd0;
-    line_buffer[42] = 32'd0;
-    line_buffer[43] = 32'd0;
-    line_buffer[44] = 32'd0;
-    line_buffer[45] = 32'd0;
-    line_buffer[46] = 32'd0;
-    line_buffer[47] = 32'd0;
-    line_buffer[48] = 32'd0;
-    line_buffer[49] = 32'd0;
-    line_buffer[50] = 32'd0;
-    line_buffer[51] = 32'd0;
-    line_buffer[52] = 32'd0;
-    line_buffer[53] = 32'd0;
-    line_buffer[54] = 32'd0;
-    line_buffer[55] = 32'd0;
-    line_buffer[56] = 32'd0;
-    line_buffer[57] = 32'd0;
-    line_buffer[58] = 32'd0;
-    line_buffer[59] = 32'd0;
-    line_buffer[60] = 32'd0;
-    line_buffer[61] = 32'd0;
-    line_buffer[62] = 32'd0;
-    line_buffer[63] = 32'd0;
-    line_buffer[64] = 32'd0;
-    line_buffer[65] = 32'd0;
-    line_buffer[66] = 32'd0;
-    line_buffer[67] = 32'd0;
-    line_buffer[68] = 32'd0;
-    line_buffer[69] = 32'd0;
-    line_buffer[70] = 32'd0;
-    line_buffer[71] = 32'd0;
-    line_buffer[72] = 32'd0;
-    line_buffer[73] = 32'd0;
-    line_buffer[74] = 32'd0;
-    line_buffer[75] = 32'd0;
-    line_buffer[76] = 32'd0;
-    line_buffer[77] = 32'd0;
-    line_buffer[78] = 32'd0;
-    line_buffer[79] = 32'd0;
-    line_buffer[80] = 32'd0;
-    line_buffer[81] = 32'd0;
-    line_buffer[82] = 32'd0;
-    line_buffer[83] = 32'd0;
-    line_buffer[84] = 32'd0;
-    line_buffer[85] = 32'd0;
-    line_buffer[86] = 32'd0;
-    line_buffer[87] = 32'd0;
-    line_buffer[88] = 32'd0;
-    line_buffer[89] = 32'd0;
-    line_buffer[90] = 32'd0;
-    line_buffer[91] = 32'd0;
-    line_buffer[92] = 32'd0;
-    line_buffer[93] = 32'd0;
-    line_buffer[94] = 32'd0;
-    line_buffer[95] = 32'd0;
-    line_buffer[96] = 32'd0;
-    line_buffer[97] = 32'd0;
-    line_buffer[98] = 32'd0;
-    line_buffer[99] = 32'd0;
-    line_buffer[100] = 32'd0;
-    line_buffer[101] = 32'd0;
-    line_buffer[102] = 32'd0;
-    line_buffer[103] = 32'd0;
-    line_buffer[104] = 32'd0;
-    line_buffer[105] = 32'd0;
-    line_buffer[106] = 32'd0;
-    line_buffer[107] = 32'd0;
-    line_buffer[108] = 32'd0;
-    line_buffer[109] = 32'd0;
-    line_buffer[110] = 32'd0;
-    line_buffer[111] = 32'd0;
-    line_buffer[112] = 32'd0;
-    line_buffer[113] = 32'd0;
-    line_buffer[114] = 32'd0;
-    line_buffer[115] = 32'd0;
-    line_buffer[116] = 32'd0;
-    line_buffer[117] = 32'd0;
-    line_buffer[118] = 32'd0;
-    line_buffer[119] = 32'd0;
-    line_buffer[120] = 32'd0;
-    line_buffer[121] = 32'd0;
-    line_buffer[122] = 32'd0;
-    line_buffer[123] = 32'd0;
-    line_buffer[124] = 32'd0;
-    line_buffer[125] = 32'd0;
-    line_buffer[126] = 32'd0;
-    line_buffer[127] = 32'd0;
-    line_buffer[128] = 32'd0;
-    line_buffer[129] = 32'd0;
-    line_buffer[130] = 32'd0;
-    line_buffer[131] = 32'd0;
-    line_buffer[132] = 32'd0;
-    line_buffer[133] = 32'd0;
-    line_buffer[134] = 32'd0;
-    line_buffer[135] = 32'd0;
-    line_buffer[136] = 32'd0;
-    line_buffer[137] = 32'd0;
-    line_buffer[138] = 32'd0;
-    line_buffer[139] = 32'd0;
-    line_buffer[140] = 32'd0;
-    line_buffer[141] = 32'd0;
-    line_buffer[142] = 32'd0;
-    line_buffer[143] = 32'd0;
-    line_buffer[144] = 32'd0;
-    line_buffer[145] = 32'd0;
-    line_buffer[146] = 32'd0;
-    line_buffer[147] = 32'd0;
-    line_buffer[148] = 32'd0;
-    line_buffer[149] = 32'd0;
-    line_buffer[150] = 32'd0;
-    line_buffer[151] = 32'd0;
-    line_buffer[152] = 32'd0;
-    line_buffer[153] = 32'd0;
-    line_buffer[154] = 32'd0;
-    line_buffer[155] = 32'd0;
-    line_buffer[156] = 32'd0;
-    line_buffer[157] = 32'd0;
-    line_buffer[158] = 32'd0;
-    line_buffer[159] = 32'd0;
-    line_buffer[160] = 32'd0;
-    line_buffer[161] = 32'd0;
-    line_buffer[162] = 32'd0;
-    line_buffer[163] = 32'd0;
-    line_buffer[164] = 32'd0;
-    line_buffer[165] = 32'd0;
-    line_buffer[166] = 32'd0;
-    line_buffer[167] = 32'd0;
-    line_buffer[168] = 32'd0;
-    line_buffer[169] = 32'd0;
-    line_buffer[170] = 32'd0;
-    line_buffer[171] = 32'd0;
-    line_buffer[172] = 32'd0;
-    line_buffer[173] = 32'd0;
-    line_buffer[174] = 32'd0;
-    line_buffer[175] = 32'd0;
-    line_buffer[176] = 32'd0;
-    line_buffer[177] = 32'd0;
-    line_buffer[178] = 32'd0;
-    line_buffer[179] = 32'd0;
-    line_buffer[180] = 32'd0;
-    line_buffer[181] = 32'd0;
-    line_buffer[182] = 32'd0;
-    line_buffer[183] = 32'd0;
-    line_buffer[184] = 32'd0;
-    line_buffer[185] = 32'd0;
-    line_buffer[186] = 32'd0;
-    line_buffer[187] = 32'd0;
-    line_buffer[188] = 32'd0;
-    line_buffer[189] = 32'd0;
-    line_buffer[190] = 32'd0;
-    line_buffer[191] = 32'd0;
-    line_buffer[192] = 32'd0;
-    line_buffer[193] = 32'd0;
-    line_buffer[194] = 32'd0;
-    line_buffer[195] = 32'd0;
-    line_buffer[196] = 32'd0;
-    line_buffer[197] = 32'd0;
-    line_buffer[198] = 32'd0;
-    line_buffer[199] = 32'd0;
-    line_buffer[200] = 32'd0;
-    line_buffer[201] = 32'd0;
-    line_buffer[202] = 32'd0;
-    line_buffer[203] = 32'd0;
-    line_buffer[204] = 32'd0;
-    line_buffer[205] = 32'd0;
-    line_buffer[206] = 32'd0;
-    line_buffer[207] = 32'd0;
-    line_buffer[208] = 32'd0;
-    line_buffer[209] = 32'd0;
-    line_buffer[210] = 32'd0;
-    line_buffer[211] = 32'd0;
-    line_buffer[212] = 32'd0;
-    line_buffer[213] = 32'd0;
-    line_buffer[214] = 32'd0;
-    line_buffer[215] = 32'd0;
-    line_buffer[216] = 32'd0;
-    line_buffer[217] = 32'd0;
-    line_buffer[218] = 32'd0;
-    line_buffer[219] = 32'd0;
-    line_buffer[220] = 32'd0;
-    line_buffer[221] = 32'd0;
-    line_buffer[222] = 32'd0;
-    line_buffer[223] = 32'd0;
-    line_buffer[224] = 32'd0;
-    line_buffer[225] = 32'd0;
-    line_buffer[226] = 32'd0;
-    line_buffer[227] = 32'd0;
-    line_buffer[228] = 32'd0;
-    line_buffer[229] = 32'd0;
-    line_buffer[230] = 32'd0;
-    line_buffer[231] = 32'd0;
-    line_buffer[232] = 32'd0;
-    line_buffer[233] = 32'd0;
-    line_buffer[234] = 32'd0;
-    line_buffer[235] = 32'd0;
-    line_buffer[236] = 32'd0;
-    line_buffer[237] = 32'd0;
-    line_buffer[238] = 32'd0;
-    line_buffer[239] = 32'd0;
-    line_buffer[240] = 32'd0;
-    line_buffer[241] = 32'd0;
-    line_buffer[242] = 32'd0;
-    line_buffer[243] = 32'd0;
-    line_buffer[244] = 32'd0;
-    line_buffer[245] = 32'd0;
-    line_buffer[246] = 32'd0;
-    line_buffer[247] = 32'd0;
-    line_buffer[248] = 32'd0;
-    line_buffer[249] = 32'd0;
-    line_buffer[250] = 32'd0;
-    line_buffer[251] = 32'd0;
-    line_buffer[252] = 32'd0;
-    line_buffer[253] = 32'd0;
-    line_buffer[254] = 32'd0;
-    line_buffer[255] = 32'd0;
-    line_buffer[256] = 32'd0;
-    line_buffer[257] = 32'd0;
-    line_buffer[258] = 32'd0;
-    line_buffer[259] = 32'd0;
-    line_buffer[260] = 32'd0;
-    line_buffer[261] = 32'd0;
-    line_buffer[262] = 32'd0;
-    line_buffer[263] = 32'd0;
-    line_buffer[264] = 32'd0;
-    line_buffer[265] = 32'd0;
-    line_buffer[266] = 32'd0;
-    line_buffer[267] = 32'd0;
-    line_buffer[268] = 32'd0;
-    line_buffer[269] = 32'd0;
-    line_buffer[270] = 32'd0;
-    line_buffer[271] = 32'd0;
-    line_buffer[272] = 32'd0;
-    line_buffer[273] = 32'd0;
-    line_buffer[274] = 32'd0;
-    line_buffer[275] = 32'd0;
-    line_buffer[276] = 32'd0;
-    line_buffer[277] = 32'd0;
-    line_buffer[278] = 32'd0;
-    line_buffer[279] = 32'd0;
-    line_buffer[280] = 32'd0;
-    line_buffer[281] = 32'd0;
-    line_buffer[282] = 32'd0;
-    line_buffer[283] = 32'd0;
-    line_buffer[284] = 32'd0;
-    line_buffer[285] = 32'd0;
-    line_buffer[286] = 32'd0;
-    line_buffer[287] = 32'd0;
-    line_buffer[288] = 32'd0;
-    line_buffer[289] = 32'd0;
-    line_buffer[290] = 32'd0;
-    line_buffer[291] = 32'd0;
-    line_buffer[292] = 32'd0;
-    line_buffer[293] = 32'd0;
-    line_buffer[294] = 32'd0;
-    line_buffer[295] = 32'd0;
-    line_buffer[296] = 32'd0;
-    line_buffer[297] = 32'd0;
-    line_buffer[298] = 32'd0;
-    line_buffer[299] = 32'd0;
-    line_buffer[300] = 32'd0;
-    line_buffer[301] = 32'd0;
-    line_buffer[302] = 32'd0;
-    line_buffer[303] = 32'd0;
-    line_buffer[304] = 32'd0;
-    line_buffer[305] = 32'd0;
-    line_buffer[306] = 32'd0;
-    line_buffer[307] = 32'd0;
-    line_buffer[308] = 32'd0;
-    line_buffer[309] = 32'd0;
-    line_buffer[310] = 32'd0;
-    line_buffer[311] = 32'd0;
-    line_buffer[312] = 32'd0;
-    line_buffer[313] = 32'd0;
-    line_buffer[314] = 32'd0;
-    line_buffer[315] = 32'd0;
-    line_buffer[316] = 32'd0;
-    line_buffer[317] = 32'd0;
-    line_buffer[318] = 32'd0;
-    line_buffer[319] = 32'd0;
-    line_buffer[320] = 32'd0;
-    line_buffer[321] = 32'd0;
-    line_buffer[322] = 32'd0;
-    line_buffer[323] = 32'd0;
-    line_buffer[324] = 32'd0;
-    line_buffer[325] = 32'd0;
-    line_buffer[326] = 32'd0;
-    line_buffer[327] = 32'd0;
-    line_buffer[328] = 32'd0;
-    line_buffer[329] = 32'd0;
-    line_buffer[330] = 32'd0;
-    line_buffer[331] = 32'd0;
-    line_buffer[332] = 32'd0;
-    line_buffer[333] = 32'd0;
-    line_buffer[334] = 32'd0;
-    line_buffer[335] = 32'd0;
-    line_buffer[336] = 32'd0;
-    line_buffer[337] = 32'd0;
-    line_buffer[338] = 32'd0;
-    line_buffer[339] = 32'd0;
-    line_buffer[340] = 32'd0;
-    line_buffer[341] = 32'd0;
-    line_buffer[342] = 32'd0;
-    line_buffer[343] = 32'd0;
-    line_buffer[344] = 32'd0;
-    line_buffer[345] = 32'd0;
-    line_buffer[346] = 32'd0;
-    line_buffer[347] = 32'd0;
-    line_buffer[348] = 32'd0;
-    line_buffer[349] = 32'd0;
-    line_buffer[350] = 32'd0;
-    line_buffer[351] = 32'd0;
-    line_buffer[352] = 32'd0;
-    line_buffer[353] = 32'd0;
-    line_buffer[354] = 32'd0;
-    line_buffer[355] = 32'd0;
-    line_buffer[356] = 32'd0;
-    line_buffer[357] = 32'd0;
-    line_buffer[358] = 32'd0;
-    line_buffer[359] = 32'd0;
-    line_buffer[360] = 32'd0;
-    line_buffer[361] = 32'd0;
-    line_buffer[362] = 32'd0;
-    line_buffer[363] = 32'd0;
-    line_buffer[364] = 32'd0;
-    line_buffer[365] = 32'd0;
-    line_buffer[366] = 32'd0;
-    line_buffer[367] = 32'd0;
-    line_buffer[368] = 32'd0;
-    line_buffer[369] = 32'd0;
-    line_buffer[370] = 32'd0;
-    line_buffer[371] = 32'd0;
-    line_buffer[372] = 32'd0;
-    line_buffer[373] = 32'd0;
-    line_buffer[374] = 32'd0;
-    line_buffer[375] = 32'd0;
-    line_buffer[376] = 32'd0;
-    line_buffer[377] = 32'd0;
-    line_buffer[378] = 32'd0;
-    line_buffer[379] = 32'd0;
-    line_buffer[380] = 32'd0;
-    line_buffer[381] = 32'd0;
-    line_buffer[382] = 32'd0;
-    line_buffer[383] = 32'd0;
-    line_buffer[384] = 32'd0;
-    line_buffer[385] = 32'd0;
-    line_buffer[386] = 32'd0;
-    line_buffer[387] = 32'd0;
-    line_buffer[388] = 32'd0;
-    line_buffer[389] = 32'd0;
-    line_buffer[390] = 32'd0;
-    line_buffer[391] = 32'd0;
-    line_buffer[392] = 32'd0;
-    line_buffer[393] = 32'd0;
-    line_buffer[394] = 32'd0;
-    line_buffer[395] = 32'd0;
-    line_buffer[396] = 32'd0;
-    line_buffer[397] = 32'd0;
-    line_buffer[398] = 32'd0;
-    line_buffer[399] = 32'd0;
-    line_buffer[400] = 32'd0;
-    line_buffer[401] = 32'd0;
-    line_buffer[402] = 32'd0;
-    line_buffer[403] = 32'd0;
-    line_buffer[404] = 32'd0;
-    line_buffer[405] = 32'd0;
-    line_buffer[406] = 32'd0;
-    line_buffer[407] = 32'd0;
-    line_buffer[408] = 32'd0;
-    line_buffer[409] = 32'd0;
-    line_buffer[410] = 32'd0;
-    line_buffer[411] = 32'd0;
-    line_buffer[412] = 32'd0;
-    line_buffer[413] = 32'd0;
-    line_buffer[414] = 32'd0;
-    line_buffer[415] = 32'd0;
-    line_buffer[416] = 32'd0;
-    line_buffer[417] = 32'd0;
-    line_buffer[418] = 32'd0;
-    line_buffer[419] = 32'd0;
-    line_buffer[420] = 32'd0;
-    line_buffer[421] = 32'd0;
-    line_buffer[422] = 32'd0;
-    line_buffer[423] = 32'd0;
-    line_buffer[424] = 32'd0;
-    line_buffer[425] = 32'd0;
-    line_buffer[426] = 32'd0;
-    line_buffer[427] = 32'd0;
-    line_buffer[428] = 32'd0;
-    line_buffer[429] = 32'd0;
-    line_buffer[430] = 32'd0;
-    line_buffer[431] = 32'd0;
-    line_buffer[432] = 32'd0;
-    line_buffer[433] = 32'd0;
-    line_buffer[434] = 32'd0;
-    line_buffer[435] = 32'd0;
-    line_buffer[436] = 32'd0;
-    line_buffer[437] = 32'd0;
-    line_buffer[438] = 32'd0;
-    line_buffer[439] = 32'd0;
-    line_buffer[440] = 32'd0;
-    line_buffer[441] = 32'd0;
-    line_buffer[442] = 32'd0;
-    line_buffer[443] = 32'd0;
-    line_buffer[444] = 32'd0;
-    line_buffer[445] = 32'd0;
-    line_buffer[446] = 32'd0;
-    line_buffer[447] = 32'd0;
-    line_buffer[448] = 32'd0;
-    line_buffer[449] = 32'd0;
-    line_buffer[450] = 32'd0;
-    line_buffer[451] = 32'd0;
-    line_buffer[452] = 32'd0;
-    line_buffer[453] = 32'd0;
-    line_buffer[454] = 32'd0;
-    line_buffer[455] = 32'd0;
-    line_buffer[456] = 32'd0;
-    line_buffer[457] = 32'd0;
-    line_buffer[458] = 32'd0;
-    line_buffer[459] = 32'd0;
-    line_buffer[460] = 32'd0;
-    line_buffer[461] = 32'd0;
-    line_buffer[462] = 32'd0;
-    line_buffer[463] = 32'd0;
-    line_buffer[464] = 32'd0;
-    line_buffer[465] = 32'd0;
-    line_buffer[466] = 32'd0;
-    line_buffer[467] = 32'd0;
-    line_buffer[468] = 32'd0;
-    line_buffer[469] = 32'd0;
-    line_buffer[470] = 32'd0;
-    line_buffer[471] = 32'd0;
-    line_buffer[472] = 32'd0;
-    line_buffer[473] = 32'd0;
-    line_buffer[474] = 32'd0;
-    line_buffer[475] = 32'd0;
-    line_buffer[476] = 32'd0;
-    line_buffer[477] = 32'd0;
-    line_buffer[478] = 32'd0;
-    line_buffer[479] = 32'd0;
-    line_buffer[480] = 32'd0;
-    line_buffer[481] = 32'd0;
-    line_buffer[482] = 32'd0;
-    line_buffer[483] = 32'd0;
-    line_buffer[484] = 32'd0;
-    line_buffer[485] = 32'd0;
-    line_buffer[486] = 32'd0;
-    line_buffer[487] = 32'd0;
-    line_buffer[488] = 32'd0;
-    line_buffer[489] = 32'd0;
-    line_buffer[490] = 32'd0;
-    line_buffer[491] = 32'd0;
-    line_buffer[492] = 32'd0;
-    line_buffer[493] = 32'd0;
-    line_buffer[494] = 32'd0;
-    line_buffer[495] = 32'd0;
-    line_buffer[496] = 32'd0;
-    line_buffer[497] = 32'd0;
-    line_buffer[498] = 32'd0;
-    line_buffer[499] = 32'd0;
-    line_buffer[500] = 32'd0;
-    line_buffer[501] = 32'd0;
-    line_buffer[502] = 32'd0;
-    line_buffer[503] = 32'd0;
-    line_buffer[504] = 32'd0;
-    line_buffer[505] = 32'd0;
-    line_buffer[506] = 32'd0;
-    line_buffer[507] = 32'd0;
-    line_buffer[508] = 32'd0;
-    line_buffer[509] = 32'd0;
-    line_buffer[510] = 32'd0;
-    line_buffer[511] = 32'd0;
-    line_buffer[512] = 32'd0;
-    line_buffer[513] = 32'd0;
-    line_buffer[514] = 32'd0;
-    line_buffer[515] = 32'd0;
-    line_buffer[516] = 32'd0;
-    line_buffer[517] = 32'd0;
-    line_buffer[518] = 32'd0;
-    line_buffer[519] = 32'd0;
-    line_buffer[520] = 32'd0;
-    line_buffer[521] = 32'd0;
-    line_buffer[522] = 32'd0;
-    line_buffer[523] = 32'd0;
-    line_buffer[524] = 32'd0;
-    line_buffer[525] = 32'd0;
-    line_buffer[526] = 32'd0;
-    line_buffer[527] = 32'd0;
-    line_buffer[528] = 32'd0;
-    line_buffer[529] = 32'd0;
-    line_buffer[530] = 32'd0;
-    line_buffer[531] = 32'd0;
-    line_buffer[532] = 32'd0;
-    line_buffer[533] = 32'd0;
-    line_buffer[534] = 32'd0;
-    line_buffer[535] = 32'd0;
-    line_buffer[536] = 32'd0;
-    line_buffer[537] = 32'd0;
-    line_buffer[538] = 32'd0;
-    line_buffer[539] = 32'd0;
-    line_buffer[540] = 32'd0;
-    line_buffer[541] = 32'd0;
-    line_buffer[542] = 32'd0;
-    line_buffer[543] = 32'd0;
-    line_buffer[544] = 32'd0;
-    line_buffer[545] = 32'd0;
-    line_buffer[546] = 32'd0;
-    line_buffer[547] = 32'd0;
-    line_buffer[548] = 32'd0;
-    line_buffer[549] = 32'd0;
-    line_buffer[550] = 32'd0;
-    line_buffer[551] = 32'd0;
-    line_buffer[552] = 32'd0;
-    line_buffer[553] = 32'd0;
-    line_buffer[554] = 32'd0;
-    line_buffer[555] = 32'd0;
-    line_buffer[556] = 32'd0;
-    line_buffer[557] = 32'd0;
-    line_buffer[558] = 32'd0;
-    line_buffer[559] = 32'd0;
-    line_buffer[560] = 32'd0;
-    line_buffer[561] = 32'd0;
-    line_buffer[562] = 32'd0;
-    line_buffer[563] = 32'd0;
-    line_buffer[564] = 32'd0;
-    line_buffer[565] = 32'd0;
-    line_buffer[566] = 32'd0;
-    line_buffer[567] = 32'd0;
-    line_buffer[568] = 32'd0;
-    line_buffer[569] = 32'd0;
-    line_buffer[570] = 32'd0;
-    line_buffer[571] = 32'd0;
-    line_buffer[572] = 32'd0;
-    line_buffer[573] = 32'd0;
-    line_buffer[574] = 32'd0;
-    line_buffer[575] = 32'd0;
-    line_buffer[576] = 32'd0;
-    line_buffer[577] = 32'd0;
-    line_buffer[578] = 32'd0;
-    line_buffer[579] = 32'd0;
-    line_buffer[580] = 32'd0;
-    line_buffer[581] = 32'd0;
-    line_buffer[582] = 32'd0;
-    line_buffer[583] = 32'd0;
-    line_buffer[584] = 32'd0;
-    line_buffer[585] = 32'd0;
-    line_buffer[586] = 32'd0;
-    line_buffer[587] = 32'd0;
-    line_buffer[588] = 32'd0;
-    line_buffer[589] = 32'd0;
-    line_buffer[590] = 32'd0;
-    line_buffer[591] = 32'd0;
-    line_buffer[592] = 32'd0;
-    line_buffer[593] = 32'd0;
-    line_buffer[594] = 32'd0;
-    line_buffer[595] = 32'd0;
-    line_buffer[596] = 32'd0;
-    line_buffer[597] = 32'd0;
-    line_buffer[598] = 32'd0;
-    line_buffer[599] = 32'd0;
-    line_buffer[600] = 32'd0;
-    line_buffer[601] = 32'd0;
-    line_buffer[602] = 32'd0;
-    line_buffer[603] = 32'd0;
-    line_buffer[604] = 32'd0;
-    line_buffer[605] = 32'd0;
-    line_buffer[606] = 32'd0;
-    line_buffer[607] = 32'd0;
-    line_buffer[608] = 32'd0;
-    line_buffer[609] = 32'd0;
-    line_buffer[610] = 32'd0;
-    line_buffer[611] = 32'd0;
-    line_buffer[612] = 32'd0;
-    line_buffer[613] = 32'd0;
-    line_buffer[614] = 32'd0;
-    line_buffer[615] = 32'd0;
-    line_buffer[616] = 32'd0;
-    line_buffer[617] = 32'd0;
-    line_buffer[618] = 32'd0;
-    line_buffer[619] = 32'd0;
-    line_buffer[620] = 32'd0;
-    line_buffer[621] = 32'd0;
-    line_buffer[622] = 32'd0;
-    line_buffer[623] = 32'd0;
-    line_buffer[624] = 32'd0;
-    line_buffer[625] = 32'd0;
-    line_buffer[626] = 32'd0;
-    line_buffer[627] = 32'd0;
-    line_buffer[628] = 32'd0;
-    line_buffer[629] = 32'd0;
-    line_buffer[630] = 32'd0;
-    line_buffer[631] = 32'd0;
-    line_buffer[632] = 32'd0;
-    line_buffer[633] = 32'd0;
-    line_buffer[634] = 32'd0;
-    line_buffer[635] = 32'd0;
-    line_buffer[636] = 32'd0;
-    line_buffer[637] = 32'd0;
-    line_buffer[638] = 32'd0;
-    line_buffer[639] = 32'd0;
-    line_buffer[640] = 32'd0;
-    line_buffer[641] = 32'd0;
-    line_buffer[642] = 32'd0;
-    line_buffer[643] = 32'd0;
-    line_buffer[644] = 32'd0;
-    line_buffer[645] = 32'd0;
-    line_buffer[646] = 32'd0;
-    line_buffer[647] = 32'd0;
-    line_buffer[648] = 32'd0;
-    line_buffer[649] = 32'd0;
-    line_buffer[650] = 32'd0;
-    line_buffer[651] = 32'd0;
-    line_buffer[652] = 32'd0;
-    line_buffer[653] = 32'd0;
-    line_buffer[654] = 32'd0;
-    line_buffer[655] = 32'd0;
-    line_buffer[656] = 32'd0;
-    line_buffer[657] = 32'd0;
-    line_buffer[658] = 32'd0;
-    line_buffer[659] = 32'd0;
-    line_buffer[660] = 32'd0;
-    line_buffer[661] = 32'd0;
-    line_buffer[662] = 32'd0;
-    line_buffer[663] = 32'd0;
-    line_buffer[664] = 32'd0;
-    line_buffer[665] = 32'd0;
-    line_buffer[666] = 32'd0;
-    line_buffer[667] = 32'd0;
-    line_buffer[668] = 32'd0;
-    line_buffer[669] = 32'd0;
-    line_buffer[670] = 32'd0;
-    line_buffer[671] = 32'd0;
-    line_buffer[672] = 32'd0;
-    line_buffer[673] = 32'd0;
-    line_buffer[674] = 32'd0;
-    line_buffer[675] = 32'd0;
-    line_buffer[676] = 32'd0;
-    line_buffer[677] = 32'd0;
-    line_buffer[678] = 32'd0;
-    line_buffer[679] = 32'd0;
-    line_buffer[680] = 32'd0;
-    line_buffer[681] = 32'd0;
-    line_buffer[682] = 32'd0;
-    line_buffer[683] = 32'd0;
-    line_buffer[684] = 32'd0;
-    line_buffer[685] = 32'd0;
-    line_buffer[686] = 32'd0;
-    line_buffer[687] = 32'd0;
-    line_buffer[688] = 32'd0;
-    line_buffer[689] = 32'd0;
-    line_buffer[690] = 32'd0;
-    line_buffer[691] = 32'd0;
-    line_buffer[692] = 32'd0;
-    line_buffer[693] = 32'd0;
-    line_buffer[694] = 32'd0;
-    line_buffer[695] = 32'd0;
-    line_buffer[696] = 32'd0;
-    line_buffer[697] = 32'd0;
-    line_buffer[698] = 32'd0;
-    line_buffer[699] = 32'd0;
-    line_buffer[700] = 32'd0;
-    line_buffer[701] = 32'd0;
-    line_buffer[702] = 32'd0;
-    line_buffer[703] = 32'd0;
-    line_buffer[704] = 32'd0;
-    line_buffer[705] = 32'd0;
-    line_buffer[706] = 32'd0;
-    line_buffer[707] = 32'd0;
-    line_buffer[708] = 32'd0;
-    line_buffer[709] = 32'd0;
-    line_buffer[710] = 32'd0;
-    line_buffer[711] = 32'd0;
-    line_buffer[712] = 32'd0;
-    line_buffer[713] = 32'd0;
-    line_buffer[714] = 32'd0;
-    line_buffer[715] = 32'd0;
-    line_buffer[716] = 32'd0;
-    line_buffer[717] = 32'd0;
-    line_buffer[718] = 32'd0;
-    line_buffer[719] = 32'd0;
-    line_buffer[720] = 32'd0;
-    line_buffer[721] = 32'd0;
-    line_buffer[722] = 32'd0;
-    line_buffer[723] = 32'd0;
-    line_buffer[724] = 32'd0;
-    line_buffer[725] = 32'd0;
-    line_buffer[726] = 32'd0;
-    line_buffer[727] = 32'd0;
-    line_buffer[728] = 32'd0;
-    line_buffer[729] = 32'd0;
-    line_buffer[730] = 32'd0;
-    line_buffer[731] = 32'd0;
-    line_buffer[732] = 32'd0;
-    line_buffer[733] = 32'd0;
-    line_buffer[734] = 32'd0;
-    line_buffer[735] = 32'd0;
-    line_buffer[736] = 32'd0;
-    line_buffer[737] = 32'd0;
-    line_buffer[738] = 32'd0;
-    line_buffer[739] = 32'd0;
-    line_buffer[740] = 32'd0;
-    line_buffer[741] = 32'd0;
-    line_buffer[742] = 32'd0;
-    line_buffer[743] = 32'd0;
-    line_buffer[744] = 32'd0;
-    line_buffer[745] = 32'd0;
-    line_buffer[746] = 32'd0;
-    line_buffer[747] = 32'd0;
-    line_buffer[748] = 32'd0;
-    line_buffer[749] = 32'd0;
-    line_buffer[750] = 32'd0;
-    line_buffer[751] = 32'd0;
-    line_buffer[752] = 32'd0;
-    line_buffer[753] = 32'd0;
-    line_buffer[754] = 32'd0;
-    line_buffer[755] = 32'd0;
-    line_buffer[756] = 32'd0;
-    line_buffer[757] = 32'd0;
-    line_buffer[758] = 32'd0;
-    line_buffer[759] = 32'd0;
-    line_buffer[760] = 32'd0;
-    line_buffer[761] = 32'd0;
-    line_buffer[762] = 32'd0;
-    line_buffer[763] = 32'd0;
-    line_buffer[764] = 32'd0;
-    line_buffer[765] = 32'd0;
-    line_buffer[766] = 32'd0;
-    line_buffer[767] = 32'd0;
-    line_buffer[768] = 32'd0;
-    line_buffer[769] = 32'd0;
-    line_buffer[770] = 32'd0;
-    line_buffer[771] = 32'd0;
-    line_buffer[772] = 32'd0;
-    line_buffer[773] = 32'd0;
-    line_buffer[774] = 32'd0;
-    line_buffer[775] = 32'd0;
-    line_buffer[776] = 32'd0;
-    line_buffer[777] = 32'd0;
-    line_buffer[778] = 32'd0;
-    line_buffer[779] = 32'd0;
-    line_buffer[780] = 32'd0;
-    line_buffer[781] = 32'd0;
-    line_buffer[782] = 32'd0;
-    line_buffer[783] = 32'd0;
-    line_buffer[784] = 32'd0;
-    line_buffer[785] = 32'd0;
-    line_buffer[786] = 32'd0;
-    line_buffer[787] = 32'd0;
-    line_buffer[788] = 32'd0;
-    line_buffer[789] = 32'd0;
-    line_buffer[790] = 32'd0;
-    line_buffer[791] = 32'd0;
-    line_buffer[792] = 32'd0;
-    line_buffer[793] = 32'd0;
-    line_buffer[794] = 32'd0;
-    line_buffer[795] = 32'd0;
-    line_buffer[796] = 32'd0;
-    line_buffer[797] = 32'd0;
-    line_buffer[798] = 32'd0;
-    line_buffer[799] = 32'd0;
-    line_buffer[800] = 32'd0;
-    line_buffer[801] = 32'd0;
-    line_buffer[802] = 32'd0;
-    line_buffer[803] = 32'd0;
-    line_buffer[804] = 32'd0;
-    line_buffer[805] = 32'd0;
-    line_buffer[806] = 32'd0;
-    line_buffer[807] = 32'd0;
-    line_buffer[808] = 32'd0;
-    line_buffer[809] = 32'd0;
-    line_buffer[810] = 32'd0;
-    line_buffer[811] = 32'd0;
-    line_buffer[812] = 32'd0;
-    line_buffer[813] = 32'd0;
-    line_buffer[814] = 32'd0;
-    line_buffer[815] = 32'd0;
-    line_buffer[816] = 32'd0;
-    line_buffer[817] = 32'd0;
-    line_buffer[818] = 32'd0;
-    line_buffer[819] = 32'd0;
-    line_buffer[820] = 32'd0;
-    line_buffer[821] = 32'd0;
-    line_buffer[822] = 32'd0;
-    line_buffer[823] = 32'd0;
-    line_buffer[824] = 32'd0;
-    line_buffer[825] = 32'd0;
-    line_buffer[826] = 32'd0;
-    line_buffer[827] = 32'd0;
-    line_buffer[828] = 32'd0;
-    line_buffer[829] = 32'd0;
-    line_buffer[830] = 32'd0;
-    line_buffer[831] = 32'd0;
-    line_buffer[832] = 32'd0;
-    line_buffer[833] = 32'd0;
-    line_buffer[834] = 32'd0;
-    line_buffer[835] = 32'd0;
-    line_buffer[836] = 32'd0;
-    line_buffer[837] = 32'd0;
-    line_buffer[838] = 32'd0;
-    line_buffer[839] = 32'd0;
-    line_buffer[840] = 32'd0;
-    line_buffer[841] = 32'd0;
-    line_buffer[842] = 32'd0;
-    line_buffer[843] = 32'd0;
-    line_buffer[844] = 32'd0;
-    line_buffer[845] = 32'd0;
-    line_buffer[846] = 32'd0;
-    line_buffer[847] = 32'd0;
-    line_buffer[848] = 32'd0;
-    line_buffer[849] = 32'd0;
-    line_buffer[850] = 32'd0;
-    line_buffer[851] = 32'd0;
-    line_buffer[852] = 32'd0;
-    line_buffer[853] = 32'd0;
-    line_buffer[854] = 32'd0;
-    line_buffer[855] = 32'd0;
-    line_buffer[856] = 32'd0;
-    line_buffer[857] = 32'd0;
-    line_buffer[858] = 32'd0;
-    line_buffer[859] = 32'd0;
-    line_buffer[860] = 32'd0;
-    line_buffer[861] = 32'd0;
-    line_buffer[862] = 32'd0;
-    line_buffer[863] = 32'd0;
-    line_buffer[864] = 32'd0;
-    line_buffer[865] = 32'd0;
-    line_buffer[866] = 32'd0;
-    line_buffer[867] = 32'd0;
-    line_buffer[868] = 32'd0;
-    line_buffer[869] = 32'd0;
-    line_buffer[870] = 32'd0;
-    line_buffer[871] = 32'd0;
-    line_buffer[872] = 32'd0;
-    line_buffer[873] = 32'd0;
-    line_buffer[874] = 32'd0;
-    line_buffer[875] = 32'd0;
-    line_buffer[876] = 32'd0;
-    line_buffer[877] = 32'd0;
-    line_buffer[878] = 32'd0;
-    line_buffer[879] = 32'd0;
-    line_buffer[880] = 32'd0;
-    line_buffer[881] = 32'd0;
-    line_buffer[882] = 32'd0;
-    line_buffer[883] = 32'd0;
-    line_buffer[884] = 32'd0;
-    line_buffer[885] = 32'd0;
-    line_buffer[886] = 32'd0;
-    line_buffer[887] = 32'd0;
-    line_buffer[888] = 32'd0;
-    line_buffer[889] = 32'd0;
-    line_buffer[890] = 32'd0;
-    line_buffer[891] = 32'd0;
-    line_buffer[892] = 32'd0;
-    line_buffer[893] = 32'd0;
-    line_buffer[894] = 32'd0;
-    line_buffer[895] = 32'd0;
-    line_buffer[896] = 32'd0;
-    line_buffer[897] = 32'd0;
-    line_buffer[898] = 32'd0;
-    line_buffer[899] = 32'd0;
-    line_buffer[900] = 32'd0;
-    line_buffer[901] = 32'd0;
-    line_buffer[902] = 32'd0;
-    line_buffer[903] = 32'd0;
-    line_buffer[904] = 32'd0;
-    line_buffer[905] = 32'd0;
-    line_buffer[906] = 32'd0;
-    line_buffer[907] = 32'd0;
-    line_buffer[908] = 32'd0;
-    line_buffer[909] = 32'd0;
-    line_buffer[910] = 32'd0;
-    line_buffer[911] = 32'd0;
-    line_buffer[912] = 32'd0;
-    line_buffer[913] = 32'd0;
-    line_buffer[914] = 32'd0;
-    line_buffer[915] = 32'd0;
-    line_buffer[916] = 32'd0;
-    line_buffer[917] = 32'd0;
-    line_buffer[918] = 32'd0;
-    line_buffer[919] = 32'd0;
-    line_buffer[920] = 32'd0;
-    line_buffer[921] = 32'd0;
-    line_buffer[922] = 32'd0;
-    line_buffer[923] = 32'd0;
-    line_buffer[924] = 32'd0;
-    line_buffer[925] = 32'd0;
-    line_buffer[926] = 32'd0;
-    line_buffer[927] = 32'd0;
-    line_buffer[928] = 32'd0;
-    line_buffer[929] = 32'd0;
-    line_buffer[930] = 32'd0;
-    line_buffer[931] = 32'd0;
-    line_buffer[932] = 32'd0;
-    line_buffer[933] = 32'd0;
-    line_buffer[934] = 32'd0;
-    line_buffer[935] = 32'd0;
-    line_buffer[936] = 32'd0;
-    line_buffer[937] = 32'd0;
-    line_buffer[938] = 32'd0;
-    line_buffer[939] = 32'd0;
-    line_buffer[940] = 32'd0;
-    line_buffer[941] = 32'd0;
-    line_buffer[942] = 32'd0;
-    line_buffer[943] = 32'd0;
-    line_buffer[944] = 32'd0;
-    line_buffer[945] = 32'd0;
-    line_buffer[946] = 32'd0;
-    line_buffer[947] = 32'd0;
-    line_buffer[948] = 32'd0;
-    line_buffer[949] = 32'd0;
-    line_buffer[950] = 32'd0;
-    line_buffer[951] = 32'd0;
-    line_buffer[952] = 32'd0;
-    line_buffer[953] = 32'd0;
-    line_buffer[954] = 32'd0;
-    line_buffer[955] = 32'd0;
-    line_buffer[956] = 32'd0;
-    line_buffer[957] = 32'd0;
-    line_buffer[958] = 32'd0;
-    line_buffer[959] = 32'd0;
-    line_buffer[960] = 32'd0;
-    line_buffer[961] = 32'd0;
-    line_buffer[962] = 32'd0;
-    line_buffer[963] = 32'd0;
-    line_buffer[964] = 32'd0;
-    line_buffer[965] = 32'd0;
-    line_buffer[966] = 32'd0;
-    line_buffer[967] = 32'd0;
-    line_buffer[968] = 32'd0;
-    line_buffer[969] = 32'd0;
-    line_buffer[970] = 32'd0;
-    line_buffer[971] = 32'd0;
-    line_buffer[972] = 32'd0;
-    line_buffer[973] = 32'd0;
-    line_buffer[974] = 32'd0;
-    line_buffer[975] = 32'd0;
-    line_buffer[976] = 32'd0;
-    line_buffer[977] = 32'd0;
-    line_buffer[978] = 32'd0;
-    line_buffer[979] = 32'd0;
-    line_buffer[980] = 32'd0;
-    line_buffer[981] = 32'd0;
-    line_buffer[982] = 32'd0;
-    line_buffer[983] = 32'd0;
-    line_buffer[984] = 32'd0;
-    line_buffer[985] = 32'd0;
-    line_buffer[986] = 32'd0;
-    line_buffer[987] = 32'd0;
-    line_buffer[988] = 32'd0;
-    line_buffer[989] = 32'd0;
-    line_buffer[990] = 32'd0;
-    line_buffer[991] = 32'd0;
-    line_buffer[992] = 32'd0;
-    line_buffer[993] = 32'd0;
-    line_buffer[994] = 32'd0;
-    line_buffer[995] = 32'd0;
-    line_buffer[996] = 32'd0;
-    line_buffer[997] = 32'd0;
-    line_buffer[998] = 32'd0;
-    line_buffer[999] = 32'd0;
-    line_buffer[1000] = 32'd0;
-    line_buffer[1001] = 32'd0;
-    line_buffer[1002] = 32'd0;
-    line_buffer[1003] = 32'd0;
-    line_buffer[1004] = 32'd0;
-    line_buffer[1005] = 32'd0;
-    line_buffer[1006] = 32'd0;
-    line_buffer[1007] = 32'd0;
-    line_buffer[1008] = 32'd0;
-    line_buffer[1009] = 32'd0;
-    line_buffer[1010] = 32'd0;
-    line_buffer[1011] = 32'd0;
-    line_buffer[1012] = 32'd0;
-    line_buffer[1013] = 32'd0;
-    line_buffer[1014] = 32'd0;
-    line_buffer[1015] = 32'd0;
-    line_buffer[1016] = 32'd0;
-    line_buffer[1017] = 32'd0;
-    line_buffer[1018] = 32'd0;
-    line_buffer[1019] = 32'd0;
-    line_buffer[1020] = 32'd0;
-    line_buffer[1021] = 32'd0;
-    line_buffer[1022] = 32'd0;
-    line_buffer[1023] = 32'd0;
-    line_buffer[1024] = 32'd0;
-    line_buffer[1025] = 32'd0;
-    line_buffer[1026] = 32'd0;
-    line_buffer[1027] = 32'd0;
-    line_buffer[1028] = 32'd0;
-    line_buffer[1029] = 32'd0;
-    line_buffer[1030] = 32'd0;
-    line_buffer[1031] = 32'd0;
-    line_buffer[1032] = 32'd0;
-    line_buffer[1033] = 32'd0;
-    line_buffer[1034] = 32'd0;
-    line_buffer[1035] = 32'd0;
-    line_buffer[1036] = 32'd0;
-    line_buffer[1037] = 32'd0;
-    line_buffer[1038] = 32'd0;
-    line_buffer[1039] = 32'd0;
-    line_buffer[1040] = 32'd0;
-    line_buffer[1041] = 32'd0;
-    line_buffer[1042] = 32'd0;
-    line_buffer[1043] = 32'd0;
-    line_buffer[1044] = 32'd0;
-    line_buffer[1045] = 32'd0;
-    line_buffer[1046] = 32'd0;
-    line_buffer[1047] = 32'd0;
-    line_buffer[1048] = 32'd0;
-    line_buffer[1049] = 32'd0;
-    line_buffer[1050] = 32'd0;
-    line_buffer[1051] = 32'd0;
-    line_buffer[1052] = 32'd0;
-    line_buffer[1053] = 32'd0;
-    line_buffer[1054] = 32'd0;
-    line_buffer[1055] = 32'd0;
-    line_buffer[1056] = 32'd0;
-    line_buffer[1057] = 32'd0;
-    line_buffer[1058] = 32'd0;
-    line_buffer[1059] = 32'd0;
-    line_buffer[1060] = 32'd0;
-    line_buffer[1061] = 32'd0;
-    line_buffer[1062] = 32'd0;
-    line_buffer[1063] = 32'd0;
-    line_buffer[1064] = 32'd0;
-    line_buffer[1065] = 32'd0;
-    line_buffer[1066] = 32'd0;
-    line_buffer[1067] = 32'd0;
-    line_buffer[1068] = 32'd0;
-    line_buffer[1069] = 32'd0;
-    line_buffer[1070] = 32'd0;
-    line_buffer[1071] = 32'd0;
-    line_buffer[1072] = 32'd0;
-    line_buffer[1073] = 32'd0;
-    line_buffer[1074] = 32'd0;
-    line_buffer[1075] = 32'd0;
-    line_buffer[1076] = 32'd0;
-    line_buffer[1077] = 32'd0;
-    line_buffer[1078] = 32'd0;
-    line_buffer[1079] = 32'd0;
-    line_buffer[1080] = 32'd0;
-    line_buffer[1081] = 32'd0;
-    line_buffer[1082] = 32'd0;
-    line_buffer[1083] = 32'd0;
-    line_buffer[1084] = 32'd0;
-    line_buffer[1085] = 32'd0;
-    line_buffer[1086] = 32'd0;
-    line_buffer[1087] = 32'd0;
-    line_buffer[1088] = 32'd0;
-    line_buffer[1089] = 32'd0;
-    line_buffer[1090] = 32'd0;
-    line_buffer[1091] = 32'd0;
-    line_buffer[1092] = 32'd0;
-    line_buffer[1093] = 32'd0;
-    line_buffer[1094] = 32'd0;
-    line_buffer[1095] = 32'd0;
-    line_buffer[1096] = 32'd0;
-    line_buffer[1097] = 32'd0;
-    line_buffer[1098] = 32'd0;
-    line_buffer[1099] = 32'd0;
-    line_buffer[1100] = 32'd0;
-    line_buffer[1101] = 32'd0;
-    line_buffer[1102] = 32'd0;
-    line_buffer[1103] = 32'd0;
-    line_buffer[1104] = 32'd0;
-    line_buffer[1105] = 32'd0;
-    line_buffer[1106] = 32'd0;
-    line_buffer[1107] = 32'd0;
-    line_buffer[1108] = 32'd0;
-    line_buffer[1109] = 32'd0;
-    line_buffer[1110] = 32'd0;
-    line_buffer[1111] = 32'd0;
-    line_buffer[1112] = 32'd0;
-    line_buffer[1113] = 32'd0;
-    line_buffer[1114] = 32'd0;
-    line_buffer[1115] = 32'd0;
-    line_buffer[1116] = 32'd0;
-    line_buffer[1117] = 32'd0;
-    line_buffer[1118] = 32'd0;
-    line_buffer[1119] = 32'd0;
-    line_buffer[1120] = 32'd0;
-    line_buffer[1121] = 32'd0;
-    line_buffer[1122] = 32'd0;
-    line_buffer[1123] = 32'd0;
-    line_buffer[1124] = 32'd0;
-    line_buffer[1125] = 32'd0;
-    line_buffer[1126] = 32'd0;
-    line_buffer[1127] = 32'd0;
-    line_buffer[1128] = 32'd0;
-    line_buffer[1129] = 32'd0;
-    line_buffer[1130] = 32'd0;
-    line_buffer[1131] = 32'd0;
-    line_buffer[1132] = 32'd0;
-    line_buffer[1133] = 32'd0;
-    line_buffer[1134] = 32'd0;
-    line_buffer[1135] = 32'd0;
-    line_buffer[1136] = 32'd0;
-    line_buffer[1137] = 32'd0;
-    line_buffer[1138] = 32'd0;
-    line_buffer[1139] = 32'd0;
-    line_buffer[1140] = 32'd0;
-    line_buffer[1141] = 32'd0;
-    line_buffer[1142] = 32'd0;
-    line_buffer[1143] = 32'd0;
-    line_buffer[1144] = 32'd0;
-    line_buffer[1145] = 32'd0;
-    line_buffer[1146] = 32'd0;
-    line_buffer[1147] = 32'd0;
-    line_buffer[1148] = 32'd0;
-    line_buffer[1149] = 32'd0;
-    line_buffer[1150] = 32'd0;
-    line_buffer[1151] = 32'd0;
-    line_buffer[1152] = 32'd0;
-    line_buffer[1153] = 32'd0;
-    line_buffer[1154] = 32'd0;
-    line_buffer[1155] = 32'd0;
-    line_buffer[1156] = 32'd0;
-    line_buffer[1157] = 32'd0;
-    line_buffer[1158] = 32'd0;
-    line_buffer[1159] = 32'd0;
-    line_buffer[1160] = 32'd0;
-    line_buffer[1161] = 32'd0;
-    line_buffer[1162] = 32'd0;
-    line_buffer[1163] = 32'd0;
-    line_buffer[1164] = 32'd0;
-    line_buffer[1165] = 32'd0;
-    line_buffer[1166] = 32'd0;
-    line_buffer[1167] = 32'd0;
-    line_buffer[1168] = 32'd0;
-    line_buffer[1169] = 32'd0;
-    line_buffer[1170] = 32'd0;
-    line_buffer[1171] = 32'd0;
-    line_buffer[1172] = 32'd0;
-    line_buffer[1173] = 32'd0;
-    line_buffer[1174] = 32'd0;
-    line_buffer[1175] = 32'd0;
-    line_buffer[1176] = 32'd0;
-    line_buffer[1177] = 32'd0;
-    line_buffer[1178] = 32'd0;
-    line_buffer[1179] = 32'd0;
-    line_buffer[1180] = 32'd0;
-    line_buffer[1181] = 32'd0;
-    line_buffer[1182] = 32'd0;
-    line_buffer[1183] = 32'd0;
-    line_buffer[1184] = 32'd0;
-    line_buffer[1185] = 32'd0;
-    line_buffer[1186] = 32'd0;
-    line_buffer[1187] = 32'd0;
-    line_buffer[1188] = 32'd0;
-    line_buffer[1189] = 32'd0;
-    line_buffer[1190] = 32'd0;
-    line_buffer[1191] = 32'd0;
-    line_buffer[1192] = 32'd0;
-    line_buffer[1193] = 32'd0;
-    line_buffer[1194] = 32'd0;
-    line_buffer[1195] = 32'd0;
-    line_buffer[1196] = 32'd0;
-    line_buffer[1197] = 32'd0;
-    line_buffer[1198] = 32'd0;
-    line_buffer[1199] = 32'd0;
-    line_buffer[1200] = 32'd0;
-    line_buffer[1201] = 32'd0;
-    line_buffer[1202] = 32'd0;
-    line_buffer[1203] = 32'd0;
-    line_buffer[1204] = 32'd0;
-    line_buffer[1205] = 32'd0;
-    line_buffer[1206] = 32'd0;
-    line_buffer[1207] = 32'd0;
-    line_buffer[1208] = 32'd0;
-    line_buffer[1209] = 32'd0;
-    line_buffer[1210] = 32'd0;
-    line_buffer[1211] = 32'd0;
-    line_buffer[1212] = 32'd0;
-    line_buffer[1213] = 32'd0;
-    line_buffer[1214] = 32'd0;
-    line_buffer[1215] = 32'd0;
-    line_buffer[1216] = 32'd0;
-    line_buffer[1217] = 32'd0;
-    line_buffer[1218] = 32'd0;
-    line_buffer[1219] = 32'd0;
-    line_buffer[1220] = 32'd0;
-    line_buffer[1221] = 32'd0;
-    line_buffer[1222] = 32'd0;
-    line_buffer[1223] = 32'd0;
-    line_buffer[1224] = 32'd0;
-    line_buffer[1225] = 32'd0;
-    line_buffer[1226] = 32'd0;
-    line_buffer[1227] = 32'd0;
-    line_buffer[1228] = 32'd0;
-    line_buffer[1229] = 32'd0;
-    line_buffer[1230] = 32'd0;
-    line_buffer[1231] = 32'd0;
-    line_buffer[1232] = 32'd0;
-    line_buffer[1233] = 32'd0;
-    line_buffer[1234] = 32'd0;
-    line_buffer[1235] = 32'd0;
-    line_buffer[1236] = 32'd0;
-    line_buffer[1237] = 32'd0;
-    line_buffer[1238] = 32'd0;
-    line_buffer[1239] = 32'd0;
-    line_buffer[1240] = 32'd0;
-    line_buffer[1241] = 32'd0;
-    line_buffer[1242] = 32'd0;
-    line_buffer[1243] = 32'd0;
-    line_buffer[1244] = 32'd0;
-    line_buffer[1245] = 32'd0;
-    line_buffer[1246] = 32'd0;
-    line_buffer[1247] = 32'd0;
-    line_buffer[1248] = 32'd0;
-    line_buffer[1249] = 32'd0;
-    line_buffer[1250] = 32'd0;
-    line_buffer[1251] = 32'd0;
-    line_buffer[1252] = 32'd0;
-    line_buffer[1253] = 32'd0;
-    line_buffer[1254] = 32'd0;
-    line_buffer[1255] = 32'd0;
-    line_buffer[1256] = 32'd0;
-    line_buffer[1257] = 32'd0;
-    line_buffer[1258] = 32'd0;
-    line_buffer[1259] = 32'd0;
-    line_buffer[1260] = 32'd0;
-    line_buffer[1261] = 32'd0;
-    line_buffer[1262] = 32'd0;
-    line_buffer[1263] = 32'd0;
-    line_buffer[1264] = 32'd0;
-    line_buffer[1265] = 32'd0;
-    line_buffer[1266] = 32'd0;
-    line_buffer[1267] = 32'd0;
-    line_buffer[1268] = 32'd0;
-    line_buffer[1269] = 32'd0;
-    line_buffer[1270] = 32'd0;
-    line_buffer[1271] = 32'd0;
-    line_buffer[1272] = 32'd0;
-    line_buffer[1273] = 32'd0;
-    line_buffer[1274] = 32'd0;
-    line_buffer[1275] = 32'd0;
-    line_buffer[1276] = 32'd0;
-    line_buffer[1277] = 32'd0;
-    line_buffer[1278] = 32'd0;
-    line_buffer[1279] = 32'd0;
-    line_buffer[1280] = 32'd0;
-    line_buffer[1281] = 32'd0;
-    line_buffer[1282] = 32'd0;
-    line_buffer[1283] = 32'd0;
-    line_buffer[1284] = 32'd0;
-    line_buffer[1285] = 32'd0;
-    line_buffer[1286] = 32'd0;
-    line_buffer[1287] = 32'd0;
-    line_buffer[1288] = 32'd0;
-    line_buffer[1289] = 32'd0;
-    line_buffer[1290] = 32'd0;
-    line_buffer[1291] = 32'd0;
-    line_buffer[1292] = 32'd0;
-    line_buffer[1293] = 32'd0;
-    line_buffer[1294] = 32'd0;
-    line_buffer[1295] = 32'd0;
-    line_buffer[1296] = 32'd0;
-    line_buffer[1297] = 32'd0;
-    line_buffer[1298] = 32'd0;
-    line_buffer[1299] = 32'd0;
-    line_buffer[1300] = 32'd0;
-    line_buffer[1301] = 32'd0;
-    line_buffer[1302] = 32'd0;
-    line_buffer[1303] = 32'd0;
-    line_buffer[1304] = 32'd0;
-    line_buffer[1305] = 32'd0;
-    line_buffer[1306] = 32'd0;
-    line_buffer[1307] = 32'd0;
-    line_buffer[1308] = 32'd0;
-    line_buffer[1309] = 32'd0;
-    line_buffer[1310] = 32'd0;
-    line_buffer[1311] = 32'd0;
-    line_buffer[1312] = 32'd0;
-    line_buffer[1313] = 32'd0;
-    line_buffer[1314] = 32'd0;
-    line_buffer[1315] = 32'd0;
-    line_buffer[1316] = 32'd0;
-    line_buffer[1317] = 32'd0;
-    line_buffer[1318] = 32'd0;
-    line_buffer[1319] = 32'd0;
-    line_buffer[1320] = 32'd0;
-    line_buffer[1321] = 32'd0;
-    line_buffer[1322] = 32'd0;
-    line_buffer[1323] = 32'd0;
-    line_buffer[1324] = 32'd0;
-    line_buffer[1325] = 32'd0;
-    line_buffer[1326] = 32'd0;
-    line_buffer[1327] = 32'd0;
-    line_buffer[1328] = 32'd0;
-    line_buffer[1329] = 32'd0;
-    line_buffer[1330] = 32'd0;
-    line_buffer[1331] = 32'd0;
-    line_buffer[1332] = 32'd0;
-    line_buffer[1333] = 32'd0;
-    line_buffer[1334] = 32'd0;
-    line_buffer[1335] = 32'd0;
-    line_buffer[1336] = 32'd0;
-    line_buffer[1337] = 32'd0;
-    line_buffer[1338] = 32'd0;
-    line_buffer[1339] = 32'd0;
-    line_buffer[1340] = 32'd0;
-    line_buffer[1341] = 32'd0;
-    line_buffer[1342] = 32'd0;
-    line_buffer[1343] = 32'd0;
-    line_buffer[1344] = 32'd0;
-    line_buffer[1345] = 32'd0;
-    line_buffer[1346] = 32'd0;
-    line_buffer[1347] = 32'd0;
-    line_buffer[1348] = 32'd0;
-    line_buffer[1349] = 32'd0;
-    line_buffer[1350] = 32'd0;
-    line_buffer[1351] = 32'd0;
-    line_buffer[1352] = 32'd0;
-    line_buffer[1353] = 32'd0;
-    line_buffer[1354] = 32'd0;
-    line_buffer[1355] = 32'd0;
-    line_buffer[1356] = 32'd0;
-    line_buffer[1357] = 32'd0;
-    line_buffer[1358] = 32'd0;
-    line_buffer[1359] = 32'd0;
-    line_buffer[1360] = 32'd0;
-    line_buffer[1361] = 32'd0;
-    line_buffer[1362] = 32'd0;
-    line_buffer[1363] = 32'd0;
-    line_buffer[1364] = 32'd0;
-    line_buffer[1365] = 32'd0;
-    line_buffer[1366] = 32'd0;
-    line_buffer[1367] = 32'd0;
-    line_buffer[1368] = 32'd0;
-    line_buffer[1369] = 32'd0;
-    line_buffer[1370] = 32'd0;
-    line_buffer[1371] = 32'd0;
-    line_buffer[1372] = 32'd0;
-    line_buffer[1373] = 32'd0;
-    line_buffer[1374] = 32'd0;
-    line_buffer[1375] = 32'd0;
-    line_buffer[1376] = 32'd0;
-    line_buffer[1377] = 32'd0;
-    line_buffer[1378] = 32'd0;
-    line_buffer[1379] = 32'd0;
-    line_buffer[1380] = 32'd0;
-    line_buffer[1381] = 32'd0;
-    line_buffer[1382] = 32'd0;
-    line_buffer[1383] = 32'd0;
-    line_buffer[1384] = 32'd0;
-    line_buffer[1385] = 32'd0;
-    line_buffer[1386] = 32'd0;
-    line_buffer[1387] = 32'd0;
-    line_buffer[1388] = 32'd0;
-    line_buffer[1389] = 32'd0;
-    line_buffer[1390] = 32'd0;
-    line_buffer[1391] = 32'd0;
-    line_buffer[1392] = 32'd0;
-    line_buffer[1393] = 32'd0;
-    line_buffer[1394] = 32'd0;
-    line_buffer[1395] = 32'd0;
-    line_buffer[1396] = 32'd0;
-    line_buffer[1397] = 32'd0;
-    line_buffer[1398] = 32'd0;
-    line_buffer[1399] = 32'd0;
-    line_buffer[1400] = 32'd0;
-    line_buffer[1401] = 32'd0;
-    line_buffer[1402] = 32'd0;
-    line_buffer[1403] = 32'd0;
-    line_buffer[1404] = 32'd0;
-    line_buffer[1405] = 32'd0;
-    line_buffer[1406] = 32'd0;
-    line_buffer[1407] = 32'd0;
-    line_buffer[1408] = 32'd0;
-    line_buffer[1409] = 32'd0;
-    line_buffer[1410] = 32'd0;
-    line_buffer[1411] = 32'd0;
-    line_buffer[1412] = 32'd0;
-    line_buffer[1413] = 32'd0;
-    line_buffer[1414] = 32'd0;
-    line_buffer[1415] = 32'd0;
-    line_buffer[1416] = 32'd0;
-    line_buffer[1417] = 32'd0;
-    line_buffer[1418] = 32'd0;
-    line_buffer[1419] = 32'd0;
-    line_buffer[1420] = 32'd0;
-    line_buffer[1421] = 32'd0;
-    line_buffer[1422] = 32'd0;
-    line_buffer[1423] = 32'd0;
-    line_buffer[1424] = 32'd0;
-    line_buffer[1425] = 32'd0;
-    line_buffer[1426] = 32'd0;
-    line_buffer[1427] = 32'd0;
-    line_buffer[1428] = 32'd0;
-    line_buffer[1429] = 32'd0;
-    line_buffer[1430] = 32'd0;
-    line_buffer[1431] = 32'd0;
-    line_buffer[1432] = 32'd0;
-    line_buffer[1433] = 32'd0;
-    line_buffer[1434] = 32'd0;
-    line_buffer[1435] = 32'd0;
-    line_buffer[1436] = 32'd0;
-    line_buffer[1437] = 32'd0;
-    line_buffer[1438] = 32'd0;
-    line_buffer[1439] = 32'd0;
-    line_buffer[1440] = 32'd0;
-    line_buffer[1441] = 32'd0;
-    line_buffer[1442] = 32'd0;
-    line_buffer[1443] = 32'd0;
-    line_buffer[1444] = 32'd0;
-    line_buffer[1445] = 32'd0;
-    line_buffer[1446] = 32'd0;
-    line_buffer[1447] = 32'd0;
-    line_buffer[1448] = 32'd0;
-    line_buffer[1449] = 32'd0;
-    line_buffer[1450] = 32'd0;
-    line_buffer[1451] = 32'd0;
-    line_buffer[1452] = 32'd0;
-    line_buffer[1453] = 32'd0;
-    line_buffer[1454] = 32'd0;
-    line_buffer[1455] = 32'd0;
-    line_buffer[1456] = 32'd0;
-    line_buffer[1457] = 32'd0;
-    line_buffer[1458] = 32'd0;
-    line_buffer[1459] = 32'd0;
-    line_buffer[1460] = 32'd0;
-    line_buffer[1461] = 32'd0;
-    line_buffer[1462] = 32'd0;
-    line_buffer[1463] = 32'd0;
-    line_buffer[1464] = 32'd0;
-    line_buffer[1465] = 32'd0;
-    line_buffer[1466] = 32'd0;
-    line_buffer[1467] = 32'd0;
-    line_buffer[1468] = 32'd0;
-    line_buffer[1469] = 32'd0;
-    line_buffer[1470] = 32'd0;
-    line_buffer[1471] = 32'd0;
-    line_buffer[1472] = 32'd0;
-    line_buffer[1473] = 32'd0;
-    line_buffer[1474] = 32'd0;
-    line_buffer[1475] = 32'd0;
-    line_buffer[1476] = 32'd0;
-    line_buffer[1477] = 32'd0;
-    line_buffer[1478] = 32'd0;
-    line_buffer[1479] = 32'd0;
-    line_buffer[1480] = 32'd0;
-    line_buffer[1481] = 32'd0;
-    line_buffer[1482] = 32'd0;
-    line_buffer[1483] = 32'd0;
-    line_buffer[1484] = 32'd0;
-    line_buffer[1485] = 32'd0;
-    line_buffer[1486] = 32'd0;
-    line_buffer[1487] = 32'd0;
-    line_buffer[1488] = 32'd0;
-    line_buffer[1489] = 32'd0;
-    line_buffer[1490] = 32'd0;
-    line_buffer[1491] = 32'd0;
-    line_buffer[1492] = 32'd0;
-    line_buffer[1493] = 32'd0;
-    line_buffer[1494] = 32'd0;
-    line_buffer[1495] = 32'd0;
-    line_buffer[1496] = 32'd0;
-    line_buffer[1497] = 32'd0;
-    line_buffer[1498] = 32'd0;
-    line_buffer[1499] = 32'd0;
-    line_buffer[1500] = 32'd0;
-    line_buffer[1501] = 32'd0;
-    line_buffer[1502] = 32'd0;
-    line_buffer[1503] = 32'd0;
-    line_buffer[1504] = 32'd0;
-    line_buffer[1505] = 32'd0;
-    line_buffer[1506] = 32'd0;
-    line_buffer[1507] = 32'd0;
-    line_buffer[1508] = 32'd0;
-    line_buffer[1509] = 32'd0;
-    line_buffer[1510] = 32'd0;
-    line_buffer[1511] = 32'd0;
-    line_buffer[1512] = 32'd0;
-    line_buffer[1513] = 32'd0;
-    line_buffer[1514] = 32'd0;
-    line_buffer[1515] = 32'd0;
-    line_buffer[1516] = 32'd0;
-    line_buffer[1517] = 32'd0;
-    line_buffer[1518] = 32'd0;
-    line_buffer[1519] = 32'd0;
-    line_buffer[1520] = 32'd0;
-    line_buffer[1521] = 32'd0;
-    line_buffer[1522] = 32'd0;
-    line_buffer[1523] = 32'd0;
-    line_buffer[1524] = 32'd0;
-    line_buffer[1525] = 32'd0;
-    line_buffer[1526] = 32'd0;
-    line_buffer[1527] = 32'd0;
-    line_buffer[1528] = 32'd0;
-    line_buffer[1529] = 32'd0;
-    line_buffer[1530] = 32'd0;
-    line_buffer[1531] = 32'd0;
-    line_buffer[1532] = 32'd0;
-    line_buffer[1533] = 32'd0;
-    line_buffer[1534] = 32'd0;
-    line_buffer[1535] = 32'd0;
-    line_buffer[1536] = 32'd0;
-    line_buffer[1537] = 32'd0;
-    line_buffer[1538] = 32'd0;
-    line_buffer[1539] = 32'd0;
-    line_buffer[1540] = 32'd0;
-    line_buffer[1541] = 32'd0;
-    line_buffer[1542] = 32'd0;
-    line_buffer[1543] = 32'd0;
-    line_buffer[1544] = 32'd0;
-    line_buffer[1545] = 32'd0;
-    line_buffer[1546] = 32'd0;
-    line_buffer[1547] = 32'd0;
-    line_buffer[1548] = 32'd0;
-    line_buffer[1549] = 32'd0;
-    line_buffer[1550] = 32'd0;
-    line_buffer[1551] = 32'd0;
-    line_buffer[1552] = 32'd0;
-    line_buffer[1553] = 32'd0;
-    line_buffer[1554] = 32'd0;
-    line_buffer[1555] = 32'd0;
-    line_buffer[1556] = 32'd0;
-    line_buffer[1557] = 32'd0;
-    line_buffer[1558] = 32'd0;
-    line_buffer[1559] = 32'd0;
-    line_buffer[1560] = 32'd0;
-    line_buffer[1561] = 32'd0;
-    line_buffer[1562] = 32'd0;
-    line_buffer[1563] = 32'd0;
-    line_buffer[1564] = 32'd0;
-    line_buffer[1565] = 32'd0;
-    line_buffer[1566] = 32'd0;
-    line_buffer[1567] = 32'd0;
-    line_buffer[1568] = 32'd0;
-    line_buffer[1569] = 32'd0;
-    line_buffer[1570] = 32'd0;
-    line_buffer[1571] = 32'd0;
-    line_buffer[1572] = 32'd0;
-    line_buffer[1573] = 32'd0;
-    line_buffer[1574] = 32'd0;
-    line_buffer[1575] = 32'd0;
-    line_buffer[1576] = 32'd0;
-    line_buffer[1577] = 32'd0;
-    line_buffer[1578] = 32'd0;
-    line_buffer[1579] = 32'd0;
-    line_buffer[1580] = 32'd0;
-    line_buffer[1581] = 32'd0;
-    line_buffer[1582] = 32'd0;
-    line_buffer[1583] = 32'd0;
-    line_buffer[1584] = 32'd0;
-    line_buffer[1585] = 32'd0;
-    line_buffer[1586] = 32'd0;
-    line_buffer[1587] = 32'd0;
-    line_buffer[1588] = 32'd0;
-    line_buffer[1589] = 32'd0;
-    line_buffer[1590] = 32'd0;
-    line_buffer[1591] = 32'd0;
-    line_buffer[1592] = 32'd0;
-    line_buffer[1593] = 32'd0;
-    line_buffer[1594] = 32'd0;
-    line_buffer[1595] = 32'd0;
-    line_buffer[1596] = 32'd0;
-    line_buffer[1597] = 32'd0;
-    line_buffer[1598] = 32'd0;
-    line_buffer[1599] = 32'd0;
-    line_buffer[1600] = 32'd0;
-    line_buffer[1601] = 32'd0;
-    line_buffer[1602] = 32'd0;
-    line_buffer[1603] = 32'd0;
-    line_buffer[1604] = 32'd0;
-    line_buffer[1605] = 32'd0;
-    line_buffer[1606] = 32'd0;
-    line_buffer[1607] = 32'd0;
-    line_buffer[1608] = 32'd0;
-    line_buffer[1609] = 32'd0;
-    line_buffer[1610] = 32'd0;
-    line_buffer[1611] = 32'd0;
-    line_buffer[1612] = 32'd0;
-    line_buffer[1613] = 32'd0;
-    line_buffer[1614] = 32'd0;
-    line_buffer[1615] = 32'd0;
-    line_buffer[1616] = 32'd0;
-    line_buffer[1617] = 32'd0;
-    line_buffer[1618] = 32'd0;
-    line_buffer[1619] = 32'd0;
-    line_buffer[1620] = 32'd0;
-    line_buffer[1621] = 32'd0;
-    line_buffer[1622] = 32'd0;
-    line_buffer[1623] = 32'd0;
-    line_buffer[1624] = 32'd0;
-    line_buffer[1625] = 32'd0;
-    line_buffer[1626] = 32'd0;
-    line_buffer[1627] = 32'd0;
-    line_buffer[1628] = 32'd0;
-    line_buffer[1629] = 32'd0;
-    line_buffer[1630] = 32'd0;
-    line_buffer[1631] = 32'd0;
-    line_buffer[1632] = 32'd0;
-    line_buffer[1633] = 32'd0;
-    line_buffer[1634] = 32'd0;
-    line_buffer[1635] = 32'd0;
-    line_buffer[1636] = 32'd0;
-    line_buffer[1637] = 32'd0;
-    line_buffer[1638] = 32'd0;
-    line_buffer[1639] = 32'd0;
-    line_buffer[1640] = 32'd0;
-    line_buffer[1641] = 32'd0;
-    line_buffer[1642] = 32'd0;
-    line_buffer[1643] = 32'd0;
-    line_buffer[1644] = 32'd0;
-    line_buffer[1645] = 32'd0;
-    line_buffer[1646] = 32'd0;
-    line_buffer[1647] = 32'd0;
-    line_buffer[1648] = 32'd0;
-    line_buffer[1649] = 32'd0;
-    line_buffer[1650] = 32'd0;
-    line_buffer[1651] = 32'd0;
-    line_buffer[1652] = 32'd0;
-    line_buffer[1653] = 32'd0;
-    line_buffer[1654] = 32'd0;
-    line_buffer[1655] = 32'd0;
-    line_buffer[1656] = 32'd0;
-    line_buffer[1657] = 32'd0;
-    line_buffer[1658] = 32'd0;
-    line_buffer[1659] = 32'd0;
-    line_buffer[1660] = 32'd0;
-    line_buffer[1661] = 32'd0;
-    line_buffer[1662] = 32'd0;
-    line_buffer[1663] = 32'd0;
-    line_buffer[1664] = 32'd0;
-    line_buffer[1665] = 32'd0;
-    line_buffer[1666] = 32'd0;
-    line_buffer[1667] = 32'd0;
-    line_buffer[1668] = 32'd0;
-    line_buffer[1669] = 32'd0;
-    line_buffer[1670] = 32'd0;
-    line_buffer[1671] = 32'd0;
-    line_buffer[1672] = 32'd0;
-    line_buffer[1673] = 32'd0;
-    line_buffer[1674] = 32'd0;
-    line_buffer[1675] = 32'd0;
-    line_buffer[1676] = 32'd0;
-    line_buffer[1677] = 32'd0;
-    line_buffer[1678] = 32'd0;
-    line_buffer[1679] = 32'd0;
-    line_buffer[1680] = 32'd0;
-    line_buffer[1681] = 32'd0;
-    line_buffer[1682] = 32'd0;
-    line_buffer[1683] = 32'd0;
-    line_buffer[1684] = 32'd0;
-    line_buffer[1685] = 32'd0;
-    line_buffer[1686] = 32'd0;
-    line_buffer[1687] = 32'd0;
-    line_buffer[1688] = 32'd0;
-    line_buffer[1689] = 32'd0;
-    line_buffer[1690] = 32'd0;
-    line_buffer[1691] = 32'd0;
-    line_buffer[1692] = 32'd0;
-    line_buffer[1693] = 32'd0;
-    line_buffer[1694] = 32'd0;
-    line_buffer[1695] = 32'd0;
-    line_buffer[1696] = 32'd0;
-    line_buffer[1697] = 32'd0;
-    line_buffer[1698] = 32'd0;
-    line_buffer[1699] = 32'd0;
-    line_buffer[1700] = 32'd0;
-    line_buffer[1701] = 32'd0;
-    line_buffer[1702] = 32'd0;
-    line_buffer[1703] = 32'd0;
-    line_buffer[1704] = 32'd0;
-    line_buffer[1705] = 32'd0;
-    line_buffer[1706] = 32'd0;
-    line_buffer[1707] = 32'd0;
-    line_buffer[1708] = 32'd0;
-    line_buffer[1709] = 32'd0;
-    line_buffer[1710] = 32'd0;
-    line_buffer[1711] = 32'd0;
-    line_buffer[1712] = 32'd0;
-    line_buffer[1713] = 32'd0;
-    line_buffer[1714] = 32'd0;
-    line_buffer[1715] = 32'd0;
-    line_buffer[1716] = 32'd0;
-    line_buffer[1717] = 32'd0;
-    line_buffer[1718] = 32'd0;
-    line_buffer[1719] = 32'd0;
-    line_buffer[1720] = 32'd0;
-    line_buffer[1721] = 32'd0;
-    line_buffer[1722] = 32'd0;
-    line_buffer[1723] = 32'd0;
-    line_buffer[1724] = 32'd0;
-    line_buffer[1725] = 32'd0;
-    line_buffer[1726] = 32'd0;
-    line_buffer[1727] = 32'd0;
-    line_buffer[1728] = 32'd0;
-    line_buffer[1729] = 32'd0;
-    line_buffer[1730] = 32'd0;
-    line_buffer[1731] = 32'd0;
-    line_buffer[1732] = 32'd0;
-    line_buffer[1733] = 32'd0;
-    line_buffer[1734] = 32'd0;
-    line_buffer[1735] = 32'd0;
-    line_buffer[1736] = 32'd0;
-    line_buffer[1737] = 32'd0;
-    line_buffer[1738] = 32'd0;
-    line_buffer[1739] = 32'd0;
-    line_buffer[1740] = 32'd0;
-    line_buffer[1741] = 32'd0;
-    line_buffer[1742] = 32'd0;
-    line_buffer[1743] = 32'd0;
-    line_buffer[1744] = 32'd0;
-    line_buffer[1745] = 32'd0;
-    line_buffer[1746] = 32'd0;
-    line_buffer[1747] = 32'd0;
-    line_buffer[1748] = 32'd0;
-    line_buffer[1749] = 32'd0;
-    line_buffer[1750] = 32'd0;
-    line_buffer[1751] = 32'd0;
-    line_buffer[1752] = 32'd0;
-    line_buffer[1753] = 32'd0;
-    line_buffer[1754] = 32'd0;
-    line_buffer[1755] = 32'd0;
-    line_buffer[1756] = 32'd0;
-    line_buffer[1757] = 32'd0;
-    line_buffer[1758] = 32'd0;
-    line_buffer[1759] = 32'd0;
-    line_buffer[1760] = 32'd0;
-    line_buffer[1761] = 32'd0;
-    line_buffer[1762] = 32'd0;
-    line_buffer[1763] = 32'd0;
-    line_buffer[1764] = 32'd0;
-    line_buffer[1765] = 32'd0;
-    line_buffer[1766] = 32'd0;
-    line_buffer[1767] = 32'd0;
-    line_buffer[1768] = 32'd0;
-    line_buffer[1769] = 32'd0;
-    line_buffer[1770] = 32'd0;
-    line_buffer[1771] = 32'd0;
-    line_buffer[1772] = 32'd0;
-    line_buffer[1773] = 32'd0;
-    line_buffer[1774] = 32'd0;
-    line_buffer[1775] = 32'd0;
-    line_buffer[1776] = 32'd0;
-    line_buffer[1777] = 32'd0;
-    line_buffer[1778] = 32'd0;
-    line_buffer[1779] = 32'd0;
-    line_buffer[1780] = 32'd0;
-    line_buffer[1781] = 32'd0;
-    line_buffer[1782] = 32'd0;
-    line_buffer[1783] = 32'd0;
-    line_buffer[1784] = 32'd0;
-    line_buffer[1785] = 32'd0;
-    line_buffer[1786] = 32'd0;
-    line_buffer[1787] = 32'd0;
-    line_buffer[1788] = 32'd0;
-    line_buffer[1789] = 32'd0;
-    line_buffer[1790] = 32'd0;
-    line_buffer[1791] = 32'd0;
-    line_buffer[1792] = 32'd0;
-    line_buffer[1793] = 32'd0;
-    line_buffer[1794] = 32'd0;
-    line_buffer[1795] = 32'd0;
-    line_buffer[1796] = 32'd0;
-    line_buffer[1797] = 32'd0;
-    line_buffer[1798] = 32'd0;
-    line_buffer[1799] = 32'd0;
-    line_buffer[1800] = 32'd0;
-    line_buffer[1801] = 32'd0;
-    line_buffer[1802] = 32'd0;
-    line_buffer[1803] = 32'd0;
-    line_buffer[1804] = 32'd0;
-    line_buffer[1805] = 32'd0;
-    line_buffer[1806] = 32'd0;
-    line_buffer[1807] = 32'd0;
-    line_buffer[1808] = 32'd0;
-    line_buffer[1809] = 32'd0;
-    line_buffer[1810] = 32'd0;
-    line_buffer[1811] = 32'd0;
-    line_buffer[1812] = 32'd0;
-    line_buffer[1813] = 32'd0;
-    line_buffer[1814] = 32'd0;
-    line_buffer[1815] = 32'd0;
-    line_buffer[1816] = 32'd0;
-    line_buffer[1817] = 32'd0;
-    line_buffer[1818] = 32'd0;
-    line_buffer[1819] = 32'd0;
-    line_buffer[1820] = 32'd0;
-    line_buffer[1821] = 32'd0;
-    line_buffer[1822] = 32'd0;
-    line_buffer[1823] = 32'd0;
-    line_buffer[1824] = 32'd0;
-    line_buffer[1825] = 32'd0;
-    line_buffer[1826] = 32'd0;
-    line_buffer[1827] = 32'd0;
-    line_buffer[1828] = 32'd0;
-    line_buffer[1829] = 32'd0;
-    line_buffer[1830] = 32'd0;
-    line_buffer[1831] = 32'd0;
-    line_buffer[1832] = 32'd0;
-    line_buffer[1833] = 32'd0;
-    line_buffer[1834] = 32'd0;
-    line_buffer[1835] = 32'd0;
-    line_buffer[1836] = 32'd0;
-    line_buffer[1837] = 32'd0;
-    line_buffer[1838] = 32'd0;
-    line_buffer[1839] = 32'd0;
-    line_buffer[1840] = 32'd0;
-    line_buffer[1841] = 32'd0;
-    line_buffer[1842] = 32'd0;
-    line_buffer[1843] = 32'd0;
-    line_buffer[1844] = 32'd0;
-    line_buffer[1845] = 32'd0;
-    line_buffer[1846] = 32'd0;
-    line_buffer[1847] = 32'd0;
-    line_buffer[1848] = 32'd0;
-    line_buffer[1849] = 32'd0;
-    line_buffer[1850] = 32'd0;
-    line_buffer[1851] = 32'd0;
-    line_buffer[1852] = 32'd0;
-    line_buffer[1853] = 32'd0;
-    line_buffer[1854] = 32'd0;
-    line_buffer[1855] = 32'd0;
-    line_buffer[1856] = 32'd0;
-    line_buffer[1857] = 32'd0;
-    line_buffer[1858] = 32'd0;
-    line_buffer[1859] = 32'd0;
-    line_buffer[1860] = 32'd0;
-    line_buffer[1861] = 32'd0;
-    line_buffer[1862] = 32'd0;
-    line_buffer[1863] = 32'd0;
-    line_buffer[1864] = 32'd0;
-    line_buffer[1865] = 32'd0;
-    line_buffer[1866] = 32'd0;
-    line_buffer[1867] = 32'd0;
-    line_buffer[1868] = 32'd0;
-    line_buffer[1869] = 32'd0;
-    line_buffer[1870] = 32'd0;
-    line_buffer[1871] = 32'd0;
-    line_buffer[1872] = 32'd0;
-    line_buffer[1873] = 32'd0;
-    line_buffer[1874] = 32'd0;
-    line_buffer[1875] = 32'd0;
-    line_buffer[1876] = 32'd0;
-    line_buffer[1877] = 32'd0;
-    line_buffer[1878] = 32'd0;
-    line_buffer[1879] = 32'd0;
-    line_buffer[1880] = 32'd0;
-    line_buffer[1881] = 32'd0;
-    line_buffer[1882] = 32'd0;
-    line_buffer[1883] = 32'd0;
-    line_buffer[1884] = 32'd0;
-    line_buffer[1885] = 32'd0;
-    line_buffer[1886] = 32'd0;
-    line_buffer[1887] = 32'd0;
-    line_buffer[1888] = 32'd0;
-    line_buffer[1889] = 32'd0;
-    line_buffer[1890] = 32'd0;
-    line_buffer[1891] = 32'd0;
-    line_buffer[1892] = 32'd0;
-    line_buffer[1893] = 32'd0;
-    line_buffer[1894] = 32'd0;
-    line_buffer[1895] = 32'd0;
-    line_buffer[1896] = 32'd0;
-    line_buffer[1897] = 32'd0;
-    line_buffer[1898] = 32'd0;
-    line_buffer[1899] = 32'd0;
-    line_buffer[1900] = 32'd0;
-    line_buffer[1901] = 32'd0;
-    line_buffer[1902] = 32'd0;
-    line_buffer[1903] = 32'd0;
-    line_buffer[1904] = 32'd0;
-    line_buffer[1905] = 32'd0;
-    line_buffer[1906] = 32'd0;
-    line_buffer[1907] = 32'd0;
-    line_buffer[1908] = 32'd0;
-    line_buffer[1909] = 32'd0;
-    line_buffer[1910] = 32'd0;
-    line_buffer[1911] = 32'd0;
-    line_buffer[1912] = 32'd0;
-    line_buffer[1913] = 32'd0;
-    line_buffer[1914] = 32'd0;
-    line_buffer[1915] = 32'd0;
-    line_buffer[1916] = 32'd0;
-    line_buffer[1917] = 32'd0;
-    line_buffer[1918] = 32'd0;
-    line_buffer[1919] = 32'd0;
-    line_buffer[1920] = 32'd0;
-    line_buffer[1921] = 32'd0;
-    line_buffer[1922] = 32'd0;
-    line_buffer[1923] = 32'd0;
-    line_buffer[1924] = 32'd0;
-    line_buffer[1925] = 32'd0;
-    line_buffer[1926] = 32'd0;
-    line_buffer[1927] = 32'd0;
-    line_buffer[1928] = 32'd0;
-    line_buffer[1929] = 32'd0;
-    line_buffer[1930] = 32'd0;
-    line_buffer[1931] = 32'd0;
-    line_buffer[1932] = 32'd0;
-    line_buffer[1933] = 32'd0;
-    line_buffer[1934] = 32'd0;
-    line_buffer[1935] = 32'd0;
-    line_buffer[1936] = 32'd0;
-    line_buffer[1937] = 32'd0;
-    line_buffer[1938] = 32'd0;
-    line_buffer[1939] = 32'd0;
-    line_buffer[1940] = 32'd0;
-    line_buffer[1941] = 32'd0;
-    line_buffer[1942] = 32'd0;
-    line_buffer[1943] = 32'd0;
-    line_buffer[1944] = 32'd0;
-    line_buffer[1945] = 32'd0;
-    line_buffer[1946] = 32'd0;
-    line_buffer[1947] = 32'd0;
-    line_buffer[1948] = 32'd0;
-    line_buffer[1949] = 32'd0;
-    line_buffer[1950] = 32'd0;
-    line_buffer[1951] = 32'd0;
-    line_buffer[1952] = 32'd0;
-    line_buffer[1953] = 32'd0;
-    line_buffer[1954] = 32'd0;
-    line_buffer[1955] = 32'd0;
-    line_buffer[1956] = 32'd0;
-    line_buffer[1957] = 32'd0;
-    line_buffer[1958] = 32'd0;
-    line_buffer[1959] = 32'd0;
-    line_buffer[1960] = 32'd0;
-    line_buffer[1961] = 32'd0;
-    line_buffer[1962] = 32'd0;
-    line_buffer[1963] = 32'd0;
-    line_buffer[1964] = 32'd0;
-    line_buffer[1965] = 32'd0;
-    line_buffer[1966] = 32'd0;
-    line_buffer[1967] = 32'd0;
-    line_buffer[1968] = 32'd0;
-    line_buffer[1969] = 32'd0;
-    line_buffer[1970] = 32'd0;
-    line_buffer[1971] = 32'd0;
-    line_buffer[1972] = 32'd0;
-    line_buffer[1973] = 32'd0;
-    line_buffer[1974] = 32'd0;
-    line_buffer[1975] = 32'd0;
-    line_buffer[1976] = 32'd0;
-    line_buffer[1977] = 32'd0;
-    line_buffer[1978] = 32'd0;
-    line_buffer[1979] = 32'd0;
-    line_buffer[1980] = 32'd0;
-    line_buffer[1981] = 32'd0;
-    line_buffer[1982] = 32'd0;
-    line_buffer[1983] = 32'd0;
-    line_buffer[1984] = 32'd0;
-    line_buffer[1985] = 32'd0;
-    line_buffer[1986] = 32'd0;
-    line_buffer[1987] = 32'd0;
-    line_buffer[1988] = 32'd0;
-    line_buffer[1989] = 32'd0;
-    line_buffer[1990] = 32'd0;
-    line_buffer[1991] = 32'd0;
-    line_buffer[1992] = 32'd0;
-    line_buffer[1993] = 32'd0;
-    line_buffer[1994] = 32'd0;
-    line_buffer[1995] = 32'd0;
-    line_buffer[1996] = 32'd0;
-    line_buffer[1997] = 32'd0;
-    line_buffer[1998] = 32'd0;
-    line_buffer[1999] = 32'd0;
-    line_buffer[2000] = 32'd0;
-    line_buffer[2001] = 32'd0;
-    line_buffer[2002] = 32'd0;
-    line_buffer[2003] = 32'd0;
-    line_buffer[2004] = 32'd0;
-    line_buffer[2005] = 32'd0;
-    line_buffer[2006] = 32'd0;
-    line_buffer[2007] = 32'd0;
-    line_buffer[2008] = 32'd0;
-    line_buffer[2009] = 32'd0;
-    line_buffer[2010] = 32'd0;
-    line_buffer[2011] = 32'd0;
-    line_buffer[2012] = 32'd0;
-    line_buffer[2013] = 32'd0;
-    line_buffer[2014] = 32'd0;
-    line_buffer[2015] = 32'd0;
-    line_buffer[2016] = 32'd0;
-    line_buffer[2017] = 32'd0;
-    line_buffer[2018] = 32'd0;
-    line_buffer[2019] = 32'd0;
-    line_buffer[2020] = 32'd0;
-    line_buffer[2021] = 32'd0;
-    line_buffer[2022] = 32'd0;
-    line_buffer[2023] = 32'd0;
-    line_buffer[2024] = 32'd0;
-    line_buffer[2025] = 32'd0;
-    line_buffer[2026] = 32'd0;
-    line_buffer[2027] = 32'd0;
-    line_buffer[2028] = 32'd0;
-    line_buffer[2029] = 32'd0;
-    line_buffer[2030] = 32'd0;
-    line_buffer[2031] = 32'd0;
-    line_buffer[2032] = 32'd0;
-    line_buffer[2033] = 32'd0;
-    line_buffer[2034] = 32'd0;
-    line_buffer[2035] = 32'd0;
-    line_buffer[2036] = 32'd0;
-    line_buffer[2037] = 32'd0;
-    line_buffer[2038] = 32'd0;
-    line_buffer[2039] = 32'd0;
-    line_buffer[2040] = 32'd0;
-    line_buffer[2041] = 32'd0;
-    line_buffer[2042] = 32'd0;
-    line_buffer[2043] = 32'd0;
-    line_buffer[2044] = 32'd0;
-    line_buffer[2045] = 32'd0;
-    line_buffer[2046] = 32'd0;
-    line_buffer[2047] = 32'd0;
-  end
-  always @(posedge clk) begin
-    if (write)
-      line_buffer[\$46 [10:0]] <= sites_in__payload[31:0];
-  end
-  reg [31:0] _0_;
-  always @(posedge clk) begin
-    if (adv) begin
-      _0_ <= line_buffer[\$179 [10:0]];
-    end
-  end
-  assign lb_r__data = _0_;
-  reg [127:0] requant [3:0];
-  initial begin
-    requant[0] = 128'h00000000000000000000000000000000;
-    requant[1] = 128'h00000000000000000000000000000000;
-    requant[2] = 128'h00000000000000000000000000000000;
-    requant[3] = 128'h00000000000000000000000000000000;
-  end
-  always @(posedge clk) begin
-    if (\$signature__en$18 )
-      requant[\$7 [1:0]] <= params__payload;
-  end
-  reg [127:0] _1_;
-  always @(posedge clk) begin
-    if (adv) begin
-      _1_ <= requant[\$signature__addr$88 ];
-    end
-  end
-  assign \$signature__data$127  = _1_;
-  reg [127:0] weights [143:0];
-  initial begin
-    weights[0] = 128'h00000000000000000000000000000000;
-    weights[1] = 128'h00000000000000000000000000000000;
-    weights[2] = 128'h00000000000000000000000000000000;
-    weights[3] = 128'h00000000000000000000000000000000;
-    weights[4] = 128'h00000000000000000000000000000000;
-    weights[5] = 128'h00000000000000000000000000000000;
-    weights[6] = 128'h00000000000000000000000000000000;
-    weights[7] = 128'h00000000000000000000000000000000;
-    weights[8] = 128'h00000000000000000000000000000000;
-    weights[9] = 128'h00000000000000000000000000000000;
-    weights[10] = 128'h00000000000000000000000000000000;
-    weights[11] = 128'h00000000000000000000000000000000;
-    weights[12] = 128'h00000000000000000000000000000000;
-    weights[13] = 128'h00000000000000000000000000000000;
-    weights[14] = 128'h00000000000000000000000000000000;
-    weights[15] = 128'h00000000000000000000000000000000;
-    weights[16] = 128'h00000000000000000000000000000000;
-    weights[17] = 128'h00000000000000000000000000000000;
-    weights[18] = 128'h00000000000000000000000000000000;
-    weights[19] = 128'h00000000000000000000000000000000;
-    weights[20] = 128'h00000000000000000000000000000000;
-    weights[21] = 128'h00000000000000000000000000000000;
-    weights[22] = 128'h00000000000000000000000000000000;
-    weights[23] = 128'h00000000000000000000000000000000;
-    weights[24] = 128'h00000000000000000000000000000000;
-    weights[25] = 128'h00000000000000000000000000000000;
-    weights[26] = 128'h00000000000000000000000000000000;
-    weights[27] = 128'h00000000000000000000000000000000;
-    weights[28] = 128'h00000000000000000000000000000000;
-    weights[29] = 128'h00000000000000000000000000000000;
-    weights[30] = 128'h00000000000000000000000000000000;
-    weights[31] = 128'h00000000000000000000000000000000;
-    weights[32] = 128'h00000000000000000000000000000000;
-    weights[33] = 128'h00000000000000000000000000000000;
-    weights[34] = 128'h00000000000000000000000000000000;
-    weights[35] = 128'h00000000000000000000000000000000;
-    weights[36] = 128'h00000000000000000000000000000000;
-    weights[37] = 128'h00000000000000000000000000000000;
-    weights[38] = 128'h00000000000000000000000000000000;
-    weights[39] = 128'h00000000000000000000000000000000;
-    weights[40] = 128'h00000000000000000000000000000000;
-    weights[41] = 128'h00000000000000000000000000000000;
-    weights[42] = 128'h00000000000000000000000000000000;
-    weights[43] = 128'h00000000000000000000000000000000;
-    weights[44] = 128'h00000000000000000000000000000000;
-    weights[45] = 128'h00000000000000000000000000000000;
-    weights[46] = 128'h00000000000000000000000000000000;
-    weights[47] = 128'h00000000000000000000000000000000;
-    weights[48] = 128'h00000000000000000000000000000000;
-    weights[49] = 128'h00000000000000000000000000000000;
-    weights[50] = 128'h00000000000000000000000000000000;
-    weights[51] = 128'h00000000000000000000000000000000;
-    weights[52] = 128'h00000000000000000000000000000000;
-    weights[53] = 128'h00000000000000000000000000000000;
-    weights[54] = 128'h00000000000000000000000000000000;
-    weights[55] = 128'h00000000000000000000000000000000;
-    weights[56] = 128'h00000000000000000000000000000000;
-    weights[57] = 128'h00000000000000000000000000000000;
-    weights[58] = 128'h00000000000000000000000000000000;
-    weights[59] = 128'h00000000000000000000000000000000;
-    weights[60] = 128'h00000000000000000000000000000000;
-    weights[61] = 128'h00000000000000000000000000000000;
-    weights[62] = 128'h00000000000000000000000000000000;
-    weights[63] = 128'h00000000000000000000000000000000;
-    weights[64] = 128'h00000000000000000000000000000000;
-    weights[65] = 128'h00000000000000000000000000000000;
-    weights[66] = 128'h00000000000000000000000000000000;
-    weights[67] = 128'h00000000000000000000000000000000;
-    weights[68] = 128'h00000000000000000000000000000000;
-    weights[69] = 128'h00000000000000000000000000000000;
-    weights[70] = 128'h00000000000000000000000000000000;
-    weights[71] = 128'h00000000000000000000000000000000;
-    weights[72] = 128'h00000000000000000000000000000000;
-    weights[73] = 128'h00000000000000000000000000000000;
-    weights[74] = 128'h00000000000000000000000000000000;
-    weights[75] = 128'h00000000000000000000000000000000;
-    weights[76] = 128'h00000000000000000000000000000000;
-    weights[77] = 128'h00000000000000000000000000000000;
-    weights[78] = 128'h00000000000000000000000000000000;
-    weights[79] = 128'h00000000000000000000000000000000;
-    weights[80] = 128'h00000000000000000000000000000000;
-    weights[81] = 128'h00000000000000000000000000000000;
-    weights[82] = 128'h00000000000000000000000000000000;
-    weights[83] = 128'h00000000000000000000000000000000;
-    weights[84] = 128'h00000000000000000000000000000000;
-    weights[85] = 128'h00000000000000000000000000000000;
-    weights[86] = 128'h00000000000000000000000000000000;
-    weights[87] = 128'h00000000000000000000000000000000;
-    weights[88] = 128'h00000000000000000000000000000000;
-    weights[89] = 128'h00000000000000000000000000000000;
-    weights[90] = 128'h00000000000000000000000000000000;
-    weights[91] = 128'h00000000000000000000000000000000;
-    weights[92] = 128'h00000000000000000000000000000000;
-    weights[93] = 128'h00000000000000000000000000000000;
-    weights[94] = 128'h00000000000000000000000000000000;
-    weights[95] = 128'h00000000000000000000000000000000;
-    weights[96] = 128'h00000000000000000000000000000000;
-    weights[97] = 128'h00000000000000000000000000000000;
-    weights[98] = 128'h00000000000000000000000000000000;
-    weights[99] = 128'h00000000000000000000000000000000;
-    weights[100] = 128'h00000000000000000000000000000000;
-    weights[101] = 128'h00000000000000000000000000000000;
-    weights[102] = 128'h00000000000000000000000000000000;
-    weights[103] = 128'h00000000000000000000000000000000;
-    weights[104] = 128'h00000000000000000000000000000000;
-    weights[105] = 128'h00000000000000000000000000000000;
-    weights[106] = 128'h00000000000000000000000000000000;
-    weights[107] = 128'h00000000000000000000000000000000;
-    weights[108] = 128'h00000000000000000000000000000000;
-    weights[109] = 128'h00000000000000000000000000000000;
-    weights[110] = 128'h00000000000000000000000000000000;
-    weights[111] = 128'h00000000000000000000000000000000;
-    weights[112] = 128'h00000000000000000000000000000000;
-    weights[113] = 128'h00000000000000000000000000000000;
-    weights[114] = 128'h00000000000000000000000000000000;
-    weights[115] = 128'h00000000000000000000000000000000;
-    weights[116] = 128'h00000000000000000000000000000000;
-    weights[117] = 128'h00000000000000000000000000000000;
-    weights[118] = 128'h00000000000000000000000000000000;
-    weights[119] = 128'h00000000000000000000000000000000;
-    weights[120] = 128'h00000000000000000000000000000000;
-    weights[121] = 128'h00000000000000000000000000000000;
-    weights[122] = 128'h00000000000000000000000000000000;
-    weights[123] = 128'h00000000000000000000000000000000;
-    weights[124] = 128'h00000000000000000000000000000000;
-    weights[125] = 128'h00000000000000000000000000000000;
-    weights[126] = 128'h00000000000000000000000000000000;
-    weights[127] = 128'h00000000000000000000000000000000;
-    weights[128] = 128'h00000000000000000000000000000000;
-    weights[129] = 128'h00000000000000000000000000000000;
-    weights[130] = 128'h00000000000000000000000000000000;
-    weights[131] = 128'h00000000000000000000000000000000;
-    weights[132] = 128'h00000000000000000000000000000000;
-    weights[133] = 128'h00000000000000000000000000000000;
-    weights[134] = 128'h00000000000000000000000000000000;
-    weights[135] = 128'h00000000000000000000000000000000;
-    weights[136] = 128'h00000000000000000000000000000000;
-    weights[137] = 128'h00000000000000000000000000000000;
-    weights[138] = 128'h00000000000000000000000000000000;
-    weights[139] = 128'h00000000000000000000000000000000;
-    weights[140] = 128'h00000000000000000000000000000000;
-    weights[141] = 128'h00000000000000000000000000000000;
-    weights[142] = 128'h00000000000000000000000000000000;
-    weights[143] = 128'h00000000000000000000000000000000;
-  end
-  always @(posedge clk) begin
-    if (\$signature__en )
-      weights[\$1 [7:0]] <= params__payload;
-  end
-  reg [127:0] _2_;
-  always @(posedge clk) begin
-    if (adv) begin
-      _2_ <= weights[\$183 [7:0]];
-    end
-  end
-  assign \$signature__data$120  = _2_;
-  always @(posedge clk)
-    part2_2 <= \$409 ;
-  always @(posedge clk)
-    part2_3 <= \$410 ;
-  always @(posedge clk)
-    v3 <= \$411 ;
-  always @(posedge clk)
-    \$like$124  <= \$412 ;
-  always @(posedge clk)
-    ox3 <= \$413 ;
-  always @(posedge clk)
-    acc_0 <= \$414 ;
-  always @(posedge clk)
-    psum_bias_0 <= \$415 ;
-  always @(posedge clk)
-    scale3_0 <= \$416 ;
-  always @(posedge clk)
-    acc_1 <= \$417 ;
-  always @(posedge clk)
-    psum_bias_1 <= \$418 ;
-  always @(posedge clk)
-    scale3_1 <= \$419 ;
-  always @(posedge clk)
-    acc_2 <= \$420 ;
-  always @(posedge clk)
-    psum_bias_2 <= \$421 ;
-  always @(posedge clk)
-    scale3_2 <= \$422 ;
-  always @(posedge clk)
-    acc_3 <= \$423 ;
-  always @(posedge clk)
-    psum_bias_3 <= \$424 ;
-  always @(posedge clk)
-    scale3_3 <= \$425 ;
-  always @(posedge clk)
-    v4 <= \$426 ;
-  always @(posedge clk)
-    \$like$139  <= \$427 ;
-  always @(posedge clk)
-    ox4 <= \$428 ;
-  always @(posedge clk)
-    requant_0 <= \$429 ;
-  always @(posedge clk)
-    requant_1 <= \$430 ;
-  always @(posedge clk)
-    requant_2 <= \$431 ;
-  always @(posedge clk)
-    requant_3 <= \$432 ;
-  always @(posedge clk)
-    sites_out__valid <= \$433 ;
-  always @(posedge clk)
-    sites_out__payload <= \$434 ;
-  assign params__ready = ~ frame_busy;
-  assign \$1  = pcount - 1'h1;
-  assign \$2  = params__valid & params__ready;
-  assign \$3  = pcount >= 1'h1;
-  assign \$4  = \$2  & \$3 ;
-  assign \$5  = pcount <= 8'h90;
-  assign \$signature__en  = \$4  & \$5 ;
-  assign \$6  = pcount - 1'h1;
-  assign \$7  = $signed(\$6 ) - $signed(9'h090);
-  assign \$8  = params__valid & params__ready;
-  assign \$9  = pcount > 8'h90;
-  assign \$signature__en$18  = \$8  & \$9 ;
-  assign \$10  = ~ sites_in__payload[46];
-  assign \$11  = ! gi;
-  assign \$12  = sites_in__payload[38:32] < \$signal$24 ;
-  assign \$13  = sites_in__payload[38:32] == \$signal$24 ;
-  assign \$14  = sites_in__payload[45:39] <= last_x;
-  assign \$15  = \$13  & \$14 ;
-  assign \$16  = \$12  | \$15 ;
-  assign \$17  = has_last & \$16 ;
-  assign \$18  = sites_in__payload[38:32] > height_m1;
-  assign \$19  = \$17  | \$18 ;
-  assign \$20  = sites_in__payload[45:39] > width_m1;
-  assign \$21  = \$19  | \$20 ;
-  assign \$22  = sites_in__payload[38:32] != \$signal ;
-  assign \$23  = sites_in__payload[45:39] != cur_x;
-  assign \$24  = \$22  | \$23 ;
-  assign \$25  = \$11  ? \$21  : \$24 ;
-  assign bad = \$10  & \$25 ;
-  assign \$26  = sites_in__payload[38:32] + 1'h1;
-  assign \$27  = use_row * 1'h1;
-  assign \$28  = \$27  + 3'h4;
-  assign permit = \$26  < \$28 ;
-  assign \$29  = ~ eof_seen;
-  assign \$30  = loaded & \$29 ;
-  assign \$31  = params__valid & params__ready;
-  assign \$32  = ~ \$31 ;
-  assign open_ = \$30  & \$32 ;
-  assign \$33  = discard | sites_in__payload[46];
-  assign \$34  = \$33  | bad;
-  assign \$35  = \$34  | permit;
-  assign sites_in__ready = open_ & \$35 ;
-  assign \$36  = sites_in__valid & sites_in__ready;
-  assign \$37  = ~ sites_in__payload[46];
-  assign \$38  = \$36  & \$37 ;
-  assign \$39  = ~ discard;
-  assign \$40  = \$38  & \$39 ;
-  assign \$41  = ~ bad;
-  assign write = \$40  & \$41 ;
-  assign \$484  = sites_in__payload[38:32] % 3'h4;
-  assign \$43  = \$42 [1:0] * 8'h80;
-  assign \$44  = \$43  + sites_in__payload[45:39];
-  assign \$45  = \$44  * 3'h4;
-  assign \$46  = \$45  + gi;
-  assign \$47  = f_row * 1'h1;
-  assign \$48  = \$47  + 1'h1;
-  assign \$49  = done_rows > \$48 ;
-  assign row_ready = eof_seen | \$49 ;
-  assign \$50  = ~ has_last;
-  assign \$51  = f_row > \$signal$24 ;
-  assign \$52  = \$50  | \$51 ;
-  assign rows_over = eof_seen & \$52 ;
-  assign \$501  = f_row % 3'h4;
-  assign \$54  = ! \$53 [2:0];
-  assign \$55  = row_tag_0 == f_row;
-  assign \$56  = \$54  & \$55 ;
-  assign \$509  = f_row % 3'h4;
-  assign \$58  = \$57 [2:0] == 1'h1;
-  assign \$59  = row_tag_1 == f_row;
-  assign \$60  = \$58  & \$59 ;
-  assign \$517  = f_row % 3'h4;
-  assign \$62  = \$61 [2:0] == 2'h2;
-  assign \$63  = row_tag_2 == f_row;
-  assign \$64  = \$62  & \$63 ;
-  assign \$525  = f_row % 3'h4;
-  assign \$66  = \$65 [2:0] == 2'h3;
-  assign \$67  = row_tag_3 == f_row;
-  assign \$68  = \$66  & \$67 ;
-  assign \$69  = f_rem - 1'h1;
-  assign \$70  = { 1'h0, f_rem } & \$69 ;
-  assign \$71  = f_row * 1'h1;
-  assign cx = finder_x * 1'h1;
-  assign \$72  = \$71 [8:0] - 1'h1;
-  wire [9:0] _3_ = $signed(\$72 ) % $signed(4'h4);
-  assign \$538  = (\$72 [9] == 1'h0) || _3_ == 0 ? $signed(_3_) : $signed(4'h4) + $signed(_3_);
-  assign \$74  = ! \$73 [2:0];
-  assign \$75  = \$71 [8:0] - 1'h1;
-  assign \$76  = row_tag_0 == \$75 ;
-  assign \$77  = \$74  & \$76 ;
-  assign \$78  = \$71 [8:0] - 1'h1;
-  wire [9:0] _4_ = $signed(\$78 ) % $signed(4'h4);
-  assign \$548  = (\$78 [9] == 1'h0) || _4_ == 0 ? $signed(_4_) : $signed(4'h4) + $signed(_4_);
-  assign \$80  = \$79 [2:0] == 1'h1;
-  assign \$81  = \$71 [8:0] - 1'h1;
-  assign \$82  = row_tag_1 == \$81 ;
-  assign \$83  = \$80  & \$82 ;
-  assign \$84  = \$71 [8:0] - 1'h1;
-  wire [9:0] _5_ = $signed(\$84 ) % $signed(4'h4);
-  assign \$558  = (\$84 [9] == 1'h0) || _5_ == 0 ? $signed(_5_) : $signed(4'h4) + $signed(_5_);
-  assign \$86  = \$85 [2:0] == 2'h2;
-  assign \$87  = \$71 [8:0] - 1'h1;
-  assign \$88  = row_tag_2 == \$87 ;
-  assign \$89  = \$86  & \$88 ;
-  assign \$90  = \$71 [8:0] - 1'h1;
-  wire [9:0] _6_ = $signed(\$90 ) % $signed(4'h4);
-  assign \$568  = (\$90 [9] == 1'h0) || _6_ == 0 ? $signed(_6_) : $signed(4'h4) + $signed(_6_);
-  assign \$92  = \$91 [2:0] == 2'h3;
-  assign \$93  = \$71 [8:0] - 1'h1;
-  assign \$94  = row_tag_3 == \$93 ;
-  assign \$95  = \$92  & \$94 ;
-  assign \$96  = \$71 [8:0] + 1'h0;
-  assign \$578  = \$96  % 3'h4;
-  assign \$98  = ! \$97 [2:0];
-  assign \$99  = \$71 [8:0] + 1'h0;
-  assign \$100  = row_tag_0 == \$99 ;
-  assign \$101  = \$98  & \$100 ;
-  assign \$102  = \$71 [8:0] + 1'h0;
-  assign \$588  = \$102  % 3'h4;
-  assign \$104  = \$103 [2:0] == 1'h1;
-  assign \$105  = \$71 [8:0] + 1'h0;
-  assign \$106  = row_tag_1 == \$105 ;
-  assign \$107  = \$104  & \$106 ;
-  assign \$108  = \$71 [8:0] + 1'h0;
-  assign \$598  = \$108  % 3'h4;
-  assign \$110  = \$109 [2:0] == 2'h2;
-  assign \$111  = \$71 [8:0] + 1'h0;
-  assign \$112  = row_tag_2 == \$111 ;
-  assign \$113  = \$110  & \$112 ;
-  assign \$114  = \$71 [8:0] + 1'h0;
-  assign \$608  = \$114  % 3'h4;
-  assign \$116  = \$115 [2:0] == 2'h3;
-  assign \$117  = \$71 [8:0] + 1'h0;
-  assign \$118  = row_tag_3 == \$117 ;
-  assign \$119  = \$116  & \$118 ;
-  assign \$120  = \$71 [8:0] + 1'h1;
-  assign \$618  = \$120  % 3'h4;
-  assign \$122  = ! \$121 [2:0];
-  assign \$123  = \$71 [8:0] + 1'h1;
-  assign \$124  = row_tag_0 == \$123 ;
-  assign \$125  = \$122  & \$124 ;
-  assign \$126  = \$71 [8:0] + 1'h1;
-  assign \$628  = \$126  % 3'h4;
-  assign \$128  = \$127 [2:0] == 1'h1;
-  assign \$129  = \$71 [8:0] + 1'h1;
-  assign \$130  = row_tag_1 == \$129 ;
-  assign \$131  = \$128  & \$130 ;
-  assign \$132  = \$71 [8:0] + 1'h1;
-  assign \$638  = \$132  % 3'h4;
-  assign \$134  = \$133 [2:0] == 2'h2;
-  assign \$135  = \$71 [8:0] + 1'h1;
-  assign \$136  = row_tag_2 == \$135 ;
-  assign \$137  = \$134  & \$136 ;
-  assign \$138  = \$71 [8:0] + 1'h1;
-  assign \$648  = \$138  % 3'h4;
-  assign \$140  = \$139 [2:0] == 2'h3;
-  assign \$141  = \$71 [8:0] + 1'h1;
-  assign \$142  = row_tag_3 == \$141 ;
-  assign \$143  = \$140  & \$142 ;
-  assign \$144  = ! \$71 [8:0];
-  assign \$145  = { win_row_0, 1'h0 } >> cx;
-  assign \$146  = \$144  ? 3'h0 : \$145 ;
-  assign \$147  = { win_row_1, 1'h0 } >> cx;
-  assign \$148  = { win_row_2, 1'h0 } >> cx;
-  assign \$149  = ~ sites_out__valid;
-  assign adv = \$149  | sites_out__ready;
-  assign \$150  = pf_valid ? \$signal$68  : f_row;
-  assign use_row = sv ? \$signal$69  : \$150 ;
-  assign \$151  = s_rem - 1'h1;
-  assign \$152  = { 1'h0, s_rem } & \$151 ;
-  assign \$153  = s_gi == 2'h3;
-  assign \$154  = ! \$152 [8:0];
-  assign acc_last = \$153  & \$154 ;
-  assign \$155  = sv & acc_last;
-  assign \$156  = s_go == 2'h3;
-  assign site_done = \$155  & \$156 ;
-  assign \$157  = adv & pf_valid;
-  assign \$158  = ~ sv;
-  assign \$159  = \$158  | site_done;
-  assign pf_take = \$157  & \$159 ;
-  assign \$160  = ! tap;
-  assign \$161  = tap == 1'h1;
-  assign \$162  = tap == 2'h2;
-  assign \$163  = tap == 2'h3;
-  assign \$164  = tap == 3'h4;
-  assign \$165  = tap == 3'h5;
-  assign \$166  = tap == 3'h6;
-  assign \$167  = tap == 3'h7;
-  assign \$168  = tap == 4'h8;
-  assign \$169  = \$signal$69  * 1'h1;
-  assign \$170  = \$169  + \$signal$78 ;
-  assign \$171  = \$170  - 1'h1;
-  assign \$172  = s_ox * 1'h1;
-  assign \$173  = \$172  + dx_t;
-  assign \$174  = \$173  - 1'h1;
-  assign \$693  = \$171 [8:0] % 3'h4;
-  assign \$176  = \$175 [2:0] * 8'h80;
-  assign \$177  = \$176  + \$174 [8:0];
-  assign \$178  = \$177  * 3'h4;
-  assign \$179  = \$178  + s_gi;
-  assign \$180  = tap * 3'h4;
-  assign \$181  = \$180  + s_go;
-  assign \$182  = \$181  * 3'h4;
-  assign \$183  = \$182  + s_gi;
-  assign \$188  = ~ sv;
-  assign \$189  = ~ pf_valid;
-  assign \$190  = \$188  & \$189 ;
-  assign \$191  = ~ \$signal$100 ;
-  assign \$192  = \$190  & \$191 ;
-  assign \$193  = ~ \$signal$101 ;
-  assign \$194  = \$192  & \$193 ;
-  assign \$195  = ~ v3;
-  assign \$196  = \$194  & \$195 ;
-  assign \$197  = ~ v4;
-  assign \$198  = \$196  & \$197 ;
-  assign \$199  = f_done & \$198 ;
-  assign send_eof = \$199  & adv;
-  assign \$200  = params__valid & params__ready;
-  assign \$201  = pcount == 8'h94;
-  assign \$202  = pcount + 1'h1;
-  assign \$203  = ! pcount;
-  assign \$204  = sites_in__valid & open_;
-  assign \$205  = ~ sites_in__payload[46];
-  assign \$206  = \$204  & \$205 ;
-  assign \$207  = ! gi;
-  assign \$208  = \$206  & \$207 ;
-  assign \$209  = ~ bad;
-  assign \$210  = \$208  & \$209 ;
-  assign \$211  = ~ discard;
-  assign \$212  = \$210  & \$211 ;
-  assign \$213  = sites_in__valid & sites_in__ready;
-  assign \$214  = ! gi;
-  assign \$215  = ~ \$214 ;
-  assign \$216  = \$215  | sites_in__payload[47];
-  assign \$217  = ! gi;
-  assign \$218  = gi == 2'h3;
-  assign \$219  = gi + 1'h1;
-  assign \$220  = ! \$42 [1:0];
-  assign \$221  = ! gi;
-  assign \$222  = row_tag_0 != sites_in__payload[38:32];
-  assign \$223  = \$221  & \$222 ;
-  assign \$224  = ! gi;
-  assign \$225  = row_tag_0 != sites_in__payload[38:32];
-  assign \$226  = \$224  & \$225 ;
-  assign \$227  = \$226  ? 128'h00000000000000000000000000000000 : bitmap_0;
-  assign \$228  = gi == 2'h3;
-  assign \$229  = 1'h1 << sites_in__payload[45:39];
-  assign \$230  = \$228  ? \$229  : 255'h0000000000000000000000000000000000000000000000000000000000000000;
-  assign \$231  = { 127'h00000000000000000000000000000000, \$227  } | \$230 ;
-  assign \$232  = \$42 [1:0] == 1'h1;
-  assign \$233  = ! gi;
-  assign \$234  = row_tag_1 != sites_in__payload[38:32];
-  assign \$235  = \$233  & \$234 ;
-  assign \$236  = ! gi;
-  assign \$237  = row_tag_1 != sites_in__payload[38:32];
-  assign \$238  = \$236  & \$237 ;
-  assign \$239  = \$238  ? 128'h00000000000000000000000000000000 : bitmap_1;
-  assign \$240  = gi == 2'h3;
-  assign \$241  = 1'h1 << sites_in__payload[45:39];
-  assign \$242  = \$240  ? \$241  : 255'h0000000000000000000000000000000000000000000000000000000000000000;
-  assign \$243  = { 127'h00000000000000000000000000000000, \$239  } | \$242 ;
-  assign \$244  = \$42 [1:0] == 2'h2;
-  assign \$245  = ! gi;
-  assign \$246  = row_tag_2 != sites_in__payload[38:32];
-  assign \$247  = \$245  & \$246 ;
-  assign \$248  = ! gi;
-  assign \$249  = row_tag_2 != sites_in__payload[38:32];
-  assign \$250  = \$248  & \$249 ;
-  assign \$251  = \$250  ? 128'h00000000000000000000000000000000 : bitmap_2;
-  assign \$252  = gi == 2'h3;
-  assign \$253  = 1'h1 << sites_in__payload[45:39];
-  assign \$254  = \$252  ? \$253  : 255'h0000000000000000000000000000000000000000000000000000000000000000;
-  assign \$255  = { 127'h00000000000000000000000000000000, \$251  } | \$254 ;
-  assign \$256  = \$42 [1:0] == 2'h3;
-  assign \$257  = ! gi;
-  assign \$258  = row_tag_3 != sites_in__payload[38:32];
-  assign \$259  = \$257  & \$258 ;
-  assign \$260  = ! gi;
-  assign \$261  = row_tag_3 != sites_in__payload[38:32];
-  assign \$262  = \$260  & \$261 ;
-  assign \$263  = \$262  ? 128'h00000000000000000000000000000000 : bitmap_3;
-  assign \$264  = gi == 2'h3;
-  assign \$265  = 1'h1 << sites_in__payload[45:39];
-  assign \$266  = \$264  ? \$265  : 255'h0000000000000000000000000000000000000000000000000000000000000000;
-  assign \$267  = { 127'h00000000000000000000000000000000, \$263  } | \$266 ;
-  assign \$268  = ~ f_done;
-  assign \$269  = ~ send_eof;
-  assign \$270  = \$268  & \$269 ;
-  assign \$271  = ~ f_scan;
-  assign \$272  = ~ pf_valid;
-  assign \$273  = \$272  | pf_take;
-  assign \$274  = ! centre_row;
-  assign \$275  = f_row + 1'h1;
-  assign \$276  = ! \$70 [127:0];
-  assign \$277  = f_row + 1'h1;
-  assign \$278  = s_gi == 2'h3;
-  assign \$279  = ~ \$278 ;
-  assign \$280  = s_gi + 1'h1;
-  assign \$281  = | \$152 [8:0];
-  assign \$282  = s_go == 2'h3;
-  assign \$283  = s_go + 1'h1;
-  assign \$284  = \$282  ? 3'h0 : \$283 ;
-  assign \$285  = s_rem == \$signal$109 ;
-  assign \$286  = ! s_gi;
-  assign \$287  = \$285  & \$286 ;
-  assign \$288  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$120 [7:0]);
-  assign \$289  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$120 [15:8]);
-  assign \$290  = $signed(\$288 ) + $signed(\$289 );
-  assign \$291  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$120 [23:16]);
-  assign \$292  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$120 [31:24]);
-  assign \$293  = $signed(\$291 ) + $signed(\$292 );
-  assign \$294  = $signed(\$290 ) + $signed(\$293 );
-  assign \$295  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$120 [39:32]);
-  assign \$296  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$120 [47:40]);
-  assign \$297  = $signed(\$295 ) + $signed(\$296 );
-  assign \$298  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$120 [55:48]);
-  assign \$299  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$120 [63:56]);
-  assign \$300  = $signed(\$298 ) + $signed(\$299 );
-  assign \$301  = $signed(\$297 ) + $signed(\$300 );
-  assign \$302  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$120 [71:64]);
-  assign \$303  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$120 [79:72]);
-  assign \$304  = $signed(\$302 ) + $signed(\$303 );
-  assign \$305  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$120 [87:80]);
-  assign \$306  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$120 [95:88]);
-  assign \$307  = $signed(\$305 ) + $signed(\$306 );
-  assign \$308  = $signed(\$304 ) + $signed(\$307 );
-  assign \$309  = $signed(lb_r__data[7:0]) * $signed(\$signature__data$120 [103:96]);
-  assign \$310  = $signed(lb_r__data[15:8]) * $signed(\$signature__data$120 [111:104]);
-  assign \$311  = $signed(\$309 ) + $signed(\$310 );
-  assign \$312  = $signed(lb_r__data[23:16]) * $signed(\$signature__data$120 [119:112]);
-  assign \$313  = $signed(lb_r__data[31:24]) * $signed(\$signature__data$120 [127:120]);
-  assign \$314  = $signed(\$312 ) + $signed(\$313 );
-  assign \$315  = $signed(\$311 ) + $signed(\$314 );
-  assign \$316  = \$signal$101  & last2;
-  assign \$317  = \$signal$114  ? { \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15:0] } : acc_0;
-  assign \$318  = $signed(\$317 ) + $signed(part2_0);
-  assign \$319  = \$signal$114  ? { \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15], \$signature__data$127 [15:0] } : acc_0;
-  assign \$320  = $signed(\$319 ) + $signed(part2_0);
-  assign \$321  = \$signal$114  ? { \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31:16] } : acc_1;
-  assign \$322  = $signed(\$321 ) + $signed(part2_1);
-  assign \$323  = \$signal$114  ? { \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31], \$signature__data$127 [31:16] } : acc_1;
-  assign \$324  = $signed(\$323 ) + $signed(part2_1);
-  assign \$325  = \$signal$114  ? { \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47:32] } : acc_2;
-  assign \$326  = $signed(\$325 ) + $signed(part2_2);
-  assign \$327  = \$signal$114  ? { \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47], \$signature__data$127 [47:32] } : acc_2;
-  assign \$328  = $signed(\$327 ) + $signed(part2_2);
-  assign \$329  = \$signal$114  ? { \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63:48] } : acc_3;
-  assign \$330  = $signed(\$329 ) + $signed(part2_3);
-  assign \$331  = \$signal$114  ? { \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63], \$signature__data$127 [63:48] } : acc_3;
-  assign \$332  = $signed(\$331 ) + $signed(part2_3);
-  assign \$333  = $signed(psum_bias_0) * $signed({ 1'h0, scale3_0 });
-  assign \$334  = $signed(\$333 ) + $signed(17'h08000);
-  assign \$335  = $signed(psum_bias_1) * $signed({ 1'h0, scale3_1 });
-  assign \$336  = $signed(\$335 ) + $signed(17'h08000);
-  assign \$337  = $signed(psum_bias_2) * $signed({ 1'h0, scale3_2 });
-  assign \$338  = $signed(\$337 ) + $signed(17'h08000);
-  assign \$339  = $signed(psum_bias_3) * $signed({ 1'h0, scale3_3 });
-  assign \$340  = $signed(\$339 ) + $signed(17'h08000);
-  assign \$341  = v4 | send_eof;
-  assign \$342  = $signed(\$184 [22:0]) > $signed(8'h7f);
-  assign \$343  = $signed(\$184 [22:0]) < $signed(8'h81);
-  assign \$344  = \$343  ? 23'h7fff81 : \$184 [22:0];
-  assign \$345  = \$342  ? 23'h00007f : \$344 ;
-  assign \$346  = $signed(\$185 [22:0]) > $signed(8'h7f);
-  assign \$347  = $signed(\$185 [22:0]) < $signed(8'h81);
-  assign \$348  = \$347  ? 23'h7fff81 : \$185 [22:0];
-  assign \$349  = \$346  ? 23'h00007f : \$348 ;
-  assign \$350  = $signed(\$186 [22:0]) > $signed(8'h7f);
-  assign \$351  = $signed(\$186 [22:0]) < $signed(8'h81);
-  assign \$352  = \$351  ? 23'h7fff81 : \$186 [22:0];
-  assign \$353  = \$350  ? 23'h00007f : \$352 ;
-  assign \$354  = $signed(\$187 [22:0]) > $signed(8'h7f);
-  assign \$355  = $signed(\$187 [22:0]) < $signed(8'h81);
-  assign \$356  = \$355  ? 23'h7fff81 : \$187 [22:0];
-  assign \$357  = \$354  ? 23'h00007f : \$356 ;
-  always @(posedge clk)
-    pcount <= \$358 ;
-  always @(posedge clk)
-    loaded <= \$359 ;
-  always @(posedge clk)
-    height_m1 <= \$360 ;
-  always @(posedge clk)
-    width_m1 <= \$361 ;
-  always @(posedge clk)
-    done_rows <= \$362 ;
-  always @(posedge clk)
-    frame_busy <= \$363 ;
-  always @(posedge clk)
-    eof_seen <= \$364 ;
-  always @(posedge clk)
-    discard <= \$365 ;
-  always @(posedge clk)
-    gi <= \$366 ;
-  always @(posedge clk)
-    err <= \$367 ;
-  always @(posedge clk)
-    \$signal  <= \$368 ;
-  always @(posedge clk)
-    cur_x <= \$369 ;
-  always @(posedge clk)
-    has_last <= \$370 ;
-  always @(posedge clk)
-    \$signal$24  <= \$371 ;
-  always @(posedge clk)
-    last_x <= \$372 ;
-  always @(posedge clk)
-    row_tag_0 <= \$373 ;
-  always @(posedge clk)
-    bitmap_0 <= \$374 ;
-  always @(posedge clk)
-    row_tag_1 <= \$375 ;
-  always @(posedge clk)
-    bitmap_1 <= \$376 ;
-  always @(posedge clk)
-    row_tag_2 <= \$377 ;
-  always @(posedge clk)
-    bitmap_2 <= \$378 ;
-  always @(posedge clk)
-    row_tag_3 <= \$379 ;
-  always @(posedge clk)
-    bitmap_3 <= \$380 ;
-  always @(posedge clk)
-    pf_valid <= \$381 ;
-  always @(posedge clk)
-    f_done <= \$382 ;
-  always @(posedge clk)
-    f_row <= \$383 ;
-  always @(posedge clk)
-    f_rem <= \$384 ;
-  always @(posedge clk)
-    f_scan <= \$385 ;
-  always @(posedge clk)
-    \$signal$68  <= \$386 ;
-  always @(posedge clk)
-    \$signal$107  <= \$387 ;
-  always @(posedge clk)
-    pf_taps <= \$388 ;
-  always @(posedge clk)
-    s_gi <= \$389 ;
-  always @(posedge clk)
-    s_rem <= \$390 ;
-  always @(posedge clk)
-    s_go <= \$391 ;
-  always @(posedge clk)
-    sv <= \$392 ;
-  always @(posedge clk)
-    \$signal$69  <= \$393 ;
-  always @(posedge clk)
-    s_ox <= \$394 ;
-  always @(posedge clk)
-    \$signal$109  <= \$395 ;
-  always @(posedge clk)
-    \$signal$100  <= \$396 ;
-  always @(posedge clk)
-    \$signal$110  <= \$397 ;
-  always @(posedge clk)
-    last1 <= \$398 ;
-  always @(posedge clk)
-    \$like  <= \$399 ;
-  always @(posedge clk)
-    \$like$113  <= \$400 ;
-  always @(posedge clk)
-    \$signature__addr$88  <= \$401 ;
-  always @(posedge clk)
-    \$signal$101  <= \$402 ;
-  always @(posedge clk)
-    \$signal$114  <= \$403 ;
-  always @(posedge clk)
-    last2 <= \$404 ;
-  always @(posedge clk)
-    \$like$116  <= \$405 ;
-  always @(posedge clk)
-    ox2 <= \$406 ;
-  always @(posedge clk)
-    part2_0 <= \$407 ;
-  always @(posedge clk)
-    part2_1 <= \$408 ;
+  (* init = 7'h00 *)
+  wire [6:0] \width_m1$32 ;
+  always @(posedge clk)
+    width_m1 <= \$35 ;
+  always @(posedge clk)
+    c_in <= \$36 ;
+  always @(posedge clk)
+    c_out <= \$37 ;
+  always @(posedge clk)
+    c_tap <= \$38 ;
+  always @(posedge clk)
+    \w_addr$18  <= \$39 ;
+  always @(posedge clk)
+    w_addr <= \$40 ;
+  always @(posedge clk)
+    permit_row <= \$41 ;
+  always @(posedge clk)
+    read_v_d1 <= \$42 ;
+  always @(posedge clk)
+    steps__valid <= \$43 ;
+  always @(posedge clk)
+    read_first_d1 <= \$44 ;
+  always @(posedge clk)
+    read_first_d2 <= \$45 ;
+  always @(posedge clk)
+    read_last_d1 <= \$46 ;
+  always @(posedge clk)
+    read_last_d2 <= \$47 ;
+  always @(posedge clk)
+    read_meta_d1 <= \$48 ;
+  always @(posedge clk)
+    read_meta_d2 <= \$49 ;
+  always @(posedge clk)
+    sites_out__valid <= \$50 ;
+  always @(posedge clk)
+    sites_out__payload <= \$51 ;
+  always @(posedge clk)
+    inflight <= \$52 ;
+  assign params__ready = ~ busy;
+  assign \$1  = ~ busy;
+  assign hold = params__valid & \$1 ;
+  assign \$2  = ~ feats__payload[48];
+  assign \$3  = ~ sites_out__valid;
+  assign \$4  = \$3  | sites_out__ready;
+  assign r_en = r_rdy & \$4 ;
+  assign can_emit = inflight < 6'h20;
+  assign frame_reset = \w_en$79  & feats__payload[48];
+  assign \$5  = params__valid & params__ready;
+  assign \$6  = pcount == 8'h94;
+  assign \$7  = pcount + 1'h1;
+  assign \$8  = ! pcount;
+  assign \$9  = pcount <= 8'h90;
+  assign \$10  = c_in == 2'h3;
+  assign \$11  = c_in + 1'h1;
+  assign \$12  = \$10  ? 3'h0 : \$11 ;
+  assign \$13  = c_in == 2'h3;
+  assign \$14  = c_out == 2'h3;
+  assign \$15  = c_out + 1'h1;
+  assign \$16  = \$14  ? 3'h0 : \$15 ;
+  assign \$17  = c_out == 2'h3;
+  assign \$18  = c_tap + 1'h1;
+  assign \$19  = pcount - 1'h1;
+  assign \$20  = $signed(\$19 ) - $signed(9'h090);
+  assign \$21  = \busy$90  ? \row$92  : row;
+  assign \$22  = \$21  + 2'h3;
+  assign \$23  = ~ sites_out__valid;
+  assign \$24  = \$23  | sites_out__ready;
+  assign \$25  = r_rdy & \$24 ;
+  assign \$26  = inflight + beat;
+  assign \$27  = sites_out__valid & sites_out__ready;
+  assign \$28  = \$26  - \$27 ;
+  always @(posedge clk)
+    w_en <= \$29 ;
+  always @(posedge clk)
+    \w_en$21  <= \$30 ;
+  always @(posedge clk)
+    w_data <= \$31 ;
+  always @(posedge clk)
+    pcount <= \$32 ;
+  always @(posedge clk)
+    loaded <= \$33 ;
+  always @(posedge clk)
+    height_m1 <= \$34 ;
+  \top.finder  finder (
+    .bitmaps(bitmaps),
+    .clk(clk),
+    .done_rows(done_rows),
+    .eof_seen(eof_seen),
+    .error(error),
+    .frame_reset(frame_reset),
+    .has_last(has_last),
+    .last_y(last_y),
+    .r_en(sites__ready),
+    .row(row),
+    .rst(rst),
+    .sites__payload(sites__payload),
+    .sites__valid(sites__valid),
+    .tags(tags)
+  );
+  \top.line_buffer  line_buffer (
+    .bitmaps(bitmaps),
+    .busy(busy),
+    .clk(clk),
+    .done_rows(done_rows),
+    .eof_seen(eof_seen),
+    .error(error),
+    .frame_reset(frame_reset),
+    .has_last(has_last),
+    .height_m1(height_m1),
+    .hold(hold),
+    .last_y(last_y),
+    .loaded(loaded),
+    .permit_row(permit_row),
+    .r_addr(steps__payload[10:0]),
+    .rd_data(rd_data),
+    .rst(rst),
+    .sites_in__payload(sites_in__payload),
+    .sites_in__ready(sites_in__ready),
+    .tags(tags),
+    .w_en(sites_in__valid),
+    .width_m1(width_m1)
+  );
+  \top.mac_array  mac_array (
+    .clk(clk),
+    .out_v(sums__valid),
+    .rst(rst),
+    .steps__payload(\steps__payload$63 ),
+    .steps__valid(steps__valid),
+    .sums__payload(sums__payload)
+  );
+  \top.out_queue  out_queue (
+    .clk(clk),
+    .r_data(\r_data$98 ),
+    .r_en(r_en),
+    .r_rdy(r_rdy),
+    .rst(rst),
+    .w_en(\w_en$79 ),
+    .w_port__data(tok)
+  );
+  \top.requant  requant (
+    .clk(clk),
+    .r_data(rq_data),
+    .rd__addr(sums__payload[107:106]),
+    .rst(rst),
+    .w_addr(\w_addr$18 ),
+    .w_data(w_data),
+    .w_en(\w_en$21 )
+  );
+  \top.requantiser  requantiser (
+    .clk(clk),
+    .feats__payload(feats__payload),
+    .feats__valid(\w_en$79 ),
+    .rq_data(rq_data),
+    .rst(rst),
+    .sums__payload(sums__payload),
+    .sums__valid(sums__valid)
+  );
+  \top.sequencer  sequencer (
+    .beat(beat),
+    .busy(\busy$90 ),
+    .can_emit(can_emit),
+    .clk(clk),
+    .row(\row$92 ),
+    .rst(rst),
+    .sites__payload(sites__payload),
+    .sites__ready(sites__ready),
+    .sites__valid(sites__valid),
+    .steps__payload(steps__payload),
+    .steps__valid(\steps__valid$94 )
+  );
+  \top.weights  weights (
+    .clk(clk),
+    .r_data(r_data),
+    .rd__addr(steps__payload[18:11]),
+    .rst(rst),
+    .w_addr(w_addr),
+    .w_data(w_data),
+    .w_en(w_en)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$409  = part2_2;
-    if (adv) begin
-      \$409  = { \$308 [17], \$308 [17], \$308 [17], \$308 [17], \$308 [17], \$308  };
-    end
-    if (rst) begin
-      \$409  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$410  = part2_3;
-    if (adv) begin
-      \$410  = { \$315 [17], \$315 [17], \$315 [17], \$315 [17], \$315 [17], \$315  };
-    end
-    if (rst) begin
-      \$410  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$411  = v3;
-    if (adv) begin
-      \$411  = \$316 ;
-    end
-    if (rst) begin
-      \$411  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$412  = \$like$124 ;
-    if (adv) begin
-      \$412  = \$like$116 ;
-    end
-    if (rst) begin
-      \$412  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$413  = ox3;
-    if (adv) begin
-      \$413  = ox2;
-    end
-    if (rst) begin
-      \$413  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$414  = acc_0;
-    if (adv) begin
-      if (\$signal$101 ) begin
-        \$414  = \$318 [22:0];
+    \$35  = width_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$35  = params__payload[13:7];
       end
     end
     if (rst) begin
-      \$414  = 23'h000000;
+      \$35  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$415  = psum_bias_0;
-    if (adv) begin
-      if (\$signal$101 ) begin
-        \$415  = \$320 [22:0];
+    \$36  = c_in;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$36  = 2'h0;
+      end else if (\$9 ) begin
+        \$36  = \$12 [1:0];
       end
     end
     if (rst) begin
-      \$415  = 23'h000000;
+      \$36  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$416  = scale3_0;
-    if (adv) begin
-      if (\$signal$101 ) begin
-        \$416  = \$signature__data$127 [79:64];
-      end
-    end
-    if (rst) begin
-      \$416  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$417  = acc_1;
-    if (adv) begin
-      if (\$signal$101 ) begin
-        \$417  = \$322 [22:0];
-      end
-    end
-    if (rst) begin
-      \$417  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$418  = psum_bias_1;
-    if (adv) begin
-      if (\$signal$101 ) begin
-        \$418  = \$324 [22:0];
-      end
-    end
-    if (rst) begin
-      \$418  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$419  = scale3_1;
-    if (adv) begin
-      if (\$signal$101 ) begin
-        \$419  = \$signature__data$127 [95:80];
-      end
-    end
-    if (rst) begin
-      \$419  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$420  = acc_2;
-    if (adv) begin
-      if (\$signal$101 ) begin
-        \$420  = \$326 [22:0];
-      end
-    end
-    if (rst) begin
-      \$420  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$421  = psum_bias_2;
-    if (adv) begin
-      if (\$signal$101 ) begin
-        \$421  = \$328 [22:0];
-      end
-    end
-    if (rst) begin
-      \$421  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$422  = scale3_2;
-    if (adv) begin
-      if (\$signal$101 ) begin
-        \$422  = \$signature__data$127 [111:96];
-      end
-    end
-    if (rst) begin
-      \$422  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$423  = acc_3;
-    if (adv) begin
-      if (\$signal$101 ) begin
-        \$423  = \$330 [22:0];
-      end
-    end
-    if (rst) begin
-      \$423  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$424  = psum_bias_3;
-    if (adv) begin
-      if (\$signal$101 ) begin
-        \$424  = \$332 [22:0];
-      end
-    end
-    if (rst) begin
-      \$424  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$425  = scale3_3;
-    if (adv) begin
-      if (\$signal$101 ) begin
-        \$425  = \$signature__data$127 [127:112];
-      end
-    end
-    if (rst) begin
-      \$425  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$426  = v4;
-    if (adv) begin
-      \$426  = v3;
-    end
-    if (rst) begin
-      \$426  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$427  = \$like$139 ;
-    if (adv) begin
-      \$427  = \$like$124 ;
-    end
-    if (rst) begin
-      \$427  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$428  = ox4;
-    if (adv) begin
-      \$428  = ox3;
-    end
-    if (rst) begin
-      \$428  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$429  = requant_0;
-    if (adv) begin
-      \$429  = \$334 [38:0];
-    end
-    if (rst) begin
-      \$429  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$430  = requant_1;
-    if (adv) begin
-      \$430  = \$336 [38:0];
-    end
-    if (rst) begin
-      \$430  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$431  = requant_2;
-    if (adv) begin
-      \$431  = \$338 [38:0];
-    end
-    if (rst) begin
-      \$431  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$432  = requant_3;
-    if (adv) begin
-      \$432  = \$340 [38:0];
-    end
-    if (rst) begin
-      \$432  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$433  = sites_out__valid;
-    if (adv) begin
-      \$433  = \$341 ;
-    end
-    if (rst) begin
-      \$433  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$434  = sites_out__payload;
-    if (adv) begin
-      (* full_case = 32'd1 *)
-      if (send_eof) begin
-        \$434 [46] = 1'h1;
-        \$434 [47] = err;
-        \$434 [38:32] = 7'h00;
-        \$434 [45:39] = 7'h00;
-        \$434 [7:0] = 8'h00;
-        \$434 [15:8] = 8'h00;
-        \$434 [23:16] = 8'h00;
-        \$434 [31:24] = 8'h00;
-      end else begin
-        \$434 [46] = 1'h0;
-        \$434 [47] = 1'h0;
-        \$434 [38:32] = \$like$139 [6:0];
-        \$434 [45:39] = ox4;
-        \$434 [7:0] = \$345 [7:0];
-        \$434 [15:8] = \$349 [7:0];
-        \$434 [23:16] = \$353 [7:0];
-        \$434 [31:24] = \$357 [7:0];
-      end
-    end
-    if (rst) begin
-      \$434  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    centre_row = 128'h00000000000000000000000000000000;
-    if (\$56 ) begin
-      centre_row = bitmap_0;
-    end
-    if (\$60 ) begin
-      centre_row = bitmap_1;
-    end
-    if (\$64 ) begin
-      centre_row = bitmap_2;
-    end
-    if (\$68 ) begin
-      centre_row = bitmap_3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    finder_x = 7'h00;
-    if (f_rem[127]) begin
-      finder_x = 7'h7f;
-    end
-    if (f_rem[126]) begin
-      finder_x = 7'h7e;
-    end
-    if (f_rem[125]) begin
-      finder_x = 7'h7d;
-    end
-    if (f_rem[124]) begin
-      finder_x = 7'h7c;
-    end
-    if (f_rem[123]) begin
-      finder_x = 7'h7b;
-    end
-    if (f_rem[122]) begin
-      finder_x = 7'h7a;
-    end
-    if (f_rem[121]) begin
-      finder_x = 7'h79;
-    end
-    if (f_rem[120]) begin
-      finder_x = 7'h78;
-    end
-    if (f_rem[119]) begin
-      finder_x = 7'h77;
-    end
-    if (f_rem[118]) begin
-      finder_x = 7'h76;
-    end
-    if (f_rem[117]) begin
-      finder_x = 7'h75;
-    end
-    if (f_rem[116]) begin
-      finder_x = 7'h74;
-    end
-    if (f_rem[115]) begin
-      finder_x = 7'h73;
-    end
-    if (f_rem[114]) begin
-      finder_x = 7'h72;
-    end
-    if (f_rem[113]) begin
-      finder_x = 7'h71;
-    end
-    if (f_rem[112]) begin
-      finder_x = 7'h70;
-    end
-    if (f_rem[111]) begin
-      finder_x = 7'h6f;
-    end
-    if (f_rem[110]) begin
-      finder_x = 7'h6e;
-    end
-    if (f_rem[109]) begin
-      finder_x = 7'h6d;
-    end
-    if (f_rem[108]) begin
-      finder_x = 7'h6c;
-    end
-    if (f_rem[107]) begin
-      finder_x = 7'h6b;
-    end
-    if (f_rem[106]) begin
-      finder_x = 7'h6a;
-    end
-    if (f_rem[105]) begin
-      finder_x = 7'h69;
-    end
-    if (f_rem[104]) begin
-      finder_x = 7'h68;
-    end
-    if (f_rem[103]) begin
-      finder_x = 7'h67;
-    end
-    if (f_rem[102]) begin
-      finder_x = 7'h66;
-    end
-    if (f_rem[101]) begin
-      finder_x = 7'h65;
-    end
-    if (f_rem[100]) begin
-      finder_x = 7'h64;
-    end
-    if (f_rem[99]) begin
-      finder_x = 7'h63;
-    end
-    if (f_rem[98]) begin
-      finder_x = 7'h62;
-    end
-    if (f_rem[97]) begin
-      finder_x = 7'h61;
-    end
-    if (f_rem[96]) begin
-      finder_x = 7'h60;
-    end
-    if (f_rem[95]) begin
-      finder_x = 7'h5f;
-    end
-    if (f_rem[94]) begin
-      finder_x = 7'h5e;
-    end
-    if (f_rem[93]) begin
-      finder_x = 7'h5d;
-    end
-    if (f_rem[92]) begin
-      finder_x = 7'h5c;
-    end
-    if (f_rem[91]) begin
-      finder_x = 7'h5b;
-    end
-    if (f_rem[90]) begin
-      finder_x = 7'h5a;
-    end
-    if (f_rem[89]) begin
-      finder_x = 7'h59;
-    end
-    if (f_rem[88]) begin
-      finder_x = 7'h58;
-    end
-    if (f_rem[87]) begin
-      finder_x = 7'h57;
-    end
-    if (f_rem[86]) begin
-      finder_x = 7'h56;
-    end
-    if (f_rem[85]) begin
-      finder_x = 7'h55;
-    end
-    if (f_rem[84]) begin
-      finder_x = 7'h54;
-    end
-    if (f_rem[83]) begin
-      finder_x = 7'h53;
-    end
-    if (f_rem[82]) begin
-      finder_x = 7'h52;
-    end
-    if (f_rem[81]) begin
-      finder_x = 7'h51;
-    end
-    if (f_rem[80]) begin
-      finder_x = 7'h50;
-    end
-    if (f_rem[79]) begin
-      finder_x = 7'h4f;
-    end
-    if (f_rem[78]) begin
-      finder_x = 7'h4e;
-    end
-    if (f_rem[77]) begin
-      finder_x = 7'h4d;
-    end
-    if (f_rem[76]) begin
-      finder_x = 7'h4c;
-    end
-    if (f_rem[75]) begin
-      finder_x = 7'h4b;
-    end
-    if (f_rem[74]) begin
-      finder_x = 7'h4a;
-    end
-    if (f_rem[73]) begin
-      finder_x = 7'h49;
-    end
-    if (f_rem[72]) begin
-      finder_x = 7'h48;
-    end
-    if (f_rem[71]) begin
-      finder_x = 7'h47;
-    end
-    if (f_rem[70]) begin
-      finder_x = 7'h46;
-    end
-    if (f_rem[69]) begin
-      finder_x = 7'h45;
-    end
-    if (f_rem[68]) begin
-      finder_x = 7'h44;
-    end
-    if (f_rem[67]) begin
-      finder_x = 7'h43;
-    end
-    if (f_rem[66]) begin
-      finder_x = 7'h42;
-    end
-    if (f_rem[65]) begin
-      finder_x = 7'h41;
-    end
-    if (f_rem[64]) begin
-      finder_x = 7'h40;
-    end
-    if (f_rem[63]) begin
-      finder_x = 7'h3f;
-    end
-    if (f_rem[62]) begin
-      finder_x = 7'h3e;
-    end
-    if (f_rem[61]) begin
-      finder_x = 7'h3d;
-    end
-    if (f_rem[60]) begin
-      finder_x = 7'h3c;
-    end
-    if (f_rem[59]) begin
-      finder_x = 7'h3b;
-    end
-    if (f_rem[58]) begin
-      finder_x = 7'h3a;
-    end
-    if (f_rem[57]) begin
-      finder_x = 7'h39;
-    end
-    if (f_rem[56]) begin
-      finder_x = 7'h38;
-    end
-    if (f_rem[55]) begin
-      finder_x = 7'h37;
-    end
-    if (f_rem[54]) begin
-      finder_x = 7'h36;
-    end
-    if (f_rem[53]) begin
-      finder_x = 7'h35;
-    end
-    if (f_rem[52]) begin
-      finder_x = 7'h34;
-    end
-    if (f_rem[51]) begin
-      finder_x = 7'h33;
-    end
-    if (f_rem[50]) begin
-      finder_x = 7'h32;
-    end
-    if (f_rem[49]) begin
-      finder_x = 7'h31;
-    end
-    if (f_rem[48]) begin
-      finder_x = 7'h30;
-    end
-    if (f_rem[47]) begin
-      finder_x = 7'h2f;
-    end
-    if (f_rem[46]) begin
-      finder_x = 7'h2e;
-    end
-    if (f_rem[45]) begin
-      finder_x = 7'h2d;
-    end
-    if (f_rem[44]) begin
-      finder_x = 7'h2c;
-    end
-    if (f_rem[43]) begin
-      finder_x = 7'h2b;
-    end
-    if (f_rem[42]) begin
-      finder_x = 7'h2a;
-    end
-    if (f_rem[41]) begin
-      finder_x = 7'h29;
-    end
-    if (f_rem[40]) begin
-      finder_x = 7'h28;
-    end
-    if (f_rem[39]) begin
-      finder_x = 7'h27;
-    end
-    if (f_rem[38]) begin
-      finder_x = 7'h26;
-    end
-    if (f_rem[37]) begin
-      finder_x = 7'h25;
-    end
-    if (f_rem[36]) begin
-      finder_x = 7'h24;
-    end
-    if (f_rem[35]) begin
-      finder_x = 7'h23;
-    end
-    if (f_rem[34]) begin
-      finder_x = 7'h22;
-    end
-    if (f_rem[33]) begin
-      finder_x = 7'h21;
-    end
-    if (f_rem[32]) begin
-      finder_x = 7'h20;
-    end
-    if (f_rem[31]) begin
-      finder_x = 7'h1f;
-    end
-    if (f_rem[30]) begin
-      finder_x = 7'h1e;
-    end
-    if (f_rem[29]) begin
-      finder_x = 7'h1d;
-    end
-    if (f_rem[28]) begin
-      finder_x = 7'h1c;
-    end
-    if (f_rem[27]) begin
-      finder_x = 7'h1b;
-    end
-    if (f_rem[26]) begin
-      finder_x = 7'h1a;
-    end
-    if (f_rem[25]) begin
-      finder_x = 7'h19;
-    end
-    if (f_rem[24]) begin
-      finder_x = 7'h18;
-    end
-    if (f_rem[23]) begin
-      finder_x = 7'h17;
-    end
-    if (f_rem[22]) begin
-      finder_x = 7'h16;
-    end
-    if (f_rem[21]) begin
-      finder_x = 7'h15;
-    end
-    if (f_rem[20]) begin
-      finder_x = 7'h14;
-    end
-    if (f_rem[19]) begin
-      finder_x = 7'h13;
-    end
-    if (f_rem[18]) begin
-      finder_x = 7'h12;
-    end
-    if (f_rem[17]) begin
-      finder_x = 7'h11;
-    end
-    if (f_rem[16]) begin
-      finder_x = 7'h10;
-    end
-    if (f_rem[15]) begin
-      finder_x = 7'h0f;
-    end
-    if (f_rem[14]) begin
-      finder_x = 7'h0e;
-    end
-    if (f_rem[13]) begin
-      finder_x = 7'h0d;
-    end
-    if (f_rem[12]) begin
-      finder_x = 7'h0c;
-    end
-    if (f_rem[11]) begin
-      finder_x = 7'h0b;
-    end
-    if (f_rem[10]) begin
-      finder_x = 7'h0a;
-    end
-    if (f_rem[9]) begin
-      finder_x = 7'h09;
-    end
-    if (f_rem[8]) begin
-      finder_x = 7'h08;
-    end
-    if (f_rem[7]) begin
-      finder_x = 7'h07;
-    end
-    if (f_rem[6]) begin
-      finder_x = 7'h06;
-    end
-    if (f_rem[5]) begin
-      finder_x = 7'h05;
-    end
-    if (f_rem[4]) begin
-      finder_x = 7'h04;
-    end
-    if (f_rem[3]) begin
-      finder_x = 7'h03;
-    end
-    if (f_rem[2]) begin
-      finder_x = 7'h02;
-    end
-    if (f_rem[1]) begin
-      finder_x = 7'h01;
-    end
-    if (f_rem[0]) begin
-      finder_x = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    win_row_0 = 128'h00000000000000000000000000000000;
-    if (\$77 ) begin
-      win_row_0 = bitmap_0;
-    end
-    if (\$83 ) begin
-      win_row_0 = bitmap_1;
-    end
-    if (\$89 ) begin
-      win_row_0 = bitmap_2;
-    end
-    if (\$95 ) begin
-      win_row_0 = bitmap_3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    win_row_1 = 128'h00000000000000000000000000000000;
-    if (\$101 ) begin
-      win_row_1 = bitmap_0;
-    end
-    if (\$107 ) begin
-      win_row_1 = bitmap_1;
-    end
-    if (\$113 ) begin
-      win_row_1 = bitmap_2;
-    end
-    if (\$119 ) begin
-      win_row_1 = bitmap_3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    win_row_2 = 128'h00000000000000000000000000000000;
-    if (\$125 ) begin
-      win_row_2 = bitmap_0;
-    end
-    if (\$131 ) begin
-      win_row_2 = bitmap_1;
-    end
-    if (\$137 ) begin
-      win_row_2 = bitmap_2;
-    end
-    if (\$143 ) begin
-      win_row_2 = bitmap_3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    tap = 4'h0;
-    if (s_rem[8]) begin
-      tap = 4'h8;
-    end
-    if (s_rem[7]) begin
-      tap = 4'h7;
-    end
-    if (s_rem[6]) begin
-      tap = 4'h6;
-    end
-    if (s_rem[5]) begin
-      tap = 4'h5;
-    end
-    if (s_rem[4]) begin
-      tap = 4'h4;
-    end
-    if (s_rem[3]) begin
-      tap = 4'h3;
-    end
-    if (s_rem[2]) begin
-      tap = 4'h2;
-    end
-    if (s_rem[1]) begin
-      tap = 4'h1;
-    end
-    if (s_rem[0]) begin
-      tap = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$signal$78  = 2'h0;
-    if (\$160 ) begin
-      \$signal$78  = 2'h0;
-    end
-    if (\$161 ) begin
-      \$signal$78  = 2'h0;
-    end
-    if (\$162 ) begin
-      \$signal$78  = 2'h0;
-    end
-    if (\$163 ) begin
-      \$signal$78  = 2'h1;
-    end
-    if (\$164 ) begin
-      \$signal$78  = 2'h1;
-    end
-    if (\$165 ) begin
-      \$signal$78  = 2'h1;
-    end
-    if (\$166 ) begin
-      \$signal$78  = 2'h2;
-    end
-    if (\$167 ) begin
-      \$signal$78  = 2'h2;
-    end
-    if (\$168 ) begin
-      \$signal$78  = 2'h2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    dx_t = 2'h0;
-    if (\$160 ) begin
-      dx_t = 2'h0;
-    end
-    if (\$161 ) begin
-      dx_t = 2'h1;
-    end
-    if (\$162 ) begin
-      dx_t = 2'h2;
-    end
-    if (\$163 ) begin
-      dx_t = 2'h0;
-    end
-    if (\$164 ) begin
-      dx_t = 2'h1;
-    end
-    if (\$165 ) begin
-      dx_t = 2'h2;
-    end
-    if (\$166 ) begin
-      dx_t = 2'h0;
-    end
-    if (\$167 ) begin
-      dx_t = 2'h1;
-    end
-    if (\$168 ) begin
-      dx_t = 2'h2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$358  = pcount;
-    if (\$200 ) begin
-      (* full_case = 32'd1 *)
-      if (\$201 ) begin
-        \$358  = 8'h00;
-      end else begin
-        \$358  = \$202 [7:0];
-      end
-    end
-    if (rst) begin
-      \$358  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$359  = loaded;
-    if (\$200 ) begin
-      if (\$201 ) begin
-        \$359  = 1'h1;
-      end
-      if (\$203 ) begin
-        \$359  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$359  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$360  = height_m1;
-    if (\$200 ) begin
-      if (\$203 ) begin
-        \$360  = params__payload[6:0];
-      end
-    end
-    if (rst) begin
-      \$360  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$361  = width_m1;
-    if (\$200 ) begin
-      if (\$203 ) begin
-        \$361  = params__payload[13:7];
-      end
-    end
-    if (rst) begin
-      \$361  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$362  = done_rows;
-    if (\$212 ) begin
-      \$362  = { 2'h0, sites_in__payload[38:32] };
-    end
-    if (send_eof) begin
-      \$362  = 9'h000;
-    end
-    if (rst) begin
-      \$362  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$363  = frame_busy;
-    if (\$213 ) begin
-      \$363  = 1'h1;
-    end
-    if (send_eof) begin
-      \$363  = 1'h0;
-    end
-    if (rst) begin
-      \$363  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$364  = eof_seen;
-    if (\$213 ) begin
-      if (sites_in__payload[46]) begin
-        \$364  = 1'h1;
-      end
-    end
-    if (send_eof) begin
-      \$364  = 1'h0;
-    end
-    if (rst) begin
-      \$364  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$365  = discard;
-    if (\$213 ) begin
-      if (sites_in__payload[46]) begin
-        \$365  = 1'h0;
-      end else if (discard) begin
-      end else if (bad) begin
-        \$365  = 1'h1;
-      end
-    end
-    if (send_eof) begin
-      \$365  = 1'h0;
-    end
-    if (rst) begin
-      \$365  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$366  = gi;
-    if (\$213 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[46]) begin
-        \$366  = 2'h0;
-      end else if (discard) begin
-      end else if (bad) begin
-        \$366  = 2'h0;
-      end else begin
-        (* full_case = 32'd1 *)
-        if (\$218 ) begin
-          \$366  = 2'h0;
-        end else begin
-          \$366  = \$219 [1:0];
-        end
-      end
-    end
-    if (send_eof) begin
-      \$366  = 2'h0;
-    end
-    if (rst) begin
-      \$366  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$367  = err;
-    if (\$213 ) begin
-      if (sites_in__payload[46]) begin
-        if (\$216 ) begin
-          \$367  = 1'h1;
-        end
-      end else if (discard) begin
-      end else if (bad) begin
-        \$367  = 1'h1;
-      end
-    end
-    if (send_eof) begin
-      \$367  = 1'h0;
-    end
-    if (rst) begin
-      \$367  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$368  = \$signal ;
-    if (\$213 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[46]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$217 ) begin
-          \$368  = sites_in__payload[38:32];
+    \$37  = c_out;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$37  = 2'h0;
+      end else if (\$9 ) begin
+        if (\$13 ) begin
+          \$37  = \$16 [1:0];
         end
       end
     end
     if (rst) begin
-      \$368  = 7'h00;
+      \$37  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$369  = cur_x;
-    if (\$213 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[46]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$217 ) begin
-          \$369  = sites_in__payload[45:39];
-        end
-      end
-    end
-    if (rst) begin
-      \$369  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$370  = has_last;
-    if (\$213 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[46]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$218 ) begin
-          \$370  = 1'h1;
-        end
-      end
-    end
-    if (send_eof) begin
-      \$370  = 1'h0;
-    end
-    if (rst) begin
-      \$370  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$371  = \$signal$24 ;
-    if (\$213 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[46]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$218 ) begin
-          \$371  = sites_in__payload[38:32];
-        end
-      end
-    end
-    if (rst) begin
-      \$371  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$372  = last_x;
-    if (\$213 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[46]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$218 ) begin
-          \$372  = sites_in__payload[45:39];
-        end
-      end
-    end
-    if (rst) begin
-      \$372  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$373  = row_tag_0;
-    if (\$213 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[46]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$220 ) begin
-          if (\$223 ) begin
-            \$373  = { 1'h0, sites_in__payload[38:32] };
+    \$38  = c_tap;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$38  = 4'h0;
+      end else if (\$9 ) begin
+        if (\$13 ) begin
+          if (\$17 ) begin
+            \$38  = \$18 [3:0];
           end
         end
       end
     end
-    if (send_eof) begin
-      \$373  = 8'hff;
-    end
     if (rst) begin
-      \$373  = 8'hff;
+      \$38  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$374  = bitmap_0;
-    if (\$213 ) begin
+    \$39  = \w_addr$18 ;
+    if (\$5 ) begin
       (* full_case = 32'd1 *)
-      if (sites_in__payload[46]) begin
-      end else if (discard) begin
-      end else if (bad) begin
+      if (\$8 ) begin
+        \$39  = 2'h0;
+      end else if (\$9 ) begin
       end else begin
-        if (\$220 ) begin
-          \$374  = \$231 [127:0];
-        end
+        \$39  = \$20 [1:0];
       end
     end
     if (rst) begin
-      \$374  = 128'h00000000000000000000000000000000;
+      \$39  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$375  = row_tag_1;
-    if (\$213 ) begin
+    \$40  = w_addr;
+    if (\$5 ) begin
+      if (\$8 ) begin
+      end else if (\$9 ) begin
+        \$40  = { c_tap, c_out, c_in };
+      end
+    end
+    if (rst) begin
+      \$40  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$41  = { 1'h0, \$22  };
+    if (rst) begin
+      \$41  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$42  = \steps__valid$94 ;
+    if (rst) begin
+      \$42  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$43  = read_v_d1;
+    if (rst) begin
+      \$43  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$44  = steps__payload[19];
+    if (rst) begin
+      \$44  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$45  = read_first_d1;
+    if (rst) begin
+      \$45  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$46  = steps__payload[20];
+    if (rst) begin
+      \$46  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$47  = read_last_d1;
+    if (rst) begin
+      \$47  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$48  = steps__payload[38:21];
+    if (rst) begin
+      \$48  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$49  = read_meta_d1;
+    if (rst) begin
+      \$49  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$50  = sites_out__valid;
+    if (\$25 ) begin
+      \$50  = 1'h1;
+    end else if (sites_out__ready) begin
+      \$50  = 1'h0;
+    end
+    if (rst) begin
+      \$50  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$51  = sites_out__payload;
+    if (\$25 ) begin
+      \$51  = \r_data$98 ;
+    end
+    if (rst) begin
+      \$51  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$52  = \$28 [5:0];
+    if (rst) begin
+      \$52  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    tok[45:0] = 46'h000000000000;
+    if (\$2 ) begin
+      tok[31:0] = feats__payload[31:0];
+      tok[38:32] = feats__payload[38:32];
+      tok[45:39] = feats__payload[45:39];
+    end
+    begin
+      begin
+        tok[46] = feats__payload[48];
+        tok[47] = feats__payload[49];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$29  = 1'h0;
+    if (\$5 ) begin
+      if (\$8 ) begin
+      end else if (\$9 ) begin
+        \$29  = 1'h1;
+      end
+    end
+    if (rst) begin
+      \$29  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$30  = 1'h0;
+    if (\$5 ) begin
       (* full_case = 32'd1 *)
-      if (sites_in__payload[46]) begin
-      end else if (discard) begin
-      end else if (bad) begin
+      if (\$8 ) begin
+      end else if (\$9 ) begin
       end else begin
-        if (\$232 ) begin
-          if (\$235 ) begin
-            \$375  = { 1'h0, sites_in__payload[38:32] };
-          end
-        end
+        \$30  = 1'h1;
       end
     end
-    if (send_eof) begin
-      \$375  = 8'hff;
-    end
     if (rst) begin
-      \$375  = 8'hff;
+      \$30  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$376  = bitmap_1;
-    if (\$213 ) begin
+    \$31  = w_data;
+    if (\$5 ) begin
+      \$31  = params__payload;
+    end
+    if (rst) begin
+      \$31  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$32  = pcount;
+    if (\$5 ) begin
       (* full_case = 32'd1 *)
-      if (sites_in__payload[46]) begin
-      end else if (discard) begin
-      end else if (bad) begin
+      if (\$6 ) begin
+        \$32  = 8'h00;
       end else begin
-        if (\$232 ) begin
-          \$376  = \$243 [127:0];
-        end
+        \$32  = \$7 [7:0];
       end
     end
     if (rst) begin
-      \$376  = 128'h00000000000000000000000000000000;
+      \$32  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$377  = row_tag_2;
-    if (\$213 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[46]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$244 ) begin
-          if (\$247 ) begin
-            \$377  = { 1'h0, sites_in__payload[38:32] };
-          end
-        end
+    \$33  = loaded;
+    if (\$5 ) begin
+      if (\$6 ) begin
+        \$33  = 1'h1;
       end
-    end
-    if (send_eof) begin
-      \$377  = 8'hff;
-    end
-    if (rst) begin
-      \$377  = 8'hff;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$378  = bitmap_2;
-    if (\$213 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[46]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$244 ) begin
-          \$378  = \$255 [127:0];
-        end
+      if (\$8 ) begin
+        \$33  = 1'h0;
       end
     end
     if (rst) begin
-      \$378  = 128'h00000000000000000000000000000000;
+      \$33  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$379  = row_tag_3;
-    if (\$213 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[46]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$256 ) begin
-          if (\$259 ) begin
-            \$379  = { 1'h0, sites_in__payload[38:32] };
-          end
-        end
-      end
-    end
-    if (send_eof) begin
-      \$379  = 8'hff;
-    end
-    if (rst) begin
-      \$379  = 8'hff;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$380  = bitmap_3;
-    if (\$213 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[46]) begin
-      end else if (discard) begin
-      end else if (bad) begin
-      end else begin
-        if (\$256 ) begin
-          \$380  = \$267 [127:0];
-        end
+    \$34  = height_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$34  = params__payload[6:0];
       end
     end
     if (rst) begin
-      \$380  = 128'h00000000000000000000000000000000;
+      \$34  = 7'h00;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$381  = pf_valid;
-    if (pf_take) begin
-      \$381  = 1'h0;
-    end
-    if (\$270 ) begin
-      if (\$271 ) begin
-      end else if (\$273 ) begin
-        \$381  = 1'h1;
-      end
-    end
-    if (rst) begin
-      \$381  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$382  = f_done;
-    if (\$270 ) begin
-      if (\$271 ) begin
-        if (rows_over) begin
-          \$382  = 1'h1;
-        end
-      end
-    end
-    if (send_eof) begin
-      \$382  = 1'h0;
-    end
-    if (rst) begin
-      \$382  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$383  = f_row;
-    if (\$270 ) begin
-      if (\$271 ) begin
-        if (rows_over) begin
-        end else if (row_ready) begin
-          if (\$274 ) begin
-            \$383  = \$275 [8:0];
-          end
-        end
-      end else if (\$273 ) begin
-        if (\$276 ) begin
-          \$383  = \$277 [8:0];
-        end
-      end
-    end
-    if (send_eof) begin
-      \$383  = 9'h000;
-    end
-    if (rst) begin
-      \$383  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$384  = f_rem;
-    if (\$270 ) begin
-      if (\$271 ) begin
-        if (rows_over) begin
-        end else if (row_ready) begin
-          (* full_case = 32'd1 *)
-          if (\$274 ) begin
-          end else begin
-            \$384  = centre_row;
-          end
-        end
-      end else if (\$273 ) begin
-        \$384  = \$70 [127:0];
-      end
-    end
-    if (rst) begin
-      \$384  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$385  = f_scan;
-    if (\$270 ) begin
-      if (\$271 ) begin
-        if (rows_over) begin
-        end else if (row_ready) begin
-          (* full_case = 32'd1 *)
-          if (\$274 ) begin
-          end else begin
-            \$385  = 1'h1;
-          end
-        end
-      end else if (\$273 ) begin
-        if (\$276 ) begin
-          \$385  = 1'h0;
-        end
-      end
-    end
-    if (send_eof) begin
-      \$385  = 1'h0;
-    end
-    if (rst) begin
-      \$385  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$386  = \$signal$68 ;
-    if (\$270 ) begin
-      if (\$271 ) begin
-      end else if (\$273 ) begin
-        \$386  = f_row;
-      end
-    end
-    if (rst) begin
-      \$386  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$387  = \$signal$107 ;
-    if (\$270 ) begin
-      if (\$271 ) begin
-      end else if (\$273 ) begin
-        \$387  = finder_x;
-      end
-    end
-    if (rst) begin
-      \$387  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$388  = pf_taps;
-    if (\$270 ) begin
-      if (\$271 ) begin
-      end else if (\$273 ) begin
-        \$388  = { \$148 , \$147 , \$146  };
-      end
-    end
-    if (rst) begin
-      \$388  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$389  = s_gi;
-    if (adv) begin
-      if (sv) begin
-        (* full_case = 32'd1 *)
-        if (\$279 ) begin
-          \$389  = \$280 [1:0];
-        end else begin
-          \$389  = 2'h0;
-        end
-      end
-      if (pf_take) begin
-        \$389  = 2'h0;
-      end
-    end
-    if (rst) begin
-      \$389  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$390  = s_rem;
-    if (adv) begin
-      if (sv) begin
-        (* full_case = 32'd1 *)
-        if (\$279 ) begin
-        end else begin
-          (* full_case = 32'd1 *)
-          if (\$281 ) begin
-            \$390  = \$152 [8:0];
-          end else begin
-            \$390  = \$signal$109 ;
-          end
-        end
-      end
-      if (pf_take) begin
-        \$390  = pf_taps;
-      end
-    end
-    if (rst) begin
-      \$390  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$391  = s_go;
-    if (adv) begin
-      if (sv) begin
-        (* full_case = 32'd1 *)
-        if (\$279 ) begin
-        end else begin
-          (* full_case = 32'd1 *)
-          if (\$281 ) begin
-          end else begin
-            \$391  = \$284 [1:0];
-          end
-        end
-      end
-      if (pf_take) begin
-        \$391  = 2'h0;
-      end
-    end
-    if (rst) begin
-      \$391  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$392  = sv;
-    if (adv) begin
-      if (sv) begin
-        if (site_done) begin
-          \$392  = 1'h0;
-        end
-      end
-      if (pf_take) begin
-        \$392  = 1'h1;
-      end
-    end
-    if (rst) begin
-      \$392  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$393  = \$signal$69 ;
-    if (adv) begin
-      if (pf_take) begin
-        \$393  = \$signal$68 ;
-      end
-    end
-    if (rst) begin
-      \$393  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$394  = s_ox;
-    if (adv) begin
-      if (pf_take) begin
-        \$394  = \$signal$107 ;
-      end
-    end
-    if (rst) begin
-      \$394  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$395  = \$signal$109 ;
-    if (adv) begin
-      if (pf_take) begin
-        \$395  = pf_taps;
-      end
-    end
-    if (rst) begin
-      \$395  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$396  = \$signal$100 ;
-    if (adv) begin
-      \$396  = sv;
-    end
-    if (rst) begin
-      \$396  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$397  = \$signal$110 ;
-    if (adv) begin
-      \$397  = \$287 ;
-    end
-    if (rst) begin
-      \$397  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$398  = last1;
-    if (adv) begin
-      \$398  = acc_last;
-    end
-    if (rst) begin
-      \$398  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$399  = \$like ;
-    if (adv) begin
-      \$399  = \$signal$69 ;
-    end
-    if (rst) begin
-      \$399  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$400  = \$like$113 ;
-    if (adv) begin
-      \$400  = s_ox;
-    end
-    if (rst) begin
-      \$400  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$401  = \$signature__addr$88 ;
-    if (adv) begin
-      \$401  = s_go;
-    end
-    if (rst) begin
-      \$401  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$402  = \$signal$101 ;
-    if (adv) begin
-      \$402  = \$signal$100 ;
-    end
-    if (rst) begin
-      \$402  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$403  = \$signal$114 ;
-    if (adv) begin
-      \$403  = \$signal$110 ;
-    end
-    if (rst) begin
-      \$403  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$404  = last2;
-    if (adv) begin
-      \$404  = last1;
-    end
-    if (rst) begin
-      \$404  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$405  = \$like$116 ;
-    if (adv) begin
-      \$405  = \$like ;
-    end
-    if (rst) begin
-      \$405  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$406  = ox2;
-    if (adv) begin
-      \$406  = \$like$113 ;
-    end
-    if (rst) begin
-      \$406  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$407  = part2_0;
-    if (adv) begin
-      \$407  = { \$294 [17], \$294 [17], \$294 [17], \$294 [17], \$294 [17], \$294  };
-    end
-    if (rst) begin
-      \$407  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$408  = part2_1;
-    if (adv) begin
-      \$408  = { \$301 [17], \$301 [17], \$301 [17], \$301 [17], \$301 [17], \$301  };
-    end
-    if (rst) begin
-      \$408  = 23'h000000;
-    end
-  end
-  assign \$signature__addr  = \$1 [7:0];
-  assign \$signature__data  = params__payload;
-  assign \$signature__addr$16  = \$7 [1:0];
-  assign \$signature__data$17  = params__payload;
-  assign slot_in = \$42 [1:0];
-  assign \$signature__addr$36  = \$46 [10:0];
-  assign \$signature__data$37  = sites_in__payload[31:0];
-  assign \$signature__en$38  = write;
-  assign centre = centre_row;
-  assign f_rest = \$70 [127:0];
-  assign \$signal$56  = \$71 [8:0];
-  assign win_ext_0 = { 1'h0, win_row_0, 1'h0 };
-  assign win_ext_1 = { 1'h0, win_row_1, 1'h0 };
-  assign win_ext_2 = { 1'h0, win_row_2, 1'h0 };
-  assign taps = { \$148 , \$147 , \$146  };
-  assign rem_rest = \$152 [8:0];
-  assign ny = \$171 [8:0];
-  assign nx = \$174 [8:0];
-  assign lb_r__addr = \$179 [10:0];
-  assign lb_r__en = adv;
-  assign \$signature__en$85  = adv;
-  assign \$signature__en$86  = adv;
-  assign \$signature__addr$87  = \$183 [7:0];
-  assign go1 = \$signature__addr$88 ;
-  assign shifted_0 = \$184 [22:0];
-  assign shifted_1 = \$185 [22:0];
-  assign shifted_2 = \$186 [22:0];
-  assign shifted_3 = \$187 [22:0];
-  assign frame_reset = send_eof;
+  assign p_waddr = w_addr;
+  assign p_data = w_data;
+  assign \$signal  = w_en;
+  assign p_raddr = \w_addr$18 ;
+  assign \w_data$20  = w_data;
+  assign p_rv = \w_en$21 ;
+  assign \sites_in__payload$23  = sites_in__payload;
+  assign \sites_in__ready$24  = sites_in__ready;
+  assign \sites_in__valid$25  = sites_in__valid;
+  assign \loaded$27  = loaded;
+  assign \$signal$30  = height_m1;
+  assign \width_m1$32  = width_m1;
+  assign \permit_row$34  = permit_row;
+  assign \frame_reset$36  = frame_reset;
+  assign \bitmaps$38  = bitmaps;
+  assign \tags$40  = tags;
+  assign \done_rows$42  = done_rows;
+  assign \eof_seen$44  = eof_seen;
+  assign \has_last$46  = has_last;
+  assign \last_y$48  = last_y;
+  assign \error$50  = error;
+  assign \frame_reset$51  = frame_reset;
+  assign \sites__payload$53  = sites__payload;
+  assign \sites__ready$55  = sites__ready;
+  assign \sites__valid$57  = sites__valid;
+  assign rd_addr = steps__payload[10:0];
+  assign r_addr = steps__payload[18:11];
+  assign read_v_d2 = steps__valid;
+  assign \sums__payload$70  = sums__payload;
+  assign \sums__valid$72  = sums__valid;
+  assign \r_addr$73  = sums__payload[107:106];
+  assign rq_addr = sums__payload[107:106];
+  assign \r_data$76  = rq_data;
+  assign feats__valid = \w_en$79 ;
+  assign \w_data$81  = tok;
   assign \sites_in__payload.data  = sites_in__payload[31:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -5116,44 +810,8680 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   assign \sites_out__payload.x  = sites_out__payload[45:39];
   assign \sites_out__payload.eof  = sites_out__payload[46];
   assign \sites_out__payload.error  = sites_out__payload[47];
-  assign \$486  = 1'h1;
-  assign \$42  = \$484 ;
-  assign \$503  = 1'h1;
-  assign \$53  = \$501 ;
-  assign \$511  = 1'h1;
-  assign \$57  = \$509 ;
-  assign \$519  = 1'h1;
-  assign \$61  = \$517 ;
-  assign \$527  = 1'h1;
-  assign \$65  = \$525 ;
-  assign \$540  = 1'h1;
-  assign \$73  = \$538 ;
-  assign \$550  = 1'h1;
-  assign \$79  = \$548 ;
-  assign \$560  = 1'h1;
-  assign \$85  = \$558 ;
-  assign \$570  = 1'h1;
-  assign \$91  = \$568 ;
-  assign \$580  = 1'h1;
-  assign \$97  = \$578 ;
-  assign \$590  = 1'h1;
-  assign \$103  = \$588 ;
-  assign \$600  = 1'h1;
-  assign \$109  = \$598 ;
-  assign \$610  = 1'h1;
-  assign \$115  = \$608 ;
-  assign \$620  = 1'h1;
-  assign \$121  = \$618 ;
-  assign \$630  = 1'h1;
-  assign \$127  = \$628 ;
-  assign \$640  = 1'h1;
-  assign \$133  = \$638 ;
-  assign \$650  = 1'h1;
-  assign \$139  = \$648 ;
-  assign \$695  = 1'h1;
-  assign \$175  = \$693 ;
-  assign \$184  = { requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38], requant_0[38:16] };
-  assign \$185  = { requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38], requant_1[38:16] };
-  assign \$186  = { requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38], requant_2[38:16] };
-  assign \$187  = { requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38], requant_3[38:16] };
+  assign \sites_in__payload$23.data  = sites_in__payload[31:0];
+  assign \sites_in__payload$23.data[0]  = sites_in__payload[7:0];
+  assign \sites_in__payload$23.data[1]  = sites_in__payload[15:8];
+  assign \sites_in__payload$23.data[2]  = sites_in__payload[23:16];
+  assign \sites_in__payload$23.data[3]  = sites_in__payload[31:24];
+  assign \sites_in__payload$23.y  = sites_in__payload[38:32];
+  assign \sites_in__payload$23.x  = sites_in__payload[45:39];
+  assign \sites_in__payload$23.eof  = sites_in__payload[46];
+  assign \sites_in__payload$23.error  = sites_in__payload[47];
+  assign \bitmaps[0]  = bitmaps[127:0];
+  assign \bitmaps[1]  = bitmaps[255:128];
+  assign \bitmaps[2]  = bitmaps[383:256];
+  assign \bitmaps[3]  = bitmaps[511:384];
+  assign \bitmaps$38[0]  = bitmaps[127:0];
+  assign \bitmaps$38[1]  = bitmaps[255:128];
+  assign \bitmaps$38[2]  = bitmaps[383:256];
+  assign \bitmaps$38[3]  = bitmaps[511:384];
+  assign \tags[0]  = tags[7:0];
+  assign \tags[1]  = tags[15:8];
+  assign \tags[2]  = tags[23:16];
+  assign \tags[3]  = tags[31:24];
+  assign \tags$40[0]  = tags[7:0];
+  assign \tags$40[1]  = tags[15:8];
+  assign \tags$40[2]  = tags[23:16];
+  assign \tags$40[3]  = tags[31:24];
+  assign \sites__payload.oy  = sites__payload[6:0];
+  assign \sites__payload.ox  = sites__payload[13:7];
+  assign \sites__payload.taps  = sites__payload[22:14];
+  assign \sites__payload.eof  = sites__payload[23];
+  assign \sites__payload.error  = sites__payload[24];
+  assign \sites__payload$53.oy  = sites__payload[6:0];
+  assign \sites__payload$53.ox  = sites__payload[13:7];
+  assign \sites__payload$53.taps  = sites__payload[22:14];
+  assign \sites__payload$53.eof  = sites__payload[23];
+  assign \sites__payload$53.error  = sites__payload[24];
+  assign \steps__payload.lb_addr  = steps__payload[10:0];
+  assign \steps__payload.w_addr  = steps__payload[18:11];
+  assign \steps__payload.first  = steps__payload[19];
+  assign \steps__payload.last  = steps__payload[20];
+  assign \steps__payload.meta  = steps__payload[38:21];
+  assign \steps__payload.meta.oy  = steps__payload[27:21];
+  assign \steps__payload.meta.ox  = steps__payload[34:28];
+  assign \steps__payload.meta.go  = steps__payload[36:35];
+  assign \steps__payload.meta.eof  = steps__payload[37];
+  assign \steps__payload.meta.error  = steps__payload[38];
+  assign \steps__payload$63.x  = \steps__payload$63 [31:0];
+  assign \steps__payload$63.w  = \steps__payload$63 [159:32];
+  assign \steps__payload$63.first  = \steps__payload$63 [160];
+  assign \steps__payload$63.last  = \steps__payload$63 [161];
+  assign \steps__payload$63.meta  = \steps__payload$63 [179:162];
+  assign \steps__payload$63.meta.oy  = \steps__payload$63 [168:162];
+  assign \steps__payload$63.meta.ox  = \steps__payload$63 [175:169];
+  assign \steps__payload$63.meta.go  = \steps__payload$63 [177:176];
+  assign \steps__payload$63.meta.eof  = \steps__payload$63 [178];
+  assign \steps__payload$63.meta.error  = \steps__payload$63 [179];
+  assign \read_meta_d2.oy  = read_meta_d2[6:0];
+  assign \read_meta_d2.ox  = read_meta_d2[13:7];
+  assign \read_meta_d2.go  = read_meta_d2[15:14];
+  assign \read_meta_d2.eof  = read_meta_d2[16];
+  assign \read_meta_d2.error  = read_meta_d2[17];
+  assign \sums__payload.acc  = sums__payload[91:0];
+  assign \sums__payload.acc[0]  = sums__payload[22:0];
+  assign \sums__payload.acc[1]  = sums__payload[45:23];
+  assign \sums__payload.acc[2]  = sums__payload[68:46];
+  assign \sums__payload.acc[3]  = sums__payload[91:69];
+  assign \sums__payload.meta  = sums__payload[109:92];
+  assign \sums__payload.meta.oy  = sums__payload[98:92];
+  assign \sums__payload.meta.ox  = sums__payload[105:99];
+  assign \sums__payload.meta.go  = sums__payload[107:106];
+  assign \sums__payload.meta.eof  = sums__payload[108];
+  assign \sums__payload.meta.error  = sums__payload[109];
+  assign \sums__payload$70.acc  = sums__payload[91:0];
+  assign \sums__payload$70.acc[0]  = sums__payload[22:0];
+  assign \sums__payload$70.acc[1]  = sums__payload[45:23];
+  assign \sums__payload$70.acc[2]  = sums__payload[68:46];
+  assign \sums__payload$70.acc[3]  = sums__payload[91:69];
+  assign \sums__payload$70.meta  = sums__payload[109:92];
+  assign \sums__payload$70.meta.oy  = sums__payload[98:92];
+  assign \sums__payload$70.meta.ox  = sums__payload[105:99];
+  assign \sums__payload$70.meta.go  = sums__payload[107:106];
+  assign \sums__payload$70.meta.eof  = sums__payload[108];
+  assign \sums__payload$70.meta.error  = sums__payload[109];
+  assign \feats__payload.data  = feats__payload[31:0];
+  assign \feats__payload.data[0]  = feats__payload[7:0];
+  assign \feats__payload.data[1]  = feats__payload[15:8];
+  assign \feats__payload.data[2]  = feats__payload[23:16];
+  assign \feats__payload.data[3]  = feats__payload[31:24];
+  assign \feats__payload.meta  = feats__payload[49:32];
+  assign \feats__payload.meta.oy  = feats__payload[38:32];
+  assign \feats__payload.meta.ox  = feats__payload[45:39];
+  assign \feats__payload.meta.go  = feats__payload[47:46];
+  assign \feats__payload.meta.eof  = feats__payload[48];
+  assign \feats__payload.meta.error  = feats__payload[49];
+  assign \tok.data  = tok[31:0];
+  assign \tok.data[0]  = tok[7:0];
+  assign \tok.data[1]  = tok[15:8];
+  assign \tok.data[2]  = tok[23:16];
+  assign \tok.data[3]  = tok[31:24];
+  assign \tok.y  = tok[38:32];
+  assign \tok.x  = tok[45:39];
+  assign \tok.eof  = tok[46];
+  assign \tok.error  = tok[47];
+  assign \read_meta_d1.oy  = read_meta_d1[6:0];
+  assign \read_meta_d1.ox  = read_meta_d1[13:7];
+  assign \read_meta_d1.go  = read_meta_d1[15:14];
+  assign \read_meta_d1.eof  = read_meta_d1[16];
+  assign \read_meta_d1.error  = read_meta_d1[17];
+  assign \steps__payload$63 [179:162] = read_meta_d2;
+  assign \steps__payload$63 [161] = read_last_d2;
+  assign \steps__payload$63 [160] = read_first_d2;
+  assign \steps__payload$63 [159:32] = r_data;
+  assign \steps__payload$63 [31:0] = rd_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
+  wire [10:0] \$1 ;
+  wire \$10 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire \$109 ;
+  wire \$11 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
+  wire \$12 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire \$129 ;
+  wire \$13 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
+  wire \$14 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
+  wire \$15 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire \$159 ;
+  wire \$16 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
+  wire \$17 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
+  wire \$18 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
+  wire \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
+  wire [9:0] \$2 ;
+  wire \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
+  wire \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
+  wire \$22 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire \$229 ;
+  wire \$23 ;
+  wire \$230 ;
+  wire \$231 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire \$234 ;
+  wire \$235 ;
+  wire \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire \$239 ;
+  wire \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
+  wire \$25 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
+  wire \$26 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
+  wire \$27 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
+  wire \$28 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
+  wire \$29 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
+  wire [9:0] \$3 ;
+  wire \$30 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
+  wire \$31 ;
+  wire \$310 ;
+  wire [15:0] \$311 ;
+  wire [16:0] \$312 ;
+  wire [16:0] \$313 ;
+  wire [15:0] \$314 ;
+  wire [16:0] \$315 ;
+  wire [16:0] \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
+  wire \$32 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
+  wire \$33 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire [7:0] \$335 ;
+  wire [8:0] \$336 ;
+  wire [8:0] \$337 ;
+  wire [7:0] \$338 ;
+  wire [7:0] \$339 ;
+  wire \$34 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire \$348 ;
+  wire \$349 ;
+  wire \$35 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  wire \$353 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
+  wire \$36 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire [127:0] \$365 ;
+  wire [127:0] \$366 ;
+  wire [127:0] \$367 ;
+  wire [127:0] \$368 ;
+  wire [127:0] \$369 ;
+  wire \$37 ;
+  wire [127:0] \$370 ;
+  wire [127:0] \$371 ;
+  wire \$372 ;
+  wire \$373 ;
+  wire \$374 ;
+  wire \$375 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire \$378 ;
+  wire \$379 ;
+  wire \$38 ;
+  wire \$380 ;
+  wire \$381 ;
+  wire \$382 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire [127:0] \$389 ;
+  wire \$39 ;
+  wire [127:0] \$390 ;
+  wire [127:0] \$391 ;
+  wire [127:0] \$392 ;
+  wire [127:0] \$393 ;
+  wire [127:0] \$394 ;
+  wire [127:0] \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire \$402 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire \$405 ;
+  wire \$406 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire \$409 ;
+  wire \$41 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire [127:0] \$413 ;
+  wire [127:0] \$414 ;
+  wire [127:0] \$415 ;
+  wire [127:0] \$416 ;
+  wire [127:0] \$417 ;
+  wire [127:0] \$418 ;
+  wire [127:0] \$419 ;
+  wire \$42 ;
+  wire \$420 ;
+  wire \$421 ;
+  wire \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire [15:0] \$425 ;
+  wire [15:0] \$426 ;
+  wire \$427 ;
+  wire \$428 ;
+  wire \$429 ;
+  wire \$43 ;
+  wire \$430 ;
+  wire [15:0] \$431 ;
+  wire \$432 ;
+  wire \$433 ;
+  wire \$434 ;
+  wire \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire [15:0] \$438 ;
+  wire [15:0] \$439 ;
+  wire \$44 ;
+  wire \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
+  wire \$45 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire [15:0] \$455 ;
+  wire [15:0] \$456 ;
+  wire [15:0] \$457 ;
+  wire [15:0] \$458 ;
+  wire [15:0] \$459 ;
+  wire \$46 ;
+  wire [15:0] \$460 ;
+  wire [15:0] \$461 ;
+  wire [15:0] \$462 ;
+  wire [15:0] \$463 ;
+  wire [15:0] \$464 ;
+  wire [15:0] \$465 ;
+  wire [15:0] \$466 ;
+  wire [15:0] \$467 ;
+  wire [15:0] \$468 ;
+  wire [15:0] \$469 ;
+  wire \$47 ;
+  wire [17:0] \$470 ;
+  wire [17:0] \$471 ;
+  wire [17:0] \$472 ;
+  wire [17:0] \$473 ;
+  wire [17:0] \$474 ;
+  wire [17:0] \$475 ;
+  wire [17:0] \$476 ;
+  wire [17:0] \$477 ;
+  wire [17:0] \$478 ;
+  wire [17:0] \$479 ;
+  wire \$48 ;
+  wire [17:0] \$480 ;
+  wire [17:0] \$481 ;
+  wire [17:0] \$482 ;
+  wire [17:0] \$483 ;
+  wire [17:0] \$484 ;
+  wire [17:0] \$485 ;
+  wire [17:0] \$486 ;
+  wire [17:0] \$487 ;
+  wire [17:0] \$488 ;
+  wire [17:0] \$489 ;
+  wire \$49 ;
+  wire [17:0] \$490 ;
+  wire [17:0] \$491 ;
+  wire [17:0] \$492 ;
+  wire [17:0] \$493 ;
+  wire [17:0] \$494 ;
+  wire [17:0] \$495 ;
+  wire [17:0] \$496 ;
+  wire [17:0] \$497 ;
+  wire [17:0] \$498 ;
+  wire [17:0] \$499 ;
+  wire \$5 ;
+  wire \$50 ;
+  wire [17:0] \$500 ;
+  wire [17:0] \$501 ;
+  wire [17:0] \$502 ;
+  wire [17:0] \$503 ;
+  wire [17:0] \$504 ;
+  wire [17:0] \$505 ;
+  wire [17:0] \$506 ;
+  wire [17:0] \$507 ;
+  wire [17:0] \$508 ;
+  wire [17:0] \$509 ;
+  wire \$51 ;
+  wire [17:0] \$510 ;
+  wire [17:0] \$511 ;
+  wire [17:0] \$512 ;
+  wire [17:0] \$513 ;
+  wire [17:0] \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire \$518 ;
+  wire \$519 ;
+  wire \$52 ;
+  wire \$520 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
+  wire \$53 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire [7:0] \$537 ;
+  wire [7:0] \$538 ;
+  wire \$539 ;
+  wire \$54 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire \$549 ;
+  wire \$55 ;
+  wire \$550 ;
+  wire \$551 ;
+  wire \$552 ;
+  wire \$553 ;
+  wire \$554 ;
+  wire \$555 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire \$558 ;
+  wire \$559 ;
+  wire \$56 ;
+  wire \$560 ;
+  wire \$561 ;
+  wire \$562 ;
+  wire [8:0] \$563 ;
+  wire [9:0] \$564 ;
+  wire [9:0] \$565 ;
+  reg [3:0] \$566 ;
+  reg [127:0] \$567 ;
+  reg [3:0] \$568 ;
+  reg [127:0] \$569 ;
+  wire \$57 ;
+  reg [3:0] \$570 ;
+  reg [127:0] \$571 ;
+  reg \$572 ;
+  reg \$573 ;
+  reg [15:0] \$574 ;
+  reg [2:0] \$575 ;
+  reg [6:0] \$576 ;
+  reg [17:0] \$577 ;
+  reg [17:0] \$578 ;
+  reg [17:0] \$579 ;
+  wire \$58 ;
+  reg [15:0] \$580 ;
+  reg [15:0] \$581 ;
+  reg \$582 ;
+  reg [2:0] \$583 ;
+  reg [17:0] \$584 ;
+  reg [17:0] \$585 ;
+  reg [17:0] \$586 ;
+  reg \$587 ;
+  reg [15:0] \$588 ;
+  reg [15:0] \$589 ;
+  wire \$59 ;
+  reg [2:0] \$590 ;
+  reg [17:0] \$591 ;
+  reg [17:0] \$592 ;
+  reg [17:0] \$593 ;
+  reg \$594 ;
+  reg [2:0] \$595 ;
+  reg [15:0] \$596 ;
+  reg [17:0] \$597 ;
+  reg [17:0] \$598 ;
+  reg [17:0] \$599 ;
+  wire \$6 ;
+  wire \$60 ;
+  reg \$600 ;
+  reg [7:0] \$601 ;
+  reg [7:0] \$602 ;
+  reg [2:0] \$603 ;
+  reg [127:0] \$604 ;
+  reg [7:0] \$605 ;
+  reg [8:0] \$606 ;
+  reg [8:0] \$607 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire \$76 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire \$79 ;
+  wire \$8 ;
+  wire \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire \$89 ;
+  wire \$9 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire \$99 ;
+  reg [2:0] \$like  = 3'h0;
+  reg [2:0] \$like$57  = 3'h0;
+  reg [15:0] \$signal  = 16'h0000;
+  reg \$signal$15  = 1'h0;
+  reg [6:0] \$signal$17  = 7'h00;
+  reg \$signal$27  = 1'h0;
+  reg \$signal$28  = 1'h0;
+  reg \$signal$30  = 1'h0;
+  reg [7:0] \$signal$32  = 8'h00;
+  reg [15:0] \$signal$50  = 16'h0000;
+  reg [15:0] \$signal$55  = 16'h0000;
+  reg [15:0] \$signal$56  = 16'h0000;
+  reg [15:0] a2_bits = 16'h0000;
+  reg [2:0] a2_ci = 3'h0;
+  wire [15:0] a2_oh;
+  reg [17:0] a2_win_0 = 18'h00000;
+  reg [17:0] a2_win_1 = 18'h00000;
+  reg [17:0] a2_win_2 = 18'h00000;
+  reg [17:0] a3_win_0 = 18'h00000;
+  reg [17:0] a3_win_1 = 18'h00000;
+  reg [17:0] a3_win_2 = 18'h00000;
+  reg [2:0] a_ci;
+  reg [2:0] b_ci = 3'h0;
+  reg [15:0] b_rest = 16'h0000;
+  reg b_v = 1'h0;
+  reg [17:0] b_win_0 = 18'h00000;
+  reg [17:0] b_win_1 = 18'h00000;
+  reg [17:0] b_win_2 = 18'h00000;
+  input [511:0] bitmaps;
+  wire [511:0] bitmaps;
+  wire [127:0] \bitmaps[0] ;
+  wire [127:0] \bitmaps[1] ;
+  wire [127:0] \bitmaps[2] ;
+  wire [127:0] \bitmaps[3] ;
+  reg [17:0] c1_win_0 = 18'h00000;
+  reg [17:0] c1_win_1 = 18'h00000;
+  reg [17:0] c1_win_2 = 18'h00000;
+  reg [127:0] centre = 128'h00000000000000000000000000000000;
+  wire [7:0] chunk_oh;
+  input clk;
+  wire clk;
+  reg [8:0] cy = 9'h000;
+  input [8:0] done_rows;
+  wire [8:0] done_rows;
+  reg eof_pend = 1'h0;
+  input eof_seen;
+  wire eof_seen;
+  input error;
+  wire error;
+  reg [7:0] f_row = 8'h00;
+  input frame_reset;
+  wire frame_reset;
+  input has_last;
+  wire has_last;
+  wire [24:0] head;
+  wire \head.eof ;
+  wire \head.error ;
+  wire [6:0] \head.ox ;
+  wire [6:0] \head.oy ;
+  wire [8:0] \head.taps ;
+  input [6:0] last_y;
+  wire [6:0] last_y;
+  reg [8:0] need = 9'h002;
+  reg [7:0] nz = 8'h00;
+  wire [24:0] qp;
+  wire \qp.eof ;
+  wire \qp.error ;
+  wire [6:0] \qp.ox ;
+  wire [6:0] \qp.oy ;
+  wire [8:0] \qp.taps ;
+  wire [24:0] r_data;
+  input r_en;
+  wire r_en;
+  wire r_rdy;
+  wire [15:0] rest_oh;
+  output [6:0] row;
+  wire [6:0] row;
+  wire [8:0] row_0;
+  wire [8:0] row_1;
+  wire [8:0] row_2;
+  input rst;
+  wire rst;
+  reg [3:0] sel_0 = 4'h0;
+  reg [3:0] sel_1 = 4'h0;
+  reg [3:0] sel_2 = 4'h0;
+  wire [3:0] site_x;
+  output [24:0] sites__payload;
+  wire [24:0] sites__payload;
+  wire \sites__payload.eof ;
+  wire \sites__payload.error ;
+  wire [6:0] \sites__payload.ox ;
+  wire [6:0] \sites__payload.oy ;
+  wire [8:0] \sites__payload.taps ;
+  wire sites__ready;
+  output sites__valid;
+  wire sites__valid;
+  reg [2:0] state = 3'h0;
+  input [31:0] tags;
+  wire [31:0] tags;
+  wire [7:0] \tags[0] ;
+  wire [7:0] \tags[1] ;
+  wire [7:0] \tags[2] ;
+  wire [7:0] \tags[3] ;
+  reg [24:0] w_data;
+  wire w_en;
+  wire w_rdy;
+  reg [127:0] win_0 = 128'h00000000000000000000000000000000;
+  reg [127:0] win_1 = 128'h00000000000000000000000000000000;
+  reg [127:0] win_2 = 128'h00000000000000000000000000000000;
+  assign \$392  = sel_1[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
+  assign \$393  = \$391  | \$392 ;
+  assign \$394  = sel_1[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
+  assign \$395  = \$393  | \$394 ;
+  assign \$396  = state == 1'h1;
+  assign \$397  = ! \$3 [1:0];
+  assign \$398  = tags[7:0] == \$3 [8:0];
+  assign \$399  = \$397  & \$398 ;
+  assign \$400  = state == 1'h1;
+  assign \$401  = \$3 [1:0] == 1'h1;
+  assign \$402  = tags[15:8] == \$3 [8:0];
+  assign \$403  = \$401  & \$402 ;
+  assign \$404  = state == 1'h1;
+  assign \$405  = \$3 [1:0] == 2'h2;
+  assign \$406  = tags[23:16] == \$3 [8:0];
+  assign \$407  = \$405  & \$406 ;
+  assign \$408  = state == 1'h1;
+  assign \$409  = \$3 [1:0] == 2'h3;
+  assign \$410  = tags[31:24] == \$3 [8:0];
+  assign \$411  = \$409  & \$410 ;
+  assign \$412  = state == 2'h2;
+  assign \$413  = sel_2[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
+  assign \$414  = sel_2[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
+  assign \$415  = \$413  | \$414 ;
+  assign \$416  = sel_2[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
+  assign \$417  = \$415  | \$416 ;
+  assign \$418  = sel_2[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
+  assign \$419  = \$417  | \$418 ;
+  assign \$420  = ~ \$signal$15 ;
+  assign \$421  = eof_pend & \$420 ;
+  assign \$422  = \$421  & w_rdy;
+  assign \$423  = ~ \$signal$15 ;
+  assign \$424  = \$423  | w_rdy;
+  assign \$425  = ~ \$313 [15:0];
+  assign \$426  = b_rest & \$425 ;
+  assign \$427  = ~ \$signal$15 ;
+  assign \$428  = \$427  | w_rdy;
+  assign \$429  = ! b_rest;
+  assign \$430  = \$428  & \$429 ;
+  assign \$431  = \$signal$28  ? \$signal$56  : 16'h0000;
+  assign \$432  = ~ \$signal$28 ;
+  assign \$433  = ~ \$signal$15 ;
+  assign \$434  = \$433  | w_rdy;
+  assign \$435  = ! b_rest;
+  assign \$436  = \$434  & \$435 ;
+  assign \$437  = \$432  | \$436 ;
+  assign \$438  = ~ \$316 [15:0];
+  assign \$439  = a2_bits & \$438 ;
+  assign \$440  = ~ \$signal$28 ;
+  assign \$441  = ~ \$signal$15 ;
+  assign \$442  = \$441  | w_rdy;
+  assign \$443  = ! b_rest;
+  assign \$444  = \$442  & \$443 ;
+  assign \$445  = \$440  | \$444 ;
+  assign \$446  = ~ \$signal$27 ;
+  assign \$447  = ~ \$signal$28 ;
+  assign \$448  = ~ \$signal$15 ;
+  assign \$449  = \$448  | w_rdy;
+  assign \$450  = ! b_rest;
+  assign \$451  = \$449  & \$450 ;
+  assign \$452  = \$447  | \$451 ;
+  assign \$453  = \$446  | \$452 ;
+  assign \$454  = \$453  & \$signal$30 ;
+  assign \$455  = \$signal$32 [0] ? centre[15:0] : 16'h0000;
+  assign \$456  = \$signal$32 [1] ? centre[31:16] : 16'h0000;
+  assign \$457  = \$455  | \$456 ;
+  assign \$458  = \$signal$32 [2] ? centre[47:32] : 16'h0000;
+  assign \$459  = \$457  | \$458 ;
+  assign \$460  = \$signal$32 [3] ? centre[63:48] : 16'h0000;
+  assign \$461  = \$459  | \$460 ;
+  assign \$462  = \$signal$32 [4] ? centre[79:64] : 16'h0000;
+  assign \$463  = \$461  | \$462 ;
+  assign \$464  = \$signal$32 [5] ? centre[95:80] : 16'h0000;
+  assign \$465  = \$463  | \$464 ;
+  assign \$466  = \$signal$32 [6] ? centre[111:96] : 16'h0000;
+  assign \$467  = \$465  | \$466 ;
+  assign \$468  = \$signal$32 [7] ? centre[127:112] : 16'h0000;
+  assign \$469  = \$467  | \$468 ;
+  assign \$470  = \$signal$32 [0] ? { win_0[16:0], 1'h0 } : 18'h00000;
+  assign \$471  = \$signal$32 [1] ? win_0[32:15] : 18'h00000;
+  assign \$472  = \$470  | \$471 ;
+  assign \$473  = \$signal$32 [2] ? win_0[48:31] : 18'h00000;
+  assign \$474  = \$472  | \$473 ;
+  assign \$475  = \$signal$32 [3] ? win_0[64:47] : 18'h00000;
+  assign \$476  = \$474  | \$475 ;
+  assign \$477  = \$signal$32 [4] ? win_0[80:63] : 18'h00000;
+  assign \$478  = \$476  | \$477 ;
+  assign \$479  = \$signal$32 [5] ? win_0[96:79] : 18'h00000;
+  assign \$480  = \$478  | \$479 ;
+  assign \$481  = \$signal$32 [6] ? win_0[112:95] : 18'h00000;
+  assign \$482  = \$480  | \$481 ;
+  assign \$483  = \$signal$32 [7] ? { 1'h0, win_0[127:111] } : 18'h00000;
+  assign \$484  = \$482  | \$483 ;
+  assign \$485  = \$signal$32 [0] ? { win_1[16:0], 1'h0 } : 18'h00000;
+  assign \$486  = \$signal$32 [1] ? win_1[32:15] : 18'h00000;
+  assign \$487  = \$485  | \$486 ;
+  assign \$488  = \$signal$32 [2] ? win_1[48:31] : 18'h00000;
+  assign \$489  = \$487  | \$488 ;
+  assign \$490  = \$signal$32 [3] ? win_1[64:47] : 18'h00000;
+  assign \$491  = \$489  | \$490 ;
+  assign \$492  = \$signal$32 [4] ? win_1[80:63] : 18'h00000;
+  assign \$493  = \$491  | \$492 ;
+  assign \$494  = \$signal$32 [5] ? win_1[96:79] : 18'h00000;
+  assign \$495  = \$493  | \$494 ;
+  assign \$496  = \$signal$32 [6] ? win_1[112:95] : 18'h00000;
+  assign \$497  = \$495  | \$496 ;
+  assign \$498  = \$signal$32 [7] ? { 1'h0, win_1[127:111] } : 18'h00000;
+  assign \$499  = \$497  | \$498 ;
+  assign \$500  = \$signal$32 [0] ? { win_2[16:0], 1'h0 } : 18'h00000;
+  assign \$501  = \$signal$32 [1] ? win_2[32:15] : 18'h00000;
+  assign \$502  = \$500  | \$501 ;
+  assign \$503  = \$signal$32 [2] ? win_2[48:31] : 18'h00000;
+  assign \$504  = \$502  | \$503 ;
+  assign \$505  = \$signal$32 [3] ? win_2[64:47] : 18'h00000;
+  assign \$506  = \$504  | \$505 ;
+  assign \$507  = \$signal$32 [4] ? win_2[80:63] : 18'h00000;
+  assign \$508  = \$506  | \$507 ;
+  assign \$509  = \$signal$32 [5] ? win_2[96:79] : 18'h00000;
+  assign \$510  = \$508  | \$509 ;
+  assign \$511  = \$signal$32 [6] ? win_2[112:95] : 18'h00000;
+  assign \$512  = \$510  | \$511 ;
+  assign \$513  = \$signal$32 [7] ? { 1'h0, win_2[127:111] } : 18'h00000;
+  assign \$514  = \$512  | \$513 ;
+  assign \$515  = ~ \$signal$27 ;
+  assign \$516  = ~ \$signal$28 ;
+  assign \$517  = ~ \$signal$15 ;
+  assign \$518  = \$517  | w_rdy;
+  assign \$519  = ! b_rest;
+  assign \$520  = \$518  & \$519 ;
+  assign \$521  = \$516  | \$520 ;
+  assign \$522  = \$515  | \$521 ;
+  assign \$523  = ~ \$signal$30 ;
+  assign \$524  = ~ \$signal$27 ;
+  assign \$525  = ~ \$signal$28 ;
+  assign \$526  = ~ \$signal$15 ;
+  assign \$527  = \$526  | w_rdy;
+  assign \$528  = ! b_rest;
+  assign \$529  = \$527  & \$528 ;
+  assign \$530  = \$525  | \$529 ;
+  assign \$531  = \$524  | \$530 ;
+  assign \$532  = \$523  | \$531 ;
+  assign \$533  = | nz;
+  assign \$534  = \$532  & \$533 ;
+  assign \$535  = state == 3'h4;
+  assign \$536  = \$534  & \$535 ;
+  assign \$537  = ~ \$337 [7:0];
+  assign \$538  = nz & \$537 ;
+  assign \$539  = ~ has_last;
+  assign \$540  = f_row > last_y;
+  assign \$541  = \$539  | \$540 ;
+  assign \$542  = eof_seen & \$541 ;
+  assign \$543  = done_rows >= need;
+  assign \$544  = eof_seen | \$543 ;
+  assign \$545  = ~ eof_pend;
+  assign \$546  = | win_1[15:0];
+  assign \$547  = | win_1[31:16];
+  assign \$548  = | win_1[47:32];
+  assign \$549  = | win_1[63:48];
+  assign \$550  = | win_1[79:64];
+  assign \$551  = | win_1[95:80];
+  assign \$552  = | win_1[111:96];
+  assign \$553  = | win_1[127:112];
+  assign \$554  = ! nz;
+  assign \$555  = ~ \$signal$30 ;
+  assign \$556  = \$554  & \$555 ;
+  assign \$557  = ~ \$signal$27 ;
+  assign \$558  = \$556  & \$557 ;
+  assign \$559  = ~ \$signal$28 ;
+  assign \$560  = \$558  & \$559 ;
+  assign \$561  = ~ b_v;
+  assign \$562  = \$560  & \$561 ;
+  assign \$563  = f_row + 1'h1;
+  assign \$564  = cy + 1'h1;
+  assign \$565  = need + 1'h1;
+  always @(posedge clk)
+    sel_0 <= \$566 ;
+  always @(posedge clk)
+    win_0 <= \$567 ;
+  always @(posedge clk)
+    sel_1 <= \$568 ;
+  always @(posedge clk)
+    win_1 <= \$569 ;
+  always @(posedge clk)
+    sel_2 <= \$570 ;
+  always @(posedge clk)
+    win_2 <= \$571 ;
+  always @(posedge clk)
+    eof_pend <= \$572 ;
+  always @(posedge clk)
+    \$signal$15  <= \$573 ;
+  always @(posedge clk)
+    \$signal  <= \$574 ;
+  always @(posedge clk)
+    \$like  <= \$575 ;
+  always @(posedge clk)
+    \$signal$17  <= \$576 ;
+  always @(posedge clk)
+    c1_win_0 <= \$577 ;
+  always @(posedge clk)
+    c1_win_1 <= \$578 ;
+  always @(posedge clk)
+    c1_win_2 <= \$579 ;
+  always @(posedge clk)
+    \$signal$50  <= \$580 ;
+  always @(posedge clk)
+    b_rest <= \$581 ;
+  always @(posedge clk)
+    b_v <= \$582 ;
+  always @(posedge clk)
+    b_ci <= \$583 ;
+  always @(posedge clk)
+    b_win_0 <= \$584 ;
+  always @(posedge clk)
+    b_win_1 <= \$585 ;
+  always @(posedge clk)
+    b_win_2 <= \$586 ;
+  always @(posedge clk)
+    \$signal$28  <= \$587 ;
+  always @(posedge clk)
+    \$signal$55  <= \$588 ;
+  always @(posedge clk)
+    \$signal$56  <= \$589 ;
+  always @(posedge clk)
+    \$like$57  <= \$590 ;
+  always @(posedge clk)
+    a3_win_0 <= \$591 ;
+  always @(posedge clk)
+    a3_win_1 <= \$592 ;
+  always @(posedge clk)
+    a3_win_2 <= \$593 ;
+  always @(posedge clk)
+    \$signal$27  <= \$594 ;
+  always @(posedge clk)
+    a2_ci <= \$595 ;
+  always @(posedge clk)
+    a2_bits <= \$596 ;
+  always @(posedge clk)
+    a2_win_0 <= \$597 ;
+  always @(posedge clk)
+    a2_win_1 <= \$598 ;
+  always @(posedge clk)
+    a2_win_2 <= \$599 ;
+  always @(posedge clk)
+    \$signal$30  <= \$600 ;
+  always @(posedge clk)
+    \$signal$32  <= \$601 ;
+  always @(posedge clk)
+    nz <= \$602 ;
+  always @(posedge clk)
+    state <= \$603 ;
+  always @(posedge clk)
+    centre <= \$604 ;
+  always @(posedge clk)
+    f_row <= \$605 ;
+  always @(posedge clk)
+    cy <= \$606 ;
+  always @(posedge clk)
+    need <= \$607 ;
+  assign \$1  = cy + 11'h7ff;
+  assign \$2  = cy + 1'h0;
+  assign \$3  = cy + 1'h1;
+  assign \$4  = \$signal [1] | \$signal [3];
+  assign \$5  = \$4  | \$signal [5];
+  assign \$6  = \$5  | \$signal [7];
+  assign \$7  = \$6  | \$signal [9];
+  assign \$8  = \$7  | \$signal [11];
+  assign \$9  = \$8  | \$signal [13];
+  assign \$10  = \$9  | \$signal [15];
+  assign \$11  = \$signal [2] | \$signal [3];
+  assign \$12  = \$11  | \$signal [6];
+  assign \$13  = \$12  | \$signal [7];
+  assign \$14  = \$13  | \$signal [10];
+  assign \$15  = \$14  | \$signal [11];
+  assign \$16  = \$15  | \$signal [14];
+  assign \$17  = \$16  | \$signal [15];
+  assign \$18  = \$signal [4] | \$signal [5];
+  assign \$19  = \$18  | \$signal [6];
+  assign \$20  = \$19  | \$signal [7];
+  assign \$21  = \$20  | \$signal [12];
+  assign \$22  = \$21  | \$signal [13];
+  assign \$23  = \$22  | \$signal [14];
+  assign \$24  = \$23  | \$signal [15];
+  assign \$25  = \$signal [8] | \$signal [9];
+  assign \$26  = \$25  | \$signal [10];
+  assign \$27  = \$26  | \$signal [11];
+  assign \$28  = \$27  | \$signal [12];
+  assign \$29  = \$28  | \$signal [13];
+  assign \$30  = \$29  | \$signal [14];
+  assign \$31  = \$30  | \$signal [15];
+  assign w_en = \$signal$15  | eof_pend;
+  assign \$32  = \$signal [0] & c1_win_0[0];
+  assign \$33  = \$signal [1] & c1_win_0[1];
+  assign \$34  = \$32  | \$33 ;
+  assign \$35  = \$signal [2] & c1_win_0[2];
+  assign \$36  = \$34  | \$35 ;
+  assign \$37  = \$signal [3] & c1_win_0[3];
+  assign \$38  = \$36  | \$37 ;
+  assign \$39  = \$signal [4] & c1_win_0[4];
+  assign \$40  = \$38  | \$39 ;
+  assign \$41  = \$signal [5] & c1_win_0[5];
+  assign \$42  = \$40  | \$41 ;
+  assign \$43  = \$signal [6] & c1_win_0[6];
+  assign \$44  = \$42  | \$43 ;
+  assign \$45  = \$signal [7] & c1_win_0[7];
+  assign \$46  = \$44  | \$45 ;
+  assign \$47  = \$signal [8] & c1_win_0[8];
+  assign \$48  = \$46  | \$47 ;
+  assign \$49  = \$signal [9] & c1_win_0[9];
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = \$signal [10] & c1_win_0[10];
+  assign \$52  = \$50  | \$51 ;
+  assign \$53  = \$signal [11] & c1_win_0[11];
+  assign \$54  = \$52  | \$53 ;
+  assign \$55  = \$signal [12] & c1_win_0[12];
+  assign \$56  = \$54  | \$55 ;
+  assign \$57  = \$signal [13] & c1_win_0[13];
+  assign \$58  = \$56  | \$57 ;
+  assign \$59  = \$signal [14] & c1_win_0[14];
+  assign \$60  = \$58  | \$59 ;
+  assign \$61  = \$signal [15] & c1_win_0[15];
+  assign \$62  = \$60  | \$61 ;
+  assign \$63  = \$signal [0] & c1_win_0[1];
+  assign \$64  = \$signal [1] & c1_win_0[2];
+  assign \$65  = \$63  | \$64 ;
+  assign \$66  = \$signal [2] & c1_win_0[3];
+  assign \$67  = \$65  | \$66 ;
+  assign \$68  = \$signal [3] & c1_win_0[4];
+  assign \$69  = \$67  | \$68 ;
+  assign \$70  = \$signal [4] & c1_win_0[5];
+  assign \$71  = \$69  | \$70 ;
+  assign \$72  = \$signal [5] & c1_win_0[6];
+  assign \$73  = \$71  | \$72 ;
+  assign \$74  = \$signal [6] & c1_win_0[7];
+  assign \$75  = \$73  | \$74 ;
+  assign \$76  = \$signal [7] & c1_win_0[8];
+  assign \$77  = \$75  | \$76 ;
+  assign \$78  = \$signal [8] & c1_win_0[9];
+  assign \$79  = \$77  | \$78 ;
+  assign \$80  = \$signal [9] & c1_win_0[10];
+  assign \$81  = \$79  | \$80 ;
+  assign \$82  = \$signal [10] & c1_win_0[11];
+  assign \$83  = \$81  | \$82 ;
+  assign \$84  = \$signal [11] & c1_win_0[12];
+  assign \$85  = \$83  | \$84 ;
+  assign \$86  = \$signal [12] & c1_win_0[13];
+  assign \$87  = \$85  | \$86 ;
+  assign \$88  = \$signal [13] & c1_win_0[14];
+  assign \$89  = \$87  | \$88 ;
+  assign \$90  = \$signal [14] & c1_win_0[15];
+  assign \$91  = \$89  | \$90 ;
+  assign \$92  = \$signal [15] & c1_win_0[16];
+  assign \$93  = \$91  | \$92 ;
+  assign \$94  = \$signal [0] & c1_win_0[2];
+  assign \$95  = \$signal [1] & c1_win_0[3];
+  assign \$96  = \$94  | \$95 ;
+  assign \$97  = \$signal [2] & c1_win_0[4];
+  assign \$98  = \$96  | \$97 ;
+  assign \$99  = \$signal [3] & c1_win_0[5];
+  assign \$100  = \$98  | \$99 ;
+  assign \$101  = \$signal [4] & c1_win_0[6];
+  assign \$102  = \$100  | \$101 ;
+  assign \$103  = \$signal [5] & c1_win_0[7];
+  assign \$104  = \$102  | \$103 ;
+  assign \$105  = \$signal [6] & c1_win_0[8];
+  assign \$106  = \$104  | \$105 ;
+  assign \$107  = \$signal [7] & c1_win_0[9];
+  assign \$108  = \$106  | \$107 ;
+  assign \$109  = \$signal [8] & c1_win_0[10];
+  assign \$110  = \$108  | \$109 ;
+  assign \$111  = \$signal [9] & c1_win_0[11];
+  assign \$112  = \$110  | \$111 ;
+  assign \$113  = \$signal [10] & c1_win_0[12];
+  assign \$114  = \$112  | \$113 ;
+  assign \$115  = \$signal [11] & c1_win_0[13];
+  assign \$116  = \$114  | \$115 ;
+  assign \$117  = \$signal [12] & c1_win_0[14];
+  assign \$118  = \$116  | \$117 ;
+  assign \$119  = \$signal [13] & c1_win_0[15];
+  assign \$120  = \$118  | \$119 ;
+  assign \$121  = \$signal [14] & c1_win_0[16];
+  assign \$122  = \$120  | \$121 ;
+  assign \$123  = \$signal [15] & c1_win_0[17];
+  assign \$124  = \$122  | \$123 ;
+  assign \$125  = \$signal [0] & c1_win_1[0];
+  assign \$126  = \$signal [1] & c1_win_1[1];
+  assign \$127  = \$125  | \$126 ;
+  assign \$128  = \$signal [2] & c1_win_1[2];
+  assign \$129  = \$127  | \$128 ;
+  assign \$130  = \$signal [3] & c1_win_1[3];
+  assign \$131  = \$129  | \$130 ;
+  assign \$132  = \$signal [4] & c1_win_1[4];
+  assign \$133  = \$131  | \$132 ;
+  assign \$134  = \$signal [5] & c1_win_1[5];
+  assign \$135  = \$133  | \$134 ;
+  assign \$136  = \$signal [6] & c1_win_1[6];
+  assign \$137  = \$135  | \$136 ;
+  assign \$138  = \$signal [7] & c1_win_1[7];
+  assign \$139  = \$137  | \$138 ;
+  assign \$140  = \$signal [8] & c1_win_1[8];
+  assign \$141  = \$139  | \$140 ;
+  assign \$142  = \$signal [9] & c1_win_1[9];
+  assign \$143  = \$141  | \$142 ;
+  assign \$144  = \$signal [10] & c1_win_1[10];
+  assign \$145  = \$143  | \$144 ;
+  assign \$146  = \$signal [11] & c1_win_1[11];
+  assign \$147  = \$145  | \$146 ;
+  assign \$148  = \$signal [12] & c1_win_1[12];
+  assign \$149  = \$147  | \$148 ;
+  assign \$150  = \$signal [13] & c1_win_1[13];
+  assign \$151  = \$149  | \$150 ;
+  assign \$152  = \$signal [14] & c1_win_1[14];
+  assign \$153  = \$151  | \$152 ;
+  assign \$154  = \$signal [15] & c1_win_1[15];
+  assign \$155  = \$153  | \$154 ;
+  assign \$156  = \$signal [0] & c1_win_1[1];
+  assign \$157  = \$signal [1] & c1_win_1[2];
+  assign \$158  = \$156  | \$157 ;
+  assign \$159  = \$signal [2] & c1_win_1[3];
+  assign \$160  = \$158  | \$159 ;
+  assign \$161  = \$signal [3] & c1_win_1[4];
+  assign \$162  = \$160  | \$161 ;
+  assign \$163  = \$signal [4] & c1_win_1[5];
+  assign \$164  = \$162  | \$163 ;
+  assign \$165  = \$signal [5] & c1_win_1[6];
+  assign \$166  = \$164  | \$165 ;
+  assign \$167  = \$signal [6] & c1_win_1[7];
+  assign \$168  = \$166  | \$167 ;
+  assign \$169  = \$signal [7] & c1_win_1[8];
+  assign \$170  = \$168  | \$169 ;
+  assign \$171  = \$signal [8] & c1_win_1[9];
+  assign \$172  = \$170  | \$171 ;
+  assign \$173  = \$signal [9] & c1_win_1[10];
+  assign \$174  = \$172  | \$173 ;
+  assign \$175  = \$signal [10] & c1_win_1[11];
+  assign \$176  = \$174  | \$175 ;
+  assign \$177  = \$signal [11] & c1_win_1[12];
+  assign \$178  = \$176  | \$177 ;
+  assign \$179  = \$signal [12] & c1_win_1[13];
+  assign \$180  = \$178  | \$179 ;
+  assign \$181  = \$signal [13] & c1_win_1[14];
+  assign \$182  = \$180  | \$181 ;
+  assign \$183  = \$signal [14] & c1_win_1[15];
+  assign \$184  = \$182  | \$183 ;
+  assign \$185  = \$signal [15] & c1_win_1[16];
+  assign \$186  = \$184  | \$185 ;
+  assign \$187  = \$signal [0] & c1_win_1[2];
+  assign \$188  = \$signal [1] & c1_win_1[3];
+  assign \$189  = \$187  | \$188 ;
+  assign \$190  = \$signal [2] & c1_win_1[4];
+  assign \$191  = \$189  | \$190 ;
+  assign \$192  = \$signal [3] & c1_win_1[5];
+  assign \$193  = \$191  | \$192 ;
+  assign \$194  = \$signal [4] & c1_win_1[6];
+  assign \$195  = \$193  | \$194 ;
+  assign \$196  = \$signal [5] & c1_win_1[7];
+  assign \$197  = \$195  | \$196 ;
+  assign \$198  = \$signal [6] & c1_win_1[8];
+  assign \$199  = \$197  | \$198 ;
+  assign \$200  = \$signal [7] & c1_win_1[9];
+  assign \$201  = \$199  | \$200 ;
+  assign \$202  = \$signal [8] & c1_win_1[10];
+  assign \$203  = \$201  | \$202 ;
+  assign \$204  = \$signal [9] & c1_win_1[11];
+  assign \$205  = \$203  | \$204 ;
+  assign \$206  = \$signal [10] & c1_win_1[12];
+  assign \$207  = \$205  | \$206 ;
+  assign \$208  = \$signal [11] & c1_win_1[13];
+  assign \$209  = \$207  | \$208 ;
+  assign \$210  = \$signal [12] & c1_win_1[14];
+  assign \$211  = \$209  | \$210 ;
+  assign \$212  = \$signal [13] & c1_win_1[15];
+  assign \$213  = \$211  | \$212 ;
+  assign \$214  = \$signal [14] & c1_win_1[16];
+  assign \$215  = \$213  | \$214 ;
+  assign \$216  = \$signal [15] & c1_win_1[17];
+  assign \$217  = \$215  | \$216 ;
+  assign \$218  = \$signal [0] & c1_win_2[0];
+  assign \$219  = \$signal [1] & c1_win_2[1];
+  assign \$220  = \$218  | \$219 ;
+  assign \$221  = \$signal [2] & c1_win_2[2];
+  assign \$222  = \$220  | \$221 ;
+  assign \$223  = \$signal [3] & c1_win_2[3];
+  assign \$224  = \$222  | \$223 ;
+  assign \$225  = \$signal [4] & c1_win_2[4];
+  assign \$226  = \$224  | \$225 ;
+  assign \$227  = \$signal [5] & c1_win_2[5];
+  assign \$228  = \$226  | \$227 ;
+  assign \$229  = \$signal [6] & c1_win_2[6];
+  assign \$230  = \$228  | \$229 ;
+  assign \$231  = \$signal [7] & c1_win_2[7];
+  assign \$232  = \$230  | \$231 ;
+  assign \$233  = \$signal [8] & c1_win_2[8];
+  assign \$234  = \$232  | \$233 ;
+  assign \$235  = \$signal [9] & c1_win_2[9];
+  assign \$236  = \$234  | \$235 ;
+  assign \$237  = \$signal [10] & c1_win_2[10];
+  assign \$238  = \$236  | \$237 ;
+  assign \$239  = \$signal [11] & c1_win_2[11];
+  assign \$240  = \$238  | \$239 ;
+  assign \$241  = \$signal [12] & c1_win_2[12];
+  assign \$242  = \$240  | \$241 ;
+  assign \$243  = \$signal [13] & c1_win_2[13];
+  assign \$244  = \$242  | \$243 ;
+  assign \$245  = \$signal [14] & c1_win_2[14];
+  assign \$246  = \$244  | \$245 ;
+  assign \$247  = \$signal [15] & c1_win_2[15];
+  assign \$248  = \$246  | \$247 ;
+  assign \$249  = \$signal [0] & c1_win_2[1];
+  assign \$250  = \$signal [1] & c1_win_2[2];
+  assign \$251  = \$249  | \$250 ;
+  assign \$252  = \$signal [2] & c1_win_2[3];
+  assign \$253  = \$251  | \$252 ;
+  assign \$254  = \$signal [3] & c1_win_2[4];
+  assign \$255  = \$253  | \$254 ;
+  assign \$256  = \$signal [4] & c1_win_2[5];
+  assign \$257  = \$255  | \$256 ;
+  assign \$258  = \$signal [5] & c1_win_2[6];
+  assign \$259  = \$257  | \$258 ;
+  assign \$260  = \$signal [6] & c1_win_2[7];
+  assign \$261  = \$259  | \$260 ;
+  assign \$262  = \$signal [7] & c1_win_2[8];
+  assign \$263  = \$261  | \$262 ;
+  assign \$264  = \$signal [8] & c1_win_2[9];
+  assign \$265  = \$263  | \$264 ;
+  assign \$266  = \$signal [9] & c1_win_2[10];
+  assign \$267  = \$265  | \$266 ;
+  assign \$268  = \$signal [10] & c1_win_2[11];
+  assign \$269  = \$267  | \$268 ;
+  assign \$270  = \$signal [11] & c1_win_2[12];
+  assign \$271  = \$269  | \$270 ;
+  assign \$272  = \$signal [12] & c1_win_2[13];
+  assign \$273  = \$271  | \$272 ;
+  assign \$274  = \$signal [13] & c1_win_2[14];
+  assign \$275  = \$273  | \$274 ;
+  assign \$276  = \$signal [14] & c1_win_2[15];
+  assign \$277  = \$275  | \$276 ;
+  assign \$278  = \$signal [15] & c1_win_2[16];
+  assign \$279  = \$277  | \$278 ;
+  assign \$280  = \$signal [0] & c1_win_2[2];
+  assign \$281  = \$signal [1] & c1_win_2[3];
+  assign \$282  = \$280  | \$281 ;
+  assign \$283  = \$signal [2] & c1_win_2[4];
+  assign \$284  = \$282  | \$283 ;
+  assign \$285  = \$signal [3] & c1_win_2[5];
+  assign \$286  = \$284  | \$285 ;
+  assign \$287  = \$signal [4] & c1_win_2[6];
+  assign \$288  = \$286  | \$287 ;
+  assign \$289  = \$signal [5] & c1_win_2[7];
+  assign \$290  = \$288  | \$289 ;
+  assign \$291  = \$signal [6] & c1_win_2[8];
+  assign \$292  = \$290  | \$291 ;
+  assign \$293  = \$signal [7] & c1_win_2[9];
+  assign \$294  = \$292  | \$293 ;
+  assign \$295  = \$signal [8] & c1_win_2[10];
+  assign \$296  = \$294  | \$295 ;
+  assign \$297  = \$signal [9] & c1_win_2[11];
+  assign \$298  = \$296  | \$297 ;
+  assign \$299  = \$signal [10] & c1_win_2[12];
+  assign \$300  = \$298  | \$299 ;
+  assign \$301  = \$signal [11] & c1_win_2[13];
+  assign \$302  = \$300  | \$301 ;
+  assign \$303  = \$signal [12] & c1_win_2[14];
+  assign \$304  = \$302  | \$303 ;
+  assign \$305  = \$signal [13] & c1_win_2[15];
+  assign \$306  = \$304  | \$305 ;
+  assign \$307  = \$signal [14] & c1_win_2[16];
+  assign \$308  = \$306  | \$307 ;
+  assign \$309  = \$signal [15] & c1_win_2[17];
+  assign \$310  = \$308  | \$309 ;
+  assign \$311  = ~ b_rest;
+  assign \$312  = \$311  + 1'h1;
+  assign \$313  = { 1'h0, b_rest } & \$312 ;
+  assign \$314  = ~ a2_bits;
+  assign \$315  = \$314  + 1'h1;
+  assign \$316  = { 1'h0, a2_bits } & \$315 ;
+  assign \$317  = ~ \$signal$27 ;
+  assign \$318  = ~ \$signal$28 ;
+  assign \$319  = ~ \$signal$15 ;
+  assign \$320  = \$319  | w_rdy;
+  assign \$321  = ! b_rest;
+  assign \$322  = \$320  & \$321 ;
+  assign \$323  = \$318  | \$322 ;
+  assign \$324  = \$317  | \$323 ;
+  assign \$325  = \$324  & \$signal$30 ;
+  assign \$326  = \$signal$32 [1] | \$signal$32 [3];
+  assign \$327  = \$326  | \$signal$32 [5];
+  assign \$328  = \$327  | \$signal$32 [7];
+  assign \$329  = \$signal$32 [2] | \$signal$32 [3];
+  assign \$330  = \$329  | \$signal$32 [6];
+  assign \$331  = \$330  | \$signal$32 [7];
+  assign \$332  = \$signal$32 [4] | \$signal$32 [5];
+  assign \$333  = \$332  | \$signal$32 [6];
+  assign \$334  = \$333  | \$signal$32 [7];
+  assign \$335  = ~ nz;
+  assign \$336  = \$335  + 1'h1;
+  assign \$337  = { 1'h0, nz } & \$336 ;
+  assign \$338  = \$signal$15  ? { 1'h0, \$signal$17  } : f_row;
+  assign \$339  = sites__valid ? { 1'h0, sites__payload[6:0] } : \$338 ;
+  assign \$340  = state == 1'h1;
+  assign \$341  = ! \$1 [1:0];
+  assign \$342  = tags[7:0] == \$1 [8:0];
+  assign \$343  = \$341  & \$342 ;
+  assign \$344  = | cy;
+  assign \$345  = \$343  & \$344 ;
+  assign \$346  = state == 1'h1;
+  assign \$347  = \$1 [1:0] == 1'h1;
+  assign \$348  = tags[15:8] == \$1 [8:0];
+  assign \$349  = \$347  & \$348 ;
+  assign \$350  = | cy;
+  assign \$351  = \$349  & \$350 ;
+  assign \$352  = state == 1'h1;
+  assign \$353  = \$1 [1:0] == 2'h2;
+  assign \$354  = tags[23:16] == \$1 [8:0];
+  assign \$355  = \$353  & \$354 ;
+  assign \$356  = | cy;
+  assign \$357  = \$355  & \$356 ;
+  assign \$358  = state == 1'h1;
+  assign \$359  = \$1 [1:0] == 2'h3;
+  assign \$360  = tags[31:24] == \$1 [8:0];
+  assign \$361  = \$359  & \$360 ;
+  assign \$362  = | cy;
+  assign \$363  = \$361  & \$362 ;
+  assign \$364  = state == 2'h2;
+  assign \$365  = sel_0[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
+  assign \$366  = sel_0[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
+  assign \$367  = \$365  | \$366 ;
+  assign \$368  = sel_0[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
+  assign \$369  = \$367  | \$368 ;
+  assign \$370  = sel_0[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
+  assign \$371  = \$369  | \$370 ;
+  assign \$372  = state == 1'h1;
+  assign \$373  = ! \$2 [1:0];
+  assign \$374  = tags[7:0] == \$2 [8:0];
+  assign \$375  = \$373  & \$374 ;
+  assign \$376  = state == 1'h1;
+  assign \$377  = \$2 [1:0] == 1'h1;
+  assign \$378  = tags[15:8] == \$2 [8:0];
+  assign \$379  = \$377  & \$378 ;
+  assign \$380  = state == 1'h1;
+  assign \$381  = \$2 [1:0] == 2'h2;
+  assign \$382  = tags[23:16] == \$2 [8:0];
+  assign \$383  = \$381  & \$382 ;
+  assign \$384  = state == 1'h1;
+  assign \$385  = \$2 [1:0] == 2'h3;
+  assign \$386  = tags[31:24] == \$2 [8:0];
+  assign \$387  = \$385  & \$386 ;
+  assign \$388  = state == 2'h2;
+  assign \$389  = sel_1[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
+  assign \$390  = sel_1[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
+  assign \$391  = \$389  | \$390 ;
+  \top.finder.queue  queue (
+    .clk(clk),
+    .r_data(sites__payload),
+    .r_en(r_en),
+    .r_rdy(sites__valid),
+    .rst(rst),
+    .w_en(w_en),
+    .w_port__data(w_data),
+    .w_rdy(w_rdy)
+  );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    w_data = 25'h0000000;
+    (* full_case = 32'd1 *)
+    if (\$signal$15 ) begin
+      w_data[6:0] = \$signal$17 ;
+      w_data[13:7] = { \$like , \$31 , \$24 , \$17 , \$10  };
+      w_data[22:14] = { \$310 , \$279 , \$248 , \$217 , \$186 , \$155 , \$124 , \$93 , \$62  };
+    end else begin
+      w_data[23] = 1'h1;
+      w_data[24] = error;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    a_ci = 3'h0;
+    if (\$325 ) begin
+      a_ci = { \$334 , \$331 , \$328  };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$566  = sel_0;
+    if (\$340 ) begin
+      \$566 [0] = \$345 ;
+    end
+    if (\$346 ) begin
+      \$566 [1] = \$351 ;
+    end
+    if (\$352 ) begin
+      \$566 [2] = \$357 ;
+    end
+    if (\$358 ) begin
+      \$566 [3] = \$363 ;
+    end
+    if (rst) begin
+      \$566  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$567  = win_0;
+    if (\$364 ) begin
+      \$567  = \$371 ;
+    end
+    if (rst) begin
+      \$567  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$568  = sel_1;
+    if (\$372 ) begin
+      \$568 [0] = \$375 ;
+    end
+    if (\$376 ) begin
+      \$568 [1] = \$379 ;
+    end
+    if (\$380 ) begin
+      \$568 [2] = \$383 ;
+    end
+    if (\$384 ) begin
+      \$568 [3] = \$387 ;
+    end
+    if (rst) begin
+      \$568  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$569  = win_1;
+    if (\$388 ) begin
+      \$569  = \$395 ;
+    end
+    if (rst) begin
+      \$569  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$570  = sel_2;
+    if (\$396 ) begin
+      \$570 [0] = \$399 ;
+    end
+    if (\$400 ) begin
+      \$570 [1] = \$403 ;
+    end
+    if (\$404 ) begin
+      \$570 [2] = \$407 ;
+    end
+    if (\$408 ) begin
+      \$570 [3] = \$411 ;
+    end
+    if (rst) begin
+      \$570  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$571  = win_2;
+    if (\$412 ) begin
+      \$571  = \$419 ;
+    end
+    if (rst) begin
+      \$571  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$572  = eof_pend;
+    if (\$422 ) begin
+      \$572  = 1'h0;
+    end
+    casez (state)
+      3'h0:
+          if (\$542 ) begin
+            if (\$545 ) begin
+              \$572  = 1'h1;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$572  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$573  = \$signal$15 ;
+    if (\$424 ) begin
+      \$573  = b_v;
+    end
+    if (rst) begin
+      \$573  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$574  = \$signal ;
+    if (\$424 ) begin
+      \$574  = \$signal$50 ;
+    end
+    if (rst) begin
+      \$574  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$575  = \$like ;
+    if (\$424 ) begin
+      \$575  = b_ci;
+    end
+    if (rst) begin
+      \$575  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$576  = \$signal$17 ;
+    if (\$424 ) begin
+      \$576  = f_row[6:0];
+    end
+    if (rst) begin
+      \$576  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$577  = c1_win_0;
+    if (\$424 ) begin
+      \$577  = b_win_0;
+    end
+    if (rst) begin
+      \$577  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$578  = c1_win_1;
+    if (\$424 ) begin
+      \$578  = b_win_1;
+    end
+    if (rst) begin
+      \$578  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$579  = c1_win_2;
+    if (\$424 ) begin
+      \$579  = b_win_2;
+    end
+    if (rst) begin
+      \$579  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$580  = \$signal$50 ;
+    if (\$424 ) begin
+      \$580  = \$313 [15:0];
+    end
+    if (\$430 ) begin
+      \$580  = \$signal$55 ;
+    end
+    if (rst) begin
+      \$580  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$581  = b_rest;
+    if (\$424 ) begin
+      \$581  = \$426 ;
+    end
+    if (\$430 ) begin
+      \$581  = \$431 ;
+    end
+    if (rst) begin
+      \$581  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$582  = b_v;
+    if (\$430 ) begin
+      \$582  = \$signal$28 ;
+    end
+    if (rst) begin
+      \$582  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$583  = b_ci;
+    if (\$430 ) begin
+      \$583  = \$like$57 ;
+    end
+    if (rst) begin
+      \$583  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$584  = b_win_0;
+    if (\$430 ) begin
+      \$584  = a3_win_0;
+    end
+    if (rst) begin
+      \$584  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$585  = b_win_1;
+    if (\$430 ) begin
+      \$585  = a3_win_1;
+    end
+    if (rst) begin
+      \$585  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$586  = b_win_2;
+    if (\$430 ) begin
+      \$586  = a3_win_2;
+    end
+    if (rst) begin
+      \$586  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$587  = \$signal$28 ;
+    if (\$437 ) begin
+      \$587  = \$signal$27 ;
+    end
+    if (rst) begin
+      \$587  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$588  = \$signal$55 ;
+    if (\$437 ) begin
+      \$588  = \$316 [15:0];
+    end
+    if (rst) begin
+      \$588  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$589  = \$signal$56 ;
+    if (\$437 ) begin
+      \$589  = \$439 ;
+    end
+    if (rst) begin
+      \$589  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$590  = \$like$57 ;
+    if (\$437 ) begin
+      \$590  = a2_ci;
+    end
+    if (rst) begin
+      \$590  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$591  = a3_win_0;
+    if (\$437 ) begin
+      \$591  = a2_win_0;
+    end
+    if (rst) begin
+      \$591  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$592  = a3_win_1;
+    if (\$437 ) begin
+      \$592  = a2_win_1;
+    end
+    if (rst) begin
+      \$592  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$593  = a3_win_2;
+    if (\$437 ) begin
+      \$593  = a2_win_2;
+    end
+    if (rst) begin
+      \$593  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$594  = \$signal$27 ;
+    if (\$445 ) begin
+      \$594  = 1'h0;
+    end
+    if (\$454 ) begin
+      \$594  = 1'h1;
+    end
+    if (rst) begin
+      \$594  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$595  = a2_ci;
+    if (\$454 ) begin
+      \$595  = a_ci;
+    end
+    if (rst) begin
+      \$595  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$596  = a2_bits;
+    if (\$454 ) begin
+      \$596  = \$469 ;
+    end
+    if (rst) begin
+      \$596  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$597  = a2_win_0;
+    if (\$454 ) begin
+      \$597  = \$484 ;
+    end
+    if (rst) begin
+      \$597  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$598  = a2_win_1;
+    if (\$454 ) begin
+      \$598  = \$499 ;
+    end
+    if (rst) begin
+      \$598  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$599  = a2_win_2;
+    if (\$454 ) begin
+      \$599  = \$514 ;
+    end
+    if (rst) begin
+      \$599  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$600  = \$signal$30 ;
+    if (\$522 ) begin
+      \$600  = 1'h0;
+    end
+    if (\$536 ) begin
+      \$600  = 1'h1;
+    end
+    if (rst) begin
+      \$600  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$601  = \$signal$32 ;
+    if (\$536 ) begin
+      \$601  = \$337 [7:0];
+    end
+    if (rst) begin
+      \$601  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$602  = nz;
+    if (\$536 ) begin
+      \$602  = \$538 ;
+    end
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          \$602  = { \$553 , \$552 , \$551 , \$550 , \$549 , \$548 , \$547 , \$546  };
+    endcase
+    if (rst) begin
+      \$602  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$603  = state;
+    casez (state)
+      3'h0:
+          if (\$542 ) begin
+            if (\$545 ) begin
+              \$603  = 3'h5;
+            end
+          end else if (\$544 ) begin
+            \$603  = 3'h1;
+          end
+      3'h1:
+          \$603  = 3'h2;
+      3'h2:
+          \$603  = 3'h3;
+      3'h3:
+          \$603  = 3'h4;
+      3'h4:
+          if (\$562 ) begin
+            \$603  = 3'h0;
+          end
+    endcase
+    if (frame_reset) begin
+      \$603  = 3'h0;
+    end
+    if (rst) begin
+      \$603  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$604  = centre;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          \$604  = win_1;
+    endcase
+    if (rst) begin
+      \$604  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$605  = f_row;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$562 ) begin
+            \$605  = \$563 [7:0];
+          end
+    endcase
+    if (frame_reset) begin
+      \$605  = 8'h00;
+    end
+    if (rst) begin
+      \$605  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$606  = cy;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$562 ) begin
+            \$606  = \$564 [8:0];
+          end
+    endcase
+    if (frame_reset) begin
+      \$606  = 9'h000;
+    end
+    if (rst) begin
+      \$606  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$607  = need;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$562 ) begin
+            \$607  = \$565 [8:0];
+          end
+    endcase
+    if (frame_reset) begin
+      \$607  = 9'h002;
+    end
+    if (rst) begin
+      \$607  = 9'h002;
+    end
+  end
+  assign r_data = sites__payload;
+  assign sites__ready = r_en;
+  assign r_rdy = sites__valid;
+  assign row_0 = \$1 [8:0];
+  assign row_1 = \$2 [8:0];
+  assign row_2 = \$3 [8:0];
+  assign site_x = { \$31 , \$24 , \$17 , \$10  };
+  assign qp = w_data;
+  assign rest_oh = \$313 [15:0];
+  assign a2_oh = \$316 [15:0];
+  assign chunk_oh = \$337 [7:0];
+  assign head = sites__payload;
+  assign row = \$339 [6:0];
+  assign \sites__payload.oy  = sites__payload[6:0];
+  assign \sites__payload.ox  = sites__payload[13:7];
+  assign \sites__payload.taps  = sites__payload[22:14];
+  assign \sites__payload.eof  = sites__payload[23];
+  assign \sites__payload.error  = sites__payload[24];
+  assign \qp.oy  = w_data[6:0];
+  assign \qp.ox  = w_data[13:7];
+  assign \qp.taps  = w_data[22:14];
+  assign \qp.eof  = w_data[23];
+  assign \qp.error  = w_data[24];
+  assign \head.oy  = sites__payload[6:0];
+  assign \head.ox  = sites__payload[13:7];
+  assign \head.taps  = sites__payload[22:14];
+  assign \head.eof  = sites__payload[23];
+  assign \head.error  = sites__payload[24];
+  assign \tags[0]  = tags[7:0];
+  assign \tags[1]  = tags[15:8];
+  assign \tags[2]  = tags[23:16];
+  assign \tags[3]  = tags[31:24];
+  assign \bitmaps[0]  = bitmaps[127:0];
+  assign \bitmaps[1]  = bitmaps[255:128];
+  assign \bitmaps[2]  = bitmaps[383:256];
+  assign \bitmaps[3]  = bitmaps[511:384];
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [2:0] \$14 ;
+  reg \$15 ;
+  reg \$16 ;
+  reg [1:0] \$17 ;
+  wire [1:0] \$2 ;
+  wire \$3 ;
+  wire [1:0] \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire [2:0] \$9 ;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire consume;
+  reg [1:0] level = 2'h0;
+  (* init = 1'h0 *)
+  wire produce;
+  output [24:0] r_data;
+  wire [24:0] r_data;
+  input r_en;
+  wire r_en;
+  (* init = 2'h0 *)
+  wire [1:0] r_level;
+  reg r_port__addr = 1'h0;
+  wire [24:0] r_port__data;
+  output r_rdy;
+  wire r_rdy;
+  input rst;
+  wire rst;
+  wire [24:0] w_data;
+  input w_en;
+  wire w_en;
+  (* init = 2'h0 *)
+  wire [1:0] w_level;
+  reg w_port__addr = 1'h0;
+  input [24:0] w_port__data;
+  wire [24:0] w_port__data;
+  wire w_port__en;
+  output w_rdy;
+  wire w_rdy;
+  reg [24:0] storage [1:0];
+  initial begin
+    storage[0] = 25'h0000000;
+    storage[1] = 25'h0000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  assign r_data = storage[r_port__addr];
+  assign w_rdy = level != 2'h2;
+  assign r_rdy = | level;
+  assign w_port__en = w_en & w_rdy;
+  assign \$1  = w_rdy & w_en;
+  assign \$2  = w_port__addr + 1'h1;
+  assign \$3  = r_rdy & r_en;
+  assign \$4  = r_port__addr + 1'h1;
+  assign \$5  = w_rdy & w_en;
+  assign \$6  = r_rdy & r_en;
+  assign \$7  = ~ \$6 ;
+  assign \$8  = \$5  & \$7 ;
+  assign \$9  = level + 1'h1;
+  assign \$10  = r_rdy & r_en;
+  assign \$11  = w_rdy & w_en;
+  assign \$12  = ~ \$11 ;
+  assign \$13  = \$10  & \$12 ;
+  assign \$14  = level - 1'h1;
+  always @(posedge clk)
+    w_port__addr <= \$15 ;
+  always @(posedge clk)
+    r_port__addr <= \$16 ;
+  always @(posedge clk)
+    level <= \$17 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$15  = w_port__addr;
+    if (\$1 ) begin
+      \$15  = \$2 [0];
+    end
+    if (rst) begin
+      \$15  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$16  = r_port__addr;
+    if (\$3 ) begin
+      \$16  = \$4 [0];
+    end
+    if (rst) begin
+      \$16  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$17  = level;
+    if (\$8 ) begin
+      \$17  = \$9 [1:0];
+    end
+    if (\$13 ) begin
+      \$17  = \$14 [1:0];
+    end
+    if (rst) begin
+      \$17  = 2'h0;
+    end
+  end
+  assign w_level = level;
+  assign r_level = level;
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.line_buffer (w_en, clk, rst, hold, frame_reset, sites_in__ready, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, sites_in__payload
+);
+  reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  wire [254:0] \$30 ;
+  wire [254:0] \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire [2:0] \$34 ;
+  wire [2:0] \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
+  wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire [127:0] \$59 ;
+  wire \$6 ;
+  wire [127:0] \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [127:0] \$63 ;
+  wire [127:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire [127:0] \$67 ;
+  wire [127:0] \$68 ;
+  wire \$69 ;
+  wire \$7 ;
+  wire \$70 ;
+  wire [127:0] \$71 ;
+  wire [127:0] \$72 ;
+  reg [1:0] \$73 ;
+  reg \$74 ;
+  reg [6:0] \$75 ;
+  reg [6:0] \$76 ;
+  reg [8:0] \$77 ;
+  reg \$78 ;
+  reg \$79 ;
+  wire \$8 ;
+  reg \$80 ;
+  reg \$81 ;
+  reg \$82 ;
+  reg [6:0] \$83 ;
+  reg \$84 ;
+  reg \$85 ;
+  reg \$86 ;
+  reg [1:0] \$87 ;
+  reg [6:0] \$88 ;
+  reg [6:0] \$89 ;
+  wire \$9 ;
+  reg [10:0] \$90 ;
+  reg [31:0] \$91 ;
+  reg [127:0] \$92 ;
+  reg [7:0] \$93 ;
+  reg [127:0] \$94 ;
+  reg [7:0] \$95 ;
+  reg [127:0] \$96 ;
+  reg [7:0] \$97 ;
+  reg [127:0] \$98 ;
+  reg [7:0] \$99 ;
+  reg [6:0] \$signal  = 7'h00;
+  reg [6:0] \$signal$22  = 7'h00;
+  reg \$signal$36  = 1'h0;
+  (* init = 1'h0 *)
+  wire \$signal$44 ;
+  reg \$signal$55  = 1'h0;
+  wire bad;
+  wire [127:0] \bit ;
+  reg [127:0] bitmap_0 = 128'h00000000000000000000000000000000;
+  reg [127:0] bitmap_1 = 128'h00000000000000000000000000000000;
+  reg [127:0] bitmap_2 = 128'h00000000000000000000000000000000;
+  reg [127:0] bitmap_3 = 128'h00000000000000000000000000000000;
+  output [511:0] bitmaps;
+  wire [511:0] bitmaps;
+  wire [127:0] \bitmaps[0] ;
+  wire [127:0] \bitmaps[1] ;
+  wire [127:0] \bitmaps[2] ;
+  wire [127:0] \bitmaps[3] ;
+  output busy;
+  reg busy = 1'h0;
+  reg [1:0] c_gi = 2'h0;
+  input clk;
+  wire clk;
+  output [8:0] done_rows;
+  reg [8:0] done_rows = 9'h000;
+  wire [52:0] entry;
+  wire \entry.bad ;
+  wire \entry.first ;
+  wire [1:0] \entry.gi ;
+  wire \entry.last ;
+  wire [47:0] \entry.tok ;
+  wire [31:0] \entry.tok.data ;
+  wire [7:0] \entry.tok.data[0] ;
+  wire [7:0] \entry.tok.data[1] ;
+  wire [7:0] \entry.tok.data[2] ;
+  wire [7:0] \entry.tok.data[3] ;
+  wire \entry.tok.eof ;
+  wire \entry.tok.error ;
+  wire [6:0] \entry.tok.x ;
+  wire [6:0] \entry.tok.y ;
+  output eof_seen;
+  reg eof_seen = 1'h0;
+  output error;
+  reg error = 1'h0;
+  input frame_reset;
+  wire frame_reset;
+  wire [52:0] got;
+  wire \got.bad ;
+  wire \got.first ;
+  wire [1:0] \got.gi ;
+  wire \got.last ;
+  wire [47:0] \got.tok ;
+  wire [31:0] \got.tok.data ;
+  wire [7:0] \got.tok.data[0] ;
+  wire [7:0] \got.tok.data[1] ;
+  wire [7:0] \got.tok.data[2] ;
+  wire [7:0] \got.tok.data[3] ;
+  wire \got.tok.eof ;
+  wire \got.tok.error ;
+  wire [6:0] \got.tok.x ;
+  wire [6:0] \got.tok.y ;
+  output has_last;
+  reg has_last = 1'h0;
+  input [6:0] height_m1;
+  wire [6:0] height_m1;
+  input hold;
+  wire hold;
+  output [6:0] last_y;
+  reg [6:0] last_y = 7'h00;
+  input loaded;
+  wire loaded;
+  wire open_;
+  input [8:0] permit_row;
+  wire [8:0] permit_row;
+  reg prev_any = 1'h0;
+  input [10:0] r_addr;
+  wire [10:0] r_addr;
+  wire [31:0] r_data;
+  wire [52:0] \r_data$26 ;
+  wire r_en;
+  wire r_rdy;
+  wire [10:0] rd_addr;
+  output [31:0] rd_data;
+  wire [31:0] rd_data;
+  reg [7:0] row_tag_0 = 8'hff;
+  reg [7:0] row_tag_1 = 8'hff;
+  reg [7:0] row_tag_2 = 8'hff;
+  reg [7:0] row_tag_3 = 8'hff;
+  input rst;
+  wire rst;
+  input [47:0] sites_in__payload;
+  wire [47:0] sites_in__payload;
+  wire [31:0] \sites_in__payload.data ;
+  wire [7:0] \sites_in__payload.data[0] ;
+  wire [7:0] \sites_in__payload.data[1] ;
+  wire [7:0] \sites_in__payload.data[2] ;
+  wire [7:0] \sites_in__payload.data[3] ;
+  wire \sites_in__payload.eof ;
+  wire \sites_in__payload.error ;
+  wire [6:0] \sites_in__payload.x ;
+  wire [6:0] \sites_in__payload.y ;
+  output sites_in__ready;
+  wire sites_in__ready;
+  wire sites_in__valid;
+  output [31:0] tags;
+  wire [31:0] tags;
+  wire [7:0] \tags[0] ;
+  wire [7:0] \tags[1] ;
+  wire [7:0] \tags[2] ;
+  wire [7:0] \tags[3] ;
+  wire take;
+  reg [10:0] w_addr = 11'h000;
+  (* init = 11'h000 *)
+  wire [10:0] \w_addr$40 ;
+  wire [52:0] w_data;
+  reg [31:0] \w_data$41  = 32'd0;
+  (* init = 32'd0 *)
+  wire [31:0] \w_data$42 ;
+  input w_en;
+  wire w_en;
+  reg \w_en$43  = 1'h0;
+  wire w_rdy;
+  reg w_set = 1'h0;
+  reg [1:0] w_slot = 2'h0;
+  reg [6:0] w_x = 7'h00;
+  reg [6:0] w_y = 7'h00;
+  input [6:0] width_m1;
+  wire [6:0] width_m1;
+  assign \$1  = ! c_gi;
+  assign \$2  = c_gi == 2'h3;
+  assign \$3  = ~ sites_in__payload[46];
+  assign \$4  = ! c_gi;
+  assign \$5  = sites_in__payload[38:32] < \$signal ;
+  assign \$6  = sites_in__payload[38:32] == \$signal ;
+  assign \$7  = sites_in__payload[45:39] <= \$signal$22 ;
+  assign \$8  = \$6  & \$7 ;
+  assign \$9  = \$5  | \$8 ;
+  assign \$10  = prev_any & \$9 ;
+  assign \$11  = sites_in__payload[38:32] != \$signal ;
+  assign \$12  = sites_in__payload[45:39] != \$signal$22 ;
+  assign \$13  = \$11  | \$12 ;
+  assign \$14  = \$4  ? \$10  : \$13 ;
+  assign \$15  = \$3  & \$14 ;
+  assign \$16  = ~ got[46];
+  assign \$17  = \$16  & got[50];
+  assign \$18  = got[38:32] > height_m1;
+  assign \$19  = got[45:39] > width_m1;
+  assign \$20  = \$18  | \$19 ;
+  assign \$21  = \$17  & \$20 ;
+  assign bad = got[52] | \$21 ;
+  assign \$22  = ~ eof_seen;
+  assign \$23  = loaded & \$22 ;
+  assign \$24  = ~ hold;
+  assign open_ = \$23  & \$24 ;
+  assign \$25  = r_rdy & open_;
+  assign \$26  = \$signal$36  | got[46];
+  assign \$27  = \$26  | bad;
+  assign \$28  = got[38:32] < permit_row;
+  assign \$29  = \$27  | \$28 ;
+  assign take = \$25  & \$29 ;
+  assign \$30  = 1'h1 << w_x;
+  assign \$31  = w_set ? \$30  : 255'h0000000000000000000000000000000000000000000000000000000000000000;
+  assign \$32  = w_en & sites_in__ready;
+  assign \$33  = c_gi == 2'h3;
+  assign \$34  = c_gi + 1'h1;
+  assign \$35  = \$33  ? 3'h0 : \$34 ;
+  assign \$36  = c_gi == 2'h3;
+  assign \$37  = r_rdy & open_;
+  assign \$38  = ~ got[46];
+  assign \$39  = \$37  & \$38 ;
+  assign \$40  = \$39  & got[50];
+  assign \$41  = ~ bad;
+  assign \$42  = \$40  & \$41 ;
+  assign \$43  = ~ \$signal$36 ;
+  assign \$44  = \$42  & \$43 ;
+  assign \$45  = ~ got[50];
+  assign \$46  = \$45  | got[47];
+  assign \$47  = ~ got[46];
+  assign \$48  = take & \$47 ;
+  assign \$49  = ~ \$signal$36 ;
+  assign \$50  = \$48  & \$49 ;
+  assign \$51  = ~ bad;
+  assign \$52  = \$50  & \$51 ;
+  assign \$53  = ~ has_last;
+  assign \$54  = got[38:32] != last_y;
+  assign \$55  = \$53  | \$54 ;
+  assign \$56  = got[50] & \$55 ;
+  assign \$57  = ! w_slot;
+  assign \$58  = \w_en$43  & \$57 ;
+  assign \$59  = \$signal$55  ? 128'h00000000000000000000000000000000 : bitmap_0;
+  assign \$60  = \$59  | \$31 [127:0];
+  assign \$61  = w_slot == 1'h1;
+  assign \$62  = \w_en$43  & \$61 ;
+  assign \$63  = \$signal$55  ? 128'h00000000000000000000000000000000 : bitmap_1;
+  assign \$64  = \$63  | \$31 [127:0];
+  assign \$65  = w_slot == 2'h2;
+  assign \$66  = \w_en$43  & \$65 ;
+  assign \$67  = \$signal$55  ? 128'h00000000000000000000000000000000 : bitmap_2;
+  assign \$68  = \$67  | \$31 [127:0];
+  assign \$69  = w_slot == 2'h3;
+  assign \$70  = \w_en$43  & \$69 ;
+  assign \$71  = \$signal$55  ? 128'h00000000000000000000000000000000 : bitmap_3;
+  assign \$72  = \$71  | \$31 [127:0];
+  always @(posedge clk)
+    c_gi <= \$73 ;
+  always @(posedge clk)
+    prev_any <= \$74 ;
+  always @(posedge clk)
+    \$signal  <= \$75 ;
+  always @(posedge clk)
+    \$signal$22  <= \$76 ;
+  always @(posedge clk)
+    done_rows <= \$77 ;
+  always @(posedge clk)
+    busy <= \$78 ;
+  always @(posedge clk)
+    eof_seen <= \$79 ;
+  always @(posedge clk)
+    \$signal$36  <= \$80 ;
+  always @(posedge clk)
+    error <= \$81 ;
+  always @(posedge clk)
+    has_last <= \$82 ;
+  always @(posedge clk)
+    last_y <= \$83 ;
+  always @(posedge clk)
+    \w_en$43  <= \$84 ;
+  always @(posedge clk)
+    \$signal$55  <= \$85 ;
+  always @(posedge clk)
+    w_set <= \$86 ;
+  always @(posedge clk)
+    w_slot <= \$87 ;
+  always @(posedge clk)
+    w_x <= \$88 ;
+  always @(posedge clk)
+    w_y <= \$89 ;
+  always @(posedge clk)
+    w_addr <= \$90 ;
+  always @(posedge clk)
+    \w_data$41  <= \$91 ;
+  always @(posedge clk)
+    bitmap_0 <= \$92 ;
+  always @(posedge clk)
+    row_tag_0 <= \$93 ;
+  always @(posedge clk)
+    bitmap_1 <= \$94 ;
+  always @(posedge clk)
+    row_tag_1 <= \$95 ;
+  always @(posedge clk)
+    bitmap_2 <= \$96 ;
+  always @(posedge clk)
+    row_tag_2 <= \$97 ;
+  always @(posedge clk)
+    bitmap_3 <= \$98 ;
+  always @(posedge clk)
+    row_tag_3 <= \$99 ;
+  \top.line_buffer.mem  mem (
+    .clk(clk),
+    .r_data(rd_data),
+    .rd__addr(r_addr),
+    .rst(rst),
+    .w_addr(w_addr),
+    .w_data(\w_data$41 ),
+    .w_en(\w_en$43 )
+  );
+  \top.line_buffer.queue  queue (
+    .clk(clk),
+    .r_data(got),
+    .r_en(take),
+    .r_rdy(r_rdy),
+    .rst(rst),
+    .w_en(w_en),
+    .w_port__data(entry),
+    .w_rdy(sites_in__ready)
+  );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$73  = c_gi;
+    if (\$32 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[46]) begin
+        \$73  = 2'h0;
+      end else begin
+        \$73  = \$35 [1:0];
+      end
+    end
+    if (rst) begin
+      \$73  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$74  = prev_any;
+    if (\$32 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[46]) begin
+        \$74  = 1'h0;
+      end else begin
+        if (\$36 ) begin
+          \$74  = 1'h1;
+        end
+      end
+    end
+    if (rst) begin
+      \$74  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$75  = \$signal ;
+    if (\$32 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[46]) begin
+      end else begin
+        \$75  = sites_in__payload[38:32];
+      end
+    end
+    if (rst) begin
+      \$75  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$76  = \$signal$22 ;
+    if (\$32 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[46]) begin
+      end else begin
+        \$76  = sites_in__payload[45:39];
+      end
+    end
+    if (rst) begin
+      \$76  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$77  = done_rows;
+    if (\$44 ) begin
+      \$77  = { 2'h0, got[38:32] };
+    end
+    if (frame_reset) begin
+      \$77  = 9'h000;
+    end
+    if (rst) begin
+      \$77  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$78  = busy;
+    if (take) begin
+      \$78  = 1'h1;
+    end
+    if (frame_reset) begin
+      \$78  = 1'h0;
+    end
+    if (rst) begin
+      \$78  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$79  = eof_seen;
+    if (take) begin
+      if (got[46]) begin
+        \$79  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$79  = 1'h0;
+    end
+    if (rst) begin
+      \$79  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$80  = \$signal$36 ;
+    if (take) begin
+      if (got[46]) begin
+        \$80  = 1'h0;
+      end else if (\$signal$36 ) begin
+      end else if (bad) begin
+        \$80  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$80  = 1'h0;
+    end
+    if (rst) begin
+      \$80  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$81  = error;
+    if (take) begin
+      if (got[46]) begin
+        if (\$46 ) begin
+          \$81  = 1'h1;
+        end
+      end else if (\$signal$36 ) begin
+      end else if (bad) begin
+        \$81  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$81  = 1'h0;
+    end
+    if (rst) begin
+      \$81  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$82  = has_last;
+    if (take) begin
+      if (got[46]) begin
+      end else if (\$signal$36 ) begin
+      end else if (bad) begin
+      end else if (got[51]) begin
+        \$82  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$82  = 1'h0;
+    end
+    if (rst) begin
+      \$82  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$83  = last_y;
+    if (take) begin
+      if (got[46]) begin
+      end else if (\$signal$36 ) begin
+      end else if (bad) begin
+      end else if (got[51]) begin
+        \$83  = got[38:32];
+      end
+    end
+    if (rst) begin
+      \$83  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$84  = \$52 ;
+    if (rst) begin
+      \$84  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$85  = \$56 ;
+    if (rst) begin
+      \$85  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$86  = got[51];
+    if (rst) begin
+      \$86  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$87  = got[33:32];
+    if (rst) begin
+      \$87  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$88  = got[45:39];
+    if (rst) begin
+      \$88  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$89  = got[38:32];
+    if (rst) begin
+      \$89  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$90  = { got[33:32], got[45:39], got[49:48] };
+    if (rst) begin
+      \$90  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$91  = got[31:0];
+    if (rst) begin
+      \$91  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$92  = bitmap_0;
+    if (\$58 ) begin
+      \$92  = \$60 ;
+    end
+    if (rst) begin
+      \$92  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$93  = row_tag_0;
+    if (\$58 ) begin
+      if (\$signal$55 ) begin
+        \$93  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$93  = 8'hff;
+    end
+    if (rst) begin
+      \$93  = 8'hff;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$94  = bitmap_1;
+    if (\$62 ) begin
+      \$94  = \$64 ;
+    end
+    if (rst) begin
+      \$94  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$95  = row_tag_1;
+    if (\$62 ) begin
+      if (\$signal$55 ) begin
+        \$95  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$95  = 8'hff;
+    end
+    if (rst) begin
+      \$95  = 8'hff;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$96  = bitmap_2;
+    if (\$66 ) begin
+      \$96  = \$68 ;
+    end
+    if (rst) begin
+      \$96  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$97  = row_tag_2;
+    if (\$66 ) begin
+      if (\$signal$55 ) begin
+        \$97  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$97  = 8'hff;
+    end
+    if (rst) begin
+      \$97  = 8'hff;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$98  = bitmap_3;
+    if (\$70 ) begin
+      \$98  = \$72 ;
+    end
+    if (rst) begin
+      \$98  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$99  = row_tag_3;
+    if (\$70 ) begin
+      if (\$signal$55 ) begin
+        \$99  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$99  = 8'hff;
+    end
+    if (rst) begin
+      \$99  = 8'hff;
+    end
+  end
+  assign rd_addr = r_addr;
+  assign r_data = rd_data;
+  assign sites_in__valid = w_en;
+  assign w_rdy = sites_in__ready;
+  assign w_data = entry;
+  assign \r_data$26  = got;
+  assign r_en = take;
+  assign \w_addr$40  = w_addr;
+  assign \w_data$42  = \w_data$41 ;
+  assign \$signal$44  = \w_en$43 ;
+  assign \bit  = \$31 [127:0];
+  assign \tags[0]  = tags[7:0];
+  assign \tags[1]  = tags[15:8];
+  assign \tags[2]  = tags[23:16];
+  assign \tags[3]  = tags[31:24];
+  assign \bitmaps[0]  = bitmaps[127:0];
+  assign \bitmaps[1]  = bitmaps[255:128];
+  assign \bitmaps[2]  = bitmaps[383:256];
+  assign \bitmaps[3]  = bitmaps[511:384];
+  assign \entry.tok  = entry[47:0];
+  assign \entry.tok.data  = entry[31:0];
+  assign \entry.tok.data[0]  = entry[7:0];
+  assign \entry.tok.data[1]  = entry[15:8];
+  assign \entry.tok.data[2]  = entry[23:16];
+  assign \entry.tok.data[3]  = entry[31:24];
+  assign \entry.tok.y  = entry[38:32];
+  assign \entry.tok.x  = entry[45:39];
+  assign \entry.tok.eof  = entry[46];
+  assign \entry.tok.error  = entry[47];
+  assign \entry.gi  = entry[49:48];
+  assign \entry.first  = entry[50];
+  assign \entry.last  = entry[51];
+  assign \entry.bad  = entry[52];
+  assign \sites_in__payload.data  = sites_in__payload[31:0];
+  assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
+  assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
+  assign \sites_in__payload.data[2]  = sites_in__payload[23:16];
+  assign \sites_in__payload.data[3]  = sites_in__payload[31:24];
+  assign \sites_in__payload.y  = sites_in__payload[38:32];
+  assign \sites_in__payload.x  = sites_in__payload[45:39];
+  assign \sites_in__payload.eof  = sites_in__payload[46];
+  assign \sites_in__payload.error  = sites_in__payload[47];
+  assign \got.tok  = got[47:0];
+  assign \got.tok.data  = got[31:0];
+  assign \got.tok.data[0]  = got[7:0];
+  assign \got.tok.data[1]  = got[15:8];
+  assign \got.tok.data[2]  = got[23:16];
+  assign \got.tok.data[3]  = got[31:24];
+  assign \got.tok.y  = got[38:32];
+  assign \got.tok.x  = got[45:39];
+  assign \got.tok.eof  = got[46];
+  assign \got.tok.error  = got[47];
+  assign \got.gi  = got[49:48];
+  assign \got.first  = got[50];
+  assign \got.last  = got[51];
+  assign \got.bad  = got[52];
+  assign entry[52] = \$15 ;
+  assign entry[51] = \$2 ;
+  assign entry[50] = \$1 ;
+  assign entry[49:48] = c_gi;
+  assign entry[47:0] = sites_in__payload;
+  assign bitmaps[511:384] = bitmap_3;
+  assign bitmaps[383:256] = bitmap_2;
+  assign bitmaps[255:128] = bitmap_1;
+  assign bitmaps[127:0] = bitmap_0;
+  assign tags[31:24] = row_tag_3;
+  assign tags[23:16] = row_tag_2;
+  assign tags[15:8] = row_tag_1;
+  assign tags[7:0] = row_tag_0;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
+  reg [31:0] \$1 ;
+  wire [10:0] \$signature__addr ;
+  wire [31:0] \$signature__data ;
+  wire \$signature__en ;
+  input clk;
+  wire clk;
+  wire [10:0] r_addr;
+  output [31:0] r_data;
+  reg [31:0] r_data = 32'd0;
+  input [10:0] rd__addr;
+  wire [10:0] rd__addr;
+  wire [31:0] rd__data;
+  wire rd__en;
+  input rst;
+  wire rst;
+  input [10:0] w_addr;
+  wire [10:0] w_addr;
+  input [31:0] w_data;
+  wire [31:0] w_data;
+  input w_en;
+  wire w_en;
+  reg [31:0] mem [2047:0];
+  initial begin
+    mem[0] = 32'd0;
+    mem[1] = 32'd0;
+    mem[2] = 32'd0;
+    mem[3] = 32'd0;
+    mem[4] = 32'd0;
+    mem[5] = 32'd0;
+    mem[6] = 32'd0;
+    mem[7] = 32'd0;
+    mem[8] = 32'd0;
+    mem[9] = 32'd0;
+    mem[10] = 32'd0;
+    mem[11] = 32'd0;
+    mem[12] = 32'd0;
+    mem[13] = 32'd0;
+    mem[14] = 32'd0;
+    mem[15] = 32'd0;
+    mem[16] = 32'd0;
+    mem[17] = 32'd0;
+    mem[18] = 32'd0;
+    mem[19] = 32'd0;
+    mem[20] = 32'd0;
+    mem[21] = 32'd0;
+    mem[22] = 32'd0;
+    mem[23] = 32'd0;
+    mem[24] = 32'd0;
+    mem[25] = 32'd0;
+    mem[26] = 32'd0;
+    mem[27] = 32'd0;
+    mem[28] = 32'd0;
+    mem[29] = 32'd0;
+    mem[30] = 32'd0;
+    mem[31] = 32'd0;
+    mem[32] = 32'd0;
+    mem[33] = 32'd0;
+    mem[34] = 32'd0;
+    mem[35] = 32'd0;
+    mem[36] = 32'd0;
+    mem[37] = 32'd0;
+    mem[38] = 32'd0;
+    mem[39] = 32'd0;
+    mem[40] = 32'd0;
+    mem[41] = 32'd0;
+    mem[42] = 32'd0;
+    mem[43] = 32'd0;
+    mem[44] = 32'd0;
+    mem[45] = 32'd0;
+    mem[46] = 32'd0;
+    mem[47] = 32'd0;
+    mem[48] = 32'd0;
+    mem[49] = 32'd0;
+    mem[50] = 32'd0;
+    mem[51] = 32'd0;
+    mem[52] = 32'd0;
+    mem[53] = 32'd0;
+    mem[54] = 32'd0;
+    mem[55] = 32'd0;
+    mem[56] = 32'd0;
+    mem[57] = 32'd0;
+    mem[58] = 32'd0;
+    mem[59] = 32'd0;
+    mem[60] = 32'd0;
+    mem[61] = 32'd0;
+    mem[62] = 32'd0;
+    mem[63] = 32'd0;
+    mem[64] = 32'd0;
+    mem[65] = 32'd0;
+    mem[66] = 32'd0;
+    mem[67] = 32'd0;
+    mem[68] = 32'd0;
+    mem[69] = 32'd0;
+    mem[70] = 32'd0;
+    mem[71] = 32'd0;
+    mem[72] = 32'd0;
+    mem[73] = 32'd0;
+    mem[74] = 32'd0;
+    mem[75] = 32'd0;
+    mem[76] = 32'd0;
+    mem[77] = 32'd0;
+    mem[78] = 32'd0;
+    mem[79] = 32'd0;
+    mem[80] = 32'd0;
+    mem[81] = 32'd0;
+    mem[82] = 32'd0;
+    mem[83] = 32'd0;
+    mem[84] = 32'd0;
+    mem[85] = 32'd0;
+    mem[86] = 32'd0;
+    mem[87] = 32'd0;
+    mem[88] = 32'd0;
+    mem[89] = 32'd0;
+    mem[90] = 32'd0;
+    mem[91] = 32'd0;
+    mem[92] = 32'd0;
+    mem[93] = 32'd0;
+    mem[94] = 32'd0;
+    mem[95] = 32'd0;
+    mem[96] = 32'd0;
+    mem[97] = 32'd0;
+    mem[98] = 32'd0;
+    mem[99] = 32'd0;
+    mem[100] = 32'd0;
+    mem[101] = 32'd0;
+    mem[102] = 32'd0;
+    mem[103] = 32'd0;
+    mem[104] = 32'd0;
+    mem[105] = 32'd0;
+    mem[106] = 32'd0;
+    mem[107] = 32'd0;
+    mem[108] = 32'd0;
+    mem[109] = 32'd0;
+    mem[110] = 32'd0;
+    mem[111] = 32'd0;
+    mem[112] = 32'd0;
+    mem[113] = 32'd0;
+    mem[114] = 32'd0;
+    mem[115] = 32'd0;
+    mem[116] = 32'd0;
+    mem[117] = 32'd0;
+    mem[118] = 32'd0;
+    mem[119] = 32'd0;
+    mem[120] = 32'd0;
+    mem[121] = 32'd0;
+    mem[122] = 32'd0;
+    mem[123] = 32'd0;
+    mem[124] = 32'd0;
+    mem[125] = 32'd0;
+    mem[126] = 32'd0;
+    mem[127] = 32'd0;
+    mem[128] = 32'd0;
+    mem[129] = 32'd0;
+    mem[130] = 32'd0;
+    mem[131] = 32'd0;
+    mem[132] = 32'd0;
+    mem[133] = 32'd0;
+    mem[134] = 32'd0;
+    mem[135] = 32'd0;
+    mem[136] = 32'd0;
+    mem[137] = 32'd0;
+    mem[138] = 32'd0;
+    mem[139] = 32'd0;
+    mem[140] = 32'd0;
+    mem[141] = 32'd0;
+    mem[142] = 32'd0;
+    mem[143] = 32'd0;
+    mem[144] = 32'd0;
+    mem[145] = 32'd0;
+    mem[146] = 32'd0;
+    mem[147] = 32'd0;
+    mem[148] = 32'd0;
+    mem[149] = 32'd0;
+    mem[150] = 32'd0;
+    mem[151] = 32'd0;
+    mem[152] = 32'd0;
+    mem[153] = 32'd0;
+    mem[154] = 32'd0;
+    mem[155] = 32'd0;
+    mem[156] = 32'd0;
+    mem[157] = 32'd0;
+    mem[158] = 32'd0;
+    mem[159] = 32'd0;
+    mem[160] = 32'd0;
+    mem[161] = 32'd0;
+    mem[162] = 32'd0;
+    mem[163] = 32'd0;
+    mem[164] = 32'd0;
+    mem[165] = 32'd0;
+    mem[166] = 32'd0;
+    mem[167] = 32'd0;
+    mem[168] = 32'd0;
+    mem[169] = 32'd0;
+    mem[170] = 32'd0;
+    mem[171] = 32'd0;
+    mem[172] = 32'd0;
+    mem[173] = 32'd0;
+    mem[174] = 32'd0;
+    mem[175] = 32'd0;
+    mem[176] = 32'd0;
+    mem[177] = 32'd0;
+    mem[178] = 32'd0;
+    mem[179] = 32'd0;
+    mem[180] = 32'd0;
+    mem[181] = 32'd0;
+    mem[182] = 32'd0;
+    mem[183] = 32'd0;
+    mem[184] = 32'd0;
+    mem[185] = 32'd0;
+    mem[186] = 32'd0;
+    mem[187] = 32'd0;
+    mem[188] = 32'd0;
+    mem[189] = 32'd0;
+    mem[190] = 32'd0;
+    mem[191] = 32'd0;
+    mem[192] = 32'd0;
+    mem[193] = 32'd0;
+    mem[194] = 32'd0;
+    mem[195] = 32'd0;
+    mem[196] = 32'd0;
+    mem[197] = 32'd0;
+    mem[198] = 32'd0;
+    mem[199] = 32'd0;
+    mem[200] = 32'd0;
+    mem[201] = 32'd0;
+    mem[202] = 32'd0;
+    mem[203] = 32'd0;
+    mem[204] = 32'd0;
+    mem[205] = 32'd0;
+    mem[206] = 32'd0;
+    mem[207] = 32'd0;
+    mem[208] = 32'd0;
+    mem[209] = 32'd0;
+    mem[210] = 32'd0;
+    mem[211] = 32'd0;
+    mem[212] = 32'd0;
+    mem[213] = 32'd0;
+    mem[214] = 32'd0;
+    mem[215] = 32'd0;
+    mem[216] = 32'd0;
+    mem[217] = 32'd0;
+    mem[218] = 32'd0;
+    mem[219] = 32'd0;
+    mem[220] = 32'd0;
+    mem[221] = 32'd0;
+    mem[222] = 32'd0;
+    mem[223] = 32'd0;
+    mem[224] = 32'd0;
+    mem[225] = 32'd0;
+    mem[226] = 32'd0;
+    mem[227] = 32'd0;
+    mem[228] = 32'd0;
+    mem[229] = 32'd0;
+    mem[230] = 32'd0;
+    mem[231] = 32'd0;
+    mem[232] = 32'd0;
+    mem[233] = 32'd0;
+    mem[234] = 32'd0;
+    mem[235] = 32'd0;
+    mem[236] = 32'd0;
+    mem[237] = 32'd0;
+    mem[238] = 32'd0;
+    mem[239] = 32'd0;
+    mem[240] = 32'd0;
+    mem[241] = 32'd0;
+    mem[242] = 32'd0;
+    mem[243] = 32'd0;
+    mem[244] = 32'd0;
+    mem[245] = 32'd0;
+    mem[246] = 32'd0;
+    mem[247] = 32'd0;
+    mem[248] = 32'd0;
+    mem[249] = 32'd0;
+    mem[250] = 32'd0;
+    mem[251] = 32'd0;
+    mem[252] = 32'd0;
+    mem[253] = 32'd0;
+    mem[254] = 32'd0;
+    mem[255] = 32'd0;
+    mem[256] = 32'd0;
+    mem[257] = 32'd0;
+    mem[258] = 32'd0;
+    mem[259] = 32'd0;
+    mem[260] = 32'd0;
+    mem[261] = 32'd0;
+    mem[262] = 32'd0;
+    mem[263] = 32'd0;
+    mem[264] = 32'd0;
+    mem[265] = 32'd0;
+    mem[266] = 32'd0;
+    mem[267] = 32'd0;
+    mem[268] = 32'd0;
+    mem[269] = 32'd0;
+    mem[270] = 32'd0;
+    mem[271] = 32'd0;
+    mem[272] = 32'd0;
+    mem[273] = 32'd0;
+    mem[274] = 32'd0;
+    mem[275] = 32'd0;
+    mem[276] = 32'd0;
+    mem[277] = 32'd0;
+    mem[278] = 32'd0;
+    mem[279] = 32'd0;
+    mem[280] = 32'd0;
+    mem[281] = 32'd0;
+    mem[282] = 32'd0;
+    mem[283] = 32'd0;
+    mem[284] = 32'd0;
+    mem[285] = 32'd0;
+    mem[286] = 32'd0;
+    mem[287] = 32'd0;
+    mem[288] = 32'd0;
+    mem[289] = 32'd0;
+    mem[290] = 32'd0;
+    mem[291] = 32'd0;
+    mem[292] = 32'd0;
+    mem[293] = 32'd0;
+    mem[294] = 32'd0;
+    mem[295] = 32'd0;
+    mem[296] = 32'd0;
+    mem[297] = 32'd0;
+    mem[298] = 32'd0;
+    mem[299] = 32'd0;
+    mem[300] = 32'd0;
+    mem[301] = 32'd0;
+    mem[302] = 32'd0;
+    mem[303] = 32'd0;
+    mem[304] = 32'd0;
+    mem[305] = 32'd0;
+    mem[306] = 32'd0;
+    mem[307] = 32'd0;
+    mem[308] = 32'd0;
+    mem[309] = 32'd0;
+    mem[310] = 32'd0;
+    mem[311] = 32'd0;
+    mem[312] = 32'd0;
+    mem[313] = 32'd0;
+    mem[314] = 32'd0;
+    mem[315] = 32'd0;
+    mem[316] = 32'd0;
+    mem[317] = 32'd0;
+    mem[318] = 32'd0;
+    mem[319] = 32'd0;
+    mem[320] = 32'd0;
+    mem[321] = 32'd0;
+    mem[322] = 32'd0;
+    mem[323] = 32'd0;
+    mem[324] = 32'd0;
+    mem[325] = 32'd0;
+    mem[326] = 32'd0;
+    mem[327] = 32'd0;
+    mem[328] = 32'd0;
+    mem[329] = 32'd0;
+    mem[330] = 32'd0;
+    mem[331] = 32'd0;
+    mem[332] = 32'd0;
+    mem[333] = 32'd0;
+    mem[334] = 32'd0;
+    mem[335] = 32'd0;
+    mem[336] = 32'd0;
+    mem[337] = 32'd0;
+    mem[338] = 32'd0;
+    mem[339] = 32'd0;
+    mem[340] = 32'd0;
+    mem[341] = 32'd0;
+    mem[342] = 32'd0;
+    mem[343] = 32'd0;
+    mem[344] = 32'd0;
+    mem[345] = 32'd0;
+    mem[346] = 32'd0;
+    mem[347] = 32'd0;
+    mem[348] = 32'd0;
+    mem[349] = 32'd0;
+    mem[350] = 32'd0;
+    mem[351] = 32'd0;
+    mem[352] = 32'd0;
+    mem[353] = 32'd0;
+    mem[354] = 32'd0;
+    mem[355] = 32'd0;
+    mem[356] = 32'd0;
+    mem[357] = 32'd0;
+    mem[358] = 32'd0;
+    mem[359] = 32'd0;
+    mem[360] = 32'd0;
+    mem[361] = 32'd0;
+    mem[362] = 32'd0;
+    mem[363] = 32'd0;
+    mem[364] = 32'd0;
+    mem[365] = 32'd0;
+    mem[366] = 32'd0;
+    mem[367] = 32'd0;
+    mem[368] = 32'd0;
+    mem[369] = 32'd0;
+    mem[370] = 32'd0;
+    mem[371] = 32'd0;
+    mem[372] = 32'd0;
+    mem[373] = 32'd0;
+    mem[374] = 32'd0;
+    mem[375] = 32'd0;
+    mem[376] = 32'd0;
+    mem[377] = 32'd0;
+    mem[378] = 32'd0;
+    mem[379] = 32'd0;
+    mem[380] = 32'd0;
+    mem[381] = 32'd0;
+    mem[382] = 32'd0;
+    mem[383] = 32'd0;
+    mem[384] = 32'd0;
+    mem[385] = 32'd0;
+    mem[386] = 32'd0;
+    mem[387] = 32'd0;
+    mem[388] = 32'd0;
+    mem[389] = 32'd0;
+    mem[390] = 32'd0;
+    mem[391] = 32'd0;
+    mem[392] = 32'd0;
+    mem[393] = 32'd0;
+    mem[394] = 32'd0;
+    mem[395] = 32'd0;
+    mem[396] = 32'd0;
+    mem[397] = 32'd0;
+    mem[398] = 32'd0;
+    mem[399] = 32'd0;
+    mem[400] = 32'd0;
+    mem[401] = 32'd0;
+    mem[402] = 32'd0;
+    mem[403] = 32'd0;
+    mem[404] = 32'd0;
+    mem[405] = 32'd0;
+    mem[406] = 32'd0;
+    mem[407] = 32'd0;
+    mem[408] = 32'd0;
+    mem[409] = 32'd0;
+    mem[410] = 32'd0;
+    mem[411] = 32'd0;
+    mem[412] = 32'd0;
+    mem[413] = 32'd0;
+    mem[414] = 32'd0;
+    mem[415] = 32'd0;
+    mem[416] = 32'd0;
+    mem[417] = 32'd0;
+    mem[418] = 32'd0;
+    mem[419] = 32'd0;
+    mem[420] = 32'd0;
+    mem[421] = 32'd0;
+    mem[422] = 32'd0;
+    mem[423] = 32'd0;
+    mem[424] = 32'd0;
+    mem[425] = 32'd0;
+    mem[426] = 32'd0;
+    mem[427] = 32'd0;
+    mem[428] = 32'd0;
+    mem[429] = 32'd0;
+    mem[430] = 32'd0;
+    mem[431] = 32'd0;
+    mem[432] = 32'd0;
+    mem[433] = 32'd0;
+    mem[434] = 32'd0;
+    mem[435] = 32'd0;
+    mem[436] = 32'd0;
+    mem[437] = 32'd0;
+    mem[438] = 32'd0;
+    mem[439] = 32'd0;
+    mem[440] = 32'd0;
+    mem[441] = 32'd0;
+    mem[442] = 32'd0;
+    mem[443] = 32'd0;
+    mem[444] = 32'd0;
+    mem[445] = 32'd0;
+    mem[446] = 32'd0;
+    mem[447] = 32'd0;
+    mem[448] = 32'd0;
+    mem[449] = 32'd0;
+    mem[450] = 32'd0;
+    mem[451] = 32'd0;
+    mem[452] = 32'd0;
+    mem[453] = 32'd0;
+    mem[454] = 32'd0;
+    mem[455] = 32'd0;
+    mem[456] = 32'd0;
+    mem[457] = 32'd0;
+    mem[458] = 32'd0;
+    mem[459] = 32'd0;
+    mem[460] = 32'd0;
+    mem[461] = 32'd0;
+    mem[462] = 32'd0;
+    mem[463] = 32'd0;
+    mem[464] = 32'd0;
+    mem[465] = 32'd0;
+    mem[466] = 32'd0;
+    mem[467] = 32'd0;
+    mem[468] = 32'd0;
+    mem[469] = 32'd0;
+    mem[470] = 32'd0;
+    mem[471] = 32'd0;
+    mem[472] = 32'd0;
+    mem[473] = 32'd0;
+    mem[474] = 32'd0;
+    mem[475] = 32'd0;
+    mem[476] = 32'd0;
+    mem[477] = 32'd0;
+    mem[478] = 32'd0;
+    mem[479] = 32'd0;
+    mem[480] = 32'd0;
+    mem[481] = 32'd0;
+    mem[482] = 32'd0;
+    mem[483] = 32'd0;
+    mem[484] = 32'd0;
+    mem[485] = 32'd0;
+    mem[486] = 32'd0;
+    mem[487] = 32'd0;
+    mem[488] = 32'd0;
+    mem[489] = 32'd0;
+    mem[490] = 32'd0;
+    mem[491] = 32'd0;
+    mem[492] = 32'd0;
+    mem[493] = 32'd0;
+    mem[494] = 32'd0;
+    mem[495] = 32'd0;
+    mem[496] = 32'd0;
+    mem[497] = 32'd0;
+    mem[498] = 32'd0;
+    mem[499] = 32'd0;
+    mem[500] = 32'd0;
+    mem[501] = 32'd0;
+    mem[502] = 32'd0;
+    mem[503] = 32'd0;
+    mem[504] = 32'd0;
+    mem[505] = 32'd0;
+    mem[506] = 32'd0;
+    mem[507] = 32'd0;
+    mem[508] = 32'd0;
+    mem[509] = 32'd0;
+    mem[510] = 32'd0;
+    mem[511] = 32'd0;
+    mem[512] = 32'd0;
+    mem[513] = 32'd0;
+    mem[514] = 32'd0;
+    mem[515] = 32'd0;
+    mem[516] = 32'd0;
+    mem[517] = 32'd0;
+    mem[518] = 32'd0;
+    mem[519] = 32'd0;
+    mem[520] = 32'd0;
+    mem[521] = 32'd0;
+    mem[522] = 32'd0;
+    mem[523] = 32'd0;
+    mem[524] = 32'd0;
+    mem[525] = 32'd0;
+    mem[526] = 32'd0;
+    mem[527] = 32'd0;
+    mem[528] = 32'd0;
+    mem[529] = 32'd0;
+    mem[530] = 32'd0;
+    mem[531] = 32'd0;
+    mem[532] = 32'd0;
+    mem[533] = 32'd0;
+    mem[534] = 32'd0;
+    mem[535] = 32'd0;
+    mem[536] = 32'd0;
+    mem[537] = 32'd0;
+    mem[538] = 32'd0;
+    mem[539] = 32'd0;
+    mem[540] = 32'd0;
+    mem[541] = 32'd0;
+    mem[542] = 32'd0;
+    mem[543] = 32'd0;
+    mem[544] = 32'd0;
+    mem[545] = 32'd0;
+    mem[546] = 32'd0;
+    mem[547] = 32'd0;
+    mem[548] = 32'd0;
+    mem[549] = 32'd0;
+    mem[550] = 32'd0;
+    mem[551] = 32'd0;
+    mem[552] = 32'd0;
+    mem[553] = 32'd0;
+    mem[554] = 32'd0;
+    mem[555] = 32'd0;
+    mem[556] = 32'd0;
+    mem[557] = 32'd0;
+    mem[558] = 32'd0;
+    mem[559] = 32'd0;
+    mem[560] = 32'd0;
+    mem[561] = 32'd0;
+    mem[562] = 32'd0;
+    mem[563] = 32'd0;
+    mem[564] = 32'd0;
+    mem[565] = 32'd0;
+    mem[566] = 32'd0;
+    mem[567] = 32'd0;
+    mem[568] = 32'd0;
+    mem[569] = 32'd0;
+    mem[570] = 32'd0;
+    mem[571] = 32'd0;
+    mem[572] = 32'd0;
+    mem[573] = 32'd0;
+    mem[574] = 32'd0;
+    mem[575] = 32'd0;
+    mem[576] = 32'd0;
+    mem[577] = 32'd0;
+    mem[578] = 32'd0;
+    mem[579] = 32'd0;
+    mem[580] = 32'd0;
+    mem[581] = 32'd0;
+    mem[582] = 32'd0;
+    mem[583] = 32'd0;
+    mem[584] = 32'd0;
+    mem[585] = 32'd0;
+    mem[586] = 32'd0;
+    mem[587] = 32'd0;
+    mem[588] = 32'd0;
+    mem[589] = 32'd0;
+    mem[590] = 32'd0;
+    mem[591] = 32'd0;
+    mem[592] = 32'd0;
+    mem[593] = 32'd0;
+    mem[594] = 32'd0;
+    mem[595] = 32'd0;
+    mem[596] = 32'd0;
+    mem[597] = 32'd0;
+    mem[598] = 32'd0;
+    mem[599] = 32'd0;
+    mem[600] = 32'd0;
+    mem[601] = 32'd0;
+    mem[602] = 32'd0;
+    mem[603] = 32'd0;
+    mem[604] = 32'd0;
+    mem[605] = 32'd0;
+    mem[606] = 32'd0;
+    mem[607] = 32'd0;
+    mem[608] = 32'd0;
+    mem[609] = 32'd0;
+    mem[610] = 32'd0;
+    mem[611] = 32'd0;
+    mem[612] = 32'd0;
+    mem[613] = 32'd0;
+    mem[614] = 32'd0;
+    mem[615] = 32'd0;
+    mem[616] = 32'd0;
+    mem[617] = 32'd0;
+    mem[618] = 32'd0;
+    mem[619] = 32'd0;
+    mem[620] = 32'd0;
+    mem[621] = 32'd0;
+    mem[622] = 32'd0;
+    mem[623] = 32'd0;
+    mem[624] = 32'd0;
+    mem[625] = 32'd0;
+    mem[626] = 32'd0;
+    mem[627] = 32'd0;
+    mem[628] = 32'd0;
+    mem[629] = 32'd0;
+    mem[630] = 32'd0;
+    mem[631] = 32'd0;
+    mem[632] = 32'd0;
+    mem[633] = 32'd0;
+    mem[634] = 32'd0;
+    mem[635] = 32'd0;
+    mem[636] = 32'd0;
+    mem[637] = 32'd0;
+    mem[638] = 32'd0;
+    mem[639] = 32'd0;
+    mem[640] = 32'd0;
+    mem[641] = 32'd0;
+    mem[642] = 32'd0;
+    mem[643] = 32'd0;
+    mem[644] = 32'd0;
+    mem[645] = 32'd0;
+    mem[646] = 32'd0;
+    mem[647] = 32'd0;
+    mem[648] = 32'd0;
+    mem[649] = 32'd0;
+    mem[650] = 32'd0;
+    mem[651] = 32'd0;
+    mem[652] = 32'd0;
+    mem[653] = 32'd0;
+    mem[654] = 32'd0;
+    mem[655] = 32'd0;
+    mem[656] = 32'd0;
+    mem[657] = 32'd0;
+    mem[658] = 32'd0;
+    mem[659] = 32'd0;
+    mem[660] = 32'd0;
+    mem[661] = 32'd0;
+    mem[662] = 32'd0;
+    mem[663] = 32'd0;
+    mem[664] = 32'd0;
+    mem[665] = 32'd0;
+    mem[666] = 32'd0;
+    mem[667] = 32'd0;
+    mem[668] = 32'd0;
+    mem[669] = 32'd0;
+    mem[670] = 32'd0;
+    mem[671] = 32'd0;
+    mem[672] = 32'd0;
+    mem[673] = 32'd0;
+    mem[674] = 32'd0;
+    mem[675] = 32'd0;
+    mem[676] = 32'd0;
+    mem[677] = 32'd0;
+    mem[678] = 32'd0;
+    mem[679] = 32'd0;
+    mem[680] = 32'd0;
+    mem[681] = 32'd0;
+    mem[682] = 32'd0;
+    mem[683] = 32'd0;
+    mem[684] = 32'd0;
+    mem[685] = 32'd0;
+    mem[686] = 32'd0;
+    mem[687] = 32'd0;
+    mem[688] = 32'd0;
+    mem[689] = 32'd0;
+    mem[690] = 32'd0;
+    mem[691] = 32'd0;
+    mem[692] = 32'd0;
+    mem[693] = 32'd0;
+    mem[694] = 32'd0;
+    mem[695] = 32'd0;
+    mem[696] = 32'd0;
+    mem[697] = 32'd0;
+    mem[698] = 32'd0;
+    mem[699] = 32'd0;
+    mem[700] = 32'd0;
+    mem[701] = 32'd0;
+    mem[702] = 32'd0;
+    mem[703] = 32'd0;
+    mem[704] = 32'd0;
+    mem[705] = 32'd0;
+    mem[706] = 32'd0;
+    mem[707] = 32'd0;
+    mem[708] = 32'd0;
+    mem[709] = 32'd0;
+    mem[710] = 32'd0;
+    mem[711] = 32'd0;
+    mem[712] = 32'd0;
+    mem[713] = 32'd0;
+    mem[714] = 32'd0;
+    mem[715] = 32'd0;
+    mem[716] = 32'd0;
+    mem[717] = 32'd0;
+    mem[718] = 32'd0;
+    mem[719] = 32'd0;
+    mem[720] = 32'd0;
+    mem[721] = 32'd0;
+    mem[722] = 32'd0;
+    mem[723] = 32'd0;
+    mem[724] = 32'd0;
+    mem[725] = 32'd0;
+    mem[726] = 32'd0;
+    mem[727] = 32'd0;
+    mem[728] = 32'd0;
+    mem[729] = 32'd0;
+    mem[730] = 32'd0;
+    mem[731] = 32'd0;
+    mem[732] = 32'd0;
+    mem[733] = 32'd0;
+    mem[734] = 32'd0;
+    mem[735] = 32'd0;
+    mem[736] = 32'd0;
+    mem[737] = 32'd0;
+    mem[738] = 32'd0;
+    mem[739] = 32'd0;
+    mem[740] = 32'd0;
+    mem[741] = 32'd0;
+    mem[742] = 32'd0;
+    mem[743] = 32'd0;
+    mem[744] = 32'd0;
+    mem[745] = 32'd0;
+    mem[746] = 32'd0;
+    mem[747] = 32'd0;
+    mem[748] = 32'd0;
+    mem[749] = 32'd0;
+    mem[750] = 32'd0;
+    mem[751] = 32'd0;
+    mem[752] = 32'd0;
+    mem[753] = 32'd0;
+    mem[754] = 32'd0;
+    mem[755] = 32'd0;
+    mem[756] = 32'd0;
+    mem[757] = 32'd0;
+    mem[758] = 32'd0;
+    mem[759] = 32'd0;
+    mem[760] = 32'd0;
+    mem[761] = 32'd0;
+    mem[762] = 32'd0;
+    mem[763] = 32'd0;
+    mem[764] = 32'd0;
+    mem[765] = 32'd0;
+    mem[766] = 32'd0;
+    mem[767] = 32'd0;
+    mem[768] = 32'd0;
+    mem[769] = 32'd0;
+    mem[770] = 32'd0;
+    mem[771] = 32'd0;
+    mem[772] = 32'd0;
+    mem[773] = 32'd0;
+    mem[774] = 32'd0;
+    mem[775] = 32'd0;
+    mem[776] = 32'd0;
+    mem[777] = 32'd0;
+    mem[778] = 32'd0;
+    mem[779] = 32'd0;
+    mem[780] = 32'd0;
+    mem[781] = 32'd0;
+    mem[782] = 32'd0;
+    mem[783] = 32'd0;
+    mem[784] = 32'd0;
+    mem[785] = 32'd0;
+    mem[786] = 32'd0;
+    mem[787] = 32'd0;
+    mem[788] = 32'd0;
+    mem[789] = 32'd0;
+    mem[790] = 32'd0;
+    mem[791] = 32'd0;
+    mem[792] = 32'd0;
+    mem[793] = 32'd0;
+    mem[794] = 32'd0;
+    mem[795] = 32'd0;
+    mem[796] = 32'd0;
+    mem[797] = 32'd0;
+    mem[798] = 32'd0;
+    mem[799] = 32'd0;
+    mem[800] = 32'd0;
+    mem[801] = 32'd0;
+    mem[802] = 32'd0;
+    mem[803] = 32'd0;
+    mem[804] = 32'd0;
+    mem[805] = 32'd0;
+    mem[806] = 32'd0;
+    mem[807] = 32'd0;
+    mem[808] = 32'd0;
+    mem[809] = 32'd0;
+    mem[810] = 32'd0;
+    mem[811] = 32'd0;
+    mem[812] = 32'd0;
+    mem[813] = 32'd0;
+    mem[814] = 32'd0;
+    mem[815] = 32'd0;
+    mem[816] = 32'd0;
+    mem[817] = 32'd0;
+    mem[818] = 32'd0;
+    mem[819] = 32'd0;
+    mem[820] = 32'd0;
+    mem[821] = 32'd0;
+    mem[822] = 32'd0;
+    mem[823] = 32'd0;
+    mem[824] = 32'd0;
+    mem[825] = 32'd0;
+    mem[826] = 32'd0;
+    mem[827] = 32'd0;
+    mem[828] = 32'd0;
+    mem[829] = 32'd0;
+    mem[830] = 32'd0;
+    mem[831] = 32'd0;
+    mem[832] = 32'd0;
+    mem[833] = 32'd0;
+    mem[834] = 32'd0;
+    mem[835] = 32'd0;
+    mem[836] = 32'd0;
+    mem[837] = 32'd0;
+    mem[838] = 32'd0;
+    mem[839] = 32'd0;
+    mem[840] = 32'd0;
+    mem[841] = 32'd0;
+    mem[842] = 32'd0;
+    mem[843] = 32'd0;
+    mem[844] = 32'd0;
+    mem[845] = 32'd0;
+    mem[846] = 32'd0;
+    mem[847] = 32'd0;
+    mem[848] = 32'd0;
+    mem[849] = 32'd0;
+    mem[850] = 32'd0;
+    mem[851] = 32'd0;
+    mem[852] = 32'd0;
+    mem[853] = 32'd0;
+    mem[854] = 32'd0;
+    mem[855] = 32'd0;
+    mem[856] = 32'd0;
+    mem[857] = 32'd0;
+    mem[858] = 32'd0;
+    mem[859] = 32'd0;
+    mem[860] = 32'd0;
+    mem[861] = 32'd0;
+    mem[862] = 32'd0;
+    mem[863] = 32'd0;
+    mem[864] = 32'd0;
+    mem[865] = 32'd0;
+    mem[866] = 32'd0;
+    mem[867] = 32'd0;
+    mem[868] = 32'd0;
+    mem[869] = 32'd0;
+    mem[870] = 32'd0;
+    mem[871] = 32'd0;
+    mem[872] = 32'd0;
+    mem[873] = 32'd0;
+    mem[874] = 32'd0;
+    mem[875] = 32'd0;
+    mem[876] = 32'd0;
+    mem[877] = 32'd0;
+    mem[878] = 32'd0;
+    mem[879] = 32'd0;
+    mem[880] = 32'd0;
+    mem[881] = 32'd0;
+    mem[882] = 32'd0;
+    mem[883] = 32'd0;
+    mem[884] = 32'd0;
+    mem[885] = 32'd0;
+    mem[886] = 32'd0;
+    mem[887] = 32'd0;
+    mem[888] = 32'd0;
+    mem[889] = 32'd0;
+    mem[890] = 32'd0;
+    mem[891] = 32'd0;
+    mem[892] = 32'd0;
+    mem[893] = 32'd0;
+    mem[894] = 32'd0;
+    mem[895] = 32'd0;
+    mem[896] = 32'd0;
+    mem[897] = 32'd0;
+    mem[898] = 32'd0;
+    mem[899] = 32'd0;
+    mem[900] = 32'd0;
+    mem[901] = 32'd0;
+    mem[902] = 32'd0;
+    mem[903] = 32'd0;
+    mem[904] = 32'd0;
+    mem[905] = 32'd0;
+    mem[906] = 32'd0;
+    mem[907] = 32'd0;
+    mem[908] = 32'd0;
+    mem[909] = 32'd0;
+    mem[910] = 32'd0;
+    mem[911] = 32'd0;
+    mem[912] = 32'd0;
+    mem[913] = 32'd0;
+    mem[914] = 32'd0;
+    mem[915] = 32'd0;
+    mem[916] = 32'd0;
+    mem[917] = 32'd0;
+    mem[918] = 32'd0;
+    mem[919] = 32'd0;
+    mem[920] = 32'd0;
+    mem[921] = 32'd0;
+    mem[922] = 32'd0;
+    mem[923] = 32'd0;
+    mem[924] = 32'd0;
+    mem[925] = 32'd0;
+    mem[926] = 32'd0;
+    mem[927] = 32'd0;
+    mem[928] = 32'd0;
+    mem[929] = 32'd0;
+    mem[930] = 32'd0;
+    mem[931] = 32'd0;
+    mem[932] = 32'd0;
+    mem[933] = 32'd0;
+    mem[934] = 32'd0;
+    mem[935] = 32'd0;
+    mem[936] = 32'd0;
+    mem[937] = 32'd0;
+    mem[938] = 32'd0;
+    mem[939] = 32'd0;
+    mem[940] = 32'd0;
+    mem[941] = 32'd0;
+    mem[942] = 32'd0;
+    mem[943] = 32'd0;
+    mem[944] = 32'd0;
+    mem[945] = 32'd0;
+    mem[946] = 32'd0;
+    mem[947] = 32'd0;
+    mem[948] = 32'd0;
+    mem[949] = 32'd0;
+    mem[950] = 32'd0;
+    mem[951] = 32'd0;
+    mem[952] = 32'd0;
+    mem[953] = 32'd0;
+    mem[954] = 32'd0;
+    mem[955] = 32'd0;
+    mem[956] = 32'd0;
+    mem[957] = 32'd0;
+    mem[958] = 32'd0;
+    mem[959] = 32'd0;
+    mem[960] = 32'd0;
+    mem[961] = 32'd0;
+    mem[962] = 32'd0;
+    mem[963] = 32'd0;
+    mem[964] = 32'd0;
+    mem[965] = 32'd0;
+    mem[966] = 32'd0;
+    mem[967] = 32'd0;
+    mem[968] = 32'd0;
+    mem[969] = 32'd0;
+    mem[970] = 32'd0;
+    mem[971] = 32'd0;
+    mem[972] = 32'd0;
+    mem[973] = 32'd0;
+    mem[974] = 32'd0;
+    mem[975] = 32'd0;
+    mem[976] = 32'd0;
+    mem[977] = 32'd0;
+    mem[978] = 32'd0;
+    mem[979] = 32'd0;
+    mem[980] = 32'd0;
+    mem[981] = 32'd0;
+    mem[982] = 32'd0;
+    mem[983] = 32'd0;
+    mem[984] = 32'd0;
+    mem[985] = 32'd0;
+    mem[986] = 32'd0;
+    mem[987] = 32'd0;
+    mem[988] = 32'd0;
+    mem[989] = 32'd0;
+    mem[990] = 32'd0;
+    mem[991] = 32'd0;
+    mem[992] = 32'd0;
+    mem[993] = 32'd0;
+    mem[994] = 32'd0;
+    mem[995] = 32'd0;
+    mem[996] = 32'd0;
+    mem[997] = 32'd0;
+    mem[998] = 32'd0;
+    mem[999] = 32'd0;
+    mem[1000] = 32'd0;
+    mem[1001] = 32'd0;
+    mem[1002] = 32'd0;
+    mem[1003] = 32'd0;
+    mem[1004] = 32'd0;
+    mem[1005] = 32'd0;
+    mem[1006] = 32'd0;
+    mem[1007] = 32'd0;
+    mem[1008] = 32'd0;
+    mem[1009] = 32'd0;
+    mem[1010] = 32'd0;
+    mem[1011] = 32'd0;
+    mem[1012] = 32'd0;
+    mem[1013] = 32'd0;
+    mem[1014] = 32'd0;
+    mem[1015] = 32'd0;
+    mem[1016] = 32'd0;
+    mem[1017] = 32'd0;
+    mem[1018] = 32'd0;
+    mem[1019] = 32'd0;
+    mem[1020] = 32'd0;
+    mem[1021] = 32'd0;
+    mem[1022] = 32'd0;
+    mem[1023] = 32'd0;
+    mem[1024] = 32'd0;
+    mem[1025] = 32'd0;
+    mem[1026] = 32'd0;
+    mem[1027] = 32'd0;
+    mem[1028] = 32'd0;
+    mem[1029] = 32'd0;
+    mem[1030] = 32'd0;
+    mem[1031] = 32'd0;
+    mem[1032] = 32'd0;
+    mem[1033] = 32'd0;
+    mem[1034] = 32'd0;
+    mem[1035] = 32'd0;
+    mem[1036] = 32'd0;
+    mem[1037] = 32'd0;
+    mem[1038] = 32'd0;
+    mem[1039] = 32'd0;
+    mem[1040] = 32'd0;
+    mem[1041] = 32'd0;
+    mem[1042] = 32'd0;
+    mem[1043] = 32'd0;
+    mem[1044] = 32'd0;
+    mem[1045] = 32'd0;
+    mem[1046] = 32'd0;
+    mem[1047] = 32'd0;
+    mem[1048] = 32'd0;
+    mem[1049] = 32'd0;
+    mem[1050] = 32'd0;
+    mem[1051] = 32'd0;
+    mem[1052] = 32'd0;
+    mem[1053] = 32'd0;
+    mem[1054] = 32'd0;
+    mem[1055] = 32'd0;
+    mem[1056] = 32'd0;
+    mem[1057] = 32'd0;
+    mem[1058] = 32'd0;
+    mem[1059] = 32'd0;
+    mem[1060] = 32'd0;
+    mem[1061] = 32'd0;
+    mem[1062] = 32'd0;
+    mem[1063] = 32'd0;
+    mem[1064] = 32'd0;
+    mem[1065] = 32'd0;
+    mem[1066] = 32'd0;
+    mem[1067] = 32'd0;
+    mem[1068] = 32'd0;
+    mem[1069] = 32'd0;
+    mem[1070] = 32'd0;
+    mem[1071] = 32'd0;
+    mem[1072] = 32'd0;
+    mem[1073] = 32'd0;
+    mem[1074] = 32'd0;
+    mem[1075] = 32'd0;
+    mem[1076] = 32'd0;
+    mem[1077] = 32'd0;
+    mem[1078] = 32'd0;
+    mem[1079] = 32'd0;
+    mem[1080] = 32'd0;
+    mem[1081] = 32'd0;
+    mem[1082] = 32'd0;
+    mem[1083] = 32'd0;
+    mem[1084] = 32'd0;
+    mem[1085] = 32'd0;
+    mem[1086] = 32'd0;
+    mem[1087] = 32'd0;
+    mem[1088] = 32'd0;
+    mem[1089] = 32'd0;
+    mem[1090] = 32'd0;
+    mem[1091] = 32'd0;
+    mem[1092] = 32'd0;
+    mem[1093] = 32'd0;
+    mem[1094] = 32'd0;
+    mem[1095] = 32'd0;
+    mem[1096] = 32'd0;
+    mem[1097] = 32'd0;
+    mem[1098] = 32'd0;
+    mem[1099] = 32'd0;
+    mem[1100] = 32'd0;
+    mem[1101] = 32'd0;
+    mem[1102] = 32'd0;
+    mem[1103] = 32'd0;
+    mem[1104] = 32'd0;
+    mem[1105] = 32'd0;
+    mem[1106] = 32'd0;
+    mem[1107] = 32'd0;
+    mem[1108] = 32'd0;
+    mem[1109] = 32'd0;
+    mem[1110] = 32'd0;
+    mem[1111] = 32'd0;
+    mem[1112] = 32'd0;
+    mem[1113] = 32'd0;
+    mem[1114] = 32'd0;
+    mem[1115] = 32'd0;
+    mem[1116] = 32'd0;
+    mem[1117] = 32'd0;
+    mem[1118] = 32'd0;
+    mem[1119] = 32'd0;
+    mem[1120] = 32'd0;
+    mem[1121] = 32'd0;
+    mem[1122] = 32'd0;
+    mem[1123] = 32'd0;
+    mem[1124] = 32'd0;
+    mem[1125] = 32'd0;
+    mem[1126] = 32'd0;
+    mem[1127] = 32'd0;
+    mem[1128] = 32'd0;
+    mem[1129] = 32'd0;
+    mem[1130] = 32'd0;
+    mem[1131] = 32'd0;
+    mem[1132] = 32'd0;
+    mem[1133] = 32'd0;
+    mem[1134] = 32'd0;
+    mem[1135] = 32'd0;
+    mem[1136] = 32'd0;
+    mem[1137] = 32'd0;
+    mem[1138] = 32'd0;
+    mem[1139] = 32'd0;
+    mem[1140] = 32'd0;
+    mem[1141] = 32'd0;
+    mem[1142] = 32'd0;
+    mem[1143] = 32'd0;
+    mem[1144] = 32'd0;
+    mem[1145] = 32'd0;
+    mem[1146] = 32'd0;
+    mem[1147] = 32'd0;
+    mem[1148] = 32'd0;
+    mem[1149] = 32'd0;
+    mem[1150] = 32'd0;
+    mem[1151] = 32'd0;
+    mem[1152] = 32'd0;
+    mem[1153] = 32'd0;
+    mem[1154] = 32'd0;
+    mem[1155] = 32'd0;
+    mem[1156] = 32'd0;
+    mem[1157] = 32'd0;
+    mem[1158] = 32'd0;
+    mem[1159] = 32'd0;
+    mem[1160] = 32'd0;
+    mem[1161] = 32'd0;
+    mem[1162] = 32'd0;
+    mem[1163] = 32'd0;
+    mem[1164] = 32'd0;
+    mem[1165] = 32'd0;
+    mem[1166] = 32'd0;
+    mem[1167] = 32'd0;
+    mem[1168] = 32'd0;
+    mem[1169] = 32'd0;
+    mem[1170] = 32'd0;
+    mem[1171] = 32'd0;
+    mem[1172] = 32'd0;
+    mem[1173] = 32'd0;
+    mem[1174] = 32'd0;
+    mem[1175] = 32'd0;
+    mem[1176] = 32'd0;
+    mem[1177] = 32'd0;
+    mem[1178] = 32'd0;
+    mem[1179] = 32'd0;
+    mem[1180] = 32'd0;
+    mem[1181] = 32'd0;
+    mem[1182] = 32'd0;
+    mem[1183] = 32'd0;
+    mem[1184] = 32'd0;
+    mem[1185] = 32'd0;
+    mem[1186] = 32'd0;
+    mem[1187] = 32'd0;
+    mem[1188] = 32'd0;
+    mem[1189] = 32'd0;
+    mem[1190] = 32'd0;
+    mem[1191] = 32'd0;
+    mem[1192] = 32'd0;
+    mem[1193] = 32'd0;
+    mem[1194] = 32'd0;
+    mem[1195] = 32'd0;
+    mem[1196] = 32'd0;
+    mem[1197] = 32'd0;
+    mem[1198] = 32'd0;
+    mem[1199] = 32'd0;
+    mem[1200] = 32'd0;
+    mem[1201] = 32'd0;
+    mem[1202] = 32'd0;
+    mem[1203] = 32'd0;
+    mem[1204] = 32'd0;
+    mem[1205] = 32'd0;
+    mem[1206] = 32'd0;
+    mem[1207] = 32'd0;
+    mem[1208] = 32'd0;
+    mem[1209] = 32'd0;
+    mem[1210] = 32'd0;
+    mem[1211] = 32'd0;
+    mem[1212] = 32'd0;
+    mem[1213] = 32'd0;
+    mem[1214] = 32'd0;
+    mem[1215] = 32'd0;
+    mem[1216] = 32'd0;
+    mem[1217] = 32'd0;
+    mem[1218] = 32'd0;
+    mem[1219] = 32'd0;
+    mem[1220] = 32'd0;
+    mem[1221] = 32'd0;
+    mem[1222] = 32'd0;
+    mem[1223] = 32'd0;
+    mem[1224] = 32'd0;
+    mem[1225] = 32'd0;
+    mem[1226] = 32'd0;
+    mem[1227] = 32'd0;
+    mem[1228] = 32'd0;
+    mem[1229] = 32'd0;
+    mem[1230] = 32'd0;
+    mem[1231] = 32'd0;
+    mem[1232] = 32'd0;
+    mem[1233] = 32'd0;
+    mem[1234] = 32'd0;
+    mem[1235] = 32'd0;
+    mem[1236] = 32'd0;
+    mem[1237] = 32'd0;
+    mem[1238] = 32'd0;
+    mem[1239] = 32'd0;
+    mem[1240] = 32'd0;
+    mem[1241] = 32'd0;
+    mem[1242] = 32'd0;
+    mem[1243] = 32'd0;
+    mem[1244] = 32'd0;
+    mem[1245] = 32'd0;
+    mem[1246] = 32'd0;
+    mem[1247] = 32'd0;
+    mem[1248] = 32'd0;
+    mem[1249] = 32'd0;
+    mem[1250] = 32'd0;
+    mem[1251] = 32'd0;
+    mem[1252] = 32'd0;
+    mem[1253] = 32'd0;
+    mem[1254] = 32'd0;
+    mem[1255] = 32'd0;
+    mem[1256] = 32'd0;
+    mem[1257] = 32'd0;
+    mem[1258] = 32'd0;
+    mem[1259] = 32'd0;
+    mem[1260] = 32'd0;
+    mem[1261] = 32'd0;
+    mem[1262] = 32'd0;
+    mem[1263] = 32'd0;
+    mem[1264] = 32'd0;
+    mem[1265] = 32'd0;
+    mem[1266] = 32'd0;
+    mem[1267] = 32'd0;
+    mem[1268] = 32'd0;
+    mem[1269] = 32'd0;
+    mem[1270] = 32'd0;
+    mem[1271] = 32'd0;
+    mem[1272] = 32'd0;
+    mem[1273] = 32'd0;
+    mem[1274] = 32'd0;
+    mem[1275] = 32'd0;
+    mem[1276] = 32'd0;
+    mem[1277] = 32'd0;
+    mem[1278] = 32'd0;
+    mem[1279] = 32'd0;
+    mem[1280] = 32'd0;
+    mem[1281] = 32'd0;
+    mem[1282] = 32'd0;
+    mem[1283] = 32'd0;
+    mem[1284] = 32'd0;
+    mem[1285] = 32'd0;
+    mem[1286] = 32'd0;
+    mem[1287] = 32'd0;
+    mem[1288] = 32'd0;
+    mem[1289] = 32'd0;
+    mem[1290] = 32'd0;
+    mem[1291] = 32'd0;
+    mem[1292] = 32'd0;
+    mem[1293] = 32'd0;
+    mem[1294] = 32'd0;
+    mem[1295] = 32'd0;
+    mem[1296] = 32'd0;
+    mem[1297] = 32'd0;
+    mem[1298] = 32'd0;
+    mem[1299] = 32'd0;
+    mem[1300] = 32'd0;
+    mem[1301] = 32'd0;
+    mem[1302] = 32'd0;
+    mem[1303] = 32'd0;
+    mem[1304] = 32'd0;
+    mem[1305] = 32'd0;
+    mem[1306] = 32'd0;
+    mem[1307] = 32'd0;
+    mem[1308] = 32'd0;
+    mem[1309] = 32'd0;
+    mem[1310] = 32'd0;
+    mem[1311] = 32'd0;
+    mem[1312] = 32'd0;
+    mem[1313] = 32'd0;
+    mem[1314] = 32'd0;
+    mem[1315] = 32'd0;
+    mem[1316] = 32'd0;
+    mem[1317] = 32'd0;
+    mem[1318] = 32'd0;
+    mem[1319] = 32'd0;
+    mem[1320] = 32'd0;
+    mem[1321] = 32'd0;
+    mem[1322] = 32'd0;
+    mem[1323] = 32'd0;
+    mem[1324] = 32'd0;
+    mem[1325] = 32'd0;
+    mem[1326] = 32'd0;
+    mem[1327] = 32'd0;
+    mem[1328] = 32'd0;
+    mem[1329] = 32'd0;
+    mem[1330] = 32'd0;
+    mem[1331] = 32'd0;
+    mem[1332] = 32'd0;
+    mem[1333] = 32'd0;
+    mem[1334] = 32'd0;
+    mem[1335] = 32'd0;
+    mem[1336] = 32'd0;
+    mem[1337] = 32'd0;
+    mem[1338] = 32'd0;
+    mem[1339] = 32'd0;
+    mem[1340] = 32'd0;
+    mem[1341] = 32'd0;
+    mem[1342] = 32'd0;
+    mem[1343] = 32'd0;
+    mem[1344] = 32'd0;
+    mem[1345] = 32'd0;
+    mem[1346] = 32'd0;
+    mem[1347] = 32'd0;
+    mem[1348] = 32'd0;
+    mem[1349] = 32'd0;
+    mem[1350] = 32'd0;
+    mem[1351] = 32'd0;
+    mem[1352] = 32'd0;
+    mem[1353] = 32'd0;
+    mem[1354] = 32'd0;
+    mem[1355] = 32'd0;
+    mem[1356] = 32'd0;
+    mem[1357] = 32'd0;
+    mem[1358] = 32'd0;
+    mem[1359] = 32'd0;
+    mem[1360] = 32'd0;
+    mem[1361] = 32'd0;
+    mem[1362] = 32'd0;
+    mem[1363] = 32'd0;
+    mem[1364] = 32'd0;
+    mem[1365] = 32'd0;
+    mem[1366] = 32'd0;
+    mem[1367] = 32'd0;
+    mem[1368] = 32'd0;
+    mem[1369] = 32'd0;
+    mem[1370] = 32'd0;
+    mem[1371] = 32'd0;
+    mem[1372] = 32'd0;
+    mem[1373] = 32'd0;
+    mem[1374] = 32'd0;
+    mem[1375] = 32'd0;
+    mem[1376] = 32'd0;
+    mem[1377] = 32'd0;
+    mem[1378] = 32'd0;
+    mem[1379] = 32'd0;
+    mem[1380] = 32'd0;
+    mem[1381] = 32'd0;
+    mem[1382] = 32'd0;
+    mem[1383] = 32'd0;
+    mem[1384] = 32'd0;
+    mem[1385] = 32'd0;
+    mem[1386] = 32'd0;
+    mem[1387] = 32'd0;
+    mem[1388] = 32'd0;
+    mem[1389] = 32'd0;
+    mem[1390] = 32'd0;
+    mem[1391] = 32'd0;
+    mem[1392] = 32'd0;
+    mem[1393] = 32'd0;
+    mem[1394] = 32'd0;
+    mem[1395] = 32'd0;
+    mem[1396] = 32'd0;
+    mem[1397] = 32'd0;
+    mem[1398] = 32'd0;
+    mem[1399] = 32'd0;
+    mem[1400] = 32'd0;
+    mem[1401] = 32'd0;
+    mem[1402] = 32'd0;
+    mem[1403] = 32'd0;
+    mem[1404] = 32'd0;
+    mem[1405] = 32'd0;
+    mem[1406] = 32'd0;
+    mem[1407] = 32'd0;
+    mem[1408] = 32'd0;
+    mem[1409] = 32'd0;
+    mem[1410] = 32'd0;
+    mem[1411] = 32'd0;
+    mem[1412] = 32'd0;
+    mem[1413] = 32'd0;
+    mem[1414] = 32'd0;
+    mem[1415] = 32'd0;
+    mem[1416] = 32'd0;
+    mem[1417] = 32'd0;
+    mem[1418] = 32'd0;
+    mem[1419] = 32'd0;
+    mem[1420] = 32'd0;
+    mem[1421] = 32'd0;
+    mem[1422] = 32'd0;
+    mem[1423] = 32'd0;
+    mem[1424] = 32'd0;
+    mem[1425] = 32'd0;
+    mem[1426] = 32'd0;
+    mem[1427] = 32'd0;
+    mem[1428] = 32'd0;
+    mem[1429] = 32'd0;
+    mem[1430] = 32'd0;
+    mem[1431] = 32'd0;
+    mem[1432] = 32'd0;
+    mem[1433] = 32'd0;
+    mem[1434] = 32'd0;
+    mem[1435] = 32'd0;
+    mem[1436] = 32'd0;
+    mem[1437] = 32'd0;
+    mem[1438] = 32'd0;
+    mem[1439] = 32'd0;
+    mem[1440] = 32'd0;
+    mem[1441] = 32'd0;
+    mem[1442] = 32'd0;
+    mem[1443] = 32'd0;
+    mem[1444] = 32'd0;
+    mem[1445] = 32'd0;
+    mem[1446] = 32'd0;
+    mem[1447] = 32'd0;
+    mem[1448] = 32'd0;
+    mem[1449] = 32'd0;
+    mem[1450] = 32'd0;
+    mem[1451] = 32'd0;
+    mem[1452] = 32'd0;
+    mem[1453] = 32'd0;
+    mem[1454] = 32'd0;
+    mem[1455] = 32'd0;
+    mem[1456] = 32'd0;
+    mem[1457] = 32'd0;
+    mem[1458] = 32'd0;
+    mem[1459] = 32'd0;
+    mem[1460] = 32'd0;
+    mem[1461] = 32'd0;
+    mem[1462] = 32'd0;
+    mem[1463] = 32'd0;
+    mem[1464] = 32'd0;
+    mem[1465] = 32'd0;
+    mem[1466] = 32'd0;
+    mem[1467] = 32'd0;
+    mem[1468] = 32'd0;
+    mem[1469] = 32'd0;
+    mem[1470] = 32'd0;
+    mem[1471] = 32'd0;
+    mem[1472] = 32'd0;
+    mem[1473] = 32'd0;
+    mem[1474] = 32'd0;
+    mem[1475] = 32'd0;
+    mem[1476] = 32'd0;
+    mem[1477] = 32'd0;
+    mem[1478] = 32'd0;
+    mem[1479] = 32'd0;
+    mem[1480] = 32'd0;
+    mem[1481] = 32'd0;
+    mem[1482] = 32'd0;
+    mem[1483] = 32'd0;
+    mem[1484] = 32'd0;
+    mem[1485] = 32'd0;
+    mem[1486] = 32'd0;
+    mem[1487] = 32'd0;
+    mem[1488] = 32'd0;
+    mem[1489] = 32'd0;
+    mem[1490] = 32'd0;
+    mem[1491] = 32'd0;
+    mem[1492] = 32'd0;
+    mem[1493] = 32'd0;
+    mem[1494] = 32'd0;
+    mem[1495] = 32'd0;
+    mem[1496] = 32'd0;
+    mem[1497] = 32'd0;
+    mem[1498] = 32'd0;
+    mem[1499] = 32'd0;
+    mem[1500] = 32'd0;
+    mem[1501] = 32'd0;
+    mem[1502] = 32'd0;
+    mem[1503] = 32'd0;
+    mem[1504] = 32'd0;
+    mem[1505] = 32'd0;
+    mem[1506] = 32'd0;
+    mem[1507] = 32'd0;
+    mem[1508] = 32'd0;
+    mem[1509] = 32'd0;
+    mem[1510] = 32'd0;
+    mem[1511] = 32'd0;
+    mem[1512] = 32'd0;
+    mem[1513] = 32'd0;
+    mem[1514] = 32'd0;
+    mem[1515] = 32'd0;
+    mem[1516] = 32'd0;
+    mem[1517] = 32'd0;
+    mem[1518] = 32'd0;
+    mem[1519] = 32'd0;
+    mem[1520] = 32'd0;
+    mem[1521] = 32'd0;
+    mem[1522] = 32'd0;
+    mem[1523] = 32'd0;
+    mem[1524] = 32'd0;
+    mem[1525] = 32'd0;
+    mem[1526] = 32'd0;
+    mem[1527] = 32'd0;
+    mem[1528] = 32'd0;
+    mem[1529] = 32'd0;
+    mem[1530] = 32'd0;
+    mem[1531] = 32'd0;
+    mem[1532] = 32'd0;
+    mem[1533] = 32'd0;
+    mem[1534] = 32'd0;
+    mem[1535] = 32'd0;
+    mem[1536] = 32'd0;
+    mem[1537] = 32'd0;
+    mem[1538] = 32'd0;
+    mem[1539] = 32'd0;
+    mem[1540] = 32'd0;
+    mem[1541] = 32'd0;
+    mem[1542] = 32'd0;
+    mem[1543] = 32'd0;
+    mem[1544] = 32'd0;
+    mem[1545] = 32'd0;
+    mem[1546] = 32'd0;
+    mem[1547] = 32'd0;
+    mem[1548] = 32'd0;
+    mem[1549] = 32'd0;
+    mem[1550] = 32'd0;
+    mem[1551] = 32'd0;
+    mem[1552] = 32'd0;
+    mem[1553] = 32'd0;
+    mem[1554] = 32'd0;
+    mem[1555] = 32'd0;
+    mem[1556] = 32'd0;
+    mem[1557] = 32'd0;
+    mem[1558] = 32'd0;
+    mem[1559] = 32'd0;
+    mem[1560] = 32'd0;
+    mem[1561] = 32'd0;
+    mem[1562] = 32'd0;
+    mem[1563] = 32'd0;
+    mem[1564] = 32'd0;
+    mem[1565] = 32'd0;
+    mem[1566] = 32'd0;
+    mem[1567] = 32'd0;
+    mem[1568] = 32'd0;
+    mem[1569] = 32'd0;
+    mem[1570] = 32'd0;
+    mem[1571] = 32'd0;
+    mem[1572] = 32'd0;
+    mem[1573] = 32'd0;
+    mem[1574] = 32'd0;
+    mem[1575] = 32'd0;
+    mem[1576] = 32'd0;
+    mem[1577] = 32'd0;
+    mem[1578] = 32'd0;
+    mem[1579] = 32'd0;
+    mem[1580] = 32'd0;
+    mem[1581] = 32'd0;
+    mem[1582] = 32'd0;
+    mem[1583] = 32'd0;
+    mem[1584] = 32'd0;
+    mem[1585] = 32'd0;
+    mem[1586] = 32'd0;
+    mem[1587] = 32'd0;
+    mem[1588] = 32'd0;
+    mem[1589] = 32'd0;
+    mem[1590] = 32'd0;
+    mem[1591] = 32'd0;
+    mem[1592] = 32'd0;
+    mem[1593] = 32'd0;
+    mem[1594] = 32'd0;
+    mem[1595] = 32'd0;
+    mem[1596] = 32'd0;
+    mem[1597] = 32'd0;
+    mem[1598] = 32'd0;
+    mem[1599] = 32'd0;
+    mem[1600] = 32'd0;
+    mem[1601] = 32'd0;
+    mem[1602] = 32'd0;
+    mem[1603] = 32'd0;
+    mem[1604] = 32'd0;
+    mem[1605] = 32'd0;
+    mem[1606] = 32'd0;
+    mem[1607] = 32'd0;
+    mem[1608] = 32'd0;
+    mem[1609] = 32'd0;
+    mem[1610] = 32'd0;
+    mem[1611] = 32'd0;
+    mem[1612] = 32'd0;
+    mem[1613] = 32'd0;
+    mem[1614] = 32'd0;
+    mem[1615] = 32'd0;
+    mem[1616] = 32'd0;
+    mem[1617] = 32'd0;
+    mem[1618] = 32'd0;
+    mem[1619] = 32'd0;
+    mem[1620] = 32'd0;
+    mem[1621] = 32'd0;
+    mem[1622] = 32'd0;
+    mem[1623] = 32'd0;
+    mem[1624] = 32'd0;
+    mem[1625] = 32'd0;
+    mem[1626] = 32'd0;
+    mem[1627] = 32'd0;
+    mem[1628] = 32'd0;
+    mem[1629] = 32'd0;
+    mem[1630] = 32'd0;
+    mem[1631] = 32'd0;
+    mem[1632] = 32'd0;
+    mem[1633] = 32'd0;
+    mem[1634] = 32'd0;
+    mem[1635] = 32'd0;
+    mem[1636] = 32'd0;
+    mem[1637] = 32'd0;
+    mem[1638] = 32'd0;
+    mem[1639] = 32'd0;
+    mem[1640] = 32'd0;
+    mem[1641] = 32'd0;
+    mem[1642] = 32'd0;
+    mem[1643] = 32'd0;
+    mem[1644] = 32'd0;
+    mem[1645] = 32'd0;
+    mem[1646] = 32'd0;
+    mem[1647] = 32'd0;
+    mem[1648] = 32'd0;
+    mem[1649] = 32'd0;
+    mem[1650] = 32'd0;
+    mem[1651] = 32'd0;
+    mem[1652] = 32'd0;
+    mem[1653] = 32'd0;
+    mem[1654] = 32'd0;
+    mem[1655] = 32'd0;
+    mem[1656] = 32'd0;
+    mem[1657] = 32'd0;
+    mem[1658] = 32'd0;
+    mem[1659] = 32'd0;
+    mem[1660] = 32'd0;
+    mem[1661] = 32'd0;
+    mem[1662] = 32'd0;
+    mem[1663] = 32'd0;
+    mem[1664] = 32'd0;
+    mem[1665] = 32'd0;
+    mem[1666] = 32'd0;
+    mem[1667] = 32'd0;
+    mem[1668] = 32'd0;
+    mem[1669] = 32'd0;
+    mem[1670] = 32'd0;
+    mem[1671] = 32'd0;
+    mem[1672] = 32'd0;
+    mem[1673] = 32'd0;
+    mem[1674] = 32'd0;
+    mem[1675] = 32'd0;
+    mem[1676] = 32'd0;
+    mem[1677] = 32'd0;
+    mem[1678] = 32'd0;
+    mem[1679] = 32'd0;
+    mem[1680] = 32'd0;
+    mem[1681] = 32'd0;
+    mem[1682] = 32'd0;
+    mem[1683] = 32'd0;
+    mem[1684] = 32'd0;
+    mem[1685] = 32'd0;
+    mem[1686] = 32'd0;
+    mem[1687] = 32'd0;
+    mem[1688] = 32'd0;
+    mem[1689] = 32'd0;
+    mem[1690] = 32'd0;
+    mem[1691] = 32'd0;
+    mem[1692] = 32'd0;
+    mem[1693] = 32'd0;
+    mem[1694] = 32'd0;
+    mem[1695] = 32'd0;
+    mem[1696] = 32'd0;
+    mem[1697] = 32'd0;
+    mem[1698] = 32'd0;
+    mem[1699] = 32'd0;
+    mem[1700] = 32'd0;
+    mem[1701] = 32'd0;
+    mem[1702] = 32'd0;
+    mem[1703] = 32'd0;
+    mem[1704] = 32'd0;
+    mem[1705] = 32'd0;
+    mem[1706] = 32'd0;
+    mem[1707] = 32'd0;
+    mem[1708] = 32'd0;
+    mem[1709] = 32'd0;
+    mem[1710] = 32'd0;
+    mem[1711] = 32'd0;
+    mem[1712] = 32'd0;
+    mem[1713] = 32'd0;
+    mem[1714] = 32'd0;
+    mem[1715] = 32'd0;
+    mem[1716] = 32'd0;
+    mem[1717] = 32'd0;
+    mem[1718] = 32'd0;
+    mem[1719] = 32'd0;
+    mem[1720] = 32'd0;
+    mem[1721] = 32'd0;
+    mem[1722] = 32'd0;
+    mem[1723] = 32'd0;
+    mem[1724] = 32'd0;
+    mem[1725] = 32'd0;
+    mem[1726] = 32'd0;
+    mem[1727] = 32'd0;
+    mem[1728] = 32'd0;
+    mem[1729] = 32'd0;
+    mem[1730] = 32'd0;
+    mem[1731] = 32'd0;
+    mem[1732] = 32'd0;
+    mem[1733] = 32'd0;
+    mem[1734] = 32'd0;
+    mem[1735] = 32'd0;
+    mem[1736] = 32'd0;
+    mem[1737] = 32'd0;
+    mem[1738] = 32'd0;
+    mem[1739] = 32'd0;
+    mem[1740] = 32'd0;
+    mem[1741] = 32'd0;
+    mem[1742] = 32'd0;
+    mem[1743] = 32'd0;
+    mem[1744] = 32'd0;
+    mem[1745] = 32'd0;
+    mem[1746] = 32'd0;
+    mem[1747] = 32'd0;
+    mem[1748] = 32'd0;
+    mem[1749] = 32'd0;
+    mem[1750] = 32'd0;
+    mem[1751] = 32'd0;
+    mem[1752] = 32'd0;
+    mem[1753] = 32'd0;
+    mem[1754] = 32'd0;
+    mem[1755] = 32'd0;
+    mem[1756] = 32'd0;
+    mem[1757] = 32'd0;
+    mem[1758] = 32'd0;
+    mem[1759] = 32'd0;
+    mem[1760] = 32'd0;
+    mem[1761] = 32'd0;
+    mem[1762] = 32'd0;
+    mem[1763] = 32'd0;
+    mem[1764] = 32'd0;
+    mem[1765] = 32'd0;
+    mem[1766] = 32'd0;
+    mem[1767] = 32'd0;
+    mem[1768] = 32'd0;
+    mem[1769] = 32'd0;
+    mem[1770] = 32'd0;
+    mem[1771] = 32'd0;
+    mem[1772] = 32'd0;
+    mem[1773] = 32'd0;
+    mem[1774] = 32'd0;
+    mem[1775] = 32'd0;
+    mem[1776] = 32'd0;
+    mem[1777] = 32'd0;
+    mem[1778] = 32'd0;
+    mem[1779] = 32'd0;
+    mem[1780] = 32'd0;
+    mem[1781] = 32'd0;
+    mem[1782] = 32'd0;
+    mem[1783] = 32'd0;
+    mem[1784] = 32'd0;
+    mem[1785] = 32'd0;
+    mem[1786] = 32'd0;
+    mem[1787] = 32'd0;
+    mem[1788] = 32'd0;
+    mem[1789] = 32'd0;
+    mem[1790] = 32'd0;
+    mem[1791] = 32'd0;
+    mem[1792] = 32'd0;
+    mem[1793] = 32'd0;
+    mem[1794] = 32'd0;
+    mem[1795] = 32'd0;
+    mem[1796] = 32'd0;
+    mem[1797] = 32'd0;
+    mem[1798] = 32'd0;
+    mem[1799] = 32'd0;
+    mem[1800] = 32'd0;
+    mem[1801] = 32'd0;
+    mem[1802] = 32'd0;
+    mem[1803] = 32'd0;
+    mem[1804] = 32'd0;
+    mem[1805] = 32'd0;
+    mem[1806] = 32'd0;
+    mem[1807] = 32'd0;
+    mem[1808] = 32'd0;
+    mem[1809] = 32'd0;
+    mem[1810] = 32'd0;
+    mem[1811] = 32'd0;
+    mem[1812] = 32'd0;
+    mem[1813] = 32'd0;
+    mem[1814] = 32'd0;
+    mem[1815] = 32'd0;
+    mem[1816] = 32'd0;
+    mem[1817] = 32'd0;
+    mem[1818] = 32'd0;
+    mem[1819] = 32'd0;
+    mem[1820] = 32'd0;
+    mem[1821] = 32'd0;
+    mem[1822] = 32'd0;
+    mem[1823] = 32'd0;
+    mem[1824] = 32'd0;
+    mem[1825] = 32'd0;
+    mem[1826] = 32'd0;
+    mem[1827] = 32'd0;
+    mem[1828] = 32'd0;
+    mem[1829] = 32'd0;
+    mem[1830] = 32'd0;
+    mem[1831] = 32'd0;
+    mem[1832] = 32'd0;
+    mem[1833] = 32'd0;
+    mem[1834] = 32'd0;
+    mem[1835] = 32'd0;
+    mem[1836] = 32'd0;
+    mem[1837] = 32'd0;
+    mem[1838] = 32'd0;
+    mem[1839] = 32'd0;
+    mem[1840] = 32'd0;
+    mem[1841] = 32'd0;
+    mem[1842] = 32'd0;
+    mem[1843] = 32'd0;
+    mem[1844] = 32'd0;
+    mem[1845] = 32'd0;
+    mem[1846] = 32'd0;
+    mem[1847] = 32'd0;
+    mem[1848] = 32'd0;
+    mem[1849] = 32'd0;
+    mem[1850] = 32'd0;
+    mem[1851] = 32'd0;
+    mem[1852] = 32'd0;
+    mem[1853] = 32'd0;
+    mem[1854] = 32'd0;
+    mem[1855] = 32'd0;
+    mem[1856] = 32'd0;
+    mem[1857] = 32'd0;
+    mem[1858] = 32'd0;
+    mem[1859] = 32'd0;
+    mem[1860] = 32'd0;
+    mem[1861] = 32'd0;
+    mem[1862] = 32'd0;
+    mem[1863] = 32'd0;
+    mem[1864] = 32'd0;
+    mem[1865] = 32'd0;
+    mem[1866] = 32'd0;
+    mem[1867] = 32'd0;
+    mem[1868] = 32'd0;
+    mem[1869] = 32'd0;
+    mem[1870] = 32'd0;
+    mem[1871] = 32'd0;
+    mem[1872] = 32'd0;
+    mem[1873] = 32'd0;
+    mem[1874] = 32'd0;
+    mem[1875] = 32'd0;
+    mem[1876] = 32'd0;
+    mem[1877] = 32'd0;
+    mem[1878] = 32'd0;
+    mem[1879] = 32'd0;
+    mem[1880] = 32'd0;
+    mem[1881] = 32'd0;
+    mem[1882] = 32'd0;
+    mem[1883] = 32'd0;
+    mem[1884] = 32'd0;
+    mem[1885] = 32'd0;
+    mem[1886] = 32'd0;
+    mem[1887] = 32'd0;
+    mem[1888] = 32'd0;
+    mem[1889] = 32'd0;
+    mem[1890] = 32'd0;
+    mem[1891] = 32'd0;
+    mem[1892] = 32'd0;
+    mem[1893] = 32'd0;
+    mem[1894] = 32'd0;
+    mem[1895] = 32'd0;
+    mem[1896] = 32'd0;
+    mem[1897] = 32'd0;
+    mem[1898] = 32'd0;
+    mem[1899] = 32'd0;
+    mem[1900] = 32'd0;
+    mem[1901] = 32'd0;
+    mem[1902] = 32'd0;
+    mem[1903] = 32'd0;
+    mem[1904] = 32'd0;
+    mem[1905] = 32'd0;
+    mem[1906] = 32'd0;
+    mem[1907] = 32'd0;
+    mem[1908] = 32'd0;
+    mem[1909] = 32'd0;
+    mem[1910] = 32'd0;
+    mem[1911] = 32'd0;
+    mem[1912] = 32'd0;
+    mem[1913] = 32'd0;
+    mem[1914] = 32'd0;
+    mem[1915] = 32'd0;
+    mem[1916] = 32'd0;
+    mem[1917] = 32'd0;
+    mem[1918] = 32'd0;
+    mem[1919] = 32'd0;
+    mem[1920] = 32'd0;
+    mem[1921] = 32'd0;
+    mem[1922] = 32'd0;
+    mem[1923] = 32'd0;
+    mem[1924] = 32'd0;
+    mem[1925] = 32'd0;
+    mem[1926] = 32'd0;
+    mem[1927] = 32'd0;
+    mem[1928] = 32'd0;
+    mem[1929] = 32'd0;
+    mem[1930] = 32'd0;
+    mem[1931] = 32'd0;
+    mem[1932] = 32'd0;
+    mem[1933] = 32'd0;
+    mem[1934] = 32'd0;
+    mem[1935] = 32'd0;
+    mem[1936] = 32'd0;
+    mem[1937] = 32'd0;
+    mem[1938] = 32'd0;
+    mem[1939] = 32'd0;
+    mem[1940] = 32'd0;
+    mem[1941] = 32'd0;
+    mem[1942] = 32'd0;
+    mem[1943] = 32'd0;
+    mem[1944] = 32'd0;
+    mem[1945] = 32'd0;
+    mem[1946] = 32'd0;
+    mem[1947] = 32'd0;
+    mem[1948] = 32'd0;
+    mem[1949] = 32'd0;
+    mem[1950] = 32'd0;
+    mem[1951] = 32'd0;
+    mem[1952] = 32'd0;
+    mem[1953] = 32'd0;
+    mem[1954] = 32'd0;
+    mem[1955] = 32'd0;
+    mem[1956] = 32'd0;
+    mem[1957] = 32'd0;
+    mem[1958] = 32'd0;
+    mem[1959] = 32'd0;
+    mem[1960] = 32'd0;
+    mem[1961] = 32'd0;
+    mem[1962] = 32'd0;
+    mem[1963] = 32'd0;
+    mem[1964] = 32'd0;
+    mem[1965] = 32'd0;
+    mem[1966] = 32'd0;
+    mem[1967] = 32'd0;
+    mem[1968] = 32'd0;
+    mem[1969] = 32'd0;
+    mem[1970] = 32'd0;
+    mem[1971] = 32'd0;
+    mem[1972] = 32'd0;
+    mem[1973] = 32'd0;
+    mem[1974] = 32'd0;
+    mem[1975] = 32'd0;
+    mem[1976] = 32'd0;
+    mem[1977] = 32'd0;
+    mem[1978] = 32'd0;
+    mem[1979] = 32'd0;
+    mem[1980] = 32'd0;
+    mem[1981] = 32'd0;
+    mem[1982] = 32'd0;
+    mem[1983] = 32'd0;
+    mem[1984] = 32'd0;
+    mem[1985] = 32'd0;
+    mem[1986] = 32'd0;
+    mem[1987] = 32'd0;
+    mem[1988] = 32'd0;
+    mem[1989] = 32'd0;
+    mem[1990] = 32'd0;
+    mem[1991] = 32'd0;
+    mem[1992] = 32'd0;
+    mem[1993] = 32'd0;
+    mem[1994] = 32'd0;
+    mem[1995] = 32'd0;
+    mem[1996] = 32'd0;
+    mem[1997] = 32'd0;
+    mem[1998] = 32'd0;
+    mem[1999] = 32'd0;
+    mem[2000] = 32'd0;
+    mem[2001] = 32'd0;
+    mem[2002] = 32'd0;
+    mem[2003] = 32'd0;
+    mem[2004] = 32'd0;
+    mem[2005] = 32'd0;
+    mem[2006] = 32'd0;
+    mem[2007] = 32'd0;
+    mem[2008] = 32'd0;
+    mem[2009] = 32'd0;
+    mem[2010] = 32'd0;
+    mem[2011] = 32'd0;
+    mem[2012] = 32'd0;
+    mem[2013] = 32'd0;
+    mem[2014] = 32'd0;
+    mem[2015] = 32'd0;
+    mem[2016] = 32'd0;
+    mem[2017] = 32'd0;
+    mem[2018] = 32'd0;
+    mem[2019] = 32'd0;
+    mem[2020] = 32'd0;
+    mem[2021] = 32'd0;
+    mem[2022] = 32'd0;
+    mem[2023] = 32'd0;
+    mem[2024] = 32'd0;
+    mem[2025] = 32'd0;
+    mem[2026] = 32'd0;
+    mem[2027] = 32'd0;
+    mem[2028] = 32'd0;
+    mem[2029] = 32'd0;
+    mem[2030] = 32'd0;
+    mem[2031] = 32'd0;
+    mem[2032] = 32'd0;
+    mem[2033] = 32'd0;
+    mem[2034] = 32'd0;
+    mem[2035] = 32'd0;
+    mem[2036] = 32'd0;
+    mem[2037] = 32'd0;
+    mem[2038] = 32'd0;
+    mem[2039] = 32'd0;
+    mem[2040] = 32'd0;
+    mem[2041] = 32'd0;
+    mem[2042] = 32'd0;
+    mem[2043] = 32'd0;
+    mem[2044] = 32'd0;
+    mem[2045] = 32'd0;
+    mem[2046] = 32'd0;
+    mem[2047] = 32'd0;
+  end
+  always @(posedge clk) begin
+    if (w_en)
+      mem[w_addr] <= w_data;
+  end
+  reg [31:0] _0_;
+  always @(posedge clk) begin
+    _0_ <= mem[rd__addr];
+  end
+  assign rd__data = _0_;
+  always @(posedge clk)
+    r_data <= \$1 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$1  = rd__data;
+    if (rst) begin
+      \$1  = 32'd0;
+    end
+  end
+  assign \$signature__addr  = w_addr;
+  assign \$signature__data  = w_data;
+  assign \$signature__en  = w_en;
+  assign r_addr = rd__addr;
+  assign rd__en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.line_buffer.queue (clk, rst, r_en, w_rdy, r_rdy, r_data, w_port__data, w_en);
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [2:0] \$14 ;
+  reg \$15 ;
+  reg \$16 ;
+  reg [1:0] \$17 ;
+  wire [1:0] \$2 ;
+  wire \$3 ;
+  wire [1:0] \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire [2:0] \$9 ;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire consume;
+  reg [1:0] level = 2'h0;
+  (* init = 1'h0 *)
+  wire produce;
+  output [52:0] r_data;
+  wire [52:0] r_data;
+  input r_en;
+  wire r_en;
+  (* init = 2'h0 *)
+  wire [1:0] r_level;
+  reg r_port__addr = 1'h0;
+  wire [52:0] r_port__data;
+  output r_rdy;
+  wire r_rdy;
+  input rst;
+  wire rst;
+  wire [52:0] w_data;
+  input w_en;
+  wire w_en;
+  (* init = 2'h0 *)
+  wire [1:0] w_level;
+  reg w_port__addr = 1'h0;
+  input [52:0] w_port__data;
+  wire [52:0] w_port__data;
+  wire w_port__en;
+  output w_rdy;
+  wire w_rdy;
+  reg [52:0] storage [1:0];
+  initial begin
+    storage[0] = 53'h00000000000000;
+    storage[1] = 53'h00000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  assign r_data = storage[r_port__addr];
+  assign w_rdy = level != 2'h2;
+  assign r_rdy = | level;
+  assign w_port__en = w_en & w_rdy;
+  assign \$1  = w_rdy & w_en;
+  assign \$2  = w_port__addr + 1'h1;
+  assign \$3  = r_rdy & r_en;
+  assign \$4  = r_port__addr + 1'h1;
+  assign \$5  = w_rdy & w_en;
+  assign \$6  = r_rdy & r_en;
+  assign \$7  = ~ \$6 ;
+  assign \$8  = \$5  & \$7 ;
+  assign \$9  = level + 1'h1;
+  assign \$10  = r_rdy & r_en;
+  assign \$11  = w_rdy & w_en;
+  assign \$12  = ~ \$11 ;
+  assign \$13  = \$10  & \$12 ;
+  assign \$14  = level - 1'h1;
+  always @(posedge clk)
+    w_port__addr <= \$15 ;
+  always @(posedge clk)
+    r_port__addr <= \$16 ;
+  always @(posedge clk)
+    level <= \$17 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$15  = w_port__addr;
+    if (\$1 ) begin
+      \$15  = \$2 [0];
+    end
+    if (rst) begin
+      \$15  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$16  = r_port__addr;
+    if (\$3 ) begin
+      \$16  = \$4 [0];
+    end
+    if (rst) begin
+      \$16  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$17  = level;
+    if (\$8 ) begin
+      \$17  = \$9 [1:0];
+    end
+    if (\$13 ) begin
+      \$17  = \$14 [1:0];
+    end
+    if (rst) begin
+      \$17  = 2'h0;
+    end
+  end
+  assign w_level = level;
+  assign r_level = level;
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+  wire [15:0] \$1 ;
+  wire [15:0] \$10 ;
+  reg [22:0] \$100 ;
+  reg [22:0] \$101 ;
+  reg [22:0] \$102 ;
+  reg [20:0] \$103 ;
+  reg [20:0] \$104 ;
+  reg [20:0] \$105 ;
+  reg [20:0] \$106 ;
+  reg [22:0] \$107 ;
+  reg [22:0] \$108 ;
+  reg [22:0] \$109 ;
+  wire [15:0] \$11 ;
+  reg [22:0] \$110 ;
+  reg \$111 ;
+  reg [17:0] \$112 ;
+  wire [15:0] \$12 ;
+  wire [15:0] \$13 ;
+  wire [15:0] \$14 ;
+  wire [15:0] \$15 ;
+  wire [15:0] \$16 ;
+  wire [16:0] \$17 ;
+  wire [16:0] \$18 ;
+  wire [23:0] \$19 ;
+  wire [15:0] \$2 ;
+  wire [16:0] \$20 ;
+  wire [16:0] \$21 ;
+  wire [23:0] \$22 ;
+  wire [16:0] \$23 ;
+  wire [16:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire [16:0] \$26 ;
+  wire [16:0] \$27 ;
+  wire [23:0] \$28 ;
+  wire \$29 ;
+  wire [15:0] \$3 ;
+  wire \$30 ;
+  wire [22:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [22:0] \$33 ;
+  wire [23:0] \$34 ;
+  wire [22:0] \$35 ;
+  wire [23:0] \$36 ;
+  wire [22:0] \$37 ;
+  wire [23:0] \$38 ;
+  wire \$39 ;
+  wire [15:0] \$4 ;
+  wire \$40 ;
+  reg [179:0] \$41 ;
+  reg \$42 ;
+  reg [7:0] \$43 ;
+  reg [7:0] \$44 ;
+  reg [15:0] \$45 ;
+  reg [7:0] \$46 ;
+  reg [7:0] \$47 ;
+  reg [15:0] \$48 ;
+  reg [7:0] \$49 ;
+  wire [15:0] \$5 ;
+  reg [7:0] \$50 ;
+  reg [15:0] \$51 ;
+  reg [7:0] \$52 ;
+  reg [7:0] \$53 ;
+  reg [15:0] \$54 ;
+  reg [7:0] \$55 ;
+  reg [7:0] \$56 ;
+  reg [15:0] \$57 ;
+  reg [7:0] \$58 ;
+  reg [7:0] \$59 ;
+  wire [15:0] \$6 ;
+  reg [15:0] \$60 ;
+  reg [7:0] \$61 ;
+  reg [7:0] \$62 ;
+  reg [15:0] \$63 ;
+  reg [7:0] \$64 ;
+  reg [7:0] \$65 ;
+  reg [15:0] \$66 ;
+  reg [7:0] \$67 ;
+  reg [7:0] \$68 ;
+  reg [15:0] \$69 ;
+  wire [15:0] \$7 ;
+  reg [7:0] \$70 ;
+  reg [7:0] \$71 ;
+  reg [15:0] \$72 ;
+  reg [7:0] \$73 ;
+  reg [7:0] \$74 ;
+  reg [15:0] \$75 ;
+  reg [7:0] \$76 ;
+  reg [7:0] \$77 ;
+  reg [15:0] \$78 ;
+  reg [7:0] \$79 ;
+  wire [15:0] \$8 ;
+  reg [7:0] \$80 ;
+  reg [15:0] \$81 ;
+  reg [7:0] \$82 ;
+  reg [7:0] \$83 ;
+  reg [15:0] \$84 ;
+  reg [7:0] \$85 ;
+  reg [7:0] \$86 ;
+  reg [15:0] \$87 ;
+  reg [7:0] \$88 ;
+  reg [7:0] \$89 ;
+  wire [15:0] \$9 ;
+  reg [15:0] \$90 ;
+  reg [22:0] \$91 ;
+  reg [22:0] \$92 ;
+  reg [22:0] \$93 ;
+  reg [22:0] \$94 ;
+  reg [22:0] \$95 ;
+  reg [22:0] \$96 ;
+  reg [22:0] \$97 ;
+  reg [22:0] \$98 ;
+  reg [22:0] \$99 ;
+  reg [22:0] acc_0 = 23'h000000;
+  reg [22:0] acc_1 = 23'h000000;
+  reg [22:0] acc_2 = 23'h000000;
+  reg [22:0] acc_3 = 23'h000000;
+  input clk;
+  wire clk;
+  wire [20:0] ctl;
+  wire \ctl.first ;
+  wire \ctl.last ;
+  wire [17:0] \ctl.meta ;
+  wire \ctl.meta.eof ;
+  wire \ctl.meta.error ;
+  wire [1:0] \ctl.meta.go ;
+  wire [6:0] \ctl.meta.ox ;
+  wire [6:0] \ctl.meta.oy ;
+  wire \ctl.v ;
+  reg [20:0] mac_ctl_d1 = 21'h000000;
+  wire \mac_ctl_d1.first ;
+  wire \mac_ctl_d1.last ;
+  wire [17:0] \mac_ctl_d1.meta ;
+  wire \mac_ctl_d1.meta.eof ;
+  wire \mac_ctl_d1.meta.error ;
+  wire [1:0] \mac_ctl_d1.meta.go ;
+  wire [6:0] \mac_ctl_d1.meta.ox ;
+  wire [6:0] \mac_ctl_d1.meta.oy ;
+  wire \mac_ctl_d1.v ;
+  reg [20:0] mac_ctl_d2 = 21'h000000;
+  wire \mac_ctl_d2.first ;
+  wire \mac_ctl_d2.last ;
+  wire [17:0] \mac_ctl_d2.meta ;
+  wire \mac_ctl_d2.meta.eof ;
+  wire \mac_ctl_d2.meta.error ;
+  wire [1:0] \mac_ctl_d2.meta.go ;
+  wire [6:0] \mac_ctl_d2.meta.ox ;
+  wire [6:0] \mac_ctl_d2.meta.oy ;
+  wire \mac_ctl_d2.v ;
+  reg [20:0] mac_ctl_d3 = 21'h000000;
+  wire \mac_ctl_d3.first ;
+  wire \mac_ctl_d3.last ;
+  wire [17:0] \mac_ctl_d3.meta ;
+  wire \mac_ctl_d3.meta.eof ;
+  wire \mac_ctl_d3.meta.error ;
+  wire [1:0] \mac_ctl_d3.meta.go ;
+  wire [6:0] \mac_ctl_d3.meta.ox ;
+  wire [6:0] \mac_ctl_d3.meta.oy ;
+  wire \mac_ctl_d3.v ;
+  reg [20:0] mac_ctl_d4 = 21'h000000;
+  wire \mac_ctl_d4.first ;
+  wire \mac_ctl_d4.last ;
+  wire [17:0] \mac_ctl_d4.meta ;
+  wire \mac_ctl_d4.meta.eof ;
+  wire \mac_ctl_d4.meta.error ;
+  wire [1:0] \mac_ctl_d4.meta.go ;
+  wire [6:0] \mac_ctl_d4.meta.ox ;
+  wire [6:0] \mac_ctl_d4.meta.oy ;
+  wire \mac_ctl_d4.v ;
+  reg op_v = 1'h0;
+  reg [179:0] operands = 180'h000000000000000000000000000000000000000000000;
+  wire \operands.first ;
+  wire \operands.last ;
+  wire [17:0] \operands.meta ;
+  wire \operands.meta.eof ;
+  wire \operands.meta.error ;
+  wire [1:0] \operands.meta.go ;
+  wire [6:0] \operands.meta.ox ;
+  wire [6:0] \operands.meta.oy ;
+  wire [127:0] \operands.w ;
+  wire [31:0] \operands.x ;
+  reg [17:0] out_meta = 18'h00000;
+  wire \out_meta.eof ;
+  wire \out_meta.error ;
+  wire [1:0] \out_meta.go ;
+  wire [6:0] \out_meta.ox ;
+  wire [6:0] \out_meta.oy ;
+  output out_v;
+  reg out_v = 1'h0;
+  reg [7:0] prod_0_0_a = 8'h00;
+  reg [7:0] prod_0_0_b = 8'h00;
+  reg [15:0] prod_0_0_p = 16'h0000;
+  reg [7:0] prod_0_1_a = 8'h00;
+  reg [7:0] prod_0_1_b = 8'h00;
+  reg [15:0] prod_0_1_p = 16'h0000;
+  reg [7:0] prod_0_2_a = 8'h00;
+  reg [7:0] prod_0_2_b = 8'h00;
+  reg [15:0] prod_0_2_p = 16'h0000;
+  reg [7:0] prod_0_3_a = 8'h00;
+  reg [7:0] prod_0_3_b = 8'h00;
+  reg [15:0] prod_0_3_p = 16'h0000;
+  reg [7:0] prod_1_0_a = 8'h00;
+  reg [7:0] prod_1_0_b = 8'h00;
+  reg [15:0] prod_1_0_p = 16'h0000;
+  reg [7:0] prod_1_1_a = 8'h00;
+  reg [7:0] prod_1_1_b = 8'h00;
+  reg [15:0] prod_1_1_p = 16'h0000;
+  reg [7:0] prod_1_2_a = 8'h00;
+  reg [7:0] prod_1_2_b = 8'h00;
+  reg [15:0] prod_1_2_p = 16'h0000;
+  reg [7:0] prod_1_3_a = 8'h00;
+  reg [7:0] prod_1_3_b = 8'h00;
+  reg [15:0] prod_1_3_p = 16'h0000;
+  reg [7:0] prod_2_0_a = 8'h00;
+  reg [7:0] prod_2_0_b = 8'h00;
+  reg [15:0] prod_2_0_p = 16'h0000;
+  reg [7:0] prod_2_1_a = 8'h00;
+  reg [7:0] prod_2_1_b = 8'h00;
+  reg [15:0] prod_2_1_p = 16'h0000;
+  reg [7:0] prod_2_2_a = 8'h00;
+  reg [7:0] prod_2_2_b = 8'h00;
+  reg [15:0] prod_2_2_p = 16'h0000;
+  reg [7:0] prod_2_3_a = 8'h00;
+  reg [7:0] prod_2_3_b = 8'h00;
+  reg [15:0] prod_2_3_p = 16'h0000;
+  reg [7:0] prod_3_0_a = 8'h00;
+  reg [7:0] prod_3_0_b = 8'h00;
+  reg [15:0] prod_3_0_p = 16'h0000;
+  reg [7:0] prod_3_1_a = 8'h00;
+  reg [7:0] prod_3_1_b = 8'h00;
+  reg [15:0] prod_3_1_p = 16'h0000;
+  reg [7:0] prod_3_2_a = 8'h00;
+  reg [7:0] prod_3_2_b = 8'h00;
+  reg [15:0] prod_3_2_p = 16'h0000;
+  reg [7:0] prod_3_3_a = 8'h00;
+  reg [7:0] prod_3_3_b = 8'h00;
+  reg [15:0] prod_3_3_p = 16'h0000;
+  input rst;
+  wire rst;
+  input [179:0] steps__payload;
+  wire [179:0] steps__payload;
+  wire \steps__payload.first ;
+  wire \steps__payload.last ;
+  wire [17:0] \steps__payload.meta ;
+  wire \steps__payload.meta.eof ;
+  wire \steps__payload.meta.error ;
+  wire [1:0] \steps__payload.meta.go ;
+  wire [6:0] \steps__payload.meta.ox ;
+  wire [6:0] \steps__payload.meta.oy ;
+  wire [127:0] \steps__payload.w ;
+  wire [31:0] \steps__payload.x ;
+  input steps__valid;
+  wire steps__valid;
+  output [109:0] sums__payload;
+  wire [109:0] sums__payload;
+  wire [91:0] \sums__payload.acc ;
+  wire [22:0] \sums__payload.acc[0] ;
+  wire [22:0] \sums__payload.acc[1] ;
+  wire [22:0] \sums__payload.acc[2] ;
+  wire [22:0] \sums__payload.acc[3] ;
+  wire [17:0] \sums__payload.meta ;
+  wire \sums__payload.meta.eof ;
+  wire \sums__payload.meta.error ;
+  wire [1:0] \sums__payload.meta.go ;
+  wire [6:0] \sums__payload.meta.ox ;
+  wire [6:0] \sums__payload.meta.oy ;
+  (* init = 1'h0 *)
+  wire sums__valid;
+  reg [22:0] tree_0_l1_0 = 23'h000000;
+  reg [22:0] tree_0_l1_1 = 23'h000000;
+  reg [22:0] tree_0_l2_0 = 23'h000000;
+  (* init = 23'h000000 *)
+  wire [22:0] tree_0_sum;
+  reg [22:0] tree_1_l1_0 = 23'h000000;
+  reg [22:0] tree_1_l1_1 = 23'h000000;
+  reg [22:0] tree_1_l2_0 = 23'h000000;
+  (* init = 23'h000000 *)
+  wire [22:0] tree_1_sum;
+  reg [22:0] tree_2_l1_0 = 23'h000000;
+  reg [22:0] tree_2_l1_1 = 23'h000000;
+  reg [22:0] tree_2_l2_0 = 23'h000000;
+  (* init = 23'h000000 *)
+  wire [22:0] tree_2_sum;
+  reg [22:0] tree_3_l1_0 = 23'h000000;
+  reg [22:0] tree_3_l1_1 = 23'h000000;
+  reg [22:0] tree_3_l2_0 = 23'h000000;
+  (* init = 23'h000000 *)
+  wire [22:0] tree_3_sum;
+  assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
+  assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
+  assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
+  assign \$4  = $signed(prod_0_3_a) * $signed(prod_0_3_b);
+  assign \$5  = $signed(prod_1_0_a) * $signed(prod_1_0_b);
+  assign \$6  = $signed(prod_1_1_a) * $signed(prod_1_1_b);
+  assign \$7  = $signed(prod_1_2_a) * $signed(prod_1_2_b);
+  assign \$8  = $signed(prod_1_3_a) * $signed(prod_1_3_b);
+  assign \$9  = $signed(prod_2_0_a) * $signed(prod_2_0_b);
+  assign \$10  = $signed(prod_2_1_a) * $signed(prod_2_1_b);
+  assign \$11  = $signed(prod_2_2_a) * $signed(prod_2_2_b);
+  assign \$12  = $signed(prod_2_3_a) * $signed(prod_2_3_b);
+  assign \$13  = $signed(prod_3_0_a) * $signed(prod_3_0_b);
+  assign \$14  = $signed(prod_3_1_a) * $signed(prod_3_1_b);
+  assign \$15  = $signed(prod_3_2_a) * $signed(prod_3_2_b);
+  assign \$16  = $signed(prod_3_3_a) * $signed(prod_3_3_b);
+  assign \$17  = $signed(prod_0_0_p) + $signed(prod_0_1_p);
+  assign \$18  = $signed(prod_0_2_p) + $signed(prod_0_3_p);
+  assign \$19  = $signed(tree_0_l1_0) + $signed(tree_0_l1_1);
+  assign \$20  = $signed(prod_1_0_p) + $signed(prod_1_1_p);
+  assign \$21  = $signed(prod_1_2_p) + $signed(prod_1_3_p);
+  assign \$22  = $signed(tree_1_l1_0) + $signed(tree_1_l1_1);
+  assign \$23  = $signed(prod_2_0_p) + $signed(prod_2_1_p);
+  assign \$24  = $signed(prod_2_2_p) + $signed(prod_2_3_p);
+  assign \$25  = $signed(tree_2_l1_0) + $signed(tree_2_l1_1);
+  assign \$26  = $signed(prod_3_0_p) + $signed(prod_3_1_p);
+  assign \$27  = $signed(prod_3_2_p) + $signed(prod_3_3_p);
+  assign \$28  = $signed(tree_3_l1_0) + $signed(tree_3_l1_1);
+  assign \$29  = ~ mac_ctl_d4[19];
+  assign \$30  = mac_ctl_d4[0] & \$29 ;
+  assign \$31  = mac_ctl_d4[1] ? 23'h000000 : acc_0;
+  assign \$32  = $signed(\$31 ) + $signed(tree_0_l2_0);
+  assign \$33  = mac_ctl_d4[1] ? 23'h000000 : acc_1;
+  assign \$34  = $signed(\$33 ) + $signed(tree_1_l2_0);
+  assign \$35  = mac_ctl_d4[1] ? 23'h000000 : acc_2;
+  assign \$36  = $signed(\$35 ) + $signed(tree_2_l2_0);
+  assign \$37  = mac_ctl_d4[1] ? 23'h000000 : acc_3;
+  assign \$38  = $signed(\$37 ) + $signed(tree_3_l2_0);
+  assign \$39  = mac_ctl_d4[2] | mac_ctl_d4[19];
+  assign \$40  = mac_ctl_d4[0] & \$39 ;
+  always @(posedge clk)
+    operands <= \$41 ;
+  always @(posedge clk)
+    op_v <= \$42 ;
+  always @(posedge clk)
+    prod_0_0_a <= \$43 ;
+  always @(posedge clk)
+    prod_0_0_b <= \$44 ;
+  always @(posedge clk)
+    prod_0_0_p <= \$45 ;
+  always @(posedge clk)
+    prod_0_1_a <= \$46 ;
+  always @(posedge clk)
+    prod_0_1_b <= \$47 ;
+  always @(posedge clk)
+    prod_0_1_p <= \$48 ;
+  always @(posedge clk)
+    prod_0_2_a <= \$49 ;
+  always @(posedge clk)
+    prod_0_2_b <= \$50 ;
+  always @(posedge clk)
+    prod_0_2_p <= \$51 ;
+  always @(posedge clk)
+    prod_0_3_a <= \$52 ;
+  always @(posedge clk)
+    prod_0_3_b <= \$53 ;
+  always @(posedge clk)
+    prod_0_3_p <= \$54 ;
+  always @(posedge clk)
+    prod_1_0_a <= \$55 ;
+  always @(posedge clk)
+    prod_1_0_b <= \$56 ;
+  always @(posedge clk)
+    prod_1_0_p <= \$57 ;
+  always @(posedge clk)
+    prod_1_1_a <= \$58 ;
+  always @(posedge clk)
+    prod_1_1_b <= \$59 ;
+  always @(posedge clk)
+    prod_1_1_p <= \$60 ;
+  always @(posedge clk)
+    prod_1_2_a <= \$61 ;
+  always @(posedge clk)
+    prod_1_2_b <= \$62 ;
+  always @(posedge clk)
+    prod_1_2_p <= \$63 ;
+  always @(posedge clk)
+    prod_1_3_a <= \$64 ;
+  always @(posedge clk)
+    prod_1_3_b <= \$65 ;
+  always @(posedge clk)
+    prod_1_3_p <= \$66 ;
+  always @(posedge clk)
+    prod_2_0_a <= \$67 ;
+  always @(posedge clk)
+    prod_2_0_b <= \$68 ;
+  always @(posedge clk)
+    prod_2_0_p <= \$69 ;
+  always @(posedge clk)
+    prod_2_1_a <= \$70 ;
+  always @(posedge clk)
+    prod_2_1_b <= \$71 ;
+  always @(posedge clk)
+    prod_2_1_p <= \$72 ;
+  always @(posedge clk)
+    prod_2_2_a <= \$73 ;
+  always @(posedge clk)
+    prod_2_2_b <= \$74 ;
+  always @(posedge clk)
+    prod_2_2_p <= \$75 ;
+  always @(posedge clk)
+    prod_2_3_a <= \$76 ;
+  always @(posedge clk)
+    prod_2_3_b <= \$77 ;
+  always @(posedge clk)
+    prod_2_3_p <= \$78 ;
+  always @(posedge clk)
+    prod_3_0_a <= \$79 ;
+  always @(posedge clk)
+    prod_3_0_b <= \$80 ;
+  always @(posedge clk)
+    prod_3_0_p <= \$81 ;
+  always @(posedge clk)
+    prod_3_1_a <= \$82 ;
+  always @(posedge clk)
+    prod_3_1_b <= \$83 ;
+  always @(posedge clk)
+    prod_3_1_p <= \$84 ;
+  always @(posedge clk)
+    prod_3_2_a <= \$85 ;
+  always @(posedge clk)
+    prod_3_2_b <= \$86 ;
+  always @(posedge clk)
+    prod_3_2_p <= \$87 ;
+  always @(posedge clk)
+    prod_3_3_a <= \$88 ;
+  always @(posedge clk)
+    prod_3_3_b <= \$89 ;
+  always @(posedge clk)
+    prod_3_3_p <= \$90 ;
+  always @(posedge clk)
+    tree_0_l1_0 <= \$91 ;
+  always @(posedge clk)
+    tree_0_l1_1 <= \$92 ;
+  always @(posedge clk)
+    tree_0_l2_0 <= \$93 ;
+  always @(posedge clk)
+    tree_1_l1_0 <= \$94 ;
+  always @(posedge clk)
+    tree_1_l1_1 <= \$95 ;
+  always @(posedge clk)
+    tree_1_l2_0 <= \$96 ;
+  always @(posedge clk)
+    tree_2_l1_0 <= \$97 ;
+  always @(posedge clk)
+    tree_2_l1_1 <= \$98 ;
+  always @(posedge clk)
+    tree_2_l2_0 <= \$99 ;
+  always @(posedge clk)
+    tree_3_l1_0 <= \$100 ;
+  always @(posedge clk)
+    tree_3_l1_1 <= \$101 ;
+  always @(posedge clk)
+    tree_3_l2_0 <= \$102 ;
+  always @(posedge clk)
+    mac_ctl_d1 <= \$103 ;
+  always @(posedge clk)
+    mac_ctl_d2 <= \$104 ;
+  always @(posedge clk)
+    mac_ctl_d3 <= \$105 ;
+  always @(posedge clk)
+    mac_ctl_d4 <= \$106 ;
+  always @(posedge clk)
+    acc_0 <= \$107 ;
+  always @(posedge clk)
+    acc_1 <= \$108 ;
+  always @(posedge clk)
+    acc_2 <= \$109 ;
+  always @(posedge clk)
+    acc_3 <= \$110 ;
+  always @(posedge clk)
+    out_v <= \$111 ;
+  always @(posedge clk)
+    out_meta <= \$112 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$41  = steps__payload;
+    if (rst) begin
+      \$41  = 180'h000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$42  = steps__valid;
+    if (rst) begin
+      \$42  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$43  = operands[7:0];
+    if (rst) begin
+      \$43  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$44  = operands[39:32];
+    if (rst) begin
+      \$44  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$45  = \$1 ;
+    if (rst) begin
+      \$45  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$46  = operands[15:8];
+    if (rst) begin
+      \$46  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$47  = operands[47:40];
+    if (rst) begin
+      \$47  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$48  = \$2 ;
+    if (rst) begin
+      \$48  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$49  = operands[23:16];
+    if (rst) begin
+      \$49  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$50  = operands[55:48];
+    if (rst) begin
+      \$50  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$51  = \$3 ;
+    if (rst) begin
+      \$51  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$52  = operands[31:24];
+    if (rst) begin
+      \$52  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$53  = operands[63:56];
+    if (rst) begin
+      \$53  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$54  = \$4 ;
+    if (rst) begin
+      \$54  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$55  = operands[7:0];
+    if (rst) begin
+      \$55  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$56  = operands[71:64];
+    if (rst) begin
+      \$56  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$57  = \$5 ;
+    if (rst) begin
+      \$57  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$58  = operands[15:8];
+    if (rst) begin
+      \$58  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$59  = operands[79:72];
+    if (rst) begin
+      \$59  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$60  = \$6 ;
+    if (rst) begin
+      \$60  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$61  = operands[23:16];
+    if (rst) begin
+      \$61  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$62  = operands[87:80];
+    if (rst) begin
+      \$62  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$63  = \$7 ;
+    if (rst) begin
+      \$63  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$64  = operands[31:24];
+    if (rst) begin
+      \$64  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$65  = operands[95:88];
+    if (rst) begin
+      \$65  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$66  = \$8 ;
+    if (rst) begin
+      \$66  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$67  = operands[7:0];
+    if (rst) begin
+      \$67  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$68  = operands[103:96];
+    if (rst) begin
+      \$68  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$69  = \$9 ;
+    if (rst) begin
+      \$69  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$70  = operands[15:8];
+    if (rst) begin
+      \$70  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$71  = operands[111:104];
+    if (rst) begin
+      \$71  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$72  = \$10 ;
+    if (rst) begin
+      \$72  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$73  = operands[23:16];
+    if (rst) begin
+      \$73  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$74  = operands[119:112];
+    if (rst) begin
+      \$74  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$75  = \$11 ;
+    if (rst) begin
+      \$75  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$76  = operands[31:24];
+    if (rst) begin
+      \$76  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$77  = operands[127:120];
+    if (rst) begin
+      \$77  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$78  = \$12 ;
+    if (rst) begin
+      \$78  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$79  = operands[7:0];
+    if (rst) begin
+      \$79  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$80  = operands[135:128];
+    if (rst) begin
+      \$80  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$81  = \$13 ;
+    if (rst) begin
+      \$81  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$82  = operands[15:8];
+    if (rst) begin
+      \$82  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$83  = operands[143:136];
+    if (rst) begin
+      \$83  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$84  = \$14 ;
+    if (rst) begin
+      \$84  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$85  = operands[23:16];
+    if (rst) begin
+      \$85  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$86  = operands[151:144];
+    if (rst) begin
+      \$86  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$87  = \$15 ;
+    if (rst) begin
+      \$87  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$88  = operands[31:24];
+    if (rst) begin
+      \$88  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$89  = operands[159:152];
+    if (rst) begin
+      \$89  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$90  = \$16 ;
+    if (rst) begin
+      \$90  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$91  = { \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17  };
+    if (rst) begin
+      \$91  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$92  = { \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18  };
+    if (rst) begin
+      \$92  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$93  = \$19 [22:0];
+    if (rst) begin
+      \$93  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$94  = { \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20  };
+    if (rst) begin
+      \$94  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$95  = { \$21 [16], \$21 [16], \$21 [16], \$21 [16], \$21 [16], \$21 [16], \$21  };
+    if (rst) begin
+      \$95  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$96  = \$22 [22:0];
+    if (rst) begin
+      \$96  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$97  = { \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23  };
+    if (rst) begin
+      \$97  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$98  = { \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24  };
+    if (rst) begin
+      \$98  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$99  = \$25 [22:0];
+    if (rst) begin
+      \$99  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$100  = { \$26 [16], \$26 [16], \$26 [16], \$26 [16], \$26 [16], \$26 [16], \$26  };
+    if (rst) begin
+      \$100  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$101  = { \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27  };
+    if (rst) begin
+      \$101  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$102  = \$28 [22:0];
+    if (rst) begin
+      \$102  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$103  = ctl;
+    if (rst) begin
+      \$103  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$104  = mac_ctl_d1;
+    if (rst) begin
+      \$104  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$105  = mac_ctl_d2;
+    if (rst) begin
+      \$105  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$106  = mac_ctl_d3;
+    if (rst) begin
+      \$106  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$107  = acc_0;
+    if (\$30 ) begin
+      \$107  = \$32 [22:0];
+    end
+    if (rst) begin
+      \$107  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$108  = acc_1;
+    if (\$30 ) begin
+      \$108  = \$34 [22:0];
+    end
+    if (rst) begin
+      \$108  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$109  = acc_2;
+    if (\$30 ) begin
+      \$109  = \$36 [22:0];
+    end
+    if (rst) begin
+      \$109  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$110  = acc_3;
+    if (\$30 ) begin
+      \$110  = \$38 [22:0];
+    end
+    if (rst) begin
+      \$110  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$111  = \$40 ;
+    if (rst) begin
+      \$111  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$112  = mac_ctl_d4[20:3];
+    if (rst) begin
+      \$112  = 18'h00000;
+    end
+  end
+  assign tree_0_sum = tree_0_l2_0;
+  assign tree_1_sum = tree_1_l2_0;
+  assign tree_2_sum = tree_2_l2_0;
+  assign tree_3_sum = tree_3_l2_0;
+  assign sums__valid = out_v;
+  assign \operands.x  = operands[31:0];
+  assign \operands.w  = operands[159:32];
+  assign \operands.first  = operands[160];
+  assign \operands.last  = operands[161];
+  assign \operands.meta  = operands[179:162];
+  assign \operands.meta.oy  = operands[168:162];
+  assign \operands.meta.ox  = operands[175:169];
+  assign \operands.meta.go  = operands[177:176];
+  assign \operands.meta.eof  = operands[178];
+  assign \operands.meta.error  = operands[179];
+  assign \steps__payload.x  = steps__payload[31:0];
+  assign \steps__payload.w  = steps__payload[159:32];
+  assign \steps__payload.first  = steps__payload[160];
+  assign \steps__payload.last  = steps__payload[161];
+  assign \steps__payload.meta  = steps__payload[179:162];
+  assign \steps__payload.meta.oy  = steps__payload[168:162];
+  assign \steps__payload.meta.ox  = steps__payload[175:169];
+  assign \steps__payload.meta.go  = steps__payload[177:176];
+  assign \steps__payload.meta.eof  = steps__payload[178];
+  assign \steps__payload.meta.error  = steps__payload[179];
+  assign \mac_ctl_d1.v  = mac_ctl_d1[0];
+  assign \mac_ctl_d1.first  = mac_ctl_d1[1];
+  assign \mac_ctl_d1.last  = mac_ctl_d1[2];
+  assign \mac_ctl_d1.meta  = mac_ctl_d1[20:3];
+  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[9:3];
+  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[16:10];
+  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[18:17];
+  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[19];
+  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[20];
+  assign \ctl.v  = ctl[0];
+  assign \ctl.first  = ctl[1];
+  assign \ctl.last  = ctl[2];
+  assign \ctl.meta  = ctl[20:3];
+  assign \ctl.meta.oy  = ctl[9:3];
+  assign \ctl.meta.ox  = ctl[16:10];
+  assign \ctl.meta.go  = ctl[18:17];
+  assign \ctl.meta.eof  = ctl[19];
+  assign \ctl.meta.error  = ctl[20];
+  assign \mac_ctl_d2.v  = mac_ctl_d2[0];
+  assign \mac_ctl_d2.first  = mac_ctl_d2[1];
+  assign \mac_ctl_d2.last  = mac_ctl_d2[2];
+  assign \mac_ctl_d2.meta  = mac_ctl_d2[20:3];
+  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[9:3];
+  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[16:10];
+  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[18:17];
+  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[19];
+  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[20];
+  assign \mac_ctl_d3.v  = mac_ctl_d3[0];
+  assign \mac_ctl_d3.first  = mac_ctl_d3[1];
+  assign \mac_ctl_d3.last  = mac_ctl_d3[2];
+  assign \mac_ctl_d3.meta  = mac_ctl_d3[20:3];
+  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[9:3];
+  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[16:10];
+  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[18:17];
+  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[19];
+  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[20];
+  assign \mac_ctl_d4.v  = mac_ctl_d4[0];
+  assign \mac_ctl_d4.first  = mac_ctl_d4[1];
+  assign \mac_ctl_d4.last  = mac_ctl_d4[2];
+  assign \mac_ctl_d4.meta  = mac_ctl_d4[20:3];
+  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[9:3];
+  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[16:10];
+  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[18:17];
+  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[19];
+  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[20];
+  assign \out_meta.oy  = out_meta[6:0];
+  assign \out_meta.ox  = out_meta[13:7];
+  assign \out_meta.go  = out_meta[15:14];
+  assign \out_meta.eof  = out_meta[16];
+  assign \out_meta.error  = out_meta[17];
+  assign \sums__payload.acc  = sums__payload[91:0];
+  assign \sums__payload.acc[0]  = sums__payload[22:0];
+  assign \sums__payload.acc[1]  = sums__payload[45:23];
+  assign \sums__payload.acc[2]  = sums__payload[68:46];
+  assign \sums__payload.acc[3]  = sums__payload[91:69];
+  assign \sums__payload.meta  = sums__payload[109:92];
+  assign \sums__payload.meta.oy  = sums__payload[98:92];
+  assign \sums__payload.meta.ox  = sums__payload[105:99];
+  assign \sums__payload.meta.go  = sums__payload[107:106];
+  assign \sums__payload.meta.eof  = sums__payload[108];
+  assign \sums__payload.meta.error  = sums__payload[109];
+  assign sums__payload[91:69] = acc_3;
+  assign sums__payload[68:46] = acc_2;
+  assign sums__payload[45:23] = acc_1;
+  assign sums__payload[22:0] = acc_0;
+  assign sums__payload[109:92] = out_meta;
+  assign ctl[20:3] = operands[179:162];
+  assign ctl[2] = operands[161];
+  assign ctl[1] = operands[160];
+  assign ctl[0] = op_v;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [6:0] \$14 ;
+  reg [4:0] \$15 ;
+  reg [4:0] \$16 ;
+  reg [5:0] \$17 ;
+  wire [5:0] \$2 ;
+  wire \$3 ;
+  wire [5:0] \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire [6:0] \$9 ;
+  input clk;
+  wire clk;
+  (* init = 5'h00 *)
+  wire [4:0] consume;
+  reg [5:0] level = 6'h00;
+  (* init = 5'h00 *)
+  wire [4:0] produce;
+  output [47:0] r_data;
+  wire [47:0] r_data;
+  input r_en;
+  wire r_en;
+  (* init = 6'h00 *)
+  wire [5:0] r_level;
+  reg [4:0] r_port__addr = 5'h00;
+  wire [47:0] r_port__data;
+  output r_rdy;
+  wire r_rdy;
+  input rst;
+  wire rst;
+  wire [47:0] w_data;
+  input w_en;
+  wire w_en;
+  (* init = 6'h00 *)
+  wire [5:0] w_level;
+  reg [4:0] w_port__addr = 5'h00;
+  input [47:0] w_port__data;
+  wire [47:0] w_port__data;
+  wire w_port__en;
+  wire w_rdy;
+  reg [47:0] storage [31:0];
+  initial begin
+    storage[0] = 48'h000000000000;
+    storage[1] = 48'h000000000000;
+    storage[2] = 48'h000000000000;
+    storage[3] = 48'h000000000000;
+    storage[4] = 48'h000000000000;
+    storage[5] = 48'h000000000000;
+    storage[6] = 48'h000000000000;
+    storage[7] = 48'h000000000000;
+    storage[8] = 48'h000000000000;
+    storage[9] = 48'h000000000000;
+    storage[10] = 48'h000000000000;
+    storage[11] = 48'h000000000000;
+    storage[12] = 48'h000000000000;
+    storage[13] = 48'h000000000000;
+    storage[14] = 48'h000000000000;
+    storage[15] = 48'h000000000000;
+    storage[16] = 48'h000000000000;
+    storage[17] = 48'h000000000000;
+    storage[18] = 48'h000000000000;
+    storage[19] = 48'h000000000000;
+    storage[20] = 48'h000000000000;
+    storage[21] = 48'h000000000000;
+    storage[22] = 48'h000000000000;
+    storage[23] = 48'h000000000000;
+    storage[24] = 48'h000000000000;
+    storage[25] = 48'h000000000000;
+    storage[26] = 48'h000000000000;
+    storage[27] = 48'h000000000000;
+    storage[28] = 48'h000000000000;
+    storage[29] = 48'h000000000000;
+    storage[30] = 48'h000000000000;
+    storage[31] = 48'h000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  assign r_data = storage[r_port__addr];
+  assign w_rdy = level != 6'h20;
+  assign r_rdy = | level;
+  assign w_port__en = w_en & w_rdy;
+  assign \$1  = w_rdy & w_en;
+  assign \$2  = w_port__addr + 1'h1;
+  assign \$3  = r_rdy & r_en;
+  assign \$4  = r_port__addr + 1'h1;
+  assign \$5  = w_rdy & w_en;
+  assign \$6  = r_rdy & r_en;
+  assign \$7  = ~ \$6 ;
+  assign \$8  = \$5  & \$7 ;
+  assign \$9  = level + 1'h1;
+  assign \$10  = r_rdy & r_en;
+  assign \$11  = w_rdy & w_en;
+  assign \$12  = ~ \$11 ;
+  assign \$13  = \$10  & \$12 ;
+  assign \$14  = level - 1'h1;
+  always @(posedge clk)
+    w_port__addr <= \$15 ;
+  always @(posedge clk)
+    r_port__addr <= \$16 ;
+  always @(posedge clk)
+    level <= \$17 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$15  = w_port__addr;
+    if (\$1 ) begin
+      \$15  = \$2 [4:0];
+    end
+    if (rst) begin
+      \$15  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$16  = r_port__addr;
+    if (\$3 ) begin
+      \$16  = \$4 [4:0];
+    end
+    if (rst) begin
+      \$16  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$17  = level;
+    if (\$8 ) begin
+      \$17  = \$9 [5:0];
+    end
+    if (\$13 ) begin
+      \$17  = \$14 [5:0];
+    end
+    if (rst) begin
+      \$17  = 6'h00;
+    end
+  end
+  assign w_level = level;
+  assign r_level = level;
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
+  reg [127:0] \$1 ;
+  wire [1:0] \$signature__addr ;
+  wire [127:0] \$signature__data ;
+  wire \$signature__en ;
+  input clk;
+  wire clk;
+  wire [1:0] r_addr;
+  output [127:0] r_data;
+  reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  input [1:0] rd__addr;
+  wire [1:0] rd__addr;
+  wire [127:0] rd__data;
+  wire rd__en;
+  input rst;
+  wire rst;
+  input [1:0] w_addr;
+  wire [1:0] w_addr;
+  input [127:0] w_data;
+  wire [127:0] w_data;
+  input w_en;
+  wire w_en;
+  reg [127:0] mem [3:0];
+  initial begin
+    mem[0] = 128'h00000000000000000000000000000000;
+    mem[1] = 128'h00000000000000000000000000000000;
+    mem[2] = 128'h00000000000000000000000000000000;
+    mem[3] = 128'h00000000000000000000000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_en)
+      mem[w_addr] <= w_data;
+  end
+  reg [127:0] _0_;
+  always @(posedge clk) begin
+    _0_ <= mem[rd__addr];
+  end
+  assign rd__data = _0_;
+  always @(posedge clk)
+    r_data <= \$1 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$1  = rd__data;
+    if (rst) begin
+      \$1  = 128'h00000000000000000000000000000000;
+    end
+  end
+  assign \$signature__addr  = w_addr;
+  assign \$signature__data  = w_data;
+  assign \$signature__en  = w_en;
+  assign r_addr = rd__addr;
+  assign rd__en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
+  wire [52:0] \$1 ;
+  wire [21:0] \$10 ;
+  reg \$100 ;
+  wire [39:0] \$11 ;
+  wire [32:0] \$12 ;
+  wire [21:0] \$13 ;
+  wire [39:0] \$14 ;
+  wire [32:0] \$15 ;
+  wire [21:0] \$16 ;
+  wire [39:0] \$17 ;
+  wire [32:0] \$18 ;
+  wire [21:0] \$19 ;
+  wire [52:0] \$2 ;
+  wire [39:0] \$20 ;
+  wire [38:0] \$21 ;
+  wire [39:0] \$22 ;
+  wire [38:0] \$23 ;
+  wire [39:0] \$24 ;
+  wire [38:0] \$25 ;
+  wire [39:0] \$26 ;
+  wire [38:0] \$27 ;
+  wire [39:0] \$28 ;
+  wire \$29 ;
+  wire [52:0] \$3 ;
+  wire \$30 ;
+  wire [23:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire [23:0] \$35 ;
+  wire [23:0] \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire [23:0] \$39 ;
+  wire [52:0] \$4 ;
+  wire [23:0] \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire [23:0] \$43 ;
+  wire [23:0] \$44 ;
+  reg [109:0] \$45 ;
+  reg [109:0] \$46 ;
+  reg \$47 ;
+  reg \$48 ;
+  reg [22:0] \$49 ;
+  wire [23:0] \$5 ;
+  reg [22:0] \$50 ;
+  reg [22:0] \$51 ;
+  reg [22:0] \$52 ;
+  reg [15:0] \$53 ;
+  reg [15:0] \$54 ;
+  reg [15:0] \$55 ;
+  reg [15:0] \$56 ;
+  reg [17:0] \$57 ;
+  reg \$58 ;
+  reg [16:0] \$59 ;
+  wire [23:0] \$6 ;
+  reg [15:0] \$60 ;
+  reg [32:0] \$61 ;
+  reg [5:0] \$62 ;
+  reg [15:0] \$63 ;
+  reg [21:0] \$64 ;
+  reg [38:0] \$65 ;
+  reg [16:0] \$66 ;
+  reg [15:0] \$67 ;
+  reg [32:0] \$68 ;
+  reg [5:0] \$69 ;
+  wire [23:0] \$7 ;
+  reg [15:0] \$70 ;
+  reg [21:0] \$71 ;
+  reg [38:0] \$72 ;
+  reg [16:0] \$73 ;
+  reg [15:0] \$74 ;
+  reg [32:0] \$75 ;
+  reg [5:0] \$76 ;
+  reg [15:0] \$77 ;
+  reg [21:0] \$78 ;
+  reg [38:0] \$79 ;
+  wire [23:0] \$8 ;
+  reg [16:0] \$80 ;
+  reg [15:0] \$81 ;
+  reg [32:0] \$82 ;
+  reg [5:0] \$83 ;
+  reg [15:0] \$84 ;
+  reg [21:0] \$85 ;
+  reg [38:0] \$86 ;
+  reg [17:0] \$87 ;
+  reg [17:0] \$88 ;
+  reg [17:0] \$89 ;
+  wire [32:0] \$9 ;
+  reg \$90 ;
+  reg \$91 ;
+  reg \$92 ;
+  reg [23:0] \$93 ;
+  reg [23:0] \$94 ;
+  reg [23:0] \$95 ;
+  reg [23:0] \$96 ;
+  reg [17:0] \$97 ;
+  reg \$98 ;
+  reg [49:0] \$99 ;
+  reg [109:0] beat_d1 = 110'h0000000000000000000000000000;
+  wire [91:0] \beat_d1.acc ;
+  wire [22:0] \beat_d1.acc[0] ;
+  wire [22:0] \beat_d1.acc[1] ;
+  wire [22:0] \beat_d1.acc[2] ;
+  wire [22:0] \beat_d1.acc[3] ;
+  wire [17:0] \beat_d1.meta ;
+  wire \beat_d1.meta.eof ;
+  wire \beat_d1.meta.error ;
+  wire [1:0] \beat_d1.meta.go ;
+  wire [6:0] \beat_d1.meta.ox ;
+  wire [6:0] \beat_d1.meta.oy ;
+  reg [109:0] beat_d2 = 110'h0000000000000000000000000000;
+  wire [91:0] \beat_d2.acc ;
+  wire [22:0] \beat_d2.acc[0] ;
+  wire [22:0] \beat_d2.acc[1] ;
+  wire [22:0] \beat_d2.acc[2] ;
+  wire [22:0] \beat_d2.acc[3] ;
+  wire [17:0] \beat_d2.meta ;
+  wire \beat_d2.meta.eof ;
+  wire \beat_d2.meta.error ;
+  wire [1:0] \beat_d2.meta.go ;
+  wire [6:0] \beat_d2.meta.ox ;
+  wire [6:0] \beat_d2.meta.oy ;
+  reg beat_v_d1 = 1'h0;
+  reg beat_v_d2 = 1'h0;
+  reg [22:0] biased_0 = 23'h000000;
+  reg [22:0] biased_1 = 23'h000000;
+  reg [22:0] biased_2 = 23'h000000;
+  reg [22:0] biased_3 = 23'h000000;
+  input clk;
+  wire clk;
+  output [49:0] feats__payload;
+  reg [49:0] feats__payload = 50'h0000000000000;
+  wire [31:0] \feats__payload.data ;
+  wire [7:0] \feats__payload.data[0] ;
+  wire [7:0] \feats__payload.data[1] ;
+  wire [7:0] \feats__payload.data[2] ;
+  wire [7:0] \feats__payload.data[3] ;
+  wire [17:0] \feats__payload.meta ;
+  wire \feats__payload.meta.eof ;
+  wire \feats__payload.meta.error ;
+  wire [1:0] \feats__payload.meta.go ;
+  wire [6:0] \feats__payload.meta.ox ;
+  wire [6:0] \feats__payload.meta.oy ;
+  output feats__valid;
+  reg feats__valid = 1'h0;
+  (* init = 50'h0000000000000 *)
+  wire [49:0] out;
+  wire [31:0] \out.data ;
+  wire [7:0] \out.data[0] ;
+  wire [7:0] \out.data[1] ;
+  wire [7:0] \out.data[2] ;
+  wire [7:0] \out.data[3] ;
+  wire [17:0] \out.meta ;
+  wire \out.meta.eof ;
+  wire \out.meta.error ;
+  wire [1:0] \out.meta.go ;
+  wire [6:0] \out.meta.ox ;
+  wire [6:0] \out.meta.oy ;
+  (* init = 1'h0 *)
+  wire ov;
+  reg [23:0] rounded_0 = 24'h000000;
+  reg [23:0] rounded_1 = 24'h000000;
+  reg [23:0] rounded_2 = 24'h000000;
+  reg [23:0] rounded_3 = 24'h000000;
+  wire [1:0] rq_addr;
+  input [127:0] rq_data;
+  wire [127:0] rq_data;
+  reg [17:0] rq_meta1_d1 = 18'h00000;
+  wire \rq_meta1_d1.eof ;
+  wire \rq_meta1_d1.error ;
+  wire [1:0] \rq_meta1_d1.go ;
+  wire [6:0] \rq_meta1_d1.ox ;
+  wire [6:0] \rq_meta1_d1.oy ;
+  reg [17:0] rq_meta2_d1 = 18'h00000;
+  wire \rq_meta2_d1.eof ;
+  wire \rq_meta2_d1.error ;
+  wire [1:0] \rq_meta2_d1.go ;
+  wire [6:0] \rq_meta2_d1.ox ;
+  wire [6:0] \rq_meta2_d1.oy ;
+  reg [17:0] rq_meta2_d2 = 18'h00000;
+  wire \rq_meta2_d2.eof ;
+  wire \rq_meta2_d2.error ;
+  wire [1:0] \rq_meta2_d2.go ;
+  wire [6:0] \rq_meta2_d2.ox ;
+  wire [6:0] \rq_meta2_d2.oy ;
+  reg [17:0] rq_meta2_d3 = 18'h00000;
+  wire \rq_meta2_d3.eof ;
+  wire \rq_meta2_d3.error ;
+  wire [1:0] \rq_meta2_d3.go ;
+  wire [6:0] \rq_meta2_d3.ox ;
+  wire [6:0] \rq_meta2_d3.oy ;
+  reg [17:0] rq_meta3_d1 = 18'h00000;
+  wire \rq_meta3_d1.eof ;
+  wire \rq_meta3_d1.error ;
+  wire [1:0] \rq_meta3_d1.go ;
+  wire [6:0] \rq_meta3_d1.ox ;
+  wire [6:0] \rq_meta3_d1.oy ;
+  reg rq_v1_d1 = 1'h0;
+  reg rq_v2_d1 = 1'h0;
+  reg rq_v2_d2 = 1'h0;
+  reg rq_v2_d3 = 1'h0;
+  reg rq_v3_d1 = 1'h0;
+  input rst;
+  wire rst;
+  reg [15:0] scale_0 = 16'h0000;
+  reg [15:0] scale_1 = 16'h0000;
+  reg [15:0] scale_2 = 16'h0000;
+  reg [15:0] scale_3 = 16'h0000;
+  (* init = 39'h0000000000 *)
+  wire [38:0] scaled_0_l1_0;
+  reg [16:0] scaled_0_pp00_a = 17'h00000;
+  reg [15:0] scaled_0_pp00_b = 16'h0000;
+  reg [32:0] scaled_0_pp00_p = 33'h000000000;
+  reg [5:0] scaled_0_pp10_a = 6'h00;
+  reg [15:0] scaled_0_pp10_b = 16'h0000;
+  reg [21:0] scaled_0_pp10_p = 22'h000000;
+  reg [38:0] scaled_0_sum = 39'h0000000000;
+  wire [38:0] scaled_0_t0;
+  wire [38:0] scaled_0_t1;
+  (* init = 39'h0000000000 *)
+  wire [38:0] scaled_1_l1_0;
+  reg [16:0] scaled_1_pp00_a = 17'h00000;
+  reg [15:0] scaled_1_pp00_b = 16'h0000;
+  reg [32:0] scaled_1_pp00_p = 33'h000000000;
+  reg [5:0] scaled_1_pp10_a = 6'h00;
+  reg [15:0] scaled_1_pp10_b = 16'h0000;
+  reg [21:0] scaled_1_pp10_p = 22'h000000;
+  reg [38:0] scaled_1_sum = 39'h0000000000;
+  wire [38:0] scaled_1_t0;
+  wire [38:0] scaled_1_t1;
+  (* init = 39'h0000000000 *)
+  wire [38:0] scaled_2_l1_0;
+  reg [16:0] scaled_2_pp00_a = 17'h00000;
+  reg [15:0] scaled_2_pp00_b = 16'h0000;
+  reg [32:0] scaled_2_pp00_p = 33'h000000000;
+  reg [5:0] scaled_2_pp10_a = 6'h00;
+  reg [15:0] scaled_2_pp10_b = 16'h0000;
+  reg [21:0] scaled_2_pp10_p = 22'h000000;
+  reg [38:0] scaled_2_sum = 39'h0000000000;
+  wire [38:0] scaled_2_t0;
+  wire [38:0] scaled_2_t1;
+  (* init = 39'h0000000000 *)
+  wire [38:0] scaled_3_l1_0;
+  reg [16:0] scaled_3_pp00_a = 17'h00000;
+  reg [15:0] scaled_3_pp00_b = 16'h0000;
+  reg [32:0] scaled_3_pp00_p = 33'h000000000;
+  reg [5:0] scaled_3_pp10_a = 6'h00;
+  reg [15:0] scaled_3_pp10_b = 16'h0000;
+  reg [21:0] scaled_3_pp10_p = 22'h000000;
+  reg [38:0] scaled_3_sum = 39'h0000000000;
+  wire [38:0] scaled_3_t0;
+  wire [38:0] scaled_3_t1;
+  input [109:0] sums__payload;
+  wire [109:0] sums__payload;
+  wire [91:0] \sums__payload.acc ;
+  wire [22:0] \sums__payload.acc[0] ;
+  wire [22:0] \sums__payload.acc[1] ;
+  wire [22:0] \sums__payload.acc[2] ;
+  wire [22:0] \sums__payload.acc[3] ;
+  wire [17:0] \sums__payload.meta ;
+  wire \sums__payload.meta.eof ;
+  wire \sums__payload.meta.error ;
+  wire [1:0] \sums__payload.meta.go ;
+  wire [6:0] \sums__payload.meta.ox ;
+  wire [6:0] \sums__payload.meta.oy ;
+  input sums__valid;
+  wire sums__valid;
+  assign \$5  = $signed(beat_d2[22:0]) + $signed(rq_data[15:0]);
+  assign \$6  = $signed(beat_d2[45:23]) + $signed(rq_data[31:16]);
+  assign \$7  = $signed(beat_d2[68:46]) + $signed(rq_data[47:32]);
+  assign \$8  = $signed(beat_d2[91:69]) + $signed(rq_data[63:48]);
+  assign \$9  = scaled_0_pp00_a * scaled_0_pp00_b;
+  assign \$10  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
+  assign \$11  = $signed(scaled_0_pp00_p) + $signed(\$1 [38:0]);
+  assign \$12  = scaled_1_pp00_a * scaled_1_pp00_b;
+  assign \$13  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
+  assign \$14  = $signed(scaled_1_pp00_p) + $signed(\$2 [38:0]);
+  assign \$15  = scaled_2_pp00_a * scaled_2_pp00_b;
+  assign \$16  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
+  assign \$17  = $signed(scaled_2_pp00_p) + $signed(\$3 [38:0]);
+  assign \$18  = scaled_3_pp00_a * scaled_3_pp00_b;
+  assign \$19  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
+  assign \$20  = $signed(scaled_3_pp00_p) + $signed(\$4 [38:0]);
+  assign \$22  = $signed(\$21 ) + $signed({ 1'h0, scaled_0_sum[15] });
+  assign \$24  = $signed(\$23 ) + $signed({ 1'h0, scaled_1_sum[15] });
+  assign \$26  = $signed(\$25 ) + $signed({ 1'h0, scaled_2_sum[15] });
+  assign \$28  = $signed(\$27 ) + $signed({ 1'h0, scaled_3_sum[15] });
+  assign \$29  = $signed(rounded_0) > $signed(8'h7f);
+  assign \$30  = $signed(rounded_0) < $signed(8'h81);
+  assign \$31  = \$30  ? 24'hffff81 : rounded_0;
+  assign \$32  = \$29  ? 24'h00007f : \$31 ;
+  assign \$33  = $signed(rounded_1) > $signed(8'h7f);
+  assign \$34  = $signed(rounded_1) < $signed(8'h81);
+  assign \$35  = \$34  ? 24'hffff81 : rounded_1;
+  assign \$36  = \$33  ? 24'h00007f : \$35 ;
+  assign \$37  = $signed(rounded_2) > $signed(8'h7f);
+  assign \$38  = $signed(rounded_2) < $signed(8'h81);
+  assign \$39  = \$38  ? 24'hffff81 : rounded_2;
+  assign \$40  = \$37  ? 24'h00007f : \$39 ;
+  assign \$41  = $signed(rounded_3) > $signed(8'h7f);
+  assign \$42  = $signed(rounded_3) < $signed(8'h81);
+  assign \$43  = \$42  ? 24'hffff81 : rounded_3;
+  assign \$44  = \$41  ? 24'h00007f : \$43 ;
+  always @(posedge clk)
+    beat_d1 <= \$45 ;
+  always @(posedge clk)
+    beat_d2 <= \$46 ;
+  always @(posedge clk)
+    beat_v_d1 <= \$47 ;
+  always @(posedge clk)
+    beat_v_d2 <= \$48 ;
+  always @(posedge clk)
+    biased_0 <= \$49 ;
+  always @(posedge clk)
+    biased_1 <= \$50 ;
+  always @(posedge clk)
+    biased_2 <= \$51 ;
+  always @(posedge clk)
+    biased_3 <= \$52 ;
+  always @(posedge clk)
+    scale_0 <= \$53 ;
+  always @(posedge clk)
+    scale_1 <= \$54 ;
+  always @(posedge clk)
+    scale_2 <= \$55 ;
+  always @(posedge clk)
+    scale_3 <= \$56 ;
+  always @(posedge clk)
+    rq_meta1_d1 <= \$57 ;
+  always @(posedge clk)
+    rq_v1_d1 <= \$58 ;
+  always @(posedge clk)
+    scaled_0_pp00_a <= \$59 ;
+  always @(posedge clk)
+    scaled_0_pp00_b <= \$60 ;
+  always @(posedge clk)
+    scaled_0_pp00_p <= \$61 ;
+  always @(posedge clk)
+    scaled_0_pp10_a <= \$62 ;
+  always @(posedge clk)
+    scaled_0_pp10_b <= \$63 ;
+  always @(posedge clk)
+    scaled_0_pp10_p <= \$64 ;
+  always @(posedge clk)
+    scaled_0_sum <= \$65 ;
+  always @(posedge clk)
+    scaled_1_pp00_a <= \$66 ;
+  always @(posedge clk)
+    scaled_1_pp00_b <= \$67 ;
+  always @(posedge clk)
+    scaled_1_pp00_p <= \$68 ;
+  always @(posedge clk)
+    scaled_1_pp10_a <= \$69 ;
+  always @(posedge clk)
+    scaled_1_pp10_b <= \$70 ;
+  always @(posedge clk)
+    scaled_1_pp10_p <= \$71 ;
+  always @(posedge clk)
+    scaled_1_sum <= \$72 ;
+  always @(posedge clk)
+    scaled_2_pp00_a <= \$73 ;
+  always @(posedge clk)
+    scaled_2_pp00_b <= \$74 ;
+  always @(posedge clk)
+    scaled_2_pp00_p <= \$75 ;
+  always @(posedge clk)
+    scaled_2_pp10_a <= \$76 ;
+  always @(posedge clk)
+    scaled_2_pp10_b <= \$77 ;
+  always @(posedge clk)
+    scaled_2_pp10_p <= \$78 ;
+  always @(posedge clk)
+    scaled_2_sum <= \$79 ;
+  always @(posedge clk)
+    scaled_3_pp00_a <= \$80 ;
+  always @(posedge clk)
+    scaled_3_pp00_b <= \$81 ;
+  always @(posedge clk)
+    scaled_3_pp00_p <= \$82 ;
+  always @(posedge clk)
+    scaled_3_pp10_a <= \$83 ;
+  always @(posedge clk)
+    scaled_3_pp10_b <= \$84 ;
+  always @(posedge clk)
+    scaled_3_pp10_p <= \$85 ;
+  always @(posedge clk)
+    scaled_3_sum <= \$86 ;
+  always @(posedge clk)
+    rq_meta2_d1 <= \$87 ;
+  always @(posedge clk)
+    rq_meta2_d2 <= \$88 ;
+  always @(posedge clk)
+    rq_meta2_d3 <= \$89 ;
+  always @(posedge clk)
+    rq_v2_d1 <= \$90 ;
+  always @(posedge clk)
+    rq_v2_d2 <= \$91 ;
+  always @(posedge clk)
+    rq_v2_d3 <= \$92 ;
+  always @(posedge clk)
+    rounded_0 <= \$93 ;
+  always @(posedge clk)
+    rounded_1 <= \$94 ;
+  always @(posedge clk)
+    rounded_2 <= \$95 ;
+  always @(posedge clk)
+    rounded_3 <= \$96 ;
+  always @(posedge clk)
+    rq_meta3_d1 <= \$97 ;
+  always @(posedge clk)
+    rq_v3_d1 <= \$98 ;
+  always @(posedge clk)
+    feats__payload <= \$99 ;
+  always @(posedge clk)
+    feats__valid <= \$100 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$45  = sums__payload;
+    if (rst) begin
+      \$45  = 110'h0000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$46  = beat_d1;
+    if (rst) begin
+      \$46  = 110'h0000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$47  = sums__valid;
+    if (rst) begin
+      \$47  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$48  = beat_v_d1;
+    if (rst) begin
+      \$48  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$49  = \$5 [22:0];
+    if (rst) begin
+      \$49  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$50  = \$6 [22:0];
+    if (rst) begin
+      \$50  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$51  = \$7 [22:0];
+    if (rst) begin
+      \$51  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$52  = \$8 [22:0];
+    if (rst) begin
+      \$52  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$53  = rq_data[79:64];
+    if (rst) begin
+      \$53  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$54  = rq_data[95:80];
+    if (rst) begin
+      \$54  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$55  = rq_data[111:96];
+    if (rst) begin
+      \$55  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$56  = rq_data[127:112];
+    if (rst) begin
+      \$56  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$57  = beat_d2[109:92];
+    if (rst) begin
+      \$57  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$58  = beat_v_d2;
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$59  = biased_0[16:0];
+    if (rst) begin
+      \$59  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$60  = scale_0;
+    if (rst) begin
+      \$60  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$61  = \$9 ;
+    if (rst) begin
+      \$61  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$62  = biased_0[22:17];
+    if (rst) begin
+      \$62  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$63  = scale_0;
+    if (rst) begin
+      \$63  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$64  = \$10 ;
+    if (rst) begin
+      \$64  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$65  = \$11 [38:0];
+    if (rst) begin
+      \$65  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$66  = biased_1[16:0];
+    if (rst) begin
+      \$66  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$67  = scale_1;
+    if (rst) begin
+      \$67  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$68  = \$12 ;
+    if (rst) begin
+      \$68  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$69  = biased_1[22:17];
+    if (rst) begin
+      \$69  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$70  = scale_1;
+    if (rst) begin
+      \$70  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$71  = \$13 ;
+    if (rst) begin
+      \$71  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$72  = \$14 [38:0];
+    if (rst) begin
+      \$72  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$73  = biased_2[16:0];
+    if (rst) begin
+      \$73  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$74  = scale_2;
+    if (rst) begin
+      \$74  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$75  = \$15 ;
+    if (rst) begin
+      \$75  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$76  = biased_2[22:17];
+    if (rst) begin
+      \$76  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$77  = scale_2;
+    if (rst) begin
+      \$77  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$78  = \$16 ;
+    if (rst) begin
+      \$78  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$79  = \$17 [38:0];
+    if (rst) begin
+      \$79  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$80  = biased_3[16:0];
+    if (rst) begin
+      \$80  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$81  = scale_3;
+    if (rst) begin
+      \$81  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$82  = \$18 ;
+    if (rst) begin
+      \$82  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$83  = biased_3[22:17];
+    if (rst) begin
+      \$83  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$84  = scale_3;
+    if (rst) begin
+      \$84  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$85  = \$19 ;
+    if (rst) begin
+      \$85  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$86  = \$20 [38:0];
+    if (rst) begin
+      \$86  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$87  = rq_meta1_d1;
+    if (rst) begin
+      \$87  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$88  = rq_meta2_d1;
+    if (rst) begin
+      \$88  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$89  = rq_meta2_d2;
+    if (rst) begin
+      \$89  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$90  = rq_v1_d1;
+    if (rst) begin
+      \$90  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$91  = rq_v2_d1;
+    if (rst) begin
+      \$91  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$92  = rq_v2_d2;
+    if (rst) begin
+      \$92  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$93  = \$22 [23:0];
+    if (rst) begin
+      \$93  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$94  = \$24 [23:0];
+    if (rst) begin
+      \$94  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$95  = \$26 [23:0];
+    if (rst) begin
+      \$95  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$96  = \$28 [23:0];
+    if (rst) begin
+      \$96  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$97  = rq_meta2_d3;
+    if (rst) begin
+      \$97  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$98  = rq_v2_d3;
+    if (rst) begin
+      \$98  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$99 [7:0] = \$32 [7:0];
+    \$99 [15:8] = \$36 [7:0];
+    \$99 [23:16] = \$40 [7:0];
+    \$99 [31:24] = \$44 [7:0];
+    \$99 [49:32] = rq_meta3_d1;
+    if (rst) begin
+      \$99  = 50'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$100  = rq_v3_d1;
+    if (rst) begin
+      \$100  = 1'h0;
+    end
+  end
+  assign rq_addr = sums__payload[107:106];
+  assign scaled_0_t0 = { scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p };
+  assign scaled_0_t1 = \$1 [38:0];
+  assign scaled_0_l1_0 = scaled_0_sum;
+  assign scaled_1_t0 = { scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p };
+  assign scaled_1_t1 = \$2 [38:0];
+  assign scaled_1_l1_0 = scaled_1_sum;
+  assign scaled_2_t0 = { scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p };
+  assign scaled_2_t1 = \$3 [38:0];
+  assign scaled_2_l1_0 = scaled_2_sum;
+  assign scaled_3_t0 = { scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p };
+  assign scaled_3_t1 = \$4 [38:0];
+  assign scaled_3_l1_0 = scaled_3_sum;
+  assign ov = feats__valid;
+  assign out = feats__payload;
+  assign \sums__payload.acc  = sums__payload[91:0];
+  assign \sums__payload.acc[0]  = sums__payload[22:0];
+  assign \sums__payload.acc[1]  = sums__payload[45:23];
+  assign \sums__payload.acc[2]  = sums__payload[68:46];
+  assign \sums__payload.acc[3]  = sums__payload[91:69];
+  assign \sums__payload.meta  = sums__payload[109:92];
+  assign \sums__payload.meta.oy  = sums__payload[98:92];
+  assign \sums__payload.meta.ox  = sums__payload[105:99];
+  assign \sums__payload.meta.go  = sums__payload[107:106];
+  assign \sums__payload.meta.eof  = sums__payload[108];
+  assign \sums__payload.meta.error  = sums__payload[109];
+  assign \feats__payload.data  = feats__payload[31:0];
+  assign \feats__payload.data[0]  = feats__payload[7:0];
+  assign \feats__payload.data[1]  = feats__payload[15:8];
+  assign \feats__payload.data[2]  = feats__payload[23:16];
+  assign \feats__payload.data[3]  = feats__payload[31:24];
+  assign \feats__payload.meta  = feats__payload[49:32];
+  assign \feats__payload.meta.oy  = feats__payload[38:32];
+  assign \feats__payload.meta.ox  = feats__payload[45:39];
+  assign \feats__payload.meta.go  = feats__payload[47:46];
+  assign \feats__payload.meta.eof  = feats__payload[48];
+  assign \feats__payload.meta.error  = feats__payload[49];
+  assign \out.data  = feats__payload[31:0];
+  assign \out.data[0]  = feats__payload[7:0];
+  assign \out.data[1]  = feats__payload[15:8];
+  assign \out.data[2]  = feats__payload[23:16];
+  assign \out.data[3]  = feats__payload[31:24];
+  assign \out.meta  = feats__payload[49:32];
+  assign \out.meta.oy  = feats__payload[38:32];
+  assign \out.meta.ox  = feats__payload[45:39];
+  assign \out.meta.go  = feats__payload[47:46];
+  assign \out.meta.eof  = feats__payload[48];
+  assign \out.meta.error  = feats__payload[49];
+  assign \beat_d1.acc  = beat_d1[91:0];
+  assign \beat_d1.acc[0]  = beat_d1[22:0];
+  assign \beat_d1.acc[1]  = beat_d1[45:23];
+  assign \beat_d1.acc[2]  = beat_d1[68:46];
+  assign \beat_d1.acc[3]  = beat_d1[91:69];
+  assign \beat_d1.meta  = beat_d1[109:92];
+  assign \beat_d1.meta.oy  = beat_d1[98:92];
+  assign \beat_d1.meta.ox  = beat_d1[105:99];
+  assign \beat_d1.meta.go  = beat_d1[107:106];
+  assign \beat_d1.meta.eof  = beat_d1[108];
+  assign \beat_d1.meta.error  = beat_d1[109];
+  assign \beat_d2.acc  = beat_d2[91:0];
+  assign \beat_d2.acc[0]  = beat_d2[22:0];
+  assign \beat_d2.acc[1]  = beat_d2[45:23];
+  assign \beat_d2.acc[2]  = beat_d2[68:46];
+  assign \beat_d2.acc[3]  = beat_d2[91:69];
+  assign \beat_d2.meta  = beat_d2[109:92];
+  assign \beat_d2.meta.oy  = beat_d2[98:92];
+  assign \beat_d2.meta.ox  = beat_d2[105:99];
+  assign \beat_d2.meta.go  = beat_d2[107:106];
+  assign \beat_d2.meta.eof  = beat_d2[108];
+  assign \beat_d2.meta.error  = beat_d2[109];
+  assign \rq_meta1_d1.oy  = rq_meta1_d1[6:0];
+  assign \rq_meta1_d1.ox  = rq_meta1_d1[13:7];
+  assign \rq_meta1_d1.go  = rq_meta1_d1[15:14];
+  assign \rq_meta1_d1.eof  = rq_meta1_d1[16];
+  assign \rq_meta1_d1.error  = rq_meta1_d1[17];
+  assign \rq_meta2_d1.oy  = rq_meta2_d1[6:0];
+  assign \rq_meta2_d1.ox  = rq_meta2_d1[13:7];
+  assign \rq_meta2_d1.go  = rq_meta2_d1[15:14];
+  assign \rq_meta2_d1.eof  = rq_meta2_d1[16];
+  assign \rq_meta2_d1.error  = rq_meta2_d1[17];
+  assign \rq_meta2_d2.oy  = rq_meta2_d2[6:0];
+  assign \rq_meta2_d2.ox  = rq_meta2_d2[13:7];
+  assign \rq_meta2_d2.go  = rq_meta2_d2[15:14];
+  assign \rq_meta2_d2.eof  = rq_meta2_d2[16];
+  assign \rq_meta2_d2.error  = rq_meta2_d2[17];
+  assign \rq_meta2_d3.oy  = rq_meta2_d3[6:0];
+  assign \rq_meta2_d3.ox  = rq_meta2_d3[13:7];
+  assign \rq_meta2_d3.go  = rq_meta2_d3[15:14];
+  assign \rq_meta2_d3.eof  = rq_meta2_d3[16];
+  assign \rq_meta2_d3.error  = rq_meta2_d3[17];
+  assign \rq_meta3_d1.oy  = rq_meta3_d1[6:0];
+  assign \rq_meta3_d1.ox  = rq_meta3_d1[13:7];
+  assign \rq_meta3_d1.go  = rq_meta3_d1[15:14];
+  assign \rq_meta3_d1.eof  = rq_meta3_d1[16];
+  assign \rq_meta3_d1.error  = rq_meta3_d1[17];
+  assign \$1  = { scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p, 17'h00000 };
+  assign \$2  = { scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p, 17'h00000 };
+  assign \$3  = { scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p, 17'h00000 };
+  assign \$4  = { scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p, 17'h00000 };
+  assign \$21  = { scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38:16] };
+  assign \$23  = { scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38:16] };
+  assign \$25  = { scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38:16] };
+  assign \$27  = { scaled_3_sum[38], scaled_3_sum[38], scaled_3_sum[38], scaled_3_sum[38], scaled_3_sum[38], scaled_3_sum[38], scaled_3_sum[38], scaled_3_sum[38], scaled_3_sum[38], scaled_3_sum[38], scaled_3_sum[38], scaled_3_sum[38], scaled_3_sum[38], scaled_3_sum[38], scaled_3_sum[38], scaled_3_sum[38], scaled_3_sum[38:16] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  reg [1:0] \$100 ;
+  reg [1:0] \$101 ;
+  reg [1:0] \$102 ;
+  reg [6:0] \$103 ;
+  reg [6:0] \$104 ;
+  reg [6:0] \$105 ;
+  reg \$106 ;
+  reg \$107 ;
+  reg \$108 ;
+  reg [8:0] \$109 ;
+  wire \$11 ;
+  reg [1:0] \$110 ;
+  reg [1:0] \$111 ;
+  reg [17:0] \$112 ;
+  reg [1:0] \$113 ;
+  reg [1:0] \$114 ;
+  reg [1:0] \$115 ;
+  reg [6:0] \$116 ;
+  reg [6:0] \$117 ;
+  reg [6:0] \$118 ;
+  reg \$119 ;
+  wire \$12 ;
+  reg [38:0] \$120 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire [1:0] \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [8:0] \$2 ;
+  wire [1:0] \$20 ;
+  wire [1:0] \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire [1:0] \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire [6:0] \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire [9:0] \$3 ;
+  wire [6:0] \$30 ;
+  wire [6:0] \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire [6:0] \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire [9:0] \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [1:0] \$45 ;
+  wire [2:0] \$46 ;
+  wire [3:0] \$47 ;
+  wire [4:0] \$48 ;
+  wire [5:0] \$49 ;
+  wire \$5 ;
+  wire [6:0] \$50 ;
+  wire [7:0] \$51 ;
+  wire [8:0] \$52 ;
+  wire [9:0] \$53 ;
+  wire [8:0] \$54 ;
+  wire [8:0] \$55 ;
+  wire [7:0] \$56 ;
+  wire [7:0] \$57 ;
+  wire [7:0] \$58 ;
+  wire [7:0] \$59 ;
+  wire \$6 ;
+  wire \$60 ;
+  wire [2:0] \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [8:0] \$64 ;
+  wire [8:0] \$65 ;
+  wire [4:0] \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire [2:0] \$69 ;
+  wire \$7 ;
+  wire [2:0] \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  reg \$76 ;
+  reg [24:0] \$77 ;
+  reg [3:0] \$78 ;
+  reg [1:0] \$79 ;
+  wire \$8 ;
+  reg [6:0] \$80 ;
+  reg [1:0] \$81 ;
+  reg [6:0] \$82 ;
+  reg [1:0] \$83 ;
+  reg [6:0] \$84 ;
+  reg \$85 ;
+  reg [1:0] \$86 ;
+  reg \$87 ;
+  reg [8:0] \$88 ;
+  reg [3:0] \$89 ;
+  wire \$9 ;
+  reg \$90 ;
+  reg [1:0] \$91 ;
+  reg \$92 ;
+  reg \$93 ;
+  reg \$94 ;
+  reg \$95 ;
+  reg [6:0] \$96 ;
+  reg [6:0] \$97 ;
+  reg [8:0] \$98 ;
+  reg [3:0] \$99 ;
+  reg [1:0] \$like  = 2'h0;
+  reg \$signal  = 1'h0;
+  reg \$signal$10  = 1'h0;
+  reg [6:0] \$signal$17  = 7'h00;
+  reg [8:0] \$signal$42  = 9'h000;
+  reg [3:0] \$signal$43  = 4'h0;
+  reg \$signal$53  = 1'h0;
+  reg \$signal$54  = 1'h0;
+  reg \$signal$7  = 1'h0;
+  output beat;
+  wire beat;
+  output busy;
+  wire busy;
+  input can_emit;
+  wire can_emit;
+  input clk;
+  wire clk;
+  wire [6:0] col;
+  reg [6:0] col_0 = 7'h00;
+  reg [6:0] col_1 = 7'h00;
+  reg [6:0] col_2 = 7'h00;
+  reg first_r = 1'h0;
+  reg go_last = 1'h0;
+  wire issue;
+  wire last;
+  reg [6:0] next_col_0 = 7'h00;
+  reg [6:0] next_col_1 = 7'h00;
+  reg [6:0] next_col_2 = 7'h00;
+  reg [1:0] next_slot_0 = 2'h0;
+  reg [1:0] next_slot_1 = 2'h0;
+  reg [1:0] next_slot_2 = 2'h0;
+  reg [3:0] p_cnt = 4'h0;
+  reg [24:0] p_site = 25'h0000000;
+  wire \p_site.eof ;
+  wire \p_site.error ;
+  wire [6:0] \p_site.ox ;
+  wire [6:0] \p_site.oy ;
+  wire [8:0] \p_site.taps ;
+  wire p_take;
+  reg p_v = 1'h0;
+  reg [6:0] q_col_0 = 7'h00;
+  reg [6:0] q_col_1 = 7'h00;
+  reg [6:0] q_col_2 = 7'h00;
+  reg [1:0] q_gi = 2'h0;
+  reg q_last = 1'h0;
+  reg [17:0] q_meta = 18'h00000;
+  wire \q_meta.eof ;
+  wire \q_meta.error ;
+  wire [1:0] \q_meta.go ;
+  wire [6:0] \q_meta.ox ;
+  wire [6:0] \q_meta.oy ;
+  reg [8:0] q_oh = 9'h000;
+  reg [1:0] q_slot_0 = 2'h0;
+  reg [1:0] q_slot_1 = 2'h0;
+  reg [1:0] q_slot_2 = 2'h0;
+  output [6:0] row;
+  wire [6:0] row;
+  input rst;
+  wire rst;
+  reg s_err = 1'h0;
+  reg [1:0] s_gi = 2'h0;
+  reg [1:0] s_go = 2'h0;
+  reg [3:0] s_n = 4'h0;
+  reg [6:0] s_ox = 7'h00;
+  reg [8:0] s_rem = 9'h000;
+  input [24:0] sites__payload;
+  wire [24:0] sites__payload;
+  wire \sites__payload.eof ;
+  wire \sites__payload.error ;
+  wire [6:0] \sites__payload.ox ;
+  wire [6:0] \sites__payload.oy ;
+  wire [8:0] \sites__payload.taps ;
+  output sites__ready;
+  wire sites__ready;
+  input sites__valid;
+  wire sites__valid;
+  wire [1:0] slot;
+  reg [1:0] slot_0 = 2'h0;
+  reg [1:0] slot_1 = 2'h0;
+  reg [1:0] slot_2 = 2'h0;
+  output [38:0] steps__payload;
+  reg [38:0] steps__payload = 39'h0000000000;
+  wire \steps__payload.first ;
+  wire \steps__payload.last ;
+  wire [10:0] \steps__payload.lb_addr ;
+  wire [17:0] \steps__payload.meta ;
+  wire \steps__payload.meta.eof ;
+  wire \steps__payload.meta.error ;
+  wire [1:0] \steps__payload.meta.go ;
+  wire [6:0] \steps__payload.meta.ox ;
+  wire [6:0] \steps__payload.meta.oy ;
+  wire [7:0] \steps__payload.w_addr ;
+  output steps__valid;
+  reg steps__valid = 1'h0;
+  reg sv = 1'h0;
+  wire [3:0] tap_idx;
+  wire [8:0] tap_oh;
+  assign \$1  = ~ p_v;
+  assign sites__ready = \$1  | p_take;
+  assign \$2  = ~ s_rem;
+  assign \$3  = \$2  + 1'h1;
+  assign \$4  = { 1'h0, s_rem } & \$3 ;
+  assign last = \$signal  & \$signal$7 ;
+  assign \$5  = ~ last;
+  assign \$6  = ~ \$signal$10 ;
+  assign \$7  = \$5  & \$6 ;
+  assign \$8  = \$7  | can_emit;
+  assign issue = sv & \$8 ;
+  assign \$9  = ~ sv;
+  assign \$10  = last & go_last;
+  assign \$11  = \$10  | \$signal$10 ;
+  assign \$12  = issue & \$11 ;
+  assign \$13  = \$9  | \$12 ;
+  assign p_take = p_v & \$13 ;
+  assign \$14  = last | \$signal$10 ;
+  assign beat = issue & \$14 ;
+  assign busy = sv | p_v;
+  assign row = sv ? \$signal$17  : p_site[6:0];
+  assign \$15  = q_oh[0] | q_oh[1];
+  assign \$16  = \$15  | q_oh[2];
+  assign \$17  = \$16  ? q_slot_0 : 2'h0;
+  assign \$18  = q_oh[3] | q_oh[4];
+  assign \$19  = \$18  | q_oh[5];
+  assign \$20  = \$19  ? q_slot_1 : 2'h0;
+  assign \$21  = \$17  | \$20 ;
+  assign \$22  = q_oh[6] | q_oh[7];
+  assign \$23  = \$22  | q_oh[8];
+  assign \$24  = \$23  ? q_slot_2 : 2'h0;
+  assign slot = \$21  | \$24 ;
+  assign \$25  = q_oh[0] | q_oh[3];
+  assign \$26  = \$25  | q_oh[6];
+  assign \$27  = \$26  ? q_col_0 : 7'h00;
+  assign \$28  = q_oh[1] | q_oh[4];
+  assign \$29  = \$28  | q_oh[7];
+  assign \$30  = \$29  ? q_col_1 : 7'h00;
+  assign \$31  = \$27  | \$30 ;
+  assign \$32  = q_oh[2] | q_oh[5];
+  assign \$33  = \$32  | q_oh[8];
+  assign \$34  = \$33  ? q_col_2 : 7'h00;
+  assign col = \$31  | \$34 ;
+  assign \$35  = q_oh[1] | q_oh[3];
+  assign \$36  = \$35  | q_oh[5];
+  assign \$37  = \$36  | q_oh[7];
+  assign \$38  = q_oh[2] | q_oh[3];
+  assign \$39  = \$38  | q_oh[6];
+  assign \$40  = \$39  | q_oh[7];
+  assign \$41  = q_oh[4] | q_oh[5];
+  assign \$42  = \$41  | q_oh[6];
+  assign \$43  = \$42  | q_oh[7];
+  assign \$44  = sites__valid & sites__ready;
+  assign \$45  = 1'h0 + sites__payload[14];
+  assign \$46  = \$45  + sites__payload[15];
+  assign \$47  = \$46  + sites__payload[16];
+  assign \$48  = \$47  + sites__payload[17];
+  assign \$49  = \$48  + sites__payload[18];
+  assign \$50  = \$49  + sites__payload[19];
+  assign \$51  = \$50  + sites__payload[20];
+  assign \$52  = \$51  + sites__payload[21];
+  assign \$53  = \$52  + sites__payload[22];
+  assign \$54  = sites__payload[6:0] + 9'h1ff;
+  assign \$55  = sites__payload[13:7] + 9'h1ff;
+  assign \$56  = sites__payload[6:0] + 1'h0;
+  assign \$57  = sites__payload[13:7] + 1'h0;
+  assign \$58  = sites__payload[6:0] + 1'h1;
+  assign \$59  = sites__payload[13:7] + 1'h1;
+  assign \$60  = ~ \$signal ;
+  assign \$61  = s_gi + 1'h1;
+  assign \$62  = s_gi == 2'h2;
+  assign \$63  = ~ \$signal$7 ;
+  assign \$64  = ~ \$4 [8:0];
+  assign \$65  = s_rem & \$64 ;
+  assign \$66  = s_n - 1'h1;
+  assign \$67  = s_n == 2'h2;
+  assign \$68  = \$signal$43  == 1'h1;
+  assign \$69  = s_go + 1'h1;
+  assign \$70  = go_last ? 3'h0 : \$69 ;
+  assign \$71  = s_go == 2'h2;
+  assign \$72  = last & go_last;
+  assign \$73  = \$72  | \$signal$10 ;
+  assign \$74  = p_cnt == 1'h1;
+  assign \$75  = s_err & \$signal$10 ;
+  always @(posedge clk)
+    p_v <= \$76 ;
+  always @(posedge clk)
+    p_site <= \$77 ;
+  always @(posedge clk)
+    p_cnt <= \$78 ;
+  always @(posedge clk)
+    next_slot_0 <= \$79 ;
+  always @(posedge clk)
+    next_col_0 <= \$80 ;
+  always @(posedge clk)
+    next_slot_1 <= \$81 ;
+  always @(posedge clk)
+    next_col_1 <= \$82 ;
+  always @(posedge clk)
+    next_slot_2 <= \$83 ;
+  always @(posedge clk)
+    next_col_2 <= \$84 ;
+  always @(posedge clk)
+    first_r <= \$85 ;
+  always @(posedge clk)
+    s_gi <= \$86 ;
+  always @(posedge clk)
+    \$signal  <= \$87 ;
+  always @(posedge clk)
+    s_rem <= \$88 ;
+  always @(posedge clk)
+    s_n <= \$89 ;
+  always @(posedge clk)
+    \$signal$7  <= \$90 ;
+  always @(posedge clk)
+    s_go <= \$91 ;
+  always @(posedge clk)
+    go_last <= \$92 ;
+  always @(posedge clk)
+    sv <= \$93 ;
+  always @(posedge clk)
+    \$signal$10  <= \$94 ;
+  always @(posedge clk)
+    s_err <= \$95 ;
+  always @(posedge clk)
+    \$signal$17  <= \$96 ;
+  always @(posedge clk)
+    s_ox <= \$97 ;
+  always @(posedge clk)
+    \$signal$42  <= \$98 ;
+  always @(posedge clk)
+    \$signal$43  <= \$99 ;
+  always @(posedge clk)
+    slot_0 <= \$100 ;
+  always @(posedge clk)
+    slot_1 <= \$101 ;
+  always @(posedge clk)
+    slot_2 <= \$102 ;
+  always @(posedge clk)
+    col_0 <= \$103 ;
+  always @(posedge clk)
+    col_1 <= \$104 ;
+  always @(posedge clk)
+    col_2 <= \$105 ;
+  always @(posedge clk)
+    \$signal$53  <= \$106 ;
+  always @(posedge clk)
+    \$signal$54  <= \$107 ;
+  always @(posedge clk)
+    q_last <= \$108 ;
+  always @(posedge clk)
+    q_oh <= \$109 ;
+  always @(posedge clk)
+    \$like  <= \$110 ;
+  always @(posedge clk)
+    q_gi <= \$111 ;
+  always @(posedge clk)
+    q_meta <= \$112 ;
+  always @(posedge clk)
+    q_slot_0 <= \$113 ;
+  always @(posedge clk)
+    q_slot_1 <= \$114 ;
+  always @(posedge clk)
+    q_slot_2 <= \$115 ;
+  always @(posedge clk)
+    q_col_0 <= \$116 ;
+  always @(posedge clk)
+    q_col_1 <= \$117 ;
+  always @(posedge clk)
+    q_col_2 <= \$118 ;
+  always @(posedge clk)
+    steps__valid <= \$119 ;
+  always @(posedge clk)
+    steps__payload <= \$120 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$76  = p_v;
+    if (p_take) begin
+      \$76  = 1'h0;
+    end
+    if (\$44 ) begin
+      \$76  = 1'h1;
+    end
+    if (rst) begin
+      \$76  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$77  = p_site;
+    if (\$44 ) begin
+      \$77  = sites__payload;
+    end
+    if (rst) begin
+      \$77  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$78  = p_cnt;
+    if (\$44 ) begin
+      \$78  = \$53 [3:0];
+    end
+    if (rst) begin
+      \$78  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$79  = next_slot_0;
+    if (\$44 ) begin
+      \$79  = \$54 [1:0];
+    end
+    if (rst) begin
+      \$79  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$80  = next_col_0;
+    if (\$44 ) begin
+      \$80  = \$55 [6:0];
+    end
+    if (rst) begin
+      \$80  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$81  = next_slot_1;
+    if (\$44 ) begin
+      \$81  = \$56 [1:0];
+    end
+    if (rst) begin
+      \$81  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$82  = next_col_1;
+    if (\$44 ) begin
+      \$82  = \$57 [6:0];
+    end
+    if (rst) begin
+      \$82  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$83  = next_slot_2;
+    if (\$44 ) begin
+      \$83  = \$58 [1:0];
+    end
+    if (rst) begin
+      \$83  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$84  = next_col_2;
+    if (\$44 ) begin
+      \$84  = \$59 [6:0];
+    end
+    if (rst) begin
+      \$84  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$85  = first_r;
+    if (issue) begin
+      \$85  = 1'h0;
+      (* full_case = 32'd1 *)
+      if (\$60 ) begin
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$63 ) begin
+        end else begin
+          \$85  = 1'h1;
+        end
+      end
+    end
+    if (p_take) begin
+      \$85  = 1'h1;
+    end
+    if (rst) begin
+      \$85  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$86  = s_gi;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$60 ) begin
+        \$86  = \$61 [1:0];
+      end else begin
+        \$86  = 2'h0;
+      end
+    end
+    if (p_take) begin
+      \$86  = 2'h0;
+    end
+    if (rst) begin
+      \$86  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$87  = \$signal ;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$60 ) begin
+        \$87  = \$62 ;
+      end else begin
+        \$87  = 1'h0;
+      end
+    end
+    if (p_take) begin
+      \$87  = 1'h0;
+    end
+    if (rst) begin
+      \$87  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$88  = s_rem;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$60 ) begin
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$63 ) begin
+          \$88  = \$65 ;
+        end else begin
+          \$88  = \$signal$42 ;
+        end
+      end
+    end
+    if (p_take) begin
+      \$88  = p_site[22:14];
+    end
+    if (rst) begin
+      \$88  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$89  = s_n;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$60 ) begin
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$63 ) begin
+          \$89  = \$66 [3:0];
+        end else begin
+          \$89  = \$signal$43 ;
+        end
+      end
+    end
+    if (p_take) begin
+      \$89  = p_cnt;
+    end
+    if (rst) begin
+      \$89  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$90  = \$signal$7 ;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$60 ) begin
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$63 ) begin
+          \$90  = \$67 ;
+        end else begin
+          \$90  = \$68 ;
+        end
+      end
+    end
+    if (p_take) begin
+      \$90  = \$74 ;
+    end
+    if (rst) begin
+      \$90  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$91  = s_go;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$60 ) begin
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$63 ) begin
+        end else begin
+          \$91  = \$70 [1:0];
+        end
+      end
+    end
+    if (p_take) begin
+      \$91  = 2'h0;
+    end
+    if (rst) begin
+      \$91  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$92  = go_last;
+    if (issue) begin
+      (* full_case = 32'd1 *)
+      if (\$60 ) begin
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$63 ) begin
+        end else begin
+          \$92  = \$71 ;
+        end
+      end
+    end
+    if (p_take) begin
+      \$92  = 1'h0;
+    end
+    if (rst) begin
+      \$92  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$93  = sv;
+    if (issue) begin
+      if (\$73 ) begin
+        \$93  = 1'h0;
+      end
+    end
+    if (p_take) begin
+      \$93  = 1'h1;
+    end
+    if (rst) begin
+      \$93  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$94  = \$signal$10 ;
+    if (p_take) begin
+      \$94  = p_site[23];
+    end
+    if (rst) begin
+      \$94  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$95  = s_err;
+    if (p_take) begin
+      \$95  = p_site[24];
+    end
+    if (rst) begin
+      \$95  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$96  = \$signal$17 ;
+    if (p_take) begin
+      \$96  = p_site[6:0];
+    end
+    if (rst) begin
+      \$96  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$97  = s_ox;
+    if (p_take) begin
+      \$97  = p_site[13:7];
+    end
+    if (rst) begin
+      \$97  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$98  = \$signal$42 ;
+    if (p_take) begin
+      \$98  = p_site[22:14];
+    end
+    if (rst) begin
+      \$98  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$99  = \$signal$43 ;
+    if (p_take) begin
+      \$99  = p_cnt;
+    end
+    if (rst) begin
+      \$99  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$100  = slot_0;
+    if (p_take) begin
+      \$100  = next_slot_0;
+    end
+    if (rst) begin
+      \$100  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$101  = slot_1;
+    if (p_take) begin
+      \$101  = next_slot_1;
+    end
+    if (rst) begin
+      \$101  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$102  = slot_2;
+    if (p_take) begin
+      \$102  = next_slot_2;
+    end
+    if (rst) begin
+      \$102  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$103  = col_0;
+    if (p_take) begin
+      \$103  = next_col_0;
+    end
+    if (rst) begin
+      \$103  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$104  = col_1;
+    if (p_take) begin
+      \$104  = next_col_1;
+    end
+    if (rst) begin
+      \$104  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$105  = col_2;
+    if (p_take) begin
+      \$105  = next_col_2;
+    end
+    if (rst) begin
+      \$105  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$106  = issue;
+    if (rst) begin
+      \$106  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$107  = first_r;
+    if (rst) begin
+      \$107  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$108  = last;
+    if (rst) begin
+      \$108  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$109  = \$4 [8:0];
+    if (rst) begin
+      \$109  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$110  = s_go;
+    if (rst) begin
+      \$110  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$111  = s_gi;
+    if (rst) begin
+      \$111  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$112 [6:0] = \$signal$17 ;
+    \$112 [13:7] = s_ox;
+    \$112 [15:14] = s_go;
+    \$112 [16] = \$signal$10 ;
+    \$112 [17] = \$75 ;
+    if (rst) begin
+      \$112  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$113  = slot_0;
+    if (rst) begin
+      \$113  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$114  = slot_1;
+    if (rst) begin
+      \$114  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$115  = slot_2;
+    if (rst) begin
+      \$115  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$116  = col_0;
+    if (rst) begin
+      \$116  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$117  = col_1;
+    if (rst) begin
+      \$117  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$118  = col_2;
+    if (rst) begin
+      \$118  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$119  = \$signal$53 ;
+    if (rst) begin
+      \$119  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$120 [19] = \$signal$54 ;
+    \$120 [20] = q_last;
+    \$120 [38:21] = q_meta;
+    \$120 [10:0] = { slot, col, q_gi };
+    \$120 [18:11] = { q_oh[8], \$43 , \$40 , \$37 , \$like , q_gi };
+    if (rst) begin
+      \$120  = 39'h0000000000;
+    end
+  end
+  assign tap_oh = \$4 [8:0];
+  assign tap_idx = { q_oh[8], \$43 , \$40 , \$37  };
+  assign \p_site.oy  = p_site[6:0];
+  assign \p_site.ox  = p_site[13:7];
+  assign \p_site.taps  = p_site[22:14];
+  assign \p_site.eof  = p_site[23];
+  assign \p_site.error  = p_site[24];
+  assign \sites__payload.oy  = sites__payload[6:0];
+  assign \sites__payload.ox  = sites__payload[13:7];
+  assign \sites__payload.taps  = sites__payload[22:14];
+  assign \sites__payload.eof  = sites__payload[23];
+  assign \sites__payload.error  = sites__payload[24];
+  assign \q_meta.oy  = q_meta[6:0];
+  assign \q_meta.ox  = q_meta[13:7];
+  assign \q_meta.go  = q_meta[15:14];
+  assign \q_meta.eof  = q_meta[16];
+  assign \q_meta.error  = q_meta[17];
+  assign \steps__payload.lb_addr  = steps__payload[10:0];
+  assign \steps__payload.w_addr  = steps__payload[18:11];
+  assign \steps__payload.first  = steps__payload[19];
+  assign \steps__payload.last  = steps__payload[20];
+  assign \steps__payload.meta  = steps__payload[38:21];
+  assign \steps__payload.meta.oy  = steps__payload[27:21];
+  assign \steps__payload.meta.ox  = steps__payload[34:28];
+  assign \steps__payload.meta.go  = steps__payload[36:35];
+  assign \steps__payload.meta.eof  = steps__payload[37];
+  assign \steps__payload.meta.error  = steps__payload[38];
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
+  reg [127:0] \$1 ;
+  wire [7:0] \$signature__addr ;
+  wire [127:0] \$signature__data ;
+  wire \$signature__en ;
+  input clk;
+  wire clk;
+  wire [7:0] r_addr;
+  output [127:0] r_data;
+  reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  input [7:0] rd__addr;
+  wire [7:0] rd__addr;
+  wire [127:0] rd__data;
+  wire rd__en;
+  input rst;
+  wire rst;
+  input [7:0] w_addr;
+  wire [7:0] w_addr;
+  input [127:0] w_data;
+  wire [127:0] w_data;
+  input w_en;
+  wire w_en;
+  reg [127:0] mem [255:0];
+  initial begin
+    mem[0] = 128'h00000000000000000000000000000000;
+    mem[1] = 128'h00000000000000000000000000000000;
+    mem[2] = 128'h00000000000000000000000000000000;
+    mem[3] = 128'h00000000000000000000000000000000;
+    mem[4] = 128'h00000000000000000000000000000000;
+    mem[5] = 128'h00000000000000000000000000000000;
+    mem[6] = 128'h00000000000000000000000000000000;
+    mem[7] = 128'h00000000000000000000000000000000;
+    mem[8] = 128'h00000000000000000000000000000000;
+    mem[9] = 128'h00000000000000000000000000000000;
+    mem[10] = 128'h00000000000000000000000000000000;
+    mem[11] = 128'h00000000000000000000000000000000;
+    mem[12] = 128'h00000000000000000000000000000000;
+    mem[13] = 128'h00000000000000000000000000000000;
+    mem[14] = 128'h00000000000000000000000000000000;
+    mem[15] = 128'h00000000000000000000000000000000;
+    mem[16] = 128'h00000000000000000000000000000000;
+    mem[17] = 128'h00000000000000000000000000000000;
+    mem[18] = 128'h00000000000000000000000000000000;
+    mem[19] = 128'h00000000000000000000000000000000;
+    mem[20] = 128'h00000000000000000000000000000000;
+    mem[21] = 128'h00000000000000000000000000000000;
+    mem[22] = 128'h00000000000000000000000000000000;
+    mem[23] = 128'h00000000000000000000000000000000;
+    mem[24] = 128'h00000000000000000000000000000000;
+    mem[25] = 128'h00000000000000000000000000000000;
+    mem[26] = 128'h00000000000000000000000000000000;
+    mem[27] = 128'h00000000000000000000000000000000;
+    mem[28] = 128'h00000000000000000000000000000000;
+    mem[29] = 128'h00000000000000000000000000000000;
+    mem[30] = 128'h00000000000000000000000000000000;
+    mem[31] = 128'h00000000000000000000000000000000;
+    mem[32] = 128'h00000000000000000000000000000000;
+    mem[33] = 128'h00000000000000000000000000000000;
+    mem[34] = 128'h00000000000000000000000000000000;
+    mem[35] = 128'h00000000000000000000000000000000;
+    mem[36] = 128'h00000000000000000000000000000000;
+    mem[37] = 128'h00000000000000000000000000000000;
+    mem[38] = 128'h00000000000000000000000000000000;
+    mem[39] = 128'h00000000000000000000000000000000;
+    mem[40] = 128'h00000000000000000000000000000000;
+    mem[41] = 128'h00000000000000000000000000000000;
+    mem[42] = 128'h00000000000000000000000000000000;
+    mem[43] = 128'h00000000000000000000000000000000;
+    mem[44] = 128'h00000000000000000000000000000000;
+    mem[45] = 128'h00000000000000000000000000000000;
+    mem[46] = 128'h00000000000000000000000000000000;
+    mem[47] = 128'h00000000000000000000000000000000;
+    mem[48] = 128'h00000000000000000000000000000000;
+    mem[49] = 128'h00000000000000000000000000000000;
+    mem[50] = 128'h00000000000000000000000000000000;
+    mem[51] = 128'h00000000000000000000000000000000;
+    mem[52] = 128'h00000000000000000000000000000000;
+    mem[53] = 128'h00000000000000000000000000000000;
+    mem[54] = 128'h00000000000000000000000000000000;
+    mem[55] = 128'h00000000000000000000000000000000;
+    mem[56] = 128'h00000000000000000000000000000000;
+    mem[57] = 128'h00000000000000000000000000000000;
+    mem[58] = 128'h00000000000000000000000000000000;
+    mem[59] = 128'h00000000000000000000000000000000;
+    mem[60] = 128'h00000000000000000000000000000000;
+    mem[61] = 128'h00000000000000000000000000000000;
+    mem[62] = 128'h00000000000000000000000000000000;
+    mem[63] = 128'h00000000000000000000000000000000;
+    mem[64] = 128'h00000000000000000000000000000000;
+    mem[65] = 128'h00000000000000000000000000000000;
+    mem[66] = 128'h00000000000000000000000000000000;
+    mem[67] = 128'h00000000000000000000000000000000;
+    mem[68] = 128'h00000000000000000000000000000000;
+    mem[69] = 128'h00000000000000000000000000000000;
+    mem[70] = 128'h00000000000000000000000000000000;
+    mem[71] = 128'h00000000000000000000000000000000;
+    mem[72] = 128'h00000000000000000000000000000000;
+    mem[73] = 128'h00000000000000000000000000000000;
+    mem[74] = 128'h00000000000000000000000000000000;
+    mem[75] = 128'h00000000000000000000000000000000;
+    mem[76] = 128'h00000000000000000000000000000000;
+    mem[77] = 128'h00000000000000000000000000000000;
+    mem[78] = 128'h00000000000000000000000000000000;
+    mem[79] = 128'h00000000000000000000000000000000;
+    mem[80] = 128'h00000000000000000000000000000000;
+    mem[81] = 128'h00000000000000000000000000000000;
+    mem[82] = 128'h00000000000000000000000000000000;
+    mem[83] = 128'h00000000000000000000000000000000;
+    mem[84] = 128'h00000000000000000000000000000000;
+    mem[85] = 128'h00000000000000000000000000000000;
+    mem[86] = 128'h00000000000000000000000000000000;
+    mem[87] = 128'h00000000000000000000000000000000;
+    mem[88] = 128'h00000000000000000000000000000000;
+    mem[89] = 128'h00000000000000000000000000000000;
+    mem[90] = 128'h00000000000000000000000000000000;
+    mem[91] = 128'h00000000000000000000000000000000;
+    mem[92] = 128'h00000000000000000000000000000000;
+    mem[93] = 128'h00000000000000000000000000000000;
+    mem[94] = 128'h00000000000000000000000000000000;
+    mem[95] = 128'h00000000000000000000000000000000;
+    mem[96] = 128'h00000000000000000000000000000000;
+    mem[97] = 128'h00000000000000000000000000000000;
+    mem[98] = 128'h00000000000000000000000000000000;
+    mem[99] = 128'h00000000000000000000000000000000;
+    mem[100] = 128'h00000000000000000000000000000000;
+    mem[101] = 128'h00000000000000000000000000000000;
+    mem[102] = 128'h00000000000000000000000000000000;
+    mem[103] = 128'h00000000000000000000000000000000;
+    mem[104] = 128'h00000000000000000000000000000000;
+    mem[105] = 128'h00000000000000000000000000000000;
+    mem[106] = 128'h00000000000000000000000000000000;
+    mem[107] = 128'h00000000000000000000000000000000;
+    mem[108] = 128'h00000000000000000000000000000000;
+    mem[109] = 128'h00000000000000000000000000000000;
+    mem[110] = 128'h00000000000000000000000000000000;
+    mem[111] = 128'h00000000000000000000000000000000;
+    mem[112] = 128'h00000000000000000000000000000000;
+    mem[113] = 128'h00000000000000000000000000000000;
+    mem[114] = 128'h00000000000000000000000000000000;
+    mem[115] = 128'h00000000000000000000000000000000;
+    mem[116] = 128'h00000000000000000000000000000000;
+    mem[117] = 128'h00000000000000000000000000000000;
+    mem[118] = 128'h00000000000000000000000000000000;
+    mem[119] = 128'h00000000000000000000000000000000;
+    mem[120] = 128'h00000000000000000000000000000000;
+    mem[121] = 128'h00000000000000000000000000000000;
+    mem[122] = 128'h00000000000000000000000000000000;
+    mem[123] = 128'h00000000000000000000000000000000;
+    mem[124] = 128'h00000000000000000000000000000000;
+    mem[125] = 128'h00000000000000000000000000000000;
+    mem[126] = 128'h00000000000000000000000000000000;
+    mem[127] = 128'h00000000000000000000000000000000;
+    mem[128] = 128'h00000000000000000000000000000000;
+    mem[129] = 128'h00000000000000000000000000000000;
+    mem[130] = 128'h00000000000000000000000000000000;
+    mem[131] = 128'h00000000000000000000000000000000;
+    mem[132] = 128'h00000000000000000000000000000000;
+    mem[133] = 128'h00000000000000000000000000000000;
+    mem[134] = 128'h00000000000000000000000000000000;
+    mem[135] = 128'h00000000000000000000000000000000;
+    mem[136] = 128'h00000000000000000000000000000000;
+    mem[137] = 128'h00000000000000000000000000000000;
+    mem[138] = 128'h00000000000000000000000000000000;
+    mem[139] = 128'h00000000000000000000000000000000;
+    mem[140] = 128'h00000000000000000000000000000000;
+    mem[141] = 128'h00000000000000000000000000000000;
+    mem[142] = 128'h00000000000000000000000000000000;
+    mem[143] = 128'h00000000000000000000000000000000;
+    mem[144] = 128'h00000000000000000000000000000000;
+    mem[145] = 128'h00000000000000000000000000000000;
+    mem[146] = 128'h00000000000000000000000000000000;
+    mem[147] = 128'h00000000000000000000000000000000;
+    mem[148] = 128'h00000000000000000000000000000000;
+    mem[149] = 128'h00000000000000000000000000000000;
+    mem[150] = 128'h00000000000000000000000000000000;
+    mem[151] = 128'h00000000000000000000000000000000;
+    mem[152] = 128'h00000000000000000000000000000000;
+    mem[153] = 128'h00000000000000000000000000000000;
+    mem[154] = 128'h00000000000000000000000000000000;
+    mem[155] = 128'h00000000000000000000000000000000;
+    mem[156] = 128'h00000000000000000000000000000000;
+    mem[157] = 128'h00000000000000000000000000000000;
+    mem[158] = 128'h00000000000000000000000000000000;
+    mem[159] = 128'h00000000000000000000000000000000;
+    mem[160] = 128'h00000000000000000000000000000000;
+    mem[161] = 128'h00000000000000000000000000000000;
+    mem[162] = 128'h00000000000000000000000000000000;
+    mem[163] = 128'h00000000000000000000000000000000;
+    mem[164] = 128'h00000000000000000000000000000000;
+    mem[165] = 128'h00000000000000000000000000000000;
+    mem[166] = 128'h00000000000000000000000000000000;
+    mem[167] = 128'h00000000000000000000000000000000;
+    mem[168] = 128'h00000000000000000000000000000000;
+    mem[169] = 128'h00000000000000000000000000000000;
+    mem[170] = 128'h00000000000000000000000000000000;
+    mem[171] = 128'h00000000000000000000000000000000;
+    mem[172] = 128'h00000000000000000000000000000000;
+    mem[173] = 128'h00000000000000000000000000000000;
+    mem[174] = 128'h00000000000000000000000000000000;
+    mem[175] = 128'h00000000000000000000000000000000;
+    mem[176] = 128'h00000000000000000000000000000000;
+    mem[177] = 128'h00000000000000000000000000000000;
+    mem[178] = 128'h00000000000000000000000000000000;
+    mem[179] = 128'h00000000000000000000000000000000;
+    mem[180] = 128'h00000000000000000000000000000000;
+    mem[181] = 128'h00000000000000000000000000000000;
+    mem[182] = 128'h00000000000000000000000000000000;
+    mem[183] = 128'h00000000000000000000000000000000;
+    mem[184] = 128'h00000000000000000000000000000000;
+    mem[185] = 128'h00000000000000000000000000000000;
+    mem[186] = 128'h00000000000000000000000000000000;
+    mem[187] = 128'h00000000000000000000000000000000;
+    mem[188] = 128'h00000000000000000000000000000000;
+    mem[189] = 128'h00000000000000000000000000000000;
+    mem[190] = 128'h00000000000000000000000000000000;
+    mem[191] = 128'h00000000000000000000000000000000;
+    mem[192] = 128'h00000000000000000000000000000000;
+    mem[193] = 128'h00000000000000000000000000000000;
+    mem[194] = 128'h00000000000000000000000000000000;
+    mem[195] = 128'h00000000000000000000000000000000;
+    mem[196] = 128'h00000000000000000000000000000000;
+    mem[197] = 128'h00000000000000000000000000000000;
+    mem[198] = 128'h00000000000000000000000000000000;
+    mem[199] = 128'h00000000000000000000000000000000;
+    mem[200] = 128'h00000000000000000000000000000000;
+    mem[201] = 128'h00000000000000000000000000000000;
+    mem[202] = 128'h00000000000000000000000000000000;
+    mem[203] = 128'h00000000000000000000000000000000;
+    mem[204] = 128'h00000000000000000000000000000000;
+    mem[205] = 128'h00000000000000000000000000000000;
+    mem[206] = 128'h00000000000000000000000000000000;
+    mem[207] = 128'h00000000000000000000000000000000;
+    mem[208] = 128'h00000000000000000000000000000000;
+    mem[209] = 128'h00000000000000000000000000000000;
+    mem[210] = 128'h00000000000000000000000000000000;
+    mem[211] = 128'h00000000000000000000000000000000;
+    mem[212] = 128'h00000000000000000000000000000000;
+    mem[213] = 128'h00000000000000000000000000000000;
+    mem[214] = 128'h00000000000000000000000000000000;
+    mem[215] = 128'h00000000000000000000000000000000;
+    mem[216] = 128'h00000000000000000000000000000000;
+    mem[217] = 128'h00000000000000000000000000000000;
+    mem[218] = 128'h00000000000000000000000000000000;
+    mem[219] = 128'h00000000000000000000000000000000;
+    mem[220] = 128'h00000000000000000000000000000000;
+    mem[221] = 128'h00000000000000000000000000000000;
+    mem[222] = 128'h00000000000000000000000000000000;
+    mem[223] = 128'h00000000000000000000000000000000;
+    mem[224] = 128'h00000000000000000000000000000000;
+    mem[225] = 128'h00000000000000000000000000000000;
+    mem[226] = 128'h00000000000000000000000000000000;
+    mem[227] = 128'h00000000000000000000000000000000;
+    mem[228] = 128'h00000000000000000000000000000000;
+    mem[229] = 128'h00000000000000000000000000000000;
+    mem[230] = 128'h00000000000000000000000000000000;
+    mem[231] = 128'h00000000000000000000000000000000;
+    mem[232] = 128'h00000000000000000000000000000000;
+    mem[233] = 128'h00000000000000000000000000000000;
+    mem[234] = 128'h00000000000000000000000000000000;
+    mem[235] = 128'h00000000000000000000000000000000;
+    mem[236] = 128'h00000000000000000000000000000000;
+    mem[237] = 128'h00000000000000000000000000000000;
+    mem[238] = 128'h00000000000000000000000000000000;
+    mem[239] = 128'h00000000000000000000000000000000;
+    mem[240] = 128'h00000000000000000000000000000000;
+    mem[241] = 128'h00000000000000000000000000000000;
+    mem[242] = 128'h00000000000000000000000000000000;
+    mem[243] = 128'h00000000000000000000000000000000;
+    mem[244] = 128'h00000000000000000000000000000000;
+    mem[245] = 128'h00000000000000000000000000000000;
+    mem[246] = 128'h00000000000000000000000000000000;
+    mem[247] = 128'h00000000000000000000000000000000;
+    mem[248] = 128'h00000000000000000000000000000000;
+    mem[249] = 128'h00000000000000000000000000000000;
+    mem[250] = 128'h00000000000000000000000000000000;
+    mem[251] = 128'h00000000000000000000000000000000;
+    mem[252] = 128'h00000000000000000000000000000000;
+    mem[253] = 128'h00000000000000000000000000000000;
+    mem[254] = 128'h00000000000000000000000000000000;
+    mem[255] = 128'h00000000000000000000000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_en)
+      mem[w_addr] <= w_data;
+  end
+  reg [127:0] _0_;
+  always @(posedge clk) begin
+    _0_ <= mem[rd__addr];
+  end
+  assign rd__data = _0_;
+  always @(posedge clk)
+    r_data <= \$1 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$1  = rd__data;
+    if (rst) begin
+      \$1  = 128'h00000000000000000000000000000000;
+    end
+  end
+  assign \$signature__addr  = w_addr;
+  assign \$signature__data  = w_data;
+  assign \$signature__en  = w_en;
+  assign r_addr = rd__addr;
+  assign rd__en = 1'h1;
 endmodule

@@ -152,18 +152,20 @@ def locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def emit_verilog(cfg: BlockConfig, block: Block | None = None) -> str:
-    """The Verilog of one config, as Amaranth writes it (deterministic: no source paths)."""
+def emit_verilog(cfg: BlockConfig, block: Block | None = None, platform: str | None = None) -> str:
+    """The Verilog of one config, as Amaranth writes it (deterministic: no source paths). With
+    ``platform="ecp5"``, the generators instantiate ECP5 primitives where yosys would not infer them (a
+    MULT18X18D with its own registers); the default is portable Verilog, what rtl/ holds and what is simulated."""
     block = block or block_for_config(cfg)
     component = block.build(cfg)
-    text = verilog.convert(component, name=TOP, emit_src=False)
+    text = verilog.convert(component, name=TOP, emit_src=False, platform=platform)
     header = f"// accelkit {block.name}: generated from {json.dumps(cfg.to_dict(), sort_keys=True)}\n"
     return header + text
 
 
-def verilog_file(cfg: BlockConfig) -> Path:
-    """The emitted Verilog of `cfg`, cached by content."""
-    d = build_dir(cfg, "rtl")
+def verilog_file(cfg: BlockConfig, platform: str | None = None) -> Path:
+    """The emitted Verilog of `cfg` (for `platform`, see `emit_verilog`), cached by content."""
+    d = build_dir(cfg, "rtl" if platform is None else f"rtl-{platform}")
     out = d / f"{TOP}.v"
     if out.exists():
         return out
@@ -172,7 +174,7 @@ def verilog_file(cfg: BlockConfig) -> Path:
             d.mkdir(parents=True, exist_ok=True)
             (d / "config.json").write_text(cfg.to_json() + "\n")
             tmp = out.with_suffix(".v.tmp")
-            tmp.write_text(emit_verilog(cfg))
+            tmp.write_text(emit_verilog(cfg, platform=platform))
             tmp.replace(out)
     return out
 

@@ -28,7 +28,7 @@ EDITS = {
     "dybit-formats": (DyBitArrayConfig(), "accelkit/config/dybit.py", "return self.n - 2 - k if",
                       "return self.n - 3 - k if"),
     "sparse-config": (SparseConvConfig(), "accelkit/config/sparse_conv.py", "MAX_DIM = 4096", "MAX_DIM = 4095"),
-    "chain-engine": (SparseChainConfig(), "gen/sparse_conv.py", "def _lowest_set(", "def _lowest_set2("),
+    "chain-engine": (SparseChainConfig(), "gen/sparse_finder.py", "def _or(", "def _or2("),  # a component
 }
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -14,11 +16,14 @@ from amaranth.lib.wiring import In, Out
 
 import accelkit.flows.synth as synth_flow
 from accelkit.blocks import BLOCKS, Block
+from accelkit.cli import main
 from accelkit.config import BlockConfig, require
 from accelkit.flows.lint import lint
 from accelkit.flows.synth import (
+    PARTS,
     WRAP_TOP,
     Port,
+    critical_path,
     fmax_ecp5,
     netlist_json,
     ports_from_verilog,
@@ -30,6 +35,10 @@ from accelkit.sim.build import build_dir
 from accelkit.sim.tools import ToolMissing
 
 pytestmark = pytest.mark.synth
+
+# A real nextpnr-ecp5 --report of the MAC below in `wrap_in_registers` (LFE5U-85F-6 CABGA381, seed 1),
+# trimmed: no unused resources, no source locations.
+REPORT = Path(__file__).parent / "data" / "nextpnr-report-mac-85k.json"
 
 
 class Mac(wiring.Component):
@@ -148,6 +157,117 @@ def test_fmax_of_wrapped_design_keeps_its_logic(rtl, tmp_path):
     assert timing["fmax_mhz"] > 0
     assert timing["utilisation"]["MULT18X18D"]["used"] >= 1
     assert timing["utilisation"]["TRELLIS_IO"]["used"] <= 5
+    assert (timing["device"], timing["part"], timing["package"], timing["speed"]) == ("85k", "LFE5U-85F",
+                                                                                      "CABGA381", 6)
+    cp = timing["critical_path"]
+    assert cp["total_ns"] == pytest.approx(1000 / timing["fmax_mhz"], rel=1e-3)
+    assert cp["logic_levels"] >= 1 and "MULT18X18D" in " ".join(cp["cells"])  # through the multiplier
+    assert (tmp_path / "nextpnr-ecp5-seed1.log").exists() and (tmp_path / "nextpnr-ecp5-seed1.json").exists()
+
+
+def _report() -> dict:
+    return json.loads(REPORT.read_text())
+
+
+def test_critical_path_of_a_real_report():
+    cp = critical_path(_report())
+    # a_TRELLIS_FF_Q_4: the wrapper's register driving input `a`; through the MULT18X18D and the 24-bit
+    # accumulator's carry chain (12 CCU2C) into an accumulator flip-flop.
+    assert cp["clock"] == "$glbnet$clk$TRELLIS_IO_IN"
+    assert (cp["start"], cp["start_port"], cp["end"], cp["end_port"]) == ("a_TRELLIS_FF_Q_4", "Q",
+                                                                          "acc_TRELLIS_FF_Q_1", "DI")
+    assert cp["total_ns"] == pytest.approx(1000 / 112.4227, abs=1e-3) == 8.895
+    assert (cp["logic_levels"], cp["carry_levels"]) == (25, 23)
+    assert (cp["logic_ns"], cp["routing_ns"], cp["routing_share"]) == (5.558, 2.812, 0.316)
+    assert cp["cells"][:3] == ["a_TRELLIS_FF_Q_4", "$1_MULT18X18D_P9", "acc_TRELLIS_FF_Q_6_DI_CCU2C_S0"]
+    assert cp["cells"][-1] == "acc_TRELLIS_FF_Q_1" and len(cp["cells"]) == 15
+    assert sum(1 for c in cp["cells"] if "CCU2C" in c) == 12  # a carry cell's two halves are one cell
+
+
+def test_critical_path_skips_pin_paths_and_keeps_prefix_when_ambiguous():
+    report = _report()
+    pin_path = next(p for p in report["critical_paths"] if p["from"] == "<async>")
+    pin_path["path"][1]["delay"] = 50.0  # longer than the design's path, but from a pin: not a clock's path
+    assert critical_path(report)["total_ns"] == 8.895
+    # a wrapper cell named like a design cell without its "dut." prefix: names stay whole
+    path = next(p for p in report["critical_paths"] if p["from"] == p["to"])["path"]
+    for end in (path[0]["from"], path[0]["to"], path[1]["from"]):
+        end["cell"] = "acc_TRELLIS_FF_Q_1"
+    cp = critical_path(report)
+    assert (cp["start"], cp["end"]) == ("acc_TRELLIS_FF_Q_1", "dut.acc_TRELLIS_FF_Q_1")
+    with pytest.raises(RuntimeError, match="no register-to-register path"):
+        critical_path({**report, "critical_paths": [pin_path]})
+
+
+def test_parts_and_flags(tmp_path, monkeypatch):
+    assert PARTS["85k"].name == "LFE5U-85F" and PARTS["um5g-85k"].name == "LFE5UM5G-85F"
+    seen = []
+
+    def fake_run(argv, log, cwd, what):  # nextpnr's command line, and a real report as its output
+        seen.append(argv)
+        shutil.copy(REPORT, cwd / argv[argv.index("--report") + 1])
+
+    monkeypatch.setattr(synth_flow, "_run", fake_run)
+    for device, flags in [("85k", ["--85k", "--package", "CABGA381", "--speed", "6"]),
+                          ("um5g-85k", ["--um5g-85k", "--package", "CABGA381", "--speed", "8"]),
+                          ("25k", ["--25k", "--package", "CABGA256", "--speed", "6"])]:
+        timing = fmax_ecp5(tmp_path / "netlist.json", tmp_path, device=device, seed=2)
+        argv = seen[-1]
+        assert argv[argv.index(flags[0]):argv.index(flags[0]) + 5] == flags
+        assert argv[argv.index("--seed") + 1] == "2"
+        assert (timing["device"], timing["package"], timing["speed"]) == (device, flags[2], int(flags[4]))
+        assert timing["critical_path"]["total_ns"] == 8.895
+    with pytest.raises(ValueError, match=r"^device='12k' is unknown: one of 25k, 45k, 85k, um5g-25k") as info:
+        fmax_ecp5(tmp_path / "netlist.json", tmp_path, device="12k")
+    assert "\n" not in str(info.value) and len(seen) == 3
+
+
+def test_unknown_device_is_one_line_before_any_work(mac_block, capsys):
+    with pytest.raises(ValueError, match="device='lfe5u-85' is unknown"):
+        synth_config(mac_block, device="lfe5u-85")
+    assert not build_dir(mac_block, "synth").exists()
+    assert main(["synth", "dybit-array", "--device", "85f"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("accelkit: device='85f' is unknown: one of 25k, 45k, 85k,") and err.count("\n") == 1
+    with pytest.raises(ValueError, match=r"seeds=\(\) is invalid"):
+        synth_config(mac_block, seeds=())
+
+
+def _fake_tools(monkeypatch, mhz: dict[int, float]):
+    """synth and nextpnr replaced by stubs: nextpnr's Fmax per seed from `mhz`; the runs are counted."""
+    runs = []
+
+    def fake_synth(verilog, target, workdir, top="top"):
+        runs.append(("synth", target, top))
+        netlist_json(workdir).write_text("{}")
+        return {"lut4": 1, "cells": {"LUT4": 1}}
+
+    def fake_fmax(netlist, workdir, device="85k", seed=1, **kw):
+        runs.append(("fmax", seed))
+        cp = {**critical_path(_report()), "start": f"start{seed}"}
+        return {"fmax_mhz": mhz[seed], "clocks": {"clk": mhz[seed]}, "utilisation": {}, "critical_path": cp,
+                "device": device, "part": PARTS[device].name, "package": PARTS[device].package,
+                "speed": PARTS[device].speed, "target_mhz": 200, "seed": seed}
+
+    monkeypatch.setattr(synth_flow, "synth", fake_synth)
+    monkeypatch.setattr(synth_flow, "fmax_ecp5", fake_fmax)
+    return runs
+
+
+@pytest.mark.parametrize("seed_jobs", [1, 2])
+def test_fmax_is_the_median_over_seeds(mac_block, monkeypatch, seed_jobs):
+    runs = _fake_tools(monkeypatch, {1: 100.0, 2: 90.0, 3: 120.0, 4: 95.0})
+    f = synth_config(mac_block, targets=(), seed_jobs=seed_jobs)["fmax"]
+    assert sorted(runs) == [("fmax", 1), ("fmax", 2), ("fmax", 3), ("synth", "ecp5", WRAP_TOP)]
+    assert (f["fmax_mhz"], f["fmax_min_mhz"], f["fmax_max_mhz"]) == (100.0, 90.0, 120.0)
+    assert f["seeds"] == {1: 100.0, 2: 90.0, 3: 120.0} and list(f["seeds"]) == [1, 2, 3]
+    assert f["median_seed"] == 1 and f["critical_path"]["start"] == "start1"  # the median seed's path
+    assert (f["part"], f["speed"], f["package"]) == ("LFE5U-85F", 6, "CABGA381")
+    assert f["wrapped_area"] == {"lut4": 1}
+    # an even count: the lower median, one seed's own run
+    f = synth_config(mac_block, targets=(), seeds=(1, 2, 3, 4), seed_jobs=seed_jobs)["fmax"]
+    assert (f["fmax_mhz"], f["median_seed"], f["critical_path"]["start"]) == (95.0, 4, "start4")
+    assert runs[-1] == ("fmax", 4) and len(runs) == 5
 
 
 def test_synth_config_caches_and_only_runs_missing_jobs(mac_block, monkeypatch):
@@ -159,28 +279,62 @@ def test_synth_config_caches_and_only_runs_missing_jobs(mac_block, monkeypatch):
         return real_synth(verilog, target, workdir, top)
 
     def counting_fmax(*args, **kwargs):
-        runs.append(("fmax",))
+        runs.append(("fmax", kwargs["seed"]))
         return real_fmax(*args, **kwargs)
 
     monkeypatch.setattr(synth_flow, "synth", counting_synth)
     monkeypatch.setattr(synth_flow, "fmax_ecp5", counting_fmax)
 
-    first = synth_config(mac_block, targets=("ecp5",))
+    first = synth_config(mac_block, targets=("ecp5",), seeds=(1, 2))
     assert first["ecp5"]["mult18"] >= 1
-    assert first["fmax"]["fmax_mhz"] > 0
-    assert sorted(runs) == sorted([("fmax",), ("synth", "ecp5", "top"), ("synth", "ecp5", WRAP_TOP)])
+    assert first["fmax"]["fmax_mhz"] > 0 and set(first["fmax"]["seeds"]) == {1, 2}
+    assert first["fmax"]["device"] == "85k" and first["fmax"]["critical_path"]["total_ns"] > 0
+    assert sorted(runs) == sorted([("fmax", 1), ("fmax", 2), ("synth", "ecp5", "top"), ("synth", "ecp5", WRAP_TOP)])
     result = build_dir(mac_block, "synth") / "result.json"
     stamp = result.stat().st_mtime_ns
 
     runs.clear()
-    assert synth_config(mac_block, targets=("ecp5",)) == first
+    assert synth_config(mac_block, targets=("ecp5",), seeds=(1, 2)) == first
     assert runs == [] and result.stat().st_mtime_ns == stamp
 
-    both = synth_config(mac_block)
-    assert runs == [("synth", "xilinx", "top")]
-    assert both["ecp5"] == first["ecp5"] and both["fmax"] == first["fmax"]
-    assert both["xilinx"]["dsp"] >= 1
-    assert set(json.loads(result.read_text())) >= {"flow", "config", "ecp5", "xilinx", "fmax-25k"}
+    # a third seed and the Xilinx target: only those run, not the wrapped synthesis nor seeds 1 and 2
+    both = synth_config(mac_block, seeds=(1, 2, 3))
+    assert runs == [("synth", "xilinx", "top"), ("fmax", 3)]
+    assert both["ecp5"] == first["ecp5"] and both["xilinx"]["dsp"] >= 1
+    assert {s: both["fmax"]["seeds"][s] for s in (1, 2)} == first["fmax"]["seeds"]
+    assert both["fmax"]["fmax_min_mhz"] <= both["fmax"]["fmax_mhz"] <= both["fmax"]["fmax_max_mhz"]
+    assert both["fmax"]["wrapped_area"] == first["fmax"]["wrapped_area"]
+    cached = json.loads(result.read_text())
+    assert set(cached) >= {"flow", "config", "ecp5", "xilinx", "fmax-85k"}
+    assert set(cached["fmax-85k"]["seeds"]) == {"1", "2", "3"}
+    runs.clear()
+    assert synth_config(mac_block, targets=("ecp5",), seeds=(1, 2)) == first and runs == []
+
+
+def test_cli_prints_median_and_critical_path(monkeypatch, capsys):
+    calls = []
+    cp = critical_path(_report())
+
+    def fake_synth_config(cfg, targets, fmax, device, seeds, seed_jobs):
+        calls.append((device, seeds, seed_jobs))
+        return {"ecp5": {"lut4": 10, "cells": {"LUT4": 10}}, "xilinx": {"lut": 8},
+                "fmax": {"fmax_mhz": 112.42, "seeds": {1: 112.42, 2: 112.38, 3: 115.1}, "critical_path": cp,
+                         "part": "LFE5U-85F", "speed": 6, "package": "CABGA381"}}
+
+    monkeypatch.setattr(synth_flow, "synth_config", fake_synth_config)
+    assert main(["synth", "dybit-array", "--rows", "2", "--cols", "2"]) == 0
+    assert calls == [("85k", (1, 2, 3), 2)]
+    assert capsys.readouterr().out.splitlines() == [
+        "ecp5: lut4=10",
+        "xilinx: lut=8",
+        "fmax: median 112.42 MHz over seeds 1,2,3 (112.42, 112.38, 115.1) on LFE5U-85F-6 CABGA381",
+        "critical path: a_TRELLIS_FF_Q_4 -> acc_TRELLIS_FF_Q_1, 25 logic levels (23 in carry chains), 8.895 ns, "
+        "32% routing",
+    ]
+    assert main(["synth", "dybit-array", "--device", "um5g-85k", "--seeds", "5"]) == 0
+    assert calls[-1] == ("um5g-85k", (1, 2, 3, 4, 5), 2)
+    assert main(["synth", "dybit-array", "--seeds", "0"]) == 2
+    assert capsys.readouterr().err.startswith("accelkit: --seeds 0 is invalid")
 
 
 def test_tool_failure_is_one_line_naming_the_log(tmp_path):

@@ -589,34 +589,45 @@ def sites(h, w, coords, c=16):
 
 def dense_closed_form(cfg: SparseConvConfig, h: int, w: int) -> int:
     """docs/cycle-models.md: a fully active frame of a stride-1 3x3 kind keeps the sequencer busy from its first
-    site on: the first halo + 1 input rows, the finder's latencies, every MAC step, the pipeline."""
+    site on: the first halo + 1 input rows, the input queue, the finder's latencies, every MAC step, the eof
+    step, the pipeline."""
     steps = (3 * h - 2) * (3 * w - 2) * (1 if cfg.depthwise else cfg.in_groups) * cfg.requant_groups
-    return ((cfg.halo + 1) * w * cfg.in_groups + cfg.row_ready_latency + cfg.finder_row_cycles
-            + cfg.site_handoff_latency + steps + cfg.mac_pipeline_depth + 1)
+    return ((cfg.halo + 1) * w * cfg.in_groups + cfg.input_queue_latency + cfg.row_ready_latency
+            + cfg.finder_row_cycles + cfg.site_handoff_latency + steps + cfg.mac_pipeline_depth + 1)
 
 
 def test_rtl_cycle_model_by_hand():
     cfg = SparseConvConfig(max_height=4, max_width=4)  # subm3x3, Cin = Cout = 16, PI = PO = 4
-    # the empty frame: its end-of-frame beat, seen a cycle later, then the finder's done register and the output
-    assert frame_cycles(cfg, sites(4, 4, [])) == 1 + cfg.row_ready_latency + cfg.eof_latency == 4
-    # one site at (1, 1): its Gi beats, then the end of frame (cycle Gi) makes rows 0 and 1 complete
-    ready = cfg.in_groups + cfg.row_ready_latency
-    hand = ready + 2 * cfg.finder_row_cycles  # row 0 passed (empty), row 1 loaded; the site handed on
-    last = hand + cfg.site_handoff_latency + 1 * cfg.in_groups * cfg.requant_groups - 1  # one active tap
-    eof = max(hand + cfg.finder_site_cycles + cfg.eof_latency, last + cfg.mac_pipeline_depth + 1)
-    assert frame_cycles(cfg, sites(4, 4, [[1, 1]])) == eof + 1 == 31
-    # a second frame starts the cycle its predecessor's end of frame leaves
+    # the empty frame: its end-of-frame beat at the input queue's head and taken, seen a cycle later; the eof
+    # site reaches the finder's last stage, is handed on and issued, then goes down the pipeline
+    assert frame_cycles(cfg, sites(4, 4, [])) == (cfg.input_queue_latency + cfg.row_ready_latency + cfg.eof_latency
+                                                  + cfg.site_handoff_latency + cfg.mac_pipeline_depth + 1) == 27
+    # one site at (1, 1): its Gi beats, then the end of frame (taken in cycle Gi + 1) makes rows 0 and 1 complete
+    eof = cfg.in_groups + cfg.input_queue_latency
+    row1 = eof + cfg.row_ready_latency + cfg.finder_empty_row_cycles  # row 0 passed (empty), row 1 taken
+    site = row1 + cfg.finder_row_cycles  # the site in the finder's last stage (written into the site queue)
+    last = site + cfg.site_handoff_latency + 1 * cfg.in_groups * cfg.requant_groups - 1  # one active tap
+    eof_step = max(site + cfg.finder_row_end_cycles + cfg.eof_latency + cfg.site_handoff_latency, last + 1)
+    assert frame_cycles(cfg, sites(4, 4, [[1, 1]])) == eof_step + cfg.mac_pipeline_depth + 1 == 60
+    # a second frame's first beats enter the input queue at once (cycle Gi + 1), but are taken only once the
+    # first frame's eof marker has reset the engine (eof step + frame_reset_latency): 57 cycles after the
+    # first frame's, so it counts 57 - (Gi + 1) cycles more
     both = frames_cycles(cfg, [sites(4, 4, [[1, 1]])] * 2)
-    assert both == {"frames": [31, 31], "total": 61}
+    assert eof_step + cfg.frame_reset_latency - 1 == 57
+    assert both == {"frames": [60, 60 + 57 - (cfg.in_groups + 1)], "total": 60 + 57}
 
 
 @pytest.mark.parametrize("prop,lone,row", [
-    ("mac_pipeline_depth", 1, 1), ("site_handoff_latency", 1, 4), ("finder_row_cycles", 2, 1),
-    ("finder_site_cycles", 0, 3), ("row_ready_latency", 1, 1), ("eof_latency", 0, 0)])
+    ("mac_pipeline_depth", 1, 1), ("input_queue_latency", 3, 3), ("row_ready_latency", 1, 1),
+    ("permit_latency", 0, 0), ("finder_empty_row_cycles", 1, 0), ("finder_row_cycles", 1, 1),
+    ("finder_site_cycles", 0, 3), ("finder_row_end_cycles", 0, 1), ("site_queue_latency", 1, 2),
+    ("sequencer_next_latency", 1, 4), ("sequencer_site_latency", 2, 4), ("eof_latency", 0, 1),
+    ("frame_reset_latency", 0, 0)])
 def test_rtl_cycle_model_reads_the_config(monkeypatch, prop, lone, row):
-    """Each timing number of the config moves the figure as the formulas say (one cycle more of each). In the
-    finder-bound row of one-step sites a longer handoff costs every site: with one queue slot the finder hands
-    the next site on only when the sequencer takes the previous one."""
+    """Each timing number of the config moves the figure as the formulas say (one cycle more of each). A slower
+    input queue (2 cycles to its head) takes 2 beats in 3 cycles; in the finder-bound row of one-step
+    sites a longer handoff costs every site (the site queue holds 2 sites); the site registers' latency counts
+    twice for the eof step (a site of its own); ingest is not held back by the permit in these frames."""
     subm = SparseConvConfig(max_height=4, max_width=4)
     pw = SparseConvConfig(kind="pw1x1", max_height=4, max_width=4, cin=4, cout=4)  # one step a site: finder-bound
     lone_site, one_row = sites(4, 4, [[1, 1]]), sites(4, 4, [[0, 0], [0, 1], [0, 2], [0, 3]], 4)
@@ -631,15 +642,19 @@ def test_rtl_cycle_model_reads_the_config(monkeypatch, prop, lone, row):
                                  SparseConvConfig(kind="dw3x3", cin=4, cout=4, pi=1, po=1)],
                          ids=lambda c: f"{c.kind}-{c.pi}x{c.po}")
 def test_rtl_cycle_model_dense_closed_form(cfg):
-    for h, w in ((2, 2), (13, 11), (180, 240)):
+    # (from 4 x 4 on: on a 2 x 2 frame with one input group the finder's row latency leaves the sequencer idle)
+    for h, w in ((4, 4), (13, 11), (180, 240)):
         assert dense_frame_cycles(cfg, h, w) == dense_closed_form(cfg, h, w)
 
 
 def test_rtl_cycle_model_row_lead():
-    # without a prefetch row ingest cannot run ahead of the output row being computed: about a row of input
-    # beats is lost at every output row
+    # buffer_slots is a power of two: a stride-1 3x3 engine keeps a prefetch row even with prefetch_rows=0
     bare = SparseConvConfig(cin=8, cout=8, pi=8, po=8, prefetch_rows=0)
-    lost = dense_frame_cycles(bare, 180, 240) - dense_closed_form(bare, 180, 240)
+    assert bare.buffer_slots == 4 and dense_frame_cycles(bare, 180, 240) == dense_closed_form(bare, 180, 240)
+    # a pw1x1 engine without one (one slot) takes a row only once the sequencer is done with the row before:
+    # about a row of input beats is lost at every output row
+    pw = SparseConvConfig(kind="pw1x1", cin=8, cout=8, pi=8, po=8)
+    lost = dense_frame_cycles(pw.replace(prefetch_rows=0), 180, 240) - dense_frame_cycles(pw, 180, 240)
     assert 179 * 240 < lost < 179 * 250
 
 
@@ -648,7 +663,7 @@ def test_rtl_cycle_model_is_fast():
 
     cfg = SparseConvConfig(max_height=180, max_width=240)
     t = time.perf_counter()
-    assert dense_frame_cycles(cfg, 180, 240) == dense_closed_form(cfg, 180, 240) == 6_182_474
+    assert dense_frame_cycles(cfg, 180, 240) == dense_closed_form(cfg, 180, 240) == 6_182_499
     assert time.perf_counter() - t < 1.5  # about 0.2 s
 
 

@@ -30,6 +30,13 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def _pow2_at_least(n: int) -> int:
+    p = 1
+    while p < n:
+        p <<= 1
+    return p
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -239,13 +246,33 @@ class SparseConvConfig(BlockConfig):
 
     @property
     def buffer_slots(self) -> int:
-        """Rows of input the RTL line buffer holds: the kernel's window plus stride * prefetch_rows."""
-        return self.kernel + self.stride * self.prefetch_rows
+        """Rows of input the RTL line buffer holds: the kernel's window plus stride * prefetch_rows, rounded up to
+        a power of two so that a row's slot is its low bits (no modulo)."""
+        return _pow2_at_least(self.kernel + self.stride * self.prefetch_rows)
+
+    @property
+    def slot_bits(self) -> int:
+        return (self.buffer_slots - 1).bit_length()
+
+    @property
+    def tag_bits(self) -> int:
+        """A slot's row tag: an input row, or all ones for none."""
+        return self.y_bits + 1
 
     @property
     def buffer_words(self) -> int:
-        """Words of the RTL line buffer memory: one per (slot, column, input channel group)."""
+        """Words of the RTL line buffer that hold features: one per (slot, column, input channel group)."""
         return self.buffer_slots * self.max_width * self.in_groups
+
+    @property
+    def lb_addr_bits(self) -> int:
+        """Line-buffer address {slot, column, group}: each field padded to a power of two."""
+        return self.slot_bits + self.x_bits + (self.in_groups - 1).bit_length()
+
+    @property
+    def buffer_depth(self) -> int:
+        """Depth of the line-buffer memory (the padded address space)."""
+        return 1 << self.lb_addr_bits
 
     @property
     def buffer_word_bits(self) -> int:
@@ -267,6 +294,19 @@ class SparseConvConfig(BlockConfig):
     def requant_groups(self) -> int:
         """Output beats per site: cout / po (depthwise: the C / P channel groups)."""
         return self.cout // self.po
+
+    @property
+    def w_addr_bits(self) -> int:
+        """Weight address {tap, output group, input group} (depthwise {tap, group}), fields padded to powers of 2."""
+        taps = 4 if self.kernel == 3 else 0
+        if self.depthwise:
+            return taps + (self.in_groups - 1).bit_length()
+        return taps + (self.in_groups - 1).bit_length() + (self.requant_groups - 1).bit_length()
+
+    @property
+    def weight_depth(self) -> int:
+        """Depth of the weight memory (the padded address space)."""
+        return 1 << self.w_addr_bits
 
     @property
     def requant_word_bits(self) -> int:
@@ -304,45 +344,124 @@ class SparseConvConfig(BlockConfig):
 
     @property
     def mac_pipeline_depth(self) -> int:
-        """Registers from the MAC sequencer's issue of a step to the output register, inclusive: line buffer and
-        weight read, products summed over PI, accumulate, times scale, output (shift, clamp, ReLU). The last step
-        of an output beat issued in cycle t leaves in cycle t + mac_pipeline_depth."""
-        return 5
+        """Registers from the MAC sequencer's issue of a beat's last step to the beat at the output, inclusive: the
+        sequencer's tap and address registers (2), the memory read (2: address, output register), the MAC
+        array (operands, products, one per adder-tree level, accumulate), the requantiser (beat while the
+        requant word is read (2), bias add, partial products and their tree, rounding, clamp), the output
+        queue (1) and the output register (1). The last step of an output beat issued in cycle t is offered
+        in cycle t + mac_pipeline_depth."""
+        tree = 0 if self.depthwise else (self.pi - 1).bit_length()
+        partials = -(-self.psum_bits // 17) * -(-self.scale_bits // 17)
+        mul = 2  # a multiply's registered operands and product (gen/pipeline.py)
+        ram = 2  # a registered block RAM read (gen/memory.py)
+        return 2 + ram + (2 + mul + tree) + (ram + 1 + mul + (partials - 1).bit_length() + 2) + 1 + 1
 
     @property
-    def site_queue_depth(self) -> int:
-        """Sites the row finder can hold ready for the sequencer (the prefetch register)."""
-        return 1
+    def output_queue_depth(self) -> int:
+        """Beats the output queue holds: room for every beat in flight, so the sequencer runs at full rate while
+        the output is ready; when it is not, the sequencer holds (credits), the pipeline does not."""
+        return _pow2_at_least(self.mac_pipeline_depth + 3)
 
     @property
-    def site_handoff_latency(self) -> int:
-        """Cycles from the finder handing a site on to the site's first MAC step when the sequencer is idle
-        (prefetch register, then the sequencer's site registers); a busy sequencer starts it back to back."""
+    def finder_chunk(self) -> int:
+        """Output columns the site finder takes at a time (its one-hots span a chunk, not the row)."""
+        return min(16, _pow2_at_least(self.max_out_width))
+
+    @property
+    def input_queue_depth(self) -> int:
+        """Beats the line buffer's input queue holds (a SyncFIFO: ``sites_in.ready`` is its not-full flag, a
+        register). A beat enters while the queue has room, i.e. once the beat two before it was taken."""
         return 2
 
     @property
-    def finder_row_cycles(self) -> int:
-        """Cycles the row finder spends on each output row besides its sites: loading the row's bitmap, or
-        passing the row when it has no site."""
-        return 1
-
-    @property
-    def finder_site_cycles(self) -> int:
-        """Cycles the row finder spends on each site it hands on (priority encoder and tap mask)."""
+    def input_queue_latency(self) -> int:
+        """Cycles from a beat entering the input queue to it being at the queue's head (the queue's pointer and
+        level registers)."""
         return 1
 
     @property
     def row_ready_latency(self) -> int:
-        """Cycles from an input row being shown complete (a token of a later row offered, even if not yet taken,
-        or the end of the frame taken) to the finder seeing it (the done-rows and end-of-frame registers)."""
+        """Cycles from a good first beat at the input queue's head (taken or not), or the end-of-frame beat
+        taken, to the finder seeing the rows it completes: the ``done_rows`` / ``eof_seen`` registers."""
         return 1
 
     @property
-    def eof_latency(self) -> int:
-        """Cycles from the finder passing the frame's last output row (end of frame seen) to the end-of-frame
-        beat leaving: the finder's done register, then the output register. The beat also leaves no earlier
-        than the cycle after the last output beat was taken."""
+    def permit_latency(self) -> int:
+        """Cycles from the oldest output row in use (the sequencer's, else the finder's) reaching a row to a
+        token that row frees being taken: the ``permit_row`` register. The cycle ingest reopens after a frame
+        the register still holds the finished frame's row count (``rows * stride + buffer_slots - halo``)."""
+        return 1
+
+    @property
+    def finder_empty_row_cycles(self) -> int:
+        """Cycles the site finder spends on an output row without sites, from taking it (its ROW state, the row
+        ready) to taking the next: the L0 (tag lookup), L1 (bitmap copy), L2 (centre row, chunk mask) and SCAN
+        states, one cycle each, and the ROW state."""
+        return 5
+
+    @property
+    def finder_row_cycles(self) -> int:
+        """Cycles from the site finder taking a row with sites (ROW state) to the row's first site in its last
+        stage C1, written into the site queue that cycle if it has room: the L0, L1, L2 and SCAN states, then the
+        chunk pipeline A, A2, A3, B and C1."""
+        return 9
+
+    @property
+    def finder_site_cycles(self) -> int:
+        """Cycles between the row's sites reaching the finder's last stage when nothing holds it (stage B hands on
+        one site a cycle, chunk after chunk)."""
+        return 1
+
+    @property
+    def finder_row_end_cycles(self) -> int:
+        """Cycles from the row's last site reaching the finder's last stage (its chunk pipeline empty) to the
+        finder taking the next row (the SCAN state's exit register)."""
+        return 1
+
+    @property
+    def site_queue_depth(self) -> int:
+        """Sites the finder's output queue (a SyncFIFO) holds for the sequencer: the finder's last stage writes a
+        site once the site two before it was read."""
         return 2
+
+    @property
+    def site_queue_latency(self) -> int:
+        """Cycles from a site written into the site queue to the sequencer's next-site register reading it."""
+        return 1
+
+    @property
+    def sequencer_next_latency(self) -> int:
+        """Cycles from the next-site register reading a site to the site moving into the sequencer's site
+        registers, when they are free (the next-site register); a busy sequencer moves it there the cycle of the
+        previous site's last step."""
+        return 1
+
+    @property
+    def sequencer_site_latency(self) -> int:
+        """Cycles from a site moving into the sequencer's site registers to its first MAC step (the site
+        registers): steps then follow one a cycle."""
+        return 1
+
+    @property
+    def site_handoff_latency(self) -> int:
+        """Cycles from a site written into the site queue to its first MAC step when the sequencer is idle: the
+        queue, the next-site register and the site registers."""
+        return self.site_queue_latency + self.sequencer_next_latency + self.sequencer_site_latency
+
+    @property
+    def eof_latency(self) -> int:
+        """Cycles from the finder seeing the frame's rows over (ROW state, end of frame seen, past the last output
+        row) to the eof site in its last stage (the ``eof_pend`` register); it then goes through the site queue
+        and the sequencer as a site of one step, which waits for a credit like an output beat."""
+        return 1
+
+    @property
+    def frame_reset_latency(self) -> int:
+        """Cycles from the eof step's issue to the first cycle the next frame's beats may be taken and its rows
+        found: the eof marker is written into the output queue mac_pipeline_depth - 2 cycles after its issue
+        (the output queue and the output register are the pipeline's last two registers) and resets the frame;
+        the line buffer's and the finder's registers clear the next cycle."""
+        return self.mac_pipeline_depth - 2 + 1
 
     def implied(self) -> dict:
         """Everything the parameters imply, for reports."""
@@ -359,9 +478,17 @@ class SparseConvConfig(BlockConfig):
             "weight_words": self.weight_words, "weight_word_bits": self.weight_word_bits,
             "param_words": self.param_words, "param_bits": self.param_bits,
             "halo": self.halo, "row_lead": self.row_lead, "mac_pipeline_depth": self.mac_pipeline_depth,
-            "site_queue_depth": self.site_queue_depth, "site_handoff_latency": self.site_handoff_latency,
+            "site_queue_depth": self.site_queue_depth,
+            "output_queue_depth": self.output_queue_depth,
+            "finder_chunk": self.finder_chunk, "buffer_depth": self.buffer_depth, "weight_depth": self.weight_depth,
+            "site_handoff_latency": self.site_handoff_latency,
             "finder_row_cycles": self.finder_row_cycles, "finder_site_cycles": self.finder_site_cycles,
             "row_ready_latency": self.row_ready_latency, "eof_latency": self.eof_latency,
+            "input_queue_depth": self.input_queue_depth, "input_queue_latency": self.input_queue_latency,
+            "permit_latency": self.permit_latency, "finder_empty_row_cycles": self.finder_empty_row_cycles,
+            "finder_row_end_cycles": self.finder_row_end_cycles, "site_queue_latency": self.site_queue_latency,
+            "sequencer_next_latency": self.sequencer_next_latency,
+            "sequencer_site_latency": self.sequencer_site_latency, "frame_reset_latency": self.frame_reset_latency,
         }
 
 

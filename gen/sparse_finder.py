@@ -1,0 +1,198 @@
+"""The sparse engine's site finder: walks the output rows of a frame once their input rows are complete,
+and hands on each output site with its tap mask (the active in-frame inputs of its window), in raster
+order, then one eof site (docs/specs/sparse-conv.md).
+
+Inputs from the line buffer: the per-slot bitmaps and row tags, ``done_rows`` (input rows below it are
+complete), ``eof_seen``, ``has_last``/``last_y`` (the frame's last good site) and ``error``.
+Stream ``sites`` out: {oy, ox, taps, eof, error}, through a small queue. ``row`` (out) is the oldest
+output row the finder still holds.
+
+Pipeline (no stage decodes the whole row width in one cycle): per row, look the window rows up by tag
+(register the slot one-hots), copy their bitmaps, then form the centre row and its chunk mask (chunks of
+``cfg.finder_chunk`` output columns). Per site, a chunk stage picks the lowest non-empty chunk (a
+one-hot), the next copies that chunk's bits and window, the emit stage takes the chunk's lowest site as
+a one-hot, and the last forms the site's column (one-hot index, concatenated with the chunk) and its
+tap mask (one-hot AND-OR) into the queue.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from accelkit.config.sparse_conv import SparseConvConfig
+
+from .pipeline import lowest_one_hot, one_hot_index
+from .sparse_sequencer import site_layout
+
+__all__ = ["SiteFinder"]
+
+
+def _or(sigs):
+    out = Const(0, 1) if not sigs else sigs[0]
+    for s in sigs[1:]:
+        out = out | s
+    return out
+
+
+class SiteFinder(wiring.Component):
+    def __init__(self, cfg: SparseConvConfig):
+        self.cfg = cfg
+        S, W = cfg.buffer_slots, cfg.max_width
+        super().__init__({
+            "bitmaps": In(data.ArrayLayout(unsigned(W), S)),
+            "tags": In(data.ArrayLayout(unsigned(cfg.tag_bits), S)),
+            "done_rows": In(unsigned(cfg.y_bits + 2)),
+            "eof_seen": In(1),
+            "has_last": In(1),
+            "last_y": In(unsigned(cfg.y_bits)),
+            "error": In(1),
+            "frame_reset": In(1),
+            "sites": Out(stream.Signature(site_layout(cfg))),
+            "row": Out(unsigned(cfg.out_y_bits)),
+        })
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        m = Module()
+        S, W, Wo, s, h = cfg.buffer_slots, cfg.max_width, cfg.max_out_width, cfg.stride, cfg.halo
+        K = cfg.finder_chunk
+        NC = -(-Wo // K)
+        three = cfg.kernel == 3
+        nrows = 3 if three else 1
+        span = s * (K - 1) + 3 if three else 1  # window columns a chunk's sites read, from s*K*c - 1
+        rb = cfg.y_bits + 2
+
+        m.submodules.queue = q = fifo.SyncFIFO(width=site_layout(cfg).size, depth=cfg.site_queue_depth)
+        wiring.connect(m, q.r_stream, wiring.flipped(self.sites))
+
+        f_row = Signal(cfg.out_y_bits + 1)
+        cy = Signal(rb)  # f_row * stride
+        need = Signal(rb, init=h + 1)  # done_rows must reach this: f_row * stride + halo + 1
+        state = Signal(range(6))
+        ROW, L0, L1, L2, SCAN, DONE = range(6)
+        last_out_row = self.last_y if s == 1 else self.last_y >> 1
+        rows_over = self.eof_seen & (~self.has_last | (f_row > last_out_row))
+        ready = self.eof_seen | (self.done_rows >= need)
+
+        # ---- row load: slots by tag, then bitmaps, then centre row and chunk mask
+        sel = [Signal(S, name=f"sel_{k}") for k in range(nrows)]
+        win = [Signal(W, name=f"win_{k}") for k in range(nrows)]
+        for k in range(nrows):
+            d = k - 1 if three else 0
+            row_k = Signal(rb, name=f"row_{k}")
+            m.d.comb += row_k.eq(cy + d)
+            for t in range(S):
+                hit = (row_k[:cfg.slot_bits] == t) if cfg.slot_bits else Const(1, 1)
+                hit = hit & (self.tags[t] == row_k)
+                if d < 0:
+                    hit = hit & (cy != 0)
+                with m.If(state == L0):
+                    m.d.sync += sel[k][t].eq(hit)
+            with m.If(state == L1):
+                m.d.sync += win[k].eq(_or([Mux(sel[k][t], self.bitmaps[t], 0) for t in range(S)]))
+        centre_w = NC * K
+        centre = Signal(centre_w)
+        nz = Signal(NC)
+        if s == 1:
+            c_bits = win[1] if three else win[0]
+        else:
+            pair = win[1] | win[2]
+            c_bits = Cat(*[pair[2 * i] | (pair[2 * i + 1] if 2 * i + 1 < W else 0) for i in range(Wo)])
+        # ---- chunk stage A: the lowest non-empty chunk, as a one-hot
+        a_v, a_oh = Signal(), Signal(NC)
+        a2_v, a2_ci = Signal(), Signal(max(1, (NC - 1).bit_length()))
+        a2_bits = Signal(K)
+        a2_win = [Signal(span, name=f"a2_win_{k}") for k in range(nrows)]
+        b_ci = Signal.like(a2_ci)
+        b_win = [Signal(span, name=f"b_win_{k}") for k in range(nrows)]
+        c1_v, c1_oh, c1_ci, c1_oy = Signal(), Signal(K), Signal.like(a2_ci), Signal(cfg.out_y_bits)
+        c1_win = [Signal(span, name=f"c1_win_{k}") for k in range(nrows)]
+        eof_pend = Signal()
+
+        # queue write: the site (column and taps from the one-hot), or the eof site
+        c1_x = one_hot_index(m, c1_oh, "site_x") if K > 1 else Const(0, 1)
+        taps = []
+        if three:
+            for k in range(nrows):
+                for dx in range(3):
+                    taps.append(_or([c1_oh[j] & c1_win[k][s * j + dx] for j in range(K)]))
+        else:
+            taps.append(Const(1, 1))
+        qp = Signal(site_layout(cfg))
+        m.d.comb += [q.w_data.eq(qp), q.w_en.eq(c1_v | eof_pend)]
+        with m.If(c1_v):
+            m.d.comb += [qp.oy.eq(c1_oy), qp.ox.eq(Cat(c1_x, c1_ci) if K > 1 else c1_ci), qp.taps.eq(Cat(*taps))]
+        with m.Else():
+            m.d.comb += [qp.eof.eq(1), qp.error.eq(self.error)]
+        c1_load = ~c1_v | q.w_rdy
+        with m.If(eof_pend & ~c1_v & q.w_rdy):
+            m.d.sync += eof_pend.eq(0)
+
+        # emit stage B: the site one-hot to hand on next and the chunk's other sites (split a stage ahead, so
+        # its loop is one carry chain and a zero test of a register)
+        b_v = Signal()
+        b_oh, b_rest = Signal(K), Signal(K)
+        a3_v, a3_oh, a3_rest, a3_ci = Signal(), Signal(K), Signal(K), Signal.like(a2_ci)
+        a3_win = [Signal(span, name=f"a3_win_{k}") for k in range(nrows)]
+        rest_oh = lowest_one_hot(m, b_rest, "rest_oh")
+        take = c1_load & (b_rest == 0)  # B empties (or is empty) this cycle: it may load the next chunk
+        with m.If(c1_load):
+            m.d.sync += [c1_v.eq(b_v), c1_oh.eq(b_oh), c1_ci.eq(b_ci), c1_oy.eq(f_row)]
+            m.d.sync += [a.eq(b) for a, b in zip(c1_win, b_win, strict=True)]
+            m.d.sync += [b_oh.eq(rest_oh), b_rest.eq(b_rest & ~rest_oh)]
+        a3_load = ~a3_v | take
+        with m.If(take):
+            m.d.sync += [b_v.eq(a3_v), b_oh.eq(a3_oh), b_rest.eq(Mux(a3_v, a3_rest, 0)), b_ci.eq(a3_ci)]
+            m.d.sync += [a.eq(b) for a, b in zip(b_win, a3_win, strict=True)]
+        # split stage A3: the chunk's lowest site and the rest
+        a2_oh = lowest_one_hot(m, a2_bits, "a2_oh")
+        with m.If(a3_load):
+            m.d.sync += [a3_v.eq(a2_v), a3_oh.eq(a2_oh), a3_rest.eq(a2_bits & ~a2_oh), a3_ci.eq(a2_ci)]
+            m.d.sync += [a.eq(b) for a, b in zip(a3_win, a2_win, strict=True)]
+        a2_load = ~a2_v | a3_load
+        with m.If(a3_load):
+            m.d.sync += a2_v.eq(0)
+        # chunk copy A2: the chunk's bits and window columns (one-hot AND-OR over the chunks)
+        a_load = ~a_v | a2_load
+        with m.If(a2_load & a_v):
+            m.d.sync += [a2_v.eq(1), a2_ci.eq(one_hot_index(m, a_oh, "a_ci") if NC > 1 else 0),
+                         a2_bits.eq(_or([Mux(a_oh[c], centre[c * K:(c + 1) * K], 0) for c in range(NC)]))]
+            for k in range(nrows):
+                if three:
+                    ext = Cat(Const(0, 1), win[k], Const(0, s * K * NC + span))
+                    m.d.sync += a2_win[k].eq(_or([Mux(a_oh[c], ext[s * K * c:s * K * c + span], 0)
+                                                  for c in range(NC)]))
+        with m.If(a2_load):
+            m.d.sync += a_v.eq(0)
+        nz_oh = lowest_one_hot(m, nz, "chunk_oh")
+        with m.If(a_load & (nz != 0) & (state == SCAN)):
+            m.d.sync += [a_v.eq(1), a_oh.eq(nz_oh), nz.eq(nz & ~nz_oh)]
+
+        # ---- the row state machine
+        with m.Switch(state):
+            with m.Case(ROW):
+                with m.If(rows_over):
+                    with m.If(~eof_pend):
+                        m.d.sync += [eof_pend.eq(1), state.eq(DONE)]
+                with m.Elif(ready):
+                    m.d.sync += state.eq(L0)
+            with m.Case(L0):
+                m.d.sync += state.eq(L1)
+            with m.Case(L1):
+                m.d.sync += state.eq(L2)
+            with m.Case(L2):
+                m.d.sync += [centre.eq(c_bits), state.eq(SCAN)]
+                m.d.sync += nz.eq(Cat(*[c_bits[c * K:(c + 1) * K] != 0 for c in range(NC)]))
+            with m.Case(SCAN):
+                with m.If((nz == 0) & ~a_v & ~a2_v & ~a3_v & ~b_v):
+                    m.d.sync += [state.eq(ROW), f_row.eq(f_row + 1), cy.eq(cy + s), need.eq(need + s)]
+            with m.Case(DONE):
+                pass
+        with m.If(self.frame_reset):
+            m.d.sync += [state.eq(ROW), f_row.eq(0), cy.eq(0), need.eq(h + 1)]
+        head = Signal(site_layout(cfg))
+        m.d.comb += head.eq(q.r_data)
+        m.d.comb += self.row.eq(Mux(q.r_rdy, head.oy, Mux(c1_v, c1_oy, f_row)))
+        return m

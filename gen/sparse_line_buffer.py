@@ -1,0 +1,152 @@
+"""The sparse engine's line buffer: ingest of a frame's tokens into buffered input rows, with the active-site
+bitmap and row tag of every slot (docs/specs/sparse-conv.md).
+
+Stream ``sites_in`` in: tokens in raster order (see gen/sparse_conv.py), taken through a two-entry queue so
+that ``ready`` is a register. A token is checked (raster order, inside the frame, the beats of a site
+agree), then written one cycle later: the feature memory at {slot, column, group} (slot = the row's low
+bits), its slot's bitmap bit on the site's last beat (the slot cleared and re-tagged on a new row). A bad
+token flags the frame (``error``) and the rest up to the end-of-frame token is dropped.
+
+Control in: ``loaded`` (weights present), ``hold`` (a params load is offered: take nothing), ``height_m1``,
+``width_m1``, ``permit_row`` (tokens of input rows below it may be written: their slots are free), and
+``frame_reset``. Status out: ``done_rows`` (input rows below it are complete: a good token of that row is at
+the head, taken or not), ``eof_seen``, ``has_last``/``last_y``, ``error``, ``busy`` (a frame has started).
+Read port: ``rd_addr`` in, ``rd_data`` out two cycles later (gen/memory.py, a registered block RAM read).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from accelkit.config.sparse_conv import SparseConvConfig
+
+from .memory import RegisteredRam
+
+__all__ = ["token_layout", "LineBuffer"]
+
+
+def token_layout(lanes: int, feature_bits: int, y_bits: int, x_bits: int) -> data.StructLayout:
+    """One beat of a site token: feature lanes (raw bits), coordinates, end-of-frame and error flags."""
+    return data.StructLayout({"data": data.ArrayLayout(unsigned(feature_bits), lanes), "y": unsigned(y_bits),
+                              "x": unsigned(x_bits), "eof": 1, "error": 1})
+
+
+class LineBuffer(wiring.Component):
+    def __init__(self, cfg: SparseConvConfig):
+        self.cfg = cfg
+        S, W, rb = cfg.buffer_slots, cfg.max_width, cfg.y_bits + 2
+        self._tok = token_layout(cfg.pi, cfg.feature_bits, cfg.y_bits, cfg.x_bits)
+        super().__init__({
+            "sites_in": In(stream.Signature(self._tok)),
+            "loaded": In(1), "hold": In(1),
+            "height_m1": In(unsigned(cfg.y_bits)), "width_m1": In(unsigned(cfg.x_bits)),
+            "permit_row": In(unsigned(rb)),
+            "frame_reset": In(1),
+            "done_rows": Out(unsigned(rb)), "eof_seen": Out(1), "has_last": Out(1),
+            "last_y": Out(unsigned(cfg.y_bits)), "error": Out(1), "busy": Out(1),
+            "bitmaps": Out(data.ArrayLayout(unsigned(W), S)),
+            "tags": Out(data.ArrayLayout(unsigned(cfg.tag_bits), S)),
+            "rd_addr": In(unsigned(cfg.lb_addr_bits)),
+            "rd_data": Out(unsigned(cfg.buffer_word_bits)),
+        })
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        m = Module()
+        S, W, Gi = cfg.buffer_slots, cfg.max_width, cfg.in_groups
+        sb, gib = cfg.slot_bits, (Gi - 1).bit_length()
+        no_row = (1 << cfg.tag_bits) - 1
+
+        m.submodules.mem = mem = RegisteredRam(cfg.buffer_word_bits, cfg.buffer_depth)
+        m.d.comb += [mem.r_addr.eq(self.rd_addr), self.rd_data.eq(mem.r_data)]
+
+        tags = [Signal(cfg.tag_bits, init=no_row, name=f"row_tag_{t}") for t in range(S)]
+        bitmaps = [Signal(W, name=f"bitmap_{t}") for t in range(S)]
+        m.d.comb += [self.tags[t].eq(tags[t]) for t in range(S)]
+        m.d.comb += [self.bitmaps[t].eq(bitmaps[t]) for t in range(S)]
+
+        # check stage: each token is checked against the one before it in the stream as it enters the queue
+        # (while a frame is good, that is the last good site), so the queue holds a token with its verdict
+        tin = self.sites_in.payload
+        entry_l = data.StructLayout({"tok": self._tok, "gi": unsigned(max(1, gib)), "first": 1, "last": 1, "bad": 1})
+        m.submodules.queue = q = fifo.SyncFIFO(width=entry_l.size, depth=2)
+        m.d.comb += [q.w_en.eq(self.sites_in.valid), self.sites_in.ready.eq(q.w_rdy)]
+        c_gi = Signal(max(1, gib))
+        prev_y, prev_x, prev_any = Signal(cfg.y_bits), Signal(cfg.x_bits), Signal()
+        c_first = c_gi == 0
+        c_last = c_gi == Gi - 1
+        key_le = (tin.y < prev_y) | ((tin.y == prev_y) & (tin.x <= prev_x))
+        bad_first = prev_any & key_le
+        bad_next = (tin.y != prev_y) | (tin.x != prev_x)
+        entry = Signal(entry_l)
+        m.d.comb += [entry.tok.eq(tin), entry.gi.eq(c_gi), entry.first.eq(c_first), entry.last.eq(c_last),
+                     entry.bad.eq(~tin.eof & Mux(c_first, bad_first, bad_next)), q.w_data.eq(entry)]
+        with m.If(self.sites_in.valid & q.w_rdy):
+            with m.If(tin.eof):
+                m.d.sync += [c_gi.eq(0), prev_any.eq(0)]
+            with m.Else():
+                m.d.sync += [c_gi.eq(Mux(c_last, 0, c_gi + 1)), prev_y.eq(tin.y), prev_x.eq(tin.x)]
+                with m.If(c_last):
+                    m.d.sync += prev_any.eq(1)
+        got = Signal(entry_l)
+        m.d.comb += got.eq(q.r_data)
+        head = got.tok
+
+        last_y, has_last = self.last_y, self.has_last
+        err, discard, eof_seen, busy = self.error, Signal(), self.eof_seen, self.busy
+        first_beat, last_beat = got.first, got.last
+        # the frame's shape may be loaded after a token entered the queue: the range is checked at the head
+        bad = Signal()
+        m.d.comb += bad.eq(got.bad | (~head.eof & first_beat & ((head.y > self.height_m1) | (head.x > self.width_m1))))
+        open_ = Signal()
+        m.d.comb += open_.eq(self.loaded & ~eof_seen & ~self.hold)
+        permit = head.y < self.permit_row
+        take = Signal()
+        m.d.comb += [take.eq(q.r_rdy & open_ & (discard | head.eof | bad | permit)), q.r_en.eq(take)]
+        write = take & ~head.eof & ~discard & ~bad
+
+        # a good first beat at the head, taken or not, shows every row above its row complete
+        with m.If(q.r_rdy & open_ & ~head.eof & first_beat & ~bad & ~discard):
+            m.d.sync += self.done_rows.eq(head.y)
+        with m.If(take):
+            m.d.sync += busy.eq(1)
+            with m.If(head.eof):
+                m.d.sync += [eof_seen.eq(1), discard.eq(0)]
+                with m.If(~first_beat | head.error):
+                    m.d.sync += err.eq(1)
+            with m.Elif(discard):
+                pass
+            with m.Elif(bad):
+                m.d.sync += [err.eq(1), discard.eq(1)]
+            with m.Elif(last_beat):
+                m.d.sync += [has_last.eq(1), last_y.eq(head.y)]
+
+        # write stage: memory word, bitmap bit, row tag, all from registers
+        w_en, w_new, w_set = Signal(), Signal(), Signal()
+        w_slot = Signal(max(1, sb))
+        w_x = Signal(cfg.x_bits)
+        w_y = Signal(cfg.y_bits)
+        w_addr = Signal(cfg.lb_addr_bits)
+        w_data = Signal(cfg.buffer_word_bits)
+        slot_in = head.y[:sb] if sb else Const(0, 1)
+        fields = ([got.gi[:gib]] if gib else []) + [head.x] + ([head.y[:sb]] if sb else [])
+        m.d.sync += [w_en.eq(write), w_new.eq(first_beat & (~has_last | (head.y != last_y))),
+                     w_set.eq(last_beat), w_slot.eq(slot_in), w_x.eq(head.x), w_y.eq(head.y),
+                     w_addr.eq(Cat(*fields)), w_data.eq(head.data.as_value())]
+        m.d.comb += [mem.w_addr.eq(w_addr), mem.w_data.eq(w_data), mem.w_en.eq(w_en)]
+        bit = Signal(W)
+        m.d.comb += bit.eq(Mux(w_set, Const(1, W) << w_x, 0))
+        for t in range(S):
+            hit = w_en & ((w_slot == t) if sb else Const(1, 1))
+            with m.If(hit):
+                m.d.sync += bitmaps[t].eq(Mux(w_new, 0, bitmaps[t]) | bit)
+                with m.If(w_new):
+                    m.d.sync += tags[t].eq(w_y)
+
+        with m.If(self.frame_reset):
+            m.d.sync += [err.eq(0), discard.eq(0), eof_seen.eq(0), self.done_rows.eq(0), has_last.eq(0),
+                         busy.eq(0)]
+            m.d.sync += [tags[t].eq(no_row) for t in range(S)]
+        return m
