@@ -586,8 +586,8 @@ def sparse_liveness(cfg) -> Liveness:
     `mac_pipeline_depth` after the last: progress = input_queue_latency + row_ready_latency + _finder_rows
     + site_handoff_latency + a - 1 + mac_pipeline_depth. Once the end-of-frame token is taken no input is taken
     until the frame's end-of-frame beat leaves, so while a frame is owed the same wait bounds the outputs
-    (response). Completion: a frame's end-of-frame beat follows its end-of-frame token within the cycles of a dense frame of the largest
-    size (golden/sparse_rtl_cycles.py), as no frame has more work."""
+    (response). Completion: a frame's end-of-frame beat follows its end-of-frame token within the cycles of a
+    dense frame of the largest size (golden/sparse_rtl_cycles.py), as no frame has more work."""
     from accelkit.golden.sparse_rtl_cycles import dense_frame_cycles
 
     progress = (cfg.input_queue_latency + cfg.row_ready_latency + _finder_rows(cfg) + cfg.site_handoff_latency
