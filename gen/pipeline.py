@@ -70,7 +70,8 @@ def registered_multiply(m: Module, a, b, name: str, platform=None):
     not pack fabric registers into the ECP5 DSP, and nextpnr credits only the DSP's own); otherwise the same
     registers in portable Verilog, which simulators and other synthesis tools take as they are.
     """
-    width = len(a) + len(b)
+    # one bit more than the operands: unsigned x unsigned needs len(a) + len(b) bits unsigned, so signed one more
+    width = len(a) + len(b) + 1
     p = Signal(signed(width), name=f"{name}_p")
     if platform == "ecp5":
         def ext(v):  # two's complement 18 bits (an unsigned operand of <= 17 bits keeps its value)

@@ -4992,18 +4992,18 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire [15:0] \$14 ;
   wire [15:0] \$15 ;
   wire [15:0] \$16 ;
-  wire [16:0] \$17 ;
-  wire [16:0] \$18 ;
+  wire [17:0] \$17 ;
+  wire [17:0] \$18 ;
   wire [22:0] \$19 ;
   wire [15:0] \$2 ;
-  wire [16:0] \$20 ;
-  wire [16:0] \$21 ;
+  wire [17:0] \$20 ;
+  wire [17:0] \$21 ;
   wire [22:0] \$22 ;
-  wire [16:0] \$23 ;
-  wire [16:0] \$24 ;
+  wire [17:0] \$23 ;
+  wire [17:0] \$24 ;
   wire [22:0] \$25 ;
-  wire [16:0] \$26 ;
-  wire [16:0] \$27 ;
+  wire [17:0] \$26 ;
+  wire [17:0] \$27 ;
   wire [22:0] \$28 ;
   wire \$29 ;
   wire [15:0] \$3 ;
@@ -5023,57 +5023,57 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   reg \$42 ;
   reg [7:0] \$43 ;
   reg [7:0] \$44 ;
-  reg [15:0] \$45 ;
+  reg [16:0] \$45 ;
   reg [7:0] \$46 ;
   reg [7:0] \$47 ;
-  reg [15:0] \$48 ;
+  reg [16:0] \$48 ;
   reg [7:0] \$49 ;
   wire [15:0] \$5 ;
   reg [7:0] \$50 ;
-  reg [15:0] \$51 ;
+  reg [16:0] \$51 ;
   reg [7:0] \$52 ;
   reg [7:0] \$53 ;
-  reg [15:0] \$54 ;
+  reg [16:0] \$54 ;
   reg [7:0] \$55 ;
   reg [7:0] \$56 ;
-  reg [15:0] \$57 ;
+  reg [16:0] \$57 ;
   reg [7:0] \$58 ;
   reg [7:0] \$59 ;
   wire [15:0] \$6 ;
-  reg [15:0] \$60 ;
+  reg [16:0] \$60 ;
   reg [7:0] \$61 ;
   reg [7:0] \$62 ;
-  reg [15:0] \$63 ;
+  reg [16:0] \$63 ;
   reg [7:0] \$64 ;
   reg [7:0] \$65 ;
-  reg [15:0] \$66 ;
+  reg [16:0] \$66 ;
   reg [7:0] \$67 ;
   reg [7:0] \$68 ;
-  reg [15:0] \$69 ;
+  reg [16:0] \$69 ;
   wire [15:0] \$7 ;
   reg [7:0] \$70 ;
   reg [7:0] \$71 ;
-  reg [15:0] \$72 ;
+  reg [16:0] \$72 ;
   reg [7:0] \$73 ;
   reg [7:0] \$74 ;
-  reg [15:0] \$75 ;
+  reg [16:0] \$75 ;
   reg [7:0] \$76 ;
   reg [7:0] \$77 ;
-  reg [15:0] \$78 ;
+  reg [16:0] \$78 ;
   reg [7:0] \$79 ;
   wire [15:0] \$8 ;
   reg [7:0] \$80 ;
-  reg [15:0] \$81 ;
+  reg [16:0] \$81 ;
   reg [7:0] \$82 ;
   reg [7:0] \$83 ;
-  reg [15:0] \$84 ;
+  reg [16:0] \$84 ;
   reg [7:0] \$85 ;
   reg [7:0] \$86 ;
-  reg [15:0] \$87 ;
+  reg [16:0] \$87 ;
   reg [7:0] \$88 ;
   reg [7:0] \$89 ;
   wire [15:0] \$9 ;
-  reg [15:0] \$90 ;
+  reg [16:0] \$90 ;
   reg [21:0] \$91 ;
   reg [21:0] \$92 ;
   reg [21:0] \$93 ;
@@ -5161,52 +5161,52 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   reg out_v = 1'h0;
   reg [7:0] prod_0_0_a = 8'h00;
   reg [7:0] prod_0_0_b = 8'h00;
-  reg [15:0] prod_0_0_p = 16'h0000;
+  reg [16:0] prod_0_0_p = 17'h00000;
   reg [7:0] prod_0_1_a = 8'h00;
   reg [7:0] prod_0_1_b = 8'h00;
-  reg [15:0] prod_0_1_p = 16'h0000;
+  reg [16:0] prod_0_1_p = 17'h00000;
   reg [7:0] prod_0_2_a = 8'h00;
   reg [7:0] prod_0_2_b = 8'h00;
-  reg [15:0] prod_0_2_p = 16'h0000;
+  reg [16:0] prod_0_2_p = 17'h00000;
   reg [7:0] prod_0_3_a = 8'h00;
   reg [7:0] prod_0_3_b = 8'h00;
-  reg [15:0] prod_0_3_p = 16'h0000;
+  reg [16:0] prod_0_3_p = 17'h00000;
   reg [7:0] prod_1_0_a = 8'h00;
   reg [7:0] prod_1_0_b = 8'h00;
-  reg [15:0] prod_1_0_p = 16'h0000;
+  reg [16:0] prod_1_0_p = 17'h00000;
   reg [7:0] prod_1_1_a = 8'h00;
   reg [7:0] prod_1_1_b = 8'h00;
-  reg [15:0] prod_1_1_p = 16'h0000;
+  reg [16:0] prod_1_1_p = 17'h00000;
   reg [7:0] prod_1_2_a = 8'h00;
   reg [7:0] prod_1_2_b = 8'h00;
-  reg [15:0] prod_1_2_p = 16'h0000;
+  reg [16:0] prod_1_2_p = 17'h00000;
   reg [7:0] prod_1_3_a = 8'h00;
   reg [7:0] prod_1_3_b = 8'h00;
-  reg [15:0] prod_1_3_p = 16'h0000;
+  reg [16:0] prod_1_3_p = 17'h00000;
   reg [7:0] prod_2_0_a = 8'h00;
   reg [7:0] prod_2_0_b = 8'h00;
-  reg [15:0] prod_2_0_p = 16'h0000;
+  reg [16:0] prod_2_0_p = 17'h00000;
   reg [7:0] prod_2_1_a = 8'h00;
   reg [7:0] prod_2_1_b = 8'h00;
-  reg [15:0] prod_2_1_p = 16'h0000;
+  reg [16:0] prod_2_1_p = 17'h00000;
   reg [7:0] prod_2_2_a = 8'h00;
   reg [7:0] prod_2_2_b = 8'h00;
-  reg [15:0] prod_2_2_p = 16'h0000;
+  reg [16:0] prod_2_2_p = 17'h00000;
   reg [7:0] prod_2_3_a = 8'h00;
   reg [7:0] prod_2_3_b = 8'h00;
-  reg [15:0] prod_2_3_p = 16'h0000;
+  reg [16:0] prod_2_3_p = 17'h00000;
   reg [7:0] prod_3_0_a = 8'h00;
   reg [7:0] prod_3_0_b = 8'h00;
-  reg [15:0] prod_3_0_p = 16'h0000;
+  reg [16:0] prod_3_0_p = 17'h00000;
   reg [7:0] prod_3_1_a = 8'h00;
   reg [7:0] prod_3_1_b = 8'h00;
-  reg [15:0] prod_3_1_p = 16'h0000;
+  reg [16:0] prod_3_1_p = 17'h00000;
   reg [7:0] prod_3_2_a = 8'h00;
   reg [7:0] prod_3_2_b = 8'h00;
-  reg [15:0] prod_3_2_p = 16'h0000;
+  reg [16:0] prod_3_2_p = 17'h00000;
   reg [7:0] prod_3_3_a = 8'h00;
   reg [7:0] prod_3_3_b = 8'h00;
-  reg [15:0] prod_3_3_p = 16'h0000;
+  reg [16:0] prod_3_3_p = 17'h00000;
   input rst;
   wire rst;
   input [172:0] steps__payload;
@@ -5472,9 +5472,9 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$45  = \$1 ;
+    \$45  = { \$1 [15], \$1  };
     if (rst) begin
-      \$45  = 16'h0000;
+      \$45  = 17'h00000;
     end
   end
   always @* begin
@@ -5493,9 +5493,9 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$48  = \$2 ;
+    \$48  = { \$2 [15], \$2  };
     if (rst) begin
-      \$48  = 16'h0000;
+      \$48  = 17'h00000;
     end
   end
   always @* begin
@@ -5514,9 +5514,9 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$51  = \$3 ;
+    \$51  = { \$3 [15], \$3  };
     if (rst) begin
-      \$51  = 16'h0000;
+      \$51  = 17'h00000;
     end
   end
   always @* begin
@@ -5535,9 +5535,9 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$54  = \$4 ;
+    \$54  = { \$4 [15], \$4  };
     if (rst) begin
-      \$54  = 16'h0000;
+      \$54  = 17'h00000;
     end
   end
   always @* begin
@@ -5556,9 +5556,9 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$57  = \$5 ;
+    \$57  = { \$5 [15], \$5  };
     if (rst) begin
-      \$57  = 16'h0000;
+      \$57  = 17'h00000;
     end
   end
   always @* begin
@@ -5577,9 +5577,9 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$60  = \$6 ;
+    \$60  = { \$6 [15], \$6  };
     if (rst) begin
-      \$60  = 16'h0000;
+      \$60  = 17'h00000;
     end
   end
   always @* begin
@@ -5598,9 +5598,9 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$63  = \$7 ;
+    \$63  = { \$7 [15], \$7  };
     if (rst) begin
-      \$63  = 16'h0000;
+      \$63  = 17'h00000;
     end
   end
   always @* begin
@@ -5619,9 +5619,9 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$66  = \$8 ;
+    \$66  = { \$8 [15], \$8  };
     if (rst) begin
-      \$66  = 16'h0000;
+      \$66  = 17'h00000;
     end
   end
   always @* begin
@@ -5640,9 +5640,9 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$69  = \$9 ;
+    \$69  = { \$9 [15], \$9  };
     if (rst) begin
-      \$69  = 16'h0000;
+      \$69  = 17'h00000;
     end
   end
   always @* begin
@@ -5661,9 +5661,9 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$72  = \$10 ;
+    \$72  = { \$10 [15], \$10  };
     if (rst) begin
-      \$72  = 16'h0000;
+      \$72  = 17'h00000;
     end
   end
   always @* begin
@@ -5682,9 +5682,9 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$75  = \$11 ;
+    \$75  = { \$11 [15], \$11  };
     if (rst) begin
-      \$75  = 16'h0000;
+      \$75  = 17'h00000;
     end
   end
   always @* begin
@@ -5703,9 +5703,9 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$78  = \$12 ;
+    \$78  = { \$12 [15], \$12  };
     if (rst) begin
-      \$78  = 16'h0000;
+      \$78  = 17'h00000;
     end
   end
   always @* begin
@@ -5724,9 +5724,9 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$81  = \$13 ;
+    \$81  = { \$13 [15], \$13  };
     if (rst) begin
-      \$81  = 16'h0000;
+      \$81  = 17'h00000;
     end
   end
   always @* begin
@@ -5745,9 +5745,9 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$84  = \$14 ;
+    \$84  = { \$14 [15], \$14  };
     if (rst) begin
-      \$84  = 16'h0000;
+      \$84  = 17'h00000;
     end
   end
   always @* begin
@@ -5766,9 +5766,9 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$87  = \$15 ;
+    \$87  = { \$15 [15], \$15  };
     if (rst) begin
-      \$87  = 16'h0000;
+      \$87  = 17'h00000;
     end
   end
   always @* begin
@@ -5787,21 +5787,21 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$90  = \$16 ;
+    \$90  = { \$16 [15], \$16  };
     if (rst) begin
-      \$90  = 16'h0000;
+      \$90  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$91  = { \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17  };
+    \$91  = { \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17  };
     if (rst) begin
       \$91  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$92  = { \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18  };
+    \$92  = { \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18  };
     if (rst) begin
       \$92  = 22'h000000;
     end
@@ -5815,14 +5815,14 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$94  = { \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20  };
+    \$94  = { \$20 [17], \$20 [17], \$20 [17], \$20 [17], \$20  };
     if (rst) begin
       \$94  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$95  = { \$21 [16], \$21 [16], \$21 [16], \$21 [16], \$21 [16], \$21  };
+    \$95  = { \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21  };
     if (rst) begin
       \$95  = 22'h000000;
     end
@@ -5836,14 +5836,14 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$97  = { \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23  };
+    \$97  = { \$23 [17], \$23 [17], \$23 [17], \$23 [17], \$23  };
     if (rst) begin
       \$97  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$98  = { \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24  };
+    \$98  = { \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24  };
     if (rst) begin
       \$98  = 22'h000000;
     end
@@ -5857,14 +5857,14 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$100  = { \$26 [16], \$26 [16], \$26 [16], \$26 [16], \$26 [16], \$26  };
+    \$100  = { \$26 [17], \$26 [17], \$26 [17], \$26 [17], \$26  };
     if (rst) begin
       \$100  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$101  = { \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27  };
+    \$101  = { \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27  };
     if (rst) begin
       \$101  = 22'h000000;
     end
@@ -6265,7 +6265,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
-  wire [51:0] \$1 ;
+  wire [52:0] \$1 ;
   wire [20:0] \$10 ;
   reg \$100 ;
   wire [38:0] \$11 ;
@@ -6277,7 +6277,7 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [38:0] \$17 ;
   wire [32:0] \$18 ;
   wire [20:0] \$19 ;
-  wire [51:0] \$2 ;
+  wire [52:0] \$2 ;
   wire [38:0] \$20 ;
   wire [37:0] \$21 ;
   wire [38:0] \$22 ;
@@ -6288,7 +6288,7 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [37:0] \$27 ;
   wire [38:0] \$28 ;
   wire \$29 ;
-  wire [51:0] \$3 ;
+  wire [52:0] \$3 ;
   wire \$30 ;
   wire [22:0] \$31 ;
   wire [22:0] \$32 ;
@@ -6299,7 +6299,7 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire \$37 ;
   wire \$38 ;
   wire [22:0] \$39 ;
-  wire [51:0] \$4 ;
+  wire [52:0] \$4 ;
   wire [22:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
@@ -6323,33 +6323,33 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] \$59 ;
   wire [22:0] \$6 ;
   reg [15:0] \$60 ;
-  reg [32:0] \$61 ;
+  reg [33:0] \$61 ;
   reg [4:0] \$62 ;
   reg [15:0] \$63 ;
-  reg [20:0] \$64 ;
+  reg [21:0] \$64 ;
   reg [37:0] \$65 ;
   reg [16:0] \$66 ;
   reg [15:0] \$67 ;
-  reg [32:0] \$68 ;
+  reg [33:0] \$68 ;
   reg [4:0] \$69 ;
   wire [22:0] \$7 ;
   reg [15:0] \$70 ;
-  reg [20:0] \$71 ;
+  reg [21:0] \$71 ;
   reg [37:0] \$72 ;
   reg [16:0] \$73 ;
   reg [15:0] \$74 ;
-  reg [32:0] \$75 ;
+  reg [33:0] \$75 ;
   reg [4:0] \$76 ;
   reg [15:0] \$77 ;
-  reg [20:0] \$78 ;
+  reg [21:0] \$78 ;
   reg [37:0] \$79 ;
   wire [22:0] \$8 ;
   reg [16:0] \$80 ;
   reg [15:0] \$81 ;
-  reg [32:0] \$82 ;
+  reg [33:0] \$82 ;
   reg [4:0] \$83 ;
   reg [15:0] \$84 ;
-  reg [20:0] \$85 ;
+  reg [21:0] \$85 ;
   reg [37:0] \$86 ;
   reg [10:0] \$87 ;
   reg [10:0] \$88 ;
@@ -6479,10 +6479,10 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [37:0] scaled_0_l1_0;
   reg [16:0] scaled_0_pp00_a = 17'h00000;
   reg [15:0] scaled_0_pp00_b = 16'h0000;
-  reg [32:0] scaled_0_pp00_p = 33'h000000000;
+  reg [33:0] scaled_0_pp00_p = 34'h000000000;
   reg [4:0] scaled_0_pp10_a = 5'h00;
   reg [15:0] scaled_0_pp10_b = 16'h0000;
-  reg [20:0] scaled_0_pp10_p = 21'h000000;
+  reg [21:0] scaled_0_pp10_p = 22'h000000;
   reg [37:0] scaled_0_sum = 38'h0000000000;
   wire [37:0] scaled_0_t0;
   wire [37:0] scaled_0_t1;
@@ -6490,10 +6490,10 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [37:0] scaled_1_l1_0;
   reg [16:0] scaled_1_pp00_a = 17'h00000;
   reg [15:0] scaled_1_pp00_b = 16'h0000;
-  reg [32:0] scaled_1_pp00_p = 33'h000000000;
+  reg [33:0] scaled_1_pp00_p = 34'h000000000;
   reg [4:0] scaled_1_pp10_a = 5'h00;
   reg [15:0] scaled_1_pp10_b = 16'h0000;
-  reg [20:0] scaled_1_pp10_p = 21'h000000;
+  reg [21:0] scaled_1_pp10_p = 22'h000000;
   reg [37:0] scaled_1_sum = 38'h0000000000;
   wire [37:0] scaled_1_t0;
   wire [37:0] scaled_1_t1;
@@ -6501,10 +6501,10 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [37:0] scaled_2_l1_0;
   reg [16:0] scaled_2_pp00_a = 17'h00000;
   reg [15:0] scaled_2_pp00_b = 16'h0000;
-  reg [32:0] scaled_2_pp00_p = 33'h000000000;
+  reg [33:0] scaled_2_pp00_p = 34'h000000000;
   reg [4:0] scaled_2_pp10_a = 5'h00;
   reg [15:0] scaled_2_pp10_b = 16'h0000;
-  reg [20:0] scaled_2_pp10_p = 21'h000000;
+  reg [21:0] scaled_2_pp10_p = 22'h000000;
   reg [37:0] scaled_2_sum = 38'h0000000000;
   wire [37:0] scaled_2_t0;
   wire [37:0] scaled_2_t1;
@@ -6512,10 +6512,10 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [37:0] scaled_3_l1_0;
   reg [16:0] scaled_3_pp00_a = 17'h00000;
   reg [15:0] scaled_3_pp00_b = 16'h0000;
-  reg [32:0] scaled_3_pp00_p = 33'h000000000;
+  reg [33:0] scaled_3_pp00_p = 34'h000000000;
   reg [4:0] scaled_3_pp10_a = 5'h00;
   reg [15:0] scaled_3_pp10_b = 16'h0000;
-  reg [20:0] scaled_3_pp10_p = 21'h000000;
+  reg [21:0] scaled_3_pp10_p = 22'h000000;
   reg [37:0] scaled_3_sum = 38'h0000000000;
   wire [37:0] scaled_3_t0;
   wire [37:0] scaled_3_t1;
@@ -6796,9 +6796,9 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$61  = \$9 ;
+    \$61  = { 1'h0, \$9  };
     if (rst) begin
-      \$61  = 33'h000000000;
+      \$61  = 34'h000000000;
     end
   end
   always @* begin
@@ -6817,9 +6817,9 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$64  = \$10 ;
+    \$64  = { \$10 [20], \$10  };
     if (rst) begin
-      \$64  = 21'h000000;
+      \$64  = 22'h000000;
     end
   end
   always @* begin
@@ -6845,9 +6845,9 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$68  = \$12 ;
+    \$68  = { 1'h0, \$12  };
     if (rst) begin
-      \$68  = 33'h000000000;
+      \$68  = 34'h000000000;
     end
   end
   always @* begin
@@ -6866,9 +6866,9 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$71  = \$13 ;
+    \$71  = { \$13 [20], \$13  };
     if (rst) begin
-      \$71  = 21'h000000;
+      \$71  = 22'h000000;
     end
   end
   always @* begin
@@ -6894,9 +6894,9 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$75  = \$15 ;
+    \$75  = { 1'h0, \$15  };
     if (rst) begin
-      \$75  = 33'h000000000;
+      \$75  = 34'h000000000;
     end
   end
   always @* begin
@@ -6915,9 +6915,9 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$78  = \$16 ;
+    \$78  = { \$16 [20], \$16  };
     if (rst) begin
-      \$78  = 21'h000000;
+      \$78  = 22'h000000;
     end
   end
   always @* begin
@@ -6943,9 +6943,9 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$82  = \$18 ;
+    \$82  = { 1'h0, \$18  };
     if (rst) begin
-      \$82  = 33'h000000000;
+      \$82  = 34'h000000000;
     end
   end
   always @* begin
@@ -6964,9 +6964,9 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$85  = \$19 ;
+    \$85  = { \$19 [20], \$19  };
     if (rst) begin
-      \$85  = 21'h000000;
+      \$85  = 22'h000000;
     end
   end
   always @* begin
@@ -7079,16 +7079,16 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
     end
   end
   assign rq_addr = sums__payload[96];
-  assign scaled_0_t0 = { scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p };
+  assign scaled_0_t0 = { scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p };
   assign scaled_0_t1 = \$1 [37:0];
   assign scaled_0_l1_0 = scaled_0_sum;
-  assign scaled_1_t0 = { scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p };
+  assign scaled_1_t0 = { scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p };
   assign scaled_1_t1 = \$2 [37:0];
   assign scaled_1_l1_0 = scaled_1_sum;
-  assign scaled_2_t0 = { scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p };
+  assign scaled_2_t0 = { scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p };
   assign scaled_2_t1 = \$3 [37:0];
   assign scaled_2_l1_0 = scaled_2_sum;
-  assign scaled_3_t0 = { scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p };
+  assign scaled_3_t0 = { scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p };
   assign scaled_3_t1 = \$4 [37:0];
   assign scaled_3_l1_0 = scaled_3_sum;
   assign ov = feats__valid;
@@ -7173,10 +7173,10 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \rq_meta3_d1.go  = rq_meta3_d1[8];
   assign \rq_meta3_d1.eof  = rq_meta3_d1[9];
   assign \rq_meta3_d1.error  = rq_meta3_d1[10];
-  assign \$1  = { scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p, 17'h00000 };
-  assign \$2  = { scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p, 17'h00000 };
-  assign \$3  = { scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p, 17'h00000 };
-  assign \$4  = { scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p, 17'h00000 };
+  assign \$1  = { scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p, 17'h00000 };
+  assign \$2  = { scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p, 17'h00000 };
+  assign \$3  = { scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p, 17'h00000 };
+  assign \$4  = { scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p, 17'h00000 };
   assign \$21  = { scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37:16] };
   assign \$23  = { scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37:16] };
   assign \$25  = { scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37:16] };
@@ -12174,18 +12174,18 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire [15:0] \$14 ;
   wire [15:0] \$15 ;
   wire [15:0] \$16 ;
-  wire [16:0] \$17 ;
-  wire [16:0] \$18 ;
+  wire [17:0] \$17 ;
+  wire [17:0] \$18 ;
   wire [22:0] \$19 ;
   wire [15:0] \$2 ;
-  wire [16:0] \$20 ;
-  wire [16:0] \$21 ;
+  wire [17:0] \$20 ;
+  wire [17:0] \$21 ;
   wire [22:0] \$22 ;
-  wire [16:0] \$23 ;
-  wire [16:0] \$24 ;
+  wire [17:0] \$23 ;
+  wire [17:0] \$24 ;
   wire [22:0] \$25 ;
-  wire [16:0] \$26 ;
-  wire [16:0] \$27 ;
+  wire [17:0] \$26 ;
+  wire [17:0] \$27 ;
   wire [22:0] \$28 ;
   wire \$29 ;
   wire [15:0] \$3 ;
@@ -12205,57 +12205,57 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   reg \$42 ;
   reg [7:0] \$43 ;
   reg [7:0] \$44 ;
-  reg [15:0] \$45 ;
+  reg [16:0] \$45 ;
   reg [7:0] \$46 ;
   reg [7:0] \$47 ;
-  reg [15:0] \$48 ;
+  reg [16:0] \$48 ;
   reg [7:0] \$49 ;
   wire [15:0] \$5 ;
   reg [7:0] \$50 ;
-  reg [15:0] \$51 ;
+  reg [16:0] \$51 ;
   reg [7:0] \$52 ;
   reg [7:0] \$53 ;
-  reg [15:0] \$54 ;
+  reg [16:0] \$54 ;
   reg [7:0] \$55 ;
   reg [7:0] \$56 ;
-  reg [15:0] \$57 ;
+  reg [16:0] \$57 ;
   reg [7:0] \$58 ;
   reg [7:0] \$59 ;
   wire [15:0] \$6 ;
-  reg [15:0] \$60 ;
+  reg [16:0] \$60 ;
   reg [7:0] \$61 ;
   reg [7:0] \$62 ;
-  reg [15:0] \$63 ;
+  reg [16:0] \$63 ;
   reg [7:0] \$64 ;
   reg [7:0] \$65 ;
-  reg [15:0] \$66 ;
+  reg [16:0] \$66 ;
   reg [7:0] \$67 ;
   reg [7:0] \$68 ;
-  reg [15:0] \$69 ;
+  reg [16:0] \$69 ;
   wire [15:0] \$7 ;
   reg [7:0] \$70 ;
   reg [7:0] \$71 ;
-  reg [15:0] \$72 ;
+  reg [16:0] \$72 ;
   reg [7:0] \$73 ;
   reg [7:0] \$74 ;
-  reg [15:0] \$75 ;
+  reg [16:0] \$75 ;
   reg [7:0] \$76 ;
   reg [7:0] \$77 ;
-  reg [15:0] \$78 ;
+  reg [16:0] \$78 ;
   reg [7:0] \$79 ;
   wire [15:0] \$8 ;
   reg [7:0] \$80 ;
-  reg [15:0] \$81 ;
+  reg [16:0] \$81 ;
   reg [7:0] \$82 ;
   reg [7:0] \$83 ;
-  reg [15:0] \$84 ;
+  reg [16:0] \$84 ;
   reg [7:0] \$85 ;
   reg [7:0] \$86 ;
-  reg [15:0] \$87 ;
+  reg [16:0] \$87 ;
   reg [7:0] \$88 ;
   reg [7:0] \$89 ;
   wire [15:0] \$9 ;
-  reg [15:0] \$90 ;
+  reg [16:0] \$90 ;
   reg [21:0] \$91 ;
   reg [21:0] \$92 ;
   reg [21:0] \$93 ;
@@ -12343,52 +12343,52 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   reg out_v = 1'h0;
   reg [7:0] prod_0_0_a = 8'h00;
   reg [7:0] prod_0_0_b = 8'h00;
-  reg [15:0] prod_0_0_p = 16'h0000;
+  reg [16:0] prod_0_0_p = 17'h00000;
   reg [7:0] prod_0_1_a = 8'h00;
   reg [7:0] prod_0_1_b = 8'h00;
-  reg [15:0] prod_0_1_p = 16'h0000;
+  reg [16:0] prod_0_1_p = 17'h00000;
   reg [7:0] prod_0_2_a = 8'h00;
   reg [7:0] prod_0_2_b = 8'h00;
-  reg [15:0] prod_0_2_p = 16'h0000;
+  reg [16:0] prod_0_2_p = 17'h00000;
   reg [7:0] prod_0_3_a = 8'h00;
   reg [7:0] prod_0_3_b = 8'h00;
-  reg [15:0] prod_0_3_p = 16'h0000;
+  reg [16:0] prod_0_3_p = 17'h00000;
   reg [7:0] prod_1_0_a = 8'h00;
   reg [7:0] prod_1_0_b = 8'h00;
-  reg [15:0] prod_1_0_p = 16'h0000;
+  reg [16:0] prod_1_0_p = 17'h00000;
   reg [7:0] prod_1_1_a = 8'h00;
   reg [7:0] prod_1_1_b = 8'h00;
-  reg [15:0] prod_1_1_p = 16'h0000;
+  reg [16:0] prod_1_1_p = 17'h00000;
   reg [7:0] prod_1_2_a = 8'h00;
   reg [7:0] prod_1_2_b = 8'h00;
-  reg [15:0] prod_1_2_p = 16'h0000;
+  reg [16:0] prod_1_2_p = 17'h00000;
   reg [7:0] prod_1_3_a = 8'h00;
   reg [7:0] prod_1_3_b = 8'h00;
-  reg [15:0] prod_1_3_p = 16'h0000;
+  reg [16:0] prod_1_3_p = 17'h00000;
   reg [7:0] prod_2_0_a = 8'h00;
   reg [7:0] prod_2_0_b = 8'h00;
-  reg [15:0] prod_2_0_p = 16'h0000;
+  reg [16:0] prod_2_0_p = 17'h00000;
   reg [7:0] prod_2_1_a = 8'h00;
   reg [7:0] prod_2_1_b = 8'h00;
-  reg [15:0] prod_2_1_p = 16'h0000;
+  reg [16:0] prod_2_1_p = 17'h00000;
   reg [7:0] prod_2_2_a = 8'h00;
   reg [7:0] prod_2_2_b = 8'h00;
-  reg [15:0] prod_2_2_p = 16'h0000;
+  reg [16:0] prod_2_2_p = 17'h00000;
   reg [7:0] prod_2_3_a = 8'h00;
   reg [7:0] prod_2_3_b = 8'h00;
-  reg [15:0] prod_2_3_p = 16'h0000;
+  reg [16:0] prod_2_3_p = 17'h00000;
   reg [7:0] prod_3_0_a = 8'h00;
   reg [7:0] prod_3_0_b = 8'h00;
-  reg [15:0] prod_3_0_p = 16'h0000;
+  reg [16:0] prod_3_0_p = 17'h00000;
   reg [7:0] prod_3_1_a = 8'h00;
   reg [7:0] prod_3_1_b = 8'h00;
-  reg [15:0] prod_3_1_p = 16'h0000;
+  reg [16:0] prod_3_1_p = 17'h00000;
   reg [7:0] prod_3_2_a = 8'h00;
   reg [7:0] prod_3_2_b = 8'h00;
-  reg [15:0] prod_3_2_p = 16'h0000;
+  reg [16:0] prod_3_2_p = 17'h00000;
   reg [7:0] prod_3_3_a = 8'h00;
   reg [7:0] prod_3_3_b = 8'h00;
-  reg [15:0] prod_3_3_p = 16'h0000;
+  reg [16:0] prod_3_3_p = 17'h00000;
   input rst;
   wire rst;
   input [172:0] steps__payload;
@@ -12654,9 +12654,9 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$45  = \$1 ;
+    \$45  = { \$1 [15], \$1  };
     if (rst) begin
-      \$45  = 16'h0000;
+      \$45  = 17'h00000;
     end
   end
   always @* begin
@@ -12675,9 +12675,9 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$48  = \$2 ;
+    \$48  = { \$2 [15], \$2  };
     if (rst) begin
-      \$48  = 16'h0000;
+      \$48  = 17'h00000;
     end
   end
   always @* begin
@@ -12696,9 +12696,9 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$51  = \$3 ;
+    \$51  = { \$3 [15], \$3  };
     if (rst) begin
-      \$51  = 16'h0000;
+      \$51  = 17'h00000;
     end
   end
   always @* begin
@@ -12717,9 +12717,9 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$54  = \$4 ;
+    \$54  = { \$4 [15], \$4  };
     if (rst) begin
-      \$54  = 16'h0000;
+      \$54  = 17'h00000;
     end
   end
   always @* begin
@@ -12738,9 +12738,9 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$57  = \$5 ;
+    \$57  = { \$5 [15], \$5  };
     if (rst) begin
-      \$57  = 16'h0000;
+      \$57  = 17'h00000;
     end
   end
   always @* begin
@@ -12759,9 +12759,9 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$60  = \$6 ;
+    \$60  = { \$6 [15], \$6  };
     if (rst) begin
-      \$60  = 16'h0000;
+      \$60  = 17'h00000;
     end
   end
   always @* begin
@@ -12780,9 +12780,9 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$63  = \$7 ;
+    \$63  = { \$7 [15], \$7  };
     if (rst) begin
-      \$63  = 16'h0000;
+      \$63  = 17'h00000;
     end
   end
   always @* begin
@@ -12801,9 +12801,9 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$66  = \$8 ;
+    \$66  = { \$8 [15], \$8  };
     if (rst) begin
-      \$66  = 16'h0000;
+      \$66  = 17'h00000;
     end
   end
   always @* begin
@@ -12822,9 +12822,9 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$69  = \$9 ;
+    \$69  = { \$9 [15], \$9  };
     if (rst) begin
-      \$69  = 16'h0000;
+      \$69  = 17'h00000;
     end
   end
   always @* begin
@@ -12843,9 +12843,9 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$72  = \$10 ;
+    \$72  = { \$10 [15], \$10  };
     if (rst) begin
-      \$72  = 16'h0000;
+      \$72  = 17'h00000;
     end
   end
   always @* begin
@@ -12864,9 +12864,9 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$75  = \$11 ;
+    \$75  = { \$11 [15], \$11  };
     if (rst) begin
-      \$75  = 16'h0000;
+      \$75  = 17'h00000;
     end
   end
   always @* begin
@@ -12885,9 +12885,9 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$78  = \$12 ;
+    \$78  = { \$12 [15], \$12  };
     if (rst) begin
-      \$78  = 16'h0000;
+      \$78  = 17'h00000;
     end
   end
   always @* begin
@@ -12906,9 +12906,9 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$81  = \$13 ;
+    \$81  = { \$13 [15], \$13  };
     if (rst) begin
-      \$81  = 16'h0000;
+      \$81  = 17'h00000;
     end
   end
   always @* begin
@@ -12927,9 +12927,9 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$84  = \$14 ;
+    \$84  = { \$14 [15], \$14  };
     if (rst) begin
-      \$84  = 16'h0000;
+      \$84  = 17'h00000;
     end
   end
   always @* begin
@@ -12948,9 +12948,9 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$87  = \$15 ;
+    \$87  = { \$15 [15], \$15  };
     if (rst) begin
-      \$87  = 16'h0000;
+      \$87  = 17'h00000;
     end
   end
   always @* begin
@@ -12969,21 +12969,21 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$90  = \$16 ;
+    \$90  = { \$16 [15], \$16  };
     if (rst) begin
-      \$90  = 16'h0000;
+      \$90  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$91  = { \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17  };
+    \$91  = { \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17  };
     if (rst) begin
       \$91  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$92  = { \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18  };
+    \$92  = { \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18  };
     if (rst) begin
       \$92  = 22'h000000;
     end
@@ -12997,14 +12997,14 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$94  = { \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20  };
+    \$94  = { \$20 [17], \$20 [17], \$20 [17], \$20 [17], \$20  };
     if (rst) begin
       \$94  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$95  = { \$21 [16], \$21 [16], \$21 [16], \$21 [16], \$21 [16], \$21  };
+    \$95  = { \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21  };
     if (rst) begin
       \$95  = 22'h000000;
     end
@@ -13018,14 +13018,14 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$97  = { \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23  };
+    \$97  = { \$23 [17], \$23 [17], \$23 [17], \$23 [17], \$23  };
     if (rst) begin
       \$97  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$98  = { \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24  };
+    \$98  = { \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24  };
     if (rst) begin
       \$98  = 22'h000000;
     end
@@ -13039,14 +13039,14 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$100  = { \$26 [16], \$26 [16], \$26 [16], \$26 [16], \$26 [16], \$26  };
+    \$100  = { \$26 [17], \$26 [17], \$26 [17], \$26 [17], \$26  };
     if (rst) begin
       \$100  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$101  = { \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27  };
+    \$101  = { \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27  };
     if (rst) begin
       \$101  = 22'h000000;
     end
@@ -13447,7 +13447,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
-  wire [51:0] \$1 ;
+  wire [52:0] \$1 ;
   wire [20:0] \$10 ;
   reg \$100 ;
   wire [38:0] \$11 ;
@@ -13459,7 +13459,7 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [38:0] \$17 ;
   wire [32:0] \$18 ;
   wire [20:0] \$19 ;
-  wire [51:0] \$2 ;
+  wire [52:0] \$2 ;
   wire [38:0] \$20 ;
   wire [37:0] \$21 ;
   wire [38:0] \$22 ;
@@ -13470,7 +13470,7 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [37:0] \$27 ;
   wire [38:0] \$28 ;
   wire \$29 ;
-  wire [51:0] \$3 ;
+  wire [52:0] \$3 ;
   wire \$30 ;
   wire [22:0] \$31 ;
   wire [22:0] \$32 ;
@@ -13481,7 +13481,7 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire \$37 ;
   wire \$38 ;
   wire [22:0] \$39 ;
-  wire [51:0] \$4 ;
+  wire [52:0] \$4 ;
   wire [22:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
@@ -13505,33 +13505,33 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] \$59 ;
   wire [22:0] \$6 ;
   reg [15:0] \$60 ;
-  reg [32:0] \$61 ;
+  reg [33:0] \$61 ;
   reg [4:0] \$62 ;
   reg [15:0] \$63 ;
-  reg [20:0] \$64 ;
+  reg [21:0] \$64 ;
   reg [37:0] \$65 ;
   reg [16:0] \$66 ;
   reg [15:0] \$67 ;
-  reg [32:0] \$68 ;
+  reg [33:0] \$68 ;
   reg [4:0] \$69 ;
   wire [22:0] \$7 ;
   reg [15:0] \$70 ;
-  reg [20:0] \$71 ;
+  reg [21:0] \$71 ;
   reg [37:0] \$72 ;
   reg [16:0] \$73 ;
   reg [15:0] \$74 ;
-  reg [32:0] \$75 ;
+  reg [33:0] \$75 ;
   reg [4:0] \$76 ;
   reg [15:0] \$77 ;
-  reg [20:0] \$78 ;
+  reg [21:0] \$78 ;
   reg [37:0] \$79 ;
   wire [22:0] \$8 ;
   reg [16:0] \$80 ;
   reg [15:0] \$81 ;
-  reg [32:0] \$82 ;
+  reg [33:0] \$82 ;
   reg [4:0] \$83 ;
   reg [15:0] \$84 ;
-  reg [20:0] \$85 ;
+  reg [21:0] \$85 ;
   reg [37:0] \$86 ;
   reg [10:0] \$87 ;
   reg [10:0] \$88 ;
@@ -13661,10 +13661,10 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [37:0] scaled_0_l1_0;
   reg [16:0] scaled_0_pp00_a = 17'h00000;
   reg [15:0] scaled_0_pp00_b = 16'h0000;
-  reg [32:0] scaled_0_pp00_p = 33'h000000000;
+  reg [33:0] scaled_0_pp00_p = 34'h000000000;
   reg [4:0] scaled_0_pp10_a = 5'h00;
   reg [15:0] scaled_0_pp10_b = 16'h0000;
-  reg [20:0] scaled_0_pp10_p = 21'h000000;
+  reg [21:0] scaled_0_pp10_p = 22'h000000;
   reg [37:0] scaled_0_sum = 38'h0000000000;
   wire [37:0] scaled_0_t0;
   wire [37:0] scaled_0_t1;
@@ -13672,10 +13672,10 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [37:0] scaled_1_l1_0;
   reg [16:0] scaled_1_pp00_a = 17'h00000;
   reg [15:0] scaled_1_pp00_b = 16'h0000;
-  reg [32:0] scaled_1_pp00_p = 33'h000000000;
+  reg [33:0] scaled_1_pp00_p = 34'h000000000;
   reg [4:0] scaled_1_pp10_a = 5'h00;
   reg [15:0] scaled_1_pp10_b = 16'h0000;
-  reg [20:0] scaled_1_pp10_p = 21'h000000;
+  reg [21:0] scaled_1_pp10_p = 22'h000000;
   reg [37:0] scaled_1_sum = 38'h0000000000;
   wire [37:0] scaled_1_t0;
   wire [37:0] scaled_1_t1;
@@ -13683,10 +13683,10 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [37:0] scaled_2_l1_0;
   reg [16:0] scaled_2_pp00_a = 17'h00000;
   reg [15:0] scaled_2_pp00_b = 16'h0000;
-  reg [32:0] scaled_2_pp00_p = 33'h000000000;
+  reg [33:0] scaled_2_pp00_p = 34'h000000000;
   reg [4:0] scaled_2_pp10_a = 5'h00;
   reg [15:0] scaled_2_pp10_b = 16'h0000;
-  reg [20:0] scaled_2_pp10_p = 21'h000000;
+  reg [21:0] scaled_2_pp10_p = 22'h000000;
   reg [37:0] scaled_2_sum = 38'h0000000000;
   wire [37:0] scaled_2_t0;
   wire [37:0] scaled_2_t1;
@@ -13694,10 +13694,10 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [37:0] scaled_3_l1_0;
   reg [16:0] scaled_3_pp00_a = 17'h00000;
   reg [15:0] scaled_3_pp00_b = 16'h0000;
-  reg [32:0] scaled_3_pp00_p = 33'h000000000;
+  reg [33:0] scaled_3_pp00_p = 34'h000000000;
   reg [4:0] scaled_3_pp10_a = 5'h00;
   reg [15:0] scaled_3_pp10_b = 16'h0000;
-  reg [20:0] scaled_3_pp10_p = 21'h000000;
+  reg [21:0] scaled_3_pp10_p = 22'h000000;
   reg [37:0] scaled_3_sum = 38'h0000000000;
   wire [37:0] scaled_3_t0;
   wire [37:0] scaled_3_t1;
@@ -13978,9 +13978,9 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$61  = \$9 ;
+    \$61  = { 1'h0, \$9  };
     if (rst) begin
-      \$61  = 33'h000000000;
+      \$61  = 34'h000000000;
     end
   end
   always @* begin
@@ -13999,9 +13999,9 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$64  = \$10 ;
+    \$64  = { \$10 [20], \$10  };
     if (rst) begin
-      \$64  = 21'h000000;
+      \$64  = 22'h000000;
     end
   end
   always @* begin
@@ -14027,9 +14027,9 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$68  = \$12 ;
+    \$68  = { 1'h0, \$12  };
     if (rst) begin
-      \$68  = 33'h000000000;
+      \$68  = 34'h000000000;
     end
   end
   always @* begin
@@ -14048,9 +14048,9 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$71  = \$13 ;
+    \$71  = { \$13 [20], \$13  };
     if (rst) begin
-      \$71  = 21'h000000;
+      \$71  = 22'h000000;
     end
   end
   always @* begin
@@ -14076,9 +14076,9 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$75  = \$15 ;
+    \$75  = { 1'h0, \$15  };
     if (rst) begin
-      \$75  = 33'h000000000;
+      \$75  = 34'h000000000;
     end
   end
   always @* begin
@@ -14097,9 +14097,9 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$78  = \$16 ;
+    \$78  = { \$16 [20], \$16  };
     if (rst) begin
-      \$78  = 21'h000000;
+      \$78  = 22'h000000;
     end
   end
   always @* begin
@@ -14125,9 +14125,9 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$82  = \$18 ;
+    \$82  = { 1'h0, \$18  };
     if (rst) begin
-      \$82  = 33'h000000000;
+      \$82  = 34'h000000000;
     end
   end
   always @* begin
@@ -14146,9 +14146,9 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$85  = \$19 ;
+    \$85  = { \$19 [20], \$19  };
     if (rst) begin
-      \$85  = 21'h000000;
+      \$85  = 22'h000000;
     end
   end
   always @* begin
@@ -14261,16 +14261,16 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
     end
   end
   assign rq_addr = sums__payload[96];
-  assign scaled_0_t0 = { scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p };
+  assign scaled_0_t0 = { scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p };
   assign scaled_0_t1 = \$1 [37:0];
   assign scaled_0_l1_0 = scaled_0_sum;
-  assign scaled_1_t0 = { scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p };
+  assign scaled_1_t0 = { scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p };
   assign scaled_1_t1 = \$2 [37:0];
   assign scaled_1_l1_0 = scaled_1_sum;
-  assign scaled_2_t0 = { scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p };
+  assign scaled_2_t0 = { scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p };
   assign scaled_2_t1 = \$3 [37:0];
   assign scaled_2_l1_0 = scaled_2_sum;
-  assign scaled_3_t0 = { scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p };
+  assign scaled_3_t0 = { scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p };
   assign scaled_3_t1 = \$4 [37:0];
   assign scaled_3_l1_0 = scaled_3_sum;
   assign ov = feats__valid;
@@ -14355,10 +14355,10 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \rq_meta3_d1.go  = rq_meta3_d1[8];
   assign \rq_meta3_d1.eof  = rq_meta3_d1[9];
   assign \rq_meta3_d1.error  = rq_meta3_d1[10];
-  assign \$1  = { scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p[20], scaled_0_pp10_p, 17'h00000 };
-  assign \$2  = { scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p[20], scaled_1_pp10_p, 17'h00000 };
-  assign \$3  = { scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p[20], scaled_2_pp10_p, 17'h00000 };
-  assign \$4  = { scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p[20], scaled_3_pp10_p, 17'h00000 };
+  assign \$1  = { scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p, 17'h00000 };
+  assign \$2  = { scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p, 17'h00000 };
+  assign \$3  = { scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p, 17'h00000 };
+  assign \$4  = { scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p, 17'h00000 };
   assign \$21  = { scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37:16] };
   assign \$23  = { scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37:16] };
   assign \$25  = { scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37:16] };
@@ -18282,18 +18282,18 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire [15:0] \$14 ;
   wire [15:0] \$15 ;
   wire [15:0] \$16 ;
-  wire [16:0] \$17 ;
-  wire [16:0] \$18 ;
+  wire [17:0] \$17 ;
+  wire [17:0] \$18 ;
   wire [19:0] \$19 ;
   wire [15:0] \$2 ;
-  wire [16:0] \$20 ;
-  wire [16:0] \$21 ;
+  wire [17:0] \$20 ;
+  wire [17:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [16:0] \$23 ;
-  wire [16:0] \$24 ;
+  wire [17:0] \$23 ;
+  wire [17:0] \$24 ;
   wire [19:0] \$25 ;
-  wire [16:0] \$26 ;
-  wire [16:0] \$27 ;
+  wire [17:0] \$26 ;
+  wire [17:0] \$27 ;
   wire [19:0] \$28 ;
   wire \$29 ;
   wire [15:0] \$3 ;
@@ -18313,57 +18313,57 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   reg \$42 ;
   reg [7:0] \$43 ;
   reg [7:0] \$44 ;
-  reg [15:0] \$45 ;
+  reg [16:0] \$45 ;
   reg [7:0] \$46 ;
   reg [7:0] \$47 ;
-  reg [15:0] \$48 ;
+  reg [16:0] \$48 ;
   reg [7:0] \$49 ;
   wire [15:0] \$5 ;
   reg [7:0] \$50 ;
-  reg [15:0] \$51 ;
+  reg [16:0] \$51 ;
   reg [7:0] \$52 ;
   reg [7:0] \$53 ;
-  reg [15:0] \$54 ;
+  reg [16:0] \$54 ;
   reg [7:0] \$55 ;
   reg [7:0] \$56 ;
-  reg [15:0] \$57 ;
+  reg [16:0] \$57 ;
   reg [7:0] \$58 ;
   reg [7:0] \$59 ;
   wire [15:0] \$6 ;
-  reg [15:0] \$60 ;
+  reg [16:0] \$60 ;
   reg [7:0] \$61 ;
   reg [7:0] \$62 ;
-  reg [15:0] \$63 ;
+  reg [16:0] \$63 ;
   reg [7:0] \$64 ;
   reg [7:0] \$65 ;
-  reg [15:0] \$66 ;
+  reg [16:0] \$66 ;
   reg [7:0] \$67 ;
   reg [7:0] \$68 ;
-  reg [15:0] \$69 ;
+  reg [16:0] \$69 ;
   wire [15:0] \$7 ;
   reg [7:0] \$70 ;
   reg [7:0] \$71 ;
-  reg [15:0] \$72 ;
+  reg [16:0] \$72 ;
   reg [7:0] \$73 ;
   reg [7:0] \$74 ;
-  reg [15:0] \$75 ;
+  reg [16:0] \$75 ;
   reg [7:0] \$76 ;
   reg [7:0] \$77 ;
-  reg [15:0] \$78 ;
+  reg [16:0] \$78 ;
   reg [7:0] \$79 ;
   wire [15:0] \$8 ;
   reg [7:0] \$80 ;
-  reg [15:0] \$81 ;
+  reg [16:0] \$81 ;
   reg [7:0] \$82 ;
   reg [7:0] \$83 ;
-  reg [15:0] \$84 ;
+  reg [16:0] \$84 ;
   reg [7:0] \$85 ;
   reg [7:0] \$86 ;
-  reg [15:0] \$87 ;
+  reg [16:0] \$87 ;
   reg [7:0] \$88 ;
   reg [7:0] \$89 ;
   wire [15:0] \$9 ;
-  reg [15:0] \$90 ;
+  reg [16:0] \$90 ;
   reg [18:0] \$91 ;
   reg [18:0] \$92 ;
   reg [18:0] \$93 ;
@@ -18451,52 +18451,52 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   reg out_v = 1'h0;
   reg [7:0] prod_0_0_a = 8'h00;
   reg [7:0] prod_0_0_b = 8'h00;
-  reg [15:0] prod_0_0_p = 16'h0000;
+  reg [16:0] prod_0_0_p = 17'h00000;
   reg [7:0] prod_0_1_a = 8'h00;
   reg [7:0] prod_0_1_b = 8'h00;
-  reg [15:0] prod_0_1_p = 16'h0000;
+  reg [16:0] prod_0_1_p = 17'h00000;
   reg [7:0] prod_0_2_a = 8'h00;
   reg [7:0] prod_0_2_b = 8'h00;
-  reg [15:0] prod_0_2_p = 16'h0000;
+  reg [16:0] prod_0_2_p = 17'h00000;
   reg [7:0] prod_0_3_a = 8'h00;
   reg [7:0] prod_0_3_b = 8'h00;
-  reg [15:0] prod_0_3_p = 16'h0000;
+  reg [16:0] prod_0_3_p = 17'h00000;
   reg [7:0] prod_1_0_a = 8'h00;
   reg [7:0] prod_1_0_b = 8'h00;
-  reg [15:0] prod_1_0_p = 16'h0000;
+  reg [16:0] prod_1_0_p = 17'h00000;
   reg [7:0] prod_1_1_a = 8'h00;
   reg [7:0] prod_1_1_b = 8'h00;
-  reg [15:0] prod_1_1_p = 16'h0000;
+  reg [16:0] prod_1_1_p = 17'h00000;
   reg [7:0] prod_1_2_a = 8'h00;
   reg [7:0] prod_1_2_b = 8'h00;
-  reg [15:0] prod_1_2_p = 16'h0000;
+  reg [16:0] prod_1_2_p = 17'h00000;
   reg [7:0] prod_1_3_a = 8'h00;
   reg [7:0] prod_1_3_b = 8'h00;
-  reg [15:0] prod_1_3_p = 16'h0000;
+  reg [16:0] prod_1_3_p = 17'h00000;
   reg [7:0] prod_2_0_a = 8'h00;
   reg [7:0] prod_2_0_b = 8'h00;
-  reg [15:0] prod_2_0_p = 16'h0000;
+  reg [16:0] prod_2_0_p = 17'h00000;
   reg [7:0] prod_2_1_a = 8'h00;
   reg [7:0] prod_2_1_b = 8'h00;
-  reg [15:0] prod_2_1_p = 16'h0000;
+  reg [16:0] prod_2_1_p = 17'h00000;
   reg [7:0] prod_2_2_a = 8'h00;
   reg [7:0] prod_2_2_b = 8'h00;
-  reg [15:0] prod_2_2_p = 16'h0000;
+  reg [16:0] prod_2_2_p = 17'h00000;
   reg [7:0] prod_2_3_a = 8'h00;
   reg [7:0] prod_2_3_b = 8'h00;
-  reg [15:0] prod_2_3_p = 16'h0000;
+  reg [16:0] prod_2_3_p = 17'h00000;
   reg [7:0] prod_3_0_a = 8'h00;
   reg [7:0] prod_3_0_b = 8'h00;
-  reg [15:0] prod_3_0_p = 16'h0000;
+  reg [16:0] prod_3_0_p = 17'h00000;
   reg [7:0] prod_3_1_a = 8'h00;
   reg [7:0] prod_3_1_b = 8'h00;
-  reg [15:0] prod_3_1_p = 16'h0000;
+  reg [16:0] prod_3_1_p = 17'h00000;
   reg [7:0] prod_3_2_a = 8'h00;
   reg [7:0] prod_3_2_b = 8'h00;
-  reg [15:0] prod_3_2_p = 16'h0000;
+  reg [16:0] prod_3_2_p = 17'h00000;
   reg [7:0] prod_3_3_a = 8'h00;
   reg [7:0] prod_3_3_b = 8'h00;
-  reg [15:0] prod_3_3_p = 16'h0000;
+  reg [16:0] prod_3_3_p = 17'h00000;
   input rst;
   wire rst;
   input [172:0] steps__payload;
@@ -18762,9 +18762,9 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$45  = \$1 ;
+    \$45  = { \$1 [15], \$1  };
     if (rst) begin
-      \$45  = 16'h0000;
+      \$45  = 17'h00000;
     end
   end
   always @* begin
@@ -18783,9 +18783,9 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$48  = \$2 ;
+    \$48  = { \$2 [15], \$2  };
     if (rst) begin
-      \$48  = 16'h0000;
+      \$48  = 17'h00000;
     end
   end
   always @* begin
@@ -18804,9 +18804,9 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$51  = \$3 ;
+    \$51  = { \$3 [15], \$3  };
     if (rst) begin
-      \$51  = 16'h0000;
+      \$51  = 17'h00000;
     end
   end
   always @* begin
@@ -18825,9 +18825,9 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$54  = \$4 ;
+    \$54  = { \$4 [15], \$4  };
     if (rst) begin
-      \$54  = 16'h0000;
+      \$54  = 17'h00000;
     end
   end
   always @* begin
@@ -18846,9 +18846,9 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$57  = \$5 ;
+    \$57  = { \$5 [15], \$5  };
     if (rst) begin
-      \$57  = 16'h0000;
+      \$57  = 17'h00000;
     end
   end
   always @* begin
@@ -18867,9 +18867,9 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$60  = \$6 ;
+    \$60  = { \$6 [15], \$6  };
     if (rst) begin
-      \$60  = 16'h0000;
+      \$60  = 17'h00000;
     end
   end
   always @* begin
@@ -18888,9 +18888,9 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$63  = \$7 ;
+    \$63  = { \$7 [15], \$7  };
     if (rst) begin
-      \$63  = 16'h0000;
+      \$63  = 17'h00000;
     end
   end
   always @* begin
@@ -18909,9 +18909,9 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$66  = \$8 ;
+    \$66  = { \$8 [15], \$8  };
     if (rst) begin
-      \$66  = 16'h0000;
+      \$66  = 17'h00000;
     end
   end
   always @* begin
@@ -18930,9 +18930,9 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$69  = \$9 ;
+    \$69  = { \$9 [15], \$9  };
     if (rst) begin
-      \$69  = 16'h0000;
+      \$69  = 17'h00000;
     end
   end
   always @* begin
@@ -18951,9 +18951,9 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$72  = \$10 ;
+    \$72  = { \$10 [15], \$10  };
     if (rst) begin
-      \$72  = 16'h0000;
+      \$72  = 17'h00000;
     end
   end
   always @* begin
@@ -18972,9 +18972,9 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$75  = \$11 ;
+    \$75  = { \$11 [15], \$11  };
     if (rst) begin
-      \$75  = 16'h0000;
+      \$75  = 17'h00000;
     end
   end
   always @* begin
@@ -18993,9 +18993,9 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$78  = \$12 ;
+    \$78  = { \$12 [15], \$12  };
     if (rst) begin
-      \$78  = 16'h0000;
+      \$78  = 17'h00000;
     end
   end
   always @* begin
@@ -19014,9 +19014,9 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$81  = \$13 ;
+    \$81  = { \$13 [15], \$13  };
     if (rst) begin
-      \$81  = 16'h0000;
+      \$81  = 17'h00000;
     end
   end
   always @* begin
@@ -19035,9 +19035,9 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$84  = \$14 ;
+    \$84  = { \$14 [15], \$14  };
     if (rst) begin
-      \$84  = 16'h0000;
+      \$84  = 17'h00000;
     end
   end
   always @* begin
@@ -19056,9 +19056,9 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$87  = \$15 ;
+    \$87  = { \$15 [15], \$15  };
     if (rst) begin
-      \$87  = 16'h0000;
+      \$87  = 17'h00000;
     end
   end
   always @* begin
@@ -19077,21 +19077,21 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$90  = \$16 ;
+    \$90  = { \$16 [15], \$16  };
     if (rst) begin
-      \$90  = 16'h0000;
+      \$90  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$91  = { \$17 [16], \$17 [16], \$17  };
+    \$91  = { \$17 [17], \$17  };
     if (rst) begin
       \$91  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$92  = { \$18 [16], \$18 [16], \$18  };
+    \$92  = { \$18 [17], \$18  };
     if (rst) begin
       \$92  = 19'h00000;
     end
@@ -19105,14 +19105,14 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$94  = { \$20 [16], \$20 [16], \$20  };
+    \$94  = { \$20 [17], \$20  };
     if (rst) begin
       \$94  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$95  = { \$21 [16], \$21 [16], \$21  };
+    \$95  = { \$21 [17], \$21  };
     if (rst) begin
       \$95  = 19'h00000;
     end
@@ -19126,14 +19126,14 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$97  = { \$23 [16], \$23 [16], \$23  };
+    \$97  = { \$23 [17], \$23  };
     if (rst) begin
       \$97  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$98  = { \$24 [16], \$24 [16], \$24  };
+    \$98  = { \$24 [17], \$24  };
     if (rst) begin
       \$98  = 19'h00000;
     end
@@ -19147,14 +19147,14 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$100  = { \$26 [16], \$26 [16], \$26  };
+    \$100  = { \$26 [17], \$26  };
     if (rst) begin
       \$100  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$101  = { \$27 [16], \$27 [16], \$27  };
+    \$101  = { \$27 [17], \$27  };
     if (rst) begin
       \$101  = 19'h00000;
     end
@@ -19555,7 +19555,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
-  wire [48:0] \$1 ;
+  wire [49:0] \$1 ;
   wire [17:0] \$10 ;
   reg \$100 ;
   wire [35:0] \$11 ;
@@ -19567,7 +19567,7 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [35:0] \$17 ;
   wire [32:0] \$18 ;
   wire [17:0] \$19 ;
-  wire [48:0] \$2 ;
+  wire [49:0] \$2 ;
   wire [35:0] \$20 ;
   wire [34:0] \$21 ;
   wire [35:0] \$22 ;
@@ -19578,7 +19578,7 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [34:0] \$27 ;
   wire [35:0] \$28 ;
   wire \$29 ;
-  wire [48:0] \$3 ;
+  wire [49:0] \$3 ;
   wire \$30 ;
   wire [19:0] \$31 ;
   wire [19:0] \$32 ;
@@ -19589,7 +19589,7 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire \$37 ;
   wire \$38 ;
   wire [19:0] \$39 ;
-  wire [48:0] \$4 ;
+  wire [49:0] \$4 ;
   wire [19:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
@@ -19613,33 +19613,33 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] \$59 ;
   wire [19:0] \$6 ;
   reg [15:0] \$60 ;
-  reg [32:0] \$61 ;
+  reg [33:0] \$61 ;
   reg [1:0] \$62 ;
   reg [15:0] \$63 ;
-  reg [17:0] \$64 ;
+  reg [18:0] \$64 ;
   reg [34:0] \$65 ;
   reg [16:0] \$66 ;
   reg [15:0] \$67 ;
-  reg [32:0] \$68 ;
+  reg [33:0] \$68 ;
   reg [1:0] \$69 ;
   wire [19:0] \$7 ;
   reg [15:0] \$70 ;
-  reg [17:0] \$71 ;
+  reg [18:0] \$71 ;
   reg [34:0] \$72 ;
   reg [16:0] \$73 ;
   reg [15:0] \$74 ;
-  reg [32:0] \$75 ;
+  reg [33:0] \$75 ;
   reg [1:0] \$76 ;
   reg [15:0] \$77 ;
-  reg [17:0] \$78 ;
+  reg [18:0] \$78 ;
   reg [34:0] \$79 ;
   wire [19:0] \$8 ;
   reg [16:0] \$80 ;
   reg [15:0] \$81 ;
-  reg [32:0] \$82 ;
+  reg [33:0] \$82 ;
   reg [1:0] \$83 ;
   reg [15:0] \$84 ;
-  reg [17:0] \$85 ;
+  reg [18:0] \$85 ;
   reg [34:0] \$86 ;
   reg [10:0] \$87 ;
   reg [10:0] \$88 ;
@@ -19769,10 +19769,10 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [34:0] scaled_0_l1_0;
   reg [16:0] scaled_0_pp00_a = 17'h00000;
   reg [15:0] scaled_0_pp00_b = 16'h0000;
-  reg [32:0] scaled_0_pp00_p = 33'h000000000;
+  reg [33:0] scaled_0_pp00_p = 34'h000000000;
   reg [1:0] scaled_0_pp10_a = 2'h0;
   reg [15:0] scaled_0_pp10_b = 16'h0000;
-  reg [17:0] scaled_0_pp10_p = 18'h00000;
+  reg [18:0] scaled_0_pp10_p = 19'h00000;
   reg [34:0] scaled_0_sum = 35'h000000000;
   wire [34:0] scaled_0_t0;
   wire [34:0] scaled_0_t1;
@@ -19780,10 +19780,10 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [34:0] scaled_1_l1_0;
   reg [16:0] scaled_1_pp00_a = 17'h00000;
   reg [15:0] scaled_1_pp00_b = 16'h0000;
-  reg [32:0] scaled_1_pp00_p = 33'h000000000;
+  reg [33:0] scaled_1_pp00_p = 34'h000000000;
   reg [1:0] scaled_1_pp10_a = 2'h0;
   reg [15:0] scaled_1_pp10_b = 16'h0000;
-  reg [17:0] scaled_1_pp10_p = 18'h00000;
+  reg [18:0] scaled_1_pp10_p = 19'h00000;
   reg [34:0] scaled_1_sum = 35'h000000000;
   wire [34:0] scaled_1_t0;
   wire [34:0] scaled_1_t1;
@@ -19791,10 +19791,10 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [34:0] scaled_2_l1_0;
   reg [16:0] scaled_2_pp00_a = 17'h00000;
   reg [15:0] scaled_2_pp00_b = 16'h0000;
-  reg [32:0] scaled_2_pp00_p = 33'h000000000;
+  reg [33:0] scaled_2_pp00_p = 34'h000000000;
   reg [1:0] scaled_2_pp10_a = 2'h0;
   reg [15:0] scaled_2_pp10_b = 16'h0000;
-  reg [17:0] scaled_2_pp10_p = 18'h00000;
+  reg [18:0] scaled_2_pp10_p = 19'h00000;
   reg [34:0] scaled_2_sum = 35'h000000000;
   wire [34:0] scaled_2_t0;
   wire [34:0] scaled_2_t1;
@@ -19802,10 +19802,10 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [34:0] scaled_3_l1_0;
   reg [16:0] scaled_3_pp00_a = 17'h00000;
   reg [15:0] scaled_3_pp00_b = 16'h0000;
-  reg [32:0] scaled_3_pp00_p = 33'h000000000;
+  reg [33:0] scaled_3_pp00_p = 34'h000000000;
   reg [1:0] scaled_3_pp10_a = 2'h0;
   reg [15:0] scaled_3_pp10_b = 16'h0000;
-  reg [17:0] scaled_3_pp10_p = 18'h00000;
+  reg [18:0] scaled_3_pp10_p = 19'h00000;
   reg [34:0] scaled_3_sum = 35'h000000000;
   wire [34:0] scaled_3_t0;
   wire [34:0] scaled_3_t1;
@@ -20086,9 +20086,9 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$61  = \$9 ;
+    \$61  = { 1'h0, \$9  };
     if (rst) begin
-      \$61  = 33'h000000000;
+      \$61  = 34'h000000000;
     end
   end
   always @* begin
@@ -20107,9 +20107,9 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$64  = \$10 ;
+    \$64  = { \$10 [17], \$10  };
     if (rst) begin
-      \$64  = 18'h00000;
+      \$64  = 19'h00000;
     end
   end
   always @* begin
@@ -20135,9 +20135,9 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$68  = \$12 ;
+    \$68  = { 1'h0, \$12  };
     if (rst) begin
-      \$68  = 33'h000000000;
+      \$68  = 34'h000000000;
     end
   end
   always @* begin
@@ -20156,9 +20156,9 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$71  = \$13 ;
+    \$71  = { \$13 [17], \$13  };
     if (rst) begin
-      \$71  = 18'h00000;
+      \$71  = 19'h00000;
     end
   end
   always @* begin
@@ -20184,9 +20184,9 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$75  = \$15 ;
+    \$75  = { 1'h0, \$15  };
     if (rst) begin
-      \$75  = 33'h000000000;
+      \$75  = 34'h000000000;
     end
   end
   always @* begin
@@ -20205,9 +20205,9 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$78  = \$16 ;
+    \$78  = { \$16 [17], \$16  };
     if (rst) begin
-      \$78  = 18'h00000;
+      \$78  = 19'h00000;
     end
   end
   always @* begin
@@ -20233,9 +20233,9 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$82  = \$18 ;
+    \$82  = { 1'h0, \$18  };
     if (rst) begin
-      \$82  = 33'h000000000;
+      \$82  = 34'h000000000;
     end
   end
   always @* begin
@@ -20254,9 +20254,9 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$85  = \$19 ;
+    \$85  = { \$19 [17], \$19  };
     if (rst) begin
-      \$85  = 18'h00000;
+      \$85  = 19'h00000;
     end
   end
   always @* begin
@@ -20369,16 +20369,16 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
     end
   end
   assign rq_addr = sums__payload[84];
-  assign scaled_0_t0 = { scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p };
+  assign scaled_0_t0 = { scaled_0_pp00_p[33], scaled_0_pp00_p };
   assign scaled_0_t1 = \$1 [34:0];
   assign scaled_0_l1_0 = scaled_0_sum;
-  assign scaled_1_t0 = { scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p };
+  assign scaled_1_t0 = { scaled_1_pp00_p[33], scaled_1_pp00_p };
   assign scaled_1_t1 = \$2 [34:0];
   assign scaled_1_l1_0 = scaled_1_sum;
-  assign scaled_2_t0 = { scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p };
+  assign scaled_2_t0 = { scaled_2_pp00_p[33], scaled_2_pp00_p };
   assign scaled_2_t1 = \$3 [34:0];
   assign scaled_2_l1_0 = scaled_2_sum;
-  assign scaled_3_t0 = { scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p };
+  assign scaled_3_t0 = { scaled_3_pp00_p[33], scaled_3_pp00_p };
   assign scaled_3_t1 = \$4 [34:0];
   assign scaled_3_l1_0 = scaled_3_sum;
   assign ov = feats__valid;
@@ -20463,10 +20463,10 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \rq_meta3_d1.go  = rq_meta3_d1[8];
   assign \rq_meta3_d1.eof  = rq_meta3_d1[9];
   assign \rq_meta3_d1.error  = rq_meta3_d1[10];
-  assign \$1  = { scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p[17], scaled_0_pp10_p, 17'h00000 };
-  assign \$2  = { scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p[17], scaled_1_pp10_p, 17'h00000 };
-  assign \$3  = { scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p[17], scaled_2_pp10_p, 17'h00000 };
-  assign \$4  = { scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p[17], scaled_3_pp10_p, 17'h00000 };
+  assign \$1  = { scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p, 17'h00000 };
+  assign \$2  = { scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p, 17'h00000 };
+  assign \$3  = { scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p, 17'h00000 };
+  assign \$4  = { scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p, 17'h00000 };
   assign \$21  = { scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34:16] };
   assign \$23  = { scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34:16] };
   assign \$25  = { scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34:16] };

@@ -6057,18 +6057,18 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   wire [15:0] \$14 ;
   wire [15:0] \$15 ;
   wire [15:0] \$16 ;
-  wire [16:0] \$17 ;
-  wire [16:0] \$18 ;
+  wire [17:0] \$17 ;
+  wire [17:0] \$18 ;
   wire [23:0] \$19 ;
   wire [15:0] \$2 ;
-  wire [16:0] \$20 ;
-  wire [16:0] \$21 ;
+  wire [17:0] \$20 ;
+  wire [17:0] \$21 ;
   wire [23:0] \$22 ;
-  wire [16:0] \$23 ;
-  wire [16:0] \$24 ;
+  wire [17:0] \$23 ;
+  wire [17:0] \$24 ;
   wire [23:0] \$25 ;
-  wire [16:0] \$26 ;
-  wire [16:0] \$27 ;
+  wire [17:0] \$26 ;
+  wire [17:0] \$27 ;
   wire [23:0] \$28 ;
   wire \$29 ;
   wire [15:0] \$3 ;
@@ -6088,57 +6088,57 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   reg \$42 ;
   reg [7:0] \$43 ;
   reg [7:0] \$44 ;
-  reg [15:0] \$45 ;
+  reg [16:0] \$45 ;
   reg [7:0] \$46 ;
   reg [7:0] \$47 ;
-  reg [15:0] \$48 ;
+  reg [16:0] \$48 ;
   reg [7:0] \$49 ;
   wire [15:0] \$5 ;
   reg [7:0] \$50 ;
-  reg [15:0] \$51 ;
+  reg [16:0] \$51 ;
   reg [7:0] \$52 ;
   reg [7:0] \$53 ;
-  reg [15:0] \$54 ;
+  reg [16:0] \$54 ;
   reg [7:0] \$55 ;
   reg [7:0] \$56 ;
-  reg [15:0] \$57 ;
+  reg [16:0] \$57 ;
   reg [7:0] \$58 ;
   reg [7:0] \$59 ;
   wire [15:0] \$6 ;
-  reg [15:0] \$60 ;
+  reg [16:0] \$60 ;
   reg [7:0] \$61 ;
   reg [7:0] \$62 ;
-  reg [15:0] \$63 ;
+  reg [16:0] \$63 ;
   reg [7:0] \$64 ;
   reg [7:0] \$65 ;
-  reg [15:0] \$66 ;
+  reg [16:0] \$66 ;
   reg [7:0] \$67 ;
   reg [7:0] \$68 ;
-  reg [15:0] \$69 ;
+  reg [16:0] \$69 ;
   wire [15:0] \$7 ;
   reg [7:0] \$70 ;
   reg [7:0] \$71 ;
-  reg [15:0] \$72 ;
+  reg [16:0] \$72 ;
   reg [7:0] \$73 ;
   reg [7:0] \$74 ;
-  reg [15:0] \$75 ;
+  reg [16:0] \$75 ;
   reg [7:0] \$76 ;
   reg [7:0] \$77 ;
-  reg [15:0] \$78 ;
+  reg [16:0] \$78 ;
   reg [7:0] \$79 ;
   wire [15:0] \$8 ;
   reg [7:0] \$80 ;
-  reg [15:0] \$81 ;
+  reg [16:0] \$81 ;
   reg [7:0] \$82 ;
   reg [7:0] \$83 ;
-  reg [15:0] \$84 ;
+  reg [16:0] \$84 ;
   reg [7:0] \$85 ;
   reg [7:0] \$86 ;
-  reg [15:0] \$87 ;
+  reg [16:0] \$87 ;
   reg [7:0] \$88 ;
   reg [7:0] \$89 ;
   wire [15:0] \$9 ;
-  reg [15:0] \$90 ;
+  reg [16:0] \$90 ;
   reg [22:0] \$91 ;
   reg [22:0] \$92 ;
   reg [22:0] \$93 ;
@@ -6226,52 +6226,52 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   reg out_v = 1'h0;
   reg [7:0] prod_0_0_a = 8'h00;
   reg [7:0] prod_0_0_b = 8'h00;
-  reg [15:0] prod_0_0_p = 16'h0000;
+  reg [16:0] prod_0_0_p = 17'h00000;
   reg [7:0] prod_0_1_a = 8'h00;
   reg [7:0] prod_0_1_b = 8'h00;
-  reg [15:0] prod_0_1_p = 16'h0000;
+  reg [16:0] prod_0_1_p = 17'h00000;
   reg [7:0] prod_0_2_a = 8'h00;
   reg [7:0] prod_0_2_b = 8'h00;
-  reg [15:0] prod_0_2_p = 16'h0000;
+  reg [16:0] prod_0_2_p = 17'h00000;
   reg [7:0] prod_0_3_a = 8'h00;
   reg [7:0] prod_0_3_b = 8'h00;
-  reg [15:0] prod_0_3_p = 16'h0000;
+  reg [16:0] prod_0_3_p = 17'h00000;
   reg [7:0] prod_1_0_a = 8'h00;
   reg [7:0] prod_1_0_b = 8'h00;
-  reg [15:0] prod_1_0_p = 16'h0000;
+  reg [16:0] prod_1_0_p = 17'h00000;
   reg [7:0] prod_1_1_a = 8'h00;
   reg [7:0] prod_1_1_b = 8'h00;
-  reg [15:0] prod_1_1_p = 16'h0000;
+  reg [16:0] prod_1_1_p = 17'h00000;
   reg [7:0] prod_1_2_a = 8'h00;
   reg [7:0] prod_1_2_b = 8'h00;
-  reg [15:0] prod_1_2_p = 16'h0000;
+  reg [16:0] prod_1_2_p = 17'h00000;
   reg [7:0] prod_1_3_a = 8'h00;
   reg [7:0] prod_1_3_b = 8'h00;
-  reg [15:0] prod_1_3_p = 16'h0000;
+  reg [16:0] prod_1_3_p = 17'h00000;
   reg [7:0] prod_2_0_a = 8'h00;
   reg [7:0] prod_2_0_b = 8'h00;
-  reg [15:0] prod_2_0_p = 16'h0000;
+  reg [16:0] prod_2_0_p = 17'h00000;
   reg [7:0] prod_2_1_a = 8'h00;
   reg [7:0] prod_2_1_b = 8'h00;
-  reg [15:0] prod_2_1_p = 16'h0000;
+  reg [16:0] prod_2_1_p = 17'h00000;
   reg [7:0] prod_2_2_a = 8'h00;
   reg [7:0] prod_2_2_b = 8'h00;
-  reg [15:0] prod_2_2_p = 16'h0000;
+  reg [16:0] prod_2_2_p = 17'h00000;
   reg [7:0] prod_2_3_a = 8'h00;
   reg [7:0] prod_2_3_b = 8'h00;
-  reg [15:0] prod_2_3_p = 16'h0000;
+  reg [16:0] prod_2_3_p = 17'h00000;
   reg [7:0] prod_3_0_a = 8'h00;
   reg [7:0] prod_3_0_b = 8'h00;
-  reg [15:0] prod_3_0_p = 16'h0000;
+  reg [16:0] prod_3_0_p = 17'h00000;
   reg [7:0] prod_3_1_a = 8'h00;
   reg [7:0] prod_3_1_b = 8'h00;
-  reg [15:0] prod_3_1_p = 16'h0000;
+  reg [16:0] prod_3_1_p = 17'h00000;
   reg [7:0] prod_3_2_a = 8'h00;
   reg [7:0] prod_3_2_b = 8'h00;
-  reg [15:0] prod_3_2_p = 16'h0000;
+  reg [16:0] prod_3_2_p = 17'h00000;
   reg [7:0] prod_3_3_a = 8'h00;
   reg [7:0] prod_3_3_b = 8'h00;
-  reg [15:0] prod_3_3_p = 16'h0000;
+  reg [16:0] prod_3_3_p = 17'h00000;
   input rst;
   wire rst;
   input [179:0] steps__payload;
@@ -6537,9 +6537,9 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$45  = \$1 ;
+    \$45  = { \$1 [15], \$1  };
     if (rst) begin
-      \$45  = 16'h0000;
+      \$45  = 17'h00000;
     end
   end
   always @* begin
@@ -6558,9 +6558,9 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$48  = \$2 ;
+    \$48  = { \$2 [15], \$2  };
     if (rst) begin
-      \$48  = 16'h0000;
+      \$48  = 17'h00000;
     end
   end
   always @* begin
@@ -6579,9 +6579,9 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$51  = \$3 ;
+    \$51  = { \$3 [15], \$3  };
     if (rst) begin
-      \$51  = 16'h0000;
+      \$51  = 17'h00000;
     end
   end
   always @* begin
@@ -6600,9 +6600,9 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$54  = \$4 ;
+    \$54  = { \$4 [15], \$4  };
     if (rst) begin
-      \$54  = 16'h0000;
+      \$54  = 17'h00000;
     end
   end
   always @* begin
@@ -6621,9 +6621,9 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$57  = \$5 ;
+    \$57  = { \$5 [15], \$5  };
     if (rst) begin
-      \$57  = 16'h0000;
+      \$57  = 17'h00000;
     end
   end
   always @* begin
@@ -6642,9 +6642,9 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$60  = \$6 ;
+    \$60  = { \$6 [15], \$6  };
     if (rst) begin
-      \$60  = 16'h0000;
+      \$60  = 17'h00000;
     end
   end
   always @* begin
@@ -6663,9 +6663,9 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$63  = \$7 ;
+    \$63  = { \$7 [15], \$7  };
     if (rst) begin
-      \$63  = 16'h0000;
+      \$63  = 17'h00000;
     end
   end
   always @* begin
@@ -6684,9 +6684,9 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$66  = \$8 ;
+    \$66  = { \$8 [15], \$8  };
     if (rst) begin
-      \$66  = 16'h0000;
+      \$66  = 17'h00000;
     end
   end
   always @* begin
@@ -6705,9 +6705,9 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$69  = \$9 ;
+    \$69  = { \$9 [15], \$9  };
     if (rst) begin
-      \$69  = 16'h0000;
+      \$69  = 17'h00000;
     end
   end
   always @* begin
@@ -6726,9 +6726,9 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$72  = \$10 ;
+    \$72  = { \$10 [15], \$10  };
     if (rst) begin
-      \$72  = 16'h0000;
+      \$72  = 17'h00000;
     end
   end
   always @* begin
@@ -6747,9 +6747,9 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$75  = \$11 ;
+    \$75  = { \$11 [15], \$11  };
     if (rst) begin
-      \$75  = 16'h0000;
+      \$75  = 17'h00000;
     end
   end
   always @* begin
@@ -6768,9 +6768,9 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$78  = \$12 ;
+    \$78  = { \$12 [15], \$12  };
     if (rst) begin
-      \$78  = 16'h0000;
+      \$78  = 17'h00000;
     end
   end
   always @* begin
@@ -6789,9 +6789,9 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$81  = \$13 ;
+    \$81  = { \$13 [15], \$13  };
     if (rst) begin
-      \$81  = 16'h0000;
+      \$81  = 17'h00000;
     end
   end
   always @* begin
@@ -6810,9 +6810,9 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$84  = \$14 ;
+    \$84  = { \$14 [15], \$14  };
     if (rst) begin
-      \$84  = 16'h0000;
+      \$84  = 17'h00000;
     end
   end
   always @* begin
@@ -6831,9 +6831,9 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$87  = \$15 ;
+    \$87  = { \$15 [15], \$15  };
     if (rst) begin
-      \$87  = 16'h0000;
+      \$87  = 17'h00000;
     end
   end
   always @* begin
@@ -6852,21 +6852,21 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$90  = \$16 ;
+    \$90  = { \$16 [15], \$16  };
     if (rst) begin
-      \$90  = 16'h0000;
+      \$90  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$91  = { \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17  };
+    \$91  = { \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17  };
     if (rst) begin
       \$91  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$92  = { \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18  };
+    \$92  = { \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18  };
     if (rst) begin
       \$92  = 23'h000000;
     end
@@ -6880,14 +6880,14 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$94  = { \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20  };
+    \$94  = { \$20 [17], \$20 [17], \$20 [17], \$20 [17], \$20 [17], \$20  };
     if (rst) begin
       \$94  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$95  = { \$21 [16], \$21 [16], \$21 [16], \$21 [16], \$21 [16], \$21 [16], \$21  };
+    \$95  = { \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21  };
     if (rst) begin
       \$95  = 23'h000000;
     end
@@ -6901,14 +6901,14 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$97  = { \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23  };
+    \$97  = { \$23 [17], \$23 [17], \$23 [17], \$23 [17], \$23 [17], \$23  };
     if (rst) begin
       \$97  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$98  = { \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24  };
+    \$98  = { \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24  };
     if (rst) begin
       \$98  = 23'h000000;
     end
@@ -6922,14 +6922,14 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$100  = { \$26 [16], \$26 [16], \$26 [16], \$26 [16], \$26 [16], \$26 [16], \$26  };
+    \$100  = { \$26 [17], \$26 [17], \$26 [17], \$26 [17], \$26 [17], \$26  };
     if (rst) begin
       \$100  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$101  = { \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27  };
+    \$101  = { \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27  };
     if (rst) begin
       \$101  = 23'h000000;
     end
@@ -7332,7 +7332,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
-  wire [52:0] \$1 ;
+  wire [53:0] \$1 ;
   wire [21:0] \$10 ;
   reg \$100 ;
   wire [39:0] \$11 ;
@@ -7344,7 +7344,7 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   wire [39:0] \$17 ;
   wire [32:0] \$18 ;
   wire [21:0] \$19 ;
-  wire [52:0] \$2 ;
+  wire [53:0] \$2 ;
   wire [39:0] \$20 ;
   wire [38:0] \$21 ;
   wire [39:0] \$22 ;
@@ -7355,7 +7355,7 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   wire [38:0] \$27 ;
   wire [39:0] \$28 ;
   wire \$29 ;
-  wire [52:0] \$3 ;
+  wire [53:0] \$3 ;
   wire \$30 ;
   wire [23:0] \$31 ;
   wire [23:0] \$32 ;
@@ -7366,7 +7366,7 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   wire \$37 ;
   wire \$38 ;
   wire [23:0] \$39 ;
-  wire [52:0] \$4 ;
+  wire [53:0] \$4 ;
   wire [23:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
@@ -7390,33 +7390,33 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   reg [16:0] \$59 ;
   wire [23:0] \$6 ;
   reg [15:0] \$60 ;
-  reg [32:0] \$61 ;
+  reg [33:0] \$61 ;
   reg [5:0] \$62 ;
   reg [15:0] \$63 ;
-  reg [21:0] \$64 ;
+  reg [22:0] \$64 ;
   reg [38:0] \$65 ;
   reg [16:0] \$66 ;
   reg [15:0] \$67 ;
-  reg [32:0] \$68 ;
+  reg [33:0] \$68 ;
   reg [5:0] \$69 ;
   wire [23:0] \$7 ;
   reg [15:0] \$70 ;
-  reg [21:0] \$71 ;
+  reg [22:0] \$71 ;
   reg [38:0] \$72 ;
   reg [16:0] \$73 ;
   reg [15:0] \$74 ;
-  reg [32:0] \$75 ;
+  reg [33:0] \$75 ;
   reg [5:0] \$76 ;
   reg [15:0] \$77 ;
-  reg [21:0] \$78 ;
+  reg [22:0] \$78 ;
   reg [38:0] \$79 ;
   wire [23:0] \$8 ;
   reg [16:0] \$80 ;
   reg [15:0] \$81 ;
-  reg [32:0] \$82 ;
+  reg [33:0] \$82 ;
   reg [5:0] \$83 ;
   reg [15:0] \$84 ;
-  reg [21:0] \$85 ;
+  reg [22:0] \$85 ;
   reg [38:0] \$86 ;
   reg [17:0] \$87 ;
   reg [17:0] \$88 ;
@@ -7546,10 +7546,10 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   wire [38:0] scaled_0_l1_0;
   reg [16:0] scaled_0_pp00_a = 17'h00000;
   reg [15:0] scaled_0_pp00_b = 16'h0000;
-  reg [32:0] scaled_0_pp00_p = 33'h000000000;
+  reg [33:0] scaled_0_pp00_p = 34'h000000000;
   reg [5:0] scaled_0_pp10_a = 6'h00;
   reg [15:0] scaled_0_pp10_b = 16'h0000;
-  reg [21:0] scaled_0_pp10_p = 22'h000000;
+  reg [22:0] scaled_0_pp10_p = 23'h000000;
   reg [38:0] scaled_0_sum = 39'h0000000000;
   wire [38:0] scaled_0_t0;
   wire [38:0] scaled_0_t1;
@@ -7557,10 +7557,10 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   wire [38:0] scaled_1_l1_0;
   reg [16:0] scaled_1_pp00_a = 17'h00000;
   reg [15:0] scaled_1_pp00_b = 16'h0000;
-  reg [32:0] scaled_1_pp00_p = 33'h000000000;
+  reg [33:0] scaled_1_pp00_p = 34'h000000000;
   reg [5:0] scaled_1_pp10_a = 6'h00;
   reg [15:0] scaled_1_pp10_b = 16'h0000;
-  reg [21:0] scaled_1_pp10_p = 22'h000000;
+  reg [22:0] scaled_1_pp10_p = 23'h000000;
   reg [38:0] scaled_1_sum = 39'h0000000000;
   wire [38:0] scaled_1_t0;
   wire [38:0] scaled_1_t1;
@@ -7568,10 +7568,10 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   wire [38:0] scaled_2_l1_0;
   reg [16:0] scaled_2_pp00_a = 17'h00000;
   reg [15:0] scaled_2_pp00_b = 16'h0000;
-  reg [32:0] scaled_2_pp00_p = 33'h000000000;
+  reg [33:0] scaled_2_pp00_p = 34'h000000000;
   reg [5:0] scaled_2_pp10_a = 6'h00;
   reg [15:0] scaled_2_pp10_b = 16'h0000;
-  reg [21:0] scaled_2_pp10_p = 22'h000000;
+  reg [22:0] scaled_2_pp10_p = 23'h000000;
   reg [38:0] scaled_2_sum = 39'h0000000000;
   wire [38:0] scaled_2_t0;
   wire [38:0] scaled_2_t1;
@@ -7579,10 +7579,10 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   wire [38:0] scaled_3_l1_0;
   reg [16:0] scaled_3_pp00_a = 17'h00000;
   reg [15:0] scaled_3_pp00_b = 16'h0000;
-  reg [32:0] scaled_3_pp00_p = 33'h000000000;
+  reg [33:0] scaled_3_pp00_p = 34'h000000000;
   reg [5:0] scaled_3_pp10_a = 6'h00;
   reg [15:0] scaled_3_pp10_b = 16'h0000;
-  reg [21:0] scaled_3_pp10_p = 22'h000000;
+  reg [22:0] scaled_3_pp10_p = 23'h000000;
   reg [38:0] scaled_3_sum = 39'h0000000000;
   wire [38:0] scaled_3_t0;
   wire [38:0] scaled_3_t1;
@@ -7863,9 +7863,9 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$61  = \$9 ;
+    \$61  = { 1'h0, \$9  };
     if (rst) begin
-      \$61  = 33'h000000000;
+      \$61  = 34'h000000000;
     end
   end
   always @* begin
@@ -7884,9 +7884,9 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$64  = \$10 ;
+    \$64  = { \$10 [21], \$10  };
     if (rst) begin
-      \$64  = 22'h000000;
+      \$64  = 23'h000000;
     end
   end
   always @* begin
@@ -7912,9 +7912,9 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$68  = \$12 ;
+    \$68  = { 1'h0, \$12  };
     if (rst) begin
-      \$68  = 33'h000000000;
+      \$68  = 34'h000000000;
     end
   end
   always @* begin
@@ -7933,9 +7933,9 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$71  = \$13 ;
+    \$71  = { \$13 [21], \$13  };
     if (rst) begin
-      \$71  = 22'h000000;
+      \$71  = 23'h000000;
     end
   end
   always @* begin
@@ -7961,9 +7961,9 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$75  = \$15 ;
+    \$75  = { 1'h0, \$15  };
     if (rst) begin
-      \$75  = 33'h000000000;
+      \$75  = 34'h000000000;
     end
   end
   always @* begin
@@ -7982,9 +7982,9 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$78  = \$16 ;
+    \$78  = { \$16 [21], \$16  };
     if (rst) begin
-      \$78  = 22'h000000;
+      \$78  = 23'h000000;
     end
   end
   always @* begin
@@ -8010,9 +8010,9 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$82  = \$18 ;
+    \$82  = { 1'h0, \$18  };
     if (rst) begin
-      \$82  = 33'h000000000;
+      \$82  = 34'h000000000;
     end
   end
   always @* begin
@@ -8031,9 +8031,9 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$85  = \$19 ;
+    \$85  = { \$19 [21], \$19  };
     if (rst) begin
-      \$85  = 22'h000000;
+      \$85  = 23'h000000;
     end
   end
   always @* begin
@@ -8146,16 +8146,16 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
     end
   end
   assign rq_addr = sums__payload[107:106];
-  assign scaled_0_t0 = { scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p[32], scaled_0_pp00_p };
+  assign scaled_0_t0 = { scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p };
   assign scaled_0_t1 = \$1 [38:0];
   assign scaled_0_l1_0 = scaled_0_sum;
-  assign scaled_1_t0 = { scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p[32], scaled_1_pp00_p };
+  assign scaled_1_t0 = { scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p };
   assign scaled_1_t1 = \$2 [38:0];
   assign scaled_1_l1_0 = scaled_1_sum;
-  assign scaled_2_t0 = { scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p[32], scaled_2_pp00_p };
+  assign scaled_2_t0 = { scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p };
   assign scaled_2_t1 = \$3 [38:0];
   assign scaled_2_l1_0 = scaled_2_sum;
-  assign scaled_3_t0 = { scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p[32], scaled_3_pp00_p };
+  assign scaled_3_t0 = { scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p };
   assign scaled_3_t1 = \$4 [38:0];
   assign scaled_3_l1_0 = scaled_3_sum;
   assign ov = feats__valid;
@@ -8240,10 +8240,10 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   assign \rq_meta3_d1.go  = rq_meta3_d1[15:14];
   assign \rq_meta3_d1.eof  = rq_meta3_d1[16];
   assign \rq_meta3_d1.error  = rq_meta3_d1[17];
-  assign \$1  = { scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p, 17'h00000 };
-  assign \$2  = { scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p, 17'h00000 };
-  assign \$3  = { scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p, 17'h00000 };
-  assign \$4  = { scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p, 17'h00000 };
+  assign \$1  = { scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p, 17'h00000 };
+  assign \$2  = { scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p, 17'h00000 };
+  assign \$3  = { scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p, 17'h00000 };
+  assign \$4  = { scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p, 17'h00000 };
   assign \$21  = { scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38:16] };
   assign \$23  = { scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38:16] };
   assign \$25  = { scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38:16] };

@@ -254,6 +254,11 @@ def test_kinds(name):
     mixed = frames[2:4] + [TokenFrame(13, 11, cc, f.features.numpy())] + frames[6:8]
     stalled = run_sparse_conv(cfg, layer, mixed, gap=0.3, stall=0.5, seed=2)
     assert stalled.errors == [False, False, True, False, False] and stalled.outputs[3] == layer(frames[6])
+    # scales in the top half of their range: most outputs clamp, and the requant multiply's partial products run
+    # at full width (the exact small-negative cases are in tests/test_sparse_components.py)
+    wide = random_layer(cfg, 6, scale_range=(1 << (cfg.scale_bits - 1), cfg.scale_max))
+    run = run_sparse_conv(cfg, wide, frames[:4])
+    assert all(o == wide(f) for o, f in zip(run.outputs, frames[:4], strict=True))
 
 
 # --------------------------------------------------------------------------- chain
