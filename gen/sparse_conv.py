@@ -178,6 +178,9 @@ class SparseConvEngine(wiring.Component):
         # ingest may write input rows whose slots no output row still being read needs (registered)
         use_row = Mux(sq.busy, sq.row, fd.row)
         m.d.sync += permit_row.eq((use_row * s if s > 1 else use_row) + (S - h))
+        with m.If(frame_reset):  # the next frame starts from row 0 (the finder's row resets this cycle too)
+            m.d.sync += permit_row.eq(S - h)
+        _built(cfg, "permit_latency", 2, "the permit_row register, then the input queue's permit verdicts")
 
         # ---- steps -> memories -> MAC array -> requantiser
         step = sq.steps.payload

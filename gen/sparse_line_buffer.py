@@ -17,7 +17,7 @@ Read port: ``rd_addr`` in, ``rd_data`` out two cycles later (gen/memory.py, a re
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from accelkit.config.sparse_conv import SparseConvConfig
@@ -71,8 +71,17 @@ class LineBuffer(wiring.Component):
         # (while a frame is good, that is the last good site), so the queue holds a token with its verdict
         tin = self.sites_in.payload
         entry_l = data.StructLayout({"tok": self._tok, "gi": unsigned(max(1, gib)), "first": 1, "last": 1, "bad": 1})
-        m.submodules.queue = q = fifo.SyncFIFO(width=entry_l.size, depth=2)
-        m.d.comb += [q.w_en.eq(self.sites_in.valid), self.sites_in.ready.eq(q.w_rdy)]
+        # the queue: two entry registers, each with its range and permit verdicts as registers, refreshed every
+        # cycle (from the incoming token when the entry is written): the take decision starts from flip-flops.
+        # Occupancy and timing are those of a two-entry SyncFIFO (readable the cycle after it is written).
+        ent = [Signal(entry_l, name=f"entry_{k}") for k in range(2)]
+        ent_v = [Signal(name=f"entry_{k}_valid") for k in range(2)]
+        ent_range = [Signal(name=f"entry_{k}_outside") for k in range(2)]  # first beat outside the frame
+        ent_permit = [Signal(name=f"entry_{k}_permit") for k in range(2)]  # its row's slot is free
+        wp, rp = Signal(), Signal()
+        w_ready = ~(ent_v[0] & ent_v[1])
+        m.d.comb += self.sites_in.ready.eq(w_ready)
+        put = self.sites_in.valid & w_ready
         c_gi = Signal(max(1, gib))
         prev_y, prev_x, prev_any = Signal(cfg.y_bits), Signal(cfg.x_bits), Signal()
         c_first = c_gi == 0
@@ -82,33 +91,51 @@ class LineBuffer(wiring.Component):
         bad_next = (tin.y != prev_y) | (tin.x != prev_x)
         entry = Signal(entry_l)
         m.d.comb += [entry.tok.eq(tin), entry.gi.eq(c_gi), entry.first.eq(c_first), entry.last.eq(c_last),
-                     entry.bad.eq(~tin.eof & Mux(c_first, bad_first, bad_next)), q.w_data.eq(entry)]
-        with m.If(self.sites_in.valid & q.w_rdy):
+                     entry.bad.eq(~tin.eof & Mux(c_first, bad_first, bad_next))]
+        with m.If(put):
             with m.If(tin.eof):
                 m.d.sync += [c_gi.eq(0), prev_any.eq(0)]
             with m.Else():
                 m.d.sync += [c_gi.eq(Mux(c_last, 0, c_gi + 1)), prev_y.eq(tin.y), prev_x.eq(tin.x)]
                 with m.If(c_last):
                     m.d.sync += prev_any.eq(1)
+        for k in range(2):
+            src = Signal(entry_l, name=f"refresh_{k}")
+            writing = put & (wp == k)
+            m.d.comb += src.eq(Mux(writing, entry, ent[k]))
+            with m.If(writing):
+                m.d.sync += [ent[k].eq(entry), ent_v[k].eq(1)]
+            m.d.sync += [ent_range[k].eq((src.tok.y > self.height_m1) | (src.tok.x > self.width_m1)),
+                         ent_permit[k].eq(src.tok.y < self.permit_row)]
+        with m.If(put):
+            m.d.sync += wp.eq(~wp)
         got = Signal(entry_l)
-        m.d.comb += got.eq(q.r_data)
+        head_v, head_range, head_permit = Signal(), Signal(), Signal()
+        m.d.comb += [got.eq(Mux(rp, ent[1], ent[0])), head_v.eq(Mux(rp, ent_v[1], ent_v[0])),
+                     head_range.eq(Mux(rp, ent_range[1], ent_range[0])),
+                     head_permit.eq(Mux(rp, ent_permit[1], ent_permit[0]))]
         head = got.tok
 
         last_y, has_last = self.last_y, self.has_last
         err, discard, eof_seen, busy = self.error, Signal(), self.eof_seen, self.busy
         first_beat, last_beat = got.first, got.last
-        # the frame's shape may be loaded after a token entered the queue: the range is checked at the head
+        # the range verdict is refreshed every cycle, so a shape loaded after a token entered the queue is the
+        # one it is checked against (no token is taken during a load); the permit verdict is a cycle old
         bad = Signal()
-        m.d.comb += bad.eq(got.bad | (~head.eof & first_beat & ((head.y > self.height_m1) | (head.x > self.width_m1))))
+        m.d.comb += bad.eq(got.bad | (~head.eof & first_beat & head_range))
         open_ = Signal()
         m.d.comb += open_.eq(self.loaded & ~eof_seen & ~self.hold)
-        permit = head.y < self.permit_row
         take = Signal()
-        m.d.comb += [take.eq(q.r_rdy & open_ & (discard | head.eof | bad | permit)), q.r_en.eq(take)]
+        m.d.comb += take.eq(head_v & open_ & (discard | head.eof | bad | head_permit))
+        with m.If(take):
+            m.d.sync += rp.eq(~rp)
+            for k in range(2):
+                with m.If((rp == k) & ~(put & (wp == k))):
+                    m.d.sync += ent_v[k].eq(0)
         write = take & ~head.eof & ~discard & ~bad
 
         # a good first beat at the head, taken or not, shows every row above its row complete
-        with m.If(q.r_rdy & open_ & ~head.eof & first_beat & ~bad & ~discard):
+        with m.If(head_v & open_ & ~head.eof & first_beat & ~bad & ~discard):
             m.d.sync += self.done_rows.eq(head.y)
         with m.If(take):
             m.d.sync += busy.eq(1)

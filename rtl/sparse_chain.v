@@ -705,8 +705,8 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
     .rst(rst),
     .sites_in__payload(sites_in__payload),
     .sites_in__ready(sites_in__ready),
+    .sites_in__valid(sites_in__valid),
     .tags(tags),
-    .w_en(sites_in__valid),
     .width_m1(width_m1)
   );
   \top.layer0.mac_array  mac_array (
@@ -870,6 +870,9 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$42  = \$23 ;
+    if (frame_reset) begin
+      \$42  = 7'h07;
+    end
     if (rst) begin
       \$42  = 7'h00;
     end
@@ -3571,43 +3574,101 @@ module \top.layer0.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.layer0.line_buffer (w_en, clk, rst, hold, frame_reset, sites_in__ready, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, sites_in__payload
+module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in__ready, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, sites_in__payload
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
-  reg \$100 ;
-  reg \$101 ;
-  reg \$102 ;
-  reg [2:0] \$103 ;
-  reg [4:0] \$104 ;
-  reg [4:0] \$105 ;
-  reg [7:0] \$106 ;
-  reg [31:0] \$107 ;
-  reg [31:0] \$108 ;
-  reg [5:0] \$109 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire [31:0] \$107 ;
+  wire [31:0] \$108 ;
+  wire \$109 ;
   wire \$11 ;
-  reg [31:0] \$110 ;
-  reg [5:0] \$111 ;
-  reg [31:0] \$112 ;
-  reg [5:0] \$113 ;
-  reg [31:0] \$114 ;
-  reg [5:0] \$115 ;
-  reg [31:0] \$116 ;
-  reg [5:0] \$117 ;
-  reg [31:0] \$118 ;
-  reg [5:0] \$119 ;
+  wire \$110 ;
+  wire [31:0] \$111 ;
+  wire [31:0] \$112 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire [31:0] \$115 ;
+  wire [31:0] \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire [31:0] \$119 ;
   wire \$12 ;
-  reg [31:0] \$120 ;
-  reg [5:0] \$121 ;
-  reg [31:0] \$122 ;
-  reg [5:0] \$123 ;
+  wire [31:0] \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire [31:0] \$123 ;
+  wire [31:0] \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire [31:0] \$127 ;
+  wire [31:0] \$128 ;
+  wire \$129 ;
   wire \$13 ;
+  wire \$130 ;
+  wire [31:0] \$131 ;
+  wire [31:0] \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire [31:0] \$135 ;
+  wire [31:0] \$136 ;
+  reg \$137 ;
+  reg \$138 ;
+  reg [4:0] \$139 ;
   wire \$14 ;
+  reg [4:0] \$140 ;
+  reg [47:0] \$141 ;
+  reg \$142 ;
+  reg \$143 ;
+  reg \$144 ;
+  reg [47:0] \$145 ;
+  reg \$146 ;
+  reg \$147 ;
+  reg \$148 ;
+  reg \$149 ;
   wire \$15 ;
+  reg \$150 ;
+  reg [6:0] \$151 ;
+  reg \$152 ;
+  reg \$153 ;
+  reg \$154 ;
+  reg \$155 ;
+  reg \$156 ;
+  reg [4:0] \$157 ;
+  reg \$158 ;
+  reg \$159 ;
   wire \$16 ;
+  reg \$160 ;
+  reg [2:0] \$161 ;
+  reg [4:0] \$162 ;
+  reg [4:0] \$163 ;
+  reg [7:0] \$164 ;
+  reg [31:0] \$165 ;
+  reg [31:0] \$166 ;
+  reg [5:0] \$167 ;
+  reg [31:0] \$168 ;
+  reg [5:0] \$169 ;
   wire \$17 ;
+  reg [31:0] \$170 ;
+  reg [5:0] \$171 ;
+  reg [31:0] \$172 ;
+  reg [5:0] \$173 ;
+  reg [31:0] \$174 ;
+  reg [5:0] \$175 ;
+  reg [31:0] \$176 ;
+  reg [5:0] \$177 ;
+  reg [31:0] \$178 ;
+  reg [5:0] \$179 ;
   wire \$18 ;
+  reg [31:0] \$180 ;
+  reg [5:0] \$181 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
@@ -3621,22 +3682,22 @@ module \top.layer0.line_buffer (w_en, clk, rst, hold, frame_reset, sites_in__rea
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
-  wire [62:0] \$30 ;
-  wire [62:0] \$31 ;
+  wire \$30 ;
+  wire \$31 ;
   wire \$32 ;
   wire \$33 ;
-  wire [1:0] \$34 ;
-  wire [1:0] \$35 ;
+  wire \$34 ;
+  wire \$35 ;
   wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
+  wire [62:0] \$37 ;
+  wire [62:0] \$38 ;
   wire \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire \$43 ;
-  wire \$44 ;
+  wire [1:0] \$43 ;
+  wire [1:0] \$44 ;
   wire \$45 ;
   wire \$46 ;
   wire \$47 ;
@@ -3652,57 +3713,60 @@ module \top.layer0.line_buffer (w_en, clk, rst, hold, frame_reset, sites_in__rea
   wire \$56 ;
   wire \$57 ;
   wire \$58 ;
-  wire [31:0] \$59 ;
+  wire \$59 ;
   wire \$6 ;
-  wire [31:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [31:0] \$63 ;
-  wire [31:0] \$64 ;
+  wire \$63 ;
+  wire \$64 ;
   wire \$65 ;
   wire \$66 ;
-  wire [31:0] \$67 ;
-  wire [31:0] \$68 ;
+  wire \$67 ;
+  wire \$68 ;
   wire \$69 ;
   wire \$7 ;
   wire \$70 ;
-  wire [31:0] \$71 ;
-  wire [31:0] \$72 ;
+  wire \$71 ;
+  wire \$72 ;
   wire \$73 ;
   wire \$74 ;
-  wire [31:0] \$75 ;
-  wire [31:0] \$76 ;
+  wire \$75 ;
+  wire \$76 ;
   wire \$77 ;
   wire \$78 ;
-  wire [31:0] \$79 ;
+  wire \$79 ;
   wire \$8 ;
-  wire [31:0] \$80 ;
+  wire \$80 ;
   wire \$81 ;
   wire \$82 ;
-  wire [31:0] \$83 ;
-  wire [31:0] \$84 ;
+  wire \$83 ;
+  wire \$84 ;
   wire \$85 ;
   wire \$86 ;
-  wire [31:0] \$87 ;
-  wire [31:0] \$88 ;
-  reg \$89 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire \$89 ;
   wire \$9 ;
-  reg \$90 ;
-  reg [4:0] \$91 ;
-  reg [4:0] \$92 ;
-  reg [6:0] \$93 ;
-  reg \$94 ;
-  reg \$95 ;
-  reg \$96 ;
-  reg \$97 ;
-  reg \$98 ;
-  reg [4:0] \$99 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire \$99 ;
   reg [4:0] \$signal  = 5'h00;
-  reg [4:0] \$signal$30  = 5'h00;
-  reg \$signal$44  = 1'h0;
+  reg [4:0] \$signal$29  = 5'h00;
+  reg \$signal$33  = 1'h0;
+  wire \$signal$39 ;
+  wire \$signal$40 ;
+  reg \$signal$52  = 1'h0;
   (* init = 1'h0 *)
-  wire \$signal$52 ;
-  reg \$signal$63  = 1'h0;
+  wire \$signal$58 ;
+  reg \$signal$72  = 1'h0;
   wire bad;
   wire [31:0] \bit ;
   reg [31:0] bitmap_0 = 32'd0;
@@ -3745,6 +3809,42 @@ module \top.layer0.line_buffer (w_en, clk, rst, hold, frame_reset, sites_in__rea
   wire \entry.tok.error ;
   wire [4:0] \entry.tok.x ;
   wire [4:0] \entry.tok.y ;
+  reg [47:0] entry_0 = 48'h000000000000;
+  wire \entry_0.bad ;
+  wire \entry_0.first ;
+  wire \entry_0.gi ;
+  wire \entry_0.last ;
+  wire [43:0] \entry_0.tok ;
+  wire [31:0] \entry_0.tok.data ;
+  wire [7:0] \entry_0.tok.data[0] ;
+  wire [7:0] \entry_0.tok.data[1] ;
+  wire [7:0] \entry_0.tok.data[2] ;
+  wire [7:0] \entry_0.tok.data[3] ;
+  wire \entry_0.tok.eof ;
+  wire \entry_0.tok.error ;
+  wire [4:0] \entry_0.tok.x ;
+  wire [4:0] \entry_0.tok.y ;
+  reg entry_0_outside = 1'h0;
+  reg entry_0_permit = 1'h0;
+  reg entry_0_valid = 1'h0;
+  reg [47:0] entry_1 = 48'h000000000000;
+  wire \entry_1.bad ;
+  wire \entry_1.first ;
+  wire \entry_1.gi ;
+  wire \entry_1.last ;
+  wire [43:0] \entry_1.tok ;
+  wire [31:0] \entry_1.tok.data ;
+  wire [7:0] \entry_1.tok.data[0] ;
+  wire [7:0] \entry_1.tok.data[1] ;
+  wire [7:0] \entry_1.tok.data[2] ;
+  wire [7:0] \entry_1.tok.data[3] ;
+  wire \entry_1.tok.eof ;
+  wire \entry_1.tok.error ;
+  wire [4:0] \entry_1.tok.x ;
+  wire [4:0] \entry_1.tok.y ;
+  reg entry_1_outside = 1'h0;
+  reg entry_1_permit = 1'h0;
+  reg entry_1_valid = 1'h0;
   output eof_seen;
   reg eof_seen = 1'h0;
   output error;
@@ -3768,6 +3868,7 @@ module \top.layer0.line_buffer (w_en, clk, rst, hold, frame_reset, sites_in__rea
   wire [4:0] \got.tok.y ;
   output has_last;
   reg has_last = 1'h0;
+  wire head_permit;
   input [4:0] height_m1;
   wire [4:0] height_m1;
   input hold;
@@ -3783,12 +3884,39 @@ module \top.layer0.line_buffer (w_en, clk, rst, hold, frame_reset, sites_in__rea
   input [7:0] r_addr;
   wire [7:0] r_addr;
   wire [31:0] r_data;
-  wire [47:0] \r_data$34 ;
-  wire r_en;
-  wire r_rdy;
   wire [7:0] rd_addr;
   output [31:0] rd_data;
   wire [31:0] rd_data;
+  wire [47:0] refresh_0;
+  wire \refresh_0.bad ;
+  wire \refresh_0.first ;
+  wire \refresh_0.gi ;
+  wire \refresh_0.last ;
+  wire [43:0] \refresh_0.tok ;
+  wire [31:0] \refresh_0.tok.data ;
+  wire [7:0] \refresh_0.tok.data[0] ;
+  wire [7:0] \refresh_0.tok.data[1] ;
+  wire [7:0] \refresh_0.tok.data[2] ;
+  wire [7:0] \refresh_0.tok.data[3] ;
+  wire \refresh_0.tok.eof ;
+  wire \refresh_0.tok.error ;
+  wire [4:0] \refresh_0.tok.x ;
+  wire [4:0] \refresh_0.tok.y ;
+  wire [47:0] refresh_1;
+  wire \refresh_1.bad ;
+  wire \refresh_1.first ;
+  wire \refresh_1.gi ;
+  wire \refresh_1.last ;
+  wire [43:0] \refresh_1.tok ;
+  wire [31:0] \refresh_1.tok.data ;
+  wire [7:0] \refresh_1.tok.data[0] ;
+  wire [7:0] \refresh_1.tok.data[1] ;
+  wire [7:0] \refresh_1.tok.data[2] ;
+  wire [7:0] \refresh_1.tok.data[3] ;
+  wire \refresh_1.tok.eof ;
+  wire \refresh_1.tok.error ;
+  wire [4:0] \refresh_1.tok.x ;
+  wire [4:0] \refresh_1.tok.y ;
   reg [5:0] row_tag_0 = 6'h3f;
   reg [5:0] row_tag_1 = 6'h3f;
   reg [5:0] row_tag_2 = 6'h3f;
@@ -3797,6 +3925,7 @@ module \top.layer0.line_buffer (w_en, clk, rst, hold, frame_reset, sites_in__rea
   reg [5:0] row_tag_5 = 6'h3f;
   reg [5:0] row_tag_6 = 6'h3f;
   reg [5:0] row_tag_7 = 6'h3f;
+  reg rp = 1'h0;
   input rst;
   wire rst;
   input [43:0] sites_in__payload;
@@ -3812,6 +3941,7 @@ module \top.layer0.line_buffer (w_en, clk, rst, hold, frame_reset, sites_in__rea
   wire [4:0] \sites_in__payload.y ;
   output sites_in__ready;
   wire sites_in__ready;
+  input sites_in__valid;
   wire sites_in__valid;
   output [47:0] tags;
   wire [47:0] tags;
@@ -3826,640 +3956,790 @@ module \top.layer0.line_buffer (w_en, clk, rst, hold, frame_reset, sites_in__rea
   wire take;
   reg [7:0] w_addr = 8'h00;
   (* init = 8'h00 *)
-  wire [7:0] \w_addr$48 ;
-  wire [47:0] w_data;
-  reg [31:0] \w_data$49  = 32'd0;
+  wire [7:0] \w_addr$54 ;
+  reg [31:0] w_data = 32'd0;
   (* init = 32'd0 *)
-  wire [31:0] \w_data$50 ;
-  input w_en;
-  wire w_en;
-  reg \w_en$51  = 1'h0;
-  wire w_rdy;
+  wire [31:0] \w_data$56 ;
+  reg w_en = 1'h0;
   reg w_set = 1'h0;
   reg [2:0] w_slot = 3'h0;
   reg [4:0] w_x = 5'h00;
   reg [4:0] w_y = 5'h00;
   input [4:0] width_m1;
   wire [4:0] width_m1;
-  assign \$1  = ! c_gi;
+  assign \$1  = entry_0_valid & entry_1_valid;
+  assign sites_in__ready = ~ \$1 ;
   assign \$2  = ! c_gi;
-  assign \$3  = ~ sites_in__payload[42];
-  assign \$4  = ! c_gi;
-  assign \$5  = sites_in__payload[36:32] < \$signal ;
-  assign \$6  = sites_in__payload[36:32] == \$signal ;
-  assign \$7  = sites_in__payload[41:37] <= \$signal$30 ;
-  assign \$8  = \$6  & \$7 ;
-  assign \$9  = \$5  | \$8 ;
-  assign \$10  = prev_any & \$9 ;
-  assign \$11  = sites_in__payload[36:32] != \$signal ;
-  assign \$12  = sites_in__payload[41:37] != \$signal$30 ;
-  assign \$13  = \$11  | \$12 ;
-  assign \$14  = c_gi ? \$13  : \$10 ;
-  assign \$15  = \$3  & \$14 ;
-  assign \$16  = ~ got[42];
-  assign \$17  = \$16  & got[45];
-  assign \$18  = got[36:32] > height_m1;
-  assign \$19  = got[41:37] > width_m1;
-  assign \$20  = \$18  | \$19 ;
-  assign \$21  = \$17  & \$20 ;
-  assign bad = got[47] | \$21 ;
-  assign \$22  = ~ eof_seen;
-  assign \$23  = loaded & \$22 ;
-  assign \$24  = ~ hold;
-  assign open_ = \$23  & \$24 ;
-  assign \$25  = r_rdy & open_;
-  assign \$26  = \$signal$44  | got[42];
-  assign \$27  = \$26  | bad;
-  assign \$28  = got[36:32] < permit_row;
-  assign \$29  = \$27  | \$28 ;
-  assign take = \$25  & \$29 ;
-  assign \$30  = 1'h1 << w_x;
-  assign \$31  = w_set ? \$30  : 63'h0000000000000000;
-  assign \$32  = w_en & sites_in__ready;
-  assign \$33  = ! c_gi;
-  assign \$34  = c_gi + 1'h1;
-  assign \$35  = c_gi ? \$34  : 2'h0;
-  assign \$36  = ! c_gi;
-  assign \$37  = r_rdy & open_;
-  assign \$38  = ~ got[42];
-  assign \$39  = \$37  & \$38 ;
-  assign \$40  = \$39  & got[45];
-  assign \$41  = ~ bad;
-  assign \$42  = \$40  & \$41 ;
-  assign \$43  = ~ \$signal$44 ;
-  assign \$44  = \$42  & \$43 ;
-  assign \$45  = ~ got[45];
-  assign \$46  = \$45  | got[43];
-  assign \$47  = ~ got[42];
-  assign \$48  = take & \$47 ;
-  assign \$49  = ~ \$signal$44 ;
+  assign \$3  = ! c_gi;
+  assign \$4  = ~ sites_in__payload[42];
+  assign \$5  = ! c_gi;
+  assign \$6  = sites_in__payload[36:32] < \$signal ;
+  assign \$7  = sites_in__payload[36:32] == \$signal ;
+  assign \$8  = sites_in__payload[41:37] <= \$signal$29 ;
+  assign \$9  = \$7  & \$8 ;
+  assign \$10  = \$6  | \$9 ;
+  assign \$11  = prev_any & \$10 ;
+  assign \$12  = sites_in__payload[36:32] != \$signal ;
+  assign \$13  = sites_in__payload[41:37] != \$signal$29 ;
+  assign \$14  = \$12  | \$13 ;
+  assign \$15  = c_gi ? \$14  : \$11 ;
+  assign \$16  = \$4  & \$15 ;
+  assign \$17  = entry_0_valid & entry_1_valid;
+  assign \$18  = ~ \$17 ;
+  assign \$19  = sites_in__valid & \$18 ;
+  assign \$20  = ! \$signal$33 ;
+  assign \$21  = \$19  & \$20 ;
+  assign refresh_0 = \$21  ? entry : entry_0;
+  assign \$22  = entry_0_valid & entry_1_valid;
+  assign \$23  = ~ \$22 ;
+  assign \$24  = sites_in__valid & \$23 ;
+  assign \$26  = \$24  & \$25 ;
+  assign refresh_1 = \$26  ? entry : entry_1;
+  assign got = rp ? entry_1 : entry_0;
+  assign \$signal$39  = rp ? entry_1_valid : entry_0_valid;
+  assign \$signal$40  = rp ? entry_1_outside : entry_0_outside;
+  assign head_permit = rp ? entry_1_permit : entry_0_permit;
+  assign \$27  = ~ got[42];
+  assign \$28  = \$27  & got[45];
+  assign \$29  = \$28  & \$signal$40 ;
+  assign bad = got[47] | \$29 ;
+  assign \$30  = ~ eof_seen;
+  assign \$31  = loaded & \$30 ;
+  assign \$32  = ~ hold;
+  assign open_ = \$31  & \$32 ;
+  assign \$33  = \$signal$39  & open_;
+  assign \$34  = \$signal$52  | got[42];
+  assign \$35  = \$34  | bad;
+  assign \$36  = \$35  | head_permit;
+  assign take = \$33  & \$36 ;
+  assign \$37  = 1'h1 << w_x;
+  assign \$38  = w_set ? \$37  : 63'h0000000000000000;
+  assign \$39  = entry_0_valid & entry_1_valid;
+  assign \$40  = ~ \$39 ;
+  assign \$41  = sites_in__valid & \$40 ;
+  assign \$42  = ! c_gi;
+  assign \$43  = c_gi + 1'h1;
+  assign \$44  = c_gi ? \$43  : 2'h0;
+  assign \$45  = ! c_gi;
+  assign \$46  = entry_0_valid & entry_1_valid;
+  assign \$47  = ~ \$46 ;
+  assign \$48  = sites_in__valid & \$47 ;
+  assign \$49  = ! \$signal$33 ;
   assign \$50  = \$48  & \$49 ;
-  assign \$51  = ~ bad;
-  assign \$52  = \$50  & \$51 ;
-  assign \$53  = ~ has_last;
-  assign \$54  = got[36:32] != last_y;
-  assign \$55  = \$53  | \$54 ;
-  assign \$56  = got[45] & \$55 ;
-  assign \$57  = ! w_slot;
-  assign \$58  = \w_en$51  & \$57 ;
-  assign \$59  = \$signal$63  ? 32'd0 : bitmap_0;
-  assign \$60  = \$59  | \$31 [31:0];
-  assign \$61  = w_slot == 1'h1;
-  assign \$62  = \w_en$51  & \$61 ;
-  assign \$63  = \$signal$63  ? 32'd0 : bitmap_1;
-  assign \$64  = \$63  | \$31 [31:0];
-  assign \$65  = w_slot == 2'h2;
-  assign \$66  = \w_en$51  & \$65 ;
-  assign \$67  = \$signal$63  ? 32'd0 : bitmap_2;
-  assign \$68  = \$67  | \$31 [31:0];
-  assign \$69  = w_slot == 2'h3;
-  assign \$70  = \w_en$51  & \$69 ;
-  assign \$71  = \$signal$63  ? 32'd0 : bitmap_3;
-  assign \$72  = \$71  | \$31 [31:0];
-  assign \$73  = w_slot == 3'h4;
-  assign \$74  = \w_en$51  & \$73 ;
-  assign \$75  = \$signal$63  ? 32'd0 : bitmap_4;
-  assign \$76  = \$75  | \$31 [31:0];
-  assign \$77  = w_slot == 3'h5;
-  assign \$78  = \w_en$51  & \$77 ;
-  assign \$79  = \$signal$63  ? 32'd0 : bitmap_5;
-  assign \$80  = \$79  | \$31 [31:0];
-  assign \$81  = w_slot == 3'h6;
-  assign \$82  = \w_en$51  & \$81 ;
-  assign \$83  = \$signal$63  ? 32'd0 : bitmap_6;
-  assign \$84  = \$83  | \$31 [31:0];
-  assign \$85  = w_slot == 3'h7;
-  assign \$86  = \w_en$51  & \$85 ;
-  assign \$87  = \$signal$63  ? 32'd0 : bitmap_7;
-  assign \$88  = \$87  | \$31 [31:0];
+  assign \$51  = refresh_0[36:32] > height_m1;
+  assign \$52  = refresh_0[41:37] > width_m1;
+  assign \$53  = \$51  | \$52 ;
+  assign \$54  = refresh_0[36:32] < permit_row;
+  assign \$55  = entry_0_valid & entry_1_valid;
+  assign \$56  = ~ \$55 ;
+  assign \$57  = sites_in__valid & \$56 ;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = refresh_1[36:32] > height_m1;
+  assign \$61  = refresh_1[41:37] > width_m1;
+  assign \$62  = \$60  | \$61 ;
+  assign \$63  = refresh_1[36:32] < permit_row;
+  assign \$64  = entry_0_valid & entry_1_valid;
+  assign \$65  = ~ \$64 ;
+  assign \$66  = sites_in__valid & \$65 ;
+  assign \$67  = ~ \$signal$33 ;
+  assign \$68  = ~ rp;
+  assign \$69  = ! rp;
+  assign \$70  = entry_0_valid & entry_1_valid;
+  assign \$71  = ~ \$70 ;
+  assign \$72  = sites_in__valid & \$71 ;
+  assign \$73  = ! \$signal$33 ;
+  assign \$74  = \$72  & \$73 ;
+  assign \$75  = ~ \$74 ;
+  assign \$76  = \$69  & \$75 ;
+  assign \$78  = entry_0_valid & entry_1_valid;
+  assign \$79  = ~ \$78 ;
+  assign \$80  = sites_in__valid & \$79 ;
+  assign \$82  = \$80  & \$81 ;
+  assign \$83  = ~ \$82 ;
+  assign \$84  = \$77  & \$83 ;
+  assign \$85  = \$signal$39  & open_;
+  assign \$86  = ~ got[42];
+  assign \$87  = \$85  & \$86 ;
+  assign \$88  = \$87  & got[45];
+  assign \$89  = ~ bad;
+  assign \$90  = \$88  & \$89 ;
+  assign \$91  = ~ \$signal$52 ;
+  assign \$92  = \$90  & \$91 ;
+  assign \$93  = ~ got[45];
+  assign \$94  = \$93  | got[43];
+  assign \$95  = ~ got[42];
+  assign \$96  = take & \$95 ;
+  assign \$97  = ~ \$signal$52 ;
+  assign \$98  = \$96  & \$97 ;
+  assign \$99  = ~ bad;
+  assign \$100  = \$98  & \$99 ;
+  assign \$101  = ~ has_last;
+  assign \$102  = got[36:32] != last_y;
+  assign \$103  = \$101  | \$102 ;
+  assign \$104  = got[45] & \$103 ;
+  assign \$105  = ! w_slot;
+  assign \$106  = w_en & \$105 ;
+  assign \$107  = \$signal$72  ? 32'd0 : bitmap_0;
+  assign \$108  = \$107  | \$38 [31:0];
+  assign \$109  = w_slot == 1'h1;
+  assign \$110  = w_en & \$109 ;
+  assign \$111  = \$signal$72  ? 32'd0 : bitmap_1;
+  assign \$112  = \$111  | \$38 [31:0];
+  assign \$113  = w_slot == 2'h2;
+  assign \$114  = w_en & \$113 ;
+  assign \$115  = \$signal$72  ? 32'd0 : bitmap_2;
+  assign \$116  = \$115  | \$38 [31:0];
+  assign \$117  = w_slot == 2'h3;
+  assign \$118  = w_en & \$117 ;
+  assign \$119  = \$signal$72  ? 32'd0 : bitmap_3;
+  assign \$120  = \$119  | \$38 [31:0];
+  assign \$121  = w_slot == 3'h4;
+  assign \$122  = w_en & \$121 ;
+  assign \$123  = \$signal$72  ? 32'd0 : bitmap_4;
+  assign \$124  = \$123  | \$38 [31:0];
+  assign \$125  = w_slot == 3'h5;
+  assign \$126  = w_en & \$125 ;
+  assign \$127  = \$signal$72  ? 32'd0 : bitmap_5;
+  assign \$128  = \$127  | \$38 [31:0];
+  assign \$129  = w_slot == 3'h6;
+  assign \$130  = w_en & \$129 ;
+  assign \$131  = \$signal$72  ? 32'd0 : bitmap_6;
+  assign \$132  = \$131  | \$38 [31:0];
+  assign \$133  = w_slot == 3'h7;
+  assign \$134  = w_en & \$133 ;
+  assign \$135  = \$signal$72  ? 32'd0 : bitmap_7;
+  assign \$136  = \$135  | \$38 [31:0];
   always @(posedge clk)
-    c_gi <= \$89 ;
+    c_gi <= \$137 ;
   always @(posedge clk)
-    prev_any <= \$90 ;
+    prev_any <= \$138 ;
   always @(posedge clk)
-    \$signal  <= \$91 ;
+    \$signal  <= \$139 ;
   always @(posedge clk)
-    \$signal$30  <= \$92 ;
+    \$signal$29  <= \$140 ;
   always @(posedge clk)
-    done_rows <= \$93 ;
+    entry_0 <= \$141 ;
   always @(posedge clk)
-    busy <= \$94 ;
+    entry_0_valid <= \$142 ;
   always @(posedge clk)
-    eof_seen <= \$95 ;
+    entry_0_outside <= \$143 ;
   always @(posedge clk)
-    \$signal$44  <= \$96 ;
+    entry_0_permit <= \$144 ;
   always @(posedge clk)
-    error <= \$97 ;
+    entry_1 <= \$145 ;
   always @(posedge clk)
-    has_last <= \$98 ;
+    entry_1_valid <= \$146 ;
   always @(posedge clk)
-    last_y <= \$99 ;
+    entry_1_outside <= \$147 ;
   always @(posedge clk)
-    \w_en$51  <= \$100 ;
+    entry_1_permit <= \$148 ;
   always @(posedge clk)
-    \$signal$63  <= \$101 ;
+    \$signal$33  <= \$149 ;
   always @(posedge clk)
-    w_set <= \$102 ;
+    rp <= \$150 ;
   always @(posedge clk)
-    w_slot <= \$103 ;
+    done_rows <= \$151 ;
   always @(posedge clk)
-    w_x <= \$104 ;
+    busy <= \$152 ;
   always @(posedge clk)
-    w_y <= \$105 ;
+    eof_seen <= \$153 ;
   always @(posedge clk)
-    w_addr <= \$106 ;
+    \$signal$52  <= \$154 ;
   always @(posedge clk)
-    \w_data$49  <= \$107 ;
+    error <= \$155 ;
   always @(posedge clk)
-    bitmap_0 <= \$108 ;
+    has_last <= \$156 ;
   always @(posedge clk)
-    row_tag_0 <= \$109 ;
+    last_y <= \$157 ;
   always @(posedge clk)
-    bitmap_1 <= \$110 ;
+    w_en <= \$158 ;
   always @(posedge clk)
-    row_tag_1 <= \$111 ;
+    \$signal$72  <= \$159 ;
   always @(posedge clk)
-    bitmap_2 <= \$112 ;
+    w_set <= \$160 ;
   always @(posedge clk)
-    row_tag_2 <= \$113 ;
+    w_slot <= \$161 ;
   always @(posedge clk)
-    bitmap_3 <= \$114 ;
+    w_x <= \$162 ;
   always @(posedge clk)
-    row_tag_3 <= \$115 ;
+    w_y <= \$163 ;
   always @(posedge clk)
-    bitmap_4 <= \$116 ;
+    w_addr <= \$164 ;
   always @(posedge clk)
-    row_tag_4 <= \$117 ;
+    w_data <= \$165 ;
   always @(posedge clk)
-    bitmap_5 <= \$118 ;
+    bitmap_0 <= \$166 ;
   always @(posedge clk)
-    row_tag_5 <= \$119 ;
+    row_tag_0 <= \$167 ;
   always @(posedge clk)
-    bitmap_6 <= \$120 ;
+    bitmap_1 <= \$168 ;
   always @(posedge clk)
-    row_tag_6 <= \$121 ;
+    row_tag_1 <= \$169 ;
   always @(posedge clk)
-    bitmap_7 <= \$122 ;
+    bitmap_2 <= \$170 ;
   always @(posedge clk)
-    row_tag_7 <= \$123 ;
+    row_tag_2 <= \$171 ;
+  always @(posedge clk)
+    bitmap_3 <= \$172 ;
+  always @(posedge clk)
+    row_tag_3 <= \$173 ;
+  always @(posedge clk)
+    bitmap_4 <= \$174 ;
+  always @(posedge clk)
+    row_tag_4 <= \$175 ;
+  always @(posedge clk)
+    bitmap_5 <= \$176 ;
+  always @(posedge clk)
+    row_tag_5 <= \$177 ;
+  always @(posedge clk)
+    bitmap_6 <= \$178 ;
+  always @(posedge clk)
+    row_tag_6 <= \$179 ;
+  always @(posedge clk)
+    bitmap_7 <= \$180 ;
+  always @(posedge clk)
+    row_tag_7 <= \$181 ;
   \top.layer0.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
     .rd__addr(r_addr),
     .rst(rst),
     .w_addr(w_addr),
-    .w_data(\w_data$49 ),
-    .w_en(\w_en$51 )
-  );
-  \top.layer0.line_buffer.queue  queue (
-    .clk(clk),
-    .r_data(got),
-    .r_en(take),
-    .r_rdy(r_rdy),
-    .rst(rst),
-    .w_en(w_en),
-    .w_port__data(entry),
-    .w_rdy(sites_in__ready)
+    .w_data(w_data),
+    .w_en(w_en)
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$89  = c_gi;
-    if (\$32 ) begin
+    \$137  = c_gi;
+    if (\$41 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[42]) begin
-        \$89  = 1'h0;
+        \$137  = 1'h0;
       end else begin
-        \$89  = \$35 [0];
+        \$137  = \$44 [0];
       end
     end
     if (rst) begin
-      \$89  = 1'h0;
+      \$137  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$90  = prev_any;
-    if (\$32 ) begin
+    \$138  = prev_any;
+    if (\$41 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[42]) begin
-        \$90  = 1'h0;
+        \$138  = 1'h0;
       end else begin
-        if (\$36 ) begin
-          \$90  = 1'h1;
+        if (\$45 ) begin
+          \$138  = 1'h1;
         end
       end
     end
     if (rst) begin
-      \$90  = 1'h0;
+      \$138  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$91  = \$signal ;
-    if (\$32 ) begin
+    \$139  = \$signal ;
+    if (\$41 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[42]) begin
       end else begin
-        \$91  = sites_in__payload[36:32];
+        \$139  = sites_in__payload[36:32];
       end
     end
     if (rst) begin
-      \$91  = 5'h00;
+      \$139  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$92  = \$signal$30 ;
-    if (\$32 ) begin
+    \$140  = \$signal$29 ;
+    if (\$41 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[42]) begin
       end else begin
-        \$92  = sites_in__payload[41:37];
+        \$140  = sites_in__payload[41:37];
       end
     end
     if (rst) begin
-      \$92  = 5'h00;
+      \$140  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$93  = done_rows;
-    if (\$44 ) begin
-      \$93  = { 2'h0, got[36:32] };
-    end
-    if (frame_reset) begin
-      \$93  = 7'h00;
+    \$141  = entry_0;
+    if (\$50 ) begin
+      \$141  = entry;
     end
     if (rst) begin
-      \$93  = 7'h00;
+      \$141  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$94  = busy;
+    \$142  = entry_0_valid;
+    if (\$50 ) begin
+      \$142  = 1'h1;
+    end
     if (take) begin
-      \$94  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$94  = 1'h0;
+      if (\$76 ) begin
+        \$142  = 1'h0;
+      end
     end
     if (rst) begin
-      \$94  = 1'h0;
+      \$142  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$95  = eof_seen;
+    \$143  = \$53 ;
+    if (rst) begin
+      \$143  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$144  = \$54 ;
+    if (rst) begin
+      \$144  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$145  = entry_1;
+    if (\$59 ) begin
+      \$145  = entry;
+    end
+    if (rst) begin
+      \$145  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$146  = entry_1_valid;
+    if (\$59 ) begin
+      \$146  = 1'h1;
+    end
+    if (take) begin
+      if (\$84 ) begin
+        \$146  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$146  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$147  = \$62 ;
+    if (rst) begin
+      \$147  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$148  = \$63 ;
+    if (rst) begin
+      \$148  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$149  = \$signal$33 ;
+    if (\$66 ) begin
+      \$149  = \$67 ;
+    end
+    if (rst) begin
+      \$149  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$150  = rp;
+    if (take) begin
+      \$150  = \$68 ;
+    end
+    if (rst) begin
+      \$150  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$151  = done_rows;
+    if (\$92 ) begin
+      \$151  = { 2'h0, got[36:32] };
+    end
+    if (frame_reset) begin
+      \$151  = 7'h00;
+    end
+    if (rst) begin
+      \$151  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$152  = busy;
+    if (take) begin
+      \$152  = 1'h1;
+    end
+    if (frame_reset) begin
+      \$152  = 1'h0;
+    end
+    if (rst) begin
+      \$152  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$153  = eof_seen;
     if (take) begin
       if (got[42]) begin
-        \$95  = 1'h1;
+        \$153  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$95  = 1'h0;
+      \$153  = 1'h0;
     end
     if (rst) begin
-      \$95  = 1'h0;
+      \$153  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$96  = \$signal$44 ;
+    \$154  = \$signal$52 ;
     if (take) begin
       if (got[42]) begin
-        \$96  = 1'h0;
-      end else if (\$signal$44 ) begin
+        \$154  = 1'h0;
+      end else if (\$signal$52 ) begin
       end else if (bad) begin
-        \$96  = 1'h1;
+        \$154  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$96  = 1'h0;
+      \$154  = 1'h0;
     end
     if (rst) begin
-      \$96  = 1'h0;
+      \$154  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$97  = error;
+    \$155  = error;
     if (take) begin
       if (got[42]) begin
-        if (\$46 ) begin
-          \$97  = 1'h1;
+        if (\$94 ) begin
+          \$155  = 1'h1;
         end
-      end else if (\$signal$44 ) begin
+      end else if (\$signal$52 ) begin
       end else if (bad) begin
-        \$97  = 1'h1;
+        \$155  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$97  = 1'h0;
+      \$155  = 1'h0;
     end
     if (rst) begin
-      \$97  = 1'h0;
+      \$155  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$98  = has_last;
+    \$156  = has_last;
     if (take) begin
       if (got[42]) begin
-      end else if (\$signal$44 ) begin
+      end else if (\$signal$52 ) begin
       end else if (bad) begin
       end else if (got[46]) begin
-        \$98  = 1'h1;
+        \$156  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$98  = 1'h0;
+      \$156  = 1'h0;
     end
     if (rst) begin
-      \$98  = 1'h0;
+      \$156  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$99  = last_y;
+    \$157  = last_y;
     if (take) begin
       if (got[42]) begin
-      end else if (\$signal$44 ) begin
+      end else if (\$signal$52 ) begin
       end else if (bad) begin
       end else if (got[46]) begin
-        \$99  = got[36:32];
+        \$157  = got[36:32];
       end
     end
     if (rst) begin
-      \$99  = 5'h00;
+      \$157  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$100  = \$52 ;
+    \$158  = \$100 ;
     if (rst) begin
-      \$100  = 1'h0;
+      \$158  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$101  = \$56 ;
+    \$159  = \$104 ;
     if (rst) begin
-      \$101  = 1'h0;
+      \$159  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$102  = got[46];
+    \$160  = got[46];
     if (rst) begin
-      \$102  = 1'h0;
+      \$160  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$103  = got[34:32];
+    \$161  = got[34:32];
     if (rst) begin
-      \$103  = 3'h0;
+      \$161  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$104  = got[41:37];
+    \$162  = got[41:37];
     if (rst) begin
-      \$104  = 5'h00;
+      \$162  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$105  = got[36:32];
+    \$163  = got[36:32];
     if (rst) begin
-      \$105  = 5'h00;
+      \$163  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$106  = { got[34:32], got[41:37] };
+    \$164  = { got[34:32], got[41:37] };
     if (rst) begin
-      \$106  = 8'h00;
+      \$164  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$107  = got[31:0];
+    \$165  = got[31:0];
     if (rst) begin
-      \$107  = 32'd0;
+      \$165  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$108  = bitmap_0;
-    if (\$58 ) begin
-      \$108  = \$60 ;
-    end
-    if (rst) begin
-      \$108  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$109  = row_tag_0;
-    if (\$58 ) begin
-      if (\$signal$63 ) begin
-        \$109  = { 1'h0, w_y };
-      end
-    end
-    if (frame_reset) begin
-      \$109  = 6'h3f;
+    \$166  = bitmap_0;
+    if (\$106 ) begin
+      \$166  = \$108 ;
     end
     if (rst) begin
-      \$109  = 6'h3f;
+      \$166  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$110  = bitmap_1;
-    if (\$62 ) begin
-      \$110  = \$64 ;
-    end
-    if (rst) begin
-      \$110  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$111  = row_tag_1;
-    if (\$62 ) begin
-      if (\$signal$63 ) begin
-        \$111  = { 1'h0, w_y };
+    \$167  = row_tag_0;
+    if (\$106 ) begin
+      if (\$signal$72 ) begin
+        \$167  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$111  = 6'h3f;
+      \$167  = 6'h3f;
     end
     if (rst) begin
-      \$111  = 6'h3f;
+      \$167  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$112  = bitmap_2;
-    if (\$66 ) begin
-      \$112  = \$68 ;
+    \$168  = bitmap_1;
+    if (\$110 ) begin
+      \$168  = \$112 ;
     end
     if (rst) begin
-      \$112  = 32'd0;
+      \$168  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$113  = row_tag_2;
-    if (\$66 ) begin
-      if (\$signal$63 ) begin
-        \$113  = { 1'h0, w_y };
+    \$169  = row_tag_1;
+    if (\$110 ) begin
+      if (\$signal$72 ) begin
+        \$169  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$113  = 6'h3f;
+      \$169  = 6'h3f;
     end
     if (rst) begin
-      \$113  = 6'h3f;
+      \$169  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$114  = bitmap_3;
-    if (\$70 ) begin
-      \$114  = \$72 ;
+    \$170  = bitmap_2;
+    if (\$114 ) begin
+      \$170  = \$116 ;
     end
     if (rst) begin
-      \$114  = 32'd0;
+      \$170  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$115  = row_tag_3;
-    if (\$70 ) begin
-      if (\$signal$63 ) begin
-        \$115  = { 1'h0, w_y };
+    \$171  = row_tag_2;
+    if (\$114 ) begin
+      if (\$signal$72 ) begin
+        \$171  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$115  = 6'h3f;
+      \$171  = 6'h3f;
     end
     if (rst) begin
-      \$115  = 6'h3f;
+      \$171  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$116  = bitmap_4;
-    if (\$74 ) begin
-      \$116  = \$76 ;
+    \$172  = bitmap_3;
+    if (\$118 ) begin
+      \$172  = \$120 ;
     end
     if (rst) begin
-      \$116  = 32'd0;
+      \$172  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$117  = row_tag_4;
-    if (\$74 ) begin
-      if (\$signal$63 ) begin
-        \$117  = { 1'h0, w_y };
+    \$173  = row_tag_3;
+    if (\$118 ) begin
+      if (\$signal$72 ) begin
+        \$173  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$117  = 6'h3f;
+      \$173  = 6'h3f;
     end
     if (rst) begin
-      \$117  = 6'h3f;
+      \$173  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$118  = bitmap_5;
-    if (\$78 ) begin
-      \$118  = \$80 ;
+    \$174  = bitmap_4;
+    if (\$122 ) begin
+      \$174  = \$124 ;
     end
     if (rst) begin
-      \$118  = 32'd0;
+      \$174  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$119  = row_tag_5;
-    if (\$78 ) begin
-      if (\$signal$63 ) begin
-        \$119  = { 1'h0, w_y };
+    \$175  = row_tag_4;
+    if (\$122 ) begin
+      if (\$signal$72 ) begin
+        \$175  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$119  = 6'h3f;
+      \$175  = 6'h3f;
     end
     if (rst) begin
-      \$119  = 6'h3f;
+      \$175  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$120  = bitmap_6;
-    if (\$82 ) begin
-      \$120  = \$84 ;
+    \$176  = bitmap_5;
+    if (\$126 ) begin
+      \$176  = \$128 ;
     end
     if (rst) begin
-      \$120  = 32'd0;
+      \$176  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$121  = row_tag_6;
-    if (\$82 ) begin
-      if (\$signal$63 ) begin
-        \$121  = { 1'h0, w_y };
+    \$177  = row_tag_5;
+    if (\$126 ) begin
+      if (\$signal$72 ) begin
+        \$177  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$121  = 6'h3f;
+      \$177  = 6'h3f;
     end
     if (rst) begin
-      \$121  = 6'h3f;
+      \$177  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$122  = bitmap_7;
-    if (\$86 ) begin
-      \$122  = \$88 ;
+    \$178  = bitmap_6;
+    if (\$130 ) begin
+      \$178  = \$132 ;
     end
     if (rst) begin
-      \$122  = 32'd0;
+      \$178  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$123  = row_tag_7;
-    if (\$86 ) begin
-      if (\$signal$63 ) begin
-        \$123  = { 1'h0, w_y };
+    \$179  = row_tag_6;
+    if (\$130 ) begin
+      if (\$signal$72 ) begin
+        \$179  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$123  = 6'h3f;
+      \$179  = 6'h3f;
     end
     if (rst) begin
-      \$123  = 6'h3f;
+      \$179  = 6'h3f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$180  = bitmap_7;
+    if (\$134 ) begin
+      \$180  = \$136 ;
+    end
+    if (rst) begin
+      \$180  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$181  = row_tag_7;
+    if (\$134 ) begin
+      if (\$signal$72 ) begin
+        \$181  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$181  = 6'h3f;
+    end
+    if (rst) begin
+      \$181  = 6'h3f;
     end
   end
   assign rd_addr = r_addr;
   assign r_data = rd_data;
-  assign sites_in__valid = w_en;
-  assign w_rdy = sites_in__ready;
-  assign w_data = entry;
-  assign \r_data$34  = got;
-  assign r_en = take;
-  assign \w_addr$48  = w_addr;
-  assign \w_data$50  = \w_data$49 ;
-  assign \$signal$52  = \w_en$51 ;
-  assign \bit  = \$31 [31:0];
+  assign \w_addr$54  = w_addr;
+  assign \w_data$56  = w_data;
+  assign \$signal$58  = w_en;
+  assign \bit  = \$38 [31:0];
   assign \tags[0]  = tags[5:0];
   assign \tags[1]  = tags[11:6];
   assign \tags[2]  = tags[17:12];
@@ -4499,6 +4779,62 @@ module \top.layer0.line_buffer (w_en, clk, rst, hold, frame_reset, sites_in__rea
   assign \sites_in__payload.x  = sites_in__payload[41:37];
   assign \sites_in__payload.eof  = sites_in__payload[42];
   assign \sites_in__payload.error  = sites_in__payload[43];
+  assign \refresh_0.tok  = refresh_0[43:0];
+  assign \refresh_0.tok.data  = refresh_0[31:0];
+  assign \refresh_0.tok.data[0]  = refresh_0[7:0];
+  assign \refresh_0.tok.data[1]  = refresh_0[15:8];
+  assign \refresh_0.tok.data[2]  = refresh_0[23:16];
+  assign \refresh_0.tok.data[3]  = refresh_0[31:24];
+  assign \refresh_0.tok.y  = refresh_0[36:32];
+  assign \refresh_0.tok.x  = refresh_0[41:37];
+  assign \refresh_0.tok.eof  = refresh_0[42];
+  assign \refresh_0.tok.error  = refresh_0[43];
+  assign \refresh_0.gi  = refresh_0[44];
+  assign \refresh_0.first  = refresh_0[45];
+  assign \refresh_0.last  = refresh_0[46];
+  assign \refresh_0.bad  = refresh_0[47];
+  assign \entry_0.tok  = entry_0[43:0];
+  assign \entry_0.tok.data  = entry_0[31:0];
+  assign \entry_0.tok.data[0]  = entry_0[7:0];
+  assign \entry_0.tok.data[1]  = entry_0[15:8];
+  assign \entry_0.tok.data[2]  = entry_0[23:16];
+  assign \entry_0.tok.data[3]  = entry_0[31:24];
+  assign \entry_0.tok.y  = entry_0[36:32];
+  assign \entry_0.tok.x  = entry_0[41:37];
+  assign \entry_0.tok.eof  = entry_0[42];
+  assign \entry_0.tok.error  = entry_0[43];
+  assign \entry_0.gi  = entry_0[44];
+  assign \entry_0.first  = entry_0[45];
+  assign \entry_0.last  = entry_0[46];
+  assign \entry_0.bad  = entry_0[47];
+  assign \refresh_1.tok  = refresh_1[43:0];
+  assign \refresh_1.tok.data  = refresh_1[31:0];
+  assign \refresh_1.tok.data[0]  = refresh_1[7:0];
+  assign \refresh_1.tok.data[1]  = refresh_1[15:8];
+  assign \refresh_1.tok.data[2]  = refresh_1[23:16];
+  assign \refresh_1.tok.data[3]  = refresh_1[31:24];
+  assign \refresh_1.tok.y  = refresh_1[36:32];
+  assign \refresh_1.tok.x  = refresh_1[41:37];
+  assign \refresh_1.tok.eof  = refresh_1[42];
+  assign \refresh_1.tok.error  = refresh_1[43];
+  assign \refresh_1.gi  = refresh_1[44];
+  assign \refresh_1.first  = refresh_1[45];
+  assign \refresh_1.last  = refresh_1[46];
+  assign \refresh_1.bad  = refresh_1[47];
+  assign \entry_1.tok  = entry_1[43:0];
+  assign \entry_1.tok.data  = entry_1[31:0];
+  assign \entry_1.tok.data[0]  = entry_1[7:0];
+  assign \entry_1.tok.data[1]  = entry_1[15:8];
+  assign \entry_1.tok.data[2]  = entry_1[23:16];
+  assign \entry_1.tok.data[3]  = entry_1[31:24];
+  assign \entry_1.tok.y  = entry_1[36:32];
+  assign \entry_1.tok.x  = entry_1[41:37];
+  assign \entry_1.tok.eof  = entry_1[42];
+  assign \entry_1.tok.error  = entry_1[43];
+  assign \entry_1.gi  = entry_1[44];
+  assign \entry_1.first  = entry_1[45];
+  assign \entry_1.last  = entry_1[46];
+  assign \entry_1.bad  = entry_1[47];
   assign \got.tok  = got[43:0];
   assign \got.tok.data  = got[31:0];
   assign \got.tok.data[0]  = got[7:0];
@@ -4513,9 +4849,9 @@ module \top.layer0.line_buffer (w_en, clk, rst, hold, frame_reset, sites_in__rea
   assign \got.first  = got[45];
   assign \got.last  = got[46];
   assign \got.bad  = got[47];
-  assign entry[47] = \$15 ;
-  assign entry[46] = \$2 ;
-  assign entry[45] = \$1 ;
+  assign entry[47] = \$16 ;
+  assign entry[46] = \$3 ;
+  assign entry[45] = \$2 ;
   assign entry[44] = c_gi;
   assign entry[43:0] = sites_in__payload;
   assign bitmaps[255:224] = bitmap_7;
@@ -4534,6 +4870,10 @@ module \top.layer0.line_buffer (w_en, clk, rst, hold, frame_reset, sites_in__rea
   assign tags[17:12] = row_tag_2;
   assign tags[11:6] = row_tag_1;
   assign tags[5:0] = row_tag_0;
+  assign \$25  = \$signal$33 ;
+  assign \$58  = \$signal$33 ;
+  assign \$77  = rp;
+  assign \$81  = \$signal$33 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -4845,132 +5185,8 @@ module \top.layer0.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr,
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.layer0.line_buffer.queue (clk, rst, r_en, w_rdy, r_rdy, r_data, w_port__data, w_en);
-  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [2:0] \$14 ;
-  reg \$15 ;
-  reg \$16 ;
-  reg [1:0] \$17 ;
-  wire [1:0] \$2 ;
-  wire \$3 ;
-  wire [1:0] \$4 ;
-  wire \$5 ;
-  wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire [2:0] \$9 ;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire consume;
-  reg [1:0] level = 2'h0;
-  (* init = 1'h0 *)
-  wire produce;
-  output [47:0] r_data;
-  wire [47:0] r_data;
-  input r_en;
-  wire r_en;
-  (* init = 2'h0 *)
-  wire [1:0] r_level;
-  reg r_port__addr = 1'h0;
-  wire [47:0] r_port__data;
-  output r_rdy;
-  wire r_rdy;
-  input rst;
-  wire rst;
-  wire [47:0] w_data;
-  input w_en;
-  wire w_en;
-  (* init = 2'h0 *)
-  wire [1:0] w_level;
-  reg w_port__addr = 1'h0;
-  input [47:0] w_port__data;
-  wire [47:0] w_port__data;
-  wire w_port__en;
-  output w_rdy;
-  wire w_rdy;
-  reg [47:0] storage [1:0];
-  initial begin
-    storage[0] = 48'h000000000000;
-    storage[1] = 48'h000000000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= w_port__data;
-  end
-  assign r_data = storage[r_port__addr];
-  assign w_rdy = level != 2'h2;
-  assign r_rdy = | level;
-  assign w_port__en = w_en & w_rdy;
-  assign \$1  = w_rdy & w_en;
-  assign \$2  = w_port__addr + 1'h1;
-  assign \$3  = r_rdy & r_en;
-  assign \$4  = r_port__addr + 1'h1;
-  assign \$5  = w_rdy & w_en;
-  assign \$6  = r_rdy & r_en;
-  assign \$7  = ~ \$6 ;
-  assign \$8  = \$5  & \$7 ;
-  assign \$9  = level + 1'h1;
-  assign \$10  = r_rdy & r_en;
-  assign \$11  = w_rdy & w_en;
-  assign \$12  = ~ \$11 ;
-  assign \$13  = \$10  & \$12 ;
-  assign \$14  = level - 1'h1;
-  always @(posedge clk)
-    w_port__addr <= \$15 ;
-  always @(posedge clk)
-    r_port__addr <= \$16 ;
-  always @(posedge clk)
-    level <= \$17 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$15  = w_port__addr;
-    if (\$1 ) begin
-      \$15  = \$2 [0];
-    end
-    if (rst) begin
-      \$15  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$16  = r_port__addr;
-    if (\$3 ) begin
-      \$16  = \$4 [0];
-    end
-    if (rst) begin
-      \$16  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$17  = level;
-    if (\$8 ) begin
-      \$17  = \$9 [1:0];
-    end
-    if (\$13 ) begin
-      \$17  = \$14 [1:0];
-    end
-    if (rst) begin
-      \$17  = 2'h0;
-    end
-  end
-  assign w_level = level;
-  assign r_level = level;
-  assign produce = w_port__addr;
-  assign w_data = w_port__data;
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
-endmodule
-
-(* generator = "Amaranth" *)
 module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
   reg [21:0] \$100 ;
@@ -5443,469 +5659,469 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     out_meta <= \$112 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$41  = steps__payload;
     if (rst) begin
       \$41  = 173'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$42  = steps__valid;
     if (rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$43  = operands[7:0];
     if (rst) begin
       \$43  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$44  = operands[39:32];
     if (rst) begin
       \$44  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$45  = { \$1 [15], \$1  };
     if (rst) begin
       \$45  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$46  = operands[15:8];
     if (rst) begin
       \$46  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$47  = operands[47:40];
     if (rst) begin
       \$47  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$48  = { \$2 [15], \$2  };
     if (rst) begin
       \$48  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$49  = operands[23:16];
     if (rst) begin
       \$49  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$50  = operands[55:48];
     if (rst) begin
       \$50  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$51  = { \$3 [15], \$3  };
     if (rst) begin
       \$51  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$52  = operands[31:24];
     if (rst) begin
       \$52  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$53  = operands[63:56];
     if (rst) begin
       \$53  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$54  = { \$4 [15], \$4  };
     if (rst) begin
       \$54  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$55  = operands[7:0];
     if (rst) begin
       \$55  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$56  = operands[71:64];
     if (rst) begin
       \$56  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$57  = { \$5 [15], \$5  };
     if (rst) begin
       \$57  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$58  = operands[15:8];
     if (rst) begin
       \$58  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$59  = operands[79:72];
     if (rst) begin
       \$59  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$60  = { \$6 [15], \$6  };
     if (rst) begin
       \$60  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$61  = operands[23:16];
     if (rst) begin
       \$61  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$62  = operands[87:80];
     if (rst) begin
       \$62  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$63  = { \$7 [15], \$7  };
     if (rst) begin
       \$63  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$64  = operands[31:24];
     if (rst) begin
       \$64  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$65  = operands[95:88];
     if (rst) begin
       \$65  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$66  = { \$8 [15], \$8  };
     if (rst) begin
       \$66  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$67  = operands[7:0];
     if (rst) begin
       \$67  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$68  = operands[103:96];
     if (rst) begin
       \$68  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$69  = { \$9 [15], \$9  };
     if (rst) begin
       \$69  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$70  = operands[15:8];
     if (rst) begin
       \$70  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$71  = operands[111:104];
     if (rst) begin
       \$71  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$72  = { \$10 [15], \$10  };
     if (rst) begin
       \$72  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$73  = operands[23:16];
     if (rst) begin
       \$73  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$74  = operands[119:112];
     if (rst) begin
       \$74  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$75  = { \$11 [15], \$11  };
     if (rst) begin
       \$75  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$76  = operands[31:24];
     if (rst) begin
       \$76  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$77  = operands[127:120];
     if (rst) begin
       \$77  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$78  = { \$12 [15], \$12  };
     if (rst) begin
       \$78  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$79  = operands[7:0];
     if (rst) begin
       \$79  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$80  = operands[135:128];
     if (rst) begin
       \$80  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$81  = { \$13 [15], \$13  };
     if (rst) begin
       \$81  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$82  = operands[15:8];
     if (rst) begin
       \$82  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$83  = operands[143:136];
     if (rst) begin
       \$83  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$84  = { \$14 [15], \$14  };
     if (rst) begin
       \$84  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$85  = operands[23:16];
     if (rst) begin
       \$85  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$86  = operands[151:144];
     if (rst) begin
       \$86  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$87  = { \$15 [15], \$15  };
     if (rst) begin
       \$87  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$88  = operands[31:24];
     if (rst) begin
       \$88  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$89  = operands[159:152];
     if (rst) begin
       \$89  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$90  = { \$16 [15], \$16  };
     if (rst) begin
       \$90  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$91  = { \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17  };
     if (rst) begin
       \$91  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$92  = { \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18  };
     if (rst) begin
       \$92  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$93  = \$19 [21:0];
     if (rst) begin
       \$93  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$94  = { \$20 [17], \$20 [17], \$20 [17], \$20 [17], \$20  };
     if (rst) begin
       \$94  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$95  = { \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21  };
     if (rst) begin
       \$95  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$96  = \$22 [21:0];
     if (rst) begin
       \$96  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$97  = { \$23 [17], \$23 [17], \$23 [17], \$23 [17], \$23  };
     if (rst) begin
       \$97  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$98  = { \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24  };
     if (rst) begin
       \$98  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$99  = \$25 [21:0];
     if (rst) begin
       \$99  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$100  = { \$26 [17], \$26 [17], \$26 [17], \$26 [17], \$26  };
     if (rst) begin
       \$100  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$101  = { \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27  };
     if (rst) begin
       \$101  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$102  = \$28 [21:0];
     if (rst) begin
       \$102  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$103  = ctl;
     if (rst) begin
       \$103  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$104  = mac_ctl_d1;
     if (rst) begin
       \$104  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$105  = mac_ctl_d2;
     if (rst) begin
       \$105  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$106  = mac_ctl_d3;
     if (rst) begin
       \$106  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$107  = acc_0;
     if (\$30 ) begin
       \$107  = \$32 [21:0];
@@ -5915,7 +6131,7 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$108  = acc_1;
     if (\$30 ) begin
       \$108  = \$34 [21:0];
@@ -5925,7 +6141,7 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$109  = acc_2;
     if (\$30 ) begin
       \$109  = \$36 [21:0];
@@ -5935,7 +6151,7 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$110  = acc_3;
     if (\$30 ) begin
       \$110  = \$38 [21:0];
@@ -5945,14 +6161,14 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$111  = \$40 ;
     if (rst) begin
       \$111  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$112  = mac_ctl_d4[13:3];
     if (rst) begin
       \$112  = 11'h000;
@@ -6057,7 +6273,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -6168,7 +6384,7 @@ module \top.layer0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -6178,7 +6394,7 @@ module \top.layer0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -6188,7 +6404,7 @@ module \top.layer0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -6210,7 +6426,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer0.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   reg [127:0] \$1 ;
   wire \$signature__addr ;
   wire [127:0] \$signature__data ;
@@ -6249,7 +6465,7 @@ module \top.layer0.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   always @(posedge clk)
     r_data <= \$1 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$1  = rd__data;
     if (rst) begin
       \$1  = 128'h00000000000000000000000000000000;
@@ -6264,7 +6480,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [52:0] \$1 ;
   wire [20:0] \$10 ;
   reg \$100 ;
@@ -6683,385 +6899,385 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     feats__valid <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$45  = sums__payload;
     if (rst) begin
       \$45  = 99'h0000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$46  = beat_d1;
     if (rst) begin
       \$46  = 99'h0000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$47  = sums__valid;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$48  = beat_v_d1;
     if (rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$49  = \$5 [21:0];
     if (rst) begin
       \$49  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$50  = \$6 [21:0];
     if (rst) begin
       \$50  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$51  = \$7 [21:0];
     if (rst) begin
       \$51  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$52  = \$8 [21:0];
     if (rst) begin
       \$52  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$53  = rq_data[79:64];
     if (rst) begin
       \$53  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$54  = rq_data[95:80];
     if (rst) begin
       \$54  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$55  = rq_data[111:96];
     if (rst) begin
       \$55  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$56  = rq_data[127:112];
     if (rst) begin
       \$56  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$57  = beat_d2[98:88];
     if (rst) begin
       \$57  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$58  = beat_v_d2;
     if (rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$59  = biased_0[16:0];
     if (rst) begin
       \$59  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$60  = scale_0;
     if (rst) begin
       \$60  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$61  = { 1'h0, \$9  };
     if (rst) begin
       \$61  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$62  = biased_0[21:17];
     if (rst) begin
       \$62  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$63  = scale_0;
     if (rst) begin
       \$63  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$64  = { \$10 [20], \$10  };
     if (rst) begin
       \$64  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$65  = \$11 [37:0];
     if (rst) begin
       \$65  = 38'h0000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$66  = biased_1[16:0];
     if (rst) begin
       \$66  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$67  = scale_1;
     if (rst) begin
       \$67  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$68  = { 1'h0, \$12  };
     if (rst) begin
       \$68  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$69  = biased_1[21:17];
     if (rst) begin
       \$69  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$70  = scale_1;
     if (rst) begin
       \$70  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$71  = { \$13 [20], \$13  };
     if (rst) begin
       \$71  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$72  = \$14 [37:0];
     if (rst) begin
       \$72  = 38'h0000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$73  = biased_2[16:0];
     if (rst) begin
       \$73  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$74  = scale_2;
     if (rst) begin
       \$74  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$75  = { 1'h0, \$15  };
     if (rst) begin
       \$75  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$76  = biased_2[21:17];
     if (rst) begin
       \$76  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$77  = scale_2;
     if (rst) begin
       \$77  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$78  = { \$16 [20], \$16  };
     if (rst) begin
       \$78  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$79  = \$17 [37:0];
     if (rst) begin
       \$79  = 38'h0000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$80  = biased_3[16:0];
     if (rst) begin
       \$80  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$81  = scale_3;
     if (rst) begin
       \$81  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$82  = { 1'h0, \$18  };
     if (rst) begin
       \$82  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$83  = biased_3[21:17];
     if (rst) begin
       \$83  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$84  = scale_3;
     if (rst) begin
       \$84  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$85  = { \$19 [20], \$19  };
     if (rst) begin
       \$85  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$86  = \$20 [37:0];
     if (rst) begin
       \$86  = 38'h0000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$87  = rq_meta1_d1;
     if (rst) begin
       \$87  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$88  = rq_meta2_d1;
     if (rst) begin
       \$88  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$89  = rq_meta2_d2;
     if (rst) begin
       \$89  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$90  = rq_v1_d1;
     if (rst) begin
       \$90  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$91  = rq_v2_d1;
     if (rst) begin
       \$91  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$92  = rq_v2_d2;
     if (rst) begin
       \$92  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$93  = \$22 [22:0];
     if (rst) begin
       \$93  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$94  = \$24 [22:0];
     if (rst) begin
       \$94  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$95  = \$26 [22:0];
     if (rst) begin
       \$95  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$96  = \$28 [22:0];
     if (rst) begin
       \$96  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$97  = rq_meta2_d3;
     if (rst) begin
       \$97  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$98  = rq_v2_d3;
     if (rst) begin
       \$98  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$99 [7:0] = \$32 [7:0];
     \$99 [15:8] = \$36 [7:0];
     \$99 [23:16] = \$40 [7:0];
@@ -7072,7 +7288,7 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$100  = rq_v3_d1;
     if (rst) begin
       \$100  = 1'h0;
@@ -7185,7 +7401,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
   reg \$100 ;
@@ -7589,7 +7805,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   always @(posedge clk)
     steps__payload <= \$126 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$82  = p_v;
     if (p_take) begin
       \$82  = 1'h0;
@@ -7602,7 +7818,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$83  = p_site;
     if (\$44 ) begin
       \$83  = sites__payload;
@@ -7612,7 +7828,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$84  = p_cnt;
     if (\$44 ) begin
       \$84  = \$53 [3:0];
@@ -7622,7 +7838,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$85  = next_slot_0;
     if (\$44 ) begin
       \$85  = \$55 [2:0];
@@ -7632,7 +7848,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$86  = next_col_0;
     if (\$44 ) begin
       \$86  = \$57 [4:0];
@@ -7642,7 +7858,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$87  = next_slot_1;
     if (\$44 ) begin
       \$87  = \$59 [2:0];
@@ -7652,7 +7868,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$88  = next_col_1;
     if (\$44 ) begin
       \$88  = \$61 [4:0];
@@ -7662,7 +7878,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$89  = next_slot_2;
     if (\$44 ) begin
       \$89  = \$63 [2:0];
@@ -7672,7 +7888,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$90  = next_col_2;
     if (\$44 ) begin
       \$90  = \$65 [4:0];
@@ -7682,7 +7898,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$91  = first_r;
     if (issue) begin
       \$91  = 1'h0;
@@ -7704,7 +7920,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$92  = s_gi;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7722,7 +7938,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$93  = \$signal ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7740,7 +7956,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$94  = s_rem;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7762,7 +7978,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$95  = s_n;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7784,7 +8000,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$96  = \$signal$7 ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7806,7 +8022,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$97  = s_go;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7827,7 +8043,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$98  = go_last;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7848,7 +8064,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$99  = sv;
     if (issue) begin
       if (\$79 ) begin
@@ -7863,7 +8079,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$100  = \$signal$10 ;
     if (p_take) begin
       \$100  = p_site[17];
@@ -7873,7 +8089,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$101  = s_err;
     if (p_take) begin
       \$101  = p_site[18];
@@ -7883,7 +8099,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$102  = \$signal$17 ;
     if (p_take) begin
       \$102  = p_site[3:0];
@@ -7893,7 +8109,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$103  = s_ox;
     if (p_take) begin
       \$103  = p_site[7:4];
@@ -7903,7 +8119,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$104  = \$signal$42 ;
     if (p_take) begin
       \$104  = p_site[16:8];
@@ -7913,7 +8129,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$105  = \$signal$43 ;
     if (p_take) begin
       \$105  = p_cnt;
@@ -7923,7 +8139,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$106  = slot_0;
     if (p_take) begin
       \$106  = next_slot_0;
@@ -7933,7 +8149,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$107  = slot_1;
     if (p_take) begin
       \$107  = next_slot_1;
@@ -7943,7 +8159,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$108  = slot_2;
     if (p_take) begin
       \$108  = next_slot_2;
@@ -7953,7 +8169,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$109  = col_0;
     if (p_take) begin
       \$109  = next_col_0;
@@ -7963,7 +8179,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$110  = col_1;
     if (p_take) begin
       \$110  = next_col_1;
@@ -7973,7 +8189,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$111  = col_2;
     if (p_take) begin
       \$111  = next_col_2;
@@ -7983,49 +8199,49 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$112  = issue;
     if (rst) begin
       \$112  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$113  = first_r;
     if (rst) begin
       \$113  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$114  = last;
     if (rst) begin
       \$114  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$115  = \$4 [8:0];
     if (rst) begin
       \$115  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$116  = s_go;
     if (rst) begin
       \$116  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$117  = s_gi;
     if (rst) begin
       \$117  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$118 [3:0] = \$signal$17 ;
     \$118 [7:4] = s_ox;
     \$118 [8] = s_go;
@@ -8036,56 +8252,56 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$119  = slot_0;
     if (rst) begin
       \$119  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$120  = slot_1;
     if (rst) begin
       \$120  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$121  = slot_2;
     if (rst) begin
       \$121  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$122  = col_0;
     if (rst) begin
       \$122  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$123  = col_1;
     if (rst) begin
       \$123  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$124  = col_2;
     if (rst) begin
       \$124  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$125  = \$signal$53 ;
     if (rst) begin
       \$125  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$126 [13] = \$signal$54 ;
     \$126 [14] = q_last;
     \$126 [25:15] = q_meta;
@@ -8127,7 +8343,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   reg [127:0] \$1 ;
   wire [4:0] \$signature__addr ;
   wire [127:0] \$signature__data ;
@@ -8196,7 +8412,7 @@ module \top.layer0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   always @(posedge clk)
     r_data <= \$1 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$1  = rd__data;
     if (rst) begin
       \$1  = 128'h00000000000000000000000000000000;
@@ -8211,7 +8427,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sites_out__ready, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload);
-  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [1:0] \$11 ;
@@ -8623,8 +8839,8 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     .rst(rst),
     .sites_in__payload(sites_in__payload),
     .sites_in__ready(sites_in__ready),
+    .sites_in__valid(sites_in__valid),
     .tags(tags),
-    .w_en(sites_in__valid),
     .width_m1(width_m1)
   );
   \top.layer1.mac_array  mac_array (
@@ -8685,7 +8901,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$35  = width_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -8697,7 +8913,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$36  = c_in;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -8711,7 +8927,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$37  = c_out;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -8727,7 +8943,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$38  = c_tap;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -8745,7 +8961,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$39  = \w_addr$8 ;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -8761,7 +8977,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$40  = w_addr;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -8774,70 +8990,73 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$41  = { 1'h0, \$22  };
+    if (frame_reset) begin
+      \$41  = 6'h03;
+    end
     if (rst) begin
       \$41  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$42  = \steps__valid$93 ;
     if (rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$43  = read_v_d1;
     if (rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$44  = steps__payload[13];
     if (rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$45  = read_first_d1;
     if (rst) begin
       \$45  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$46  = steps__payload[14];
     if (rst) begin
       \$46  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$47  = read_last_d1;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$48  = steps__payload[25:15];
     if (rst) begin
       \$48  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$49  = read_meta_d1;
     if (rst) begin
       \$49  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$50  = sites_out__valid;
     if (\$25 ) begin
       \$50  = 1'h1;
@@ -8849,7 +9068,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$51  = sites_out__payload;
     if (\$25 ) begin
       \$51  = \r_data$98 ;
@@ -8859,14 +9078,14 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$52  = \$28 [5:0];
     if (rst) begin
       \$52  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     tok[39:0] = 40'h0000000000;
     if (\$2 ) begin
       tok[31:0] = feats__payload[31:0];
@@ -8881,7 +9100,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$29  = 1'h0;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -8894,7 +9113,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$30  = 1'h0;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -8909,7 +9128,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$31  = w_data;
     if (\$5 ) begin
       \$31  = params__payload;
@@ -8919,7 +9138,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$32  = pcount;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -8934,7 +9153,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$33  = loaded;
     if (\$5 ) begin
       if (\$6 ) begin
@@ -8949,7 +9168,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$34  = height_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -9133,7 +9352,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -10347,7 +10566,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     .w_rdy(w_rdy)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     w_data = 19'h00000;
     (* full_case = 32'd1 *)
     if (\$signal$15 ) begin
@@ -10360,7 +10579,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$485  = sel_0;
     if (\$322 ) begin
       \$485 [0] = \$327 ;
@@ -10379,7 +10598,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$486  = win_0;
     if (\$346 ) begin
       \$486  = \$353 ;
@@ -10389,7 +10608,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$487  = sel_1;
     if (\$354 ) begin
       \$487 [0] = \$357 ;
@@ -10408,7 +10627,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$488  = win_1;
     if (\$370 ) begin
       \$488  = \$377 ;
@@ -10418,7 +10637,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$489  = sel_2;
     if (\$378 ) begin
       \$489 [0] = \$381 ;
@@ -10437,7 +10656,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$490  = win_2;
     if (\$394 ) begin
       \$490  = \$401 ;
@@ -10447,7 +10666,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$491  = eof_pend;
     if (\$404 ) begin
       \$491  = 1'h0;
@@ -10465,7 +10684,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$492  = \$signal$15 ;
     if (\$406 ) begin
       \$492  = b_v;
@@ -10475,7 +10694,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$493  = \$signal ;
     if (\$406 ) begin
       \$493  = \$signal$45 ;
@@ -10485,7 +10704,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$494  = \$like ;
     if (\$406 ) begin
       \$494  = b_ci;
@@ -10495,7 +10714,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$495  = \$signal$17 ;
     if (\$406 ) begin
       \$495  = f_row[3:0];
@@ -10505,7 +10724,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$496  = c1_win_0;
     if (\$406 ) begin
       \$496  = b_win_0;
@@ -10515,7 +10734,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$497  = c1_win_1;
     if (\$406 ) begin
       \$497  = b_win_1;
@@ -10525,7 +10744,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$498  = c1_win_2;
     if (\$406 ) begin
       \$498  = b_win_2;
@@ -10535,7 +10754,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$499  = \$signal$45 ;
     if (\$406 ) begin
       \$499  = \$313 [15:0];
@@ -10548,7 +10767,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$500  = b_rest;
     if (\$406 ) begin
       \$500  = \$408 ;
@@ -10561,7 +10780,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$501  = b_v;
     if (\$412 ) begin
       \$501  = \$signal$50 ;
@@ -10571,7 +10790,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$502  = b_ci;
     if (\$412 ) begin
       \$502  = \$like$53 ;
@@ -10581,7 +10800,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$503  = b_win_0;
     if (\$412 ) begin
       \$503  = a3_win_0;
@@ -10591,7 +10810,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$504  = b_win_1;
     if (\$412 ) begin
       \$504  = a3_win_1;
@@ -10601,7 +10820,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$505  = b_win_2;
     if (\$412 ) begin
       \$505  = a3_win_2;
@@ -10611,7 +10830,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$506  = \$signal$50 ;
     if (\$419 ) begin
       \$506  = \$signal$57 ;
@@ -10621,7 +10840,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$507  = \$signal$51 ;
     if (\$419 ) begin
       \$507  = \$316 [15:0];
@@ -10631,7 +10850,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$508  = \$signal$52 ;
     if (\$419 ) begin
       \$508  = \$421 ;
@@ -10641,7 +10860,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$509  = \$like$53 ;
     if (\$419 ) begin
       \$509  = a2_ci;
@@ -10651,7 +10870,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$510  = a3_win_0;
     if (\$419 ) begin
       \$510  = a2_win_0;
@@ -10661,7 +10880,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$511  = a3_win_1;
     if (\$419 ) begin
       \$511  = a2_win_1;
@@ -10671,7 +10890,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$512  = a3_win_2;
     if (\$419 ) begin
       \$512  = a2_win_2;
@@ -10681,7 +10900,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$513  = \$signal$57 ;
     if (\$427 ) begin
       \$513  = 1'h0;
@@ -10694,7 +10913,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$514  = a2_ci;
     if (\$436 ) begin
       \$514  = 1'h0;
@@ -10704,7 +10923,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$515  = a2_bits;
     if (\$436 ) begin
       \$515  = \$437 ;
@@ -10714,7 +10933,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$516  = a2_win_0;
     if (\$436 ) begin
       \$516  = \$438 ;
@@ -10724,7 +10943,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$517  = a2_win_1;
     if (\$436 ) begin
       \$517  = \$439 ;
@@ -10734,7 +10953,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$518  = a2_win_2;
     if (\$436 ) begin
       \$518  = \$440 ;
@@ -10744,7 +10963,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$519  = \$signal$62 ;
     if (\$448 ) begin
       \$519  = 1'h0;
@@ -10757,7 +10976,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$520  = \$signal$63 ;
     if (\$462 ) begin
       \$520  = \$319 [0];
@@ -10767,7 +10986,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$521  = nz;
     if (\$462 ) begin
       \$521  = \$464 ;
@@ -10787,7 +11006,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$522  = state;
     casez (state)
       3'h0:
@@ -10817,7 +11036,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$523  = centre;
     casez (state)
       3'h0:
@@ -10834,7 +11053,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$524  = f_row;
     casez (state)
       3'h0:
@@ -10858,7 +11077,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$525  = cy;
     casez (state)
       3'h0:
@@ -10882,7 +11101,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$526  = need;
     casez (state)
       3'h0:
@@ -10946,7 +11165,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -11028,7 +11247,7 @@ module \top.layer1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [0];
@@ -11038,7 +11257,7 @@ module \top.layer1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [0];
@@ -11048,7 +11267,7 @@ module \top.layer1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [1:0];
@@ -11069,16 +11288,74 @@ module \top.layer1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, w_en, sites_in__payload, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, clk
+module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_in__valid, sites_in__payload, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, clk
 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire [15:0] \$107 ;
+  wire [15:0] \$108 ;
+  wire \$109 ;
   wire \$11 ;
+  wire \$110 ;
+  wire [15:0] \$111 ;
+  wire [15:0] \$112 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire [15:0] \$115 ;
+  wire [15:0] \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire [15:0] \$119 ;
   wire \$12 ;
+  wire [15:0] \$120 ;
+  reg \$121 ;
+  reg \$122 ;
+  reg [3:0] \$123 ;
+  reg [3:0] \$124 ;
+  reg [45:0] \$125 ;
+  reg \$126 ;
+  reg \$127 ;
+  reg \$128 ;
+  reg [45:0] \$129 ;
   wire \$13 ;
+  reg \$130 ;
+  reg \$131 ;
+  reg \$132 ;
+  reg \$133 ;
+  reg \$134 ;
+  reg [5:0] \$135 ;
+  reg \$136 ;
+  reg \$137 ;
+  reg \$138 ;
+  reg \$139 ;
   wire \$14 ;
+  reg \$140 ;
+  reg [3:0] \$141 ;
+  reg \$142 ;
+  reg \$143 ;
+  reg \$144 ;
+  reg [1:0] \$145 ;
+  reg [3:0] \$146 ;
+  reg [3:0] \$147 ;
+  reg [6:0] \$148 ;
+  reg [31:0] \$149 ;
   wire \$15 ;
+  reg [15:0] \$150 ;
+  reg [4:0] \$151 ;
+  reg [15:0] \$152 ;
+  reg [4:0] \$153 ;
+  reg [15:0] \$154 ;
+  reg [4:0] \$155 ;
+  reg [15:0] \$156 ;
+  reg [4:0] \$157 ;
   wire \$16 ;
   wire \$17 ;
   wire \$18 ;
@@ -11095,22 +11372,22 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, w_en, s
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
-  wire [30:0] \$30 ;
-  wire [30:0] \$31 ;
+  wire \$30 ;
+  wire \$31 ;
   wire \$32 ;
   wire \$33 ;
-  wire [1:0] \$34 ;
-  wire [1:0] \$35 ;
+  wire \$34 ;
+  wire \$35 ;
   wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
+  wire [30:0] \$37 ;
+  wire [30:0] \$38 ;
   wire \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire \$43 ;
-  wire \$44 ;
+  wire [1:0] \$43 ;
+  wire [1:0] \$44 ;
   wire \$45 ;
   wire \$46 ;
   wire \$47 ;
@@ -11126,57 +11403,60 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, w_en, s
   wire \$56 ;
   wire \$57 ;
   wire \$58 ;
-  wire [15:0] \$59 ;
+  wire \$59 ;
   wire \$6 ;
-  wire [15:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [15:0] \$63 ;
-  wire [15:0] \$64 ;
+  wire \$63 ;
+  wire \$64 ;
   wire \$65 ;
   wire \$66 ;
-  wire [15:0] \$67 ;
-  wire [15:0] \$68 ;
+  wire \$67 ;
+  wire \$68 ;
   wire \$69 ;
   wire \$7 ;
   wire \$70 ;
-  wire [15:0] \$71 ;
-  wire [15:0] \$72 ;
-  reg \$73 ;
-  reg \$74 ;
-  reg [3:0] \$75 ;
-  reg [3:0] \$76 ;
-  reg [5:0] \$77 ;
-  reg \$78 ;
-  reg \$79 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire \$76 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire \$79 ;
   wire \$8 ;
-  reg \$80 ;
-  reg \$81 ;
-  reg \$82 ;
-  reg [3:0] \$83 ;
-  reg \$84 ;
-  reg \$85 ;
-  reg \$86 ;
-  reg [1:0] \$87 ;
-  reg [3:0] \$88 ;
-  reg [3:0] \$89 ;
+  wire \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire \$89 ;
   wire \$9 ;
-  reg [6:0] \$90 ;
-  reg [31:0] \$91 ;
-  reg [15:0] \$92 ;
-  reg [4:0] \$93 ;
-  reg [15:0] \$94 ;
-  reg [4:0] \$95 ;
-  reg [15:0] \$96 ;
-  reg [4:0] \$97 ;
-  reg [15:0] \$98 ;
-  reg [4:0] \$99 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire \$99 ;
   reg [3:0] \$signal  = 4'h0;
-  reg [3:0] \$signal$22  = 4'h0;
-  reg \$signal$36  = 1'h0;
+  reg [3:0] \$signal$21  = 4'h0;
+  reg \$signal$25  = 1'h0;
+  wire \$signal$31 ;
+  wire \$signal$32 ;
+  reg \$signal$44  = 1'h0;
   (* init = 1'h0 *)
-  wire \$signal$44 ;
-  reg \$signal$55  = 1'h0;
+  wire \$signal$50 ;
+  reg \$signal$64  = 1'h0;
   wire bad;
   wire [15:0] \bit ;
   reg [15:0] bitmap_0 = 16'h0000;
@@ -11211,6 +11491,42 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, w_en, s
   wire \entry.tok.error ;
   wire [3:0] \entry.tok.x ;
   wire [3:0] \entry.tok.y ;
+  reg [45:0] entry_0 = 46'h000000000000;
+  wire \entry_0.bad ;
+  wire \entry_0.first ;
+  wire \entry_0.gi ;
+  wire \entry_0.last ;
+  wire [41:0] \entry_0.tok ;
+  wire [31:0] \entry_0.tok.data ;
+  wire [7:0] \entry_0.tok.data[0] ;
+  wire [7:0] \entry_0.tok.data[1] ;
+  wire [7:0] \entry_0.tok.data[2] ;
+  wire [7:0] \entry_0.tok.data[3] ;
+  wire \entry_0.tok.eof ;
+  wire \entry_0.tok.error ;
+  wire [3:0] \entry_0.tok.x ;
+  wire [3:0] \entry_0.tok.y ;
+  reg entry_0_outside = 1'h0;
+  reg entry_0_permit = 1'h0;
+  reg entry_0_valid = 1'h0;
+  reg [45:0] entry_1 = 46'h000000000000;
+  wire \entry_1.bad ;
+  wire \entry_1.first ;
+  wire \entry_1.gi ;
+  wire \entry_1.last ;
+  wire [41:0] \entry_1.tok ;
+  wire [31:0] \entry_1.tok.data ;
+  wire [7:0] \entry_1.tok.data[0] ;
+  wire [7:0] \entry_1.tok.data[1] ;
+  wire [7:0] \entry_1.tok.data[2] ;
+  wire [7:0] \entry_1.tok.data[3] ;
+  wire \entry_1.tok.eof ;
+  wire \entry_1.tok.error ;
+  wire [3:0] \entry_1.tok.x ;
+  wire [3:0] \entry_1.tok.y ;
+  reg entry_1_outside = 1'h0;
+  reg entry_1_permit = 1'h0;
+  reg entry_1_valid = 1'h0;
   output eof_seen;
   reg eof_seen = 1'h0;
   output error;
@@ -11234,6 +11550,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, w_en, s
   wire [3:0] \got.tok.y ;
   output has_last;
   reg has_last = 1'h0;
+  wire head_permit;
   input [3:0] height_m1;
   wire [3:0] height_m1;
   input hold;
@@ -11249,16 +11566,44 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, w_en, s
   input [6:0] r_addr;
   wire [6:0] r_addr;
   wire [31:0] r_data;
-  wire [45:0] \r_data$26 ;
-  wire r_en;
-  wire r_rdy;
   wire [6:0] rd_addr;
   output [31:0] rd_data;
   wire [31:0] rd_data;
+  wire [45:0] refresh_0;
+  wire \refresh_0.bad ;
+  wire \refresh_0.first ;
+  wire \refresh_0.gi ;
+  wire \refresh_0.last ;
+  wire [41:0] \refresh_0.tok ;
+  wire [31:0] \refresh_0.tok.data ;
+  wire [7:0] \refresh_0.tok.data[0] ;
+  wire [7:0] \refresh_0.tok.data[1] ;
+  wire [7:0] \refresh_0.tok.data[2] ;
+  wire [7:0] \refresh_0.tok.data[3] ;
+  wire \refresh_0.tok.eof ;
+  wire \refresh_0.tok.error ;
+  wire [3:0] \refresh_0.tok.x ;
+  wire [3:0] \refresh_0.tok.y ;
+  wire [45:0] refresh_1;
+  wire \refresh_1.bad ;
+  wire \refresh_1.first ;
+  wire \refresh_1.gi ;
+  wire \refresh_1.last ;
+  wire [41:0] \refresh_1.tok ;
+  wire [31:0] \refresh_1.tok.data ;
+  wire [7:0] \refresh_1.tok.data[0] ;
+  wire [7:0] \refresh_1.tok.data[1] ;
+  wire [7:0] \refresh_1.tok.data[2] ;
+  wire [7:0] \refresh_1.tok.data[3] ;
+  wire \refresh_1.tok.eof ;
+  wire \refresh_1.tok.error ;
+  wire [3:0] \refresh_1.tok.x ;
+  wire [3:0] \refresh_1.tok.y ;
   reg [4:0] row_tag_0 = 5'h1f;
   reg [4:0] row_tag_1 = 5'h1f;
   reg [4:0] row_tag_2 = 5'h1f;
   reg [4:0] row_tag_3 = 5'h1f;
+  reg rp = 1'h0;
   input rst;
   wire rst;
   input [41:0] sites_in__payload;
@@ -11274,6 +11619,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, w_en, s
   wire [3:0] \sites_in__payload.y ;
   output sites_in__ready;
   wire sites_in__ready;
+  input sites_in__valid;
   wire sites_in__valid;
   output [19:0] tags;
   wire [19:0] tags;
@@ -11284,505 +11630,655 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, w_en, s
   wire take;
   reg [6:0] w_addr = 7'h00;
   (* init = 7'h00 *)
-  wire [6:0] \w_addr$40 ;
-  wire [45:0] w_data;
-  reg [31:0] \w_data$41  = 32'd0;
+  wire [6:0] \w_addr$46 ;
+  reg [31:0] w_data = 32'd0;
   (* init = 32'd0 *)
-  wire [31:0] \w_data$42 ;
-  input w_en;
-  wire w_en;
-  reg \w_en$43  = 1'h0;
-  wire w_rdy;
+  wire [31:0] \w_data$48 ;
+  reg w_en = 1'h0;
   reg w_set = 1'h0;
   reg [1:0] w_slot = 2'h0;
   reg [3:0] w_x = 4'h0;
   reg [3:0] w_y = 4'h0;
   input [3:0] width_m1;
   wire [3:0] width_m1;
-  assign \$1  = ! c_gi;
-  assign \$3  = ~ sites_in__payload[40];
-  assign \$4  = ! c_gi;
-  assign \$5  = sites_in__payload[35:32] < \$signal ;
-  assign \$6  = sites_in__payload[35:32] == \$signal ;
-  assign \$7  = sites_in__payload[39:36] <= \$signal$22 ;
-  assign \$8  = \$6  & \$7 ;
-  assign \$9  = \$5  | \$8 ;
-  assign \$10  = prev_any & \$9 ;
-  assign \$11  = sites_in__payload[35:32] != \$signal ;
-  assign \$12  = sites_in__payload[39:36] != \$signal$22 ;
-  assign \$13  = \$11  | \$12 ;
-  assign \$14  = c_gi ? \$13  : \$10 ;
-  assign \$15  = \$3  & \$14 ;
-  assign \$16  = ~ got[40];
-  assign \$17  = \$16  & got[43];
-  assign \$18  = got[35:32] > height_m1;
-  assign \$19  = got[39:36] > width_m1;
-  assign \$20  = \$18  | \$19 ;
-  assign \$21  = \$17  & \$20 ;
-  assign bad = got[45] | \$21 ;
-  assign \$22  = ~ eof_seen;
-  assign \$23  = loaded & \$22 ;
-  assign \$24  = ~ hold;
-  assign open_ = \$23  & \$24 ;
-  assign \$25  = r_rdy & open_;
-  assign \$26  = \$signal$36  | got[40];
-  assign \$27  = \$26  | bad;
-  assign \$28  = got[35:32] < permit_row;
-  assign \$29  = \$27  | \$28 ;
-  assign take = \$25  & \$29 ;
-  assign \$30  = 1'h1 << w_x;
-  assign \$31  = w_set ? \$30  : 31'h00000000;
-  assign \$32  = w_en & sites_in__ready;
-  assign \$34  = c_gi + 1'h1;
-  assign \$35  = \$33  ? 2'h0 : \$34 ;
-  assign \$37  = r_rdy & open_;
-  assign \$38  = ~ got[40];
-  assign \$39  = \$37  & \$38 ;
-  assign \$40  = \$39  & got[43];
-  assign \$41  = ~ bad;
-  assign \$42  = \$40  & \$41 ;
-  assign \$43  = ~ \$signal$36 ;
-  assign \$44  = \$42  & \$43 ;
-  assign \$45  = ~ got[43];
-  assign \$46  = \$45  | got[41];
-  assign \$47  = ~ got[40];
-  assign \$48  = take & \$47 ;
-  assign \$49  = ~ \$signal$36 ;
+  assign \$1  = entry_0_valid & entry_1_valid;
+  assign sites_in__ready = ~ \$1 ;
+  assign \$2  = ! c_gi;
+  assign \$4  = ~ sites_in__payload[40];
+  assign \$5  = ! c_gi;
+  assign \$6  = sites_in__payload[35:32] < \$signal ;
+  assign \$7  = sites_in__payload[35:32] == \$signal ;
+  assign \$8  = sites_in__payload[39:36] <= \$signal$21 ;
+  assign \$9  = \$7  & \$8 ;
+  assign \$10  = \$6  | \$9 ;
+  assign \$11  = prev_any & \$10 ;
+  assign \$12  = sites_in__payload[35:32] != \$signal ;
+  assign \$13  = sites_in__payload[39:36] != \$signal$21 ;
+  assign \$14  = \$12  | \$13 ;
+  assign \$15  = c_gi ? \$14  : \$11 ;
+  assign \$16  = \$4  & \$15 ;
+  assign \$17  = entry_0_valid & entry_1_valid;
+  assign \$18  = ~ \$17 ;
+  assign \$19  = sites_in__valid & \$18 ;
+  assign \$20  = ! \$signal$25 ;
+  assign \$21  = \$19  & \$20 ;
+  assign refresh_0 = \$21  ? entry : entry_0;
+  assign \$22  = entry_0_valid & entry_1_valid;
+  assign \$23  = ~ \$22 ;
+  assign \$24  = sites_in__valid & \$23 ;
+  assign \$26  = \$24  & \$25 ;
+  assign refresh_1 = \$26  ? entry : entry_1;
+  assign got = rp ? entry_1 : entry_0;
+  assign \$signal$31  = rp ? entry_1_valid : entry_0_valid;
+  assign \$signal$32  = rp ? entry_1_outside : entry_0_outside;
+  assign head_permit = rp ? entry_1_permit : entry_0_permit;
+  assign \$27  = ~ got[40];
+  assign \$28  = \$27  & got[43];
+  assign \$29  = \$28  & \$signal$32 ;
+  assign bad = got[45] | \$29 ;
+  assign \$30  = ~ eof_seen;
+  assign \$31  = loaded & \$30 ;
+  assign \$32  = ~ hold;
+  assign open_ = \$31  & \$32 ;
+  assign \$33  = \$signal$31  & open_;
+  assign \$34  = \$signal$44  | got[40];
+  assign \$35  = \$34  | bad;
+  assign \$36  = \$35  | head_permit;
+  assign take = \$33  & \$36 ;
+  assign \$37  = 1'h1 << w_x;
+  assign \$38  = w_set ? \$37  : 31'h00000000;
+  assign \$39  = entry_0_valid & entry_1_valid;
+  assign \$40  = ~ \$39 ;
+  assign \$41  = sites_in__valid & \$40 ;
+  assign \$43  = c_gi + 1'h1;
+  assign \$44  = \$42  ? 2'h0 : \$43 ;
+  assign \$46  = entry_0_valid & entry_1_valid;
+  assign \$47  = ~ \$46 ;
+  assign \$48  = sites_in__valid & \$47 ;
+  assign \$49  = ! \$signal$25 ;
   assign \$50  = \$48  & \$49 ;
-  assign \$51  = ~ bad;
-  assign \$52  = \$50  & \$51 ;
-  assign \$53  = ~ has_last;
-  assign \$54  = got[35:32] != last_y;
-  assign \$55  = \$53  | \$54 ;
-  assign \$56  = got[43] & \$55 ;
-  assign \$57  = ! w_slot;
-  assign \$58  = \w_en$43  & \$57 ;
-  assign \$59  = \$signal$55  ? 16'h0000 : bitmap_0;
-  assign \$60  = \$59  | \$31 [15:0];
-  assign \$61  = w_slot == 1'h1;
-  assign \$62  = \w_en$43  & \$61 ;
-  assign \$63  = \$signal$55  ? 16'h0000 : bitmap_1;
-  assign \$64  = \$63  | \$31 [15:0];
-  assign \$65  = w_slot == 2'h2;
-  assign \$66  = \w_en$43  & \$65 ;
-  assign \$67  = \$signal$55  ? 16'h0000 : bitmap_2;
-  assign \$68  = \$67  | \$31 [15:0];
-  assign \$69  = w_slot == 2'h3;
-  assign \$70  = \w_en$43  & \$69 ;
-  assign \$71  = \$signal$55  ? 16'h0000 : bitmap_3;
-  assign \$72  = \$71  | \$31 [15:0];
+  assign \$51  = refresh_0[35:32] > height_m1;
+  assign \$52  = refresh_0[39:36] > width_m1;
+  assign \$53  = \$51  | \$52 ;
+  assign \$54  = refresh_0[35:32] < permit_row;
+  assign \$55  = entry_0_valid & entry_1_valid;
+  assign \$56  = ~ \$55 ;
+  assign \$57  = sites_in__valid & \$56 ;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = refresh_1[35:32] > height_m1;
+  assign \$61  = refresh_1[39:36] > width_m1;
+  assign \$62  = \$60  | \$61 ;
+  assign \$63  = refresh_1[35:32] < permit_row;
+  assign \$64  = entry_0_valid & entry_1_valid;
+  assign \$65  = ~ \$64 ;
+  assign \$66  = sites_in__valid & \$65 ;
+  assign \$67  = ~ \$signal$25 ;
+  assign \$68  = ~ rp;
+  assign \$69  = ! rp;
+  assign \$70  = entry_0_valid & entry_1_valid;
+  assign \$71  = ~ \$70 ;
+  assign \$72  = sites_in__valid & \$71 ;
+  assign \$73  = ! \$signal$25 ;
+  assign \$74  = \$72  & \$73 ;
+  assign \$75  = ~ \$74 ;
+  assign \$76  = \$69  & \$75 ;
+  assign \$78  = entry_0_valid & entry_1_valid;
+  assign \$79  = ~ \$78 ;
+  assign \$80  = sites_in__valid & \$79 ;
+  assign \$82  = \$80  & \$81 ;
+  assign \$83  = ~ \$82 ;
+  assign \$84  = \$77  & \$83 ;
+  assign \$85  = \$signal$31  & open_;
+  assign \$86  = ~ got[40];
+  assign \$87  = \$85  & \$86 ;
+  assign \$88  = \$87  & got[43];
+  assign \$89  = ~ bad;
+  assign \$90  = \$88  & \$89 ;
+  assign \$91  = ~ \$signal$44 ;
+  assign \$92  = \$90  & \$91 ;
+  assign \$93  = ~ got[43];
+  assign \$94  = \$93  | got[41];
+  assign \$95  = ~ got[40];
+  assign \$96  = take & \$95 ;
+  assign \$97  = ~ \$signal$44 ;
+  assign \$98  = \$96  & \$97 ;
+  assign \$99  = ~ bad;
+  assign \$100  = \$98  & \$99 ;
+  assign \$101  = ~ has_last;
+  assign \$102  = got[35:32] != last_y;
+  assign \$103  = \$101  | \$102 ;
+  assign \$104  = got[43] & \$103 ;
+  assign \$105  = ! w_slot;
+  assign \$106  = w_en & \$105 ;
+  assign \$107  = \$signal$64  ? 16'h0000 : bitmap_0;
+  assign \$108  = \$107  | \$38 [15:0];
+  assign \$109  = w_slot == 1'h1;
+  assign \$110  = w_en & \$109 ;
+  assign \$111  = \$signal$64  ? 16'h0000 : bitmap_1;
+  assign \$112  = \$111  | \$38 [15:0];
+  assign \$113  = w_slot == 2'h2;
+  assign \$114  = w_en & \$113 ;
+  assign \$115  = \$signal$64  ? 16'h0000 : bitmap_2;
+  assign \$116  = \$115  | \$38 [15:0];
+  assign \$117  = w_slot == 2'h3;
+  assign \$118  = w_en & \$117 ;
+  assign \$119  = \$signal$64  ? 16'h0000 : bitmap_3;
+  assign \$120  = \$119  | \$38 [15:0];
   always @(posedge clk)
-    c_gi <= \$73 ;
+    c_gi <= \$121 ;
   always @(posedge clk)
-    prev_any <= \$74 ;
+    prev_any <= \$122 ;
   always @(posedge clk)
-    \$signal  <= \$75 ;
+    \$signal  <= \$123 ;
   always @(posedge clk)
-    \$signal$22  <= \$76 ;
+    \$signal$21  <= \$124 ;
   always @(posedge clk)
-    done_rows <= \$77 ;
+    entry_0 <= \$125 ;
   always @(posedge clk)
-    busy <= \$78 ;
+    entry_0_valid <= \$126 ;
   always @(posedge clk)
-    eof_seen <= \$79 ;
+    entry_0_outside <= \$127 ;
   always @(posedge clk)
-    \$signal$36  <= \$80 ;
+    entry_0_permit <= \$128 ;
   always @(posedge clk)
-    error <= \$81 ;
+    entry_1 <= \$129 ;
   always @(posedge clk)
-    has_last <= \$82 ;
+    entry_1_valid <= \$130 ;
   always @(posedge clk)
-    last_y <= \$83 ;
+    entry_1_outside <= \$131 ;
   always @(posedge clk)
-    \w_en$43  <= \$84 ;
+    entry_1_permit <= \$132 ;
   always @(posedge clk)
-    \$signal$55  <= \$85 ;
+    \$signal$25  <= \$133 ;
   always @(posedge clk)
-    w_set <= \$86 ;
+    rp <= \$134 ;
   always @(posedge clk)
-    w_slot <= \$87 ;
+    done_rows <= \$135 ;
   always @(posedge clk)
-    w_x <= \$88 ;
+    busy <= \$136 ;
   always @(posedge clk)
-    w_y <= \$89 ;
+    eof_seen <= \$137 ;
   always @(posedge clk)
-    w_addr <= \$90 ;
+    \$signal$44  <= \$138 ;
   always @(posedge clk)
-    \w_data$41  <= \$91 ;
+    error <= \$139 ;
   always @(posedge clk)
-    bitmap_0 <= \$92 ;
+    has_last <= \$140 ;
   always @(posedge clk)
-    row_tag_0 <= \$93 ;
+    last_y <= \$141 ;
   always @(posedge clk)
-    bitmap_1 <= \$94 ;
+    w_en <= \$142 ;
   always @(posedge clk)
-    row_tag_1 <= \$95 ;
+    \$signal$64  <= \$143 ;
   always @(posedge clk)
-    bitmap_2 <= \$96 ;
+    w_set <= \$144 ;
   always @(posedge clk)
-    row_tag_2 <= \$97 ;
+    w_slot <= \$145 ;
   always @(posedge clk)
-    bitmap_3 <= \$98 ;
+    w_x <= \$146 ;
   always @(posedge clk)
-    row_tag_3 <= \$99 ;
+    w_y <= \$147 ;
+  always @(posedge clk)
+    w_addr <= \$148 ;
+  always @(posedge clk)
+    w_data <= \$149 ;
+  always @(posedge clk)
+    bitmap_0 <= \$150 ;
+  always @(posedge clk)
+    row_tag_0 <= \$151 ;
+  always @(posedge clk)
+    bitmap_1 <= \$152 ;
+  always @(posedge clk)
+    row_tag_1 <= \$153 ;
+  always @(posedge clk)
+    bitmap_2 <= \$154 ;
+  always @(posedge clk)
+    row_tag_2 <= \$155 ;
+  always @(posedge clk)
+    bitmap_3 <= \$156 ;
+  always @(posedge clk)
+    row_tag_3 <= \$157 ;
   \top.layer1.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
     .rd__addr(r_addr),
     .rst(rst),
     .w_addr(w_addr),
-    .w_data(\w_data$41 ),
-    .w_en(\w_en$43 )
-  );
-  \top.layer1.line_buffer.queue  queue (
-    .clk(clk),
-    .r_data(got),
-    .r_en(take),
-    .r_rdy(r_rdy),
-    .rst(rst),
-    .w_en(w_en),
-    .w_port__data(entry),
-    .w_rdy(sites_in__ready)
+    .w_data(w_data),
+    .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$73  = c_gi;
-    if (\$32 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$121  = c_gi;
+    if (\$41 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
-        \$73  = 1'h0;
+        \$121  = 1'h0;
       end else begin
-        \$73  = \$35 [0];
+        \$121  = \$44 [0];
       end
     end
     if (rst) begin
-      \$73  = 1'h0;
+      \$121  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$74  = prev_any;
-    if (\$32 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$122  = prev_any;
+    if (\$41 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
-        \$74  = 1'h0;
+        \$122  = 1'h0;
       end else begin
-        if (\$36 ) begin
-          \$74  = 1'h1;
+        if (\$45 ) begin
+          \$122  = 1'h1;
         end
       end
     end
     if (rst) begin
-      \$74  = 1'h0;
+      \$122  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$75  = \$signal ;
-    if (\$32 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$123  = \$signal ;
+    if (\$41 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else begin
-        \$75  = sites_in__payload[35:32];
+        \$123  = sites_in__payload[35:32];
       end
     end
     if (rst) begin
-      \$75  = 4'h0;
+      \$123  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$76  = \$signal$22 ;
-    if (\$32 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$124  = \$signal$21 ;
+    if (\$41 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else begin
-        \$76  = sites_in__payload[39:36];
+        \$124  = sites_in__payload[39:36];
       end
     end
     if (rst) begin
-      \$76  = 4'h0;
+      \$124  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$77  = done_rows;
-    if (\$44 ) begin
-      \$77  = { 2'h0, got[35:32] };
-    end
-    if (frame_reset) begin
-      \$77  = 6'h00;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$125  = entry_0;
+    if (\$50 ) begin
+      \$125  = entry;
     end
     if (rst) begin
-      \$77  = 6'h00;
+      \$125  = 46'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$78  = busy;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$126  = entry_0_valid;
+    if (\$50 ) begin
+      \$126  = 1'h1;
+    end
     if (take) begin
-      \$78  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$78  = 1'h0;
+      if (\$76 ) begin
+        \$126  = 1'h0;
+      end
     end
     if (rst) begin
-      \$78  = 1'h0;
+      \$126  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$79  = eof_seen;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$127  = \$53 ;
+    if (rst) begin
+      \$127  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$128  = \$54 ;
+    if (rst) begin
+      \$128  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$129  = entry_1;
+    if (\$59 ) begin
+      \$129  = entry;
+    end
+    if (rst) begin
+      \$129  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$130  = entry_1_valid;
+    if (\$59 ) begin
+      \$130  = 1'h1;
+    end
+    if (take) begin
+      if (\$84 ) begin
+        \$130  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$130  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$131  = \$62 ;
+    if (rst) begin
+      \$131  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$132  = \$63 ;
+    if (rst) begin
+      \$132  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$133  = \$signal$25 ;
+    if (\$66 ) begin
+      \$133  = \$67 ;
+    end
+    if (rst) begin
+      \$133  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$134  = rp;
+    if (take) begin
+      \$134  = \$68 ;
+    end
+    if (rst) begin
+      \$134  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$135  = done_rows;
+    if (\$92 ) begin
+      \$135  = { 2'h0, got[35:32] };
+    end
+    if (frame_reset) begin
+      \$135  = 6'h00;
+    end
+    if (rst) begin
+      \$135  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$136  = busy;
+    if (take) begin
+      \$136  = 1'h1;
+    end
+    if (frame_reset) begin
+      \$136  = 1'h0;
+    end
+    if (rst) begin
+      \$136  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$137  = eof_seen;
     if (take) begin
       if (got[40]) begin
-        \$79  = 1'h1;
+        \$137  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$79  = 1'h0;
+      \$137  = 1'h0;
     end
     if (rst) begin
-      \$79  = 1'h0;
+      \$137  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$80  = \$signal$36 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$138  = \$signal$44 ;
     if (take) begin
       if (got[40]) begin
-        \$80  = 1'h0;
-      end else if (\$signal$36 ) begin
+        \$138  = 1'h0;
+      end else if (\$signal$44 ) begin
       end else if (bad) begin
-        \$80  = 1'h1;
+        \$138  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$80  = 1'h0;
+      \$138  = 1'h0;
     end
     if (rst) begin
-      \$80  = 1'h0;
+      \$138  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$81  = error;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$139  = error;
     if (take) begin
       if (got[40]) begin
-        if (\$46 ) begin
-          \$81  = 1'h1;
+        if (\$94 ) begin
+          \$139  = 1'h1;
         end
-      end else if (\$signal$36 ) begin
+      end else if (\$signal$44 ) begin
       end else if (bad) begin
-        \$81  = 1'h1;
+        \$139  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$81  = 1'h0;
+      \$139  = 1'h0;
     end
     if (rst) begin
-      \$81  = 1'h0;
+      \$139  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$82  = has_last;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$140  = has_last;
     if (take) begin
       if (got[40]) begin
-      end else if (\$signal$36 ) begin
+      end else if (\$signal$44 ) begin
       end else if (bad) begin
       end else if (got[44]) begin
-        \$82  = 1'h1;
+        \$140  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$82  = 1'h0;
+      \$140  = 1'h0;
     end
     if (rst) begin
-      \$82  = 1'h0;
+      \$140  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$83  = last_y;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$141  = last_y;
     if (take) begin
       if (got[40]) begin
-      end else if (\$signal$36 ) begin
+      end else if (\$signal$44 ) begin
       end else if (bad) begin
       end else if (got[44]) begin
-        \$83  = got[35:32];
+        \$141  = got[35:32];
       end
     end
     if (rst) begin
-      \$83  = 4'h0;
+      \$141  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$84  = \$52 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$142  = \$100 ;
     if (rst) begin
-      \$84  = 1'h0;
+      \$142  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$85  = \$56 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$143  = \$104 ;
     if (rst) begin
-      \$85  = 1'h0;
+      \$143  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$86  = got[44];
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$144  = got[44];
     if (rst) begin
-      \$86  = 1'h0;
+      \$144  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$87  = got[33:32];
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$145  = got[33:32];
     if (rst) begin
-      \$87  = 2'h0;
+      \$145  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$88  = got[39:36];
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$146  = got[39:36];
     if (rst) begin
-      \$88  = 4'h0;
+      \$146  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$89  = got[35:32];
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$147  = got[35:32];
     if (rst) begin
-      \$89  = 4'h0;
+      \$147  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$90  = { got[33:32], got[39:36], got[42] };
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$148  = { got[33:32], got[39:36], got[42] };
     if (rst) begin
-      \$90  = 7'h00;
+      \$148  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$91  = got[31:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$149  = got[31:0];
     if (rst) begin
-      \$91  = 32'd0;
+      \$149  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$92  = bitmap_0;
-    if (\$58 ) begin
-      \$92  = \$60 ;
-    end
-    if (rst) begin
-      \$92  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$93  = row_tag_0;
-    if (\$58 ) begin
-      if (\$signal$55 ) begin
-        \$93  = { 1'h0, w_y };
-      end
-    end
-    if (frame_reset) begin
-      \$93  = 5'h1f;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$150  = bitmap_0;
+    if (\$106 ) begin
+      \$150  = \$108 ;
     end
     if (rst) begin
-      \$93  = 5'h1f;
+      \$150  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$94  = bitmap_1;
-    if (\$62 ) begin
-      \$94  = \$64 ;
-    end
-    if (rst) begin
-      \$94  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$95  = row_tag_1;
-    if (\$62 ) begin
-      if (\$signal$55 ) begin
-        \$95  = { 1'h0, w_y };
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$151  = row_tag_0;
+    if (\$106 ) begin
+      if (\$signal$64 ) begin
+        \$151  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$95  = 5'h1f;
+      \$151  = 5'h1f;
     end
     if (rst) begin
-      \$95  = 5'h1f;
+      \$151  = 5'h1f;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$96  = bitmap_2;
-    if (\$66 ) begin
-      \$96  = \$68 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$152  = bitmap_1;
+    if (\$110 ) begin
+      \$152  = \$112 ;
     end
     if (rst) begin
-      \$96  = 16'h0000;
+      \$152  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$97  = row_tag_2;
-    if (\$66 ) begin
-      if (\$signal$55 ) begin
-        \$97  = { 1'h0, w_y };
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$153  = row_tag_1;
+    if (\$110 ) begin
+      if (\$signal$64 ) begin
+        \$153  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$97  = 5'h1f;
+      \$153  = 5'h1f;
     end
     if (rst) begin
-      \$97  = 5'h1f;
+      \$153  = 5'h1f;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$98  = bitmap_3;
-    if (\$70 ) begin
-      \$98  = \$72 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$154  = bitmap_2;
+    if (\$114 ) begin
+      \$154  = \$116 ;
     end
     if (rst) begin
-      \$98  = 16'h0000;
+      \$154  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$99  = row_tag_3;
-    if (\$70 ) begin
-      if (\$signal$55 ) begin
-        \$99  = { 1'h0, w_y };
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$155  = row_tag_2;
+    if (\$114 ) begin
+      if (\$signal$64 ) begin
+        \$155  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$99  = 5'h1f;
+      \$155  = 5'h1f;
     end
     if (rst) begin
-      \$99  = 5'h1f;
+      \$155  = 5'h1f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$156  = bitmap_3;
+    if (\$118 ) begin
+      \$156  = \$120 ;
+    end
+    if (rst) begin
+      \$156  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$157  = row_tag_3;
+    if (\$118 ) begin
+      if (\$signal$64 ) begin
+        \$157  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$157  = 5'h1f;
+    end
+    if (rst) begin
+      \$157  = 5'h1f;
     end
   end
   assign rd_addr = r_addr;
   assign r_data = rd_data;
-  assign sites_in__valid = w_en;
-  assign w_rdy = sites_in__ready;
-  assign w_data = entry;
-  assign \r_data$26  = got;
-  assign r_en = take;
-  assign \w_addr$40  = w_addr;
-  assign \w_data$42  = \w_data$41 ;
-  assign \$signal$44  = \w_en$43 ;
-  assign \bit  = \$31 [15:0];
+  assign \w_addr$46  = w_addr;
+  assign \w_data$48  = w_data;
+  assign \$signal$50  = w_en;
+  assign \bit  = \$38 [15:0];
   assign \tags[0]  = tags[4:0];
   assign \tags[1]  = tags[9:5];
   assign \tags[2]  = tags[14:10];
@@ -11814,6 +12310,62 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, w_en, s
   assign \sites_in__payload.x  = sites_in__payload[39:36];
   assign \sites_in__payload.eof  = sites_in__payload[40];
   assign \sites_in__payload.error  = sites_in__payload[41];
+  assign \refresh_0.tok  = refresh_0[41:0];
+  assign \refresh_0.tok.data  = refresh_0[31:0];
+  assign \refresh_0.tok.data[0]  = refresh_0[7:0];
+  assign \refresh_0.tok.data[1]  = refresh_0[15:8];
+  assign \refresh_0.tok.data[2]  = refresh_0[23:16];
+  assign \refresh_0.tok.data[3]  = refresh_0[31:24];
+  assign \refresh_0.tok.y  = refresh_0[35:32];
+  assign \refresh_0.tok.x  = refresh_0[39:36];
+  assign \refresh_0.tok.eof  = refresh_0[40];
+  assign \refresh_0.tok.error  = refresh_0[41];
+  assign \refresh_0.gi  = refresh_0[42];
+  assign \refresh_0.first  = refresh_0[43];
+  assign \refresh_0.last  = refresh_0[44];
+  assign \refresh_0.bad  = refresh_0[45];
+  assign \entry_0.tok  = entry_0[41:0];
+  assign \entry_0.tok.data  = entry_0[31:0];
+  assign \entry_0.tok.data[0]  = entry_0[7:0];
+  assign \entry_0.tok.data[1]  = entry_0[15:8];
+  assign \entry_0.tok.data[2]  = entry_0[23:16];
+  assign \entry_0.tok.data[3]  = entry_0[31:24];
+  assign \entry_0.tok.y  = entry_0[35:32];
+  assign \entry_0.tok.x  = entry_0[39:36];
+  assign \entry_0.tok.eof  = entry_0[40];
+  assign \entry_0.tok.error  = entry_0[41];
+  assign \entry_0.gi  = entry_0[42];
+  assign \entry_0.first  = entry_0[43];
+  assign \entry_0.last  = entry_0[44];
+  assign \entry_0.bad  = entry_0[45];
+  assign \refresh_1.tok  = refresh_1[41:0];
+  assign \refresh_1.tok.data  = refresh_1[31:0];
+  assign \refresh_1.tok.data[0]  = refresh_1[7:0];
+  assign \refresh_1.tok.data[1]  = refresh_1[15:8];
+  assign \refresh_1.tok.data[2]  = refresh_1[23:16];
+  assign \refresh_1.tok.data[3]  = refresh_1[31:24];
+  assign \refresh_1.tok.y  = refresh_1[35:32];
+  assign \refresh_1.tok.x  = refresh_1[39:36];
+  assign \refresh_1.tok.eof  = refresh_1[40];
+  assign \refresh_1.tok.error  = refresh_1[41];
+  assign \refresh_1.gi  = refresh_1[42];
+  assign \refresh_1.first  = refresh_1[43];
+  assign \refresh_1.last  = refresh_1[44];
+  assign \refresh_1.bad  = refresh_1[45];
+  assign \entry_1.tok  = entry_1[41:0];
+  assign \entry_1.tok.data  = entry_1[31:0];
+  assign \entry_1.tok.data[0]  = entry_1[7:0];
+  assign \entry_1.tok.data[1]  = entry_1[15:8];
+  assign \entry_1.tok.data[2]  = entry_1[23:16];
+  assign \entry_1.tok.data[3]  = entry_1[31:24];
+  assign \entry_1.tok.y  = entry_1[35:32];
+  assign \entry_1.tok.x  = entry_1[39:36];
+  assign \entry_1.tok.eof  = entry_1[40];
+  assign \entry_1.tok.error  = entry_1[41];
+  assign \entry_1.gi  = entry_1[42];
+  assign \entry_1.first  = entry_1[43];
+  assign \entry_1.last  = entry_1[44];
+  assign \entry_1.bad  = entry_1[45];
   assign \got.tok  = got[41:0];
   assign \got.tok.data  = got[31:0];
   assign \got.tok.data[0]  = got[7:0];
@@ -11828,9 +12380,9 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, w_en, s
   assign \got.first  = got[43];
   assign \got.last  = got[44];
   assign \got.bad  = got[45];
-  assign entry[45] = \$15 ;
-  assign entry[44] = \$2 ;
-  assign entry[43] = \$1 ;
+  assign entry[45] = \$16 ;
+  assign entry[44] = \$3 ;
+  assign entry[43] = \$2 ;
   assign entry[42] = c_gi;
   assign entry[41:0] = sites_in__payload;
   assign bitmaps[63:48] = bitmap_3;
@@ -11841,14 +12393,18 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, w_en, s
   assign tags[14:10] = row_tag_2;
   assign tags[9:5] = row_tag_1;
   assign tags[4:0] = row_tag_0;
-  assign \$2  = c_gi;
-  assign \$33  = c_gi;
-  assign \$36  = c_gi;
+  assign \$3  = c_gi;
+  assign \$25  = \$signal$25 ;
+  assign \$42  = c_gi;
+  assign \$45  = c_gi;
+  assign \$58  = \$signal$25 ;
+  assign \$77  = rp;
+  assign \$81  = \$signal$25 ;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   reg [31:0] \$1 ;
   wire [6:0] \$signature__addr ;
   wire [31:0] \$signature__data ;
@@ -12013,7 +12569,7 @@ module \top.layer1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr,
   always @(posedge clk)
     r_data <= \$1 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$1  = rd__data;
     if (rst) begin
       \$1  = 32'd0;
@@ -12027,132 +12583,8 @@ module \top.layer1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr,
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.layer1.line_buffer.queue (rst, r_en, w_rdy, r_rdy, r_data, w_en, w_port__data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [2:0] \$14 ;
-  reg \$15 ;
-  reg \$16 ;
-  reg [1:0] \$17 ;
-  wire [1:0] \$2 ;
-  wire \$3 ;
-  wire [1:0] \$4 ;
-  wire \$5 ;
-  wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire [2:0] \$9 ;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire consume;
-  reg [1:0] level = 2'h0;
-  (* init = 1'h0 *)
-  wire produce;
-  output [45:0] r_data;
-  wire [45:0] r_data;
-  input r_en;
-  wire r_en;
-  (* init = 2'h0 *)
-  wire [1:0] r_level;
-  reg r_port__addr = 1'h0;
-  wire [45:0] r_port__data;
-  output r_rdy;
-  wire r_rdy;
-  input rst;
-  wire rst;
-  wire [45:0] w_data;
-  input w_en;
-  wire w_en;
-  (* init = 2'h0 *)
-  wire [1:0] w_level;
-  reg w_port__addr = 1'h0;
-  input [45:0] w_port__data;
-  wire [45:0] w_port__data;
-  wire w_port__en;
-  output w_rdy;
-  wire w_rdy;
-  reg [45:0] storage [1:0];
-  initial begin
-    storage[0] = 46'h000000000000;
-    storage[1] = 46'h000000000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= w_port__data;
-  end
-  assign r_data = storage[r_port__addr];
-  assign w_rdy = level != 2'h2;
-  assign r_rdy = | level;
-  assign w_port__en = w_en & w_rdy;
-  assign \$1  = w_rdy & w_en;
-  assign \$2  = w_port__addr + 1'h1;
-  assign \$3  = r_rdy & r_en;
-  assign \$4  = r_port__addr + 1'h1;
-  assign \$5  = w_rdy & w_en;
-  assign \$6  = r_rdy & r_en;
-  assign \$7  = ~ \$6 ;
-  assign \$8  = \$5  & \$7 ;
-  assign \$9  = level + 1'h1;
-  assign \$10  = r_rdy & r_en;
-  assign \$11  = w_rdy & w_en;
-  assign \$12  = ~ \$11 ;
-  assign \$13  = \$10  & \$12 ;
-  assign \$14  = level - 1'h1;
-  always @(posedge clk)
-    w_port__addr <= \$15 ;
-  always @(posedge clk)
-    r_port__addr <= \$16 ;
-  always @(posedge clk)
-    level <= \$17 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$15  = w_port__addr;
-    if (\$1 ) begin
-      \$15  = \$2 [0];
-    end
-    if (rst) begin
-      \$15  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$16  = r_port__addr;
-    if (\$3 ) begin
-      \$16  = \$4 [0];
-    end
-    if (rst) begin
-      \$16  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$17  = level;
-    if (\$8 ) begin
-      \$17  = \$9 [1:0];
-    end
-    if (\$13 ) begin
-      \$17  = \$14 [1:0];
-    end
-    if (rst) begin
-      \$17  = 2'h0;
-    end
-  end
-  assign w_level = level;
-  assign r_level = level;
-  assign produce = w_port__addr;
-  assign w_data = w_port__data;
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
-endmodule
-
-(* generator = "Amaranth" *)
 module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
   reg [21:0] \$100 ;
@@ -12625,469 +13057,469 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     out_meta <= \$112 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$41  = steps__payload;
     if (rst) begin
       \$41  = 173'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$42  = steps__valid;
     if (rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$43  = operands[7:0];
     if (rst) begin
       \$43  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$44  = operands[39:32];
     if (rst) begin
       \$44  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$45  = { \$1 [15], \$1  };
     if (rst) begin
       \$45  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$46  = operands[15:8];
     if (rst) begin
       \$46  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$47  = operands[47:40];
     if (rst) begin
       \$47  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$48  = { \$2 [15], \$2  };
     if (rst) begin
       \$48  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$49  = operands[23:16];
     if (rst) begin
       \$49  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$50  = operands[55:48];
     if (rst) begin
       \$50  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$51  = { \$3 [15], \$3  };
     if (rst) begin
       \$51  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$52  = operands[31:24];
     if (rst) begin
       \$52  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$53  = operands[63:56];
     if (rst) begin
       \$53  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$54  = { \$4 [15], \$4  };
     if (rst) begin
       \$54  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$55  = operands[7:0];
     if (rst) begin
       \$55  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$56  = operands[71:64];
     if (rst) begin
       \$56  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$57  = { \$5 [15], \$5  };
     if (rst) begin
       \$57  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$58  = operands[15:8];
     if (rst) begin
       \$58  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$59  = operands[79:72];
     if (rst) begin
       \$59  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$60  = { \$6 [15], \$6  };
     if (rst) begin
       \$60  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$61  = operands[23:16];
     if (rst) begin
       \$61  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$62  = operands[87:80];
     if (rst) begin
       \$62  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$63  = { \$7 [15], \$7  };
     if (rst) begin
       \$63  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$64  = operands[31:24];
     if (rst) begin
       \$64  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$65  = operands[95:88];
     if (rst) begin
       \$65  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$66  = { \$8 [15], \$8  };
     if (rst) begin
       \$66  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$67  = operands[7:0];
     if (rst) begin
       \$67  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$68  = operands[103:96];
     if (rst) begin
       \$68  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$69  = { \$9 [15], \$9  };
     if (rst) begin
       \$69  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$70  = operands[15:8];
     if (rst) begin
       \$70  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$71  = operands[111:104];
     if (rst) begin
       \$71  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$72  = { \$10 [15], \$10  };
     if (rst) begin
       \$72  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$73  = operands[23:16];
     if (rst) begin
       \$73  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$74  = operands[119:112];
     if (rst) begin
       \$74  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$75  = { \$11 [15], \$11  };
     if (rst) begin
       \$75  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$76  = operands[31:24];
     if (rst) begin
       \$76  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$77  = operands[127:120];
     if (rst) begin
       \$77  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$78  = { \$12 [15], \$12  };
     if (rst) begin
       \$78  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$79  = operands[7:0];
     if (rst) begin
       \$79  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$80  = operands[135:128];
     if (rst) begin
       \$80  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$81  = { \$13 [15], \$13  };
     if (rst) begin
       \$81  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$82  = operands[15:8];
     if (rst) begin
       \$82  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$83  = operands[143:136];
     if (rst) begin
       \$83  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$84  = { \$14 [15], \$14  };
     if (rst) begin
       \$84  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$85  = operands[23:16];
     if (rst) begin
       \$85  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$86  = operands[151:144];
     if (rst) begin
       \$86  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$87  = { \$15 [15], \$15  };
     if (rst) begin
       \$87  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$88  = operands[31:24];
     if (rst) begin
       \$88  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$89  = operands[159:152];
     if (rst) begin
       \$89  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$90  = { \$16 [15], \$16  };
     if (rst) begin
       \$90  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$91  = { \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17  };
     if (rst) begin
       \$91  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$92  = { \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18  };
     if (rst) begin
       \$92  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$93  = \$19 [21:0];
     if (rst) begin
       \$93  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$94  = { \$20 [17], \$20 [17], \$20 [17], \$20 [17], \$20  };
     if (rst) begin
       \$94  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$95  = { \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21  };
     if (rst) begin
       \$95  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$96  = \$22 [21:0];
     if (rst) begin
       \$96  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$97  = { \$23 [17], \$23 [17], \$23 [17], \$23 [17], \$23  };
     if (rst) begin
       \$97  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$98  = { \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24  };
     if (rst) begin
       \$98  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$99  = \$25 [21:0];
     if (rst) begin
       \$99  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$100  = { \$26 [17], \$26 [17], \$26 [17], \$26 [17], \$26  };
     if (rst) begin
       \$100  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$101  = { \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27  };
     if (rst) begin
       \$101  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$102  = \$28 [21:0];
     if (rst) begin
       \$102  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$103  = ctl;
     if (rst) begin
       \$103  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$104  = mac_ctl_d1;
     if (rst) begin
       \$104  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$105  = mac_ctl_d2;
     if (rst) begin
       \$105  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$106  = mac_ctl_d3;
     if (rst) begin
       \$106  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$107  = acc_0;
     if (\$30 ) begin
       \$107  = \$32 [21:0];
@@ -13097,7 +13529,7 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$108  = acc_1;
     if (\$30 ) begin
       \$108  = \$34 [21:0];
@@ -13107,7 +13539,7 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$109  = acc_2;
     if (\$30 ) begin
       \$109  = \$36 [21:0];
@@ -13117,7 +13549,7 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$110  = acc_3;
     if (\$30 ) begin
       \$110  = \$38 [21:0];
@@ -13127,14 +13559,14 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$111  = \$40 ;
     if (rst) begin
       \$111  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$112  = mac_ctl_d4[13:3];
     if (rst) begin
       \$112  = 11'h000;
@@ -13239,7 +13671,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -13350,7 +13782,7 @@ module \top.layer1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -13360,7 +13792,7 @@ module \top.layer1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -13370,7 +13802,7 @@ module \top.layer1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -13392,7 +13824,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   reg [127:0] \$1 ;
   wire \$signature__addr ;
   wire [127:0] \$signature__data ;
@@ -13431,7 +13863,7 @@ module \top.layer1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   always @(posedge clk)
     r_data <= \$1 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$1  = rd__data;
     if (rst) begin
       \$1  = 128'h00000000000000000000000000000000;
@@ -13446,7 +13878,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire [52:0] \$1 ;
   wire [20:0] \$10 ;
   reg \$100 ;
@@ -13865,385 +14297,385 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     feats__valid <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$45  = sums__payload;
     if (rst) begin
       \$45  = 99'h0000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$46  = beat_d1;
     if (rst) begin
       \$46  = 99'h0000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$47  = sums__valid;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$48  = beat_v_d1;
     if (rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$49  = \$5 [21:0];
     if (rst) begin
       \$49  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$50  = \$6 [21:0];
     if (rst) begin
       \$50  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$51  = \$7 [21:0];
     if (rst) begin
       \$51  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$52  = \$8 [21:0];
     if (rst) begin
       \$52  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$53  = rq_data[79:64];
     if (rst) begin
       \$53  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$54  = rq_data[95:80];
     if (rst) begin
       \$54  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$55  = rq_data[111:96];
     if (rst) begin
       \$55  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$56  = rq_data[127:112];
     if (rst) begin
       \$56  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$57  = beat_d2[98:88];
     if (rst) begin
       \$57  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$58  = beat_v_d2;
     if (rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$59  = biased_0[16:0];
     if (rst) begin
       \$59  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$60  = scale_0;
     if (rst) begin
       \$60  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$61  = { 1'h0, \$9  };
     if (rst) begin
       \$61  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$62  = biased_0[21:17];
     if (rst) begin
       \$62  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$63  = scale_0;
     if (rst) begin
       \$63  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$64  = { \$10 [20], \$10  };
     if (rst) begin
       \$64  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$65  = \$11 [37:0];
     if (rst) begin
       \$65  = 38'h0000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$66  = biased_1[16:0];
     if (rst) begin
       \$66  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$67  = scale_1;
     if (rst) begin
       \$67  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$68  = { 1'h0, \$12  };
     if (rst) begin
       \$68  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$69  = biased_1[21:17];
     if (rst) begin
       \$69  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$70  = scale_1;
     if (rst) begin
       \$70  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$71  = { \$13 [20], \$13  };
     if (rst) begin
       \$71  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$72  = \$14 [37:0];
     if (rst) begin
       \$72  = 38'h0000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$73  = biased_2[16:0];
     if (rst) begin
       \$73  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$74  = scale_2;
     if (rst) begin
       \$74  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$75  = { 1'h0, \$15  };
     if (rst) begin
       \$75  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$76  = biased_2[21:17];
     if (rst) begin
       \$76  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$77  = scale_2;
     if (rst) begin
       \$77  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$78  = { \$16 [20], \$16  };
     if (rst) begin
       \$78  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$79  = \$17 [37:0];
     if (rst) begin
       \$79  = 38'h0000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$80  = biased_3[16:0];
     if (rst) begin
       \$80  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$81  = scale_3;
     if (rst) begin
       \$81  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$82  = { 1'h0, \$18  };
     if (rst) begin
       \$82  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$83  = biased_3[21:17];
     if (rst) begin
       \$83  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$84  = scale_3;
     if (rst) begin
       \$84  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$85  = { \$19 [20], \$19  };
     if (rst) begin
       \$85  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$86  = \$20 [37:0];
     if (rst) begin
       \$86  = 38'h0000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$87  = rq_meta1_d1;
     if (rst) begin
       \$87  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$88  = rq_meta2_d1;
     if (rst) begin
       \$88  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$89  = rq_meta2_d2;
     if (rst) begin
       \$89  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$90  = rq_v1_d1;
     if (rst) begin
       \$90  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$91  = rq_v2_d1;
     if (rst) begin
       \$91  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$92  = rq_v2_d2;
     if (rst) begin
       \$92  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$93  = \$22 [22:0];
     if (rst) begin
       \$93  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$94  = \$24 [22:0];
     if (rst) begin
       \$94  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$95  = \$26 [22:0];
     if (rst) begin
       \$95  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$96  = \$28 [22:0];
     if (rst) begin
       \$96  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$97  = rq_meta2_d3;
     if (rst) begin
       \$97  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$98  = rq_v2_d3;
     if (rst) begin
       \$98  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$99 [7:0] = \$32 [7:0];
     \$99 [15:8] = \$36 [7:0];
     \$99 [23:16] = \$40 [7:0];
@@ -14254,7 +14686,7 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$100  = rq_v3_d1;
     if (rst) begin
       \$100  = 1'h0;
@@ -14367,7 +14799,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [1:0] \$100 ;
@@ -14760,7 +15192,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   always @(posedge clk)
     steps__payload <= \$120 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$76  = p_v;
     if (p_take) begin
       \$76  = 1'h0;
@@ -14773,7 +15205,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$77  = p_site;
     if (\$44 ) begin
       \$77  = sites__payload;
@@ -14783,7 +15215,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$78  = p_cnt;
     if (\$44 ) begin
       \$78  = \$53 [3:0];
@@ -14793,7 +15225,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$79  = next_slot_0;
     if (\$44 ) begin
       \$79  = \$54 [1:0];
@@ -14803,7 +15235,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$80  = next_col_0;
     if (\$44 ) begin
       \$80  = \$55 [3:0];
@@ -14813,7 +15245,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$81  = next_slot_1;
     if (\$44 ) begin
       \$81  = \$56 [1:0];
@@ -14823,7 +15255,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$82  = next_col_1;
     if (\$44 ) begin
       \$82  = \$57 [3:0];
@@ -14833,7 +15265,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$83  = next_slot_2;
     if (\$44 ) begin
       \$83  = \$58 [1:0];
@@ -14843,7 +15275,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$84  = next_col_2;
     if (\$44 ) begin
       \$84  = \$59 [3:0];
@@ -14853,7 +15285,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$85  = first_r;
     if (issue) begin
       \$85  = 1'h0;
@@ -14875,7 +15307,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$86  = s_gi;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14893,7 +15325,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$87  = \$signal ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14911,7 +15343,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$88  = s_rem;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14933,7 +15365,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$89  = s_n;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14955,7 +15387,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$90  = \$signal$7 ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14977,7 +15409,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$91  = s_go;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14998,7 +15430,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$92  = go_last;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -15019,7 +15451,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$93  = sv;
     if (issue) begin
       if (\$73 ) begin
@@ -15034,7 +15466,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$94  = \$signal$10 ;
     if (p_take) begin
       \$94  = p_site[17];
@@ -15044,7 +15476,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$95  = s_err;
     if (p_take) begin
       \$95  = p_site[18];
@@ -15054,7 +15486,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$96  = \$signal$17 ;
     if (p_take) begin
       \$96  = p_site[3:0];
@@ -15064,7 +15496,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$97  = s_ox;
     if (p_take) begin
       \$97  = p_site[7:4];
@@ -15074,7 +15506,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$98  = \$signal$42 ;
     if (p_take) begin
       \$98  = p_site[16:8];
@@ -15084,7 +15516,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$99  = \$signal$43 ;
     if (p_take) begin
       \$99  = p_cnt;
@@ -15094,7 +15526,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$100  = slot_0;
     if (p_take) begin
       \$100  = next_slot_0;
@@ -15104,7 +15536,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$101  = slot_1;
     if (p_take) begin
       \$101  = next_slot_1;
@@ -15114,7 +15546,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$102  = slot_2;
     if (p_take) begin
       \$102  = next_slot_2;
@@ -15124,7 +15556,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$103  = col_0;
     if (p_take) begin
       \$103  = next_col_0;
@@ -15134,7 +15566,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$104  = col_1;
     if (p_take) begin
       \$104  = next_col_1;
@@ -15144,7 +15576,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$105  = col_2;
     if (p_take) begin
       \$105  = next_col_2;
@@ -15154,49 +15586,49 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$106  = issue;
     if (rst) begin
       \$106  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$107  = first_r;
     if (rst) begin
       \$107  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$108  = last;
     if (rst) begin
       \$108  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$109  = \$4 [8:0];
     if (rst) begin
       \$109  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$110  = s_go;
     if (rst) begin
       \$110  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$111  = s_gi;
     if (rst) begin
       \$111  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$112 [3:0] = \$signal$17 ;
     \$112 [7:4] = s_ox;
     \$112 [8] = s_go;
@@ -15207,56 +15639,56 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$113  = slot_0;
     if (rst) begin
       \$113  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$114  = slot_1;
     if (rst) begin
       \$114  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$115  = slot_2;
     if (rst) begin
       \$115  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$116  = col_0;
     if (rst) begin
       \$116  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$117  = col_1;
     if (rst) begin
       \$117  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$118  = col_2;
     if (rst) begin
       \$118  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$119  = \$signal$53 ;
     if (rst) begin
       \$119  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$120 [13] = \$signal$54 ;
     \$120 [14] = q_last;
     \$120 [25:15] = q_meta;
@@ -15297,7 +15729,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   reg [127:0] \$1 ;
   wire [5:0] \$signature__addr ;
   wire [127:0] \$signature__data ;
@@ -15398,7 +15830,7 @@ module \top.layer1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   always @(posedge clk)
     r_data <= \$1 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1  = rd__data;
     if (rst) begin
       \$1  = 128'h00000000000000000000000000000000;
@@ -15413,7 +15845,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, sites_in__ready, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload);
-  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [1:0] \$11 ;
@@ -15819,8 +16251,8 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     .rst(rst),
     .sites_in__payload(sites_in__payload),
     .sites_in__ready(sites_in__ready),
+    .sites_in__valid(sites_in__valid),
     .tags(tags),
-    .w_en(sites_in__valid),
     .width_m1(width_m1)
   );
   \top.layer2.mac_array  mac_array (
@@ -15881,7 +16313,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$35  = width_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -15893,7 +16325,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$36  = c_in;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -15907,7 +16339,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$37  = c_out;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -15923,7 +16355,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$38  = c_tap;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -15941,7 +16373,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$39  = \w_addr$8 ;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -15957,7 +16389,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$40  = w_addr;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -15970,70 +16402,73 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$41  = { 1'h0, \$22  };
+    if (frame_reset) begin
+      \$41  = 6'h02;
+    end
     if (rst) begin
       \$41  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$42  = \steps__valid$93 ;
     if (rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$43  = read_v_d1;
     if (rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$44  = steps__payload[7];
     if (rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$45  = read_first_d1;
     if (rst) begin
       \$45  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$46  = steps__payload[8];
     if (rst) begin
       \$46  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$47  = read_last_d1;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$48  = steps__payload[19:9];
     if (rst) begin
       \$48  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$49  = read_meta_d1;
     if (rst) begin
       \$49  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$50  = sites_out__valid;
     if (\$25 ) begin
       \$50  = 1'h1;
@@ -16045,7 +16480,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$51  = sites_out__payload;
     if (\$25 ) begin
       \$51  = \r_data$98 ;
@@ -16055,14 +16490,14 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$52  = \$28 [5:0];
     if (rst) begin
       \$52  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     tok[39:0] = 40'h0000000000;
     if (\$2 ) begin
       tok[31:0] = feats__payload[31:0];
@@ -16077,7 +16512,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$29  = 1'h0;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -16090,7 +16525,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$30  = 1'h0;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -16105,7 +16540,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$31  = w_data;
     if (\$5 ) begin
       \$31  = params__payload;
@@ -16115,7 +16550,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$32  = pcount;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -16130,7 +16565,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$33  = loaded;
     if (\$5 ) begin
       if (\$6 ) begin
@@ -16145,7 +16580,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$34  = height_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -16319,7 +16754,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire [6:0] \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -16771,7 +17206,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     .w_rdy(w_rdy)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     w_data = 11'h000;
     (* full_case = 32'd1 *)
     if (\$signal$13 ) begin
@@ -16784,7 +17219,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$133  = sel_0;
     if (\$41 ) begin
       \$133 [0] = \$44 ;
@@ -16797,7 +17232,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$134  = win_0;
     if (\$49 ) begin
       \$134  = \$52 ;
@@ -16807,7 +17242,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$135  = eof_pend;
     if (\$55 ) begin
       \$135  = 1'h0;
@@ -16825,7 +17260,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$136  = \$signal$13 ;
     if (\$57 ) begin
       \$136  = b_v;
@@ -16835,7 +17270,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$137  = \$signal ;
     if (\$57 ) begin
       \$137  = \$signal$36 ;
@@ -16845,7 +17280,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$138  = \$like ;
     if (\$57 ) begin
       \$138  = b_ci;
@@ -16855,7 +17290,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$139  = \$signal$15 ;
     if (\$57 ) begin
       \$139  = f_row[3:0];
@@ -16865,7 +17300,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$140  = c1_win_0;
     if (\$57 ) begin
       \$140  = b_win_0;
@@ -16875,7 +17310,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$141  = \$signal$36 ;
     if (\$57 ) begin
       \$141  = \$32 [15:0];
@@ -16888,7 +17323,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$142  = b_rest;
     if (\$57 ) begin
       \$142  = \$59 ;
@@ -16901,7 +17336,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$143  = b_v;
     if (\$63 ) begin
       \$143  = \$signal$40 ;
@@ -16911,7 +17346,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$144  = b_ci;
     if (\$63 ) begin
       \$144  = \$like$43 ;
@@ -16921,7 +17356,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$145  = b_win_0;
     if (\$63 ) begin
       \$145  = a3_win_0;
@@ -16931,7 +17366,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$146  = \$signal$40 ;
     if (\$70 ) begin
       \$146  = \$signal$45 ;
@@ -16941,7 +17376,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$147  = \$signal$41 ;
     if (\$70 ) begin
       \$147  = \$35 [15:0];
@@ -16951,7 +17386,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$148  = \$signal$42 ;
     if (\$70 ) begin
       \$148  = \$72 ;
@@ -16961,7 +17396,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$149  = \$like$43 ;
     if (\$70 ) begin
       \$149  = a2_ci;
@@ -16971,7 +17406,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$150  = a3_win_0;
     if (\$70 ) begin
       \$150  = 1'h0;
@@ -16981,7 +17416,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$151  = \$signal$45 ;
     if (\$78 ) begin
       \$151  = 1'h0;
@@ -16994,7 +17429,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$152  = a2_ci;
     if (\$87 ) begin
       \$152  = 1'h0;
@@ -17004,7 +17439,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$153  = a2_bits;
     if (\$87 ) begin
       \$153  = \$88 ;
@@ -17014,7 +17449,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$154  = \$signal$48 ;
     if (\$96 ) begin
       \$154  = 1'h0;
@@ -17027,7 +17462,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$155  = \$signal$49 ;
     if (\$110 ) begin
       \$155  = \$38 [0];
@@ -17037,7 +17472,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$156  = nz;
     if (\$110 ) begin
       \$156  = \$112 ;
@@ -17057,7 +17492,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$157  = state;
     casez (state)
       3'h0:
@@ -17087,7 +17522,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$158  = centre;
     casez (state)
       3'h0:
@@ -17104,7 +17539,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$159  = f_row;
     casez (state)
       3'h0:
@@ -17128,7 +17563,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$160  = cy;
     casez (state)
       3'h0:
@@ -17152,7 +17587,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$161  = need;
     casez (state)
       3'h0:
@@ -17212,7 +17647,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -17294,7 +17729,7 @@ module \top.layer2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [0];
@@ -17304,7 +17739,7 @@ module \top.layer2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [0];
@@ -17314,7 +17749,7 @@ module \top.layer2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [1:0];
@@ -17335,15 +17770,61 @@ module \top.layer2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, w_en, sites_in__payload, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, clk
+module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_in__valid, sites_in__payload, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, clk
 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire [15:0] \$107 ;
+  wire [15:0] \$108 ;
+  wire \$109 ;
   wire \$11 ;
+  wire \$110 ;
+  wire [15:0] \$111 ;
+  wire [15:0] \$112 ;
+  reg \$113 ;
+  reg \$114 ;
+  reg [3:0] \$115 ;
+  reg [3:0] \$116 ;
+  reg [45:0] \$117 ;
+  reg \$118 ;
+  reg \$119 ;
   wire \$12 ;
+  reg \$120 ;
+  reg [45:0] \$121 ;
+  reg \$122 ;
+  reg \$123 ;
+  reg \$124 ;
+  reg \$125 ;
+  reg \$126 ;
+  reg [5:0] \$127 ;
+  reg \$128 ;
+  reg \$129 ;
   wire \$13 ;
+  reg \$130 ;
+  reg \$131 ;
+  reg \$132 ;
+  reg [3:0] \$133 ;
+  reg \$134 ;
+  reg \$135 ;
+  reg \$136 ;
+  reg \$137 ;
+  reg [3:0] \$138 ;
+  reg [3:0] \$139 ;
   wire \$14 ;
+  reg [5:0] \$140 ;
+  reg [31:0] \$141 ;
+  reg [15:0] \$142 ;
+  reg [4:0] \$143 ;
+  reg [15:0] \$144 ;
+  reg [4:0] \$145 ;
   wire \$15 ;
   wire \$16 ;
   wire \$17 ;
@@ -17361,22 +17842,22 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, w_en, s
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
-  wire [30:0] \$30 ;
-  wire [30:0] \$31 ;
+  wire \$30 ;
+  wire \$31 ;
   wire \$32 ;
   wire \$33 ;
-  wire [1:0] \$34 ;
-  wire [1:0] \$35 ;
+  wire \$34 ;
+  wire \$35 ;
   wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
+  wire [30:0] \$37 ;
+  wire [30:0] \$38 ;
   wire \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire \$43 ;
-  wire \$44 ;
+  wire [1:0] \$43 ;
+  wire [1:0] \$44 ;
   wire \$45 ;
   wire \$46 ;
   wire \$47 ;
@@ -17392,45 +17873,60 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, w_en, s
   wire \$56 ;
   wire \$57 ;
   wire \$58 ;
-  wire [15:0] \$59 ;
+  wire \$59 ;
   wire \$6 ;
-  wire [15:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [15:0] \$63 ;
-  wire [15:0] \$64 ;
-  reg \$65 ;
-  reg \$66 ;
-  reg [3:0] \$67 ;
-  reg [3:0] \$68 ;
-  reg [5:0] \$69 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
   wire \$7 ;
-  reg \$70 ;
-  reg \$71 ;
-  reg \$72 ;
-  reg \$73 ;
-  reg \$74 ;
-  reg [3:0] \$75 ;
-  reg \$76 ;
-  reg \$77 ;
-  reg \$78 ;
-  reg \$79 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire \$76 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire \$79 ;
   wire \$8 ;
-  reg [3:0] \$80 ;
-  reg [3:0] \$81 ;
-  reg [5:0] \$82 ;
-  reg [31:0] \$83 ;
-  reg [15:0] \$84 ;
-  reg [4:0] \$85 ;
-  reg [15:0] \$86 ;
-  reg [4:0] \$87 ;
+  wire \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire \$89 ;
   wire \$9 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire \$99 ;
   reg [3:0] \$signal  = 4'h0;
-  reg [3:0] \$signal$18  = 4'h0;
-  reg \$signal$32  = 1'h0;
+  reg [3:0] \$signal$17  = 4'h0;
+  reg \$signal$21  = 1'h0;
+  wire \$signal$27 ;
+  wire \$signal$28 ;
+  reg \$signal$40  = 1'h0;
   (* init = 1'h0 *)
-  wire \$signal$40 ;
-  reg \$signal$51  = 1'h0;
+  wire \$signal$46 ;
+  reg \$signal$60  = 1'h0;
   wire bad;
   wire [15:0] \bit ;
   reg [15:0] bitmap_0 = 16'h0000;
@@ -17461,6 +17957,42 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, w_en, s
   wire \entry.tok.error ;
   wire [3:0] \entry.tok.x ;
   wire [3:0] \entry.tok.y ;
+  reg [45:0] entry_0 = 46'h000000000000;
+  wire \entry_0.bad ;
+  wire \entry_0.first ;
+  wire \entry_0.gi ;
+  wire \entry_0.last ;
+  wire [41:0] \entry_0.tok ;
+  wire [31:0] \entry_0.tok.data ;
+  wire [7:0] \entry_0.tok.data[0] ;
+  wire [7:0] \entry_0.tok.data[1] ;
+  wire [7:0] \entry_0.tok.data[2] ;
+  wire [7:0] \entry_0.tok.data[3] ;
+  wire \entry_0.tok.eof ;
+  wire \entry_0.tok.error ;
+  wire [3:0] \entry_0.tok.x ;
+  wire [3:0] \entry_0.tok.y ;
+  reg entry_0_outside = 1'h0;
+  reg entry_0_permit = 1'h0;
+  reg entry_0_valid = 1'h0;
+  reg [45:0] entry_1 = 46'h000000000000;
+  wire \entry_1.bad ;
+  wire \entry_1.first ;
+  wire \entry_1.gi ;
+  wire \entry_1.last ;
+  wire [41:0] \entry_1.tok ;
+  wire [31:0] \entry_1.tok.data ;
+  wire [7:0] \entry_1.tok.data[0] ;
+  wire [7:0] \entry_1.tok.data[1] ;
+  wire [7:0] \entry_1.tok.data[2] ;
+  wire [7:0] \entry_1.tok.data[3] ;
+  wire \entry_1.tok.eof ;
+  wire \entry_1.tok.error ;
+  wire [3:0] \entry_1.tok.x ;
+  wire [3:0] \entry_1.tok.y ;
+  reg entry_1_outside = 1'h0;
+  reg entry_1_permit = 1'h0;
+  reg entry_1_valid = 1'h0;
   output eof_seen;
   reg eof_seen = 1'h0;
   output error;
@@ -17484,6 +18016,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, w_en, s
   wire [3:0] \got.tok.y ;
   output has_last;
   reg has_last = 1'h0;
+  wire head_permit;
   input [3:0] height_m1;
   wire [3:0] height_m1;
   input hold;
@@ -17499,14 +18032,42 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, w_en, s
   input [5:0] r_addr;
   wire [5:0] r_addr;
   wire [31:0] r_data;
-  wire [45:0] \r_data$22 ;
-  wire r_en;
-  wire r_rdy;
   wire [5:0] rd_addr;
   output [31:0] rd_data;
   wire [31:0] rd_data;
+  wire [45:0] refresh_0;
+  wire \refresh_0.bad ;
+  wire \refresh_0.first ;
+  wire \refresh_0.gi ;
+  wire \refresh_0.last ;
+  wire [41:0] \refresh_0.tok ;
+  wire [31:0] \refresh_0.tok.data ;
+  wire [7:0] \refresh_0.tok.data[0] ;
+  wire [7:0] \refresh_0.tok.data[1] ;
+  wire [7:0] \refresh_0.tok.data[2] ;
+  wire [7:0] \refresh_0.tok.data[3] ;
+  wire \refresh_0.tok.eof ;
+  wire \refresh_0.tok.error ;
+  wire [3:0] \refresh_0.tok.x ;
+  wire [3:0] \refresh_0.tok.y ;
+  wire [45:0] refresh_1;
+  wire \refresh_1.bad ;
+  wire \refresh_1.first ;
+  wire \refresh_1.gi ;
+  wire \refresh_1.last ;
+  wire [41:0] \refresh_1.tok ;
+  wire [31:0] \refresh_1.tok.data ;
+  wire [7:0] \refresh_1.tok.data[0] ;
+  wire [7:0] \refresh_1.tok.data[1] ;
+  wire [7:0] \refresh_1.tok.data[2] ;
+  wire [7:0] \refresh_1.tok.data[3] ;
+  wire \refresh_1.tok.eof ;
+  wire \refresh_1.tok.error ;
+  wire [3:0] \refresh_1.tok.x ;
+  wire [3:0] \refresh_1.tok.y ;
   reg [4:0] row_tag_0 = 5'h1f;
   reg [4:0] row_tag_1 = 5'h1f;
+  reg rp = 1'h0;
   input rst;
   wire rst;
   input [41:0] sites_in__payload;
@@ -17522,6 +18083,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, w_en, s
   wire [3:0] \sites_in__payload.y ;
   output sites_in__ready;
   wire sites_in__ready;
+  input sites_in__valid;
   wire sites_in__valid;
   output [9:0] tags;
   wire [9:0] tags;
@@ -17530,438 +18092,588 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, w_en, s
   wire take;
   reg [5:0] w_addr = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] \w_addr$36 ;
-  wire [45:0] w_data;
-  reg [31:0] \w_data$37  = 32'd0;
+  wire [5:0] \w_addr$42 ;
+  reg [31:0] w_data = 32'd0;
   (* init = 32'd0 *)
-  wire [31:0] \w_data$38 ;
-  input w_en;
-  wire w_en;
-  reg \w_en$39  = 1'h0;
-  wire w_rdy;
+  wire [31:0] \w_data$44 ;
+  reg w_en = 1'h0;
   reg w_set = 1'h0;
   reg w_slot = 1'h0;
   reg [3:0] w_x = 4'h0;
   reg [3:0] w_y = 4'h0;
   input [3:0] width_m1;
   wire [3:0] width_m1;
-  assign \$13  = \$11  | \$12 ;
-  assign \$14  = c_gi ? \$13  : \$10 ;
-  assign \$15  = \$3  & \$14 ;
-  assign \$16  = ~ got[40];
-  assign \$17  = \$16  & got[43];
-  assign \$18  = got[35:32] > height_m1;
-  assign \$19  = got[39:36] > width_m1;
-  assign \$20  = \$18  | \$19 ;
-  assign \$21  = \$17  & \$20 ;
-  assign bad = got[45] | \$21 ;
-  assign \$22  = ~ eof_seen;
-  assign \$23  = loaded & \$22 ;
-  assign \$24  = ~ hold;
-  assign open_ = \$23  & \$24 ;
-  assign \$25  = r_rdy & open_;
-  assign \$26  = \$signal$32  | got[40];
-  assign \$27  = \$26  | bad;
-  assign \$28  = got[35:32] < permit_row;
-  assign \$29  = \$27  | \$28 ;
-  assign take = \$25  & \$29 ;
-  assign \$30  = 1'h1 << w_x;
-  assign \$31  = w_set ? \$30  : 31'h00000000;
-  assign \$32  = w_en & sites_in__ready;
-  assign \$34  = c_gi + 1'h1;
-  assign \$35  = \$33  ? 2'h0 : \$34 ;
-  assign \$37  = r_rdy & open_;
-  assign \$38  = ~ got[40];
-  assign \$39  = \$37  & \$38 ;
-  assign \$40  = \$39  & got[43];
-  assign \$41  = ~ bad;
-  assign \$42  = \$40  & \$41 ;
-  assign \$43  = ~ \$signal$32 ;
-  assign \$44  = \$42  & \$43 ;
-  assign \$45  = ~ got[43];
-  assign \$46  = \$45  | got[41];
-  assign \$47  = ~ got[40];
-  assign \$48  = take & \$47 ;
-  assign \$49  = ~ \$signal$32 ;
+  assign \$1  = entry_0_valid & entry_1_valid;
+  assign sites_in__ready = ~ \$1 ;
+  assign \$2  = ! c_gi;
+  assign \$4  = ~ sites_in__payload[40];
+  assign \$5  = ! c_gi;
+  assign \$6  = sites_in__payload[35:32] < \$signal ;
+  assign \$7  = sites_in__payload[35:32] == \$signal ;
+  assign \$8  = sites_in__payload[39:36] <= \$signal$17 ;
+  assign \$9  = \$7  & \$8 ;
+  assign \$10  = \$6  | \$9 ;
+  assign \$11  = prev_any & \$10 ;
+  assign \$12  = sites_in__payload[35:32] != \$signal ;
+  assign \$13  = sites_in__payload[39:36] != \$signal$17 ;
+  assign \$14  = \$12  | \$13 ;
+  assign \$15  = c_gi ? \$14  : \$11 ;
+  assign \$16  = \$4  & \$15 ;
+  assign \$17  = entry_0_valid & entry_1_valid;
+  assign \$18  = ~ \$17 ;
+  assign \$19  = sites_in__valid & \$18 ;
+  assign \$20  = ! \$signal$21 ;
+  assign \$21  = \$19  & \$20 ;
+  assign refresh_0 = \$21  ? entry : entry_0;
+  assign \$22  = entry_0_valid & entry_1_valid;
+  assign \$23  = ~ \$22 ;
+  assign \$24  = sites_in__valid & \$23 ;
+  assign \$26  = \$24  & \$25 ;
+  assign refresh_1 = \$26  ? entry : entry_1;
+  assign got = rp ? entry_1 : entry_0;
+  assign \$signal$27  = rp ? entry_1_valid : entry_0_valid;
+  assign \$signal$28  = rp ? entry_1_outside : entry_0_outside;
+  assign head_permit = rp ? entry_1_permit : entry_0_permit;
+  assign \$27  = ~ got[40];
+  assign \$28  = \$27  & got[43];
+  assign \$29  = \$28  & \$signal$28 ;
+  assign bad = got[45] | \$29 ;
+  assign \$30  = ~ eof_seen;
+  assign \$31  = loaded & \$30 ;
+  assign \$32  = ~ hold;
+  assign open_ = \$31  & \$32 ;
+  assign \$33  = \$signal$27  & open_;
+  assign \$34  = \$signal$40  | got[40];
+  assign \$35  = \$34  | bad;
+  assign \$36  = \$35  | head_permit;
+  assign take = \$33  & \$36 ;
+  assign \$37  = 1'h1 << w_x;
+  assign \$38  = w_set ? \$37  : 31'h00000000;
+  assign \$39  = entry_0_valid & entry_1_valid;
+  assign \$40  = ~ \$39 ;
+  assign \$41  = sites_in__valid & \$40 ;
+  assign \$43  = c_gi + 1'h1;
+  assign \$44  = \$42  ? 2'h0 : \$43 ;
+  assign \$46  = entry_0_valid & entry_1_valid;
+  assign \$47  = ~ \$46 ;
+  assign \$48  = sites_in__valid & \$47 ;
+  assign \$49  = ! \$signal$21 ;
   assign \$50  = \$48  & \$49 ;
-  assign \$51  = ~ bad;
-  assign \$52  = \$50  & \$51 ;
-  assign \$53  = ~ has_last;
-  assign \$54  = got[35:32] != last_y;
-  assign \$55  = \$53  | \$54 ;
-  assign \$56  = got[43] & \$55 ;
-  assign \$57  = ! w_slot;
-  assign \$58  = \w_en$39  & \$57 ;
-  assign \$59  = \$signal$51  ? 16'h0000 : bitmap_0;
-  assign \$60  = \$59  | \$31 [15:0];
-  assign \$62  = \w_en$39  & \$61 ;
-  assign \$63  = \$signal$51  ? 16'h0000 : bitmap_1;
-  assign \$64  = \$63  | \$31 [15:0];
+  assign \$51  = refresh_0[35:32] > height_m1;
+  assign \$52  = refresh_0[39:36] > width_m1;
+  assign \$53  = \$51  | \$52 ;
+  assign \$54  = refresh_0[35:32] < permit_row;
+  assign \$55  = entry_0_valid & entry_1_valid;
+  assign \$56  = ~ \$55 ;
+  assign \$57  = sites_in__valid & \$56 ;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = refresh_1[35:32] > height_m1;
+  assign \$61  = refresh_1[39:36] > width_m1;
+  assign \$62  = \$60  | \$61 ;
+  assign \$63  = refresh_1[35:32] < permit_row;
+  assign \$64  = entry_0_valid & entry_1_valid;
+  assign \$65  = ~ \$64 ;
+  assign \$66  = sites_in__valid & \$65 ;
+  assign \$67  = ~ \$signal$21 ;
+  assign \$68  = ~ rp;
+  assign \$69  = ! rp;
+  assign \$70  = entry_0_valid & entry_1_valid;
+  assign \$71  = ~ \$70 ;
+  assign \$72  = sites_in__valid & \$71 ;
+  assign \$73  = ! \$signal$21 ;
+  assign \$74  = \$72  & \$73 ;
+  assign \$75  = ~ \$74 ;
+  assign \$76  = \$69  & \$75 ;
+  assign \$78  = entry_0_valid & entry_1_valid;
+  assign \$79  = ~ \$78 ;
+  assign \$80  = sites_in__valid & \$79 ;
+  assign \$82  = \$80  & \$81 ;
+  assign \$83  = ~ \$82 ;
+  assign \$84  = \$77  & \$83 ;
+  assign \$85  = \$signal$27  & open_;
+  assign \$86  = ~ got[40];
+  assign \$87  = \$85  & \$86 ;
+  assign \$88  = \$87  & got[43];
+  assign \$89  = ~ bad;
+  assign \$90  = \$88  & \$89 ;
+  assign \$91  = ~ \$signal$40 ;
+  assign \$92  = \$90  & \$91 ;
+  assign \$93  = ~ got[43];
+  assign \$94  = \$93  | got[41];
+  assign \$95  = ~ got[40];
+  assign \$96  = take & \$95 ;
+  assign \$97  = ~ \$signal$40 ;
+  assign \$98  = \$96  & \$97 ;
+  assign \$99  = ~ bad;
+  assign \$100  = \$98  & \$99 ;
+  assign \$101  = ~ has_last;
+  assign \$102  = got[35:32] != last_y;
+  assign \$103  = \$101  | \$102 ;
+  assign \$104  = got[43] & \$103 ;
+  assign \$105  = ! w_slot;
+  assign \$106  = w_en & \$105 ;
+  assign \$107  = \$signal$60  ? 16'h0000 : bitmap_0;
+  assign \$108  = \$107  | \$38 [15:0];
+  assign \$110  = w_en & \$109 ;
+  assign \$111  = \$signal$60  ? 16'h0000 : bitmap_1;
+  assign \$112  = \$111  | \$38 [15:0];
   always @(posedge clk)
-    c_gi <= \$65 ;
+    c_gi <= \$113 ;
   always @(posedge clk)
-    prev_any <= \$66 ;
+    prev_any <= \$114 ;
   always @(posedge clk)
-    \$signal  <= \$67 ;
+    \$signal  <= \$115 ;
   always @(posedge clk)
-    \$signal$18  <= \$68 ;
+    \$signal$17  <= \$116 ;
   always @(posedge clk)
-    done_rows <= \$69 ;
+    entry_0 <= \$117 ;
   always @(posedge clk)
-    busy <= \$70 ;
+    entry_0_valid <= \$118 ;
   always @(posedge clk)
-    eof_seen <= \$71 ;
+    entry_0_outside <= \$119 ;
   always @(posedge clk)
-    \$signal$32  <= \$72 ;
+    entry_0_permit <= \$120 ;
   always @(posedge clk)
-    error <= \$73 ;
+    entry_1 <= \$121 ;
   always @(posedge clk)
-    has_last <= \$74 ;
+    entry_1_valid <= \$122 ;
   always @(posedge clk)
-    last_y <= \$75 ;
+    entry_1_outside <= \$123 ;
   always @(posedge clk)
-    \w_en$39  <= \$76 ;
+    entry_1_permit <= \$124 ;
   always @(posedge clk)
-    \$signal$51  <= \$77 ;
+    \$signal$21  <= \$125 ;
   always @(posedge clk)
-    w_set <= \$78 ;
+    rp <= \$126 ;
   always @(posedge clk)
-    w_slot <= \$79 ;
+    done_rows <= \$127 ;
   always @(posedge clk)
-    w_x <= \$80 ;
+    busy <= \$128 ;
   always @(posedge clk)
-    w_y <= \$81 ;
+    eof_seen <= \$129 ;
   always @(posedge clk)
-    w_addr <= \$82 ;
+    \$signal$40  <= \$130 ;
   always @(posedge clk)
-    \w_data$37  <= \$83 ;
+    error <= \$131 ;
   always @(posedge clk)
-    bitmap_0 <= \$84 ;
+    has_last <= \$132 ;
   always @(posedge clk)
-    row_tag_0 <= \$85 ;
+    last_y <= \$133 ;
   always @(posedge clk)
-    bitmap_1 <= \$86 ;
+    w_en <= \$134 ;
   always @(posedge clk)
-    row_tag_1 <= \$87 ;
-  assign \$1  = ! c_gi;
-  assign \$3  = ~ sites_in__payload[40];
-  assign \$4  = ! c_gi;
-  assign \$5  = sites_in__payload[35:32] < \$signal ;
-  assign \$6  = sites_in__payload[35:32] == \$signal ;
-  assign \$7  = sites_in__payload[39:36] <= \$signal$18 ;
-  assign \$8  = \$6  & \$7 ;
-  assign \$9  = \$5  | \$8 ;
-  assign \$10  = prev_any & \$9 ;
-  assign \$11  = sites_in__payload[35:32] != \$signal ;
-  assign \$12  = sites_in__payload[39:36] != \$signal$18 ;
+    \$signal$60  <= \$135 ;
+  always @(posedge clk)
+    w_set <= \$136 ;
+  always @(posedge clk)
+    w_slot <= \$137 ;
+  always @(posedge clk)
+    w_x <= \$138 ;
+  always @(posedge clk)
+    w_y <= \$139 ;
+  always @(posedge clk)
+    w_addr <= \$140 ;
+  always @(posedge clk)
+    w_data <= \$141 ;
+  always @(posedge clk)
+    bitmap_0 <= \$142 ;
+  always @(posedge clk)
+    row_tag_0 <= \$143 ;
+  always @(posedge clk)
+    bitmap_1 <= \$144 ;
+  always @(posedge clk)
+    row_tag_1 <= \$145 ;
   \top.layer2.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
     .rd__addr(r_addr),
     .rst(rst),
     .w_addr(w_addr),
-    .w_data(\w_data$37 ),
-    .w_en(\w_en$39 )
-  );
-  \top.layer2.line_buffer.queue  queue (
-    .clk(clk),
-    .r_data(got),
-    .r_en(take),
-    .r_rdy(r_rdy),
-    .rst(rst),
-    .w_en(w_en),
-    .w_port__data(entry),
-    .w_rdy(sites_in__ready)
+    .w_data(w_data),
+    .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$65  = c_gi;
-    if (\$32 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$113  = c_gi;
+    if (\$41 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
-        \$65  = 1'h0;
+        \$113  = 1'h0;
       end else begin
-        \$65  = \$35 [0];
+        \$113  = \$44 [0];
       end
     end
     if (rst) begin
-      \$65  = 1'h0;
+      \$113  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$66  = prev_any;
-    if (\$32 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$114  = prev_any;
+    if (\$41 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
-        \$66  = 1'h0;
+        \$114  = 1'h0;
       end else begin
-        if (\$36 ) begin
-          \$66  = 1'h1;
+        if (\$45 ) begin
+          \$114  = 1'h1;
         end
       end
     end
     if (rst) begin
-      \$66  = 1'h0;
+      \$114  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$67  = \$signal ;
-    if (\$32 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$115  = \$signal ;
+    if (\$41 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else begin
-        \$67  = sites_in__payload[35:32];
+        \$115  = sites_in__payload[35:32];
       end
     end
     if (rst) begin
-      \$67  = 4'h0;
+      \$115  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$68  = \$signal$18 ;
-    if (\$32 ) begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$116  = \$signal$17 ;
+    if (\$41 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else begin
-        \$68  = sites_in__payload[39:36];
+        \$116  = sites_in__payload[39:36];
       end
     end
     if (rst) begin
-      \$68  = 4'h0;
+      \$116  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$69  = done_rows;
-    if (\$44 ) begin
-      \$69  = { 2'h0, got[35:32] };
-    end
-    if (frame_reset) begin
-      \$69  = 6'h00;
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$117  = entry_0;
+    if (\$50 ) begin
+      \$117  = entry;
     end
     if (rst) begin
-      \$69  = 6'h00;
+      \$117  = 46'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$70  = busy;
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$118  = entry_0_valid;
+    if (\$50 ) begin
+      \$118  = 1'h1;
+    end
     if (take) begin
-      \$70  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$70  = 1'h0;
+      if (\$76 ) begin
+        \$118  = 1'h0;
+      end
     end
     if (rst) begin
-      \$70  = 1'h0;
+      \$118  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$71  = eof_seen;
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$119  = \$53 ;
+    if (rst) begin
+      \$119  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$120  = \$54 ;
+    if (rst) begin
+      \$120  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$121  = entry_1;
+    if (\$59 ) begin
+      \$121  = entry;
+    end
+    if (rst) begin
+      \$121  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$122  = entry_1_valid;
+    if (\$59 ) begin
+      \$122  = 1'h1;
+    end
+    if (take) begin
+      if (\$84 ) begin
+        \$122  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$122  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$123  = \$62 ;
+    if (rst) begin
+      \$123  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$124  = \$63 ;
+    if (rst) begin
+      \$124  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$125  = \$signal$21 ;
+    if (\$66 ) begin
+      \$125  = \$67 ;
+    end
+    if (rst) begin
+      \$125  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$126  = rp;
+    if (take) begin
+      \$126  = \$68 ;
+    end
+    if (rst) begin
+      \$126  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$127  = done_rows;
+    if (\$92 ) begin
+      \$127  = { 2'h0, got[35:32] };
+    end
+    if (frame_reset) begin
+      \$127  = 6'h00;
+    end
+    if (rst) begin
+      \$127  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$128  = busy;
+    if (take) begin
+      \$128  = 1'h1;
+    end
+    if (frame_reset) begin
+      \$128  = 1'h0;
+    end
+    if (rst) begin
+      \$128  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$129  = eof_seen;
     if (take) begin
       if (got[40]) begin
-        \$71  = 1'h1;
+        \$129  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$71  = 1'h0;
+      \$129  = 1'h0;
     end
     if (rst) begin
-      \$71  = 1'h0;
+      \$129  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$72  = \$signal$32 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$130  = \$signal$40 ;
     if (take) begin
       if (got[40]) begin
-        \$72  = 1'h0;
-      end else if (\$signal$32 ) begin
+        \$130  = 1'h0;
+      end else if (\$signal$40 ) begin
       end else if (bad) begin
-        \$72  = 1'h1;
+        \$130  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$72  = 1'h0;
+      \$130  = 1'h0;
     end
     if (rst) begin
-      \$72  = 1'h0;
+      \$130  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$73  = error;
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$131  = error;
     if (take) begin
       if (got[40]) begin
-        if (\$46 ) begin
-          \$73  = 1'h1;
+        if (\$94 ) begin
+          \$131  = 1'h1;
         end
-      end else if (\$signal$32 ) begin
+      end else if (\$signal$40 ) begin
       end else if (bad) begin
-        \$73  = 1'h1;
+        \$131  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$73  = 1'h0;
+      \$131  = 1'h0;
     end
     if (rst) begin
-      \$73  = 1'h0;
+      \$131  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$74  = has_last;
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$132  = has_last;
     if (take) begin
       if (got[40]) begin
-      end else if (\$signal$32 ) begin
+      end else if (\$signal$40 ) begin
       end else if (bad) begin
       end else if (got[44]) begin
-        \$74  = 1'h1;
+        \$132  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$74  = 1'h0;
+      \$132  = 1'h0;
     end
     if (rst) begin
-      \$74  = 1'h0;
+      \$132  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$75  = last_y;
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$133  = last_y;
     if (take) begin
       if (got[40]) begin
-      end else if (\$signal$32 ) begin
+      end else if (\$signal$40 ) begin
       end else if (bad) begin
       end else if (got[44]) begin
-        \$75  = got[35:32];
+        \$133  = got[35:32];
       end
     end
     if (rst) begin
-      \$75  = 4'h0;
+      \$133  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$76  = \$52 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$134  = \$100 ;
     if (rst) begin
-      \$76  = 1'h0;
+      \$134  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$77  = \$56 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$135  = \$104 ;
     if (rst) begin
-      \$77  = 1'h0;
+      \$135  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$78  = got[44];
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$136  = got[44];
     if (rst) begin
-      \$78  = 1'h0;
+      \$136  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$79  = got[32];
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$137  = got[32];
     if (rst) begin
-      \$79  = 1'h0;
+      \$137  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$80  = got[39:36];
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$138  = got[39:36];
     if (rst) begin
-      \$80  = 4'h0;
+      \$138  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$81  = got[35:32];
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$139  = got[35:32];
     if (rst) begin
-      \$81  = 4'h0;
+      \$139  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$82  = { got[32], got[39:36], got[42] };
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$140  = { got[32], got[39:36], got[42] };
     if (rst) begin
-      \$82  = 6'h00;
+      \$140  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$83  = got[31:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$141  = got[31:0];
     if (rst) begin
-      \$83  = 32'd0;
+      \$141  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$84  = bitmap_0;
-    if (\$58 ) begin
-      \$84  = \$60 ;
-    end
-    if (rst) begin
-      \$84  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$85  = row_tag_0;
-    if (\$58 ) begin
-      if (\$signal$51 ) begin
-        \$85  = { 1'h0, w_y };
-      end
-    end
-    if (frame_reset) begin
-      \$85  = 5'h1f;
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$142  = bitmap_0;
+    if (\$106 ) begin
+      \$142  = \$108 ;
     end
     if (rst) begin
-      \$85  = 5'h1f;
+      \$142  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$86  = bitmap_1;
-    if (\$62 ) begin
-      \$86  = \$64 ;
-    end
-    if (rst) begin
-      \$86  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$87  = row_tag_1;
-    if (\$62 ) begin
-      if (\$signal$51 ) begin
-        \$87  = { 1'h0, w_y };
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$143  = row_tag_0;
+    if (\$106 ) begin
+      if (\$signal$60 ) begin
+        \$143  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$87  = 5'h1f;
+      \$143  = 5'h1f;
     end
     if (rst) begin
-      \$87  = 5'h1f;
+      \$143  = 5'h1f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$144  = bitmap_1;
+    if (\$110 ) begin
+      \$144  = \$112 ;
+    end
+    if (rst) begin
+      \$144  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$145  = row_tag_1;
+    if (\$110 ) begin
+      if (\$signal$60 ) begin
+        \$145  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$145  = 5'h1f;
+    end
+    if (rst) begin
+      \$145  = 5'h1f;
     end
   end
   assign rd_addr = r_addr;
   assign r_data = rd_data;
-  assign sites_in__valid = w_en;
-  assign w_rdy = sites_in__ready;
-  assign w_data = entry;
-  assign \r_data$22  = got;
-  assign r_en = take;
-  assign \w_addr$36  = w_addr;
-  assign \w_data$38  = \w_data$37 ;
-  assign \$signal$40  = \w_en$39 ;
-  assign \bit  = \$31 [15:0];
+  assign \w_addr$42  = w_addr;
+  assign \w_data$44  = w_data;
+  assign \$signal$46  = w_en;
+  assign \bit  = \$38 [15:0];
   assign \tags[0]  = tags[4:0];
   assign \tags[1]  = tags[9:5];
   assign \bitmaps[0]  = bitmaps[15:0];
@@ -17989,6 +18701,62 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, w_en, s
   assign \sites_in__payload.x  = sites_in__payload[39:36];
   assign \sites_in__payload.eof  = sites_in__payload[40];
   assign \sites_in__payload.error  = sites_in__payload[41];
+  assign \refresh_0.tok  = refresh_0[41:0];
+  assign \refresh_0.tok.data  = refresh_0[31:0];
+  assign \refresh_0.tok.data[0]  = refresh_0[7:0];
+  assign \refresh_0.tok.data[1]  = refresh_0[15:8];
+  assign \refresh_0.tok.data[2]  = refresh_0[23:16];
+  assign \refresh_0.tok.data[3]  = refresh_0[31:24];
+  assign \refresh_0.tok.y  = refresh_0[35:32];
+  assign \refresh_0.tok.x  = refresh_0[39:36];
+  assign \refresh_0.tok.eof  = refresh_0[40];
+  assign \refresh_0.tok.error  = refresh_0[41];
+  assign \refresh_0.gi  = refresh_0[42];
+  assign \refresh_0.first  = refresh_0[43];
+  assign \refresh_0.last  = refresh_0[44];
+  assign \refresh_0.bad  = refresh_0[45];
+  assign \entry_0.tok  = entry_0[41:0];
+  assign \entry_0.tok.data  = entry_0[31:0];
+  assign \entry_0.tok.data[0]  = entry_0[7:0];
+  assign \entry_0.tok.data[1]  = entry_0[15:8];
+  assign \entry_0.tok.data[2]  = entry_0[23:16];
+  assign \entry_0.tok.data[3]  = entry_0[31:24];
+  assign \entry_0.tok.y  = entry_0[35:32];
+  assign \entry_0.tok.x  = entry_0[39:36];
+  assign \entry_0.tok.eof  = entry_0[40];
+  assign \entry_0.tok.error  = entry_0[41];
+  assign \entry_0.gi  = entry_0[42];
+  assign \entry_0.first  = entry_0[43];
+  assign \entry_0.last  = entry_0[44];
+  assign \entry_0.bad  = entry_0[45];
+  assign \refresh_1.tok  = refresh_1[41:0];
+  assign \refresh_1.tok.data  = refresh_1[31:0];
+  assign \refresh_1.tok.data[0]  = refresh_1[7:0];
+  assign \refresh_1.tok.data[1]  = refresh_1[15:8];
+  assign \refresh_1.tok.data[2]  = refresh_1[23:16];
+  assign \refresh_1.tok.data[3]  = refresh_1[31:24];
+  assign \refresh_1.tok.y  = refresh_1[35:32];
+  assign \refresh_1.tok.x  = refresh_1[39:36];
+  assign \refresh_1.tok.eof  = refresh_1[40];
+  assign \refresh_1.tok.error  = refresh_1[41];
+  assign \refresh_1.gi  = refresh_1[42];
+  assign \refresh_1.first  = refresh_1[43];
+  assign \refresh_1.last  = refresh_1[44];
+  assign \refresh_1.bad  = refresh_1[45];
+  assign \entry_1.tok  = entry_1[41:0];
+  assign \entry_1.tok.data  = entry_1[31:0];
+  assign \entry_1.tok.data[0]  = entry_1[7:0];
+  assign \entry_1.tok.data[1]  = entry_1[15:8];
+  assign \entry_1.tok.data[2]  = entry_1[23:16];
+  assign \entry_1.tok.data[3]  = entry_1[31:24];
+  assign \entry_1.tok.y  = entry_1[35:32];
+  assign \entry_1.tok.x  = entry_1[39:36];
+  assign \entry_1.tok.eof  = entry_1[40];
+  assign \entry_1.tok.error  = entry_1[41];
+  assign \entry_1.gi  = entry_1[42];
+  assign \entry_1.first  = entry_1[43];
+  assign \entry_1.last  = entry_1[44];
+  assign \entry_1.bad  = entry_1[45];
   assign \got.tok  = got[41:0];
   assign \got.tok.data  = got[31:0];
   assign \got.tok.data[0]  = got[7:0];
@@ -18003,24 +18771,28 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, w_en, s
   assign \got.first  = got[43];
   assign \got.last  = got[44];
   assign \got.bad  = got[45];
-  assign entry[45] = \$15 ;
-  assign entry[44] = \$2 ;
-  assign entry[43] = \$1 ;
+  assign entry[45] = \$16 ;
+  assign entry[44] = \$3 ;
+  assign entry[43] = \$2 ;
   assign entry[42] = c_gi;
   assign entry[41:0] = sites_in__payload;
   assign bitmaps[31:16] = bitmap_1;
   assign bitmaps[15:0] = bitmap_0;
   assign tags[9:5] = row_tag_1;
   assign tags[4:0] = row_tag_0;
-  assign \$2  = c_gi;
-  assign \$33  = c_gi;
-  assign \$36  = c_gi;
-  assign \$61  = w_slot;
+  assign \$3  = c_gi;
+  assign \$25  = \$signal$21 ;
+  assign \$42  = c_gi;
+  assign \$45  = c_gi;
+  assign \$58  = \$signal$21 ;
+  assign \$77  = rp;
+  assign \$81  = \$signal$21 ;
+  assign \$109  = w_slot;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   reg [31:0] \$1 ;
   wire [5:0] \$signature__addr ;
   wire [31:0] \$signature__data ;
@@ -18121,7 +18893,7 @@ module \top.layer2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr,
   always @(posedge clk)
     r_data <= \$1 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$1  = rd__data;
     if (rst) begin
       \$1  = 32'd0;
@@ -18135,132 +18907,8 @@ module \top.layer2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr,
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.layer2.line_buffer.queue (rst, r_en, w_rdy, r_rdy, r_data, w_en, w_port__data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [2:0] \$14 ;
-  reg \$15 ;
-  reg \$16 ;
-  reg [1:0] \$17 ;
-  wire [1:0] \$2 ;
-  wire \$3 ;
-  wire [1:0] \$4 ;
-  wire \$5 ;
-  wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire [2:0] \$9 ;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire consume;
-  reg [1:0] level = 2'h0;
-  (* init = 1'h0 *)
-  wire produce;
-  output [45:0] r_data;
-  wire [45:0] r_data;
-  input r_en;
-  wire r_en;
-  (* init = 2'h0 *)
-  wire [1:0] r_level;
-  reg r_port__addr = 1'h0;
-  wire [45:0] r_port__data;
-  output r_rdy;
-  wire r_rdy;
-  input rst;
-  wire rst;
-  wire [45:0] w_data;
-  input w_en;
-  wire w_en;
-  (* init = 2'h0 *)
-  wire [1:0] w_level;
-  reg w_port__addr = 1'h0;
-  input [45:0] w_port__data;
-  wire [45:0] w_port__data;
-  wire w_port__en;
-  output w_rdy;
-  wire w_rdy;
-  reg [45:0] storage [1:0];
-  initial begin
-    storage[0] = 46'h000000000000;
-    storage[1] = 46'h000000000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= w_port__data;
-  end
-  assign r_data = storage[r_port__addr];
-  assign w_rdy = level != 2'h2;
-  assign r_rdy = | level;
-  assign w_port__en = w_en & w_rdy;
-  assign \$1  = w_rdy & w_en;
-  assign \$2  = w_port__addr + 1'h1;
-  assign \$3  = r_rdy & r_en;
-  assign \$4  = r_port__addr + 1'h1;
-  assign \$5  = w_rdy & w_en;
-  assign \$6  = r_rdy & r_en;
-  assign \$7  = ~ \$6 ;
-  assign \$8  = \$5  & \$7 ;
-  assign \$9  = level + 1'h1;
-  assign \$10  = r_rdy & r_en;
-  assign \$11  = w_rdy & w_en;
-  assign \$12  = ~ \$11 ;
-  assign \$13  = \$10  & \$12 ;
-  assign \$14  = level - 1'h1;
-  always @(posedge clk)
-    w_port__addr <= \$15 ;
-  always @(posedge clk)
-    r_port__addr <= \$16 ;
-  always @(posedge clk)
-    level <= \$17 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
-    \$15  = w_port__addr;
-    if (\$1 ) begin
-      \$15  = \$2 [0];
-    end
-    if (rst) begin
-      \$15  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
-    \$16  = r_port__addr;
-    if (\$3 ) begin
-      \$16  = \$4 [0];
-    end
-    if (rst) begin
-      \$16  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
-    \$17  = level;
-    if (\$8 ) begin
-      \$17  = \$9 [1:0];
-    end
-    if (\$13 ) begin
-      \$17  = \$14 [1:0];
-    end
-    if (rst) begin
-      \$17  = 2'h0;
-    end
-  end
-  assign w_level = level;
-  assign r_level = level;
-  assign produce = w_port__addr;
-  assign w_data = w_port__data;
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
-endmodule
-
-(* generator = "Amaranth" *)
 module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
   reg [18:0] \$100 ;
@@ -18733,469 +19381,469 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     out_meta <= \$112 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$41  = steps__payload;
     if (rst) begin
       \$41  = 173'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$42  = steps__valid;
     if (rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$43  = operands[7:0];
     if (rst) begin
       \$43  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$44  = operands[39:32];
     if (rst) begin
       \$44  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$45  = { \$1 [15], \$1  };
     if (rst) begin
       \$45  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$46  = operands[15:8];
     if (rst) begin
       \$46  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$47  = operands[47:40];
     if (rst) begin
       \$47  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$48  = { \$2 [15], \$2  };
     if (rst) begin
       \$48  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$49  = operands[23:16];
     if (rst) begin
       \$49  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$50  = operands[55:48];
     if (rst) begin
       \$50  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$51  = { \$3 [15], \$3  };
     if (rst) begin
       \$51  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$52  = operands[31:24];
     if (rst) begin
       \$52  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$53  = operands[63:56];
     if (rst) begin
       \$53  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$54  = { \$4 [15], \$4  };
     if (rst) begin
       \$54  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$55  = operands[7:0];
     if (rst) begin
       \$55  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$56  = operands[71:64];
     if (rst) begin
       \$56  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$57  = { \$5 [15], \$5  };
     if (rst) begin
       \$57  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$58  = operands[15:8];
     if (rst) begin
       \$58  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$59  = operands[79:72];
     if (rst) begin
       \$59  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$60  = { \$6 [15], \$6  };
     if (rst) begin
       \$60  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$61  = operands[23:16];
     if (rst) begin
       \$61  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$62  = operands[87:80];
     if (rst) begin
       \$62  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$63  = { \$7 [15], \$7  };
     if (rst) begin
       \$63  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$64  = operands[31:24];
     if (rst) begin
       \$64  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$65  = operands[95:88];
     if (rst) begin
       \$65  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$66  = { \$8 [15], \$8  };
     if (rst) begin
       \$66  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$67  = operands[7:0];
     if (rst) begin
       \$67  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$68  = operands[103:96];
     if (rst) begin
       \$68  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$69  = { \$9 [15], \$9  };
     if (rst) begin
       \$69  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$70  = operands[15:8];
     if (rst) begin
       \$70  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$71  = operands[111:104];
     if (rst) begin
       \$71  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$72  = { \$10 [15], \$10  };
     if (rst) begin
       \$72  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$73  = operands[23:16];
     if (rst) begin
       \$73  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$74  = operands[119:112];
     if (rst) begin
       \$74  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$75  = { \$11 [15], \$11  };
     if (rst) begin
       \$75  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$76  = operands[31:24];
     if (rst) begin
       \$76  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$77  = operands[127:120];
     if (rst) begin
       \$77  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$78  = { \$12 [15], \$12  };
     if (rst) begin
       \$78  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$79  = operands[7:0];
     if (rst) begin
       \$79  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$80  = operands[135:128];
     if (rst) begin
       \$80  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$81  = { \$13 [15], \$13  };
     if (rst) begin
       \$81  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$82  = operands[15:8];
     if (rst) begin
       \$82  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$83  = operands[143:136];
     if (rst) begin
       \$83  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$84  = { \$14 [15], \$14  };
     if (rst) begin
       \$84  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$85  = operands[23:16];
     if (rst) begin
       \$85  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$86  = operands[151:144];
     if (rst) begin
       \$86  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$87  = { \$15 [15], \$15  };
     if (rst) begin
       \$87  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$88  = operands[31:24];
     if (rst) begin
       \$88  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$89  = operands[159:152];
     if (rst) begin
       \$89  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$90  = { \$16 [15], \$16  };
     if (rst) begin
       \$90  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$91  = { \$17 [17], \$17  };
     if (rst) begin
       \$91  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$92  = { \$18 [17], \$18  };
     if (rst) begin
       \$92  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$93  = \$19 [18:0];
     if (rst) begin
       \$93  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$94  = { \$20 [17], \$20  };
     if (rst) begin
       \$94  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$95  = { \$21 [17], \$21  };
     if (rst) begin
       \$95  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$96  = \$22 [18:0];
     if (rst) begin
       \$96  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$97  = { \$23 [17], \$23  };
     if (rst) begin
       \$97  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$98  = { \$24 [17], \$24  };
     if (rst) begin
       \$98  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$99  = \$25 [18:0];
     if (rst) begin
       \$99  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$100  = { \$26 [17], \$26  };
     if (rst) begin
       \$100  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$101  = { \$27 [17], \$27  };
     if (rst) begin
       \$101  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$102  = \$28 [18:0];
     if (rst) begin
       \$102  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$103  = ctl;
     if (rst) begin
       \$103  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$104  = mac_ctl_d1;
     if (rst) begin
       \$104  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$105  = mac_ctl_d2;
     if (rst) begin
       \$105  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$106  = mac_ctl_d3;
     if (rst) begin
       \$106  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$107  = acc_0;
     if (\$30 ) begin
       \$107  = \$32 [18:0];
@@ -19205,7 +19853,7 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$108  = acc_1;
     if (\$30 ) begin
       \$108  = \$34 [18:0];
@@ -19215,7 +19863,7 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$109  = acc_2;
     if (\$30 ) begin
       \$109  = \$36 [18:0];
@@ -19225,7 +19873,7 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$110  = acc_3;
     if (\$30 ) begin
       \$110  = \$38 [18:0];
@@ -19235,14 +19883,14 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$111  = \$40 ;
     if (rst) begin
       \$111  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$112  = mac_ctl_d4[13:3];
     if (rst) begin
       \$112  = 11'h000;
@@ -19347,7 +19995,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -19458,7 +20106,7 @@ module \top.layer2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -19468,7 +20116,7 @@ module \top.layer2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -19478,7 +20126,7 @@ module \top.layer2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -19500,7 +20148,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   reg [127:0] \$1 ;
   wire \$signature__addr ;
   wire [127:0] \$signature__data ;
@@ -19539,7 +20187,7 @@ module \top.layer2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   always @(posedge clk)
     r_data <= \$1 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$1  = rd__data;
     if (rst) begin
       \$1  = 128'h00000000000000000000000000000000;
@@ -19554,7 +20202,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire [49:0] \$1 ;
   wire [17:0] \$10 ;
   reg \$100 ;
@@ -19973,385 +20621,385 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     feats__valid <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$45  = sums__payload;
     if (rst) begin
       \$45  = 87'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$46  = beat_d1;
     if (rst) begin
       \$46  = 87'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$47  = sums__valid;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$48  = beat_v_d1;
     if (rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$49  = \$5 [18:0];
     if (rst) begin
       \$49  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$50  = \$6 [18:0];
     if (rst) begin
       \$50  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$51  = \$7 [18:0];
     if (rst) begin
       \$51  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$52  = \$8 [18:0];
     if (rst) begin
       \$52  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$53  = rq_data[79:64];
     if (rst) begin
       \$53  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$54  = rq_data[95:80];
     if (rst) begin
       \$54  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$55  = rq_data[111:96];
     if (rst) begin
       \$55  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$56  = rq_data[127:112];
     if (rst) begin
       \$56  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$57  = beat_d2[86:76];
     if (rst) begin
       \$57  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$58  = beat_v_d2;
     if (rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$59  = biased_0[16:0];
     if (rst) begin
       \$59  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$60  = scale_0;
     if (rst) begin
       \$60  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$61  = { 1'h0, \$9  };
     if (rst) begin
       \$61  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$62  = biased_0[18:17];
     if (rst) begin
       \$62  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$63  = scale_0;
     if (rst) begin
       \$63  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$64  = { \$10 [17], \$10  };
     if (rst) begin
       \$64  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$65  = \$11 [34:0];
     if (rst) begin
       \$65  = 35'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$66  = biased_1[16:0];
     if (rst) begin
       \$66  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$67  = scale_1;
     if (rst) begin
       \$67  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$68  = { 1'h0, \$12  };
     if (rst) begin
       \$68  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$69  = biased_1[18:17];
     if (rst) begin
       \$69  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$70  = scale_1;
     if (rst) begin
       \$70  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$71  = { \$13 [17], \$13  };
     if (rst) begin
       \$71  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$72  = \$14 [34:0];
     if (rst) begin
       \$72  = 35'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$73  = biased_2[16:0];
     if (rst) begin
       \$73  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$74  = scale_2;
     if (rst) begin
       \$74  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$75  = { 1'h0, \$15  };
     if (rst) begin
       \$75  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$76  = biased_2[18:17];
     if (rst) begin
       \$76  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$77  = scale_2;
     if (rst) begin
       \$77  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$78  = { \$16 [17], \$16  };
     if (rst) begin
       \$78  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$79  = \$17 [34:0];
     if (rst) begin
       \$79  = 35'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$80  = biased_3[16:0];
     if (rst) begin
       \$80  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$81  = scale_3;
     if (rst) begin
       \$81  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$82  = { 1'h0, \$18  };
     if (rst) begin
       \$82  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$83  = biased_3[18:17];
     if (rst) begin
       \$83  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$84  = scale_3;
     if (rst) begin
       \$84  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$85  = { \$19 [17], \$19  };
     if (rst) begin
       \$85  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$86  = \$20 [34:0];
     if (rst) begin
       \$86  = 35'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$87  = rq_meta1_d1;
     if (rst) begin
       \$87  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$88  = rq_meta2_d1;
     if (rst) begin
       \$88  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$89  = rq_meta2_d2;
     if (rst) begin
       \$89  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$90  = rq_v1_d1;
     if (rst) begin
       \$90  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$91  = rq_v2_d1;
     if (rst) begin
       \$91  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$92  = rq_v2_d2;
     if (rst) begin
       \$92  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$93  = \$22 [19:0];
     if (rst) begin
       \$93  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$94  = \$24 [19:0];
     if (rst) begin
       \$94  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$95  = \$26 [19:0];
     if (rst) begin
       \$95  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$96  = \$28 [19:0];
     if (rst) begin
       \$96  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$97  = rq_meta2_d3;
     if (rst) begin
       \$97  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$98  = rq_v2_d3;
     if (rst) begin
       \$98  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$99 [7:0] = \$32 [7:0];
     \$99 [15:8] = \$36 [7:0];
     \$99 [23:16] = \$40 [7:0];
@@ -20362,7 +21010,7 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$100  = rq_v3_d1;
     if (rst) begin
       \$100  = 1'h0;
@@ -20475,7 +21123,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -20729,7 +21377,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   assign \$24  = s_rem & \$23 ;
   assign \$25  = s_n - 1'h1;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$35  = p_v;
     if (p_take) begin
       \$35  = 1'h0;
@@ -20742,7 +21390,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$36  = p_site;
     if (\$15 ) begin
       \$36  = sites__payload;
@@ -20752,7 +21400,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$37  = p_cnt;
     if (\$15 ) begin
       \$37  = \$16 [0];
@@ -20762,7 +21410,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$38  = next_slot_0;
     if (\$15 ) begin
       \$38  = \$17 [0];
@@ -20772,7 +21420,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$39  = next_col_0;
     if (\$15 ) begin
       \$39  = \$18 [3:0];
@@ -20782,7 +21430,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$40  = first_r;
     if (issue) begin
       \$40  = 1'h0;
@@ -20804,7 +21452,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$41  = s_gi;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -20822,7 +21470,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$42  = \$signal ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -20840,7 +21488,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$43  = s_rem;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -20862,7 +21510,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$44  = s_n;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -20884,7 +21532,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$45  = \$signal$7 ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -20906,7 +21554,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$46  = s_go;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -20927,7 +21575,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$47  = go_last;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -20948,7 +21596,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$48  = sv;
     if (issue) begin
       if (\$32 ) begin
@@ -20963,7 +21611,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$49  = \$signal$10 ;
     if (p_take) begin
       \$49  = p_site[9];
@@ -20973,7 +21621,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$50  = s_err;
     if (p_take) begin
       \$50  = p_site[10];
@@ -20983,7 +21631,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$51  = \$signal$17 ;
     if (p_take) begin
       \$51  = p_site[3:0];
@@ -20993,7 +21641,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$52  = s_ox;
     if (p_take) begin
       \$52  = p_site[7:4];
@@ -21003,7 +21651,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$53  = \$signal$28 ;
     if (p_take) begin
       \$53  = p_site[8];
@@ -21013,7 +21661,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$54  = \$signal$29 ;
     if (p_take) begin
       \$54  = p_cnt;
@@ -21023,7 +21671,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$55  = slot_0;
     if (p_take) begin
       \$55  = next_slot_0;
@@ -21033,7 +21681,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$56  = col_0;
     if (p_take) begin
       \$56  = next_col_0;
@@ -21043,49 +21691,49 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$57  = issue;
     if (rst) begin
       \$57  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$58  = first_r;
     if (rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$59  = last;
     if (rst) begin
       \$59  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$60  = \$4 [0];
     if (rst) begin
       \$60  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$61  = s_go;
     if (rst) begin
       \$61  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$62  = s_gi;
     if (rst) begin
       \$62  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$63 [3:0] = \$signal$17 ;
     \$63 [7:4] = s_ox;
     \$63 [8] = s_go;
@@ -21096,28 +21744,28 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$64  = slot_0;
     if (rst) begin
       \$64  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$65  = col_0;
     if (rst) begin
       \$65  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$66  = \$signal$35 ;
     if (rst) begin
       \$66  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$67 [7] = \$signal$36 ;
     \$67 [8] = q_last;
     \$67 [19:9] = q_meta;
@@ -21161,7 +21809,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   reg [127:0] \$1 ;
   wire \$signature__addr ;
   wire [127:0] \$signature__data ;
@@ -21200,7 +21848,7 @@ module \top.layer2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   always @(posedge clk)
     r_data <= \$1 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$1  = rd__data;
     if (rst) begin
       \$1  = 128'h00000000000000000000000000000000;

@@ -420,8 +420,8 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
     .rst(rst),
     .sites_in__payload(sites_in__payload),
     .sites_in__ready(sites_in__ready),
+    .sites_in__valid(sites_in__valid),
     .tags(tags),
-    .w_en(sites_in__valid),
     .width_m1(width_m1)
   );
   \top.mac_array  mac_array (
@@ -573,6 +573,9 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$41  = { 1'h0, \$22  };
+    if (frame_reset) begin
+      \$41  = 9'h003;
+    end
     if (rst) begin
       \$41  = 9'h000;
     end
@@ -3032,16 +3035,74 @@ module \top.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, c
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.line_buffer (w_en, clk, rst, hold, frame_reset, sites_in__ready, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, sites_in__payload
+module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in__ready, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, sites_in__payload
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire [127:0] \$107 ;
+  wire [127:0] \$108 ;
+  wire \$109 ;
   wire \$11 ;
+  wire \$110 ;
+  wire [127:0] \$111 ;
+  wire [127:0] \$112 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire [127:0] \$115 ;
+  wire [127:0] \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire [127:0] \$119 ;
   wire \$12 ;
+  wire [127:0] \$120 ;
+  reg [1:0] \$121 ;
+  reg \$122 ;
+  reg [6:0] \$123 ;
+  reg [6:0] \$124 ;
+  reg [52:0] \$125 ;
+  reg \$126 ;
+  reg \$127 ;
+  reg \$128 ;
+  reg [52:0] \$129 ;
   wire \$13 ;
+  reg \$130 ;
+  reg \$131 ;
+  reg \$132 ;
+  reg \$133 ;
+  reg \$134 ;
+  reg [8:0] \$135 ;
+  reg \$136 ;
+  reg \$137 ;
+  reg \$138 ;
+  reg \$139 ;
   wire \$14 ;
+  reg \$140 ;
+  reg [6:0] \$141 ;
+  reg \$142 ;
+  reg \$143 ;
+  reg \$144 ;
+  reg [1:0] \$145 ;
+  reg [6:0] \$146 ;
+  reg [6:0] \$147 ;
+  reg [10:0] \$148 ;
+  reg [31:0] \$149 ;
   wire \$15 ;
+  reg [127:0] \$150 ;
+  reg [7:0] \$151 ;
+  reg [127:0] \$152 ;
+  reg [7:0] \$153 ;
+  reg [127:0] \$154 ;
+  reg [7:0] \$155 ;
+  reg [127:0] \$156 ;
+  reg [7:0] \$157 ;
   wire \$16 ;
   wire \$17 ;
   wire \$18 ;
@@ -3058,22 +3119,22 @@ module \top.line_buffer (w_en, clk, rst, hold, frame_reset, sites_in__ready, loa
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
-  wire [254:0] \$30 ;
-  wire [254:0] \$31 ;
+  wire \$30 ;
+  wire \$31 ;
   wire \$32 ;
   wire \$33 ;
-  wire [2:0] \$34 ;
-  wire [2:0] \$35 ;
+  wire \$34 ;
+  wire \$35 ;
   wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
+  wire [254:0] \$37 ;
+  wire [254:0] \$38 ;
   wire \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire \$43 ;
-  wire \$44 ;
+  wire [2:0] \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
   wire \$46 ;
   wire \$47 ;
@@ -3089,57 +3150,60 @@ module \top.line_buffer (w_en, clk, rst, hold, frame_reset, sites_in__ready, loa
   wire \$56 ;
   wire \$57 ;
   wire \$58 ;
-  wire [127:0] \$59 ;
+  wire \$59 ;
   wire \$6 ;
-  wire [127:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [127:0] \$63 ;
-  wire [127:0] \$64 ;
+  wire \$63 ;
+  wire \$64 ;
   wire \$65 ;
   wire \$66 ;
-  wire [127:0] \$67 ;
-  wire [127:0] \$68 ;
+  wire \$67 ;
+  wire \$68 ;
   wire \$69 ;
   wire \$7 ;
   wire \$70 ;
-  wire [127:0] \$71 ;
-  wire [127:0] \$72 ;
-  reg [1:0] \$73 ;
-  reg \$74 ;
-  reg [6:0] \$75 ;
-  reg [6:0] \$76 ;
-  reg [8:0] \$77 ;
-  reg \$78 ;
-  reg \$79 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire \$76 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire \$79 ;
   wire \$8 ;
-  reg \$80 ;
-  reg \$81 ;
-  reg \$82 ;
-  reg [6:0] \$83 ;
-  reg \$84 ;
-  reg \$85 ;
-  reg \$86 ;
-  reg [1:0] \$87 ;
-  reg [6:0] \$88 ;
-  reg [6:0] \$89 ;
+  wire \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire \$89 ;
   wire \$9 ;
-  reg [10:0] \$90 ;
-  reg [31:0] \$91 ;
-  reg [127:0] \$92 ;
-  reg [7:0] \$93 ;
-  reg [127:0] \$94 ;
-  reg [7:0] \$95 ;
-  reg [127:0] \$96 ;
-  reg [7:0] \$97 ;
-  reg [127:0] \$98 ;
-  reg [7:0] \$99 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire \$99 ;
   reg [6:0] \$signal  = 7'h00;
-  reg [6:0] \$signal$22  = 7'h00;
-  reg \$signal$36  = 1'h0;
+  reg [6:0] \$signal$21  = 7'h00;
+  reg \$signal$25  = 1'h0;
+  wire \$signal$31 ;
+  wire \$signal$32 ;
+  reg \$signal$44  = 1'h0;
   (* init = 1'h0 *)
-  wire \$signal$44 ;
-  reg \$signal$55  = 1'h0;
+  wire \$signal$50 ;
+  reg \$signal$64  = 1'h0;
   wire bad;
   wire [127:0] \bit ;
   reg [127:0] bitmap_0 = 128'h00000000000000000000000000000000;
@@ -3174,6 +3238,42 @@ module \top.line_buffer (w_en, clk, rst, hold, frame_reset, sites_in__ready, loa
   wire \entry.tok.error ;
   wire [6:0] \entry.tok.x ;
   wire [6:0] \entry.tok.y ;
+  reg [52:0] entry_0 = 53'h00000000000000;
+  wire \entry_0.bad ;
+  wire \entry_0.first ;
+  wire [1:0] \entry_0.gi ;
+  wire \entry_0.last ;
+  wire [47:0] \entry_0.tok ;
+  wire [31:0] \entry_0.tok.data ;
+  wire [7:0] \entry_0.tok.data[0] ;
+  wire [7:0] \entry_0.tok.data[1] ;
+  wire [7:0] \entry_0.tok.data[2] ;
+  wire [7:0] \entry_0.tok.data[3] ;
+  wire \entry_0.tok.eof ;
+  wire \entry_0.tok.error ;
+  wire [6:0] \entry_0.tok.x ;
+  wire [6:0] \entry_0.tok.y ;
+  reg entry_0_outside = 1'h0;
+  reg entry_0_permit = 1'h0;
+  reg entry_0_valid = 1'h0;
+  reg [52:0] entry_1 = 53'h00000000000000;
+  wire \entry_1.bad ;
+  wire \entry_1.first ;
+  wire [1:0] \entry_1.gi ;
+  wire \entry_1.last ;
+  wire [47:0] \entry_1.tok ;
+  wire [31:0] \entry_1.tok.data ;
+  wire [7:0] \entry_1.tok.data[0] ;
+  wire [7:0] \entry_1.tok.data[1] ;
+  wire [7:0] \entry_1.tok.data[2] ;
+  wire [7:0] \entry_1.tok.data[3] ;
+  wire \entry_1.tok.eof ;
+  wire \entry_1.tok.error ;
+  wire [6:0] \entry_1.tok.x ;
+  wire [6:0] \entry_1.tok.y ;
+  reg entry_1_outside = 1'h0;
+  reg entry_1_permit = 1'h0;
+  reg entry_1_valid = 1'h0;
   output eof_seen;
   reg eof_seen = 1'h0;
   output error;
@@ -3197,6 +3297,7 @@ module \top.line_buffer (w_en, clk, rst, hold, frame_reset, sites_in__ready, loa
   wire [6:0] \got.tok.y ;
   output has_last;
   reg has_last = 1'h0;
+  wire head_permit;
   input [6:0] height_m1;
   wire [6:0] height_m1;
   input hold;
@@ -3212,16 +3313,44 @@ module \top.line_buffer (w_en, clk, rst, hold, frame_reset, sites_in__ready, loa
   input [10:0] r_addr;
   wire [10:0] r_addr;
   wire [31:0] r_data;
-  wire [52:0] \r_data$26 ;
-  wire r_en;
-  wire r_rdy;
   wire [10:0] rd_addr;
   output [31:0] rd_data;
   wire [31:0] rd_data;
+  wire [52:0] refresh_0;
+  wire \refresh_0.bad ;
+  wire \refresh_0.first ;
+  wire [1:0] \refresh_0.gi ;
+  wire \refresh_0.last ;
+  wire [47:0] \refresh_0.tok ;
+  wire [31:0] \refresh_0.tok.data ;
+  wire [7:0] \refresh_0.tok.data[0] ;
+  wire [7:0] \refresh_0.tok.data[1] ;
+  wire [7:0] \refresh_0.tok.data[2] ;
+  wire [7:0] \refresh_0.tok.data[3] ;
+  wire \refresh_0.tok.eof ;
+  wire \refresh_0.tok.error ;
+  wire [6:0] \refresh_0.tok.x ;
+  wire [6:0] \refresh_0.tok.y ;
+  wire [52:0] refresh_1;
+  wire \refresh_1.bad ;
+  wire \refresh_1.first ;
+  wire [1:0] \refresh_1.gi ;
+  wire \refresh_1.last ;
+  wire [47:0] \refresh_1.tok ;
+  wire [31:0] \refresh_1.tok.data ;
+  wire [7:0] \refresh_1.tok.data[0] ;
+  wire [7:0] \refresh_1.tok.data[1] ;
+  wire [7:0] \refresh_1.tok.data[2] ;
+  wire [7:0] \refresh_1.tok.data[3] ;
+  wire \refresh_1.tok.eof ;
+  wire \refresh_1.tok.error ;
+  wire [6:0] \refresh_1.tok.x ;
+  wire [6:0] \refresh_1.tok.y ;
   reg [7:0] row_tag_0 = 8'hff;
   reg [7:0] row_tag_1 = 8'hff;
   reg [7:0] row_tag_2 = 8'hff;
   reg [7:0] row_tag_3 = 8'hff;
+  reg rp = 1'h0;
   input rst;
   wire rst;
   input [47:0] sites_in__payload;
@@ -3237,6 +3366,7 @@ module \top.line_buffer (w_en, clk, rst, hold, frame_reset, sites_in__ready, loa
   wire [6:0] \sites_in__payload.y ;
   output sites_in__ready;
   wire sites_in__ready;
+  input sites_in__valid;
   wire sites_in__valid;
   output [31:0] tags;
   wire [31:0] tags;
@@ -3247,508 +3377,658 @@ module \top.line_buffer (w_en, clk, rst, hold, frame_reset, sites_in__ready, loa
   wire take;
   reg [10:0] w_addr = 11'h000;
   (* init = 11'h000 *)
-  wire [10:0] \w_addr$40 ;
-  wire [52:0] w_data;
-  reg [31:0] \w_data$41  = 32'd0;
+  wire [10:0] \w_addr$46 ;
+  reg [31:0] w_data = 32'd0;
   (* init = 32'd0 *)
-  wire [31:0] \w_data$42 ;
-  input w_en;
-  wire w_en;
-  reg \w_en$43  = 1'h0;
-  wire w_rdy;
+  wire [31:0] \w_data$48 ;
+  reg w_en = 1'h0;
   reg w_set = 1'h0;
   reg [1:0] w_slot = 2'h0;
   reg [6:0] w_x = 7'h00;
   reg [6:0] w_y = 7'h00;
   input [6:0] width_m1;
   wire [6:0] width_m1;
-  assign \$1  = ! c_gi;
-  assign \$2  = c_gi == 2'h3;
-  assign \$3  = ~ sites_in__payload[46];
-  assign \$4  = ! c_gi;
-  assign \$5  = sites_in__payload[38:32] < \$signal ;
-  assign \$6  = sites_in__payload[38:32] == \$signal ;
-  assign \$7  = sites_in__payload[45:39] <= \$signal$22 ;
-  assign \$8  = \$6  & \$7 ;
-  assign \$9  = \$5  | \$8 ;
-  assign \$10  = prev_any & \$9 ;
-  assign \$11  = sites_in__payload[38:32] != \$signal ;
-  assign \$12  = sites_in__payload[45:39] != \$signal$22 ;
-  assign \$13  = \$11  | \$12 ;
-  assign \$14  = \$4  ? \$10  : \$13 ;
-  assign \$15  = \$3  & \$14 ;
-  assign \$16  = ~ got[46];
-  assign \$17  = \$16  & got[50];
-  assign \$18  = got[38:32] > height_m1;
-  assign \$19  = got[45:39] > width_m1;
-  assign \$20  = \$18  | \$19 ;
-  assign \$21  = \$17  & \$20 ;
-  assign bad = got[52] | \$21 ;
-  assign \$22  = ~ eof_seen;
-  assign \$23  = loaded & \$22 ;
-  assign \$24  = ~ hold;
-  assign open_ = \$23  & \$24 ;
-  assign \$25  = r_rdy & open_;
-  assign \$26  = \$signal$36  | got[46];
-  assign \$27  = \$26  | bad;
-  assign \$28  = got[38:32] < permit_row;
-  assign \$29  = \$27  | \$28 ;
-  assign take = \$25  & \$29 ;
-  assign \$30  = 1'h1 << w_x;
-  assign \$31  = w_set ? \$30  : 255'h0000000000000000000000000000000000000000000000000000000000000000;
-  assign \$32  = w_en & sites_in__ready;
-  assign \$33  = c_gi == 2'h3;
-  assign \$34  = c_gi + 1'h1;
-  assign \$35  = \$33  ? 3'h0 : \$34 ;
-  assign \$36  = c_gi == 2'h3;
-  assign \$37  = r_rdy & open_;
-  assign \$38  = ~ got[46];
-  assign \$39  = \$37  & \$38 ;
-  assign \$40  = \$39  & got[50];
-  assign \$41  = ~ bad;
-  assign \$42  = \$40  & \$41 ;
-  assign \$43  = ~ \$signal$36 ;
-  assign \$44  = \$42  & \$43 ;
-  assign \$45  = ~ got[50];
-  assign \$46  = \$45  | got[47];
-  assign \$47  = ~ got[46];
-  assign \$48  = take & \$47 ;
-  assign \$49  = ~ \$signal$36 ;
+  assign \$1  = entry_0_valid & entry_1_valid;
+  assign sites_in__ready = ~ \$1 ;
+  assign \$2  = ! c_gi;
+  assign \$3  = c_gi == 2'h3;
+  assign \$4  = ~ sites_in__payload[46];
+  assign \$5  = ! c_gi;
+  assign \$6  = sites_in__payload[38:32] < \$signal ;
+  assign \$7  = sites_in__payload[38:32] == \$signal ;
+  assign \$8  = sites_in__payload[45:39] <= \$signal$21 ;
+  assign \$9  = \$7  & \$8 ;
+  assign \$10  = \$6  | \$9 ;
+  assign \$11  = prev_any & \$10 ;
+  assign \$12  = sites_in__payload[38:32] != \$signal ;
+  assign \$13  = sites_in__payload[45:39] != \$signal$21 ;
+  assign \$14  = \$12  | \$13 ;
+  assign \$15  = \$5  ? \$11  : \$14 ;
+  assign \$16  = \$4  & \$15 ;
+  assign \$17  = entry_0_valid & entry_1_valid;
+  assign \$18  = ~ \$17 ;
+  assign \$19  = sites_in__valid & \$18 ;
+  assign \$20  = ! \$signal$25 ;
+  assign \$21  = \$19  & \$20 ;
+  assign refresh_0 = \$21  ? entry : entry_0;
+  assign \$22  = entry_0_valid & entry_1_valid;
+  assign \$23  = ~ \$22 ;
+  assign \$24  = sites_in__valid & \$23 ;
+  assign \$26  = \$24  & \$25 ;
+  assign refresh_1 = \$26  ? entry : entry_1;
+  assign got = rp ? entry_1 : entry_0;
+  assign \$signal$31  = rp ? entry_1_valid : entry_0_valid;
+  assign \$signal$32  = rp ? entry_1_outside : entry_0_outside;
+  assign head_permit = rp ? entry_1_permit : entry_0_permit;
+  assign \$27  = ~ got[46];
+  assign \$28  = \$27  & got[50];
+  assign \$29  = \$28  & \$signal$32 ;
+  assign bad = got[52] | \$29 ;
+  assign \$30  = ~ eof_seen;
+  assign \$31  = loaded & \$30 ;
+  assign \$32  = ~ hold;
+  assign open_ = \$31  & \$32 ;
+  assign \$33  = \$signal$31  & open_;
+  assign \$34  = \$signal$44  | got[46];
+  assign \$35  = \$34  | bad;
+  assign \$36  = \$35  | head_permit;
+  assign take = \$33  & \$36 ;
+  assign \$37  = 1'h1 << w_x;
+  assign \$38  = w_set ? \$37  : 255'h0000000000000000000000000000000000000000000000000000000000000000;
+  assign \$39  = entry_0_valid & entry_1_valid;
+  assign \$40  = ~ \$39 ;
+  assign \$41  = sites_in__valid & \$40 ;
+  assign \$42  = c_gi == 2'h3;
+  assign \$43  = c_gi + 1'h1;
+  assign \$44  = \$42  ? 3'h0 : \$43 ;
+  assign \$45  = c_gi == 2'h3;
+  assign \$46  = entry_0_valid & entry_1_valid;
+  assign \$47  = ~ \$46 ;
+  assign \$48  = sites_in__valid & \$47 ;
+  assign \$49  = ! \$signal$25 ;
   assign \$50  = \$48  & \$49 ;
-  assign \$51  = ~ bad;
-  assign \$52  = \$50  & \$51 ;
-  assign \$53  = ~ has_last;
-  assign \$54  = got[38:32] != last_y;
-  assign \$55  = \$53  | \$54 ;
-  assign \$56  = got[50] & \$55 ;
-  assign \$57  = ! w_slot;
-  assign \$58  = \w_en$43  & \$57 ;
-  assign \$59  = \$signal$55  ? 128'h00000000000000000000000000000000 : bitmap_0;
-  assign \$60  = \$59  | \$31 [127:0];
-  assign \$61  = w_slot == 1'h1;
-  assign \$62  = \w_en$43  & \$61 ;
-  assign \$63  = \$signal$55  ? 128'h00000000000000000000000000000000 : bitmap_1;
-  assign \$64  = \$63  | \$31 [127:0];
-  assign \$65  = w_slot == 2'h2;
-  assign \$66  = \w_en$43  & \$65 ;
-  assign \$67  = \$signal$55  ? 128'h00000000000000000000000000000000 : bitmap_2;
-  assign \$68  = \$67  | \$31 [127:0];
-  assign \$69  = w_slot == 2'h3;
-  assign \$70  = \w_en$43  & \$69 ;
-  assign \$71  = \$signal$55  ? 128'h00000000000000000000000000000000 : bitmap_3;
-  assign \$72  = \$71  | \$31 [127:0];
+  assign \$51  = refresh_0[38:32] > height_m1;
+  assign \$52  = refresh_0[45:39] > width_m1;
+  assign \$53  = \$51  | \$52 ;
+  assign \$54  = refresh_0[38:32] < permit_row;
+  assign \$55  = entry_0_valid & entry_1_valid;
+  assign \$56  = ~ \$55 ;
+  assign \$57  = sites_in__valid & \$56 ;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = refresh_1[38:32] > height_m1;
+  assign \$61  = refresh_1[45:39] > width_m1;
+  assign \$62  = \$60  | \$61 ;
+  assign \$63  = refresh_1[38:32] < permit_row;
+  assign \$64  = entry_0_valid & entry_1_valid;
+  assign \$65  = ~ \$64 ;
+  assign \$66  = sites_in__valid & \$65 ;
+  assign \$67  = ~ \$signal$25 ;
+  assign \$68  = ~ rp;
+  assign \$69  = ! rp;
+  assign \$70  = entry_0_valid & entry_1_valid;
+  assign \$71  = ~ \$70 ;
+  assign \$72  = sites_in__valid & \$71 ;
+  assign \$73  = ! \$signal$25 ;
+  assign \$74  = \$72  & \$73 ;
+  assign \$75  = ~ \$74 ;
+  assign \$76  = \$69  & \$75 ;
+  assign \$78  = entry_0_valid & entry_1_valid;
+  assign \$79  = ~ \$78 ;
+  assign \$80  = sites_in__valid & \$79 ;
+  assign \$82  = \$80  & \$81 ;
+  assign \$83  = ~ \$82 ;
+  assign \$84  = \$77  & \$83 ;
+  assign \$85  = \$signal$31  & open_;
+  assign \$86  = ~ got[46];
+  assign \$87  = \$85  & \$86 ;
+  assign \$88  = \$87  & got[50];
+  assign \$89  = ~ bad;
+  assign \$90  = \$88  & \$89 ;
+  assign \$91  = ~ \$signal$44 ;
+  assign \$92  = \$90  & \$91 ;
+  assign \$93  = ~ got[50];
+  assign \$94  = \$93  | got[47];
+  assign \$95  = ~ got[46];
+  assign \$96  = take & \$95 ;
+  assign \$97  = ~ \$signal$44 ;
+  assign \$98  = \$96  & \$97 ;
+  assign \$99  = ~ bad;
+  assign \$100  = \$98  & \$99 ;
+  assign \$101  = ~ has_last;
+  assign \$102  = got[38:32] != last_y;
+  assign \$103  = \$101  | \$102 ;
+  assign \$104  = got[50] & \$103 ;
+  assign \$105  = ! w_slot;
+  assign \$106  = w_en & \$105 ;
+  assign \$107  = \$signal$64  ? 128'h00000000000000000000000000000000 : bitmap_0;
+  assign \$108  = \$107  | \$38 [127:0];
+  assign \$109  = w_slot == 1'h1;
+  assign \$110  = w_en & \$109 ;
+  assign \$111  = \$signal$64  ? 128'h00000000000000000000000000000000 : bitmap_1;
+  assign \$112  = \$111  | \$38 [127:0];
+  assign \$113  = w_slot == 2'h2;
+  assign \$114  = w_en & \$113 ;
+  assign \$115  = \$signal$64  ? 128'h00000000000000000000000000000000 : bitmap_2;
+  assign \$116  = \$115  | \$38 [127:0];
+  assign \$117  = w_slot == 2'h3;
+  assign \$118  = w_en & \$117 ;
+  assign \$119  = \$signal$64  ? 128'h00000000000000000000000000000000 : bitmap_3;
+  assign \$120  = \$119  | \$38 [127:0];
   always @(posedge clk)
-    c_gi <= \$73 ;
+    c_gi <= \$121 ;
   always @(posedge clk)
-    prev_any <= \$74 ;
+    prev_any <= \$122 ;
   always @(posedge clk)
-    \$signal  <= \$75 ;
+    \$signal  <= \$123 ;
   always @(posedge clk)
-    \$signal$22  <= \$76 ;
+    \$signal$21  <= \$124 ;
   always @(posedge clk)
-    done_rows <= \$77 ;
+    entry_0 <= \$125 ;
   always @(posedge clk)
-    busy <= \$78 ;
+    entry_0_valid <= \$126 ;
   always @(posedge clk)
-    eof_seen <= \$79 ;
+    entry_0_outside <= \$127 ;
   always @(posedge clk)
-    \$signal$36  <= \$80 ;
+    entry_0_permit <= \$128 ;
   always @(posedge clk)
-    error <= \$81 ;
+    entry_1 <= \$129 ;
   always @(posedge clk)
-    has_last <= \$82 ;
+    entry_1_valid <= \$130 ;
   always @(posedge clk)
-    last_y <= \$83 ;
+    entry_1_outside <= \$131 ;
   always @(posedge clk)
-    \w_en$43  <= \$84 ;
+    entry_1_permit <= \$132 ;
   always @(posedge clk)
-    \$signal$55  <= \$85 ;
+    \$signal$25  <= \$133 ;
   always @(posedge clk)
-    w_set <= \$86 ;
+    rp <= \$134 ;
   always @(posedge clk)
-    w_slot <= \$87 ;
+    done_rows <= \$135 ;
   always @(posedge clk)
-    w_x <= \$88 ;
+    busy <= \$136 ;
   always @(posedge clk)
-    w_y <= \$89 ;
+    eof_seen <= \$137 ;
   always @(posedge clk)
-    w_addr <= \$90 ;
+    \$signal$44  <= \$138 ;
   always @(posedge clk)
-    \w_data$41  <= \$91 ;
+    error <= \$139 ;
   always @(posedge clk)
-    bitmap_0 <= \$92 ;
+    has_last <= \$140 ;
   always @(posedge clk)
-    row_tag_0 <= \$93 ;
+    last_y <= \$141 ;
   always @(posedge clk)
-    bitmap_1 <= \$94 ;
+    w_en <= \$142 ;
   always @(posedge clk)
-    row_tag_1 <= \$95 ;
+    \$signal$64  <= \$143 ;
   always @(posedge clk)
-    bitmap_2 <= \$96 ;
+    w_set <= \$144 ;
   always @(posedge clk)
-    row_tag_2 <= \$97 ;
+    w_slot <= \$145 ;
   always @(posedge clk)
-    bitmap_3 <= \$98 ;
+    w_x <= \$146 ;
   always @(posedge clk)
-    row_tag_3 <= \$99 ;
+    w_y <= \$147 ;
+  always @(posedge clk)
+    w_addr <= \$148 ;
+  always @(posedge clk)
+    w_data <= \$149 ;
+  always @(posedge clk)
+    bitmap_0 <= \$150 ;
+  always @(posedge clk)
+    row_tag_0 <= \$151 ;
+  always @(posedge clk)
+    bitmap_1 <= \$152 ;
+  always @(posedge clk)
+    row_tag_1 <= \$153 ;
+  always @(posedge clk)
+    bitmap_2 <= \$154 ;
+  always @(posedge clk)
+    row_tag_2 <= \$155 ;
+  always @(posedge clk)
+    bitmap_3 <= \$156 ;
+  always @(posedge clk)
+    row_tag_3 <= \$157 ;
   \top.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
     .rd__addr(r_addr),
     .rst(rst),
     .w_addr(w_addr),
-    .w_data(\w_data$41 ),
-    .w_en(\w_en$43 )
-  );
-  \top.line_buffer.queue  queue (
-    .clk(clk),
-    .r_data(got),
-    .r_en(take),
-    .r_rdy(r_rdy),
-    .rst(rst),
-    .w_en(w_en),
-    .w_port__data(entry),
-    .w_rdy(sites_in__ready)
+    .w_data(w_data),
+    .w_en(w_en)
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$73  = c_gi;
-    if (\$32 ) begin
+    \$121  = c_gi;
+    if (\$41 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[46]) begin
-        \$73  = 2'h0;
+        \$121  = 2'h0;
       end else begin
-        \$73  = \$35 [1:0];
+        \$121  = \$44 [1:0];
       end
     end
     if (rst) begin
-      \$73  = 2'h0;
+      \$121  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$74  = prev_any;
-    if (\$32 ) begin
+    \$122  = prev_any;
+    if (\$41 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[46]) begin
-        \$74  = 1'h0;
+        \$122  = 1'h0;
       end else begin
-        if (\$36 ) begin
-          \$74  = 1'h1;
+        if (\$45 ) begin
+          \$122  = 1'h1;
         end
       end
     end
     if (rst) begin
-      \$74  = 1'h0;
+      \$122  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$75  = \$signal ;
-    if (\$32 ) begin
+    \$123  = \$signal ;
+    if (\$41 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[46]) begin
       end else begin
-        \$75  = sites_in__payload[38:32];
+        \$123  = sites_in__payload[38:32];
       end
     end
     if (rst) begin
-      \$75  = 7'h00;
+      \$123  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$76  = \$signal$22 ;
-    if (\$32 ) begin
+    \$124  = \$signal$21 ;
+    if (\$41 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[46]) begin
       end else begin
-        \$76  = sites_in__payload[45:39];
+        \$124  = sites_in__payload[45:39];
       end
     end
     if (rst) begin
-      \$76  = 7'h00;
+      \$124  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$77  = done_rows;
-    if (\$44 ) begin
-      \$77  = { 2'h0, got[38:32] };
-    end
-    if (frame_reset) begin
-      \$77  = 9'h000;
+    \$125  = entry_0;
+    if (\$50 ) begin
+      \$125  = entry;
     end
     if (rst) begin
-      \$77  = 9'h000;
+      \$125  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$78  = busy;
+    \$126  = entry_0_valid;
+    if (\$50 ) begin
+      \$126  = 1'h1;
+    end
     if (take) begin
-      \$78  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$78  = 1'h0;
+      if (\$76 ) begin
+        \$126  = 1'h0;
+      end
     end
     if (rst) begin
-      \$78  = 1'h0;
+      \$126  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$79  = eof_seen;
+    \$127  = \$53 ;
+    if (rst) begin
+      \$127  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$128  = \$54 ;
+    if (rst) begin
+      \$128  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$129  = entry_1;
+    if (\$59 ) begin
+      \$129  = entry;
+    end
+    if (rst) begin
+      \$129  = 53'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$130  = entry_1_valid;
+    if (\$59 ) begin
+      \$130  = 1'h1;
+    end
+    if (take) begin
+      if (\$84 ) begin
+        \$130  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$130  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$131  = \$62 ;
+    if (rst) begin
+      \$131  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$132  = \$63 ;
+    if (rst) begin
+      \$132  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$133  = \$signal$25 ;
+    if (\$66 ) begin
+      \$133  = \$67 ;
+    end
+    if (rst) begin
+      \$133  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$134  = rp;
+    if (take) begin
+      \$134  = \$68 ;
+    end
+    if (rst) begin
+      \$134  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$135  = done_rows;
+    if (\$92 ) begin
+      \$135  = { 2'h0, got[38:32] };
+    end
+    if (frame_reset) begin
+      \$135  = 9'h000;
+    end
+    if (rst) begin
+      \$135  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$136  = busy;
+    if (take) begin
+      \$136  = 1'h1;
+    end
+    if (frame_reset) begin
+      \$136  = 1'h0;
+    end
+    if (rst) begin
+      \$136  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$137  = eof_seen;
     if (take) begin
       if (got[46]) begin
-        \$79  = 1'h1;
+        \$137  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$79  = 1'h0;
+      \$137  = 1'h0;
     end
     if (rst) begin
-      \$79  = 1'h0;
+      \$137  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$80  = \$signal$36 ;
+    \$138  = \$signal$44 ;
     if (take) begin
       if (got[46]) begin
-        \$80  = 1'h0;
-      end else if (\$signal$36 ) begin
+        \$138  = 1'h0;
+      end else if (\$signal$44 ) begin
       end else if (bad) begin
-        \$80  = 1'h1;
+        \$138  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$80  = 1'h0;
+      \$138  = 1'h0;
     end
     if (rst) begin
-      \$80  = 1'h0;
+      \$138  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$81  = error;
+    \$139  = error;
     if (take) begin
       if (got[46]) begin
-        if (\$46 ) begin
-          \$81  = 1'h1;
+        if (\$94 ) begin
+          \$139  = 1'h1;
         end
-      end else if (\$signal$36 ) begin
+      end else if (\$signal$44 ) begin
       end else if (bad) begin
-        \$81  = 1'h1;
+        \$139  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$81  = 1'h0;
+      \$139  = 1'h0;
     end
     if (rst) begin
-      \$81  = 1'h0;
+      \$139  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$82  = has_last;
+    \$140  = has_last;
     if (take) begin
       if (got[46]) begin
-      end else if (\$signal$36 ) begin
+      end else if (\$signal$44 ) begin
       end else if (bad) begin
       end else if (got[51]) begin
-        \$82  = 1'h1;
+        \$140  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$82  = 1'h0;
+      \$140  = 1'h0;
     end
     if (rst) begin
-      \$82  = 1'h0;
+      \$140  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$83  = last_y;
+    \$141  = last_y;
     if (take) begin
       if (got[46]) begin
-      end else if (\$signal$36 ) begin
+      end else if (\$signal$44 ) begin
       end else if (bad) begin
       end else if (got[51]) begin
-        \$83  = got[38:32];
+        \$141  = got[38:32];
       end
     end
     if (rst) begin
-      \$83  = 7'h00;
+      \$141  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$84  = \$52 ;
+    \$142  = \$100 ;
     if (rst) begin
-      \$84  = 1'h0;
+      \$142  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$85  = \$56 ;
+    \$143  = \$104 ;
     if (rst) begin
-      \$85  = 1'h0;
+      \$143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$86  = got[51];
+    \$144  = got[51];
     if (rst) begin
-      \$86  = 1'h0;
+      \$144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$87  = got[33:32];
+    \$145  = got[33:32];
     if (rst) begin
-      \$87  = 2'h0;
+      \$145  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$88  = got[45:39];
+    \$146  = got[45:39];
     if (rst) begin
-      \$88  = 7'h00;
+      \$146  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$89  = got[38:32];
+    \$147  = got[38:32];
     if (rst) begin
-      \$89  = 7'h00;
+      \$147  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$90  = { got[33:32], got[45:39], got[49:48] };
+    \$148  = { got[33:32], got[45:39], got[49:48] };
     if (rst) begin
-      \$90  = 11'h000;
+      \$148  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$91  = got[31:0];
+    \$149  = got[31:0];
     if (rst) begin
-      \$91  = 32'd0;
+      \$149  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$92  = bitmap_0;
-    if (\$58 ) begin
-      \$92  = \$60 ;
-    end
-    if (rst) begin
-      \$92  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$93  = row_tag_0;
-    if (\$58 ) begin
-      if (\$signal$55 ) begin
-        \$93  = { 1'h0, w_y };
-      end
-    end
-    if (frame_reset) begin
-      \$93  = 8'hff;
+    \$150  = bitmap_0;
+    if (\$106 ) begin
+      \$150  = \$108 ;
     end
     if (rst) begin
-      \$93  = 8'hff;
+      \$150  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$94  = bitmap_1;
-    if (\$62 ) begin
-      \$94  = \$64 ;
-    end
-    if (rst) begin
-      \$94  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$95  = row_tag_1;
-    if (\$62 ) begin
-      if (\$signal$55 ) begin
-        \$95  = { 1'h0, w_y };
+    \$151  = row_tag_0;
+    if (\$106 ) begin
+      if (\$signal$64 ) begin
+        \$151  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$95  = 8'hff;
+      \$151  = 8'hff;
     end
     if (rst) begin
-      \$95  = 8'hff;
+      \$151  = 8'hff;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$96  = bitmap_2;
-    if (\$66 ) begin
-      \$96  = \$68 ;
+    \$152  = bitmap_1;
+    if (\$110 ) begin
+      \$152  = \$112 ;
     end
     if (rst) begin
-      \$96  = 128'h00000000000000000000000000000000;
+      \$152  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$97  = row_tag_2;
-    if (\$66 ) begin
-      if (\$signal$55 ) begin
-        \$97  = { 1'h0, w_y };
+    \$153  = row_tag_1;
+    if (\$110 ) begin
+      if (\$signal$64 ) begin
+        \$153  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$97  = 8'hff;
+      \$153  = 8'hff;
     end
     if (rst) begin
-      \$97  = 8'hff;
+      \$153  = 8'hff;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$98  = bitmap_3;
-    if (\$70 ) begin
-      \$98  = \$72 ;
+    \$154  = bitmap_2;
+    if (\$114 ) begin
+      \$154  = \$116 ;
     end
     if (rst) begin
-      \$98  = 128'h00000000000000000000000000000000;
+      \$154  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$99  = row_tag_3;
-    if (\$70 ) begin
-      if (\$signal$55 ) begin
-        \$99  = { 1'h0, w_y };
+    \$155  = row_tag_2;
+    if (\$114 ) begin
+      if (\$signal$64 ) begin
+        \$155  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$99  = 8'hff;
+      \$155  = 8'hff;
     end
     if (rst) begin
-      \$99  = 8'hff;
+      \$155  = 8'hff;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$156  = bitmap_3;
+    if (\$118 ) begin
+      \$156  = \$120 ;
+    end
+    if (rst) begin
+      \$156  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$157  = row_tag_3;
+    if (\$118 ) begin
+      if (\$signal$64 ) begin
+        \$157  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$157  = 8'hff;
+    end
+    if (rst) begin
+      \$157  = 8'hff;
     end
   end
   assign rd_addr = r_addr;
   assign r_data = rd_data;
-  assign sites_in__valid = w_en;
-  assign w_rdy = sites_in__ready;
-  assign w_data = entry;
-  assign \r_data$26  = got;
-  assign r_en = take;
-  assign \w_addr$40  = w_addr;
-  assign \w_data$42  = \w_data$41 ;
-  assign \$signal$44  = \w_en$43 ;
-  assign \bit  = \$31 [127:0];
+  assign \w_addr$46  = w_addr;
+  assign \w_data$48  = w_data;
+  assign \$signal$50  = w_en;
+  assign \bit  = \$38 [127:0];
   assign \tags[0]  = tags[7:0];
   assign \tags[1]  = tags[15:8];
   assign \tags[2]  = tags[23:16];
@@ -3780,6 +4060,62 @@ module \top.line_buffer (w_en, clk, rst, hold, frame_reset, sites_in__ready, loa
   assign \sites_in__payload.x  = sites_in__payload[45:39];
   assign \sites_in__payload.eof  = sites_in__payload[46];
   assign \sites_in__payload.error  = sites_in__payload[47];
+  assign \refresh_0.tok  = refresh_0[47:0];
+  assign \refresh_0.tok.data  = refresh_0[31:0];
+  assign \refresh_0.tok.data[0]  = refresh_0[7:0];
+  assign \refresh_0.tok.data[1]  = refresh_0[15:8];
+  assign \refresh_0.tok.data[2]  = refresh_0[23:16];
+  assign \refresh_0.tok.data[3]  = refresh_0[31:24];
+  assign \refresh_0.tok.y  = refresh_0[38:32];
+  assign \refresh_0.tok.x  = refresh_0[45:39];
+  assign \refresh_0.tok.eof  = refresh_0[46];
+  assign \refresh_0.tok.error  = refresh_0[47];
+  assign \refresh_0.gi  = refresh_0[49:48];
+  assign \refresh_0.first  = refresh_0[50];
+  assign \refresh_0.last  = refresh_0[51];
+  assign \refresh_0.bad  = refresh_0[52];
+  assign \entry_0.tok  = entry_0[47:0];
+  assign \entry_0.tok.data  = entry_0[31:0];
+  assign \entry_0.tok.data[0]  = entry_0[7:0];
+  assign \entry_0.tok.data[1]  = entry_0[15:8];
+  assign \entry_0.tok.data[2]  = entry_0[23:16];
+  assign \entry_0.tok.data[3]  = entry_0[31:24];
+  assign \entry_0.tok.y  = entry_0[38:32];
+  assign \entry_0.tok.x  = entry_0[45:39];
+  assign \entry_0.tok.eof  = entry_0[46];
+  assign \entry_0.tok.error  = entry_0[47];
+  assign \entry_0.gi  = entry_0[49:48];
+  assign \entry_0.first  = entry_0[50];
+  assign \entry_0.last  = entry_0[51];
+  assign \entry_0.bad  = entry_0[52];
+  assign \refresh_1.tok  = refresh_1[47:0];
+  assign \refresh_1.tok.data  = refresh_1[31:0];
+  assign \refresh_1.tok.data[0]  = refresh_1[7:0];
+  assign \refresh_1.tok.data[1]  = refresh_1[15:8];
+  assign \refresh_1.tok.data[2]  = refresh_1[23:16];
+  assign \refresh_1.tok.data[3]  = refresh_1[31:24];
+  assign \refresh_1.tok.y  = refresh_1[38:32];
+  assign \refresh_1.tok.x  = refresh_1[45:39];
+  assign \refresh_1.tok.eof  = refresh_1[46];
+  assign \refresh_1.tok.error  = refresh_1[47];
+  assign \refresh_1.gi  = refresh_1[49:48];
+  assign \refresh_1.first  = refresh_1[50];
+  assign \refresh_1.last  = refresh_1[51];
+  assign \refresh_1.bad  = refresh_1[52];
+  assign \entry_1.tok  = entry_1[47:0];
+  assign \entry_1.tok.data  = entry_1[31:0];
+  assign \entry_1.tok.data[0]  = entry_1[7:0];
+  assign \entry_1.tok.data[1]  = entry_1[15:8];
+  assign \entry_1.tok.data[2]  = entry_1[23:16];
+  assign \entry_1.tok.data[3]  = entry_1[31:24];
+  assign \entry_1.tok.y  = entry_1[38:32];
+  assign \entry_1.tok.x  = entry_1[45:39];
+  assign \entry_1.tok.eof  = entry_1[46];
+  assign \entry_1.tok.error  = entry_1[47];
+  assign \entry_1.gi  = entry_1[49:48];
+  assign \entry_1.first  = entry_1[50];
+  assign \entry_1.last  = entry_1[51];
+  assign \entry_1.bad  = entry_1[52];
   assign \got.tok  = got[47:0];
   assign \got.tok.data  = got[31:0];
   assign \got.tok.data[0]  = got[7:0];
@@ -3794,9 +4130,9 @@ module \top.line_buffer (w_en, clk, rst, hold, frame_reset, sites_in__ready, loa
   assign \got.first  = got[50];
   assign \got.last  = got[51];
   assign \got.bad  = got[52];
-  assign entry[52] = \$15 ;
-  assign entry[51] = \$2 ;
-  assign entry[50] = \$1 ;
+  assign entry[52] = \$16 ;
+  assign entry[51] = \$3 ;
+  assign entry[50] = \$2 ;
   assign entry[49:48] = c_gi;
   assign entry[47:0] = sites_in__payload;
   assign bitmaps[511:384] = bitmap_3;
@@ -3807,6 +4143,10 @@ module \top.line_buffer (w_en, clk, rst, hold, frame_reset, sites_in__ready, loa
   assign tags[23:16] = row_tag_2;
   assign tags[15:8] = row_tag_1;
   assign tags[7:0] = row_tag_0;
+  assign \$25  = \$signal$25 ;
+  assign \$58  = \$signal$25 ;
+  assign \$77  = rp;
+  assign \$81  = \$signal$25 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -5910,132 +6250,8 @@ module \top.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.line_buffer.queue (clk, rst, r_en, w_rdy, r_rdy, r_data, w_port__data, w_en);
-  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [2:0] \$14 ;
-  reg \$15 ;
-  reg \$16 ;
-  reg [1:0] \$17 ;
-  wire [1:0] \$2 ;
-  wire \$3 ;
-  wire [1:0] \$4 ;
-  wire \$5 ;
-  wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire [2:0] \$9 ;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire consume;
-  reg [1:0] level = 2'h0;
-  (* init = 1'h0 *)
-  wire produce;
-  output [52:0] r_data;
-  wire [52:0] r_data;
-  input r_en;
-  wire r_en;
-  (* init = 2'h0 *)
-  wire [1:0] r_level;
-  reg r_port__addr = 1'h0;
-  wire [52:0] r_port__data;
-  output r_rdy;
-  wire r_rdy;
-  input rst;
-  wire rst;
-  wire [52:0] w_data;
-  input w_en;
-  wire w_en;
-  (* init = 2'h0 *)
-  wire [1:0] w_level;
-  reg w_port__addr = 1'h0;
-  input [52:0] w_port__data;
-  wire [52:0] w_port__data;
-  wire w_port__en;
-  output w_rdy;
-  wire w_rdy;
-  reg [52:0] storage [1:0];
-  initial begin
-    storage[0] = 53'h00000000000000;
-    storage[1] = 53'h00000000000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= w_port__data;
-  end
-  assign r_data = storage[r_port__addr];
-  assign w_rdy = level != 2'h2;
-  assign r_rdy = | level;
-  assign w_port__en = w_en & w_rdy;
-  assign \$1  = w_rdy & w_en;
-  assign \$2  = w_port__addr + 1'h1;
-  assign \$3  = r_rdy & r_en;
-  assign \$4  = r_port__addr + 1'h1;
-  assign \$5  = w_rdy & w_en;
-  assign \$6  = r_rdy & r_en;
-  assign \$7  = ~ \$6 ;
-  assign \$8  = \$5  & \$7 ;
-  assign \$9  = level + 1'h1;
-  assign \$10  = r_rdy & r_en;
-  assign \$11  = w_rdy & w_en;
-  assign \$12  = ~ \$11 ;
-  assign \$13  = \$10  & \$12 ;
-  assign \$14  = level - 1'h1;
-  always @(posedge clk)
-    w_port__addr <= \$15 ;
-  always @(posedge clk)
-    r_port__addr <= \$16 ;
-  always @(posedge clk)
-    level <= \$17 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$15  = w_port__addr;
-    if (\$1 ) begin
-      \$15  = \$2 [0];
-    end
-    if (rst) begin
-      \$15  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$16  = r_port__addr;
-    if (\$3 ) begin
-      \$16  = \$4 [0];
-    end
-    if (rst) begin
-      \$16  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$17  = level;
-    if (\$8 ) begin
-      \$17  = \$9 [1:0];
-    end
-    if (\$13 ) begin
-      \$17  = \$14 [1:0];
-    end
-    if (rst) begin
-      \$17  = 2'h0;
-    end
-  end
-  assign w_level = level;
-  assign r_level = level;
-  assign produce = w_port__addr;
-  assign w_data = w_port__data;
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
-endmodule
-
-(* generator = "Amaranth" *)
 module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
   reg [22:0] \$100 ;
@@ -6508,469 +6724,469 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   always @(posedge clk)
     out_meta <= \$112 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$41  = steps__payload;
     if (rst) begin
       \$41  = 180'h000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$42  = steps__valid;
     if (rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$43  = operands[7:0];
     if (rst) begin
       \$43  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$44  = operands[39:32];
     if (rst) begin
       \$44  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$45  = { \$1 [15], \$1  };
     if (rst) begin
       \$45  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$46  = operands[15:8];
     if (rst) begin
       \$46  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$47  = operands[47:40];
     if (rst) begin
       \$47  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$48  = { \$2 [15], \$2  };
     if (rst) begin
       \$48  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$49  = operands[23:16];
     if (rst) begin
       \$49  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$50  = operands[55:48];
     if (rst) begin
       \$50  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$51  = { \$3 [15], \$3  };
     if (rst) begin
       \$51  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$52  = operands[31:24];
     if (rst) begin
       \$52  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$53  = operands[63:56];
     if (rst) begin
       \$53  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$54  = { \$4 [15], \$4  };
     if (rst) begin
       \$54  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$55  = operands[7:0];
     if (rst) begin
       \$55  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$56  = operands[71:64];
     if (rst) begin
       \$56  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$57  = { \$5 [15], \$5  };
     if (rst) begin
       \$57  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$58  = operands[15:8];
     if (rst) begin
       \$58  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$59  = operands[79:72];
     if (rst) begin
       \$59  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$60  = { \$6 [15], \$6  };
     if (rst) begin
       \$60  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$61  = operands[23:16];
     if (rst) begin
       \$61  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$62  = operands[87:80];
     if (rst) begin
       \$62  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$63  = { \$7 [15], \$7  };
     if (rst) begin
       \$63  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$64  = operands[31:24];
     if (rst) begin
       \$64  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$65  = operands[95:88];
     if (rst) begin
       \$65  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$66  = { \$8 [15], \$8  };
     if (rst) begin
       \$66  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$67  = operands[7:0];
     if (rst) begin
       \$67  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$68  = operands[103:96];
     if (rst) begin
       \$68  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$69  = { \$9 [15], \$9  };
     if (rst) begin
       \$69  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$70  = operands[15:8];
     if (rst) begin
       \$70  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$71  = operands[111:104];
     if (rst) begin
       \$71  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$72  = { \$10 [15], \$10  };
     if (rst) begin
       \$72  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$73  = operands[23:16];
     if (rst) begin
       \$73  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$74  = operands[119:112];
     if (rst) begin
       \$74  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$75  = { \$11 [15], \$11  };
     if (rst) begin
       \$75  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$76  = operands[31:24];
     if (rst) begin
       \$76  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$77  = operands[127:120];
     if (rst) begin
       \$77  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$78  = { \$12 [15], \$12  };
     if (rst) begin
       \$78  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$79  = operands[7:0];
     if (rst) begin
       \$79  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$80  = operands[135:128];
     if (rst) begin
       \$80  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$81  = { \$13 [15], \$13  };
     if (rst) begin
       \$81  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$82  = operands[15:8];
     if (rst) begin
       \$82  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$83  = operands[143:136];
     if (rst) begin
       \$83  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$84  = { \$14 [15], \$14  };
     if (rst) begin
       \$84  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$85  = operands[23:16];
     if (rst) begin
       \$85  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$86  = operands[151:144];
     if (rst) begin
       \$86  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$87  = { \$15 [15], \$15  };
     if (rst) begin
       \$87  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$88  = operands[31:24];
     if (rst) begin
       \$88  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$89  = operands[159:152];
     if (rst) begin
       \$89  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$90  = { \$16 [15], \$16  };
     if (rst) begin
       \$90  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$91  = { \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17  };
     if (rst) begin
       \$91  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$92  = { \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18  };
     if (rst) begin
       \$92  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$93  = \$19 [22:0];
     if (rst) begin
       \$93  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$94  = { \$20 [17], \$20 [17], \$20 [17], \$20 [17], \$20 [17], \$20  };
     if (rst) begin
       \$94  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$95  = { \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21  };
     if (rst) begin
       \$95  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$96  = \$22 [22:0];
     if (rst) begin
       \$96  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$97  = { \$23 [17], \$23 [17], \$23 [17], \$23 [17], \$23 [17], \$23  };
     if (rst) begin
       \$97  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$98  = { \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24  };
     if (rst) begin
       \$98  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$99  = \$25 [22:0];
     if (rst) begin
       \$99  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$100  = { \$26 [17], \$26 [17], \$26 [17], \$26 [17], \$26 [17], \$26  };
     if (rst) begin
       \$100  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$101  = { \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27  };
     if (rst) begin
       \$101  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$102  = \$28 [22:0];
     if (rst) begin
       \$102  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$103  = ctl;
     if (rst) begin
       \$103  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$104  = mac_ctl_d1;
     if (rst) begin
       \$104  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$105  = mac_ctl_d2;
     if (rst) begin
       \$105  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$106  = mac_ctl_d3;
     if (rst) begin
       \$106  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$107  = acc_0;
     if (\$30 ) begin
       \$107  = \$32 [22:0];
@@ -6980,7 +7196,7 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$108  = acc_1;
     if (\$30 ) begin
       \$108  = \$34 [22:0];
@@ -6990,7 +7206,7 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$109  = acc_2;
     if (\$30 ) begin
       \$109  = \$36 [22:0];
@@ -7000,7 +7216,7 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$110  = acc_3;
     if (\$30 ) begin
       \$110  = \$38 [22:0];
@@ -7010,14 +7226,14 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$111  = \$40 ;
     if (rst) begin
       \$111  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$112  = mac_ctl_d4[20:3];
     if (rst) begin
       \$112  = 18'h00000;
@@ -7122,7 +7338,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -7233,7 +7449,7 @@ module \top.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -7243,7 +7459,7 @@ module \top.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -7253,7 +7469,7 @@ module \top.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -7275,7 +7491,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   reg [127:0] \$1 ;
   wire [1:0] \$signature__addr ;
   wire [127:0] \$signature__data ;
@@ -7316,7 +7532,7 @@ module \top.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   always @(posedge clk)
     r_data <= \$1 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$1  = rd__data;
     if (rst) begin
       \$1  = 128'h00000000000000000000000000000000;
@@ -7331,7 +7547,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [53:0] \$1 ;
   wire [21:0] \$10 ;
   reg \$100 ;
@@ -7750,385 +7966,385 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   always @(posedge clk)
     feats__valid <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$45  = sums__payload;
     if (rst) begin
       \$45  = 110'h0000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$46  = beat_d1;
     if (rst) begin
       \$46  = 110'h0000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$47  = sums__valid;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$48  = beat_v_d1;
     if (rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$49  = \$5 [22:0];
     if (rst) begin
       \$49  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$50  = \$6 [22:0];
     if (rst) begin
       \$50  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$51  = \$7 [22:0];
     if (rst) begin
       \$51  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$52  = \$8 [22:0];
     if (rst) begin
       \$52  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$53  = rq_data[79:64];
     if (rst) begin
       \$53  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$54  = rq_data[95:80];
     if (rst) begin
       \$54  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$55  = rq_data[111:96];
     if (rst) begin
       \$55  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$56  = rq_data[127:112];
     if (rst) begin
       \$56  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$57  = beat_d2[109:92];
     if (rst) begin
       \$57  = 18'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$58  = beat_v_d2;
     if (rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$59  = biased_0[16:0];
     if (rst) begin
       \$59  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$60  = scale_0;
     if (rst) begin
       \$60  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$61  = { 1'h0, \$9  };
     if (rst) begin
       \$61  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$62  = biased_0[22:17];
     if (rst) begin
       \$62  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$63  = scale_0;
     if (rst) begin
       \$63  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$64  = { \$10 [21], \$10  };
     if (rst) begin
       \$64  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$65  = \$11 [38:0];
     if (rst) begin
       \$65  = 39'h0000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$66  = biased_1[16:0];
     if (rst) begin
       \$66  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$67  = scale_1;
     if (rst) begin
       \$67  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$68  = { 1'h0, \$12  };
     if (rst) begin
       \$68  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$69  = biased_1[22:17];
     if (rst) begin
       \$69  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$70  = scale_1;
     if (rst) begin
       \$70  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$71  = { \$13 [21], \$13  };
     if (rst) begin
       \$71  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$72  = \$14 [38:0];
     if (rst) begin
       \$72  = 39'h0000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$73  = biased_2[16:0];
     if (rst) begin
       \$73  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$74  = scale_2;
     if (rst) begin
       \$74  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$75  = { 1'h0, \$15  };
     if (rst) begin
       \$75  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$76  = biased_2[22:17];
     if (rst) begin
       \$76  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$77  = scale_2;
     if (rst) begin
       \$77  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$78  = { \$16 [21], \$16  };
     if (rst) begin
       \$78  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$79  = \$17 [38:0];
     if (rst) begin
       \$79  = 39'h0000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$80  = biased_3[16:0];
     if (rst) begin
       \$80  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$81  = scale_3;
     if (rst) begin
       \$81  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$82  = { 1'h0, \$18  };
     if (rst) begin
       \$82  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$83  = biased_3[22:17];
     if (rst) begin
       \$83  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$84  = scale_3;
     if (rst) begin
       \$84  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$85  = { \$19 [21], \$19  };
     if (rst) begin
       \$85  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$86  = \$20 [38:0];
     if (rst) begin
       \$86  = 39'h0000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$87  = rq_meta1_d1;
     if (rst) begin
       \$87  = 18'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$88  = rq_meta2_d1;
     if (rst) begin
       \$88  = 18'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$89  = rq_meta2_d2;
     if (rst) begin
       \$89  = 18'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$90  = rq_v1_d1;
     if (rst) begin
       \$90  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$91  = rq_v2_d1;
     if (rst) begin
       \$91  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$92  = rq_v2_d2;
     if (rst) begin
       \$92  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$93  = \$22 [23:0];
     if (rst) begin
       \$93  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$94  = \$24 [23:0];
     if (rst) begin
       \$94  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$95  = \$26 [23:0];
     if (rst) begin
       \$95  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$96  = \$28 [23:0];
     if (rst) begin
       \$96  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$97  = rq_meta2_d3;
     if (rst) begin
       \$97  = 18'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$98  = rq_v2_d3;
     if (rst) begin
       \$98  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$99 [7:0] = \$32 [7:0];
     \$99 [15:8] = \$36 [7:0];
     \$99 [23:16] = \$40 [7:0];
@@ -8139,7 +8355,7 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$100  = rq_v3_d1;
     if (rst) begin
       \$100  = 1'h0;
@@ -8252,7 +8468,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [1:0] \$100 ;
@@ -8645,7 +8861,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
   always @(posedge clk)
     steps__payload <= \$120 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$76  = p_v;
     if (p_take) begin
       \$76  = 1'h0;
@@ -8658,7 +8874,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$77  = p_site;
     if (\$44 ) begin
       \$77  = sites__payload;
@@ -8668,7 +8884,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$78  = p_cnt;
     if (\$44 ) begin
       \$78  = \$53 [3:0];
@@ -8678,7 +8894,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$79  = next_slot_0;
     if (\$44 ) begin
       \$79  = \$54 [1:0];
@@ -8688,7 +8904,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$80  = next_col_0;
     if (\$44 ) begin
       \$80  = \$55 [6:0];
@@ -8698,7 +8914,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$81  = next_slot_1;
     if (\$44 ) begin
       \$81  = \$56 [1:0];
@@ -8708,7 +8924,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$82  = next_col_1;
     if (\$44 ) begin
       \$82  = \$57 [6:0];
@@ -8718,7 +8934,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$83  = next_slot_2;
     if (\$44 ) begin
       \$83  = \$58 [1:0];
@@ -8728,7 +8944,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$84  = next_col_2;
     if (\$44 ) begin
       \$84  = \$59 [6:0];
@@ -8738,7 +8954,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$85  = first_r;
     if (issue) begin
       \$85  = 1'h0;
@@ -8760,7 +8976,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$86  = s_gi;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -8778,7 +8994,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$87  = \$signal ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -8796,7 +9012,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$88  = s_rem;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -8818,7 +9034,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$89  = s_n;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -8840,7 +9056,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$90  = \$signal$7 ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -8862,7 +9078,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$91  = s_go;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -8883,7 +9099,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$92  = go_last;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -8904,7 +9120,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$93  = sv;
     if (issue) begin
       if (\$73 ) begin
@@ -8919,7 +9135,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$94  = \$signal$10 ;
     if (p_take) begin
       \$94  = p_site[23];
@@ -8929,7 +9145,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$95  = s_err;
     if (p_take) begin
       \$95  = p_site[24];
@@ -8939,7 +9155,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$96  = \$signal$17 ;
     if (p_take) begin
       \$96  = p_site[6:0];
@@ -8949,7 +9165,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$97  = s_ox;
     if (p_take) begin
       \$97  = p_site[13:7];
@@ -8959,7 +9175,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$98  = \$signal$42 ;
     if (p_take) begin
       \$98  = p_site[22:14];
@@ -8969,7 +9185,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$99  = \$signal$43 ;
     if (p_take) begin
       \$99  = p_cnt;
@@ -8979,7 +9195,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$100  = slot_0;
     if (p_take) begin
       \$100  = next_slot_0;
@@ -8989,7 +9205,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$101  = slot_1;
     if (p_take) begin
       \$101  = next_slot_1;
@@ -8999,7 +9215,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$102  = slot_2;
     if (p_take) begin
       \$102  = next_slot_2;
@@ -9009,7 +9225,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$103  = col_0;
     if (p_take) begin
       \$103  = next_col_0;
@@ -9019,7 +9235,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$104  = col_1;
     if (p_take) begin
       \$104  = next_col_1;
@@ -9029,7 +9245,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$105  = col_2;
     if (p_take) begin
       \$105  = next_col_2;
@@ -9039,49 +9255,49 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$106  = issue;
     if (rst) begin
       \$106  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$107  = first_r;
     if (rst) begin
       \$107  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$108  = last;
     if (rst) begin
       \$108  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$109  = \$4 [8:0];
     if (rst) begin
       \$109  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$110  = s_go;
     if (rst) begin
       \$110  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$111  = s_gi;
     if (rst) begin
       \$111  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$112 [6:0] = \$signal$17 ;
     \$112 [13:7] = s_ox;
     \$112 [15:14] = s_go;
@@ -9092,56 +9308,56 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$113  = slot_0;
     if (rst) begin
       \$113  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$114  = slot_1;
     if (rst) begin
       \$114  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$115  = slot_2;
     if (rst) begin
       \$115  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$116  = col_0;
     if (rst) begin
       \$116  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$117  = col_1;
     if (rst) begin
       \$117  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$118  = col_2;
     if (rst) begin
       \$118  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$119  = \$signal$53 ;
     if (rst) begin
       \$119  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$120 [19] = \$signal$54 ;
     \$120 [20] = q_last;
     \$120 [38:21] = q_meta;
@@ -9182,7 +9398,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   reg [127:0] \$1 ;
   wire [7:0] \$signature__addr ;
   wire [127:0] \$signature__data ;
@@ -9475,7 +9691,7 @@ module \top.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   always @(posedge clk)
     r_data <= \$1 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$1  = rd__data;
     if (rst) begin
       \$1  = 128'h00000000000000000000000000000000;

@@ -388,9 +388,11 @@ class SparseConvConfig(BlockConfig):
     @property
     def permit_latency(self) -> int:
         """Cycles from the oldest output row in use (the sequencer's, else the finder's) reaching a row to a
-        token that row frees being taken: the ``permit_row`` register. The cycle ingest reopens after a frame
-        the register still holds the finished frame's row count (``rows * stride + buffer_slots - halo``)."""
-        return 1
+        token that row frees being taken: the ``permit_row`` register, then the input queue's per-entry permit
+        verdict (a register, so the take decision starts from flip-flops). The cycle ingest reopens after a
+        frame the verdicts still come from the finished frame's row count
+        (``rows * stride + buffer_slots - halo``)."""
+        return 2
 
     @property
     def finder_empty_row_cycles(self) -> int:
