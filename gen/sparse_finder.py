@@ -137,19 +137,24 @@ class SiteFinder(wiring.Component):
         a3_v, a3_oh, a3_rest, a3_ci = Signal(), Signal(K), Signal(K), Signal.like(a2_ci)
         a3_win = [Signal(span, name=f"a3_win_{k}") for k in range(nrows)]
         rest_oh = lowest_one_hot(m, b_rest, "rest_oh")
-        take = c1_load & (b_rest == 0)  # B empties (or is empty) this cycle: it may load the next chunk
+        # b_rest == 0 as a register, kept a step ahead, so the loads below start from flip-flops
+        b_rest_zero, a3_rest_zero = Signal(init=1), Signal(init=1)
+        take = c1_load & b_rest_zero  # B empties (or is empty) this cycle: it may load the next chunk
         with m.If(c1_load):
             m.d.sync += [c1_v.eq(b_v), c1_oh.eq(b_oh), c1_ci.eq(b_ci), c1_oy.eq(f_row)]
             m.d.sync += [a.eq(b) for a, b in zip(c1_win, b_win, strict=True)]
-            m.d.sync += [b_oh.eq(rest_oh), b_rest.eq(b_rest & ~rest_oh)]
+            m.d.sync += [b_oh.eq(rest_oh), b_rest.eq(b_rest & ~rest_oh),
+                         b_rest_zero.eq((b_rest & (b_rest - 1)) == 0)]
         a3_load = ~a3_v | take
         with m.If(take):
-            m.d.sync += [b_v.eq(a3_v), b_oh.eq(a3_oh), b_rest.eq(Mux(a3_v, a3_rest, 0)), b_ci.eq(a3_ci)]
+            m.d.sync += [b_v.eq(a3_v), b_oh.eq(a3_oh), b_rest.eq(Mux(a3_v, a3_rest, 0)), b_ci.eq(a3_ci),
+                         b_rest_zero.eq(~a3_v | a3_rest_zero)]
             m.d.sync += [a.eq(b) for a, b in zip(b_win, a3_win, strict=True)]
         # split stage A3: the chunk's lowest site and the rest
         a2_oh = lowest_one_hot(m, a2_bits, "a2_oh")
         with m.If(a3_load):
-            m.d.sync += [a3_v.eq(a2_v), a3_oh.eq(a2_oh), a3_rest.eq(a2_bits & ~a2_oh), a3_ci.eq(a2_ci)]
+            m.d.sync += [a3_v.eq(a2_v), a3_oh.eq(a2_oh), a3_rest.eq(a2_bits & ~a2_oh), a3_ci.eq(a2_ci),
+                         a3_rest_zero.eq((a2_bits & (a2_bits - 1)) == 0)]
             m.d.sync += [a.eq(b) for a, b in zip(a3_win, a2_win, strict=True)]
         a2_load = ~a2_v | a3_load
         with m.If(a3_load):

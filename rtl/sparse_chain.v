@@ -1665,27 +1665,27 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$486 ;
   wire [15:0] \$487 ;
   wire [15:0] \$488 ;
-  wire \$489 ;
+  wire [16:0] \$489 ;
   wire \$49 ;
-  wire \$490 ;
+  wire [16:0] \$490 ;
   wire \$491 ;
   wire \$492 ;
-  wire [15:0] \$493 ;
+  wire \$493 ;
   wire \$494 ;
-  wire \$495 ;
+  wire [15:0] \$495 ;
   wire \$496 ;
   wire \$497 ;
   wire \$498 ;
   wire \$499 ;
   wire \$5 ;
   wire \$50 ;
-  wire [15:0] \$500 ;
-  wire [15:0] \$501 ;
+  wire \$500 ;
+  wire \$501 ;
   wire \$502 ;
-  wire \$503 ;
-  wire \$504 ;
-  wire \$505 ;
-  wire \$506 ;
+  wire [15:0] \$503 ;
+  wire [15:0] \$504 ;
+  wire [16:0] \$505 ;
+  wire [16:0] \$506 ;
   wire \$507 ;
   wire \$508 ;
   wire \$509 ;
@@ -1697,15 +1697,15 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$514 ;
   wire \$515 ;
   wire \$516 ;
-  wire [15:0] \$517 ;
-  wire [32:0] \$518 ;
-  wire [32:0] \$519 ;
+  wire \$517 ;
+  wire \$518 ;
+  wire \$519 ;
   wire \$52 ;
-  wire [32:0] \$520 ;
-  wire \$521 ;
-  wire \$522 ;
-  wire \$523 ;
-  wire \$524 ;
+  wire \$520 ;
+  wire [15:0] \$521 ;
+  wire [32:0] \$522 ;
+  wire [32:0] \$523 ;
+  wire [32:0] \$524 ;
   wire \$525 ;
   wire \$526 ;
   wire \$527 ;
@@ -1729,121 +1729,121 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$543 ;
   wire \$544 ;
   wire \$545 ;
-  wire [4:0] \$546 ;
+  wire \$546 ;
   wire \$547 ;
-  wire \$548 ;
+  wire [4:0] \$548 ;
   wire \$549 ;
   wire \$55 ;
   wire \$550 ;
   wire \$551 ;
   wire \$552 ;
-  wire [31:0] \$553 ;
-  wire [31:0] \$554 ;
-  wire \$555 ;
+  wire \$553 ;
+  wire \$554 ;
+  wire [31:0] \$555 ;
   wire [31:0] \$556 ;
-  wire [31:0] \$557 ;
-  wire \$558 ;
+  wire \$557 ;
+  wire [31:0] \$558 ;
   wire [31:0] \$559 ;
   wire \$56 ;
-  wire [31:0] \$560 ;
-  wire \$561 ;
+  wire \$560 ;
+  wire [31:0] \$561 ;
   wire [31:0] \$562 ;
-  wire [31:0] \$563 ;
-  wire \$564 ;
+  wire \$563 ;
+  wire [31:0] \$564 ;
   wire [31:0] \$565 ;
-  wire [31:0] \$566 ;
-  wire \$567 ;
+  wire \$566 ;
+  wire [31:0] \$567 ;
   wire [31:0] \$568 ;
-  wire [31:0] \$569 ;
+  wire \$569 ;
   wire \$57 ;
-  wire \$570 ;
+  wire [31:0] \$570 ;
   wire [31:0] \$571 ;
-  wire [31:0] \$572 ;
-  wire \$573 ;
+  wire \$572 ;
+  wire [31:0] \$573 ;
   wire [31:0] \$574 ;
-  wire [31:0] \$575 ;
-  wire \$576 ;
+  wire \$575 ;
+  wire [31:0] \$576 ;
   wire [31:0] \$577 ;
-  wire [31:0] \$578 ;
-  wire \$579 ;
+  wire \$578 ;
+  wire [31:0] \$579 ;
   wire \$58 ;
   wire [31:0] \$580 ;
-  wire [31:0] \$581 ;
-  wire \$582 ;
+  wire \$581 ;
+  wire [31:0] \$582 ;
   wire [31:0] \$583 ;
-  wire [31:0] \$584 ;
-  wire \$585 ;
+  wire \$584 ;
+  wire [31:0] \$585 ;
   wire [31:0] \$586 ;
-  wire [31:0] \$587 ;
-  wire \$588 ;
+  wire \$587 ;
+  wire [31:0] \$588 ;
   wire [31:0] \$589 ;
   wire \$59 ;
-  wire [31:0] \$590 ;
-  wire \$591 ;
+  wire \$590 ;
+  wire [31:0] \$591 ;
   wire [31:0] \$592 ;
-  wire [31:0] \$593 ;
-  wire \$594 ;
+  wire \$593 ;
+  wire [31:0] \$594 ;
   wire [31:0] \$595 ;
-  wire [31:0] \$596 ;
-  wire \$597 ;
+  wire \$596 ;
+  wire [31:0] \$597 ;
   wire [31:0] \$598 ;
-  wire [31:0] \$599 ;
+  wire \$599 ;
   wire \$6 ;
   wire \$60 ;
-  wire \$600 ;
+  wire [31:0] \$600 ;
   wire [31:0] \$601 ;
-  wire [31:0] \$602 ;
-  wire \$603 ;
+  wire \$602 ;
+  wire [31:0] \$603 ;
   wire [31:0] \$604 ;
-  wire [31:0] \$605 ;
-  wire \$606 ;
+  wire \$605 ;
+  wire [31:0] \$606 ;
   wire [31:0] \$607 ;
-  wire [31:0] \$608 ;
-  wire \$609 ;
+  wire \$608 ;
+  wire [31:0] \$609 ;
   wire \$61 ;
   wire [31:0] \$610 ;
-  wire [31:0] \$611 ;
-  wire \$612 ;
+  wire \$611 ;
+  wire [31:0] \$612 ;
   wire [31:0] \$613 ;
-  wire [31:0] \$614 ;
-  wire \$615 ;
+  wire \$614 ;
+  wire [31:0] \$615 ;
   wire [31:0] \$616 ;
-  wire [31:0] \$617 ;
-  wire \$618 ;
+  wire \$617 ;
+  wire [31:0] \$618 ;
   wire [31:0] \$619 ;
   wire \$62 ;
-  wire [31:0] \$620 ;
-  wire \$621 ;
+  wire \$620 ;
+  wire [31:0] \$621 ;
   wire [31:0] \$622 ;
-  wire [31:0] \$623 ;
-  wire \$624 ;
+  wire \$623 ;
+  wire [31:0] \$624 ;
   wire [31:0] \$625 ;
-  wire [31:0] \$626 ;
-  wire \$627 ;
+  wire \$626 ;
+  wire [31:0] \$627 ;
   wire [31:0] \$628 ;
-  wire [31:0] \$629 ;
+  wire \$629 ;
   wire \$63 ;
-  wire \$630 ;
+  wire [31:0] \$630 ;
   wire [31:0] \$631 ;
-  wire [31:0] \$632 ;
-  wire \$633 ;
+  wire \$632 ;
+  wire [31:0] \$633 ;
   wire [31:0] \$634 ;
-  wire [31:0] \$635 ;
-  wire \$636 ;
+  wire \$635 ;
+  wire [31:0] \$636 ;
   wire [31:0] \$637 ;
-  wire [31:0] \$638 ;
-  wire \$639 ;
+  wire \$638 ;
+  wire [31:0] \$639 ;
   wire \$64 ;
   wire [31:0] \$640 ;
-  wire [31:0] \$641 ;
-  wire \$642 ;
+  wire \$641 ;
+  wire [31:0] \$642 ;
   wire [31:0] \$643 ;
-  wire [31:0] \$644 ;
-  wire \$645 ;
+  wire \$644 ;
+  wire [31:0] \$645 ;
   wire [31:0] \$646 ;
-  wire [31:0] \$647 ;
-  wire \$648 ;
-  wire \$649 ;
+  wire \$647 ;
+  wire [31:0] \$648 ;
+  wire [31:0] \$649 ;
   wire \$65 ;
   wire \$650 ;
   wire \$651 ;
@@ -1854,57 +1854,61 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$656 ;
   wire \$657 ;
   wire \$658 ;
-  wire [5:0] \$659 ;
+  wire \$659 ;
   wire \$66 ;
-  wire [7:0] \$660 ;
-  wire [7:0] \$661 ;
-  reg [7:0] \$662 ;
-  reg [31:0] \$663 ;
+  wire \$660 ;
+  wire [5:0] \$661 ;
+  wire [7:0] \$662 ;
+  wire [7:0] \$663 ;
   reg [7:0] \$664 ;
   reg [31:0] \$665 ;
   reg [7:0] \$666 ;
   reg [31:0] \$667 ;
-  reg \$668 ;
-  reg \$669 ;
+  reg [7:0] \$668 ;
+  reg [31:0] \$669 ;
   wire \$67 ;
-  reg [15:0] \$670 ;
+  reg \$670 ;
   reg \$671 ;
-  reg [3:0] \$672 ;
-  reg [32:0] \$673 ;
-  reg [32:0] \$674 ;
+  reg [15:0] \$672 ;
+  reg \$673 ;
+  reg [3:0] \$674 ;
   reg [32:0] \$675 ;
-  reg [15:0] \$676 ;
-  reg [15:0] \$677 ;
-  reg \$678 ;
-  reg \$679 ;
+  reg [32:0] \$676 ;
+  reg [32:0] \$677 ;
+  reg [15:0] \$678 ;
+  reg [15:0] \$679 ;
   wire \$68 ;
-  reg [32:0] \$680 ;
-  reg [32:0] \$681 ;
-  reg [32:0] \$682 ;
-  reg \$683 ;
-  reg [15:0] \$684 ;
-  reg [15:0] \$685 ;
+  reg \$680 ;
+  reg \$681 ;
+  reg \$682 ;
+  reg [32:0] \$683 ;
+  reg [32:0] \$684 ;
+  reg [32:0] \$685 ;
   reg \$686 ;
-  reg [32:0] \$687 ;
-  reg [32:0] \$688 ;
-  reg [32:0] \$689 ;
+  reg [15:0] \$687 ;
+  reg [15:0] \$688 ;
+  reg \$689 ;
   wire \$69 ;
   reg \$690 ;
-  reg \$691 ;
-  reg [15:0] \$692 ;
+  reg [32:0] \$691 ;
+  reg [32:0] \$692 ;
   reg [32:0] \$693 ;
-  reg [32:0] \$694 ;
-  reg [32:0] \$695 ;
-  reg \$696 ;
-  reg \$697 ;
-  reg \$698 ;
-  reg [2:0] \$699 ;
+  reg \$694 ;
+  reg \$695 ;
+  reg [15:0] \$696 ;
+  reg [32:0] \$697 ;
+  reg [32:0] \$698 ;
+  reg [32:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
-  reg [15:0] \$700 ;
-  reg [4:0] \$701 ;
-  reg [6:0] \$702 ;
-  reg [6:0] \$703 ;
+  reg \$700 ;
+  reg \$701 ;
+  reg \$702 ;
+  reg [2:0] \$703 ;
+  reg [15:0] \$704 ;
+  reg [4:0] \$705 ;
+  reg [6:0] \$706 ;
+  reg [6:0] \$707 ;
   wire \$71 ;
   wire \$72 ;
   wire \$73 ;
@@ -1937,23 +1941,25 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$98 ;
   wire \$99 ;
   reg \$like  = 1'h0;
-  reg \$like$53  = 1'h0;
+  reg \$like$54  = 1'h0;
   reg [15:0] \$signal  = 16'h0000;
   reg \$signal$15  = 1'h0;
   reg [3:0] \$signal$17  = 4'h0;
   reg [15:0] \$signal$45  = 16'h0000;
-  reg \$signal$50  = 1'h0;
-  reg [15:0] \$signal$51  = 16'h0000;
+  reg \$signal$50  = 1'h1;
+  reg \$signal$51  = 1'h0;
   reg [15:0] \$signal$52  = 16'h0000;
-  reg \$signal$57  = 1'h0;
-  reg \$signal$62  = 1'h0;
-  reg \$signal$63  = 1'h0;
+  reg [15:0] \$signal$53  = 16'h0000;
+  reg \$signal$59  = 1'h0;
+  reg \$signal$64  = 1'h0;
+  reg \$signal$65  = 1'h0;
   reg [15:0] a2_bits = 16'h0000;
   reg a2_ci = 1'h0;
   wire [15:0] a2_oh;
   reg [32:0] a2_win_0 = 33'h000000000;
   reg [32:0] a2_win_1 = 33'h000000000;
   reg [32:0] a2_win_2 = 33'h000000000;
+  reg a3_rest_zero = 1'h1;
   reg [32:0] a3_win_0 = 33'h000000000;
   reg [32:0] a3_win_1 = 33'h000000000;
   reg [32:0] a3_win_2 = 33'h000000000;
@@ -2052,6 +2058,10 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   reg [31:0] win_0 = 32'd0;
   reg [31:0] win_1 = 32'd0;
   reg [31:0] win_2 = 32'd0;
+  assign \$292  = \$290  | \$291 ;
+  assign \$293  = \$signal [7] & c1_win_2[16];
+  assign \$294  = \$292  | \$293 ;
+  assign \$295  = \$signal [8] & c1_win_2[18];
   assign \$296  = \$294  | \$295 ;
   assign \$297  = \$signal [9] & c1_win_2[20];
   assign \$298  = \$296  | \$297 ;
@@ -2245,261 +2255,267 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \$486  = \$485  | w_rdy;
   assign \$487  = ~ \$313 [15:0];
   assign \$488  = b_rest & \$487 ;
-  assign \$489  = ~ \$signal$15 ;
-  assign \$490  = \$489  | w_rdy;
-  assign \$491  = ! b_rest;
-  assign \$492  = \$490  & \$491 ;
-  assign \$493  = \$signal$50  ? \$signal$52  : 16'h0000;
-  assign \$494  = ~ \$signal$50 ;
-  assign \$495  = ~ \$signal$15 ;
-  assign \$496  = \$495  | w_rdy;
-  assign \$497  = ! b_rest;
-  assign \$498  = \$496  & \$497 ;
-  assign \$499  = \$494  | \$498 ;
-  assign \$500  = ~ \$316 [15:0];
-  assign \$501  = a2_bits & \$500 ;
-  assign \$502  = ~ \$signal$50 ;
-  assign \$503  = ~ \$signal$15 ;
-  assign \$504  = \$503  | w_rdy;
-  assign \$505  = ! b_rest;
-  assign \$506  = \$504  & \$505 ;
-  assign \$507  = \$502  | \$506 ;
-  assign \$508  = ~ \$signal$57 ;
-  assign \$509  = ~ \$signal$50 ;
-  assign \$510  = ~ \$signal$15 ;
-  assign \$511  = \$510  | w_rdy;
-  assign \$512  = ! b_rest;
-  assign \$513  = \$511  & \$512 ;
-  assign \$514  = \$509  | \$513 ;
-  assign \$515  = \$508  | \$514 ;
-  assign \$516  = \$515  & \$signal$62 ;
-  assign \$517  = \$signal$63  ? centre : 16'h0000;
-  assign \$518  = \$signal$63  ? { win_0, 1'h0 } : 33'h000000000;
-  assign \$519  = \$signal$63  ? { win_1, 1'h0 } : 33'h000000000;
-  assign \$520  = \$signal$63  ? { win_2, 1'h0 } : 33'h000000000;
-  assign \$521  = ~ \$signal$57 ;
-  assign \$522  = ~ \$signal$50 ;
-  assign \$523  = ~ \$signal$15 ;
-  assign \$524  = \$523  | w_rdy;
-  assign \$525  = ! b_rest;
-  assign \$526  = \$524  & \$525 ;
-  assign \$527  = \$522  | \$526 ;
-  assign \$528  = \$521  | \$527 ;
-  assign \$529  = ~ \$signal$62 ;
-  assign \$530  = ~ \$signal$57 ;
-  assign \$531  = ~ \$signal$50 ;
-  assign \$532  = ~ \$signal$15 ;
-  assign \$533  = \$532  | w_rdy;
-  assign \$534  = ! b_rest;
-  assign \$535  = \$533  & \$534 ;
-  assign \$536  = \$531  | \$535 ;
-  assign \$537  = \$530  | \$536 ;
-  assign \$538  = \$529  | \$537 ;
-  assign \$540  = \$538  & \$539 ;
-  assign \$541  = state == 3'h4;
+  assign \$489  = b_rest - 1'h1;
+  assign \$490  = { 1'h0, b_rest } & \$489 ;
+  assign \$491  = ! \$490 ;
+  assign \$492  = ~ \$signal$15 ;
+  assign \$493  = \$492  | w_rdy;
+  assign \$494  = \$493  & \$signal$50 ;
+  assign \$495  = \$signal$51  ? \$signal$53  : 16'h0000;
+  assign \$496  = ~ \$signal$51 ;
+  assign \$497  = \$496  | a3_rest_zero;
+  assign \$498  = ~ \$signal$51 ;
+  assign \$499  = ~ \$signal$15 ;
+  assign \$500  = \$499  | w_rdy;
+  assign \$501  = \$500  & \$signal$50 ;
+  assign \$502  = \$498  | \$501 ;
+  assign \$503  = ~ \$316 [15:0];
+  assign \$504  = a2_bits & \$503 ;
+  assign \$505  = a2_bits - 1'h1;
+  assign \$506  = { 1'h0, a2_bits } & \$505 ;
+  assign \$507  = ! \$506 ;
+  assign \$508  = ~ \$signal$51 ;
+  assign \$509  = ~ \$signal$15 ;
+  assign \$510  = \$509  | w_rdy;
+  assign \$511  = \$510  & \$signal$50 ;
+  assign \$512  = \$508  | \$511 ;
+  assign \$513  = ~ \$signal$59 ;
+  assign \$514  = ~ \$signal$51 ;
+  assign \$515  = ~ \$signal$15 ;
+  assign \$516  = \$515  | w_rdy;
+  assign \$517  = \$516  & \$signal$50 ;
+  assign \$518  = \$514  | \$517 ;
+  assign \$519  = \$513  | \$518 ;
+  assign \$520  = \$519  & \$signal$64 ;
+  assign \$521  = \$signal$65  ? centre : 16'h0000;
+  assign \$522  = \$signal$65  ? { win_0, 1'h0 } : 33'h000000000;
+  assign \$523  = \$signal$65  ? { win_1, 1'h0 } : 33'h000000000;
+  assign \$524  = \$signal$65  ? { win_2, 1'h0 } : 33'h000000000;
+  assign \$525  = ~ \$signal$59 ;
+  assign \$526  = ~ \$signal$51 ;
+  assign \$527  = ~ \$signal$15 ;
+  assign \$528  = \$527  | w_rdy;
+  assign \$529  = \$528  & \$signal$50 ;
+  assign \$530  = \$526  | \$529 ;
+  assign \$531  = \$525  | \$530 ;
+  assign \$532  = ~ \$signal$64 ;
+  assign \$533  = ~ \$signal$59 ;
+  assign \$534  = ~ \$signal$51 ;
+  assign \$535  = ~ \$signal$15 ;
+  assign \$536  = \$535  | w_rdy;
+  assign \$537  = \$536  & \$signal$50 ;
+  assign \$538  = \$534  | \$537 ;
+  assign \$539  = \$533  | \$538 ;
+  assign \$540  = \$532  | \$539 ;
   assign \$542  = \$540  & \$541 ;
-  assign \$543  = ~ \$319 [0];
-  assign \$544  = nz & \$543 ;
-  assign \$545  = ~ has_last;
-  assign \$547  = f_row > \$546 ;
-  assign \$548  = \$545  | \$547 ;
-  assign \$549  = eof_seen & \$548 ;
-  assign \$550  = done_rows >= need;
-  assign \$551  = eof_seen | \$550 ;
-  assign \$552  = ~ eof_pend;
-  assign \$553  = win_1 | win_2;
-  assign \$554  = win_1 | win_2;
-  assign \$555  = \$553 [0] | \$554 [1];
+  assign \$543  = state == 3'h4;
+  assign \$544  = \$542  & \$543 ;
+  assign \$545  = ~ \$319 [0];
+  assign \$546  = nz & \$545 ;
+  assign \$547  = ~ has_last;
+  assign \$549  = f_row > \$548 ;
+  assign \$550  = \$547  | \$549 ;
+  assign \$551  = eof_seen & \$550 ;
+  assign \$552  = done_rows >= need;
+  assign \$553  = eof_seen | \$552 ;
+  assign \$554  = ~ eof_pend;
+  assign \$555  = win_1 | win_2;
   assign \$556  = win_1 | win_2;
-  assign \$557  = win_1 | win_2;
-  assign \$558  = \$556 [2] | \$557 [3];
+  assign \$557  = \$555 [0] | \$556 [1];
+  assign \$558  = win_1 | win_2;
   assign \$559  = win_1 | win_2;
-  assign \$560  = win_1 | win_2;
-  assign \$561  = \$559 [4] | \$560 [5];
+  assign \$560  = \$558 [2] | \$559 [3];
+  assign \$561  = win_1 | win_2;
   assign \$562  = win_1 | win_2;
-  assign \$563  = win_1 | win_2;
-  assign \$564  = \$562 [6] | \$563 [7];
+  assign \$563  = \$561 [4] | \$562 [5];
+  assign \$564  = win_1 | win_2;
   assign \$565  = win_1 | win_2;
-  assign \$566  = win_1 | win_2;
-  assign \$567  = \$565 [8] | \$566 [9];
+  assign \$566  = \$564 [6] | \$565 [7];
+  assign \$567  = win_1 | win_2;
   assign \$568  = win_1 | win_2;
-  assign \$569  = win_1 | win_2;
-  assign \$570  = \$568 [10] | \$569 [11];
+  assign \$569  = \$567 [8] | \$568 [9];
+  assign \$570  = win_1 | win_2;
   assign \$571  = win_1 | win_2;
-  assign \$572  = win_1 | win_2;
-  assign \$573  = \$571 [12] | \$572 [13];
+  assign \$572  = \$570 [10] | \$571 [11];
+  assign \$573  = win_1 | win_2;
   assign \$574  = win_1 | win_2;
-  assign \$575  = win_1 | win_2;
-  assign \$576  = \$574 [14] | \$575 [15];
+  assign \$575  = \$573 [12] | \$574 [13];
+  assign \$576  = win_1 | win_2;
   assign \$577  = win_1 | win_2;
-  assign \$578  = win_1 | win_2;
-  assign \$579  = \$577 [16] | \$578 [17];
+  assign \$578  = \$576 [14] | \$577 [15];
+  assign \$579  = win_1 | win_2;
   assign \$580  = win_1 | win_2;
-  assign \$581  = win_1 | win_2;
-  assign \$582  = \$580 [18] | \$581 [19];
+  assign \$581  = \$579 [16] | \$580 [17];
+  assign \$582  = win_1 | win_2;
   assign \$583  = win_1 | win_2;
-  assign \$584  = win_1 | win_2;
-  assign \$585  = \$583 [20] | \$584 [21];
+  assign \$584  = \$582 [18] | \$583 [19];
+  assign \$585  = win_1 | win_2;
   assign \$586  = win_1 | win_2;
-  assign \$587  = win_1 | win_2;
-  assign \$588  = \$586 [22] | \$587 [23];
+  assign \$587  = \$585 [20] | \$586 [21];
+  assign \$588  = win_1 | win_2;
   assign \$589  = win_1 | win_2;
-  assign \$590  = win_1 | win_2;
-  assign \$591  = \$589 [24] | \$590 [25];
+  assign \$590  = \$588 [22] | \$589 [23];
+  assign \$591  = win_1 | win_2;
   assign \$592  = win_1 | win_2;
-  assign \$593  = win_1 | win_2;
-  assign \$594  = \$592 [26] | \$593 [27];
+  assign \$593  = \$591 [24] | \$592 [25];
+  assign \$594  = win_1 | win_2;
   assign \$595  = win_1 | win_2;
-  assign \$596  = win_1 | win_2;
-  assign \$597  = \$595 [28] | \$596 [29];
+  assign \$596  = \$594 [26] | \$595 [27];
+  assign \$597  = win_1 | win_2;
   assign \$598  = win_1 | win_2;
-  assign \$599  = win_1 | win_2;
-  assign \$600  = \$598 [30] | \$599 [31];
+  assign \$599  = \$597 [28] | \$598 [29];
+  assign \$600  = win_1 | win_2;
   assign \$601  = win_1 | win_2;
-  assign \$602  = win_1 | win_2;
-  assign \$603  = \$601 [0] | \$602 [1];
+  assign \$602  = \$600 [30] | \$601 [31];
+  assign \$603  = win_1 | win_2;
   assign \$604  = win_1 | win_2;
-  assign \$605  = win_1 | win_2;
-  assign \$606  = \$604 [2] | \$605 [3];
+  assign \$605  = \$603 [0] | \$604 [1];
+  assign \$606  = win_1 | win_2;
   assign \$607  = win_1 | win_2;
-  assign \$608  = win_1 | win_2;
-  assign \$609  = \$607 [4] | \$608 [5];
+  assign \$608  = \$606 [2] | \$607 [3];
+  assign \$609  = win_1 | win_2;
   assign \$610  = win_1 | win_2;
-  assign \$611  = win_1 | win_2;
-  assign \$612  = \$610 [6] | \$611 [7];
+  assign \$611  = \$609 [4] | \$610 [5];
+  assign \$612  = win_1 | win_2;
   assign \$613  = win_1 | win_2;
-  assign \$614  = win_1 | win_2;
-  assign \$615  = \$613 [8] | \$614 [9];
+  assign \$614  = \$612 [6] | \$613 [7];
+  assign \$615  = win_1 | win_2;
   assign \$616  = win_1 | win_2;
-  assign \$617  = win_1 | win_2;
-  assign \$618  = \$616 [10] | \$617 [11];
+  assign \$617  = \$615 [8] | \$616 [9];
+  assign \$618  = win_1 | win_2;
   assign \$619  = win_1 | win_2;
-  assign \$620  = win_1 | win_2;
-  assign \$621  = \$619 [12] | \$620 [13];
+  assign \$620  = \$618 [10] | \$619 [11];
+  assign \$621  = win_1 | win_2;
   assign \$622  = win_1 | win_2;
-  assign \$623  = win_1 | win_2;
-  assign \$624  = \$622 [14] | \$623 [15];
+  assign \$623  = \$621 [12] | \$622 [13];
+  assign \$624  = win_1 | win_2;
   assign \$625  = win_1 | win_2;
-  assign \$626  = win_1 | win_2;
-  assign \$627  = \$625 [16] | \$626 [17];
+  assign \$626  = \$624 [14] | \$625 [15];
+  assign \$627  = win_1 | win_2;
   assign \$628  = win_1 | win_2;
-  assign \$629  = win_1 | win_2;
-  assign \$630  = \$628 [18] | \$629 [19];
+  assign \$629  = \$627 [16] | \$628 [17];
+  assign \$630  = win_1 | win_2;
   assign \$631  = win_1 | win_2;
-  assign \$632  = win_1 | win_2;
-  assign \$633  = \$631 [20] | \$632 [21];
+  assign \$632  = \$630 [18] | \$631 [19];
+  assign \$633  = win_1 | win_2;
   assign \$634  = win_1 | win_2;
-  assign \$635  = win_1 | win_2;
-  assign \$636  = \$634 [22] | \$635 [23];
+  assign \$635  = \$633 [20] | \$634 [21];
+  assign \$636  = win_1 | win_2;
   assign \$637  = win_1 | win_2;
-  assign \$638  = win_1 | win_2;
-  assign \$639  = \$637 [24] | \$638 [25];
+  assign \$638  = \$636 [22] | \$637 [23];
+  assign \$639  = win_1 | win_2;
   assign \$640  = win_1 | win_2;
-  assign \$641  = win_1 | win_2;
-  assign \$642  = \$640 [26] | \$641 [27];
+  assign \$641  = \$639 [24] | \$640 [25];
+  assign \$642  = win_1 | win_2;
   assign \$643  = win_1 | win_2;
-  assign \$644  = win_1 | win_2;
-  assign \$645  = \$643 [28] | \$644 [29];
+  assign \$644  = \$642 [26] | \$643 [27];
+  assign \$645  = win_1 | win_2;
   assign \$646  = win_1 | win_2;
-  assign \$647  = win_1 | win_2;
-  assign \$648  = \$646 [30] | \$647 [31];
-  assign \$649  = | { \$648 , \$645 , \$642 , \$639 , \$636 , \$633 , \$630 , \$627 , \$624 , \$621 , \$618 , \$615 , \$612 , \$609 , \$606 , \$603  };
-  assign \$650  = ! nz;
-  assign \$651  = ~ \$signal$62 ;
-  assign \$652  = \$650  & \$651 ;
-  assign \$653  = ~ \$signal$57 ;
+  assign \$647  = \$645 [28] | \$646 [29];
+  assign \$648  = win_1 | win_2;
+  assign \$649  = win_1 | win_2;
+  assign \$650  = \$648 [30] | \$649 [31];
+  assign \$651  = | { \$650 , \$647 , \$644 , \$641 , \$638 , \$635 , \$632 , \$629 , \$626 , \$623 , \$620 , \$617 , \$614 , \$611 , \$608 , \$605  };
+  assign \$652  = ! nz;
+  assign \$653  = ~ \$signal$64 ;
   assign \$654  = \$652  & \$653 ;
-  assign \$655  = ~ \$signal$50 ;
+  assign \$655  = ~ \$signal$59 ;
   assign \$656  = \$654  & \$655 ;
-  assign \$657  = ~ b_v;
+  assign \$657  = ~ \$signal$51 ;
   assign \$658  = \$656  & \$657 ;
-  assign \$659  = f_row + 1'h1;
-  assign \$660  = cy + 2'h2;
-  assign \$661  = need + 2'h2;
+  assign \$659  = ~ b_v;
+  assign \$660  = \$658  & \$659 ;
+  assign \$661  = f_row + 1'h1;
+  assign \$662  = cy + 2'h2;
+  assign \$663  = need + 2'h2;
   always @(posedge clk)
-    sel_0 <= \$662 ;
+    sel_0 <= \$664 ;
   always @(posedge clk)
-    win_0 <= \$663 ;
+    win_0 <= \$665 ;
   always @(posedge clk)
-    sel_1 <= \$664 ;
+    sel_1 <= \$666 ;
   always @(posedge clk)
-    win_1 <= \$665 ;
+    win_1 <= \$667 ;
   always @(posedge clk)
-    sel_2 <= \$666 ;
+    sel_2 <= \$668 ;
   always @(posedge clk)
-    win_2 <= \$667 ;
+    win_2 <= \$669 ;
   always @(posedge clk)
-    eof_pend <= \$668 ;
+    eof_pend <= \$670 ;
   always @(posedge clk)
-    \$signal$15  <= \$669 ;
+    \$signal$15  <= \$671 ;
   always @(posedge clk)
-    \$signal  <= \$670 ;
+    \$signal  <= \$672 ;
   always @(posedge clk)
-    \$like  <= \$671 ;
+    \$like  <= \$673 ;
   always @(posedge clk)
-    \$signal$17  <= \$672 ;
+    \$signal$17  <= \$674 ;
   always @(posedge clk)
-    c1_win_0 <= \$673 ;
+    c1_win_0 <= \$675 ;
   always @(posedge clk)
-    c1_win_1 <= \$674 ;
+    c1_win_1 <= \$676 ;
   always @(posedge clk)
-    c1_win_2 <= \$675 ;
+    c1_win_2 <= \$677 ;
   always @(posedge clk)
-    \$signal$45  <= \$676 ;
+    \$signal$45  <= \$678 ;
   always @(posedge clk)
-    b_rest <= \$677 ;
+    b_rest <= \$679 ;
   always @(posedge clk)
-    b_v <= \$678 ;
+    \$signal$50  <= \$680 ;
   always @(posedge clk)
-    b_ci <= \$679 ;
+    b_v <= \$681 ;
   always @(posedge clk)
-    b_win_0 <= \$680 ;
+    b_ci <= \$682 ;
   always @(posedge clk)
-    b_win_1 <= \$681 ;
+    b_win_0 <= \$683 ;
   always @(posedge clk)
-    b_win_2 <= \$682 ;
+    b_win_1 <= \$684 ;
   always @(posedge clk)
-    \$signal$50  <= \$683 ;
+    b_win_2 <= \$685 ;
   always @(posedge clk)
-    \$signal$51  <= \$684 ;
+    \$signal$51  <= \$686 ;
   always @(posedge clk)
-    \$signal$52  <= \$685 ;
+    \$signal$52  <= \$687 ;
   always @(posedge clk)
-    \$like$53  <= \$686 ;
+    \$signal$53  <= \$688 ;
   always @(posedge clk)
-    a3_win_0 <= \$687 ;
+    \$like$54  <= \$689 ;
   always @(posedge clk)
-    a3_win_1 <= \$688 ;
+    a3_rest_zero <= \$690 ;
   always @(posedge clk)
-    a3_win_2 <= \$689 ;
+    a3_win_0 <= \$691 ;
   always @(posedge clk)
-    \$signal$57  <= \$690 ;
+    a3_win_1 <= \$692 ;
   always @(posedge clk)
-    a2_ci <= \$691 ;
+    a3_win_2 <= \$693 ;
   always @(posedge clk)
-    a2_bits <= \$692 ;
+    \$signal$59  <= \$694 ;
   always @(posedge clk)
-    a2_win_0 <= \$693 ;
+    a2_ci <= \$695 ;
   always @(posedge clk)
-    a2_win_1 <= \$694 ;
+    a2_bits <= \$696 ;
   always @(posedge clk)
-    a2_win_2 <= \$695 ;
+    a2_win_0 <= \$697 ;
   always @(posedge clk)
-    \$signal$62  <= \$696 ;
+    a2_win_1 <= \$698 ;
   always @(posedge clk)
-    \$signal$63  <= \$697 ;
+    a2_win_2 <= \$699 ;
   always @(posedge clk)
-    nz <= \$698 ;
+    \$signal$64  <= \$700 ;
   always @(posedge clk)
-    state <= \$699 ;
+    \$signal$65  <= \$701 ;
   always @(posedge clk)
-    centre <= \$700 ;
+    nz <= \$702 ;
   always @(posedge clk)
-    f_row <= \$701 ;
+    state <= \$703 ;
   always @(posedge clk)
-    cy <= \$702 ;
+    centre <= \$704 ;
   always @(posedge clk)
-    need <= \$703 ;
+    f_row <= \$705 ;
+  always @(posedge clk)
+    cy <= \$706 ;
+  always @(posedge clk)
+    need <= \$707 ;
   assign \$1  = cy + 9'h1ff;
   assign \$2  = cy + 1'h0;
   assign \$3  = cy + 1'h1;
@@ -2792,10 +2808,6 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \$289  = \$signal [5] & c1_win_2[12];
   assign \$290  = \$288  | \$289 ;
   assign \$291  = \$signal [6] & c1_win_2[14];
-  assign \$292  = \$290  | \$291 ;
-  assign \$293  = \$signal [7] & c1_win_2[16];
-  assign \$294  = \$292  | \$293 ;
-  assign \$295  = \$signal [8] & c1_win_2[18];
   \top.layer0.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -2821,71 +2833,30 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$662  = sel_0;
+    \$664  = sel_0;
     if (\$322 ) begin
-      \$662 [0] = \$327 ;
+      \$664 [0] = \$327 ;
     end
     if (\$328 ) begin
-      \$662 [1] = \$333 ;
+      \$664 [1] = \$333 ;
     end
     if (\$334 ) begin
-      \$662 [2] = \$339 ;
+      \$664 [2] = \$339 ;
     end
     if (\$340 ) begin
-      \$662 [3] = \$345 ;
+      \$664 [3] = \$345 ;
     end
     if (\$346 ) begin
-      \$662 [4] = \$351 ;
+      \$664 [4] = \$351 ;
     end
     if (\$352 ) begin
-      \$662 [5] = \$357 ;
+      \$664 [5] = \$357 ;
     end
     if (\$358 ) begin
-      \$662 [6] = \$363 ;
+      \$664 [6] = \$363 ;
     end
     if (\$364 ) begin
-      \$662 [7] = \$369 ;
-    end
-    if (rst) begin
-      \$662  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$663  = win_0;
-    if (\$370 ) begin
-      \$663  = \$385 ;
-    end
-    if (rst) begin
-      \$663  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$664  = sel_1;
-    if (\$386 ) begin
-      \$664 [0] = \$389 ;
-    end
-    if (\$390 ) begin
-      \$664 [1] = \$393 ;
-    end
-    if (\$394 ) begin
-      \$664 [2] = \$397 ;
-    end
-    if (\$398 ) begin
-      \$664 [3] = \$401 ;
-    end
-    if (\$402 ) begin
-      \$664 [4] = \$405 ;
-    end
-    if (\$406 ) begin
-      \$664 [5] = \$409 ;
-    end
-    if (\$410 ) begin
-      \$664 [6] = \$413 ;
-    end
-    if (\$414 ) begin
-      \$664 [7] = \$417 ;
+      \$664 [7] = \$369 ;
     end
     if (rst) begin
       \$664  = 8'h00;
@@ -2893,9 +2864,9 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$665  = win_1;
-    if (\$418 ) begin
-      \$665  = \$433 ;
+    \$665  = win_0;
+    if (\$370 ) begin
+      \$665  = \$385 ;
     end
     if (rst) begin
       \$665  = 32'd0;
@@ -2903,30 +2874,30 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$666  = sel_2;
-    if (\$434 ) begin
-      \$666 [0] = \$437 ;
+    \$666  = sel_1;
+    if (\$386 ) begin
+      \$666 [0] = \$389 ;
     end
-    if (\$438 ) begin
-      \$666 [1] = \$441 ;
+    if (\$390 ) begin
+      \$666 [1] = \$393 ;
     end
-    if (\$442 ) begin
-      \$666 [2] = \$445 ;
+    if (\$394 ) begin
+      \$666 [2] = \$397 ;
     end
-    if (\$446 ) begin
-      \$666 [3] = \$449 ;
+    if (\$398 ) begin
+      \$666 [3] = \$401 ;
     end
-    if (\$450 ) begin
-      \$666 [4] = \$453 ;
+    if (\$402 ) begin
+      \$666 [4] = \$405 ;
     end
-    if (\$454 ) begin
-      \$666 [5] = \$457 ;
+    if (\$406 ) begin
+      \$666 [5] = \$409 ;
     end
-    if (\$458 ) begin
-      \$666 [6] = \$461 ;
+    if (\$410 ) begin
+      \$666 [6] = \$413 ;
     end
-    if (\$462 ) begin
-      \$666 [7] = \$465 ;
+    if (\$414 ) begin
+      \$666 [7] = \$417 ;
     end
     if (rst) begin
       \$666  = 8'h00;
@@ -2934,9 +2905,9 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$667  = win_2;
-    if (\$466 ) begin
-      \$667  = \$481 ;
+    \$667  = win_1;
+    if (\$418 ) begin
+      \$667  = \$433 ;
     end
     if (rst) begin
       \$667  = 32'd0;
@@ -2944,47 +2915,68 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$668  = eof_pend;
+    \$668  = sel_2;
+    if (\$434 ) begin
+      \$668 [0] = \$437 ;
+    end
+    if (\$438 ) begin
+      \$668 [1] = \$441 ;
+    end
+    if (\$442 ) begin
+      \$668 [2] = \$445 ;
+    end
+    if (\$446 ) begin
+      \$668 [3] = \$449 ;
+    end
+    if (\$450 ) begin
+      \$668 [4] = \$453 ;
+    end
+    if (\$454 ) begin
+      \$668 [5] = \$457 ;
+    end
+    if (\$458 ) begin
+      \$668 [6] = \$461 ;
+    end
+    if (\$462 ) begin
+      \$668 [7] = \$465 ;
+    end
+    if (rst) begin
+      \$668  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$669  = win_2;
+    if (\$466 ) begin
+      \$669  = \$481 ;
+    end
+    if (rst) begin
+      \$669  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$670  = eof_pend;
     if (\$484 ) begin
-      \$668  = 1'h0;
+      \$670  = 1'h0;
     end
     casez (state)
       3'h0:
-          if (\$549 ) begin
-            if (\$552 ) begin
-              \$668  = 1'h1;
+          if (\$551 ) begin
+            if (\$554 ) begin
+              \$670  = 1'h1;
             end
           end
     endcase
     if (rst) begin
-      \$668  = 1'h0;
+      \$670  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$669  = \$signal$15 ;
+    \$671  = \$signal$15 ;
     if (\$486 ) begin
-      \$669  = b_v;
-    end
-    if (rst) begin
-      \$669  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$670  = \$signal ;
-    if (\$486 ) begin
-      \$670  = \$signal$45 ;
-    end
-    if (rst) begin
-      \$670  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$671  = \$like ;
-    if (\$486 ) begin
-      \$671  = b_ci;
+      \$671  = b_v;
     end
     if (rst) begin
       \$671  = 1'h0;
@@ -2992,39 +2984,39 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$672  = \$signal$17 ;
+    \$672  = \$signal ;
     if (\$486 ) begin
-      \$672  = f_row[3:0];
+      \$672  = \$signal$45 ;
     end
     if (rst) begin
-      \$672  = 4'h0;
+      \$672  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$673  = c1_win_0;
+    \$673  = \$like ;
     if (\$486 ) begin
-      \$673  = b_win_0;
+      \$673  = b_ci;
     end
     if (rst) begin
-      \$673  = 33'h000000000;
+      \$673  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$674  = c1_win_1;
+    \$674  = \$signal$17 ;
     if (\$486 ) begin
-      \$674  = b_win_1;
+      \$674  = f_row[3:0];
     end
     if (rst) begin
-      \$674  = 33'h000000000;
+      \$674  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$675  = c1_win_2;
+    \$675  = c1_win_0;
     if (\$486 ) begin
-      \$675  = b_win_2;
+      \$675  = b_win_0;
     end
     if (rst) begin
       \$675  = 33'h000000000;
@@ -3032,115 +3024,118 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$676  = \$signal$45 ;
+    \$676  = c1_win_1;
     if (\$486 ) begin
-      \$676  = \$313 [15:0];
-    end
-    if (\$492 ) begin
-      \$676  = \$signal$51 ;
+      \$676  = b_win_1;
     end
     if (rst) begin
-      \$676  = 16'h0000;
+      \$676  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$677  = b_rest;
+    \$677  = c1_win_2;
     if (\$486 ) begin
-      \$677  = \$488 ;
-    end
-    if (\$492 ) begin
-      \$677  = \$493 ;
+      \$677  = b_win_2;
     end
     if (rst) begin
-      \$677  = 16'h0000;
+      \$677  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$678  = b_v;
-    if (\$492 ) begin
-      \$678  = \$signal$50 ;
+    \$678  = \$signal$45 ;
+    if (\$486 ) begin
+      \$678  = \$313 [15:0];
+    end
+    if (\$494 ) begin
+      \$678  = \$signal$52 ;
     end
     if (rst) begin
-      \$678  = 1'h0;
+      \$678  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$679  = b_ci;
-    if (\$492 ) begin
-      \$679  = \$like$53 ;
+    \$679  = b_rest;
+    if (\$486 ) begin
+      \$679  = \$488 ;
+    end
+    if (\$494 ) begin
+      \$679  = \$495 ;
     end
     if (rst) begin
-      \$679  = 1'h0;
+      \$679  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$680  = b_win_0;
-    if (\$492 ) begin
-      \$680  = a3_win_0;
+    \$680  = \$signal$50 ;
+    if (\$486 ) begin
+      \$680  = \$491 ;
+    end
+    if (\$494 ) begin
+      \$680  = \$497 ;
     end
     if (rst) begin
-      \$680  = 33'h000000000;
+      \$680  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$681  = b_win_1;
-    if (\$492 ) begin
-      \$681  = a3_win_1;
+    \$681  = b_v;
+    if (\$494 ) begin
+      \$681  = \$signal$51 ;
     end
     if (rst) begin
-      \$681  = 33'h000000000;
+      \$681  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$682  = b_win_2;
-    if (\$492 ) begin
-      \$682  = a3_win_2;
+    \$682  = b_ci;
+    if (\$494 ) begin
+      \$682  = \$like$54 ;
     end
     if (rst) begin
-      \$682  = 33'h000000000;
+      \$682  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$683  = \$signal$50 ;
-    if (\$499 ) begin
-      \$683  = \$signal$57 ;
+    \$683  = b_win_0;
+    if (\$494 ) begin
+      \$683  = a3_win_0;
     end
     if (rst) begin
-      \$683  = 1'h0;
+      \$683  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$684  = \$signal$51 ;
-    if (\$499 ) begin
-      \$684  = \$316 [15:0];
+    \$684  = b_win_1;
+    if (\$494 ) begin
+      \$684  = a3_win_1;
     end
     if (rst) begin
-      \$684  = 16'h0000;
+      \$684  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$685  = \$signal$52 ;
-    if (\$499 ) begin
-      \$685  = \$501 ;
+    \$685  = b_win_2;
+    if (\$494 ) begin
+      \$685  = a3_win_2;
     end
     if (rst) begin
-      \$685  = 16'h0000;
+      \$685  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$686  = \$like$53 ;
-    if (\$499 ) begin
-      \$686  = a2_ci;
+    \$686  = \$signal$51 ;
+    if (\$502 ) begin
+      \$686  = \$signal$59 ;
     end
     if (rst) begin
       \$686  = 1'h0;
@@ -3148,72 +3143,69 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$687  = a3_win_0;
-    if (\$499 ) begin
-      \$687  = a2_win_0;
+    \$687  = \$signal$52 ;
+    if (\$502 ) begin
+      \$687  = \$316 [15:0];
     end
     if (rst) begin
-      \$687  = 33'h000000000;
+      \$687  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$688  = a3_win_1;
-    if (\$499 ) begin
-      \$688  = a2_win_1;
+    \$688  = \$signal$53 ;
+    if (\$502 ) begin
+      \$688  = \$504 ;
     end
     if (rst) begin
-      \$688  = 33'h000000000;
+      \$688  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$689  = a3_win_2;
-    if (\$499 ) begin
-      \$689  = a2_win_2;
+    \$689  = \$like$54 ;
+    if (\$502 ) begin
+      \$689  = a2_ci;
     end
     if (rst) begin
-      \$689  = 33'h000000000;
+      \$689  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$690  = \$signal$57 ;
-    if (\$507 ) begin
-      \$690  = 1'h0;
+    \$690  = a3_rest_zero;
+    if (\$502 ) begin
+      \$690  = \$507 ;
     end
-    if (\$516 ) begin
+    if (rst) begin
       \$690  = 1'h1;
     end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$691  = a3_win_0;
+    if (\$502 ) begin
+      \$691  = a2_win_0;
+    end
     if (rst) begin
-      \$690  = 1'h0;
+      \$691  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$691  = a2_ci;
-    if (\$516 ) begin
-      \$691  = 1'h0;
+    \$692  = a3_win_1;
+    if (\$502 ) begin
+      \$692  = a2_win_1;
     end
     if (rst) begin
-      \$691  = 1'h0;
+      \$692  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$692  = a2_bits;
-    if (\$516 ) begin
-      \$692  = \$517 ;
-    end
-    if (rst) begin
-      \$692  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$693  = a2_win_0;
-    if (\$516 ) begin
-      \$693  = \$518 ;
+    \$693  = a3_win_2;
+    if (\$502 ) begin
+      \$693  = a2_win_2;
     end
     if (rst) begin
       \$693  = 33'h000000000;
@@ -3221,52 +3213,95 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$694  = a2_win_1;
-    if (\$516 ) begin
-      \$694  = \$519 ;
+    \$694  = \$signal$59 ;
+    if (\$512 ) begin
+      \$694  = 1'h0;
+    end
+    if (\$520 ) begin
+      \$694  = 1'h1;
     end
     if (rst) begin
-      \$694  = 33'h000000000;
+      \$694  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$695  = a2_win_2;
-    if (\$516 ) begin
-      \$695  = \$520 ;
+    \$695  = a2_ci;
+    if (\$520 ) begin
+      \$695  = 1'h0;
     end
     if (rst) begin
-      \$695  = 33'h000000000;
+      \$695  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$696  = \$signal$62 ;
-    if (\$528 ) begin
-      \$696  = 1'h0;
-    end
-    if (\$542 ) begin
-      \$696  = 1'h1;
+    \$696  = a2_bits;
+    if (\$520 ) begin
+      \$696  = \$521 ;
     end
     if (rst) begin
-      \$696  = 1'h0;
+      \$696  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$697  = \$signal$63 ;
-    if (\$542 ) begin
-      \$697  = \$319 [0];
+    \$697  = a2_win_0;
+    if (\$520 ) begin
+      \$697  = \$522 ;
     end
     if (rst) begin
-      \$697  = 1'h0;
+      \$697  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$698  = nz;
-    if (\$542 ) begin
-      \$698  = \$544 ;
+    \$698  = a2_win_1;
+    if (\$520 ) begin
+      \$698  = \$523 ;
+    end
+    if (rst) begin
+      \$698  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$699  = a2_win_2;
+    if (\$520 ) begin
+      \$699  = \$524 ;
+    end
+    if (rst) begin
+      \$699  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$700  = \$signal$64 ;
+    if (\$531 ) begin
+      \$700  = 1'h0;
+    end
+    if (\$544 ) begin
+      \$700  = 1'h1;
+    end
+    if (rst) begin
+      \$700  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$701  = \$signal$65 ;
+    if (\$544 ) begin
+      \$701  = \$319 [0];
+    end
+    if (rst) begin
+      \$701  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$702  = nz;
+    if (\$544 ) begin
+      \$702  = \$546 ;
     end
     casez (state)
       3'h0:
@@ -3276,45 +3311,45 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       3'h2:
           /* empty */;
       3'h3:
-          \$698  = \$649 ;
+          \$702  = \$651 ;
     endcase
     if (rst) begin
-      \$698  = 1'h0;
+      \$702  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$699  = state;
+    \$703  = state;
     casez (state)
       3'h0:
-          if (\$549 ) begin
-            if (\$552 ) begin
-              \$699  = 3'h5;
+          if (\$551 ) begin
+            if (\$554 ) begin
+              \$703  = 3'h5;
             end
-          end else if (\$551 ) begin
-            \$699  = 3'h1;
+          end else if (\$553 ) begin
+            \$703  = 3'h1;
           end
       3'h1:
-          \$699  = 3'h2;
+          \$703  = 3'h2;
       3'h2:
-          \$699  = 3'h3;
+          \$703  = 3'h3;
       3'h3:
-          \$699  = 3'h4;
+          \$703  = 3'h4;
       3'h4:
-          if (\$658 ) begin
-            \$699  = 3'h0;
+          if (\$660 ) begin
+            \$703  = 3'h0;
           end
     endcase
     if (frame_reset) begin
-      \$699  = 3'h0;
+      \$703  = 3'h0;
     end
     if (rst) begin
-      \$699  = 3'h0;
+      \$703  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$700  = centre;
+    \$704  = centre;
     casez (state)
       3'h0:
           /* empty */;
@@ -3323,39 +3358,15 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       3'h2:
           /* empty */;
       3'h3:
-          \$700  = { \$600 , \$597 , \$594 , \$591 , \$588 , \$585 , \$582 , \$579 , \$576 , \$573 , \$570 , \$567 , \$564 , \$561 , \$558 , \$555  };
+          \$704  = { \$602 , \$599 , \$596 , \$593 , \$590 , \$587 , \$584 , \$581 , \$578 , \$575 , \$572 , \$569 , \$566 , \$563 , \$560 , \$557  };
     endcase
     if (rst) begin
-      \$700  = 16'h0000;
+      \$704  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$701  = f_row;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (\$658 ) begin
-            \$701  = \$659 [4:0];
-          end
-    endcase
-    if (frame_reset) begin
-      \$701  = 5'h00;
-    end
-    if (rst) begin
-      \$701  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$702  = cy;
+    \$705  = f_row;
     casez (state)
       3'h0:
           /* empty */;
@@ -3366,20 +3377,20 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       3'h3:
           /* empty */;
       3'h4:
-          if (\$658 ) begin
-            \$702  = \$660 [6:0];
+          if (\$660 ) begin
+            \$705  = \$661 [4:0];
           end
     endcase
     if (frame_reset) begin
-      \$702  = 7'h00;
+      \$705  = 5'h00;
     end
     if (rst) begin
-      \$702  = 7'h00;
+      \$705  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$703  = need;
+    \$706  = cy;
     casez (state)
       3'h0:
           /* empty */;
@@ -3390,15 +3401,39 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       3'h3:
           /* empty */;
       3'h4:
-          if (\$658 ) begin
-            \$703  = \$661 [6:0];
+          if (\$660 ) begin
+            \$706  = \$662 [6:0];
           end
     endcase
     if (frame_reset) begin
-      \$703  = 7'h02;
+      \$706  = 7'h00;
     end
     if (rst) begin
-      \$703  = 7'h02;
+      \$706  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$707  = need;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$660 ) begin
+            \$707  = \$663 [6:0];
+          end
+    endcase
+    if (frame_reset) begin
+      \$707  = 7'h02;
+    end
+    if (rst) begin
+      \$707  = 7'h02;
     end
   end
   assign r_data = sites__payload;
@@ -3445,8 +3480,8 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \bitmaps[5]  = bitmaps[191:160];
   assign \bitmaps[6]  = bitmaps[223:192];
   assign \bitmaps[7]  = bitmaps[255:224];
-  assign \$546  = { 1'h0, last_y[4:1] };
-  assign \$539  = nz;
+  assign \$548  = { 1'h0, last_y[4:1] };
+  assign \$541  = nz;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -9697,26 +9732,26 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$406 ;
   wire [15:0] \$407 ;
   wire [15:0] \$408 ;
-  wire \$409 ;
+  wire [16:0] \$409 ;
   wire \$41 ;
-  wire \$410 ;
+  wire [16:0] \$410 ;
   wire \$411 ;
   wire \$412 ;
-  wire [15:0] \$413 ;
+  wire \$413 ;
   wire \$414 ;
-  wire \$415 ;
+  wire [15:0] \$415 ;
   wire \$416 ;
   wire \$417 ;
   wire \$418 ;
   wire \$419 ;
   wire \$42 ;
-  wire [15:0] \$420 ;
-  wire [15:0] \$421 ;
+  wire \$420 ;
+  wire \$421 ;
   wire \$422 ;
-  wire \$423 ;
-  wire \$424 ;
-  wire \$425 ;
-  wire \$426 ;
+  wire [15:0] \$423 ;
+  wire [15:0] \$424 ;
+  wire [16:0] \$425 ;
+  wire [16:0] \$426 ;
   wire \$427 ;
   wire \$428 ;
   wire \$429 ;
@@ -9728,15 +9763,15 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$434 ;
   wire \$435 ;
   wire \$436 ;
-  wire [15:0] \$437 ;
-  wire [17:0] \$438 ;
-  wire [17:0] \$439 ;
+  wire \$437 ;
+  wire \$438 ;
+  wire \$439 ;
   wire \$44 ;
-  wire [17:0] \$440 ;
-  wire \$441 ;
-  wire \$442 ;
-  wire \$443 ;
-  wire \$444 ;
+  wire \$440 ;
+  wire [15:0] \$441 ;
+  wire [17:0] \$442 ;
+  wire [17:0] \$443 ;
+  wire [17:0] \$444 ;
   wire \$445 ;
   wire \$446 ;
   wire \$447 ;
@@ -9778,57 +9813,61 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$48 ;
   wire \$480 ;
   wire \$481 ;
-  wire [5:0] \$482 ;
-  wire [6:0] \$483 ;
-  wire [6:0] \$484 ;
-  reg [3:0] \$485 ;
-  reg [15:0] \$486 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire [5:0] \$484 ;
+  wire [6:0] \$485 ;
+  wire [6:0] \$486 ;
   reg [3:0] \$487 ;
   reg [15:0] \$488 ;
   reg [3:0] \$489 ;
   wire \$49 ;
   reg [15:0] \$490 ;
-  reg \$491 ;
-  reg \$492 ;
-  reg [15:0] \$493 ;
+  reg [3:0] \$491 ;
+  reg [15:0] \$492 ;
+  reg \$493 ;
   reg \$494 ;
-  reg [3:0] \$495 ;
-  reg [17:0] \$496 ;
-  reg [17:0] \$497 ;
+  reg [15:0] \$495 ;
+  reg \$496 ;
+  reg [3:0] \$497 ;
   reg [17:0] \$498 ;
-  reg [15:0] \$499 ;
+  reg [17:0] \$499 ;
   wire \$5 ;
   wire \$50 ;
-  reg [15:0] \$500 ;
-  reg \$501 ;
-  reg \$502 ;
-  reg [17:0] \$503 ;
-  reg [17:0] \$504 ;
-  reg [17:0] \$505 ;
-  reg \$506 ;
-  reg [15:0] \$507 ;
-  reg [15:0] \$508 ;
+  reg [17:0] \$500 ;
+  reg [15:0] \$501 ;
+  reg [15:0] \$502 ;
+  reg \$503 ;
+  reg \$504 ;
+  reg \$505 ;
+  reg [17:0] \$506 ;
+  reg [17:0] \$507 ;
+  reg [17:0] \$508 ;
   reg \$509 ;
   wire \$51 ;
-  reg [17:0] \$510 ;
-  reg [17:0] \$511 ;
-  reg [17:0] \$512 ;
+  reg [15:0] \$510 ;
+  reg [15:0] \$511 ;
+  reg \$512 ;
   reg \$513 ;
-  reg \$514 ;
-  reg [15:0] \$515 ;
+  reg [17:0] \$514 ;
+  reg [17:0] \$515 ;
   reg [17:0] \$516 ;
-  reg [17:0] \$517 ;
-  reg [17:0] \$518 ;
-  reg \$519 ;
+  reg \$517 ;
+  reg \$518 ;
+  reg [15:0] \$519 ;
   wire \$52 ;
-  reg \$520 ;
-  reg \$521 ;
-  reg [2:0] \$522 ;
-  reg [15:0] \$523 ;
-  reg [4:0] \$524 ;
-  reg [5:0] \$525 ;
-  reg [5:0] \$526 ;
+  reg [17:0] \$520 ;
+  reg [17:0] \$521 ;
+  reg [17:0] \$522 ;
+  reg \$523 ;
+  reg \$524 ;
+  reg \$525 ;
+  reg [2:0] \$526 ;
+  reg [15:0] \$527 ;
+  reg [4:0] \$528 ;
+  reg [5:0] \$529 ;
   wire \$53 ;
+  reg [5:0] \$530 ;
   wire \$54 ;
   wire \$55 ;
   wire \$56 ;
@@ -9880,23 +9919,25 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$98 ;
   wire \$99 ;
   reg \$like  = 1'h0;
-  reg \$like$53  = 1'h0;
+  reg \$like$54  = 1'h0;
   reg [15:0] \$signal  = 16'h0000;
   reg \$signal$15  = 1'h0;
   reg [3:0] \$signal$17  = 4'h0;
   reg [15:0] \$signal$45  = 16'h0000;
-  reg \$signal$50  = 1'h0;
-  reg [15:0] \$signal$51  = 16'h0000;
+  reg \$signal$50  = 1'h1;
+  reg \$signal$51  = 1'h0;
   reg [15:0] \$signal$52  = 16'h0000;
-  reg \$signal$57  = 1'h0;
-  reg \$signal$62  = 1'h0;
-  reg \$signal$63  = 1'h0;
+  reg [15:0] \$signal$53  = 16'h0000;
+  reg \$signal$59  = 1'h0;
+  reg \$signal$64  = 1'h0;
+  reg \$signal$65  = 1'h0;
   reg [15:0] a2_bits = 16'h0000;
   reg a2_ci = 1'h0;
   wire [15:0] a2_oh;
   reg [17:0] a2_win_0 = 18'h00000;
   reg [17:0] a2_win_1 = 18'h00000;
   reg [17:0] a2_win_2 = 18'h00000;
+  reg a3_rest_zero = 1'h1;
   reg [17:0] a3_win_0 = 18'h00000;
   reg [17:0] a3_win_1 = 18'h00000;
   reg [17:0] a3_win_2 = 18'h00000;
@@ -9987,102 +10028,112 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   reg [15:0] win_0 = 16'h0000;
   reg [15:0] win_1 = 16'h0000;
   reg [15:0] win_2 = 16'h0000;
-  assign \$473  = ! nz;
-  assign \$474  = ~ \$signal$62 ;
-  assign \$475  = \$473  & \$474 ;
-  assign \$476  = ~ \$signal$57 ;
+  assign \$469  = \$467  | \$468 ;
+  assign \$470  = eof_seen & \$469 ;
+  assign \$471  = done_rows >= need;
+  assign \$472  = eof_seen | \$471 ;
+  assign \$473  = ~ eof_pend;
+  assign \$474  = | win_1;
+  assign \$475  = ! nz;
+  assign \$476  = ~ \$signal$64 ;
   assign \$477  = \$475  & \$476 ;
-  assign \$478  = ~ \$signal$50 ;
+  assign \$478  = ~ \$signal$59 ;
   assign \$479  = \$477  & \$478 ;
-  assign \$480  = ~ b_v;
+  assign \$480  = ~ \$signal$51 ;
   assign \$481  = \$479  & \$480 ;
-  assign \$482  = f_row + 1'h1;
-  assign \$483  = cy + 1'h1;
-  assign \$484  = need + 1'h1;
+  assign \$482  = ~ b_v;
+  assign \$483  = \$481  & \$482 ;
+  assign \$484  = f_row + 1'h1;
+  assign \$485  = cy + 1'h1;
+  assign \$486  = need + 1'h1;
   always @(posedge clk)
-    sel_0 <= \$485 ;
+    sel_0 <= \$487 ;
   always @(posedge clk)
-    win_0 <= \$486 ;
+    win_0 <= \$488 ;
   always @(posedge clk)
-    sel_1 <= \$487 ;
+    sel_1 <= \$489 ;
   always @(posedge clk)
-    win_1 <= \$488 ;
+    win_1 <= \$490 ;
   always @(posedge clk)
-    sel_2 <= \$489 ;
+    sel_2 <= \$491 ;
   always @(posedge clk)
-    win_2 <= \$490 ;
+    win_2 <= \$492 ;
   always @(posedge clk)
-    eof_pend <= \$491 ;
+    eof_pend <= \$493 ;
   always @(posedge clk)
-    \$signal$15  <= \$492 ;
+    \$signal$15  <= \$494 ;
   always @(posedge clk)
-    \$signal  <= \$493 ;
+    \$signal  <= \$495 ;
   always @(posedge clk)
-    \$like  <= \$494 ;
+    \$like  <= \$496 ;
   always @(posedge clk)
-    \$signal$17  <= \$495 ;
+    \$signal$17  <= \$497 ;
   always @(posedge clk)
-    c1_win_0 <= \$496 ;
+    c1_win_0 <= \$498 ;
   always @(posedge clk)
-    c1_win_1 <= \$497 ;
+    c1_win_1 <= \$499 ;
   always @(posedge clk)
-    c1_win_2 <= \$498 ;
+    c1_win_2 <= \$500 ;
   always @(posedge clk)
-    \$signal$45  <= \$499 ;
+    \$signal$45  <= \$501 ;
   always @(posedge clk)
-    b_rest <= \$500 ;
+    b_rest <= \$502 ;
   always @(posedge clk)
-    b_v <= \$501 ;
+    \$signal$50  <= \$503 ;
   always @(posedge clk)
-    b_ci <= \$502 ;
+    b_v <= \$504 ;
   always @(posedge clk)
-    b_win_0 <= \$503 ;
+    b_ci <= \$505 ;
   always @(posedge clk)
-    b_win_1 <= \$504 ;
+    b_win_0 <= \$506 ;
   always @(posedge clk)
-    b_win_2 <= \$505 ;
+    b_win_1 <= \$507 ;
   always @(posedge clk)
-    \$signal$50  <= \$506 ;
+    b_win_2 <= \$508 ;
   always @(posedge clk)
-    \$signal$51  <= \$507 ;
+    \$signal$51  <= \$509 ;
   always @(posedge clk)
-    \$signal$52  <= \$508 ;
+    \$signal$52  <= \$510 ;
   always @(posedge clk)
-    \$like$53  <= \$509 ;
+    \$signal$53  <= \$511 ;
   always @(posedge clk)
-    a3_win_0 <= \$510 ;
+    \$like$54  <= \$512 ;
   always @(posedge clk)
-    a3_win_1 <= \$511 ;
+    a3_rest_zero <= \$513 ;
   always @(posedge clk)
-    a3_win_2 <= \$512 ;
+    a3_win_0 <= \$514 ;
   always @(posedge clk)
-    \$signal$57  <= \$513 ;
+    a3_win_1 <= \$515 ;
   always @(posedge clk)
-    a2_ci <= \$514 ;
+    a3_win_2 <= \$516 ;
   always @(posedge clk)
-    a2_bits <= \$515 ;
+    \$signal$59  <= \$517 ;
   always @(posedge clk)
-    a2_win_0 <= \$516 ;
+    a2_ci <= \$518 ;
   always @(posedge clk)
-    a2_win_1 <= \$517 ;
+    a2_bits <= \$519 ;
   always @(posedge clk)
-    a2_win_2 <= \$518 ;
+    a2_win_0 <= \$520 ;
   always @(posedge clk)
-    \$signal$62  <= \$519 ;
+    a2_win_1 <= \$521 ;
   always @(posedge clk)
-    \$signal$63  <= \$520 ;
+    a2_win_2 <= \$522 ;
   always @(posedge clk)
-    nz <= \$521 ;
+    \$signal$64  <= \$523 ;
   always @(posedge clk)
-    state <= \$522 ;
+    \$signal$65  <= \$524 ;
   always @(posedge clk)
-    centre <= \$523 ;
+    nz <= \$525 ;
   always @(posedge clk)
-    f_row <= \$524 ;
+    state <= \$526 ;
   always @(posedge clk)
-    cy <= \$525 ;
+    centre <= \$527 ;
   always @(posedge clk)
-    need <= \$526 ;
+    f_row <= \$528 ;
+  always @(posedge clk)
+    cy <= \$529 ;
+  always @(posedge clk)
+    need <= \$530 ;
   assign \$1  = cy + 8'hff;
   assign \$2  = cy + 1'h0;
   assign \$3  = cy + 1'h1;
@@ -10492,69 +10543,65 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \$406  = \$405  | w_rdy;
   assign \$407  = ~ \$313 [15:0];
   assign \$408  = b_rest & \$407 ;
-  assign \$409  = ~ \$signal$15 ;
-  assign \$410  = \$409  | w_rdy;
-  assign \$411  = ! b_rest;
-  assign \$412  = \$410  & \$411 ;
-  assign \$413  = \$signal$50  ? \$signal$52  : 16'h0000;
-  assign \$414  = ~ \$signal$50 ;
-  assign \$415  = ~ \$signal$15 ;
-  assign \$416  = \$415  | w_rdy;
-  assign \$417  = ! b_rest;
-  assign \$418  = \$416  & \$417 ;
-  assign \$419  = \$414  | \$418 ;
-  assign \$420  = ~ \$316 [15:0];
-  assign \$421  = a2_bits & \$420 ;
-  assign \$422  = ~ \$signal$50 ;
-  assign \$423  = ~ \$signal$15 ;
-  assign \$424  = \$423  | w_rdy;
-  assign \$425  = ! b_rest;
-  assign \$426  = \$424  & \$425 ;
-  assign \$427  = \$422  | \$426 ;
-  assign \$428  = ~ \$signal$57 ;
-  assign \$429  = ~ \$signal$50 ;
-  assign \$430  = ~ \$signal$15 ;
-  assign \$431  = \$430  | w_rdy;
-  assign \$432  = ! b_rest;
-  assign \$433  = \$431  & \$432 ;
-  assign \$434  = \$429  | \$433 ;
-  assign \$435  = \$428  | \$434 ;
-  assign \$436  = \$435  & \$signal$62 ;
-  assign \$437  = \$signal$63  ? centre : 16'h0000;
-  assign \$438  = \$signal$63  ? { 1'h0, win_0, 1'h0 } : 18'h00000;
-  assign \$439  = \$signal$63  ? { 1'h0, win_1, 1'h0 } : 18'h00000;
-  assign \$440  = \$signal$63  ? { 1'h0, win_2, 1'h0 } : 18'h00000;
-  assign \$441  = ~ \$signal$57 ;
-  assign \$442  = ~ \$signal$50 ;
-  assign \$443  = ~ \$signal$15 ;
-  assign \$444  = \$443  | w_rdy;
-  assign \$445  = ! b_rest;
-  assign \$446  = \$444  & \$445 ;
-  assign \$447  = \$442  | \$446 ;
-  assign \$448  = \$441  | \$447 ;
-  assign \$449  = ~ \$signal$62 ;
-  assign \$450  = ~ \$signal$57 ;
-  assign \$451  = ~ \$signal$50 ;
-  assign \$452  = ~ \$signal$15 ;
-  assign \$453  = \$452  | w_rdy;
-  assign \$454  = ! b_rest;
-  assign \$455  = \$453  & \$454 ;
-  assign \$456  = \$451  | \$455 ;
-  assign \$457  = \$450  | \$456 ;
-  assign \$458  = \$449  | \$457 ;
-  assign \$460  = \$458  & \$459 ;
-  assign \$461  = state == 3'h4;
+  assign \$409  = b_rest - 1'h1;
+  assign \$410  = { 1'h0, b_rest } & \$409 ;
+  assign \$411  = ! \$410 ;
+  assign \$412  = ~ \$signal$15 ;
+  assign \$413  = \$412  | w_rdy;
+  assign \$414  = \$413  & \$signal$50 ;
+  assign \$415  = \$signal$51  ? \$signal$53  : 16'h0000;
+  assign \$416  = ~ \$signal$51 ;
+  assign \$417  = \$416  | a3_rest_zero;
+  assign \$418  = ~ \$signal$51 ;
+  assign \$419  = ~ \$signal$15 ;
+  assign \$420  = \$419  | w_rdy;
+  assign \$421  = \$420  & \$signal$50 ;
+  assign \$422  = \$418  | \$421 ;
+  assign \$423  = ~ \$316 [15:0];
+  assign \$424  = a2_bits & \$423 ;
+  assign \$425  = a2_bits - 1'h1;
+  assign \$426  = { 1'h0, a2_bits } & \$425 ;
+  assign \$427  = ! \$426 ;
+  assign \$428  = ~ \$signal$51 ;
+  assign \$429  = ~ \$signal$15 ;
+  assign \$430  = \$429  | w_rdy;
+  assign \$431  = \$430  & \$signal$50 ;
+  assign \$432  = \$428  | \$431 ;
+  assign \$433  = ~ \$signal$59 ;
+  assign \$434  = ~ \$signal$51 ;
+  assign \$435  = ~ \$signal$15 ;
+  assign \$436  = \$435  | w_rdy;
+  assign \$437  = \$436  & \$signal$50 ;
+  assign \$438  = \$434  | \$437 ;
+  assign \$439  = \$433  | \$438 ;
+  assign \$440  = \$439  & \$signal$64 ;
+  assign \$441  = \$signal$65  ? centre : 16'h0000;
+  assign \$442  = \$signal$65  ? { 1'h0, win_0, 1'h0 } : 18'h00000;
+  assign \$443  = \$signal$65  ? { 1'h0, win_1, 1'h0 } : 18'h00000;
+  assign \$444  = \$signal$65  ? { 1'h0, win_2, 1'h0 } : 18'h00000;
+  assign \$445  = ~ \$signal$59 ;
+  assign \$446  = ~ \$signal$51 ;
+  assign \$447  = ~ \$signal$15 ;
+  assign \$448  = \$447  | w_rdy;
+  assign \$449  = \$448  & \$signal$50 ;
+  assign \$450  = \$446  | \$449 ;
+  assign \$451  = \$445  | \$450 ;
+  assign \$452  = ~ \$signal$64 ;
+  assign \$453  = ~ \$signal$59 ;
+  assign \$454  = ~ \$signal$51 ;
+  assign \$455  = ~ \$signal$15 ;
+  assign \$456  = \$455  | w_rdy;
+  assign \$457  = \$456  & \$signal$50 ;
+  assign \$458  = \$454  | \$457 ;
+  assign \$459  = \$453  | \$458 ;
+  assign \$460  = \$452  | \$459 ;
   assign \$462  = \$460  & \$461 ;
-  assign \$463  = ~ \$319 [0];
-  assign \$464  = nz & \$463 ;
-  assign \$465  = ~ has_last;
-  assign \$466  = f_row > last_y;
-  assign \$467  = \$465  | \$466 ;
-  assign \$468  = eof_seen & \$467 ;
-  assign \$469  = done_rows >= need;
-  assign \$470  = eof_seen | \$469 ;
-  assign \$471  = ~ eof_pend;
-  assign \$472  = | win_1;
+  assign \$463  = state == 3'h4;
+  assign \$464  = \$462  & \$463 ;
+  assign \$465  = ~ \$319 [0];
+  assign \$466  = nz & \$465 ;
+  assign \$467  = ~ has_last;
+  assign \$468  = f_row > last_y;
   \top.layer1.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -10580,47 +10627,18 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$485  = sel_0;
+    \$487  = sel_0;
     if (\$322 ) begin
-      \$485 [0] = \$327 ;
+      \$487 [0] = \$327 ;
     end
     if (\$328 ) begin
-      \$485 [1] = \$333 ;
+      \$487 [1] = \$333 ;
     end
     if (\$334 ) begin
-      \$485 [2] = \$339 ;
+      \$487 [2] = \$339 ;
     end
     if (\$340 ) begin
-      \$485 [3] = \$345 ;
-    end
-    if (rst) begin
-      \$485  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$486  = win_0;
-    if (\$346 ) begin
-      \$486  = \$353 ;
-    end
-    if (rst) begin
-      \$486  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$487  = sel_1;
-    if (\$354 ) begin
-      \$487 [0] = \$357 ;
-    end
-    if (\$358 ) begin
-      \$487 [1] = \$361 ;
-    end
-    if (\$362 ) begin
-      \$487 [2] = \$365 ;
-    end
-    if (\$366 ) begin
-      \$487 [3] = \$369 ;
+      \$487 [3] = \$345 ;
     end
     if (rst) begin
       \$487  = 4'h0;
@@ -10628,9 +10646,9 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$488  = win_1;
-    if (\$370 ) begin
-      \$488  = \$377 ;
+    \$488  = win_0;
+    if (\$346 ) begin
+      \$488  = \$353 ;
     end
     if (rst) begin
       \$488  = 16'h0000;
@@ -10638,18 +10656,18 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$489  = sel_2;
-    if (\$378 ) begin
-      \$489 [0] = \$381 ;
+    \$489  = sel_1;
+    if (\$354 ) begin
+      \$489 [0] = \$357 ;
     end
-    if (\$382 ) begin
-      \$489 [1] = \$385 ;
+    if (\$358 ) begin
+      \$489 [1] = \$361 ;
     end
-    if (\$386 ) begin
-      \$489 [2] = \$389 ;
+    if (\$362 ) begin
+      \$489 [2] = \$365 ;
     end
-    if (\$390 ) begin
-      \$489 [3] = \$393 ;
+    if (\$366 ) begin
+      \$489 [3] = \$369 ;
     end
     if (rst) begin
       \$489  = 4'h0;
@@ -10657,9 +10675,9 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$490  = win_2;
-    if (\$394 ) begin
-      \$490  = \$401 ;
+    \$490  = win_1;
+    if (\$370 ) begin
+      \$490  = \$377 ;
     end
     if (rst) begin
       \$490  = 16'h0000;
@@ -10667,47 +10685,56 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$491  = eof_pend;
+    \$491  = sel_2;
+    if (\$378 ) begin
+      \$491 [0] = \$381 ;
+    end
+    if (\$382 ) begin
+      \$491 [1] = \$385 ;
+    end
+    if (\$386 ) begin
+      \$491 [2] = \$389 ;
+    end
+    if (\$390 ) begin
+      \$491 [3] = \$393 ;
+    end
+    if (rst) begin
+      \$491  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$492  = win_2;
+    if (\$394 ) begin
+      \$492  = \$401 ;
+    end
+    if (rst) begin
+      \$492  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$493  = eof_pend;
     if (\$404 ) begin
-      \$491  = 1'h0;
+      \$493  = 1'h0;
     end
     casez (state)
       3'h0:
-          if (\$468 ) begin
-            if (\$471 ) begin
-              \$491  = 1'h1;
+          if (\$470 ) begin
+            if (\$473 ) begin
+              \$493  = 1'h1;
             end
           end
     endcase
     if (rst) begin
-      \$491  = 1'h0;
+      \$493  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$492  = \$signal$15 ;
+    \$494  = \$signal$15 ;
     if (\$406 ) begin
-      \$492  = b_v;
-    end
-    if (rst) begin
-      \$492  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$493  = \$signal ;
-    if (\$406 ) begin
-      \$493  = \$signal$45 ;
-    end
-    if (rst) begin
-      \$493  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$494  = \$like ;
-    if (\$406 ) begin
-      \$494  = b_ci;
+      \$494  = b_v;
     end
     if (rst) begin
       \$494  = 1'h0;
@@ -10715,39 +10742,39 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$495  = \$signal$17 ;
+    \$495  = \$signal ;
     if (\$406 ) begin
-      \$495  = f_row[3:0];
+      \$495  = \$signal$45 ;
     end
     if (rst) begin
-      \$495  = 4'h0;
+      \$495  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$496  = c1_win_0;
+    \$496  = \$like ;
     if (\$406 ) begin
-      \$496  = b_win_0;
+      \$496  = b_ci;
     end
     if (rst) begin
-      \$496  = 18'h00000;
+      \$496  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$497  = c1_win_1;
+    \$497  = \$signal$17 ;
     if (\$406 ) begin
-      \$497  = b_win_1;
+      \$497  = f_row[3:0];
     end
     if (rst) begin
-      \$497  = 18'h00000;
+      \$497  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$498  = c1_win_2;
+    \$498  = c1_win_0;
     if (\$406 ) begin
-      \$498  = b_win_2;
+      \$498  = b_win_0;
     end
     if (rst) begin
       \$498  = 18'h00000;
@@ -10755,115 +10782,118 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$499  = \$signal$45 ;
+    \$499  = c1_win_1;
     if (\$406 ) begin
-      \$499  = \$313 [15:0];
-    end
-    if (\$412 ) begin
-      \$499  = \$signal$51 ;
+      \$499  = b_win_1;
     end
     if (rst) begin
-      \$499  = 16'h0000;
+      \$499  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$500  = b_rest;
+    \$500  = c1_win_2;
     if (\$406 ) begin
-      \$500  = \$408 ;
-    end
-    if (\$412 ) begin
-      \$500  = \$413 ;
+      \$500  = b_win_2;
     end
     if (rst) begin
-      \$500  = 16'h0000;
+      \$500  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$501  = b_v;
-    if (\$412 ) begin
-      \$501  = \$signal$50 ;
+    \$501  = \$signal$45 ;
+    if (\$406 ) begin
+      \$501  = \$313 [15:0];
+    end
+    if (\$414 ) begin
+      \$501  = \$signal$52 ;
     end
     if (rst) begin
-      \$501  = 1'h0;
+      \$501  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$502  = b_ci;
-    if (\$412 ) begin
-      \$502  = \$like$53 ;
+    \$502  = b_rest;
+    if (\$406 ) begin
+      \$502  = \$408 ;
+    end
+    if (\$414 ) begin
+      \$502  = \$415 ;
     end
     if (rst) begin
-      \$502  = 1'h0;
+      \$502  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$503  = b_win_0;
-    if (\$412 ) begin
-      \$503  = a3_win_0;
+    \$503  = \$signal$50 ;
+    if (\$406 ) begin
+      \$503  = \$411 ;
+    end
+    if (\$414 ) begin
+      \$503  = \$417 ;
     end
     if (rst) begin
-      \$503  = 18'h00000;
+      \$503  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$504  = b_win_1;
-    if (\$412 ) begin
-      \$504  = a3_win_1;
+    \$504  = b_v;
+    if (\$414 ) begin
+      \$504  = \$signal$51 ;
     end
     if (rst) begin
-      \$504  = 18'h00000;
+      \$504  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$505  = b_win_2;
-    if (\$412 ) begin
-      \$505  = a3_win_2;
+    \$505  = b_ci;
+    if (\$414 ) begin
+      \$505  = \$like$54 ;
     end
     if (rst) begin
-      \$505  = 18'h00000;
+      \$505  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$506  = \$signal$50 ;
-    if (\$419 ) begin
-      \$506  = \$signal$57 ;
+    \$506  = b_win_0;
+    if (\$414 ) begin
+      \$506  = a3_win_0;
     end
     if (rst) begin
-      \$506  = 1'h0;
+      \$506  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$507  = \$signal$51 ;
-    if (\$419 ) begin
-      \$507  = \$316 [15:0];
+    \$507  = b_win_1;
+    if (\$414 ) begin
+      \$507  = a3_win_1;
     end
     if (rst) begin
-      \$507  = 16'h0000;
+      \$507  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$508  = \$signal$52 ;
-    if (\$419 ) begin
-      \$508  = \$421 ;
+    \$508  = b_win_2;
+    if (\$414 ) begin
+      \$508  = a3_win_2;
     end
     if (rst) begin
-      \$508  = 16'h0000;
+      \$508  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$509  = \$like$53 ;
-    if (\$419 ) begin
-      \$509  = a2_ci;
+    \$509  = \$signal$51 ;
+    if (\$422 ) begin
+      \$509  = \$signal$59 ;
     end
     if (rst) begin
       \$509  = 1'h0;
@@ -10871,72 +10901,69 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$510  = a3_win_0;
-    if (\$419 ) begin
-      \$510  = a2_win_0;
+    \$510  = \$signal$52 ;
+    if (\$422 ) begin
+      \$510  = \$316 [15:0];
     end
     if (rst) begin
-      \$510  = 18'h00000;
+      \$510  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$511  = a3_win_1;
-    if (\$419 ) begin
-      \$511  = a2_win_1;
+    \$511  = \$signal$53 ;
+    if (\$422 ) begin
+      \$511  = \$424 ;
     end
     if (rst) begin
-      \$511  = 18'h00000;
+      \$511  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$512  = a3_win_2;
-    if (\$419 ) begin
-      \$512  = a2_win_2;
+    \$512  = \$like$54 ;
+    if (\$422 ) begin
+      \$512  = a2_ci;
     end
     if (rst) begin
-      \$512  = 18'h00000;
+      \$512  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$513  = \$signal$57 ;
-    if (\$427 ) begin
-      \$513  = 1'h0;
+    \$513  = a3_rest_zero;
+    if (\$422 ) begin
+      \$513  = \$427 ;
     end
-    if (\$436 ) begin
+    if (rst) begin
       \$513  = 1'h1;
     end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$514  = a3_win_0;
+    if (\$422 ) begin
+      \$514  = a2_win_0;
+    end
     if (rst) begin
-      \$513  = 1'h0;
+      \$514  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$514  = a2_ci;
-    if (\$436 ) begin
-      \$514  = 1'h0;
+    \$515  = a3_win_1;
+    if (\$422 ) begin
+      \$515  = a2_win_1;
     end
     if (rst) begin
-      \$514  = 1'h0;
+      \$515  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$515  = a2_bits;
-    if (\$436 ) begin
-      \$515  = \$437 ;
-    end
-    if (rst) begin
-      \$515  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$516  = a2_win_0;
-    if (\$436 ) begin
-      \$516  = \$438 ;
+    \$516  = a3_win_2;
+    if (\$422 ) begin
+      \$516  = a2_win_2;
     end
     if (rst) begin
       \$516  = 18'h00000;
@@ -10944,52 +10971,95 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$517  = a2_win_1;
-    if (\$436 ) begin
-      \$517  = \$439 ;
+    \$517  = \$signal$59 ;
+    if (\$432 ) begin
+      \$517  = 1'h0;
+    end
+    if (\$440 ) begin
+      \$517  = 1'h1;
     end
     if (rst) begin
-      \$517  = 18'h00000;
+      \$517  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$518  = a2_win_2;
-    if (\$436 ) begin
-      \$518  = \$440 ;
+    \$518  = a2_ci;
+    if (\$440 ) begin
+      \$518  = 1'h0;
     end
     if (rst) begin
-      \$518  = 18'h00000;
+      \$518  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$519  = \$signal$62 ;
-    if (\$448 ) begin
-      \$519  = 1'h0;
-    end
-    if (\$462 ) begin
-      \$519  = 1'h1;
+    \$519  = a2_bits;
+    if (\$440 ) begin
+      \$519  = \$441 ;
     end
     if (rst) begin
-      \$519  = 1'h0;
+      \$519  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$520  = \$signal$63 ;
-    if (\$462 ) begin
-      \$520  = \$319 [0];
+    \$520  = a2_win_0;
+    if (\$440 ) begin
+      \$520  = \$442 ;
     end
     if (rst) begin
-      \$520  = 1'h0;
+      \$520  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$521  = nz;
-    if (\$462 ) begin
-      \$521  = \$464 ;
+    \$521  = a2_win_1;
+    if (\$440 ) begin
+      \$521  = \$443 ;
+    end
+    if (rst) begin
+      \$521  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$522  = a2_win_2;
+    if (\$440 ) begin
+      \$522  = \$444 ;
+    end
+    if (rst) begin
+      \$522  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$523  = \$signal$64 ;
+    if (\$451 ) begin
+      \$523  = 1'h0;
+    end
+    if (\$464 ) begin
+      \$523  = 1'h1;
+    end
+    if (rst) begin
+      \$523  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$524  = \$signal$65 ;
+    if (\$464 ) begin
+      \$524  = \$319 [0];
+    end
+    if (rst) begin
+      \$524  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$525  = nz;
+    if (\$464 ) begin
+      \$525  = \$466 ;
     end
     casez (state)
       3'h0:
@@ -10999,45 +11069,45 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       3'h2:
           /* empty */;
       3'h3:
-          \$521  = \$472 ;
+          \$525  = \$474 ;
     endcase
     if (rst) begin
-      \$521  = 1'h0;
+      \$525  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$522  = state;
+    \$526  = state;
     casez (state)
       3'h0:
-          if (\$468 ) begin
-            if (\$471 ) begin
-              \$522  = 3'h5;
+          if (\$470 ) begin
+            if (\$473 ) begin
+              \$526  = 3'h5;
             end
-          end else if (\$470 ) begin
-            \$522  = 3'h1;
+          end else if (\$472 ) begin
+            \$526  = 3'h1;
           end
       3'h1:
-          \$522  = 3'h2;
+          \$526  = 3'h2;
       3'h2:
-          \$522  = 3'h3;
+          \$526  = 3'h3;
       3'h3:
-          \$522  = 3'h4;
+          \$526  = 3'h4;
       3'h4:
-          if (\$481 ) begin
-            \$522  = 3'h0;
+          if (\$483 ) begin
+            \$526  = 3'h0;
           end
     endcase
     if (frame_reset) begin
-      \$522  = 3'h0;
+      \$526  = 3'h0;
     end
     if (rst) begin
-      \$522  = 3'h0;
+      \$526  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$523  = centre;
+    \$527  = centre;
     casez (state)
       3'h0:
           /* empty */;
@@ -11046,39 +11116,15 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       3'h2:
           /* empty */;
       3'h3:
-          \$523  = win_1;
+          \$527  = win_1;
     endcase
     if (rst) begin
-      \$523  = 16'h0000;
+      \$527  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$524  = f_row;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (\$481 ) begin
-            \$524  = \$482 [4:0];
-          end
-    endcase
-    if (frame_reset) begin
-      \$524  = 5'h00;
-    end
-    if (rst) begin
-      \$524  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$525  = cy;
+    \$528  = f_row;
     casez (state)
       3'h0:
           /* empty */;
@@ -11089,20 +11135,20 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       3'h3:
           /* empty */;
       3'h4:
-          if (\$481 ) begin
-            \$525  = \$483 [5:0];
+          if (\$483 ) begin
+            \$528  = \$484 [4:0];
           end
     endcase
     if (frame_reset) begin
-      \$525  = 6'h00;
+      \$528  = 5'h00;
     end
     if (rst) begin
-      \$525  = 6'h00;
+      \$528  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$526  = need;
+    \$529  = cy;
     casez (state)
       3'h0:
           /* empty */;
@@ -11113,15 +11159,39 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       3'h3:
           /* empty */;
       3'h4:
-          if (\$481 ) begin
-            \$526  = \$484 [5:0];
+          if (\$483 ) begin
+            \$529  = \$485 [5:0];
           end
     endcase
     if (frame_reset) begin
-      \$526  = 6'h02;
+      \$529  = 6'h00;
     end
     if (rst) begin
-      \$526  = 6'h02;
+      \$529  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$530  = need;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$483 ) begin
+            \$530  = \$486 [5:0];
+          end
+    endcase
+    if (frame_reset) begin
+      \$530  = 6'h02;
+    end
+    if (rst) begin
+      \$530  = 6'h02;
     end
   end
   assign r_data = sites__payload;
@@ -11160,7 +11230,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \bitmaps[1]  = bitmaps[31:16];
   assign \bitmaps[2]  = bitmaps[47:32];
   assign \bitmaps[3]  = bitmaps[63:48];
-  assign \$459  = nz;
+  assign \$461  = nz;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -16790,41 +16860,45 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$128 ;
   wire \$129 ;
   wire \$13 ;
-  wire [5:0] \$130 ;
-  wire [6:0] \$131 ;
-  wire [6:0] \$132 ;
-  reg [1:0] \$133 ;
-  reg [15:0] \$134 ;
-  reg \$135 ;
-  reg \$136 ;
-  reg [15:0] \$137 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire [5:0] \$132 ;
+  wire [6:0] \$133 ;
+  wire [6:0] \$134 ;
+  reg [1:0] \$135 ;
+  reg [15:0] \$136 ;
+  reg \$137 ;
   reg \$138 ;
-  reg [3:0] \$139 ;
+  reg [15:0] \$139 ;
   wire \$14 ;
   reg \$140 ;
-  reg [15:0] \$141 ;
-  reg [15:0] \$142 ;
-  reg \$143 ;
-  reg \$144 ;
+  reg [3:0] \$141 ;
+  reg \$142 ;
+  reg [15:0] \$143 ;
+  reg [15:0] \$144 ;
   reg \$145 ;
   reg \$146 ;
-  reg [15:0] \$147 ;
-  reg [15:0] \$148 ;
+  reg \$147 ;
+  reg \$148 ;
   reg \$149 ;
   wire \$15 ;
-  reg \$150 ;
-  reg \$151 ;
+  reg [15:0] \$150 ;
+  reg [15:0] \$151 ;
   reg \$152 ;
-  reg [15:0] \$153 ;
+  reg \$153 ;
   reg \$154 ;
   reg \$155 ;
   reg \$156 ;
-  reg [2:0] \$157 ;
-  reg [15:0] \$158 ;
-  reg [4:0] \$159 ;
+  reg [15:0] \$157 ;
+  reg \$158 ;
+  reg \$159 ;
   wire \$16 ;
-  reg [5:0] \$160 ;
-  reg [5:0] \$161 ;
+  reg \$160 ;
+  reg [2:0] \$161 ;
+  reg [15:0] \$162 ;
+  reg [4:0] \$163 ;
+  reg [5:0] \$164 ;
+  reg [5:0] \$165 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
@@ -16873,25 +16947,25 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [15:0] \$58 ;
   wire [15:0] \$59 ;
   wire \$6 ;
-  wire \$60 ;
-  wire \$61 ;
+  wire [16:0] \$60 ;
+  wire [16:0] \$61 ;
   wire \$62 ;
   wire \$63 ;
-  wire [15:0] \$64 ;
+  wire \$64 ;
   wire \$65 ;
-  wire \$66 ;
+  wire [15:0] \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
   wire \$7 ;
   wire \$70 ;
-  wire [15:0] \$71 ;
-  wire [15:0] \$72 ;
+  wire \$71 ;
+  wire \$72 ;
   wire \$73 ;
-  wire \$74 ;
-  wire \$75 ;
-  wire \$76 ;
-  wire \$77 ;
+  wire [15:0] \$74 ;
+  wire [15:0] \$75 ;
+  wire [16:0] \$76 ;
+  wire [16:0] \$77 ;
   wire \$78 ;
   wire \$79 ;
   wire \$8 ;
@@ -16903,12 +16977,12 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$85 ;
   wire \$86 ;
   wire \$87 ;
-  wire [15:0] \$88 ;
+  wire \$88 ;
   wire \$89 ;
   wire \$9 ;
   wire \$90 ;
   wire \$91 ;
-  wire \$92 ;
+  wire [15:0] \$92 ;
   wire \$93 ;
   wire \$94 ;
   wire \$95 ;
@@ -16917,21 +16991,23 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$98 ;
   wire \$99 ;
   reg \$like  = 1'h0;
-  reg \$like$43  = 1'h0;
+  reg \$like$44  = 1'h0;
   reg [15:0] \$signal  = 16'h0000;
   reg \$signal$13  = 1'h0;
   reg [3:0] \$signal$15  = 4'h0;
   reg [15:0] \$signal$36  = 16'h0000;
-  reg \$signal$40  = 1'h0;
-  reg [15:0] \$signal$41  = 16'h0000;
+  reg \$signal$40  = 1'h1;
+  reg \$signal$41  = 1'h0;
   reg [15:0] \$signal$42  = 16'h0000;
-  reg \$signal$45  = 1'h0;
-  reg \$signal$48  = 1'h0;
-  reg \$signal$49  = 1'h0;
+  reg [15:0] \$signal$43  = 16'h0000;
+  reg \$signal$47  = 1'h0;
+  reg \$signal$50  = 1'h0;
+  reg \$signal$51  = 1'h0;
   reg [15:0] a2_bits = 16'h0000;
   reg a2_ci = 1'h0;
   wire [15:0] a2_oh;
   wire a2_win_0;
+  reg a3_rest_zero = 1'h1;
   reg a3_win_0 = 1'h0;
   reg b_ci = 1'h0;
   reg [15:0] b_rest = 16'h0000;
@@ -17065,136 +17141,142 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \$57  = \$56  | w_rdy;
   assign \$58  = ~ \$32 [15:0];
   assign \$59  = b_rest & \$58 ;
-  assign \$60  = ~ \$signal$13 ;
-  assign \$61  = \$60  | w_rdy;
-  assign \$62  = ! b_rest;
-  assign \$63  = \$61  & \$62 ;
-  assign \$64  = \$signal$40  ? \$signal$42  : 16'h0000;
-  assign \$65  = ~ \$signal$40 ;
-  assign \$66  = ~ \$signal$13 ;
-  assign \$67  = \$66  | w_rdy;
-  assign \$68  = ! b_rest;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = \$65  | \$69 ;
-  assign \$71  = ~ \$35 [15:0];
-  assign \$72  = a2_bits & \$71 ;
-  assign \$73  = ~ \$signal$40 ;
-  assign \$74  = ~ \$signal$13 ;
-  assign \$75  = \$74  | w_rdy;
-  assign \$76  = ! b_rest;
-  assign \$77  = \$75  & \$76 ;
-  assign \$78  = \$73  | \$77 ;
-  assign \$79  = ~ \$signal$45 ;
-  assign \$80  = ~ \$signal$40 ;
-  assign \$81  = ~ \$signal$13 ;
-  assign \$82  = \$81  | w_rdy;
-  assign \$83  = ! b_rest;
-  assign \$84  = \$82  & \$83 ;
-  assign \$85  = \$80  | \$84 ;
-  assign \$86  = \$79  | \$85 ;
-  assign \$87  = \$86  & \$signal$48 ;
-  assign \$88  = \$signal$49  ? centre : 16'h0000;
-  assign \$89  = ~ \$signal$45 ;
-  assign \$90  = ~ \$signal$40 ;
-  assign \$91  = ~ \$signal$13 ;
-  assign \$92  = \$91  | w_rdy;
-  assign \$93  = ! b_rest;
-  assign \$94  = \$92  & \$93 ;
-  assign \$95  = \$90  | \$94 ;
-  assign \$96  = \$89  | \$95 ;
-  assign \$97  = ~ \$signal$48 ;
-  assign \$98  = ~ \$signal$45 ;
-  assign \$99  = ~ \$signal$40 ;
-  assign \$100  = ~ \$signal$13 ;
-  assign \$101  = \$100  | w_rdy;
-  assign \$102  = ! b_rest;
-  assign \$103  = \$101  & \$102 ;
-  assign \$104  = \$99  | \$103 ;
-  assign \$105  = \$98  | \$104 ;
-  assign \$106  = \$97  | \$105 ;
-  assign \$108  = \$106  & \$107 ;
-  assign \$109  = state == 3'h4;
+  assign \$60  = b_rest - 1'h1;
+  assign \$61  = { 1'h0, b_rest } & \$60 ;
+  assign \$62  = ! \$61 ;
+  assign \$63  = ~ \$signal$13 ;
+  assign \$64  = \$63  | w_rdy;
+  assign \$65  = \$64  & \$signal$40 ;
+  assign \$66  = \$signal$41  ? \$signal$43  : 16'h0000;
+  assign \$67  = ~ \$signal$41 ;
+  assign \$68  = \$67  | a3_rest_zero;
+  assign \$69  = ~ \$signal$41 ;
+  assign \$70  = ~ \$signal$13 ;
+  assign \$71  = \$70  | w_rdy;
+  assign \$72  = \$71  & \$signal$40 ;
+  assign \$73  = \$69  | \$72 ;
+  assign \$74  = ~ \$35 [15:0];
+  assign \$75  = a2_bits & \$74 ;
+  assign \$76  = a2_bits - 1'h1;
+  assign \$77  = { 1'h0, a2_bits } & \$76 ;
+  assign \$78  = ! \$77 ;
+  assign \$79  = ~ \$signal$41 ;
+  assign \$80  = ~ \$signal$13 ;
+  assign \$81  = \$80  | w_rdy;
+  assign \$82  = \$81  & \$signal$40 ;
+  assign \$83  = \$79  | \$82 ;
+  assign \$84  = ~ \$signal$47 ;
+  assign \$85  = ~ \$signal$41 ;
+  assign \$86  = ~ \$signal$13 ;
+  assign \$87  = \$86  | w_rdy;
+  assign \$88  = \$87  & \$signal$40 ;
+  assign \$89  = \$85  | \$88 ;
+  assign \$90  = \$84  | \$89 ;
+  assign \$91  = \$90  & \$signal$50 ;
+  assign \$92  = \$signal$51  ? centre : 16'h0000;
+  assign \$93  = ~ \$signal$47 ;
+  assign \$94  = ~ \$signal$41 ;
+  assign \$95  = ~ \$signal$13 ;
+  assign \$96  = \$95  | w_rdy;
+  assign \$97  = \$96  & \$signal$40 ;
+  assign \$98  = \$94  | \$97 ;
+  assign \$99  = \$93  | \$98 ;
+  assign \$100  = ~ \$signal$50 ;
+  assign \$101  = ~ \$signal$47 ;
+  assign \$102  = ~ \$signal$41 ;
+  assign \$103  = ~ \$signal$13 ;
+  assign \$104  = \$103  | w_rdy;
+  assign \$105  = \$104  & \$signal$40 ;
+  assign \$106  = \$102  | \$105 ;
+  assign \$107  = \$101  | \$106 ;
+  assign \$108  = \$100  | \$107 ;
   assign \$110  = \$108  & \$109 ;
-  assign \$111  = ~ \$38 [0];
-  assign \$112  = nz & \$111 ;
-  assign \$113  = ~ has_last;
-  assign \$114  = f_row > last_y;
-  assign \$115  = \$113  | \$114 ;
-  assign \$116  = eof_seen & \$115 ;
-  assign \$117  = done_rows >= need;
-  assign \$118  = eof_seen | \$117 ;
-  assign \$119  = ~ eof_pend;
-  assign \$120  = | win_0;
-  assign \$121  = ! nz;
-  assign \$122  = ~ \$signal$48 ;
-  assign \$123  = \$121  & \$122 ;
-  assign \$124  = ~ \$signal$45 ;
+  assign \$111  = state == 3'h4;
+  assign \$112  = \$110  & \$111 ;
+  assign \$113  = ~ \$38 [0];
+  assign \$114  = nz & \$113 ;
+  assign \$115  = ~ has_last;
+  assign \$116  = f_row > last_y;
+  assign \$117  = \$115  | \$116 ;
+  assign \$118  = eof_seen & \$117 ;
+  assign \$119  = done_rows >= need;
+  assign \$120  = eof_seen | \$119 ;
+  assign \$121  = ~ eof_pend;
+  assign \$122  = | win_0;
+  assign \$123  = ! nz;
+  assign \$124  = ~ \$signal$50 ;
   assign \$125  = \$123  & \$124 ;
-  assign \$126  = ~ \$signal$40 ;
+  assign \$126  = ~ \$signal$47 ;
   assign \$127  = \$125  & \$126 ;
-  assign \$128  = ~ b_v;
+  assign \$128  = ~ \$signal$41 ;
   assign \$129  = \$127  & \$128 ;
-  assign \$130  = f_row + 1'h1;
-  assign \$131  = cy + 1'h1;
-  assign \$132  = need + 1'h1;
+  assign \$130  = ~ b_v;
+  assign \$131  = \$129  & \$130 ;
+  assign \$132  = f_row + 1'h1;
+  assign \$133  = cy + 1'h1;
+  assign \$134  = need + 1'h1;
   always @(posedge clk)
-    sel_0 <= \$133 ;
+    sel_0 <= \$135 ;
   always @(posedge clk)
-    win_0 <= \$134 ;
+    win_0 <= \$136 ;
   always @(posedge clk)
-    eof_pend <= \$135 ;
+    eof_pend <= \$137 ;
   always @(posedge clk)
-    \$signal$13  <= \$136 ;
+    \$signal$13  <= \$138 ;
   always @(posedge clk)
-    \$signal  <= \$137 ;
+    \$signal  <= \$139 ;
   always @(posedge clk)
-    \$like  <= \$138 ;
+    \$like  <= \$140 ;
   always @(posedge clk)
-    \$signal$15  <= \$139 ;
+    \$signal$15  <= \$141 ;
   always @(posedge clk)
-    c1_win_0 <= \$140 ;
+    c1_win_0 <= \$142 ;
   always @(posedge clk)
-    \$signal$36  <= \$141 ;
+    \$signal$36  <= \$143 ;
   always @(posedge clk)
-    b_rest <= \$142 ;
+    b_rest <= \$144 ;
   always @(posedge clk)
-    b_v <= \$143 ;
+    \$signal$40  <= \$145 ;
   always @(posedge clk)
-    b_ci <= \$144 ;
+    b_v <= \$146 ;
   always @(posedge clk)
-    b_win_0 <= \$145 ;
+    b_ci <= \$147 ;
   always @(posedge clk)
-    \$signal$40  <= \$146 ;
+    b_win_0 <= \$148 ;
   always @(posedge clk)
-    \$signal$41  <= \$147 ;
+    \$signal$41  <= \$149 ;
   always @(posedge clk)
-    \$signal$42  <= \$148 ;
+    \$signal$42  <= \$150 ;
   always @(posedge clk)
-    \$like$43  <= \$149 ;
+    \$signal$43  <= \$151 ;
   always @(posedge clk)
-    a3_win_0 <= \$150 ;
+    \$like$44  <= \$152 ;
   always @(posedge clk)
-    \$signal$45  <= \$151 ;
+    a3_rest_zero <= \$153 ;
   always @(posedge clk)
-    a2_ci <= \$152 ;
+    a3_win_0 <= \$154 ;
   always @(posedge clk)
-    a2_bits <= \$153 ;
+    \$signal$47  <= \$155 ;
   always @(posedge clk)
-    \$signal$48  <= \$154 ;
+    a2_ci <= \$156 ;
   always @(posedge clk)
-    \$signal$49  <= \$155 ;
+    a2_bits <= \$157 ;
   always @(posedge clk)
-    nz <= \$156 ;
+    \$signal$50  <= \$158 ;
   always @(posedge clk)
-    state <= \$157 ;
+    \$signal$51  <= \$159 ;
   always @(posedge clk)
-    centre <= \$158 ;
+    nz <= \$160 ;
   always @(posedge clk)
-    f_row <= \$159 ;
+    state <= \$161 ;
   always @(posedge clk)
-    cy <= \$160 ;
+    centre <= \$162 ;
   always @(posedge clk)
-    need <= \$161 ;
+    f_row <= \$163 ;
+  always @(posedge clk)
+    cy <= \$164 ;
+  always @(posedge clk)
+    need <= \$165 ;
   \top.layer2.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -17220,70 +17302,50 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$133  = sel_0;
+    \$135  = sel_0;
     if (\$41 ) begin
-      \$133 [0] = \$44 ;
+      \$135 [0] = \$44 ;
     end
     if (\$45 ) begin
-      \$133 [1] = \$48 ;
+      \$135 [1] = \$48 ;
     end
     if (rst) begin
-      \$133  = 2'h0;
+      \$135  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$134  = win_0;
+    \$136  = win_0;
     if (\$49 ) begin
-      \$134  = \$52 ;
+      \$136  = \$52 ;
     end
     if (rst) begin
-      \$134  = 16'h0000;
+      \$136  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$135  = eof_pend;
+    \$137  = eof_pend;
     if (\$55 ) begin
-      \$135  = 1'h0;
+      \$137  = 1'h0;
     end
     casez (state)
       3'h0:
-          if (\$116 ) begin
-            if (\$119 ) begin
-              \$135  = 1'h1;
+          if (\$118 ) begin
+            if (\$121 ) begin
+              \$137  = 1'h1;
             end
           end
     endcase
     if (rst) begin
-      \$135  = 1'h0;
+      \$137  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$136  = \$signal$13 ;
+    \$138  = \$signal$13 ;
     if (\$57 ) begin
-      \$136  = b_v;
-    end
-    if (rst) begin
-      \$136  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$137  = \$signal ;
-    if (\$57 ) begin
-      \$137  = \$signal$36 ;
-    end
-    if (rst) begin
-      \$137  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$138  = \$like ;
-    if (\$57 ) begin
-      \$138  = b_ci;
+      \$138  = b_v;
     end
     if (rst) begin
       \$138  = 1'h0;
@@ -17291,19 +17353,19 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$139  = \$signal$15 ;
+    \$139  = \$signal ;
     if (\$57 ) begin
-      \$139  = f_row[3:0];
+      \$139  = \$signal$36 ;
     end
     if (rst) begin
-      \$139  = 4'h0;
+      \$139  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$140  = c1_win_0;
+    \$140  = \$like ;
     if (\$57 ) begin
-      \$140  = b_win_0;
+      \$140  = b_ci;
     end
     if (rst) begin
       \$140  = 1'h0;
@@ -17311,65 +17373,68 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$141  = \$signal$36 ;
+    \$141  = \$signal$15 ;
     if (\$57 ) begin
-      \$141  = \$32 [15:0];
-    end
-    if (\$63 ) begin
-      \$141  = \$signal$41 ;
+      \$141  = f_row[3:0];
     end
     if (rst) begin
-      \$141  = 16'h0000;
+      \$141  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$142  = b_rest;
+    \$142  = c1_win_0;
     if (\$57 ) begin
-      \$142  = \$59 ;
-    end
-    if (\$63 ) begin
-      \$142  = \$64 ;
+      \$142  = b_win_0;
     end
     if (rst) begin
-      \$142  = 16'h0000;
+      \$142  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$143  = b_v;
-    if (\$63 ) begin
-      \$143  = \$signal$40 ;
+    \$143  = \$signal$36 ;
+    if (\$57 ) begin
+      \$143  = \$32 [15:0];
+    end
+    if (\$65 ) begin
+      \$143  = \$signal$42 ;
     end
     if (rst) begin
-      \$143  = 1'h0;
+      \$143  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$144  = b_ci;
-    if (\$63 ) begin
-      \$144  = \$like$43 ;
+    \$144  = b_rest;
+    if (\$57 ) begin
+      \$144  = \$59 ;
+    end
+    if (\$65 ) begin
+      \$144  = \$66 ;
     end
     if (rst) begin
-      \$144  = 1'h0;
+      \$144  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$145  = b_win_0;
-    if (\$63 ) begin
-      \$145  = a3_win_0;
+    \$145  = \$signal$40 ;
+    if (\$57 ) begin
+      \$145  = \$62 ;
+    end
+    if (\$65 ) begin
+      \$145  = \$68 ;
     end
     if (rst) begin
-      \$145  = 1'h0;
+      \$145  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$146  = \$signal$40 ;
-    if (\$70 ) begin
-      \$146  = \$signal$45 ;
+    \$146  = b_v;
+    if (\$65 ) begin
+      \$146  = \$signal$41 ;
     end
     if (rst) begin
       \$146  = 1'h0;
@@ -17377,29 +17442,29 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$147  = \$signal$41 ;
-    if (\$70 ) begin
-      \$147  = \$35 [15:0];
+    \$147  = b_ci;
+    if (\$65 ) begin
+      \$147  = \$like$44 ;
     end
     if (rst) begin
-      \$147  = 16'h0000;
+      \$147  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$148  = \$signal$42 ;
-    if (\$70 ) begin
-      \$148  = \$72 ;
+    \$148  = b_win_0;
+    if (\$65 ) begin
+      \$148  = a3_win_0;
     end
     if (rst) begin
-      \$148  = 16'h0000;
+      \$148  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$149  = \$like$43 ;
-    if (\$70 ) begin
-      \$149  = a2_ci;
+    \$149  = \$signal$41 ;
+    if (\$73 ) begin
+      \$149  = \$signal$47 ;
     end
     if (rst) begin
       \$149  = 1'h0;
@@ -17407,32 +17472,29 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$150  = a3_win_0;
-    if (\$70 ) begin
-      \$150  = 1'h0;
+    \$150  = \$signal$42 ;
+    if (\$73 ) begin
+      \$150  = \$35 [15:0];
     end
     if (rst) begin
-      \$150  = 1'h0;
+      \$150  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$151  = \$signal$45 ;
-    if (\$78 ) begin
-      \$151  = 1'h0;
-    end
-    if (\$87 ) begin
-      \$151  = 1'h1;
+    \$151  = \$signal$43 ;
+    if (\$73 ) begin
+      \$151  = \$75 ;
     end
     if (rst) begin
-      \$151  = 1'h0;
+      \$151  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$152  = a2_ci;
-    if (\$87 ) begin
-      \$152  = 1'h0;
+    \$152  = \$like$44 ;
+    if (\$73 ) begin
+      \$152  = a2_ci;
     end
     if (rst) begin
       \$152  = 1'h0;
@@ -17440,22 +17502,19 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$153  = a2_bits;
-    if (\$87 ) begin
-      \$153  = \$88 ;
+    \$153  = a3_rest_zero;
+    if (\$73 ) begin
+      \$153  = \$78 ;
     end
     if (rst) begin
-      \$153  = 16'h0000;
+      \$153  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$154  = \$signal$48 ;
-    if (\$96 ) begin
+    \$154  = a3_win_0;
+    if (\$73 ) begin
       \$154  = 1'h0;
-    end
-    if (\$110 ) begin
-      \$154  = 1'h1;
     end
     if (rst) begin
       \$154  = 1'h0;
@@ -17463,9 +17522,12 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$155  = \$signal$49 ;
-    if (\$110 ) begin
-      \$155  = \$38 [0];
+    \$155  = \$signal$47 ;
+    if (\$83 ) begin
+      \$155  = 1'h0;
+    end
+    if (\$91 ) begin
+      \$155  = 1'h1;
     end
     if (rst) begin
       \$155  = 1'h0;
@@ -17473,57 +17535,100 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$156  = nz;
-    if (\$110 ) begin
-      \$156  = \$112 ;
+    \$156  = a2_ci;
+    if (\$91 ) begin
+      \$156  = 1'h0;
     end
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          \$156  = \$120 ;
-    endcase
     if (rst) begin
       \$156  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$157  = state;
+    \$157  = a2_bits;
+    if (\$91 ) begin
+      \$157  = \$92 ;
+    end
+    if (rst) begin
+      \$157  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$158  = \$signal$50 ;
+    if (\$99 ) begin
+      \$158  = 1'h0;
+    end
+    if (\$112 ) begin
+      \$158  = 1'h1;
+    end
+    if (rst) begin
+      \$158  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$159  = \$signal$51 ;
+    if (\$112 ) begin
+      \$159  = \$38 [0];
+    end
+    if (rst) begin
+      \$159  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$160  = nz;
+    if (\$112 ) begin
+      \$160  = \$114 ;
+    end
     casez (state)
       3'h0:
-          if (\$116 ) begin
-            if (\$119 ) begin
-              \$157  = 3'h5;
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          \$160  = \$122 ;
+    endcase
+    if (rst) begin
+      \$160  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$161  = state;
+    casez (state)
+      3'h0:
+          if (\$118 ) begin
+            if (\$121 ) begin
+              \$161  = 3'h5;
             end
-          end else if (\$118 ) begin
-            \$157  = 3'h1;
+          end else if (\$120 ) begin
+            \$161  = 3'h1;
           end
       3'h1:
-          \$157  = 3'h2;
+          \$161  = 3'h2;
       3'h2:
-          \$157  = 3'h3;
+          \$161  = 3'h3;
       3'h3:
-          \$157  = 3'h4;
+          \$161  = 3'h4;
       3'h4:
-          if (\$129 ) begin
-            \$157  = 3'h0;
+          if (\$131 ) begin
+            \$161  = 3'h0;
           end
     endcase
     if (frame_reset) begin
-      \$157  = 3'h0;
+      \$161  = 3'h0;
     end
     if (rst) begin
-      \$157  = 3'h0;
+      \$161  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$158  = centre;
+    \$162  = centre;
     casez (state)
       3'h0:
           /* empty */;
@@ -17532,39 +17637,15 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       3'h2:
           /* empty */;
       3'h3:
-          \$158  = win_0;
+          \$162  = win_0;
     endcase
     if (rst) begin
-      \$158  = 16'h0000;
+      \$162  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$159  = f_row;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (\$129 ) begin
-            \$159  = \$130 [4:0];
-          end
-    endcase
-    if (frame_reset) begin
-      \$159  = 5'h00;
-    end
-    if (rst) begin
-      \$159  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$160  = cy;
+    \$163  = f_row;
     casez (state)
       3'h0:
           /* empty */;
@@ -17575,20 +17656,20 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       3'h3:
           /* empty */;
       3'h4:
-          if (\$129 ) begin
-            \$160  = \$131 [5:0];
+          if (\$131 ) begin
+            \$163  = \$132 [4:0];
           end
     endcase
     if (frame_reset) begin
-      \$160  = 6'h00;
+      \$163  = 5'h00;
     end
     if (rst) begin
-      \$160  = 6'h00;
+      \$163  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$161  = need;
+    \$164  = cy;
     casez (state)
       3'h0:
           /* empty */;
@@ -17599,15 +17680,39 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       3'h3:
           /* empty */;
       3'h4:
-          if (\$129 ) begin
-            \$161  = \$132 [5:0];
+          if (\$131 ) begin
+            \$164  = \$133 [5:0];
           end
     endcase
     if (frame_reset) begin
-      \$161  = 6'h01;
+      \$164  = 6'h00;
     end
     if (rst) begin
-      \$161  = 6'h01;
+      \$164  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$165  = need;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$131 ) begin
+            \$165  = \$134 [5:0];
+          end
+    endcase
+    if (frame_reset) begin
+      \$165  = 6'h01;
+    end
+    if (rst) begin
+      \$165  = 6'h01;
     end
   end
   assign r_data = sites__payload;
@@ -17642,7 +17747,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \bitmaps[0]  = bitmaps[15:0];
   assign \bitmaps[1]  = bitmaps[31:16];
   assign \$46  = \$1 [0];
-  assign \$107  = nz;
+  assign \$109  = nz;
 endmodule
 
 (* generator = "Amaranth" *)

@@ -1191,12 +1191,12 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$331 ;
   wire \$332 ;
   wire \$333 ;
-  wire \$334 ;
-  wire [7:0] \$335 ;
+  wire [7:0] \$334 ;
+  wire [8:0] \$335 ;
   wire [8:0] \$336 ;
-  wire [8:0] \$337 ;
+  wire [7:0] \$337 ;
   wire [7:0] \$338 ;
-  wire [7:0] \$339 ;
+  wire \$339 ;
   wire \$34 ;
   wire \$340 ;
   wire \$341 ;
@@ -1224,7 +1224,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$361 ;
   wire \$362 ;
   wire \$363 ;
-  wire \$364 ;
+  wire [127:0] \$364 ;
   wire [127:0] \$365 ;
   wire [127:0] \$366 ;
   wire [127:0] \$367 ;
@@ -1232,7 +1232,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire [127:0] \$369 ;
   wire \$37 ;
   wire [127:0] \$370 ;
-  wire [127:0] \$371 ;
+  wire \$371 ;
   wire \$372 ;
   wire \$373 ;
   wire \$374 ;
@@ -1250,7 +1250,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$385 ;
   wire \$386 ;
   wire \$387 ;
-  wire \$388 ;
+  wire [127:0] \$388 ;
   wire [127:0] \$389 ;
   wire \$39 ;
   wire [127:0] \$390 ;
@@ -1258,7 +1258,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire [127:0] \$392 ;
   wire [127:0] \$393 ;
   wire [127:0] \$394 ;
-  wire [127:0] \$395 ;
+  wire \$395 ;
   wire \$396 ;
   wire \$397 ;
   wire \$398 ;
@@ -1278,41 +1278,41 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$41 ;
   wire \$410 ;
   wire \$411 ;
-  wire \$412 ;
+  wire [127:0] \$412 ;
   wire [127:0] \$413 ;
   wire [127:0] \$414 ;
   wire [127:0] \$415 ;
   wire [127:0] \$416 ;
   wire [127:0] \$417 ;
   wire [127:0] \$418 ;
-  wire [127:0] \$419 ;
+  wire \$419 ;
   wire \$42 ;
   wire \$420 ;
   wire \$421 ;
   wire \$422 ;
   wire \$423 ;
-  wire \$424 ;
+  wire [15:0] \$424 ;
   wire [15:0] \$425 ;
-  wire [15:0] \$426 ;
-  wire \$427 ;
+  wire [16:0] \$426 ;
+  wire [16:0] \$427 ;
   wire \$428 ;
   wire \$429 ;
   wire \$43 ;
   wire \$430 ;
-  wire [15:0] \$431 ;
-  wire \$432 ;
+  wire \$431 ;
+  wire [15:0] \$432 ;
   wire \$433 ;
   wire \$434 ;
   wire \$435 ;
   wire \$436 ;
   wire \$437 ;
-  wire [15:0] \$438 ;
-  wire [15:0] \$439 ;
+  wire \$438 ;
+  wire \$439 ;
   wire \$44 ;
-  wire \$440 ;
-  wire \$441 ;
-  wire \$442 ;
-  wire \$443 ;
+  wire [15:0] \$440 ;
+  wire [15:0] \$441 ;
+  wire [16:0] \$442 ;
+  wire [16:0] \$443 ;
   wire \$444 ;
   wire \$445 ;
   wire \$446 ;
@@ -1325,9 +1325,9 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$452 ;
   wire \$453 ;
   wire \$454 ;
-  wire [15:0] \$455 ;
-  wire [15:0] \$456 ;
-  wire [15:0] \$457 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire \$457 ;
   wire [15:0] \$458 ;
   wire [15:0] \$459 ;
   wire \$46 ;
@@ -1342,9 +1342,9 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire [15:0] \$468 ;
   wire [15:0] \$469 ;
   wire \$47 ;
-  wire [17:0] \$470 ;
-  wire [17:0] \$471 ;
-  wire [17:0] \$472 ;
+  wire [15:0] \$470 ;
+  wire [15:0] \$471 ;
+  wire [15:0] \$472 ;
   wire [17:0] \$473 ;
   wire [17:0] \$474 ;
   wire [17:0] \$475 ;
@@ -1392,9 +1392,9 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire [17:0] \$512 ;
   wire [17:0] \$513 ;
   wire [17:0] \$514 ;
-  wire \$515 ;
-  wire \$516 ;
-  wire \$517 ;
+  wire [17:0] \$515 ;
+  wire [17:0] \$516 ;
+  wire [17:0] \$517 ;
   wire \$518 ;
   wire \$519 ;
   wire \$52 ;
@@ -1416,9 +1416,9 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$534 ;
   wire \$535 ;
   wire \$536 ;
-  wire [7:0] \$537 ;
+  wire \$537 ;
   wire [7:0] \$538 ;
-  wire \$539 ;
+  wire [7:0] \$539 ;
   wire \$54 ;
   wire \$540 ;
   wire \$541 ;
@@ -1445,57 +1445,60 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$560 ;
   wire \$561 ;
   wire \$562 ;
-  wire [8:0] \$563 ;
-  wire [9:0] \$564 ;
+  wire \$563 ;
+  wire [8:0] \$564 ;
   wire [9:0] \$565 ;
-  reg [3:0] \$566 ;
-  reg [127:0] \$567 ;
-  reg [3:0] \$568 ;
-  reg [127:0] \$569 ;
+  wire [9:0] \$566 ;
+  reg [3:0] \$567 ;
+  reg [127:0] \$568 ;
+  reg [3:0] \$569 ;
   wire \$57 ;
-  reg [3:0] \$570 ;
-  reg [127:0] \$571 ;
-  reg \$572 ;
+  reg [127:0] \$570 ;
+  reg [3:0] \$571 ;
+  reg [127:0] \$572 ;
   reg \$573 ;
-  reg [15:0] \$574 ;
-  reg [2:0] \$575 ;
-  reg [6:0] \$576 ;
-  reg [17:0] \$577 ;
+  reg \$574 ;
+  reg [15:0] \$575 ;
+  reg [2:0] \$576 ;
+  reg [6:0] \$577 ;
   reg [17:0] \$578 ;
   reg [17:0] \$579 ;
   wire \$58 ;
-  reg [15:0] \$580 ;
+  reg [17:0] \$580 ;
   reg [15:0] \$581 ;
-  reg \$582 ;
-  reg [2:0] \$583 ;
-  reg [17:0] \$584 ;
-  reg [17:0] \$585 ;
+  reg [15:0] \$582 ;
+  reg \$583 ;
+  reg \$584 ;
+  reg [2:0] \$585 ;
   reg [17:0] \$586 ;
-  reg \$587 ;
-  reg [15:0] \$588 ;
-  reg [15:0] \$589 ;
+  reg [17:0] \$587 ;
+  reg [17:0] \$588 ;
+  reg \$589 ;
   wire \$59 ;
-  reg [2:0] \$590 ;
-  reg [17:0] \$591 ;
-  reg [17:0] \$592 ;
-  reg [17:0] \$593 ;
-  reg \$594 ;
-  reg [2:0] \$595 ;
-  reg [15:0] \$596 ;
-  reg [17:0] \$597 ;
-  reg [17:0] \$598 ;
-  reg [17:0] \$599 ;
+  reg [15:0] \$590 ;
+  reg [15:0] \$591 ;
+  reg [2:0] \$592 ;
+  reg \$593 ;
+  reg [17:0] \$594 ;
+  reg [17:0] \$595 ;
+  reg [17:0] \$596 ;
+  reg \$597 ;
+  reg [2:0] \$598 ;
+  reg [15:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
-  reg \$600 ;
-  reg [7:0] \$601 ;
-  reg [7:0] \$602 ;
-  reg [2:0] \$603 ;
-  reg [127:0] \$604 ;
+  reg [17:0] \$600 ;
+  reg [17:0] \$601 ;
+  reg [17:0] \$602 ;
+  reg \$603 ;
+  reg [7:0] \$604 ;
   reg [7:0] \$605 ;
-  reg [8:0] \$606 ;
-  reg [8:0] \$607 ;
+  reg [2:0] \$606 ;
+  reg [127:0] \$607 ;
+  reg [7:0] \$608 ;
+  reg [8:0] \$609 ;
   wire \$61 ;
+  reg [8:0] \$610 ;
   wire \$62 ;
   wire \$63 ;
   wire \$64 ;
@@ -1538,23 +1541,25 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$98 ;
   wire \$99 ;
   reg [2:0] \$like  = 3'h0;
-  reg [2:0] \$like$57  = 3'h0;
+  reg [2:0] \$like$58  = 3'h0;
   reg [15:0] \$signal  = 16'h0000;
   reg \$signal$15  = 1'h0;
   reg [6:0] \$signal$17  = 7'h00;
   reg \$signal$27  = 1'h0;
   reg \$signal$28  = 1'h0;
-  reg \$signal$30  = 1'h0;
-  reg [7:0] \$signal$32  = 8'h00;
-  reg [15:0] \$signal$50  = 16'h0000;
-  reg [15:0] \$signal$55  = 16'h0000;
+  reg \$signal$30  = 1'h1;
+  reg \$signal$31  = 1'h0;
+  reg [7:0] \$signal$33  = 8'h00;
+  reg [15:0] \$signal$51  = 16'h0000;
   reg [15:0] \$signal$56  = 16'h0000;
+  reg [15:0] \$signal$57  = 16'h0000;
   reg [15:0] a2_bits = 16'h0000;
   reg [2:0] a2_ci = 3'h0;
   wire [15:0] a2_oh;
   reg [17:0] a2_win_0 = 18'h00000;
   reg [17:0] a2_win_1 = 18'h00000;
   reg [17:0] a2_win_2 = 18'h00000;
+  reg a3_rest_zero = 1'h1;
   reg [17:0] a3_win_0 = 18'h00000;
   reg [17:0] a3_win_1 = 18'h00000;
   reg [17:0] a3_win_2 = 18'h00000;
@@ -1646,264 +1651,272 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   reg [127:0] win_0 = 128'h00000000000000000000000000000000;
   reg [127:0] win_1 = 128'h00000000000000000000000000000000;
   reg [127:0] win_2 = 128'h00000000000000000000000000000000;
-  assign \$392  = sel_1[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
-  assign \$393  = \$391  | \$392 ;
-  assign \$394  = sel_1[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
-  assign \$395  = \$393  | \$394 ;
-  assign \$396  = state == 1'h1;
-  assign \$397  = ! \$3 [1:0];
-  assign \$398  = tags[7:0] == \$3 [8:0];
-  assign \$399  = \$397  & \$398 ;
-  assign \$400  = state == 1'h1;
-  assign \$401  = \$3 [1:0] == 1'h1;
-  assign \$402  = tags[15:8] == \$3 [8:0];
-  assign \$403  = \$401  & \$402 ;
-  assign \$404  = state == 1'h1;
-  assign \$405  = \$3 [1:0] == 2'h2;
-  assign \$406  = tags[23:16] == \$3 [8:0];
-  assign \$407  = \$405  & \$406 ;
-  assign \$408  = state == 1'h1;
-  assign \$409  = \$3 [1:0] == 2'h3;
-  assign \$410  = tags[31:24] == \$3 [8:0];
-  assign \$411  = \$409  & \$410 ;
-  assign \$412  = state == 2'h2;
-  assign \$413  = sel_2[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
-  assign \$414  = sel_2[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
-  assign \$415  = \$413  | \$414 ;
-  assign \$416  = sel_2[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
-  assign \$417  = \$415  | \$416 ;
-  assign \$418  = sel_2[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
-  assign \$419  = \$417  | \$418 ;
-  assign \$420  = ~ \$signal$15 ;
-  assign \$421  = eof_pend & \$420 ;
-  assign \$422  = \$421  & w_rdy;
-  assign \$423  = ~ \$signal$15 ;
-  assign \$424  = \$423  | w_rdy;
-  assign \$425  = ~ \$313 [15:0];
-  assign \$426  = b_rest & \$425 ;
-  assign \$427  = ~ \$signal$15 ;
-  assign \$428  = \$427  | w_rdy;
-  assign \$429  = ! b_rest;
-  assign \$430  = \$428  & \$429 ;
-  assign \$431  = \$signal$28  ? \$signal$56  : 16'h0000;
-  assign \$432  = ~ \$signal$28 ;
-  assign \$433  = ~ \$signal$15 ;
-  assign \$434  = \$433  | w_rdy;
-  assign \$435  = ! b_rest;
-  assign \$436  = \$434  & \$435 ;
-  assign \$437  = \$432  | \$436 ;
-  assign \$438  = ~ \$316 [15:0];
-  assign \$439  = a2_bits & \$438 ;
-  assign \$440  = ~ \$signal$28 ;
-  assign \$441  = ~ \$signal$15 ;
-  assign \$442  = \$441  | w_rdy;
-  assign \$443  = ! b_rest;
-  assign \$444  = \$442  & \$443 ;
-  assign \$445  = \$440  | \$444 ;
-  assign \$446  = ~ \$signal$27 ;
-  assign \$447  = ~ \$signal$28 ;
-  assign \$448  = ~ \$signal$15 ;
-  assign \$449  = \$448  | w_rdy;
-  assign \$450  = ! b_rest;
-  assign \$451  = \$449  & \$450 ;
-  assign \$452  = \$447  | \$451 ;
-  assign \$453  = \$446  | \$452 ;
+  assign \$389  = sel_1[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
+  assign \$390  = \$388  | \$389 ;
+  assign \$391  = sel_1[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
+  assign \$392  = \$390  | \$391 ;
+  assign \$393  = sel_1[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
+  assign \$394  = \$392  | \$393 ;
+  assign \$395  = state == 1'h1;
+  assign \$396  = ! \$3 [1:0];
+  assign \$397  = tags[7:0] == \$3 [8:0];
+  assign \$398  = \$396  & \$397 ;
+  assign \$399  = state == 1'h1;
+  assign \$400  = \$3 [1:0] == 1'h1;
+  assign \$401  = tags[15:8] == \$3 [8:0];
+  assign \$402  = \$400  & \$401 ;
+  assign \$403  = state == 1'h1;
+  assign \$404  = \$3 [1:0] == 2'h2;
+  assign \$405  = tags[23:16] == \$3 [8:0];
+  assign \$406  = \$404  & \$405 ;
+  assign \$407  = state == 1'h1;
+  assign \$408  = \$3 [1:0] == 2'h3;
+  assign \$409  = tags[31:24] == \$3 [8:0];
+  assign \$410  = \$408  & \$409 ;
+  assign \$411  = state == 2'h2;
+  assign \$412  = sel_2[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
+  assign \$413  = sel_2[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
+  assign \$414  = \$412  | \$413 ;
+  assign \$415  = sel_2[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
+  assign \$416  = \$414  | \$415 ;
+  assign \$417  = sel_2[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
+  assign \$418  = \$416  | \$417 ;
+  assign \$419  = ~ \$signal$15 ;
+  assign \$420  = eof_pend & \$419 ;
+  assign \$421  = \$420  & w_rdy;
+  assign \$422  = ~ \$signal$15 ;
+  assign \$423  = \$422  | w_rdy;
+  assign \$424  = ~ \$313 [15:0];
+  assign \$425  = b_rest & \$424 ;
+  assign \$426  = b_rest - 1'h1;
+  assign \$427  = { 1'h0, b_rest } & \$426 ;
+  assign \$428  = ! \$427 ;
+  assign \$429  = ~ \$signal$15 ;
+  assign \$430  = \$429  | w_rdy;
+  assign \$431  = \$430  & \$signal$30 ;
+  assign \$432  = \$signal$28  ? \$signal$57  : 16'h0000;
+  assign \$433  = ~ \$signal$28 ;
+  assign \$434  = \$433  | a3_rest_zero;
+  assign \$435  = ~ \$signal$28 ;
+  assign \$436  = ~ \$signal$15 ;
+  assign \$437  = \$436  | w_rdy;
+  assign \$438  = \$437  & \$signal$30 ;
+  assign \$439  = \$435  | \$438 ;
+  assign \$440  = ~ \$316 [15:0];
+  assign \$441  = a2_bits & \$440 ;
+  assign \$442  = a2_bits - 1'h1;
+  assign \$443  = { 1'h0, a2_bits } & \$442 ;
+  assign \$444  = ! \$443 ;
+  assign \$445  = ~ \$signal$28 ;
+  assign \$446  = ~ \$signal$15 ;
+  assign \$447  = \$446  | w_rdy;
+  assign \$448  = \$447  & \$signal$30 ;
+  assign \$449  = \$445  | \$448 ;
+  assign \$450  = ~ \$signal$27 ;
+  assign \$451  = ~ \$signal$28 ;
+  assign \$452  = ~ \$signal$15 ;
+  assign \$453  = \$452  | w_rdy;
   assign \$454  = \$453  & \$signal$30 ;
-  assign \$455  = \$signal$32 [0] ? centre[15:0] : 16'h0000;
-  assign \$456  = \$signal$32 [1] ? centre[31:16] : 16'h0000;
-  assign \$457  = \$455  | \$456 ;
-  assign \$458  = \$signal$32 [2] ? centre[47:32] : 16'h0000;
-  assign \$459  = \$457  | \$458 ;
-  assign \$460  = \$signal$32 [3] ? centre[63:48] : 16'h0000;
-  assign \$461  = \$459  | \$460 ;
-  assign \$462  = \$signal$32 [4] ? centre[79:64] : 16'h0000;
-  assign \$463  = \$461  | \$462 ;
-  assign \$464  = \$signal$32 [5] ? centre[95:80] : 16'h0000;
-  assign \$465  = \$463  | \$464 ;
-  assign \$466  = \$signal$32 [6] ? centre[111:96] : 16'h0000;
-  assign \$467  = \$465  | \$466 ;
-  assign \$468  = \$signal$32 [7] ? centre[127:112] : 16'h0000;
-  assign \$469  = \$467  | \$468 ;
-  assign \$470  = \$signal$32 [0] ? { win_0[16:0], 1'h0 } : 18'h00000;
-  assign \$471  = \$signal$32 [1] ? win_0[32:15] : 18'h00000;
+  assign \$455  = \$451  | \$454 ;
+  assign \$456  = \$450  | \$455 ;
+  assign \$457  = \$456  & \$signal$31 ;
+  assign \$458  = \$signal$33 [0] ? centre[15:0] : 16'h0000;
+  assign \$459  = \$signal$33 [1] ? centre[31:16] : 16'h0000;
+  assign \$460  = \$458  | \$459 ;
+  assign \$461  = \$signal$33 [2] ? centre[47:32] : 16'h0000;
+  assign \$462  = \$460  | \$461 ;
+  assign \$463  = \$signal$33 [3] ? centre[63:48] : 16'h0000;
+  assign \$464  = \$462  | \$463 ;
+  assign \$465  = \$signal$33 [4] ? centre[79:64] : 16'h0000;
+  assign \$466  = \$464  | \$465 ;
+  assign \$467  = \$signal$33 [5] ? centre[95:80] : 16'h0000;
+  assign \$468  = \$466  | \$467 ;
+  assign \$469  = \$signal$33 [6] ? centre[111:96] : 16'h0000;
+  assign \$470  = \$468  | \$469 ;
+  assign \$471  = \$signal$33 [7] ? centre[127:112] : 16'h0000;
   assign \$472  = \$470  | \$471 ;
-  assign \$473  = \$signal$32 [2] ? win_0[48:31] : 18'h00000;
-  assign \$474  = \$472  | \$473 ;
-  assign \$475  = \$signal$32 [3] ? win_0[64:47] : 18'h00000;
-  assign \$476  = \$474  | \$475 ;
-  assign \$477  = \$signal$32 [4] ? win_0[80:63] : 18'h00000;
-  assign \$478  = \$476  | \$477 ;
-  assign \$479  = \$signal$32 [5] ? win_0[96:79] : 18'h00000;
-  assign \$480  = \$478  | \$479 ;
-  assign \$481  = \$signal$32 [6] ? win_0[112:95] : 18'h00000;
-  assign \$482  = \$480  | \$481 ;
-  assign \$483  = \$signal$32 [7] ? { 1'h0, win_0[127:111] } : 18'h00000;
-  assign \$484  = \$482  | \$483 ;
-  assign \$485  = \$signal$32 [0] ? { win_1[16:0], 1'h0 } : 18'h00000;
-  assign \$486  = \$signal$32 [1] ? win_1[32:15] : 18'h00000;
+  assign \$473  = \$signal$33 [0] ? { win_0[16:0], 1'h0 } : 18'h00000;
+  assign \$474  = \$signal$33 [1] ? win_0[32:15] : 18'h00000;
+  assign \$475  = \$473  | \$474 ;
+  assign \$476  = \$signal$33 [2] ? win_0[48:31] : 18'h00000;
+  assign \$477  = \$475  | \$476 ;
+  assign \$478  = \$signal$33 [3] ? win_0[64:47] : 18'h00000;
+  assign \$479  = \$477  | \$478 ;
+  assign \$480  = \$signal$33 [4] ? win_0[80:63] : 18'h00000;
+  assign \$481  = \$479  | \$480 ;
+  assign \$482  = \$signal$33 [5] ? win_0[96:79] : 18'h00000;
+  assign \$483  = \$481  | \$482 ;
+  assign \$484  = \$signal$33 [6] ? win_0[112:95] : 18'h00000;
+  assign \$485  = \$483  | \$484 ;
+  assign \$486  = \$signal$33 [7] ? { 1'h0, win_0[127:111] } : 18'h00000;
   assign \$487  = \$485  | \$486 ;
-  assign \$488  = \$signal$32 [2] ? win_1[48:31] : 18'h00000;
-  assign \$489  = \$487  | \$488 ;
-  assign \$490  = \$signal$32 [3] ? win_1[64:47] : 18'h00000;
-  assign \$491  = \$489  | \$490 ;
-  assign \$492  = \$signal$32 [4] ? win_1[80:63] : 18'h00000;
-  assign \$493  = \$491  | \$492 ;
-  assign \$494  = \$signal$32 [5] ? win_1[96:79] : 18'h00000;
-  assign \$495  = \$493  | \$494 ;
-  assign \$496  = \$signal$32 [6] ? win_1[112:95] : 18'h00000;
-  assign \$497  = \$495  | \$496 ;
-  assign \$498  = \$signal$32 [7] ? { 1'h0, win_1[127:111] } : 18'h00000;
-  assign \$499  = \$497  | \$498 ;
-  assign \$500  = \$signal$32 [0] ? { win_2[16:0], 1'h0 } : 18'h00000;
-  assign \$501  = \$signal$32 [1] ? win_2[32:15] : 18'h00000;
+  assign \$488  = \$signal$33 [0] ? { win_1[16:0], 1'h0 } : 18'h00000;
+  assign \$489  = \$signal$33 [1] ? win_1[32:15] : 18'h00000;
+  assign \$490  = \$488  | \$489 ;
+  assign \$491  = \$signal$33 [2] ? win_1[48:31] : 18'h00000;
+  assign \$492  = \$490  | \$491 ;
+  assign \$493  = \$signal$33 [3] ? win_1[64:47] : 18'h00000;
+  assign \$494  = \$492  | \$493 ;
+  assign \$495  = \$signal$33 [4] ? win_1[80:63] : 18'h00000;
+  assign \$496  = \$494  | \$495 ;
+  assign \$497  = \$signal$33 [5] ? win_1[96:79] : 18'h00000;
+  assign \$498  = \$496  | \$497 ;
+  assign \$499  = \$signal$33 [6] ? win_1[112:95] : 18'h00000;
+  assign \$500  = \$498  | \$499 ;
+  assign \$501  = \$signal$33 [7] ? { 1'h0, win_1[127:111] } : 18'h00000;
   assign \$502  = \$500  | \$501 ;
-  assign \$503  = \$signal$32 [2] ? win_2[48:31] : 18'h00000;
-  assign \$504  = \$502  | \$503 ;
-  assign \$505  = \$signal$32 [3] ? win_2[64:47] : 18'h00000;
-  assign \$506  = \$504  | \$505 ;
-  assign \$507  = \$signal$32 [4] ? win_2[80:63] : 18'h00000;
-  assign \$508  = \$506  | \$507 ;
-  assign \$509  = \$signal$32 [5] ? win_2[96:79] : 18'h00000;
-  assign \$510  = \$508  | \$509 ;
-  assign \$511  = \$signal$32 [6] ? win_2[112:95] : 18'h00000;
-  assign \$512  = \$510  | \$511 ;
-  assign \$513  = \$signal$32 [7] ? { 1'h0, win_2[127:111] } : 18'h00000;
-  assign \$514  = \$512  | \$513 ;
-  assign \$515  = ~ \$signal$27 ;
-  assign \$516  = ~ \$signal$28 ;
-  assign \$517  = ~ \$signal$15 ;
-  assign \$518  = \$517  | w_rdy;
-  assign \$519  = ! b_rest;
-  assign \$520  = \$518  & \$519 ;
-  assign \$521  = \$516  | \$520 ;
-  assign \$522  = \$515  | \$521 ;
-  assign \$523  = ~ \$signal$30 ;
-  assign \$524  = ~ \$signal$27 ;
-  assign \$525  = ~ \$signal$28 ;
-  assign \$526  = ~ \$signal$15 ;
-  assign \$527  = \$526  | w_rdy;
-  assign \$528  = ! b_rest;
-  assign \$529  = \$527  & \$528 ;
-  assign \$530  = \$525  | \$529 ;
-  assign \$531  = \$524  | \$530 ;
-  assign \$532  = \$523  | \$531 ;
-  assign \$533  = | nz;
-  assign \$534  = \$532  & \$533 ;
-  assign \$535  = state == 3'h4;
-  assign \$536  = \$534  & \$535 ;
-  assign \$537  = ~ \$337 [7:0];
-  assign \$538  = nz & \$537 ;
-  assign \$539  = ~ has_last;
-  assign \$540  = f_row > last_y;
-  assign \$541  = \$539  | \$540 ;
-  assign \$542  = eof_seen & \$541 ;
-  assign \$543  = done_rows >= need;
-  assign \$544  = eof_seen | \$543 ;
-  assign \$545  = ~ eof_pend;
-  assign \$546  = | win_1[15:0];
-  assign \$547  = | win_1[31:16];
-  assign \$548  = | win_1[47:32];
-  assign \$549  = | win_1[63:48];
-  assign \$550  = | win_1[79:64];
-  assign \$551  = | win_1[95:80];
-  assign \$552  = | win_1[111:96];
-  assign \$553  = | win_1[127:112];
-  assign \$554  = ! nz;
-  assign \$555  = ~ \$signal$30 ;
-  assign \$556  = \$554  & \$555 ;
-  assign \$557  = ~ \$signal$27 ;
-  assign \$558  = \$556  & \$557 ;
-  assign \$559  = ~ \$signal$28 ;
-  assign \$560  = \$558  & \$559 ;
-  assign \$561  = ~ b_v;
-  assign \$562  = \$560  & \$561 ;
-  assign \$563  = f_row + 1'h1;
-  assign \$564  = cy + 1'h1;
-  assign \$565  = need + 1'h1;
+  assign \$503  = \$signal$33 [0] ? { win_2[16:0], 1'h0 } : 18'h00000;
+  assign \$504  = \$signal$33 [1] ? win_2[32:15] : 18'h00000;
+  assign \$505  = \$503  | \$504 ;
+  assign \$506  = \$signal$33 [2] ? win_2[48:31] : 18'h00000;
+  assign \$507  = \$505  | \$506 ;
+  assign \$508  = \$signal$33 [3] ? win_2[64:47] : 18'h00000;
+  assign \$509  = \$507  | \$508 ;
+  assign \$510  = \$signal$33 [4] ? win_2[80:63] : 18'h00000;
+  assign \$511  = \$509  | \$510 ;
+  assign \$512  = \$signal$33 [5] ? win_2[96:79] : 18'h00000;
+  assign \$513  = \$511  | \$512 ;
+  assign \$514  = \$signal$33 [6] ? win_2[112:95] : 18'h00000;
+  assign \$515  = \$513  | \$514 ;
+  assign \$516  = \$signal$33 [7] ? { 1'h0, win_2[127:111] } : 18'h00000;
+  assign \$517  = \$515  | \$516 ;
+  assign \$518  = ~ \$signal$27 ;
+  assign \$519  = ~ \$signal$28 ;
+  assign \$520  = ~ \$signal$15 ;
+  assign \$521  = \$520  | w_rdy;
+  assign \$522  = \$521  & \$signal$30 ;
+  assign \$523  = \$519  | \$522 ;
+  assign \$524  = \$518  | \$523 ;
+  assign \$525  = ~ \$signal$31 ;
+  assign \$526  = ~ \$signal$27 ;
+  assign \$527  = ~ \$signal$28 ;
+  assign \$528  = ~ \$signal$15 ;
+  assign \$529  = \$528  | w_rdy;
+  assign \$530  = \$529  & \$signal$30 ;
+  assign \$531  = \$527  | \$530 ;
+  assign \$532  = \$526  | \$531 ;
+  assign \$533  = \$525  | \$532 ;
+  assign \$534  = | nz;
+  assign \$535  = \$533  & \$534 ;
+  assign \$536  = state == 3'h4;
+  assign \$537  = \$535  & \$536 ;
+  assign \$538  = ~ \$336 [7:0];
+  assign \$539  = nz & \$538 ;
+  assign \$540  = ~ has_last;
+  assign \$541  = f_row > last_y;
+  assign \$542  = \$540  | \$541 ;
+  assign \$543  = eof_seen & \$542 ;
+  assign \$544  = done_rows >= need;
+  assign \$545  = eof_seen | \$544 ;
+  assign \$546  = ~ eof_pend;
+  assign \$547  = | win_1[15:0];
+  assign \$548  = | win_1[31:16];
+  assign \$549  = | win_1[47:32];
+  assign \$550  = | win_1[63:48];
+  assign \$551  = | win_1[79:64];
+  assign \$552  = | win_1[95:80];
+  assign \$553  = | win_1[111:96];
+  assign \$554  = | win_1[127:112];
+  assign \$555  = ! nz;
+  assign \$556  = ~ \$signal$31 ;
+  assign \$557  = \$555  & \$556 ;
+  assign \$558  = ~ \$signal$27 ;
+  assign \$559  = \$557  & \$558 ;
+  assign \$560  = ~ \$signal$28 ;
+  assign \$561  = \$559  & \$560 ;
+  assign \$562  = ~ b_v;
+  assign \$563  = \$561  & \$562 ;
+  assign \$564  = f_row + 1'h1;
+  assign \$565  = cy + 1'h1;
+  assign \$566  = need + 1'h1;
   always @(posedge clk)
-    sel_0 <= \$566 ;
+    sel_0 <= \$567 ;
   always @(posedge clk)
-    win_0 <= \$567 ;
+    win_0 <= \$568 ;
   always @(posedge clk)
-    sel_1 <= \$568 ;
+    sel_1 <= \$569 ;
   always @(posedge clk)
-    win_1 <= \$569 ;
+    win_1 <= \$570 ;
   always @(posedge clk)
-    sel_2 <= \$570 ;
+    sel_2 <= \$571 ;
   always @(posedge clk)
-    win_2 <= \$571 ;
+    win_2 <= \$572 ;
   always @(posedge clk)
-    eof_pend <= \$572 ;
+    eof_pend <= \$573 ;
   always @(posedge clk)
-    \$signal$15  <= \$573 ;
+    \$signal$15  <= \$574 ;
   always @(posedge clk)
-    \$signal  <= \$574 ;
+    \$signal  <= \$575 ;
   always @(posedge clk)
-    \$like  <= \$575 ;
+    \$like  <= \$576 ;
   always @(posedge clk)
-    \$signal$17  <= \$576 ;
+    \$signal$17  <= \$577 ;
   always @(posedge clk)
-    c1_win_0 <= \$577 ;
+    c1_win_0 <= \$578 ;
   always @(posedge clk)
-    c1_win_1 <= \$578 ;
+    c1_win_1 <= \$579 ;
   always @(posedge clk)
-    c1_win_2 <= \$579 ;
+    c1_win_2 <= \$580 ;
   always @(posedge clk)
-    \$signal$50  <= \$580 ;
+    \$signal$51  <= \$581 ;
   always @(posedge clk)
-    b_rest <= \$581 ;
+    b_rest <= \$582 ;
   always @(posedge clk)
-    b_v <= \$582 ;
+    \$signal$30  <= \$583 ;
   always @(posedge clk)
-    b_ci <= \$583 ;
+    b_v <= \$584 ;
   always @(posedge clk)
-    b_win_0 <= \$584 ;
+    b_ci <= \$585 ;
   always @(posedge clk)
-    b_win_1 <= \$585 ;
+    b_win_0 <= \$586 ;
   always @(posedge clk)
-    b_win_2 <= \$586 ;
+    b_win_1 <= \$587 ;
   always @(posedge clk)
-    \$signal$28  <= \$587 ;
+    b_win_2 <= \$588 ;
   always @(posedge clk)
-    \$signal$55  <= \$588 ;
+    \$signal$28  <= \$589 ;
   always @(posedge clk)
-    \$signal$56  <= \$589 ;
+    \$signal$56  <= \$590 ;
   always @(posedge clk)
-    \$like$57  <= \$590 ;
+    \$signal$57  <= \$591 ;
   always @(posedge clk)
-    a3_win_0 <= \$591 ;
+    \$like$58  <= \$592 ;
   always @(posedge clk)
-    a3_win_1 <= \$592 ;
+    a3_rest_zero <= \$593 ;
   always @(posedge clk)
-    a3_win_2 <= \$593 ;
+    a3_win_0 <= \$594 ;
   always @(posedge clk)
-    \$signal$27  <= \$594 ;
+    a3_win_1 <= \$595 ;
   always @(posedge clk)
-    a2_ci <= \$595 ;
+    a3_win_2 <= \$596 ;
   always @(posedge clk)
-    a2_bits <= \$596 ;
+    \$signal$27  <= \$597 ;
   always @(posedge clk)
-    a2_win_0 <= \$597 ;
+    a2_ci <= \$598 ;
   always @(posedge clk)
-    a2_win_1 <= \$598 ;
+    a2_bits <= \$599 ;
   always @(posedge clk)
-    a2_win_2 <= \$599 ;
+    a2_win_0 <= \$600 ;
   always @(posedge clk)
-    \$signal$30  <= \$600 ;
+    a2_win_1 <= \$601 ;
   always @(posedge clk)
-    \$signal$32  <= \$601 ;
+    a2_win_2 <= \$602 ;
   always @(posedge clk)
-    nz <= \$602 ;
+    \$signal$31  <= \$603 ;
   always @(posedge clk)
-    state <= \$603 ;
+    \$signal$33  <= \$604 ;
   always @(posedge clk)
-    centre <= \$604 ;
+    nz <= \$605 ;
   always @(posedge clk)
-    f_row <= \$605 ;
+    state <= \$606 ;
   always @(posedge clk)
-    cy <= \$606 ;
+    centre <= \$607 ;
   always @(posedge clk)
-    need <= \$607 ;
+    f_row <= \$608 ;
+  always @(posedge clk)
+    cy <= \$609 ;
+  always @(posedge clk)
+    need <= \$610 ;
   assign \$1  = cy + 11'h7ff;
   assign \$2  = cy + 1'h0;
   assign \$3  = cy + 1'h1;
@@ -2225,77 +2238,74 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   assign \$318  = ~ \$signal$28 ;
   assign \$319  = ~ \$signal$15 ;
   assign \$320  = \$319  | w_rdy;
-  assign \$321  = ! b_rest;
-  assign \$322  = \$320  & \$321 ;
-  assign \$323  = \$318  | \$322 ;
-  assign \$324  = \$317  | \$323 ;
-  assign \$325  = \$324  & \$signal$30 ;
-  assign \$326  = \$signal$32 [1] | \$signal$32 [3];
-  assign \$327  = \$326  | \$signal$32 [5];
-  assign \$328  = \$327  | \$signal$32 [7];
-  assign \$329  = \$signal$32 [2] | \$signal$32 [3];
-  assign \$330  = \$329  | \$signal$32 [6];
-  assign \$331  = \$330  | \$signal$32 [7];
-  assign \$332  = \$signal$32 [4] | \$signal$32 [5];
-  assign \$333  = \$332  | \$signal$32 [6];
-  assign \$334  = \$333  | \$signal$32 [7];
-  assign \$335  = ~ nz;
-  assign \$336  = \$335  + 1'h1;
-  assign \$337  = { 1'h0, nz } & \$336 ;
-  assign \$338  = \$signal$15  ? { 1'h0, \$signal$17  } : f_row;
-  assign \$339  = sites__valid ? { 1'h0, sites__payload[6:0] } : \$338 ;
-  assign \$340  = state == 1'h1;
-  assign \$341  = ! \$1 [1:0];
-  assign \$342  = tags[7:0] == \$1 [8:0];
-  assign \$343  = \$341  & \$342 ;
-  assign \$344  = | cy;
-  assign \$345  = \$343  & \$344 ;
-  assign \$346  = state == 1'h1;
-  assign \$347  = \$1 [1:0] == 1'h1;
-  assign \$348  = tags[15:8] == \$1 [8:0];
-  assign \$349  = \$347  & \$348 ;
-  assign \$350  = | cy;
-  assign \$351  = \$349  & \$350 ;
-  assign \$352  = state == 1'h1;
-  assign \$353  = \$1 [1:0] == 2'h2;
-  assign \$354  = tags[23:16] == \$1 [8:0];
-  assign \$355  = \$353  & \$354 ;
-  assign \$356  = | cy;
-  assign \$357  = \$355  & \$356 ;
-  assign \$358  = state == 1'h1;
-  assign \$359  = \$1 [1:0] == 2'h3;
-  assign \$360  = tags[31:24] == \$1 [8:0];
-  assign \$361  = \$359  & \$360 ;
-  assign \$362  = | cy;
-  assign \$363  = \$361  & \$362 ;
-  assign \$364  = state == 2'h2;
-  assign \$365  = sel_0[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
-  assign \$366  = sel_0[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
-  assign \$367  = \$365  | \$366 ;
-  assign \$368  = sel_0[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
-  assign \$369  = \$367  | \$368 ;
-  assign \$370  = sel_0[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
-  assign \$371  = \$369  | \$370 ;
-  assign \$372  = state == 1'h1;
-  assign \$373  = ! \$2 [1:0];
-  assign \$374  = tags[7:0] == \$2 [8:0];
-  assign \$375  = \$373  & \$374 ;
-  assign \$376  = state == 1'h1;
-  assign \$377  = \$2 [1:0] == 1'h1;
-  assign \$378  = tags[15:8] == \$2 [8:0];
-  assign \$379  = \$377  & \$378 ;
-  assign \$380  = state == 1'h1;
-  assign \$381  = \$2 [1:0] == 2'h2;
-  assign \$382  = tags[23:16] == \$2 [8:0];
-  assign \$383  = \$381  & \$382 ;
-  assign \$384  = state == 1'h1;
-  assign \$385  = \$2 [1:0] == 2'h3;
-  assign \$386  = tags[31:24] == \$2 [8:0];
-  assign \$387  = \$385  & \$386 ;
-  assign \$388  = state == 2'h2;
-  assign \$389  = sel_1[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
-  assign \$390  = sel_1[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
-  assign \$391  = \$389  | \$390 ;
+  assign \$321  = \$320  & \$signal$30 ;
+  assign \$322  = \$318  | \$321 ;
+  assign \$323  = \$317  | \$322 ;
+  assign \$324  = \$323  & \$signal$31 ;
+  assign \$325  = \$signal$33 [1] | \$signal$33 [3];
+  assign \$326  = \$325  | \$signal$33 [5];
+  assign \$327  = \$326  | \$signal$33 [7];
+  assign \$328  = \$signal$33 [2] | \$signal$33 [3];
+  assign \$329  = \$328  | \$signal$33 [6];
+  assign \$330  = \$329  | \$signal$33 [7];
+  assign \$331  = \$signal$33 [4] | \$signal$33 [5];
+  assign \$332  = \$331  | \$signal$33 [6];
+  assign \$333  = \$332  | \$signal$33 [7];
+  assign \$334  = ~ nz;
+  assign \$335  = \$334  + 1'h1;
+  assign \$336  = { 1'h0, nz } & \$335 ;
+  assign \$337  = \$signal$15  ? { 1'h0, \$signal$17  } : f_row;
+  assign \$338  = sites__valid ? { 1'h0, sites__payload[6:0] } : \$337 ;
+  assign \$339  = state == 1'h1;
+  assign \$340  = ! \$1 [1:0];
+  assign \$341  = tags[7:0] == \$1 [8:0];
+  assign \$342  = \$340  & \$341 ;
+  assign \$343  = | cy;
+  assign \$344  = \$342  & \$343 ;
+  assign \$345  = state == 1'h1;
+  assign \$346  = \$1 [1:0] == 1'h1;
+  assign \$347  = tags[15:8] == \$1 [8:0];
+  assign \$348  = \$346  & \$347 ;
+  assign \$349  = | cy;
+  assign \$350  = \$348  & \$349 ;
+  assign \$351  = state == 1'h1;
+  assign \$352  = \$1 [1:0] == 2'h2;
+  assign \$353  = tags[23:16] == \$1 [8:0];
+  assign \$354  = \$352  & \$353 ;
+  assign \$355  = | cy;
+  assign \$356  = \$354  & \$355 ;
+  assign \$357  = state == 1'h1;
+  assign \$358  = \$1 [1:0] == 2'h3;
+  assign \$359  = tags[31:24] == \$1 [8:0];
+  assign \$360  = \$358  & \$359 ;
+  assign \$361  = | cy;
+  assign \$362  = \$360  & \$361 ;
+  assign \$363  = state == 2'h2;
+  assign \$364  = sel_0[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
+  assign \$365  = sel_0[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
+  assign \$366  = \$364  | \$365 ;
+  assign \$367  = sel_0[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
+  assign \$368  = \$366  | \$367 ;
+  assign \$369  = sel_0[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
+  assign \$370  = \$368  | \$369 ;
+  assign \$371  = state == 1'h1;
+  assign \$372  = ! \$2 [1:0];
+  assign \$373  = tags[7:0] == \$2 [8:0];
+  assign \$374  = \$372  & \$373 ;
+  assign \$375  = state == 1'h1;
+  assign \$376  = \$2 [1:0] == 1'h1;
+  assign \$377  = tags[15:8] == \$2 [8:0];
+  assign \$378  = \$376  & \$377 ;
+  assign \$379  = state == 1'h1;
+  assign \$380  = \$2 [1:0] == 2'h2;
+  assign \$381  = tags[23:16] == \$2 [8:0];
+  assign \$382  = \$380  & \$381 ;
+  assign \$383  = state == 1'h1;
+  assign \$384  = \$2 [1:0] == 2'h3;
+  assign \$385  = tags[31:24] == \$2 [8:0];
+  assign \$386  = \$384  & \$385 ;
+  assign \$387  = state == 2'h2;
+  assign \$388  = sel_1[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
   \top.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -2322,170 +2332,160 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a_ci = 3'h0;
-    if (\$325 ) begin
-      a_ci = { \$334 , \$331 , \$328  };
+    if (\$324 ) begin
+      a_ci = { \$333 , \$330 , \$327  };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$566  = sel_0;
-    if (\$340 ) begin
-      \$566 [0] = \$345 ;
+    \$567  = sel_0;
+    if (\$339 ) begin
+      \$567 [0] = \$344 ;
     end
-    if (\$346 ) begin
-      \$566 [1] = \$351 ;
+    if (\$345 ) begin
+      \$567 [1] = \$350 ;
     end
-    if (\$352 ) begin
-      \$566 [2] = \$357 ;
+    if (\$351 ) begin
+      \$567 [2] = \$356 ;
     end
-    if (\$358 ) begin
-      \$566 [3] = \$363 ;
+    if (\$357 ) begin
+      \$567 [3] = \$362 ;
     end
     if (rst) begin
-      \$566  = 4'h0;
+      \$567  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$567  = win_0;
-    if (\$364 ) begin
-      \$567  = \$371 ;
+    \$568  = win_0;
+    if (\$363 ) begin
+      \$568  = \$370 ;
     end
     if (rst) begin
-      \$567  = 128'h00000000000000000000000000000000;
+      \$568  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$568  = sel_1;
-    if (\$372 ) begin
-      \$568 [0] = \$375 ;
+    \$569  = sel_1;
+    if (\$371 ) begin
+      \$569 [0] = \$374 ;
     end
-    if (\$376 ) begin
-      \$568 [1] = \$379 ;
+    if (\$375 ) begin
+      \$569 [1] = \$378 ;
     end
-    if (\$380 ) begin
-      \$568 [2] = \$383 ;
+    if (\$379 ) begin
+      \$569 [2] = \$382 ;
     end
-    if (\$384 ) begin
-      \$568 [3] = \$387 ;
+    if (\$383 ) begin
+      \$569 [3] = \$386 ;
     end
     if (rst) begin
-      \$568  = 4'h0;
+      \$569  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$569  = win_1;
-    if (\$388 ) begin
-      \$569  = \$395 ;
+    \$570  = win_1;
+    if (\$387 ) begin
+      \$570  = \$394 ;
     end
     if (rst) begin
-      \$569  = 128'h00000000000000000000000000000000;
+      \$570  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$570  = sel_2;
-    if (\$396 ) begin
-      \$570 [0] = \$399 ;
+    \$571  = sel_2;
+    if (\$395 ) begin
+      \$571 [0] = \$398 ;
     end
-    if (\$400 ) begin
-      \$570 [1] = \$403 ;
+    if (\$399 ) begin
+      \$571 [1] = \$402 ;
     end
-    if (\$404 ) begin
-      \$570 [2] = \$407 ;
+    if (\$403 ) begin
+      \$571 [2] = \$406 ;
     end
-    if (\$408 ) begin
-      \$570 [3] = \$411 ;
+    if (\$407 ) begin
+      \$571 [3] = \$410 ;
     end
     if (rst) begin
-      \$570  = 4'h0;
+      \$571  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$571  = win_2;
-    if (\$412 ) begin
-      \$571  = \$419 ;
+    \$572  = win_2;
+    if (\$411 ) begin
+      \$572  = \$418 ;
     end
     if (rst) begin
-      \$571  = 128'h00000000000000000000000000000000;
+      \$572  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$572  = eof_pend;
-    if (\$422 ) begin
-      \$572  = 1'h0;
+    \$573  = eof_pend;
+    if (\$421 ) begin
+      \$573  = 1'h0;
     end
     casez (state)
       3'h0:
-          if (\$542 ) begin
-            if (\$545 ) begin
-              \$572  = 1'h1;
+          if (\$543 ) begin
+            if (\$546 ) begin
+              \$573  = 1'h1;
             end
           end
     endcase
-    if (rst) begin
-      \$572  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$573  = \$signal$15 ;
-    if (\$424 ) begin
-      \$573  = b_v;
-    end
     if (rst) begin
       \$573  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$574  = \$signal ;
-    if (\$424 ) begin
-      \$574  = \$signal$50 ;
+    \$574  = \$signal$15 ;
+    if (\$423 ) begin
+      \$574  = b_v;
     end
     if (rst) begin
-      \$574  = 16'h0000;
+      \$574  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$575  = \$like ;
-    if (\$424 ) begin
-      \$575  = b_ci;
+    \$575  = \$signal ;
+    if (\$423 ) begin
+      \$575  = \$signal$51 ;
     end
     if (rst) begin
-      \$575  = 3'h0;
+      \$575  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$576  = \$signal$17 ;
-    if (\$424 ) begin
-      \$576  = f_row[6:0];
+    \$576  = \$like ;
+    if (\$423 ) begin
+      \$576  = b_ci;
     end
     if (rst) begin
-      \$576  = 7'h00;
+      \$576  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$577  = c1_win_0;
-    if (\$424 ) begin
-      \$577  = b_win_0;
+    \$577  = \$signal$17 ;
+    if (\$423 ) begin
+      \$577  = f_row[6:0];
     end
     if (rst) begin
-      \$577  = 18'h00000;
+      \$577  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$578  = c1_win_1;
-    if (\$424 ) begin
-      \$578  = b_win_1;
+    \$578  = c1_win_0;
+    if (\$423 ) begin
+      \$578  = b_win_0;
     end
     if (rst) begin
       \$578  = 18'h00000;
@@ -2493,9 +2493,9 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$579  = c1_win_2;
-    if (\$424 ) begin
-      \$579  = b_win_2;
+    \$579  = c1_win_1;
+    if (\$423 ) begin
+      \$579  = b_win_1;
     end
     if (rst) begin
       \$579  = 18'h00000;
@@ -2503,25 +2503,22 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$580  = \$signal$50 ;
-    if (\$424 ) begin
-      \$580  = \$313 [15:0];
-    end
-    if (\$430 ) begin
-      \$580  = \$signal$55 ;
+    \$580  = c1_win_2;
+    if (\$423 ) begin
+      \$580  = b_win_2;
     end
     if (rst) begin
-      \$580  = 16'h0000;
+      \$580  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$581  = b_rest;
-    if (\$424 ) begin
-      \$581  = \$426 ;
+    \$581  = \$signal$51 ;
+    if (\$423 ) begin
+      \$581  = \$313 [15:0];
     end
-    if (\$430 ) begin
-      \$581  = \$431 ;
+    if (\$431 ) begin
+      \$581  = \$signal$56 ;
     end
     if (rst) begin
       \$581  = 16'h0000;
@@ -2529,49 +2526,55 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$582  = b_v;
-    if (\$430 ) begin
-      \$582  = \$signal$28 ;
+    \$582  = b_rest;
+    if (\$423 ) begin
+      \$582  = \$425 ;
+    end
+    if (\$431 ) begin
+      \$582  = \$432 ;
     end
     if (rst) begin
-      \$582  = 1'h0;
+      \$582  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$583  = b_ci;
-    if (\$430 ) begin
-      \$583  = \$like$57 ;
+    \$583  = \$signal$30 ;
+    if (\$423 ) begin
+      \$583  = \$428 ;
+    end
+    if (\$431 ) begin
+      \$583  = \$434 ;
     end
     if (rst) begin
-      \$583  = 3'h0;
+      \$583  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$584  = b_win_0;
-    if (\$430 ) begin
-      \$584  = a3_win_0;
+    \$584  = b_v;
+    if (\$431 ) begin
+      \$584  = \$signal$28 ;
     end
     if (rst) begin
-      \$584  = 18'h00000;
+      \$584  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$585  = b_win_1;
-    if (\$430 ) begin
-      \$585  = a3_win_1;
+    \$585  = b_ci;
+    if (\$431 ) begin
+      \$585  = \$like$58 ;
     end
     if (rst) begin
-      \$585  = 18'h00000;
+      \$585  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$586  = b_win_2;
-    if (\$430 ) begin
-      \$586  = a3_win_2;
+    \$586  = b_win_0;
+    if (\$431 ) begin
+      \$586  = a3_win_0;
     end
     if (rst) begin
       \$586  = 18'h00000;
@@ -2579,165 +2582,195 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$587  = \$signal$28 ;
-    if (\$437 ) begin
-      \$587  = \$signal$27 ;
+    \$587  = b_win_1;
+    if (\$431 ) begin
+      \$587  = a3_win_1;
     end
     if (rst) begin
-      \$587  = 1'h0;
+      \$587  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$588  = \$signal$55 ;
-    if (\$437 ) begin
-      \$588  = \$316 [15:0];
+    \$588  = b_win_2;
+    if (\$431 ) begin
+      \$588  = a3_win_2;
     end
     if (rst) begin
-      \$588  = 16'h0000;
+      \$588  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$589  = \$signal$56 ;
-    if (\$437 ) begin
-      \$589  = \$439 ;
+    \$589  = \$signal$28 ;
+    if (\$439 ) begin
+      \$589  = \$signal$27 ;
     end
     if (rst) begin
-      \$589  = 16'h0000;
+      \$589  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$590  = \$like$57 ;
-    if (\$437 ) begin
-      \$590  = a2_ci;
+    \$590  = \$signal$56 ;
+    if (\$439 ) begin
+      \$590  = \$316 [15:0];
     end
     if (rst) begin
-      \$590  = 3'h0;
+      \$590  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$591  = a3_win_0;
-    if (\$437 ) begin
-      \$591  = a2_win_0;
+    \$591  = \$signal$57 ;
+    if (\$439 ) begin
+      \$591  = \$441 ;
     end
     if (rst) begin
-      \$591  = 18'h00000;
+      \$591  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$592  = a3_win_1;
-    if (\$437 ) begin
-      \$592  = a2_win_1;
+    \$592  = \$like$58 ;
+    if (\$439 ) begin
+      \$592  = a2_ci;
     end
     if (rst) begin
-      \$592  = 18'h00000;
+      \$592  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$593  = a3_win_2;
-    if (\$437 ) begin
-      \$593  = a2_win_2;
+    \$593  = a3_rest_zero;
+    if (\$439 ) begin
+      \$593  = \$444 ;
     end
     if (rst) begin
-      \$593  = 18'h00000;
+      \$593  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$594  = \$signal$27 ;
-    if (\$445 ) begin
-      \$594  = 1'h0;
-    end
-    if (\$454 ) begin
-      \$594  = 1'h1;
+    \$594  = a3_win_0;
+    if (\$439 ) begin
+      \$594  = a2_win_0;
     end
     if (rst) begin
-      \$594  = 1'h0;
+      \$594  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$595  = a2_ci;
-    if (\$454 ) begin
-      \$595  = a_ci;
+    \$595  = a3_win_1;
+    if (\$439 ) begin
+      \$595  = a2_win_1;
     end
     if (rst) begin
-      \$595  = 3'h0;
+      \$595  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$596  = a2_bits;
-    if (\$454 ) begin
-      \$596  = \$469 ;
+    \$596  = a3_win_2;
+    if (\$439 ) begin
+      \$596  = a2_win_2;
     end
     if (rst) begin
-      \$596  = 16'h0000;
+      \$596  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$597  = a2_win_0;
-    if (\$454 ) begin
-      \$597  = \$484 ;
+    \$597  = \$signal$27 ;
+    if (\$449 ) begin
+      \$597  = 1'h0;
+    end
+    if (\$457 ) begin
+      \$597  = 1'h1;
     end
     if (rst) begin
-      \$597  = 18'h00000;
+      \$597  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$598  = a2_win_1;
-    if (\$454 ) begin
-      \$598  = \$499 ;
+    \$598  = a2_ci;
+    if (\$457 ) begin
+      \$598  = a_ci;
     end
     if (rst) begin
-      \$598  = 18'h00000;
+      \$598  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$599  = a2_win_2;
-    if (\$454 ) begin
-      \$599  = \$514 ;
+    \$599  = a2_bits;
+    if (\$457 ) begin
+      \$599  = \$472 ;
     end
     if (rst) begin
-      \$599  = 18'h00000;
+      \$599  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$600  = \$signal$30 ;
-    if (\$522 ) begin
-      \$600  = 1'h0;
-    end
-    if (\$536 ) begin
-      \$600  = 1'h1;
+    \$600  = a2_win_0;
+    if (\$457 ) begin
+      \$600  = \$487 ;
     end
     if (rst) begin
-      \$600  = 1'h0;
+      \$600  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$601  = \$signal$32 ;
-    if (\$536 ) begin
-      \$601  = \$337 [7:0];
+    \$601  = a2_win_1;
+    if (\$457 ) begin
+      \$601  = \$502 ;
     end
     if (rst) begin
-      \$601  = 8'h00;
+      \$601  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$602  = nz;
-    if (\$536 ) begin
-      \$602  = \$538 ;
+    \$602  = a2_win_2;
+    if (\$457 ) begin
+      \$602  = \$517 ;
+    end
+    if (rst) begin
+      \$602  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$603  = \$signal$31 ;
+    if (\$524 ) begin
+      \$603  = 1'h0;
+    end
+    if (\$537 ) begin
+      \$603  = 1'h1;
+    end
+    if (rst) begin
+      \$603  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$604  = \$signal$33 ;
+    if (\$537 ) begin
+      \$604  = \$336 [7:0];
+    end
+    if (rst) begin
+      \$604  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$605  = nz;
+    if (\$537 ) begin
+      \$605  = \$539 ;
     end
     casez (state)
       3'h0:
@@ -2747,45 +2780,45 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
       3'h2:
           /* empty */;
       3'h3:
-          \$602  = { \$553 , \$552 , \$551 , \$550 , \$549 , \$548 , \$547 , \$546  };
+          \$605  = { \$554 , \$553 , \$552 , \$551 , \$550 , \$549 , \$548 , \$547  };
     endcase
     if (rst) begin
-      \$602  = 8'h00;
+      \$605  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$603  = state;
+    \$606  = state;
     casez (state)
       3'h0:
-          if (\$542 ) begin
-            if (\$545 ) begin
-              \$603  = 3'h5;
+          if (\$543 ) begin
+            if (\$546 ) begin
+              \$606  = 3'h5;
             end
-          end else if (\$544 ) begin
-            \$603  = 3'h1;
+          end else if (\$545 ) begin
+            \$606  = 3'h1;
           end
       3'h1:
-          \$603  = 3'h2;
+          \$606  = 3'h2;
       3'h2:
-          \$603  = 3'h3;
+          \$606  = 3'h3;
       3'h3:
-          \$603  = 3'h4;
+          \$606  = 3'h4;
       3'h4:
-          if (\$562 ) begin
-            \$603  = 3'h0;
+          if (\$563 ) begin
+            \$606  = 3'h0;
           end
     endcase
     if (frame_reset) begin
-      \$603  = 3'h0;
+      \$606  = 3'h0;
     end
     if (rst) begin
-      \$603  = 3'h0;
+      \$606  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$604  = centre;
+    \$607  = centre;
     casez (state)
       3'h0:
           /* empty */;
@@ -2794,39 +2827,15 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
       3'h2:
           /* empty */;
       3'h3:
-          \$604  = win_1;
+          \$607  = win_1;
     endcase
     if (rst) begin
-      \$604  = 128'h00000000000000000000000000000000;
+      \$607  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$605  = f_row;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (\$562 ) begin
-            \$605  = \$563 [7:0];
-          end
-    endcase
-    if (frame_reset) begin
-      \$605  = 8'h00;
-    end
-    if (rst) begin
-      \$605  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$606  = cy;
+    \$608  = f_row;
     casez (state)
       3'h0:
           /* empty */;
@@ -2837,20 +2846,20 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
       3'h3:
           /* empty */;
       3'h4:
-          if (\$562 ) begin
-            \$606  = \$564 [8:0];
+          if (\$563 ) begin
+            \$608  = \$564 [7:0];
           end
     endcase
     if (frame_reset) begin
-      \$606  = 9'h000;
+      \$608  = 8'h00;
     end
     if (rst) begin
-      \$606  = 9'h000;
+      \$608  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$607  = need;
+    \$609  = cy;
     casez (state)
       3'h0:
           /* empty */;
@@ -2861,15 +2870,39 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
       3'h3:
           /* empty */;
       3'h4:
-          if (\$562 ) begin
-            \$607  = \$565 [8:0];
+          if (\$563 ) begin
+            \$609  = \$565 [8:0];
           end
     endcase
     if (frame_reset) begin
-      \$607  = 9'h002;
+      \$609  = 9'h000;
     end
     if (rst) begin
-      \$607  = 9'h002;
+      \$609  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$610  = need;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$563 ) begin
+            \$610  = \$566 [8:0];
+          end
+    endcase
+    if (frame_reset) begin
+      \$610  = 9'h002;
+    end
+    if (rst) begin
+      \$610  = 9'h002;
     end
   end
   assign r_data = sites__payload;
@@ -2882,9 +2915,9 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   assign qp = w_data;
   assign rest_oh = \$313 [15:0];
   assign a2_oh = \$316 [15:0];
-  assign chunk_oh = \$337 [7:0];
+  assign chunk_oh = \$336 [7:0];
   assign head = sites__payload;
-  assign row = \$339 [6:0];
+  assign row = \$338 [6:0];
   assign \sites__payload.oy  = sites__payload[6:0];
   assign \sites__payload.ox  = sites__payload[13:7];
   assign \sites__payload.taps  = sites__payload[22:14];
