@@ -10,17 +10,9 @@ from __future__ import annotations
 from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Signal, signed, unsigned
 
 __all__ = ["delay", "adder_tree", "registered_multiply", "MULTIPLY_LATENCY", "split_multiply", "lowest_one_hot",
-           "one_hot_index", "pow2_at_least", "LIMB"]
+           "one_hot_index", "LIMB"]
 
 LIMB = 17  # unsigned limb of a split multiply: 17 bits unsigned fit an 18-bit signed multiplier input
-
-
-def pow2_at_least(n: int) -> int:
-    """The smallest power of two >= n (1 for n <= 1)."""
-    p = 1
-    while p < n:
-        p <<= 1
-    return p
 
 
 def delay(m: Module, sig, stages: int, name: str, en=None):
