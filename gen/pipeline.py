@@ -10,7 +10,7 @@ from __future__ import annotations
 from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Signal, signed, unsigned
 
 __all__ = ["delay", "adder_tree", "registered_multiply", "MULTIPLY_LATENCY", "split_multiply", "lowest_one_hot",
-           "one_hot_index", "LIMB"]
+           "one_hot_index", "or_all", "LIMB"]
 
 LIMB = 17  # unsigned limb of a split multiply: 17 bits unsigned fit an 18-bit signed multiplier input
 
@@ -127,11 +127,12 @@ def one_hot_index(m: Module, oh, name: str):
     n = len(oh)
     bits = max(1, (n - 1).bit_length())
     idx = Signal(unsigned(bits), name=name)
-    m.d.comb += idx.eq(Cat(*[_or_of([oh[i] for i in range(n) if (i >> b) & 1]) for b in range(bits)]))
+    m.d.comb += idx.eq(Cat(*[or_all([oh[i] for i in range(n) if (i >> b) & 1]) for b in range(bits)]))
     return idx
 
 
-def _or_of(sigs):
+def or_all(sigs):
+    """The OR of `sigs` (0 when empty)."""
     if not sigs:
         return Const(0, 1)
     out = sigs[0]

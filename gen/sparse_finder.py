@@ -23,17 +23,10 @@ from amaranth.lib.wiring import In, Out
 
 from accelkit.config.sparse_conv import SparseConvConfig
 
-from .pipeline import lowest_one_hot, one_hot_index
+from .pipeline import lowest_one_hot, one_hot_index, or_all
 from .sparse_sequencer import site_layout
 
 __all__ = ["SiteFinder"]
-
-
-def _or(sigs):
-    out = Const(0, 1) if not sigs else sigs[0]
-    for s in sigs[1:]:
-        out = out | s
-    return out
 
 
 class SiteFinder(wiring.Component):
@@ -91,7 +84,7 @@ class SiteFinder(wiring.Component):
                 with m.If(state == L0):
                     m.d.sync += sel[k][t].eq(hit)
             with m.If(state == L1):
-                m.d.sync += win[k].eq(_or([Mux(sel[k][t], self.bitmaps[t], 0) for t in range(S)]))
+                m.d.sync += win[k].eq(or_all([Mux(sel[k][t], self.bitmaps[t], 0) for t in range(S)]))
         centre_w = NC * K
         centre = Signal(centre_w)
         nz = Signal(NC)
@@ -117,7 +110,7 @@ class SiteFinder(wiring.Component):
         if three:
             for k in range(nrows):
                 for dx in range(3):
-                    taps.append(_or([c1_oh[j] & c1_win[k][s * j + dx] for j in range(K)]))
+                    taps.append(or_all([c1_oh[j] & c1_win[k][s * j + dx] for j in range(K)]))
         else:
             taps.append(Const(1, 1))
         qp = Signal(site_layout(cfg))
@@ -163,11 +156,11 @@ class SiteFinder(wiring.Component):
         a_load = ~a_v | a2_load
         with m.If(a2_load & a_v):
             m.d.sync += [a2_v.eq(1), a2_ci.eq(one_hot_index(m, a_oh, "a_ci") if NC > 1 else 0),
-                         a2_bits.eq(_or([Mux(a_oh[c], centre[c * K:(c + 1) * K], 0) for c in range(NC)]))]
+                         a2_bits.eq(or_all([Mux(a_oh[c], centre[c * K:(c + 1) * K], 0) for c in range(NC)]))]
             for k in range(nrows):
                 if three:
                     ext = Cat(Const(0, 1), win[k], Const(0, s * K * NC + span))
-                    m.d.sync += a2_win[k].eq(_or([Mux(a_oh[c], ext[s * K * c:s * K * c + span], 0)
+                    m.d.sync += a2_win[k].eq(or_all([Mux(a_oh[c], ext[s * K * c:s * K * c + span], 0)
                                                   for c in range(NC)]))
         with m.If(a2_load):
             m.d.sync += a_v.eq(0)

@@ -28,7 +28,8 @@ EDITS = {
     "dybit-formats": (DyBitArrayConfig(), "accelkit/config/dybit.py", "return self.n - 2 - k if",
                       "return self.n - 3 - k if"),
     "sparse-config": (SparseConvConfig(), "accelkit/config/sparse_conv.py", "MAX_DIM = 4096", "MAX_DIM = 4095"),
-    "chain-engine": (SparseChainConfig(), "gen/sparse_finder.py", "def _or(", "def _or2("),  # a component
+    "chain-engine": (SparseChainConfig(), "gen/sparse_finder.py", "K = cfg.finder_chunk",
+                     "K = cfg.finder_chunk * 1"),  # a component
 }
 
 

@@ -756,6 +756,14 @@ def _tokens(cfg, coords, feats, eof_error=0):
     return beats
 
 
+def _lb_open(ctx, cfg, dut, H, W):
+    """Weights loaded, an H x W frame shape, every row permitted."""
+    ctx.set(dut.loaded, 1)
+    ctx.set(dut.height_m1, H - 1)
+    ctx.set(dut.width_m1, W - 1)
+    ctx.set(dut.permit_row, (1 << (cfg.y_bits + 2)) - 1)
+
+
 class _LbDriver:
     def __init__(self, cfg, dut, rng):
         self.cfg, self.dut, self.rng = cfg, dut, rng
@@ -833,10 +841,7 @@ def test_line_buffer_good_frame_then_errors_then_reset():
     res = {}
 
     async def tb(ctx):
-        ctx.set(dut.loaded, 1)
-        ctx.set(dut.height_m1, H - 1)
-        ctx.set(dut.width_m1, W - 1)
-        ctx.set(dut.permit_row, (1 << (cfg.y_bits + 2)) - 1)
+        _lb_open(ctx, cfg, dut, H, W)
         # ---- a good frame
         await drv.feed(ctx, _tokens(cfg, coords, feats))
         res["good"] = await drv.status(ctx)
@@ -920,10 +925,7 @@ def test_line_buffer_flags_bad_frames(case):
     res = {}
 
     async def tb(ctx):
-        ctx.set(dut.loaded, 1)
-        ctx.set(dut.height_m1, H - 1)
-        ctx.set(dut.width_m1, W - 1)
-        ctx.set(dut.permit_row, (1 << (cfg.y_bits + 2)) - 1)
+        _lb_open(ctx, cfg, dut, H, W)
         await drv.feed(ctx, beats)
         res["st"] = await drv.status(ctx)
 
