@@ -573,8 +573,8 @@ def _beat_steps(cfg) -> int:
 
 def _finder_rows(cfg) -> int:
     """The site finder's longest walk to a site once every row is complete: every output row above the last
-    empty (`finder_empty_row_cycles` each), then the last row up to its first site (`finder_row_cycles`)."""
-    return (cfg.max_out_height - 1) * cfg.finder_empty_row_cycles + cfg.finder_row_cycles
+    empty (issued one a cycle), then the last row up to its first site (`finder_row_cycles`)."""
+    return (cfg.max_out_height - 1) + cfg.finder_row_cycles
 
 
 def sparse_liveness(cfg) -> Liveness:

@@ -111,6 +111,8 @@ class SparseConvEngine(wiring.Component):
                "the step, memory, MAC array and requantiser registers, the output queue, the output register")
         m.submodules.line_buffer = lb = LineBuffer(cfg)
         m.submodules.finder = fd = SiteFinder(cfg)
+        _built(cfg, "finder_row_stages", 4, "the site finder's issue, slot look-up, bitmap copy and scan stages")
+        _built(cfg, "finder_chunk_stages", 3, "the site finder's chunk stages A, A2, A3")
         m.submodules.sequencer = sq = MacSequencer(cfg)
         m.submodules.mac_array = mac = MacArray(cfg)
         m.submodules.requantiser = rq = Requantiser(cfg)

@@ -13,10 +13,11 @@ Per frame, with output sites i in raster order, output rows r, all times in cycl
   w_i = Go * a_i steps, a_i = n_i * gs per output beat (gs = Cin/PI, depthwise 1; Go = Cout/PO).
 - row ready: RR_r = O_k + row_ready_latency for the first token k of an input row beyond
   r * stride + halo (O_k: the cycle it is first offered), or E + row_ready_latency (E: end of frame taken).
-- finder: row r is taken at L_r = max(X_r, RR_r) (X_r: the finder is done with row r - 1); an empty
-  row frees it at X_{r+1} = L_r + finder_row_cycles; otherwise site i is handed on at
-  F_i = max(F_{i-1} + finder_site_cycles, L_r + finder_row_cycles, T_{i-Q}) (Q = site_queue_depth,
-  T: the cycle the sequencer takes a site) and X_{r+1} = F_last + finder_site_cycles.
+- finder: row r is issued once ready and its issue stage is free, then moves down the row stages (slot
+  look-up, bitmap copy, scan), a cycle each, entering a stage the cycle the row ahead leaves it; the scan
+  stage hands the row's non-empty chunks to the chunk stages (A, A2, A3), which move on the same way into
+  the emit stage B, which hands on a site a cycle into the last stage C1 (F_i, then written into the site
+  queue once it has room: T_{i-Q}). Empty rows pass one a cycle; rows load while the row ahead is scanned.
 - sequencer: T_i = max(F_i + site_handoff_latency - 1, e_{i-1}), first step s_i = T_i + 1, last step
   e_i = s_i + w_i - 1, output beat g of the site leaves at s_i + (g + 1) * a_i - 1 + mac_pipeline_depth.
 - ingest: beats come back to back (or as the upstream engine offers them); a token of input row y is
@@ -124,8 +125,7 @@ class _Engine:
         self.credits = cfg.output_queue_depth
         self.in_depth, self.in_latency = cfg.input_queue_depth, cfg.input_queue_latency
         self.ready_latency, self.permit_latency = cfg.row_ready_latency, cfg.permit_latency
-        self.empty_row, self.row_latency = cfg.finder_empty_row_cycles, cfg.finder_row_cycles
-        self.site_cycles, self.row_end_cycles = cfg.finder_site_cycles, cfg.finder_row_end_cycles
+        self.row_stages, self.chunk_stages, self.chunk = cfg.finder_row_stages, cfg.finder_chunk_stages, cfg.finder_chunk
         self.Q, self.queue_latency = cfg.site_queue_depth, cfg.site_queue_latency
         self.next_reg, self.site_reg = cfg.sequencer_next_latency, cfg.sequencer_site_latency
         self.eof_latency, self.reset_latency = cfg.eof_latency, cfg.frame_reset_latency
@@ -136,6 +136,9 @@ class _Engine:
         # ingest: the input queue's entries (I) and takes (H)
         self.prev_in = NONE
         self.takes_hist = collections.deque([NONE] * self.in_depth, maxlen=self.in_depth)
+        # finder: the chunk stages' last loads (A .. the last chunk stage, then B), the last site's move into C1
+        self.chunk_at = [NONE] * (self.chunk_stages + 1)
+        self.m_last = NONE
         # finder -> site queue -> next-site register -> sequencer
         self.c_last = NONE  # the last site written into the site queue
         self.reads_hist = collections.deque([NONE] * self.Q, maxlen=self.Q)  # site queue reads
@@ -162,8 +165,11 @@ class _Engine:
         self.ready = [0] * self.rows  # RR_r
         self.ready_upto = 0  # rows below this one are ready
         self.next_row = 0  # rows below this one are scheduled
-        self.finder_free = finder_at  # X: the finder may take its next row
-        self.row_free = [0] * self.rows  # X_{r+1}: the finder is done with row r
+        self.finder_at = finder_at  # the finder may issue row 0
+        self.row_at = [NONE] * self.row_stages  # the previous row's loads into the row stages (issue .. scan)
+        self.scan_free = NONE  # the scan stage may load the next row
+        self.held = NONE  # the first cycle no finder stage holds a row scheduled so far
+        self.row_free = [0] * self.rows  # the finder's row output has passed row r
         self.row_end = [NONE] * self.rows  # e_last over the sites of rows <= r
         self.token, self.beat, self.discard = 0, 0, p.discard_beats
 
@@ -179,6 +185,7 @@ class _Engine:
         the site queue and the next-site register into the sequencer, then its steps. Returns the cycle it
         entered the finder's last stage."""
         arrive = max(ready, self.c_last + 1)  # the last stage holds the previous site until it is written
+        self.m_last = arrive - 1
         write = max(arrive, self.reads_hist[0] + 1)  # the site queue has room
         read = max(write + self.queue_latency, self.t_last)  # the next-site register is free (or freed)
         take = max(read + self.next_reg, self.e)  # the site registers: free, or freed by the last step
@@ -204,22 +211,50 @@ class _Engine:
         return arrive
 
     def _schedule(self) -> None:
-        """Finder and sequencer over the ready rows not yet scheduled."""
-        p, Go = self.plan, self.Go
-        acc, starts = p.acc_steps, p.row_start
+        """Finder and sequencer over the ready rows not yet scheduled. A row is issued once it is ready and moves
+        down the row stages (issue, slot look-up, bitmap copy, scan), each a cycle, entering a stage once it is
+        free (its row moving on that cycle); the scan stage hands the row's non-empty chunks one a cycle to the
+        chunk stages (A ..), which move on the same way into B, and is free once the last has left A. B hands
+        its chunk's sites one a cycle into C1, which writes them into the site queue (`_site`)."""
+        p, Go, K = self.plan, self.Go, self.chunk
+        acc, starts, ox = p.acc_steps, p.row_start, p.out_coords[:, 1] if len(p.out_coords) else None
+        n = self.row_stages
         while self.next_row < self.ready_upto:
             r = self.next_row
-            load = max(self.finder_free, self.ready[r])
+            prev = self.row_at
+            at = [max(self.ready[r], prev[0] + 1, prev[1] if n > 1 else self.scan_free,
+                      self.finder_at if r == 0 else NONE)]
+            for k in range(1, n):
+                at.append(max(at[-1] + 1, prev[k + 1] if k + 1 < n else self.scan_free))
+            self.row_at = at
             a, b = int(starts[r]), int(starts[r + 1])
             if a == b:
-                self.finder_free = load + self.empty_row
+                self.scan_free = at[-1] + 1
+                self.held = max(self.held, at[-1] + 2)
             else:
-                nat = load + self.row_latency
-                for i in range(a, b):
-                    arrive = self._site(nat, int(acc[i]), Go)
-                    nat += self.site_cycles
-                self.finder_free = arrive + self.row_end_cycles
-            self.row_free[r] = self.finder_free
+                a_at = NONE
+                i = a
+                while i < b:
+                    c = int(ox[i]) // K
+                    j = i
+                    while j < b and int(ox[j]) // K == c:
+                        j += 1
+                    # the chunk into A (the scan stage's first, or once A moves on), then down the chunk stages
+                    st = self.chunk_at  # the previous chunk's
+                    t = [at[-1] + 1 if a_at == NONE else max(a_at + 1, st[1])]
+                    for k in range(1, self.chunk_stages):
+                        t.append(max(t[-1] + 1, st[k + 1]))
+                    last = t[-1] + 1  # B: as its previous chunk's last site moves on, else once C1 may load
+                    t.append(self.m_last if last <= self.m_last else max(last, self.c_last))
+                    a_at, self.chunk_at = t[0], t
+                    avail = t[-1] + 1
+                    for k in range(i, j):
+                        self._site(avail + 1, int(acc[k]), Go)
+                        avail = self.m_last + 1
+                    i = j
+                self.scan_free = self.chunk_at[1] + 1  # the row's last chunk has left A
+                self.held = max(self.held, self.c_last + 1)
+            self.row_free[r] = self.held + 1  # the finder's row output is a register a cycle behind its stages
             self.row_end[r] = self.e if b > 0 else NONE
             self.next_row += 1
 
@@ -229,7 +264,9 @@ class _Engine:
 
     def _end_frame(self, taken: int) -> None:
         self._ready_through(self.rows - 1, taken + self.ready_latency)
-        done = max(self.finder_free, taken + self.ready_latency)  # the finder sees the rows over
+        # the finder sees the rows over once its issue stage is free, then waits for its stages to empty
+        seen = max(taken + self.ready_latency, self.row_at[1] if self.rows else self.finder_at)
+        done = max(seen, self.held)
         self._site(done + self.eof_latency, 0, 1)
         self.eof_taken.append(self.last_fire)
         # the finder's row register still holds this frame's row count the cycle ingest reopens

@@ -1233,7 +1233,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire [8:0] \$1 ;
+  wire \$1 ;
   wire \$10 ;
   wire \$100 ;
   wire \$101 ;
@@ -1245,7 +1245,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire \$11 ;
+  wire [8:0] \$11 ;
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
@@ -1256,7 +1256,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$117 ;
   wire \$118 ;
   wire \$119 ;
-  wire \$12 ;
+  wire [7:0] \$12 ;
   wire \$120 ;
   wire \$121 ;
   wire \$122 ;
@@ -1267,7 +1267,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$127 ;
   wire \$128 ;
   wire \$129 ;
-  wire \$13 ;
+  wire [7:0] \$13 ;
   wire \$130 ;
   wire \$131 ;
   wire \$132 ;
@@ -1344,7 +1344,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$197 ;
   wire \$198 ;
   wire \$199 ;
-  wire [7:0] \$2 ;
+  wire \$2 ;
   wire \$20 ;
   wire \$200 ;
   wire \$201 ;
@@ -1455,7 +1455,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$297 ;
   wire \$298 ;
   wire \$299 ;
-  wire [7:0] \$3 ;
+  wire \$3 ;
   wire \$30 ;
   wire \$300 ;
   wire \$301 ;
@@ -1469,28 +1469,28 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$309 ;
   wire \$31 ;
   wire \$310 ;
-  wire [15:0] \$311 ;
-  wire [16:0] \$312 ;
-  wire [16:0] \$313 ;
-  wire [15:0] \$314 ;
-  wire [16:0] \$315 ;
-  wire [16:0] \$316 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
   wire \$317 ;
-  wire [1:0] \$318 ;
-  wire [1:0] \$319 ;
+  wire \$318 ;
+  wire \$319 ;
   wire \$32 ;
-  wire [4:0] \$320 ;
-  wire [4:0] \$321 ;
-  wire \$322 ;
-  wire \$323 ;
-  wire \$324 ;
-  wire \$325 ;
-  wire \$326 ;
+  wire \$320 ;
+  wire [15:0] \$321 ;
+  wire [16:0] \$322 ;
+  wire [16:0] \$323 ;
+  wire [15:0] \$324 ;
+  wire [16:0] \$325 ;
+  wire [16:0] \$326 ;
   wire \$327 ;
-  wire \$328 ;
-  wire \$329 ;
+  wire [1:0] \$328 ;
+  wire [1:0] \$329 ;
   wire \$33 ;
-  wire \$330 ;
+  wire [3:0] \$330 ;
   wire \$331 ;
   wire \$332 ;
   wire \$333 ;
@@ -1504,111 +1504,111 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$340 ;
   wire \$341 ;
   wire \$342 ;
-  wire \$343 ;
-  wire \$344 ;
+  wire [31:0] \$343 ;
+  wire [31:0] \$344 ;
   wire \$345 ;
-  wire \$346 ;
-  wire \$347 ;
+  wire [31:0] \$346 ;
+  wire [31:0] \$347 ;
   wire \$348 ;
-  wire \$349 ;
+  wire [31:0] \$349 ;
   wire \$35 ;
-  wire \$350 ;
+  wire [31:0] \$350 ;
   wire \$351 ;
-  wire \$352 ;
-  wire \$353 ;
+  wire [31:0] \$352 ;
+  wire [31:0] \$353 ;
   wire \$354 ;
-  wire \$355 ;
-  wire \$356 ;
+  wire [31:0] \$355 ;
+  wire [31:0] \$356 ;
   wire \$357 ;
-  wire \$358 ;
-  wire \$359 ;
+  wire [31:0] \$358 ;
+  wire [31:0] \$359 ;
   wire \$36 ;
   wire \$360 ;
-  wire \$361 ;
-  wire \$362 ;
+  wire [31:0] \$361 ;
+  wire [31:0] \$362 ;
   wire \$363 ;
-  wire \$364 ;
-  wire \$365 ;
+  wire [31:0] \$364 ;
+  wire [31:0] \$365 ;
   wire \$366 ;
-  wire \$367 ;
-  wire \$368 ;
+  wire [31:0] \$367 ;
+  wire [31:0] \$368 ;
   wire \$369 ;
   wire \$37 ;
-  wire \$370 ;
+  wire [31:0] \$370 ;
   wire [31:0] \$371 ;
-  wire [31:0] \$372 ;
+  wire \$372 ;
   wire [31:0] \$373 ;
   wire [31:0] \$374 ;
-  wire [31:0] \$375 ;
+  wire \$375 ;
   wire [31:0] \$376 ;
   wire [31:0] \$377 ;
-  wire [31:0] \$378 ;
+  wire \$378 ;
   wire [31:0] \$379 ;
   wire \$38 ;
   wire [31:0] \$380 ;
-  wire [31:0] \$381 ;
+  wire \$381 ;
   wire [31:0] \$382 ;
   wire [31:0] \$383 ;
-  wire [31:0] \$384 ;
+  wire \$384 ;
   wire [31:0] \$385 ;
-  wire \$386 ;
+  wire [31:0] \$386 ;
   wire \$387 ;
-  wire \$388 ;
-  wire \$389 ;
+  wire [31:0] \$388 ;
+  wire [31:0] \$389 ;
   wire \$39 ;
   wire \$390 ;
-  wire \$391 ;
-  wire \$392 ;
+  wire [31:0] \$391 ;
+  wire [31:0] \$392 ;
   wire \$393 ;
-  wire \$394 ;
-  wire \$395 ;
+  wire [31:0] \$394 ;
+  wire [31:0] \$395 ;
   wire \$396 ;
-  wire \$397 ;
-  wire \$398 ;
+  wire [31:0] \$397 ;
+  wire [31:0] \$398 ;
   wire \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire \$400 ;
-  wire \$401 ;
+  wire [31:0] \$400 ;
+  wire [31:0] \$401 ;
   wire \$402 ;
-  wire \$403 ;
-  wire \$404 ;
+  wire [31:0] \$403 ;
+  wire [31:0] \$404 ;
   wire \$405 ;
-  wire \$406 ;
-  wire \$407 ;
+  wire [31:0] \$406 ;
+  wire [31:0] \$407 ;
   wire \$408 ;
-  wire \$409 ;
+  wire [31:0] \$409 ;
   wire \$41 ;
-  wire \$410 ;
+  wire [31:0] \$410 ;
   wire \$411 ;
-  wire \$412 ;
-  wire \$413 ;
+  wire [31:0] \$412 ;
+  wire [31:0] \$413 ;
   wire \$414 ;
-  wire \$415 ;
-  wire \$416 ;
+  wire [31:0] \$415 ;
+  wire [31:0] \$416 ;
   wire \$417 ;
-  wire \$418 ;
+  wire [31:0] \$418 ;
   wire [31:0] \$419 ;
   wire \$42 ;
-  wire [31:0] \$420 ;
+  wire \$420 ;
   wire [31:0] \$421 ;
   wire [31:0] \$422 ;
-  wire [31:0] \$423 ;
+  wire \$423 ;
   wire [31:0] \$424 ;
   wire [31:0] \$425 ;
-  wire [31:0] \$426 ;
+  wire \$426 ;
   wire [31:0] \$427 ;
   wire [31:0] \$428 ;
-  wire [31:0] \$429 ;
+  wire \$429 ;
   wire \$43 ;
   wire [31:0] \$430 ;
   wire [31:0] \$431 ;
-  wire [31:0] \$432 ;
+  wire \$432 ;
   wire [31:0] \$433 ;
-  wire \$434 ;
+  wire [31:0] \$434 ;
   wire \$435 ;
-  wire \$436 ;
-  wire \$437 ;
+  wire [31:0] \$436 ;
+  wire [31:0] \$437 ;
   wire \$438 ;
   wire \$439 ;
   wire \$44 ;
@@ -1620,27 +1620,27 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$445 ;
   wire \$446 ;
   wire \$447 ;
-  wire \$448 ;
-  wire \$449 ;
+  wire [31:0] \$448 ;
+  wire [31:0] \$449 ;
   wire \$45 ;
-  wire \$450 ;
-  wire \$451 ;
-  wire \$452 ;
-  wire \$453 ;
-  wire \$454 ;
-  wire \$455 ;
-  wire \$456 ;
-  wire \$457 ;
-  wire \$458 ;
-  wire \$459 ;
+  wire [31:0] \$450 ;
+  wire [31:0] \$451 ;
+  wire [31:0] \$452 ;
+  wire [31:0] \$453 ;
+  wire [31:0] \$454 ;
+  wire [31:0] \$455 ;
+  wire [31:0] \$456 ;
+  wire [31:0] \$457 ;
+  wire [31:0] \$458 ;
+  wire [31:0] \$459 ;
   wire \$46 ;
-  wire \$460 ;
-  wire \$461 ;
-  wire \$462 ;
-  wire \$463 ;
-  wire \$464 ;
-  wire \$465 ;
-  wire \$466 ;
+  wire [31:0] \$460 ;
+  wire [31:0] \$461 ;
+  wire [31:0] \$462 ;
+  wire [31:0] \$463 ;
+  wire [31:0] \$464 ;
+  wire [31:0] \$465 ;
+  wire [31:0] \$466 ;
   wire [31:0] \$467 ;
   wire [31:0] \$468 ;
   wire [31:0] \$469 ;
@@ -1658,21 +1658,21 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$48 ;
   wire [31:0] \$480 ;
   wire [31:0] \$481 ;
-  wire \$482 ;
-  wire \$483 ;
-  wire \$484 ;
-  wire \$485 ;
-  wire \$486 ;
-  wire [15:0] \$487 ;
-  wire [15:0] \$488 ;
-  wire [16:0] \$489 ;
+  wire [31:0] \$482 ;
+  wire [31:0] \$483 ;
+  wire [31:0] \$484 ;
+  wire [31:0] \$485 ;
+  wire [31:0] \$486 ;
+  wire [31:0] \$487 ;
+  wire [31:0] \$488 ;
+  wire [31:0] \$489 ;
   wire \$49 ;
-  wire [16:0] \$490 ;
-  wire \$491 ;
-  wire \$492 ;
+  wire [31:0] \$490 ;
+  wire [31:0] \$491 ;
+  wire [31:0] \$492 ;
   wire \$493 ;
   wire \$494 ;
-  wire [15:0] \$495 ;
+  wire \$495 ;
   wire \$496 ;
   wire \$497 ;
   wire \$498 ;
@@ -1682,10 +1682,10 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$500 ;
   wire \$501 ;
   wire \$502 ;
-  wire [15:0] \$503 ;
-  wire [15:0] \$504 ;
-  wire [16:0] \$505 ;
-  wire [16:0] \$506 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire \$506 ;
   wire \$507 ;
   wire \$508 ;
   wire \$509 ;
@@ -1702,10 +1702,10 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$519 ;
   wire \$52 ;
   wire \$520 ;
-  wire [15:0] \$521 ;
-  wire [32:0] \$522 ;
-  wire [32:0] \$523 ;
-  wire [32:0] \$524 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire \$524 ;
   wire \$525 ;
   wire \$526 ;
   wire \$527 ;
@@ -1731,7 +1731,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$545 ;
   wire \$546 ;
   wire \$547 ;
-  wire [4:0] \$548 ;
+  wire \$548 ;
   wire \$549 ;
   wire \$55 ;
   wire \$550 ;
@@ -1739,183 +1739,255 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$552 ;
   wire \$553 ;
   wire \$554 ;
-  wire [31:0] \$555 ;
-  wire [31:0] \$556 ;
+  wire \$555 ;
+  wire \$556 ;
   wire \$557 ;
-  wire [31:0] \$558 ;
-  wire [31:0] \$559 ;
+  wire \$558 ;
+  wire \$559 ;
   wire \$56 ;
   wire \$560 ;
-  wire [31:0] \$561 ;
-  wire [31:0] \$562 ;
+  wire \$561 ;
+  wire \$562 ;
   wire \$563 ;
-  wire [31:0] \$564 ;
-  wire [31:0] \$565 ;
+  wire \$564 ;
+  wire \$565 ;
   wire \$566 ;
-  wire [31:0] \$567 ;
-  wire [31:0] \$568 ;
+  wire \$567 ;
+  wire \$568 ;
   wire \$569 ;
   wire \$57 ;
-  wire [31:0] \$570 ;
-  wire [31:0] \$571 ;
+  wire \$570 ;
+  wire \$571 ;
   wire \$572 ;
-  wire [31:0] \$573 ;
-  wire [31:0] \$574 ;
+  wire \$573 ;
+  wire \$574 ;
   wire \$575 ;
-  wire [31:0] \$576 ;
-  wire [31:0] \$577 ;
+  wire \$576 ;
+  wire \$577 ;
   wire \$578 ;
-  wire [31:0] \$579 ;
+  wire \$579 ;
   wire \$58 ;
-  wire [31:0] \$580 ;
+  wire \$580 ;
   wire \$581 ;
-  wire [31:0] \$582 ;
-  wire [31:0] \$583 ;
+  wire \$582 ;
+  wire \$583 ;
   wire \$584 ;
-  wire [31:0] \$585 ;
-  wire [31:0] \$586 ;
+  wire \$585 ;
+  wire \$586 ;
   wire \$587 ;
-  wire [31:0] \$588 ;
-  wire [31:0] \$589 ;
+  wire \$588 ;
+  wire \$589 ;
   wire \$59 ;
   wire \$590 ;
-  wire [31:0] \$591 ;
-  wire [31:0] \$592 ;
+  wire \$591 ;
+  wire \$592 ;
   wire \$593 ;
-  wire [31:0] \$594 ;
-  wire [31:0] \$595 ;
+  wire \$594 ;
+  wire \$595 ;
   wire \$596 ;
-  wire [31:0] \$597 ;
-  wire [31:0] \$598 ;
+  wire \$597 ;
+  wire \$598 ;
   wire \$599 ;
   wire \$6 ;
   wire \$60 ;
-  wire [31:0] \$600 ;
-  wire [31:0] \$601 ;
+  wire \$600 ;
+  wire \$601 ;
   wire \$602 ;
-  wire [31:0] \$603 ;
-  wire [31:0] \$604 ;
-  wire \$605 ;
-  wire [31:0] \$606 ;
-  wire [31:0] \$607 ;
+  wire \$603 ;
+  wire \$604 ;
+  wire [4:0] \$605 ;
+  wire \$606 ;
+  wire \$607 ;
   wire \$608 ;
-  wire [31:0] \$609 ;
+  wire \$609 ;
   wire \$61 ;
-  wire [31:0] \$610 ;
-  wire \$611 ;
-  wire [31:0] \$612 ;
-  wire [31:0] \$613 ;
+  wire \$610 ;
+  wire [5:0] \$611 ;
+  wire [7:0] \$612 ;
+  wire [7:0] \$613 ;
   wire \$614 ;
-  wire [31:0] \$615 ;
-  wire [31:0] \$616 ;
+  wire \$615 ;
+  wire \$616 ;
   wire \$617 ;
-  wire [31:0] \$618 ;
-  wire [31:0] \$619 ;
+  wire \$618 ;
+  wire [15:0] \$619 ;
   wire \$62 ;
-  wire \$620 ;
-  wire [31:0] \$621 ;
-  wire [31:0] \$622 ;
+  wire [15:0] \$620 ;
+  wire [16:0] \$621 ;
+  wire [16:0] \$622 ;
   wire \$623 ;
-  wire [31:0] \$624 ;
-  wire [31:0] \$625 ;
+  wire \$624 ;
+  wire \$625 ;
   wire \$626 ;
-  wire [31:0] \$627 ;
-  wire [31:0] \$628 ;
+  wire [15:0] \$627 ;
+  wire \$628 ;
   wire \$629 ;
   wire \$63 ;
-  wire [31:0] \$630 ;
-  wire [31:0] \$631 ;
+  wire \$630 ;
+  wire \$631 ;
   wire \$632 ;
-  wire [31:0] \$633 ;
-  wire [31:0] \$634 ;
-  wire \$635 ;
-  wire [31:0] \$636 ;
-  wire [31:0] \$637 ;
-  wire \$638 ;
-  wire [31:0] \$639 ;
+  wire \$633 ;
+  wire \$634 ;
+  wire [15:0] \$635 ;
+  wire [15:0] \$636 ;
+  wire [16:0] \$637 ;
+  wire [16:0] \$638 ;
+  wire \$639 ;
   wire \$64 ;
-  wire [31:0] \$640 ;
+  wire \$640 ;
   wire \$641 ;
-  wire [31:0] \$642 ;
-  wire [31:0] \$643 ;
+  wire \$642 ;
+  wire \$643 ;
   wire \$644 ;
-  wire [31:0] \$645 ;
-  wire [31:0] \$646 ;
+  wire \$645 ;
+  wire \$646 ;
   wire \$647 ;
-  wire [31:0] \$648 ;
-  wire [31:0] \$649 ;
+  wire \$648 ;
+  wire \$649 ;
   wire \$65 ;
   wire \$650 ;
   wire \$651 ;
   wire \$652 ;
-  wire \$653 ;
-  wire \$654 ;
-  wire \$655 ;
-  wire \$656 ;
+  wire [15:0] \$653 ;
+  wire [32:0] \$654 ;
+  wire [32:0] \$655 ;
+  wire [32:0] \$656 ;
   wire \$657 ;
   wire \$658 ;
   wire \$659 ;
   wire \$66 ;
   wire \$660 ;
-  wire [5:0] \$661 ;
-  wire [7:0] \$662 ;
-  wire [7:0] \$663 ;
-  reg [7:0] \$664 ;
-  reg [31:0] \$665 ;
-  reg [7:0] \$666 ;
-  reg [31:0] \$667 ;
-  reg [7:0] \$668 ;
-  reg [31:0] \$669 ;
+  wire \$661 ;
+  wire \$662 ;
+  wire \$663 ;
+  wire \$664 ;
+  wire \$665 ;
+  wire \$666 ;
+  wire \$667 ;
+  wire \$668 ;
+  wire \$669 ;
   wire \$67 ;
-  reg \$670 ;
-  reg \$671 ;
-  reg [15:0] \$672 ;
-  reg \$673 ;
-  reg [3:0] \$674 ;
-  reg [32:0] \$675 ;
-  reg [32:0] \$676 ;
-  reg [32:0] \$677 ;
-  reg [15:0] \$678 ;
-  reg [15:0] \$679 ;
+  wire \$670 ;
+  wire \$671 ;
+  wire \$672 ;
+  wire \$673 ;
+  wire \$674 ;
+  wire \$675 ;
+  wire \$676 ;
+  wire \$677 ;
+  wire \$678 ;
+  wire \$679 ;
   wire \$68 ;
-  reg \$680 ;
-  reg \$681 ;
-  reg \$682 ;
-  reg [32:0] \$683 ;
-  reg [32:0] \$684 ;
-  reg [32:0] \$685 ;
-  reg \$686 ;
-  reg [15:0] \$687 ;
-  reg [15:0] \$688 ;
-  reg \$689 ;
+  wire \$680 ;
+  wire \$681 ;
+  wire \$682 ;
+  wire \$683 ;
+  wire \$684 ;
+  wire \$685 ;
+  wire \$686 ;
+  wire \$687 ;
+  wire \$688 ;
+  wire \$689 ;
   wire \$69 ;
-  reg \$690 ;
-  reg [32:0] \$691 ;
-  reg [32:0] \$692 ;
-  reg [32:0] \$693 ;
-  reg \$694 ;
-  reg \$695 ;
-  reg [15:0] \$696 ;
-  reg [32:0] \$697 ;
-  reg [32:0] \$698 ;
-  reg [32:0] \$699 ;
+  wire [4:0] \$690 ;
+  wire \$691 ;
+  wire \$692 ;
+  wire \$693 ;
+  wire \$694 ;
+  wire \$695 ;
+  wire \$696 ;
+  wire \$697 ;
+  wire \$698 ;
+  wire \$699 ;
   wire \$7 ;
   wire \$70 ;
-  reg \$700 ;
-  reg \$701 ;
-  reg \$702 ;
-  reg [2:0] \$703 ;
-  reg [15:0] \$704 ;
-  reg [4:0] \$705 ;
-  reg [6:0] \$706 ;
-  reg [6:0] \$707 ;
+  wire \$700 ;
+  wire \$701 ;
+  wire \$702 ;
+  wire \$703 ;
+  wire \$704 ;
+  wire \$705 ;
+  wire \$706 ;
+  wire \$707 ;
+  wire \$708 ;
+  wire \$709 ;
   wire \$71 ;
+  wire [3:0] \$710 ;
+  wire [3:0] \$711 ;
+  wire [3:0] \$712 ;
+  wire [4:0] \$713 ;
+  wire [4:0] \$714 ;
+  wire [4:0] \$715 ;
+  wire [4:0] \$716 ;
+  reg \$717 ;
+  reg [3:0] \$718 ;
+  reg \$719 ;
   wire \$72 ;
+  reg [15:0] \$720 ;
+  reg \$721 ;
+  reg [31:0] \$722 ;
+  reg [31:0] \$723 ;
+  reg [31:0] \$724 ;
+  reg [3:0] \$725 ;
+  reg \$726 ;
+  reg [31:0] \$727 ;
+  reg [31:0] \$728 ;
+  reg [31:0] \$729 ;
   wire \$73 ;
+  reg [3:0] \$730 ;
+  reg \$731 ;
+  reg [7:0] \$732 ;
+  reg [7:0] \$733 ;
+  reg [7:0] \$734 ;
+  reg \$735 ;
+  reg [3:0] \$736 ;
+  reg [6:0] \$737 ;
+  reg [4:0] \$738 ;
+  reg [6:0] \$739 ;
   wire \$74 ;
+  reg [6:0] \$740 ;
+  reg \$741 ;
+  reg \$742 ;
+  reg [15:0] \$743 ;
+  reg \$744 ;
+  reg [3:0] \$745 ;
+  reg [32:0] \$746 ;
+  reg [32:0] \$747 ;
+  reg [32:0] \$748 ;
+  reg [15:0] \$749 ;
   wire \$75 ;
+  reg [15:0] \$750 ;
+  reg \$751 ;
+  reg \$752 ;
+  reg \$753 ;
+  reg [3:0] \$754 ;
+  reg [32:0] \$755 ;
+  reg [32:0] \$756 ;
+  reg [32:0] \$757 ;
+  reg \$758 ;
+  reg [15:0] \$759 ;
   wire \$76 ;
+  reg [15:0] \$760 ;
+  reg \$761 ;
+  reg [3:0] \$762 ;
+  reg \$763 ;
+  reg [32:0] \$764 ;
+  reg [32:0] \$765 ;
+  reg [32:0] \$766 ;
+  reg \$767 ;
+  reg [3:0] \$768 ;
+  reg \$769 ;
   wire \$77 ;
+  reg [15:0] \$770 ;
+  reg [32:0] \$771 ;
+  reg [32:0] \$772 ;
+  reg [32:0] \$773 ;
+  reg \$774 ;
+  reg \$775 ;
+  reg \$776 ;
+  reg \$777 ;
+  reg [3:0] \$778 ;
+  reg [3:0] \$779 ;
   wire \$78 ;
   wire \$79 ;
   wire \$8 ;
@@ -1941,21 +2013,28 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$98 ;
   wire \$99 ;
   reg \$like  = 1'h0;
-  reg \$like$54  = 1'h0;
-  reg [15:0] \$signal  = 16'h0000;
-  reg \$signal$15  = 1'h0;
-  reg [3:0] \$signal$17  = 4'h0;
-  reg [15:0] \$signal$45  = 16'h0000;
-  reg \$signal$50  = 1'h1;
-  reg \$signal$51  = 1'h0;
-  reg [15:0] \$signal$52  = 16'h0000;
-  reg [15:0] \$signal$53  = 16'h0000;
-  reg \$signal$59  = 1'h0;
-  reg \$signal$64  = 1'h0;
-  reg \$signal$65  = 1'h0;
+  reg \$like$68  = 1'h0;
+  reg \$like$77  = 1'h0;
+  reg \$signal  = 1'h0;
+  reg [15:0] \$signal$17  = 16'h0000;
+  reg \$signal$21  = 1'h0;
+  reg [3:0] \$signal$23  = 4'h0;
+  reg \$signal$36  = 1'h0;
+  reg [3:0] \$signal$38  = 4'h0;
+  reg [15:0] \$signal$67  = 16'h0000;
+  reg \$signal$7  = 1'h0;
+  reg \$signal$73  = 1'h1;
+  reg \$signal$74  = 1'h0;
+  reg [15:0] \$signal$75  = 16'h0000;
+  reg [15:0] \$signal$76  = 16'h0000;
+  reg [3:0] \$signal$78  = 4'h0;
+  reg \$signal$8  = 1'h0;
+  reg \$signal$83  = 1'h0;
+  reg \$signal$84  = 1'h0;
+  reg \$signal$9  = 1'h0;
   reg [15:0] a2_bits = 16'h0000;
-  reg a2_ci = 1'h0;
   wire [15:0] a2_oh;
+  reg [3:0] a2_oy = 4'h0;
   reg [32:0] a2_win_0 = 33'h000000000;
   reg [32:0] a2_win_1 = 33'h000000000;
   reg [32:0] a2_win_2 = 33'h000000000;
@@ -1963,7 +2042,9 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   reg [32:0] a3_win_0 = 33'h000000000;
   reg [32:0] a3_win_1 = 33'h000000000;
   reg [32:0] a3_win_2 = 33'h000000000;
-  reg b_ci = 1'h0;
+  reg a_oh = 1'h0;
+  reg a_v = 1'h0;
+  reg [3:0] b_oy = 4'h0;
   reg [15:0] b_rest = 16'h0000;
   reg b_v = 1'h0;
   reg [32:0] b_win_0 = 33'h000000000;
@@ -1982,13 +2063,19 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   reg [32:0] c1_win_0 = 33'h000000000;
   reg [32:0] c1_win_1 = 33'h000000000;
   reg [32:0] c1_win_2 = 33'h000000000;
+  reg [3:0] c_row = 4'h0;
   reg [15:0] centre = 16'h0000;
   wire chunk_oh;
   input clk;
   wire clk;
+  reg [31:0] cwin_0 = 32'd0;
+  reg [31:0] cwin_1 = 32'd0;
+  reg [31:0] cwin_2 = 32'd0;
   reg [6:0] cy = 7'h00;
   input [6:0] done_rows;
   wire [6:0] done_rows;
+  reg ends = 1'h0;
+  reg eof_done = 1'h0;
   reg eof_pend = 1'h0;
   input eof_seen;
   wire eof_seen;
@@ -2005,6 +2092,8 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [3:0] \head.ox ;
   wire [3:0] \head.oy ;
   wire [8:0] \head.taps ;
+  reg [6:0] i_cy = 7'h00;
+  reg [3:0] i_row = 4'h0;
   input [4:0] last_y;
   wire [4:0] last_y;
   reg [6:0] need = 7'h02;
@@ -2022,11 +2111,13 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [15:0] rest_oh;
   output [3:0] row;
   wire [3:0] row;
-  wire [6:0] row_0;
-  wire [6:0] row_1;
-  wire [6:0] row_2;
+  reg [6:0] row_0;
+  reg [6:0] row_1;
+  reg [6:0] row_2;
+  reg [3:0] rows_row = 4'h0;
   input rst;
   wire rst;
+  reg [3:0] s_row = 4'h0;
   reg [7:0] sel_0 = 8'h00;
   reg [7:0] sel_1 = 8'h00;
   reg [7:0] sel_2 = 8'h00;
@@ -2041,7 +2132,6 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire sites__ready;
   output sites__valid;
   wire sites__valid;
-  reg [2:0] state = 3'h0;
   input [47:0] tags;
   wire [47:0] tags;
   wire [5:0] \tags[0] ;
@@ -2055,759 +2145,851 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   reg [18:0] w_data;
   wire w_en;
   wire w_rdy;
+  reg [3:0] w_row = 4'h0;
   reg [31:0] win_0 = 32'd0;
   reg [31:0] win_1 = 32'd0;
   reg [31:0] win_2 = 32'd0;
-  assign \$292  = \$290  | \$291 ;
-  assign \$293  = \$signal [7] & c1_win_2[16];
-  assign \$294  = \$292  | \$293 ;
-  assign \$295  = \$signal [8] & c1_win_2[18];
-  assign \$296  = \$294  | \$295 ;
-  assign \$297  = \$signal [9] & c1_win_2[20];
-  assign \$298  = \$296  | \$297 ;
-  assign \$299  = \$signal [10] & c1_win_2[22];
-  assign \$300  = \$298  | \$299 ;
-  assign \$301  = \$signal [11] & c1_win_2[24];
-  assign \$302  = \$300  | \$301 ;
-  assign \$303  = \$signal [12] & c1_win_2[26];
-  assign \$304  = \$302  | \$303 ;
-  assign \$305  = \$signal [13] & c1_win_2[28];
-  assign \$306  = \$304  | \$305 ;
-  assign \$307  = \$signal [14] & c1_win_2[30];
-  assign \$308  = \$306  | \$307 ;
-  assign \$309  = \$signal [15] & c1_win_2[32];
-  assign \$310  = \$308  | \$309 ;
-  assign \$311  = ~ b_rest;
-  assign \$312  = \$311  + 1'h1;
-  assign \$313  = { 1'h0, b_rest } & \$312 ;
-  assign \$314  = ~ a2_bits;
-  assign \$315  = \$314  + 1'h1;
-  assign \$316  = { 1'h0, a2_bits } & \$315 ;
-  assign \$317  = ~ nz;
-  assign \$318  = \$317  + 1'h1;
-  assign \$319  = { 1'h0, nz } & \$318 ;
-  assign \$320  = \$signal$15  ? { 1'h0, \$signal$17  } : f_row;
-  assign \$321  = sites__valid ? { 1'h0, sites__payload[3:0] } : \$320 ;
-  assign \$322  = state == 1'h1;
-  assign \$323  = ! \$1 [2:0];
-  assign \$324  = tags[5:0] == \$1 [6:0];
-  assign \$325  = \$323  & \$324 ;
-  assign \$326  = | cy;
-  assign \$327  = \$325  & \$326 ;
-  assign \$328  = state == 1'h1;
-  assign \$329  = \$1 [2:0] == 1'h1;
-  assign \$330  = tags[11:6] == \$1 [6:0];
-  assign \$331  = \$329  & \$330 ;
-  assign \$332  = | cy;
-  assign \$333  = \$331  & \$332 ;
-  assign \$334  = state == 1'h1;
-  assign \$335  = \$1 [2:0] == 2'h2;
-  assign \$336  = tags[17:12] == \$1 [6:0];
-  assign \$337  = \$335  & \$336 ;
-  assign \$338  = | cy;
-  assign \$339  = \$337  & \$338 ;
-  assign \$340  = state == 1'h1;
-  assign \$341  = \$1 [2:0] == 2'h3;
-  assign \$342  = tags[23:18] == \$1 [6:0];
-  assign \$343  = \$341  & \$342 ;
-  assign \$344  = | cy;
-  assign \$345  = \$343  & \$344 ;
-  assign \$346  = state == 1'h1;
-  assign \$347  = \$1 [2:0] == 3'h4;
-  assign \$348  = tags[29:24] == \$1 [6:0];
-  assign \$349  = \$347  & \$348 ;
-  assign \$350  = | cy;
-  assign \$351  = \$349  & \$350 ;
-  assign \$352  = state == 1'h1;
-  assign \$353  = \$1 [2:0] == 3'h5;
-  assign \$354  = tags[35:30] == \$1 [6:0];
-  assign \$355  = \$353  & \$354 ;
-  assign \$356  = | cy;
-  assign \$357  = \$355  & \$356 ;
-  assign \$358  = state == 1'h1;
-  assign \$359  = \$1 [2:0] == 3'h6;
-  assign \$360  = tags[41:36] == \$1 [6:0];
-  assign \$361  = \$359  & \$360 ;
-  assign \$362  = | cy;
-  assign \$363  = \$361  & \$362 ;
-  assign \$364  = state == 1'h1;
-  assign \$365  = \$1 [2:0] == 3'h7;
-  assign \$366  = tags[47:42] == \$1 [6:0];
-  assign \$367  = \$365  & \$366 ;
-  assign \$368  = | cy;
-  assign \$369  = \$367  & \$368 ;
-  assign \$370  = state == 2'h2;
-  assign \$371  = sel_0[0] ? bitmaps[31:0] : 32'd0;
-  assign \$372  = sel_0[1] ? bitmaps[63:32] : 32'd0;
-  assign \$373  = \$371  | \$372 ;
-  assign \$374  = sel_0[2] ? bitmaps[95:64] : 32'd0;
-  assign \$375  = \$373  | \$374 ;
-  assign \$376  = sel_0[3] ? bitmaps[127:96] : 32'd0;
-  assign \$377  = \$375  | \$376 ;
-  assign \$378  = sel_0[4] ? bitmaps[159:128] : 32'd0;
-  assign \$379  = \$377  | \$378 ;
-  assign \$380  = sel_0[5] ? bitmaps[191:160] : 32'd0;
-  assign \$381  = \$379  | \$380 ;
-  assign \$382  = sel_0[6] ? bitmaps[223:192] : 32'd0;
-  assign \$383  = \$381  | \$382 ;
-  assign \$384  = sel_0[7] ? bitmaps[255:224] : 32'd0;
-  assign \$385  = \$383  | \$384 ;
-  assign \$386  = state == 1'h1;
-  assign \$387  = ! \$2 [2:0];
-  assign \$388  = tags[5:0] == \$2 [6:0];
-  assign \$389  = \$387  & \$388 ;
-  assign \$390  = state == 1'h1;
-  assign \$391  = \$2 [2:0] == 1'h1;
-  assign \$392  = tags[11:6] == \$2 [6:0];
-  assign \$393  = \$391  & \$392 ;
-  assign \$394  = state == 1'h1;
-  assign \$395  = \$2 [2:0] == 2'h2;
-  assign \$396  = tags[17:12] == \$2 [6:0];
-  assign \$397  = \$395  & \$396 ;
-  assign \$398  = state == 1'h1;
-  assign \$399  = \$2 [2:0] == 2'h3;
-  assign \$400  = tags[23:18] == \$2 [6:0];
-  assign \$401  = \$399  & \$400 ;
-  assign \$402  = state == 1'h1;
-  assign \$403  = \$2 [2:0] == 3'h4;
-  assign \$404  = tags[29:24] == \$2 [6:0];
-  assign \$405  = \$403  & \$404 ;
-  assign \$406  = state == 1'h1;
-  assign \$407  = \$2 [2:0] == 3'h5;
-  assign \$408  = tags[35:30] == \$2 [6:0];
-  assign \$409  = \$407  & \$408 ;
-  assign \$410  = state == 1'h1;
-  assign \$411  = \$2 [2:0] == 3'h6;
-  assign \$412  = tags[41:36] == \$2 [6:0];
-  assign \$413  = \$411  & \$412 ;
-  assign \$414  = state == 1'h1;
-  assign \$415  = \$2 [2:0] == 3'h7;
-  assign \$416  = tags[47:42] == \$2 [6:0];
-  assign \$417  = \$415  & \$416 ;
-  assign \$418  = state == 2'h2;
-  assign \$419  = sel_1[0] ? bitmaps[31:0] : 32'd0;
-  assign \$420  = sel_1[1] ? bitmaps[63:32] : 32'd0;
-  assign \$421  = \$419  | \$420 ;
-  assign \$422  = sel_1[2] ? bitmaps[95:64] : 32'd0;
-  assign \$423  = \$421  | \$422 ;
-  assign \$424  = sel_1[3] ? bitmaps[127:96] : 32'd0;
-  assign \$425  = \$423  | \$424 ;
-  assign \$426  = sel_1[4] ? bitmaps[159:128] : 32'd0;
-  assign \$427  = \$425  | \$426 ;
-  assign \$428  = sel_1[5] ? bitmaps[191:160] : 32'd0;
-  assign \$429  = \$427  | \$428 ;
-  assign \$430  = sel_1[6] ? bitmaps[223:192] : 32'd0;
-  assign \$431  = \$429  | \$430 ;
-  assign \$432  = sel_1[7] ? bitmaps[255:224] : 32'd0;
-  assign \$433  = \$431  | \$432 ;
-  assign \$434  = state == 1'h1;
-  assign \$435  = ! \$3 [2:0];
-  assign \$436  = tags[5:0] == \$3 [6:0];
-  assign \$437  = \$435  & \$436 ;
-  assign \$438  = state == 1'h1;
-  assign \$439  = \$3 [2:0] == 1'h1;
-  assign \$440  = tags[11:6] == \$3 [6:0];
-  assign \$441  = \$439  & \$440 ;
-  assign \$442  = state == 1'h1;
-  assign \$443  = \$3 [2:0] == 2'h2;
-  assign \$444  = tags[17:12] == \$3 [6:0];
-  assign \$445  = \$443  & \$444 ;
-  assign \$446  = state == 1'h1;
-  assign \$447  = \$3 [2:0] == 2'h3;
-  assign \$448  = tags[23:18] == \$3 [6:0];
-  assign \$449  = \$447  & \$448 ;
-  assign \$450  = state == 1'h1;
-  assign \$451  = \$3 [2:0] == 3'h4;
-  assign \$452  = tags[29:24] == \$3 [6:0];
-  assign \$453  = \$451  & \$452 ;
-  assign \$454  = state == 1'h1;
-  assign \$455  = \$3 [2:0] == 3'h5;
-  assign \$456  = tags[35:30] == \$3 [6:0];
-  assign \$457  = \$455  & \$456 ;
-  assign \$458  = state == 1'h1;
-  assign \$459  = \$3 [2:0] == 3'h6;
-  assign \$460  = tags[41:36] == \$3 [6:0];
-  assign \$461  = \$459  & \$460 ;
-  assign \$462  = state == 1'h1;
-  assign \$463  = \$3 [2:0] == 3'h7;
-  assign \$464  = tags[47:42] == \$3 [6:0];
-  assign \$465  = \$463  & \$464 ;
-  assign \$466  = state == 2'h2;
-  assign \$467  = sel_2[0] ? bitmaps[31:0] : 32'd0;
-  assign \$468  = sel_2[1] ? bitmaps[63:32] : 32'd0;
-  assign \$469  = \$467  | \$468 ;
-  assign \$470  = sel_2[2] ? bitmaps[95:64] : 32'd0;
-  assign \$471  = \$469  | \$470 ;
-  assign \$472  = sel_2[3] ? bitmaps[127:96] : 32'd0;
-  assign \$473  = \$471  | \$472 ;
-  assign \$474  = sel_2[4] ? bitmaps[159:128] : 32'd0;
-  assign \$475  = \$473  | \$474 ;
-  assign \$476  = sel_2[5] ? bitmaps[191:160] : 32'd0;
-  assign \$477  = \$475  | \$476 ;
-  assign \$478  = sel_2[6] ? bitmaps[223:192] : 32'd0;
-  assign \$479  = \$477  | \$478 ;
-  assign \$480  = sel_2[7] ? bitmaps[255:224] : 32'd0;
-  assign \$481  = \$479  | \$480 ;
-  assign \$482  = ~ \$signal$15 ;
-  assign \$483  = eof_pend & \$482 ;
-  assign \$484  = \$483  & w_rdy;
-  assign \$485  = ~ \$signal$15 ;
-  assign \$486  = \$485  | w_rdy;
-  assign \$487  = ~ \$313 [15:0];
-  assign \$488  = b_rest & \$487 ;
-  assign \$489  = b_rest - 1'h1;
-  assign \$490  = { 1'h0, b_rest } & \$489 ;
-  assign \$491  = ! \$490 ;
-  assign \$492  = ~ \$signal$15 ;
-  assign \$493  = \$492  | w_rdy;
-  assign \$494  = \$493  & \$signal$50 ;
-  assign \$495  = \$signal$51  ? \$signal$53  : 16'h0000;
-  assign \$496  = ~ \$signal$51 ;
-  assign \$497  = \$496  | a3_rest_zero;
-  assign \$498  = ~ \$signal$51 ;
-  assign \$499  = ~ \$signal$15 ;
-  assign \$500  = \$499  | w_rdy;
-  assign \$501  = \$500  & \$signal$50 ;
-  assign \$502  = \$498  | \$501 ;
-  assign \$503  = ~ \$316 [15:0];
-  assign \$504  = a2_bits & \$503 ;
-  assign \$505  = a2_bits - 1'h1;
-  assign \$506  = { 1'h0, a2_bits } & \$505 ;
-  assign \$507  = ! \$506 ;
-  assign \$508  = ~ \$signal$51 ;
-  assign \$509  = ~ \$signal$15 ;
-  assign \$510  = \$509  | w_rdy;
-  assign \$511  = \$510  & \$signal$50 ;
-  assign \$512  = \$508  | \$511 ;
-  assign \$513  = ~ \$signal$59 ;
-  assign \$514  = ~ \$signal$51 ;
-  assign \$515  = ~ \$signal$15 ;
-  assign \$516  = \$515  | w_rdy;
-  assign \$517  = \$516  & \$signal$50 ;
-  assign \$518  = \$514  | \$517 ;
-  assign \$519  = \$513  | \$518 ;
-  assign \$520  = \$519  & \$signal$64 ;
-  assign \$521  = \$signal$65  ? centre : 16'h0000;
-  assign \$522  = \$signal$65  ? { win_0, 1'h0 } : 33'h000000000;
-  assign \$523  = \$signal$65  ? { win_1, 1'h0 } : 33'h000000000;
-  assign \$524  = \$signal$65  ? { win_2, 1'h0 } : 33'h000000000;
-  assign \$525  = ~ \$signal$59 ;
-  assign \$526  = ~ \$signal$51 ;
-  assign \$527  = ~ \$signal$15 ;
-  assign \$528  = \$527  | w_rdy;
-  assign \$529  = \$528  & \$signal$50 ;
-  assign \$530  = \$526  | \$529 ;
-  assign \$531  = \$525  | \$530 ;
-  assign \$532  = ~ \$signal$64 ;
-  assign \$533  = ~ \$signal$59 ;
-  assign \$534  = ~ \$signal$51 ;
-  assign \$535  = ~ \$signal$15 ;
-  assign \$536  = \$535  | w_rdy;
-  assign \$537  = \$536  & \$signal$50 ;
-  assign \$538  = \$534  | \$537 ;
-  assign \$539  = \$533  | \$538 ;
-  assign \$540  = \$532  | \$539 ;
-  assign \$542  = \$540  & \$541 ;
-  assign \$543  = state == 3'h4;
-  assign \$544  = \$542  & \$543 ;
-  assign \$545  = ~ \$319 [0];
-  assign \$546  = nz & \$545 ;
-  assign \$547  = ~ has_last;
-  assign \$549  = f_row > \$548 ;
-  assign \$550  = \$547  | \$549 ;
-  assign \$551  = eof_seen & \$550 ;
-  assign \$552  = done_rows >= need;
-  assign \$553  = eof_seen | \$552 ;
-  assign \$554  = ~ eof_pend;
-  assign \$555  = win_1 | win_2;
-  assign \$556  = win_1 | win_2;
-  assign \$557  = \$555 [0] | \$556 [1];
-  assign \$558  = win_1 | win_2;
-  assign \$559  = win_1 | win_2;
-  assign \$560  = \$558 [2] | \$559 [3];
-  assign \$561  = win_1 | win_2;
-  assign \$562  = win_1 | win_2;
-  assign \$563  = \$561 [4] | \$562 [5];
-  assign \$564  = win_1 | win_2;
-  assign \$565  = win_1 | win_2;
-  assign \$566  = \$564 [6] | \$565 [7];
-  assign \$567  = win_1 | win_2;
-  assign \$568  = win_1 | win_2;
-  assign \$569  = \$567 [8] | \$568 [9];
-  assign \$570  = win_1 | win_2;
-  assign \$571  = win_1 | win_2;
-  assign \$572  = \$570 [10] | \$571 [11];
-  assign \$573  = win_1 | win_2;
-  assign \$574  = win_1 | win_2;
-  assign \$575  = \$573 [12] | \$574 [13];
-  assign \$576  = win_1 | win_2;
-  assign \$577  = win_1 | win_2;
-  assign \$578  = \$576 [14] | \$577 [15];
-  assign \$579  = win_1 | win_2;
-  assign \$580  = win_1 | win_2;
-  assign \$581  = \$579 [16] | \$580 [17];
-  assign \$582  = win_1 | win_2;
-  assign \$583  = win_1 | win_2;
-  assign \$584  = \$582 [18] | \$583 [19];
-  assign \$585  = win_1 | win_2;
-  assign \$586  = win_1 | win_2;
-  assign \$587  = \$585 [20] | \$586 [21];
-  assign \$588  = win_1 | win_2;
-  assign \$589  = win_1 | win_2;
-  assign \$590  = \$588 [22] | \$589 [23];
-  assign \$591  = win_1 | win_2;
-  assign \$592  = win_1 | win_2;
-  assign \$593  = \$591 [24] | \$592 [25];
-  assign \$594  = win_1 | win_2;
-  assign \$595  = win_1 | win_2;
-  assign \$596  = \$594 [26] | \$595 [27];
-  assign \$597  = win_1 | win_2;
-  assign \$598  = win_1 | win_2;
-  assign \$599  = \$597 [28] | \$598 [29];
-  assign \$600  = win_1 | win_2;
-  assign \$601  = win_1 | win_2;
-  assign \$602  = \$600 [30] | \$601 [31];
-  assign \$603  = win_1 | win_2;
-  assign \$604  = win_1 | win_2;
-  assign \$605  = \$603 [0] | \$604 [1];
-  assign \$606  = win_1 | win_2;
-  assign \$607  = win_1 | win_2;
-  assign \$608  = \$606 [2] | \$607 [3];
-  assign \$609  = win_1 | win_2;
-  assign \$610  = win_1 | win_2;
-  assign \$611  = \$609 [4] | \$610 [5];
-  assign \$612  = win_1 | win_2;
-  assign \$613  = win_1 | win_2;
-  assign \$614  = \$612 [6] | \$613 [7];
-  assign \$615  = win_1 | win_2;
-  assign \$616  = win_1 | win_2;
-  assign \$617  = \$615 [8] | \$616 [9];
-  assign \$618  = win_1 | win_2;
-  assign \$619  = win_1 | win_2;
-  assign \$620  = \$618 [10] | \$619 [11];
-  assign \$621  = win_1 | win_2;
-  assign \$622  = win_1 | win_2;
-  assign \$623  = \$621 [12] | \$622 [13];
-  assign \$624  = win_1 | win_2;
-  assign \$625  = win_1 | win_2;
-  assign \$626  = \$624 [14] | \$625 [15];
-  assign \$627  = win_1 | win_2;
-  assign \$628  = win_1 | win_2;
-  assign \$629  = \$627 [16] | \$628 [17];
-  assign \$630  = win_1 | win_2;
-  assign \$631  = win_1 | win_2;
-  assign \$632  = \$630 [18] | \$631 [19];
-  assign \$633  = win_1 | win_2;
-  assign \$634  = win_1 | win_2;
-  assign \$635  = \$633 [20] | \$634 [21];
-  assign \$636  = win_1 | win_2;
-  assign \$637  = win_1 | win_2;
-  assign \$638  = \$636 [22] | \$637 [23];
-  assign \$639  = win_1 | win_2;
-  assign \$640  = win_1 | win_2;
-  assign \$641  = \$639 [24] | \$640 [25];
-  assign \$642  = win_1 | win_2;
-  assign \$643  = win_1 | win_2;
-  assign \$644  = \$642 [26] | \$643 [27];
-  assign \$645  = win_1 | win_2;
-  assign \$646  = win_1 | win_2;
-  assign \$647  = \$645 [28] | \$646 [29];
-  assign \$648  = win_1 | win_2;
-  assign \$649  = win_1 | win_2;
-  assign \$650  = \$648 [30] | \$649 [31];
-  assign \$651  = | { \$650 , \$647 , \$644 , \$641 , \$638 , \$635 , \$632 , \$629 , \$626 , \$623 , \$620 , \$617 , \$614 , \$611 , \$608 , \$605  };
-  assign \$652  = ! nz;
-  assign \$653  = ~ \$signal$64 ;
-  assign \$654  = \$652  & \$653 ;
-  assign \$655  = ~ \$signal$59 ;
-  assign \$656  = \$654  & \$655 ;
-  assign \$657  = ~ \$signal$51 ;
-  assign \$658  = \$656  & \$657 ;
-  assign \$659  = ~ b_v;
-  assign \$660  = \$658  & \$659 ;
-  assign \$661  = f_row + 1'h1;
-  assign \$662  = cy + 2'h2;
-  assign \$663  = need + 2'h2;
-  always @(posedge clk)
-    sel_0 <= \$664 ;
-  always @(posedge clk)
-    win_0 <= \$665 ;
-  always @(posedge clk)
-    sel_1 <= \$666 ;
-  always @(posedge clk)
-    win_1 <= \$667 ;
-  always @(posedge clk)
-    sel_2 <= \$668 ;
-  always @(posedge clk)
-    win_2 <= \$669 ;
-  always @(posedge clk)
-    eof_pend <= \$670 ;
-  always @(posedge clk)
-    \$signal$15  <= \$671 ;
-  always @(posedge clk)
-    \$signal  <= \$672 ;
-  always @(posedge clk)
-    \$like  <= \$673 ;
-  always @(posedge clk)
-    \$signal$17  <= \$674 ;
-  always @(posedge clk)
-    c1_win_0 <= \$675 ;
-  always @(posedge clk)
-    c1_win_1 <= \$676 ;
-  always @(posedge clk)
-    c1_win_2 <= \$677 ;
-  always @(posedge clk)
-    \$signal$45  <= \$678 ;
-  always @(posedge clk)
-    b_rest <= \$679 ;
-  always @(posedge clk)
-    \$signal$50  <= \$680 ;
-  always @(posedge clk)
-    b_v <= \$681 ;
-  always @(posedge clk)
-    b_ci <= \$682 ;
-  always @(posedge clk)
-    b_win_0 <= \$683 ;
-  always @(posedge clk)
-    b_win_1 <= \$684 ;
-  always @(posedge clk)
-    b_win_2 <= \$685 ;
-  always @(posedge clk)
-    \$signal$51  <= \$686 ;
-  always @(posedge clk)
-    \$signal$52  <= \$687 ;
-  always @(posedge clk)
-    \$signal$53  <= \$688 ;
-  always @(posedge clk)
-    \$like$54  <= \$689 ;
-  always @(posedge clk)
-    a3_rest_zero <= \$690 ;
-  always @(posedge clk)
-    a3_win_0 <= \$691 ;
-  always @(posedge clk)
-    a3_win_1 <= \$692 ;
-  always @(posedge clk)
-    a3_win_2 <= \$693 ;
-  always @(posedge clk)
-    \$signal$59  <= \$694 ;
-  always @(posedge clk)
-    a2_ci <= \$695 ;
-  always @(posedge clk)
-    a2_bits <= \$696 ;
-  always @(posedge clk)
-    a2_win_0 <= \$697 ;
-  always @(posedge clk)
-    a2_win_1 <= \$698 ;
-  always @(posedge clk)
-    a2_win_2 <= \$699 ;
-  always @(posedge clk)
-    \$signal$64  <= \$700 ;
-  always @(posedge clk)
-    \$signal$65  <= \$701 ;
-  always @(posedge clk)
-    nz <= \$702 ;
-  always @(posedge clk)
-    state <= \$703 ;
-  always @(posedge clk)
-    centre <= \$704 ;
-  always @(posedge clk)
-    f_row <= \$705 ;
-  always @(posedge clk)
-    cy <= \$706 ;
-  always @(posedge clk)
-    need <= \$707 ;
-  assign \$1  = cy + 9'h1ff;
-  assign \$2  = cy + 1'h0;
-  assign \$3  = cy + 1'h1;
-  assign \$4  = \$signal [1] | \$signal [3];
-  assign \$5  = \$4  | \$signal [5];
-  assign \$6  = \$5  | \$signal [7];
-  assign \$7  = \$6  | \$signal [9];
-  assign \$8  = \$7  | \$signal [11];
-  assign \$9  = \$8  | \$signal [13];
-  assign \$10  = \$9  | \$signal [15];
-  assign \$11  = \$signal [2] | \$signal [3];
-  assign \$12  = \$11  | \$signal [6];
-  assign \$13  = \$12  | \$signal [7];
-  assign \$14  = \$13  | \$signal [10];
-  assign \$15  = \$14  | \$signal [11];
-  assign \$16  = \$15  | \$signal [14];
-  assign \$17  = \$16  | \$signal [15];
-  assign \$18  = \$signal [4] | \$signal [5];
-  assign \$19  = \$18  | \$signal [6];
-  assign \$20  = \$19  | \$signal [7];
-  assign \$21  = \$20  | \$signal [12];
-  assign \$22  = \$21  | \$signal [13];
-  assign \$23  = \$22  | \$signal [14];
-  assign \$24  = \$23  | \$signal [15];
-  assign \$25  = \$signal [8] | \$signal [9];
-  assign \$26  = \$25  | \$signal [10];
-  assign \$27  = \$26  | \$signal [11];
-  assign \$28  = \$27  | \$signal [12];
-  assign \$29  = \$28  | \$signal [13];
-  assign \$30  = \$29  | \$signal [14];
-  assign \$31  = \$30  | \$signal [15];
-  assign w_en = \$signal$15  | eof_pend;
-  assign \$32  = \$signal [0] & c1_win_0[0];
-  assign \$33  = \$signal [1] & c1_win_0[2];
-  assign \$34  = \$32  | \$33 ;
-  assign \$35  = \$signal [2] & c1_win_0[4];
-  assign \$36  = \$34  | \$35 ;
-  assign \$37  = \$signal [3] & c1_win_0[6];
-  assign \$38  = \$36  | \$37 ;
-  assign \$39  = \$signal [4] & c1_win_0[8];
-  assign \$40  = \$38  | \$39 ;
-  assign \$41  = \$signal [5] & c1_win_0[10];
-  assign \$42  = \$40  | \$41 ;
-  assign \$43  = \$signal [6] & c1_win_0[12];
-  assign \$44  = \$42  | \$43 ;
-  assign \$45  = \$signal [7] & c1_win_0[14];
-  assign \$46  = \$44  | \$45 ;
-  assign \$47  = \$signal [8] & c1_win_0[16];
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = \$signal [9] & c1_win_0[18];
-  assign \$50  = \$48  | \$49 ;
-  assign \$51  = \$signal [10] & c1_win_0[20];
-  assign \$52  = \$50  | \$51 ;
-  assign \$53  = \$signal [11] & c1_win_0[22];
-  assign \$54  = \$52  | \$53 ;
-  assign \$55  = \$signal [12] & c1_win_0[24];
-  assign \$56  = \$54  | \$55 ;
-  assign \$57  = \$signal [13] & c1_win_0[26];
-  assign \$58  = \$56  | \$57 ;
-  assign \$59  = \$signal [14] & c1_win_0[28];
-  assign \$60  = \$58  | \$59 ;
-  assign \$61  = \$signal [15] & c1_win_0[30];
-  assign \$62  = \$60  | \$61 ;
-  assign \$63  = \$signal [0] & c1_win_0[1];
-  assign \$64  = \$signal [1] & c1_win_0[3];
-  assign \$65  = \$63  | \$64 ;
-  assign \$66  = \$signal [2] & c1_win_0[5];
-  assign \$67  = \$65  | \$66 ;
-  assign \$68  = \$signal [3] & c1_win_0[7];
-  assign \$69  = \$67  | \$68 ;
-  assign \$70  = \$signal [4] & c1_win_0[9];
-  assign \$71  = \$69  | \$70 ;
-  assign \$72  = \$signal [5] & c1_win_0[11];
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = \$signal [6] & c1_win_0[13];
-  assign \$75  = \$73  | \$74 ;
-  assign \$76  = \$signal [7] & c1_win_0[15];
-  assign \$77  = \$75  | \$76 ;
-  assign \$78  = \$signal [8] & c1_win_0[17];
-  assign \$79  = \$77  | \$78 ;
-  assign \$80  = \$signal [9] & c1_win_0[19];
-  assign \$81  = \$79  | \$80 ;
-  assign \$82  = \$signal [10] & c1_win_0[21];
-  assign \$83  = \$81  | \$82 ;
-  assign \$84  = \$signal [11] & c1_win_0[23];
-  assign \$85  = \$83  | \$84 ;
-  assign \$86  = \$signal [12] & c1_win_0[25];
-  assign \$87  = \$85  | \$86 ;
-  assign \$88  = \$signal [13] & c1_win_0[27];
-  assign \$89  = \$87  | \$88 ;
-  assign \$90  = \$signal [14] & c1_win_0[29];
-  assign \$91  = \$89  | \$90 ;
-  assign \$92  = \$signal [15] & c1_win_0[31];
-  assign \$93  = \$91  | \$92 ;
-  assign \$94  = \$signal [0] & c1_win_0[2];
-  assign \$95  = \$signal [1] & c1_win_0[4];
-  assign \$96  = \$94  | \$95 ;
-  assign \$97  = \$signal [2] & c1_win_0[6];
-  assign \$98  = \$96  | \$97 ;
-  assign \$99  = \$signal [3] & c1_win_0[8];
-  assign \$100  = \$98  | \$99 ;
-  assign \$101  = \$signal [4] & c1_win_0[10];
-  assign \$102  = \$100  | \$101 ;
-  assign \$103  = \$signal [5] & c1_win_0[12];
-  assign \$104  = \$102  | \$103 ;
-  assign \$105  = \$signal [6] & c1_win_0[14];
-  assign \$106  = \$104  | \$105 ;
-  assign \$107  = \$signal [7] & c1_win_0[16];
-  assign \$108  = \$106  | \$107 ;
-  assign \$109  = \$signal [8] & c1_win_0[18];
-  assign \$110  = \$108  | \$109 ;
-  assign \$111  = \$signal [9] & c1_win_0[20];
-  assign \$112  = \$110  | \$111 ;
-  assign \$113  = \$signal [10] & c1_win_0[22];
-  assign \$114  = \$112  | \$113 ;
-  assign \$115  = \$signal [11] & c1_win_0[24];
-  assign \$116  = \$114  | \$115 ;
-  assign \$117  = \$signal [12] & c1_win_0[26];
-  assign \$118  = \$116  | \$117 ;
-  assign \$119  = \$signal [13] & c1_win_0[28];
-  assign \$120  = \$118  | \$119 ;
-  assign \$121  = \$signal [14] & c1_win_0[30];
-  assign \$122  = \$120  | \$121 ;
-  assign \$123  = \$signal [15] & c1_win_0[32];
-  assign \$124  = \$122  | \$123 ;
-  assign \$125  = \$signal [0] & c1_win_1[0];
-  assign \$126  = \$signal [1] & c1_win_1[2];
-  assign \$127  = \$125  | \$126 ;
-  assign \$128  = \$signal [2] & c1_win_1[4];
-  assign \$129  = \$127  | \$128 ;
-  assign \$130  = \$signal [3] & c1_win_1[6];
-  assign \$131  = \$129  | \$130 ;
-  assign \$132  = \$signal [4] & c1_win_1[8];
-  assign \$133  = \$131  | \$132 ;
-  assign \$134  = \$signal [5] & c1_win_1[10];
-  assign \$135  = \$133  | \$134 ;
-  assign \$136  = \$signal [6] & c1_win_1[12];
-  assign \$137  = \$135  | \$136 ;
-  assign \$138  = \$signal [7] & c1_win_1[14];
-  assign \$139  = \$137  | \$138 ;
-  assign \$140  = \$signal [8] & c1_win_1[16];
-  assign \$141  = \$139  | \$140 ;
-  assign \$142  = \$signal [9] & c1_win_1[18];
-  assign \$143  = \$141  | \$142 ;
-  assign \$144  = \$signal [10] & c1_win_1[20];
-  assign \$145  = \$143  | \$144 ;
-  assign \$146  = \$signal [11] & c1_win_1[22];
-  assign \$147  = \$145  | \$146 ;
-  assign \$148  = \$signal [12] & c1_win_1[24];
-  assign \$149  = \$147  | \$148 ;
-  assign \$150  = \$signal [13] & c1_win_1[26];
-  assign \$151  = \$149  | \$150 ;
-  assign \$152  = \$signal [14] & c1_win_1[28];
-  assign \$153  = \$151  | \$152 ;
-  assign \$154  = \$signal [15] & c1_win_1[30];
-  assign \$155  = \$153  | \$154 ;
-  assign \$156  = \$signal [0] & c1_win_1[1];
-  assign \$157  = \$signal [1] & c1_win_1[3];
-  assign \$158  = \$156  | \$157 ;
-  assign \$159  = \$signal [2] & c1_win_1[5];
-  assign \$160  = \$158  | \$159 ;
-  assign \$161  = \$signal [3] & c1_win_1[7];
-  assign \$162  = \$160  | \$161 ;
-  assign \$163  = \$signal [4] & c1_win_1[9];
-  assign \$164  = \$162  | \$163 ;
-  assign \$165  = \$signal [5] & c1_win_1[11];
-  assign \$166  = \$164  | \$165 ;
-  assign \$167  = \$signal [6] & c1_win_1[13];
-  assign \$168  = \$166  | \$167 ;
-  assign \$169  = \$signal [7] & c1_win_1[15];
-  assign \$170  = \$168  | \$169 ;
-  assign \$171  = \$signal [8] & c1_win_1[17];
-  assign \$172  = \$170  | \$171 ;
-  assign \$173  = \$signal [9] & c1_win_1[19];
-  assign \$174  = \$172  | \$173 ;
-  assign \$175  = \$signal [10] & c1_win_1[21];
-  assign \$176  = \$174  | \$175 ;
-  assign \$177  = \$signal [11] & c1_win_1[23];
-  assign \$178  = \$176  | \$177 ;
-  assign \$179  = \$signal [12] & c1_win_1[25];
-  assign \$180  = \$178  | \$179 ;
-  assign \$181  = \$signal [13] & c1_win_1[27];
-  assign \$182  = \$180  | \$181 ;
-  assign \$183  = \$signal [14] & c1_win_1[29];
-  assign \$184  = \$182  | \$183 ;
-  assign \$185  = \$signal [15] & c1_win_1[31];
-  assign \$186  = \$184  | \$185 ;
-  assign \$187  = \$signal [0] & c1_win_1[2];
-  assign \$188  = \$signal [1] & c1_win_1[4];
-  assign \$189  = \$187  | \$188 ;
-  assign \$190  = \$signal [2] & c1_win_1[6];
-  assign \$191  = \$189  | \$190 ;
-  assign \$192  = \$signal [3] & c1_win_1[8];
-  assign \$193  = \$191  | \$192 ;
-  assign \$194  = \$signal [4] & c1_win_1[10];
-  assign \$195  = \$193  | \$194 ;
-  assign \$196  = \$signal [5] & c1_win_1[12];
-  assign \$197  = \$195  | \$196 ;
-  assign \$198  = \$signal [6] & c1_win_1[14];
-  assign \$199  = \$197  | \$198 ;
-  assign \$200  = \$signal [7] & c1_win_1[16];
-  assign \$201  = \$199  | \$200 ;
-  assign \$202  = \$signal [8] & c1_win_1[18];
-  assign \$203  = \$201  | \$202 ;
-  assign \$204  = \$signal [9] & c1_win_1[20];
-  assign \$205  = \$203  | \$204 ;
-  assign \$206  = \$signal [10] & c1_win_1[22];
-  assign \$207  = \$205  | \$206 ;
-  assign \$208  = \$signal [11] & c1_win_1[24];
-  assign \$209  = \$207  | \$208 ;
-  assign \$210  = \$signal [12] & c1_win_1[26];
-  assign \$211  = \$209  | \$210 ;
-  assign \$212  = \$signal [13] & c1_win_1[28];
-  assign \$213  = \$211  | \$212 ;
-  assign \$214  = \$signal [14] & c1_win_1[30];
-  assign \$215  = \$213  | \$214 ;
-  assign \$216  = \$signal [15] & c1_win_1[32];
-  assign \$217  = \$215  | \$216 ;
-  assign \$218  = \$signal [0] & c1_win_2[0];
-  assign \$219  = \$signal [1] & c1_win_2[2];
-  assign \$220  = \$218  | \$219 ;
-  assign \$221  = \$signal [2] & c1_win_2[4];
-  assign \$222  = \$220  | \$221 ;
-  assign \$223  = \$signal [3] & c1_win_2[6];
-  assign \$224  = \$222  | \$223 ;
-  assign \$225  = \$signal [4] & c1_win_2[8];
-  assign \$226  = \$224  | \$225 ;
-  assign \$227  = \$signal [5] & c1_win_2[10];
-  assign \$228  = \$226  | \$227 ;
-  assign \$229  = \$signal [6] & c1_win_2[12];
+  assign \$220  = \$signal$17 [12] & c1_win_1[26];
+  assign \$221  = \$219  | \$220 ;
+  assign \$222  = \$signal$17 [13] & c1_win_1[28];
+  assign \$223  = \$221  | \$222 ;
+  assign \$224  = \$signal$17 [14] & c1_win_1[30];
+  assign \$225  = \$223  | \$224 ;
+  assign \$226  = \$signal$17 [15] & c1_win_1[32];
+  assign \$227  = \$225  | \$226 ;
+  assign \$228  = \$signal$17 [0] & c1_win_2[0];
+  assign \$229  = \$signal$17 [1] & c1_win_2[2];
   assign \$230  = \$228  | \$229 ;
-  assign \$231  = \$signal [7] & c1_win_2[14];
+  assign \$231  = \$signal$17 [2] & c1_win_2[4];
   assign \$232  = \$230  | \$231 ;
-  assign \$233  = \$signal [8] & c1_win_2[16];
+  assign \$233  = \$signal$17 [3] & c1_win_2[6];
   assign \$234  = \$232  | \$233 ;
-  assign \$235  = \$signal [9] & c1_win_2[18];
+  assign \$235  = \$signal$17 [4] & c1_win_2[8];
   assign \$236  = \$234  | \$235 ;
-  assign \$237  = \$signal [10] & c1_win_2[20];
+  assign \$237  = \$signal$17 [5] & c1_win_2[10];
   assign \$238  = \$236  | \$237 ;
-  assign \$239  = \$signal [11] & c1_win_2[22];
+  assign \$239  = \$signal$17 [6] & c1_win_2[12];
   assign \$240  = \$238  | \$239 ;
-  assign \$241  = \$signal [12] & c1_win_2[24];
+  assign \$241  = \$signal$17 [7] & c1_win_2[14];
   assign \$242  = \$240  | \$241 ;
-  assign \$243  = \$signal [13] & c1_win_2[26];
+  assign \$243  = \$signal$17 [8] & c1_win_2[16];
   assign \$244  = \$242  | \$243 ;
-  assign \$245  = \$signal [14] & c1_win_2[28];
+  assign \$245  = \$signal$17 [9] & c1_win_2[18];
   assign \$246  = \$244  | \$245 ;
-  assign \$247  = \$signal [15] & c1_win_2[30];
+  assign \$247  = \$signal$17 [10] & c1_win_2[20];
   assign \$248  = \$246  | \$247 ;
-  assign \$249  = \$signal [0] & c1_win_2[1];
-  assign \$250  = \$signal [1] & c1_win_2[3];
-  assign \$251  = \$249  | \$250 ;
-  assign \$252  = \$signal [2] & c1_win_2[5];
-  assign \$253  = \$251  | \$252 ;
-  assign \$254  = \$signal [3] & c1_win_2[7];
-  assign \$255  = \$253  | \$254 ;
-  assign \$256  = \$signal [4] & c1_win_2[9];
-  assign \$257  = \$255  | \$256 ;
-  assign \$258  = \$signal [5] & c1_win_2[11];
-  assign \$259  = \$257  | \$258 ;
-  assign \$260  = \$signal [6] & c1_win_2[13];
+  assign \$249  = \$signal$17 [11] & c1_win_2[22];
+  assign \$250  = \$248  | \$249 ;
+  assign \$251  = \$signal$17 [12] & c1_win_2[24];
+  assign \$252  = \$250  | \$251 ;
+  assign \$253  = \$signal$17 [13] & c1_win_2[26];
+  assign \$254  = \$252  | \$253 ;
+  assign \$255  = \$signal$17 [14] & c1_win_2[28];
+  assign \$256  = \$254  | \$255 ;
+  assign \$257  = \$signal$17 [15] & c1_win_2[30];
+  assign \$258  = \$256  | \$257 ;
+  assign \$259  = \$signal$17 [0] & c1_win_2[1];
+  assign \$260  = \$signal$17 [1] & c1_win_2[3];
   assign \$261  = \$259  | \$260 ;
-  assign \$262  = \$signal [7] & c1_win_2[15];
+  assign \$262  = \$signal$17 [2] & c1_win_2[5];
   assign \$263  = \$261  | \$262 ;
-  assign \$264  = \$signal [8] & c1_win_2[17];
+  assign \$264  = \$signal$17 [3] & c1_win_2[7];
   assign \$265  = \$263  | \$264 ;
-  assign \$266  = \$signal [9] & c1_win_2[19];
+  assign \$266  = \$signal$17 [4] & c1_win_2[9];
   assign \$267  = \$265  | \$266 ;
-  assign \$268  = \$signal [10] & c1_win_2[21];
+  assign \$268  = \$signal$17 [5] & c1_win_2[11];
   assign \$269  = \$267  | \$268 ;
-  assign \$270  = \$signal [11] & c1_win_2[23];
+  assign \$270  = \$signal$17 [6] & c1_win_2[13];
   assign \$271  = \$269  | \$270 ;
-  assign \$272  = \$signal [12] & c1_win_2[25];
+  assign \$272  = \$signal$17 [7] & c1_win_2[15];
   assign \$273  = \$271  | \$272 ;
-  assign \$274  = \$signal [13] & c1_win_2[27];
+  assign \$274  = \$signal$17 [8] & c1_win_2[17];
   assign \$275  = \$273  | \$274 ;
-  assign \$276  = \$signal [14] & c1_win_2[29];
+  assign \$276  = \$signal$17 [9] & c1_win_2[19];
   assign \$277  = \$275  | \$276 ;
-  assign \$278  = \$signal [15] & c1_win_2[31];
+  assign \$278  = \$signal$17 [10] & c1_win_2[21];
   assign \$279  = \$277  | \$278 ;
-  assign \$280  = \$signal [0] & c1_win_2[2];
-  assign \$281  = \$signal [1] & c1_win_2[4];
-  assign \$282  = \$280  | \$281 ;
-  assign \$283  = \$signal [2] & c1_win_2[6];
-  assign \$284  = \$282  | \$283 ;
-  assign \$285  = \$signal [3] & c1_win_2[8];
-  assign \$286  = \$284  | \$285 ;
-  assign \$287  = \$signal [4] & c1_win_2[10];
-  assign \$288  = \$286  | \$287 ;
-  assign \$289  = \$signal [5] & c1_win_2[12];
-  assign \$290  = \$288  | \$289 ;
-  assign \$291  = \$signal [6] & c1_win_2[14];
+  assign \$280  = \$signal$17 [11] & c1_win_2[23];
+  assign \$281  = \$279  | \$280 ;
+  assign \$282  = \$signal$17 [12] & c1_win_2[25];
+  assign \$283  = \$281  | \$282 ;
+  assign \$284  = \$signal$17 [13] & c1_win_2[27];
+  assign \$285  = \$283  | \$284 ;
+  assign \$286  = \$signal$17 [14] & c1_win_2[29];
+  assign \$287  = \$285  | \$286 ;
+  assign \$288  = \$signal$17 [15] & c1_win_2[31];
+  assign \$289  = \$287  | \$288 ;
+  assign \$290  = \$signal$17 [0] & c1_win_2[2];
+  assign \$291  = \$signal$17 [1] & c1_win_2[4];
+  assign \$292  = \$290  | \$291 ;
+  assign \$293  = \$signal$17 [2] & c1_win_2[6];
+  assign \$294  = \$292  | \$293 ;
+  assign \$295  = \$signal$17 [3] & c1_win_2[8];
+  assign \$296  = \$294  | \$295 ;
+  assign \$297  = \$signal$17 [4] & c1_win_2[10];
+  assign \$298  = \$296  | \$297 ;
+  assign \$299  = \$signal$17 [5] & c1_win_2[12];
+  assign \$300  = \$298  | \$299 ;
+  assign \$301  = \$signal$17 [6] & c1_win_2[14];
+  assign \$302  = \$300  | \$301 ;
+  assign \$303  = \$signal$17 [7] & c1_win_2[16];
+  assign \$304  = \$302  | \$303 ;
+  assign \$305  = \$signal$17 [8] & c1_win_2[18];
+  assign \$306  = \$304  | \$305 ;
+  assign \$307  = \$signal$17 [9] & c1_win_2[20];
+  assign \$308  = \$306  | \$307 ;
+  assign \$309  = \$signal$17 [10] & c1_win_2[22];
+  assign \$310  = \$308  | \$309 ;
+  assign \$311  = \$signal$17 [11] & c1_win_2[24];
+  assign \$312  = \$310  | \$311 ;
+  assign \$313  = \$signal$17 [12] & c1_win_2[26];
+  assign \$314  = \$312  | \$313 ;
+  assign \$315  = \$signal$17 [13] & c1_win_2[28];
+  assign \$316  = \$314  | \$315 ;
+  assign \$317  = \$signal$17 [14] & c1_win_2[30];
+  assign \$318  = \$316  | \$317 ;
+  assign \$319  = \$signal$17 [15] & c1_win_2[32];
+  assign \$320  = \$318  | \$319 ;
+  assign \$321  = ~ b_rest;
+  assign \$322  = \$321  + 1'h1;
+  assign \$323  = { 1'h0, b_rest } & \$322 ;
+  assign \$324  = ~ a2_bits;
+  assign \$325  = \$324  + 1'h1;
+  assign \$326  = { 1'h0, a2_bits } & \$325 ;
+  assign \$327  = ~ nz;
+  assign \$328  = \$327  + 1'h1;
+  assign \$329  = { 1'h0, nz } & \$328 ;
+  assign \$330  = \$signal$36  ? \$signal$38  : rows_row;
+  assign row = sites__valid ? sites__payload[3:0] : \$330 ;
+  assign \$331  = ~ \$signal$9 ;
+  assign \$332  = ! nz;
+  assign \$333  = ~ a_v;
+  assign \$334  = \$332  & \$333 ;
+  assign \$335  = \$331  | \$334 ;
+  assign \$336  = \$signal$9  & \$335 ;
+  assign \$337  = ~ \$signal$9 ;
+  assign \$338  = ! nz;
+  assign \$339  = ~ a_v;
+  assign \$340  = \$338  & \$339 ;
+  assign \$341  = \$337  | \$340 ;
+  assign \$342  = \$signal$8  & \$341 ;
+  assign \$343  = win_1 | win_2;
+  assign \$344  = win_1 | win_2;
+  assign \$345  = \$343 [0] | \$344 [1];
+  assign \$346  = win_1 | win_2;
+  assign \$347  = win_1 | win_2;
+  assign \$348  = \$346 [2] | \$347 [3];
+  assign \$349  = win_1 | win_2;
+  assign \$350  = win_1 | win_2;
+  assign \$351  = \$349 [4] | \$350 [5];
+  assign \$352  = win_1 | win_2;
+  assign \$353  = win_1 | win_2;
+  assign \$354  = \$352 [6] | \$353 [7];
+  assign \$355  = win_1 | win_2;
+  assign \$356  = win_1 | win_2;
+  assign \$357  = \$355 [8] | \$356 [9];
+  assign \$358  = win_1 | win_2;
+  assign \$359  = win_1 | win_2;
+  assign \$360  = \$358 [10] | \$359 [11];
+  assign \$361  = win_1 | win_2;
+  assign \$362  = win_1 | win_2;
+  assign \$363  = \$361 [12] | \$362 [13];
+  assign \$364  = win_1 | win_2;
+  assign \$365  = win_1 | win_2;
+  assign \$366  = \$364 [14] | \$365 [15];
+  assign \$367  = win_1 | win_2;
+  assign \$368  = win_1 | win_2;
+  assign \$369  = \$367 [16] | \$368 [17];
+  assign \$370  = win_1 | win_2;
+  assign \$371  = win_1 | win_2;
+  assign \$372  = \$370 [18] | \$371 [19];
+  assign \$373  = win_1 | win_2;
+  assign \$374  = win_1 | win_2;
+  assign \$375  = \$373 [20] | \$374 [21];
+  assign \$376  = win_1 | win_2;
+  assign \$377  = win_1 | win_2;
+  assign \$378  = \$376 [22] | \$377 [23];
+  assign \$379  = win_1 | win_2;
+  assign \$380  = win_1 | win_2;
+  assign \$381  = \$379 [24] | \$380 [25];
+  assign \$382  = win_1 | win_2;
+  assign \$383  = win_1 | win_2;
+  assign \$384  = \$382 [26] | \$383 [27];
+  assign \$385  = win_1 | win_2;
+  assign \$386  = win_1 | win_2;
+  assign \$387  = \$385 [28] | \$386 [29];
+  assign \$388  = win_1 | win_2;
+  assign \$389  = win_1 | win_2;
+  assign \$390  = \$388 [30] | \$389 [31];
+  assign \$391  = win_1 | win_2;
+  assign \$392  = win_1 | win_2;
+  assign \$393  = \$391 [0] | \$392 [1];
+  assign \$394  = win_1 | win_2;
+  assign \$395  = win_1 | win_2;
+  assign \$396  = \$394 [2] | \$395 [3];
+  assign \$397  = win_1 | win_2;
+  assign \$398  = win_1 | win_2;
+  assign \$399  = \$397 [4] | \$398 [5];
+  assign \$400  = win_1 | win_2;
+  assign \$401  = win_1 | win_2;
+  assign \$402  = \$400 [6] | \$401 [7];
+  assign \$403  = win_1 | win_2;
+  assign \$404  = win_1 | win_2;
+  assign \$405  = \$403 [8] | \$404 [9];
+  assign \$406  = win_1 | win_2;
+  assign \$407  = win_1 | win_2;
+  assign \$408  = \$406 [10] | \$407 [11];
+  assign \$409  = win_1 | win_2;
+  assign \$410  = win_1 | win_2;
+  assign \$411  = \$409 [12] | \$410 [13];
+  assign \$412  = win_1 | win_2;
+  assign \$413  = win_1 | win_2;
+  assign \$414  = \$412 [14] | \$413 [15];
+  assign \$415  = win_1 | win_2;
+  assign \$416  = win_1 | win_2;
+  assign \$417  = \$415 [16] | \$416 [17];
+  assign \$418  = win_1 | win_2;
+  assign \$419  = win_1 | win_2;
+  assign \$420  = \$418 [18] | \$419 [19];
+  assign \$421  = win_1 | win_2;
+  assign \$422  = win_1 | win_2;
+  assign \$423  = \$421 [20] | \$422 [21];
+  assign \$424  = win_1 | win_2;
+  assign \$425  = win_1 | win_2;
+  assign \$426  = \$424 [22] | \$425 [23];
+  assign \$427  = win_1 | win_2;
+  assign \$428  = win_1 | win_2;
+  assign \$429  = \$427 [24] | \$428 [25];
+  assign \$430  = win_1 | win_2;
+  assign \$431  = win_1 | win_2;
+  assign \$432  = \$430 [26] | \$431 [27];
+  assign \$433  = win_1 | win_2;
+  assign \$434  = win_1 | win_2;
+  assign \$435  = \$433 [28] | \$434 [29];
+  assign \$436  = win_1 | win_2;
+  assign \$437  = win_1 | win_2;
+  assign \$438  = \$436 [30] | \$437 [31];
+  assign \$439  = | { \$438 , \$435 , \$432 , \$429 , \$426 , \$423 , \$420 , \$417 , \$414 , \$411 , \$408 , \$405 , \$402 , \$399 , \$396 , \$393  };
+  assign \$440  = ~ \$signal$8 ;
+  assign \$441  = ~ \$signal$9 ;
+  assign \$442  = ! nz;
+  assign \$443  = ~ a_v;
+  assign \$444  = \$442  & \$443 ;
+  assign \$445  = \$441  | \$444 ;
+  assign \$446  = \$440  | \$445 ;
+  assign \$447  = \$signal$7  & \$446 ;
+  assign \$448  = sel_0[0] ? bitmaps[31:0] : 32'd0;
+  assign \$449  = sel_0[1] ? bitmaps[63:32] : 32'd0;
+  assign \$450  = \$448  | \$449 ;
+  assign \$451  = sel_0[2] ? bitmaps[95:64] : 32'd0;
+  assign \$452  = \$450  | \$451 ;
+  assign \$453  = sel_0[3] ? bitmaps[127:96] : 32'd0;
+  assign \$454  = \$452  | \$453 ;
+  assign \$455  = sel_0[4] ? bitmaps[159:128] : 32'd0;
+  assign \$456  = \$454  | \$455 ;
+  assign \$457  = sel_0[5] ? bitmaps[191:160] : 32'd0;
+  assign \$458  = \$456  | \$457 ;
+  assign \$459  = sel_0[6] ? bitmaps[223:192] : 32'd0;
+  assign \$460  = \$458  | \$459 ;
+  assign \$461  = sel_0[7] ? bitmaps[255:224] : 32'd0;
+  assign \$462  = \$460  | \$461 ;
+  assign \$463  = sel_1[0] ? bitmaps[31:0] : 32'd0;
+  assign \$464  = sel_1[1] ? bitmaps[63:32] : 32'd0;
+  assign \$465  = \$463  | \$464 ;
+  assign \$466  = sel_1[2] ? bitmaps[95:64] : 32'd0;
+  assign \$467  = \$465  | \$466 ;
+  assign \$468  = sel_1[3] ? bitmaps[127:96] : 32'd0;
+  assign \$469  = \$467  | \$468 ;
+  assign \$470  = sel_1[4] ? bitmaps[159:128] : 32'd0;
+  assign \$471  = \$469  | \$470 ;
+  assign \$472  = sel_1[5] ? bitmaps[191:160] : 32'd0;
+  assign \$473  = \$471  | \$472 ;
+  assign \$474  = sel_1[6] ? bitmaps[223:192] : 32'd0;
+  assign \$475  = \$473  | \$474 ;
+  assign \$476  = sel_1[7] ? bitmaps[255:224] : 32'd0;
+  assign \$477  = \$475  | \$476 ;
+  assign \$478  = sel_2[0] ? bitmaps[31:0] : 32'd0;
+  assign \$479  = sel_2[1] ? bitmaps[63:32] : 32'd0;
+  assign \$480  = \$478  | \$479 ;
+  assign \$481  = sel_2[2] ? bitmaps[95:64] : 32'd0;
+  assign \$482  = \$480  | \$481 ;
+  assign \$483  = sel_2[3] ? bitmaps[127:96] : 32'd0;
+  assign \$484  = \$482  | \$483 ;
+  assign \$485  = sel_2[4] ? bitmaps[159:128] : 32'd0;
+  assign \$486  = \$484  | \$485 ;
+  assign \$487  = sel_2[5] ? bitmaps[191:160] : 32'd0;
+  assign \$488  = \$486  | \$487 ;
+  assign \$489  = sel_2[6] ? bitmaps[223:192] : 32'd0;
+  assign \$490  = \$488  | \$489 ;
+  assign \$491  = sel_2[7] ? bitmaps[255:224] : 32'd0;
+  assign \$492  = \$490  | \$491 ;
+  assign \$493  = ~ \$signal$7 ;
+  assign \$494  = ~ \$signal$8 ;
+  assign \$495  = ~ \$signal$9 ;
+  assign \$496  = ! nz;
+  assign \$497  = ~ a_v;
+  assign \$498  = \$496  & \$497 ;
+  assign \$499  = \$495  | \$498 ;
+  assign \$500  = \$494  | \$499 ;
+  assign \$501  = \$493  | \$500 ;
+  assign \$502  = \$signal  & \$501 ;
+  assign \$503  = ! row_0[2:0];
+  assign \$504  = tags[5:0] == row_0;
+  assign \$505  = \$503  & \$504 ;
+  assign \$506  = | i_cy;
+  assign \$507  = \$505  & \$506 ;
+  assign \$508  = row_0[2:0] == 1'h1;
+  assign \$509  = tags[11:6] == row_0;
+  assign \$510  = \$508  & \$509 ;
+  assign \$511  = | i_cy;
+  assign \$512  = \$510  & \$511 ;
+  assign \$513  = row_0[2:0] == 2'h2;
+  assign \$514  = tags[17:12] == row_0;
+  assign \$515  = \$513  & \$514 ;
+  assign \$516  = | i_cy;
+  assign \$517  = \$515  & \$516 ;
+  assign \$518  = row_0[2:0] == 2'h3;
+  assign \$519  = tags[23:18] == row_0;
+  assign \$520  = \$518  & \$519 ;
+  assign \$521  = | i_cy;
+  assign \$522  = \$520  & \$521 ;
+  assign \$523  = row_0[2:0] == 3'h4;
+  assign \$524  = tags[29:24] == row_0;
+  assign \$525  = \$523  & \$524 ;
+  assign \$526  = | i_cy;
+  assign \$527  = \$525  & \$526 ;
+  assign \$528  = row_0[2:0] == 3'h5;
+  assign \$529  = tags[35:30] == row_0;
+  assign \$530  = \$528  & \$529 ;
+  assign \$531  = | i_cy;
+  assign \$532  = \$530  & \$531 ;
+  assign \$533  = row_0[2:0] == 3'h6;
+  assign \$534  = tags[41:36] == row_0;
+  assign \$535  = \$533  & \$534 ;
+  assign \$536  = | i_cy;
+  assign \$537  = \$535  & \$536 ;
+  assign \$538  = row_0[2:0] == 3'h7;
+  assign \$539  = tags[47:42] == row_0;
+  assign \$540  = \$538  & \$539 ;
+  assign \$541  = | i_cy;
+  assign \$542  = \$540  & \$541 ;
+  assign \$543  = ! row_1[2:0];
+  assign \$544  = tags[5:0] == row_1;
+  assign \$545  = \$543  & \$544 ;
+  assign \$546  = row_1[2:0] == 1'h1;
+  assign \$547  = tags[11:6] == row_1;
+  assign \$548  = \$546  & \$547 ;
+  assign \$549  = row_1[2:0] == 2'h2;
+  assign \$550  = tags[17:12] == row_1;
+  assign \$551  = \$549  & \$550 ;
+  assign \$552  = row_1[2:0] == 2'h3;
+  assign \$553  = tags[23:18] == row_1;
+  assign \$554  = \$552  & \$553 ;
+  assign \$555  = row_1[2:0] == 3'h4;
+  assign \$556  = tags[29:24] == row_1;
+  assign \$557  = \$555  & \$556 ;
+  assign \$558  = row_1[2:0] == 3'h5;
+  assign \$559  = tags[35:30] == row_1;
+  assign \$560  = \$558  & \$559 ;
+  assign \$561  = row_1[2:0] == 3'h6;
+  assign \$562  = tags[41:36] == row_1;
+  assign \$563  = \$561  & \$562 ;
+  assign \$564  = row_1[2:0] == 3'h7;
+  assign \$565  = tags[47:42] == row_1;
+  assign \$566  = \$564  & \$565 ;
+  assign \$567  = ! row_2[2:0];
+  assign \$568  = tags[5:0] == row_2;
+  assign \$569  = \$567  & \$568 ;
+  assign \$570  = row_2[2:0] == 1'h1;
+  assign \$571  = tags[11:6] == row_2;
+  assign \$572  = \$570  & \$571 ;
+  assign \$573  = row_2[2:0] == 2'h2;
+  assign \$574  = tags[17:12] == row_2;
+  assign \$575  = \$573  & \$574 ;
+  assign \$576  = row_2[2:0] == 2'h3;
+  assign \$577  = tags[23:18] == row_2;
+  assign \$578  = \$576  & \$577 ;
+  assign \$579  = row_2[2:0] == 3'h4;
+  assign \$580  = tags[29:24] == row_2;
+  assign \$581  = \$579  & \$580 ;
+  assign \$582  = row_2[2:0] == 3'h5;
+  assign \$583  = tags[35:30] == row_2;
+  assign \$584  = \$582  & \$583 ;
+  assign \$585  = row_2[2:0] == 3'h6;
+  assign \$586  = tags[41:36] == row_2;
+  assign \$587  = \$585  & \$586 ;
+  assign \$588  = row_2[2:0] == 3'h7;
+  assign \$589  = tags[47:42] == row_2;
+  assign \$590  = \$588  & \$589 ;
+  assign \$591  = ~ \$signal ;
+  assign \$592  = ~ \$signal$7 ;
+  assign \$593  = ~ \$signal$8 ;
+  assign \$594  = ~ \$signal$9 ;
+  assign \$595  = ! nz;
+  assign \$596  = ~ a_v;
+  assign \$597  = \$595  & \$596 ;
+  assign \$598  = \$594  | \$597 ;
+  assign \$599  = \$593  | \$598 ;
+  assign \$600  = \$592  | \$599 ;
+  assign \$601  = \$591  | \$600 ;
+  assign \$602  = ~ ends;
+  assign \$603  = \$601  & \$602 ;
+  assign \$604  = ~ has_last;
+  assign \$606  = f_row > \$605 ;
+  assign \$607  = \$604  | \$606 ;
+  assign \$608  = eof_seen & \$607 ;
+  assign \$609  = done_rows >= need;
+  assign \$610  = eof_seen | \$609 ;
+  assign \$611  = f_row + 1'h1;
+  assign \$612  = cy + 2'h2;
+  assign \$613  = need + 2'h2;
+  assign \$614  = ~ \$signal$21 ;
+  assign \$615  = eof_pend & \$614 ;
+  assign \$616  = \$615  & w_rdy;
+  assign \$617  = ~ \$signal$21 ;
+  assign \$618  = \$617  | w_rdy;
+  assign \$619  = ~ \$323 [15:0];
+  assign \$620  = b_rest & \$619 ;
+  assign \$621  = b_rest - 1'h1;
+  assign \$622  = { 1'h0, b_rest } & \$621 ;
+  assign \$623  = ! \$622 ;
+  assign \$624  = ~ \$signal$21 ;
+  assign \$625  = \$624  | w_rdy;
+  assign \$626  = \$625  & \$signal$73 ;
+  assign \$627  = \$signal$74  ? \$signal$76  : 16'h0000;
+  assign \$628  = ~ \$signal$74 ;
+  assign \$629  = \$628  | a3_rest_zero;
+  assign \$630  = ~ \$signal$74 ;
+  assign \$631  = ~ \$signal$21 ;
+  assign \$632  = \$631  | w_rdy;
+  assign \$633  = \$632  & \$signal$73 ;
+  assign \$634  = \$630  | \$633 ;
+  assign \$635  = ~ \$326 [15:0];
+  assign \$636  = a2_bits & \$635 ;
+  assign \$637  = a2_bits - 1'h1;
+  assign \$638  = { 1'h0, a2_bits } & \$637 ;
+  assign \$639  = ! \$638 ;
+  assign \$640  = ~ \$signal$74 ;
+  assign \$641  = ~ \$signal$21 ;
+  assign \$642  = \$641  | w_rdy;
+  assign \$643  = \$642  & \$signal$73 ;
+  assign \$644  = \$640  | \$643 ;
+  assign \$645  = ~ \$signal$83 ;
+  assign \$646  = ~ \$signal$74 ;
+  assign \$647  = ~ \$signal$21 ;
+  assign \$648  = \$647  | w_rdy;
+  assign \$649  = \$648  & \$signal$73 ;
+  assign \$650  = \$646  | \$649 ;
+  assign \$651  = \$645  | \$650 ;
+  assign \$652  = \$651  & a_v;
+  assign \$653  = a_oh ? centre : 16'h0000;
+  assign \$654  = a_oh ? { cwin_0, 1'h0 } : 33'h000000000;
+  assign \$655  = a_oh ? { cwin_1, 1'h0 } : 33'h000000000;
+  assign \$656  = a_oh ? { cwin_2, 1'h0 } : 33'h000000000;
+  assign \$657  = ~ \$signal$83 ;
+  assign \$658  = ~ \$signal$74 ;
+  assign \$659  = ~ \$signal$21 ;
+  assign \$660  = \$659  | w_rdy;
+  assign \$661  = \$660  & \$signal$73 ;
+  assign \$662  = \$658  | \$661 ;
+  assign \$663  = \$657  | \$662 ;
+  assign \$664  = ~ a_v;
+  assign \$665  = ~ \$signal$83 ;
+  assign \$666  = ~ \$signal$74 ;
+  assign \$667  = ~ \$signal$21 ;
+  assign \$668  = \$667  | w_rdy;
+  assign \$669  = \$668  & \$signal$73 ;
+  assign \$670  = \$666  | \$669 ;
+  assign \$671  = \$665  | \$670 ;
+  assign \$672  = \$664  | \$671 ;
+  assign \$673  = \$672  & \$signal$9 ;
+  assign \$675  = \$673  & \$674 ;
+  assign \$676  = ~ \$329 [0];
+  assign \$677  = nz & \$676 ;
+  assign \$678  = ~ \$signal ;
+  assign \$679  = ~ \$signal$7 ;
+  assign \$680  = ~ \$signal$8 ;
+  assign \$681  = ~ \$signal$9 ;
+  assign \$682  = ! nz;
+  assign \$683  = ~ a_v;
+  assign \$684  = \$682  & \$683 ;
+  assign \$685  = \$681  | \$684 ;
+  assign \$686  = \$680  | \$685 ;
+  assign \$687  = \$679  | \$686 ;
+  assign \$688  = \$678  | \$687 ;
+  assign \$689  = ~ has_last;
+  assign \$691  = f_row > \$690 ;
+  assign \$692  = \$689  | \$691 ;
+  assign \$693  = eof_seen & \$692 ;
+  assign \$694  = \$688  & \$693 ;
+  assign \$695  = ends | \$694 ;
+  assign \$696  = \$signal  | \$signal$7 ;
+  assign \$697  = \$696  | \$signal$8 ;
+  assign \$698  = \$697  | \$signal$9 ;
+  assign \$699  = \$698  | \$signal$83 ;
+  assign \$700  = \$699  | \$signal$74 ;
+  assign \$701  = \$700  | b_v;
+  assign \$702  = \$701  | \$signal$21 ;
+  assign \$703  = ~ \$702 ;
+  assign \$704  = \$695  & \$703 ;
+  assign \$705  = ~ eof_done;
+  assign \$706  = \$704  & \$705 ;
+  assign \$707  = \$signal$21  | b_v;
+  assign \$708  = \$707  | \$signal$74 ;
+  assign \$709  = \$708  | \$signal$83 ;
+  assign \$710  = \$signal$74  ? \$signal$78  : a2_oy;
+  assign \$711  = b_v ? b_oy : \$710 ;
+  assign \$712  = \$signal$21  ? \$signal$23  : \$711 ;
+  assign \$713  = \$signal  ? { 1'h0, i_row } : f_row;
+  assign \$714  = \$signal$7  ? { 1'h0, s_row } : \$713 ;
+  assign \$715  = \$signal$8  ? { 1'h0, w_row } : \$714 ;
+  assign \$716  = \$signal$9  ? { 1'h0, c_row } : \$715 ;
+  always @(posedge clk)
+    \$signal$9  <= \$717 ;
+  always @(posedge clk)
+    c_row <= \$718 ;
+  always @(posedge clk)
+    \$signal$8  <= \$719 ;
+  always @(posedge clk)
+    centre <= \$720 ;
+  always @(posedge clk)
+    nz <= \$721 ;
+  always @(posedge clk)
+    cwin_0 <= \$722 ;
+  always @(posedge clk)
+    cwin_1 <= \$723 ;
+  always @(posedge clk)
+    cwin_2 <= \$724 ;
+  always @(posedge clk)
+    w_row <= \$725 ;
+  always @(posedge clk)
+    \$signal$7  <= \$726 ;
+  always @(posedge clk)
+    win_0 <= \$727 ;
+  always @(posedge clk)
+    win_1 <= \$728 ;
+  always @(posedge clk)
+    win_2 <= \$729 ;
+  always @(posedge clk)
+    s_row <= \$730 ;
+  always @(posedge clk)
+    \$signal  <= \$731 ;
+  always @(posedge clk)
+    sel_0 <= \$732 ;
+  always @(posedge clk)
+    sel_1 <= \$733 ;
+  always @(posedge clk)
+    sel_2 <= \$734 ;
+  always @(posedge clk)
+    ends <= \$735 ;
+  always @(posedge clk)
+    i_row <= \$736 ;
+  always @(posedge clk)
+    i_cy <= \$737 ;
+  always @(posedge clk)
+    f_row <= \$738 ;
+  always @(posedge clk)
+    cy <= \$739 ;
+  always @(posedge clk)
+    need <= \$740 ;
+  always @(posedge clk)
+    eof_pend <= \$741 ;
+  always @(posedge clk)
+    \$signal$21  <= \$742 ;
+  always @(posedge clk)
+    \$signal$17  <= \$743 ;
+  always @(posedge clk)
+    \$like  <= \$744 ;
+  always @(posedge clk)
+    \$signal$23  <= \$745 ;
+  always @(posedge clk)
+    c1_win_0 <= \$746 ;
+  always @(posedge clk)
+    c1_win_1 <= \$747 ;
+  always @(posedge clk)
+    c1_win_2 <= \$748 ;
+  always @(posedge clk)
+    \$signal$67  <= \$749 ;
+  always @(posedge clk)
+    b_rest <= \$750 ;
+  always @(posedge clk)
+    \$signal$73  <= \$751 ;
+  always @(posedge clk)
+    b_v <= \$752 ;
+  always @(posedge clk)
+    \$like$68  <= \$753 ;
+  always @(posedge clk)
+    b_oy <= \$754 ;
+  always @(posedge clk)
+    b_win_0 <= \$755 ;
+  always @(posedge clk)
+    b_win_1 <= \$756 ;
+  always @(posedge clk)
+    b_win_2 <= \$757 ;
+  always @(posedge clk)
+    \$signal$74  <= \$758 ;
+  always @(posedge clk)
+    \$signal$75  <= \$759 ;
+  always @(posedge clk)
+    \$signal$76  <= \$760 ;
+  always @(posedge clk)
+    \$like$77  <= \$761 ;
+  always @(posedge clk)
+    \$signal$78  <= \$762 ;
+  always @(posedge clk)
+    a3_rest_zero <= \$763 ;
+  always @(posedge clk)
+    a3_win_0 <= \$764 ;
+  always @(posedge clk)
+    a3_win_1 <= \$765 ;
+  always @(posedge clk)
+    a3_win_2 <= \$766 ;
+  always @(posedge clk)
+    \$signal$83  <= \$767 ;
+  always @(posedge clk)
+    a2_oy <= \$768 ;
+  always @(posedge clk)
+    \$signal$84  <= \$769 ;
+  always @(posedge clk)
+    a2_bits <= \$770 ;
+  always @(posedge clk)
+    a2_win_0 <= \$771 ;
+  always @(posedge clk)
+    a2_win_1 <= \$772 ;
+  always @(posedge clk)
+    a2_win_2 <= \$773 ;
+  always @(posedge clk)
+    a_v <= \$774 ;
+  always @(posedge clk)
+    a_oh <= \$775 ;
+  always @(posedge clk)
+    eof_done <= \$776 ;
+  always @(posedge clk)
+    \$signal$36  <= \$777 ;
+  always @(posedge clk)
+    \$signal$38  <= \$778 ;
+  always @(posedge clk)
+    rows_row <= \$779 ;
+  assign \$1  = ~ \$signal$7 ;
+  assign \$2  = ~ \$signal$8 ;
+  assign \$3  = ~ \$signal$9 ;
+  assign \$4  = ! nz;
+  assign \$5  = ~ a_v;
+  assign \$6  = \$4  & \$5 ;
+  assign \$7  = \$3  | \$6 ;
+  assign \$8  = \$2  | \$7 ;
+  assign \$9  = \$1  | \$8 ;
+  assign \$10  = \$signal  & \$9 ;
+  assign \$11  = i_cy + 9'h1ff;
+  assign \$12  = i_cy + 1'h0;
+  assign \$13  = i_cy + 1'h1;
+  assign \$14  = \$signal$17 [1] | \$signal$17 [3];
+  assign \$15  = \$14  | \$signal$17 [5];
+  assign \$16  = \$15  | \$signal$17 [7];
+  assign \$17  = \$16  | \$signal$17 [9];
+  assign \$18  = \$17  | \$signal$17 [11];
+  assign \$19  = \$18  | \$signal$17 [13];
+  assign \$20  = \$19  | \$signal$17 [15];
+  assign \$21  = \$signal$17 [2] | \$signal$17 [3];
+  assign \$22  = \$21  | \$signal$17 [6];
+  assign \$23  = \$22  | \$signal$17 [7];
+  assign \$24  = \$23  | \$signal$17 [10];
+  assign \$25  = \$24  | \$signal$17 [11];
+  assign \$26  = \$25  | \$signal$17 [14];
+  assign \$27  = \$26  | \$signal$17 [15];
+  assign \$28  = \$signal$17 [4] | \$signal$17 [5];
+  assign \$29  = \$28  | \$signal$17 [6];
+  assign \$30  = \$29  | \$signal$17 [7];
+  assign \$31  = \$30  | \$signal$17 [12];
+  assign \$32  = \$31  | \$signal$17 [13];
+  assign \$33  = \$32  | \$signal$17 [14];
+  assign \$34  = \$33  | \$signal$17 [15];
+  assign \$35  = \$signal$17 [8] | \$signal$17 [9];
+  assign \$36  = \$35  | \$signal$17 [10];
+  assign \$37  = \$36  | \$signal$17 [11];
+  assign \$38  = \$37  | \$signal$17 [12];
+  assign \$39  = \$38  | \$signal$17 [13];
+  assign \$40  = \$39  | \$signal$17 [14];
+  assign \$41  = \$40  | \$signal$17 [15];
+  assign w_en = \$signal$21  | eof_pend;
+  assign \$42  = \$signal$17 [0] & c1_win_0[0];
+  assign \$43  = \$signal$17 [1] & c1_win_0[2];
+  assign \$44  = \$42  | \$43 ;
+  assign \$45  = \$signal$17 [2] & c1_win_0[4];
+  assign \$46  = \$44  | \$45 ;
+  assign \$47  = \$signal$17 [3] & c1_win_0[6];
+  assign \$48  = \$46  | \$47 ;
+  assign \$49  = \$signal$17 [4] & c1_win_0[8];
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = \$signal$17 [5] & c1_win_0[10];
+  assign \$52  = \$50  | \$51 ;
+  assign \$53  = \$signal$17 [6] & c1_win_0[12];
+  assign \$54  = \$52  | \$53 ;
+  assign \$55  = \$signal$17 [7] & c1_win_0[14];
+  assign \$56  = \$54  | \$55 ;
+  assign \$57  = \$signal$17 [8] & c1_win_0[16];
+  assign \$58  = \$56  | \$57 ;
+  assign \$59  = \$signal$17 [9] & c1_win_0[18];
+  assign \$60  = \$58  | \$59 ;
+  assign \$61  = \$signal$17 [10] & c1_win_0[20];
+  assign \$62  = \$60  | \$61 ;
+  assign \$63  = \$signal$17 [11] & c1_win_0[22];
+  assign \$64  = \$62  | \$63 ;
+  assign \$65  = \$signal$17 [12] & c1_win_0[24];
+  assign \$66  = \$64  | \$65 ;
+  assign \$67  = \$signal$17 [13] & c1_win_0[26];
+  assign \$68  = \$66  | \$67 ;
+  assign \$69  = \$signal$17 [14] & c1_win_0[28];
+  assign \$70  = \$68  | \$69 ;
+  assign \$71  = \$signal$17 [15] & c1_win_0[30];
+  assign \$72  = \$70  | \$71 ;
+  assign \$73  = \$signal$17 [0] & c1_win_0[1];
+  assign \$74  = \$signal$17 [1] & c1_win_0[3];
+  assign \$75  = \$73  | \$74 ;
+  assign \$76  = \$signal$17 [2] & c1_win_0[5];
+  assign \$77  = \$75  | \$76 ;
+  assign \$78  = \$signal$17 [3] & c1_win_0[7];
+  assign \$79  = \$77  | \$78 ;
+  assign \$80  = \$signal$17 [4] & c1_win_0[9];
+  assign \$81  = \$79  | \$80 ;
+  assign \$82  = \$signal$17 [5] & c1_win_0[11];
+  assign \$83  = \$81  | \$82 ;
+  assign \$84  = \$signal$17 [6] & c1_win_0[13];
+  assign \$85  = \$83  | \$84 ;
+  assign \$86  = \$signal$17 [7] & c1_win_0[15];
+  assign \$87  = \$85  | \$86 ;
+  assign \$88  = \$signal$17 [8] & c1_win_0[17];
+  assign \$89  = \$87  | \$88 ;
+  assign \$90  = \$signal$17 [9] & c1_win_0[19];
+  assign \$91  = \$89  | \$90 ;
+  assign \$92  = \$signal$17 [10] & c1_win_0[21];
+  assign \$93  = \$91  | \$92 ;
+  assign \$94  = \$signal$17 [11] & c1_win_0[23];
+  assign \$95  = \$93  | \$94 ;
+  assign \$96  = \$signal$17 [12] & c1_win_0[25];
+  assign \$97  = \$95  | \$96 ;
+  assign \$98  = \$signal$17 [13] & c1_win_0[27];
+  assign \$99  = \$97  | \$98 ;
+  assign \$100  = \$signal$17 [14] & c1_win_0[29];
+  assign \$101  = \$99  | \$100 ;
+  assign \$102  = \$signal$17 [15] & c1_win_0[31];
+  assign \$103  = \$101  | \$102 ;
+  assign \$104  = \$signal$17 [0] & c1_win_0[2];
+  assign \$105  = \$signal$17 [1] & c1_win_0[4];
+  assign \$106  = \$104  | \$105 ;
+  assign \$107  = \$signal$17 [2] & c1_win_0[6];
+  assign \$108  = \$106  | \$107 ;
+  assign \$109  = \$signal$17 [3] & c1_win_0[8];
+  assign \$110  = \$108  | \$109 ;
+  assign \$111  = \$signal$17 [4] & c1_win_0[10];
+  assign \$112  = \$110  | \$111 ;
+  assign \$113  = \$signal$17 [5] & c1_win_0[12];
+  assign \$114  = \$112  | \$113 ;
+  assign \$115  = \$signal$17 [6] & c1_win_0[14];
+  assign \$116  = \$114  | \$115 ;
+  assign \$117  = \$signal$17 [7] & c1_win_0[16];
+  assign \$118  = \$116  | \$117 ;
+  assign \$119  = \$signal$17 [8] & c1_win_0[18];
+  assign \$120  = \$118  | \$119 ;
+  assign \$121  = \$signal$17 [9] & c1_win_0[20];
+  assign \$122  = \$120  | \$121 ;
+  assign \$123  = \$signal$17 [10] & c1_win_0[22];
+  assign \$124  = \$122  | \$123 ;
+  assign \$125  = \$signal$17 [11] & c1_win_0[24];
+  assign \$126  = \$124  | \$125 ;
+  assign \$127  = \$signal$17 [12] & c1_win_0[26];
+  assign \$128  = \$126  | \$127 ;
+  assign \$129  = \$signal$17 [13] & c1_win_0[28];
+  assign \$130  = \$128  | \$129 ;
+  assign \$131  = \$signal$17 [14] & c1_win_0[30];
+  assign \$132  = \$130  | \$131 ;
+  assign \$133  = \$signal$17 [15] & c1_win_0[32];
+  assign \$134  = \$132  | \$133 ;
+  assign \$135  = \$signal$17 [0] & c1_win_1[0];
+  assign \$136  = \$signal$17 [1] & c1_win_1[2];
+  assign \$137  = \$135  | \$136 ;
+  assign \$138  = \$signal$17 [2] & c1_win_1[4];
+  assign \$139  = \$137  | \$138 ;
+  assign \$140  = \$signal$17 [3] & c1_win_1[6];
+  assign \$141  = \$139  | \$140 ;
+  assign \$142  = \$signal$17 [4] & c1_win_1[8];
+  assign \$143  = \$141  | \$142 ;
+  assign \$144  = \$signal$17 [5] & c1_win_1[10];
+  assign \$145  = \$143  | \$144 ;
+  assign \$146  = \$signal$17 [6] & c1_win_1[12];
+  assign \$147  = \$145  | \$146 ;
+  assign \$148  = \$signal$17 [7] & c1_win_1[14];
+  assign \$149  = \$147  | \$148 ;
+  assign \$150  = \$signal$17 [8] & c1_win_1[16];
+  assign \$151  = \$149  | \$150 ;
+  assign \$152  = \$signal$17 [9] & c1_win_1[18];
+  assign \$153  = \$151  | \$152 ;
+  assign \$154  = \$signal$17 [10] & c1_win_1[20];
+  assign \$155  = \$153  | \$154 ;
+  assign \$156  = \$signal$17 [11] & c1_win_1[22];
+  assign \$157  = \$155  | \$156 ;
+  assign \$158  = \$signal$17 [12] & c1_win_1[24];
+  assign \$159  = \$157  | \$158 ;
+  assign \$160  = \$signal$17 [13] & c1_win_1[26];
+  assign \$161  = \$159  | \$160 ;
+  assign \$162  = \$signal$17 [14] & c1_win_1[28];
+  assign \$163  = \$161  | \$162 ;
+  assign \$164  = \$signal$17 [15] & c1_win_1[30];
+  assign \$165  = \$163  | \$164 ;
+  assign \$166  = \$signal$17 [0] & c1_win_1[1];
+  assign \$167  = \$signal$17 [1] & c1_win_1[3];
+  assign \$168  = \$166  | \$167 ;
+  assign \$169  = \$signal$17 [2] & c1_win_1[5];
+  assign \$170  = \$168  | \$169 ;
+  assign \$171  = \$signal$17 [3] & c1_win_1[7];
+  assign \$172  = \$170  | \$171 ;
+  assign \$173  = \$signal$17 [4] & c1_win_1[9];
+  assign \$174  = \$172  | \$173 ;
+  assign \$175  = \$signal$17 [5] & c1_win_1[11];
+  assign \$176  = \$174  | \$175 ;
+  assign \$177  = \$signal$17 [6] & c1_win_1[13];
+  assign \$178  = \$176  | \$177 ;
+  assign \$179  = \$signal$17 [7] & c1_win_1[15];
+  assign \$180  = \$178  | \$179 ;
+  assign \$181  = \$signal$17 [8] & c1_win_1[17];
+  assign \$182  = \$180  | \$181 ;
+  assign \$183  = \$signal$17 [9] & c1_win_1[19];
+  assign \$184  = \$182  | \$183 ;
+  assign \$185  = \$signal$17 [10] & c1_win_1[21];
+  assign \$186  = \$184  | \$185 ;
+  assign \$187  = \$signal$17 [11] & c1_win_1[23];
+  assign \$188  = \$186  | \$187 ;
+  assign \$189  = \$signal$17 [12] & c1_win_1[25];
+  assign \$190  = \$188  | \$189 ;
+  assign \$191  = \$signal$17 [13] & c1_win_1[27];
+  assign \$192  = \$190  | \$191 ;
+  assign \$193  = \$signal$17 [14] & c1_win_1[29];
+  assign \$194  = \$192  | \$193 ;
+  assign \$195  = \$signal$17 [15] & c1_win_1[31];
+  assign \$196  = \$194  | \$195 ;
+  assign \$197  = \$signal$17 [0] & c1_win_1[2];
+  assign \$198  = \$signal$17 [1] & c1_win_1[4];
+  assign \$199  = \$197  | \$198 ;
+  assign \$200  = \$signal$17 [2] & c1_win_1[6];
+  assign \$201  = \$199  | \$200 ;
+  assign \$202  = \$signal$17 [3] & c1_win_1[8];
+  assign \$203  = \$201  | \$202 ;
+  assign \$204  = \$signal$17 [4] & c1_win_1[10];
+  assign \$205  = \$203  | \$204 ;
+  assign \$206  = \$signal$17 [5] & c1_win_1[12];
+  assign \$207  = \$205  | \$206 ;
+  assign \$208  = \$signal$17 [6] & c1_win_1[14];
+  assign \$209  = \$207  | \$208 ;
+  assign \$210  = \$signal$17 [7] & c1_win_1[16];
+  assign \$211  = \$209  | \$210 ;
+  assign \$212  = \$signal$17 [8] & c1_win_1[18];
+  assign \$213  = \$211  | \$212 ;
+  assign \$214  = \$signal$17 [9] & c1_win_1[20];
+  assign \$215  = \$213  | \$214 ;
+  assign \$216  = \$signal$17 [10] & c1_win_1[22];
+  assign \$217  = \$215  | \$216 ;
+  assign \$218  = \$signal$17 [11] & c1_win_1[24];
+  assign \$219  = \$217  | \$218 ;
   \top.layer0.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -2820,12 +3002,33 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    row_0 = 7'h00;
+    if (\$10 ) begin
+      row_0 = \$11 [6:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    row_1 = 7'h00;
+    if (\$10 ) begin
+      row_1 = \$12 [6:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    row_2 = 7'h00;
+    if (\$10 ) begin
+      row_2 = \$13 [6:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     w_data = 19'h00000;
     (* full_case = 32'd1 *)
-    if (\$signal$15 ) begin
-      w_data[3:0] = \$signal$17 ;
-      w_data[7:4] = { \$31 , \$24 , \$17 , \$10  };
-      w_data[16:8] = { \$310 , \$279 , \$248 , \$217 , \$186 , \$155 , \$124 , \$93 , \$62  };
+    if (\$signal$21 ) begin
+      w_data[3:0] = \$signal$23 ;
+      w_data[7:4] = { \$41 , \$34 , \$27 , \$20  };
+      w_data[16:8] = { \$320 , \$289 , \$258 , \$227 , \$196 , \$165 , \$134 , \$103 , \$72  };
     end else begin
       w_data[17] = 1'h1;
       w_data[18] = error;
@@ -2833,622 +3036,729 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$664  = sel_0;
-    if (\$322 ) begin
-      \$664 [0] = \$327 ;
+    \$717  = \$signal$9 ;
+    if (\$336 ) begin
+      \$717  = 1'h0;
     end
-    if (\$328 ) begin
-      \$664 [1] = \$333 ;
-    end
-    if (\$334 ) begin
-      \$664 [2] = \$339 ;
-    end
-    if (\$340 ) begin
-      \$664 [3] = \$345 ;
-    end
-    if (\$346 ) begin
-      \$664 [4] = \$351 ;
-    end
-    if (\$352 ) begin
-      \$664 [5] = \$357 ;
-    end
-    if (\$358 ) begin
-      \$664 [6] = \$363 ;
-    end
-    if (\$364 ) begin
-      \$664 [7] = \$369 ;
+    if (\$342 ) begin
+      \$717  = 1'h1;
     end
     if (rst) begin
-      \$664  = 8'h00;
+      \$717  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$665  = win_0;
-    if (\$370 ) begin
-      \$665  = \$385 ;
+    \$718  = c_row;
+    if (\$342 ) begin
+      \$718  = w_row;
     end
     if (rst) begin
-      \$665  = 32'd0;
+      \$718  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$666  = sel_1;
-    if (\$386 ) begin
-      \$666 [0] = \$389 ;
+    \$719  = \$signal$8 ;
+    if (\$342 ) begin
+      \$719  = 1'h0;
     end
-    if (\$390 ) begin
-      \$666 [1] = \$393 ;
-    end
-    if (\$394 ) begin
-      \$666 [2] = \$397 ;
-    end
-    if (\$398 ) begin
-      \$666 [3] = \$401 ;
-    end
-    if (\$402 ) begin
-      \$666 [4] = \$405 ;
-    end
-    if (\$406 ) begin
-      \$666 [5] = \$409 ;
-    end
-    if (\$410 ) begin
-      \$666 [6] = \$413 ;
-    end
-    if (\$414 ) begin
-      \$666 [7] = \$417 ;
+    if (\$447 ) begin
+      \$719  = 1'h1;
     end
     if (rst) begin
-      \$666  = 8'h00;
+      \$719  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$667  = win_1;
-    if (\$418 ) begin
-      \$667  = \$433 ;
+    \$720  = centre;
+    if (\$342 ) begin
+      \$720  = { \$390 , \$387 , \$384 , \$381 , \$378 , \$375 , \$372 , \$369 , \$366 , \$363 , \$360 , \$357 , \$354 , \$351 , \$348 , \$345  };
     end
     if (rst) begin
-      \$667  = 32'd0;
+      \$720  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$668  = sel_2;
-    if (\$434 ) begin
-      \$668 [0] = \$437 ;
+    \$721  = nz;
+    if (\$342 ) begin
+      \$721  = \$439 ;
     end
-    if (\$438 ) begin
-      \$668 [1] = \$441 ;
-    end
-    if (\$442 ) begin
-      \$668 [2] = \$445 ;
-    end
-    if (\$446 ) begin
-      \$668 [3] = \$449 ;
-    end
-    if (\$450 ) begin
-      \$668 [4] = \$453 ;
-    end
-    if (\$454 ) begin
-      \$668 [5] = \$457 ;
-    end
-    if (\$458 ) begin
-      \$668 [6] = \$461 ;
-    end
-    if (\$462 ) begin
-      \$668 [7] = \$465 ;
+    if (\$675 ) begin
+      \$721  = \$677 ;
     end
     if (rst) begin
-      \$668  = 8'h00;
+      \$721  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$669  = win_2;
-    if (\$466 ) begin
-      \$669  = \$481 ;
+    \$722  = cwin_0;
+    if (\$342 ) begin
+      \$722  = win_0;
     end
     if (rst) begin
-      \$669  = 32'd0;
+      \$722  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$670  = eof_pend;
-    if (\$484 ) begin
-      \$670  = 1'h0;
+    \$723  = cwin_1;
+    if (\$342 ) begin
+      \$723  = win_1;
     end
-    casez (state)
-      3'h0:
-          if (\$551 ) begin
-            if (\$554 ) begin
-              \$670  = 1'h1;
-            end
-          end
-    endcase
     if (rst) begin
-      \$670  = 1'h0;
+      \$723  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$671  = \$signal$15 ;
-    if (\$486 ) begin
-      \$671  = b_v;
+    \$724  = cwin_2;
+    if (\$342 ) begin
+      \$724  = win_2;
     end
     if (rst) begin
-      \$671  = 1'h0;
+      \$724  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$672  = \$signal ;
-    if (\$486 ) begin
-      \$672  = \$signal$45 ;
+    \$725  = w_row;
+    if (\$447 ) begin
+      \$725  = s_row;
     end
     if (rst) begin
-      \$672  = 16'h0000;
+      \$725  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$673  = \$like ;
-    if (\$486 ) begin
-      \$673  = b_ci;
+    \$726  = \$signal$7 ;
+    if (\$447 ) begin
+      \$726  = 1'h0;
     end
-    if (rst) begin
-      \$673  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$674  = \$signal$17 ;
-    if (\$486 ) begin
-      \$674  = f_row[3:0];
-    end
-    if (rst) begin
-      \$674  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$675  = c1_win_0;
-    if (\$486 ) begin
-      \$675  = b_win_0;
-    end
-    if (rst) begin
-      \$675  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$676  = c1_win_1;
-    if (\$486 ) begin
-      \$676  = b_win_1;
-    end
-    if (rst) begin
-      \$676  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$677  = c1_win_2;
-    if (\$486 ) begin
-      \$677  = b_win_2;
-    end
-    if (rst) begin
-      \$677  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$678  = \$signal$45 ;
-    if (\$486 ) begin
-      \$678  = \$313 [15:0];
-    end
-    if (\$494 ) begin
-      \$678  = \$signal$52 ;
-    end
-    if (rst) begin
-      \$678  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$679  = b_rest;
-    if (\$486 ) begin
-      \$679  = \$488 ;
-    end
-    if (\$494 ) begin
-      \$679  = \$495 ;
-    end
-    if (rst) begin
-      \$679  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$680  = \$signal$50 ;
-    if (\$486 ) begin
-      \$680  = \$491 ;
-    end
-    if (\$494 ) begin
-      \$680  = \$497 ;
-    end
-    if (rst) begin
-      \$680  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$681  = b_v;
-    if (\$494 ) begin
-      \$681  = \$signal$51 ;
-    end
-    if (rst) begin
-      \$681  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$682  = b_ci;
-    if (\$494 ) begin
-      \$682  = \$like$54 ;
-    end
-    if (rst) begin
-      \$682  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$683  = b_win_0;
-    if (\$494 ) begin
-      \$683  = a3_win_0;
-    end
-    if (rst) begin
-      \$683  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$684  = b_win_1;
-    if (\$494 ) begin
-      \$684  = a3_win_1;
-    end
-    if (rst) begin
-      \$684  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$685  = b_win_2;
-    if (\$494 ) begin
-      \$685  = a3_win_2;
-    end
-    if (rst) begin
-      \$685  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$686  = \$signal$51 ;
     if (\$502 ) begin
-      \$686  = \$signal$59 ;
+      \$726  = 1'h1;
     end
     if (rst) begin
-      \$686  = 1'h0;
+      \$726  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$687  = \$signal$52 ;
+    \$727  = win_0;
+    if (\$447 ) begin
+      \$727  = \$462 ;
+    end
+    if (rst) begin
+      \$727  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$728  = win_1;
+    if (\$447 ) begin
+      \$728  = \$477 ;
+    end
+    if (rst) begin
+      \$728  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$729  = win_2;
+    if (\$447 ) begin
+      \$729  = \$492 ;
+    end
+    if (rst) begin
+      \$729  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$730  = s_row;
     if (\$502 ) begin
-      \$687  = \$316 [15:0];
+      \$730  = i_row;
     end
     if (rst) begin
-      \$687  = 16'h0000;
+      \$730  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$688  = \$signal$53 ;
+    \$731  = \$signal ;
     if (\$502 ) begin
-      \$688  = \$504 ;
+      \$731  = 1'h0;
+    end
+    if (\$603 ) begin
+      if (\$608 ) begin
+      end else if (\$610 ) begin
+        \$731  = 1'h1;
+      end
     end
     if (rst) begin
-      \$688  = 16'h0000;
+      \$731  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$689  = \$like$54 ;
+    \$732  = sel_0;
     if (\$502 ) begin
-      \$689  = a2_ci;
+      \$732 [0] = \$507 ;
+      \$732 [1] = \$512 ;
+      \$732 [2] = \$517 ;
+      \$732 [3] = \$522 ;
+      \$732 [4] = \$527 ;
+      \$732 [5] = \$532 ;
+      \$732 [6] = \$537 ;
+      \$732 [7] = \$542 ;
     end
     if (rst) begin
-      \$689  = 1'h0;
+      \$732  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$690  = a3_rest_zero;
+    \$733  = sel_1;
     if (\$502 ) begin
-      \$690  = \$507 ;
+      \$733 [0] = \$545 ;
+      \$733 [1] = \$548 ;
+      \$733 [2] = \$551 ;
+      \$733 [3] = \$554 ;
+      \$733 [4] = \$557 ;
+      \$733 [5] = \$560 ;
+      \$733 [6] = \$563 ;
+      \$733 [7] = \$566 ;
     end
     if (rst) begin
-      \$690  = 1'h1;
+      \$733  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$691  = a3_win_0;
+    \$734  = sel_2;
     if (\$502 ) begin
-      \$691  = a2_win_0;
+      \$734 [0] = \$569 ;
+      \$734 [1] = \$572 ;
+      \$734 [2] = \$575 ;
+      \$734 [3] = \$578 ;
+      \$734 [4] = \$581 ;
+      \$734 [5] = \$584 ;
+      \$734 [6] = \$587 ;
+      \$734 [7] = \$590 ;
     end
     if (rst) begin
-      \$691  = 33'h000000000;
+      \$734  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$692  = a3_win_1;
-    if (\$502 ) begin
-      \$692  = a2_win_1;
+    \$735  = ends;
+    if (\$603 ) begin
+      if (\$608 ) begin
+        \$735  = 1'h1;
+      end
     end
-    if (rst) begin
-      \$692  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$693  = a3_win_2;
-    if (\$502 ) begin
-      \$693  = a2_win_2;
-    end
-    if (rst) begin
-      \$693  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$694  = \$signal$59 ;
-    if (\$512 ) begin
-      \$694  = 1'h0;
-    end
-    if (\$520 ) begin
-      \$694  = 1'h1;
-    end
-    if (rst) begin
-      \$694  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$695  = a2_ci;
-    if (\$520 ) begin
-      \$695  = 1'h0;
-    end
-    if (rst) begin
-      \$695  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$696  = a2_bits;
-    if (\$520 ) begin
-      \$696  = \$521 ;
-    end
-    if (rst) begin
-      \$696  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$697  = a2_win_0;
-    if (\$520 ) begin
-      \$697  = \$522 ;
-    end
-    if (rst) begin
-      \$697  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$698  = a2_win_1;
-    if (\$520 ) begin
-      \$698  = \$523 ;
-    end
-    if (rst) begin
-      \$698  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$699  = a2_win_2;
-    if (\$520 ) begin
-      \$699  = \$524 ;
-    end
-    if (rst) begin
-      \$699  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$700  = \$signal$64 ;
-    if (\$531 ) begin
-      \$700  = 1'h0;
-    end
-    if (\$544 ) begin
-      \$700  = 1'h1;
-    end
-    if (rst) begin
-      \$700  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$701  = \$signal$65 ;
-    if (\$544 ) begin
-      \$701  = \$319 [0];
-    end
-    if (rst) begin
-      \$701  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$702  = nz;
-    if (\$544 ) begin
-      \$702  = \$546 ;
-    end
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          \$702  = \$651 ;
-    endcase
-    if (rst) begin
-      \$702  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$703  = state;
-    casez (state)
-      3'h0:
-          if (\$551 ) begin
-            if (\$554 ) begin
-              \$703  = 3'h5;
-            end
-          end else if (\$553 ) begin
-            \$703  = 3'h1;
-          end
-      3'h1:
-          \$703  = 3'h2;
-      3'h2:
-          \$703  = 3'h3;
-      3'h3:
-          \$703  = 3'h4;
-      3'h4:
-          if (\$660 ) begin
-            \$703  = 3'h0;
-          end
-    endcase
     if (frame_reset) begin
-      \$703  = 3'h0;
+      \$735  = 1'h0;
     end
     if (rst) begin
-      \$703  = 3'h0;
+      \$735  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$704  = centre;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          \$704  = { \$602 , \$599 , \$596 , \$593 , \$590 , \$587 , \$584 , \$581 , \$578 , \$575 , \$572 , \$569 , \$566 , \$563 , \$560 , \$557  };
-    endcase
+    \$736  = i_row;
+    if (\$603 ) begin
+      if (\$608 ) begin
+      end else if (\$610 ) begin
+        \$736  = f_row[3:0];
+      end
+    end
     if (rst) begin
-      \$704  = 16'h0000;
+      \$736  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$705  = f_row;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (\$660 ) begin
-            \$705  = \$661 [4:0];
-          end
-    endcase
+    \$737  = i_cy;
+    if (\$603 ) begin
+      if (\$608 ) begin
+      end else if (\$610 ) begin
+        \$737  = cy;
+      end
+    end
+    if (rst) begin
+      \$737  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$738  = f_row;
+    if (\$603 ) begin
+      if (\$608 ) begin
+      end else if (\$610 ) begin
+        \$738  = \$611 [4:0];
+      end
+    end
     if (frame_reset) begin
-      \$705  = 5'h00;
+      \$738  = 5'h00;
     end
     if (rst) begin
-      \$705  = 5'h00;
+      \$738  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$706  = cy;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (\$660 ) begin
-            \$706  = \$662 [6:0];
-          end
-    endcase
+    \$739  = cy;
+    if (\$603 ) begin
+      if (\$608 ) begin
+      end else if (\$610 ) begin
+        \$739  = \$612 [6:0];
+      end
+    end
     if (frame_reset) begin
-      \$706  = 7'h00;
+      \$739  = 7'h00;
     end
     if (rst) begin
-      \$706  = 7'h00;
+      \$739  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$707  = need;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (\$660 ) begin
-            \$707  = \$663 [6:0];
-          end
-    endcase
+    \$740  = need;
+    if (\$603 ) begin
+      if (\$608 ) begin
+      end else if (\$610 ) begin
+        \$740  = \$613 [6:0];
+      end
+    end
     if (frame_reset) begin
-      \$707  = 7'h02;
+      \$740  = 7'h02;
     end
     if (rst) begin
-      \$707  = 7'h02;
+      \$740  = 7'h02;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$741  = eof_pend;
+    if (\$616 ) begin
+      \$741  = 1'h0;
+    end
+    if (\$706 ) begin
+      \$741  = 1'h1;
+    end
+    if (rst) begin
+      \$741  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$742  = \$signal$21 ;
+    if (\$618 ) begin
+      \$742  = b_v;
+    end
+    if (rst) begin
+      \$742  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$743  = \$signal$17 ;
+    if (\$618 ) begin
+      \$743  = \$signal$67 ;
+    end
+    if (rst) begin
+      \$743  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$744  = \$like ;
+    if (\$618 ) begin
+      \$744  = \$like$68 ;
+    end
+    if (rst) begin
+      \$744  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$745  = \$signal$23 ;
+    if (\$618 ) begin
+      \$745  = b_oy;
+    end
+    if (rst) begin
+      \$745  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$746  = c1_win_0;
+    if (\$618 ) begin
+      \$746  = b_win_0;
+    end
+    if (rst) begin
+      \$746  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$747  = c1_win_1;
+    if (\$618 ) begin
+      \$747  = b_win_1;
+    end
+    if (rst) begin
+      \$747  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$748  = c1_win_2;
+    if (\$618 ) begin
+      \$748  = b_win_2;
+    end
+    if (rst) begin
+      \$748  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$749  = \$signal$67 ;
+    if (\$618 ) begin
+      \$749  = \$323 [15:0];
+    end
+    if (\$626 ) begin
+      \$749  = \$signal$75 ;
+    end
+    if (rst) begin
+      \$749  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$750  = b_rest;
+    if (\$618 ) begin
+      \$750  = \$620 ;
+    end
+    if (\$626 ) begin
+      \$750  = \$627 ;
+    end
+    if (rst) begin
+      \$750  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$751  = \$signal$73 ;
+    if (\$618 ) begin
+      \$751  = \$623 ;
+    end
+    if (\$626 ) begin
+      \$751  = \$629 ;
+    end
+    if (rst) begin
+      \$751  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$752  = b_v;
+    if (\$626 ) begin
+      \$752  = \$signal$74 ;
+    end
+    if (rst) begin
+      \$752  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$753  = \$like$68 ;
+    if (\$626 ) begin
+      \$753  = \$like$77 ;
+    end
+    if (rst) begin
+      \$753  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$754  = b_oy;
+    if (\$626 ) begin
+      \$754  = \$signal$78 ;
+    end
+    if (rst) begin
+      \$754  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$755  = b_win_0;
+    if (\$626 ) begin
+      \$755  = a3_win_0;
+    end
+    if (rst) begin
+      \$755  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$756  = b_win_1;
+    if (\$626 ) begin
+      \$756  = a3_win_1;
+    end
+    if (rst) begin
+      \$756  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$757  = b_win_2;
+    if (\$626 ) begin
+      \$757  = a3_win_2;
+    end
+    if (rst) begin
+      \$757  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$758  = \$signal$74 ;
+    if (\$634 ) begin
+      \$758  = \$signal$83 ;
+    end
+    if (rst) begin
+      \$758  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$759  = \$signal$75 ;
+    if (\$634 ) begin
+      \$759  = \$326 [15:0];
+    end
+    if (rst) begin
+      \$759  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$760  = \$signal$76 ;
+    if (\$634 ) begin
+      \$760  = \$636 ;
+    end
+    if (rst) begin
+      \$760  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$761  = \$like$77 ;
+    if (\$634 ) begin
+      \$761  = \$signal$84 ;
+    end
+    if (rst) begin
+      \$761  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$762  = \$signal$78 ;
+    if (\$634 ) begin
+      \$762  = a2_oy;
+    end
+    if (rst) begin
+      \$762  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$763  = a3_rest_zero;
+    if (\$634 ) begin
+      \$763  = \$639 ;
+    end
+    if (rst) begin
+      \$763  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$764  = a3_win_0;
+    if (\$634 ) begin
+      \$764  = a2_win_0;
+    end
+    if (rst) begin
+      \$764  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$765  = a3_win_1;
+    if (\$634 ) begin
+      \$765  = a2_win_1;
+    end
+    if (rst) begin
+      \$765  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$766  = a3_win_2;
+    if (\$634 ) begin
+      \$766  = a2_win_2;
+    end
+    if (rst) begin
+      \$766  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$767  = \$signal$83 ;
+    if (\$644 ) begin
+      \$767  = 1'h0;
+    end
+    if (\$652 ) begin
+      \$767  = 1'h1;
+    end
+    if (rst) begin
+      \$767  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$768  = a2_oy;
+    if (\$652 ) begin
+      \$768  = c_row;
+    end
+    if (rst) begin
+      \$768  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$769  = \$signal$84 ;
+    if (\$652 ) begin
+      \$769  = 1'h0;
+    end
+    if (rst) begin
+      \$769  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$770  = a2_bits;
+    if (\$652 ) begin
+      \$770  = \$653 ;
+    end
+    if (rst) begin
+      \$770  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$771  = a2_win_0;
+    if (\$652 ) begin
+      \$771  = \$654 ;
+    end
+    if (rst) begin
+      \$771  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$772  = a2_win_1;
+    if (\$652 ) begin
+      \$772  = \$655 ;
+    end
+    if (rst) begin
+      \$772  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$773  = a2_win_2;
+    if (\$652 ) begin
+      \$773  = \$656 ;
+    end
+    if (rst) begin
+      \$773  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$774  = a_v;
+    if (\$663 ) begin
+      \$774  = 1'h0;
+    end
+    if (\$675 ) begin
+      \$774  = 1'h1;
+    end
+    if (rst) begin
+      \$774  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$775  = a_oh;
+    if (\$675 ) begin
+      \$775  = \$329 [0];
+    end
+    if (rst) begin
+      \$775  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$776  = eof_done;
+    if (\$706 ) begin
+      \$776  = 1'h1;
+    end
+    if (frame_reset) begin
+      \$776  = 1'h0;
+    end
+    if (rst) begin
+      \$776  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$777  = \$709 ;
+    if (frame_reset) begin
+      \$777  = 1'h0;
+    end
+    if (rst) begin
+      \$777  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$778  = \$712 ;
+    if (rst) begin
+      \$778  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$779  = \$716 [3:0];
+    if (frame_reset) begin
+      \$779  = 4'h0;
+    end
+    if (rst) begin
+      \$779  = 4'h0;
     end
   end
   assign r_data = sites__payload;
   assign sites__ready = r_en;
   assign r_rdy = sites__valid;
-  assign row_0 = \$1 [6:0];
-  assign row_1 = \$2 [6:0];
-  assign row_2 = \$3 [6:0];
-  assign site_x = { \$31 , \$24 , \$17 , \$10  };
+  assign site_x = { \$41 , \$34 , \$27 , \$20  };
   assign qp = w_data;
-  assign rest_oh = \$313 [15:0];
-  assign a2_oh = \$316 [15:0];
-  assign chunk_oh = \$319 [0];
+  assign rest_oh = \$323 [15:0];
+  assign a2_oh = \$326 [15:0];
+  assign chunk_oh = \$329 [0];
   assign head = sites__payload;
-  assign row = \$321 [3:0];
   assign \sites__payload.oy  = sites__payload[3:0];
   assign \sites__payload.ox  = sites__payload[7:4];
   assign \sites__payload.taps  = sites__payload[16:8];
@@ -3464,14 +3774,6 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \head.taps  = sites__payload[16:8];
   assign \head.eof  = sites__payload[17];
   assign \head.error  = sites__payload[18];
-  assign \tags[0]  = tags[5:0];
-  assign \tags[1]  = tags[11:6];
-  assign \tags[2]  = tags[17:12];
-  assign \tags[3]  = tags[23:18];
-  assign \tags[4]  = tags[29:24];
-  assign \tags[5]  = tags[35:30];
-  assign \tags[6]  = tags[41:36];
-  assign \tags[7]  = tags[47:42];
   assign \bitmaps[0]  = bitmaps[31:0];
   assign \bitmaps[1]  = bitmaps[63:32];
   assign \bitmaps[2]  = bitmaps[95:64];
@@ -3480,8 +3782,17 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \bitmaps[5]  = bitmaps[191:160];
   assign \bitmaps[6]  = bitmaps[223:192];
   assign \bitmaps[7]  = bitmaps[255:224];
-  assign \$548  = { 1'h0, last_y[4:1] };
-  assign \$541  = nz;
+  assign \tags[0]  = tags[5:0];
+  assign \tags[1]  = tags[11:6];
+  assign \tags[2]  = tags[17:12];
+  assign \tags[3]  = tags[23:18];
+  assign \tags[4]  = tags[29:24];
+  assign \tags[5]  = tags[35:30];
+  assign \tags[6]  = tags[41:36];
+  assign \tags[7]  = tags[47:42];
+  assign \$605  = { 1'h0, last_y[4:1] };
+  assign \$690  = { 1'h0, last_y[4:1] };
+  assign \$674  = nz;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -9388,7 +9699,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
-  wire [7:0] \$1 ;
+  wire \$1 ;
   wire \$10 ;
   wire \$100 ;
   wire \$101 ;
@@ -9400,7 +9711,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire \$11 ;
+  wire [7:0] \$11 ;
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
@@ -9411,7 +9722,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$117 ;
   wire \$118 ;
   wire \$119 ;
-  wire \$12 ;
+  wire [6:0] \$12 ;
   wire \$120 ;
   wire \$121 ;
   wire \$122 ;
@@ -9422,7 +9733,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$127 ;
   wire \$128 ;
   wire \$129 ;
-  wire \$13 ;
+  wire [6:0] \$13 ;
   wire \$130 ;
   wire \$131 ;
   wire \$132 ;
@@ -9499,7 +9810,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$197 ;
   wire \$198 ;
   wire \$199 ;
-  wire [6:0] \$2 ;
+  wire \$2 ;
   wire \$20 ;
   wire \$200 ;
   wire \$201 ;
@@ -9610,7 +9921,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$297 ;
   wire \$298 ;
   wire \$299 ;
-  wire [6:0] \$3 ;
+  wire \$3 ;
   wire \$30 ;
   wire \$300 ;
   wire \$301 ;
@@ -9624,28 +9935,28 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$309 ;
   wire \$31 ;
   wire \$310 ;
-  wire [15:0] \$311 ;
-  wire [16:0] \$312 ;
-  wire [16:0] \$313 ;
-  wire [15:0] \$314 ;
-  wire [16:0] \$315 ;
-  wire [16:0] \$316 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
   wire \$317 ;
-  wire [1:0] \$318 ;
-  wire [1:0] \$319 ;
+  wire \$318 ;
+  wire \$319 ;
   wire \$32 ;
-  wire [4:0] \$320 ;
-  wire [4:0] \$321 ;
-  wire \$322 ;
-  wire \$323 ;
-  wire \$324 ;
-  wire \$325 ;
-  wire \$326 ;
+  wire \$320 ;
+  wire [15:0] \$321 ;
+  wire [16:0] \$322 ;
+  wire [16:0] \$323 ;
+  wire [15:0] \$324 ;
+  wire [16:0] \$325 ;
+  wire [16:0] \$326 ;
   wire \$327 ;
-  wire \$328 ;
-  wire \$329 ;
+  wire [1:0] \$328 ;
+  wire [1:0] \$329 ;
   wire \$33 ;
-  wire \$330 ;
+  wire [3:0] \$330 ;
   wire \$331 ;
   wire \$332 ;
   wire \$333 ;
@@ -9663,40 +9974,40 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$344 ;
   wire \$345 ;
   wire \$346 ;
-  wire [15:0] \$347 ;
-  wire [15:0] \$348 ;
-  wire [15:0] \$349 ;
+  wire \$347 ;
+  wire \$348 ;
+  wire \$349 ;
   wire \$35 ;
-  wire [15:0] \$350 ;
-  wire [15:0] \$351 ;
+  wire \$350 ;
+  wire \$351 ;
   wire [15:0] \$352 ;
   wire [15:0] \$353 ;
-  wire \$354 ;
-  wire \$355 ;
-  wire \$356 ;
-  wire \$357 ;
-  wire \$358 ;
-  wire \$359 ;
+  wire [15:0] \$354 ;
+  wire [15:0] \$355 ;
+  wire [15:0] \$356 ;
+  wire [15:0] \$357 ;
+  wire [15:0] \$358 ;
+  wire [15:0] \$359 ;
   wire \$36 ;
-  wire \$360 ;
-  wire \$361 ;
-  wire \$362 ;
-  wire \$363 ;
-  wire \$364 ;
-  wire \$365 ;
-  wire \$366 ;
-  wire \$367 ;
-  wire \$368 ;
-  wire \$369 ;
+  wire [15:0] \$360 ;
+  wire [15:0] \$361 ;
+  wire [15:0] \$362 ;
+  wire [15:0] \$363 ;
+  wire [15:0] \$364 ;
+  wire [15:0] \$365 ;
+  wire [15:0] \$366 ;
+  wire [15:0] \$367 ;
+  wire [15:0] \$368 ;
+  wire [15:0] \$369 ;
   wire \$37 ;
-  wire \$370 ;
+  wire [15:0] \$370 ;
   wire [15:0] \$371 ;
   wire [15:0] \$372 ;
-  wire [15:0] \$373 ;
-  wire [15:0] \$374 ;
-  wire [15:0] \$375 ;
-  wire [15:0] \$376 ;
-  wire [15:0] \$377 ;
+  wire \$373 ;
+  wire \$374 ;
+  wire \$375 ;
+  wire \$376 ;
+  wire \$377 ;
   wire \$378 ;
   wire \$379 ;
   wire \$38 ;
@@ -9716,30 +10027,30 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$392 ;
   wire \$393 ;
   wire \$394 ;
-  wire [15:0] \$395 ;
-  wire [15:0] \$396 ;
-  wire [15:0] \$397 ;
-  wire [15:0] \$398 ;
-  wire [15:0] \$399 ;
+  wire \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire [15:0] \$400 ;
-  wire [15:0] \$401 ;
+  wire \$400 ;
+  wire \$401 ;
   wire \$402 ;
   wire \$403 ;
   wire \$404 ;
   wire \$405 ;
   wire \$406 ;
-  wire [15:0] \$407 ;
-  wire [15:0] \$408 ;
-  wire [16:0] \$409 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire \$409 ;
   wire \$41 ;
-  wire [16:0] \$410 ;
+  wire \$410 ;
   wire \$411 ;
   wire \$412 ;
   wire \$413 ;
   wire \$414 ;
-  wire [15:0] \$415 ;
+  wire \$415 ;
   wire \$416 ;
   wire \$417 ;
   wire \$418 ;
@@ -9748,10 +10059,10 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$420 ;
   wire \$421 ;
   wire \$422 ;
-  wire [15:0] \$423 ;
-  wire [15:0] \$424 ;
-  wire [16:0] \$425 ;
-  wire [16:0] \$426 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire \$426 ;
   wire \$427 ;
   wire \$428 ;
   wire \$429 ;
@@ -9768,30 +10079,30 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$439 ;
   wire \$44 ;
   wire \$440 ;
-  wire [15:0] \$441 ;
-  wire [17:0] \$442 ;
-  wire [17:0] \$443 ;
-  wire [17:0] \$444 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire \$444 ;
   wire \$445 ;
-  wire \$446 ;
-  wire \$447 ;
-  wire \$448 ;
+  wire [5:0] \$446 ;
+  wire [6:0] \$447 ;
+  wire [6:0] \$448 ;
   wire \$449 ;
   wire \$45 ;
   wire \$450 ;
   wire \$451 ;
   wire \$452 ;
   wire \$453 ;
-  wire \$454 ;
-  wire \$455 ;
-  wire \$456 ;
-  wire \$457 ;
+  wire [15:0] \$454 ;
+  wire [15:0] \$455 ;
+  wire [16:0] \$456 ;
+  wire [16:0] \$457 ;
   wire \$458 ;
   wire \$459 ;
   wire \$46 ;
   wire \$460 ;
   wire \$461 ;
-  wire \$462 ;
+  wire [15:0] \$462 ;
   wire \$463 ;
   wire \$464 ;
   wire \$465 ;
@@ -9800,10 +10111,10 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$468 ;
   wire \$469 ;
   wire \$47 ;
-  wire \$470 ;
-  wire \$471 ;
-  wire \$472 ;
-  wire \$473 ;
+  wire [15:0] \$470 ;
+  wire [15:0] \$471 ;
+  wire [16:0] \$472 ;
+  wire [16:0] \$473 ;
   wire \$474 ;
   wire \$475 ;
   wire \$476 ;
@@ -9815,68 +10126,151 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$481 ;
   wire \$482 ;
   wire \$483 ;
-  wire [5:0] \$484 ;
-  wire [6:0] \$485 ;
-  wire [6:0] \$486 ;
-  reg [3:0] \$487 ;
-  reg [15:0] \$488 ;
-  reg [3:0] \$489 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire \$486 ;
+  wire \$487 ;
+  wire [15:0] \$488 ;
+  wire [17:0] \$489 ;
   wire \$49 ;
-  reg [15:0] \$490 ;
-  reg [3:0] \$491 ;
-  reg [15:0] \$492 ;
-  reg \$493 ;
-  reg \$494 ;
-  reg [15:0] \$495 ;
-  reg \$496 ;
-  reg [3:0] \$497 ;
-  reg [17:0] \$498 ;
-  reg [17:0] \$499 ;
+  wire [17:0] \$490 ;
+  wire [17:0] \$491 ;
+  wire \$492 ;
+  wire \$493 ;
+  wire \$494 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire \$499 ;
   wire \$5 ;
   wire \$50 ;
-  reg [17:0] \$500 ;
-  reg [15:0] \$501 ;
-  reg [15:0] \$502 ;
-  reg \$503 ;
-  reg \$504 ;
-  reg \$505 ;
-  reg [17:0] \$506 ;
-  reg [17:0] \$507 ;
-  reg [17:0] \$508 ;
-  reg \$509 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire \$506 ;
+  wire \$507 ;
+  wire \$508 ;
+  wire \$509 ;
   wire \$51 ;
-  reg [15:0] \$510 ;
-  reg [15:0] \$511 ;
-  reg \$512 ;
-  reg \$513 ;
-  reg [17:0] \$514 ;
-  reg [17:0] \$515 ;
-  reg [17:0] \$516 ;
-  reg \$517 ;
-  reg \$518 ;
-  reg [15:0] \$519 ;
+  wire \$510 ;
+  wire \$511 ;
+  wire \$512 ;
+  wire \$513 ;
+  wire \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire \$518 ;
+  wire \$519 ;
   wire \$52 ;
-  reg [17:0] \$520 ;
-  reg [17:0] \$521 ;
-  reg [17:0] \$522 ;
-  reg \$523 ;
-  reg \$524 ;
-  reg \$525 ;
-  reg [2:0] \$526 ;
-  reg [15:0] \$527 ;
-  reg [4:0] \$528 ;
-  reg [5:0] \$529 ;
+  wire \$520 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
   wire \$53 ;
-  reg [5:0] \$530 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire \$54 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire [3:0] \$544 ;
+  wire [3:0] \$545 ;
+  wire [3:0] \$546 ;
+  wire [4:0] \$547 ;
+  wire [4:0] \$548 ;
+  wire [4:0] \$549 ;
   wire \$55 ;
+  wire [4:0] \$550 ;
+  reg \$551 ;
+  reg [3:0] \$552 ;
+  reg \$553 ;
+  reg [15:0] \$554 ;
+  reg \$555 ;
+  reg [15:0] \$556 ;
+  reg [15:0] \$557 ;
+  reg [15:0] \$558 ;
+  reg [3:0] \$559 ;
   wire \$56 ;
+  reg \$560 ;
+  reg [15:0] \$561 ;
+  reg [15:0] \$562 ;
+  reg [15:0] \$563 ;
+  reg [3:0] \$564 ;
+  reg \$565 ;
+  reg [3:0] \$566 ;
+  reg [3:0] \$567 ;
+  reg [3:0] \$568 ;
+  reg \$569 ;
   wire \$57 ;
+  reg [3:0] \$570 ;
+  reg [5:0] \$571 ;
+  reg [4:0] \$572 ;
+  reg [5:0] \$573 ;
+  reg [5:0] \$574 ;
+  reg \$575 ;
+  reg \$576 ;
+  reg [15:0] \$577 ;
+  reg \$578 ;
+  reg [3:0] \$579 ;
   wire \$58 ;
+  reg [17:0] \$580 ;
+  reg [17:0] \$581 ;
+  reg [17:0] \$582 ;
+  reg [15:0] \$583 ;
+  reg [15:0] \$584 ;
+  reg \$585 ;
+  reg \$586 ;
+  reg \$587 ;
+  reg [3:0] \$588 ;
+  reg [17:0] \$589 ;
   wire \$59 ;
+  reg [17:0] \$590 ;
+  reg [17:0] \$591 ;
+  reg \$592 ;
+  reg [15:0] \$593 ;
+  reg [15:0] \$594 ;
+  reg \$595 ;
+  reg [3:0] \$596 ;
+  reg \$597 ;
+  reg [17:0] \$598 ;
+  reg [17:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
+  reg [17:0] \$600 ;
+  reg \$601 ;
+  reg [3:0] \$602 ;
+  reg \$603 ;
+  reg [15:0] \$604 ;
+  reg [17:0] \$605 ;
+  reg [17:0] \$606 ;
+  reg [17:0] \$607 ;
+  reg \$608 ;
+  reg \$609 ;
   wire \$61 ;
+  reg \$610 ;
+  reg \$611 ;
+  reg [3:0] \$612 ;
+  reg [3:0] \$613 ;
   wire \$62 ;
   wire \$63 ;
   wire \$64 ;
@@ -9919,21 +10313,28 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$98 ;
   wire \$99 ;
   reg \$like  = 1'h0;
-  reg \$like$54  = 1'h0;
-  reg [15:0] \$signal  = 16'h0000;
-  reg \$signal$15  = 1'h0;
-  reg [3:0] \$signal$17  = 4'h0;
-  reg [15:0] \$signal$45  = 16'h0000;
-  reg \$signal$50  = 1'h1;
-  reg \$signal$51  = 1'h0;
-  reg [15:0] \$signal$52  = 16'h0000;
-  reg [15:0] \$signal$53  = 16'h0000;
-  reg \$signal$59  = 1'h0;
-  reg \$signal$64  = 1'h0;
-  reg \$signal$65  = 1'h0;
+  reg \$like$68  = 1'h0;
+  reg \$like$77  = 1'h0;
+  reg \$signal  = 1'h0;
+  reg [15:0] \$signal$17  = 16'h0000;
+  reg \$signal$21  = 1'h0;
+  reg [3:0] \$signal$23  = 4'h0;
+  reg \$signal$36  = 1'h0;
+  reg [3:0] \$signal$38  = 4'h0;
+  reg [15:0] \$signal$67  = 16'h0000;
+  reg \$signal$7  = 1'h0;
+  reg \$signal$73  = 1'h1;
+  reg \$signal$74  = 1'h0;
+  reg [15:0] \$signal$75  = 16'h0000;
+  reg [15:0] \$signal$76  = 16'h0000;
+  reg [3:0] \$signal$78  = 4'h0;
+  reg \$signal$8  = 1'h0;
+  reg \$signal$83  = 1'h0;
+  reg \$signal$84  = 1'h0;
+  reg \$signal$9  = 1'h0;
   reg [15:0] a2_bits = 16'h0000;
-  reg a2_ci = 1'h0;
   wire [15:0] a2_oh;
+  reg [3:0] a2_oy = 4'h0;
   reg [17:0] a2_win_0 = 18'h00000;
   reg [17:0] a2_win_1 = 18'h00000;
   reg [17:0] a2_win_2 = 18'h00000;
@@ -9941,7 +10342,9 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   reg [17:0] a3_win_0 = 18'h00000;
   reg [17:0] a3_win_1 = 18'h00000;
   reg [17:0] a3_win_2 = 18'h00000;
-  reg b_ci = 1'h0;
+  reg a_oh = 1'h0;
+  reg a_v = 1'h0;
+  reg [3:0] b_oy = 4'h0;
   reg [15:0] b_rest = 16'h0000;
   reg b_v = 1'h0;
   reg [17:0] b_win_0 = 18'h00000;
@@ -9956,13 +10359,19 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   reg [17:0] c1_win_0 = 18'h00000;
   reg [17:0] c1_win_1 = 18'h00000;
   reg [17:0] c1_win_2 = 18'h00000;
+  reg [3:0] c_row = 4'h0;
   reg [15:0] centre = 16'h0000;
   wire chunk_oh;
   input clk;
   wire clk;
+  reg [15:0] cwin_0 = 16'h0000;
+  reg [15:0] cwin_1 = 16'h0000;
+  reg [15:0] cwin_2 = 16'h0000;
   reg [5:0] cy = 6'h00;
   input [5:0] done_rows;
   wire [5:0] done_rows;
+  reg ends = 1'h0;
+  reg eof_done = 1'h0;
   reg eof_pend = 1'h0;
   input eof_seen;
   wire eof_seen;
@@ -9979,6 +10388,8 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [3:0] \head.ox ;
   wire [3:0] \head.oy ;
   wire [8:0] \head.taps ;
+  reg [5:0] i_cy = 6'h00;
+  reg [3:0] i_row = 4'h0;
   input [3:0] last_y;
   wire [3:0] last_y;
   reg [5:0] need = 6'h02;
@@ -9996,11 +10407,13 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [15:0] rest_oh;
   output [3:0] row;
   wire [3:0] row;
-  wire [5:0] row_0;
-  wire [5:0] row_1;
-  wire [5:0] row_2;
+  reg [5:0] row_0;
+  reg [5:0] row_1;
+  reg [5:0] row_2;
+  reg [3:0] rows_row = 4'h0;
   input rst;
   wire rst;
+  reg [3:0] s_row = 4'h0;
   reg [3:0] sel_0 = 4'h0;
   reg [3:0] sel_1 = 4'h0;
   reg [3:0] sel_2 = 4'h0;
@@ -10015,7 +10428,6 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire sites__ready;
   output sites__valid;
   wire sites__valid;
-  reg [2:0] state = 3'h0;
   input [19:0] tags;
   wire [19:0] tags;
   wire [4:0] \tags[0] ;
@@ -10025,583 +10437,687 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   reg [18:0] w_data;
   wire w_en;
   wire w_rdy;
+  reg [3:0] w_row = 4'h0;
   reg [15:0] win_0 = 16'h0000;
   reg [15:0] win_1 = 16'h0000;
   reg [15:0] win_2 = 16'h0000;
-  assign \$469  = \$467  | \$468 ;
-  assign \$470  = eof_seen & \$469 ;
-  assign \$471  = done_rows >= need;
-  assign \$472  = eof_seen | \$471 ;
-  assign \$473  = ~ eof_pend;
-  assign \$474  = | win_1;
-  assign \$475  = ! nz;
-  assign \$476  = ~ \$signal$64 ;
-  assign \$477  = \$475  & \$476 ;
-  assign \$478  = ~ \$signal$59 ;
-  assign \$479  = \$477  & \$478 ;
-  assign \$480  = ~ \$signal$51 ;
-  assign \$481  = \$479  & \$480 ;
-  assign \$482  = ~ b_v;
-  assign \$483  = \$481  & \$482 ;
-  assign \$484  = f_row + 1'h1;
-  assign \$485  = cy + 1'h1;
-  assign \$486  = need + 1'h1;
-  always @(posedge clk)
-    sel_0 <= \$487 ;
-  always @(posedge clk)
-    win_0 <= \$488 ;
-  always @(posedge clk)
-    sel_1 <= \$489 ;
-  always @(posedge clk)
-    win_1 <= \$490 ;
-  always @(posedge clk)
-    sel_2 <= \$491 ;
-  always @(posedge clk)
-    win_2 <= \$492 ;
-  always @(posedge clk)
-    eof_pend <= \$493 ;
-  always @(posedge clk)
-    \$signal$15  <= \$494 ;
-  always @(posedge clk)
-    \$signal  <= \$495 ;
-  always @(posedge clk)
-    \$like  <= \$496 ;
-  always @(posedge clk)
-    \$signal$17  <= \$497 ;
-  always @(posedge clk)
-    c1_win_0 <= \$498 ;
-  always @(posedge clk)
-    c1_win_1 <= \$499 ;
-  always @(posedge clk)
-    c1_win_2 <= \$500 ;
-  always @(posedge clk)
-    \$signal$45  <= \$501 ;
-  always @(posedge clk)
-    b_rest <= \$502 ;
-  always @(posedge clk)
-    \$signal$50  <= \$503 ;
-  always @(posedge clk)
-    b_v <= \$504 ;
-  always @(posedge clk)
-    b_ci <= \$505 ;
-  always @(posedge clk)
-    b_win_0 <= \$506 ;
-  always @(posedge clk)
-    b_win_1 <= \$507 ;
-  always @(posedge clk)
-    b_win_2 <= \$508 ;
-  always @(posedge clk)
-    \$signal$51  <= \$509 ;
-  always @(posedge clk)
-    \$signal$52  <= \$510 ;
-  always @(posedge clk)
-    \$signal$53  <= \$511 ;
-  always @(posedge clk)
-    \$like$54  <= \$512 ;
-  always @(posedge clk)
-    a3_rest_zero <= \$513 ;
-  always @(posedge clk)
-    a3_win_0 <= \$514 ;
-  always @(posedge clk)
-    a3_win_1 <= \$515 ;
-  always @(posedge clk)
-    a3_win_2 <= \$516 ;
-  always @(posedge clk)
-    \$signal$59  <= \$517 ;
-  always @(posedge clk)
-    a2_ci <= \$518 ;
-  always @(posedge clk)
-    a2_bits <= \$519 ;
-  always @(posedge clk)
-    a2_win_0 <= \$520 ;
-  always @(posedge clk)
-    a2_win_1 <= \$521 ;
-  always @(posedge clk)
-    a2_win_2 <= \$522 ;
-  always @(posedge clk)
-    \$signal$64  <= \$523 ;
-  always @(posedge clk)
-    \$signal$65  <= \$524 ;
-  always @(posedge clk)
-    nz <= \$525 ;
-  always @(posedge clk)
-    state <= \$526 ;
-  always @(posedge clk)
-    centre <= \$527 ;
-  always @(posedge clk)
-    f_row <= \$528 ;
-  always @(posedge clk)
-    cy <= \$529 ;
-  always @(posedge clk)
-    need <= \$530 ;
-  assign \$1  = cy + 8'hff;
-  assign \$2  = cy + 1'h0;
-  assign \$3  = cy + 1'h1;
-  assign \$4  = \$signal [1] | \$signal [3];
-  assign \$5  = \$4  | \$signal [5];
-  assign \$6  = \$5  | \$signal [7];
-  assign \$7  = \$6  | \$signal [9];
-  assign \$8  = \$7  | \$signal [11];
-  assign \$9  = \$8  | \$signal [13];
-  assign \$10  = \$9  | \$signal [15];
-  assign \$11  = \$signal [2] | \$signal [3];
-  assign \$12  = \$11  | \$signal [6];
-  assign \$13  = \$12  | \$signal [7];
-  assign \$14  = \$13  | \$signal [10];
-  assign \$15  = \$14  | \$signal [11];
-  assign \$16  = \$15  | \$signal [14];
-  assign \$17  = \$16  | \$signal [15];
-  assign \$18  = \$signal [4] | \$signal [5];
-  assign \$19  = \$18  | \$signal [6];
-  assign \$20  = \$19  | \$signal [7];
-  assign \$21  = \$20  | \$signal [12];
-  assign \$22  = \$21  | \$signal [13];
-  assign \$23  = \$22  | \$signal [14];
-  assign \$24  = \$23  | \$signal [15];
-  assign \$25  = \$signal [8] | \$signal [9];
-  assign \$26  = \$25  | \$signal [10];
-  assign \$27  = \$26  | \$signal [11];
-  assign \$28  = \$27  | \$signal [12];
-  assign \$29  = \$28  | \$signal [13];
-  assign \$30  = \$29  | \$signal [14];
-  assign \$31  = \$30  | \$signal [15];
-  assign w_en = \$signal$15  | eof_pend;
-  assign \$32  = \$signal [0] & c1_win_0[0];
-  assign \$33  = \$signal [1] & c1_win_0[1];
-  assign \$34  = \$32  | \$33 ;
-  assign \$35  = \$signal [2] & c1_win_0[2];
-  assign \$36  = \$34  | \$35 ;
-  assign \$37  = \$signal [3] & c1_win_0[3];
-  assign \$38  = \$36  | \$37 ;
-  assign \$39  = \$signal [4] & c1_win_0[4];
-  assign \$40  = \$38  | \$39 ;
-  assign \$41  = \$signal [5] & c1_win_0[5];
-  assign \$42  = \$40  | \$41 ;
-  assign \$43  = \$signal [6] & c1_win_0[6];
-  assign \$44  = \$42  | \$43 ;
-  assign \$45  = \$signal [7] & c1_win_0[7];
-  assign \$46  = \$44  | \$45 ;
-  assign \$47  = \$signal [8] & c1_win_0[8];
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = \$signal [9] & c1_win_0[9];
-  assign \$50  = \$48  | \$49 ;
-  assign \$51  = \$signal [10] & c1_win_0[10];
-  assign \$52  = \$50  | \$51 ;
-  assign \$53  = \$signal [11] & c1_win_0[11];
-  assign \$54  = \$52  | \$53 ;
-  assign \$55  = \$signal [12] & c1_win_0[12];
-  assign \$56  = \$54  | \$55 ;
-  assign \$57  = \$signal [13] & c1_win_0[13];
-  assign \$58  = \$56  | \$57 ;
-  assign \$59  = \$signal [14] & c1_win_0[14];
-  assign \$60  = \$58  | \$59 ;
-  assign \$61  = \$signal [15] & c1_win_0[15];
-  assign \$62  = \$60  | \$61 ;
-  assign \$63  = \$signal [0] & c1_win_0[1];
-  assign \$64  = \$signal [1] & c1_win_0[2];
-  assign \$65  = \$63  | \$64 ;
-  assign \$66  = \$signal [2] & c1_win_0[3];
-  assign \$67  = \$65  | \$66 ;
-  assign \$68  = \$signal [3] & c1_win_0[4];
-  assign \$69  = \$67  | \$68 ;
-  assign \$70  = \$signal [4] & c1_win_0[5];
-  assign \$71  = \$69  | \$70 ;
-  assign \$72  = \$signal [5] & c1_win_0[6];
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = \$signal [6] & c1_win_0[7];
-  assign \$75  = \$73  | \$74 ;
-  assign \$76  = \$signal [7] & c1_win_0[8];
-  assign \$77  = \$75  | \$76 ;
-  assign \$78  = \$signal [8] & c1_win_0[9];
-  assign \$79  = \$77  | \$78 ;
-  assign \$80  = \$signal [9] & c1_win_0[10];
-  assign \$81  = \$79  | \$80 ;
-  assign \$82  = \$signal [10] & c1_win_0[11];
-  assign \$83  = \$81  | \$82 ;
-  assign \$84  = \$signal [11] & c1_win_0[12];
-  assign \$85  = \$83  | \$84 ;
-  assign \$86  = \$signal [12] & c1_win_0[13];
-  assign \$87  = \$85  | \$86 ;
-  assign \$88  = \$signal [13] & c1_win_0[14];
-  assign \$89  = \$87  | \$88 ;
-  assign \$90  = \$signal [14] & c1_win_0[15];
-  assign \$91  = \$89  | \$90 ;
-  assign \$92  = \$signal [15] & c1_win_0[16];
-  assign \$93  = \$91  | \$92 ;
-  assign \$94  = \$signal [0] & c1_win_0[2];
-  assign \$95  = \$signal [1] & c1_win_0[3];
-  assign \$96  = \$94  | \$95 ;
-  assign \$97  = \$signal [2] & c1_win_0[4];
-  assign \$98  = \$96  | \$97 ;
-  assign \$99  = \$signal [3] & c1_win_0[5];
-  assign \$100  = \$98  | \$99 ;
-  assign \$101  = \$signal [4] & c1_win_0[6];
-  assign \$102  = \$100  | \$101 ;
-  assign \$103  = \$signal [5] & c1_win_0[7];
-  assign \$104  = \$102  | \$103 ;
-  assign \$105  = \$signal [6] & c1_win_0[8];
-  assign \$106  = \$104  | \$105 ;
-  assign \$107  = \$signal [7] & c1_win_0[9];
-  assign \$108  = \$106  | \$107 ;
-  assign \$109  = \$signal [8] & c1_win_0[10];
-  assign \$110  = \$108  | \$109 ;
-  assign \$111  = \$signal [9] & c1_win_0[11];
-  assign \$112  = \$110  | \$111 ;
-  assign \$113  = \$signal [10] & c1_win_0[12];
-  assign \$114  = \$112  | \$113 ;
-  assign \$115  = \$signal [11] & c1_win_0[13];
-  assign \$116  = \$114  | \$115 ;
-  assign \$117  = \$signal [12] & c1_win_0[14];
-  assign \$118  = \$116  | \$117 ;
-  assign \$119  = \$signal [13] & c1_win_0[15];
-  assign \$120  = \$118  | \$119 ;
-  assign \$121  = \$signal [14] & c1_win_0[16];
-  assign \$122  = \$120  | \$121 ;
-  assign \$123  = \$signal [15] & c1_win_0[17];
-  assign \$124  = \$122  | \$123 ;
-  assign \$125  = \$signal [0] & c1_win_1[0];
-  assign \$126  = \$signal [1] & c1_win_1[1];
-  assign \$127  = \$125  | \$126 ;
-  assign \$128  = \$signal [2] & c1_win_1[2];
-  assign \$129  = \$127  | \$128 ;
-  assign \$130  = \$signal [3] & c1_win_1[3];
-  assign \$131  = \$129  | \$130 ;
-  assign \$132  = \$signal [4] & c1_win_1[4];
-  assign \$133  = \$131  | \$132 ;
-  assign \$134  = \$signal [5] & c1_win_1[5];
-  assign \$135  = \$133  | \$134 ;
-  assign \$136  = \$signal [6] & c1_win_1[6];
-  assign \$137  = \$135  | \$136 ;
-  assign \$138  = \$signal [7] & c1_win_1[7];
-  assign \$139  = \$137  | \$138 ;
-  assign \$140  = \$signal [8] & c1_win_1[8];
-  assign \$141  = \$139  | \$140 ;
-  assign \$142  = \$signal [9] & c1_win_1[9];
-  assign \$143  = \$141  | \$142 ;
-  assign \$144  = \$signal [10] & c1_win_1[10];
-  assign \$145  = \$143  | \$144 ;
-  assign \$146  = \$signal [11] & c1_win_1[11];
-  assign \$147  = \$145  | \$146 ;
-  assign \$148  = \$signal [12] & c1_win_1[12];
-  assign \$149  = \$147  | \$148 ;
-  assign \$150  = \$signal [13] & c1_win_1[13];
-  assign \$151  = \$149  | \$150 ;
-  assign \$152  = \$signal [14] & c1_win_1[14];
-  assign \$153  = \$151  | \$152 ;
-  assign \$154  = \$signal [15] & c1_win_1[15];
-  assign \$155  = \$153  | \$154 ;
-  assign \$156  = \$signal [0] & c1_win_1[1];
-  assign \$157  = \$signal [1] & c1_win_1[2];
-  assign \$158  = \$156  | \$157 ;
-  assign \$159  = \$signal [2] & c1_win_1[3];
-  assign \$160  = \$158  | \$159 ;
-  assign \$161  = \$signal [3] & c1_win_1[4];
-  assign \$162  = \$160  | \$161 ;
-  assign \$163  = \$signal [4] & c1_win_1[5];
-  assign \$164  = \$162  | \$163 ;
-  assign \$165  = \$signal [5] & c1_win_1[6];
-  assign \$166  = \$164  | \$165 ;
-  assign \$167  = \$signal [6] & c1_win_1[7];
-  assign \$168  = \$166  | \$167 ;
-  assign \$169  = \$signal [7] & c1_win_1[8];
-  assign \$170  = \$168  | \$169 ;
-  assign \$171  = \$signal [8] & c1_win_1[9];
-  assign \$172  = \$170  | \$171 ;
-  assign \$173  = \$signal [9] & c1_win_1[10];
-  assign \$174  = \$172  | \$173 ;
-  assign \$175  = \$signal [10] & c1_win_1[11];
-  assign \$176  = \$174  | \$175 ;
-  assign \$177  = \$signal [11] & c1_win_1[12];
-  assign \$178  = \$176  | \$177 ;
-  assign \$179  = \$signal [12] & c1_win_1[13];
-  assign \$180  = \$178  | \$179 ;
-  assign \$181  = \$signal [13] & c1_win_1[14];
-  assign \$182  = \$180  | \$181 ;
-  assign \$183  = \$signal [14] & c1_win_1[15];
-  assign \$184  = \$182  | \$183 ;
-  assign \$185  = \$signal [15] & c1_win_1[16];
-  assign \$186  = \$184  | \$185 ;
-  assign \$187  = \$signal [0] & c1_win_1[2];
-  assign \$188  = \$signal [1] & c1_win_1[3];
-  assign \$189  = \$187  | \$188 ;
-  assign \$190  = \$signal [2] & c1_win_1[4];
-  assign \$191  = \$189  | \$190 ;
-  assign \$192  = \$signal [3] & c1_win_1[5];
-  assign \$193  = \$191  | \$192 ;
-  assign \$194  = \$signal [4] & c1_win_1[6];
-  assign \$195  = \$193  | \$194 ;
-  assign \$196  = \$signal [5] & c1_win_1[7];
-  assign \$197  = \$195  | \$196 ;
-  assign \$198  = \$signal [6] & c1_win_1[8];
-  assign \$199  = \$197  | \$198 ;
-  assign \$200  = \$signal [7] & c1_win_1[9];
-  assign \$201  = \$199  | \$200 ;
-  assign \$202  = \$signal [8] & c1_win_1[10];
-  assign \$203  = \$201  | \$202 ;
-  assign \$204  = \$signal [9] & c1_win_1[11];
-  assign \$205  = \$203  | \$204 ;
-  assign \$206  = \$signal [10] & c1_win_1[12];
-  assign \$207  = \$205  | \$206 ;
-  assign \$208  = \$signal [11] & c1_win_1[13];
-  assign \$209  = \$207  | \$208 ;
-  assign \$210  = \$signal [12] & c1_win_1[14];
-  assign \$211  = \$209  | \$210 ;
-  assign \$212  = \$signal [13] & c1_win_1[15];
-  assign \$213  = \$211  | \$212 ;
-  assign \$214  = \$signal [14] & c1_win_1[16];
-  assign \$215  = \$213  | \$214 ;
-  assign \$216  = \$signal [15] & c1_win_1[17];
-  assign \$217  = \$215  | \$216 ;
-  assign \$218  = \$signal [0] & c1_win_2[0];
-  assign \$219  = \$signal [1] & c1_win_2[1];
-  assign \$220  = \$218  | \$219 ;
-  assign \$221  = \$signal [2] & c1_win_2[2];
-  assign \$222  = \$220  | \$221 ;
-  assign \$223  = \$signal [3] & c1_win_2[3];
-  assign \$224  = \$222  | \$223 ;
-  assign \$225  = \$signal [4] & c1_win_2[4];
-  assign \$226  = \$224  | \$225 ;
-  assign \$227  = \$signal [5] & c1_win_2[5];
-  assign \$228  = \$226  | \$227 ;
-  assign \$229  = \$signal [6] & c1_win_2[6];
-  assign \$230  = \$228  | \$229 ;
-  assign \$231  = \$signal [7] & c1_win_2[7];
-  assign \$232  = \$230  | \$231 ;
-  assign \$233  = \$signal [8] & c1_win_2[8];
-  assign \$234  = \$232  | \$233 ;
-  assign \$235  = \$signal [9] & c1_win_2[9];
-  assign \$236  = \$234  | \$235 ;
-  assign \$237  = \$signal [10] & c1_win_2[10];
-  assign \$238  = \$236  | \$237 ;
-  assign \$239  = \$signal [11] & c1_win_2[11];
-  assign \$240  = \$238  | \$239 ;
-  assign \$241  = \$signal [12] & c1_win_2[12];
-  assign \$242  = \$240  | \$241 ;
-  assign \$243  = \$signal [13] & c1_win_2[13];
-  assign \$244  = \$242  | \$243 ;
-  assign \$245  = \$signal [14] & c1_win_2[14];
-  assign \$246  = \$244  | \$245 ;
-  assign \$247  = \$signal [15] & c1_win_2[15];
-  assign \$248  = \$246  | \$247 ;
-  assign \$249  = \$signal [0] & c1_win_2[1];
-  assign \$250  = \$signal [1] & c1_win_2[2];
-  assign \$251  = \$249  | \$250 ;
-  assign \$252  = \$signal [2] & c1_win_2[3];
-  assign \$253  = \$251  | \$252 ;
-  assign \$254  = \$signal [3] & c1_win_2[4];
-  assign \$255  = \$253  | \$254 ;
-  assign \$256  = \$signal [4] & c1_win_2[5];
-  assign \$257  = \$255  | \$256 ;
-  assign \$258  = \$signal [5] & c1_win_2[6];
-  assign \$259  = \$257  | \$258 ;
-  assign \$260  = \$signal [6] & c1_win_2[7];
-  assign \$261  = \$259  | \$260 ;
-  assign \$262  = \$signal [7] & c1_win_2[8];
-  assign \$263  = \$261  | \$262 ;
-  assign \$264  = \$signal [8] & c1_win_2[9];
-  assign \$265  = \$263  | \$264 ;
-  assign \$266  = \$signal [9] & c1_win_2[10];
-  assign \$267  = \$265  | \$266 ;
-  assign \$268  = \$signal [10] & c1_win_2[11];
-  assign \$269  = \$267  | \$268 ;
-  assign \$270  = \$signal [11] & c1_win_2[12];
-  assign \$271  = \$269  | \$270 ;
-  assign \$272  = \$signal [12] & c1_win_2[13];
-  assign \$273  = \$271  | \$272 ;
-  assign \$274  = \$signal [13] & c1_win_2[14];
-  assign \$275  = \$273  | \$274 ;
-  assign \$276  = \$signal [14] & c1_win_2[15];
-  assign \$277  = \$275  | \$276 ;
-  assign \$278  = \$signal [15] & c1_win_2[16];
-  assign \$279  = \$277  | \$278 ;
-  assign \$280  = \$signal [0] & c1_win_2[2];
-  assign \$281  = \$signal [1] & c1_win_2[3];
-  assign \$282  = \$280  | \$281 ;
-  assign \$283  = \$signal [2] & c1_win_2[4];
-  assign \$284  = \$282  | \$283 ;
-  assign \$285  = \$signal [3] & c1_win_2[5];
-  assign \$286  = \$284  | \$285 ;
-  assign \$287  = \$signal [4] & c1_win_2[6];
-  assign \$288  = \$286  | \$287 ;
-  assign \$289  = \$signal [5] & c1_win_2[7];
-  assign \$290  = \$288  | \$289 ;
-  assign \$291  = \$signal [6] & c1_win_2[8];
-  assign \$292  = \$290  | \$291 ;
-  assign \$293  = \$signal [7] & c1_win_2[9];
-  assign \$294  = \$292  | \$293 ;
-  assign \$295  = \$signal [8] & c1_win_2[10];
-  assign \$296  = \$294  | \$295 ;
-  assign \$297  = \$signal [9] & c1_win_2[11];
-  assign \$298  = \$296  | \$297 ;
-  assign \$299  = \$signal [10] & c1_win_2[12];
-  assign \$300  = \$298  | \$299 ;
-  assign \$301  = \$signal [11] & c1_win_2[13];
-  assign \$302  = \$300  | \$301 ;
-  assign \$303  = \$signal [12] & c1_win_2[14];
-  assign \$304  = \$302  | \$303 ;
-  assign \$305  = \$signal [13] & c1_win_2[15];
-  assign \$306  = \$304  | \$305 ;
-  assign \$307  = \$signal [14] & c1_win_2[16];
-  assign \$308  = \$306  | \$307 ;
-  assign \$309  = \$signal [15] & c1_win_2[17];
-  assign \$310  = \$308  | \$309 ;
-  assign \$311  = ~ b_rest;
-  assign \$312  = \$311  + 1'h1;
-  assign \$313  = { 1'h0, b_rest } & \$312 ;
-  assign \$314  = ~ a2_bits;
-  assign \$315  = \$314  + 1'h1;
-  assign \$316  = { 1'h0, a2_bits } & \$315 ;
-  assign \$317  = ~ nz;
-  assign \$318  = \$317  + 1'h1;
-  assign \$319  = { 1'h0, nz } & \$318 ;
-  assign \$320  = \$signal$15  ? { 1'h0, \$signal$17  } : f_row;
-  assign \$321  = sites__valid ? { 1'h0, sites__payload[3:0] } : \$320 ;
-  assign \$322  = state == 1'h1;
-  assign \$323  = ! \$1 [1:0];
-  assign \$324  = tags[4:0] == \$1 [5:0];
-  assign \$325  = \$323  & \$324 ;
-  assign \$326  = | cy;
-  assign \$327  = \$325  & \$326 ;
-  assign \$328  = state == 1'h1;
-  assign \$329  = \$1 [1:0] == 1'h1;
-  assign \$330  = tags[9:5] == \$1 [5:0];
-  assign \$331  = \$329  & \$330 ;
-  assign \$332  = | cy;
-  assign \$333  = \$331  & \$332 ;
-  assign \$334  = state == 1'h1;
-  assign \$335  = \$1 [1:0] == 2'h2;
-  assign \$336  = tags[14:10] == \$1 [5:0];
-  assign \$337  = \$335  & \$336 ;
-  assign \$338  = | cy;
-  assign \$339  = \$337  & \$338 ;
-  assign \$340  = state == 1'h1;
-  assign \$341  = \$1 [1:0] == 2'h3;
-  assign \$342  = tags[19:15] == \$1 [5:0];
-  assign \$343  = \$341  & \$342 ;
-  assign \$344  = | cy;
-  assign \$345  = \$343  & \$344 ;
-  assign \$346  = state == 2'h2;
-  assign \$347  = sel_0[0] ? bitmaps[15:0] : 16'h0000;
-  assign \$348  = sel_0[1] ? bitmaps[31:16] : 16'h0000;
-  assign \$349  = \$347  | \$348 ;
-  assign \$350  = sel_0[2] ? bitmaps[47:32] : 16'h0000;
-  assign \$351  = \$349  | \$350 ;
-  assign \$352  = sel_0[3] ? bitmaps[63:48] : 16'h0000;
-  assign \$353  = \$351  | \$352 ;
-  assign \$354  = state == 1'h1;
-  assign \$355  = ! \$2 [1:0];
-  assign \$356  = tags[4:0] == \$2 [5:0];
-  assign \$357  = \$355  & \$356 ;
-  assign \$358  = state == 1'h1;
-  assign \$359  = \$2 [1:0] == 1'h1;
-  assign \$360  = tags[9:5] == \$2 [5:0];
-  assign \$361  = \$359  & \$360 ;
-  assign \$362  = state == 1'h1;
-  assign \$363  = \$2 [1:0] == 2'h2;
-  assign \$364  = tags[14:10] == \$2 [5:0];
-  assign \$365  = \$363  & \$364 ;
-  assign \$366  = state == 1'h1;
-  assign \$367  = \$2 [1:0] == 2'h3;
-  assign \$368  = tags[19:15] == \$2 [5:0];
-  assign \$369  = \$367  & \$368 ;
-  assign \$370  = state == 2'h2;
-  assign \$371  = sel_1[0] ? bitmaps[15:0] : 16'h0000;
-  assign \$372  = sel_1[1] ? bitmaps[31:16] : 16'h0000;
-  assign \$373  = \$371  | \$372 ;
-  assign \$374  = sel_1[2] ? bitmaps[47:32] : 16'h0000;
-  assign \$375  = \$373  | \$374 ;
-  assign \$376  = sel_1[3] ? bitmaps[63:48] : 16'h0000;
-  assign \$377  = \$375  | \$376 ;
-  assign \$378  = state == 1'h1;
-  assign \$379  = ! \$3 [1:0];
-  assign \$380  = tags[4:0] == \$3 [5:0];
-  assign \$381  = \$379  & \$380 ;
-  assign \$382  = state == 1'h1;
-  assign \$383  = \$3 [1:0] == 1'h1;
-  assign \$384  = tags[9:5] == \$3 [5:0];
   assign \$385  = \$383  & \$384 ;
-  assign \$386  = state == 1'h1;
-  assign \$387  = \$3 [1:0] == 2'h2;
-  assign \$388  = tags[14:10] == \$3 [5:0];
-  assign \$389  = \$387  & \$388 ;
-  assign \$390  = state == 1'h1;
-  assign \$391  = \$3 [1:0] == 2'h3;
-  assign \$392  = tags[19:15] == \$3 [5:0];
-  assign \$393  = \$391  & \$392 ;
-  assign \$394  = state == 2'h2;
-  assign \$395  = sel_2[0] ? bitmaps[15:0] : 16'h0000;
-  assign \$396  = sel_2[1] ? bitmaps[31:16] : 16'h0000;
-  assign \$397  = \$395  | \$396 ;
-  assign \$398  = sel_2[2] ? bitmaps[47:32] : 16'h0000;
-  assign \$399  = \$397  | \$398 ;
-  assign \$400  = sel_2[3] ? bitmaps[63:48] : 16'h0000;
-  assign \$401  = \$399  | \$400 ;
-  assign \$402  = ~ \$signal$15 ;
-  assign \$403  = eof_pend & \$402 ;
-  assign \$404  = \$403  & w_rdy;
-  assign \$405  = ~ \$signal$15 ;
-  assign \$406  = \$405  | w_rdy;
-  assign \$407  = ~ \$313 [15:0];
-  assign \$408  = b_rest & \$407 ;
-  assign \$409  = b_rest - 1'h1;
-  assign \$410  = { 1'h0, b_rest } & \$409 ;
-  assign \$411  = ! \$410 ;
-  assign \$412  = ~ \$signal$15 ;
-  assign \$413  = \$412  | w_rdy;
-  assign \$414  = \$413  & \$signal$50 ;
-  assign \$415  = \$signal$51  ? \$signal$53  : 16'h0000;
-  assign \$416  = ~ \$signal$51 ;
-  assign \$417  = \$416  | a3_rest_zero;
-  assign \$418  = ~ \$signal$51 ;
-  assign \$419  = ~ \$signal$15 ;
-  assign \$420  = \$419  | w_rdy;
-  assign \$421  = \$420  & \$signal$50 ;
-  assign \$422  = \$418  | \$421 ;
-  assign \$423  = ~ \$316 [15:0];
-  assign \$424  = a2_bits & \$423 ;
-  assign \$425  = a2_bits - 1'h1;
-  assign \$426  = { 1'h0, a2_bits } & \$425 ;
-  assign \$427  = ! \$426 ;
-  assign \$428  = ~ \$signal$51 ;
-  assign \$429  = ~ \$signal$15 ;
-  assign \$430  = \$429  | w_rdy;
-  assign \$431  = \$430  & \$signal$50 ;
-  assign \$432  = \$428  | \$431 ;
-  assign \$433  = ~ \$signal$59 ;
-  assign \$434  = ~ \$signal$51 ;
-  assign \$435  = ~ \$signal$15 ;
-  assign \$436  = \$435  | w_rdy;
-  assign \$437  = \$436  & \$signal$50 ;
-  assign \$438  = \$434  | \$437 ;
-  assign \$439  = \$433  | \$438 ;
-  assign \$440  = \$439  & \$signal$64 ;
-  assign \$441  = \$signal$65  ? centre : 16'h0000;
-  assign \$442  = \$signal$65  ? { 1'h0, win_0, 1'h0 } : 18'h00000;
-  assign \$443  = \$signal$65  ? { 1'h0, win_1, 1'h0 } : 18'h00000;
-  assign \$444  = \$signal$65  ? { 1'h0, win_2, 1'h0 } : 18'h00000;
-  assign \$445  = ~ \$signal$59 ;
-  assign \$446  = ~ \$signal$51 ;
-  assign \$447  = ~ \$signal$15 ;
-  assign \$448  = \$447  | w_rdy;
-  assign \$449  = \$448  & \$signal$50 ;
-  assign \$450  = \$446  | \$449 ;
-  assign \$451  = \$445  | \$450 ;
-  assign \$452  = ~ \$signal$64 ;
-  assign \$453  = ~ \$signal$59 ;
-  assign \$454  = ~ \$signal$51 ;
-  assign \$455  = ~ \$signal$15 ;
-  assign \$456  = \$455  | w_rdy;
-  assign \$457  = \$456  & \$signal$50 ;
-  assign \$458  = \$454  | \$457 ;
-  assign \$459  = \$453  | \$458 ;
-  assign \$460  = \$452  | \$459 ;
-  assign \$462  = \$460  & \$461 ;
-  assign \$463  = state == 3'h4;
-  assign \$464  = \$462  & \$463 ;
-  assign \$465  = ~ \$319 [0];
-  assign \$466  = nz & \$465 ;
-  assign \$467  = ~ has_last;
-  assign \$468  = f_row > last_y;
+  assign \$386  = | i_cy;
+  assign \$387  = \$385  & \$386 ;
+  assign \$388  = row_0[1:0] == 1'h1;
+  assign \$389  = tags[9:5] == row_0;
+  assign \$390  = \$388  & \$389 ;
+  assign \$391  = | i_cy;
+  assign \$392  = \$390  & \$391 ;
+  assign \$393  = row_0[1:0] == 2'h2;
+  assign \$394  = tags[14:10] == row_0;
+  assign \$395  = \$393  & \$394 ;
+  assign \$396  = | i_cy;
+  assign \$397  = \$395  & \$396 ;
+  assign \$398  = row_0[1:0] == 2'h3;
+  assign \$399  = tags[19:15] == row_0;
+  assign \$400  = \$398  & \$399 ;
+  assign \$401  = | i_cy;
+  assign \$402  = \$400  & \$401 ;
+  assign \$403  = ! row_1[1:0];
+  assign \$404  = tags[4:0] == row_1;
+  assign \$405  = \$403  & \$404 ;
+  assign \$406  = row_1[1:0] == 1'h1;
+  assign \$407  = tags[9:5] == row_1;
+  assign \$408  = \$406  & \$407 ;
+  assign \$409  = row_1[1:0] == 2'h2;
+  assign \$410  = tags[14:10] == row_1;
+  assign \$411  = \$409  & \$410 ;
+  assign \$412  = row_1[1:0] == 2'h3;
+  assign \$413  = tags[19:15] == row_1;
+  assign \$414  = \$412  & \$413 ;
+  assign \$415  = ! row_2[1:0];
+  assign \$416  = tags[4:0] == row_2;
+  assign \$417  = \$415  & \$416 ;
+  assign \$418  = row_2[1:0] == 1'h1;
+  assign \$419  = tags[9:5] == row_2;
+  assign \$420  = \$418  & \$419 ;
+  assign \$421  = row_2[1:0] == 2'h2;
+  assign \$422  = tags[14:10] == row_2;
+  assign \$423  = \$421  & \$422 ;
+  assign \$424  = row_2[1:0] == 2'h3;
+  assign \$425  = tags[19:15] == row_2;
+  assign \$426  = \$424  & \$425 ;
+  assign \$427  = ~ \$signal ;
+  assign \$428  = ~ \$signal$7 ;
+  assign \$429  = ~ \$signal$8 ;
+  assign \$430  = ~ \$signal$9 ;
+  assign \$431  = ! nz;
+  assign \$432  = ~ a_v;
+  assign \$433  = \$431  & \$432 ;
+  assign \$434  = \$430  | \$433 ;
+  assign \$435  = \$429  | \$434 ;
+  assign \$436  = \$428  | \$435 ;
+  assign \$437  = \$427  | \$436 ;
+  assign \$438  = ~ ends;
+  assign \$439  = \$437  & \$438 ;
+  assign \$440  = ~ has_last;
+  assign \$441  = f_row > last_y;
+  assign \$442  = \$440  | \$441 ;
+  assign \$443  = eof_seen & \$442 ;
+  assign \$444  = done_rows >= need;
+  assign \$445  = eof_seen | \$444 ;
+  assign \$446  = f_row + 1'h1;
+  assign \$447  = cy + 1'h1;
+  assign \$448  = need + 1'h1;
+  assign \$449  = ~ \$signal$21 ;
+  assign \$450  = eof_pend & \$449 ;
+  assign \$451  = \$450  & w_rdy;
+  assign \$452  = ~ \$signal$21 ;
+  assign \$453  = \$452  | w_rdy;
+  assign \$454  = ~ \$323 [15:0];
+  assign \$455  = b_rest & \$454 ;
+  assign \$456  = b_rest - 1'h1;
+  assign \$457  = { 1'h0, b_rest } & \$456 ;
+  assign \$458  = ! \$457 ;
+  assign \$459  = ~ \$signal$21 ;
+  assign \$460  = \$459  | w_rdy;
+  assign \$461  = \$460  & \$signal$73 ;
+  assign \$462  = \$signal$74  ? \$signal$76  : 16'h0000;
+  assign \$463  = ~ \$signal$74 ;
+  assign \$464  = \$463  | a3_rest_zero;
+  assign \$465  = ~ \$signal$74 ;
+  assign \$466  = ~ \$signal$21 ;
+  assign \$467  = \$466  | w_rdy;
+  assign \$468  = \$467  & \$signal$73 ;
+  assign \$469  = \$465  | \$468 ;
+  assign \$470  = ~ \$326 [15:0];
+  assign \$471  = a2_bits & \$470 ;
+  assign \$472  = a2_bits - 1'h1;
+  assign \$473  = { 1'h0, a2_bits } & \$472 ;
+  assign \$474  = ! \$473 ;
+  assign \$475  = ~ \$signal$74 ;
+  assign \$476  = ~ \$signal$21 ;
+  assign \$477  = \$476  | w_rdy;
+  assign \$478  = \$477  & \$signal$73 ;
+  assign \$479  = \$475  | \$478 ;
+  assign \$480  = ~ \$signal$83 ;
+  assign \$481  = ~ \$signal$74 ;
+  assign \$482  = ~ \$signal$21 ;
+  assign \$483  = \$482  | w_rdy;
+  assign \$484  = \$483  & \$signal$73 ;
+  assign \$485  = \$481  | \$484 ;
+  assign \$486  = \$480  | \$485 ;
+  assign \$487  = \$486  & a_v;
+  assign \$488  = a_oh ? centre : 16'h0000;
+  assign \$489  = a_oh ? { 1'h0, cwin_0, 1'h0 } : 18'h00000;
+  assign \$490  = a_oh ? { 1'h0, cwin_1, 1'h0 } : 18'h00000;
+  assign \$491  = a_oh ? { 1'h0, cwin_2, 1'h0 } : 18'h00000;
+  assign \$492  = ~ \$signal$83 ;
+  assign \$493  = ~ \$signal$74 ;
+  assign \$494  = ~ \$signal$21 ;
+  assign \$495  = \$494  | w_rdy;
+  assign \$496  = \$495  & \$signal$73 ;
+  assign \$497  = \$493  | \$496 ;
+  assign \$498  = \$492  | \$497 ;
+  assign \$499  = ~ a_v;
+  assign \$500  = ~ \$signal$83 ;
+  assign \$501  = ~ \$signal$74 ;
+  assign \$502  = ~ \$signal$21 ;
+  assign \$503  = \$502  | w_rdy;
+  assign \$504  = \$503  & \$signal$73 ;
+  assign \$505  = \$501  | \$504 ;
+  assign \$506  = \$500  | \$505 ;
+  assign \$507  = \$499  | \$506 ;
+  assign \$508  = \$507  & \$signal$9 ;
+  assign \$510  = \$508  & \$509 ;
+  assign \$511  = ~ \$329 [0];
+  assign \$512  = nz & \$511 ;
+  assign \$513  = ~ \$signal ;
+  assign \$514  = ~ \$signal$7 ;
+  assign \$515  = ~ \$signal$8 ;
+  assign \$516  = ~ \$signal$9 ;
+  assign \$517  = ! nz;
+  assign \$518  = ~ a_v;
+  assign \$519  = \$517  & \$518 ;
+  assign \$520  = \$516  | \$519 ;
+  assign \$521  = \$515  | \$520 ;
+  assign \$522  = \$514  | \$521 ;
+  assign \$523  = \$513  | \$522 ;
+  assign \$524  = ~ has_last;
+  assign \$525  = f_row > last_y;
+  assign \$526  = \$524  | \$525 ;
+  assign \$527  = eof_seen & \$526 ;
+  assign \$528  = \$523  & \$527 ;
+  assign \$529  = ends | \$528 ;
+  assign \$530  = \$signal  | \$signal$7 ;
+  assign \$531  = \$530  | \$signal$8 ;
+  assign \$532  = \$531  | \$signal$9 ;
+  assign \$533  = \$532  | \$signal$83 ;
+  assign \$534  = \$533  | \$signal$74 ;
+  assign \$535  = \$534  | b_v;
+  assign \$536  = \$535  | \$signal$21 ;
+  assign \$537  = ~ \$536 ;
+  assign \$538  = \$529  & \$537 ;
+  assign \$539  = ~ eof_done;
+  assign \$540  = \$538  & \$539 ;
+  assign \$541  = \$signal$21  | b_v;
+  assign \$542  = \$541  | \$signal$74 ;
+  assign \$543  = \$542  | \$signal$83 ;
+  assign \$544  = \$signal$74  ? \$signal$78  : a2_oy;
+  assign \$545  = b_v ? b_oy : \$544 ;
+  assign \$546  = \$signal$21  ? \$signal$23  : \$545 ;
+  assign \$547  = \$signal  ? { 1'h0, i_row } : f_row;
+  assign \$548  = \$signal$7  ? { 1'h0, s_row } : \$547 ;
+  assign \$549  = \$signal$8  ? { 1'h0, w_row } : \$548 ;
+  assign \$550  = \$signal$9  ? { 1'h0, c_row } : \$549 ;
+  always @(posedge clk)
+    \$signal$9  <= \$551 ;
+  always @(posedge clk)
+    c_row <= \$552 ;
+  always @(posedge clk)
+    \$signal$8  <= \$553 ;
+  always @(posedge clk)
+    centre <= \$554 ;
+  always @(posedge clk)
+    nz <= \$555 ;
+  always @(posedge clk)
+    cwin_0 <= \$556 ;
+  always @(posedge clk)
+    cwin_1 <= \$557 ;
+  always @(posedge clk)
+    cwin_2 <= \$558 ;
+  always @(posedge clk)
+    w_row <= \$559 ;
+  always @(posedge clk)
+    \$signal$7  <= \$560 ;
+  always @(posedge clk)
+    win_0 <= \$561 ;
+  always @(posedge clk)
+    win_1 <= \$562 ;
+  always @(posedge clk)
+    win_2 <= \$563 ;
+  always @(posedge clk)
+    s_row <= \$564 ;
+  always @(posedge clk)
+    \$signal  <= \$565 ;
+  always @(posedge clk)
+    sel_0 <= \$566 ;
+  always @(posedge clk)
+    sel_1 <= \$567 ;
+  always @(posedge clk)
+    sel_2 <= \$568 ;
+  always @(posedge clk)
+    ends <= \$569 ;
+  always @(posedge clk)
+    i_row <= \$570 ;
+  always @(posedge clk)
+    i_cy <= \$571 ;
+  always @(posedge clk)
+    f_row <= \$572 ;
+  always @(posedge clk)
+    cy <= \$573 ;
+  always @(posedge clk)
+    need <= \$574 ;
+  always @(posedge clk)
+    eof_pend <= \$575 ;
+  always @(posedge clk)
+    \$signal$21  <= \$576 ;
+  always @(posedge clk)
+    \$signal$17  <= \$577 ;
+  always @(posedge clk)
+    \$like  <= \$578 ;
+  always @(posedge clk)
+    \$signal$23  <= \$579 ;
+  always @(posedge clk)
+    c1_win_0 <= \$580 ;
+  always @(posedge clk)
+    c1_win_1 <= \$581 ;
+  always @(posedge clk)
+    c1_win_2 <= \$582 ;
+  always @(posedge clk)
+    \$signal$67  <= \$583 ;
+  always @(posedge clk)
+    b_rest <= \$584 ;
+  always @(posedge clk)
+    \$signal$73  <= \$585 ;
+  always @(posedge clk)
+    b_v <= \$586 ;
+  always @(posedge clk)
+    \$like$68  <= \$587 ;
+  always @(posedge clk)
+    b_oy <= \$588 ;
+  always @(posedge clk)
+    b_win_0 <= \$589 ;
+  always @(posedge clk)
+    b_win_1 <= \$590 ;
+  always @(posedge clk)
+    b_win_2 <= \$591 ;
+  always @(posedge clk)
+    \$signal$74  <= \$592 ;
+  always @(posedge clk)
+    \$signal$75  <= \$593 ;
+  always @(posedge clk)
+    \$signal$76  <= \$594 ;
+  always @(posedge clk)
+    \$like$77  <= \$595 ;
+  always @(posedge clk)
+    \$signal$78  <= \$596 ;
+  always @(posedge clk)
+    a3_rest_zero <= \$597 ;
+  always @(posedge clk)
+    a3_win_0 <= \$598 ;
+  always @(posedge clk)
+    a3_win_1 <= \$599 ;
+  always @(posedge clk)
+    a3_win_2 <= \$600 ;
+  always @(posedge clk)
+    \$signal$83  <= \$601 ;
+  always @(posedge clk)
+    a2_oy <= \$602 ;
+  always @(posedge clk)
+    \$signal$84  <= \$603 ;
+  always @(posedge clk)
+    a2_bits <= \$604 ;
+  always @(posedge clk)
+    a2_win_0 <= \$605 ;
+  always @(posedge clk)
+    a2_win_1 <= \$606 ;
+  always @(posedge clk)
+    a2_win_2 <= \$607 ;
+  always @(posedge clk)
+    a_v <= \$608 ;
+  always @(posedge clk)
+    a_oh <= \$609 ;
+  always @(posedge clk)
+    eof_done <= \$610 ;
+  always @(posedge clk)
+    \$signal$36  <= \$611 ;
+  always @(posedge clk)
+    \$signal$38  <= \$612 ;
+  always @(posedge clk)
+    rows_row <= \$613 ;
+  assign \$1  = ~ \$signal$7 ;
+  assign \$2  = ~ \$signal$8 ;
+  assign \$3  = ~ \$signal$9 ;
+  assign \$4  = ! nz;
+  assign \$5  = ~ a_v;
+  assign \$6  = \$4  & \$5 ;
+  assign \$7  = \$3  | \$6 ;
+  assign \$8  = \$2  | \$7 ;
+  assign \$9  = \$1  | \$8 ;
+  assign \$10  = \$signal  & \$9 ;
+  assign \$11  = i_cy + 8'hff;
+  assign \$12  = i_cy + 1'h0;
+  assign \$13  = i_cy + 1'h1;
+  assign \$14  = \$signal$17 [1] | \$signal$17 [3];
+  assign \$15  = \$14  | \$signal$17 [5];
+  assign \$16  = \$15  | \$signal$17 [7];
+  assign \$17  = \$16  | \$signal$17 [9];
+  assign \$18  = \$17  | \$signal$17 [11];
+  assign \$19  = \$18  | \$signal$17 [13];
+  assign \$20  = \$19  | \$signal$17 [15];
+  assign \$21  = \$signal$17 [2] | \$signal$17 [3];
+  assign \$22  = \$21  | \$signal$17 [6];
+  assign \$23  = \$22  | \$signal$17 [7];
+  assign \$24  = \$23  | \$signal$17 [10];
+  assign \$25  = \$24  | \$signal$17 [11];
+  assign \$26  = \$25  | \$signal$17 [14];
+  assign \$27  = \$26  | \$signal$17 [15];
+  assign \$28  = \$signal$17 [4] | \$signal$17 [5];
+  assign \$29  = \$28  | \$signal$17 [6];
+  assign \$30  = \$29  | \$signal$17 [7];
+  assign \$31  = \$30  | \$signal$17 [12];
+  assign \$32  = \$31  | \$signal$17 [13];
+  assign \$33  = \$32  | \$signal$17 [14];
+  assign \$34  = \$33  | \$signal$17 [15];
+  assign \$35  = \$signal$17 [8] | \$signal$17 [9];
+  assign \$36  = \$35  | \$signal$17 [10];
+  assign \$37  = \$36  | \$signal$17 [11];
+  assign \$38  = \$37  | \$signal$17 [12];
+  assign \$39  = \$38  | \$signal$17 [13];
+  assign \$40  = \$39  | \$signal$17 [14];
+  assign \$41  = \$40  | \$signal$17 [15];
+  assign w_en = \$signal$21  | eof_pend;
+  assign \$42  = \$signal$17 [0] & c1_win_0[0];
+  assign \$43  = \$signal$17 [1] & c1_win_0[1];
+  assign \$44  = \$42  | \$43 ;
+  assign \$45  = \$signal$17 [2] & c1_win_0[2];
+  assign \$46  = \$44  | \$45 ;
+  assign \$47  = \$signal$17 [3] & c1_win_0[3];
+  assign \$48  = \$46  | \$47 ;
+  assign \$49  = \$signal$17 [4] & c1_win_0[4];
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = \$signal$17 [5] & c1_win_0[5];
+  assign \$52  = \$50  | \$51 ;
+  assign \$53  = \$signal$17 [6] & c1_win_0[6];
+  assign \$54  = \$52  | \$53 ;
+  assign \$55  = \$signal$17 [7] & c1_win_0[7];
+  assign \$56  = \$54  | \$55 ;
+  assign \$57  = \$signal$17 [8] & c1_win_0[8];
+  assign \$58  = \$56  | \$57 ;
+  assign \$59  = \$signal$17 [9] & c1_win_0[9];
+  assign \$60  = \$58  | \$59 ;
+  assign \$61  = \$signal$17 [10] & c1_win_0[10];
+  assign \$62  = \$60  | \$61 ;
+  assign \$63  = \$signal$17 [11] & c1_win_0[11];
+  assign \$64  = \$62  | \$63 ;
+  assign \$65  = \$signal$17 [12] & c1_win_0[12];
+  assign \$66  = \$64  | \$65 ;
+  assign \$67  = \$signal$17 [13] & c1_win_0[13];
+  assign \$68  = \$66  | \$67 ;
+  assign \$69  = \$signal$17 [14] & c1_win_0[14];
+  assign \$70  = \$68  | \$69 ;
+  assign \$71  = \$signal$17 [15] & c1_win_0[15];
+  assign \$72  = \$70  | \$71 ;
+  assign \$73  = \$signal$17 [0] & c1_win_0[1];
+  assign \$74  = \$signal$17 [1] & c1_win_0[2];
+  assign \$75  = \$73  | \$74 ;
+  assign \$76  = \$signal$17 [2] & c1_win_0[3];
+  assign \$77  = \$75  | \$76 ;
+  assign \$78  = \$signal$17 [3] & c1_win_0[4];
+  assign \$79  = \$77  | \$78 ;
+  assign \$80  = \$signal$17 [4] & c1_win_0[5];
+  assign \$81  = \$79  | \$80 ;
+  assign \$82  = \$signal$17 [5] & c1_win_0[6];
+  assign \$83  = \$81  | \$82 ;
+  assign \$84  = \$signal$17 [6] & c1_win_0[7];
+  assign \$85  = \$83  | \$84 ;
+  assign \$86  = \$signal$17 [7] & c1_win_0[8];
+  assign \$87  = \$85  | \$86 ;
+  assign \$88  = \$signal$17 [8] & c1_win_0[9];
+  assign \$89  = \$87  | \$88 ;
+  assign \$90  = \$signal$17 [9] & c1_win_0[10];
+  assign \$91  = \$89  | \$90 ;
+  assign \$92  = \$signal$17 [10] & c1_win_0[11];
+  assign \$93  = \$91  | \$92 ;
+  assign \$94  = \$signal$17 [11] & c1_win_0[12];
+  assign \$95  = \$93  | \$94 ;
+  assign \$96  = \$signal$17 [12] & c1_win_0[13];
+  assign \$97  = \$95  | \$96 ;
+  assign \$98  = \$signal$17 [13] & c1_win_0[14];
+  assign \$99  = \$97  | \$98 ;
+  assign \$100  = \$signal$17 [14] & c1_win_0[15];
+  assign \$101  = \$99  | \$100 ;
+  assign \$102  = \$signal$17 [15] & c1_win_0[16];
+  assign \$103  = \$101  | \$102 ;
+  assign \$104  = \$signal$17 [0] & c1_win_0[2];
+  assign \$105  = \$signal$17 [1] & c1_win_0[3];
+  assign \$106  = \$104  | \$105 ;
+  assign \$107  = \$signal$17 [2] & c1_win_0[4];
+  assign \$108  = \$106  | \$107 ;
+  assign \$109  = \$signal$17 [3] & c1_win_0[5];
+  assign \$110  = \$108  | \$109 ;
+  assign \$111  = \$signal$17 [4] & c1_win_0[6];
+  assign \$112  = \$110  | \$111 ;
+  assign \$113  = \$signal$17 [5] & c1_win_0[7];
+  assign \$114  = \$112  | \$113 ;
+  assign \$115  = \$signal$17 [6] & c1_win_0[8];
+  assign \$116  = \$114  | \$115 ;
+  assign \$117  = \$signal$17 [7] & c1_win_0[9];
+  assign \$118  = \$116  | \$117 ;
+  assign \$119  = \$signal$17 [8] & c1_win_0[10];
+  assign \$120  = \$118  | \$119 ;
+  assign \$121  = \$signal$17 [9] & c1_win_0[11];
+  assign \$122  = \$120  | \$121 ;
+  assign \$123  = \$signal$17 [10] & c1_win_0[12];
+  assign \$124  = \$122  | \$123 ;
+  assign \$125  = \$signal$17 [11] & c1_win_0[13];
+  assign \$126  = \$124  | \$125 ;
+  assign \$127  = \$signal$17 [12] & c1_win_0[14];
+  assign \$128  = \$126  | \$127 ;
+  assign \$129  = \$signal$17 [13] & c1_win_0[15];
+  assign \$130  = \$128  | \$129 ;
+  assign \$131  = \$signal$17 [14] & c1_win_0[16];
+  assign \$132  = \$130  | \$131 ;
+  assign \$133  = \$signal$17 [15] & c1_win_0[17];
+  assign \$134  = \$132  | \$133 ;
+  assign \$135  = \$signal$17 [0] & c1_win_1[0];
+  assign \$136  = \$signal$17 [1] & c1_win_1[1];
+  assign \$137  = \$135  | \$136 ;
+  assign \$138  = \$signal$17 [2] & c1_win_1[2];
+  assign \$139  = \$137  | \$138 ;
+  assign \$140  = \$signal$17 [3] & c1_win_1[3];
+  assign \$141  = \$139  | \$140 ;
+  assign \$142  = \$signal$17 [4] & c1_win_1[4];
+  assign \$143  = \$141  | \$142 ;
+  assign \$144  = \$signal$17 [5] & c1_win_1[5];
+  assign \$145  = \$143  | \$144 ;
+  assign \$146  = \$signal$17 [6] & c1_win_1[6];
+  assign \$147  = \$145  | \$146 ;
+  assign \$148  = \$signal$17 [7] & c1_win_1[7];
+  assign \$149  = \$147  | \$148 ;
+  assign \$150  = \$signal$17 [8] & c1_win_1[8];
+  assign \$151  = \$149  | \$150 ;
+  assign \$152  = \$signal$17 [9] & c1_win_1[9];
+  assign \$153  = \$151  | \$152 ;
+  assign \$154  = \$signal$17 [10] & c1_win_1[10];
+  assign \$155  = \$153  | \$154 ;
+  assign \$156  = \$signal$17 [11] & c1_win_1[11];
+  assign \$157  = \$155  | \$156 ;
+  assign \$158  = \$signal$17 [12] & c1_win_1[12];
+  assign \$159  = \$157  | \$158 ;
+  assign \$160  = \$signal$17 [13] & c1_win_1[13];
+  assign \$161  = \$159  | \$160 ;
+  assign \$162  = \$signal$17 [14] & c1_win_1[14];
+  assign \$163  = \$161  | \$162 ;
+  assign \$164  = \$signal$17 [15] & c1_win_1[15];
+  assign \$165  = \$163  | \$164 ;
+  assign \$166  = \$signal$17 [0] & c1_win_1[1];
+  assign \$167  = \$signal$17 [1] & c1_win_1[2];
+  assign \$168  = \$166  | \$167 ;
+  assign \$169  = \$signal$17 [2] & c1_win_1[3];
+  assign \$170  = \$168  | \$169 ;
+  assign \$171  = \$signal$17 [3] & c1_win_1[4];
+  assign \$172  = \$170  | \$171 ;
+  assign \$173  = \$signal$17 [4] & c1_win_1[5];
+  assign \$174  = \$172  | \$173 ;
+  assign \$175  = \$signal$17 [5] & c1_win_1[6];
+  assign \$176  = \$174  | \$175 ;
+  assign \$177  = \$signal$17 [6] & c1_win_1[7];
+  assign \$178  = \$176  | \$177 ;
+  assign \$179  = \$signal$17 [7] & c1_win_1[8];
+  assign \$180  = \$178  | \$179 ;
+  assign \$181  = \$signal$17 [8] & c1_win_1[9];
+  assign \$182  = \$180  | \$181 ;
+  assign \$183  = \$signal$17 [9] & c1_win_1[10];
+  assign \$184  = \$182  | \$183 ;
+  assign \$185  = \$signal$17 [10] & c1_win_1[11];
+  assign \$186  = \$184  | \$185 ;
+  assign \$187  = \$signal$17 [11] & c1_win_1[12];
+  assign \$188  = \$186  | \$187 ;
+  assign \$189  = \$signal$17 [12] & c1_win_1[13];
+  assign \$190  = \$188  | \$189 ;
+  assign \$191  = \$signal$17 [13] & c1_win_1[14];
+  assign \$192  = \$190  | \$191 ;
+  assign \$193  = \$signal$17 [14] & c1_win_1[15];
+  assign \$194  = \$192  | \$193 ;
+  assign \$195  = \$signal$17 [15] & c1_win_1[16];
+  assign \$196  = \$194  | \$195 ;
+  assign \$197  = \$signal$17 [0] & c1_win_1[2];
+  assign \$198  = \$signal$17 [1] & c1_win_1[3];
+  assign \$199  = \$197  | \$198 ;
+  assign \$200  = \$signal$17 [2] & c1_win_1[4];
+  assign \$201  = \$199  | \$200 ;
+  assign \$202  = \$signal$17 [3] & c1_win_1[5];
+  assign \$203  = \$201  | \$202 ;
+  assign \$204  = \$signal$17 [4] & c1_win_1[6];
+  assign \$205  = \$203  | \$204 ;
+  assign \$206  = \$signal$17 [5] & c1_win_1[7];
+  assign \$207  = \$205  | \$206 ;
+  assign \$208  = \$signal$17 [6] & c1_win_1[8];
+  assign \$209  = \$207  | \$208 ;
+  assign \$210  = \$signal$17 [7] & c1_win_1[9];
+  assign \$211  = \$209  | \$210 ;
+  assign \$212  = \$signal$17 [8] & c1_win_1[10];
+  assign \$213  = \$211  | \$212 ;
+  assign \$214  = \$signal$17 [9] & c1_win_1[11];
+  assign \$215  = \$213  | \$214 ;
+  assign \$216  = \$signal$17 [10] & c1_win_1[12];
+  assign \$217  = \$215  | \$216 ;
+  assign \$218  = \$signal$17 [11] & c1_win_1[13];
+  assign \$219  = \$217  | \$218 ;
+  assign \$220  = \$signal$17 [12] & c1_win_1[14];
+  assign \$221  = \$219  | \$220 ;
+  assign \$222  = \$signal$17 [13] & c1_win_1[15];
+  assign \$223  = \$221  | \$222 ;
+  assign \$224  = \$signal$17 [14] & c1_win_1[16];
+  assign \$225  = \$223  | \$224 ;
+  assign \$226  = \$signal$17 [15] & c1_win_1[17];
+  assign \$227  = \$225  | \$226 ;
+  assign \$228  = \$signal$17 [0] & c1_win_2[0];
+  assign \$229  = \$signal$17 [1] & c1_win_2[1];
+  assign \$230  = \$228  | \$229 ;
+  assign \$231  = \$signal$17 [2] & c1_win_2[2];
+  assign \$232  = \$230  | \$231 ;
+  assign \$233  = \$signal$17 [3] & c1_win_2[3];
+  assign \$234  = \$232  | \$233 ;
+  assign \$235  = \$signal$17 [4] & c1_win_2[4];
+  assign \$236  = \$234  | \$235 ;
+  assign \$237  = \$signal$17 [5] & c1_win_2[5];
+  assign \$238  = \$236  | \$237 ;
+  assign \$239  = \$signal$17 [6] & c1_win_2[6];
+  assign \$240  = \$238  | \$239 ;
+  assign \$241  = \$signal$17 [7] & c1_win_2[7];
+  assign \$242  = \$240  | \$241 ;
+  assign \$243  = \$signal$17 [8] & c1_win_2[8];
+  assign \$244  = \$242  | \$243 ;
+  assign \$245  = \$signal$17 [9] & c1_win_2[9];
+  assign \$246  = \$244  | \$245 ;
+  assign \$247  = \$signal$17 [10] & c1_win_2[10];
+  assign \$248  = \$246  | \$247 ;
+  assign \$249  = \$signal$17 [11] & c1_win_2[11];
+  assign \$250  = \$248  | \$249 ;
+  assign \$251  = \$signal$17 [12] & c1_win_2[12];
+  assign \$252  = \$250  | \$251 ;
+  assign \$253  = \$signal$17 [13] & c1_win_2[13];
+  assign \$254  = \$252  | \$253 ;
+  assign \$255  = \$signal$17 [14] & c1_win_2[14];
+  assign \$256  = \$254  | \$255 ;
+  assign \$257  = \$signal$17 [15] & c1_win_2[15];
+  assign \$258  = \$256  | \$257 ;
+  assign \$259  = \$signal$17 [0] & c1_win_2[1];
+  assign \$260  = \$signal$17 [1] & c1_win_2[2];
+  assign \$261  = \$259  | \$260 ;
+  assign \$262  = \$signal$17 [2] & c1_win_2[3];
+  assign \$263  = \$261  | \$262 ;
+  assign \$264  = \$signal$17 [3] & c1_win_2[4];
+  assign \$265  = \$263  | \$264 ;
+  assign \$266  = \$signal$17 [4] & c1_win_2[5];
+  assign \$267  = \$265  | \$266 ;
+  assign \$268  = \$signal$17 [5] & c1_win_2[6];
+  assign \$269  = \$267  | \$268 ;
+  assign \$270  = \$signal$17 [6] & c1_win_2[7];
+  assign \$271  = \$269  | \$270 ;
+  assign \$272  = \$signal$17 [7] & c1_win_2[8];
+  assign \$273  = \$271  | \$272 ;
+  assign \$274  = \$signal$17 [8] & c1_win_2[9];
+  assign \$275  = \$273  | \$274 ;
+  assign \$276  = \$signal$17 [9] & c1_win_2[10];
+  assign \$277  = \$275  | \$276 ;
+  assign \$278  = \$signal$17 [10] & c1_win_2[11];
+  assign \$279  = \$277  | \$278 ;
+  assign \$280  = \$signal$17 [11] & c1_win_2[12];
+  assign \$281  = \$279  | \$280 ;
+  assign \$282  = \$signal$17 [12] & c1_win_2[13];
+  assign \$283  = \$281  | \$282 ;
+  assign \$284  = \$signal$17 [13] & c1_win_2[14];
+  assign \$285  = \$283  | \$284 ;
+  assign \$286  = \$signal$17 [14] & c1_win_2[15];
+  assign \$287  = \$285  | \$286 ;
+  assign \$288  = \$signal$17 [15] & c1_win_2[16];
+  assign \$289  = \$287  | \$288 ;
+  assign \$290  = \$signal$17 [0] & c1_win_2[2];
+  assign \$291  = \$signal$17 [1] & c1_win_2[3];
+  assign \$292  = \$290  | \$291 ;
+  assign \$293  = \$signal$17 [2] & c1_win_2[4];
+  assign \$294  = \$292  | \$293 ;
+  assign \$295  = \$signal$17 [3] & c1_win_2[5];
+  assign \$296  = \$294  | \$295 ;
+  assign \$297  = \$signal$17 [4] & c1_win_2[6];
+  assign \$298  = \$296  | \$297 ;
+  assign \$299  = \$signal$17 [5] & c1_win_2[7];
+  assign \$300  = \$298  | \$299 ;
+  assign \$301  = \$signal$17 [6] & c1_win_2[8];
+  assign \$302  = \$300  | \$301 ;
+  assign \$303  = \$signal$17 [7] & c1_win_2[9];
+  assign \$304  = \$302  | \$303 ;
+  assign \$305  = \$signal$17 [8] & c1_win_2[10];
+  assign \$306  = \$304  | \$305 ;
+  assign \$307  = \$signal$17 [9] & c1_win_2[11];
+  assign \$308  = \$306  | \$307 ;
+  assign \$309  = \$signal$17 [10] & c1_win_2[12];
+  assign \$310  = \$308  | \$309 ;
+  assign \$311  = \$signal$17 [11] & c1_win_2[13];
+  assign \$312  = \$310  | \$311 ;
+  assign \$313  = \$signal$17 [12] & c1_win_2[14];
+  assign \$314  = \$312  | \$313 ;
+  assign \$315  = \$signal$17 [13] & c1_win_2[15];
+  assign \$316  = \$314  | \$315 ;
+  assign \$317  = \$signal$17 [14] & c1_win_2[16];
+  assign \$318  = \$316  | \$317 ;
+  assign \$319  = \$signal$17 [15] & c1_win_2[17];
+  assign \$320  = \$318  | \$319 ;
+  assign \$321  = ~ b_rest;
+  assign \$322  = \$321  + 1'h1;
+  assign \$323  = { 1'h0, b_rest } & \$322 ;
+  assign \$324  = ~ a2_bits;
+  assign \$325  = \$324  + 1'h1;
+  assign \$326  = { 1'h0, a2_bits } & \$325 ;
+  assign \$327  = ~ nz;
+  assign \$328  = \$327  + 1'h1;
+  assign \$329  = { 1'h0, nz } & \$328 ;
+  assign \$330  = \$signal$36  ? \$signal$38  : rows_row;
+  assign row = sites__valid ? sites__payload[3:0] : \$330 ;
+  assign \$331  = ~ \$signal$9 ;
+  assign \$332  = ! nz;
+  assign \$333  = ~ a_v;
+  assign \$334  = \$332  & \$333 ;
+  assign \$335  = \$331  | \$334 ;
+  assign \$336  = \$signal$9  & \$335 ;
+  assign \$337  = ~ \$signal$9 ;
+  assign \$338  = ! nz;
+  assign \$339  = ~ a_v;
+  assign \$340  = \$338  & \$339 ;
+  assign \$341  = \$337  | \$340 ;
+  assign \$342  = \$signal$8  & \$341 ;
+  assign \$343  = | win_1;
+  assign \$344  = ~ \$signal$8 ;
+  assign \$345  = ~ \$signal$9 ;
+  assign \$346  = ! nz;
+  assign \$347  = ~ a_v;
+  assign \$348  = \$346  & \$347 ;
+  assign \$349  = \$345  | \$348 ;
+  assign \$350  = \$344  | \$349 ;
+  assign \$351  = \$signal$7  & \$350 ;
+  assign \$352  = sel_0[0] ? bitmaps[15:0] : 16'h0000;
+  assign \$353  = sel_0[1] ? bitmaps[31:16] : 16'h0000;
+  assign \$354  = \$352  | \$353 ;
+  assign \$355  = sel_0[2] ? bitmaps[47:32] : 16'h0000;
+  assign \$356  = \$354  | \$355 ;
+  assign \$357  = sel_0[3] ? bitmaps[63:48] : 16'h0000;
+  assign \$358  = \$356  | \$357 ;
+  assign \$359  = sel_1[0] ? bitmaps[15:0] : 16'h0000;
+  assign \$360  = sel_1[1] ? bitmaps[31:16] : 16'h0000;
+  assign \$361  = \$359  | \$360 ;
+  assign \$362  = sel_1[2] ? bitmaps[47:32] : 16'h0000;
+  assign \$363  = \$361  | \$362 ;
+  assign \$364  = sel_1[3] ? bitmaps[63:48] : 16'h0000;
+  assign \$365  = \$363  | \$364 ;
+  assign \$366  = sel_2[0] ? bitmaps[15:0] : 16'h0000;
+  assign \$367  = sel_2[1] ? bitmaps[31:16] : 16'h0000;
+  assign \$368  = \$366  | \$367 ;
+  assign \$369  = sel_2[2] ? bitmaps[47:32] : 16'h0000;
+  assign \$370  = \$368  | \$369 ;
+  assign \$371  = sel_2[3] ? bitmaps[63:48] : 16'h0000;
+  assign \$372  = \$370  | \$371 ;
+  assign \$373  = ~ \$signal$7 ;
+  assign \$374  = ~ \$signal$8 ;
+  assign \$375  = ~ \$signal$9 ;
+  assign \$376  = ! nz;
+  assign \$377  = ~ a_v;
+  assign \$378  = \$376  & \$377 ;
+  assign \$379  = \$375  | \$378 ;
+  assign \$380  = \$374  | \$379 ;
+  assign \$381  = \$373  | \$380 ;
+  assign \$382  = \$signal  & \$381 ;
+  assign \$383  = ! row_0[1:0];
+  assign \$384  = tags[4:0] == row_0;
   \top.layer1.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -10614,12 +11130,33 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    row_0 = 6'h00;
+    if (\$10 ) begin
+      row_0 = \$11 [5:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    row_1 = 6'h00;
+    if (\$10 ) begin
+      row_1 = \$12 [5:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    row_2 = 6'h00;
+    if (\$10 ) begin
+      row_2 = \$13 [5:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     w_data = 19'h00000;
     (* full_case = 32'd1 *)
-    if (\$signal$15 ) begin
-      w_data[3:0] = \$signal$17 ;
-      w_data[7:4] = { \$31 , \$24 , \$17 , \$10  };
-      w_data[16:8] = { \$310 , \$279 , \$248 , \$217 , \$186 , \$155 , \$124 , \$93 , \$62  };
+    if (\$signal$21 ) begin
+      w_data[3:0] = \$signal$23 ;
+      w_data[7:4] = { \$41 , \$34 , \$27 , \$20  };
+      w_data[16:8] = { \$320 , \$289 , \$258 , \$227 , \$196 , \$165 , \$134 , \$103 , \$72  };
     end else begin
       w_data[17] = 1'h1;
       w_data[18] = error;
@@ -10627,586 +11164,717 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$487  = sel_0;
-    if (\$322 ) begin
-      \$487 [0] = \$327 ;
+    \$551  = \$signal$9 ;
+    if (\$336 ) begin
+      \$551  = 1'h0;
     end
-    if (\$328 ) begin
-      \$487 [1] = \$333 ;
-    end
-    if (\$334 ) begin
-      \$487 [2] = \$339 ;
-    end
-    if (\$340 ) begin
-      \$487 [3] = \$345 ;
+    if (\$342 ) begin
+      \$551  = 1'h1;
     end
     if (rst) begin
-      \$487  = 4'h0;
+      \$551  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$488  = win_0;
-    if (\$346 ) begin
-      \$488  = \$353 ;
+    \$552  = c_row;
+    if (\$342 ) begin
+      \$552  = w_row;
     end
     if (rst) begin
-      \$488  = 16'h0000;
+      \$552  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$489  = sel_1;
-    if (\$354 ) begin
-      \$489 [0] = \$357 ;
+    \$553  = \$signal$8 ;
+    if (\$342 ) begin
+      \$553  = 1'h0;
     end
-    if (\$358 ) begin
-      \$489 [1] = \$361 ;
-    end
-    if (\$362 ) begin
-      \$489 [2] = \$365 ;
-    end
-    if (\$366 ) begin
-      \$489 [3] = \$369 ;
+    if (\$351 ) begin
+      \$553  = 1'h1;
     end
     if (rst) begin
-      \$489  = 4'h0;
+      \$553  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$490  = win_1;
-    if (\$370 ) begin
-      \$490  = \$377 ;
+    \$554  = centre;
+    if (\$342 ) begin
+      \$554  = win_1;
     end
     if (rst) begin
-      \$490  = 16'h0000;
+      \$554  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$491  = sel_2;
-    if (\$378 ) begin
-      \$491 [0] = \$381 ;
+    \$555  = nz;
+    if (\$342 ) begin
+      \$555  = \$343 ;
+    end
+    if (\$510 ) begin
+      \$555  = \$512 ;
+    end
+    if (rst) begin
+      \$555  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$556  = cwin_0;
+    if (\$342 ) begin
+      \$556  = win_0;
+    end
+    if (rst) begin
+      \$556  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$557  = cwin_1;
+    if (\$342 ) begin
+      \$557  = win_1;
+    end
+    if (rst) begin
+      \$557  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$558  = cwin_2;
+    if (\$342 ) begin
+      \$558  = win_2;
+    end
+    if (rst) begin
+      \$558  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$559  = w_row;
+    if (\$351 ) begin
+      \$559  = s_row;
+    end
+    if (rst) begin
+      \$559  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$560  = \$signal$7 ;
+    if (\$351 ) begin
+      \$560  = 1'h0;
     end
     if (\$382 ) begin
-      \$491 [1] = \$385 ;
-    end
-    if (\$386 ) begin
-      \$491 [2] = \$389 ;
-    end
-    if (\$390 ) begin
-      \$491 [3] = \$393 ;
+      \$560  = 1'h1;
     end
     if (rst) begin
-      \$491  = 4'h0;
+      \$560  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$492  = win_2;
-    if (\$394 ) begin
-      \$492  = \$401 ;
+    \$561  = win_0;
+    if (\$351 ) begin
+      \$561  = \$358 ;
     end
     if (rst) begin
-      \$492  = 16'h0000;
+      \$561  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$493  = eof_pend;
-    if (\$404 ) begin
-      \$493  = 1'h0;
+    \$562  = win_1;
+    if (\$351 ) begin
+      \$562  = \$365 ;
     end
-    casez (state)
-      3'h0:
-          if (\$470 ) begin
-            if (\$473 ) begin
-              \$493  = 1'h1;
-            end
-          end
-    endcase
     if (rst) begin
-      \$493  = 1'h0;
+      \$562  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$494  = \$signal$15 ;
-    if (\$406 ) begin
-      \$494  = b_v;
+    \$563  = win_2;
+    if (\$351 ) begin
+      \$563  = \$372 ;
     end
     if (rst) begin
-      \$494  = 1'h0;
+      \$563  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$495  = \$signal ;
-    if (\$406 ) begin
-      \$495  = \$signal$45 ;
+    \$564  = s_row;
+    if (\$382 ) begin
+      \$564  = i_row;
     end
     if (rst) begin
-      \$495  = 16'h0000;
+      \$564  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$496  = \$like ;
-    if (\$406 ) begin
-      \$496  = b_ci;
+    \$565  = \$signal ;
+    if (\$382 ) begin
+      \$565  = 1'h0;
+    end
+    if (\$439 ) begin
+      if (\$443 ) begin
+      end else if (\$445 ) begin
+        \$565  = 1'h1;
+      end
     end
     if (rst) begin
-      \$496  = 1'h0;
+      \$565  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$497  = \$signal$17 ;
-    if (\$406 ) begin
-      \$497  = f_row[3:0];
+    \$566  = sel_0;
+    if (\$382 ) begin
+      \$566 [0] = \$387 ;
+      \$566 [1] = \$392 ;
+      \$566 [2] = \$397 ;
+      \$566 [3] = \$402 ;
     end
     if (rst) begin
-      \$497  = 4'h0;
+      \$566  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$498  = c1_win_0;
-    if (\$406 ) begin
-      \$498  = b_win_0;
+    \$567  = sel_1;
+    if (\$382 ) begin
+      \$567 [0] = \$405 ;
+      \$567 [1] = \$408 ;
+      \$567 [2] = \$411 ;
+      \$567 [3] = \$414 ;
     end
     if (rst) begin
-      \$498  = 18'h00000;
+      \$567  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$499  = c1_win_1;
-    if (\$406 ) begin
-      \$499  = b_win_1;
+    \$568  = sel_2;
+    if (\$382 ) begin
+      \$568 [0] = \$417 ;
+      \$568 [1] = \$420 ;
+      \$568 [2] = \$423 ;
+      \$568 [3] = \$426 ;
     end
     if (rst) begin
-      \$499  = 18'h00000;
+      \$568  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$500  = c1_win_2;
-    if (\$406 ) begin
-      \$500  = b_win_2;
+    \$569  = ends;
+    if (\$439 ) begin
+      if (\$443 ) begin
+        \$569  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$569  = 1'h0;
     end
     if (rst) begin
-      \$500  = 18'h00000;
+      \$569  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$501  = \$signal$45 ;
-    if (\$406 ) begin
-      \$501  = \$313 [15:0];
-    end
-    if (\$414 ) begin
-      \$501  = \$signal$52 ;
+    \$570  = i_row;
+    if (\$439 ) begin
+      if (\$443 ) begin
+      end else if (\$445 ) begin
+        \$570  = f_row[3:0];
+      end
     end
     if (rst) begin
-      \$501  = 16'h0000;
+      \$570  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$502  = b_rest;
-    if (\$406 ) begin
-      \$502  = \$408 ;
-    end
-    if (\$414 ) begin
-      \$502  = \$415 ;
+    \$571  = i_cy;
+    if (\$439 ) begin
+      if (\$443 ) begin
+      end else if (\$445 ) begin
+        \$571  = cy;
+      end
     end
     if (rst) begin
-      \$502  = 16'h0000;
+      \$571  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$503  = \$signal$50 ;
-    if (\$406 ) begin
-      \$503  = \$411 ;
+    \$572  = f_row;
+    if (\$439 ) begin
+      if (\$443 ) begin
+      end else if (\$445 ) begin
+        \$572  = \$446 [4:0];
+      end
     end
-    if (\$414 ) begin
-      \$503  = \$417 ;
+    if (frame_reset) begin
+      \$572  = 5'h00;
     end
     if (rst) begin
-      \$503  = 1'h1;
+      \$572  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$504  = b_v;
-    if (\$414 ) begin
-      \$504  = \$signal$51 ;
+    \$573  = cy;
+    if (\$439 ) begin
+      if (\$443 ) begin
+      end else if (\$445 ) begin
+        \$573  = \$447 [5:0];
+      end
+    end
+    if (frame_reset) begin
+      \$573  = 6'h00;
     end
     if (rst) begin
-      \$504  = 1'h0;
+      \$573  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$505  = b_ci;
-    if (\$414 ) begin
-      \$505  = \$like$54 ;
+    \$574  = need;
+    if (\$439 ) begin
+      if (\$443 ) begin
+      end else if (\$445 ) begin
+        \$574  = \$448 [5:0];
+      end
+    end
+    if (frame_reset) begin
+      \$574  = 6'h02;
     end
     if (rst) begin
-      \$505  = 1'h0;
+      \$574  = 6'h02;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$506  = b_win_0;
-    if (\$414 ) begin
-      \$506  = a3_win_0;
-    end
-    if (rst) begin
-      \$506  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$507  = b_win_1;
-    if (\$414 ) begin
-      \$507  = a3_win_1;
-    end
-    if (rst) begin
-      \$507  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$508  = b_win_2;
-    if (\$414 ) begin
-      \$508  = a3_win_2;
-    end
-    if (rst) begin
-      \$508  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$509  = \$signal$51 ;
-    if (\$422 ) begin
-      \$509  = \$signal$59 ;
-    end
-    if (rst) begin
-      \$509  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$510  = \$signal$52 ;
-    if (\$422 ) begin
-      \$510  = \$316 [15:0];
-    end
-    if (rst) begin
-      \$510  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$511  = \$signal$53 ;
-    if (\$422 ) begin
-      \$511  = \$424 ;
-    end
-    if (rst) begin
-      \$511  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$512  = \$like$54 ;
-    if (\$422 ) begin
-      \$512  = a2_ci;
-    end
-    if (rst) begin
-      \$512  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$513  = a3_rest_zero;
-    if (\$422 ) begin
-      \$513  = \$427 ;
-    end
-    if (rst) begin
-      \$513  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$514  = a3_win_0;
-    if (\$422 ) begin
-      \$514  = a2_win_0;
-    end
-    if (rst) begin
-      \$514  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$515  = a3_win_1;
-    if (\$422 ) begin
-      \$515  = a2_win_1;
-    end
-    if (rst) begin
-      \$515  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$516  = a3_win_2;
-    if (\$422 ) begin
-      \$516  = a2_win_2;
-    end
-    if (rst) begin
-      \$516  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$517  = \$signal$59 ;
-    if (\$432 ) begin
-      \$517  = 1'h0;
-    end
-    if (\$440 ) begin
-      \$517  = 1'h1;
-    end
-    if (rst) begin
-      \$517  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$518  = a2_ci;
-    if (\$440 ) begin
-      \$518  = 1'h0;
-    end
-    if (rst) begin
-      \$518  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$519  = a2_bits;
-    if (\$440 ) begin
-      \$519  = \$441 ;
-    end
-    if (rst) begin
-      \$519  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$520  = a2_win_0;
-    if (\$440 ) begin
-      \$520  = \$442 ;
-    end
-    if (rst) begin
-      \$520  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$521  = a2_win_1;
-    if (\$440 ) begin
-      \$521  = \$443 ;
-    end
-    if (rst) begin
-      \$521  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$522  = a2_win_2;
-    if (\$440 ) begin
-      \$522  = \$444 ;
-    end
-    if (rst) begin
-      \$522  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$523  = \$signal$64 ;
+    \$575  = eof_pend;
     if (\$451 ) begin
-      \$523  = 1'h0;
+      \$575  = 1'h0;
     end
-    if (\$464 ) begin
-      \$523  = 1'h1;
+    if (\$540 ) begin
+      \$575  = 1'h1;
     end
     if (rst) begin
-      \$523  = 1'h0;
+      \$575  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$524  = \$signal$65 ;
-    if (\$464 ) begin
-      \$524  = \$319 [0];
+    \$576  = \$signal$21 ;
+    if (\$453 ) begin
+      \$576  = b_v;
     end
     if (rst) begin
-      \$524  = 1'h0;
+      \$576  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$525  = nz;
-    if (\$464 ) begin
-      \$525  = \$466 ;
+    \$577  = \$signal$17 ;
+    if (\$453 ) begin
+      \$577  = \$signal$67 ;
     end
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          \$525  = \$474 ;
-    endcase
     if (rst) begin
-      \$525  = 1'h0;
+      \$577  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$526  = state;
-    casez (state)
-      3'h0:
-          if (\$470 ) begin
-            if (\$473 ) begin
-              \$526  = 3'h5;
-            end
-          end else if (\$472 ) begin
-            \$526  = 3'h1;
-          end
-      3'h1:
-          \$526  = 3'h2;
-      3'h2:
-          \$526  = 3'h3;
-      3'h3:
-          \$526  = 3'h4;
-      3'h4:
-          if (\$483 ) begin
-            \$526  = 3'h0;
-          end
-    endcase
+    \$578  = \$like ;
+    if (\$453 ) begin
+      \$578  = \$like$68 ;
+    end
+    if (rst) begin
+      \$578  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$579  = \$signal$23 ;
+    if (\$453 ) begin
+      \$579  = b_oy;
+    end
+    if (rst) begin
+      \$579  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$580  = c1_win_0;
+    if (\$453 ) begin
+      \$580  = b_win_0;
+    end
+    if (rst) begin
+      \$580  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$581  = c1_win_1;
+    if (\$453 ) begin
+      \$581  = b_win_1;
+    end
+    if (rst) begin
+      \$581  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$582  = c1_win_2;
+    if (\$453 ) begin
+      \$582  = b_win_2;
+    end
+    if (rst) begin
+      \$582  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$583  = \$signal$67 ;
+    if (\$453 ) begin
+      \$583  = \$323 [15:0];
+    end
+    if (\$461 ) begin
+      \$583  = \$signal$75 ;
+    end
+    if (rst) begin
+      \$583  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$584  = b_rest;
+    if (\$453 ) begin
+      \$584  = \$455 ;
+    end
+    if (\$461 ) begin
+      \$584  = \$462 ;
+    end
+    if (rst) begin
+      \$584  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$585  = \$signal$73 ;
+    if (\$453 ) begin
+      \$585  = \$458 ;
+    end
+    if (\$461 ) begin
+      \$585  = \$464 ;
+    end
+    if (rst) begin
+      \$585  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$586  = b_v;
+    if (\$461 ) begin
+      \$586  = \$signal$74 ;
+    end
+    if (rst) begin
+      \$586  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$587  = \$like$68 ;
+    if (\$461 ) begin
+      \$587  = \$like$77 ;
+    end
+    if (rst) begin
+      \$587  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$588  = b_oy;
+    if (\$461 ) begin
+      \$588  = \$signal$78 ;
+    end
+    if (rst) begin
+      \$588  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$589  = b_win_0;
+    if (\$461 ) begin
+      \$589  = a3_win_0;
+    end
+    if (rst) begin
+      \$589  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$590  = b_win_1;
+    if (\$461 ) begin
+      \$590  = a3_win_1;
+    end
+    if (rst) begin
+      \$590  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$591  = b_win_2;
+    if (\$461 ) begin
+      \$591  = a3_win_2;
+    end
+    if (rst) begin
+      \$591  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$592  = \$signal$74 ;
+    if (\$469 ) begin
+      \$592  = \$signal$83 ;
+    end
+    if (rst) begin
+      \$592  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$593  = \$signal$75 ;
+    if (\$469 ) begin
+      \$593  = \$326 [15:0];
+    end
+    if (rst) begin
+      \$593  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$594  = \$signal$76 ;
+    if (\$469 ) begin
+      \$594  = \$471 ;
+    end
+    if (rst) begin
+      \$594  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$595  = \$like$77 ;
+    if (\$469 ) begin
+      \$595  = \$signal$84 ;
+    end
+    if (rst) begin
+      \$595  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$596  = \$signal$78 ;
+    if (\$469 ) begin
+      \$596  = a2_oy;
+    end
+    if (rst) begin
+      \$596  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$597  = a3_rest_zero;
+    if (\$469 ) begin
+      \$597  = \$474 ;
+    end
+    if (rst) begin
+      \$597  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$598  = a3_win_0;
+    if (\$469 ) begin
+      \$598  = a2_win_0;
+    end
+    if (rst) begin
+      \$598  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$599  = a3_win_1;
+    if (\$469 ) begin
+      \$599  = a2_win_1;
+    end
+    if (rst) begin
+      \$599  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$600  = a3_win_2;
+    if (\$469 ) begin
+      \$600  = a2_win_2;
+    end
+    if (rst) begin
+      \$600  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$601  = \$signal$83 ;
+    if (\$479 ) begin
+      \$601  = 1'h0;
+    end
+    if (\$487 ) begin
+      \$601  = 1'h1;
+    end
+    if (rst) begin
+      \$601  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$602  = a2_oy;
+    if (\$487 ) begin
+      \$602  = c_row;
+    end
+    if (rst) begin
+      \$602  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$603  = \$signal$84 ;
+    if (\$487 ) begin
+      \$603  = 1'h0;
+    end
+    if (rst) begin
+      \$603  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$604  = a2_bits;
+    if (\$487 ) begin
+      \$604  = \$488 ;
+    end
+    if (rst) begin
+      \$604  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$605  = a2_win_0;
+    if (\$487 ) begin
+      \$605  = \$489 ;
+    end
+    if (rst) begin
+      \$605  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$606  = a2_win_1;
+    if (\$487 ) begin
+      \$606  = \$490 ;
+    end
+    if (rst) begin
+      \$606  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$607  = a2_win_2;
+    if (\$487 ) begin
+      \$607  = \$491 ;
+    end
+    if (rst) begin
+      \$607  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$608  = a_v;
+    if (\$498 ) begin
+      \$608  = 1'h0;
+    end
+    if (\$510 ) begin
+      \$608  = 1'h1;
+    end
+    if (rst) begin
+      \$608  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$609  = a_oh;
+    if (\$510 ) begin
+      \$609  = \$329 [0];
+    end
+    if (rst) begin
+      \$609  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$610  = eof_done;
+    if (\$540 ) begin
+      \$610  = 1'h1;
+    end
     if (frame_reset) begin
-      \$526  = 3'h0;
+      \$610  = 1'h0;
     end
     if (rst) begin
-      \$526  = 3'h0;
+      \$610  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$527  = centre;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          \$527  = win_1;
-    endcase
-    if (rst) begin
-      \$527  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$528  = f_row;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (\$483 ) begin
-            \$528  = \$484 [4:0];
-          end
-    endcase
+    \$611  = \$543 ;
     if (frame_reset) begin
-      \$528  = 5'h00;
+      \$611  = 1'h0;
     end
     if (rst) begin
-      \$528  = 5'h00;
+      \$611  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$529  = cy;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (\$483 ) begin
-            \$529  = \$485 [5:0];
-          end
-    endcase
-    if (frame_reset) begin
-      \$529  = 6'h00;
-    end
+    \$612  = \$546 ;
     if (rst) begin
-      \$529  = 6'h00;
+      \$612  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$530  = need;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (\$483 ) begin
-            \$530  = \$486 [5:0];
-          end
-    endcase
+    \$613  = \$550 [3:0];
     if (frame_reset) begin
-      \$530  = 6'h02;
+      \$613  = 4'h0;
     end
     if (rst) begin
-      \$530  = 6'h02;
+      \$613  = 4'h0;
     end
   end
   assign r_data = sites__payload;
   assign sites__ready = r_en;
   assign r_rdy = sites__valid;
-  assign row_0 = \$1 [5:0];
-  assign row_1 = \$2 [5:0];
-  assign row_2 = \$3 [5:0];
-  assign site_x = { \$31 , \$24 , \$17 , \$10  };
+  assign site_x = { \$41 , \$34 , \$27 , \$20  };
   assign qp = w_data;
-  assign rest_oh = \$313 [15:0];
-  assign a2_oh = \$316 [15:0];
-  assign chunk_oh = \$319 [0];
+  assign rest_oh = \$323 [15:0];
+  assign a2_oh = \$326 [15:0];
+  assign chunk_oh = \$329 [0];
   assign head = sites__payload;
-  assign row = \$321 [3:0];
   assign \sites__payload.oy  = sites__payload[3:0];
   assign \sites__payload.ox  = sites__payload[7:4];
   assign \sites__payload.taps  = sites__payload[16:8];
@@ -11222,15 +11890,15 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \head.taps  = sites__payload[16:8];
   assign \head.eof  = sites__payload[17];
   assign \head.error  = sites__payload[18];
-  assign \tags[0]  = tags[4:0];
-  assign \tags[1]  = tags[9:5];
-  assign \tags[2]  = tags[14:10];
-  assign \tags[3]  = tags[19:15];
   assign \bitmaps[0]  = bitmaps[15:0];
   assign \bitmaps[1]  = bitmaps[31:16];
   assign \bitmaps[2]  = bitmaps[47:32];
   assign \bitmaps[3]  = bitmaps[63:48];
-  assign \$461  = nz;
+  assign \tags[0]  = tags[4:0];
+  assign \tags[1]  = tags[9:5];
+  assign \tags[2]  = tags[14:10];
+  assign \tags[3]  = tags[19:15];
+  assign \$509  = nz;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -16825,7 +17493,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
-  wire [6:0] \$1 ;
+  wire \$1 ;
   wire \$10 ;
   wire \$100 ;
   wire \$101 ;
@@ -16836,25 +17504,25 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$106 ;
   wire \$107 ;
   wire \$108 ;
-  wire \$109 ;
-  wire \$11 ;
-  wire \$110 ;
-  wire \$111 ;
+  wire [5:0] \$109 ;
+  wire [6:0] \$11 ;
+  wire [6:0] \$110 ;
+  wire [6:0] \$111 ;
   wire \$112 ;
   wire \$113 ;
   wire \$114 ;
   wire \$115 ;
   wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire \$119 ;
+  wire [15:0] \$117 ;
+  wire [15:0] \$118 ;
+  wire [16:0] \$119 ;
   wire \$12 ;
-  wire \$120 ;
+  wire [16:0] \$120 ;
   wire \$121 ;
   wire \$122 ;
   wire \$123 ;
   wire \$124 ;
-  wire \$125 ;
+  wire [15:0] \$125 ;
   wire \$126 ;
   wire \$127 ;
   wire \$128 ;
@@ -16862,110 +17530,202 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$13 ;
   wire \$130 ;
   wire \$131 ;
-  wire [5:0] \$132 ;
-  wire [6:0] \$133 ;
-  wire [6:0] \$134 ;
-  reg [1:0] \$135 ;
-  reg [15:0] \$136 ;
-  reg \$137 ;
-  reg \$138 ;
-  reg [15:0] \$139 ;
+  wire \$132 ;
+  wire [15:0] \$133 ;
+  wire [15:0] \$134 ;
+  wire [16:0] \$135 ;
+  wire [16:0] \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  reg \$140 ;
-  reg [3:0] \$141 ;
-  reg \$142 ;
-  reg [15:0] \$143 ;
-  reg [15:0] \$144 ;
-  reg \$145 ;
-  reg \$146 ;
-  reg \$147 ;
-  reg \$148 ;
-  reg \$149 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
   wire \$15 ;
-  reg [15:0] \$150 ;
-  reg [15:0] \$151 ;
-  reg \$152 ;
-  reg \$153 ;
-  reg \$154 ;
-  reg \$155 ;
-  reg \$156 ;
-  reg [15:0] \$157 ;
-  reg \$158 ;
-  reg \$159 ;
+  wire \$150 ;
+  wire [15:0] \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire \$159 ;
   wire \$16 ;
-  reg \$160 ;
-  reg [2:0] \$161 ;
-  reg [15:0] \$162 ;
-  reg [4:0] \$163 ;
-  reg [5:0] \$164 ;
-  reg [5:0] \$165 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
   wire \$17 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
   wire \$18 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
   wire \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire [3:0] \$204 ;
+  wire [3:0] \$205 ;
+  wire [3:0] \$206 ;
+  wire [4:0] \$207 ;
+  wire [4:0] \$208 ;
+  wire [4:0] \$209 ;
   wire \$21 ;
+  wire [4:0] \$210 ;
+  reg \$211 ;
+  reg [3:0] \$212 ;
+  reg \$213 ;
+  reg [15:0] \$214 ;
+  reg \$215 ;
+  reg [3:0] \$216 ;
+  reg \$217 ;
+  reg [15:0] \$218 ;
+  reg [3:0] \$219 ;
   wire \$22 ;
+  reg \$220 ;
+  reg [1:0] \$221 ;
+  reg \$222 ;
+  reg [3:0] \$223 ;
+  reg [5:0] \$224 ;
+  reg [4:0] \$225 ;
+  reg [5:0] \$226 ;
+  reg [5:0] \$227 ;
+  reg \$228 ;
+  reg \$229 ;
   wire \$23 ;
+  reg [15:0] \$230 ;
+  reg \$231 ;
+  reg [3:0] \$232 ;
+  reg \$233 ;
+  reg [15:0] \$234 ;
+  reg [15:0] \$235 ;
+  reg \$236 ;
+  reg \$237 ;
+  reg \$238 ;
+  reg [3:0] \$239 ;
   wire \$24 ;
+  reg \$240 ;
+  reg \$241 ;
+  reg [15:0] \$242 ;
+  reg [15:0] \$243 ;
+  reg \$244 ;
+  reg [3:0] \$245 ;
+  reg \$246 ;
+  reg \$247 ;
+  reg \$248 ;
+  reg [3:0] \$249 ;
   wire \$25 ;
+  reg \$250 ;
+  reg [15:0] \$251 ;
+  reg \$252 ;
+  reg \$253 ;
+  reg \$254 ;
+  reg \$255 ;
+  reg [3:0] \$256 ;
+  reg [3:0] \$257 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
-  wire [15:0] \$30 ;
-  wire [16:0] \$31 ;
-  wire [16:0] \$32 ;
-  wire [15:0] \$33 ;
-  wire [16:0] \$34 ;
-  wire [16:0] \$35 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
   wire \$36 ;
-  wire [1:0] \$37 ;
-  wire [1:0] \$38 ;
-  wire [4:0] \$39 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
   wire \$4 ;
-  wire [4:0] \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire \$43 ;
-  wire \$44 ;
-  wire \$45 ;
+  wire [15:0] \$40 ;
+  wire [16:0] \$41 ;
+  wire [16:0] \$42 ;
+  wire [15:0] \$43 ;
+  wire [16:0] \$44 ;
+  wire [16:0] \$45 ;
   wire \$46 ;
-  wire \$47 ;
-  wire \$48 ;
-  wire \$49 ;
+  wire [1:0] \$47 ;
+  wire [1:0] \$48 ;
+  wire [3:0] \$49 ;
   wire \$5 ;
-  wire [15:0] \$50 ;
-  wire [15:0] \$51 ;
-  wire [15:0] \$52 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire [15:0] \$58 ;
-  wire [15:0] \$59 ;
+  wire \$58 ;
+  wire \$59 ;
   wire \$6 ;
-  wire [16:0] \$60 ;
-  wire [16:0] \$61 ;
+  wire \$60 ;
+  wire \$61 ;
   wire \$62 ;
   wire \$63 ;
   wire \$64 ;
   wire \$65 ;
-  wire [15:0] \$66 ;
+  wire \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
   wire \$7 ;
   wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire \$73 ;
-  wire [15:0] \$74 ;
-  wire [15:0] \$75 ;
-  wire [16:0] \$76 ;
-  wire [16:0] \$77 ;
+  wire [15:0] \$71 ;
+  wire [15:0] \$72 ;
+  wire [15:0] \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire \$76 ;
+  wire \$77 ;
   wire \$78 ;
   wire \$79 ;
   wire \$8 ;
@@ -16982,7 +17742,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$9 ;
   wire \$90 ;
   wire \$91 ;
-  wire [15:0] \$92 ;
+  wire \$92 ;
   wire \$93 ;
   wire \$94 ;
   wire \$95 ;
@@ -16991,25 +17751,34 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$98 ;
   wire \$99 ;
   reg \$like  = 1'h0;
-  reg \$like$44  = 1'h0;
-  reg [15:0] \$signal  = 16'h0000;
-  reg \$signal$13  = 1'h0;
-  reg [3:0] \$signal$15  = 4'h0;
-  reg [15:0] \$signal$36  = 16'h0000;
-  reg \$signal$40  = 1'h1;
-  reg \$signal$41  = 1'h0;
-  reg [15:0] \$signal$42  = 16'h0000;
-  reg [15:0] \$signal$43  = 16'h0000;
-  reg \$signal$47  = 1'h0;
-  reg \$signal$50  = 1'h0;
-  reg \$signal$51  = 1'h0;
+  reg \$like$56  = 1'h0;
+  reg \$like$64  = 1'h0;
+  reg \$signal  = 1'h0;
+  reg [15:0] \$signal$15  = 16'h0000;
+  reg \$signal$19  = 1'h0;
+  reg [3:0] \$signal$21  = 4'h0;
+  reg \$signal$31  = 1'h0;
+  reg [3:0] \$signal$33  = 4'h0;
+  reg [15:0] \$signal$55  = 16'h0000;
+  reg \$signal$60  = 1'h1;
+  reg \$signal$61  = 1'h0;
+  reg [15:0] \$signal$62  = 16'h0000;
+  reg [15:0] \$signal$63  = 16'h0000;
+  reg [3:0] \$signal$65  = 4'h0;
+  reg \$signal$68  = 1'h0;
+  reg \$signal$69  = 1'h0;
+  reg \$signal$7  = 1'h0;
+  reg \$signal$8  = 1'h0;
+  reg \$signal$9  = 1'h0;
   reg [15:0] a2_bits = 16'h0000;
-  reg a2_ci = 1'h0;
   wire [15:0] a2_oh;
+  reg [3:0] a2_oy = 4'h0;
   wire a2_win_0;
   reg a3_rest_zero = 1'h1;
   reg a3_win_0 = 1'h0;
-  reg b_ci = 1'h0;
+  reg a_oh = 1'h0;
+  reg a_v = 1'h0;
+  reg [3:0] b_oy = 4'h0;
   reg [15:0] b_rest = 16'h0000;
   reg b_v = 1'h0;
   reg b_win_0 = 1'h0;
@@ -17018,6 +17787,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [15:0] \bitmaps[0] ;
   wire [15:0] \bitmaps[1] ;
   reg c1_win_0 = 1'h0;
+  reg [3:0] c_row = 4'h0;
   reg [15:0] centre = 16'h0000;
   wire chunk_oh;
   input clk;
@@ -17025,6 +17795,8 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   reg [5:0] cy = 6'h00;
   input [5:0] done_rows;
   wire [5:0] done_rows;
+  reg ends = 1'h0;
+  reg eof_done = 1'h0;
   reg eof_pend = 1'h0;
   input eof_seen;
   wire eof_seen;
@@ -17041,6 +17813,8 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [3:0] \head.ox ;
   wire [3:0] \head.oy ;
   wire \head.taps ;
+  reg [5:0] i_cy = 6'h00;
+  reg [3:0] i_row = 4'h0;
   input [3:0] last_y;
   wire [3:0] last_y;
   reg [5:0] need = 6'h01;
@@ -17058,9 +17832,11 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [15:0] rest_oh;
   output [3:0] row;
   wire [3:0] row;
-  wire [5:0] row_0;
+  reg [5:0] row_0;
+  reg [3:0] rows_row = 4'h0;
   input rst;
   wire rst;
+  reg [3:0] s_row = 4'h0;
   reg [1:0] sel_0 = 2'h0;
   wire [3:0] site_x;
   output [10:0] sites__payload;
@@ -17073,7 +17849,6 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire sites__ready;
   output sites__valid;
   wire sites__valid;
-  reg [2:0] state = 3'h0;
   input [9:0] tags;
   wire [9:0] tags;
   wire [4:0] \tags[0] ;
@@ -17081,202 +17856,312 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   reg [10:0] w_data;
   wire w_en;
   wire w_rdy;
+  reg [3:0] w_row = 4'h0;
   reg [15:0] win_0 = 16'h0000;
-  assign \$1  = cy + 1'h0;
-  assign \$2  = \$signal [1] | \$signal [3];
-  assign \$3  = \$2  | \$signal [5];
-  assign \$4  = \$3  | \$signal [7];
-  assign \$5  = \$4  | \$signal [9];
-  assign \$6  = \$5  | \$signal [11];
-  assign \$7  = \$6  | \$signal [13];
-  assign \$8  = \$7  | \$signal [15];
-  assign \$9  = \$signal [2] | \$signal [3];
-  assign \$10  = \$9  | \$signal [6];
-  assign \$11  = \$10  | \$signal [7];
-  assign \$12  = \$11  | \$signal [10];
-  assign \$13  = \$12  | \$signal [11];
-  assign \$14  = \$13  | \$signal [14];
-  assign \$15  = \$14  | \$signal [15];
-  assign \$16  = \$signal [4] | \$signal [5];
-  assign \$17  = \$16  | \$signal [6];
-  assign \$18  = \$17  | \$signal [7];
-  assign \$19  = \$18  | \$signal [12];
-  assign \$20  = \$19  | \$signal [13];
-  assign \$21  = \$20  | \$signal [14];
-  assign \$22  = \$21  | \$signal [15];
-  assign \$23  = \$signal [8] | \$signal [9];
-  assign \$24  = \$23  | \$signal [10];
-  assign \$25  = \$24  | \$signal [11];
-  assign \$26  = \$25  | \$signal [12];
-  assign \$27  = \$26  | \$signal [13];
-  assign \$28  = \$27  | \$signal [14];
-  assign \$29  = \$28  | \$signal [15];
-  assign w_en = \$signal$13  | eof_pend;
-  assign \$30  = ~ b_rest;
-  assign \$31  = \$30  + 1'h1;
-  assign \$32  = { 1'h0, b_rest } & \$31 ;
-  assign \$33  = ~ a2_bits;
-  assign \$34  = \$33  + 1'h1;
-  assign \$35  = { 1'h0, a2_bits } & \$34 ;
-  assign \$36  = ~ nz;
-  assign \$37  = \$36  + 1'h1;
-  assign \$38  = { 1'h0, nz } & \$37 ;
-  assign \$39  = \$signal$13  ? { 1'h0, \$signal$15  } : f_row;
-  assign \$40  = sites__valid ? { 1'h0, sites__payload[3:0] } : \$39 ;
-  assign \$41  = state == 1'h1;
-  assign \$42  = ! \$1 [0];
-  assign \$43  = tags[4:0] == \$1 [5:0];
-  assign \$44  = \$42  & \$43 ;
-  assign \$45  = state == 1'h1;
-  assign \$47  = tags[9:5] == \$1 [5:0];
-  assign \$48  = \$46  & \$47 ;
-  assign \$49  = state == 2'h2;
-  assign \$50  = sel_0[0] ? bitmaps[15:0] : 16'h0000;
-  assign \$51  = sel_0[1] ? bitmaps[31:16] : 16'h0000;
-  assign \$52  = \$50  | \$51 ;
-  assign \$53  = ~ \$signal$13 ;
-  assign \$54  = eof_pend & \$53 ;
-  assign \$55  = \$54  & w_rdy;
-  assign \$56  = ~ \$signal$13 ;
-  assign \$57  = \$56  | w_rdy;
-  assign \$58  = ~ \$32 [15:0];
-  assign \$59  = b_rest & \$58 ;
-  assign \$60  = b_rest - 1'h1;
-  assign \$61  = { 1'h0, b_rest } & \$60 ;
-  assign \$62  = ! \$61 ;
-  assign \$63  = ~ \$signal$13 ;
-  assign \$64  = \$63  | w_rdy;
-  assign \$65  = \$64  & \$signal$40 ;
-  assign \$66  = \$signal$41  ? \$signal$43  : 16'h0000;
-  assign \$67  = ~ \$signal$41 ;
-  assign \$68  = \$67  | a3_rest_zero;
-  assign \$69  = ~ \$signal$41 ;
-  assign \$70  = ~ \$signal$13 ;
-  assign \$71  = \$70  | w_rdy;
-  assign \$72  = \$71  & \$signal$40 ;
-  assign \$73  = \$69  | \$72 ;
-  assign \$74  = ~ \$35 [15:0];
-  assign \$75  = a2_bits & \$74 ;
-  assign \$76  = a2_bits - 1'h1;
-  assign \$77  = { 1'h0, a2_bits } & \$76 ;
-  assign \$78  = ! \$77 ;
-  assign \$79  = ~ \$signal$41 ;
-  assign \$80  = ~ \$signal$13 ;
-  assign \$81  = \$80  | w_rdy;
-  assign \$82  = \$81  & \$signal$40 ;
-  assign \$83  = \$79  | \$82 ;
-  assign \$84  = ~ \$signal$47 ;
-  assign \$85  = ~ \$signal$41 ;
-  assign \$86  = ~ \$signal$13 ;
-  assign \$87  = \$86  | w_rdy;
-  assign \$88  = \$87  & \$signal$40 ;
-  assign \$89  = \$85  | \$88 ;
-  assign \$90  = \$84  | \$89 ;
-  assign \$91  = \$90  & \$signal$50 ;
-  assign \$92  = \$signal$51  ? centre : 16'h0000;
-  assign \$93  = ~ \$signal$47 ;
-  assign \$94  = ~ \$signal$41 ;
-  assign \$95  = ~ \$signal$13 ;
-  assign \$96  = \$95  | w_rdy;
-  assign \$97  = \$96  & \$signal$40 ;
-  assign \$98  = \$94  | \$97 ;
-  assign \$99  = \$93  | \$98 ;
-  assign \$100  = ~ \$signal$50 ;
-  assign \$101  = ~ \$signal$47 ;
-  assign \$102  = ~ \$signal$41 ;
-  assign \$103  = ~ \$signal$13 ;
-  assign \$104  = \$103  | w_rdy;
-  assign \$105  = \$104  & \$signal$40 ;
-  assign \$106  = \$102  | \$105 ;
-  assign \$107  = \$101  | \$106 ;
-  assign \$108  = \$100  | \$107 ;
-  assign \$110  = \$108  & \$109 ;
-  assign \$111  = state == 3'h4;
-  assign \$112  = \$110  & \$111 ;
-  assign \$113  = ~ \$38 [0];
-  assign \$114  = nz & \$113 ;
-  assign \$115  = ~ has_last;
-  assign \$116  = f_row > last_y;
-  assign \$117  = \$115  | \$116 ;
-  assign \$118  = eof_seen & \$117 ;
-  assign \$119  = done_rows >= need;
-  assign \$120  = eof_seen | \$119 ;
-  assign \$121  = ~ eof_pend;
-  assign \$122  = | win_0;
-  assign \$123  = ! nz;
-  assign \$124  = ~ \$signal$50 ;
-  assign \$125  = \$123  & \$124 ;
-  assign \$126  = ~ \$signal$47 ;
-  assign \$127  = \$125  & \$126 ;
-  assign \$128  = ~ \$signal$41 ;
-  assign \$129  = \$127  & \$128 ;
-  assign \$130  = ~ b_v;
-  assign \$131  = \$129  & \$130 ;
-  assign \$132  = f_row + 1'h1;
-  assign \$133  = cy + 1'h1;
-  assign \$134  = need + 1'h1;
+  assign \$1  = ~ \$signal$7 ;
+  assign \$2  = ~ \$signal$8 ;
+  assign \$3  = ~ \$signal$9 ;
+  assign \$4  = ! nz;
+  assign \$5  = ~ a_v;
+  assign \$6  = \$4  & \$5 ;
+  assign \$7  = \$3  | \$6 ;
+  assign \$8  = \$2  | \$7 ;
+  assign \$9  = \$1  | \$8 ;
+  assign \$10  = \$signal  & \$9 ;
+  assign \$11  = i_cy + 1'h0;
+  assign \$12  = \$signal$15 [1] | \$signal$15 [3];
+  assign \$13  = \$12  | \$signal$15 [5];
+  assign \$14  = \$13  | \$signal$15 [7];
+  assign \$15  = \$14  | \$signal$15 [9];
+  assign \$16  = \$15  | \$signal$15 [11];
+  assign \$17  = \$16  | \$signal$15 [13];
+  assign \$18  = \$17  | \$signal$15 [15];
+  assign \$19  = \$signal$15 [2] | \$signal$15 [3];
+  assign \$20  = \$19  | \$signal$15 [6];
+  assign \$21  = \$20  | \$signal$15 [7];
+  assign \$22  = \$21  | \$signal$15 [10];
+  assign \$23  = \$22  | \$signal$15 [11];
+  assign \$24  = \$23  | \$signal$15 [14];
+  assign \$25  = \$24  | \$signal$15 [15];
+  assign \$26  = \$signal$15 [4] | \$signal$15 [5];
+  assign \$27  = \$26  | \$signal$15 [6];
+  assign \$28  = \$27  | \$signal$15 [7];
+  assign \$29  = \$28  | \$signal$15 [12];
+  assign \$30  = \$29  | \$signal$15 [13];
+  assign \$31  = \$30  | \$signal$15 [14];
+  assign \$32  = \$31  | \$signal$15 [15];
+  assign \$33  = \$signal$15 [8] | \$signal$15 [9];
+  assign \$34  = \$33  | \$signal$15 [10];
+  assign \$35  = \$34  | \$signal$15 [11];
+  assign \$36  = \$35  | \$signal$15 [12];
+  assign \$37  = \$36  | \$signal$15 [13];
+  assign \$38  = \$37  | \$signal$15 [14];
+  assign \$39  = \$38  | \$signal$15 [15];
+  assign w_en = \$signal$19  | eof_pend;
+  assign \$40  = ~ b_rest;
+  assign \$41  = \$40  + 1'h1;
+  assign \$42  = { 1'h0, b_rest } & \$41 ;
+  assign \$43  = ~ a2_bits;
+  assign \$44  = \$43  + 1'h1;
+  assign \$45  = { 1'h0, a2_bits } & \$44 ;
+  assign \$46  = ~ nz;
+  assign \$47  = \$46  + 1'h1;
+  assign \$48  = { 1'h0, nz } & \$47 ;
+  assign \$49  = \$signal$31  ? \$signal$33  : rows_row;
+  assign row = sites__valid ? sites__payload[3:0] : \$49 ;
+  assign \$50  = ~ \$signal$9 ;
+  assign \$51  = ! nz;
+  assign \$52  = ~ a_v;
+  assign \$53  = \$51  & \$52 ;
+  assign \$54  = \$50  | \$53 ;
+  assign \$55  = \$signal$9  & \$54 ;
+  assign \$56  = ~ \$signal$9 ;
+  assign \$57  = ! nz;
+  assign \$58  = ~ a_v;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = \$56  | \$59 ;
+  assign \$61  = \$signal$8  & \$60 ;
+  assign \$62  = | win_0;
+  assign \$63  = ~ \$signal$8 ;
+  assign \$64  = ~ \$signal$9 ;
+  assign \$65  = ! nz;
+  assign \$66  = ~ a_v;
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = \$64  | \$67 ;
+  assign \$69  = \$63  | \$68 ;
+  assign \$70  = \$signal$7  & \$69 ;
+  assign \$71  = sel_0[0] ? bitmaps[15:0] : 16'h0000;
+  assign \$72  = sel_0[1] ? bitmaps[31:16] : 16'h0000;
+  assign \$73  = \$71  | \$72 ;
+  assign \$74  = ~ \$signal$7 ;
+  assign \$75  = ~ \$signal$8 ;
+  assign \$76  = ~ \$signal$9 ;
+  assign \$77  = ! nz;
+  assign \$78  = ~ a_v;
+  assign \$79  = \$77  & \$78 ;
+  assign \$80  = \$76  | \$79 ;
+  assign \$81  = \$75  | \$80 ;
+  assign \$82  = \$74  | \$81 ;
+  assign \$83  = \$signal  & \$82 ;
+  assign \$84  = ! row_0[0];
+  assign \$85  = tags[4:0] == row_0;
+  assign \$86  = \$84  & \$85 ;
+  assign \$88  = tags[9:5] == row_0;
+  assign \$89  = \$87  & \$88 ;
+  assign \$90  = ~ \$signal ;
+  assign \$91  = ~ \$signal$7 ;
+  assign \$92  = ~ \$signal$8 ;
+  assign \$93  = ~ \$signal$9 ;
+  assign \$94  = ! nz;
+  assign \$95  = ~ a_v;
+  assign \$96  = \$94  & \$95 ;
+  assign \$97  = \$93  | \$96 ;
+  assign \$98  = \$92  | \$97 ;
+  assign \$99  = \$91  | \$98 ;
+  assign \$100  = \$90  | \$99 ;
+  assign \$101  = ~ ends;
+  assign \$102  = \$100  & \$101 ;
+  assign \$103  = ~ has_last;
+  assign \$104  = f_row > last_y;
+  assign \$105  = \$103  | \$104 ;
+  assign \$106  = eof_seen & \$105 ;
+  assign \$107  = done_rows >= need;
+  assign \$108  = eof_seen | \$107 ;
+  assign \$109  = f_row + 1'h1;
+  assign \$110  = cy + 1'h1;
+  assign \$111  = need + 1'h1;
+  assign \$112  = ~ \$signal$19 ;
+  assign \$113  = eof_pend & \$112 ;
+  assign \$114  = \$113  & w_rdy;
+  assign \$115  = ~ \$signal$19 ;
+  assign \$116  = \$115  | w_rdy;
+  assign \$117  = ~ \$42 [15:0];
+  assign \$118  = b_rest & \$117 ;
+  assign \$119  = b_rest - 1'h1;
+  assign \$120  = { 1'h0, b_rest } & \$119 ;
+  assign \$121  = ! \$120 ;
+  assign \$122  = ~ \$signal$19 ;
+  assign \$123  = \$122  | w_rdy;
+  assign \$124  = \$123  & \$signal$60 ;
+  assign \$125  = \$signal$61  ? \$signal$63  : 16'h0000;
+  assign \$126  = ~ \$signal$61 ;
+  assign \$127  = \$126  | a3_rest_zero;
+  assign \$128  = ~ \$signal$61 ;
+  assign \$129  = ~ \$signal$19 ;
+  assign \$130  = \$129  | w_rdy;
+  assign \$131  = \$130  & \$signal$60 ;
+  assign \$132  = \$128  | \$131 ;
+  assign \$133  = ~ \$45 [15:0];
+  assign \$134  = a2_bits & \$133 ;
+  assign \$135  = a2_bits - 1'h1;
+  assign \$136  = { 1'h0, a2_bits } & \$135 ;
+  assign \$137  = ! \$136 ;
+  assign \$138  = ~ \$signal$61 ;
+  assign \$139  = ~ \$signal$19 ;
+  assign \$140  = \$139  | w_rdy;
+  assign \$141  = \$140  & \$signal$60 ;
+  assign \$142  = \$138  | \$141 ;
+  assign \$143  = ~ \$signal$68 ;
+  assign \$144  = ~ \$signal$61 ;
+  assign \$145  = ~ \$signal$19 ;
+  assign \$146  = \$145  | w_rdy;
+  assign \$147  = \$146  & \$signal$60 ;
+  assign \$148  = \$144  | \$147 ;
+  assign \$149  = \$143  | \$148 ;
+  assign \$150  = \$149  & a_v;
+  assign \$151  = a_oh ? centre : 16'h0000;
+  assign \$152  = ~ \$signal$68 ;
+  assign \$153  = ~ \$signal$61 ;
+  assign \$154  = ~ \$signal$19 ;
+  assign \$155  = \$154  | w_rdy;
+  assign \$156  = \$155  & \$signal$60 ;
+  assign \$157  = \$153  | \$156 ;
+  assign \$158  = \$152  | \$157 ;
+  assign \$159  = ~ a_v;
+  assign \$160  = ~ \$signal$68 ;
+  assign \$161  = ~ \$signal$61 ;
+  assign \$162  = ~ \$signal$19 ;
+  assign \$163  = \$162  | w_rdy;
+  assign \$164  = \$163  & \$signal$60 ;
+  assign \$165  = \$161  | \$164 ;
+  assign \$166  = \$160  | \$165 ;
+  assign \$167  = \$159  | \$166 ;
+  assign \$168  = \$167  & \$signal$9 ;
+  assign \$170  = \$168  & \$169 ;
+  assign \$171  = ~ \$48 [0];
+  assign \$172  = nz & \$171 ;
+  assign \$173  = ~ \$signal ;
+  assign \$174  = ~ \$signal$7 ;
+  assign \$175  = ~ \$signal$8 ;
+  assign \$176  = ~ \$signal$9 ;
+  assign \$177  = ! nz;
+  assign \$178  = ~ a_v;
+  assign \$179  = \$177  & \$178 ;
+  assign \$180  = \$176  | \$179 ;
+  assign \$181  = \$175  | \$180 ;
+  assign \$182  = \$174  | \$181 ;
+  assign \$183  = \$173  | \$182 ;
+  assign \$184  = ~ has_last;
+  assign \$185  = f_row > last_y;
+  assign \$186  = \$184  | \$185 ;
+  assign \$187  = eof_seen & \$186 ;
+  assign \$188  = \$183  & \$187 ;
+  assign \$189  = ends | \$188 ;
+  assign \$190  = \$signal  | \$signal$7 ;
+  assign \$191  = \$190  | \$signal$8 ;
+  assign \$192  = \$191  | \$signal$9 ;
+  assign \$193  = \$192  | \$signal$68 ;
+  assign \$194  = \$193  | \$signal$61 ;
+  assign \$195  = \$194  | b_v;
+  assign \$196  = \$195  | \$signal$19 ;
+  assign \$197  = ~ \$196 ;
+  assign \$198  = \$189  & \$197 ;
+  assign \$199  = ~ eof_done;
+  assign \$200  = \$198  & \$199 ;
+  assign \$201  = \$signal$19  | b_v;
+  assign \$202  = \$201  | \$signal$61 ;
+  assign \$203  = \$202  | \$signal$68 ;
+  assign \$204  = \$signal$61  ? \$signal$65  : a2_oy;
+  assign \$205  = b_v ? b_oy : \$204 ;
+  assign \$206  = \$signal$19  ? \$signal$21  : \$205 ;
+  assign \$207  = \$signal  ? { 1'h0, i_row } : f_row;
+  assign \$208  = \$signal$7  ? { 1'h0, s_row } : \$207 ;
+  assign \$209  = \$signal$8  ? { 1'h0, w_row } : \$208 ;
+  assign \$210  = \$signal$9  ? { 1'h0, c_row } : \$209 ;
   always @(posedge clk)
-    sel_0 <= \$135 ;
+    \$signal$9  <= \$211 ;
   always @(posedge clk)
-    win_0 <= \$136 ;
+    c_row <= \$212 ;
   always @(posedge clk)
-    eof_pend <= \$137 ;
+    \$signal$8  <= \$213 ;
   always @(posedge clk)
-    \$signal$13  <= \$138 ;
+    centre <= \$214 ;
   always @(posedge clk)
-    \$signal  <= \$139 ;
+    nz <= \$215 ;
   always @(posedge clk)
-    \$like  <= \$140 ;
+    w_row <= \$216 ;
   always @(posedge clk)
-    \$signal$15  <= \$141 ;
+    \$signal$7  <= \$217 ;
   always @(posedge clk)
-    c1_win_0 <= \$142 ;
+    win_0 <= \$218 ;
   always @(posedge clk)
-    \$signal$36  <= \$143 ;
+    s_row <= \$219 ;
   always @(posedge clk)
-    b_rest <= \$144 ;
+    \$signal  <= \$220 ;
   always @(posedge clk)
-    \$signal$40  <= \$145 ;
+    sel_0 <= \$221 ;
   always @(posedge clk)
-    b_v <= \$146 ;
+    ends <= \$222 ;
   always @(posedge clk)
-    b_ci <= \$147 ;
+    i_row <= \$223 ;
   always @(posedge clk)
-    b_win_0 <= \$148 ;
+    i_cy <= \$224 ;
   always @(posedge clk)
-    \$signal$41  <= \$149 ;
+    f_row <= \$225 ;
   always @(posedge clk)
-    \$signal$42  <= \$150 ;
+    cy <= \$226 ;
   always @(posedge clk)
-    \$signal$43  <= \$151 ;
+    need <= \$227 ;
   always @(posedge clk)
-    \$like$44  <= \$152 ;
+    eof_pend <= \$228 ;
   always @(posedge clk)
-    a3_rest_zero <= \$153 ;
+    \$signal$19  <= \$229 ;
   always @(posedge clk)
-    a3_win_0 <= \$154 ;
+    \$signal$15  <= \$230 ;
   always @(posedge clk)
-    \$signal$47  <= \$155 ;
+    \$like  <= \$231 ;
   always @(posedge clk)
-    a2_ci <= \$156 ;
+    \$signal$21  <= \$232 ;
   always @(posedge clk)
-    a2_bits <= \$157 ;
+    c1_win_0 <= \$233 ;
   always @(posedge clk)
-    \$signal$50  <= \$158 ;
+    \$signal$55  <= \$234 ;
   always @(posedge clk)
-    \$signal$51  <= \$159 ;
+    b_rest <= \$235 ;
   always @(posedge clk)
-    nz <= \$160 ;
+    \$signal$60  <= \$236 ;
   always @(posedge clk)
-    state <= \$161 ;
+    b_v <= \$237 ;
   always @(posedge clk)
-    centre <= \$162 ;
+    \$like$56  <= \$238 ;
   always @(posedge clk)
-    f_row <= \$163 ;
+    b_oy <= \$239 ;
   always @(posedge clk)
-    cy <= \$164 ;
+    b_win_0 <= \$240 ;
   always @(posedge clk)
-    need <= \$165 ;
+    \$signal$61  <= \$241 ;
+  always @(posedge clk)
+    \$signal$62  <= \$242 ;
+  always @(posedge clk)
+    \$signal$63  <= \$243 ;
+  always @(posedge clk)
+    \$like$64  <= \$244 ;
+  always @(posedge clk)
+    \$signal$65  <= \$245 ;
+  always @(posedge clk)
+    a3_rest_zero <= \$246 ;
+  always @(posedge clk)
+    a3_win_0 <= \$247 ;
+  always @(posedge clk)
+    \$signal$68  <= \$248 ;
+  always @(posedge clk)
+    a2_oy <= \$249 ;
+  always @(posedge clk)
+    \$signal$69  <= \$250 ;
+  always @(posedge clk)
+    a2_bits <= \$251 ;
+  always @(posedge clk)
+    a_v <= \$252 ;
+  always @(posedge clk)
+    a_oh <= \$253 ;
+  always @(posedge clk)
+    eof_done <= \$254 ;
+  always @(posedge clk)
+    \$signal$31  <= \$255 ;
+  always @(posedge clk)
+    \$signal$33  <= \$256 ;
+  always @(posedge clk)
+    rows_row <= \$257 ;
   \top.layer2.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -17289,11 +18174,18 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    row_0 = 6'h00;
+    if (\$10 ) begin
+      row_0 = \$11 [5:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     w_data = 11'h000;
     (* full_case = 32'd1 *)
-    if (\$signal$13 ) begin
-      w_data[3:0] = \$signal$15 ;
-      w_data[7:4] = { \$29 , \$22 , \$15 , \$8  };
+    if (\$signal$19 ) begin
+      w_data[3:0] = \$signal$21 ;
+      w_data[7:4] = { \$39 , \$32 , \$25 , \$18  };
       w_data[8] = 1'h1;
     end else begin
       w_data[9] = 1'h1;
@@ -17302,431 +18194,550 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$135  = sel_0;
-    if (\$41 ) begin
-      \$135 [0] = \$44 ;
-    end
-    if (\$45 ) begin
-      \$135 [1] = \$48 ;
-    end
-    if (rst) begin
-      \$135  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$136  = win_0;
-    if (\$49 ) begin
-      \$136  = \$52 ;
-    end
-    if (rst) begin
-      \$136  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$137  = eof_pend;
+    \$211  = \$signal$9 ;
     if (\$55 ) begin
-      \$137  = 1'h0;
+      \$211  = 1'h0;
     end
-    casez (state)
-      3'h0:
-          if (\$118 ) begin
-            if (\$121 ) begin
-              \$137  = 1'h1;
-            end
-          end
-    endcase
+    if (\$61 ) begin
+      \$211  = 1'h1;
+    end
     if (rst) begin
-      \$137  = 1'h0;
+      \$211  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$138  = \$signal$13 ;
-    if (\$57 ) begin
-      \$138  = b_v;
+    \$212  = c_row;
+    if (\$61 ) begin
+      \$212  = w_row;
     end
     if (rst) begin
-      \$138  = 1'h0;
+      \$212  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$139  = \$signal ;
-    if (\$57 ) begin
-      \$139  = \$signal$36 ;
+    \$213  = \$signal$8 ;
+    if (\$61 ) begin
+      \$213  = 1'h0;
+    end
+    if (\$70 ) begin
+      \$213  = 1'h1;
     end
     if (rst) begin
-      \$139  = 16'h0000;
+      \$213  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$140  = \$like ;
-    if (\$57 ) begin
-      \$140  = b_ci;
+    \$214  = centre;
+    if (\$61 ) begin
+      \$214  = win_0;
     end
     if (rst) begin
-      \$140  = 1'h0;
+      \$214  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$141  = \$signal$15 ;
-    if (\$57 ) begin
-      \$141  = f_row[3:0];
+    \$215  = nz;
+    if (\$61 ) begin
+      \$215  = \$62 ;
+    end
+    if (\$170 ) begin
+      \$215  = \$172 ;
     end
     if (rst) begin
-      \$141  = 4'h0;
+      \$215  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$142  = c1_win_0;
-    if (\$57 ) begin
-      \$142  = b_win_0;
+    \$216  = w_row;
+    if (\$70 ) begin
+      \$216  = s_row;
     end
     if (rst) begin
-      \$142  = 1'h0;
+      \$216  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$143  = \$signal$36 ;
-    if (\$57 ) begin
-      \$143  = \$32 [15:0];
+    \$217  = \$signal$7 ;
+    if (\$70 ) begin
+      \$217  = 1'h0;
     end
-    if (\$65 ) begin
-      \$143  = \$signal$42 ;
-    end
-    if (rst) begin
-      \$143  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$144  = b_rest;
-    if (\$57 ) begin
-      \$144  = \$59 ;
-    end
-    if (\$65 ) begin
-      \$144  = \$66 ;
-    end
-    if (rst) begin
-      \$144  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$145  = \$signal$40 ;
-    if (\$57 ) begin
-      \$145  = \$62 ;
-    end
-    if (\$65 ) begin
-      \$145  = \$68 ;
-    end
-    if (rst) begin
-      \$145  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$146  = b_v;
-    if (\$65 ) begin
-      \$146  = \$signal$41 ;
-    end
-    if (rst) begin
-      \$146  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$147  = b_ci;
-    if (\$65 ) begin
-      \$147  = \$like$44 ;
-    end
-    if (rst) begin
-      \$147  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$148  = b_win_0;
-    if (\$65 ) begin
-      \$148  = a3_win_0;
-    end
-    if (rst) begin
-      \$148  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$149  = \$signal$41 ;
-    if (\$73 ) begin
-      \$149  = \$signal$47 ;
-    end
-    if (rst) begin
-      \$149  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$150  = \$signal$42 ;
-    if (\$73 ) begin
-      \$150  = \$35 [15:0];
-    end
-    if (rst) begin
-      \$150  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$151  = \$signal$43 ;
-    if (\$73 ) begin
-      \$151  = \$75 ;
-    end
-    if (rst) begin
-      \$151  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$152  = \$like$44 ;
-    if (\$73 ) begin
-      \$152  = a2_ci;
-    end
-    if (rst) begin
-      \$152  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$153  = a3_rest_zero;
-    if (\$73 ) begin
-      \$153  = \$78 ;
-    end
-    if (rst) begin
-      \$153  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$154  = a3_win_0;
-    if (\$73 ) begin
-      \$154  = 1'h0;
-    end
-    if (rst) begin
-      \$154  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$155  = \$signal$47 ;
     if (\$83 ) begin
-      \$155  = 1'h0;
-    end
-    if (\$91 ) begin
-      \$155  = 1'h1;
+      \$217  = 1'h1;
     end
     if (rst) begin
-      \$155  = 1'h0;
+      \$217  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$156  = a2_ci;
-    if (\$91 ) begin
-      \$156  = 1'h0;
+    \$218  = win_0;
+    if (\$70 ) begin
+      \$218  = \$73 ;
     end
     if (rst) begin
-      \$156  = 1'h0;
+      \$218  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$157  = a2_bits;
-    if (\$91 ) begin
-      \$157  = \$92 ;
+    \$219  = s_row;
+    if (\$83 ) begin
+      \$219  = i_row;
     end
     if (rst) begin
-      \$157  = 16'h0000;
+      \$219  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$158  = \$signal$50 ;
-    if (\$99 ) begin
-      \$158  = 1'h0;
+    \$220  = \$signal ;
+    if (\$83 ) begin
+      \$220  = 1'h0;
     end
-    if (\$112 ) begin
-      \$158  = 1'h1;
+    if (\$102 ) begin
+      if (\$106 ) begin
+      end else if (\$108 ) begin
+        \$220  = 1'h1;
+      end
     end
     if (rst) begin
-      \$158  = 1'h0;
+      \$220  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$159  = \$signal$51 ;
-    if (\$112 ) begin
-      \$159  = \$38 [0];
+    \$221  = sel_0;
+    if (\$83 ) begin
+      \$221 [0] = \$86 ;
+      \$221 [1] = \$89 ;
     end
     if (rst) begin
-      \$159  = 1'h0;
+      \$221  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$160  = nz;
-    if (\$112 ) begin
-      \$160  = \$114 ;
+    \$222  = ends;
+    if (\$102 ) begin
+      if (\$106 ) begin
+        \$222  = 1'h1;
+      end
     end
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          \$160  = \$122 ;
-    endcase
-    if (rst) begin
-      \$160  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$161  = state;
-    casez (state)
-      3'h0:
-          if (\$118 ) begin
-            if (\$121 ) begin
-              \$161  = 3'h5;
-            end
-          end else if (\$120 ) begin
-            \$161  = 3'h1;
-          end
-      3'h1:
-          \$161  = 3'h2;
-      3'h2:
-          \$161  = 3'h3;
-      3'h3:
-          \$161  = 3'h4;
-      3'h4:
-          if (\$131 ) begin
-            \$161  = 3'h0;
-          end
-    endcase
     if (frame_reset) begin
-      \$161  = 3'h0;
+      \$222  = 1'h0;
     end
     if (rst) begin
-      \$161  = 3'h0;
+      \$222  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$162  = centre;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          \$162  = win_0;
-    endcase
+    \$223  = i_row;
+    if (\$102 ) begin
+      if (\$106 ) begin
+      end else if (\$108 ) begin
+        \$223  = f_row[3:0];
+      end
+    end
     if (rst) begin
-      \$162  = 16'h0000;
+      \$223  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$163  = f_row;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (\$131 ) begin
-            \$163  = \$132 [4:0];
-          end
-    endcase
+    \$224  = i_cy;
+    if (\$102 ) begin
+      if (\$106 ) begin
+      end else if (\$108 ) begin
+        \$224  = cy;
+      end
+    end
+    if (rst) begin
+      \$224  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$225  = f_row;
+    if (\$102 ) begin
+      if (\$106 ) begin
+      end else if (\$108 ) begin
+        \$225  = \$109 [4:0];
+      end
+    end
     if (frame_reset) begin
-      \$163  = 5'h00;
+      \$225  = 5'h00;
     end
     if (rst) begin
-      \$163  = 5'h00;
+      \$225  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$164  = cy;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (\$131 ) begin
-            \$164  = \$133 [5:0];
-          end
-    endcase
+    \$226  = cy;
+    if (\$102 ) begin
+      if (\$106 ) begin
+      end else if (\$108 ) begin
+        \$226  = \$110 [5:0];
+      end
+    end
     if (frame_reset) begin
-      \$164  = 6'h00;
+      \$226  = 6'h00;
     end
     if (rst) begin
-      \$164  = 6'h00;
+      \$226  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$165  = need;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (\$131 ) begin
-            \$165  = \$134 [5:0];
-          end
-    endcase
+    \$227  = need;
+    if (\$102 ) begin
+      if (\$106 ) begin
+      end else if (\$108 ) begin
+        \$227  = \$111 [5:0];
+      end
+    end
     if (frame_reset) begin
-      \$165  = 6'h01;
+      \$227  = 6'h01;
     end
     if (rst) begin
-      \$165  = 6'h01;
+      \$227  = 6'h01;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$228  = eof_pend;
+    if (\$114 ) begin
+      \$228  = 1'h0;
+    end
+    if (\$200 ) begin
+      \$228  = 1'h1;
+    end
+    if (rst) begin
+      \$228  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$229  = \$signal$19 ;
+    if (\$116 ) begin
+      \$229  = b_v;
+    end
+    if (rst) begin
+      \$229  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$230  = \$signal$15 ;
+    if (\$116 ) begin
+      \$230  = \$signal$55 ;
+    end
+    if (rst) begin
+      \$230  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$231  = \$like ;
+    if (\$116 ) begin
+      \$231  = \$like$56 ;
+    end
+    if (rst) begin
+      \$231  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$232  = \$signal$21 ;
+    if (\$116 ) begin
+      \$232  = b_oy;
+    end
+    if (rst) begin
+      \$232  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$233  = c1_win_0;
+    if (\$116 ) begin
+      \$233  = b_win_0;
+    end
+    if (rst) begin
+      \$233  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$234  = \$signal$55 ;
+    if (\$116 ) begin
+      \$234  = \$42 [15:0];
+    end
+    if (\$124 ) begin
+      \$234  = \$signal$62 ;
+    end
+    if (rst) begin
+      \$234  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$235  = b_rest;
+    if (\$116 ) begin
+      \$235  = \$118 ;
+    end
+    if (\$124 ) begin
+      \$235  = \$125 ;
+    end
+    if (rst) begin
+      \$235  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$236  = \$signal$60 ;
+    if (\$116 ) begin
+      \$236  = \$121 ;
+    end
+    if (\$124 ) begin
+      \$236  = \$127 ;
+    end
+    if (rst) begin
+      \$236  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$237  = b_v;
+    if (\$124 ) begin
+      \$237  = \$signal$61 ;
+    end
+    if (rst) begin
+      \$237  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$238  = \$like$56 ;
+    if (\$124 ) begin
+      \$238  = \$like$64 ;
+    end
+    if (rst) begin
+      \$238  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$239  = b_oy;
+    if (\$124 ) begin
+      \$239  = \$signal$65 ;
+    end
+    if (rst) begin
+      \$239  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$240  = b_win_0;
+    if (\$124 ) begin
+      \$240  = a3_win_0;
+    end
+    if (rst) begin
+      \$240  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$241  = \$signal$61 ;
+    if (\$132 ) begin
+      \$241  = \$signal$68 ;
+    end
+    if (rst) begin
+      \$241  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$242  = \$signal$62 ;
+    if (\$132 ) begin
+      \$242  = \$45 [15:0];
+    end
+    if (rst) begin
+      \$242  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$243  = \$signal$63 ;
+    if (\$132 ) begin
+      \$243  = \$134 ;
+    end
+    if (rst) begin
+      \$243  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$244  = \$like$64 ;
+    if (\$132 ) begin
+      \$244  = \$signal$69 ;
+    end
+    if (rst) begin
+      \$244  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$245  = \$signal$65 ;
+    if (\$132 ) begin
+      \$245  = a2_oy;
+    end
+    if (rst) begin
+      \$245  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$246  = a3_rest_zero;
+    if (\$132 ) begin
+      \$246  = \$137 ;
+    end
+    if (rst) begin
+      \$246  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$247  = a3_win_0;
+    if (\$132 ) begin
+      \$247  = 1'h0;
+    end
+    if (rst) begin
+      \$247  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$248  = \$signal$68 ;
+    if (\$142 ) begin
+      \$248  = 1'h0;
+    end
+    if (\$150 ) begin
+      \$248  = 1'h1;
+    end
+    if (rst) begin
+      \$248  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$249  = a2_oy;
+    if (\$150 ) begin
+      \$249  = c_row;
+    end
+    if (rst) begin
+      \$249  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$250  = \$signal$69 ;
+    if (\$150 ) begin
+      \$250  = 1'h0;
+    end
+    if (rst) begin
+      \$250  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$251  = a2_bits;
+    if (\$150 ) begin
+      \$251  = \$151 ;
+    end
+    if (rst) begin
+      \$251  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$252  = a_v;
+    if (\$158 ) begin
+      \$252  = 1'h0;
+    end
+    if (\$170 ) begin
+      \$252  = 1'h1;
+    end
+    if (rst) begin
+      \$252  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$253  = a_oh;
+    if (\$170 ) begin
+      \$253  = \$48 [0];
+    end
+    if (rst) begin
+      \$253  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$254  = eof_done;
+    if (\$200 ) begin
+      \$254  = 1'h1;
+    end
+    if (frame_reset) begin
+      \$254  = 1'h0;
+    end
+    if (rst) begin
+      \$254  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$255  = \$203 ;
+    if (frame_reset) begin
+      \$255  = 1'h0;
+    end
+    if (rst) begin
+      \$255  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$256  = \$206 ;
+    if (rst) begin
+      \$256  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$257  = \$210 [3:0];
+    if (frame_reset) begin
+      \$257  = 4'h0;
+    end
+    if (rst) begin
+      \$257  = 4'h0;
     end
   end
   assign r_data = sites__payload;
   assign sites__ready = r_en;
   assign r_rdy = sites__valid;
-  assign row_0 = \$1 [5:0];
-  assign site_x = { \$29 , \$22 , \$15 , \$8  };
+  assign site_x = { \$39 , \$32 , \$25 , \$18  };
   assign qp = w_data;
-  assign rest_oh = \$32 [15:0];
-  assign a2_oh = \$35 [15:0];
-  assign chunk_oh = \$38 [0];
+  assign rest_oh = \$42 [15:0];
+  assign a2_oh = \$45 [15:0];
+  assign chunk_oh = \$48 [0];
   assign head = sites__payload;
   assign a2_win_0 = 1'h0;
-  assign row = \$40 [3:0];
   assign \sites__payload.oy  = sites__payload[3:0];
   assign \sites__payload.ox  = sites__payload[7:4];
   assign \sites__payload.taps  = sites__payload[8];
@@ -17742,12 +18753,12 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \head.taps  = sites__payload[8];
   assign \head.eof  = sites__payload[9];
   assign \head.error  = sites__payload[10];
-  assign \tags[0]  = tags[4:0];
-  assign \tags[1]  = tags[9:5];
   assign \bitmaps[0]  = bitmaps[15:0];
   assign \bitmaps[1]  = bitmaps[31:16];
-  assign \$46  = \$1 [0];
-  assign \$109  = nz;
+  assign \tags[0]  = tags[4:0];
+  assign \tags[1]  = tags[9:5];
+  assign \$87  = row_0[0];
+  assign \$169  = nz;
 endmodule
 
 (* generator = "Amaranth" *)

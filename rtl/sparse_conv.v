@@ -930,7 +930,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire [10:0] \$1 ;
+  wire \$1 ;
   wire \$10 ;
   wire \$100 ;
   wire \$101 ;
@@ -942,7 +942,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire \$11 ;
+  wire [10:0] \$11 ;
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
@@ -953,7 +953,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$117 ;
   wire \$118 ;
   wire \$119 ;
-  wire \$12 ;
+  wire [9:0] \$12 ;
   wire \$120 ;
   wire \$121 ;
   wire \$122 ;
@@ -964,7 +964,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$127 ;
   wire \$128 ;
   wire \$129 ;
-  wire \$13 ;
+  wire [9:0] \$13 ;
   wire \$130 ;
   wire \$131 ;
   wire \$132 ;
@@ -1041,7 +1041,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$197 ;
   wire \$198 ;
   wire \$199 ;
-  wire [9:0] \$2 ;
+  wire \$2 ;
   wire \$20 ;
   wire \$200 ;
   wire \$201 ;
@@ -1152,7 +1152,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$297 ;
   wire \$298 ;
   wire \$299 ;
-  wire [9:0] \$3 ;
+  wire \$3 ;
   wire \$30 ;
   wire \$300 ;
   wire \$301 ;
@@ -1166,23 +1166,23 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$309 ;
   wire \$31 ;
   wire \$310 ;
-  wire [15:0] \$311 ;
-  wire [16:0] \$312 ;
-  wire [16:0] \$313 ;
-  wire [15:0] \$314 ;
-  wire [16:0] \$315 ;
-  wire [16:0] \$316 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
   wire \$317 ;
   wire \$318 ;
   wire \$319 ;
   wire \$32 ;
   wire \$320 ;
-  wire \$321 ;
-  wire \$322 ;
-  wire \$323 ;
-  wire \$324 ;
-  wire \$325 ;
-  wire \$326 ;
+  wire [15:0] \$321 ;
+  wire [16:0] \$322 ;
+  wire [16:0] \$323 ;
+  wire [15:0] \$324 ;
+  wire [16:0] \$325 ;
+  wire [16:0] \$326 ;
   wire \$327 ;
   wire \$328 ;
   wire \$329 ;
@@ -1191,21 +1191,21 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$331 ;
   wire \$332 ;
   wire \$333 ;
-  wire [7:0] \$334 ;
-  wire [8:0] \$335 ;
-  wire [8:0] \$336 ;
-  wire [7:0] \$337 ;
-  wire [7:0] \$338 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
   wire \$339 ;
   wire \$34 ;
   wire \$340 ;
   wire \$341 ;
   wire \$342 ;
   wire \$343 ;
-  wire \$344 ;
-  wire \$345 ;
-  wire \$346 ;
-  wire \$347 ;
+  wire [7:0] \$344 ;
+  wire [8:0] \$345 ;
+  wire [8:0] \$346 ;
+  wire [6:0] \$347 ;
   wire \$348 ;
   wire \$349 ;
   wire \$35 ;
@@ -1224,32 +1224,32 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$361 ;
   wire \$362 ;
   wire \$363 ;
-  wire [127:0] \$364 ;
-  wire [127:0] \$365 ;
-  wire [127:0] \$366 ;
-  wire [127:0] \$367 ;
-  wire [127:0] \$368 ;
-  wire [127:0] \$369 ;
+  wire \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
-  wire [127:0] \$370 ;
+  wire \$370 ;
   wire \$371 ;
   wire \$372 ;
   wire \$373 ;
   wire \$374 ;
   wire \$375 ;
-  wire \$376 ;
-  wire \$377 ;
-  wire \$378 ;
-  wire \$379 ;
+  wire [127:0] \$376 ;
+  wire [127:0] \$377 ;
+  wire [127:0] \$378 ;
+  wire [127:0] \$379 ;
   wire \$38 ;
-  wire \$380 ;
-  wire \$381 ;
-  wire \$382 ;
-  wire \$383 ;
-  wire \$384 ;
-  wire \$385 ;
-  wire \$386 ;
-  wire \$387 ;
+  wire [127:0] \$380 ;
+  wire [127:0] \$381 ;
+  wire [127:0] \$382 ;
+  wire [127:0] \$383 ;
+  wire [127:0] \$384 ;
+  wire [127:0] \$385 ;
+  wire [127:0] \$386 ;
+  wire [127:0] \$387 ;
   wire [127:0] \$388 ;
   wire [127:0] \$389 ;
   wire \$39 ;
@@ -1258,8 +1258,8 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire [127:0] \$392 ;
   wire [127:0] \$393 ;
   wire [127:0] \$394 ;
-  wire \$395 ;
-  wire \$396 ;
+  wire [127:0] \$395 ;
+  wire [127:0] \$396 ;
   wire \$397 ;
   wire \$398 ;
   wire \$399 ;
@@ -1278,29 +1278,29 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$41 ;
   wire \$410 ;
   wire \$411 ;
-  wire [127:0] \$412 ;
-  wire [127:0] \$413 ;
-  wire [127:0] \$414 ;
-  wire [127:0] \$415 ;
-  wire [127:0] \$416 ;
-  wire [127:0] \$417 ;
-  wire [127:0] \$418 ;
+  wire \$412 ;
+  wire \$413 ;
+  wire \$414 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire \$418 ;
   wire \$419 ;
   wire \$42 ;
   wire \$420 ;
   wire \$421 ;
   wire \$422 ;
   wire \$423 ;
-  wire [15:0] \$424 ;
-  wire [15:0] \$425 ;
-  wire [16:0] \$426 ;
-  wire [16:0] \$427 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire \$426 ;
+  wire \$427 ;
   wire \$428 ;
   wire \$429 ;
   wire \$43 ;
   wire \$430 ;
   wire \$431 ;
-  wire [15:0] \$432 ;
+  wire \$432 ;
   wire \$433 ;
   wire \$434 ;
   wire \$435 ;
@@ -1309,10 +1309,10 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$438 ;
   wire \$439 ;
   wire \$44 ;
-  wire [15:0] \$440 ;
-  wire [15:0] \$441 ;
-  wire [16:0] \$442 ;
-  wire [16:0] \$443 ;
+  wire \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire \$443 ;
   wire \$444 ;
   wire \$445 ;
   wire \$446 ;
@@ -1328,185 +1328,268 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$455 ;
   wire \$456 ;
   wire \$457 ;
-  wire [15:0] \$458 ;
-  wire [15:0] \$459 ;
+  wire \$458 ;
+  wire \$459 ;
   wire \$46 ;
-  wire [15:0] \$460 ;
-  wire [15:0] \$461 ;
-  wire [15:0] \$462 ;
-  wire [15:0] \$463 ;
-  wire [15:0] \$464 ;
-  wire [15:0] \$465 ;
-  wire [15:0] \$466 ;
-  wire [15:0] \$467 ;
-  wire [15:0] \$468 ;
-  wire [15:0] \$469 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire \$462 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire \$468 ;
+  wire \$469 ;
   wire \$47 ;
-  wire [15:0] \$470 ;
-  wire [15:0] \$471 ;
-  wire [15:0] \$472 ;
-  wire [17:0] \$473 ;
-  wire [17:0] \$474 ;
-  wire [17:0] \$475 ;
-  wire [17:0] \$476 ;
-  wire [17:0] \$477 ;
-  wire [17:0] \$478 ;
-  wire [17:0] \$479 ;
+  wire [8:0] \$470 ;
+  wire [9:0] \$471 ;
+  wire [9:0] \$472 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire [15:0] \$478 ;
+  wire [15:0] \$479 ;
   wire \$48 ;
-  wire [17:0] \$480 ;
-  wire [17:0] \$481 ;
-  wire [17:0] \$482 ;
-  wire [17:0] \$483 ;
-  wire [17:0] \$484 ;
-  wire [17:0] \$485 ;
-  wire [17:0] \$486 ;
-  wire [17:0] \$487 ;
-  wire [17:0] \$488 ;
-  wire [17:0] \$489 ;
+  wire [16:0] \$480 ;
+  wire [16:0] \$481 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire [15:0] \$486 ;
+  wire \$487 ;
+  wire \$488 ;
+  wire \$489 ;
   wire \$49 ;
-  wire [17:0] \$490 ;
-  wire [17:0] \$491 ;
-  wire [17:0] \$492 ;
-  wire [17:0] \$493 ;
-  wire [17:0] \$494 ;
-  wire [17:0] \$495 ;
-  wire [17:0] \$496 ;
-  wire [17:0] \$497 ;
-  wire [17:0] \$498 ;
-  wire [17:0] \$499 ;
+  wire \$490 ;
+  wire \$491 ;
+  wire \$492 ;
+  wire \$493 ;
+  wire [15:0] \$494 ;
+  wire [15:0] \$495 ;
+  wire [16:0] \$496 ;
+  wire [16:0] \$497 ;
+  wire \$498 ;
+  wire \$499 ;
   wire \$5 ;
   wire \$50 ;
-  wire [17:0] \$500 ;
-  wire [17:0] \$501 ;
-  wire [17:0] \$502 ;
-  wire [17:0] \$503 ;
-  wire [17:0] \$504 ;
-  wire [17:0] \$505 ;
-  wire [17:0] \$506 ;
-  wire [17:0] \$507 ;
-  wire [17:0] \$508 ;
-  wire [17:0] \$509 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire \$506 ;
+  wire \$507 ;
+  wire \$508 ;
+  wire \$509 ;
   wire \$51 ;
-  wire [17:0] \$510 ;
-  wire [17:0] \$511 ;
-  wire [17:0] \$512 ;
-  wire [17:0] \$513 ;
-  wire [17:0] \$514 ;
-  wire [17:0] \$515 ;
-  wire [17:0] \$516 ;
-  wire [17:0] \$517 ;
-  wire \$518 ;
-  wire \$519 ;
+  wire \$510 ;
+  wire \$511 ;
+  wire [15:0] \$512 ;
+  wire [15:0] \$513 ;
+  wire [15:0] \$514 ;
+  wire [15:0] \$515 ;
+  wire [15:0] \$516 ;
+  wire [15:0] \$517 ;
+  wire [15:0] \$518 ;
+  wire [15:0] \$519 ;
   wire \$52 ;
-  wire \$520 ;
-  wire \$521 ;
-  wire \$522 ;
-  wire \$523 ;
-  wire \$524 ;
-  wire \$525 ;
-  wire \$526 ;
-  wire \$527 ;
-  wire \$528 ;
-  wire \$529 ;
+  wire [15:0] \$520 ;
+  wire [15:0] \$521 ;
+  wire [15:0] \$522 ;
+  wire [15:0] \$523 ;
+  wire [15:0] \$524 ;
+  wire [15:0] \$525 ;
+  wire [15:0] \$526 ;
+  wire [17:0] \$527 ;
+  wire [17:0] \$528 ;
+  wire [17:0] \$529 ;
   wire \$53 ;
-  wire \$530 ;
-  wire \$531 ;
-  wire \$532 ;
-  wire \$533 ;
-  wire \$534 ;
-  wire \$535 ;
-  wire \$536 ;
-  wire \$537 ;
-  wire [7:0] \$538 ;
-  wire [7:0] \$539 ;
+  wire [17:0] \$530 ;
+  wire [17:0] \$531 ;
+  wire [17:0] \$532 ;
+  wire [17:0] \$533 ;
+  wire [17:0] \$534 ;
+  wire [17:0] \$535 ;
+  wire [17:0] \$536 ;
+  wire [17:0] \$537 ;
+  wire [17:0] \$538 ;
+  wire [17:0] \$539 ;
   wire \$54 ;
-  wire \$540 ;
-  wire \$541 ;
-  wire \$542 ;
-  wire \$543 ;
-  wire \$544 ;
-  wire \$545 ;
-  wire \$546 ;
-  wire \$547 ;
-  wire \$548 ;
-  wire \$549 ;
+  wire [17:0] \$540 ;
+  wire [17:0] \$541 ;
+  wire [17:0] \$542 ;
+  wire [17:0] \$543 ;
+  wire [17:0] \$544 ;
+  wire [17:0] \$545 ;
+  wire [17:0] \$546 ;
+  wire [17:0] \$547 ;
+  wire [17:0] \$548 ;
+  wire [17:0] \$549 ;
   wire \$55 ;
-  wire \$550 ;
-  wire \$551 ;
-  wire \$552 ;
-  wire \$553 ;
-  wire \$554 ;
-  wire \$555 ;
-  wire \$556 ;
-  wire \$557 ;
-  wire \$558 ;
-  wire \$559 ;
+  wire [17:0] \$550 ;
+  wire [17:0] \$551 ;
+  wire [17:0] \$552 ;
+  wire [17:0] \$553 ;
+  wire [17:0] \$554 ;
+  wire [17:0] \$555 ;
+  wire [17:0] \$556 ;
+  wire [17:0] \$557 ;
+  wire [17:0] \$558 ;
+  wire [17:0] \$559 ;
   wire \$56 ;
-  wire \$560 ;
-  wire \$561 ;
-  wire \$562 ;
-  wire \$563 ;
-  wire [8:0] \$564 ;
-  wire [9:0] \$565 ;
-  wire [9:0] \$566 ;
-  reg [3:0] \$567 ;
-  reg [127:0] \$568 ;
-  reg [3:0] \$569 ;
+  wire [17:0] \$560 ;
+  wire [17:0] \$561 ;
+  wire [17:0] \$562 ;
+  wire [17:0] \$563 ;
+  wire [17:0] \$564 ;
+  wire [17:0] \$565 ;
+  wire [17:0] \$566 ;
+  wire [17:0] \$567 ;
+  wire [17:0] \$568 ;
+  wire [17:0] \$569 ;
   wire \$57 ;
-  reg [127:0] \$570 ;
-  reg [3:0] \$571 ;
-  reg [127:0] \$572 ;
-  reg \$573 ;
-  reg \$574 ;
-  reg [15:0] \$575 ;
-  reg [2:0] \$576 ;
-  reg [6:0] \$577 ;
-  reg [17:0] \$578 ;
-  reg [17:0] \$579 ;
+  wire [17:0] \$570 ;
+  wire [17:0] \$571 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire \$577 ;
+  wire \$578 ;
+  wire \$579 ;
   wire \$58 ;
-  reg [17:0] \$580 ;
-  reg [15:0] \$581 ;
-  reg [15:0] \$582 ;
-  reg \$583 ;
-  reg \$584 ;
-  reg [2:0] \$585 ;
-  reg [17:0] \$586 ;
-  reg [17:0] \$587 ;
-  reg [17:0] \$588 ;
-  reg \$589 ;
+  wire \$580 ;
+  wire \$581 ;
+  wire \$582 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire \$588 ;
+  wire \$589 ;
   wire \$59 ;
-  reg [15:0] \$590 ;
-  reg [15:0] \$591 ;
-  reg [2:0] \$592 ;
-  reg \$593 ;
-  reg [17:0] \$594 ;
-  reg [17:0] \$595 ;
-  reg [17:0] \$596 ;
-  reg \$597 ;
-  reg [2:0] \$598 ;
-  reg [15:0] \$599 ;
+  wire \$590 ;
+  wire [7:0] \$591 ;
+  wire [7:0] \$592 ;
+  wire \$593 ;
+  wire \$594 ;
+  wire \$595 ;
+  wire \$596 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire \$599 ;
   wire \$6 ;
   wire \$60 ;
-  reg [17:0] \$600 ;
-  reg [17:0] \$601 ;
-  reg [17:0] \$602 ;
-  reg \$603 ;
-  reg [7:0] \$604 ;
-  reg [7:0] \$605 ;
-  reg [2:0] \$606 ;
-  reg [127:0] \$607 ;
-  reg [7:0] \$608 ;
-  reg [8:0] \$609 ;
+  wire \$600 ;
+  wire \$601 ;
+  wire \$602 ;
+  wire \$603 ;
+  wire \$604 ;
+  wire \$605 ;
+  wire \$606 ;
+  wire \$607 ;
+  wire \$608 ;
+  wire \$609 ;
   wire \$61 ;
-  reg [8:0] \$610 ;
+  wire \$610 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire \$613 ;
+  wire \$614 ;
+  wire \$615 ;
+  wire \$616 ;
+  wire \$617 ;
+  wire \$618 ;
+  wire \$619 ;
   wire \$62 ;
+  wire \$620 ;
+  wire \$621 ;
+  wire \$622 ;
+  wire \$623 ;
+  wire [6:0] \$624 ;
+  wire [6:0] \$625 ;
+  wire [6:0] \$626 ;
+  wire [7:0] \$627 ;
+  wire [7:0] \$628 ;
+  wire [7:0] \$629 ;
   wire \$63 ;
+  wire [7:0] \$630 ;
+  reg \$631 ;
+  reg [6:0] \$632 ;
+  reg \$633 ;
+  reg [127:0] \$634 ;
+  reg [7:0] \$635 ;
+  reg [127:0] \$636 ;
+  reg [127:0] \$637 ;
+  reg [127:0] \$638 ;
+  reg [6:0] \$639 ;
   wire \$64 ;
+  reg \$640 ;
+  reg [127:0] \$641 ;
+  reg [127:0] \$642 ;
+  reg [127:0] \$643 ;
+  reg [6:0] \$644 ;
+  reg \$645 ;
+  reg [3:0] \$646 ;
+  reg [3:0] \$647 ;
+  reg [3:0] \$648 ;
+  reg \$649 ;
   wire \$65 ;
+  reg [6:0] \$650 ;
+  reg [8:0] \$651 ;
+  reg [7:0] \$652 ;
+  reg [8:0] \$653 ;
+  reg [8:0] \$654 ;
+  reg \$655 ;
+  reg \$656 ;
+  reg [15:0] \$657 ;
+  reg [2:0] \$658 ;
+  reg [6:0] \$659 ;
   wire \$66 ;
+  reg [17:0] \$660 ;
+  reg [17:0] \$661 ;
+  reg [17:0] \$662 ;
+  reg [15:0] \$663 ;
+  reg [15:0] \$664 ;
+  reg \$665 ;
+  reg \$666 ;
+  reg [2:0] \$667 ;
+  reg [6:0] \$668 ;
+  reg [17:0] \$669 ;
   wire \$67 ;
+  reg [17:0] \$670 ;
+  reg [17:0] \$671 ;
+  reg \$672 ;
+  reg [15:0] \$673 ;
+  reg [15:0] \$674 ;
+  reg [2:0] \$675 ;
+  reg [6:0] \$676 ;
+  reg \$677 ;
+  reg [17:0] \$678 ;
+  reg [17:0] \$679 ;
   wire \$68 ;
+  reg [17:0] \$680 ;
+  reg \$681 ;
+  reg [6:0] \$682 ;
+  reg [2:0] \$683 ;
+  reg [15:0] \$684 ;
+  reg [17:0] \$685 ;
+  reg [17:0] \$686 ;
+  reg [17:0] \$687 ;
+  reg \$688 ;
+  reg [7:0] \$689 ;
   wire \$69 ;
+  reg \$690 ;
+  reg \$691 ;
+  reg [6:0] \$692 ;
+  reg [6:0] \$693 ;
   wire \$7 ;
   wire \$70 ;
   wire \$71 ;
@@ -1541,21 +1624,28 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$98 ;
   wire \$99 ;
   reg [2:0] \$like  = 3'h0;
-  reg [2:0] \$like$58  = 3'h0;
-  reg [15:0] \$signal  = 16'h0000;
-  reg \$signal$15  = 1'h0;
-  reg [6:0] \$signal$17  = 7'h00;
-  reg \$signal$27  = 1'h0;
-  reg \$signal$28  = 1'h0;
-  reg \$signal$30  = 1'h1;
-  reg \$signal$31  = 1'h0;
-  reg [7:0] \$signal$33  = 8'h00;
-  reg [15:0] \$signal$51  = 16'h0000;
-  reg [15:0] \$signal$56  = 16'h0000;
-  reg [15:0] \$signal$57  = 16'h0000;
+  reg [2:0] \$like$73  = 3'h0;
+  reg [2:0] \$like$80  = 3'h0;
+  reg \$signal  = 1'h0;
+  reg [15:0] \$signal$17  = 16'h0000;
+  reg \$signal$21  = 1'h0;
+  reg [6:0] \$signal$23  = 7'h00;
+  reg \$signal$33  = 1'h0;
+  reg \$signal$34  = 1'h0;
+  reg \$signal$36  = 1'h1;
+  reg \$signal$42  = 1'h0;
+  reg [6:0] \$signal$44  = 7'h00;
+  reg \$signal$7  = 1'h0;
+  reg [15:0] \$signal$72  = 16'h0000;
+  reg [15:0] \$signal$78  = 16'h0000;
+  reg [15:0] \$signal$79  = 16'h0000;
+  reg \$signal$8  = 1'h0;
+  reg [6:0] \$signal$81  = 7'h00;
+  reg [2:0] \$signal$86  = 3'h0;
+  reg \$signal$9  = 1'h0;
   reg [15:0] a2_bits = 16'h0000;
-  reg [2:0] a2_ci = 3'h0;
   wire [15:0] a2_oh;
+  reg [6:0] a2_oy = 7'h00;
   reg [17:0] a2_win_0 = 18'h00000;
   reg [17:0] a2_win_1 = 18'h00000;
   reg [17:0] a2_win_2 = 18'h00000;
@@ -1564,7 +1654,9 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   reg [17:0] a3_win_1 = 18'h00000;
   reg [17:0] a3_win_2 = 18'h00000;
   reg [2:0] a_ci;
-  reg [2:0] b_ci = 3'h0;
+  reg [7:0] a_oh = 8'h00;
+  reg a_v = 1'h0;
+  reg [6:0] b_oy = 7'h00;
   reg [15:0] b_rest = 16'h0000;
   reg b_v = 1'h0;
   reg [17:0] b_win_0 = 18'h00000;
@@ -1579,13 +1671,19 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   reg [17:0] c1_win_0 = 18'h00000;
   reg [17:0] c1_win_1 = 18'h00000;
   reg [17:0] c1_win_2 = 18'h00000;
+  reg [6:0] c_row = 7'h00;
   reg [127:0] centre = 128'h00000000000000000000000000000000;
   wire [7:0] chunk_oh;
   input clk;
   wire clk;
+  reg [127:0] cwin_0 = 128'h00000000000000000000000000000000;
+  reg [127:0] cwin_1 = 128'h00000000000000000000000000000000;
+  reg [127:0] cwin_2 = 128'h00000000000000000000000000000000;
   reg [8:0] cy = 9'h000;
   input [8:0] done_rows;
   wire [8:0] done_rows;
+  reg ends = 1'h0;
+  reg eof_done = 1'h0;
   reg eof_pend = 1'h0;
   input eof_seen;
   wire eof_seen;
@@ -1602,6 +1700,8 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire [6:0] \head.ox ;
   wire [6:0] \head.oy ;
   wire [8:0] \head.taps ;
+  reg [8:0] i_cy = 9'h000;
+  reg [6:0] i_row = 7'h00;
   input [6:0] last_y;
   wire [6:0] last_y;
   reg [8:0] need = 9'h002;
@@ -1619,11 +1719,13 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire [15:0] rest_oh;
   output [6:0] row;
   wire [6:0] row;
-  wire [8:0] row_0;
-  wire [8:0] row_1;
-  wire [8:0] row_2;
+  reg [8:0] row_0;
+  reg [8:0] row_1;
+  reg [8:0] row_2;
+  reg [6:0] rows_row = 7'h00;
   input rst;
   wire rst;
+  reg [6:0] s_row = 7'h00;
   reg [3:0] sel_0 = 4'h0;
   reg [3:0] sel_1 = 4'h0;
   reg [3:0] sel_2 = 4'h0;
@@ -1638,7 +1740,6 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire sites__ready;
   output sites__valid;
   wire sites__valid;
-  reg [2:0] state = 3'h0;
   input [31:0] tags;
   wire [31:0] tags;
   wire [7:0] \tags[0] ;
@@ -1648,664 +1749,768 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   reg [24:0] w_data;
   wire w_en;
   wire w_rdy;
+  reg [6:0] w_row = 7'h00;
   reg [127:0] win_0 = 128'h00000000000000000000000000000000;
   reg [127:0] win_1 = 128'h00000000000000000000000000000000;
   reg [127:0] win_2 = 128'h00000000000000000000000000000000;
-  assign \$389  = sel_1[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
-  assign \$390  = \$388  | \$389 ;
-  assign \$391  = sel_1[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
-  assign \$392  = \$390  | \$391 ;
-  assign \$393  = sel_1[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
-  assign \$394  = \$392  | \$393 ;
-  assign \$395  = state == 1'h1;
-  assign \$396  = ! \$3 [1:0];
-  assign \$397  = tags[7:0] == \$3 [8:0];
-  assign \$398  = \$396  & \$397 ;
-  assign \$399  = state == 1'h1;
-  assign \$400  = \$3 [1:0] == 1'h1;
-  assign \$401  = tags[15:8] == \$3 [8:0];
-  assign \$402  = \$400  & \$401 ;
-  assign \$403  = state == 1'h1;
-  assign \$404  = \$3 [1:0] == 2'h2;
-  assign \$405  = tags[23:16] == \$3 [8:0];
-  assign \$406  = \$404  & \$405 ;
-  assign \$407  = state == 1'h1;
-  assign \$408  = \$3 [1:0] == 2'h3;
-  assign \$409  = tags[31:24] == \$3 [8:0];
-  assign \$410  = \$408  & \$409 ;
-  assign \$411  = state == 2'h2;
-  assign \$412  = sel_2[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
-  assign \$413  = sel_2[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
-  assign \$414  = \$412  | \$413 ;
-  assign \$415  = sel_2[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
-  assign \$416  = \$414  | \$415 ;
-  assign \$417  = sel_2[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
-  assign \$418  = \$416  | \$417 ;
-  assign \$419  = ~ \$signal$15 ;
-  assign \$420  = eof_pend & \$419 ;
-  assign \$421  = \$420  & w_rdy;
-  assign \$422  = ~ \$signal$15 ;
-  assign \$423  = \$422  | w_rdy;
-  assign \$424  = ~ \$313 [15:0];
-  assign \$425  = b_rest & \$424 ;
-  assign \$426  = b_rest - 1'h1;
-  assign \$427  = { 1'h0, b_rest } & \$426 ;
-  assign \$428  = ! \$427 ;
-  assign \$429  = ~ \$signal$15 ;
-  assign \$430  = \$429  | w_rdy;
-  assign \$431  = \$430  & \$signal$30 ;
-  assign \$432  = \$signal$28  ? \$signal$57  : 16'h0000;
-  assign \$433  = ~ \$signal$28 ;
-  assign \$434  = \$433  | a3_rest_zero;
-  assign \$435  = ~ \$signal$28 ;
-  assign \$436  = ~ \$signal$15 ;
-  assign \$437  = \$436  | w_rdy;
-  assign \$438  = \$437  & \$signal$30 ;
-  assign \$439  = \$435  | \$438 ;
-  assign \$440  = ~ \$316 [15:0];
-  assign \$441  = a2_bits & \$440 ;
-  assign \$442  = a2_bits - 1'h1;
-  assign \$443  = { 1'h0, a2_bits } & \$442 ;
-  assign \$444  = ! \$443 ;
-  assign \$445  = ~ \$signal$28 ;
-  assign \$446  = ~ \$signal$15 ;
-  assign \$447  = \$446  | w_rdy;
-  assign \$448  = \$447  & \$signal$30 ;
-  assign \$449  = \$445  | \$448 ;
-  assign \$450  = ~ \$signal$27 ;
-  assign \$451  = ~ \$signal$28 ;
-  assign \$452  = ~ \$signal$15 ;
-  assign \$453  = \$452  | w_rdy;
-  assign \$454  = \$453  & \$signal$30 ;
-  assign \$455  = \$451  | \$454 ;
-  assign \$456  = \$450  | \$455 ;
-  assign \$457  = \$456  & \$signal$31 ;
-  assign \$458  = \$signal$33 [0] ? centre[15:0] : 16'h0000;
-  assign \$459  = \$signal$33 [1] ? centre[31:16] : 16'h0000;
-  assign \$460  = \$458  | \$459 ;
-  assign \$461  = \$signal$33 [2] ? centre[47:32] : 16'h0000;
-  assign \$462  = \$460  | \$461 ;
-  assign \$463  = \$signal$33 [3] ? centre[63:48] : 16'h0000;
-  assign \$464  = \$462  | \$463 ;
-  assign \$465  = \$signal$33 [4] ? centre[79:64] : 16'h0000;
-  assign \$466  = \$464  | \$465 ;
-  assign \$467  = \$signal$33 [5] ? centre[95:80] : 16'h0000;
-  assign \$468  = \$466  | \$467 ;
-  assign \$469  = \$signal$33 [6] ? centre[111:96] : 16'h0000;
-  assign \$470  = \$468  | \$469 ;
-  assign \$471  = \$signal$33 [7] ? centre[127:112] : 16'h0000;
-  assign \$472  = \$470  | \$471 ;
-  assign \$473  = \$signal$33 [0] ? { win_0[16:0], 1'h0 } : 18'h00000;
-  assign \$474  = \$signal$33 [1] ? win_0[32:15] : 18'h00000;
-  assign \$475  = \$473  | \$474 ;
-  assign \$476  = \$signal$33 [2] ? win_0[48:31] : 18'h00000;
-  assign \$477  = \$475  | \$476 ;
-  assign \$478  = \$signal$33 [3] ? win_0[64:47] : 18'h00000;
-  assign \$479  = \$477  | \$478 ;
-  assign \$480  = \$signal$33 [4] ? win_0[80:63] : 18'h00000;
-  assign \$481  = \$479  | \$480 ;
-  assign \$482  = \$signal$33 [5] ? win_0[96:79] : 18'h00000;
-  assign \$483  = \$481  | \$482 ;
-  assign \$484  = \$signal$33 [6] ? win_0[112:95] : 18'h00000;
-  assign \$485  = \$483  | \$484 ;
-  assign \$486  = \$signal$33 [7] ? { 1'h0, win_0[127:111] } : 18'h00000;
-  assign \$487  = \$485  | \$486 ;
-  assign \$488  = \$signal$33 [0] ? { win_1[16:0], 1'h0 } : 18'h00000;
-  assign \$489  = \$signal$33 [1] ? win_1[32:15] : 18'h00000;
-  assign \$490  = \$488  | \$489 ;
-  assign \$491  = \$signal$33 [2] ? win_1[48:31] : 18'h00000;
-  assign \$492  = \$490  | \$491 ;
-  assign \$493  = \$signal$33 [3] ? win_1[64:47] : 18'h00000;
-  assign \$494  = \$492  | \$493 ;
-  assign \$495  = \$signal$33 [4] ? win_1[80:63] : 18'h00000;
-  assign \$496  = \$494  | \$495 ;
-  assign \$497  = \$signal$33 [5] ? win_1[96:79] : 18'h00000;
-  assign \$498  = \$496  | \$497 ;
-  assign \$499  = \$signal$33 [6] ? win_1[112:95] : 18'h00000;
-  assign \$500  = \$498  | \$499 ;
-  assign \$501  = \$signal$33 [7] ? { 1'h0, win_1[127:111] } : 18'h00000;
-  assign \$502  = \$500  | \$501 ;
-  assign \$503  = \$signal$33 [0] ? { win_2[16:0], 1'h0 } : 18'h00000;
-  assign \$504  = \$signal$33 [1] ? win_2[32:15] : 18'h00000;
-  assign \$505  = \$503  | \$504 ;
-  assign \$506  = \$signal$33 [2] ? win_2[48:31] : 18'h00000;
-  assign \$507  = \$505  | \$506 ;
-  assign \$508  = \$signal$33 [3] ? win_2[64:47] : 18'h00000;
-  assign \$509  = \$507  | \$508 ;
-  assign \$510  = \$signal$33 [4] ? win_2[80:63] : 18'h00000;
-  assign \$511  = \$509  | \$510 ;
-  assign \$512  = \$signal$33 [5] ? win_2[96:79] : 18'h00000;
-  assign \$513  = \$511  | \$512 ;
-  assign \$514  = \$signal$33 [6] ? win_2[112:95] : 18'h00000;
-  assign \$515  = \$513  | \$514 ;
-  assign \$516  = \$signal$33 [7] ? { 1'h0, win_2[127:111] } : 18'h00000;
-  assign \$517  = \$515  | \$516 ;
-  assign \$518  = ~ \$signal$27 ;
-  assign \$519  = ~ \$signal$28 ;
-  assign \$520  = ~ \$signal$15 ;
-  assign \$521  = \$520  | w_rdy;
-  assign \$522  = \$521  & \$signal$30 ;
-  assign \$523  = \$519  | \$522 ;
-  assign \$524  = \$518  | \$523 ;
-  assign \$525  = ~ \$signal$31 ;
-  assign \$526  = ~ \$signal$27 ;
-  assign \$527  = ~ \$signal$28 ;
-  assign \$528  = ~ \$signal$15 ;
-  assign \$529  = \$528  | w_rdy;
-  assign \$530  = \$529  & \$signal$30 ;
-  assign \$531  = \$527  | \$530 ;
-  assign \$532  = \$526  | \$531 ;
-  assign \$533  = \$525  | \$532 ;
-  assign \$534  = | nz;
-  assign \$535  = \$533  & \$534 ;
-  assign \$536  = state == 3'h4;
-  assign \$537  = \$535  & \$536 ;
-  assign \$538  = ~ \$336 [7:0];
-  assign \$539  = nz & \$538 ;
-  assign \$540  = ~ has_last;
-  assign \$541  = f_row > last_y;
-  assign \$542  = \$540  | \$541 ;
-  assign \$543  = eof_seen & \$542 ;
-  assign \$544  = done_rows >= need;
-  assign \$545  = eof_seen | \$544 ;
-  assign \$546  = ~ eof_pend;
-  assign \$547  = | win_1[15:0];
-  assign \$548  = | win_1[31:16];
-  assign \$549  = | win_1[47:32];
-  assign \$550  = | win_1[63:48];
-  assign \$551  = | win_1[79:64];
-  assign \$552  = | win_1[95:80];
-  assign \$553  = | win_1[111:96];
-  assign \$554  = | win_1[127:112];
-  assign \$555  = ! nz;
-  assign \$556  = ~ \$signal$31 ;
-  assign \$557  = \$555  & \$556 ;
-  assign \$558  = ~ \$signal$27 ;
-  assign \$559  = \$557  & \$558 ;
-  assign \$560  = ~ \$signal$28 ;
-  assign \$561  = \$559  & \$560 ;
-  assign \$562  = ~ b_v;
-  assign \$563  = \$561  & \$562 ;
-  assign \$564  = f_row + 1'h1;
-  assign \$565  = cy + 1'h1;
-  assign \$566  = need + 1'h1;
-  always @(posedge clk)
-    sel_0 <= \$567 ;
-  always @(posedge clk)
-    win_0 <= \$568 ;
-  always @(posedge clk)
-    sel_1 <= \$569 ;
-  always @(posedge clk)
-    win_1 <= \$570 ;
-  always @(posedge clk)
-    sel_2 <= \$571 ;
-  always @(posedge clk)
-    win_2 <= \$572 ;
-  always @(posedge clk)
-    eof_pend <= \$573 ;
-  always @(posedge clk)
-    \$signal$15  <= \$574 ;
-  always @(posedge clk)
-    \$signal  <= \$575 ;
-  always @(posedge clk)
-    \$like  <= \$576 ;
-  always @(posedge clk)
-    \$signal$17  <= \$577 ;
-  always @(posedge clk)
-    c1_win_0 <= \$578 ;
-  always @(posedge clk)
-    c1_win_1 <= \$579 ;
-  always @(posedge clk)
-    c1_win_2 <= \$580 ;
-  always @(posedge clk)
-    \$signal$51  <= \$581 ;
-  always @(posedge clk)
-    b_rest <= \$582 ;
-  always @(posedge clk)
-    \$signal$30  <= \$583 ;
-  always @(posedge clk)
-    b_v <= \$584 ;
-  always @(posedge clk)
-    b_ci <= \$585 ;
-  always @(posedge clk)
-    b_win_0 <= \$586 ;
-  always @(posedge clk)
-    b_win_1 <= \$587 ;
-  always @(posedge clk)
-    b_win_2 <= \$588 ;
-  always @(posedge clk)
-    \$signal$28  <= \$589 ;
-  always @(posedge clk)
-    \$signal$56  <= \$590 ;
-  always @(posedge clk)
-    \$signal$57  <= \$591 ;
-  always @(posedge clk)
-    \$like$58  <= \$592 ;
-  always @(posedge clk)
-    a3_rest_zero <= \$593 ;
-  always @(posedge clk)
-    a3_win_0 <= \$594 ;
-  always @(posedge clk)
-    a3_win_1 <= \$595 ;
-  always @(posedge clk)
-    a3_win_2 <= \$596 ;
-  always @(posedge clk)
-    \$signal$27  <= \$597 ;
-  always @(posedge clk)
-    a2_ci <= \$598 ;
-  always @(posedge clk)
-    a2_bits <= \$599 ;
-  always @(posedge clk)
-    a2_win_0 <= \$600 ;
-  always @(posedge clk)
-    a2_win_1 <= \$601 ;
-  always @(posedge clk)
-    a2_win_2 <= \$602 ;
-  always @(posedge clk)
-    \$signal$31  <= \$603 ;
-  always @(posedge clk)
-    \$signal$33  <= \$604 ;
-  always @(posedge clk)
-    nz <= \$605 ;
-  always @(posedge clk)
-    state <= \$606 ;
-  always @(posedge clk)
-    centre <= \$607 ;
-  always @(posedge clk)
-    f_row <= \$608 ;
-  always @(posedge clk)
-    cy <= \$609 ;
-  always @(posedge clk)
-    need <= \$610 ;
-  assign \$1  = cy + 11'h7ff;
-  assign \$2  = cy + 1'h0;
-  assign \$3  = cy + 1'h1;
-  assign \$4  = \$signal [1] | \$signal [3];
-  assign \$5  = \$4  | \$signal [5];
-  assign \$6  = \$5  | \$signal [7];
-  assign \$7  = \$6  | \$signal [9];
-  assign \$8  = \$7  | \$signal [11];
-  assign \$9  = \$8  | \$signal [13];
-  assign \$10  = \$9  | \$signal [15];
-  assign \$11  = \$signal [2] | \$signal [3];
-  assign \$12  = \$11  | \$signal [6];
-  assign \$13  = \$12  | \$signal [7];
-  assign \$14  = \$13  | \$signal [10];
-  assign \$15  = \$14  | \$signal [11];
-  assign \$16  = \$15  | \$signal [14];
-  assign \$17  = \$16  | \$signal [15];
-  assign \$18  = \$signal [4] | \$signal [5];
-  assign \$19  = \$18  | \$signal [6];
-  assign \$20  = \$19  | \$signal [7];
-  assign \$21  = \$20  | \$signal [12];
-  assign \$22  = \$21  | \$signal [13];
-  assign \$23  = \$22  | \$signal [14];
-  assign \$24  = \$23  | \$signal [15];
-  assign \$25  = \$signal [8] | \$signal [9];
-  assign \$26  = \$25  | \$signal [10];
-  assign \$27  = \$26  | \$signal [11];
-  assign \$28  = \$27  | \$signal [12];
-  assign \$29  = \$28  | \$signal [13];
-  assign \$30  = \$29  | \$signal [14];
-  assign \$31  = \$30  | \$signal [15];
-  assign w_en = \$signal$15  | eof_pend;
-  assign \$32  = \$signal [0] & c1_win_0[0];
-  assign \$33  = \$signal [1] & c1_win_0[1];
-  assign \$34  = \$32  | \$33 ;
-  assign \$35  = \$signal [2] & c1_win_0[2];
-  assign \$36  = \$34  | \$35 ;
-  assign \$37  = \$signal [3] & c1_win_0[3];
-  assign \$38  = \$36  | \$37 ;
-  assign \$39  = \$signal [4] & c1_win_0[4];
-  assign \$40  = \$38  | \$39 ;
-  assign \$41  = \$signal [5] & c1_win_0[5];
-  assign \$42  = \$40  | \$41 ;
-  assign \$43  = \$signal [6] & c1_win_0[6];
-  assign \$44  = \$42  | \$43 ;
-  assign \$45  = \$signal [7] & c1_win_0[7];
-  assign \$46  = \$44  | \$45 ;
-  assign \$47  = \$signal [8] & c1_win_0[8];
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = \$signal [9] & c1_win_0[9];
-  assign \$50  = \$48  | \$49 ;
-  assign \$51  = \$signal [10] & c1_win_0[10];
-  assign \$52  = \$50  | \$51 ;
-  assign \$53  = \$signal [11] & c1_win_0[11];
-  assign \$54  = \$52  | \$53 ;
-  assign \$55  = \$signal [12] & c1_win_0[12];
-  assign \$56  = \$54  | \$55 ;
-  assign \$57  = \$signal [13] & c1_win_0[13];
-  assign \$58  = \$56  | \$57 ;
-  assign \$59  = \$signal [14] & c1_win_0[14];
-  assign \$60  = \$58  | \$59 ;
-  assign \$61  = \$signal [15] & c1_win_0[15];
-  assign \$62  = \$60  | \$61 ;
-  assign \$63  = \$signal [0] & c1_win_0[1];
-  assign \$64  = \$signal [1] & c1_win_0[2];
-  assign \$65  = \$63  | \$64 ;
-  assign \$66  = \$signal [2] & c1_win_0[3];
-  assign \$67  = \$65  | \$66 ;
-  assign \$68  = \$signal [3] & c1_win_0[4];
-  assign \$69  = \$67  | \$68 ;
-  assign \$70  = \$signal [4] & c1_win_0[5];
-  assign \$71  = \$69  | \$70 ;
-  assign \$72  = \$signal [5] & c1_win_0[6];
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = \$signal [6] & c1_win_0[7];
-  assign \$75  = \$73  | \$74 ;
-  assign \$76  = \$signal [7] & c1_win_0[8];
-  assign \$77  = \$75  | \$76 ;
-  assign \$78  = \$signal [8] & c1_win_0[9];
-  assign \$79  = \$77  | \$78 ;
-  assign \$80  = \$signal [9] & c1_win_0[10];
-  assign \$81  = \$79  | \$80 ;
-  assign \$82  = \$signal [10] & c1_win_0[11];
-  assign \$83  = \$81  | \$82 ;
-  assign \$84  = \$signal [11] & c1_win_0[12];
-  assign \$85  = \$83  | \$84 ;
-  assign \$86  = \$signal [12] & c1_win_0[13];
-  assign \$87  = \$85  | \$86 ;
-  assign \$88  = \$signal [13] & c1_win_0[14];
-  assign \$89  = \$87  | \$88 ;
-  assign \$90  = \$signal [14] & c1_win_0[15];
-  assign \$91  = \$89  | \$90 ;
-  assign \$92  = \$signal [15] & c1_win_0[16];
-  assign \$93  = \$91  | \$92 ;
-  assign \$94  = \$signal [0] & c1_win_0[2];
-  assign \$95  = \$signal [1] & c1_win_0[3];
-  assign \$96  = \$94  | \$95 ;
-  assign \$97  = \$signal [2] & c1_win_0[4];
-  assign \$98  = \$96  | \$97 ;
-  assign \$99  = \$signal [3] & c1_win_0[5];
-  assign \$100  = \$98  | \$99 ;
-  assign \$101  = \$signal [4] & c1_win_0[6];
-  assign \$102  = \$100  | \$101 ;
-  assign \$103  = \$signal [5] & c1_win_0[7];
-  assign \$104  = \$102  | \$103 ;
-  assign \$105  = \$signal [6] & c1_win_0[8];
-  assign \$106  = \$104  | \$105 ;
-  assign \$107  = \$signal [7] & c1_win_0[9];
-  assign \$108  = \$106  | \$107 ;
-  assign \$109  = \$signal [8] & c1_win_0[10];
-  assign \$110  = \$108  | \$109 ;
-  assign \$111  = \$signal [9] & c1_win_0[11];
-  assign \$112  = \$110  | \$111 ;
-  assign \$113  = \$signal [10] & c1_win_0[12];
-  assign \$114  = \$112  | \$113 ;
-  assign \$115  = \$signal [11] & c1_win_0[13];
-  assign \$116  = \$114  | \$115 ;
-  assign \$117  = \$signal [12] & c1_win_0[14];
-  assign \$118  = \$116  | \$117 ;
-  assign \$119  = \$signal [13] & c1_win_0[15];
-  assign \$120  = \$118  | \$119 ;
-  assign \$121  = \$signal [14] & c1_win_0[16];
-  assign \$122  = \$120  | \$121 ;
-  assign \$123  = \$signal [15] & c1_win_0[17];
-  assign \$124  = \$122  | \$123 ;
-  assign \$125  = \$signal [0] & c1_win_1[0];
-  assign \$126  = \$signal [1] & c1_win_1[1];
-  assign \$127  = \$125  | \$126 ;
-  assign \$128  = \$signal [2] & c1_win_1[2];
-  assign \$129  = \$127  | \$128 ;
-  assign \$130  = \$signal [3] & c1_win_1[3];
-  assign \$131  = \$129  | \$130 ;
-  assign \$132  = \$signal [4] & c1_win_1[4];
-  assign \$133  = \$131  | \$132 ;
-  assign \$134  = \$signal [5] & c1_win_1[5];
-  assign \$135  = \$133  | \$134 ;
-  assign \$136  = \$signal [6] & c1_win_1[6];
-  assign \$137  = \$135  | \$136 ;
-  assign \$138  = \$signal [7] & c1_win_1[7];
-  assign \$139  = \$137  | \$138 ;
-  assign \$140  = \$signal [8] & c1_win_1[8];
-  assign \$141  = \$139  | \$140 ;
-  assign \$142  = \$signal [9] & c1_win_1[9];
-  assign \$143  = \$141  | \$142 ;
-  assign \$144  = \$signal [10] & c1_win_1[10];
-  assign \$145  = \$143  | \$144 ;
-  assign \$146  = \$signal [11] & c1_win_1[11];
-  assign \$147  = \$145  | \$146 ;
-  assign \$148  = \$signal [12] & c1_win_1[12];
-  assign \$149  = \$147  | \$148 ;
-  assign \$150  = \$signal [13] & c1_win_1[13];
-  assign \$151  = \$149  | \$150 ;
-  assign \$152  = \$signal [14] & c1_win_1[14];
-  assign \$153  = \$151  | \$152 ;
-  assign \$154  = \$signal [15] & c1_win_1[15];
-  assign \$155  = \$153  | \$154 ;
-  assign \$156  = \$signal [0] & c1_win_1[1];
-  assign \$157  = \$signal [1] & c1_win_1[2];
-  assign \$158  = \$156  | \$157 ;
-  assign \$159  = \$signal [2] & c1_win_1[3];
-  assign \$160  = \$158  | \$159 ;
-  assign \$161  = \$signal [3] & c1_win_1[4];
-  assign \$162  = \$160  | \$161 ;
-  assign \$163  = \$signal [4] & c1_win_1[5];
-  assign \$164  = \$162  | \$163 ;
-  assign \$165  = \$signal [5] & c1_win_1[6];
-  assign \$166  = \$164  | \$165 ;
-  assign \$167  = \$signal [6] & c1_win_1[7];
-  assign \$168  = \$166  | \$167 ;
-  assign \$169  = \$signal [7] & c1_win_1[8];
-  assign \$170  = \$168  | \$169 ;
-  assign \$171  = \$signal [8] & c1_win_1[9];
-  assign \$172  = \$170  | \$171 ;
-  assign \$173  = \$signal [9] & c1_win_1[10];
-  assign \$174  = \$172  | \$173 ;
-  assign \$175  = \$signal [10] & c1_win_1[11];
-  assign \$176  = \$174  | \$175 ;
-  assign \$177  = \$signal [11] & c1_win_1[12];
-  assign \$178  = \$176  | \$177 ;
-  assign \$179  = \$signal [12] & c1_win_1[13];
-  assign \$180  = \$178  | \$179 ;
-  assign \$181  = \$signal [13] & c1_win_1[14];
-  assign \$182  = \$180  | \$181 ;
-  assign \$183  = \$signal [14] & c1_win_1[15];
-  assign \$184  = \$182  | \$183 ;
-  assign \$185  = \$signal [15] & c1_win_1[16];
-  assign \$186  = \$184  | \$185 ;
-  assign \$187  = \$signal [0] & c1_win_1[2];
-  assign \$188  = \$signal [1] & c1_win_1[3];
-  assign \$189  = \$187  | \$188 ;
-  assign \$190  = \$signal [2] & c1_win_1[4];
-  assign \$191  = \$189  | \$190 ;
-  assign \$192  = \$signal [3] & c1_win_1[5];
-  assign \$193  = \$191  | \$192 ;
-  assign \$194  = \$signal [4] & c1_win_1[6];
-  assign \$195  = \$193  | \$194 ;
-  assign \$196  = \$signal [5] & c1_win_1[7];
-  assign \$197  = \$195  | \$196 ;
-  assign \$198  = \$signal [6] & c1_win_1[8];
-  assign \$199  = \$197  | \$198 ;
-  assign \$200  = \$signal [7] & c1_win_1[9];
-  assign \$201  = \$199  | \$200 ;
-  assign \$202  = \$signal [8] & c1_win_1[10];
-  assign \$203  = \$201  | \$202 ;
-  assign \$204  = \$signal [9] & c1_win_1[11];
-  assign \$205  = \$203  | \$204 ;
-  assign \$206  = \$signal [10] & c1_win_1[12];
-  assign \$207  = \$205  | \$206 ;
-  assign \$208  = \$signal [11] & c1_win_1[13];
-  assign \$209  = \$207  | \$208 ;
-  assign \$210  = \$signal [12] & c1_win_1[14];
-  assign \$211  = \$209  | \$210 ;
-  assign \$212  = \$signal [13] & c1_win_1[15];
-  assign \$213  = \$211  | \$212 ;
-  assign \$214  = \$signal [14] & c1_win_1[16];
-  assign \$215  = \$213  | \$214 ;
-  assign \$216  = \$signal [15] & c1_win_1[17];
-  assign \$217  = \$215  | \$216 ;
-  assign \$218  = \$signal [0] & c1_win_2[0];
-  assign \$219  = \$signal [1] & c1_win_2[1];
-  assign \$220  = \$218  | \$219 ;
-  assign \$221  = \$signal [2] & c1_win_2[2];
-  assign \$222  = \$220  | \$221 ;
-  assign \$223  = \$signal [3] & c1_win_2[3];
-  assign \$224  = \$222  | \$223 ;
-  assign \$225  = \$signal [4] & c1_win_2[4];
-  assign \$226  = \$224  | \$225 ;
-  assign \$227  = \$signal [5] & c1_win_2[5];
-  assign \$228  = \$226  | \$227 ;
-  assign \$229  = \$signal [6] & c1_win_2[6];
-  assign \$230  = \$228  | \$229 ;
-  assign \$231  = \$signal [7] & c1_win_2[7];
-  assign \$232  = \$230  | \$231 ;
-  assign \$233  = \$signal [8] & c1_win_2[8];
-  assign \$234  = \$232  | \$233 ;
-  assign \$235  = \$signal [9] & c1_win_2[9];
-  assign \$236  = \$234  | \$235 ;
-  assign \$237  = \$signal [10] & c1_win_2[10];
-  assign \$238  = \$236  | \$237 ;
-  assign \$239  = \$signal [11] & c1_win_2[11];
-  assign \$240  = \$238  | \$239 ;
-  assign \$241  = \$signal [12] & c1_win_2[12];
-  assign \$242  = \$240  | \$241 ;
-  assign \$243  = \$signal [13] & c1_win_2[13];
-  assign \$244  = \$242  | \$243 ;
-  assign \$245  = \$signal [14] & c1_win_2[14];
-  assign \$246  = \$244  | \$245 ;
-  assign \$247  = \$signal [15] & c1_win_2[15];
-  assign \$248  = \$246  | \$247 ;
-  assign \$249  = \$signal [0] & c1_win_2[1];
-  assign \$250  = \$signal [1] & c1_win_2[2];
-  assign \$251  = \$249  | \$250 ;
-  assign \$252  = \$signal [2] & c1_win_2[3];
-  assign \$253  = \$251  | \$252 ;
-  assign \$254  = \$signal [3] & c1_win_2[4];
-  assign \$255  = \$253  | \$254 ;
-  assign \$256  = \$signal [4] & c1_win_2[5];
-  assign \$257  = \$255  | \$256 ;
-  assign \$258  = \$signal [5] & c1_win_2[6];
-  assign \$259  = \$257  | \$258 ;
-  assign \$260  = \$signal [6] & c1_win_2[7];
-  assign \$261  = \$259  | \$260 ;
-  assign \$262  = \$signal [7] & c1_win_2[8];
-  assign \$263  = \$261  | \$262 ;
-  assign \$264  = \$signal [8] & c1_win_2[9];
-  assign \$265  = \$263  | \$264 ;
-  assign \$266  = \$signal [9] & c1_win_2[10];
-  assign \$267  = \$265  | \$266 ;
-  assign \$268  = \$signal [10] & c1_win_2[11];
-  assign \$269  = \$267  | \$268 ;
-  assign \$270  = \$signal [11] & c1_win_2[12];
-  assign \$271  = \$269  | \$270 ;
-  assign \$272  = \$signal [12] & c1_win_2[13];
-  assign \$273  = \$271  | \$272 ;
-  assign \$274  = \$signal [13] & c1_win_2[14];
-  assign \$275  = \$273  | \$274 ;
-  assign \$276  = \$signal [14] & c1_win_2[15];
-  assign \$277  = \$275  | \$276 ;
-  assign \$278  = \$signal [15] & c1_win_2[16];
-  assign \$279  = \$277  | \$278 ;
-  assign \$280  = \$signal [0] & c1_win_2[2];
-  assign \$281  = \$signal [1] & c1_win_2[3];
-  assign \$282  = \$280  | \$281 ;
-  assign \$283  = \$signal [2] & c1_win_2[4];
-  assign \$284  = \$282  | \$283 ;
-  assign \$285  = \$signal [3] & c1_win_2[5];
-  assign \$286  = \$284  | \$285 ;
-  assign \$287  = \$signal [4] & c1_win_2[6];
-  assign \$288  = \$286  | \$287 ;
-  assign \$289  = \$signal [5] & c1_win_2[7];
-  assign \$290  = \$288  | \$289 ;
-  assign \$291  = \$signal [6] & c1_win_2[8];
-  assign \$292  = \$290  | \$291 ;
-  assign \$293  = \$signal [7] & c1_win_2[9];
-  assign \$294  = \$292  | \$293 ;
-  assign \$295  = \$signal [8] & c1_win_2[10];
-  assign \$296  = \$294  | \$295 ;
-  assign \$297  = \$signal [9] & c1_win_2[11];
-  assign \$298  = \$296  | \$297 ;
-  assign \$299  = \$signal [10] & c1_win_2[12];
-  assign \$300  = \$298  | \$299 ;
-  assign \$301  = \$signal [11] & c1_win_2[13];
-  assign \$302  = \$300  | \$301 ;
-  assign \$303  = \$signal [12] & c1_win_2[14];
-  assign \$304  = \$302  | \$303 ;
-  assign \$305  = \$signal [13] & c1_win_2[15];
   assign \$306  = \$304  | \$305 ;
-  assign \$307  = \$signal [14] & c1_win_2[16];
+  assign \$307  = \$signal$17 [9] & c1_win_2[11];
   assign \$308  = \$306  | \$307 ;
-  assign \$309  = \$signal [15] & c1_win_2[17];
+  assign \$309  = \$signal$17 [10] & c1_win_2[12];
   assign \$310  = \$308  | \$309 ;
-  assign \$311  = ~ b_rest;
-  assign \$312  = \$311  + 1'h1;
-  assign \$313  = { 1'h0, b_rest } & \$312 ;
-  assign \$314  = ~ a2_bits;
-  assign \$315  = \$314  + 1'h1;
-  assign \$316  = { 1'h0, a2_bits } & \$315 ;
-  assign \$317  = ~ \$signal$27 ;
-  assign \$318  = ~ \$signal$28 ;
-  assign \$319  = ~ \$signal$15 ;
-  assign \$320  = \$319  | w_rdy;
-  assign \$321  = \$320  & \$signal$30 ;
-  assign \$322  = \$318  | \$321 ;
-  assign \$323  = \$317  | \$322 ;
-  assign \$324  = \$323  & \$signal$31 ;
-  assign \$325  = \$signal$33 [1] | \$signal$33 [3];
-  assign \$326  = \$325  | \$signal$33 [5];
-  assign \$327  = \$326  | \$signal$33 [7];
-  assign \$328  = \$signal$33 [2] | \$signal$33 [3];
-  assign \$329  = \$328  | \$signal$33 [6];
-  assign \$330  = \$329  | \$signal$33 [7];
-  assign \$331  = \$signal$33 [4] | \$signal$33 [5];
-  assign \$332  = \$331  | \$signal$33 [6];
-  assign \$333  = \$332  | \$signal$33 [7];
-  assign \$334  = ~ nz;
-  assign \$335  = \$334  + 1'h1;
-  assign \$336  = { 1'h0, nz } & \$335 ;
-  assign \$337  = \$signal$15  ? { 1'h0, \$signal$17  } : f_row;
-  assign \$338  = sites__valid ? { 1'h0, sites__payload[6:0] } : \$337 ;
-  assign \$339  = state == 1'h1;
-  assign \$340  = ! \$1 [1:0];
-  assign \$341  = tags[7:0] == \$1 [8:0];
-  assign \$342  = \$340  & \$341 ;
-  assign \$343  = | cy;
-  assign \$344  = \$342  & \$343 ;
-  assign \$345  = state == 1'h1;
-  assign \$346  = \$1 [1:0] == 1'h1;
-  assign \$347  = tags[15:8] == \$1 [8:0];
-  assign \$348  = \$346  & \$347 ;
-  assign \$349  = | cy;
-  assign \$350  = \$348  & \$349 ;
-  assign \$351  = state == 1'h1;
-  assign \$352  = \$1 [1:0] == 2'h2;
-  assign \$353  = tags[23:16] == \$1 [8:0];
-  assign \$354  = \$352  & \$353 ;
-  assign \$355  = | cy;
-  assign \$356  = \$354  & \$355 ;
-  assign \$357  = state == 1'h1;
-  assign \$358  = \$1 [1:0] == 2'h3;
-  assign \$359  = tags[31:24] == \$1 [8:0];
-  assign \$360  = \$358  & \$359 ;
-  assign \$361  = | cy;
-  assign \$362  = \$360  & \$361 ;
-  assign \$363  = state == 2'h2;
-  assign \$364  = sel_0[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
-  assign \$365  = sel_0[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
-  assign \$366  = \$364  | \$365 ;
-  assign \$367  = sel_0[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
-  assign \$368  = \$366  | \$367 ;
-  assign \$369  = sel_0[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
-  assign \$370  = \$368  | \$369 ;
-  assign \$371  = state == 1'h1;
-  assign \$372  = ! \$2 [1:0];
-  assign \$373  = tags[7:0] == \$2 [8:0];
-  assign \$374  = \$372  & \$373 ;
-  assign \$375  = state == 1'h1;
-  assign \$376  = \$2 [1:0] == 1'h1;
-  assign \$377  = tags[15:8] == \$2 [8:0];
-  assign \$378  = \$376  & \$377 ;
-  assign \$379  = state == 1'h1;
-  assign \$380  = \$2 [1:0] == 2'h2;
-  assign \$381  = tags[23:16] == \$2 [8:0];
-  assign \$382  = \$380  & \$381 ;
-  assign \$383  = state == 1'h1;
-  assign \$384  = \$2 [1:0] == 2'h3;
-  assign \$385  = tags[31:24] == \$2 [8:0];
-  assign \$386  = \$384  & \$385 ;
-  assign \$387  = state == 2'h2;
-  assign \$388  = sel_1[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
+  assign \$311  = \$signal$17 [11] & c1_win_2[13];
+  assign \$312  = \$310  | \$311 ;
+  assign \$313  = \$signal$17 [12] & c1_win_2[14];
+  assign \$314  = \$312  | \$313 ;
+  assign \$315  = \$signal$17 [13] & c1_win_2[15];
+  assign \$316  = \$314  | \$315 ;
+  assign \$317  = \$signal$17 [14] & c1_win_2[16];
+  assign \$318  = \$316  | \$317 ;
+  assign \$319  = \$signal$17 [15] & c1_win_2[17];
+  assign \$320  = \$318  | \$319 ;
+  assign \$321  = ~ b_rest;
+  assign \$322  = \$321  + 1'h1;
+  assign \$323  = { 1'h0, b_rest } & \$322 ;
+  assign \$324  = ~ a2_bits;
+  assign \$325  = \$324  + 1'h1;
+  assign \$326  = { 1'h0, a2_bits } & \$325 ;
+  assign \$327  = ~ \$signal$33 ;
+  assign \$328  = ~ \$signal$34 ;
+  assign \$329  = ~ \$signal$21 ;
+  assign \$330  = \$329  | w_rdy;
+  assign \$331  = \$330  & \$signal$36 ;
+  assign \$332  = \$328  | \$331 ;
+  assign \$333  = \$327  | \$332 ;
+  assign \$334  = \$333  & a_v;
+  assign \$335  = a_oh[1] | a_oh[3];
+  assign \$336  = \$335  | a_oh[5];
+  assign \$337  = \$336  | a_oh[7];
+  assign \$338  = a_oh[2] | a_oh[3];
+  assign \$339  = \$338  | a_oh[6];
+  assign \$340  = \$339  | a_oh[7];
+  assign \$341  = a_oh[4] | a_oh[5];
+  assign \$342  = \$341  | a_oh[6];
+  assign \$343  = \$342  | a_oh[7];
+  assign \$344  = ~ nz;
+  assign \$345  = \$344  + 1'h1;
+  assign \$346  = { 1'h0, nz } & \$345 ;
+  assign \$347  = \$signal$42  ? \$signal$44  : rows_row;
+  assign row = sites__valid ? sites__payload[6:0] : \$347 ;
+  assign \$348  = ~ \$signal$9 ;
+  assign \$349  = ! nz;
+  assign \$350  = ~ a_v;
+  assign \$351  = \$349  & \$350 ;
+  assign \$352  = \$348  | \$351 ;
+  assign \$353  = \$signal$9  & \$352 ;
+  assign \$354  = ~ \$signal$9 ;
+  assign \$355  = ! nz;
+  assign \$356  = ~ a_v;
+  assign \$357  = \$355  & \$356 ;
+  assign \$358  = \$354  | \$357 ;
+  assign \$359  = \$signal$8  & \$358 ;
+  assign \$360  = | win_1[15:0];
+  assign \$361  = | win_1[31:16];
+  assign \$362  = | win_1[47:32];
+  assign \$363  = | win_1[63:48];
+  assign \$364  = | win_1[79:64];
+  assign \$365  = | win_1[95:80];
+  assign \$366  = | win_1[111:96];
+  assign \$367  = | win_1[127:112];
+  assign \$368  = ~ \$signal$8 ;
+  assign \$369  = ~ \$signal$9 ;
+  assign \$370  = ! nz;
+  assign \$371  = ~ a_v;
+  assign \$372  = \$370  & \$371 ;
+  assign \$373  = \$369  | \$372 ;
+  assign \$374  = \$368  | \$373 ;
+  assign \$375  = \$signal$7  & \$374 ;
+  assign \$376  = sel_0[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
+  assign \$377  = sel_0[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
+  assign \$378  = \$376  | \$377 ;
+  assign \$379  = sel_0[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
+  assign \$380  = \$378  | \$379 ;
+  assign \$381  = sel_0[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
+  assign \$382  = \$380  | \$381 ;
+  assign \$383  = sel_1[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
+  assign \$384  = sel_1[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
+  assign \$385  = \$383  | \$384 ;
+  assign \$386  = sel_1[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
+  assign \$387  = \$385  | \$386 ;
+  assign \$388  = sel_1[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
+  assign \$389  = \$387  | \$388 ;
+  assign \$390  = sel_2[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
+  assign \$391  = sel_2[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
+  assign \$392  = \$390  | \$391 ;
+  assign \$393  = sel_2[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
+  assign \$394  = \$392  | \$393 ;
+  assign \$395  = sel_2[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
+  assign \$396  = \$394  | \$395 ;
+  assign \$397  = ~ \$signal$7 ;
+  assign \$398  = ~ \$signal$8 ;
+  assign \$399  = ~ \$signal$9 ;
+  assign \$400  = ! nz;
+  assign \$401  = ~ a_v;
+  assign \$402  = \$400  & \$401 ;
+  assign \$403  = \$399  | \$402 ;
+  assign \$404  = \$398  | \$403 ;
+  assign \$405  = \$397  | \$404 ;
+  assign \$406  = \$signal  & \$405 ;
+  assign \$407  = ! row_0[1:0];
+  assign \$408  = tags[7:0] == row_0;
+  assign \$409  = \$407  & \$408 ;
+  assign \$410  = | i_cy;
+  assign \$411  = \$409  & \$410 ;
+  assign \$412  = row_0[1:0] == 1'h1;
+  assign \$413  = tags[15:8] == row_0;
+  assign \$414  = \$412  & \$413 ;
+  assign \$415  = | i_cy;
+  assign \$416  = \$414  & \$415 ;
+  assign \$417  = row_0[1:0] == 2'h2;
+  assign \$418  = tags[23:16] == row_0;
+  assign \$419  = \$417  & \$418 ;
+  assign \$420  = | i_cy;
+  assign \$421  = \$419  & \$420 ;
+  assign \$422  = row_0[1:0] == 2'h3;
+  assign \$423  = tags[31:24] == row_0;
+  assign \$424  = \$422  & \$423 ;
+  assign \$425  = | i_cy;
+  assign \$426  = \$424  & \$425 ;
+  assign \$427  = ! row_1[1:0];
+  assign \$428  = tags[7:0] == row_1;
+  assign \$429  = \$427  & \$428 ;
+  assign \$430  = row_1[1:0] == 1'h1;
+  assign \$431  = tags[15:8] == row_1;
+  assign \$432  = \$430  & \$431 ;
+  assign \$433  = row_1[1:0] == 2'h2;
+  assign \$434  = tags[23:16] == row_1;
+  assign \$435  = \$433  & \$434 ;
+  assign \$436  = row_1[1:0] == 2'h3;
+  assign \$437  = tags[31:24] == row_1;
+  assign \$438  = \$436  & \$437 ;
+  assign \$439  = ! row_2[1:0];
+  assign \$440  = tags[7:0] == row_2;
+  assign \$441  = \$439  & \$440 ;
+  assign \$442  = row_2[1:0] == 1'h1;
+  assign \$443  = tags[15:8] == row_2;
+  assign \$444  = \$442  & \$443 ;
+  assign \$445  = row_2[1:0] == 2'h2;
+  assign \$446  = tags[23:16] == row_2;
+  assign \$447  = \$445  & \$446 ;
+  assign \$448  = row_2[1:0] == 2'h3;
+  assign \$449  = tags[31:24] == row_2;
+  assign \$450  = \$448  & \$449 ;
+  assign \$451  = ~ \$signal ;
+  assign \$452  = ~ \$signal$7 ;
+  assign \$453  = ~ \$signal$8 ;
+  assign \$454  = ~ \$signal$9 ;
+  assign \$455  = ! nz;
+  assign \$456  = ~ a_v;
+  assign \$457  = \$455  & \$456 ;
+  assign \$458  = \$454  | \$457 ;
+  assign \$459  = \$453  | \$458 ;
+  assign \$460  = \$452  | \$459 ;
+  assign \$461  = \$451  | \$460 ;
+  assign \$462  = ~ ends;
+  assign \$463  = \$461  & \$462 ;
+  assign \$464  = ~ has_last;
+  assign \$465  = f_row > last_y;
+  assign \$466  = \$464  | \$465 ;
+  assign \$467  = eof_seen & \$466 ;
+  assign \$468  = done_rows >= need;
+  assign \$469  = eof_seen | \$468 ;
+  assign \$470  = f_row + 1'h1;
+  assign \$471  = cy + 1'h1;
+  assign \$472  = need + 1'h1;
+  assign \$473  = ~ \$signal$21 ;
+  assign \$474  = eof_pend & \$473 ;
+  assign \$475  = \$474  & w_rdy;
+  assign \$476  = ~ \$signal$21 ;
+  assign \$477  = \$476  | w_rdy;
+  assign \$478  = ~ \$323 [15:0];
+  assign \$479  = b_rest & \$478 ;
+  assign \$480  = b_rest - 1'h1;
+  assign \$481  = { 1'h0, b_rest } & \$480 ;
+  assign \$482  = ! \$481 ;
+  assign \$483  = ~ \$signal$21 ;
+  assign \$484  = \$483  | w_rdy;
+  assign \$485  = \$484  & \$signal$36 ;
+  assign \$486  = \$signal$34  ? \$signal$79  : 16'h0000;
+  assign \$487  = ~ \$signal$34 ;
+  assign \$488  = \$487  | a3_rest_zero;
+  assign \$489  = ~ \$signal$34 ;
+  assign \$490  = ~ \$signal$21 ;
+  assign \$491  = \$490  | w_rdy;
+  assign \$492  = \$491  & \$signal$36 ;
+  assign \$493  = \$489  | \$492 ;
+  assign \$494  = ~ \$326 [15:0];
+  assign \$495  = a2_bits & \$494 ;
+  assign \$496  = a2_bits - 1'h1;
+  assign \$497  = { 1'h0, a2_bits } & \$496 ;
+  assign \$498  = ! \$497 ;
+  assign \$499  = ~ \$signal$34 ;
+  assign \$500  = ~ \$signal$21 ;
+  assign \$501  = \$500  | w_rdy;
+  assign \$502  = \$501  & \$signal$36 ;
+  assign \$503  = \$499  | \$502 ;
+  assign \$504  = ~ \$signal$33 ;
+  assign \$505  = ~ \$signal$34 ;
+  assign \$506  = ~ \$signal$21 ;
+  assign \$507  = \$506  | w_rdy;
+  assign \$508  = \$507  & \$signal$36 ;
+  assign \$509  = \$505  | \$508 ;
+  assign \$510  = \$504  | \$509 ;
+  assign \$511  = \$510  & a_v;
+  assign \$512  = a_oh[0] ? centre[15:0] : 16'h0000;
+  assign \$513  = a_oh[1] ? centre[31:16] : 16'h0000;
+  assign \$514  = \$512  | \$513 ;
+  assign \$515  = a_oh[2] ? centre[47:32] : 16'h0000;
+  assign \$516  = \$514  | \$515 ;
+  assign \$517  = a_oh[3] ? centre[63:48] : 16'h0000;
+  assign \$518  = \$516  | \$517 ;
+  assign \$519  = a_oh[4] ? centre[79:64] : 16'h0000;
+  assign \$520  = \$518  | \$519 ;
+  assign \$521  = a_oh[5] ? centre[95:80] : 16'h0000;
+  assign \$522  = \$520  | \$521 ;
+  assign \$523  = a_oh[6] ? centre[111:96] : 16'h0000;
+  assign \$524  = \$522  | \$523 ;
+  assign \$525  = a_oh[7] ? centre[127:112] : 16'h0000;
+  assign \$526  = \$524  | \$525 ;
+  assign \$527  = a_oh[0] ? { cwin_0[16:0], 1'h0 } : 18'h00000;
+  assign \$528  = a_oh[1] ? cwin_0[32:15] : 18'h00000;
+  assign \$529  = \$527  | \$528 ;
+  assign \$530  = a_oh[2] ? cwin_0[48:31] : 18'h00000;
+  assign \$531  = \$529  | \$530 ;
+  assign \$532  = a_oh[3] ? cwin_0[64:47] : 18'h00000;
+  assign \$533  = \$531  | \$532 ;
+  assign \$534  = a_oh[4] ? cwin_0[80:63] : 18'h00000;
+  assign \$535  = \$533  | \$534 ;
+  assign \$536  = a_oh[5] ? cwin_0[96:79] : 18'h00000;
+  assign \$537  = \$535  | \$536 ;
+  assign \$538  = a_oh[6] ? cwin_0[112:95] : 18'h00000;
+  assign \$539  = \$537  | \$538 ;
+  assign \$540  = a_oh[7] ? { 1'h0, cwin_0[127:111] } : 18'h00000;
+  assign \$541  = \$539  | \$540 ;
+  assign \$542  = a_oh[0] ? { cwin_1[16:0], 1'h0 } : 18'h00000;
+  assign \$543  = a_oh[1] ? cwin_1[32:15] : 18'h00000;
+  assign \$544  = \$542  | \$543 ;
+  assign \$545  = a_oh[2] ? cwin_1[48:31] : 18'h00000;
+  assign \$546  = \$544  | \$545 ;
+  assign \$547  = a_oh[3] ? cwin_1[64:47] : 18'h00000;
+  assign \$548  = \$546  | \$547 ;
+  assign \$549  = a_oh[4] ? cwin_1[80:63] : 18'h00000;
+  assign \$550  = \$548  | \$549 ;
+  assign \$551  = a_oh[5] ? cwin_1[96:79] : 18'h00000;
+  assign \$552  = \$550  | \$551 ;
+  assign \$553  = a_oh[6] ? cwin_1[112:95] : 18'h00000;
+  assign \$554  = \$552  | \$553 ;
+  assign \$555  = a_oh[7] ? { 1'h0, cwin_1[127:111] } : 18'h00000;
+  assign \$556  = \$554  | \$555 ;
+  assign \$557  = a_oh[0] ? { cwin_2[16:0], 1'h0 } : 18'h00000;
+  assign \$558  = a_oh[1] ? cwin_2[32:15] : 18'h00000;
+  assign \$559  = \$557  | \$558 ;
+  assign \$560  = a_oh[2] ? cwin_2[48:31] : 18'h00000;
+  assign \$561  = \$559  | \$560 ;
+  assign \$562  = a_oh[3] ? cwin_2[64:47] : 18'h00000;
+  assign \$563  = \$561  | \$562 ;
+  assign \$564  = a_oh[4] ? cwin_2[80:63] : 18'h00000;
+  assign \$565  = \$563  | \$564 ;
+  assign \$566  = a_oh[5] ? cwin_2[96:79] : 18'h00000;
+  assign \$567  = \$565  | \$566 ;
+  assign \$568  = a_oh[6] ? cwin_2[112:95] : 18'h00000;
+  assign \$569  = \$567  | \$568 ;
+  assign \$570  = a_oh[7] ? { 1'h0, cwin_2[127:111] } : 18'h00000;
+  assign \$571  = \$569  | \$570 ;
+  assign \$572  = ~ \$signal$33 ;
+  assign \$573  = ~ \$signal$34 ;
+  assign \$574  = ~ \$signal$21 ;
+  assign \$575  = \$574  | w_rdy;
+  assign \$576  = \$575  & \$signal$36 ;
+  assign \$577  = \$573  | \$576 ;
+  assign \$578  = \$572  | \$577 ;
+  assign \$579  = ~ a_v;
+  assign \$580  = ~ \$signal$33 ;
+  assign \$581  = ~ \$signal$34 ;
+  assign \$582  = ~ \$signal$21 ;
+  assign \$583  = \$582  | w_rdy;
+  assign \$584  = \$583  & \$signal$36 ;
+  assign \$585  = \$581  | \$584 ;
+  assign \$586  = \$580  | \$585 ;
+  assign \$587  = \$579  | \$586 ;
+  assign \$588  = \$587  & \$signal$9 ;
+  assign \$589  = | nz;
+  assign \$590  = \$588  & \$589 ;
+  assign \$591  = ~ \$346 [7:0];
+  assign \$592  = nz & \$591 ;
+  assign \$593  = ~ \$signal ;
+  assign \$594  = ~ \$signal$7 ;
+  assign \$595  = ~ \$signal$8 ;
+  assign \$596  = ~ \$signal$9 ;
+  assign \$597  = ! nz;
+  assign \$598  = ~ a_v;
+  assign \$599  = \$597  & \$598 ;
+  assign \$600  = \$596  | \$599 ;
+  assign \$601  = \$595  | \$600 ;
+  assign \$602  = \$594  | \$601 ;
+  assign \$603  = \$593  | \$602 ;
+  assign \$604  = ~ has_last;
+  assign \$605  = f_row > last_y;
+  assign \$606  = \$604  | \$605 ;
+  assign \$607  = eof_seen & \$606 ;
+  assign \$608  = \$603  & \$607 ;
+  assign \$609  = ends | \$608 ;
+  assign \$610  = \$signal  | \$signal$7 ;
+  assign \$611  = \$610  | \$signal$8 ;
+  assign \$612  = \$611  | \$signal$9 ;
+  assign \$613  = \$612  | \$signal$33 ;
+  assign \$614  = \$613  | \$signal$34 ;
+  assign \$615  = \$614  | b_v;
+  assign \$616  = \$615  | \$signal$21 ;
+  assign \$617  = ~ \$616 ;
+  assign \$618  = \$609  & \$617 ;
+  assign \$619  = ~ eof_done;
+  assign \$620  = \$618  & \$619 ;
+  assign \$621  = \$signal$21  | b_v;
+  assign \$622  = \$621  | \$signal$34 ;
+  assign \$623  = \$622  | \$signal$33 ;
+  assign \$624  = \$signal$34  ? \$signal$81  : a2_oy;
+  assign \$625  = b_v ? b_oy : \$624 ;
+  assign \$626  = \$signal$21  ? \$signal$23  : \$625 ;
+  assign \$627  = \$signal  ? { 1'h0, i_row } : f_row;
+  assign \$628  = \$signal$7  ? { 1'h0, s_row } : \$627 ;
+  assign \$629  = \$signal$8  ? { 1'h0, w_row } : \$628 ;
+  assign \$630  = \$signal$9  ? { 1'h0, c_row } : \$629 ;
+  always @(posedge clk)
+    \$signal$9  <= \$631 ;
+  always @(posedge clk)
+    c_row <= \$632 ;
+  always @(posedge clk)
+    \$signal$8  <= \$633 ;
+  always @(posedge clk)
+    centre <= \$634 ;
+  always @(posedge clk)
+    nz <= \$635 ;
+  always @(posedge clk)
+    cwin_0 <= \$636 ;
+  always @(posedge clk)
+    cwin_1 <= \$637 ;
+  always @(posedge clk)
+    cwin_2 <= \$638 ;
+  always @(posedge clk)
+    w_row <= \$639 ;
+  always @(posedge clk)
+    \$signal$7  <= \$640 ;
+  always @(posedge clk)
+    win_0 <= \$641 ;
+  always @(posedge clk)
+    win_1 <= \$642 ;
+  always @(posedge clk)
+    win_2 <= \$643 ;
+  always @(posedge clk)
+    s_row <= \$644 ;
+  always @(posedge clk)
+    \$signal  <= \$645 ;
+  always @(posedge clk)
+    sel_0 <= \$646 ;
+  always @(posedge clk)
+    sel_1 <= \$647 ;
+  always @(posedge clk)
+    sel_2 <= \$648 ;
+  always @(posedge clk)
+    ends <= \$649 ;
+  always @(posedge clk)
+    i_row <= \$650 ;
+  always @(posedge clk)
+    i_cy <= \$651 ;
+  always @(posedge clk)
+    f_row <= \$652 ;
+  always @(posedge clk)
+    cy <= \$653 ;
+  always @(posedge clk)
+    need <= \$654 ;
+  always @(posedge clk)
+    eof_pend <= \$655 ;
+  always @(posedge clk)
+    \$signal$21  <= \$656 ;
+  always @(posedge clk)
+    \$signal$17  <= \$657 ;
+  always @(posedge clk)
+    \$like  <= \$658 ;
+  always @(posedge clk)
+    \$signal$23  <= \$659 ;
+  always @(posedge clk)
+    c1_win_0 <= \$660 ;
+  always @(posedge clk)
+    c1_win_1 <= \$661 ;
+  always @(posedge clk)
+    c1_win_2 <= \$662 ;
+  always @(posedge clk)
+    \$signal$72  <= \$663 ;
+  always @(posedge clk)
+    b_rest <= \$664 ;
+  always @(posedge clk)
+    \$signal$36  <= \$665 ;
+  always @(posedge clk)
+    b_v <= \$666 ;
+  always @(posedge clk)
+    \$like$73  <= \$667 ;
+  always @(posedge clk)
+    b_oy <= \$668 ;
+  always @(posedge clk)
+    b_win_0 <= \$669 ;
+  always @(posedge clk)
+    b_win_1 <= \$670 ;
+  always @(posedge clk)
+    b_win_2 <= \$671 ;
+  always @(posedge clk)
+    \$signal$34  <= \$672 ;
+  always @(posedge clk)
+    \$signal$78  <= \$673 ;
+  always @(posedge clk)
+    \$signal$79  <= \$674 ;
+  always @(posedge clk)
+    \$like$80  <= \$675 ;
+  always @(posedge clk)
+    \$signal$81  <= \$676 ;
+  always @(posedge clk)
+    a3_rest_zero <= \$677 ;
+  always @(posedge clk)
+    a3_win_0 <= \$678 ;
+  always @(posedge clk)
+    a3_win_1 <= \$679 ;
+  always @(posedge clk)
+    a3_win_2 <= \$680 ;
+  always @(posedge clk)
+    \$signal$33  <= \$681 ;
+  always @(posedge clk)
+    a2_oy <= \$682 ;
+  always @(posedge clk)
+    \$signal$86  <= \$683 ;
+  always @(posedge clk)
+    a2_bits <= \$684 ;
+  always @(posedge clk)
+    a2_win_0 <= \$685 ;
+  always @(posedge clk)
+    a2_win_1 <= \$686 ;
+  always @(posedge clk)
+    a2_win_2 <= \$687 ;
+  always @(posedge clk)
+    a_v <= \$688 ;
+  always @(posedge clk)
+    a_oh <= \$689 ;
+  always @(posedge clk)
+    eof_done <= \$690 ;
+  always @(posedge clk)
+    \$signal$42  <= \$691 ;
+  always @(posedge clk)
+    \$signal$44  <= \$692 ;
+  always @(posedge clk)
+    rows_row <= \$693 ;
+  assign \$1  = ~ \$signal$7 ;
+  assign \$2  = ~ \$signal$8 ;
+  assign \$3  = ~ \$signal$9 ;
+  assign \$4  = ! nz;
+  assign \$5  = ~ a_v;
+  assign \$6  = \$4  & \$5 ;
+  assign \$7  = \$3  | \$6 ;
+  assign \$8  = \$2  | \$7 ;
+  assign \$9  = \$1  | \$8 ;
+  assign \$10  = \$signal  & \$9 ;
+  assign \$11  = i_cy + 11'h7ff;
+  assign \$12  = i_cy + 1'h0;
+  assign \$13  = i_cy + 1'h1;
+  assign \$14  = \$signal$17 [1] | \$signal$17 [3];
+  assign \$15  = \$14  | \$signal$17 [5];
+  assign \$16  = \$15  | \$signal$17 [7];
+  assign \$17  = \$16  | \$signal$17 [9];
+  assign \$18  = \$17  | \$signal$17 [11];
+  assign \$19  = \$18  | \$signal$17 [13];
+  assign \$20  = \$19  | \$signal$17 [15];
+  assign \$21  = \$signal$17 [2] | \$signal$17 [3];
+  assign \$22  = \$21  | \$signal$17 [6];
+  assign \$23  = \$22  | \$signal$17 [7];
+  assign \$24  = \$23  | \$signal$17 [10];
+  assign \$25  = \$24  | \$signal$17 [11];
+  assign \$26  = \$25  | \$signal$17 [14];
+  assign \$27  = \$26  | \$signal$17 [15];
+  assign \$28  = \$signal$17 [4] | \$signal$17 [5];
+  assign \$29  = \$28  | \$signal$17 [6];
+  assign \$30  = \$29  | \$signal$17 [7];
+  assign \$31  = \$30  | \$signal$17 [12];
+  assign \$32  = \$31  | \$signal$17 [13];
+  assign \$33  = \$32  | \$signal$17 [14];
+  assign \$34  = \$33  | \$signal$17 [15];
+  assign \$35  = \$signal$17 [8] | \$signal$17 [9];
+  assign \$36  = \$35  | \$signal$17 [10];
+  assign \$37  = \$36  | \$signal$17 [11];
+  assign \$38  = \$37  | \$signal$17 [12];
+  assign \$39  = \$38  | \$signal$17 [13];
+  assign \$40  = \$39  | \$signal$17 [14];
+  assign \$41  = \$40  | \$signal$17 [15];
+  assign w_en = \$signal$21  | eof_pend;
+  assign \$42  = \$signal$17 [0] & c1_win_0[0];
+  assign \$43  = \$signal$17 [1] & c1_win_0[1];
+  assign \$44  = \$42  | \$43 ;
+  assign \$45  = \$signal$17 [2] & c1_win_0[2];
+  assign \$46  = \$44  | \$45 ;
+  assign \$47  = \$signal$17 [3] & c1_win_0[3];
+  assign \$48  = \$46  | \$47 ;
+  assign \$49  = \$signal$17 [4] & c1_win_0[4];
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = \$signal$17 [5] & c1_win_0[5];
+  assign \$52  = \$50  | \$51 ;
+  assign \$53  = \$signal$17 [6] & c1_win_0[6];
+  assign \$54  = \$52  | \$53 ;
+  assign \$55  = \$signal$17 [7] & c1_win_0[7];
+  assign \$56  = \$54  | \$55 ;
+  assign \$57  = \$signal$17 [8] & c1_win_0[8];
+  assign \$58  = \$56  | \$57 ;
+  assign \$59  = \$signal$17 [9] & c1_win_0[9];
+  assign \$60  = \$58  | \$59 ;
+  assign \$61  = \$signal$17 [10] & c1_win_0[10];
+  assign \$62  = \$60  | \$61 ;
+  assign \$63  = \$signal$17 [11] & c1_win_0[11];
+  assign \$64  = \$62  | \$63 ;
+  assign \$65  = \$signal$17 [12] & c1_win_0[12];
+  assign \$66  = \$64  | \$65 ;
+  assign \$67  = \$signal$17 [13] & c1_win_0[13];
+  assign \$68  = \$66  | \$67 ;
+  assign \$69  = \$signal$17 [14] & c1_win_0[14];
+  assign \$70  = \$68  | \$69 ;
+  assign \$71  = \$signal$17 [15] & c1_win_0[15];
+  assign \$72  = \$70  | \$71 ;
+  assign \$73  = \$signal$17 [0] & c1_win_0[1];
+  assign \$74  = \$signal$17 [1] & c1_win_0[2];
+  assign \$75  = \$73  | \$74 ;
+  assign \$76  = \$signal$17 [2] & c1_win_0[3];
+  assign \$77  = \$75  | \$76 ;
+  assign \$78  = \$signal$17 [3] & c1_win_0[4];
+  assign \$79  = \$77  | \$78 ;
+  assign \$80  = \$signal$17 [4] & c1_win_0[5];
+  assign \$81  = \$79  | \$80 ;
+  assign \$82  = \$signal$17 [5] & c1_win_0[6];
+  assign \$83  = \$81  | \$82 ;
+  assign \$84  = \$signal$17 [6] & c1_win_0[7];
+  assign \$85  = \$83  | \$84 ;
+  assign \$86  = \$signal$17 [7] & c1_win_0[8];
+  assign \$87  = \$85  | \$86 ;
+  assign \$88  = \$signal$17 [8] & c1_win_0[9];
+  assign \$89  = \$87  | \$88 ;
+  assign \$90  = \$signal$17 [9] & c1_win_0[10];
+  assign \$91  = \$89  | \$90 ;
+  assign \$92  = \$signal$17 [10] & c1_win_0[11];
+  assign \$93  = \$91  | \$92 ;
+  assign \$94  = \$signal$17 [11] & c1_win_0[12];
+  assign \$95  = \$93  | \$94 ;
+  assign \$96  = \$signal$17 [12] & c1_win_0[13];
+  assign \$97  = \$95  | \$96 ;
+  assign \$98  = \$signal$17 [13] & c1_win_0[14];
+  assign \$99  = \$97  | \$98 ;
+  assign \$100  = \$signal$17 [14] & c1_win_0[15];
+  assign \$101  = \$99  | \$100 ;
+  assign \$102  = \$signal$17 [15] & c1_win_0[16];
+  assign \$103  = \$101  | \$102 ;
+  assign \$104  = \$signal$17 [0] & c1_win_0[2];
+  assign \$105  = \$signal$17 [1] & c1_win_0[3];
+  assign \$106  = \$104  | \$105 ;
+  assign \$107  = \$signal$17 [2] & c1_win_0[4];
+  assign \$108  = \$106  | \$107 ;
+  assign \$109  = \$signal$17 [3] & c1_win_0[5];
+  assign \$110  = \$108  | \$109 ;
+  assign \$111  = \$signal$17 [4] & c1_win_0[6];
+  assign \$112  = \$110  | \$111 ;
+  assign \$113  = \$signal$17 [5] & c1_win_0[7];
+  assign \$114  = \$112  | \$113 ;
+  assign \$115  = \$signal$17 [6] & c1_win_0[8];
+  assign \$116  = \$114  | \$115 ;
+  assign \$117  = \$signal$17 [7] & c1_win_0[9];
+  assign \$118  = \$116  | \$117 ;
+  assign \$119  = \$signal$17 [8] & c1_win_0[10];
+  assign \$120  = \$118  | \$119 ;
+  assign \$121  = \$signal$17 [9] & c1_win_0[11];
+  assign \$122  = \$120  | \$121 ;
+  assign \$123  = \$signal$17 [10] & c1_win_0[12];
+  assign \$124  = \$122  | \$123 ;
+  assign \$125  = \$signal$17 [11] & c1_win_0[13];
+  assign \$126  = \$124  | \$125 ;
+  assign \$127  = \$signal$17 [12] & c1_win_0[14];
+  assign \$128  = \$126  | \$127 ;
+  assign \$129  = \$signal$17 [13] & c1_win_0[15];
+  assign \$130  = \$128  | \$129 ;
+  assign \$131  = \$signal$17 [14] & c1_win_0[16];
+  assign \$132  = \$130  | \$131 ;
+  assign \$133  = \$signal$17 [15] & c1_win_0[17];
+  assign \$134  = \$132  | \$133 ;
+  assign \$135  = \$signal$17 [0] & c1_win_1[0];
+  assign \$136  = \$signal$17 [1] & c1_win_1[1];
+  assign \$137  = \$135  | \$136 ;
+  assign \$138  = \$signal$17 [2] & c1_win_1[2];
+  assign \$139  = \$137  | \$138 ;
+  assign \$140  = \$signal$17 [3] & c1_win_1[3];
+  assign \$141  = \$139  | \$140 ;
+  assign \$142  = \$signal$17 [4] & c1_win_1[4];
+  assign \$143  = \$141  | \$142 ;
+  assign \$144  = \$signal$17 [5] & c1_win_1[5];
+  assign \$145  = \$143  | \$144 ;
+  assign \$146  = \$signal$17 [6] & c1_win_1[6];
+  assign \$147  = \$145  | \$146 ;
+  assign \$148  = \$signal$17 [7] & c1_win_1[7];
+  assign \$149  = \$147  | \$148 ;
+  assign \$150  = \$signal$17 [8] & c1_win_1[8];
+  assign \$151  = \$149  | \$150 ;
+  assign \$152  = \$signal$17 [9] & c1_win_1[9];
+  assign \$153  = \$151  | \$152 ;
+  assign \$154  = \$signal$17 [10] & c1_win_1[10];
+  assign \$155  = \$153  | \$154 ;
+  assign \$156  = \$signal$17 [11] & c1_win_1[11];
+  assign \$157  = \$155  | \$156 ;
+  assign \$158  = \$signal$17 [12] & c1_win_1[12];
+  assign \$159  = \$157  | \$158 ;
+  assign \$160  = \$signal$17 [13] & c1_win_1[13];
+  assign \$161  = \$159  | \$160 ;
+  assign \$162  = \$signal$17 [14] & c1_win_1[14];
+  assign \$163  = \$161  | \$162 ;
+  assign \$164  = \$signal$17 [15] & c1_win_1[15];
+  assign \$165  = \$163  | \$164 ;
+  assign \$166  = \$signal$17 [0] & c1_win_1[1];
+  assign \$167  = \$signal$17 [1] & c1_win_1[2];
+  assign \$168  = \$166  | \$167 ;
+  assign \$169  = \$signal$17 [2] & c1_win_1[3];
+  assign \$170  = \$168  | \$169 ;
+  assign \$171  = \$signal$17 [3] & c1_win_1[4];
+  assign \$172  = \$170  | \$171 ;
+  assign \$173  = \$signal$17 [4] & c1_win_1[5];
+  assign \$174  = \$172  | \$173 ;
+  assign \$175  = \$signal$17 [5] & c1_win_1[6];
+  assign \$176  = \$174  | \$175 ;
+  assign \$177  = \$signal$17 [6] & c1_win_1[7];
+  assign \$178  = \$176  | \$177 ;
+  assign \$179  = \$signal$17 [7] & c1_win_1[8];
+  assign \$180  = \$178  | \$179 ;
+  assign \$181  = \$signal$17 [8] & c1_win_1[9];
+  assign \$182  = \$180  | \$181 ;
+  assign \$183  = \$signal$17 [9] & c1_win_1[10];
+  assign \$184  = \$182  | \$183 ;
+  assign \$185  = \$signal$17 [10] & c1_win_1[11];
+  assign \$186  = \$184  | \$185 ;
+  assign \$187  = \$signal$17 [11] & c1_win_1[12];
+  assign \$188  = \$186  | \$187 ;
+  assign \$189  = \$signal$17 [12] & c1_win_1[13];
+  assign \$190  = \$188  | \$189 ;
+  assign \$191  = \$signal$17 [13] & c1_win_1[14];
+  assign \$192  = \$190  | \$191 ;
+  assign \$193  = \$signal$17 [14] & c1_win_1[15];
+  assign \$194  = \$192  | \$193 ;
+  assign \$195  = \$signal$17 [15] & c1_win_1[16];
+  assign \$196  = \$194  | \$195 ;
+  assign \$197  = \$signal$17 [0] & c1_win_1[2];
+  assign \$198  = \$signal$17 [1] & c1_win_1[3];
+  assign \$199  = \$197  | \$198 ;
+  assign \$200  = \$signal$17 [2] & c1_win_1[4];
+  assign \$201  = \$199  | \$200 ;
+  assign \$202  = \$signal$17 [3] & c1_win_1[5];
+  assign \$203  = \$201  | \$202 ;
+  assign \$204  = \$signal$17 [4] & c1_win_1[6];
+  assign \$205  = \$203  | \$204 ;
+  assign \$206  = \$signal$17 [5] & c1_win_1[7];
+  assign \$207  = \$205  | \$206 ;
+  assign \$208  = \$signal$17 [6] & c1_win_1[8];
+  assign \$209  = \$207  | \$208 ;
+  assign \$210  = \$signal$17 [7] & c1_win_1[9];
+  assign \$211  = \$209  | \$210 ;
+  assign \$212  = \$signal$17 [8] & c1_win_1[10];
+  assign \$213  = \$211  | \$212 ;
+  assign \$214  = \$signal$17 [9] & c1_win_1[11];
+  assign \$215  = \$213  | \$214 ;
+  assign \$216  = \$signal$17 [10] & c1_win_1[12];
+  assign \$217  = \$215  | \$216 ;
+  assign \$218  = \$signal$17 [11] & c1_win_1[13];
+  assign \$219  = \$217  | \$218 ;
+  assign \$220  = \$signal$17 [12] & c1_win_1[14];
+  assign \$221  = \$219  | \$220 ;
+  assign \$222  = \$signal$17 [13] & c1_win_1[15];
+  assign \$223  = \$221  | \$222 ;
+  assign \$224  = \$signal$17 [14] & c1_win_1[16];
+  assign \$225  = \$223  | \$224 ;
+  assign \$226  = \$signal$17 [15] & c1_win_1[17];
+  assign \$227  = \$225  | \$226 ;
+  assign \$228  = \$signal$17 [0] & c1_win_2[0];
+  assign \$229  = \$signal$17 [1] & c1_win_2[1];
+  assign \$230  = \$228  | \$229 ;
+  assign \$231  = \$signal$17 [2] & c1_win_2[2];
+  assign \$232  = \$230  | \$231 ;
+  assign \$233  = \$signal$17 [3] & c1_win_2[3];
+  assign \$234  = \$232  | \$233 ;
+  assign \$235  = \$signal$17 [4] & c1_win_2[4];
+  assign \$236  = \$234  | \$235 ;
+  assign \$237  = \$signal$17 [5] & c1_win_2[5];
+  assign \$238  = \$236  | \$237 ;
+  assign \$239  = \$signal$17 [6] & c1_win_2[6];
+  assign \$240  = \$238  | \$239 ;
+  assign \$241  = \$signal$17 [7] & c1_win_2[7];
+  assign \$242  = \$240  | \$241 ;
+  assign \$243  = \$signal$17 [8] & c1_win_2[8];
+  assign \$244  = \$242  | \$243 ;
+  assign \$245  = \$signal$17 [9] & c1_win_2[9];
+  assign \$246  = \$244  | \$245 ;
+  assign \$247  = \$signal$17 [10] & c1_win_2[10];
+  assign \$248  = \$246  | \$247 ;
+  assign \$249  = \$signal$17 [11] & c1_win_2[11];
+  assign \$250  = \$248  | \$249 ;
+  assign \$251  = \$signal$17 [12] & c1_win_2[12];
+  assign \$252  = \$250  | \$251 ;
+  assign \$253  = \$signal$17 [13] & c1_win_2[13];
+  assign \$254  = \$252  | \$253 ;
+  assign \$255  = \$signal$17 [14] & c1_win_2[14];
+  assign \$256  = \$254  | \$255 ;
+  assign \$257  = \$signal$17 [15] & c1_win_2[15];
+  assign \$258  = \$256  | \$257 ;
+  assign \$259  = \$signal$17 [0] & c1_win_2[1];
+  assign \$260  = \$signal$17 [1] & c1_win_2[2];
+  assign \$261  = \$259  | \$260 ;
+  assign \$262  = \$signal$17 [2] & c1_win_2[3];
+  assign \$263  = \$261  | \$262 ;
+  assign \$264  = \$signal$17 [3] & c1_win_2[4];
+  assign \$265  = \$263  | \$264 ;
+  assign \$266  = \$signal$17 [4] & c1_win_2[5];
+  assign \$267  = \$265  | \$266 ;
+  assign \$268  = \$signal$17 [5] & c1_win_2[6];
+  assign \$269  = \$267  | \$268 ;
+  assign \$270  = \$signal$17 [6] & c1_win_2[7];
+  assign \$271  = \$269  | \$270 ;
+  assign \$272  = \$signal$17 [7] & c1_win_2[8];
+  assign \$273  = \$271  | \$272 ;
+  assign \$274  = \$signal$17 [8] & c1_win_2[9];
+  assign \$275  = \$273  | \$274 ;
+  assign \$276  = \$signal$17 [9] & c1_win_2[10];
+  assign \$277  = \$275  | \$276 ;
+  assign \$278  = \$signal$17 [10] & c1_win_2[11];
+  assign \$279  = \$277  | \$278 ;
+  assign \$280  = \$signal$17 [11] & c1_win_2[12];
+  assign \$281  = \$279  | \$280 ;
+  assign \$282  = \$signal$17 [12] & c1_win_2[13];
+  assign \$283  = \$281  | \$282 ;
+  assign \$284  = \$signal$17 [13] & c1_win_2[14];
+  assign \$285  = \$283  | \$284 ;
+  assign \$286  = \$signal$17 [14] & c1_win_2[15];
+  assign \$287  = \$285  | \$286 ;
+  assign \$288  = \$signal$17 [15] & c1_win_2[16];
+  assign \$289  = \$287  | \$288 ;
+  assign \$290  = \$signal$17 [0] & c1_win_2[2];
+  assign \$291  = \$signal$17 [1] & c1_win_2[3];
+  assign \$292  = \$290  | \$291 ;
+  assign \$293  = \$signal$17 [2] & c1_win_2[4];
+  assign \$294  = \$292  | \$293 ;
+  assign \$295  = \$signal$17 [3] & c1_win_2[5];
+  assign \$296  = \$294  | \$295 ;
+  assign \$297  = \$signal$17 [4] & c1_win_2[6];
+  assign \$298  = \$296  | \$297 ;
+  assign \$299  = \$signal$17 [5] & c1_win_2[7];
+  assign \$300  = \$298  | \$299 ;
+  assign \$301  = \$signal$17 [6] & c1_win_2[8];
+  assign \$302  = \$300  | \$301 ;
+  assign \$303  = \$signal$17 [7] & c1_win_2[9];
+  assign \$304  = \$302  | \$303 ;
+  assign \$305  = \$signal$17 [8] & c1_win_2[10];
   \top.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -2318,12 +2523,33 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    row_0 = 9'h000;
+    if (\$10 ) begin
+      row_0 = \$11 [8:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    row_1 = 9'h000;
+    if (\$10 ) begin
+      row_1 = \$12 [8:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    row_2 = 9'h000;
+    if (\$10 ) begin
+      row_2 = \$13 [8:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     w_data = 25'h0000000;
     (* full_case = 32'd1 *)
-    if (\$signal$15 ) begin
-      w_data[6:0] = \$signal$17 ;
-      w_data[13:7] = { \$like , \$31 , \$24 , \$17 , \$10  };
-      w_data[22:14] = { \$310 , \$279 , \$248 , \$217 , \$186 , \$155 , \$124 , \$93 , \$62  };
+    if (\$signal$21 ) begin
+      w_data[6:0] = \$signal$23 ;
+      w_data[13:7] = { \$like , \$41 , \$34 , \$27 , \$20  };
+      w_data[22:14] = { \$320 , \$289 , \$258 , \$227 , \$196 , \$165 , \$134 , \$103 , \$72  };
     end else begin
       w_data[23] = 1'h1;
       w_data[24] = error;
@@ -2332,592 +2558,723 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a_ci = 3'h0;
-    if (\$324 ) begin
-      a_ci = { \$333 , \$330 , \$327  };
+    if (\$334 ) begin
+      a_ci = { \$343 , \$340 , \$337  };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$567  = sel_0;
-    if (\$339 ) begin
-      \$567 [0] = \$344 ;
+    \$631  = \$signal$9 ;
+    if (\$353 ) begin
+      \$631  = 1'h0;
     end
-    if (\$345 ) begin
-      \$567 [1] = \$350 ;
-    end
-    if (\$351 ) begin
-      \$567 [2] = \$356 ;
-    end
-    if (\$357 ) begin
-      \$567 [3] = \$362 ;
+    if (\$359 ) begin
+      \$631  = 1'h1;
     end
     if (rst) begin
-      \$567  = 4'h0;
+      \$631  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$568  = win_0;
-    if (\$363 ) begin
-      \$568  = \$370 ;
+    \$632  = c_row;
+    if (\$359 ) begin
+      \$632  = w_row;
     end
     if (rst) begin
-      \$568  = 128'h00000000000000000000000000000000;
+      \$632  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$569  = sel_1;
-    if (\$371 ) begin
-      \$569 [0] = \$374 ;
+    \$633  = \$signal$8 ;
+    if (\$359 ) begin
+      \$633  = 1'h0;
     end
     if (\$375 ) begin
-      \$569 [1] = \$378 ;
-    end
-    if (\$379 ) begin
-      \$569 [2] = \$382 ;
-    end
-    if (\$383 ) begin
-      \$569 [3] = \$386 ;
+      \$633  = 1'h1;
     end
     if (rst) begin
-      \$569  = 4'h0;
+      \$633  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$570  = win_1;
-    if (\$387 ) begin
-      \$570  = \$394 ;
+    \$634  = centre;
+    if (\$359 ) begin
+      \$634  = win_1;
     end
     if (rst) begin
-      \$570  = 128'h00000000000000000000000000000000;
+      \$634  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$571  = sel_2;
-    if (\$395 ) begin
-      \$571 [0] = \$398 ;
+    \$635  = nz;
+    if (\$359 ) begin
+      \$635  = { \$367 , \$366 , \$365 , \$364 , \$363 , \$362 , \$361 , \$360  };
     end
-    if (\$399 ) begin
-      \$571 [1] = \$402 ;
-    end
-    if (\$403 ) begin
-      \$571 [2] = \$406 ;
-    end
-    if (\$407 ) begin
-      \$571 [3] = \$410 ;
+    if (\$590 ) begin
+      \$635  = \$592 ;
     end
     if (rst) begin
-      \$571  = 4'h0;
+      \$635  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$572  = win_2;
-    if (\$411 ) begin
-      \$572  = \$418 ;
+    \$636  = cwin_0;
+    if (\$359 ) begin
+      \$636  = win_0;
     end
     if (rst) begin
-      \$572  = 128'h00000000000000000000000000000000;
+      \$636  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$573  = eof_pend;
-    if (\$421 ) begin
-      \$573  = 1'h0;
+    \$637  = cwin_1;
+    if (\$359 ) begin
+      \$637  = win_1;
     end
-    casez (state)
-      3'h0:
-          if (\$543 ) begin
-            if (\$546 ) begin
-              \$573  = 1'h1;
-            end
-          end
-    endcase
     if (rst) begin
-      \$573  = 1'h0;
+      \$637  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$574  = \$signal$15 ;
-    if (\$423 ) begin
-      \$574  = b_v;
+    \$638  = cwin_2;
+    if (\$359 ) begin
+      \$638  = win_2;
     end
     if (rst) begin
-      \$574  = 1'h0;
+      \$638  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$575  = \$signal ;
-    if (\$423 ) begin
-      \$575  = \$signal$51 ;
+    \$639  = w_row;
+    if (\$375 ) begin
+      \$639  = s_row;
     end
     if (rst) begin
-      \$575  = 16'h0000;
+      \$639  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$576  = \$like ;
-    if (\$423 ) begin
-      \$576  = b_ci;
+    \$640  = \$signal$7 ;
+    if (\$375 ) begin
+      \$640  = 1'h0;
+    end
+    if (\$406 ) begin
+      \$640  = 1'h1;
     end
     if (rst) begin
-      \$576  = 3'h0;
+      \$640  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$577  = \$signal$17 ;
-    if (\$423 ) begin
-      \$577  = f_row[6:0];
+    \$641  = win_0;
+    if (\$375 ) begin
+      \$641  = \$382 ;
     end
     if (rst) begin
-      \$577  = 7'h00;
+      \$641  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$578  = c1_win_0;
-    if (\$423 ) begin
-      \$578  = b_win_0;
+    \$642  = win_1;
+    if (\$375 ) begin
+      \$642  = \$389 ;
     end
     if (rst) begin
-      \$578  = 18'h00000;
+      \$642  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$579  = c1_win_1;
-    if (\$423 ) begin
-      \$579  = b_win_1;
+    \$643  = win_2;
+    if (\$375 ) begin
+      \$643  = \$396 ;
     end
     if (rst) begin
-      \$579  = 18'h00000;
+      \$643  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$580  = c1_win_2;
-    if (\$423 ) begin
-      \$580  = b_win_2;
+    \$644  = s_row;
+    if (\$406 ) begin
+      \$644  = i_row;
     end
     if (rst) begin
-      \$580  = 18'h00000;
+      \$644  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$581  = \$signal$51 ;
-    if (\$423 ) begin
-      \$581  = \$313 [15:0];
+    \$645  = \$signal ;
+    if (\$406 ) begin
+      \$645  = 1'h0;
     end
-    if (\$431 ) begin
-      \$581  = \$signal$56 ;
+    if (\$463 ) begin
+      if (\$467 ) begin
+      end else if (\$469 ) begin
+        \$645  = 1'h1;
+      end
     end
     if (rst) begin
-      \$581  = 16'h0000;
+      \$645  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$582  = b_rest;
-    if (\$423 ) begin
-      \$582  = \$425 ;
-    end
-    if (\$431 ) begin
-      \$582  = \$432 ;
+    \$646  = sel_0;
+    if (\$406 ) begin
+      \$646 [0] = \$411 ;
+      \$646 [1] = \$416 ;
+      \$646 [2] = \$421 ;
+      \$646 [3] = \$426 ;
     end
     if (rst) begin
-      \$582  = 16'h0000;
+      \$646  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$583  = \$signal$30 ;
-    if (\$423 ) begin
-      \$583  = \$428 ;
-    end
-    if (\$431 ) begin
-      \$583  = \$434 ;
+    \$647  = sel_1;
+    if (\$406 ) begin
+      \$647 [0] = \$429 ;
+      \$647 [1] = \$432 ;
+      \$647 [2] = \$435 ;
+      \$647 [3] = \$438 ;
     end
     if (rst) begin
-      \$583  = 1'h1;
+      \$647  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$584  = b_v;
-    if (\$431 ) begin
-      \$584  = \$signal$28 ;
+    \$648  = sel_2;
+    if (\$406 ) begin
+      \$648 [0] = \$441 ;
+      \$648 [1] = \$444 ;
+      \$648 [2] = \$447 ;
+      \$648 [3] = \$450 ;
     end
     if (rst) begin
-      \$584  = 1'h0;
+      \$648  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$585  = b_ci;
-    if (\$431 ) begin
-      \$585  = \$like$58 ;
+    \$649  = ends;
+    if (\$463 ) begin
+      if (\$467 ) begin
+        \$649  = 1'h1;
+      end
     end
-    if (rst) begin
-      \$585  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$586  = b_win_0;
-    if (\$431 ) begin
-      \$586  = a3_win_0;
-    end
-    if (rst) begin
-      \$586  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$587  = b_win_1;
-    if (\$431 ) begin
-      \$587  = a3_win_1;
-    end
-    if (rst) begin
-      \$587  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$588  = b_win_2;
-    if (\$431 ) begin
-      \$588  = a3_win_2;
-    end
-    if (rst) begin
-      \$588  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$589  = \$signal$28 ;
-    if (\$439 ) begin
-      \$589  = \$signal$27 ;
-    end
-    if (rst) begin
-      \$589  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$590  = \$signal$56 ;
-    if (\$439 ) begin
-      \$590  = \$316 [15:0];
-    end
-    if (rst) begin
-      \$590  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$591  = \$signal$57 ;
-    if (\$439 ) begin
-      \$591  = \$441 ;
-    end
-    if (rst) begin
-      \$591  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$592  = \$like$58 ;
-    if (\$439 ) begin
-      \$592  = a2_ci;
-    end
-    if (rst) begin
-      \$592  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$593  = a3_rest_zero;
-    if (\$439 ) begin
-      \$593  = \$444 ;
-    end
-    if (rst) begin
-      \$593  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$594  = a3_win_0;
-    if (\$439 ) begin
-      \$594  = a2_win_0;
-    end
-    if (rst) begin
-      \$594  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$595  = a3_win_1;
-    if (\$439 ) begin
-      \$595  = a2_win_1;
-    end
-    if (rst) begin
-      \$595  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$596  = a3_win_2;
-    if (\$439 ) begin
-      \$596  = a2_win_2;
-    end
-    if (rst) begin
-      \$596  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$597  = \$signal$27 ;
-    if (\$449 ) begin
-      \$597  = 1'h0;
-    end
-    if (\$457 ) begin
-      \$597  = 1'h1;
-    end
-    if (rst) begin
-      \$597  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$598  = a2_ci;
-    if (\$457 ) begin
-      \$598  = a_ci;
-    end
-    if (rst) begin
-      \$598  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$599  = a2_bits;
-    if (\$457 ) begin
-      \$599  = \$472 ;
-    end
-    if (rst) begin
-      \$599  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$600  = a2_win_0;
-    if (\$457 ) begin
-      \$600  = \$487 ;
-    end
-    if (rst) begin
-      \$600  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$601  = a2_win_1;
-    if (\$457 ) begin
-      \$601  = \$502 ;
-    end
-    if (rst) begin
-      \$601  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$602  = a2_win_2;
-    if (\$457 ) begin
-      \$602  = \$517 ;
-    end
-    if (rst) begin
-      \$602  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$603  = \$signal$31 ;
-    if (\$524 ) begin
-      \$603  = 1'h0;
-    end
-    if (\$537 ) begin
-      \$603  = 1'h1;
-    end
-    if (rst) begin
-      \$603  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$604  = \$signal$33 ;
-    if (\$537 ) begin
-      \$604  = \$336 [7:0];
-    end
-    if (rst) begin
-      \$604  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$605  = nz;
-    if (\$537 ) begin
-      \$605  = \$539 ;
-    end
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          \$605  = { \$554 , \$553 , \$552 , \$551 , \$550 , \$549 , \$548 , \$547  };
-    endcase
-    if (rst) begin
-      \$605  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$606  = state;
-    casez (state)
-      3'h0:
-          if (\$543 ) begin
-            if (\$546 ) begin
-              \$606  = 3'h5;
-            end
-          end else if (\$545 ) begin
-            \$606  = 3'h1;
-          end
-      3'h1:
-          \$606  = 3'h2;
-      3'h2:
-          \$606  = 3'h3;
-      3'h3:
-          \$606  = 3'h4;
-      3'h4:
-          if (\$563 ) begin
-            \$606  = 3'h0;
-          end
-    endcase
     if (frame_reset) begin
-      \$606  = 3'h0;
+      \$649  = 1'h0;
     end
     if (rst) begin
-      \$606  = 3'h0;
+      \$649  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$607  = centre;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          \$607  = win_1;
-    endcase
+    \$650  = i_row;
+    if (\$463 ) begin
+      if (\$467 ) begin
+      end else if (\$469 ) begin
+        \$650  = f_row[6:0];
+      end
+    end
     if (rst) begin
-      \$607  = 128'h00000000000000000000000000000000;
+      \$650  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$608  = f_row;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (\$563 ) begin
-            \$608  = \$564 [7:0];
-          end
-    endcase
+    \$651  = i_cy;
+    if (\$463 ) begin
+      if (\$467 ) begin
+      end else if (\$469 ) begin
+        \$651  = cy;
+      end
+    end
+    if (rst) begin
+      \$651  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$652  = f_row;
+    if (\$463 ) begin
+      if (\$467 ) begin
+      end else if (\$469 ) begin
+        \$652  = \$470 [7:0];
+      end
+    end
     if (frame_reset) begin
-      \$608  = 8'h00;
+      \$652  = 8'h00;
     end
     if (rst) begin
-      \$608  = 8'h00;
+      \$652  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$609  = cy;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (\$563 ) begin
-            \$609  = \$565 [8:0];
-          end
-    endcase
+    \$653  = cy;
+    if (\$463 ) begin
+      if (\$467 ) begin
+      end else if (\$469 ) begin
+        \$653  = \$471 [8:0];
+      end
+    end
     if (frame_reset) begin
-      \$609  = 9'h000;
+      \$653  = 9'h000;
     end
     if (rst) begin
-      \$609  = 9'h000;
+      \$653  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$610  = need;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (\$563 ) begin
-            \$610  = \$566 [8:0];
-          end
-    endcase
+    \$654  = need;
+    if (\$463 ) begin
+      if (\$467 ) begin
+      end else if (\$469 ) begin
+        \$654  = \$472 [8:0];
+      end
+    end
     if (frame_reset) begin
-      \$610  = 9'h002;
+      \$654  = 9'h002;
     end
     if (rst) begin
-      \$610  = 9'h002;
+      \$654  = 9'h002;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$655  = eof_pend;
+    if (\$475 ) begin
+      \$655  = 1'h0;
+    end
+    if (\$620 ) begin
+      \$655  = 1'h1;
+    end
+    if (rst) begin
+      \$655  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$656  = \$signal$21 ;
+    if (\$477 ) begin
+      \$656  = b_v;
+    end
+    if (rst) begin
+      \$656  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$657  = \$signal$17 ;
+    if (\$477 ) begin
+      \$657  = \$signal$72 ;
+    end
+    if (rst) begin
+      \$657  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$658  = \$like ;
+    if (\$477 ) begin
+      \$658  = \$like$73 ;
+    end
+    if (rst) begin
+      \$658  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$659  = \$signal$23 ;
+    if (\$477 ) begin
+      \$659  = b_oy;
+    end
+    if (rst) begin
+      \$659  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$660  = c1_win_0;
+    if (\$477 ) begin
+      \$660  = b_win_0;
+    end
+    if (rst) begin
+      \$660  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$661  = c1_win_1;
+    if (\$477 ) begin
+      \$661  = b_win_1;
+    end
+    if (rst) begin
+      \$661  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$662  = c1_win_2;
+    if (\$477 ) begin
+      \$662  = b_win_2;
+    end
+    if (rst) begin
+      \$662  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$663  = \$signal$72 ;
+    if (\$477 ) begin
+      \$663  = \$323 [15:0];
+    end
+    if (\$485 ) begin
+      \$663  = \$signal$78 ;
+    end
+    if (rst) begin
+      \$663  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$664  = b_rest;
+    if (\$477 ) begin
+      \$664  = \$479 ;
+    end
+    if (\$485 ) begin
+      \$664  = \$486 ;
+    end
+    if (rst) begin
+      \$664  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$665  = \$signal$36 ;
+    if (\$477 ) begin
+      \$665  = \$482 ;
+    end
+    if (\$485 ) begin
+      \$665  = \$488 ;
+    end
+    if (rst) begin
+      \$665  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$666  = b_v;
+    if (\$485 ) begin
+      \$666  = \$signal$34 ;
+    end
+    if (rst) begin
+      \$666  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$667  = \$like$73 ;
+    if (\$485 ) begin
+      \$667  = \$like$80 ;
+    end
+    if (rst) begin
+      \$667  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$668  = b_oy;
+    if (\$485 ) begin
+      \$668  = \$signal$81 ;
+    end
+    if (rst) begin
+      \$668  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$669  = b_win_0;
+    if (\$485 ) begin
+      \$669  = a3_win_0;
+    end
+    if (rst) begin
+      \$669  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$670  = b_win_1;
+    if (\$485 ) begin
+      \$670  = a3_win_1;
+    end
+    if (rst) begin
+      \$670  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$671  = b_win_2;
+    if (\$485 ) begin
+      \$671  = a3_win_2;
+    end
+    if (rst) begin
+      \$671  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$672  = \$signal$34 ;
+    if (\$493 ) begin
+      \$672  = \$signal$33 ;
+    end
+    if (rst) begin
+      \$672  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$673  = \$signal$78 ;
+    if (\$493 ) begin
+      \$673  = \$326 [15:0];
+    end
+    if (rst) begin
+      \$673  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$674  = \$signal$79 ;
+    if (\$493 ) begin
+      \$674  = \$495 ;
+    end
+    if (rst) begin
+      \$674  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$675  = \$like$80 ;
+    if (\$493 ) begin
+      \$675  = \$signal$86 ;
+    end
+    if (rst) begin
+      \$675  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$676  = \$signal$81 ;
+    if (\$493 ) begin
+      \$676  = a2_oy;
+    end
+    if (rst) begin
+      \$676  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$677  = a3_rest_zero;
+    if (\$493 ) begin
+      \$677  = \$498 ;
+    end
+    if (rst) begin
+      \$677  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$678  = a3_win_0;
+    if (\$493 ) begin
+      \$678  = a2_win_0;
+    end
+    if (rst) begin
+      \$678  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$679  = a3_win_1;
+    if (\$493 ) begin
+      \$679  = a2_win_1;
+    end
+    if (rst) begin
+      \$679  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$680  = a3_win_2;
+    if (\$493 ) begin
+      \$680  = a2_win_2;
+    end
+    if (rst) begin
+      \$680  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$681  = \$signal$33 ;
+    if (\$503 ) begin
+      \$681  = 1'h0;
+    end
+    if (\$511 ) begin
+      \$681  = 1'h1;
+    end
+    if (rst) begin
+      \$681  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$682  = a2_oy;
+    if (\$511 ) begin
+      \$682  = c_row;
+    end
+    if (rst) begin
+      \$682  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$683  = \$signal$86 ;
+    if (\$511 ) begin
+      \$683  = a_ci;
+    end
+    if (rst) begin
+      \$683  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$684  = a2_bits;
+    if (\$511 ) begin
+      \$684  = \$526 ;
+    end
+    if (rst) begin
+      \$684  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$685  = a2_win_0;
+    if (\$511 ) begin
+      \$685  = \$541 ;
+    end
+    if (rst) begin
+      \$685  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$686  = a2_win_1;
+    if (\$511 ) begin
+      \$686  = \$556 ;
+    end
+    if (rst) begin
+      \$686  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$687  = a2_win_2;
+    if (\$511 ) begin
+      \$687  = \$571 ;
+    end
+    if (rst) begin
+      \$687  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$688  = a_v;
+    if (\$578 ) begin
+      \$688  = 1'h0;
+    end
+    if (\$590 ) begin
+      \$688  = 1'h1;
+    end
+    if (rst) begin
+      \$688  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$689  = a_oh;
+    if (\$590 ) begin
+      \$689  = \$346 [7:0];
+    end
+    if (rst) begin
+      \$689  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$690  = eof_done;
+    if (\$620 ) begin
+      \$690  = 1'h1;
+    end
+    if (frame_reset) begin
+      \$690  = 1'h0;
+    end
+    if (rst) begin
+      \$690  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$691  = \$623 ;
+    if (frame_reset) begin
+      \$691  = 1'h0;
+    end
+    if (rst) begin
+      \$691  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$692  = \$626 ;
+    if (rst) begin
+      \$692  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$693  = \$630 [6:0];
+    if (frame_reset) begin
+      \$693  = 7'h00;
+    end
+    if (rst) begin
+      \$693  = 7'h00;
     end
   end
   assign r_data = sites__payload;
   assign sites__ready = r_en;
   assign r_rdy = sites__valid;
-  assign row_0 = \$1 [8:0];
-  assign row_1 = \$2 [8:0];
-  assign row_2 = \$3 [8:0];
-  assign site_x = { \$31 , \$24 , \$17 , \$10  };
+  assign site_x = { \$41 , \$34 , \$27 , \$20  };
   assign qp = w_data;
-  assign rest_oh = \$313 [15:0];
-  assign a2_oh = \$316 [15:0];
-  assign chunk_oh = \$336 [7:0];
+  assign rest_oh = \$323 [15:0];
+  assign a2_oh = \$326 [15:0];
+  assign chunk_oh = \$346 [7:0];
   assign head = sites__payload;
-  assign row = \$338 [6:0];
   assign \sites__payload.oy  = sites__payload[6:0];
   assign \sites__payload.ox  = sites__payload[13:7];
   assign \sites__payload.taps  = sites__payload[22:14];
@@ -2933,14 +3290,14 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   assign \head.taps  = sites__payload[22:14];
   assign \head.eof  = sites__payload[23];
   assign \head.error  = sites__payload[24];
-  assign \tags[0]  = tags[7:0];
-  assign \tags[1]  = tags[15:8];
-  assign \tags[2]  = tags[23:16];
-  assign \tags[3]  = tags[31:24];
   assign \bitmaps[0]  = bitmaps[127:0];
   assign \bitmaps[1]  = bitmaps[255:128];
   assign \bitmaps[2]  = bitmaps[383:256];
   assign \bitmaps[3]  = bitmaps[511:384];
+  assign \tags[0]  = tags[7:0];
+  assign \tags[1]  = tags[15:8];
+  assign \tags[2]  = tags[23:16];
+  assign \tags[3]  = tags[31:24];
 endmodule
 
 (* generator = "Amaranth" *)

@@ -604,23 +604,23 @@ def test_rtl_cycle_model_by_hand():
                                                   + cfg.site_handoff_latency + cfg.mac_pipeline_depth + 1) == 27
     # one site at (1, 1): its Gi beats, then the end of frame (taken in cycle Gi + 1) makes rows 0 and 1 complete
     eof = cfg.in_groups + cfg.input_queue_latency
-    row1 = eof + cfg.row_ready_latency + cfg.finder_empty_row_cycles  # row 0 passed (empty), row 1 taken
+    row1 = eof + cfg.row_ready_latency + 1  # row 0 issued (empty), row 1 issued the next cycle
     site = row1 + cfg.finder_row_cycles  # the site in the finder's last stage (written into the site queue)
     last = site + cfg.site_handoff_latency + 1 * cfg.in_groups * cfg.requant_groups - 1  # one active tap
-    eof_step = max(site + cfg.finder_row_end_cycles + cfg.eof_latency + cfg.site_handoff_latency, last + 1)
-    assert frame_cycles(cfg, sites(4, 4, [[1, 1]])) == eof_step + cfg.mac_pipeline_depth + 1 == 60
+    # the finder's stages are empty the cycle after the site is written; the eof site then reaches C1
+    eof_step = max(site + 1 + cfg.eof_latency + cfg.site_handoff_latency, last + 1)
+    assert frame_cycles(cfg, sites(4, 4, [[1, 1]])) == eof_step + cfg.mac_pipeline_depth + 1 == 56
     # a second frame's first beats enter the input queue at once (cycle Gi + 1), but are taken only once the
-    # first frame's eof marker has reset the engine (eof step + frame_reset_latency): 57 cycles after the
-    # first frame's, so it counts 57 - (Gi + 1) cycles more
+    # first frame's eof marker has reset the engine (eof step + frame_reset_latency): 53 cycles after the
+    # first frame's, so it counts 53 - (Gi + 1) cycles more
     both = frames_cycles(cfg, [sites(4, 4, [[1, 1]])] * 2)
-    assert eof_step + cfg.frame_reset_latency - 1 == 57
-    assert both == {"frames": [60, 60 + 57 - (cfg.in_groups + 1)], "total": 60 + 57}
+    assert eof_step + cfg.frame_reset_latency - 1 == 53
+    assert both == {"frames": [56, 56 + 53 - (cfg.in_groups + 1)], "total": 56 + 53}
 
 
 @pytest.mark.parametrize("prop,lone,row", [
     ("mac_pipeline_depth", 1, 1), ("input_queue_latency", 3, 3), ("row_ready_latency", 1, 1),
-    ("permit_latency", 0, 0), ("finder_empty_row_cycles", 1, 0), ("finder_row_cycles", 1, 1),
-    ("finder_site_cycles", 0, 3), ("finder_row_end_cycles", 0, 1), ("site_queue_latency", 1, 2),
+    ("permit_latency", 0, 0), ("finder_row_stages", 1, 1), ("finder_chunk_stages", 1, 1), ("site_queue_latency", 1, 2),
     ("sequencer_next_latency", 1, 4), ("sequencer_site_latency", 2, 4), ("eof_latency", 0, 1),
     ("frame_reset_latency", 0, 0)])
 def test_rtl_cycle_model_reads_the_config(monkeypatch, prop, lone, row):

@@ -395,30 +395,25 @@ class SparseConvConfig(BlockConfig):
         return 2
 
     @property
-    def finder_empty_row_cycles(self) -> int:
-        """Cycles the site finder spends on an output row without sites, from taking it (its ROW state, the row
-        ready) to taking the next: the L0 (tag lookup), L1 (bitmap copy), L2 (centre row, chunk mask) and SCAN
-        states, one cycle each, and the ROW state."""
-        return 5
+    def finder_row_stages(self) -> int:
+        """The site finder's row stages, one row each: issue (the row ready), slot look-up by tag, bitmap copy,
+        scan (centre row and chunk mask). A row enters a stage once it is free (its row moving on that cycle),
+        so empty rows pass one a cycle and the next rows load while the scanned row's chunks are handed on; the
+        scan stage is free once the row's last non-empty chunk has left the chunk stage A."""
+        return 4
+
+    @property
+    def finder_chunk_stages(self) -> int:
+        """The site finder's chunk stages before its emit stage B: A (the lowest chunk left, a one-hot), A2 (its
+        bits and window columns), A3 (its lowest site and the rest). B hands on one site a cycle into the last
+        stage C1, which writes it into the site queue."""
+        return 3
 
     @property
     def finder_row_cycles(self) -> int:
-        """Cycles from the site finder taking a row with sites (ROW state) to the row's first site in its last
-        stage C1, written into the site queue that cycle if it has room: the L0, L1, L2 and SCAN states, then the
-        chunk pipeline A, A2, A3, B and C1."""
-        return 9
-
-    @property
-    def finder_site_cycles(self) -> int:
-        """Cycles between the row's sites reaching the finder's last stage when nothing holds it (stage B hands on
-        one site a cycle, chunk after chunk)."""
-        return 1
-
-    @property
-    def finder_row_end_cycles(self) -> int:
-        """Cycles from the row's last site reaching the finder's last stage (its chunk pipeline empty) to the
-        finder taking the next row (the SCAN state's exit register)."""
-        return 1
+        """Cycles from the site finder issuing a row with sites to the row's first site in its last stage C1,
+        when nothing holds it: the slot look-up, bitmap copy and scan stages, the chunk stages, B and C1."""
+        return self.finder_row_stages - 1 + self.finder_chunk_stages + 3
 
     @property
     def site_queue_depth(self) -> int:
@@ -484,11 +479,11 @@ class SparseConvConfig(BlockConfig):
             "output_queue_depth": self.output_queue_depth,
             "finder_chunk": self.finder_chunk, "buffer_depth": self.buffer_depth, "weight_depth": self.weight_depth,
             "site_handoff_latency": self.site_handoff_latency,
-            "finder_row_cycles": self.finder_row_cycles, "finder_site_cycles": self.finder_site_cycles,
+            "finder_row_cycles": self.finder_row_cycles, "finder_row_stages": self.finder_row_stages,
+            "finder_chunk_stages": self.finder_chunk_stages,
             "row_ready_latency": self.row_ready_latency, "eof_latency": self.eof_latency,
             "input_queue_depth": self.input_queue_depth, "input_queue_latency": self.input_queue_latency,
-            "permit_latency": self.permit_latency, "finder_empty_row_cycles": self.finder_empty_row_cycles,
-            "finder_row_end_cycles": self.finder_row_end_cycles, "site_queue_latency": self.site_queue_latency,
+            "permit_latency": self.permit_latency, "site_queue_latency": self.site_queue_latency,
             "sequencer_next_latency": self.sequencer_next_latency,
             "sequencer_site_latency": self.sequencer_site_latency, "frame_reset_latency": self.frame_reset_latency,
         }
