@@ -99,14 +99,19 @@ class LineBuffer(wiring.Component):
                 m.d.sync += [c_gi.eq(Mux(c_last, 0, c_gi + 1)), prev_y.eq(tin.y), prev_x.eq(tin.x)]
                 with m.If(c_last):
                     m.d.sync += prev_any.eq(1)
+        # the verdicts of the incoming token and of each entry are formed side by side and the write picks one,
+        # so the compares start from registers and the write decision (the queue's fill) only drives a mux
+        def verdicts(tok):
+            return (tok.y > self.height_m1) | (tok.x > self.width_m1), tok.y < self.permit_row
+
+        in_range, in_permit = verdicts(tin)
         for k in range(2):
-            src = Signal(entry_l, name=f"refresh_{k}")
             writing = put & (wp == k)
-            m.d.comb += src.eq(Mux(writing, entry, ent[k]))
+            k_range, k_permit = verdicts(ent[k].tok)
             with m.If(writing):
                 m.d.sync += [ent[k].eq(entry), ent_v[k].eq(1)]
-            m.d.sync += [ent_range[k].eq((src.tok.y > self.height_m1) | (src.tok.x > self.width_m1)),
-                         ent_permit[k].eq(src.tok.y < self.permit_row)]
+            m.d.sync += [ent_range[k].eq(Mux(writing, in_range, k_range)),
+                         ent_permit[k].eq(Mux(writing, in_permit, k_permit))]
         with m.If(put):
             m.d.sync += wp.eq(~wp)
         got = Signal(entry_l)

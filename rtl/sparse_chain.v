@@ -3932,118 +3932,140 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   wire \$104 ;
   wire \$105 ;
   wire \$106 ;
-  wire [31:0] \$107 ;
-  wire [31:0] \$108 ;
+  wire \$107 ;
+  wire \$108 ;
   wire \$109 ;
   wire \$11 ;
   wire \$110 ;
-  wire [31:0] \$111 ;
-  wire [31:0] \$112 ;
+  wire \$111 ;
+  wire \$112 ;
   wire \$113 ;
   wire \$114 ;
-  wire [31:0] \$115 ;
-  wire [31:0] \$116 ;
+  wire \$115 ;
+  wire \$116 ;
   wire \$117 ;
   wire \$118 ;
-  wire [31:0] \$119 ;
+  wire \$119 ;
   wire \$12 ;
-  wire [31:0] \$120 ;
+  wire \$120 ;
   wire \$121 ;
   wire \$122 ;
-  wire [31:0] \$123 ;
-  wire [31:0] \$124 ;
+  wire \$123 ;
+  wire \$124 ;
   wire \$125 ;
   wire \$126 ;
-  wire [31:0] \$127 ;
-  wire [31:0] \$128 ;
-  wire \$129 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire [31:0] \$129 ;
   wire \$13 ;
-  wire \$130 ;
-  wire [31:0] \$131 ;
-  wire [31:0] \$132 ;
-  wire \$133 ;
-  wire \$134 ;
-  wire [31:0] \$135 ;
-  wire [31:0] \$136 ;
-  reg \$137 ;
-  reg \$138 ;
-  reg [4:0] \$139 ;
+  wire [31:0] \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire [31:0] \$133 ;
+  wire [31:0] \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire [31:0] \$137 ;
+  wire [31:0] \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  reg [4:0] \$140 ;
-  reg [47:0] \$141 ;
-  reg \$142 ;
-  reg \$143 ;
-  reg \$144 ;
-  reg [47:0] \$145 ;
-  reg \$146 ;
-  reg \$147 ;
-  reg \$148 ;
-  reg \$149 ;
+  wire \$140 ;
+  wire [31:0] \$141 ;
+  wire [31:0] \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire [31:0] \$145 ;
+  wire [31:0] \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire [31:0] \$149 ;
   wire \$15 ;
-  reg \$150 ;
-  reg [6:0] \$151 ;
-  reg \$152 ;
-  reg \$153 ;
-  reg \$154 ;
-  reg \$155 ;
-  reg \$156 ;
-  reg [4:0] \$157 ;
-  reg \$158 ;
+  wire [31:0] \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire [31:0] \$153 ;
+  wire [31:0] \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire [31:0] \$157 ;
+  wire [31:0] \$158 ;
   reg \$159 ;
   wire \$16 ;
   reg \$160 ;
-  reg [2:0] \$161 ;
+  reg [4:0] \$161 ;
   reg [4:0] \$162 ;
-  reg [4:0] \$163 ;
-  reg [7:0] \$164 ;
-  reg [31:0] \$165 ;
-  reg [31:0] \$166 ;
-  reg [5:0] \$167 ;
-  reg [31:0] \$168 ;
-  reg [5:0] \$169 ;
+  reg [47:0] \$163 ;
+  reg \$164 ;
+  reg \$165 ;
+  reg \$166 ;
+  reg [47:0] \$167 ;
+  reg \$168 ;
+  reg \$169 ;
   wire \$17 ;
-  reg [31:0] \$170 ;
-  reg [5:0] \$171 ;
-  reg [31:0] \$172 ;
-  reg [5:0] \$173 ;
-  reg [31:0] \$174 ;
-  reg [5:0] \$175 ;
-  reg [31:0] \$176 ;
-  reg [5:0] \$177 ;
-  reg [31:0] \$178 ;
-  reg [5:0] \$179 ;
+  reg \$170 ;
+  reg \$171 ;
+  reg \$172 ;
+  reg [6:0] \$173 ;
+  reg \$174 ;
+  reg \$175 ;
+  reg \$176 ;
+  reg \$177 ;
+  reg \$178 ;
+  reg [4:0] \$179 ;
   wire \$18 ;
-  reg [31:0] \$180 ;
-  reg [5:0] \$181 ;
+  reg \$180 ;
+  reg \$181 ;
+  reg \$182 ;
+  reg [2:0] \$183 ;
+  reg [4:0] \$184 ;
+  reg [4:0] \$185 ;
+  reg [7:0] \$186 ;
+  reg [31:0] \$187 ;
+  reg [31:0] \$188 ;
+  reg [5:0] \$189 ;
   wire \$19 ;
+  reg [31:0] \$190 ;
+  reg [5:0] \$191 ;
+  reg [31:0] \$192 ;
+  reg [5:0] \$193 ;
+  reg [31:0] \$194 ;
+  reg [5:0] \$195 ;
+  reg [31:0] \$196 ;
+  reg [5:0] \$197 ;
+  reg [31:0] \$198 ;
+  reg [5:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
+  reg [31:0] \$200 ;
+  reg [5:0] \$201 ;
+  reg [31:0] \$202 ;
+  reg [5:0] \$203 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
+  wire [62:0] \$27 ;
+  wire [62:0] \$28 ;
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
   wire \$31 ;
   wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
+  wire [1:0] \$33 ;
+  wire [1:0] \$34 ;
   wire \$35 ;
   wire \$36 ;
-  wire [62:0] \$37 ;
-  wire [62:0] \$38 ;
+  wire \$37 ;
+  wire \$38 ;
   wire \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [1:0] \$43 ;
-  wire [1:0] \$44 ;
+  wire \$43 ;
+  wire \$44 ;
   wire \$45 ;
   wire \$46 ;
   wire \$47 ;
@@ -4106,13 +4128,13 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   wire \$99 ;
   reg [4:0] \$signal  = 5'h00;
   reg [4:0] \$signal$29  = 5'h00;
-  reg \$signal$33  = 1'h0;
-  wire \$signal$39 ;
-  wire \$signal$40 ;
-  reg \$signal$52  = 1'h0;
+  wire \$signal$35 ;
+  wire \$signal$36 ;
+  reg \$signal$48  = 1'h0;
   (* init = 1'h0 *)
-  wire \$signal$58 ;
-  reg \$signal$72  = 1'h0;
+  wire \$signal$54 ;
+  reg \$signal$61  = 1'h0;
+  reg \$signal$70  = 1'h0;
   wire bad;
   wire [31:0] \bit ;
   reg [31:0] bitmap_0 = 32'd0;
@@ -4233,36 +4255,6 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   wire [7:0] rd_addr;
   output [31:0] rd_data;
   wire [31:0] rd_data;
-  wire [47:0] refresh_0;
-  wire \refresh_0.bad ;
-  wire \refresh_0.first ;
-  wire \refresh_0.gi ;
-  wire \refresh_0.last ;
-  wire [43:0] \refresh_0.tok ;
-  wire [31:0] \refresh_0.tok.data ;
-  wire [7:0] \refresh_0.tok.data[0] ;
-  wire [7:0] \refresh_0.tok.data[1] ;
-  wire [7:0] \refresh_0.tok.data[2] ;
-  wire [7:0] \refresh_0.tok.data[3] ;
-  wire \refresh_0.tok.eof ;
-  wire \refresh_0.tok.error ;
-  wire [4:0] \refresh_0.tok.x ;
-  wire [4:0] \refresh_0.tok.y ;
-  wire [47:0] refresh_1;
-  wire \refresh_1.bad ;
-  wire \refresh_1.first ;
-  wire \refresh_1.gi ;
-  wire \refresh_1.last ;
-  wire [43:0] \refresh_1.tok ;
-  wire [31:0] \refresh_1.tok.data ;
-  wire [7:0] \refresh_1.tok.data[0] ;
-  wire [7:0] \refresh_1.tok.data[1] ;
-  wire [7:0] \refresh_1.tok.data[2] ;
-  wire [7:0] \refresh_1.tok.data[3] ;
-  wire \refresh_1.tok.eof ;
-  wire \refresh_1.tok.error ;
-  wire [4:0] \refresh_1.tok.x ;
-  wire [4:0] \refresh_1.tok.y ;
   reg [5:0] row_tag_0 = 6'h3f;
   reg [5:0] row_tag_1 = 6'h3f;
   reg [5:0] row_tag_2 = 6'h3f;
@@ -4302,10 +4294,10 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   wire take;
   reg [7:0] w_addr = 8'h00;
   (* init = 8'h00 *)
-  wire [7:0] \w_addr$54 ;
+  wire [7:0] \w_addr$50 ;
   reg [31:0] w_data = 32'd0;
   (* init = 32'd0 *)
-  wire [31:0] \w_data$56 ;
+  wire [31:0] \w_data$52 ;
   reg w_en = 1'h0;
   reg w_set = 1'h0;
   reg [2:0] w_slot = 3'h0;
@@ -4330,221 +4322,240 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   assign \$14  = \$12  | \$13 ;
   assign \$15  = c_gi ? \$14  : \$11 ;
   assign \$16  = \$4  & \$15 ;
-  assign \$17  = entry_0_valid & entry_1_valid;
-  assign \$18  = ~ \$17 ;
-  assign \$19  = sites_in__valid & \$18 ;
-  assign \$20  = ! \$signal$33 ;
-  assign \$21  = \$19  & \$20 ;
-  assign refresh_0 = \$21  ? entry : entry_0;
-  assign \$22  = entry_0_valid & entry_1_valid;
-  assign \$23  = ~ \$22 ;
-  assign \$24  = sites_in__valid & \$23 ;
-  assign \$26  = \$24  & \$25 ;
-  assign refresh_1 = \$26  ? entry : entry_1;
   assign got = rp ? entry_1 : entry_0;
-  assign \$signal$39  = rp ? entry_1_valid : entry_0_valid;
-  assign \$signal$40  = rp ? entry_1_outside : entry_0_outside;
+  assign \$signal$35  = rp ? entry_1_valid : entry_0_valid;
+  assign \$signal$36  = rp ? entry_1_outside : entry_0_outside;
   assign head_permit = rp ? entry_1_permit : entry_0_permit;
-  assign \$27  = ~ got[42];
-  assign \$28  = \$27  & got[45];
-  assign \$29  = \$28  & \$signal$40 ;
-  assign bad = got[47] | \$29 ;
-  assign \$30  = ~ eof_seen;
-  assign \$31  = loaded & \$30 ;
-  assign \$32  = ~ hold;
-  assign open_ = \$31  & \$32 ;
-  assign \$33  = \$signal$39  & open_;
-  assign \$34  = \$signal$52  | got[42];
-  assign \$35  = \$34  | bad;
-  assign \$36  = \$35  | head_permit;
-  assign take = \$33  & \$36 ;
-  assign \$37  = 1'h1 << w_x;
-  assign \$38  = w_set ? \$37  : 63'h0000000000000000;
-  assign \$39  = entry_0_valid & entry_1_valid;
-  assign \$40  = ~ \$39 ;
-  assign \$41  = sites_in__valid & \$40 ;
-  assign \$42  = ! c_gi;
-  assign \$43  = c_gi + 1'h1;
-  assign \$44  = c_gi ? \$43  : 2'h0;
-  assign \$45  = ! c_gi;
-  assign \$46  = entry_0_valid & entry_1_valid;
-  assign \$47  = ~ \$46 ;
-  assign \$48  = sites_in__valid & \$47 ;
-  assign \$49  = ! \$signal$33 ;
-  assign \$50  = \$48  & \$49 ;
-  assign \$51  = refresh_0[36:32] > height_m1;
-  assign \$52  = refresh_0[41:37] > width_m1;
-  assign \$53  = \$51  | \$52 ;
-  assign \$54  = refresh_0[36:32] < permit_row;
-  assign \$55  = entry_0_valid & entry_1_valid;
-  assign \$56  = ~ \$55 ;
-  assign \$57  = sites_in__valid & \$56 ;
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = refresh_1[36:32] > height_m1;
-  assign \$61  = refresh_1[41:37] > width_m1;
-  assign \$62  = \$60  | \$61 ;
-  assign \$63  = refresh_1[36:32] < permit_row;
-  assign \$64  = entry_0_valid & entry_1_valid;
-  assign \$65  = ~ \$64 ;
-  assign \$66  = sites_in__valid & \$65 ;
-  assign \$67  = ~ \$signal$33 ;
-  assign \$68  = ~ rp;
-  assign \$69  = ! rp;
-  assign \$70  = entry_0_valid & entry_1_valid;
-  assign \$71  = ~ \$70 ;
-  assign \$72  = sites_in__valid & \$71 ;
-  assign \$73  = ! \$signal$33 ;
-  assign \$74  = \$72  & \$73 ;
-  assign \$75  = ~ \$74 ;
-  assign \$76  = \$69  & \$75 ;
+  assign \$17  = ~ got[42];
+  assign \$18  = \$17  & got[45];
+  assign \$19  = \$18  & \$signal$36 ;
+  assign bad = got[47] | \$19 ;
+  assign \$20  = ~ eof_seen;
+  assign \$21  = loaded & \$20 ;
+  assign \$22  = ~ hold;
+  assign open_ = \$21  & \$22 ;
+  assign \$23  = \$signal$35  & open_;
+  assign \$24  = \$signal$48  | got[42];
+  assign \$25  = \$24  | bad;
+  assign \$26  = \$25  | head_permit;
+  assign take = \$23  & \$26 ;
+  assign \$27  = 1'h1 << w_x;
+  assign \$28  = w_set ? \$27  : 63'h0000000000000000;
+  assign \$29  = entry_0_valid & entry_1_valid;
+  assign \$30  = ~ \$29 ;
+  assign \$31  = sites_in__valid & \$30 ;
+  assign \$32  = ! c_gi;
+  assign \$33  = c_gi + 1'h1;
+  assign \$34  = c_gi ? \$33  : 2'h0;
+  assign \$35  = ! c_gi;
+  assign \$36  = entry_0_valid & entry_1_valid;
+  assign \$37  = ~ \$36 ;
+  assign \$38  = sites_in__valid & \$37 ;
+  assign \$39  = ! \$signal$61 ;
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = entry_0_valid & entry_1_valid;
+  assign \$42  = ~ \$41 ;
+  assign \$43  = sites_in__valid & \$42 ;
+  assign \$44  = ! \$signal$61 ;
+  assign \$45  = \$43  & \$44 ;
+  assign \$46  = sites_in__payload[36:32] > height_m1;
+  assign \$47  = sites_in__payload[41:37] > width_m1;
+  assign \$48  = \$46  | \$47 ;
+  assign \$49  = entry_0[36:32] > height_m1;
+  assign \$50  = entry_0[41:37] > width_m1;
+  assign \$51  = \$49  | \$50 ;
+  assign \$52  = \$45  ? \$48  : \$51 ;
+  assign \$53  = entry_0_valid & entry_1_valid;
+  assign \$54  = ~ \$53 ;
+  assign \$55  = sites_in__valid & \$54 ;
+  assign \$56  = ! \$signal$61 ;
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = sites_in__payload[36:32] < permit_row;
+  assign \$59  = entry_0[36:32] < permit_row;
+  assign \$60  = \$57  ? \$58  : \$59 ;
+  assign \$61  = entry_0_valid & entry_1_valid;
+  assign \$62  = ~ \$61 ;
+  assign \$63  = sites_in__valid & \$62 ;
+  assign \$65  = \$63  & \$64 ;
+  assign \$66  = entry_0_valid & entry_1_valid;
+  assign \$67  = ~ \$66 ;
+  assign \$68  = sites_in__valid & \$67 ;
+  assign \$70  = \$68  & \$69 ;
+  assign \$71  = sites_in__payload[36:32] > height_m1;
+  assign \$72  = sites_in__payload[41:37] > width_m1;
+  assign \$73  = \$71  | \$72 ;
+  assign \$74  = entry_1[36:32] > height_m1;
+  assign \$75  = entry_1[41:37] > width_m1;
+  assign \$76  = \$74  | \$75 ;
+  assign \$77  = \$70  ? \$73  : \$76 ;
   assign \$78  = entry_0_valid & entry_1_valid;
   assign \$79  = ~ \$78 ;
   assign \$80  = sites_in__valid & \$79 ;
   assign \$82  = \$80  & \$81 ;
-  assign \$83  = ~ \$82 ;
-  assign \$84  = \$77  & \$83 ;
-  assign \$85  = \$signal$39  & open_;
-  assign \$86  = ~ got[42];
-  assign \$87  = \$85  & \$86 ;
-  assign \$88  = \$87  & got[45];
-  assign \$89  = ~ bad;
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = ~ \$signal$52 ;
-  assign \$92  = \$90  & \$91 ;
-  assign \$93  = ~ got[45];
-  assign \$94  = \$93  | got[43];
-  assign \$95  = ~ got[42];
-  assign \$96  = take & \$95 ;
-  assign \$97  = ~ \$signal$52 ;
-  assign \$98  = \$96  & \$97 ;
-  assign \$99  = ~ bad;
-  assign \$100  = \$98  & \$99 ;
-  assign \$101  = ~ has_last;
-  assign \$102  = got[36:32] != last_y;
-  assign \$103  = \$101  | \$102 ;
-  assign \$104  = got[45] & \$103 ;
-  assign \$105  = ! w_slot;
-  assign \$106  = w_en & \$105 ;
-  assign \$107  = \$signal$72  ? 32'd0 : bitmap_0;
-  assign \$108  = \$107  | \$38 [31:0];
-  assign \$109  = w_slot == 1'h1;
-  assign \$110  = w_en & \$109 ;
-  assign \$111  = \$signal$72  ? 32'd0 : bitmap_1;
-  assign \$112  = \$111  | \$38 [31:0];
-  assign \$113  = w_slot == 2'h2;
-  assign \$114  = w_en & \$113 ;
-  assign \$115  = \$signal$72  ? 32'd0 : bitmap_2;
-  assign \$116  = \$115  | \$38 [31:0];
-  assign \$117  = w_slot == 2'h3;
-  assign \$118  = w_en & \$117 ;
-  assign \$119  = \$signal$72  ? 32'd0 : bitmap_3;
-  assign \$120  = \$119  | \$38 [31:0];
-  assign \$121  = w_slot == 3'h4;
-  assign \$122  = w_en & \$121 ;
-  assign \$123  = \$signal$72  ? 32'd0 : bitmap_4;
-  assign \$124  = \$123  | \$38 [31:0];
-  assign \$125  = w_slot == 3'h5;
-  assign \$126  = w_en & \$125 ;
-  assign \$127  = \$signal$72  ? 32'd0 : bitmap_5;
-  assign \$128  = \$127  | \$38 [31:0];
-  assign \$129  = w_slot == 3'h6;
-  assign \$130  = w_en & \$129 ;
-  assign \$131  = \$signal$72  ? 32'd0 : bitmap_6;
-  assign \$132  = \$131  | \$38 [31:0];
-  assign \$133  = w_slot == 3'h7;
-  assign \$134  = w_en & \$133 ;
-  assign \$135  = \$signal$72  ? 32'd0 : bitmap_7;
-  assign \$136  = \$135  | \$38 [31:0];
+  assign \$83  = sites_in__payload[36:32] < permit_row;
+  assign \$84  = entry_1[36:32] < permit_row;
+  assign \$85  = \$82  ? \$83  : \$84 ;
+  assign \$86  = entry_0_valid & entry_1_valid;
+  assign \$87  = ~ \$86 ;
+  assign \$88  = sites_in__valid & \$87 ;
+  assign \$89  = ~ \$signal$61 ;
+  assign \$90  = ~ rp;
+  assign \$91  = ! rp;
+  assign \$92  = entry_0_valid & entry_1_valid;
+  assign \$93  = ~ \$92 ;
+  assign \$94  = sites_in__valid & \$93 ;
+  assign \$95  = ! \$signal$61 ;
+  assign \$96  = \$94  & \$95 ;
+  assign \$97  = ~ \$96 ;
+  assign \$98  = \$91  & \$97 ;
+  assign \$100  = entry_0_valid & entry_1_valid;
+  assign \$101  = ~ \$100 ;
+  assign \$102  = sites_in__valid & \$101 ;
+  assign \$104  = \$102  & \$103 ;
+  assign \$105  = ~ \$104 ;
+  assign \$106  = \$99  & \$105 ;
+  assign \$107  = \$signal$35  & open_;
+  assign \$108  = ~ got[42];
+  assign \$109  = \$107  & \$108 ;
+  assign \$110  = \$109  & got[45];
+  assign \$111  = ~ bad;
+  assign \$112  = \$110  & \$111 ;
+  assign \$113  = ~ \$signal$48 ;
+  assign \$114  = \$112  & \$113 ;
+  assign \$115  = ~ got[45];
+  assign \$116  = \$115  | got[43];
+  assign \$117  = ~ got[42];
+  assign \$118  = take & \$117 ;
+  assign \$119  = ~ \$signal$48 ;
+  assign \$120  = \$118  & \$119 ;
+  assign \$121  = ~ bad;
+  assign \$122  = \$120  & \$121 ;
+  assign \$123  = ~ has_last;
+  assign \$124  = got[36:32] != last_y;
+  assign \$125  = \$123  | \$124 ;
+  assign \$126  = got[45] & \$125 ;
+  assign \$127  = ! w_slot;
+  assign \$128  = w_en & \$127 ;
+  assign \$129  = \$signal$70  ? 32'd0 : bitmap_0;
+  assign \$130  = \$129  | \$28 [31:0];
+  assign \$131  = w_slot == 1'h1;
+  assign \$132  = w_en & \$131 ;
+  assign \$133  = \$signal$70  ? 32'd0 : bitmap_1;
+  assign \$134  = \$133  | \$28 [31:0];
+  assign \$135  = w_slot == 2'h2;
+  assign \$136  = w_en & \$135 ;
+  assign \$137  = \$signal$70  ? 32'd0 : bitmap_2;
+  assign \$138  = \$137  | \$28 [31:0];
+  assign \$139  = w_slot == 2'h3;
+  assign \$140  = w_en & \$139 ;
+  assign \$141  = \$signal$70  ? 32'd0 : bitmap_3;
+  assign \$142  = \$141  | \$28 [31:0];
+  assign \$143  = w_slot == 3'h4;
+  assign \$144  = w_en & \$143 ;
+  assign \$145  = \$signal$70  ? 32'd0 : bitmap_4;
+  assign \$146  = \$145  | \$28 [31:0];
+  assign \$147  = w_slot == 3'h5;
+  assign \$148  = w_en & \$147 ;
+  assign \$149  = \$signal$70  ? 32'd0 : bitmap_5;
+  assign \$150  = \$149  | \$28 [31:0];
+  assign \$151  = w_slot == 3'h6;
+  assign \$152  = w_en & \$151 ;
+  assign \$153  = \$signal$70  ? 32'd0 : bitmap_6;
+  assign \$154  = \$153  | \$28 [31:0];
+  assign \$155  = w_slot == 3'h7;
+  assign \$156  = w_en & \$155 ;
+  assign \$157  = \$signal$70  ? 32'd0 : bitmap_7;
+  assign \$158  = \$157  | \$28 [31:0];
   always @(posedge clk)
-    c_gi <= \$137 ;
+    c_gi <= \$159 ;
   always @(posedge clk)
-    prev_any <= \$138 ;
+    prev_any <= \$160 ;
   always @(posedge clk)
-    \$signal  <= \$139 ;
+    \$signal  <= \$161 ;
   always @(posedge clk)
-    \$signal$29  <= \$140 ;
+    \$signal$29  <= \$162 ;
   always @(posedge clk)
-    entry_0 <= \$141 ;
+    entry_0 <= \$163 ;
   always @(posedge clk)
-    entry_0_valid <= \$142 ;
+    entry_0_valid <= \$164 ;
   always @(posedge clk)
-    entry_0_outside <= \$143 ;
+    entry_0_outside <= \$165 ;
   always @(posedge clk)
-    entry_0_permit <= \$144 ;
+    entry_0_permit <= \$166 ;
   always @(posedge clk)
-    entry_1 <= \$145 ;
+    entry_1 <= \$167 ;
   always @(posedge clk)
-    entry_1_valid <= \$146 ;
+    entry_1_valid <= \$168 ;
   always @(posedge clk)
-    entry_1_outside <= \$147 ;
+    entry_1_outside <= \$169 ;
   always @(posedge clk)
-    entry_1_permit <= \$148 ;
+    entry_1_permit <= \$170 ;
   always @(posedge clk)
-    \$signal$33  <= \$149 ;
+    \$signal$61  <= \$171 ;
   always @(posedge clk)
-    rp <= \$150 ;
+    rp <= \$172 ;
   always @(posedge clk)
-    done_rows <= \$151 ;
+    done_rows <= \$173 ;
   always @(posedge clk)
-    busy <= \$152 ;
+    busy <= \$174 ;
   always @(posedge clk)
-    eof_seen <= \$153 ;
+    eof_seen <= \$175 ;
   always @(posedge clk)
-    \$signal$52  <= \$154 ;
+    \$signal$48  <= \$176 ;
   always @(posedge clk)
-    error <= \$155 ;
+    error <= \$177 ;
   always @(posedge clk)
-    has_last <= \$156 ;
+    has_last <= \$178 ;
   always @(posedge clk)
-    last_y <= \$157 ;
+    last_y <= \$179 ;
   always @(posedge clk)
-    w_en <= \$158 ;
+    w_en <= \$180 ;
   always @(posedge clk)
-    \$signal$72  <= \$159 ;
+    \$signal$70  <= \$181 ;
   always @(posedge clk)
-    w_set <= \$160 ;
+    w_set <= \$182 ;
   always @(posedge clk)
-    w_slot <= \$161 ;
+    w_slot <= \$183 ;
   always @(posedge clk)
-    w_x <= \$162 ;
+    w_x <= \$184 ;
   always @(posedge clk)
-    w_y <= \$163 ;
+    w_y <= \$185 ;
   always @(posedge clk)
-    w_addr <= \$164 ;
+    w_addr <= \$186 ;
   always @(posedge clk)
-    w_data <= \$165 ;
+    w_data <= \$187 ;
   always @(posedge clk)
-    bitmap_0 <= \$166 ;
+    bitmap_0 <= \$188 ;
   always @(posedge clk)
-    row_tag_0 <= \$167 ;
+    row_tag_0 <= \$189 ;
   always @(posedge clk)
-    bitmap_1 <= \$168 ;
+    bitmap_1 <= \$190 ;
   always @(posedge clk)
-    row_tag_1 <= \$169 ;
+    row_tag_1 <= \$191 ;
   always @(posedge clk)
-    bitmap_2 <= \$170 ;
+    bitmap_2 <= \$192 ;
   always @(posedge clk)
-    row_tag_2 <= \$171 ;
+    row_tag_2 <= \$193 ;
   always @(posedge clk)
-    bitmap_3 <= \$172 ;
+    bitmap_3 <= \$194 ;
   always @(posedge clk)
-    row_tag_3 <= \$173 ;
+    row_tag_3 <= \$195 ;
   always @(posedge clk)
-    bitmap_4 <= \$174 ;
+    bitmap_4 <= \$196 ;
   always @(posedge clk)
-    row_tag_4 <= \$175 ;
+    row_tag_4 <= \$197 ;
   always @(posedge clk)
-    bitmap_5 <= \$176 ;
+    bitmap_5 <= \$198 ;
   always @(posedge clk)
-    row_tag_5 <= \$177 ;
+    row_tag_5 <= \$199 ;
   always @(posedge clk)
-    bitmap_6 <= \$178 ;
+    bitmap_6 <= \$200 ;
   always @(posedge clk)
-    row_tag_6 <= \$179 ;
+    row_tag_6 <= \$201 ;
   always @(posedge clk)
-    bitmap_7 <= \$180 ;
+    bitmap_7 <= \$202 ;
   always @(posedge clk)
-    row_tag_7 <= \$181 ;
+    row_tag_7 <= \$203 ;
   \top.layer0.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -4556,536 +4567,536 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$137  = c_gi;
-    if (\$41 ) begin
+    \$159  = c_gi;
+    if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[42]) begin
-        \$137  = 1'h0;
+        \$159  = 1'h0;
       end else begin
-        \$137  = \$44 [0];
+        \$159  = \$34 [0];
       end
     end
-    if (rst) begin
-      \$137  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$138  = prev_any;
-    if (\$41 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[42]) begin
-        \$138  = 1'h0;
-      end else begin
-        if (\$45 ) begin
-          \$138  = 1'h1;
-        end
-      end
-    end
-    if (rst) begin
-      \$138  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$139  = \$signal ;
-    if (\$41 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[42]) begin
-      end else begin
-        \$139  = sites_in__payload[36:32];
-      end
-    end
-    if (rst) begin
-      \$139  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$140  = \$signal$29 ;
-    if (\$41 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[42]) begin
-      end else begin
-        \$140  = sites_in__payload[41:37];
-      end
-    end
-    if (rst) begin
-      \$140  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$141  = entry_0;
-    if (\$50 ) begin
-      \$141  = entry;
-    end
-    if (rst) begin
-      \$141  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$142  = entry_0_valid;
-    if (\$50 ) begin
-      \$142  = 1'h1;
-    end
-    if (take) begin
-      if (\$76 ) begin
-        \$142  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$142  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$143  = \$53 ;
-    if (rst) begin
-      \$143  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$144  = \$54 ;
-    if (rst) begin
-      \$144  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$145  = entry_1;
-    if (\$59 ) begin
-      \$145  = entry;
-    end
-    if (rst) begin
-      \$145  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$146  = entry_1_valid;
-    if (\$59 ) begin
-      \$146  = 1'h1;
-    end
-    if (take) begin
-      if (\$84 ) begin
-        \$146  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$146  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$147  = \$62 ;
-    if (rst) begin
-      \$147  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$148  = \$63 ;
-    if (rst) begin
-      \$148  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$149  = \$signal$33 ;
-    if (\$66 ) begin
-      \$149  = \$67 ;
-    end
-    if (rst) begin
-      \$149  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$150  = rp;
-    if (take) begin
-      \$150  = \$68 ;
-    end
-    if (rst) begin
-      \$150  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$151  = done_rows;
-    if (\$92 ) begin
-      \$151  = { 2'h0, got[36:32] };
-    end
-    if (frame_reset) begin
-      \$151  = 7'h00;
-    end
-    if (rst) begin
-      \$151  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$152  = busy;
-    if (take) begin
-      \$152  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$152  = 1'h0;
-    end
-    if (rst) begin
-      \$152  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$153  = eof_seen;
-    if (take) begin
-      if (got[42]) begin
-        \$153  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$153  = 1'h0;
-    end
-    if (rst) begin
-      \$153  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$154  = \$signal$52 ;
-    if (take) begin
-      if (got[42]) begin
-        \$154  = 1'h0;
-      end else if (\$signal$52 ) begin
-      end else if (bad) begin
-        \$154  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$154  = 1'h0;
-    end
-    if (rst) begin
-      \$154  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$155  = error;
-    if (take) begin
-      if (got[42]) begin
-        if (\$94 ) begin
-          \$155  = 1'h1;
-        end
-      end else if (\$signal$52 ) begin
-      end else if (bad) begin
-        \$155  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$155  = 1'h0;
-    end
-    if (rst) begin
-      \$155  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$156  = has_last;
-    if (take) begin
-      if (got[42]) begin
-      end else if (\$signal$52 ) begin
-      end else if (bad) begin
-      end else if (got[46]) begin
-        \$156  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$156  = 1'h0;
-    end
-    if (rst) begin
-      \$156  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$157  = last_y;
-    if (take) begin
-      if (got[42]) begin
-      end else if (\$signal$52 ) begin
-      end else if (bad) begin
-      end else if (got[46]) begin
-        \$157  = got[36:32];
-      end
-    end
-    if (rst) begin
-      \$157  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$158  = \$100 ;
-    if (rst) begin
-      \$158  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$159  = \$104 ;
     if (rst) begin
       \$159  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$160  = got[46];
+    \$160  = prev_any;
+    if (\$31 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[42]) begin
+        \$160  = 1'h0;
+      end else begin
+        if (\$35 ) begin
+          \$160  = 1'h1;
+        end
+      end
+    end
     if (rst) begin
       \$160  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$161  = got[34:32];
+    \$161  = \$signal ;
+    if (\$31 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[42]) begin
+      end else begin
+        \$161  = sites_in__payload[36:32];
+      end
+    end
     if (rst) begin
-      \$161  = 3'h0;
+      \$161  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$162  = got[41:37];
+    \$162  = \$signal$29 ;
+    if (\$31 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[42]) begin
+      end else begin
+        \$162  = sites_in__payload[41:37];
+      end
+    end
     if (rst) begin
       \$162  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$163  = got[36:32];
+    \$163  = entry_0;
+    if (\$40 ) begin
+      \$163  = entry;
+    end
     if (rst) begin
-      \$163  = 5'h00;
+      \$163  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$164  = { got[34:32], got[41:37] };
-    if (rst) begin
-      \$164  = 8'h00;
+    \$164  = entry_0_valid;
+    if (\$40 ) begin
+      \$164  = 1'h1;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$165  = got[31:0];
-    if (rst) begin
-      \$165  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$166  = bitmap_0;
-    if (\$106 ) begin
-      \$166  = \$108 ;
-    end
-    if (rst) begin
-      \$166  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$167  = row_tag_0;
-    if (\$106 ) begin
-      if (\$signal$72 ) begin
-        \$167  = { 1'h0, w_y };
+    if (take) begin
+      if (\$98 ) begin
+        \$164  = 1'h0;
       end
     end
-    if (frame_reset) begin
-      \$167  = 6'h3f;
-    end
     if (rst) begin
-      \$167  = 6'h3f;
+      \$164  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$168  = bitmap_1;
-    if (\$110 ) begin
-      \$168  = \$112 ;
-    end
+    \$165  = \$52 ;
     if (rst) begin
-      \$168  = 32'd0;
+      \$165  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$169  = row_tag_1;
-    if (\$110 ) begin
-      if (\$signal$72 ) begin
-        \$169  = { 1'h0, w_y };
+    \$166  = \$60 ;
+    if (rst) begin
+      \$166  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$167  = entry_1;
+    if (\$65 ) begin
+      \$167  = entry;
+    end
+    if (rst) begin
+      \$167  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$168  = entry_1_valid;
+    if (\$65 ) begin
+      \$168  = 1'h1;
+    end
+    if (take) begin
+      if (\$106 ) begin
+        \$168  = 1'h0;
       end
     end
-    if (frame_reset) begin
-      \$169  = 6'h3f;
-    end
     if (rst) begin
-      \$169  = 6'h3f;
+      \$168  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$170  = bitmap_2;
+    \$169  = \$77 ;
+    if (rst) begin
+      \$169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$170  = \$85 ;
+    if (rst) begin
+      \$170  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$171  = \$signal$61 ;
+    if (\$88 ) begin
+      \$171  = \$89 ;
+    end
+    if (rst) begin
+      \$171  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$172  = rp;
+    if (take) begin
+      \$172  = \$90 ;
+    end
+    if (rst) begin
+      \$172  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$173  = done_rows;
     if (\$114 ) begin
-      \$170  = \$116 ;
+      \$173  = { 2'h0, got[36:32] };
+    end
+    if (frame_reset) begin
+      \$173  = 7'h00;
     end
     if (rst) begin
-      \$170  = 32'd0;
+      \$173  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$171  = row_tag_2;
-    if (\$114 ) begin
-      if (\$signal$72 ) begin
-        \$171  = { 1'h0, w_y };
+    \$174  = busy;
+    if (take) begin
+      \$174  = 1'h1;
+    end
+    if (frame_reset) begin
+      \$174  = 1'h0;
+    end
+    if (rst) begin
+      \$174  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$175  = eof_seen;
+    if (take) begin
+      if (got[42]) begin
+        \$175  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$171  = 6'h3f;
+      \$175  = 1'h0;
     end
     if (rst) begin
-      \$171  = 6'h3f;
+      \$175  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$172  = bitmap_3;
-    if (\$118 ) begin
-      \$172  = \$120 ;
-    end
-    if (rst) begin
-      \$172  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$173  = row_tag_3;
-    if (\$118 ) begin
-      if (\$signal$72 ) begin
-        \$173  = { 1'h0, w_y };
+    \$176  = \$signal$48 ;
+    if (take) begin
+      if (got[42]) begin
+        \$176  = 1'h0;
+      end else if (\$signal$48 ) begin
+      end else if (bad) begin
+        \$176  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$173  = 6'h3f;
+      \$176  = 1'h0;
     end
     if (rst) begin
-      \$173  = 6'h3f;
+      \$176  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$174  = bitmap_4;
-    if (\$122 ) begin
-      \$174  = \$124 ;
-    end
-    if (rst) begin
-      \$174  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$175  = row_tag_4;
-    if (\$122 ) begin
-      if (\$signal$72 ) begin
-        \$175  = { 1'h0, w_y };
+    \$177  = error;
+    if (take) begin
+      if (got[42]) begin
+        if (\$116 ) begin
+          \$177  = 1'h1;
+        end
+      end else if (\$signal$48 ) begin
+      end else if (bad) begin
+        \$177  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$175  = 6'h3f;
+      \$177  = 1'h0;
     end
     if (rst) begin
-      \$175  = 6'h3f;
+      \$177  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$176  = bitmap_5;
-    if (\$126 ) begin
-      \$176  = \$128 ;
-    end
-    if (rst) begin
-      \$176  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$177  = row_tag_5;
-    if (\$126 ) begin
-      if (\$signal$72 ) begin
-        \$177  = { 1'h0, w_y };
+    \$178  = has_last;
+    if (take) begin
+      if (got[42]) begin
+      end else if (\$signal$48 ) begin
+      end else if (bad) begin
+      end else if (got[46]) begin
+        \$178  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$177  = 6'h3f;
+      \$178  = 1'h0;
     end
     if (rst) begin
-      \$177  = 6'h3f;
+      \$178  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$178  = bitmap_6;
-    if (\$130 ) begin
-      \$178  = \$132 ;
+    \$179  = last_y;
+    if (take) begin
+      if (got[42]) begin
+      end else if (\$signal$48 ) begin
+      end else if (bad) begin
+      end else if (got[46]) begin
+        \$179  = got[36:32];
+      end
     end
     if (rst) begin
-      \$178  = 32'd0;
+      \$179  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$179  = row_tag_6;
-    if (\$130 ) begin
-      if (\$signal$72 ) begin
-        \$179  = { 1'h0, w_y };
+    \$180  = \$122 ;
+    if (rst) begin
+      \$180  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$181  = \$126 ;
+    if (rst) begin
+      \$181  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$182  = got[46];
+    if (rst) begin
+      \$182  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$183  = got[34:32];
+    if (rst) begin
+      \$183  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$184  = got[41:37];
+    if (rst) begin
+      \$184  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$185  = got[36:32];
+    if (rst) begin
+      \$185  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$186  = { got[34:32], got[41:37] };
+    if (rst) begin
+      \$186  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$187  = got[31:0];
+    if (rst) begin
+      \$187  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$188  = bitmap_0;
+    if (\$128 ) begin
+      \$188  = \$130 ;
+    end
+    if (rst) begin
+      \$188  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$189  = row_tag_0;
+    if (\$128 ) begin
+      if (\$signal$70 ) begin
+        \$189  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$179  = 6'h3f;
+      \$189  = 6'h3f;
     end
     if (rst) begin
-      \$179  = 6'h3f;
+      \$189  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$180  = bitmap_7;
-    if (\$134 ) begin
-      \$180  = \$136 ;
+    \$190  = bitmap_1;
+    if (\$132 ) begin
+      \$190  = \$134 ;
     end
     if (rst) begin
-      \$180  = 32'd0;
+      \$190  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$181  = row_tag_7;
-    if (\$134 ) begin
-      if (\$signal$72 ) begin
-        \$181  = { 1'h0, w_y };
+    \$191  = row_tag_1;
+    if (\$132 ) begin
+      if (\$signal$70 ) begin
+        \$191  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$181  = 6'h3f;
+      \$191  = 6'h3f;
     end
     if (rst) begin
-      \$181  = 6'h3f;
+      \$191  = 6'h3f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$192  = bitmap_2;
+    if (\$136 ) begin
+      \$192  = \$138 ;
+    end
+    if (rst) begin
+      \$192  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$193  = row_tag_2;
+    if (\$136 ) begin
+      if (\$signal$70 ) begin
+        \$193  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$193  = 6'h3f;
+    end
+    if (rst) begin
+      \$193  = 6'h3f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$194  = bitmap_3;
+    if (\$140 ) begin
+      \$194  = \$142 ;
+    end
+    if (rst) begin
+      \$194  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$195  = row_tag_3;
+    if (\$140 ) begin
+      if (\$signal$70 ) begin
+        \$195  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$195  = 6'h3f;
+    end
+    if (rst) begin
+      \$195  = 6'h3f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$196  = bitmap_4;
+    if (\$144 ) begin
+      \$196  = \$146 ;
+    end
+    if (rst) begin
+      \$196  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$197  = row_tag_4;
+    if (\$144 ) begin
+      if (\$signal$70 ) begin
+        \$197  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$197  = 6'h3f;
+    end
+    if (rst) begin
+      \$197  = 6'h3f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$198  = bitmap_5;
+    if (\$148 ) begin
+      \$198  = \$150 ;
+    end
+    if (rst) begin
+      \$198  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$199  = row_tag_5;
+    if (\$148 ) begin
+      if (\$signal$70 ) begin
+        \$199  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$199  = 6'h3f;
+    end
+    if (rst) begin
+      \$199  = 6'h3f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$200  = bitmap_6;
+    if (\$152 ) begin
+      \$200  = \$154 ;
+    end
+    if (rst) begin
+      \$200  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$201  = row_tag_6;
+    if (\$152 ) begin
+      if (\$signal$70 ) begin
+        \$201  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$201  = 6'h3f;
+    end
+    if (rst) begin
+      \$201  = 6'h3f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$202  = bitmap_7;
+    if (\$156 ) begin
+      \$202  = \$158 ;
+    end
+    if (rst) begin
+      \$202  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$203  = row_tag_7;
+    if (\$156 ) begin
+      if (\$signal$70 ) begin
+        \$203  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$203  = 6'h3f;
+    end
+    if (rst) begin
+      \$203  = 6'h3f;
     end
   end
   assign rd_addr = r_addr;
   assign r_data = rd_data;
-  assign \w_addr$54  = w_addr;
-  assign \w_data$56  = w_data;
-  assign \$signal$58  = w_en;
-  assign \bit  = \$38 [31:0];
+  assign \w_addr$50  = w_addr;
+  assign \w_data$52  = w_data;
+  assign \$signal$54  = w_en;
+  assign \bit  = \$28 [31:0];
   assign \tags[0]  = tags[5:0];
   assign \tags[1]  = tags[11:6];
   assign \tags[2]  = tags[17:12];
@@ -5125,62 +5136,6 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   assign \sites_in__payload.x  = sites_in__payload[41:37];
   assign \sites_in__payload.eof  = sites_in__payload[42];
   assign \sites_in__payload.error  = sites_in__payload[43];
-  assign \refresh_0.tok  = refresh_0[43:0];
-  assign \refresh_0.tok.data  = refresh_0[31:0];
-  assign \refresh_0.tok.data[0]  = refresh_0[7:0];
-  assign \refresh_0.tok.data[1]  = refresh_0[15:8];
-  assign \refresh_0.tok.data[2]  = refresh_0[23:16];
-  assign \refresh_0.tok.data[3]  = refresh_0[31:24];
-  assign \refresh_0.tok.y  = refresh_0[36:32];
-  assign \refresh_0.tok.x  = refresh_0[41:37];
-  assign \refresh_0.tok.eof  = refresh_0[42];
-  assign \refresh_0.tok.error  = refresh_0[43];
-  assign \refresh_0.gi  = refresh_0[44];
-  assign \refresh_0.first  = refresh_0[45];
-  assign \refresh_0.last  = refresh_0[46];
-  assign \refresh_0.bad  = refresh_0[47];
-  assign \entry_0.tok  = entry_0[43:0];
-  assign \entry_0.tok.data  = entry_0[31:0];
-  assign \entry_0.tok.data[0]  = entry_0[7:0];
-  assign \entry_0.tok.data[1]  = entry_0[15:8];
-  assign \entry_0.tok.data[2]  = entry_0[23:16];
-  assign \entry_0.tok.data[3]  = entry_0[31:24];
-  assign \entry_0.tok.y  = entry_0[36:32];
-  assign \entry_0.tok.x  = entry_0[41:37];
-  assign \entry_0.tok.eof  = entry_0[42];
-  assign \entry_0.tok.error  = entry_0[43];
-  assign \entry_0.gi  = entry_0[44];
-  assign \entry_0.first  = entry_0[45];
-  assign \entry_0.last  = entry_0[46];
-  assign \entry_0.bad  = entry_0[47];
-  assign \refresh_1.tok  = refresh_1[43:0];
-  assign \refresh_1.tok.data  = refresh_1[31:0];
-  assign \refresh_1.tok.data[0]  = refresh_1[7:0];
-  assign \refresh_1.tok.data[1]  = refresh_1[15:8];
-  assign \refresh_1.tok.data[2]  = refresh_1[23:16];
-  assign \refresh_1.tok.data[3]  = refresh_1[31:24];
-  assign \refresh_1.tok.y  = refresh_1[36:32];
-  assign \refresh_1.tok.x  = refresh_1[41:37];
-  assign \refresh_1.tok.eof  = refresh_1[42];
-  assign \refresh_1.tok.error  = refresh_1[43];
-  assign \refresh_1.gi  = refresh_1[44];
-  assign \refresh_1.first  = refresh_1[45];
-  assign \refresh_1.last  = refresh_1[46];
-  assign \refresh_1.bad  = refresh_1[47];
-  assign \entry_1.tok  = entry_1[43:0];
-  assign \entry_1.tok.data  = entry_1[31:0];
-  assign \entry_1.tok.data[0]  = entry_1[7:0];
-  assign \entry_1.tok.data[1]  = entry_1[15:8];
-  assign \entry_1.tok.data[2]  = entry_1[23:16];
-  assign \entry_1.tok.data[3]  = entry_1[31:24];
-  assign \entry_1.tok.y  = entry_1[36:32];
-  assign \entry_1.tok.x  = entry_1[41:37];
-  assign \entry_1.tok.eof  = entry_1[42];
-  assign \entry_1.tok.error  = entry_1[43];
-  assign \entry_1.gi  = entry_1[44];
-  assign \entry_1.first  = entry_1[45];
-  assign \entry_1.last  = entry_1[46];
-  assign \entry_1.bad  = entry_1[47];
   assign \got.tok  = got[43:0];
   assign \got.tok.data  = got[31:0];
   assign \got.tok.data[0]  = got[7:0];
@@ -5195,6 +5150,34 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   assign \got.first  = got[45];
   assign \got.last  = got[46];
   assign \got.bad  = got[47];
+  assign \entry_0.tok  = entry_0[43:0];
+  assign \entry_0.tok.data  = entry_0[31:0];
+  assign \entry_0.tok.data[0]  = entry_0[7:0];
+  assign \entry_0.tok.data[1]  = entry_0[15:8];
+  assign \entry_0.tok.data[2]  = entry_0[23:16];
+  assign \entry_0.tok.data[3]  = entry_0[31:24];
+  assign \entry_0.tok.y  = entry_0[36:32];
+  assign \entry_0.tok.x  = entry_0[41:37];
+  assign \entry_0.tok.eof  = entry_0[42];
+  assign \entry_0.tok.error  = entry_0[43];
+  assign \entry_0.gi  = entry_0[44];
+  assign \entry_0.first  = entry_0[45];
+  assign \entry_0.last  = entry_0[46];
+  assign \entry_0.bad  = entry_0[47];
+  assign \entry_1.tok  = entry_1[43:0];
+  assign \entry_1.tok.data  = entry_1[31:0];
+  assign \entry_1.tok.data[0]  = entry_1[7:0];
+  assign \entry_1.tok.data[1]  = entry_1[15:8];
+  assign \entry_1.tok.data[2]  = entry_1[23:16];
+  assign \entry_1.tok.data[3]  = entry_1[31:24];
+  assign \entry_1.tok.y  = entry_1[36:32];
+  assign \entry_1.tok.x  = entry_1[41:37];
+  assign \entry_1.tok.eof  = entry_1[42];
+  assign \entry_1.tok.error  = entry_1[43];
+  assign \entry_1.gi  = entry_1[44];
+  assign \entry_1.first  = entry_1[45];
+  assign \entry_1.last  = entry_1[46];
+  assign \entry_1.bad  = entry_1[47];
   assign entry[47] = \$16 ;
   assign entry[46] = \$3 ;
   assign entry[45] = \$2 ;
@@ -5216,10 +5199,11 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   assign tags[17:12] = row_tag_2;
   assign tags[11:6] = row_tag_1;
   assign tags[5:0] = row_tag_0;
-  assign \$25  = \$signal$33 ;
-  assign \$58  = \$signal$33 ;
-  assign \$77  = rp;
-  assign \$81  = \$signal$33 ;
+  assign \$64  = \$signal$61 ;
+  assign \$69  = \$signal$61 ;
+  assign \$81  = \$signal$61 ;
+  assign \$99  = rp;
+  assign \$103  = \$signal$61 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -12038,64 +12022,86 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   wire \$104 ;
   wire \$105 ;
   wire \$106 ;
-  wire [15:0] \$107 ;
-  wire [15:0] \$108 ;
+  wire \$107 ;
+  wire \$108 ;
   wire \$109 ;
   wire \$11 ;
   wire \$110 ;
-  wire [15:0] \$111 ;
-  wire [15:0] \$112 ;
+  wire \$111 ;
+  wire \$112 ;
   wire \$113 ;
   wire \$114 ;
-  wire [15:0] \$115 ;
-  wire [15:0] \$116 ;
+  wire \$115 ;
+  wire \$116 ;
   wire \$117 ;
   wire \$118 ;
-  wire [15:0] \$119 ;
+  wire \$119 ;
   wire \$12 ;
-  wire [15:0] \$120 ;
-  reg \$121 ;
-  reg \$122 ;
-  reg [3:0] \$123 ;
-  reg [3:0] \$124 ;
-  reg [45:0] \$125 ;
-  reg \$126 ;
-  reg \$127 ;
-  reg \$128 ;
-  reg [45:0] \$129 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire [15:0] \$129 ;
   wire \$13 ;
-  reg \$130 ;
-  reg \$131 ;
-  reg \$132 ;
-  reg \$133 ;
-  reg \$134 ;
-  reg [5:0] \$135 ;
-  reg \$136 ;
-  reg \$137 ;
-  reg \$138 ;
-  reg \$139 ;
+  wire [15:0] \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire [15:0] \$133 ;
+  wire [15:0] \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire [15:0] \$137 ;
+  wire [15:0] \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  reg \$140 ;
-  reg [3:0] \$141 ;
-  reg \$142 ;
+  wire \$140 ;
+  wire [15:0] \$141 ;
+  wire [15:0] \$142 ;
   reg \$143 ;
   reg \$144 ;
-  reg [1:0] \$145 ;
+  reg [3:0] \$145 ;
   reg [3:0] \$146 ;
-  reg [3:0] \$147 ;
-  reg [6:0] \$148 ;
-  reg [31:0] \$149 ;
+  reg [45:0] \$147 ;
+  reg \$148 ;
+  reg \$149 ;
   wire \$15 ;
-  reg [15:0] \$150 ;
-  reg [4:0] \$151 ;
-  reg [15:0] \$152 ;
-  reg [4:0] \$153 ;
-  reg [15:0] \$154 ;
-  reg [4:0] \$155 ;
-  reg [15:0] \$156 ;
-  reg [4:0] \$157 ;
+  reg \$150 ;
+  reg [45:0] \$151 ;
+  reg \$152 ;
+  reg \$153 ;
+  reg \$154 ;
+  reg \$155 ;
+  reg \$156 ;
+  reg [5:0] \$157 ;
+  reg \$158 ;
+  reg \$159 ;
   wire \$16 ;
+  reg \$160 ;
+  reg \$161 ;
+  reg \$162 ;
+  reg [3:0] \$163 ;
+  reg \$164 ;
+  reg \$165 ;
+  reg \$166 ;
+  reg [1:0] \$167 ;
+  reg [3:0] \$168 ;
+  reg [3:0] \$169 ;
   wire \$17 ;
+  reg [6:0] \$170 ;
+  reg [31:0] \$171 ;
+  reg [15:0] \$172 ;
+  reg [4:0] \$173 ;
+  reg [15:0] \$174 ;
+  reg [4:0] \$175 ;
+  reg [15:0] \$176 ;
+  reg [4:0] \$177 ;
+  reg [15:0] \$178 ;
+  reg [4:0] \$179 ;
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
@@ -12106,26 +12112,26 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
+  wire [30:0] \$27 ;
+  wire [30:0] \$28 ;
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
   wire \$31 ;
   wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
+  wire [1:0] \$33 ;
+  wire [1:0] \$34 ;
   wire \$35 ;
   wire \$36 ;
-  wire [30:0] \$37 ;
-  wire [30:0] \$38 ;
+  wire \$37 ;
+  wire \$38 ;
   wire \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [1:0] \$43 ;
-  wire [1:0] \$44 ;
+  wire \$43 ;
+  wire \$44 ;
   wire \$45 ;
   wire \$46 ;
   wire \$47 ;
@@ -12188,13 +12194,13 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   wire \$99 ;
   reg [3:0] \$signal  = 4'h0;
   reg [3:0] \$signal$21  = 4'h0;
-  reg \$signal$25  = 1'h0;
-  wire \$signal$31 ;
-  wire \$signal$32 ;
-  reg \$signal$44  = 1'h0;
+  wire \$signal$27 ;
+  wire \$signal$28 ;
+  reg \$signal$40  = 1'h0;
   (* init = 1'h0 *)
-  wire \$signal$50 ;
-  reg \$signal$64  = 1'h0;
+  wire \$signal$46 ;
+  reg \$signal$53  = 1'h0;
+  reg \$signal$62  = 1'h0;
   wire bad;
   wire [15:0] \bit ;
   reg [15:0] bitmap_0 = 16'h0000;
@@ -12307,36 +12313,6 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   wire [6:0] rd_addr;
   output [31:0] rd_data;
   wire [31:0] rd_data;
-  wire [45:0] refresh_0;
-  wire \refresh_0.bad ;
-  wire \refresh_0.first ;
-  wire \refresh_0.gi ;
-  wire \refresh_0.last ;
-  wire [41:0] \refresh_0.tok ;
-  wire [31:0] \refresh_0.tok.data ;
-  wire [7:0] \refresh_0.tok.data[0] ;
-  wire [7:0] \refresh_0.tok.data[1] ;
-  wire [7:0] \refresh_0.tok.data[2] ;
-  wire [7:0] \refresh_0.tok.data[3] ;
-  wire \refresh_0.tok.eof ;
-  wire \refresh_0.tok.error ;
-  wire [3:0] \refresh_0.tok.x ;
-  wire [3:0] \refresh_0.tok.y ;
-  wire [45:0] refresh_1;
-  wire \refresh_1.bad ;
-  wire \refresh_1.first ;
-  wire \refresh_1.gi ;
-  wire \refresh_1.last ;
-  wire [41:0] \refresh_1.tok ;
-  wire [31:0] \refresh_1.tok.data ;
-  wire [7:0] \refresh_1.tok.data[0] ;
-  wire [7:0] \refresh_1.tok.data[1] ;
-  wire [7:0] \refresh_1.tok.data[2] ;
-  wire [7:0] \refresh_1.tok.data[3] ;
-  wire \refresh_1.tok.eof ;
-  wire \refresh_1.tok.error ;
-  wire [3:0] \refresh_1.tok.x ;
-  wire [3:0] \refresh_1.tok.y ;
   reg [4:0] row_tag_0 = 5'h1f;
   reg [4:0] row_tag_1 = 5'h1f;
   reg [4:0] row_tag_2 = 5'h1f;
@@ -12368,10 +12344,10 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   wire take;
   reg [6:0] w_addr = 7'h00;
   (* init = 7'h00 *)
-  wire [6:0] \w_addr$46 ;
+  wire [6:0] \w_addr$42 ;
   reg [31:0] w_data = 32'd0;
   (* init = 32'd0 *)
-  wire [31:0] \w_data$48 ;
+  wire [31:0] \w_data$44 ;
   reg w_en = 1'h0;
   reg w_set = 1'h0;
   reg [1:0] w_slot = 2'h0;
@@ -12395,187 +12371,206 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$14  = \$12  | \$13 ;
   assign \$15  = c_gi ? \$14  : \$11 ;
   assign \$16  = \$4  & \$15 ;
-  assign \$17  = entry_0_valid & entry_1_valid;
-  assign \$18  = ~ \$17 ;
-  assign \$19  = sites_in__valid & \$18 ;
-  assign \$20  = ! \$signal$25 ;
-  assign \$21  = \$19  & \$20 ;
-  assign refresh_0 = \$21  ? entry : entry_0;
-  assign \$22  = entry_0_valid & entry_1_valid;
-  assign \$23  = ~ \$22 ;
-  assign \$24  = sites_in__valid & \$23 ;
-  assign \$26  = \$24  & \$25 ;
-  assign refresh_1 = \$26  ? entry : entry_1;
   assign got = rp ? entry_1 : entry_0;
-  assign \$signal$31  = rp ? entry_1_valid : entry_0_valid;
-  assign \$signal$32  = rp ? entry_1_outside : entry_0_outside;
+  assign \$signal$27  = rp ? entry_1_valid : entry_0_valid;
+  assign \$signal$28  = rp ? entry_1_outside : entry_0_outside;
   assign head_permit = rp ? entry_1_permit : entry_0_permit;
-  assign \$27  = ~ got[40];
-  assign \$28  = \$27  & got[43];
-  assign \$29  = \$28  & \$signal$32 ;
-  assign bad = got[45] | \$29 ;
-  assign \$30  = ~ eof_seen;
-  assign \$31  = loaded & \$30 ;
-  assign \$32  = ~ hold;
-  assign open_ = \$31  & \$32 ;
-  assign \$33  = \$signal$31  & open_;
-  assign \$34  = \$signal$44  | got[40];
-  assign \$35  = \$34  | bad;
-  assign \$36  = \$35  | head_permit;
-  assign take = \$33  & \$36 ;
-  assign \$37  = 1'h1 << w_x;
-  assign \$38  = w_set ? \$37  : 31'h00000000;
-  assign \$39  = entry_0_valid & entry_1_valid;
-  assign \$40  = ~ \$39 ;
-  assign \$41  = sites_in__valid & \$40 ;
-  assign \$43  = c_gi + 1'h1;
-  assign \$44  = \$42  ? 2'h0 : \$43 ;
-  assign \$46  = entry_0_valid & entry_1_valid;
-  assign \$47  = ~ \$46 ;
-  assign \$48  = sites_in__valid & \$47 ;
-  assign \$49  = ! \$signal$25 ;
-  assign \$50  = \$48  & \$49 ;
-  assign \$51  = refresh_0[35:32] > height_m1;
-  assign \$52  = refresh_0[39:36] > width_m1;
-  assign \$53  = \$51  | \$52 ;
-  assign \$54  = refresh_0[35:32] < permit_row;
-  assign \$55  = entry_0_valid & entry_1_valid;
-  assign \$56  = ~ \$55 ;
-  assign \$57  = sites_in__valid & \$56 ;
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = refresh_1[35:32] > height_m1;
-  assign \$61  = refresh_1[39:36] > width_m1;
-  assign \$62  = \$60  | \$61 ;
-  assign \$63  = refresh_1[35:32] < permit_row;
-  assign \$64  = entry_0_valid & entry_1_valid;
-  assign \$65  = ~ \$64 ;
-  assign \$66  = sites_in__valid & \$65 ;
-  assign \$67  = ~ \$signal$25 ;
-  assign \$68  = ~ rp;
-  assign \$69  = ! rp;
-  assign \$70  = entry_0_valid & entry_1_valid;
-  assign \$71  = ~ \$70 ;
-  assign \$72  = sites_in__valid & \$71 ;
-  assign \$73  = ! \$signal$25 ;
-  assign \$74  = \$72  & \$73 ;
-  assign \$75  = ~ \$74 ;
-  assign \$76  = \$69  & \$75 ;
+  assign \$17  = ~ got[40];
+  assign \$18  = \$17  & got[43];
+  assign \$19  = \$18  & \$signal$28 ;
+  assign bad = got[45] | \$19 ;
+  assign \$20  = ~ eof_seen;
+  assign \$21  = loaded & \$20 ;
+  assign \$22  = ~ hold;
+  assign open_ = \$21  & \$22 ;
+  assign \$23  = \$signal$27  & open_;
+  assign \$24  = \$signal$40  | got[40];
+  assign \$25  = \$24  | bad;
+  assign \$26  = \$25  | head_permit;
+  assign take = \$23  & \$26 ;
+  assign \$27  = 1'h1 << w_x;
+  assign \$28  = w_set ? \$27  : 31'h00000000;
+  assign \$29  = entry_0_valid & entry_1_valid;
+  assign \$30  = ~ \$29 ;
+  assign \$31  = sites_in__valid & \$30 ;
+  assign \$33  = c_gi + 1'h1;
+  assign \$34  = \$32  ? 2'h0 : \$33 ;
+  assign \$36  = entry_0_valid & entry_1_valid;
+  assign \$37  = ~ \$36 ;
+  assign \$38  = sites_in__valid & \$37 ;
+  assign \$39  = ! \$signal$53 ;
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = entry_0_valid & entry_1_valid;
+  assign \$42  = ~ \$41 ;
+  assign \$43  = sites_in__valid & \$42 ;
+  assign \$44  = ! \$signal$53 ;
+  assign \$45  = \$43  & \$44 ;
+  assign \$46  = sites_in__payload[35:32] > height_m1;
+  assign \$47  = sites_in__payload[39:36] > width_m1;
+  assign \$48  = \$46  | \$47 ;
+  assign \$49  = entry_0[35:32] > height_m1;
+  assign \$50  = entry_0[39:36] > width_m1;
+  assign \$51  = \$49  | \$50 ;
+  assign \$52  = \$45  ? \$48  : \$51 ;
+  assign \$53  = entry_0_valid & entry_1_valid;
+  assign \$54  = ~ \$53 ;
+  assign \$55  = sites_in__valid & \$54 ;
+  assign \$56  = ! \$signal$53 ;
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = sites_in__payload[35:32] < permit_row;
+  assign \$59  = entry_0[35:32] < permit_row;
+  assign \$60  = \$57  ? \$58  : \$59 ;
+  assign \$61  = entry_0_valid & entry_1_valid;
+  assign \$62  = ~ \$61 ;
+  assign \$63  = sites_in__valid & \$62 ;
+  assign \$65  = \$63  & \$64 ;
+  assign \$66  = entry_0_valid & entry_1_valid;
+  assign \$67  = ~ \$66 ;
+  assign \$68  = sites_in__valid & \$67 ;
+  assign \$70  = \$68  & \$69 ;
+  assign \$71  = sites_in__payload[35:32] > height_m1;
+  assign \$72  = sites_in__payload[39:36] > width_m1;
+  assign \$73  = \$71  | \$72 ;
+  assign \$74  = entry_1[35:32] > height_m1;
+  assign \$75  = entry_1[39:36] > width_m1;
+  assign \$76  = \$74  | \$75 ;
+  assign \$77  = \$70  ? \$73  : \$76 ;
   assign \$78  = entry_0_valid & entry_1_valid;
   assign \$79  = ~ \$78 ;
   assign \$80  = sites_in__valid & \$79 ;
   assign \$82  = \$80  & \$81 ;
-  assign \$83  = ~ \$82 ;
-  assign \$84  = \$77  & \$83 ;
-  assign \$85  = \$signal$31  & open_;
-  assign \$86  = ~ got[40];
-  assign \$87  = \$85  & \$86 ;
-  assign \$88  = \$87  & got[43];
-  assign \$89  = ~ bad;
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = ~ \$signal$44 ;
-  assign \$92  = \$90  & \$91 ;
-  assign \$93  = ~ got[43];
-  assign \$94  = \$93  | got[41];
-  assign \$95  = ~ got[40];
-  assign \$96  = take & \$95 ;
-  assign \$97  = ~ \$signal$44 ;
-  assign \$98  = \$96  & \$97 ;
-  assign \$99  = ~ bad;
-  assign \$100  = \$98  & \$99 ;
-  assign \$101  = ~ has_last;
-  assign \$102  = got[35:32] != last_y;
-  assign \$103  = \$101  | \$102 ;
-  assign \$104  = got[43] & \$103 ;
-  assign \$105  = ! w_slot;
-  assign \$106  = w_en & \$105 ;
-  assign \$107  = \$signal$64  ? 16'h0000 : bitmap_0;
-  assign \$108  = \$107  | \$38 [15:0];
-  assign \$109  = w_slot == 1'h1;
-  assign \$110  = w_en & \$109 ;
-  assign \$111  = \$signal$64  ? 16'h0000 : bitmap_1;
-  assign \$112  = \$111  | \$38 [15:0];
-  assign \$113  = w_slot == 2'h2;
-  assign \$114  = w_en & \$113 ;
-  assign \$115  = \$signal$64  ? 16'h0000 : bitmap_2;
-  assign \$116  = \$115  | \$38 [15:0];
-  assign \$117  = w_slot == 2'h3;
-  assign \$118  = w_en & \$117 ;
-  assign \$119  = \$signal$64  ? 16'h0000 : bitmap_3;
-  assign \$120  = \$119  | \$38 [15:0];
+  assign \$83  = sites_in__payload[35:32] < permit_row;
+  assign \$84  = entry_1[35:32] < permit_row;
+  assign \$85  = \$82  ? \$83  : \$84 ;
+  assign \$86  = entry_0_valid & entry_1_valid;
+  assign \$87  = ~ \$86 ;
+  assign \$88  = sites_in__valid & \$87 ;
+  assign \$89  = ~ \$signal$53 ;
+  assign \$90  = ~ rp;
+  assign \$91  = ! rp;
+  assign \$92  = entry_0_valid & entry_1_valid;
+  assign \$93  = ~ \$92 ;
+  assign \$94  = sites_in__valid & \$93 ;
+  assign \$95  = ! \$signal$53 ;
+  assign \$96  = \$94  & \$95 ;
+  assign \$97  = ~ \$96 ;
+  assign \$98  = \$91  & \$97 ;
+  assign \$100  = entry_0_valid & entry_1_valid;
+  assign \$101  = ~ \$100 ;
+  assign \$102  = sites_in__valid & \$101 ;
+  assign \$104  = \$102  & \$103 ;
+  assign \$105  = ~ \$104 ;
+  assign \$106  = \$99  & \$105 ;
+  assign \$107  = \$signal$27  & open_;
+  assign \$108  = ~ got[40];
+  assign \$109  = \$107  & \$108 ;
+  assign \$110  = \$109  & got[43];
+  assign \$111  = ~ bad;
+  assign \$112  = \$110  & \$111 ;
+  assign \$113  = ~ \$signal$40 ;
+  assign \$114  = \$112  & \$113 ;
+  assign \$115  = ~ got[43];
+  assign \$116  = \$115  | got[41];
+  assign \$117  = ~ got[40];
+  assign \$118  = take & \$117 ;
+  assign \$119  = ~ \$signal$40 ;
+  assign \$120  = \$118  & \$119 ;
+  assign \$121  = ~ bad;
+  assign \$122  = \$120  & \$121 ;
+  assign \$123  = ~ has_last;
+  assign \$124  = got[35:32] != last_y;
+  assign \$125  = \$123  | \$124 ;
+  assign \$126  = got[43] & \$125 ;
+  assign \$127  = ! w_slot;
+  assign \$128  = w_en & \$127 ;
+  assign \$129  = \$signal$62  ? 16'h0000 : bitmap_0;
+  assign \$130  = \$129  | \$28 [15:0];
+  assign \$131  = w_slot == 1'h1;
+  assign \$132  = w_en & \$131 ;
+  assign \$133  = \$signal$62  ? 16'h0000 : bitmap_1;
+  assign \$134  = \$133  | \$28 [15:0];
+  assign \$135  = w_slot == 2'h2;
+  assign \$136  = w_en & \$135 ;
+  assign \$137  = \$signal$62  ? 16'h0000 : bitmap_2;
+  assign \$138  = \$137  | \$28 [15:0];
+  assign \$139  = w_slot == 2'h3;
+  assign \$140  = w_en & \$139 ;
+  assign \$141  = \$signal$62  ? 16'h0000 : bitmap_3;
+  assign \$142  = \$141  | \$28 [15:0];
   always @(posedge clk)
-    c_gi <= \$121 ;
+    c_gi <= \$143 ;
   always @(posedge clk)
-    prev_any <= \$122 ;
+    prev_any <= \$144 ;
   always @(posedge clk)
-    \$signal  <= \$123 ;
+    \$signal  <= \$145 ;
   always @(posedge clk)
-    \$signal$21  <= \$124 ;
+    \$signal$21  <= \$146 ;
   always @(posedge clk)
-    entry_0 <= \$125 ;
+    entry_0 <= \$147 ;
   always @(posedge clk)
-    entry_0_valid <= \$126 ;
+    entry_0_valid <= \$148 ;
   always @(posedge clk)
-    entry_0_outside <= \$127 ;
+    entry_0_outside <= \$149 ;
   always @(posedge clk)
-    entry_0_permit <= \$128 ;
+    entry_0_permit <= \$150 ;
   always @(posedge clk)
-    entry_1 <= \$129 ;
+    entry_1 <= \$151 ;
   always @(posedge clk)
-    entry_1_valid <= \$130 ;
+    entry_1_valid <= \$152 ;
   always @(posedge clk)
-    entry_1_outside <= \$131 ;
+    entry_1_outside <= \$153 ;
   always @(posedge clk)
-    entry_1_permit <= \$132 ;
+    entry_1_permit <= \$154 ;
   always @(posedge clk)
-    \$signal$25  <= \$133 ;
+    \$signal$53  <= \$155 ;
   always @(posedge clk)
-    rp <= \$134 ;
+    rp <= \$156 ;
   always @(posedge clk)
-    done_rows <= \$135 ;
+    done_rows <= \$157 ;
   always @(posedge clk)
-    busy <= \$136 ;
+    busy <= \$158 ;
   always @(posedge clk)
-    eof_seen <= \$137 ;
+    eof_seen <= \$159 ;
   always @(posedge clk)
-    \$signal$44  <= \$138 ;
+    \$signal$40  <= \$160 ;
   always @(posedge clk)
-    error <= \$139 ;
+    error <= \$161 ;
   always @(posedge clk)
-    has_last <= \$140 ;
+    has_last <= \$162 ;
   always @(posedge clk)
-    last_y <= \$141 ;
+    last_y <= \$163 ;
   always @(posedge clk)
-    w_en <= \$142 ;
+    w_en <= \$164 ;
   always @(posedge clk)
-    \$signal$64  <= \$143 ;
+    \$signal$62  <= \$165 ;
   always @(posedge clk)
-    w_set <= \$144 ;
+    w_set <= \$166 ;
   always @(posedge clk)
-    w_slot <= \$145 ;
+    w_slot <= \$167 ;
   always @(posedge clk)
-    w_x <= \$146 ;
+    w_x <= \$168 ;
   always @(posedge clk)
-    w_y <= \$147 ;
+    w_y <= \$169 ;
   always @(posedge clk)
-    w_addr <= \$148 ;
+    w_addr <= \$170 ;
   always @(posedge clk)
-    w_data <= \$149 ;
+    w_data <= \$171 ;
   always @(posedge clk)
-    bitmap_0 <= \$150 ;
+    bitmap_0 <= \$172 ;
   always @(posedge clk)
-    row_tag_0 <= \$151 ;
+    row_tag_0 <= \$173 ;
   always @(posedge clk)
-    bitmap_1 <= \$152 ;
+    bitmap_1 <= \$174 ;
   always @(posedge clk)
-    row_tag_1 <= \$153 ;
+    row_tag_1 <= \$175 ;
   always @(posedge clk)
-    bitmap_2 <= \$154 ;
+    bitmap_2 <= \$176 ;
   always @(posedge clk)
-    row_tag_2 <= \$155 ;
+    row_tag_2 <= \$177 ;
   always @(posedge clk)
-    bitmap_3 <= \$156 ;
+    bitmap_3 <= \$178 ;
   always @(posedge clk)
-    row_tag_3 <= \$157 ;
+    row_tag_3 <= \$179 ;
   \top.layer1.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -12587,436 +12582,436 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$121  = c_gi;
-    if (\$41 ) begin
+    \$143  = c_gi;
+    if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
-        \$121  = 1'h0;
+        \$143  = 1'h0;
       end else begin
-        \$121  = \$44 [0];
+        \$143  = \$34 [0];
       end
     end
-    if (rst) begin
-      \$121  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$122  = prev_any;
-    if (\$41 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-        \$122  = 1'h0;
-      end else begin
-        if (\$45 ) begin
-          \$122  = 1'h1;
-        end
-      end
-    end
-    if (rst) begin
-      \$122  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$123  = \$signal ;
-    if (\$41 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else begin
-        \$123  = sites_in__payload[35:32];
-      end
-    end
-    if (rst) begin
-      \$123  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$124  = \$signal$21 ;
-    if (\$41 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else begin
-        \$124  = sites_in__payload[39:36];
-      end
-    end
-    if (rst) begin
-      \$124  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$125  = entry_0;
-    if (\$50 ) begin
-      \$125  = entry;
-    end
-    if (rst) begin
-      \$125  = 46'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$126  = entry_0_valid;
-    if (\$50 ) begin
-      \$126  = 1'h1;
-    end
-    if (take) begin
-      if (\$76 ) begin
-        \$126  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$126  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$127  = \$53 ;
-    if (rst) begin
-      \$127  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$128  = \$54 ;
-    if (rst) begin
-      \$128  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$129  = entry_1;
-    if (\$59 ) begin
-      \$129  = entry;
-    end
-    if (rst) begin
-      \$129  = 46'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$130  = entry_1_valid;
-    if (\$59 ) begin
-      \$130  = 1'h1;
-    end
-    if (take) begin
-      if (\$84 ) begin
-        \$130  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$130  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$131  = \$62 ;
-    if (rst) begin
-      \$131  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$132  = \$63 ;
-    if (rst) begin
-      \$132  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$133  = \$signal$25 ;
-    if (\$66 ) begin
-      \$133  = \$67 ;
-    end
-    if (rst) begin
-      \$133  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$134  = rp;
-    if (take) begin
-      \$134  = \$68 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$135  = done_rows;
-    if (\$92 ) begin
-      \$135  = { 2'h0, got[35:32] };
-    end
-    if (frame_reset) begin
-      \$135  = 6'h00;
-    end
-    if (rst) begin
-      \$135  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$136  = busy;
-    if (take) begin
-      \$136  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$136  = 1'h0;
-    end
-    if (rst) begin
-      \$136  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$137  = eof_seen;
-    if (take) begin
-      if (got[40]) begin
-        \$137  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$137  = 1'h0;
-    end
-    if (rst) begin
-      \$137  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$138  = \$signal$44 ;
-    if (take) begin
-      if (got[40]) begin
-        \$138  = 1'h0;
-      end else if (\$signal$44 ) begin
-      end else if (bad) begin
-        \$138  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$138  = 1'h0;
-    end
-    if (rst) begin
-      \$138  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$139  = error;
-    if (take) begin
-      if (got[40]) begin
-        if (\$94 ) begin
-          \$139  = 1'h1;
-        end
-      end else if (\$signal$44 ) begin
-      end else if (bad) begin
-        \$139  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$139  = 1'h0;
-    end
-    if (rst) begin
-      \$139  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$140  = has_last;
-    if (take) begin
-      if (got[40]) begin
-      end else if (\$signal$44 ) begin
-      end else if (bad) begin
-      end else if (got[44]) begin
-        \$140  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$140  = 1'h0;
-    end
-    if (rst) begin
-      \$140  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$141  = last_y;
-    if (take) begin
-      if (got[40]) begin
-      end else if (\$signal$44 ) begin
-      end else if (bad) begin
-      end else if (got[44]) begin
-        \$141  = got[35:32];
-      end
-    end
-    if (rst) begin
-      \$141  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$142  = \$100 ;
-    if (rst) begin
-      \$142  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$143  = \$104 ;
     if (rst) begin
       \$143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$144  = got[44];
+    \$144  = prev_any;
+    if (\$31 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[40]) begin
+        \$144  = 1'h0;
+      end else begin
+        if (\$35 ) begin
+          \$144  = 1'h1;
+        end
+      end
+    end
     if (rst) begin
       \$144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$145  = got[33:32];
+    \$145  = \$signal ;
+    if (\$31 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[40]) begin
+      end else begin
+        \$145  = sites_in__payload[35:32];
+      end
+    end
     if (rst) begin
-      \$145  = 2'h0;
+      \$145  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$146  = got[39:36];
+    \$146  = \$signal$21 ;
+    if (\$31 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[40]) begin
+      end else begin
+        \$146  = sites_in__payload[39:36];
+      end
+    end
     if (rst) begin
       \$146  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$147  = got[35:32];
+    \$147  = entry_0;
+    if (\$40 ) begin
+      \$147  = entry;
+    end
     if (rst) begin
-      \$147  = 4'h0;
+      \$147  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$148  = { got[33:32], got[39:36], got[42] };
-    if (rst) begin
-      \$148  = 7'h00;
+    \$148  = entry_0_valid;
+    if (\$40 ) begin
+      \$148  = 1'h1;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$149  = got[31:0];
-    if (rst) begin
-      \$149  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$150  = bitmap_0;
-    if (\$106 ) begin
-      \$150  = \$108 ;
-    end
-    if (rst) begin
-      \$150  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$151  = row_tag_0;
-    if (\$106 ) begin
-      if (\$signal$64 ) begin
-        \$151  = { 1'h0, w_y };
+    if (take) begin
+      if (\$98 ) begin
+        \$148  = 1'h0;
       end
     end
-    if (frame_reset) begin
-      \$151  = 5'h1f;
-    end
     if (rst) begin
-      \$151  = 5'h1f;
+      \$148  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$152  = bitmap_1;
-    if (\$110 ) begin
-      \$152  = \$112 ;
-    end
+    \$149  = \$52 ;
     if (rst) begin
-      \$152  = 16'h0000;
+      \$149  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$153  = row_tag_1;
-    if (\$110 ) begin
-      if (\$signal$64 ) begin
-        \$153  = { 1'h0, w_y };
+    \$150  = \$60 ;
+    if (rst) begin
+      \$150  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$151  = entry_1;
+    if (\$65 ) begin
+      \$151  = entry;
+    end
+    if (rst) begin
+      \$151  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$152  = entry_1_valid;
+    if (\$65 ) begin
+      \$152  = 1'h1;
+    end
+    if (take) begin
+      if (\$106 ) begin
+        \$152  = 1'h0;
       end
     end
-    if (frame_reset) begin
-      \$153  = 5'h1f;
-    end
     if (rst) begin
-      \$153  = 5'h1f;
+      \$152  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$154  = bitmap_2;
+    \$153  = \$77 ;
+    if (rst) begin
+      \$153  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$154  = \$85 ;
+    if (rst) begin
+      \$154  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$155  = \$signal$53 ;
+    if (\$88 ) begin
+      \$155  = \$89 ;
+    end
+    if (rst) begin
+      \$155  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$156  = rp;
+    if (take) begin
+      \$156  = \$90 ;
+    end
+    if (rst) begin
+      \$156  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$157  = done_rows;
     if (\$114 ) begin
-      \$154  = \$116 ;
+      \$157  = { 2'h0, got[35:32] };
+    end
+    if (frame_reset) begin
+      \$157  = 6'h00;
     end
     if (rst) begin
-      \$154  = 16'h0000;
+      \$157  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$155  = row_tag_2;
-    if (\$114 ) begin
-      if (\$signal$64 ) begin
-        \$155  = { 1'h0, w_y };
+    \$158  = busy;
+    if (take) begin
+      \$158  = 1'h1;
+    end
+    if (frame_reset) begin
+      \$158  = 1'h0;
+    end
+    if (rst) begin
+      \$158  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$159  = eof_seen;
+    if (take) begin
+      if (got[40]) begin
+        \$159  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$155  = 5'h1f;
+      \$159  = 1'h0;
     end
     if (rst) begin
-      \$155  = 5'h1f;
+      \$159  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$156  = bitmap_3;
-    if (\$118 ) begin
-      \$156  = \$120 ;
-    end
-    if (rst) begin
-      \$156  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$157  = row_tag_3;
-    if (\$118 ) begin
-      if (\$signal$64 ) begin
-        \$157  = { 1'h0, w_y };
+    \$160  = \$signal$40 ;
+    if (take) begin
+      if (got[40]) begin
+        \$160  = 1'h0;
+      end else if (\$signal$40 ) begin
+      end else if (bad) begin
+        \$160  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$157  = 5'h1f;
+      \$160  = 1'h0;
     end
     if (rst) begin
-      \$157  = 5'h1f;
+      \$160  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$161  = error;
+    if (take) begin
+      if (got[40]) begin
+        if (\$116 ) begin
+          \$161  = 1'h1;
+        end
+      end else if (\$signal$40 ) begin
+      end else if (bad) begin
+        \$161  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$161  = 1'h0;
+    end
+    if (rst) begin
+      \$161  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$162  = has_last;
+    if (take) begin
+      if (got[40]) begin
+      end else if (\$signal$40 ) begin
+      end else if (bad) begin
+      end else if (got[44]) begin
+        \$162  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$162  = 1'h0;
+    end
+    if (rst) begin
+      \$162  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$163  = last_y;
+    if (take) begin
+      if (got[40]) begin
+      end else if (\$signal$40 ) begin
+      end else if (bad) begin
+      end else if (got[44]) begin
+        \$163  = got[35:32];
+      end
+    end
+    if (rst) begin
+      \$163  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$164  = \$122 ;
+    if (rst) begin
+      \$164  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$165  = \$126 ;
+    if (rst) begin
+      \$165  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$166  = got[44];
+    if (rst) begin
+      \$166  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$167  = got[33:32];
+    if (rst) begin
+      \$167  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$168  = got[39:36];
+    if (rst) begin
+      \$168  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$169  = got[35:32];
+    if (rst) begin
+      \$169  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$170  = { got[33:32], got[39:36], got[42] };
+    if (rst) begin
+      \$170  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$171  = got[31:0];
+    if (rst) begin
+      \$171  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$172  = bitmap_0;
+    if (\$128 ) begin
+      \$172  = \$130 ;
+    end
+    if (rst) begin
+      \$172  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$173  = row_tag_0;
+    if (\$128 ) begin
+      if (\$signal$62 ) begin
+        \$173  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$173  = 5'h1f;
+    end
+    if (rst) begin
+      \$173  = 5'h1f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$174  = bitmap_1;
+    if (\$132 ) begin
+      \$174  = \$134 ;
+    end
+    if (rst) begin
+      \$174  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$175  = row_tag_1;
+    if (\$132 ) begin
+      if (\$signal$62 ) begin
+        \$175  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$175  = 5'h1f;
+    end
+    if (rst) begin
+      \$175  = 5'h1f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$176  = bitmap_2;
+    if (\$136 ) begin
+      \$176  = \$138 ;
+    end
+    if (rst) begin
+      \$176  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$177  = row_tag_2;
+    if (\$136 ) begin
+      if (\$signal$62 ) begin
+        \$177  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$177  = 5'h1f;
+    end
+    if (rst) begin
+      \$177  = 5'h1f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$178  = bitmap_3;
+    if (\$140 ) begin
+      \$178  = \$142 ;
+    end
+    if (rst) begin
+      \$178  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$179  = row_tag_3;
+    if (\$140 ) begin
+      if (\$signal$62 ) begin
+        \$179  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$179  = 5'h1f;
+    end
+    if (rst) begin
+      \$179  = 5'h1f;
     end
   end
   assign rd_addr = r_addr;
   assign r_data = rd_data;
-  assign \w_addr$46  = w_addr;
-  assign \w_data$48  = w_data;
-  assign \$signal$50  = w_en;
-  assign \bit  = \$38 [15:0];
+  assign \w_addr$42  = w_addr;
+  assign \w_data$44  = w_data;
+  assign \$signal$46  = w_en;
+  assign \bit  = \$28 [15:0];
   assign \tags[0]  = tags[4:0];
   assign \tags[1]  = tags[9:5];
   assign \tags[2]  = tags[14:10];
@@ -13048,62 +13043,6 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \sites_in__payload.x  = sites_in__payload[39:36];
   assign \sites_in__payload.eof  = sites_in__payload[40];
   assign \sites_in__payload.error  = sites_in__payload[41];
-  assign \refresh_0.tok  = refresh_0[41:0];
-  assign \refresh_0.tok.data  = refresh_0[31:0];
-  assign \refresh_0.tok.data[0]  = refresh_0[7:0];
-  assign \refresh_0.tok.data[1]  = refresh_0[15:8];
-  assign \refresh_0.tok.data[2]  = refresh_0[23:16];
-  assign \refresh_0.tok.data[3]  = refresh_0[31:24];
-  assign \refresh_0.tok.y  = refresh_0[35:32];
-  assign \refresh_0.tok.x  = refresh_0[39:36];
-  assign \refresh_0.tok.eof  = refresh_0[40];
-  assign \refresh_0.tok.error  = refresh_0[41];
-  assign \refresh_0.gi  = refresh_0[42];
-  assign \refresh_0.first  = refresh_0[43];
-  assign \refresh_0.last  = refresh_0[44];
-  assign \refresh_0.bad  = refresh_0[45];
-  assign \entry_0.tok  = entry_0[41:0];
-  assign \entry_0.tok.data  = entry_0[31:0];
-  assign \entry_0.tok.data[0]  = entry_0[7:0];
-  assign \entry_0.tok.data[1]  = entry_0[15:8];
-  assign \entry_0.tok.data[2]  = entry_0[23:16];
-  assign \entry_0.tok.data[3]  = entry_0[31:24];
-  assign \entry_0.tok.y  = entry_0[35:32];
-  assign \entry_0.tok.x  = entry_0[39:36];
-  assign \entry_0.tok.eof  = entry_0[40];
-  assign \entry_0.tok.error  = entry_0[41];
-  assign \entry_0.gi  = entry_0[42];
-  assign \entry_0.first  = entry_0[43];
-  assign \entry_0.last  = entry_0[44];
-  assign \entry_0.bad  = entry_0[45];
-  assign \refresh_1.tok  = refresh_1[41:0];
-  assign \refresh_1.tok.data  = refresh_1[31:0];
-  assign \refresh_1.tok.data[0]  = refresh_1[7:0];
-  assign \refresh_1.tok.data[1]  = refresh_1[15:8];
-  assign \refresh_1.tok.data[2]  = refresh_1[23:16];
-  assign \refresh_1.tok.data[3]  = refresh_1[31:24];
-  assign \refresh_1.tok.y  = refresh_1[35:32];
-  assign \refresh_1.tok.x  = refresh_1[39:36];
-  assign \refresh_1.tok.eof  = refresh_1[40];
-  assign \refresh_1.tok.error  = refresh_1[41];
-  assign \refresh_1.gi  = refresh_1[42];
-  assign \refresh_1.first  = refresh_1[43];
-  assign \refresh_1.last  = refresh_1[44];
-  assign \refresh_1.bad  = refresh_1[45];
-  assign \entry_1.tok  = entry_1[41:0];
-  assign \entry_1.tok.data  = entry_1[31:0];
-  assign \entry_1.tok.data[0]  = entry_1[7:0];
-  assign \entry_1.tok.data[1]  = entry_1[15:8];
-  assign \entry_1.tok.data[2]  = entry_1[23:16];
-  assign \entry_1.tok.data[3]  = entry_1[31:24];
-  assign \entry_1.tok.y  = entry_1[35:32];
-  assign \entry_1.tok.x  = entry_1[39:36];
-  assign \entry_1.tok.eof  = entry_1[40];
-  assign \entry_1.tok.error  = entry_1[41];
-  assign \entry_1.gi  = entry_1[42];
-  assign \entry_1.first  = entry_1[43];
-  assign \entry_1.last  = entry_1[44];
-  assign \entry_1.bad  = entry_1[45];
   assign \got.tok  = got[41:0];
   assign \got.tok.data  = got[31:0];
   assign \got.tok.data[0]  = got[7:0];
@@ -13118,6 +13057,34 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \got.first  = got[43];
   assign \got.last  = got[44];
   assign \got.bad  = got[45];
+  assign \entry_0.tok  = entry_0[41:0];
+  assign \entry_0.tok.data  = entry_0[31:0];
+  assign \entry_0.tok.data[0]  = entry_0[7:0];
+  assign \entry_0.tok.data[1]  = entry_0[15:8];
+  assign \entry_0.tok.data[2]  = entry_0[23:16];
+  assign \entry_0.tok.data[3]  = entry_0[31:24];
+  assign \entry_0.tok.y  = entry_0[35:32];
+  assign \entry_0.tok.x  = entry_0[39:36];
+  assign \entry_0.tok.eof  = entry_0[40];
+  assign \entry_0.tok.error  = entry_0[41];
+  assign \entry_0.gi  = entry_0[42];
+  assign \entry_0.first  = entry_0[43];
+  assign \entry_0.last  = entry_0[44];
+  assign \entry_0.bad  = entry_0[45];
+  assign \entry_1.tok  = entry_1[41:0];
+  assign \entry_1.tok.data  = entry_1[31:0];
+  assign \entry_1.tok.data[0]  = entry_1[7:0];
+  assign \entry_1.tok.data[1]  = entry_1[15:8];
+  assign \entry_1.tok.data[2]  = entry_1[23:16];
+  assign \entry_1.tok.data[3]  = entry_1[31:24];
+  assign \entry_1.tok.y  = entry_1[35:32];
+  assign \entry_1.tok.x  = entry_1[39:36];
+  assign \entry_1.tok.eof  = entry_1[40];
+  assign \entry_1.tok.error  = entry_1[41];
+  assign \entry_1.gi  = entry_1[42];
+  assign \entry_1.first  = entry_1[43];
+  assign \entry_1.last  = entry_1[44];
+  assign \entry_1.bad  = entry_1[45];
   assign entry[45] = \$16 ;
   assign entry[44] = \$3 ;
   assign entry[43] = \$2 ;
@@ -13132,12 +13099,13 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign tags[9:5] = row_tag_1;
   assign tags[4:0] = row_tag_0;
   assign \$3  = c_gi;
-  assign \$25  = \$signal$25 ;
-  assign \$42  = c_gi;
-  assign \$45  = c_gi;
-  assign \$58  = \$signal$25 ;
-  assign \$77  = rp;
-  assign \$81  = \$signal$25 ;
+  assign \$32  = c_gi;
+  assign \$35  = c_gi;
+  assign \$64  = \$signal$53 ;
+  assign \$69  = \$signal$53 ;
+  assign \$81  = \$signal$53 ;
+  assign \$99  = rp;
+  assign \$103  = \$signal$53 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -18898,51 +18866,73 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   wire \$104 ;
   wire \$105 ;
   wire \$106 ;
-  wire [15:0] \$107 ;
-  wire [15:0] \$108 ;
+  wire \$107 ;
+  wire \$108 ;
   wire \$109 ;
   wire \$11 ;
   wire \$110 ;
-  wire [15:0] \$111 ;
-  wire [15:0] \$112 ;
-  reg \$113 ;
-  reg \$114 ;
-  reg [3:0] \$115 ;
-  reg [3:0] \$116 ;
-  reg [45:0] \$117 ;
-  reg \$118 ;
-  reg \$119 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
   wire \$12 ;
-  reg \$120 ;
-  reg [45:0] \$121 ;
-  reg \$122 ;
-  reg \$123 ;
-  reg \$124 ;
-  reg \$125 ;
-  reg \$126 ;
-  reg [5:0] \$127 ;
-  reg \$128 ;
-  reg \$129 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire [15:0] \$129 ;
   wire \$13 ;
-  reg \$130 ;
-  reg \$131 ;
-  reg \$132 ;
-  reg [3:0] \$133 ;
-  reg \$134 ;
+  wire [15:0] \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire [15:0] \$133 ;
+  wire [15:0] \$134 ;
   reg \$135 ;
   reg \$136 ;
-  reg \$137 ;
+  reg [3:0] \$137 ;
   reg [3:0] \$138 ;
-  reg [3:0] \$139 ;
+  reg [45:0] \$139 ;
   wire \$14 ;
-  reg [5:0] \$140 ;
-  reg [31:0] \$141 ;
-  reg [15:0] \$142 ;
-  reg [4:0] \$143 ;
-  reg [15:0] \$144 ;
-  reg [4:0] \$145 ;
+  reg \$140 ;
+  reg \$141 ;
+  reg \$142 ;
+  reg [45:0] \$143 ;
+  reg \$144 ;
+  reg \$145 ;
+  reg \$146 ;
+  reg \$147 ;
+  reg \$148 ;
+  reg [5:0] \$149 ;
   wire \$15 ;
+  reg \$150 ;
+  reg \$151 ;
+  reg \$152 ;
+  reg \$153 ;
+  reg \$154 ;
+  reg [3:0] \$155 ;
+  reg \$156 ;
+  reg \$157 ;
+  reg \$158 ;
+  reg \$159 ;
   wire \$16 ;
+  reg [3:0] \$160 ;
+  reg [3:0] \$161 ;
+  reg [5:0] \$162 ;
+  reg [31:0] \$163 ;
+  reg [15:0] \$164 ;
+  reg [4:0] \$165 ;
+  reg [15:0] \$166 ;
+  reg [4:0] \$167 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
@@ -18954,26 +18944,26 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
+  wire [30:0] \$27 ;
+  wire [30:0] \$28 ;
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
   wire \$31 ;
   wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
+  wire [1:0] \$33 ;
+  wire [1:0] \$34 ;
   wire \$35 ;
   wire \$36 ;
-  wire [30:0] \$37 ;
-  wire [30:0] \$38 ;
+  wire \$37 ;
+  wire \$38 ;
   wire \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [1:0] \$43 ;
-  wire [1:0] \$44 ;
+  wire \$43 ;
+  wire \$44 ;
   wire \$45 ;
   wire \$46 ;
   wire \$47 ;
@@ -19036,13 +19026,13 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   wire \$99 ;
   reg [3:0] \$signal  = 4'h0;
   reg [3:0] \$signal$17  = 4'h0;
-  reg \$signal$21  = 1'h0;
-  wire \$signal$27 ;
-  wire \$signal$28 ;
-  reg \$signal$40  = 1'h0;
+  wire \$signal$23 ;
+  wire \$signal$24 ;
+  reg \$signal$36  = 1'h0;
   (* init = 1'h0 *)
-  wire \$signal$46 ;
-  reg \$signal$60  = 1'h0;
+  wire \$signal$42 ;
+  reg \$signal$49  = 1'h0;
+  reg \$signal$58  = 1'h0;
   wire bad;
   wire [15:0] \bit ;
   reg [15:0] bitmap_0 = 16'h0000;
@@ -19151,36 +19141,6 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   wire [5:0] rd_addr;
   output [31:0] rd_data;
   wire [31:0] rd_data;
-  wire [45:0] refresh_0;
-  wire \refresh_0.bad ;
-  wire \refresh_0.first ;
-  wire \refresh_0.gi ;
-  wire \refresh_0.last ;
-  wire [41:0] \refresh_0.tok ;
-  wire [31:0] \refresh_0.tok.data ;
-  wire [7:0] \refresh_0.tok.data[0] ;
-  wire [7:0] \refresh_0.tok.data[1] ;
-  wire [7:0] \refresh_0.tok.data[2] ;
-  wire [7:0] \refresh_0.tok.data[3] ;
-  wire \refresh_0.tok.eof ;
-  wire \refresh_0.tok.error ;
-  wire [3:0] \refresh_0.tok.x ;
-  wire [3:0] \refresh_0.tok.y ;
-  wire [45:0] refresh_1;
-  wire \refresh_1.bad ;
-  wire \refresh_1.first ;
-  wire \refresh_1.gi ;
-  wire \refresh_1.last ;
-  wire [41:0] \refresh_1.tok ;
-  wire [31:0] \refresh_1.tok.data ;
-  wire [7:0] \refresh_1.tok.data[0] ;
-  wire [7:0] \refresh_1.tok.data[1] ;
-  wire [7:0] \refresh_1.tok.data[2] ;
-  wire [7:0] \refresh_1.tok.data[3] ;
-  wire \refresh_1.tok.eof ;
-  wire \refresh_1.tok.error ;
-  wire [3:0] \refresh_1.tok.x ;
-  wire [3:0] \refresh_1.tok.y ;
   reg [4:0] row_tag_0 = 5'h1f;
   reg [4:0] row_tag_1 = 5'h1f;
   reg rp = 1'h0;
@@ -19208,10 +19168,10 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   wire take;
   reg [5:0] w_addr = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] \w_addr$42 ;
+  wire [5:0] \w_addr$38 ;
   reg [31:0] w_data = 32'd0;
   (* init = 32'd0 *)
-  wire [31:0] \w_data$44 ;
+  wire [31:0] \w_data$40 ;
   reg w_en = 1'h0;
   reg w_set = 1'h0;
   reg w_slot = 1'h0;
@@ -19235,170 +19195,189 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$14  = \$12  | \$13 ;
   assign \$15  = c_gi ? \$14  : \$11 ;
   assign \$16  = \$4  & \$15 ;
-  assign \$17  = entry_0_valid & entry_1_valid;
-  assign \$18  = ~ \$17 ;
-  assign \$19  = sites_in__valid & \$18 ;
-  assign \$20  = ! \$signal$21 ;
-  assign \$21  = \$19  & \$20 ;
-  assign refresh_0 = \$21  ? entry : entry_0;
-  assign \$22  = entry_0_valid & entry_1_valid;
-  assign \$23  = ~ \$22 ;
-  assign \$24  = sites_in__valid & \$23 ;
-  assign \$26  = \$24  & \$25 ;
-  assign refresh_1 = \$26  ? entry : entry_1;
   assign got = rp ? entry_1 : entry_0;
-  assign \$signal$27  = rp ? entry_1_valid : entry_0_valid;
-  assign \$signal$28  = rp ? entry_1_outside : entry_0_outside;
+  assign \$signal$23  = rp ? entry_1_valid : entry_0_valid;
+  assign \$signal$24  = rp ? entry_1_outside : entry_0_outside;
   assign head_permit = rp ? entry_1_permit : entry_0_permit;
-  assign \$27  = ~ got[40];
-  assign \$28  = \$27  & got[43];
-  assign \$29  = \$28  & \$signal$28 ;
-  assign bad = got[45] | \$29 ;
-  assign \$30  = ~ eof_seen;
-  assign \$31  = loaded & \$30 ;
-  assign \$32  = ~ hold;
-  assign open_ = \$31  & \$32 ;
-  assign \$33  = \$signal$27  & open_;
-  assign \$34  = \$signal$40  | got[40];
-  assign \$35  = \$34  | bad;
-  assign \$36  = \$35  | head_permit;
-  assign take = \$33  & \$36 ;
-  assign \$37  = 1'h1 << w_x;
-  assign \$38  = w_set ? \$37  : 31'h00000000;
-  assign \$39  = entry_0_valid & entry_1_valid;
-  assign \$40  = ~ \$39 ;
-  assign \$41  = sites_in__valid & \$40 ;
-  assign \$43  = c_gi + 1'h1;
-  assign \$44  = \$42  ? 2'h0 : \$43 ;
-  assign \$46  = entry_0_valid & entry_1_valid;
-  assign \$47  = ~ \$46 ;
-  assign \$48  = sites_in__valid & \$47 ;
-  assign \$49  = ! \$signal$21 ;
-  assign \$50  = \$48  & \$49 ;
-  assign \$51  = refresh_0[35:32] > height_m1;
-  assign \$52  = refresh_0[39:36] > width_m1;
-  assign \$53  = \$51  | \$52 ;
-  assign \$54  = refresh_0[35:32] < permit_row;
-  assign \$55  = entry_0_valid & entry_1_valid;
-  assign \$56  = ~ \$55 ;
-  assign \$57  = sites_in__valid & \$56 ;
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = refresh_1[35:32] > height_m1;
-  assign \$61  = refresh_1[39:36] > width_m1;
-  assign \$62  = \$60  | \$61 ;
-  assign \$63  = refresh_1[35:32] < permit_row;
-  assign \$64  = entry_0_valid & entry_1_valid;
-  assign \$65  = ~ \$64 ;
-  assign \$66  = sites_in__valid & \$65 ;
-  assign \$67  = ~ \$signal$21 ;
-  assign \$68  = ~ rp;
-  assign \$69  = ! rp;
-  assign \$70  = entry_0_valid & entry_1_valid;
-  assign \$71  = ~ \$70 ;
-  assign \$72  = sites_in__valid & \$71 ;
-  assign \$73  = ! \$signal$21 ;
-  assign \$74  = \$72  & \$73 ;
-  assign \$75  = ~ \$74 ;
-  assign \$76  = \$69  & \$75 ;
+  assign \$17  = ~ got[40];
+  assign \$18  = \$17  & got[43];
+  assign \$19  = \$18  & \$signal$24 ;
+  assign bad = got[45] | \$19 ;
+  assign \$20  = ~ eof_seen;
+  assign \$21  = loaded & \$20 ;
+  assign \$22  = ~ hold;
+  assign open_ = \$21  & \$22 ;
+  assign \$23  = \$signal$23  & open_;
+  assign \$24  = \$signal$36  | got[40];
+  assign \$25  = \$24  | bad;
+  assign \$26  = \$25  | head_permit;
+  assign take = \$23  & \$26 ;
+  assign \$27  = 1'h1 << w_x;
+  assign \$28  = w_set ? \$27  : 31'h00000000;
+  assign \$29  = entry_0_valid & entry_1_valid;
+  assign \$30  = ~ \$29 ;
+  assign \$31  = sites_in__valid & \$30 ;
+  assign \$33  = c_gi + 1'h1;
+  assign \$34  = \$32  ? 2'h0 : \$33 ;
+  assign \$36  = entry_0_valid & entry_1_valid;
+  assign \$37  = ~ \$36 ;
+  assign \$38  = sites_in__valid & \$37 ;
+  assign \$39  = ! \$signal$49 ;
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = entry_0_valid & entry_1_valid;
+  assign \$42  = ~ \$41 ;
+  assign \$43  = sites_in__valid & \$42 ;
+  assign \$44  = ! \$signal$49 ;
+  assign \$45  = \$43  & \$44 ;
+  assign \$46  = sites_in__payload[35:32] > height_m1;
+  assign \$47  = sites_in__payload[39:36] > width_m1;
+  assign \$48  = \$46  | \$47 ;
+  assign \$49  = entry_0[35:32] > height_m1;
+  assign \$50  = entry_0[39:36] > width_m1;
+  assign \$51  = \$49  | \$50 ;
+  assign \$52  = \$45  ? \$48  : \$51 ;
+  assign \$53  = entry_0_valid & entry_1_valid;
+  assign \$54  = ~ \$53 ;
+  assign \$55  = sites_in__valid & \$54 ;
+  assign \$56  = ! \$signal$49 ;
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = sites_in__payload[35:32] < permit_row;
+  assign \$59  = entry_0[35:32] < permit_row;
+  assign \$60  = \$57  ? \$58  : \$59 ;
+  assign \$61  = entry_0_valid & entry_1_valid;
+  assign \$62  = ~ \$61 ;
+  assign \$63  = sites_in__valid & \$62 ;
+  assign \$65  = \$63  & \$64 ;
+  assign \$66  = entry_0_valid & entry_1_valid;
+  assign \$67  = ~ \$66 ;
+  assign \$68  = sites_in__valid & \$67 ;
+  assign \$70  = \$68  & \$69 ;
+  assign \$71  = sites_in__payload[35:32] > height_m1;
+  assign \$72  = sites_in__payload[39:36] > width_m1;
+  assign \$73  = \$71  | \$72 ;
+  assign \$74  = entry_1[35:32] > height_m1;
+  assign \$75  = entry_1[39:36] > width_m1;
+  assign \$76  = \$74  | \$75 ;
+  assign \$77  = \$70  ? \$73  : \$76 ;
   assign \$78  = entry_0_valid & entry_1_valid;
   assign \$79  = ~ \$78 ;
   assign \$80  = sites_in__valid & \$79 ;
   assign \$82  = \$80  & \$81 ;
-  assign \$83  = ~ \$82 ;
-  assign \$84  = \$77  & \$83 ;
-  assign \$85  = \$signal$27  & open_;
-  assign \$86  = ~ got[40];
-  assign \$87  = \$85  & \$86 ;
-  assign \$88  = \$87  & got[43];
-  assign \$89  = ~ bad;
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = ~ \$signal$40 ;
-  assign \$92  = \$90  & \$91 ;
-  assign \$93  = ~ got[43];
-  assign \$94  = \$93  | got[41];
-  assign \$95  = ~ got[40];
-  assign \$96  = take & \$95 ;
-  assign \$97  = ~ \$signal$40 ;
-  assign \$98  = \$96  & \$97 ;
-  assign \$99  = ~ bad;
-  assign \$100  = \$98  & \$99 ;
-  assign \$101  = ~ has_last;
-  assign \$102  = got[35:32] != last_y;
-  assign \$103  = \$101  | \$102 ;
-  assign \$104  = got[43] & \$103 ;
-  assign \$105  = ! w_slot;
-  assign \$106  = w_en & \$105 ;
-  assign \$107  = \$signal$60  ? 16'h0000 : bitmap_0;
-  assign \$108  = \$107  | \$38 [15:0];
-  assign \$110  = w_en & \$109 ;
-  assign \$111  = \$signal$60  ? 16'h0000 : bitmap_1;
-  assign \$112  = \$111  | \$38 [15:0];
+  assign \$83  = sites_in__payload[35:32] < permit_row;
+  assign \$84  = entry_1[35:32] < permit_row;
+  assign \$85  = \$82  ? \$83  : \$84 ;
+  assign \$86  = entry_0_valid & entry_1_valid;
+  assign \$87  = ~ \$86 ;
+  assign \$88  = sites_in__valid & \$87 ;
+  assign \$89  = ~ \$signal$49 ;
+  assign \$90  = ~ rp;
+  assign \$91  = ! rp;
+  assign \$92  = entry_0_valid & entry_1_valid;
+  assign \$93  = ~ \$92 ;
+  assign \$94  = sites_in__valid & \$93 ;
+  assign \$95  = ! \$signal$49 ;
+  assign \$96  = \$94  & \$95 ;
+  assign \$97  = ~ \$96 ;
+  assign \$98  = \$91  & \$97 ;
+  assign \$100  = entry_0_valid & entry_1_valid;
+  assign \$101  = ~ \$100 ;
+  assign \$102  = sites_in__valid & \$101 ;
+  assign \$104  = \$102  & \$103 ;
+  assign \$105  = ~ \$104 ;
+  assign \$106  = \$99  & \$105 ;
+  assign \$107  = \$signal$23  & open_;
+  assign \$108  = ~ got[40];
+  assign \$109  = \$107  & \$108 ;
+  assign \$110  = \$109  & got[43];
+  assign \$111  = ~ bad;
+  assign \$112  = \$110  & \$111 ;
+  assign \$113  = ~ \$signal$36 ;
+  assign \$114  = \$112  & \$113 ;
+  assign \$115  = ~ got[43];
+  assign \$116  = \$115  | got[41];
+  assign \$117  = ~ got[40];
+  assign \$118  = take & \$117 ;
+  assign \$119  = ~ \$signal$36 ;
+  assign \$120  = \$118  & \$119 ;
+  assign \$121  = ~ bad;
+  assign \$122  = \$120  & \$121 ;
+  assign \$123  = ~ has_last;
+  assign \$124  = got[35:32] != last_y;
+  assign \$125  = \$123  | \$124 ;
+  assign \$126  = got[43] & \$125 ;
+  assign \$127  = ! w_slot;
+  assign \$128  = w_en & \$127 ;
+  assign \$129  = \$signal$58  ? 16'h0000 : bitmap_0;
+  assign \$130  = \$129  | \$28 [15:0];
+  assign \$132  = w_en & \$131 ;
+  assign \$133  = \$signal$58  ? 16'h0000 : bitmap_1;
+  assign \$134  = \$133  | \$28 [15:0];
   always @(posedge clk)
-    c_gi <= \$113 ;
+    c_gi <= \$135 ;
   always @(posedge clk)
-    prev_any <= \$114 ;
+    prev_any <= \$136 ;
   always @(posedge clk)
-    \$signal  <= \$115 ;
+    \$signal  <= \$137 ;
   always @(posedge clk)
-    \$signal$17  <= \$116 ;
+    \$signal$17  <= \$138 ;
   always @(posedge clk)
-    entry_0 <= \$117 ;
+    entry_0 <= \$139 ;
   always @(posedge clk)
-    entry_0_valid <= \$118 ;
+    entry_0_valid <= \$140 ;
   always @(posedge clk)
-    entry_0_outside <= \$119 ;
+    entry_0_outside <= \$141 ;
   always @(posedge clk)
-    entry_0_permit <= \$120 ;
+    entry_0_permit <= \$142 ;
   always @(posedge clk)
-    entry_1 <= \$121 ;
+    entry_1 <= \$143 ;
   always @(posedge clk)
-    entry_1_valid <= \$122 ;
+    entry_1_valid <= \$144 ;
   always @(posedge clk)
-    entry_1_outside <= \$123 ;
+    entry_1_outside <= \$145 ;
   always @(posedge clk)
-    entry_1_permit <= \$124 ;
+    entry_1_permit <= \$146 ;
   always @(posedge clk)
-    \$signal$21  <= \$125 ;
+    \$signal$49  <= \$147 ;
   always @(posedge clk)
-    rp <= \$126 ;
+    rp <= \$148 ;
   always @(posedge clk)
-    done_rows <= \$127 ;
+    done_rows <= \$149 ;
   always @(posedge clk)
-    busy <= \$128 ;
+    busy <= \$150 ;
   always @(posedge clk)
-    eof_seen <= \$129 ;
+    eof_seen <= \$151 ;
   always @(posedge clk)
-    \$signal$40  <= \$130 ;
+    \$signal$36  <= \$152 ;
   always @(posedge clk)
-    error <= \$131 ;
+    error <= \$153 ;
   always @(posedge clk)
-    has_last <= \$132 ;
+    has_last <= \$154 ;
   always @(posedge clk)
-    last_y <= \$133 ;
+    last_y <= \$155 ;
   always @(posedge clk)
-    w_en <= \$134 ;
+    w_en <= \$156 ;
   always @(posedge clk)
-    \$signal$60  <= \$135 ;
+    \$signal$58  <= \$157 ;
   always @(posedge clk)
-    w_set <= \$136 ;
+    w_set <= \$158 ;
   always @(posedge clk)
-    w_slot <= \$137 ;
+    w_slot <= \$159 ;
   always @(posedge clk)
-    w_x <= \$138 ;
+    w_x <= \$160 ;
   always @(posedge clk)
-    w_y <= \$139 ;
+    w_y <= \$161 ;
   always @(posedge clk)
-    w_addr <= \$140 ;
+    w_addr <= \$162 ;
   always @(posedge clk)
-    w_data <= \$141 ;
+    w_data <= \$163 ;
   always @(posedge clk)
-    bitmap_0 <= \$142 ;
+    bitmap_0 <= \$164 ;
   always @(posedge clk)
-    row_tag_0 <= \$143 ;
+    row_tag_0 <= \$165 ;
   always @(posedge clk)
-    bitmap_1 <= \$144 ;
+    bitmap_1 <= \$166 ;
   always @(posedge clk)
-    row_tag_1 <= \$145 ;
+    row_tag_1 <= \$167 ;
   \top.layer2.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -19410,386 +19389,386 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$113  = c_gi;
-    if (\$41 ) begin
+    \$135  = c_gi;
+    if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
-        \$113  = 1'h0;
+        \$135  = 1'h0;
       end else begin
-        \$113  = \$44 [0];
+        \$135  = \$34 [0];
       end
     end
-    if (rst) begin
-      \$113  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$114  = prev_any;
-    if (\$41 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-        \$114  = 1'h0;
-      end else begin
-        if (\$45 ) begin
-          \$114  = 1'h1;
-        end
-      end
-    end
-    if (rst) begin
-      \$114  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$115  = \$signal ;
-    if (\$41 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else begin
-        \$115  = sites_in__payload[35:32];
-      end
-    end
-    if (rst) begin
-      \$115  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$116  = \$signal$17 ;
-    if (\$41 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-      end else begin
-        \$116  = sites_in__payload[39:36];
-      end
-    end
-    if (rst) begin
-      \$116  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$117  = entry_0;
-    if (\$50 ) begin
-      \$117  = entry;
-    end
-    if (rst) begin
-      \$117  = 46'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$118  = entry_0_valid;
-    if (\$50 ) begin
-      \$118  = 1'h1;
-    end
-    if (take) begin
-      if (\$76 ) begin
-        \$118  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$118  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$119  = \$53 ;
-    if (rst) begin
-      \$119  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$120  = \$54 ;
-    if (rst) begin
-      \$120  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$121  = entry_1;
-    if (\$59 ) begin
-      \$121  = entry;
-    end
-    if (rst) begin
-      \$121  = 46'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$122  = entry_1_valid;
-    if (\$59 ) begin
-      \$122  = 1'h1;
-    end
-    if (take) begin
-      if (\$84 ) begin
-        \$122  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$122  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$123  = \$62 ;
-    if (rst) begin
-      \$123  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$124  = \$63 ;
-    if (rst) begin
-      \$124  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$125  = \$signal$21 ;
-    if (\$66 ) begin
-      \$125  = \$67 ;
-    end
-    if (rst) begin
-      \$125  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$126  = rp;
-    if (take) begin
-      \$126  = \$68 ;
-    end
-    if (rst) begin
-      \$126  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$127  = done_rows;
-    if (\$92 ) begin
-      \$127  = { 2'h0, got[35:32] };
-    end
-    if (frame_reset) begin
-      \$127  = 6'h00;
-    end
-    if (rst) begin
-      \$127  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$128  = busy;
-    if (take) begin
-      \$128  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$128  = 1'h0;
-    end
-    if (rst) begin
-      \$128  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$129  = eof_seen;
-    if (take) begin
-      if (got[40]) begin
-        \$129  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$129  = 1'h0;
-    end
-    if (rst) begin
-      \$129  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$130  = \$signal$40 ;
-    if (take) begin
-      if (got[40]) begin
-        \$130  = 1'h0;
-      end else if (\$signal$40 ) begin
-      end else if (bad) begin
-        \$130  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$130  = 1'h0;
-    end
-    if (rst) begin
-      \$130  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$131  = error;
-    if (take) begin
-      if (got[40]) begin
-        if (\$94 ) begin
-          \$131  = 1'h1;
-        end
-      end else if (\$signal$40 ) begin
-      end else if (bad) begin
-        \$131  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$131  = 1'h0;
-    end
-    if (rst) begin
-      \$131  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$132  = has_last;
-    if (take) begin
-      if (got[40]) begin
-      end else if (\$signal$40 ) begin
-      end else if (bad) begin
-      end else if (got[44]) begin
-        \$132  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$132  = 1'h0;
-    end
-    if (rst) begin
-      \$132  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$133  = last_y;
-    if (take) begin
-      if (got[40]) begin
-      end else if (\$signal$40 ) begin
-      end else if (bad) begin
-      end else if (got[44]) begin
-        \$133  = got[35:32];
-      end
-    end
-    if (rst) begin
-      \$133  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$134  = \$100 ;
-    if (rst) begin
-      \$134  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$135  = \$104 ;
     if (rst) begin
       \$135  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$136  = got[44];
+    \$136  = prev_any;
+    if (\$31 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[40]) begin
+        \$136  = 1'h0;
+      end else begin
+        if (\$35 ) begin
+          \$136  = 1'h1;
+        end
+      end
+    end
     if (rst) begin
       \$136  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$137  = got[32];
+    \$137  = \$signal ;
+    if (\$31 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[40]) begin
+      end else begin
+        \$137  = sites_in__payload[35:32];
+      end
+    end
     if (rst) begin
-      \$137  = 1'h0;
+      \$137  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$138  = got[39:36];
+    \$138  = \$signal$17 ;
+    if (\$31 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[40]) begin
+      end else begin
+        \$138  = sites_in__payload[39:36];
+      end
+    end
     if (rst) begin
       \$138  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$139  = got[35:32];
+    \$139  = entry_0;
+    if (\$40 ) begin
+      \$139  = entry;
+    end
     if (rst) begin
-      \$139  = 4'h0;
+      \$139  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$140  = { got[32], got[39:36], got[42] };
+    \$140  = entry_0_valid;
+    if (\$40 ) begin
+      \$140  = 1'h1;
+    end
+    if (take) begin
+      if (\$98 ) begin
+        \$140  = 1'h0;
+      end
+    end
     if (rst) begin
-      \$140  = 6'h00;
+      \$140  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$141  = got[31:0];
+    \$141  = \$52 ;
     if (rst) begin
-      \$141  = 32'd0;
+      \$141  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$142  = bitmap_0;
-    if (\$106 ) begin
-      \$142  = \$108 ;
-    end
+    \$142  = \$60 ;
     if (rst) begin
-      \$142  = 16'h0000;
+      \$142  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$143  = row_tag_0;
-    if (\$106 ) begin
-      if (\$signal$60 ) begin
-        \$143  = { 1'h0, w_y };
+    \$143  = entry_1;
+    if (\$65 ) begin
+      \$143  = entry;
+    end
+    if (rst) begin
+      \$143  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$144  = entry_1_valid;
+    if (\$65 ) begin
+      \$144  = 1'h1;
+    end
+    if (take) begin
+      if (\$106 ) begin
+        \$144  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$144  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$145  = \$77 ;
+    if (rst) begin
+      \$145  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$146  = \$85 ;
+    if (rst) begin
+      \$146  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$147  = \$signal$49 ;
+    if (\$88 ) begin
+      \$147  = \$89 ;
+    end
+    if (rst) begin
+      \$147  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$148  = rp;
+    if (take) begin
+      \$148  = \$90 ;
+    end
+    if (rst) begin
+      \$148  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$149  = done_rows;
+    if (\$114 ) begin
+      \$149  = { 2'h0, got[35:32] };
+    end
+    if (frame_reset) begin
+      \$149  = 6'h00;
+    end
+    if (rst) begin
+      \$149  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$150  = busy;
+    if (take) begin
+      \$150  = 1'h1;
+    end
+    if (frame_reset) begin
+      \$150  = 1'h0;
+    end
+    if (rst) begin
+      \$150  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$151  = eof_seen;
+    if (take) begin
+      if (got[40]) begin
+        \$151  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$143  = 5'h1f;
+      \$151  = 1'h0;
     end
     if (rst) begin
-      \$143  = 5'h1f;
+      \$151  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$144  = bitmap_1;
-    if (\$110 ) begin
-      \$144  = \$112 ;
-    end
-    if (rst) begin
-      \$144  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$145  = row_tag_1;
-    if (\$110 ) begin
-      if (\$signal$60 ) begin
-        \$145  = { 1'h0, w_y };
+    \$152  = \$signal$36 ;
+    if (take) begin
+      if (got[40]) begin
+        \$152  = 1'h0;
+      end else if (\$signal$36 ) begin
+      end else if (bad) begin
+        \$152  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$145  = 5'h1f;
+      \$152  = 1'h0;
     end
     if (rst) begin
-      \$145  = 5'h1f;
+      \$152  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$153  = error;
+    if (take) begin
+      if (got[40]) begin
+        if (\$116 ) begin
+          \$153  = 1'h1;
+        end
+      end else if (\$signal$36 ) begin
+      end else if (bad) begin
+        \$153  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$153  = 1'h0;
+    end
+    if (rst) begin
+      \$153  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$154  = has_last;
+    if (take) begin
+      if (got[40]) begin
+      end else if (\$signal$36 ) begin
+      end else if (bad) begin
+      end else if (got[44]) begin
+        \$154  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$154  = 1'h0;
+    end
+    if (rst) begin
+      \$154  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$155  = last_y;
+    if (take) begin
+      if (got[40]) begin
+      end else if (\$signal$36 ) begin
+      end else if (bad) begin
+      end else if (got[44]) begin
+        \$155  = got[35:32];
+      end
+    end
+    if (rst) begin
+      \$155  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$156  = \$122 ;
+    if (rst) begin
+      \$156  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$157  = \$126 ;
+    if (rst) begin
+      \$157  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$158  = got[44];
+    if (rst) begin
+      \$158  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$159  = got[32];
+    if (rst) begin
+      \$159  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$160  = got[39:36];
+    if (rst) begin
+      \$160  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$161  = got[35:32];
+    if (rst) begin
+      \$161  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$162  = { got[32], got[39:36], got[42] };
+    if (rst) begin
+      \$162  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$163  = got[31:0];
+    if (rst) begin
+      \$163  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$164  = bitmap_0;
+    if (\$128 ) begin
+      \$164  = \$130 ;
+    end
+    if (rst) begin
+      \$164  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$165  = row_tag_0;
+    if (\$128 ) begin
+      if (\$signal$58 ) begin
+        \$165  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$165  = 5'h1f;
+    end
+    if (rst) begin
+      \$165  = 5'h1f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$166  = bitmap_1;
+    if (\$132 ) begin
+      \$166  = \$134 ;
+    end
+    if (rst) begin
+      \$166  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$167  = row_tag_1;
+    if (\$132 ) begin
+      if (\$signal$58 ) begin
+        \$167  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$167  = 5'h1f;
+    end
+    if (rst) begin
+      \$167  = 5'h1f;
     end
   end
   assign rd_addr = r_addr;
   assign r_data = rd_data;
-  assign \w_addr$42  = w_addr;
-  assign \w_data$44  = w_data;
-  assign \$signal$46  = w_en;
-  assign \bit  = \$38 [15:0];
+  assign \w_addr$38  = w_addr;
+  assign \w_data$40  = w_data;
+  assign \$signal$42  = w_en;
+  assign \bit  = \$28 [15:0];
   assign \tags[0]  = tags[4:0];
   assign \tags[1]  = tags[9:5];
   assign \bitmaps[0]  = bitmaps[15:0];
@@ -19817,62 +19796,6 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \sites_in__payload.x  = sites_in__payload[39:36];
   assign \sites_in__payload.eof  = sites_in__payload[40];
   assign \sites_in__payload.error  = sites_in__payload[41];
-  assign \refresh_0.tok  = refresh_0[41:0];
-  assign \refresh_0.tok.data  = refresh_0[31:0];
-  assign \refresh_0.tok.data[0]  = refresh_0[7:0];
-  assign \refresh_0.tok.data[1]  = refresh_0[15:8];
-  assign \refresh_0.tok.data[2]  = refresh_0[23:16];
-  assign \refresh_0.tok.data[3]  = refresh_0[31:24];
-  assign \refresh_0.tok.y  = refresh_0[35:32];
-  assign \refresh_0.tok.x  = refresh_0[39:36];
-  assign \refresh_0.tok.eof  = refresh_0[40];
-  assign \refresh_0.tok.error  = refresh_0[41];
-  assign \refresh_0.gi  = refresh_0[42];
-  assign \refresh_0.first  = refresh_0[43];
-  assign \refresh_0.last  = refresh_0[44];
-  assign \refresh_0.bad  = refresh_0[45];
-  assign \entry_0.tok  = entry_0[41:0];
-  assign \entry_0.tok.data  = entry_0[31:0];
-  assign \entry_0.tok.data[0]  = entry_0[7:0];
-  assign \entry_0.tok.data[1]  = entry_0[15:8];
-  assign \entry_0.tok.data[2]  = entry_0[23:16];
-  assign \entry_0.tok.data[3]  = entry_0[31:24];
-  assign \entry_0.tok.y  = entry_0[35:32];
-  assign \entry_0.tok.x  = entry_0[39:36];
-  assign \entry_0.tok.eof  = entry_0[40];
-  assign \entry_0.tok.error  = entry_0[41];
-  assign \entry_0.gi  = entry_0[42];
-  assign \entry_0.first  = entry_0[43];
-  assign \entry_0.last  = entry_0[44];
-  assign \entry_0.bad  = entry_0[45];
-  assign \refresh_1.tok  = refresh_1[41:0];
-  assign \refresh_1.tok.data  = refresh_1[31:0];
-  assign \refresh_1.tok.data[0]  = refresh_1[7:0];
-  assign \refresh_1.tok.data[1]  = refresh_1[15:8];
-  assign \refresh_1.tok.data[2]  = refresh_1[23:16];
-  assign \refresh_1.tok.data[3]  = refresh_1[31:24];
-  assign \refresh_1.tok.y  = refresh_1[35:32];
-  assign \refresh_1.tok.x  = refresh_1[39:36];
-  assign \refresh_1.tok.eof  = refresh_1[40];
-  assign \refresh_1.tok.error  = refresh_1[41];
-  assign \refresh_1.gi  = refresh_1[42];
-  assign \refresh_1.first  = refresh_1[43];
-  assign \refresh_1.last  = refresh_1[44];
-  assign \refresh_1.bad  = refresh_1[45];
-  assign \entry_1.tok  = entry_1[41:0];
-  assign \entry_1.tok.data  = entry_1[31:0];
-  assign \entry_1.tok.data[0]  = entry_1[7:0];
-  assign \entry_1.tok.data[1]  = entry_1[15:8];
-  assign \entry_1.tok.data[2]  = entry_1[23:16];
-  assign \entry_1.tok.data[3]  = entry_1[31:24];
-  assign \entry_1.tok.y  = entry_1[35:32];
-  assign \entry_1.tok.x  = entry_1[39:36];
-  assign \entry_1.tok.eof  = entry_1[40];
-  assign \entry_1.tok.error  = entry_1[41];
-  assign \entry_1.gi  = entry_1[42];
-  assign \entry_1.first  = entry_1[43];
-  assign \entry_1.last  = entry_1[44];
-  assign \entry_1.bad  = entry_1[45];
   assign \got.tok  = got[41:0];
   assign \got.tok.data  = got[31:0];
   assign \got.tok.data[0]  = got[7:0];
@@ -19887,6 +19810,34 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \got.first  = got[43];
   assign \got.last  = got[44];
   assign \got.bad  = got[45];
+  assign \entry_0.tok  = entry_0[41:0];
+  assign \entry_0.tok.data  = entry_0[31:0];
+  assign \entry_0.tok.data[0]  = entry_0[7:0];
+  assign \entry_0.tok.data[1]  = entry_0[15:8];
+  assign \entry_0.tok.data[2]  = entry_0[23:16];
+  assign \entry_0.tok.data[3]  = entry_0[31:24];
+  assign \entry_0.tok.y  = entry_0[35:32];
+  assign \entry_0.tok.x  = entry_0[39:36];
+  assign \entry_0.tok.eof  = entry_0[40];
+  assign \entry_0.tok.error  = entry_0[41];
+  assign \entry_0.gi  = entry_0[42];
+  assign \entry_0.first  = entry_0[43];
+  assign \entry_0.last  = entry_0[44];
+  assign \entry_0.bad  = entry_0[45];
+  assign \entry_1.tok  = entry_1[41:0];
+  assign \entry_1.tok.data  = entry_1[31:0];
+  assign \entry_1.tok.data[0]  = entry_1[7:0];
+  assign \entry_1.tok.data[1]  = entry_1[15:8];
+  assign \entry_1.tok.data[2]  = entry_1[23:16];
+  assign \entry_1.tok.data[3]  = entry_1[31:24];
+  assign \entry_1.tok.y  = entry_1[35:32];
+  assign \entry_1.tok.x  = entry_1[39:36];
+  assign \entry_1.tok.eof  = entry_1[40];
+  assign \entry_1.tok.error  = entry_1[41];
+  assign \entry_1.gi  = entry_1[42];
+  assign \entry_1.first  = entry_1[43];
+  assign \entry_1.last  = entry_1[44];
+  assign \entry_1.bad  = entry_1[45];
   assign entry[45] = \$16 ;
   assign entry[44] = \$3 ;
   assign entry[43] = \$2 ;
@@ -19897,13 +19848,14 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign tags[9:5] = row_tag_1;
   assign tags[4:0] = row_tag_0;
   assign \$3  = c_gi;
-  assign \$25  = \$signal$21 ;
-  assign \$42  = c_gi;
-  assign \$45  = c_gi;
-  assign \$58  = \$signal$21 ;
-  assign \$77  = rp;
-  assign \$81  = \$signal$21 ;
-  assign \$109  = w_slot;
+  assign \$32  = c_gi;
+  assign \$35  = c_gi;
+  assign \$64  = \$signal$49 ;
+  assign \$69  = \$signal$49 ;
+  assign \$81  = \$signal$49 ;
+  assign \$99  = rp;
+  assign \$103  = \$signal$49 ;
+  assign \$131  = w_slot;
 endmodule
 
 (* generator = "Amaranth" *)

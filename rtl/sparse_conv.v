@@ -3437,64 +3437,86 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   wire \$104 ;
   wire \$105 ;
   wire \$106 ;
-  wire [127:0] \$107 ;
-  wire [127:0] \$108 ;
+  wire \$107 ;
+  wire \$108 ;
   wire \$109 ;
   wire \$11 ;
   wire \$110 ;
-  wire [127:0] \$111 ;
-  wire [127:0] \$112 ;
+  wire \$111 ;
+  wire \$112 ;
   wire \$113 ;
   wire \$114 ;
-  wire [127:0] \$115 ;
-  wire [127:0] \$116 ;
+  wire \$115 ;
+  wire \$116 ;
   wire \$117 ;
   wire \$118 ;
-  wire [127:0] \$119 ;
+  wire \$119 ;
   wire \$12 ;
-  wire [127:0] \$120 ;
-  reg [1:0] \$121 ;
-  reg \$122 ;
-  reg [6:0] \$123 ;
-  reg [6:0] \$124 ;
-  reg [52:0] \$125 ;
-  reg \$126 ;
-  reg \$127 ;
-  reg \$128 ;
-  reg [52:0] \$129 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire [127:0] \$129 ;
   wire \$13 ;
-  reg \$130 ;
-  reg \$131 ;
-  reg \$132 ;
-  reg \$133 ;
-  reg \$134 ;
-  reg [8:0] \$135 ;
-  reg \$136 ;
-  reg \$137 ;
-  reg \$138 ;
-  reg \$139 ;
+  wire [127:0] \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire [127:0] \$133 ;
+  wire [127:0] \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire [127:0] \$137 ;
+  wire [127:0] \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  reg \$140 ;
-  reg [6:0] \$141 ;
-  reg \$142 ;
-  reg \$143 ;
+  wire \$140 ;
+  wire [127:0] \$141 ;
+  wire [127:0] \$142 ;
+  reg [1:0] \$143 ;
   reg \$144 ;
-  reg [1:0] \$145 ;
+  reg [6:0] \$145 ;
   reg [6:0] \$146 ;
-  reg [6:0] \$147 ;
-  reg [10:0] \$148 ;
-  reg [31:0] \$149 ;
+  reg [52:0] \$147 ;
+  reg \$148 ;
+  reg \$149 ;
   wire \$15 ;
-  reg [127:0] \$150 ;
-  reg [7:0] \$151 ;
-  reg [127:0] \$152 ;
-  reg [7:0] \$153 ;
-  reg [127:0] \$154 ;
-  reg [7:0] \$155 ;
-  reg [127:0] \$156 ;
-  reg [7:0] \$157 ;
+  reg \$150 ;
+  reg [52:0] \$151 ;
+  reg \$152 ;
+  reg \$153 ;
+  reg \$154 ;
+  reg \$155 ;
+  reg \$156 ;
+  reg [8:0] \$157 ;
+  reg \$158 ;
+  reg \$159 ;
   wire \$16 ;
+  reg \$160 ;
+  reg \$161 ;
+  reg \$162 ;
+  reg [6:0] \$163 ;
+  reg \$164 ;
+  reg \$165 ;
+  reg \$166 ;
+  reg [1:0] \$167 ;
+  reg [6:0] \$168 ;
+  reg [6:0] \$169 ;
   wire \$17 ;
+  reg [10:0] \$170 ;
+  reg [31:0] \$171 ;
+  reg [127:0] \$172 ;
+  reg [7:0] \$173 ;
+  reg [127:0] \$174 ;
+  reg [7:0] \$175 ;
+  reg [127:0] \$176 ;
+  reg [7:0] \$177 ;
+  reg [127:0] \$178 ;
+  reg [7:0] \$179 ;
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
@@ -3505,26 +3527,26 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
+  wire [254:0] \$27 ;
+  wire [254:0] \$28 ;
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
   wire \$31 ;
   wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
+  wire [2:0] \$33 ;
+  wire [2:0] \$34 ;
   wire \$35 ;
   wire \$36 ;
-  wire [254:0] \$37 ;
-  wire [254:0] \$38 ;
+  wire \$37 ;
+  wire \$38 ;
   wire \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire [2:0] \$44 ;
+  wire \$43 ;
+  wire \$44 ;
   wire \$45 ;
   wire \$46 ;
   wire \$47 ;
@@ -3587,13 +3609,13 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   wire \$99 ;
   reg [6:0] \$signal  = 7'h00;
   reg [6:0] \$signal$21  = 7'h00;
-  reg \$signal$25  = 1'h0;
-  wire \$signal$31 ;
-  wire \$signal$32 ;
-  reg \$signal$44  = 1'h0;
+  wire \$signal$27 ;
+  wire \$signal$28 ;
+  reg \$signal$40  = 1'h0;
   (* init = 1'h0 *)
-  wire \$signal$50 ;
-  reg \$signal$64  = 1'h0;
+  wire \$signal$46 ;
+  reg \$signal$53  = 1'h0;
+  reg \$signal$62  = 1'h0;
   wire bad;
   wire [127:0] \bit ;
   reg [127:0] bitmap_0 = 128'h00000000000000000000000000000000;
@@ -3706,36 +3728,6 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   wire [10:0] rd_addr;
   output [31:0] rd_data;
   wire [31:0] rd_data;
-  wire [52:0] refresh_0;
-  wire \refresh_0.bad ;
-  wire \refresh_0.first ;
-  wire [1:0] \refresh_0.gi ;
-  wire \refresh_0.last ;
-  wire [47:0] \refresh_0.tok ;
-  wire [31:0] \refresh_0.tok.data ;
-  wire [7:0] \refresh_0.tok.data[0] ;
-  wire [7:0] \refresh_0.tok.data[1] ;
-  wire [7:0] \refresh_0.tok.data[2] ;
-  wire [7:0] \refresh_0.tok.data[3] ;
-  wire \refresh_0.tok.eof ;
-  wire \refresh_0.tok.error ;
-  wire [6:0] \refresh_0.tok.x ;
-  wire [6:0] \refresh_0.tok.y ;
-  wire [52:0] refresh_1;
-  wire \refresh_1.bad ;
-  wire \refresh_1.first ;
-  wire [1:0] \refresh_1.gi ;
-  wire \refresh_1.last ;
-  wire [47:0] \refresh_1.tok ;
-  wire [31:0] \refresh_1.tok.data ;
-  wire [7:0] \refresh_1.tok.data[0] ;
-  wire [7:0] \refresh_1.tok.data[1] ;
-  wire [7:0] \refresh_1.tok.data[2] ;
-  wire [7:0] \refresh_1.tok.data[3] ;
-  wire \refresh_1.tok.eof ;
-  wire \refresh_1.tok.error ;
-  wire [6:0] \refresh_1.tok.x ;
-  wire [6:0] \refresh_1.tok.y ;
   reg [7:0] row_tag_0 = 8'hff;
   reg [7:0] row_tag_1 = 8'hff;
   reg [7:0] row_tag_2 = 8'hff;
@@ -3767,10 +3759,10 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   wire take;
   reg [10:0] w_addr = 11'h000;
   (* init = 11'h000 *)
-  wire [10:0] \w_addr$46 ;
+  wire [10:0] \w_addr$42 ;
   reg [31:0] w_data = 32'd0;
   (* init = 32'd0 *)
-  wire [31:0] \w_data$48 ;
+  wire [31:0] \w_data$44 ;
   reg w_en = 1'h0;
   reg w_set = 1'h0;
   reg [1:0] w_slot = 2'h0;
@@ -3795,189 +3787,208 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   assign \$14  = \$12  | \$13 ;
   assign \$15  = \$5  ? \$11  : \$14 ;
   assign \$16  = \$4  & \$15 ;
-  assign \$17  = entry_0_valid & entry_1_valid;
-  assign \$18  = ~ \$17 ;
-  assign \$19  = sites_in__valid & \$18 ;
-  assign \$20  = ! \$signal$25 ;
-  assign \$21  = \$19  & \$20 ;
-  assign refresh_0 = \$21  ? entry : entry_0;
-  assign \$22  = entry_0_valid & entry_1_valid;
-  assign \$23  = ~ \$22 ;
-  assign \$24  = sites_in__valid & \$23 ;
-  assign \$26  = \$24  & \$25 ;
-  assign refresh_1 = \$26  ? entry : entry_1;
   assign got = rp ? entry_1 : entry_0;
-  assign \$signal$31  = rp ? entry_1_valid : entry_0_valid;
-  assign \$signal$32  = rp ? entry_1_outside : entry_0_outside;
+  assign \$signal$27  = rp ? entry_1_valid : entry_0_valid;
+  assign \$signal$28  = rp ? entry_1_outside : entry_0_outside;
   assign head_permit = rp ? entry_1_permit : entry_0_permit;
-  assign \$27  = ~ got[46];
-  assign \$28  = \$27  & got[50];
-  assign \$29  = \$28  & \$signal$32 ;
-  assign bad = got[52] | \$29 ;
-  assign \$30  = ~ eof_seen;
-  assign \$31  = loaded & \$30 ;
-  assign \$32  = ~ hold;
-  assign open_ = \$31  & \$32 ;
-  assign \$33  = \$signal$31  & open_;
-  assign \$34  = \$signal$44  | got[46];
-  assign \$35  = \$34  | bad;
-  assign \$36  = \$35  | head_permit;
-  assign take = \$33  & \$36 ;
-  assign \$37  = 1'h1 << w_x;
-  assign \$38  = w_set ? \$37  : 255'h0000000000000000000000000000000000000000000000000000000000000000;
-  assign \$39  = entry_0_valid & entry_1_valid;
-  assign \$40  = ~ \$39 ;
-  assign \$41  = sites_in__valid & \$40 ;
-  assign \$42  = c_gi == 2'h3;
-  assign \$43  = c_gi + 1'h1;
-  assign \$44  = \$42  ? 3'h0 : \$43 ;
-  assign \$45  = c_gi == 2'h3;
-  assign \$46  = entry_0_valid & entry_1_valid;
-  assign \$47  = ~ \$46 ;
-  assign \$48  = sites_in__valid & \$47 ;
-  assign \$49  = ! \$signal$25 ;
-  assign \$50  = \$48  & \$49 ;
-  assign \$51  = refresh_0[38:32] > height_m1;
-  assign \$52  = refresh_0[45:39] > width_m1;
-  assign \$53  = \$51  | \$52 ;
-  assign \$54  = refresh_0[38:32] < permit_row;
-  assign \$55  = entry_0_valid & entry_1_valid;
-  assign \$56  = ~ \$55 ;
-  assign \$57  = sites_in__valid & \$56 ;
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = refresh_1[38:32] > height_m1;
-  assign \$61  = refresh_1[45:39] > width_m1;
-  assign \$62  = \$60  | \$61 ;
-  assign \$63  = refresh_1[38:32] < permit_row;
-  assign \$64  = entry_0_valid & entry_1_valid;
-  assign \$65  = ~ \$64 ;
-  assign \$66  = sites_in__valid & \$65 ;
-  assign \$67  = ~ \$signal$25 ;
-  assign \$68  = ~ rp;
-  assign \$69  = ! rp;
-  assign \$70  = entry_0_valid & entry_1_valid;
-  assign \$71  = ~ \$70 ;
-  assign \$72  = sites_in__valid & \$71 ;
-  assign \$73  = ! \$signal$25 ;
-  assign \$74  = \$72  & \$73 ;
-  assign \$75  = ~ \$74 ;
-  assign \$76  = \$69  & \$75 ;
+  assign \$17  = ~ got[46];
+  assign \$18  = \$17  & got[50];
+  assign \$19  = \$18  & \$signal$28 ;
+  assign bad = got[52] | \$19 ;
+  assign \$20  = ~ eof_seen;
+  assign \$21  = loaded & \$20 ;
+  assign \$22  = ~ hold;
+  assign open_ = \$21  & \$22 ;
+  assign \$23  = \$signal$27  & open_;
+  assign \$24  = \$signal$40  | got[46];
+  assign \$25  = \$24  | bad;
+  assign \$26  = \$25  | head_permit;
+  assign take = \$23  & \$26 ;
+  assign \$27  = 1'h1 << w_x;
+  assign \$28  = w_set ? \$27  : 255'h0000000000000000000000000000000000000000000000000000000000000000;
+  assign \$29  = entry_0_valid & entry_1_valid;
+  assign \$30  = ~ \$29 ;
+  assign \$31  = sites_in__valid & \$30 ;
+  assign \$32  = c_gi == 2'h3;
+  assign \$33  = c_gi + 1'h1;
+  assign \$34  = \$32  ? 3'h0 : \$33 ;
+  assign \$35  = c_gi == 2'h3;
+  assign \$36  = entry_0_valid & entry_1_valid;
+  assign \$37  = ~ \$36 ;
+  assign \$38  = sites_in__valid & \$37 ;
+  assign \$39  = ! \$signal$53 ;
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = entry_0_valid & entry_1_valid;
+  assign \$42  = ~ \$41 ;
+  assign \$43  = sites_in__valid & \$42 ;
+  assign \$44  = ! \$signal$53 ;
+  assign \$45  = \$43  & \$44 ;
+  assign \$46  = sites_in__payload[38:32] > height_m1;
+  assign \$47  = sites_in__payload[45:39] > width_m1;
+  assign \$48  = \$46  | \$47 ;
+  assign \$49  = entry_0[38:32] > height_m1;
+  assign \$50  = entry_0[45:39] > width_m1;
+  assign \$51  = \$49  | \$50 ;
+  assign \$52  = \$45  ? \$48  : \$51 ;
+  assign \$53  = entry_0_valid & entry_1_valid;
+  assign \$54  = ~ \$53 ;
+  assign \$55  = sites_in__valid & \$54 ;
+  assign \$56  = ! \$signal$53 ;
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = sites_in__payload[38:32] < permit_row;
+  assign \$59  = entry_0[38:32] < permit_row;
+  assign \$60  = \$57  ? \$58  : \$59 ;
+  assign \$61  = entry_0_valid & entry_1_valid;
+  assign \$62  = ~ \$61 ;
+  assign \$63  = sites_in__valid & \$62 ;
+  assign \$65  = \$63  & \$64 ;
+  assign \$66  = entry_0_valid & entry_1_valid;
+  assign \$67  = ~ \$66 ;
+  assign \$68  = sites_in__valid & \$67 ;
+  assign \$70  = \$68  & \$69 ;
+  assign \$71  = sites_in__payload[38:32] > height_m1;
+  assign \$72  = sites_in__payload[45:39] > width_m1;
+  assign \$73  = \$71  | \$72 ;
+  assign \$74  = entry_1[38:32] > height_m1;
+  assign \$75  = entry_1[45:39] > width_m1;
+  assign \$76  = \$74  | \$75 ;
+  assign \$77  = \$70  ? \$73  : \$76 ;
   assign \$78  = entry_0_valid & entry_1_valid;
   assign \$79  = ~ \$78 ;
   assign \$80  = sites_in__valid & \$79 ;
   assign \$82  = \$80  & \$81 ;
-  assign \$83  = ~ \$82 ;
-  assign \$84  = \$77  & \$83 ;
-  assign \$85  = \$signal$31  & open_;
-  assign \$86  = ~ got[46];
-  assign \$87  = \$85  & \$86 ;
-  assign \$88  = \$87  & got[50];
-  assign \$89  = ~ bad;
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = ~ \$signal$44 ;
-  assign \$92  = \$90  & \$91 ;
-  assign \$93  = ~ got[50];
-  assign \$94  = \$93  | got[47];
-  assign \$95  = ~ got[46];
-  assign \$96  = take & \$95 ;
-  assign \$97  = ~ \$signal$44 ;
-  assign \$98  = \$96  & \$97 ;
-  assign \$99  = ~ bad;
-  assign \$100  = \$98  & \$99 ;
-  assign \$101  = ~ has_last;
-  assign \$102  = got[38:32] != last_y;
-  assign \$103  = \$101  | \$102 ;
-  assign \$104  = got[50] & \$103 ;
-  assign \$105  = ! w_slot;
-  assign \$106  = w_en & \$105 ;
-  assign \$107  = \$signal$64  ? 128'h00000000000000000000000000000000 : bitmap_0;
-  assign \$108  = \$107  | \$38 [127:0];
-  assign \$109  = w_slot == 1'h1;
-  assign \$110  = w_en & \$109 ;
-  assign \$111  = \$signal$64  ? 128'h00000000000000000000000000000000 : bitmap_1;
-  assign \$112  = \$111  | \$38 [127:0];
-  assign \$113  = w_slot == 2'h2;
-  assign \$114  = w_en & \$113 ;
-  assign \$115  = \$signal$64  ? 128'h00000000000000000000000000000000 : bitmap_2;
-  assign \$116  = \$115  | \$38 [127:0];
-  assign \$117  = w_slot == 2'h3;
-  assign \$118  = w_en & \$117 ;
-  assign \$119  = \$signal$64  ? 128'h00000000000000000000000000000000 : bitmap_3;
-  assign \$120  = \$119  | \$38 [127:0];
+  assign \$83  = sites_in__payload[38:32] < permit_row;
+  assign \$84  = entry_1[38:32] < permit_row;
+  assign \$85  = \$82  ? \$83  : \$84 ;
+  assign \$86  = entry_0_valid & entry_1_valid;
+  assign \$87  = ~ \$86 ;
+  assign \$88  = sites_in__valid & \$87 ;
+  assign \$89  = ~ \$signal$53 ;
+  assign \$90  = ~ rp;
+  assign \$91  = ! rp;
+  assign \$92  = entry_0_valid & entry_1_valid;
+  assign \$93  = ~ \$92 ;
+  assign \$94  = sites_in__valid & \$93 ;
+  assign \$95  = ! \$signal$53 ;
+  assign \$96  = \$94  & \$95 ;
+  assign \$97  = ~ \$96 ;
+  assign \$98  = \$91  & \$97 ;
+  assign \$100  = entry_0_valid & entry_1_valid;
+  assign \$101  = ~ \$100 ;
+  assign \$102  = sites_in__valid & \$101 ;
+  assign \$104  = \$102  & \$103 ;
+  assign \$105  = ~ \$104 ;
+  assign \$106  = \$99  & \$105 ;
+  assign \$107  = \$signal$27  & open_;
+  assign \$108  = ~ got[46];
+  assign \$109  = \$107  & \$108 ;
+  assign \$110  = \$109  & got[50];
+  assign \$111  = ~ bad;
+  assign \$112  = \$110  & \$111 ;
+  assign \$113  = ~ \$signal$40 ;
+  assign \$114  = \$112  & \$113 ;
+  assign \$115  = ~ got[50];
+  assign \$116  = \$115  | got[47];
+  assign \$117  = ~ got[46];
+  assign \$118  = take & \$117 ;
+  assign \$119  = ~ \$signal$40 ;
+  assign \$120  = \$118  & \$119 ;
+  assign \$121  = ~ bad;
+  assign \$122  = \$120  & \$121 ;
+  assign \$123  = ~ has_last;
+  assign \$124  = got[38:32] != last_y;
+  assign \$125  = \$123  | \$124 ;
+  assign \$126  = got[50] & \$125 ;
+  assign \$127  = ! w_slot;
+  assign \$128  = w_en & \$127 ;
+  assign \$129  = \$signal$62  ? 128'h00000000000000000000000000000000 : bitmap_0;
+  assign \$130  = \$129  | \$28 [127:0];
+  assign \$131  = w_slot == 1'h1;
+  assign \$132  = w_en & \$131 ;
+  assign \$133  = \$signal$62  ? 128'h00000000000000000000000000000000 : bitmap_1;
+  assign \$134  = \$133  | \$28 [127:0];
+  assign \$135  = w_slot == 2'h2;
+  assign \$136  = w_en & \$135 ;
+  assign \$137  = \$signal$62  ? 128'h00000000000000000000000000000000 : bitmap_2;
+  assign \$138  = \$137  | \$28 [127:0];
+  assign \$139  = w_slot == 2'h3;
+  assign \$140  = w_en & \$139 ;
+  assign \$141  = \$signal$62  ? 128'h00000000000000000000000000000000 : bitmap_3;
+  assign \$142  = \$141  | \$28 [127:0];
   always @(posedge clk)
-    c_gi <= \$121 ;
+    c_gi <= \$143 ;
   always @(posedge clk)
-    prev_any <= \$122 ;
+    prev_any <= \$144 ;
   always @(posedge clk)
-    \$signal  <= \$123 ;
+    \$signal  <= \$145 ;
   always @(posedge clk)
-    \$signal$21  <= \$124 ;
+    \$signal$21  <= \$146 ;
   always @(posedge clk)
-    entry_0 <= \$125 ;
+    entry_0 <= \$147 ;
   always @(posedge clk)
-    entry_0_valid <= \$126 ;
+    entry_0_valid <= \$148 ;
   always @(posedge clk)
-    entry_0_outside <= \$127 ;
+    entry_0_outside <= \$149 ;
   always @(posedge clk)
-    entry_0_permit <= \$128 ;
+    entry_0_permit <= \$150 ;
   always @(posedge clk)
-    entry_1 <= \$129 ;
+    entry_1 <= \$151 ;
   always @(posedge clk)
-    entry_1_valid <= \$130 ;
+    entry_1_valid <= \$152 ;
   always @(posedge clk)
-    entry_1_outside <= \$131 ;
+    entry_1_outside <= \$153 ;
   always @(posedge clk)
-    entry_1_permit <= \$132 ;
+    entry_1_permit <= \$154 ;
   always @(posedge clk)
-    \$signal$25  <= \$133 ;
+    \$signal$53  <= \$155 ;
   always @(posedge clk)
-    rp <= \$134 ;
+    rp <= \$156 ;
   always @(posedge clk)
-    done_rows <= \$135 ;
+    done_rows <= \$157 ;
   always @(posedge clk)
-    busy <= \$136 ;
+    busy <= \$158 ;
   always @(posedge clk)
-    eof_seen <= \$137 ;
+    eof_seen <= \$159 ;
   always @(posedge clk)
-    \$signal$44  <= \$138 ;
+    \$signal$40  <= \$160 ;
   always @(posedge clk)
-    error <= \$139 ;
+    error <= \$161 ;
   always @(posedge clk)
-    has_last <= \$140 ;
+    has_last <= \$162 ;
   always @(posedge clk)
-    last_y <= \$141 ;
+    last_y <= \$163 ;
   always @(posedge clk)
-    w_en <= \$142 ;
+    w_en <= \$164 ;
   always @(posedge clk)
-    \$signal$64  <= \$143 ;
+    \$signal$62  <= \$165 ;
   always @(posedge clk)
-    w_set <= \$144 ;
+    w_set <= \$166 ;
   always @(posedge clk)
-    w_slot <= \$145 ;
+    w_slot <= \$167 ;
   always @(posedge clk)
-    w_x <= \$146 ;
+    w_x <= \$168 ;
   always @(posedge clk)
-    w_y <= \$147 ;
+    w_y <= \$169 ;
   always @(posedge clk)
-    w_addr <= \$148 ;
+    w_addr <= \$170 ;
   always @(posedge clk)
-    w_data <= \$149 ;
+    w_data <= \$171 ;
   always @(posedge clk)
-    bitmap_0 <= \$150 ;
+    bitmap_0 <= \$172 ;
   always @(posedge clk)
-    row_tag_0 <= \$151 ;
+    row_tag_0 <= \$173 ;
   always @(posedge clk)
-    bitmap_1 <= \$152 ;
+    bitmap_1 <= \$174 ;
   always @(posedge clk)
-    row_tag_1 <= \$153 ;
+    row_tag_1 <= \$175 ;
   always @(posedge clk)
-    bitmap_2 <= \$154 ;
+    bitmap_2 <= \$176 ;
   always @(posedge clk)
-    row_tag_2 <= \$155 ;
+    row_tag_2 <= \$177 ;
   always @(posedge clk)
-    bitmap_3 <= \$156 ;
+    bitmap_3 <= \$178 ;
   always @(posedge clk)
-    row_tag_3 <= \$157 ;
+    row_tag_3 <= \$179 ;
   \top.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -3989,436 +4000,436 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$121  = c_gi;
-    if (\$41 ) begin
+    \$143  = c_gi;
+    if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[46]) begin
-        \$121  = 2'h0;
+        \$143  = 2'h0;
       end else begin
-        \$121  = \$44 [1:0];
+        \$143  = \$34 [1:0];
       end
     end
     if (rst) begin
-      \$121  = 2'h0;
+      \$143  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$122  = prev_any;
-    if (\$41 ) begin
+    \$144  = prev_any;
+    if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[46]) begin
-        \$122  = 1'h0;
+        \$144  = 1'h0;
       end else begin
-        if (\$45 ) begin
-          \$122  = 1'h1;
+        if (\$35 ) begin
+          \$144  = 1'h1;
         end
       end
     end
-    if (rst) begin
-      \$122  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$123  = \$signal ;
-    if (\$41 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[46]) begin
-      end else begin
-        \$123  = sites_in__payload[38:32];
-      end
-    end
-    if (rst) begin
-      \$123  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$124  = \$signal$21 ;
-    if (\$41 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[46]) begin
-      end else begin
-        \$124  = sites_in__payload[45:39];
-      end
-    end
-    if (rst) begin
-      \$124  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$125  = entry_0;
-    if (\$50 ) begin
-      \$125  = entry;
-    end
-    if (rst) begin
-      \$125  = 53'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$126  = entry_0_valid;
-    if (\$50 ) begin
-      \$126  = 1'h1;
-    end
-    if (take) begin
-      if (\$76 ) begin
-        \$126  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$126  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$127  = \$53 ;
-    if (rst) begin
-      \$127  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$128  = \$54 ;
-    if (rst) begin
-      \$128  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$129  = entry_1;
-    if (\$59 ) begin
-      \$129  = entry;
-    end
-    if (rst) begin
-      \$129  = 53'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$130  = entry_1_valid;
-    if (\$59 ) begin
-      \$130  = 1'h1;
-    end
-    if (take) begin
-      if (\$84 ) begin
-        \$130  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$130  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$131  = \$62 ;
-    if (rst) begin
-      \$131  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$132  = \$63 ;
-    if (rst) begin
-      \$132  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$133  = \$signal$25 ;
-    if (\$66 ) begin
-      \$133  = \$67 ;
-    end
-    if (rst) begin
-      \$133  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$134  = rp;
-    if (take) begin
-      \$134  = \$68 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$135  = done_rows;
-    if (\$92 ) begin
-      \$135  = { 2'h0, got[38:32] };
-    end
-    if (frame_reset) begin
-      \$135  = 9'h000;
-    end
-    if (rst) begin
-      \$135  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$136  = busy;
-    if (take) begin
-      \$136  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$136  = 1'h0;
-    end
-    if (rst) begin
-      \$136  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$137  = eof_seen;
-    if (take) begin
-      if (got[46]) begin
-        \$137  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$137  = 1'h0;
-    end
-    if (rst) begin
-      \$137  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$138  = \$signal$44 ;
-    if (take) begin
-      if (got[46]) begin
-        \$138  = 1'h0;
-      end else if (\$signal$44 ) begin
-      end else if (bad) begin
-        \$138  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$138  = 1'h0;
-    end
-    if (rst) begin
-      \$138  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$139  = error;
-    if (take) begin
-      if (got[46]) begin
-        if (\$94 ) begin
-          \$139  = 1'h1;
-        end
-      end else if (\$signal$44 ) begin
-      end else if (bad) begin
-        \$139  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$139  = 1'h0;
-    end
-    if (rst) begin
-      \$139  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$140  = has_last;
-    if (take) begin
-      if (got[46]) begin
-      end else if (\$signal$44 ) begin
-      end else if (bad) begin
-      end else if (got[51]) begin
-        \$140  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$140  = 1'h0;
-    end
-    if (rst) begin
-      \$140  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$141  = last_y;
-    if (take) begin
-      if (got[46]) begin
-      end else if (\$signal$44 ) begin
-      end else if (bad) begin
-      end else if (got[51]) begin
-        \$141  = got[38:32];
-      end
-    end
-    if (rst) begin
-      \$141  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$142  = \$100 ;
-    if (rst) begin
-      \$142  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$143  = \$104 ;
-    if (rst) begin
-      \$143  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$144  = got[51];
     if (rst) begin
       \$144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$145  = got[33:32];
+    \$145  = \$signal ;
+    if (\$31 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[46]) begin
+      end else begin
+        \$145  = sites_in__payload[38:32];
+      end
+    end
     if (rst) begin
-      \$145  = 2'h0;
+      \$145  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$146  = got[45:39];
+    \$146  = \$signal$21 ;
+    if (\$31 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[46]) begin
+      end else begin
+        \$146  = sites_in__payload[45:39];
+      end
+    end
     if (rst) begin
       \$146  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$147  = got[38:32];
+    \$147  = entry_0;
+    if (\$40 ) begin
+      \$147  = entry;
+    end
     if (rst) begin
-      \$147  = 7'h00;
+      \$147  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$148  = { got[33:32], got[45:39], got[49:48] };
-    if (rst) begin
-      \$148  = 11'h000;
+    \$148  = entry_0_valid;
+    if (\$40 ) begin
+      \$148  = 1'h1;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$149  = got[31:0];
-    if (rst) begin
-      \$149  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$150  = bitmap_0;
-    if (\$106 ) begin
-      \$150  = \$108 ;
-    end
-    if (rst) begin
-      \$150  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$151  = row_tag_0;
-    if (\$106 ) begin
-      if (\$signal$64 ) begin
-        \$151  = { 1'h0, w_y };
+    if (take) begin
+      if (\$98 ) begin
+        \$148  = 1'h0;
       end
     end
-    if (frame_reset) begin
-      \$151  = 8'hff;
-    end
     if (rst) begin
-      \$151  = 8'hff;
+      \$148  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$152  = bitmap_1;
-    if (\$110 ) begin
-      \$152  = \$112 ;
-    end
+    \$149  = \$52 ;
     if (rst) begin
-      \$152  = 128'h00000000000000000000000000000000;
+      \$149  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$153  = row_tag_1;
-    if (\$110 ) begin
-      if (\$signal$64 ) begin
-        \$153  = { 1'h0, w_y };
+    \$150  = \$60 ;
+    if (rst) begin
+      \$150  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$151  = entry_1;
+    if (\$65 ) begin
+      \$151  = entry;
+    end
+    if (rst) begin
+      \$151  = 53'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$152  = entry_1_valid;
+    if (\$65 ) begin
+      \$152  = 1'h1;
+    end
+    if (take) begin
+      if (\$106 ) begin
+        \$152  = 1'h0;
       end
     end
-    if (frame_reset) begin
-      \$153  = 8'hff;
-    end
     if (rst) begin
-      \$153  = 8'hff;
+      \$152  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$154  = bitmap_2;
+    \$153  = \$77 ;
+    if (rst) begin
+      \$153  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$154  = \$85 ;
+    if (rst) begin
+      \$154  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$155  = \$signal$53 ;
+    if (\$88 ) begin
+      \$155  = \$89 ;
+    end
+    if (rst) begin
+      \$155  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$156  = rp;
+    if (take) begin
+      \$156  = \$90 ;
+    end
+    if (rst) begin
+      \$156  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$157  = done_rows;
     if (\$114 ) begin
-      \$154  = \$116 ;
+      \$157  = { 2'h0, got[38:32] };
+    end
+    if (frame_reset) begin
+      \$157  = 9'h000;
     end
     if (rst) begin
-      \$154  = 128'h00000000000000000000000000000000;
+      \$157  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$155  = row_tag_2;
-    if (\$114 ) begin
-      if (\$signal$64 ) begin
-        \$155  = { 1'h0, w_y };
+    \$158  = busy;
+    if (take) begin
+      \$158  = 1'h1;
+    end
+    if (frame_reset) begin
+      \$158  = 1'h0;
+    end
+    if (rst) begin
+      \$158  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$159  = eof_seen;
+    if (take) begin
+      if (got[46]) begin
+        \$159  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$155  = 8'hff;
+      \$159  = 1'h0;
     end
     if (rst) begin
-      \$155  = 8'hff;
+      \$159  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$156  = bitmap_3;
-    if (\$118 ) begin
-      \$156  = \$120 ;
-    end
-    if (rst) begin
-      \$156  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$157  = row_tag_3;
-    if (\$118 ) begin
-      if (\$signal$64 ) begin
-        \$157  = { 1'h0, w_y };
+    \$160  = \$signal$40 ;
+    if (take) begin
+      if (got[46]) begin
+        \$160  = 1'h0;
+      end else if (\$signal$40 ) begin
+      end else if (bad) begin
+        \$160  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$157  = 8'hff;
+      \$160  = 1'h0;
     end
     if (rst) begin
-      \$157  = 8'hff;
+      \$160  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$161  = error;
+    if (take) begin
+      if (got[46]) begin
+        if (\$116 ) begin
+          \$161  = 1'h1;
+        end
+      end else if (\$signal$40 ) begin
+      end else if (bad) begin
+        \$161  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$161  = 1'h0;
+    end
+    if (rst) begin
+      \$161  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$162  = has_last;
+    if (take) begin
+      if (got[46]) begin
+      end else if (\$signal$40 ) begin
+      end else if (bad) begin
+      end else if (got[51]) begin
+        \$162  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$162  = 1'h0;
+    end
+    if (rst) begin
+      \$162  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$163  = last_y;
+    if (take) begin
+      if (got[46]) begin
+      end else if (\$signal$40 ) begin
+      end else if (bad) begin
+      end else if (got[51]) begin
+        \$163  = got[38:32];
+      end
+    end
+    if (rst) begin
+      \$163  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$164  = \$122 ;
+    if (rst) begin
+      \$164  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$165  = \$126 ;
+    if (rst) begin
+      \$165  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$166  = got[51];
+    if (rst) begin
+      \$166  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$167  = got[33:32];
+    if (rst) begin
+      \$167  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$168  = got[45:39];
+    if (rst) begin
+      \$168  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$169  = got[38:32];
+    if (rst) begin
+      \$169  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$170  = { got[33:32], got[45:39], got[49:48] };
+    if (rst) begin
+      \$170  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$171  = got[31:0];
+    if (rst) begin
+      \$171  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$172  = bitmap_0;
+    if (\$128 ) begin
+      \$172  = \$130 ;
+    end
+    if (rst) begin
+      \$172  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$173  = row_tag_0;
+    if (\$128 ) begin
+      if (\$signal$62 ) begin
+        \$173  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$173  = 8'hff;
+    end
+    if (rst) begin
+      \$173  = 8'hff;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$174  = bitmap_1;
+    if (\$132 ) begin
+      \$174  = \$134 ;
+    end
+    if (rst) begin
+      \$174  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$175  = row_tag_1;
+    if (\$132 ) begin
+      if (\$signal$62 ) begin
+        \$175  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$175  = 8'hff;
+    end
+    if (rst) begin
+      \$175  = 8'hff;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$176  = bitmap_2;
+    if (\$136 ) begin
+      \$176  = \$138 ;
+    end
+    if (rst) begin
+      \$176  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$177  = row_tag_2;
+    if (\$136 ) begin
+      if (\$signal$62 ) begin
+        \$177  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$177  = 8'hff;
+    end
+    if (rst) begin
+      \$177  = 8'hff;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$178  = bitmap_3;
+    if (\$140 ) begin
+      \$178  = \$142 ;
+    end
+    if (rst) begin
+      \$178  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$179  = row_tag_3;
+    if (\$140 ) begin
+      if (\$signal$62 ) begin
+        \$179  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$179  = 8'hff;
+    end
+    if (rst) begin
+      \$179  = 8'hff;
     end
   end
   assign rd_addr = r_addr;
   assign r_data = rd_data;
-  assign \w_addr$46  = w_addr;
-  assign \w_data$48  = w_data;
-  assign \$signal$50  = w_en;
-  assign \bit  = \$38 [127:0];
+  assign \w_addr$42  = w_addr;
+  assign \w_data$44  = w_data;
+  assign \$signal$46  = w_en;
+  assign \bit  = \$28 [127:0];
   assign \tags[0]  = tags[7:0];
   assign \tags[1]  = tags[15:8];
   assign \tags[2]  = tags[23:16];
@@ -4450,62 +4461,6 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   assign \sites_in__payload.x  = sites_in__payload[45:39];
   assign \sites_in__payload.eof  = sites_in__payload[46];
   assign \sites_in__payload.error  = sites_in__payload[47];
-  assign \refresh_0.tok  = refresh_0[47:0];
-  assign \refresh_0.tok.data  = refresh_0[31:0];
-  assign \refresh_0.tok.data[0]  = refresh_0[7:0];
-  assign \refresh_0.tok.data[1]  = refresh_0[15:8];
-  assign \refresh_0.tok.data[2]  = refresh_0[23:16];
-  assign \refresh_0.tok.data[3]  = refresh_0[31:24];
-  assign \refresh_0.tok.y  = refresh_0[38:32];
-  assign \refresh_0.tok.x  = refresh_0[45:39];
-  assign \refresh_0.tok.eof  = refresh_0[46];
-  assign \refresh_0.tok.error  = refresh_0[47];
-  assign \refresh_0.gi  = refresh_0[49:48];
-  assign \refresh_0.first  = refresh_0[50];
-  assign \refresh_0.last  = refresh_0[51];
-  assign \refresh_0.bad  = refresh_0[52];
-  assign \entry_0.tok  = entry_0[47:0];
-  assign \entry_0.tok.data  = entry_0[31:0];
-  assign \entry_0.tok.data[0]  = entry_0[7:0];
-  assign \entry_0.tok.data[1]  = entry_0[15:8];
-  assign \entry_0.tok.data[2]  = entry_0[23:16];
-  assign \entry_0.tok.data[3]  = entry_0[31:24];
-  assign \entry_0.tok.y  = entry_0[38:32];
-  assign \entry_0.tok.x  = entry_0[45:39];
-  assign \entry_0.tok.eof  = entry_0[46];
-  assign \entry_0.tok.error  = entry_0[47];
-  assign \entry_0.gi  = entry_0[49:48];
-  assign \entry_0.first  = entry_0[50];
-  assign \entry_0.last  = entry_0[51];
-  assign \entry_0.bad  = entry_0[52];
-  assign \refresh_1.tok  = refresh_1[47:0];
-  assign \refresh_1.tok.data  = refresh_1[31:0];
-  assign \refresh_1.tok.data[0]  = refresh_1[7:0];
-  assign \refresh_1.tok.data[1]  = refresh_1[15:8];
-  assign \refresh_1.tok.data[2]  = refresh_1[23:16];
-  assign \refresh_1.tok.data[3]  = refresh_1[31:24];
-  assign \refresh_1.tok.y  = refresh_1[38:32];
-  assign \refresh_1.tok.x  = refresh_1[45:39];
-  assign \refresh_1.tok.eof  = refresh_1[46];
-  assign \refresh_1.tok.error  = refresh_1[47];
-  assign \refresh_1.gi  = refresh_1[49:48];
-  assign \refresh_1.first  = refresh_1[50];
-  assign \refresh_1.last  = refresh_1[51];
-  assign \refresh_1.bad  = refresh_1[52];
-  assign \entry_1.tok  = entry_1[47:0];
-  assign \entry_1.tok.data  = entry_1[31:0];
-  assign \entry_1.tok.data[0]  = entry_1[7:0];
-  assign \entry_1.tok.data[1]  = entry_1[15:8];
-  assign \entry_1.tok.data[2]  = entry_1[23:16];
-  assign \entry_1.tok.data[3]  = entry_1[31:24];
-  assign \entry_1.tok.y  = entry_1[38:32];
-  assign \entry_1.tok.x  = entry_1[45:39];
-  assign \entry_1.tok.eof  = entry_1[46];
-  assign \entry_1.tok.error  = entry_1[47];
-  assign \entry_1.gi  = entry_1[49:48];
-  assign \entry_1.first  = entry_1[50];
-  assign \entry_1.last  = entry_1[51];
-  assign \entry_1.bad  = entry_1[52];
   assign \got.tok  = got[47:0];
   assign \got.tok.data  = got[31:0];
   assign \got.tok.data[0]  = got[7:0];
@@ -4520,6 +4475,34 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   assign \got.first  = got[50];
   assign \got.last  = got[51];
   assign \got.bad  = got[52];
+  assign \entry_0.tok  = entry_0[47:0];
+  assign \entry_0.tok.data  = entry_0[31:0];
+  assign \entry_0.tok.data[0]  = entry_0[7:0];
+  assign \entry_0.tok.data[1]  = entry_0[15:8];
+  assign \entry_0.tok.data[2]  = entry_0[23:16];
+  assign \entry_0.tok.data[3]  = entry_0[31:24];
+  assign \entry_0.tok.y  = entry_0[38:32];
+  assign \entry_0.tok.x  = entry_0[45:39];
+  assign \entry_0.tok.eof  = entry_0[46];
+  assign \entry_0.tok.error  = entry_0[47];
+  assign \entry_0.gi  = entry_0[49:48];
+  assign \entry_0.first  = entry_0[50];
+  assign \entry_0.last  = entry_0[51];
+  assign \entry_0.bad  = entry_0[52];
+  assign \entry_1.tok  = entry_1[47:0];
+  assign \entry_1.tok.data  = entry_1[31:0];
+  assign \entry_1.tok.data[0]  = entry_1[7:0];
+  assign \entry_1.tok.data[1]  = entry_1[15:8];
+  assign \entry_1.tok.data[2]  = entry_1[23:16];
+  assign \entry_1.tok.data[3]  = entry_1[31:24];
+  assign \entry_1.tok.y  = entry_1[38:32];
+  assign \entry_1.tok.x  = entry_1[45:39];
+  assign \entry_1.tok.eof  = entry_1[46];
+  assign \entry_1.tok.error  = entry_1[47];
+  assign \entry_1.gi  = entry_1[49:48];
+  assign \entry_1.first  = entry_1[50];
+  assign \entry_1.last  = entry_1[51];
+  assign \entry_1.bad  = entry_1[52];
   assign entry[52] = \$16 ;
   assign entry[51] = \$3 ;
   assign entry[50] = \$2 ;
@@ -4533,10 +4516,11 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   assign tags[23:16] = row_tag_2;
   assign tags[15:8] = row_tag_1;
   assign tags[7:0] = row_tag_0;
-  assign \$25  = \$signal$25 ;
-  assign \$58  = \$signal$25 ;
-  assign \$77  = rp;
-  assign \$81  = \$signal$25 ;
+  assign \$64  = \$signal$53 ;
+  assign \$69  = \$signal$53 ;
+  assign \$81  = \$signal$53 ;
+  assign \$99  = rp;
+  assign \$103  = \$signal$53 ;
 endmodule
 
 (* generator = "Amaranth" *)
