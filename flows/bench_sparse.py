@@ -13,8 +13,8 @@ from .sweep import grid, sweep_to_files
 
 SWEEP_AXES = {"pi": [2, 4, 8], "po": [2, 4, 8]}
 SWEEP_FRAME = "dvsgesture_128x128"  # the real frame whose cycles the sweep reports (fits the default 128 x 128)
-# large enough for every real frame; two prefetch rows (8 line-buffer slots): at PI = PO = 8 a sparse frame's
-# rows are computed faster than one prefetch row lets ingest run ahead (asl_dvs: 87% of the MACs busy with 1, 97% with 2)
+# large enough for every real frame; two prefetch rows (8 line-buffer slots): at PI = PO = 8 a sparse frame's rows
+# are computed faster than one prefetch row lets ingest run ahead (asl_dvs: 87% of the MACs busy with 1, 97% with 2)
 REAL_FRAME_CONFIG = SparseConvConfig(max_height=180, max_width=240, prefetch_rows=2)
 
 

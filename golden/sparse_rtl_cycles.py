@@ -125,7 +125,8 @@ class _Engine:
         self.credits = cfg.output_queue_depth
         self.in_depth, self.in_latency = cfg.input_queue_depth, cfg.input_queue_latency
         self.ready_latency, self.permit_latency = cfg.row_ready_latency, cfg.permit_latency
-        self.row_stages, self.chunk_stages, self.chunk = cfg.finder_row_stages, cfg.finder_chunk_stages, cfg.finder_chunk
+        self.row_stages, self.chunk_stages = cfg.finder_row_stages, cfg.finder_chunk_stages
+        self.chunk = cfg.finder_chunk
         self.Q, self.queue_latency = cfg.site_queue_depth, cfg.site_queue_latency
         self.next_reg, self.site_reg = cfg.sequencer_next_latency, cfg.sequencer_site_latency
         self.eof_latency, self.reset_latency = cfg.eof_latency, cfg.frame_reset_latency

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
+from accelkit._loaded import LOADED
 from accelkit.blocks import Block, block_for_config
 from accelkit.config import BlockConfig
 
@@ -114,9 +115,29 @@ def module_digest(*modules: str) -> str:
     anything computed by them and cached by content (builds, and the studies of flows/measure.py)."""
     h = hashlib.sha256()
     for name, path in _closure(tuple(modules)):
+        _check_loaded(name, path)
         h.update(name.encode() + b"\0")
         h.update(path.read_bytes())
     return h.hexdigest()
+
+
+def _check_loaded(name: str, path: Path) -> None:
+    """A module this process imported must still be the file the key hashes, or what the process builds under
+    that key would be the old code's."""
+    loaded = LOADED.get(name) if name in sys.modules else None
+    if loaded is None:
+        return
+    try:
+        st = path.stat()
+    except OSError:
+        return
+    if (st.st_mtime_ns, st.st_size) != loaded:
+        raise StaleSourceError(f"{name} ({path}) changed on disk since this process imported it: restart it, so "
+                               "that what it builds and caches is the new code")
+
+
+class StaleSourceError(RuntimeError):
+    """A generator's source file changed after the running process imported it."""
 
 
 def source_digest(block: Block) -> str:

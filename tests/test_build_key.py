@@ -69,3 +69,18 @@ def test_no_generator_imports_a_golden_or_cycle_model(name):
     modules = [m for m, _ in generator_sources(BLOCKS[name])]
     assert f"accelkit.config.{BLOCKS[name].config.split(':')[0].rsplit('.', 1)[1]}" in modules
     assert not [m for m in modules if m.startswith(("accelkit.golden", "accelkit.sim", "accelkit.flows"))], modules
+
+
+def test_a_generator_edited_after_import_is_refused(monkeypatch):
+    """A process that imported a generator before its file changed would cache the old code's Verilog under the
+    new key: the key refuses, naming the module."""
+    from accelkit import _loaded
+    from accelkit.sim.build import StaleSourceError
+
+    cfg = SparseConvConfig()
+    build_key(cfg, "verilator")  # the loaded modules are the files on disk
+    assert "accelkit.gen.sparse_finder" in _loaded.LOADED
+    mtime, size = _loaded.LOADED["accelkit.gen.sparse_finder"]
+    monkeypatch.setitem(_loaded.LOADED, "accelkit.gen.sparse_finder", (mtime - 1, size))  # as if edited since
+    with pytest.raises(StaleSourceError, match=r"accelkit\.gen\.sparse_finder .* changed on disk"):
+        build_key(cfg, "verilator")
