@@ -126,11 +126,12 @@ def test_token_frame_prefix():
 @pytest.mark.parametrize("pi", [4, 8])
 @pytest.mark.parametrize("name", sorted(FRAMES))
 def test_cycle_model_real_frames_utilisation(name, pi):
-    """The engine spends about |N(p)| * Cin/PI * Cout/PO cycles per site: >= 80% of its MACs are useful."""
+    """The bench's real-frame engine spends about |N(p)| * Cin/PI * Cout/PO cycles per site: >= 95% of its MACs
+    are useful (issue 9's target; the RTL's cycles are the model's, test_real_frames_full_size_figures)."""
     f = FRAMES[name]
-    cfg = SparseConvConfig(max_height=f.height, max_width=f.width, pi=pi, po=pi)
+    cfg = REAL_FRAME_CONFIG.replace(pi=pi, po=pi)
     cycles = frame_cycles(cfg, f)
-    assert useful_macs(f, "subm3x3", 16, 16) / (cfg.mac_units * cycles) >= 0.8
+    assert useful_macs(f, "subm3x3", 16, 16) / (cfg.mac_units * cycles) >= 0.95
     assert dense_frame_cycles(cfg, f.height, f.width) / cycles > 4
 
 
@@ -297,7 +298,7 @@ def test_real_frames_full_size_figures(pi):
     assert len(rows) == len(FRAMES)
     for r in rows:
         assert r["rtl_cycles"] == r["model_cycles"], r
-        assert r["utilisation"] >= 0.8 and r["speedup"] > 4, r
+        assert r["utilisation"] >= 0.95 and r["speedup"] > 4, r
         if "dense_cycles_rtl" in r:
             assert r["dense_cycles_rtl"] == r["dense_cycles_model"], r
     assert sum("dense_cycles_rtl" in r for r in rows) == 1
