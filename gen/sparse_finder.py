@@ -84,7 +84,8 @@ class SiteFinder(wiring.Component):
         last_out_row = self.last_y if s == 1 else self.last_y >> 1
         rows_over = self.eof_seen & (~self.has_last | (f_row > last_out_row))
         ready = self.eof_seen | (self.done_rows >= need)
-        c_free = ~c_v | ((nz == 0) & ~a_v)  # the scanned row's last chunk has left stage A
+        nz_zero = Signal(init=1)  # nz == 0 as a register, kept a step ahead (the stages' free chain starts from it)
+        c_free = ~c_v | (nz_zero & ~a_v)  # the scanned row's last chunk has left stage A
         w_free = ~w_v | c_free
         s_free = ~s_v | w_free
         i_free = ~i_v | s_free
@@ -97,7 +98,8 @@ class SiteFinder(wiring.Component):
             else:
                 pair = win[1] | win[2]
                 c_bits = Cat(*[pair[2 * i] | (pair[2 * i + 1] if 2 * i + 1 < W else 0) for i in range(Wo)])
-            m.d.sync += [centre.eq(c_bits), nz.eq(Cat(*[c_bits[c * K:(c + 1) * K] != 0 for c in range(NC)]))]
+            c_nz = Cat(*[c_bits[c * K:(c + 1) * K] != 0 for c in range(NC)])
+            m.d.sync += [centre.eq(c_bits), nz.eq(c_nz), nz_zero.eq(c_nz == 0)]
             if three:
                 m.d.sync += [a.eq(b) for a, b in zip(cwin, win, strict=True)]
         with m.If(s_v & w_free):
@@ -195,8 +197,8 @@ class SiteFinder(wiring.Component):
         with m.If(a2_load):
             m.d.sync += a_v.eq(0)
         nz_oh = lowest_one_hot(m, nz, "chunk_oh")
-        with m.If(a_load & c_v & (nz != 0)):
-            m.d.sync += [a_v.eq(1), a_oh.eq(nz_oh), nz.eq(nz & ~nz_oh)]
+        with m.If(a_load & c_v & ~nz_zero):
+            m.d.sync += [a_v.eq(1), a_oh.eq(nz_oh), nz.eq(nz & ~nz_oh), nz_zero.eq((nz & (nz - 1)) == 0)]
 
         # ---- end of frame: once the rows are over and every stage is empty, the eof site
         idle = ~(i_v | s_v | w_v | c_v | a2_v | a3_v | b_v | c1_v)

@@ -1234,7 +1234,7 @@ endmodule
 module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
-  wire \$10 ;
+  wire [8:0] \$10 ;
   wire \$100 ;
   wire \$101 ;
   wire \$102 ;
@@ -1245,7 +1245,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire [8:0] \$11 ;
+  wire [7:0] \$11 ;
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
@@ -1267,7 +1267,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$127 ;
   wire \$128 ;
   wire \$129 ;
-  wire [7:0] \$13 ;
+  wire \$13 ;
   wire \$130 ;
   wire \$131 ;
   wire \$132 ;
@@ -1479,18 +1479,18 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$318 ;
   wire \$319 ;
   wire \$32 ;
-  wire \$320 ;
-  wire [15:0] \$321 ;
+  wire [15:0] \$320 ;
+  wire [16:0] \$321 ;
   wire [16:0] \$322 ;
-  wire [16:0] \$323 ;
-  wire [15:0] \$324 ;
+  wire [15:0] \$323 ;
+  wire [16:0] \$324 ;
   wire [16:0] \$325 ;
-  wire [16:0] \$326 ;
-  wire \$327 ;
+  wire \$326 ;
+  wire [1:0] \$327 ;
   wire [1:0] \$328 ;
-  wire [1:0] \$329 ;
+  wire [3:0] \$329 ;
   wire \$33 ;
-  wire [3:0] \$330 ;
+  wire \$330 ;
   wire \$331 ;
   wire \$332 ;
   wire \$333 ;
@@ -1501,8 +1501,8 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$338 ;
   wire \$339 ;
   wire \$34 ;
-  wire \$340 ;
-  wire \$341 ;
+  wire [31:0] \$340 ;
+  wire [31:0] \$341 ;
   wire \$342 ;
   wire [31:0] \$343 ;
   wire [31:0] \$344 ;
@@ -1607,120 +1607,120 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [31:0] \$433 ;
   wire [31:0] \$434 ;
   wire \$435 ;
-  wire [31:0] \$436 ;
+  wire \$436 ;
   wire [31:0] \$437 ;
-  wire \$438 ;
+  wire [31:0] \$438 ;
   wire \$439 ;
   wire \$44 ;
-  wire \$440 ;
-  wire \$441 ;
+  wire [31:0] \$440 ;
+  wire [31:0] \$441 ;
   wire \$442 ;
-  wire \$443 ;
-  wire \$444 ;
+  wire [31:0] \$443 ;
+  wire [31:0] \$444 ;
   wire \$445 ;
-  wire \$446 ;
-  wire \$447 ;
-  wire [31:0] \$448 ;
+  wire [31:0] \$446 ;
+  wire [31:0] \$447 ;
+  wire \$448 ;
   wire [31:0] \$449 ;
   wire \$45 ;
   wire [31:0] \$450 ;
-  wire [31:0] \$451 ;
+  wire \$451 ;
   wire [31:0] \$452 ;
   wire [31:0] \$453 ;
-  wire [31:0] \$454 ;
+  wire \$454 ;
   wire [31:0] \$455 ;
   wire [31:0] \$456 ;
-  wire [31:0] \$457 ;
+  wire \$457 ;
   wire [31:0] \$458 ;
   wire [31:0] \$459 ;
   wire \$46 ;
-  wire [31:0] \$460 ;
+  wire \$460 ;
   wire [31:0] \$461 ;
   wire [31:0] \$462 ;
-  wire [31:0] \$463 ;
+  wire \$463 ;
   wire [31:0] \$464 ;
   wire [31:0] \$465 ;
-  wire [31:0] \$466 ;
+  wire \$466 ;
   wire [31:0] \$467 ;
   wire [31:0] \$468 ;
-  wire [31:0] \$469 ;
+  wire \$469 ;
   wire \$47 ;
   wire [31:0] \$470 ;
   wire [31:0] \$471 ;
-  wire [31:0] \$472 ;
+  wire \$472 ;
   wire [31:0] \$473 ;
   wire [31:0] \$474 ;
-  wire [31:0] \$475 ;
+  wire \$475 ;
   wire [31:0] \$476 ;
   wire [31:0] \$477 ;
-  wire [31:0] \$478 ;
+  wire \$478 ;
   wire [31:0] \$479 ;
   wire \$48 ;
   wire [31:0] \$480 ;
-  wire [31:0] \$481 ;
+  wire \$481 ;
   wire [31:0] \$482 ;
   wire [31:0] \$483 ;
-  wire [31:0] \$484 ;
-  wire [31:0] \$485 ;
-  wire [31:0] \$486 ;
-  wire [31:0] \$487 ;
-  wire [31:0] \$488 ;
-  wire [31:0] \$489 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire \$486 ;
+  wire \$487 ;
+  wire \$488 ;
+  wire \$489 ;
   wire \$49 ;
-  wire [31:0] \$490 ;
-  wire [31:0] \$491 ;
-  wire [31:0] \$492 ;
+  wire \$490 ;
+  wire \$491 ;
+  wire \$492 ;
   wire \$493 ;
-  wire \$494 ;
-  wire \$495 ;
-  wire \$496 ;
-  wire \$497 ;
-  wire \$498 ;
-  wire \$499 ;
+  wire [31:0] \$494 ;
+  wire [31:0] \$495 ;
+  wire [31:0] \$496 ;
+  wire [31:0] \$497 ;
+  wire [31:0] \$498 ;
+  wire [31:0] \$499 ;
   wire \$5 ;
   wire \$50 ;
-  wire \$500 ;
-  wire \$501 ;
-  wire \$502 ;
-  wire \$503 ;
-  wire \$504 ;
-  wire \$505 ;
-  wire \$506 ;
-  wire \$507 ;
-  wire \$508 ;
-  wire \$509 ;
+  wire [31:0] \$500 ;
+  wire [31:0] \$501 ;
+  wire [31:0] \$502 ;
+  wire [31:0] \$503 ;
+  wire [31:0] \$504 ;
+  wire [31:0] \$505 ;
+  wire [31:0] \$506 ;
+  wire [31:0] \$507 ;
+  wire [31:0] \$508 ;
+  wire [31:0] \$509 ;
   wire \$51 ;
-  wire \$510 ;
-  wire \$511 ;
-  wire \$512 ;
-  wire \$513 ;
-  wire \$514 ;
-  wire \$515 ;
-  wire \$516 ;
-  wire \$517 ;
-  wire \$518 ;
-  wire \$519 ;
+  wire [31:0] \$510 ;
+  wire [31:0] \$511 ;
+  wire [31:0] \$512 ;
+  wire [31:0] \$513 ;
+  wire [31:0] \$514 ;
+  wire [31:0] \$515 ;
+  wire [31:0] \$516 ;
+  wire [31:0] \$517 ;
+  wire [31:0] \$518 ;
+  wire [31:0] \$519 ;
   wire \$52 ;
-  wire \$520 ;
-  wire \$521 ;
-  wire \$522 ;
-  wire \$523 ;
-  wire \$524 ;
-  wire \$525 ;
-  wire \$526 ;
-  wire \$527 ;
-  wire \$528 ;
-  wire \$529 ;
+  wire [31:0] \$520 ;
+  wire [31:0] \$521 ;
+  wire [31:0] \$522 ;
+  wire [31:0] \$523 ;
+  wire [31:0] \$524 ;
+  wire [31:0] \$525 ;
+  wire [31:0] \$526 ;
+  wire [31:0] \$527 ;
+  wire [31:0] \$528 ;
+  wire [31:0] \$529 ;
   wire \$53 ;
-  wire \$530 ;
-  wire \$531 ;
-  wire \$532 ;
-  wire \$533 ;
-  wire \$534 ;
-  wire \$535 ;
-  wire \$536 ;
-  wire \$537 ;
-  wire \$538 ;
+  wire [31:0] \$530 ;
+  wire [31:0] \$531 ;
+  wire [31:0] \$532 ;
+  wire [31:0] \$533 ;
+  wire [31:0] \$534 ;
+  wire [31:0] \$535 ;
+  wire [31:0] \$536 ;
+  wire [31:0] \$537 ;
+  wire [31:0] \$538 ;
   wire \$539 ;
   wire \$54 ;
   wire \$540 ;
@@ -1795,31 +1795,31 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$602 ;
   wire \$603 ;
   wire \$604 ;
-  wire [4:0] \$605 ;
+  wire \$605 ;
   wire \$606 ;
   wire \$607 ;
   wire \$608 ;
   wire \$609 ;
   wire \$61 ;
   wire \$610 ;
-  wire [5:0] \$611 ;
-  wire [7:0] \$612 ;
-  wire [7:0] \$613 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire \$613 ;
   wire \$614 ;
   wire \$615 ;
   wire \$616 ;
   wire \$617 ;
   wire \$618 ;
-  wire [15:0] \$619 ;
+  wire \$619 ;
   wire \$62 ;
-  wire [15:0] \$620 ;
-  wire [16:0] \$621 ;
-  wire [16:0] \$622 ;
+  wire \$620 ;
+  wire \$621 ;
+  wire \$622 ;
   wire \$623 ;
   wire \$624 ;
   wire \$625 ;
   wire \$626 ;
-  wire [15:0] \$627 ;
+  wire \$627 ;
   wire \$628 ;
   wire \$629 ;
   wire \$63 ;
@@ -1828,10 +1828,10 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$632 ;
   wire \$633 ;
   wire \$634 ;
-  wire [15:0] \$635 ;
-  wire [15:0] \$636 ;
-  wire [16:0] \$637 ;
-  wire [16:0] \$638 ;
+  wire \$635 ;
+  wire \$636 ;
+  wire \$637 ;
+  wire \$638 ;
   wire \$639 ;
   wire \$64 ;
   wire \$640 ;
@@ -1843,32 +1843,32 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$646 ;
   wire \$647 ;
   wire \$648 ;
-  wire \$649 ;
+  wire [4:0] \$649 ;
   wire \$65 ;
   wire \$650 ;
   wire \$651 ;
   wire \$652 ;
-  wire [15:0] \$653 ;
-  wire [32:0] \$654 ;
-  wire [32:0] \$655 ;
-  wire [32:0] \$656 ;
-  wire \$657 ;
+  wire \$653 ;
+  wire \$654 ;
+  wire [5:0] \$655 ;
+  wire [7:0] \$656 ;
+  wire [7:0] \$657 ;
   wire \$658 ;
   wire \$659 ;
   wire \$66 ;
   wire \$660 ;
   wire \$661 ;
   wire \$662 ;
-  wire \$663 ;
-  wire \$664 ;
-  wire \$665 ;
-  wire \$666 ;
+  wire [15:0] \$663 ;
+  wire [15:0] \$664 ;
+  wire [16:0] \$665 ;
+  wire [16:0] \$666 ;
   wire \$667 ;
   wire \$668 ;
   wire \$669 ;
   wire \$67 ;
   wire \$670 ;
-  wire \$671 ;
+  wire [15:0] \$671 ;
   wire \$672 ;
   wire \$673 ;
   wire \$674 ;
@@ -1876,11 +1876,11 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$676 ;
   wire \$677 ;
   wire \$678 ;
-  wire \$679 ;
+  wire [15:0] \$679 ;
   wire \$68 ;
-  wire \$680 ;
-  wire \$681 ;
-  wire \$682 ;
+  wire [15:0] \$680 ;
+  wire [16:0] \$681 ;
+  wire [16:0] \$682 ;
   wire \$683 ;
   wire \$684 ;
   wire \$685 ;
@@ -1889,19 +1889,19 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$688 ;
   wire \$689 ;
   wire \$69 ;
-  wire [4:0] \$690 ;
+  wire \$690 ;
   wire \$691 ;
   wire \$692 ;
   wire \$693 ;
   wire \$694 ;
   wire \$695 ;
   wire \$696 ;
-  wire \$697 ;
-  wire \$698 ;
-  wire \$699 ;
+  wire [15:0] \$697 ;
+  wire [32:0] \$698 ;
+  wire [32:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
-  wire \$700 ;
+  wire [32:0] \$700 ;
   wire \$701 ;
   wire \$702 ;
   wire \$703 ;
@@ -1912,88 +1912,135 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$708 ;
   wire \$709 ;
   wire \$71 ;
-  wire [3:0] \$710 ;
-  wire [3:0] \$711 ;
-  wire [3:0] \$712 ;
-  wire [4:0] \$713 ;
-  wire [4:0] \$714 ;
-  wire [4:0] \$715 ;
-  wire [4:0] \$716 ;
-  reg \$717 ;
-  reg [3:0] \$718 ;
-  reg \$719 ;
+  wire \$710 ;
+  wire \$711 ;
+  wire \$712 ;
+  wire \$713 ;
+  wire \$714 ;
+  wire \$715 ;
+  wire \$716 ;
+  wire \$717 ;
+  wire \$718 ;
+  wire \$719 ;
   wire \$72 ;
-  reg [15:0] \$720 ;
-  reg \$721 ;
-  reg [31:0] \$722 ;
-  reg [31:0] \$723 ;
-  reg [31:0] \$724 ;
-  reg [3:0] \$725 ;
-  reg \$726 ;
-  reg [31:0] \$727 ;
-  reg [31:0] \$728 ;
-  reg [31:0] \$729 ;
+  wire \$720 ;
+  wire \$721 ;
+  wire [1:0] \$722 ;
+  wire [1:0] \$723 ;
+  wire \$724 ;
+  wire \$725 ;
+  wire \$726 ;
+  wire \$727 ;
+  wire \$728 ;
+  wire \$729 ;
   wire \$73 ;
-  reg [3:0] \$730 ;
-  reg \$731 ;
-  reg [7:0] \$732 ;
-  reg [7:0] \$733 ;
-  reg [7:0] \$734 ;
-  reg \$735 ;
-  reg [3:0] \$736 ;
-  reg [6:0] \$737 ;
-  reg [4:0] \$738 ;
-  reg [6:0] \$739 ;
+  wire \$730 ;
+  wire \$731 ;
+  wire \$732 ;
+  wire \$733 ;
+  wire \$734 ;
+  wire \$735 ;
+  wire [4:0] \$736 ;
+  wire \$737 ;
+  wire \$738 ;
+  wire \$739 ;
   wire \$74 ;
-  reg [6:0] \$740 ;
-  reg \$741 ;
-  reg \$742 ;
-  reg [15:0] \$743 ;
-  reg \$744 ;
-  reg [3:0] \$745 ;
-  reg [32:0] \$746 ;
-  reg [32:0] \$747 ;
-  reg [32:0] \$748 ;
-  reg [15:0] \$749 ;
+  wire \$740 ;
+  wire \$741 ;
+  wire \$742 ;
+  wire \$743 ;
+  wire \$744 ;
+  wire \$745 ;
+  wire \$746 ;
+  wire \$747 ;
+  wire \$748 ;
+  wire \$749 ;
   wire \$75 ;
-  reg [15:0] \$750 ;
-  reg \$751 ;
-  reg \$752 ;
-  reg \$753 ;
-  reg [3:0] \$754 ;
-  reg [32:0] \$755 ;
-  reg [32:0] \$756 ;
-  reg [32:0] \$757 ;
-  reg \$758 ;
-  reg [15:0] \$759 ;
+  wire \$750 ;
+  wire \$751 ;
+  wire \$752 ;
+  wire \$753 ;
+  wire \$754 ;
+  wire \$755 ;
+  wire [3:0] \$756 ;
+  wire [3:0] \$757 ;
+  wire [3:0] \$758 ;
+  wire [4:0] \$759 ;
   wire \$76 ;
-  reg [15:0] \$760 ;
-  reg \$761 ;
-  reg [3:0] \$762 ;
+  wire [4:0] \$760 ;
+  wire [4:0] \$761 ;
+  wire [4:0] \$762 ;
   reg \$763 ;
-  reg [32:0] \$764 ;
-  reg [32:0] \$765 ;
-  reg [32:0] \$766 ;
+  reg [3:0] \$764 ;
+  reg \$765 ;
+  reg [15:0] \$766 ;
   reg \$767 ;
-  reg [3:0] \$768 ;
-  reg \$769 ;
+  reg \$768 ;
+  reg [31:0] \$769 ;
   wire \$77 ;
-  reg [15:0] \$770 ;
-  reg [32:0] \$771 ;
-  reg [32:0] \$772 ;
-  reg [32:0] \$773 ;
-  reg \$774 ;
-  reg \$775 ;
-  reg \$776 ;
-  reg \$777 ;
-  reg [3:0] \$778 ;
-  reg [3:0] \$779 ;
+  reg [31:0] \$770 ;
+  reg [31:0] \$771 ;
+  reg [3:0] \$772 ;
+  reg \$773 ;
+  reg [31:0] \$774 ;
+  reg [31:0] \$775 ;
+  reg [31:0] \$776 ;
+  reg [3:0] \$777 ;
+  reg \$778 ;
+  reg [7:0] \$779 ;
   wire \$78 ;
+  reg [7:0] \$780 ;
+  reg [7:0] \$781 ;
+  reg \$782 ;
+  reg [3:0] \$783 ;
+  reg [6:0] \$784 ;
+  reg [4:0] \$785 ;
+  reg [6:0] \$786 ;
+  reg [6:0] \$787 ;
+  reg \$788 ;
+  reg \$789 ;
   wire \$79 ;
+  reg [15:0] \$790 ;
+  reg \$791 ;
+  reg [3:0] \$792 ;
+  reg [32:0] \$793 ;
+  reg [32:0] \$794 ;
+  reg [32:0] \$795 ;
+  reg [15:0] \$796 ;
+  reg [15:0] \$797 ;
+  reg \$798 ;
+  reg \$799 ;
   wire \$8 ;
   wire \$80 ;
+  reg \$800 ;
+  reg [3:0] \$801 ;
+  reg [32:0] \$802 ;
+  reg [32:0] \$803 ;
+  reg [32:0] \$804 ;
+  reg \$805 ;
+  reg [15:0] \$806 ;
+  reg [15:0] \$807 ;
+  reg \$808 ;
+  reg [3:0] \$809 ;
   wire \$81 ;
+  reg \$810 ;
+  reg [32:0] \$811 ;
+  reg [32:0] \$812 ;
+  reg [32:0] \$813 ;
+  reg \$814 ;
+  reg [3:0] \$815 ;
+  reg \$816 ;
+  reg [15:0] \$817 ;
+  reg [32:0] \$818 ;
+  reg [32:0] \$819 ;
   wire \$82 ;
+  reg [32:0] \$820 ;
+  reg \$821 ;
+  reg \$822 ;
+  reg \$823 ;
+  reg \$824 ;
+  reg [3:0] \$825 ;
+  reg [3:0] \$826 ;
   wire \$83 ;
   wire \$84 ;
   wire \$85 ;
@@ -2013,24 +2060,24 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$98 ;
   wire \$99 ;
   reg \$like  = 1'h0;
-  reg \$like$68  = 1'h0;
-  reg \$like$77  = 1'h0;
+  reg \$like$69  = 1'h0;
+  reg \$like$78  = 1'h0;
   reg \$signal  = 1'h0;
   reg [15:0] \$signal$17  = 16'h0000;
   reg \$signal$21  = 1'h0;
   reg [3:0] \$signal$23  = 4'h0;
-  reg \$signal$36  = 1'h0;
-  reg [3:0] \$signal$38  = 4'h0;
-  reg [15:0] \$signal$67  = 16'h0000;
+  reg \$signal$37  = 1'h0;
+  reg [3:0] \$signal$39  = 4'h0;
+  reg [15:0] \$signal$68  = 16'h0000;
   reg \$signal$7  = 1'h0;
-  reg \$signal$73  = 1'h1;
-  reg \$signal$74  = 1'h0;
-  reg [15:0] \$signal$75  = 16'h0000;
+  reg \$signal$74  = 1'h1;
+  reg \$signal$75  = 1'h0;
   reg [15:0] \$signal$76  = 16'h0000;
-  reg [3:0] \$signal$78  = 4'h0;
+  reg [15:0] \$signal$77  = 16'h0000;
+  reg [3:0] \$signal$79  = 4'h0;
   reg \$signal$8  = 1'h0;
-  reg \$signal$83  = 1'h0;
   reg \$signal$84  = 1'h0;
+  reg \$signal$85  = 1'h0;
   reg \$signal$9  = 1'h0;
   reg [15:0] a2_bits = 16'h0000;
   wire [15:0] a2_oh;
@@ -2098,6 +2145,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [4:0] last_y;
   reg [6:0] need = 7'h02;
   reg nz = 1'h0;
+  reg nz_zero = 1'h1;
   wire [18:0] qp;
   wire \qp.eof ;
   wire \qp.error ;
@@ -2149,847 +2197,896 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   reg [31:0] win_0 = 32'd0;
   reg [31:0] win_1 = 32'd0;
   reg [31:0] win_2 = 32'd0;
-  assign \$220  = \$signal$17 [12] & c1_win_1[26];
-  assign \$221  = \$219  | \$220 ;
-  assign \$222  = \$signal$17 [13] & c1_win_1[28];
-  assign \$223  = \$221  | \$222 ;
-  assign \$224  = \$signal$17 [14] & c1_win_1[30];
-  assign \$225  = \$223  | \$224 ;
-  assign \$226  = \$signal$17 [15] & c1_win_1[32];
-  assign \$227  = \$225  | \$226 ;
-  assign \$228  = \$signal$17 [0] & c1_win_2[0];
-  assign \$229  = \$signal$17 [1] & c1_win_2[2];
-  assign \$230  = \$228  | \$229 ;
-  assign \$231  = \$signal$17 [2] & c1_win_2[4];
-  assign \$232  = \$230  | \$231 ;
-  assign \$233  = \$signal$17 [3] & c1_win_2[6];
-  assign \$234  = \$232  | \$233 ;
-  assign \$235  = \$signal$17 [4] & c1_win_2[8];
-  assign \$236  = \$234  | \$235 ;
-  assign \$237  = \$signal$17 [5] & c1_win_2[10];
-  assign \$238  = \$236  | \$237 ;
-  assign \$239  = \$signal$17 [6] & c1_win_2[12];
-  assign \$240  = \$238  | \$239 ;
-  assign \$241  = \$signal$17 [7] & c1_win_2[14];
-  assign \$242  = \$240  | \$241 ;
-  assign \$243  = \$signal$17 [8] & c1_win_2[16];
-  assign \$244  = \$242  | \$243 ;
-  assign \$245  = \$signal$17 [9] & c1_win_2[18];
-  assign \$246  = \$244  | \$245 ;
-  assign \$247  = \$signal$17 [10] & c1_win_2[20];
-  assign \$248  = \$246  | \$247 ;
-  assign \$249  = \$signal$17 [11] & c1_win_2[22];
-  assign \$250  = \$248  | \$249 ;
-  assign \$251  = \$signal$17 [12] & c1_win_2[24];
-  assign \$252  = \$250  | \$251 ;
-  assign \$253  = \$signal$17 [13] & c1_win_2[26];
-  assign \$254  = \$252  | \$253 ;
-  assign \$255  = \$signal$17 [14] & c1_win_2[28];
-  assign \$256  = \$254  | \$255 ;
-  assign \$257  = \$signal$17 [15] & c1_win_2[30];
-  assign \$258  = \$256  | \$257 ;
-  assign \$259  = \$signal$17 [0] & c1_win_2[1];
-  assign \$260  = \$signal$17 [1] & c1_win_2[3];
-  assign \$261  = \$259  | \$260 ;
-  assign \$262  = \$signal$17 [2] & c1_win_2[5];
-  assign \$263  = \$261  | \$262 ;
-  assign \$264  = \$signal$17 [3] & c1_win_2[7];
-  assign \$265  = \$263  | \$264 ;
-  assign \$266  = \$signal$17 [4] & c1_win_2[9];
-  assign \$267  = \$265  | \$266 ;
-  assign \$268  = \$signal$17 [5] & c1_win_2[11];
-  assign \$269  = \$267  | \$268 ;
-  assign \$270  = \$signal$17 [6] & c1_win_2[13];
-  assign \$271  = \$269  | \$270 ;
-  assign \$272  = \$signal$17 [7] & c1_win_2[15];
-  assign \$273  = \$271  | \$272 ;
-  assign \$274  = \$signal$17 [8] & c1_win_2[17];
-  assign \$275  = \$273  | \$274 ;
-  assign \$276  = \$signal$17 [9] & c1_win_2[19];
-  assign \$277  = \$275  | \$276 ;
-  assign \$278  = \$signal$17 [10] & c1_win_2[21];
-  assign \$279  = \$277  | \$278 ;
-  assign \$280  = \$signal$17 [11] & c1_win_2[23];
-  assign \$281  = \$279  | \$280 ;
-  assign \$282  = \$signal$17 [12] & c1_win_2[25];
-  assign \$283  = \$281  | \$282 ;
-  assign \$284  = \$signal$17 [13] & c1_win_2[27];
-  assign \$285  = \$283  | \$284 ;
-  assign \$286  = \$signal$17 [14] & c1_win_2[29];
-  assign \$287  = \$285  | \$286 ;
-  assign \$288  = \$signal$17 [15] & c1_win_2[31];
-  assign \$289  = \$287  | \$288 ;
-  assign \$290  = \$signal$17 [0] & c1_win_2[2];
-  assign \$291  = \$signal$17 [1] & c1_win_2[4];
-  assign \$292  = \$290  | \$291 ;
-  assign \$293  = \$signal$17 [2] & c1_win_2[6];
-  assign \$294  = \$292  | \$293 ;
-  assign \$295  = \$signal$17 [3] & c1_win_2[8];
-  assign \$296  = \$294  | \$295 ;
-  assign \$297  = \$signal$17 [4] & c1_win_2[10];
-  assign \$298  = \$296  | \$297 ;
-  assign \$299  = \$signal$17 [5] & c1_win_2[12];
-  assign \$300  = \$298  | \$299 ;
-  assign \$301  = \$signal$17 [6] & c1_win_2[14];
-  assign \$302  = \$300  | \$301 ;
-  assign \$303  = \$signal$17 [7] & c1_win_2[16];
-  assign \$304  = \$302  | \$303 ;
-  assign \$305  = \$signal$17 [8] & c1_win_2[18];
-  assign \$306  = \$304  | \$305 ;
-  assign \$307  = \$signal$17 [9] & c1_win_2[20];
-  assign \$308  = \$306  | \$307 ;
-  assign \$309  = \$signal$17 [10] & c1_win_2[22];
-  assign \$310  = \$308  | \$309 ;
-  assign \$311  = \$signal$17 [11] & c1_win_2[24];
-  assign \$312  = \$310  | \$311 ;
-  assign \$313  = \$signal$17 [12] & c1_win_2[26];
-  assign \$314  = \$312  | \$313 ;
-  assign \$315  = \$signal$17 [13] & c1_win_2[28];
-  assign \$316  = \$314  | \$315 ;
-  assign \$317  = \$signal$17 [14] & c1_win_2[30];
-  assign \$318  = \$316  | \$317 ;
-  assign \$319  = \$signal$17 [15] & c1_win_2[32];
-  assign \$320  = \$318  | \$319 ;
-  assign \$321  = ~ b_rest;
-  assign \$322  = \$321  + 1'h1;
-  assign \$323  = { 1'h0, b_rest } & \$322 ;
-  assign \$324  = ~ a2_bits;
-  assign \$325  = \$324  + 1'h1;
-  assign \$326  = { 1'h0, a2_bits } & \$325 ;
-  assign \$327  = ~ nz;
-  assign \$328  = \$327  + 1'h1;
-  assign \$329  = { 1'h0, nz } & \$328 ;
-  assign \$330  = \$signal$36  ? \$signal$38  : rows_row;
-  assign row = sites__valid ? sites__payload[3:0] : \$330 ;
-  assign \$331  = ~ \$signal$9 ;
-  assign \$332  = ! nz;
-  assign \$333  = ~ a_v;
-  assign \$334  = \$332  & \$333 ;
-  assign \$335  = \$331  | \$334 ;
-  assign \$336  = \$signal$9  & \$335 ;
-  assign \$337  = ~ \$signal$9 ;
-  assign \$338  = ! nz;
-  assign \$339  = ~ a_v;
-  assign \$340  = \$338  & \$339 ;
-  assign \$341  = \$337  | \$340 ;
-  assign \$342  = \$signal$8  & \$341 ;
+  assign \$173  = \$171  | \$172 ;
+  assign \$174  = \$signal$17 [5] & c1_win_1[11];
+  assign \$175  = \$173  | \$174 ;
+  assign \$176  = \$signal$17 [6] & c1_win_1[13];
+  assign \$177  = \$175  | \$176 ;
+  assign \$178  = \$signal$17 [7] & c1_win_1[15];
+  assign \$179  = \$177  | \$178 ;
+  assign \$180  = \$signal$17 [8] & c1_win_1[17];
+  assign \$181  = \$179  | \$180 ;
+  assign \$182  = \$signal$17 [9] & c1_win_1[19];
+  assign \$183  = \$181  | \$182 ;
+  assign \$184  = \$signal$17 [10] & c1_win_1[21];
+  assign \$185  = \$183  | \$184 ;
+  assign \$186  = \$signal$17 [11] & c1_win_1[23];
+  assign \$187  = \$185  | \$186 ;
+  assign \$188  = \$signal$17 [12] & c1_win_1[25];
+  assign \$189  = \$187  | \$188 ;
+  assign \$190  = \$signal$17 [13] & c1_win_1[27];
+  assign \$191  = \$189  | \$190 ;
+  assign \$192  = \$signal$17 [14] & c1_win_1[29];
+  assign \$193  = \$191  | \$192 ;
+  assign \$194  = \$signal$17 [15] & c1_win_1[31];
+  assign \$195  = \$193  | \$194 ;
+  assign \$196  = \$signal$17 [0] & c1_win_1[2];
+  assign \$197  = \$signal$17 [1] & c1_win_1[4];
+  assign \$198  = \$196  | \$197 ;
+  assign \$199  = \$signal$17 [2] & c1_win_1[6];
+  assign \$200  = \$198  | \$199 ;
+  assign \$201  = \$signal$17 [3] & c1_win_1[8];
+  assign \$202  = \$200  | \$201 ;
+  assign \$203  = \$signal$17 [4] & c1_win_1[10];
+  assign \$204  = \$202  | \$203 ;
+  assign \$205  = \$signal$17 [5] & c1_win_1[12];
+  assign \$206  = \$204  | \$205 ;
+  assign \$207  = \$signal$17 [6] & c1_win_1[14];
+  assign \$208  = \$206  | \$207 ;
+  assign \$209  = \$signal$17 [7] & c1_win_1[16];
+  assign \$210  = \$208  | \$209 ;
+  assign \$211  = \$signal$17 [8] & c1_win_1[18];
+  assign \$212  = \$210  | \$211 ;
+  assign \$213  = \$signal$17 [9] & c1_win_1[20];
+  assign \$214  = \$212  | \$213 ;
+  assign \$215  = \$signal$17 [10] & c1_win_1[22];
+  assign \$216  = \$214  | \$215 ;
+  assign \$217  = \$signal$17 [11] & c1_win_1[24];
+  assign \$218  = \$216  | \$217 ;
+  assign \$219  = \$signal$17 [12] & c1_win_1[26];
+  assign \$220  = \$218  | \$219 ;
+  assign \$221  = \$signal$17 [13] & c1_win_1[28];
+  assign \$222  = \$220  | \$221 ;
+  assign \$223  = \$signal$17 [14] & c1_win_1[30];
+  assign \$224  = \$222  | \$223 ;
+  assign \$225  = \$signal$17 [15] & c1_win_1[32];
+  assign \$226  = \$224  | \$225 ;
+  assign \$227  = \$signal$17 [0] & c1_win_2[0];
+  assign \$228  = \$signal$17 [1] & c1_win_2[2];
+  assign \$229  = \$227  | \$228 ;
+  assign \$230  = \$signal$17 [2] & c1_win_2[4];
+  assign \$231  = \$229  | \$230 ;
+  assign \$232  = \$signal$17 [3] & c1_win_2[6];
+  assign \$233  = \$231  | \$232 ;
+  assign \$234  = \$signal$17 [4] & c1_win_2[8];
+  assign \$235  = \$233  | \$234 ;
+  assign \$236  = \$signal$17 [5] & c1_win_2[10];
+  assign \$237  = \$235  | \$236 ;
+  assign \$238  = \$signal$17 [6] & c1_win_2[12];
+  assign \$239  = \$237  | \$238 ;
+  assign \$240  = \$signal$17 [7] & c1_win_2[14];
+  assign \$241  = \$239  | \$240 ;
+  assign \$242  = \$signal$17 [8] & c1_win_2[16];
+  assign \$243  = \$241  | \$242 ;
+  assign \$244  = \$signal$17 [9] & c1_win_2[18];
+  assign \$245  = \$243  | \$244 ;
+  assign \$246  = \$signal$17 [10] & c1_win_2[20];
+  assign \$247  = \$245  | \$246 ;
+  assign \$248  = \$signal$17 [11] & c1_win_2[22];
+  assign \$249  = \$247  | \$248 ;
+  assign \$250  = \$signal$17 [12] & c1_win_2[24];
+  assign \$251  = \$249  | \$250 ;
+  assign \$252  = \$signal$17 [13] & c1_win_2[26];
+  assign \$253  = \$251  | \$252 ;
+  assign \$254  = \$signal$17 [14] & c1_win_2[28];
+  assign \$255  = \$253  | \$254 ;
+  assign \$256  = \$signal$17 [15] & c1_win_2[30];
+  assign \$257  = \$255  | \$256 ;
+  assign \$258  = \$signal$17 [0] & c1_win_2[1];
+  assign \$259  = \$signal$17 [1] & c1_win_2[3];
+  assign \$260  = \$258  | \$259 ;
+  assign \$261  = \$signal$17 [2] & c1_win_2[5];
+  assign \$262  = \$260  | \$261 ;
+  assign \$263  = \$signal$17 [3] & c1_win_2[7];
+  assign \$264  = \$262  | \$263 ;
+  assign \$265  = \$signal$17 [4] & c1_win_2[9];
+  assign \$266  = \$264  | \$265 ;
+  assign \$267  = \$signal$17 [5] & c1_win_2[11];
+  assign \$268  = \$266  | \$267 ;
+  assign \$269  = \$signal$17 [6] & c1_win_2[13];
+  assign \$270  = \$268  | \$269 ;
+  assign \$271  = \$signal$17 [7] & c1_win_2[15];
+  assign \$272  = \$270  | \$271 ;
+  assign \$273  = \$signal$17 [8] & c1_win_2[17];
+  assign \$274  = \$272  | \$273 ;
+  assign \$275  = \$signal$17 [9] & c1_win_2[19];
+  assign \$276  = \$274  | \$275 ;
+  assign \$277  = \$signal$17 [10] & c1_win_2[21];
+  assign \$278  = \$276  | \$277 ;
+  assign \$279  = \$signal$17 [11] & c1_win_2[23];
+  assign \$280  = \$278  | \$279 ;
+  assign \$281  = \$signal$17 [12] & c1_win_2[25];
+  assign \$282  = \$280  | \$281 ;
+  assign \$283  = \$signal$17 [13] & c1_win_2[27];
+  assign \$284  = \$282  | \$283 ;
+  assign \$285  = \$signal$17 [14] & c1_win_2[29];
+  assign \$286  = \$284  | \$285 ;
+  assign \$287  = \$signal$17 [15] & c1_win_2[31];
+  assign \$288  = \$286  | \$287 ;
+  assign \$289  = \$signal$17 [0] & c1_win_2[2];
+  assign \$290  = \$signal$17 [1] & c1_win_2[4];
+  assign \$291  = \$289  | \$290 ;
+  assign \$292  = \$signal$17 [2] & c1_win_2[6];
+  assign \$293  = \$291  | \$292 ;
+  assign \$294  = \$signal$17 [3] & c1_win_2[8];
+  assign \$295  = \$293  | \$294 ;
+  assign \$296  = \$signal$17 [4] & c1_win_2[10];
+  assign \$297  = \$295  | \$296 ;
+  assign \$298  = \$signal$17 [5] & c1_win_2[12];
+  assign \$299  = \$297  | \$298 ;
+  assign \$300  = \$signal$17 [6] & c1_win_2[14];
+  assign \$301  = \$299  | \$300 ;
+  assign \$302  = \$signal$17 [7] & c1_win_2[16];
+  assign \$303  = \$301  | \$302 ;
+  assign \$304  = \$signal$17 [8] & c1_win_2[18];
+  assign \$305  = \$303  | \$304 ;
+  assign \$306  = \$signal$17 [9] & c1_win_2[20];
+  assign \$307  = \$305  | \$306 ;
+  assign \$308  = \$signal$17 [10] & c1_win_2[22];
+  assign \$309  = \$307  | \$308 ;
+  assign \$310  = \$signal$17 [11] & c1_win_2[24];
+  assign \$311  = \$309  | \$310 ;
+  assign \$312  = \$signal$17 [12] & c1_win_2[26];
+  assign \$313  = \$311  | \$312 ;
+  assign \$314  = \$signal$17 [13] & c1_win_2[28];
+  assign \$315  = \$313  | \$314 ;
+  assign \$316  = \$signal$17 [14] & c1_win_2[30];
+  assign \$317  = \$315  | \$316 ;
+  assign \$318  = \$signal$17 [15] & c1_win_2[32];
+  assign \$319  = \$317  | \$318 ;
+  assign \$320  = ~ b_rest;
+  assign \$321  = \$320  + 1'h1;
+  assign \$322  = { 1'h0, b_rest } & \$321 ;
+  assign \$323  = ~ a2_bits;
+  assign \$324  = \$323  + 1'h1;
+  assign \$325  = { 1'h0, a2_bits } & \$324 ;
+  assign \$326  = ~ nz;
+  assign \$327  = \$326  + 1'h1;
+  assign \$328  = { 1'h0, nz } & \$327 ;
+  assign \$329  = \$signal$37  ? \$signal$39  : rows_row;
+  assign row = sites__valid ? sites__payload[3:0] : \$329 ;
+  assign \$330  = ~ \$signal$9 ;
+  assign \$331  = ~ a_v;
+  assign \$332  = nz_zero & \$331 ;
+  assign \$333  = \$330  | \$332 ;
+  assign \$334  = \$signal$9  & \$333 ;
+  assign \$335  = ~ \$signal$9 ;
+  assign \$336  = ~ a_v;
+  assign \$337  = nz_zero & \$336 ;
+  assign \$338  = \$335  | \$337 ;
+  assign \$339  = \$signal$8  & \$338 ;
+  assign \$340  = win_1 | win_2;
+  assign \$341  = win_1 | win_2;
+  assign \$342  = \$340 [0] | \$341 [1];
   assign \$343  = win_1 | win_2;
   assign \$344  = win_1 | win_2;
-  assign \$345  = \$343 [0] | \$344 [1];
+  assign \$345  = \$343 [2] | \$344 [3];
   assign \$346  = win_1 | win_2;
   assign \$347  = win_1 | win_2;
-  assign \$348  = \$346 [2] | \$347 [3];
+  assign \$348  = \$346 [4] | \$347 [5];
   assign \$349  = win_1 | win_2;
   assign \$350  = win_1 | win_2;
-  assign \$351  = \$349 [4] | \$350 [5];
+  assign \$351  = \$349 [6] | \$350 [7];
   assign \$352  = win_1 | win_2;
   assign \$353  = win_1 | win_2;
-  assign \$354  = \$352 [6] | \$353 [7];
+  assign \$354  = \$352 [8] | \$353 [9];
   assign \$355  = win_1 | win_2;
   assign \$356  = win_1 | win_2;
-  assign \$357  = \$355 [8] | \$356 [9];
+  assign \$357  = \$355 [10] | \$356 [11];
   assign \$358  = win_1 | win_2;
   assign \$359  = win_1 | win_2;
-  assign \$360  = \$358 [10] | \$359 [11];
+  assign \$360  = \$358 [12] | \$359 [13];
   assign \$361  = win_1 | win_2;
   assign \$362  = win_1 | win_2;
-  assign \$363  = \$361 [12] | \$362 [13];
+  assign \$363  = \$361 [14] | \$362 [15];
   assign \$364  = win_1 | win_2;
   assign \$365  = win_1 | win_2;
-  assign \$366  = \$364 [14] | \$365 [15];
+  assign \$366  = \$364 [16] | \$365 [17];
   assign \$367  = win_1 | win_2;
   assign \$368  = win_1 | win_2;
-  assign \$369  = \$367 [16] | \$368 [17];
+  assign \$369  = \$367 [18] | \$368 [19];
   assign \$370  = win_1 | win_2;
   assign \$371  = win_1 | win_2;
-  assign \$372  = \$370 [18] | \$371 [19];
+  assign \$372  = \$370 [20] | \$371 [21];
   assign \$373  = win_1 | win_2;
   assign \$374  = win_1 | win_2;
-  assign \$375  = \$373 [20] | \$374 [21];
+  assign \$375  = \$373 [22] | \$374 [23];
   assign \$376  = win_1 | win_2;
   assign \$377  = win_1 | win_2;
-  assign \$378  = \$376 [22] | \$377 [23];
+  assign \$378  = \$376 [24] | \$377 [25];
   assign \$379  = win_1 | win_2;
   assign \$380  = win_1 | win_2;
-  assign \$381  = \$379 [24] | \$380 [25];
+  assign \$381  = \$379 [26] | \$380 [27];
   assign \$382  = win_1 | win_2;
   assign \$383  = win_1 | win_2;
-  assign \$384  = \$382 [26] | \$383 [27];
+  assign \$384  = \$382 [28] | \$383 [29];
   assign \$385  = win_1 | win_2;
   assign \$386  = win_1 | win_2;
-  assign \$387  = \$385 [28] | \$386 [29];
+  assign \$387  = \$385 [30] | \$386 [31];
   assign \$388  = win_1 | win_2;
   assign \$389  = win_1 | win_2;
-  assign \$390  = \$388 [30] | \$389 [31];
+  assign \$390  = \$388 [0] | \$389 [1];
   assign \$391  = win_1 | win_2;
   assign \$392  = win_1 | win_2;
-  assign \$393  = \$391 [0] | \$392 [1];
+  assign \$393  = \$391 [2] | \$392 [3];
   assign \$394  = win_1 | win_2;
   assign \$395  = win_1 | win_2;
-  assign \$396  = \$394 [2] | \$395 [3];
+  assign \$396  = \$394 [4] | \$395 [5];
   assign \$397  = win_1 | win_2;
   assign \$398  = win_1 | win_2;
-  assign \$399  = \$397 [4] | \$398 [5];
+  assign \$399  = \$397 [6] | \$398 [7];
   assign \$400  = win_1 | win_2;
   assign \$401  = win_1 | win_2;
-  assign \$402  = \$400 [6] | \$401 [7];
+  assign \$402  = \$400 [8] | \$401 [9];
   assign \$403  = win_1 | win_2;
   assign \$404  = win_1 | win_2;
-  assign \$405  = \$403 [8] | \$404 [9];
+  assign \$405  = \$403 [10] | \$404 [11];
   assign \$406  = win_1 | win_2;
   assign \$407  = win_1 | win_2;
-  assign \$408  = \$406 [10] | \$407 [11];
+  assign \$408  = \$406 [12] | \$407 [13];
   assign \$409  = win_1 | win_2;
   assign \$410  = win_1 | win_2;
-  assign \$411  = \$409 [12] | \$410 [13];
+  assign \$411  = \$409 [14] | \$410 [15];
   assign \$412  = win_1 | win_2;
   assign \$413  = win_1 | win_2;
-  assign \$414  = \$412 [14] | \$413 [15];
+  assign \$414  = \$412 [16] | \$413 [17];
   assign \$415  = win_1 | win_2;
   assign \$416  = win_1 | win_2;
-  assign \$417  = \$415 [16] | \$416 [17];
+  assign \$417  = \$415 [18] | \$416 [19];
   assign \$418  = win_1 | win_2;
   assign \$419  = win_1 | win_2;
-  assign \$420  = \$418 [18] | \$419 [19];
+  assign \$420  = \$418 [20] | \$419 [21];
   assign \$421  = win_1 | win_2;
   assign \$422  = win_1 | win_2;
-  assign \$423  = \$421 [20] | \$422 [21];
+  assign \$423  = \$421 [22] | \$422 [23];
   assign \$424  = win_1 | win_2;
   assign \$425  = win_1 | win_2;
-  assign \$426  = \$424 [22] | \$425 [23];
+  assign \$426  = \$424 [24] | \$425 [25];
   assign \$427  = win_1 | win_2;
   assign \$428  = win_1 | win_2;
-  assign \$429  = \$427 [24] | \$428 [25];
+  assign \$429  = \$427 [26] | \$428 [27];
   assign \$430  = win_1 | win_2;
   assign \$431  = win_1 | win_2;
-  assign \$432  = \$430 [26] | \$431 [27];
+  assign \$432  = \$430 [28] | \$431 [29];
   assign \$433  = win_1 | win_2;
   assign \$434  = win_1 | win_2;
-  assign \$435  = \$433 [28] | \$434 [29];
-  assign \$436  = win_1 | win_2;
+  assign \$435  = \$433 [30] | \$434 [31];
+  assign \$436  = | { \$435 , \$432 , \$429 , \$426 , \$423 , \$420 , \$417 , \$414 , \$411 , \$408 , \$405 , \$402 , \$399 , \$396 , \$393 , \$390  };
   assign \$437  = win_1 | win_2;
-  assign \$438  = \$436 [30] | \$437 [31];
-  assign \$439  = | { \$438 , \$435 , \$432 , \$429 , \$426 , \$423 , \$420 , \$417 , \$414 , \$411 , \$408 , \$405 , \$402 , \$399 , \$396 , \$393  };
-  assign \$440  = ~ \$signal$8 ;
-  assign \$441  = ~ \$signal$9 ;
-  assign \$442  = ! nz;
-  assign \$443  = ~ a_v;
-  assign \$444  = \$442  & \$443 ;
-  assign \$445  = \$441  | \$444 ;
-  assign \$446  = \$440  | \$445 ;
-  assign \$447  = \$signal$7  & \$446 ;
-  assign \$448  = sel_0[0] ? bitmaps[31:0] : 32'd0;
-  assign \$449  = sel_0[1] ? bitmaps[63:32] : 32'd0;
-  assign \$450  = \$448  | \$449 ;
-  assign \$451  = sel_0[2] ? bitmaps[95:64] : 32'd0;
-  assign \$452  = \$450  | \$451 ;
-  assign \$453  = sel_0[3] ? bitmaps[127:96] : 32'd0;
-  assign \$454  = \$452  | \$453 ;
-  assign \$455  = sel_0[4] ? bitmaps[159:128] : 32'd0;
-  assign \$456  = \$454  | \$455 ;
-  assign \$457  = sel_0[5] ? bitmaps[191:160] : 32'd0;
-  assign \$458  = \$456  | \$457 ;
-  assign \$459  = sel_0[6] ? bitmaps[223:192] : 32'd0;
-  assign \$460  = \$458  | \$459 ;
-  assign \$461  = sel_0[7] ? bitmaps[255:224] : 32'd0;
-  assign \$462  = \$460  | \$461 ;
-  assign \$463  = sel_1[0] ? bitmaps[31:0] : 32'd0;
-  assign \$464  = sel_1[1] ? bitmaps[63:32] : 32'd0;
-  assign \$465  = \$463  | \$464 ;
-  assign \$466  = sel_1[2] ? bitmaps[95:64] : 32'd0;
-  assign \$467  = \$465  | \$466 ;
-  assign \$468  = sel_1[3] ? bitmaps[127:96] : 32'd0;
-  assign \$469  = \$467  | \$468 ;
-  assign \$470  = sel_1[4] ? bitmaps[159:128] : 32'd0;
-  assign \$471  = \$469  | \$470 ;
-  assign \$472  = sel_1[5] ? bitmaps[191:160] : 32'd0;
-  assign \$473  = \$471  | \$472 ;
-  assign \$474  = sel_1[6] ? bitmaps[223:192] : 32'd0;
-  assign \$475  = \$473  | \$474 ;
-  assign \$476  = sel_1[7] ? bitmaps[255:224] : 32'd0;
-  assign \$477  = \$475  | \$476 ;
-  assign \$478  = sel_2[0] ? bitmaps[31:0] : 32'd0;
-  assign \$479  = sel_2[1] ? bitmaps[63:32] : 32'd0;
-  assign \$480  = \$478  | \$479 ;
-  assign \$481  = sel_2[2] ? bitmaps[95:64] : 32'd0;
-  assign \$482  = \$480  | \$481 ;
-  assign \$483  = sel_2[3] ? bitmaps[127:96] : 32'd0;
-  assign \$484  = \$482  | \$483 ;
-  assign \$485  = sel_2[4] ? bitmaps[159:128] : 32'd0;
-  assign \$486  = \$484  | \$485 ;
-  assign \$487  = sel_2[5] ? bitmaps[191:160] : 32'd0;
-  assign \$488  = \$486  | \$487 ;
-  assign \$489  = sel_2[6] ? bitmaps[223:192] : 32'd0;
-  assign \$490  = \$488  | \$489 ;
-  assign \$491  = sel_2[7] ? bitmaps[255:224] : 32'd0;
-  assign \$492  = \$490  | \$491 ;
-  assign \$493  = ~ \$signal$7 ;
-  assign \$494  = ~ \$signal$8 ;
-  assign \$495  = ~ \$signal$9 ;
-  assign \$496  = ! nz;
-  assign \$497  = ~ a_v;
-  assign \$498  = \$496  & \$497 ;
-  assign \$499  = \$495  | \$498 ;
-  assign \$500  = \$494  | \$499 ;
-  assign \$501  = \$493  | \$500 ;
-  assign \$502  = \$signal  & \$501 ;
-  assign \$503  = ! row_0[2:0];
-  assign \$504  = tags[5:0] == row_0;
-  assign \$505  = \$503  & \$504 ;
-  assign \$506  = | i_cy;
-  assign \$507  = \$505  & \$506 ;
-  assign \$508  = row_0[2:0] == 1'h1;
-  assign \$509  = tags[11:6] == row_0;
-  assign \$510  = \$508  & \$509 ;
-  assign \$511  = | i_cy;
-  assign \$512  = \$510  & \$511 ;
-  assign \$513  = row_0[2:0] == 2'h2;
-  assign \$514  = tags[17:12] == row_0;
-  assign \$515  = \$513  & \$514 ;
-  assign \$516  = | i_cy;
-  assign \$517  = \$515  & \$516 ;
-  assign \$518  = row_0[2:0] == 2'h3;
-  assign \$519  = tags[23:18] == row_0;
-  assign \$520  = \$518  & \$519 ;
-  assign \$521  = | i_cy;
-  assign \$522  = \$520  & \$521 ;
-  assign \$523  = row_0[2:0] == 3'h4;
-  assign \$524  = tags[29:24] == row_0;
-  assign \$525  = \$523  & \$524 ;
-  assign \$526  = | i_cy;
-  assign \$527  = \$525  & \$526 ;
-  assign \$528  = row_0[2:0] == 3'h5;
-  assign \$529  = tags[35:30] == row_0;
-  assign \$530  = \$528  & \$529 ;
-  assign \$531  = | i_cy;
-  assign \$532  = \$530  & \$531 ;
-  assign \$533  = row_0[2:0] == 3'h6;
-  assign \$534  = tags[41:36] == row_0;
-  assign \$535  = \$533  & \$534 ;
-  assign \$536  = | i_cy;
-  assign \$537  = \$535  & \$536 ;
-  assign \$538  = row_0[2:0] == 3'h7;
-  assign \$539  = tags[47:42] == row_0;
-  assign \$540  = \$538  & \$539 ;
-  assign \$541  = | i_cy;
-  assign \$542  = \$540  & \$541 ;
-  assign \$543  = ! row_1[2:0];
-  assign \$544  = tags[5:0] == row_1;
-  assign \$545  = \$543  & \$544 ;
-  assign \$546  = row_1[2:0] == 1'h1;
-  assign \$547  = tags[11:6] == row_1;
-  assign \$548  = \$546  & \$547 ;
-  assign \$549  = row_1[2:0] == 2'h2;
-  assign \$550  = tags[17:12] == row_1;
-  assign \$551  = \$549  & \$550 ;
-  assign \$552  = row_1[2:0] == 2'h3;
-  assign \$553  = tags[23:18] == row_1;
-  assign \$554  = \$552  & \$553 ;
-  assign \$555  = row_1[2:0] == 3'h4;
-  assign \$556  = tags[29:24] == row_1;
+  assign \$438  = win_1 | win_2;
+  assign \$439  = \$437 [0] | \$438 [1];
+  assign \$440  = win_1 | win_2;
+  assign \$441  = win_1 | win_2;
+  assign \$442  = \$440 [2] | \$441 [3];
+  assign \$443  = win_1 | win_2;
+  assign \$444  = win_1 | win_2;
+  assign \$445  = \$443 [4] | \$444 [5];
+  assign \$446  = win_1 | win_2;
+  assign \$447  = win_1 | win_2;
+  assign \$448  = \$446 [6] | \$447 [7];
+  assign \$449  = win_1 | win_2;
+  assign \$450  = win_1 | win_2;
+  assign \$451  = \$449 [8] | \$450 [9];
+  assign \$452  = win_1 | win_2;
+  assign \$453  = win_1 | win_2;
+  assign \$454  = \$452 [10] | \$453 [11];
+  assign \$455  = win_1 | win_2;
+  assign \$456  = win_1 | win_2;
+  assign \$457  = \$455 [12] | \$456 [13];
+  assign \$458  = win_1 | win_2;
+  assign \$459  = win_1 | win_2;
+  assign \$460  = \$458 [14] | \$459 [15];
+  assign \$461  = win_1 | win_2;
+  assign \$462  = win_1 | win_2;
+  assign \$463  = \$461 [16] | \$462 [17];
+  assign \$464  = win_1 | win_2;
+  assign \$465  = win_1 | win_2;
+  assign \$466  = \$464 [18] | \$465 [19];
+  assign \$467  = win_1 | win_2;
+  assign \$468  = win_1 | win_2;
+  assign \$469  = \$467 [20] | \$468 [21];
+  assign \$470  = win_1 | win_2;
+  assign \$471  = win_1 | win_2;
+  assign \$472  = \$470 [22] | \$471 [23];
+  assign \$473  = win_1 | win_2;
+  assign \$474  = win_1 | win_2;
+  assign \$475  = \$473 [24] | \$474 [25];
+  assign \$476  = win_1 | win_2;
+  assign \$477  = win_1 | win_2;
+  assign \$478  = \$476 [26] | \$477 [27];
+  assign \$479  = win_1 | win_2;
+  assign \$480  = win_1 | win_2;
+  assign \$481  = \$479 [28] | \$480 [29];
+  assign \$482  = win_1 | win_2;
+  assign \$483  = win_1 | win_2;
+  assign \$484  = \$482 [30] | \$483 [31];
+  assign \$485  = | { \$484 , \$481 , \$478 , \$475 , \$472 , \$469 , \$466 , \$463 , \$460 , \$457 , \$454 , \$451 , \$448 , \$445 , \$442 , \$439  };
+  assign \$486  = ! \$485 ;
+  assign \$487  = ~ \$signal$8 ;
+  assign \$488  = ~ \$signal$9 ;
+  assign \$489  = ~ a_v;
+  assign \$490  = nz_zero & \$489 ;
+  assign \$491  = \$488  | \$490 ;
+  assign \$492  = \$487  | \$491 ;
+  assign \$493  = \$signal$7  & \$492 ;
+  assign \$494  = sel_0[0] ? bitmaps[31:0] : 32'd0;
+  assign \$495  = sel_0[1] ? bitmaps[63:32] : 32'd0;
+  assign \$496  = \$494  | \$495 ;
+  assign \$497  = sel_0[2] ? bitmaps[95:64] : 32'd0;
+  assign \$498  = \$496  | \$497 ;
+  assign \$499  = sel_0[3] ? bitmaps[127:96] : 32'd0;
+  assign \$500  = \$498  | \$499 ;
+  assign \$501  = sel_0[4] ? bitmaps[159:128] : 32'd0;
+  assign \$502  = \$500  | \$501 ;
+  assign \$503  = sel_0[5] ? bitmaps[191:160] : 32'd0;
+  assign \$504  = \$502  | \$503 ;
+  assign \$505  = sel_0[6] ? bitmaps[223:192] : 32'd0;
+  assign \$506  = \$504  | \$505 ;
+  assign \$507  = sel_0[7] ? bitmaps[255:224] : 32'd0;
+  assign \$508  = \$506  | \$507 ;
+  assign \$509  = sel_1[0] ? bitmaps[31:0] : 32'd0;
+  assign \$510  = sel_1[1] ? bitmaps[63:32] : 32'd0;
+  assign \$511  = \$509  | \$510 ;
+  assign \$512  = sel_1[2] ? bitmaps[95:64] : 32'd0;
+  assign \$513  = \$511  | \$512 ;
+  assign \$514  = sel_1[3] ? bitmaps[127:96] : 32'd0;
+  assign \$515  = \$513  | \$514 ;
+  assign \$516  = sel_1[4] ? bitmaps[159:128] : 32'd0;
+  assign \$517  = \$515  | \$516 ;
+  assign \$518  = sel_1[5] ? bitmaps[191:160] : 32'd0;
+  assign \$519  = \$517  | \$518 ;
+  assign \$520  = sel_1[6] ? bitmaps[223:192] : 32'd0;
+  assign \$521  = \$519  | \$520 ;
+  assign \$522  = sel_1[7] ? bitmaps[255:224] : 32'd0;
+  assign \$523  = \$521  | \$522 ;
+  assign \$524  = sel_2[0] ? bitmaps[31:0] : 32'd0;
+  assign \$525  = sel_2[1] ? bitmaps[63:32] : 32'd0;
+  assign \$526  = \$524  | \$525 ;
+  assign \$527  = sel_2[2] ? bitmaps[95:64] : 32'd0;
+  assign \$528  = \$526  | \$527 ;
+  assign \$529  = sel_2[3] ? bitmaps[127:96] : 32'd0;
+  assign \$530  = \$528  | \$529 ;
+  assign \$531  = sel_2[4] ? bitmaps[159:128] : 32'd0;
+  assign \$532  = \$530  | \$531 ;
+  assign \$533  = sel_2[5] ? bitmaps[191:160] : 32'd0;
+  assign \$534  = \$532  | \$533 ;
+  assign \$535  = sel_2[6] ? bitmaps[223:192] : 32'd0;
+  assign \$536  = \$534  | \$535 ;
+  assign \$537  = sel_2[7] ? bitmaps[255:224] : 32'd0;
+  assign \$538  = \$536  | \$537 ;
+  assign \$539  = ~ \$signal$7 ;
+  assign \$540  = ~ \$signal$8 ;
+  assign \$541  = ~ \$signal$9 ;
+  assign \$542  = ~ a_v;
+  assign \$543  = nz_zero & \$542 ;
+  assign \$544  = \$541  | \$543 ;
+  assign \$545  = \$540  | \$544 ;
+  assign \$546  = \$539  | \$545 ;
+  assign \$547  = \$signal  & \$546 ;
+  assign \$548  = ! row_0[2:0];
+  assign \$549  = tags[5:0] == row_0;
+  assign \$550  = \$548  & \$549 ;
+  assign \$551  = | i_cy;
+  assign \$552  = \$550  & \$551 ;
+  assign \$553  = row_0[2:0] == 1'h1;
+  assign \$554  = tags[11:6] == row_0;
+  assign \$555  = \$553  & \$554 ;
+  assign \$556  = | i_cy;
   assign \$557  = \$555  & \$556 ;
-  assign \$558  = row_1[2:0] == 3'h5;
-  assign \$559  = tags[35:30] == row_1;
+  assign \$558  = row_0[2:0] == 2'h2;
+  assign \$559  = tags[17:12] == row_0;
   assign \$560  = \$558  & \$559 ;
-  assign \$561  = row_1[2:0] == 3'h6;
-  assign \$562  = tags[41:36] == row_1;
-  assign \$563  = \$561  & \$562 ;
-  assign \$564  = row_1[2:0] == 3'h7;
-  assign \$565  = tags[47:42] == row_1;
-  assign \$566  = \$564  & \$565 ;
-  assign \$567  = ! row_2[2:0];
-  assign \$568  = tags[5:0] == row_2;
-  assign \$569  = \$567  & \$568 ;
-  assign \$570  = row_2[2:0] == 1'h1;
-  assign \$571  = tags[11:6] == row_2;
+  assign \$561  = | i_cy;
+  assign \$562  = \$560  & \$561 ;
+  assign \$563  = row_0[2:0] == 2'h3;
+  assign \$564  = tags[23:18] == row_0;
+  assign \$565  = \$563  & \$564 ;
+  assign \$566  = | i_cy;
+  assign \$567  = \$565  & \$566 ;
+  assign \$568  = row_0[2:0] == 3'h4;
+  assign \$569  = tags[29:24] == row_0;
+  assign \$570  = \$568  & \$569 ;
+  assign \$571  = | i_cy;
   assign \$572  = \$570  & \$571 ;
-  assign \$573  = row_2[2:0] == 2'h2;
-  assign \$574  = tags[17:12] == row_2;
+  assign \$573  = row_0[2:0] == 3'h5;
+  assign \$574  = tags[35:30] == row_0;
   assign \$575  = \$573  & \$574 ;
-  assign \$576  = row_2[2:0] == 2'h3;
-  assign \$577  = tags[23:18] == row_2;
-  assign \$578  = \$576  & \$577 ;
-  assign \$579  = row_2[2:0] == 3'h4;
-  assign \$580  = tags[29:24] == row_2;
-  assign \$581  = \$579  & \$580 ;
-  assign \$582  = row_2[2:0] == 3'h5;
-  assign \$583  = tags[35:30] == row_2;
-  assign \$584  = \$582  & \$583 ;
-  assign \$585  = row_2[2:0] == 3'h6;
-  assign \$586  = tags[41:36] == row_2;
+  assign \$576  = | i_cy;
+  assign \$577  = \$575  & \$576 ;
+  assign \$578  = row_0[2:0] == 3'h6;
+  assign \$579  = tags[41:36] == row_0;
+  assign \$580  = \$578  & \$579 ;
+  assign \$581  = | i_cy;
+  assign \$582  = \$580  & \$581 ;
+  assign \$583  = row_0[2:0] == 3'h7;
+  assign \$584  = tags[47:42] == row_0;
+  assign \$585  = \$583  & \$584 ;
+  assign \$586  = | i_cy;
   assign \$587  = \$585  & \$586 ;
-  assign \$588  = row_2[2:0] == 3'h7;
-  assign \$589  = tags[47:42] == row_2;
+  assign \$588  = ! row_1[2:0];
+  assign \$589  = tags[5:0] == row_1;
   assign \$590  = \$588  & \$589 ;
-  assign \$591  = ~ \$signal ;
-  assign \$592  = ~ \$signal$7 ;
-  assign \$593  = ~ \$signal$8 ;
-  assign \$594  = ~ \$signal$9 ;
-  assign \$595  = ! nz;
-  assign \$596  = ~ a_v;
-  assign \$597  = \$595  & \$596 ;
-  assign \$598  = \$594  | \$597 ;
-  assign \$599  = \$593  | \$598 ;
-  assign \$600  = \$592  | \$599 ;
-  assign \$601  = \$591  | \$600 ;
-  assign \$602  = ~ ends;
-  assign \$603  = \$601  & \$602 ;
-  assign \$604  = ~ has_last;
-  assign \$606  = f_row > \$605 ;
-  assign \$607  = \$604  | \$606 ;
-  assign \$608  = eof_seen & \$607 ;
-  assign \$609  = done_rows >= need;
-  assign \$610  = eof_seen | \$609 ;
-  assign \$611  = f_row + 1'h1;
-  assign \$612  = cy + 2'h2;
-  assign \$613  = need + 2'h2;
-  assign \$614  = ~ \$signal$21 ;
-  assign \$615  = eof_pend & \$614 ;
-  assign \$616  = \$615  & w_rdy;
-  assign \$617  = ~ \$signal$21 ;
-  assign \$618  = \$617  | w_rdy;
-  assign \$619  = ~ \$323 [15:0];
-  assign \$620  = b_rest & \$619 ;
-  assign \$621  = b_rest - 1'h1;
-  assign \$622  = { 1'h0, b_rest } & \$621 ;
-  assign \$623  = ! \$622 ;
-  assign \$624  = ~ \$signal$21 ;
-  assign \$625  = \$624  | w_rdy;
-  assign \$626  = \$625  & \$signal$73 ;
-  assign \$627  = \$signal$74  ? \$signal$76  : 16'h0000;
-  assign \$628  = ~ \$signal$74 ;
-  assign \$629  = \$628  | a3_rest_zero;
-  assign \$630  = ~ \$signal$74 ;
-  assign \$631  = ~ \$signal$21 ;
-  assign \$632  = \$631  | w_rdy;
-  assign \$633  = \$632  & \$signal$73 ;
-  assign \$634  = \$630  | \$633 ;
-  assign \$635  = ~ \$326 [15:0];
-  assign \$636  = a2_bits & \$635 ;
-  assign \$637  = a2_bits - 1'h1;
-  assign \$638  = { 1'h0, a2_bits } & \$637 ;
-  assign \$639  = ! \$638 ;
-  assign \$640  = ~ \$signal$74 ;
-  assign \$641  = ~ \$signal$21 ;
-  assign \$642  = \$641  | w_rdy;
-  assign \$643  = \$642  & \$signal$73 ;
-  assign \$644  = \$640  | \$643 ;
-  assign \$645  = ~ \$signal$83 ;
-  assign \$646  = ~ \$signal$74 ;
-  assign \$647  = ~ \$signal$21 ;
-  assign \$648  = \$647  | w_rdy;
-  assign \$649  = \$648  & \$signal$73 ;
-  assign \$650  = \$646  | \$649 ;
-  assign \$651  = \$645  | \$650 ;
-  assign \$652  = \$651  & a_v;
-  assign \$653  = a_oh ? centre : 16'h0000;
-  assign \$654  = a_oh ? { cwin_0, 1'h0 } : 33'h000000000;
-  assign \$655  = a_oh ? { cwin_1, 1'h0 } : 33'h000000000;
-  assign \$656  = a_oh ? { cwin_2, 1'h0 } : 33'h000000000;
-  assign \$657  = ~ \$signal$83 ;
-  assign \$658  = ~ \$signal$74 ;
-  assign \$659  = ~ \$signal$21 ;
-  assign \$660  = \$659  | w_rdy;
-  assign \$661  = \$660  & \$signal$73 ;
-  assign \$662  = \$658  | \$661 ;
-  assign \$663  = \$657  | \$662 ;
-  assign \$664  = ~ a_v;
-  assign \$665  = ~ \$signal$83 ;
-  assign \$666  = ~ \$signal$74 ;
-  assign \$667  = ~ \$signal$21 ;
-  assign \$668  = \$667  | w_rdy;
-  assign \$669  = \$668  & \$signal$73 ;
-  assign \$670  = \$666  | \$669 ;
-  assign \$671  = \$665  | \$670 ;
-  assign \$672  = \$664  | \$671 ;
-  assign \$673  = \$672  & \$signal$9 ;
-  assign \$675  = \$673  & \$674 ;
-  assign \$676  = ~ \$329 [0];
-  assign \$677  = nz & \$676 ;
-  assign \$678  = ~ \$signal ;
-  assign \$679  = ~ \$signal$7 ;
-  assign \$680  = ~ \$signal$8 ;
-  assign \$681  = ~ \$signal$9 ;
-  assign \$682  = ! nz;
-  assign \$683  = ~ a_v;
-  assign \$684  = \$682  & \$683 ;
-  assign \$685  = \$681  | \$684 ;
-  assign \$686  = \$680  | \$685 ;
-  assign \$687  = \$679  | \$686 ;
-  assign \$688  = \$678  | \$687 ;
-  assign \$689  = ~ has_last;
-  assign \$691  = f_row > \$690 ;
-  assign \$692  = \$689  | \$691 ;
-  assign \$693  = eof_seen & \$692 ;
-  assign \$694  = \$688  & \$693 ;
-  assign \$695  = ends | \$694 ;
-  assign \$696  = \$signal  | \$signal$7 ;
-  assign \$697  = \$696  | \$signal$8 ;
-  assign \$698  = \$697  | \$signal$9 ;
-  assign \$699  = \$698  | \$signal$83 ;
-  assign \$700  = \$699  | \$signal$74 ;
-  assign \$701  = \$700  | b_v;
-  assign \$702  = \$701  | \$signal$21 ;
-  assign \$703  = ~ \$702 ;
-  assign \$704  = \$695  & \$703 ;
-  assign \$705  = ~ eof_done;
-  assign \$706  = \$704  & \$705 ;
-  assign \$707  = \$signal$21  | b_v;
-  assign \$708  = \$707  | \$signal$74 ;
-  assign \$709  = \$708  | \$signal$83 ;
-  assign \$710  = \$signal$74  ? \$signal$78  : a2_oy;
-  assign \$711  = b_v ? b_oy : \$710 ;
-  assign \$712  = \$signal$21  ? \$signal$23  : \$711 ;
-  assign \$713  = \$signal  ? { 1'h0, i_row } : f_row;
-  assign \$714  = \$signal$7  ? { 1'h0, s_row } : \$713 ;
-  assign \$715  = \$signal$8  ? { 1'h0, w_row } : \$714 ;
-  assign \$716  = \$signal$9  ? { 1'h0, c_row } : \$715 ;
+  assign \$591  = row_1[2:0] == 1'h1;
+  assign \$592  = tags[11:6] == row_1;
+  assign \$593  = \$591  & \$592 ;
+  assign \$594  = row_1[2:0] == 2'h2;
+  assign \$595  = tags[17:12] == row_1;
+  assign \$596  = \$594  & \$595 ;
+  assign \$597  = row_1[2:0] == 2'h3;
+  assign \$598  = tags[23:18] == row_1;
+  assign \$599  = \$597  & \$598 ;
+  assign \$600  = row_1[2:0] == 3'h4;
+  assign \$601  = tags[29:24] == row_1;
+  assign \$602  = \$600  & \$601 ;
+  assign \$603  = row_1[2:0] == 3'h5;
+  assign \$604  = tags[35:30] == row_1;
+  assign \$605  = \$603  & \$604 ;
+  assign \$606  = row_1[2:0] == 3'h6;
+  assign \$607  = tags[41:36] == row_1;
+  assign \$608  = \$606  & \$607 ;
+  assign \$609  = row_1[2:0] == 3'h7;
+  assign \$610  = tags[47:42] == row_1;
+  assign \$611  = \$609  & \$610 ;
+  assign \$612  = ! row_2[2:0];
+  assign \$613  = tags[5:0] == row_2;
+  assign \$614  = \$612  & \$613 ;
+  assign \$615  = row_2[2:0] == 1'h1;
+  assign \$616  = tags[11:6] == row_2;
+  assign \$617  = \$615  & \$616 ;
+  assign \$618  = row_2[2:0] == 2'h2;
+  assign \$619  = tags[17:12] == row_2;
+  assign \$620  = \$618  & \$619 ;
+  assign \$621  = row_2[2:0] == 2'h3;
+  assign \$622  = tags[23:18] == row_2;
+  assign \$623  = \$621  & \$622 ;
+  assign \$624  = row_2[2:0] == 3'h4;
+  assign \$625  = tags[29:24] == row_2;
+  assign \$626  = \$624  & \$625 ;
+  assign \$627  = row_2[2:0] == 3'h5;
+  assign \$628  = tags[35:30] == row_2;
+  assign \$629  = \$627  & \$628 ;
+  assign \$630  = row_2[2:0] == 3'h6;
+  assign \$631  = tags[41:36] == row_2;
+  assign \$632  = \$630  & \$631 ;
+  assign \$633  = row_2[2:0] == 3'h7;
+  assign \$634  = tags[47:42] == row_2;
+  assign \$635  = \$633  & \$634 ;
+  assign \$636  = ~ \$signal ;
+  assign \$637  = ~ \$signal$7 ;
+  assign \$638  = ~ \$signal$8 ;
+  assign \$639  = ~ \$signal$9 ;
+  assign \$640  = ~ a_v;
+  assign \$641  = nz_zero & \$640 ;
+  assign \$642  = \$639  | \$641 ;
+  assign \$643  = \$638  | \$642 ;
+  assign \$644  = \$637  | \$643 ;
+  assign \$645  = \$636  | \$644 ;
+  assign \$646  = ~ ends;
+  assign \$647  = \$645  & \$646 ;
+  assign \$648  = ~ has_last;
+  assign \$650  = f_row > \$649 ;
+  assign \$651  = \$648  | \$650 ;
+  assign \$652  = eof_seen & \$651 ;
+  assign \$653  = done_rows >= need;
+  assign \$654  = eof_seen | \$653 ;
+  assign \$655  = f_row + 1'h1;
+  assign \$656  = cy + 2'h2;
+  assign \$657  = need + 2'h2;
+  assign \$658  = ~ \$signal$21 ;
+  assign \$659  = eof_pend & \$658 ;
+  assign \$660  = \$659  & w_rdy;
+  assign \$661  = ~ \$signal$21 ;
+  assign \$662  = \$661  | w_rdy;
+  assign \$663  = ~ \$322 [15:0];
+  assign \$664  = b_rest & \$663 ;
+  assign \$665  = b_rest - 1'h1;
+  assign \$666  = { 1'h0, b_rest } & \$665 ;
+  assign \$667  = ! \$666 ;
+  assign \$668  = ~ \$signal$21 ;
+  assign \$669  = \$668  | w_rdy;
+  assign \$670  = \$669  & \$signal$74 ;
+  assign \$671  = \$signal$75  ? \$signal$77  : 16'h0000;
+  assign \$672  = ~ \$signal$75 ;
+  assign \$673  = \$672  | a3_rest_zero;
+  assign \$674  = ~ \$signal$75 ;
+  assign \$675  = ~ \$signal$21 ;
+  assign \$676  = \$675  | w_rdy;
+  assign \$677  = \$676  & \$signal$74 ;
+  assign \$678  = \$674  | \$677 ;
+  assign \$679  = ~ \$325 [15:0];
+  assign \$680  = a2_bits & \$679 ;
+  assign \$681  = a2_bits - 1'h1;
+  assign \$682  = { 1'h0, a2_bits } & \$681 ;
+  assign \$683  = ! \$682 ;
+  assign \$684  = ~ \$signal$75 ;
+  assign \$685  = ~ \$signal$21 ;
+  assign \$686  = \$685  | w_rdy;
+  assign \$687  = \$686  & \$signal$74 ;
+  assign \$688  = \$684  | \$687 ;
+  assign \$689  = ~ \$signal$84 ;
+  assign \$690  = ~ \$signal$75 ;
+  assign \$691  = ~ \$signal$21 ;
+  assign \$692  = \$691  | w_rdy;
+  assign \$693  = \$692  & \$signal$74 ;
+  assign \$694  = \$690  | \$693 ;
+  assign \$695  = \$689  | \$694 ;
+  assign \$696  = \$695  & a_v;
+  assign \$697  = a_oh ? centre : 16'h0000;
+  assign \$698  = a_oh ? { cwin_0, 1'h0 } : 33'h000000000;
+  assign \$699  = a_oh ? { cwin_1, 1'h0 } : 33'h000000000;
+  assign \$700  = a_oh ? { cwin_2, 1'h0 } : 33'h000000000;
+  assign \$701  = ~ \$signal$84 ;
+  assign \$702  = ~ \$signal$75 ;
+  assign \$703  = ~ \$signal$21 ;
+  assign \$704  = \$703  | w_rdy;
+  assign \$705  = \$704  & \$signal$74 ;
+  assign \$706  = \$702  | \$705 ;
+  assign \$707  = \$701  | \$706 ;
+  assign \$708  = ~ a_v;
+  assign \$709  = ~ \$signal$84 ;
+  assign \$710  = ~ \$signal$75 ;
+  assign \$711  = ~ \$signal$21 ;
+  assign \$712  = \$711  | w_rdy;
+  assign \$713  = \$712  & \$signal$74 ;
+  assign \$714  = \$710  | \$713 ;
+  assign \$715  = \$709  | \$714 ;
+  assign \$716  = \$708  | \$715 ;
+  assign \$717  = \$716  & \$signal$9 ;
+  assign \$718  = ~ nz_zero;
+  assign \$719  = \$717  & \$718 ;
+  assign \$720  = ~ \$328 [0];
+  assign \$721  = nz & \$720 ;
+  assign \$722  = nz - 1'h1;
+  assign \$723  = { 1'h0, nz } & \$722 ;
+  assign \$724  = ! \$723 ;
+  assign \$725  = ~ \$signal ;
+  assign \$726  = ~ \$signal$7 ;
+  assign \$727  = ~ \$signal$8 ;
+  assign \$728  = ~ \$signal$9 ;
+  assign \$729  = ~ a_v;
+  assign \$730  = nz_zero & \$729 ;
+  assign \$731  = \$728  | \$730 ;
+  assign \$732  = \$727  | \$731 ;
+  assign \$733  = \$726  | \$732 ;
+  assign \$734  = \$725  | \$733 ;
+  assign \$735  = ~ has_last;
+  assign \$737  = f_row > \$736 ;
+  assign \$738  = \$735  | \$737 ;
+  assign \$739  = eof_seen & \$738 ;
+  assign \$740  = \$734  & \$739 ;
+  assign \$741  = ends | \$740 ;
+  assign \$742  = \$signal  | \$signal$7 ;
+  assign \$743  = \$742  | \$signal$8 ;
+  assign \$744  = \$743  | \$signal$9 ;
+  assign \$745  = \$744  | \$signal$84 ;
+  assign \$746  = \$745  | \$signal$75 ;
+  assign \$747  = \$746  | b_v;
+  assign \$748  = \$747  | \$signal$21 ;
+  assign \$749  = ~ \$748 ;
+  assign \$750  = \$741  & \$749 ;
+  assign \$751  = ~ eof_done;
+  assign \$752  = \$750  & \$751 ;
+  assign \$753  = \$signal$21  | b_v;
+  assign \$754  = \$753  | \$signal$75 ;
+  assign \$755  = \$754  | \$signal$84 ;
+  assign \$756  = \$signal$75  ? \$signal$79  : a2_oy;
+  assign \$757  = b_v ? b_oy : \$756 ;
+  assign \$758  = \$signal$21  ? \$signal$23  : \$757 ;
+  assign \$759  = \$signal  ? { 1'h0, i_row } : f_row;
+  assign \$760  = \$signal$7  ? { 1'h0, s_row } : \$759 ;
+  assign \$761  = \$signal$8  ? { 1'h0, w_row } : \$760 ;
+  assign \$762  = \$signal$9  ? { 1'h0, c_row } : \$761 ;
   always @(posedge clk)
-    \$signal$9  <= \$717 ;
+    \$signal$9  <= \$763 ;
   always @(posedge clk)
-    c_row <= \$718 ;
+    c_row <= \$764 ;
   always @(posedge clk)
-    \$signal$8  <= \$719 ;
+    \$signal$8  <= \$765 ;
   always @(posedge clk)
-    centre <= \$720 ;
+    centre <= \$766 ;
   always @(posedge clk)
-    nz <= \$721 ;
+    nz <= \$767 ;
   always @(posedge clk)
-    cwin_0 <= \$722 ;
+    nz_zero <= \$768 ;
   always @(posedge clk)
-    cwin_1 <= \$723 ;
+    cwin_0 <= \$769 ;
   always @(posedge clk)
-    cwin_2 <= \$724 ;
+    cwin_1 <= \$770 ;
   always @(posedge clk)
-    w_row <= \$725 ;
+    cwin_2 <= \$771 ;
   always @(posedge clk)
-    \$signal$7  <= \$726 ;
+    w_row <= \$772 ;
   always @(posedge clk)
-    win_0 <= \$727 ;
+    \$signal$7  <= \$773 ;
   always @(posedge clk)
-    win_1 <= \$728 ;
+    win_0 <= \$774 ;
   always @(posedge clk)
-    win_2 <= \$729 ;
+    win_1 <= \$775 ;
   always @(posedge clk)
-    s_row <= \$730 ;
+    win_2 <= \$776 ;
   always @(posedge clk)
-    \$signal  <= \$731 ;
+    s_row <= \$777 ;
   always @(posedge clk)
-    sel_0 <= \$732 ;
+    \$signal  <= \$778 ;
   always @(posedge clk)
-    sel_1 <= \$733 ;
+    sel_0 <= \$779 ;
   always @(posedge clk)
-    sel_2 <= \$734 ;
+    sel_1 <= \$780 ;
   always @(posedge clk)
-    ends <= \$735 ;
+    sel_2 <= \$781 ;
   always @(posedge clk)
-    i_row <= \$736 ;
+    ends <= \$782 ;
   always @(posedge clk)
-    i_cy <= \$737 ;
+    i_row <= \$783 ;
   always @(posedge clk)
-    f_row <= \$738 ;
+    i_cy <= \$784 ;
   always @(posedge clk)
-    cy <= \$739 ;
+    f_row <= \$785 ;
   always @(posedge clk)
-    need <= \$740 ;
+    cy <= \$786 ;
   always @(posedge clk)
-    eof_pend <= \$741 ;
+    need <= \$787 ;
   always @(posedge clk)
-    \$signal$21  <= \$742 ;
+    eof_pend <= \$788 ;
   always @(posedge clk)
-    \$signal$17  <= \$743 ;
+    \$signal$21  <= \$789 ;
   always @(posedge clk)
-    \$like  <= \$744 ;
+    \$signal$17  <= \$790 ;
   always @(posedge clk)
-    \$signal$23  <= \$745 ;
+    \$like  <= \$791 ;
   always @(posedge clk)
-    c1_win_0 <= \$746 ;
+    \$signal$23  <= \$792 ;
   always @(posedge clk)
-    c1_win_1 <= \$747 ;
+    c1_win_0 <= \$793 ;
   always @(posedge clk)
-    c1_win_2 <= \$748 ;
+    c1_win_1 <= \$794 ;
   always @(posedge clk)
-    \$signal$67  <= \$749 ;
+    c1_win_2 <= \$795 ;
   always @(posedge clk)
-    b_rest <= \$750 ;
+    \$signal$68  <= \$796 ;
   always @(posedge clk)
-    \$signal$73  <= \$751 ;
+    b_rest <= \$797 ;
   always @(posedge clk)
-    b_v <= \$752 ;
+    \$signal$74  <= \$798 ;
   always @(posedge clk)
-    \$like$68  <= \$753 ;
+    b_v <= \$799 ;
   always @(posedge clk)
-    b_oy <= \$754 ;
+    \$like$69  <= \$800 ;
   always @(posedge clk)
-    b_win_0 <= \$755 ;
+    b_oy <= \$801 ;
   always @(posedge clk)
-    b_win_1 <= \$756 ;
+    b_win_0 <= \$802 ;
   always @(posedge clk)
-    b_win_2 <= \$757 ;
+    b_win_1 <= \$803 ;
   always @(posedge clk)
-    \$signal$74  <= \$758 ;
+    b_win_2 <= \$804 ;
   always @(posedge clk)
-    \$signal$75  <= \$759 ;
+    \$signal$75  <= \$805 ;
   always @(posedge clk)
-    \$signal$76  <= \$760 ;
+    \$signal$76  <= \$806 ;
   always @(posedge clk)
-    \$like$77  <= \$761 ;
+    \$signal$77  <= \$807 ;
   always @(posedge clk)
-    \$signal$78  <= \$762 ;
+    \$like$78  <= \$808 ;
   always @(posedge clk)
-    a3_rest_zero <= \$763 ;
+    \$signal$79  <= \$809 ;
   always @(posedge clk)
-    a3_win_0 <= \$764 ;
+    a3_rest_zero <= \$810 ;
   always @(posedge clk)
-    a3_win_1 <= \$765 ;
+    a3_win_0 <= \$811 ;
   always @(posedge clk)
-    a3_win_2 <= \$766 ;
+    a3_win_1 <= \$812 ;
   always @(posedge clk)
-    \$signal$83  <= \$767 ;
+    a3_win_2 <= \$813 ;
   always @(posedge clk)
-    a2_oy <= \$768 ;
+    \$signal$84  <= \$814 ;
   always @(posedge clk)
-    \$signal$84  <= \$769 ;
+    a2_oy <= \$815 ;
   always @(posedge clk)
-    a2_bits <= \$770 ;
+    \$signal$85  <= \$816 ;
   always @(posedge clk)
-    a2_win_0 <= \$771 ;
+    a2_bits <= \$817 ;
   always @(posedge clk)
-    a2_win_1 <= \$772 ;
+    a2_win_0 <= \$818 ;
   always @(posedge clk)
-    a2_win_2 <= \$773 ;
+    a2_win_1 <= \$819 ;
   always @(posedge clk)
-    a_v <= \$774 ;
+    a2_win_2 <= \$820 ;
   always @(posedge clk)
-    a_oh <= \$775 ;
+    a_v <= \$821 ;
   always @(posedge clk)
-    eof_done <= \$776 ;
+    a_oh <= \$822 ;
   always @(posedge clk)
-    \$signal$36  <= \$777 ;
+    eof_done <= \$823 ;
   always @(posedge clk)
-    \$signal$38  <= \$778 ;
+    \$signal$37  <= \$824 ;
   always @(posedge clk)
-    rows_row <= \$779 ;
+    \$signal$39  <= \$825 ;
+  always @(posedge clk)
+    rows_row <= \$826 ;
   assign \$1  = ~ \$signal$7 ;
   assign \$2  = ~ \$signal$8 ;
   assign \$3  = ~ \$signal$9 ;
-  assign \$4  = ! nz;
-  assign \$5  = ~ a_v;
-  assign \$6  = \$4  & \$5 ;
-  assign \$7  = \$3  | \$6 ;
-  assign \$8  = \$2  | \$7 ;
-  assign \$9  = \$1  | \$8 ;
-  assign \$10  = \$signal  & \$9 ;
-  assign \$11  = i_cy + 9'h1ff;
-  assign \$12  = i_cy + 1'h0;
-  assign \$13  = i_cy + 1'h1;
-  assign \$14  = \$signal$17 [1] | \$signal$17 [3];
-  assign \$15  = \$14  | \$signal$17 [5];
-  assign \$16  = \$15  | \$signal$17 [7];
-  assign \$17  = \$16  | \$signal$17 [9];
-  assign \$18  = \$17  | \$signal$17 [11];
-  assign \$19  = \$18  | \$signal$17 [13];
-  assign \$20  = \$19  | \$signal$17 [15];
-  assign \$21  = \$signal$17 [2] | \$signal$17 [3];
-  assign \$22  = \$21  | \$signal$17 [6];
-  assign \$23  = \$22  | \$signal$17 [7];
-  assign \$24  = \$23  | \$signal$17 [10];
-  assign \$25  = \$24  | \$signal$17 [11];
-  assign \$26  = \$25  | \$signal$17 [14];
-  assign \$27  = \$26  | \$signal$17 [15];
-  assign \$28  = \$signal$17 [4] | \$signal$17 [5];
-  assign \$29  = \$28  | \$signal$17 [6];
-  assign \$30  = \$29  | \$signal$17 [7];
-  assign \$31  = \$30  | \$signal$17 [12];
-  assign \$32  = \$31  | \$signal$17 [13];
-  assign \$33  = \$32  | \$signal$17 [14];
-  assign \$34  = \$33  | \$signal$17 [15];
-  assign \$35  = \$signal$17 [8] | \$signal$17 [9];
-  assign \$36  = \$35  | \$signal$17 [10];
-  assign \$37  = \$36  | \$signal$17 [11];
-  assign \$38  = \$37  | \$signal$17 [12];
-  assign \$39  = \$38  | \$signal$17 [13];
-  assign \$40  = \$39  | \$signal$17 [14];
-  assign \$41  = \$40  | \$signal$17 [15];
+  assign \$4  = ~ a_v;
+  assign \$5  = nz_zero & \$4 ;
+  assign \$6  = \$3  | \$5 ;
+  assign \$7  = \$2  | \$6 ;
+  assign \$8  = \$1  | \$7 ;
+  assign \$9  = \$signal  & \$8 ;
+  assign \$10  = i_cy + 9'h1ff;
+  assign \$11  = i_cy + 1'h0;
+  assign \$12  = i_cy + 1'h1;
+  assign \$13  = \$signal$17 [1] | \$signal$17 [3];
+  assign \$14  = \$13  | \$signal$17 [5];
+  assign \$15  = \$14  | \$signal$17 [7];
+  assign \$16  = \$15  | \$signal$17 [9];
+  assign \$17  = \$16  | \$signal$17 [11];
+  assign \$18  = \$17  | \$signal$17 [13];
+  assign \$19  = \$18  | \$signal$17 [15];
+  assign \$20  = \$signal$17 [2] | \$signal$17 [3];
+  assign \$21  = \$20  | \$signal$17 [6];
+  assign \$22  = \$21  | \$signal$17 [7];
+  assign \$23  = \$22  | \$signal$17 [10];
+  assign \$24  = \$23  | \$signal$17 [11];
+  assign \$25  = \$24  | \$signal$17 [14];
+  assign \$26  = \$25  | \$signal$17 [15];
+  assign \$27  = \$signal$17 [4] | \$signal$17 [5];
+  assign \$28  = \$27  | \$signal$17 [6];
+  assign \$29  = \$28  | \$signal$17 [7];
+  assign \$30  = \$29  | \$signal$17 [12];
+  assign \$31  = \$30  | \$signal$17 [13];
+  assign \$32  = \$31  | \$signal$17 [14];
+  assign \$33  = \$32  | \$signal$17 [15];
+  assign \$34  = \$signal$17 [8] | \$signal$17 [9];
+  assign \$35  = \$34  | \$signal$17 [10];
+  assign \$36  = \$35  | \$signal$17 [11];
+  assign \$37  = \$36  | \$signal$17 [12];
+  assign \$38  = \$37  | \$signal$17 [13];
+  assign \$39  = \$38  | \$signal$17 [14];
+  assign \$40  = \$39  | \$signal$17 [15];
   assign w_en = \$signal$21  | eof_pend;
-  assign \$42  = \$signal$17 [0] & c1_win_0[0];
-  assign \$43  = \$signal$17 [1] & c1_win_0[2];
-  assign \$44  = \$42  | \$43 ;
-  assign \$45  = \$signal$17 [2] & c1_win_0[4];
-  assign \$46  = \$44  | \$45 ;
-  assign \$47  = \$signal$17 [3] & c1_win_0[6];
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = \$signal$17 [4] & c1_win_0[8];
-  assign \$50  = \$48  | \$49 ;
-  assign \$51  = \$signal$17 [5] & c1_win_0[10];
-  assign \$52  = \$50  | \$51 ;
-  assign \$53  = \$signal$17 [6] & c1_win_0[12];
-  assign \$54  = \$52  | \$53 ;
-  assign \$55  = \$signal$17 [7] & c1_win_0[14];
-  assign \$56  = \$54  | \$55 ;
-  assign \$57  = \$signal$17 [8] & c1_win_0[16];
-  assign \$58  = \$56  | \$57 ;
-  assign \$59  = \$signal$17 [9] & c1_win_0[18];
-  assign \$60  = \$58  | \$59 ;
-  assign \$61  = \$signal$17 [10] & c1_win_0[20];
-  assign \$62  = \$60  | \$61 ;
-  assign \$63  = \$signal$17 [11] & c1_win_0[22];
-  assign \$64  = \$62  | \$63 ;
-  assign \$65  = \$signal$17 [12] & c1_win_0[24];
-  assign \$66  = \$64  | \$65 ;
-  assign \$67  = \$signal$17 [13] & c1_win_0[26];
-  assign \$68  = \$66  | \$67 ;
-  assign \$69  = \$signal$17 [14] & c1_win_0[28];
-  assign \$70  = \$68  | \$69 ;
-  assign \$71  = \$signal$17 [15] & c1_win_0[30];
-  assign \$72  = \$70  | \$71 ;
-  assign \$73  = \$signal$17 [0] & c1_win_0[1];
-  assign \$74  = \$signal$17 [1] & c1_win_0[3];
-  assign \$75  = \$73  | \$74 ;
-  assign \$76  = \$signal$17 [2] & c1_win_0[5];
-  assign \$77  = \$75  | \$76 ;
-  assign \$78  = \$signal$17 [3] & c1_win_0[7];
-  assign \$79  = \$77  | \$78 ;
-  assign \$80  = \$signal$17 [4] & c1_win_0[9];
-  assign \$81  = \$79  | \$80 ;
-  assign \$82  = \$signal$17 [5] & c1_win_0[11];
-  assign \$83  = \$81  | \$82 ;
-  assign \$84  = \$signal$17 [6] & c1_win_0[13];
-  assign \$85  = \$83  | \$84 ;
-  assign \$86  = \$signal$17 [7] & c1_win_0[15];
-  assign \$87  = \$85  | \$86 ;
-  assign \$88  = \$signal$17 [8] & c1_win_0[17];
-  assign \$89  = \$87  | \$88 ;
-  assign \$90  = \$signal$17 [9] & c1_win_0[19];
-  assign \$91  = \$89  | \$90 ;
-  assign \$92  = \$signal$17 [10] & c1_win_0[21];
-  assign \$93  = \$91  | \$92 ;
-  assign \$94  = \$signal$17 [11] & c1_win_0[23];
-  assign \$95  = \$93  | \$94 ;
-  assign \$96  = \$signal$17 [12] & c1_win_0[25];
-  assign \$97  = \$95  | \$96 ;
-  assign \$98  = \$signal$17 [13] & c1_win_0[27];
-  assign \$99  = \$97  | \$98 ;
-  assign \$100  = \$signal$17 [14] & c1_win_0[29];
-  assign \$101  = \$99  | \$100 ;
-  assign \$102  = \$signal$17 [15] & c1_win_0[31];
-  assign \$103  = \$101  | \$102 ;
-  assign \$104  = \$signal$17 [0] & c1_win_0[2];
-  assign \$105  = \$signal$17 [1] & c1_win_0[4];
-  assign \$106  = \$104  | \$105 ;
-  assign \$107  = \$signal$17 [2] & c1_win_0[6];
-  assign \$108  = \$106  | \$107 ;
-  assign \$109  = \$signal$17 [3] & c1_win_0[8];
-  assign \$110  = \$108  | \$109 ;
-  assign \$111  = \$signal$17 [4] & c1_win_0[10];
-  assign \$112  = \$110  | \$111 ;
-  assign \$113  = \$signal$17 [5] & c1_win_0[12];
-  assign \$114  = \$112  | \$113 ;
-  assign \$115  = \$signal$17 [6] & c1_win_0[14];
-  assign \$116  = \$114  | \$115 ;
-  assign \$117  = \$signal$17 [7] & c1_win_0[16];
-  assign \$118  = \$116  | \$117 ;
-  assign \$119  = \$signal$17 [8] & c1_win_0[18];
-  assign \$120  = \$118  | \$119 ;
-  assign \$121  = \$signal$17 [9] & c1_win_0[20];
-  assign \$122  = \$120  | \$121 ;
-  assign \$123  = \$signal$17 [10] & c1_win_0[22];
-  assign \$124  = \$122  | \$123 ;
-  assign \$125  = \$signal$17 [11] & c1_win_0[24];
-  assign \$126  = \$124  | \$125 ;
-  assign \$127  = \$signal$17 [12] & c1_win_0[26];
-  assign \$128  = \$126  | \$127 ;
-  assign \$129  = \$signal$17 [13] & c1_win_0[28];
-  assign \$130  = \$128  | \$129 ;
-  assign \$131  = \$signal$17 [14] & c1_win_0[30];
-  assign \$132  = \$130  | \$131 ;
-  assign \$133  = \$signal$17 [15] & c1_win_0[32];
-  assign \$134  = \$132  | \$133 ;
-  assign \$135  = \$signal$17 [0] & c1_win_1[0];
-  assign \$136  = \$signal$17 [1] & c1_win_1[2];
-  assign \$137  = \$135  | \$136 ;
-  assign \$138  = \$signal$17 [2] & c1_win_1[4];
-  assign \$139  = \$137  | \$138 ;
-  assign \$140  = \$signal$17 [3] & c1_win_1[6];
-  assign \$141  = \$139  | \$140 ;
-  assign \$142  = \$signal$17 [4] & c1_win_1[8];
-  assign \$143  = \$141  | \$142 ;
-  assign \$144  = \$signal$17 [5] & c1_win_1[10];
-  assign \$145  = \$143  | \$144 ;
-  assign \$146  = \$signal$17 [6] & c1_win_1[12];
-  assign \$147  = \$145  | \$146 ;
-  assign \$148  = \$signal$17 [7] & c1_win_1[14];
-  assign \$149  = \$147  | \$148 ;
-  assign \$150  = \$signal$17 [8] & c1_win_1[16];
-  assign \$151  = \$149  | \$150 ;
-  assign \$152  = \$signal$17 [9] & c1_win_1[18];
-  assign \$153  = \$151  | \$152 ;
-  assign \$154  = \$signal$17 [10] & c1_win_1[20];
-  assign \$155  = \$153  | \$154 ;
-  assign \$156  = \$signal$17 [11] & c1_win_1[22];
-  assign \$157  = \$155  | \$156 ;
-  assign \$158  = \$signal$17 [12] & c1_win_1[24];
-  assign \$159  = \$157  | \$158 ;
-  assign \$160  = \$signal$17 [13] & c1_win_1[26];
-  assign \$161  = \$159  | \$160 ;
-  assign \$162  = \$signal$17 [14] & c1_win_1[28];
-  assign \$163  = \$161  | \$162 ;
-  assign \$164  = \$signal$17 [15] & c1_win_1[30];
-  assign \$165  = \$163  | \$164 ;
-  assign \$166  = \$signal$17 [0] & c1_win_1[1];
-  assign \$167  = \$signal$17 [1] & c1_win_1[3];
-  assign \$168  = \$166  | \$167 ;
-  assign \$169  = \$signal$17 [2] & c1_win_1[5];
-  assign \$170  = \$168  | \$169 ;
-  assign \$171  = \$signal$17 [3] & c1_win_1[7];
-  assign \$172  = \$170  | \$171 ;
-  assign \$173  = \$signal$17 [4] & c1_win_1[9];
-  assign \$174  = \$172  | \$173 ;
-  assign \$175  = \$signal$17 [5] & c1_win_1[11];
-  assign \$176  = \$174  | \$175 ;
-  assign \$177  = \$signal$17 [6] & c1_win_1[13];
-  assign \$178  = \$176  | \$177 ;
-  assign \$179  = \$signal$17 [7] & c1_win_1[15];
-  assign \$180  = \$178  | \$179 ;
-  assign \$181  = \$signal$17 [8] & c1_win_1[17];
-  assign \$182  = \$180  | \$181 ;
-  assign \$183  = \$signal$17 [9] & c1_win_1[19];
-  assign \$184  = \$182  | \$183 ;
-  assign \$185  = \$signal$17 [10] & c1_win_1[21];
-  assign \$186  = \$184  | \$185 ;
-  assign \$187  = \$signal$17 [11] & c1_win_1[23];
-  assign \$188  = \$186  | \$187 ;
-  assign \$189  = \$signal$17 [12] & c1_win_1[25];
-  assign \$190  = \$188  | \$189 ;
-  assign \$191  = \$signal$17 [13] & c1_win_1[27];
-  assign \$192  = \$190  | \$191 ;
-  assign \$193  = \$signal$17 [14] & c1_win_1[29];
-  assign \$194  = \$192  | \$193 ;
-  assign \$195  = \$signal$17 [15] & c1_win_1[31];
-  assign \$196  = \$194  | \$195 ;
-  assign \$197  = \$signal$17 [0] & c1_win_1[2];
-  assign \$198  = \$signal$17 [1] & c1_win_1[4];
-  assign \$199  = \$197  | \$198 ;
-  assign \$200  = \$signal$17 [2] & c1_win_1[6];
-  assign \$201  = \$199  | \$200 ;
-  assign \$202  = \$signal$17 [3] & c1_win_1[8];
-  assign \$203  = \$201  | \$202 ;
-  assign \$204  = \$signal$17 [4] & c1_win_1[10];
-  assign \$205  = \$203  | \$204 ;
-  assign \$206  = \$signal$17 [5] & c1_win_1[12];
-  assign \$207  = \$205  | \$206 ;
-  assign \$208  = \$signal$17 [6] & c1_win_1[14];
-  assign \$209  = \$207  | \$208 ;
-  assign \$210  = \$signal$17 [7] & c1_win_1[16];
-  assign \$211  = \$209  | \$210 ;
-  assign \$212  = \$signal$17 [8] & c1_win_1[18];
-  assign \$213  = \$211  | \$212 ;
-  assign \$214  = \$signal$17 [9] & c1_win_1[20];
-  assign \$215  = \$213  | \$214 ;
-  assign \$216  = \$signal$17 [10] & c1_win_1[22];
-  assign \$217  = \$215  | \$216 ;
-  assign \$218  = \$signal$17 [11] & c1_win_1[24];
-  assign \$219  = \$217  | \$218 ;
+  assign \$41  = \$signal$17 [0] & c1_win_0[0];
+  assign \$42  = \$signal$17 [1] & c1_win_0[2];
+  assign \$43  = \$41  | \$42 ;
+  assign \$44  = \$signal$17 [2] & c1_win_0[4];
+  assign \$45  = \$43  | \$44 ;
+  assign \$46  = \$signal$17 [3] & c1_win_0[6];
+  assign \$47  = \$45  | \$46 ;
+  assign \$48  = \$signal$17 [4] & c1_win_0[8];
+  assign \$49  = \$47  | \$48 ;
+  assign \$50  = \$signal$17 [5] & c1_win_0[10];
+  assign \$51  = \$49  | \$50 ;
+  assign \$52  = \$signal$17 [6] & c1_win_0[12];
+  assign \$53  = \$51  | \$52 ;
+  assign \$54  = \$signal$17 [7] & c1_win_0[14];
+  assign \$55  = \$53  | \$54 ;
+  assign \$56  = \$signal$17 [8] & c1_win_0[16];
+  assign \$57  = \$55  | \$56 ;
+  assign \$58  = \$signal$17 [9] & c1_win_0[18];
+  assign \$59  = \$57  | \$58 ;
+  assign \$60  = \$signal$17 [10] & c1_win_0[20];
+  assign \$61  = \$59  | \$60 ;
+  assign \$62  = \$signal$17 [11] & c1_win_0[22];
+  assign \$63  = \$61  | \$62 ;
+  assign \$64  = \$signal$17 [12] & c1_win_0[24];
+  assign \$65  = \$63  | \$64 ;
+  assign \$66  = \$signal$17 [13] & c1_win_0[26];
+  assign \$67  = \$65  | \$66 ;
+  assign \$68  = \$signal$17 [14] & c1_win_0[28];
+  assign \$69  = \$67  | \$68 ;
+  assign \$70  = \$signal$17 [15] & c1_win_0[30];
+  assign \$71  = \$69  | \$70 ;
+  assign \$72  = \$signal$17 [0] & c1_win_0[1];
+  assign \$73  = \$signal$17 [1] & c1_win_0[3];
+  assign \$74  = \$72  | \$73 ;
+  assign \$75  = \$signal$17 [2] & c1_win_0[5];
+  assign \$76  = \$74  | \$75 ;
+  assign \$77  = \$signal$17 [3] & c1_win_0[7];
+  assign \$78  = \$76  | \$77 ;
+  assign \$79  = \$signal$17 [4] & c1_win_0[9];
+  assign \$80  = \$78  | \$79 ;
+  assign \$81  = \$signal$17 [5] & c1_win_0[11];
+  assign \$82  = \$80  | \$81 ;
+  assign \$83  = \$signal$17 [6] & c1_win_0[13];
+  assign \$84  = \$82  | \$83 ;
+  assign \$85  = \$signal$17 [7] & c1_win_0[15];
+  assign \$86  = \$84  | \$85 ;
+  assign \$87  = \$signal$17 [8] & c1_win_0[17];
+  assign \$88  = \$86  | \$87 ;
+  assign \$89  = \$signal$17 [9] & c1_win_0[19];
+  assign \$90  = \$88  | \$89 ;
+  assign \$91  = \$signal$17 [10] & c1_win_0[21];
+  assign \$92  = \$90  | \$91 ;
+  assign \$93  = \$signal$17 [11] & c1_win_0[23];
+  assign \$94  = \$92  | \$93 ;
+  assign \$95  = \$signal$17 [12] & c1_win_0[25];
+  assign \$96  = \$94  | \$95 ;
+  assign \$97  = \$signal$17 [13] & c1_win_0[27];
+  assign \$98  = \$96  | \$97 ;
+  assign \$99  = \$signal$17 [14] & c1_win_0[29];
+  assign \$100  = \$98  | \$99 ;
+  assign \$101  = \$signal$17 [15] & c1_win_0[31];
+  assign \$102  = \$100  | \$101 ;
+  assign \$103  = \$signal$17 [0] & c1_win_0[2];
+  assign \$104  = \$signal$17 [1] & c1_win_0[4];
+  assign \$105  = \$103  | \$104 ;
+  assign \$106  = \$signal$17 [2] & c1_win_0[6];
+  assign \$107  = \$105  | \$106 ;
+  assign \$108  = \$signal$17 [3] & c1_win_0[8];
+  assign \$109  = \$107  | \$108 ;
+  assign \$110  = \$signal$17 [4] & c1_win_0[10];
+  assign \$111  = \$109  | \$110 ;
+  assign \$112  = \$signal$17 [5] & c1_win_0[12];
+  assign \$113  = \$111  | \$112 ;
+  assign \$114  = \$signal$17 [6] & c1_win_0[14];
+  assign \$115  = \$113  | \$114 ;
+  assign \$116  = \$signal$17 [7] & c1_win_0[16];
+  assign \$117  = \$115  | \$116 ;
+  assign \$118  = \$signal$17 [8] & c1_win_0[18];
+  assign \$119  = \$117  | \$118 ;
+  assign \$120  = \$signal$17 [9] & c1_win_0[20];
+  assign \$121  = \$119  | \$120 ;
+  assign \$122  = \$signal$17 [10] & c1_win_0[22];
+  assign \$123  = \$121  | \$122 ;
+  assign \$124  = \$signal$17 [11] & c1_win_0[24];
+  assign \$125  = \$123  | \$124 ;
+  assign \$126  = \$signal$17 [12] & c1_win_0[26];
+  assign \$127  = \$125  | \$126 ;
+  assign \$128  = \$signal$17 [13] & c1_win_0[28];
+  assign \$129  = \$127  | \$128 ;
+  assign \$130  = \$signal$17 [14] & c1_win_0[30];
+  assign \$131  = \$129  | \$130 ;
+  assign \$132  = \$signal$17 [15] & c1_win_0[32];
+  assign \$133  = \$131  | \$132 ;
+  assign \$134  = \$signal$17 [0] & c1_win_1[0];
+  assign \$135  = \$signal$17 [1] & c1_win_1[2];
+  assign \$136  = \$134  | \$135 ;
+  assign \$137  = \$signal$17 [2] & c1_win_1[4];
+  assign \$138  = \$136  | \$137 ;
+  assign \$139  = \$signal$17 [3] & c1_win_1[6];
+  assign \$140  = \$138  | \$139 ;
+  assign \$141  = \$signal$17 [4] & c1_win_1[8];
+  assign \$142  = \$140  | \$141 ;
+  assign \$143  = \$signal$17 [5] & c1_win_1[10];
+  assign \$144  = \$142  | \$143 ;
+  assign \$145  = \$signal$17 [6] & c1_win_1[12];
+  assign \$146  = \$144  | \$145 ;
+  assign \$147  = \$signal$17 [7] & c1_win_1[14];
+  assign \$148  = \$146  | \$147 ;
+  assign \$149  = \$signal$17 [8] & c1_win_1[16];
+  assign \$150  = \$148  | \$149 ;
+  assign \$151  = \$signal$17 [9] & c1_win_1[18];
+  assign \$152  = \$150  | \$151 ;
+  assign \$153  = \$signal$17 [10] & c1_win_1[20];
+  assign \$154  = \$152  | \$153 ;
+  assign \$155  = \$signal$17 [11] & c1_win_1[22];
+  assign \$156  = \$154  | \$155 ;
+  assign \$157  = \$signal$17 [12] & c1_win_1[24];
+  assign \$158  = \$156  | \$157 ;
+  assign \$159  = \$signal$17 [13] & c1_win_1[26];
+  assign \$160  = \$158  | \$159 ;
+  assign \$161  = \$signal$17 [14] & c1_win_1[28];
+  assign \$162  = \$160  | \$161 ;
+  assign \$163  = \$signal$17 [15] & c1_win_1[30];
+  assign \$164  = \$162  | \$163 ;
+  assign \$165  = \$signal$17 [0] & c1_win_1[1];
+  assign \$166  = \$signal$17 [1] & c1_win_1[3];
+  assign \$167  = \$165  | \$166 ;
+  assign \$168  = \$signal$17 [2] & c1_win_1[5];
+  assign \$169  = \$167  | \$168 ;
+  assign \$170  = \$signal$17 [3] & c1_win_1[7];
+  assign \$171  = \$169  | \$170 ;
+  assign \$172  = \$signal$17 [4] & c1_win_1[9];
   \top.layer0.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -3003,22 +3100,22 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     row_0 = 7'h00;
-    if (\$10 ) begin
-      row_0 = \$11 [6:0];
+    if (\$9 ) begin
+      row_0 = \$10 [6:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     row_1 = 7'h00;
-    if (\$10 ) begin
-      row_1 = \$12 [6:0];
+    if (\$9 ) begin
+      row_1 = \$11 [6:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     row_2 = 7'h00;
-    if (\$10 ) begin
-      row_2 = \$13 [6:0];
+    if (\$9 ) begin
+      row_2 = \$12 [6:0];
     end
   end
   always @* begin
@@ -3027,8 +3124,8 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     (* full_case = 32'd1 *)
     if (\$signal$21 ) begin
       w_data[3:0] = \$signal$23 ;
-      w_data[7:4] = { \$41 , \$34 , \$27 , \$20  };
-      w_data[16:8] = { \$320 , \$289 , \$258 , \$227 , \$196 , \$165 , \$134 , \$103 , \$72  };
+      w_data[7:4] = { \$40 , \$33 , \$26 , \$19  };
+      w_data[16:8] = { \$319 , \$288 , \$257 , \$226 , \$195 , \$164 , \$133 , \$102 , \$71  };
     end else begin
       w_data[17] = 1'h1;
       w_data[18] = error;
@@ -3036,728 +3133,741 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$717  = \$signal$9 ;
-    if (\$336 ) begin
-      \$717  = 1'h0;
-    end
-    if (\$342 ) begin
-      \$717  = 1'h1;
-    end
-    if (rst) begin
-      \$717  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$718  = c_row;
-    if (\$342 ) begin
-      \$718  = w_row;
-    end
-    if (rst) begin
-      \$718  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$719  = \$signal$8 ;
-    if (\$342 ) begin
-      \$719  = 1'h0;
-    end
-    if (\$447 ) begin
-      \$719  = 1'h1;
-    end
-    if (rst) begin
-      \$719  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$720  = centre;
-    if (\$342 ) begin
-      \$720  = { \$390 , \$387 , \$384 , \$381 , \$378 , \$375 , \$372 , \$369 , \$366 , \$363 , \$360 , \$357 , \$354 , \$351 , \$348 , \$345  };
-    end
-    if (rst) begin
-      \$720  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$721  = nz;
-    if (\$342 ) begin
-      \$721  = \$439 ;
-    end
-    if (\$675 ) begin
-      \$721  = \$677 ;
-    end
-    if (rst) begin
-      \$721  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$722  = cwin_0;
-    if (\$342 ) begin
-      \$722  = win_0;
-    end
-    if (rst) begin
-      \$722  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$723  = cwin_1;
-    if (\$342 ) begin
-      \$723  = win_1;
-    end
-    if (rst) begin
-      \$723  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$724  = cwin_2;
-    if (\$342 ) begin
-      \$724  = win_2;
-    end
-    if (rst) begin
-      \$724  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$725  = w_row;
-    if (\$447 ) begin
-      \$725  = s_row;
-    end
-    if (rst) begin
-      \$725  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$726  = \$signal$7 ;
-    if (\$447 ) begin
-      \$726  = 1'h0;
-    end
-    if (\$502 ) begin
-      \$726  = 1'h1;
-    end
-    if (rst) begin
-      \$726  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$727  = win_0;
-    if (\$447 ) begin
-      \$727  = \$462 ;
-    end
-    if (rst) begin
-      \$727  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$728  = win_1;
-    if (\$447 ) begin
-      \$728  = \$477 ;
-    end
-    if (rst) begin
-      \$728  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$729  = win_2;
-    if (\$447 ) begin
-      \$729  = \$492 ;
-    end
-    if (rst) begin
-      \$729  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$730  = s_row;
-    if (\$502 ) begin
-      \$730  = i_row;
-    end
-    if (rst) begin
-      \$730  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$731  = \$signal ;
-    if (\$502 ) begin
-      \$731  = 1'h0;
-    end
-    if (\$603 ) begin
-      if (\$608 ) begin
-      end else if (\$610 ) begin
-        \$731  = 1'h1;
-      end
-    end
-    if (rst) begin
-      \$731  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$732  = sel_0;
-    if (\$502 ) begin
-      \$732 [0] = \$507 ;
-      \$732 [1] = \$512 ;
-      \$732 [2] = \$517 ;
-      \$732 [3] = \$522 ;
-      \$732 [4] = \$527 ;
-      \$732 [5] = \$532 ;
-      \$732 [6] = \$537 ;
-      \$732 [7] = \$542 ;
-    end
-    if (rst) begin
-      \$732  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$733  = sel_1;
-    if (\$502 ) begin
-      \$733 [0] = \$545 ;
-      \$733 [1] = \$548 ;
-      \$733 [2] = \$551 ;
-      \$733 [3] = \$554 ;
-      \$733 [4] = \$557 ;
-      \$733 [5] = \$560 ;
-      \$733 [6] = \$563 ;
-      \$733 [7] = \$566 ;
-    end
-    if (rst) begin
-      \$733  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$734  = sel_2;
-    if (\$502 ) begin
-      \$734 [0] = \$569 ;
-      \$734 [1] = \$572 ;
-      \$734 [2] = \$575 ;
-      \$734 [3] = \$578 ;
-      \$734 [4] = \$581 ;
-      \$734 [5] = \$584 ;
-      \$734 [6] = \$587 ;
-      \$734 [7] = \$590 ;
-    end
-    if (rst) begin
-      \$734  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$735  = ends;
-    if (\$603 ) begin
-      if (\$608 ) begin
-        \$735  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$735  = 1'h0;
-    end
-    if (rst) begin
-      \$735  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$736  = i_row;
-    if (\$603 ) begin
-      if (\$608 ) begin
-      end else if (\$610 ) begin
-        \$736  = f_row[3:0];
-      end
-    end
-    if (rst) begin
-      \$736  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$737  = i_cy;
-    if (\$603 ) begin
-      if (\$608 ) begin
-      end else if (\$610 ) begin
-        \$737  = cy;
-      end
-    end
-    if (rst) begin
-      \$737  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$738  = f_row;
-    if (\$603 ) begin
-      if (\$608 ) begin
-      end else if (\$610 ) begin
-        \$738  = \$611 [4:0];
-      end
-    end
-    if (frame_reset) begin
-      \$738  = 5'h00;
-    end
-    if (rst) begin
-      \$738  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$739  = cy;
-    if (\$603 ) begin
-      if (\$608 ) begin
-      end else if (\$610 ) begin
-        \$739  = \$612 [6:0];
-      end
-    end
-    if (frame_reset) begin
-      \$739  = 7'h00;
-    end
-    if (rst) begin
-      \$739  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$740  = need;
-    if (\$603 ) begin
-      if (\$608 ) begin
-      end else if (\$610 ) begin
-        \$740  = \$613 [6:0];
-      end
-    end
-    if (frame_reset) begin
-      \$740  = 7'h02;
-    end
-    if (rst) begin
-      \$740  = 7'h02;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$741  = eof_pend;
-    if (\$616 ) begin
-      \$741  = 1'h0;
-    end
-    if (\$706 ) begin
-      \$741  = 1'h1;
-    end
-    if (rst) begin
-      \$741  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$742  = \$signal$21 ;
-    if (\$618 ) begin
-      \$742  = b_v;
-    end
-    if (rst) begin
-      \$742  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$743  = \$signal$17 ;
-    if (\$618 ) begin
-      \$743  = \$signal$67 ;
-    end
-    if (rst) begin
-      \$743  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$744  = \$like ;
-    if (\$618 ) begin
-      \$744  = \$like$68 ;
-    end
-    if (rst) begin
-      \$744  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$745  = \$signal$23 ;
-    if (\$618 ) begin
-      \$745  = b_oy;
-    end
-    if (rst) begin
-      \$745  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$746  = c1_win_0;
-    if (\$618 ) begin
-      \$746  = b_win_0;
-    end
-    if (rst) begin
-      \$746  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$747  = c1_win_1;
-    if (\$618 ) begin
-      \$747  = b_win_1;
-    end
-    if (rst) begin
-      \$747  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$748  = c1_win_2;
-    if (\$618 ) begin
-      \$748  = b_win_2;
-    end
-    if (rst) begin
-      \$748  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$749  = \$signal$67 ;
-    if (\$618 ) begin
-      \$749  = \$323 [15:0];
-    end
-    if (\$626 ) begin
-      \$749  = \$signal$75 ;
-    end
-    if (rst) begin
-      \$749  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$750  = b_rest;
-    if (\$618 ) begin
-      \$750  = \$620 ;
-    end
-    if (\$626 ) begin
-      \$750  = \$627 ;
-    end
-    if (rst) begin
-      \$750  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$751  = \$signal$73 ;
-    if (\$618 ) begin
-      \$751  = \$623 ;
-    end
-    if (\$626 ) begin
-      \$751  = \$629 ;
-    end
-    if (rst) begin
-      \$751  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$752  = b_v;
-    if (\$626 ) begin
-      \$752  = \$signal$74 ;
-    end
-    if (rst) begin
-      \$752  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$753  = \$like$68 ;
-    if (\$626 ) begin
-      \$753  = \$like$77 ;
-    end
-    if (rst) begin
-      \$753  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$754  = b_oy;
-    if (\$626 ) begin
-      \$754  = \$signal$78 ;
-    end
-    if (rst) begin
-      \$754  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$755  = b_win_0;
-    if (\$626 ) begin
-      \$755  = a3_win_0;
-    end
-    if (rst) begin
-      \$755  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$756  = b_win_1;
-    if (\$626 ) begin
-      \$756  = a3_win_1;
-    end
-    if (rst) begin
-      \$756  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$757  = b_win_2;
-    if (\$626 ) begin
-      \$757  = a3_win_2;
-    end
-    if (rst) begin
-      \$757  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$758  = \$signal$74 ;
-    if (\$634 ) begin
-      \$758  = \$signal$83 ;
-    end
-    if (rst) begin
-      \$758  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$759  = \$signal$75 ;
-    if (\$634 ) begin
-      \$759  = \$326 [15:0];
-    end
-    if (rst) begin
-      \$759  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$760  = \$signal$76 ;
-    if (\$634 ) begin
-      \$760  = \$636 ;
-    end
-    if (rst) begin
-      \$760  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$761  = \$like$77 ;
-    if (\$634 ) begin
-      \$761  = \$signal$84 ;
-    end
-    if (rst) begin
-      \$761  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$762  = \$signal$78 ;
-    if (\$634 ) begin
-      \$762  = a2_oy;
-    end
-    if (rst) begin
-      \$762  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$763  = a3_rest_zero;
-    if (\$634 ) begin
-      \$763  = \$639 ;
-    end
-    if (rst) begin
+    \$763  = \$signal$9 ;
+    if (\$334 ) begin
+      \$763  = 1'h0;
+    end
+    if (\$339 ) begin
       \$763  = 1'h1;
     end
+    if (rst) begin
+      \$763  = 1'h0;
+    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$764  = a3_win_0;
-    if (\$634 ) begin
-      \$764  = a2_win_0;
+    \$764  = c_row;
+    if (\$339 ) begin
+      \$764  = w_row;
     end
     if (rst) begin
-      \$764  = 33'h000000000;
+      \$764  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$765  = a3_win_1;
-    if (\$634 ) begin
-      \$765  = a2_win_1;
+    \$765  = \$signal$8 ;
+    if (\$339 ) begin
+      \$765  = 1'h0;
+    end
+    if (\$493 ) begin
+      \$765  = 1'h1;
     end
     if (rst) begin
-      \$765  = 33'h000000000;
+      \$765  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$766  = a3_win_2;
-    if (\$634 ) begin
-      \$766  = a2_win_2;
+    \$766  = centre;
+    if (\$339 ) begin
+      \$766  = { \$387 , \$384 , \$381 , \$378 , \$375 , \$372 , \$369 , \$366 , \$363 , \$360 , \$357 , \$354 , \$351 , \$348 , \$345 , \$342  };
     end
     if (rst) begin
-      \$766  = 33'h000000000;
+      \$766  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$767  = \$signal$83 ;
-    if (\$644 ) begin
+    \$767  = nz;
+    if (\$339 ) begin
+      \$767  = \$436 ;
+    end
+    if (\$719 ) begin
+      \$767  = \$721 ;
+    end
+    if (rst) begin
       \$767  = 1'h0;
     end
-    if (\$652 ) begin
-      \$767  = 1'h1;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$768  = nz_zero;
+    if (\$339 ) begin
+      \$768  = \$486 ;
+    end
+    if (\$719 ) begin
+      \$768  = \$724 ;
     end
     if (rst) begin
-      \$767  = 1'h0;
+      \$768  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$768  = a2_oy;
-    if (\$652 ) begin
-      \$768  = c_row;
+    \$769  = cwin_0;
+    if (\$339 ) begin
+      \$769  = win_0;
     end
     if (rst) begin
-      \$768  = 4'h0;
+      \$769  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$769  = \$signal$84 ;
-    if (\$652 ) begin
-      \$769  = 1'h0;
+    \$770  = cwin_1;
+    if (\$339 ) begin
+      \$770  = win_1;
     end
     if (rst) begin
-      \$769  = 1'h0;
+      \$770  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$770  = a2_bits;
-    if (\$652 ) begin
-      \$770  = \$653 ;
+    \$771  = cwin_2;
+    if (\$339 ) begin
+      \$771  = win_2;
     end
     if (rst) begin
-      \$770  = 16'h0000;
+      \$771  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$771  = a2_win_0;
-    if (\$652 ) begin
-      \$771  = \$654 ;
+    \$772  = w_row;
+    if (\$493 ) begin
+      \$772  = s_row;
     end
     if (rst) begin
-      \$771  = 33'h000000000;
+      \$772  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$772  = a2_win_1;
-    if (\$652 ) begin
-      \$772  = \$655 ;
+    \$773  = \$signal$7 ;
+    if (\$493 ) begin
+      \$773  = 1'h0;
+    end
+    if (\$547 ) begin
+      \$773  = 1'h1;
     end
     if (rst) begin
-      \$772  = 33'h000000000;
+      \$773  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$773  = a2_win_2;
-    if (\$652 ) begin
-      \$773  = \$656 ;
+    \$774  = win_0;
+    if (\$493 ) begin
+      \$774  = \$508 ;
     end
     if (rst) begin
-      \$773  = 33'h000000000;
+      \$774  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$774  = a_v;
-    if (\$663 ) begin
-      \$774  = 1'h0;
-    end
-    if (\$675 ) begin
-      \$774  = 1'h1;
+    \$775  = win_1;
+    if (\$493 ) begin
+      \$775  = \$523 ;
     end
     if (rst) begin
-      \$774  = 1'h0;
+      \$775  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$775  = a_oh;
-    if (\$675 ) begin
-      \$775  = \$329 [0];
+    \$776  = win_2;
+    if (\$493 ) begin
+      \$776  = \$538 ;
     end
     if (rst) begin
-      \$775  = 1'h0;
+      \$776  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$776  = eof_done;
-    if (\$706 ) begin
-      \$776  = 1'h1;
+    \$777  = s_row;
+    if (\$547 ) begin
+      \$777  = i_row;
+    end
+    if (rst) begin
+      \$777  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$778  = \$signal ;
+    if (\$547 ) begin
+      \$778  = 1'h0;
+    end
+    if (\$647 ) begin
+      if (\$652 ) begin
+      end else if (\$654 ) begin
+        \$778  = 1'h1;
+      end
+    end
+    if (rst) begin
+      \$778  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$779  = sel_0;
+    if (\$547 ) begin
+      \$779 [0] = \$552 ;
+      \$779 [1] = \$557 ;
+      \$779 [2] = \$562 ;
+      \$779 [3] = \$567 ;
+      \$779 [4] = \$572 ;
+      \$779 [5] = \$577 ;
+      \$779 [6] = \$582 ;
+      \$779 [7] = \$587 ;
+    end
+    if (rst) begin
+      \$779  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$780  = sel_1;
+    if (\$547 ) begin
+      \$780 [0] = \$590 ;
+      \$780 [1] = \$593 ;
+      \$780 [2] = \$596 ;
+      \$780 [3] = \$599 ;
+      \$780 [4] = \$602 ;
+      \$780 [5] = \$605 ;
+      \$780 [6] = \$608 ;
+      \$780 [7] = \$611 ;
+    end
+    if (rst) begin
+      \$780  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$781  = sel_2;
+    if (\$547 ) begin
+      \$781 [0] = \$614 ;
+      \$781 [1] = \$617 ;
+      \$781 [2] = \$620 ;
+      \$781 [3] = \$623 ;
+      \$781 [4] = \$626 ;
+      \$781 [5] = \$629 ;
+      \$781 [6] = \$632 ;
+      \$781 [7] = \$635 ;
+    end
+    if (rst) begin
+      \$781  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$782  = ends;
+    if (\$647 ) begin
+      if (\$652 ) begin
+        \$782  = 1'h1;
+      end
     end
     if (frame_reset) begin
-      \$776  = 1'h0;
+      \$782  = 1'h0;
     end
     if (rst) begin
-      \$776  = 1'h0;
+      \$782  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$777  = \$709 ;
+    \$783  = i_row;
+    if (\$647 ) begin
+      if (\$652 ) begin
+      end else if (\$654 ) begin
+        \$783  = f_row[3:0];
+      end
+    end
+    if (rst) begin
+      \$783  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$784  = i_cy;
+    if (\$647 ) begin
+      if (\$652 ) begin
+      end else if (\$654 ) begin
+        \$784  = cy;
+      end
+    end
+    if (rst) begin
+      \$784  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$785  = f_row;
+    if (\$647 ) begin
+      if (\$652 ) begin
+      end else if (\$654 ) begin
+        \$785  = \$655 [4:0];
+      end
+    end
     if (frame_reset) begin
-      \$777  = 1'h0;
+      \$785  = 5'h00;
     end
     if (rst) begin
-      \$777  = 1'h0;
+      \$785  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$778  = \$712 ;
-    if (rst) begin
-      \$778  = 4'h0;
+    \$786  = cy;
+    if (\$647 ) begin
+      if (\$652 ) begin
+      end else if (\$654 ) begin
+        \$786  = \$656 [6:0];
+      end
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$779  = \$716 [3:0];
     if (frame_reset) begin
-      \$779  = 4'h0;
+      \$786  = 7'h00;
     end
     if (rst) begin
-      \$779  = 4'h0;
+      \$786  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$787  = need;
+    if (\$647 ) begin
+      if (\$652 ) begin
+      end else if (\$654 ) begin
+        \$787  = \$657 [6:0];
+      end
+    end
+    if (frame_reset) begin
+      \$787  = 7'h02;
+    end
+    if (rst) begin
+      \$787  = 7'h02;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$788  = eof_pend;
+    if (\$660 ) begin
+      \$788  = 1'h0;
+    end
+    if (\$752 ) begin
+      \$788  = 1'h1;
+    end
+    if (rst) begin
+      \$788  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$789  = \$signal$21 ;
+    if (\$662 ) begin
+      \$789  = b_v;
+    end
+    if (rst) begin
+      \$789  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$790  = \$signal$17 ;
+    if (\$662 ) begin
+      \$790  = \$signal$68 ;
+    end
+    if (rst) begin
+      \$790  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$791  = \$like ;
+    if (\$662 ) begin
+      \$791  = \$like$69 ;
+    end
+    if (rst) begin
+      \$791  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$792  = \$signal$23 ;
+    if (\$662 ) begin
+      \$792  = b_oy;
+    end
+    if (rst) begin
+      \$792  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$793  = c1_win_0;
+    if (\$662 ) begin
+      \$793  = b_win_0;
+    end
+    if (rst) begin
+      \$793  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$794  = c1_win_1;
+    if (\$662 ) begin
+      \$794  = b_win_1;
+    end
+    if (rst) begin
+      \$794  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$795  = c1_win_2;
+    if (\$662 ) begin
+      \$795  = b_win_2;
+    end
+    if (rst) begin
+      \$795  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$796  = \$signal$68 ;
+    if (\$662 ) begin
+      \$796  = \$322 [15:0];
+    end
+    if (\$670 ) begin
+      \$796  = \$signal$76 ;
+    end
+    if (rst) begin
+      \$796  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$797  = b_rest;
+    if (\$662 ) begin
+      \$797  = \$664 ;
+    end
+    if (\$670 ) begin
+      \$797  = \$671 ;
+    end
+    if (rst) begin
+      \$797  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$798  = \$signal$74 ;
+    if (\$662 ) begin
+      \$798  = \$667 ;
+    end
+    if (\$670 ) begin
+      \$798  = \$673 ;
+    end
+    if (rst) begin
+      \$798  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$799  = b_v;
+    if (\$670 ) begin
+      \$799  = \$signal$75 ;
+    end
+    if (rst) begin
+      \$799  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$800  = \$like$69 ;
+    if (\$670 ) begin
+      \$800  = \$like$78 ;
+    end
+    if (rst) begin
+      \$800  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$801  = b_oy;
+    if (\$670 ) begin
+      \$801  = \$signal$79 ;
+    end
+    if (rst) begin
+      \$801  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$802  = b_win_0;
+    if (\$670 ) begin
+      \$802  = a3_win_0;
+    end
+    if (rst) begin
+      \$802  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$803  = b_win_1;
+    if (\$670 ) begin
+      \$803  = a3_win_1;
+    end
+    if (rst) begin
+      \$803  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$804  = b_win_2;
+    if (\$670 ) begin
+      \$804  = a3_win_2;
+    end
+    if (rst) begin
+      \$804  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$805  = \$signal$75 ;
+    if (\$678 ) begin
+      \$805  = \$signal$84 ;
+    end
+    if (rst) begin
+      \$805  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$806  = \$signal$76 ;
+    if (\$678 ) begin
+      \$806  = \$325 [15:0];
+    end
+    if (rst) begin
+      \$806  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$807  = \$signal$77 ;
+    if (\$678 ) begin
+      \$807  = \$680 ;
+    end
+    if (rst) begin
+      \$807  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$808  = \$like$78 ;
+    if (\$678 ) begin
+      \$808  = \$signal$85 ;
+    end
+    if (rst) begin
+      \$808  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$809  = \$signal$79 ;
+    if (\$678 ) begin
+      \$809  = a2_oy;
+    end
+    if (rst) begin
+      \$809  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$810  = a3_rest_zero;
+    if (\$678 ) begin
+      \$810  = \$683 ;
+    end
+    if (rst) begin
+      \$810  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$811  = a3_win_0;
+    if (\$678 ) begin
+      \$811  = a2_win_0;
+    end
+    if (rst) begin
+      \$811  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$812  = a3_win_1;
+    if (\$678 ) begin
+      \$812  = a2_win_1;
+    end
+    if (rst) begin
+      \$812  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$813  = a3_win_2;
+    if (\$678 ) begin
+      \$813  = a2_win_2;
+    end
+    if (rst) begin
+      \$813  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$814  = \$signal$84 ;
+    if (\$688 ) begin
+      \$814  = 1'h0;
+    end
+    if (\$696 ) begin
+      \$814  = 1'h1;
+    end
+    if (rst) begin
+      \$814  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$815  = a2_oy;
+    if (\$696 ) begin
+      \$815  = c_row;
+    end
+    if (rst) begin
+      \$815  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$816  = \$signal$85 ;
+    if (\$696 ) begin
+      \$816  = 1'h0;
+    end
+    if (rst) begin
+      \$816  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$817  = a2_bits;
+    if (\$696 ) begin
+      \$817  = \$697 ;
+    end
+    if (rst) begin
+      \$817  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$818  = a2_win_0;
+    if (\$696 ) begin
+      \$818  = \$698 ;
+    end
+    if (rst) begin
+      \$818  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$819  = a2_win_1;
+    if (\$696 ) begin
+      \$819  = \$699 ;
+    end
+    if (rst) begin
+      \$819  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$820  = a2_win_2;
+    if (\$696 ) begin
+      \$820  = \$700 ;
+    end
+    if (rst) begin
+      \$820  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$821  = a_v;
+    if (\$707 ) begin
+      \$821  = 1'h0;
+    end
+    if (\$719 ) begin
+      \$821  = 1'h1;
+    end
+    if (rst) begin
+      \$821  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$822  = a_oh;
+    if (\$719 ) begin
+      \$822  = \$328 [0];
+    end
+    if (rst) begin
+      \$822  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$823  = eof_done;
+    if (\$752 ) begin
+      \$823  = 1'h1;
+    end
+    if (frame_reset) begin
+      \$823  = 1'h0;
+    end
+    if (rst) begin
+      \$823  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$824  = \$755 ;
+    if (frame_reset) begin
+      \$824  = 1'h0;
+    end
+    if (rst) begin
+      \$824  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$825  = \$758 ;
+    if (rst) begin
+      \$825  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$826  = \$762 [3:0];
+    if (frame_reset) begin
+      \$826  = 4'h0;
+    end
+    if (rst) begin
+      \$826  = 4'h0;
     end
   end
   assign r_data = sites__payload;
   assign sites__ready = r_en;
   assign r_rdy = sites__valid;
-  assign site_x = { \$41 , \$34 , \$27 , \$20  };
+  assign site_x = { \$40 , \$33 , \$26 , \$19  };
   assign qp = w_data;
-  assign rest_oh = \$323 [15:0];
-  assign a2_oh = \$326 [15:0];
-  assign chunk_oh = \$329 [0];
+  assign rest_oh = \$322 [15:0];
+  assign a2_oh = \$325 [15:0];
+  assign chunk_oh = \$328 [0];
   assign head = sites__payload;
   assign \sites__payload.oy  = sites__payload[3:0];
   assign \sites__payload.ox  = sites__payload[7:4];
@@ -3790,9 +3900,8 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \tags[5]  = tags[35:30];
   assign \tags[6]  = tags[41:36];
   assign \tags[7]  = tags[47:42];
-  assign \$605  = { 1'h0, last_y[4:1] };
-  assign \$690  = { 1'h0, last_y[4:1] };
-  assign \$674  = nz;
+  assign \$649  = { 1'h0, last_y[4:1] };
+  assign \$736  = { 1'h0, last_y[4:1] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -9684,7 +9793,7 @@ endmodule
 module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire \$1 ;
-  wire \$10 ;
+  wire [7:0] \$10 ;
   wire \$100 ;
   wire \$101 ;
   wire \$102 ;
@@ -9695,7 +9804,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire [7:0] \$11 ;
+  wire [6:0] \$11 ;
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
@@ -9717,7 +9826,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$127 ;
   wire \$128 ;
   wire \$129 ;
-  wire [6:0] \$13 ;
+  wire \$13 ;
   wire \$130 ;
   wire \$131 ;
   wire \$132 ;
@@ -9929,18 +10038,18 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$318 ;
   wire \$319 ;
   wire \$32 ;
-  wire \$320 ;
-  wire [15:0] \$321 ;
+  wire [15:0] \$320 ;
+  wire [16:0] \$321 ;
   wire [16:0] \$322 ;
-  wire [16:0] \$323 ;
-  wire [15:0] \$324 ;
+  wire [15:0] \$323 ;
+  wire [16:0] \$324 ;
   wire [16:0] \$325 ;
-  wire [16:0] \$326 ;
-  wire \$327 ;
+  wire \$326 ;
+  wire [1:0] \$327 ;
   wire [1:0] \$328 ;
-  wire [1:0] \$329 ;
+  wire [3:0] \$329 ;
   wire \$33 ;
-  wire [3:0] \$330 ;
+  wire \$330 ;
   wire \$331 ;
   wire \$332 ;
   wire \$333 ;
@@ -9962,8 +10071,8 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$348 ;
   wire \$349 ;
   wire \$35 ;
-  wire \$350 ;
-  wire \$351 ;
+  wire [15:0] \$350 ;
+  wire [15:0] \$351 ;
   wire [15:0] \$352 ;
   wire [15:0] \$353 ;
   wire [15:0] \$354 ;
@@ -9985,8 +10094,8 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [15:0] \$369 ;
   wire \$37 ;
   wire [15:0] \$370 ;
-  wire [15:0] \$371 ;
-  wire [15:0] \$372 ;
+  wire \$371 ;
+  wire \$372 ;
   wire \$373 ;
   wire \$374 ;
   wire \$375 ;
@@ -10064,41 +10173,41 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$44 ;
   wire \$440 ;
   wire \$441 ;
-  wire \$442 ;
-  wire \$443 ;
-  wire \$444 ;
+  wire [5:0] \$442 ;
+  wire [6:0] \$443 ;
+  wire [6:0] \$444 ;
   wire \$445 ;
-  wire [5:0] \$446 ;
-  wire [6:0] \$447 ;
-  wire [6:0] \$448 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
   wire \$449 ;
   wire \$45 ;
-  wire \$450 ;
-  wire \$451 ;
-  wire \$452 ;
-  wire \$453 ;
-  wire [15:0] \$454 ;
-  wire [15:0] \$455 ;
-  wire [16:0] \$456 ;
-  wire [16:0] \$457 ;
-  wire \$458 ;
+  wire [15:0] \$450 ;
+  wire [15:0] \$451 ;
+  wire [16:0] \$452 ;
+  wire [16:0] \$453 ;
+  wire \$454 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  wire [15:0] \$458 ;
   wire \$459 ;
   wire \$46 ;
   wire \$460 ;
   wire \$461 ;
-  wire [15:0] \$462 ;
+  wire \$462 ;
   wire \$463 ;
   wire \$464 ;
   wire \$465 ;
-  wire \$466 ;
-  wire \$467 ;
-  wire \$468 ;
-  wire \$469 ;
+  wire [15:0] \$466 ;
+  wire [15:0] \$467 ;
+  wire [16:0] \$468 ;
+  wire [16:0] \$469 ;
   wire \$47 ;
-  wire [15:0] \$470 ;
-  wire [15:0] \$471 ;
-  wire [16:0] \$472 ;
-  wire [16:0] \$473 ;
+  wire \$470 ;
+  wire \$471 ;
+  wire \$472 ;
+  wire \$473 ;
   wire \$474 ;
   wire \$475 ;
   wire \$476 ;
@@ -10110,15 +10219,15 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$481 ;
   wire \$482 ;
   wire \$483 ;
-  wire \$484 ;
-  wire \$485 ;
-  wire \$486 ;
-  wire \$487 ;
-  wire [15:0] \$488 ;
-  wire [17:0] \$489 ;
+  wire [15:0] \$484 ;
+  wire [17:0] \$485 ;
+  wire [17:0] \$486 ;
+  wire [17:0] \$487 ;
+  wire \$488 ;
+  wire \$489 ;
   wire \$49 ;
-  wire [17:0] \$490 ;
-  wire [17:0] \$491 ;
+  wire \$490 ;
+  wire \$491 ;
   wire \$492 ;
   wire \$493 ;
   wire \$494 ;
@@ -10138,9 +10247,9 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$506 ;
   wire \$507 ;
   wire \$508 ;
-  wire \$509 ;
+  wire [1:0] \$509 ;
   wire \$51 ;
-  wire \$510 ;
+  wire [1:0] \$510 ;
   wire \$511 ;
   wire \$512 ;
   wire \$513 ;
@@ -10175,86 +10284,85 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$54 ;
   wire \$540 ;
   wire \$541 ;
-  wire \$542 ;
-  wire \$543 ;
+  wire [3:0] \$542 ;
+  wire [3:0] \$543 ;
   wire [3:0] \$544 ;
-  wire [3:0] \$545 ;
-  wire [3:0] \$546 ;
+  wire [4:0] \$545 ;
+  wire [4:0] \$546 ;
   wire [4:0] \$547 ;
   wire [4:0] \$548 ;
-  wire [4:0] \$549 ;
+  reg \$549 ;
   wire \$55 ;
-  wire [4:0] \$550 ;
+  reg [3:0] \$550 ;
   reg \$551 ;
-  reg [3:0] \$552 ;
+  reg [15:0] \$552 ;
   reg \$553 ;
-  reg [15:0] \$554 ;
-  reg \$555 ;
+  reg \$554 ;
+  reg [15:0] \$555 ;
   reg [15:0] \$556 ;
   reg [15:0] \$557 ;
-  reg [15:0] \$558 ;
-  reg [3:0] \$559 ;
+  reg [3:0] \$558 ;
+  reg \$559 ;
   wire \$56 ;
-  reg \$560 ;
+  reg [15:0] \$560 ;
   reg [15:0] \$561 ;
   reg [15:0] \$562 ;
-  reg [15:0] \$563 ;
-  reg [3:0] \$564 ;
-  reg \$565 ;
+  reg [3:0] \$563 ;
+  reg \$564 ;
+  reg [3:0] \$565 ;
   reg [3:0] \$566 ;
   reg [3:0] \$567 ;
-  reg [3:0] \$568 ;
-  reg \$569 ;
+  reg \$568 ;
+  reg [3:0] \$569 ;
   wire \$57 ;
-  reg [3:0] \$570 ;
-  reg [5:0] \$571 ;
-  reg [4:0] \$572 ;
+  reg [5:0] \$570 ;
+  reg [4:0] \$571 ;
+  reg [5:0] \$572 ;
   reg [5:0] \$573 ;
-  reg [5:0] \$574 ;
+  reg \$574 ;
   reg \$575 ;
-  reg \$576 ;
-  reg [15:0] \$577 ;
-  reg \$578 ;
-  reg [3:0] \$579 ;
+  reg [15:0] \$576 ;
+  reg \$577 ;
+  reg [3:0] \$578 ;
+  reg [17:0] \$579 ;
   wire \$58 ;
   reg [17:0] \$580 ;
   reg [17:0] \$581 ;
-  reg [17:0] \$582 ;
+  reg [15:0] \$582 ;
   reg [15:0] \$583 ;
-  reg [15:0] \$584 ;
+  reg \$584 ;
   reg \$585 ;
   reg \$586 ;
-  reg \$587 ;
-  reg [3:0] \$588 ;
+  reg [3:0] \$587 ;
+  reg [17:0] \$588 ;
   reg [17:0] \$589 ;
   wire \$59 ;
   reg [17:0] \$590 ;
-  reg [17:0] \$591 ;
-  reg \$592 ;
+  reg \$591 ;
+  reg [15:0] \$592 ;
   reg [15:0] \$593 ;
-  reg [15:0] \$594 ;
-  reg \$595 ;
-  reg [3:0] \$596 ;
-  reg \$597 ;
+  reg \$594 ;
+  reg [3:0] \$595 ;
+  reg \$596 ;
+  reg [17:0] \$597 ;
   reg [17:0] \$598 ;
   reg [17:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
-  reg [17:0] \$600 ;
-  reg \$601 ;
-  reg [3:0] \$602 ;
-  reg \$603 ;
-  reg [15:0] \$604 ;
+  reg \$600 ;
+  reg [3:0] \$601 ;
+  reg \$602 ;
+  reg [15:0] \$603 ;
+  reg [17:0] \$604 ;
   reg [17:0] \$605 ;
   reg [17:0] \$606 ;
-  reg [17:0] \$607 ;
+  reg \$607 ;
   reg \$608 ;
   reg \$609 ;
   wire \$61 ;
   reg \$610 ;
-  reg \$611 ;
+  reg [3:0] \$611 ;
   reg [3:0] \$612 ;
-  reg [3:0] \$613 ;
   wire \$62 ;
   wire \$63 ;
   wire \$64 ;
@@ -10297,24 +10405,24 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$98 ;
   wire \$99 ;
   reg \$like  = 1'h0;
-  reg \$like$68  = 1'h0;
-  reg \$like$77  = 1'h0;
+  reg \$like$69  = 1'h0;
+  reg \$like$78  = 1'h0;
   reg \$signal  = 1'h0;
   reg [15:0] \$signal$17  = 16'h0000;
   reg \$signal$21  = 1'h0;
   reg [3:0] \$signal$23  = 4'h0;
-  reg \$signal$36  = 1'h0;
-  reg [3:0] \$signal$38  = 4'h0;
-  reg [15:0] \$signal$67  = 16'h0000;
+  reg \$signal$37  = 1'h0;
+  reg [3:0] \$signal$39  = 4'h0;
+  reg [15:0] \$signal$68  = 16'h0000;
   reg \$signal$7  = 1'h0;
-  reg \$signal$73  = 1'h1;
-  reg \$signal$74  = 1'h0;
-  reg [15:0] \$signal$75  = 16'h0000;
+  reg \$signal$74  = 1'h1;
+  reg \$signal$75  = 1'h0;
   reg [15:0] \$signal$76  = 16'h0000;
-  reg [3:0] \$signal$78  = 4'h0;
+  reg [15:0] \$signal$77  = 16'h0000;
+  reg [3:0] \$signal$79  = 4'h0;
   reg \$signal$8  = 1'h0;
-  reg \$signal$83  = 1'h0;
   reg \$signal$84  = 1'h0;
+  reg \$signal$85  = 1'h0;
   reg \$signal$9  = 1'h0;
   reg [15:0] a2_bits = 16'h0000;
   wire [15:0] a2_oh;
@@ -10378,6 +10486,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [3:0] last_y;
   reg [5:0] need = 6'h02;
   reg nz = 1'h0;
+  reg nz_zero = 1'h1;
   wire [18:0] qp;
   wire \qp.eof ;
   wire \qp.error ;
@@ -10425,683 +10534,684 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   reg [15:0] win_0 = 16'h0000;
   reg [15:0] win_1 = 16'h0000;
   reg [15:0] win_2 = 16'h0000;
-  assign \$385  = \$383  & \$384 ;
-  assign \$386  = | i_cy;
+  assign \$386  = tags[9:5] == row_0;
   assign \$387  = \$385  & \$386 ;
-  assign \$388  = row_0[1:0] == 1'h1;
-  assign \$389  = tags[9:5] == row_0;
-  assign \$390  = \$388  & \$389 ;
-  assign \$391  = | i_cy;
+  assign \$388  = | i_cy;
+  assign \$389  = \$387  & \$388 ;
+  assign \$390  = row_0[1:0] == 2'h2;
+  assign \$391  = tags[14:10] == row_0;
   assign \$392  = \$390  & \$391 ;
-  assign \$393  = row_0[1:0] == 2'h2;
-  assign \$394  = tags[14:10] == row_0;
-  assign \$395  = \$393  & \$394 ;
-  assign \$396  = | i_cy;
+  assign \$393  = | i_cy;
+  assign \$394  = \$392  & \$393 ;
+  assign \$395  = row_0[1:0] == 2'h3;
+  assign \$396  = tags[19:15] == row_0;
   assign \$397  = \$395  & \$396 ;
-  assign \$398  = row_0[1:0] == 2'h3;
-  assign \$399  = tags[19:15] == row_0;
-  assign \$400  = \$398  & \$399 ;
-  assign \$401  = | i_cy;
+  assign \$398  = | i_cy;
+  assign \$399  = \$397  & \$398 ;
+  assign \$400  = ! row_1[1:0];
+  assign \$401  = tags[4:0] == row_1;
   assign \$402  = \$400  & \$401 ;
-  assign \$403  = ! row_1[1:0];
-  assign \$404  = tags[4:0] == row_1;
+  assign \$403  = row_1[1:0] == 1'h1;
+  assign \$404  = tags[9:5] == row_1;
   assign \$405  = \$403  & \$404 ;
-  assign \$406  = row_1[1:0] == 1'h1;
-  assign \$407  = tags[9:5] == row_1;
+  assign \$406  = row_1[1:0] == 2'h2;
+  assign \$407  = tags[14:10] == row_1;
   assign \$408  = \$406  & \$407 ;
-  assign \$409  = row_1[1:0] == 2'h2;
-  assign \$410  = tags[14:10] == row_1;
+  assign \$409  = row_1[1:0] == 2'h3;
+  assign \$410  = tags[19:15] == row_1;
   assign \$411  = \$409  & \$410 ;
-  assign \$412  = row_1[1:0] == 2'h3;
-  assign \$413  = tags[19:15] == row_1;
+  assign \$412  = ! row_2[1:0];
+  assign \$413  = tags[4:0] == row_2;
   assign \$414  = \$412  & \$413 ;
-  assign \$415  = ! row_2[1:0];
-  assign \$416  = tags[4:0] == row_2;
+  assign \$415  = row_2[1:0] == 1'h1;
+  assign \$416  = tags[9:5] == row_2;
   assign \$417  = \$415  & \$416 ;
-  assign \$418  = row_2[1:0] == 1'h1;
-  assign \$419  = tags[9:5] == row_2;
+  assign \$418  = row_2[1:0] == 2'h2;
+  assign \$419  = tags[14:10] == row_2;
   assign \$420  = \$418  & \$419 ;
-  assign \$421  = row_2[1:0] == 2'h2;
-  assign \$422  = tags[14:10] == row_2;
+  assign \$421  = row_2[1:0] == 2'h3;
+  assign \$422  = tags[19:15] == row_2;
   assign \$423  = \$421  & \$422 ;
-  assign \$424  = row_2[1:0] == 2'h3;
-  assign \$425  = tags[19:15] == row_2;
-  assign \$426  = \$424  & \$425 ;
-  assign \$427  = ~ \$signal ;
-  assign \$428  = ~ \$signal$7 ;
-  assign \$429  = ~ \$signal$8 ;
-  assign \$430  = ~ \$signal$9 ;
-  assign \$431  = ! nz;
-  assign \$432  = ~ a_v;
-  assign \$433  = \$431  & \$432 ;
-  assign \$434  = \$430  | \$433 ;
-  assign \$435  = \$429  | \$434 ;
-  assign \$436  = \$428  | \$435 ;
-  assign \$437  = \$427  | \$436 ;
-  assign \$438  = ~ ends;
-  assign \$439  = \$437  & \$438 ;
-  assign \$440  = ~ has_last;
-  assign \$441  = f_row > last_y;
-  assign \$442  = \$440  | \$441 ;
-  assign \$443  = eof_seen & \$442 ;
-  assign \$444  = done_rows >= need;
-  assign \$445  = eof_seen | \$444 ;
-  assign \$446  = f_row + 1'h1;
-  assign \$447  = cy + 1'h1;
-  assign \$448  = need + 1'h1;
-  assign \$449  = ~ \$signal$21 ;
-  assign \$450  = eof_pend & \$449 ;
-  assign \$451  = \$450  & w_rdy;
-  assign \$452  = ~ \$signal$21 ;
-  assign \$453  = \$452  | w_rdy;
-  assign \$454  = ~ \$323 [15:0];
-  assign \$455  = b_rest & \$454 ;
-  assign \$456  = b_rest - 1'h1;
-  assign \$457  = { 1'h0, b_rest } & \$456 ;
-  assign \$458  = ! \$457 ;
-  assign \$459  = ~ \$signal$21 ;
-  assign \$460  = \$459  | w_rdy;
-  assign \$461  = \$460  & \$signal$73 ;
-  assign \$462  = \$signal$74  ? \$signal$76  : 16'h0000;
-  assign \$463  = ~ \$signal$74 ;
-  assign \$464  = \$463  | a3_rest_zero;
-  assign \$465  = ~ \$signal$74 ;
-  assign \$466  = ~ \$signal$21 ;
-  assign \$467  = \$466  | w_rdy;
-  assign \$468  = \$467  & \$signal$73 ;
-  assign \$469  = \$465  | \$468 ;
-  assign \$470  = ~ \$326 [15:0];
-  assign \$471  = a2_bits & \$470 ;
-  assign \$472  = a2_bits - 1'h1;
-  assign \$473  = { 1'h0, a2_bits } & \$472 ;
-  assign \$474  = ! \$473 ;
-  assign \$475  = ~ \$signal$74 ;
-  assign \$476  = ~ \$signal$21 ;
-  assign \$477  = \$476  | w_rdy;
-  assign \$478  = \$477  & \$signal$73 ;
-  assign \$479  = \$475  | \$478 ;
-  assign \$480  = ~ \$signal$83 ;
-  assign \$481  = ~ \$signal$74 ;
-  assign \$482  = ~ \$signal$21 ;
-  assign \$483  = \$482  | w_rdy;
-  assign \$484  = \$483  & \$signal$73 ;
-  assign \$485  = \$481  | \$484 ;
-  assign \$486  = \$480  | \$485 ;
-  assign \$487  = \$486  & a_v;
-  assign \$488  = a_oh ? centre : 16'h0000;
-  assign \$489  = a_oh ? { 1'h0, cwin_0, 1'h0 } : 18'h00000;
-  assign \$490  = a_oh ? { 1'h0, cwin_1, 1'h0 } : 18'h00000;
-  assign \$491  = a_oh ? { 1'h0, cwin_2, 1'h0 } : 18'h00000;
-  assign \$492  = ~ \$signal$83 ;
-  assign \$493  = ~ \$signal$74 ;
-  assign \$494  = ~ \$signal$21 ;
-  assign \$495  = \$494  | w_rdy;
-  assign \$496  = \$495  & \$signal$73 ;
-  assign \$497  = \$493  | \$496 ;
-  assign \$498  = \$492  | \$497 ;
-  assign \$499  = ~ a_v;
-  assign \$500  = ~ \$signal$83 ;
-  assign \$501  = ~ \$signal$74 ;
-  assign \$502  = ~ \$signal$21 ;
-  assign \$503  = \$502  | w_rdy;
-  assign \$504  = \$503  & \$signal$73 ;
-  assign \$505  = \$501  | \$504 ;
-  assign \$506  = \$500  | \$505 ;
-  assign \$507  = \$499  | \$506 ;
-  assign \$508  = \$507  & \$signal$9 ;
-  assign \$510  = \$508  & \$509 ;
-  assign \$511  = ~ \$329 [0];
-  assign \$512  = nz & \$511 ;
-  assign \$513  = ~ \$signal ;
-  assign \$514  = ~ \$signal$7 ;
-  assign \$515  = ~ \$signal$8 ;
-  assign \$516  = ~ \$signal$9 ;
-  assign \$517  = ! nz;
-  assign \$518  = ~ a_v;
-  assign \$519  = \$517  & \$518 ;
-  assign \$520  = \$516  | \$519 ;
-  assign \$521  = \$515  | \$520 ;
-  assign \$522  = \$514  | \$521 ;
-  assign \$523  = \$513  | \$522 ;
-  assign \$524  = ~ has_last;
-  assign \$525  = f_row > last_y;
-  assign \$526  = \$524  | \$525 ;
-  assign \$527  = eof_seen & \$526 ;
-  assign \$528  = \$523  & \$527 ;
-  assign \$529  = ends | \$528 ;
-  assign \$530  = \$signal  | \$signal$7 ;
-  assign \$531  = \$530  | \$signal$8 ;
-  assign \$532  = \$531  | \$signal$9 ;
-  assign \$533  = \$532  | \$signal$83 ;
-  assign \$534  = \$533  | \$signal$74 ;
-  assign \$535  = \$534  | b_v;
-  assign \$536  = \$535  | \$signal$21 ;
-  assign \$537  = ~ \$536 ;
-  assign \$538  = \$529  & \$537 ;
-  assign \$539  = ~ eof_done;
-  assign \$540  = \$538  & \$539 ;
-  assign \$541  = \$signal$21  | b_v;
-  assign \$542  = \$541  | \$signal$74 ;
-  assign \$543  = \$542  | \$signal$83 ;
-  assign \$544  = \$signal$74  ? \$signal$78  : a2_oy;
-  assign \$545  = b_v ? b_oy : \$544 ;
-  assign \$546  = \$signal$21  ? \$signal$23  : \$545 ;
-  assign \$547  = \$signal  ? { 1'h0, i_row } : f_row;
-  assign \$548  = \$signal$7  ? { 1'h0, s_row } : \$547 ;
-  assign \$549  = \$signal$8  ? { 1'h0, w_row } : \$548 ;
-  assign \$550  = \$signal$9  ? { 1'h0, c_row } : \$549 ;
+  assign \$424  = ~ \$signal ;
+  assign \$425  = ~ \$signal$7 ;
+  assign \$426  = ~ \$signal$8 ;
+  assign \$427  = ~ \$signal$9 ;
+  assign \$428  = ~ a_v;
+  assign \$429  = nz_zero & \$428 ;
+  assign \$430  = \$427  | \$429 ;
+  assign \$431  = \$426  | \$430 ;
+  assign \$432  = \$425  | \$431 ;
+  assign \$433  = \$424  | \$432 ;
+  assign \$434  = ~ ends;
+  assign \$435  = \$433  & \$434 ;
+  assign \$436  = ~ has_last;
+  assign \$437  = f_row > last_y;
+  assign \$438  = \$436  | \$437 ;
+  assign \$439  = eof_seen & \$438 ;
+  assign \$440  = done_rows >= need;
+  assign \$441  = eof_seen | \$440 ;
+  assign \$442  = f_row + 1'h1;
+  assign \$443  = cy + 1'h1;
+  assign \$444  = need + 1'h1;
+  assign \$445  = ~ \$signal$21 ;
+  assign \$446  = eof_pend & \$445 ;
+  assign \$447  = \$446  & w_rdy;
+  assign \$448  = ~ \$signal$21 ;
+  assign \$449  = \$448  | w_rdy;
+  assign \$450  = ~ \$322 [15:0];
+  assign \$451  = b_rest & \$450 ;
+  assign \$452  = b_rest - 1'h1;
+  assign \$453  = { 1'h0, b_rest } & \$452 ;
+  assign \$454  = ! \$453 ;
+  assign \$455  = ~ \$signal$21 ;
+  assign \$456  = \$455  | w_rdy;
+  assign \$457  = \$456  & \$signal$74 ;
+  assign \$458  = \$signal$75  ? \$signal$77  : 16'h0000;
+  assign \$459  = ~ \$signal$75 ;
+  assign \$460  = \$459  | a3_rest_zero;
+  assign \$461  = ~ \$signal$75 ;
+  assign \$462  = ~ \$signal$21 ;
+  assign \$463  = \$462  | w_rdy;
+  assign \$464  = \$463  & \$signal$74 ;
+  assign \$465  = \$461  | \$464 ;
+  assign \$466  = ~ \$325 [15:0];
+  assign \$467  = a2_bits & \$466 ;
+  assign \$468  = a2_bits - 1'h1;
+  assign \$469  = { 1'h0, a2_bits } & \$468 ;
+  assign \$470  = ! \$469 ;
+  assign \$471  = ~ \$signal$75 ;
+  assign \$472  = ~ \$signal$21 ;
+  assign \$473  = \$472  | w_rdy;
+  assign \$474  = \$473  & \$signal$74 ;
+  assign \$475  = \$471  | \$474 ;
+  assign \$476  = ~ \$signal$84 ;
+  assign \$477  = ~ \$signal$75 ;
+  assign \$478  = ~ \$signal$21 ;
+  assign \$479  = \$478  | w_rdy;
+  assign \$480  = \$479  & \$signal$74 ;
+  assign \$481  = \$477  | \$480 ;
+  assign \$482  = \$476  | \$481 ;
+  assign \$483  = \$482  & a_v;
+  assign \$484  = a_oh ? centre : 16'h0000;
+  assign \$485  = a_oh ? { 1'h0, cwin_0, 1'h0 } : 18'h00000;
+  assign \$486  = a_oh ? { 1'h0, cwin_1, 1'h0 } : 18'h00000;
+  assign \$487  = a_oh ? { 1'h0, cwin_2, 1'h0 } : 18'h00000;
+  assign \$488  = ~ \$signal$84 ;
+  assign \$489  = ~ \$signal$75 ;
+  assign \$490  = ~ \$signal$21 ;
+  assign \$491  = \$490  | w_rdy;
+  assign \$492  = \$491  & \$signal$74 ;
+  assign \$493  = \$489  | \$492 ;
+  assign \$494  = \$488  | \$493 ;
+  assign \$495  = ~ a_v;
+  assign \$496  = ~ \$signal$84 ;
+  assign \$497  = ~ \$signal$75 ;
+  assign \$498  = ~ \$signal$21 ;
+  assign \$499  = \$498  | w_rdy;
+  assign \$500  = \$499  & \$signal$74 ;
+  assign \$501  = \$497  | \$500 ;
+  assign \$502  = \$496  | \$501 ;
+  assign \$503  = \$495  | \$502 ;
+  assign \$504  = \$503  & \$signal$9 ;
+  assign \$505  = ~ nz_zero;
+  assign \$506  = \$504  & \$505 ;
+  assign \$507  = ~ \$328 [0];
+  assign \$508  = nz & \$507 ;
+  assign \$509  = nz - 1'h1;
+  assign \$510  = { 1'h0, nz } & \$509 ;
+  assign \$511  = ! \$510 ;
+  assign \$512  = ~ \$signal ;
+  assign \$513  = ~ \$signal$7 ;
+  assign \$514  = ~ \$signal$8 ;
+  assign \$515  = ~ \$signal$9 ;
+  assign \$516  = ~ a_v;
+  assign \$517  = nz_zero & \$516 ;
+  assign \$518  = \$515  | \$517 ;
+  assign \$519  = \$514  | \$518 ;
+  assign \$520  = \$513  | \$519 ;
+  assign \$521  = \$512  | \$520 ;
+  assign \$522  = ~ has_last;
+  assign \$523  = f_row > last_y;
+  assign \$524  = \$522  | \$523 ;
+  assign \$525  = eof_seen & \$524 ;
+  assign \$526  = \$521  & \$525 ;
+  assign \$527  = ends | \$526 ;
+  assign \$528  = \$signal  | \$signal$7 ;
+  assign \$529  = \$528  | \$signal$8 ;
+  assign \$530  = \$529  | \$signal$9 ;
+  assign \$531  = \$530  | \$signal$84 ;
+  assign \$532  = \$531  | \$signal$75 ;
+  assign \$533  = \$532  | b_v;
+  assign \$534  = \$533  | \$signal$21 ;
+  assign \$535  = ~ \$534 ;
+  assign \$536  = \$527  & \$535 ;
+  assign \$537  = ~ eof_done;
+  assign \$538  = \$536  & \$537 ;
+  assign \$539  = \$signal$21  | b_v;
+  assign \$540  = \$539  | \$signal$75 ;
+  assign \$541  = \$540  | \$signal$84 ;
+  assign \$542  = \$signal$75  ? \$signal$79  : a2_oy;
+  assign \$543  = b_v ? b_oy : \$542 ;
+  assign \$544  = \$signal$21  ? \$signal$23  : \$543 ;
+  assign \$545  = \$signal  ? { 1'h0, i_row } : f_row;
+  assign \$546  = \$signal$7  ? { 1'h0, s_row } : \$545 ;
+  assign \$547  = \$signal$8  ? { 1'h0, w_row } : \$546 ;
+  assign \$548  = \$signal$9  ? { 1'h0, c_row } : \$547 ;
   always @(posedge clk)
-    \$signal$9  <= \$551 ;
+    \$signal$9  <= \$549 ;
   always @(posedge clk)
-    c_row <= \$552 ;
+    c_row <= \$550 ;
   always @(posedge clk)
-    \$signal$8  <= \$553 ;
+    \$signal$8  <= \$551 ;
   always @(posedge clk)
-    centre <= \$554 ;
+    centre <= \$552 ;
   always @(posedge clk)
-    nz <= \$555 ;
+    nz <= \$553 ;
   always @(posedge clk)
-    cwin_0 <= \$556 ;
+    nz_zero <= \$554 ;
   always @(posedge clk)
-    cwin_1 <= \$557 ;
+    cwin_0 <= \$555 ;
   always @(posedge clk)
-    cwin_2 <= \$558 ;
+    cwin_1 <= \$556 ;
   always @(posedge clk)
-    w_row <= \$559 ;
+    cwin_2 <= \$557 ;
   always @(posedge clk)
-    \$signal$7  <= \$560 ;
+    w_row <= \$558 ;
   always @(posedge clk)
-    win_0 <= \$561 ;
+    \$signal$7  <= \$559 ;
   always @(posedge clk)
-    win_1 <= \$562 ;
+    win_0 <= \$560 ;
   always @(posedge clk)
-    win_2 <= \$563 ;
+    win_1 <= \$561 ;
   always @(posedge clk)
-    s_row <= \$564 ;
+    win_2 <= \$562 ;
   always @(posedge clk)
-    \$signal  <= \$565 ;
+    s_row <= \$563 ;
   always @(posedge clk)
-    sel_0 <= \$566 ;
+    \$signal  <= \$564 ;
   always @(posedge clk)
-    sel_1 <= \$567 ;
+    sel_0 <= \$565 ;
   always @(posedge clk)
-    sel_2 <= \$568 ;
+    sel_1 <= \$566 ;
   always @(posedge clk)
-    ends <= \$569 ;
+    sel_2 <= \$567 ;
   always @(posedge clk)
-    i_row <= \$570 ;
+    ends <= \$568 ;
   always @(posedge clk)
-    i_cy <= \$571 ;
+    i_row <= \$569 ;
   always @(posedge clk)
-    f_row <= \$572 ;
+    i_cy <= \$570 ;
   always @(posedge clk)
-    cy <= \$573 ;
+    f_row <= \$571 ;
   always @(posedge clk)
-    need <= \$574 ;
+    cy <= \$572 ;
   always @(posedge clk)
-    eof_pend <= \$575 ;
+    need <= \$573 ;
   always @(posedge clk)
-    \$signal$21  <= \$576 ;
+    eof_pend <= \$574 ;
   always @(posedge clk)
-    \$signal$17  <= \$577 ;
+    \$signal$21  <= \$575 ;
   always @(posedge clk)
-    \$like  <= \$578 ;
+    \$signal$17  <= \$576 ;
   always @(posedge clk)
-    \$signal$23  <= \$579 ;
+    \$like  <= \$577 ;
   always @(posedge clk)
-    c1_win_0 <= \$580 ;
+    \$signal$23  <= \$578 ;
   always @(posedge clk)
-    c1_win_1 <= \$581 ;
+    c1_win_0 <= \$579 ;
   always @(posedge clk)
-    c1_win_2 <= \$582 ;
+    c1_win_1 <= \$580 ;
   always @(posedge clk)
-    \$signal$67  <= \$583 ;
+    c1_win_2 <= \$581 ;
   always @(posedge clk)
-    b_rest <= \$584 ;
+    \$signal$68  <= \$582 ;
   always @(posedge clk)
-    \$signal$73  <= \$585 ;
+    b_rest <= \$583 ;
   always @(posedge clk)
-    b_v <= \$586 ;
+    \$signal$74  <= \$584 ;
   always @(posedge clk)
-    \$like$68  <= \$587 ;
+    b_v <= \$585 ;
   always @(posedge clk)
-    b_oy <= \$588 ;
+    \$like$69  <= \$586 ;
   always @(posedge clk)
-    b_win_0 <= \$589 ;
+    b_oy <= \$587 ;
   always @(posedge clk)
-    b_win_1 <= \$590 ;
+    b_win_0 <= \$588 ;
   always @(posedge clk)
-    b_win_2 <= \$591 ;
+    b_win_1 <= \$589 ;
   always @(posedge clk)
-    \$signal$74  <= \$592 ;
+    b_win_2 <= \$590 ;
   always @(posedge clk)
-    \$signal$75  <= \$593 ;
+    \$signal$75  <= \$591 ;
   always @(posedge clk)
-    \$signal$76  <= \$594 ;
+    \$signal$76  <= \$592 ;
   always @(posedge clk)
-    \$like$77  <= \$595 ;
+    \$signal$77  <= \$593 ;
   always @(posedge clk)
-    \$signal$78  <= \$596 ;
+    \$like$78  <= \$594 ;
   always @(posedge clk)
-    a3_rest_zero <= \$597 ;
+    \$signal$79  <= \$595 ;
   always @(posedge clk)
-    a3_win_0 <= \$598 ;
+    a3_rest_zero <= \$596 ;
   always @(posedge clk)
-    a3_win_1 <= \$599 ;
+    a3_win_0 <= \$597 ;
   always @(posedge clk)
-    a3_win_2 <= \$600 ;
+    a3_win_1 <= \$598 ;
   always @(posedge clk)
-    \$signal$83  <= \$601 ;
+    a3_win_2 <= \$599 ;
   always @(posedge clk)
-    a2_oy <= \$602 ;
+    \$signal$84  <= \$600 ;
   always @(posedge clk)
-    \$signal$84  <= \$603 ;
+    a2_oy <= \$601 ;
   always @(posedge clk)
-    a2_bits <= \$604 ;
+    \$signal$85  <= \$602 ;
   always @(posedge clk)
-    a2_win_0 <= \$605 ;
+    a2_bits <= \$603 ;
   always @(posedge clk)
-    a2_win_1 <= \$606 ;
+    a2_win_0 <= \$604 ;
   always @(posedge clk)
-    a2_win_2 <= \$607 ;
+    a2_win_1 <= \$605 ;
   always @(posedge clk)
-    a_v <= \$608 ;
+    a2_win_2 <= \$606 ;
   always @(posedge clk)
-    a_oh <= \$609 ;
+    a_v <= \$607 ;
   always @(posedge clk)
-    eof_done <= \$610 ;
+    a_oh <= \$608 ;
   always @(posedge clk)
-    \$signal$36  <= \$611 ;
+    eof_done <= \$609 ;
   always @(posedge clk)
-    \$signal$38  <= \$612 ;
+    \$signal$37  <= \$610 ;
   always @(posedge clk)
-    rows_row <= \$613 ;
+    \$signal$39  <= \$611 ;
+  always @(posedge clk)
+    rows_row <= \$612 ;
   assign \$1  = ~ \$signal$7 ;
   assign \$2  = ~ \$signal$8 ;
   assign \$3  = ~ \$signal$9 ;
-  assign \$4  = ! nz;
-  assign \$5  = ~ a_v;
-  assign \$6  = \$4  & \$5 ;
-  assign \$7  = \$3  | \$6 ;
-  assign \$8  = \$2  | \$7 ;
-  assign \$9  = \$1  | \$8 ;
-  assign \$10  = \$signal  & \$9 ;
-  assign \$11  = i_cy + 8'hff;
-  assign \$12  = i_cy + 1'h0;
-  assign \$13  = i_cy + 1'h1;
-  assign \$14  = \$signal$17 [1] | \$signal$17 [3];
-  assign \$15  = \$14  | \$signal$17 [5];
-  assign \$16  = \$15  | \$signal$17 [7];
-  assign \$17  = \$16  | \$signal$17 [9];
-  assign \$18  = \$17  | \$signal$17 [11];
-  assign \$19  = \$18  | \$signal$17 [13];
-  assign \$20  = \$19  | \$signal$17 [15];
-  assign \$21  = \$signal$17 [2] | \$signal$17 [3];
-  assign \$22  = \$21  | \$signal$17 [6];
-  assign \$23  = \$22  | \$signal$17 [7];
-  assign \$24  = \$23  | \$signal$17 [10];
-  assign \$25  = \$24  | \$signal$17 [11];
-  assign \$26  = \$25  | \$signal$17 [14];
-  assign \$27  = \$26  | \$signal$17 [15];
-  assign \$28  = \$signal$17 [4] | \$signal$17 [5];
-  assign \$29  = \$28  | \$signal$17 [6];
-  assign \$30  = \$29  | \$signal$17 [7];
-  assign \$31  = \$30  | \$signal$17 [12];
-  assign \$32  = \$31  | \$signal$17 [13];
-  assign \$33  = \$32  | \$signal$17 [14];
-  assign \$34  = \$33  | \$signal$17 [15];
-  assign \$35  = \$signal$17 [8] | \$signal$17 [9];
-  assign \$36  = \$35  | \$signal$17 [10];
-  assign \$37  = \$36  | \$signal$17 [11];
-  assign \$38  = \$37  | \$signal$17 [12];
-  assign \$39  = \$38  | \$signal$17 [13];
-  assign \$40  = \$39  | \$signal$17 [14];
-  assign \$41  = \$40  | \$signal$17 [15];
+  assign \$4  = ~ a_v;
+  assign \$5  = nz_zero & \$4 ;
+  assign \$6  = \$3  | \$5 ;
+  assign \$7  = \$2  | \$6 ;
+  assign \$8  = \$1  | \$7 ;
+  assign \$9  = \$signal  & \$8 ;
+  assign \$10  = i_cy + 8'hff;
+  assign \$11  = i_cy + 1'h0;
+  assign \$12  = i_cy + 1'h1;
+  assign \$13  = \$signal$17 [1] | \$signal$17 [3];
+  assign \$14  = \$13  | \$signal$17 [5];
+  assign \$15  = \$14  | \$signal$17 [7];
+  assign \$16  = \$15  | \$signal$17 [9];
+  assign \$17  = \$16  | \$signal$17 [11];
+  assign \$18  = \$17  | \$signal$17 [13];
+  assign \$19  = \$18  | \$signal$17 [15];
+  assign \$20  = \$signal$17 [2] | \$signal$17 [3];
+  assign \$21  = \$20  | \$signal$17 [6];
+  assign \$22  = \$21  | \$signal$17 [7];
+  assign \$23  = \$22  | \$signal$17 [10];
+  assign \$24  = \$23  | \$signal$17 [11];
+  assign \$25  = \$24  | \$signal$17 [14];
+  assign \$26  = \$25  | \$signal$17 [15];
+  assign \$27  = \$signal$17 [4] | \$signal$17 [5];
+  assign \$28  = \$27  | \$signal$17 [6];
+  assign \$29  = \$28  | \$signal$17 [7];
+  assign \$30  = \$29  | \$signal$17 [12];
+  assign \$31  = \$30  | \$signal$17 [13];
+  assign \$32  = \$31  | \$signal$17 [14];
+  assign \$33  = \$32  | \$signal$17 [15];
+  assign \$34  = \$signal$17 [8] | \$signal$17 [9];
+  assign \$35  = \$34  | \$signal$17 [10];
+  assign \$36  = \$35  | \$signal$17 [11];
+  assign \$37  = \$36  | \$signal$17 [12];
+  assign \$38  = \$37  | \$signal$17 [13];
+  assign \$39  = \$38  | \$signal$17 [14];
+  assign \$40  = \$39  | \$signal$17 [15];
   assign w_en = \$signal$21  | eof_pend;
-  assign \$42  = \$signal$17 [0] & c1_win_0[0];
-  assign \$43  = \$signal$17 [1] & c1_win_0[1];
-  assign \$44  = \$42  | \$43 ;
-  assign \$45  = \$signal$17 [2] & c1_win_0[2];
-  assign \$46  = \$44  | \$45 ;
-  assign \$47  = \$signal$17 [3] & c1_win_0[3];
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = \$signal$17 [4] & c1_win_0[4];
-  assign \$50  = \$48  | \$49 ;
-  assign \$51  = \$signal$17 [5] & c1_win_0[5];
-  assign \$52  = \$50  | \$51 ;
-  assign \$53  = \$signal$17 [6] & c1_win_0[6];
-  assign \$54  = \$52  | \$53 ;
-  assign \$55  = \$signal$17 [7] & c1_win_0[7];
-  assign \$56  = \$54  | \$55 ;
-  assign \$57  = \$signal$17 [8] & c1_win_0[8];
-  assign \$58  = \$56  | \$57 ;
-  assign \$59  = \$signal$17 [9] & c1_win_0[9];
-  assign \$60  = \$58  | \$59 ;
-  assign \$61  = \$signal$17 [10] & c1_win_0[10];
-  assign \$62  = \$60  | \$61 ;
-  assign \$63  = \$signal$17 [11] & c1_win_0[11];
-  assign \$64  = \$62  | \$63 ;
-  assign \$65  = \$signal$17 [12] & c1_win_0[12];
-  assign \$66  = \$64  | \$65 ;
-  assign \$67  = \$signal$17 [13] & c1_win_0[13];
-  assign \$68  = \$66  | \$67 ;
-  assign \$69  = \$signal$17 [14] & c1_win_0[14];
-  assign \$70  = \$68  | \$69 ;
-  assign \$71  = \$signal$17 [15] & c1_win_0[15];
-  assign \$72  = \$70  | \$71 ;
-  assign \$73  = \$signal$17 [0] & c1_win_0[1];
-  assign \$74  = \$signal$17 [1] & c1_win_0[2];
-  assign \$75  = \$73  | \$74 ;
-  assign \$76  = \$signal$17 [2] & c1_win_0[3];
-  assign \$77  = \$75  | \$76 ;
-  assign \$78  = \$signal$17 [3] & c1_win_0[4];
-  assign \$79  = \$77  | \$78 ;
-  assign \$80  = \$signal$17 [4] & c1_win_0[5];
-  assign \$81  = \$79  | \$80 ;
-  assign \$82  = \$signal$17 [5] & c1_win_0[6];
-  assign \$83  = \$81  | \$82 ;
-  assign \$84  = \$signal$17 [6] & c1_win_0[7];
-  assign \$85  = \$83  | \$84 ;
-  assign \$86  = \$signal$17 [7] & c1_win_0[8];
-  assign \$87  = \$85  | \$86 ;
-  assign \$88  = \$signal$17 [8] & c1_win_0[9];
-  assign \$89  = \$87  | \$88 ;
-  assign \$90  = \$signal$17 [9] & c1_win_0[10];
-  assign \$91  = \$89  | \$90 ;
-  assign \$92  = \$signal$17 [10] & c1_win_0[11];
-  assign \$93  = \$91  | \$92 ;
-  assign \$94  = \$signal$17 [11] & c1_win_0[12];
-  assign \$95  = \$93  | \$94 ;
-  assign \$96  = \$signal$17 [12] & c1_win_0[13];
-  assign \$97  = \$95  | \$96 ;
-  assign \$98  = \$signal$17 [13] & c1_win_0[14];
-  assign \$99  = \$97  | \$98 ;
-  assign \$100  = \$signal$17 [14] & c1_win_0[15];
-  assign \$101  = \$99  | \$100 ;
-  assign \$102  = \$signal$17 [15] & c1_win_0[16];
-  assign \$103  = \$101  | \$102 ;
-  assign \$104  = \$signal$17 [0] & c1_win_0[2];
-  assign \$105  = \$signal$17 [1] & c1_win_0[3];
-  assign \$106  = \$104  | \$105 ;
-  assign \$107  = \$signal$17 [2] & c1_win_0[4];
-  assign \$108  = \$106  | \$107 ;
-  assign \$109  = \$signal$17 [3] & c1_win_0[5];
-  assign \$110  = \$108  | \$109 ;
-  assign \$111  = \$signal$17 [4] & c1_win_0[6];
-  assign \$112  = \$110  | \$111 ;
-  assign \$113  = \$signal$17 [5] & c1_win_0[7];
-  assign \$114  = \$112  | \$113 ;
-  assign \$115  = \$signal$17 [6] & c1_win_0[8];
-  assign \$116  = \$114  | \$115 ;
-  assign \$117  = \$signal$17 [7] & c1_win_0[9];
-  assign \$118  = \$116  | \$117 ;
-  assign \$119  = \$signal$17 [8] & c1_win_0[10];
-  assign \$120  = \$118  | \$119 ;
-  assign \$121  = \$signal$17 [9] & c1_win_0[11];
-  assign \$122  = \$120  | \$121 ;
-  assign \$123  = \$signal$17 [10] & c1_win_0[12];
-  assign \$124  = \$122  | \$123 ;
-  assign \$125  = \$signal$17 [11] & c1_win_0[13];
-  assign \$126  = \$124  | \$125 ;
-  assign \$127  = \$signal$17 [12] & c1_win_0[14];
-  assign \$128  = \$126  | \$127 ;
-  assign \$129  = \$signal$17 [13] & c1_win_0[15];
-  assign \$130  = \$128  | \$129 ;
-  assign \$131  = \$signal$17 [14] & c1_win_0[16];
-  assign \$132  = \$130  | \$131 ;
-  assign \$133  = \$signal$17 [15] & c1_win_0[17];
-  assign \$134  = \$132  | \$133 ;
-  assign \$135  = \$signal$17 [0] & c1_win_1[0];
-  assign \$136  = \$signal$17 [1] & c1_win_1[1];
-  assign \$137  = \$135  | \$136 ;
-  assign \$138  = \$signal$17 [2] & c1_win_1[2];
-  assign \$139  = \$137  | \$138 ;
-  assign \$140  = \$signal$17 [3] & c1_win_1[3];
-  assign \$141  = \$139  | \$140 ;
-  assign \$142  = \$signal$17 [4] & c1_win_1[4];
-  assign \$143  = \$141  | \$142 ;
-  assign \$144  = \$signal$17 [5] & c1_win_1[5];
-  assign \$145  = \$143  | \$144 ;
-  assign \$146  = \$signal$17 [6] & c1_win_1[6];
-  assign \$147  = \$145  | \$146 ;
-  assign \$148  = \$signal$17 [7] & c1_win_1[7];
-  assign \$149  = \$147  | \$148 ;
-  assign \$150  = \$signal$17 [8] & c1_win_1[8];
-  assign \$151  = \$149  | \$150 ;
-  assign \$152  = \$signal$17 [9] & c1_win_1[9];
-  assign \$153  = \$151  | \$152 ;
-  assign \$154  = \$signal$17 [10] & c1_win_1[10];
-  assign \$155  = \$153  | \$154 ;
-  assign \$156  = \$signal$17 [11] & c1_win_1[11];
-  assign \$157  = \$155  | \$156 ;
-  assign \$158  = \$signal$17 [12] & c1_win_1[12];
-  assign \$159  = \$157  | \$158 ;
-  assign \$160  = \$signal$17 [13] & c1_win_1[13];
-  assign \$161  = \$159  | \$160 ;
-  assign \$162  = \$signal$17 [14] & c1_win_1[14];
-  assign \$163  = \$161  | \$162 ;
-  assign \$164  = \$signal$17 [15] & c1_win_1[15];
-  assign \$165  = \$163  | \$164 ;
-  assign \$166  = \$signal$17 [0] & c1_win_1[1];
-  assign \$167  = \$signal$17 [1] & c1_win_1[2];
-  assign \$168  = \$166  | \$167 ;
-  assign \$169  = \$signal$17 [2] & c1_win_1[3];
-  assign \$170  = \$168  | \$169 ;
-  assign \$171  = \$signal$17 [3] & c1_win_1[4];
-  assign \$172  = \$170  | \$171 ;
-  assign \$173  = \$signal$17 [4] & c1_win_1[5];
-  assign \$174  = \$172  | \$173 ;
-  assign \$175  = \$signal$17 [5] & c1_win_1[6];
-  assign \$176  = \$174  | \$175 ;
-  assign \$177  = \$signal$17 [6] & c1_win_1[7];
-  assign \$178  = \$176  | \$177 ;
-  assign \$179  = \$signal$17 [7] & c1_win_1[8];
-  assign \$180  = \$178  | \$179 ;
-  assign \$181  = \$signal$17 [8] & c1_win_1[9];
-  assign \$182  = \$180  | \$181 ;
-  assign \$183  = \$signal$17 [9] & c1_win_1[10];
-  assign \$184  = \$182  | \$183 ;
-  assign \$185  = \$signal$17 [10] & c1_win_1[11];
-  assign \$186  = \$184  | \$185 ;
-  assign \$187  = \$signal$17 [11] & c1_win_1[12];
-  assign \$188  = \$186  | \$187 ;
-  assign \$189  = \$signal$17 [12] & c1_win_1[13];
-  assign \$190  = \$188  | \$189 ;
-  assign \$191  = \$signal$17 [13] & c1_win_1[14];
-  assign \$192  = \$190  | \$191 ;
-  assign \$193  = \$signal$17 [14] & c1_win_1[15];
-  assign \$194  = \$192  | \$193 ;
-  assign \$195  = \$signal$17 [15] & c1_win_1[16];
-  assign \$196  = \$194  | \$195 ;
-  assign \$197  = \$signal$17 [0] & c1_win_1[2];
-  assign \$198  = \$signal$17 [1] & c1_win_1[3];
-  assign \$199  = \$197  | \$198 ;
-  assign \$200  = \$signal$17 [2] & c1_win_1[4];
-  assign \$201  = \$199  | \$200 ;
-  assign \$202  = \$signal$17 [3] & c1_win_1[5];
-  assign \$203  = \$201  | \$202 ;
-  assign \$204  = \$signal$17 [4] & c1_win_1[6];
-  assign \$205  = \$203  | \$204 ;
-  assign \$206  = \$signal$17 [5] & c1_win_1[7];
-  assign \$207  = \$205  | \$206 ;
-  assign \$208  = \$signal$17 [6] & c1_win_1[8];
-  assign \$209  = \$207  | \$208 ;
-  assign \$210  = \$signal$17 [7] & c1_win_1[9];
-  assign \$211  = \$209  | \$210 ;
-  assign \$212  = \$signal$17 [8] & c1_win_1[10];
-  assign \$213  = \$211  | \$212 ;
-  assign \$214  = \$signal$17 [9] & c1_win_1[11];
-  assign \$215  = \$213  | \$214 ;
-  assign \$216  = \$signal$17 [10] & c1_win_1[12];
-  assign \$217  = \$215  | \$216 ;
-  assign \$218  = \$signal$17 [11] & c1_win_1[13];
-  assign \$219  = \$217  | \$218 ;
-  assign \$220  = \$signal$17 [12] & c1_win_1[14];
-  assign \$221  = \$219  | \$220 ;
-  assign \$222  = \$signal$17 [13] & c1_win_1[15];
-  assign \$223  = \$221  | \$222 ;
-  assign \$224  = \$signal$17 [14] & c1_win_1[16];
-  assign \$225  = \$223  | \$224 ;
-  assign \$226  = \$signal$17 [15] & c1_win_1[17];
-  assign \$227  = \$225  | \$226 ;
-  assign \$228  = \$signal$17 [0] & c1_win_2[0];
-  assign \$229  = \$signal$17 [1] & c1_win_2[1];
-  assign \$230  = \$228  | \$229 ;
-  assign \$231  = \$signal$17 [2] & c1_win_2[2];
-  assign \$232  = \$230  | \$231 ;
-  assign \$233  = \$signal$17 [3] & c1_win_2[3];
-  assign \$234  = \$232  | \$233 ;
-  assign \$235  = \$signal$17 [4] & c1_win_2[4];
-  assign \$236  = \$234  | \$235 ;
-  assign \$237  = \$signal$17 [5] & c1_win_2[5];
-  assign \$238  = \$236  | \$237 ;
-  assign \$239  = \$signal$17 [6] & c1_win_2[6];
-  assign \$240  = \$238  | \$239 ;
-  assign \$241  = \$signal$17 [7] & c1_win_2[7];
-  assign \$242  = \$240  | \$241 ;
-  assign \$243  = \$signal$17 [8] & c1_win_2[8];
-  assign \$244  = \$242  | \$243 ;
-  assign \$245  = \$signal$17 [9] & c1_win_2[9];
-  assign \$246  = \$244  | \$245 ;
-  assign \$247  = \$signal$17 [10] & c1_win_2[10];
-  assign \$248  = \$246  | \$247 ;
-  assign \$249  = \$signal$17 [11] & c1_win_2[11];
-  assign \$250  = \$248  | \$249 ;
-  assign \$251  = \$signal$17 [12] & c1_win_2[12];
-  assign \$252  = \$250  | \$251 ;
-  assign \$253  = \$signal$17 [13] & c1_win_2[13];
-  assign \$254  = \$252  | \$253 ;
-  assign \$255  = \$signal$17 [14] & c1_win_2[14];
-  assign \$256  = \$254  | \$255 ;
-  assign \$257  = \$signal$17 [15] & c1_win_2[15];
-  assign \$258  = \$256  | \$257 ;
-  assign \$259  = \$signal$17 [0] & c1_win_2[1];
-  assign \$260  = \$signal$17 [1] & c1_win_2[2];
-  assign \$261  = \$259  | \$260 ;
-  assign \$262  = \$signal$17 [2] & c1_win_2[3];
-  assign \$263  = \$261  | \$262 ;
-  assign \$264  = \$signal$17 [3] & c1_win_2[4];
-  assign \$265  = \$263  | \$264 ;
-  assign \$266  = \$signal$17 [4] & c1_win_2[5];
-  assign \$267  = \$265  | \$266 ;
-  assign \$268  = \$signal$17 [5] & c1_win_2[6];
-  assign \$269  = \$267  | \$268 ;
-  assign \$270  = \$signal$17 [6] & c1_win_2[7];
-  assign \$271  = \$269  | \$270 ;
-  assign \$272  = \$signal$17 [7] & c1_win_2[8];
-  assign \$273  = \$271  | \$272 ;
-  assign \$274  = \$signal$17 [8] & c1_win_2[9];
-  assign \$275  = \$273  | \$274 ;
-  assign \$276  = \$signal$17 [9] & c1_win_2[10];
-  assign \$277  = \$275  | \$276 ;
-  assign \$278  = \$signal$17 [10] & c1_win_2[11];
-  assign \$279  = \$277  | \$278 ;
-  assign \$280  = \$signal$17 [11] & c1_win_2[12];
-  assign \$281  = \$279  | \$280 ;
-  assign \$282  = \$signal$17 [12] & c1_win_2[13];
-  assign \$283  = \$281  | \$282 ;
-  assign \$284  = \$signal$17 [13] & c1_win_2[14];
-  assign \$285  = \$283  | \$284 ;
-  assign \$286  = \$signal$17 [14] & c1_win_2[15];
-  assign \$287  = \$285  | \$286 ;
-  assign \$288  = \$signal$17 [15] & c1_win_2[16];
-  assign \$289  = \$287  | \$288 ;
-  assign \$290  = \$signal$17 [0] & c1_win_2[2];
-  assign \$291  = \$signal$17 [1] & c1_win_2[3];
-  assign \$292  = \$290  | \$291 ;
-  assign \$293  = \$signal$17 [2] & c1_win_2[4];
-  assign \$294  = \$292  | \$293 ;
-  assign \$295  = \$signal$17 [3] & c1_win_2[5];
-  assign \$296  = \$294  | \$295 ;
-  assign \$297  = \$signal$17 [4] & c1_win_2[6];
-  assign \$298  = \$296  | \$297 ;
-  assign \$299  = \$signal$17 [5] & c1_win_2[7];
-  assign \$300  = \$298  | \$299 ;
-  assign \$301  = \$signal$17 [6] & c1_win_2[8];
-  assign \$302  = \$300  | \$301 ;
-  assign \$303  = \$signal$17 [7] & c1_win_2[9];
-  assign \$304  = \$302  | \$303 ;
-  assign \$305  = \$signal$17 [8] & c1_win_2[10];
-  assign \$306  = \$304  | \$305 ;
-  assign \$307  = \$signal$17 [9] & c1_win_2[11];
-  assign \$308  = \$306  | \$307 ;
-  assign \$309  = \$signal$17 [10] & c1_win_2[12];
-  assign \$310  = \$308  | \$309 ;
-  assign \$311  = \$signal$17 [11] & c1_win_2[13];
-  assign \$312  = \$310  | \$311 ;
-  assign \$313  = \$signal$17 [12] & c1_win_2[14];
-  assign \$314  = \$312  | \$313 ;
-  assign \$315  = \$signal$17 [13] & c1_win_2[15];
-  assign \$316  = \$314  | \$315 ;
-  assign \$317  = \$signal$17 [14] & c1_win_2[16];
-  assign \$318  = \$316  | \$317 ;
-  assign \$319  = \$signal$17 [15] & c1_win_2[17];
-  assign \$320  = \$318  | \$319 ;
-  assign \$321  = ~ b_rest;
-  assign \$322  = \$321  + 1'h1;
-  assign \$323  = { 1'h0, b_rest } & \$322 ;
-  assign \$324  = ~ a2_bits;
-  assign \$325  = \$324  + 1'h1;
-  assign \$326  = { 1'h0, a2_bits } & \$325 ;
-  assign \$327  = ~ nz;
-  assign \$328  = \$327  + 1'h1;
-  assign \$329  = { 1'h0, nz } & \$328 ;
-  assign \$330  = \$signal$36  ? \$signal$38  : rows_row;
-  assign row = sites__valid ? sites__payload[3:0] : \$330 ;
-  assign \$331  = ~ \$signal$9 ;
-  assign \$332  = ! nz;
-  assign \$333  = ~ a_v;
-  assign \$334  = \$332  & \$333 ;
-  assign \$335  = \$331  | \$334 ;
-  assign \$336  = \$signal$9  & \$335 ;
-  assign \$337  = ~ \$signal$9 ;
-  assign \$338  = ! nz;
-  assign \$339  = ~ a_v;
-  assign \$340  = \$338  & \$339 ;
-  assign \$341  = \$337  | \$340 ;
-  assign \$342  = \$signal$8  & \$341 ;
-  assign \$343  = | win_1;
-  assign \$344  = ~ \$signal$8 ;
-  assign \$345  = ~ \$signal$9 ;
-  assign \$346  = ! nz;
-  assign \$347  = ~ a_v;
-  assign \$348  = \$346  & \$347 ;
-  assign \$349  = \$345  | \$348 ;
-  assign \$350  = \$344  | \$349 ;
-  assign \$351  = \$signal$7  & \$350 ;
-  assign \$352  = sel_0[0] ? bitmaps[15:0] : 16'h0000;
-  assign \$353  = sel_0[1] ? bitmaps[31:16] : 16'h0000;
+  assign \$41  = \$signal$17 [0] & c1_win_0[0];
+  assign \$42  = \$signal$17 [1] & c1_win_0[1];
+  assign \$43  = \$41  | \$42 ;
+  assign \$44  = \$signal$17 [2] & c1_win_0[2];
+  assign \$45  = \$43  | \$44 ;
+  assign \$46  = \$signal$17 [3] & c1_win_0[3];
+  assign \$47  = \$45  | \$46 ;
+  assign \$48  = \$signal$17 [4] & c1_win_0[4];
+  assign \$49  = \$47  | \$48 ;
+  assign \$50  = \$signal$17 [5] & c1_win_0[5];
+  assign \$51  = \$49  | \$50 ;
+  assign \$52  = \$signal$17 [6] & c1_win_0[6];
+  assign \$53  = \$51  | \$52 ;
+  assign \$54  = \$signal$17 [7] & c1_win_0[7];
+  assign \$55  = \$53  | \$54 ;
+  assign \$56  = \$signal$17 [8] & c1_win_0[8];
+  assign \$57  = \$55  | \$56 ;
+  assign \$58  = \$signal$17 [9] & c1_win_0[9];
+  assign \$59  = \$57  | \$58 ;
+  assign \$60  = \$signal$17 [10] & c1_win_0[10];
+  assign \$61  = \$59  | \$60 ;
+  assign \$62  = \$signal$17 [11] & c1_win_0[11];
+  assign \$63  = \$61  | \$62 ;
+  assign \$64  = \$signal$17 [12] & c1_win_0[12];
+  assign \$65  = \$63  | \$64 ;
+  assign \$66  = \$signal$17 [13] & c1_win_0[13];
+  assign \$67  = \$65  | \$66 ;
+  assign \$68  = \$signal$17 [14] & c1_win_0[14];
+  assign \$69  = \$67  | \$68 ;
+  assign \$70  = \$signal$17 [15] & c1_win_0[15];
+  assign \$71  = \$69  | \$70 ;
+  assign \$72  = \$signal$17 [0] & c1_win_0[1];
+  assign \$73  = \$signal$17 [1] & c1_win_0[2];
+  assign \$74  = \$72  | \$73 ;
+  assign \$75  = \$signal$17 [2] & c1_win_0[3];
+  assign \$76  = \$74  | \$75 ;
+  assign \$77  = \$signal$17 [3] & c1_win_0[4];
+  assign \$78  = \$76  | \$77 ;
+  assign \$79  = \$signal$17 [4] & c1_win_0[5];
+  assign \$80  = \$78  | \$79 ;
+  assign \$81  = \$signal$17 [5] & c1_win_0[6];
+  assign \$82  = \$80  | \$81 ;
+  assign \$83  = \$signal$17 [6] & c1_win_0[7];
+  assign \$84  = \$82  | \$83 ;
+  assign \$85  = \$signal$17 [7] & c1_win_0[8];
+  assign \$86  = \$84  | \$85 ;
+  assign \$87  = \$signal$17 [8] & c1_win_0[9];
+  assign \$88  = \$86  | \$87 ;
+  assign \$89  = \$signal$17 [9] & c1_win_0[10];
+  assign \$90  = \$88  | \$89 ;
+  assign \$91  = \$signal$17 [10] & c1_win_0[11];
+  assign \$92  = \$90  | \$91 ;
+  assign \$93  = \$signal$17 [11] & c1_win_0[12];
+  assign \$94  = \$92  | \$93 ;
+  assign \$95  = \$signal$17 [12] & c1_win_0[13];
+  assign \$96  = \$94  | \$95 ;
+  assign \$97  = \$signal$17 [13] & c1_win_0[14];
+  assign \$98  = \$96  | \$97 ;
+  assign \$99  = \$signal$17 [14] & c1_win_0[15];
+  assign \$100  = \$98  | \$99 ;
+  assign \$101  = \$signal$17 [15] & c1_win_0[16];
+  assign \$102  = \$100  | \$101 ;
+  assign \$103  = \$signal$17 [0] & c1_win_0[2];
+  assign \$104  = \$signal$17 [1] & c1_win_0[3];
+  assign \$105  = \$103  | \$104 ;
+  assign \$106  = \$signal$17 [2] & c1_win_0[4];
+  assign \$107  = \$105  | \$106 ;
+  assign \$108  = \$signal$17 [3] & c1_win_0[5];
+  assign \$109  = \$107  | \$108 ;
+  assign \$110  = \$signal$17 [4] & c1_win_0[6];
+  assign \$111  = \$109  | \$110 ;
+  assign \$112  = \$signal$17 [5] & c1_win_0[7];
+  assign \$113  = \$111  | \$112 ;
+  assign \$114  = \$signal$17 [6] & c1_win_0[8];
+  assign \$115  = \$113  | \$114 ;
+  assign \$116  = \$signal$17 [7] & c1_win_0[9];
+  assign \$117  = \$115  | \$116 ;
+  assign \$118  = \$signal$17 [8] & c1_win_0[10];
+  assign \$119  = \$117  | \$118 ;
+  assign \$120  = \$signal$17 [9] & c1_win_0[11];
+  assign \$121  = \$119  | \$120 ;
+  assign \$122  = \$signal$17 [10] & c1_win_0[12];
+  assign \$123  = \$121  | \$122 ;
+  assign \$124  = \$signal$17 [11] & c1_win_0[13];
+  assign \$125  = \$123  | \$124 ;
+  assign \$126  = \$signal$17 [12] & c1_win_0[14];
+  assign \$127  = \$125  | \$126 ;
+  assign \$128  = \$signal$17 [13] & c1_win_0[15];
+  assign \$129  = \$127  | \$128 ;
+  assign \$130  = \$signal$17 [14] & c1_win_0[16];
+  assign \$131  = \$129  | \$130 ;
+  assign \$132  = \$signal$17 [15] & c1_win_0[17];
+  assign \$133  = \$131  | \$132 ;
+  assign \$134  = \$signal$17 [0] & c1_win_1[0];
+  assign \$135  = \$signal$17 [1] & c1_win_1[1];
+  assign \$136  = \$134  | \$135 ;
+  assign \$137  = \$signal$17 [2] & c1_win_1[2];
+  assign \$138  = \$136  | \$137 ;
+  assign \$139  = \$signal$17 [3] & c1_win_1[3];
+  assign \$140  = \$138  | \$139 ;
+  assign \$141  = \$signal$17 [4] & c1_win_1[4];
+  assign \$142  = \$140  | \$141 ;
+  assign \$143  = \$signal$17 [5] & c1_win_1[5];
+  assign \$144  = \$142  | \$143 ;
+  assign \$145  = \$signal$17 [6] & c1_win_1[6];
+  assign \$146  = \$144  | \$145 ;
+  assign \$147  = \$signal$17 [7] & c1_win_1[7];
+  assign \$148  = \$146  | \$147 ;
+  assign \$149  = \$signal$17 [8] & c1_win_1[8];
+  assign \$150  = \$148  | \$149 ;
+  assign \$151  = \$signal$17 [9] & c1_win_1[9];
+  assign \$152  = \$150  | \$151 ;
+  assign \$153  = \$signal$17 [10] & c1_win_1[10];
+  assign \$154  = \$152  | \$153 ;
+  assign \$155  = \$signal$17 [11] & c1_win_1[11];
+  assign \$156  = \$154  | \$155 ;
+  assign \$157  = \$signal$17 [12] & c1_win_1[12];
+  assign \$158  = \$156  | \$157 ;
+  assign \$159  = \$signal$17 [13] & c1_win_1[13];
+  assign \$160  = \$158  | \$159 ;
+  assign \$161  = \$signal$17 [14] & c1_win_1[14];
+  assign \$162  = \$160  | \$161 ;
+  assign \$163  = \$signal$17 [15] & c1_win_1[15];
+  assign \$164  = \$162  | \$163 ;
+  assign \$165  = \$signal$17 [0] & c1_win_1[1];
+  assign \$166  = \$signal$17 [1] & c1_win_1[2];
+  assign \$167  = \$165  | \$166 ;
+  assign \$168  = \$signal$17 [2] & c1_win_1[3];
+  assign \$169  = \$167  | \$168 ;
+  assign \$170  = \$signal$17 [3] & c1_win_1[4];
+  assign \$171  = \$169  | \$170 ;
+  assign \$172  = \$signal$17 [4] & c1_win_1[5];
+  assign \$173  = \$171  | \$172 ;
+  assign \$174  = \$signal$17 [5] & c1_win_1[6];
+  assign \$175  = \$173  | \$174 ;
+  assign \$176  = \$signal$17 [6] & c1_win_1[7];
+  assign \$177  = \$175  | \$176 ;
+  assign \$178  = \$signal$17 [7] & c1_win_1[8];
+  assign \$179  = \$177  | \$178 ;
+  assign \$180  = \$signal$17 [8] & c1_win_1[9];
+  assign \$181  = \$179  | \$180 ;
+  assign \$182  = \$signal$17 [9] & c1_win_1[10];
+  assign \$183  = \$181  | \$182 ;
+  assign \$184  = \$signal$17 [10] & c1_win_1[11];
+  assign \$185  = \$183  | \$184 ;
+  assign \$186  = \$signal$17 [11] & c1_win_1[12];
+  assign \$187  = \$185  | \$186 ;
+  assign \$188  = \$signal$17 [12] & c1_win_1[13];
+  assign \$189  = \$187  | \$188 ;
+  assign \$190  = \$signal$17 [13] & c1_win_1[14];
+  assign \$191  = \$189  | \$190 ;
+  assign \$192  = \$signal$17 [14] & c1_win_1[15];
+  assign \$193  = \$191  | \$192 ;
+  assign \$194  = \$signal$17 [15] & c1_win_1[16];
+  assign \$195  = \$193  | \$194 ;
+  assign \$196  = \$signal$17 [0] & c1_win_1[2];
+  assign \$197  = \$signal$17 [1] & c1_win_1[3];
+  assign \$198  = \$196  | \$197 ;
+  assign \$199  = \$signal$17 [2] & c1_win_1[4];
+  assign \$200  = \$198  | \$199 ;
+  assign \$201  = \$signal$17 [3] & c1_win_1[5];
+  assign \$202  = \$200  | \$201 ;
+  assign \$203  = \$signal$17 [4] & c1_win_1[6];
+  assign \$204  = \$202  | \$203 ;
+  assign \$205  = \$signal$17 [5] & c1_win_1[7];
+  assign \$206  = \$204  | \$205 ;
+  assign \$207  = \$signal$17 [6] & c1_win_1[8];
+  assign \$208  = \$206  | \$207 ;
+  assign \$209  = \$signal$17 [7] & c1_win_1[9];
+  assign \$210  = \$208  | \$209 ;
+  assign \$211  = \$signal$17 [8] & c1_win_1[10];
+  assign \$212  = \$210  | \$211 ;
+  assign \$213  = \$signal$17 [9] & c1_win_1[11];
+  assign \$214  = \$212  | \$213 ;
+  assign \$215  = \$signal$17 [10] & c1_win_1[12];
+  assign \$216  = \$214  | \$215 ;
+  assign \$217  = \$signal$17 [11] & c1_win_1[13];
+  assign \$218  = \$216  | \$217 ;
+  assign \$219  = \$signal$17 [12] & c1_win_1[14];
+  assign \$220  = \$218  | \$219 ;
+  assign \$221  = \$signal$17 [13] & c1_win_1[15];
+  assign \$222  = \$220  | \$221 ;
+  assign \$223  = \$signal$17 [14] & c1_win_1[16];
+  assign \$224  = \$222  | \$223 ;
+  assign \$225  = \$signal$17 [15] & c1_win_1[17];
+  assign \$226  = \$224  | \$225 ;
+  assign \$227  = \$signal$17 [0] & c1_win_2[0];
+  assign \$228  = \$signal$17 [1] & c1_win_2[1];
+  assign \$229  = \$227  | \$228 ;
+  assign \$230  = \$signal$17 [2] & c1_win_2[2];
+  assign \$231  = \$229  | \$230 ;
+  assign \$232  = \$signal$17 [3] & c1_win_2[3];
+  assign \$233  = \$231  | \$232 ;
+  assign \$234  = \$signal$17 [4] & c1_win_2[4];
+  assign \$235  = \$233  | \$234 ;
+  assign \$236  = \$signal$17 [5] & c1_win_2[5];
+  assign \$237  = \$235  | \$236 ;
+  assign \$238  = \$signal$17 [6] & c1_win_2[6];
+  assign \$239  = \$237  | \$238 ;
+  assign \$240  = \$signal$17 [7] & c1_win_2[7];
+  assign \$241  = \$239  | \$240 ;
+  assign \$242  = \$signal$17 [8] & c1_win_2[8];
+  assign \$243  = \$241  | \$242 ;
+  assign \$244  = \$signal$17 [9] & c1_win_2[9];
+  assign \$245  = \$243  | \$244 ;
+  assign \$246  = \$signal$17 [10] & c1_win_2[10];
+  assign \$247  = \$245  | \$246 ;
+  assign \$248  = \$signal$17 [11] & c1_win_2[11];
+  assign \$249  = \$247  | \$248 ;
+  assign \$250  = \$signal$17 [12] & c1_win_2[12];
+  assign \$251  = \$249  | \$250 ;
+  assign \$252  = \$signal$17 [13] & c1_win_2[13];
+  assign \$253  = \$251  | \$252 ;
+  assign \$254  = \$signal$17 [14] & c1_win_2[14];
+  assign \$255  = \$253  | \$254 ;
+  assign \$256  = \$signal$17 [15] & c1_win_2[15];
+  assign \$257  = \$255  | \$256 ;
+  assign \$258  = \$signal$17 [0] & c1_win_2[1];
+  assign \$259  = \$signal$17 [1] & c1_win_2[2];
+  assign \$260  = \$258  | \$259 ;
+  assign \$261  = \$signal$17 [2] & c1_win_2[3];
+  assign \$262  = \$260  | \$261 ;
+  assign \$263  = \$signal$17 [3] & c1_win_2[4];
+  assign \$264  = \$262  | \$263 ;
+  assign \$265  = \$signal$17 [4] & c1_win_2[5];
+  assign \$266  = \$264  | \$265 ;
+  assign \$267  = \$signal$17 [5] & c1_win_2[6];
+  assign \$268  = \$266  | \$267 ;
+  assign \$269  = \$signal$17 [6] & c1_win_2[7];
+  assign \$270  = \$268  | \$269 ;
+  assign \$271  = \$signal$17 [7] & c1_win_2[8];
+  assign \$272  = \$270  | \$271 ;
+  assign \$273  = \$signal$17 [8] & c1_win_2[9];
+  assign \$274  = \$272  | \$273 ;
+  assign \$275  = \$signal$17 [9] & c1_win_2[10];
+  assign \$276  = \$274  | \$275 ;
+  assign \$277  = \$signal$17 [10] & c1_win_2[11];
+  assign \$278  = \$276  | \$277 ;
+  assign \$279  = \$signal$17 [11] & c1_win_2[12];
+  assign \$280  = \$278  | \$279 ;
+  assign \$281  = \$signal$17 [12] & c1_win_2[13];
+  assign \$282  = \$280  | \$281 ;
+  assign \$283  = \$signal$17 [13] & c1_win_2[14];
+  assign \$284  = \$282  | \$283 ;
+  assign \$285  = \$signal$17 [14] & c1_win_2[15];
+  assign \$286  = \$284  | \$285 ;
+  assign \$287  = \$signal$17 [15] & c1_win_2[16];
+  assign \$288  = \$286  | \$287 ;
+  assign \$289  = \$signal$17 [0] & c1_win_2[2];
+  assign \$290  = \$signal$17 [1] & c1_win_2[3];
+  assign \$291  = \$289  | \$290 ;
+  assign \$292  = \$signal$17 [2] & c1_win_2[4];
+  assign \$293  = \$291  | \$292 ;
+  assign \$294  = \$signal$17 [3] & c1_win_2[5];
+  assign \$295  = \$293  | \$294 ;
+  assign \$296  = \$signal$17 [4] & c1_win_2[6];
+  assign \$297  = \$295  | \$296 ;
+  assign \$298  = \$signal$17 [5] & c1_win_2[7];
+  assign \$299  = \$297  | \$298 ;
+  assign \$300  = \$signal$17 [6] & c1_win_2[8];
+  assign \$301  = \$299  | \$300 ;
+  assign \$302  = \$signal$17 [7] & c1_win_2[9];
+  assign \$303  = \$301  | \$302 ;
+  assign \$304  = \$signal$17 [8] & c1_win_2[10];
+  assign \$305  = \$303  | \$304 ;
+  assign \$306  = \$signal$17 [9] & c1_win_2[11];
+  assign \$307  = \$305  | \$306 ;
+  assign \$308  = \$signal$17 [10] & c1_win_2[12];
+  assign \$309  = \$307  | \$308 ;
+  assign \$310  = \$signal$17 [11] & c1_win_2[13];
+  assign \$311  = \$309  | \$310 ;
+  assign \$312  = \$signal$17 [12] & c1_win_2[14];
+  assign \$313  = \$311  | \$312 ;
+  assign \$314  = \$signal$17 [13] & c1_win_2[15];
+  assign \$315  = \$313  | \$314 ;
+  assign \$316  = \$signal$17 [14] & c1_win_2[16];
+  assign \$317  = \$315  | \$316 ;
+  assign \$318  = \$signal$17 [15] & c1_win_2[17];
+  assign \$319  = \$317  | \$318 ;
+  assign \$320  = ~ b_rest;
+  assign \$321  = \$320  + 1'h1;
+  assign \$322  = { 1'h0, b_rest } & \$321 ;
+  assign \$323  = ~ a2_bits;
+  assign \$324  = \$323  + 1'h1;
+  assign \$325  = { 1'h0, a2_bits } & \$324 ;
+  assign \$326  = ~ nz;
+  assign \$327  = \$326  + 1'h1;
+  assign \$328  = { 1'h0, nz } & \$327 ;
+  assign \$329  = \$signal$37  ? \$signal$39  : rows_row;
+  assign row = sites__valid ? sites__payload[3:0] : \$329 ;
+  assign \$330  = ~ \$signal$9 ;
+  assign \$331  = ~ a_v;
+  assign \$332  = nz_zero & \$331 ;
+  assign \$333  = \$330  | \$332 ;
+  assign \$334  = \$signal$9  & \$333 ;
+  assign \$335  = ~ \$signal$9 ;
+  assign \$336  = ~ a_v;
+  assign \$337  = nz_zero & \$336 ;
+  assign \$338  = \$335  | \$337 ;
+  assign \$339  = \$signal$8  & \$338 ;
+  assign \$340  = | win_1;
+  assign \$341  = | win_1;
+  assign \$342  = ! \$341 ;
+  assign \$343  = ~ \$signal$8 ;
+  assign \$344  = ~ \$signal$9 ;
+  assign \$345  = ~ a_v;
+  assign \$346  = nz_zero & \$345 ;
+  assign \$347  = \$344  | \$346 ;
+  assign \$348  = \$343  | \$347 ;
+  assign \$349  = \$signal$7  & \$348 ;
+  assign \$350  = sel_0[0] ? bitmaps[15:0] : 16'h0000;
+  assign \$351  = sel_0[1] ? bitmaps[31:16] : 16'h0000;
+  assign \$352  = \$350  | \$351 ;
+  assign \$353  = sel_0[2] ? bitmaps[47:32] : 16'h0000;
   assign \$354  = \$352  | \$353 ;
-  assign \$355  = sel_0[2] ? bitmaps[47:32] : 16'h0000;
+  assign \$355  = sel_0[3] ? bitmaps[63:48] : 16'h0000;
   assign \$356  = \$354  | \$355 ;
-  assign \$357  = sel_0[3] ? bitmaps[63:48] : 16'h0000;
-  assign \$358  = \$356  | \$357 ;
-  assign \$359  = sel_1[0] ? bitmaps[15:0] : 16'h0000;
-  assign \$360  = sel_1[1] ? bitmaps[31:16] : 16'h0000;
+  assign \$357  = sel_1[0] ? bitmaps[15:0] : 16'h0000;
+  assign \$358  = sel_1[1] ? bitmaps[31:16] : 16'h0000;
+  assign \$359  = \$357  | \$358 ;
+  assign \$360  = sel_1[2] ? bitmaps[47:32] : 16'h0000;
   assign \$361  = \$359  | \$360 ;
-  assign \$362  = sel_1[2] ? bitmaps[47:32] : 16'h0000;
+  assign \$362  = sel_1[3] ? bitmaps[63:48] : 16'h0000;
   assign \$363  = \$361  | \$362 ;
-  assign \$364  = sel_1[3] ? bitmaps[63:48] : 16'h0000;
-  assign \$365  = \$363  | \$364 ;
-  assign \$366  = sel_2[0] ? bitmaps[15:0] : 16'h0000;
-  assign \$367  = sel_2[1] ? bitmaps[31:16] : 16'h0000;
+  assign \$364  = sel_2[0] ? bitmaps[15:0] : 16'h0000;
+  assign \$365  = sel_2[1] ? bitmaps[31:16] : 16'h0000;
+  assign \$366  = \$364  | \$365 ;
+  assign \$367  = sel_2[2] ? bitmaps[47:32] : 16'h0000;
   assign \$368  = \$366  | \$367 ;
-  assign \$369  = sel_2[2] ? bitmaps[47:32] : 16'h0000;
+  assign \$369  = sel_2[3] ? bitmaps[63:48] : 16'h0000;
   assign \$370  = \$368  | \$369 ;
-  assign \$371  = sel_2[3] ? bitmaps[63:48] : 16'h0000;
-  assign \$372  = \$370  | \$371 ;
-  assign \$373  = ~ \$signal$7 ;
-  assign \$374  = ~ \$signal$8 ;
-  assign \$375  = ~ \$signal$9 ;
-  assign \$376  = ! nz;
-  assign \$377  = ~ a_v;
-  assign \$378  = \$376  & \$377 ;
-  assign \$379  = \$375  | \$378 ;
-  assign \$380  = \$374  | \$379 ;
-  assign \$381  = \$373  | \$380 ;
-  assign \$382  = \$signal  & \$381 ;
-  assign \$383  = ! row_0[1:0];
-  assign \$384  = tags[4:0] == row_0;
+  assign \$371  = ~ \$signal$7 ;
+  assign \$372  = ~ \$signal$8 ;
+  assign \$373  = ~ \$signal$9 ;
+  assign \$374  = ~ a_v;
+  assign \$375  = nz_zero & \$374 ;
+  assign \$376  = \$373  | \$375 ;
+  assign \$377  = \$372  | \$376 ;
+  assign \$378  = \$371  | \$377 ;
+  assign \$379  = \$signal  & \$378 ;
+  assign \$380  = ! row_0[1:0];
+  assign \$381  = tags[4:0] == row_0;
+  assign \$382  = \$380  & \$381 ;
+  assign \$383  = | i_cy;
+  assign \$384  = \$382  & \$383 ;
+  assign \$385  = row_0[1:0] == 1'h1;
   \top.layer1.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -11115,22 +11225,22 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     row_0 = 6'h00;
-    if (\$10 ) begin
-      row_0 = \$11 [5:0];
+    if (\$9 ) begin
+      row_0 = \$10 [5:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     row_1 = 6'h00;
-    if (\$10 ) begin
-      row_1 = \$12 [5:0];
+    if (\$9 ) begin
+      row_1 = \$11 [5:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     row_2 = 6'h00;
-    if (\$10 ) begin
-      row_2 = \$13 [5:0];
+    if (\$9 ) begin
+      row_2 = \$12 [5:0];
     end
   end
   always @* begin
@@ -11139,8 +11249,8 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     (* full_case = 32'd1 *)
     if (\$signal$21 ) begin
       w_data[3:0] = \$signal$23 ;
-      w_data[7:4] = { \$41 , \$34 , \$27 , \$20  };
-      w_data[16:8] = { \$320 , \$289 , \$258 , \$227 , \$196 , \$165 , \$134 , \$103 , \$72  };
+      w_data[7:4] = { \$40 , \$33 , \$26 , \$19  };
+      w_data[16:8] = { \$319 , \$288 , \$257 , \$226 , \$195 , \$164 , \$133 , \$102 , \$71  };
     end else begin
       w_data[17] = 1'h1;
       w_data[18] = error;
@@ -11148,11 +11258,34 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$551  = \$signal$9 ;
-    if (\$336 ) begin
+    \$549  = \$signal$9 ;
+    if (\$334 ) begin
+      \$549  = 1'h0;
+    end
+    if (\$339 ) begin
+      \$549  = 1'h1;
+    end
+    if (rst) begin
+      \$549  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$550  = c_row;
+    if (\$339 ) begin
+      \$550  = w_row;
+    end
+    if (rst) begin
+      \$550  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$551  = \$signal$8 ;
+    if (\$339 ) begin
       \$551  = 1'h0;
     end
-    if (\$342 ) begin
+    if (\$349 ) begin
       \$551  = 1'h1;
     end
     if (rst) begin
@@ -11161,55 +11294,55 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$552  = c_row;
-    if (\$342 ) begin
-      \$552  = w_row;
+    \$552  = centre;
+    if (\$339 ) begin
+      \$552  = win_1;
     end
     if (rst) begin
-      \$552  = 4'h0;
+      \$552  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$553  = \$signal$8 ;
-    if (\$342 ) begin
+    \$553  = nz;
+    if (\$339 ) begin
+      \$553  = \$340 ;
+    end
+    if (\$506 ) begin
+      \$553  = \$508 ;
+    end
+    if (rst) begin
       \$553  = 1'h0;
     end
-    if (\$351 ) begin
-      \$553  = 1'h1;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$554  = nz_zero;
+    if (\$339 ) begin
+      \$554  = \$342 ;
+    end
+    if (\$506 ) begin
+      \$554  = \$511 ;
     end
     if (rst) begin
-      \$553  = 1'h0;
+      \$554  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$554  = centre;
-    if (\$342 ) begin
-      \$554  = win_1;
+    \$555  = cwin_0;
+    if (\$339 ) begin
+      \$555  = win_0;
     end
     if (rst) begin
-      \$554  = 16'h0000;
+      \$555  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$555  = nz;
-    if (\$342 ) begin
-      \$555  = \$343 ;
-    end
-    if (\$510 ) begin
-      \$555  = \$512 ;
-    end
-    if (rst) begin
-      \$555  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$556  = cwin_0;
-    if (\$342 ) begin
-      \$556  = win_0;
+    \$556  = cwin_1;
+    if (\$339 ) begin
+      \$556  = win_1;
     end
     if (rst) begin
       \$556  = 16'h0000;
@@ -11217,9 +11350,9 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$557  = cwin_1;
-    if (\$342 ) begin
-      \$557  = win_1;
+    \$557  = cwin_2;
+    if (\$339 ) begin
+      \$557  = win_2;
     end
     if (rst) begin
       \$557  = 16'h0000;
@@ -11227,42 +11360,42 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$558  = cwin_2;
-    if (\$342 ) begin
-      \$558  = win_2;
+    \$558  = w_row;
+    if (\$349 ) begin
+      \$558  = s_row;
     end
     if (rst) begin
-      \$558  = 16'h0000;
+      \$558  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$559  = w_row;
-    if (\$351 ) begin
-      \$559  = s_row;
+    \$559  = \$signal$7 ;
+    if (\$349 ) begin
+      \$559  = 1'h0;
+    end
+    if (\$379 ) begin
+      \$559  = 1'h1;
     end
     if (rst) begin
-      \$559  = 4'h0;
+      \$559  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$560  = \$signal$7 ;
-    if (\$351 ) begin
-      \$560  = 1'h0;
-    end
-    if (\$382 ) begin
-      \$560  = 1'h1;
+    \$560  = win_0;
+    if (\$349 ) begin
+      \$560  = \$356 ;
     end
     if (rst) begin
-      \$560  = 1'h0;
+      \$560  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$561  = win_0;
-    if (\$351 ) begin
-      \$561  = \$358 ;
+    \$561  = win_1;
+    if (\$349 ) begin
+      \$561  = \$363 ;
     end
     if (rst) begin
       \$561  = 16'h0000;
@@ -11270,9 +11403,9 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$562  = win_1;
-    if (\$351 ) begin
-      \$562  = \$365 ;
+    \$562  = win_2;
+    if (\$349 ) begin
+      \$562  = \$370 ;
     end
     if (rst) begin
       \$562  = 16'h0000;
@@ -11280,48 +11413,51 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$563  = win_2;
-    if (\$351 ) begin
-      \$563  = \$372 ;
+    \$563  = s_row;
+    if (\$379 ) begin
+      \$563  = i_row;
     end
     if (rst) begin
-      \$563  = 16'h0000;
+      \$563  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$564  = s_row;
-    if (\$382 ) begin
-      \$564  = i_row;
+    \$564  = \$signal ;
+    if (\$379 ) begin
+      \$564  = 1'h0;
     end
-    if (rst) begin
-      \$564  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$565  = \$signal ;
-    if (\$382 ) begin
-      \$565  = 1'h0;
-    end
-    if (\$439 ) begin
-      if (\$443 ) begin
-      end else if (\$445 ) begin
-        \$565  = 1'h1;
+    if (\$435 ) begin
+      if (\$439 ) begin
+      end else if (\$441 ) begin
+        \$564  = 1'h1;
       end
     end
     if (rst) begin
-      \$565  = 1'h0;
+      \$564  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$566  = sel_0;
-    if (\$382 ) begin
-      \$566 [0] = \$387 ;
-      \$566 [1] = \$392 ;
-      \$566 [2] = \$397 ;
-      \$566 [3] = \$402 ;
+    \$565  = sel_0;
+    if (\$379 ) begin
+      \$565 [0] = \$384 ;
+      \$565 [1] = \$389 ;
+      \$565 [2] = \$394 ;
+      \$565 [3] = \$399 ;
+    end
+    if (rst) begin
+      \$565  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$566  = sel_1;
+    if (\$379 ) begin
+      \$566 [0] = \$402 ;
+      \$566 [1] = \$405 ;
+      \$566 [2] = \$408 ;
+      \$566 [3] = \$411 ;
     end
     if (rst) begin
       \$566  = 4'h0;
@@ -11329,12 +11465,12 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$567  = sel_1;
-    if (\$382 ) begin
-      \$567 [0] = \$405 ;
-      \$567 [1] = \$408 ;
-      \$567 [2] = \$411 ;
-      \$567 [3] = \$414 ;
+    \$567  = sel_2;
+    if (\$379 ) begin
+      \$567 [0] = \$414 ;
+      \$567 [1] = \$417 ;
+      \$567 [2] = \$420 ;
+      \$567 [3] = \$423 ;
     end
     if (rst) begin
       \$567  = 4'h0;
@@ -11342,114 +11478,111 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$568  = sel_2;
-    if (\$382 ) begin
-      \$568 [0] = \$417 ;
-      \$568 [1] = \$420 ;
-      \$568 [2] = \$423 ;
-      \$568 [3] = \$426 ;
-    end
-    if (rst) begin
-      \$568  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$569  = ends;
-    if (\$439 ) begin
-      if (\$443 ) begin
-        \$569  = 1'h1;
+    \$568  = ends;
+    if (\$435 ) begin
+      if (\$439 ) begin
+        \$568  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$569  = 1'h0;
+      \$568  = 1'h0;
     end
     if (rst) begin
-      \$569  = 1'h0;
+      \$568  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$570  = i_row;
-    if (\$439 ) begin
-      if (\$443 ) begin
-      end else if (\$445 ) begin
-        \$570  = f_row[3:0];
+    \$569  = i_row;
+    if (\$435 ) begin
+      if (\$439 ) begin
+      end else if (\$441 ) begin
+        \$569  = f_row[3:0];
       end
     end
     if (rst) begin
-      \$570  = 4'h0;
+      \$569  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$571  = i_cy;
-    if (\$439 ) begin
-      if (\$443 ) begin
-      end else if (\$445 ) begin
-        \$571  = cy;
+    \$570  = i_cy;
+    if (\$435 ) begin
+      if (\$439 ) begin
+      end else if (\$441 ) begin
+        \$570  = cy;
       end
     end
     if (rst) begin
-      \$571  = 6'h00;
+      \$570  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$572  = f_row;
-    if (\$439 ) begin
-      if (\$443 ) begin
-      end else if (\$445 ) begin
-        \$572  = \$446 [4:0];
-      end
-    end
-    if (frame_reset) begin
-      \$572  = 5'h00;
-    end
-    if (rst) begin
-      \$572  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$573  = cy;
-    if (\$439 ) begin
-      if (\$443 ) begin
-      end else if (\$445 ) begin
-        \$573  = \$447 [5:0];
+    \$571  = f_row;
+    if (\$435 ) begin
+      if (\$439 ) begin
+      end else if (\$441 ) begin
+        \$571  = \$442 [4:0];
       end
     end
     if (frame_reset) begin
-      \$573  = 6'h00;
+      \$571  = 5'h00;
     end
     if (rst) begin
-      \$573  = 6'h00;
+      \$571  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$574  = need;
-    if (\$439 ) begin
-      if (\$443 ) begin
-      end else if (\$445 ) begin
-        \$574  = \$448 [5:0];
+    \$572  = cy;
+    if (\$435 ) begin
+      if (\$439 ) begin
+      end else if (\$441 ) begin
+        \$572  = \$443 [5:0];
       end
     end
     if (frame_reset) begin
-      \$574  = 6'h02;
+      \$572  = 6'h00;
     end
     if (rst) begin
-      \$574  = 6'h02;
+      \$572  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$575  = eof_pend;
-    if (\$451 ) begin
-      \$575  = 1'h0;
+    \$573  = need;
+    if (\$435 ) begin
+      if (\$439 ) begin
+      end else if (\$441 ) begin
+        \$573  = \$444 [5:0];
+      end
     end
-    if (\$540 ) begin
-      \$575  = 1'h1;
+    if (frame_reset) begin
+      \$573  = 6'h02;
+    end
+    if (rst) begin
+      \$573  = 6'h02;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$574  = eof_pend;
+    if (\$447 ) begin
+      \$574  = 1'h0;
+    end
+    if (\$538 ) begin
+      \$574  = 1'h1;
+    end
+    if (rst) begin
+      \$574  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$575  = \$signal$21 ;
+    if (\$449 ) begin
+      \$575  = b_v;
     end
     if (rst) begin
       \$575  = 1'h0;
@@ -11457,49 +11590,49 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$576  = \$signal$21 ;
-    if (\$453 ) begin
-      \$576  = b_v;
+    \$576  = \$signal$17 ;
+    if (\$449 ) begin
+      \$576  = \$signal$68 ;
     end
     if (rst) begin
-      \$576  = 1'h0;
+      \$576  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$577  = \$signal$17 ;
-    if (\$453 ) begin
-      \$577  = \$signal$67 ;
+    \$577  = \$like ;
+    if (\$449 ) begin
+      \$577  = \$like$69 ;
     end
     if (rst) begin
-      \$577  = 16'h0000;
+      \$577  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$578  = \$like ;
-    if (\$453 ) begin
-      \$578  = \$like$68 ;
+    \$578  = \$signal$23 ;
+    if (\$449 ) begin
+      \$578  = b_oy;
     end
     if (rst) begin
-      \$578  = 1'h0;
+      \$578  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$579  = \$signal$23 ;
-    if (\$453 ) begin
-      \$579  = b_oy;
+    \$579  = c1_win_0;
+    if (\$449 ) begin
+      \$579  = b_win_0;
     end
     if (rst) begin
-      \$579  = 4'h0;
+      \$579  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$580  = c1_win_0;
-    if (\$453 ) begin
-      \$580  = b_win_0;
+    \$580  = c1_win_1;
+    if (\$449 ) begin
+      \$580  = b_win_1;
     end
     if (rst) begin
       \$580  = 18'h00000;
@@ -11507,9 +11640,9 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$581  = c1_win_1;
-    if (\$453 ) begin
-      \$581  = b_win_1;
+    \$581  = c1_win_2;
+    if (\$449 ) begin
+      \$581  = b_win_2;
     end
     if (rst) begin
       \$581  = 18'h00000;
@@ -11517,22 +11650,25 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$582  = c1_win_2;
-    if (\$453 ) begin
-      \$582  = b_win_2;
+    \$582  = \$signal$68 ;
+    if (\$449 ) begin
+      \$582  = \$322 [15:0];
+    end
+    if (\$457 ) begin
+      \$582  = \$signal$76 ;
     end
     if (rst) begin
-      \$582  = 18'h00000;
+      \$582  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$583  = \$signal$67 ;
-    if (\$453 ) begin
-      \$583  = \$323 [15:0];
+    \$583  = b_rest;
+    if (\$449 ) begin
+      \$583  = \$451 ;
     end
-    if (\$461 ) begin
-      \$583  = \$signal$75 ;
+    if (\$457 ) begin
+      \$583  = \$458 ;
     end
     if (rst) begin
       \$583  = 16'h0000;
@@ -11540,35 +11676,32 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$584  = b_rest;
-    if (\$453 ) begin
-      \$584  = \$455 ;
+    \$584  = \$signal$74 ;
+    if (\$449 ) begin
+      \$584  = \$454 ;
     end
-    if (\$461 ) begin
-      \$584  = \$462 ;
+    if (\$457 ) begin
+      \$584  = \$460 ;
     end
     if (rst) begin
-      \$584  = 16'h0000;
+      \$584  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$585  = \$signal$73 ;
-    if (\$453 ) begin
-      \$585  = \$458 ;
-    end
-    if (\$461 ) begin
-      \$585  = \$464 ;
+    \$585  = b_v;
+    if (\$457 ) begin
+      \$585  = \$signal$75 ;
     end
     if (rst) begin
-      \$585  = 1'h1;
+      \$585  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$586  = b_v;
-    if (\$461 ) begin
-      \$586  = \$signal$74 ;
+    \$586  = \$like$69 ;
+    if (\$457 ) begin
+      \$586  = \$like$78 ;
     end
     if (rst) begin
       \$586  = 1'h0;
@@ -11576,29 +11709,29 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$587  = \$like$68 ;
-    if (\$461 ) begin
-      \$587  = \$like$77 ;
+    \$587  = b_oy;
+    if (\$457 ) begin
+      \$587  = \$signal$79 ;
     end
     if (rst) begin
-      \$587  = 1'h0;
+      \$587  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$588  = b_oy;
-    if (\$461 ) begin
-      \$588  = \$signal$78 ;
+    \$588  = b_win_0;
+    if (\$457 ) begin
+      \$588  = a3_win_0;
     end
     if (rst) begin
-      \$588  = 4'h0;
+      \$588  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$589  = b_win_0;
-    if (\$461 ) begin
-      \$589  = a3_win_0;
+    \$589  = b_win_1;
+    if (\$457 ) begin
+      \$589  = a3_win_1;
     end
     if (rst) begin
       \$589  = 18'h00000;
@@ -11606,9 +11739,9 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$590  = b_win_1;
-    if (\$461 ) begin
-      \$590  = a3_win_1;
+    \$590  = b_win_2;
+    if (\$457 ) begin
+      \$590  = a3_win_2;
     end
     if (rst) begin
       \$590  = 18'h00000;
@@ -11616,29 +11749,29 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$591  = b_win_2;
-    if (\$461 ) begin
-      \$591  = a3_win_2;
+    \$591  = \$signal$75 ;
+    if (\$465 ) begin
+      \$591  = \$signal$84 ;
     end
     if (rst) begin
-      \$591  = 18'h00000;
+      \$591  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$592  = \$signal$74 ;
-    if (\$469 ) begin
-      \$592  = \$signal$83 ;
+    \$592  = \$signal$76 ;
+    if (\$465 ) begin
+      \$592  = \$325 [15:0];
     end
     if (rst) begin
-      \$592  = 1'h0;
+      \$592  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$593  = \$signal$75 ;
-    if (\$469 ) begin
-      \$593  = \$326 [15:0];
+    \$593  = \$signal$77 ;
+    if (\$465 ) begin
+      \$593  = \$467 ;
     end
     if (rst) begin
       \$593  = 16'h0000;
@@ -11646,49 +11779,49 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$594  = \$signal$76 ;
-    if (\$469 ) begin
-      \$594  = \$471 ;
+    \$594  = \$like$78 ;
+    if (\$465 ) begin
+      \$594  = \$signal$85 ;
     end
     if (rst) begin
-      \$594  = 16'h0000;
+      \$594  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$595  = \$like$77 ;
-    if (\$469 ) begin
-      \$595  = \$signal$84 ;
+    \$595  = \$signal$79 ;
+    if (\$465 ) begin
+      \$595  = a2_oy;
     end
     if (rst) begin
-      \$595  = 1'h0;
+      \$595  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$596  = \$signal$78 ;
-    if (\$469 ) begin
-      \$596  = a2_oy;
+    \$596  = a3_rest_zero;
+    if (\$465 ) begin
+      \$596  = \$470 ;
     end
     if (rst) begin
-      \$596  = 4'h0;
+      \$596  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$597  = a3_rest_zero;
-    if (\$469 ) begin
-      \$597  = \$474 ;
+    \$597  = a3_win_0;
+    if (\$465 ) begin
+      \$597  = a2_win_0;
     end
     if (rst) begin
-      \$597  = 1'h1;
+      \$597  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$598  = a3_win_0;
-    if (\$469 ) begin
-      \$598  = a2_win_0;
+    \$598  = a3_win_1;
+    if (\$465 ) begin
+      \$598  = a2_win_1;
     end
     if (rst) begin
       \$598  = 18'h00000;
@@ -11696,9 +11829,9 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$599  = a3_win_1;
-    if (\$469 ) begin
-      \$599  = a2_win_1;
+    \$599  = a3_win_2;
+    if (\$465 ) begin
+      \$599  = a2_win_2;
     end
     if (rst) begin
       \$599  = 18'h00000;
@@ -11706,62 +11839,62 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$600  = a3_win_2;
-    if (\$469 ) begin
-      \$600  = a2_win_2;
+    \$600  = \$signal$84 ;
+    if (\$475 ) begin
+      \$600  = 1'h0;
+    end
+    if (\$483 ) begin
+      \$600  = 1'h1;
     end
     if (rst) begin
-      \$600  = 18'h00000;
+      \$600  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$601  = \$signal$83 ;
-    if (\$479 ) begin
-      \$601  = 1'h0;
-    end
-    if (\$487 ) begin
-      \$601  = 1'h1;
+    \$601  = a2_oy;
+    if (\$483 ) begin
+      \$601  = c_row;
     end
     if (rst) begin
-      \$601  = 1'h0;
+      \$601  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$602  = a2_oy;
-    if (\$487 ) begin
-      \$602  = c_row;
+    \$602  = \$signal$85 ;
+    if (\$483 ) begin
+      \$602  = 1'h0;
     end
     if (rst) begin
-      \$602  = 4'h0;
+      \$602  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$603  = \$signal$84 ;
-    if (\$487 ) begin
-      \$603  = 1'h0;
+    \$603  = a2_bits;
+    if (\$483 ) begin
+      \$603  = \$484 ;
     end
     if (rst) begin
-      \$603  = 1'h0;
+      \$603  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$604  = a2_bits;
-    if (\$487 ) begin
-      \$604  = \$488 ;
+    \$604  = a2_win_0;
+    if (\$483 ) begin
+      \$604  = \$485 ;
     end
     if (rst) begin
-      \$604  = 16'h0000;
+      \$604  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$605  = a2_win_0;
-    if (\$487 ) begin
-      \$605  = \$489 ;
+    \$605  = a2_win_1;
+    if (\$483 ) begin
+      \$605  = \$486 ;
     end
     if (rst) begin
       \$605  = 18'h00000;
@@ -11769,9 +11902,9 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$606  = a2_win_1;
-    if (\$487 ) begin
-      \$606  = \$490 ;
+    \$606  = a2_win_2;
+    if (\$483 ) begin
+      \$606  = \$487 ;
     end
     if (rst) begin
       \$606  = 18'h00000;
@@ -11779,22 +11912,22 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$607  = a2_win_2;
-    if (\$487 ) begin
-      \$607  = \$491 ;
+    \$607  = a_v;
+    if (\$494 ) begin
+      \$607  = 1'h0;
+    end
+    if (\$506 ) begin
+      \$607  = 1'h1;
     end
     if (rst) begin
-      \$607  = 18'h00000;
+      \$607  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$608  = a_v;
-    if (\$498 ) begin
-      \$608  = 1'h0;
-    end
-    if (\$510 ) begin
-      \$608  = 1'h1;
+    \$608  = a_oh;
+    if (\$506 ) begin
+      \$608  = \$328 [0];
     end
     if (rst) begin
       \$608  = 1'h0;
@@ -11802,9 +11935,12 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$609  = a_oh;
-    if (\$510 ) begin
-      \$609  = \$329 [0];
+    \$609  = eof_done;
+    if (\$538 ) begin
+      \$609  = 1'h1;
+    end
+    if (frame_reset) begin
+      \$609  = 1'h0;
     end
     if (rst) begin
       \$609  = 1'h0;
@@ -11812,10 +11948,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$610  = eof_done;
-    if (\$540 ) begin
-      \$610  = 1'h1;
-    end
+    \$610  = \$541 ;
     if (frame_reset) begin
       \$610  = 1'h0;
     end
@@ -11825,39 +11958,29 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$611  = \$543 ;
-    if (frame_reset) begin
-      \$611  = 1'h0;
-    end
+    \$611  = \$544 ;
     if (rst) begin
-      \$611  = 1'h0;
+      \$611  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$612  = \$546 ;
-    if (rst) begin
+    \$612  = \$548 [3:0];
+    if (frame_reset) begin
       \$612  = 4'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$613  = \$550 [3:0];
-    if (frame_reset) begin
-      \$613  = 4'h0;
-    end
     if (rst) begin
-      \$613  = 4'h0;
+      \$612  = 4'h0;
     end
   end
   assign r_data = sites__payload;
   assign sites__ready = r_en;
   assign r_rdy = sites__valid;
-  assign site_x = { \$41 , \$34 , \$27 , \$20  };
+  assign site_x = { \$40 , \$33 , \$26 , \$19  };
   assign qp = w_data;
-  assign rest_oh = \$323 [15:0];
-  assign a2_oh = \$326 [15:0];
-  assign chunk_oh = \$329 [0];
+  assign rest_oh = \$322 [15:0];
+  assign a2_oh = \$325 [15:0];
+  assign chunk_oh = \$328 [0];
   assign head = sites__payload;
   assign \sites__payload.oy  = sites__payload[3:0];
   assign \sites__payload.ox  = sites__payload[7:4];
@@ -11882,7 +12005,6 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \tags[1]  = tags[9:5];
   assign \tags[2]  = tags[14:10];
   assign \tags[3]  = tags[19:15];
-  assign \$509  = nz;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -17462,47 +17584,47 @@ endmodule
 module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
-  wire \$10 ;
+  wire [6:0] \$10 ;
   wire \$100 ;
   wire \$101 ;
   wire \$102 ;
   wire \$103 ;
   wire \$104 ;
-  wire \$105 ;
-  wire \$106 ;
-  wire \$107 ;
+  wire [5:0] \$105 ;
+  wire [6:0] \$106 ;
+  wire [6:0] \$107 ;
   wire \$108 ;
-  wire [5:0] \$109 ;
-  wire [6:0] \$11 ;
-  wire [6:0] \$110 ;
-  wire [6:0] \$111 ;
+  wire \$109 ;
+  wire \$11 ;
+  wire \$110 ;
+  wire \$111 ;
   wire \$112 ;
-  wire \$113 ;
-  wire \$114 ;
-  wire \$115 ;
-  wire \$116 ;
-  wire [15:0] \$117 ;
-  wire [15:0] \$118 ;
-  wire [16:0] \$119 ;
+  wire [15:0] \$113 ;
+  wire [15:0] \$114 ;
+  wire [16:0] \$115 ;
+  wire [16:0] \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
   wire \$12 ;
-  wire [16:0] \$120 ;
-  wire \$121 ;
+  wire \$120 ;
+  wire [15:0] \$121 ;
   wire \$122 ;
   wire \$123 ;
   wire \$124 ;
-  wire [15:0] \$125 ;
+  wire \$125 ;
   wire \$126 ;
   wire \$127 ;
   wire \$128 ;
-  wire \$129 ;
+  wire [15:0] \$129 ;
   wire \$13 ;
-  wire \$130 ;
-  wire \$131 ;
-  wire \$132 ;
-  wire [15:0] \$133 ;
-  wire [15:0] \$134 ;
-  wire [16:0] \$135 ;
-  wire [16:0] \$136 ;
+  wire [15:0] \$130 ;
+  wire [16:0] \$131 ;
+  wire [16:0] \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
   wire \$137 ;
   wire \$138 ;
   wire \$139 ;
@@ -17514,12 +17636,12 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$144 ;
   wire \$145 ;
   wire \$146 ;
-  wire \$147 ;
+  wire [15:0] \$147 ;
   wire \$148 ;
   wire \$149 ;
   wire \$15 ;
   wire \$150 ;
-  wire [15:0] \$151 ;
+  wire \$151 ;
   wire \$152 ;
   wire \$153 ;
   wire \$154 ;
@@ -17538,9 +17660,9 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$166 ;
   wire \$167 ;
   wire \$168 ;
-  wire \$169 ;
+  wire [1:0] \$169 ;
   wire \$17 ;
-  wire \$170 ;
+  wire [1:0] \$170 ;
   wire \$171 ;
   wire \$172 ;
   wire \$173 ;
@@ -17576,67 +17698,66 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$20 ;
   wire \$200 ;
   wire \$201 ;
-  wire \$202 ;
-  wire \$203 ;
+  wire [3:0] \$202 ;
+  wire [3:0] \$203 ;
   wire [3:0] \$204 ;
-  wire [3:0] \$205 ;
-  wire [3:0] \$206 ;
+  wire [4:0] \$205 ;
+  wire [4:0] \$206 ;
   wire [4:0] \$207 ;
   wire [4:0] \$208 ;
-  wire [4:0] \$209 ;
+  reg \$209 ;
   wire \$21 ;
-  wire [4:0] \$210 ;
+  reg [3:0] \$210 ;
   reg \$211 ;
-  reg [3:0] \$212 ;
+  reg [15:0] \$212 ;
   reg \$213 ;
-  reg [15:0] \$214 ;
-  reg \$215 ;
-  reg [3:0] \$216 ;
-  reg \$217 ;
-  reg [15:0] \$218 ;
-  reg [3:0] \$219 ;
+  reg \$214 ;
+  reg [3:0] \$215 ;
+  reg \$216 ;
+  reg [15:0] \$217 ;
+  reg [3:0] \$218 ;
+  reg \$219 ;
   wire \$22 ;
-  reg \$220 ;
-  reg [1:0] \$221 ;
-  reg \$222 ;
-  reg [3:0] \$223 ;
-  reg [5:0] \$224 ;
-  reg [4:0] \$225 ;
+  reg [1:0] \$220 ;
+  reg \$221 ;
+  reg [3:0] \$222 ;
+  reg [5:0] \$223 ;
+  reg [4:0] \$224 ;
+  reg [5:0] \$225 ;
   reg [5:0] \$226 ;
-  reg [5:0] \$227 ;
+  reg \$227 ;
   reg \$228 ;
-  reg \$229 ;
+  reg [15:0] \$229 ;
   wire \$23 ;
-  reg [15:0] \$230 ;
-  reg \$231 ;
-  reg [3:0] \$232 ;
-  reg \$233 ;
+  reg \$230 ;
+  reg [3:0] \$231 ;
+  reg \$232 ;
+  reg [15:0] \$233 ;
   reg [15:0] \$234 ;
-  reg [15:0] \$235 ;
+  reg \$235 ;
   reg \$236 ;
   reg \$237 ;
-  reg \$238 ;
-  reg [3:0] \$239 ;
+  reg [3:0] \$238 ;
+  reg \$239 ;
   wire \$24 ;
   reg \$240 ;
-  reg \$241 ;
+  reg [15:0] \$241 ;
   reg [15:0] \$242 ;
-  reg [15:0] \$243 ;
-  reg \$244 ;
-  reg [3:0] \$245 ;
+  reg \$243 ;
+  reg [3:0] \$244 ;
+  reg \$245 ;
   reg \$246 ;
   reg \$247 ;
-  reg \$248 ;
-  reg [3:0] \$249 ;
+  reg [3:0] \$248 ;
+  reg \$249 ;
   wire \$25 ;
-  reg \$250 ;
-  reg [15:0] \$251 ;
+  reg [15:0] \$250 ;
+  reg \$251 ;
   reg \$252 ;
   reg \$253 ;
   reg \$254 ;
-  reg \$255 ;
+  reg [3:0] \$255 ;
   reg [3:0] \$256 ;
-  reg [3:0] \$257 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
@@ -17651,18 +17772,18 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire \$39 ;
+  wire [15:0] \$39 ;
   wire \$4 ;
-  wire [15:0] \$40 ;
+  wire [16:0] \$40 ;
   wire [16:0] \$41 ;
-  wire [16:0] \$42 ;
-  wire [15:0] \$43 ;
+  wire [15:0] \$42 ;
+  wire [16:0] \$43 ;
   wire [16:0] \$44 ;
-  wire [16:0] \$45 ;
-  wire \$46 ;
+  wire \$45 ;
+  wire [1:0] \$46 ;
   wire [1:0] \$47 ;
-  wire [1:0] \$48 ;
-  wire [3:0] \$49 ;
+  wire [3:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
   wire \$50 ;
   wire \$51 ;
@@ -17684,12 +17805,12 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [15:0] \$69 ;
   wire \$7 ;
-  wire \$70 ;
+  wire [15:0] \$70 ;
   wire [15:0] \$71 ;
-  wire [15:0] \$72 ;
-  wire [15:0] \$73 ;
+  wire \$72 ;
+  wire \$73 ;
   wire \$74 ;
   wire \$75 ;
   wire \$76 ;
@@ -17719,23 +17840,23 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$98 ;
   wire \$99 ;
   reg \$like  = 1'h0;
-  reg \$like$56  = 1'h0;
-  reg \$like$64  = 1'h0;
+  reg \$like$57  = 1'h0;
+  reg \$like$65  = 1'h0;
   reg \$signal  = 1'h0;
   reg [15:0] \$signal$15  = 16'h0000;
   reg \$signal$19  = 1'h0;
   reg [3:0] \$signal$21  = 4'h0;
-  reg \$signal$31  = 1'h0;
-  reg [3:0] \$signal$33  = 4'h0;
-  reg [15:0] \$signal$55  = 16'h0000;
-  reg \$signal$60  = 1'h1;
-  reg \$signal$61  = 1'h0;
-  reg [15:0] \$signal$62  = 16'h0000;
+  reg \$signal$32  = 1'h0;
+  reg [3:0] \$signal$34  = 4'h0;
+  reg [15:0] \$signal$56  = 16'h0000;
+  reg \$signal$61  = 1'h1;
+  reg \$signal$62  = 1'h0;
   reg [15:0] \$signal$63  = 16'h0000;
-  reg [3:0] \$signal$65  = 4'h0;
-  reg \$signal$68  = 1'h0;
+  reg [15:0] \$signal$64  = 16'h0000;
+  reg [3:0] \$signal$66  = 4'h0;
   reg \$signal$69  = 1'h0;
   reg \$signal$7  = 1'h0;
+  reg \$signal$70  = 1'h0;
   reg \$signal$8  = 1'h0;
   reg \$signal$9  = 1'h0;
   reg [15:0] a2_bits = 16'h0000;
@@ -17787,6 +17908,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [3:0] last_y;
   reg [5:0] need = 6'h01;
   reg nz = 1'h0;
+  reg nz_zero = 1'h1;
   wire [10:0] qp;
   wire \qp.eof ;
   wire \qp.error ;
@@ -17829,307 +17951,308 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \$1  = ~ \$signal$7 ;
   assign \$2  = ~ \$signal$8 ;
   assign \$3  = ~ \$signal$9 ;
-  assign \$4  = ! nz;
-  assign \$5  = ~ a_v;
-  assign \$6  = \$4  & \$5 ;
-  assign \$7  = \$3  | \$6 ;
-  assign \$8  = \$2  | \$7 ;
-  assign \$9  = \$1  | \$8 ;
-  assign \$10  = \$signal  & \$9 ;
-  assign \$11  = i_cy + 1'h0;
-  assign \$12  = \$signal$15 [1] | \$signal$15 [3];
-  assign \$13  = \$12  | \$signal$15 [5];
-  assign \$14  = \$13  | \$signal$15 [7];
-  assign \$15  = \$14  | \$signal$15 [9];
-  assign \$16  = \$15  | \$signal$15 [11];
-  assign \$17  = \$16  | \$signal$15 [13];
-  assign \$18  = \$17  | \$signal$15 [15];
-  assign \$19  = \$signal$15 [2] | \$signal$15 [3];
-  assign \$20  = \$19  | \$signal$15 [6];
-  assign \$21  = \$20  | \$signal$15 [7];
-  assign \$22  = \$21  | \$signal$15 [10];
-  assign \$23  = \$22  | \$signal$15 [11];
-  assign \$24  = \$23  | \$signal$15 [14];
-  assign \$25  = \$24  | \$signal$15 [15];
-  assign \$26  = \$signal$15 [4] | \$signal$15 [5];
-  assign \$27  = \$26  | \$signal$15 [6];
-  assign \$28  = \$27  | \$signal$15 [7];
-  assign \$29  = \$28  | \$signal$15 [12];
-  assign \$30  = \$29  | \$signal$15 [13];
-  assign \$31  = \$30  | \$signal$15 [14];
-  assign \$32  = \$31  | \$signal$15 [15];
-  assign \$33  = \$signal$15 [8] | \$signal$15 [9];
-  assign \$34  = \$33  | \$signal$15 [10];
-  assign \$35  = \$34  | \$signal$15 [11];
-  assign \$36  = \$35  | \$signal$15 [12];
-  assign \$37  = \$36  | \$signal$15 [13];
-  assign \$38  = \$37  | \$signal$15 [14];
-  assign \$39  = \$38  | \$signal$15 [15];
+  assign \$4  = ~ a_v;
+  assign \$5  = nz_zero & \$4 ;
+  assign \$6  = \$3  | \$5 ;
+  assign \$7  = \$2  | \$6 ;
+  assign \$8  = \$1  | \$7 ;
+  assign \$9  = \$signal  & \$8 ;
+  assign \$10  = i_cy + 1'h0;
+  assign \$11  = \$signal$15 [1] | \$signal$15 [3];
+  assign \$12  = \$11  | \$signal$15 [5];
+  assign \$13  = \$12  | \$signal$15 [7];
+  assign \$14  = \$13  | \$signal$15 [9];
+  assign \$15  = \$14  | \$signal$15 [11];
+  assign \$16  = \$15  | \$signal$15 [13];
+  assign \$17  = \$16  | \$signal$15 [15];
+  assign \$18  = \$signal$15 [2] | \$signal$15 [3];
+  assign \$19  = \$18  | \$signal$15 [6];
+  assign \$20  = \$19  | \$signal$15 [7];
+  assign \$21  = \$20  | \$signal$15 [10];
+  assign \$22  = \$21  | \$signal$15 [11];
+  assign \$23  = \$22  | \$signal$15 [14];
+  assign \$24  = \$23  | \$signal$15 [15];
+  assign \$25  = \$signal$15 [4] | \$signal$15 [5];
+  assign \$26  = \$25  | \$signal$15 [6];
+  assign \$27  = \$26  | \$signal$15 [7];
+  assign \$28  = \$27  | \$signal$15 [12];
+  assign \$29  = \$28  | \$signal$15 [13];
+  assign \$30  = \$29  | \$signal$15 [14];
+  assign \$31  = \$30  | \$signal$15 [15];
+  assign \$32  = \$signal$15 [8] | \$signal$15 [9];
+  assign \$33  = \$32  | \$signal$15 [10];
+  assign \$34  = \$33  | \$signal$15 [11];
+  assign \$35  = \$34  | \$signal$15 [12];
+  assign \$36  = \$35  | \$signal$15 [13];
+  assign \$37  = \$36  | \$signal$15 [14];
+  assign \$38  = \$37  | \$signal$15 [15];
   assign w_en = \$signal$19  | eof_pend;
-  assign \$40  = ~ b_rest;
-  assign \$41  = \$40  + 1'h1;
-  assign \$42  = { 1'h0, b_rest } & \$41 ;
-  assign \$43  = ~ a2_bits;
-  assign \$44  = \$43  + 1'h1;
-  assign \$45  = { 1'h0, a2_bits } & \$44 ;
-  assign \$46  = ~ nz;
-  assign \$47  = \$46  + 1'h1;
-  assign \$48  = { 1'h0, nz } & \$47 ;
-  assign \$49  = \$signal$31  ? \$signal$33  : rows_row;
-  assign row = sites__valid ? sites__payload[3:0] : \$49 ;
-  assign \$50  = ~ \$signal$9 ;
-  assign \$51  = ! nz;
-  assign \$52  = ~ a_v;
-  assign \$53  = \$51  & \$52 ;
-  assign \$54  = \$50  | \$53 ;
-  assign \$55  = \$signal$9  & \$54 ;
-  assign \$56  = ~ \$signal$9 ;
-  assign \$57  = ! nz;
-  assign \$58  = ~ a_v;
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = \$56  | \$59 ;
-  assign \$61  = \$signal$8  & \$60 ;
-  assign \$62  = | win_0;
-  assign \$63  = ~ \$signal$8 ;
-  assign \$64  = ~ \$signal$9 ;
-  assign \$65  = ! nz;
-  assign \$66  = ~ a_v;
-  assign \$67  = \$65  & \$66 ;
-  assign \$68  = \$64  | \$67 ;
-  assign \$69  = \$63  | \$68 ;
-  assign \$70  = \$signal$7  & \$69 ;
-  assign \$71  = sel_0[0] ? bitmaps[15:0] : 16'h0000;
-  assign \$72  = sel_0[1] ? bitmaps[31:16] : 16'h0000;
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = ~ \$signal$7 ;
-  assign \$75  = ~ \$signal$8 ;
-  assign \$76  = ~ \$signal$9 ;
-  assign \$77  = ! nz;
-  assign \$78  = ~ a_v;
-  assign \$79  = \$77  & \$78 ;
-  assign \$80  = \$76  | \$79 ;
-  assign \$81  = \$75  | \$80 ;
-  assign \$82  = \$74  | \$81 ;
-  assign \$83  = \$signal  & \$82 ;
-  assign \$84  = ! row_0[0];
-  assign \$85  = tags[4:0] == row_0;
+  assign \$39  = ~ b_rest;
+  assign \$40  = \$39  + 1'h1;
+  assign \$41  = { 1'h0, b_rest } & \$40 ;
+  assign \$42  = ~ a2_bits;
+  assign \$43  = \$42  + 1'h1;
+  assign \$44  = { 1'h0, a2_bits } & \$43 ;
+  assign \$45  = ~ nz;
+  assign \$46  = \$45  + 1'h1;
+  assign \$47  = { 1'h0, nz } & \$46 ;
+  assign \$48  = \$signal$32  ? \$signal$34  : rows_row;
+  assign row = sites__valid ? sites__payload[3:0] : \$48 ;
+  assign \$49  = ~ \$signal$9 ;
+  assign \$50  = ~ a_v;
+  assign \$51  = nz_zero & \$50 ;
+  assign \$52  = \$49  | \$51 ;
+  assign \$53  = \$signal$9  & \$52 ;
+  assign \$54  = ~ \$signal$9 ;
+  assign \$55  = ~ a_v;
+  assign \$56  = nz_zero & \$55 ;
+  assign \$57  = \$54  | \$56 ;
+  assign \$58  = \$signal$8  & \$57 ;
+  assign \$59  = | win_0;
+  assign \$60  = | win_0;
+  assign \$61  = ! \$60 ;
+  assign \$62  = ~ \$signal$8 ;
+  assign \$63  = ~ \$signal$9 ;
+  assign \$64  = ~ a_v;
+  assign \$65  = nz_zero & \$64 ;
+  assign \$66  = \$63  | \$65 ;
+  assign \$67  = \$62  | \$66 ;
+  assign \$68  = \$signal$7  & \$67 ;
+  assign \$69  = sel_0[0] ? bitmaps[15:0] : 16'h0000;
+  assign \$70  = sel_0[1] ? bitmaps[31:16] : 16'h0000;
+  assign \$71  = \$69  | \$70 ;
+  assign \$72  = ~ \$signal$7 ;
+  assign \$73  = ~ \$signal$8 ;
+  assign \$74  = ~ \$signal$9 ;
+  assign \$75  = ~ a_v;
+  assign \$76  = nz_zero & \$75 ;
+  assign \$77  = \$74  | \$76 ;
+  assign \$78  = \$73  | \$77 ;
+  assign \$79  = \$72  | \$78 ;
+  assign \$80  = \$signal  & \$79 ;
+  assign \$81  = ! row_0[0];
+  assign \$82  = tags[4:0] == row_0;
+  assign \$83  = \$81  & \$82 ;
+  assign \$85  = tags[9:5] == row_0;
   assign \$86  = \$84  & \$85 ;
-  assign \$88  = tags[9:5] == row_0;
-  assign \$89  = \$87  & \$88 ;
-  assign \$90  = ~ \$signal ;
-  assign \$91  = ~ \$signal$7 ;
-  assign \$92  = ~ \$signal$8 ;
-  assign \$93  = ~ \$signal$9 ;
-  assign \$94  = ! nz;
-  assign \$95  = ~ a_v;
-  assign \$96  = \$94  & \$95 ;
-  assign \$97  = \$93  | \$96 ;
-  assign \$98  = \$92  | \$97 ;
-  assign \$99  = \$91  | \$98 ;
-  assign \$100  = \$90  | \$99 ;
-  assign \$101  = ~ ends;
-  assign \$102  = \$100  & \$101 ;
-  assign \$103  = ~ has_last;
-  assign \$104  = f_row > last_y;
-  assign \$105  = \$103  | \$104 ;
-  assign \$106  = eof_seen & \$105 ;
-  assign \$107  = done_rows >= need;
-  assign \$108  = eof_seen | \$107 ;
-  assign \$109  = f_row + 1'h1;
-  assign \$110  = cy + 1'h1;
-  assign \$111  = need + 1'h1;
-  assign \$112  = ~ \$signal$19 ;
-  assign \$113  = eof_pend & \$112 ;
-  assign \$114  = \$113  & w_rdy;
-  assign \$115  = ~ \$signal$19 ;
-  assign \$116  = \$115  | w_rdy;
-  assign \$117  = ~ \$42 [15:0];
-  assign \$118  = b_rest & \$117 ;
-  assign \$119  = b_rest - 1'h1;
-  assign \$120  = { 1'h0, b_rest } & \$119 ;
-  assign \$121  = ! \$120 ;
-  assign \$122  = ~ \$signal$19 ;
-  assign \$123  = \$122  | w_rdy;
-  assign \$124  = \$123  & \$signal$60 ;
-  assign \$125  = \$signal$61  ? \$signal$63  : 16'h0000;
-  assign \$126  = ~ \$signal$61 ;
-  assign \$127  = \$126  | a3_rest_zero;
-  assign \$128  = ~ \$signal$61 ;
-  assign \$129  = ~ \$signal$19 ;
-  assign \$130  = \$129  | w_rdy;
-  assign \$131  = \$130  & \$signal$60 ;
-  assign \$132  = \$128  | \$131 ;
-  assign \$133  = ~ \$45 [15:0];
-  assign \$134  = a2_bits & \$133 ;
-  assign \$135  = a2_bits - 1'h1;
-  assign \$136  = { 1'h0, a2_bits } & \$135 ;
-  assign \$137  = ! \$136 ;
-  assign \$138  = ~ \$signal$61 ;
-  assign \$139  = ~ \$signal$19 ;
-  assign \$140  = \$139  | w_rdy;
-  assign \$141  = \$140  & \$signal$60 ;
-  assign \$142  = \$138  | \$141 ;
-  assign \$143  = ~ \$signal$68 ;
-  assign \$144  = ~ \$signal$61 ;
-  assign \$145  = ~ \$signal$19 ;
-  assign \$146  = \$145  | w_rdy;
-  assign \$147  = \$146  & \$signal$60 ;
-  assign \$148  = \$144  | \$147 ;
-  assign \$149  = \$143  | \$148 ;
-  assign \$150  = \$149  & a_v;
-  assign \$151  = a_oh ? centre : 16'h0000;
-  assign \$152  = ~ \$signal$68 ;
-  assign \$153  = ~ \$signal$61 ;
-  assign \$154  = ~ \$signal$19 ;
-  assign \$155  = \$154  | w_rdy;
-  assign \$156  = \$155  & \$signal$60 ;
-  assign \$157  = \$153  | \$156 ;
-  assign \$158  = \$152  | \$157 ;
-  assign \$159  = ~ a_v;
-  assign \$160  = ~ \$signal$68 ;
-  assign \$161  = ~ \$signal$61 ;
-  assign \$162  = ~ \$signal$19 ;
-  assign \$163  = \$162  | w_rdy;
-  assign \$164  = \$163  & \$signal$60 ;
-  assign \$165  = \$161  | \$164 ;
-  assign \$166  = \$160  | \$165 ;
-  assign \$167  = \$159  | \$166 ;
-  assign \$168  = \$167  & \$signal$9 ;
-  assign \$170  = \$168  & \$169 ;
-  assign \$171  = ~ \$48 [0];
-  assign \$172  = nz & \$171 ;
-  assign \$173  = ~ \$signal ;
-  assign \$174  = ~ \$signal$7 ;
-  assign \$175  = ~ \$signal$8 ;
-  assign \$176  = ~ \$signal$9 ;
-  assign \$177  = ! nz;
-  assign \$178  = ~ a_v;
-  assign \$179  = \$177  & \$178 ;
-  assign \$180  = \$176  | \$179 ;
-  assign \$181  = \$175  | \$180 ;
-  assign \$182  = \$174  | \$181 ;
-  assign \$183  = \$173  | \$182 ;
-  assign \$184  = ~ has_last;
-  assign \$185  = f_row > last_y;
-  assign \$186  = \$184  | \$185 ;
-  assign \$187  = eof_seen & \$186 ;
-  assign \$188  = \$183  & \$187 ;
-  assign \$189  = ends | \$188 ;
-  assign \$190  = \$signal  | \$signal$7 ;
-  assign \$191  = \$190  | \$signal$8 ;
-  assign \$192  = \$191  | \$signal$9 ;
-  assign \$193  = \$192  | \$signal$68 ;
-  assign \$194  = \$193  | \$signal$61 ;
-  assign \$195  = \$194  | b_v;
-  assign \$196  = \$195  | \$signal$19 ;
-  assign \$197  = ~ \$196 ;
-  assign \$198  = \$189  & \$197 ;
-  assign \$199  = ~ eof_done;
-  assign \$200  = \$198  & \$199 ;
-  assign \$201  = \$signal$19  | b_v;
-  assign \$202  = \$201  | \$signal$61 ;
-  assign \$203  = \$202  | \$signal$68 ;
-  assign \$204  = \$signal$61  ? \$signal$65  : a2_oy;
-  assign \$205  = b_v ? b_oy : \$204 ;
-  assign \$206  = \$signal$19  ? \$signal$21  : \$205 ;
-  assign \$207  = \$signal  ? { 1'h0, i_row } : f_row;
-  assign \$208  = \$signal$7  ? { 1'h0, s_row } : \$207 ;
-  assign \$209  = \$signal$8  ? { 1'h0, w_row } : \$208 ;
-  assign \$210  = \$signal$9  ? { 1'h0, c_row } : \$209 ;
+  assign \$87  = ~ \$signal ;
+  assign \$88  = ~ \$signal$7 ;
+  assign \$89  = ~ \$signal$8 ;
+  assign \$90  = ~ \$signal$9 ;
+  assign \$91  = ~ a_v;
+  assign \$92  = nz_zero & \$91 ;
+  assign \$93  = \$90  | \$92 ;
+  assign \$94  = \$89  | \$93 ;
+  assign \$95  = \$88  | \$94 ;
+  assign \$96  = \$87  | \$95 ;
+  assign \$97  = ~ ends;
+  assign \$98  = \$96  & \$97 ;
+  assign \$99  = ~ has_last;
+  assign \$100  = f_row > last_y;
+  assign \$101  = \$99  | \$100 ;
+  assign \$102  = eof_seen & \$101 ;
+  assign \$103  = done_rows >= need;
+  assign \$104  = eof_seen | \$103 ;
+  assign \$105  = f_row + 1'h1;
+  assign \$106  = cy + 1'h1;
+  assign \$107  = need + 1'h1;
+  assign \$108  = ~ \$signal$19 ;
+  assign \$109  = eof_pend & \$108 ;
+  assign \$110  = \$109  & w_rdy;
+  assign \$111  = ~ \$signal$19 ;
+  assign \$112  = \$111  | w_rdy;
+  assign \$113  = ~ \$41 [15:0];
+  assign \$114  = b_rest & \$113 ;
+  assign \$115  = b_rest - 1'h1;
+  assign \$116  = { 1'h0, b_rest } & \$115 ;
+  assign \$117  = ! \$116 ;
+  assign \$118  = ~ \$signal$19 ;
+  assign \$119  = \$118  | w_rdy;
+  assign \$120  = \$119  & \$signal$61 ;
+  assign \$121  = \$signal$62  ? \$signal$64  : 16'h0000;
+  assign \$122  = ~ \$signal$62 ;
+  assign \$123  = \$122  | a3_rest_zero;
+  assign \$124  = ~ \$signal$62 ;
+  assign \$125  = ~ \$signal$19 ;
+  assign \$126  = \$125  | w_rdy;
+  assign \$127  = \$126  & \$signal$61 ;
+  assign \$128  = \$124  | \$127 ;
+  assign \$129  = ~ \$44 [15:0];
+  assign \$130  = a2_bits & \$129 ;
+  assign \$131  = a2_bits - 1'h1;
+  assign \$132  = { 1'h0, a2_bits } & \$131 ;
+  assign \$133  = ! \$132 ;
+  assign \$134  = ~ \$signal$62 ;
+  assign \$135  = ~ \$signal$19 ;
+  assign \$136  = \$135  | w_rdy;
+  assign \$137  = \$136  & \$signal$61 ;
+  assign \$138  = \$134  | \$137 ;
+  assign \$139  = ~ \$signal$69 ;
+  assign \$140  = ~ \$signal$62 ;
+  assign \$141  = ~ \$signal$19 ;
+  assign \$142  = \$141  | w_rdy;
+  assign \$143  = \$142  & \$signal$61 ;
+  assign \$144  = \$140  | \$143 ;
+  assign \$145  = \$139  | \$144 ;
+  assign \$146  = \$145  & a_v;
+  assign \$147  = a_oh ? centre : 16'h0000;
+  assign \$148  = ~ \$signal$69 ;
+  assign \$149  = ~ \$signal$62 ;
+  assign \$150  = ~ \$signal$19 ;
+  assign \$151  = \$150  | w_rdy;
+  assign \$152  = \$151  & \$signal$61 ;
+  assign \$153  = \$149  | \$152 ;
+  assign \$154  = \$148  | \$153 ;
+  assign \$155  = ~ a_v;
+  assign \$156  = ~ \$signal$69 ;
+  assign \$157  = ~ \$signal$62 ;
+  assign \$158  = ~ \$signal$19 ;
+  assign \$159  = \$158  | w_rdy;
+  assign \$160  = \$159  & \$signal$61 ;
+  assign \$161  = \$157  | \$160 ;
+  assign \$162  = \$156  | \$161 ;
+  assign \$163  = \$155  | \$162 ;
+  assign \$164  = \$163  & \$signal$9 ;
+  assign \$165  = ~ nz_zero;
+  assign \$166  = \$164  & \$165 ;
+  assign \$167  = ~ \$47 [0];
+  assign \$168  = nz & \$167 ;
+  assign \$169  = nz - 1'h1;
+  assign \$170  = { 1'h0, nz } & \$169 ;
+  assign \$171  = ! \$170 ;
+  assign \$172  = ~ \$signal ;
+  assign \$173  = ~ \$signal$7 ;
+  assign \$174  = ~ \$signal$8 ;
+  assign \$175  = ~ \$signal$9 ;
+  assign \$176  = ~ a_v;
+  assign \$177  = nz_zero & \$176 ;
+  assign \$178  = \$175  | \$177 ;
+  assign \$179  = \$174  | \$178 ;
+  assign \$180  = \$173  | \$179 ;
+  assign \$181  = \$172  | \$180 ;
+  assign \$182  = ~ has_last;
+  assign \$183  = f_row > last_y;
+  assign \$184  = \$182  | \$183 ;
+  assign \$185  = eof_seen & \$184 ;
+  assign \$186  = \$181  & \$185 ;
+  assign \$187  = ends | \$186 ;
+  assign \$188  = \$signal  | \$signal$7 ;
+  assign \$189  = \$188  | \$signal$8 ;
+  assign \$190  = \$189  | \$signal$9 ;
+  assign \$191  = \$190  | \$signal$69 ;
+  assign \$192  = \$191  | \$signal$62 ;
+  assign \$193  = \$192  | b_v;
+  assign \$194  = \$193  | \$signal$19 ;
+  assign \$195  = ~ \$194 ;
+  assign \$196  = \$187  & \$195 ;
+  assign \$197  = ~ eof_done;
+  assign \$198  = \$196  & \$197 ;
+  assign \$199  = \$signal$19  | b_v;
+  assign \$200  = \$199  | \$signal$62 ;
+  assign \$201  = \$200  | \$signal$69 ;
+  assign \$202  = \$signal$62  ? \$signal$66  : a2_oy;
+  assign \$203  = b_v ? b_oy : \$202 ;
+  assign \$204  = \$signal$19  ? \$signal$21  : \$203 ;
+  assign \$205  = \$signal  ? { 1'h0, i_row } : f_row;
+  assign \$206  = \$signal$7  ? { 1'h0, s_row } : \$205 ;
+  assign \$207  = \$signal$8  ? { 1'h0, w_row } : \$206 ;
+  assign \$208  = \$signal$9  ? { 1'h0, c_row } : \$207 ;
   always @(posedge clk)
-    \$signal$9  <= \$211 ;
+    \$signal$9  <= \$209 ;
   always @(posedge clk)
-    c_row <= \$212 ;
+    c_row <= \$210 ;
   always @(posedge clk)
-    \$signal$8  <= \$213 ;
+    \$signal$8  <= \$211 ;
   always @(posedge clk)
-    centre <= \$214 ;
+    centre <= \$212 ;
   always @(posedge clk)
-    nz <= \$215 ;
+    nz <= \$213 ;
   always @(posedge clk)
-    w_row <= \$216 ;
+    nz_zero <= \$214 ;
   always @(posedge clk)
-    \$signal$7  <= \$217 ;
+    w_row <= \$215 ;
   always @(posedge clk)
-    win_0 <= \$218 ;
+    \$signal$7  <= \$216 ;
   always @(posedge clk)
-    s_row <= \$219 ;
+    win_0 <= \$217 ;
   always @(posedge clk)
-    \$signal  <= \$220 ;
+    s_row <= \$218 ;
   always @(posedge clk)
-    sel_0 <= \$221 ;
+    \$signal  <= \$219 ;
   always @(posedge clk)
-    ends <= \$222 ;
+    sel_0 <= \$220 ;
   always @(posedge clk)
-    i_row <= \$223 ;
+    ends <= \$221 ;
   always @(posedge clk)
-    i_cy <= \$224 ;
+    i_row <= \$222 ;
   always @(posedge clk)
-    f_row <= \$225 ;
+    i_cy <= \$223 ;
   always @(posedge clk)
-    cy <= \$226 ;
+    f_row <= \$224 ;
   always @(posedge clk)
-    need <= \$227 ;
+    cy <= \$225 ;
   always @(posedge clk)
-    eof_pend <= \$228 ;
+    need <= \$226 ;
   always @(posedge clk)
-    \$signal$19  <= \$229 ;
+    eof_pend <= \$227 ;
   always @(posedge clk)
-    \$signal$15  <= \$230 ;
+    \$signal$19  <= \$228 ;
   always @(posedge clk)
-    \$like  <= \$231 ;
+    \$signal$15  <= \$229 ;
   always @(posedge clk)
-    \$signal$21  <= \$232 ;
+    \$like  <= \$230 ;
   always @(posedge clk)
-    c1_win_0 <= \$233 ;
+    \$signal$21  <= \$231 ;
   always @(posedge clk)
-    \$signal$55  <= \$234 ;
+    c1_win_0 <= \$232 ;
   always @(posedge clk)
-    b_rest <= \$235 ;
+    \$signal$56  <= \$233 ;
   always @(posedge clk)
-    \$signal$60  <= \$236 ;
+    b_rest <= \$234 ;
   always @(posedge clk)
-    b_v <= \$237 ;
+    \$signal$61  <= \$235 ;
   always @(posedge clk)
-    \$like$56  <= \$238 ;
+    b_v <= \$236 ;
   always @(posedge clk)
-    b_oy <= \$239 ;
+    \$like$57  <= \$237 ;
   always @(posedge clk)
-    b_win_0 <= \$240 ;
+    b_oy <= \$238 ;
   always @(posedge clk)
-    \$signal$61  <= \$241 ;
+    b_win_0 <= \$239 ;
   always @(posedge clk)
-    \$signal$62  <= \$242 ;
+    \$signal$62  <= \$240 ;
   always @(posedge clk)
-    \$signal$63  <= \$243 ;
+    \$signal$63  <= \$241 ;
   always @(posedge clk)
-    \$like$64  <= \$244 ;
+    \$signal$64  <= \$242 ;
   always @(posedge clk)
-    \$signal$65  <= \$245 ;
+    \$like$65  <= \$243 ;
   always @(posedge clk)
-    a3_rest_zero <= \$246 ;
+    \$signal$66  <= \$244 ;
   always @(posedge clk)
-    a3_win_0 <= \$247 ;
+    a3_rest_zero <= \$245 ;
   always @(posedge clk)
-    \$signal$68  <= \$248 ;
+    a3_win_0 <= \$246 ;
   always @(posedge clk)
-    a2_oy <= \$249 ;
+    \$signal$69  <= \$247 ;
   always @(posedge clk)
-    \$signal$69  <= \$250 ;
+    a2_oy <= \$248 ;
   always @(posedge clk)
-    a2_bits <= \$251 ;
+    \$signal$70  <= \$249 ;
   always @(posedge clk)
-    a_v <= \$252 ;
+    a2_bits <= \$250 ;
   always @(posedge clk)
-    a_oh <= \$253 ;
+    a_v <= \$251 ;
   always @(posedge clk)
-    eof_done <= \$254 ;
+    a_oh <= \$252 ;
   always @(posedge clk)
-    \$signal$31  <= \$255 ;
+    eof_done <= \$253 ;
   always @(posedge clk)
-    \$signal$33  <= \$256 ;
+    \$signal$32  <= \$254 ;
   always @(posedge clk)
-    rows_row <= \$257 ;
+    \$signal$34  <= \$255 ;
+  always @(posedge clk)
+    rows_row <= \$256 ;
   \top.layer2.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -18143,8 +18266,8 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     row_0 = 6'h00;
-    if (\$10 ) begin
-      row_0 = \$11 [5:0];
+    if (\$9 ) begin
+      row_0 = \$10 [5:0];
     end
   end
   always @* begin
@@ -18153,7 +18276,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     (* full_case = 32'd1 *)
     if (\$signal$19 ) begin
       w_data[3:0] = \$signal$21 ;
-      w_data[7:4] = { \$39 , \$32 , \$25 , \$18  };
+      w_data[7:4] = { \$38 , \$31 , \$24 , \$17  };
       w_data[8] = 1'h1;
     end else begin
       w_data[9] = 1'h1;
@@ -18162,11 +18285,34 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$211  = \$signal$9 ;
-    if (\$55 ) begin
+    \$209  = \$signal$9 ;
+    if (\$53 ) begin
+      \$209  = 1'h0;
+    end
+    if (\$58 ) begin
+      \$209  = 1'h1;
+    end
+    if (rst) begin
+      \$209  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$210  = c_row;
+    if (\$58 ) begin
+      \$210  = w_row;
+    end
+    if (rst) begin
+      \$210  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$211  = \$signal$8 ;
+    if (\$58 ) begin
       \$211  = 1'h0;
     end
-    if (\$61 ) begin
+    if (\$68 ) begin
       \$211  = 1'h1;
     end
     if (rst) begin
@@ -18175,217 +18321,217 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$212  = c_row;
-    if (\$61 ) begin
-      \$212  = w_row;
+    \$212  = centre;
+    if (\$58 ) begin
+      \$212  = win_0;
     end
     if (rst) begin
-      \$212  = 4'h0;
+      \$212  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$213  = \$signal$8 ;
-    if (\$61 ) begin
+    \$213  = nz;
+    if (\$58 ) begin
+      \$213  = \$59 ;
+    end
+    if (\$166 ) begin
+      \$213  = \$168 ;
+    end
+    if (rst) begin
       \$213  = 1'h0;
     end
-    if (\$70 ) begin
-      \$213  = 1'h1;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$214  = nz_zero;
+    if (\$58 ) begin
+      \$214  = \$61 ;
+    end
+    if (\$166 ) begin
+      \$214  = \$171 ;
     end
     if (rst) begin
-      \$213  = 1'h0;
+      \$214  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$214  = centre;
-    if (\$61 ) begin
-      \$214  = win_0;
+    \$215  = w_row;
+    if (\$68 ) begin
+      \$215  = s_row;
     end
     if (rst) begin
-      \$214  = 16'h0000;
+      \$215  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$215  = nz;
-    if (\$61 ) begin
-      \$215  = \$62 ;
+    \$216  = \$signal$7 ;
+    if (\$68 ) begin
+      \$216  = 1'h0;
     end
-    if (\$170 ) begin
-      \$215  = \$172 ;
+    if (\$80 ) begin
+      \$216  = 1'h1;
     end
     if (rst) begin
-      \$215  = 1'h0;
+      \$216  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$216  = w_row;
-    if (\$70 ) begin
-      \$216  = s_row;
+    \$217  = win_0;
+    if (\$68 ) begin
+      \$217  = \$71 ;
     end
     if (rst) begin
-      \$216  = 4'h0;
+      \$217  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$217  = \$signal$7 ;
-    if (\$70 ) begin
-      \$217  = 1'h0;
-    end
-    if (\$83 ) begin
-      \$217  = 1'h1;
+    \$218  = s_row;
+    if (\$80 ) begin
+      \$218  = i_row;
     end
     if (rst) begin
-      \$217  = 1'h0;
+      \$218  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$218  = win_0;
-    if (\$70 ) begin
-      \$218  = \$73 ;
+    \$219  = \$signal ;
+    if (\$80 ) begin
+      \$219  = 1'h0;
     end
-    if (rst) begin
-      \$218  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$219  = s_row;
-    if (\$83 ) begin
-      \$219  = i_row;
-    end
-    if (rst) begin
-      \$219  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$220  = \$signal ;
-    if (\$83 ) begin
-      \$220  = 1'h0;
-    end
-    if (\$102 ) begin
-      if (\$106 ) begin
-      end else if (\$108 ) begin
-        \$220  = 1'h1;
+    if (\$98 ) begin
+      if (\$102 ) begin
+      end else if (\$104 ) begin
+        \$219  = 1'h1;
       end
     end
     if (rst) begin
-      \$220  = 1'h0;
+      \$219  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$221  = sel_0;
-    if (\$83 ) begin
-      \$221 [0] = \$86 ;
-      \$221 [1] = \$89 ;
+    \$220  = sel_0;
+    if (\$80 ) begin
+      \$220 [0] = \$83 ;
+      \$220 [1] = \$86 ;
     end
     if (rst) begin
-      \$221  = 2'h0;
+      \$220  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$222  = ends;
-    if (\$102 ) begin
-      if (\$106 ) begin
-        \$222  = 1'h1;
+    \$221  = ends;
+    if (\$98 ) begin
+      if (\$102 ) begin
+        \$221  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$222  = 1'h0;
+      \$221  = 1'h0;
     end
     if (rst) begin
-      \$222  = 1'h0;
+      \$221  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$223  = i_row;
-    if (\$102 ) begin
-      if (\$106 ) begin
-      end else if (\$108 ) begin
-        \$223  = f_row[3:0];
+    \$222  = i_row;
+    if (\$98 ) begin
+      if (\$102 ) begin
+      end else if (\$104 ) begin
+        \$222  = f_row[3:0];
       end
     end
     if (rst) begin
-      \$223  = 4'h0;
+      \$222  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$224  = i_cy;
-    if (\$102 ) begin
-      if (\$106 ) begin
-      end else if (\$108 ) begin
-        \$224  = cy;
+    \$223  = i_cy;
+    if (\$98 ) begin
+      if (\$102 ) begin
+      end else if (\$104 ) begin
+        \$223  = cy;
       end
     end
     if (rst) begin
-      \$224  = 6'h00;
+      \$223  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$225  = f_row;
-    if (\$102 ) begin
-      if (\$106 ) begin
-      end else if (\$108 ) begin
-        \$225  = \$109 [4:0];
-      end
-    end
-    if (frame_reset) begin
-      \$225  = 5'h00;
-    end
-    if (rst) begin
-      \$225  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$226  = cy;
-    if (\$102 ) begin
-      if (\$106 ) begin
-      end else if (\$108 ) begin
-        \$226  = \$110 [5:0];
+    \$224  = f_row;
+    if (\$98 ) begin
+      if (\$102 ) begin
+      end else if (\$104 ) begin
+        \$224  = \$105 [4:0];
       end
     end
     if (frame_reset) begin
-      \$226  = 6'h00;
+      \$224  = 5'h00;
     end
     if (rst) begin
-      \$226  = 6'h00;
+      \$224  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$227  = need;
-    if (\$102 ) begin
-      if (\$106 ) begin
-      end else if (\$108 ) begin
-        \$227  = \$111 [5:0];
+    \$225  = cy;
+    if (\$98 ) begin
+      if (\$102 ) begin
+      end else if (\$104 ) begin
+        \$225  = \$106 [5:0];
       end
     end
     if (frame_reset) begin
-      \$227  = 6'h01;
+      \$225  = 6'h00;
     end
     if (rst) begin
-      \$227  = 6'h01;
+      \$225  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$228  = eof_pend;
-    if (\$114 ) begin
-      \$228  = 1'h0;
+    \$226  = need;
+    if (\$98 ) begin
+      if (\$102 ) begin
+      end else if (\$104 ) begin
+        \$226  = \$107 [5:0];
+      end
     end
-    if (\$200 ) begin
-      \$228  = 1'h1;
+    if (frame_reset) begin
+      \$226  = 6'h01;
+    end
+    if (rst) begin
+      \$226  = 6'h01;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$227  = eof_pend;
+    if (\$110 ) begin
+      \$227  = 1'h0;
+    end
+    if (\$198 ) begin
+      \$227  = 1'h1;
+    end
+    if (rst) begin
+      \$227  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$228  = \$signal$19 ;
+    if (\$112 ) begin
+      \$228  = b_v;
     end
     if (rst) begin
       \$228  = 1'h0;
@@ -18393,62 +18539,65 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$229  = \$signal$19 ;
-    if (\$116 ) begin
-      \$229  = b_v;
+    \$229  = \$signal$15 ;
+    if (\$112 ) begin
+      \$229  = \$signal$56 ;
     end
     if (rst) begin
-      \$229  = 1'h0;
+      \$229  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$230  = \$signal$15 ;
-    if (\$116 ) begin
-      \$230  = \$signal$55 ;
+    \$230  = \$like ;
+    if (\$112 ) begin
+      \$230  = \$like$57 ;
     end
     if (rst) begin
-      \$230  = 16'h0000;
+      \$230  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$231  = \$like ;
-    if (\$116 ) begin
-      \$231  = \$like$56 ;
+    \$231  = \$signal$21 ;
+    if (\$112 ) begin
+      \$231  = b_oy;
     end
     if (rst) begin
-      \$231  = 1'h0;
+      \$231  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$232  = \$signal$21 ;
-    if (\$116 ) begin
-      \$232  = b_oy;
+    \$232  = c1_win_0;
+    if (\$112 ) begin
+      \$232  = b_win_0;
     end
     if (rst) begin
-      \$232  = 4'h0;
+      \$232  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$233  = c1_win_0;
-    if (\$116 ) begin
-      \$233  = b_win_0;
+    \$233  = \$signal$56 ;
+    if (\$112 ) begin
+      \$233  = \$41 [15:0];
+    end
+    if (\$120 ) begin
+      \$233  = \$signal$63 ;
     end
     if (rst) begin
-      \$233  = 1'h0;
+      \$233  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$234  = \$signal$55 ;
-    if (\$116 ) begin
-      \$234  = \$42 [15:0];
+    \$234  = b_rest;
+    if (\$112 ) begin
+      \$234  = \$114 ;
     end
-    if (\$124 ) begin
-      \$234  = \$signal$62 ;
+    if (\$120 ) begin
+      \$234  = \$121 ;
     end
     if (rst) begin
       \$234  = 16'h0000;
@@ -18456,35 +18605,32 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$235  = b_rest;
-    if (\$116 ) begin
-      \$235  = \$118 ;
+    \$235  = \$signal$61 ;
+    if (\$112 ) begin
+      \$235  = \$117 ;
     end
-    if (\$124 ) begin
-      \$235  = \$125 ;
+    if (\$120 ) begin
+      \$235  = \$123 ;
     end
     if (rst) begin
-      \$235  = 16'h0000;
+      \$235  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$236  = \$signal$60 ;
-    if (\$116 ) begin
-      \$236  = \$121 ;
-    end
-    if (\$124 ) begin
-      \$236  = \$127 ;
+    \$236  = b_v;
+    if (\$120 ) begin
+      \$236  = \$signal$62 ;
     end
     if (rst) begin
-      \$236  = 1'h1;
+      \$236  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$237  = b_v;
-    if (\$124 ) begin
-      \$237  = \$signal$61 ;
+    \$237  = \$like$57 ;
+    if (\$120 ) begin
+      \$237  = \$like$65 ;
     end
     if (rst) begin
       \$237  = 1'h0;
@@ -18492,29 +18638,29 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$238  = \$like$56 ;
-    if (\$124 ) begin
-      \$238  = \$like$64 ;
+    \$238  = b_oy;
+    if (\$120 ) begin
+      \$238  = \$signal$66 ;
     end
     if (rst) begin
-      \$238  = 1'h0;
+      \$238  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$239  = b_oy;
-    if (\$124 ) begin
-      \$239  = \$signal$65 ;
+    \$239  = b_win_0;
+    if (\$120 ) begin
+      \$239  = a3_win_0;
     end
     if (rst) begin
-      \$239  = 4'h0;
+      \$239  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$240  = b_win_0;
-    if (\$124 ) begin
-      \$240  = a3_win_0;
+    \$240  = \$signal$62 ;
+    if (\$128 ) begin
+      \$240  = \$signal$69 ;
     end
     if (rst) begin
       \$240  = 1'h0;
@@ -18522,19 +18668,19 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$241  = \$signal$61 ;
-    if (\$132 ) begin
-      \$241  = \$signal$68 ;
+    \$241  = \$signal$63 ;
+    if (\$128 ) begin
+      \$241  = \$44 [15:0];
     end
     if (rst) begin
-      \$241  = 1'h0;
+      \$241  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$242  = \$signal$62 ;
-    if (\$132 ) begin
-      \$242  = \$45 [15:0];
+    \$242  = \$signal$64 ;
+    if (\$128 ) begin
+      \$242  = \$130 ;
     end
     if (rst) begin
       \$242  = 16'h0000;
@@ -18542,105 +18688,105 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$243  = \$signal$63 ;
-    if (\$132 ) begin
-      \$243  = \$134 ;
+    \$243  = \$like$65 ;
+    if (\$128 ) begin
+      \$243  = \$signal$70 ;
     end
     if (rst) begin
-      \$243  = 16'h0000;
+      \$243  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$244  = \$like$64 ;
-    if (\$132 ) begin
-      \$244  = \$signal$69 ;
+    \$244  = \$signal$66 ;
+    if (\$128 ) begin
+      \$244  = a2_oy;
     end
     if (rst) begin
-      \$244  = 1'h0;
+      \$244  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$245  = \$signal$65 ;
-    if (\$132 ) begin
-      \$245  = a2_oy;
+    \$245  = a3_rest_zero;
+    if (\$128 ) begin
+      \$245  = \$133 ;
     end
     if (rst) begin
-      \$245  = 4'h0;
+      \$245  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$246  = a3_rest_zero;
-    if (\$132 ) begin
-      \$246  = \$137 ;
+    \$246  = a3_win_0;
+    if (\$128 ) begin
+      \$246  = 1'h0;
     end
     if (rst) begin
-      \$246  = 1'h1;
+      \$246  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$247  = a3_win_0;
-    if (\$132 ) begin
+    \$247  = \$signal$69 ;
+    if (\$138 ) begin
       \$247  = 1'h0;
     end
+    if (\$146 ) begin
+      \$247  = 1'h1;
+    end
     if (rst) begin
       \$247  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$248  = \$signal$68 ;
-    if (\$142 ) begin
-      \$248  = 1'h0;
-    end
-    if (\$150 ) begin
-      \$248  = 1'h1;
+    \$248  = a2_oy;
+    if (\$146 ) begin
+      \$248  = c_row;
     end
     if (rst) begin
-      \$248  = 1'h0;
+      \$248  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$249  = a2_oy;
-    if (\$150 ) begin
-      \$249  = c_row;
+    \$249  = \$signal$70 ;
+    if (\$146 ) begin
+      \$249  = 1'h0;
     end
     if (rst) begin
-      \$249  = 4'h0;
+      \$249  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$250  = \$signal$69 ;
-    if (\$150 ) begin
-      \$250  = 1'h0;
+    \$250  = a2_bits;
+    if (\$146 ) begin
+      \$250  = \$147 ;
     end
     if (rst) begin
-      \$250  = 1'h0;
+      \$250  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$251  = a2_bits;
-    if (\$150 ) begin
-      \$251  = \$151 ;
+    \$251  = a_v;
+    if (\$154 ) begin
+      \$251  = 1'h0;
+    end
+    if (\$166 ) begin
+      \$251  = 1'h1;
     end
     if (rst) begin
-      \$251  = 16'h0000;
+      \$251  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$252  = a_v;
-    if (\$158 ) begin
-      \$252  = 1'h0;
-    end
-    if (\$170 ) begin
-      \$252  = 1'h1;
+    \$252  = a_oh;
+    if (\$166 ) begin
+      \$252  = \$47 [0];
     end
     if (rst) begin
       \$252  = 1'h0;
@@ -18648,9 +18794,12 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$253  = a_oh;
-    if (\$170 ) begin
-      \$253  = \$48 [0];
+    \$253  = eof_done;
+    if (\$198 ) begin
+      \$253  = 1'h1;
+    end
+    if (frame_reset) begin
+      \$253  = 1'h0;
     end
     if (rst) begin
       \$253  = 1'h0;
@@ -18658,10 +18807,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$254  = eof_done;
-    if (\$200 ) begin
-      \$254  = 1'h1;
-    end
+    \$254  = \$201 ;
     if (frame_reset) begin
       \$254  = 1'h0;
     end
@@ -18671,39 +18817,29 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$255  = \$203 ;
-    if (frame_reset) begin
-      \$255  = 1'h0;
-    end
+    \$255  = \$204 ;
     if (rst) begin
-      \$255  = 1'h0;
+      \$255  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$256  = \$206 ;
-    if (rst) begin
+    \$256  = \$208 [3:0];
+    if (frame_reset) begin
       \$256  = 4'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$257  = \$210 [3:0];
-    if (frame_reset) begin
-      \$257  = 4'h0;
-    end
     if (rst) begin
-      \$257  = 4'h0;
+      \$256  = 4'h0;
     end
   end
   assign r_data = sites__payload;
   assign sites__ready = r_en;
   assign r_rdy = sites__valid;
-  assign site_x = { \$39 , \$32 , \$25 , \$18  };
+  assign site_x = { \$38 , \$31 , \$24 , \$17  };
   assign qp = w_data;
-  assign rest_oh = \$42 [15:0];
-  assign a2_oh = \$45 [15:0];
-  assign chunk_oh = \$48 [0];
+  assign rest_oh = \$41 [15:0];
+  assign a2_oh = \$44 [15:0];
+  assign chunk_oh = \$47 [0];
   assign head = sites__payload;
   assign a2_win_0 = 1'h0;
   assign \sites__payload.oy  = sites__payload[3:0];
@@ -18725,8 +18861,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \bitmaps[1]  = bitmaps[31:16];
   assign \tags[0]  = tags[4:0];
   assign \tags[1]  = tags[9:5];
-  assign \$87  = row_0[0];
-  assign \$169  = nz;
+  assign \$84  = row_0[0];
 endmodule
 
 (* generator = "Amaranth" *)

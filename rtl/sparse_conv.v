@@ -931,7 +931,7 @@ endmodule
 module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
-  wire \$10 ;
+  wire [10:0] \$10 ;
   wire \$100 ;
   wire \$101 ;
   wire \$102 ;
@@ -942,7 +942,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire [10:0] \$11 ;
+  wire [9:0] \$11 ;
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
@@ -964,7 +964,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$127 ;
   wire \$128 ;
   wire \$129 ;
-  wire [9:0] \$13 ;
+  wire \$13 ;
   wire \$130 ;
   wire \$131 ;
   wire \$132 ;
@@ -1176,13 +1176,13 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$318 ;
   wire \$319 ;
   wire \$32 ;
-  wire \$320 ;
-  wire [15:0] \$321 ;
+  wire [15:0] \$320 ;
+  wire [16:0] \$321 ;
   wire [16:0] \$322 ;
-  wire [16:0] \$323 ;
-  wire [15:0] \$324 ;
+  wire [15:0] \$323 ;
+  wire [16:0] \$324 ;
   wire [16:0] \$325 ;
-  wire [16:0] \$326 ;
+  wire \$326 ;
   wire \$327 ;
   wire \$328 ;
   wire \$329 ;
@@ -1201,11 +1201,11 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$340 ;
   wire \$341 ;
   wire \$342 ;
-  wire \$343 ;
-  wire [7:0] \$344 ;
+  wire [7:0] \$343 ;
+  wire [8:0] \$344 ;
   wire [8:0] \$345 ;
-  wire [8:0] \$346 ;
-  wire [6:0] \$347 ;
+  wire [6:0] \$346 ;
+  wire \$347 ;
   wire \$348 ;
   wire \$349 ;
   wire \$35 ;
@@ -1237,12 +1237,12 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$373 ;
   wire \$374 ;
   wire \$375 ;
-  wire [127:0] \$376 ;
-  wire [127:0] \$377 ;
-  wire [127:0] \$378 ;
-  wire [127:0] \$379 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire \$378 ;
+  wire \$379 ;
   wire \$38 ;
-  wire [127:0] \$380 ;
+  wire \$380 ;
   wire [127:0] \$381 ;
   wire [127:0] \$382 ;
   wire [127:0] \$383 ;
@@ -1260,13 +1260,13 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire [127:0] \$394 ;
   wire [127:0] \$395 ;
   wire [127:0] \$396 ;
-  wire \$397 ;
-  wire \$398 ;
-  wire \$399 ;
+  wire [127:0] \$397 ;
+  wire [127:0] \$398 ;
+  wire [127:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire \$400 ;
-  wire \$401 ;
+  wire [127:0] \$400 ;
+  wire [127:0] \$401 ;
   wire \$402 ;
   wire \$403 ;
   wire \$404 ;
@@ -1342,41 +1342,41 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$468 ;
   wire \$469 ;
   wire \$47 ;
-  wire [8:0] \$470 ;
-  wire [9:0] \$471 ;
-  wire [9:0] \$472 ;
-  wire \$473 ;
-  wire \$474 ;
-  wire \$475 ;
+  wire \$470 ;
+  wire \$471 ;
+  wire \$472 ;
+  wire [8:0] \$473 ;
+  wire [9:0] \$474 ;
+  wire [9:0] \$475 ;
   wire \$476 ;
   wire \$477 ;
-  wire [15:0] \$478 ;
-  wire [15:0] \$479 ;
+  wire \$478 ;
+  wire \$479 ;
   wire \$48 ;
-  wire [16:0] \$480 ;
-  wire [16:0] \$481 ;
-  wire \$482 ;
-  wire \$483 ;
-  wire \$484 ;
+  wire \$480 ;
+  wire [15:0] \$481 ;
+  wire [15:0] \$482 ;
+  wire [16:0] \$483 ;
+  wire [16:0] \$484 ;
   wire \$485 ;
-  wire [15:0] \$486 ;
+  wire \$486 ;
   wire \$487 ;
   wire \$488 ;
-  wire \$489 ;
+  wire [15:0] \$489 ;
   wire \$49 ;
   wire \$490 ;
   wire \$491 ;
   wire \$492 ;
   wire \$493 ;
-  wire [15:0] \$494 ;
-  wire [15:0] \$495 ;
-  wire [16:0] \$496 ;
-  wire [16:0] \$497 ;
-  wire \$498 ;
-  wire \$499 ;
+  wire \$494 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire [15:0] \$497 ;
+  wire [15:0] \$498 ;
+  wire [16:0] \$499 ;
   wire \$5 ;
   wire \$50 ;
-  wire \$500 ;
+  wire [16:0] \$500 ;
   wire \$501 ;
   wire \$502 ;
   wire \$503 ;
@@ -1389,9 +1389,9 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$51 ;
   wire \$510 ;
   wire \$511 ;
-  wire [15:0] \$512 ;
-  wire [15:0] \$513 ;
-  wire [15:0] \$514 ;
+  wire \$512 ;
+  wire \$513 ;
+  wire \$514 ;
   wire [15:0] \$515 ;
   wire [15:0] \$516 ;
   wire [15:0] \$517 ;
@@ -1405,9 +1405,9 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire [15:0] \$524 ;
   wire [15:0] \$525 ;
   wire [15:0] \$526 ;
-  wire [17:0] \$527 ;
-  wire [17:0] \$528 ;
-  wire [17:0] \$529 ;
+  wire [15:0] \$527 ;
+  wire [15:0] \$528 ;
+  wire [15:0] \$529 ;
   wire \$53 ;
   wire [17:0] \$530 ;
   wire [17:0] \$531 ;
@@ -1455,9 +1455,9 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$57 ;
   wire [17:0] \$570 ;
   wire [17:0] \$571 ;
-  wire \$572 ;
-  wire \$573 ;
-  wire \$574 ;
+  wire [17:0] \$572 ;
+  wire [17:0] \$573 ;
+  wire [17:0] \$574 ;
   wire \$575 ;
   wire \$576 ;
   wire \$577 ;
@@ -1476,13 +1476,13 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$589 ;
   wire \$59 ;
   wire \$590 ;
-  wire [7:0] \$591 ;
-  wire [7:0] \$592 ;
+  wire \$591 ;
+  wire \$592 ;
   wire \$593 ;
-  wire \$594 ;
-  wire \$595 ;
-  wire \$596 ;
-  wire \$597 ;
+  wire [7:0] \$594 ;
+  wire [7:0] \$595 ;
+  wire [8:0] \$596 ;
+  wire [8:0] \$597 ;
   wire \$598 ;
   wire \$599 ;
   wire \$6 ;
@@ -1513,83 +1513,89 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$621 ;
   wire \$622 ;
   wire \$623 ;
-  wire [6:0] \$624 ;
-  wire [6:0] \$625 ;
-  wire [6:0] \$626 ;
-  wire [7:0] \$627 ;
-  wire [7:0] \$628 ;
-  wire [7:0] \$629 ;
+  wire \$624 ;
+  wire \$625 ;
+  wire \$626 ;
+  wire \$627 ;
+  wire \$628 ;
+  wire [6:0] \$629 ;
   wire \$63 ;
-  wire [7:0] \$630 ;
-  reg \$631 ;
-  reg [6:0] \$632 ;
-  reg \$633 ;
-  reg [127:0] \$634 ;
-  reg [7:0] \$635 ;
-  reg [127:0] \$636 ;
-  reg [127:0] \$637 ;
-  reg [127:0] \$638 ;
-  reg [6:0] \$639 ;
+  wire [6:0] \$630 ;
+  wire [6:0] \$631 ;
+  wire [7:0] \$632 ;
+  wire [7:0] \$633 ;
+  wire [7:0] \$634 ;
+  wire [7:0] \$635 ;
+  reg \$636 ;
+  reg [6:0] \$637 ;
+  reg \$638 ;
+  reg [127:0] \$639 ;
   wire \$64 ;
-  reg \$640 ;
-  reg [127:0] \$641 ;
+  reg [7:0] \$640 ;
+  reg \$641 ;
   reg [127:0] \$642 ;
   reg [127:0] \$643 ;
-  reg [6:0] \$644 ;
-  reg \$645 ;
-  reg [3:0] \$646 ;
-  reg [3:0] \$647 ;
-  reg [3:0] \$648 ;
-  reg \$649 ;
+  reg [127:0] \$644 ;
+  reg [6:0] \$645 ;
+  reg \$646 ;
+  reg [127:0] \$647 ;
+  reg [127:0] \$648 ;
+  reg [127:0] \$649 ;
   wire \$65 ;
   reg [6:0] \$650 ;
-  reg [8:0] \$651 ;
-  reg [7:0] \$652 ;
-  reg [8:0] \$653 ;
-  reg [8:0] \$654 ;
+  reg \$651 ;
+  reg [3:0] \$652 ;
+  reg [3:0] \$653 ;
+  reg [3:0] \$654 ;
   reg \$655 ;
-  reg \$656 ;
-  reg [15:0] \$657 ;
-  reg [2:0] \$658 ;
-  reg [6:0] \$659 ;
+  reg [6:0] \$656 ;
+  reg [8:0] \$657 ;
+  reg [7:0] \$658 ;
+  reg [8:0] \$659 ;
   wire \$66 ;
-  reg [17:0] \$660 ;
-  reg [17:0] \$661 ;
-  reg [17:0] \$662 ;
+  reg [8:0] \$660 ;
+  reg \$661 ;
+  reg \$662 ;
   reg [15:0] \$663 ;
-  reg [15:0] \$664 ;
-  reg \$665 ;
-  reg \$666 ;
-  reg [2:0] \$667 ;
-  reg [6:0] \$668 ;
-  reg [17:0] \$669 ;
+  reg [2:0] \$664 ;
+  reg [6:0] \$665 ;
+  reg [17:0] \$666 ;
+  reg [17:0] \$667 ;
+  reg [17:0] \$668 ;
+  reg [15:0] \$669 ;
   wire \$67 ;
-  reg [17:0] \$670 ;
-  reg [17:0] \$671 ;
+  reg [15:0] \$670 ;
+  reg \$671 ;
   reg \$672 ;
-  reg [15:0] \$673 ;
-  reg [15:0] \$674 ;
-  reg [2:0] \$675 ;
-  reg [6:0] \$676 ;
-  reg \$677 ;
-  reg [17:0] \$678 ;
-  reg [17:0] \$679 ;
+  reg [2:0] \$673 ;
+  reg [6:0] \$674 ;
+  reg [17:0] \$675 ;
+  reg [17:0] \$676 ;
+  reg [17:0] \$677 ;
+  reg \$678 ;
+  reg [15:0] \$679 ;
   wire \$68 ;
-  reg [17:0] \$680 ;
-  reg \$681 ;
+  reg [15:0] \$680 ;
+  reg [2:0] \$681 ;
   reg [6:0] \$682 ;
-  reg [2:0] \$683 ;
-  reg [15:0] \$684 ;
+  reg \$683 ;
+  reg [17:0] \$684 ;
   reg [17:0] \$685 ;
   reg [17:0] \$686 ;
-  reg [17:0] \$687 ;
-  reg \$688 ;
-  reg [7:0] \$689 ;
+  reg \$687 ;
+  reg [6:0] \$688 ;
+  reg [2:0] \$689 ;
   wire \$69 ;
-  reg \$690 ;
-  reg \$691 ;
-  reg [6:0] \$692 ;
-  reg [6:0] \$693 ;
+  reg [15:0] \$690 ;
+  reg [17:0] \$691 ;
+  reg [17:0] \$692 ;
+  reg [17:0] \$693 ;
+  reg \$694 ;
+  reg [7:0] \$695 ;
+  reg \$696 ;
+  reg \$697 ;
+  reg [6:0] \$698 ;
+  reg [6:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
   wire \$71 ;
@@ -1624,8 +1630,8 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$98 ;
   wire \$99 ;
   reg [2:0] \$like  = 3'h0;
-  reg [2:0] \$like$73  = 3'h0;
-  reg [2:0] \$like$80  = 3'h0;
+  reg [2:0] \$like$74  = 3'h0;
+  reg [2:0] \$like$81  = 3'h0;
   reg \$signal  = 1'h0;
   reg [15:0] \$signal$17  = 16'h0000;
   reg \$signal$21  = 1'h0;
@@ -1633,15 +1639,15 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   reg \$signal$33  = 1'h0;
   reg \$signal$34  = 1'h0;
   reg \$signal$36  = 1'h1;
-  reg \$signal$42  = 1'h0;
-  reg [6:0] \$signal$44  = 7'h00;
+  reg \$signal$43  = 1'h0;
+  reg [6:0] \$signal$45  = 7'h00;
   reg \$signal$7  = 1'h0;
-  reg [15:0] \$signal$72  = 16'h0000;
-  reg [15:0] \$signal$78  = 16'h0000;
+  reg [15:0] \$signal$73  = 16'h0000;
   reg [15:0] \$signal$79  = 16'h0000;
   reg \$signal$8  = 1'h0;
-  reg [6:0] \$signal$81  = 7'h00;
-  reg [2:0] \$signal$86  = 3'h0;
+  reg [15:0] \$signal$80  = 16'h0000;
+  reg [6:0] \$signal$82  = 7'h00;
+  reg [2:0] \$signal$87  = 3'h0;
   reg \$signal$9  = 1'h0;
   reg [15:0] a2_bits = 16'h0000;
   wire [15:0] a2_oh;
@@ -1706,6 +1712,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire [6:0] last_y;
   reg [8:0] need = 9'h002;
   reg [7:0] nz = 8'h00;
+  reg nz_zero = 1'h1;
   wire [24:0] qp;
   wire \qp.eof ;
   wire \qp.error ;
@@ -1753,764 +1760,771 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   reg [127:0] win_0 = 128'h00000000000000000000000000000000;
   reg [127:0] win_1 = 128'h00000000000000000000000000000000;
   reg [127:0] win_2 = 128'h00000000000000000000000000000000;
-  assign \$306  = \$304  | \$305 ;
-  assign \$307  = \$signal$17 [9] & c1_win_2[11];
-  assign \$308  = \$306  | \$307 ;
-  assign \$309  = \$signal$17 [10] & c1_win_2[12];
-  assign \$310  = \$308  | \$309 ;
-  assign \$311  = \$signal$17 [11] & c1_win_2[13];
-  assign \$312  = \$310  | \$311 ;
-  assign \$313  = \$signal$17 [12] & c1_win_2[14];
-  assign \$314  = \$312  | \$313 ;
-  assign \$315  = \$signal$17 [13] & c1_win_2[15];
-  assign \$316  = \$314  | \$315 ;
-  assign \$317  = \$signal$17 [14] & c1_win_2[16];
-  assign \$318  = \$316  | \$317 ;
-  assign \$319  = \$signal$17 [15] & c1_win_2[17];
-  assign \$320  = \$318  | \$319 ;
-  assign \$321  = ~ b_rest;
-  assign \$322  = \$321  + 1'h1;
-  assign \$323  = { 1'h0, b_rest } & \$322 ;
-  assign \$324  = ~ a2_bits;
-  assign \$325  = \$324  + 1'h1;
-  assign \$326  = { 1'h0, a2_bits } & \$325 ;
-  assign \$327  = ~ \$signal$33 ;
-  assign \$328  = ~ \$signal$34 ;
-  assign \$329  = ~ \$signal$21 ;
-  assign \$330  = \$329  | w_rdy;
-  assign \$331  = \$330  & \$signal$36 ;
-  assign \$332  = \$328  | \$331 ;
-  assign \$333  = \$327  | \$332 ;
-  assign \$334  = \$333  & a_v;
-  assign \$335  = a_oh[1] | a_oh[3];
-  assign \$336  = \$335  | a_oh[5];
-  assign \$337  = \$336  | a_oh[7];
-  assign \$338  = a_oh[2] | a_oh[3];
-  assign \$339  = \$338  | a_oh[6];
-  assign \$340  = \$339  | a_oh[7];
-  assign \$341  = a_oh[4] | a_oh[5];
-  assign \$342  = \$341  | a_oh[6];
-  assign \$343  = \$342  | a_oh[7];
-  assign \$344  = ~ nz;
-  assign \$345  = \$344  + 1'h1;
-  assign \$346  = { 1'h0, nz } & \$345 ;
-  assign \$347  = \$signal$42  ? \$signal$44  : rows_row;
-  assign row = sites__valid ? sites__payload[6:0] : \$347 ;
-  assign \$348  = ~ \$signal$9 ;
-  assign \$349  = ! nz;
-  assign \$350  = ~ a_v;
-  assign \$351  = \$349  & \$350 ;
-  assign \$352  = \$348  | \$351 ;
-  assign \$353  = \$signal$9  & \$352 ;
-  assign \$354  = ~ \$signal$9 ;
-  assign \$355  = ! nz;
-  assign \$356  = ~ a_v;
-  assign \$357  = \$355  & \$356 ;
-  assign \$358  = \$354  | \$357 ;
-  assign \$359  = \$signal$8  & \$358 ;
-  assign \$360  = | win_1[15:0];
-  assign \$361  = | win_1[31:16];
-  assign \$362  = | win_1[47:32];
-  assign \$363  = | win_1[63:48];
-  assign \$364  = | win_1[79:64];
-  assign \$365  = | win_1[95:80];
-  assign \$366  = | win_1[111:96];
-  assign \$367  = | win_1[127:112];
-  assign \$368  = ~ \$signal$8 ;
-  assign \$369  = ~ \$signal$9 ;
-  assign \$370  = ! nz;
-  assign \$371  = ~ a_v;
-  assign \$372  = \$370  & \$371 ;
-  assign \$373  = \$369  | \$372 ;
-  assign \$374  = \$368  | \$373 ;
-  assign \$375  = \$signal$7  & \$374 ;
-  assign \$376  = sel_0[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
-  assign \$377  = sel_0[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
-  assign \$378  = \$376  | \$377 ;
-  assign \$379  = sel_0[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
-  assign \$380  = \$378  | \$379 ;
-  assign \$381  = sel_0[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
-  assign \$382  = \$380  | \$381 ;
-  assign \$383  = sel_1[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
-  assign \$384  = sel_1[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
+  assign \$300  = \$signal$17 [6] & c1_win_2[8];
+  assign \$301  = \$299  | \$300 ;
+  assign \$302  = \$signal$17 [7] & c1_win_2[9];
+  assign \$303  = \$301  | \$302 ;
+  assign \$304  = \$signal$17 [8] & c1_win_2[10];
+  assign \$305  = \$303  | \$304 ;
+  assign \$306  = \$signal$17 [9] & c1_win_2[11];
+  assign \$307  = \$305  | \$306 ;
+  assign \$308  = \$signal$17 [10] & c1_win_2[12];
+  assign \$309  = \$307  | \$308 ;
+  assign \$310  = \$signal$17 [11] & c1_win_2[13];
+  assign \$311  = \$309  | \$310 ;
+  assign \$312  = \$signal$17 [12] & c1_win_2[14];
+  assign \$313  = \$311  | \$312 ;
+  assign \$314  = \$signal$17 [13] & c1_win_2[15];
+  assign \$315  = \$313  | \$314 ;
+  assign \$316  = \$signal$17 [14] & c1_win_2[16];
+  assign \$317  = \$315  | \$316 ;
+  assign \$318  = \$signal$17 [15] & c1_win_2[17];
+  assign \$319  = \$317  | \$318 ;
+  assign \$320  = ~ b_rest;
+  assign \$321  = \$320  + 1'h1;
+  assign \$322  = { 1'h0, b_rest } & \$321 ;
+  assign \$323  = ~ a2_bits;
+  assign \$324  = \$323  + 1'h1;
+  assign \$325  = { 1'h0, a2_bits } & \$324 ;
+  assign \$326  = ~ \$signal$33 ;
+  assign \$327  = ~ \$signal$34 ;
+  assign \$328  = ~ \$signal$21 ;
+  assign \$329  = \$328  | w_rdy;
+  assign \$330  = \$329  & \$signal$36 ;
+  assign \$331  = \$327  | \$330 ;
+  assign \$332  = \$326  | \$331 ;
+  assign \$333  = \$332  & a_v;
+  assign \$334  = a_oh[1] | a_oh[3];
+  assign \$335  = \$334  | a_oh[5];
+  assign \$336  = \$335  | a_oh[7];
+  assign \$337  = a_oh[2] | a_oh[3];
+  assign \$338  = \$337  | a_oh[6];
+  assign \$339  = \$338  | a_oh[7];
+  assign \$340  = a_oh[4] | a_oh[5];
+  assign \$341  = \$340  | a_oh[6];
+  assign \$342  = \$341  | a_oh[7];
+  assign \$343  = ~ nz;
+  assign \$344  = \$343  + 1'h1;
+  assign \$345  = { 1'h0, nz } & \$344 ;
+  assign \$346  = \$signal$43  ? \$signal$45  : rows_row;
+  assign row = sites__valid ? sites__payload[6:0] : \$346 ;
+  assign \$347  = ~ \$signal$9 ;
+  assign \$348  = ~ a_v;
+  assign \$349  = nz_zero & \$348 ;
+  assign \$350  = \$347  | \$349 ;
+  assign \$351  = \$signal$9  & \$350 ;
+  assign \$352  = ~ \$signal$9 ;
+  assign \$353  = ~ a_v;
+  assign \$354  = nz_zero & \$353 ;
+  assign \$355  = \$352  | \$354 ;
+  assign \$356  = \$signal$8  & \$355 ;
+  assign \$357  = | win_1[15:0];
+  assign \$358  = | win_1[31:16];
+  assign \$359  = | win_1[47:32];
+  assign \$360  = | win_1[63:48];
+  assign \$361  = | win_1[79:64];
+  assign \$362  = | win_1[95:80];
+  assign \$363  = | win_1[111:96];
+  assign \$364  = | win_1[127:112];
+  assign \$365  = | win_1[15:0];
+  assign \$366  = | win_1[31:16];
+  assign \$367  = | win_1[47:32];
+  assign \$368  = | win_1[63:48];
+  assign \$369  = | win_1[79:64];
+  assign \$370  = | win_1[95:80];
+  assign \$371  = | win_1[111:96];
+  assign \$372  = | win_1[127:112];
+  assign \$373  = ! { \$372 , \$371 , \$370 , \$369 , \$368 , \$367 , \$366 , \$365  };
+  assign \$374  = ~ \$signal$8 ;
+  assign \$375  = ~ \$signal$9 ;
+  assign \$376  = ~ a_v;
+  assign \$377  = nz_zero & \$376 ;
+  assign \$378  = \$375  | \$377 ;
+  assign \$379  = \$374  | \$378 ;
+  assign \$380  = \$signal$7  & \$379 ;
+  assign \$381  = sel_0[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
+  assign \$382  = sel_0[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
+  assign \$383  = \$381  | \$382 ;
+  assign \$384  = sel_0[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
   assign \$385  = \$383  | \$384 ;
-  assign \$386  = sel_1[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
+  assign \$386  = sel_0[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
   assign \$387  = \$385  | \$386 ;
-  assign \$388  = sel_1[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
-  assign \$389  = \$387  | \$388 ;
-  assign \$390  = sel_2[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
-  assign \$391  = sel_2[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
+  assign \$388  = sel_1[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
+  assign \$389  = sel_1[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
+  assign \$390  = \$388  | \$389 ;
+  assign \$391  = sel_1[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
   assign \$392  = \$390  | \$391 ;
-  assign \$393  = sel_2[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
+  assign \$393  = sel_1[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
   assign \$394  = \$392  | \$393 ;
-  assign \$395  = sel_2[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
-  assign \$396  = \$394  | \$395 ;
-  assign \$397  = ~ \$signal$7 ;
-  assign \$398  = ~ \$signal$8 ;
-  assign \$399  = ~ \$signal$9 ;
-  assign \$400  = ! nz;
-  assign \$401  = ~ a_v;
-  assign \$402  = \$400  & \$401 ;
-  assign \$403  = \$399  | \$402 ;
-  assign \$404  = \$398  | \$403 ;
-  assign \$405  = \$397  | \$404 ;
-  assign \$406  = \$signal  & \$405 ;
-  assign \$407  = ! row_0[1:0];
-  assign \$408  = tags[7:0] == row_0;
-  assign \$409  = \$407  & \$408 ;
-  assign \$410  = | i_cy;
-  assign \$411  = \$409  & \$410 ;
-  assign \$412  = row_0[1:0] == 1'h1;
-  assign \$413  = tags[15:8] == row_0;
-  assign \$414  = \$412  & \$413 ;
-  assign \$415  = | i_cy;
-  assign \$416  = \$414  & \$415 ;
-  assign \$417  = row_0[1:0] == 2'h2;
-  assign \$418  = tags[23:16] == row_0;
-  assign \$419  = \$417  & \$418 ;
-  assign \$420  = | i_cy;
-  assign \$421  = \$419  & \$420 ;
-  assign \$422  = row_0[1:0] == 2'h3;
-  assign \$423  = tags[31:24] == row_0;
-  assign \$424  = \$422  & \$423 ;
-  assign \$425  = | i_cy;
-  assign \$426  = \$424  & \$425 ;
-  assign \$427  = ! row_1[1:0];
-  assign \$428  = tags[7:0] == row_1;
-  assign \$429  = \$427  & \$428 ;
-  assign \$430  = row_1[1:0] == 1'h1;
-  assign \$431  = tags[15:8] == row_1;
-  assign \$432  = \$430  & \$431 ;
-  assign \$433  = row_1[1:0] == 2'h2;
-  assign \$434  = tags[23:16] == row_1;
-  assign \$435  = \$433  & \$434 ;
-  assign \$436  = row_1[1:0] == 2'h3;
-  assign \$437  = tags[31:24] == row_1;
-  assign \$438  = \$436  & \$437 ;
-  assign \$439  = ! row_2[1:0];
-  assign \$440  = tags[7:0] == row_2;
-  assign \$441  = \$439  & \$440 ;
-  assign \$442  = row_2[1:0] == 1'h1;
-  assign \$443  = tags[15:8] == row_2;
-  assign \$444  = \$442  & \$443 ;
-  assign \$445  = row_2[1:0] == 2'h2;
-  assign \$446  = tags[23:16] == row_2;
-  assign \$447  = \$445  & \$446 ;
-  assign \$448  = row_2[1:0] == 2'h3;
-  assign \$449  = tags[31:24] == row_2;
-  assign \$450  = \$448  & \$449 ;
-  assign \$451  = ~ \$signal ;
-  assign \$452  = ~ \$signal$7 ;
-  assign \$453  = ~ \$signal$8 ;
-  assign \$454  = ~ \$signal$9 ;
-  assign \$455  = ! nz;
-  assign \$456  = ~ a_v;
-  assign \$457  = \$455  & \$456 ;
-  assign \$458  = \$454  | \$457 ;
-  assign \$459  = \$453  | \$458 ;
-  assign \$460  = \$452  | \$459 ;
-  assign \$461  = \$451  | \$460 ;
-  assign \$462  = ~ ends;
-  assign \$463  = \$461  & \$462 ;
-  assign \$464  = ~ has_last;
-  assign \$465  = f_row > last_y;
-  assign \$466  = \$464  | \$465 ;
-  assign \$467  = eof_seen & \$466 ;
-  assign \$468  = done_rows >= need;
-  assign \$469  = eof_seen | \$468 ;
-  assign \$470  = f_row + 1'h1;
-  assign \$471  = cy + 1'h1;
-  assign \$472  = need + 1'h1;
-  assign \$473  = ~ \$signal$21 ;
-  assign \$474  = eof_pend & \$473 ;
-  assign \$475  = \$474  & w_rdy;
+  assign \$395  = sel_2[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
+  assign \$396  = sel_2[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
+  assign \$397  = \$395  | \$396 ;
+  assign \$398  = sel_2[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
+  assign \$399  = \$397  | \$398 ;
+  assign \$400  = sel_2[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
+  assign \$401  = \$399  | \$400 ;
+  assign \$402  = ~ \$signal$7 ;
+  assign \$403  = ~ \$signal$8 ;
+  assign \$404  = ~ \$signal$9 ;
+  assign \$405  = ~ a_v;
+  assign \$406  = nz_zero & \$405 ;
+  assign \$407  = \$404  | \$406 ;
+  assign \$408  = \$403  | \$407 ;
+  assign \$409  = \$402  | \$408 ;
+  assign \$410  = \$signal  & \$409 ;
+  assign \$411  = ! row_0[1:0];
+  assign \$412  = tags[7:0] == row_0;
+  assign \$413  = \$411  & \$412 ;
+  assign \$414  = | i_cy;
+  assign \$415  = \$413  & \$414 ;
+  assign \$416  = row_0[1:0] == 1'h1;
+  assign \$417  = tags[15:8] == row_0;
+  assign \$418  = \$416  & \$417 ;
+  assign \$419  = | i_cy;
+  assign \$420  = \$418  & \$419 ;
+  assign \$421  = row_0[1:0] == 2'h2;
+  assign \$422  = tags[23:16] == row_0;
+  assign \$423  = \$421  & \$422 ;
+  assign \$424  = | i_cy;
+  assign \$425  = \$423  & \$424 ;
+  assign \$426  = row_0[1:0] == 2'h3;
+  assign \$427  = tags[31:24] == row_0;
+  assign \$428  = \$426  & \$427 ;
+  assign \$429  = | i_cy;
+  assign \$430  = \$428  & \$429 ;
+  assign \$431  = ! row_1[1:0];
+  assign \$432  = tags[7:0] == row_1;
+  assign \$433  = \$431  & \$432 ;
+  assign \$434  = row_1[1:0] == 1'h1;
+  assign \$435  = tags[15:8] == row_1;
+  assign \$436  = \$434  & \$435 ;
+  assign \$437  = row_1[1:0] == 2'h2;
+  assign \$438  = tags[23:16] == row_1;
+  assign \$439  = \$437  & \$438 ;
+  assign \$440  = row_1[1:0] == 2'h3;
+  assign \$441  = tags[31:24] == row_1;
+  assign \$442  = \$440  & \$441 ;
+  assign \$443  = ! row_2[1:0];
+  assign \$444  = tags[7:0] == row_2;
+  assign \$445  = \$443  & \$444 ;
+  assign \$446  = row_2[1:0] == 1'h1;
+  assign \$447  = tags[15:8] == row_2;
+  assign \$448  = \$446  & \$447 ;
+  assign \$449  = row_2[1:0] == 2'h2;
+  assign \$450  = tags[23:16] == row_2;
+  assign \$451  = \$449  & \$450 ;
+  assign \$452  = row_2[1:0] == 2'h3;
+  assign \$453  = tags[31:24] == row_2;
+  assign \$454  = \$452  & \$453 ;
+  assign \$455  = ~ \$signal ;
+  assign \$456  = ~ \$signal$7 ;
+  assign \$457  = ~ \$signal$8 ;
+  assign \$458  = ~ \$signal$9 ;
+  assign \$459  = ~ a_v;
+  assign \$460  = nz_zero & \$459 ;
+  assign \$461  = \$458  | \$460 ;
+  assign \$462  = \$457  | \$461 ;
+  assign \$463  = \$456  | \$462 ;
+  assign \$464  = \$455  | \$463 ;
+  assign \$465  = ~ ends;
+  assign \$466  = \$464  & \$465 ;
+  assign \$467  = ~ has_last;
+  assign \$468  = f_row > last_y;
+  assign \$469  = \$467  | \$468 ;
+  assign \$470  = eof_seen & \$469 ;
+  assign \$471  = done_rows >= need;
+  assign \$472  = eof_seen | \$471 ;
+  assign \$473  = f_row + 1'h1;
+  assign \$474  = cy + 1'h1;
+  assign \$475  = need + 1'h1;
   assign \$476  = ~ \$signal$21 ;
-  assign \$477  = \$476  | w_rdy;
-  assign \$478  = ~ \$323 [15:0];
-  assign \$479  = b_rest & \$478 ;
-  assign \$480  = b_rest - 1'h1;
-  assign \$481  = { 1'h0, b_rest } & \$480 ;
-  assign \$482  = ! \$481 ;
-  assign \$483  = ~ \$signal$21 ;
-  assign \$484  = \$483  | w_rdy;
-  assign \$485  = \$484  & \$signal$36 ;
-  assign \$486  = \$signal$34  ? \$signal$79  : 16'h0000;
-  assign \$487  = ~ \$signal$34 ;
-  assign \$488  = \$487  | a3_rest_zero;
-  assign \$489  = ~ \$signal$34 ;
-  assign \$490  = ~ \$signal$21 ;
-  assign \$491  = \$490  | w_rdy;
-  assign \$492  = \$491  & \$signal$36 ;
-  assign \$493  = \$489  | \$492 ;
-  assign \$494  = ~ \$326 [15:0];
-  assign \$495  = a2_bits & \$494 ;
-  assign \$496  = a2_bits - 1'h1;
-  assign \$497  = { 1'h0, a2_bits } & \$496 ;
-  assign \$498  = ! \$497 ;
-  assign \$499  = ~ \$signal$34 ;
-  assign \$500  = ~ \$signal$21 ;
-  assign \$501  = \$500  | w_rdy;
-  assign \$502  = \$501  & \$signal$36 ;
-  assign \$503  = \$499  | \$502 ;
-  assign \$504  = ~ \$signal$33 ;
-  assign \$505  = ~ \$signal$34 ;
-  assign \$506  = ~ \$signal$21 ;
-  assign \$507  = \$506  | w_rdy;
-  assign \$508  = \$507  & \$signal$36 ;
-  assign \$509  = \$505  | \$508 ;
-  assign \$510  = \$504  | \$509 ;
-  assign \$511  = \$510  & a_v;
-  assign \$512  = a_oh[0] ? centre[15:0] : 16'h0000;
-  assign \$513  = a_oh[1] ? centre[31:16] : 16'h0000;
-  assign \$514  = \$512  | \$513 ;
-  assign \$515  = a_oh[2] ? centre[47:32] : 16'h0000;
-  assign \$516  = \$514  | \$515 ;
-  assign \$517  = a_oh[3] ? centre[63:48] : 16'h0000;
-  assign \$518  = \$516  | \$517 ;
-  assign \$519  = a_oh[4] ? centre[79:64] : 16'h0000;
-  assign \$520  = \$518  | \$519 ;
-  assign \$521  = a_oh[5] ? centre[95:80] : 16'h0000;
-  assign \$522  = \$520  | \$521 ;
-  assign \$523  = a_oh[6] ? centre[111:96] : 16'h0000;
-  assign \$524  = \$522  | \$523 ;
-  assign \$525  = a_oh[7] ? centre[127:112] : 16'h0000;
-  assign \$526  = \$524  | \$525 ;
-  assign \$527  = a_oh[0] ? { cwin_0[16:0], 1'h0 } : 18'h00000;
-  assign \$528  = a_oh[1] ? cwin_0[32:15] : 18'h00000;
+  assign \$477  = eof_pend & \$476 ;
+  assign \$478  = \$477  & w_rdy;
+  assign \$479  = ~ \$signal$21 ;
+  assign \$480  = \$479  | w_rdy;
+  assign \$481  = ~ \$322 [15:0];
+  assign \$482  = b_rest & \$481 ;
+  assign \$483  = b_rest - 1'h1;
+  assign \$484  = { 1'h0, b_rest } & \$483 ;
+  assign \$485  = ! \$484 ;
+  assign \$486  = ~ \$signal$21 ;
+  assign \$487  = \$486  | w_rdy;
+  assign \$488  = \$487  & \$signal$36 ;
+  assign \$489  = \$signal$34  ? \$signal$80  : 16'h0000;
+  assign \$490  = ~ \$signal$34 ;
+  assign \$491  = \$490  | a3_rest_zero;
+  assign \$492  = ~ \$signal$34 ;
+  assign \$493  = ~ \$signal$21 ;
+  assign \$494  = \$493  | w_rdy;
+  assign \$495  = \$494  & \$signal$36 ;
+  assign \$496  = \$492  | \$495 ;
+  assign \$497  = ~ \$325 [15:0];
+  assign \$498  = a2_bits & \$497 ;
+  assign \$499  = a2_bits - 1'h1;
+  assign \$500  = { 1'h0, a2_bits } & \$499 ;
+  assign \$501  = ! \$500 ;
+  assign \$502  = ~ \$signal$34 ;
+  assign \$503  = ~ \$signal$21 ;
+  assign \$504  = \$503  | w_rdy;
+  assign \$505  = \$504  & \$signal$36 ;
+  assign \$506  = \$502  | \$505 ;
+  assign \$507  = ~ \$signal$33 ;
+  assign \$508  = ~ \$signal$34 ;
+  assign \$509  = ~ \$signal$21 ;
+  assign \$510  = \$509  | w_rdy;
+  assign \$511  = \$510  & \$signal$36 ;
+  assign \$512  = \$508  | \$511 ;
+  assign \$513  = \$507  | \$512 ;
+  assign \$514  = \$513  & a_v;
+  assign \$515  = a_oh[0] ? centre[15:0] : 16'h0000;
+  assign \$516  = a_oh[1] ? centre[31:16] : 16'h0000;
+  assign \$517  = \$515  | \$516 ;
+  assign \$518  = a_oh[2] ? centre[47:32] : 16'h0000;
+  assign \$519  = \$517  | \$518 ;
+  assign \$520  = a_oh[3] ? centre[63:48] : 16'h0000;
+  assign \$521  = \$519  | \$520 ;
+  assign \$522  = a_oh[4] ? centre[79:64] : 16'h0000;
+  assign \$523  = \$521  | \$522 ;
+  assign \$524  = a_oh[5] ? centre[95:80] : 16'h0000;
+  assign \$525  = \$523  | \$524 ;
+  assign \$526  = a_oh[6] ? centre[111:96] : 16'h0000;
+  assign \$527  = \$525  | \$526 ;
+  assign \$528  = a_oh[7] ? centre[127:112] : 16'h0000;
   assign \$529  = \$527  | \$528 ;
-  assign \$530  = a_oh[2] ? cwin_0[48:31] : 18'h00000;
-  assign \$531  = \$529  | \$530 ;
-  assign \$532  = a_oh[3] ? cwin_0[64:47] : 18'h00000;
-  assign \$533  = \$531  | \$532 ;
-  assign \$534  = a_oh[4] ? cwin_0[80:63] : 18'h00000;
-  assign \$535  = \$533  | \$534 ;
-  assign \$536  = a_oh[5] ? cwin_0[96:79] : 18'h00000;
-  assign \$537  = \$535  | \$536 ;
-  assign \$538  = a_oh[6] ? cwin_0[112:95] : 18'h00000;
-  assign \$539  = \$537  | \$538 ;
-  assign \$540  = a_oh[7] ? { 1'h0, cwin_0[127:111] } : 18'h00000;
-  assign \$541  = \$539  | \$540 ;
-  assign \$542  = a_oh[0] ? { cwin_1[16:0], 1'h0 } : 18'h00000;
-  assign \$543  = a_oh[1] ? cwin_1[32:15] : 18'h00000;
+  assign \$530  = a_oh[0] ? { cwin_0[16:0], 1'h0 } : 18'h00000;
+  assign \$531  = a_oh[1] ? cwin_0[32:15] : 18'h00000;
+  assign \$532  = \$530  | \$531 ;
+  assign \$533  = a_oh[2] ? cwin_0[48:31] : 18'h00000;
+  assign \$534  = \$532  | \$533 ;
+  assign \$535  = a_oh[3] ? cwin_0[64:47] : 18'h00000;
+  assign \$536  = \$534  | \$535 ;
+  assign \$537  = a_oh[4] ? cwin_0[80:63] : 18'h00000;
+  assign \$538  = \$536  | \$537 ;
+  assign \$539  = a_oh[5] ? cwin_0[96:79] : 18'h00000;
+  assign \$540  = \$538  | \$539 ;
+  assign \$541  = a_oh[6] ? cwin_0[112:95] : 18'h00000;
+  assign \$542  = \$540  | \$541 ;
+  assign \$543  = a_oh[7] ? { 1'h0, cwin_0[127:111] } : 18'h00000;
   assign \$544  = \$542  | \$543 ;
-  assign \$545  = a_oh[2] ? cwin_1[48:31] : 18'h00000;
-  assign \$546  = \$544  | \$545 ;
-  assign \$547  = a_oh[3] ? cwin_1[64:47] : 18'h00000;
-  assign \$548  = \$546  | \$547 ;
-  assign \$549  = a_oh[4] ? cwin_1[80:63] : 18'h00000;
-  assign \$550  = \$548  | \$549 ;
-  assign \$551  = a_oh[5] ? cwin_1[96:79] : 18'h00000;
-  assign \$552  = \$550  | \$551 ;
-  assign \$553  = a_oh[6] ? cwin_1[112:95] : 18'h00000;
-  assign \$554  = \$552  | \$553 ;
-  assign \$555  = a_oh[7] ? { 1'h0, cwin_1[127:111] } : 18'h00000;
-  assign \$556  = \$554  | \$555 ;
-  assign \$557  = a_oh[0] ? { cwin_2[16:0], 1'h0 } : 18'h00000;
-  assign \$558  = a_oh[1] ? cwin_2[32:15] : 18'h00000;
+  assign \$545  = a_oh[0] ? { cwin_1[16:0], 1'h0 } : 18'h00000;
+  assign \$546  = a_oh[1] ? cwin_1[32:15] : 18'h00000;
+  assign \$547  = \$545  | \$546 ;
+  assign \$548  = a_oh[2] ? cwin_1[48:31] : 18'h00000;
+  assign \$549  = \$547  | \$548 ;
+  assign \$550  = a_oh[3] ? cwin_1[64:47] : 18'h00000;
+  assign \$551  = \$549  | \$550 ;
+  assign \$552  = a_oh[4] ? cwin_1[80:63] : 18'h00000;
+  assign \$553  = \$551  | \$552 ;
+  assign \$554  = a_oh[5] ? cwin_1[96:79] : 18'h00000;
+  assign \$555  = \$553  | \$554 ;
+  assign \$556  = a_oh[6] ? cwin_1[112:95] : 18'h00000;
+  assign \$557  = \$555  | \$556 ;
+  assign \$558  = a_oh[7] ? { 1'h0, cwin_1[127:111] } : 18'h00000;
   assign \$559  = \$557  | \$558 ;
-  assign \$560  = a_oh[2] ? cwin_2[48:31] : 18'h00000;
-  assign \$561  = \$559  | \$560 ;
-  assign \$562  = a_oh[3] ? cwin_2[64:47] : 18'h00000;
-  assign \$563  = \$561  | \$562 ;
-  assign \$564  = a_oh[4] ? cwin_2[80:63] : 18'h00000;
-  assign \$565  = \$563  | \$564 ;
-  assign \$566  = a_oh[5] ? cwin_2[96:79] : 18'h00000;
-  assign \$567  = \$565  | \$566 ;
-  assign \$568  = a_oh[6] ? cwin_2[112:95] : 18'h00000;
-  assign \$569  = \$567  | \$568 ;
-  assign \$570  = a_oh[7] ? { 1'h0, cwin_2[127:111] } : 18'h00000;
-  assign \$571  = \$569  | \$570 ;
-  assign \$572  = ~ \$signal$33 ;
-  assign \$573  = ~ \$signal$34 ;
-  assign \$574  = ~ \$signal$21 ;
-  assign \$575  = \$574  | w_rdy;
-  assign \$576  = \$575  & \$signal$36 ;
-  assign \$577  = \$573  | \$576 ;
-  assign \$578  = \$572  | \$577 ;
-  assign \$579  = ~ a_v;
-  assign \$580  = ~ \$signal$33 ;
-  assign \$581  = ~ \$signal$34 ;
-  assign \$582  = ~ \$signal$21 ;
-  assign \$583  = \$582  | w_rdy;
-  assign \$584  = \$583  & \$signal$36 ;
-  assign \$585  = \$581  | \$584 ;
-  assign \$586  = \$580  | \$585 ;
-  assign \$587  = \$579  | \$586 ;
-  assign \$588  = \$587  & \$signal$9 ;
-  assign \$589  = | nz;
-  assign \$590  = \$588  & \$589 ;
-  assign \$591  = ~ \$346 [7:0];
-  assign \$592  = nz & \$591 ;
-  assign \$593  = ~ \$signal ;
-  assign \$594  = ~ \$signal$7 ;
-  assign \$595  = ~ \$signal$8 ;
-  assign \$596  = ~ \$signal$9 ;
-  assign \$597  = ! nz;
-  assign \$598  = ~ a_v;
-  assign \$599  = \$597  & \$598 ;
-  assign \$600  = \$596  | \$599 ;
-  assign \$601  = \$595  | \$600 ;
-  assign \$602  = \$594  | \$601 ;
-  assign \$603  = \$593  | \$602 ;
-  assign \$604  = ~ has_last;
-  assign \$605  = f_row > last_y;
-  assign \$606  = \$604  | \$605 ;
-  assign \$607  = eof_seen & \$606 ;
-  assign \$608  = \$603  & \$607 ;
-  assign \$609  = ends | \$608 ;
-  assign \$610  = \$signal  | \$signal$7 ;
-  assign \$611  = \$610  | \$signal$8 ;
-  assign \$612  = \$611  | \$signal$9 ;
-  assign \$613  = \$612  | \$signal$33 ;
-  assign \$614  = \$613  | \$signal$34 ;
-  assign \$615  = \$614  | b_v;
-  assign \$616  = \$615  | \$signal$21 ;
-  assign \$617  = ~ \$616 ;
-  assign \$618  = \$609  & \$617 ;
-  assign \$619  = ~ eof_done;
-  assign \$620  = \$618  & \$619 ;
-  assign \$621  = \$signal$21  | b_v;
-  assign \$622  = \$621  | \$signal$34 ;
-  assign \$623  = \$622  | \$signal$33 ;
-  assign \$624  = \$signal$34  ? \$signal$81  : a2_oy;
-  assign \$625  = b_v ? b_oy : \$624 ;
-  assign \$626  = \$signal$21  ? \$signal$23  : \$625 ;
-  assign \$627  = \$signal  ? { 1'h0, i_row } : f_row;
-  assign \$628  = \$signal$7  ? { 1'h0, s_row } : \$627 ;
-  assign \$629  = \$signal$8  ? { 1'h0, w_row } : \$628 ;
-  assign \$630  = \$signal$9  ? { 1'h0, c_row } : \$629 ;
+  assign \$560  = a_oh[0] ? { cwin_2[16:0], 1'h0 } : 18'h00000;
+  assign \$561  = a_oh[1] ? cwin_2[32:15] : 18'h00000;
+  assign \$562  = \$560  | \$561 ;
+  assign \$563  = a_oh[2] ? cwin_2[48:31] : 18'h00000;
+  assign \$564  = \$562  | \$563 ;
+  assign \$565  = a_oh[3] ? cwin_2[64:47] : 18'h00000;
+  assign \$566  = \$564  | \$565 ;
+  assign \$567  = a_oh[4] ? cwin_2[80:63] : 18'h00000;
+  assign \$568  = \$566  | \$567 ;
+  assign \$569  = a_oh[5] ? cwin_2[96:79] : 18'h00000;
+  assign \$570  = \$568  | \$569 ;
+  assign \$571  = a_oh[6] ? cwin_2[112:95] : 18'h00000;
+  assign \$572  = \$570  | \$571 ;
+  assign \$573  = a_oh[7] ? { 1'h0, cwin_2[127:111] } : 18'h00000;
+  assign \$574  = \$572  | \$573 ;
+  assign \$575  = ~ \$signal$33 ;
+  assign \$576  = ~ \$signal$34 ;
+  assign \$577  = ~ \$signal$21 ;
+  assign \$578  = \$577  | w_rdy;
+  assign \$579  = \$578  & \$signal$36 ;
+  assign \$580  = \$576  | \$579 ;
+  assign \$581  = \$575  | \$580 ;
+  assign \$582  = ~ a_v;
+  assign \$583  = ~ \$signal$33 ;
+  assign \$584  = ~ \$signal$34 ;
+  assign \$585  = ~ \$signal$21 ;
+  assign \$586  = \$585  | w_rdy;
+  assign \$587  = \$586  & \$signal$36 ;
+  assign \$588  = \$584  | \$587 ;
+  assign \$589  = \$583  | \$588 ;
+  assign \$590  = \$582  | \$589 ;
+  assign \$591  = \$590  & \$signal$9 ;
+  assign \$592  = ~ nz_zero;
+  assign \$593  = \$591  & \$592 ;
+  assign \$594  = ~ \$345 [7:0];
+  assign \$595  = nz & \$594 ;
+  assign \$596  = nz - 1'h1;
+  assign \$597  = { 1'h0, nz } & \$596 ;
+  assign \$598  = ! \$597 ;
+  assign \$599  = ~ \$signal ;
+  assign \$600  = ~ \$signal$7 ;
+  assign \$601  = ~ \$signal$8 ;
+  assign \$602  = ~ \$signal$9 ;
+  assign \$603  = ~ a_v;
+  assign \$604  = nz_zero & \$603 ;
+  assign \$605  = \$602  | \$604 ;
+  assign \$606  = \$601  | \$605 ;
+  assign \$607  = \$600  | \$606 ;
+  assign \$608  = \$599  | \$607 ;
+  assign \$609  = ~ has_last;
+  assign \$610  = f_row > last_y;
+  assign \$611  = \$609  | \$610 ;
+  assign \$612  = eof_seen & \$611 ;
+  assign \$613  = \$608  & \$612 ;
+  assign \$614  = ends | \$613 ;
+  assign \$615  = \$signal  | \$signal$7 ;
+  assign \$616  = \$615  | \$signal$8 ;
+  assign \$617  = \$616  | \$signal$9 ;
+  assign \$618  = \$617  | \$signal$33 ;
+  assign \$619  = \$618  | \$signal$34 ;
+  assign \$620  = \$619  | b_v;
+  assign \$621  = \$620  | \$signal$21 ;
+  assign \$622  = ~ \$621 ;
+  assign \$623  = \$614  & \$622 ;
+  assign \$624  = ~ eof_done;
+  assign \$625  = \$623  & \$624 ;
+  assign \$626  = \$signal$21  | b_v;
+  assign \$627  = \$626  | \$signal$34 ;
+  assign \$628  = \$627  | \$signal$33 ;
+  assign \$629  = \$signal$34  ? \$signal$82  : a2_oy;
+  assign \$630  = b_v ? b_oy : \$629 ;
+  assign \$631  = \$signal$21  ? \$signal$23  : \$630 ;
+  assign \$632  = \$signal  ? { 1'h0, i_row } : f_row;
+  assign \$633  = \$signal$7  ? { 1'h0, s_row } : \$632 ;
+  assign \$634  = \$signal$8  ? { 1'h0, w_row } : \$633 ;
+  assign \$635  = \$signal$9  ? { 1'h0, c_row } : \$634 ;
   always @(posedge clk)
-    \$signal$9  <= \$631 ;
+    \$signal$9  <= \$636 ;
   always @(posedge clk)
-    c_row <= \$632 ;
+    c_row <= \$637 ;
   always @(posedge clk)
-    \$signal$8  <= \$633 ;
+    \$signal$8  <= \$638 ;
   always @(posedge clk)
-    centre <= \$634 ;
+    centre <= \$639 ;
   always @(posedge clk)
-    nz <= \$635 ;
+    nz <= \$640 ;
   always @(posedge clk)
-    cwin_0 <= \$636 ;
+    nz_zero <= \$641 ;
   always @(posedge clk)
-    cwin_1 <= \$637 ;
+    cwin_0 <= \$642 ;
   always @(posedge clk)
-    cwin_2 <= \$638 ;
+    cwin_1 <= \$643 ;
   always @(posedge clk)
-    w_row <= \$639 ;
+    cwin_2 <= \$644 ;
   always @(posedge clk)
-    \$signal$7  <= \$640 ;
+    w_row <= \$645 ;
   always @(posedge clk)
-    win_0 <= \$641 ;
+    \$signal$7  <= \$646 ;
   always @(posedge clk)
-    win_1 <= \$642 ;
+    win_0 <= \$647 ;
   always @(posedge clk)
-    win_2 <= \$643 ;
+    win_1 <= \$648 ;
   always @(posedge clk)
-    s_row <= \$644 ;
+    win_2 <= \$649 ;
   always @(posedge clk)
-    \$signal  <= \$645 ;
+    s_row <= \$650 ;
   always @(posedge clk)
-    sel_0 <= \$646 ;
+    \$signal  <= \$651 ;
   always @(posedge clk)
-    sel_1 <= \$647 ;
+    sel_0 <= \$652 ;
   always @(posedge clk)
-    sel_2 <= \$648 ;
+    sel_1 <= \$653 ;
   always @(posedge clk)
-    ends <= \$649 ;
+    sel_2 <= \$654 ;
   always @(posedge clk)
-    i_row <= \$650 ;
+    ends <= \$655 ;
   always @(posedge clk)
-    i_cy <= \$651 ;
+    i_row <= \$656 ;
   always @(posedge clk)
-    f_row <= \$652 ;
+    i_cy <= \$657 ;
   always @(posedge clk)
-    cy <= \$653 ;
+    f_row <= \$658 ;
   always @(posedge clk)
-    need <= \$654 ;
+    cy <= \$659 ;
   always @(posedge clk)
-    eof_pend <= \$655 ;
+    need <= \$660 ;
   always @(posedge clk)
-    \$signal$21  <= \$656 ;
+    eof_pend <= \$661 ;
   always @(posedge clk)
-    \$signal$17  <= \$657 ;
+    \$signal$21  <= \$662 ;
   always @(posedge clk)
-    \$like  <= \$658 ;
+    \$signal$17  <= \$663 ;
   always @(posedge clk)
-    \$signal$23  <= \$659 ;
+    \$like  <= \$664 ;
   always @(posedge clk)
-    c1_win_0 <= \$660 ;
+    \$signal$23  <= \$665 ;
   always @(posedge clk)
-    c1_win_1 <= \$661 ;
+    c1_win_0 <= \$666 ;
   always @(posedge clk)
-    c1_win_2 <= \$662 ;
+    c1_win_1 <= \$667 ;
   always @(posedge clk)
-    \$signal$72  <= \$663 ;
+    c1_win_2 <= \$668 ;
   always @(posedge clk)
-    b_rest <= \$664 ;
+    \$signal$73  <= \$669 ;
   always @(posedge clk)
-    \$signal$36  <= \$665 ;
+    b_rest <= \$670 ;
   always @(posedge clk)
-    b_v <= \$666 ;
+    \$signal$36  <= \$671 ;
   always @(posedge clk)
-    \$like$73  <= \$667 ;
+    b_v <= \$672 ;
   always @(posedge clk)
-    b_oy <= \$668 ;
+    \$like$74  <= \$673 ;
   always @(posedge clk)
-    b_win_0 <= \$669 ;
+    b_oy <= \$674 ;
   always @(posedge clk)
-    b_win_1 <= \$670 ;
+    b_win_0 <= \$675 ;
   always @(posedge clk)
-    b_win_2 <= \$671 ;
+    b_win_1 <= \$676 ;
   always @(posedge clk)
-    \$signal$34  <= \$672 ;
+    b_win_2 <= \$677 ;
   always @(posedge clk)
-    \$signal$78  <= \$673 ;
+    \$signal$34  <= \$678 ;
   always @(posedge clk)
-    \$signal$79  <= \$674 ;
+    \$signal$79  <= \$679 ;
   always @(posedge clk)
-    \$like$80  <= \$675 ;
+    \$signal$80  <= \$680 ;
   always @(posedge clk)
-    \$signal$81  <= \$676 ;
+    \$like$81  <= \$681 ;
   always @(posedge clk)
-    a3_rest_zero <= \$677 ;
+    \$signal$82  <= \$682 ;
   always @(posedge clk)
-    a3_win_0 <= \$678 ;
+    a3_rest_zero <= \$683 ;
   always @(posedge clk)
-    a3_win_1 <= \$679 ;
+    a3_win_0 <= \$684 ;
   always @(posedge clk)
-    a3_win_2 <= \$680 ;
+    a3_win_1 <= \$685 ;
   always @(posedge clk)
-    \$signal$33  <= \$681 ;
+    a3_win_2 <= \$686 ;
   always @(posedge clk)
-    a2_oy <= \$682 ;
+    \$signal$33  <= \$687 ;
   always @(posedge clk)
-    \$signal$86  <= \$683 ;
+    a2_oy <= \$688 ;
   always @(posedge clk)
-    a2_bits <= \$684 ;
+    \$signal$87  <= \$689 ;
   always @(posedge clk)
-    a2_win_0 <= \$685 ;
+    a2_bits <= \$690 ;
   always @(posedge clk)
-    a2_win_1 <= \$686 ;
+    a2_win_0 <= \$691 ;
   always @(posedge clk)
-    a2_win_2 <= \$687 ;
+    a2_win_1 <= \$692 ;
   always @(posedge clk)
-    a_v <= \$688 ;
+    a2_win_2 <= \$693 ;
   always @(posedge clk)
-    a_oh <= \$689 ;
+    a_v <= \$694 ;
   always @(posedge clk)
-    eof_done <= \$690 ;
+    a_oh <= \$695 ;
   always @(posedge clk)
-    \$signal$42  <= \$691 ;
+    eof_done <= \$696 ;
   always @(posedge clk)
-    \$signal$44  <= \$692 ;
+    \$signal$43  <= \$697 ;
   always @(posedge clk)
-    rows_row <= \$693 ;
+    \$signal$45  <= \$698 ;
+  always @(posedge clk)
+    rows_row <= \$699 ;
   assign \$1  = ~ \$signal$7 ;
   assign \$2  = ~ \$signal$8 ;
   assign \$3  = ~ \$signal$9 ;
-  assign \$4  = ! nz;
-  assign \$5  = ~ a_v;
-  assign \$6  = \$4  & \$5 ;
-  assign \$7  = \$3  | \$6 ;
-  assign \$8  = \$2  | \$7 ;
-  assign \$9  = \$1  | \$8 ;
-  assign \$10  = \$signal  & \$9 ;
-  assign \$11  = i_cy + 11'h7ff;
-  assign \$12  = i_cy + 1'h0;
-  assign \$13  = i_cy + 1'h1;
-  assign \$14  = \$signal$17 [1] | \$signal$17 [3];
-  assign \$15  = \$14  | \$signal$17 [5];
-  assign \$16  = \$15  | \$signal$17 [7];
-  assign \$17  = \$16  | \$signal$17 [9];
-  assign \$18  = \$17  | \$signal$17 [11];
-  assign \$19  = \$18  | \$signal$17 [13];
-  assign \$20  = \$19  | \$signal$17 [15];
-  assign \$21  = \$signal$17 [2] | \$signal$17 [3];
-  assign \$22  = \$21  | \$signal$17 [6];
-  assign \$23  = \$22  | \$signal$17 [7];
-  assign \$24  = \$23  | \$signal$17 [10];
-  assign \$25  = \$24  | \$signal$17 [11];
-  assign \$26  = \$25  | \$signal$17 [14];
-  assign \$27  = \$26  | \$signal$17 [15];
-  assign \$28  = \$signal$17 [4] | \$signal$17 [5];
-  assign \$29  = \$28  | \$signal$17 [6];
-  assign \$30  = \$29  | \$signal$17 [7];
-  assign \$31  = \$30  | \$signal$17 [12];
-  assign \$32  = \$31  | \$signal$17 [13];
-  assign \$33  = \$32  | \$signal$17 [14];
-  assign \$34  = \$33  | \$signal$17 [15];
-  assign \$35  = \$signal$17 [8] | \$signal$17 [9];
-  assign \$36  = \$35  | \$signal$17 [10];
-  assign \$37  = \$36  | \$signal$17 [11];
-  assign \$38  = \$37  | \$signal$17 [12];
-  assign \$39  = \$38  | \$signal$17 [13];
-  assign \$40  = \$39  | \$signal$17 [14];
-  assign \$41  = \$40  | \$signal$17 [15];
+  assign \$4  = ~ a_v;
+  assign \$5  = nz_zero & \$4 ;
+  assign \$6  = \$3  | \$5 ;
+  assign \$7  = \$2  | \$6 ;
+  assign \$8  = \$1  | \$7 ;
+  assign \$9  = \$signal  & \$8 ;
+  assign \$10  = i_cy + 11'h7ff;
+  assign \$11  = i_cy + 1'h0;
+  assign \$12  = i_cy + 1'h1;
+  assign \$13  = \$signal$17 [1] | \$signal$17 [3];
+  assign \$14  = \$13  | \$signal$17 [5];
+  assign \$15  = \$14  | \$signal$17 [7];
+  assign \$16  = \$15  | \$signal$17 [9];
+  assign \$17  = \$16  | \$signal$17 [11];
+  assign \$18  = \$17  | \$signal$17 [13];
+  assign \$19  = \$18  | \$signal$17 [15];
+  assign \$20  = \$signal$17 [2] | \$signal$17 [3];
+  assign \$21  = \$20  | \$signal$17 [6];
+  assign \$22  = \$21  | \$signal$17 [7];
+  assign \$23  = \$22  | \$signal$17 [10];
+  assign \$24  = \$23  | \$signal$17 [11];
+  assign \$25  = \$24  | \$signal$17 [14];
+  assign \$26  = \$25  | \$signal$17 [15];
+  assign \$27  = \$signal$17 [4] | \$signal$17 [5];
+  assign \$28  = \$27  | \$signal$17 [6];
+  assign \$29  = \$28  | \$signal$17 [7];
+  assign \$30  = \$29  | \$signal$17 [12];
+  assign \$31  = \$30  | \$signal$17 [13];
+  assign \$32  = \$31  | \$signal$17 [14];
+  assign \$33  = \$32  | \$signal$17 [15];
+  assign \$34  = \$signal$17 [8] | \$signal$17 [9];
+  assign \$35  = \$34  | \$signal$17 [10];
+  assign \$36  = \$35  | \$signal$17 [11];
+  assign \$37  = \$36  | \$signal$17 [12];
+  assign \$38  = \$37  | \$signal$17 [13];
+  assign \$39  = \$38  | \$signal$17 [14];
+  assign \$40  = \$39  | \$signal$17 [15];
   assign w_en = \$signal$21  | eof_pend;
-  assign \$42  = \$signal$17 [0] & c1_win_0[0];
-  assign \$43  = \$signal$17 [1] & c1_win_0[1];
-  assign \$44  = \$42  | \$43 ;
-  assign \$45  = \$signal$17 [2] & c1_win_0[2];
-  assign \$46  = \$44  | \$45 ;
-  assign \$47  = \$signal$17 [3] & c1_win_0[3];
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = \$signal$17 [4] & c1_win_0[4];
-  assign \$50  = \$48  | \$49 ;
-  assign \$51  = \$signal$17 [5] & c1_win_0[5];
-  assign \$52  = \$50  | \$51 ;
-  assign \$53  = \$signal$17 [6] & c1_win_0[6];
-  assign \$54  = \$52  | \$53 ;
-  assign \$55  = \$signal$17 [7] & c1_win_0[7];
-  assign \$56  = \$54  | \$55 ;
-  assign \$57  = \$signal$17 [8] & c1_win_0[8];
-  assign \$58  = \$56  | \$57 ;
-  assign \$59  = \$signal$17 [9] & c1_win_0[9];
-  assign \$60  = \$58  | \$59 ;
-  assign \$61  = \$signal$17 [10] & c1_win_0[10];
-  assign \$62  = \$60  | \$61 ;
-  assign \$63  = \$signal$17 [11] & c1_win_0[11];
-  assign \$64  = \$62  | \$63 ;
-  assign \$65  = \$signal$17 [12] & c1_win_0[12];
-  assign \$66  = \$64  | \$65 ;
-  assign \$67  = \$signal$17 [13] & c1_win_0[13];
-  assign \$68  = \$66  | \$67 ;
-  assign \$69  = \$signal$17 [14] & c1_win_0[14];
-  assign \$70  = \$68  | \$69 ;
-  assign \$71  = \$signal$17 [15] & c1_win_0[15];
-  assign \$72  = \$70  | \$71 ;
-  assign \$73  = \$signal$17 [0] & c1_win_0[1];
-  assign \$74  = \$signal$17 [1] & c1_win_0[2];
-  assign \$75  = \$73  | \$74 ;
-  assign \$76  = \$signal$17 [2] & c1_win_0[3];
-  assign \$77  = \$75  | \$76 ;
-  assign \$78  = \$signal$17 [3] & c1_win_0[4];
-  assign \$79  = \$77  | \$78 ;
-  assign \$80  = \$signal$17 [4] & c1_win_0[5];
-  assign \$81  = \$79  | \$80 ;
-  assign \$82  = \$signal$17 [5] & c1_win_0[6];
-  assign \$83  = \$81  | \$82 ;
-  assign \$84  = \$signal$17 [6] & c1_win_0[7];
-  assign \$85  = \$83  | \$84 ;
-  assign \$86  = \$signal$17 [7] & c1_win_0[8];
-  assign \$87  = \$85  | \$86 ;
-  assign \$88  = \$signal$17 [8] & c1_win_0[9];
-  assign \$89  = \$87  | \$88 ;
-  assign \$90  = \$signal$17 [9] & c1_win_0[10];
-  assign \$91  = \$89  | \$90 ;
-  assign \$92  = \$signal$17 [10] & c1_win_0[11];
-  assign \$93  = \$91  | \$92 ;
-  assign \$94  = \$signal$17 [11] & c1_win_0[12];
-  assign \$95  = \$93  | \$94 ;
-  assign \$96  = \$signal$17 [12] & c1_win_0[13];
-  assign \$97  = \$95  | \$96 ;
-  assign \$98  = \$signal$17 [13] & c1_win_0[14];
-  assign \$99  = \$97  | \$98 ;
-  assign \$100  = \$signal$17 [14] & c1_win_0[15];
-  assign \$101  = \$99  | \$100 ;
-  assign \$102  = \$signal$17 [15] & c1_win_0[16];
-  assign \$103  = \$101  | \$102 ;
-  assign \$104  = \$signal$17 [0] & c1_win_0[2];
-  assign \$105  = \$signal$17 [1] & c1_win_0[3];
-  assign \$106  = \$104  | \$105 ;
-  assign \$107  = \$signal$17 [2] & c1_win_0[4];
-  assign \$108  = \$106  | \$107 ;
-  assign \$109  = \$signal$17 [3] & c1_win_0[5];
-  assign \$110  = \$108  | \$109 ;
-  assign \$111  = \$signal$17 [4] & c1_win_0[6];
-  assign \$112  = \$110  | \$111 ;
-  assign \$113  = \$signal$17 [5] & c1_win_0[7];
-  assign \$114  = \$112  | \$113 ;
-  assign \$115  = \$signal$17 [6] & c1_win_0[8];
-  assign \$116  = \$114  | \$115 ;
-  assign \$117  = \$signal$17 [7] & c1_win_0[9];
-  assign \$118  = \$116  | \$117 ;
-  assign \$119  = \$signal$17 [8] & c1_win_0[10];
-  assign \$120  = \$118  | \$119 ;
-  assign \$121  = \$signal$17 [9] & c1_win_0[11];
-  assign \$122  = \$120  | \$121 ;
-  assign \$123  = \$signal$17 [10] & c1_win_0[12];
-  assign \$124  = \$122  | \$123 ;
-  assign \$125  = \$signal$17 [11] & c1_win_0[13];
-  assign \$126  = \$124  | \$125 ;
-  assign \$127  = \$signal$17 [12] & c1_win_0[14];
-  assign \$128  = \$126  | \$127 ;
-  assign \$129  = \$signal$17 [13] & c1_win_0[15];
-  assign \$130  = \$128  | \$129 ;
-  assign \$131  = \$signal$17 [14] & c1_win_0[16];
-  assign \$132  = \$130  | \$131 ;
-  assign \$133  = \$signal$17 [15] & c1_win_0[17];
-  assign \$134  = \$132  | \$133 ;
-  assign \$135  = \$signal$17 [0] & c1_win_1[0];
-  assign \$136  = \$signal$17 [1] & c1_win_1[1];
-  assign \$137  = \$135  | \$136 ;
-  assign \$138  = \$signal$17 [2] & c1_win_1[2];
-  assign \$139  = \$137  | \$138 ;
-  assign \$140  = \$signal$17 [3] & c1_win_1[3];
-  assign \$141  = \$139  | \$140 ;
-  assign \$142  = \$signal$17 [4] & c1_win_1[4];
-  assign \$143  = \$141  | \$142 ;
-  assign \$144  = \$signal$17 [5] & c1_win_1[5];
-  assign \$145  = \$143  | \$144 ;
-  assign \$146  = \$signal$17 [6] & c1_win_1[6];
-  assign \$147  = \$145  | \$146 ;
-  assign \$148  = \$signal$17 [7] & c1_win_1[7];
-  assign \$149  = \$147  | \$148 ;
-  assign \$150  = \$signal$17 [8] & c1_win_1[8];
-  assign \$151  = \$149  | \$150 ;
-  assign \$152  = \$signal$17 [9] & c1_win_1[9];
-  assign \$153  = \$151  | \$152 ;
-  assign \$154  = \$signal$17 [10] & c1_win_1[10];
-  assign \$155  = \$153  | \$154 ;
-  assign \$156  = \$signal$17 [11] & c1_win_1[11];
-  assign \$157  = \$155  | \$156 ;
-  assign \$158  = \$signal$17 [12] & c1_win_1[12];
-  assign \$159  = \$157  | \$158 ;
-  assign \$160  = \$signal$17 [13] & c1_win_1[13];
-  assign \$161  = \$159  | \$160 ;
-  assign \$162  = \$signal$17 [14] & c1_win_1[14];
-  assign \$163  = \$161  | \$162 ;
-  assign \$164  = \$signal$17 [15] & c1_win_1[15];
-  assign \$165  = \$163  | \$164 ;
-  assign \$166  = \$signal$17 [0] & c1_win_1[1];
-  assign \$167  = \$signal$17 [1] & c1_win_1[2];
-  assign \$168  = \$166  | \$167 ;
-  assign \$169  = \$signal$17 [2] & c1_win_1[3];
-  assign \$170  = \$168  | \$169 ;
-  assign \$171  = \$signal$17 [3] & c1_win_1[4];
-  assign \$172  = \$170  | \$171 ;
-  assign \$173  = \$signal$17 [4] & c1_win_1[5];
-  assign \$174  = \$172  | \$173 ;
-  assign \$175  = \$signal$17 [5] & c1_win_1[6];
-  assign \$176  = \$174  | \$175 ;
-  assign \$177  = \$signal$17 [6] & c1_win_1[7];
-  assign \$178  = \$176  | \$177 ;
-  assign \$179  = \$signal$17 [7] & c1_win_1[8];
-  assign \$180  = \$178  | \$179 ;
-  assign \$181  = \$signal$17 [8] & c1_win_1[9];
-  assign \$182  = \$180  | \$181 ;
-  assign \$183  = \$signal$17 [9] & c1_win_1[10];
-  assign \$184  = \$182  | \$183 ;
-  assign \$185  = \$signal$17 [10] & c1_win_1[11];
-  assign \$186  = \$184  | \$185 ;
-  assign \$187  = \$signal$17 [11] & c1_win_1[12];
-  assign \$188  = \$186  | \$187 ;
-  assign \$189  = \$signal$17 [12] & c1_win_1[13];
-  assign \$190  = \$188  | \$189 ;
-  assign \$191  = \$signal$17 [13] & c1_win_1[14];
-  assign \$192  = \$190  | \$191 ;
-  assign \$193  = \$signal$17 [14] & c1_win_1[15];
-  assign \$194  = \$192  | \$193 ;
-  assign \$195  = \$signal$17 [15] & c1_win_1[16];
-  assign \$196  = \$194  | \$195 ;
-  assign \$197  = \$signal$17 [0] & c1_win_1[2];
-  assign \$198  = \$signal$17 [1] & c1_win_1[3];
-  assign \$199  = \$197  | \$198 ;
-  assign \$200  = \$signal$17 [2] & c1_win_1[4];
-  assign \$201  = \$199  | \$200 ;
-  assign \$202  = \$signal$17 [3] & c1_win_1[5];
-  assign \$203  = \$201  | \$202 ;
-  assign \$204  = \$signal$17 [4] & c1_win_1[6];
-  assign \$205  = \$203  | \$204 ;
-  assign \$206  = \$signal$17 [5] & c1_win_1[7];
-  assign \$207  = \$205  | \$206 ;
-  assign \$208  = \$signal$17 [6] & c1_win_1[8];
-  assign \$209  = \$207  | \$208 ;
-  assign \$210  = \$signal$17 [7] & c1_win_1[9];
-  assign \$211  = \$209  | \$210 ;
-  assign \$212  = \$signal$17 [8] & c1_win_1[10];
-  assign \$213  = \$211  | \$212 ;
-  assign \$214  = \$signal$17 [9] & c1_win_1[11];
-  assign \$215  = \$213  | \$214 ;
-  assign \$216  = \$signal$17 [10] & c1_win_1[12];
-  assign \$217  = \$215  | \$216 ;
-  assign \$218  = \$signal$17 [11] & c1_win_1[13];
-  assign \$219  = \$217  | \$218 ;
-  assign \$220  = \$signal$17 [12] & c1_win_1[14];
-  assign \$221  = \$219  | \$220 ;
-  assign \$222  = \$signal$17 [13] & c1_win_1[15];
-  assign \$223  = \$221  | \$222 ;
-  assign \$224  = \$signal$17 [14] & c1_win_1[16];
-  assign \$225  = \$223  | \$224 ;
-  assign \$226  = \$signal$17 [15] & c1_win_1[17];
-  assign \$227  = \$225  | \$226 ;
-  assign \$228  = \$signal$17 [0] & c1_win_2[0];
-  assign \$229  = \$signal$17 [1] & c1_win_2[1];
-  assign \$230  = \$228  | \$229 ;
-  assign \$231  = \$signal$17 [2] & c1_win_2[2];
-  assign \$232  = \$230  | \$231 ;
-  assign \$233  = \$signal$17 [3] & c1_win_2[3];
-  assign \$234  = \$232  | \$233 ;
-  assign \$235  = \$signal$17 [4] & c1_win_2[4];
-  assign \$236  = \$234  | \$235 ;
-  assign \$237  = \$signal$17 [5] & c1_win_2[5];
-  assign \$238  = \$236  | \$237 ;
-  assign \$239  = \$signal$17 [6] & c1_win_2[6];
-  assign \$240  = \$238  | \$239 ;
-  assign \$241  = \$signal$17 [7] & c1_win_2[7];
-  assign \$242  = \$240  | \$241 ;
-  assign \$243  = \$signal$17 [8] & c1_win_2[8];
-  assign \$244  = \$242  | \$243 ;
-  assign \$245  = \$signal$17 [9] & c1_win_2[9];
-  assign \$246  = \$244  | \$245 ;
-  assign \$247  = \$signal$17 [10] & c1_win_2[10];
-  assign \$248  = \$246  | \$247 ;
-  assign \$249  = \$signal$17 [11] & c1_win_2[11];
-  assign \$250  = \$248  | \$249 ;
-  assign \$251  = \$signal$17 [12] & c1_win_2[12];
-  assign \$252  = \$250  | \$251 ;
-  assign \$253  = \$signal$17 [13] & c1_win_2[13];
-  assign \$254  = \$252  | \$253 ;
-  assign \$255  = \$signal$17 [14] & c1_win_2[14];
-  assign \$256  = \$254  | \$255 ;
-  assign \$257  = \$signal$17 [15] & c1_win_2[15];
-  assign \$258  = \$256  | \$257 ;
-  assign \$259  = \$signal$17 [0] & c1_win_2[1];
-  assign \$260  = \$signal$17 [1] & c1_win_2[2];
-  assign \$261  = \$259  | \$260 ;
-  assign \$262  = \$signal$17 [2] & c1_win_2[3];
-  assign \$263  = \$261  | \$262 ;
-  assign \$264  = \$signal$17 [3] & c1_win_2[4];
-  assign \$265  = \$263  | \$264 ;
-  assign \$266  = \$signal$17 [4] & c1_win_2[5];
-  assign \$267  = \$265  | \$266 ;
-  assign \$268  = \$signal$17 [5] & c1_win_2[6];
-  assign \$269  = \$267  | \$268 ;
-  assign \$270  = \$signal$17 [6] & c1_win_2[7];
-  assign \$271  = \$269  | \$270 ;
-  assign \$272  = \$signal$17 [7] & c1_win_2[8];
-  assign \$273  = \$271  | \$272 ;
-  assign \$274  = \$signal$17 [8] & c1_win_2[9];
-  assign \$275  = \$273  | \$274 ;
-  assign \$276  = \$signal$17 [9] & c1_win_2[10];
-  assign \$277  = \$275  | \$276 ;
-  assign \$278  = \$signal$17 [10] & c1_win_2[11];
-  assign \$279  = \$277  | \$278 ;
-  assign \$280  = \$signal$17 [11] & c1_win_2[12];
-  assign \$281  = \$279  | \$280 ;
-  assign \$282  = \$signal$17 [12] & c1_win_2[13];
-  assign \$283  = \$281  | \$282 ;
-  assign \$284  = \$signal$17 [13] & c1_win_2[14];
-  assign \$285  = \$283  | \$284 ;
-  assign \$286  = \$signal$17 [14] & c1_win_2[15];
-  assign \$287  = \$285  | \$286 ;
-  assign \$288  = \$signal$17 [15] & c1_win_2[16];
-  assign \$289  = \$287  | \$288 ;
-  assign \$290  = \$signal$17 [0] & c1_win_2[2];
-  assign \$291  = \$signal$17 [1] & c1_win_2[3];
-  assign \$292  = \$290  | \$291 ;
-  assign \$293  = \$signal$17 [2] & c1_win_2[4];
-  assign \$294  = \$292  | \$293 ;
-  assign \$295  = \$signal$17 [3] & c1_win_2[5];
-  assign \$296  = \$294  | \$295 ;
-  assign \$297  = \$signal$17 [4] & c1_win_2[6];
-  assign \$298  = \$296  | \$297 ;
-  assign \$299  = \$signal$17 [5] & c1_win_2[7];
-  assign \$300  = \$298  | \$299 ;
-  assign \$301  = \$signal$17 [6] & c1_win_2[8];
-  assign \$302  = \$300  | \$301 ;
-  assign \$303  = \$signal$17 [7] & c1_win_2[9];
-  assign \$304  = \$302  | \$303 ;
-  assign \$305  = \$signal$17 [8] & c1_win_2[10];
+  assign \$41  = \$signal$17 [0] & c1_win_0[0];
+  assign \$42  = \$signal$17 [1] & c1_win_0[1];
+  assign \$43  = \$41  | \$42 ;
+  assign \$44  = \$signal$17 [2] & c1_win_0[2];
+  assign \$45  = \$43  | \$44 ;
+  assign \$46  = \$signal$17 [3] & c1_win_0[3];
+  assign \$47  = \$45  | \$46 ;
+  assign \$48  = \$signal$17 [4] & c1_win_0[4];
+  assign \$49  = \$47  | \$48 ;
+  assign \$50  = \$signal$17 [5] & c1_win_0[5];
+  assign \$51  = \$49  | \$50 ;
+  assign \$52  = \$signal$17 [6] & c1_win_0[6];
+  assign \$53  = \$51  | \$52 ;
+  assign \$54  = \$signal$17 [7] & c1_win_0[7];
+  assign \$55  = \$53  | \$54 ;
+  assign \$56  = \$signal$17 [8] & c1_win_0[8];
+  assign \$57  = \$55  | \$56 ;
+  assign \$58  = \$signal$17 [9] & c1_win_0[9];
+  assign \$59  = \$57  | \$58 ;
+  assign \$60  = \$signal$17 [10] & c1_win_0[10];
+  assign \$61  = \$59  | \$60 ;
+  assign \$62  = \$signal$17 [11] & c1_win_0[11];
+  assign \$63  = \$61  | \$62 ;
+  assign \$64  = \$signal$17 [12] & c1_win_0[12];
+  assign \$65  = \$63  | \$64 ;
+  assign \$66  = \$signal$17 [13] & c1_win_0[13];
+  assign \$67  = \$65  | \$66 ;
+  assign \$68  = \$signal$17 [14] & c1_win_0[14];
+  assign \$69  = \$67  | \$68 ;
+  assign \$70  = \$signal$17 [15] & c1_win_0[15];
+  assign \$71  = \$69  | \$70 ;
+  assign \$72  = \$signal$17 [0] & c1_win_0[1];
+  assign \$73  = \$signal$17 [1] & c1_win_0[2];
+  assign \$74  = \$72  | \$73 ;
+  assign \$75  = \$signal$17 [2] & c1_win_0[3];
+  assign \$76  = \$74  | \$75 ;
+  assign \$77  = \$signal$17 [3] & c1_win_0[4];
+  assign \$78  = \$76  | \$77 ;
+  assign \$79  = \$signal$17 [4] & c1_win_0[5];
+  assign \$80  = \$78  | \$79 ;
+  assign \$81  = \$signal$17 [5] & c1_win_0[6];
+  assign \$82  = \$80  | \$81 ;
+  assign \$83  = \$signal$17 [6] & c1_win_0[7];
+  assign \$84  = \$82  | \$83 ;
+  assign \$85  = \$signal$17 [7] & c1_win_0[8];
+  assign \$86  = \$84  | \$85 ;
+  assign \$87  = \$signal$17 [8] & c1_win_0[9];
+  assign \$88  = \$86  | \$87 ;
+  assign \$89  = \$signal$17 [9] & c1_win_0[10];
+  assign \$90  = \$88  | \$89 ;
+  assign \$91  = \$signal$17 [10] & c1_win_0[11];
+  assign \$92  = \$90  | \$91 ;
+  assign \$93  = \$signal$17 [11] & c1_win_0[12];
+  assign \$94  = \$92  | \$93 ;
+  assign \$95  = \$signal$17 [12] & c1_win_0[13];
+  assign \$96  = \$94  | \$95 ;
+  assign \$97  = \$signal$17 [13] & c1_win_0[14];
+  assign \$98  = \$96  | \$97 ;
+  assign \$99  = \$signal$17 [14] & c1_win_0[15];
+  assign \$100  = \$98  | \$99 ;
+  assign \$101  = \$signal$17 [15] & c1_win_0[16];
+  assign \$102  = \$100  | \$101 ;
+  assign \$103  = \$signal$17 [0] & c1_win_0[2];
+  assign \$104  = \$signal$17 [1] & c1_win_0[3];
+  assign \$105  = \$103  | \$104 ;
+  assign \$106  = \$signal$17 [2] & c1_win_0[4];
+  assign \$107  = \$105  | \$106 ;
+  assign \$108  = \$signal$17 [3] & c1_win_0[5];
+  assign \$109  = \$107  | \$108 ;
+  assign \$110  = \$signal$17 [4] & c1_win_0[6];
+  assign \$111  = \$109  | \$110 ;
+  assign \$112  = \$signal$17 [5] & c1_win_0[7];
+  assign \$113  = \$111  | \$112 ;
+  assign \$114  = \$signal$17 [6] & c1_win_0[8];
+  assign \$115  = \$113  | \$114 ;
+  assign \$116  = \$signal$17 [7] & c1_win_0[9];
+  assign \$117  = \$115  | \$116 ;
+  assign \$118  = \$signal$17 [8] & c1_win_0[10];
+  assign \$119  = \$117  | \$118 ;
+  assign \$120  = \$signal$17 [9] & c1_win_0[11];
+  assign \$121  = \$119  | \$120 ;
+  assign \$122  = \$signal$17 [10] & c1_win_0[12];
+  assign \$123  = \$121  | \$122 ;
+  assign \$124  = \$signal$17 [11] & c1_win_0[13];
+  assign \$125  = \$123  | \$124 ;
+  assign \$126  = \$signal$17 [12] & c1_win_0[14];
+  assign \$127  = \$125  | \$126 ;
+  assign \$128  = \$signal$17 [13] & c1_win_0[15];
+  assign \$129  = \$127  | \$128 ;
+  assign \$130  = \$signal$17 [14] & c1_win_0[16];
+  assign \$131  = \$129  | \$130 ;
+  assign \$132  = \$signal$17 [15] & c1_win_0[17];
+  assign \$133  = \$131  | \$132 ;
+  assign \$134  = \$signal$17 [0] & c1_win_1[0];
+  assign \$135  = \$signal$17 [1] & c1_win_1[1];
+  assign \$136  = \$134  | \$135 ;
+  assign \$137  = \$signal$17 [2] & c1_win_1[2];
+  assign \$138  = \$136  | \$137 ;
+  assign \$139  = \$signal$17 [3] & c1_win_1[3];
+  assign \$140  = \$138  | \$139 ;
+  assign \$141  = \$signal$17 [4] & c1_win_1[4];
+  assign \$142  = \$140  | \$141 ;
+  assign \$143  = \$signal$17 [5] & c1_win_1[5];
+  assign \$144  = \$142  | \$143 ;
+  assign \$145  = \$signal$17 [6] & c1_win_1[6];
+  assign \$146  = \$144  | \$145 ;
+  assign \$147  = \$signal$17 [7] & c1_win_1[7];
+  assign \$148  = \$146  | \$147 ;
+  assign \$149  = \$signal$17 [8] & c1_win_1[8];
+  assign \$150  = \$148  | \$149 ;
+  assign \$151  = \$signal$17 [9] & c1_win_1[9];
+  assign \$152  = \$150  | \$151 ;
+  assign \$153  = \$signal$17 [10] & c1_win_1[10];
+  assign \$154  = \$152  | \$153 ;
+  assign \$155  = \$signal$17 [11] & c1_win_1[11];
+  assign \$156  = \$154  | \$155 ;
+  assign \$157  = \$signal$17 [12] & c1_win_1[12];
+  assign \$158  = \$156  | \$157 ;
+  assign \$159  = \$signal$17 [13] & c1_win_1[13];
+  assign \$160  = \$158  | \$159 ;
+  assign \$161  = \$signal$17 [14] & c1_win_1[14];
+  assign \$162  = \$160  | \$161 ;
+  assign \$163  = \$signal$17 [15] & c1_win_1[15];
+  assign \$164  = \$162  | \$163 ;
+  assign \$165  = \$signal$17 [0] & c1_win_1[1];
+  assign \$166  = \$signal$17 [1] & c1_win_1[2];
+  assign \$167  = \$165  | \$166 ;
+  assign \$168  = \$signal$17 [2] & c1_win_1[3];
+  assign \$169  = \$167  | \$168 ;
+  assign \$170  = \$signal$17 [3] & c1_win_1[4];
+  assign \$171  = \$169  | \$170 ;
+  assign \$172  = \$signal$17 [4] & c1_win_1[5];
+  assign \$173  = \$171  | \$172 ;
+  assign \$174  = \$signal$17 [5] & c1_win_1[6];
+  assign \$175  = \$173  | \$174 ;
+  assign \$176  = \$signal$17 [6] & c1_win_1[7];
+  assign \$177  = \$175  | \$176 ;
+  assign \$178  = \$signal$17 [7] & c1_win_1[8];
+  assign \$179  = \$177  | \$178 ;
+  assign \$180  = \$signal$17 [8] & c1_win_1[9];
+  assign \$181  = \$179  | \$180 ;
+  assign \$182  = \$signal$17 [9] & c1_win_1[10];
+  assign \$183  = \$181  | \$182 ;
+  assign \$184  = \$signal$17 [10] & c1_win_1[11];
+  assign \$185  = \$183  | \$184 ;
+  assign \$186  = \$signal$17 [11] & c1_win_1[12];
+  assign \$187  = \$185  | \$186 ;
+  assign \$188  = \$signal$17 [12] & c1_win_1[13];
+  assign \$189  = \$187  | \$188 ;
+  assign \$190  = \$signal$17 [13] & c1_win_1[14];
+  assign \$191  = \$189  | \$190 ;
+  assign \$192  = \$signal$17 [14] & c1_win_1[15];
+  assign \$193  = \$191  | \$192 ;
+  assign \$194  = \$signal$17 [15] & c1_win_1[16];
+  assign \$195  = \$193  | \$194 ;
+  assign \$196  = \$signal$17 [0] & c1_win_1[2];
+  assign \$197  = \$signal$17 [1] & c1_win_1[3];
+  assign \$198  = \$196  | \$197 ;
+  assign \$199  = \$signal$17 [2] & c1_win_1[4];
+  assign \$200  = \$198  | \$199 ;
+  assign \$201  = \$signal$17 [3] & c1_win_1[5];
+  assign \$202  = \$200  | \$201 ;
+  assign \$203  = \$signal$17 [4] & c1_win_1[6];
+  assign \$204  = \$202  | \$203 ;
+  assign \$205  = \$signal$17 [5] & c1_win_1[7];
+  assign \$206  = \$204  | \$205 ;
+  assign \$207  = \$signal$17 [6] & c1_win_1[8];
+  assign \$208  = \$206  | \$207 ;
+  assign \$209  = \$signal$17 [7] & c1_win_1[9];
+  assign \$210  = \$208  | \$209 ;
+  assign \$211  = \$signal$17 [8] & c1_win_1[10];
+  assign \$212  = \$210  | \$211 ;
+  assign \$213  = \$signal$17 [9] & c1_win_1[11];
+  assign \$214  = \$212  | \$213 ;
+  assign \$215  = \$signal$17 [10] & c1_win_1[12];
+  assign \$216  = \$214  | \$215 ;
+  assign \$217  = \$signal$17 [11] & c1_win_1[13];
+  assign \$218  = \$216  | \$217 ;
+  assign \$219  = \$signal$17 [12] & c1_win_1[14];
+  assign \$220  = \$218  | \$219 ;
+  assign \$221  = \$signal$17 [13] & c1_win_1[15];
+  assign \$222  = \$220  | \$221 ;
+  assign \$223  = \$signal$17 [14] & c1_win_1[16];
+  assign \$224  = \$222  | \$223 ;
+  assign \$225  = \$signal$17 [15] & c1_win_1[17];
+  assign \$226  = \$224  | \$225 ;
+  assign \$227  = \$signal$17 [0] & c1_win_2[0];
+  assign \$228  = \$signal$17 [1] & c1_win_2[1];
+  assign \$229  = \$227  | \$228 ;
+  assign \$230  = \$signal$17 [2] & c1_win_2[2];
+  assign \$231  = \$229  | \$230 ;
+  assign \$232  = \$signal$17 [3] & c1_win_2[3];
+  assign \$233  = \$231  | \$232 ;
+  assign \$234  = \$signal$17 [4] & c1_win_2[4];
+  assign \$235  = \$233  | \$234 ;
+  assign \$236  = \$signal$17 [5] & c1_win_2[5];
+  assign \$237  = \$235  | \$236 ;
+  assign \$238  = \$signal$17 [6] & c1_win_2[6];
+  assign \$239  = \$237  | \$238 ;
+  assign \$240  = \$signal$17 [7] & c1_win_2[7];
+  assign \$241  = \$239  | \$240 ;
+  assign \$242  = \$signal$17 [8] & c1_win_2[8];
+  assign \$243  = \$241  | \$242 ;
+  assign \$244  = \$signal$17 [9] & c1_win_2[9];
+  assign \$245  = \$243  | \$244 ;
+  assign \$246  = \$signal$17 [10] & c1_win_2[10];
+  assign \$247  = \$245  | \$246 ;
+  assign \$248  = \$signal$17 [11] & c1_win_2[11];
+  assign \$249  = \$247  | \$248 ;
+  assign \$250  = \$signal$17 [12] & c1_win_2[12];
+  assign \$251  = \$249  | \$250 ;
+  assign \$252  = \$signal$17 [13] & c1_win_2[13];
+  assign \$253  = \$251  | \$252 ;
+  assign \$254  = \$signal$17 [14] & c1_win_2[14];
+  assign \$255  = \$253  | \$254 ;
+  assign \$256  = \$signal$17 [15] & c1_win_2[15];
+  assign \$257  = \$255  | \$256 ;
+  assign \$258  = \$signal$17 [0] & c1_win_2[1];
+  assign \$259  = \$signal$17 [1] & c1_win_2[2];
+  assign \$260  = \$258  | \$259 ;
+  assign \$261  = \$signal$17 [2] & c1_win_2[3];
+  assign \$262  = \$260  | \$261 ;
+  assign \$263  = \$signal$17 [3] & c1_win_2[4];
+  assign \$264  = \$262  | \$263 ;
+  assign \$265  = \$signal$17 [4] & c1_win_2[5];
+  assign \$266  = \$264  | \$265 ;
+  assign \$267  = \$signal$17 [5] & c1_win_2[6];
+  assign \$268  = \$266  | \$267 ;
+  assign \$269  = \$signal$17 [6] & c1_win_2[7];
+  assign \$270  = \$268  | \$269 ;
+  assign \$271  = \$signal$17 [7] & c1_win_2[8];
+  assign \$272  = \$270  | \$271 ;
+  assign \$273  = \$signal$17 [8] & c1_win_2[9];
+  assign \$274  = \$272  | \$273 ;
+  assign \$275  = \$signal$17 [9] & c1_win_2[10];
+  assign \$276  = \$274  | \$275 ;
+  assign \$277  = \$signal$17 [10] & c1_win_2[11];
+  assign \$278  = \$276  | \$277 ;
+  assign \$279  = \$signal$17 [11] & c1_win_2[12];
+  assign \$280  = \$278  | \$279 ;
+  assign \$281  = \$signal$17 [12] & c1_win_2[13];
+  assign \$282  = \$280  | \$281 ;
+  assign \$283  = \$signal$17 [13] & c1_win_2[14];
+  assign \$284  = \$282  | \$283 ;
+  assign \$285  = \$signal$17 [14] & c1_win_2[15];
+  assign \$286  = \$284  | \$285 ;
+  assign \$287  = \$signal$17 [15] & c1_win_2[16];
+  assign \$288  = \$286  | \$287 ;
+  assign \$289  = \$signal$17 [0] & c1_win_2[2];
+  assign \$290  = \$signal$17 [1] & c1_win_2[3];
+  assign \$291  = \$289  | \$290 ;
+  assign \$292  = \$signal$17 [2] & c1_win_2[4];
+  assign \$293  = \$291  | \$292 ;
+  assign \$294  = \$signal$17 [3] & c1_win_2[5];
+  assign \$295  = \$293  | \$294 ;
+  assign \$296  = \$signal$17 [4] & c1_win_2[6];
+  assign \$297  = \$295  | \$296 ;
+  assign \$298  = \$signal$17 [5] & c1_win_2[7];
+  assign \$299  = \$297  | \$298 ;
   \top.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -2524,22 +2538,22 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     row_0 = 9'h000;
-    if (\$10 ) begin
-      row_0 = \$11 [8:0];
+    if (\$9 ) begin
+      row_0 = \$10 [8:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     row_1 = 9'h000;
-    if (\$10 ) begin
-      row_1 = \$12 [8:0];
+    if (\$9 ) begin
+      row_1 = \$11 [8:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     row_2 = 9'h000;
-    if (\$10 ) begin
-      row_2 = \$13 [8:0];
+    if (\$9 ) begin
+      row_2 = \$12 [8:0];
     end
   end
   always @* begin
@@ -2548,8 +2562,8 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
     (* full_case = 32'd1 *)
     if (\$signal$21 ) begin
       w_data[6:0] = \$signal$23 ;
-      w_data[13:7] = { \$like , \$41 , \$34 , \$27 , \$20  };
-      w_data[22:14] = { \$320 , \$289 , \$258 , \$227 , \$196 , \$165 , \$134 , \$103 , \$72  };
+      w_data[13:7] = { \$like , \$40 , \$33 , \$26 , \$19  };
+      w_data[22:14] = { \$319 , \$288 , \$257 , \$226 , \$195 , \$164 , \$133 , \$102 , \$71  };
     end else begin
       w_data[23] = 1'h1;
       w_data[24] = error;
@@ -2558,137 +2572,87 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a_ci = 3'h0;
-    if (\$334 ) begin
-      a_ci = { \$343 , \$340 , \$337  };
+    if (\$333 ) begin
+      a_ci = { \$342 , \$339 , \$336  };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$631  = \$signal$9 ;
-    if (\$353 ) begin
-      \$631  = 1'h0;
+    \$636  = \$signal$9 ;
+    if (\$351 ) begin
+      \$636  = 1'h0;
     end
-    if (\$359 ) begin
-      \$631  = 1'h1;
+    if (\$356 ) begin
+      \$636  = 1'h1;
     end
     if (rst) begin
-      \$631  = 1'h0;
+      \$636  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$632  = c_row;
-    if (\$359 ) begin
-      \$632  = w_row;
+    \$637  = c_row;
+    if (\$356 ) begin
+      \$637  = w_row;
     end
     if (rst) begin
-      \$632  = 7'h00;
+      \$637  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$633  = \$signal$8 ;
-    if (\$359 ) begin
-      \$633  = 1'h0;
+    \$638  = \$signal$8 ;
+    if (\$356 ) begin
+      \$638  = 1'h0;
     end
-    if (\$375 ) begin
-      \$633  = 1'h1;
+    if (\$380 ) begin
+      \$638  = 1'h1;
     end
     if (rst) begin
-      \$633  = 1'h0;
+      \$638  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$634  = centre;
-    if (\$359 ) begin
-      \$634  = win_1;
+    \$639  = centre;
+    if (\$356 ) begin
+      \$639  = win_1;
     end
     if (rst) begin
-      \$634  = 128'h00000000000000000000000000000000;
+      \$639  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$635  = nz;
-    if (\$359 ) begin
-      \$635  = { \$367 , \$366 , \$365 , \$364 , \$363 , \$362 , \$361 , \$360  };
+    \$640  = nz;
+    if (\$356 ) begin
+      \$640  = { \$364 , \$363 , \$362 , \$361 , \$360 , \$359 , \$358 , \$357  };
     end
-    if (\$590 ) begin
-      \$635  = \$592 ;
+    if (\$593 ) begin
+      \$640  = \$595 ;
     end
     if (rst) begin
-      \$635  = 8'h00;
+      \$640  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$636  = cwin_0;
-    if (\$359 ) begin
-      \$636  = win_0;
+    \$641  = nz_zero;
+    if (\$356 ) begin
+      \$641  = \$373 ;
+    end
+    if (\$593 ) begin
+      \$641  = \$598 ;
     end
     if (rst) begin
-      \$636  = 128'h00000000000000000000000000000000;
+      \$641  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$637  = cwin_1;
-    if (\$359 ) begin
-      \$637  = win_1;
-    end
-    if (rst) begin
-      \$637  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$638  = cwin_2;
-    if (\$359 ) begin
-      \$638  = win_2;
-    end
-    if (rst) begin
-      \$638  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$639  = w_row;
-    if (\$375 ) begin
-      \$639  = s_row;
-    end
-    if (rst) begin
-      \$639  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$640  = \$signal$7 ;
-    if (\$375 ) begin
-      \$640  = 1'h0;
-    end
-    if (\$406 ) begin
-      \$640  = 1'h1;
-    end
-    if (rst) begin
-      \$640  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$641  = win_0;
-    if (\$375 ) begin
-      \$641  = \$382 ;
-    end
-    if (rst) begin
-      \$641  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$642  = win_1;
-    if (\$375 ) begin
-      \$642  = \$389 ;
+    \$642  = cwin_0;
+    if (\$356 ) begin
+      \$642  = win_0;
     end
     if (rst) begin
       \$642  = 128'h00000000000000000000000000000000;
@@ -2696,9 +2660,9 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$643  = win_2;
-    if (\$375 ) begin
-      \$643  = \$396 ;
+    \$643  = cwin_1;
+    if (\$356 ) begin
+      \$643  = win_1;
     end
     if (rst) begin
       \$643  = 128'h00000000000000000000000000000000;
@@ -2706,92 +2670,72 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$644  = s_row;
-    if (\$406 ) begin
-      \$644  = i_row;
+    \$644  = cwin_2;
+    if (\$356 ) begin
+      \$644  = win_2;
     end
     if (rst) begin
-      \$644  = 7'h00;
+      \$644  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$645  = \$signal ;
-    if (\$406 ) begin
-      \$645  = 1'h0;
-    end
-    if (\$463 ) begin
-      if (\$467 ) begin
-      end else if (\$469 ) begin
-        \$645  = 1'h1;
-      end
+    \$645  = w_row;
+    if (\$380 ) begin
+      \$645  = s_row;
     end
     if (rst) begin
-      \$645  = 1'h0;
+      \$645  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$646  = sel_0;
-    if (\$406 ) begin
-      \$646 [0] = \$411 ;
-      \$646 [1] = \$416 ;
-      \$646 [2] = \$421 ;
-      \$646 [3] = \$426 ;
+    \$646  = \$signal$7 ;
+    if (\$380 ) begin
+      \$646  = 1'h0;
+    end
+    if (\$410 ) begin
+      \$646  = 1'h1;
     end
     if (rst) begin
-      \$646  = 4'h0;
+      \$646  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$647  = sel_1;
-    if (\$406 ) begin
-      \$647 [0] = \$429 ;
-      \$647 [1] = \$432 ;
-      \$647 [2] = \$435 ;
-      \$647 [3] = \$438 ;
+    \$647  = win_0;
+    if (\$380 ) begin
+      \$647  = \$387 ;
     end
     if (rst) begin
-      \$647  = 4'h0;
+      \$647  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$648  = sel_2;
-    if (\$406 ) begin
-      \$648 [0] = \$441 ;
-      \$648 [1] = \$444 ;
-      \$648 [2] = \$447 ;
-      \$648 [3] = \$450 ;
+    \$648  = win_1;
+    if (\$380 ) begin
+      \$648  = \$394 ;
     end
     if (rst) begin
-      \$648  = 4'h0;
+      \$648  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$649  = ends;
-    if (\$463 ) begin
-      if (\$467 ) begin
-        \$649  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$649  = 1'h0;
+    \$649  = win_2;
+    if (\$380 ) begin
+      \$649  = \$401 ;
     end
     if (rst) begin
-      \$649  = 1'h0;
+      \$649  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$650  = i_row;
-    if (\$463 ) begin
-      if (\$467 ) begin
-      end else if (\$469 ) begin
-        \$650  = f_row[6:0];
-      end
+    \$650  = s_row;
+    if (\$410 ) begin
+      \$650  = i_row;
     end
     if (rst) begin
       \$650  = 7'h00;
@@ -2799,73 +2743,69 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$651  = i_cy;
-    if (\$463 ) begin
-      if (\$467 ) begin
-      end else if (\$469 ) begin
-        \$651  = cy;
+    \$651  = \$signal ;
+    if (\$410 ) begin
+      \$651  = 1'h0;
+    end
+    if (\$466 ) begin
+      if (\$470 ) begin
+      end else if (\$472 ) begin
+        \$651  = 1'h1;
       end
     end
     if (rst) begin
-      \$651  = 9'h000;
+      \$651  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$652  = f_row;
-    if (\$463 ) begin
-      if (\$467 ) begin
-      end else if (\$469 ) begin
-        \$652  = \$470 [7:0];
+    \$652  = sel_0;
+    if (\$410 ) begin
+      \$652 [0] = \$415 ;
+      \$652 [1] = \$420 ;
+      \$652 [2] = \$425 ;
+      \$652 [3] = \$430 ;
+    end
+    if (rst) begin
+      \$652  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$653  = sel_1;
+    if (\$410 ) begin
+      \$653 [0] = \$433 ;
+      \$653 [1] = \$436 ;
+      \$653 [2] = \$439 ;
+      \$653 [3] = \$442 ;
+    end
+    if (rst) begin
+      \$653  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$654  = sel_2;
+    if (\$410 ) begin
+      \$654 [0] = \$445 ;
+      \$654 [1] = \$448 ;
+      \$654 [2] = \$451 ;
+      \$654 [3] = \$454 ;
+    end
+    if (rst) begin
+      \$654  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$655  = ends;
+    if (\$466 ) begin
+      if (\$470 ) begin
+        \$655  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$652  = 8'h00;
-    end
-    if (rst) begin
-      \$652  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$653  = cy;
-    if (\$463 ) begin
-      if (\$467 ) begin
-      end else if (\$469 ) begin
-        \$653  = \$471 [8:0];
-      end
-    end
-    if (frame_reset) begin
-      \$653  = 9'h000;
-    end
-    if (rst) begin
-      \$653  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$654  = need;
-    if (\$463 ) begin
-      if (\$467 ) begin
-      end else if (\$469 ) begin
-        \$654  = \$472 [8:0];
-      end
-    end
-    if (frame_reset) begin
-      \$654  = 9'h002;
-    end
-    if (rst) begin
-      \$654  = 9'h002;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$655  = eof_pend;
-    if (\$475 ) begin
       \$655  = 1'h0;
-    end
-    if (\$620 ) begin
-      \$655  = 1'h1;
     end
     if (rst) begin
       \$655  = 1'h0;
@@ -2873,82 +2813,106 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$656  = \$signal$21 ;
-    if (\$477 ) begin
-      \$656  = b_v;
+    \$656  = i_row;
+    if (\$466 ) begin
+      if (\$470 ) begin
+      end else if (\$472 ) begin
+        \$656  = f_row[6:0];
+      end
     end
     if (rst) begin
-      \$656  = 1'h0;
+      \$656  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$657  = \$signal$17 ;
-    if (\$477 ) begin
-      \$657  = \$signal$72 ;
+    \$657  = i_cy;
+    if (\$466 ) begin
+      if (\$470 ) begin
+      end else if (\$472 ) begin
+        \$657  = cy;
+      end
     end
     if (rst) begin
-      \$657  = 16'h0000;
+      \$657  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$658  = \$like ;
-    if (\$477 ) begin
-      \$658  = \$like$73 ;
+    \$658  = f_row;
+    if (\$466 ) begin
+      if (\$470 ) begin
+      end else if (\$472 ) begin
+        \$658  = \$473 [7:0];
+      end
+    end
+    if (frame_reset) begin
+      \$658  = 8'h00;
     end
     if (rst) begin
-      \$658  = 3'h0;
+      \$658  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$659  = \$signal$23 ;
-    if (\$477 ) begin
-      \$659  = b_oy;
+    \$659  = cy;
+    if (\$466 ) begin
+      if (\$470 ) begin
+      end else if (\$472 ) begin
+        \$659  = \$474 [8:0];
+      end
+    end
+    if (frame_reset) begin
+      \$659  = 9'h000;
     end
     if (rst) begin
-      \$659  = 7'h00;
+      \$659  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$660  = c1_win_0;
-    if (\$477 ) begin
-      \$660  = b_win_0;
+    \$660  = need;
+    if (\$466 ) begin
+      if (\$470 ) begin
+      end else if (\$472 ) begin
+        \$660  = \$475 [8:0];
+      end
+    end
+    if (frame_reset) begin
+      \$660  = 9'h002;
     end
     if (rst) begin
-      \$660  = 18'h00000;
+      \$660  = 9'h002;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$661  = c1_win_1;
-    if (\$477 ) begin
-      \$661  = b_win_1;
+    \$661  = eof_pend;
+    if (\$478 ) begin
+      \$661  = 1'h0;
+    end
+    if (\$625 ) begin
+      \$661  = 1'h1;
     end
     if (rst) begin
-      \$661  = 18'h00000;
+      \$661  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$662  = c1_win_2;
-    if (\$477 ) begin
-      \$662  = b_win_2;
+    \$662  = \$signal$21 ;
+    if (\$480 ) begin
+      \$662  = b_v;
     end
     if (rst) begin
-      \$662  = 18'h00000;
+      \$662  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$663  = \$signal$72 ;
-    if (\$477 ) begin
-      \$663  = \$323 [15:0];
-    end
-    if (\$485 ) begin
-      \$663  = \$signal$78 ;
+    \$663  = \$signal$17 ;
+    if (\$480 ) begin
+      \$663  = \$signal$73 ;
     end
     if (rst) begin
       \$663  = 16'h0000;
@@ -2956,95 +2920,98 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$664  = b_rest;
-    if (\$477 ) begin
-      \$664  = \$479 ;
-    end
-    if (\$485 ) begin
-      \$664  = \$486 ;
+    \$664  = \$like ;
+    if (\$480 ) begin
+      \$664  = \$like$74 ;
     end
     if (rst) begin
-      \$664  = 16'h0000;
+      \$664  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$665  = \$signal$36 ;
-    if (\$477 ) begin
-      \$665  = \$482 ;
-    end
-    if (\$485 ) begin
-      \$665  = \$488 ;
+    \$665  = \$signal$23 ;
+    if (\$480 ) begin
+      \$665  = b_oy;
     end
     if (rst) begin
-      \$665  = 1'h1;
+      \$665  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$666  = b_v;
-    if (\$485 ) begin
-      \$666  = \$signal$34 ;
+    \$666  = c1_win_0;
+    if (\$480 ) begin
+      \$666  = b_win_0;
     end
     if (rst) begin
-      \$666  = 1'h0;
+      \$666  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$667  = \$like$73 ;
-    if (\$485 ) begin
-      \$667  = \$like$80 ;
+    \$667  = c1_win_1;
+    if (\$480 ) begin
+      \$667  = b_win_1;
     end
     if (rst) begin
-      \$667  = 3'h0;
+      \$667  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$668  = b_oy;
-    if (\$485 ) begin
-      \$668  = \$signal$81 ;
+    \$668  = c1_win_2;
+    if (\$480 ) begin
+      \$668  = b_win_2;
     end
     if (rst) begin
-      \$668  = 7'h00;
+      \$668  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$669  = b_win_0;
-    if (\$485 ) begin
-      \$669  = a3_win_0;
+    \$669  = \$signal$73 ;
+    if (\$480 ) begin
+      \$669  = \$322 [15:0];
+    end
+    if (\$488 ) begin
+      \$669  = \$signal$79 ;
     end
     if (rst) begin
-      \$669  = 18'h00000;
+      \$669  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$670  = b_win_1;
-    if (\$485 ) begin
-      \$670  = a3_win_1;
+    \$670  = b_rest;
+    if (\$480 ) begin
+      \$670  = \$482 ;
+    end
+    if (\$488 ) begin
+      \$670  = \$489 ;
     end
     if (rst) begin
-      \$670  = 18'h00000;
+      \$670  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$671  = b_win_2;
-    if (\$485 ) begin
-      \$671  = a3_win_2;
+    \$671  = \$signal$36 ;
+    if (\$480 ) begin
+      \$671  = \$485 ;
+    end
+    if (\$488 ) begin
+      \$671  = \$491 ;
     end
     if (rst) begin
-      \$671  = 18'h00000;
+      \$671  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$672  = \$signal$34 ;
-    if (\$493 ) begin
-      \$672  = \$signal$33 ;
+    \$672  = b_v;
+    if (\$488 ) begin
+      \$672  = \$signal$34 ;
     end
     if (rst) begin
       \$672  = 1'h0;
@@ -3052,102 +3019,99 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$673  = \$signal$78 ;
-    if (\$493 ) begin
-      \$673  = \$326 [15:0];
+    \$673  = \$like$74 ;
+    if (\$488 ) begin
+      \$673  = \$like$81 ;
     end
     if (rst) begin
-      \$673  = 16'h0000;
+      \$673  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$674  = \$signal$79 ;
-    if (\$493 ) begin
-      \$674  = \$495 ;
+    \$674  = b_oy;
+    if (\$488 ) begin
+      \$674  = \$signal$82 ;
     end
     if (rst) begin
-      \$674  = 16'h0000;
+      \$674  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$675  = \$like$80 ;
-    if (\$493 ) begin
-      \$675  = \$signal$86 ;
+    \$675  = b_win_0;
+    if (\$488 ) begin
+      \$675  = a3_win_0;
     end
     if (rst) begin
-      \$675  = 3'h0;
+      \$675  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$676  = \$signal$81 ;
-    if (\$493 ) begin
-      \$676  = a2_oy;
+    \$676  = b_win_1;
+    if (\$488 ) begin
+      \$676  = a3_win_1;
     end
     if (rst) begin
-      \$676  = 7'h00;
+      \$676  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$677  = a3_rest_zero;
-    if (\$493 ) begin
-      \$677  = \$498 ;
+    \$677  = b_win_2;
+    if (\$488 ) begin
+      \$677  = a3_win_2;
     end
     if (rst) begin
-      \$677  = 1'h1;
+      \$677  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$678  = a3_win_0;
-    if (\$493 ) begin
-      \$678  = a2_win_0;
+    \$678  = \$signal$34 ;
+    if (\$496 ) begin
+      \$678  = \$signal$33 ;
     end
     if (rst) begin
-      \$678  = 18'h00000;
+      \$678  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$679  = a3_win_1;
-    if (\$493 ) begin
-      \$679  = a2_win_1;
+    \$679  = \$signal$79 ;
+    if (\$496 ) begin
+      \$679  = \$325 [15:0];
     end
     if (rst) begin
-      \$679  = 18'h00000;
+      \$679  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$680  = a3_win_2;
-    if (\$493 ) begin
-      \$680  = a2_win_2;
+    \$680  = \$signal$80 ;
+    if (\$496 ) begin
+      \$680  = \$498 ;
     end
     if (rst) begin
-      \$680  = 18'h00000;
+      \$680  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$681  = \$signal$33 ;
-    if (\$503 ) begin
-      \$681  = 1'h0;
-    end
-    if (\$511 ) begin
-      \$681  = 1'h1;
+    \$681  = \$like$81 ;
+    if (\$496 ) begin
+      \$681  = \$signal$87 ;
     end
     if (rst) begin
-      \$681  = 1'h0;
+      \$681  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$682  = a2_oy;
-    if (\$511 ) begin
-      \$682  = c_row;
+    \$682  = \$signal$82 ;
+    if (\$496 ) begin
+      \$682  = a2_oy;
     end
     if (rst) begin
       \$682  = 7'h00;
@@ -3155,29 +3119,29 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$683  = \$signal$86 ;
-    if (\$511 ) begin
-      \$683  = a_ci;
+    \$683  = a3_rest_zero;
+    if (\$496 ) begin
+      \$683  = \$501 ;
     end
     if (rst) begin
-      \$683  = 3'h0;
+      \$683  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$684  = a2_bits;
-    if (\$511 ) begin
-      \$684  = \$526 ;
+    \$684  = a3_win_0;
+    if (\$496 ) begin
+      \$684  = a2_win_0;
     end
     if (rst) begin
-      \$684  = 16'h0000;
+      \$684  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$685  = a2_win_0;
-    if (\$511 ) begin
-      \$685  = \$541 ;
+    \$685  = a3_win_1;
+    if (\$496 ) begin
+      \$685  = a2_win_1;
     end
     if (rst) begin
       \$685  = 18'h00000;
@@ -3185,9 +3149,9 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$686  = a2_win_1;
-    if (\$511 ) begin
-      \$686  = \$556 ;
+    \$686  = a3_win_2;
+    if (\$496 ) begin
+      \$686  = a2_win_2;
     end
     if (rst) begin
       \$686  = 18'h00000;
@@ -3195,85 +3159,148 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$687  = a2_win_2;
-    if (\$511 ) begin
-      \$687  = \$571 ;
+    \$687  = \$signal$33 ;
+    if (\$506 ) begin
+      \$687  = 1'h0;
+    end
+    if (\$514 ) begin
+      \$687  = 1'h1;
     end
     if (rst) begin
-      \$687  = 18'h00000;
+      \$687  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$688  = a_v;
-    if (\$578 ) begin
-      \$688  = 1'h0;
-    end
-    if (\$590 ) begin
-      \$688  = 1'h1;
+    \$688  = a2_oy;
+    if (\$514 ) begin
+      \$688  = c_row;
     end
     if (rst) begin
-      \$688  = 1'h0;
+      \$688  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$689  = a_oh;
-    if (\$590 ) begin
-      \$689  = \$346 [7:0];
+    \$689  = \$signal$87 ;
+    if (\$514 ) begin
+      \$689  = a_ci;
     end
     if (rst) begin
-      \$689  = 8'h00;
+      \$689  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$690  = eof_done;
-    if (\$620 ) begin
-      \$690  = 1'h1;
+    \$690  = a2_bits;
+    if (\$514 ) begin
+      \$690  = \$529 ;
+    end
+    if (rst) begin
+      \$690  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$691  = a2_win_0;
+    if (\$514 ) begin
+      \$691  = \$544 ;
+    end
+    if (rst) begin
+      \$691  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$692  = a2_win_1;
+    if (\$514 ) begin
+      \$692  = \$559 ;
+    end
+    if (rst) begin
+      \$692  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$693  = a2_win_2;
+    if (\$514 ) begin
+      \$693  = \$574 ;
+    end
+    if (rst) begin
+      \$693  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$694  = a_v;
+    if (\$581 ) begin
+      \$694  = 1'h0;
+    end
+    if (\$593 ) begin
+      \$694  = 1'h1;
+    end
+    if (rst) begin
+      \$694  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$695  = a_oh;
+    if (\$593 ) begin
+      \$695  = \$345 [7:0];
+    end
+    if (rst) begin
+      \$695  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$696  = eof_done;
+    if (\$625 ) begin
+      \$696  = 1'h1;
     end
     if (frame_reset) begin
-      \$690  = 1'h0;
+      \$696  = 1'h0;
     end
     if (rst) begin
-      \$690  = 1'h0;
+      \$696  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$691  = \$623 ;
+    \$697  = \$628 ;
     if (frame_reset) begin
-      \$691  = 1'h0;
+      \$697  = 1'h0;
     end
     if (rst) begin
-      \$691  = 1'h0;
+      \$697  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$692  = \$626 ;
+    \$698  = \$631 ;
     if (rst) begin
-      \$692  = 7'h00;
+      \$698  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$693  = \$630 [6:0];
+    \$699  = \$635 [6:0];
     if (frame_reset) begin
-      \$693  = 7'h00;
+      \$699  = 7'h00;
     end
     if (rst) begin
-      \$693  = 7'h00;
+      \$699  = 7'h00;
     end
   end
   assign r_data = sites__payload;
   assign sites__ready = r_en;
   assign r_rdy = sites__valid;
-  assign site_x = { \$41 , \$34 , \$27 , \$20  };
+  assign site_x = { \$40 , \$33 , \$26 , \$19  };
   assign qp = w_data;
-  assign rest_oh = \$323 [15:0];
-  assign a2_oh = \$326 [15:0];
-  assign chunk_oh = \$346 [7:0];
+  assign rest_oh = \$322 [15:0];
+  assign a2_oh = \$325 [15:0];
+  assign chunk_oh = \$345 [7:0];
   assign head = sites__payload;
   assign \sites__payload.oy  = sites__payload[6:0];
   assign \sites__payload.ox  = sites__payload[13:7];
