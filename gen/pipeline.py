@@ -122,6 +122,12 @@ def lowest_one_hot(m: Module, vec, name: str):
     return oh
 
 
+def at_most_one(vec):
+    """`vec` has at most one bit set: nothing is left once its lowest one is taken (one carry chain). A stage
+    that hands on a vector's bits lowest first keeps this as a register a step ahead, for "the rest is empty"."""
+    return (vec & (vec - 1)) == 0
+
+
 def one_hot_index(m: Module, oh, name: str):
     """The index of the set bit of one-hot `oh` (OR trees, no priority chain)."""
     n = len(oh)

@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from accelkit.config.sparse_conv import SparseConvConfig
 
-from .pipeline import lowest_one_hot, one_hot_index, or_all
+from .pipeline import at_most_one, lowest_one_hot, one_hot_index, or_all
 from .sparse_sequencer import site_layout
 
 __all__ = ["SiteFinder"]
@@ -75,7 +75,9 @@ class SiteFinder(wiring.Component):
         sel = [Signal(S, name=f"sel_{k}") for k in range(nrows)]
         win = [Signal(W, name=f"win_{k}") for k in range(nrows)]
         cwin = [Signal(W, name=f"cwin_{k}") for k in range(nrows)] if three else []
-        centre = Signal(NC * K)
+        # the scanned row's sites: for stride-1 3x3 kinds the window's centre row itself, else a register
+        centre_reg = Signal(NC * K) if not (three and s == 1) else None
+        centre = centre_reg if centre_reg is not None else Cat(cwin[1], Const(0, NC * K - W))
         nz = Signal(NC)  # the scanned row's chunks not yet handed on
         a_v = Signal()
         ends = Signal()  # the frame's rows are all issued (end of frame seen)
@@ -99,7 +101,9 @@ class SiteFinder(wiring.Component):
                 pair = win[1] | win[2]
                 c_bits = Cat(*[pair[2 * i] | (pair[2 * i + 1] if 2 * i + 1 < W else 0) for i in range(Wo)])
             c_nz = Cat(*[c_bits[c * K:(c + 1) * K] != 0 for c in range(NC)])
-            m.d.sync += [centre.eq(c_bits), nz.eq(c_nz), nz_zero.eq(c_nz == 0)]
+            m.d.sync += [nz.eq(c_nz), nz_zero.eq(c_nz == 0)]
+            if centre_reg is not None:
+                m.d.sync += centre_reg.eq(c_bits)
             if three:
                 m.d.sync += [a.eq(b) for a, b in zip(cwin, win, strict=True)]
         with m.If(s_v & w_free):
@@ -169,7 +173,7 @@ class SiteFinder(wiring.Component):
             m.d.sync += [c1_v.eq(b_v), c1_oh.eq(b_oh), c1_ci.eq(b_ci), c1_oy.eq(b_oy)]
             m.d.sync += [a.eq(b) for a, b in zip(c1_win, b_win, strict=True)]
             m.d.sync += [b_oh.eq(rest_oh), b_rest.eq(b_rest & ~rest_oh),
-                         b_rest_zero.eq((b_rest & (b_rest - 1)) == 0)]
+                         b_rest_zero.eq(at_most_one(b_rest))]
         a3_load = ~a3_v | take
         with m.If(take):
             m.d.sync += [b_v.eq(a3_v), b_oh.eq(a3_oh), b_rest.eq(Mux(a3_v, a3_rest, 0)), b_ci.eq(a3_ci),
@@ -179,7 +183,7 @@ class SiteFinder(wiring.Component):
         a2_oh = lowest_one_hot(m, a2_bits, "a2_oh")
         with m.If(a3_load):
             m.d.sync += [a3_v.eq(a2_v), a3_oh.eq(a2_oh), a3_rest.eq(a2_bits & ~a2_oh), a3_ci.eq(a2_ci),
-                         a3_oy.eq(a2_oy), a3_rest_zero.eq((a2_bits & (a2_bits - 1)) == 0)]
+                         a3_oy.eq(a2_oy), a3_rest_zero.eq(at_most_one(a2_bits))]
             m.d.sync += [a.eq(b) for a, b in zip(a3_win, a2_win, strict=True)]
         a2_load = ~a2_v | a3_load
         with m.If(a3_load):
@@ -198,7 +202,7 @@ class SiteFinder(wiring.Component):
             m.d.sync += a_v.eq(0)
         nz_oh = lowest_one_hot(m, nz, "chunk_oh")
         with m.If(a_load & c_v & ~nz_zero):
-            m.d.sync += [a_v.eq(1), a_oh.eq(nz_oh), nz.eq(nz & ~nz_oh), nz_zero.eq((nz & (nz - 1)) == 0)]
+            m.d.sync += [a_v.eq(1), a_oh.eq(nz_oh), nz.eq(nz & ~nz_oh), nz_zero.eq(at_most_one(nz))]
 
         # ---- end of frame: once the rows are over and every stage is empty, the eof site
         idle = ~(i_v | s_v | w_v | c_v | a2_v | a3_v | b_v | c1_v)

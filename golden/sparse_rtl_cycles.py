@@ -181,10 +181,9 @@ class _Engine:
         self.ready_upto = max(self.ready_upto, row + 1)
         self._schedule()
 
-    def _site(self, ready: int, a: int, beats: int) -> int:
+    def _site(self, ready: int, a: int, beats: int) -> None:
         """A site (or the eof site, a = 0) reaching the finder's last stage no earlier than `ready`: through
-        the site queue and the next-site register into the sequencer, then its steps. Returns the cycle it
-        entered the finder's last stage."""
+        the site queue and the next-site register into the sequencer, then its steps."""
         arrive = max(ready, self.c_last + 1)  # the last stage holds the previous site until it is written
         self.m_last = arrive - 1
         write = max(arrive, self.reads_hist[0] + 1)  # the site queue has room
@@ -209,7 +208,6 @@ class _Engine:
                 self.last_fire = self.down.offer(valid + self.link) - self.link
                 self.fires.append(self.last_fire)
         self.e = t
-        return arrive
 
     def _schedule(self) -> None:
         """Finder and sequencer over the ready rows not yet scheduled. A row is issued once it is ready and moves
@@ -233,7 +231,6 @@ class _Engine:
                 self.scan_free = at[-1] + 1
                 self.held = max(self.held, at[-1] + 2)
             else:
-                a_at = NONE
                 i = a
                 while i < b:
                     c = int(ox[i]) // K
@@ -242,12 +239,12 @@ class _Engine:
                         j += 1
                     # the chunk into A (the scan stage's first, or once A moves on), then down the chunk stages
                     st = self.chunk_at  # the previous chunk's
-                    t = [at[-1] + 1 if a_at == NONE else max(a_at + 1, st[1])]
+                    t = [at[-1] + 1 if i == a else max(st[0] + 1, st[1])]
                     for k in range(1, self.chunk_stages):
                         t.append(max(t[-1] + 1, st[k + 1]))
                     last = t[-1] + 1  # B: as its previous chunk's last site moves on, else once C1 may load
                     t.append(self.m_last if last <= self.m_last else max(last, self.c_last))
-                    a_at, self.chunk_at = t[0], t
+                    self.chunk_at = t
                     avail = t[-1] + 1
                     for k in range(i, j):
                         self._site(avail + 1, int(acc[k]), Go)

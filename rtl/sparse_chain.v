@@ -1553,115 +1553,115 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [31:0] \$385 ;
   wire [31:0] \$386 ;
   wire \$387 ;
-  wire [31:0] \$388 ;
+  wire \$388 ;
   wire [31:0] \$389 ;
   wire \$39 ;
-  wire \$390 ;
-  wire [31:0] \$391 ;
+  wire [31:0] \$390 ;
+  wire \$391 ;
   wire [31:0] \$392 ;
-  wire \$393 ;
-  wire [31:0] \$394 ;
+  wire [31:0] \$393 ;
+  wire \$394 ;
   wire [31:0] \$395 ;
-  wire \$396 ;
-  wire [31:0] \$397 ;
+  wire [31:0] \$396 ;
+  wire \$397 ;
   wire [31:0] \$398 ;
-  wire \$399 ;
+  wire [31:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire [31:0] \$400 ;
+  wire \$400 ;
   wire [31:0] \$401 ;
-  wire \$402 ;
-  wire [31:0] \$403 ;
+  wire [31:0] \$402 ;
+  wire \$403 ;
   wire [31:0] \$404 ;
-  wire \$405 ;
-  wire [31:0] \$406 ;
+  wire [31:0] \$405 ;
+  wire \$406 ;
   wire [31:0] \$407 ;
-  wire \$408 ;
-  wire [31:0] \$409 ;
+  wire [31:0] \$408 ;
+  wire \$409 ;
   wire \$41 ;
   wire [31:0] \$410 ;
-  wire \$411 ;
-  wire [31:0] \$412 ;
+  wire [31:0] \$411 ;
+  wire \$412 ;
   wire [31:0] \$413 ;
-  wire \$414 ;
-  wire [31:0] \$415 ;
+  wire [31:0] \$414 ;
+  wire \$415 ;
   wire [31:0] \$416 ;
-  wire \$417 ;
-  wire [31:0] \$418 ;
+  wire [31:0] \$417 ;
+  wire \$418 ;
   wire [31:0] \$419 ;
   wire \$42 ;
-  wire \$420 ;
-  wire [31:0] \$421 ;
+  wire [31:0] \$420 ;
+  wire \$421 ;
   wire [31:0] \$422 ;
-  wire \$423 ;
-  wire [31:0] \$424 ;
+  wire [31:0] \$423 ;
+  wire \$424 ;
   wire [31:0] \$425 ;
-  wire \$426 ;
-  wire [31:0] \$427 ;
+  wire [31:0] \$426 ;
+  wire \$427 ;
   wire [31:0] \$428 ;
-  wire \$429 ;
+  wire [31:0] \$429 ;
   wire \$43 ;
-  wire [31:0] \$430 ;
+  wire \$430 ;
   wire [31:0] \$431 ;
-  wire \$432 ;
-  wire [31:0] \$433 ;
+  wire [31:0] \$432 ;
+  wire \$433 ;
   wire [31:0] \$434 ;
-  wire \$435 ;
+  wire [31:0] \$435 ;
   wire \$436 ;
-  wire [31:0] \$437 ;
-  wire [31:0] \$438 ;
-  wire \$439 ;
+  wire \$437 ;
+  wire \$438 ;
+  wire [31:0] \$439 ;
   wire \$44 ;
   wire [31:0] \$440 ;
-  wire [31:0] \$441 ;
-  wire \$442 ;
+  wire \$441 ;
+  wire [31:0] \$442 ;
   wire [31:0] \$443 ;
-  wire [31:0] \$444 ;
-  wire \$445 ;
+  wire \$444 ;
+  wire [31:0] \$445 ;
   wire [31:0] \$446 ;
-  wire [31:0] \$447 ;
-  wire \$448 ;
+  wire \$447 ;
+  wire [31:0] \$448 ;
   wire [31:0] \$449 ;
   wire \$45 ;
-  wire [31:0] \$450 ;
-  wire \$451 ;
+  wire \$450 ;
+  wire [31:0] \$451 ;
   wire [31:0] \$452 ;
-  wire [31:0] \$453 ;
-  wire \$454 ;
+  wire \$453 ;
+  wire [31:0] \$454 ;
   wire [31:0] \$455 ;
-  wire [31:0] \$456 ;
-  wire \$457 ;
+  wire \$456 ;
+  wire [31:0] \$457 ;
   wire [31:0] \$458 ;
-  wire [31:0] \$459 ;
+  wire \$459 ;
   wire \$46 ;
-  wire \$460 ;
+  wire [31:0] \$460 ;
   wire [31:0] \$461 ;
-  wire [31:0] \$462 ;
-  wire \$463 ;
+  wire \$462 ;
+  wire [31:0] \$463 ;
   wire [31:0] \$464 ;
-  wire [31:0] \$465 ;
-  wire \$466 ;
+  wire \$465 ;
+  wire [31:0] \$466 ;
   wire [31:0] \$467 ;
-  wire [31:0] \$468 ;
-  wire \$469 ;
+  wire \$468 ;
+  wire [31:0] \$469 ;
   wire \$47 ;
   wire [31:0] \$470 ;
-  wire [31:0] \$471 ;
-  wire \$472 ;
+  wire \$471 ;
+  wire [31:0] \$472 ;
   wire [31:0] \$473 ;
-  wire [31:0] \$474 ;
-  wire \$475 ;
+  wire \$474 ;
+  wire [31:0] \$475 ;
   wire [31:0] \$476 ;
-  wire [31:0] \$477 ;
-  wire \$478 ;
+  wire \$477 ;
+  wire [31:0] \$478 ;
   wire [31:0] \$479 ;
   wire \$48 ;
-  wire [31:0] \$480 ;
-  wire \$481 ;
+  wire \$480 ;
+  wire [31:0] \$481 ;
   wire [31:0] \$482 ;
-  wire [31:0] \$483 ;
-  wire \$484 ;
-  wire \$485 ;
+  wire \$483 ;
+  wire [31:0] \$484 ;
+  wire [31:0] \$485 ;
   wire \$486 ;
   wire \$487 ;
   wire \$488 ;
@@ -1973,9 +1973,9 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   reg \$763 ;
   reg [3:0] \$764 ;
   reg \$765 ;
-  reg [15:0] \$766 ;
+  reg \$766 ;
   reg \$767 ;
-  reg \$768 ;
+  reg [15:0] \$768 ;
   reg [31:0] \$769 ;
   wire \$77 ;
   reg [31:0] \$770 ;
@@ -2068,6 +2068,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   reg [3:0] \$signal$23  = 4'h0;
   reg \$signal$37  = 1'h0;
   reg [3:0] \$signal$39  = 4'h0;
+  reg [15:0] \$signal$46  = 16'h0000;
   reg [15:0] \$signal$68  = 16'h0000;
   reg \$signal$7  = 1'h0;
   reg \$signal$74  = 1'h1;
@@ -2111,7 +2112,6 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   reg [32:0] c1_win_1 = 33'h000000000;
   reg [32:0] c1_win_2 = 33'h000000000;
   reg [3:0] c_row = 4'h0;
-  reg [15:0] centre = 16'h0000;
   wire chunk_oh;
   input clk;
   wire clk;
@@ -2413,105 +2413,105 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \$385  = win_1 | win_2;
   assign \$386  = win_1 | win_2;
   assign \$387  = \$385 [30] | \$386 [31];
-  assign \$388  = win_1 | win_2;
+  assign \$388  = | { \$387 , \$384 , \$381 , \$378 , \$375 , \$372 , \$369 , \$366 , \$363 , \$360 , \$357 , \$354 , \$351 , \$348 , \$345 , \$342  };
   assign \$389  = win_1 | win_2;
-  assign \$390  = \$388 [0] | \$389 [1];
-  assign \$391  = win_1 | win_2;
+  assign \$390  = win_1 | win_2;
+  assign \$391  = \$389 [0] | \$390 [1];
   assign \$392  = win_1 | win_2;
-  assign \$393  = \$391 [2] | \$392 [3];
-  assign \$394  = win_1 | win_2;
+  assign \$393  = win_1 | win_2;
+  assign \$394  = \$392 [2] | \$393 [3];
   assign \$395  = win_1 | win_2;
-  assign \$396  = \$394 [4] | \$395 [5];
-  assign \$397  = win_1 | win_2;
+  assign \$396  = win_1 | win_2;
+  assign \$397  = \$395 [4] | \$396 [5];
   assign \$398  = win_1 | win_2;
-  assign \$399  = \$397 [6] | \$398 [7];
-  assign \$400  = win_1 | win_2;
+  assign \$399  = win_1 | win_2;
+  assign \$400  = \$398 [6] | \$399 [7];
   assign \$401  = win_1 | win_2;
-  assign \$402  = \$400 [8] | \$401 [9];
-  assign \$403  = win_1 | win_2;
+  assign \$402  = win_1 | win_2;
+  assign \$403  = \$401 [8] | \$402 [9];
   assign \$404  = win_1 | win_2;
-  assign \$405  = \$403 [10] | \$404 [11];
-  assign \$406  = win_1 | win_2;
+  assign \$405  = win_1 | win_2;
+  assign \$406  = \$404 [10] | \$405 [11];
   assign \$407  = win_1 | win_2;
-  assign \$408  = \$406 [12] | \$407 [13];
-  assign \$409  = win_1 | win_2;
+  assign \$408  = win_1 | win_2;
+  assign \$409  = \$407 [12] | \$408 [13];
   assign \$410  = win_1 | win_2;
-  assign \$411  = \$409 [14] | \$410 [15];
-  assign \$412  = win_1 | win_2;
+  assign \$411  = win_1 | win_2;
+  assign \$412  = \$410 [14] | \$411 [15];
   assign \$413  = win_1 | win_2;
-  assign \$414  = \$412 [16] | \$413 [17];
-  assign \$415  = win_1 | win_2;
+  assign \$414  = win_1 | win_2;
+  assign \$415  = \$413 [16] | \$414 [17];
   assign \$416  = win_1 | win_2;
-  assign \$417  = \$415 [18] | \$416 [19];
-  assign \$418  = win_1 | win_2;
+  assign \$417  = win_1 | win_2;
+  assign \$418  = \$416 [18] | \$417 [19];
   assign \$419  = win_1 | win_2;
-  assign \$420  = \$418 [20] | \$419 [21];
-  assign \$421  = win_1 | win_2;
+  assign \$420  = win_1 | win_2;
+  assign \$421  = \$419 [20] | \$420 [21];
   assign \$422  = win_1 | win_2;
-  assign \$423  = \$421 [22] | \$422 [23];
-  assign \$424  = win_1 | win_2;
+  assign \$423  = win_1 | win_2;
+  assign \$424  = \$422 [22] | \$423 [23];
   assign \$425  = win_1 | win_2;
-  assign \$426  = \$424 [24] | \$425 [25];
-  assign \$427  = win_1 | win_2;
+  assign \$426  = win_1 | win_2;
+  assign \$427  = \$425 [24] | \$426 [25];
   assign \$428  = win_1 | win_2;
-  assign \$429  = \$427 [26] | \$428 [27];
-  assign \$430  = win_1 | win_2;
+  assign \$429  = win_1 | win_2;
+  assign \$430  = \$428 [26] | \$429 [27];
   assign \$431  = win_1 | win_2;
-  assign \$432  = \$430 [28] | \$431 [29];
-  assign \$433  = win_1 | win_2;
+  assign \$432  = win_1 | win_2;
+  assign \$433  = \$431 [28] | \$432 [29];
   assign \$434  = win_1 | win_2;
-  assign \$435  = \$433 [30] | \$434 [31];
-  assign \$436  = | { \$435 , \$432 , \$429 , \$426 , \$423 , \$420 , \$417 , \$414 , \$411 , \$408 , \$405 , \$402 , \$399 , \$396 , \$393 , \$390  };
-  assign \$437  = win_1 | win_2;
-  assign \$438  = win_1 | win_2;
-  assign \$439  = \$437 [0] | \$438 [1];
+  assign \$435  = win_1 | win_2;
+  assign \$436  = \$434 [30] | \$435 [31];
+  assign \$437  = | { \$436 , \$433 , \$430 , \$427 , \$424 , \$421 , \$418 , \$415 , \$412 , \$409 , \$406 , \$403 , \$400 , \$397 , \$394 , \$391  };
+  assign \$438  = ! \$437 ;
+  assign \$439  = win_1 | win_2;
   assign \$440  = win_1 | win_2;
-  assign \$441  = win_1 | win_2;
-  assign \$442  = \$440 [2] | \$441 [3];
+  assign \$441  = \$439 [0] | \$440 [1];
+  assign \$442  = win_1 | win_2;
   assign \$443  = win_1 | win_2;
-  assign \$444  = win_1 | win_2;
-  assign \$445  = \$443 [4] | \$444 [5];
+  assign \$444  = \$442 [2] | \$443 [3];
+  assign \$445  = win_1 | win_2;
   assign \$446  = win_1 | win_2;
-  assign \$447  = win_1 | win_2;
-  assign \$448  = \$446 [6] | \$447 [7];
+  assign \$447  = \$445 [4] | \$446 [5];
+  assign \$448  = win_1 | win_2;
   assign \$449  = win_1 | win_2;
-  assign \$450  = win_1 | win_2;
-  assign \$451  = \$449 [8] | \$450 [9];
+  assign \$450  = \$448 [6] | \$449 [7];
+  assign \$451  = win_1 | win_2;
   assign \$452  = win_1 | win_2;
-  assign \$453  = win_1 | win_2;
-  assign \$454  = \$452 [10] | \$453 [11];
+  assign \$453  = \$451 [8] | \$452 [9];
+  assign \$454  = win_1 | win_2;
   assign \$455  = win_1 | win_2;
-  assign \$456  = win_1 | win_2;
-  assign \$457  = \$455 [12] | \$456 [13];
+  assign \$456  = \$454 [10] | \$455 [11];
+  assign \$457  = win_1 | win_2;
   assign \$458  = win_1 | win_2;
-  assign \$459  = win_1 | win_2;
-  assign \$460  = \$458 [14] | \$459 [15];
+  assign \$459  = \$457 [12] | \$458 [13];
+  assign \$460  = win_1 | win_2;
   assign \$461  = win_1 | win_2;
-  assign \$462  = win_1 | win_2;
-  assign \$463  = \$461 [16] | \$462 [17];
+  assign \$462  = \$460 [14] | \$461 [15];
+  assign \$463  = win_1 | win_2;
   assign \$464  = win_1 | win_2;
-  assign \$465  = win_1 | win_2;
-  assign \$466  = \$464 [18] | \$465 [19];
+  assign \$465  = \$463 [16] | \$464 [17];
+  assign \$466  = win_1 | win_2;
   assign \$467  = win_1 | win_2;
-  assign \$468  = win_1 | win_2;
-  assign \$469  = \$467 [20] | \$468 [21];
+  assign \$468  = \$466 [18] | \$467 [19];
+  assign \$469  = win_1 | win_2;
   assign \$470  = win_1 | win_2;
-  assign \$471  = win_1 | win_2;
-  assign \$472  = \$470 [22] | \$471 [23];
+  assign \$471  = \$469 [20] | \$470 [21];
+  assign \$472  = win_1 | win_2;
   assign \$473  = win_1 | win_2;
-  assign \$474  = win_1 | win_2;
-  assign \$475  = \$473 [24] | \$474 [25];
+  assign \$474  = \$472 [22] | \$473 [23];
+  assign \$475  = win_1 | win_2;
   assign \$476  = win_1 | win_2;
-  assign \$477  = win_1 | win_2;
-  assign \$478  = \$476 [26] | \$477 [27];
+  assign \$477  = \$475 [24] | \$476 [25];
+  assign \$478  = win_1 | win_2;
   assign \$479  = win_1 | win_2;
-  assign \$480  = win_1 | win_2;
-  assign \$481  = \$479 [28] | \$480 [29];
+  assign \$480  = \$478 [26] | \$479 [27];
+  assign \$481  = win_1 | win_2;
   assign \$482  = win_1 | win_2;
-  assign \$483  = win_1 | win_2;
-  assign \$484  = \$482 [30] | \$483 [31];
-  assign \$485  = | { \$484 , \$481 , \$478 , \$475 , \$472 , \$469 , \$466 , \$463 , \$460 , \$457 , \$454 , \$451 , \$448 , \$445 , \$442 , \$439  };
-  assign \$486  = ! \$485 ;
+  assign \$483  = \$481 [28] | \$482 [29];
+  assign \$484  = win_1 | win_2;
+  assign \$485  = win_1 | win_2;
+  assign \$486  = \$484 [30] | \$485 [31];
   assign \$487  = ~ \$signal$8 ;
   assign \$488  = ~ \$signal$9 ;
   assign \$489  = ~ a_v;
@@ -2721,7 +2721,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \$694  = \$690  | \$693 ;
   assign \$695  = \$689  | \$694 ;
   assign \$696  = \$695  & a_v;
-  assign \$697  = a_oh ? centre : 16'h0000;
+  assign \$697  = a_oh ? \$signal$46  : 16'h0000;
   assign \$698  = a_oh ? { cwin_0, 1'h0 } : 33'h000000000;
   assign \$699  = a_oh ? { cwin_1, 1'h0 } : 33'h000000000;
   assign \$700  = a_oh ? { cwin_2, 1'h0 } : 33'h000000000;
@@ -2793,11 +2793,11 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @(posedge clk)
     \$signal$8  <= \$765 ;
   always @(posedge clk)
-    centre <= \$766 ;
+    nz <= \$766 ;
   always @(posedge clk)
-    nz <= \$767 ;
+    nz_zero <= \$767 ;
   always @(posedge clk)
-    nz_zero <= \$768 ;
+    \$signal$46  <= \$768 ;
   always @(posedge clk)
     cwin_0 <= \$769 ;
   always @(posedge clk)
@@ -3169,38 +3169,38 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$766  = centre;
+    \$766  = nz;
     if (\$339 ) begin
-      \$766  = { \$387 , \$384 , \$381 , \$378 , \$375 , \$372 , \$369 , \$366 , \$363 , \$360 , \$357 , \$354 , \$351 , \$348 , \$345 , \$342  };
+      \$766  = \$388 ;
+    end
+    if (\$719 ) begin
+      \$766  = \$721 ;
     end
     if (rst) begin
-      \$766  = 16'h0000;
+      \$766  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$767  = nz;
+    \$767  = nz_zero;
     if (\$339 ) begin
-      \$767  = \$436 ;
+      \$767  = \$438 ;
     end
     if (\$719 ) begin
-      \$767  = \$721 ;
+      \$767  = \$724 ;
     end
     if (rst) begin
-      \$767  = 1'h0;
+      \$767  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$768  = nz_zero;
+    \$768  = \$signal$46 ;
     if (\$339 ) begin
-      \$768  = \$486 ;
-    end
-    if (\$719 ) begin
-      \$768  = \$724 ;
+      \$768  = { \$486 , \$483 , \$480 , \$477 , \$474 , \$471 , \$468 , \$465 , \$462 , \$459 , \$456 , \$453 , \$450 , \$447 , \$444 , \$441  };
     end
     if (rst) begin
-      \$768  = 1'h1;
+      \$768  = 16'h0000;
     end
   end
   always @* begin
@@ -10295,74 +10295,73 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$55 ;
   reg [3:0] \$550 ;
   reg \$551 ;
-  reg [15:0] \$552 ;
+  reg \$552 ;
   reg \$553 ;
-  reg \$554 ;
+  reg [15:0] \$554 ;
   reg [15:0] \$555 ;
   reg [15:0] \$556 ;
-  reg [15:0] \$557 ;
-  reg [3:0] \$558 ;
-  reg \$559 ;
+  reg [3:0] \$557 ;
+  reg \$558 ;
+  reg [15:0] \$559 ;
   wire \$56 ;
   reg [15:0] \$560 ;
   reg [15:0] \$561 ;
-  reg [15:0] \$562 ;
-  reg [3:0] \$563 ;
-  reg \$564 ;
+  reg [3:0] \$562 ;
+  reg \$563 ;
+  reg [3:0] \$564 ;
   reg [3:0] \$565 ;
   reg [3:0] \$566 ;
-  reg [3:0] \$567 ;
-  reg \$568 ;
-  reg [3:0] \$569 ;
+  reg \$567 ;
+  reg [3:0] \$568 ;
+  reg [5:0] \$569 ;
   wire \$57 ;
-  reg [5:0] \$570 ;
-  reg [4:0] \$571 ;
+  reg [4:0] \$570 ;
+  reg [5:0] \$571 ;
   reg [5:0] \$572 ;
-  reg [5:0] \$573 ;
+  reg \$573 ;
   reg \$574 ;
-  reg \$575 ;
-  reg [15:0] \$576 ;
-  reg \$577 ;
-  reg [3:0] \$578 ;
+  reg [15:0] \$575 ;
+  reg \$576 ;
+  reg [3:0] \$577 ;
+  reg [17:0] \$578 ;
   reg [17:0] \$579 ;
   wire \$58 ;
   reg [17:0] \$580 ;
-  reg [17:0] \$581 ;
+  reg [15:0] \$581 ;
   reg [15:0] \$582 ;
-  reg [15:0] \$583 ;
+  reg \$583 ;
   reg \$584 ;
   reg \$585 ;
-  reg \$586 ;
-  reg [3:0] \$587 ;
+  reg [3:0] \$586 ;
+  reg [17:0] \$587 ;
   reg [17:0] \$588 ;
   reg [17:0] \$589 ;
   wire \$59 ;
-  reg [17:0] \$590 ;
-  reg \$591 ;
+  reg \$590 ;
+  reg [15:0] \$591 ;
   reg [15:0] \$592 ;
-  reg [15:0] \$593 ;
-  reg \$594 ;
-  reg [3:0] \$595 ;
-  reg \$596 ;
+  reg \$593 ;
+  reg [3:0] \$594 ;
+  reg \$595 ;
+  reg [17:0] \$596 ;
   reg [17:0] \$597 ;
   reg [17:0] \$598 ;
-  reg [17:0] \$599 ;
+  reg \$599 ;
   wire \$6 ;
   wire \$60 ;
-  reg \$600 ;
-  reg [3:0] \$601 ;
-  reg \$602 ;
-  reg [15:0] \$603 ;
+  reg [3:0] \$600 ;
+  reg \$601 ;
+  reg [15:0] \$602 ;
+  reg [17:0] \$603 ;
   reg [17:0] \$604 ;
   reg [17:0] \$605 ;
-  reg [17:0] \$606 ;
+  reg \$606 ;
   reg \$607 ;
   reg \$608 ;
   reg \$609 ;
   wire \$61 ;
-  reg \$610 ;
+  reg [3:0] \$610 ;
   reg [3:0] \$611 ;
-  reg [3:0] \$612 ;
   wire \$62 ;
   wire \$63 ;
   wire \$64 ;
@@ -10405,24 +10404,24 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$98 ;
   wire \$99 ;
   reg \$like  = 1'h0;
-  reg \$like$69  = 1'h0;
-  reg \$like$78  = 1'h0;
+  reg \$like$68  = 1'h0;
+  reg \$like$77  = 1'h0;
   reg \$signal  = 1'h0;
   reg [15:0] \$signal$17  = 16'h0000;
   reg \$signal$21  = 1'h0;
   reg [3:0] \$signal$23  = 4'h0;
   reg \$signal$37  = 1'h0;
   reg [3:0] \$signal$39  = 4'h0;
-  reg [15:0] \$signal$68  = 16'h0000;
+  reg [15:0] \$signal$67  = 16'h0000;
   reg \$signal$7  = 1'h0;
-  reg \$signal$74  = 1'h1;
-  reg \$signal$75  = 1'h0;
+  reg \$signal$73  = 1'h1;
+  reg \$signal$74  = 1'h0;
+  reg [15:0] \$signal$75  = 16'h0000;
   reg [15:0] \$signal$76  = 16'h0000;
-  reg [15:0] \$signal$77  = 16'h0000;
-  reg [3:0] \$signal$79  = 4'h0;
+  reg [3:0] \$signal$78  = 4'h0;
   reg \$signal$8  = 1'h0;
+  reg \$signal$83  = 1'h0;
   reg \$signal$84  = 1'h0;
-  reg \$signal$85  = 1'h0;
   reg \$signal$9  = 1'h0;
   reg [15:0] a2_bits = 16'h0000;
   wire [15:0] a2_oh;
@@ -10452,7 +10451,6 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   reg [17:0] c1_win_1 = 18'h00000;
   reg [17:0] c1_win_2 = 18'h00000;
   reg [3:0] c_row = 4'h0;
-  reg [15:0] centre = 16'h0000;
   wire chunk_oh;
   input clk;
   wire clk;
@@ -10534,7 +10532,6 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   reg [15:0] win_0 = 16'h0000;
   reg [15:0] win_1 = 16'h0000;
   reg [15:0] win_2 = 16'h0000;
-  assign \$386  = tags[9:5] == row_0;
   assign \$387  = \$385  & \$386 ;
   assign \$388  = | i_cy;
   assign \$389  = \$387  & \$388 ;
@@ -10605,50 +10602,50 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \$454  = ! \$453 ;
   assign \$455  = ~ \$signal$21 ;
   assign \$456  = \$455  | w_rdy;
-  assign \$457  = \$456  & \$signal$74 ;
-  assign \$458  = \$signal$75  ? \$signal$77  : 16'h0000;
-  assign \$459  = ~ \$signal$75 ;
+  assign \$457  = \$456  & \$signal$73 ;
+  assign \$458  = \$signal$74  ? \$signal$76  : 16'h0000;
+  assign \$459  = ~ \$signal$74 ;
   assign \$460  = \$459  | a3_rest_zero;
-  assign \$461  = ~ \$signal$75 ;
+  assign \$461  = ~ \$signal$74 ;
   assign \$462  = ~ \$signal$21 ;
   assign \$463  = \$462  | w_rdy;
-  assign \$464  = \$463  & \$signal$74 ;
+  assign \$464  = \$463  & \$signal$73 ;
   assign \$465  = \$461  | \$464 ;
   assign \$466  = ~ \$325 [15:0];
   assign \$467  = a2_bits & \$466 ;
   assign \$468  = a2_bits - 1'h1;
   assign \$469  = { 1'h0, a2_bits } & \$468 ;
   assign \$470  = ! \$469 ;
-  assign \$471  = ~ \$signal$75 ;
+  assign \$471  = ~ \$signal$74 ;
   assign \$472  = ~ \$signal$21 ;
   assign \$473  = \$472  | w_rdy;
-  assign \$474  = \$473  & \$signal$74 ;
+  assign \$474  = \$473  & \$signal$73 ;
   assign \$475  = \$471  | \$474 ;
-  assign \$476  = ~ \$signal$84 ;
-  assign \$477  = ~ \$signal$75 ;
+  assign \$476  = ~ \$signal$83 ;
+  assign \$477  = ~ \$signal$74 ;
   assign \$478  = ~ \$signal$21 ;
   assign \$479  = \$478  | w_rdy;
-  assign \$480  = \$479  & \$signal$74 ;
+  assign \$480  = \$479  & \$signal$73 ;
   assign \$481  = \$477  | \$480 ;
   assign \$482  = \$476  | \$481 ;
   assign \$483  = \$482  & a_v;
-  assign \$484  = a_oh ? centre : 16'h0000;
+  assign \$484  = a_oh ? cwin_1 : 16'h0000;
   assign \$485  = a_oh ? { 1'h0, cwin_0, 1'h0 } : 18'h00000;
   assign \$486  = a_oh ? { 1'h0, cwin_1, 1'h0 } : 18'h00000;
   assign \$487  = a_oh ? { 1'h0, cwin_2, 1'h0 } : 18'h00000;
-  assign \$488  = ~ \$signal$84 ;
-  assign \$489  = ~ \$signal$75 ;
+  assign \$488  = ~ \$signal$83 ;
+  assign \$489  = ~ \$signal$74 ;
   assign \$490  = ~ \$signal$21 ;
   assign \$491  = \$490  | w_rdy;
-  assign \$492  = \$491  & \$signal$74 ;
+  assign \$492  = \$491  & \$signal$73 ;
   assign \$493  = \$489  | \$492 ;
   assign \$494  = \$488  | \$493 ;
   assign \$495  = ~ a_v;
-  assign \$496  = ~ \$signal$84 ;
-  assign \$497  = ~ \$signal$75 ;
+  assign \$496  = ~ \$signal$83 ;
+  assign \$497  = ~ \$signal$74 ;
   assign \$498  = ~ \$signal$21 ;
   assign \$499  = \$498  | w_rdy;
-  assign \$500  = \$499  & \$signal$74 ;
+  assign \$500  = \$499  & \$signal$73 ;
   assign \$501  = \$497  | \$500 ;
   assign \$502  = \$496  | \$501 ;
   assign \$503  = \$495  | \$502 ;
@@ -10679,8 +10676,8 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \$528  = \$signal  | \$signal$7 ;
   assign \$529  = \$528  | \$signal$8 ;
   assign \$530  = \$529  | \$signal$9 ;
-  assign \$531  = \$530  | \$signal$84 ;
-  assign \$532  = \$531  | \$signal$75 ;
+  assign \$531  = \$530  | \$signal$83 ;
+  assign \$532  = \$531  | \$signal$74 ;
   assign \$533  = \$532  | b_v;
   assign \$534  = \$533  | \$signal$21 ;
   assign \$535  = ~ \$534 ;
@@ -10688,9 +10685,9 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \$537  = ~ eof_done;
   assign \$538  = \$536  & \$537 ;
   assign \$539  = \$signal$21  | b_v;
-  assign \$540  = \$539  | \$signal$75 ;
-  assign \$541  = \$540  | \$signal$84 ;
-  assign \$542  = \$signal$75  ? \$signal$79  : a2_oy;
+  assign \$540  = \$539  | \$signal$74 ;
+  assign \$541  = \$540  | \$signal$83 ;
+  assign \$542  = \$signal$74  ? \$signal$78  : a2_oy;
   assign \$543  = b_v ? b_oy : \$542 ;
   assign \$544  = \$signal$21  ? \$signal$23  : \$543 ;
   assign \$545  = \$signal  ? { 1'h0, i_row } : f_row;
@@ -10704,127 +10701,125 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @(posedge clk)
     \$signal$8  <= \$551 ;
   always @(posedge clk)
-    centre <= \$552 ;
+    nz <= \$552 ;
   always @(posedge clk)
-    nz <= \$553 ;
+    nz_zero <= \$553 ;
   always @(posedge clk)
-    nz_zero <= \$554 ;
+    cwin_0 <= \$554 ;
   always @(posedge clk)
-    cwin_0 <= \$555 ;
+    cwin_1 <= \$555 ;
   always @(posedge clk)
-    cwin_1 <= \$556 ;
+    cwin_2 <= \$556 ;
   always @(posedge clk)
-    cwin_2 <= \$557 ;
+    w_row <= \$557 ;
   always @(posedge clk)
-    w_row <= \$558 ;
+    \$signal$7  <= \$558 ;
   always @(posedge clk)
-    \$signal$7  <= \$559 ;
+    win_0 <= \$559 ;
   always @(posedge clk)
-    win_0 <= \$560 ;
+    win_1 <= \$560 ;
   always @(posedge clk)
-    win_1 <= \$561 ;
+    win_2 <= \$561 ;
   always @(posedge clk)
-    win_2 <= \$562 ;
+    s_row <= \$562 ;
   always @(posedge clk)
-    s_row <= \$563 ;
+    \$signal  <= \$563 ;
   always @(posedge clk)
-    \$signal  <= \$564 ;
+    sel_0 <= \$564 ;
   always @(posedge clk)
-    sel_0 <= \$565 ;
+    sel_1 <= \$565 ;
   always @(posedge clk)
-    sel_1 <= \$566 ;
+    sel_2 <= \$566 ;
   always @(posedge clk)
-    sel_2 <= \$567 ;
+    ends <= \$567 ;
   always @(posedge clk)
-    ends <= \$568 ;
+    i_row <= \$568 ;
   always @(posedge clk)
-    i_row <= \$569 ;
+    i_cy <= \$569 ;
   always @(posedge clk)
-    i_cy <= \$570 ;
+    f_row <= \$570 ;
   always @(posedge clk)
-    f_row <= \$571 ;
+    cy <= \$571 ;
   always @(posedge clk)
-    cy <= \$572 ;
+    need <= \$572 ;
   always @(posedge clk)
-    need <= \$573 ;
+    eof_pend <= \$573 ;
   always @(posedge clk)
-    eof_pend <= \$574 ;
+    \$signal$21  <= \$574 ;
   always @(posedge clk)
-    \$signal$21  <= \$575 ;
+    \$signal$17  <= \$575 ;
   always @(posedge clk)
-    \$signal$17  <= \$576 ;
+    \$like  <= \$576 ;
   always @(posedge clk)
-    \$like  <= \$577 ;
+    \$signal$23  <= \$577 ;
   always @(posedge clk)
-    \$signal$23  <= \$578 ;
+    c1_win_0 <= \$578 ;
   always @(posedge clk)
-    c1_win_0 <= \$579 ;
+    c1_win_1 <= \$579 ;
   always @(posedge clk)
-    c1_win_1 <= \$580 ;
+    c1_win_2 <= \$580 ;
   always @(posedge clk)
-    c1_win_2 <= \$581 ;
+    \$signal$67  <= \$581 ;
   always @(posedge clk)
-    \$signal$68  <= \$582 ;
+    b_rest <= \$582 ;
   always @(posedge clk)
-    b_rest <= \$583 ;
+    \$signal$73  <= \$583 ;
   always @(posedge clk)
-    \$signal$74  <= \$584 ;
+    b_v <= \$584 ;
   always @(posedge clk)
-    b_v <= \$585 ;
+    \$like$68  <= \$585 ;
   always @(posedge clk)
-    \$like$69  <= \$586 ;
+    b_oy <= \$586 ;
   always @(posedge clk)
-    b_oy <= \$587 ;
+    b_win_0 <= \$587 ;
   always @(posedge clk)
-    b_win_0 <= \$588 ;
+    b_win_1 <= \$588 ;
   always @(posedge clk)
-    b_win_1 <= \$589 ;
+    b_win_2 <= \$589 ;
   always @(posedge clk)
-    b_win_2 <= \$590 ;
+    \$signal$74  <= \$590 ;
   always @(posedge clk)
     \$signal$75  <= \$591 ;
   always @(posedge clk)
     \$signal$76  <= \$592 ;
   always @(posedge clk)
-    \$signal$77  <= \$593 ;
+    \$like$77  <= \$593 ;
   always @(posedge clk)
-    \$like$78  <= \$594 ;
+    \$signal$78  <= \$594 ;
   always @(posedge clk)
-    \$signal$79  <= \$595 ;
+    a3_rest_zero <= \$595 ;
   always @(posedge clk)
-    a3_rest_zero <= \$596 ;
+    a3_win_0 <= \$596 ;
   always @(posedge clk)
-    a3_win_0 <= \$597 ;
+    a3_win_1 <= \$597 ;
   always @(posedge clk)
-    a3_win_1 <= \$598 ;
+    a3_win_2 <= \$598 ;
   always @(posedge clk)
-    a3_win_2 <= \$599 ;
+    \$signal$83  <= \$599 ;
   always @(posedge clk)
-    \$signal$84  <= \$600 ;
+    a2_oy <= \$600 ;
   always @(posedge clk)
-    a2_oy <= \$601 ;
+    \$signal$84  <= \$601 ;
   always @(posedge clk)
-    \$signal$85  <= \$602 ;
+    a2_bits <= \$602 ;
   always @(posedge clk)
-    a2_bits <= \$603 ;
+    a2_win_0 <= \$603 ;
   always @(posedge clk)
-    a2_win_0 <= \$604 ;
+    a2_win_1 <= \$604 ;
   always @(posedge clk)
-    a2_win_1 <= \$605 ;
+    a2_win_2 <= \$605 ;
   always @(posedge clk)
-    a2_win_2 <= \$606 ;
+    a_v <= \$606 ;
   always @(posedge clk)
-    a_v <= \$607 ;
+    a_oh <= \$607 ;
   always @(posedge clk)
-    a_oh <= \$608 ;
+    eof_done <= \$608 ;
   always @(posedge clk)
-    eof_done <= \$609 ;
+    \$signal$37  <= \$609 ;
   always @(posedge clk)
-    \$signal$37  <= \$610 ;
+    \$signal$39  <= \$610 ;
   always @(posedge clk)
-    \$signal$39  <= \$611 ;
-  always @(posedge clk)
-    rows_row <= \$612 ;
+    rows_row <= \$611 ;
   assign \$1  = ~ \$signal$7 ;
   assign \$2  = ~ \$signal$8 ;
   assign \$3  = ~ \$signal$9 ;
@@ -11212,6 +11207,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \$383  = | i_cy;
   assign \$384  = \$382  & \$383 ;
   assign \$385  = row_0[1:0] == 1'h1;
+  assign \$386  = tags[9:5] == row_0;
   \top.layer1.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -11294,45 +11290,45 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$552  = centre;
+    \$552  = nz;
     if (\$339 ) begin
-      \$552  = win_1;
-    end
-    if (rst) begin
-      \$552  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$553  = nz;
-    if (\$339 ) begin
-      \$553  = \$340 ;
+      \$552  = \$340 ;
     end
     if (\$506 ) begin
-      \$553  = \$508 ;
+      \$552  = \$508 ;
     end
     if (rst) begin
-      \$553  = 1'h0;
+      \$552  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$554  = nz_zero;
+    \$553  = nz_zero;
     if (\$339 ) begin
-      \$554  = \$342 ;
+      \$553  = \$342 ;
     end
     if (\$506 ) begin
-      \$554  = \$511 ;
+      \$553  = \$511 ;
     end
     if (rst) begin
-      \$554  = 1'h1;
+      \$553  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$555  = cwin_0;
+    \$554  = cwin_0;
     if (\$339 ) begin
-      \$555  = win_0;
+      \$554  = win_0;
+    end
+    if (rst) begin
+      \$554  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$555  = cwin_1;
+    if (\$339 ) begin
+      \$555  = win_1;
     end
     if (rst) begin
       \$555  = 16'h0000;
@@ -11340,9 +11336,9 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$556  = cwin_1;
+    \$556  = cwin_2;
     if (\$339 ) begin
-      \$556  = win_1;
+      \$556  = win_2;
     end
     if (rst) begin
       \$556  = 16'h0000;
@@ -11350,42 +11346,42 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$557  = cwin_2;
-    if (\$339 ) begin
-      \$557  = win_2;
+    \$557  = w_row;
+    if (\$349 ) begin
+      \$557  = s_row;
     end
     if (rst) begin
-      \$557  = 16'h0000;
+      \$557  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$558  = w_row;
+    \$558  = \$signal$7 ;
     if (\$349 ) begin
-      \$558  = s_row;
-    end
-    if (rst) begin
-      \$558  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$559  = \$signal$7 ;
-    if (\$349 ) begin
-      \$559  = 1'h0;
+      \$558  = 1'h0;
     end
     if (\$379 ) begin
-      \$559  = 1'h1;
+      \$558  = 1'h1;
     end
     if (rst) begin
-      \$559  = 1'h0;
+      \$558  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$560  = win_0;
+    \$559  = win_0;
     if (\$349 ) begin
-      \$560  = \$356 ;
+      \$559  = \$356 ;
+    end
+    if (rst) begin
+      \$559  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$560  = win_1;
+    if (\$349 ) begin
+      \$560  = \$363 ;
     end
     if (rst) begin
       \$560  = 16'h0000;
@@ -11393,9 +11389,9 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$561  = win_1;
+    \$561  = win_2;
     if (\$349 ) begin
-      \$561  = \$363 ;
+      \$561  = \$370 ;
     end
     if (rst) begin
       \$561  = 16'h0000;
@@ -11403,48 +11399,51 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$562  = win_2;
-    if (\$349 ) begin
-      \$562  = \$370 ;
+    \$562  = s_row;
+    if (\$379 ) begin
+      \$562  = i_row;
     end
     if (rst) begin
-      \$562  = 16'h0000;
+      \$562  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$563  = s_row;
+    \$563  = \$signal ;
     if (\$379 ) begin
-      \$563  = i_row;
-    end
-    if (rst) begin
-      \$563  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$564  = \$signal ;
-    if (\$379 ) begin
-      \$564  = 1'h0;
+      \$563  = 1'h0;
     end
     if (\$435 ) begin
       if (\$439 ) begin
       end else if (\$441 ) begin
-        \$564  = 1'h1;
+        \$563  = 1'h1;
       end
     end
     if (rst) begin
-      \$564  = 1'h0;
+      \$563  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$565  = sel_0;
+    \$564  = sel_0;
     if (\$379 ) begin
-      \$565 [0] = \$384 ;
-      \$565 [1] = \$389 ;
-      \$565 [2] = \$394 ;
-      \$565 [3] = \$399 ;
+      \$564 [0] = \$384 ;
+      \$564 [1] = \$389 ;
+      \$564 [2] = \$394 ;
+      \$564 [3] = \$399 ;
+    end
+    if (rst) begin
+      \$564  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$565  = sel_1;
+    if (\$379 ) begin
+      \$565 [0] = \$402 ;
+      \$565 [1] = \$405 ;
+      \$565 [2] = \$408 ;
+      \$565 [3] = \$411 ;
     end
     if (rst) begin
       \$565  = 4'h0;
@@ -11452,12 +11451,12 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$566  = sel_1;
+    \$566  = sel_2;
     if (\$379 ) begin
-      \$566 [0] = \$402 ;
-      \$566 [1] = \$405 ;
-      \$566 [2] = \$408 ;
-      \$566 [3] = \$411 ;
+      \$566 [0] = \$414 ;
+      \$566 [1] = \$417 ;
+      \$566 [2] = \$420 ;
+      \$566 [3] = \$423 ;
     end
     if (rst) begin
       \$566  = 4'h0;
@@ -11465,114 +11464,111 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$567  = sel_2;
-    if (\$379 ) begin
-      \$567 [0] = \$414 ;
-      \$567 [1] = \$417 ;
-      \$567 [2] = \$420 ;
-      \$567 [3] = \$423 ;
-    end
-    if (rst) begin
-      \$567  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$568  = ends;
+    \$567  = ends;
     if (\$435 ) begin
       if (\$439 ) begin
-        \$568  = 1'h1;
+        \$567  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$568  = 1'h0;
+      \$567  = 1'h0;
     end
     if (rst) begin
-      \$568  = 1'h0;
+      \$567  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$569  = i_row;
+    \$568  = i_row;
     if (\$435 ) begin
       if (\$439 ) begin
       end else if (\$441 ) begin
-        \$569  = f_row[3:0];
+        \$568  = f_row[3:0];
       end
     end
     if (rst) begin
-      \$569  = 4'h0;
+      \$568  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$570  = i_cy;
+    \$569  = i_cy;
     if (\$435 ) begin
       if (\$439 ) begin
       end else if (\$441 ) begin
-        \$570  = cy;
+        \$569  = cy;
       end
     end
     if (rst) begin
-      \$570  = 6'h00;
+      \$569  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$571  = f_row;
+    \$570  = f_row;
     if (\$435 ) begin
       if (\$439 ) begin
       end else if (\$441 ) begin
-        \$571  = \$442 [4:0];
-      end
-    end
-    if (frame_reset) begin
-      \$571  = 5'h00;
-    end
-    if (rst) begin
-      \$571  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$572  = cy;
-    if (\$435 ) begin
-      if (\$439 ) begin
-      end else if (\$441 ) begin
-        \$572  = \$443 [5:0];
+        \$570  = \$442 [4:0];
       end
     end
     if (frame_reset) begin
-      \$572  = 6'h00;
+      \$570  = 5'h00;
     end
     if (rst) begin
-      \$572  = 6'h00;
+      \$570  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$573  = need;
+    \$571  = cy;
     if (\$435 ) begin
       if (\$439 ) begin
       end else if (\$441 ) begin
-        \$573  = \$444 [5:0];
+        \$571  = \$443 [5:0];
       end
     end
     if (frame_reset) begin
-      \$573  = 6'h02;
+      \$571  = 6'h00;
     end
     if (rst) begin
-      \$573  = 6'h02;
+      \$571  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$574  = eof_pend;
+    \$572  = need;
+    if (\$435 ) begin
+      if (\$439 ) begin
+      end else if (\$441 ) begin
+        \$572  = \$444 [5:0];
+      end
+    end
+    if (frame_reset) begin
+      \$572  = 6'h02;
+    end
+    if (rst) begin
+      \$572  = 6'h02;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$573  = eof_pend;
     if (\$447 ) begin
-      \$574  = 1'h0;
+      \$573  = 1'h0;
     end
     if (\$538 ) begin
-      \$574  = 1'h1;
+      \$573  = 1'h1;
+    end
+    if (rst) begin
+      \$573  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$574  = \$signal$21 ;
+    if (\$449 ) begin
+      \$574  = b_v;
     end
     if (rst) begin
       \$574  = 1'h0;
@@ -11580,49 +11576,49 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$575  = \$signal$21 ;
+    \$575  = \$signal$17 ;
     if (\$449 ) begin
-      \$575  = b_v;
+      \$575  = \$signal$67 ;
     end
     if (rst) begin
-      \$575  = 1'h0;
+      \$575  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$576  = \$signal$17 ;
+    \$576  = \$like ;
     if (\$449 ) begin
-      \$576  = \$signal$68 ;
+      \$576  = \$like$68 ;
     end
     if (rst) begin
-      \$576  = 16'h0000;
+      \$576  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$577  = \$like ;
+    \$577  = \$signal$23 ;
     if (\$449 ) begin
-      \$577  = \$like$69 ;
+      \$577  = b_oy;
     end
     if (rst) begin
-      \$577  = 1'h0;
+      \$577  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$578  = \$signal$23 ;
+    \$578  = c1_win_0;
     if (\$449 ) begin
-      \$578  = b_oy;
+      \$578  = b_win_0;
     end
     if (rst) begin
-      \$578  = 4'h0;
+      \$578  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$579  = c1_win_0;
+    \$579  = c1_win_1;
     if (\$449 ) begin
-      \$579  = b_win_0;
+      \$579  = b_win_1;
     end
     if (rst) begin
       \$579  = 18'h00000;
@@ -11630,9 +11626,9 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$580  = c1_win_1;
+    \$580  = c1_win_2;
     if (\$449 ) begin
-      \$580  = b_win_1;
+      \$580  = b_win_2;
     end
     if (rst) begin
       \$580  = 18'h00000;
@@ -11640,22 +11636,25 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$581  = c1_win_2;
+    \$581  = \$signal$67 ;
     if (\$449 ) begin
-      \$581  = b_win_2;
+      \$581  = \$322 [15:0];
+    end
+    if (\$457 ) begin
+      \$581  = \$signal$75 ;
     end
     if (rst) begin
-      \$581  = 18'h00000;
+      \$581  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$582  = \$signal$68 ;
+    \$582  = b_rest;
     if (\$449 ) begin
-      \$582  = \$322 [15:0];
+      \$582  = \$451 ;
     end
     if (\$457 ) begin
-      \$582  = \$signal$76 ;
+      \$582  = \$458 ;
     end
     if (rst) begin
       \$582  = 16'h0000;
@@ -11663,35 +11662,32 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$583  = b_rest;
+    \$583  = \$signal$73 ;
     if (\$449 ) begin
-      \$583  = \$451 ;
+      \$583  = \$454 ;
     end
     if (\$457 ) begin
-      \$583  = \$458 ;
+      \$583  = \$460 ;
     end
     if (rst) begin
-      \$583  = 16'h0000;
+      \$583  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$584  = \$signal$74 ;
-    if (\$449 ) begin
-      \$584  = \$454 ;
-    end
+    \$584  = b_v;
     if (\$457 ) begin
-      \$584  = \$460 ;
+      \$584  = \$signal$74 ;
     end
     if (rst) begin
-      \$584  = 1'h1;
+      \$584  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$585  = b_v;
+    \$585  = \$like$68 ;
     if (\$457 ) begin
-      \$585  = \$signal$75 ;
+      \$585  = \$like$77 ;
     end
     if (rst) begin
       \$585  = 1'h0;
@@ -11699,29 +11695,29 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$586  = \$like$69 ;
+    \$586  = b_oy;
     if (\$457 ) begin
-      \$586  = \$like$78 ;
+      \$586  = \$signal$78 ;
     end
     if (rst) begin
-      \$586  = 1'h0;
+      \$586  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$587  = b_oy;
+    \$587  = b_win_0;
     if (\$457 ) begin
-      \$587  = \$signal$79 ;
+      \$587  = a3_win_0;
     end
     if (rst) begin
-      \$587  = 4'h0;
+      \$587  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$588  = b_win_0;
+    \$588  = b_win_1;
     if (\$457 ) begin
-      \$588  = a3_win_0;
+      \$588  = a3_win_1;
     end
     if (rst) begin
       \$588  = 18'h00000;
@@ -11729,9 +11725,9 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$589  = b_win_1;
+    \$589  = b_win_2;
     if (\$457 ) begin
-      \$589  = a3_win_1;
+      \$589  = a3_win_2;
     end
     if (rst) begin
       \$589  = 18'h00000;
@@ -11739,29 +11735,29 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$590  = b_win_2;
-    if (\$457 ) begin
-      \$590  = a3_win_2;
+    \$590  = \$signal$74 ;
+    if (\$465 ) begin
+      \$590  = \$signal$83 ;
     end
     if (rst) begin
-      \$590  = 18'h00000;
+      \$590  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$591  = \$signal$75 ;
     if (\$465 ) begin
-      \$591  = \$signal$84 ;
+      \$591  = \$325 [15:0];
     end
     if (rst) begin
-      \$591  = 1'h0;
+      \$591  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$592  = \$signal$76 ;
     if (\$465 ) begin
-      \$592  = \$325 [15:0];
+      \$592  = \$467 ;
     end
     if (rst) begin
       \$592  = 16'h0000;
@@ -11769,49 +11765,49 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$593  = \$signal$77 ;
+    \$593  = \$like$77 ;
     if (\$465 ) begin
-      \$593  = \$467 ;
+      \$593  = \$signal$84 ;
     end
     if (rst) begin
-      \$593  = 16'h0000;
+      \$593  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$594  = \$like$78 ;
+    \$594  = \$signal$78 ;
     if (\$465 ) begin
-      \$594  = \$signal$85 ;
+      \$594  = a2_oy;
     end
     if (rst) begin
-      \$594  = 1'h0;
+      \$594  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$595  = \$signal$79 ;
+    \$595  = a3_rest_zero;
     if (\$465 ) begin
-      \$595  = a2_oy;
+      \$595  = \$470 ;
     end
     if (rst) begin
-      \$595  = 4'h0;
+      \$595  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$596  = a3_rest_zero;
+    \$596  = a3_win_0;
     if (\$465 ) begin
-      \$596  = \$470 ;
+      \$596  = a2_win_0;
     end
     if (rst) begin
-      \$596  = 1'h1;
+      \$596  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$597  = a3_win_0;
+    \$597  = a3_win_1;
     if (\$465 ) begin
-      \$597  = a2_win_0;
+      \$597  = a2_win_1;
     end
     if (rst) begin
       \$597  = 18'h00000;
@@ -11819,9 +11815,9 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$598  = a3_win_1;
+    \$598  = a3_win_2;
     if (\$465 ) begin
-      \$598  = a2_win_1;
+      \$598  = a2_win_2;
     end
     if (rst) begin
       \$598  = 18'h00000;
@@ -11829,62 +11825,62 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$599  = a3_win_2;
-    if (\$465 ) begin
-      \$599  = a2_win_2;
-    end
-    if (rst) begin
-      \$599  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$600  = \$signal$84 ;
+    \$599  = \$signal$83 ;
     if (\$475 ) begin
-      \$600  = 1'h0;
+      \$599  = 1'h0;
     end
     if (\$483 ) begin
-      \$600  = 1'h1;
+      \$599  = 1'h1;
     end
     if (rst) begin
-      \$600  = 1'h0;
+      \$599  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$601  = a2_oy;
+    \$600  = a2_oy;
     if (\$483 ) begin
-      \$601  = c_row;
+      \$600  = c_row;
     end
     if (rst) begin
-      \$601  = 4'h0;
+      \$600  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$602  = \$signal$85 ;
+    \$601  = \$signal$84 ;
     if (\$483 ) begin
-      \$602  = 1'h0;
+      \$601  = 1'h0;
     end
     if (rst) begin
-      \$602  = 1'h0;
+      \$601  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$603  = a2_bits;
+    \$602  = a2_bits;
     if (\$483 ) begin
-      \$603  = \$484 ;
+      \$602  = \$484 ;
     end
     if (rst) begin
-      \$603  = 16'h0000;
+      \$602  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$604  = a2_win_0;
+    \$603  = a2_win_0;
     if (\$483 ) begin
-      \$604  = \$485 ;
+      \$603  = \$485 ;
+    end
+    if (rst) begin
+      \$603  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$604  = a2_win_1;
+    if (\$483 ) begin
+      \$604  = \$486 ;
     end
     if (rst) begin
       \$604  = 18'h00000;
@@ -11892,9 +11888,9 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$605  = a2_win_1;
+    \$605  = a2_win_2;
     if (\$483 ) begin
-      \$605  = \$486 ;
+      \$605  = \$487 ;
     end
     if (rst) begin
       \$605  = 18'h00000;
@@ -11902,22 +11898,22 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$606  = a2_win_2;
-    if (\$483 ) begin
-      \$606  = \$487 ;
-    end
-    if (rst) begin
-      \$606  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$607  = a_v;
+    \$606  = a_v;
     if (\$494 ) begin
-      \$607  = 1'h0;
+      \$606  = 1'h0;
     end
     if (\$506 ) begin
-      \$607  = 1'h1;
+      \$606  = 1'h1;
+    end
+    if (rst) begin
+      \$606  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$607  = a_oh;
+    if (\$506 ) begin
+      \$607  = \$328 [0];
     end
     if (rst) begin
       \$607  = 1'h0;
@@ -11925,9 +11921,12 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$608  = a_oh;
-    if (\$506 ) begin
-      \$608  = \$328 [0];
+    \$608  = eof_done;
+    if (\$538 ) begin
+      \$608  = 1'h1;
+    end
+    if (frame_reset) begin
+      \$608  = 1'h0;
     end
     if (rst) begin
       \$608  = 1'h0;
@@ -11935,10 +11934,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$609  = eof_done;
-    if (\$538 ) begin
-      \$609  = 1'h1;
-    end
+    \$609  = \$541 ;
     if (frame_reset) begin
       \$609  = 1'h0;
     end
@@ -11948,29 +11944,19 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$610  = \$541 ;
-    if (frame_reset) begin
-      \$610  = 1'h0;
-    end
+    \$610  = \$544 ;
     if (rst) begin
-      \$610  = 1'h0;
+      \$610  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$611  = \$544 ;
-    if (rst) begin
+    \$611  = \$548 [3:0];
+    if (frame_reset) begin
       \$611  = 4'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$612  = \$548 [3:0];
-    if (frame_reset) begin
-      \$612  = 4'h0;
-    end
     if (rst) begin
-      \$612  = 4'h0;
+      \$611  = 4'h0;
     end
   end
   assign r_data = sites__payload;
@@ -17709,9 +17695,9 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$21 ;
   reg [3:0] \$210 ;
   reg \$211 ;
-  reg [15:0] \$212 ;
+  reg \$212 ;
   reg \$213 ;
-  reg \$214 ;
+  reg [15:0] \$214 ;
   reg [3:0] \$215 ;
   reg \$216 ;
   reg [15:0] \$217 ;
@@ -17848,6 +17834,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   reg [3:0] \$signal$21  = 4'h0;
   reg \$signal$32  = 1'h0;
   reg [3:0] \$signal$34  = 4'h0;
+  reg [15:0] \$signal$40  = 16'h0000;
   reg [15:0] \$signal$56  = 16'h0000;
   reg \$signal$61  = 1'h1;
   reg \$signal$62  = 1'h0;
@@ -17877,7 +17864,6 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [15:0] \bitmaps[1] ;
   reg c1_win_0 = 1'h0;
   reg [3:0] c_row = 4'h0;
-  reg [15:0] centre = 16'h0000;
   wire chunk_oh;
   input clk;
   wire clk;
@@ -18095,7 +18081,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \$144  = \$140  | \$143 ;
   assign \$145  = \$139  | \$144 ;
   assign \$146  = \$145  & a_v;
-  assign \$147  = a_oh ? centre : 16'h0000;
+  assign \$147  = a_oh ? \$signal$40  : 16'h0000;
   assign \$148  = ~ \$signal$69 ;
   assign \$149  = ~ \$signal$62 ;
   assign \$150  = ~ \$signal$19 ;
@@ -18164,11 +18150,11 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @(posedge clk)
     \$signal$8  <= \$211 ;
   always @(posedge clk)
-    centre <= \$212 ;
+    nz <= \$212 ;
   always @(posedge clk)
-    nz <= \$213 ;
+    nz_zero <= \$213 ;
   always @(posedge clk)
-    nz_zero <= \$214 ;
+    \$signal$40  <= \$214 ;
   always @(posedge clk)
     w_row <= \$215 ;
   always @(posedge clk)
@@ -18321,38 +18307,38 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$212  = centre;
+    \$212  = nz;
     if (\$58 ) begin
-      \$212  = win_0;
+      \$212  = \$59 ;
+    end
+    if (\$166 ) begin
+      \$212  = \$168 ;
     end
     if (rst) begin
-      \$212  = 16'h0000;
+      \$212  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$213  = nz;
+    \$213  = nz_zero;
     if (\$58 ) begin
-      \$213  = \$59 ;
+      \$213  = \$61 ;
     end
     if (\$166 ) begin
-      \$213  = \$168 ;
+      \$213  = \$171 ;
     end
     if (rst) begin
-      \$213  = 1'h0;
+      \$213  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$214  = nz_zero;
+    \$214  = \$signal$40 ;
     if (\$58 ) begin
-      \$214  = \$61 ;
-    end
-    if (\$166 ) begin
-      \$214  = \$171 ;
+      \$214  = win_0;
     end
     if (rst) begin
-      \$214  = 1'h1;
+      \$214  = 16'h0000;
     end
   end
   always @* begin

@@ -1529,73 +1529,72 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   reg \$636 ;
   reg [6:0] \$637 ;
   reg \$638 ;
-  reg [127:0] \$639 ;
+  reg [7:0] \$639 ;
   wire \$64 ;
-  reg [7:0] \$640 ;
-  reg \$641 ;
+  reg \$640 ;
+  reg [127:0] \$641 ;
   reg [127:0] \$642 ;
   reg [127:0] \$643 ;
-  reg [127:0] \$644 ;
-  reg [6:0] \$645 ;
-  reg \$646 ;
+  reg [6:0] \$644 ;
+  reg \$645 ;
+  reg [127:0] \$646 ;
   reg [127:0] \$647 ;
   reg [127:0] \$648 ;
-  reg [127:0] \$649 ;
+  reg [6:0] \$649 ;
   wire \$65 ;
-  reg [6:0] \$650 ;
-  reg \$651 ;
+  reg \$650 ;
+  reg [3:0] \$651 ;
   reg [3:0] \$652 ;
   reg [3:0] \$653 ;
-  reg [3:0] \$654 ;
-  reg \$655 ;
-  reg [6:0] \$656 ;
-  reg [8:0] \$657 ;
-  reg [7:0] \$658 ;
+  reg \$654 ;
+  reg [6:0] \$655 ;
+  reg [8:0] \$656 ;
+  reg [7:0] \$657 ;
+  reg [8:0] \$658 ;
   reg [8:0] \$659 ;
   wire \$66 ;
-  reg [8:0] \$660 ;
+  reg \$660 ;
   reg \$661 ;
-  reg \$662 ;
-  reg [15:0] \$663 ;
-  reg [2:0] \$664 ;
-  reg [6:0] \$665 ;
+  reg [15:0] \$662 ;
+  reg [2:0] \$663 ;
+  reg [6:0] \$664 ;
+  reg [17:0] \$665 ;
   reg [17:0] \$666 ;
   reg [17:0] \$667 ;
-  reg [17:0] \$668 ;
+  reg [15:0] \$668 ;
   reg [15:0] \$669 ;
   wire \$67 ;
-  reg [15:0] \$670 ;
+  reg \$670 ;
   reg \$671 ;
-  reg \$672 ;
-  reg [2:0] \$673 ;
-  reg [6:0] \$674 ;
+  reg [2:0] \$672 ;
+  reg [6:0] \$673 ;
+  reg [17:0] \$674 ;
   reg [17:0] \$675 ;
   reg [17:0] \$676 ;
-  reg [17:0] \$677 ;
-  reg \$678 ;
+  reg \$677 ;
+  reg [15:0] \$678 ;
   reg [15:0] \$679 ;
   wire \$68 ;
-  reg [15:0] \$680 ;
-  reg [2:0] \$681 ;
-  reg [6:0] \$682 ;
-  reg \$683 ;
+  reg [2:0] \$680 ;
+  reg [6:0] \$681 ;
+  reg \$682 ;
+  reg [17:0] \$683 ;
   reg [17:0] \$684 ;
   reg [17:0] \$685 ;
-  reg [17:0] \$686 ;
-  reg \$687 ;
-  reg [6:0] \$688 ;
-  reg [2:0] \$689 ;
+  reg \$686 ;
+  reg [6:0] \$687 ;
+  reg [2:0] \$688 ;
+  reg [15:0] \$689 ;
   wire \$69 ;
-  reg [15:0] \$690 ;
+  reg [17:0] \$690 ;
   reg [17:0] \$691 ;
   reg [17:0] \$692 ;
-  reg [17:0] \$693 ;
-  reg \$694 ;
-  reg [7:0] \$695 ;
+  reg \$693 ;
+  reg [7:0] \$694 ;
+  reg \$695 ;
   reg \$696 ;
-  reg \$697 ;
+  reg [6:0] \$697 ;
   reg [6:0] \$698 ;
-  reg [6:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
   wire \$71 ;
@@ -1630,8 +1629,8 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$98 ;
   wire \$99 ;
   reg [2:0] \$like  = 3'h0;
-  reg [2:0] \$like$74  = 3'h0;
-  reg [2:0] \$like$81  = 3'h0;
+  reg [2:0] \$like$73  = 3'h0;
+  reg [2:0] \$like$80  = 3'h0;
   reg \$signal  = 1'h0;
   reg [15:0] \$signal$17  = 16'h0000;
   reg \$signal$21  = 1'h0;
@@ -1642,12 +1641,12 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   reg \$signal$43  = 1'h0;
   reg [6:0] \$signal$45  = 7'h00;
   reg \$signal$7  = 1'h0;
-  reg [15:0] \$signal$73  = 16'h0000;
+  reg [15:0] \$signal$72  = 16'h0000;
+  reg [15:0] \$signal$78  = 16'h0000;
   reg [15:0] \$signal$79  = 16'h0000;
   reg \$signal$8  = 1'h0;
-  reg [15:0] \$signal$80  = 16'h0000;
-  reg [6:0] \$signal$82  = 7'h00;
-  reg [2:0] \$signal$87  = 3'h0;
+  reg [6:0] \$signal$81  = 7'h00;
+  reg [2:0] \$signal$86  = 3'h0;
   reg \$signal$9  = 1'h0;
   reg [15:0] a2_bits = 16'h0000;
   wire [15:0] a2_oh;
@@ -1678,7 +1677,6 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   reg [17:0] c1_win_1 = 18'h00000;
   reg [17:0] c1_win_2 = 18'h00000;
   reg [6:0] c_row = 7'h00;
-  reg [127:0] centre = 128'h00000000000000000000000000000000;
   wire [7:0] chunk_oh;
   input clk;
   wire clk;
@@ -1760,7 +1758,6 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   reg [127:0] win_0 = 128'h00000000000000000000000000000000;
   reg [127:0] win_1 = 128'h00000000000000000000000000000000;
   reg [127:0] win_2 = 128'h00000000000000000000000000000000;
-  assign \$300  = \$signal$17 [6] & c1_win_2[8];
   assign \$301  = \$299  | \$300 ;
   assign \$302  = \$signal$17 [7] & c1_win_2[9];
   assign \$303  = \$301  | \$302 ;
@@ -1950,7 +1947,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   assign \$486  = ~ \$signal$21 ;
   assign \$487  = \$486  | w_rdy;
   assign \$488  = \$487  & \$signal$36 ;
-  assign \$489  = \$signal$34  ? \$signal$80  : 16'h0000;
+  assign \$489  = \$signal$34  ? \$signal$79  : 16'h0000;
   assign \$490  = ~ \$signal$34 ;
   assign \$491  = \$490  | a3_rest_zero;
   assign \$492  = ~ \$signal$34 ;
@@ -1976,20 +1973,20 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   assign \$512  = \$508  | \$511 ;
   assign \$513  = \$507  | \$512 ;
   assign \$514  = \$513  & a_v;
-  assign \$515  = a_oh[0] ? centre[15:0] : 16'h0000;
-  assign \$516  = a_oh[1] ? centre[31:16] : 16'h0000;
+  assign \$515  = a_oh[0] ? cwin_1[15:0] : 16'h0000;
+  assign \$516  = a_oh[1] ? cwin_1[31:16] : 16'h0000;
   assign \$517  = \$515  | \$516 ;
-  assign \$518  = a_oh[2] ? centre[47:32] : 16'h0000;
+  assign \$518  = a_oh[2] ? cwin_1[47:32] : 16'h0000;
   assign \$519  = \$517  | \$518 ;
-  assign \$520  = a_oh[3] ? centre[63:48] : 16'h0000;
+  assign \$520  = a_oh[3] ? cwin_1[63:48] : 16'h0000;
   assign \$521  = \$519  | \$520 ;
-  assign \$522  = a_oh[4] ? centre[79:64] : 16'h0000;
+  assign \$522  = a_oh[4] ? cwin_1[79:64] : 16'h0000;
   assign \$523  = \$521  | \$522 ;
-  assign \$524  = a_oh[5] ? centre[95:80] : 16'h0000;
+  assign \$524  = a_oh[5] ? cwin_1[95:80] : 16'h0000;
   assign \$525  = \$523  | \$524 ;
-  assign \$526  = a_oh[6] ? centre[111:96] : 16'h0000;
+  assign \$526  = a_oh[6] ? cwin_1[111:96] : 16'h0000;
   assign \$527  = \$525  | \$526 ;
-  assign \$528  = a_oh[7] ? centre[127:112] : 16'h0000;
+  assign \$528  = a_oh[7] ? cwin_1[127:112] : 16'h0000;
   assign \$529  = \$527  | \$528 ;
   assign \$530  = a_oh[0] ? { cwin_0[16:0], 1'h0 } : 18'h00000;
   assign \$531  = a_oh[1] ? cwin_0[32:15] : 18'h00000;
@@ -2090,7 +2087,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   assign \$626  = \$signal$21  | b_v;
   assign \$627  = \$626  | \$signal$34 ;
   assign \$628  = \$627  | \$signal$33 ;
-  assign \$629  = \$signal$34  ? \$signal$82  : a2_oy;
+  assign \$629  = \$signal$34  ? \$signal$81  : a2_oy;
   assign \$630  = b_v ? b_oy : \$629 ;
   assign \$631  = \$signal$21  ? \$signal$23  : \$630 ;
   assign \$632  = \$signal  ? { 1'h0, i_row } : f_row;
@@ -2104,127 +2101,125 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @(posedge clk)
     \$signal$8  <= \$638 ;
   always @(posedge clk)
-    centre <= \$639 ;
+    nz <= \$639 ;
   always @(posedge clk)
-    nz <= \$640 ;
+    nz_zero <= \$640 ;
   always @(posedge clk)
-    nz_zero <= \$641 ;
+    cwin_0 <= \$641 ;
   always @(posedge clk)
-    cwin_0 <= \$642 ;
+    cwin_1 <= \$642 ;
   always @(posedge clk)
-    cwin_1 <= \$643 ;
+    cwin_2 <= \$643 ;
   always @(posedge clk)
-    cwin_2 <= \$644 ;
+    w_row <= \$644 ;
   always @(posedge clk)
-    w_row <= \$645 ;
+    \$signal$7  <= \$645 ;
   always @(posedge clk)
-    \$signal$7  <= \$646 ;
+    win_0 <= \$646 ;
   always @(posedge clk)
-    win_0 <= \$647 ;
+    win_1 <= \$647 ;
   always @(posedge clk)
-    win_1 <= \$648 ;
+    win_2 <= \$648 ;
   always @(posedge clk)
-    win_2 <= \$649 ;
+    s_row <= \$649 ;
   always @(posedge clk)
-    s_row <= \$650 ;
+    \$signal  <= \$650 ;
   always @(posedge clk)
-    \$signal  <= \$651 ;
+    sel_0 <= \$651 ;
   always @(posedge clk)
-    sel_0 <= \$652 ;
+    sel_1 <= \$652 ;
   always @(posedge clk)
-    sel_1 <= \$653 ;
+    sel_2 <= \$653 ;
   always @(posedge clk)
-    sel_2 <= \$654 ;
+    ends <= \$654 ;
   always @(posedge clk)
-    ends <= \$655 ;
+    i_row <= \$655 ;
   always @(posedge clk)
-    i_row <= \$656 ;
+    i_cy <= \$656 ;
   always @(posedge clk)
-    i_cy <= \$657 ;
+    f_row <= \$657 ;
   always @(posedge clk)
-    f_row <= \$658 ;
+    cy <= \$658 ;
   always @(posedge clk)
-    cy <= \$659 ;
+    need <= \$659 ;
   always @(posedge clk)
-    need <= \$660 ;
+    eof_pend <= \$660 ;
   always @(posedge clk)
-    eof_pend <= \$661 ;
+    \$signal$21  <= \$661 ;
   always @(posedge clk)
-    \$signal$21  <= \$662 ;
+    \$signal$17  <= \$662 ;
   always @(posedge clk)
-    \$signal$17  <= \$663 ;
+    \$like  <= \$663 ;
   always @(posedge clk)
-    \$like  <= \$664 ;
+    \$signal$23  <= \$664 ;
   always @(posedge clk)
-    \$signal$23  <= \$665 ;
+    c1_win_0 <= \$665 ;
   always @(posedge clk)
-    c1_win_0 <= \$666 ;
+    c1_win_1 <= \$666 ;
   always @(posedge clk)
-    c1_win_1 <= \$667 ;
+    c1_win_2 <= \$667 ;
   always @(posedge clk)
-    c1_win_2 <= \$668 ;
+    \$signal$72  <= \$668 ;
   always @(posedge clk)
-    \$signal$73  <= \$669 ;
+    b_rest <= \$669 ;
   always @(posedge clk)
-    b_rest <= \$670 ;
+    \$signal$36  <= \$670 ;
   always @(posedge clk)
-    \$signal$36  <= \$671 ;
+    b_v <= \$671 ;
   always @(posedge clk)
-    b_v <= \$672 ;
+    \$like$73  <= \$672 ;
   always @(posedge clk)
-    \$like$74  <= \$673 ;
+    b_oy <= \$673 ;
   always @(posedge clk)
-    b_oy <= \$674 ;
+    b_win_0 <= \$674 ;
   always @(posedge clk)
-    b_win_0 <= \$675 ;
+    b_win_1 <= \$675 ;
   always @(posedge clk)
-    b_win_1 <= \$676 ;
+    b_win_2 <= \$676 ;
   always @(posedge clk)
-    b_win_2 <= \$677 ;
+    \$signal$34  <= \$677 ;
   always @(posedge clk)
-    \$signal$34  <= \$678 ;
+    \$signal$78  <= \$678 ;
   always @(posedge clk)
     \$signal$79  <= \$679 ;
   always @(posedge clk)
-    \$signal$80  <= \$680 ;
+    \$like$80  <= \$680 ;
   always @(posedge clk)
-    \$like$81  <= \$681 ;
+    \$signal$81  <= \$681 ;
   always @(posedge clk)
-    \$signal$82  <= \$682 ;
+    a3_rest_zero <= \$682 ;
   always @(posedge clk)
-    a3_rest_zero <= \$683 ;
+    a3_win_0 <= \$683 ;
   always @(posedge clk)
-    a3_win_0 <= \$684 ;
+    a3_win_1 <= \$684 ;
   always @(posedge clk)
-    a3_win_1 <= \$685 ;
+    a3_win_2 <= \$685 ;
   always @(posedge clk)
-    a3_win_2 <= \$686 ;
+    \$signal$33  <= \$686 ;
   always @(posedge clk)
-    \$signal$33  <= \$687 ;
+    a2_oy <= \$687 ;
   always @(posedge clk)
-    a2_oy <= \$688 ;
+    \$signal$86  <= \$688 ;
   always @(posedge clk)
-    \$signal$87  <= \$689 ;
+    a2_bits <= \$689 ;
   always @(posedge clk)
-    a2_bits <= \$690 ;
+    a2_win_0 <= \$690 ;
   always @(posedge clk)
-    a2_win_0 <= \$691 ;
+    a2_win_1 <= \$691 ;
   always @(posedge clk)
-    a2_win_1 <= \$692 ;
+    a2_win_2 <= \$692 ;
   always @(posedge clk)
-    a2_win_2 <= \$693 ;
+    a_v <= \$693 ;
   always @(posedge clk)
-    a_v <= \$694 ;
+    a_oh <= \$694 ;
   always @(posedge clk)
-    a_oh <= \$695 ;
+    eof_done <= \$695 ;
   always @(posedge clk)
-    eof_done <= \$696 ;
+    \$signal$43  <= \$696 ;
   always @(posedge clk)
-    \$signal$43  <= \$697 ;
+    \$signal$45  <= \$697 ;
   always @(posedge clk)
-    \$signal$45  <= \$698 ;
-  always @(posedge clk)
-    rows_row <= \$699 ;
+    rows_row <= \$698 ;
   assign \$1  = ~ \$signal$7 ;
   assign \$2  = ~ \$signal$8 ;
   assign \$3  = ~ \$signal$9 ;
@@ -2525,6 +2520,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   assign \$297  = \$295  | \$296 ;
   assign \$298  = \$signal$17 [5] & c1_win_2[7];
   assign \$299  = \$297  | \$298 ;
+  assign \$300  = \$signal$17 [6] & c1_win_2[8];
   \top.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -2614,45 +2610,45 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$639  = centre;
+    \$639  = nz;
     if (\$356 ) begin
-      \$639  = win_1;
-    end
-    if (rst) begin
-      \$639  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$640  = nz;
-    if (\$356 ) begin
-      \$640  = { \$364 , \$363 , \$362 , \$361 , \$360 , \$359 , \$358 , \$357  };
+      \$639  = { \$364 , \$363 , \$362 , \$361 , \$360 , \$359 , \$358 , \$357  };
     end
     if (\$593 ) begin
-      \$640  = \$595 ;
+      \$639  = \$595 ;
     end
     if (rst) begin
-      \$640  = 8'h00;
+      \$639  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$641  = nz_zero;
+    \$640  = nz_zero;
     if (\$356 ) begin
-      \$641  = \$373 ;
+      \$640  = \$373 ;
     end
     if (\$593 ) begin
-      \$641  = \$598 ;
+      \$640  = \$598 ;
     end
     if (rst) begin
-      \$641  = 1'h1;
+      \$640  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$642  = cwin_0;
+    \$641  = cwin_0;
     if (\$356 ) begin
-      \$642  = win_0;
+      \$641  = win_0;
+    end
+    if (rst) begin
+      \$641  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$642  = cwin_1;
+    if (\$356 ) begin
+      \$642  = win_1;
     end
     if (rst) begin
       \$642  = 128'h00000000000000000000000000000000;
@@ -2660,9 +2656,9 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$643  = cwin_1;
+    \$643  = cwin_2;
     if (\$356 ) begin
-      \$643  = win_1;
+      \$643  = win_2;
     end
     if (rst) begin
       \$643  = 128'h00000000000000000000000000000000;
@@ -2670,42 +2666,42 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$644  = cwin_2;
-    if (\$356 ) begin
-      \$644  = win_2;
+    \$644  = w_row;
+    if (\$380 ) begin
+      \$644  = s_row;
     end
     if (rst) begin
-      \$644  = 128'h00000000000000000000000000000000;
+      \$644  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$645  = w_row;
+    \$645  = \$signal$7 ;
     if (\$380 ) begin
-      \$645  = s_row;
-    end
-    if (rst) begin
-      \$645  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$646  = \$signal$7 ;
-    if (\$380 ) begin
-      \$646  = 1'h0;
+      \$645  = 1'h0;
     end
     if (\$410 ) begin
-      \$646  = 1'h1;
+      \$645  = 1'h1;
     end
     if (rst) begin
-      \$646  = 1'h0;
+      \$645  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$647  = win_0;
+    \$646  = win_0;
     if (\$380 ) begin
-      \$647  = \$387 ;
+      \$646  = \$387 ;
+    end
+    if (rst) begin
+      \$646  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$647  = win_1;
+    if (\$380 ) begin
+      \$647  = \$394 ;
     end
     if (rst) begin
       \$647  = 128'h00000000000000000000000000000000;
@@ -2713,9 +2709,9 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$648  = win_1;
+    \$648  = win_2;
     if (\$380 ) begin
-      \$648  = \$394 ;
+      \$648  = \$401 ;
     end
     if (rst) begin
       \$648  = 128'h00000000000000000000000000000000;
@@ -2723,48 +2719,51 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$649  = win_2;
-    if (\$380 ) begin
-      \$649  = \$401 ;
+    \$649  = s_row;
+    if (\$410 ) begin
+      \$649  = i_row;
     end
     if (rst) begin
-      \$649  = 128'h00000000000000000000000000000000;
+      \$649  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$650  = s_row;
+    \$650  = \$signal ;
     if (\$410 ) begin
-      \$650  = i_row;
-    end
-    if (rst) begin
-      \$650  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$651  = \$signal ;
-    if (\$410 ) begin
-      \$651  = 1'h0;
+      \$650  = 1'h0;
     end
     if (\$466 ) begin
       if (\$470 ) begin
       end else if (\$472 ) begin
-        \$651  = 1'h1;
+        \$650  = 1'h1;
       end
     end
     if (rst) begin
-      \$651  = 1'h0;
+      \$650  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$652  = sel_0;
+    \$651  = sel_0;
     if (\$410 ) begin
-      \$652 [0] = \$415 ;
-      \$652 [1] = \$420 ;
-      \$652 [2] = \$425 ;
-      \$652 [3] = \$430 ;
+      \$651 [0] = \$415 ;
+      \$651 [1] = \$420 ;
+      \$651 [2] = \$425 ;
+      \$651 [3] = \$430 ;
+    end
+    if (rst) begin
+      \$651  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$652  = sel_1;
+    if (\$410 ) begin
+      \$652 [0] = \$433 ;
+      \$652 [1] = \$436 ;
+      \$652 [2] = \$439 ;
+      \$652 [3] = \$442 ;
     end
     if (rst) begin
       \$652  = 4'h0;
@@ -2772,12 +2771,12 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$653  = sel_1;
+    \$653  = sel_2;
     if (\$410 ) begin
-      \$653 [0] = \$433 ;
-      \$653 [1] = \$436 ;
-      \$653 [2] = \$439 ;
-      \$653 [3] = \$442 ;
+      \$653 [0] = \$445 ;
+      \$653 [1] = \$448 ;
+      \$653 [2] = \$451 ;
+      \$653 [3] = \$454 ;
     end
     if (rst) begin
       \$653  = 4'h0;
@@ -2785,114 +2784,111 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$654  = sel_2;
-    if (\$410 ) begin
-      \$654 [0] = \$445 ;
-      \$654 [1] = \$448 ;
-      \$654 [2] = \$451 ;
-      \$654 [3] = \$454 ;
-    end
-    if (rst) begin
-      \$654  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$655  = ends;
+    \$654  = ends;
     if (\$466 ) begin
       if (\$470 ) begin
-        \$655  = 1'h1;
+        \$654  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$655  = 1'h0;
+      \$654  = 1'h0;
     end
     if (rst) begin
-      \$655  = 1'h0;
+      \$654  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$656  = i_row;
+    \$655  = i_row;
     if (\$466 ) begin
       if (\$470 ) begin
       end else if (\$472 ) begin
-        \$656  = f_row[6:0];
+        \$655  = f_row[6:0];
       end
     end
     if (rst) begin
-      \$656  = 7'h00;
+      \$655  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$657  = i_cy;
+    \$656  = i_cy;
     if (\$466 ) begin
       if (\$470 ) begin
       end else if (\$472 ) begin
-        \$657  = cy;
+        \$656  = cy;
       end
     end
     if (rst) begin
-      \$657  = 9'h000;
+      \$656  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$658  = f_row;
+    \$657  = f_row;
     if (\$466 ) begin
       if (\$470 ) begin
       end else if (\$472 ) begin
-        \$658  = \$473 [7:0];
-      end
-    end
-    if (frame_reset) begin
-      \$658  = 8'h00;
-    end
-    if (rst) begin
-      \$658  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$659  = cy;
-    if (\$466 ) begin
-      if (\$470 ) begin
-      end else if (\$472 ) begin
-        \$659  = \$474 [8:0];
+        \$657  = \$473 [7:0];
       end
     end
     if (frame_reset) begin
-      \$659  = 9'h000;
+      \$657  = 8'h00;
     end
     if (rst) begin
-      \$659  = 9'h000;
+      \$657  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$660  = need;
+    \$658  = cy;
     if (\$466 ) begin
       if (\$470 ) begin
       end else if (\$472 ) begin
-        \$660  = \$475 [8:0];
+        \$658  = \$474 [8:0];
       end
     end
     if (frame_reset) begin
-      \$660  = 9'h002;
+      \$658  = 9'h000;
     end
     if (rst) begin
-      \$660  = 9'h002;
+      \$658  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$661  = eof_pend;
+    \$659  = need;
+    if (\$466 ) begin
+      if (\$470 ) begin
+      end else if (\$472 ) begin
+        \$659  = \$475 [8:0];
+      end
+    end
+    if (frame_reset) begin
+      \$659  = 9'h002;
+    end
+    if (rst) begin
+      \$659  = 9'h002;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$660  = eof_pend;
     if (\$478 ) begin
-      \$661  = 1'h0;
+      \$660  = 1'h0;
     end
     if (\$625 ) begin
-      \$661  = 1'h1;
+      \$660  = 1'h1;
+    end
+    if (rst) begin
+      \$660  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$661  = \$signal$21 ;
+    if (\$480 ) begin
+      \$661  = b_v;
     end
     if (rst) begin
       \$661  = 1'h0;
@@ -2900,49 +2896,49 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$662  = \$signal$21 ;
+    \$662  = \$signal$17 ;
     if (\$480 ) begin
-      \$662  = b_v;
+      \$662  = \$signal$72 ;
     end
     if (rst) begin
-      \$662  = 1'h0;
+      \$662  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$663  = \$signal$17 ;
+    \$663  = \$like ;
     if (\$480 ) begin
-      \$663  = \$signal$73 ;
+      \$663  = \$like$73 ;
     end
     if (rst) begin
-      \$663  = 16'h0000;
+      \$663  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$664  = \$like ;
+    \$664  = \$signal$23 ;
     if (\$480 ) begin
-      \$664  = \$like$74 ;
+      \$664  = b_oy;
     end
     if (rst) begin
-      \$664  = 3'h0;
+      \$664  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$665  = \$signal$23 ;
+    \$665  = c1_win_0;
     if (\$480 ) begin
-      \$665  = b_oy;
+      \$665  = b_win_0;
     end
     if (rst) begin
-      \$665  = 7'h00;
+      \$665  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$666  = c1_win_0;
+    \$666  = c1_win_1;
     if (\$480 ) begin
-      \$666  = b_win_0;
+      \$666  = b_win_1;
     end
     if (rst) begin
       \$666  = 18'h00000;
@@ -2950,9 +2946,9 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$667  = c1_win_1;
+    \$667  = c1_win_2;
     if (\$480 ) begin
-      \$667  = b_win_1;
+      \$667  = b_win_2;
     end
     if (rst) begin
       \$667  = 18'h00000;
@@ -2960,22 +2956,25 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$668  = c1_win_2;
+    \$668  = \$signal$72 ;
     if (\$480 ) begin
-      \$668  = b_win_2;
+      \$668  = \$322 [15:0];
+    end
+    if (\$488 ) begin
+      \$668  = \$signal$78 ;
     end
     if (rst) begin
-      \$668  = 18'h00000;
+      \$668  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$669  = \$signal$73 ;
+    \$669  = b_rest;
     if (\$480 ) begin
-      \$669  = \$322 [15:0];
+      \$669  = \$482 ;
     end
     if (\$488 ) begin
-      \$669  = \$signal$79 ;
+      \$669  = \$489 ;
     end
     if (rst) begin
       \$669  = 16'h0000;
@@ -2983,65 +2982,62 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$670  = b_rest;
+    \$670  = \$signal$36 ;
     if (\$480 ) begin
-      \$670  = \$482 ;
+      \$670  = \$485 ;
     end
     if (\$488 ) begin
-      \$670  = \$489 ;
+      \$670  = \$491 ;
     end
     if (rst) begin
-      \$670  = 16'h0000;
+      \$670  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$671  = \$signal$36 ;
-    if (\$480 ) begin
-      \$671  = \$485 ;
-    end
+    \$671  = b_v;
     if (\$488 ) begin
-      \$671  = \$491 ;
+      \$671  = \$signal$34 ;
     end
     if (rst) begin
-      \$671  = 1'h1;
+      \$671  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$672  = b_v;
+    \$672  = \$like$73 ;
     if (\$488 ) begin
-      \$672  = \$signal$34 ;
+      \$672  = \$like$80 ;
     end
     if (rst) begin
-      \$672  = 1'h0;
+      \$672  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$673  = \$like$74 ;
+    \$673  = b_oy;
     if (\$488 ) begin
-      \$673  = \$like$81 ;
+      \$673  = \$signal$81 ;
     end
     if (rst) begin
-      \$673  = 3'h0;
+      \$673  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$674  = b_oy;
+    \$674  = b_win_0;
     if (\$488 ) begin
-      \$674  = \$signal$82 ;
+      \$674  = a3_win_0;
     end
     if (rst) begin
-      \$674  = 7'h00;
+      \$674  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$675  = b_win_0;
+    \$675  = b_win_1;
     if (\$488 ) begin
-      \$675  = a3_win_0;
+      \$675  = a3_win_1;
     end
     if (rst) begin
       \$675  = 18'h00000;
@@ -3049,9 +3045,9 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$676  = b_win_1;
+    \$676  = b_win_2;
     if (\$488 ) begin
-      \$676  = a3_win_1;
+      \$676  = a3_win_2;
     end
     if (rst) begin
       \$676  = 18'h00000;
@@ -3059,29 +3055,29 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$677  = b_win_2;
-    if (\$488 ) begin
-      \$677  = a3_win_2;
+    \$677  = \$signal$34 ;
+    if (\$496 ) begin
+      \$677  = \$signal$33 ;
     end
     if (rst) begin
-      \$677  = 18'h00000;
+      \$677  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$678  = \$signal$34 ;
+    \$678  = \$signal$78 ;
     if (\$496 ) begin
-      \$678  = \$signal$33 ;
+      \$678  = \$325 [15:0];
     end
     if (rst) begin
-      \$678  = 1'h0;
+      \$678  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$679  = \$signal$79 ;
     if (\$496 ) begin
-      \$679  = \$325 [15:0];
+      \$679  = \$498 ;
     end
     if (rst) begin
       \$679  = 16'h0000;
@@ -3089,49 +3085,49 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$680  = \$signal$80 ;
+    \$680  = \$like$80 ;
     if (\$496 ) begin
-      \$680  = \$498 ;
+      \$680  = \$signal$86 ;
     end
     if (rst) begin
-      \$680  = 16'h0000;
+      \$680  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$681  = \$like$81 ;
+    \$681  = \$signal$81 ;
     if (\$496 ) begin
-      \$681  = \$signal$87 ;
+      \$681  = a2_oy;
     end
     if (rst) begin
-      \$681  = 3'h0;
+      \$681  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$682  = \$signal$82 ;
+    \$682  = a3_rest_zero;
     if (\$496 ) begin
-      \$682  = a2_oy;
+      \$682  = \$501 ;
     end
     if (rst) begin
-      \$682  = 7'h00;
+      \$682  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$683  = a3_rest_zero;
+    \$683  = a3_win_0;
     if (\$496 ) begin
-      \$683  = \$501 ;
+      \$683  = a2_win_0;
     end
     if (rst) begin
-      \$683  = 1'h1;
+      \$683  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$684  = a3_win_0;
+    \$684  = a3_win_1;
     if (\$496 ) begin
-      \$684  = a2_win_0;
+      \$684  = a2_win_1;
     end
     if (rst) begin
       \$684  = 18'h00000;
@@ -3139,9 +3135,9 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$685  = a3_win_1;
+    \$685  = a3_win_2;
     if (\$496 ) begin
-      \$685  = a2_win_1;
+      \$685  = a2_win_2;
     end
     if (rst) begin
       \$685  = 18'h00000;
@@ -3149,62 +3145,62 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$686  = a3_win_2;
-    if (\$496 ) begin
-      \$686  = a2_win_2;
-    end
-    if (rst) begin
-      \$686  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$687  = \$signal$33 ;
+    \$686  = \$signal$33 ;
     if (\$506 ) begin
-      \$687  = 1'h0;
+      \$686  = 1'h0;
     end
     if (\$514 ) begin
-      \$687  = 1'h1;
+      \$686  = 1'h1;
     end
     if (rst) begin
-      \$687  = 1'h0;
+      \$686  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$688  = a2_oy;
+    \$687  = a2_oy;
     if (\$514 ) begin
-      \$688  = c_row;
+      \$687  = c_row;
     end
     if (rst) begin
-      \$688  = 7'h00;
+      \$687  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$689  = \$signal$87 ;
+    \$688  = \$signal$86 ;
     if (\$514 ) begin
-      \$689  = a_ci;
+      \$688  = a_ci;
     end
     if (rst) begin
-      \$689  = 3'h0;
+      \$688  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$690  = a2_bits;
+    \$689  = a2_bits;
     if (\$514 ) begin
-      \$690  = \$529 ;
+      \$689  = \$529 ;
     end
     if (rst) begin
-      \$690  = 16'h0000;
+      \$689  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$691  = a2_win_0;
+    \$690  = a2_win_0;
     if (\$514 ) begin
-      \$691  = \$544 ;
+      \$690  = \$544 ;
+    end
+    if (rst) begin
+      \$690  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$691  = a2_win_1;
+    if (\$514 ) begin
+      \$691  = \$559 ;
     end
     if (rst) begin
       \$691  = 18'h00000;
@@ -3212,9 +3208,9 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$692  = a2_win_1;
+    \$692  = a2_win_2;
     if (\$514 ) begin
-      \$692  = \$559 ;
+      \$692  = \$574 ;
     end
     if (rst) begin
       \$692  = 18'h00000;
@@ -3222,43 +3218,43 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$693  = a2_win_2;
-    if (\$514 ) begin
-      \$693  = \$574 ;
-    end
-    if (rst) begin
-      \$693  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$694  = a_v;
+    \$693  = a_v;
     if (\$581 ) begin
-      \$694  = 1'h0;
+      \$693  = 1'h0;
     end
     if (\$593 ) begin
-      \$694  = 1'h1;
+      \$693  = 1'h1;
     end
     if (rst) begin
-      \$694  = 1'h0;
+      \$693  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$695  = a_oh;
+    \$694  = a_oh;
     if (\$593 ) begin
-      \$695  = \$345 [7:0];
+      \$694  = \$345 [7:0];
     end
     if (rst) begin
-      \$695  = 8'h00;
+      \$694  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$696  = eof_done;
+    \$695  = eof_done;
     if (\$625 ) begin
-      \$696  = 1'h1;
+      \$695  = 1'h1;
     end
+    if (frame_reset) begin
+      \$695  = 1'h0;
+    end
+    if (rst) begin
+      \$695  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$696  = \$628 ;
     if (frame_reset) begin
       \$696  = 1'h0;
     end
@@ -3268,29 +3264,19 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$697  = \$628 ;
-    if (frame_reset) begin
-      \$697  = 1'h0;
-    end
+    \$697  = \$631 ;
     if (rst) begin
-      \$697  = 1'h0;
+      \$697  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$698  = \$631 ;
-    if (rst) begin
+    \$698  = \$635 [6:0];
+    if (frame_reset) begin
       \$698  = 7'h00;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$699  = \$635 [6:0];
-    if (frame_reset) begin
-      \$699  = 7'h00;
-    end
     if (rst) begin
-      \$699  = 7'h00;
+      \$698  = 7'h00;
     end
   end
   assign r_data = sites__payload;
