@@ -18,6 +18,11 @@ SWEEP_FRAME = "dvsgesture_128x128"  # the real frame whose cycles the sweep repo
 REAL_FRAME_CONFIG = SparseConvConfig(max_height=180, max_width=240, prefetch_rows=2)
 
 
+def us_per_frame(cycles: int, fmax_mhz: float) -> float:
+    """Time per frame at the measured Fmax: cycles / MHz = microseconds."""
+    return round(cycles / fmax_mhz, 2)
+
+
 def smoke(cfg: SparseConvConfig, seed: int = 1, waves: bool = False, gap: float = 0.0, stall: float = 0.0) -> dict:
     """`accelkit sim sparse-conv`: two random frames of 20% and 60% density through a random layer, checked."""
     lo, hi = cfg.input_range
@@ -41,7 +46,7 @@ def measure_point(cfg: SparseConvConfig, fmax: bool = True) -> dict:
            "weight_bits": cfg.weight_words * cfg.weight_word_bits}
     row.update(measured_area(cfg, fmax=fmax))
     if row.get("fmax_mhz"):
-        row["us_per_frame"] = round(row["cycles"] / row["fmax_mhz"], 2)  # cycles / MHz = microseconds
+        row["us_per_frame"] = us_per_frame(row["cycles"], row["fmax_mhz"])
     return row
 
 
@@ -95,7 +100,7 @@ def report(out: Path, jobs: int = 2, on_done=None, full: bool = False) -> tuple[
         for r in res["real_frames"]:
             if r["pi"] == p and area.get("fmax_mhz"):
                 r["fmax_mhz"] = area["fmax_mhz"]
-                r["us_per_frame"] = round(r["rtl_cycles"] / area["fmax_mhz"], 1)
+                r["us_per_frame"] = us_per_frame(r["rtl_cycles"], area["fmax_mhz"])
     return res, render(res)
 
 
@@ -110,8 +115,8 @@ def render(res: dict) -> str:
           "Dense: the same engine on the fully active frame of the same size (RTL-measured for nmnist, the cycle "
           "model elsewhere: millions of cycles). Utilisation: useful MACs / (PI x PO x cycles). Model: the "
           "dataflow cycle model golden/sparse_rtl_cycles.py (docs/cycle-models.md); model error: (model - RTL) / "
-          "RTL. Fmax: the engine at 180 x 240 and that PI/PO on LFE5U-85F-6, median of 3 nextpnr seeds; us/frame: RTL "
-          "cycles / Fmax.\n"]
+          "RTL. Fmax: the engine at 180 x 240 (two prefetch rows) and that PI/PO on LFE5U-85F-6, median of 3 nextpnr "
+          "seeds; us/frame: RTL cycles / Fmax.\n"]
     rows = []
     for r in res["real_frames"]:
         dense = r.get("dense_cycles_rtl", r["dense_cycles_model"])
