@@ -369,3 +369,52 @@ def synth_eye_events(duration_us: int | None = 1_000_000, seed: int = 0, schedul
     ev["t"], ev["x"], ev["y"], ev["p"] = ts[order], pix[order] % w, pix[order] // w, pol[order]
     ev = ev[ev["t"] < end]
     return EyeRecording(ev, w, h, segs, t, gaze, closure, phase)
+
+
+# --------------------------------------------------------------------------- network input frames
+
+EYE_FEATURE_MAX = 15  # the eye network's input features are small signed integers
+
+
+def eye_network_frame(events: Any, height: int, width: int) -> SparseFrame:
+    """The eye network's input: one frame of `events` with 3 signed channels per active site,
+    (ON count, OFF count, ON - OFF), each clipped to +-EYE_FEATURE_MAX."""
+    f = events_to_frame(events, height, width)
+    off, on = f.features[:, 0], f.features[:, 1]
+    m = EYE_FEATURE_MAX
+    feats = np.stack([on.clamp(max=m).numpy(), off.clamp(max=m).numpy(), (on - off).clamp(-m, m).numpy()], 1)
+    return f.with_features(feats)
+
+
+def eye_frames(n: int, seed: int = 0, density: tuple[float, float] = (0.15, 0.25),
+               scene: EyeScene = EyeScene()) -> list[SparseFrame]:
+    """`n` back-to-back frames of a synthetic eye recording for the eye network (ESDA's SEE-A input).
+
+    Each frame's target density is drawn from `density` (uniform); its window starts where the
+    previous one ended and closes at the first event that makes that many sites active (the
+    frames of an event-count-driven camera front end). Features: `eye_network_frame`.
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise EventError(f"n must be a positive integer, got {n!r}")
+    lo, hi = density
+    if not 0 < lo <= hi < 1:
+        raise EventError(f"density={density!r} is invalid: 0 < low <= high < 1")
+    rng = np.random.default_rng([seed, 3])
+    h, w = scene.height, scene.width
+    duration = 1_000_000 * (1 + n // 2)
+    while True:
+        ev = synth_eye_events(duration, seed=seed, scene=scene).events
+        frames, start = [], 0
+        keys = ev["y"].astype(np.int64) * w + ev["x"].astype(np.int64)
+        while len(frames) < n:
+            want = int(np.ceil(rng.uniform(lo, hi) * h * w))
+            _, first = np.unique(keys[start:], return_index=True)
+            if first.size < want:
+                break
+            end = start + int(np.sort(first)[want - 1]) + 1
+            frames.append(eye_network_frame(ev[start:end], h, w))
+            start = end
+        if len(frames) == n:
+            return frames
+        duration *= 2
+        rng = np.random.default_rng([seed, 3])

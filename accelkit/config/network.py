@@ -1,0 +1,120 @@
+"""A compiled sparse network: one layer engine per layer, the residual spans, the global sum pool.
+
+What `accelkit.flows.compile` produces and `gen/network.py` builds: the layers' `SparseConvConfig`s
+in execution order (each with its own PI and PO), named as in the network, and the residual blocks
+as (first, last) layer indices: layer `last` (a pw1x1 with residual=True) adds the input of layer
+`first`. Consecutive engines are wired stream to stream, so they agree on channels, grid and feature
+width; their beat widths differ only by a whole factor (pi divides the previous po or is a multiple of
+it: a gearbox re-beats the stream between them); the identity stream of a residual block carries the
+block input's beats, so the block's last layer emits beats of that width (its po == the first's pi).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import ClassVar
+
+from .base import BlockConfig, ConfigError, require
+from .sparse_conv import SparseConvConfig
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+@dataclasses.dataclass(frozen=True)
+class SparseNetworkConfig(BlockConfig):
+    block: ClassVar[str] = "sparse-network"
+
+    layers: tuple = (
+        SparseConvConfig(kind="conv3x3s2", max_height=16, max_width=16, cin=2, cout=8, pi=2, po=4, relu=True),
+        SparseConvConfig(kind="pw1x1", max_height=8, max_width=8, cin=8, cout=16, pi=4, po=4, relu=True),
+        SparseConvConfig(kind="dw3x3", max_height=8, max_width=8, cin=16, cout=16, pi=4, po=4, relu=True),
+        SparseConvConfig(kind="pw1x1", max_height=8, max_width=8, cin=16, cout=8, pi=4, po=4, residual=True),
+    )
+    names: tuple = ("conv1", "block_0_0", "block_0_1", "block_0_2")
+    residual: tuple = ((1, 3),)  # (first, last) layer index of each residual block
+    pool: bool = True  # end in the global sum pool (one vector per frame)
+
+    def validate(self) -> None:
+        require(isinstance(self.layers, tuple) and len(self.layers) >= 1, "layers",
+                "a non-empty tuple of SparseConvConfig", self.layers)
+        n = len(self.layers)
+        require(isinstance(self.names, tuple) and len(self.names) == n, "names", f"a tuple of {n} layer names",
+                self.names)
+        for i, nm in enumerate(self.names):
+            require(isinstance(nm, str) and bool(_NAME.match(nm)), f"names[{i}]", "an identifier", nm)
+        require(len(set(self.names)) == n, "names", "distinct", self.names)
+        require(isinstance(self.pool, bool), "pool", "True or False", self.pool)
+        require(isinstance(self.residual, tuple), "residual", "a tuple of (first, last) pairs", self.residual)
+        ends: set[int] = set()
+        prev_last = -1
+        for j, span in enumerate(self.residual):
+            ok = (isinstance(span, tuple) and len(span) == 2 and all(isinstance(v, int) for v in span)
+                  and 0 <= span[0] < span[1] < n)
+            require(ok, f"residual[{j}]", f"a (first, last) pair of layer indices, first < last < {n}", span)
+            first, last = span
+            require(first > prev_last, f"residual[{j}]", "after the previous span, not overlapping it", span)
+            prev_last = last
+            ends.add(last)
+            a, b = self.layers[first], self.layers[last]
+            where = f"residual[{j}] ({self.names[first]}..{self.names[last]})"
+            require(all(self.layers[k].stride == 1 for k in range(first, last + 1)), where,
+                    "stride-1 layers only (the identity has the block's sites)", span)
+            require(a.cin == b.cout, where, f"block input channels {a.cin} == output channels", b.cout)
+            require(a.pi == b.po, where, f"the last layer's po equal to the first layer's pi ({a.pi}): the identity "
+                                         "beats are added as they arrive", b.po)
+        for i, l in enumerate(self.layers):
+            where = f"layers[{i}] ({self.names[i]})"
+            require(isinstance(l, SparseConvConfig), where, "a SparseConvConfig", type(l).__name__)
+            require(l.residual == (i in ends), f"{where}.residual",
+                    f"{i in ends}: True exactly on the last layer of a residual span", l.residual)
+            if i == 0:
+                continue
+            p = self.layers[i - 1]
+            require(l.pi % p.po == 0 or p.po % l.pi == 0, f"{where}.pi",
+                    f"a divisor or multiple of the previous layer's po ({p.po}): a beat gearbox joins them", l.pi)
+            for name, want, why in (("cin", p.cout, "the previous layer's cout"),
+                                    ("max_height", p.max_out_height, "the previous layer's output grid"),
+                                    ("max_width", p.max_out_width, "the previous layer's output grid"),
+                                    ("feature_bits", p.feature_bits, "the previous layer's feature_bits"),
+                                    ("signed_input", True, "True after the first layer (requantised outputs)")):
+                require(getattr(l, name) == want, f"{where}.{name}", f"{want!r}: {why}", getattr(l, name))
+
+    @property
+    def first(self) -> SparseConvConfig:
+        return self.layers[0]
+
+    @property
+    def last(self) -> SparseConvConfig:
+        return self.layers[-1]
+
+    @property
+    def mac_units(self) -> int:
+        return sum(l.mac_units for l in self.layers)
+
+    def to_dict(self) -> dict:
+        return {"block": self.block, "layers": [l.to_dict() for l in self.layers], "names": list(self.names),
+                "residual": [list(s) for s in self.residual], "pool": self.pool}
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        d = dict(d)
+        block = d.pop("block", cls.block)
+        if block != cls.block:
+            raise ConfigError(f"block={block!r} is invalid: this config is for {cls.block!r}")
+        unknown = sorted(set(d) - {"layers", "names", "residual", "pool"})
+        if unknown:
+            raise ConfigError(f"{unknown[0]}={d[unknown[0]]!r} is invalid: {cls.__name__} has no such parameter")
+        layers = d.get("layers", [])
+        require(isinstance(layers, list | tuple), "layers", "a list of layer configs", layers)
+        kw = {"layers": tuple(l if isinstance(l, SparseConvConfig) else SparseConvConfig.from_dict(l)
+                              for l in layers)}
+        if "names" in d:
+            kw["names"] = tuple(d["names"]) if isinstance(d["names"], list | tuple) else d["names"]
+        if "residual" in d:
+            r = d["residual"]
+            kw["residual"] = tuple(tuple(s) if isinstance(s, list | tuple) else s for s in r) \
+                if isinstance(r, list | tuple) else r
+        if "pool" in d:
+            kw["pool"] = d["pool"]
+        return cls(**kw)
