@@ -27,7 +27,7 @@ import numpy as np
 
 from accelkit.config import ConfigError, require
 from accelkit.config.network import SparseNetworkConfig
-from accelkit.config.sparse_conv import SparseChainConfig, SparseConvConfig
+from accelkit.config.sparse_conv import SparseConvConfig
 from accelkit.golden.network import SparseNetwork
 from accelkit.golden.sparse_conv import SparseFrame, neighbour_counts
 from accelkit.golden.sparse_rtl_cycles import frame_cycles, frames_cycles
@@ -257,15 +257,10 @@ def network_config(net: SparseNetwork, pi: list[int], po: list[int]) -> SparseNe
 
 
 def predicted_interval(cfg: SparseNetworkConfig, frames: list[SparseFrame]) -> dict:
-    """The RTL cycle model of the layer engines as one chain, frames back to back: per-frame latency and the
+    """The RTL cycle model of the layer engines and gearboxes, frames back to back: per-frame latency and the
     steady-state interval (mean distance between end-of-frame outputs). The identity buffers of residual
-    blocks are sized not to stall the main path, so the chain's timing is the network's. Only for
-    directly wired engines (every pi == the previous po) until the gearbox has its cycle model."""
-    for i in range(1, len(cfg.layers)):
-        require(cfg.layers[i].pi == cfg.layers[i - 1].po, f"layers[{i}].pi",
-                "the previous po: the cycle model has no gearbox yet", cfg.layers[i].pi)
-    chain = SparseChainConfig(layers=tuple(l.replace(residual=False) for l in cfg.layers))
-    r = frames_cycles(chain, frames)
+    blocks are sized not to stall the main path, so the engines' timing is the network's."""
+    r = frames_cycles(cfg, frames)
     per = r["frames"]
     interval = (r["total"] - per[0]) / (len(per) - 1) if len(per) > 1 else float(per[0])
     return {"latency": per, "interval": interval, "total": r["total"]}

@@ -44,6 +44,7 @@ import dataclasses
 
 import numpy as np
 
+from accelkit.config.network import SparseNetworkConfig
 from accelkit.config.sparse_conv import SparseChainConfig, SparseConvConfig
 
 __all__ = ["FramePlan", "frame_plan", "frames_cycles", "frame_cycles", "dense_frame_cycles"]
@@ -205,7 +206,7 @@ class _Engine:
                 t += a if a else 1
                 t = max(t, self.fires[0] + 1)  # a beat's last step waits for a credit
                 valid = max(t + self.P, self.last_fire + 1)
-                self.last_fire = self.down.offer(valid + self.link) - self.link
+                self.last_fire = self.down.offer(valid + self.link, eof=not a) - self.link
                 self.fires.append(self.last_fire)
         self.e = t
 
@@ -281,8 +282,9 @@ class _Engine:
             return o
         return max(o, self._use_row_reaches(R) + self.permit_latency)
 
-    def offer(self, valid: int) -> int:
-        """The next input beat, offered from cycle `valid`: the cycle it enters the input queue."""
+    def offer(self, valid: int, eof: bool = False) -> int:
+        """The next input beat, offered from cycle `valid`: the cycle it enters the input queue. (`eof` is for
+        a gearbox in front; the engine knows its frame's beats from its plan.)"""
         p = self.plan
         if p is None:
             raise RuntimeError("cycle model: a beat after the last frame's end of frame")
@@ -316,8 +318,40 @@ class _Engine:
             t = offer(t) + 1
 
 
+class _Gearbox:
+    """The beat gearbox between two engines (gen/sparse_gearbox.py): its output register loads part j of a split
+    beat, or the last part of a merged beat, once the input offers it, a cycle after the previous load, and
+    no earlier than the cycle the previous output beat is taken; each output beat is offered from the cycle
+    after its load. The input beat is taken with its last part's load (split) or its own load (merge)."""
+
+    def __init__(self, lanes_in: int, lanes_out: int, down):
+        self.down = down
+        self.split = lanes_in > lanes_out
+        self.k = max(lanes_in, lanes_out) // min(lanes_in, lanes_out)
+        self.load = NONE  # the output register's last load
+        self.fire = NONE  # the last output handshake
+        self.part = 0  # merge: parts of the current output beat loaded
+
+    def offer(self, valid: int, eof: bool = False) -> int:
+        if self.split:
+            for _ in range(1 if eof else self.k):
+                self.load = max(valid, self.load + 1, self.fire)
+                self.fire = self.down.offer(self.load + 1, eof=eof)
+            return self.load
+        if eof or self.part == 0:  # the first part (or the end of frame) waits for the register to be taken
+            self.load = max(valid, self.load + 1, self.fire)
+        else:
+            self.load = max(valid, self.load + 1)
+        if eof or self.part == self.k - 1:
+            self.part = 0
+            self.fire = self.down.offer(self.load + 1, eof=eof)
+        else:
+            self.part += 1
+        return self.load
+
+
 def _layers(cfg) -> tuple[SparseConvConfig, ...]:
-    return cfg.layers if isinstance(cfg, SparseChainConfig) else (cfg,)
+    return cfg.layers if isinstance(cfg, SparseChainConfig | SparseNetworkConfig) else (cfg,)
 
 
 def _plans(layers, frames) -> list[list[FramePlan]]:
@@ -336,11 +370,12 @@ def _plans(layers, frames) -> list[list[FramePlan]]:
     return out
 
 
-def frames_cycles(cfg: SparseConvConfig | SparseChainConfig, frames) -> dict:
+def frames_cycles(cfg: SparseConvConfig | SparseChainConfig | SparseNetworkConfig, frames) -> dict:
     """Cycles of each frame (first input handshake to end-of-frame output handshake) when `frames` (of one shape,
     as in one simulation) run back to back, and the total (first input to last output handshake). Frames are
     SparseFrames, or anything with height, width and coords (N, 2) in stream order (TokenFrames, with tokens
-    out of order or outside the frame, included)."""
+    out of order or outside the frame, included). A network's engines are joined by gearboxes where a layer's
+    pi differs from the previous po; its identity buffers never hold the main path (they are sized not to)."""
     frames = list(frames)
     if not frames:
         return {"frames": [], "total": 0}
@@ -348,8 +383,10 @@ def frames_cycles(cfg: SparseConvConfig | SparseChainConfig, frames) -> dict:
     link = cfg.link_latency if isinstance(cfg, SparseChainConfig) else 0
     plans = _plans(layers, frames)
     down = None
-    for c, p in zip(reversed(layers), reversed(plans), strict=True):
-        down = _Engine(c, p, down, link)
+    for i in reversed(range(len(layers))):
+        down = _Engine(layers[i], plans[i], down, link)
+        if i and layers[i].pi != layers[i - 1].po:
+            down = _Gearbox(layers[i - 1].po, layers[i].pi, down)
     first, last = down, down
     while last.down is not None:
         last = last.down
