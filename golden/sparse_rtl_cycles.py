@@ -350,6 +350,43 @@ class _Gearbox:
         return self.load
 
 
+class _Fifo:
+    """A link FIFO of `depth` beats (SyncFIFOBuffered): a beat enters once a cycle after the previous one and once
+    the beat `depth` places ahead has left (a cycle before), and is offered `latency` cycles after it entered,
+    and no earlier than the cycle after the beat ahead was taken."""
+
+    def __init__(self, depth: int, latency: int, down):
+        self.down, self.latency = down, latency
+        self.left = collections.deque([NONE] * depth, maxlen=depth)
+        self.enter = self.taken = NONE
+
+    def offer(self, valid: int, eof: bool = False) -> int:
+        self.enter = max(valid, self.enter + 1, self.left[0] + 1)
+        self.taken = self.down.offer(max(self.enter + self.latency, self.taken + 1), eof=eof)
+        self.left.append(self.taken)
+        return self.enter
+
+
+class _Pool:
+    """The global sum pool after a network's last engine (gen/sparse_pool.py): it takes beats while no vector is
+    leaving; the end-of-frame beat starts the vector, `groups` beats a cycle each from the next cycle (the
+    output always ready), and the input waits until the last has left. `eof_taken`: each vector's last beat."""
+
+    down = None
+
+    def __init__(self, groups: int):
+        self.groups = groups
+        self.free = NONE  # the first cycle the input is taken again
+        self.eof_taken: list[int] = []
+
+    def offer(self, valid: int, eof: bool = False) -> int:
+        taken = max(valid, self.free)
+        if eof:
+            self.eof_taken.append(taken + self.groups)
+            self.free = taken + self.groups + 1
+        return taken
+
+
 def _layers(cfg) -> tuple[SparseConvConfig, ...]:
     return cfg.layers if isinstance(cfg, SparseChainConfig | SparseNetworkConfig) else (cfg,)
 
@@ -375,7 +412,8 @@ def frames_cycles(cfg: SparseConvConfig | SparseChainConfig | SparseNetworkConfi
     as in one simulation) run back to back, and the total (first input to last output handshake). Frames are
     SparseFrames, or anything with height, width and coords (N, 2) in stream order (TokenFrames, with tokens
     out of order or outside the frame, included). A network's engines are joined by gearboxes where a layer's
-    pi differs from the previous po; its identity buffers never hold the main path (they are sized not to)."""
+    pi differs from the previous po and by its link FIFOs; a pooled network's frame ends with its vector's
+    last beat. Its identity buffers never hold the main path (they are sized not to)."""
     frames = list(frames)
     if not frames:
         return {"frames": [], "total": 0}
@@ -383,8 +421,14 @@ def frames_cycles(cfg: SparseConvConfig | SparseChainConfig | SparseNetworkConfi
     link = cfg.link_latency if isinstance(cfg, SparseChainConfig) else 0
     plans = _plans(layers, frames)
     down = None
+    network = isinstance(cfg, SparseNetworkConfig)
+    depth = cfg.link_depth if network else 0
+    if network and cfg.pool:
+        down = _Pool(cfg.last.cout // cfg.last.po)
     for i in reversed(range(len(layers))):
         down = _Engine(layers[i], plans[i], down, link)
+        if i and depth:
+            down = _Fifo(depth, cfg.link_latency, down)
         if i and layers[i].pi != layers[i - 1].po:
             down = _Gearbox(layers[i - 1].po, layers[i].pi, down)
     first, last = down, down

@@ -34,6 +34,7 @@ class SparseNetworkConfig(BlockConfig):
     names: tuple = ("conv1", "block_0_0", "block_0_1", "block_0_2")
     residual: tuple = ((1, 3),)  # (first, last) layer index of each residual block
     pool: bool = True  # end in the global sum pool (one vector per frame)
+    link_depth: int = 0  # beats of FIFO between consecutive engines (0: wired directly)
 
     def validate(self) -> None:
         require(isinstance(self.layers, tuple) and len(self.layers) >= 1, "layers",
@@ -45,6 +46,9 @@ class SparseNetworkConfig(BlockConfig):
             require(isinstance(nm, str) and bool(_NAME.match(nm)), f"names[{i}]", "an identifier", nm)
         require(len(set(self.names)) == n, "names", "distinct", self.names)
         require(isinstance(self.pool, bool), "pool", "True or False", self.pool)
+        require(isinstance(self.link_depth, int) and not isinstance(self.link_depth, bool)
+                and (self.link_depth == 0 or 2 <= self.link_depth <= 65536), "link_depth",
+                "0 (engines wired directly) or a FIFO depth in 2..65536", self.link_depth)
         require(isinstance(self.residual, tuple), "residual", "a tuple of (first, last) pairs", self.residual)
         ends: set[int] = set()
         prev_last = -1
@@ -89,12 +93,17 @@ class SparseNetworkConfig(BlockConfig):
         return self.layers[-1]
 
     @property
+    def link_latency(self) -> int:
+        """Cycles from a beat written into a link FIFO to the beat offered at its output (SyncFIFOBuffered)."""
+        return 2 if self.link_depth else 0
+
+    @property
     def mac_units(self) -> int:
         return sum(l.mac_units for l in self.layers)
 
     def to_dict(self) -> dict:
         return {"block": self.block, "layers": [l.to_dict() for l in self.layers], "names": list(self.names),
-                "residual": [list(s) for s in self.residual], "pool": self.pool}
+                "residual": [list(s) for s in self.residual], "pool": self.pool, "link_depth": self.link_depth}
 
     @classmethod
     def from_dict(cls, d: dict):
@@ -102,7 +111,7 @@ class SparseNetworkConfig(BlockConfig):
         block = d.pop("block", cls.block)
         if block != cls.block:
             raise ConfigError(f"block={block!r} is invalid: this config is for {cls.block!r}")
-        unknown = sorted(set(d) - {"layers", "names", "residual", "pool"})
+        unknown = sorted(set(d) - {"layers", "names", "residual", "pool", "link_depth"})
         if unknown:
             raise ConfigError(f"{unknown[0]}={d[unknown[0]]!r} is invalid: {cls.__name__} has no such parameter")
         layers = d.get("layers", [])
@@ -115,6 +124,7 @@ class SparseNetworkConfig(BlockConfig):
             r = d["residual"]
             kw["residual"] = tuple(tuple(s) if isinstance(s, list | tuple) else s for s in r) \
                 if isinstance(r, list | tuple) else r
-        if "pool" in d:
-            kw["pool"] = d["pool"]
+        for k in ("pool", "link_depth"):
+            if k in d:
+                kw[k] = d[k]
         return cls(**kw)

@@ -1,0 +1,98 @@
+"""The dataflow top of a compiled network (accelkit/config/network.py): one engine per layer, beat gearboxes
+where widths differ, optional link FIFOs, and the global sum pool.
+
+Streams:
+
+- ``params`` in: every engine's load (gen/sparse_conv.py), each beat tagged with its engine's index
+  (``layer``) and the word in the low bits of ``word``. Beats of one engine's load must come in its
+  order; loads of different engines may interleave.
+- ``sites_in`` in: the first engine's input tokens.
+- ``pooled`` out (cfg.pool): one vector per frame, ``cout / po`` beats of the last layer (gen/sparse_pool.py);
+  else ``sites_out``: the last engine's output tokens.
+
+Between engine i - 1 and engine i: a `BeatGearbox` when pi differs from the previous po, then a
+``SyncFIFOBuffered`` of ``cfg.link_depth`` beats when that is not 0.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from accelkit.config import ConfigError
+from accelkit.config.network import SparseNetworkConfig
+
+from .sparse_conv import SparseConvEngine, in_token_layout, out_token_layout
+from .sparse_gearbox import BeatGearbox
+from .sparse_pool import SumPool, pool_sum_bits, pooled_layout
+
+__all__ = ["SparseNetworkTop", "params_layout"]
+
+
+def params_layout(cfg: SparseNetworkConfig) -> data.StructLayout:
+    return data.StructLayout({"word": unsigned(max(l.param_bits for l in cfg.layers)),
+                              "layer": unsigned(max(1, (len(cfg.layers) - 1).bit_length()))})
+
+
+class SparseNetworkTop(wiring.Component):
+    def __init__(self, cfg: SparseNetworkConfig):
+        if not isinstance(cfg, SparseNetworkConfig):
+            raise ConfigError(f"cfg={type(cfg).__name__} is invalid: a SparseNetworkConfig")
+        self.cfg = cfg
+        ports = {"params": In(stream.Signature(params_layout(cfg))),
+                 "sites_in": In(stream.Signature(in_token_layout(cfg.first)))}
+        last = cfg.last
+        if cfg.pool:
+            h, w = last.max_out_height, last.max_out_width
+            ports["pooled"] = Out(stream.Signature(pooled_layout(last.po, pool_sum_bits(last.feature_bits, h * w))))
+        else:
+            ports["sites_out"] = Out(stream.Signature(out_token_layout(last)))
+        super().__init__(wiring.Signature(ports))
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        m = Module()
+        engines = []
+        for i, l in enumerate(cfg.layers):
+            e = SparseConvEngine(l)
+            m.submodules[f"{cfg.names[i]}"] = e
+            engines.append(e)
+
+        # params: each engine takes the beats tagged with its index
+        p = self.params
+        for i, e in enumerate(engines):
+            m.d.comb += [e.params.valid.eq(p.valid & (p.payload.layer == i)),
+                         e.params.payload.eq(p.payload.word[:cfg.layers[i].param_bits])]
+            with m.If(p.payload.layer == i):
+                m.d.comb += p.ready.eq(e.params.ready)
+
+        # engine -> [gearbox] -> [link FIFO] -> engine
+        wiring.connect(m, wiring.flipped(self.sites_in), engines[0].sites_in)
+        for i in range(1, len(engines)):
+            a, b = cfg.layers[i - 1], cfg.layers[i]
+            src = engines[i - 1].sites_out
+            if b.pi != a.po:
+                gb = BeatGearbox(a.po, b.pi, b.cin, b.feature_bits, b.y_bits, b.x_bits)
+                m.submodules[f"gearbox{i}"] = gb
+                wiring.connect(m, src, gb.sites_in)
+                src = gb.sites_out
+            if cfg.link_depth:
+                q = fifo.SyncFIFOBuffered(width=in_token_layout(b).size, depth=cfg.link_depth)
+                m.submodules[f"link{i}"] = q
+                m.d.comb += [q.w_en.eq(src.valid), q.w_data.eq(src.payload), src.ready.eq(q.w_rdy)]
+                dst = engines[i].sites_in
+                m.d.comb += [dst.valid.eq(q.r_rdy), dst.payload.eq(q.r_data), q.r_en.eq(dst.ready)]
+            else:
+                wiring.connect(m, src, engines[i].sites_in)
+
+        last = cfg.last
+        if cfg.pool:
+            pool = SumPool(last.cout, last.po, last.feature_bits, last.out_y_bits, last.out_x_bits,
+                           last.max_out_height * last.max_out_width)
+            m.submodules.pool = pool
+            wiring.connect(m, engines[-1].sites_out, pool.sites_in)
+            wiring.connect(m, pool.pooled, wiring.flipped(self.pooled))
+        else:
+            wiring.connect(m, engines[-1].sites_out, wiring.flipped(self.sites_out))
+        return m
