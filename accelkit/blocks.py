@@ -80,6 +80,12 @@ register(Block(
     generator="accelkit.gen.sparse_conv:SparseConvChain",
     summary="several sparse layer engines composed into one dataflow top",
 ))
+register(Block(
+    name="sparse-network",
+    config="accelkit.config.network:SparseNetworkConfig",
+    generator="accelkit.gen.network:SparseNetworkTop",
+    summary="a compiled network: layer engines, gearboxes, link FIFOs and the global sum pool (accelkit network)",
+))
 
 
 def get_block(name: str) -> Block:

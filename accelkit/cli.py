@@ -5,6 +5,7 @@
   accelkit synth dybit-array --rows 8 --cols 8           ECP5 and Xilinx area, ECP5 Fmax
   accelkit sweep dybit-array -o sweep/                   area against cycles over rows x cols
   accelkit report                                        every block's default config, end to end
+  accelkit network compile|sim|synth NET ...             a whole sparse network (docs/network.md)
 """
 
 from __future__ import annotations
@@ -262,6 +263,8 @@ def main(argv=None) -> int:
     r.add_argument("--full", action="store_true", help="also the long figures (16-lane Hyft and float baseline "
                    "area and Fmax, ...): hours from a cold cache; the default takes about 10 minutes")
     r.set_defaults(func=cmd_report)
+    from accelkit.flows.network import add_parser as add_network_parser
+    add_network_parser(sub)
     args = p.parse_args(argv)
     try:
         return args.func(args)

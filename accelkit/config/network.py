@@ -27,12 +27,12 @@ class SparseNetworkConfig(BlockConfig):
 
     layers: tuple = (
         SparseConvConfig(kind="conv3x3s2", max_height=16, max_width=16, cin=2, cout=8, pi=2, po=4, relu=True),
-        SparseConvConfig(kind="pw1x1", max_height=8, max_width=8, cin=8, cout=16, pi=4, po=4, relu=True),
+        SparseConvConfig(kind="pw1x1", max_height=8, max_width=8, cin=8, cout=16, pi=8, po=4, relu=True),
         SparseConvConfig(kind="dw3x3", max_height=8, max_width=8, cin=16, cout=16, pi=4, po=4, relu=True),
-        SparseConvConfig(kind="pw1x1", max_height=8, max_width=8, cin=16, cout=8, pi=4, po=4, residual=True),
+        SparseConvConfig(kind="pw1x1", max_height=8, max_width=8, cin=16, cout=8, pi=4, po=4),
     )
     names: tuple = ("conv1", "block_0_0", "block_0_1", "block_0_2")
-    residual: tuple = ((1, 3),)  # (first, last) layer index of each residual block
+    residual: tuple = ()  # (first, last) layer index of each residual block
     pool: bool = True  # end in the global sum pool (one vector per frame)
     link_depth: int = 0  # beats of FIFO between consecutive engines (0: wired directly)
 
