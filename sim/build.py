@@ -148,12 +148,21 @@ def source_digest(block: Block) -> str:
 VERILATOR_BUILD_ARGS = [*VERILATOR_WARNINGS_OFF, "-O3", "--x-assign", "fast", "--x-initial", "fast"]
 
 
+def _cocotb_libs() -> str:
+    """Where this environment's cocotb VPI libraries are: a Verilator model links them by absolute path (its
+    RUNPATH), so a model built by another environment (another clone's venv) must not be reused here."""
+    from cocotb_tools.config import libs_dir
+    return str(libs_dir)
+
+
 def build_key(cfg: BlockConfig, flavour: str) -> str:
     """Hash naming a build: config, the source of every module the generator depends on, tool versions,
-    the kind of build and, for Verilator models, how they are compiled."""
+    the kind of build and, for Verilator models, how they are compiled and which cocotb libraries they link."""
+    verilator = flavour.startswith("verilator")
     blob = json.dumps({"config": cfg.to_dict(), "source": source_digest(block_for_config(cfg)),
                        "tools": versions(), "flavour": flavour,
-                       "verilator_args": VERILATOR_BUILD_ARGS if flavour.startswith("verilator") else None},
+                       "verilator_args": VERILATOR_BUILD_ARGS if verilator else None,
+                       **({"cocotb_libs": _cocotb_libs()} if verilator else {})},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

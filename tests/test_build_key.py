@@ -84,3 +84,18 @@ def test_a_generator_edited_after_import_is_refused(monkeypatch):
     monkeypatch.setitem(_loaded.LOADED, "accelkit.gen.sparse_finder", (mtime - 1, size))  # as if edited since
     with pytest.raises(StaleSourceError, match=r"accelkit\.gen\.sparse_finder .* changed on disk"):
         build_key(cfg, "verilator")
+
+
+def test_a_verilator_model_is_keyed_on_the_cocotb_libraries_it_links(monkeypatch):
+    """A model links cocotb's VPI library by absolute path: another environment's model must not be reused (it
+    failed with 'libcocotbvpi_verilator.so: cannot open shared object file' once the other venv was gone).
+    Synthesis does not link anything, and keeps its key."""
+    from accelkit.config.sparse_conv import SparseConvConfig
+    from accelkit.sim import build
+
+    cfg = SparseConvConfig()
+    before = {f: build.build_key(cfg, f) for f in ("verilator", "verilator-waves", "synth")}
+    monkeypatch.setattr(build, "_cocotb_libs", lambda: "/elsewhere/.venv/lib/python3.11/site-packages/cocotb/libs")
+    after = {f: build.build_key(cfg, f) for f in before}
+    assert after["verilator"] != before["verilator"] and after["verilator-waves"] != before["verilator-waves"]
+    assert after["synth"] == before["synth"]
