@@ -79,15 +79,20 @@ class LayerWork:
 def layer_work(net: SparseNetwork, frames: list[SparseFrame]) -> list[LayerWork]:
     """Per layer, the mean work per frame over `frames`."""
     require(len(frames) >= 1, "frames", "at least one representative frame", len(frames))
+    return _mean_work(net, [net.layer_inputs(f) for f in frames])
+
+
+def _mean_work(net: SparseNetwork, inputs: list[list[SparseFrame]]) -> list[LayerWork]:
+    """`layer_work` from each frame's layer inputs (`net.layer_inputs`), so that a frame is traced once."""
     n = len(net.layers)
     sites, taps, macs = np.zeros(n), np.zeros(n), np.zeros(n)
-    for f in frames:
-        for i, (l, x) in enumerate(zip(net.layers, net.layer_inputs(f), strict=True)):
+    for xs in inputs:
+        for i, (l, x) in enumerate(zip(net.layers, xs, strict=True)):
             nc = neighbour_counts(x, l.kind)
             sites[i] += nc.numel()
             taps[i] += int(nc.sum()) if l.depthwise else int(nc.clamp(min=1).sum())
             macs[i] += l.useful_macs(x)
-    k = len(frames)
+    k = len(inputs)
     grids = net.grids()
     return [LayerWork(name, l.kind, l.cin, l.cout, grids[i], sites[i] / k, taps[i] / k, macs[i] / k)
             for i, (name, l) in enumerate(net.leaves)]
@@ -101,6 +106,7 @@ class Allocation:
     modelled: list[bool]  # whether cycles[i] came from the RTL cycle model
     macs: list[int]  # MAC units per layer
     mac_budget: int
+    work: list[LayerWork]  # what the allocation balanced: each layer's mean work on the frames
 
     @property
     def mac_units(self) -> int:
@@ -211,7 +217,9 @@ def allocate(net: SparseNetwork, frames: list[SparseFrame], mac_budget: int,
     require(links in LINKS, "links", f"one of {', '.join(LINKS)}", links)
     require(isinstance(mac_budget, int) and not isinstance(mac_budget, bool) and mac_budget >= len(net.layers),
             "mac_budget", f"an integer of at least {len(net.layers)} (one MAC unit per layer)", mac_budget)
-    work = layer_work(net, frames)
+    require(len(frames) >= 1, "frames", "at least one representative frame", len(frames))
+    inputs = [net.layer_inputs(f) for f in frames]
+    work = _mean_work(net, inputs)
     opts = [w.options(mac_budget) for w in work]
     est = [[w.estimate(a, b) for a, b in o] for w, o in zip(work, opts, strict=True)]
     spans = net.residual_spans()
@@ -219,33 +227,25 @@ def allocate(net: SparseNetwork, frames: list[SparseFrame], mac_budget: int,
     t1 = max(est[i][k] for i, k in enumerate(choice))
 
     # Second pass: the RTL cycle model for the options near the bottleneck (those decide it).
-    sample = frames[:model_frames]
-    inputs = [net.layer_inputs(f) for f in sample]
+    sample = inputs[:model_frames]
+    sample_work = _mean_work(net, sample)
     cost = [list(c) for c in est]
     modelled = [[False] * len(o) for o in opts]
     lo, hi = _MODEL_WINDOW
     for i, o in enumerate(opts):
-        xs = [inp[i] for inp in inputs]
+        xs = [inp[i] for inp in sample]
         for k, (a, b) in enumerate(o):
             if lo * t1 <= est[i][k] <= hi * t1:
                 m = _model_cycles(net, i, a, b, xs)
                 # the model ran on a sample: carry its ratio to the estimate over to the mean of all frames
-                sample_est = np.mean([_est_on(net, i, a, b, x) for x in xs])
+                sample_est = sample_work[i].estimate(a, b)
                 cost[i][k] = est[i][k] * (m / sample_est) if sample_est else m
                 modelled[i][k] = True
     choice = _solve(work, opts, cost, mac_budget, spans, links)
     pi, po = [opts[i][k][0] for i, k in enumerate(choice)], [opts[i][k][1] for i, k in enumerate(choice)]
     return Allocation(pi, po, [cost[i][k] for i, k in enumerate(choice)],
                       [modelled[i][k] for i, k in enumerate(choice)],
-                      [w.macs(a, b) for w, a, b in zip(work, pi, po, strict=True)], mac_budget)
-
-
-def _est_on(net: SparseNetwork, i: int, pi: int, po: int, x: SparseFrame) -> float:
-    l = net.layers[i]
-    nc = neighbour_counts(x, l.kind)
-    if l.depthwise:
-        return int(nc.sum()) * math.ceil(l.cin / pi)
-    return int(nc.clamp(min=1).sum()) * math.ceil(l.cin / pi) * math.ceil(l.cout / po)
+                      [w.macs(a, b) for w, a, b in zip(work, pi, po, strict=True)], mac_budget, work)
 
 
 def network_config(net: SparseNetwork, pi: list[int], po: list[int]) -> SparseNetworkConfig:
@@ -270,8 +270,8 @@ def compile_network(net: SparseNetwork, frames: list[SparseFrame], mac_budget: i
                     links: str = "multiple") -> tuple[SparseNetworkConfig, dict]:
     """Allocate, build the config, and report: per layer (name, kind, pi, po, MAC units, useful MACs, cycles,
     utilisation), the bottleneck, the lower bound (total useful MACs / MAC units) and their ratio."""
-    work = layer_work(net, frames)
     alloc = allocate(net, frames, mac_budget, links=links)
+    work = alloc.work
     cfg = network_config(net, alloc.pi, alloc.po)
     macs = alloc.macs
     total_useful = sum(w.useful_macs for w in work)

@@ -281,8 +281,8 @@ class SparseNetwork:
 
         Layer by layer, on the calibration frames' real inputs to that layer, each output channel's
         scale maps its psum spread to about `target` (so activations stay alive and mostly unclamped
-        through every layer), and a residual block's id_scale adds its input at half to one times
-        its size (0.35 to 0.7 times). Without `frames`, one random 20%-dense frame with small features is used.
+        through every layer), and a residual block's id_scale adds its input at 0.35 to 0.7 times
+        its size. Without `frames`, one random 20%-dense frame with small features is used.
         """
         shift = arith.get("shift", 16)
         sbits, bbits, wbits = arith.get("scale_bits", 16), arith.get("bias_bits", 16), arith.get("weight_bits", 8)
@@ -293,8 +293,6 @@ class SparseNetwork:
             frames = [SparseFrame(height, width, coords,
                                   torch.randint(-4, 5, (coords.shape[0], layout[0].channels[0]), generator=g))]
         xs = list(frames)
-        block_in: list[SparseFrame] | None = None
-        params: dict[str, dict] = {}
         wmax = (1 << (wbits - 1)) - 1
         smax = (1 << sbits) - 1
         bmax = (1 << (bbits - 1)) - 1
@@ -302,7 +300,7 @@ class SparseNetwork:
         for i, spec in enumerate(layout):
             block_in = xs
             layers = []
-            for j, (name, kind, cin, cout, relu) in enumerate(stage_kinds(spec, i == 0)):
+            for j, (_, kind, cin, cout, relu) in enumerate(stage_kinds(spec, i == 0)):
                 dw = kind.startswith("dw")
                 k = 1 if kind == "pw1x1" else 3
                 w = torch.randint(-wmax, wmax + 1, (cout, 1 if dw else cin, k, k), generator=g)
@@ -317,12 +315,9 @@ class SparseNetwork:
                 scale = (target * (1 << shift) / std * jitter).round().clamp(1, smax).to(torch.int64)
                 bias = ((torch.rand(cout, generator=g, dtype=torch.float64) - 0.5) * std).round()
                 bias = bias.clamp(-bmax - 1, bmax).to(torch.int64)
-                p = {"weight": w, "bias": bias, "scale": scale}
-                last = spec.type == "block" and j == 2
                 id_scale = None
-                if spec.residual and last:
+                if spec.residual and j == 2:  # the block's last layer adds its input
                     id_scale = int(min(smax, round((0.35 + 0.35 * float(torch.rand(1, generator=g))) * (1 << shift))))
-                    p["id_scale"] = id_scale
                 layer = SparseConvLayer(kind, w, bias, scale, shift=shift, relu=relu, id_scale=id_scale,
                                         input_signed=lay_signed, weight_bits=wbits, bias_bits=bbits,
                                         scale_bits=sbits)
@@ -331,7 +326,6 @@ class SparseNetwork:
                 else:
                     xs = [layer(x) for x in xs]
                 layers.append(layer)
-                params[name] = p
             stages.append((spec.name, SparseChain(layers, residual=spec.residual) if spec.type == "block"
                            else layers[0]))
         return cls(height, width, stages)

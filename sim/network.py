@@ -87,17 +87,10 @@ def _check(cfg: SparseNetworkConfig, net: SparseNetwork) -> None:
     if not cfg.pool:
         raise FrameError("run_network runs networks that end in the sum pool (cfg.pool=True)")
     for i, (c, l) in enumerate(zip(cfg.layers, net.layers, strict=True)):
-        _check_layer(c.replace(residual=False), l if l.id_scale is None else _no_id(l), f"layer {net.names[i]}")
+        _check_layer(c, l, f"layer {net.names[i]}")
         if (c.max_height, c.max_width) != net.grids()[i]:
             raise FrameError(f"layer {net.names[i]} runs on {net.grids()[i]}, its engine is built for "
                              f"{(c.max_height, c.max_width)}")
-
-
-def _no_id(layer):
-    import copy
-    out = copy.copy(layer)
-    out.id_scale = None
-    return out
 
 
 def run_network(cfg: SparseNetworkConfig, net: SparseNetwork, frames: list[SparseFrame], gap: float = 0.0,

@@ -127,12 +127,12 @@ def _check_layer(cfg: SparseConvConfig, layer: SparseConvLayer, where: str) -> N
     if not isinstance(layer, SparseConvLayer):
         raise TypeError(f"{where} must be a SparseConvLayer, got {type(layer).__name__}")
     got = (layer.kind, layer.cin, layer.cout, layer.shift, layer.relu, layer.input_signed, layer.feature_bits,
-           layer.weight_bits, layer.bias_bits, layer.scale_bits, layer.id_scale)
+           layer.weight_bits, layer.bias_bits, layer.scale_bits, layer.id_scale is not None)
     want = (cfg.kind, cfg.cin, cfg.cout, cfg.shift, cfg.relu, cfg.signed_input, cfg.feature_bits,
-            cfg.weight_bits, cfg.bias_bits, cfg.scale_bits, None)
+            cfg.weight_bits, cfg.bias_bits, cfg.scale_bits, cfg.residual)
     if got != want:
         raise FrameError(f"{where} ({layer!r}) does not match its config (kind, channels, shift, relu, "
-                         f"signedness, widths): {got} != {want}")
+                         f"signedness, widths, residual): {got} != {want}")
 
 
 def _golden_layers(cfg, layer_or_chain) -> list[SparseConvLayer]:

@@ -8,6 +8,7 @@ import random
 
 import pytest
 from amaranth.sim import Simulator
+from amaranth_streams import run_stream
 
 from accelkit.config import ConfigError
 from accelkit.gen.sparse_gearbox import BeatGearbox
@@ -31,56 +32,24 @@ def frame_beats(rng: random.Random, channels: int, lanes: int, sites: int, error
     return beats, feats
 
 
+def _write(ctx, p, b: dict) -> None:
+    ctx.set(p.eof, b["eof"])
+    ctx.set(p.error, b["error"])
+    if not b["eof"]:
+        ctx.set(p.y, b["y"])
+        ctx.set(p.x, b["x"])
+        for l, v in enumerate(b["data"]):
+            ctx.set(p.data[l], v)
+
+
 def run(box: BeatGearbox, beats_in: list[dict], n_out: int, seed: int, gap: float, stall: float) -> list[dict]:
-    rng = random.Random(seed)
-    got: list[dict] = []
+    def read(ctx, p) -> dict:
+        beat = {"eof": ctx.get(p.eof), "error": ctx.get(p.error)}
+        if not beat["eof"]:
+            beat.update(y=ctx.get(p.y), x=ctx.get(p.x), data=[ctx.get(p.data[l]) for l in range(box.lanes_out)])
+        return beat
 
-    async def source(ctx):
-        for b in beats_in:
-            while rng.random() < gap:
-                ctx.set(box.sites_in.valid, 0)
-                await ctx.tick()
-            ctx.set(box.sites_in.valid, 1)
-            ctx.set(box.sites_in.payload.eof, b["eof"])
-            ctx.set(box.sites_in.payload.error, b["error"])
-            if not b["eof"]:
-                ctx.set(box.sites_in.payload.y, b["y"])
-                ctx.set(box.sites_in.payload.x, b["x"])
-                for l, v in enumerate(b["data"]):
-                    ctx.set(box.sites_in.payload.data[l], v)
-            await ctx.tick().until(box.sites_in.ready)
-        ctx.set(box.sites_in.valid, 0)
-
-    async def sink(ctx):
-        held = None  # the beat offered and not yet taken: it must stay, unchanged
-        cycles = 0
-        while len(got) < n_out:
-            cycles += 1
-            assert cycles < 20 * (n_out + len(beats_in)) + 100, "the gearbox stopped"
-            ready = rng.random() >= stall
-            ctx.set(box.sites_out.ready, ready)
-            await ctx.delay(1e-9)
-            valid = ctx.get(box.sites_out.valid)
-            p = box.sites_out.payload
-            beat = None
-            if valid:
-                eof = ctx.get(p.eof)
-                beat = {"eof": eof, "error": ctx.get(p.error)}
-                if not eof:
-                    beat.update(y=ctx.get(p.y), x=ctx.get(p.x), data=[ctx.get(p.data[l]) for l in range(box.lanes_out)])
-            if held is not None:
-                assert valid and beat == held, "a beat offered was withdrawn or changed before it was taken"
-            held = beat if (valid and not ready) else None
-            if valid and ready:
-                got.append(beat)
-            await ctx.tick()
-
-    sim = Simulator(box)
-    sim.add_clock(1e-6)
-    sim.add_testbench(source, background=True)
-    sim.add_testbench(sink)
-    sim.run()
-    return got
+    return run_stream(box, box.sites_in, box.sites_out, beats_in, _write, read, n_out, seed, gap, stall, "the gearbox")
 
 
 def expected(feats, lanes: int, error: bool = False) -> list[dict]:

@@ -6,55 +6,26 @@ from __future__ import annotations
 import random
 
 import pytest
-from amaranth.sim import Simulator
+from amaranth_streams import run_stream
 
 from accelkit.gen.sparse_pool import SumPool, pool_sum_bits
 
 FB, YB, XB = 8, 4, 5
 
 
+def _write(ctx, p, b: dict) -> None:
+    ctx.set(p.eof, b["eof"])
+    ctx.set(p.error, b["error"])
+    for l, v in enumerate(b["data"]):
+        ctx.set(p.data[l], v & 0xFF)
+
+
 def run(pool: SumPool, beats: list[dict], n_out: int, seed: int, gap: float, stall: float) -> list[dict]:
-    rng = random.Random(seed)
-    got: list[dict] = []
+    def read(ctx, p) -> dict:
+        return {"data": [ctx.get(p.data[l]) for l in range(pool.lanes)], "last": ctx.get(p.last),
+                "error": ctx.get(p.error)}
 
-    async def source(ctx):
-        for b in beats:
-            while rng.random() < gap:
-                ctx.set(pool.sites_in.valid, 0)
-                await ctx.tick()
-            ctx.set(pool.sites_in.valid, 1)
-            ctx.set(pool.sites_in.payload.eof, b["eof"])
-            ctx.set(pool.sites_in.payload.error, b["error"])
-            for l, v in enumerate(b["data"]):
-                ctx.set(pool.sites_in.payload.data[l], v & 0xFF)
-            await ctx.tick().until(pool.sites_in.ready)
-        ctx.set(pool.sites_in.valid, 0)
-
-    async def sink(ctx):
-        held, cycles = None, 0
-        while len(got) < n_out:
-            cycles += 1
-            assert cycles < 10 * (len(beats) + n_out) + 100, "the pool stopped"
-            ready = rng.random() >= stall
-            ctx.set(pool.pooled.ready, ready)
-            await ctx.delay(1e-9)
-            valid = ctx.get(pool.pooled.valid)
-            p = pool.pooled.payload
-            beat = ({"data": [ctx.get(p.data[l]) for l in range(pool.lanes)], "last": ctx.get(p.last),
-                     "error": ctx.get(p.error)} if valid else None)
-            if held is not None:
-                assert valid and beat == held, "a pooled beat offered was withdrawn or changed before it was taken"
-            held = beat if (valid and not ready) else None
-            if valid and ready:
-                got.append(beat)
-            await ctx.tick()
-
-    sim = Simulator(pool)
-    sim.add_clock(1e-6)
-    sim.add_testbench(source, background=True)
-    sim.add_testbench(sink)
-    sim.run()
-    return got
+    return run_stream(pool, pool.sites_in, pool.pooled, beats, _write, read, n_out, seed, gap, stall, "the pool")
 
 
 def frame(rng, channels, lanes, sites, lo=-127, hi=127, error=False, short=False):
