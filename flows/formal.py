@@ -573,8 +573,8 @@ def _beat_steps(cfg) -> int:
 
 def _finder_rows(cfg) -> int:
     """The site finder's longest walk to a site once every row is complete: every output row above the last
-    empty (issued one a cycle), then the last row up to its first site (`finder_row_cycles`)."""
-    return (cfg.max_out_height - 1) + cfg.finder_row_cycles
+    empty (issued at least one every two cycles), then the last row up to its first site (`finder_row_cycles`)."""
+    return 2 * (cfg.max_out_height - 1) + cfg.finder_row_cycles
 
 
 def sparse_liveness(cfg) -> Liveness:

@@ -123,9 +123,15 @@ def lowest_one_hot(m: Module, vec, name: str):
 
 
 def at_most_one(vec):
-    """`vec` has at most one bit set: nothing is left once its lowest one is taken (one carry chain). A stage
+    """`vec` has at most one bit set, as a tree over halves (any, more than one) with no carry chain. A stage
     that hands on a vector's bits lowest first keeps this as a register a step ahead, for "the rest is empty"."""
-    return (vec & (vec - 1)) == 0
+    def tree(bits):
+        if len(bits) == 1:
+            return bits[0], Const(0, 1)
+        lo_any, lo_many = tree(bits[:len(bits) // 2])
+        hi_any, hi_many = tree(bits[len(bits) // 2:])
+        return lo_any | hi_any, lo_many | hi_many | (lo_any & hi_any)
+    return ~tree([vec[i] for i in range(len(vec))])[1]
 
 
 def one_hot_index(m: Module, oh, name: str):

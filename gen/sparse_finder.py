@@ -83,14 +83,25 @@ class SiteFinder(wiring.Component):
         ends = Signal()  # the frame's rows are all issued (end of frame seen)
         eof_pend = Signal()
 
+        # the issue decision starts from flip-flops: the line buffer's status is compared a cycle late, against
+        # this cycle's and the next row's `need` / `f_row` (the one a row issued last cycle makes current)
         last_out_row = self.last_y if s == 1 else self.last_y >> 1
-        rows_over = self.eof_seen & (~self.has_last | (f_row > last_out_row))
-        ready = self.eof_seen | (self.done_rows >= need)
+        issued = Signal()  # a row was issued last cycle
+        eof_r, has_last_r = Signal(), Signal()
+        rdy_now, rdy_next, over_now, over_next = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [eof_r.eq(self.eof_seen), has_last_r.eq(self.has_last),
+                     rdy_now.eq(self.done_rows >= need), rdy_next.eq(self.done_rows >= need + s),
+                     over_now.eq(f_row > last_out_row), over_next.eq(f_row >= last_out_row), issued.eq(0)]
+        rows_over = eof_r & (~has_last_r | Mux(issued, over_next, over_now))
+        ready = eof_r | Mux(issued, rdy_next, rdy_now)
         nz_zero = Signal(init=1)  # nz == 0 as a register, kept a step ahead (the stages' free chain starts from it)
+        # a stage may load when it is empty or moves on this cycle; the scan and copy stages know that from
+        # the stage after them, the look-up and issue stages only from the next stage being empty (so their
+        # load enables are one LUT of flip-flops, at the price of a bubble when every stage is full)
         c_free = ~c_v | (nz_zero & ~a_v)  # the scanned row's last chunk has left stage A
         w_free = ~w_v | c_free
-        s_free = ~s_v | w_free
-        i_free = ~i_v | s_free
+        s_free = ~s_v | ~w_v
+        i_free = ~i_v | ~s_v
         with m.If(c_v & c_free):
             m.d.sync += c_v.eq(0)
         with m.If(w_v & c_free):
@@ -126,7 +137,7 @@ class SiteFinder(wiring.Component):
             with m.If(rows_over):
                 m.d.sync += ends.eq(1)
             with m.Elif(ready):
-                m.d.sync += [i_v.eq(1), i_row.eq(f_row), i_cy.eq(cy),
+                m.d.sync += [i_v.eq(1), i_row.eq(f_row), i_cy.eq(cy), issued.eq(1),
                              f_row.eq(f_row + 1), cy.eq(cy + s), need.eq(need + s)]
 
         # ---- the chunk pipeline: A (the lowest chunk left, as a one-hot), A2 (its bits and window columns),
@@ -210,7 +221,8 @@ class SiteFinder(wiring.Component):
         with m.If((ends | (i_free & rows_over)) & idle & ~eof_done):
             m.d.sync += [eof_pend.eq(1), eof_done.eq(1)]
         with m.If(self.frame_reset):
-            m.d.sync += [f_row.eq(0), cy.eq(0), need.eq(h + 1), ends.eq(0), eof_done.eq(0)]
+            m.d.sync += [f_row.eq(0), cy.eq(0), need.eq(h + 1), ends.eq(0), eof_done.eq(0), issued.eq(0),
+                         eof_r.eq(0), rdy_now.eq(0), rdy_next.eq(0)]
 
         # ---- the oldest output row the finder holds: the queue's head, else the oldest stage's (registers a
         # cycle behind, which only ever reports an older row)

@@ -14,7 +14,8 @@ Per frame, with output sites i in raster order, output rows r, all times in cycl
 - row ready: RR_r = O_k + row_ready_latency for the first token k of an input row beyond
   r * stride + halo (O_k: the cycle it is first offered), or E + row_ready_latency (E: end of frame taken).
 - finder: row r is issued once ready and its issue stage is free, then moves down the row stages (slot
-  look-up, bitmap copy, scan), a cycle each, entering a stage the cycle the row ahead leaves it; the scan
+  look-up, bitmap copy, scan), a cycle each, entering a stage the cycle the row ahead leaves it (the issue
+  and look-up stages: a cycle later when the stage the row ahead moves into was full that cycle); the scan
   stage hands the row's non-empty chunks to the chunk stages (A, A2, A3), which move on the same way into
   the emit stage B, which hands on a site a cycle into the last stage C1 (F_i, then written into the site
   queue once it has room: T_{i-Q}). Empty rows pass one a cycle; rows load while the row ahead is scanned.
@@ -169,6 +170,7 @@ class _Engine:
         self.next_row = 0  # rows below this one are scheduled
         self.finder_at = finder_at  # the finder may issue row 0
         self.row_at = [NONE] * self.row_stages  # the previous row's loads into the row stages (issue .. scan)
+        self.row_at2 = [NONE] * self.row_stages  # and the row's before it
         self.scan_free = NONE  # the scan stage may load the next row
         self.held = NONE  # the first cycle no finder stage holds a row scheduled so far
         self.row_free = [0] * self.rows  # the finder's row output has passed row r
@@ -221,12 +223,14 @@ class _Engine:
         n = self.row_stages
         while self.next_row < self.ready_upto:
             r = self.next_row
-            prev = self.row_at
-            at = [max(self.ready[r], prev[0] + 1, prev[1] if n > 1 else self.scan_free,
-                      self.finder_at if r == 0 else NONE)]
+            prev, prev2 = self.row_at, self.row_at2
+            # when stage k may load: its row moves on (a stage before the last two: into a stage empty that cycle)
+            frees = [prev[k + 1] + (prev2[k + 2] == prev[k + 1]) for k in range(n - 2)]
+            frees += [prev[k + 1] for k in range(max(0, n - 2), n - 1)] + [self.scan_free]
+            at = [max(self.ready[r], prev[0] + 1, frees[0], self.finder_at if r == 0 else NONE)]
             for k in range(1, n):
-                at.append(max(at[-1] + 1, prev[k + 1] if k + 1 < n else self.scan_free))
-            self.row_at = at
+                at.append(max(at[-1] + 1, frees[k]))
+            self.row_at, self.row_at2 = at, prev
             a, b = int(starts[r]), int(starts[r + 1])
             if a == b:
                 self.scan_free = at[-1] + 1

@@ -1234,7 +1234,7 @@ endmodule
 module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
-  wire [8:0] \$10 ;
+  wire \$10 ;
   wire \$100 ;
   wire \$101 ;
   wire \$102 ;
@@ -1245,7 +1245,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire [7:0] \$11 ;
+  wire \$11 ;
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
@@ -1256,7 +1256,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$117 ;
   wire \$118 ;
   wire \$119 ;
-  wire [7:0] \$12 ;
+  wire \$12 ;
   wire \$120 ;
   wire \$121 ;
   wire \$122 ;
@@ -1473,24 +1473,24 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$312 ;
   wire \$313 ;
   wire \$314 ;
-  wire \$315 ;
-  wire \$316 ;
-  wire \$317 ;
-  wire \$318 ;
-  wire \$319 ;
+  wire [15:0] \$315 ;
+  wire [16:0] \$316 ;
+  wire [16:0] \$317 ;
+  wire [15:0] \$318 ;
+  wire [16:0] \$319 ;
   wire \$32 ;
-  wire [15:0] \$320 ;
-  wire [16:0] \$321 ;
-  wire [16:0] \$322 ;
-  wire [15:0] \$323 ;
-  wire [16:0] \$324 ;
-  wire [16:0] \$325 ;
-  wire \$326 ;
-  wire [1:0] \$327 ;
-  wire [1:0] \$328 ;
-  wire [3:0] \$329 ;
+  wire [16:0] \$320 ;
+  wire \$321 ;
+  wire [1:0] \$322 ;
+  wire [1:0] \$323 ;
+  wire [3:0] \$324 ;
+  wire \$325 ;
+  wire [7:0] \$326 ;
+  wire \$327 ;
+  wire [4:0] \$328 ;
+  wire \$329 ;
   wire \$33 ;
-  wire \$330 ;
+  wire [4:0] \$330 ;
   wire \$331 ;
   wire \$332 ;
   wire \$333 ;
@@ -1501,169 +1501,169 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$338 ;
   wire \$339 ;
   wire \$34 ;
-  wire [31:0] \$340 ;
-  wire [31:0] \$341 ;
-  wire \$342 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire [31:0] \$342 ;
   wire [31:0] \$343 ;
-  wire [31:0] \$344 ;
-  wire \$345 ;
+  wire \$344 ;
+  wire [31:0] \$345 ;
   wire [31:0] \$346 ;
-  wire [31:0] \$347 ;
-  wire \$348 ;
+  wire \$347 ;
+  wire [31:0] \$348 ;
   wire [31:0] \$349 ;
   wire \$35 ;
-  wire [31:0] \$350 ;
-  wire \$351 ;
+  wire \$350 ;
+  wire [31:0] \$351 ;
   wire [31:0] \$352 ;
-  wire [31:0] \$353 ;
-  wire \$354 ;
+  wire \$353 ;
+  wire [31:0] \$354 ;
   wire [31:0] \$355 ;
-  wire [31:0] \$356 ;
-  wire \$357 ;
+  wire \$356 ;
+  wire [31:0] \$357 ;
   wire [31:0] \$358 ;
-  wire [31:0] \$359 ;
+  wire \$359 ;
   wire \$36 ;
-  wire \$360 ;
+  wire [31:0] \$360 ;
   wire [31:0] \$361 ;
-  wire [31:0] \$362 ;
-  wire \$363 ;
+  wire \$362 ;
+  wire [31:0] \$363 ;
   wire [31:0] \$364 ;
-  wire [31:0] \$365 ;
-  wire \$366 ;
+  wire \$365 ;
+  wire [31:0] \$366 ;
   wire [31:0] \$367 ;
-  wire [31:0] \$368 ;
-  wire \$369 ;
+  wire \$368 ;
+  wire [31:0] \$369 ;
   wire \$37 ;
   wire [31:0] \$370 ;
-  wire [31:0] \$371 ;
-  wire \$372 ;
+  wire \$371 ;
+  wire [31:0] \$372 ;
   wire [31:0] \$373 ;
-  wire [31:0] \$374 ;
-  wire \$375 ;
+  wire \$374 ;
+  wire [31:0] \$375 ;
   wire [31:0] \$376 ;
-  wire [31:0] \$377 ;
-  wire \$378 ;
+  wire \$377 ;
+  wire [31:0] \$378 ;
   wire [31:0] \$379 ;
   wire \$38 ;
-  wire [31:0] \$380 ;
-  wire \$381 ;
+  wire \$380 ;
+  wire [31:0] \$381 ;
   wire [31:0] \$382 ;
-  wire [31:0] \$383 ;
-  wire \$384 ;
+  wire \$383 ;
+  wire [31:0] \$384 ;
   wire [31:0] \$385 ;
-  wire [31:0] \$386 ;
-  wire \$387 ;
-  wire \$388 ;
-  wire [31:0] \$389 ;
+  wire \$386 ;
+  wire [31:0] \$387 ;
+  wire [31:0] \$388 ;
+  wire \$389 ;
   wire \$39 ;
-  wire [31:0] \$390 ;
-  wire \$391 ;
+  wire \$390 ;
+  wire [31:0] \$391 ;
   wire [31:0] \$392 ;
-  wire [31:0] \$393 ;
-  wire \$394 ;
+  wire \$393 ;
+  wire [31:0] \$394 ;
   wire [31:0] \$395 ;
-  wire [31:0] \$396 ;
-  wire \$397 ;
+  wire \$396 ;
+  wire [31:0] \$397 ;
   wire [31:0] \$398 ;
-  wire [31:0] \$399 ;
+  wire \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire \$400 ;
+  wire [31:0] \$400 ;
   wire [31:0] \$401 ;
-  wire [31:0] \$402 ;
-  wire \$403 ;
+  wire \$402 ;
+  wire [31:0] \$403 ;
   wire [31:0] \$404 ;
-  wire [31:0] \$405 ;
-  wire \$406 ;
+  wire \$405 ;
+  wire [31:0] \$406 ;
   wire [31:0] \$407 ;
-  wire [31:0] \$408 ;
-  wire \$409 ;
+  wire \$408 ;
+  wire [31:0] \$409 ;
   wire \$41 ;
   wire [31:0] \$410 ;
-  wire [31:0] \$411 ;
-  wire \$412 ;
+  wire \$411 ;
+  wire [31:0] \$412 ;
   wire [31:0] \$413 ;
-  wire [31:0] \$414 ;
-  wire \$415 ;
+  wire \$414 ;
+  wire [31:0] \$415 ;
   wire [31:0] \$416 ;
-  wire [31:0] \$417 ;
-  wire \$418 ;
+  wire \$417 ;
+  wire [31:0] \$418 ;
   wire [31:0] \$419 ;
   wire \$42 ;
-  wire [31:0] \$420 ;
-  wire \$421 ;
+  wire \$420 ;
+  wire [31:0] \$421 ;
   wire [31:0] \$422 ;
-  wire [31:0] \$423 ;
-  wire \$424 ;
+  wire \$423 ;
+  wire [31:0] \$424 ;
   wire [31:0] \$425 ;
-  wire [31:0] \$426 ;
-  wire \$427 ;
+  wire \$426 ;
+  wire [31:0] \$427 ;
   wire [31:0] \$428 ;
-  wire [31:0] \$429 ;
+  wire \$429 ;
   wire \$43 ;
-  wire \$430 ;
+  wire [31:0] \$430 ;
   wire [31:0] \$431 ;
-  wire [31:0] \$432 ;
-  wire \$433 ;
+  wire \$432 ;
+  wire [31:0] \$433 ;
   wire [31:0] \$434 ;
-  wire [31:0] \$435 ;
-  wire \$436 ;
-  wire \$437 ;
+  wire \$435 ;
+  wire [31:0] \$436 ;
+  wire [31:0] \$437 ;
   wire \$438 ;
-  wire [31:0] \$439 ;
+  wire \$439 ;
   wire \$44 ;
-  wire [31:0] \$440 ;
-  wire \$441 ;
+  wire \$440 ;
+  wire [31:0] \$441 ;
   wire [31:0] \$442 ;
-  wire [31:0] \$443 ;
-  wire \$444 ;
+  wire \$443 ;
+  wire [31:0] \$444 ;
   wire [31:0] \$445 ;
-  wire [31:0] \$446 ;
-  wire \$447 ;
+  wire \$446 ;
+  wire [31:0] \$447 ;
   wire [31:0] \$448 ;
-  wire [31:0] \$449 ;
+  wire \$449 ;
   wire \$45 ;
-  wire \$450 ;
+  wire [31:0] \$450 ;
   wire [31:0] \$451 ;
-  wire [31:0] \$452 ;
-  wire \$453 ;
+  wire \$452 ;
+  wire [31:0] \$453 ;
   wire [31:0] \$454 ;
-  wire [31:0] \$455 ;
-  wire \$456 ;
+  wire \$455 ;
+  wire [31:0] \$456 ;
   wire [31:0] \$457 ;
-  wire [31:0] \$458 ;
-  wire \$459 ;
+  wire \$458 ;
+  wire [31:0] \$459 ;
   wire \$46 ;
   wire [31:0] \$460 ;
-  wire [31:0] \$461 ;
-  wire \$462 ;
+  wire \$461 ;
+  wire [31:0] \$462 ;
   wire [31:0] \$463 ;
-  wire [31:0] \$464 ;
-  wire \$465 ;
+  wire \$464 ;
+  wire [31:0] \$465 ;
   wire [31:0] \$466 ;
-  wire [31:0] \$467 ;
-  wire \$468 ;
+  wire \$467 ;
+  wire [31:0] \$468 ;
   wire [31:0] \$469 ;
   wire \$47 ;
-  wire [31:0] \$470 ;
-  wire \$471 ;
+  wire \$470 ;
+  wire [31:0] \$471 ;
   wire [31:0] \$472 ;
-  wire [31:0] \$473 ;
-  wire \$474 ;
+  wire \$473 ;
+  wire [31:0] \$474 ;
   wire [31:0] \$475 ;
-  wire [31:0] \$476 ;
-  wire \$477 ;
+  wire \$476 ;
+  wire [31:0] \$477 ;
   wire [31:0] \$478 ;
-  wire [31:0] \$479 ;
+  wire \$479 ;
   wire \$48 ;
-  wire \$480 ;
+  wire [31:0] \$480 ;
   wire [31:0] \$481 ;
-  wire [31:0] \$482 ;
-  wire \$483 ;
+  wire \$482 ;
+  wire [31:0] \$483 ;
   wire [31:0] \$484 ;
-  wire [31:0] \$485 ;
-  wire \$486 ;
-  wire \$487 ;
+  wire \$485 ;
+  wire [31:0] \$486 ;
+  wire [31:0] \$487 ;
   wire \$488 ;
   wire \$489 ;
   wire \$49 ;
@@ -1671,13 +1671,13 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$491 ;
   wire \$492 ;
   wire \$493 ;
-  wire [31:0] \$494 ;
-  wire [31:0] \$495 ;
+  wire \$494 ;
+  wire \$495 ;
   wire [31:0] \$496 ;
   wire [31:0] \$497 ;
   wire [31:0] \$498 ;
   wire [31:0] \$499 ;
-  wire \$5 ;
+  wire [8:0] \$5 ;
   wire \$50 ;
   wire [31:0] \$500 ;
   wire [31:0] \$501 ;
@@ -1721,9 +1721,9 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [31:0] \$536 ;
   wire [31:0] \$537 ;
   wire [31:0] \$538 ;
-  wire \$539 ;
+  wire [31:0] \$539 ;
   wire \$54 ;
-  wire \$540 ;
+  wire [31:0] \$540 ;
   wire \$541 ;
   wire \$542 ;
   wire \$543 ;
@@ -1788,7 +1788,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$597 ;
   wire \$598 ;
   wire \$599 ;
-  wire \$6 ;
+  wire [7:0] \$6 ;
   wire \$60 ;
   wire \$600 ;
   wire \$601 ;
@@ -1838,37 +1838,37 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$641 ;
   wire \$642 ;
   wire \$643 ;
-  wire \$644 ;
-  wire \$645 ;
-  wire \$646 ;
+  wire [5:0] \$644 ;
+  wire [7:0] \$645 ;
+  wire [7:0] \$646 ;
   wire \$647 ;
   wire \$648 ;
-  wire [4:0] \$649 ;
+  wire \$649 ;
   wire \$65 ;
   wire \$650 ;
   wire \$651 ;
-  wire \$652 ;
-  wire \$653 ;
+  wire [15:0] \$652 ;
+  wire [15:0] \$653 ;
   wire \$654 ;
-  wire [5:0] \$655 ;
-  wire [7:0] \$656 ;
-  wire [7:0] \$657 ;
+  wire \$655 ;
+  wire \$656 ;
+  wire \$657 ;
   wire \$658 ;
   wire \$659 ;
   wire \$66 ;
   wire \$660 ;
   wire \$661 ;
   wire \$662 ;
-  wire [15:0] \$663 ;
-  wire [15:0] \$664 ;
-  wire [16:0] \$665 ;
-  wire [16:0] \$666 ;
+  wire \$663 ;
+  wire \$664 ;
+  wire \$665 ;
+  wire \$666 ;
   wire \$667 ;
   wire \$668 ;
   wire \$669 ;
   wire \$67 ;
   wire \$670 ;
-  wire [15:0] \$671 ;
+  wire \$671 ;
   wire \$672 ;
   wire \$673 ;
   wire \$674 ;
@@ -1876,11 +1876,11 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$676 ;
   wire \$677 ;
   wire \$678 ;
-  wire [15:0] \$679 ;
+  wire \$679 ;
   wire \$68 ;
-  wire [15:0] \$680 ;
-  wire [16:0] \$681 ;
-  wire [16:0] \$682 ;
+  wire \$680 ;
+  wire \$681 ;
+  wire \$682 ;
   wire \$683 ;
   wire \$684 ;
   wire \$685 ;
@@ -1896,12 +1896,12 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$694 ;
   wire \$695 ;
   wire \$696 ;
-  wire [15:0] \$697 ;
-  wire [32:0] \$698 ;
-  wire [32:0] \$699 ;
-  wire \$7 ;
+  wire \$697 ;
+  wire \$698 ;
+  wire \$699 ;
+  wire [7:0] \$7 ;
   wire \$70 ;
-  wire [32:0] \$700 ;
+  wire \$700 ;
   wire \$701 ;
   wire \$702 ;
   wire \$703 ;
@@ -1925,8 +1925,8 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$72 ;
   wire \$720 ;
   wire \$721 ;
-  wire [1:0] \$722 ;
-  wire [1:0] \$723 ;
+  wire \$722 ;
+  wire \$723 ;
   wire \$724 ;
   wire \$725 ;
   wire \$726 ;
@@ -1940,8 +1940,8 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$733 ;
   wire \$734 ;
   wire \$735 ;
-  wire [4:0] \$736 ;
-  wire \$737 ;
+  wire \$736 ;
+  wire [15:0] \$737 ;
   wire \$738 ;
   wire \$739 ;
   wire \$74 ;
@@ -1950,8 +1950,8 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$742 ;
   wire \$743 ;
   wire \$744 ;
-  wire \$745 ;
-  wire \$746 ;
+  wire [15:0] \$745 ;
+  wire [15:0] \$746 ;
   wire \$747 ;
   wire \$748 ;
   wire \$749 ;
@@ -1962,124 +1962,269 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$753 ;
   wire \$754 ;
   wire \$755 ;
-  wire [3:0] \$756 ;
-  wire [3:0] \$757 ;
-  wire [3:0] \$758 ;
-  wire [4:0] \$759 ;
+  wire \$756 ;
+  wire \$757 ;
+  wire \$758 ;
+  wire \$759 ;
   wire \$76 ;
-  wire [4:0] \$760 ;
-  wire [4:0] \$761 ;
-  wire [4:0] \$762 ;
-  reg \$763 ;
-  reg [3:0] \$764 ;
-  reg \$765 ;
-  reg \$766 ;
-  reg \$767 ;
-  reg [15:0] \$768 ;
-  reg [31:0] \$769 ;
+  wire \$760 ;
+  wire \$761 ;
+  wire \$762 ;
+  wire \$763 ;
+  wire \$764 ;
+  wire \$765 ;
+  wire \$766 ;
+  wire \$767 ;
+  wire \$768 ;
+  wire \$769 ;
   wire \$77 ;
-  reg [31:0] \$770 ;
-  reg [31:0] \$771 ;
-  reg [3:0] \$772 ;
-  reg \$773 ;
-  reg [31:0] \$774 ;
-  reg [31:0] \$775 ;
-  reg [31:0] \$776 ;
-  reg [3:0] \$777 ;
-  reg \$778 ;
-  reg [7:0] \$779 ;
+  wire \$770 ;
+  wire \$771 ;
+  wire \$772 ;
+  wire \$773 ;
+  wire \$774 ;
+  wire \$775 ;
+  wire \$776 ;
+  wire \$777 ;
+  wire \$778 ;
+  wire \$779 ;
   wire \$78 ;
-  reg [7:0] \$780 ;
-  reg [7:0] \$781 ;
-  reg \$782 ;
-  reg [3:0] \$783 ;
-  reg [6:0] \$784 ;
-  reg [4:0] \$785 ;
-  reg [6:0] \$786 ;
-  reg [6:0] \$787 ;
-  reg \$788 ;
-  reg \$789 ;
+  wire \$780 ;
+  wire \$781 ;
+  wire \$782 ;
+  wire \$783 ;
+  wire \$784 ;
+  wire \$785 ;
+  wire \$786 ;
+  wire \$787 ;
+  wire \$788 ;
+  wire \$789 ;
   wire \$79 ;
-  reg [15:0] \$790 ;
-  reg \$791 ;
-  reg [3:0] \$792 ;
-  reg [32:0] \$793 ;
-  reg [32:0] \$794 ;
-  reg [32:0] \$795 ;
-  reg [15:0] \$796 ;
-  reg [15:0] \$797 ;
-  reg \$798 ;
-  reg \$799 ;
+  wire \$790 ;
+  wire \$791 ;
+  wire \$792 ;
+  wire \$793 ;
+  wire \$794 ;
+  wire \$795 ;
+  wire \$796 ;
+  wire \$797 ;
+  wire \$798 ;
+  wire \$799 ;
   wire \$8 ;
   wire \$80 ;
-  reg \$800 ;
-  reg [3:0] \$801 ;
-  reg [32:0] \$802 ;
-  reg [32:0] \$803 ;
-  reg [32:0] \$804 ;
-  reg \$805 ;
-  reg [15:0] \$806 ;
-  reg [15:0] \$807 ;
-  reg \$808 ;
-  reg [3:0] \$809 ;
+  wire \$800 ;
+  wire \$801 ;
+  wire \$802 ;
+  wire \$803 ;
+  wire \$804 ;
+  wire \$805 ;
+  wire \$806 ;
+  wire \$807 ;
+  wire \$808 ;
+  wire \$809 ;
   wire \$81 ;
-  reg \$810 ;
-  reg [32:0] \$811 ;
-  reg [32:0] \$812 ;
-  reg [32:0] \$813 ;
-  reg \$814 ;
-  reg [3:0] \$815 ;
-  reg \$816 ;
-  reg [15:0] \$817 ;
-  reg [32:0] \$818 ;
-  reg [32:0] \$819 ;
+  wire \$810 ;
+  wire \$811 ;
+  wire \$812 ;
+  wire \$813 ;
+  wire \$814 ;
+  wire \$815 ;
+  wire \$816 ;
+  wire \$817 ;
+  wire \$818 ;
+  wire \$819 ;
   wire \$82 ;
-  reg [32:0] \$820 ;
-  reg \$821 ;
-  reg \$822 ;
-  reg \$823 ;
-  reg \$824 ;
-  reg [3:0] \$825 ;
-  reg [3:0] \$826 ;
+  wire \$820 ;
+  wire \$821 ;
+  wire \$822 ;
+  wire \$823 ;
+  wire \$824 ;
+  wire \$825 ;
+  wire \$826 ;
+  wire \$827 ;
+  wire \$828 ;
+  wire \$829 ;
   wire \$83 ;
+  wire \$830 ;
+  wire \$831 ;
+  wire \$832 ;
+  wire \$833 ;
+  wire \$834 ;
+  wire \$835 ;
+  wire \$836 ;
+  wire \$837 ;
+  wire \$838 ;
+  wire \$839 ;
   wire \$84 ;
+  wire [15:0] \$840 ;
+  wire [32:0] \$841 ;
+  wire [32:0] \$842 ;
+  wire [32:0] \$843 ;
+  wire \$844 ;
+  wire \$845 ;
+  wire \$846 ;
+  wire \$847 ;
+  wire \$848 ;
+  wire \$849 ;
   wire \$85 ;
+  wire \$850 ;
+  wire \$851 ;
+  wire \$852 ;
+  wire \$853 ;
+  wire \$854 ;
+  wire \$855 ;
+  wire \$856 ;
+  wire \$857 ;
+  wire \$858 ;
+  wire \$859 ;
   wire \$86 ;
+  wire \$860 ;
+  wire \$861 ;
+  wire \$862 ;
+  wire \$863 ;
+  wire \$864 ;
+  wire \$865 ;
+  wire \$866 ;
+  wire \$867 ;
+  wire \$868 ;
+  wire \$869 ;
   wire \$87 ;
+  wire \$870 ;
+  wire \$871 ;
+  wire \$872 ;
+  wire \$873 ;
+  wire \$874 ;
+  wire \$875 ;
+  wire \$876 ;
+  wire \$877 ;
+  wire \$878 ;
+  wire \$879 ;
   wire \$88 ;
+  wire \$880 ;
+  wire \$881 ;
+  wire \$882 ;
+  wire \$883 ;
+  wire \$884 ;
+  wire \$885 ;
+  wire \$886 ;
+  wire \$887 ;
+  wire \$888 ;
+  wire [3:0] \$889 ;
   wire \$89 ;
+  wire [3:0] \$890 ;
+  wire [3:0] \$891 ;
+  wire [4:0] \$892 ;
+  wire [4:0] \$893 ;
+  wire [4:0] \$894 ;
+  wire [4:0] \$895 ;
+  reg \$896 ;
+  reg \$897 ;
+  reg \$898 ;
+  reg \$899 ;
   wire \$9 ;
   wire \$90 ;
+  reg \$900 ;
+  reg \$901 ;
+  reg \$902 ;
+  reg \$903 ;
+  reg [3:0] \$904 ;
+  reg \$905 ;
+  reg \$906 ;
+  reg \$907 ;
+  reg [15:0] \$908 ;
+  reg [31:0] \$909 ;
   wire \$91 ;
+  reg [31:0] \$910 ;
+  reg [31:0] \$911 ;
+  reg [3:0] \$912 ;
+  reg \$913 ;
+  reg [31:0] \$914 ;
+  reg [31:0] \$915 ;
+  reg [31:0] \$916 ;
+  reg [3:0] \$917 ;
+  reg \$918 ;
+  reg [7:0] \$919 ;
   wire \$92 ;
+  reg [7:0] \$920 ;
+  reg [7:0] \$921 ;
+  reg \$922 ;
+  reg [3:0] \$923 ;
+  reg [6:0] \$924 ;
+  reg [4:0] \$925 ;
+  reg [6:0] \$926 ;
+  reg [6:0] \$927 ;
+  reg \$928 ;
+  reg \$929 ;
   wire \$93 ;
+  reg [15:0] \$930 ;
+  reg \$931 ;
+  reg [3:0] \$932 ;
+  reg [32:0] \$933 ;
+  reg [32:0] \$934 ;
+  reg [32:0] \$935 ;
+  reg [15:0] \$936 ;
+  reg [15:0] \$937 ;
+  reg \$938 ;
+  reg \$939 ;
   wire \$94 ;
+  reg \$940 ;
+  reg [3:0] \$941 ;
+  reg [32:0] \$942 ;
+  reg [32:0] \$943 ;
+  reg [32:0] \$944 ;
+  reg \$945 ;
+  reg [15:0] \$946 ;
+  reg [15:0] \$947 ;
+  reg \$948 ;
+  reg [3:0] \$949 ;
   wire \$95 ;
+  reg \$950 ;
+  reg [32:0] \$951 ;
+  reg [32:0] \$952 ;
+  reg [32:0] \$953 ;
+  reg \$954 ;
+  reg [3:0] \$955 ;
+  reg \$956 ;
+  reg [15:0] \$957 ;
+  reg [32:0] \$958 ;
+  reg [32:0] \$959 ;
   wire \$96 ;
+  reg [32:0] \$960 ;
+  reg \$961 ;
+  reg \$962 ;
+  reg \$963 ;
+  reg \$964 ;
+  reg [3:0] \$965 ;
+  reg [3:0] \$966 ;
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
   reg \$like  = 1'h0;
-  reg \$like$69  = 1'h0;
-  reg \$like$78  = 1'h0;
+  reg \$like$76  = 1'h0;
+  reg \$like$85  = 1'h0;
   reg \$signal  = 1'h0;
-  reg [15:0] \$signal$17  = 16'h0000;
-  reg \$signal$21  = 1'h0;
-  reg [3:0] \$signal$23  = 4'h0;
-  reg \$signal$37  = 1'h0;
-  reg [3:0] \$signal$39  = 4'h0;
-  reg [15:0] \$signal$46  = 16'h0000;
-  reg [15:0] \$signal$68  = 16'h0000;
+  reg [15:0] \$signal$14  = 16'h0000;
+  reg \$signal$18  = 1'h0;
+  reg [3:0] \$signal$20  = 4'h0;
+  reg \$signal$34  = 1'h0;
+  reg [3:0] \$signal$36  = 4'h0;
+  reg \$signal$39  = 1'h0;
+  reg \$signal$43  = 1'h0;
+  reg \$signal$46  = 1'h0;
+  reg \$signal$47  = 1'h0;
+  reg \$signal$50  = 1'h0;
+  reg \$signal$52  = 1'h0;
+  reg [15:0] \$signal$59  = 16'h0000;
   reg \$signal$7  = 1'h0;
-  reg \$signal$74  = 1'h1;
-  reg \$signal$75  = 1'h0;
-  reg [15:0] \$signal$76  = 16'h0000;
-  reg [15:0] \$signal$77  = 16'h0000;
-  reg [3:0] \$signal$79  = 4'h0;
+  reg [15:0] \$signal$75  = 16'h0000;
   reg \$signal$8  = 1'h0;
-  reg \$signal$84  = 1'h0;
-  reg \$signal$85  = 1'h0;
-  reg \$signal$9  = 1'h0;
+  reg \$signal$81  = 1'h1;
+  reg \$signal$82  = 1'h0;
+  reg [15:0] \$signal$83  = 16'h0000;
+  reg [15:0] \$signal$84  = 16'h0000;
+  reg [3:0] \$signal$86  = 4'h0;
+  reg \$signal$91  = 1'h0;
+  reg \$signal$92  = 1'h0;
   reg [15:0] a2_bits = 16'h0000;
   wire [15:0] a2_oh;
   reg [3:0] a2_oy = 4'h0;
@@ -2133,6 +2278,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire frame_reset;
   input has_last;
   wire has_last;
+  reg has_last_r = 1'h0;
   wire [18:0] head;
   wire \head.eof ;
   wire \head.error ;
@@ -2141,6 +2287,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [8:0] \head.taps ;
   reg [6:0] i_cy = 7'h00;
   reg [3:0] i_row = 4'h0;
+  reg issued = 1'h0;
   input [4:0] last_y;
   wire [4:0] last_y;
   reg [6:0] need = 7'h02;
@@ -2197,896 +2344,1010 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   reg [31:0] win_0 = 32'd0;
   reg [31:0] win_1 = 32'd0;
   reg [31:0] win_2 = 32'd0;
-  assign \$173  = \$171  | \$172 ;
-  assign \$174  = \$signal$17 [5] & c1_win_1[11];
-  assign \$175  = \$173  | \$174 ;
-  assign \$176  = \$signal$17 [6] & c1_win_1[13];
-  assign \$177  = \$175  | \$176 ;
-  assign \$178  = \$signal$17 [7] & c1_win_1[15];
-  assign \$179  = \$177  | \$178 ;
-  assign \$180  = \$signal$17 [8] & c1_win_1[17];
-  assign \$181  = \$179  | \$180 ;
-  assign \$182  = \$signal$17 [9] & c1_win_1[19];
-  assign \$183  = \$181  | \$182 ;
-  assign \$184  = \$signal$17 [10] & c1_win_1[21];
-  assign \$185  = \$183  | \$184 ;
-  assign \$186  = \$signal$17 [11] & c1_win_1[23];
-  assign \$187  = \$185  | \$186 ;
-  assign \$188  = \$signal$17 [12] & c1_win_1[25];
-  assign \$189  = \$187  | \$188 ;
-  assign \$190  = \$signal$17 [13] & c1_win_1[27];
-  assign \$191  = \$189  | \$190 ;
-  assign \$192  = \$signal$17 [14] & c1_win_1[29];
+  assign \$34  = \$33  | \$signal$14 [14];
+  assign \$35  = \$34  | \$signal$14 [15];
+  assign w_en = \$signal$18  | eof_pend;
+  assign \$36  = \$signal$14 [0] & c1_win_0[0];
+  assign \$37  = \$signal$14 [1] & c1_win_0[2];
+  assign \$38  = \$36  | \$37 ;
+  assign \$39  = \$signal$14 [2] & c1_win_0[4];
+  assign \$40  = \$38  | \$39 ;
+  assign \$41  = \$signal$14 [3] & c1_win_0[6];
+  assign \$42  = \$40  | \$41 ;
+  assign \$43  = \$signal$14 [4] & c1_win_0[8];
+  assign \$44  = \$42  | \$43 ;
+  assign \$45  = \$signal$14 [5] & c1_win_0[10];
+  assign \$46  = \$44  | \$45 ;
+  assign \$47  = \$signal$14 [6] & c1_win_0[12];
+  assign \$48  = \$46  | \$47 ;
+  assign \$49  = \$signal$14 [7] & c1_win_0[14];
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = \$signal$14 [8] & c1_win_0[16];
+  assign \$52  = \$50  | \$51 ;
+  assign \$53  = \$signal$14 [9] & c1_win_0[18];
+  assign \$54  = \$52  | \$53 ;
+  assign \$55  = \$signal$14 [10] & c1_win_0[20];
+  assign \$56  = \$54  | \$55 ;
+  assign \$57  = \$signal$14 [11] & c1_win_0[22];
+  assign \$58  = \$56  | \$57 ;
+  assign \$59  = \$signal$14 [12] & c1_win_0[24];
+  assign \$60  = \$58  | \$59 ;
+  assign \$61  = \$signal$14 [13] & c1_win_0[26];
+  assign \$62  = \$60  | \$61 ;
+  assign \$63  = \$signal$14 [14] & c1_win_0[28];
+  assign \$64  = \$62  | \$63 ;
+  assign \$65  = \$signal$14 [15] & c1_win_0[30];
+  assign \$66  = \$64  | \$65 ;
+  assign \$67  = \$signal$14 [0] & c1_win_0[1];
+  assign \$68  = \$signal$14 [1] & c1_win_0[3];
+  assign \$69  = \$67  | \$68 ;
+  assign \$70  = \$signal$14 [2] & c1_win_0[5];
+  assign \$71  = \$69  | \$70 ;
+  assign \$72  = \$signal$14 [3] & c1_win_0[7];
+  assign \$73  = \$71  | \$72 ;
+  assign \$74  = \$signal$14 [4] & c1_win_0[9];
+  assign \$75  = \$73  | \$74 ;
+  assign \$76  = \$signal$14 [5] & c1_win_0[11];
+  assign \$77  = \$75  | \$76 ;
+  assign \$78  = \$signal$14 [6] & c1_win_0[13];
+  assign \$79  = \$77  | \$78 ;
+  assign \$80  = \$signal$14 [7] & c1_win_0[15];
+  assign \$81  = \$79  | \$80 ;
+  assign \$82  = \$signal$14 [8] & c1_win_0[17];
+  assign \$83  = \$81  | \$82 ;
+  assign \$84  = \$signal$14 [9] & c1_win_0[19];
+  assign \$85  = \$83  | \$84 ;
+  assign \$86  = \$signal$14 [10] & c1_win_0[21];
+  assign \$87  = \$85  | \$86 ;
+  assign \$88  = \$signal$14 [11] & c1_win_0[23];
+  assign \$89  = \$87  | \$88 ;
+  assign \$90  = \$signal$14 [12] & c1_win_0[25];
+  assign \$91  = \$89  | \$90 ;
+  assign \$92  = \$signal$14 [13] & c1_win_0[27];
+  assign \$93  = \$91  | \$92 ;
+  assign \$94  = \$signal$14 [14] & c1_win_0[29];
+  assign \$95  = \$93  | \$94 ;
+  assign \$96  = \$signal$14 [15] & c1_win_0[31];
+  assign \$97  = \$95  | \$96 ;
+  assign \$98  = \$signal$14 [0] & c1_win_0[2];
+  assign \$99  = \$signal$14 [1] & c1_win_0[4];
+  assign \$100  = \$98  | \$99 ;
+  assign \$101  = \$signal$14 [2] & c1_win_0[6];
+  assign \$102  = \$100  | \$101 ;
+  assign \$103  = \$signal$14 [3] & c1_win_0[8];
+  assign \$104  = \$102  | \$103 ;
+  assign \$105  = \$signal$14 [4] & c1_win_0[10];
+  assign \$106  = \$104  | \$105 ;
+  assign \$107  = \$signal$14 [5] & c1_win_0[12];
+  assign \$108  = \$106  | \$107 ;
+  assign \$109  = \$signal$14 [6] & c1_win_0[14];
+  assign \$110  = \$108  | \$109 ;
+  assign \$111  = \$signal$14 [7] & c1_win_0[16];
+  assign \$112  = \$110  | \$111 ;
+  assign \$113  = \$signal$14 [8] & c1_win_0[18];
+  assign \$114  = \$112  | \$113 ;
+  assign \$115  = \$signal$14 [9] & c1_win_0[20];
+  assign \$116  = \$114  | \$115 ;
+  assign \$117  = \$signal$14 [10] & c1_win_0[22];
+  assign \$118  = \$116  | \$117 ;
+  assign \$119  = \$signal$14 [11] & c1_win_0[24];
+  assign \$120  = \$118  | \$119 ;
+  assign \$121  = \$signal$14 [12] & c1_win_0[26];
+  assign \$122  = \$120  | \$121 ;
+  assign \$123  = \$signal$14 [13] & c1_win_0[28];
+  assign \$124  = \$122  | \$123 ;
+  assign \$125  = \$signal$14 [14] & c1_win_0[30];
+  assign \$126  = \$124  | \$125 ;
+  assign \$127  = \$signal$14 [15] & c1_win_0[32];
+  assign \$128  = \$126  | \$127 ;
+  assign \$129  = \$signal$14 [0] & c1_win_1[0];
+  assign \$130  = \$signal$14 [1] & c1_win_1[2];
+  assign \$131  = \$129  | \$130 ;
+  assign \$132  = \$signal$14 [2] & c1_win_1[4];
+  assign \$133  = \$131  | \$132 ;
+  assign \$134  = \$signal$14 [3] & c1_win_1[6];
+  assign \$135  = \$133  | \$134 ;
+  assign \$136  = \$signal$14 [4] & c1_win_1[8];
+  assign \$137  = \$135  | \$136 ;
+  assign \$138  = \$signal$14 [5] & c1_win_1[10];
+  assign \$139  = \$137  | \$138 ;
+  assign \$140  = \$signal$14 [6] & c1_win_1[12];
+  assign \$141  = \$139  | \$140 ;
+  assign \$142  = \$signal$14 [7] & c1_win_1[14];
+  assign \$143  = \$141  | \$142 ;
+  assign \$144  = \$signal$14 [8] & c1_win_1[16];
+  assign \$145  = \$143  | \$144 ;
+  assign \$146  = \$signal$14 [9] & c1_win_1[18];
+  assign \$147  = \$145  | \$146 ;
+  assign \$148  = \$signal$14 [10] & c1_win_1[20];
+  assign \$149  = \$147  | \$148 ;
+  assign \$150  = \$signal$14 [11] & c1_win_1[22];
+  assign \$151  = \$149  | \$150 ;
+  assign \$152  = \$signal$14 [12] & c1_win_1[24];
+  assign \$153  = \$151  | \$152 ;
+  assign \$154  = \$signal$14 [13] & c1_win_1[26];
+  assign \$155  = \$153  | \$154 ;
+  assign \$156  = \$signal$14 [14] & c1_win_1[28];
+  assign \$157  = \$155  | \$156 ;
+  assign \$158  = \$signal$14 [15] & c1_win_1[30];
+  assign \$159  = \$157  | \$158 ;
+  assign \$160  = \$signal$14 [0] & c1_win_1[1];
+  assign \$161  = \$signal$14 [1] & c1_win_1[3];
+  assign \$162  = \$160  | \$161 ;
+  assign \$163  = \$signal$14 [2] & c1_win_1[5];
+  assign \$164  = \$162  | \$163 ;
+  assign \$165  = \$signal$14 [3] & c1_win_1[7];
+  assign \$166  = \$164  | \$165 ;
+  assign \$167  = \$signal$14 [4] & c1_win_1[9];
+  assign \$168  = \$166  | \$167 ;
+  assign \$169  = \$signal$14 [5] & c1_win_1[11];
+  assign \$170  = \$168  | \$169 ;
+  assign \$171  = \$signal$14 [6] & c1_win_1[13];
+  assign \$172  = \$170  | \$171 ;
+  assign \$173  = \$signal$14 [7] & c1_win_1[15];
+  assign \$174  = \$172  | \$173 ;
+  assign \$175  = \$signal$14 [8] & c1_win_1[17];
+  assign \$176  = \$174  | \$175 ;
+  assign \$177  = \$signal$14 [9] & c1_win_1[19];
+  assign \$178  = \$176  | \$177 ;
+  assign \$179  = \$signal$14 [10] & c1_win_1[21];
+  assign \$180  = \$178  | \$179 ;
+  assign \$181  = \$signal$14 [11] & c1_win_1[23];
+  assign \$182  = \$180  | \$181 ;
+  assign \$183  = \$signal$14 [12] & c1_win_1[25];
+  assign \$184  = \$182  | \$183 ;
+  assign \$185  = \$signal$14 [13] & c1_win_1[27];
+  assign \$186  = \$184  | \$185 ;
+  assign \$187  = \$signal$14 [14] & c1_win_1[29];
+  assign \$188  = \$186  | \$187 ;
+  assign \$189  = \$signal$14 [15] & c1_win_1[31];
+  assign \$190  = \$188  | \$189 ;
+  assign \$191  = \$signal$14 [0] & c1_win_1[2];
+  assign \$192  = \$signal$14 [1] & c1_win_1[4];
   assign \$193  = \$191  | \$192 ;
-  assign \$194  = \$signal$17 [15] & c1_win_1[31];
+  assign \$194  = \$signal$14 [2] & c1_win_1[6];
   assign \$195  = \$193  | \$194 ;
-  assign \$196  = \$signal$17 [0] & c1_win_1[2];
-  assign \$197  = \$signal$17 [1] & c1_win_1[4];
-  assign \$198  = \$196  | \$197 ;
-  assign \$199  = \$signal$17 [2] & c1_win_1[6];
-  assign \$200  = \$198  | \$199 ;
-  assign \$201  = \$signal$17 [3] & c1_win_1[8];
-  assign \$202  = \$200  | \$201 ;
-  assign \$203  = \$signal$17 [4] & c1_win_1[10];
-  assign \$204  = \$202  | \$203 ;
-  assign \$205  = \$signal$17 [5] & c1_win_1[12];
-  assign \$206  = \$204  | \$205 ;
-  assign \$207  = \$signal$17 [6] & c1_win_1[14];
-  assign \$208  = \$206  | \$207 ;
-  assign \$209  = \$signal$17 [7] & c1_win_1[16];
-  assign \$210  = \$208  | \$209 ;
-  assign \$211  = \$signal$17 [8] & c1_win_1[18];
-  assign \$212  = \$210  | \$211 ;
-  assign \$213  = \$signal$17 [9] & c1_win_1[20];
-  assign \$214  = \$212  | \$213 ;
-  assign \$215  = \$signal$17 [10] & c1_win_1[22];
-  assign \$216  = \$214  | \$215 ;
-  assign \$217  = \$signal$17 [11] & c1_win_1[24];
-  assign \$218  = \$216  | \$217 ;
-  assign \$219  = \$signal$17 [12] & c1_win_1[26];
-  assign \$220  = \$218  | \$219 ;
-  assign \$221  = \$signal$17 [13] & c1_win_1[28];
-  assign \$222  = \$220  | \$221 ;
-  assign \$223  = \$signal$17 [14] & c1_win_1[30];
+  assign \$196  = \$signal$14 [3] & c1_win_1[8];
+  assign \$197  = \$195  | \$196 ;
+  assign \$198  = \$signal$14 [4] & c1_win_1[10];
+  assign \$199  = \$197  | \$198 ;
+  assign \$200  = \$signal$14 [5] & c1_win_1[12];
+  assign \$201  = \$199  | \$200 ;
+  assign \$202  = \$signal$14 [6] & c1_win_1[14];
+  assign \$203  = \$201  | \$202 ;
+  assign \$204  = \$signal$14 [7] & c1_win_1[16];
+  assign \$205  = \$203  | \$204 ;
+  assign \$206  = \$signal$14 [8] & c1_win_1[18];
+  assign \$207  = \$205  | \$206 ;
+  assign \$208  = \$signal$14 [9] & c1_win_1[20];
+  assign \$209  = \$207  | \$208 ;
+  assign \$210  = \$signal$14 [10] & c1_win_1[22];
+  assign \$211  = \$209  | \$210 ;
+  assign \$212  = \$signal$14 [11] & c1_win_1[24];
+  assign \$213  = \$211  | \$212 ;
+  assign \$214  = \$signal$14 [12] & c1_win_1[26];
+  assign \$215  = \$213  | \$214 ;
+  assign \$216  = \$signal$14 [13] & c1_win_1[28];
+  assign \$217  = \$215  | \$216 ;
+  assign \$218  = \$signal$14 [14] & c1_win_1[30];
+  assign \$219  = \$217  | \$218 ;
+  assign \$220  = \$signal$14 [15] & c1_win_1[32];
+  assign \$221  = \$219  | \$220 ;
+  assign \$222  = \$signal$14 [0] & c1_win_2[0];
+  assign \$223  = \$signal$14 [1] & c1_win_2[2];
   assign \$224  = \$222  | \$223 ;
-  assign \$225  = \$signal$17 [15] & c1_win_1[32];
+  assign \$225  = \$signal$14 [2] & c1_win_2[4];
   assign \$226  = \$224  | \$225 ;
-  assign \$227  = \$signal$17 [0] & c1_win_2[0];
-  assign \$228  = \$signal$17 [1] & c1_win_2[2];
-  assign \$229  = \$227  | \$228 ;
-  assign \$230  = \$signal$17 [2] & c1_win_2[4];
-  assign \$231  = \$229  | \$230 ;
-  assign \$232  = \$signal$17 [3] & c1_win_2[6];
-  assign \$233  = \$231  | \$232 ;
-  assign \$234  = \$signal$17 [4] & c1_win_2[8];
-  assign \$235  = \$233  | \$234 ;
-  assign \$236  = \$signal$17 [5] & c1_win_2[10];
-  assign \$237  = \$235  | \$236 ;
-  assign \$238  = \$signal$17 [6] & c1_win_2[12];
-  assign \$239  = \$237  | \$238 ;
-  assign \$240  = \$signal$17 [7] & c1_win_2[14];
-  assign \$241  = \$239  | \$240 ;
-  assign \$242  = \$signal$17 [8] & c1_win_2[16];
-  assign \$243  = \$241  | \$242 ;
-  assign \$244  = \$signal$17 [9] & c1_win_2[18];
-  assign \$245  = \$243  | \$244 ;
-  assign \$246  = \$signal$17 [10] & c1_win_2[20];
-  assign \$247  = \$245  | \$246 ;
-  assign \$248  = \$signal$17 [11] & c1_win_2[22];
-  assign \$249  = \$247  | \$248 ;
-  assign \$250  = \$signal$17 [12] & c1_win_2[24];
-  assign \$251  = \$249  | \$250 ;
-  assign \$252  = \$signal$17 [13] & c1_win_2[26];
-  assign \$253  = \$251  | \$252 ;
-  assign \$254  = \$signal$17 [14] & c1_win_2[28];
+  assign \$227  = \$signal$14 [3] & c1_win_2[6];
+  assign \$228  = \$226  | \$227 ;
+  assign \$229  = \$signal$14 [4] & c1_win_2[8];
+  assign \$230  = \$228  | \$229 ;
+  assign \$231  = \$signal$14 [5] & c1_win_2[10];
+  assign \$232  = \$230  | \$231 ;
+  assign \$233  = \$signal$14 [6] & c1_win_2[12];
+  assign \$234  = \$232  | \$233 ;
+  assign \$235  = \$signal$14 [7] & c1_win_2[14];
+  assign \$236  = \$234  | \$235 ;
+  assign \$237  = \$signal$14 [8] & c1_win_2[16];
+  assign \$238  = \$236  | \$237 ;
+  assign \$239  = \$signal$14 [9] & c1_win_2[18];
+  assign \$240  = \$238  | \$239 ;
+  assign \$241  = \$signal$14 [10] & c1_win_2[20];
+  assign \$242  = \$240  | \$241 ;
+  assign \$243  = \$signal$14 [11] & c1_win_2[22];
+  assign \$244  = \$242  | \$243 ;
+  assign \$245  = \$signal$14 [12] & c1_win_2[24];
+  assign \$246  = \$244  | \$245 ;
+  assign \$247  = \$signal$14 [13] & c1_win_2[26];
+  assign \$248  = \$246  | \$247 ;
+  assign \$249  = \$signal$14 [14] & c1_win_2[28];
+  assign \$250  = \$248  | \$249 ;
+  assign \$251  = \$signal$14 [15] & c1_win_2[30];
+  assign \$252  = \$250  | \$251 ;
+  assign \$253  = \$signal$14 [0] & c1_win_2[1];
+  assign \$254  = \$signal$14 [1] & c1_win_2[3];
   assign \$255  = \$253  | \$254 ;
-  assign \$256  = \$signal$17 [15] & c1_win_2[30];
+  assign \$256  = \$signal$14 [2] & c1_win_2[5];
   assign \$257  = \$255  | \$256 ;
-  assign \$258  = \$signal$17 [0] & c1_win_2[1];
-  assign \$259  = \$signal$17 [1] & c1_win_2[3];
-  assign \$260  = \$258  | \$259 ;
-  assign \$261  = \$signal$17 [2] & c1_win_2[5];
-  assign \$262  = \$260  | \$261 ;
-  assign \$263  = \$signal$17 [3] & c1_win_2[7];
-  assign \$264  = \$262  | \$263 ;
-  assign \$265  = \$signal$17 [4] & c1_win_2[9];
-  assign \$266  = \$264  | \$265 ;
-  assign \$267  = \$signal$17 [5] & c1_win_2[11];
-  assign \$268  = \$266  | \$267 ;
-  assign \$269  = \$signal$17 [6] & c1_win_2[13];
-  assign \$270  = \$268  | \$269 ;
-  assign \$271  = \$signal$17 [7] & c1_win_2[15];
-  assign \$272  = \$270  | \$271 ;
-  assign \$273  = \$signal$17 [8] & c1_win_2[17];
-  assign \$274  = \$272  | \$273 ;
-  assign \$275  = \$signal$17 [9] & c1_win_2[19];
-  assign \$276  = \$274  | \$275 ;
-  assign \$277  = \$signal$17 [10] & c1_win_2[21];
-  assign \$278  = \$276  | \$277 ;
-  assign \$279  = \$signal$17 [11] & c1_win_2[23];
-  assign \$280  = \$278  | \$279 ;
-  assign \$281  = \$signal$17 [12] & c1_win_2[25];
-  assign \$282  = \$280  | \$281 ;
-  assign \$283  = \$signal$17 [13] & c1_win_2[27];
-  assign \$284  = \$282  | \$283 ;
-  assign \$285  = \$signal$17 [14] & c1_win_2[29];
+  assign \$258  = \$signal$14 [3] & c1_win_2[7];
+  assign \$259  = \$257  | \$258 ;
+  assign \$260  = \$signal$14 [4] & c1_win_2[9];
+  assign \$261  = \$259  | \$260 ;
+  assign \$262  = \$signal$14 [5] & c1_win_2[11];
+  assign \$263  = \$261  | \$262 ;
+  assign \$264  = \$signal$14 [6] & c1_win_2[13];
+  assign \$265  = \$263  | \$264 ;
+  assign \$266  = \$signal$14 [7] & c1_win_2[15];
+  assign \$267  = \$265  | \$266 ;
+  assign \$268  = \$signal$14 [8] & c1_win_2[17];
+  assign \$269  = \$267  | \$268 ;
+  assign \$270  = \$signal$14 [9] & c1_win_2[19];
+  assign \$271  = \$269  | \$270 ;
+  assign \$272  = \$signal$14 [10] & c1_win_2[21];
+  assign \$273  = \$271  | \$272 ;
+  assign \$274  = \$signal$14 [11] & c1_win_2[23];
+  assign \$275  = \$273  | \$274 ;
+  assign \$276  = \$signal$14 [12] & c1_win_2[25];
+  assign \$277  = \$275  | \$276 ;
+  assign \$278  = \$signal$14 [13] & c1_win_2[27];
+  assign \$279  = \$277  | \$278 ;
+  assign \$280  = \$signal$14 [14] & c1_win_2[29];
+  assign \$281  = \$279  | \$280 ;
+  assign \$282  = \$signal$14 [15] & c1_win_2[31];
+  assign \$283  = \$281  | \$282 ;
+  assign \$284  = \$signal$14 [0] & c1_win_2[2];
+  assign \$285  = \$signal$14 [1] & c1_win_2[4];
   assign \$286  = \$284  | \$285 ;
-  assign \$287  = \$signal$17 [15] & c1_win_2[31];
+  assign \$287  = \$signal$14 [2] & c1_win_2[6];
   assign \$288  = \$286  | \$287 ;
-  assign \$289  = \$signal$17 [0] & c1_win_2[2];
-  assign \$290  = \$signal$17 [1] & c1_win_2[4];
-  assign \$291  = \$289  | \$290 ;
-  assign \$292  = \$signal$17 [2] & c1_win_2[6];
-  assign \$293  = \$291  | \$292 ;
-  assign \$294  = \$signal$17 [3] & c1_win_2[8];
-  assign \$295  = \$293  | \$294 ;
-  assign \$296  = \$signal$17 [4] & c1_win_2[10];
-  assign \$297  = \$295  | \$296 ;
-  assign \$298  = \$signal$17 [5] & c1_win_2[12];
-  assign \$299  = \$297  | \$298 ;
-  assign \$300  = \$signal$17 [6] & c1_win_2[14];
-  assign \$301  = \$299  | \$300 ;
-  assign \$302  = \$signal$17 [7] & c1_win_2[16];
-  assign \$303  = \$301  | \$302 ;
-  assign \$304  = \$signal$17 [8] & c1_win_2[18];
-  assign \$305  = \$303  | \$304 ;
-  assign \$306  = \$signal$17 [9] & c1_win_2[20];
-  assign \$307  = \$305  | \$306 ;
-  assign \$308  = \$signal$17 [10] & c1_win_2[22];
-  assign \$309  = \$307  | \$308 ;
-  assign \$310  = \$signal$17 [11] & c1_win_2[24];
-  assign \$311  = \$309  | \$310 ;
-  assign \$312  = \$signal$17 [12] & c1_win_2[26];
-  assign \$313  = \$311  | \$312 ;
-  assign \$314  = \$signal$17 [13] & c1_win_2[28];
-  assign \$315  = \$313  | \$314 ;
-  assign \$316  = \$signal$17 [14] & c1_win_2[30];
-  assign \$317  = \$315  | \$316 ;
-  assign \$318  = \$signal$17 [15] & c1_win_2[32];
-  assign \$319  = \$317  | \$318 ;
-  assign \$320  = ~ b_rest;
-  assign \$321  = \$320  + 1'h1;
-  assign \$322  = { 1'h0, b_rest } & \$321 ;
-  assign \$323  = ~ a2_bits;
-  assign \$324  = \$323  + 1'h1;
-  assign \$325  = { 1'h0, a2_bits } & \$324 ;
-  assign \$326  = ~ nz;
-  assign \$327  = \$326  + 1'h1;
-  assign \$328  = { 1'h0, nz } & \$327 ;
-  assign \$329  = \$signal$37  ? \$signal$39  : rows_row;
-  assign row = sites__valid ? sites__payload[3:0] : \$329 ;
-  assign \$330  = ~ \$signal$9 ;
-  assign \$331  = ~ a_v;
-  assign \$332  = nz_zero & \$331 ;
-  assign \$333  = \$330  | \$332 ;
-  assign \$334  = \$signal$9  & \$333 ;
-  assign \$335  = ~ \$signal$9 ;
-  assign \$336  = ~ a_v;
-  assign \$337  = nz_zero & \$336 ;
-  assign \$338  = \$335  | \$337 ;
-  assign \$339  = \$signal$8  & \$338 ;
-  assign \$340  = win_1 | win_2;
-  assign \$341  = win_1 | win_2;
-  assign \$342  = \$340 [0] | \$341 [1];
+  assign \$289  = \$signal$14 [3] & c1_win_2[8];
+  assign \$290  = \$288  | \$289 ;
+  assign \$291  = \$signal$14 [4] & c1_win_2[10];
+  assign \$292  = \$290  | \$291 ;
+  assign \$293  = \$signal$14 [5] & c1_win_2[12];
+  assign \$294  = \$292  | \$293 ;
+  assign \$295  = \$signal$14 [6] & c1_win_2[14];
+  assign \$296  = \$294  | \$295 ;
+  assign \$297  = \$signal$14 [7] & c1_win_2[16];
+  assign \$298  = \$296  | \$297 ;
+  assign \$299  = \$signal$14 [8] & c1_win_2[18];
+  assign \$300  = \$298  | \$299 ;
+  assign \$301  = \$signal$14 [9] & c1_win_2[20];
+  assign \$302  = \$300  | \$301 ;
+  assign \$303  = \$signal$14 [10] & c1_win_2[22];
+  assign \$304  = \$302  | \$303 ;
+  assign \$305  = \$signal$14 [11] & c1_win_2[24];
+  assign \$306  = \$304  | \$305 ;
+  assign \$307  = \$signal$14 [12] & c1_win_2[26];
+  assign \$308  = \$306  | \$307 ;
+  assign \$309  = \$signal$14 [13] & c1_win_2[28];
+  assign \$310  = \$308  | \$309 ;
+  assign \$311  = \$signal$14 [14] & c1_win_2[30];
+  assign \$312  = \$310  | \$311 ;
+  assign \$313  = \$signal$14 [15] & c1_win_2[32];
+  assign \$314  = \$312  | \$313 ;
+  assign \$315  = ~ b_rest;
+  assign \$316  = \$315  + 1'h1;
+  assign \$317  = { 1'h0, b_rest } & \$316 ;
+  assign \$318  = ~ a2_bits;
+  assign \$319  = \$318  + 1'h1;
+  assign \$320  = { 1'h0, a2_bits } & \$319 ;
+  assign \$321  = ~ nz;
+  assign \$322  = \$321  + 1'h1;
+  assign \$323  = { 1'h0, nz } & \$322 ;
+  assign \$324  = \$signal$34  ? \$signal$36  : rows_row;
+  assign row = sites__valid ? sites__payload[3:0] : \$324 ;
+  assign \$325  = done_rows >= need;
+  assign \$326  = need + 2'h2;
+  assign \$327  = done_rows >= \$326 ;
+  assign \$329  = f_row > \$328 ;
+  assign \$331  = f_row >= \$330 ;
+  assign \$332  = ~ \$signal$52 ;
+  assign \$333  = ~ a_v;
+  assign \$334  = nz_zero & \$333 ;
+  assign \$335  = \$332  | \$334 ;
+  assign \$336  = \$signal$52  & \$335 ;
+  assign \$337  = ~ \$signal$52 ;
+  assign \$338  = ~ a_v;
+  assign \$339  = nz_zero & \$338 ;
+  assign \$340  = \$337  | \$339 ;
+  assign \$341  = \$signal$8  & \$340 ;
+  assign \$342  = win_1 | win_2;
   assign \$343  = win_1 | win_2;
-  assign \$344  = win_1 | win_2;
-  assign \$345  = \$343 [2] | \$344 [3];
+  assign \$344  = \$342 [0] | \$343 [1];
+  assign \$345  = win_1 | win_2;
   assign \$346  = win_1 | win_2;
-  assign \$347  = win_1 | win_2;
-  assign \$348  = \$346 [4] | \$347 [5];
+  assign \$347  = \$345 [2] | \$346 [3];
+  assign \$348  = win_1 | win_2;
   assign \$349  = win_1 | win_2;
-  assign \$350  = win_1 | win_2;
-  assign \$351  = \$349 [6] | \$350 [7];
+  assign \$350  = \$348 [4] | \$349 [5];
+  assign \$351  = win_1 | win_2;
   assign \$352  = win_1 | win_2;
-  assign \$353  = win_1 | win_2;
-  assign \$354  = \$352 [8] | \$353 [9];
+  assign \$353  = \$351 [6] | \$352 [7];
+  assign \$354  = win_1 | win_2;
   assign \$355  = win_1 | win_2;
-  assign \$356  = win_1 | win_2;
-  assign \$357  = \$355 [10] | \$356 [11];
+  assign \$356  = \$354 [8] | \$355 [9];
+  assign \$357  = win_1 | win_2;
   assign \$358  = win_1 | win_2;
-  assign \$359  = win_1 | win_2;
-  assign \$360  = \$358 [12] | \$359 [13];
+  assign \$359  = \$357 [10] | \$358 [11];
+  assign \$360  = win_1 | win_2;
   assign \$361  = win_1 | win_2;
-  assign \$362  = win_1 | win_2;
-  assign \$363  = \$361 [14] | \$362 [15];
+  assign \$362  = \$360 [12] | \$361 [13];
+  assign \$363  = win_1 | win_2;
   assign \$364  = win_1 | win_2;
-  assign \$365  = win_1 | win_2;
-  assign \$366  = \$364 [16] | \$365 [17];
+  assign \$365  = \$363 [14] | \$364 [15];
+  assign \$366  = win_1 | win_2;
   assign \$367  = win_1 | win_2;
-  assign \$368  = win_1 | win_2;
-  assign \$369  = \$367 [18] | \$368 [19];
+  assign \$368  = \$366 [16] | \$367 [17];
+  assign \$369  = win_1 | win_2;
   assign \$370  = win_1 | win_2;
-  assign \$371  = win_1 | win_2;
-  assign \$372  = \$370 [20] | \$371 [21];
+  assign \$371  = \$369 [18] | \$370 [19];
+  assign \$372  = win_1 | win_2;
   assign \$373  = win_1 | win_2;
-  assign \$374  = win_1 | win_2;
-  assign \$375  = \$373 [22] | \$374 [23];
+  assign \$374  = \$372 [20] | \$373 [21];
+  assign \$375  = win_1 | win_2;
   assign \$376  = win_1 | win_2;
-  assign \$377  = win_1 | win_2;
-  assign \$378  = \$376 [24] | \$377 [25];
+  assign \$377  = \$375 [22] | \$376 [23];
+  assign \$378  = win_1 | win_2;
   assign \$379  = win_1 | win_2;
-  assign \$380  = win_1 | win_2;
-  assign \$381  = \$379 [26] | \$380 [27];
+  assign \$380  = \$378 [24] | \$379 [25];
+  assign \$381  = win_1 | win_2;
   assign \$382  = win_1 | win_2;
-  assign \$383  = win_1 | win_2;
-  assign \$384  = \$382 [28] | \$383 [29];
+  assign \$383  = \$381 [26] | \$382 [27];
+  assign \$384  = win_1 | win_2;
   assign \$385  = win_1 | win_2;
-  assign \$386  = win_1 | win_2;
-  assign \$387  = \$385 [30] | \$386 [31];
-  assign \$388  = | { \$387 , \$384 , \$381 , \$378 , \$375 , \$372 , \$369 , \$366 , \$363 , \$360 , \$357 , \$354 , \$351 , \$348 , \$345 , \$342  };
-  assign \$389  = win_1 | win_2;
-  assign \$390  = win_1 | win_2;
-  assign \$391  = \$389 [0] | \$390 [1];
+  assign \$386  = \$384 [28] | \$385 [29];
+  assign \$387  = win_1 | win_2;
+  assign \$388  = win_1 | win_2;
+  assign \$389  = \$387 [30] | \$388 [31];
+  assign \$390  = | { \$389 , \$386 , \$383 , \$380 , \$377 , \$374 , \$371 , \$368 , \$365 , \$362 , \$359 , \$356 , \$353 , \$350 , \$347 , \$344  };
+  assign \$391  = win_1 | win_2;
   assign \$392  = win_1 | win_2;
-  assign \$393  = win_1 | win_2;
-  assign \$394  = \$392 [2] | \$393 [3];
+  assign \$393  = \$391 [0] | \$392 [1];
+  assign \$394  = win_1 | win_2;
   assign \$395  = win_1 | win_2;
-  assign \$396  = win_1 | win_2;
-  assign \$397  = \$395 [4] | \$396 [5];
+  assign \$396  = \$394 [2] | \$395 [3];
+  assign \$397  = win_1 | win_2;
   assign \$398  = win_1 | win_2;
-  assign \$399  = win_1 | win_2;
-  assign \$400  = \$398 [6] | \$399 [7];
+  assign \$399  = \$397 [4] | \$398 [5];
+  assign \$400  = win_1 | win_2;
   assign \$401  = win_1 | win_2;
-  assign \$402  = win_1 | win_2;
-  assign \$403  = \$401 [8] | \$402 [9];
+  assign \$402  = \$400 [6] | \$401 [7];
+  assign \$403  = win_1 | win_2;
   assign \$404  = win_1 | win_2;
-  assign \$405  = win_1 | win_2;
-  assign \$406  = \$404 [10] | \$405 [11];
+  assign \$405  = \$403 [8] | \$404 [9];
+  assign \$406  = win_1 | win_2;
   assign \$407  = win_1 | win_2;
-  assign \$408  = win_1 | win_2;
-  assign \$409  = \$407 [12] | \$408 [13];
+  assign \$408  = \$406 [10] | \$407 [11];
+  assign \$409  = win_1 | win_2;
   assign \$410  = win_1 | win_2;
-  assign \$411  = win_1 | win_2;
-  assign \$412  = \$410 [14] | \$411 [15];
+  assign \$411  = \$409 [12] | \$410 [13];
+  assign \$412  = win_1 | win_2;
   assign \$413  = win_1 | win_2;
-  assign \$414  = win_1 | win_2;
-  assign \$415  = \$413 [16] | \$414 [17];
+  assign \$414  = \$412 [14] | \$413 [15];
+  assign \$415  = win_1 | win_2;
   assign \$416  = win_1 | win_2;
-  assign \$417  = win_1 | win_2;
-  assign \$418  = \$416 [18] | \$417 [19];
+  assign \$417  = \$415 [16] | \$416 [17];
+  assign \$418  = win_1 | win_2;
   assign \$419  = win_1 | win_2;
-  assign \$420  = win_1 | win_2;
-  assign \$421  = \$419 [20] | \$420 [21];
+  assign \$420  = \$418 [18] | \$419 [19];
+  assign \$421  = win_1 | win_2;
   assign \$422  = win_1 | win_2;
-  assign \$423  = win_1 | win_2;
-  assign \$424  = \$422 [22] | \$423 [23];
+  assign \$423  = \$421 [20] | \$422 [21];
+  assign \$424  = win_1 | win_2;
   assign \$425  = win_1 | win_2;
-  assign \$426  = win_1 | win_2;
-  assign \$427  = \$425 [24] | \$426 [25];
+  assign \$426  = \$424 [22] | \$425 [23];
+  assign \$427  = win_1 | win_2;
   assign \$428  = win_1 | win_2;
-  assign \$429  = win_1 | win_2;
-  assign \$430  = \$428 [26] | \$429 [27];
+  assign \$429  = \$427 [24] | \$428 [25];
+  assign \$430  = win_1 | win_2;
   assign \$431  = win_1 | win_2;
-  assign \$432  = win_1 | win_2;
-  assign \$433  = \$431 [28] | \$432 [29];
+  assign \$432  = \$430 [26] | \$431 [27];
+  assign \$433  = win_1 | win_2;
   assign \$434  = win_1 | win_2;
-  assign \$435  = win_1 | win_2;
-  assign \$436  = \$434 [30] | \$435 [31];
-  assign \$437  = | { \$436 , \$433 , \$430 , \$427 , \$424 , \$421 , \$418 , \$415 , \$412 , \$409 , \$406 , \$403 , \$400 , \$397 , \$394 , \$391  };
-  assign \$438  = ! \$437 ;
-  assign \$439  = win_1 | win_2;
-  assign \$440  = win_1 | win_2;
-  assign \$441  = \$439 [0] | \$440 [1];
+  assign \$435  = \$433 [28] | \$434 [29];
+  assign \$436  = win_1 | win_2;
+  assign \$437  = win_1 | win_2;
+  assign \$438  = \$436 [30] | \$437 [31];
+  assign \$439  = | { \$438 , \$435 , \$432 , \$429 , \$426 , \$423 , \$420 , \$417 , \$414 , \$411 , \$408 , \$405 , \$402 , \$399 , \$396 , \$393  };
+  assign \$440  = ! \$439 ;
+  assign \$441  = win_1 | win_2;
   assign \$442  = win_1 | win_2;
-  assign \$443  = win_1 | win_2;
-  assign \$444  = \$442 [2] | \$443 [3];
+  assign \$443  = \$441 [0] | \$442 [1];
+  assign \$444  = win_1 | win_2;
   assign \$445  = win_1 | win_2;
-  assign \$446  = win_1 | win_2;
-  assign \$447  = \$445 [4] | \$446 [5];
+  assign \$446  = \$444 [2] | \$445 [3];
+  assign \$447  = win_1 | win_2;
   assign \$448  = win_1 | win_2;
-  assign \$449  = win_1 | win_2;
-  assign \$450  = \$448 [6] | \$449 [7];
+  assign \$449  = \$447 [4] | \$448 [5];
+  assign \$450  = win_1 | win_2;
   assign \$451  = win_1 | win_2;
-  assign \$452  = win_1 | win_2;
-  assign \$453  = \$451 [8] | \$452 [9];
+  assign \$452  = \$450 [6] | \$451 [7];
+  assign \$453  = win_1 | win_2;
   assign \$454  = win_1 | win_2;
-  assign \$455  = win_1 | win_2;
-  assign \$456  = \$454 [10] | \$455 [11];
+  assign \$455  = \$453 [8] | \$454 [9];
+  assign \$456  = win_1 | win_2;
   assign \$457  = win_1 | win_2;
-  assign \$458  = win_1 | win_2;
-  assign \$459  = \$457 [12] | \$458 [13];
+  assign \$458  = \$456 [10] | \$457 [11];
+  assign \$459  = win_1 | win_2;
   assign \$460  = win_1 | win_2;
-  assign \$461  = win_1 | win_2;
-  assign \$462  = \$460 [14] | \$461 [15];
+  assign \$461  = \$459 [12] | \$460 [13];
+  assign \$462  = win_1 | win_2;
   assign \$463  = win_1 | win_2;
-  assign \$464  = win_1 | win_2;
-  assign \$465  = \$463 [16] | \$464 [17];
+  assign \$464  = \$462 [14] | \$463 [15];
+  assign \$465  = win_1 | win_2;
   assign \$466  = win_1 | win_2;
-  assign \$467  = win_1 | win_2;
-  assign \$468  = \$466 [18] | \$467 [19];
+  assign \$467  = \$465 [16] | \$466 [17];
+  assign \$468  = win_1 | win_2;
   assign \$469  = win_1 | win_2;
-  assign \$470  = win_1 | win_2;
-  assign \$471  = \$469 [20] | \$470 [21];
+  assign \$470  = \$468 [18] | \$469 [19];
+  assign \$471  = win_1 | win_2;
   assign \$472  = win_1 | win_2;
-  assign \$473  = win_1 | win_2;
-  assign \$474  = \$472 [22] | \$473 [23];
+  assign \$473  = \$471 [20] | \$472 [21];
+  assign \$474  = win_1 | win_2;
   assign \$475  = win_1 | win_2;
-  assign \$476  = win_1 | win_2;
-  assign \$477  = \$475 [24] | \$476 [25];
+  assign \$476  = \$474 [22] | \$475 [23];
+  assign \$477  = win_1 | win_2;
   assign \$478  = win_1 | win_2;
-  assign \$479  = win_1 | win_2;
-  assign \$480  = \$478 [26] | \$479 [27];
+  assign \$479  = \$477 [24] | \$478 [25];
+  assign \$480  = win_1 | win_2;
   assign \$481  = win_1 | win_2;
-  assign \$482  = win_1 | win_2;
-  assign \$483  = \$481 [28] | \$482 [29];
+  assign \$482  = \$480 [26] | \$481 [27];
+  assign \$483  = win_1 | win_2;
   assign \$484  = win_1 | win_2;
-  assign \$485  = win_1 | win_2;
-  assign \$486  = \$484 [30] | \$485 [31];
-  assign \$487  = ~ \$signal$8 ;
-  assign \$488  = ~ \$signal$9 ;
-  assign \$489  = ~ a_v;
-  assign \$490  = nz_zero & \$489 ;
-  assign \$491  = \$488  | \$490 ;
-  assign \$492  = \$487  | \$491 ;
-  assign \$493  = \$signal$7  & \$492 ;
-  assign \$494  = sel_0[0] ? bitmaps[31:0] : 32'd0;
-  assign \$495  = sel_0[1] ? bitmaps[63:32] : 32'd0;
-  assign \$496  = \$494  | \$495 ;
-  assign \$497  = sel_0[2] ? bitmaps[95:64] : 32'd0;
+  assign \$485  = \$483 [28] | \$484 [29];
+  assign \$486  = win_1 | win_2;
+  assign \$487  = win_1 | win_2;
+  assign \$488  = \$486 [30] | \$487 [31];
+  assign \$489  = ~ \$signal$8 ;
+  assign \$490  = ~ \$signal$52 ;
+  assign \$491  = ~ a_v;
+  assign \$492  = nz_zero & \$491 ;
+  assign \$493  = \$490  | \$492 ;
+  assign \$494  = \$489  | \$493 ;
+  assign \$495  = \$signal$7  & \$494 ;
+  assign \$496  = sel_0[0] ? bitmaps[31:0] : 32'd0;
+  assign \$497  = sel_0[1] ? bitmaps[63:32] : 32'd0;
   assign \$498  = \$496  | \$497 ;
-  assign \$499  = sel_0[3] ? bitmaps[127:96] : 32'd0;
+  assign \$499  = sel_0[2] ? bitmaps[95:64] : 32'd0;
   assign \$500  = \$498  | \$499 ;
-  assign \$501  = sel_0[4] ? bitmaps[159:128] : 32'd0;
+  assign \$501  = sel_0[3] ? bitmaps[127:96] : 32'd0;
   assign \$502  = \$500  | \$501 ;
-  assign \$503  = sel_0[5] ? bitmaps[191:160] : 32'd0;
+  assign \$503  = sel_0[4] ? bitmaps[159:128] : 32'd0;
   assign \$504  = \$502  | \$503 ;
-  assign \$505  = sel_0[6] ? bitmaps[223:192] : 32'd0;
+  assign \$505  = sel_0[5] ? bitmaps[191:160] : 32'd0;
   assign \$506  = \$504  | \$505 ;
-  assign \$507  = sel_0[7] ? bitmaps[255:224] : 32'd0;
+  assign \$507  = sel_0[6] ? bitmaps[223:192] : 32'd0;
   assign \$508  = \$506  | \$507 ;
-  assign \$509  = sel_1[0] ? bitmaps[31:0] : 32'd0;
-  assign \$510  = sel_1[1] ? bitmaps[63:32] : 32'd0;
-  assign \$511  = \$509  | \$510 ;
-  assign \$512  = sel_1[2] ? bitmaps[95:64] : 32'd0;
+  assign \$509  = sel_0[7] ? bitmaps[255:224] : 32'd0;
+  assign \$510  = \$508  | \$509 ;
+  assign \$511  = sel_1[0] ? bitmaps[31:0] : 32'd0;
+  assign \$512  = sel_1[1] ? bitmaps[63:32] : 32'd0;
   assign \$513  = \$511  | \$512 ;
-  assign \$514  = sel_1[3] ? bitmaps[127:96] : 32'd0;
+  assign \$514  = sel_1[2] ? bitmaps[95:64] : 32'd0;
   assign \$515  = \$513  | \$514 ;
-  assign \$516  = sel_1[4] ? bitmaps[159:128] : 32'd0;
+  assign \$516  = sel_1[3] ? bitmaps[127:96] : 32'd0;
   assign \$517  = \$515  | \$516 ;
-  assign \$518  = sel_1[5] ? bitmaps[191:160] : 32'd0;
+  assign \$518  = sel_1[4] ? bitmaps[159:128] : 32'd0;
   assign \$519  = \$517  | \$518 ;
-  assign \$520  = sel_1[6] ? bitmaps[223:192] : 32'd0;
+  assign \$520  = sel_1[5] ? bitmaps[191:160] : 32'd0;
   assign \$521  = \$519  | \$520 ;
-  assign \$522  = sel_1[7] ? bitmaps[255:224] : 32'd0;
+  assign \$522  = sel_1[6] ? bitmaps[223:192] : 32'd0;
   assign \$523  = \$521  | \$522 ;
-  assign \$524  = sel_2[0] ? bitmaps[31:0] : 32'd0;
-  assign \$525  = sel_2[1] ? bitmaps[63:32] : 32'd0;
-  assign \$526  = \$524  | \$525 ;
-  assign \$527  = sel_2[2] ? bitmaps[95:64] : 32'd0;
+  assign \$524  = sel_1[7] ? bitmaps[255:224] : 32'd0;
+  assign \$525  = \$523  | \$524 ;
+  assign \$526  = sel_2[0] ? bitmaps[31:0] : 32'd0;
+  assign \$527  = sel_2[1] ? bitmaps[63:32] : 32'd0;
   assign \$528  = \$526  | \$527 ;
-  assign \$529  = sel_2[3] ? bitmaps[127:96] : 32'd0;
+  assign \$529  = sel_2[2] ? bitmaps[95:64] : 32'd0;
   assign \$530  = \$528  | \$529 ;
-  assign \$531  = sel_2[4] ? bitmaps[159:128] : 32'd0;
+  assign \$531  = sel_2[3] ? bitmaps[127:96] : 32'd0;
   assign \$532  = \$530  | \$531 ;
-  assign \$533  = sel_2[5] ? bitmaps[191:160] : 32'd0;
+  assign \$533  = sel_2[4] ? bitmaps[159:128] : 32'd0;
   assign \$534  = \$532  | \$533 ;
-  assign \$535  = sel_2[6] ? bitmaps[223:192] : 32'd0;
+  assign \$535  = sel_2[5] ? bitmaps[191:160] : 32'd0;
   assign \$536  = \$534  | \$535 ;
-  assign \$537  = sel_2[7] ? bitmaps[255:224] : 32'd0;
+  assign \$537  = sel_2[6] ? bitmaps[223:192] : 32'd0;
   assign \$538  = \$536  | \$537 ;
-  assign \$539  = ~ \$signal$7 ;
-  assign \$540  = ~ \$signal$8 ;
-  assign \$541  = ~ \$signal$9 ;
-  assign \$542  = ~ a_v;
-  assign \$543  = nz_zero & \$542 ;
-  assign \$544  = \$541  | \$543 ;
-  assign \$545  = \$540  | \$544 ;
-  assign \$546  = \$539  | \$545 ;
-  assign \$547  = \$signal  & \$546 ;
-  assign \$548  = ! row_0[2:0];
-  assign \$549  = tags[5:0] == row_0;
-  assign \$550  = \$548  & \$549 ;
-  assign \$551  = | i_cy;
+  assign \$539  = sel_2[7] ? bitmaps[255:224] : 32'd0;
+  assign \$540  = \$538  | \$539 ;
+  assign \$541  = ~ \$signal$7 ;
+  assign \$542  = ~ \$signal$8 ;
+  assign \$543  = \$541  | \$542 ;
+  assign \$544  = \$signal  & \$543 ;
+  assign \$545  = ! row_0[2:0];
+  assign \$546  = tags[5:0] == row_0;
+  assign \$547  = \$545  & \$546 ;
+  assign \$548  = | i_cy;
+  assign \$549  = \$547  & \$548 ;
+  assign \$550  = row_0[2:0] == 1'h1;
+  assign \$551  = tags[11:6] == row_0;
   assign \$552  = \$550  & \$551 ;
-  assign \$553  = row_0[2:0] == 1'h1;
-  assign \$554  = tags[11:6] == row_0;
-  assign \$555  = \$553  & \$554 ;
-  assign \$556  = | i_cy;
+  assign \$553  = | i_cy;
+  assign \$554  = \$552  & \$553 ;
+  assign \$555  = row_0[2:0] == 2'h2;
+  assign \$556  = tags[17:12] == row_0;
   assign \$557  = \$555  & \$556 ;
-  assign \$558  = row_0[2:0] == 2'h2;
-  assign \$559  = tags[17:12] == row_0;
-  assign \$560  = \$558  & \$559 ;
-  assign \$561  = | i_cy;
+  assign \$558  = | i_cy;
+  assign \$559  = \$557  & \$558 ;
+  assign \$560  = row_0[2:0] == 2'h3;
+  assign \$561  = tags[23:18] == row_0;
   assign \$562  = \$560  & \$561 ;
-  assign \$563  = row_0[2:0] == 2'h3;
-  assign \$564  = tags[23:18] == row_0;
-  assign \$565  = \$563  & \$564 ;
-  assign \$566  = | i_cy;
+  assign \$563  = | i_cy;
+  assign \$564  = \$562  & \$563 ;
+  assign \$565  = row_0[2:0] == 3'h4;
+  assign \$566  = tags[29:24] == row_0;
   assign \$567  = \$565  & \$566 ;
-  assign \$568  = row_0[2:0] == 3'h4;
-  assign \$569  = tags[29:24] == row_0;
-  assign \$570  = \$568  & \$569 ;
-  assign \$571  = | i_cy;
+  assign \$568  = | i_cy;
+  assign \$569  = \$567  & \$568 ;
+  assign \$570  = row_0[2:0] == 3'h5;
+  assign \$571  = tags[35:30] == row_0;
   assign \$572  = \$570  & \$571 ;
-  assign \$573  = row_0[2:0] == 3'h5;
-  assign \$574  = tags[35:30] == row_0;
-  assign \$575  = \$573  & \$574 ;
-  assign \$576  = | i_cy;
+  assign \$573  = | i_cy;
+  assign \$574  = \$572  & \$573 ;
+  assign \$575  = row_0[2:0] == 3'h6;
+  assign \$576  = tags[41:36] == row_0;
   assign \$577  = \$575  & \$576 ;
-  assign \$578  = row_0[2:0] == 3'h6;
-  assign \$579  = tags[41:36] == row_0;
-  assign \$580  = \$578  & \$579 ;
-  assign \$581  = | i_cy;
+  assign \$578  = | i_cy;
+  assign \$579  = \$577  & \$578 ;
+  assign \$580  = row_0[2:0] == 3'h7;
+  assign \$581  = tags[47:42] == row_0;
   assign \$582  = \$580  & \$581 ;
-  assign \$583  = row_0[2:0] == 3'h7;
-  assign \$584  = tags[47:42] == row_0;
-  assign \$585  = \$583  & \$584 ;
-  assign \$586  = | i_cy;
+  assign \$583  = | i_cy;
+  assign \$584  = \$582  & \$583 ;
+  assign \$585  = ! row_1[2:0];
+  assign \$586  = tags[5:0] == row_1;
   assign \$587  = \$585  & \$586 ;
-  assign \$588  = ! row_1[2:0];
-  assign \$589  = tags[5:0] == row_1;
+  assign \$588  = row_1[2:0] == 1'h1;
+  assign \$589  = tags[11:6] == row_1;
   assign \$590  = \$588  & \$589 ;
-  assign \$591  = row_1[2:0] == 1'h1;
-  assign \$592  = tags[11:6] == row_1;
+  assign \$591  = row_1[2:0] == 2'h2;
+  assign \$592  = tags[17:12] == row_1;
   assign \$593  = \$591  & \$592 ;
-  assign \$594  = row_1[2:0] == 2'h2;
-  assign \$595  = tags[17:12] == row_1;
+  assign \$594  = row_1[2:0] == 2'h3;
+  assign \$595  = tags[23:18] == row_1;
   assign \$596  = \$594  & \$595 ;
-  assign \$597  = row_1[2:0] == 2'h3;
-  assign \$598  = tags[23:18] == row_1;
+  assign \$597  = row_1[2:0] == 3'h4;
+  assign \$598  = tags[29:24] == row_1;
   assign \$599  = \$597  & \$598 ;
-  assign \$600  = row_1[2:0] == 3'h4;
-  assign \$601  = tags[29:24] == row_1;
+  assign \$600  = row_1[2:0] == 3'h5;
+  assign \$601  = tags[35:30] == row_1;
   assign \$602  = \$600  & \$601 ;
-  assign \$603  = row_1[2:0] == 3'h5;
-  assign \$604  = tags[35:30] == row_1;
+  assign \$603  = row_1[2:0] == 3'h6;
+  assign \$604  = tags[41:36] == row_1;
   assign \$605  = \$603  & \$604 ;
-  assign \$606  = row_1[2:0] == 3'h6;
-  assign \$607  = tags[41:36] == row_1;
+  assign \$606  = row_1[2:0] == 3'h7;
+  assign \$607  = tags[47:42] == row_1;
   assign \$608  = \$606  & \$607 ;
-  assign \$609  = row_1[2:0] == 3'h7;
-  assign \$610  = tags[47:42] == row_1;
+  assign \$609  = ! row_2[2:0];
+  assign \$610  = tags[5:0] == row_2;
   assign \$611  = \$609  & \$610 ;
-  assign \$612  = ! row_2[2:0];
-  assign \$613  = tags[5:0] == row_2;
+  assign \$612  = row_2[2:0] == 1'h1;
+  assign \$613  = tags[11:6] == row_2;
   assign \$614  = \$612  & \$613 ;
-  assign \$615  = row_2[2:0] == 1'h1;
-  assign \$616  = tags[11:6] == row_2;
+  assign \$615  = row_2[2:0] == 2'h2;
+  assign \$616  = tags[17:12] == row_2;
   assign \$617  = \$615  & \$616 ;
-  assign \$618  = row_2[2:0] == 2'h2;
-  assign \$619  = tags[17:12] == row_2;
+  assign \$618  = row_2[2:0] == 2'h3;
+  assign \$619  = tags[23:18] == row_2;
   assign \$620  = \$618  & \$619 ;
-  assign \$621  = row_2[2:0] == 2'h3;
-  assign \$622  = tags[23:18] == row_2;
+  assign \$621  = row_2[2:0] == 3'h4;
+  assign \$622  = tags[29:24] == row_2;
   assign \$623  = \$621  & \$622 ;
-  assign \$624  = row_2[2:0] == 3'h4;
-  assign \$625  = tags[29:24] == row_2;
+  assign \$624  = row_2[2:0] == 3'h5;
+  assign \$625  = tags[35:30] == row_2;
   assign \$626  = \$624  & \$625 ;
-  assign \$627  = row_2[2:0] == 3'h5;
-  assign \$628  = tags[35:30] == row_2;
+  assign \$627  = row_2[2:0] == 3'h6;
+  assign \$628  = tags[41:36] == row_2;
   assign \$629  = \$627  & \$628 ;
-  assign \$630  = row_2[2:0] == 3'h6;
-  assign \$631  = tags[41:36] == row_2;
+  assign \$630  = row_2[2:0] == 3'h7;
+  assign \$631  = tags[47:42] == row_2;
   assign \$632  = \$630  & \$631 ;
-  assign \$633  = row_2[2:0] == 3'h7;
-  assign \$634  = tags[47:42] == row_2;
-  assign \$635  = \$633  & \$634 ;
-  assign \$636  = ~ \$signal ;
-  assign \$637  = ~ \$signal$7 ;
-  assign \$638  = ~ \$signal$8 ;
-  assign \$639  = ~ \$signal$9 ;
-  assign \$640  = ~ a_v;
-  assign \$641  = nz_zero & \$640 ;
-  assign \$642  = \$639  | \$641 ;
-  assign \$643  = \$638  | \$642 ;
-  assign \$644  = \$637  | \$643 ;
-  assign \$645  = \$636  | \$644 ;
-  assign \$646  = ~ ends;
-  assign \$647  = \$645  & \$646 ;
-  assign \$648  = ~ has_last;
-  assign \$650  = f_row > \$649 ;
-  assign \$651  = \$648  | \$650 ;
-  assign \$652  = eof_seen & \$651 ;
-  assign \$653  = done_rows >= need;
-  assign \$654  = eof_seen | \$653 ;
-  assign \$655  = f_row + 1'h1;
-  assign \$656  = cy + 2'h2;
-  assign \$657  = need + 2'h2;
-  assign \$658  = ~ \$signal$21 ;
-  assign \$659  = eof_pend & \$658 ;
-  assign \$660  = \$659  & w_rdy;
-  assign \$661  = ~ \$signal$21 ;
-  assign \$662  = \$661  | w_rdy;
-  assign \$663  = ~ \$322 [15:0];
-  assign \$664  = b_rest & \$663 ;
-  assign \$665  = b_rest - 1'h1;
-  assign \$666  = { 1'h0, b_rest } & \$665 ;
-  assign \$667  = ! \$666 ;
-  assign \$668  = ~ \$signal$21 ;
-  assign \$669  = \$668  | w_rdy;
-  assign \$670  = \$669  & \$signal$74 ;
-  assign \$671  = \$signal$75  ? \$signal$77  : 16'h0000;
-  assign \$672  = ~ \$signal$75 ;
-  assign \$673  = \$672  | a3_rest_zero;
-  assign \$674  = ~ \$signal$75 ;
-  assign \$675  = ~ \$signal$21 ;
-  assign \$676  = \$675  | w_rdy;
-  assign \$677  = \$676  & \$signal$74 ;
-  assign \$678  = \$674  | \$677 ;
-  assign \$679  = ~ \$325 [15:0];
-  assign \$680  = a2_bits & \$679 ;
-  assign \$681  = a2_bits - 1'h1;
-  assign \$682  = { 1'h0, a2_bits } & \$681 ;
-  assign \$683  = ! \$682 ;
-  assign \$684  = ~ \$signal$75 ;
-  assign \$685  = ~ \$signal$21 ;
-  assign \$686  = \$685  | w_rdy;
-  assign \$687  = \$686  & \$signal$74 ;
-  assign \$688  = \$684  | \$687 ;
-  assign \$689  = ~ \$signal$84 ;
-  assign \$690  = ~ \$signal$75 ;
-  assign \$691  = ~ \$signal$21 ;
-  assign \$692  = \$691  | w_rdy;
-  assign \$693  = \$692  & \$signal$74 ;
-  assign \$694  = \$690  | \$693 ;
-  assign \$695  = \$689  | \$694 ;
-  assign \$696  = \$695  & a_v;
-  assign \$697  = a_oh ? \$signal$46  : 16'h0000;
-  assign \$698  = a_oh ? { cwin_0, 1'h0 } : 33'h000000000;
-  assign \$699  = a_oh ? { cwin_1, 1'h0 } : 33'h000000000;
-  assign \$700  = a_oh ? { cwin_2, 1'h0 } : 33'h000000000;
-  assign \$701  = ~ \$signal$84 ;
-  assign \$702  = ~ \$signal$75 ;
-  assign \$703  = ~ \$signal$21 ;
-  assign \$704  = \$703  | w_rdy;
-  assign \$705  = \$704  & \$signal$74 ;
+  assign \$633  = ~ \$signal ;
+  assign \$634  = ~ \$signal$7 ;
+  assign \$635  = \$633  | \$634 ;
+  assign \$636  = ~ ends;
+  assign \$637  = \$635  & \$636 ;
+  assign \$638  = ~ has_last_r;
+  assign \$639  = issued ? \$signal$50  : \$signal$47 ;
+  assign \$640  = \$638  | \$639 ;
+  assign \$641  = \$signal$39  & \$640 ;
+  assign \$642  = issued ? \$signal$46  : \$signal$43 ;
+  assign \$643  = \$signal$39  | \$642 ;
+  assign \$644  = f_row + 1'h1;
+  assign \$645  = cy + 2'h2;
+  assign \$646  = need + 2'h2;
+  assign \$647  = ~ \$signal$18 ;
+  assign \$648  = eof_pend & \$647 ;
+  assign \$649  = \$648  & w_rdy;
+  assign \$650  = ~ \$signal$18 ;
+  assign \$651  = \$650  | w_rdy;
+  assign \$652  = ~ \$317 [15:0];
+  assign \$653  = b_rest & \$652 ;
+  assign \$655  = b_rest[0] & b_rest[1];
+  assign \$658  = b_rest[2] & b_rest[3];
+  assign \$660  = \$656  | \$659 ;
+  assign \$661  = b_rest[0] | b_rest[1];
+  assign \$662  = b_rest[2] | b_rest[3];
+  assign \$663  = \$661  & \$662 ;
+  assign \$664  = \$660  | \$663 ;
+  assign \$666  = b_rest[4] & b_rest[5];
+  assign \$669  = b_rest[6] & b_rest[7];
+  assign \$671  = \$667  | \$670 ;
+  assign \$672  = b_rest[4] | b_rest[5];
+  assign \$673  = b_rest[6] | b_rest[7];
+  assign \$674  = \$672  & \$673 ;
+  assign \$675  = \$671  | \$674 ;
+  assign \$676  = \$664  | \$675 ;
+  assign \$677  = b_rest[0] | b_rest[1];
+  assign \$678  = b_rest[2] | b_rest[3];
+  assign \$679  = \$677  | \$678 ;
+  assign \$680  = b_rest[4] | b_rest[5];
+  assign \$681  = b_rest[6] | b_rest[7];
+  assign \$682  = \$680  | \$681 ;
+  assign \$683  = \$679  & \$682 ;
+  assign \$684  = \$676  | \$683 ;
+  assign \$686  = b_rest[8] & b_rest[9];
+  assign \$689  = b_rest[10] & b_rest[11];
+  assign \$691  = \$687  | \$690 ;
+  assign \$692  = b_rest[8] | b_rest[9];
+  assign \$693  = b_rest[10] | b_rest[11];
+  assign \$694  = \$692  & \$693 ;
+  assign \$695  = \$691  | \$694 ;
+  assign \$697  = b_rest[12] & b_rest[13];
+  assign \$700  = b_rest[14] & b_rest[15];
+  assign \$702  = \$698  | \$701 ;
+  assign \$703  = b_rest[12] | b_rest[13];
+  assign \$704  = b_rest[14] | b_rest[15];
+  assign \$705  = \$703  & \$704 ;
   assign \$706  = \$702  | \$705 ;
-  assign \$707  = \$701  | \$706 ;
-  assign \$708  = ~ a_v;
-  assign \$709  = ~ \$signal$84 ;
-  assign \$710  = ~ \$signal$75 ;
-  assign \$711  = ~ \$signal$21 ;
-  assign \$712  = \$711  | w_rdy;
-  assign \$713  = \$712  & \$signal$74 ;
-  assign \$714  = \$710  | \$713 ;
-  assign \$715  = \$709  | \$714 ;
-  assign \$716  = \$708  | \$715 ;
-  assign \$717  = \$716  & \$signal$9 ;
-  assign \$718  = ~ nz_zero;
-  assign \$719  = \$717  & \$718 ;
-  assign \$720  = ~ \$328 [0];
-  assign \$721  = nz & \$720 ;
-  assign \$722  = nz - 1'h1;
-  assign \$723  = { 1'h0, nz } & \$722 ;
-  assign \$724  = ! \$723 ;
-  assign \$725  = ~ \$signal ;
-  assign \$726  = ~ \$signal$7 ;
-  assign \$727  = ~ \$signal$8 ;
-  assign \$728  = ~ \$signal$9 ;
-  assign \$729  = ~ a_v;
-  assign \$730  = nz_zero & \$729 ;
-  assign \$731  = \$728  | \$730 ;
-  assign \$732  = \$727  | \$731 ;
-  assign \$733  = \$726  | \$732 ;
-  assign \$734  = \$725  | \$733 ;
-  assign \$735  = ~ has_last;
-  assign \$737  = f_row > \$736 ;
-  assign \$738  = \$735  | \$737 ;
-  assign \$739  = eof_seen & \$738 ;
-  assign \$740  = \$734  & \$739 ;
-  assign \$741  = ends | \$740 ;
-  assign \$742  = \$signal  | \$signal$7 ;
-  assign \$743  = \$742  | \$signal$8 ;
-  assign \$744  = \$743  | \$signal$9 ;
-  assign \$745  = \$744  | \$signal$84 ;
-  assign \$746  = \$745  | \$signal$75 ;
-  assign \$747  = \$746  | b_v;
-  assign \$748  = \$747  | \$signal$21 ;
-  assign \$749  = ~ \$748 ;
-  assign \$750  = \$741  & \$749 ;
-  assign \$751  = ~ eof_done;
-  assign \$752  = \$750  & \$751 ;
-  assign \$753  = \$signal$21  | b_v;
-  assign \$754  = \$753  | \$signal$75 ;
-  assign \$755  = \$754  | \$signal$84 ;
-  assign \$756  = \$signal$75  ? \$signal$79  : a2_oy;
-  assign \$757  = b_v ? b_oy : \$756 ;
-  assign \$758  = \$signal$21  ? \$signal$23  : \$757 ;
-  assign \$759  = \$signal  ? { 1'h0, i_row } : f_row;
-  assign \$760  = \$signal$7  ? { 1'h0, s_row } : \$759 ;
-  assign \$761  = \$signal$8  ? { 1'h0, w_row } : \$760 ;
-  assign \$762  = \$signal$9  ? { 1'h0, c_row } : \$761 ;
+  assign \$707  = \$695  | \$706 ;
+  assign \$708  = b_rest[8] | b_rest[9];
+  assign \$709  = b_rest[10] | b_rest[11];
+  assign \$710  = \$708  | \$709 ;
+  assign \$711  = b_rest[12] | b_rest[13];
+  assign \$712  = b_rest[14] | b_rest[15];
+  assign \$713  = \$711  | \$712 ;
+  assign \$714  = \$710  & \$713 ;
+  assign \$715  = \$707  | \$714 ;
+  assign \$716  = \$684  | \$715 ;
+  assign \$717  = b_rest[0] | b_rest[1];
+  assign \$718  = b_rest[2] | b_rest[3];
+  assign \$719  = \$717  | \$718 ;
+  assign \$720  = b_rest[4] | b_rest[5];
+  assign \$721  = b_rest[6] | b_rest[7];
+  assign \$722  = \$720  | \$721 ;
+  assign \$723  = \$719  | \$722 ;
+  assign \$724  = b_rest[8] | b_rest[9];
+  assign \$725  = b_rest[10] | b_rest[11];
+  assign \$726  = \$724  | \$725 ;
+  assign \$727  = b_rest[12] | b_rest[13];
+  assign \$728  = b_rest[14] | b_rest[15];
+  assign \$729  = \$727  | \$728 ;
+  assign \$730  = \$726  | \$729 ;
+  assign \$731  = \$723  & \$730 ;
+  assign \$732  = \$716  | \$731 ;
+  assign \$733  = ~ \$732 ;
+  assign \$734  = ~ \$signal$18 ;
+  assign \$735  = \$734  | w_rdy;
+  assign \$736  = \$735  & \$signal$81 ;
+  assign \$737  = \$signal$82  ? \$signal$84  : 16'h0000;
+  assign \$738  = ~ \$signal$82 ;
+  assign \$739  = \$738  | a3_rest_zero;
+  assign \$740  = ~ \$signal$82 ;
+  assign \$741  = ~ \$signal$18 ;
+  assign \$742  = \$741  | w_rdy;
+  assign \$743  = \$742  & \$signal$81 ;
+  assign \$744  = \$740  | \$743 ;
+  assign \$745  = ~ \$320 [15:0];
+  assign \$746  = a2_bits & \$745 ;
+  assign \$748  = a2_bits[0] & a2_bits[1];
+  assign \$751  = a2_bits[2] & a2_bits[3];
+  assign \$753  = \$749  | \$752 ;
+  assign \$754  = a2_bits[0] | a2_bits[1];
+  assign \$755  = a2_bits[2] | a2_bits[3];
+  assign \$756  = \$754  & \$755 ;
+  assign \$757  = \$753  | \$756 ;
+  assign \$759  = a2_bits[4] & a2_bits[5];
+  assign \$762  = a2_bits[6] & a2_bits[7];
+  assign \$764  = \$760  | \$763 ;
+  assign \$765  = a2_bits[4] | a2_bits[5];
+  assign \$766  = a2_bits[6] | a2_bits[7];
+  assign \$767  = \$765  & \$766 ;
+  assign \$768  = \$764  | \$767 ;
+  assign \$769  = \$757  | \$768 ;
+  assign \$770  = a2_bits[0] | a2_bits[1];
+  assign \$771  = a2_bits[2] | a2_bits[3];
+  assign \$772  = \$770  | \$771 ;
+  assign \$773  = a2_bits[4] | a2_bits[5];
+  assign \$774  = a2_bits[6] | a2_bits[7];
+  assign \$775  = \$773  | \$774 ;
+  assign \$776  = \$772  & \$775 ;
+  assign \$777  = \$769  | \$776 ;
+  assign \$779  = a2_bits[8] & a2_bits[9];
+  assign \$782  = a2_bits[10] & a2_bits[11];
+  assign \$784  = \$780  | \$783 ;
+  assign \$785  = a2_bits[8] | a2_bits[9];
+  assign \$786  = a2_bits[10] | a2_bits[11];
+  assign \$787  = \$785  & \$786 ;
+  assign \$788  = \$784  | \$787 ;
+  assign \$790  = a2_bits[12] & a2_bits[13];
+  assign \$793  = a2_bits[14] & a2_bits[15];
+  assign \$795  = \$791  | \$794 ;
+  assign \$796  = a2_bits[12] | a2_bits[13];
+  assign \$797  = a2_bits[14] | a2_bits[15];
+  assign \$798  = \$796  & \$797 ;
+  assign \$799  = \$795  | \$798 ;
+  assign \$800  = \$788  | \$799 ;
+  assign \$801  = a2_bits[8] | a2_bits[9];
+  assign \$802  = a2_bits[10] | a2_bits[11];
+  assign \$803  = \$801  | \$802 ;
+  assign \$804  = a2_bits[12] | a2_bits[13];
+  assign \$805  = a2_bits[14] | a2_bits[15];
+  assign \$806  = \$804  | \$805 ;
+  assign \$807  = \$803  & \$806 ;
+  assign \$808  = \$800  | \$807 ;
+  assign \$809  = \$777  | \$808 ;
+  assign \$810  = a2_bits[0] | a2_bits[1];
+  assign \$811  = a2_bits[2] | a2_bits[3];
+  assign \$812  = \$810  | \$811 ;
+  assign \$813  = a2_bits[4] | a2_bits[5];
+  assign \$814  = a2_bits[6] | a2_bits[7];
+  assign \$815  = \$813  | \$814 ;
+  assign \$816  = \$812  | \$815 ;
+  assign \$817  = a2_bits[8] | a2_bits[9];
+  assign \$818  = a2_bits[10] | a2_bits[11];
+  assign \$819  = \$817  | \$818 ;
+  assign \$820  = a2_bits[12] | a2_bits[13];
+  assign \$821  = a2_bits[14] | a2_bits[15];
+  assign \$822  = \$820  | \$821 ;
+  assign \$823  = \$819  | \$822 ;
+  assign \$824  = \$816  & \$823 ;
+  assign \$825  = \$809  | \$824 ;
+  assign \$826  = ~ \$825 ;
+  assign \$827  = ~ \$signal$82 ;
+  assign \$828  = ~ \$signal$18 ;
+  assign \$829  = \$828  | w_rdy;
+  assign \$830  = \$829  & \$signal$81 ;
+  assign \$831  = \$827  | \$830 ;
+  assign \$832  = ~ \$signal$91 ;
+  assign \$833  = ~ \$signal$82 ;
+  assign \$834  = ~ \$signal$18 ;
+  assign \$835  = \$834  | w_rdy;
+  assign \$836  = \$835  & \$signal$81 ;
+  assign \$837  = \$833  | \$836 ;
+  assign \$838  = \$832  | \$837 ;
+  assign \$839  = \$838  & a_v;
+  assign \$840  = a_oh ? \$signal$59  : 16'h0000;
+  assign \$841  = a_oh ? { cwin_0, 1'h0 } : 33'h000000000;
+  assign \$842  = a_oh ? { cwin_1, 1'h0 } : 33'h000000000;
+  assign \$843  = a_oh ? { cwin_2, 1'h0 } : 33'h000000000;
+  assign \$844  = ~ \$signal$91 ;
+  assign \$845  = ~ \$signal$82 ;
+  assign \$846  = ~ \$signal$18 ;
+  assign \$847  = \$846  | w_rdy;
+  assign \$848  = \$847  & \$signal$81 ;
+  assign \$849  = \$845  | \$848 ;
+  assign \$850  = \$844  | \$849 ;
+  assign \$851  = ~ a_v;
+  assign \$852  = ~ \$signal$91 ;
+  assign \$853  = ~ \$signal$82 ;
+  assign \$854  = ~ \$signal$18 ;
+  assign \$855  = \$854  | w_rdy;
+  assign \$856  = \$855  & \$signal$81 ;
+  assign \$857  = \$853  | \$856 ;
+  assign \$858  = \$852  | \$857 ;
+  assign \$859  = \$851  | \$858 ;
+  assign \$860  = \$859  & \$signal$52 ;
+  assign \$861  = ~ nz_zero;
+  assign \$862  = \$860  & \$861 ;
+  assign \$863  = ~ \$323 [0];
+  assign \$864  = nz & \$863 ;
+  assign \$866  = ~ \$signal ;
+  assign \$867  = ~ \$signal$7 ;
+  assign \$868  = \$866  | \$867 ;
+  assign \$869  = ~ has_last_r;
+  assign \$870  = issued ? \$signal$50  : \$signal$47 ;
+  assign \$871  = \$869  | \$870 ;
+  assign \$872  = \$signal$39  & \$871 ;
+  assign \$873  = \$868  & \$872 ;
+  assign \$874  = ends | \$873 ;
+  assign \$875  = \$signal  | \$signal$7 ;
+  assign \$876  = \$875  | \$signal$8 ;
+  assign \$877  = \$876  | \$signal$52 ;
+  assign \$878  = \$877  | \$signal$91 ;
+  assign \$879  = \$878  | \$signal$82 ;
+  assign \$880  = \$879  | b_v;
+  assign \$881  = \$880  | \$signal$18 ;
+  assign \$882  = ~ \$881 ;
+  assign \$883  = \$874  & \$882 ;
+  assign \$884  = ~ eof_done;
+  assign \$885  = \$883  & \$884 ;
+  assign \$886  = \$signal$18  | b_v;
+  assign \$887  = \$886  | \$signal$82 ;
+  assign \$888  = \$887  | \$signal$91 ;
+  assign \$889  = \$signal$82  ? \$signal$86  : a2_oy;
+  assign \$890  = b_v ? b_oy : \$889 ;
+  assign \$891  = \$signal$18  ? \$signal$20  : \$890 ;
+  assign \$892  = \$signal  ? { 1'h0, i_row } : f_row;
+  assign \$893  = \$signal$7  ? { 1'h0, s_row } : \$892 ;
+  assign \$894  = \$signal$8  ? { 1'h0, w_row } : \$893 ;
+  assign \$895  = \$signal$52  ? { 1'h0, c_row } : \$894 ;
   always @(posedge clk)
-    \$signal$9  <= \$763 ;
+    \$signal$39  <= \$896 ;
   always @(posedge clk)
-    c_row <= \$764 ;
+    has_last_r <= \$897 ;
   always @(posedge clk)
-    \$signal$8  <= \$765 ;
+    \$signal$43  <= \$898 ;
   always @(posedge clk)
-    nz <= \$766 ;
+    \$signal$46  <= \$899 ;
   always @(posedge clk)
-    nz_zero <= \$767 ;
+    \$signal$47  <= \$900 ;
   always @(posedge clk)
-    \$signal$46  <= \$768 ;
+    \$signal$50  <= \$901 ;
   always @(posedge clk)
-    cwin_0 <= \$769 ;
+    issued <= \$902 ;
   always @(posedge clk)
-    cwin_1 <= \$770 ;
+    \$signal$52  <= \$903 ;
   always @(posedge clk)
-    cwin_2 <= \$771 ;
+    c_row <= \$904 ;
   always @(posedge clk)
-    w_row <= \$772 ;
+    \$signal$8  <= \$905 ;
   always @(posedge clk)
-    \$signal$7  <= \$773 ;
+    nz <= \$906 ;
   always @(posedge clk)
-    win_0 <= \$774 ;
+    nz_zero <= \$907 ;
   always @(posedge clk)
-    win_1 <= \$775 ;
+    \$signal$59  <= \$908 ;
   always @(posedge clk)
-    win_2 <= \$776 ;
+    cwin_0 <= \$909 ;
   always @(posedge clk)
-    s_row <= \$777 ;
+    cwin_1 <= \$910 ;
   always @(posedge clk)
-    \$signal  <= \$778 ;
+    cwin_2 <= \$911 ;
   always @(posedge clk)
-    sel_0 <= \$779 ;
+    w_row <= \$912 ;
   always @(posedge clk)
-    sel_1 <= \$780 ;
+    \$signal$7  <= \$913 ;
   always @(posedge clk)
-    sel_2 <= \$781 ;
+    win_0 <= \$914 ;
   always @(posedge clk)
-    ends <= \$782 ;
+    win_1 <= \$915 ;
   always @(posedge clk)
-    i_row <= \$783 ;
+    win_2 <= \$916 ;
   always @(posedge clk)
-    i_cy <= \$784 ;
+    s_row <= \$917 ;
   always @(posedge clk)
-    f_row <= \$785 ;
+    \$signal  <= \$918 ;
   always @(posedge clk)
-    cy <= \$786 ;
+    sel_0 <= \$919 ;
   always @(posedge clk)
-    need <= \$787 ;
+    sel_1 <= \$920 ;
   always @(posedge clk)
-    eof_pend <= \$788 ;
+    sel_2 <= \$921 ;
   always @(posedge clk)
-    \$signal$21  <= \$789 ;
+    ends <= \$922 ;
   always @(posedge clk)
-    \$signal$17  <= \$790 ;
+    i_row <= \$923 ;
   always @(posedge clk)
-    \$like  <= \$791 ;
+    i_cy <= \$924 ;
   always @(posedge clk)
-    \$signal$23  <= \$792 ;
+    f_row <= \$925 ;
   always @(posedge clk)
-    c1_win_0 <= \$793 ;
+    cy <= \$926 ;
   always @(posedge clk)
-    c1_win_1 <= \$794 ;
+    need <= \$927 ;
   always @(posedge clk)
-    c1_win_2 <= \$795 ;
+    eof_pend <= \$928 ;
   always @(posedge clk)
-    \$signal$68  <= \$796 ;
+    \$signal$18  <= \$929 ;
   always @(posedge clk)
-    b_rest <= \$797 ;
+    \$signal$14  <= \$930 ;
   always @(posedge clk)
-    \$signal$74  <= \$798 ;
+    \$like  <= \$931 ;
   always @(posedge clk)
-    b_v <= \$799 ;
+    \$signal$20  <= \$932 ;
   always @(posedge clk)
-    \$like$69  <= \$800 ;
+    c1_win_0 <= \$933 ;
   always @(posedge clk)
-    b_oy <= \$801 ;
+    c1_win_1 <= \$934 ;
   always @(posedge clk)
-    b_win_0 <= \$802 ;
+    c1_win_2 <= \$935 ;
   always @(posedge clk)
-    b_win_1 <= \$803 ;
+    \$signal$75  <= \$936 ;
   always @(posedge clk)
-    b_win_2 <= \$804 ;
+    b_rest <= \$937 ;
   always @(posedge clk)
-    \$signal$75  <= \$805 ;
+    \$signal$81  <= \$938 ;
   always @(posedge clk)
-    \$signal$76  <= \$806 ;
+    b_v <= \$939 ;
   always @(posedge clk)
-    \$signal$77  <= \$807 ;
+    \$like$76  <= \$940 ;
   always @(posedge clk)
-    \$like$78  <= \$808 ;
+    b_oy <= \$941 ;
   always @(posedge clk)
-    \$signal$79  <= \$809 ;
+    b_win_0 <= \$942 ;
   always @(posedge clk)
-    a3_rest_zero <= \$810 ;
+    b_win_1 <= \$943 ;
   always @(posedge clk)
-    a3_win_0 <= \$811 ;
+    b_win_2 <= \$944 ;
   always @(posedge clk)
-    a3_win_1 <= \$812 ;
+    \$signal$82  <= \$945 ;
   always @(posedge clk)
-    a3_win_2 <= \$813 ;
+    \$signal$83  <= \$946 ;
   always @(posedge clk)
-    \$signal$84  <= \$814 ;
+    \$signal$84  <= \$947 ;
   always @(posedge clk)
-    a2_oy <= \$815 ;
+    \$like$85  <= \$948 ;
   always @(posedge clk)
-    \$signal$85  <= \$816 ;
+    \$signal$86  <= \$949 ;
   always @(posedge clk)
-    a2_bits <= \$817 ;
+    a3_rest_zero <= \$950 ;
   always @(posedge clk)
-    a2_win_0 <= \$818 ;
+    a3_win_0 <= \$951 ;
   always @(posedge clk)
-    a2_win_1 <= \$819 ;
+    a3_win_1 <= \$952 ;
   always @(posedge clk)
-    a2_win_2 <= \$820 ;
+    a3_win_2 <= \$953 ;
   always @(posedge clk)
-    a_v <= \$821 ;
+    \$signal$91  <= \$954 ;
   always @(posedge clk)
-    a_oh <= \$822 ;
+    a2_oy <= \$955 ;
   always @(posedge clk)
-    eof_done <= \$823 ;
+    \$signal$92  <= \$956 ;
   always @(posedge clk)
-    \$signal$37  <= \$824 ;
+    a2_bits <= \$957 ;
   always @(posedge clk)
-    \$signal$39  <= \$825 ;
+    a2_win_0 <= \$958 ;
   always @(posedge clk)
-    rows_row <= \$826 ;
+    a2_win_1 <= \$959 ;
+  always @(posedge clk)
+    a2_win_2 <= \$960 ;
+  always @(posedge clk)
+    a_v <= \$961 ;
+  always @(posedge clk)
+    a_oh <= \$962 ;
+  always @(posedge clk)
+    eof_done <= \$963 ;
+  always @(posedge clk)
+    \$signal$34  <= \$964 ;
+  always @(posedge clk)
+    \$signal$36  <= \$965 ;
+  always @(posedge clk)
+    rows_row <= \$966 ;
   assign \$1  = ~ \$signal$7 ;
   assign \$2  = ~ \$signal$8 ;
-  assign \$3  = ~ \$signal$9 ;
-  assign \$4  = ~ a_v;
-  assign \$5  = nz_zero & \$4 ;
-  assign \$6  = \$3  | \$5 ;
-  assign \$7  = \$2  | \$6 ;
-  assign \$8  = \$1  | \$7 ;
-  assign \$9  = \$signal  & \$8 ;
-  assign \$10  = i_cy + 9'h1ff;
-  assign \$11  = i_cy + 1'h0;
-  assign \$12  = i_cy + 1'h1;
-  assign \$13  = \$signal$17 [1] | \$signal$17 [3];
-  assign \$14  = \$13  | \$signal$17 [5];
-  assign \$15  = \$14  | \$signal$17 [7];
-  assign \$16  = \$15  | \$signal$17 [9];
-  assign \$17  = \$16  | \$signal$17 [11];
-  assign \$18  = \$17  | \$signal$17 [13];
-  assign \$19  = \$18  | \$signal$17 [15];
-  assign \$20  = \$signal$17 [2] | \$signal$17 [3];
-  assign \$21  = \$20  | \$signal$17 [6];
-  assign \$22  = \$21  | \$signal$17 [7];
-  assign \$23  = \$22  | \$signal$17 [10];
-  assign \$24  = \$23  | \$signal$17 [11];
-  assign \$25  = \$24  | \$signal$17 [14];
-  assign \$26  = \$25  | \$signal$17 [15];
-  assign \$27  = \$signal$17 [4] | \$signal$17 [5];
-  assign \$28  = \$27  | \$signal$17 [6];
-  assign \$29  = \$28  | \$signal$17 [7];
-  assign \$30  = \$29  | \$signal$17 [12];
-  assign \$31  = \$30  | \$signal$17 [13];
-  assign \$32  = \$31  | \$signal$17 [14];
-  assign \$33  = \$32  | \$signal$17 [15];
-  assign \$34  = \$signal$17 [8] | \$signal$17 [9];
-  assign \$35  = \$34  | \$signal$17 [10];
-  assign \$36  = \$35  | \$signal$17 [11];
-  assign \$37  = \$36  | \$signal$17 [12];
-  assign \$38  = \$37  | \$signal$17 [13];
-  assign \$39  = \$38  | \$signal$17 [14];
-  assign \$40  = \$39  | \$signal$17 [15];
-  assign w_en = \$signal$21  | eof_pend;
-  assign \$41  = \$signal$17 [0] & c1_win_0[0];
-  assign \$42  = \$signal$17 [1] & c1_win_0[2];
-  assign \$43  = \$41  | \$42 ;
-  assign \$44  = \$signal$17 [2] & c1_win_0[4];
-  assign \$45  = \$43  | \$44 ;
-  assign \$46  = \$signal$17 [3] & c1_win_0[6];
-  assign \$47  = \$45  | \$46 ;
-  assign \$48  = \$signal$17 [4] & c1_win_0[8];
-  assign \$49  = \$47  | \$48 ;
-  assign \$50  = \$signal$17 [5] & c1_win_0[10];
-  assign \$51  = \$49  | \$50 ;
-  assign \$52  = \$signal$17 [6] & c1_win_0[12];
-  assign \$53  = \$51  | \$52 ;
-  assign \$54  = \$signal$17 [7] & c1_win_0[14];
-  assign \$55  = \$53  | \$54 ;
-  assign \$56  = \$signal$17 [8] & c1_win_0[16];
-  assign \$57  = \$55  | \$56 ;
-  assign \$58  = \$signal$17 [9] & c1_win_0[18];
-  assign \$59  = \$57  | \$58 ;
-  assign \$60  = \$signal$17 [10] & c1_win_0[20];
-  assign \$61  = \$59  | \$60 ;
-  assign \$62  = \$signal$17 [11] & c1_win_0[22];
-  assign \$63  = \$61  | \$62 ;
-  assign \$64  = \$signal$17 [12] & c1_win_0[24];
-  assign \$65  = \$63  | \$64 ;
-  assign \$66  = \$signal$17 [13] & c1_win_0[26];
-  assign \$67  = \$65  | \$66 ;
-  assign \$68  = \$signal$17 [14] & c1_win_0[28];
-  assign \$69  = \$67  | \$68 ;
-  assign \$70  = \$signal$17 [15] & c1_win_0[30];
-  assign \$71  = \$69  | \$70 ;
-  assign \$72  = \$signal$17 [0] & c1_win_0[1];
-  assign \$73  = \$signal$17 [1] & c1_win_0[3];
-  assign \$74  = \$72  | \$73 ;
-  assign \$75  = \$signal$17 [2] & c1_win_0[5];
-  assign \$76  = \$74  | \$75 ;
-  assign \$77  = \$signal$17 [3] & c1_win_0[7];
-  assign \$78  = \$76  | \$77 ;
-  assign \$79  = \$signal$17 [4] & c1_win_0[9];
-  assign \$80  = \$78  | \$79 ;
-  assign \$81  = \$signal$17 [5] & c1_win_0[11];
-  assign \$82  = \$80  | \$81 ;
-  assign \$83  = \$signal$17 [6] & c1_win_0[13];
-  assign \$84  = \$82  | \$83 ;
-  assign \$85  = \$signal$17 [7] & c1_win_0[15];
-  assign \$86  = \$84  | \$85 ;
-  assign \$87  = \$signal$17 [8] & c1_win_0[17];
-  assign \$88  = \$86  | \$87 ;
-  assign \$89  = \$signal$17 [9] & c1_win_0[19];
-  assign \$90  = \$88  | \$89 ;
-  assign \$91  = \$signal$17 [10] & c1_win_0[21];
-  assign \$92  = \$90  | \$91 ;
-  assign \$93  = \$signal$17 [11] & c1_win_0[23];
-  assign \$94  = \$92  | \$93 ;
-  assign \$95  = \$signal$17 [12] & c1_win_0[25];
-  assign \$96  = \$94  | \$95 ;
-  assign \$97  = \$signal$17 [13] & c1_win_0[27];
-  assign \$98  = \$96  | \$97 ;
-  assign \$99  = \$signal$17 [14] & c1_win_0[29];
-  assign \$100  = \$98  | \$99 ;
-  assign \$101  = \$signal$17 [15] & c1_win_0[31];
-  assign \$102  = \$100  | \$101 ;
-  assign \$103  = \$signal$17 [0] & c1_win_0[2];
-  assign \$104  = \$signal$17 [1] & c1_win_0[4];
-  assign \$105  = \$103  | \$104 ;
-  assign \$106  = \$signal$17 [2] & c1_win_0[6];
-  assign \$107  = \$105  | \$106 ;
-  assign \$108  = \$signal$17 [3] & c1_win_0[8];
-  assign \$109  = \$107  | \$108 ;
-  assign \$110  = \$signal$17 [4] & c1_win_0[10];
-  assign \$111  = \$109  | \$110 ;
-  assign \$112  = \$signal$17 [5] & c1_win_0[12];
-  assign \$113  = \$111  | \$112 ;
-  assign \$114  = \$signal$17 [6] & c1_win_0[14];
-  assign \$115  = \$113  | \$114 ;
-  assign \$116  = \$signal$17 [7] & c1_win_0[16];
-  assign \$117  = \$115  | \$116 ;
-  assign \$118  = \$signal$17 [8] & c1_win_0[18];
-  assign \$119  = \$117  | \$118 ;
-  assign \$120  = \$signal$17 [9] & c1_win_0[20];
-  assign \$121  = \$119  | \$120 ;
-  assign \$122  = \$signal$17 [10] & c1_win_0[22];
-  assign \$123  = \$121  | \$122 ;
-  assign \$124  = \$signal$17 [11] & c1_win_0[24];
-  assign \$125  = \$123  | \$124 ;
-  assign \$126  = \$signal$17 [12] & c1_win_0[26];
-  assign \$127  = \$125  | \$126 ;
-  assign \$128  = \$signal$17 [13] & c1_win_0[28];
-  assign \$129  = \$127  | \$128 ;
-  assign \$130  = \$signal$17 [14] & c1_win_0[30];
-  assign \$131  = \$129  | \$130 ;
-  assign \$132  = \$signal$17 [15] & c1_win_0[32];
-  assign \$133  = \$131  | \$132 ;
-  assign \$134  = \$signal$17 [0] & c1_win_1[0];
-  assign \$135  = \$signal$17 [1] & c1_win_1[2];
-  assign \$136  = \$134  | \$135 ;
-  assign \$137  = \$signal$17 [2] & c1_win_1[4];
-  assign \$138  = \$136  | \$137 ;
-  assign \$139  = \$signal$17 [3] & c1_win_1[6];
-  assign \$140  = \$138  | \$139 ;
-  assign \$141  = \$signal$17 [4] & c1_win_1[8];
-  assign \$142  = \$140  | \$141 ;
-  assign \$143  = \$signal$17 [5] & c1_win_1[10];
-  assign \$144  = \$142  | \$143 ;
-  assign \$145  = \$signal$17 [6] & c1_win_1[12];
-  assign \$146  = \$144  | \$145 ;
-  assign \$147  = \$signal$17 [7] & c1_win_1[14];
-  assign \$148  = \$146  | \$147 ;
-  assign \$149  = \$signal$17 [8] & c1_win_1[16];
-  assign \$150  = \$148  | \$149 ;
-  assign \$151  = \$signal$17 [9] & c1_win_1[18];
-  assign \$152  = \$150  | \$151 ;
-  assign \$153  = \$signal$17 [10] & c1_win_1[20];
-  assign \$154  = \$152  | \$153 ;
-  assign \$155  = \$signal$17 [11] & c1_win_1[22];
-  assign \$156  = \$154  | \$155 ;
-  assign \$157  = \$signal$17 [12] & c1_win_1[24];
-  assign \$158  = \$156  | \$157 ;
-  assign \$159  = \$signal$17 [13] & c1_win_1[26];
-  assign \$160  = \$158  | \$159 ;
-  assign \$161  = \$signal$17 [14] & c1_win_1[28];
-  assign \$162  = \$160  | \$161 ;
-  assign \$163  = \$signal$17 [15] & c1_win_1[30];
-  assign \$164  = \$162  | \$163 ;
-  assign \$165  = \$signal$17 [0] & c1_win_1[1];
-  assign \$166  = \$signal$17 [1] & c1_win_1[3];
-  assign \$167  = \$165  | \$166 ;
-  assign \$168  = \$signal$17 [2] & c1_win_1[5];
-  assign \$169  = \$167  | \$168 ;
-  assign \$170  = \$signal$17 [3] & c1_win_1[7];
-  assign \$171  = \$169  | \$170 ;
-  assign \$172  = \$signal$17 [4] & c1_win_1[9];
+  assign \$3  = \$1  | \$2 ;
+  assign \$4  = \$signal  & \$3 ;
+  assign \$5  = i_cy + 9'h1ff;
+  assign \$6  = i_cy + 1'h0;
+  assign \$7  = i_cy + 1'h1;
+  assign \$8  = \$signal$14 [1] | \$signal$14 [3];
+  assign \$9  = \$8  | \$signal$14 [5];
+  assign \$10  = \$9  | \$signal$14 [7];
+  assign \$11  = \$10  | \$signal$14 [9];
+  assign \$12  = \$11  | \$signal$14 [11];
+  assign \$13  = \$12  | \$signal$14 [13];
+  assign \$14  = \$13  | \$signal$14 [15];
+  assign \$15  = \$signal$14 [2] | \$signal$14 [3];
+  assign \$16  = \$15  | \$signal$14 [6];
+  assign \$17  = \$16  | \$signal$14 [7];
+  assign \$18  = \$17  | \$signal$14 [10];
+  assign \$19  = \$18  | \$signal$14 [11];
+  assign \$20  = \$19  | \$signal$14 [14];
+  assign \$21  = \$20  | \$signal$14 [15];
+  assign \$22  = \$signal$14 [4] | \$signal$14 [5];
+  assign \$23  = \$22  | \$signal$14 [6];
+  assign \$24  = \$23  | \$signal$14 [7];
+  assign \$25  = \$24  | \$signal$14 [12];
+  assign \$26  = \$25  | \$signal$14 [13];
+  assign \$27  = \$26  | \$signal$14 [14];
+  assign \$28  = \$27  | \$signal$14 [15];
+  assign \$29  = \$signal$14 [8] | \$signal$14 [9];
+  assign \$30  = \$29  | \$signal$14 [10];
+  assign \$31  = \$30  | \$signal$14 [11];
+  assign \$32  = \$31  | \$signal$14 [12];
+  assign \$33  = \$32  | \$signal$14 [13];
   \top.layer0.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -3100,32 +3361,32 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     row_0 = 7'h00;
-    if (\$9 ) begin
-      row_0 = \$10 [6:0];
+    if (\$4 ) begin
+      row_0 = \$5 [6:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     row_1 = 7'h00;
-    if (\$9 ) begin
-      row_1 = \$11 [6:0];
+    if (\$4 ) begin
+      row_1 = \$6 [6:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     row_2 = 7'h00;
-    if (\$9 ) begin
-      row_2 = \$12 [6:0];
+    if (\$4 ) begin
+      row_2 = \$7 [6:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     w_data = 19'h00000;
     (* full_case = 32'd1 *)
-    if (\$signal$21 ) begin
-      w_data[3:0] = \$signal$23 ;
-      w_data[7:4] = { \$40 , \$33 , \$26 , \$19  };
-      w_data[16:8] = { \$319 , \$288 , \$257 , \$226 , \$195 , \$164 , \$133 , \$102 , \$71  };
+    if (\$signal$18 ) begin
+      w_data[3:0] = \$signal$20 ;
+      w_data[7:4] = { \$35 , \$28 , \$21 , \$14  };
+      w_data[16:8] = { \$314 , \$283 , \$252 , \$221 , \$190 , \$159 , \$128 , \$97 , \$66  };
     end else begin
       w_data[17] = 1'h1;
       w_data[18] = error;
@@ -3133,741 +3394,808 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$763  = \$signal$9 ;
-    if (\$334 ) begin
-      \$763  = 1'h0;
-    end
-    if (\$339 ) begin
-      \$763  = 1'h1;
+    \$896  = eof_seen;
+    if (frame_reset) begin
+      \$896  = 1'h0;
     end
     if (rst) begin
-      \$763  = 1'h0;
+      \$896  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$764  = c_row;
-    if (\$339 ) begin
-      \$764  = w_row;
-    end
+    \$897  = has_last;
     if (rst) begin
-      \$764  = 4'h0;
+      \$897  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$765  = \$signal$8 ;
-    if (\$339 ) begin
-      \$765  = 1'h0;
-    end
-    if (\$493 ) begin
-      \$765  = 1'h1;
+    \$898  = \$325 ;
+    if (frame_reset) begin
+      \$898  = 1'h0;
     end
     if (rst) begin
-      \$765  = 1'h0;
+      \$898  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$766  = nz;
-    if (\$339 ) begin
-      \$766  = \$388 ;
-    end
-    if (\$719 ) begin
-      \$766  = \$721 ;
+    \$899  = \$327 ;
+    if (frame_reset) begin
+      \$899  = 1'h0;
     end
     if (rst) begin
-      \$766  = 1'h0;
+      \$899  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$767  = nz_zero;
-    if (\$339 ) begin
-      \$767  = \$438 ;
-    end
-    if (\$719 ) begin
-      \$767  = \$724 ;
-    end
+    \$900  = \$329 ;
     if (rst) begin
-      \$767  = 1'h1;
+      \$900  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$768  = \$signal$46 ;
-    if (\$339 ) begin
-      \$768  = { \$486 , \$483 , \$480 , \$477 , \$474 , \$471 , \$468 , \$465 , \$462 , \$459 , \$456 , \$453 , \$450 , \$447 , \$444 , \$441  };
-    end
+    \$901  = \$331 ;
     if (rst) begin
-      \$768  = 16'h0000;
+      \$901  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$769  = cwin_0;
-    if (\$339 ) begin
-      \$769  = win_0;
-    end
-    if (rst) begin
-      \$769  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$770  = cwin_1;
-    if (\$339 ) begin
-      \$770  = win_1;
-    end
-    if (rst) begin
-      \$770  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$771  = cwin_2;
-    if (\$339 ) begin
-      \$771  = win_2;
-    end
-    if (rst) begin
-      \$771  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$772  = w_row;
-    if (\$493 ) begin
-      \$772  = s_row;
-    end
-    if (rst) begin
-      \$772  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$773  = \$signal$7 ;
-    if (\$493 ) begin
-      \$773  = 1'h0;
-    end
-    if (\$547 ) begin
-      \$773  = 1'h1;
-    end
-    if (rst) begin
-      \$773  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$774  = win_0;
-    if (\$493 ) begin
-      \$774  = \$508 ;
-    end
-    if (rst) begin
-      \$774  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$775  = win_1;
-    if (\$493 ) begin
-      \$775  = \$523 ;
-    end
-    if (rst) begin
-      \$775  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$776  = win_2;
-    if (\$493 ) begin
-      \$776  = \$538 ;
-    end
-    if (rst) begin
-      \$776  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$777  = s_row;
-    if (\$547 ) begin
-      \$777  = i_row;
-    end
-    if (rst) begin
-      \$777  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$778  = \$signal ;
-    if (\$547 ) begin
-      \$778  = 1'h0;
-    end
-    if (\$647 ) begin
-      if (\$652 ) begin
-      end else if (\$654 ) begin
-        \$778  = 1'h1;
-      end
-    end
-    if (rst) begin
-      \$778  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$779  = sel_0;
-    if (\$547 ) begin
-      \$779 [0] = \$552 ;
-      \$779 [1] = \$557 ;
-      \$779 [2] = \$562 ;
-      \$779 [3] = \$567 ;
-      \$779 [4] = \$572 ;
-      \$779 [5] = \$577 ;
-      \$779 [6] = \$582 ;
-      \$779 [7] = \$587 ;
-    end
-    if (rst) begin
-      \$779  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$780  = sel_1;
-    if (\$547 ) begin
-      \$780 [0] = \$590 ;
-      \$780 [1] = \$593 ;
-      \$780 [2] = \$596 ;
-      \$780 [3] = \$599 ;
-      \$780 [4] = \$602 ;
-      \$780 [5] = \$605 ;
-      \$780 [6] = \$608 ;
-      \$780 [7] = \$611 ;
-    end
-    if (rst) begin
-      \$780  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$781  = sel_2;
-    if (\$547 ) begin
-      \$781 [0] = \$614 ;
-      \$781 [1] = \$617 ;
-      \$781 [2] = \$620 ;
-      \$781 [3] = \$623 ;
-      \$781 [4] = \$626 ;
-      \$781 [5] = \$629 ;
-      \$781 [6] = \$632 ;
-      \$781 [7] = \$635 ;
-    end
-    if (rst) begin
-      \$781  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$782  = ends;
-    if (\$647 ) begin
-      if (\$652 ) begin
-        \$782  = 1'h1;
+    \$902  = 1'h0;
+    if (\$637 ) begin
+      if (\$641 ) begin
+      end else if (\$643 ) begin
+        \$902  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$782  = 1'h0;
+      \$902  = 1'h0;
     end
     if (rst) begin
-      \$782  = 1'h0;
+      \$902  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$783  = i_row;
-    if (\$647 ) begin
-      if (\$652 ) begin
-      end else if (\$654 ) begin
-        \$783  = f_row[3:0];
+    \$903  = \$signal$52 ;
+    if (\$336 ) begin
+      \$903  = 1'h0;
+    end
+    if (\$341 ) begin
+      \$903  = 1'h1;
+    end
+    if (rst) begin
+      \$903  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$904  = c_row;
+    if (\$341 ) begin
+      \$904  = w_row;
+    end
+    if (rst) begin
+      \$904  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$905  = \$signal$8 ;
+    if (\$341 ) begin
+      \$905  = 1'h0;
+    end
+    if (\$495 ) begin
+      \$905  = 1'h1;
+    end
+    if (rst) begin
+      \$905  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$906  = nz;
+    if (\$341 ) begin
+      \$906  = \$390 ;
+    end
+    if (\$862 ) begin
+      \$906  = \$864 ;
+    end
+    if (rst) begin
+      \$906  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$907  = nz_zero;
+    if (\$341 ) begin
+      \$907  = \$440 ;
+    end
+    if (\$862 ) begin
+      \$907  = \$865 ;
+    end
+    if (rst) begin
+      \$907  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$908  = \$signal$59 ;
+    if (\$341 ) begin
+      \$908  = { \$488 , \$485 , \$482 , \$479 , \$476 , \$473 , \$470 , \$467 , \$464 , \$461 , \$458 , \$455 , \$452 , \$449 , \$446 , \$443  };
+    end
+    if (rst) begin
+      \$908  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$909  = cwin_0;
+    if (\$341 ) begin
+      \$909  = win_0;
+    end
+    if (rst) begin
+      \$909  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$910  = cwin_1;
+    if (\$341 ) begin
+      \$910  = win_1;
+    end
+    if (rst) begin
+      \$910  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$911  = cwin_2;
+    if (\$341 ) begin
+      \$911  = win_2;
+    end
+    if (rst) begin
+      \$911  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$912  = w_row;
+    if (\$495 ) begin
+      \$912  = s_row;
+    end
+    if (rst) begin
+      \$912  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$913  = \$signal$7 ;
+    if (\$495 ) begin
+      \$913  = 1'h0;
+    end
+    if (\$544 ) begin
+      \$913  = 1'h1;
+    end
+    if (rst) begin
+      \$913  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$914  = win_0;
+    if (\$495 ) begin
+      \$914  = \$510 ;
+    end
+    if (rst) begin
+      \$914  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$915  = win_1;
+    if (\$495 ) begin
+      \$915  = \$525 ;
+    end
+    if (rst) begin
+      \$915  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$916  = win_2;
+    if (\$495 ) begin
+      \$916  = \$540 ;
+    end
+    if (rst) begin
+      \$916  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$917  = s_row;
+    if (\$544 ) begin
+      \$917  = i_row;
+    end
+    if (rst) begin
+      \$917  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$918  = \$signal ;
+    if (\$544 ) begin
+      \$918  = 1'h0;
+    end
+    if (\$637 ) begin
+      if (\$641 ) begin
+      end else if (\$643 ) begin
+        \$918  = 1'h1;
       end
     end
     if (rst) begin
-      \$783  = 4'h0;
+      \$918  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$784  = i_cy;
-    if (\$647 ) begin
-      if (\$652 ) begin
-      end else if (\$654 ) begin
-        \$784  = cy;
+    \$919  = sel_0;
+    if (\$544 ) begin
+      \$919 [0] = \$549 ;
+      \$919 [1] = \$554 ;
+      \$919 [2] = \$559 ;
+      \$919 [3] = \$564 ;
+      \$919 [4] = \$569 ;
+      \$919 [5] = \$574 ;
+      \$919 [6] = \$579 ;
+      \$919 [7] = \$584 ;
+    end
+    if (rst) begin
+      \$919  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$920  = sel_1;
+    if (\$544 ) begin
+      \$920 [0] = \$587 ;
+      \$920 [1] = \$590 ;
+      \$920 [2] = \$593 ;
+      \$920 [3] = \$596 ;
+      \$920 [4] = \$599 ;
+      \$920 [5] = \$602 ;
+      \$920 [6] = \$605 ;
+      \$920 [7] = \$608 ;
+    end
+    if (rst) begin
+      \$920  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$921  = sel_2;
+    if (\$544 ) begin
+      \$921 [0] = \$611 ;
+      \$921 [1] = \$614 ;
+      \$921 [2] = \$617 ;
+      \$921 [3] = \$620 ;
+      \$921 [4] = \$623 ;
+      \$921 [5] = \$626 ;
+      \$921 [6] = \$629 ;
+      \$921 [7] = \$632 ;
+    end
+    if (rst) begin
+      \$921  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$922  = ends;
+    if (\$637 ) begin
+      if (\$641 ) begin
+        \$922  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$922  = 1'h0;
+    end
+    if (rst) begin
+      \$922  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$923  = i_row;
+    if (\$637 ) begin
+      if (\$641 ) begin
+      end else if (\$643 ) begin
+        \$923  = f_row[3:0];
       end
     end
     if (rst) begin
-      \$784  = 7'h00;
+      \$923  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$785  = f_row;
-    if (\$647 ) begin
-      if (\$652 ) begin
-      end else if (\$654 ) begin
-        \$785  = \$655 [4:0];
+    \$924  = i_cy;
+    if (\$637 ) begin
+      if (\$641 ) begin
+      end else if (\$643 ) begin
+        \$924  = cy;
+      end
+    end
+    if (rst) begin
+      \$924  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$925  = f_row;
+    if (\$637 ) begin
+      if (\$641 ) begin
+      end else if (\$643 ) begin
+        \$925  = \$644 [4:0];
       end
     end
     if (frame_reset) begin
-      \$785  = 5'h00;
+      \$925  = 5'h00;
     end
     if (rst) begin
-      \$785  = 5'h00;
+      \$925  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$786  = cy;
-    if (\$647 ) begin
-      if (\$652 ) begin
-      end else if (\$654 ) begin
-        \$786  = \$656 [6:0];
+    \$926  = cy;
+    if (\$637 ) begin
+      if (\$641 ) begin
+      end else if (\$643 ) begin
+        \$926  = \$645 [6:0];
       end
     end
     if (frame_reset) begin
-      \$786  = 7'h00;
+      \$926  = 7'h00;
     end
     if (rst) begin
-      \$786  = 7'h00;
+      \$926  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$787  = need;
-    if (\$647 ) begin
-      if (\$652 ) begin
-      end else if (\$654 ) begin
-        \$787  = \$657 [6:0];
+    \$927  = need;
+    if (\$637 ) begin
+      if (\$641 ) begin
+      end else if (\$643 ) begin
+        \$927  = \$646 [6:0];
       end
     end
     if (frame_reset) begin
-      \$787  = 7'h02;
+      \$927  = 7'h02;
     end
     if (rst) begin
-      \$787  = 7'h02;
+      \$927  = 7'h02;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$788  = eof_pend;
-    if (\$660 ) begin
-      \$788  = 1'h0;
+    \$928  = eof_pend;
+    if (\$649 ) begin
+      \$928  = 1'h0;
     end
-    if (\$752 ) begin
-      \$788  = 1'h1;
+    if (\$885 ) begin
+      \$928  = 1'h1;
     end
     if (rst) begin
-      \$788  = 1'h0;
+      \$928  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$789  = \$signal$21 ;
-    if (\$662 ) begin
-      \$789  = b_v;
+    \$929  = \$signal$18 ;
+    if (\$651 ) begin
+      \$929  = b_v;
     end
     if (rst) begin
-      \$789  = 1'h0;
+      \$929  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$790  = \$signal$17 ;
-    if (\$662 ) begin
-      \$790  = \$signal$68 ;
+    \$930  = \$signal$14 ;
+    if (\$651 ) begin
+      \$930  = \$signal$75 ;
     end
     if (rst) begin
-      \$790  = 16'h0000;
+      \$930  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$791  = \$like ;
-    if (\$662 ) begin
-      \$791  = \$like$69 ;
+    \$931  = \$like ;
+    if (\$651 ) begin
+      \$931  = \$like$76 ;
     end
     if (rst) begin
-      \$791  = 1'h0;
+      \$931  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$792  = \$signal$23 ;
-    if (\$662 ) begin
-      \$792  = b_oy;
+    \$932  = \$signal$20 ;
+    if (\$651 ) begin
+      \$932  = b_oy;
     end
     if (rst) begin
-      \$792  = 4'h0;
+      \$932  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$793  = c1_win_0;
-    if (\$662 ) begin
-      \$793  = b_win_0;
+    \$933  = c1_win_0;
+    if (\$651 ) begin
+      \$933  = b_win_0;
     end
     if (rst) begin
-      \$793  = 33'h000000000;
+      \$933  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$794  = c1_win_1;
-    if (\$662 ) begin
-      \$794  = b_win_1;
+    \$934  = c1_win_1;
+    if (\$651 ) begin
+      \$934  = b_win_1;
     end
     if (rst) begin
-      \$794  = 33'h000000000;
+      \$934  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$795  = c1_win_2;
-    if (\$662 ) begin
-      \$795  = b_win_2;
+    \$935  = c1_win_2;
+    if (\$651 ) begin
+      \$935  = b_win_2;
     end
     if (rst) begin
-      \$795  = 33'h000000000;
+      \$935  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$796  = \$signal$68 ;
-    if (\$662 ) begin
-      \$796  = \$322 [15:0];
+    \$936  = \$signal$75 ;
+    if (\$651 ) begin
+      \$936  = \$317 [15:0];
     end
-    if (\$670 ) begin
-      \$796  = \$signal$76 ;
+    if (\$736 ) begin
+      \$936  = \$signal$83 ;
     end
     if (rst) begin
-      \$796  = 16'h0000;
+      \$936  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$797  = b_rest;
-    if (\$662 ) begin
-      \$797  = \$664 ;
+    \$937  = b_rest;
+    if (\$651 ) begin
+      \$937  = \$653 ;
     end
-    if (\$670 ) begin
-      \$797  = \$671 ;
+    if (\$736 ) begin
+      \$937  = \$737 ;
     end
     if (rst) begin
-      \$797  = 16'h0000;
+      \$937  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$798  = \$signal$74 ;
-    if (\$662 ) begin
-      \$798  = \$667 ;
+    \$938  = \$signal$81 ;
+    if (\$651 ) begin
+      \$938  = \$733 ;
     end
-    if (\$670 ) begin
-      \$798  = \$673 ;
+    if (\$736 ) begin
+      \$938  = \$739 ;
     end
     if (rst) begin
-      \$798  = 1'h1;
+      \$938  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$799  = b_v;
-    if (\$670 ) begin
-      \$799  = \$signal$75 ;
+    \$939  = b_v;
+    if (\$736 ) begin
+      \$939  = \$signal$82 ;
     end
     if (rst) begin
-      \$799  = 1'h0;
+      \$939  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$800  = \$like$69 ;
-    if (\$670 ) begin
-      \$800  = \$like$78 ;
+    \$940  = \$like$76 ;
+    if (\$736 ) begin
+      \$940  = \$like$85 ;
     end
     if (rst) begin
-      \$800  = 1'h0;
+      \$940  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$801  = b_oy;
-    if (\$670 ) begin
-      \$801  = \$signal$79 ;
+    \$941  = b_oy;
+    if (\$736 ) begin
+      \$941  = \$signal$86 ;
     end
     if (rst) begin
-      \$801  = 4'h0;
+      \$941  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$802  = b_win_0;
-    if (\$670 ) begin
-      \$802  = a3_win_0;
+    \$942  = b_win_0;
+    if (\$736 ) begin
+      \$942  = a3_win_0;
     end
     if (rst) begin
-      \$802  = 33'h000000000;
+      \$942  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$803  = b_win_1;
-    if (\$670 ) begin
-      \$803  = a3_win_1;
+    \$943  = b_win_1;
+    if (\$736 ) begin
+      \$943  = a3_win_1;
     end
     if (rst) begin
-      \$803  = 33'h000000000;
+      \$943  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$804  = b_win_2;
-    if (\$670 ) begin
-      \$804  = a3_win_2;
+    \$944  = b_win_2;
+    if (\$736 ) begin
+      \$944  = a3_win_2;
     end
     if (rst) begin
-      \$804  = 33'h000000000;
+      \$944  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$805  = \$signal$75 ;
-    if (\$678 ) begin
-      \$805  = \$signal$84 ;
+    \$945  = \$signal$82 ;
+    if (\$744 ) begin
+      \$945  = \$signal$91 ;
     end
     if (rst) begin
-      \$805  = 1'h0;
+      \$945  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$806  = \$signal$76 ;
-    if (\$678 ) begin
-      \$806  = \$325 [15:0];
+    \$946  = \$signal$83 ;
+    if (\$744 ) begin
+      \$946  = \$320 [15:0];
     end
     if (rst) begin
-      \$806  = 16'h0000;
+      \$946  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$807  = \$signal$77 ;
-    if (\$678 ) begin
-      \$807  = \$680 ;
+    \$947  = \$signal$84 ;
+    if (\$744 ) begin
+      \$947  = \$746 ;
     end
     if (rst) begin
-      \$807  = 16'h0000;
+      \$947  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$808  = \$like$78 ;
-    if (\$678 ) begin
-      \$808  = \$signal$85 ;
+    \$948  = \$like$85 ;
+    if (\$744 ) begin
+      \$948  = \$signal$92 ;
     end
     if (rst) begin
-      \$808  = 1'h0;
+      \$948  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$809  = \$signal$79 ;
-    if (\$678 ) begin
-      \$809  = a2_oy;
+    \$949  = \$signal$86 ;
+    if (\$744 ) begin
+      \$949  = a2_oy;
     end
     if (rst) begin
-      \$809  = 4'h0;
+      \$949  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$810  = a3_rest_zero;
-    if (\$678 ) begin
-      \$810  = \$683 ;
+    \$950  = a3_rest_zero;
+    if (\$744 ) begin
+      \$950  = \$826 ;
     end
     if (rst) begin
-      \$810  = 1'h1;
+      \$950  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$811  = a3_win_0;
-    if (\$678 ) begin
-      \$811  = a2_win_0;
+    \$951  = a3_win_0;
+    if (\$744 ) begin
+      \$951  = a2_win_0;
     end
     if (rst) begin
-      \$811  = 33'h000000000;
+      \$951  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$812  = a3_win_1;
-    if (\$678 ) begin
-      \$812  = a2_win_1;
+    \$952  = a3_win_1;
+    if (\$744 ) begin
+      \$952  = a2_win_1;
     end
     if (rst) begin
-      \$812  = 33'h000000000;
+      \$952  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$813  = a3_win_2;
-    if (\$678 ) begin
-      \$813  = a2_win_2;
+    \$953  = a3_win_2;
+    if (\$744 ) begin
+      \$953  = a2_win_2;
     end
     if (rst) begin
-      \$813  = 33'h000000000;
+      \$953  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$814  = \$signal$84 ;
-    if (\$688 ) begin
-      \$814  = 1'h0;
+    \$954  = \$signal$91 ;
+    if (\$831 ) begin
+      \$954  = 1'h0;
     end
-    if (\$696 ) begin
-      \$814  = 1'h1;
+    if (\$839 ) begin
+      \$954  = 1'h1;
     end
     if (rst) begin
-      \$814  = 1'h0;
+      \$954  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$815  = a2_oy;
-    if (\$696 ) begin
-      \$815  = c_row;
+    \$955  = a2_oy;
+    if (\$839 ) begin
+      \$955  = c_row;
     end
     if (rst) begin
-      \$815  = 4'h0;
+      \$955  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$816  = \$signal$85 ;
-    if (\$696 ) begin
-      \$816  = 1'h0;
+    \$956  = \$signal$92 ;
+    if (\$839 ) begin
+      \$956  = 1'h0;
     end
     if (rst) begin
-      \$816  = 1'h0;
+      \$956  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$817  = a2_bits;
-    if (\$696 ) begin
-      \$817  = \$697 ;
+    \$957  = a2_bits;
+    if (\$839 ) begin
+      \$957  = \$840 ;
     end
     if (rst) begin
-      \$817  = 16'h0000;
+      \$957  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$818  = a2_win_0;
-    if (\$696 ) begin
-      \$818  = \$698 ;
+    \$958  = a2_win_0;
+    if (\$839 ) begin
+      \$958  = \$841 ;
     end
     if (rst) begin
-      \$818  = 33'h000000000;
+      \$958  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$819  = a2_win_1;
-    if (\$696 ) begin
-      \$819  = \$699 ;
+    \$959  = a2_win_1;
+    if (\$839 ) begin
+      \$959  = \$842 ;
     end
     if (rst) begin
-      \$819  = 33'h000000000;
+      \$959  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$820  = a2_win_2;
-    if (\$696 ) begin
-      \$820  = \$700 ;
+    \$960  = a2_win_2;
+    if (\$839 ) begin
+      \$960  = \$843 ;
     end
     if (rst) begin
-      \$820  = 33'h000000000;
+      \$960  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$821  = a_v;
-    if (\$707 ) begin
-      \$821  = 1'h0;
+    \$961  = a_v;
+    if (\$850 ) begin
+      \$961  = 1'h0;
     end
-    if (\$719 ) begin
-      \$821  = 1'h1;
+    if (\$862 ) begin
+      \$961  = 1'h1;
     end
     if (rst) begin
-      \$821  = 1'h0;
+      \$961  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$822  = a_oh;
-    if (\$719 ) begin
-      \$822  = \$328 [0];
+    \$962  = a_oh;
+    if (\$862 ) begin
+      \$962  = \$323 [0];
     end
     if (rst) begin
-      \$822  = 1'h0;
+      \$962  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$823  = eof_done;
-    if (\$752 ) begin
-      \$823  = 1'h1;
+    \$963  = eof_done;
+    if (\$885 ) begin
+      \$963  = 1'h1;
     end
     if (frame_reset) begin
-      \$823  = 1'h0;
+      \$963  = 1'h0;
     end
     if (rst) begin
-      \$823  = 1'h0;
+      \$963  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$824  = \$755 ;
+    \$964  = \$888 ;
     if (frame_reset) begin
-      \$824  = 1'h0;
+      \$964  = 1'h0;
     end
     if (rst) begin
-      \$824  = 1'h0;
+      \$964  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$825  = \$758 ;
+    \$965  = \$891 ;
     if (rst) begin
-      \$825  = 4'h0;
+      \$965  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$826  = \$762 [3:0];
+    \$966  = \$895 [3:0];
     if (frame_reset) begin
-      \$826  = 4'h0;
+      \$966  = 4'h0;
     end
     if (rst) begin
-      \$826  = 4'h0;
+      \$966  = 4'h0;
     end
   end
   assign r_data = sites__payload;
   assign sites__ready = r_en;
   assign r_rdy = sites__valid;
-  assign site_x = { \$40 , \$33 , \$26 , \$19  };
+  assign site_x = { \$35 , \$28 , \$21 , \$14  };
   assign qp = w_data;
-  assign rest_oh = \$322 [15:0];
-  assign a2_oh = \$325 [15:0];
-  assign chunk_oh = \$328 [0];
+  assign rest_oh = \$317 [15:0];
+  assign a2_oh = \$320 [15:0];
+  assign chunk_oh = \$323 [0];
   assign head = sites__payload;
   assign \sites__payload.oy  = sites__payload[3:0];
   assign \sites__payload.ox  = sites__payload[7:4];
@@ -3900,8 +4228,41 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \tags[5]  = tags[35:30];
   assign \tags[6]  = tags[41:36];
   assign \tags[7]  = tags[47:42];
-  assign \$649  = { 1'h0, last_y[4:1] };
-  assign \$736  = { 1'h0, last_y[4:1] };
+  assign \$328  = { 1'h0, last_y[4:1] };
+  assign \$330  = { 1'h0, last_y[4:1] };
+  assign \$654  = 1'h0;
+  assign \$656  = \$655 ;
+  assign \$657  = 1'h0;
+  assign \$659  = \$658 ;
+  assign \$665  = 1'h0;
+  assign \$667  = \$666 ;
+  assign \$668  = 1'h0;
+  assign \$670  = \$669 ;
+  assign \$685  = 1'h0;
+  assign \$687  = \$686 ;
+  assign \$688  = 1'h0;
+  assign \$690  = \$689 ;
+  assign \$696  = 1'h0;
+  assign \$698  = \$697 ;
+  assign \$699  = 1'h0;
+  assign \$701  = \$700 ;
+  assign \$747  = 1'h0;
+  assign \$749  = \$748 ;
+  assign \$750  = 1'h0;
+  assign \$752  = \$751 ;
+  assign \$758  = 1'h0;
+  assign \$760  = \$759 ;
+  assign \$761  = 1'h0;
+  assign \$763  = \$762 ;
+  assign \$778  = 1'h0;
+  assign \$780  = \$779 ;
+  assign \$781  = 1'h0;
+  assign \$783  = \$782 ;
+  assign \$789  = 1'h0;
+  assign \$791  = \$790 ;
+  assign \$792  = 1'h0;
+  assign \$794  = \$793 ;
+  assign \$865  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -9793,7 +10154,7 @@ endmodule
 module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire \$1 ;
-  wire [7:0] \$10 ;
+  wire \$10 ;
   wire \$100 ;
   wire \$101 ;
   wire \$102 ;
@@ -9804,7 +10165,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire [6:0] \$11 ;
+  wire \$11 ;
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
@@ -9815,7 +10176,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$117 ;
   wire \$118 ;
   wire \$119 ;
-  wire [6:0] \$12 ;
+  wire \$12 ;
   wire \$120 ;
   wire \$121 ;
   wire \$122 ;
@@ -10032,22 +10393,22 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$312 ;
   wire \$313 ;
   wire \$314 ;
-  wire \$315 ;
-  wire \$316 ;
-  wire \$317 ;
-  wire \$318 ;
-  wire \$319 ;
+  wire [15:0] \$315 ;
+  wire [16:0] \$316 ;
+  wire [16:0] \$317 ;
+  wire [15:0] \$318 ;
+  wire [16:0] \$319 ;
   wire \$32 ;
-  wire [15:0] \$320 ;
-  wire [16:0] \$321 ;
-  wire [16:0] \$322 ;
-  wire [15:0] \$323 ;
-  wire [16:0] \$324 ;
-  wire [16:0] \$325 ;
-  wire \$326 ;
-  wire [1:0] \$327 ;
-  wire [1:0] \$328 ;
-  wire [3:0] \$329 ;
+  wire [16:0] \$320 ;
+  wire \$321 ;
+  wire [1:0] \$322 ;
+  wire [1:0] \$323 ;
+  wire [3:0] \$324 ;
+  wire \$325 ;
+  wire [6:0] \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
   wire \$33 ;
   wire \$330 ;
   wire \$331 ;
@@ -10160,37 +10521,37 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$428 ;
   wire \$429 ;
   wire \$43 ;
-  wire \$430 ;
-  wire \$431 ;
-  wire \$432 ;
+  wire [5:0] \$430 ;
+  wire [6:0] \$431 ;
+  wire [6:0] \$432 ;
   wire \$433 ;
   wire \$434 ;
   wire \$435 ;
   wire \$436 ;
   wire \$437 ;
-  wire \$438 ;
-  wire \$439 ;
+  wire [15:0] \$438 ;
+  wire [15:0] \$439 ;
   wire \$44 ;
   wire \$440 ;
   wire \$441 ;
-  wire [5:0] \$442 ;
-  wire [6:0] \$443 ;
-  wire [6:0] \$444 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire \$444 ;
   wire \$445 ;
   wire \$446 ;
   wire \$447 ;
   wire \$448 ;
   wire \$449 ;
   wire \$45 ;
-  wire [15:0] \$450 ;
-  wire [15:0] \$451 ;
-  wire [16:0] \$452 ;
-  wire [16:0] \$453 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire \$452 ;
+  wire \$453 ;
   wire \$454 ;
   wire \$455 ;
   wire \$456 ;
   wire \$457 ;
-  wire [15:0] \$458 ;
+  wire \$458 ;
   wire \$459 ;
   wire \$46 ;
   wire \$460 ;
@@ -10199,10 +10560,10 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$463 ;
   wire \$464 ;
   wire \$465 ;
-  wire [15:0] \$466 ;
-  wire [15:0] \$467 ;
-  wire [16:0] \$468 ;
-  wire [16:0] \$469 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire \$468 ;
+  wire \$469 ;
   wire \$47 ;
   wire \$470 ;
   wire \$471 ;
@@ -10219,10 +10580,10 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$481 ;
   wire \$482 ;
   wire \$483 ;
-  wire [15:0] \$484 ;
-  wire [17:0] \$485 ;
-  wire [17:0] \$486 ;
-  wire [17:0] \$487 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire \$486 ;
+  wire \$487 ;
   wire \$488 ;
   wire \$489 ;
   wire \$49 ;
@@ -10236,7 +10597,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$497 ;
   wire \$498 ;
   wire \$499 ;
-  wire \$5 ;
+  wire [7:0] \$5 ;
   wire \$50 ;
   wire \$500 ;
   wire \$501 ;
@@ -10247,9 +10608,9 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$506 ;
   wire \$507 ;
   wire \$508 ;
-  wire [1:0] \$509 ;
+  wire \$509 ;
   wire \$51 ;
-  wire [1:0] \$510 ;
+  wire \$510 ;
   wire \$511 ;
   wire \$512 ;
   wire \$513 ;
@@ -10263,7 +10624,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$520 ;
   wire \$521 ;
   wire \$522 ;
-  wire \$523 ;
+  wire [15:0] \$523 ;
   wire \$524 ;
   wire \$525 ;
   wire \$526 ;
@@ -10272,8 +10633,8 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$529 ;
   wire \$53 ;
   wire \$530 ;
-  wire \$531 ;
-  wire \$532 ;
+  wire [15:0] \$531 ;
+  wire [15:0] \$532 ;
   wire \$533 ;
   wire \$534 ;
   wire \$535 ;
@@ -10284,99 +10645,239 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$54 ;
   wire \$540 ;
   wire \$541 ;
-  wire [3:0] \$542 ;
-  wire [3:0] \$543 ;
-  wire [3:0] \$544 ;
-  wire [4:0] \$545 ;
-  wire [4:0] \$546 ;
-  wire [4:0] \$547 ;
-  wire [4:0] \$548 ;
-  reg \$549 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire \$549 ;
   wire \$55 ;
-  reg [3:0] \$550 ;
-  reg \$551 ;
-  reg \$552 ;
-  reg \$553 ;
-  reg [15:0] \$554 ;
-  reg [15:0] \$555 ;
-  reg [15:0] \$556 ;
-  reg [3:0] \$557 ;
-  reg \$558 ;
-  reg [15:0] \$559 ;
+  wire \$550 ;
+  wire \$551 ;
+  wire \$552 ;
+  wire \$553 ;
+  wire \$554 ;
+  wire \$555 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire \$558 ;
+  wire \$559 ;
   wire \$56 ;
-  reg [15:0] \$560 ;
-  reg [15:0] \$561 ;
-  reg [3:0] \$562 ;
-  reg \$563 ;
-  reg [3:0] \$564 ;
-  reg [3:0] \$565 ;
-  reg [3:0] \$566 ;
-  reg \$567 ;
-  reg [3:0] \$568 ;
-  reg [5:0] \$569 ;
+  wire \$560 ;
+  wire \$561 ;
+  wire \$562 ;
+  wire \$563 ;
+  wire \$564 ;
+  wire \$565 ;
+  wire \$566 ;
+  wire \$567 ;
+  wire \$568 ;
+  wire \$569 ;
   wire \$57 ;
-  reg [4:0] \$570 ;
-  reg [5:0] \$571 ;
-  reg [5:0] \$572 ;
-  reg \$573 ;
-  reg \$574 ;
-  reg [15:0] \$575 ;
-  reg \$576 ;
-  reg [3:0] \$577 ;
-  reg [17:0] \$578 ;
-  reg [17:0] \$579 ;
+  wire \$570 ;
+  wire \$571 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire \$577 ;
+  wire \$578 ;
+  wire \$579 ;
   wire \$58 ;
-  reg [17:0] \$580 ;
-  reg [15:0] \$581 ;
-  reg [15:0] \$582 ;
-  reg \$583 ;
-  reg \$584 ;
-  reg \$585 ;
-  reg [3:0] \$586 ;
-  reg [17:0] \$587 ;
-  reg [17:0] \$588 ;
-  reg [17:0] \$589 ;
+  wire \$580 ;
+  wire \$581 ;
+  wire \$582 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire \$588 ;
+  wire \$589 ;
   wire \$59 ;
-  reg \$590 ;
-  reg [15:0] \$591 ;
-  reg [15:0] \$592 ;
-  reg \$593 ;
-  reg [3:0] \$594 ;
-  reg \$595 ;
-  reg [17:0] \$596 ;
-  reg [17:0] \$597 ;
-  reg [17:0] \$598 ;
-  reg \$599 ;
-  wire \$6 ;
+  wire \$590 ;
+  wire \$591 ;
+  wire \$592 ;
+  wire \$593 ;
+  wire \$594 ;
+  wire \$595 ;
+  wire \$596 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire \$599 ;
+  wire [6:0] \$6 ;
   wire \$60 ;
-  reg [3:0] \$600 ;
-  reg \$601 ;
-  reg [15:0] \$602 ;
-  reg [17:0] \$603 ;
-  reg [17:0] \$604 ;
-  reg [17:0] \$605 ;
-  reg \$606 ;
-  reg \$607 ;
-  reg \$608 ;
-  reg \$609 ;
+  wire \$600 ;
+  wire \$601 ;
+  wire \$602 ;
+  wire \$603 ;
+  wire \$604 ;
+  wire \$605 ;
+  wire \$606 ;
+  wire \$607 ;
+  wire \$608 ;
+  wire \$609 ;
   wire \$61 ;
-  reg [3:0] \$610 ;
-  reg [3:0] \$611 ;
+  wire \$610 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire \$613 ;
+  wire \$614 ;
+  wire \$615 ;
+  wire \$616 ;
+  wire \$617 ;
+  wire \$618 ;
+  wire \$619 ;
   wire \$62 ;
+  wire \$620 ;
+  wire \$621 ;
+  wire \$622 ;
+  wire \$623 ;
+  wire \$624 ;
+  wire \$625 ;
+  wire [15:0] \$626 ;
+  wire [17:0] \$627 ;
+  wire [17:0] \$628 ;
+  wire [17:0] \$629 ;
   wire \$63 ;
+  wire \$630 ;
+  wire \$631 ;
+  wire \$632 ;
+  wire \$633 ;
+  wire \$634 ;
+  wire \$635 ;
+  wire \$636 ;
+  wire \$637 ;
+  wire \$638 ;
+  wire \$639 ;
   wire \$64 ;
+  wire \$640 ;
+  wire \$641 ;
+  wire \$642 ;
+  wire \$643 ;
+  wire \$644 ;
+  wire \$645 ;
+  wire \$646 ;
+  wire \$647 ;
+  wire \$648 ;
+  wire \$649 ;
   wire \$65 ;
+  wire \$650 ;
+  wire \$651 ;
+  wire \$652 ;
+  wire \$653 ;
+  wire \$654 ;
+  wire \$655 ;
+  wire \$656 ;
+  wire \$657 ;
+  wire \$658 ;
+  wire \$659 ;
   wire \$66 ;
+  wire \$660 ;
+  wire \$661 ;
+  wire \$662 ;
+  wire \$663 ;
+  wire \$664 ;
+  wire \$665 ;
+  wire \$666 ;
+  wire \$667 ;
+  wire \$668 ;
+  wire \$669 ;
   wire \$67 ;
+  wire \$670 ;
+  wire \$671 ;
+  wire \$672 ;
+  wire \$673 ;
+  wire \$674 ;
+  wire [3:0] \$675 ;
+  wire [3:0] \$676 ;
+  wire [3:0] \$677 ;
+  wire [4:0] \$678 ;
+  wire [4:0] \$679 ;
   wire \$68 ;
+  wire [4:0] \$680 ;
+  wire [4:0] \$681 ;
+  reg \$682 ;
+  reg \$683 ;
+  reg \$684 ;
+  reg \$685 ;
+  reg \$686 ;
+  reg \$687 ;
+  reg \$688 ;
+  reg \$689 ;
   wire \$69 ;
-  wire \$7 ;
+  reg [3:0] \$690 ;
+  reg \$691 ;
+  reg \$692 ;
+  reg \$693 ;
+  reg [15:0] \$694 ;
+  reg [15:0] \$695 ;
+  reg [15:0] \$696 ;
+  reg [3:0] \$697 ;
+  reg \$698 ;
+  reg [15:0] \$699 ;
+  wire [6:0] \$7 ;
   wire \$70 ;
+  reg [15:0] \$700 ;
+  reg [15:0] \$701 ;
+  reg [3:0] \$702 ;
+  reg \$703 ;
+  reg [3:0] \$704 ;
+  reg [3:0] \$705 ;
+  reg [3:0] \$706 ;
+  reg \$707 ;
+  reg [3:0] \$708 ;
+  reg [5:0] \$709 ;
   wire \$71 ;
+  reg [4:0] \$710 ;
+  reg [5:0] \$711 ;
+  reg [5:0] \$712 ;
+  reg \$713 ;
+  reg \$714 ;
+  reg [15:0] \$715 ;
+  reg \$716 ;
+  reg [3:0] \$717 ;
+  reg [17:0] \$718 ;
+  reg [17:0] \$719 ;
   wire \$72 ;
+  reg [17:0] \$720 ;
+  reg [15:0] \$721 ;
+  reg [15:0] \$722 ;
+  reg \$723 ;
+  reg \$724 ;
+  reg \$725 ;
+  reg [3:0] \$726 ;
+  reg [17:0] \$727 ;
+  reg [17:0] \$728 ;
+  reg [17:0] \$729 ;
   wire \$73 ;
+  reg \$730 ;
+  reg [15:0] \$731 ;
+  reg [15:0] \$732 ;
+  reg \$733 ;
+  reg [3:0] \$734 ;
+  reg \$735 ;
+  reg [17:0] \$736 ;
+  reg [17:0] \$737 ;
+  reg [17:0] \$738 ;
+  reg \$739 ;
   wire \$74 ;
+  reg [3:0] \$740 ;
+  reg \$741 ;
+  reg [15:0] \$742 ;
+  reg [17:0] \$743 ;
+  reg [17:0] \$744 ;
+  reg [17:0] \$745 ;
+  reg \$746 ;
+  reg \$747 ;
+  reg \$748 ;
+  reg \$749 ;
   wire \$75 ;
+  reg [3:0] \$750 ;
+  reg [3:0] \$751 ;
   wire \$76 ;
   wire \$77 ;
   wire \$78 ;
@@ -10404,25 +10905,30 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$98 ;
   wire \$99 ;
   reg \$like  = 1'h0;
-  reg \$like$68  = 1'h0;
-  reg \$like$77  = 1'h0;
+  reg \$like$75  = 1'h0;
+  reg \$like$84  = 1'h0;
   reg \$signal  = 1'h0;
-  reg [15:0] \$signal$17  = 16'h0000;
-  reg \$signal$21  = 1'h0;
-  reg [3:0] \$signal$23  = 4'h0;
-  reg \$signal$37  = 1'h0;
-  reg [3:0] \$signal$39  = 4'h0;
-  reg [15:0] \$signal$67  = 16'h0000;
+  reg [15:0] \$signal$14  = 16'h0000;
+  reg \$signal$18  = 1'h0;
+  reg [3:0] \$signal$20  = 4'h0;
+  reg \$signal$34  = 1'h0;
+  reg [3:0] \$signal$36  = 4'h0;
+  reg \$signal$39  = 1'h0;
+  reg \$signal$43  = 1'h0;
+  reg \$signal$46  = 1'h0;
+  reg \$signal$47  = 1'h0;
+  reg \$signal$50  = 1'h0;
+  reg \$signal$52  = 1'h0;
   reg \$signal$7  = 1'h0;
-  reg \$signal$73  = 1'h1;
-  reg \$signal$74  = 1'h0;
-  reg [15:0] \$signal$75  = 16'h0000;
-  reg [15:0] \$signal$76  = 16'h0000;
-  reg [3:0] \$signal$78  = 4'h0;
+  reg [15:0] \$signal$74  = 16'h0000;
   reg \$signal$8  = 1'h0;
-  reg \$signal$83  = 1'h0;
-  reg \$signal$84  = 1'h0;
-  reg \$signal$9  = 1'h0;
+  reg \$signal$80  = 1'h1;
+  reg \$signal$81  = 1'h0;
+  reg [15:0] \$signal$82  = 16'h0000;
+  reg [15:0] \$signal$83  = 16'h0000;
+  reg [3:0] \$signal$85  = 4'h0;
+  reg \$signal$90  = 1'h0;
+  reg \$signal$91  = 1'h0;
   reg [15:0] a2_bits = 16'h0000;
   wire [15:0] a2_oh;
   reg [3:0] a2_oy = 4'h0;
@@ -10472,6 +10978,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire frame_reset;
   input has_last;
   wire has_last;
+  reg has_last_r = 1'h0;
   wire [18:0] head;
   wire \head.eof ;
   wire \head.error ;
@@ -10480,6 +10987,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [8:0] \head.taps ;
   reg [5:0] i_cy = 6'h00;
   reg [3:0] i_row = 4'h0;
+  reg issued = 1'h0;
   input [3:0] last_y;
   wire [3:0] last_y;
   reg [5:0] need = 6'h02;
@@ -10532,631 +11040,95 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   reg [15:0] win_0 = 16'h0000;
   reg [15:0] win_1 = 16'h0000;
   reg [15:0] win_2 = 16'h0000;
-  assign \$387  = \$385  & \$386 ;
-  assign \$388  = | i_cy;
-  assign \$389  = \$387  & \$388 ;
-  assign \$390  = row_0[1:0] == 2'h2;
-  assign \$391  = tags[14:10] == row_0;
-  assign \$392  = \$390  & \$391 ;
-  assign \$393  = | i_cy;
-  assign \$394  = \$392  & \$393 ;
-  assign \$395  = row_0[1:0] == 2'h3;
-  assign \$396  = tags[19:15] == row_0;
-  assign \$397  = \$395  & \$396 ;
-  assign \$398  = | i_cy;
-  assign \$399  = \$397  & \$398 ;
-  assign \$400  = ! row_1[1:0];
-  assign \$401  = tags[4:0] == row_1;
-  assign \$402  = \$400  & \$401 ;
-  assign \$403  = row_1[1:0] == 1'h1;
-  assign \$404  = tags[9:5] == row_1;
-  assign \$405  = \$403  & \$404 ;
-  assign \$406  = row_1[1:0] == 2'h2;
-  assign \$407  = tags[14:10] == row_1;
-  assign \$408  = \$406  & \$407 ;
-  assign \$409  = row_1[1:0] == 2'h3;
-  assign \$410  = tags[19:15] == row_1;
-  assign \$411  = \$409  & \$410 ;
-  assign \$412  = ! row_2[1:0];
-  assign \$413  = tags[4:0] == row_2;
-  assign \$414  = \$412  & \$413 ;
-  assign \$415  = row_2[1:0] == 1'h1;
-  assign \$416  = tags[9:5] == row_2;
-  assign \$417  = \$415  & \$416 ;
-  assign \$418  = row_2[1:0] == 2'h2;
-  assign \$419  = tags[14:10] == row_2;
-  assign \$420  = \$418  & \$419 ;
-  assign \$421  = row_2[1:0] == 2'h3;
-  assign \$422  = tags[19:15] == row_2;
-  assign \$423  = \$421  & \$422 ;
-  assign \$424  = ~ \$signal ;
-  assign \$425  = ~ \$signal$7 ;
-  assign \$426  = ~ \$signal$8 ;
-  assign \$427  = ~ \$signal$9 ;
-  assign \$428  = ~ a_v;
-  assign \$429  = nz_zero & \$428 ;
-  assign \$430  = \$427  | \$429 ;
-  assign \$431  = \$426  | \$430 ;
-  assign \$432  = \$425  | \$431 ;
-  assign \$433  = \$424  | \$432 ;
-  assign \$434  = ~ ends;
-  assign \$435  = \$433  & \$434 ;
-  assign \$436  = ~ has_last;
-  assign \$437  = f_row > last_y;
-  assign \$438  = \$436  | \$437 ;
-  assign \$439  = eof_seen & \$438 ;
-  assign \$440  = done_rows >= need;
-  assign \$441  = eof_seen | \$440 ;
-  assign \$442  = f_row + 1'h1;
-  assign \$443  = cy + 1'h1;
-  assign \$444  = need + 1'h1;
-  assign \$445  = ~ \$signal$21 ;
-  assign \$446  = eof_pend & \$445 ;
-  assign \$447  = \$446  & w_rdy;
-  assign \$448  = ~ \$signal$21 ;
-  assign \$449  = \$448  | w_rdy;
-  assign \$450  = ~ \$322 [15:0];
-  assign \$451  = b_rest & \$450 ;
-  assign \$452  = b_rest - 1'h1;
-  assign \$453  = { 1'h0, b_rest } & \$452 ;
-  assign \$454  = ! \$453 ;
-  assign \$455  = ~ \$signal$21 ;
-  assign \$456  = \$455  | w_rdy;
-  assign \$457  = \$456  & \$signal$73 ;
-  assign \$458  = \$signal$74  ? \$signal$76  : 16'h0000;
-  assign \$459  = ~ \$signal$74 ;
-  assign \$460  = \$459  | a3_rest_zero;
-  assign \$461  = ~ \$signal$74 ;
-  assign \$462  = ~ \$signal$21 ;
-  assign \$463  = \$462  | w_rdy;
-  assign \$464  = \$463  & \$signal$73 ;
-  assign \$465  = \$461  | \$464 ;
-  assign \$466  = ~ \$325 [15:0];
-  assign \$467  = a2_bits & \$466 ;
-  assign \$468  = a2_bits - 1'h1;
-  assign \$469  = { 1'h0, a2_bits } & \$468 ;
-  assign \$470  = ! \$469 ;
-  assign \$471  = ~ \$signal$74 ;
-  assign \$472  = ~ \$signal$21 ;
-  assign \$473  = \$472  | w_rdy;
-  assign \$474  = \$473  & \$signal$73 ;
-  assign \$475  = \$471  | \$474 ;
-  assign \$476  = ~ \$signal$83 ;
-  assign \$477  = ~ \$signal$74 ;
-  assign \$478  = ~ \$signal$21 ;
-  assign \$479  = \$478  | w_rdy;
-  assign \$480  = \$479  & \$signal$73 ;
-  assign \$481  = \$477  | \$480 ;
-  assign \$482  = \$476  | \$481 ;
-  assign \$483  = \$482  & a_v;
-  assign \$484  = a_oh ? cwin_1 : 16'h0000;
-  assign \$485  = a_oh ? { 1'h0, cwin_0, 1'h0 } : 18'h00000;
-  assign \$486  = a_oh ? { 1'h0, cwin_1, 1'h0 } : 18'h00000;
-  assign \$487  = a_oh ? { 1'h0, cwin_2, 1'h0 } : 18'h00000;
-  assign \$488  = ~ \$signal$83 ;
-  assign \$489  = ~ \$signal$74 ;
-  assign \$490  = ~ \$signal$21 ;
-  assign \$491  = \$490  | w_rdy;
-  assign \$492  = \$491  & \$signal$73 ;
-  assign \$493  = \$489  | \$492 ;
-  assign \$494  = \$488  | \$493 ;
-  assign \$495  = ~ a_v;
-  assign \$496  = ~ \$signal$83 ;
-  assign \$497  = ~ \$signal$74 ;
-  assign \$498  = ~ \$signal$21 ;
-  assign \$499  = \$498  | w_rdy;
-  assign \$500  = \$499  & \$signal$73 ;
-  assign \$501  = \$497  | \$500 ;
-  assign \$502  = \$496  | \$501 ;
-  assign \$503  = \$495  | \$502 ;
-  assign \$504  = \$503  & \$signal$9 ;
-  assign \$505  = ~ nz_zero;
-  assign \$506  = \$504  & \$505 ;
-  assign \$507  = ~ \$328 [0];
-  assign \$508  = nz & \$507 ;
-  assign \$509  = nz - 1'h1;
-  assign \$510  = { 1'h0, nz } & \$509 ;
-  assign \$511  = ! \$510 ;
-  assign \$512  = ~ \$signal ;
-  assign \$513  = ~ \$signal$7 ;
-  assign \$514  = ~ \$signal$8 ;
-  assign \$515  = ~ \$signal$9 ;
-  assign \$516  = ~ a_v;
-  assign \$517  = nz_zero & \$516 ;
-  assign \$518  = \$515  | \$517 ;
-  assign \$519  = \$514  | \$518 ;
-  assign \$520  = \$513  | \$519 ;
-  assign \$521  = \$512  | \$520 ;
-  assign \$522  = ~ has_last;
-  assign \$523  = f_row > last_y;
-  assign \$524  = \$522  | \$523 ;
-  assign \$525  = eof_seen & \$524 ;
-  assign \$526  = \$521  & \$525 ;
-  assign \$527  = ends | \$526 ;
-  assign \$528  = \$signal  | \$signal$7 ;
-  assign \$529  = \$528  | \$signal$8 ;
-  assign \$530  = \$529  | \$signal$9 ;
-  assign \$531  = \$530  | \$signal$83 ;
-  assign \$532  = \$531  | \$signal$74 ;
-  assign \$533  = \$532  | b_v;
-  assign \$534  = \$533  | \$signal$21 ;
-  assign \$535  = ~ \$534 ;
-  assign \$536  = \$527  & \$535 ;
-  assign \$537  = ~ eof_done;
-  assign \$538  = \$536  & \$537 ;
-  assign \$539  = \$signal$21  | b_v;
-  assign \$540  = \$539  | \$signal$74 ;
-  assign \$541  = \$540  | \$signal$83 ;
-  assign \$542  = \$signal$74  ? \$signal$78  : a2_oy;
-  assign \$543  = b_v ? b_oy : \$542 ;
-  assign \$544  = \$signal$21  ? \$signal$23  : \$543 ;
-  assign \$545  = \$signal  ? { 1'h0, i_row } : f_row;
-  assign \$546  = \$signal$7  ? { 1'h0, s_row } : \$545 ;
-  assign \$547  = \$signal$8  ? { 1'h0, w_row } : \$546 ;
-  assign \$548  = \$signal$9  ? { 1'h0, c_row } : \$547 ;
-  always @(posedge clk)
-    \$signal$9  <= \$549 ;
-  always @(posedge clk)
-    c_row <= \$550 ;
-  always @(posedge clk)
-    \$signal$8  <= \$551 ;
-  always @(posedge clk)
-    nz <= \$552 ;
-  always @(posedge clk)
-    nz_zero <= \$553 ;
-  always @(posedge clk)
-    cwin_0 <= \$554 ;
-  always @(posedge clk)
-    cwin_1 <= \$555 ;
-  always @(posedge clk)
-    cwin_2 <= \$556 ;
-  always @(posedge clk)
-    w_row <= \$557 ;
-  always @(posedge clk)
-    \$signal$7  <= \$558 ;
-  always @(posedge clk)
-    win_0 <= \$559 ;
-  always @(posedge clk)
-    win_1 <= \$560 ;
-  always @(posedge clk)
-    win_2 <= \$561 ;
-  always @(posedge clk)
-    s_row <= \$562 ;
-  always @(posedge clk)
-    \$signal  <= \$563 ;
-  always @(posedge clk)
-    sel_0 <= \$564 ;
-  always @(posedge clk)
-    sel_1 <= \$565 ;
-  always @(posedge clk)
-    sel_2 <= \$566 ;
-  always @(posedge clk)
-    ends <= \$567 ;
-  always @(posedge clk)
-    i_row <= \$568 ;
-  always @(posedge clk)
-    i_cy <= \$569 ;
-  always @(posedge clk)
-    f_row <= \$570 ;
-  always @(posedge clk)
-    cy <= \$571 ;
-  always @(posedge clk)
-    need <= \$572 ;
-  always @(posedge clk)
-    eof_pend <= \$573 ;
-  always @(posedge clk)
-    \$signal$21  <= \$574 ;
-  always @(posedge clk)
-    \$signal$17  <= \$575 ;
-  always @(posedge clk)
-    \$like  <= \$576 ;
-  always @(posedge clk)
-    \$signal$23  <= \$577 ;
-  always @(posedge clk)
-    c1_win_0 <= \$578 ;
-  always @(posedge clk)
-    c1_win_1 <= \$579 ;
-  always @(posedge clk)
-    c1_win_2 <= \$580 ;
-  always @(posedge clk)
-    \$signal$67  <= \$581 ;
-  always @(posedge clk)
-    b_rest <= \$582 ;
-  always @(posedge clk)
-    \$signal$73  <= \$583 ;
-  always @(posedge clk)
-    b_v <= \$584 ;
-  always @(posedge clk)
-    \$like$68  <= \$585 ;
-  always @(posedge clk)
-    b_oy <= \$586 ;
-  always @(posedge clk)
-    b_win_0 <= \$587 ;
-  always @(posedge clk)
-    b_win_1 <= \$588 ;
-  always @(posedge clk)
-    b_win_2 <= \$589 ;
-  always @(posedge clk)
-    \$signal$74  <= \$590 ;
-  always @(posedge clk)
-    \$signal$75  <= \$591 ;
-  always @(posedge clk)
-    \$signal$76  <= \$592 ;
-  always @(posedge clk)
-    \$like$77  <= \$593 ;
-  always @(posedge clk)
-    \$signal$78  <= \$594 ;
-  always @(posedge clk)
-    a3_rest_zero <= \$595 ;
-  always @(posedge clk)
-    a3_win_0 <= \$596 ;
-  always @(posedge clk)
-    a3_win_1 <= \$597 ;
-  always @(posedge clk)
-    a3_win_2 <= \$598 ;
-  always @(posedge clk)
-    \$signal$83  <= \$599 ;
-  always @(posedge clk)
-    a2_oy <= \$600 ;
-  always @(posedge clk)
-    \$signal$84  <= \$601 ;
-  always @(posedge clk)
-    a2_bits <= \$602 ;
-  always @(posedge clk)
-    a2_win_0 <= \$603 ;
-  always @(posedge clk)
-    a2_win_1 <= \$604 ;
-  always @(posedge clk)
-    a2_win_2 <= \$605 ;
-  always @(posedge clk)
-    a_v <= \$606 ;
-  always @(posedge clk)
-    a_oh <= \$607 ;
-  always @(posedge clk)
-    eof_done <= \$608 ;
-  always @(posedge clk)
-    \$signal$37  <= \$609 ;
-  always @(posedge clk)
-    \$signal$39  <= \$610 ;
-  always @(posedge clk)
-    rows_row <= \$611 ;
-  assign \$1  = ~ \$signal$7 ;
-  assign \$2  = ~ \$signal$8 ;
-  assign \$3  = ~ \$signal$9 ;
-  assign \$4  = ~ a_v;
-  assign \$5  = nz_zero & \$4 ;
-  assign \$6  = \$3  | \$5 ;
-  assign \$7  = \$2  | \$6 ;
-  assign \$8  = \$1  | \$7 ;
-  assign \$9  = \$signal  & \$8 ;
-  assign \$10  = i_cy + 8'hff;
-  assign \$11  = i_cy + 1'h0;
-  assign \$12  = i_cy + 1'h1;
-  assign \$13  = \$signal$17 [1] | \$signal$17 [3];
-  assign \$14  = \$13  | \$signal$17 [5];
-  assign \$15  = \$14  | \$signal$17 [7];
-  assign \$16  = \$15  | \$signal$17 [9];
-  assign \$17  = \$16  | \$signal$17 [11];
-  assign \$18  = \$17  | \$signal$17 [13];
-  assign \$19  = \$18  | \$signal$17 [15];
-  assign \$20  = \$signal$17 [2] | \$signal$17 [3];
-  assign \$21  = \$20  | \$signal$17 [6];
-  assign \$22  = \$21  | \$signal$17 [7];
-  assign \$23  = \$22  | \$signal$17 [10];
-  assign \$24  = \$23  | \$signal$17 [11];
-  assign \$25  = \$24  | \$signal$17 [14];
-  assign \$26  = \$25  | \$signal$17 [15];
-  assign \$27  = \$signal$17 [4] | \$signal$17 [5];
-  assign \$28  = \$27  | \$signal$17 [6];
-  assign \$29  = \$28  | \$signal$17 [7];
-  assign \$30  = \$29  | \$signal$17 [12];
-  assign \$31  = \$30  | \$signal$17 [13];
-  assign \$32  = \$31  | \$signal$17 [14];
-  assign \$33  = \$32  | \$signal$17 [15];
-  assign \$34  = \$signal$17 [8] | \$signal$17 [9];
-  assign \$35  = \$34  | \$signal$17 [10];
-  assign \$36  = \$35  | \$signal$17 [11];
-  assign \$37  = \$36  | \$signal$17 [12];
-  assign \$38  = \$37  | \$signal$17 [13];
-  assign \$39  = \$38  | \$signal$17 [14];
-  assign \$40  = \$39  | \$signal$17 [15];
-  assign w_en = \$signal$21  | eof_pend;
-  assign \$41  = \$signal$17 [0] & c1_win_0[0];
-  assign \$42  = \$signal$17 [1] & c1_win_0[1];
-  assign \$43  = \$41  | \$42 ;
-  assign \$44  = \$signal$17 [2] & c1_win_0[2];
-  assign \$45  = \$43  | \$44 ;
-  assign \$46  = \$signal$17 [3] & c1_win_0[3];
-  assign \$47  = \$45  | \$46 ;
-  assign \$48  = \$signal$17 [4] & c1_win_0[4];
-  assign \$49  = \$47  | \$48 ;
-  assign \$50  = \$signal$17 [5] & c1_win_0[5];
-  assign \$51  = \$49  | \$50 ;
-  assign \$52  = \$signal$17 [6] & c1_win_0[6];
-  assign \$53  = \$51  | \$52 ;
-  assign \$54  = \$signal$17 [7] & c1_win_0[7];
-  assign \$55  = \$53  | \$54 ;
-  assign \$56  = \$signal$17 [8] & c1_win_0[8];
-  assign \$57  = \$55  | \$56 ;
-  assign \$58  = \$signal$17 [9] & c1_win_0[9];
-  assign \$59  = \$57  | \$58 ;
-  assign \$60  = \$signal$17 [10] & c1_win_0[10];
-  assign \$61  = \$59  | \$60 ;
-  assign \$62  = \$signal$17 [11] & c1_win_0[11];
-  assign \$63  = \$61  | \$62 ;
-  assign \$64  = \$signal$17 [12] & c1_win_0[12];
-  assign \$65  = \$63  | \$64 ;
-  assign \$66  = \$signal$17 [13] & c1_win_0[13];
-  assign \$67  = \$65  | \$66 ;
-  assign \$68  = \$signal$17 [14] & c1_win_0[14];
-  assign \$69  = \$67  | \$68 ;
-  assign \$70  = \$signal$17 [15] & c1_win_0[15];
-  assign \$71  = \$69  | \$70 ;
-  assign \$72  = \$signal$17 [0] & c1_win_0[1];
-  assign \$73  = \$signal$17 [1] & c1_win_0[2];
-  assign \$74  = \$72  | \$73 ;
-  assign \$75  = \$signal$17 [2] & c1_win_0[3];
-  assign \$76  = \$74  | \$75 ;
-  assign \$77  = \$signal$17 [3] & c1_win_0[4];
-  assign \$78  = \$76  | \$77 ;
-  assign \$79  = \$signal$17 [4] & c1_win_0[5];
-  assign \$80  = \$78  | \$79 ;
-  assign \$81  = \$signal$17 [5] & c1_win_0[6];
-  assign \$82  = \$80  | \$81 ;
-  assign \$83  = \$signal$17 [6] & c1_win_0[7];
-  assign \$84  = \$82  | \$83 ;
-  assign \$85  = \$signal$17 [7] & c1_win_0[8];
-  assign \$86  = \$84  | \$85 ;
-  assign \$87  = \$signal$17 [8] & c1_win_0[9];
-  assign \$88  = \$86  | \$87 ;
-  assign \$89  = \$signal$17 [9] & c1_win_0[10];
-  assign \$90  = \$88  | \$89 ;
-  assign \$91  = \$signal$17 [10] & c1_win_0[11];
-  assign \$92  = \$90  | \$91 ;
-  assign \$93  = \$signal$17 [11] & c1_win_0[12];
-  assign \$94  = \$92  | \$93 ;
-  assign \$95  = \$signal$17 [12] & c1_win_0[13];
-  assign \$96  = \$94  | \$95 ;
-  assign \$97  = \$signal$17 [13] & c1_win_0[14];
-  assign \$98  = \$96  | \$97 ;
-  assign \$99  = \$signal$17 [14] & c1_win_0[15];
-  assign \$100  = \$98  | \$99 ;
-  assign \$101  = \$signal$17 [15] & c1_win_0[16];
-  assign \$102  = \$100  | \$101 ;
-  assign \$103  = \$signal$17 [0] & c1_win_0[2];
-  assign \$104  = \$signal$17 [1] & c1_win_0[3];
-  assign \$105  = \$103  | \$104 ;
-  assign \$106  = \$signal$17 [2] & c1_win_0[4];
-  assign \$107  = \$105  | \$106 ;
-  assign \$108  = \$signal$17 [3] & c1_win_0[5];
-  assign \$109  = \$107  | \$108 ;
-  assign \$110  = \$signal$17 [4] & c1_win_0[6];
-  assign \$111  = \$109  | \$110 ;
-  assign \$112  = \$signal$17 [5] & c1_win_0[7];
-  assign \$113  = \$111  | \$112 ;
-  assign \$114  = \$signal$17 [6] & c1_win_0[8];
-  assign \$115  = \$113  | \$114 ;
-  assign \$116  = \$signal$17 [7] & c1_win_0[9];
-  assign \$117  = \$115  | \$116 ;
-  assign \$118  = \$signal$17 [8] & c1_win_0[10];
-  assign \$119  = \$117  | \$118 ;
-  assign \$120  = \$signal$17 [9] & c1_win_0[11];
-  assign \$121  = \$119  | \$120 ;
-  assign \$122  = \$signal$17 [10] & c1_win_0[12];
-  assign \$123  = \$121  | \$122 ;
-  assign \$124  = \$signal$17 [11] & c1_win_0[13];
-  assign \$125  = \$123  | \$124 ;
-  assign \$126  = \$signal$17 [12] & c1_win_0[14];
-  assign \$127  = \$125  | \$126 ;
-  assign \$128  = \$signal$17 [13] & c1_win_0[15];
-  assign \$129  = \$127  | \$128 ;
-  assign \$130  = \$signal$17 [14] & c1_win_0[16];
-  assign \$131  = \$129  | \$130 ;
-  assign \$132  = \$signal$17 [15] & c1_win_0[17];
-  assign \$133  = \$131  | \$132 ;
-  assign \$134  = \$signal$17 [0] & c1_win_1[0];
-  assign \$135  = \$signal$17 [1] & c1_win_1[1];
-  assign \$136  = \$134  | \$135 ;
-  assign \$137  = \$signal$17 [2] & c1_win_1[2];
-  assign \$138  = \$136  | \$137 ;
-  assign \$139  = \$signal$17 [3] & c1_win_1[3];
-  assign \$140  = \$138  | \$139 ;
-  assign \$141  = \$signal$17 [4] & c1_win_1[4];
-  assign \$142  = \$140  | \$141 ;
-  assign \$143  = \$signal$17 [5] & c1_win_1[5];
-  assign \$144  = \$142  | \$143 ;
-  assign \$145  = \$signal$17 [6] & c1_win_1[6];
-  assign \$146  = \$144  | \$145 ;
-  assign \$147  = \$signal$17 [7] & c1_win_1[7];
-  assign \$148  = \$146  | \$147 ;
-  assign \$149  = \$signal$17 [8] & c1_win_1[8];
-  assign \$150  = \$148  | \$149 ;
-  assign \$151  = \$signal$17 [9] & c1_win_1[9];
-  assign \$152  = \$150  | \$151 ;
-  assign \$153  = \$signal$17 [10] & c1_win_1[10];
-  assign \$154  = \$152  | \$153 ;
-  assign \$155  = \$signal$17 [11] & c1_win_1[11];
-  assign \$156  = \$154  | \$155 ;
-  assign \$157  = \$signal$17 [12] & c1_win_1[12];
-  assign \$158  = \$156  | \$157 ;
-  assign \$159  = \$signal$17 [13] & c1_win_1[13];
-  assign \$160  = \$158  | \$159 ;
-  assign \$161  = \$signal$17 [14] & c1_win_1[14];
-  assign \$162  = \$160  | \$161 ;
-  assign \$163  = \$signal$17 [15] & c1_win_1[15];
-  assign \$164  = \$162  | \$163 ;
-  assign \$165  = \$signal$17 [0] & c1_win_1[1];
-  assign \$166  = \$signal$17 [1] & c1_win_1[2];
-  assign \$167  = \$165  | \$166 ;
-  assign \$168  = \$signal$17 [2] & c1_win_1[3];
-  assign \$169  = \$167  | \$168 ;
-  assign \$170  = \$signal$17 [3] & c1_win_1[4];
-  assign \$171  = \$169  | \$170 ;
-  assign \$172  = \$signal$17 [4] & c1_win_1[5];
-  assign \$173  = \$171  | \$172 ;
-  assign \$174  = \$signal$17 [5] & c1_win_1[6];
-  assign \$175  = \$173  | \$174 ;
-  assign \$176  = \$signal$17 [6] & c1_win_1[7];
-  assign \$177  = \$175  | \$176 ;
-  assign \$178  = \$signal$17 [7] & c1_win_1[8];
-  assign \$179  = \$177  | \$178 ;
-  assign \$180  = \$signal$17 [8] & c1_win_1[9];
-  assign \$181  = \$179  | \$180 ;
-  assign \$182  = \$signal$17 [9] & c1_win_1[10];
-  assign \$183  = \$181  | \$182 ;
-  assign \$184  = \$signal$17 [10] & c1_win_1[11];
-  assign \$185  = \$183  | \$184 ;
-  assign \$186  = \$signal$17 [11] & c1_win_1[12];
-  assign \$187  = \$185  | \$186 ;
-  assign \$188  = \$signal$17 [12] & c1_win_1[13];
-  assign \$189  = \$187  | \$188 ;
-  assign \$190  = \$signal$17 [13] & c1_win_1[14];
-  assign \$191  = \$189  | \$190 ;
-  assign \$192  = \$signal$17 [14] & c1_win_1[15];
-  assign \$193  = \$191  | \$192 ;
-  assign \$194  = \$signal$17 [15] & c1_win_1[16];
-  assign \$195  = \$193  | \$194 ;
-  assign \$196  = \$signal$17 [0] & c1_win_1[2];
-  assign \$197  = \$signal$17 [1] & c1_win_1[3];
-  assign \$198  = \$196  | \$197 ;
-  assign \$199  = \$signal$17 [2] & c1_win_1[4];
-  assign \$200  = \$198  | \$199 ;
-  assign \$201  = \$signal$17 [3] & c1_win_1[5];
-  assign \$202  = \$200  | \$201 ;
-  assign \$203  = \$signal$17 [4] & c1_win_1[6];
-  assign \$204  = \$202  | \$203 ;
-  assign \$205  = \$signal$17 [5] & c1_win_1[7];
-  assign \$206  = \$204  | \$205 ;
-  assign \$207  = \$signal$17 [6] & c1_win_1[8];
-  assign \$208  = \$206  | \$207 ;
-  assign \$209  = \$signal$17 [7] & c1_win_1[9];
-  assign \$210  = \$208  | \$209 ;
-  assign \$211  = \$signal$17 [8] & c1_win_1[10];
-  assign \$212  = \$210  | \$211 ;
-  assign \$213  = \$signal$17 [9] & c1_win_1[11];
-  assign \$214  = \$212  | \$213 ;
-  assign \$215  = \$signal$17 [10] & c1_win_1[12];
-  assign \$216  = \$214  | \$215 ;
-  assign \$217  = \$signal$17 [11] & c1_win_1[13];
-  assign \$218  = \$216  | \$217 ;
-  assign \$219  = \$signal$17 [12] & c1_win_1[14];
-  assign \$220  = \$218  | \$219 ;
-  assign \$221  = \$signal$17 [13] & c1_win_1[15];
-  assign \$222  = \$220  | \$221 ;
-  assign \$223  = \$signal$17 [14] & c1_win_1[16];
-  assign \$224  = \$222  | \$223 ;
-  assign \$225  = \$signal$17 [15] & c1_win_1[17];
-  assign \$226  = \$224  | \$225 ;
-  assign \$227  = \$signal$17 [0] & c1_win_2[0];
-  assign \$228  = \$signal$17 [1] & c1_win_2[1];
-  assign \$229  = \$227  | \$228 ;
-  assign \$230  = \$signal$17 [2] & c1_win_2[2];
-  assign \$231  = \$229  | \$230 ;
-  assign \$232  = \$signal$17 [3] & c1_win_2[3];
-  assign \$233  = \$231  | \$232 ;
-  assign \$234  = \$signal$17 [4] & c1_win_2[4];
-  assign \$235  = \$233  | \$234 ;
-  assign \$236  = \$signal$17 [5] & c1_win_2[5];
-  assign \$237  = \$235  | \$236 ;
-  assign \$238  = \$signal$17 [6] & c1_win_2[6];
-  assign \$239  = \$237  | \$238 ;
-  assign \$240  = \$signal$17 [7] & c1_win_2[7];
-  assign \$241  = \$239  | \$240 ;
-  assign \$242  = \$signal$17 [8] & c1_win_2[8];
-  assign \$243  = \$241  | \$242 ;
-  assign \$244  = \$signal$17 [9] & c1_win_2[9];
-  assign \$245  = \$243  | \$244 ;
-  assign \$246  = \$signal$17 [10] & c1_win_2[10];
-  assign \$247  = \$245  | \$246 ;
-  assign \$248  = \$signal$17 [11] & c1_win_2[11];
-  assign \$249  = \$247  | \$248 ;
-  assign \$250  = \$signal$17 [12] & c1_win_2[12];
-  assign \$251  = \$249  | \$250 ;
-  assign \$252  = \$signal$17 [13] & c1_win_2[13];
-  assign \$253  = \$251  | \$252 ;
-  assign \$254  = \$signal$17 [14] & c1_win_2[14];
+  assign \$248  = \$246  | \$247 ;
+  assign \$249  = \$signal$14 [14] & c1_win_2[14];
+  assign \$250  = \$248  | \$249 ;
+  assign \$251  = \$signal$14 [15] & c1_win_2[15];
+  assign \$252  = \$250  | \$251 ;
+  assign \$253  = \$signal$14 [0] & c1_win_2[1];
+  assign \$254  = \$signal$14 [1] & c1_win_2[2];
   assign \$255  = \$253  | \$254 ;
-  assign \$256  = \$signal$17 [15] & c1_win_2[15];
+  assign \$256  = \$signal$14 [2] & c1_win_2[3];
   assign \$257  = \$255  | \$256 ;
-  assign \$258  = \$signal$17 [0] & c1_win_2[1];
-  assign \$259  = \$signal$17 [1] & c1_win_2[2];
-  assign \$260  = \$258  | \$259 ;
-  assign \$261  = \$signal$17 [2] & c1_win_2[3];
-  assign \$262  = \$260  | \$261 ;
-  assign \$263  = \$signal$17 [3] & c1_win_2[4];
-  assign \$264  = \$262  | \$263 ;
-  assign \$265  = \$signal$17 [4] & c1_win_2[5];
-  assign \$266  = \$264  | \$265 ;
-  assign \$267  = \$signal$17 [5] & c1_win_2[6];
-  assign \$268  = \$266  | \$267 ;
-  assign \$269  = \$signal$17 [6] & c1_win_2[7];
-  assign \$270  = \$268  | \$269 ;
-  assign \$271  = \$signal$17 [7] & c1_win_2[8];
-  assign \$272  = \$270  | \$271 ;
-  assign \$273  = \$signal$17 [8] & c1_win_2[9];
-  assign \$274  = \$272  | \$273 ;
-  assign \$275  = \$signal$17 [9] & c1_win_2[10];
-  assign \$276  = \$274  | \$275 ;
-  assign \$277  = \$signal$17 [10] & c1_win_2[11];
-  assign \$278  = \$276  | \$277 ;
-  assign \$279  = \$signal$17 [11] & c1_win_2[12];
-  assign \$280  = \$278  | \$279 ;
-  assign \$281  = \$signal$17 [12] & c1_win_2[13];
-  assign \$282  = \$280  | \$281 ;
-  assign \$283  = \$signal$17 [13] & c1_win_2[14];
-  assign \$284  = \$282  | \$283 ;
-  assign \$285  = \$signal$17 [14] & c1_win_2[15];
+  assign \$258  = \$signal$14 [3] & c1_win_2[4];
+  assign \$259  = \$257  | \$258 ;
+  assign \$260  = \$signal$14 [4] & c1_win_2[5];
+  assign \$261  = \$259  | \$260 ;
+  assign \$262  = \$signal$14 [5] & c1_win_2[6];
+  assign \$263  = \$261  | \$262 ;
+  assign \$264  = \$signal$14 [6] & c1_win_2[7];
+  assign \$265  = \$263  | \$264 ;
+  assign \$266  = \$signal$14 [7] & c1_win_2[8];
+  assign \$267  = \$265  | \$266 ;
+  assign \$268  = \$signal$14 [8] & c1_win_2[9];
+  assign \$269  = \$267  | \$268 ;
+  assign \$270  = \$signal$14 [9] & c1_win_2[10];
+  assign \$271  = \$269  | \$270 ;
+  assign \$272  = \$signal$14 [10] & c1_win_2[11];
+  assign \$273  = \$271  | \$272 ;
+  assign \$274  = \$signal$14 [11] & c1_win_2[12];
+  assign \$275  = \$273  | \$274 ;
+  assign \$276  = \$signal$14 [12] & c1_win_2[13];
+  assign \$277  = \$275  | \$276 ;
+  assign \$278  = \$signal$14 [13] & c1_win_2[14];
+  assign \$279  = \$277  | \$278 ;
+  assign \$280  = \$signal$14 [14] & c1_win_2[15];
+  assign \$281  = \$279  | \$280 ;
+  assign \$282  = \$signal$14 [15] & c1_win_2[16];
+  assign \$283  = \$281  | \$282 ;
+  assign \$284  = \$signal$14 [0] & c1_win_2[2];
+  assign \$285  = \$signal$14 [1] & c1_win_2[3];
   assign \$286  = \$284  | \$285 ;
-  assign \$287  = \$signal$17 [15] & c1_win_2[16];
+  assign \$287  = \$signal$14 [2] & c1_win_2[4];
   assign \$288  = \$286  | \$287 ;
-  assign \$289  = \$signal$17 [0] & c1_win_2[2];
-  assign \$290  = \$signal$17 [1] & c1_win_2[3];
-  assign \$291  = \$289  | \$290 ;
-  assign \$292  = \$signal$17 [2] & c1_win_2[4];
-  assign \$293  = \$291  | \$292 ;
-  assign \$294  = \$signal$17 [3] & c1_win_2[5];
-  assign \$295  = \$293  | \$294 ;
-  assign \$296  = \$signal$17 [4] & c1_win_2[6];
-  assign \$297  = \$295  | \$296 ;
-  assign \$298  = \$signal$17 [5] & c1_win_2[7];
-  assign \$299  = \$297  | \$298 ;
-  assign \$300  = \$signal$17 [6] & c1_win_2[8];
-  assign \$301  = \$299  | \$300 ;
-  assign \$302  = \$signal$17 [7] & c1_win_2[9];
-  assign \$303  = \$301  | \$302 ;
-  assign \$304  = \$signal$17 [8] & c1_win_2[10];
-  assign \$305  = \$303  | \$304 ;
-  assign \$306  = \$signal$17 [9] & c1_win_2[11];
-  assign \$307  = \$305  | \$306 ;
-  assign \$308  = \$signal$17 [10] & c1_win_2[12];
-  assign \$309  = \$307  | \$308 ;
-  assign \$310  = \$signal$17 [11] & c1_win_2[13];
-  assign \$311  = \$309  | \$310 ;
-  assign \$312  = \$signal$17 [12] & c1_win_2[14];
-  assign \$313  = \$311  | \$312 ;
-  assign \$314  = \$signal$17 [13] & c1_win_2[15];
-  assign \$315  = \$313  | \$314 ;
-  assign \$316  = \$signal$17 [14] & c1_win_2[16];
-  assign \$317  = \$315  | \$316 ;
-  assign \$318  = \$signal$17 [15] & c1_win_2[17];
-  assign \$319  = \$317  | \$318 ;
-  assign \$320  = ~ b_rest;
-  assign \$321  = \$320  + 1'h1;
-  assign \$322  = { 1'h0, b_rest } & \$321 ;
-  assign \$323  = ~ a2_bits;
-  assign \$324  = \$323  + 1'h1;
-  assign \$325  = { 1'h0, a2_bits } & \$324 ;
-  assign \$326  = ~ nz;
-  assign \$327  = \$326  + 1'h1;
-  assign \$328  = { 1'h0, nz } & \$327 ;
-  assign \$329  = \$signal$37  ? \$signal$39  : rows_row;
-  assign row = sites__valid ? sites__payload[3:0] : \$329 ;
-  assign \$330  = ~ \$signal$9 ;
+  assign \$289  = \$signal$14 [3] & c1_win_2[5];
+  assign \$290  = \$288  | \$289 ;
+  assign \$291  = \$signal$14 [4] & c1_win_2[6];
+  assign \$292  = \$290  | \$291 ;
+  assign \$293  = \$signal$14 [5] & c1_win_2[7];
+  assign \$294  = \$292  | \$293 ;
+  assign \$295  = \$signal$14 [6] & c1_win_2[8];
+  assign \$296  = \$294  | \$295 ;
+  assign \$297  = \$signal$14 [7] & c1_win_2[9];
+  assign \$298  = \$296  | \$297 ;
+  assign \$299  = \$signal$14 [8] & c1_win_2[10];
+  assign \$300  = \$298  | \$299 ;
+  assign \$301  = \$signal$14 [9] & c1_win_2[11];
+  assign \$302  = \$300  | \$301 ;
+  assign \$303  = \$signal$14 [10] & c1_win_2[12];
+  assign \$304  = \$302  | \$303 ;
+  assign \$305  = \$signal$14 [11] & c1_win_2[13];
+  assign \$306  = \$304  | \$305 ;
+  assign \$307  = \$signal$14 [12] & c1_win_2[14];
+  assign \$308  = \$306  | \$307 ;
+  assign \$309  = \$signal$14 [13] & c1_win_2[15];
+  assign \$310  = \$308  | \$309 ;
+  assign \$311  = \$signal$14 [14] & c1_win_2[16];
+  assign \$312  = \$310  | \$311 ;
+  assign \$313  = \$signal$14 [15] & c1_win_2[17];
+  assign \$314  = \$312  | \$313 ;
+  assign \$315  = ~ b_rest;
+  assign \$316  = \$315  + 1'h1;
+  assign \$317  = { 1'h0, b_rest } & \$316 ;
+  assign \$318  = ~ a2_bits;
+  assign \$319  = \$318  + 1'h1;
+  assign \$320  = { 1'h0, a2_bits } & \$319 ;
+  assign \$321  = ~ nz;
+  assign \$322  = \$321  + 1'h1;
+  assign \$323  = { 1'h0, nz } & \$322 ;
+  assign \$324  = \$signal$34  ? \$signal$36  : rows_row;
+  assign row = sites__valid ? sites__payload[3:0] : \$324 ;
+  assign \$325  = done_rows >= need;
+  assign \$326  = need + 1'h1;
+  assign \$327  = done_rows >= \$326 ;
+  assign \$328  = f_row > last_y;
+  assign \$329  = f_row >= last_y;
+  assign \$330  = ~ \$signal$52 ;
   assign \$331  = ~ a_v;
   assign \$332  = nz_zero & \$331 ;
   assign \$333  = \$330  | \$332 ;
-  assign \$334  = \$signal$9  & \$333 ;
-  assign \$335  = ~ \$signal$9 ;
+  assign \$334  = \$signal$52  & \$333 ;
+  assign \$335  = ~ \$signal$52 ;
   assign \$336  = ~ a_v;
   assign \$337  = nz_zero & \$336 ;
   assign \$338  = \$335  | \$337 ;
@@ -11165,7 +11137,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \$341  = | win_1;
   assign \$342  = ! \$341 ;
   assign \$343  = ~ \$signal$8 ;
-  assign \$344  = ~ \$signal$9 ;
+  assign \$344  = ~ \$signal$52 ;
   assign \$345  = ~ a_v;
   assign \$346  = nz_zero & \$345 ;
   assign \$347  = \$344  | \$346 ;
@@ -11194,20 +11166,670 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \$370  = \$368  | \$369 ;
   assign \$371  = ~ \$signal$7 ;
   assign \$372  = ~ \$signal$8 ;
-  assign \$373  = ~ \$signal$9 ;
-  assign \$374  = ~ a_v;
-  assign \$375  = nz_zero & \$374 ;
-  assign \$376  = \$373  | \$375 ;
-  assign \$377  = \$372  | \$376 ;
-  assign \$378  = \$371  | \$377 ;
-  assign \$379  = \$signal  & \$378 ;
-  assign \$380  = ! row_0[1:0];
-  assign \$381  = tags[4:0] == row_0;
+  assign \$373  = \$371  | \$372 ;
+  assign \$374  = \$signal  & \$373 ;
+  assign \$375  = ! row_0[1:0];
+  assign \$376  = tags[4:0] == row_0;
+  assign \$377  = \$375  & \$376 ;
+  assign \$378  = | i_cy;
+  assign \$379  = \$377  & \$378 ;
+  assign \$380  = row_0[1:0] == 1'h1;
+  assign \$381  = tags[9:5] == row_0;
   assign \$382  = \$380  & \$381 ;
   assign \$383  = | i_cy;
   assign \$384  = \$382  & \$383 ;
-  assign \$385  = row_0[1:0] == 1'h1;
-  assign \$386  = tags[9:5] == row_0;
+  assign \$385  = row_0[1:0] == 2'h2;
+  assign \$386  = tags[14:10] == row_0;
+  assign \$387  = \$385  & \$386 ;
+  assign \$388  = | i_cy;
+  assign \$389  = \$387  & \$388 ;
+  assign \$390  = row_0[1:0] == 2'h3;
+  assign \$391  = tags[19:15] == row_0;
+  assign \$392  = \$390  & \$391 ;
+  assign \$393  = | i_cy;
+  assign \$394  = \$392  & \$393 ;
+  assign \$395  = ! row_1[1:0];
+  assign \$396  = tags[4:0] == row_1;
+  assign \$397  = \$395  & \$396 ;
+  assign \$398  = row_1[1:0] == 1'h1;
+  assign \$399  = tags[9:5] == row_1;
+  assign \$400  = \$398  & \$399 ;
+  assign \$401  = row_1[1:0] == 2'h2;
+  assign \$402  = tags[14:10] == row_1;
+  assign \$403  = \$401  & \$402 ;
+  assign \$404  = row_1[1:0] == 2'h3;
+  assign \$405  = tags[19:15] == row_1;
+  assign \$406  = \$404  & \$405 ;
+  assign \$407  = ! row_2[1:0];
+  assign \$408  = tags[4:0] == row_2;
+  assign \$409  = \$407  & \$408 ;
+  assign \$410  = row_2[1:0] == 1'h1;
+  assign \$411  = tags[9:5] == row_2;
+  assign \$412  = \$410  & \$411 ;
+  assign \$413  = row_2[1:0] == 2'h2;
+  assign \$414  = tags[14:10] == row_2;
+  assign \$415  = \$413  & \$414 ;
+  assign \$416  = row_2[1:0] == 2'h3;
+  assign \$417  = tags[19:15] == row_2;
+  assign \$418  = \$416  & \$417 ;
+  assign \$419  = ~ \$signal ;
+  assign \$420  = ~ \$signal$7 ;
+  assign \$421  = \$419  | \$420 ;
+  assign \$422  = ~ ends;
+  assign \$423  = \$421  & \$422 ;
+  assign \$424  = ~ has_last_r;
+  assign \$425  = issued ? \$signal$50  : \$signal$47 ;
+  assign \$426  = \$424  | \$425 ;
+  assign \$427  = \$signal$39  & \$426 ;
+  assign \$428  = issued ? \$signal$46  : \$signal$43 ;
+  assign \$429  = \$signal$39  | \$428 ;
+  assign \$430  = f_row + 1'h1;
+  assign \$431  = cy + 1'h1;
+  assign \$432  = need + 1'h1;
+  assign \$433  = ~ \$signal$18 ;
+  assign \$434  = eof_pend & \$433 ;
+  assign \$435  = \$434  & w_rdy;
+  assign \$436  = ~ \$signal$18 ;
+  assign \$437  = \$436  | w_rdy;
+  assign \$438  = ~ \$317 [15:0];
+  assign \$439  = b_rest & \$438 ;
+  assign \$441  = b_rest[0] & b_rest[1];
+  assign \$444  = b_rest[2] & b_rest[3];
+  assign \$446  = \$442  | \$445 ;
+  assign \$447  = b_rest[0] | b_rest[1];
+  assign \$448  = b_rest[2] | b_rest[3];
+  assign \$449  = \$447  & \$448 ;
+  assign \$450  = \$446  | \$449 ;
+  assign \$452  = b_rest[4] & b_rest[5];
+  assign \$455  = b_rest[6] & b_rest[7];
+  assign \$457  = \$453  | \$456 ;
+  assign \$458  = b_rest[4] | b_rest[5];
+  assign \$459  = b_rest[6] | b_rest[7];
+  assign \$460  = \$458  & \$459 ;
+  assign \$461  = \$457  | \$460 ;
+  assign \$462  = \$450  | \$461 ;
+  assign \$463  = b_rest[0] | b_rest[1];
+  assign \$464  = b_rest[2] | b_rest[3];
+  assign \$465  = \$463  | \$464 ;
+  assign \$466  = b_rest[4] | b_rest[5];
+  assign \$467  = b_rest[6] | b_rest[7];
+  assign \$468  = \$466  | \$467 ;
+  assign \$469  = \$465  & \$468 ;
+  assign \$470  = \$462  | \$469 ;
+  assign \$472  = b_rest[8] & b_rest[9];
+  assign \$475  = b_rest[10] & b_rest[11];
+  assign \$477  = \$473  | \$476 ;
+  assign \$478  = b_rest[8] | b_rest[9];
+  assign \$479  = b_rest[10] | b_rest[11];
+  assign \$480  = \$478  & \$479 ;
+  assign \$481  = \$477  | \$480 ;
+  assign \$483  = b_rest[12] & b_rest[13];
+  assign \$486  = b_rest[14] & b_rest[15];
+  assign \$488  = \$484  | \$487 ;
+  assign \$489  = b_rest[12] | b_rest[13];
+  assign \$490  = b_rest[14] | b_rest[15];
+  assign \$491  = \$489  & \$490 ;
+  assign \$492  = \$488  | \$491 ;
+  assign \$493  = \$481  | \$492 ;
+  assign \$494  = b_rest[8] | b_rest[9];
+  assign \$495  = b_rest[10] | b_rest[11];
+  assign \$496  = \$494  | \$495 ;
+  assign \$497  = b_rest[12] | b_rest[13];
+  assign \$498  = b_rest[14] | b_rest[15];
+  assign \$499  = \$497  | \$498 ;
+  assign \$500  = \$496  & \$499 ;
+  assign \$501  = \$493  | \$500 ;
+  assign \$502  = \$470  | \$501 ;
+  assign \$503  = b_rest[0] | b_rest[1];
+  assign \$504  = b_rest[2] | b_rest[3];
+  assign \$505  = \$503  | \$504 ;
+  assign \$506  = b_rest[4] | b_rest[5];
+  assign \$507  = b_rest[6] | b_rest[7];
+  assign \$508  = \$506  | \$507 ;
+  assign \$509  = \$505  | \$508 ;
+  assign \$510  = b_rest[8] | b_rest[9];
+  assign \$511  = b_rest[10] | b_rest[11];
+  assign \$512  = \$510  | \$511 ;
+  assign \$513  = b_rest[12] | b_rest[13];
+  assign \$514  = b_rest[14] | b_rest[15];
+  assign \$515  = \$513  | \$514 ;
+  assign \$516  = \$512  | \$515 ;
+  assign \$517  = \$509  & \$516 ;
+  assign \$518  = \$502  | \$517 ;
+  assign \$519  = ~ \$518 ;
+  assign \$520  = ~ \$signal$18 ;
+  assign \$521  = \$520  | w_rdy;
+  assign \$522  = \$521  & \$signal$80 ;
+  assign \$523  = \$signal$81  ? \$signal$83  : 16'h0000;
+  assign \$524  = ~ \$signal$81 ;
+  assign \$525  = \$524  | a3_rest_zero;
+  assign \$526  = ~ \$signal$81 ;
+  assign \$527  = ~ \$signal$18 ;
+  assign \$528  = \$527  | w_rdy;
+  assign \$529  = \$528  & \$signal$80 ;
+  assign \$530  = \$526  | \$529 ;
+  assign \$531  = ~ \$320 [15:0];
+  assign \$532  = a2_bits & \$531 ;
+  assign \$534  = a2_bits[0] & a2_bits[1];
+  assign \$537  = a2_bits[2] & a2_bits[3];
+  assign \$539  = \$535  | \$538 ;
+  assign \$540  = a2_bits[0] | a2_bits[1];
+  assign \$541  = a2_bits[2] | a2_bits[3];
+  assign \$542  = \$540  & \$541 ;
+  assign \$543  = \$539  | \$542 ;
+  assign \$545  = a2_bits[4] & a2_bits[5];
+  assign \$548  = a2_bits[6] & a2_bits[7];
+  assign \$550  = \$546  | \$549 ;
+  assign \$551  = a2_bits[4] | a2_bits[5];
+  assign \$552  = a2_bits[6] | a2_bits[7];
+  assign \$553  = \$551  & \$552 ;
+  assign \$554  = \$550  | \$553 ;
+  assign \$555  = \$543  | \$554 ;
+  assign \$556  = a2_bits[0] | a2_bits[1];
+  assign \$557  = a2_bits[2] | a2_bits[3];
+  assign \$558  = \$556  | \$557 ;
+  assign \$559  = a2_bits[4] | a2_bits[5];
+  assign \$560  = a2_bits[6] | a2_bits[7];
+  assign \$561  = \$559  | \$560 ;
+  assign \$562  = \$558  & \$561 ;
+  assign \$563  = \$555  | \$562 ;
+  assign \$565  = a2_bits[8] & a2_bits[9];
+  assign \$568  = a2_bits[10] & a2_bits[11];
+  assign \$570  = \$566  | \$569 ;
+  assign \$571  = a2_bits[8] | a2_bits[9];
+  assign \$572  = a2_bits[10] | a2_bits[11];
+  assign \$573  = \$571  & \$572 ;
+  assign \$574  = \$570  | \$573 ;
+  assign \$576  = a2_bits[12] & a2_bits[13];
+  assign \$579  = a2_bits[14] & a2_bits[15];
+  assign \$581  = \$577  | \$580 ;
+  assign \$582  = a2_bits[12] | a2_bits[13];
+  assign \$583  = a2_bits[14] | a2_bits[15];
+  assign \$584  = \$582  & \$583 ;
+  assign \$585  = \$581  | \$584 ;
+  assign \$586  = \$574  | \$585 ;
+  assign \$587  = a2_bits[8] | a2_bits[9];
+  assign \$588  = a2_bits[10] | a2_bits[11];
+  assign \$589  = \$587  | \$588 ;
+  assign \$590  = a2_bits[12] | a2_bits[13];
+  assign \$591  = a2_bits[14] | a2_bits[15];
+  assign \$592  = \$590  | \$591 ;
+  assign \$593  = \$589  & \$592 ;
+  assign \$594  = \$586  | \$593 ;
+  assign \$595  = \$563  | \$594 ;
+  assign \$596  = a2_bits[0] | a2_bits[1];
+  assign \$597  = a2_bits[2] | a2_bits[3];
+  assign \$598  = \$596  | \$597 ;
+  assign \$599  = a2_bits[4] | a2_bits[5];
+  assign \$600  = a2_bits[6] | a2_bits[7];
+  assign \$601  = \$599  | \$600 ;
+  assign \$602  = \$598  | \$601 ;
+  assign \$603  = a2_bits[8] | a2_bits[9];
+  assign \$604  = a2_bits[10] | a2_bits[11];
+  assign \$605  = \$603  | \$604 ;
+  assign \$606  = a2_bits[12] | a2_bits[13];
+  assign \$607  = a2_bits[14] | a2_bits[15];
+  assign \$608  = \$606  | \$607 ;
+  assign \$609  = \$605  | \$608 ;
+  assign \$610  = \$602  & \$609 ;
+  assign \$611  = \$595  | \$610 ;
+  assign \$612  = ~ \$611 ;
+  assign \$613  = ~ \$signal$81 ;
+  assign \$614  = ~ \$signal$18 ;
+  assign \$615  = \$614  | w_rdy;
+  assign \$616  = \$615  & \$signal$80 ;
+  assign \$617  = \$613  | \$616 ;
+  assign \$618  = ~ \$signal$90 ;
+  assign \$619  = ~ \$signal$81 ;
+  assign \$620  = ~ \$signal$18 ;
+  assign \$621  = \$620  | w_rdy;
+  assign \$622  = \$621  & \$signal$80 ;
+  assign \$623  = \$619  | \$622 ;
+  assign \$624  = \$618  | \$623 ;
+  assign \$625  = \$624  & a_v;
+  assign \$626  = a_oh ? cwin_1 : 16'h0000;
+  assign \$627  = a_oh ? { 1'h0, cwin_0, 1'h0 } : 18'h00000;
+  assign \$628  = a_oh ? { 1'h0, cwin_1, 1'h0 } : 18'h00000;
+  assign \$629  = a_oh ? { 1'h0, cwin_2, 1'h0 } : 18'h00000;
+  assign \$630  = ~ \$signal$90 ;
+  assign \$631  = ~ \$signal$81 ;
+  assign \$632  = ~ \$signal$18 ;
+  assign \$633  = \$632  | w_rdy;
+  assign \$634  = \$633  & \$signal$80 ;
+  assign \$635  = \$631  | \$634 ;
+  assign \$636  = \$630  | \$635 ;
+  assign \$637  = ~ a_v;
+  assign \$638  = ~ \$signal$90 ;
+  assign \$639  = ~ \$signal$81 ;
+  assign \$640  = ~ \$signal$18 ;
+  assign \$641  = \$640  | w_rdy;
+  assign \$642  = \$641  & \$signal$80 ;
+  assign \$643  = \$639  | \$642 ;
+  assign \$644  = \$638  | \$643 ;
+  assign \$645  = \$637  | \$644 ;
+  assign \$646  = \$645  & \$signal$52 ;
+  assign \$647  = ~ nz_zero;
+  assign \$648  = \$646  & \$647 ;
+  assign \$649  = ~ \$323 [0];
+  assign \$650  = nz & \$649 ;
+  assign \$652  = ~ \$signal ;
+  assign \$653  = ~ \$signal$7 ;
+  assign \$654  = \$652  | \$653 ;
+  assign \$655  = ~ has_last_r;
+  assign \$656  = issued ? \$signal$50  : \$signal$47 ;
+  assign \$657  = \$655  | \$656 ;
+  assign \$658  = \$signal$39  & \$657 ;
+  assign \$659  = \$654  & \$658 ;
+  assign \$660  = ends | \$659 ;
+  assign \$661  = \$signal  | \$signal$7 ;
+  assign \$662  = \$661  | \$signal$8 ;
+  assign \$663  = \$662  | \$signal$52 ;
+  assign \$664  = \$663  | \$signal$90 ;
+  assign \$665  = \$664  | \$signal$81 ;
+  assign \$666  = \$665  | b_v;
+  assign \$667  = \$666  | \$signal$18 ;
+  assign \$668  = ~ \$667 ;
+  assign \$669  = \$660  & \$668 ;
+  assign \$670  = ~ eof_done;
+  assign \$671  = \$669  & \$670 ;
+  assign \$672  = \$signal$18  | b_v;
+  assign \$673  = \$672  | \$signal$81 ;
+  assign \$674  = \$673  | \$signal$90 ;
+  assign \$675  = \$signal$81  ? \$signal$85  : a2_oy;
+  assign \$676  = b_v ? b_oy : \$675 ;
+  assign \$677  = \$signal$18  ? \$signal$20  : \$676 ;
+  assign \$678  = \$signal  ? { 1'h0, i_row } : f_row;
+  assign \$679  = \$signal$7  ? { 1'h0, s_row } : \$678 ;
+  assign \$680  = \$signal$8  ? { 1'h0, w_row } : \$679 ;
+  assign \$681  = \$signal$52  ? { 1'h0, c_row } : \$680 ;
+  always @(posedge clk)
+    \$signal$39  <= \$682 ;
+  always @(posedge clk)
+    has_last_r <= \$683 ;
+  always @(posedge clk)
+    \$signal$43  <= \$684 ;
+  always @(posedge clk)
+    \$signal$46  <= \$685 ;
+  always @(posedge clk)
+    \$signal$47  <= \$686 ;
+  always @(posedge clk)
+    \$signal$50  <= \$687 ;
+  always @(posedge clk)
+    issued <= \$688 ;
+  always @(posedge clk)
+    \$signal$52  <= \$689 ;
+  always @(posedge clk)
+    c_row <= \$690 ;
+  always @(posedge clk)
+    \$signal$8  <= \$691 ;
+  always @(posedge clk)
+    nz <= \$692 ;
+  always @(posedge clk)
+    nz_zero <= \$693 ;
+  always @(posedge clk)
+    cwin_0 <= \$694 ;
+  always @(posedge clk)
+    cwin_1 <= \$695 ;
+  always @(posedge clk)
+    cwin_2 <= \$696 ;
+  always @(posedge clk)
+    w_row <= \$697 ;
+  always @(posedge clk)
+    \$signal$7  <= \$698 ;
+  always @(posedge clk)
+    win_0 <= \$699 ;
+  always @(posedge clk)
+    win_1 <= \$700 ;
+  always @(posedge clk)
+    win_2 <= \$701 ;
+  always @(posedge clk)
+    s_row <= \$702 ;
+  always @(posedge clk)
+    \$signal  <= \$703 ;
+  always @(posedge clk)
+    sel_0 <= \$704 ;
+  always @(posedge clk)
+    sel_1 <= \$705 ;
+  always @(posedge clk)
+    sel_2 <= \$706 ;
+  always @(posedge clk)
+    ends <= \$707 ;
+  always @(posedge clk)
+    i_row <= \$708 ;
+  always @(posedge clk)
+    i_cy <= \$709 ;
+  always @(posedge clk)
+    f_row <= \$710 ;
+  always @(posedge clk)
+    cy <= \$711 ;
+  always @(posedge clk)
+    need <= \$712 ;
+  always @(posedge clk)
+    eof_pend <= \$713 ;
+  always @(posedge clk)
+    \$signal$18  <= \$714 ;
+  always @(posedge clk)
+    \$signal$14  <= \$715 ;
+  always @(posedge clk)
+    \$like  <= \$716 ;
+  always @(posedge clk)
+    \$signal$20  <= \$717 ;
+  always @(posedge clk)
+    c1_win_0 <= \$718 ;
+  always @(posedge clk)
+    c1_win_1 <= \$719 ;
+  always @(posedge clk)
+    c1_win_2 <= \$720 ;
+  always @(posedge clk)
+    \$signal$74  <= \$721 ;
+  always @(posedge clk)
+    b_rest <= \$722 ;
+  always @(posedge clk)
+    \$signal$80  <= \$723 ;
+  always @(posedge clk)
+    b_v <= \$724 ;
+  always @(posedge clk)
+    \$like$75  <= \$725 ;
+  always @(posedge clk)
+    b_oy <= \$726 ;
+  always @(posedge clk)
+    b_win_0 <= \$727 ;
+  always @(posedge clk)
+    b_win_1 <= \$728 ;
+  always @(posedge clk)
+    b_win_2 <= \$729 ;
+  always @(posedge clk)
+    \$signal$81  <= \$730 ;
+  always @(posedge clk)
+    \$signal$82  <= \$731 ;
+  always @(posedge clk)
+    \$signal$83  <= \$732 ;
+  always @(posedge clk)
+    \$like$84  <= \$733 ;
+  always @(posedge clk)
+    \$signal$85  <= \$734 ;
+  always @(posedge clk)
+    a3_rest_zero <= \$735 ;
+  always @(posedge clk)
+    a3_win_0 <= \$736 ;
+  always @(posedge clk)
+    a3_win_1 <= \$737 ;
+  always @(posedge clk)
+    a3_win_2 <= \$738 ;
+  always @(posedge clk)
+    \$signal$90  <= \$739 ;
+  always @(posedge clk)
+    a2_oy <= \$740 ;
+  always @(posedge clk)
+    \$signal$91  <= \$741 ;
+  always @(posedge clk)
+    a2_bits <= \$742 ;
+  always @(posedge clk)
+    a2_win_0 <= \$743 ;
+  always @(posedge clk)
+    a2_win_1 <= \$744 ;
+  always @(posedge clk)
+    a2_win_2 <= \$745 ;
+  always @(posedge clk)
+    a_v <= \$746 ;
+  always @(posedge clk)
+    a_oh <= \$747 ;
+  always @(posedge clk)
+    eof_done <= \$748 ;
+  always @(posedge clk)
+    \$signal$34  <= \$749 ;
+  always @(posedge clk)
+    \$signal$36  <= \$750 ;
+  always @(posedge clk)
+    rows_row <= \$751 ;
+  assign \$1  = ~ \$signal$7 ;
+  assign \$2  = ~ \$signal$8 ;
+  assign \$3  = \$1  | \$2 ;
+  assign \$4  = \$signal  & \$3 ;
+  assign \$5  = i_cy + 8'hff;
+  assign \$6  = i_cy + 1'h0;
+  assign \$7  = i_cy + 1'h1;
+  assign \$8  = \$signal$14 [1] | \$signal$14 [3];
+  assign \$9  = \$8  | \$signal$14 [5];
+  assign \$10  = \$9  | \$signal$14 [7];
+  assign \$11  = \$10  | \$signal$14 [9];
+  assign \$12  = \$11  | \$signal$14 [11];
+  assign \$13  = \$12  | \$signal$14 [13];
+  assign \$14  = \$13  | \$signal$14 [15];
+  assign \$15  = \$signal$14 [2] | \$signal$14 [3];
+  assign \$16  = \$15  | \$signal$14 [6];
+  assign \$17  = \$16  | \$signal$14 [7];
+  assign \$18  = \$17  | \$signal$14 [10];
+  assign \$19  = \$18  | \$signal$14 [11];
+  assign \$20  = \$19  | \$signal$14 [14];
+  assign \$21  = \$20  | \$signal$14 [15];
+  assign \$22  = \$signal$14 [4] | \$signal$14 [5];
+  assign \$23  = \$22  | \$signal$14 [6];
+  assign \$24  = \$23  | \$signal$14 [7];
+  assign \$25  = \$24  | \$signal$14 [12];
+  assign \$26  = \$25  | \$signal$14 [13];
+  assign \$27  = \$26  | \$signal$14 [14];
+  assign \$28  = \$27  | \$signal$14 [15];
+  assign \$29  = \$signal$14 [8] | \$signal$14 [9];
+  assign \$30  = \$29  | \$signal$14 [10];
+  assign \$31  = \$30  | \$signal$14 [11];
+  assign \$32  = \$31  | \$signal$14 [12];
+  assign \$33  = \$32  | \$signal$14 [13];
+  assign \$34  = \$33  | \$signal$14 [14];
+  assign \$35  = \$34  | \$signal$14 [15];
+  assign w_en = \$signal$18  | eof_pend;
+  assign \$36  = \$signal$14 [0] & c1_win_0[0];
+  assign \$37  = \$signal$14 [1] & c1_win_0[1];
+  assign \$38  = \$36  | \$37 ;
+  assign \$39  = \$signal$14 [2] & c1_win_0[2];
+  assign \$40  = \$38  | \$39 ;
+  assign \$41  = \$signal$14 [3] & c1_win_0[3];
+  assign \$42  = \$40  | \$41 ;
+  assign \$43  = \$signal$14 [4] & c1_win_0[4];
+  assign \$44  = \$42  | \$43 ;
+  assign \$45  = \$signal$14 [5] & c1_win_0[5];
+  assign \$46  = \$44  | \$45 ;
+  assign \$47  = \$signal$14 [6] & c1_win_0[6];
+  assign \$48  = \$46  | \$47 ;
+  assign \$49  = \$signal$14 [7] & c1_win_0[7];
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = \$signal$14 [8] & c1_win_0[8];
+  assign \$52  = \$50  | \$51 ;
+  assign \$53  = \$signal$14 [9] & c1_win_0[9];
+  assign \$54  = \$52  | \$53 ;
+  assign \$55  = \$signal$14 [10] & c1_win_0[10];
+  assign \$56  = \$54  | \$55 ;
+  assign \$57  = \$signal$14 [11] & c1_win_0[11];
+  assign \$58  = \$56  | \$57 ;
+  assign \$59  = \$signal$14 [12] & c1_win_0[12];
+  assign \$60  = \$58  | \$59 ;
+  assign \$61  = \$signal$14 [13] & c1_win_0[13];
+  assign \$62  = \$60  | \$61 ;
+  assign \$63  = \$signal$14 [14] & c1_win_0[14];
+  assign \$64  = \$62  | \$63 ;
+  assign \$65  = \$signal$14 [15] & c1_win_0[15];
+  assign \$66  = \$64  | \$65 ;
+  assign \$67  = \$signal$14 [0] & c1_win_0[1];
+  assign \$68  = \$signal$14 [1] & c1_win_0[2];
+  assign \$69  = \$67  | \$68 ;
+  assign \$70  = \$signal$14 [2] & c1_win_0[3];
+  assign \$71  = \$69  | \$70 ;
+  assign \$72  = \$signal$14 [3] & c1_win_0[4];
+  assign \$73  = \$71  | \$72 ;
+  assign \$74  = \$signal$14 [4] & c1_win_0[5];
+  assign \$75  = \$73  | \$74 ;
+  assign \$76  = \$signal$14 [5] & c1_win_0[6];
+  assign \$77  = \$75  | \$76 ;
+  assign \$78  = \$signal$14 [6] & c1_win_0[7];
+  assign \$79  = \$77  | \$78 ;
+  assign \$80  = \$signal$14 [7] & c1_win_0[8];
+  assign \$81  = \$79  | \$80 ;
+  assign \$82  = \$signal$14 [8] & c1_win_0[9];
+  assign \$83  = \$81  | \$82 ;
+  assign \$84  = \$signal$14 [9] & c1_win_0[10];
+  assign \$85  = \$83  | \$84 ;
+  assign \$86  = \$signal$14 [10] & c1_win_0[11];
+  assign \$87  = \$85  | \$86 ;
+  assign \$88  = \$signal$14 [11] & c1_win_0[12];
+  assign \$89  = \$87  | \$88 ;
+  assign \$90  = \$signal$14 [12] & c1_win_0[13];
+  assign \$91  = \$89  | \$90 ;
+  assign \$92  = \$signal$14 [13] & c1_win_0[14];
+  assign \$93  = \$91  | \$92 ;
+  assign \$94  = \$signal$14 [14] & c1_win_0[15];
+  assign \$95  = \$93  | \$94 ;
+  assign \$96  = \$signal$14 [15] & c1_win_0[16];
+  assign \$97  = \$95  | \$96 ;
+  assign \$98  = \$signal$14 [0] & c1_win_0[2];
+  assign \$99  = \$signal$14 [1] & c1_win_0[3];
+  assign \$100  = \$98  | \$99 ;
+  assign \$101  = \$signal$14 [2] & c1_win_0[4];
+  assign \$102  = \$100  | \$101 ;
+  assign \$103  = \$signal$14 [3] & c1_win_0[5];
+  assign \$104  = \$102  | \$103 ;
+  assign \$105  = \$signal$14 [4] & c1_win_0[6];
+  assign \$106  = \$104  | \$105 ;
+  assign \$107  = \$signal$14 [5] & c1_win_0[7];
+  assign \$108  = \$106  | \$107 ;
+  assign \$109  = \$signal$14 [6] & c1_win_0[8];
+  assign \$110  = \$108  | \$109 ;
+  assign \$111  = \$signal$14 [7] & c1_win_0[9];
+  assign \$112  = \$110  | \$111 ;
+  assign \$113  = \$signal$14 [8] & c1_win_0[10];
+  assign \$114  = \$112  | \$113 ;
+  assign \$115  = \$signal$14 [9] & c1_win_0[11];
+  assign \$116  = \$114  | \$115 ;
+  assign \$117  = \$signal$14 [10] & c1_win_0[12];
+  assign \$118  = \$116  | \$117 ;
+  assign \$119  = \$signal$14 [11] & c1_win_0[13];
+  assign \$120  = \$118  | \$119 ;
+  assign \$121  = \$signal$14 [12] & c1_win_0[14];
+  assign \$122  = \$120  | \$121 ;
+  assign \$123  = \$signal$14 [13] & c1_win_0[15];
+  assign \$124  = \$122  | \$123 ;
+  assign \$125  = \$signal$14 [14] & c1_win_0[16];
+  assign \$126  = \$124  | \$125 ;
+  assign \$127  = \$signal$14 [15] & c1_win_0[17];
+  assign \$128  = \$126  | \$127 ;
+  assign \$129  = \$signal$14 [0] & c1_win_1[0];
+  assign \$130  = \$signal$14 [1] & c1_win_1[1];
+  assign \$131  = \$129  | \$130 ;
+  assign \$132  = \$signal$14 [2] & c1_win_1[2];
+  assign \$133  = \$131  | \$132 ;
+  assign \$134  = \$signal$14 [3] & c1_win_1[3];
+  assign \$135  = \$133  | \$134 ;
+  assign \$136  = \$signal$14 [4] & c1_win_1[4];
+  assign \$137  = \$135  | \$136 ;
+  assign \$138  = \$signal$14 [5] & c1_win_1[5];
+  assign \$139  = \$137  | \$138 ;
+  assign \$140  = \$signal$14 [6] & c1_win_1[6];
+  assign \$141  = \$139  | \$140 ;
+  assign \$142  = \$signal$14 [7] & c1_win_1[7];
+  assign \$143  = \$141  | \$142 ;
+  assign \$144  = \$signal$14 [8] & c1_win_1[8];
+  assign \$145  = \$143  | \$144 ;
+  assign \$146  = \$signal$14 [9] & c1_win_1[9];
+  assign \$147  = \$145  | \$146 ;
+  assign \$148  = \$signal$14 [10] & c1_win_1[10];
+  assign \$149  = \$147  | \$148 ;
+  assign \$150  = \$signal$14 [11] & c1_win_1[11];
+  assign \$151  = \$149  | \$150 ;
+  assign \$152  = \$signal$14 [12] & c1_win_1[12];
+  assign \$153  = \$151  | \$152 ;
+  assign \$154  = \$signal$14 [13] & c1_win_1[13];
+  assign \$155  = \$153  | \$154 ;
+  assign \$156  = \$signal$14 [14] & c1_win_1[14];
+  assign \$157  = \$155  | \$156 ;
+  assign \$158  = \$signal$14 [15] & c1_win_1[15];
+  assign \$159  = \$157  | \$158 ;
+  assign \$160  = \$signal$14 [0] & c1_win_1[1];
+  assign \$161  = \$signal$14 [1] & c1_win_1[2];
+  assign \$162  = \$160  | \$161 ;
+  assign \$163  = \$signal$14 [2] & c1_win_1[3];
+  assign \$164  = \$162  | \$163 ;
+  assign \$165  = \$signal$14 [3] & c1_win_1[4];
+  assign \$166  = \$164  | \$165 ;
+  assign \$167  = \$signal$14 [4] & c1_win_1[5];
+  assign \$168  = \$166  | \$167 ;
+  assign \$169  = \$signal$14 [5] & c1_win_1[6];
+  assign \$170  = \$168  | \$169 ;
+  assign \$171  = \$signal$14 [6] & c1_win_1[7];
+  assign \$172  = \$170  | \$171 ;
+  assign \$173  = \$signal$14 [7] & c1_win_1[8];
+  assign \$174  = \$172  | \$173 ;
+  assign \$175  = \$signal$14 [8] & c1_win_1[9];
+  assign \$176  = \$174  | \$175 ;
+  assign \$177  = \$signal$14 [9] & c1_win_1[10];
+  assign \$178  = \$176  | \$177 ;
+  assign \$179  = \$signal$14 [10] & c1_win_1[11];
+  assign \$180  = \$178  | \$179 ;
+  assign \$181  = \$signal$14 [11] & c1_win_1[12];
+  assign \$182  = \$180  | \$181 ;
+  assign \$183  = \$signal$14 [12] & c1_win_1[13];
+  assign \$184  = \$182  | \$183 ;
+  assign \$185  = \$signal$14 [13] & c1_win_1[14];
+  assign \$186  = \$184  | \$185 ;
+  assign \$187  = \$signal$14 [14] & c1_win_1[15];
+  assign \$188  = \$186  | \$187 ;
+  assign \$189  = \$signal$14 [15] & c1_win_1[16];
+  assign \$190  = \$188  | \$189 ;
+  assign \$191  = \$signal$14 [0] & c1_win_1[2];
+  assign \$192  = \$signal$14 [1] & c1_win_1[3];
+  assign \$193  = \$191  | \$192 ;
+  assign \$194  = \$signal$14 [2] & c1_win_1[4];
+  assign \$195  = \$193  | \$194 ;
+  assign \$196  = \$signal$14 [3] & c1_win_1[5];
+  assign \$197  = \$195  | \$196 ;
+  assign \$198  = \$signal$14 [4] & c1_win_1[6];
+  assign \$199  = \$197  | \$198 ;
+  assign \$200  = \$signal$14 [5] & c1_win_1[7];
+  assign \$201  = \$199  | \$200 ;
+  assign \$202  = \$signal$14 [6] & c1_win_1[8];
+  assign \$203  = \$201  | \$202 ;
+  assign \$204  = \$signal$14 [7] & c1_win_1[9];
+  assign \$205  = \$203  | \$204 ;
+  assign \$206  = \$signal$14 [8] & c1_win_1[10];
+  assign \$207  = \$205  | \$206 ;
+  assign \$208  = \$signal$14 [9] & c1_win_1[11];
+  assign \$209  = \$207  | \$208 ;
+  assign \$210  = \$signal$14 [10] & c1_win_1[12];
+  assign \$211  = \$209  | \$210 ;
+  assign \$212  = \$signal$14 [11] & c1_win_1[13];
+  assign \$213  = \$211  | \$212 ;
+  assign \$214  = \$signal$14 [12] & c1_win_1[14];
+  assign \$215  = \$213  | \$214 ;
+  assign \$216  = \$signal$14 [13] & c1_win_1[15];
+  assign \$217  = \$215  | \$216 ;
+  assign \$218  = \$signal$14 [14] & c1_win_1[16];
+  assign \$219  = \$217  | \$218 ;
+  assign \$220  = \$signal$14 [15] & c1_win_1[17];
+  assign \$221  = \$219  | \$220 ;
+  assign \$222  = \$signal$14 [0] & c1_win_2[0];
+  assign \$223  = \$signal$14 [1] & c1_win_2[1];
+  assign \$224  = \$222  | \$223 ;
+  assign \$225  = \$signal$14 [2] & c1_win_2[2];
+  assign \$226  = \$224  | \$225 ;
+  assign \$227  = \$signal$14 [3] & c1_win_2[3];
+  assign \$228  = \$226  | \$227 ;
+  assign \$229  = \$signal$14 [4] & c1_win_2[4];
+  assign \$230  = \$228  | \$229 ;
+  assign \$231  = \$signal$14 [5] & c1_win_2[5];
+  assign \$232  = \$230  | \$231 ;
+  assign \$233  = \$signal$14 [6] & c1_win_2[6];
+  assign \$234  = \$232  | \$233 ;
+  assign \$235  = \$signal$14 [7] & c1_win_2[7];
+  assign \$236  = \$234  | \$235 ;
+  assign \$237  = \$signal$14 [8] & c1_win_2[8];
+  assign \$238  = \$236  | \$237 ;
+  assign \$239  = \$signal$14 [9] & c1_win_2[9];
+  assign \$240  = \$238  | \$239 ;
+  assign \$241  = \$signal$14 [10] & c1_win_2[10];
+  assign \$242  = \$240  | \$241 ;
+  assign \$243  = \$signal$14 [11] & c1_win_2[11];
+  assign \$244  = \$242  | \$243 ;
+  assign \$245  = \$signal$14 [12] & c1_win_2[12];
+  assign \$246  = \$244  | \$245 ;
+  assign \$247  = \$signal$14 [13] & c1_win_2[13];
   \top.layer1.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -11221,32 +11843,32 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     row_0 = 6'h00;
-    if (\$9 ) begin
-      row_0 = \$10 [5:0];
+    if (\$4 ) begin
+      row_0 = \$5 [5:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     row_1 = 6'h00;
-    if (\$9 ) begin
-      row_1 = \$11 [5:0];
+    if (\$4 ) begin
+      row_1 = \$6 [5:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     row_2 = 6'h00;
-    if (\$9 ) begin
-      row_2 = \$12 [5:0];
+    if (\$4 ) begin
+      row_2 = \$7 [5:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     w_data = 19'h00000;
     (* full_case = 32'd1 *)
-    if (\$signal$21 ) begin
-      w_data[3:0] = \$signal$23 ;
-      w_data[7:4] = { \$40 , \$33 , \$26 , \$19  };
-      w_data[16:8] = { \$319 , \$288 , \$257 , \$226 , \$195 , \$164 , \$133 , \$102 , \$71  };
+    if (\$signal$18 ) begin
+      w_data[3:0] = \$signal$20 ;
+      w_data[7:4] = { \$35 , \$28 , \$21 , \$14  };
+      w_data[16:8] = { \$314 , \$283 , \$252 , \$221 , \$190 , \$159 , \$128 , \$97 , \$66  };
     end else begin
       w_data[17] = 1'h1;
       w_data[18] = error;
@@ -11254,719 +11876,786 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$549  = \$signal$9 ;
+    \$682  = eof_seen;
+    if (frame_reset) begin
+      \$682  = 1'h0;
+    end
+    if (rst) begin
+      \$682  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$683  = has_last;
+    if (rst) begin
+      \$683  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$684  = \$325 ;
+    if (frame_reset) begin
+      \$684  = 1'h0;
+    end
+    if (rst) begin
+      \$684  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$685  = \$327 ;
+    if (frame_reset) begin
+      \$685  = 1'h0;
+    end
+    if (rst) begin
+      \$685  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$686  = \$328 ;
+    if (rst) begin
+      \$686  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$687  = \$329 ;
+    if (rst) begin
+      \$687  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$688  = 1'h0;
+    if (\$423 ) begin
+      if (\$427 ) begin
+      end else if (\$429 ) begin
+        \$688  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$688  = 1'h0;
+    end
+    if (rst) begin
+      \$688  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$689  = \$signal$52 ;
     if (\$334 ) begin
-      \$549  = 1'h0;
+      \$689  = 1'h0;
     end
     if (\$339 ) begin
-      \$549  = 1'h1;
+      \$689  = 1'h1;
     end
     if (rst) begin
-      \$549  = 1'h0;
+      \$689  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$550  = c_row;
+    \$690  = c_row;
     if (\$339 ) begin
-      \$550  = w_row;
+      \$690  = w_row;
     end
     if (rst) begin
-      \$550  = 4'h0;
+      \$690  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$551  = \$signal$8 ;
+    \$691  = \$signal$8 ;
     if (\$339 ) begin
-      \$551  = 1'h0;
+      \$691  = 1'h0;
     end
     if (\$349 ) begin
-      \$551  = 1'h1;
+      \$691  = 1'h1;
     end
     if (rst) begin
-      \$551  = 1'h0;
+      \$691  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$552  = nz;
+    \$692  = nz;
     if (\$339 ) begin
-      \$552  = \$340 ;
+      \$692  = \$340 ;
     end
-    if (\$506 ) begin
-      \$552  = \$508 ;
+    if (\$648 ) begin
+      \$692  = \$650 ;
     end
     if (rst) begin
-      \$552  = 1'h0;
+      \$692  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$553  = nz_zero;
+    \$693  = nz_zero;
     if (\$339 ) begin
-      \$553  = \$342 ;
+      \$693  = \$342 ;
     end
-    if (\$506 ) begin
-      \$553  = \$511 ;
+    if (\$648 ) begin
+      \$693  = \$651 ;
     end
     if (rst) begin
-      \$553  = 1'h1;
+      \$693  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$554  = cwin_0;
+    \$694  = cwin_0;
     if (\$339 ) begin
-      \$554  = win_0;
+      \$694  = win_0;
     end
     if (rst) begin
-      \$554  = 16'h0000;
+      \$694  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$555  = cwin_1;
+    \$695  = cwin_1;
     if (\$339 ) begin
-      \$555  = win_1;
+      \$695  = win_1;
     end
     if (rst) begin
-      \$555  = 16'h0000;
+      \$695  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$556  = cwin_2;
+    \$696  = cwin_2;
     if (\$339 ) begin
-      \$556  = win_2;
+      \$696  = win_2;
     end
     if (rst) begin
-      \$556  = 16'h0000;
+      \$696  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$557  = w_row;
+    \$697  = w_row;
     if (\$349 ) begin
-      \$557  = s_row;
+      \$697  = s_row;
     end
     if (rst) begin
-      \$557  = 4'h0;
+      \$697  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$558  = \$signal$7 ;
+    \$698  = \$signal$7 ;
     if (\$349 ) begin
-      \$558  = 1'h0;
+      \$698  = 1'h0;
     end
-    if (\$379 ) begin
-      \$558  = 1'h1;
+    if (\$374 ) begin
+      \$698  = 1'h1;
     end
     if (rst) begin
-      \$558  = 1'h0;
+      \$698  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$559  = win_0;
+    \$699  = win_0;
     if (\$349 ) begin
-      \$559  = \$356 ;
+      \$699  = \$356 ;
     end
     if (rst) begin
-      \$559  = 16'h0000;
+      \$699  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$560  = win_1;
+    \$700  = win_1;
     if (\$349 ) begin
-      \$560  = \$363 ;
+      \$700  = \$363 ;
     end
     if (rst) begin
-      \$560  = 16'h0000;
+      \$700  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$561  = win_2;
+    \$701  = win_2;
     if (\$349 ) begin
-      \$561  = \$370 ;
+      \$701  = \$370 ;
     end
     if (rst) begin
-      \$561  = 16'h0000;
+      \$701  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$562  = s_row;
-    if (\$379 ) begin
-      \$562  = i_row;
+    \$702  = s_row;
+    if (\$374 ) begin
+      \$702  = i_row;
     end
     if (rst) begin
-      \$562  = 4'h0;
+      \$702  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$563  = \$signal ;
-    if (\$379 ) begin
-      \$563  = 1'h0;
+    \$703  = \$signal ;
+    if (\$374 ) begin
+      \$703  = 1'h0;
     end
-    if (\$435 ) begin
-      if (\$439 ) begin
-      end else if (\$441 ) begin
-        \$563  = 1'h1;
+    if (\$423 ) begin
+      if (\$427 ) begin
+      end else if (\$429 ) begin
+        \$703  = 1'h1;
       end
     end
     if (rst) begin
-      \$563  = 1'h0;
+      \$703  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$564  = sel_0;
-    if (\$379 ) begin
-      \$564 [0] = \$384 ;
-      \$564 [1] = \$389 ;
-      \$564 [2] = \$394 ;
-      \$564 [3] = \$399 ;
+    \$704  = sel_0;
+    if (\$374 ) begin
+      \$704 [0] = \$379 ;
+      \$704 [1] = \$384 ;
+      \$704 [2] = \$389 ;
+      \$704 [3] = \$394 ;
     end
     if (rst) begin
-      \$564  = 4'h0;
+      \$704  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$565  = sel_1;
-    if (\$379 ) begin
-      \$565 [0] = \$402 ;
-      \$565 [1] = \$405 ;
-      \$565 [2] = \$408 ;
-      \$565 [3] = \$411 ;
+    \$705  = sel_1;
+    if (\$374 ) begin
+      \$705 [0] = \$397 ;
+      \$705 [1] = \$400 ;
+      \$705 [2] = \$403 ;
+      \$705 [3] = \$406 ;
     end
     if (rst) begin
-      \$565  = 4'h0;
+      \$705  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$566  = sel_2;
-    if (\$379 ) begin
-      \$566 [0] = \$414 ;
-      \$566 [1] = \$417 ;
-      \$566 [2] = \$420 ;
-      \$566 [3] = \$423 ;
+    \$706  = sel_2;
+    if (\$374 ) begin
+      \$706 [0] = \$409 ;
+      \$706 [1] = \$412 ;
+      \$706 [2] = \$415 ;
+      \$706 [3] = \$418 ;
     end
     if (rst) begin
-      \$566  = 4'h0;
+      \$706  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$567  = ends;
-    if (\$435 ) begin
-      if (\$439 ) begin
-        \$567  = 1'h1;
+    \$707  = ends;
+    if (\$423 ) begin
+      if (\$427 ) begin
+        \$707  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$567  = 1'h0;
+      \$707  = 1'h0;
     end
     if (rst) begin
-      \$567  = 1'h0;
+      \$707  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$568  = i_row;
-    if (\$435 ) begin
-      if (\$439 ) begin
-      end else if (\$441 ) begin
-        \$568  = f_row[3:0];
+    \$708  = i_row;
+    if (\$423 ) begin
+      if (\$427 ) begin
+      end else if (\$429 ) begin
+        \$708  = f_row[3:0];
       end
     end
     if (rst) begin
-      \$568  = 4'h0;
+      \$708  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$569  = i_cy;
-    if (\$435 ) begin
-      if (\$439 ) begin
-      end else if (\$441 ) begin
-        \$569  = cy;
+    \$709  = i_cy;
+    if (\$423 ) begin
+      if (\$427 ) begin
+      end else if (\$429 ) begin
+        \$709  = cy;
       end
     end
     if (rst) begin
-      \$569  = 6'h00;
+      \$709  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$570  = f_row;
-    if (\$435 ) begin
-      if (\$439 ) begin
-      end else if (\$441 ) begin
-        \$570  = \$442 [4:0];
+    \$710  = f_row;
+    if (\$423 ) begin
+      if (\$427 ) begin
+      end else if (\$429 ) begin
+        \$710  = \$430 [4:0];
       end
     end
     if (frame_reset) begin
-      \$570  = 5'h00;
+      \$710  = 5'h00;
     end
     if (rst) begin
-      \$570  = 5'h00;
+      \$710  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$571  = cy;
-    if (\$435 ) begin
-      if (\$439 ) begin
-      end else if (\$441 ) begin
-        \$571  = \$443 [5:0];
+    \$711  = cy;
+    if (\$423 ) begin
+      if (\$427 ) begin
+      end else if (\$429 ) begin
+        \$711  = \$431 [5:0];
       end
     end
     if (frame_reset) begin
-      \$571  = 6'h00;
+      \$711  = 6'h00;
     end
     if (rst) begin
-      \$571  = 6'h00;
+      \$711  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$572  = need;
-    if (\$435 ) begin
-      if (\$439 ) begin
-      end else if (\$441 ) begin
-        \$572  = \$444 [5:0];
+    \$712  = need;
+    if (\$423 ) begin
+      if (\$427 ) begin
+      end else if (\$429 ) begin
+        \$712  = \$432 [5:0];
       end
     end
     if (frame_reset) begin
-      \$572  = 6'h02;
+      \$712  = 6'h02;
     end
     if (rst) begin
-      \$572  = 6'h02;
+      \$712  = 6'h02;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$573  = eof_pend;
-    if (\$447 ) begin
-      \$573  = 1'h0;
+    \$713  = eof_pend;
+    if (\$435 ) begin
+      \$713  = 1'h0;
     end
-    if (\$538 ) begin
-      \$573  = 1'h1;
+    if (\$671 ) begin
+      \$713  = 1'h1;
     end
     if (rst) begin
-      \$573  = 1'h0;
+      \$713  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$574  = \$signal$21 ;
-    if (\$449 ) begin
-      \$574  = b_v;
+    \$714  = \$signal$18 ;
+    if (\$437 ) begin
+      \$714  = b_v;
     end
     if (rst) begin
-      \$574  = 1'h0;
+      \$714  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$575  = \$signal$17 ;
-    if (\$449 ) begin
-      \$575  = \$signal$67 ;
+    \$715  = \$signal$14 ;
+    if (\$437 ) begin
+      \$715  = \$signal$74 ;
     end
     if (rst) begin
-      \$575  = 16'h0000;
+      \$715  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$576  = \$like ;
-    if (\$449 ) begin
-      \$576  = \$like$68 ;
+    \$716  = \$like ;
+    if (\$437 ) begin
+      \$716  = \$like$75 ;
     end
     if (rst) begin
-      \$576  = 1'h0;
+      \$716  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$577  = \$signal$23 ;
-    if (\$449 ) begin
-      \$577  = b_oy;
+    \$717  = \$signal$20 ;
+    if (\$437 ) begin
+      \$717  = b_oy;
     end
     if (rst) begin
-      \$577  = 4'h0;
+      \$717  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$578  = c1_win_0;
-    if (\$449 ) begin
-      \$578  = b_win_0;
+    \$718  = c1_win_0;
+    if (\$437 ) begin
+      \$718  = b_win_0;
     end
     if (rst) begin
-      \$578  = 18'h00000;
+      \$718  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$579  = c1_win_1;
-    if (\$449 ) begin
-      \$579  = b_win_1;
+    \$719  = c1_win_1;
+    if (\$437 ) begin
+      \$719  = b_win_1;
     end
     if (rst) begin
-      \$579  = 18'h00000;
+      \$719  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$580  = c1_win_2;
-    if (\$449 ) begin
-      \$580  = b_win_2;
+    \$720  = c1_win_2;
+    if (\$437 ) begin
+      \$720  = b_win_2;
     end
     if (rst) begin
-      \$580  = 18'h00000;
+      \$720  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$581  = \$signal$67 ;
-    if (\$449 ) begin
-      \$581  = \$322 [15:0];
+    \$721  = \$signal$74 ;
+    if (\$437 ) begin
+      \$721  = \$317 [15:0];
     end
-    if (\$457 ) begin
-      \$581  = \$signal$75 ;
+    if (\$522 ) begin
+      \$721  = \$signal$82 ;
     end
     if (rst) begin
-      \$581  = 16'h0000;
+      \$721  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$582  = b_rest;
-    if (\$449 ) begin
-      \$582  = \$451 ;
+    \$722  = b_rest;
+    if (\$437 ) begin
+      \$722  = \$439 ;
     end
-    if (\$457 ) begin
-      \$582  = \$458 ;
+    if (\$522 ) begin
+      \$722  = \$523 ;
     end
     if (rst) begin
-      \$582  = 16'h0000;
+      \$722  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$583  = \$signal$73 ;
-    if (\$449 ) begin
-      \$583  = \$454 ;
+    \$723  = \$signal$80 ;
+    if (\$437 ) begin
+      \$723  = \$519 ;
     end
-    if (\$457 ) begin
-      \$583  = \$460 ;
+    if (\$522 ) begin
+      \$723  = \$525 ;
     end
     if (rst) begin
-      \$583  = 1'h1;
+      \$723  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$584  = b_v;
-    if (\$457 ) begin
-      \$584  = \$signal$74 ;
+    \$724  = b_v;
+    if (\$522 ) begin
+      \$724  = \$signal$81 ;
     end
     if (rst) begin
-      \$584  = 1'h0;
+      \$724  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$585  = \$like$68 ;
-    if (\$457 ) begin
-      \$585  = \$like$77 ;
+    \$725  = \$like$75 ;
+    if (\$522 ) begin
+      \$725  = \$like$84 ;
     end
     if (rst) begin
-      \$585  = 1'h0;
+      \$725  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$586  = b_oy;
-    if (\$457 ) begin
-      \$586  = \$signal$78 ;
+    \$726  = b_oy;
+    if (\$522 ) begin
+      \$726  = \$signal$85 ;
     end
     if (rst) begin
-      \$586  = 4'h0;
+      \$726  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$587  = b_win_0;
-    if (\$457 ) begin
-      \$587  = a3_win_0;
+    \$727  = b_win_0;
+    if (\$522 ) begin
+      \$727  = a3_win_0;
     end
     if (rst) begin
-      \$587  = 18'h00000;
+      \$727  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$588  = b_win_1;
-    if (\$457 ) begin
-      \$588  = a3_win_1;
+    \$728  = b_win_1;
+    if (\$522 ) begin
+      \$728  = a3_win_1;
     end
     if (rst) begin
-      \$588  = 18'h00000;
+      \$728  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$589  = b_win_2;
-    if (\$457 ) begin
-      \$589  = a3_win_2;
+    \$729  = b_win_2;
+    if (\$522 ) begin
+      \$729  = a3_win_2;
     end
     if (rst) begin
-      \$589  = 18'h00000;
+      \$729  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$590  = \$signal$74 ;
-    if (\$465 ) begin
-      \$590  = \$signal$83 ;
+    \$730  = \$signal$81 ;
+    if (\$530 ) begin
+      \$730  = \$signal$90 ;
     end
     if (rst) begin
-      \$590  = 1'h0;
+      \$730  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$591  = \$signal$75 ;
-    if (\$465 ) begin
-      \$591  = \$325 [15:0];
+    \$731  = \$signal$82 ;
+    if (\$530 ) begin
+      \$731  = \$320 [15:0];
     end
     if (rst) begin
-      \$591  = 16'h0000;
+      \$731  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$592  = \$signal$76 ;
-    if (\$465 ) begin
-      \$592  = \$467 ;
+    \$732  = \$signal$83 ;
+    if (\$530 ) begin
+      \$732  = \$532 ;
     end
     if (rst) begin
-      \$592  = 16'h0000;
+      \$732  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$593  = \$like$77 ;
-    if (\$465 ) begin
-      \$593  = \$signal$84 ;
+    \$733  = \$like$84 ;
+    if (\$530 ) begin
+      \$733  = \$signal$91 ;
     end
     if (rst) begin
-      \$593  = 1'h0;
+      \$733  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$594  = \$signal$78 ;
-    if (\$465 ) begin
-      \$594  = a2_oy;
+    \$734  = \$signal$85 ;
+    if (\$530 ) begin
+      \$734  = a2_oy;
     end
     if (rst) begin
-      \$594  = 4'h0;
+      \$734  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$595  = a3_rest_zero;
-    if (\$465 ) begin
-      \$595  = \$470 ;
+    \$735  = a3_rest_zero;
+    if (\$530 ) begin
+      \$735  = \$612 ;
     end
     if (rst) begin
-      \$595  = 1'h1;
+      \$735  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$596  = a3_win_0;
-    if (\$465 ) begin
-      \$596  = a2_win_0;
+    \$736  = a3_win_0;
+    if (\$530 ) begin
+      \$736  = a2_win_0;
     end
     if (rst) begin
-      \$596  = 18'h00000;
+      \$736  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$597  = a3_win_1;
-    if (\$465 ) begin
-      \$597  = a2_win_1;
+    \$737  = a3_win_1;
+    if (\$530 ) begin
+      \$737  = a2_win_1;
     end
     if (rst) begin
-      \$597  = 18'h00000;
+      \$737  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$598  = a3_win_2;
-    if (\$465 ) begin
-      \$598  = a2_win_2;
+    \$738  = a3_win_2;
+    if (\$530 ) begin
+      \$738  = a2_win_2;
     end
     if (rst) begin
-      \$598  = 18'h00000;
+      \$738  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$599  = \$signal$83 ;
-    if (\$475 ) begin
-      \$599  = 1'h0;
+    \$739  = \$signal$90 ;
+    if (\$617 ) begin
+      \$739  = 1'h0;
     end
-    if (\$483 ) begin
-      \$599  = 1'h1;
+    if (\$625 ) begin
+      \$739  = 1'h1;
     end
     if (rst) begin
-      \$599  = 1'h0;
+      \$739  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$600  = a2_oy;
-    if (\$483 ) begin
-      \$600  = c_row;
+    \$740  = a2_oy;
+    if (\$625 ) begin
+      \$740  = c_row;
     end
     if (rst) begin
-      \$600  = 4'h0;
+      \$740  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$601  = \$signal$84 ;
-    if (\$483 ) begin
-      \$601  = 1'h0;
+    \$741  = \$signal$91 ;
+    if (\$625 ) begin
+      \$741  = 1'h0;
     end
     if (rst) begin
-      \$601  = 1'h0;
+      \$741  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$602  = a2_bits;
-    if (\$483 ) begin
-      \$602  = \$484 ;
+    \$742  = a2_bits;
+    if (\$625 ) begin
+      \$742  = \$626 ;
     end
     if (rst) begin
-      \$602  = 16'h0000;
+      \$742  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$603  = a2_win_0;
-    if (\$483 ) begin
-      \$603  = \$485 ;
+    \$743  = a2_win_0;
+    if (\$625 ) begin
+      \$743  = \$627 ;
     end
     if (rst) begin
-      \$603  = 18'h00000;
+      \$743  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$604  = a2_win_1;
-    if (\$483 ) begin
-      \$604  = \$486 ;
+    \$744  = a2_win_1;
+    if (\$625 ) begin
+      \$744  = \$628 ;
     end
     if (rst) begin
-      \$604  = 18'h00000;
+      \$744  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$605  = a2_win_2;
-    if (\$483 ) begin
-      \$605  = \$487 ;
+    \$745  = a2_win_2;
+    if (\$625 ) begin
+      \$745  = \$629 ;
     end
     if (rst) begin
-      \$605  = 18'h00000;
+      \$745  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$606  = a_v;
-    if (\$494 ) begin
-      \$606  = 1'h0;
+    \$746  = a_v;
+    if (\$636 ) begin
+      \$746  = 1'h0;
     end
-    if (\$506 ) begin
-      \$606  = 1'h1;
+    if (\$648 ) begin
+      \$746  = 1'h1;
     end
     if (rst) begin
-      \$606  = 1'h0;
+      \$746  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$607  = a_oh;
-    if (\$506 ) begin
-      \$607  = \$328 [0];
+    \$747  = a_oh;
+    if (\$648 ) begin
+      \$747  = \$323 [0];
     end
     if (rst) begin
-      \$607  = 1'h0;
+      \$747  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$608  = eof_done;
-    if (\$538 ) begin
-      \$608  = 1'h1;
+    \$748  = eof_done;
+    if (\$671 ) begin
+      \$748  = 1'h1;
     end
     if (frame_reset) begin
-      \$608  = 1'h0;
+      \$748  = 1'h0;
     end
     if (rst) begin
-      \$608  = 1'h0;
+      \$748  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$609  = \$541 ;
+    \$749  = \$674 ;
     if (frame_reset) begin
-      \$609  = 1'h0;
+      \$749  = 1'h0;
     end
     if (rst) begin
-      \$609  = 1'h0;
+      \$749  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$610  = \$544 ;
+    \$750  = \$677 ;
     if (rst) begin
-      \$610  = 4'h0;
+      \$750  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$611  = \$548 [3:0];
+    \$751  = \$681 [3:0];
     if (frame_reset) begin
-      \$611  = 4'h0;
+      \$751  = 4'h0;
     end
     if (rst) begin
-      \$611  = 4'h0;
+      \$751  = 4'h0;
     end
   end
   assign r_data = sites__payload;
   assign sites__ready = r_en;
   assign r_rdy = sites__valid;
-  assign site_x = { \$40 , \$33 , \$26 , \$19  };
+  assign site_x = { \$35 , \$28 , \$21 , \$14  };
   assign qp = w_data;
-  assign rest_oh = \$322 [15:0];
-  assign a2_oh = \$325 [15:0];
-  assign chunk_oh = \$328 [0];
+  assign rest_oh = \$317 [15:0];
+  assign a2_oh = \$320 [15:0];
+  assign chunk_oh = \$323 [0];
   assign head = sites__payload;
   assign \sites__payload.oy  = sites__payload[3:0];
   assign \sites__payload.ox  = sites__payload[7:4];
@@ -11991,6 +12680,39 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \tags[1]  = tags[9:5];
   assign \tags[2]  = tags[14:10];
   assign \tags[3]  = tags[19:15];
+  assign \$440  = 1'h0;
+  assign \$442  = \$441 ;
+  assign \$443  = 1'h0;
+  assign \$445  = \$444 ;
+  assign \$451  = 1'h0;
+  assign \$453  = \$452 ;
+  assign \$454  = 1'h0;
+  assign \$456  = \$455 ;
+  assign \$471  = 1'h0;
+  assign \$473  = \$472 ;
+  assign \$474  = 1'h0;
+  assign \$476  = \$475 ;
+  assign \$482  = 1'h0;
+  assign \$484  = \$483 ;
+  assign \$485  = 1'h0;
+  assign \$487  = \$486 ;
+  assign \$533  = 1'h0;
+  assign \$535  = \$534 ;
+  assign \$536  = 1'h0;
+  assign \$538  = \$537 ;
+  assign \$544  = 1'h0;
+  assign \$546  = \$545 ;
+  assign \$547  = 1'h0;
+  assign \$549  = \$548 ;
+  assign \$564  = 1'h0;
+  assign \$566  = \$565 ;
+  assign \$567  = 1'h0;
+  assign \$569  = \$568 ;
+  assign \$575  = 1'h0;
+  assign \$577  = \$576 ;
+  assign \$578  = 1'h0;
+  assign \$580  = \$579 ;
+  assign \$651  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -17570,31 +18292,31 @@ endmodule
 module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
-  wire [6:0] \$10 ;
+  wire \$10 ;
   wire \$100 ;
-  wire \$101 ;
-  wire \$102 ;
+  wire [15:0] \$101 ;
+  wire [15:0] \$102 ;
   wire \$103 ;
   wire \$104 ;
-  wire [5:0] \$105 ;
-  wire [6:0] \$106 ;
-  wire [6:0] \$107 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire \$107 ;
   wire \$108 ;
   wire \$109 ;
   wire \$11 ;
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
-  wire [15:0] \$113 ;
-  wire [15:0] \$114 ;
-  wire [16:0] \$115 ;
-  wire [16:0] \$116 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire \$116 ;
   wire \$117 ;
   wire \$118 ;
   wire \$119 ;
   wire \$12 ;
   wire \$120 ;
-  wire [15:0] \$121 ;
+  wire \$121 ;
   wire \$122 ;
   wire \$123 ;
   wire \$124 ;
@@ -17602,11 +18324,11 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$126 ;
   wire \$127 ;
   wire \$128 ;
-  wire [15:0] \$129 ;
+  wire \$129 ;
   wire \$13 ;
-  wire [15:0] \$130 ;
-  wire [16:0] \$131 ;
-  wire [16:0] \$132 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
   wire \$133 ;
   wire \$134 ;
   wire \$135 ;
@@ -17622,7 +18344,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$144 ;
   wire \$145 ;
   wire \$146 ;
-  wire [15:0] \$147 ;
+  wire \$147 ;
   wire \$148 ;
   wire \$149 ;
   wire \$15 ;
@@ -17646,9 +18368,9 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$166 ;
   wire \$167 ;
   wire \$168 ;
-  wire [1:0] \$169 ;
+  wire \$169 ;
   wire \$17 ;
-  wire [1:0] \$170 ;
+  wire \$170 ;
   wire \$171 ;
   wire \$172 ;
   wire \$173 ;
@@ -17665,7 +18387,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$183 ;
   wire \$184 ;
   wire \$185 ;
-  wire \$186 ;
+  wire [15:0] \$186 ;
   wire \$187 ;
   wire \$188 ;
   wire \$189 ;
@@ -17674,8 +18396,8 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$191 ;
   wire \$192 ;
   wire \$193 ;
-  wire \$194 ;
-  wire \$195 ;
+  wire [15:0] \$194 ;
+  wire [15:0] \$195 ;
   wire \$196 ;
   wire \$197 ;
   wire \$198 ;
@@ -17684,93 +18406,233 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$20 ;
   wire \$200 ;
   wire \$201 ;
-  wire [3:0] \$202 ;
-  wire [3:0] \$203 ;
-  wire [3:0] \$204 ;
-  wire [4:0] \$205 ;
-  wire [4:0] \$206 ;
-  wire [4:0] \$207 ;
-  wire [4:0] \$208 ;
-  reg \$209 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
   wire \$21 ;
-  reg [3:0] \$210 ;
-  reg \$211 ;
-  reg \$212 ;
-  reg \$213 ;
-  reg [15:0] \$214 ;
-  reg [3:0] \$215 ;
-  reg \$216 ;
-  reg [15:0] \$217 ;
-  reg [3:0] \$218 ;
-  reg \$219 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
   wire \$22 ;
-  reg [1:0] \$220 ;
-  reg \$221 ;
-  reg [3:0] \$222 ;
-  reg [5:0] \$223 ;
-  reg [4:0] \$224 ;
-  reg [5:0] \$225 ;
-  reg [5:0] \$226 ;
-  reg \$227 ;
-  reg \$228 ;
-  reg [15:0] \$229 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire \$229 ;
   wire \$23 ;
-  reg \$230 ;
-  reg [3:0] \$231 ;
-  reg \$232 ;
-  reg [15:0] \$233 ;
-  reg [15:0] \$234 ;
-  reg \$235 ;
-  reg \$236 ;
-  reg \$237 ;
-  reg [3:0] \$238 ;
-  reg \$239 ;
+  wire \$230 ;
+  wire \$231 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire \$234 ;
+  wire \$235 ;
+  wire \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire \$239 ;
   wire \$24 ;
-  reg \$240 ;
-  reg [15:0] \$241 ;
-  reg [15:0] \$242 ;
-  reg \$243 ;
-  reg [3:0] \$244 ;
-  reg \$245 ;
-  reg \$246 ;
-  reg \$247 ;
-  reg [3:0] \$248 ;
-  reg \$249 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
   wire \$25 ;
-  reg [15:0] \$250 ;
-  reg \$251 ;
-  reg \$252 ;
-  reg \$253 ;
-  reg \$254 ;
-  reg [3:0] \$255 ;
-  reg [3:0] \$256 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
   wire \$26 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
   wire \$27 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
   wire \$28 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire [15:0] \$289 ;
   wire \$29 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
   wire \$3 ;
   wire \$30 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
   wire \$31 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
   wire \$32 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
   wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire [15:0] \$39 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire [3:0] \$335 ;
+  wire [3:0] \$336 ;
+  wire [3:0] \$337 ;
+  wire [4:0] \$338 ;
+  wire [4:0] \$339 ;
+  wire [15:0] \$34 ;
+  wire [4:0] \$340 ;
+  wire [4:0] \$341 ;
+  reg \$342 ;
+  reg \$343 ;
+  reg \$344 ;
+  reg \$345 ;
+  reg \$346 ;
+  reg \$347 ;
+  reg \$348 ;
+  reg \$349 ;
+  wire [16:0] \$35 ;
+  reg [3:0] \$350 ;
+  reg \$351 ;
+  reg \$352 ;
+  reg \$353 ;
+  reg [15:0] \$354 ;
+  reg [3:0] \$355 ;
+  reg \$356 ;
+  reg [15:0] \$357 ;
+  reg [3:0] \$358 ;
+  reg \$359 ;
+  wire [16:0] \$36 ;
+  reg [1:0] \$360 ;
+  reg \$361 ;
+  reg [3:0] \$362 ;
+  reg [5:0] \$363 ;
+  reg [4:0] \$364 ;
+  reg [5:0] \$365 ;
+  reg [5:0] \$366 ;
+  reg \$367 ;
+  reg \$368 ;
+  reg [15:0] \$369 ;
+  wire [15:0] \$37 ;
+  reg \$370 ;
+  reg [3:0] \$371 ;
+  reg \$372 ;
+  reg [15:0] \$373 ;
+  reg [15:0] \$374 ;
+  reg \$375 ;
+  reg \$376 ;
+  reg \$377 ;
+  reg [3:0] \$378 ;
+  reg \$379 ;
+  wire [16:0] \$38 ;
+  reg \$380 ;
+  reg [15:0] \$381 ;
+  reg [15:0] \$382 ;
+  reg \$383 ;
+  reg [3:0] \$384 ;
+  reg \$385 ;
+  reg \$386 ;
+  reg \$387 ;
+  reg [3:0] \$388 ;
+  reg \$389 ;
+  wire [16:0] \$39 ;
+  reg [15:0] \$390 ;
+  reg \$391 ;
+  reg \$392 ;
+  reg \$393 ;
+  reg \$394 ;
+  reg [3:0] \$395 ;
+  reg [3:0] \$396 ;
   wire \$4 ;
-  wire [16:0] \$40 ;
-  wire [16:0] \$41 ;
-  wire [15:0] \$42 ;
-  wire [16:0] \$43 ;
-  wire [16:0] \$44 ;
-  wire \$45 ;
-  wire [1:0] \$46 ;
-  wire [1:0] \$47 ;
-  wire [3:0] \$48 ;
+  wire \$40 ;
+  wire [1:0] \$41 ;
+  wire [1:0] \$42 ;
+  wire [3:0] \$43 ;
+  wire \$44 ;
+  wire [6:0] \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
   wire \$49 ;
-  wire \$5 ;
+  wire [6:0] \$5 ;
   wire \$50 ;
   wire \$51 ;
   wire \$52 ;
@@ -17818,34 +18680,39 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$90 ;
   wire \$91 ;
   wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
+  wire [5:0] \$93 ;
+  wire [6:0] \$94 ;
+  wire [6:0] \$95 ;
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
   reg \$like  = 1'h0;
-  reg \$like$57  = 1'h0;
-  reg \$like$65  = 1'h0;
+  reg \$like$64  = 1'h0;
+  reg \$like$72  = 1'h0;
   reg \$signal  = 1'h0;
-  reg [15:0] \$signal$15  = 16'h0000;
-  reg \$signal$19  = 1'h0;
-  reg [3:0] \$signal$21  = 4'h0;
-  reg \$signal$32  = 1'h0;
-  reg [3:0] \$signal$34  = 4'h0;
-  reg [15:0] \$signal$40  = 16'h0000;
-  reg [15:0] \$signal$56  = 16'h0000;
-  reg \$signal$61  = 1'h1;
-  reg \$signal$62  = 1'h0;
+  reg [15:0] \$signal$12  = 16'h0000;
+  reg \$signal$16  = 1'h0;
+  reg [3:0] \$signal$18  = 4'h0;
+  reg \$signal$29  = 1'h0;
+  reg [3:0] \$signal$31  = 4'h0;
+  reg \$signal$34  = 1'h0;
+  reg \$signal$38  = 1'h0;
+  reg \$signal$41  = 1'h0;
+  reg \$signal$42  = 1'h0;
+  reg \$signal$45  = 1'h0;
+  reg \$signal$47  = 1'h0;
+  reg [15:0] \$signal$53  = 16'h0000;
   reg [15:0] \$signal$63  = 16'h0000;
-  reg [15:0] \$signal$64  = 16'h0000;
-  reg [3:0] \$signal$66  = 4'h0;
+  reg \$signal$68  = 1'h1;
   reg \$signal$69  = 1'h0;
   reg \$signal$7  = 1'h0;
-  reg \$signal$70  = 1'h0;
+  reg [15:0] \$signal$70  = 16'h0000;
+  reg [15:0] \$signal$71  = 16'h0000;
+  reg [3:0] \$signal$73  = 4'h0;
+  reg \$signal$76  = 1'h0;
+  reg \$signal$77  = 1'h0;
   reg \$signal$8  = 1'h0;
-  reg \$signal$9  = 1'h0;
   reg [15:0] a2_bits = 16'h0000;
   wire [15:0] a2_oh;
   reg [3:0] a2_oy = 4'h0;
@@ -17882,6 +18749,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire frame_reset;
   input has_last;
   wire has_last;
+  reg has_last_r = 1'h0;
   wire [10:0] head;
   wire \head.eof ;
   wire \head.error ;
@@ -17890,6 +18758,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \head.taps ;
   reg [5:0] i_cy = 6'h00;
   reg [3:0] i_row = 4'h0;
+  reg issued = 1'h0;
   input [3:0] last_y;
   wire [3:0] last_y;
   reg [5:0] need = 6'h01;
@@ -17936,60 +18805,60 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   reg [15:0] win_0 = 16'h0000;
   assign \$1  = ~ \$signal$7 ;
   assign \$2  = ~ \$signal$8 ;
-  assign \$3  = ~ \$signal$9 ;
-  assign \$4  = ~ a_v;
-  assign \$5  = nz_zero & \$4 ;
-  assign \$6  = \$3  | \$5 ;
-  assign \$7  = \$2  | \$6 ;
-  assign \$8  = \$1  | \$7 ;
-  assign \$9  = \$signal  & \$8 ;
-  assign \$10  = i_cy + 1'h0;
-  assign \$11  = \$signal$15 [1] | \$signal$15 [3];
-  assign \$12  = \$11  | \$signal$15 [5];
-  assign \$13  = \$12  | \$signal$15 [7];
-  assign \$14  = \$13  | \$signal$15 [9];
-  assign \$15  = \$14  | \$signal$15 [11];
-  assign \$16  = \$15  | \$signal$15 [13];
-  assign \$17  = \$16  | \$signal$15 [15];
-  assign \$18  = \$signal$15 [2] | \$signal$15 [3];
-  assign \$19  = \$18  | \$signal$15 [6];
-  assign \$20  = \$19  | \$signal$15 [7];
-  assign \$21  = \$20  | \$signal$15 [10];
-  assign \$22  = \$21  | \$signal$15 [11];
-  assign \$23  = \$22  | \$signal$15 [14];
-  assign \$24  = \$23  | \$signal$15 [15];
-  assign \$25  = \$signal$15 [4] | \$signal$15 [5];
-  assign \$26  = \$25  | \$signal$15 [6];
-  assign \$27  = \$26  | \$signal$15 [7];
-  assign \$28  = \$27  | \$signal$15 [12];
-  assign \$29  = \$28  | \$signal$15 [13];
-  assign \$30  = \$29  | \$signal$15 [14];
-  assign \$31  = \$30  | \$signal$15 [15];
-  assign \$32  = \$signal$15 [8] | \$signal$15 [9];
-  assign \$33  = \$32  | \$signal$15 [10];
-  assign \$34  = \$33  | \$signal$15 [11];
-  assign \$35  = \$34  | \$signal$15 [12];
-  assign \$36  = \$35  | \$signal$15 [13];
-  assign \$37  = \$36  | \$signal$15 [14];
-  assign \$38  = \$37  | \$signal$15 [15];
-  assign w_en = \$signal$19  | eof_pend;
-  assign \$39  = ~ b_rest;
-  assign \$40  = \$39  + 1'h1;
-  assign \$41  = { 1'h0, b_rest } & \$40 ;
-  assign \$42  = ~ a2_bits;
-  assign \$43  = \$42  + 1'h1;
-  assign \$44  = { 1'h0, a2_bits } & \$43 ;
-  assign \$45  = ~ nz;
-  assign \$46  = \$45  + 1'h1;
-  assign \$47  = { 1'h0, nz } & \$46 ;
-  assign \$48  = \$signal$32  ? \$signal$34  : rows_row;
-  assign row = sites__valid ? sites__payload[3:0] : \$48 ;
-  assign \$49  = ~ \$signal$9 ;
+  assign \$3  = \$1  | \$2 ;
+  assign \$4  = \$signal  & \$3 ;
+  assign \$5  = i_cy + 1'h0;
+  assign \$6  = \$signal$12 [1] | \$signal$12 [3];
+  assign \$7  = \$6  | \$signal$12 [5];
+  assign \$8  = \$7  | \$signal$12 [7];
+  assign \$9  = \$8  | \$signal$12 [9];
+  assign \$10  = \$9  | \$signal$12 [11];
+  assign \$11  = \$10  | \$signal$12 [13];
+  assign \$12  = \$11  | \$signal$12 [15];
+  assign \$13  = \$signal$12 [2] | \$signal$12 [3];
+  assign \$14  = \$13  | \$signal$12 [6];
+  assign \$15  = \$14  | \$signal$12 [7];
+  assign \$16  = \$15  | \$signal$12 [10];
+  assign \$17  = \$16  | \$signal$12 [11];
+  assign \$18  = \$17  | \$signal$12 [14];
+  assign \$19  = \$18  | \$signal$12 [15];
+  assign \$20  = \$signal$12 [4] | \$signal$12 [5];
+  assign \$21  = \$20  | \$signal$12 [6];
+  assign \$22  = \$21  | \$signal$12 [7];
+  assign \$23  = \$22  | \$signal$12 [12];
+  assign \$24  = \$23  | \$signal$12 [13];
+  assign \$25  = \$24  | \$signal$12 [14];
+  assign \$26  = \$25  | \$signal$12 [15];
+  assign \$27  = \$signal$12 [8] | \$signal$12 [9];
+  assign \$28  = \$27  | \$signal$12 [10];
+  assign \$29  = \$28  | \$signal$12 [11];
+  assign \$30  = \$29  | \$signal$12 [12];
+  assign \$31  = \$30  | \$signal$12 [13];
+  assign \$32  = \$31  | \$signal$12 [14];
+  assign \$33  = \$32  | \$signal$12 [15];
+  assign w_en = \$signal$16  | eof_pend;
+  assign \$34  = ~ b_rest;
+  assign \$35  = \$34  + 1'h1;
+  assign \$36  = { 1'h0, b_rest } & \$35 ;
+  assign \$37  = ~ a2_bits;
+  assign \$38  = \$37  + 1'h1;
+  assign \$39  = { 1'h0, a2_bits } & \$38 ;
+  assign \$40  = ~ nz;
+  assign \$41  = \$40  + 1'h1;
+  assign \$42  = { 1'h0, nz } & \$41 ;
+  assign \$43  = \$signal$29  ? \$signal$31  : rows_row;
+  assign row = sites__valid ? sites__payload[3:0] : \$43 ;
+  assign \$44  = done_rows >= need;
+  assign \$45  = need + 1'h1;
+  assign \$46  = done_rows >= \$45 ;
+  assign \$47  = f_row > last_y;
+  assign \$48  = f_row >= last_y;
+  assign \$49  = ~ \$signal$47 ;
   assign \$50  = ~ a_v;
   assign \$51  = nz_zero & \$50 ;
   assign \$52  = \$49  | \$51 ;
-  assign \$53  = \$signal$9  & \$52 ;
-  assign \$54  = ~ \$signal$9 ;
+  assign \$53  = \$signal$47  & \$52 ;
+  assign \$54  = ~ \$signal$47 ;
   assign \$55  = ~ a_v;
   assign \$56  = nz_zero & \$55 ;
   assign \$57  = \$54  | \$56 ;
@@ -17998,7 +18867,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \$60  = | win_0;
   assign \$61  = ! \$60 ;
   assign \$62  = ~ \$signal$8 ;
-  assign \$63  = ~ \$signal$9 ;
+  assign \$63  = ~ \$signal$47 ;
   assign \$64  = ~ a_v;
   assign \$65  = nz_zero & \$64 ;
   assign \$66  = \$63  | \$65 ;
@@ -18009,236 +18878,350 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \$71  = \$69  | \$70 ;
   assign \$72  = ~ \$signal$7 ;
   assign \$73  = ~ \$signal$8 ;
-  assign \$74  = ~ \$signal$9 ;
-  assign \$75  = ~ a_v;
-  assign \$76  = nz_zero & \$75 ;
-  assign \$77  = \$74  | \$76 ;
-  assign \$78  = \$73  | \$77 ;
-  assign \$79  = \$72  | \$78 ;
-  assign \$80  = \$signal  & \$79 ;
-  assign \$81  = ! row_0[0];
-  assign \$82  = tags[4:0] == row_0;
-  assign \$83  = \$81  & \$82 ;
-  assign \$85  = tags[9:5] == row_0;
+  assign \$74  = \$72  | \$73 ;
+  assign \$75  = \$signal  & \$74 ;
+  assign \$76  = ! row_0[0];
+  assign \$77  = tags[4:0] == row_0;
+  assign \$78  = \$76  & \$77 ;
+  assign \$80  = tags[9:5] == row_0;
+  assign \$81  = \$79  & \$80 ;
+  assign \$82  = ~ \$signal ;
+  assign \$83  = ~ \$signal$7 ;
+  assign \$84  = \$82  | \$83 ;
+  assign \$85  = ~ ends;
   assign \$86  = \$84  & \$85 ;
-  assign \$87  = ~ \$signal ;
-  assign \$88  = ~ \$signal$7 ;
-  assign \$89  = ~ \$signal$8 ;
-  assign \$90  = ~ \$signal$9 ;
-  assign \$91  = ~ a_v;
-  assign \$92  = nz_zero & \$91 ;
-  assign \$93  = \$90  | \$92 ;
-  assign \$94  = \$89  | \$93 ;
-  assign \$95  = \$88  | \$94 ;
-  assign \$96  = \$87  | \$95 ;
-  assign \$97  = ~ ends;
-  assign \$98  = \$96  & \$97 ;
-  assign \$99  = ~ has_last;
-  assign \$100  = f_row > last_y;
-  assign \$101  = \$99  | \$100 ;
-  assign \$102  = eof_seen & \$101 ;
-  assign \$103  = done_rows >= need;
-  assign \$104  = eof_seen | \$103 ;
-  assign \$105  = f_row + 1'h1;
-  assign \$106  = cy + 1'h1;
-  assign \$107  = need + 1'h1;
-  assign \$108  = ~ \$signal$19 ;
-  assign \$109  = eof_pend & \$108 ;
-  assign \$110  = \$109  & w_rdy;
-  assign \$111  = ~ \$signal$19 ;
-  assign \$112  = \$111  | w_rdy;
-  assign \$113  = ~ \$41 [15:0];
-  assign \$114  = b_rest & \$113 ;
-  assign \$115  = b_rest - 1'h1;
-  assign \$116  = { 1'h0, b_rest } & \$115 ;
-  assign \$117  = ! \$116 ;
-  assign \$118  = ~ \$signal$19 ;
-  assign \$119  = \$118  | w_rdy;
-  assign \$120  = \$119  & \$signal$61 ;
-  assign \$121  = \$signal$62  ? \$signal$64  : 16'h0000;
-  assign \$122  = ~ \$signal$62 ;
-  assign \$123  = \$122  | a3_rest_zero;
-  assign \$124  = ~ \$signal$62 ;
-  assign \$125  = ~ \$signal$19 ;
-  assign \$126  = \$125  | w_rdy;
-  assign \$127  = \$126  & \$signal$61 ;
-  assign \$128  = \$124  | \$127 ;
-  assign \$129  = ~ \$44 [15:0];
-  assign \$130  = a2_bits & \$129 ;
-  assign \$131  = a2_bits - 1'h1;
-  assign \$132  = { 1'h0, a2_bits } & \$131 ;
-  assign \$133  = ! \$132 ;
-  assign \$134  = ~ \$signal$62 ;
-  assign \$135  = ~ \$signal$19 ;
-  assign \$136  = \$135  | w_rdy;
-  assign \$137  = \$136  & \$signal$61 ;
-  assign \$138  = \$134  | \$137 ;
-  assign \$139  = ~ \$signal$69 ;
-  assign \$140  = ~ \$signal$62 ;
-  assign \$141  = ~ \$signal$19 ;
-  assign \$142  = \$141  | w_rdy;
-  assign \$143  = \$142  & \$signal$61 ;
+  assign \$87  = ~ has_last_r;
+  assign \$88  = issued ? \$signal$45  : \$signal$42 ;
+  assign \$89  = \$87  | \$88 ;
+  assign \$90  = \$signal$34  & \$89 ;
+  assign \$91  = issued ? \$signal$41  : \$signal$38 ;
+  assign \$92  = \$signal$34  | \$91 ;
+  assign \$93  = f_row + 1'h1;
+  assign \$94  = cy + 1'h1;
+  assign \$95  = need + 1'h1;
+  assign \$96  = ~ \$signal$16 ;
+  assign \$97  = eof_pend & \$96 ;
+  assign \$98  = \$97  & w_rdy;
+  assign \$99  = ~ \$signal$16 ;
+  assign \$100  = \$99  | w_rdy;
+  assign \$101  = ~ \$36 [15:0];
+  assign \$102  = b_rest & \$101 ;
+  assign \$104  = b_rest[0] & b_rest[1];
+  assign \$107  = b_rest[2] & b_rest[3];
+  assign \$109  = \$105  | \$108 ;
+  assign \$110  = b_rest[0] | b_rest[1];
+  assign \$111  = b_rest[2] | b_rest[3];
+  assign \$112  = \$110  & \$111 ;
+  assign \$113  = \$109  | \$112 ;
+  assign \$115  = b_rest[4] & b_rest[5];
+  assign \$118  = b_rest[6] & b_rest[7];
+  assign \$120  = \$116  | \$119 ;
+  assign \$121  = b_rest[4] | b_rest[5];
+  assign \$122  = b_rest[6] | b_rest[7];
+  assign \$123  = \$121  & \$122 ;
+  assign \$124  = \$120  | \$123 ;
+  assign \$125  = \$113  | \$124 ;
+  assign \$126  = b_rest[0] | b_rest[1];
+  assign \$127  = b_rest[2] | b_rest[3];
+  assign \$128  = \$126  | \$127 ;
+  assign \$129  = b_rest[4] | b_rest[5];
+  assign \$130  = b_rest[6] | b_rest[7];
+  assign \$131  = \$129  | \$130 ;
+  assign \$132  = \$128  & \$131 ;
+  assign \$133  = \$125  | \$132 ;
+  assign \$135  = b_rest[8] & b_rest[9];
+  assign \$138  = b_rest[10] & b_rest[11];
+  assign \$140  = \$136  | \$139 ;
+  assign \$141  = b_rest[8] | b_rest[9];
+  assign \$142  = b_rest[10] | b_rest[11];
+  assign \$143  = \$141  & \$142 ;
   assign \$144  = \$140  | \$143 ;
-  assign \$145  = \$139  | \$144 ;
-  assign \$146  = \$145  & a_v;
-  assign \$147  = a_oh ? \$signal$40  : 16'h0000;
-  assign \$148  = ~ \$signal$69 ;
-  assign \$149  = ~ \$signal$62 ;
-  assign \$150  = ~ \$signal$19 ;
-  assign \$151  = \$150  | w_rdy;
-  assign \$152  = \$151  & \$signal$61 ;
-  assign \$153  = \$149  | \$152 ;
-  assign \$154  = \$148  | \$153 ;
-  assign \$155  = ~ a_v;
-  assign \$156  = ~ \$signal$69 ;
-  assign \$157  = ~ \$signal$62 ;
-  assign \$158  = ~ \$signal$19 ;
-  assign \$159  = \$158  | w_rdy;
-  assign \$160  = \$159  & \$signal$61 ;
-  assign \$161  = \$157  | \$160 ;
-  assign \$162  = \$156  | \$161 ;
-  assign \$163  = \$155  | \$162 ;
-  assign \$164  = \$163  & \$signal$9 ;
-  assign \$165  = ~ nz_zero;
-  assign \$166  = \$164  & \$165 ;
-  assign \$167  = ~ \$47 [0];
-  assign \$168  = nz & \$167 ;
-  assign \$169  = nz - 1'h1;
-  assign \$170  = { 1'h0, nz } & \$169 ;
-  assign \$171  = ! \$170 ;
-  assign \$172  = ~ \$signal ;
-  assign \$173  = ~ \$signal$7 ;
-  assign \$174  = ~ \$signal$8 ;
-  assign \$175  = ~ \$signal$9 ;
-  assign \$176  = ~ a_v;
-  assign \$177  = nz_zero & \$176 ;
-  assign \$178  = \$175  | \$177 ;
-  assign \$179  = \$174  | \$178 ;
-  assign \$180  = \$173  | \$179 ;
-  assign \$181  = \$172  | \$180 ;
-  assign \$182  = ~ has_last;
-  assign \$183  = f_row > last_y;
-  assign \$184  = \$182  | \$183 ;
-  assign \$185  = eof_seen & \$184 ;
-  assign \$186  = \$181  & \$185 ;
-  assign \$187  = ends | \$186 ;
-  assign \$188  = \$signal  | \$signal$7 ;
-  assign \$189  = \$188  | \$signal$8 ;
-  assign \$190  = \$189  | \$signal$9 ;
-  assign \$191  = \$190  | \$signal$69 ;
-  assign \$192  = \$191  | \$signal$62 ;
-  assign \$193  = \$192  | b_v;
-  assign \$194  = \$193  | \$signal$19 ;
-  assign \$195  = ~ \$194 ;
-  assign \$196  = \$187  & \$195 ;
-  assign \$197  = ~ eof_done;
-  assign \$198  = \$196  & \$197 ;
-  assign \$199  = \$signal$19  | b_v;
-  assign \$200  = \$199  | \$signal$62 ;
-  assign \$201  = \$200  | \$signal$69 ;
-  assign \$202  = \$signal$62  ? \$signal$66  : a2_oy;
-  assign \$203  = b_v ? b_oy : \$202 ;
-  assign \$204  = \$signal$19  ? \$signal$21  : \$203 ;
-  assign \$205  = \$signal  ? { 1'h0, i_row } : f_row;
-  assign \$206  = \$signal$7  ? { 1'h0, s_row } : \$205 ;
-  assign \$207  = \$signal$8  ? { 1'h0, w_row } : \$206 ;
-  assign \$208  = \$signal$9  ? { 1'h0, c_row } : \$207 ;
+  assign \$146  = b_rest[12] & b_rest[13];
+  assign \$149  = b_rest[14] & b_rest[15];
+  assign \$151  = \$147  | \$150 ;
+  assign \$152  = b_rest[12] | b_rest[13];
+  assign \$153  = b_rest[14] | b_rest[15];
+  assign \$154  = \$152  & \$153 ;
+  assign \$155  = \$151  | \$154 ;
+  assign \$156  = \$144  | \$155 ;
+  assign \$157  = b_rest[8] | b_rest[9];
+  assign \$158  = b_rest[10] | b_rest[11];
+  assign \$159  = \$157  | \$158 ;
+  assign \$160  = b_rest[12] | b_rest[13];
+  assign \$161  = b_rest[14] | b_rest[15];
+  assign \$162  = \$160  | \$161 ;
+  assign \$163  = \$159  & \$162 ;
+  assign \$164  = \$156  | \$163 ;
+  assign \$165  = \$133  | \$164 ;
+  assign \$166  = b_rest[0] | b_rest[1];
+  assign \$167  = b_rest[2] | b_rest[3];
+  assign \$168  = \$166  | \$167 ;
+  assign \$169  = b_rest[4] | b_rest[5];
+  assign \$170  = b_rest[6] | b_rest[7];
+  assign \$171  = \$169  | \$170 ;
+  assign \$172  = \$168  | \$171 ;
+  assign \$173  = b_rest[8] | b_rest[9];
+  assign \$174  = b_rest[10] | b_rest[11];
+  assign \$175  = \$173  | \$174 ;
+  assign \$176  = b_rest[12] | b_rest[13];
+  assign \$177  = b_rest[14] | b_rest[15];
+  assign \$178  = \$176  | \$177 ;
+  assign \$179  = \$175  | \$178 ;
+  assign \$180  = \$172  & \$179 ;
+  assign \$181  = \$165  | \$180 ;
+  assign \$182  = ~ \$181 ;
+  assign \$183  = ~ \$signal$16 ;
+  assign \$184  = \$183  | w_rdy;
+  assign \$185  = \$184  & \$signal$68 ;
+  assign \$186  = \$signal$69  ? \$signal$71  : 16'h0000;
+  assign \$187  = ~ \$signal$69 ;
+  assign \$188  = \$187  | a3_rest_zero;
+  assign \$189  = ~ \$signal$69 ;
+  assign \$190  = ~ \$signal$16 ;
+  assign \$191  = \$190  | w_rdy;
+  assign \$192  = \$191  & \$signal$68 ;
+  assign \$193  = \$189  | \$192 ;
+  assign \$194  = ~ \$39 [15:0];
+  assign \$195  = a2_bits & \$194 ;
+  assign \$197  = a2_bits[0] & a2_bits[1];
+  assign \$200  = a2_bits[2] & a2_bits[3];
+  assign \$202  = \$198  | \$201 ;
+  assign \$203  = a2_bits[0] | a2_bits[1];
+  assign \$204  = a2_bits[2] | a2_bits[3];
+  assign \$205  = \$203  & \$204 ;
+  assign \$206  = \$202  | \$205 ;
+  assign \$208  = a2_bits[4] & a2_bits[5];
+  assign \$211  = a2_bits[6] & a2_bits[7];
+  assign \$213  = \$209  | \$212 ;
+  assign \$214  = a2_bits[4] | a2_bits[5];
+  assign \$215  = a2_bits[6] | a2_bits[7];
+  assign \$216  = \$214  & \$215 ;
+  assign \$217  = \$213  | \$216 ;
+  assign \$218  = \$206  | \$217 ;
+  assign \$219  = a2_bits[0] | a2_bits[1];
+  assign \$220  = a2_bits[2] | a2_bits[3];
+  assign \$221  = \$219  | \$220 ;
+  assign \$222  = a2_bits[4] | a2_bits[5];
+  assign \$223  = a2_bits[6] | a2_bits[7];
+  assign \$224  = \$222  | \$223 ;
+  assign \$225  = \$221  & \$224 ;
+  assign \$226  = \$218  | \$225 ;
+  assign \$228  = a2_bits[8] & a2_bits[9];
+  assign \$231  = a2_bits[10] & a2_bits[11];
+  assign \$233  = \$229  | \$232 ;
+  assign \$234  = a2_bits[8] | a2_bits[9];
+  assign \$235  = a2_bits[10] | a2_bits[11];
+  assign \$236  = \$234  & \$235 ;
+  assign \$237  = \$233  | \$236 ;
+  assign \$239  = a2_bits[12] & a2_bits[13];
+  assign \$242  = a2_bits[14] & a2_bits[15];
+  assign \$244  = \$240  | \$243 ;
+  assign \$245  = a2_bits[12] | a2_bits[13];
+  assign \$246  = a2_bits[14] | a2_bits[15];
+  assign \$247  = \$245  & \$246 ;
+  assign \$248  = \$244  | \$247 ;
+  assign \$249  = \$237  | \$248 ;
+  assign \$250  = a2_bits[8] | a2_bits[9];
+  assign \$251  = a2_bits[10] | a2_bits[11];
+  assign \$252  = \$250  | \$251 ;
+  assign \$253  = a2_bits[12] | a2_bits[13];
+  assign \$254  = a2_bits[14] | a2_bits[15];
+  assign \$255  = \$253  | \$254 ;
+  assign \$256  = \$252  & \$255 ;
+  assign \$257  = \$249  | \$256 ;
+  assign \$258  = \$226  | \$257 ;
+  assign \$259  = a2_bits[0] | a2_bits[1];
+  assign \$260  = a2_bits[2] | a2_bits[3];
+  assign \$261  = \$259  | \$260 ;
+  assign \$262  = a2_bits[4] | a2_bits[5];
+  assign \$263  = a2_bits[6] | a2_bits[7];
+  assign \$264  = \$262  | \$263 ;
+  assign \$265  = \$261  | \$264 ;
+  assign \$266  = a2_bits[8] | a2_bits[9];
+  assign \$267  = a2_bits[10] | a2_bits[11];
+  assign \$268  = \$266  | \$267 ;
+  assign \$269  = a2_bits[12] | a2_bits[13];
+  assign \$270  = a2_bits[14] | a2_bits[15];
+  assign \$271  = \$269  | \$270 ;
+  assign \$272  = \$268  | \$271 ;
+  assign \$273  = \$265  & \$272 ;
+  assign \$274  = \$258  | \$273 ;
+  assign \$275  = ~ \$274 ;
+  assign \$276  = ~ \$signal$69 ;
+  assign \$277  = ~ \$signal$16 ;
+  assign \$278  = \$277  | w_rdy;
+  assign \$279  = \$278  & \$signal$68 ;
+  assign \$280  = \$276  | \$279 ;
+  assign \$281  = ~ \$signal$76 ;
+  assign \$282  = ~ \$signal$69 ;
+  assign \$283  = ~ \$signal$16 ;
+  assign \$284  = \$283  | w_rdy;
+  assign \$285  = \$284  & \$signal$68 ;
+  assign \$286  = \$282  | \$285 ;
+  assign \$287  = \$281  | \$286 ;
+  assign \$288  = \$287  & a_v;
+  assign \$289  = a_oh ? \$signal$53  : 16'h0000;
+  assign \$290  = ~ \$signal$76 ;
+  assign \$291  = ~ \$signal$69 ;
+  assign \$292  = ~ \$signal$16 ;
+  assign \$293  = \$292  | w_rdy;
+  assign \$294  = \$293  & \$signal$68 ;
+  assign \$295  = \$291  | \$294 ;
+  assign \$296  = \$290  | \$295 ;
+  assign \$297  = ~ a_v;
+  assign \$298  = ~ \$signal$76 ;
+  assign \$299  = ~ \$signal$69 ;
+  assign \$300  = ~ \$signal$16 ;
+  assign \$301  = \$300  | w_rdy;
+  assign \$302  = \$301  & \$signal$68 ;
+  assign \$303  = \$299  | \$302 ;
+  assign \$304  = \$298  | \$303 ;
+  assign \$305  = \$297  | \$304 ;
+  assign \$306  = \$305  & \$signal$47 ;
+  assign \$307  = ~ nz_zero;
+  assign \$308  = \$306  & \$307 ;
+  assign \$309  = ~ \$42 [0];
+  assign \$310  = nz & \$309 ;
+  assign \$312  = ~ \$signal ;
+  assign \$313  = ~ \$signal$7 ;
+  assign \$314  = \$312  | \$313 ;
+  assign \$315  = ~ has_last_r;
+  assign \$316  = issued ? \$signal$45  : \$signal$42 ;
+  assign \$317  = \$315  | \$316 ;
+  assign \$318  = \$signal$34  & \$317 ;
+  assign \$319  = \$314  & \$318 ;
+  assign \$320  = ends | \$319 ;
+  assign \$321  = \$signal  | \$signal$7 ;
+  assign \$322  = \$321  | \$signal$8 ;
+  assign \$323  = \$322  | \$signal$47 ;
+  assign \$324  = \$323  | \$signal$76 ;
+  assign \$325  = \$324  | \$signal$69 ;
+  assign \$326  = \$325  | b_v;
+  assign \$327  = \$326  | \$signal$16 ;
+  assign \$328  = ~ \$327 ;
+  assign \$329  = \$320  & \$328 ;
+  assign \$330  = ~ eof_done;
+  assign \$331  = \$329  & \$330 ;
+  assign \$332  = \$signal$16  | b_v;
+  assign \$333  = \$332  | \$signal$69 ;
+  assign \$334  = \$333  | \$signal$76 ;
+  assign \$335  = \$signal$69  ? \$signal$73  : a2_oy;
+  assign \$336  = b_v ? b_oy : \$335 ;
+  assign \$337  = \$signal$16  ? \$signal$18  : \$336 ;
+  assign \$338  = \$signal  ? { 1'h0, i_row } : f_row;
+  assign \$339  = \$signal$7  ? { 1'h0, s_row } : \$338 ;
+  assign \$340  = \$signal$8  ? { 1'h0, w_row } : \$339 ;
+  assign \$341  = \$signal$47  ? { 1'h0, c_row } : \$340 ;
   always @(posedge clk)
-    \$signal$9  <= \$209 ;
+    \$signal$34  <= \$342 ;
   always @(posedge clk)
-    c_row <= \$210 ;
+    has_last_r <= \$343 ;
   always @(posedge clk)
-    \$signal$8  <= \$211 ;
+    \$signal$38  <= \$344 ;
   always @(posedge clk)
-    nz <= \$212 ;
+    \$signal$41  <= \$345 ;
   always @(posedge clk)
-    nz_zero <= \$213 ;
+    \$signal$42  <= \$346 ;
   always @(posedge clk)
-    \$signal$40  <= \$214 ;
+    \$signal$45  <= \$347 ;
   always @(posedge clk)
-    w_row <= \$215 ;
+    issued <= \$348 ;
   always @(posedge clk)
-    \$signal$7  <= \$216 ;
+    \$signal$47  <= \$349 ;
   always @(posedge clk)
-    win_0 <= \$217 ;
+    c_row <= \$350 ;
   always @(posedge clk)
-    s_row <= \$218 ;
+    \$signal$8  <= \$351 ;
   always @(posedge clk)
-    \$signal  <= \$219 ;
+    nz <= \$352 ;
   always @(posedge clk)
-    sel_0 <= \$220 ;
+    nz_zero <= \$353 ;
   always @(posedge clk)
-    ends <= \$221 ;
+    \$signal$53  <= \$354 ;
   always @(posedge clk)
-    i_row <= \$222 ;
+    w_row <= \$355 ;
   always @(posedge clk)
-    i_cy <= \$223 ;
+    \$signal$7  <= \$356 ;
   always @(posedge clk)
-    f_row <= \$224 ;
+    win_0 <= \$357 ;
   always @(posedge clk)
-    cy <= \$225 ;
+    s_row <= \$358 ;
   always @(posedge clk)
-    need <= \$226 ;
+    \$signal  <= \$359 ;
   always @(posedge clk)
-    eof_pend <= \$227 ;
+    sel_0 <= \$360 ;
   always @(posedge clk)
-    \$signal$19  <= \$228 ;
+    ends <= \$361 ;
   always @(posedge clk)
-    \$signal$15  <= \$229 ;
+    i_row <= \$362 ;
   always @(posedge clk)
-    \$like  <= \$230 ;
+    i_cy <= \$363 ;
   always @(posedge clk)
-    \$signal$21  <= \$231 ;
+    f_row <= \$364 ;
   always @(posedge clk)
-    c1_win_0 <= \$232 ;
+    cy <= \$365 ;
   always @(posedge clk)
-    \$signal$56  <= \$233 ;
+    need <= \$366 ;
   always @(posedge clk)
-    b_rest <= \$234 ;
+    eof_pend <= \$367 ;
   always @(posedge clk)
-    \$signal$61  <= \$235 ;
+    \$signal$16  <= \$368 ;
   always @(posedge clk)
-    b_v <= \$236 ;
+    \$signal$12  <= \$369 ;
   always @(posedge clk)
-    \$like$57  <= \$237 ;
+    \$like  <= \$370 ;
   always @(posedge clk)
-    b_oy <= \$238 ;
+    \$signal$18  <= \$371 ;
   always @(posedge clk)
-    b_win_0 <= \$239 ;
+    c1_win_0 <= \$372 ;
   always @(posedge clk)
-    \$signal$62  <= \$240 ;
+    \$signal$63  <= \$373 ;
   always @(posedge clk)
-    \$signal$63  <= \$241 ;
+    b_rest <= \$374 ;
   always @(posedge clk)
-    \$signal$64  <= \$242 ;
+    \$signal$68  <= \$375 ;
   always @(posedge clk)
-    \$like$65  <= \$243 ;
+    b_v <= \$376 ;
   always @(posedge clk)
-    \$signal$66  <= \$244 ;
+    \$like$64  <= \$377 ;
   always @(posedge clk)
-    a3_rest_zero <= \$245 ;
+    b_oy <= \$378 ;
   always @(posedge clk)
-    a3_win_0 <= \$246 ;
+    b_win_0 <= \$379 ;
   always @(posedge clk)
-    \$signal$69  <= \$247 ;
+    \$signal$69  <= \$380 ;
   always @(posedge clk)
-    a2_oy <= \$248 ;
+    \$signal$70  <= \$381 ;
   always @(posedge clk)
-    \$signal$70  <= \$249 ;
+    \$signal$71  <= \$382 ;
   always @(posedge clk)
-    a2_bits <= \$250 ;
+    \$like$72  <= \$383 ;
   always @(posedge clk)
-    a_v <= \$251 ;
+    \$signal$73  <= \$384 ;
   always @(posedge clk)
-    a_oh <= \$252 ;
+    a3_rest_zero <= \$385 ;
   always @(posedge clk)
-    eof_done <= \$253 ;
+    a3_win_0 <= \$386 ;
   always @(posedge clk)
-    \$signal$32  <= \$254 ;
+    \$signal$76  <= \$387 ;
   always @(posedge clk)
-    \$signal$34  <= \$255 ;
+    a2_oy <= \$388 ;
   always @(posedge clk)
-    rows_row <= \$256 ;
+    \$signal$77  <= \$389 ;
+  always @(posedge clk)
+    a2_bits <= \$390 ;
+  always @(posedge clk)
+    a_v <= \$391 ;
+  always @(posedge clk)
+    a_oh <= \$392 ;
+  always @(posedge clk)
+    eof_done <= \$393 ;
+  always @(posedge clk)
+    \$signal$29  <= \$394 ;
+  always @(posedge clk)
+    \$signal$31  <= \$395 ;
+  always @(posedge clk)
+    rows_row <= \$396 ;
   \top.layer2.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -18252,17 +19235,17 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     row_0 = 6'h00;
-    if (\$9 ) begin
-      row_0 = \$10 [5:0];
+    if (\$4 ) begin
+      row_0 = \$5 [5:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     w_data = 11'h000;
     (* full_case = 32'd1 *)
-    if (\$signal$19 ) begin
-      w_data[3:0] = \$signal$21 ;
-      w_data[7:4] = { \$38 , \$31 , \$24 , \$17  };
+    if (\$signal$16 ) begin
+      w_data[3:0] = \$signal$18 ;
+      w_data[7:4] = { \$33 , \$26 , \$19 , \$12  };
       w_data[8] = 1'h1;
     end else begin
       w_data[9] = 1'h1;
@@ -18271,561 +19254,628 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$209  = \$signal$9 ;
+    \$342  = eof_seen;
+    if (frame_reset) begin
+      \$342  = 1'h0;
+    end
+    if (rst) begin
+      \$342  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$343  = has_last;
+    if (rst) begin
+      \$343  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$344  = \$44 ;
+    if (frame_reset) begin
+      \$344  = 1'h0;
+    end
+    if (rst) begin
+      \$344  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$345  = \$46 ;
+    if (frame_reset) begin
+      \$345  = 1'h0;
+    end
+    if (rst) begin
+      \$345  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$346  = \$47 ;
+    if (rst) begin
+      \$346  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$347  = \$48 ;
+    if (rst) begin
+      \$347  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$348  = 1'h0;
+    if (\$86 ) begin
+      if (\$90 ) begin
+      end else if (\$92 ) begin
+        \$348  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$348  = 1'h0;
+    end
+    if (rst) begin
+      \$348  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$349  = \$signal$47 ;
     if (\$53 ) begin
-      \$209  = 1'h0;
+      \$349  = 1'h0;
     end
     if (\$58 ) begin
-      \$209  = 1'h1;
+      \$349  = 1'h1;
     end
     if (rst) begin
-      \$209  = 1'h0;
+      \$349  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$210  = c_row;
+    \$350  = c_row;
     if (\$58 ) begin
-      \$210  = w_row;
+      \$350  = w_row;
     end
     if (rst) begin
-      \$210  = 4'h0;
+      \$350  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$211  = \$signal$8 ;
+    \$351  = \$signal$8 ;
     if (\$58 ) begin
-      \$211  = 1'h0;
+      \$351  = 1'h0;
     end
     if (\$68 ) begin
-      \$211  = 1'h1;
+      \$351  = 1'h1;
     end
     if (rst) begin
-      \$211  = 1'h0;
+      \$351  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$212  = nz;
+    \$352  = nz;
     if (\$58 ) begin
-      \$212  = \$59 ;
+      \$352  = \$59 ;
     end
-    if (\$166 ) begin
-      \$212  = \$168 ;
+    if (\$308 ) begin
+      \$352  = \$310 ;
     end
     if (rst) begin
-      \$212  = 1'h0;
+      \$352  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$213  = nz_zero;
+    \$353  = nz_zero;
     if (\$58 ) begin
-      \$213  = \$61 ;
+      \$353  = \$61 ;
     end
-    if (\$166 ) begin
-      \$213  = \$171 ;
+    if (\$308 ) begin
+      \$353  = \$311 ;
     end
     if (rst) begin
-      \$213  = 1'h1;
+      \$353  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$214  = \$signal$40 ;
+    \$354  = \$signal$53 ;
     if (\$58 ) begin
-      \$214  = win_0;
+      \$354  = win_0;
     end
     if (rst) begin
-      \$214  = 16'h0000;
+      \$354  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$215  = w_row;
+    \$355  = w_row;
     if (\$68 ) begin
-      \$215  = s_row;
+      \$355  = s_row;
     end
     if (rst) begin
-      \$215  = 4'h0;
+      \$355  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$216  = \$signal$7 ;
+    \$356  = \$signal$7 ;
     if (\$68 ) begin
-      \$216  = 1'h0;
+      \$356  = 1'h0;
     end
-    if (\$80 ) begin
-      \$216  = 1'h1;
+    if (\$75 ) begin
+      \$356  = 1'h1;
     end
     if (rst) begin
-      \$216  = 1'h0;
+      \$356  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$217  = win_0;
+    \$357  = win_0;
     if (\$68 ) begin
-      \$217  = \$71 ;
+      \$357  = \$71 ;
     end
     if (rst) begin
-      \$217  = 16'h0000;
+      \$357  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$218  = s_row;
-    if (\$80 ) begin
-      \$218  = i_row;
+    \$358  = s_row;
+    if (\$75 ) begin
+      \$358  = i_row;
     end
     if (rst) begin
-      \$218  = 4'h0;
+      \$358  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$219  = \$signal ;
-    if (\$80 ) begin
-      \$219  = 1'h0;
+    \$359  = \$signal ;
+    if (\$75 ) begin
+      \$359  = 1'h0;
     end
-    if (\$98 ) begin
-      if (\$102 ) begin
-      end else if (\$104 ) begin
-        \$219  = 1'h1;
+    if (\$86 ) begin
+      if (\$90 ) begin
+      end else if (\$92 ) begin
+        \$359  = 1'h1;
       end
     end
     if (rst) begin
-      \$219  = 1'h0;
+      \$359  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$220  = sel_0;
-    if (\$80 ) begin
-      \$220 [0] = \$83 ;
-      \$220 [1] = \$86 ;
+    \$360  = sel_0;
+    if (\$75 ) begin
+      \$360 [0] = \$78 ;
+      \$360 [1] = \$81 ;
     end
     if (rst) begin
-      \$220  = 2'h0;
+      \$360  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$221  = ends;
-    if (\$98 ) begin
-      if (\$102 ) begin
-        \$221  = 1'h1;
+    \$361  = ends;
+    if (\$86 ) begin
+      if (\$90 ) begin
+        \$361  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$221  = 1'h0;
+      \$361  = 1'h0;
     end
     if (rst) begin
-      \$221  = 1'h0;
+      \$361  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$222  = i_row;
-    if (\$98 ) begin
-      if (\$102 ) begin
-      end else if (\$104 ) begin
-        \$222  = f_row[3:0];
+    \$362  = i_row;
+    if (\$86 ) begin
+      if (\$90 ) begin
+      end else if (\$92 ) begin
+        \$362  = f_row[3:0];
       end
     end
     if (rst) begin
-      \$222  = 4'h0;
+      \$362  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$223  = i_cy;
-    if (\$98 ) begin
-      if (\$102 ) begin
-      end else if (\$104 ) begin
-        \$223  = cy;
+    \$363  = i_cy;
+    if (\$86 ) begin
+      if (\$90 ) begin
+      end else if (\$92 ) begin
+        \$363  = cy;
       end
     end
     if (rst) begin
-      \$223  = 6'h00;
+      \$363  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$224  = f_row;
-    if (\$98 ) begin
-      if (\$102 ) begin
-      end else if (\$104 ) begin
-        \$224  = \$105 [4:0];
+    \$364  = f_row;
+    if (\$86 ) begin
+      if (\$90 ) begin
+      end else if (\$92 ) begin
+        \$364  = \$93 [4:0];
       end
     end
     if (frame_reset) begin
-      \$224  = 5'h00;
+      \$364  = 5'h00;
     end
     if (rst) begin
-      \$224  = 5'h00;
+      \$364  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$225  = cy;
-    if (\$98 ) begin
-      if (\$102 ) begin
-      end else if (\$104 ) begin
-        \$225  = \$106 [5:0];
+    \$365  = cy;
+    if (\$86 ) begin
+      if (\$90 ) begin
+      end else if (\$92 ) begin
+        \$365  = \$94 [5:0];
       end
     end
     if (frame_reset) begin
-      \$225  = 6'h00;
+      \$365  = 6'h00;
     end
     if (rst) begin
-      \$225  = 6'h00;
+      \$365  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$226  = need;
-    if (\$98 ) begin
-      if (\$102 ) begin
-      end else if (\$104 ) begin
-        \$226  = \$107 [5:0];
+    \$366  = need;
+    if (\$86 ) begin
+      if (\$90 ) begin
+      end else if (\$92 ) begin
+        \$366  = \$95 [5:0];
       end
     end
     if (frame_reset) begin
-      \$226  = 6'h01;
+      \$366  = 6'h01;
     end
     if (rst) begin
-      \$226  = 6'h01;
+      \$366  = 6'h01;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$227  = eof_pend;
-    if (\$110 ) begin
-      \$227  = 1'h0;
+    \$367  = eof_pend;
+    if (\$98 ) begin
+      \$367  = 1'h0;
     end
-    if (\$198 ) begin
-      \$227  = 1'h1;
+    if (\$331 ) begin
+      \$367  = 1'h1;
     end
     if (rst) begin
-      \$227  = 1'h0;
+      \$367  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$228  = \$signal$19 ;
-    if (\$112 ) begin
-      \$228  = b_v;
+    \$368  = \$signal$16 ;
+    if (\$100 ) begin
+      \$368  = b_v;
     end
     if (rst) begin
-      \$228  = 1'h0;
+      \$368  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$229  = \$signal$15 ;
-    if (\$112 ) begin
-      \$229  = \$signal$56 ;
+    \$369  = \$signal$12 ;
+    if (\$100 ) begin
+      \$369  = \$signal$63 ;
     end
     if (rst) begin
-      \$229  = 16'h0000;
+      \$369  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$230  = \$like ;
-    if (\$112 ) begin
-      \$230  = \$like$57 ;
+    \$370  = \$like ;
+    if (\$100 ) begin
+      \$370  = \$like$64 ;
     end
     if (rst) begin
-      \$230  = 1'h0;
+      \$370  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$231  = \$signal$21 ;
-    if (\$112 ) begin
-      \$231  = b_oy;
+    \$371  = \$signal$18 ;
+    if (\$100 ) begin
+      \$371  = b_oy;
     end
     if (rst) begin
-      \$231  = 4'h0;
+      \$371  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$232  = c1_win_0;
-    if (\$112 ) begin
-      \$232  = b_win_0;
+    \$372  = c1_win_0;
+    if (\$100 ) begin
+      \$372  = b_win_0;
     end
     if (rst) begin
-      \$232  = 1'h0;
+      \$372  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$233  = \$signal$56 ;
-    if (\$112 ) begin
-      \$233  = \$41 [15:0];
+    \$373  = \$signal$63 ;
+    if (\$100 ) begin
+      \$373  = \$36 [15:0];
     end
-    if (\$120 ) begin
-      \$233  = \$signal$63 ;
+    if (\$185 ) begin
+      \$373  = \$signal$70 ;
     end
     if (rst) begin
-      \$233  = 16'h0000;
+      \$373  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$234  = b_rest;
-    if (\$112 ) begin
-      \$234  = \$114 ;
+    \$374  = b_rest;
+    if (\$100 ) begin
+      \$374  = \$102 ;
     end
-    if (\$120 ) begin
-      \$234  = \$121 ;
+    if (\$185 ) begin
+      \$374  = \$186 ;
     end
     if (rst) begin
-      \$234  = 16'h0000;
+      \$374  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$235  = \$signal$61 ;
-    if (\$112 ) begin
-      \$235  = \$117 ;
+    \$375  = \$signal$68 ;
+    if (\$100 ) begin
+      \$375  = \$182 ;
     end
-    if (\$120 ) begin
-      \$235  = \$123 ;
+    if (\$185 ) begin
+      \$375  = \$188 ;
     end
     if (rst) begin
-      \$235  = 1'h1;
+      \$375  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$236  = b_v;
-    if (\$120 ) begin
-      \$236  = \$signal$62 ;
+    \$376  = b_v;
+    if (\$185 ) begin
+      \$376  = \$signal$69 ;
     end
     if (rst) begin
-      \$236  = 1'h0;
+      \$376  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$237  = \$like$57 ;
-    if (\$120 ) begin
-      \$237  = \$like$65 ;
+    \$377  = \$like$64 ;
+    if (\$185 ) begin
+      \$377  = \$like$72 ;
     end
     if (rst) begin
-      \$237  = 1'h0;
+      \$377  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$238  = b_oy;
-    if (\$120 ) begin
-      \$238  = \$signal$66 ;
+    \$378  = b_oy;
+    if (\$185 ) begin
+      \$378  = \$signal$73 ;
     end
     if (rst) begin
-      \$238  = 4'h0;
+      \$378  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$239  = b_win_0;
-    if (\$120 ) begin
-      \$239  = a3_win_0;
+    \$379  = b_win_0;
+    if (\$185 ) begin
+      \$379  = a3_win_0;
     end
     if (rst) begin
-      \$239  = 1'h0;
+      \$379  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$240  = \$signal$62 ;
-    if (\$128 ) begin
-      \$240  = \$signal$69 ;
+    \$380  = \$signal$69 ;
+    if (\$193 ) begin
+      \$380  = \$signal$76 ;
     end
     if (rst) begin
-      \$240  = 1'h0;
+      \$380  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$241  = \$signal$63 ;
-    if (\$128 ) begin
-      \$241  = \$44 [15:0];
+    \$381  = \$signal$70 ;
+    if (\$193 ) begin
+      \$381  = \$39 [15:0];
     end
     if (rst) begin
-      \$241  = 16'h0000;
+      \$381  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$242  = \$signal$64 ;
-    if (\$128 ) begin
-      \$242  = \$130 ;
+    \$382  = \$signal$71 ;
+    if (\$193 ) begin
+      \$382  = \$195 ;
     end
     if (rst) begin
-      \$242  = 16'h0000;
+      \$382  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$243  = \$like$65 ;
-    if (\$128 ) begin
-      \$243  = \$signal$70 ;
+    \$383  = \$like$72 ;
+    if (\$193 ) begin
+      \$383  = \$signal$77 ;
     end
     if (rst) begin
-      \$243  = 1'h0;
+      \$383  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$244  = \$signal$66 ;
-    if (\$128 ) begin
-      \$244  = a2_oy;
+    \$384  = \$signal$73 ;
+    if (\$193 ) begin
+      \$384  = a2_oy;
     end
     if (rst) begin
-      \$244  = 4'h0;
+      \$384  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$245  = a3_rest_zero;
-    if (\$128 ) begin
-      \$245  = \$133 ;
+    \$385  = a3_rest_zero;
+    if (\$193 ) begin
+      \$385  = \$275 ;
     end
     if (rst) begin
-      \$245  = 1'h1;
+      \$385  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$246  = a3_win_0;
-    if (\$128 ) begin
-      \$246  = 1'h0;
+    \$386  = a3_win_0;
+    if (\$193 ) begin
+      \$386  = 1'h0;
     end
     if (rst) begin
-      \$246  = 1'h0;
+      \$386  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$247  = \$signal$69 ;
-    if (\$138 ) begin
-      \$247  = 1'h0;
+    \$387  = \$signal$76 ;
+    if (\$280 ) begin
+      \$387  = 1'h0;
     end
-    if (\$146 ) begin
-      \$247  = 1'h1;
+    if (\$288 ) begin
+      \$387  = 1'h1;
     end
     if (rst) begin
-      \$247  = 1'h0;
+      \$387  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$248  = a2_oy;
-    if (\$146 ) begin
-      \$248  = c_row;
+    \$388  = a2_oy;
+    if (\$288 ) begin
+      \$388  = c_row;
     end
     if (rst) begin
-      \$248  = 4'h0;
+      \$388  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$249  = \$signal$70 ;
-    if (\$146 ) begin
-      \$249  = 1'h0;
+    \$389  = \$signal$77 ;
+    if (\$288 ) begin
+      \$389  = 1'h0;
     end
     if (rst) begin
-      \$249  = 1'h0;
+      \$389  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$250  = a2_bits;
-    if (\$146 ) begin
-      \$250  = \$147 ;
+    \$390  = a2_bits;
+    if (\$288 ) begin
+      \$390  = \$289 ;
     end
     if (rst) begin
-      \$250  = 16'h0000;
+      \$390  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$251  = a_v;
-    if (\$154 ) begin
-      \$251  = 1'h0;
+    \$391  = a_v;
+    if (\$296 ) begin
+      \$391  = 1'h0;
     end
-    if (\$166 ) begin
-      \$251  = 1'h1;
+    if (\$308 ) begin
+      \$391  = 1'h1;
     end
     if (rst) begin
-      \$251  = 1'h0;
+      \$391  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$252  = a_oh;
-    if (\$166 ) begin
-      \$252  = \$47 [0];
+    \$392  = a_oh;
+    if (\$308 ) begin
+      \$392  = \$42 [0];
     end
     if (rst) begin
-      \$252  = 1'h0;
+      \$392  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$253  = eof_done;
-    if (\$198 ) begin
-      \$253  = 1'h1;
+    \$393  = eof_done;
+    if (\$331 ) begin
+      \$393  = 1'h1;
     end
     if (frame_reset) begin
-      \$253  = 1'h0;
+      \$393  = 1'h0;
     end
     if (rst) begin
-      \$253  = 1'h0;
+      \$393  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$254  = \$201 ;
+    \$394  = \$334 ;
     if (frame_reset) begin
-      \$254  = 1'h0;
+      \$394  = 1'h0;
     end
     if (rst) begin
-      \$254  = 1'h0;
+      \$394  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$255  = \$204 ;
+    \$395  = \$337 ;
     if (rst) begin
-      \$255  = 4'h0;
+      \$395  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$256  = \$208 [3:0];
+    \$396  = \$341 [3:0];
     if (frame_reset) begin
-      \$256  = 4'h0;
+      \$396  = 4'h0;
     end
     if (rst) begin
-      \$256  = 4'h0;
+      \$396  = 4'h0;
     end
   end
   assign r_data = sites__payload;
   assign sites__ready = r_en;
   assign r_rdy = sites__valid;
-  assign site_x = { \$38 , \$31 , \$24 , \$17  };
+  assign site_x = { \$33 , \$26 , \$19 , \$12  };
   assign qp = w_data;
-  assign rest_oh = \$41 [15:0];
-  assign a2_oh = \$44 [15:0];
-  assign chunk_oh = \$47 [0];
+  assign rest_oh = \$36 [15:0];
+  assign a2_oh = \$39 [15:0];
+  assign chunk_oh = \$42 [0];
   assign head = sites__payload;
   assign a2_win_0 = 1'h0;
   assign \sites__payload.oy  = sites__payload[3:0];
@@ -18847,7 +19897,40 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \bitmaps[1]  = bitmaps[31:16];
   assign \tags[0]  = tags[4:0];
   assign \tags[1]  = tags[9:5];
-  assign \$84  = row_0[0];
+  assign \$79  = row_0[0];
+  assign \$103  = 1'h0;
+  assign \$105  = \$104 ;
+  assign \$106  = 1'h0;
+  assign \$108  = \$107 ;
+  assign \$114  = 1'h0;
+  assign \$116  = \$115 ;
+  assign \$117  = 1'h0;
+  assign \$119  = \$118 ;
+  assign \$134  = 1'h0;
+  assign \$136  = \$135 ;
+  assign \$137  = 1'h0;
+  assign \$139  = \$138 ;
+  assign \$145  = 1'h0;
+  assign \$147  = \$146 ;
+  assign \$148  = 1'h0;
+  assign \$150  = \$149 ;
+  assign \$196  = 1'h0;
+  assign \$198  = \$197 ;
+  assign \$199  = 1'h0;
+  assign \$201  = \$200 ;
+  assign \$207  = 1'h0;
+  assign \$209  = \$208 ;
+  assign \$210  = 1'h0;
+  assign \$212  = \$211 ;
+  assign \$227  = 1'h0;
+  assign \$229  = \$228 ;
+  assign \$230  = 1'h0;
+  assign \$232  = \$231 ;
+  assign \$238  = 1'h0;
+  assign \$240  = \$239 ;
+  assign \$241  = 1'h0;
+  assign \$243  = \$242 ;
+  assign \$311  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)

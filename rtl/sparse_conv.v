@@ -931,7 +931,7 @@ endmodule
 module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
-  wire [10:0] \$10 ;
+  wire \$10 ;
   wire \$100 ;
   wire \$101 ;
   wire \$102 ;
@@ -942,7 +942,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire [9:0] \$11 ;
+  wire \$11 ;
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
@@ -953,7 +953,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$117 ;
   wire \$118 ;
   wire \$119 ;
-  wire [9:0] \$12 ;
+  wire \$12 ;
   wire \$120 ;
   wire \$121 ;
   wire \$122 ;
@@ -1170,18 +1170,18 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$312 ;
   wire \$313 ;
   wire \$314 ;
-  wire \$315 ;
-  wire \$316 ;
-  wire \$317 ;
-  wire \$318 ;
-  wire \$319 ;
+  wire [15:0] \$315 ;
+  wire [16:0] \$316 ;
+  wire [16:0] \$317 ;
+  wire [15:0] \$318 ;
+  wire [16:0] \$319 ;
   wire \$32 ;
-  wire [15:0] \$320 ;
-  wire [16:0] \$321 ;
-  wire [16:0] \$322 ;
-  wire [15:0] \$323 ;
-  wire [16:0] \$324 ;
-  wire [16:0] \$325 ;
+  wire [16:0] \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
   wire \$326 ;
   wire \$327 ;
   wire \$328 ;
@@ -1195,16 +1195,16 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$335 ;
   wire \$336 ;
   wire \$337 ;
-  wire \$338 ;
-  wire \$339 ;
+  wire [7:0] \$338 ;
+  wire [8:0] \$339 ;
   wire \$34 ;
-  wire \$340 ;
-  wire \$341 ;
+  wire [8:0] \$340 ;
+  wire [6:0] \$341 ;
   wire \$342 ;
-  wire [7:0] \$343 ;
-  wire [8:0] \$344 ;
-  wire [8:0] \$345 ;
-  wire [6:0] \$346 ;
+  wire [9:0] \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
   wire \$347 ;
   wire \$348 ;
   wire \$349 ;
@@ -1332,37 +1332,37 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$459 ;
   wire \$46 ;
   wire \$460 ;
-  wire \$461 ;
-  wire \$462 ;
-  wire \$463 ;
+  wire [8:0] \$461 ;
+  wire [9:0] \$462 ;
+  wire [9:0] \$463 ;
   wire \$464 ;
   wire \$465 ;
   wire \$466 ;
   wire \$467 ;
   wire \$468 ;
-  wire \$469 ;
+  wire [15:0] \$469 ;
   wire \$47 ;
-  wire \$470 ;
+  wire [15:0] \$470 ;
   wire \$471 ;
   wire \$472 ;
-  wire [8:0] \$473 ;
-  wire [9:0] \$474 ;
-  wire [9:0] \$475 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
   wire \$476 ;
   wire \$477 ;
   wire \$478 ;
   wire \$479 ;
   wire \$48 ;
   wire \$480 ;
-  wire [15:0] \$481 ;
-  wire [15:0] \$482 ;
-  wire [16:0] \$483 ;
-  wire [16:0] \$484 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire \$484 ;
   wire \$485 ;
   wire \$486 ;
   wire \$487 ;
   wire \$488 ;
-  wire [15:0] \$489 ;
+  wire \$489 ;
   wire \$49 ;
   wire \$490 ;
   wire \$491 ;
@@ -1371,12 +1371,12 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$494 ;
   wire \$495 ;
   wire \$496 ;
-  wire [15:0] \$497 ;
-  wire [15:0] \$498 ;
-  wire [16:0] \$499 ;
-  wire \$5 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire \$499 ;
+  wire [10:0] \$5 ;
   wire \$50 ;
-  wire [16:0] \$500 ;
+  wire \$500 ;
   wire \$501 ;
   wire \$502 ;
   wire \$503 ;
@@ -1392,72 +1392,72 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$512 ;
   wire \$513 ;
   wire \$514 ;
-  wire [15:0] \$515 ;
-  wire [15:0] \$516 ;
-  wire [15:0] \$517 ;
-  wire [15:0] \$518 ;
-  wire [15:0] \$519 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire \$518 ;
+  wire \$519 ;
   wire \$52 ;
-  wire [15:0] \$520 ;
-  wire [15:0] \$521 ;
-  wire [15:0] \$522 ;
-  wire [15:0] \$523 ;
-  wire [15:0] \$524 ;
-  wire [15:0] \$525 ;
-  wire [15:0] \$526 ;
-  wire [15:0] \$527 ;
-  wire [15:0] \$528 ;
-  wire [15:0] \$529 ;
+  wire \$520 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
   wire \$53 ;
-  wire [17:0] \$530 ;
-  wire [17:0] \$531 ;
-  wire [17:0] \$532 ;
-  wire [17:0] \$533 ;
-  wire [17:0] \$534 ;
-  wire [17:0] \$535 ;
-  wire [17:0] \$536 ;
-  wire [17:0] \$537 ;
-  wire [17:0] \$538 ;
-  wire [17:0] \$539 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire \$54 ;
-  wire [17:0] \$540 ;
-  wire [17:0] \$541 ;
-  wire [17:0] \$542 ;
-  wire [17:0] \$543 ;
-  wire [17:0] \$544 ;
-  wire [17:0] \$545 ;
-  wire [17:0] \$546 ;
-  wire [17:0] \$547 ;
-  wire [17:0] \$548 ;
-  wire [17:0] \$549 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire \$549 ;
   wire \$55 ;
-  wire [17:0] \$550 ;
-  wire [17:0] \$551 ;
-  wire [17:0] \$552 ;
-  wire [17:0] \$553 ;
-  wire [17:0] \$554 ;
-  wire [17:0] \$555 ;
-  wire [17:0] \$556 ;
-  wire [17:0] \$557 ;
-  wire [17:0] \$558 ;
-  wire [17:0] \$559 ;
+  wire \$550 ;
+  wire \$551 ;
+  wire \$552 ;
+  wire \$553 ;
+  wire [15:0] \$554 ;
+  wire \$555 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire \$558 ;
+  wire \$559 ;
   wire \$56 ;
-  wire [17:0] \$560 ;
-  wire [17:0] \$561 ;
-  wire [17:0] \$562 ;
-  wire [17:0] \$563 ;
-  wire [17:0] \$564 ;
-  wire [17:0] \$565 ;
-  wire [17:0] \$566 ;
-  wire [17:0] \$567 ;
-  wire [17:0] \$568 ;
-  wire [17:0] \$569 ;
+  wire \$560 ;
+  wire \$561 ;
+  wire [15:0] \$562 ;
+  wire [15:0] \$563 ;
+  wire \$564 ;
+  wire \$565 ;
+  wire \$566 ;
+  wire \$567 ;
+  wire \$568 ;
+  wire \$569 ;
   wire \$57 ;
-  wire [17:0] \$570 ;
-  wire [17:0] \$571 ;
-  wire [17:0] \$572 ;
-  wire [17:0] \$573 ;
-  wire [17:0] \$574 ;
+  wire \$570 ;
+  wire \$571 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire \$574 ;
   wire \$575 ;
   wire \$576 ;
   wire \$577 ;
@@ -1479,13 +1479,13 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$591 ;
   wire \$592 ;
   wire \$593 ;
-  wire [7:0] \$594 ;
-  wire [7:0] \$595 ;
-  wire [8:0] \$596 ;
-  wire [8:0] \$597 ;
+  wire \$594 ;
+  wire \$595 ;
+  wire \$596 ;
+  wire \$597 ;
   wire \$598 ;
   wire \$599 ;
-  wire \$6 ;
+  wire [9:0] \$6 ;
   wire \$60 ;
   wire \$600 ;
   wire \$601 ;
@@ -1518,102 +1518,273 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$626 ;
   wire \$627 ;
   wire \$628 ;
-  wire [6:0] \$629 ;
+  wire \$629 ;
   wire \$63 ;
-  wire [6:0] \$630 ;
-  wire [6:0] \$631 ;
-  wire [7:0] \$632 ;
-  wire [7:0] \$633 ;
-  wire [7:0] \$634 ;
-  wire [7:0] \$635 ;
-  reg \$636 ;
-  reg [6:0] \$637 ;
-  reg \$638 ;
-  reg [7:0] \$639 ;
+  wire \$630 ;
+  wire \$631 ;
+  wire \$632 ;
+  wire \$633 ;
+  wire \$634 ;
+  wire \$635 ;
+  wire \$636 ;
+  wire \$637 ;
+  wire \$638 ;
+  wire \$639 ;
   wire \$64 ;
-  reg \$640 ;
-  reg [127:0] \$641 ;
-  reg [127:0] \$642 ;
-  reg [127:0] \$643 ;
-  reg [6:0] \$644 ;
-  reg \$645 ;
-  reg [127:0] \$646 ;
-  reg [127:0] \$647 ;
-  reg [127:0] \$648 ;
-  reg [6:0] \$649 ;
+  wire \$640 ;
+  wire \$641 ;
+  wire \$642 ;
+  wire \$643 ;
+  wire \$644 ;
+  wire \$645 ;
+  wire \$646 ;
+  wire \$647 ;
+  wire \$648 ;
+  wire \$649 ;
   wire \$65 ;
-  reg \$650 ;
-  reg [3:0] \$651 ;
-  reg [3:0] \$652 ;
-  reg [3:0] \$653 ;
-  reg \$654 ;
-  reg [6:0] \$655 ;
-  reg [8:0] \$656 ;
-  reg [7:0] \$657 ;
-  reg [8:0] \$658 ;
-  reg [8:0] \$659 ;
+  wire \$650 ;
+  wire \$651 ;
+  wire \$652 ;
+  wire \$653 ;
+  wire \$654 ;
+  wire \$655 ;
+  wire \$656 ;
+  wire [15:0] \$657 ;
+  wire [15:0] \$658 ;
+  wire [15:0] \$659 ;
   wire \$66 ;
-  reg \$660 ;
-  reg \$661 ;
-  reg [15:0] \$662 ;
-  reg [2:0] \$663 ;
-  reg [6:0] \$664 ;
-  reg [17:0] \$665 ;
-  reg [17:0] \$666 ;
-  reg [17:0] \$667 ;
-  reg [15:0] \$668 ;
-  reg [15:0] \$669 ;
+  wire [15:0] \$660 ;
+  wire [15:0] \$661 ;
+  wire [15:0] \$662 ;
+  wire [15:0] \$663 ;
+  wire [15:0] \$664 ;
+  wire [15:0] \$665 ;
+  wire [15:0] \$666 ;
+  wire [15:0] \$667 ;
+  wire [15:0] \$668 ;
+  wire [15:0] \$669 ;
   wire \$67 ;
-  reg \$670 ;
-  reg \$671 ;
-  reg [2:0] \$672 ;
-  reg [6:0] \$673 ;
-  reg [17:0] \$674 ;
-  reg [17:0] \$675 ;
-  reg [17:0] \$676 ;
-  reg \$677 ;
-  reg [15:0] \$678 ;
-  reg [15:0] \$679 ;
+  wire [15:0] \$670 ;
+  wire [15:0] \$671 ;
+  wire [17:0] \$672 ;
+  wire [17:0] \$673 ;
+  wire [17:0] \$674 ;
+  wire [17:0] \$675 ;
+  wire [17:0] \$676 ;
+  wire [17:0] \$677 ;
+  wire [17:0] \$678 ;
+  wire [17:0] \$679 ;
   wire \$68 ;
-  reg [2:0] \$680 ;
-  reg [6:0] \$681 ;
-  reg \$682 ;
-  reg [17:0] \$683 ;
-  reg [17:0] \$684 ;
-  reg [17:0] \$685 ;
-  reg \$686 ;
-  reg [6:0] \$687 ;
-  reg [2:0] \$688 ;
-  reg [15:0] \$689 ;
+  wire [17:0] \$680 ;
+  wire [17:0] \$681 ;
+  wire [17:0] \$682 ;
+  wire [17:0] \$683 ;
+  wire [17:0] \$684 ;
+  wire [17:0] \$685 ;
+  wire [17:0] \$686 ;
+  wire [17:0] \$687 ;
+  wire [17:0] \$688 ;
+  wire [17:0] \$689 ;
   wire \$69 ;
-  reg [17:0] \$690 ;
-  reg [17:0] \$691 ;
-  reg [17:0] \$692 ;
-  reg \$693 ;
-  reg [7:0] \$694 ;
-  reg \$695 ;
-  reg \$696 ;
-  reg [6:0] \$697 ;
-  reg [6:0] \$698 ;
-  wire \$7 ;
+  wire [17:0] \$690 ;
+  wire [17:0] \$691 ;
+  wire [17:0] \$692 ;
+  wire [17:0] \$693 ;
+  wire [17:0] \$694 ;
+  wire [17:0] \$695 ;
+  wire [17:0] \$696 ;
+  wire [17:0] \$697 ;
+  wire [17:0] \$698 ;
+  wire [17:0] \$699 ;
+  wire [9:0] \$7 ;
   wire \$70 ;
+  wire [17:0] \$700 ;
+  wire [17:0] \$701 ;
+  wire [17:0] \$702 ;
+  wire [17:0] \$703 ;
+  wire [17:0] \$704 ;
+  wire [17:0] \$705 ;
+  wire [17:0] \$706 ;
+  wire [17:0] \$707 ;
+  wire [17:0] \$708 ;
+  wire [17:0] \$709 ;
   wire \$71 ;
+  wire [17:0] \$710 ;
+  wire [17:0] \$711 ;
+  wire [17:0] \$712 ;
+  wire [17:0] \$713 ;
+  wire [17:0] \$714 ;
+  wire [17:0] \$715 ;
+  wire [17:0] \$716 ;
+  wire \$717 ;
+  wire \$718 ;
+  wire \$719 ;
   wire \$72 ;
+  wire \$720 ;
+  wire \$721 ;
+  wire \$722 ;
+  wire \$723 ;
+  wire \$724 ;
+  wire \$725 ;
+  wire \$726 ;
+  wire \$727 ;
+  wire \$728 ;
+  wire \$729 ;
   wire \$73 ;
+  wire \$730 ;
+  wire \$731 ;
+  wire \$732 ;
+  wire \$733 ;
+  wire \$734 ;
+  wire \$735 ;
+  wire [7:0] \$736 ;
+  wire [7:0] \$737 ;
+  wire \$738 ;
+  wire \$739 ;
   wire \$74 ;
+  wire \$740 ;
+  wire \$741 ;
+  wire \$742 ;
+  wire \$743 ;
+  wire \$744 ;
+  wire \$745 ;
+  wire \$746 ;
+  wire \$747 ;
+  wire \$748 ;
+  wire \$749 ;
   wire \$75 ;
+  wire \$750 ;
+  wire \$751 ;
+  wire \$752 ;
+  wire \$753 ;
+  wire \$754 ;
+  wire \$755 ;
+  wire \$756 ;
+  wire \$757 ;
+  wire \$758 ;
+  wire \$759 ;
   wire \$76 ;
+  wire \$760 ;
+  wire \$761 ;
+  wire \$762 ;
+  wire \$763 ;
+  wire \$764 ;
+  wire \$765 ;
+  wire \$766 ;
+  wire \$767 ;
+  wire \$768 ;
+  wire \$769 ;
   wire \$77 ;
+  wire \$770 ;
+  wire \$771 ;
+  wire \$772 ;
+  wire \$773 ;
+  wire \$774 ;
+  wire \$775 ;
+  wire \$776 ;
+  wire \$777 ;
+  wire \$778 ;
+  wire \$779 ;
   wire \$78 ;
+  wire \$780 ;
+  wire \$781 ;
+  wire \$782 ;
+  wire \$783 ;
+  wire \$784 ;
+  wire \$785 ;
+  wire \$786 ;
+  wire \$787 ;
+  wire \$788 ;
+  wire \$789 ;
   wire \$79 ;
+  wire \$790 ;
+  wire \$791 ;
+  wire \$792 ;
+  wire [6:0] \$793 ;
+  wire [6:0] \$794 ;
+  wire [6:0] \$795 ;
+  wire [7:0] \$796 ;
+  wire [7:0] \$797 ;
+  wire [7:0] \$798 ;
+  wire [7:0] \$799 ;
   wire \$8 ;
   wire \$80 ;
+  reg \$800 ;
+  reg \$801 ;
+  reg \$802 ;
+  reg \$803 ;
+  reg \$804 ;
+  reg \$805 ;
+  reg \$806 ;
+  reg \$807 ;
+  reg [6:0] \$808 ;
+  reg \$809 ;
   wire \$81 ;
+  reg [7:0] \$810 ;
+  reg \$811 ;
+  reg [127:0] \$812 ;
+  reg [127:0] \$813 ;
+  reg [127:0] \$814 ;
+  reg [6:0] \$815 ;
+  reg \$816 ;
+  reg [127:0] \$817 ;
+  reg [127:0] \$818 ;
+  reg [127:0] \$819 ;
   wire \$82 ;
+  reg [6:0] \$820 ;
+  reg \$821 ;
+  reg [3:0] \$822 ;
+  reg [3:0] \$823 ;
+  reg [3:0] \$824 ;
+  reg \$825 ;
+  reg [6:0] \$826 ;
+  reg [8:0] \$827 ;
+  reg [7:0] \$828 ;
+  reg [8:0] \$829 ;
   wire \$83 ;
+  reg [8:0] \$830 ;
+  reg \$831 ;
+  reg \$832 ;
+  reg [15:0] \$833 ;
+  reg [2:0] \$834 ;
+  reg [6:0] \$835 ;
+  reg [17:0] \$836 ;
+  reg [17:0] \$837 ;
+  reg [17:0] \$838 ;
+  reg [15:0] \$839 ;
   wire \$84 ;
+  reg [15:0] \$840 ;
+  reg \$841 ;
+  reg \$842 ;
+  reg [2:0] \$843 ;
+  reg [6:0] \$844 ;
+  reg [17:0] \$845 ;
+  reg [17:0] \$846 ;
+  reg [17:0] \$847 ;
+  reg \$848 ;
+  reg [15:0] \$849 ;
   wire \$85 ;
+  reg [15:0] \$850 ;
+  reg [2:0] \$851 ;
+  reg [6:0] \$852 ;
+  reg \$853 ;
+  reg [17:0] \$854 ;
+  reg [17:0] \$855 ;
+  reg [17:0] \$856 ;
+  reg \$857 ;
+  reg [6:0] \$858 ;
+  reg [2:0] \$859 ;
   wire \$86 ;
+  reg [15:0] \$860 ;
+  reg [17:0] \$861 ;
+  reg [17:0] \$862 ;
+  reg [17:0] \$863 ;
+  reg \$864 ;
+  reg [7:0] \$865 ;
+  reg \$866 ;
+  reg \$867 ;
+  reg [6:0] \$868 ;
+  reg [6:0] \$869 ;
   wire \$87 ;
   wire \$88 ;
   wire \$89 ;
@@ -1629,25 +1800,30 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$98 ;
   wire \$99 ;
   reg [2:0] \$like  = 3'h0;
-  reg [2:0] \$like$73  = 3'h0;
   reg [2:0] \$like$80  = 3'h0;
+  reg [2:0] \$like$87  = 3'h0;
   reg \$signal  = 1'h0;
-  reg [15:0] \$signal$17  = 16'h0000;
-  reg \$signal$21  = 1'h0;
-  reg [6:0] \$signal$23  = 7'h00;
-  reg \$signal$33  = 1'h0;
-  reg \$signal$34  = 1'h0;
-  reg \$signal$36  = 1'h1;
-  reg \$signal$43  = 1'h0;
-  reg [6:0] \$signal$45  = 7'h00;
+  reg [15:0] \$signal$14  = 16'h0000;
+  reg \$signal$18  = 1'h0;
+  reg [6:0] \$signal$20  = 7'h00;
+  reg \$signal$30  = 1'h0;
+  reg \$signal$31  = 1'h0;
+  reg \$signal$33  = 1'h1;
+  reg \$signal$41  = 1'h0;
+  reg [6:0] \$signal$43  = 7'h00;
+  reg \$signal$46  = 1'h0;
+  reg \$signal$50  = 1'h0;
+  reg \$signal$53  = 1'h0;
+  reg \$signal$54  = 1'h0;
+  reg \$signal$57  = 1'h0;
+  reg \$signal$59  = 1'h0;
   reg \$signal$7  = 1'h0;
-  reg [15:0] \$signal$72  = 16'h0000;
-  reg [15:0] \$signal$78  = 16'h0000;
   reg [15:0] \$signal$79  = 16'h0000;
   reg \$signal$8  = 1'h0;
-  reg [6:0] \$signal$81  = 7'h00;
-  reg [2:0] \$signal$86  = 3'h0;
-  reg \$signal$9  = 1'h0;
+  reg [15:0] \$signal$85  = 16'h0000;
+  reg [15:0] \$signal$86  = 16'h0000;
+  reg [6:0] \$signal$88  = 7'h00;
+  reg [2:0] \$signal$93  = 3'h0;
   reg [15:0] a2_bits = 16'h0000;
   wire [15:0] a2_oh;
   reg [6:0] a2_oy = 7'h00;
@@ -1698,6 +1874,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire frame_reset;
   input has_last;
   wire has_last;
+  reg has_last_r = 1'h0;
   wire [24:0] head;
   wire \head.eof ;
   wire \head.error ;
@@ -1706,6 +1883,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire [8:0] \head.taps ;
   reg [8:0] i_cy = 9'h000;
   reg [6:0] i_row = 7'h00;
+  reg issued = 1'h0;
   input [6:0] last_y;
   wire [6:0] last_y;
   reg [8:0] need = 9'h002;
@@ -1758,59 +1936,230 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   reg [127:0] win_0 = 128'h00000000000000000000000000000000;
   reg [127:0] win_1 = 128'h00000000000000000000000000000000;
   reg [127:0] win_2 = 128'h00000000000000000000000000000000;
-  assign \$301  = \$299  | \$300 ;
-  assign \$302  = \$signal$17 [7] & c1_win_2[9];
-  assign \$303  = \$301  | \$302 ;
-  assign \$304  = \$signal$17 [8] & c1_win_2[10];
-  assign \$305  = \$303  | \$304 ;
-  assign \$306  = \$signal$17 [9] & c1_win_2[11];
-  assign \$307  = \$305  | \$306 ;
-  assign \$308  = \$signal$17 [10] & c1_win_2[12];
-  assign \$309  = \$307  | \$308 ;
-  assign \$310  = \$signal$17 [11] & c1_win_2[13];
-  assign \$311  = \$309  | \$310 ;
-  assign \$312  = \$signal$17 [12] & c1_win_2[14];
-  assign \$313  = \$311  | \$312 ;
-  assign \$314  = \$signal$17 [13] & c1_win_2[15];
-  assign \$315  = \$313  | \$314 ;
-  assign \$316  = \$signal$17 [14] & c1_win_2[16];
-  assign \$317  = \$315  | \$316 ;
-  assign \$318  = \$signal$17 [15] & c1_win_2[17];
-  assign \$319  = \$317  | \$318 ;
-  assign \$320  = ~ b_rest;
-  assign \$321  = \$320  + 1'h1;
-  assign \$322  = { 1'h0, b_rest } & \$321 ;
-  assign \$323  = ~ a2_bits;
-  assign \$324  = \$323  + 1'h1;
-  assign \$325  = { 1'h0, a2_bits } & \$324 ;
-  assign \$326  = ~ \$signal$33 ;
-  assign \$327  = ~ \$signal$34 ;
-  assign \$328  = ~ \$signal$21 ;
-  assign \$329  = \$328  | w_rdy;
-  assign \$330  = \$329  & \$signal$36 ;
-  assign \$331  = \$327  | \$330 ;
-  assign \$332  = \$326  | \$331 ;
-  assign \$333  = \$332  & a_v;
-  assign \$334  = a_oh[1] | a_oh[3];
-  assign \$335  = \$334  | a_oh[5];
-  assign \$336  = \$335  | a_oh[7];
-  assign \$337  = a_oh[2] | a_oh[3];
-  assign \$338  = \$337  | a_oh[6];
-  assign \$339  = \$338  | a_oh[7];
-  assign \$340  = a_oh[4] | a_oh[5];
-  assign \$341  = \$340  | a_oh[6];
-  assign \$342  = \$341  | a_oh[7];
-  assign \$343  = ~ nz;
-  assign \$344  = \$343  + 1'h1;
-  assign \$345  = { 1'h0, nz } & \$344 ;
-  assign \$346  = \$signal$43  ? \$signal$45  : rows_row;
-  assign row = sites__valid ? sites__payload[6:0] : \$346 ;
-  assign \$347  = ~ \$signal$9 ;
+  assign \$130  = \$signal$14 [1] & c1_win_1[1];
+  assign \$131  = \$129  | \$130 ;
+  assign \$132  = \$signal$14 [2] & c1_win_1[2];
+  assign \$133  = \$131  | \$132 ;
+  assign \$134  = \$signal$14 [3] & c1_win_1[3];
+  assign \$135  = \$133  | \$134 ;
+  assign \$136  = \$signal$14 [4] & c1_win_1[4];
+  assign \$137  = \$135  | \$136 ;
+  assign \$138  = \$signal$14 [5] & c1_win_1[5];
+  assign \$139  = \$137  | \$138 ;
+  assign \$140  = \$signal$14 [6] & c1_win_1[6];
+  assign \$141  = \$139  | \$140 ;
+  assign \$142  = \$signal$14 [7] & c1_win_1[7];
+  assign \$143  = \$141  | \$142 ;
+  assign \$144  = \$signal$14 [8] & c1_win_1[8];
+  assign \$145  = \$143  | \$144 ;
+  assign \$146  = \$signal$14 [9] & c1_win_1[9];
+  assign \$147  = \$145  | \$146 ;
+  assign \$148  = \$signal$14 [10] & c1_win_1[10];
+  assign \$149  = \$147  | \$148 ;
+  assign \$150  = \$signal$14 [11] & c1_win_1[11];
+  assign \$151  = \$149  | \$150 ;
+  assign \$152  = \$signal$14 [12] & c1_win_1[12];
+  assign \$153  = \$151  | \$152 ;
+  assign \$154  = \$signal$14 [13] & c1_win_1[13];
+  assign \$155  = \$153  | \$154 ;
+  assign \$156  = \$signal$14 [14] & c1_win_1[14];
+  assign \$157  = \$155  | \$156 ;
+  assign \$158  = \$signal$14 [15] & c1_win_1[15];
+  assign \$159  = \$157  | \$158 ;
+  assign \$160  = \$signal$14 [0] & c1_win_1[1];
+  assign \$161  = \$signal$14 [1] & c1_win_1[2];
+  assign \$162  = \$160  | \$161 ;
+  assign \$163  = \$signal$14 [2] & c1_win_1[3];
+  assign \$164  = \$162  | \$163 ;
+  assign \$165  = \$signal$14 [3] & c1_win_1[4];
+  assign \$166  = \$164  | \$165 ;
+  assign \$167  = \$signal$14 [4] & c1_win_1[5];
+  assign \$168  = \$166  | \$167 ;
+  assign \$169  = \$signal$14 [5] & c1_win_1[6];
+  assign \$170  = \$168  | \$169 ;
+  assign \$171  = \$signal$14 [6] & c1_win_1[7];
+  assign \$172  = \$170  | \$171 ;
+  assign \$173  = \$signal$14 [7] & c1_win_1[8];
+  assign \$174  = \$172  | \$173 ;
+  assign \$175  = \$signal$14 [8] & c1_win_1[9];
+  assign \$176  = \$174  | \$175 ;
+  assign \$177  = \$signal$14 [9] & c1_win_1[10];
+  assign \$178  = \$176  | \$177 ;
+  assign \$179  = \$signal$14 [10] & c1_win_1[11];
+  assign \$180  = \$178  | \$179 ;
+  assign \$181  = \$signal$14 [11] & c1_win_1[12];
+  assign \$182  = \$180  | \$181 ;
+  assign \$183  = \$signal$14 [12] & c1_win_1[13];
+  assign \$184  = \$182  | \$183 ;
+  assign \$185  = \$signal$14 [13] & c1_win_1[14];
+  assign \$186  = \$184  | \$185 ;
+  assign \$187  = \$signal$14 [14] & c1_win_1[15];
+  assign \$188  = \$186  | \$187 ;
+  assign \$189  = \$signal$14 [15] & c1_win_1[16];
+  assign \$190  = \$188  | \$189 ;
+  assign \$191  = \$signal$14 [0] & c1_win_1[2];
+  assign \$192  = \$signal$14 [1] & c1_win_1[3];
+  assign \$193  = \$191  | \$192 ;
+  assign \$194  = \$signal$14 [2] & c1_win_1[4];
+  assign \$195  = \$193  | \$194 ;
+  assign \$196  = \$signal$14 [3] & c1_win_1[5];
+  assign \$197  = \$195  | \$196 ;
+  assign \$198  = \$signal$14 [4] & c1_win_1[6];
+  assign \$199  = \$197  | \$198 ;
+  assign \$200  = \$signal$14 [5] & c1_win_1[7];
+  assign \$201  = \$199  | \$200 ;
+  assign \$202  = \$signal$14 [6] & c1_win_1[8];
+  assign \$203  = \$201  | \$202 ;
+  assign \$204  = \$signal$14 [7] & c1_win_1[9];
+  assign \$205  = \$203  | \$204 ;
+  assign \$206  = \$signal$14 [8] & c1_win_1[10];
+  assign \$207  = \$205  | \$206 ;
+  assign \$208  = \$signal$14 [9] & c1_win_1[11];
+  assign \$209  = \$207  | \$208 ;
+  assign \$210  = \$signal$14 [10] & c1_win_1[12];
+  assign \$211  = \$209  | \$210 ;
+  assign \$212  = \$signal$14 [11] & c1_win_1[13];
+  assign \$213  = \$211  | \$212 ;
+  assign \$214  = \$signal$14 [12] & c1_win_1[14];
+  assign \$215  = \$213  | \$214 ;
+  assign \$216  = \$signal$14 [13] & c1_win_1[15];
+  assign \$217  = \$215  | \$216 ;
+  assign \$218  = \$signal$14 [14] & c1_win_1[16];
+  assign \$219  = \$217  | \$218 ;
+  assign \$220  = \$signal$14 [15] & c1_win_1[17];
+  assign \$221  = \$219  | \$220 ;
+  assign \$222  = \$signal$14 [0] & c1_win_2[0];
+  assign \$223  = \$signal$14 [1] & c1_win_2[1];
+  assign \$224  = \$222  | \$223 ;
+  assign \$225  = \$signal$14 [2] & c1_win_2[2];
+  assign \$226  = \$224  | \$225 ;
+  assign \$227  = \$signal$14 [3] & c1_win_2[3];
+  assign \$228  = \$226  | \$227 ;
+  assign \$229  = \$signal$14 [4] & c1_win_2[4];
+  assign \$230  = \$228  | \$229 ;
+  assign \$231  = \$signal$14 [5] & c1_win_2[5];
+  assign \$232  = \$230  | \$231 ;
+  assign \$233  = \$signal$14 [6] & c1_win_2[6];
+  assign \$234  = \$232  | \$233 ;
+  assign \$235  = \$signal$14 [7] & c1_win_2[7];
+  assign \$236  = \$234  | \$235 ;
+  assign \$237  = \$signal$14 [8] & c1_win_2[8];
+  assign \$238  = \$236  | \$237 ;
+  assign \$239  = \$signal$14 [9] & c1_win_2[9];
+  assign \$240  = \$238  | \$239 ;
+  assign \$241  = \$signal$14 [10] & c1_win_2[10];
+  assign \$242  = \$240  | \$241 ;
+  assign \$243  = \$signal$14 [11] & c1_win_2[11];
+  assign \$244  = \$242  | \$243 ;
+  assign \$245  = \$signal$14 [12] & c1_win_2[12];
+  assign \$246  = \$244  | \$245 ;
+  assign \$247  = \$signal$14 [13] & c1_win_2[13];
+  assign \$248  = \$246  | \$247 ;
+  assign \$249  = \$signal$14 [14] & c1_win_2[14];
+  assign \$250  = \$248  | \$249 ;
+  assign \$251  = \$signal$14 [15] & c1_win_2[15];
+  assign \$252  = \$250  | \$251 ;
+  assign \$253  = \$signal$14 [0] & c1_win_2[1];
+  assign \$254  = \$signal$14 [1] & c1_win_2[2];
+  assign \$255  = \$253  | \$254 ;
+  assign \$256  = \$signal$14 [2] & c1_win_2[3];
+  assign \$257  = \$255  | \$256 ;
+  assign \$258  = \$signal$14 [3] & c1_win_2[4];
+  assign \$259  = \$257  | \$258 ;
+  assign \$260  = \$signal$14 [4] & c1_win_2[5];
+  assign \$261  = \$259  | \$260 ;
+  assign \$262  = \$signal$14 [5] & c1_win_2[6];
+  assign \$263  = \$261  | \$262 ;
+  assign \$264  = \$signal$14 [6] & c1_win_2[7];
+  assign \$265  = \$263  | \$264 ;
+  assign \$266  = \$signal$14 [7] & c1_win_2[8];
+  assign \$267  = \$265  | \$266 ;
+  assign \$268  = \$signal$14 [8] & c1_win_2[9];
+  assign \$269  = \$267  | \$268 ;
+  assign \$270  = \$signal$14 [9] & c1_win_2[10];
+  assign \$271  = \$269  | \$270 ;
+  assign \$272  = \$signal$14 [10] & c1_win_2[11];
+  assign \$273  = \$271  | \$272 ;
+  assign \$274  = \$signal$14 [11] & c1_win_2[12];
+  assign \$275  = \$273  | \$274 ;
+  assign \$276  = \$signal$14 [12] & c1_win_2[13];
+  assign \$277  = \$275  | \$276 ;
+  assign \$278  = \$signal$14 [13] & c1_win_2[14];
+  assign \$279  = \$277  | \$278 ;
+  assign \$280  = \$signal$14 [14] & c1_win_2[15];
+  assign \$281  = \$279  | \$280 ;
+  assign \$282  = \$signal$14 [15] & c1_win_2[16];
+  assign \$283  = \$281  | \$282 ;
+  assign \$284  = \$signal$14 [0] & c1_win_2[2];
+  assign \$285  = \$signal$14 [1] & c1_win_2[3];
+  assign \$286  = \$284  | \$285 ;
+  assign \$287  = \$signal$14 [2] & c1_win_2[4];
+  assign \$288  = \$286  | \$287 ;
+  assign \$289  = \$signal$14 [3] & c1_win_2[5];
+  assign \$290  = \$288  | \$289 ;
+  assign \$291  = \$signal$14 [4] & c1_win_2[6];
+  assign \$292  = \$290  | \$291 ;
+  assign \$293  = \$signal$14 [5] & c1_win_2[7];
+  assign \$294  = \$292  | \$293 ;
+  assign \$295  = \$signal$14 [6] & c1_win_2[8];
+  assign \$296  = \$294  | \$295 ;
+  assign \$297  = \$signal$14 [7] & c1_win_2[9];
+  assign \$298  = \$296  | \$297 ;
+  assign \$299  = \$signal$14 [8] & c1_win_2[10];
+  assign \$300  = \$298  | \$299 ;
+  assign \$301  = \$signal$14 [9] & c1_win_2[11];
+  assign \$302  = \$300  | \$301 ;
+  assign \$303  = \$signal$14 [10] & c1_win_2[12];
+  assign \$304  = \$302  | \$303 ;
+  assign \$305  = \$signal$14 [11] & c1_win_2[13];
+  assign \$306  = \$304  | \$305 ;
+  assign \$307  = \$signal$14 [12] & c1_win_2[14];
+  assign \$308  = \$306  | \$307 ;
+  assign \$309  = \$signal$14 [13] & c1_win_2[15];
+  assign \$310  = \$308  | \$309 ;
+  assign \$311  = \$signal$14 [14] & c1_win_2[16];
+  assign \$312  = \$310  | \$311 ;
+  assign \$313  = \$signal$14 [15] & c1_win_2[17];
+  assign \$314  = \$312  | \$313 ;
+  assign \$315  = ~ b_rest;
+  assign \$316  = \$315  + 1'h1;
+  assign \$317  = { 1'h0, b_rest } & \$316 ;
+  assign \$318  = ~ a2_bits;
+  assign \$319  = \$318  + 1'h1;
+  assign \$320  = { 1'h0, a2_bits } & \$319 ;
+  assign \$321  = ~ \$signal$30 ;
+  assign \$322  = ~ \$signal$31 ;
+  assign \$323  = ~ \$signal$18 ;
+  assign \$324  = \$323  | w_rdy;
+  assign \$325  = \$324  & \$signal$33 ;
+  assign \$326  = \$322  | \$325 ;
+  assign \$327  = \$321  | \$326 ;
+  assign \$328  = \$327  & a_v;
+  assign \$329  = a_oh[1] | a_oh[3];
+  assign \$330  = \$329  | a_oh[5];
+  assign \$331  = \$330  | a_oh[7];
+  assign \$332  = a_oh[2] | a_oh[3];
+  assign \$333  = \$332  | a_oh[6];
+  assign \$334  = \$333  | a_oh[7];
+  assign \$335  = a_oh[4] | a_oh[5];
+  assign \$336  = \$335  | a_oh[6];
+  assign \$337  = \$336  | a_oh[7];
+  assign \$338  = ~ nz;
+  assign \$339  = \$338  + 1'h1;
+  assign \$340  = { 1'h0, nz } & \$339 ;
+  assign \$341  = \$signal$41  ? \$signal$43  : rows_row;
+  assign row = sites__valid ? sites__payload[6:0] : \$341 ;
+  assign \$342  = done_rows >= need;
+  assign \$343  = need + 1'h1;
+  assign \$344  = done_rows >= \$343 ;
+  assign \$345  = f_row > last_y;
+  assign \$346  = f_row >= last_y;
+  assign \$347  = ~ \$signal$59 ;
   assign \$348  = ~ a_v;
   assign \$349  = nz_zero & \$348 ;
   assign \$350  = \$347  | \$349 ;
-  assign \$351  = \$signal$9  & \$350 ;
-  assign \$352  = ~ \$signal$9 ;
+  assign \$351  = \$signal$59  & \$350 ;
+  assign \$352  = ~ \$signal$59 ;
   assign \$353  = ~ a_v;
   assign \$354  = nz_zero & \$353 ;
   assign \$355  = \$352  | \$354 ;
@@ -1833,7 +2182,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   assign \$372  = | win_1[127:112];
   assign \$373  = ! { \$372 , \$371 , \$370 , \$369 , \$368 , \$367 , \$366 , \$365  };
   assign \$374  = ~ \$signal$8 ;
-  assign \$375  = ~ \$signal$9 ;
+  assign \$375  = ~ \$signal$59 ;
   assign \$376  = ~ a_v;
   assign \$377  = nz_zero & \$376 ;
   assign \$378  = \$375  | \$377 ;
@@ -1862,665 +2211,632 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   assign \$401  = \$399  | \$400 ;
   assign \$402  = ~ \$signal$7 ;
   assign \$403  = ~ \$signal$8 ;
-  assign \$404  = ~ \$signal$9 ;
-  assign \$405  = ~ a_v;
-  assign \$406  = nz_zero & \$405 ;
-  assign \$407  = \$404  | \$406 ;
-  assign \$408  = \$403  | \$407 ;
-  assign \$409  = \$402  | \$408 ;
-  assign \$410  = \$signal  & \$409 ;
-  assign \$411  = ! row_0[1:0];
-  assign \$412  = tags[7:0] == row_0;
+  assign \$404  = \$402  | \$403 ;
+  assign \$405  = \$signal  & \$404 ;
+  assign \$406  = ! row_0[1:0];
+  assign \$407  = tags[7:0] == row_0;
+  assign \$408  = \$406  & \$407 ;
+  assign \$409  = | i_cy;
+  assign \$410  = \$408  & \$409 ;
+  assign \$411  = row_0[1:0] == 1'h1;
+  assign \$412  = tags[15:8] == row_0;
   assign \$413  = \$411  & \$412 ;
   assign \$414  = | i_cy;
   assign \$415  = \$413  & \$414 ;
-  assign \$416  = row_0[1:0] == 1'h1;
-  assign \$417  = tags[15:8] == row_0;
+  assign \$416  = row_0[1:0] == 2'h2;
+  assign \$417  = tags[23:16] == row_0;
   assign \$418  = \$416  & \$417 ;
   assign \$419  = | i_cy;
   assign \$420  = \$418  & \$419 ;
-  assign \$421  = row_0[1:0] == 2'h2;
-  assign \$422  = tags[23:16] == row_0;
+  assign \$421  = row_0[1:0] == 2'h3;
+  assign \$422  = tags[31:24] == row_0;
   assign \$423  = \$421  & \$422 ;
   assign \$424  = | i_cy;
   assign \$425  = \$423  & \$424 ;
-  assign \$426  = row_0[1:0] == 2'h3;
-  assign \$427  = tags[31:24] == row_0;
+  assign \$426  = ! row_1[1:0];
+  assign \$427  = tags[7:0] == row_1;
   assign \$428  = \$426  & \$427 ;
-  assign \$429  = | i_cy;
-  assign \$430  = \$428  & \$429 ;
-  assign \$431  = ! row_1[1:0];
-  assign \$432  = tags[7:0] == row_1;
-  assign \$433  = \$431  & \$432 ;
-  assign \$434  = row_1[1:0] == 1'h1;
-  assign \$435  = tags[15:8] == row_1;
-  assign \$436  = \$434  & \$435 ;
-  assign \$437  = row_1[1:0] == 2'h2;
-  assign \$438  = tags[23:16] == row_1;
-  assign \$439  = \$437  & \$438 ;
-  assign \$440  = row_1[1:0] == 2'h3;
-  assign \$441  = tags[31:24] == row_1;
-  assign \$442  = \$440  & \$441 ;
-  assign \$443  = ! row_2[1:0];
-  assign \$444  = tags[7:0] == row_2;
-  assign \$445  = \$443  & \$444 ;
-  assign \$446  = row_2[1:0] == 1'h1;
-  assign \$447  = tags[15:8] == row_2;
-  assign \$448  = \$446  & \$447 ;
-  assign \$449  = row_2[1:0] == 2'h2;
-  assign \$450  = tags[23:16] == row_2;
-  assign \$451  = \$449  & \$450 ;
-  assign \$452  = row_2[1:0] == 2'h3;
-  assign \$453  = tags[31:24] == row_2;
+  assign \$429  = row_1[1:0] == 1'h1;
+  assign \$430  = tags[15:8] == row_1;
+  assign \$431  = \$429  & \$430 ;
+  assign \$432  = row_1[1:0] == 2'h2;
+  assign \$433  = tags[23:16] == row_1;
+  assign \$434  = \$432  & \$433 ;
+  assign \$435  = row_1[1:0] == 2'h3;
+  assign \$436  = tags[31:24] == row_1;
+  assign \$437  = \$435  & \$436 ;
+  assign \$438  = ! row_2[1:0];
+  assign \$439  = tags[7:0] == row_2;
+  assign \$440  = \$438  & \$439 ;
+  assign \$441  = row_2[1:0] == 1'h1;
+  assign \$442  = tags[15:8] == row_2;
+  assign \$443  = \$441  & \$442 ;
+  assign \$444  = row_2[1:0] == 2'h2;
+  assign \$445  = tags[23:16] == row_2;
+  assign \$446  = \$444  & \$445 ;
+  assign \$447  = row_2[1:0] == 2'h3;
+  assign \$448  = tags[31:24] == row_2;
+  assign \$449  = \$447  & \$448 ;
+  assign \$450  = ~ \$signal ;
+  assign \$451  = ~ \$signal$7 ;
+  assign \$452  = \$450  | \$451 ;
+  assign \$453  = ~ ends;
   assign \$454  = \$452  & \$453 ;
-  assign \$455  = ~ \$signal ;
-  assign \$456  = ~ \$signal$7 ;
-  assign \$457  = ~ \$signal$8 ;
-  assign \$458  = ~ \$signal$9 ;
-  assign \$459  = ~ a_v;
-  assign \$460  = nz_zero & \$459 ;
-  assign \$461  = \$458  | \$460 ;
-  assign \$462  = \$457  | \$461 ;
-  assign \$463  = \$456  | \$462 ;
-  assign \$464  = \$455  | \$463 ;
-  assign \$465  = ~ ends;
-  assign \$466  = \$464  & \$465 ;
-  assign \$467  = ~ has_last;
-  assign \$468  = f_row > last_y;
-  assign \$469  = \$467  | \$468 ;
-  assign \$470  = eof_seen & \$469 ;
-  assign \$471  = done_rows >= need;
-  assign \$472  = eof_seen | \$471 ;
-  assign \$473  = f_row + 1'h1;
-  assign \$474  = cy + 1'h1;
-  assign \$475  = need + 1'h1;
-  assign \$476  = ~ \$signal$21 ;
-  assign \$477  = eof_pend & \$476 ;
-  assign \$478  = \$477  & w_rdy;
-  assign \$479  = ~ \$signal$21 ;
-  assign \$480  = \$479  | w_rdy;
-  assign \$481  = ~ \$322 [15:0];
-  assign \$482  = b_rest & \$481 ;
-  assign \$483  = b_rest - 1'h1;
-  assign \$484  = { 1'h0, b_rest } & \$483 ;
-  assign \$485  = ! \$484 ;
-  assign \$486  = ~ \$signal$21 ;
-  assign \$487  = \$486  | w_rdy;
-  assign \$488  = \$487  & \$signal$36 ;
-  assign \$489  = \$signal$34  ? \$signal$79  : 16'h0000;
-  assign \$490  = ~ \$signal$34 ;
-  assign \$491  = \$490  | a3_rest_zero;
-  assign \$492  = ~ \$signal$34 ;
-  assign \$493  = ~ \$signal$21 ;
-  assign \$494  = \$493  | w_rdy;
-  assign \$495  = \$494  & \$signal$36 ;
-  assign \$496  = \$492  | \$495 ;
-  assign \$497  = ~ \$325 [15:0];
-  assign \$498  = a2_bits & \$497 ;
-  assign \$499  = a2_bits - 1'h1;
-  assign \$500  = { 1'h0, a2_bits } & \$499 ;
-  assign \$501  = ! \$500 ;
-  assign \$502  = ~ \$signal$34 ;
-  assign \$503  = ~ \$signal$21 ;
-  assign \$504  = \$503  | w_rdy;
-  assign \$505  = \$504  & \$signal$36 ;
-  assign \$506  = \$502  | \$505 ;
-  assign \$507  = ~ \$signal$33 ;
-  assign \$508  = ~ \$signal$34 ;
-  assign \$509  = ~ \$signal$21 ;
-  assign \$510  = \$509  | w_rdy;
-  assign \$511  = \$510  & \$signal$36 ;
+  assign \$455  = ~ has_last_r;
+  assign \$456  = issued ? \$signal$57  : \$signal$54 ;
+  assign \$457  = \$455  | \$456 ;
+  assign \$458  = \$signal$46  & \$457 ;
+  assign \$459  = issued ? \$signal$53  : \$signal$50 ;
+  assign \$460  = \$signal$46  | \$459 ;
+  assign \$461  = f_row + 1'h1;
+  assign \$462  = cy + 1'h1;
+  assign \$463  = need + 1'h1;
+  assign \$464  = ~ \$signal$18 ;
+  assign \$465  = eof_pend & \$464 ;
+  assign \$466  = \$465  & w_rdy;
+  assign \$467  = ~ \$signal$18 ;
+  assign \$468  = \$467  | w_rdy;
+  assign \$469  = ~ \$317 [15:0];
+  assign \$470  = b_rest & \$469 ;
+  assign \$472  = b_rest[0] & b_rest[1];
+  assign \$475  = b_rest[2] & b_rest[3];
+  assign \$477  = \$473  | \$476 ;
+  assign \$478  = b_rest[0] | b_rest[1];
+  assign \$479  = b_rest[2] | b_rest[3];
+  assign \$480  = \$478  & \$479 ;
+  assign \$481  = \$477  | \$480 ;
+  assign \$483  = b_rest[4] & b_rest[5];
+  assign \$486  = b_rest[6] & b_rest[7];
+  assign \$488  = \$484  | \$487 ;
+  assign \$489  = b_rest[4] | b_rest[5];
+  assign \$490  = b_rest[6] | b_rest[7];
+  assign \$491  = \$489  & \$490 ;
+  assign \$492  = \$488  | \$491 ;
+  assign \$493  = \$481  | \$492 ;
+  assign \$494  = b_rest[0] | b_rest[1];
+  assign \$495  = b_rest[2] | b_rest[3];
+  assign \$496  = \$494  | \$495 ;
+  assign \$497  = b_rest[4] | b_rest[5];
+  assign \$498  = b_rest[6] | b_rest[7];
+  assign \$499  = \$497  | \$498 ;
+  assign \$500  = \$496  & \$499 ;
+  assign \$501  = \$493  | \$500 ;
+  assign \$503  = b_rest[8] & b_rest[9];
+  assign \$506  = b_rest[10] & b_rest[11];
+  assign \$508  = \$504  | \$507 ;
+  assign \$509  = b_rest[8] | b_rest[9];
+  assign \$510  = b_rest[10] | b_rest[11];
+  assign \$511  = \$509  & \$510 ;
   assign \$512  = \$508  | \$511 ;
-  assign \$513  = \$507  | \$512 ;
-  assign \$514  = \$513  & a_v;
-  assign \$515  = a_oh[0] ? cwin_1[15:0] : 16'h0000;
-  assign \$516  = a_oh[1] ? cwin_1[31:16] : 16'h0000;
-  assign \$517  = \$515  | \$516 ;
-  assign \$518  = a_oh[2] ? cwin_1[47:32] : 16'h0000;
-  assign \$519  = \$517  | \$518 ;
-  assign \$520  = a_oh[3] ? cwin_1[63:48] : 16'h0000;
-  assign \$521  = \$519  | \$520 ;
-  assign \$522  = a_oh[4] ? cwin_1[79:64] : 16'h0000;
-  assign \$523  = \$521  | \$522 ;
-  assign \$524  = a_oh[5] ? cwin_1[95:80] : 16'h0000;
-  assign \$525  = \$523  | \$524 ;
-  assign \$526  = a_oh[6] ? cwin_1[111:96] : 16'h0000;
+  assign \$514  = b_rest[12] & b_rest[13];
+  assign \$517  = b_rest[14] & b_rest[15];
+  assign \$519  = \$515  | \$518 ;
+  assign \$520  = b_rest[12] | b_rest[13];
+  assign \$521  = b_rest[14] | b_rest[15];
+  assign \$522  = \$520  & \$521 ;
+  assign \$523  = \$519  | \$522 ;
+  assign \$524  = \$512  | \$523 ;
+  assign \$525  = b_rest[8] | b_rest[9];
+  assign \$526  = b_rest[10] | b_rest[11];
   assign \$527  = \$525  | \$526 ;
-  assign \$528  = a_oh[7] ? cwin_1[127:112] : 16'h0000;
-  assign \$529  = \$527  | \$528 ;
-  assign \$530  = a_oh[0] ? { cwin_0[16:0], 1'h0 } : 18'h00000;
-  assign \$531  = a_oh[1] ? cwin_0[32:15] : 18'h00000;
-  assign \$532  = \$530  | \$531 ;
-  assign \$533  = a_oh[2] ? cwin_0[48:31] : 18'h00000;
-  assign \$534  = \$532  | \$533 ;
-  assign \$535  = a_oh[3] ? cwin_0[64:47] : 18'h00000;
+  assign \$528  = b_rest[12] | b_rest[13];
+  assign \$529  = b_rest[14] | b_rest[15];
+  assign \$530  = \$528  | \$529 ;
+  assign \$531  = \$527  & \$530 ;
+  assign \$532  = \$524  | \$531 ;
+  assign \$533  = \$501  | \$532 ;
+  assign \$534  = b_rest[0] | b_rest[1];
+  assign \$535  = b_rest[2] | b_rest[3];
   assign \$536  = \$534  | \$535 ;
-  assign \$537  = a_oh[4] ? cwin_0[80:63] : 18'h00000;
-  assign \$538  = \$536  | \$537 ;
-  assign \$539  = a_oh[5] ? cwin_0[96:79] : 18'h00000;
-  assign \$540  = \$538  | \$539 ;
-  assign \$541  = a_oh[6] ? cwin_0[112:95] : 18'h00000;
-  assign \$542  = \$540  | \$541 ;
-  assign \$543  = a_oh[7] ? { 1'h0, cwin_0[127:111] } : 18'h00000;
-  assign \$544  = \$542  | \$543 ;
-  assign \$545  = a_oh[0] ? { cwin_1[16:0], 1'h0 } : 18'h00000;
-  assign \$546  = a_oh[1] ? cwin_1[32:15] : 18'h00000;
-  assign \$547  = \$545  | \$546 ;
-  assign \$548  = a_oh[2] ? cwin_1[48:31] : 18'h00000;
-  assign \$549  = \$547  | \$548 ;
-  assign \$550  = a_oh[3] ? cwin_1[64:47] : 18'h00000;
-  assign \$551  = \$549  | \$550 ;
-  assign \$552  = a_oh[4] ? cwin_1[80:63] : 18'h00000;
-  assign \$553  = \$551  | \$552 ;
-  assign \$554  = a_oh[5] ? cwin_1[96:79] : 18'h00000;
-  assign \$555  = \$553  | \$554 ;
-  assign \$556  = a_oh[6] ? cwin_1[112:95] : 18'h00000;
-  assign \$557  = \$555  | \$556 ;
-  assign \$558  = a_oh[7] ? { 1'h0, cwin_1[127:111] } : 18'h00000;
-  assign \$559  = \$557  | \$558 ;
-  assign \$560  = a_oh[0] ? { cwin_2[16:0], 1'h0 } : 18'h00000;
-  assign \$561  = a_oh[1] ? cwin_2[32:15] : 18'h00000;
-  assign \$562  = \$560  | \$561 ;
-  assign \$563  = a_oh[2] ? cwin_2[48:31] : 18'h00000;
-  assign \$564  = \$562  | \$563 ;
-  assign \$565  = a_oh[3] ? cwin_2[64:47] : 18'h00000;
-  assign \$566  = \$564  | \$565 ;
-  assign \$567  = a_oh[4] ? cwin_2[80:63] : 18'h00000;
-  assign \$568  = \$566  | \$567 ;
-  assign \$569  = a_oh[5] ? cwin_2[96:79] : 18'h00000;
-  assign \$570  = \$568  | \$569 ;
-  assign \$571  = a_oh[6] ? cwin_2[112:95] : 18'h00000;
-  assign \$572  = \$570  | \$571 ;
-  assign \$573  = a_oh[7] ? { 1'h0, cwin_2[127:111] } : 18'h00000;
-  assign \$574  = \$572  | \$573 ;
-  assign \$575  = ~ \$signal$33 ;
-  assign \$576  = ~ \$signal$34 ;
-  assign \$577  = ~ \$signal$21 ;
-  assign \$578  = \$577  | w_rdy;
-  assign \$579  = \$578  & \$signal$36 ;
-  assign \$580  = \$576  | \$579 ;
-  assign \$581  = \$575  | \$580 ;
-  assign \$582  = ~ a_v;
-  assign \$583  = ~ \$signal$33 ;
-  assign \$584  = ~ \$signal$34 ;
-  assign \$585  = ~ \$signal$21 ;
-  assign \$586  = \$585  | w_rdy;
-  assign \$587  = \$586  & \$signal$36 ;
-  assign \$588  = \$584  | \$587 ;
-  assign \$589  = \$583  | \$588 ;
-  assign \$590  = \$582  | \$589 ;
-  assign \$591  = \$590  & \$signal$9 ;
-  assign \$592  = ~ nz_zero;
-  assign \$593  = \$591  & \$592 ;
-  assign \$594  = ~ \$345 [7:0];
-  assign \$595  = nz & \$594 ;
-  assign \$596  = nz - 1'h1;
-  assign \$597  = { 1'h0, nz } & \$596 ;
-  assign \$598  = ! \$597 ;
-  assign \$599  = ~ \$signal ;
-  assign \$600  = ~ \$signal$7 ;
-  assign \$601  = ~ \$signal$8 ;
-  assign \$602  = ~ \$signal$9 ;
-  assign \$603  = ~ a_v;
-  assign \$604  = nz_zero & \$603 ;
-  assign \$605  = \$602  | \$604 ;
-  assign \$606  = \$601  | \$605 ;
-  assign \$607  = \$600  | \$606 ;
-  assign \$608  = \$599  | \$607 ;
-  assign \$609  = ~ has_last;
-  assign \$610  = f_row > last_y;
-  assign \$611  = \$609  | \$610 ;
-  assign \$612  = eof_seen & \$611 ;
-  assign \$613  = \$608  & \$612 ;
-  assign \$614  = ends | \$613 ;
-  assign \$615  = \$signal  | \$signal$7 ;
-  assign \$616  = \$615  | \$signal$8 ;
-  assign \$617  = \$616  | \$signal$9 ;
-  assign \$618  = \$617  | \$signal$33 ;
-  assign \$619  = \$618  | \$signal$34 ;
-  assign \$620  = \$619  | b_v;
-  assign \$621  = \$620  | \$signal$21 ;
-  assign \$622  = ~ \$621 ;
-  assign \$623  = \$614  & \$622 ;
-  assign \$624  = ~ eof_done;
-  assign \$625  = \$623  & \$624 ;
-  assign \$626  = \$signal$21  | b_v;
-  assign \$627  = \$626  | \$signal$34 ;
-  assign \$628  = \$627  | \$signal$33 ;
-  assign \$629  = \$signal$34  ? \$signal$81  : a2_oy;
-  assign \$630  = b_v ? b_oy : \$629 ;
-  assign \$631  = \$signal$21  ? \$signal$23  : \$630 ;
-  assign \$632  = \$signal  ? { 1'h0, i_row } : f_row;
-  assign \$633  = \$signal$7  ? { 1'h0, s_row } : \$632 ;
-  assign \$634  = \$signal$8  ? { 1'h0, w_row } : \$633 ;
-  assign \$635  = \$signal$9  ? { 1'h0, c_row } : \$634 ;
+  assign \$537  = b_rest[4] | b_rest[5];
+  assign \$538  = b_rest[6] | b_rest[7];
+  assign \$539  = \$537  | \$538 ;
+  assign \$540  = \$536  | \$539 ;
+  assign \$541  = b_rest[8] | b_rest[9];
+  assign \$542  = b_rest[10] | b_rest[11];
+  assign \$543  = \$541  | \$542 ;
+  assign \$544  = b_rest[12] | b_rest[13];
+  assign \$545  = b_rest[14] | b_rest[15];
+  assign \$546  = \$544  | \$545 ;
+  assign \$547  = \$543  | \$546 ;
+  assign \$548  = \$540  & \$547 ;
+  assign \$549  = \$533  | \$548 ;
+  assign \$550  = ~ \$549 ;
+  assign \$551  = ~ \$signal$18 ;
+  assign \$552  = \$551  | w_rdy;
+  assign \$553  = \$552  & \$signal$33 ;
+  assign \$554  = \$signal$31  ? \$signal$86  : 16'h0000;
+  assign \$555  = ~ \$signal$31 ;
+  assign \$556  = \$555  | a3_rest_zero;
+  assign \$557  = ~ \$signal$31 ;
+  assign \$558  = ~ \$signal$18 ;
+  assign \$559  = \$558  | w_rdy;
+  assign \$560  = \$559  & \$signal$33 ;
+  assign \$561  = \$557  | \$560 ;
+  assign \$562  = ~ \$320 [15:0];
+  assign \$563  = a2_bits & \$562 ;
+  assign \$565  = a2_bits[0] & a2_bits[1];
+  assign \$568  = a2_bits[2] & a2_bits[3];
+  assign \$570  = \$566  | \$569 ;
+  assign \$571  = a2_bits[0] | a2_bits[1];
+  assign \$572  = a2_bits[2] | a2_bits[3];
+  assign \$573  = \$571  & \$572 ;
+  assign \$574  = \$570  | \$573 ;
+  assign \$576  = a2_bits[4] & a2_bits[5];
+  assign \$579  = a2_bits[6] & a2_bits[7];
+  assign \$581  = \$577  | \$580 ;
+  assign \$582  = a2_bits[4] | a2_bits[5];
+  assign \$583  = a2_bits[6] | a2_bits[7];
+  assign \$584  = \$582  & \$583 ;
+  assign \$585  = \$581  | \$584 ;
+  assign \$586  = \$574  | \$585 ;
+  assign \$587  = a2_bits[0] | a2_bits[1];
+  assign \$588  = a2_bits[2] | a2_bits[3];
+  assign \$589  = \$587  | \$588 ;
+  assign \$590  = a2_bits[4] | a2_bits[5];
+  assign \$591  = a2_bits[6] | a2_bits[7];
+  assign \$592  = \$590  | \$591 ;
+  assign \$593  = \$589  & \$592 ;
+  assign \$594  = \$586  | \$593 ;
+  assign \$596  = a2_bits[8] & a2_bits[9];
+  assign \$599  = a2_bits[10] & a2_bits[11];
+  assign \$601  = \$597  | \$600 ;
+  assign \$602  = a2_bits[8] | a2_bits[9];
+  assign \$603  = a2_bits[10] | a2_bits[11];
+  assign \$604  = \$602  & \$603 ;
+  assign \$605  = \$601  | \$604 ;
+  assign \$607  = a2_bits[12] & a2_bits[13];
+  assign \$610  = a2_bits[14] & a2_bits[15];
+  assign \$612  = \$608  | \$611 ;
+  assign \$613  = a2_bits[12] | a2_bits[13];
+  assign \$614  = a2_bits[14] | a2_bits[15];
+  assign \$615  = \$613  & \$614 ;
+  assign \$616  = \$612  | \$615 ;
+  assign \$617  = \$605  | \$616 ;
+  assign \$618  = a2_bits[8] | a2_bits[9];
+  assign \$619  = a2_bits[10] | a2_bits[11];
+  assign \$620  = \$618  | \$619 ;
+  assign \$621  = a2_bits[12] | a2_bits[13];
+  assign \$622  = a2_bits[14] | a2_bits[15];
+  assign \$623  = \$621  | \$622 ;
+  assign \$624  = \$620  & \$623 ;
+  assign \$625  = \$617  | \$624 ;
+  assign \$626  = \$594  | \$625 ;
+  assign \$627  = a2_bits[0] | a2_bits[1];
+  assign \$628  = a2_bits[2] | a2_bits[3];
+  assign \$629  = \$627  | \$628 ;
+  assign \$630  = a2_bits[4] | a2_bits[5];
+  assign \$631  = a2_bits[6] | a2_bits[7];
+  assign \$632  = \$630  | \$631 ;
+  assign \$633  = \$629  | \$632 ;
+  assign \$634  = a2_bits[8] | a2_bits[9];
+  assign \$635  = a2_bits[10] | a2_bits[11];
+  assign \$636  = \$634  | \$635 ;
+  assign \$637  = a2_bits[12] | a2_bits[13];
+  assign \$638  = a2_bits[14] | a2_bits[15];
+  assign \$639  = \$637  | \$638 ;
+  assign \$640  = \$636  | \$639 ;
+  assign \$641  = \$633  & \$640 ;
+  assign \$642  = \$626  | \$641 ;
+  assign \$643  = ~ \$642 ;
+  assign \$644  = ~ \$signal$31 ;
+  assign \$645  = ~ \$signal$18 ;
+  assign \$646  = \$645  | w_rdy;
+  assign \$647  = \$646  & \$signal$33 ;
+  assign \$648  = \$644  | \$647 ;
+  assign \$649  = ~ \$signal$30 ;
+  assign \$650  = ~ \$signal$31 ;
+  assign \$651  = ~ \$signal$18 ;
+  assign \$652  = \$651  | w_rdy;
+  assign \$653  = \$652  & \$signal$33 ;
+  assign \$654  = \$650  | \$653 ;
+  assign \$655  = \$649  | \$654 ;
+  assign \$656  = \$655  & a_v;
+  assign \$657  = a_oh[0] ? cwin_1[15:0] : 16'h0000;
+  assign \$658  = a_oh[1] ? cwin_1[31:16] : 16'h0000;
+  assign \$659  = \$657  | \$658 ;
+  assign \$660  = a_oh[2] ? cwin_1[47:32] : 16'h0000;
+  assign \$661  = \$659  | \$660 ;
+  assign \$662  = a_oh[3] ? cwin_1[63:48] : 16'h0000;
+  assign \$663  = \$661  | \$662 ;
+  assign \$664  = a_oh[4] ? cwin_1[79:64] : 16'h0000;
+  assign \$665  = \$663  | \$664 ;
+  assign \$666  = a_oh[5] ? cwin_1[95:80] : 16'h0000;
+  assign \$667  = \$665  | \$666 ;
+  assign \$668  = a_oh[6] ? cwin_1[111:96] : 16'h0000;
+  assign \$669  = \$667  | \$668 ;
+  assign \$670  = a_oh[7] ? cwin_1[127:112] : 16'h0000;
+  assign \$671  = \$669  | \$670 ;
+  assign \$672  = a_oh[0] ? { cwin_0[16:0], 1'h0 } : 18'h00000;
+  assign \$673  = a_oh[1] ? cwin_0[32:15] : 18'h00000;
+  assign \$674  = \$672  | \$673 ;
+  assign \$675  = a_oh[2] ? cwin_0[48:31] : 18'h00000;
+  assign \$676  = \$674  | \$675 ;
+  assign \$677  = a_oh[3] ? cwin_0[64:47] : 18'h00000;
+  assign \$678  = \$676  | \$677 ;
+  assign \$679  = a_oh[4] ? cwin_0[80:63] : 18'h00000;
+  assign \$680  = \$678  | \$679 ;
+  assign \$681  = a_oh[5] ? cwin_0[96:79] : 18'h00000;
+  assign \$682  = \$680  | \$681 ;
+  assign \$683  = a_oh[6] ? cwin_0[112:95] : 18'h00000;
+  assign \$684  = \$682  | \$683 ;
+  assign \$685  = a_oh[7] ? { 1'h0, cwin_0[127:111] } : 18'h00000;
+  assign \$686  = \$684  | \$685 ;
+  assign \$687  = a_oh[0] ? { cwin_1[16:0], 1'h0 } : 18'h00000;
+  assign \$688  = a_oh[1] ? cwin_1[32:15] : 18'h00000;
+  assign \$689  = \$687  | \$688 ;
+  assign \$690  = a_oh[2] ? cwin_1[48:31] : 18'h00000;
+  assign \$691  = \$689  | \$690 ;
+  assign \$692  = a_oh[3] ? cwin_1[64:47] : 18'h00000;
+  assign \$693  = \$691  | \$692 ;
+  assign \$694  = a_oh[4] ? cwin_1[80:63] : 18'h00000;
+  assign \$695  = \$693  | \$694 ;
+  assign \$696  = a_oh[5] ? cwin_1[96:79] : 18'h00000;
+  assign \$697  = \$695  | \$696 ;
+  assign \$698  = a_oh[6] ? cwin_1[112:95] : 18'h00000;
+  assign \$699  = \$697  | \$698 ;
+  assign \$700  = a_oh[7] ? { 1'h0, cwin_1[127:111] } : 18'h00000;
+  assign \$701  = \$699  | \$700 ;
+  assign \$702  = a_oh[0] ? { cwin_2[16:0], 1'h0 } : 18'h00000;
+  assign \$703  = a_oh[1] ? cwin_2[32:15] : 18'h00000;
+  assign \$704  = \$702  | \$703 ;
+  assign \$705  = a_oh[2] ? cwin_2[48:31] : 18'h00000;
+  assign \$706  = \$704  | \$705 ;
+  assign \$707  = a_oh[3] ? cwin_2[64:47] : 18'h00000;
+  assign \$708  = \$706  | \$707 ;
+  assign \$709  = a_oh[4] ? cwin_2[80:63] : 18'h00000;
+  assign \$710  = \$708  | \$709 ;
+  assign \$711  = a_oh[5] ? cwin_2[96:79] : 18'h00000;
+  assign \$712  = \$710  | \$711 ;
+  assign \$713  = a_oh[6] ? cwin_2[112:95] : 18'h00000;
+  assign \$714  = \$712  | \$713 ;
+  assign \$715  = a_oh[7] ? { 1'h0, cwin_2[127:111] } : 18'h00000;
+  assign \$716  = \$714  | \$715 ;
+  assign \$717  = ~ \$signal$30 ;
+  assign \$718  = ~ \$signal$31 ;
+  assign \$719  = ~ \$signal$18 ;
+  assign \$720  = \$719  | w_rdy;
+  assign \$721  = \$720  & \$signal$33 ;
+  assign \$722  = \$718  | \$721 ;
+  assign \$723  = \$717  | \$722 ;
+  assign \$724  = ~ a_v;
+  assign \$725  = ~ \$signal$30 ;
+  assign \$726  = ~ \$signal$31 ;
+  assign \$727  = ~ \$signal$18 ;
+  assign \$728  = \$727  | w_rdy;
+  assign \$729  = \$728  & \$signal$33 ;
+  assign \$730  = \$726  | \$729 ;
+  assign \$731  = \$725  | \$730 ;
+  assign \$732  = \$724  | \$731 ;
+  assign \$733  = \$732  & \$signal$59 ;
+  assign \$734  = ~ nz_zero;
+  assign \$735  = \$733  & \$734 ;
+  assign \$736  = ~ \$340 [7:0];
+  assign \$737  = nz & \$736 ;
+  assign \$739  = nz[0] & nz[1];
+  assign \$742  = nz[2] & nz[3];
+  assign \$744  = \$740  | \$743 ;
+  assign \$745  = nz[0] | nz[1];
+  assign \$746  = nz[2] | nz[3];
+  assign \$747  = \$745  & \$746 ;
+  assign \$748  = \$744  | \$747 ;
+  assign \$750  = nz[4] & nz[5];
+  assign \$753  = nz[6] & nz[7];
+  assign \$755  = \$751  | \$754 ;
+  assign \$756  = nz[4] | nz[5];
+  assign \$757  = nz[6] | nz[7];
+  assign \$758  = \$756  & \$757 ;
+  assign \$759  = \$755  | \$758 ;
+  assign \$760  = \$748  | \$759 ;
+  assign \$761  = nz[0] | nz[1];
+  assign \$762  = nz[2] | nz[3];
+  assign \$763  = \$761  | \$762 ;
+  assign \$764  = nz[4] | nz[5];
+  assign \$765  = nz[6] | nz[7];
+  assign \$766  = \$764  | \$765 ;
+  assign \$767  = \$763  & \$766 ;
+  assign \$768  = \$760  | \$767 ;
+  assign \$769  = ~ \$768 ;
+  assign \$770  = ~ \$signal ;
+  assign \$771  = ~ \$signal$7 ;
+  assign \$772  = \$770  | \$771 ;
+  assign \$773  = ~ has_last_r;
+  assign \$774  = issued ? \$signal$57  : \$signal$54 ;
+  assign \$775  = \$773  | \$774 ;
+  assign \$776  = \$signal$46  & \$775 ;
+  assign \$777  = \$772  & \$776 ;
+  assign \$778  = ends | \$777 ;
+  assign \$779  = \$signal  | \$signal$7 ;
+  assign \$780  = \$779  | \$signal$8 ;
+  assign \$781  = \$780  | \$signal$59 ;
+  assign \$782  = \$781  | \$signal$30 ;
+  assign \$783  = \$782  | \$signal$31 ;
+  assign \$784  = \$783  | b_v;
+  assign \$785  = \$784  | \$signal$18 ;
+  assign \$786  = ~ \$785 ;
+  assign \$787  = \$778  & \$786 ;
+  assign \$788  = ~ eof_done;
+  assign \$789  = \$787  & \$788 ;
+  assign \$790  = \$signal$18  | b_v;
+  assign \$791  = \$790  | \$signal$31 ;
+  assign \$792  = \$791  | \$signal$30 ;
+  assign \$793  = \$signal$31  ? \$signal$88  : a2_oy;
+  assign \$794  = b_v ? b_oy : \$793 ;
+  assign \$795  = \$signal$18  ? \$signal$20  : \$794 ;
+  assign \$796  = \$signal  ? { 1'h0, i_row } : f_row;
+  assign \$797  = \$signal$7  ? { 1'h0, s_row } : \$796 ;
+  assign \$798  = \$signal$8  ? { 1'h0, w_row } : \$797 ;
+  assign \$799  = \$signal$59  ? { 1'h0, c_row } : \$798 ;
   always @(posedge clk)
-    \$signal$9  <= \$636 ;
+    \$signal$46  <= \$800 ;
   always @(posedge clk)
-    c_row <= \$637 ;
+    has_last_r <= \$801 ;
   always @(posedge clk)
-    \$signal$8  <= \$638 ;
+    \$signal$50  <= \$802 ;
   always @(posedge clk)
-    nz <= \$639 ;
+    \$signal$53  <= \$803 ;
   always @(posedge clk)
-    nz_zero <= \$640 ;
+    \$signal$54  <= \$804 ;
   always @(posedge clk)
-    cwin_0 <= \$641 ;
+    \$signal$57  <= \$805 ;
   always @(posedge clk)
-    cwin_1 <= \$642 ;
+    issued <= \$806 ;
   always @(posedge clk)
-    cwin_2 <= \$643 ;
+    \$signal$59  <= \$807 ;
   always @(posedge clk)
-    w_row <= \$644 ;
+    c_row <= \$808 ;
   always @(posedge clk)
-    \$signal$7  <= \$645 ;
+    \$signal$8  <= \$809 ;
   always @(posedge clk)
-    win_0 <= \$646 ;
+    nz <= \$810 ;
   always @(posedge clk)
-    win_1 <= \$647 ;
+    nz_zero <= \$811 ;
   always @(posedge clk)
-    win_2 <= \$648 ;
+    cwin_0 <= \$812 ;
   always @(posedge clk)
-    s_row <= \$649 ;
+    cwin_1 <= \$813 ;
   always @(posedge clk)
-    \$signal  <= \$650 ;
+    cwin_2 <= \$814 ;
   always @(posedge clk)
-    sel_0 <= \$651 ;
+    w_row <= \$815 ;
   always @(posedge clk)
-    sel_1 <= \$652 ;
+    \$signal$7  <= \$816 ;
   always @(posedge clk)
-    sel_2 <= \$653 ;
+    win_0 <= \$817 ;
   always @(posedge clk)
-    ends <= \$654 ;
+    win_1 <= \$818 ;
   always @(posedge clk)
-    i_row <= \$655 ;
+    win_2 <= \$819 ;
   always @(posedge clk)
-    i_cy <= \$656 ;
+    s_row <= \$820 ;
   always @(posedge clk)
-    f_row <= \$657 ;
+    \$signal  <= \$821 ;
   always @(posedge clk)
-    cy <= \$658 ;
+    sel_0 <= \$822 ;
   always @(posedge clk)
-    need <= \$659 ;
+    sel_1 <= \$823 ;
   always @(posedge clk)
-    eof_pend <= \$660 ;
+    sel_2 <= \$824 ;
   always @(posedge clk)
-    \$signal$21  <= \$661 ;
+    ends <= \$825 ;
   always @(posedge clk)
-    \$signal$17  <= \$662 ;
+    i_row <= \$826 ;
   always @(posedge clk)
-    \$like  <= \$663 ;
+    i_cy <= \$827 ;
   always @(posedge clk)
-    \$signal$23  <= \$664 ;
+    f_row <= \$828 ;
   always @(posedge clk)
-    c1_win_0 <= \$665 ;
+    cy <= \$829 ;
   always @(posedge clk)
-    c1_win_1 <= \$666 ;
+    need <= \$830 ;
   always @(posedge clk)
-    c1_win_2 <= \$667 ;
+    eof_pend <= \$831 ;
   always @(posedge clk)
-    \$signal$72  <= \$668 ;
+    \$signal$18  <= \$832 ;
   always @(posedge clk)
-    b_rest <= \$669 ;
+    \$signal$14  <= \$833 ;
   always @(posedge clk)
-    \$signal$36  <= \$670 ;
+    \$like  <= \$834 ;
   always @(posedge clk)
-    b_v <= \$671 ;
+    \$signal$20  <= \$835 ;
   always @(posedge clk)
-    \$like$73  <= \$672 ;
+    c1_win_0 <= \$836 ;
   always @(posedge clk)
-    b_oy <= \$673 ;
+    c1_win_1 <= \$837 ;
   always @(posedge clk)
-    b_win_0 <= \$674 ;
+    c1_win_2 <= \$838 ;
   always @(posedge clk)
-    b_win_1 <= \$675 ;
+    \$signal$79  <= \$839 ;
   always @(posedge clk)
-    b_win_2 <= \$676 ;
+    b_rest <= \$840 ;
   always @(posedge clk)
-    \$signal$34  <= \$677 ;
+    \$signal$33  <= \$841 ;
   always @(posedge clk)
-    \$signal$78  <= \$678 ;
+    b_v <= \$842 ;
   always @(posedge clk)
-    \$signal$79  <= \$679 ;
+    \$like$80  <= \$843 ;
   always @(posedge clk)
-    \$like$80  <= \$680 ;
+    b_oy <= \$844 ;
   always @(posedge clk)
-    \$signal$81  <= \$681 ;
+    b_win_0 <= \$845 ;
   always @(posedge clk)
-    a3_rest_zero <= \$682 ;
+    b_win_1 <= \$846 ;
   always @(posedge clk)
-    a3_win_0 <= \$683 ;
+    b_win_2 <= \$847 ;
   always @(posedge clk)
-    a3_win_1 <= \$684 ;
+    \$signal$31  <= \$848 ;
   always @(posedge clk)
-    a3_win_2 <= \$685 ;
+    \$signal$85  <= \$849 ;
   always @(posedge clk)
-    \$signal$33  <= \$686 ;
+    \$signal$86  <= \$850 ;
   always @(posedge clk)
-    a2_oy <= \$687 ;
+    \$like$87  <= \$851 ;
   always @(posedge clk)
-    \$signal$86  <= \$688 ;
+    \$signal$88  <= \$852 ;
   always @(posedge clk)
-    a2_bits <= \$689 ;
+    a3_rest_zero <= \$853 ;
   always @(posedge clk)
-    a2_win_0 <= \$690 ;
+    a3_win_0 <= \$854 ;
   always @(posedge clk)
-    a2_win_1 <= \$691 ;
+    a3_win_1 <= \$855 ;
   always @(posedge clk)
-    a2_win_2 <= \$692 ;
+    a3_win_2 <= \$856 ;
   always @(posedge clk)
-    a_v <= \$693 ;
+    \$signal$30  <= \$857 ;
   always @(posedge clk)
-    a_oh <= \$694 ;
+    a2_oy <= \$858 ;
   always @(posedge clk)
-    eof_done <= \$695 ;
+    \$signal$93  <= \$859 ;
   always @(posedge clk)
-    \$signal$43  <= \$696 ;
+    a2_bits <= \$860 ;
   always @(posedge clk)
-    \$signal$45  <= \$697 ;
+    a2_win_0 <= \$861 ;
   always @(posedge clk)
-    rows_row <= \$698 ;
+    a2_win_1 <= \$862 ;
+  always @(posedge clk)
+    a2_win_2 <= \$863 ;
+  always @(posedge clk)
+    a_v <= \$864 ;
+  always @(posedge clk)
+    a_oh <= \$865 ;
+  always @(posedge clk)
+    eof_done <= \$866 ;
+  always @(posedge clk)
+    \$signal$41  <= \$867 ;
+  always @(posedge clk)
+    \$signal$43  <= \$868 ;
+  always @(posedge clk)
+    rows_row <= \$869 ;
   assign \$1  = ~ \$signal$7 ;
   assign \$2  = ~ \$signal$8 ;
-  assign \$3  = ~ \$signal$9 ;
-  assign \$4  = ~ a_v;
-  assign \$5  = nz_zero & \$4 ;
-  assign \$6  = \$3  | \$5 ;
-  assign \$7  = \$2  | \$6 ;
-  assign \$8  = \$1  | \$7 ;
-  assign \$9  = \$signal  & \$8 ;
-  assign \$10  = i_cy + 11'h7ff;
-  assign \$11  = i_cy + 1'h0;
-  assign \$12  = i_cy + 1'h1;
-  assign \$13  = \$signal$17 [1] | \$signal$17 [3];
-  assign \$14  = \$13  | \$signal$17 [5];
-  assign \$15  = \$14  | \$signal$17 [7];
-  assign \$16  = \$15  | \$signal$17 [9];
-  assign \$17  = \$16  | \$signal$17 [11];
-  assign \$18  = \$17  | \$signal$17 [13];
-  assign \$19  = \$18  | \$signal$17 [15];
-  assign \$20  = \$signal$17 [2] | \$signal$17 [3];
-  assign \$21  = \$20  | \$signal$17 [6];
-  assign \$22  = \$21  | \$signal$17 [7];
-  assign \$23  = \$22  | \$signal$17 [10];
-  assign \$24  = \$23  | \$signal$17 [11];
-  assign \$25  = \$24  | \$signal$17 [14];
-  assign \$26  = \$25  | \$signal$17 [15];
-  assign \$27  = \$signal$17 [4] | \$signal$17 [5];
-  assign \$28  = \$27  | \$signal$17 [6];
-  assign \$29  = \$28  | \$signal$17 [7];
-  assign \$30  = \$29  | \$signal$17 [12];
-  assign \$31  = \$30  | \$signal$17 [13];
-  assign \$32  = \$31  | \$signal$17 [14];
-  assign \$33  = \$32  | \$signal$17 [15];
-  assign \$34  = \$signal$17 [8] | \$signal$17 [9];
-  assign \$35  = \$34  | \$signal$17 [10];
-  assign \$36  = \$35  | \$signal$17 [11];
-  assign \$37  = \$36  | \$signal$17 [12];
-  assign \$38  = \$37  | \$signal$17 [13];
-  assign \$39  = \$38  | \$signal$17 [14];
-  assign \$40  = \$39  | \$signal$17 [15];
-  assign w_en = \$signal$21  | eof_pend;
-  assign \$41  = \$signal$17 [0] & c1_win_0[0];
-  assign \$42  = \$signal$17 [1] & c1_win_0[1];
-  assign \$43  = \$41  | \$42 ;
-  assign \$44  = \$signal$17 [2] & c1_win_0[2];
-  assign \$45  = \$43  | \$44 ;
-  assign \$46  = \$signal$17 [3] & c1_win_0[3];
-  assign \$47  = \$45  | \$46 ;
-  assign \$48  = \$signal$17 [4] & c1_win_0[4];
-  assign \$49  = \$47  | \$48 ;
-  assign \$50  = \$signal$17 [5] & c1_win_0[5];
-  assign \$51  = \$49  | \$50 ;
-  assign \$52  = \$signal$17 [6] & c1_win_0[6];
-  assign \$53  = \$51  | \$52 ;
-  assign \$54  = \$signal$17 [7] & c1_win_0[7];
-  assign \$55  = \$53  | \$54 ;
-  assign \$56  = \$signal$17 [8] & c1_win_0[8];
-  assign \$57  = \$55  | \$56 ;
-  assign \$58  = \$signal$17 [9] & c1_win_0[9];
-  assign \$59  = \$57  | \$58 ;
-  assign \$60  = \$signal$17 [10] & c1_win_0[10];
-  assign \$61  = \$59  | \$60 ;
-  assign \$62  = \$signal$17 [11] & c1_win_0[11];
-  assign \$63  = \$61  | \$62 ;
-  assign \$64  = \$signal$17 [12] & c1_win_0[12];
-  assign \$65  = \$63  | \$64 ;
-  assign \$66  = \$signal$17 [13] & c1_win_0[13];
-  assign \$67  = \$65  | \$66 ;
-  assign \$68  = \$signal$17 [14] & c1_win_0[14];
+  assign \$3  = \$1  | \$2 ;
+  assign \$4  = \$signal  & \$3 ;
+  assign \$5  = i_cy + 11'h7ff;
+  assign \$6  = i_cy + 1'h0;
+  assign \$7  = i_cy + 1'h1;
+  assign \$8  = \$signal$14 [1] | \$signal$14 [3];
+  assign \$9  = \$8  | \$signal$14 [5];
+  assign \$10  = \$9  | \$signal$14 [7];
+  assign \$11  = \$10  | \$signal$14 [9];
+  assign \$12  = \$11  | \$signal$14 [11];
+  assign \$13  = \$12  | \$signal$14 [13];
+  assign \$14  = \$13  | \$signal$14 [15];
+  assign \$15  = \$signal$14 [2] | \$signal$14 [3];
+  assign \$16  = \$15  | \$signal$14 [6];
+  assign \$17  = \$16  | \$signal$14 [7];
+  assign \$18  = \$17  | \$signal$14 [10];
+  assign \$19  = \$18  | \$signal$14 [11];
+  assign \$20  = \$19  | \$signal$14 [14];
+  assign \$21  = \$20  | \$signal$14 [15];
+  assign \$22  = \$signal$14 [4] | \$signal$14 [5];
+  assign \$23  = \$22  | \$signal$14 [6];
+  assign \$24  = \$23  | \$signal$14 [7];
+  assign \$25  = \$24  | \$signal$14 [12];
+  assign \$26  = \$25  | \$signal$14 [13];
+  assign \$27  = \$26  | \$signal$14 [14];
+  assign \$28  = \$27  | \$signal$14 [15];
+  assign \$29  = \$signal$14 [8] | \$signal$14 [9];
+  assign \$30  = \$29  | \$signal$14 [10];
+  assign \$31  = \$30  | \$signal$14 [11];
+  assign \$32  = \$31  | \$signal$14 [12];
+  assign \$33  = \$32  | \$signal$14 [13];
+  assign \$34  = \$33  | \$signal$14 [14];
+  assign \$35  = \$34  | \$signal$14 [15];
+  assign w_en = \$signal$18  | eof_pend;
+  assign \$36  = \$signal$14 [0] & c1_win_0[0];
+  assign \$37  = \$signal$14 [1] & c1_win_0[1];
+  assign \$38  = \$36  | \$37 ;
+  assign \$39  = \$signal$14 [2] & c1_win_0[2];
+  assign \$40  = \$38  | \$39 ;
+  assign \$41  = \$signal$14 [3] & c1_win_0[3];
+  assign \$42  = \$40  | \$41 ;
+  assign \$43  = \$signal$14 [4] & c1_win_0[4];
+  assign \$44  = \$42  | \$43 ;
+  assign \$45  = \$signal$14 [5] & c1_win_0[5];
+  assign \$46  = \$44  | \$45 ;
+  assign \$47  = \$signal$14 [6] & c1_win_0[6];
+  assign \$48  = \$46  | \$47 ;
+  assign \$49  = \$signal$14 [7] & c1_win_0[7];
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = \$signal$14 [8] & c1_win_0[8];
+  assign \$52  = \$50  | \$51 ;
+  assign \$53  = \$signal$14 [9] & c1_win_0[9];
+  assign \$54  = \$52  | \$53 ;
+  assign \$55  = \$signal$14 [10] & c1_win_0[10];
+  assign \$56  = \$54  | \$55 ;
+  assign \$57  = \$signal$14 [11] & c1_win_0[11];
+  assign \$58  = \$56  | \$57 ;
+  assign \$59  = \$signal$14 [12] & c1_win_0[12];
+  assign \$60  = \$58  | \$59 ;
+  assign \$61  = \$signal$14 [13] & c1_win_0[13];
+  assign \$62  = \$60  | \$61 ;
+  assign \$63  = \$signal$14 [14] & c1_win_0[14];
+  assign \$64  = \$62  | \$63 ;
+  assign \$65  = \$signal$14 [15] & c1_win_0[15];
+  assign \$66  = \$64  | \$65 ;
+  assign \$67  = \$signal$14 [0] & c1_win_0[1];
+  assign \$68  = \$signal$14 [1] & c1_win_0[2];
   assign \$69  = \$67  | \$68 ;
-  assign \$70  = \$signal$17 [15] & c1_win_0[15];
+  assign \$70  = \$signal$14 [2] & c1_win_0[3];
   assign \$71  = \$69  | \$70 ;
-  assign \$72  = \$signal$17 [0] & c1_win_0[1];
-  assign \$73  = \$signal$17 [1] & c1_win_0[2];
-  assign \$74  = \$72  | \$73 ;
-  assign \$75  = \$signal$17 [2] & c1_win_0[3];
-  assign \$76  = \$74  | \$75 ;
-  assign \$77  = \$signal$17 [3] & c1_win_0[4];
-  assign \$78  = \$76  | \$77 ;
-  assign \$79  = \$signal$17 [4] & c1_win_0[5];
-  assign \$80  = \$78  | \$79 ;
-  assign \$81  = \$signal$17 [5] & c1_win_0[6];
-  assign \$82  = \$80  | \$81 ;
-  assign \$83  = \$signal$17 [6] & c1_win_0[7];
-  assign \$84  = \$82  | \$83 ;
-  assign \$85  = \$signal$17 [7] & c1_win_0[8];
-  assign \$86  = \$84  | \$85 ;
-  assign \$87  = \$signal$17 [8] & c1_win_0[9];
-  assign \$88  = \$86  | \$87 ;
-  assign \$89  = \$signal$17 [9] & c1_win_0[10];
-  assign \$90  = \$88  | \$89 ;
-  assign \$91  = \$signal$17 [10] & c1_win_0[11];
-  assign \$92  = \$90  | \$91 ;
-  assign \$93  = \$signal$17 [11] & c1_win_0[12];
-  assign \$94  = \$92  | \$93 ;
-  assign \$95  = \$signal$17 [12] & c1_win_0[13];
-  assign \$96  = \$94  | \$95 ;
-  assign \$97  = \$signal$17 [13] & c1_win_0[14];
-  assign \$98  = \$96  | \$97 ;
-  assign \$99  = \$signal$17 [14] & c1_win_0[15];
+  assign \$72  = \$signal$14 [3] & c1_win_0[4];
+  assign \$73  = \$71  | \$72 ;
+  assign \$74  = \$signal$14 [4] & c1_win_0[5];
+  assign \$75  = \$73  | \$74 ;
+  assign \$76  = \$signal$14 [5] & c1_win_0[6];
+  assign \$77  = \$75  | \$76 ;
+  assign \$78  = \$signal$14 [6] & c1_win_0[7];
+  assign \$79  = \$77  | \$78 ;
+  assign \$80  = \$signal$14 [7] & c1_win_0[8];
+  assign \$81  = \$79  | \$80 ;
+  assign \$82  = \$signal$14 [8] & c1_win_0[9];
+  assign \$83  = \$81  | \$82 ;
+  assign \$84  = \$signal$14 [9] & c1_win_0[10];
+  assign \$85  = \$83  | \$84 ;
+  assign \$86  = \$signal$14 [10] & c1_win_0[11];
+  assign \$87  = \$85  | \$86 ;
+  assign \$88  = \$signal$14 [11] & c1_win_0[12];
+  assign \$89  = \$87  | \$88 ;
+  assign \$90  = \$signal$14 [12] & c1_win_0[13];
+  assign \$91  = \$89  | \$90 ;
+  assign \$92  = \$signal$14 [13] & c1_win_0[14];
+  assign \$93  = \$91  | \$92 ;
+  assign \$94  = \$signal$14 [14] & c1_win_0[15];
+  assign \$95  = \$93  | \$94 ;
+  assign \$96  = \$signal$14 [15] & c1_win_0[16];
+  assign \$97  = \$95  | \$96 ;
+  assign \$98  = \$signal$14 [0] & c1_win_0[2];
+  assign \$99  = \$signal$14 [1] & c1_win_0[3];
   assign \$100  = \$98  | \$99 ;
-  assign \$101  = \$signal$17 [15] & c1_win_0[16];
+  assign \$101  = \$signal$14 [2] & c1_win_0[4];
   assign \$102  = \$100  | \$101 ;
-  assign \$103  = \$signal$17 [0] & c1_win_0[2];
-  assign \$104  = \$signal$17 [1] & c1_win_0[3];
-  assign \$105  = \$103  | \$104 ;
-  assign \$106  = \$signal$17 [2] & c1_win_0[4];
-  assign \$107  = \$105  | \$106 ;
-  assign \$108  = \$signal$17 [3] & c1_win_0[5];
-  assign \$109  = \$107  | \$108 ;
-  assign \$110  = \$signal$17 [4] & c1_win_0[6];
-  assign \$111  = \$109  | \$110 ;
-  assign \$112  = \$signal$17 [5] & c1_win_0[7];
-  assign \$113  = \$111  | \$112 ;
-  assign \$114  = \$signal$17 [6] & c1_win_0[8];
-  assign \$115  = \$113  | \$114 ;
-  assign \$116  = \$signal$17 [7] & c1_win_0[9];
-  assign \$117  = \$115  | \$116 ;
-  assign \$118  = \$signal$17 [8] & c1_win_0[10];
-  assign \$119  = \$117  | \$118 ;
-  assign \$120  = \$signal$17 [9] & c1_win_0[11];
-  assign \$121  = \$119  | \$120 ;
-  assign \$122  = \$signal$17 [10] & c1_win_0[12];
-  assign \$123  = \$121  | \$122 ;
-  assign \$124  = \$signal$17 [11] & c1_win_0[13];
-  assign \$125  = \$123  | \$124 ;
-  assign \$126  = \$signal$17 [12] & c1_win_0[14];
-  assign \$127  = \$125  | \$126 ;
-  assign \$128  = \$signal$17 [13] & c1_win_0[15];
-  assign \$129  = \$127  | \$128 ;
-  assign \$130  = \$signal$17 [14] & c1_win_0[16];
-  assign \$131  = \$129  | \$130 ;
-  assign \$132  = \$signal$17 [15] & c1_win_0[17];
-  assign \$133  = \$131  | \$132 ;
-  assign \$134  = \$signal$17 [0] & c1_win_1[0];
-  assign \$135  = \$signal$17 [1] & c1_win_1[1];
-  assign \$136  = \$134  | \$135 ;
-  assign \$137  = \$signal$17 [2] & c1_win_1[2];
-  assign \$138  = \$136  | \$137 ;
-  assign \$139  = \$signal$17 [3] & c1_win_1[3];
-  assign \$140  = \$138  | \$139 ;
-  assign \$141  = \$signal$17 [4] & c1_win_1[4];
-  assign \$142  = \$140  | \$141 ;
-  assign \$143  = \$signal$17 [5] & c1_win_1[5];
-  assign \$144  = \$142  | \$143 ;
-  assign \$145  = \$signal$17 [6] & c1_win_1[6];
-  assign \$146  = \$144  | \$145 ;
-  assign \$147  = \$signal$17 [7] & c1_win_1[7];
-  assign \$148  = \$146  | \$147 ;
-  assign \$149  = \$signal$17 [8] & c1_win_1[8];
-  assign \$150  = \$148  | \$149 ;
-  assign \$151  = \$signal$17 [9] & c1_win_1[9];
-  assign \$152  = \$150  | \$151 ;
-  assign \$153  = \$signal$17 [10] & c1_win_1[10];
-  assign \$154  = \$152  | \$153 ;
-  assign \$155  = \$signal$17 [11] & c1_win_1[11];
-  assign \$156  = \$154  | \$155 ;
-  assign \$157  = \$signal$17 [12] & c1_win_1[12];
-  assign \$158  = \$156  | \$157 ;
-  assign \$159  = \$signal$17 [13] & c1_win_1[13];
-  assign \$160  = \$158  | \$159 ;
-  assign \$161  = \$signal$17 [14] & c1_win_1[14];
-  assign \$162  = \$160  | \$161 ;
-  assign \$163  = \$signal$17 [15] & c1_win_1[15];
-  assign \$164  = \$162  | \$163 ;
-  assign \$165  = \$signal$17 [0] & c1_win_1[1];
-  assign \$166  = \$signal$17 [1] & c1_win_1[2];
-  assign \$167  = \$165  | \$166 ;
-  assign \$168  = \$signal$17 [2] & c1_win_1[3];
-  assign \$169  = \$167  | \$168 ;
-  assign \$170  = \$signal$17 [3] & c1_win_1[4];
-  assign \$171  = \$169  | \$170 ;
-  assign \$172  = \$signal$17 [4] & c1_win_1[5];
-  assign \$173  = \$171  | \$172 ;
-  assign \$174  = \$signal$17 [5] & c1_win_1[6];
-  assign \$175  = \$173  | \$174 ;
-  assign \$176  = \$signal$17 [6] & c1_win_1[7];
-  assign \$177  = \$175  | \$176 ;
-  assign \$178  = \$signal$17 [7] & c1_win_1[8];
-  assign \$179  = \$177  | \$178 ;
-  assign \$180  = \$signal$17 [8] & c1_win_1[9];
-  assign \$181  = \$179  | \$180 ;
-  assign \$182  = \$signal$17 [9] & c1_win_1[10];
-  assign \$183  = \$181  | \$182 ;
-  assign \$184  = \$signal$17 [10] & c1_win_1[11];
-  assign \$185  = \$183  | \$184 ;
-  assign \$186  = \$signal$17 [11] & c1_win_1[12];
-  assign \$187  = \$185  | \$186 ;
-  assign \$188  = \$signal$17 [12] & c1_win_1[13];
-  assign \$189  = \$187  | \$188 ;
-  assign \$190  = \$signal$17 [13] & c1_win_1[14];
-  assign \$191  = \$189  | \$190 ;
-  assign \$192  = \$signal$17 [14] & c1_win_1[15];
-  assign \$193  = \$191  | \$192 ;
-  assign \$194  = \$signal$17 [15] & c1_win_1[16];
-  assign \$195  = \$193  | \$194 ;
-  assign \$196  = \$signal$17 [0] & c1_win_1[2];
-  assign \$197  = \$signal$17 [1] & c1_win_1[3];
-  assign \$198  = \$196  | \$197 ;
-  assign \$199  = \$signal$17 [2] & c1_win_1[4];
-  assign \$200  = \$198  | \$199 ;
-  assign \$201  = \$signal$17 [3] & c1_win_1[5];
-  assign \$202  = \$200  | \$201 ;
-  assign \$203  = \$signal$17 [4] & c1_win_1[6];
-  assign \$204  = \$202  | \$203 ;
-  assign \$205  = \$signal$17 [5] & c1_win_1[7];
-  assign \$206  = \$204  | \$205 ;
-  assign \$207  = \$signal$17 [6] & c1_win_1[8];
-  assign \$208  = \$206  | \$207 ;
-  assign \$209  = \$signal$17 [7] & c1_win_1[9];
-  assign \$210  = \$208  | \$209 ;
-  assign \$211  = \$signal$17 [8] & c1_win_1[10];
-  assign \$212  = \$210  | \$211 ;
-  assign \$213  = \$signal$17 [9] & c1_win_1[11];
-  assign \$214  = \$212  | \$213 ;
-  assign \$215  = \$signal$17 [10] & c1_win_1[12];
-  assign \$216  = \$214  | \$215 ;
-  assign \$217  = \$signal$17 [11] & c1_win_1[13];
-  assign \$218  = \$216  | \$217 ;
-  assign \$219  = \$signal$17 [12] & c1_win_1[14];
-  assign \$220  = \$218  | \$219 ;
-  assign \$221  = \$signal$17 [13] & c1_win_1[15];
-  assign \$222  = \$220  | \$221 ;
-  assign \$223  = \$signal$17 [14] & c1_win_1[16];
-  assign \$224  = \$222  | \$223 ;
-  assign \$225  = \$signal$17 [15] & c1_win_1[17];
-  assign \$226  = \$224  | \$225 ;
-  assign \$227  = \$signal$17 [0] & c1_win_2[0];
-  assign \$228  = \$signal$17 [1] & c1_win_2[1];
-  assign \$229  = \$227  | \$228 ;
-  assign \$230  = \$signal$17 [2] & c1_win_2[2];
-  assign \$231  = \$229  | \$230 ;
-  assign \$232  = \$signal$17 [3] & c1_win_2[3];
-  assign \$233  = \$231  | \$232 ;
-  assign \$234  = \$signal$17 [4] & c1_win_2[4];
-  assign \$235  = \$233  | \$234 ;
-  assign \$236  = \$signal$17 [5] & c1_win_2[5];
-  assign \$237  = \$235  | \$236 ;
-  assign \$238  = \$signal$17 [6] & c1_win_2[6];
-  assign \$239  = \$237  | \$238 ;
-  assign \$240  = \$signal$17 [7] & c1_win_2[7];
-  assign \$241  = \$239  | \$240 ;
-  assign \$242  = \$signal$17 [8] & c1_win_2[8];
-  assign \$243  = \$241  | \$242 ;
-  assign \$244  = \$signal$17 [9] & c1_win_2[9];
-  assign \$245  = \$243  | \$244 ;
-  assign \$246  = \$signal$17 [10] & c1_win_2[10];
-  assign \$247  = \$245  | \$246 ;
-  assign \$248  = \$signal$17 [11] & c1_win_2[11];
-  assign \$249  = \$247  | \$248 ;
-  assign \$250  = \$signal$17 [12] & c1_win_2[12];
-  assign \$251  = \$249  | \$250 ;
-  assign \$252  = \$signal$17 [13] & c1_win_2[13];
-  assign \$253  = \$251  | \$252 ;
-  assign \$254  = \$signal$17 [14] & c1_win_2[14];
-  assign \$255  = \$253  | \$254 ;
-  assign \$256  = \$signal$17 [15] & c1_win_2[15];
-  assign \$257  = \$255  | \$256 ;
-  assign \$258  = \$signal$17 [0] & c1_win_2[1];
-  assign \$259  = \$signal$17 [1] & c1_win_2[2];
-  assign \$260  = \$258  | \$259 ;
-  assign \$261  = \$signal$17 [2] & c1_win_2[3];
-  assign \$262  = \$260  | \$261 ;
-  assign \$263  = \$signal$17 [3] & c1_win_2[4];
-  assign \$264  = \$262  | \$263 ;
-  assign \$265  = \$signal$17 [4] & c1_win_2[5];
-  assign \$266  = \$264  | \$265 ;
-  assign \$267  = \$signal$17 [5] & c1_win_2[6];
-  assign \$268  = \$266  | \$267 ;
-  assign \$269  = \$signal$17 [6] & c1_win_2[7];
-  assign \$270  = \$268  | \$269 ;
-  assign \$271  = \$signal$17 [7] & c1_win_2[8];
-  assign \$272  = \$270  | \$271 ;
-  assign \$273  = \$signal$17 [8] & c1_win_2[9];
-  assign \$274  = \$272  | \$273 ;
-  assign \$275  = \$signal$17 [9] & c1_win_2[10];
-  assign \$276  = \$274  | \$275 ;
-  assign \$277  = \$signal$17 [10] & c1_win_2[11];
-  assign \$278  = \$276  | \$277 ;
-  assign \$279  = \$signal$17 [11] & c1_win_2[12];
-  assign \$280  = \$278  | \$279 ;
-  assign \$281  = \$signal$17 [12] & c1_win_2[13];
-  assign \$282  = \$280  | \$281 ;
-  assign \$283  = \$signal$17 [13] & c1_win_2[14];
-  assign \$284  = \$282  | \$283 ;
-  assign \$285  = \$signal$17 [14] & c1_win_2[15];
-  assign \$286  = \$284  | \$285 ;
-  assign \$287  = \$signal$17 [15] & c1_win_2[16];
-  assign \$288  = \$286  | \$287 ;
-  assign \$289  = \$signal$17 [0] & c1_win_2[2];
-  assign \$290  = \$signal$17 [1] & c1_win_2[3];
-  assign \$291  = \$289  | \$290 ;
-  assign \$292  = \$signal$17 [2] & c1_win_2[4];
-  assign \$293  = \$291  | \$292 ;
-  assign \$294  = \$signal$17 [3] & c1_win_2[5];
-  assign \$295  = \$293  | \$294 ;
-  assign \$296  = \$signal$17 [4] & c1_win_2[6];
-  assign \$297  = \$295  | \$296 ;
-  assign \$298  = \$signal$17 [5] & c1_win_2[7];
-  assign \$299  = \$297  | \$298 ;
-  assign \$300  = \$signal$17 [6] & c1_win_2[8];
+  assign \$103  = \$signal$14 [3] & c1_win_0[5];
+  assign \$104  = \$102  | \$103 ;
+  assign \$105  = \$signal$14 [4] & c1_win_0[6];
+  assign \$106  = \$104  | \$105 ;
+  assign \$107  = \$signal$14 [5] & c1_win_0[7];
+  assign \$108  = \$106  | \$107 ;
+  assign \$109  = \$signal$14 [6] & c1_win_0[8];
+  assign \$110  = \$108  | \$109 ;
+  assign \$111  = \$signal$14 [7] & c1_win_0[9];
+  assign \$112  = \$110  | \$111 ;
+  assign \$113  = \$signal$14 [8] & c1_win_0[10];
+  assign \$114  = \$112  | \$113 ;
+  assign \$115  = \$signal$14 [9] & c1_win_0[11];
+  assign \$116  = \$114  | \$115 ;
+  assign \$117  = \$signal$14 [10] & c1_win_0[12];
+  assign \$118  = \$116  | \$117 ;
+  assign \$119  = \$signal$14 [11] & c1_win_0[13];
+  assign \$120  = \$118  | \$119 ;
+  assign \$121  = \$signal$14 [12] & c1_win_0[14];
+  assign \$122  = \$120  | \$121 ;
+  assign \$123  = \$signal$14 [13] & c1_win_0[15];
+  assign \$124  = \$122  | \$123 ;
+  assign \$125  = \$signal$14 [14] & c1_win_0[16];
+  assign \$126  = \$124  | \$125 ;
+  assign \$127  = \$signal$14 [15] & c1_win_0[17];
+  assign \$128  = \$126  | \$127 ;
+  assign \$129  = \$signal$14 [0] & c1_win_1[0];
   \top.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -2534,32 +2850,32 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     row_0 = 9'h000;
-    if (\$9 ) begin
-      row_0 = \$10 [8:0];
+    if (\$4 ) begin
+      row_0 = \$5 [8:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     row_1 = 9'h000;
-    if (\$9 ) begin
-      row_1 = \$11 [8:0];
+    if (\$4 ) begin
+      row_1 = \$6 [8:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     row_2 = 9'h000;
-    if (\$9 ) begin
-      row_2 = \$12 [8:0];
+    if (\$4 ) begin
+      row_2 = \$7 [8:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     w_data = 25'h0000000;
     (* full_case = 32'd1 *)
-    if (\$signal$21 ) begin
-      w_data[6:0] = \$signal$23 ;
-      w_data[13:7] = { \$like , \$40 , \$33 , \$26 , \$19  };
-      w_data[22:14] = { \$319 , \$288 , \$257 , \$226 , \$195 , \$164 , \$133 , \$102 , \$71  };
+    if (\$signal$18 ) begin
+      w_data[6:0] = \$signal$20 ;
+      w_data[13:7] = { \$like , \$35 , \$28 , \$21 , \$14  };
+      w_data[22:14] = { \$314 , \$283 , \$252 , \$221 , \$190 , \$159 , \$128 , \$97 , \$66  };
     end else begin
       w_data[23] = 1'h1;
       w_data[24] = error;
@@ -2568,725 +2884,792 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a_ci = 3'h0;
-    if (\$333 ) begin
-      a_ci = { \$342 , \$339 , \$336  };
+    if (\$328 ) begin
+      a_ci = { \$337 , \$334 , \$331  };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$636  = \$signal$9 ;
+    \$800  = eof_seen;
+    if (frame_reset) begin
+      \$800  = 1'h0;
+    end
+    if (rst) begin
+      \$800  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$801  = has_last;
+    if (rst) begin
+      \$801  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$802  = \$342 ;
+    if (frame_reset) begin
+      \$802  = 1'h0;
+    end
+    if (rst) begin
+      \$802  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$803  = \$344 ;
+    if (frame_reset) begin
+      \$803  = 1'h0;
+    end
+    if (rst) begin
+      \$803  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$804  = \$345 ;
+    if (rst) begin
+      \$804  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$805  = \$346 ;
+    if (rst) begin
+      \$805  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$806  = 1'h0;
+    if (\$454 ) begin
+      if (\$458 ) begin
+      end else if (\$460 ) begin
+        \$806  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$806  = 1'h0;
+    end
+    if (rst) begin
+      \$806  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$807  = \$signal$59 ;
     if (\$351 ) begin
-      \$636  = 1'h0;
+      \$807  = 1'h0;
     end
     if (\$356 ) begin
-      \$636  = 1'h1;
+      \$807  = 1'h1;
     end
     if (rst) begin
-      \$636  = 1'h0;
+      \$807  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$637  = c_row;
+    \$808  = c_row;
     if (\$356 ) begin
-      \$637  = w_row;
+      \$808  = w_row;
     end
     if (rst) begin
-      \$637  = 7'h00;
+      \$808  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$638  = \$signal$8 ;
+    \$809  = \$signal$8 ;
     if (\$356 ) begin
-      \$638  = 1'h0;
+      \$809  = 1'h0;
     end
     if (\$380 ) begin
-      \$638  = 1'h1;
+      \$809  = 1'h1;
     end
     if (rst) begin
-      \$638  = 1'h0;
+      \$809  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$639  = nz;
+    \$810  = nz;
     if (\$356 ) begin
-      \$639  = { \$364 , \$363 , \$362 , \$361 , \$360 , \$359 , \$358 , \$357  };
+      \$810  = { \$364 , \$363 , \$362 , \$361 , \$360 , \$359 , \$358 , \$357  };
     end
-    if (\$593 ) begin
-      \$639  = \$595 ;
+    if (\$735 ) begin
+      \$810  = \$737 ;
     end
     if (rst) begin
-      \$639  = 8'h00;
+      \$810  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$640  = nz_zero;
+    \$811  = nz_zero;
     if (\$356 ) begin
-      \$640  = \$373 ;
+      \$811  = \$373 ;
     end
-    if (\$593 ) begin
-      \$640  = \$598 ;
+    if (\$735 ) begin
+      \$811  = \$769 ;
     end
     if (rst) begin
-      \$640  = 1'h1;
+      \$811  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$641  = cwin_0;
+    \$812  = cwin_0;
     if (\$356 ) begin
-      \$641  = win_0;
+      \$812  = win_0;
     end
     if (rst) begin
-      \$641  = 128'h00000000000000000000000000000000;
+      \$812  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$642  = cwin_1;
+    \$813  = cwin_1;
     if (\$356 ) begin
-      \$642  = win_1;
+      \$813  = win_1;
     end
     if (rst) begin
-      \$642  = 128'h00000000000000000000000000000000;
+      \$813  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$643  = cwin_2;
+    \$814  = cwin_2;
     if (\$356 ) begin
-      \$643  = win_2;
+      \$814  = win_2;
     end
     if (rst) begin
-      \$643  = 128'h00000000000000000000000000000000;
+      \$814  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$644  = w_row;
+    \$815  = w_row;
     if (\$380 ) begin
-      \$644  = s_row;
+      \$815  = s_row;
     end
     if (rst) begin
-      \$644  = 7'h00;
+      \$815  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$645  = \$signal$7 ;
+    \$816  = \$signal$7 ;
     if (\$380 ) begin
-      \$645  = 1'h0;
+      \$816  = 1'h0;
     end
-    if (\$410 ) begin
-      \$645  = 1'h1;
+    if (\$405 ) begin
+      \$816  = 1'h1;
     end
     if (rst) begin
-      \$645  = 1'h0;
+      \$816  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$646  = win_0;
+    \$817  = win_0;
     if (\$380 ) begin
-      \$646  = \$387 ;
+      \$817  = \$387 ;
     end
     if (rst) begin
-      \$646  = 128'h00000000000000000000000000000000;
+      \$817  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$647  = win_1;
+    \$818  = win_1;
     if (\$380 ) begin
-      \$647  = \$394 ;
+      \$818  = \$394 ;
     end
     if (rst) begin
-      \$647  = 128'h00000000000000000000000000000000;
+      \$818  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$648  = win_2;
+    \$819  = win_2;
     if (\$380 ) begin
-      \$648  = \$401 ;
+      \$819  = \$401 ;
     end
     if (rst) begin
-      \$648  = 128'h00000000000000000000000000000000;
+      \$819  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$649  = s_row;
-    if (\$410 ) begin
-      \$649  = i_row;
+    \$820  = s_row;
+    if (\$405 ) begin
+      \$820  = i_row;
     end
     if (rst) begin
-      \$649  = 7'h00;
+      \$820  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$650  = \$signal ;
-    if (\$410 ) begin
-      \$650  = 1'h0;
+    \$821  = \$signal ;
+    if (\$405 ) begin
+      \$821  = 1'h0;
     end
-    if (\$466 ) begin
-      if (\$470 ) begin
-      end else if (\$472 ) begin
-        \$650  = 1'h1;
+    if (\$454 ) begin
+      if (\$458 ) begin
+      end else if (\$460 ) begin
+        \$821  = 1'h1;
       end
     end
     if (rst) begin
-      \$650  = 1'h0;
+      \$821  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$651  = sel_0;
-    if (\$410 ) begin
-      \$651 [0] = \$415 ;
-      \$651 [1] = \$420 ;
-      \$651 [2] = \$425 ;
-      \$651 [3] = \$430 ;
+    \$822  = sel_0;
+    if (\$405 ) begin
+      \$822 [0] = \$410 ;
+      \$822 [1] = \$415 ;
+      \$822 [2] = \$420 ;
+      \$822 [3] = \$425 ;
     end
     if (rst) begin
-      \$651  = 4'h0;
+      \$822  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$652  = sel_1;
-    if (\$410 ) begin
-      \$652 [0] = \$433 ;
-      \$652 [1] = \$436 ;
-      \$652 [2] = \$439 ;
-      \$652 [3] = \$442 ;
+    \$823  = sel_1;
+    if (\$405 ) begin
+      \$823 [0] = \$428 ;
+      \$823 [1] = \$431 ;
+      \$823 [2] = \$434 ;
+      \$823 [3] = \$437 ;
     end
     if (rst) begin
-      \$652  = 4'h0;
+      \$823  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$653  = sel_2;
-    if (\$410 ) begin
-      \$653 [0] = \$445 ;
-      \$653 [1] = \$448 ;
-      \$653 [2] = \$451 ;
-      \$653 [3] = \$454 ;
+    \$824  = sel_2;
+    if (\$405 ) begin
+      \$824 [0] = \$440 ;
+      \$824 [1] = \$443 ;
+      \$824 [2] = \$446 ;
+      \$824 [3] = \$449 ;
     end
     if (rst) begin
-      \$653  = 4'h0;
+      \$824  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$654  = ends;
-    if (\$466 ) begin
-      if (\$470 ) begin
-        \$654  = 1'h1;
+    \$825  = ends;
+    if (\$454 ) begin
+      if (\$458 ) begin
+        \$825  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$654  = 1'h0;
+      \$825  = 1'h0;
     end
     if (rst) begin
-      \$654  = 1'h0;
+      \$825  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$655  = i_row;
-    if (\$466 ) begin
-      if (\$470 ) begin
-      end else if (\$472 ) begin
-        \$655  = f_row[6:0];
+    \$826  = i_row;
+    if (\$454 ) begin
+      if (\$458 ) begin
+      end else if (\$460 ) begin
+        \$826  = f_row[6:0];
       end
     end
     if (rst) begin
-      \$655  = 7'h00;
+      \$826  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$656  = i_cy;
-    if (\$466 ) begin
-      if (\$470 ) begin
-      end else if (\$472 ) begin
-        \$656  = cy;
+    \$827  = i_cy;
+    if (\$454 ) begin
+      if (\$458 ) begin
+      end else if (\$460 ) begin
+        \$827  = cy;
       end
     end
     if (rst) begin
-      \$656  = 9'h000;
+      \$827  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$657  = f_row;
-    if (\$466 ) begin
-      if (\$470 ) begin
-      end else if (\$472 ) begin
-        \$657  = \$473 [7:0];
+    \$828  = f_row;
+    if (\$454 ) begin
+      if (\$458 ) begin
+      end else if (\$460 ) begin
+        \$828  = \$461 [7:0];
       end
     end
     if (frame_reset) begin
-      \$657  = 8'h00;
+      \$828  = 8'h00;
     end
     if (rst) begin
-      \$657  = 8'h00;
+      \$828  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$658  = cy;
-    if (\$466 ) begin
-      if (\$470 ) begin
-      end else if (\$472 ) begin
-        \$658  = \$474 [8:0];
+    \$829  = cy;
+    if (\$454 ) begin
+      if (\$458 ) begin
+      end else if (\$460 ) begin
+        \$829  = \$462 [8:0];
       end
     end
     if (frame_reset) begin
-      \$658  = 9'h000;
+      \$829  = 9'h000;
     end
     if (rst) begin
-      \$658  = 9'h000;
+      \$829  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$659  = need;
-    if (\$466 ) begin
-      if (\$470 ) begin
-      end else if (\$472 ) begin
-        \$659  = \$475 [8:0];
+    \$830  = need;
+    if (\$454 ) begin
+      if (\$458 ) begin
+      end else if (\$460 ) begin
+        \$830  = \$463 [8:0];
       end
     end
     if (frame_reset) begin
-      \$659  = 9'h002;
+      \$830  = 9'h002;
     end
     if (rst) begin
-      \$659  = 9'h002;
+      \$830  = 9'h002;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$660  = eof_pend;
-    if (\$478 ) begin
-      \$660  = 1'h0;
+    \$831  = eof_pend;
+    if (\$466 ) begin
+      \$831  = 1'h0;
     end
-    if (\$625 ) begin
-      \$660  = 1'h1;
+    if (\$789 ) begin
+      \$831  = 1'h1;
     end
     if (rst) begin
-      \$660  = 1'h0;
+      \$831  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$661  = \$signal$21 ;
-    if (\$480 ) begin
-      \$661  = b_v;
+    \$832  = \$signal$18 ;
+    if (\$468 ) begin
+      \$832  = b_v;
     end
     if (rst) begin
-      \$661  = 1'h0;
+      \$832  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$662  = \$signal$17 ;
-    if (\$480 ) begin
-      \$662  = \$signal$72 ;
+    \$833  = \$signal$14 ;
+    if (\$468 ) begin
+      \$833  = \$signal$79 ;
     end
     if (rst) begin
-      \$662  = 16'h0000;
+      \$833  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$663  = \$like ;
-    if (\$480 ) begin
-      \$663  = \$like$73 ;
+    \$834  = \$like ;
+    if (\$468 ) begin
+      \$834  = \$like$80 ;
     end
     if (rst) begin
-      \$663  = 3'h0;
+      \$834  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$664  = \$signal$23 ;
-    if (\$480 ) begin
-      \$664  = b_oy;
+    \$835  = \$signal$20 ;
+    if (\$468 ) begin
+      \$835  = b_oy;
     end
     if (rst) begin
-      \$664  = 7'h00;
+      \$835  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$665  = c1_win_0;
-    if (\$480 ) begin
-      \$665  = b_win_0;
+    \$836  = c1_win_0;
+    if (\$468 ) begin
+      \$836  = b_win_0;
     end
     if (rst) begin
-      \$665  = 18'h00000;
+      \$836  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$666  = c1_win_1;
-    if (\$480 ) begin
-      \$666  = b_win_1;
+    \$837  = c1_win_1;
+    if (\$468 ) begin
+      \$837  = b_win_1;
     end
     if (rst) begin
-      \$666  = 18'h00000;
+      \$837  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$667  = c1_win_2;
-    if (\$480 ) begin
-      \$667  = b_win_2;
+    \$838  = c1_win_2;
+    if (\$468 ) begin
+      \$838  = b_win_2;
     end
     if (rst) begin
-      \$667  = 18'h00000;
+      \$838  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$668  = \$signal$72 ;
-    if (\$480 ) begin
-      \$668  = \$322 [15:0];
+    \$839  = \$signal$79 ;
+    if (\$468 ) begin
+      \$839  = \$317 [15:0];
     end
-    if (\$488 ) begin
-      \$668  = \$signal$78 ;
+    if (\$553 ) begin
+      \$839  = \$signal$85 ;
     end
     if (rst) begin
-      \$668  = 16'h0000;
+      \$839  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$669  = b_rest;
-    if (\$480 ) begin
-      \$669  = \$482 ;
+    \$840  = b_rest;
+    if (\$468 ) begin
+      \$840  = \$470 ;
     end
-    if (\$488 ) begin
-      \$669  = \$489 ;
+    if (\$553 ) begin
+      \$840  = \$554 ;
     end
     if (rst) begin
-      \$669  = 16'h0000;
+      \$840  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$670  = \$signal$36 ;
-    if (\$480 ) begin
-      \$670  = \$485 ;
+    \$841  = \$signal$33 ;
+    if (\$468 ) begin
+      \$841  = \$550 ;
     end
-    if (\$488 ) begin
-      \$670  = \$491 ;
+    if (\$553 ) begin
+      \$841  = \$556 ;
     end
     if (rst) begin
-      \$670  = 1'h1;
+      \$841  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$671  = b_v;
-    if (\$488 ) begin
-      \$671  = \$signal$34 ;
+    \$842  = b_v;
+    if (\$553 ) begin
+      \$842  = \$signal$31 ;
     end
     if (rst) begin
-      \$671  = 1'h0;
+      \$842  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$672  = \$like$73 ;
-    if (\$488 ) begin
-      \$672  = \$like$80 ;
+    \$843  = \$like$80 ;
+    if (\$553 ) begin
+      \$843  = \$like$87 ;
     end
     if (rst) begin
-      \$672  = 3'h0;
+      \$843  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$673  = b_oy;
-    if (\$488 ) begin
-      \$673  = \$signal$81 ;
+    \$844  = b_oy;
+    if (\$553 ) begin
+      \$844  = \$signal$88 ;
     end
     if (rst) begin
-      \$673  = 7'h00;
+      \$844  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$674  = b_win_0;
-    if (\$488 ) begin
-      \$674  = a3_win_0;
+    \$845  = b_win_0;
+    if (\$553 ) begin
+      \$845  = a3_win_0;
     end
     if (rst) begin
-      \$674  = 18'h00000;
+      \$845  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$675  = b_win_1;
-    if (\$488 ) begin
-      \$675  = a3_win_1;
+    \$846  = b_win_1;
+    if (\$553 ) begin
+      \$846  = a3_win_1;
     end
     if (rst) begin
-      \$675  = 18'h00000;
+      \$846  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$676  = b_win_2;
-    if (\$488 ) begin
-      \$676  = a3_win_2;
+    \$847  = b_win_2;
+    if (\$553 ) begin
+      \$847  = a3_win_2;
     end
     if (rst) begin
-      \$676  = 18'h00000;
+      \$847  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$677  = \$signal$34 ;
-    if (\$496 ) begin
-      \$677  = \$signal$33 ;
+    \$848  = \$signal$31 ;
+    if (\$561 ) begin
+      \$848  = \$signal$30 ;
     end
     if (rst) begin
-      \$677  = 1'h0;
+      \$848  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$678  = \$signal$78 ;
-    if (\$496 ) begin
-      \$678  = \$325 [15:0];
+    \$849  = \$signal$85 ;
+    if (\$561 ) begin
+      \$849  = \$320 [15:0];
     end
     if (rst) begin
-      \$678  = 16'h0000;
+      \$849  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$679  = \$signal$79 ;
-    if (\$496 ) begin
-      \$679  = \$498 ;
+    \$850  = \$signal$86 ;
+    if (\$561 ) begin
+      \$850  = \$563 ;
     end
     if (rst) begin
-      \$679  = 16'h0000;
+      \$850  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$680  = \$like$80 ;
-    if (\$496 ) begin
-      \$680  = \$signal$86 ;
+    \$851  = \$like$87 ;
+    if (\$561 ) begin
+      \$851  = \$signal$93 ;
     end
     if (rst) begin
-      \$680  = 3'h0;
+      \$851  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$681  = \$signal$81 ;
-    if (\$496 ) begin
-      \$681  = a2_oy;
+    \$852  = \$signal$88 ;
+    if (\$561 ) begin
+      \$852  = a2_oy;
     end
     if (rst) begin
-      \$681  = 7'h00;
+      \$852  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$682  = a3_rest_zero;
-    if (\$496 ) begin
-      \$682  = \$501 ;
+    \$853  = a3_rest_zero;
+    if (\$561 ) begin
+      \$853  = \$643 ;
     end
     if (rst) begin
-      \$682  = 1'h1;
+      \$853  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$683  = a3_win_0;
-    if (\$496 ) begin
-      \$683  = a2_win_0;
+    \$854  = a3_win_0;
+    if (\$561 ) begin
+      \$854  = a2_win_0;
     end
     if (rst) begin
-      \$683  = 18'h00000;
+      \$854  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$684  = a3_win_1;
-    if (\$496 ) begin
-      \$684  = a2_win_1;
+    \$855  = a3_win_1;
+    if (\$561 ) begin
+      \$855  = a2_win_1;
     end
     if (rst) begin
-      \$684  = 18'h00000;
+      \$855  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$685  = a3_win_2;
-    if (\$496 ) begin
-      \$685  = a2_win_2;
+    \$856  = a3_win_2;
+    if (\$561 ) begin
+      \$856  = a2_win_2;
     end
     if (rst) begin
-      \$685  = 18'h00000;
+      \$856  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$686  = \$signal$33 ;
-    if (\$506 ) begin
-      \$686  = 1'h0;
+    \$857  = \$signal$30 ;
+    if (\$648 ) begin
+      \$857  = 1'h0;
     end
-    if (\$514 ) begin
-      \$686  = 1'h1;
+    if (\$656 ) begin
+      \$857  = 1'h1;
     end
     if (rst) begin
-      \$686  = 1'h0;
+      \$857  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$687  = a2_oy;
-    if (\$514 ) begin
-      \$687  = c_row;
+    \$858  = a2_oy;
+    if (\$656 ) begin
+      \$858  = c_row;
     end
     if (rst) begin
-      \$687  = 7'h00;
+      \$858  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$688  = \$signal$86 ;
-    if (\$514 ) begin
-      \$688  = a_ci;
+    \$859  = \$signal$93 ;
+    if (\$656 ) begin
+      \$859  = a_ci;
     end
     if (rst) begin
-      \$688  = 3'h0;
+      \$859  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$689  = a2_bits;
-    if (\$514 ) begin
-      \$689  = \$529 ;
+    \$860  = a2_bits;
+    if (\$656 ) begin
+      \$860  = \$671 ;
     end
     if (rst) begin
-      \$689  = 16'h0000;
+      \$860  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$690  = a2_win_0;
-    if (\$514 ) begin
-      \$690  = \$544 ;
+    \$861  = a2_win_0;
+    if (\$656 ) begin
+      \$861  = \$686 ;
     end
     if (rst) begin
-      \$690  = 18'h00000;
+      \$861  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$691  = a2_win_1;
-    if (\$514 ) begin
-      \$691  = \$559 ;
+    \$862  = a2_win_1;
+    if (\$656 ) begin
+      \$862  = \$701 ;
     end
     if (rst) begin
-      \$691  = 18'h00000;
+      \$862  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$692  = a2_win_2;
-    if (\$514 ) begin
-      \$692  = \$574 ;
+    \$863  = a2_win_2;
+    if (\$656 ) begin
+      \$863  = \$716 ;
     end
     if (rst) begin
-      \$692  = 18'h00000;
+      \$863  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$693  = a_v;
-    if (\$581 ) begin
-      \$693  = 1'h0;
+    \$864  = a_v;
+    if (\$723 ) begin
+      \$864  = 1'h0;
     end
-    if (\$593 ) begin
-      \$693  = 1'h1;
+    if (\$735 ) begin
+      \$864  = 1'h1;
     end
     if (rst) begin
-      \$693  = 1'h0;
+      \$864  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$694  = a_oh;
-    if (\$593 ) begin
-      \$694  = \$345 [7:0];
+    \$865  = a_oh;
+    if (\$735 ) begin
+      \$865  = \$340 [7:0];
     end
     if (rst) begin
-      \$694  = 8'h00;
+      \$865  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$695  = eof_done;
-    if (\$625 ) begin
-      \$695  = 1'h1;
+    \$866  = eof_done;
+    if (\$789 ) begin
+      \$866  = 1'h1;
     end
     if (frame_reset) begin
-      \$695  = 1'h0;
+      \$866  = 1'h0;
     end
     if (rst) begin
-      \$695  = 1'h0;
+      \$866  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$696  = \$628 ;
+    \$867  = \$792 ;
     if (frame_reset) begin
-      \$696  = 1'h0;
+      \$867  = 1'h0;
     end
     if (rst) begin
-      \$696  = 1'h0;
+      \$867  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$697  = \$631 ;
+    \$868  = \$795 ;
     if (rst) begin
-      \$697  = 7'h00;
+      \$868  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$698  = \$635 [6:0];
+    \$869  = \$799 [6:0];
     if (frame_reset) begin
-      \$698  = 7'h00;
+      \$869  = 7'h00;
     end
     if (rst) begin
-      \$698  = 7'h00;
+      \$869  = 7'h00;
     end
   end
   assign r_data = sites__payload;
   assign sites__ready = r_en;
   assign r_rdy = sites__valid;
-  assign site_x = { \$40 , \$33 , \$26 , \$19  };
+  assign site_x = { \$35 , \$28 , \$21 , \$14  };
   assign qp = w_data;
-  assign rest_oh = \$322 [15:0];
-  assign a2_oh = \$325 [15:0];
-  assign chunk_oh = \$345 [7:0];
+  assign rest_oh = \$317 [15:0];
+  assign a2_oh = \$320 [15:0];
+  assign chunk_oh = \$340 [7:0];
   assign head = sites__payload;
   assign \sites__payload.oy  = sites__payload[6:0];
   assign \sites__payload.ox  = sites__payload[13:7];
@@ -3311,6 +3694,46 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   assign \tags[1]  = tags[15:8];
   assign \tags[2]  = tags[23:16];
   assign \tags[3]  = tags[31:24];
+  assign \$471  = 1'h0;
+  assign \$473  = \$472 ;
+  assign \$474  = 1'h0;
+  assign \$476  = \$475 ;
+  assign \$482  = 1'h0;
+  assign \$484  = \$483 ;
+  assign \$485  = 1'h0;
+  assign \$487  = \$486 ;
+  assign \$502  = 1'h0;
+  assign \$504  = \$503 ;
+  assign \$505  = 1'h0;
+  assign \$507  = \$506 ;
+  assign \$513  = 1'h0;
+  assign \$515  = \$514 ;
+  assign \$516  = 1'h0;
+  assign \$518  = \$517 ;
+  assign \$564  = 1'h0;
+  assign \$566  = \$565 ;
+  assign \$567  = 1'h0;
+  assign \$569  = \$568 ;
+  assign \$575  = 1'h0;
+  assign \$577  = \$576 ;
+  assign \$578  = 1'h0;
+  assign \$580  = \$579 ;
+  assign \$595  = 1'h0;
+  assign \$597  = \$596 ;
+  assign \$598  = 1'h0;
+  assign \$600  = \$599 ;
+  assign \$606  = 1'h0;
+  assign \$608  = \$607 ;
+  assign \$609  = 1'h0;
+  assign \$611  = \$610 ;
+  assign \$738  = 1'h0;
+  assign \$740  = \$739 ;
+  assign \$741  = 1'h0;
+  assign \$743  = \$742 ;
+  assign \$749  = 1'h0;
+  assign \$751  = \$750 ;
+  assign \$752  = 1'h0;
+  assign \$754  = \$753 ;
 endmodule
 
 (* generator = "Amaranth" *)

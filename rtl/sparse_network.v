@@ -1394,10 +1394,10 @@ endmodule
 module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
-  wire [5:0] \$10 ;
+  wire \$10 ;
   wire \$100 ;
   wire \$101 ;
-  wire [7:0] \$102 ;
+  wire \$102 ;
   wire \$103 ;
   wire \$104 ;
   wire \$105 ;
@@ -1406,16 +1406,16 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$108 ;
   wire \$109 ;
   wire \$11 ;
-  wire [7:0] \$110 ;
-  wire [7:0] \$111 ;
-  wire [8:0] \$112 ;
-  wire [8:0] \$113 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire \$113 ;
   wire \$114 ;
   wire \$115 ;
   wire \$116 ;
   wire \$117 ;
   wire \$118 ;
-  wire \$119 ;
+  wire [7:0] \$119 ;
   wire \$12 ;
   wire \$120 ;
   wire \$121 ;
@@ -1424,7 +1424,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
-  wire \$127 ;
+  wire [7:0] \$127 ;
   wire [7:0] \$128 ;
   wire \$129 ;
   wire \$13 ;
@@ -1449,9 +1449,9 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$147 ;
   wire \$148 ;
   wire \$149 ;
-  wire \$15 ;
-  wire [1:0] \$150 ;
-  wire [1:0] \$151 ;
+  wire [7:0] \$15 ;
+  wire \$150 ;
+  wire \$151 ;
   wire \$152 ;
   wire \$153 ;
   wire \$154 ;
@@ -1460,7 +1460,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$157 ;
   wire \$158 ;
   wire \$159 ;
-  wire \$16 ;
+  wire [8:0] \$16 ;
   wire \$160 ;
   wire \$161 ;
   wire \$162 ;
@@ -1471,88 +1471,132 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$167 ;
   wire \$168 ;
   wire \$169 ;
-  wire \$17 ;
+  wire [8:0] \$17 ;
   wire \$170 ;
   wire \$171 ;
   wire \$172 ;
   wire \$173 ;
-  wire \$174 ;
+  wire [7:0] \$174 ;
   wire \$175 ;
   wire \$176 ;
   wire \$177 ;
   wire \$178 ;
   wire \$179 ;
-  wire \$18 ;
+  wire [7:0] \$18 ;
   wire \$180 ;
   wire \$181 ;
   wire \$182 ;
-  wire [2:0] \$183 ;
-  wire [2:0] \$184 ;
-  wire [2:0] \$185 ;
-  wire [3:0] \$186 ;
-  wire [3:0] \$187 ;
-  wire [3:0] \$188 ;
-  wire [3:0] \$189 ;
-  wire \$19 ;
-  reg \$190 ;
-  reg [2:0] \$191 ;
-  reg \$192 ;
-  reg \$193 ;
-  reg \$194 ;
-  reg [7:0] \$195 ;
-  reg [2:0] \$196 ;
-  reg \$197 ;
-  reg [7:0] \$198 ;
-  reg [2:0] \$199 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
+  wire [8:0] \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
-  wire [7:0] \$20 ;
-  reg \$200 ;
-  reg [1:0] \$201 ;
-  reg \$202 ;
-  reg [2:0] \$203 ;
-  reg [4:0] \$204 ;
-  reg [3:0] \$205 ;
-  reg [4:0] \$206 ;
-  reg [4:0] \$207 ;
-  reg \$208 ;
-  reg \$209 ;
-  wire [8:0] \$21 ;
-  reg [7:0] \$210 ;
-  reg \$211 ;
-  reg [2:0] \$212 ;
-  reg \$213 ;
-  reg [7:0] \$214 ;
-  reg [7:0] \$215 ;
-  reg \$216 ;
-  reg \$217 ;
-  reg \$218 ;
-  reg [2:0] \$219 ;
-  wire [8:0] \$22 ;
-  reg \$220 ;
-  reg \$221 ;
-  reg [7:0] \$222 ;
-  reg [7:0] \$223 ;
-  reg \$224 ;
-  reg [2:0] \$225 ;
-  reg \$226 ;
+  wire [8:0] \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
+  wire \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
+  wire [1:0] \$22 ;
+  wire [2:0] \$220 ;
+  wire [2:0] \$221 ;
+  wire [2:0] \$222 ;
+  wire [3:0] \$223 ;
+  wire [3:0] \$224 ;
+  wire [3:0] \$225 ;
+  wire [3:0] \$226 ;
   reg \$227 ;
   reg \$228 ;
-  reg [2:0] \$229 ;
-  wire [7:0] \$23 ;
+  reg \$229 ;
+  wire [1:0] \$23 ;
   reg \$230 ;
-  reg [7:0] \$231 ;
+  reg \$231 ;
   reg \$232 ;
   reg \$233 ;
   reg \$234 ;
-  reg \$235 ;
-  reg [2:0] \$236 ;
-  reg [2:0] \$237 ;
-  wire [8:0] \$24 ;
-  wire [8:0] \$25 ;
-  wire \$26 ;
-  wire [1:0] \$27 ;
-  wire [1:0] \$28 ;
-  wire [2:0] \$29 ;
+  reg [2:0] \$235 ;
+  reg \$236 ;
+  reg \$237 ;
+  reg \$238 ;
+  reg [7:0] \$239 ;
+  wire [2:0] \$24 ;
+  reg [2:0] \$240 ;
+  reg \$241 ;
+  reg [7:0] \$242 ;
+  reg [2:0] \$243 ;
+  reg \$244 ;
+  reg [1:0] \$245 ;
+  reg \$246 ;
+  reg [2:0] \$247 ;
+  reg [4:0] \$248 ;
+  reg [3:0] \$249 ;
+  wire \$25 ;
+  reg [4:0] \$250 ;
+  reg [4:0] \$251 ;
+  reg \$252 ;
+  reg \$253 ;
+  reg [7:0] \$254 ;
+  reg \$255 ;
+  reg [2:0] \$256 ;
+  reg \$257 ;
+  reg [7:0] \$258 ;
+  reg [7:0] \$259 ;
+  wire [5:0] \$26 ;
+  reg \$260 ;
+  reg \$261 ;
+  reg \$262 ;
+  reg [2:0] \$263 ;
+  reg \$264 ;
+  reg \$265 ;
+  reg [7:0] \$266 ;
+  reg [7:0] \$267 ;
+  reg \$268 ;
+  reg [2:0] \$269 ;
+  wire \$27 ;
+  reg \$270 ;
+  reg \$271 ;
+  reg \$272 ;
+  reg [2:0] \$273 ;
+  reg \$274 ;
+  reg [7:0] \$275 ;
+  reg \$276 ;
+  reg \$277 ;
+  reg \$278 ;
+  reg \$279 ;
+  wire \$28 ;
+  reg [2:0] \$280 ;
+  reg [2:0] \$281 ;
+  wire \$29 ;
   wire \$3 ;
   wire \$30 ;
   wire \$31 ;
@@ -1575,7 +1619,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$47 ;
   wire \$48 ;
   wire \$49 ;
-  wire \$5 ;
+  wire [5:0] \$5 ;
   wire [7:0] \$50 ;
   wire [7:0] \$51 ;
   wire [7:0] \$52 ;
@@ -1602,55 +1646,60 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$71 ;
   wire \$72 ;
   wire \$73 ;
-  wire \$74 ;
-  wire \$75 ;
-  wire \$76 ;
+  wire [4:0] \$74 ;
+  wire [5:0] \$75 ;
+  wire [5:0] \$76 ;
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
   wire \$8 ;
   wire \$80 ;
   wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
+  wire [7:0] \$82 ;
+  wire [7:0] \$83 ;
   wire \$84 ;
   wire \$85 ;
-  wire [4:0] \$86 ;
-  wire [5:0] \$87 ;
-  wire [5:0] \$88 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
   wire \$89 ;
   wire \$9 ;
   wire \$90 ;
   wire \$91 ;
   wire \$92 ;
   wire \$93 ;
-  wire [7:0] \$94 ;
-  wire [7:0] \$95 ;
-  wire [8:0] \$96 ;
-  wire [8:0] \$97 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire \$97 ;
   wire \$98 ;
   wire \$99 ;
   reg \$like  = 1'h0;
-  reg \$like$57  = 1'h0;
-  reg \$like$65  = 1'h0;
+  reg \$like$64  = 1'h0;
+  reg \$like$72  = 1'h0;
   reg \$signal  = 1'h0;
-  reg [7:0] \$signal$15  = 8'h00;
-  reg \$signal$19  = 1'h0;
-  reg [2:0] \$signal$21  = 3'h0;
-  reg \$signal$32  = 1'h0;
-  reg [2:0] \$signal$34  = 3'h0;
-  reg [7:0] \$signal$40  = 8'h00;
-  reg [7:0] \$signal$56  = 8'h00;
-  reg \$signal$61  = 1'h1;
-  reg \$signal$62  = 1'h0;
+  reg [7:0] \$signal$12  = 8'h00;
+  reg \$signal$16  = 1'h0;
+  reg [2:0] \$signal$18  = 3'h0;
+  reg \$signal$29  = 1'h0;
+  reg [2:0] \$signal$31  = 3'h0;
+  reg \$signal$34  = 1'h0;
+  reg \$signal$38  = 1'h0;
+  reg \$signal$41  = 1'h0;
+  reg \$signal$42  = 1'h0;
+  reg \$signal$45  = 1'h0;
+  reg \$signal$47  = 1'h0;
+  reg [7:0] \$signal$53  = 8'h00;
   reg [7:0] \$signal$63  = 8'h00;
-  reg [7:0] \$signal$64  = 8'h00;
-  reg [2:0] \$signal$66  = 3'h0;
+  reg \$signal$68  = 1'h1;
   reg \$signal$69  = 1'h0;
   reg \$signal$7  = 1'h0;
-  reg \$signal$70  = 1'h0;
+  reg [7:0] \$signal$70  = 8'h00;
+  reg [7:0] \$signal$71  = 8'h00;
+  reg [2:0] \$signal$73  = 3'h0;
+  reg \$signal$76  = 1'h0;
+  reg \$signal$77  = 1'h0;
   reg \$signal$8  = 1'h0;
-  reg \$signal$9  = 1'h0;
   reg [7:0] a2_bits = 8'h00;
   wire [7:0] a2_oh;
   reg [2:0] a2_oy = 3'h0;
@@ -1687,6 +1736,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire frame_reset;
   input has_last;
   wire has_last;
+  reg has_last_r = 1'h0;
   wire [8:0] head;
   wire \head.eof ;
   wire \head.error ;
@@ -1695,6 +1745,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \head.taps ;
   reg [4:0] i_cy = 5'h00;
   reg [2:0] i_row = 3'h0;
+  reg issued = 1'h0;
   input [2:0] last_y;
   wire [2:0] last_y;
   reg [4:0] need = 5'h01;
@@ -1741,41 +1792,41 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   reg [7:0] win_0 = 8'h00;
   assign \$1  = ~ \$signal$7 ;
   assign \$2  = ~ \$signal$8 ;
-  assign \$3  = ~ \$signal$9 ;
-  assign \$4  = ~ a_v;
-  assign \$5  = nz_zero & \$4 ;
-  assign \$6  = \$3  | \$5 ;
-  assign \$7  = \$2  | \$6 ;
-  assign \$8  = \$1  | \$7 ;
-  assign \$9  = \$signal  & \$8 ;
-  assign \$10  = i_cy + 1'h0;
-  assign \$11  = \$signal$15 [1] | \$signal$15 [3];
-  assign \$12  = \$11  | \$signal$15 [5];
-  assign \$13  = \$12  | \$signal$15 [7];
-  assign \$14  = \$signal$15 [2] | \$signal$15 [3];
-  assign \$15  = \$14  | \$signal$15 [6];
-  assign \$16  = \$15  | \$signal$15 [7];
-  assign \$17  = \$signal$15 [4] | \$signal$15 [5];
-  assign \$18  = \$17  | \$signal$15 [6];
-  assign \$19  = \$18  | \$signal$15 [7];
-  assign w_en = \$signal$19  | eof_pend;
-  assign \$20  = ~ b_rest;
-  assign \$21  = \$20  + 1'h1;
-  assign \$22  = { 1'h0, b_rest } & \$21 ;
-  assign \$23  = ~ a2_bits;
-  assign \$24  = \$23  + 1'h1;
-  assign \$25  = { 1'h0, a2_bits } & \$24 ;
-  assign \$26  = ~ nz;
-  assign \$27  = \$26  + 1'h1;
-  assign \$28  = { 1'h0, nz } & \$27 ;
-  assign \$29  = \$signal$32  ? \$signal$34  : rows_row;
-  assign row = sites__valid ? sites__payload[2:0] : \$29 ;
-  assign \$30  = ~ \$signal$9 ;
+  assign \$3  = \$1  | \$2 ;
+  assign \$4  = \$signal  & \$3 ;
+  assign \$5  = i_cy + 1'h0;
+  assign \$6  = \$signal$12 [1] | \$signal$12 [3];
+  assign \$7  = \$6  | \$signal$12 [5];
+  assign \$8  = \$7  | \$signal$12 [7];
+  assign \$9  = \$signal$12 [2] | \$signal$12 [3];
+  assign \$10  = \$9  | \$signal$12 [6];
+  assign \$11  = \$10  | \$signal$12 [7];
+  assign \$12  = \$signal$12 [4] | \$signal$12 [5];
+  assign \$13  = \$12  | \$signal$12 [6];
+  assign \$14  = \$13  | \$signal$12 [7];
+  assign w_en = \$signal$16  | eof_pend;
+  assign \$15  = ~ b_rest;
+  assign \$16  = \$15  + 1'h1;
+  assign \$17  = { 1'h0, b_rest } & \$16 ;
+  assign \$18  = ~ a2_bits;
+  assign \$19  = \$18  + 1'h1;
+  assign \$20  = { 1'h0, a2_bits } & \$19 ;
+  assign \$21  = ~ nz;
+  assign \$22  = \$21  + 1'h1;
+  assign \$23  = { 1'h0, nz } & \$22 ;
+  assign \$24  = \$signal$29  ? \$signal$31  : rows_row;
+  assign row = sites__valid ? sites__payload[2:0] : \$24 ;
+  assign \$25  = done_rows >= need;
+  assign \$26  = need + 1'h1;
+  assign \$27  = done_rows >= \$26 ;
+  assign \$28  = f_row > last_y;
+  assign \$29  = f_row >= last_y;
+  assign \$30  = ~ \$signal$47 ;
   assign \$31  = ~ a_v;
   assign \$32  = nz_zero & \$31 ;
   assign \$33  = \$30  | \$32 ;
-  assign \$34  = \$signal$9  & \$33 ;
-  assign \$35  = ~ \$signal$9 ;
+  assign \$34  = \$signal$47  & \$33 ;
+  assign \$35  = ~ \$signal$47 ;
   assign \$36  = ~ a_v;
   assign \$37  = nz_zero & \$36 ;
   assign \$38  = \$35  | \$37 ;
@@ -1784,7 +1835,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   assign \$41  = | win_0;
   assign \$42  = ! \$41 ;
   assign \$43  = ~ \$signal$8 ;
-  assign \$44  = ~ \$signal$9 ;
+  assign \$44  = ~ \$signal$47 ;
   assign \$45  = ~ a_v;
   assign \$46  = nz_zero & \$45 ;
   assign \$47  = \$44  | \$46 ;
@@ -1795,236 +1846,270 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   assign \$52  = \$50  | \$51 ;
   assign \$53  = ~ \$signal$7 ;
   assign \$54  = ~ \$signal$8 ;
-  assign \$55  = ~ \$signal$9 ;
-  assign \$56  = ~ a_v;
-  assign \$57  = nz_zero & \$56 ;
-  assign \$58  = \$55  | \$57 ;
-  assign \$59  = \$54  | \$58 ;
-  assign \$60  = \$53  | \$59 ;
-  assign \$61  = \$signal  & \$60 ;
-  assign \$62  = ! row_0[0];
-  assign \$63  = tags[3:0] == row_0;
-  assign \$64  = \$62  & \$63 ;
-  assign \$66  = tags[7:4] == row_0;
+  assign \$55  = \$53  | \$54 ;
+  assign \$56  = \$signal  & \$55 ;
+  assign \$57  = ! row_0[0];
+  assign \$58  = tags[3:0] == row_0;
+  assign \$59  = \$57  & \$58 ;
+  assign \$61  = tags[7:4] == row_0;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = ~ \$signal ;
+  assign \$64  = ~ \$signal$7 ;
+  assign \$65  = \$63  | \$64 ;
+  assign \$66  = ~ ends;
   assign \$67  = \$65  & \$66 ;
-  assign \$68  = ~ \$signal ;
-  assign \$69  = ~ \$signal$7 ;
-  assign \$70  = ~ \$signal$8 ;
-  assign \$71  = ~ \$signal$9 ;
-  assign \$72  = ~ a_v;
-  assign \$73  = nz_zero & \$72 ;
-  assign \$74  = \$71  | \$73 ;
-  assign \$75  = \$70  | \$74 ;
-  assign \$76  = \$69  | \$75 ;
-  assign \$77  = \$68  | \$76 ;
-  assign \$78  = ~ ends;
-  assign \$79  = \$77  & \$78 ;
-  assign \$80  = ~ has_last;
-  assign \$81  = f_row > last_y;
-  assign \$82  = \$80  | \$81 ;
-  assign \$83  = eof_seen & \$82 ;
-  assign \$84  = done_rows >= need;
-  assign \$85  = eof_seen | \$84 ;
-  assign \$86  = f_row + 1'h1;
-  assign \$87  = cy + 1'h1;
-  assign \$88  = need + 1'h1;
-  assign \$89  = ~ \$signal$19 ;
-  assign \$90  = eof_pend & \$89 ;
-  assign \$91  = \$90  & w_rdy;
-  assign \$92  = ~ \$signal$19 ;
-  assign \$93  = \$92  | w_rdy;
-  assign \$94  = ~ \$22 [7:0];
-  assign \$95  = b_rest & \$94 ;
-  assign \$96  = b_rest - 1'h1;
-  assign \$97  = { 1'h0, b_rest } & \$96 ;
-  assign \$98  = ! \$97 ;
-  assign \$99  = ~ \$signal$19 ;
-  assign \$100  = \$99  | w_rdy;
-  assign \$101  = \$100  & \$signal$61 ;
-  assign \$102  = \$signal$62  ? \$signal$64  : 8'h00;
-  assign \$103  = ~ \$signal$62 ;
-  assign \$104  = \$103  | a3_rest_zero;
-  assign \$105  = ~ \$signal$62 ;
-  assign \$106  = ~ \$signal$19 ;
-  assign \$107  = \$106  | w_rdy;
-  assign \$108  = \$107  & \$signal$61 ;
-  assign \$109  = \$105  | \$108 ;
-  assign \$110  = ~ \$25 [7:0];
-  assign \$111  = a2_bits & \$110 ;
-  assign \$112  = a2_bits - 1'h1;
-  assign \$113  = { 1'h0, a2_bits } & \$112 ;
-  assign \$114  = ! \$113 ;
-  assign \$115  = ~ \$signal$62 ;
-  assign \$116  = ~ \$signal$19 ;
+  assign \$68  = ~ has_last_r;
+  assign \$69  = issued ? \$signal$45  : \$signal$42 ;
+  assign \$70  = \$68  | \$69 ;
+  assign \$71  = \$signal$34  & \$70 ;
+  assign \$72  = issued ? \$signal$41  : \$signal$38 ;
+  assign \$73  = \$signal$34  | \$72 ;
+  assign \$74  = f_row + 1'h1;
+  assign \$75  = cy + 1'h1;
+  assign \$76  = need + 1'h1;
+  assign \$77  = ~ \$signal$16 ;
+  assign \$78  = eof_pend & \$77 ;
+  assign \$79  = \$78  & w_rdy;
+  assign \$80  = ~ \$signal$16 ;
+  assign \$81  = \$80  | w_rdy;
+  assign \$82  = ~ \$17 [7:0];
+  assign \$83  = b_rest & \$82 ;
+  assign \$85  = b_rest[0] & b_rest[1];
+  assign \$88  = b_rest[2] & b_rest[3];
+  assign \$90  = \$86  | \$89 ;
+  assign \$91  = b_rest[0] | b_rest[1];
+  assign \$92  = b_rest[2] | b_rest[3];
+  assign \$93  = \$91  & \$92 ;
+  assign \$94  = \$90  | \$93 ;
+  assign \$96  = b_rest[4] & b_rest[5];
+  assign \$99  = b_rest[6] & b_rest[7];
+  assign \$101  = \$97  | \$100 ;
+  assign \$102  = b_rest[4] | b_rest[5];
+  assign \$103  = b_rest[6] | b_rest[7];
+  assign \$104  = \$102  & \$103 ;
+  assign \$105  = \$101  | \$104 ;
+  assign \$106  = \$94  | \$105 ;
+  assign \$107  = b_rest[0] | b_rest[1];
+  assign \$108  = b_rest[2] | b_rest[3];
+  assign \$109  = \$107  | \$108 ;
+  assign \$110  = b_rest[4] | b_rest[5];
+  assign \$111  = b_rest[6] | b_rest[7];
+  assign \$112  = \$110  | \$111 ;
+  assign \$113  = \$109  & \$112 ;
+  assign \$114  = \$106  | \$113 ;
+  assign \$115  = ~ \$114 ;
+  assign \$116  = ~ \$signal$16 ;
   assign \$117  = \$116  | w_rdy;
-  assign \$118  = \$117  & \$signal$61 ;
-  assign \$119  = \$115  | \$118 ;
+  assign \$118  = \$117  & \$signal$68 ;
+  assign \$119  = \$signal$69  ? \$signal$71  : 8'h00;
   assign \$120  = ~ \$signal$69 ;
-  assign \$121  = ~ \$signal$62 ;
-  assign \$122  = ~ \$signal$19 ;
-  assign \$123  = \$122  | w_rdy;
-  assign \$124  = \$123  & \$signal$61 ;
-  assign \$125  = \$121  | \$124 ;
-  assign \$126  = \$120  | \$125 ;
-  assign \$127  = \$126  & a_v;
-  assign \$128  = a_oh ? \$signal$40  : 8'h00;
-  assign \$129  = ~ \$signal$69 ;
-  assign \$130  = ~ \$signal$62 ;
-  assign \$131  = ~ \$signal$19 ;
-  assign \$132  = \$131  | w_rdy;
-  assign \$133  = \$132  & \$signal$61 ;
-  assign \$134  = \$130  | \$133 ;
-  assign \$135  = \$129  | \$134 ;
-  assign \$136  = ~ a_v;
-  assign \$137  = ~ \$signal$69 ;
-  assign \$138  = ~ \$signal$62 ;
-  assign \$139  = ~ \$signal$19 ;
-  assign \$140  = \$139  | w_rdy;
-  assign \$141  = \$140  & \$signal$61 ;
-  assign \$142  = \$138  | \$141 ;
-  assign \$143  = \$137  | \$142 ;
-  assign \$144  = \$136  | \$143 ;
-  assign \$145  = \$144  & \$signal$9 ;
-  assign \$146  = ~ nz_zero;
-  assign \$147  = \$145  & \$146 ;
-  assign \$148  = ~ \$28 [0];
-  assign \$149  = nz & \$148 ;
-  assign \$150  = nz - 1'h1;
-  assign \$151  = { 1'h0, nz } & \$150 ;
-  assign \$152  = ! \$151 ;
-  assign \$153  = ~ \$signal ;
-  assign \$154  = ~ \$signal$7 ;
-  assign \$155  = ~ \$signal$8 ;
-  assign \$156  = ~ \$signal$9 ;
-  assign \$157  = ~ a_v;
-  assign \$158  = nz_zero & \$157 ;
-  assign \$159  = \$156  | \$158 ;
-  assign \$160  = \$155  | \$159 ;
-  assign \$161  = \$154  | \$160 ;
-  assign \$162  = \$153  | \$161 ;
-  assign \$163  = ~ has_last;
-  assign \$164  = f_row > last_y;
-  assign \$165  = \$163  | \$164 ;
-  assign \$166  = eof_seen & \$165 ;
-  assign \$167  = \$162  & \$166 ;
-  assign \$168  = ends | \$167 ;
-  assign \$169  = \$signal  | \$signal$7 ;
-  assign \$170  = \$169  | \$signal$8 ;
-  assign \$171  = \$170  | \$signal$9 ;
-  assign \$172  = \$171  | \$signal$69 ;
-  assign \$173  = \$172  | \$signal$62 ;
-  assign \$174  = \$173  | b_v;
-  assign \$175  = \$174  | \$signal$19 ;
-  assign \$176  = ~ \$175 ;
-  assign \$177  = \$168  & \$176 ;
-  assign \$178  = ~ eof_done;
-  assign \$179  = \$177  & \$178 ;
-  assign \$180  = \$signal$19  | b_v;
-  assign \$181  = \$180  | \$signal$62 ;
-  assign \$182  = \$181  | \$signal$69 ;
-  assign \$183  = \$signal$62  ? \$signal$66  : a2_oy;
-  assign \$184  = b_v ? b_oy : \$183 ;
-  assign \$185  = \$signal$19  ? \$signal$21  : \$184 ;
-  assign \$186  = \$signal  ? { 1'h0, i_row } : f_row;
-  assign \$187  = \$signal$7  ? { 1'h0, s_row } : \$186 ;
-  assign \$188  = \$signal$8  ? { 1'h0, w_row } : \$187 ;
-  assign \$189  = \$signal$9  ? { 1'h0, c_row } : \$188 ;
+  assign \$121  = \$120  | a3_rest_zero;
+  assign \$122  = ~ \$signal$69 ;
+  assign \$123  = ~ \$signal$16 ;
+  assign \$124  = \$123  | w_rdy;
+  assign \$125  = \$124  & \$signal$68 ;
+  assign \$126  = \$122  | \$125 ;
+  assign \$127  = ~ \$20 [7:0];
+  assign \$128  = a2_bits & \$127 ;
+  assign \$130  = a2_bits[0] & a2_bits[1];
+  assign \$133  = a2_bits[2] & a2_bits[3];
+  assign \$135  = \$131  | \$134 ;
+  assign \$136  = a2_bits[0] | a2_bits[1];
+  assign \$137  = a2_bits[2] | a2_bits[3];
+  assign \$138  = \$136  & \$137 ;
+  assign \$139  = \$135  | \$138 ;
+  assign \$141  = a2_bits[4] & a2_bits[5];
+  assign \$144  = a2_bits[6] & a2_bits[7];
+  assign \$146  = \$142  | \$145 ;
+  assign \$147  = a2_bits[4] | a2_bits[5];
+  assign \$148  = a2_bits[6] | a2_bits[7];
+  assign \$149  = \$147  & \$148 ;
+  assign \$150  = \$146  | \$149 ;
+  assign \$151  = \$139  | \$150 ;
+  assign \$152  = a2_bits[0] | a2_bits[1];
+  assign \$153  = a2_bits[2] | a2_bits[3];
+  assign \$154  = \$152  | \$153 ;
+  assign \$155  = a2_bits[4] | a2_bits[5];
+  assign \$156  = a2_bits[6] | a2_bits[7];
+  assign \$157  = \$155  | \$156 ;
+  assign \$158  = \$154  & \$157 ;
+  assign \$159  = \$151  | \$158 ;
+  assign \$160  = ~ \$159 ;
+  assign \$161  = ~ \$signal$69 ;
+  assign \$162  = ~ \$signal$16 ;
+  assign \$163  = \$162  | w_rdy;
+  assign \$164  = \$163  & \$signal$68 ;
+  assign \$165  = \$161  | \$164 ;
+  assign \$166  = ~ \$signal$76 ;
+  assign \$167  = ~ \$signal$69 ;
+  assign \$168  = ~ \$signal$16 ;
+  assign \$169  = \$168  | w_rdy;
+  assign \$170  = \$169  & \$signal$68 ;
+  assign \$171  = \$167  | \$170 ;
+  assign \$172  = \$166  | \$171 ;
+  assign \$173  = \$172  & a_v;
+  assign \$174  = a_oh ? \$signal$53  : 8'h00;
+  assign \$175  = ~ \$signal$76 ;
+  assign \$176  = ~ \$signal$69 ;
+  assign \$177  = ~ \$signal$16 ;
+  assign \$178  = \$177  | w_rdy;
+  assign \$179  = \$178  & \$signal$68 ;
+  assign \$180  = \$176  | \$179 ;
+  assign \$181  = \$175  | \$180 ;
+  assign \$182  = ~ a_v;
+  assign \$183  = ~ \$signal$76 ;
+  assign \$184  = ~ \$signal$69 ;
+  assign \$185  = ~ \$signal$16 ;
+  assign \$186  = \$185  | w_rdy;
+  assign \$187  = \$186  & \$signal$68 ;
+  assign \$188  = \$184  | \$187 ;
+  assign \$189  = \$183  | \$188 ;
+  assign \$190  = \$182  | \$189 ;
+  assign \$191  = \$190  & \$signal$47 ;
+  assign \$192  = ~ nz_zero;
+  assign \$193  = \$191  & \$192 ;
+  assign \$194  = ~ \$23 [0];
+  assign \$195  = nz & \$194 ;
+  assign \$197  = ~ \$signal ;
+  assign \$198  = ~ \$signal$7 ;
+  assign \$199  = \$197  | \$198 ;
+  assign \$200  = ~ has_last_r;
+  assign \$201  = issued ? \$signal$45  : \$signal$42 ;
+  assign \$202  = \$200  | \$201 ;
+  assign \$203  = \$signal$34  & \$202 ;
+  assign \$204  = \$199  & \$203 ;
+  assign \$205  = ends | \$204 ;
+  assign \$206  = \$signal  | \$signal$7 ;
+  assign \$207  = \$206  | \$signal$8 ;
+  assign \$208  = \$207  | \$signal$47 ;
+  assign \$209  = \$208  | \$signal$76 ;
+  assign \$210  = \$209  | \$signal$69 ;
+  assign \$211  = \$210  | b_v;
+  assign \$212  = \$211  | \$signal$16 ;
+  assign \$213  = ~ \$212 ;
+  assign \$214  = \$205  & \$213 ;
+  assign \$215  = ~ eof_done;
+  assign \$216  = \$214  & \$215 ;
+  assign \$217  = \$signal$16  | b_v;
+  assign \$218  = \$217  | \$signal$69 ;
+  assign \$219  = \$218  | \$signal$76 ;
+  assign \$220  = \$signal$69  ? \$signal$73  : a2_oy;
+  assign \$221  = b_v ? b_oy : \$220 ;
+  assign \$222  = \$signal$16  ? \$signal$18  : \$221 ;
+  assign \$223  = \$signal  ? { 1'h0, i_row } : f_row;
+  assign \$224  = \$signal$7  ? { 1'h0, s_row } : \$223 ;
+  assign \$225  = \$signal$8  ? { 1'h0, w_row } : \$224 ;
+  assign \$226  = \$signal$47  ? { 1'h0, c_row } : \$225 ;
   always @(posedge clk)
-    \$signal$9  <= \$190 ;
+    \$signal$34  <= \$227 ;
   always @(posedge clk)
-    c_row <= \$191 ;
+    has_last_r <= \$228 ;
   always @(posedge clk)
-    \$signal$8  <= \$192 ;
+    \$signal$38  <= \$229 ;
   always @(posedge clk)
-    nz <= \$193 ;
+    \$signal$41  <= \$230 ;
   always @(posedge clk)
-    nz_zero <= \$194 ;
+    \$signal$42  <= \$231 ;
   always @(posedge clk)
-    \$signal$40  <= \$195 ;
+    \$signal$45  <= \$232 ;
   always @(posedge clk)
-    w_row <= \$196 ;
+    issued <= \$233 ;
   always @(posedge clk)
-    \$signal$7  <= \$197 ;
+    \$signal$47  <= \$234 ;
   always @(posedge clk)
-    win_0 <= \$198 ;
+    c_row <= \$235 ;
   always @(posedge clk)
-    s_row <= \$199 ;
+    \$signal$8  <= \$236 ;
   always @(posedge clk)
-    \$signal  <= \$200 ;
+    nz <= \$237 ;
   always @(posedge clk)
-    sel_0 <= \$201 ;
+    nz_zero <= \$238 ;
   always @(posedge clk)
-    ends <= \$202 ;
+    \$signal$53  <= \$239 ;
   always @(posedge clk)
-    i_row <= \$203 ;
+    w_row <= \$240 ;
   always @(posedge clk)
-    i_cy <= \$204 ;
+    \$signal$7  <= \$241 ;
   always @(posedge clk)
-    f_row <= \$205 ;
+    win_0 <= \$242 ;
   always @(posedge clk)
-    cy <= \$206 ;
+    s_row <= \$243 ;
   always @(posedge clk)
-    need <= \$207 ;
+    \$signal  <= \$244 ;
   always @(posedge clk)
-    eof_pend <= \$208 ;
+    sel_0 <= \$245 ;
   always @(posedge clk)
-    \$signal$19  <= \$209 ;
+    ends <= \$246 ;
   always @(posedge clk)
-    \$signal$15  <= \$210 ;
+    i_row <= \$247 ;
   always @(posedge clk)
-    \$like  <= \$211 ;
+    i_cy <= \$248 ;
   always @(posedge clk)
-    \$signal$21  <= \$212 ;
+    f_row <= \$249 ;
   always @(posedge clk)
-    c1_win_0 <= \$213 ;
+    cy <= \$250 ;
   always @(posedge clk)
-    \$signal$56  <= \$214 ;
+    need <= \$251 ;
   always @(posedge clk)
-    b_rest <= \$215 ;
+    eof_pend <= \$252 ;
   always @(posedge clk)
-    \$signal$61  <= \$216 ;
+    \$signal$16  <= \$253 ;
   always @(posedge clk)
-    b_v <= \$217 ;
+    \$signal$12  <= \$254 ;
   always @(posedge clk)
-    \$like$57  <= \$218 ;
+    \$like  <= \$255 ;
   always @(posedge clk)
-    b_oy <= \$219 ;
+    \$signal$18  <= \$256 ;
   always @(posedge clk)
-    b_win_0 <= \$220 ;
+    c1_win_0 <= \$257 ;
   always @(posedge clk)
-    \$signal$62  <= \$221 ;
+    \$signal$63  <= \$258 ;
   always @(posedge clk)
-    \$signal$63  <= \$222 ;
+    b_rest <= \$259 ;
   always @(posedge clk)
-    \$signal$64  <= \$223 ;
+    \$signal$68  <= \$260 ;
   always @(posedge clk)
-    \$like$65  <= \$224 ;
+    b_v <= \$261 ;
   always @(posedge clk)
-    \$signal$66  <= \$225 ;
+    \$like$64  <= \$262 ;
   always @(posedge clk)
-    a3_rest_zero <= \$226 ;
+    b_oy <= \$263 ;
   always @(posedge clk)
-    a3_win_0 <= \$227 ;
+    b_win_0 <= \$264 ;
   always @(posedge clk)
-    \$signal$69  <= \$228 ;
+    \$signal$69  <= \$265 ;
   always @(posedge clk)
-    a2_oy <= \$229 ;
+    \$signal$70  <= \$266 ;
   always @(posedge clk)
-    \$signal$70  <= \$230 ;
+    \$signal$71  <= \$267 ;
   always @(posedge clk)
-    a2_bits <= \$231 ;
+    \$like$72  <= \$268 ;
   always @(posedge clk)
-    a_v <= \$232 ;
+    \$signal$73  <= \$269 ;
   always @(posedge clk)
-    a_oh <= \$233 ;
+    a3_rest_zero <= \$270 ;
   always @(posedge clk)
-    eof_done <= \$234 ;
+    a3_win_0 <= \$271 ;
   always @(posedge clk)
-    \$signal$32  <= \$235 ;
+    \$signal$76  <= \$272 ;
   always @(posedge clk)
-    \$signal$34  <= \$236 ;
+    a2_oy <= \$273 ;
   always @(posedge clk)
-    rows_row <= \$237 ;
+    \$signal$77  <= \$274 ;
+  always @(posedge clk)
+    a2_bits <= \$275 ;
+  always @(posedge clk)
+    a_v <= \$276 ;
+  always @(posedge clk)
+    a_oh <= \$277 ;
+  always @(posedge clk)
+    eof_done <= \$278 ;
+  always @(posedge clk)
+    \$signal$29  <= \$279 ;
+  always @(posedge clk)
+    \$signal$31  <= \$280 ;
+  always @(posedge clk)
+    rows_row <= \$281 ;
   \top.block_0_0.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -2038,17 +2123,17 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     row_0 = 5'h00;
-    if (\$9 ) begin
-      row_0 = \$10 [4:0];
+    if (\$4 ) begin
+      row_0 = \$5 [4:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     w_data = 9'h000;
     (* full_case = 32'd1 *)
-    if (\$signal$19 ) begin
-      w_data[2:0] = \$signal$21 ;
-      w_data[5:3] = { \$19 , \$16 , \$13  };
+    if (\$signal$16 ) begin
+      w_data[2:0] = \$signal$18 ;
+      w_data[5:3] = { \$14 , \$11 , \$8  };
       w_data[6] = 1'h1;
     end else begin
       w_data[7] = 1'h1;
@@ -2057,441 +2142,8 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$190  = \$signal$9 ;
-    if (\$34 ) begin
-      \$190  = 1'h0;
-    end
-    if (\$39 ) begin
-      \$190  = 1'h1;
-    end
-    if (rst) begin
-      \$190  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$191  = c_row;
-    if (\$39 ) begin
-      \$191  = w_row;
-    end
-    if (rst) begin
-      \$191  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$192  = \$signal$8 ;
-    if (\$39 ) begin
-      \$192  = 1'h0;
-    end
-    if (\$49 ) begin
-      \$192  = 1'h1;
-    end
-    if (rst) begin
-      \$192  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$193  = nz;
-    if (\$39 ) begin
-      \$193  = \$40 ;
-    end
-    if (\$147 ) begin
-      \$193  = \$149 ;
-    end
-    if (rst) begin
-      \$193  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$194  = nz_zero;
-    if (\$39 ) begin
-      \$194  = \$42 ;
-    end
-    if (\$147 ) begin
-      \$194  = \$152 ;
-    end
-    if (rst) begin
-      \$194  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$195  = \$signal$40 ;
-    if (\$39 ) begin
-      \$195  = win_0;
-    end
-    if (rst) begin
-      \$195  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$196  = w_row;
-    if (\$49 ) begin
-      \$196  = s_row;
-    end
-    if (rst) begin
-      \$196  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$197  = \$signal$7 ;
-    if (\$49 ) begin
-      \$197  = 1'h0;
-    end
-    if (\$61 ) begin
-      \$197  = 1'h1;
-    end
-    if (rst) begin
-      \$197  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$198  = win_0;
-    if (\$49 ) begin
-      \$198  = \$52 ;
-    end
-    if (rst) begin
-      \$198  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$199  = s_row;
-    if (\$61 ) begin
-      \$199  = i_row;
-    end
-    if (rst) begin
-      \$199  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$200  = \$signal ;
-    if (\$61 ) begin
-      \$200  = 1'h0;
-    end
-    if (\$79 ) begin
-      if (\$83 ) begin
-      end else if (\$85 ) begin
-        \$200  = 1'h1;
-      end
-    end
-    if (rst) begin
-      \$200  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$201  = sel_0;
-    if (\$61 ) begin
-      \$201 [0] = \$64 ;
-      \$201 [1] = \$67 ;
-    end
-    if (rst) begin
-      \$201  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$202  = ends;
-    if (\$79 ) begin
-      if (\$83 ) begin
-        \$202  = 1'h1;
-      end
-    end
+    \$227  = eof_seen;
     if (frame_reset) begin
-      \$202  = 1'h0;
-    end
-    if (rst) begin
-      \$202  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$203  = i_row;
-    if (\$79 ) begin
-      if (\$83 ) begin
-      end else if (\$85 ) begin
-        \$203  = f_row[2:0];
-      end
-    end
-    if (rst) begin
-      \$203  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$204  = i_cy;
-    if (\$79 ) begin
-      if (\$83 ) begin
-      end else if (\$85 ) begin
-        \$204  = cy;
-      end
-    end
-    if (rst) begin
-      \$204  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$205  = f_row;
-    if (\$79 ) begin
-      if (\$83 ) begin
-      end else if (\$85 ) begin
-        \$205  = \$86 [3:0];
-      end
-    end
-    if (frame_reset) begin
-      \$205  = 4'h0;
-    end
-    if (rst) begin
-      \$205  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$206  = cy;
-    if (\$79 ) begin
-      if (\$83 ) begin
-      end else if (\$85 ) begin
-        \$206  = \$87 [4:0];
-      end
-    end
-    if (frame_reset) begin
-      \$206  = 5'h00;
-    end
-    if (rst) begin
-      \$206  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$207  = need;
-    if (\$79 ) begin
-      if (\$83 ) begin
-      end else if (\$85 ) begin
-        \$207  = \$88 [4:0];
-      end
-    end
-    if (frame_reset) begin
-      \$207  = 5'h01;
-    end
-    if (rst) begin
-      \$207  = 5'h01;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$208  = eof_pend;
-    if (\$91 ) begin
-      \$208  = 1'h0;
-    end
-    if (\$179 ) begin
-      \$208  = 1'h1;
-    end
-    if (rst) begin
-      \$208  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$209  = \$signal$19 ;
-    if (\$93 ) begin
-      \$209  = b_v;
-    end
-    if (rst) begin
-      \$209  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$210  = \$signal$15 ;
-    if (\$93 ) begin
-      \$210  = \$signal$56 ;
-    end
-    if (rst) begin
-      \$210  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$211  = \$like ;
-    if (\$93 ) begin
-      \$211  = \$like$57 ;
-    end
-    if (rst) begin
-      \$211  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$212  = \$signal$21 ;
-    if (\$93 ) begin
-      \$212  = b_oy;
-    end
-    if (rst) begin
-      \$212  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$213  = c1_win_0;
-    if (\$93 ) begin
-      \$213  = b_win_0;
-    end
-    if (rst) begin
-      \$213  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$214  = \$signal$56 ;
-    if (\$93 ) begin
-      \$214  = \$22 [7:0];
-    end
-    if (\$101 ) begin
-      \$214  = \$signal$63 ;
-    end
-    if (rst) begin
-      \$214  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$215  = b_rest;
-    if (\$93 ) begin
-      \$215  = \$95 ;
-    end
-    if (\$101 ) begin
-      \$215  = \$102 ;
-    end
-    if (rst) begin
-      \$215  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$216  = \$signal$61 ;
-    if (\$93 ) begin
-      \$216  = \$98 ;
-    end
-    if (\$101 ) begin
-      \$216  = \$104 ;
-    end
-    if (rst) begin
-      \$216  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$217  = b_v;
-    if (\$101 ) begin
-      \$217  = \$signal$62 ;
-    end
-    if (rst) begin
-      \$217  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$218  = \$like$57 ;
-    if (\$101 ) begin
-      \$218  = \$like$65 ;
-    end
-    if (rst) begin
-      \$218  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$219  = b_oy;
-    if (\$101 ) begin
-      \$219  = \$signal$66 ;
-    end
-    if (rst) begin
-      \$219  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$220  = b_win_0;
-    if (\$101 ) begin
-      \$220  = a3_win_0;
-    end
-    if (rst) begin
-      \$220  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$221  = \$signal$62 ;
-    if (\$109 ) begin
-      \$221  = \$signal$69 ;
-    end
-    if (rst) begin
-      \$221  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$222  = \$signal$63 ;
-    if (\$109 ) begin
-      \$222  = \$25 [7:0];
-    end
-    if (rst) begin
-      \$222  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$223  = \$signal$64 ;
-    if (\$109 ) begin
-      \$223  = \$111 ;
-    end
-    if (rst) begin
-      \$223  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$224  = \$like$65 ;
-    if (\$109 ) begin
-      \$224  = \$signal$70 ;
-    end
-    if (rst) begin
-      \$224  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$225  = \$signal$66 ;
-    if (\$109 ) begin
-      \$225  = a2_oy;
-    end
-    if (rst) begin
-      \$225  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$226  = a3_rest_zero;
-    if (\$109 ) begin
-      \$226  = \$114 ;
-    end
-    if (rst) begin
-      \$226  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$227  = a3_win_0;
-    if (\$109 ) begin
       \$227  = 1'h0;
     end
     if (rst) begin
@@ -2500,31 +2152,25 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$228  = \$signal$69 ;
-    if (\$119 ) begin
-      \$228  = 1'h0;
-    end
-    if (\$127 ) begin
-      \$228  = 1'h1;
-    end
+    \$228  = has_last;
     if (rst) begin
       \$228  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$229  = a2_oy;
-    if (\$127 ) begin
-      \$229  = c_row;
+    \$229  = \$25 ;
+    if (frame_reset) begin
+      \$229  = 1'h0;
     end
     if (rst) begin
-      \$229  = 3'h0;
+      \$229  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$230  = \$signal$70 ;
-    if (\$127 ) begin
+    \$230  = \$27 ;
+    if (frame_reset) begin
       \$230  = 1'h0;
     end
     if (rst) begin
@@ -2533,32 +2179,29 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$231  = a2_bits;
-    if (\$127 ) begin
-      \$231  = \$128 ;
-    end
+    \$231  = \$28 ;
     if (rst) begin
-      \$231  = 8'h00;
+      \$231  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$232  = a_v;
-    if (\$135 ) begin
-      \$232  = 1'h0;
-    end
-    if (\$147 ) begin
-      \$232  = 1'h1;
-    end
+    \$232  = \$29 ;
     if (rst) begin
       \$232  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$233  = a_oh;
-    if (\$147 ) begin
-      \$233  = \$28 [0];
+    \$233  = 1'h0;
+    if (\$67 ) begin
+      if (\$71 ) begin
+      end else if (\$73 ) begin
+        \$233  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$233  = 1'h0;
     end
     if (rst) begin
       \$233  = 1'h0;
@@ -2566,52 +2209,561 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$234  = eof_done;
-    if (\$179 ) begin
+    \$234  = \$signal$47 ;
+    if (\$34 ) begin
+      \$234  = 1'h0;
+    end
+    if (\$39 ) begin
       \$234  = 1'h1;
     end
-    if (frame_reset) begin
-      \$234  = 1'h0;
-    end
     if (rst) begin
       \$234  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$235  = \$182 ;
-    if (frame_reset) begin
-      \$235  = 1'h0;
+    \$235  = c_row;
+    if (\$39 ) begin
+      \$235  = w_row;
     end
     if (rst) begin
-      \$235  = 1'h0;
+      \$235  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$236  = \$185 ;
+    \$236  = \$signal$8 ;
+    if (\$39 ) begin
+      \$236  = 1'h0;
+    end
+    if (\$49 ) begin
+      \$236  = 1'h1;
+    end
     if (rst) begin
-      \$236  = 3'h0;
+      \$236  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$237  = \$189 [2:0];
-    if (frame_reset) begin
-      \$237  = 3'h0;
+    \$237  = nz;
+    if (\$39 ) begin
+      \$237  = \$40 ;
+    end
+    if (\$193 ) begin
+      \$237  = \$195 ;
     end
     if (rst) begin
-      \$237  = 3'h0;
+      \$237  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$238  = nz_zero;
+    if (\$39 ) begin
+      \$238  = \$42 ;
+    end
+    if (\$193 ) begin
+      \$238  = \$196 ;
+    end
+    if (rst) begin
+      \$238  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$239  = \$signal$53 ;
+    if (\$39 ) begin
+      \$239  = win_0;
+    end
+    if (rst) begin
+      \$239  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$240  = w_row;
+    if (\$49 ) begin
+      \$240  = s_row;
+    end
+    if (rst) begin
+      \$240  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$241  = \$signal$7 ;
+    if (\$49 ) begin
+      \$241  = 1'h0;
+    end
+    if (\$56 ) begin
+      \$241  = 1'h1;
+    end
+    if (rst) begin
+      \$241  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$242  = win_0;
+    if (\$49 ) begin
+      \$242  = \$52 ;
+    end
+    if (rst) begin
+      \$242  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$243  = s_row;
+    if (\$56 ) begin
+      \$243  = i_row;
+    end
+    if (rst) begin
+      \$243  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$244  = \$signal ;
+    if (\$56 ) begin
+      \$244  = 1'h0;
+    end
+    if (\$67 ) begin
+      if (\$71 ) begin
+      end else if (\$73 ) begin
+        \$244  = 1'h1;
+      end
+    end
+    if (rst) begin
+      \$244  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$245  = sel_0;
+    if (\$56 ) begin
+      \$245 [0] = \$59 ;
+      \$245 [1] = \$62 ;
+    end
+    if (rst) begin
+      \$245  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$246  = ends;
+    if (\$67 ) begin
+      if (\$71 ) begin
+        \$246  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$246  = 1'h0;
+    end
+    if (rst) begin
+      \$246  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$247  = i_row;
+    if (\$67 ) begin
+      if (\$71 ) begin
+      end else if (\$73 ) begin
+        \$247  = f_row[2:0];
+      end
+    end
+    if (rst) begin
+      \$247  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$248  = i_cy;
+    if (\$67 ) begin
+      if (\$71 ) begin
+      end else if (\$73 ) begin
+        \$248  = cy;
+      end
+    end
+    if (rst) begin
+      \$248  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$249  = f_row;
+    if (\$67 ) begin
+      if (\$71 ) begin
+      end else if (\$73 ) begin
+        \$249  = \$74 [3:0];
+      end
+    end
+    if (frame_reset) begin
+      \$249  = 4'h0;
+    end
+    if (rst) begin
+      \$249  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$250  = cy;
+    if (\$67 ) begin
+      if (\$71 ) begin
+      end else if (\$73 ) begin
+        \$250  = \$75 [4:0];
+      end
+    end
+    if (frame_reset) begin
+      \$250  = 5'h00;
+    end
+    if (rst) begin
+      \$250  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$251  = need;
+    if (\$67 ) begin
+      if (\$71 ) begin
+      end else if (\$73 ) begin
+        \$251  = \$76 [4:0];
+      end
+    end
+    if (frame_reset) begin
+      \$251  = 5'h01;
+    end
+    if (rst) begin
+      \$251  = 5'h01;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$252  = eof_pend;
+    if (\$79 ) begin
+      \$252  = 1'h0;
+    end
+    if (\$216 ) begin
+      \$252  = 1'h1;
+    end
+    if (rst) begin
+      \$252  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$253  = \$signal$16 ;
+    if (\$81 ) begin
+      \$253  = b_v;
+    end
+    if (rst) begin
+      \$253  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$254  = \$signal$12 ;
+    if (\$81 ) begin
+      \$254  = \$signal$63 ;
+    end
+    if (rst) begin
+      \$254  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$255  = \$like ;
+    if (\$81 ) begin
+      \$255  = \$like$64 ;
+    end
+    if (rst) begin
+      \$255  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$256  = \$signal$18 ;
+    if (\$81 ) begin
+      \$256  = b_oy;
+    end
+    if (rst) begin
+      \$256  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$257  = c1_win_0;
+    if (\$81 ) begin
+      \$257  = b_win_0;
+    end
+    if (rst) begin
+      \$257  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$258  = \$signal$63 ;
+    if (\$81 ) begin
+      \$258  = \$17 [7:0];
+    end
+    if (\$118 ) begin
+      \$258  = \$signal$70 ;
+    end
+    if (rst) begin
+      \$258  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$259  = b_rest;
+    if (\$81 ) begin
+      \$259  = \$83 ;
+    end
+    if (\$118 ) begin
+      \$259  = \$119 ;
+    end
+    if (rst) begin
+      \$259  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$260  = \$signal$68 ;
+    if (\$81 ) begin
+      \$260  = \$115 ;
+    end
+    if (\$118 ) begin
+      \$260  = \$121 ;
+    end
+    if (rst) begin
+      \$260  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$261  = b_v;
+    if (\$118 ) begin
+      \$261  = \$signal$69 ;
+    end
+    if (rst) begin
+      \$261  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$262  = \$like$64 ;
+    if (\$118 ) begin
+      \$262  = \$like$72 ;
+    end
+    if (rst) begin
+      \$262  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$263  = b_oy;
+    if (\$118 ) begin
+      \$263  = \$signal$73 ;
+    end
+    if (rst) begin
+      \$263  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$264  = b_win_0;
+    if (\$118 ) begin
+      \$264  = a3_win_0;
+    end
+    if (rst) begin
+      \$264  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$265  = \$signal$69 ;
+    if (\$126 ) begin
+      \$265  = \$signal$76 ;
+    end
+    if (rst) begin
+      \$265  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$266  = \$signal$70 ;
+    if (\$126 ) begin
+      \$266  = \$20 [7:0];
+    end
+    if (rst) begin
+      \$266  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$267  = \$signal$71 ;
+    if (\$126 ) begin
+      \$267  = \$128 ;
+    end
+    if (rst) begin
+      \$267  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$268  = \$like$72 ;
+    if (\$126 ) begin
+      \$268  = \$signal$77 ;
+    end
+    if (rst) begin
+      \$268  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$269  = \$signal$73 ;
+    if (\$126 ) begin
+      \$269  = a2_oy;
+    end
+    if (rst) begin
+      \$269  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$270  = a3_rest_zero;
+    if (\$126 ) begin
+      \$270  = \$160 ;
+    end
+    if (rst) begin
+      \$270  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$271  = a3_win_0;
+    if (\$126 ) begin
+      \$271  = 1'h0;
+    end
+    if (rst) begin
+      \$271  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$272  = \$signal$76 ;
+    if (\$165 ) begin
+      \$272  = 1'h0;
+    end
+    if (\$173 ) begin
+      \$272  = 1'h1;
+    end
+    if (rst) begin
+      \$272  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$273  = a2_oy;
+    if (\$173 ) begin
+      \$273  = c_row;
+    end
+    if (rst) begin
+      \$273  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$274  = \$signal$77 ;
+    if (\$173 ) begin
+      \$274  = 1'h0;
+    end
+    if (rst) begin
+      \$274  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$275  = a2_bits;
+    if (\$173 ) begin
+      \$275  = \$174 ;
+    end
+    if (rst) begin
+      \$275  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$276  = a_v;
+    if (\$181 ) begin
+      \$276  = 1'h0;
+    end
+    if (\$193 ) begin
+      \$276  = 1'h1;
+    end
+    if (rst) begin
+      \$276  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$277  = a_oh;
+    if (\$193 ) begin
+      \$277  = \$23 [0];
+    end
+    if (rst) begin
+      \$277  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$278  = eof_done;
+    if (\$216 ) begin
+      \$278  = 1'h1;
+    end
+    if (frame_reset) begin
+      \$278  = 1'h0;
+    end
+    if (rst) begin
+      \$278  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$279  = \$219 ;
+    if (frame_reset) begin
+      \$279  = 1'h0;
+    end
+    if (rst) begin
+      \$279  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$280  = \$222 ;
+    if (rst) begin
+      \$280  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$281  = \$226 [2:0];
+    if (frame_reset) begin
+      \$281  = 3'h0;
+    end
+    if (rst) begin
+      \$281  = 3'h0;
     end
   end
   assign r_data = sites__payload;
   assign sites__ready = r_en;
   assign r_rdy = sites__valid;
-  assign site_x = { \$19 , \$16 , \$13  };
+  assign site_x = { \$14 , \$11 , \$8  };
   assign qp = w_data;
-  assign rest_oh = \$22 [7:0];
-  assign a2_oh = \$25 [7:0];
-  assign chunk_oh = \$28 [0];
+  assign rest_oh = \$17 [7:0];
+  assign a2_oh = \$20 [7:0];
+  assign chunk_oh = \$23 [0];
   assign head = sites__payload;
   assign a2_win_0 = 1'h0;
   assign \sites__payload.oy  = sites__payload[2:0];
@@ -2633,7 +2785,24 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   assign \bitmaps[1]  = bitmaps[15:8];
   assign \tags[0]  = tags[3:0];
   assign \tags[1]  = tags[7:4];
-  assign \$65  = row_0[0];
+  assign \$60  = row_0[0];
+  assign \$84  = 1'h0;
+  assign \$86  = \$85 ;
+  assign \$87  = 1'h0;
+  assign \$89  = \$88 ;
+  assign \$95  = 1'h0;
+  assign \$97  = \$96 ;
+  assign \$98  = 1'h0;
+  assign \$100  = \$99 ;
+  assign \$129  = 1'h0;
+  assign \$131  = \$130 ;
+  assign \$132  = 1'h0;
+  assign \$134  = \$133 ;
+  assign \$140  = 1'h0;
+  assign \$142  = \$141 ;
+  assign \$143  = 1'h0;
+  assign \$145  = \$144 ;
+  assign \$196  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -8557,7 +8726,7 @@ endmodule
 module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
-  wire [6:0] \$10 ;
+  wire \$10 ;
   wire \$100 ;
   wire \$101 ;
   wire \$102 ;
@@ -8568,7 +8737,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire [5:0] \$11 ;
+  wire \$11 ;
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
@@ -8579,7 +8748,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$117 ;
   wire \$118 ;
   wire \$119 ;
-  wire [5:0] \$12 ;
+  wire \$12 ;
   wire \$120 ;
   wire \$121 ;
   wire \$122 ;
@@ -8615,22 +8784,22 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$15 ;
   wire \$150 ;
   wire \$151 ;
-  wire \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire \$156 ;
-  wire [7:0] \$157 ;
-  wire [8:0] \$158 ;
-  wire [8:0] \$159 ;
+  wire [7:0] \$152 ;
+  wire [8:0] \$153 ;
+  wire [8:0] \$154 ;
+  wire [7:0] \$155 ;
+  wire [8:0] \$156 ;
+  wire [8:0] \$157 ;
+  wire \$158 ;
+  wire [1:0] \$159 ;
   wire \$16 ;
-  wire [7:0] \$160 ;
-  wire [8:0] \$161 ;
-  wire [8:0] \$162 ;
-  wire \$163 ;
-  wire [1:0] \$164 ;
-  wire [1:0] \$165 ;
-  wire [2:0] \$166 ;
+  wire [1:0] \$160 ;
+  wire [2:0] \$161 ;
+  wire \$162 ;
+  wire [5:0] \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
   wire \$167 ;
   wire \$168 ;
   wire \$169 ;
@@ -8742,38 +8911,38 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$264 ;
   wire \$265 ;
   wire \$266 ;
-  wire \$267 ;
-  wire \$268 ;
-  wire \$269 ;
+  wire [4:0] \$267 ;
+  wire [5:0] \$268 ;
+  wire [5:0] \$269 ;
   wire \$27 ;
   wire \$270 ;
   wire \$271 ;
   wire \$272 ;
   wire \$273 ;
   wire \$274 ;
-  wire \$275 ;
-  wire \$276 ;
+  wire [7:0] \$275 ;
+  wire [7:0] \$276 ;
   wire \$277 ;
   wire \$278 ;
-  wire [4:0] \$279 ;
+  wire \$279 ;
   wire \$28 ;
-  wire [5:0] \$280 ;
-  wire [5:0] \$281 ;
+  wire \$280 ;
+  wire \$281 ;
   wire \$282 ;
   wire \$283 ;
   wire \$284 ;
   wire \$285 ;
   wire \$286 ;
-  wire [7:0] \$287 ;
-  wire [7:0] \$288 ;
-  wire [8:0] \$289 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
   wire \$29 ;
-  wire [8:0] \$290 ;
+  wire \$290 ;
   wire \$291 ;
   wire \$292 ;
   wire \$293 ;
   wire \$294 ;
-  wire [7:0] \$295 ;
+  wire \$295 ;
   wire \$296 ;
   wire \$297 ;
   wire \$298 ;
@@ -8783,17 +8952,17 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$300 ;
   wire \$301 ;
   wire \$302 ;
-  wire [7:0] \$303 ;
-  wire [7:0] \$304 ;
-  wire [8:0] \$305 ;
-  wire [8:0] \$306 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
   wire \$307 ;
   wire \$308 ;
   wire \$309 ;
   wire \$31 ;
   wire \$310 ;
   wire \$311 ;
-  wire \$312 ;
+  wire [7:0] \$312 ;
   wire \$313 ;
   wire \$314 ;
   wire \$315 ;
@@ -8802,11 +8971,11 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$318 ;
   wire \$319 ;
   wire \$32 ;
-  wire \$320 ;
+  wire [7:0] \$320 ;
   wire [7:0] \$321 ;
-  wire [9:0] \$322 ;
-  wire [9:0] \$323 ;
-  wire [9:0] \$324 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
   wire \$325 ;
   wire \$326 ;
   wire \$327 ;
@@ -8830,8 +8999,8 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$343 ;
   wire \$344 ;
   wire \$345 ;
-  wire [1:0] \$346 ;
-  wire [1:0] \$347 ;
+  wire \$346 ;
+  wire \$347 ;
   wire \$348 ;
   wire \$349 ;
   wire \$35 ;
@@ -8853,11 +9022,11 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$364 ;
   wire \$365 ;
   wire \$366 ;
-  wire \$367 ;
-  wire \$368 ;
-  wire \$369 ;
+  wire [7:0] \$367 ;
+  wire [9:0] \$368 ;
+  wire [9:0] \$369 ;
   wire \$37 ;
-  wire \$370 ;
+  wire [9:0] \$370 ;
   wire \$371 ;
   wire \$372 ;
   wire \$373 ;
@@ -8866,90 +9035,134 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$376 ;
   wire \$377 ;
   wire \$378 ;
-  wire [2:0] \$379 ;
+  wire \$379 ;
   wire \$38 ;
-  wire [2:0] \$380 ;
-  wire [2:0] \$381 ;
-  wire [3:0] \$382 ;
-  wire [3:0] \$383 ;
-  wire [3:0] \$384 ;
-  wire [3:0] \$385 ;
-  reg \$386 ;
-  reg [2:0] \$387 ;
-  reg \$388 ;
-  reg \$389 ;
+  wire \$380 ;
+  wire \$381 ;
+  wire \$382 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire \$389 ;
   wire \$39 ;
-  reg \$390 ;
-  reg [7:0] \$391 ;
-  reg [7:0] \$392 ;
-  reg [7:0] \$393 ;
-  reg [2:0] \$394 ;
-  reg \$395 ;
-  reg [7:0] \$396 ;
-  reg [7:0] \$397 ;
-  reg [7:0] \$398 ;
-  reg [2:0] \$399 ;
+  wire \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg \$400 ;
-  reg [3:0] \$401 ;
-  reg [3:0] \$402 ;
-  reg [3:0] \$403 ;
-  reg \$404 ;
-  reg [2:0] \$405 ;
-  reg [4:0] \$406 ;
-  reg [3:0] \$407 ;
-  reg [4:0] \$408 ;
-  reg [4:0] \$409 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire \$402 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire \$405 ;
+  wire \$406 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire \$409 ;
   wire \$41 ;
-  reg \$410 ;
-  reg \$411 ;
-  reg [7:0] \$412 ;
-  reg \$413 ;
-  reg [2:0] \$414 ;
-  reg [9:0] \$415 ;
-  reg [9:0] \$416 ;
-  reg [9:0] \$417 ;
-  reg [7:0] \$418 ;
-  reg [7:0] \$419 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire \$413 ;
+  wire \$414 ;
+  wire \$415 ;
+  wire [2:0] \$416 ;
+  wire [2:0] \$417 ;
+  wire [2:0] \$418 ;
+  wire [3:0] \$419 ;
   wire \$42 ;
-  reg \$420 ;
-  reg \$421 ;
-  reg \$422 ;
-  reg [2:0] \$423 ;
-  reg [9:0] \$424 ;
-  reg [9:0] \$425 ;
-  reg [9:0] \$426 ;
+  wire [3:0] \$420 ;
+  wire [3:0] \$421 ;
+  wire [3:0] \$422 ;
+  reg \$423 ;
+  reg \$424 ;
+  reg \$425 ;
+  reg \$426 ;
   reg \$427 ;
-  reg [7:0] \$428 ;
-  reg [7:0] \$429 ;
+  reg \$428 ;
+  reg \$429 ;
   wire \$43 ;
   reg \$430 ;
   reg [2:0] \$431 ;
   reg \$432 ;
-  reg [9:0] \$433 ;
-  reg [9:0] \$434 ;
-  reg [9:0] \$435 ;
-  reg \$436 ;
-  reg [2:0] \$437 ;
-  reg \$438 ;
-  reg [7:0] \$439 ;
+  reg \$433 ;
+  reg \$434 ;
+  reg [7:0] \$435 ;
+  reg [7:0] \$436 ;
+  reg [7:0] \$437 ;
+  reg [2:0] \$438 ;
+  reg \$439 ;
   wire \$44 ;
-  reg [9:0] \$440 ;
-  reg [9:0] \$441 ;
-  reg [9:0] \$442 ;
-  reg \$443 ;
+  reg [7:0] \$440 ;
+  reg [7:0] \$441 ;
+  reg [7:0] \$442 ;
+  reg [2:0] \$443 ;
   reg \$444 ;
-  reg \$445 ;
-  reg \$446 ;
-  reg [2:0] \$447 ;
-  reg [2:0] \$448 ;
+  reg [3:0] \$445 ;
+  reg [3:0] \$446 ;
+  reg [3:0] \$447 ;
+  reg \$448 ;
+  reg [2:0] \$449 ;
   wire \$45 ;
+  reg [4:0] \$450 ;
+  reg [3:0] \$451 ;
+  reg [4:0] \$452 ;
+  reg [4:0] \$453 ;
+  reg \$454 ;
+  reg \$455 ;
+  reg [7:0] \$456 ;
+  reg \$457 ;
+  reg [2:0] \$458 ;
+  reg [9:0] \$459 ;
   wire \$46 ;
+  reg [9:0] \$460 ;
+  reg [9:0] \$461 ;
+  reg [7:0] \$462 ;
+  reg [7:0] \$463 ;
+  reg \$464 ;
+  reg \$465 ;
+  reg \$466 ;
+  reg [2:0] \$467 ;
+  reg [9:0] \$468 ;
+  reg [9:0] \$469 ;
   wire \$47 ;
+  reg [9:0] \$470 ;
+  reg \$471 ;
+  reg [7:0] \$472 ;
+  reg [7:0] \$473 ;
+  reg \$474 ;
+  reg [2:0] \$475 ;
+  reg \$476 ;
+  reg [9:0] \$477 ;
+  reg [9:0] \$478 ;
+  reg [9:0] \$479 ;
   wire \$48 ;
+  reg \$480 ;
+  reg [2:0] \$481 ;
+  reg \$482 ;
+  reg [7:0] \$483 ;
+  reg [9:0] \$484 ;
+  reg [9:0] \$485 ;
+  reg [9:0] \$486 ;
+  reg \$487 ;
+  reg \$488 ;
+  reg \$489 ;
   wire \$49 ;
-  wire \$5 ;
+  reg \$490 ;
+  reg [2:0] \$491 ;
+  reg [2:0] \$492 ;
+  wire [6:0] \$5 ;
   wire \$50 ;
   wire \$51 ;
   wire \$52 ;
@@ -8960,7 +9173,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire \$6 ;
+  wire [5:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
@@ -8971,7 +9184,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire \$7 ;
+  wire [5:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -9005,25 +9218,30 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$98 ;
   wire \$99 ;
   reg \$like  = 1'h0;
-  reg \$like$68  = 1'h0;
-  reg \$like$77  = 1'h0;
+  reg \$like$75  = 1'h0;
+  reg \$like$84  = 1'h0;
   reg \$signal  = 1'h0;
-  reg [7:0] \$signal$17  = 8'h00;
-  reg \$signal$21  = 1'h0;
-  reg [2:0] \$signal$23  = 3'h0;
-  reg \$signal$37  = 1'h0;
-  reg [2:0] \$signal$39  = 3'h0;
-  reg [7:0] \$signal$67  = 8'h00;
+  reg [7:0] \$signal$14  = 8'h00;
+  reg \$signal$18  = 1'h0;
+  reg [2:0] \$signal$20  = 3'h0;
+  reg \$signal$34  = 1'h0;
+  reg [2:0] \$signal$36  = 3'h0;
+  reg \$signal$39  = 1'h0;
+  reg \$signal$43  = 1'h0;
+  reg \$signal$46  = 1'h0;
+  reg \$signal$47  = 1'h0;
+  reg \$signal$50  = 1'h0;
+  reg \$signal$52  = 1'h0;
   reg \$signal$7  = 1'h0;
-  reg \$signal$73  = 1'h1;
-  reg \$signal$74  = 1'h0;
-  reg [7:0] \$signal$75  = 8'h00;
-  reg [7:0] \$signal$76  = 8'h00;
-  reg [2:0] \$signal$78  = 3'h0;
+  reg [7:0] \$signal$74  = 8'h00;
   reg \$signal$8  = 1'h0;
-  reg \$signal$83  = 1'h0;
-  reg \$signal$84  = 1'h0;
-  reg \$signal$9  = 1'h0;
+  reg \$signal$80  = 1'h1;
+  reg \$signal$81  = 1'h0;
+  reg [7:0] \$signal$82  = 8'h00;
+  reg [7:0] \$signal$83  = 8'h00;
+  reg [2:0] \$signal$85  = 3'h0;
+  reg \$signal$90  = 1'h0;
+  reg \$signal$91  = 1'h0;
   reg [7:0] a2_bits = 8'h00;
   wire [7:0] a2_oh;
   reg [2:0] a2_oy = 3'h0;
@@ -9073,6 +9291,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire frame_reset;
   input has_last;
   wire has_last;
+  reg has_last_r = 1'h0;
   wire [16:0] head;
   wire \head.eof ;
   wire \head.error ;
@@ -9081,6 +9300,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire [8:0] \head.taps ;
   reg [4:0] i_cy = 5'h00;
   reg [2:0] i_row = 3'h0;
+  reg issued = 1'h0;
   input [2:0] last_y;
   wire [2:0] last_y;
   reg [4:0] need = 5'h02;
@@ -9133,180 +9353,242 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   reg [7:0] win_0 = 8'h00;
   reg [7:0] win_1 = 8'h00;
   reg [7:0] win_2 = 8'h00;
+  always @(posedge clk)
+    \$signal$74  <= \$462 ;
+  always @(posedge clk)
+    b_rest <= \$463 ;
+  always @(posedge clk)
+    \$signal$80  <= \$464 ;
+  always @(posedge clk)
+    b_v <= \$465 ;
+  always @(posedge clk)
+    \$like$75  <= \$466 ;
+  always @(posedge clk)
+    b_oy <= \$467 ;
+  always @(posedge clk)
+    b_win_0 <= \$468 ;
+  always @(posedge clk)
+    b_win_1 <= \$469 ;
+  always @(posedge clk)
+    b_win_2 <= \$470 ;
+  always @(posedge clk)
+    \$signal$81  <= \$471 ;
+  always @(posedge clk)
+    \$signal$82  <= \$472 ;
+  always @(posedge clk)
+    \$signal$83  <= \$473 ;
+  always @(posedge clk)
+    \$like$84  <= \$474 ;
+  always @(posedge clk)
+    \$signal$85  <= \$475 ;
+  always @(posedge clk)
+    a3_rest_zero <= \$476 ;
+  always @(posedge clk)
+    a3_win_0 <= \$477 ;
+  always @(posedge clk)
+    a3_win_1 <= \$478 ;
+  always @(posedge clk)
+    a3_win_2 <= \$479 ;
+  always @(posedge clk)
+    \$signal$90  <= \$480 ;
+  always @(posedge clk)
+    a2_oy <= \$481 ;
+  always @(posedge clk)
+    \$signal$91  <= \$482 ;
+  always @(posedge clk)
+    a2_bits <= \$483 ;
+  always @(posedge clk)
+    a2_win_0 <= \$484 ;
+  always @(posedge clk)
+    a2_win_1 <= \$485 ;
+  always @(posedge clk)
+    a2_win_2 <= \$486 ;
+  always @(posedge clk)
+    a_v <= \$487 ;
+  always @(posedge clk)
+    a_oh <= \$488 ;
+  always @(posedge clk)
+    eof_done <= \$489 ;
+  always @(posedge clk)
+    \$signal$34  <= \$490 ;
+  always @(posedge clk)
+    \$signal$36  <= \$491 ;
+  always @(posedge clk)
+    rows_row <= \$492 ;
   assign \$1  = ~ \$signal$7 ;
   assign \$2  = ~ \$signal$8 ;
-  assign \$3  = ~ \$signal$9 ;
-  assign \$4  = ~ a_v;
-  assign \$5  = nz_zero & \$4 ;
-  assign \$6  = \$3  | \$5 ;
-  assign \$7  = \$2  | \$6 ;
-  assign \$8  = \$1  | \$7 ;
-  assign \$9  = \$signal  & \$8 ;
-  assign \$10  = i_cy + 7'h7f;
-  assign \$11  = i_cy + 1'h0;
-  assign \$12  = i_cy + 1'h1;
-  assign \$13  = \$signal$17 [1] | \$signal$17 [3];
-  assign \$14  = \$13  | \$signal$17 [5];
-  assign \$15  = \$14  | \$signal$17 [7];
-  assign \$16  = \$signal$17 [2] | \$signal$17 [3];
-  assign \$17  = \$16  | \$signal$17 [6];
-  assign \$18  = \$17  | \$signal$17 [7];
-  assign \$19  = \$signal$17 [4] | \$signal$17 [5];
-  assign \$20  = \$19  | \$signal$17 [6];
-  assign \$21  = \$20  | \$signal$17 [7];
-  assign w_en = \$signal$21  | eof_pend;
-  assign \$22  = \$signal$17 [0] & c1_win_0[0];
-  assign \$23  = \$signal$17 [1] & c1_win_0[1];
-  assign \$24  = \$22  | \$23 ;
-  assign \$25  = \$signal$17 [2] & c1_win_0[2];
-  assign \$26  = \$24  | \$25 ;
-  assign \$27  = \$signal$17 [3] & c1_win_0[3];
-  assign \$28  = \$26  | \$27 ;
-  assign \$29  = \$signal$17 [4] & c1_win_0[4];
-  assign \$30  = \$28  | \$29 ;
-  assign \$31  = \$signal$17 [5] & c1_win_0[5];
-  assign \$32  = \$30  | \$31 ;
-  assign \$33  = \$signal$17 [6] & c1_win_0[6];
+  assign \$3  = \$1  | \$2 ;
+  assign \$4  = \$signal  & \$3 ;
+  assign \$5  = i_cy + 7'h7f;
+  assign \$6  = i_cy + 1'h0;
+  assign \$7  = i_cy + 1'h1;
+  assign \$8  = \$signal$14 [1] | \$signal$14 [3];
+  assign \$9  = \$8  | \$signal$14 [5];
+  assign \$10  = \$9  | \$signal$14 [7];
+  assign \$11  = \$signal$14 [2] | \$signal$14 [3];
+  assign \$12  = \$11  | \$signal$14 [6];
+  assign \$13  = \$12  | \$signal$14 [7];
+  assign \$14  = \$signal$14 [4] | \$signal$14 [5];
+  assign \$15  = \$14  | \$signal$14 [6];
+  assign \$16  = \$15  | \$signal$14 [7];
+  assign w_en = \$signal$18  | eof_pend;
+  assign \$17  = \$signal$14 [0] & c1_win_0[0];
+  assign \$18  = \$signal$14 [1] & c1_win_0[1];
+  assign \$19  = \$17  | \$18 ;
+  assign \$20  = \$signal$14 [2] & c1_win_0[2];
+  assign \$21  = \$19  | \$20 ;
+  assign \$22  = \$signal$14 [3] & c1_win_0[3];
+  assign \$23  = \$21  | \$22 ;
+  assign \$24  = \$signal$14 [4] & c1_win_0[4];
+  assign \$25  = \$23  | \$24 ;
+  assign \$26  = \$signal$14 [5] & c1_win_0[5];
+  assign \$27  = \$25  | \$26 ;
+  assign \$28  = \$signal$14 [6] & c1_win_0[6];
+  assign \$29  = \$27  | \$28 ;
+  assign \$30  = \$signal$14 [7] & c1_win_0[7];
+  assign \$31  = \$29  | \$30 ;
+  assign \$32  = \$signal$14 [0] & c1_win_0[1];
+  assign \$33  = \$signal$14 [1] & c1_win_0[2];
   assign \$34  = \$32  | \$33 ;
-  assign \$35  = \$signal$17 [7] & c1_win_0[7];
+  assign \$35  = \$signal$14 [2] & c1_win_0[3];
   assign \$36  = \$34  | \$35 ;
-  assign \$37  = \$signal$17 [0] & c1_win_0[1];
-  assign \$38  = \$signal$17 [1] & c1_win_0[2];
-  assign \$39  = \$37  | \$38 ;
-  assign \$40  = \$signal$17 [2] & c1_win_0[3];
-  assign \$41  = \$39  | \$40 ;
-  assign \$42  = \$signal$17 [3] & c1_win_0[4];
-  assign \$43  = \$41  | \$42 ;
-  assign \$44  = \$signal$17 [4] & c1_win_0[5];
-  assign \$45  = \$43  | \$44 ;
-  assign \$46  = \$signal$17 [5] & c1_win_0[6];
-  assign \$47  = \$45  | \$46 ;
-  assign \$48  = \$signal$17 [6] & c1_win_0[7];
+  assign \$37  = \$signal$14 [3] & c1_win_0[4];
+  assign \$38  = \$36  | \$37 ;
+  assign \$39  = \$signal$14 [4] & c1_win_0[5];
+  assign \$40  = \$38  | \$39 ;
+  assign \$41  = \$signal$14 [5] & c1_win_0[6];
+  assign \$42  = \$40  | \$41 ;
+  assign \$43  = \$signal$14 [6] & c1_win_0[7];
+  assign \$44  = \$42  | \$43 ;
+  assign \$45  = \$signal$14 [7] & c1_win_0[8];
+  assign \$46  = \$44  | \$45 ;
+  assign \$47  = \$signal$14 [0] & c1_win_0[2];
+  assign \$48  = \$signal$14 [1] & c1_win_0[3];
   assign \$49  = \$47  | \$48 ;
-  assign \$50  = \$signal$17 [7] & c1_win_0[8];
+  assign \$50  = \$signal$14 [2] & c1_win_0[4];
   assign \$51  = \$49  | \$50 ;
-  assign \$52  = \$signal$17 [0] & c1_win_0[2];
-  assign \$53  = \$signal$17 [1] & c1_win_0[3];
-  assign \$54  = \$52  | \$53 ;
-  assign \$55  = \$signal$17 [2] & c1_win_0[4];
-  assign \$56  = \$54  | \$55 ;
-  assign \$57  = \$signal$17 [3] & c1_win_0[5];
-  assign \$58  = \$56  | \$57 ;
-  assign \$59  = \$signal$17 [4] & c1_win_0[6];
-  assign \$60  = \$58  | \$59 ;
-  assign \$61  = \$signal$17 [5] & c1_win_0[7];
-  assign \$62  = \$60  | \$61 ;
-  assign \$63  = \$signal$17 [6] & c1_win_0[8];
+  assign \$52  = \$signal$14 [3] & c1_win_0[5];
+  assign \$53  = \$51  | \$52 ;
+  assign \$54  = \$signal$14 [4] & c1_win_0[6];
+  assign \$55  = \$53  | \$54 ;
+  assign \$56  = \$signal$14 [5] & c1_win_0[7];
+  assign \$57  = \$55  | \$56 ;
+  assign \$58  = \$signal$14 [6] & c1_win_0[8];
+  assign \$59  = \$57  | \$58 ;
+  assign \$60  = \$signal$14 [7] & c1_win_0[9];
+  assign \$61  = \$59  | \$60 ;
+  assign \$62  = \$signal$14 [0] & c1_win_1[0];
+  assign \$63  = \$signal$14 [1] & c1_win_1[1];
   assign \$64  = \$62  | \$63 ;
-  assign \$65  = \$signal$17 [7] & c1_win_0[9];
+  assign \$65  = \$signal$14 [2] & c1_win_1[2];
   assign \$66  = \$64  | \$65 ;
-  assign \$67  = \$signal$17 [0] & c1_win_1[0];
-  assign \$68  = \$signal$17 [1] & c1_win_1[1];
-  assign \$69  = \$67  | \$68 ;
-  assign \$70  = \$signal$17 [2] & c1_win_1[2];
-  assign \$71  = \$69  | \$70 ;
-  assign \$72  = \$signal$17 [3] & c1_win_1[3];
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = \$signal$17 [4] & c1_win_1[4];
-  assign \$75  = \$73  | \$74 ;
-  assign \$76  = \$signal$17 [5] & c1_win_1[5];
-  assign \$77  = \$75  | \$76 ;
-  assign \$78  = \$signal$17 [6] & c1_win_1[6];
+  assign \$67  = \$signal$14 [3] & c1_win_1[3];
+  assign \$68  = \$66  | \$67 ;
+  assign \$69  = \$signal$14 [4] & c1_win_1[4];
+  assign \$70  = \$68  | \$69 ;
+  assign \$71  = \$signal$14 [5] & c1_win_1[5];
+  assign \$72  = \$70  | \$71 ;
+  assign \$73  = \$signal$14 [6] & c1_win_1[6];
+  assign \$74  = \$72  | \$73 ;
+  assign \$75  = \$signal$14 [7] & c1_win_1[7];
+  assign \$76  = \$74  | \$75 ;
+  assign \$77  = \$signal$14 [0] & c1_win_1[1];
+  assign \$78  = \$signal$14 [1] & c1_win_1[2];
   assign \$79  = \$77  | \$78 ;
-  assign \$80  = \$signal$17 [7] & c1_win_1[7];
+  assign \$80  = \$signal$14 [2] & c1_win_1[3];
   assign \$81  = \$79  | \$80 ;
-  assign \$82  = \$signal$17 [0] & c1_win_1[1];
-  assign \$83  = \$signal$17 [1] & c1_win_1[2];
-  assign \$84  = \$82  | \$83 ;
-  assign \$85  = \$signal$17 [2] & c1_win_1[3];
-  assign \$86  = \$84  | \$85 ;
-  assign \$87  = \$signal$17 [3] & c1_win_1[4];
-  assign \$88  = \$86  | \$87 ;
-  assign \$89  = \$signal$17 [4] & c1_win_1[5];
-  assign \$90  = \$88  | \$89 ;
-  assign \$91  = \$signal$17 [5] & c1_win_1[6];
-  assign \$92  = \$90  | \$91 ;
-  assign \$93  = \$signal$17 [6] & c1_win_1[7];
+  assign \$82  = \$signal$14 [3] & c1_win_1[4];
+  assign \$83  = \$81  | \$82 ;
+  assign \$84  = \$signal$14 [4] & c1_win_1[5];
+  assign \$85  = \$83  | \$84 ;
+  assign \$86  = \$signal$14 [5] & c1_win_1[6];
+  assign \$87  = \$85  | \$86 ;
+  assign \$88  = \$signal$14 [6] & c1_win_1[7];
+  assign \$89  = \$87  | \$88 ;
+  assign \$90  = \$signal$14 [7] & c1_win_1[8];
+  assign \$91  = \$89  | \$90 ;
+  assign \$92  = \$signal$14 [0] & c1_win_1[2];
+  assign \$93  = \$signal$14 [1] & c1_win_1[3];
   assign \$94  = \$92  | \$93 ;
-  assign \$95  = \$signal$17 [7] & c1_win_1[8];
+  assign \$95  = \$signal$14 [2] & c1_win_1[4];
   assign \$96  = \$94  | \$95 ;
-  assign \$97  = \$signal$17 [0] & c1_win_1[2];
-  assign \$98  = \$signal$17 [1] & c1_win_1[3];
-  assign \$99  = \$97  | \$98 ;
-  assign \$100  = \$signal$17 [2] & c1_win_1[4];
-  assign \$101  = \$99  | \$100 ;
-  assign \$102  = \$signal$17 [3] & c1_win_1[5];
-  assign \$103  = \$101  | \$102 ;
-  assign \$104  = \$signal$17 [4] & c1_win_1[6];
-  assign \$105  = \$103  | \$104 ;
-  assign \$106  = \$signal$17 [5] & c1_win_1[7];
-  assign \$107  = \$105  | \$106 ;
-  assign \$108  = \$signal$17 [6] & c1_win_1[8];
+  assign \$97  = \$signal$14 [3] & c1_win_1[5];
+  assign \$98  = \$96  | \$97 ;
+  assign \$99  = \$signal$14 [4] & c1_win_1[6];
+  assign \$100  = \$98  | \$99 ;
+  assign \$101  = \$signal$14 [5] & c1_win_1[7];
+  assign \$102  = \$100  | \$101 ;
+  assign \$103  = \$signal$14 [6] & c1_win_1[8];
+  assign \$104  = \$102  | \$103 ;
+  assign \$105  = \$signal$14 [7] & c1_win_1[9];
+  assign \$106  = \$104  | \$105 ;
+  assign \$107  = \$signal$14 [0] & c1_win_2[0];
+  assign \$108  = \$signal$14 [1] & c1_win_2[1];
   assign \$109  = \$107  | \$108 ;
-  assign \$110  = \$signal$17 [7] & c1_win_1[9];
+  assign \$110  = \$signal$14 [2] & c1_win_2[2];
   assign \$111  = \$109  | \$110 ;
-  assign \$112  = \$signal$17 [0] & c1_win_2[0];
-  assign \$113  = \$signal$17 [1] & c1_win_2[1];
-  assign \$114  = \$112  | \$113 ;
-  assign \$115  = \$signal$17 [2] & c1_win_2[2];
-  assign \$116  = \$114  | \$115 ;
-  assign \$117  = \$signal$17 [3] & c1_win_2[3];
-  assign \$118  = \$116  | \$117 ;
-  assign \$119  = \$signal$17 [4] & c1_win_2[4];
-  assign \$120  = \$118  | \$119 ;
-  assign \$121  = \$signal$17 [5] & c1_win_2[5];
-  assign \$122  = \$120  | \$121 ;
-  assign \$123  = \$signal$17 [6] & c1_win_2[6];
+  assign \$112  = \$signal$14 [3] & c1_win_2[3];
+  assign \$113  = \$111  | \$112 ;
+  assign \$114  = \$signal$14 [4] & c1_win_2[4];
+  assign \$115  = \$113  | \$114 ;
+  assign \$116  = \$signal$14 [5] & c1_win_2[5];
+  assign \$117  = \$115  | \$116 ;
+  assign \$118  = \$signal$14 [6] & c1_win_2[6];
+  assign \$119  = \$117  | \$118 ;
+  assign \$120  = \$signal$14 [7] & c1_win_2[7];
+  assign \$121  = \$119  | \$120 ;
+  assign \$122  = \$signal$14 [0] & c1_win_2[1];
+  assign \$123  = \$signal$14 [1] & c1_win_2[2];
   assign \$124  = \$122  | \$123 ;
-  assign \$125  = \$signal$17 [7] & c1_win_2[7];
+  assign \$125  = \$signal$14 [2] & c1_win_2[3];
   assign \$126  = \$124  | \$125 ;
-  assign \$127  = \$signal$17 [0] & c1_win_2[1];
-  assign \$128  = \$signal$17 [1] & c1_win_2[2];
-  assign \$129  = \$127  | \$128 ;
-  assign \$130  = \$signal$17 [2] & c1_win_2[3];
-  assign \$131  = \$129  | \$130 ;
-  assign \$132  = \$signal$17 [3] & c1_win_2[4];
-  assign \$133  = \$131  | \$132 ;
-  assign \$134  = \$signal$17 [4] & c1_win_2[5];
-  assign \$135  = \$133  | \$134 ;
-  assign \$136  = \$signal$17 [5] & c1_win_2[6];
-  assign \$137  = \$135  | \$136 ;
-  assign \$138  = \$signal$17 [6] & c1_win_2[7];
+  assign \$127  = \$signal$14 [3] & c1_win_2[4];
+  assign \$128  = \$126  | \$127 ;
+  assign \$129  = \$signal$14 [4] & c1_win_2[5];
+  assign \$130  = \$128  | \$129 ;
+  assign \$131  = \$signal$14 [5] & c1_win_2[6];
+  assign \$132  = \$130  | \$131 ;
+  assign \$133  = \$signal$14 [6] & c1_win_2[7];
+  assign \$134  = \$132  | \$133 ;
+  assign \$135  = \$signal$14 [7] & c1_win_2[8];
+  assign \$136  = \$134  | \$135 ;
+  assign \$137  = \$signal$14 [0] & c1_win_2[2];
+  assign \$138  = \$signal$14 [1] & c1_win_2[3];
   assign \$139  = \$137  | \$138 ;
-  assign \$140  = \$signal$17 [7] & c1_win_2[8];
+  assign \$140  = \$signal$14 [2] & c1_win_2[4];
   assign \$141  = \$139  | \$140 ;
-  assign \$142  = \$signal$17 [0] & c1_win_2[2];
-  assign \$143  = \$signal$17 [1] & c1_win_2[3];
-  assign \$144  = \$142  | \$143 ;
-  assign \$145  = \$signal$17 [2] & c1_win_2[4];
-  assign \$146  = \$144  | \$145 ;
-  assign \$147  = \$signal$17 [3] & c1_win_2[5];
-  assign \$148  = \$146  | \$147 ;
-  assign \$149  = \$signal$17 [4] & c1_win_2[6];
-  assign \$150  = \$148  | \$149 ;
-  assign \$151  = \$signal$17 [5] & c1_win_2[7];
-  assign \$152  = \$150  | \$151 ;
-  assign \$153  = \$signal$17 [6] & c1_win_2[8];
-  assign \$154  = \$152  | \$153 ;
-  assign \$155  = \$signal$17 [7] & c1_win_2[9];
-  assign \$156  = \$154  | \$155 ;
-  assign \$157  = ~ b_rest;
-  assign \$158  = \$157  + 1'h1;
-  assign \$159  = { 1'h0, b_rest } & \$158 ;
-  assign \$160  = ~ a2_bits;
-  assign \$161  = \$160  + 1'h1;
-  assign \$162  = { 1'h0, a2_bits } & \$161 ;
-  assign \$163  = ~ nz;
-  assign \$164  = \$163  + 1'h1;
-  assign \$165  = { 1'h0, nz } & \$164 ;
-  assign \$166  = \$signal$37  ? \$signal$39  : rows_row;
-  assign row = sites__valid ? sites__payload[2:0] : \$166 ;
-  assign \$167  = ~ \$signal$9 ;
+  assign \$142  = \$signal$14 [3] & c1_win_2[5];
+  assign \$143  = \$141  | \$142 ;
+  assign \$144  = \$signal$14 [4] & c1_win_2[6];
+  assign \$145  = \$143  | \$144 ;
+  assign \$146  = \$signal$14 [5] & c1_win_2[7];
+  assign \$147  = \$145  | \$146 ;
+  assign \$148  = \$signal$14 [6] & c1_win_2[8];
+  assign \$149  = \$147  | \$148 ;
+  assign \$150  = \$signal$14 [7] & c1_win_2[9];
+  assign \$151  = \$149  | \$150 ;
+  assign \$152  = ~ b_rest;
+  assign \$153  = \$152  + 1'h1;
+  assign \$154  = { 1'h0, b_rest } & \$153 ;
+  assign \$155  = ~ a2_bits;
+  assign \$156  = \$155  + 1'h1;
+  assign \$157  = { 1'h0, a2_bits } & \$156 ;
+  assign \$158  = ~ nz;
+  assign \$159  = \$158  + 1'h1;
+  assign \$160  = { 1'h0, nz } & \$159 ;
+  assign \$161  = \$signal$34  ? \$signal$36  : rows_row;
+  assign row = sites__valid ? sites__payload[2:0] : \$161 ;
+  assign \$162  = done_rows >= need;
+  assign \$163  = need + 1'h1;
+  assign \$164  = done_rows >= \$163 ;
+  assign \$165  = f_row > last_y;
+  assign \$166  = f_row >= last_y;
+  assign \$167  = ~ \$signal$52 ;
   assign \$168  = ~ a_v;
   assign \$169  = nz_zero & \$168 ;
   assign \$170  = \$167  | \$169 ;
-  assign \$171  = \$signal$9  & \$170 ;
-  assign \$172  = ~ \$signal$9 ;
+  assign \$171  = \$signal$52  & \$170 ;
+  assign \$172  = ~ \$signal$52 ;
   assign \$173  = ~ a_v;
   assign \$174  = nz_zero & \$173 ;
   assign \$175  = \$172  | \$174 ;
@@ -9315,7 +9597,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   assign \$178  = | win_1;
   assign \$179  = ! \$178 ;
   assign \$180  = ~ \$signal$8 ;
-  assign \$181  = ~ \$signal$9 ;
+  assign \$181  = ~ \$signal$52 ;
   assign \$182  = ~ a_v;
   assign \$183  = nz_zero & \$182 ;
   assign \$184  = \$181  | \$183 ;
@@ -9344,308 +9626,280 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   assign \$207  = \$205  | \$206 ;
   assign \$208  = ~ \$signal$7 ;
   assign \$209  = ~ \$signal$8 ;
-  assign \$210  = ~ \$signal$9 ;
-  assign \$211  = ~ a_v;
-  assign \$212  = nz_zero & \$211 ;
-  assign \$213  = \$210  | \$212 ;
-  assign \$214  = \$209  | \$213 ;
-  assign \$215  = \$208  | \$214 ;
-  assign \$216  = \$signal  & \$215 ;
-  assign \$217  = ! row_0[1:0];
-  assign \$218  = tags[3:0] == row_0;
+  assign \$210  = \$208  | \$209 ;
+  assign \$211  = \$signal  & \$210 ;
+  assign \$212  = ! row_0[1:0];
+  assign \$213  = tags[3:0] == row_0;
+  assign \$214  = \$212  & \$213 ;
+  assign \$215  = | i_cy;
+  assign \$216  = \$214  & \$215 ;
+  assign \$217  = row_0[1:0] == 1'h1;
+  assign \$218  = tags[7:4] == row_0;
   assign \$219  = \$217  & \$218 ;
   assign \$220  = | i_cy;
   assign \$221  = \$219  & \$220 ;
-  assign \$222  = row_0[1:0] == 1'h1;
-  assign \$223  = tags[7:4] == row_0;
+  assign \$222  = row_0[1:0] == 2'h2;
+  assign \$223  = tags[11:8] == row_0;
   assign \$224  = \$222  & \$223 ;
   assign \$225  = | i_cy;
   assign \$226  = \$224  & \$225 ;
-  assign \$227  = row_0[1:0] == 2'h2;
-  assign \$228  = tags[11:8] == row_0;
+  assign \$227  = row_0[1:0] == 2'h3;
+  assign \$228  = tags[15:12] == row_0;
   assign \$229  = \$227  & \$228 ;
   assign \$230  = | i_cy;
   assign \$231  = \$229  & \$230 ;
-  assign \$232  = row_0[1:0] == 2'h3;
-  assign \$233  = tags[15:12] == row_0;
+  assign \$232  = ! row_1[1:0];
+  assign \$233  = tags[3:0] == row_1;
   assign \$234  = \$232  & \$233 ;
-  assign \$235  = | i_cy;
-  assign \$236  = \$234  & \$235 ;
-  assign \$237  = ! row_1[1:0];
-  assign \$238  = tags[3:0] == row_1;
-  assign \$239  = \$237  & \$238 ;
-  assign \$240  = row_1[1:0] == 1'h1;
-  assign \$241  = tags[7:4] == row_1;
-  assign \$242  = \$240  & \$241 ;
-  assign \$243  = row_1[1:0] == 2'h2;
-  assign \$244  = tags[11:8] == row_1;
-  assign \$245  = \$243  & \$244 ;
-  assign \$246  = row_1[1:0] == 2'h3;
-  assign \$247  = tags[15:12] == row_1;
-  assign \$248  = \$246  & \$247 ;
-  assign \$249  = ! row_2[1:0];
-  assign \$250  = tags[3:0] == row_2;
-  assign \$251  = \$249  & \$250 ;
-  assign \$252  = row_2[1:0] == 1'h1;
-  assign \$253  = tags[7:4] == row_2;
-  assign \$254  = \$252  & \$253 ;
-  assign \$255  = row_2[1:0] == 2'h2;
-  assign \$256  = tags[11:8] == row_2;
-  assign \$257  = \$255  & \$256 ;
-  assign \$258  = row_2[1:0] == 2'h3;
-  assign \$259  = tags[15:12] == row_2;
+  assign \$235  = row_1[1:0] == 1'h1;
+  assign \$236  = tags[7:4] == row_1;
+  assign \$237  = \$235  & \$236 ;
+  assign \$238  = row_1[1:0] == 2'h2;
+  assign \$239  = tags[11:8] == row_1;
+  assign \$240  = \$238  & \$239 ;
+  assign \$241  = row_1[1:0] == 2'h3;
+  assign \$242  = tags[15:12] == row_1;
+  assign \$243  = \$241  & \$242 ;
+  assign \$244  = ! row_2[1:0];
+  assign \$245  = tags[3:0] == row_2;
+  assign \$246  = \$244  & \$245 ;
+  assign \$247  = row_2[1:0] == 1'h1;
+  assign \$248  = tags[7:4] == row_2;
+  assign \$249  = \$247  & \$248 ;
+  assign \$250  = row_2[1:0] == 2'h2;
+  assign \$251  = tags[11:8] == row_2;
+  assign \$252  = \$250  & \$251 ;
+  assign \$253  = row_2[1:0] == 2'h3;
+  assign \$254  = tags[15:12] == row_2;
+  assign \$255  = \$253  & \$254 ;
+  assign \$256  = ~ \$signal ;
+  assign \$257  = ~ \$signal$7 ;
+  assign \$258  = \$256  | \$257 ;
+  assign \$259  = ~ ends;
   assign \$260  = \$258  & \$259 ;
-  assign \$261  = ~ \$signal ;
-  assign \$262  = ~ \$signal$7 ;
-  assign \$263  = ~ \$signal$8 ;
-  assign \$264  = ~ \$signal$9 ;
-  assign \$265  = ~ a_v;
-  assign \$266  = nz_zero & \$265 ;
-  assign \$267  = \$264  | \$266 ;
-  assign \$268  = \$263  | \$267 ;
-  assign \$269  = \$262  | \$268 ;
-  assign \$270  = \$261  | \$269 ;
-  assign \$271  = ~ ends;
-  assign \$272  = \$270  & \$271 ;
-  assign \$273  = ~ has_last;
-  assign \$274  = f_row > last_y;
-  assign \$275  = \$273  | \$274 ;
-  assign \$276  = eof_seen & \$275 ;
-  assign \$277  = done_rows >= need;
-  assign \$278  = eof_seen | \$277 ;
-  assign \$279  = f_row + 1'h1;
-  assign \$280  = cy + 1'h1;
-  assign \$281  = need + 1'h1;
-  assign \$282  = ~ \$signal$21 ;
-  assign \$283  = eof_pend & \$282 ;
-  assign \$284  = \$283  & w_rdy;
-  assign \$285  = ~ \$signal$21 ;
-  assign \$286  = \$285  | w_rdy;
-  assign \$287  = ~ \$159 [7:0];
-  assign \$288  = b_rest & \$287 ;
-  assign \$289  = b_rest - 1'h1;
-  assign \$290  = { 1'h0, b_rest } & \$289 ;
-  assign \$291  = ! \$290 ;
-  assign \$292  = ~ \$signal$21 ;
-  assign \$293  = \$292  | w_rdy;
-  assign \$294  = \$293  & \$signal$73 ;
-  assign \$295  = \$signal$74  ? \$signal$76  : 8'h00;
-  assign \$296  = ~ \$signal$74 ;
-  assign \$297  = \$296  | a3_rest_zero;
-  assign \$298  = ~ \$signal$74 ;
-  assign \$299  = ~ \$signal$21 ;
-  assign \$300  = \$299  | w_rdy;
-  assign \$301  = \$300  & \$signal$73 ;
-  assign \$302  = \$298  | \$301 ;
-  assign \$303  = ~ \$162 [7:0];
-  assign \$304  = a2_bits & \$303 ;
-  assign \$305  = a2_bits - 1'h1;
-  assign \$306  = { 1'h0, a2_bits } & \$305 ;
-  assign \$307  = ! \$306 ;
-  assign \$308  = ~ \$signal$74 ;
-  assign \$309  = ~ \$signal$21 ;
+  assign \$261  = ~ has_last_r;
+  assign \$262  = issued ? \$signal$50  : \$signal$47 ;
+  assign \$263  = \$261  | \$262 ;
+  assign \$264  = \$signal$39  & \$263 ;
+  assign \$265  = issued ? \$signal$46  : \$signal$43 ;
+  assign \$266  = \$signal$39  | \$265 ;
+  assign \$267  = f_row + 1'h1;
+  assign \$268  = cy + 1'h1;
+  assign \$269  = need + 1'h1;
+  assign \$270  = ~ \$signal$18 ;
+  assign \$271  = eof_pend & \$270 ;
+  assign \$272  = \$271  & w_rdy;
+  assign \$273  = ~ \$signal$18 ;
+  assign \$274  = \$273  | w_rdy;
+  assign \$275  = ~ \$154 [7:0];
+  assign \$276  = b_rest & \$275 ;
+  assign \$278  = b_rest[0] & b_rest[1];
+  assign \$281  = b_rest[2] & b_rest[3];
+  assign \$283  = \$279  | \$282 ;
+  assign \$284  = b_rest[0] | b_rest[1];
+  assign \$285  = b_rest[2] | b_rest[3];
+  assign \$286  = \$284  & \$285 ;
+  assign \$287  = \$283  | \$286 ;
+  assign \$289  = b_rest[4] & b_rest[5];
+  assign \$292  = b_rest[6] & b_rest[7];
+  assign \$294  = \$290  | \$293 ;
+  assign \$295  = b_rest[4] | b_rest[5];
+  assign \$296  = b_rest[6] | b_rest[7];
+  assign \$297  = \$295  & \$296 ;
+  assign \$298  = \$294  | \$297 ;
+  assign \$299  = \$287  | \$298 ;
+  assign \$300  = b_rest[0] | b_rest[1];
+  assign \$301  = b_rest[2] | b_rest[3];
+  assign \$302  = \$300  | \$301 ;
+  assign \$303  = b_rest[4] | b_rest[5];
+  assign \$304  = b_rest[6] | b_rest[7];
+  assign \$305  = \$303  | \$304 ;
+  assign \$306  = \$302  & \$305 ;
+  assign \$307  = \$299  | \$306 ;
+  assign \$308  = ~ \$307 ;
+  assign \$309  = ~ \$signal$18 ;
   assign \$310  = \$309  | w_rdy;
-  assign \$311  = \$310  & \$signal$73 ;
-  assign \$312  = \$308  | \$311 ;
-  assign \$313  = ~ \$signal$83 ;
-  assign \$314  = ~ \$signal$74 ;
-  assign \$315  = ~ \$signal$21 ;
-  assign \$316  = \$315  | w_rdy;
-  assign \$317  = \$316  & \$signal$73 ;
-  assign \$318  = \$314  | \$317 ;
-  assign \$319  = \$313  | \$318 ;
-  assign \$320  = \$319  & a_v;
-  assign \$321  = a_oh ? cwin_1 : 8'h00;
-  assign \$322  = a_oh ? { 1'h0, cwin_0, 1'h0 } : 10'h000;
-  assign \$323  = a_oh ? { 1'h0, cwin_1, 1'h0 } : 10'h000;
-  assign \$324  = a_oh ? { 1'h0, cwin_2, 1'h0 } : 10'h000;
-  assign \$325  = ~ \$signal$83 ;
-  assign \$326  = ~ \$signal$74 ;
-  assign \$327  = ~ \$signal$21 ;
-  assign \$328  = \$327  | w_rdy;
-  assign \$329  = \$328  & \$signal$73 ;
-  assign \$330  = \$326  | \$329 ;
-  assign \$331  = \$325  | \$330 ;
-  assign \$332  = ~ a_v;
-  assign \$333  = ~ \$signal$83 ;
-  assign \$334  = ~ \$signal$74 ;
-  assign \$335  = ~ \$signal$21 ;
-  assign \$336  = \$335  | w_rdy;
-  assign \$337  = \$336  & \$signal$73 ;
-  assign \$338  = \$334  | \$337 ;
-  assign \$339  = \$333  | \$338 ;
-  assign \$340  = \$332  | \$339 ;
-  assign \$341  = \$340  & \$signal$9 ;
-  assign \$342  = ~ nz_zero;
-  assign \$343  = \$341  & \$342 ;
-  assign \$344  = ~ \$165 [0];
-  assign \$345  = nz & \$344 ;
-  assign \$346  = nz - 1'h1;
-  assign \$347  = { 1'h0, nz } & \$346 ;
-  assign \$348  = ! \$347 ;
-  assign \$349  = ~ \$signal ;
-  assign \$350  = ~ \$signal$7 ;
-  assign \$351  = ~ \$signal$8 ;
-  assign \$352  = ~ \$signal$9 ;
-  assign \$353  = ~ a_v;
-  assign \$354  = nz_zero & \$353 ;
-  assign \$355  = \$352  | \$354 ;
-  assign \$356  = \$351  | \$355 ;
-  assign \$357  = \$350  | \$356 ;
-  assign \$358  = \$349  | \$357 ;
-  assign \$359  = ~ has_last;
-  assign \$360  = f_row > last_y;
-  assign \$361  = \$359  | \$360 ;
-  assign \$362  = eof_seen & \$361 ;
-  assign \$363  = \$358  & \$362 ;
-  assign \$364  = ends | \$363 ;
-  assign \$365  = \$signal  | \$signal$7 ;
-  assign \$366  = \$365  | \$signal$8 ;
-  assign \$367  = \$366  | \$signal$9 ;
-  assign \$368  = \$367  | \$signal$83 ;
-  assign \$369  = \$368  | \$signal$74 ;
-  assign \$370  = \$369  | b_v;
-  assign \$371  = \$370  | \$signal$21 ;
-  assign \$372  = ~ \$371 ;
-  assign \$373  = \$364  & \$372 ;
-  assign \$374  = ~ eof_done;
-  assign \$375  = \$373  & \$374 ;
-  assign \$376  = \$signal$21  | b_v;
-  assign \$377  = \$376  | \$signal$74 ;
-  assign \$378  = \$377  | \$signal$83 ;
-  assign \$379  = \$signal$74  ? \$signal$78  : a2_oy;
-  assign \$380  = b_v ? b_oy : \$379 ;
-  assign \$381  = \$signal$21  ? \$signal$23  : \$380 ;
-  assign \$382  = \$signal  ? { 1'h0, i_row } : f_row;
-  assign \$383  = \$signal$7  ? { 1'h0, s_row } : \$382 ;
-  assign \$384  = \$signal$8  ? { 1'h0, w_row } : \$383 ;
-  assign \$385  = \$signal$9  ? { 1'h0, c_row } : \$384 ;
+  assign \$311  = \$310  & \$signal$80 ;
+  assign \$312  = \$signal$81  ? \$signal$83  : 8'h00;
+  assign \$313  = ~ \$signal$81 ;
+  assign \$314  = \$313  | a3_rest_zero;
+  assign \$315  = ~ \$signal$81 ;
+  assign \$316  = ~ \$signal$18 ;
+  assign \$317  = \$316  | w_rdy;
+  assign \$318  = \$317  & \$signal$80 ;
+  assign \$319  = \$315  | \$318 ;
+  assign \$320  = ~ \$157 [7:0];
+  assign \$321  = a2_bits & \$320 ;
+  assign \$323  = a2_bits[0] & a2_bits[1];
+  assign \$326  = a2_bits[2] & a2_bits[3];
+  assign \$328  = \$324  | \$327 ;
+  assign \$329  = a2_bits[0] | a2_bits[1];
+  assign \$330  = a2_bits[2] | a2_bits[3];
+  assign \$331  = \$329  & \$330 ;
+  assign \$332  = \$328  | \$331 ;
+  assign \$334  = a2_bits[4] & a2_bits[5];
+  assign \$337  = a2_bits[6] & a2_bits[7];
+  assign \$339  = \$335  | \$338 ;
+  assign \$340  = a2_bits[4] | a2_bits[5];
+  assign \$341  = a2_bits[6] | a2_bits[7];
+  assign \$342  = \$340  & \$341 ;
+  assign \$343  = \$339  | \$342 ;
+  assign \$344  = \$332  | \$343 ;
+  assign \$345  = a2_bits[0] | a2_bits[1];
+  assign \$346  = a2_bits[2] | a2_bits[3];
+  assign \$347  = \$345  | \$346 ;
+  assign \$348  = a2_bits[4] | a2_bits[5];
+  assign \$349  = a2_bits[6] | a2_bits[7];
+  assign \$350  = \$348  | \$349 ;
+  assign \$351  = \$347  & \$350 ;
+  assign \$352  = \$344  | \$351 ;
+  assign \$353  = ~ \$352 ;
+  assign \$354  = ~ \$signal$81 ;
+  assign \$355  = ~ \$signal$18 ;
+  assign \$356  = \$355  | w_rdy;
+  assign \$357  = \$356  & \$signal$80 ;
+  assign \$358  = \$354  | \$357 ;
+  assign \$359  = ~ \$signal$90 ;
+  assign \$360  = ~ \$signal$81 ;
+  assign \$361  = ~ \$signal$18 ;
+  assign \$362  = \$361  | w_rdy;
+  assign \$363  = \$362  & \$signal$80 ;
+  assign \$364  = \$360  | \$363 ;
+  assign \$365  = \$359  | \$364 ;
+  assign \$366  = \$365  & a_v;
+  assign \$367  = a_oh ? cwin_1 : 8'h00;
+  assign \$368  = a_oh ? { 1'h0, cwin_0, 1'h0 } : 10'h000;
+  assign \$369  = a_oh ? { 1'h0, cwin_1, 1'h0 } : 10'h000;
+  assign \$370  = a_oh ? { 1'h0, cwin_2, 1'h0 } : 10'h000;
+  assign \$371  = ~ \$signal$90 ;
+  assign \$372  = ~ \$signal$81 ;
+  assign \$373  = ~ \$signal$18 ;
+  assign \$374  = \$373  | w_rdy;
+  assign \$375  = \$374  & \$signal$80 ;
+  assign \$376  = \$372  | \$375 ;
+  assign \$377  = \$371  | \$376 ;
+  assign \$378  = ~ a_v;
+  assign \$379  = ~ \$signal$90 ;
+  assign \$380  = ~ \$signal$81 ;
+  assign \$381  = ~ \$signal$18 ;
+  assign \$382  = \$381  | w_rdy;
+  assign \$383  = \$382  & \$signal$80 ;
+  assign \$384  = \$380  | \$383 ;
+  assign \$385  = \$379  | \$384 ;
+  assign \$386  = \$378  | \$385 ;
+  assign \$387  = \$386  & \$signal$52 ;
+  assign \$388  = ~ nz_zero;
+  assign \$389  = \$387  & \$388 ;
+  assign \$390  = ~ \$160 [0];
+  assign \$391  = nz & \$390 ;
+  assign \$393  = ~ \$signal ;
+  assign \$394  = ~ \$signal$7 ;
+  assign \$395  = \$393  | \$394 ;
+  assign \$396  = ~ has_last_r;
+  assign \$397  = issued ? \$signal$50  : \$signal$47 ;
+  assign \$398  = \$396  | \$397 ;
+  assign \$399  = \$signal$39  & \$398 ;
+  assign \$400  = \$395  & \$399 ;
+  assign \$401  = ends | \$400 ;
+  assign \$402  = \$signal  | \$signal$7 ;
+  assign \$403  = \$402  | \$signal$8 ;
+  assign \$404  = \$403  | \$signal$52 ;
+  assign \$405  = \$404  | \$signal$90 ;
+  assign \$406  = \$405  | \$signal$81 ;
+  assign \$407  = \$406  | b_v;
+  assign \$408  = \$407  | \$signal$18 ;
+  assign \$409  = ~ \$408 ;
+  assign \$410  = \$401  & \$409 ;
+  assign \$411  = ~ eof_done;
+  assign \$412  = \$410  & \$411 ;
+  assign \$413  = \$signal$18  | b_v;
+  assign \$414  = \$413  | \$signal$81 ;
+  assign \$415  = \$414  | \$signal$90 ;
+  assign \$416  = \$signal$81  ? \$signal$85  : a2_oy;
+  assign \$417  = b_v ? b_oy : \$416 ;
+  assign \$418  = \$signal$18  ? \$signal$20  : \$417 ;
+  assign \$419  = \$signal  ? { 1'h0, i_row } : f_row;
+  assign \$420  = \$signal$7  ? { 1'h0, s_row } : \$419 ;
+  assign \$421  = \$signal$8  ? { 1'h0, w_row } : \$420 ;
+  assign \$422  = \$signal$52  ? { 1'h0, c_row } : \$421 ;
   always @(posedge clk)
-    \$signal$9  <= \$386 ;
+    \$signal$39  <= \$423 ;
   always @(posedge clk)
-    c_row <= \$387 ;
+    has_last_r <= \$424 ;
   always @(posedge clk)
-    \$signal$8  <= \$388 ;
+    \$signal$43  <= \$425 ;
   always @(posedge clk)
-    nz <= \$389 ;
+    \$signal$46  <= \$426 ;
   always @(posedge clk)
-    nz_zero <= \$390 ;
+    \$signal$47  <= \$427 ;
   always @(posedge clk)
-    cwin_0 <= \$391 ;
+    \$signal$50  <= \$428 ;
   always @(posedge clk)
-    cwin_1 <= \$392 ;
+    issued <= \$429 ;
   always @(posedge clk)
-    cwin_2 <= \$393 ;
+    \$signal$52  <= \$430 ;
   always @(posedge clk)
-    w_row <= \$394 ;
+    c_row <= \$431 ;
   always @(posedge clk)
-    \$signal$7  <= \$395 ;
+    \$signal$8  <= \$432 ;
   always @(posedge clk)
-    win_0 <= \$396 ;
+    nz <= \$433 ;
   always @(posedge clk)
-    win_1 <= \$397 ;
+    nz_zero <= \$434 ;
   always @(posedge clk)
-    win_2 <= \$398 ;
+    cwin_0 <= \$435 ;
   always @(posedge clk)
-    s_row <= \$399 ;
+    cwin_1 <= \$436 ;
   always @(posedge clk)
-    \$signal  <= \$400 ;
+    cwin_2 <= \$437 ;
   always @(posedge clk)
-    sel_0 <= \$401 ;
+    w_row <= \$438 ;
   always @(posedge clk)
-    sel_1 <= \$402 ;
+    \$signal$7  <= \$439 ;
   always @(posedge clk)
-    sel_2 <= \$403 ;
+    win_0 <= \$440 ;
   always @(posedge clk)
-    ends <= \$404 ;
+    win_1 <= \$441 ;
   always @(posedge clk)
-    i_row <= \$405 ;
+    win_2 <= \$442 ;
   always @(posedge clk)
-    i_cy <= \$406 ;
+    s_row <= \$443 ;
   always @(posedge clk)
-    f_row <= \$407 ;
+    \$signal  <= \$444 ;
   always @(posedge clk)
-    cy <= \$408 ;
+    sel_0 <= \$445 ;
   always @(posedge clk)
-    need <= \$409 ;
+    sel_1 <= \$446 ;
   always @(posedge clk)
-    eof_pend <= \$410 ;
+    sel_2 <= \$447 ;
   always @(posedge clk)
-    \$signal$21  <= \$411 ;
+    ends <= \$448 ;
   always @(posedge clk)
-    \$signal$17  <= \$412 ;
+    i_row <= \$449 ;
   always @(posedge clk)
-    \$like  <= \$413 ;
+    i_cy <= \$450 ;
   always @(posedge clk)
-    \$signal$23  <= \$414 ;
+    f_row <= \$451 ;
   always @(posedge clk)
-    c1_win_0 <= \$415 ;
+    cy <= \$452 ;
   always @(posedge clk)
-    c1_win_1 <= \$416 ;
+    need <= \$453 ;
   always @(posedge clk)
-    c1_win_2 <= \$417 ;
+    eof_pend <= \$454 ;
   always @(posedge clk)
-    \$signal$67  <= \$418 ;
+    \$signal$18  <= \$455 ;
   always @(posedge clk)
-    b_rest <= \$419 ;
+    \$signal$14  <= \$456 ;
   always @(posedge clk)
-    \$signal$73  <= \$420 ;
+    \$like  <= \$457 ;
   always @(posedge clk)
-    b_v <= \$421 ;
+    \$signal$20  <= \$458 ;
   always @(posedge clk)
-    \$like$68  <= \$422 ;
+    c1_win_0 <= \$459 ;
   always @(posedge clk)
-    b_oy <= \$423 ;
+    c1_win_1 <= \$460 ;
   always @(posedge clk)
-    b_win_0 <= \$424 ;
-  always @(posedge clk)
-    b_win_1 <= \$425 ;
-  always @(posedge clk)
-    b_win_2 <= \$426 ;
-  always @(posedge clk)
-    \$signal$74  <= \$427 ;
-  always @(posedge clk)
-    \$signal$75  <= \$428 ;
-  always @(posedge clk)
-    \$signal$76  <= \$429 ;
-  always @(posedge clk)
-    \$like$77  <= \$430 ;
-  always @(posedge clk)
-    \$signal$78  <= \$431 ;
-  always @(posedge clk)
-    a3_rest_zero <= \$432 ;
-  always @(posedge clk)
-    a3_win_0 <= \$433 ;
-  always @(posedge clk)
-    a3_win_1 <= \$434 ;
-  always @(posedge clk)
-    a3_win_2 <= \$435 ;
-  always @(posedge clk)
-    \$signal$83  <= \$436 ;
-  always @(posedge clk)
-    a2_oy <= \$437 ;
-  always @(posedge clk)
-    \$signal$84  <= \$438 ;
-  always @(posedge clk)
-    a2_bits <= \$439 ;
-  always @(posedge clk)
-    a2_win_0 <= \$440 ;
-  always @(posedge clk)
-    a2_win_1 <= \$441 ;
-  always @(posedge clk)
-    a2_win_2 <= \$442 ;
-  always @(posedge clk)
-    a_v <= \$443 ;
-  always @(posedge clk)
-    a_oh <= \$444 ;
-  always @(posedge clk)
-    eof_done <= \$445 ;
-  always @(posedge clk)
-    \$signal$37  <= \$446 ;
-  always @(posedge clk)
-    \$signal$39  <= \$447 ;
-  always @(posedge clk)
-    rows_row <= \$448 ;
+    c1_win_2 <= \$461 ;
   \top.block_0_1.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -9658,33 +9912,345 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$463  = b_rest;
+    if (\$274 ) begin
+      \$463  = \$276 ;
+    end
+    if (\$311 ) begin
+      \$463  = \$312 ;
+    end
+    if (rst) begin
+      \$463  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$464  = \$signal$80 ;
+    if (\$274 ) begin
+      \$464  = \$308 ;
+    end
+    if (\$311 ) begin
+      \$464  = \$314 ;
+    end
+    if (rst) begin
+      \$464  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$465  = b_v;
+    if (\$311 ) begin
+      \$465  = \$signal$81 ;
+    end
+    if (rst) begin
+      \$465  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$466  = \$like$75 ;
+    if (\$311 ) begin
+      \$466  = \$like$84 ;
+    end
+    if (rst) begin
+      \$466  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$467  = b_oy;
+    if (\$311 ) begin
+      \$467  = \$signal$85 ;
+    end
+    if (rst) begin
+      \$467  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$468  = b_win_0;
+    if (\$311 ) begin
+      \$468  = a3_win_0;
+    end
+    if (rst) begin
+      \$468  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$469  = b_win_1;
+    if (\$311 ) begin
+      \$469  = a3_win_1;
+    end
+    if (rst) begin
+      \$469  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$470  = b_win_2;
+    if (\$311 ) begin
+      \$470  = a3_win_2;
+    end
+    if (rst) begin
+      \$470  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$471  = \$signal$81 ;
+    if (\$319 ) begin
+      \$471  = \$signal$90 ;
+    end
+    if (rst) begin
+      \$471  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$472  = \$signal$82 ;
+    if (\$319 ) begin
+      \$472  = \$157 [7:0];
+    end
+    if (rst) begin
+      \$472  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$473  = \$signal$83 ;
+    if (\$319 ) begin
+      \$473  = \$321 ;
+    end
+    if (rst) begin
+      \$473  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$474  = \$like$84 ;
+    if (\$319 ) begin
+      \$474  = \$signal$91 ;
+    end
+    if (rst) begin
+      \$474  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$475  = \$signal$85 ;
+    if (\$319 ) begin
+      \$475  = a2_oy;
+    end
+    if (rst) begin
+      \$475  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$476  = a3_rest_zero;
+    if (\$319 ) begin
+      \$476  = \$353 ;
+    end
+    if (rst) begin
+      \$476  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$477  = a3_win_0;
+    if (\$319 ) begin
+      \$477  = a2_win_0;
+    end
+    if (rst) begin
+      \$477  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$478  = a3_win_1;
+    if (\$319 ) begin
+      \$478  = a2_win_1;
+    end
+    if (rst) begin
+      \$478  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$479  = a3_win_2;
+    if (\$319 ) begin
+      \$479  = a2_win_2;
+    end
+    if (rst) begin
+      \$479  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$480  = \$signal$90 ;
+    if (\$358 ) begin
+      \$480  = 1'h0;
+    end
+    if (\$366 ) begin
+      \$480  = 1'h1;
+    end
+    if (rst) begin
+      \$480  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$481  = a2_oy;
+    if (\$366 ) begin
+      \$481  = c_row;
+    end
+    if (rst) begin
+      \$481  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$482  = \$signal$91 ;
+    if (\$366 ) begin
+      \$482  = 1'h0;
+    end
+    if (rst) begin
+      \$482  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$483  = a2_bits;
+    if (\$366 ) begin
+      \$483  = \$367 ;
+    end
+    if (rst) begin
+      \$483  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$484  = a2_win_0;
+    if (\$366 ) begin
+      \$484  = \$368 ;
+    end
+    if (rst) begin
+      \$484  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$485  = a2_win_1;
+    if (\$366 ) begin
+      \$485  = \$369 ;
+    end
+    if (rst) begin
+      \$485  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$486  = a2_win_2;
+    if (\$366 ) begin
+      \$486  = \$370 ;
+    end
+    if (rst) begin
+      \$486  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$487  = a_v;
+    if (\$377 ) begin
+      \$487  = 1'h0;
+    end
+    if (\$389 ) begin
+      \$487  = 1'h1;
+    end
+    if (rst) begin
+      \$487  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$488  = a_oh;
+    if (\$389 ) begin
+      \$488  = \$160 [0];
+    end
+    if (rst) begin
+      \$488  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$489  = eof_done;
+    if (\$412 ) begin
+      \$489  = 1'h1;
+    end
+    if (frame_reset) begin
+      \$489  = 1'h0;
+    end
+    if (rst) begin
+      \$489  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$490  = \$415 ;
+    if (frame_reset) begin
+      \$490  = 1'h0;
+    end
+    if (rst) begin
+      \$490  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$491  = \$418 ;
+    if (rst) begin
+      \$491  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$492  = \$422 [2:0];
+    if (frame_reset) begin
+      \$492  = 3'h0;
+    end
+    if (rst) begin
+      \$492  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     row_0 = 5'h00;
-    if (\$9 ) begin
-      row_0 = \$10 [4:0];
+    if (\$4 ) begin
+      row_0 = \$5 [4:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     row_1 = 5'h00;
-    if (\$9 ) begin
-      row_1 = \$11 [4:0];
+    if (\$4 ) begin
+      row_1 = \$6 [4:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     row_2 = 5'h00;
-    if (\$9 ) begin
-      row_2 = \$12 [4:0];
+    if (\$4 ) begin
+      row_2 = \$7 [4:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     w_data = 17'h00000;
     (* full_case = 32'd1 *)
-    if (\$signal$21 ) begin
-      w_data[2:0] = \$signal$23 ;
-      w_data[5:3] = { \$21 , \$18 , \$15  };
-      w_data[14:6] = { \$156 , \$141 , \$126 , \$111 , \$96 , \$81 , \$66 , \$51 , \$36  };
+    if (\$signal$18 ) begin
+      w_data[2:0] = \$signal$20 ;
+      w_data[5:3] = { \$16 , \$13 , \$10  };
+      w_data[14:6] = { \$151 , \$136 , \$121 , \$106 , \$91 , \$76 , \$61 , \$46 , \$31  };
     end else begin
       w_data[15] = 1'h1;
       w_data[16] = error;
@@ -9692,520 +10258,79 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$386  = \$signal$9 ;
-    if (\$171 ) begin
-      \$386  = 1'h0;
-    end
-    if (\$176 ) begin
-      \$386  = 1'h1;
-    end
-    if (rst) begin
-      \$386  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$387  = c_row;
-    if (\$176 ) begin
-      \$387  = w_row;
-    end
-    if (rst) begin
-      \$387  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$388  = \$signal$8 ;
-    if (\$176 ) begin
-      \$388  = 1'h0;
-    end
-    if (\$186 ) begin
-      \$388  = 1'h1;
-    end
-    if (rst) begin
-      \$388  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$389  = nz;
-    if (\$176 ) begin
-      \$389  = \$177 ;
-    end
-    if (\$343 ) begin
-      \$389  = \$345 ;
-    end
-    if (rst) begin
-      \$389  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$390  = nz_zero;
-    if (\$176 ) begin
-      \$390  = \$179 ;
-    end
-    if (\$343 ) begin
-      \$390  = \$348 ;
-    end
-    if (rst) begin
-      \$390  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$391  = cwin_0;
-    if (\$176 ) begin
-      \$391  = win_0;
-    end
-    if (rst) begin
-      \$391  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$392  = cwin_1;
-    if (\$176 ) begin
-      \$392  = win_1;
-    end
-    if (rst) begin
-      \$392  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$393  = cwin_2;
-    if (\$176 ) begin
-      \$393  = win_2;
-    end
-    if (rst) begin
-      \$393  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$394  = w_row;
-    if (\$186 ) begin
-      \$394  = s_row;
-    end
-    if (rst) begin
-      \$394  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$395  = \$signal$7 ;
-    if (\$186 ) begin
-      \$395  = 1'h0;
-    end
-    if (\$216 ) begin
-      \$395  = 1'h1;
-    end
-    if (rst) begin
-      \$395  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$396  = win_0;
-    if (\$186 ) begin
-      \$396  = \$193 ;
-    end
-    if (rst) begin
-      \$396  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$397  = win_1;
-    if (\$186 ) begin
-      \$397  = \$200 ;
-    end
-    if (rst) begin
-      \$397  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$398  = win_2;
-    if (\$186 ) begin
-      \$398  = \$207 ;
-    end
-    if (rst) begin
-      \$398  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$399  = s_row;
-    if (\$216 ) begin
-      \$399  = i_row;
-    end
-    if (rst) begin
-      \$399  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$400  = \$signal ;
-    if (\$216 ) begin
-      \$400  = 1'h0;
-    end
-    if (\$272 ) begin
-      if (\$276 ) begin
-      end else if (\$278 ) begin
-        \$400  = 1'h1;
-      end
-    end
-    if (rst) begin
-      \$400  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$401  = sel_0;
-    if (\$216 ) begin
-      \$401 [0] = \$221 ;
-      \$401 [1] = \$226 ;
-      \$401 [2] = \$231 ;
-      \$401 [3] = \$236 ;
-    end
-    if (rst) begin
-      \$401  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$402  = sel_1;
-    if (\$216 ) begin
-      \$402 [0] = \$239 ;
-      \$402 [1] = \$242 ;
-      \$402 [2] = \$245 ;
-      \$402 [3] = \$248 ;
-    end
-    if (rst) begin
-      \$402  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$403  = sel_2;
-    if (\$216 ) begin
-      \$403 [0] = \$251 ;
-      \$403 [1] = \$254 ;
-      \$403 [2] = \$257 ;
-      \$403 [3] = \$260 ;
-    end
-    if (rst) begin
-      \$403  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$404  = ends;
-    if (\$272 ) begin
-      if (\$276 ) begin
-        \$404  = 1'h1;
-      end
-    end
+    \$423  = eof_seen;
     if (frame_reset) begin
-      \$404  = 1'h0;
+      \$423  = 1'h0;
     end
     if (rst) begin
-      \$404  = 1'h0;
+      \$423  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$405  = i_row;
-    if (\$272 ) begin
-      if (\$276 ) begin
-      end else if (\$278 ) begin
-        \$405  = f_row[2:0];
-      end
-    end
+    \$424  = has_last;
     if (rst) begin
-      \$405  = 3'h0;
+      \$424  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$406  = i_cy;
-    if (\$272 ) begin
-      if (\$276 ) begin
-      end else if (\$278 ) begin
-        \$406  = cy;
-      end
-    end
-    if (rst) begin
-      \$406  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$407  = f_row;
-    if (\$272 ) begin
-      if (\$276 ) begin
-      end else if (\$278 ) begin
-        \$407  = \$279 [3:0];
-      end
-    end
+    \$425  = \$162 ;
     if (frame_reset) begin
-      \$407  = 4'h0;
+      \$425  = 1'h0;
     end
     if (rst) begin
-      \$407  = 4'h0;
+      \$425  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$408  = cy;
-    if (\$272 ) begin
-      if (\$276 ) begin
-      end else if (\$278 ) begin
-        \$408  = \$280 [4:0];
-      end
-    end
+    \$426  = \$164 ;
     if (frame_reset) begin
-      \$408  = 5'h00;
+      \$426  = 1'h0;
     end
     if (rst) begin
-      \$408  = 5'h00;
+      \$426  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$409  = need;
-    if (\$272 ) begin
-      if (\$276 ) begin
-      end else if (\$278 ) begin
-        \$409  = \$281 [4:0];
-      end
-    end
-    if (frame_reset) begin
-      \$409  = 5'h02;
-    end
-    if (rst) begin
-      \$409  = 5'h02;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$410  = eof_pend;
-    if (\$284 ) begin
-      \$410  = 1'h0;
-    end
-    if (\$375 ) begin
-      \$410  = 1'h1;
-    end
-    if (rst) begin
-      \$410  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$411  = \$signal$21 ;
-    if (\$286 ) begin
-      \$411  = b_v;
-    end
-    if (rst) begin
-      \$411  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$412  = \$signal$17 ;
-    if (\$286 ) begin
-      \$412  = \$signal$67 ;
-    end
-    if (rst) begin
-      \$412  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$413  = \$like ;
-    if (\$286 ) begin
-      \$413  = \$like$68 ;
-    end
-    if (rst) begin
-      \$413  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$414  = \$signal$23 ;
-    if (\$286 ) begin
-      \$414  = b_oy;
-    end
-    if (rst) begin
-      \$414  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$415  = c1_win_0;
-    if (\$286 ) begin
-      \$415  = b_win_0;
-    end
-    if (rst) begin
-      \$415  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$416  = c1_win_1;
-    if (\$286 ) begin
-      \$416  = b_win_1;
-    end
-    if (rst) begin
-      \$416  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$417  = c1_win_2;
-    if (\$286 ) begin
-      \$417  = b_win_2;
-    end
-    if (rst) begin
-      \$417  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$418  = \$signal$67 ;
-    if (\$286 ) begin
-      \$418  = \$159 [7:0];
-    end
-    if (\$294 ) begin
-      \$418  = \$signal$75 ;
-    end
-    if (rst) begin
-      \$418  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$419  = b_rest;
-    if (\$286 ) begin
-      \$419  = \$288 ;
-    end
-    if (\$294 ) begin
-      \$419  = \$295 ;
-    end
-    if (rst) begin
-      \$419  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$420  = \$signal$73 ;
-    if (\$286 ) begin
-      \$420  = \$291 ;
-    end
-    if (\$294 ) begin
-      \$420  = \$297 ;
-    end
-    if (rst) begin
-      \$420  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$421  = b_v;
-    if (\$294 ) begin
-      \$421  = \$signal$74 ;
-    end
-    if (rst) begin
-      \$421  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$422  = \$like$68 ;
-    if (\$294 ) begin
-      \$422  = \$like$77 ;
-    end
-    if (rst) begin
-      \$422  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$423  = b_oy;
-    if (\$294 ) begin
-      \$423  = \$signal$78 ;
-    end
-    if (rst) begin
-      \$423  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$424  = b_win_0;
-    if (\$294 ) begin
-      \$424  = a3_win_0;
-    end
-    if (rst) begin
-      \$424  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$425  = b_win_1;
-    if (\$294 ) begin
-      \$425  = a3_win_1;
-    end
-    if (rst) begin
-      \$425  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$426  = b_win_2;
-    if (\$294 ) begin
-      \$426  = a3_win_2;
-    end
-    if (rst) begin
-      \$426  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$427  = \$signal$74 ;
-    if (\$302 ) begin
-      \$427  = \$signal$83 ;
-    end
+    \$427  = \$165 ;
     if (rst) begin
       \$427  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$428  = \$signal$75 ;
-    if (\$302 ) begin
-      \$428  = \$162 [7:0];
-    end
+    \$428  = \$166 ;
     if (rst) begin
-      \$428  = 8'h00;
+      \$428  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$429  = \$signal$76 ;
-    if (\$302 ) begin
-      \$429  = \$304 ;
+    \$429  = 1'h0;
+    if (\$260 ) begin
+      if (\$264 ) begin
+      end else if (\$266 ) begin
+        \$429  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$429  = 1'h0;
     end
     if (rst) begin
-      \$429  = 8'h00;
+      \$429  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$430  = \$like$77 ;
-    if (\$302 ) begin
-      \$430  = \$signal$84 ;
+    \$430  = \$signal$52 ;
+    if (\$171 ) begin
+      \$430  = 1'h0;
+    end
+    if (\$176 ) begin
+      \$430  = 1'h1;
     end
     if (rst) begin
       \$430  = 1'h0;
@@ -10213,9 +10338,9 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$431  = \$signal$78 ;
-    if (\$302 ) begin
-      \$431  = a2_oy;
+    \$431  = c_row;
+    if (\$176 ) begin
+      \$431  = w_row;
     end
     if (rst) begin
       \$431  = 3'h0;
@@ -10223,135 +10348,147 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$432  = a3_rest_zero;
-    if (\$302 ) begin
-      \$432  = \$307 ;
+    \$432  = \$signal$8 ;
+    if (\$176 ) begin
+      \$432  = 1'h0;
     end
-    if (rst) begin
+    if (\$186 ) begin
       \$432  = 1'h1;
     end
+    if (rst) begin
+      \$432  = 1'h0;
+    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$433  = a3_win_0;
-    if (\$302 ) begin
-      \$433  = a2_win_0;
+    \$433  = nz;
+    if (\$176 ) begin
+      \$433  = \$177 ;
+    end
+    if (\$389 ) begin
+      \$433  = \$391 ;
     end
     if (rst) begin
-      \$433  = 10'h000;
+      \$433  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$434  = a3_win_1;
-    if (\$302 ) begin
-      \$434  = a2_win_1;
+    \$434  = nz_zero;
+    if (\$176 ) begin
+      \$434  = \$179 ;
+    end
+    if (\$389 ) begin
+      \$434  = \$392 ;
     end
     if (rst) begin
-      \$434  = 10'h000;
+      \$434  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$435  = a3_win_2;
-    if (\$302 ) begin
-      \$435  = a2_win_2;
+    \$435  = cwin_0;
+    if (\$176 ) begin
+      \$435  = win_0;
     end
     if (rst) begin
-      \$435  = 10'h000;
+      \$435  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$436  = \$signal$83 ;
-    if (\$312 ) begin
-      \$436  = 1'h0;
-    end
-    if (\$320 ) begin
-      \$436  = 1'h1;
+    \$436  = cwin_1;
+    if (\$176 ) begin
+      \$436  = win_1;
     end
     if (rst) begin
-      \$436  = 1'h0;
+      \$436  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$437  = a2_oy;
-    if (\$320 ) begin
-      \$437  = c_row;
+    \$437  = cwin_2;
+    if (\$176 ) begin
+      \$437  = win_2;
     end
     if (rst) begin
-      \$437  = 3'h0;
+      \$437  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$438  = \$signal$84 ;
-    if (\$320 ) begin
-      \$438  = 1'h0;
+    \$438  = w_row;
+    if (\$186 ) begin
+      \$438  = s_row;
     end
     if (rst) begin
-      \$438  = 1'h0;
+      \$438  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$439  = a2_bits;
-    if (\$320 ) begin
-      \$439  = \$321 ;
+    \$439  = \$signal$7 ;
+    if (\$186 ) begin
+      \$439  = 1'h0;
+    end
+    if (\$211 ) begin
+      \$439  = 1'h1;
     end
     if (rst) begin
-      \$439  = 8'h00;
+      \$439  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$440  = a2_win_0;
-    if (\$320 ) begin
-      \$440  = \$322 ;
+    \$440  = win_0;
+    if (\$186 ) begin
+      \$440  = \$193 ;
     end
     if (rst) begin
-      \$440  = 10'h000;
+      \$440  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$441  = a2_win_1;
-    if (\$320 ) begin
-      \$441  = \$323 ;
+    \$441  = win_1;
+    if (\$186 ) begin
+      \$441  = \$200 ;
     end
     if (rst) begin
-      \$441  = 10'h000;
+      \$441  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$442  = a2_win_2;
-    if (\$320 ) begin
-      \$442  = \$324 ;
+    \$442  = win_2;
+    if (\$186 ) begin
+      \$442  = \$207 ;
     end
     if (rst) begin
-      \$442  = 10'h000;
+      \$442  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$443  = a_v;
-    if (\$331 ) begin
-      \$443  = 1'h0;
-    end
-    if (\$343 ) begin
-      \$443  = 1'h1;
+    \$443  = s_row;
+    if (\$211 ) begin
+      \$443  = i_row;
     end
     if (rst) begin
-      \$443  = 1'h0;
+      \$443  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$444  = a_oh;
-    if (\$343 ) begin
-      \$444  = \$165 [0];
+    \$444  = \$signal ;
+    if (\$211 ) begin
+      \$444  = 1'h0;
+    end
+    if (\$260 ) begin
+      if (\$264 ) begin
+      end else if (\$266 ) begin
+        \$444  = 1'h1;
+      end
     end
     if (rst) begin
       \$444  = 1'h0;
@@ -10359,52 +10496,236 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$445  = eof_done;
-    if (\$375 ) begin
-      \$445  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$445  = 1'h0;
+    \$445  = sel_0;
+    if (\$211 ) begin
+      \$445 [0] = \$216 ;
+      \$445 [1] = \$221 ;
+      \$445 [2] = \$226 ;
+      \$445 [3] = \$231 ;
     end
     if (rst) begin
-      \$445  = 1'h0;
+      \$445  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$446  = \$378 ;
-    if (frame_reset) begin
-      \$446  = 1'h0;
+    \$446  = sel_1;
+    if (\$211 ) begin
+      \$446 [0] = \$234 ;
+      \$446 [1] = \$237 ;
+      \$446 [2] = \$240 ;
+      \$446 [3] = \$243 ;
     end
     if (rst) begin
-      \$446  = 1'h0;
+      \$446  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$447  = \$381 ;
+    \$447  = sel_2;
+    if (\$211 ) begin
+      \$447 [0] = \$246 ;
+      \$447 [1] = \$249 ;
+      \$447 [2] = \$252 ;
+      \$447 [3] = \$255 ;
+    end
     if (rst) begin
-      \$447  = 3'h0;
+      \$447  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$448  = \$385 [2:0];
+    \$448  = ends;
+    if (\$260 ) begin
+      if (\$264 ) begin
+        \$448  = 1'h1;
+      end
+    end
     if (frame_reset) begin
-      \$448  = 3'h0;
+      \$448  = 1'h0;
     end
     if (rst) begin
-      \$448  = 3'h0;
+      \$448  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$449  = i_row;
+    if (\$260 ) begin
+      if (\$264 ) begin
+      end else if (\$266 ) begin
+        \$449  = f_row[2:0];
+      end
+    end
+    if (rst) begin
+      \$449  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$450  = i_cy;
+    if (\$260 ) begin
+      if (\$264 ) begin
+      end else if (\$266 ) begin
+        \$450  = cy;
+      end
+    end
+    if (rst) begin
+      \$450  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$451  = f_row;
+    if (\$260 ) begin
+      if (\$264 ) begin
+      end else if (\$266 ) begin
+        \$451  = \$267 [3:0];
+      end
+    end
+    if (frame_reset) begin
+      \$451  = 4'h0;
+    end
+    if (rst) begin
+      \$451  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$452  = cy;
+    if (\$260 ) begin
+      if (\$264 ) begin
+      end else if (\$266 ) begin
+        \$452  = \$268 [4:0];
+      end
+    end
+    if (frame_reset) begin
+      \$452  = 5'h00;
+    end
+    if (rst) begin
+      \$452  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$453  = need;
+    if (\$260 ) begin
+      if (\$264 ) begin
+      end else if (\$266 ) begin
+        \$453  = \$269 [4:0];
+      end
+    end
+    if (frame_reset) begin
+      \$453  = 5'h02;
+    end
+    if (rst) begin
+      \$453  = 5'h02;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$454  = eof_pend;
+    if (\$272 ) begin
+      \$454  = 1'h0;
+    end
+    if (\$412 ) begin
+      \$454  = 1'h1;
+    end
+    if (rst) begin
+      \$454  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$455  = \$signal$18 ;
+    if (\$274 ) begin
+      \$455  = b_v;
+    end
+    if (rst) begin
+      \$455  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$456  = \$signal$14 ;
+    if (\$274 ) begin
+      \$456  = \$signal$74 ;
+    end
+    if (rst) begin
+      \$456  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$457  = \$like ;
+    if (\$274 ) begin
+      \$457  = \$like$75 ;
+    end
+    if (rst) begin
+      \$457  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$458  = \$signal$20 ;
+    if (\$274 ) begin
+      \$458  = b_oy;
+    end
+    if (rst) begin
+      \$458  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$459  = c1_win_0;
+    if (\$274 ) begin
+      \$459  = b_win_0;
+    end
+    if (rst) begin
+      \$459  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$460  = c1_win_1;
+    if (\$274 ) begin
+      \$460  = b_win_1;
+    end
+    if (rst) begin
+      \$460  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$461  = c1_win_2;
+    if (\$274 ) begin
+      \$461  = b_win_2;
+    end
+    if (rst) begin
+      \$461  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$462  = \$signal$74 ;
+    if (\$274 ) begin
+      \$462  = \$154 [7:0];
+    end
+    if (\$311 ) begin
+      \$462  = \$signal$82 ;
+    end
+    if (rst) begin
+      \$462  = 8'h00;
     end
   end
   assign r_data = sites__payload;
   assign sites__ready = r_en;
   assign r_rdy = sites__valid;
-  assign site_x = { \$21 , \$18 , \$15  };
+  assign site_x = { \$16 , \$13 , \$10  };
   assign qp = w_data;
-  assign rest_oh = \$159 [7:0];
-  assign a2_oh = \$162 [7:0];
-  assign chunk_oh = \$165 [0];
+  assign rest_oh = \$154 [7:0];
+  assign a2_oh = \$157 [7:0];
+  assign chunk_oh = \$160 [0];
   assign head = sites__payload;
   assign \sites__payload.oy  = sites__payload[2:0];
   assign \sites__payload.ox  = sites__payload[5:3];
@@ -10429,6 +10750,23 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   assign \tags[1]  = tags[7:4];
   assign \tags[2]  = tags[11:8];
   assign \tags[3]  = tags[15:12];
+  assign \$277  = 1'h0;
+  assign \$279  = \$278 ;
+  assign \$280  = 1'h0;
+  assign \$282  = \$281 ;
+  assign \$288  = 1'h0;
+  assign \$290  = \$289 ;
+  assign \$291  = 1'h0;
+  assign \$293  = \$292 ;
+  assign \$322  = 1'h0;
+  assign \$324  = \$323 ;
+  assign \$325  = 1'h0;
+  assign \$327  = \$326 ;
+  assign \$333  = 1'h0;
+  assign \$335  = \$334 ;
+  assign \$336  = 1'h0;
+  assign \$338  = \$337 ;
+  assign \$392  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -15372,10 +15710,10 @@ endmodule
 module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
-  wire [5:0] \$10 ;
+  wire \$10 ;
   wire \$100 ;
   wire \$101 ;
-  wire [7:0] \$102 ;
+  wire \$102 ;
   wire \$103 ;
   wire \$104 ;
   wire \$105 ;
@@ -15384,16 +15722,16 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$108 ;
   wire \$109 ;
   wire \$11 ;
-  wire [7:0] \$110 ;
-  wire [7:0] \$111 ;
-  wire [8:0] \$112 ;
-  wire [8:0] \$113 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire \$113 ;
   wire \$114 ;
   wire \$115 ;
   wire \$116 ;
   wire \$117 ;
   wire \$118 ;
-  wire \$119 ;
+  wire [7:0] \$119 ;
   wire \$12 ;
   wire \$120 ;
   wire \$121 ;
@@ -15402,7 +15740,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
-  wire \$127 ;
+  wire [7:0] \$127 ;
   wire [7:0] \$128 ;
   wire \$129 ;
   wire \$13 ;
@@ -15427,9 +15765,9 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$147 ;
   wire \$148 ;
   wire \$149 ;
-  wire \$15 ;
-  wire [1:0] \$150 ;
-  wire [1:0] \$151 ;
+  wire [7:0] \$15 ;
+  wire \$150 ;
+  wire \$151 ;
   wire \$152 ;
   wire \$153 ;
   wire \$154 ;
@@ -15438,7 +15776,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$157 ;
   wire \$158 ;
   wire \$159 ;
-  wire \$16 ;
+  wire [8:0] \$16 ;
   wire \$160 ;
   wire \$161 ;
   wire \$162 ;
@@ -15449,88 +15787,132 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$167 ;
   wire \$168 ;
   wire \$169 ;
-  wire \$17 ;
+  wire [8:0] \$17 ;
   wire \$170 ;
   wire \$171 ;
   wire \$172 ;
   wire \$173 ;
-  wire \$174 ;
+  wire [7:0] \$174 ;
   wire \$175 ;
   wire \$176 ;
   wire \$177 ;
   wire \$178 ;
   wire \$179 ;
-  wire \$18 ;
+  wire [7:0] \$18 ;
   wire \$180 ;
   wire \$181 ;
   wire \$182 ;
-  wire [2:0] \$183 ;
-  wire [2:0] \$184 ;
-  wire [2:0] \$185 ;
-  wire [3:0] \$186 ;
-  wire [3:0] \$187 ;
-  wire [3:0] \$188 ;
-  wire [3:0] \$189 ;
-  wire \$19 ;
-  reg \$190 ;
-  reg [2:0] \$191 ;
-  reg \$192 ;
-  reg \$193 ;
-  reg \$194 ;
-  reg [7:0] \$195 ;
-  reg [2:0] \$196 ;
-  reg \$197 ;
-  reg [7:0] \$198 ;
-  reg [2:0] \$199 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
+  wire [8:0] \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
-  wire [7:0] \$20 ;
-  reg \$200 ;
-  reg [1:0] \$201 ;
-  reg \$202 ;
-  reg [2:0] \$203 ;
-  reg [4:0] \$204 ;
-  reg [3:0] \$205 ;
-  reg [4:0] \$206 ;
-  reg [4:0] \$207 ;
-  reg \$208 ;
-  reg \$209 ;
-  wire [8:0] \$21 ;
-  reg [7:0] \$210 ;
-  reg \$211 ;
-  reg [2:0] \$212 ;
-  reg \$213 ;
-  reg [7:0] \$214 ;
-  reg [7:0] \$215 ;
-  reg \$216 ;
-  reg \$217 ;
-  reg \$218 ;
-  reg [2:0] \$219 ;
-  wire [8:0] \$22 ;
-  reg \$220 ;
-  reg \$221 ;
-  reg [7:0] \$222 ;
-  reg [7:0] \$223 ;
-  reg \$224 ;
-  reg [2:0] \$225 ;
-  reg \$226 ;
+  wire [8:0] \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
+  wire \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
+  wire [1:0] \$22 ;
+  wire [2:0] \$220 ;
+  wire [2:0] \$221 ;
+  wire [2:0] \$222 ;
+  wire [3:0] \$223 ;
+  wire [3:0] \$224 ;
+  wire [3:0] \$225 ;
+  wire [3:0] \$226 ;
   reg \$227 ;
   reg \$228 ;
-  reg [2:0] \$229 ;
-  wire [7:0] \$23 ;
+  reg \$229 ;
+  wire [1:0] \$23 ;
   reg \$230 ;
-  reg [7:0] \$231 ;
+  reg \$231 ;
   reg \$232 ;
   reg \$233 ;
   reg \$234 ;
-  reg \$235 ;
-  reg [2:0] \$236 ;
-  reg [2:0] \$237 ;
-  wire [8:0] \$24 ;
-  wire [8:0] \$25 ;
-  wire \$26 ;
-  wire [1:0] \$27 ;
-  wire [1:0] \$28 ;
-  wire [2:0] \$29 ;
+  reg [2:0] \$235 ;
+  reg \$236 ;
+  reg \$237 ;
+  reg \$238 ;
+  reg [7:0] \$239 ;
+  wire [2:0] \$24 ;
+  reg [2:0] \$240 ;
+  reg \$241 ;
+  reg [7:0] \$242 ;
+  reg [2:0] \$243 ;
+  reg \$244 ;
+  reg [1:0] \$245 ;
+  reg \$246 ;
+  reg [2:0] \$247 ;
+  reg [4:0] \$248 ;
+  reg [3:0] \$249 ;
+  wire \$25 ;
+  reg [4:0] \$250 ;
+  reg [4:0] \$251 ;
+  reg \$252 ;
+  reg \$253 ;
+  reg [7:0] \$254 ;
+  reg \$255 ;
+  reg [2:0] \$256 ;
+  reg \$257 ;
+  reg [7:0] \$258 ;
+  reg [7:0] \$259 ;
+  wire [5:0] \$26 ;
+  reg \$260 ;
+  reg \$261 ;
+  reg \$262 ;
+  reg [2:0] \$263 ;
+  reg \$264 ;
+  reg \$265 ;
+  reg [7:0] \$266 ;
+  reg [7:0] \$267 ;
+  reg \$268 ;
+  reg [2:0] \$269 ;
+  wire \$27 ;
+  reg \$270 ;
+  reg \$271 ;
+  reg \$272 ;
+  reg [2:0] \$273 ;
+  reg \$274 ;
+  reg [7:0] \$275 ;
+  reg \$276 ;
+  reg \$277 ;
+  reg \$278 ;
+  reg \$279 ;
+  wire \$28 ;
+  reg [2:0] \$280 ;
+  reg [2:0] \$281 ;
+  wire \$29 ;
   wire \$3 ;
   wire \$30 ;
   wire \$31 ;
@@ -15553,7 +15935,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$47 ;
   wire \$48 ;
   wire \$49 ;
-  wire \$5 ;
+  wire [5:0] \$5 ;
   wire [7:0] \$50 ;
   wire [7:0] \$51 ;
   wire [7:0] \$52 ;
@@ -15580,55 +15962,60 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$71 ;
   wire \$72 ;
   wire \$73 ;
-  wire \$74 ;
-  wire \$75 ;
-  wire \$76 ;
+  wire [4:0] \$74 ;
+  wire [5:0] \$75 ;
+  wire [5:0] \$76 ;
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
   wire \$8 ;
   wire \$80 ;
   wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
+  wire [7:0] \$82 ;
+  wire [7:0] \$83 ;
   wire \$84 ;
   wire \$85 ;
-  wire [4:0] \$86 ;
-  wire [5:0] \$87 ;
-  wire [5:0] \$88 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
   wire \$89 ;
   wire \$9 ;
   wire \$90 ;
   wire \$91 ;
   wire \$92 ;
   wire \$93 ;
-  wire [7:0] \$94 ;
-  wire [7:0] \$95 ;
-  wire [8:0] \$96 ;
-  wire [8:0] \$97 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire \$97 ;
   wire \$98 ;
   wire \$99 ;
   reg \$like  = 1'h0;
-  reg \$like$57  = 1'h0;
-  reg \$like$65  = 1'h0;
+  reg \$like$64  = 1'h0;
+  reg \$like$72  = 1'h0;
   reg \$signal  = 1'h0;
-  reg [7:0] \$signal$15  = 8'h00;
-  reg \$signal$19  = 1'h0;
-  reg [2:0] \$signal$21  = 3'h0;
-  reg \$signal$32  = 1'h0;
-  reg [2:0] \$signal$34  = 3'h0;
-  reg [7:0] \$signal$40  = 8'h00;
-  reg [7:0] \$signal$56  = 8'h00;
-  reg \$signal$61  = 1'h1;
-  reg \$signal$62  = 1'h0;
+  reg [7:0] \$signal$12  = 8'h00;
+  reg \$signal$16  = 1'h0;
+  reg [2:0] \$signal$18  = 3'h0;
+  reg \$signal$29  = 1'h0;
+  reg [2:0] \$signal$31  = 3'h0;
+  reg \$signal$34  = 1'h0;
+  reg \$signal$38  = 1'h0;
+  reg \$signal$41  = 1'h0;
+  reg \$signal$42  = 1'h0;
+  reg \$signal$45  = 1'h0;
+  reg \$signal$47  = 1'h0;
+  reg [7:0] \$signal$53  = 8'h00;
   reg [7:0] \$signal$63  = 8'h00;
-  reg [7:0] \$signal$64  = 8'h00;
-  reg [2:0] \$signal$66  = 3'h0;
+  reg \$signal$68  = 1'h1;
   reg \$signal$69  = 1'h0;
   reg \$signal$7  = 1'h0;
-  reg \$signal$70  = 1'h0;
+  reg [7:0] \$signal$70  = 8'h00;
+  reg [7:0] \$signal$71  = 8'h00;
+  reg [2:0] \$signal$73  = 3'h0;
+  reg \$signal$76  = 1'h0;
+  reg \$signal$77  = 1'h0;
   reg \$signal$8  = 1'h0;
-  reg \$signal$9  = 1'h0;
   reg [7:0] a2_bits = 8'h00;
   wire [7:0] a2_oh;
   reg [2:0] a2_oy = 3'h0;
@@ -15665,6 +16052,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire frame_reset;
   input has_last;
   wire has_last;
+  reg has_last_r = 1'h0;
   wire [8:0] head;
   wire \head.eof ;
   wire \head.error ;
@@ -15673,6 +16061,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \head.taps ;
   reg [4:0] i_cy = 5'h00;
   reg [2:0] i_row = 3'h0;
+  reg issued = 1'h0;
   input [2:0] last_y;
   wire [2:0] last_y;
   reg [4:0] need = 5'h01;
@@ -15719,41 +16108,41 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   reg [7:0] win_0 = 8'h00;
   assign \$1  = ~ \$signal$7 ;
   assign \$2  = ~ \$signal$8 ;
-  assign \$3  = ~ \$signal$9 ;
-  assign \$4  = ~ a_v;
-  assign \$5  = nz_zero & \$4 ;
-  assign \$6  = \$3  | \$5 ;
-  assign \$7  = \$2  | \$6 ;
-  assign \$8  = \$1  | \$7 ;
-  assign \$9  = \$signal  & \$8 ;
-  assign \$10  = i_cy + 1'h0;
-  assign \$11  = \$signal$15 [1] | \$signal$15 [3];
-  assign \$12  = \$11  | \$signal$15 [5];
-  assign \$13  = \$12  | \$signal$15 [7];
-  assign \$14  = \$signal$15 [2] | \$signal$15 [3];
-  assign \$15  = \$14  | \$signal$15 [6];
-  assign \$16  = \$15  | \$signal$15 [7];
-  assign \$17  = \$signal$15 [4] | \$signal$15 [5];
-  assign \$18  = \$17  | \$signal$15 [6];
-  assign \$19  = \$18  | \$signal$15 [7];
-  assign w_en = \$signal$19  | eof_pend;
-  assign \$20  = ~ b_rest;
-  assign \$21  = \$20  + 1'h1;
-  assign \$22  = { 1'h0, b_rest } & \$21 ;
-  assign \$23  = ~ a2_bits;
-  assign \$24  = \$23  + 1'h1;
-  assign \$25  = { 1'h0, a2_bits } & \$24 ;
-  assign \$26  = ~ nz;
-  assign \$27  = \$26  + 1'h1;
-  assign \$28  = { 1'h0, nz } & \$27 ;
-  assign \$29  = \$signal$32  ? \$signal$34  : rows_row;
-  assign row = sites__valid ? sites__payload[2:0] : \$29 ;
-  assign \$30  = ~ \$signal$9 ;
+  assign \$3  = \$1  | \$2 ;
+  assign \$4  = \$signal  & \$3 ;
+  assign \$5  = i_cy + 1'h0;
+  assign \$6  = \$signal$12 [1] | \$signal$12 [3];
+  assign \$7  = \$6  | \$signal$12 [5];
+  assign \$8  = \$7  | \$signal$12 [7];
+  assign \$9  = \$signal$12 [2] | \$signal$12 [3];
+  assign \$10  = \$9  | \$signal$12 [6];
+  assign \$11  = \$10  | \$signal$12 [7];
+  assign \$12  = \$signal$12 [4] | \$signal$12 [5];
+  assign \$13  = \$12  | \$signal$12 [6];
+  assign \$14  = \$13  | \$signal$12 [7];
+  assign w_en = \$signal$16  | eof_pend;
+  assign \$15  = ~ b_rest;
+  assign \$16  = \$15  + 1'h1;
+  assign \$17  = { 1'h0, b_rest } & \$16 ;
+  assign \$18  = ~ a2_bits;
+  assign \$19  = \$18  + 1'h1;
+  assign \$20  = { 1'h0, a2_bits } & \$19 ;
+  assign \$21  = ~ nz;
+  assign \$22  = \$21  + 1'h1;
+  assign \$23  = { 1'h0, nz } & \$22 ;
+  assign \$24  = \$signal$29  ? \$signal$31  : rows_row;
+  assign row = sites__valid ? sites__payload[2:0] : \$24 ;
+  assign \$25  = done_rows >= need;
+  assign \$26  = need + 1'h1;
+  assign \$27  = done_rows >= \$26 ;
+  assign \$28  = f_row > last_y;
+  assign \$29  = f_row >= last_y;
+  assign \$30  = ~ \$signal$47 ;
   assign \$31  = ~ a_v;
   assign \$32  = nz_zero & \$31 ;
   assign \$33  = \$30  | \$32 ;
-  assign \$34  = \$signal$9  & \$33 ;
-  assign \$35  = ~ \$signal$9 ;
+  assign \$34  = \$signal$47  & \$33 ;
+  assign \$35  = ~ \$signal$47 ;
   assign \$36  = ~ a_v;
   assign \$37  = nz_zero & \$36 ;
   assign \$38  = \$35  | \$37 ;
@@ -15762,7 +16151,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   assign \$41  = | win_0;
   assign \$42  = ! \$41 ;
   assign \$43  = ~ \$signal$8 ;
-  assign \$44  = ~ \$signal$9 ;
+  assign \$44  = ~ \$signal$47 ;
   assign \$45  = ~ a_v;
   assign \$46  = nz_zero & \$45 ;
   assign \$47  = \$44  | \$46 ;
@@ -15773,236 +16162,270 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   assign \$52  = \$50  | \$51 ;
   assign \$53  = ~ \$signal$7 ;
   assign \$54  = ~ \$signal$8 ;
-  assign \$55  = ~ \$signal$9 ;
-  assign \$56  = ~ a_v;
-  assign \$57  = nz_zero & \$56 ;
-  assign \$58  = \$55  | \$57 ;
-  assign \$59  = \$54  | \$58 ;
-  assign \$60  = \$53  | \$59 ;
-  assign \$61  = \$signal  & \$60 ;
-  assign \$62  = ! row_0[0];
-  assign \$63  = tags[3:0] == row_0;
-  assign \$64  = \$62  & \$63 ;
-  assign \$66  = tags[7:4] == row_0;
+  assign \$55  = \$53  | \$54 ;
+  assign \$56  = \$signal  & \$55 ;
+  assign \$57  = ! row_0[0];
+  assign \$58  = tags[3:0] == row_0;
+  assign \$59  = \$57  & \$58 ;
+  assign \$61  = tags[7:4] == row_0;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = ~ \$signal ;
+  assign \$64  = ~ \$signal$7 ;
+  assign \$65  = \$63  | \$64 ;
+  assign \$66  = ~ ends;
   assign \$67  = \$65  & \$66 ;
-  assign \$68  = ~ \$signal ;
-  assign \$69  = ~ \$signal$7 ;
-  assign \$70  = ~ \$signal$8 ;
-  assign \$71  = ~ \$signal$9 ;
-  assign \$72  = ~ a_v;
-  assign \$73  = nz_zero & \$72 ;
-  assign \$74  = \$71  | \$73 ;
-  assign \$75  = \$70  | \$74 ;
-  assign \$76  = \$69  | \$75 ;
-  assign \$77  = \$68  | \$76 ;
-  assign \$78  = ~ ends;
-  assign \$79  = \$77  & \$78 ;
-  assign \$80  = ~ has_last;
-  assign \$81  = f_row > last_y;
-  assign \$82  = \$80  | \$81 ;
-  assign \$83  = eof_seen & \$82 ;
-  assign \$84  = done_rows >= need;
-  assign \$85  = eof_seen | \$84 ;
-  assign \$86  = f_row + 1'h1;
-  assign \$87  = cy + 1'h1;
-  assign \$88  = need + 1'h1;
-  assign \$89  = ~ \$signal$19 ;
-  assign \$90  = eof_pend & \$89 ;
-  assign \$91  = \$90  & w_rdy;
-  assign \$92  = ~ \$signal$19 ;
-  assign \$93  = \$92  | w_rdy;
-  assign \$94  = ~ \$22 [7:0];
-  assign \$95  = b_rest & \$94 ;
-  assign \$96  = b_rest - 1'h1;
-  assign \$97  = { 1'h0, b_rest } & \$96 ;
-  assign \$98  = ! \$97 ;
-  assign \$99  = ~ \$signal$19 ;
-  assign \$100  = \$99  | w_rdy;
-  assign \$101  = \$100  & \$signal$61 ;
-  assign \$102  = \$signal$62  ? \$signal$64  : 8'h00;
-  assign \$103  = ~ \$signal$62 ;
-  assign \$104  = \$103  | a3_rest_zero;
-  assign \$105  = ~ \$signal$62 ;
-  assign \$106  = ~ \$signal$19 ;
-  assign \$107  = \$106  | w_rdy;
-  assign \$108  = \$107  & \$signal$61 ;
-  assign \$109  = \$105  | \$108 ;
-  assign \$110  = ~ \$25 [7:0];
-  assign \$111  = a2_bits & \$110 ;
-  assign \$112  = a2_bits - 1'h1;
-  assign \$113  = { 1'h0, a2_bits } & \$112 ;
-  assign \$114  = ! \$113 ;
-  assign \$115  = ~ \$signal$62 ;
-  assign \$116  = ~ \$signal$19 ;
+  assign \$68  = ~ has_last_r;
+  assign \$69  = issued ? \$signal$45  : \$signal$42 ;
+  assign \$70  = \$68  | \$69 ;
+  assign \$71  = \$signal$34  & \$70 ;
+  assign \$72  = issued ? \$signal$41  : \$signal$38 ;
+  assign \$73  = \$signal$34  | \$72 ;
+  assign \$74  = f_row + 1'h1;
+  assign \$75  = cy + 1'h1;
+  assign \$76  = need + 1'h1;
+  assign \$77  = ~ \$signal$16 ;
+  assign \$78  = eof_pend & \$77 ;
+  assign \$79  = \$78  & w_rdy;
+  assign \$80  = ~ \$signal$16 ;
+  assign \$81  = \$80  | w_rdy;
+  assign \$82  = ~ \$17 [7:0];
+  assign \$83  = b_rest & \$82 ;
+  assign \$85  = b_rest[0] & b_rest[1];
+  assign \$88  = b_rest[2] & b_rest[3];
+  assign \$90  = \$86  | \$89 ;
+  assign \$91  = b_rest[0] | b_rest[1];
+  assign \$92  = b_rest[2] | b_rest[3];
+  assign \$93  = \$91  & \$92 ;
+  assign \$94  = \$90  | \$93 ;
+  assign \$96  = b_rest[4] & b_rest[5];
+  assign \$99  = b_rest[6] & b_rest[7];
+  assign \$101  = \$97  | \$100 ;
+  assign \$102  = b_rest[4] | b_rest[5];
+  assign \$103  = b_rest[6] | b_rest[7];
+  assign \$104  = \$102  & \$103 ;
+  assign \$105  = \$101  | \$104 ;
+  assign \$106  = \$94  | \$105 ;
+  assign \$107  = b_rest[0] | b_rest[1];
+  assign \$108  = b_rest[2] | b_rest[3];
+  assign \$109  = \$107  | \$108 ;
+  assign \$110  = b_rest[4] | b_rest[5];
+  assign \$111  = b_rest[6] | b_rest[7];
+  assign \$112  = \$110  | \$111 ;
+  assign \$113  = \$109  & \$112 ;
+  assign \$114  = \$106  | \$113 ;
+  assign \$115  = ~ \$114 ;
+  assign \$116  = ~ \$signal$16 ;
   assign \$117  = \$116  | w_rdy;
-  assign \$118  = \$117  & \$signal$61 ;
-  assign \$119  = \$115  | \$118 ;
+  assign \$118  = \$117  & \$signal$68 ;
+  assign \$119  = \$signal$69  ? \$signal$71  : 8'h00;
   assign \$120  = ~ \$signal$69 ;
-  assign \$121  = ~ \$signal$62 ;
-  assign \$122  = ~ \$signal$19 ;
-  assign \$123  = \$122  | w_rdy;
-  assign \$124  = \$123  & \$signal$61 ;
-  assign \$125  = \$121  | \$124 ;
-  assign \$126  = \$120  | \$125 ;
-  assign \$127  = \$126  & a_v;
-  assign \$128  = a_oh ? \$signal$40  : 8'h00;
-  assign \$129  = ~ \$signal$69 ;
-  assign \$130  = ~ \$signal$62 ;
-  assign \$131  = ~ \$signal$19 ;
-  assign \$132  = \$131  | w_rdy;
-  assign \$133  = \$132  & \$signal$61 ;
-  assign \$134  = \$130  | \$133 ;
-  assign \$135  = \$129  | \$134 ;
-  assign \$136  = ~ a_v;
-  assign \$137  = ~ \$signal$69 ;
-  assign \$138  = ~ \$signal$62 ;
-  assign \$139  = ~ \$signal$19 ;
-  assign \$140  = \$139  | w_rdy;
-  assign \$141  = \$140  & \$signal$61 ;
-  assign \$142  = \$138  | \$141 ;
-  assign \$143  = \$137  | \$142 ;
-  assign \$144  = \$136  | \$143 ;
-  assign \$145  = \$144  & \$signal$9 ;
-  assign \$146  = ~ nz_zero;
-  assign \$147  = \$145  & \$146 ;
-  assign \$148  = ~ \$28 [0];
-  assign \$149  = nz & \$148 ;
-  assign \$150  = nz - 1'h1;
-  assign \$151  = { 1'h0, nz } & \$150 ;
-  assign \$152  = ! \$151 ;
-  assign \$153  = ~ \$signal ;
-  assign \$154  = ~ \$signal$7 ;
-  assign \$155  = ~ \$signal$8 ;
-  assign \$156  = ~ \$signal$9 ;
-  assign \$157  = ~ a_v;
-  assign \$158  = nz_zero & \$157 ;
-  assign \$159  = \$156  | \$158 ;
-  assign \$160  = \$155  | \$159 ;
-  assign \$161  = \$154  | \$160 ;
-  assign \$162  = \$153  | \$161 ;
-  assign \$163  = ~ has_last;
-  assign \$164  = f_row > last_y;
-  assign \$165  = \$163  | \$164 ;
-  assign \$166  = eof_seen & \$165 ;
-  assign \$167  = \$162  & \$166 ;
-  assign \$168  = ends | \$167 ;
-  assign \$169  = \$signal  | \$signal$7 ;
-  assign \$170  = \$169  | \$signal$8 ;
-  assign \$171  = \$170  | \$signal$9 ;
-  assign \$172  = \$171  | \$signal$69 ;
-  assign \$173  = \$172  | \$signal$62 ;
-  assign \$174  = \$173  | b_v;
-  assign \$175  = \$174  | \$signal$19 ;
-  assign \$176  = ~ \$175 ;
-  assign \$177  = \$168  & \$176 ;
-  assign \$178  = ~ eof_done;
-  assign \$179  = \$177  & \$178 ;
-  assign \$180  = \$signal$19  | b_v;
-  assign \$181  = \$180  | \$signal$62 ;
-  assign \$182  = \$181  | \$signal$69 ;
-  assign \$183  = \$signal$62  ? \$signal$66  : a2_oy;
-  assign \$184  = b_v ? b_oy : \$183 ;
-  assign \$185  = \$signal$19  ? \$signal$21  : \$184 ;
-  assign \$186  = \$signal  ? { 1'h0, i_row } : f_row;
-  assign \$187  = \$signal$7  ? { 1'h0, s_row } : \$186 ;
-  assign \$188  = \$signal$8  ? { 1'h0, w_row } : \$187 ;
-  assign \$189  = \$signal$9  ? { 1'h0, c_row } : \$188 ;
+  assign \$121  = \$120  | a3_rest_zero;
+  assign \$122  = ~ \$signal$69 ;
+  assign \$123  = ~ \$signal$16 ;
+  assign \$124  = \$123  | w_rdy;
+  assign \$125  = \$124  & \$signal$68 ;
+  assign \$126  = \$122  | \$125 ;
+  assign \$127  = ~ \$20 [7:0];
+  assign \$128  = a2_bits & \$127 ;
+  assign \$130  = a2_bits[0] & a2_bits[1];
+  assign \$133  = a2_bits[2] & a2_bits[3];
+  assign \$135  = \$131  | \$134 ;
+  assign \$136  = a2_bits[0] | a2_bits[1];
+  assign \$137  = a2_bits[2] | a2_bits[3];
+  assign \$138  = \$136  & \$137 ;
+  assign \$139  = \$135  | \$138 ;
+  assign \$141  = a2_bits[4] & a2_bits[5];
+  assign \$144  = a2_bits[6] & a2_bits[7];
+  assign \$146  = \$142  | \$145 ;
+  assign \$147  = a2_bits[4] | a2_bits[5];
+  assign \$148  = a2_bits[6] | a2_bits[7];
+  assign \$149  = \$147  & \$148 ;
+  assign \$150  = \$146  | \$149 ;
+  assign \$151  = \$139  | \$150 ;
+  assign \$152  = a2_bits[0] | a2_bits[1];
+  assign \$153  = a2_bits[2] | a2_bits[3];
+  assign \$154  = \$152  | \$153 ;
+  assign \$155  = a2_bits[4] | a2_bits[5];
+  assign \$156  = a2_bits[6] | a2_bits[7];
+  assign \$157  = \$155  | \$156 ;
+  assign \$158  = \$154  & \$157 ;
+  assign \$159  = \$151  | \$158 ;
+  assign \$160  = ~ \$159 ;
+  assign \$161  = ~ \$signal$69 ;
+  assign \$162  = ~ \$signal$16 ;
+  assign \$163  = \$162  | w_rdy;
+  assign \$164  = \$163  & \$signal$68 ;
+  assign \$165  = \$161  | \$164 ;
+  assign \$166  = ~ \$signal$76 ;
+  assign \$167  = ~ \$signal$69 ;
+  assign \$168  = ~ \$signal$16 ;
+  assign \$169  = \$168  | w_rdy;
+  assign \$170  = \$169  & \$signal$68 ;
+  assign \$171  = \$167  | \$170 ;
+  assign \$172  = \$166  | \$171 ;
+  assign \$173  = \$172  & a_v;
+  assign \$174  = a_oh ? \$signal$53  : 8'h00;
+  assign \$175  = ~ \$signal$76 ;
+  assign \$176  = ~ \$signal$69 ;
+  assign \$177  = ~ \$signal$16 ;
+  assign \$178  = \$177  | w_rdy;
+  assign \$179  = \$178  & \$signal$68 ;
+  assign \$180  = \$176  | \$179 ;
+  assign \$181  = \$175  | \$180 ;
+  assign \$182  = ~ a_v;
+  assign \$183  = ~ \$signal$76 ;
+  assign \$184  = ~ \$signal$69 ;
+  assign \$185  = ~ \$signal$16 ;
+  assign \$186  = \$185  | w_rdy;
+  assign \$187  = \$186  & \$signal$68 ;
+  assign \$188  = \$184  | \$187 ;
+  assign \$189  = \$183  | \$188 ;
+  assign \$190  = \$182  | \$189 ;
+  assign \$191  = \$190  & \$signal$47 ;
+  assign \$192  = ~ nz_zero;
+  assign \$193  = \$191  & \$192 ;
+  assign \$194  = ~ \$23 [0];
+  assign \$195  = nz & \$194 ;
+  assign \$197  = ~ \$signal ;
+  assign \$198  = ~ \$signal$7 ;
+  assign \$199  = \$197  | \$198 ;
+  assign \$200  = ~ has_last_r;
+  assign \$201  = issued ? \$signal$45  : \$signal$42 ;
+  assign \$202  = \$200  | \$201 ;
+  assign \$203  = \$signal$34  & \$202 ;
+  assign \$204  = \$199  & \$203 ;
+  assign \$205  = ends | \$204 ;
+  assign \$206  = \$signal  | \$signal$7 ;
+  assign \$207  = \$206  | \$signal$8 ;
+  assign \$208  = \$207  | \$signal$47 ;
+  assign \$209  = \$208  | \$signal$76 ;
+  assign \$210  = \$209  | \$signal$69 ;
+  assign \$211  = \$210  | b_v;
+  assign \$212  = \$211  | \$signal$16 ;
+  assign \$213  = ~ \$212 ;
+  assign \$214  = \$205  & \$213 ;
+  assign \$215  = ~ eof_done;
+  assign \$216  = \$214  & \$215 ;
+  assign \$217  = \$signal$16  | b_v;
+  assign \$218  = \$217  | \$signal$69 ;
+  assign \$219  = \$218  | \$signal$76 ;
+  assign \$220  = \$signal$69  ? \$signal$73  : a2_oy;
+  assign \$221  = b_v ? b_oy : \$220 ;
+  assign \$222  = \$signal$16  ? \$signal$18  : \$221 ;
+  assign \$223  = \$signal  ? { 1'h0, i_row } : f_row;
+  assign \$224  = \$signal$7  ? { 1'h0, s_row } : \$223 ;
+  assign \$225  = \$signal$8  ? { 1'h0, w_row } : \$224 ;
+  assign \$226  = \$signal$47  ? { 1'h0, c_row } : \$225 ;
   always @(posedge clk)
-    \$signal$9  <= \$190 ;
+    \$signal$34  <= \$227 ;
   always @(posedge clk)
-    c_row <= \$191 ;
+    has_last_r <= \$228 ;
   always @(posedge clk)
-    \$signal$8  <= \$192 ;
+    \$signal$38  <= \$229 ;
   always @(posedge clk)
-    nz <= \$193 ;
+    \$signal$41  <= \$230 ;
   always @(posedge clk)
-    nz_zero <= \$194 ;
+    \$signal$42  <= \$231 ;
   always @(posedge clk)
-    \$signal$40  <= \$195 ;
+    \$signal$45  <= \$232 ;
   always @(posedge clk)
-    w_row <= \$196 ;
+    issued <= \$233 ;
   always @(posedge clk)
-    \$signal$7  <= \$197 ;
+    \$signal$47  <= \$234 ;
   always @(posedge clk)
-    win_0 <= \$198 ;
+    c_row <= \$235 ;
   always @(posedge clk)
-    s_row <= \$199 ;
+    \$signal$8  <= \$236 ;
   always @(posedge clk)
-    \$signal  <= \$200 ;
+    nz <= \$237 ;
   always @(posedge clk)
-    sel_0 <= \$201 ;
+    nz_zero <= \$238 ;
   always @(posedge clk)
-    ends <= \$202 ;
+    \$signal$53  <= \$239 ;
   always @(posedge clk)
-    i_row <= \$203 ;
+    w_row <= \$240 ;
   always @(posedge clk)
-    i_cy <= \$204 ;
+    \$signal$7  <= \$241 ;
   always @(posedge clk)
-    f_row <= \$205 ;
+    win_0 <= \$242 ;
   always @(posedge clk)
-    cy <= \$206 ;
+    s_row <= \$243 ;
   always @(posedge clk)
-    need <= \$207 ;
+    \$signal  <= \$244 ;
   always @(posedge clk)
-    eof_pend <= \$208 ;
+    sel_0 <= \$245 ;
   always @(posedge clk)
-    \$signal$19  <= \$209 ;
+    ends <= \$246 ;
   always @(posedge clk)
-    \$signal$15  <= \$210 ;
+    i_row <= \$247 ;
   always @(posedge clk)
-    \$like  <= \$211 ;
+    i_cy <= \$248 ;
   always @(posedge clk)
-    \$signal$21  <= \$212 ;
+    f_row <= \$249 ;
   always @(posedge clk)
-    c1_win_0 <= \$213 ;
+    cy <= \$250 ;
   always @(posedge clk)
-    \$signal$56  <= \$214 ;
+    need <= \$251 ;
   always @(posedge clk)
-    b_rest <= \$215 ;
+    eof_pend <= \$252 ;
   always @(posedge clk)
-    \$signal$61  <= \$216 ;
+    \$signal$16  <= \$253 ;
   always @(posedge clk)
-    b_v <= \$217 ;
+    \$signal$12  <= \$254 ;
   always @(posedge clk)
-    \$like$57  <= \$218 ;
+    \$like  <= \$255 ;
   always @(posedge clk)
-    b_oy <= \$219 ;
+    \$signal$18  <= \$256 ;
   always @(posedge clk)
-    b_win_0 <= \$220 ;
+    c1_win_0 <= \$257 ;
   always @(posedge clk)
-    \$signal$62  <= \$221 ;
+    \$signal$63  <= \$258 ;
   always @(posedge clk)
-    \$signal$63  <= \$222 ;
+    b_rest <= \$259 ;
   always @(posedge clk)
-    \$signal$64  <= \$223 ;
+    \$signal$68  <= \$260 ;
   always @(posedge clk)
-    \$like$65  <= \$224 ;
+    b_v <= \$261 ;
   always @(posedge clk)
-    \$signal$66  <= \$225 ;
+    \$like$64  <= \$262 ;
   always @(posedge clk)
-    a3_rest_zero <= \$226 ;
+    b_oy <= \$263 ;
   always @(posedge clk)
-    a3_win_0 <= \$227 ;
+    b_win_0 <= \$264 ;
   always @(posedge clk)
-    \$signal$69  <= \$228 ;
+    \$signal$69  <= \$265 ;
   always @(posedge clk)
-    a2_oy <= \$229 ;
+    \$signal$70  <= \$266 ;
   always @(posedge clk)
-    \$signal$70  <= \$230 ;
+    \$signal$71  <= \$267 ;
   always @(posedge clk)
-    a2_bits <= \$231 ;
+    \$like$72  <= \$268 ;
   always @(posedge clk)
-    a_v <= \$232 ;
+    \$signal$73  <= \$269 ;
   always @(posedge clk)
-    a_oh <= \$233 ;
+    a3_rest_zero <= \$270 ;
   always @(posedge clk)
-    eof_done <= \$234 ;
+    a3_win_0 <= \$271 ;
   always @(posedge clk)
-    \$signal$32  <= \$235 ;
+    \$signal$76  <= \$272 ;
   always @(posedge clk)
-    \$signal$34  <= \$236 ;
+    a2_oy <= \$273 ;
   always @(posedge clk)
-    rows_row <= \$237 ;
+    \$signal$77  <= \$274 ;
+  always @(posedge clk)
+    a2_bits <= \$275 ;
+  always @(posedge clk)
+    a_v <= \$276 ;
+  always @(posedge clk)
+    a_oh <= \$277 ;
+  always @(posedge clk)
+    eof_done <= \$278 ;
+  always @(posedge clk)
+    \$signal$29  <= \$279 ;
+  always @(posedge clk)
+    \$signal$31  <= \$280 ;
+  always @(posedge clk)
+    rows_row <= \$281 ;
   \top.block_0_2.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -16016,17 +16439,17 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     row_0 = 5'h00;
-    if (\$9 ) begin
-      row_0 = \$10 [4:0];
+    if (\$4 ) begin
+      row_0 = \$5 [4:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     w_data = 9'h000;
     (* full_case = 32'd1 *)
-    if (\$signal$19 ) begin
-      w_data[2:0] = \$signal$21 ;
-      w_data[5:3] = { \$19 , \$16 , \$13  };
+    if (\$signal$16 ) begin
+      w_data[2:0] = \$signal$18 ;
+      w_data[5:3] = { \$14 , \$11 , \$8  };
       w_data[6] = 1'h1;
     end else begin
       w_data[7] = 1'h1;
@@ -16035,441 +16458,8 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$190  = \$signal$9 ;
-    if (\$34 ) begin
-      \$190  = 1'h0;
-    end
-    if (\$39 ) begin
-      \$190  = 1'h1;
-    end
-    if (rst) begin
-      \$190  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$191  = c_row;
-    if (\$39 ) begin
-      \$191  = w_row;
-    end
-    if (rst) begin
-      \$191  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$192  = \$signal$8 ;
-    if (\$39 ) begin
-      \$192  = 1'h0;
-    end
-    if (\$49 ) begin
-      \$192  = 1'h1;
-    end
-    if (rst) begin
-      \$192  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$193  = nz;
-    if (\$39 ) begin
-      \$193  = \$40 ;
-    end
-    if (\$147 ) begin
-      \$193  = \$149 ;
-    end
-    if (rst) begin
-      \$193  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$194  = nz_zero;
-    if (\$39 ) begin
-      \$194  = \$42 ;
-    end
-    if (\$147 ) begin
-      \$194  = \$152 ;
-    end
-    if (rst) begin
-      \$194  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$195  = \$signal$40 ;
-    if (\$39 ) begin
-      \$195  = win_0;
-    end
-    if (rst) begin
-      \$195  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$196  = w_row;
-    if (\$49 ) begin
-      \$196  = s_row;
-    end
-    if (rst) begin
-      \$196  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$197  = \$signal$7 ;
-    if (\$49 ) begin
-      \$197  = 1'h0;
-    end
-    if (\$61 ) begin
-      \$197  = 1'h1;
-    end
-    if (rst) begin
-      \$197  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$198  = win_0;
-    if (\$49 ) begin
-      \$198  = \$52 ;
-    end
-    if (rst) begin
-      \$198  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$199  = s_row;
-    if (\$61 ) begin
-      \$199  = i_row;
-    end
-    if (rst) begin
-      \$199  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$200  = \$signal ;
-    if (\$61 ) begin
-      \$200  = 1'h0;
-    end
-    if (\$79 ) begin
-      if (\$83 ) begin
-      end else if (\$85 ) begin
-        \$200  = 1'h1;
-      end
-    end
-    if (rst) begin
-      \$200  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$201  = sel_0;
-    if (\$61 ) begin
-      \$201 [0] = \$64 ;
-      \$201 [1] = \$67 ;
-    end
-    if (rst) begin
-      \$201  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$202  = ends;
-    if (\$79 ) begin
-      if (\$83 ) begin
-        \$202  = 1'h1;
-      end
-    end
+    \$227  = eof_seen;
     if (frame_reset) begin
-      \$202  = 1'h0;
-    end
-    if (rst) begin
-      \$202  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$203  = i_row;
-    if (\$79 ) begin
-      if (\$83 ) begin
-      end else if (\$85 ) begin
-        \$203  = f_row[2:0];
-      end
-    end
-    if (rst) begin
-      \$203  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$204  = i_cy;
-    if (\$79 ) begin
-      if (\$83 ) begin
-      end else if (\$85 ) begin
-        \$204  = cy;
-      end
-    end
-    if (rst) begin
-      \$204  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$205  = f_row;
-    if (\$79 ) begin
-      if (\$83 ) begin
-      end else if (\$85 ) begin
-        \$205  = \$86 [3:0];
-      end
-    end
-    if (frame_reset) begin
-      \$205  = 4'h0;
-    end
-    if (rst) begin
-      \$205  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$206  = cy;
-    if (\$79 ) begin
-      if (\$83 ) begin
-      end else if (\$85 ) begin
-        \$206  = \$87 [4:0];
-      end
-    end
-    if (frame_reset) begin
-      \$206  = 5'h00;
-    end
-    if (rst) begin
-      \$206  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$207  = need;
-    if (\$79 ) begin
-      if (\$83 ) begin
-      end else if (\$85 ) begin
-        \$207  = \$88 [4:0];
-      end
-    end
-    if (frame_reset) begin
-      \$207  = 5'h01;
-    end
-    if (rst) begin
-      \$207  = 5'h01;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$208  = eof_pend;
-    if (\$91 ) begin
-      \$208  = 1'h0;
-    end
-    if (\$179 ) begin
-      \$208  = 1'h1;
-    end
-    if (rst) begin
-      \$208  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$209  = \$signal$19 ;
-    if (\$93 ) begin
-      \$209  = b_v;
-    end
-    if (rst) begin
-      \$209  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$210  = \$signal$15 ;
-    if (\$93 ) begin
-      \$210  = \$signal$56 ;
-    end
-    if (rst) begin
-      \$210  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$211  = \$like ;
-    if (\$93 ) begin
-      \$211  = \$like$57 ;
-    end
-    if (rst) begin
-      \$211  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$212  = \$signal$21 ;
-    if (\$93 ) begin
-      \$212  = b_oy;
-    end
-    if (rst) begin
-      \$212  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$213  = c1_win_0;
-    if (\$93 ) begin
-      \$213  = b_win_0;
-    end
-    if (rst) begin
-      \$213  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$214  = \$signal$56 ;
-    if (\$93 ) begin
-      \$214  = \$22 [7:0];
-    end
-    if (\$101 ) begin
-      \$214  = \$signal$63 ;
-    end
-    if (rst) begin
-      \$214  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$215  = b_rest;
-    if (\$93 ) begin
-      \$215  = \$95 ;
-    end
-    if (\$101 ) begin
-      \$215  = \$102 ;
-    end
-    if (rst) begin
-      \$215  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$216  = \$signal$61 ;
-    if (\$93 ) begin
-      \$216  = \$98 ;
-    end
-    if (\$101 ) begin
-      \$216  = \$104 ;
-    end
-    if (rst) begin
-      \$216  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$217  = b_v;
-    if (\$101 ) begin
-      \$217  = \$signal$62 ;
-    end
-    if (rst) begin
-      \$217  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$218  = \$like$57 ;
-    if (\$101 ) begin
-      \$218  = \$like$65 ;
-    end
-    if (rst) begin
-      \$218  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$219  = b_oy;
-    if (\$101 ) begin
-      \$219  = \$signal$66 ;
-    end
-    if (rst) begin
-      \$219  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$220  = b_win_0;
-    if (\$101 ) begin
-      \$220  = a3_win_0;
-    end
-    if (rst) begin
-      \$220  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$221  = \$signal$62 ;
-    if (\$109 ) begin
-      \$221  = \$signal$69 ;
-    end
-    if (rst) begin
-      \$221  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$222  = \$signal$63 ;
-    if (\$109 ) begin
-      \$222  = \$25 [7:0];
-    end
-    if (rst) begin
-      \$222  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$223  = \$signal$64 ;
-    if (\$109 ) begin
-      \$223  = \$111 ;
-    end
-    if (rst) begin
-      \$223  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$224  = \$like$65 ;
-    if (\$109 ) begin
-      \$224  = \$signal$70 ;
-    end
-    if (rst) begin
-      \$224  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$225  = \$signal$66 ;
-    if (\$109 ) begin
-      \$225  = a2_oy;
-    end
-    if (rst) begin
-      \$225  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$226  = a3_rest_zero;
-    if (\$109 ) begin
-      \$226  = \$114 ;
-    end
-    if (rst) begin
-      \$226  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$227  = a3_win_0;
-    if (\$109 ) begin
       \$227  = 1'h0;
     end
     if (rst) begin
@@ -16478,31 +16468,25 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$228  = \$signal$69 ;
-    if (\$119 ) begin
-      \$228  = 1'h0;
-    end
-    if (\$127 ) begin
-      \$228  = 1'h1;
-    end
+    \$228  = has_last;
     if (rst) begin
       \$228  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$229  = a2_oy;
-    if (\$127 ) begin
-      \$229  = c_row;
+    \$229  = \$25 ;
+    if (frame_reset) begin
+      \$229  = 1'h0;
     end
     if (rst) begin
-      \$229  = 3'h0;
+      \$229  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$230  = \$signal$70 ;
-    if (\$127 ) begin
+    \$230  = \$27 ;
+    if (frame_reset) begin
       \$230  = 1'h0;
     end
     if (rst) begin
@@ -16511,32 +16495,29 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$231  = a2_bits;
-    if (\$127 ) begin
-      \$231  = \$128 ;
-    end
+    \$231  = \$28 ;
     if (rst) begin
-      \$231  = 8'h00;
+      \$231  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$232  = a_v;
-    if (\$135 ) begin
-      \$232  = 1'h0;
-    end
-    if (\$147 ) begin
-      \$232  = 1'h1;
-    end
+    \$232  = \$29 ;
     if (rst) begin
       \$232  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$233  = a_oh;
-    if (\$147 ) begin
-      \$233  = \$28 [0];
+    \$233  = 1'h0;
+    if (\$67 ) begin
+      if (\$71 ) begin
+      end else if (\$73 ) begin
+        \$233  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$233  = 1'h0;
     end
     if (rst) begin
       \$233  = 1'h0;
@@ -16544,52 +16525,561 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$234  = eof_done;
-    if (\$179 ) begin
+    \$234  = \$signal$47 ;
+    if (\$34 ) begin
+      \$234  = 1'h0;
+    end
+    if (\$39 ) begin
       \$234  = 1'h1;
     end
-    if (frame_reset) begin
-      \$234  = 1'h0;
-    end
     if (rst) begin
       \$234  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$235  = \$182 ;
-    if (frame_reset) begin
-      \$235  = 1'h0;
+    \$235  = c_row;
+    if (\$39 ) begin
+      \$235  = w_row;
     end
     if (rst) begin
-      \$235  = 1'h0;
+      \$235  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$236  = \$185 ;
+    \$236  = \$signal$8 ;
+    if (\$39 ) begin
+      \$236  = 1'h0;
+    end
+    if (\$49 ) begin
+      \$236  = 1'h1;
+    end
     if (rst) begin
-      \$236  = 3'h0;
+      \$236  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$237  = \$189 [2:0];
-    if (frame_reset) begin
-      \$237  = 3'h0;
+    \$237  = nz;
+    if (\$39 ) begin
+      \$237  = \$40 ;
+    end
+    if (\$193 ) begin
+      \$237  = \$195 ;
     end
     if (rst) begin
-      \$237  = 3'h0;
+      \$237  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$238  = nz_zero;
+    if (\$39 ) begin
+      \$238  = \$42 ;
+    end
+    if (\$193 ) begin
+      \$238  = \$196 ;
+    end
+    if (rst) begin
+      \$238  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$239  = \$signal$53 ;
+    if (\$39 ) begin
+      \$239  = win_0;
+    end
+    if (rst) begin
+      \$239  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$240  = w_row;
+    if (\$49 ) begin
+      \$240  = s_row;
+    end
+    if (rst) begin
+      \$240  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$241  = \$signal$7 ;
+    if (\$49 ) begin
+      \$241  = 1'h0;
+    end
+    if (\$56 ) begin
+      \$241  = 1'h1;
+    end
+    if (rst) begin
+      \$241  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$242  = win_0;
+    if (\$49 ) begin
+      \$242  = \$52 ;
+    end
+    if (rst) begin
+      \$242  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$243  = s_row;
+    if (\$56 ) begin
+      \$243  = i_row;
+    end
+    if (rst) begin
+      \$243  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$244  = \$signal ;
+    if (\$56 ) begin
+      \$244  = 1'h0;
+    end
+    if (\$67 ) begin
+      if (\$71 ) begin
+      end else if (\$73 ) begin
+        \$244  = 1'h1;
+      end
+    end
+    if (rst) begin
+      \$244  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$245  = sel_0;
+    if (\$56 ) begin
+      \$245 [0] = \$59 ;
+      \$245 [1] = \$62 ;
+    end
+    if (rst) begin
+      \$245  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$246  = ends;
+    if (\$67 ) begin
+      if (\$71 ) begin
+        \$246  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$246  = 1'h0;
+    end
+    if (rst) begin
+      \$246  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$247  = i_row;
+    if (\$67 ) begin
+      if (\$71 ) begin
+      end else if (\$73 ) begin
+        \$247  = f_row[2:0];
+      end
+    end
+    if (rst) begin
+      \$247  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$248  = i_cy;
+    if (\$67 ) begin
+      if (\$71 ) begin
+      end else if (\$73 ) begin
+        \$248  = cy;
+      end
+    end
+    if (rst) begin
+      \$248  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$249  = f_row;
+    if (\$67 ) begin
+      if (\$71 ) begin
+      end else if (\$73 ) begin
+        \$249  = \$74 [3:0];
+      end
+    end
+    if (frame_reset) begin
+      \$249  = 4'h0;
+    end
+    if (rst) begin
+      \$249  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$250  = cy;
+    if (\$67 ) begin
+      if (\$71 ) begin
+      end else if (\$73 ) begin
+        \$250  = \$75 [4:0];
+      end
+    end
+    if (frame_reset) begin
+      \$250  = 5'h00;
+    end
+    if (rst) begin
+      \$250  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$251  = need;
+    if (\$67 ) begin
+      if (\$71 ) begin
+      end else if (\$73 ) begin
+        \$251  = \$76 [4:0];
+      end
+    end
+    if (frame_reset) begin
+      \$251  = 5'h01;
+    end
+    if (rst) begin
+      \$251  = 5'h01;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$252  = eof_pend;
+    if (\$79 ) begin
+      \$252  = 1'h0;
+    end
+    if (\$216 ) begin
+      \$252  = 1'h1;
+    end
+    if (rst) begin
+      \$252  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$253  = \$signal$16 ;
+    if (\$81 ) begin
+      \$253  = b_v;
+    end
+    if (rst) begin
+      \$253  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$254  = \$signal$12 ;
+    if (\$81 ) begin
+      \$254  = \$signal$63 ;
+    end
+    if (rst) begin
+      \$254  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$255  = \$like ;
+    if (\$81 ) begin
+      \$255  = \$like$64 ;
+    end
+    if (rst) begin
+      \$255  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$256  = \$signal$18 ;
+    if (\$81 ) begin
+      \$256  = b_oy;
+    end
+    if (rst) begin
+      \$256  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$257  = c1_win_0;
+    if (\$81 ) begin
+      \$257  = b_win_0;
+    end
+    if (rst) begin
+      \$257  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$258  = \$signal$63 ;
+    if (\$81 ) begin
+      \$258  = \$17 [7:0];
+    end
+    if (\$118 ) begin
+      \$258  = \$signal$70 ;
+    end
+    if (rst) begin
+      \$258  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$259  = b_rest;
+    if (\$81 ) begin
+      \$259  = \$83 ;
+    end
+    if (\$118 ) begin
+      \$259  = \$119 ;
+    end
+    if (rst) begin
+      \$259  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$260  = \$signal$68 ;
+    if (\$81 ) begin
+      \$260  = \$115 ;
+    end
+    if (\$118 ) begin
+      \$260  = \$121 ;
+    end
+    if (rst) begin
+      \$260  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$261  = b_v;
+    if (\$118 ) begin
+      \$261  = \$signal$69 ;
+    end
+    if (rst) begin
+      \$261  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$262  = \$like$64 ;
+    if (\$118 ) begin
+      \$262  = \$like$72 ;
+    end
+    if (rst) begin
+      \$262  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$263  = b_oy;
+    if (\$118 ) begin
+      \$263  = \$signal$73 ;
+    end
+    if (rst) begin
+      \$263  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$264  = b_win_0;
+    if (\$118 ) begin
+      \$264  = a3_win_0;
+    end
+    if (rst) begin
+      \$264  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$265  = \$signal$69 ;
+    if (\$126 ) begin
+      \$265  = \$signal$76 ;
+    end
+    if (rst) begin
+      \$265  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$266  = \$signal$70 ;
+    if (\$126 ) begin
+      \$266  = \$20 [7:0];
+    end
+    if (rst) begin
+      \$266  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$267  = \$signal$71 ;
+    if (\$126 ) begin
+      \$267  = \$128 ;
+    end
+    if (rst) begin
+      \$267  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$268  = \$like$72 ;
+    if (\$126 ) begin
+      \$268  = \$signal$77 ;
+    end
+    if (rst) begin
+      \$268  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$269  = \$signal$73 ;
+    if (\$126 ) begin
+      \$269  = a2_oy;
+    end
+    if (rst) begin
+      \$269  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$270  = a3_rest_zero;
+    if (\$126 ) begin
+      \$270  = \$160 ;
+    end
+    if (rst) begin
+      \$270  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$271  = a3_win_0;
+    if (\$126 ) begin
+      \$271  = 1'h0;
+    end
+    if (rst) begin
+      \$271  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$272  = \$signal$76 ;
+    if (\$165 ) begin
+      \$272  = 1'h0;
+    end
+    if (\$173 ) begin
+      \$272  = 1'h1;
+    end
+    if (rst) begin
+      \$272  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$273  = a2_oy;
+    if (\$173 ) begin
+      \$273  = c_row;
+    end
+    if (rst) begin
+      \$273  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$274  = \$signal$77 ;
+    if (\$173 ) begin
+      \$274  = 1'h0;
+    end
+    if (rst) begin
+      \$274  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$275  = a2_bits;
+    if (\$173 ) begin
+      \$275  = \$174 ;
+    end
+    if (rst) begin
+      \$275  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$276  = a_v;
+    if (\$181 ) begin
+      \$276  = 1'h0;
+    end
+    if (\$193 ) begin
+      \$276  = 1'h1;
+    end
+    if (rst) begin
+      \$276  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$277  = a_oh;
+    if (\$193 ) begin
+      \$277  = \$23 [0];
+    end
+    if (rst) begin
+      \$277  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$278  = eof_done;
+    if (\$216 ) begin
+      \$278  = 1'h1;
+    end
+    if (frame_reset) begin
+      \$278  = 1'h0;
+    end
+    if (rst) begin
+      \$278  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$279  = \$219 ;
+    if (frame_reset) begin
+      \$279  = 1'h0;
+    end
+    if (rst) begin
+      \$279  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$280  = \$222 ;
+    if (rst) begin
+      \$280  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$281  = \$226 [2:0];
+    if (frame_reset) begin
+      \$281  = 3'h0;
+    end
+    if (rst) begin
+      \$281  = 3'h0;
     end
   end
   assign r_data = sites__payload;
   assign sites__ready = r_en;
   assign r_rdy = sites__valid;
-  assign site_x = { \$19 , \$16 , \$13  };
+  assign site_x = { \$14 , \$11 , \$8  };
   assign qp = w_data;
-  assign rest_oh = \$22 [7:0];
-  assign a2_oh = \$25 [7:0];
-  assign chunk_oh = \$28 [0];
+  assign rest_oh = \$17 [7:0];
+  assign a2_oh = \$20 [7:0];
+  assign chunk_oh = \$23 [0];
   assign head = sites__payload;
   assign a2_win_0 = 1'h0;
   assign \sites__payload.oy  = sites__payload[2:0];
@@ -16611,7 +17101,24 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   assign \bitmaps[1]  = bitmaps[15:8];
   assign \tags[0]  = tags[3:0];
   assign \tags[1]  = tags[7:4];
-  assign \$65  = row_0[0];
+  assign \$60  = row_0[0];
+  assign \$84  = 1'h0;
+  assign \$86  = \$85 ;
+  assign \$87  = 1'h0;
+  assign \$89  = \$88 ;
+  assign \$95  = 1'h0;
+  assign \$97  = \$96 ;
+  assign \$98  = 1'h0;
+  assign \$100  = \$99 ;
+  assign \$129  = 1'h0;
+  assign \$131  = \$130 ;
+  assign \$132  = 1'h0;
+  assign \$134  = \$133 ;
+  assign \$140  = 1'h0;
+  assign \$142  = \$141 ;
+  assign \$143  = 1'h0;
+  assign \$145  = \$144 ;
+  assign \$196  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -21774,7 +22281,7 @@ endmodule
 module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
-  wire [7:0] \$10 ;
+  wire \$10 ;
   wire \$100 ;
   wire \$101 ;
   wire \$102 ;
@@ -21785,7 +22292,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire [6:0] \$11 ;
+  wire \$11 ;
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
@@ -21796,7 +22303,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire \$117 ;
   wire \$118 ;
   wire \$119 ;
-  wire [6:0] \$12 ;
+  wire \$12 ;
   wire \$120 ;
   wire \$121 ;
   wire \$122 ;
@@ -21832,23 +22339,23 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire \$15 ;
   wire \$150 ;
   wire \$151 ;
-  wire \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire \$156 ;
-  wire [7:0] \$157 ;
-  wire [8:0] \$158 ;
-  wire [8:0] \$159 ;
+  wire [7:0] \$152 ;
+  wire [8:0] \$153 ;
+  wire [8:0] \$154 ;
+  wire [7:0] \$155 ;
+  wire [8:0] \$156 ;
+  wire [8:0] \$157 ;
+  wire \$158 ;
+  wire [1:0] \$159 ;
   wire \$16 ;
-  wire [7:0] \$160 ;
-  wire [8:0] \$161 ;
-  wire [8:0] \$162 ;
-  wire \$163 ;
-  wire [1:0] \$164 ;
-  wire [1:0] \$165 ;
-  wire [2:0] \$166 ;
-  wire \$167 ;
+  wire [1:0] \$160 ;
+  wire [2:0] \$161 ;
+  wire \$162 ;
+  wire [6:0] \$163 ;
+  wire \$164 ;
+  wire [3:0] \$165 ;
+  wire \$166 ;
+  wire [3:0] \$167 ;
   wire \$168 ;
   wire \$169 ;
   wire \$17 ;
@@ -21859,100 +22366,100 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire \$174 ;
   wire \$175 ;
   wire \$176 ;
-  wire [15:0] \$177 ;
-  wire [15:0] \$178 ;
-  wire \$179 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire [15:0] \$179 ;
   wire \$18 ;
   wire [15:0] \$180 ;
-  wire [15:0] \$181 ;
-  wire \$182 ;
+  wire \$181 ;
+  wire [15:0] \$182 ;
   wire [15:0] \$183 ;
-  wire [15:0] \$184 ;
-  wire \$185 ;
+  wire \$184 ;
+  wire [15:0] \$185 ;
   wire [15:0] \$186 ;
-  wire [15:0] \$187 ;
-  wire \$188 ;
+  wire \$187 ;
+  wire [15:0] \$188 ;
   wire [15:0] \$189 ;
   wire \$19 ;
-  wire [15:0] \$190 ;
-  wire \$191 ;
+  wire \$190 ;
+  wire [15:0] \$191 ;
   wire [15:0] \$192 ;
-  wire [15:0] \$193 ;
-  wire \$194 ;
+  wire \$193 ;
+  wire [15:0] \$194 ;
   wire [15:0] \$195 ;
-  wire [15:0] \$196 ;
-  wire \$197 ;
+  wire \$196 ;
+  wire [15:0] \$197 ;
   wire [15:0] \$198 ;
-  wire [15:0] \$199 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$200 ;
-  wire \$201 ;
-  wire [15:0] \$202 ;
-  wire [15:0] \$203 ;
-  wire \$204 ;
+  wire [15:0] \$200 ;
+  wire [15:0] \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire [15:0] \$204 ;
   wire [15:0] \$205 ;
-  wire [15:0] \$206 ;
-  wire \$207 ;
+  wire \$206 ;
+  wire [15:0] \$207 ;
   wire [15:0] \$208 ;
-  wire [15:0] \$209 ;
+  wire \$209 ;
   wire \$21 ;
-  wire \$210 ;
+  wire [15:0] \$210 ;
   wire [15:0] \$211 ;
-  wire [15:0] \$212 ;
-  wire \$213 ;
+  wire \$212 ;
+  wire [15:0] \$213 ;
   wire [15:0] \$214 ;
-  wire [15:0] \$215 ;
-  wire \$216 ;
+  wire \$215 ;
+  wire [15:0] \$216 ;
   wire [15:0] \$217 ;
-  wire [15:0] \$218 ;
-  wire \$219 ;
+  wire \$218 ;
+  wire [15:0] \$219 ;
   wire \$22 ;
   wire [15:0] \$220 ;
-  wire [15:0] \$221 ;
-  wire \$222 ;
+  wire \$221 ;
+  wire [15:0] \$222 ;
   wire [15:0] \$223 ;
-  wire [15:0] \$224 ;
-  wire \$225 ;
-  wire \$226 ;
+  wire \$224 ;
+  wire [15:0] \$225 ;
+  wire [15:0] \$226 ;
   wire \$227 ;
-  wire [15:0] \$228 ;
-  wire [15:0] \$229 ;
+  wire \$228 ;
+  wire \$229 ;
   wire \$23 ;
-  wire \$230 ;
+  wire [15:0] \$230 ;
   wire [15:0] \$231 ;
-  wire [15:0] \$232 ;
-  wire \$233 ;
+  wire \$232 ;
+  wire [15:0] \$233 ;
   wire [15:0] \$234 ;
-  wire [15:0] \$235 ;
-  wire \$236 ;
+  wire \$235 ;
+  wire [15:0] \$236 ;
   wire [15:0] \$237 ;
-  wire [15:0] \$238 ;
-  wire \$239 ;
+  wire \$238 ;
+  wire [15:0] \$239 ;
   wire \$24 ;
   wire [15:0] \$240 ;
-  wire [15:0] \$241 ;
-  wire \$242 ;
+  wire \$241 ;
+  wire [15:0] \$242 ;
   wire [15:0] \$243 ;
-  wire [15:0] \$244 ;
-  wire \$245 ;
+  wire \$244 ;
+  wire [15:0] \$245 ;
   wire [15:0] \$246 ;
-  wire [15:0] \$247 ;
-  wire \$248 ;
+  wire \$247 ;
+  wire [15:0] \$248 ;
   wire [15:0] \$249 ;
   wire \$25 ;
-  wire [15:0] \$250 ;
-  wire \$251 ;
-  wire \$252 ;
+  wire \$250 ;
+  wire [15:0] \$251 ;
+  wire [15:0] \$252 ;
   wire \$253 ;
   wire \$254 ;
   wire \$255 ;
   wire \$256 ;
   wire \$257 ;
   wire \$258 ;
-  wire [15:0] \$259 ;
+  wire \$259 ;
   wire \$26 ;
-  wire [15:0] \$260 ;
+  wire \$260 ;
   wire [15:0] \$261 ;
   wire [15:0] \$262 ;
   wire [15:0] \$263 ;
@@ -22001,8 +22508,8 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire [15:0] \$301 ;
   wire [15:0] \$302 ;
   wire [15:0] \$303 ;
-  wire \$304 ;
-  wire \$305 ;
+  wire [15:0] \$304 ;
+  wire [15:0] \$305 ;
   wire \$306 ;
   wire \$307 ;
   wire \$308 ;
@@ -22117,37 +22624,37 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire \$406 ;
   wire \$407 ;
   wire \$408 ;
-  wire \$409 ;
+  wire [4:0] \$409 ;
   wire \$41 ;
-  wire \$410 ;
-  wire \$411 ;
+  wire [6:0] \$410 ;
+  wire [6:0] \$411 ;
   wire \$412 ;
   wire \$413 ;
-  wire [3:0] \$414 ;
+  wire \$414 ;
   wire \$415 ;
   wire \$416 ;
-  wire \$417 ;
-  wire \$418 ;
+  wire [7:0] \$417 ;
+  wire [7:0] \$418 ;
   wire \$419 ;
   wire \$42 ;
-  wire [4:0] \$420 ;
-  wire [6:0] \$421 ;
-  wire [6:0] \$422 ;
+  wire \$420 ;
+  wire \$421 ;
+  wire \$422 ;
   wire \$423 ;
   wire \$424 ;
   wire \$425 ;
   wire \$426 ;
   wire \$427 ;
-  wire [7:0] \$428 ;
-  wire [7:0] \$429 ;
+  wire \$428 ;
+  wire \$429 ;
   wire \$43 ;
-  wire [8:0] \$430 ;
-  wire [8:0] \$431 ;
+  wire \$430 ;
+  wire \$431 ;
   wire \$432 ;
   wire \$433 ;
   wire \$434 ;
   wire \$435 ;
-  wire [7:0] \$436 ;
+  wire \$436 ;
   wire \$437 ;
   wire \$438 ;
   wire \$439 ;
@@ -22156,10 +22663,10 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire \$441 ;
   wire \$442 ;
   wire \$443 ;
-  wire [7:0] \$444 ;
-  wire [7:0] \$445 ;
-  wire [8:0] \$446 ;
-  wire [8:0] \$447 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire \$446 ;
+  wire \$447 ;
   wire \$448 ;
   wire \$449 ;
   wire \$45 ;
@@ -22167,7 +22674,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire \$451 ;
   wire \$452 ;
   wire \$453 ;
-  wire \$454 ;
+  wire [7:0] \$454 ;
   wire \$455 ;
   wire \$456 ;
   wire \$457 ;
@@ -22177,9 +22684,9 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire \$460 ;
   wire \$461 ;
   wire [7:0] \$462 ;
-  wire [16:0] \$463 ;
-  wire [16:0] \$464 ;
-  wire [16:0] \$465 ;
+  wire [7:0] \$463 ;
+  wire \$464 ;
+  wire \$465 ;
   wire \$466 ;
   wire \$467 ;
   wire \$468 ;
@@ -22203,8 +22710,8 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire \$484 ;
   wire \$485 ;
   wire \$486 ;
-  wire [1:0] \$487 ;
-  wire [1:0] \$488 ;
+  wire \$487 ;
+  wire \$488 ;
   wire \$489 ;
   wire \$49 ;
   wire \$490 ;
@@ -22217,10 +22724,10 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire \$497 ;
   wire \$498 ;
   wire \$499 ;
-  wire \$5 ;
+  wire [7:0] \$5 ;
   wire \$50 ;
   wire \$500 ;
-  wire [3:0] \$501 ;
+  wire \$501 ;
   wire \$502 ;
   wire \$503 ;
   wire \$504 ;
@@ -22228,11 +22735,11 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire \$506 ;
   wire \$507 ;
   wire \$508 ;
-  wire \$509 ;
+  wire [7:0] \$509 ;
   wire \$51 ;
-  wire \$510 ;
-  wire \$511 ;
-  wire \$512 ;
+  wire [16:0] \$510 ;
+  wire [16:0] \$511 ;
+  wire [16:0] \$512 ;
   wire \$513 ;
   wire \$514 ;
   wire \$515 ;
@@ -22242,96 +22749,140 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire \$519 ;
   wire \$52 ;
   wire \$520 ;
-  wire [2:0] \$521 ;
-  wire [2:0] \$522 ;
-  wire [2:0] \$523 ;
-  wire [3:0] \$524 ;
-  wire [3:0] \$525 ;
-  wire [3:0] \$526 ;
-  wire [3:0] \$527 ;
-  reg \$528 ;
-  reg [2:0] \$529 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
   wire \$53 ;
-  reg \$530 ;
-  reg \$531 ;
-  reg \$532 ;
-  reg [7:0] \$533 ;
-  reg [15:0] \$534 ;
-  reg [15:0] \$535 ;
-  reg [15:0] \$536 ;
-  reg [2:0] \$537 ;
-  reg \$538 ;
-  reg [15:0] \$539 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire \$54 ;
-  reg [15:0] \$540 ;
-  reg [15:0] \$541 ;
-  reg [2:0] \$542 ;
-  reg \$543 ;
-  reg [7:0] \$544 ;
-  reg [7:0] \$545 ;
-  reg [7:0] \$546 ;
-  reg \$547 ;
-  reg [2:0] \$548 ;
-  reg [5:0] \$549 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire \$549 ;
   wire \$55 ;
-  reg [3:0] \$550 ;
-  reg [5:0] \$551 ;
-  reg [5:0] \$552 ;
-  reg \$553 ;
-  reg \$554 ;
-  reg [7:0] \$555 ;
-  reg \$556 ;
-  reg [2:0] \$557 ;
-  reg [16:0] \$558 ;
-  reg [16:0] \$559 ;
+  wire \$550 ;
+  wire \$551 ;
+  wire \$552 ;
+  wire \$553 ;
+  wire \$554 ;
+  wire \$555 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire [2:0] \$558 ;
+  wire [2:0] \$559 ;
   wire \$56 ;
-  reg [16:0] \$560 ;
-  reg [7:0] \$561 ;
-  reg [7:0] \$562 ;
-  reg \$563 ;
-  reg \$564 ;
+  wire [2:0] \$560 ;
+  wire [3:0] \$561 ;
+  wire [3:0] \$562 ;
+  wire [3:0] \$563 ;
+  wire [3:0] \$564 ;
   reg \$565 ;
-  reg [2:0] \$566 ;
-  reg [16:0] \$567 ;
-  reg [16:0] \$568 ;
-  reg [16:0] \$569 ;
+  reg \$566 ;
+  reg \$567 ;
+  reg \$568 ;
+  reg \$569 ;
   wire \$57 ;
   reg \$570 ;
-  reg [7:0] \$571 ;
-  reg [7:0] \$572 ;
-  reg \$573 ;
-  reg [2:0] \$574 ;
+  reg \$571 ;
+  reg \$572 ;
+  reg [2:0] \$573 ;
+  reg \$574 ;
   reg \$575 ;
-  reg [16:0] \$576 ;
-  reg [16:0] \$577 ;
-  reg [16:0] \$578 ;
-  reg \$579 ;
+  reg \$576 ;
+  reg [7:0] \$577 ;
+  reg [15:0] \$578 ;
+  reg [15:0] \$579 ;
   wire \$58 ;
-  reg [2:0] \$580 ;
-  reg \$581 ;
-  reg [7:0] \$582 ;
-  reg [16:0] \$583 ;
-  reg [16:0] \$584 ;
-  reg [16:0] \$585 ;
-  reg \$586 ;
+  reg [15:0] \$580 ;
+  reg [2:0] \$581 ;
+  reg \$582 ;
+  reg [15:0] \$583 ;
+  reg [15:0] \$584 ;
+  reg [15:0] \$585 ;
+  reg [2:0] \$586 ;
   reg \$587 ;
-  reg \$588 ;
-  reg \$589 ;
+  reg [7:0] \$588 ;
+  reg [7:0] \$589 ;
   wire \$59 ;
-  reg [2:0] \$590 ;
-  reg [2:0] \$591 ;
-  wire \$6 ;
+  reg [7:0] \$590 ;
+  reg \$591 ;
+  reg [2:0] \$592 ;
+  reg [5:0] \$593 ;
+  reg [3:0] \$594 ;
+  reg [5:0] \$595 ;
+  reg [5:0] \$596 ;
+  reg \$597 ;
+  reg \$598 ;
+  reg [7:0] \$599 ;
+  wire [6:0] \$6 ;
   wire \$60 ;
+  reg \$600 ;
+  reg [2:0] \$601 ;
+  reg [16:0] \$602 ;
+  reg [16:0] \$603 ;
+  reg [16:0] \$604 ;
+  reg [7:0] \$605 ;
+  reg [7:0] \$606 ;
+  reg \$607 ;
+  reg \$608 ;
+  reg \$609 ;
   wire \$61 ;
+  reg [2:0] \$610 ;
+  reg [16:0] \$611 ;
+  reg [16:0] \$612 ;
+  reg [16:0] \$613 ;
+  reg \$614 ;
+  reg [7:0] \$615 ;
+  reg [7:0] \$616 ;
+  reg \$617 ;
+  reg [2:0] \$618 ;
+  reg \$619 ;
   wire \$62 ;
+  reg [16:0] \$620 ;
+  reg [16:0] \$621 ;
+  reg [16:0] \$622 ;
+  reg \$623 ;
+  reg [2:0] \$624 ;
+  reg \$625 ;
+  reg [7:0] \$626 ;
+  reg [16:0] \$627 ;
+  reg [16:0] \$628 ;
+  reg [16:0] \$629 ;
   wire \$63 ;
+  reg \$630 ;
+  reg \$631 ;
+  reg \$632 ;
+  reg \$633 ;
+  reg [2:0] \$634 ;
+  reg [2:0] \$635 ;
   wire \$64 ;
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire \$7 ;
+  wire [6:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -22365,26 +22916,31 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire \$98 ;
   wire \$99 ;
   reg \$like  = 1'h0;
-  reg \$like$69  = 1'h0;
-  reg \$like$78  = 1'h0;
+  reg \$like$76  = 1'h0;
+  reg \$like$85  = 1'h0;
   reg \$signal  = 1'h0;
-  reg [7:0] \$signal$17  = 8'h00;
-  reg \$signal$21  = 1'h0;
-  reg [2:0] \$signal$23  = 3'h0;
-  reg \$signal$37  = 1'h0;
-  reg [2:0] \$signal$39  = 3'h0;
-  reg [7:0] \$signal$46  = 8'h00;
-  reg [7:0] \$signal$68  = 8'h00;
+  reg [7:0] \$signal$14  = 8'h00;
+  reg \$signal$18  = 1'h0;
+  reg [2:0] \$signal$20  = 3'h0;
+  reg \$signal$34  = 1'h0;
+  reg [2:0] \$signal$36  = 3'h0;
+  reg \$signal$39  = 1'h0;
+  reg \$signal$43  = 1'h0;
+  reg \$signal$46  = 1'h0;
+  reg \$signal$47  = 1'h0;
+  reg \$signal$50  = 1'h0;
+  reg \$signal$52  = 1'h0;
+  reg [7:0] \$signal$59  = 8'h00;
   reg \$signal$7  = 1'h0;
-  reg \$signal$74  = 1'h1;
-  reg \$signal$75  = 1'h0;
-  reg [7:0] \$signal$76  = 8'h00;
-  reg [7:0] \$signal$77  = 8'h00;
-  reg [2:0] \$signal$79  = 3'h0;
+  reg [7:0] \$signal$75  = 8'h00;
   reg \$signal$8  = 1'h0;
-  reg \$signal$84  = 1'h0;
-  reg \$signal$85  = 1'h0;
-  reg \$signal$9  = 1'h0;
+  reg \$signal$81  = 1'h1;
+  reg \$signal$82  = 1'h0;
+  reg [7:0] \$signal$83  = 8'h00;
+  reg [7:0] \$signal$84  = 8'h00;
+  reg [2:0] \$signal$86  = 3'h0;
+  reg \$signal$91  = 1'h0;
+  reg \$signal$92  = 1'h0;
   reg [7:0] a2_bits = 8'h00;
   wire [7:0] a2_oh;
   reg [2:0] a2_oy = 3'h0;
@@ -22438,6 +22994,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire frame_reset;
   input has_last;
   wire has_last;
+  reg has_last_r = 1'h0;
   wire [16:0] head;
   wire \head.eof ;
   wire \head.error ;
@@ -22446,6 +23003,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire [8:0] \head.taps ;
   reg [5:0] i_cy = 6'h00;
   reg [2:0] i_row = 3'h0;
+  reg issued = 1'h0;
   input [3:0] last_y;
   wire [3:0] last_y;
   reg [5:0] need = 6'h02;
@@ -22502,661 +23060,695 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   reg [15:0] win_0 = 16'h0000;
   reg [15:0] win_1 = 16'h0000;
   reg [15:0] win_2 = 16'h0000;
-  assign \$407  = \$404  | \$406 ;
-  assign \$408  = \$403  | \$407 ;
-  assign \$409  = \$402  | \$408 ;
-  assign \$410  = \$401  | \$409 ;
-  assign \$411  = ~ ends;
-  assign \$412  = \$410  & \$411 ;
-  assign \$413  = ~ has_last;
-  assign \$415  = f_row > \$414 ;
-  assign \$416  = \$413  | \$415 ;
-  assign \$417  = eof_seen & \$416 ;
-  assign \$418  = done_rows >= need;
-  assign \$419  = eof_seen | \$418 ;
-  assign \$420  = f_row + 1'h1;
-  assign \$421  = cy + 2'h2;
-  assign \$422  = need + 2'h2;
-  assign \$423  = ~ \$signal$21 ;
-  assign \$424  = eof_pend & \$423 ;
-  assign \$425  = \$424  & w_rdy;
-  assign \$426  = ~ \$signal$21 ;
-  assign \$427  = \$426  | w_rdy;
-  assign \$428  = ~ \$159 [7:0];
-  assign \$429  = b_rest & \$428 ;
-  assign \$430  = b_rest - 1'h1;
-  assign \$431  = { 1'h0, b_rest } & \$430 ;
-  assign \$432  = ! \$431 ;
-  assign \$433  = ~ \$signal$21 ;
-  assign \$434  = \$433  | w_rdy;
-  assign \$435  = \$434  & \$signal$74 ;
-  assign \$436  = \$signal$75  ? \$signal$77  : 8'h00;
-  assign \$437  = ~ \$signal$75 ;
-  assign \$438  = \$437  | a3_rest_zero;
-  assign \$439  = ~ \$signal$75 ;
-  assign \$440  = ~ \$signal$21 ;
-  assign \$441  = \$440  | w_rdy;
-  assign \$442  = \$441  & \$signal$74 ;
-  assign \$443  = \$439  | \$442 ;
-  assign \$444  = ~ \$162 [7:0];
-  assign \$445  = a2_bits & \$444 ;
-  assign \$446  = a2_bits - 1'h1;
-  assign \$447  = { 1'h0, a2_bits } & \$446 ;
-  assign \$448  = ! \$447 ;
-  assign \$449  = ~ \$signal$75 ;
-  assign \$450  = ~ \$signal$21 ;
-  assign \$451  = \$450  | w_rdy;
-  assign \$452  = \$451  & \$signal$74 ;
-  assign \$453  = \$449  | \$452 ;
-  assign \$454  = ~ \$signal$84 ;
-  assign \$455  = ~ \$signal$75 ;
-  assign \$456  = ~ \$signal$21 ;
-  assign \$457  = \$456  | w_rdy;
-  assign \$458  = \$457  & \$signal$74 ;
-  assign \$459  = \$455  | \$458 ;
-  assign \$460  = \$454  | \$459 ;
-  assign \$461  = \$460  & a_v;
-  assign \$462  = a_oh ? \$signal$46  : 8'h00;
-  assign \$463  = a_oh ? { cwin_0, 1'h0 } : 17'h00000;
-  assign \$464  = a_oh ? { cwin_1, 1'h0 } : 17'h00000;
-  assign \$465  = a_oh ? { cwin_2, 1'h0 } : 17'h00000;
-  assign \$466  = ~ \$signal$84 ;
-  assign \$467  = ~ \$signal$75 ;
-  assign \$468  = ~ \$signal$21 ;
-  assign \$469  = \$468  | w_rdy;
-  assign \$470  = \$469  & \$signal$74 ;
-  assign \$471  = \$467  | \$470 ;
-  assign \$472  = \$466  | \$471 ;
-  assign \$473  = ~ a_v;
-  assign \$474  = ~ \$signal$84 ;
-  assign \$475  = ~ \$signal$75 ;
-  assign \$476  = ~ \$signal$21 ;
-  assign \$477  = \$476  | w_rdy;
-  assign \$478  = \$477  & \$signal$74 ;
-  assign \$479  = \$475  | \$478 ;
-  assign \$480  = \$474  | \$479 ;
-  assign \$481  = \$473  | \$480 ;
-  assign \$482  = \$481  & \$signal$9 ;
-  assign \$483  = ~ nz_zero;
+  assign \$363  = tags[24:20] == row_1;
+  assign \$364  = \$362  & \$363 ;
+  assign \$365  = row_1[2:0] == 3'h5;
+  assign \$366  = tags[29:25] == row_1;
+  assign \$367  = \$365  & \$366 ;
+  assign \$368  = row_1[2:0] == 3'h6;
+  assign \$369  = tags[34:30] == row_1;
+  assign \$370  = \$368  & \$369 ;
+  assign \$371  = row_1[2:0] == 3'h7;
+  assign \$372  = tags[39:35] == row_1;
+  assign \$373  = \$371  & \$372 ;
+  assign \$374  = ! row_2[2:0];
+  assign \$375  = tags[4:0] == row_2;
+  assign \$376  = \$374  & \$375 ;
+  assign \$377  = row_2[2:0] == 1'h1;
+  assign \$378  = tags[9:5] == row_2;
+  assign \$379  = \$377  & \$378 ;
+  assign \$380  = row_2[2:0] == 2'h2;
+  assign \$381  = tags[14:10] == row_2;
+  assign \$382  = \$380  & \$381 ;
+  assign \$383  = row_2[2:0] == 2'h3;
+  assign \$384  = tags[19:15] == row_2;
+  assign \$385  = \$383  & \$384 ;
+  assign \$386  = row_2[2:0] == 3'h4;
+  assign \$387  = tags[24:20] == row_2;
+  assign \$388  = \$386  & \$387 ;
+  assign \$389  = row_2[2:0] == 3'h5;
+  assign \$390  = tags[29:25] == row_2;
+  assign \$391  = \$389  & \$390 ;
+  assign \$392  = row_2[2:0] == 3'h6;
+  assign \$393  = tags[34:30] == row_2;
+  assign \$394  = \$392  & \$393 ;
+  assign \$395  = row_2[2:0] == 3'h7;
+  assign \$396  = tags[39:35] == row_2;
+  assign \$397  = \$395  & \$396 ;
+  assign \$398  = ~ \$signal ;
+  assign \$399  = ~ \$signal$7 ;
+  assign \$400  = \$398  | \$399 ;
+  assign \$401  = ~ ends;
+  assign \$402  = \$400  & \$401 ;
+  assign \$403  = ~ has_last_r;
+  assign \$404  = issued ? \$signal$50  : \$signal$47 ;
+  assign \$405  = \$403  | \$404 ;
+  assign \$406  = \$signal$39  & \$405 ;
+  assign \$407  = issued ? \$signal$46  : \$signal$43 ;
+  assign \$408  = \$signal$39  | \$407 ;
+  assign \$409  = f_row + 1'h1;
+  assign \$410  = cy + 2'h2;
+  assign \$411  = need + 2'h2;
+  assign \$412  = ~ \$signal$18 ;
+  assign \$413  = eof_pend & \$412 ;
+  assign \$414  = \$413  & w_rdy;
+  assign \$415  = ~ \$signal$18 ;
+  assign \$416  = \$415  | w_rdy;
+  assign \$417  = ~ \$154 [7:0];
+  assign \$418  = b_rest & \$417 ;
+  assign \$420  = b_rest[0] & b_rest[1];
+  assign \$423  = b_rest[2] & b_rest[3];
+  assign \$425  = \$421  | \$424 ;
+  assign \$426  = b_rest[0] | b_rest[1];
+  assign \$427  = b_rest[2] | b_rest[3];
+  assign \$428  = \$426  & \$427 ;
+  assign \$429  = \$425  | \$428 ;
+  assign \$431  = b_rest[4] & b_rest[5];
+  assign \$434  = b_rest[6] & b_rest[7];
+  assign \$436  = \$432  | \$435 ;
+  assign \$437  = b_rest[4] | b_rest[5];
+  assign \$438  = b_rest[6] | b_rest[7];
+  assign \$439  = \$437  & \$438 ;
+  assign \$440  = \$436  | \$439 ;
+  assign \$441  = \$429  | \$440 ;
+  assign \$442  = b_rest[0] | b_rest[1];
+  assign \$443  = b_rest[2] | b_rest[3];
+  assign \$444  = \$442  | \$443 ;
+  assign \$445  = b_rest[4] | b_rest[5];
+  assign \$446  = b_rest[6] | b_rest[7];
+  assign \$447  = \$445  | \$446 ;
+  assign \$448  = \$444  & \$447 ;
+  assign \$449  = \$441  | \$448 ;
+  assign \$450  = ~ \$449 ;
+  assign \$451  = ~ \$signal$18 ;
+  assign \$452  = \$451  | w_rdy;
+  assign \$453  = \$452  & \$signal$81 ;
+  assign \$454  = \$signal$82  ? \$signal$84  : 8'h00;
+  assign \$455  = ~ \$signal$82 ;
+  assign \$456  = \$455  | a3_rest_zero;
+  assign \$457  = ~ \$signal$82 ;
+  assign \$458  = ~ \$signal$18 ;
+  assign \$459  = \$458  | w_rdy;
+  assign \$460  = \$459  & \$signal$81 ;
+  assign \$461  = \$457  | \$460 ;
+  assign \$462  = ~ \$157 [7:0];
+  assign \$463  = a2_bits & \$462 ;
+  assign \$465  = a2_bits[0] & a2_bits[1];
+  assign \$468  = a2_bits[2] & a2_bits[3];
+  assign \$470  = \$466  | \$469 ;
+  assign \$471  = a2_bits[0] | a2_bits[1];
+  assign \$472  = a2_bits[2] | a2_bits[3];
+  assign \$473  = \$471  & \$472 ;
+  assign \$474  = \$470  | \$473 ;
+  assign \$476  = a2_bits[4] & a2_bits[5];
+  assign \$479  = a2_bits[6] & a2_bits[7];
+  assign \$481  = \$477  | \$480 ;
+  assign \$482  = a2_bits[4] | a2_bits[5];
+  assign \$483  = a2_bits[6] | a2_bits[7];
   assign \$484  = \$482  & \$483 ;
-  assign \$485  = ~ \$165 [0];
-  assign \$486  = nz & \$485 ;
-  assign \$487  = nz - 1'h1;
-  assign \$488  = { 1'h0, nz } & \$487 ;
-  assign \$489  = ! \$488 ;
-  assign \$490  = ~ \$signal ;
-  assign \$491  = ~ \$signal$7 ;
-  assign \$492  = ~ \$signal$8 ;
-  assign \$493  = ~ \$signal$9 ;
-  assign \$494  = ~ a_v;
-  assign \$495  = nz_zero & \$494 ;
-  assign \$496  = \$493  | \$495 ;
-  assign \$497  = \$492  | \$496 ;
-  assign \$498  = \$491  | \$497 ;
-  assign \$499  = \$490  | \$498 ;
-  assign \$500  = ~ has_last;
-  assign \$502  = f_row > \$501 ;
-  assign \$503  = \$500  | \$502 ;
-  assign \$504  = eof_seen & \$503 ;
-  assign \$505  = \$499  & \$504 ;
-  assign \$506  = ends | \$505 ;
-  assign \$507  = \$signal  | \$signal$7 ;
-  assign \$508  = \$507  | \$signal$8 ;
-  assign \$509  = \$508  | \$signal$9 ;
-  assign \$510  = \$509  | \$signal$84 ;
-  assign \$511  = \$510  | \$signal$75 ;
-  assign \$512  = \$511  | b_v;
-  assign \$513  = \$512  | \$signal$21 ;
-  assign \$514  = ~ \$513 ;
-  assign \$515  = \$506  & \$514 ;
-  assign \$516  = ~ eof_done;
-  assign \$517  = \$515  & \$516 ;
-  assign \$518  = \$signal$21  | b_v;
-  assign \$519  = \$518  | \$signal$75 ;
-  assign \$520  = \$519  | \$signal$84 ;
-  assign \$521  = \$signal$75  ? \$signal$79  : a2_oy;
-  assign \$522  = b_v ? b_oy : \$521 ;
-  assign \$523  = \$signal$21  ? \$signal$23  : \$522 ;
-  assign \$524  = \$signal  ? { 1'h0, i_row } : f_row;
-  assign \$525  = \$signal$7  ? { 1'h0, s_row } : \$524 ;
-  assign \$526  = \$signal$8  ? { 1'h0, w_row } : \$525 ;
-  assign \$527  = \$signal$9  ? { 1'h0, c_row } : \$526 ;
+  assign \$485  = \$481  | \$484 ;
+  assign \$486  = \$474  | \$485 ;
+  assign \$487  = a2_bits[0] | a2_bits[1];
+  assign \$488  = a2_bits[2] | a2_bits[3];
+  assign \$489  = \$487  | \$488 ;
+  assign \$490  = a2_bits[4] | a2_bits[5];
+  assign \$491  = a2_bits[6] | a2_bits[7];
+  assign \$492  = \$490  | \$491 ;
+  assign \$493  = \$489  & \$492 ;
+  assign \$494  = \$486  | \$493 ;
+  assign \$495  = ~ \$494 ;
+  assign \$496  = ~ \$signal$82 ;
+  assign \$497  = ~ \$signal$18 ;
+  assign \$498  = \$497  | w_rdy;
+  assign \$499  = \$498  & \$signal$81 ;
+  assign \$500  = \$496  | \$499 ;
+  assign \$501  = ~ \$signal$91 ;
+  assign \$502  = ~ \$signal$82 ;
+  assign \$503  = ~ \$signal$18 ;
+  assign \$504  = \$503  | w_rdy;
+  assign \$505  = \$504  & \$signal$81 ;
+  assign \$506  = \$502  | \$505 ;
+  assign \$507  = \$501  | \$506 ;
+  assign \$508  = \$507  & a_v;
+  assign \$509  = a_oh ? \$signal$59  : 8'h00;
+  assign \$510  = a_oh ? { cwin_0, 1'h0 } : 17'h00000;
+  assign \$511  = a_oh ? { cwin_1, 1'h0 } : 17'h00000;
+  assign \$512  = a_oh ? { cwin_2, 1'h0 } : 17'h00000;
+  assign \$513  = ~ \$signal$91 ;
+  assign \$514  = ~ \$signal$82 ;
+  assign \$515  = ~ \$signal$18 ;
+  assign \$516  = \$515  | w_rdy;
+  assign \$517  = \$516  & \$signal$81 ;
+  assign \$518  = \$514  | \$517 ;
+  assign \$519  = \$513  | \$518 ;
+  assign \$520  = ~ a_v;
+  assign \$521  = ~ \$signal$91 ;
+  assign \$522  = ~ \$signal$82 ;
+  assign \$523  = ~ \$signal$18 ;
+  assign \$524  = \$523  | w_rdy;
+  assign \$525  = \$524  & \$signal$81 ;
+  assign \$526  = \$522  | \$525 ;
+  assign \$527  = \$521  | \$526 ;
+  assign \$528  = \$520  | \$527 ;
+  assign \$529  = \$528  & \$signal$52 ;
+  assign \$530  = ~ nz_zero;
+  assign \$531  = \$529  & \$530 ;
+  assign \$532  = ~ \$160 [0];
+  assign \$533  = nz & \$532 ;
+  assign \$535  = ~ \$signal ;
+  assign \$536  = ~ \$signal$7 ;
+  assign \$537  = \$535  | \$536 ;
+  assign \$538  = ~ has_last_r;
+  assign \$539  = issued ? \$signal$50  : \$signal$47 ;
+  assign \$540  = \$538  | \$539 ;
+  assign \$541  = \$signal$39  & \$540 ;
+  assign \$542  = \$537  & \$541 ;
+  assign \$543  = ends | \$542 ;
+  assign \$544  = \$signal  | \$signal$7 ;
+  assign \$545  = \$544  | \$signal$8 ;
+  assign \$546  = \$545  | \$signal$52 ;
+  assign \$547  = \$546  | \$signal$91 ;
+  assign \$548  = \$547  | \$signal$82 ;
+  assign \$549  = \$548  | b_v;
+  assign \$550  = \$549  | \$signal$18 ;
+  assign \$551  = ~ \$550 ;
+  assign \$552  = \$543  & \$551 ;
+  assign \$553  = ~ eof_done;
+  assign \$554  = \$552  & \$553 ;
+  assign \$555  = \$signal$18  | b_v;
+  assign \$556  = \$555  | \$signal$82 ;
+  assign \$557  = \$556  | \$signal$91 ;
+  assign \$558  = \$signal$82  ? \$signal$86  : a2_oy;
+  assign \$559  = b_v ? b_oy : \$558 ;
+  assign \$560  = \$signal$18  ? \$signal$20  : \$559 ;
+  assign \$561  = \$signal  ? { 1'h0, i_row } : f_row;
+  assign \$562  = \$signal$7  ? { 1'h0, s_row } : \$561 ;
+  assign \$563  = \$signal$8  ? { 1'h0, w_row } : \$562 ;
+  assign \$564  = \$signal$52  ? { 1'h0, c_row } : \$563 ;
   always @(posedge clk)
-    \$signal$9  <= \$528 ;
+    \$signal$39  <= \$565 ;
   always @(posedge clk)
-    c_row <= \$529 ;
+    has_last_r <= \$566 ;
   always @(posedge clk)
-    \$signal$8  <= \$530 ;
+    \$signal$43  <= \$567 ;
   always @(posedge clk)
-    nz <= \$531 ;
+    \$signal$46  <= \$568 ;
   always @(posedge clk)
-    nz_zero <= \$532 ;
+    \$signal$47  <= \$569 ;
   always @(posedge clk)
-    \$signal$46  <= \$533 ;
+    \$signal$50  <= \$570 ;
   always @(posedge clk)
-    cwin_0 <= \$534 ;
+    issued <= \$571 ;
   always @(posedge clk)
-    cwin_1 <= \$535 ;
+    \$signal$52  <= \$572 ;
   always @(posedge clk)
-    cwin_2 <= \$536 ;
+    c_row <= \$573 ;
   always @(posedge clk)
-    w_row <= \$537 ;
+    \$signal$8  <= \$574 ;
   always @(posedge clk)
-    \$signal$7  <= \$538 ;
+    nz <= \$575 ;
   always @(posedge clk)
-    win_0 <= \$539 ;
+    nz_zero <= \$576 ;
   always @(posedge clk)
-    win_1 <= \$540 ;
+    \$signal$59  <= \$577 ;
   always @(posedge clk)
-    win_2 <= \$541 ;
+    cwin_0 <= \$578 ;
   always @(posedge clk)
-    s_row <= \$542 ;
+    cwin_1 <= \$579 ;
   always @(posedge clk)
-    \$signal  <= \$543 ;
+    cwin_2 <= \$580 ;
   always @(posedge clk)
-    sel_0 <= \$544 ;
+    w_row <= \$581 ;
   always @(posedge clk)
-    sel_1 <= \$545 ;
+    \$signal$7  <= \$582 ;
   always @(posedge clk)
-    sel_2 <= \$546 ;
+    win_0 <= \$583 ;
   always @(posedge clk)
-    ends <= \$547 ;
+    win_1 <= \$584 ;
   always @(posedge clk)
-    i_row <= \$548 ;
+    win_2 <= \$585 ;
   always @(posedge clk)
-    i_cy <= \$549 ;
+    s_row <= \$586 ;
   always @(posedge clk)
-    f_row <= \$550 ;
+    \$signal  <= \$587 ;
   always @(posedge clk)
-    cy <= \$551 ;
+    sel_0 <= \$588 ;
   always @(posedge clk)
-    need <= \$552 ;
+    sel_1 <= \$589 ;
   always @(posedge clk)
-    eof_pend <= \$553 ;
+    sel_2 <= \$590 ;
   always @(posedge clk)
-    \$signal$21  <= \$554 ;
+    ends <= \$591 ;
   always @(posedge clk)
-    \$signal$17  <= \$555 ;
+    i_row <= \$592 ;
   always @(posedge clk)
-    \$like  <= \$556 ;
+    i_cy <= \$593 ;
   always @(posedge clk)
-    \$signal$23  <= \$557 ;
+    f_row <= \$594 ;
   always @(posedge clk)
-    c1_win_0 <= \$558 ;
+    cy <= \$595 ;
   always @(posedge clk)
-    c1_win_1 <= \$559 ;
+    need <= \$596 ;
   always @(posedge clk)
-    c1_win_2 <= \$560 ;
+    eof_pend <= \$597 ;
   always @(posedge clk)
-    \$signal$68  <= \$561 ;
+    \$signal$18  <= \$598 ;
   always @(posedge clk)
-    b_rest <= \$562 ;
+    \$signal$14  <= \$599 ;
   always @(posedge clk)
-    \$signal$74  <= \$563 ;
+    \$like  <= \$600 ;
   always @(posedge clk)
-    b_v <= \$564 ;
+    \$signal$20  <= \$601 ;
   always @(posedge clk)
-    \$like$69  <= \$565 ;
+    c1_win_0 <= \$602 ;
   always @(posedge clk)
-    b_oy <= \$566 ;
+    c1_win_1 <= \$603 ;
   always @(posedge clk)
-    b_win_0 <= \$567 ;
+    c1_win_2 <= \$604 ;
   always @(posedge clk)
-    b_win_1 <= \$568 ;
+    \$signal$75  <= \$605 ;
   always @(posedge clk)
-    b_win_2 <= \$569 ;
+    b_rest <= \$606 ;
   always @(posedge clk)
-    \$signal$75  <= \$570 ;
+    \$signal$81  <= \$607 ;
   always @(posedge clk)
-    \$signal$76  <= \$571 ;
+    b_v <= \$608 ;
   always @(posedge clk)
-    \$signal$77  <= \$572 ;
+    \$like$76  <= \$609 ;
   always @(posedge clk)
-    \$like$78  <= \$573 ;
+    b_oy <= \$610 ;
   always @(posedge clk)
-    \$signal$79  <= \$574 ;
+    b_win_0 <= \$611 ;
   always @(posedge clk)
-    a3_rest_zero <= \$575 ;
+    b_win_1 <= \$612 ;
   always @(posedge clk)
-    a3_win_0 <= \$576 ;
+    b_win_2 <= \$613 ;
   always @(posedge clk)
-    a3_win_1 <= \$577 ;
+    \$signal$82  <= \$614 ;
   always @(posedge clk)
-    a3_win_2 <= \$578 ;
+    \$signal$83  <= \$615 ;
   always @(posedge clk)
-    \$signal$84  <= \$579 ;
+    \$signal$84  <= \$616 ;
   always @(posedge clk)
-    a2_oy <= \$580 ;
+    \$like$85  <= \$617 ;
   always @(posedge clk)
-    \$signal$85  <= \$581 ;
+    \$signal$86  <= \$618 ;
   always @(posedge clk)
-    a2_bits <= \$582 ;
+    a3_rest_zero <= \$619 ;
   always @(posedge clk)
-    a2_win_0 <= \$583 ;
+    a3_win_0 <= \$620 ;
   always @(posedge clk)
-    a2_win_1 <= \$584 ;
+    a3_win_1 <= \$621 ;
   always @(posedge clk)
-    a2_win_2 <= \$585 ;
+    a3_win_2 <= \$622 ;
   always @(posedge clk)
-    a_v <= \$586 ;
+    \$signal$91  <= \$623 ;
   always @(posedge clk)
-    a_oh <= \$587 ;
+    a2_oy <= \$624 ;
   always @(posedge clk)
-    eof_done <= \$588 ;
+    \$signal$92  <= \$625 ;
   always @(posedge clk)
-    \$signal$37  <= \$589 ;
+    a2_bits <= \$626 ;
   always @(posedge clk)
-    \$signal$39  <= \$590 ;
+    a2_win_0 <= \$627 ;
   always @(posedge clk)
-    rows_row <= \$591 ;
+    a2_win_1 <= \$628 ;
+  always @(posedge clk)
+    a2_win_2 <= \$629 ;
+  always @(posedge clk)
+    a_v <= \$630 ;
+  always @(posedge clk)
+    a_oh <= \$631 ;
+  always @(posedge clk)
+    eof_done <= \$632 ;
+  always @(posedge clk)
+    \$signal$34  <= \$633 ;
+  always @(posedge clk)
+    \$signal$36  <= \$634 ;
+  always @(posedge clk)
+    rows_row <= \$635 ;
   assign \$1  = ~ \$signal$7 ;
   assign \$2  = ~ \$signal$8 ;
-  assign \$3  = ~ \$signal$9 ;
-  assign \$4  = ~ a_v;
-  assign \$5  = nz_zero & \$4 ;
-  assign \$6  = \$3  | \$5 ;
-  assign \$7  = \$2  | \$6 ;
-  assign \$8  = \$1  | \$7 ;
-  assign \$9  = \$signal  & \$8 ;
-  assign \$10  = i_cy + 8'hff;
-  assign \$11  = i_cy + 1'h0;
-  assign \$12  = i_cy + 1'h1;
-  assign \$13  = \$signal$17 [1] | \$signal$17 [3];
-  assign \$14  = \$13  | \$signal$17 [5];
-  assign \$15  = \$14  | \$signal$17 [7];
-  assign \$16  = \$signal$17 [2] | \$signal$17 [3];
-  assign \$17  = \$16  | \$signal$17 [6];
-  assign \$18  = \$17  | \$signal$17 [7];
-  assign \$19  = \$signal$17 [4] | \$signal$17 [5];
-  assign \$20  = \$19  | \$signal$17 [6];
-  assign \$21  = \$20  | \$signal$17 [7];
-  assign w_en = \$signal$21  | eof_pend;
-  assign \$22  = \$signal$17 [0] & c1_win_0[0];
-  assign \$23  = \$signal$17 [1] & c1_win_0[2];
-  assign \$24  = \$22  | \$23 ;
-  assign \$25  = \$signal$17 [2] & c1_win_0[4];
-  assign \$26  = \$24  | \$25 ;
-  assign \$27  = \$signal$17 [3] & c1_win_0[6];
-  assign \$28  = \$26  | \$27 ;
-  assign \$29  = \$signal$17 [4] & c1_win_0[8];
-  assign \$30  = \$28  | \$29 ;
-  assign \$31  = \$signal$17 [5] & c1_win_0[10];
-  assign \$32  = \$30  | \$31 ;
-  assign \$33  = \$signal$17 [6] & c1_win_0[12];
+  assign \$3  = \$1  | \$2 ;
+  assign \$4  = \$signal  & \$3 ;
+  assign \$5  = i_cy + 8'hff;
+  assign \$6  = i_cy + 1'h0;
+  assign \$7  = i_cy + 1'h1;
+  assign \$8  = \$signal$14 [1] | \$signal$14 [3];
+  assign \$9  = \$8  | \$signal$14 [5];
+  assign \$10  = \$9  | \$signal$14 [7];
+  assign \$11  = \$signal$14 [2] | \$signal$14 [3];
+  assign \$12  = \$11  | \$signal$14 [6];
+  assign \$13  = \$12  | \$signal$14 [7];
+  assign \$14  = \$signal$14 [4] | \$signal$14 [5];
+  assign \$15  = \$14  | \$signal$14 [6];
+  assign \$16  = \$15  | \$signal$14 [7];
+  assign w_en = \$signal$18  | eof_pend;
+  assign \$17  = \$signal$14 [0] & c1_win_0[0];
+  assign \$18  = \$signal$14 [1] & c1_win_0[2];
+  assign \$19  = \$17  | \$18 ;
+  assign \$20  = \$signal$14 [2] & c1_win_0[4];
+  assign \$21  = \$19  | \$20 ;
+  assign \$22  = \$signal$14 [3] & c1_win_0[6];
+  assign \$23  = \$21  | \$22 ;
+  assign \$24  = \$signal$14 [4] & c1_win_0[8];
+  assign \$25  = \$23  | \$24 ;
+  assign \$26  = \$signal$14 [5] & c1_win_0[10];
+  assign \$27  = \$25  | \$26 ;
+  assign \$28  = \$signal$14 [6] & c1_win_0[12];
+  assign \$29  = \$27  | \$28 ;
+  assign \$30  = \$signal$14 [7] & c1_win_0[14];
+  assign \$31  = \$29  | \$30 ;
+  assign \$32  = \$signal$14 [0] & c1_win_0[1];
+  assign \$33  = \$signal$14 [1] & c1_win_0[3];
   assign \$34  = \$32  | \$33 ;
-  assign \$35  = \$signal$17 [7] & c1_win_0[14];
+  assign \$35  = \$signal$14 [2] & c1_win_0[5];
   assign \$36  = \$34  | \$35 ;
-  assign \$37  = \$signal$17 [0] & c1_win_0[1];
-  assign \$38  = \$signal$17 [1] & c1_win_0[3];
-  assign \$39  = \$37  | \$38 ;
-  assign \$40  = \$signal$17 [2] & c1_win_0[5];
-  assign \$41  = \$39  | \$40 ;
-  assign \$42  = \$signal$17 [3] & c1_win_0[7];
-  assign \$43  = \$41  | \$42 ;
-  assign \$44  = \$signal$17 [4] & c1_win_0[9];
-  assign \$45  = \$43  | \$44 ;
-  assign \$46  = \$signal$17 [5] & c1_win_0[11];
-  assign \$47  = \$45  | \$46 ;
-  assign \$48  = \$signal$17 [6] & c1_win_0[13];
+  assign \$37  = \$signal$14 [3] & c1_win_0[7];
+  assign \$38  = \$36  | \$37 ;
+  assign \$39  = \$signal$14 [4] & c1_win_0[9];
+  assign \$40  = \$38  | \$39 ;
+  assign \$41  = \$signal$14 [5] & c1_win_0[11];
+  assign \$42  = \$40  | \$41 ;
+  assign \$43  = \$signal$14 [6] & c1_win_0[13];
+  assign \$44  = \$42  | \$43 ;
+  assign \$45  = \$signal$14 [7] & c1_win_0[15];
+  assign \$46  = \$44  | \$45 ;
+  assign \$47  = \$signal$14 [0] & c1_win_0[2];
+  assign \$48  = \$signal$14 [1] & c1_win_0[4];
   assign \$49  = \$47  | \$48 ;
-  assign \$50  = \$signal$17 [7] & c1_win_0[15];
+  assign \$50  = \$signal$14 [2] & c1_win_0[6];
   assign \$51  = \$49  | \$50 ;
-  assign \$52  = \$signal$17 [0] & c1_win_0[2];
-  assign \$53  = \$signal$17 [1] & c1_win_0[4];
-  assign \$54  = \$52  | \$53 ;
-  assign \$55  = \$signal$17 [2] & c1_win_0[6];
-  assign \$56  = \$54  | \$55 ;
-  assign \$57  = \$signal$17 [3] & c1_win_0[8];
-  assign \$58  = \$56  | \$57 ;
-  assign \$59  = \$signal$17 [4] & c1_win_0[10];
-  assign \$60  = \$58  | \$59 ;
-  assign \$61  = \$signal$17 [5] & c1_win_0[12];
-  assign \$62  = \$60  | \$61 ;
-  assign \$63  = \$signal$17 [6] & c1_win_0[14];
+  assign \$52  = \$signal$14 [3] & c1_win_0[8];
+  assign \$53  = \$51  | \$52 ;
+  assign \$54  = \$signal$14 [4] & c1_win_0[10];
+  assign \$55  = \$53  | \$54 ;
+  assign \$56  = \$signal$14 [5] & c1_win_0[12];
+  assign \$57  = \$55  | \$56 ;
+  assign \$58  = \$signal$14 [6] & c1_win_0[14];
+  assign \$59  = \$57  | \$58 ;
+  assign \$60  = \$signal$14 [7] & c1_win_0[16];
+  assign \$61  = \$59  | \$60 ;
+  assign \$62  = \$signal$14 [0] & c1_win_1[0];
+  assign \$63  = \$signal$14 [1] & c1_win_1[2];
   assign \$64  = \$62  | \$63 ;
-  assign \$65  = \$signal$17 [7] & c1_win_0[16];
+  assign \$65  = \$signal$14 [2] & c1_win_1[4];
   assign \$66  = \$64  | \$65 ;
-  assign \$67  = \$signal$17 [0] & c1_win_1[0];
-  assign \$68  = \$signal$17 [1] & c1_win_1[2];
-  assign \$69  = \$67  | \$68 ;
-  assign \$70  = \$signal$17 [2] & c1_win_1[4];
-  assign \$71  = \$69  | \$70 ;
-  assign \$72  = \$signal$17 [3] & c1_win_1[6];
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = \$signal$17 [4] & c1_win_1[8];
-  assign \$75  = \$73  | \$74 ;
-  assign \$76  = \$signal$17 [5] & c1_win_1[10];
-  assign \$77  = \$75  | \$76 ;
-  assign \$78  = \$signal$17 [6] & c1_win_1[12];
+  assign \$67  = \$signal$14 [3] & c1_win_1[6];
+  assign \$68  = \$66  | \$67 ;
+  assign \$69  = \$signal$14 [4] & c1_win_1[8];
+  assign \$70  = \$68  | \$69 ;
+  assign \$71  = \$signal$14 [5] & c1_win_1[10];
+  assign \$72  = \$70  | \$71 ;
+  assign \$73  = \$signal$14 [6] & c1_win_1[12];
+  assign \$74  = \$72  | \$73 ;
+  assign \$75  = \$signal$14 [7] & c1_win_1[14];
+  assign \$76  = \$74  | \$75 ;
+  assign \$77  = \$signal$14 [0] & c1_win_1[1];
+  assign \$78  = \$signal$14 [1] & c1_win_1[3];
   assign \$79  = \$77  | \$78 ;
-  assign \$80  = \$signal$17 [7] & c1_win_1[14];
+  assign \$80  = \$signal$14 [2] & c1_win_1[5];
   assign \$81  = \$79  | \$80 ;
-  assign \$82  = \$signal$17 [0] & c1_win_1[1];
-  assign \$83  = \$signal$17 [1] & c1_win_1[3];
-  assign \$84  = \$82  | \$83 ;
-  assign \$85  = \$signal$17 [2] & c1_win_1[5];
-  assign \$86  = \$84  | \$85 ;
-  assign \$87  = \$signal$17 [3] & c1_win_1[7];
-  assign \$88  = \$86  | \$87 ;
-  assign \$89  = \$signal$17 [4] & c1_win_1[9];
-  assign \$90  = \$88  | \$89 ;
-  assign \$91  = \$signal$17 [5] & c1_win_1[11];
-  assign \$92  = \$90  | \$91 ;
-  assign \$93  = \$signal$17 [6] & c1_win_1[13];
+  assign \$82  = \$signal$14 [3] & c1_win_1[7];
+  assign \$83  = \$81  | \$82 ;
+  assign \$84  = \$signal$14 [4] & c1_win_1[9];
+  assign \$85  = \$83  | \$84 ;
+  assign \$86  = \$signal$14 [5] & c1_win_1[11];
+  assign \$87  = \$85  | \$86 ;
+  assign \$88  = \$signal$14 [6] & c1_win_1[13];
+  assign \$89  = \$87  | \$88 ;
+  assign \$90  = \$signal$14 [7] & c1_win_1[15];
+  assign \$91  = \$89  | \$90 ;
+  assign \$92  = \$signal$14 [0] & c1_win_1[2];
+  assign \$93  = \$signal$14 [1] & c1_win_1[4];
   assign \$94  = \$92  | \$93 ;
-  assign \$95  = \$signal$17 [7] & c1_win_1[15];
+  assign \$95  = \$signal$14 [2] & c1_win_1[6];
   assign \$96  = \$94  | \$95 ;
-  assign \$97  = \$signal$17 [0] & c1_win_1[2];
-  assign \$98  = \$signal$17 [1] & c1_win_1[4];
-  assign \$99  = \$97  | \$98 ;
-  assign \$100  = \$signal$17 [2] & c1_win_1[6];
-  assign \$101  = \$99  | \$100 ;
-  assign \$102  = \$signal$17 [3] & c1_win_1[8];
-  assign \$103  = \$101  | \$102 ;
-  assign \$104  = \$signal$17 [4] & c1_win_1[10];
-  assign \$105  = \$103  | \$104 ;
-  assign \$106  = \$signal$17 [5] & c1_win_1[12];
-  assign \$107  = \$105  | \$106 ;
-  assign \$108  = \$signal$17 [6] & c1_win_1[14];
+  assign \$97  = \$signal$14 [3] & c1_win_1[8];
+  assign \$98  = \$96  | \$97 ;
+  assign \$99  = \$signal$14 [4] & c1_win_1[10];
+  assign \$100  = \$98  | \$99 ;
+  assign \$101  = \$signal$14 [5] & c1_win_1[12];
+  assign \$102  = \$100  | \$101 ;
+  assign \$103  = \$signal$14 [6] & c1_win_1[14];
+  assign \$104  = \$102  | \$103 ;
+  assign \$105  = \$signal$14 [7] & c1_win_1[16];
+  assign \$106  = \$104  | \$105 ;
+  assign \$107  = \$signal$14 [0] & c1_win_2[0];
+  assign \$108  = \$signal$14 [1] & c1_win_2[2];
   assign \$109  = \$107  | \$108 ;
-  assign \$110  = \$signal$17 [7] & c1_win_1[16];
+  assign \$110  = \$signal$14 [2] & c1_win_2[4];
   assign \$111  = \$109  | \$110 ;
-  assign \$112  = \$signal$17 [0] & c1_win_2[0];
-  assign \$113  = \$signal$17 [1] & c1_win_2[2];
-  assign \$114  = \$112  | \$113 ;
-  assign \$115  = \$signal$17 [2] & c1_win_2[4];
-  assign \$116  = \$114  | \$115 ;
-  assign \$117  = \$signal$17 [3] & c1_win_2[6];
-  assign \$118  = \$116  | \$117 ;
-  assign \$119  = \$signal$17 [4] & c1_win_2[8];
-  assign \$120  = \$118  | \$119 ;
-  assign \$121  = \$signal$17 [5] & c1_win_2[10];
-  assign \$122  = \$120  | \$121 ;
-  assign \$123  = \$signal$17 [6] & c1_win_2[12];
+  assign \$112  = \$signal$14 [3] & c1_win_2[6];
+  assign \$113  = \$111  | \$112 ;
+  assign \$114  = \$signal$14 [4] & c1_win_2[8];
+  assign \$115  = \$113  | \$114 ;
+  assign \$116  = \$signal$14 [5] & c1_win_2[10];
+  assign \$117  = \$115  | \$116 ;
+  assign \$118  = \$signal$14 [6] & c1_win_2[12];
+  assign \$119  = \$117  | \$118 ;
+  assign \$120  = \$signal$14 [7] & c1_win_2[14];
+  assign \$121  = \$119  | \$120 ;
+  assign \$122  = \$signal$14 [0] & c1_win_2[1];
+  assign \$123  = \$signal$14 [1] & c1_win_2[3];
   assign \$124  = \$122  | \$123 ;
-  assign \$125  = \$signal$17 [7] & c1_win_2[14];
+  assign \$125  = \$signal$14 [2] & c1_win_2[5];
   assign \$126  = \$124  | \$125 ;
-  assign \$127  = \$signal$17 [0] & c1_win_2[1];
-  assign \$128  = \$signal$17 [1] & c1_win_2[3];
-  assign \$129  = \$127  | \$128 ;
-  assign \$130  = \$signal$17 [2] & c1_win_2[5];
-  assign \$131  = \$129  | \$130 ;
-  assign \$132  = \$signal$17 [3] & c1_win_2[7];
-  assign \$133  = \$131  | \$132 ;
-  assign \$134  = \$signal$17 [4] & c1_win_2[9];
-  assign \$135  = \$133  | \$134 ;
-  assign \$136  = \$signal$17 [5] & c1_win_2[11];
-  assign \$137  = \$135  | \$136 ;
-  assign \$138  = \$signal$17 [6] & c1_win_2[13];
+  assign \$127  = \$signal$14 [3] & c1_win_2[7];
+  assign \$128  = \$126  | \$127 ;
+  assign \$129  = \$signal$14 [4] & c1_win_2[9];
+  assign \$130  = \$128  | \$129 ;
+  assign \$131  = \$signal$14 [5] & c1_win_2[11];
+  assign \$132  = \$130  | \$131 ;
+  assign \$133  = \$signal$14 [6] & c1_win_2[13];
+  assign \$134  = \$132  | \$133 ;
+  assign \$135  = \$signal$14 [7] & c1_win_2[15];
+  assign \$136  = \$134  | \$135 ;
+  assign \$137  = \$signal$14 [0] & c1_win_2[2];
+  assign \$138  = \$signal$14 [1] & c1_win_2[4];
   assign \$139  = \$137  | \$138 ;
-  assign \$140  = \$signal$17 [7] & c1_win_2[15];
+  assign \$140  = \$signal$14 [2] & c1_win_2[6];
   assign \$141  = \$139  | \$140 ;
-  assign \$142  = \$signal$17 [0] & c1_win_2[2];
-  assign \$143  = \$signal$17 [1] & c1_win_2[4];
-  assign \$144  = \$142  | \$143 ;
-  assign \$145  = \$signal$17 [2] & c1_win_2[6];
-  assign \$146  = \$144  | \$145 ;
-  assign \$147  = \$signal$17 [3] & c1_win_2[8];
-  assign \$148  = \$146  | \$147 ;
-  assign \$149  = \$signal$17 [4] & c1_win_2[10];
-  assign \$150  = \$148  | \$149 ;
-  assign \$151  = \$signal$17 [5] & c1_win_2[12];
-  assign \$152  = \$150  | \$151 ;
-  assign \$153  = \$signal$17 [6] & c1_win_2[14];
-  assign \$154  = \$152  | \$153 ;
-  assign \$155  = \$signal$17 [7] & c1_win_2[16];
-  assign \$156  = \$154  | \$155 ;
-  assign \$157  = ~ b_rest;
-  assign \$158  = \$157  + 1'h1;
-  assign \$159  = { 1'h0, b_rest } & \$158 ;
-  assign \$160  = ~ a2_bits;
-  assign \$161  = \$160  + 1'h1;
-  assign \$162  = { 1'h0, a2_bits } & \$161 ;
-  assign \$163  = ~ nz;
-  assign \$164  = \$163  + 1'h1;
-  assign \$165  = { 1'h0, nz } & \$164 ;
-  assign \$166  = \$signal$37  ? \$signal$39  : rows_row;
-  assign row = sites__valid ? sites__payload[2:0] : \$166 ;
-  assign \$167  = ~ \$signal$9 ;
-  assign \$168  = ~ a_v;
-  assign \$169  = nz_zero & \$168 ;
-  assign \$170  = \$167  | \$169 ;
-  assign \$171  = \$signal$9  & \$170 ;
-  assign \$172  = ~ \$signal$9 ;
-  assign \$173  = ~ a_v;
-  assign \$174  = nz_zero & \$173 ;
-  assign \$175  = \$172  | \$174 ;
-  assign \$176  = \$signal$8  & \$175 ;
-  assign \$177  = win_1 | win_2;
-  assign \$178  = win_1 | win_2;
-  assign \$179  = \$177 [0] | \$178 [1];
+  assign \$142  = \$signal$14 [3] & c1_win_2[8];
+  assign \$143  = \$141  | \$142 ;
+  assign \$144  = \$signal$14 [4] & c1_win_2[10];
+  assign \$145  = \$143  | \$144 ;
+  assign \$146  = \$signal$14 [5] & c1_win_2[12];
+  assign \$147  = \$145  | \$146 ;
+  assign \$148  = \$signal$14 [6] & c1_win_2[14];
+  assign \$149  = \$147  | \$148 ;
+  assign \$150  = \$signal$14 [7] & c1_win_2[16];
+  assign \$151  = \$149  | \$150 ;
+  assign \$152  = ~ b_rest;
+  assign \$153  = \$152  + 1'h1;
+  assign \$154  = { 1'h0, b_rest } & \$153 ;
+  assign \$155  = ~ a2_bits;
+  assign \$156  = \$155  + 1'h1;
+  assign \$157  = { 1'h0, a2_bits } & \$156 ;
+  assign \$158  = ~ nz;
+  assign \$159  = \$158  + 1'h1;
+  assign \$160  = { 1'h0, nz } & \$159 ;
+  assign \$161  = \$signal$34  ? \$signal$36  : rows_row;
+  assign row = sites__valid ? sites__payload[2:0] : \$161 ;
+  assign \$162  = done_rows >= need;
+  assign \$163  = need + 2'h2;
+  assign \$164  = done_rows >= \$163 ;
+  assign \$166  = f_row > \$165 ;
+  assign \$168  = f_row >= \$167 ;
+  assign \$169  = ~ \$signal$52 ;
+  assign \$170  = ~ a_v;
+  assign \$171  = nz_zero & \$170 ;
+  assign \$172  = \$169  | \$171 ;
+  assign \$173  = \$signal$52  & \$172 ;
+  assign \$174  = ~ \$signal$52 ;
+  assign \$175  = ~ a_v;
+  assign \$176  = nz_zero & \$175 ;
+  assign \$177  = \$174  | \$176 ;
+  assign \$178  = \$signal$8  & \$177 ;
+  assign \$179  = win_1 | win_2;
   assign \$180  = win_1 | win_2;
-  assign \$181  = win_1 | win_2;
-  assign \$182  = \$180 [2] | \$181 [3];
+  assign \$181  = \$179 [0] | \$180 [1];
+  assign \$182  = win_1 | win_2;
   assign \$183  = win_1 | win_2;
-  assign \$184  = win_1 | win_2;
-  assign \$185  = \$183 [4] | \$184 [5];
+  assign \$184  = \$182 [2] | \$183 [3];
+  assign \$185  = win_1 | win_2;
   assign \$186  = win_1 | win_2;
-  assign \$187  = win_1 | win_2;
-  assign \$188  = \$186 [6] | \$187 [7];
+  assign \$187  = \$185 [4] | \$186 [5];
+  assign \$188  = win_1 | win_2;
   assign \$189  = win_1 | win_2;
-  assign \$190  = win_1 | win_2;
-  assign \$191  = \$189 [8] | \$190 [9];
+  assign \$190  = \$188 [6] | \$189 [7];
+  assign \$191  = win_1 | win_2;
   assign \$192  = win_1 | win_2;
-  assign \$193  = win_1 | win_2;
-  assign \$194  = \$192 [10] | \$193 [11];
+  assign \$193  = \$191 [8] | \$192 [9];
+  assign \$194  = win_1 | win_2;
   assign \$195  = win_1 | win_2;
-  assign \$196  = win_1 | win_2;
-  assign \$197  = \$195 [12] | \$196 [13];
+  assign \$196  = \$194 [10] | \$195 [11];
+  assign \$197  = win_1 | win_2;
   assign \$198  = win_1 | win_2;
-  assign \$199  = win_1 | win_2;
-  assign \$200  = \$198 [14] | \$199 [15];
-  assign \$201  = | { \$200 , \$197 , \$194 , \$191 , \$188 , \$185 , \$182 , \$179  };
-  assign \$202  = win_1 | win_2;
-  assign \$203  = win_1 | win_2;
-  assign \$204  = \$202 [0] | \$203 [1];
+  assign \$199  = \$197 [12] | \$198 [13];
+  assign \$200  = win_1 | win_2;
+  assign \$201  = win_1 | win_2;
+  assign \$202  = \$200 [14] | \$201 [15];
+  assign \$203  = | { \$202 , \$199 , \$196 , \$193 , \$190 , \$187 , \$184 , \$181  };
+  assign \$204  = win_1 | win_2;
   assign \$205  = win_1 | win_2;
-  assign \$206  = win_1 | win_2;
-  assign \$207  = \$205 [2] | \$206 [3];
+  assign \$206  = \$204 [0] | \$205 [1];
+  assign \$207  = win_1 | win_2;
   assign \$208  = win_1 | win_2;
-  assign \$209  = win_1 | win_2;
-  assign \$210  = \$208 [4] | \$209 [5];
+  assign \$209  = \$207 [2] | \$208 [3];
+  assign \$210  = win_1 | win_2;
   assign \$211  = win_1 | win_2;
-  assign \$212  = win_1 | win_2;
-  assign \$213  = \$211 [6] | \$212 [7];
+  assign \$212  = \$210 [4] | \$211 [5];
+  assign \$213  = win_1 | win_2;
   assign \$214  = win_1 | win_2;
-  assign \$215  = win_1 | win_2;
-  assign \$216  = \$214 [8] | \$215 [9];
+  assign \$215  = \$213 [6] | \$214 [7];
+  assign \$216  = win_1 | win_2;
   assign \$217  = win_1 | win_2;
-  assign \$218  = win_1 | win_2;
-  assign \$219  = \$217 [10] | \$218 [11];
+  assign \$218  = \$216 [8] | \$217 [9];
+  assign \$219  = win_1 | win_2;
   assign \$220  = win_1 | win_2;
-  assign \$221  = win_1 | win_2;
-  assign \$222  = \$220 [12] | \$221 [13];
+  assign \$221  = \$219 [10] | \$220 [11];
+  assign \$222  = win_1 | win_2;
   assign \$223  = win_1 | win_2;
-  assign \$224  = win_1 | win_2;
-  assign \$225  = \$223 [14] | \$224 [15];
-  assign \$226  = | { \$225 , \$222 , \$219 , \$216 , \$213 , \$210 , \$207 , \$204  };
-  assign \$227  = ! \$226 ;
-  assign \$228  = win_1 | win_2;
-  assign \$229  = win_1 | win_2;
-  assign \$230  = \$228 [0] | \$229 [1];
+  assign \$224  = \$222 [12] | \$223 [13];
+  assign \$225  = win_1 | win_2;
+  assign \$226  = win_1 | win_2;
+  assign \$227  = \$225 [14] | \$226 [15];
+  assign \$228  = | { \$227 , \$224 , \$221 , \$218 , \$215 , \$212 , \$209 , \$206  };
+  assign \$229  = ! \$228 ;
+  assign \$230  = win_1 | win_2;
   assign \$231  = win_1 | win_2;
-  assign \$232  = win_1 | win_2;
-  assign \$233  = \$231 [2] | \$232 [3];
+  assign \$232  = \$230 [0] | \$231 [1];
+  assign \$233  = win_1 | win_2;
   assign \$234  = win_1 | win_2;
-  assign \$235  = win_1 | win_2;
-  assign \$236  = \$234 [4] | \$235 [5];
+  assign \$235  = \$233 [2] | \$234 [3];
+  assign \$236  = win_1 | win_2;
   assign \$237  = win_1 | win_2;
-  assign \$238  = win_1 | win_2;
-  assign \$239  = \$237 [6] | \$238 [7];
+  assign \$238  = \$236 [4] | \$237 [5];
+  assign \$239  = win_1 | win_2;
   assign \$240  = win_1 | win_2;
-  assign \$241  = win_1 | win_2;
-  assign \$242  = \$240 [8] | \$241 [9];
+  assign \$241  = \$239 [6] | \$240 [7];
+  assign \$242  = win_1 | win_2;
   assign \$243  = win_1 | win_2;
-  assign \$244  = win_1 | win_2;
-  assign \$245  = \$243 [10] | \$244 [11];
+  assign \$244  = \$242 [8] | \$243 [9];
+  assign \$245  = win_1 | win_2;
   assign \$246  = win_1 | win_2;
-  assign \$247  = win_1 | win_2;
-  assign \$248  = \$246 [12] | \$247 [13];
+  assign \$247  = \$245 [10] | \$246 [11];
+  assign \$248  = win_1 | win_2;
   assign \$249  = win_1 | win_2;
-  assign \$250  = win_1 | win_2;
-  assign \$251  = \$249 [14] | \$250 [15];
-  assign \$252  = ~ \$signal$8 ;
-  assign \$253  = ~ \$signal$9 ;
-  assign \$254  = ~ a_v;
-  assign \$255  = nz_zero & \$254 ;
-  assign \$256  = \$253  | \$255 ;
-  assign \$257  = \$252  | \$256 ;
-  assign \$258  = \$signal$7  & \$257 ;
-  assign \$259  = sel_0[0] ? bitmaps[15:0] : 16'h0000;
-  assign \$260  = sel_0[1] ? bitmaps[31:16] : 16'h0000;
-  assign \$261  = \$259  | \$260 ;
-  assign \$262  = sel_0[2] ? bitmaps[47:32] : 16'h0000;
+  assign \$250  = \$248 [12] | \$249 [13];
+  assign \$251  = win_1 | win_2;
+  assign \$252  = win_1 | win_2;
+  assign \$253  = \$251 [14] | \$252 [15];
+  assign \$254  = ~ \$signal$8 ;
+  assign \$255  = ~ \$signal$52 ;
+  assign \$256  = ~ a_v;
+  assign \$257  = nz_zero & \$256 ;
+  assign \$258  = \$255  | \$257 ;
+  assign \$259  = \$254  | \$258 ;
+  assign \$260  = \$signal$7  & \$259 ;
+  assign \$261  = sel_0[0] ? bitmaps[15:0] : 16'h0000;
+  assign \$262  = sel_0[1] ? bitmaps[31:16] : 16'h0000;
   assign \$263  = \$261  | \$262 ;
-  assign \$264  = sel_0[3] ? bitmaps[63:48] : 16'h0000;
+  assign \$264  = sel_0[2] ? bitmaps[47:32] : 16'h0000;
   assign \$265  = \$263  | \$264 ;
-  assign \$266  = sel_0[4] ? bitmaps[79:64] : 16'h0000;
+  assign \$266  = sel_0[3] ? bitmaps[63:48] : 16'h0000;
   assign \$267  = \$265  | \$266 ;
-  assign \$268  = sel_0[5] ? bitmaps[95:80] : 16'h0000;
+  assign \$268  = sel_0[4] ? bitmaps[79:64] : 16'h0000;
   assign \$269  = \$267  | \$268 ;
-  assign \$270  = sel_0[6] ? bitmaps[111:96] : 16'h0000;
+  assign \$270  = sel_0[5] ? bitmaps[95:80] : 16'h0000;
   assign \$271  = \$269  | \$270 ;
-  assign \$272  = sel_0[7] ? bitmaps[127:112] : 16'h0000;
+  assign \$272  = sel_0[6] ? bitmaps[111:96] : 16'h0000;
   assign \$273  = \$271  | \$272 ;
-  assign \$274  = sel_1[0] ? bitmaps[15:0] : 16'h0000;
-  assign \$275  = sel_1[1] ? bitmaps[31:16] : 16'h0000;
-  assign \$276  = \$274  | \$275 ;
-  assign \$277  = sel_1[2] ? bitmaps[47:32] : 16'h0000;
+  assign \$274  = sel_0[7] ? bitmaps[127:112] : 16'h0000;
+  assign \$275  = \$273  | \$274 ;
+  assign \$276  = sel_1[0] ? bitmaps[15:0] : 16'h0000;
+  assign \$277  = sel_1[1] ? bitmaps[31:16] : 16'h0000;
   assign \$278  = \$276  | \$277 ;
-  assign \$279  = sel_1[3] ? bitmaps[63:48] : 16'h0000;
+  assign \$279  = sel_1[2] ? bitmaps[47:32] : 16'h0000;
   assign \$280  = \$278  | \$279 ;
-  assign \$281  = sel_1[4] ? bitmaps[79:64] : 16'h0000;
+  assign \$281  = sel_1[3] ? bitmaps[63:48] : 16'h0000;
   assign \$282  = \$280  | \$281 ;
-  assign \$283  = sel_1[5] ? bitmaps[95:80] : 16'h0000;
+  assign \$283  = sel_1[4] ? bitmaps[79:64] : 16'h0000;
   assign \$284  = \$282  | \$283 ;
-  assign \$285  = sel_1[6] ? bitmaps[111:96] : 16'h0000;
+  assign \$285  = sel_1[5] ? bitmaps[95:80] : 16'h0000;
   assign \$286  = \$284  | \$285 ;
-  assign \$287  = sel_1[7] ? bitmaps[127:112] : 16'h0000;
+  assign \$287  = sel_1[6] ? bitmaps[111:96] : 16'h0000;
   assign \$288  = \$286  | \$287 ;
-  assign \$289  = sel_2[0] ? bitmaps[15:0] : 16'h0000;
-  assign \$290  = sel_2[1] ? bitmaps[31:16] : 16'h0000;
-  assign \$291  = \$289  | \$290 ;
-  assign \$292  = sel_2[2] ? bitmaps[47:32] : 16'h0000;
+  assign \$289  = sel_1[7] ? bitmaps[127:112] : 16'h0000;
+  assign \$290  = \$288  | \$289 ;
+  assign \$291  = sel_2[0] ? bitmaps[15:0] : 16'h0000;
+  assign \$292  = sel_2[1] ? bitmaps[31:16] : 16'h0000;
   assign \$293  = \$291  | \$292 ;
-  assign \$294  = sel_2[3] ? bitmaps[63:48] : 16'h0000;
+  assign \$294  = sel_2[2] ? bitmaps[47:32] : 16'h0000;
   assign \$295  = \$293  | \$294 ;
-  assign \$296  = sel_2[4] ? bitmaps[79:64] : 16'h0000;
+  assign \$296  = sel_2[3] ? bitmaps[63:48] : 16'h0000;
   assign \$297  = \$295  | \$296 ;
-  assign \$298  = sel_2[5] ? bitmaps[95:80] : 16'h0000;
+  assign \$298  = sel_2[4] ? bitmaps[79:64] : 16'h0000;
   assign \$299  = \$297  | \$298 ;
-  assign \$300  = sel_2[6] ? bitmaps[111:96] : 16'h0000;
+  assign \$300  = sel_2[5] ? bitmaps[95:80] : 16'h0000;
   assign \$301  = \$299  | \$300 ;
-  assign \$302  = sel_2[7] ? bitmaps[127:112] : 16'h0000;
+  assign \$302  = sel_2[6] ? bitmaps[111:96] : 16'h0000;
   assign \$303  = \$301  | \$302 ;
-  assign \$304  = ~ \$signal$7 ;
-  assign \$305  = ~ \$signal$8 ;
-  assign \$306  = ~ \$signal$9 ;
-  assign \$307  = ~ a_v;
-  assign \$308  = nz_zero & \$307 ;
-  assign \$309  = \$306  | \$308 ;
-  assign \$310  = \$305  | \$309 ;
-  assign \$311  = \$304  | \$310 ;
-  assign \$312  = \$signal  & \$311 ;
-  assign \$313  = ! row_0[2:0];
-  assign \$314  = tags[4:0] == row_0;
-  assign \$315  = \$313  & \$314 ;
-  assign \$316  = | i_cy;
+  assign \$304  = sel_2[7] ? bitmaps[127:112] : 16'h0000;
+  assign \$305  = \$303  | \$304 ;
+  assign \$306  = ~ \$signal$7 ;
+  assign \$307  = ~ \$signal$8 ;
+  assign \$308  = \$306  | \$307 ;
+  assign \$309  = \$signal  & \$308 ;
+  assign \$310  = ! row_0[2:0];
+  assign \$311  = tags[4:0] == row_0;
+  assign \$312  = \$310  & \$311 ;
+  assign \$313  = | i_cy;
+  assign \$314  = \$312  & \$313 ;
+  assign \$315  = row_0[2:0] == 1'h1;
+  assign \$316  = tags[9:5] == row_0;
   assign \$317  = \$315  & \$316 ;
-  assign \$318  = row_0[2:0] == 1'h1;
-  assign \$319  = tags[9:5] == row_0;
-  assign \$320  = \$318  & \$319 ;
-  assign \$321  = | i_cy;
+  assign \$318  = | i_cy;
+  assign \$319  = \$317  & \$318 ;
+  assign \$320  = row_0[2:0] == 2'h2;
+  assign \$321  = tags[14:10] == row_0;
   assign \$322  = \$320  & \$321 ;
-  assign \$323  = row_0[2:0] == 2'h2;
-  assign \$324  = tags[14:10] == row_0;
-  assign \$325  = \$323  & \$324 ;
-  assign \$326  = | i_cy;
+  assign \$323  = | i_cy;
+  assign \$324  = \$322  & \$323 ;
+  assign \$325  = row_0[2:0] == 2'h3;
+  assign \$326  = tags[19:15] == row_0;
   assign \$327  = \$325  & \$326 ;
-  assign \$328  = row_0[2:0] == 2'h3;
-  assign \$329  = tags[19:15] == row_0;
-  assign \$330  = \$328  & \$329 ;
-  assign \$331  = | i_cy;
+  assign \$328  = | i_cy;
+  assign \$329  = \$327  & \$328 ;
+  assign \$330  = row_0[2:0] == 3'h4;
+  assign \$331  = tags[24:20] == row_0;
   assign \$332  = \$330  & \$331 ;
-  assign \$333  = row_0[2:0] == 3'h4;
-  assign \$334  = tags[24:20] == row_0;
-  assign \$335  = \$333  & \$334 ;
-  assign \$336  = | i_cy;
+  assign \$333  = | i_cy;
+  assign \$334  = \$332  & \$333 ;
+  assign \$335  = row_0[2:0] == 3'h5;
+  assign \$336  = tags[29:25] == row_0;
   assign \$337  = \$335  & \$336 ;
-  assign \$338  = row_0[2:0] == 3'h5;
-  assign \$339  = tags[29:25] == row_0;
-  assign \$340  = \$338  & \$339 ;
-  assign \$341  = | i_cy;
+  assign \$338  = | i_cy;
+  assign \$339  = \$337  & \$338 ;
+  assign \$340  = row_0[2:0] == 3'h6;
+  assign \$341  = tags[34:30] == row_0;
   assign \$342  = \$340  & \$341 ;
-  assign \$343  = row_0[2:0] == 3'h6;
-  assign \$344  = tags[34:30] == row_0;
-  assign \$345  = \$343  & \$344 ;
-  assign \$346  = | i_cy;
+  assign \$343  = | i_cy;
+  assign \$344  = \$342  & \$343 ;
+  assign \$345  = row_0[2:0] == 3'h7;
+  assign \$346  = tags[39:35] == row_0;
   assign \$347  = \$345  & \$346 ;
-  assign \$348  = row_0[2:0] == 3'h7;
-  assign \$349  = tags[39:35] == row_0;
-  assign \$350  = \$348  & \$349 ;
-  assign \$351  = | i_cy;
+  assign \$348  = | i_cy;
+  assign \$349  = \$347  & \$348 ;
+  assign \$350  = ! row_1[2:0];
+  assign \$351  = tags[4:0] == row_1;
   assign \$352  = \$350  & \$351 ;
-  assign \$353  = ! row_1[2:0];
-  assign \$354  = tags[4:0] == row_1;
+  assign \$353  = row_1[2:0] == 1'h1;
+  assign \$354  = tags[9:5] == row_1;
   assign \$355  = \$353  & \$354 ;
-  assign \$356  = row_1[2:0] == 1'h1;
-  assign \$357  = tags[9:5] == row_1;
+  assign \$356  = row_1[2:0] == 2'h2;
+  assign \$357  = tags[14:10] == row_1;
   assign \$358  = \$356  & \$357 ;
-  assign \$359  = row_1[2:0] == 2'h2;
-  assign \$360  = tags[14:10] == row_1;
+  assign \$359  = row_1[2:0] == 2'h3;
+  assign \$360  = tags[19:15] == row_1;
   assign \$361  = \$359  & \$360 ;
-  assign \$362  = row_1[2:0] == 2'h3;
-  assign \$363  = tags[19:15] == row_1;
-  assign \$364  = \$362  & \$363 ;
-  assign \$365  = row_1[2:0] == 3'h4;
-  assign \$366  = tags[24:20] == row_1;
-  assign \$367  = \$365  & \$366 ;
-  assign \$368  = row_1[2:0] == 3'h5;
-  assign \$369  = tags[29:25] == row_1;
-  assign \$370  = \$368  & \$369 ;
-  assign \$371  = row_1[2:0] == 3'h6;
-  assign \$372  = tags[34:30] == row_1;
-  assign \$373  = \$371  & \$372 ;
-  assign \$374  = row_1[2:0] == 3'h7;
-  assign \$375  = tags[39:35] == row_1;
-  assign \$376  = \$374  & \$375 ;
-  assign \$377  = ! row_2[2:0];
-  assign \$378  = tags[4:0] == row_2;
-  assign \$379  = \$377  & \$378 ;
-  assign \$380  = row_2[2:0] == 1'h1;
-  assign \$381  = tags[9:5] == row_2;
-  assign \$382  = \$380  & \$381 ;
-  assign \$383  = row_2[2:0] == 2'h2;
-  assign \$384  = tags[14:10] == row_2;
-  assign \$385  = \$383  & \$384 ;
-  assign \$386  = row_2[2:0] == 2'h3;
-  assign \$387  = tags[19:15] == row_2;
-  assign \$388  = \$386  & \$387 ;
-  assign \$389  = row_2[2:0] == 3'h4;
-  assign \$390  = tags[24:20] == row_2;
-  assign \$391  = \$389  & \$390 ;
-  assign \$392  = row_2[2:0] == 3'h5;
-  assign \$393  = tags[29:25] == row_2;
-  assign \$394  = \$392  & \$393 ;
-  assign \$395  = row_2[2:0] == 3'h6;
-  assign \$396  = tags[34:30] == row_2;
-  assign \$397  = \$395  & \$396 ;
-  assign \$398  = row_2[2:0] == 3'h7;
-  assign \$399  = tags[39:35] == row_2;
-  assign \$400  = \$398  & \$399 ;
-  assign \$401  = ~ \$signal ;
-  assign \$402  = ~ \$signal$7 ;
-  assign \$403  = ~ \$signal$8 ;
-  assign \$404  = ~ \$signal$9 ;
-  assign \$405  = ~ a_v;
-  assign \$406  = nz_zero & \$405 ;
+  assign \$362  = row_1[2:0] == 3'h4;
   \top.conv1.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -23170,32 +23762,32 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     row_0 = 6'h00;
-    if (\$9 ) begin
-      row_0 = \$10 [5:0];
+    if (\$4 ) begin
+      row_0 = \$5 [5:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     row_1 = 6'h00;
-    if (\$9 ) begin
-      row_1 = \$11 [5:0];
+    if (\$4 ) begin
+      row_1 = \$6 [5:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     row_2 = 6'h00;
-    if (\$9 ) begin
-      row_2 = \$12 [5:0];
+    if (\$4 ) begin
+      row_2 = \$7 [5:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     w_data = 17'h00000;
     (* full_case = 32'd1 *)
-    if (\$signal$21 ) begin
-      w_data[2:0] = \$signal$23 ;
-      w_data[5:3] = { \$21 , \$18 , \$15  };
-      w_data[14:6] = { \$156 , \$141 , \$126 , \$111 , \$96 , \$81 , \$66 , \$51 , \$36  };
+    if (\$signal$18 ) begin
+      w_data[2:0] = \$signal$20 ;
+      w_data[5:3] = { \$16 , \$13 , \$10  };
+      w_data[14:6] = { \$151 , \$136 , \$121 , \$106 , \$91 , \$76 , \$61 , \$46 , \$31  };
     end else begin
       w_data[15] = 1'h1;
       w_data[16] = error;
@@ -23203,462 +23795,9 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$528  = \$signal$9 ;
-    if (\$171 ) begin
-      \$528  = 1'h0;
-    end
-    if (\$176 ) begin
-      \$528  = 1'h1;
-    end
-    if (rst) begin
-      \$528  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$529  = c_row;
-    if (\$176 ) begin
-      \$529  = w_row;
-    end
-    if (rst) begin
-      \$529  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$530  = \$signal$8 ;
-    if (\$176 ) begin
-      \$530  = 1'h0;
-    end
-    if (\$258 ) begin
-      \$530  = 1'h1;
-    end
-    if (rst) begin
-      \$530  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$531  = nz;
-    if (\$176 ) begin
-      \$531  = \$201 ;
-    end
-    if (\$484 ) begin
-      \$531  = \$486 ;
-    end
-    if (rst) begin
-      \$531  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$532  = nz_zero;
-    if (\$176 ) begin
-      \$532  = \$227 ;
-    end
-    if (\$484 ) begin
-      \$532  = \$489 ;
-    end
-    if (rst) begin
-      \$532  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$533  = \$signal$46 ;
-    if (\$176 ) begin
-      \$533  = { \$251 , \$248 , \$245 , \$242 , \$239 , \$236 , \$233 , \$230  };
-    end
-    if (rst) begin
-      \$533  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$534  = cwin_0;
-    if (\$176 ) begin
-      \$534  = win_0;
-    end
-    if (rst) begin
-      \$534  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$535  = cwin_1;
-    if (\$176 ) begin
-      \$535  = win_1;
-    end
-    if (rst) begin
-      \$535  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$536  = cwin_2;
-    if (\$176 ) begin
-      \$536  = win_2;
-    end
-    if (rst) begin
-      \$536  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$537  = w_row;
-    if (\$258 ) begin
-      \$537  = s_row;
-    end
-    if (rst) begin
-      \$537  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$538  = \$signal$7 ;
-    if (\$258 ) begin
-      \$538  = 1'h0;
-    end
-    if (\$312 ) begin
-      \$538  = 1'h1;
-    end
-    if (rst) begin
-      \$538  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$539  = win_0;
-    if (\$258 ) begin
-      \$539  = \$273 ;
-    end
-    if (rst) begin
-      \$539  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$540  = win_1;
-    if (\$258 ) begin
-      \$540  = \$288 ;
-    end
-    if (rst) begin
-      \$540  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$541  = win_2;
-    if (\$258 ) begin
-      \$541  = \$303 ;
-    end
-    if (rst) begin
-      \$541  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$542  = s_row;
-    if (\$312 ) begin
-      \$542  = i_row;
-    end
-    if (rst) begin
-      \$542  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$543  = \$signal ;
-    if (\$312 ) begin
-      \$543  = 1'h0;
-    end
-    if (\$412 ) begin
-      if (\$417 ) begin
-      end else if (\$419 ) begin
-        \$543  = 1'h1;
-      end
-    end
-    if (rst) begin
-      \$543  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$544  = sel_0;
-    if (\$312 ) begin
-      \$544 [0] = \$317 ;
-      \$544 [1] = \$322 ;
-      \$544 [2] = \$327 ;
-      \$544 [3] = \$332 ;
-      \$544 [4] = \$337 ;
-      \$544 [5] = \$342 ;
-      \$544 [6] = \$347 ;
-      \$544 [7] = \$352 ;
-    end
-    if (rst) begin
-      \$544  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$545  = sel_1;
-    if (\$312 ) begin
-      \$545 [0] = \$355 ;
-      \$545 [1] = \$358 ;
-      \$545 [2] = \$361 ;
-      \$545 [3] = \$364 ;
-      \$545 [4] = \$367 ;
-      \$545 [5] = \$370 ;
-      \$545 [6] = \$373 ;
-      \$545 [7] = \$376 ;
-    end
-    if (rst) begin
-      \$545  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$546  = sel_2;
-    if (\$312 ) begin
-      \$546 [0] = \$379 ;
-      \$546 [1] = \$382 ;
-      \$546 [2] = \$385 ;
-      \$546 [3] = \$388 ;
-      \$546 [4] = \$391 ;
-      \$546 [5] = \$394 ;
-      \$546 [6] = \$397 ;
-      \$546 [7] = \$400 ;
-    end
-    if (rst) begin
-      \$546  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$547  = ends;
-    if (\$412 ) begin
-      if (\$417 ) begin
-        \$547  = 1'h1;
-      end
-    end
+    \$565  = eof_seen;
     if (frame_reset) begin
-      \$547  = 1'h0;
-    end
-    if (rst) begin
-      \$547  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$548  = i_row;
-    if (\$412 ) begin
-      if (\$417 ) begin
-      end else if (\$419 ) begin
-        \$548  = f_row[2:0];
-      end
-    end
-    if (rst) begin
-      \$548  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$549  = i_cy;
-    if (\$412 ) begin
-      if (\$417 ) begin
-      end else if (\$419 ) begin
-        \$549  = cy;
-      end
-    end
-    if (rst) begin
-      \$549  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$550  = f_row;
-    if (\$412 ) begin
-      if (\$417 ) begin
-      end else if (\$419 ) begin
-        \$550  = \$420 [3:0];
-      end
-    end
-    if (frame_reset) begin
-      \$550  = 4'h0;
-    end
-    if (rst) begin
-      \$550  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$551  = cy;
-    if (\$412 ) begin
-      if (\$417 ) begin
-      end else if (\$419 ) begin
-        \$551  = \$421 [5:0];
-      end
-    end
-    if (frame_reset) begin
-      \$551  = 6'h00;
-    end
-    if (rst) begin
-      \$551  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$552  = need;
-    if (\$412 ) begin
-      if (\$417 ) begin
-      end else if (\$419 ) begin
-        \$552  = \$422 [5:0];
-      end
-    end
-    if (frame_reset) begin
-      \$552  = 6'h02;
-    end
-    if (rst) begin
-      \$552  = 6'h02;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$553  = eof_pend;
-    if (\$425 ) begin
-      \$553  = 1'h0;
-    end
-    if (\$517 ) begin
-      \$553  = 1'h1;
-    end
-    if (rst) begin
-      \$553  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$554  = \$signal$21 ;
-    if (\$427 ) begin
-      \$554  = b_v;
-    end
-    if (rst) begin
-      \$554  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$555  = \$signal$17 ;
-    if (\$427 ) begin
-      \$555  = \$signal$68 ;
-    end
-    if (rst) begin
-      \$555  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$556  = \$like ;
-    if (\$427 ) begin
-      \$556  = \$like$69 ;
-    end
-    if (rst) begin
-      \$556  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$557  = \$signal$23 ;
-    if (\$427 ) begin
-      \$557  = b_oy;
-    end
-    if (rst) begin
-      \$557  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$558  = c1_win_0;
-    if (\$427 ) begin
-      \$558  = b_win_0;
-    end
-    if (rst) begin
-      \$558  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$559  = c1_win_1;
-    if (\$427 ) begin
-      \$559  = b_win_1;
-    end
-    if (rst) begin
-      \$559  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$560  = c1_win_2;
-    if (\$427 ) begin
-      \$560  = b_win_2;
-    end
-    if (rst) begin
-      \$560  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$561  = \$signal$68 ;
-    if (\$427 ) begin
-      \$561  = \$159 [7:0];
-    end
-    if (\$435 ) begin
-      \$561  = \$signal$76 ;
-    end
-    if (rst) begin
-      \$561  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$562  = b_rest;
-    if (\$427 ) begin
-      \$562  = \$429 ;
-    end
-    if (\$435 ) begin
-      \$562  = \$436 ;
-    end
-    if (rst) begin
-      \$562  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$563  = \$signal$74 ;
-    if (\$427 ) begin
-      \$563  = \$432 ;
-    end
-    if (\$435 ) begin
-      \$563  = \$438 ;
-    end
-    if (rst) begin
-      \$563  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$564  = b_v;
-    if (\$435 ) begin
-      \$564  = \$signal$75 ;
-    end
-    if (rst) begin
-      \$564  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$565  = \$like$69 ;
-    if (\$435 ) begin
-      \$565  = \$like$78 ;
+      \$565  = 1'h0;
     end
     if (rst) begin
       \$565  = 1'h0;
@@ -23666,225 +23805,237 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$566  = b_oy;
-    if (\$435 ) begin
-      \$566  = \$signal$79 ;
-    end
+    \$566  = has_last;
     if (rst) begin
-      \$566  = 3'h0;
+      \$566  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$567  = b_win_0;
-    if (\$435 ) begin
-      \$567  = a3_win_0;
+    \$567  = \$162 ;
+    if (frame_reset) begin
+      \$567  = 1'h0;
     end
     if (rst) begin
-      \$567  = 17'h00000;
+      \$567  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$568  = b_win_1;
-    if (\$435 ) begin
-      \$568  = a3_win_1;
+    \$568  = \$164 ;
+    if (frame_reset) begin
+      \$568  = 1'h0;
     end
     if (rst) begin
-      \$568  = 17'h00000;
+      \$568  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$569  = b_win_2;
-    if (\$435 ) begin
-      \$569  = a3_win_2;
-    end
+    \$569  = \$166 ;
     if (rst) begin
-      \$569  = 17'h00000;
+      \$569  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$570  = \$signal$75 ;
-    if (\$443 ) begin
-      \$570  = \$signal$84 ;
-    end
+    \$570  = \$168 ;
     if (rst) begin
       \$570  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$571  = \$signal$76 ;
-    if (\$443 ) begin
-      \$571  = \$162 [7:0];
+    \$571  = 1'h0;
+    if (\$402 ) begin
+      if (\$406 ) begin
+      end else if (\$408 ) begin
+        \$571  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$571  = 1'h0;
     end
     if (rst) begin
-      \$571  = 8'h00;
+      \$571  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$572  = \$signal$77 ;
-    if (\$443 ) begin
-      \$572  = \$445 ;
+    \$572  = \$signal$52 ;
+    if (\$173 ) begin
+      \$572  = 1'h0;
+    end
+    if (\$178 ) begin
+      \$572  = 1'h1;
     end
     if (rst) begin
-      \$572  = 8'h00;
+      \$572  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$573  = \$like$78 ;
-    if (\$443 ) begin
-      \$573  = \$signal$85 ;
+    \$573  = c_row;
+    if (\$178 ) begin
+      \$573  = w_row;
     end
     if (rst) begin
-      \$573  = 1'h0;
+      \$573  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$574  = \$signal$79 ;
-    if (\$443 ) begin
-      \$574  = a2_oy;
+    \$574  = \$signal$8 ;
+    if (\$178 ) begin
+      \$574  = 1'h0;
+    end
+    if (\$260 ) begin
+      \$574  = 1'h1;
     end
     if (rst) begin
-      \$574  = 3'h0;
+      \$574  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$575  = a3_rest_zero;
-    if (\$443 ) begin
-      \$575  = \$448 ;
+    \$575  = nz;
+    if (\$178 ) begin
+      \$575  = \$203 ;
+    end
+    if (\$531 ) begin
+      \$575  = \$533 ;
     end
     if (rst) begin
-      \$575  = 1'h1;
+      \$575  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$576  = a3_win_0;
-    if (\$443 ) begin
-      \$576  = a2_win_0;
+    \$576  = nz_zero;
+    if (\$178 ) begin
+      \$576  = \$229 ;
+    end
+    if (\$531 ) begin
+      \$576  = \$534 ;
     end
     if (rst) begin
-      \$576  = 17'h00000;
+      \$576  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$577  = a3_win_1;
-    if (\$443 ) begin
-      \$577  = a2_win_1;
+    \$577  = \$signal$59 ;
+    if (\$178 ) begin
+      \$577  = { \$253 , \$250 , \$247 , \$244 , \$241 , \$238 , \$235 , \$232  };
     end
     if (rst) begin
-      \$577  = 17'h00000;
+      \$577  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$578  = a3_win_2;
-    if (\$443 ) begin
-      \$578  = a2_win_2;
+    \$578  = cwin_0;
+    if (\$178 ) begin
+      \$578  = win_0;
     end
     if (rst) begin
-      \$578  = 17'h00000;
+      \$578  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$579  = \$signal$84 ;
-    if (\$453 ) begin
-      \$579  = 1'h0;
-    end
-    if (\$461 ) begin
-      \$579  = 1'h1;
+    \$579  = cwin_1;
+    if (\$178 ) begin
+      \$579  = win_1;
     end
     if (rst) begin
-      \$579  = 1'h0;
+      \$579  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$580  = a2_oy;
-    if (\$461 ) begin
-      \$580  = c_row;
+    \$580  = cwin_2;
+    if (\$178 ) begin
+      \$580  = win_2;
     end
     if (rst) begin
-      \$580  = 3'h0;
+      \$580  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$581  = \$signal$85 ;
-    if (\$461 ) begin
-      \$581  = 1'h0;
+    \$581  = w_row;
+    if (\$260 ) begin
+      \$581  = s_row;
     end
     if (rst) begin
-      \$581  = 1'h0;
+      \$581  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$582  = a2_bits;
-    if (\$461 ) begin
-      \$582  = \$462 ;
+    \$582  = \$signal$7 ;
+    if (\$260 ) begin
+      \$582  = 1'h0;
+    end
+    if (\$309 ) begin
+      \$582  = 1'h1;
     end
     if (rst) begin
-      \$582  = 8'h00;
+      \$582  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$583  = a2_win_0;
-    if (\$461 ) begin
-      \$583  = \$463 ;
+    \$583  = win_0;
+    if (\$260 ) begin
+      \$583  = \$275 ;
     end
     if (rst) begin
-      \$583  = 17'h00000;
+      \$583  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$584  = a2_win_1;
-    if (\$461 ) begin
-      \$584  = \$464 ;
+    \$584  = win_1;
+    if (\$260 ) begin
+      \$584  = \$290 ;
     end
     if (rst) begin
-      \$584  = 17'h00000;
+      \$584  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$585  = a2_win_2;
-    if (\$461 ) begin
-      \$585  = \$465 ;
+    \$585  = win_2;
+    if (\$260 ) begin
+      \$585  = \$305 ;
     end
     if (rst) begin
-      \$585  = 17'h00000;
+      \$585  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$586  = a_v;
-    if (\$472 ) begin
-      \$586  = 1'h0;
-    end
-    if (\$484 ) begin
-      \$586  = 1'h1;
+    \$586  = s_row;
+    if (\$309 ) begin
+      \$586  = i_row;
     end
     if (rst) begin
-      \$586  = 1'h0;
+      \$586  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$587  = a_oh;
-    if (\$484 ) begin
-      \$587  = \$165 [0];
+    \$587  = \$signal ;
+    if (\$309 ) begin
+      \$587  = 1'h0;
+    end
+    if (\$402 ) begin
+      if (\$406 ) begin
+      end else if (\$408 ) begin
+        \$587  = 1'h1;
+      end
     end
     if (rst) begin
       \$587  = 1'h0;
@@ -23892,52 +24043,560 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$588  = eof_done;
-    if (\$517 ) begin
-      \$588  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$588  = 1'h0;
+    \$588  = sel_0;
+    if (\$309 ) begin
+      \$588 [0] = \$314 ;
+      \$588 [1] = \$319 ;
+      \$588 [2] = \$324 ;
+      \$588 [3] = \$329 ;
+      \$588 [4] = \$334 ;
+      \$588 [5] = \$339 ;
+      \$588 [6] = \$344 ;
+      \$588 [7] = \$349 ;
     end
     if (rst) begin
-      \$588  = 1'h0;
+      \$588  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$589  = \$520 ;
-    if (frame_reset) begin
-      \$589  = 1'h0;
+    \$589  = sel_1;
+    if (\$309 ) begin
+      \$589 [0] = \$352 ;
+      \$589 [1] = \$355 ;
+      \$589 [2] = \$358 ;
+      \$589 [3] = \$361 ;
+      \$589 [4] = \$364 ;
+      \$589 [5] = \$367 ;
+      \$589 [6] = \$370 ;
+      \$589 [7] = \$373 ;
     end
     if (rst) begin
-      \$589  = 1'h0;
+      \$589  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$590  = \$523 ;
+    \$590  = sel_2;
+    if (\$309 ) begin
+      \$590 [0] = \$376 ;
+      \$590 [1] = \$379 ;
+      \$590 [2] = \$382 ;
+      \$590 [3] = \$385 ;
+      \$590 [4] = \$388 ;
+      \$590 [5] = \$391 ;
+      \$590 [6] = \$394 ;
+      \$590 [7] = \$397 ;
+    end
     if (rst) begin
-      \$590  = 3'h0;
+      \$590  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$591  = \$527 [2:0];
+    \$591  = ends;
+    if (\$402 ) begin
+      if (\$406 ) begin
+        \$591  = 1'h1;
+      end
+    end
     if (frame_reset) begin
-      \$591  = 3'h0;
+      \$591  = 1'h0;
     end
     if (rst) begin
-      \$591  = 3'h0;
+      \$591  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$592  = i_row;
+    if (\$402 ) begin
+      if (\$406 ) begin
+      end else if (\$408 ) begin
+        \$592  = f_row[2:0];
+      end
+    end
+    if (rst) begin
+      \$592  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$593  = i_cy;
+    if (\$402 ) begin
+      if (\$406 ) begin
+      end else if (\$408 ) begin
+        \$593  = cy;
+      end
+    end
+    if (rst) begin
+      \$593  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$594  = f_row;
+    if (\$402 ) begin
+      if (\$406 ) begin
+      end else if (\$408 ) begin
+        \$594  = \$409 [3:0];
+      end
+    end
+    if (frame_reset) begin
+      \$594  = 4'h0;
+    end
+    if (rst) begin
+      \$594  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$595  = cy;
+    if (\$402 ) begin
+      if (\$406 ) begin
+      end else if (\$408 ) begin
+        \$595  = \$410 [5:0];
+      end
+    end
+    if (frame_reset) begin
+      \$595  = 6'h00;
+    end
+    if (rst) begin
+      \$595  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$596  = need;
+    if (\$402 ) begin
+      if (\$406 ) begin
+      end else if (\$408 ) begin
+        \$596  = \$411 [5:0];
+      end
+    end
+    if (frame_reset) begin
+      \$596  = 6'h02;
+    end
+    if (rst) begin
+      \$596  = 6'h02;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$597  = eof_pend;
+    if (\$414 ) begin
+      \$597  = 1'h0;
+    end
+    if (\$554 ) begin
+      \$597  = 1'h1;
+    end
+    if (rst) begin
+      \$597  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$598  = \$signal$18 ;
+    if (\$416 ) begin
+      \$598  = b_v;
+    end
+    if (rst) begin
+      \$598  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$599  = \$signal$14 ;
+    if (\$416 ) begin
+      \$599  = \$signal$75 ;
+    end
+    if (rst) begin
+      \$599  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$600  = \$like ;
+    if (\$416 ) begin
+      \$600  = \$like$76 ;
+    end
+    if (rst) begin
+      \$600  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$601  = \$signal$20 ;
+    if (\$416 ) begin
+      \$601  = b_oy;
+    end
+    if (rst) begin
+      \$601  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$602  = c1_win_0;
+    if (\$416 ) begin
+      \$602  = b_win_0;
+    end
+    if (rst) begin
+      \$602  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$603  = c1_win_1;
+    if (\$416 ) begin
+      \$603  = b_win_1;
+    end
+    if (rst) begin
+      \$603  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$604  = c1_win_2;
+    if (\$416 ) begin
+      \$604  = b_win_2;
+    end
+    if (rst) begin
+      \$604  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$605  = \$signal$75 ;
+    if (\$416 ) begin
+      \$605  = \$154 [7:0];
+    end
+    if (\$453 ) begin
+      \$605  = \$signal$83 ;
+    end
+    if (rst) begin
+      \$605  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$606  = b_rest;
+    if (\$416 ) begin
+      \$606  = \$418 ;
+    end
+    if (\$453 ) begin
+      \$606  = \$454 ;
+    end
+    if (rst) begin
+      \$606  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$607  = \$signal$81 ;
+    if (\$416 ) begin
+      \$607  = \$450 ;
+    end
+    if (\$453 ) begin
+      \$607  = \$456 ;
+    end
+    if (rst) begin
+      \$607  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$608  = b_v;
+    if (\$453 ) begin
+      \$608  = \$signal$82 ;
+    end
+    if (rst) begin
+      \$608  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$609  = \$like$76 ;
+    if (\$453 ) begin
+      \$609  = \$like$85 ;
+    end
+    if (rst) begin
+      \$609  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$610  = b_oy;
+    if (\$453 ) begin
+      \$610  = \$signal$86 ;
+    end
+    if (rst) begin
+      \$610  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$611  = b_win_0;
+    if (\$453 ) begin
+      \$611  = a3_win_0;
+    end
+    if (rst) begin
+      \$611  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$612  = b_win_1;
+    if (\$453 ) begin
+      \$612  = a3_win_1;
+    end
+    if (rst) begin
+      \$612  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$613  = b_win_2;
+    if (\$453 ) begin
+      \$613  = a3_win_2;
+    end
+    if (rst) begin
+      \$613  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$614  = \$signal$82 ;
+    if (\$461 ) begin
+      \$614  = \$signal$91 ;
+    end
+    if (rst) begin
+      \$614  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$615  = \$signal$83 ;
+    if (\$461 ) begin
+      \$615  = \$157 [7:0];
+    end
+    if (rst) begin
+      \$615  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$616  = \$signal$84 ;
+    if (\$461 ) begin
+      \$616  = \$463 ;
+    end
+    if (rst) begin
+      \$616  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$617  = \$like$85 ;
+    if (\$461 ) begin
+      \$617  = \$signal$92 ;
+    end
+    if (rst) begin
+      \$617  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$618  = \$signal$86 ;
+    if (\$461 ) begin
+      \$618  = a2_oy;
+    end
+    if (rst) begin
+      \$618  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$619  = a3_rest_zero;
+    if (\$461 ) begin
+      \$619  = \$495 ;
+    end
+    if (rst) begin
+      \$619  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$620  = a3_win_0;
+    if (\$461 ) begin
+      \$620  = a2_win_0;
+    end
+    if (rst) begin
+      \$620  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$621  = a3_win_1;
+    if (\$461 ) begin
+      \$621  = a2_win_1;
+    end
+    if (rst) begin
+      \$621  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$622  = a3_win_2;
+    if (\$461 ) begin
+      \$622  = a2_win_2;
+    end
+    if (rst) begin
+      \$622  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$623  = \$signal$91 ;
+    if (\$500 ) begin
+      \$623  = 1'h0;
+    end
+    if (\$508 ) begin
+      \$623  = 1'h1;
+    end
+    if (rst) begin
+      \$623  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$624  = a2_oy;
+    if (\$508 ) begin
+      \$624  = c_row;
+    end
+    if (rst) begin
+      \$624  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$625  = \$signal$92 ;
+    if (\$508 ) begin
+      \$625  = 1'h0;
+    end
+    if (rst) begin
+      \$625  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$626  = a2_bits;
+    if (\$508 ) begin
+      \$626  = \$509 ;
+    end
+    if (rst) begin
+      \$626  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$627  = a2_win_0;
+    if (\$508 ) begin
+      \$627  = \$510 ;
+    end
+    if (rst) begin
+      \$627  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$628  = a2_win_1;
+    if (\$508 ) begin
+      \$628  = \$511 ;
+    end
+    if (rst) begin
+      \$628  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$629  = a2_win_2;
+    if (\$508 ) begin
+      \$629  = \$512 ;
+    end
+    if (rst) begin
+      \$629  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$630  = a_v;
+    if (\$519 ) begin
+      \$630  = 1'h0;
+    end
+    if (\$531 ) begin
+      \$630  = 1'h1;
+    end
+    if (rst) begin
+      \$630  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$631  = a_oh;
+    if (\$531 ) begin
+      \$631  = \$160 [0];
+    end
+    if (rst) begin
+      \$631  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$632  = eof_done;
+    if (\$554 ) begin
+      \$632  = 1'h1;
+    end
+    if (frame_reset) begin
+      \$632  = 1'h0;
+    end
+    if (rst) begin
+      \$632  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$633  = \$557 ;
+    if (frame_reset) begin
+      \$633  = 1'h0;
+    end
+    if (rst) begin
+      \$633  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$634  = \$560 ;
+    if (rst) begin
+      \$634  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$635  = \$564 [2:0];
+    if (frame_reset) begin
+      \$635  = 3'h0;
+    end
+    if (rst) begin
+      \$635  = 3'h0;
     end
   end
   assign r_data = sites__payload;
   assign sites__ready = r_en;
   assign r_rdy = sites__valid;
-  assign site_x = { \$21 , \$18 , \$15  };
+  assign site_x = { \$16 , \$13 , \$10  };
   assign qp = w_data;
-  assign rest_oh = \$159 [7:0];
-  assign a2_oh = \$162 [7:0];
-  assign chunk_oh = \$165 [0];
+  assign rest_oh = \$154 [7:0];
+  assign a2_oh = \$157 [7:0];
+  assign chunk_oh = \$160 [0];
   assign head = sites__payload;
   assign \sites__payload.oy  = sites__payload[2:0];
   assign \sites__payload.ox  = sites__payload[5:3];
@@ -23970,8 +24629,25 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   assign \tags[5]  = tags[29:25];
   assign \tags[6]  = tags[34:30];
   assign \tags[7]  = tags[39:35];
-  assign \$414  = { 1'h0, last_y[3:1] };
-  assign \$501  = { 1'h0, last_y[3:1] };
+  assign \$165  = { 1'h0, last_y[3:1] };
+  assign \$167  = { 1'h0, last_y[3:1] };
+  assign \$419  = 1'h0;
+  assign \$421  = \$420 ;
+  assign \$422  = 1'h0;
+  assign \$424  = \$423 ;
+  assign \$430  = 1'h0;
+  assign \$432  = \$431 ;
+  assign \$433  = 1'h0;
+  assign \$435  = \$434 ;
+  assign \$464  = 1'h0;
+  assign \$466  = \$465 ;
+  assign \$467  = 1'h0;
+  assign \$469  = \$468 ;
+  assign \$475  = 1'h0;
+  assign \$477  = \$476 ;
+  assign \$478  = 1'h0;
+  assign \$480  = \$479 ;
+  assign \$534  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)

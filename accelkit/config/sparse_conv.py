@@ -382,8 +382,9 @@ class SparseConvConfig(BlockConfig):
     @property
     def row_ready_latency(self) -> int:
         """Cycles from a good first beat at the input queue's head (taken or not), or the end-of-frame beat
-        taken, to the finder seeing the rows it completes: the ``done_rows`` / ``eof_seen`` registers."""
-        return 1
+        taken, to the finder seeing the rows it completes: the ``done_rows`` / ``eof_seen`` registers, then the
+        finder's registered compares (its issue decision starts from flip-flops)."""
+        return 2
 
     @property
     def permit_latency(self) -> int:
@@ -397,9 +398,11 @@ class SparseConvConfig(BlockConfig):
     @property
     def finder_row_stages(self) -> int:
         """The site finder's row stages, one row each: issue (the row ready), slot look-up by tag, bitmap copy,
-        scan (centre row and chunk mask). A row enters a stage once it is free (its row moving on that cycle),
-        so empty rows pass one a cycle and the next rows load while the scanned row's chunks are handed on; the
-        scan stage is free once the row's last non-empty chunk has left the chunk stage A."""
+        scan (centre row and chunk mask). The bitmap-copy and scan stages load once they are free (their row
+        moving on that cycle); the issue and look-up stages once they are empty or the stage after them is,
+        so a row waits a cycle more where the one ahead moves into a stage that empties that same cycle. The
+        next rows load while the scanned row's chunks are handed on; the scan stage is free once the row's
+        last non-empty chunk has left the chunk stage A."""
         return 4
 
     @property
