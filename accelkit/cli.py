@@ -71,25 +71,43 @@ def config_from_args(block_name: str, args) -> object:
 
 
 def cmd_emit(args) -> int:
+    import re
+
+    from accelkit.flows.fusesoc import core_name, write_core
     from accelkit.flows.lint import lint
-    from accelkit.sim.build import verilog_file
 
     cfg = config_from_args(args.block, args)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", args.top):
+        raise ConfigError(f"--top {args.top!r} is invalid: a Verilog identifier (letters, digits, _)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    src = verilog_file(cfg)
     name = args.block.replace("-", "_")
-    text = src.read_text()
-    if args.top != "top":
-        text = text.replace("module top(", f"module {args.top}(")
-    (out / f"{name}.v").write_text(text)
-    (out / f"{name}.json").write_text(cfg.to_json() + "\n")
-    warnings = lint(src)
-    print(f"{out / (name + '.v')}: top module {args.top}, Verilator lint: "
+    if args.axis:
+        from accelkit.gen.axis import config_tables, emit_axis_verilog
+
+        text = emit_axis_verilog(cfg, top=args.top)
+    else:
+        from accelkit.sim.build import verilog_file
+
+        text = verilog_file(cfg).read_text()
+        if args.top != "top":
+            # the top module and its submodules (`\top.layer0`), so that two emitted blocks never share a name
+            text = text.replace("module top(", f"module {args.top}(").replace("\\top.", f"\\{args.top}.")
+    verilog, config = out / f"{name}.v", out / f"{name}.json"
+    verilog.write_text(text)
+    config.write_text(cfg.to_json() + "\n")
+    warnings = lint(verilog, top=args.top)
+    print(f"{verilog}: top module {args.top}{', AXI4-Stream ports' if args.axis else ''}, Verilator lint: "
           + ("clean" if not warnings else f"{len(warnings)} warning(s)"))
     for w in warnings:
         print("  " + w)
-    print(f"{out / (name + '.json')}: the config it was generated from")
+    print(f"{config}: the config it was generated from")
+    if args.axis:
+        layout = out / f"{name}_axis.md"
+        layout.write_text(f"# {args.block} AXI4-Stream ports: byte layout (docs/axis.md)\n\n" + config_tables(cfg))
+        print(f"{layout}: the byte layout of every AXI4-Stream port")
+    core = write_core(out, cfg, top=args.top, verilog=verilog, config=config, axis=args.axis)
+    print(f"{core}: FuseSoC core {core_name(cfg.block, args.top)} (targets default, lint, synth)")
     return 0
 
 
@@ -102,6 +120,7 @@ def cmd_sim(args) -> int:
 
 
 def cmd_synth(args) -> int:
+    from accelkit.flows import progress
     from accelkit.flows.synth import part, synth_config
 
     cfg = config_from_args(args.block, args)
@@ -109,12 +128,18 @@ def cmd_synth(args) -> int:
         raise ConfigError(f"--seeds {args.seeds} is invalid: at least 1")
     seeds = tuple(range(1, args.seeds + 1))
     p = part(args.device)
-    from rich.console import Console
-
-    what = "" if args.no_fmax else f", nextpnr-ecp5 on {p.name}-{p.speed} x {len(seeds)} seeds"
-    with Console().status(f"synthesising {args.block} (yosys ECP5 and Xilinx{what})..."):
-        res = synth_config(cfg, targets=("ecp5", "xilinx"), fmax=not args.no_fmax, device=args.device,
-                           seeds=seeds, seed_jobs=2)
+    fmax = not args.no_fmax
+    # one step per flow (each one's figures cached as it ends), then all of them from the cache
+    with progress.task(f"synth {args.block}"):
+        for target in ("ecp5", "xilinx"):
+            with progress.step(f"{args.block}: yosys {target} synthesis"):
+                synth_config(cfg, targets=(target,), fmax=False, device=args.device)
+        if fmax:
+            with progress.step(f"{args.block}: nextpnr-ecp5 on {p.name}-{p.speed}, seeds "
+                               f"{', '.join(map(str, seeds))} (two at a time)"):
+                synth_config(cfg, targets=(), fmax=True, device=args.device, seeds=seeds, seed_jobs=2)
+        res = synth_config(cfg, targets=("ecp5", "xilinx"), fmax=fmax, device=args.device, seeds=seeds,
+                           seed_jobs=2)
     for target, figs in res.items():
         if target != "fmax":
             print(f"{target}: " + ", ".join(f"{k}={v}" for k, v in figs.items() if not isinstance(v, dict | list)))
@@ -128,28 +153,9 @@ def cmd_synth(args) -> int:
     return 0
 
 
-def _point_name(cfg) -> str:
-    """A config by the fields that differ from its block's defaults."""
-    default = type(cfg)()
-    diff = [f"{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)
-            if getattr(cfg, f.name) != getattr(default, f.name)]
-    return f"{cfg.block} ({', '.join(diff) or 'default'})"
-
-
-def _progress(total: int, what: str):
-    from rich.progress import Progress
-
-    prog = Progress()
-    task = prog.add_task(what, total=total)
-
-    def done(cfg, row):
-        prog.advance(task)
-
-    return prog, done
-
-
 def cmd_sweep(args) -> int:
-    from accelkit.flows.sweep import grid
+    from accelkit.flows import progress
+    from accelkit.flows.sweep import grid, point_name
 
     block = get_block(args.block)
     bench = block.bench_module
@@ -161,11 +167,14 @@ def cmd_sweep(args) -> int:
         if default is None or not values:
             raise ConfigError(f"--axis {spec!r} is invalid: write NAME=V1,V2,... with a parameter of {args.block}")
         axes[name.replace("-", "_")] = [_parse_value(v, default) for v in values.split(",")]
+    if args.connect_timeout <= 0:
+        raise ConfigError(f"--connect-timeout {args.connect_timeout:g} is invalid: a positive number of seconds")
     out = Path(args.out)
     n = len(grid(base, axes))
-    prog, done = _progress(n, f"sweep {args.block}: {n} points")
-    with prog:
-        rows = bench.sweep(out, base=base, axes=axes, jobs=args.jobs, on_done=done)
+    with progress.task(f"sweep {args.block}", total=n) as task:
+        rows = bench.sweep(out, base=base, axes=axes, jobs=args.jobs,
+                           on_done=lambda cfg, row: task.advance(f"measured {point_name(cfg)}"),
+                           scheduler=args.scheduler, connect_timeout=args.connect_timeout)
     print(bench.render_sweep(rows))
     print(f"written: {out}/ (JSON, CSV, PNG)")
     return 0
@@ -176,6 +185,9 @@ def cmd_report(args) -> int:
 
     from rich.console import Console
     from rich.markdown import Markdown
+
+    from accelkit.flows import progress
+    from accelkit.flows.sweep import point_name
 
     console = Console()
     out = Path(args.out)
@@ -189,27 +201,34 @@ def cmd_report(args) -> int:
 
     from accelkit.flows.measure import measured_area
 
+    benched = [block for block in BLOCKS.values() if block.bench]
     pool = ProcessPoolExecutor(max_workers=args.jobs)
+    # a line per step and per measured point when the output is a file, a live display on a terminal
+    task = progress.task("report", total=len(benched))
     try:
-        background = [pool.submit(measured_area, cfg, **kw) for block in BLOCKS.values() if block.bench
+        # submitted (the pool's processes forked) before the live display's thread starts
+        background = [pool.submit(measured_area, cfg, **kw) for block in benched
                       for cfg, kw in block.bench_module.area_points(args.full)]
-        for block in BLOCKS.values():
-            if block.bench is None:
-                sections.append(f"## {block.name}\n\nNo report section of its own: {block.summary}; its RTL is checked "
-                                "end to end against the golden model in the regressions (`nox -s sim`).\n")
-                continue
-            console.rule(block.name)
-            start = time.monotonic()
-            # a log line per measured point, so that a report written to a file shows progress too
-            res, md = block.bench_module.report(out, jobs=args.jobs, full=args.full,
-                                                on_done=lambda cfg, row, name=block.name: console.log(
-                                                    f"{name}: measured {_point_name(cfg)}"))
-            res["seconds"] = round(time.monotonic() - start, 1)
-            console.log(f"{block.name}: section done in {res['seconds']:.0f} s")
-            sections.append(md)
-            (out / f"{block.name}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
-        for f in background:
-            f.result()  # a failure here would have failed its section first
+        with task:
+            task.log(f"report: synthesis and place and route of {len(background)} configs started in "
+                     f"{args.jobs} background process{'es' if args.jobs != 1 else ''}")
+            for block in BLOCKS.values():
+                if block.bench is None:
+                    sections.append(f"## {block.name}\n\nNo report section of its own: {block.summary}; its RTL is "
+                                    "checked end to end against the golden model in the regressions (`nox -s sim`).\n")
+                    continue
+                start = time.monotonic()
+                with progress.step(f"{block.name}: report section"):
+                    res, md = block.bench_module.report(out, jobs=args.jobs, full=args.full,
+                                                        on_done=lambda cfg, row, name=block.name: task.log(
+                                                            f"{name}: measured {point_name(cfg)}"))
+                res["seconds"] = round(time.monotonic() - start, 1)
+                task.advance(f"{block.name} section done in {res['seconds']:.0f} s")
+                sections.append(md)
+                (out / f"{block.name}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+            with progress.step("report: the background syntheses"):
+                for f in background:
+                    f.result()  # a failure here would have failed its section first
     finally:
         pool.shutdown(cancel_futures=True)  # a failed section does not wait for the rest of the queue
     text = "\n".join(sections)
@@ -231,9 +250,12 @@ def main(argv=None) -> int:
         _add_config_options(s)
         return s
 
-    s = block_cmd("emit", "write a block's Verilog (and the config it was made from) for an FPGA project")
+    s = block_cmd("emit", "write a block's Verilog, the config it was made from and a FuseSoC core for an FPGA "
+                  "project")
     s.add_argument("-o", "--out", required=True, help="output folder")
     s.add_argument("--top", default="top", help="name of the top module (default: top)")
+    s.add_argument("--axis", action="store_true", help="wrap the block's streams as AXI4-Stream ports with Vivado "
+                   "interface attributes (byte layout: docs/axis.md, and <block>_axis.md beside the Verilog)")
     s.set_defaults(func=cmd_emit)
     s = block_cmd("sim", "run a block's RTL under Verilator on random data, bit-exact against its golden model")
     s.add_argument("--seed", type=int, default=1)
@@ -252,7 +274,12 @@ def main(argv=None) -> int:
     s.add_argument("-o", "--out", default="sweep", help="output folder (default: sweep/)")
     s.add_argument("--axis", action="append", metavar="NAME=V1,V2", help="sweep axis (repeatable; default: "
                    "the block's own, e.g. rows=1,2,4,8 cols=1,2,4,8)")
-    s.add_argument("-j", "--jobs", type=int, default=2, help="parallel points (default 2)")
+    s.add_argument("-j", "--jobs", type=int, default=2, help="parallel points: worker processes of a local Dask "
+                   "cluster (default 2; 1 measures them in this process; ignored with --scheduler)")
+    s.add_argument("--scheduler", metavar="ADDRESS", help="run the points on an existing Dask scheduler's workers, "
+                   "e.g. tcp://host:8786 (`dask scheduler`, then `dask worker tcp://host:8786` on each machine)")
+    s.add_argument("--connect-timeout", type=float, default=10.0, metavar="S", help="seconds to reach the "
+                   "scheduler and find a worker on it, and to wait for workers should all of them go (default 10)")
     s.set_defaults(func=cmd_sweep)
     s = sub.add_parser("params", help="list a block's config parameters and defaults")
     s.add_argument("block", choices=blocks)

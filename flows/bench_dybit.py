@@ -10,6 +10,7 @@ from accelkit.config.dybit import DyBitArrayConfig
 from accelkit.golden.dybit_cycles import matmul_cycles, utilisation
 from accelkit.sim.dybit import run_dybit_array
 
+from . import progress
 from .measure import FMAX_DEVICE, cached_study, md_table, measured_area
 from .sweep import grid, run_sweep, sweep_to_files
 
@@ -57,13 +58,14 @@ def measure_point(cfg: DyBitArrayConfig, shape=SWEEP_SHAPE, fmax: bool = True) -
 
 
 def sweep(out: Path, base: DyBitArrayConfig | None = None, axes: dict | None = None, jobs: int = 2,
-          on_done=None) -> list[dict]:
-    """`accelkit sweep dybit-array`: JSON, CSV and a plot of area against cycles for the fixed matmul."""
+          on_done=None, **cluster) -> list[dict]:
+    """`accelkit sweep dybit-array`: JSON, CSV and a plot of area against cycles for the fixed matmul (`cluster`:
+    where the points run, see `run_sweep`)."""
     configs = grid(base or DyBitArrayConfig(), axes or SWEEP_AXES)
     m, k, n = SWEEP_SHAPE
     title = f"DyBit array ({configs[0].a_format} x {configs[0].b_format}), {m} x {k} x {n} matmul"
     return sweep_to_files(configs, measure_point, out, "dybit_sweep", title, lambda r: f"{r['rows']}x{r['cols']}",
-                          jobs=jobs, on_done=on_done)
+                          jobs=jobs, on_done=on_done, **cluster)
 
 
 PE_AREA_TARGETS = ("ecp5", "xilinx", "ecp5-nodsp")
@@ -102,19 +104,27 @@ def report(out: Path, jobs: int = 2, on_done=None, full: bool = False) -> tuple[
     res: dict = {"default_config": default.to_dict()}
     # RTL simulations first, while `accelkit report` synthesises area_points() in the background
     m, k, n = SWEEP_SHAPE
-    res["utilisation"] = [{"array": f"{s}x{s}", **measure_cycles(default.replace(rows=s, cols=s), m, k, n)}
-                          for s in (4, 8)]
-    res["cycle_model"] = [{"array": f"{c.rows}x{c.cols}", **measure_cycles(c, *shape, seed=i)}
-                          for i, shape in enumerate(MODEL_SHAPES)
-                          for c in (default, default.replace(rows=8, cols=8))]
+    res["utilisation"] = []
+    for s in (4, 8):
+        with progress.step(f"dybit-array: utilisation, {m} x {k} x {n} matmul on {s} x {s} (RTL under Verilator)"):
+            res["utilisation"].append({"array": f"{s}x{s}",
+                                       **measure_cycles(default.replace(rows=s, cols=s), m, k, n)})
+    res["cycle_model"] = []
+    for i, shape in enumerate(MODEL_SHAPES):
+        for c in (default, default.replace(rows=8, cols=8)):
+            with progress.step(f"dybit-array: cycle model, {' x '.join(map(str, shape))} matmul on "
+                               f"{c.rows} x {c.cols} (RTL)"):
+                res["cycle_model"].append({"array": f"{c.rows}x{c.cols}", **measure_cycles(c, *shape, seed=i)})
     res["default_area"] = measured_area(default)
     if on_done:
         on_done(default, res["default_area"])
     if full:  # eight more syntheses, the 8 x 8 arrays among them
-        res["pe_area"] = pe_area(jobs=jobs, on_done=on_done)
+        with progress.step("dybit-array: area of one PE per format pair (eight syntheses)"):
+            res["pe_area"] = pe_area(jobs=jobs, on_done=on_done)
     from .dybit_accuracy import minilm_study
 
-    res["minilm"] = cached_study("dybit-minilm", minilm_study, compute=full)
+    with progress.step("dybit-array: MiniLM accuracy study" + (" (cached by content)" if full else ", if cached")):
+        res["minilm"] = cached_study("dybit-minilm", minilm_study, compute=full)
     return res, render(res)
 
 

@@ -11,8 +11,9 @@ from accelkit.config.hyft import SoftmaxConfig
 from accelkit.golden import hyft_cycles
 from accelkit.sim.hyft import run_hyft
 
+from . import progress
 from .measure import cached_study, md_table, measured_area
-from .sweep import grid, run_sweep, sweep_to_files
+from .sweep import grid, point_name, run_sweep, sweep_to_files
 
 SWEEP_AXES = {"lanes": [1, 4, 16], "segments": [4, 8, 16]}
 AREA_LANES = (1, 4, 16)  # accelkit report --full
@@ -48,10 +49,12 @@ def timing(cfg: SoftmaxConfig) -> dict:
     for n in LATENCY_NS:
         if n > cfg.max_len:
             continue
-        run = run_hyft(cfg, _vectors(cfg, [n], seed=n))
+        with progress.step(f"{point_name(cfg)}: latency of one vector of {n} (RTL under Verilator)"):
+            run = run_hyft(cfg, _vectors(cfg, [n], seed=n))
         lat.append({"n": n, "rtl": run.latency[0], "model": hyft_cycles.latency(cfg, n),
                     "bound": 3 * n / cfg.lanes + 40})
-    run = run_hyft(cfg, _vectors(cfg, [RATE_N] * RATE_VECTORS, seed=7))
+    with progress.step(f"{point_name(cfg)}: sustained rate, {RATE_VECTORS} vectors of {RATE_N} back to back (RTL)"):
+        run = run_hyft(cfg, _vectors(cfg, [RATE_N] * RATE_VECTORS, seed=7))
     beats = -(-RATE_N // cfg.lanes)
     last_out = [run.out_fires[(v + 1) * beats - 1] for v in range(RATE_VECTORS)]
     half = RATE_VECTORS // 2
@@ -88,12 +91,13 @@ def area_point_fast(cfg: SoftmaxConfig) -> dict:
 
 
 def sweep(out: Path, base: SoftmaxConfig | None = None, axes: dict | None = None, jobs: int = 2,
-          on_done=None) -> list[dict]:
-    """`accelkit sweep hyft`: latency, throughput, area and Fmax over lanes x segments."""
+          on_done=None, **cluster) -> list[dict]:
+    """`accelkit sweep hyft`: latency, throughput, area and Fmax over lanes x segments (`cluster`: where the
+    points run, see `run_sweep`)."""
     configs = grid(base or SoftmaxConfig(), axes or SWEEP_AXES)
     return sweep_to_files(configs, measure_point, out, "hyft_sweep",
                           f"Hyft softmax ({configs[0].fmt}): area against latency, N=256",
-                          lambda r: f"L{r['lanes']} S{r['segments']}", jobs=jobs, on_done=on_done)
+                          lambda r: f"L{r['lanes']} S{r['segments']}", jobs=jobs, on_done=on_done, **cluster)
 
 
 def render_sweep(rows: list[dict]) -> str:
@@ -118,10 +122,13 @@ def report(out: Path, jobs: int = 2, on_done=None, full: bool = False) -> tuple[
     res: dict = {"default_config": default.to_dict(), "timing": timing(default)}
     lanes = AREA_LANES if full else AREA_LANES_DEFAULT
     configs = [SoftmaxConfig(lanes=n, arch=a) for n in lanes for a in ("hyft", "float")]
-    res["area"] = run_sweep(configs, area_point if full else area_point_fast, jobs=jobs, on_done=on_done)
+    with progress.step(f"hyft: area and Fmax of {len(configs)} configs (lanes {', '.join(map(str, lanes))}, "
+                       "hyft and float)"):
+        res["area"] = run_sweep(configs, area_point if full else area_point_fast, jobs=jobs, on_done=on_done)
     from .hyft_accuracy import accuracy_study
 
-    res["accuracy"] = cached_study("hyft-accuracy", accuracy_study, compute=full)
+    with progress.step("hyft: accuracy study" + (" (cached by content)" if full else ", if cached")):
+        res["accuracy"] = cached_study("hyft-accuracy", accuracy_study, compute=full)
     return res, render(res)
 
 

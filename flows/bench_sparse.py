@@ -8,6 +8,7 @@ from accelkit.config.sparse_conv import SparseConvConfig
 from accelkit.golden.sparse_conv import load_frames
 from accelkit.sim.sparse_conv import engine_figures, random_frame, random_layer, run_sparse_conv
 
+from . import progress
 from .measure import FMAX_DEVICE, md_table, measured_area
 from .sweep import grid, sweep_to_files
 
@@ -51,12 +52,13 @@ def measure_point(cfg: SparseConvConfig, fmax: bool = True) -> dict:
 
 
 def sweep(out: Path, base: SparseConvConfig | None = None, axes: dict | None = None, jobs: int = 2,
-          on_done=None) -> list[dict]:
-    """`accelkit sweep sparse-conv`: area (with memories), Fmax and cycles over PI x PO."""
+          on_done=None, **cluster) -> list[dict]:
+    """`accelkit sweep sparse-conv`: area (with memories), Fmax and cycles over PI x PO (`cluster`: where the
+    points run, see `run_sweep`)."""
     configs = grid(base or SparseConvConfig(), axes or SWEEP_AXES)
     return sweep_to_files(configs, measure_point, out, "sparse_conv_sweep",
                           f"sparse-conv {configs[0].kind} on {SWEEP_FRAME}", lambda r: f"{r['pi']}/{r['po']}",
-                          jobs=jobs, on_done=on_done)
+                          jobs=jobs, on_done=on_done, **cluster)
 
 
 def render_sweep(rows: list[dict]) -> str:
@@ -75,7 +77,9 @@ def real_frames(parallelism=(4, 8)) -> list[dict]:
     for name, frame in load_frames().items():
         for p in parallelism:
             cfg = REAL_FRAME_CONFIG.replace(pi=p, po=p)
-            rows.append({"frame": name, **engine_figures(cfg, frame, dense_rtl=name.startswith("nmnist"))})
+            with progress.step(f"sparse-conv: real frame {name} ({frame.n_active} sites) at PI = PO = {p} "
+                               "(RTL under Verilator)"):
+                rows.append({"frame": name, **engine_figures(cfg, frame, dense_rtl=name.startswith("nmnist"))})
     return rows
 
 

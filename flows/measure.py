@@ -12,8 +12,10 @@ import importlib.metadata
 import json
 from collections.abc import Callable
 
-from accelkit.sim.build import cache_root, locked, module_digest
+from accelkit.sim.build import atomic_write, cache_root, locked, module_digest
 
+from . import progress
+from .sweep import point_name
 from .synth import synth_config
 
 FMAX_DEVICE = "85k"
@@ -35,10 +37,12 @@ def flat_area(res: dict) -> dict:
 
 def measured_area(cfg, targets=("ecp5", "xilinx"), fmax: bool = True, device: str = FMAX_DEVICE) -> dict:
     """Flat area figures of `cfg` and its ECP5 Fmax (None, with fmax_error, when the design does not place)."""
-    res = flat_area(synth_config(cfg, targets=targets, fmax=False))
+    with progress.step(f"{point_name(cfg)}: yosys {', '.join(targets)} area"):
+        res = flat_area(synth_config(cfg, targets=targets, fmax=False))
     if fmax:
         try:
-            res.update(flat_area({"fmax": synth_config(cfg, targets=(), fmax=True, device=device)["fmax"]}))
+            with progress.step(f"{point_name(cfg)}: nextpnr-ecp5 Fmax on {device}"):
+                res.update(flat_area({"fmax": synth_config(cfg, targets=(), fmax=True, device=device)["fmax"]}))
         except RuntimeError as e:
             res["fmax_mhz"], res["fmax_error"] = None, str(e).splitlines()[0]
     return res
@@ -69,7 +73,5 @@ def cached_study(name: str, study: Callable[[], dict], compute: bool = True) -> 
         return None
     with locked(path):
         if not path.exists():
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(study(), sort_keys=True))
-            tmp.replace(path)
+            atomic_write(path, json.dumps(study(), sort_keys=True))
     return json.loads(path.read_text())

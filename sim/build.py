@@ -5,7 +5,9 @@ the generator's output depends on (its import closure within the project, so an
 edit to a config module or a helper it imports rebuilds) and the tool versions,
 so re-running is free, any change rebuilds, and two configs never share a
 directory. Concurrent builders (pytest-xdist workers, parallel
-sweeps) take a file lock on the directory, so they never clobber each other.
+sweeps, Dask workers sharing the cache) take a file lock on the directory, so
+they never clobber each other, and every file a reader checks for is written
+whole under a temporary name of its own and renamed into place (`atomic_write`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import importlib.util
 import json
 import os
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -182,6 +185,24 @@ def locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def atomic_write(path: Path, data: str | bytes) -> Path:
+    """Write `path` so that no reader (another process, another host sharing the cache) ever sees it half
+    written: into a temporary file of this writer's own in the same directory, synced, then renamed over
+    `path`. Concurrent writers of the same content each rename a whole file; the last one wins."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "xb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def emit_verilog(cfg: BlockConfig, block: Block | None = None, platform: str | None = None) -> str:
     """The Verilog of one config, as Amaranth writes it (deterministic: no source paths). With
     ``platform="ecp5"``, the generators instantiate ECP5 primitives where yosys would not infer them (a
@@ -202,10 +223,8 @@ def verilog_file(cfg: BlockConfig, platform: str | None = None) -> Path:
     with locked(d):
         if not out.exists():
             d.mkdir(parents=True, exist_ok=True)
-            (d / "config.json").write_text(cfg.to_json() + "\n")
-            tmp = out.with_suffix(".v.tmp")
-            tmp.write_text(emit_verilog(cfg, platform=platform))
-            tmp.replace(out)
+            atomic_write(d / "config.json", cfg.to_json() + "\n")
+            atomic_write(out, emit_verilog(cfg, platform=platform))
     return out
 
 
@@ -251,5 +270,5 @@ def verilated_model(cfg: BlockConfig, waves: bool = False) -> Path:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-        stamp.write_text(json.dumps(versions(), sort_keys=True))
+        atomic_write(stamp, json.dumps(versions(), sort_keys=True))
     return d

@@ -1,0 +1,168 @@
+"""Progress of long commands: a flushed line per step with the elapsed time when the output is not a terminal (a log
+file, a pipe, pytest's capture), a live display on a terminal, nothing outside a command."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import time
+
+import pytest
+
+from accelkit.cli import main
+from accelkit.flows import progress
+
+LINE = re.compile(r"^\[ *(\d+\.\d)s\] (.*)$")
+
+
+class Flushes(io.StringIO):
+    """A log file that remembers how much of it had been written at each flush."""
+
+    def __init__(self):
+        super().__init__()
+        self.flushed: list[int] = []
+
+    def flush(self):
+        self.flushed.append(len(self.getvalue()))
+        super().flush()
+
+
+def _lines(text: str) -> list[tuple[float, str]]:
+    out = []
+    for line in text.splitlines():
+        m = LINE.match(line)
+        if m:
+            out.append((float(m.group(1)), m.group(2)))
+    return out
+
+
+def test_without_a_terminal_every_step_is_a_flushed_line_with_the_elapsed_time(monkeypatch):
+    monkeypatch.setenv("FORCE_COLOR", "1")  # colour forced, as CI systems do: still a log, still lines
+    monkeypatch.delenv("TTY_INTERACTIVE", raising=False)
+    log = Flushes()
+    with progress.task("sweep x", total=2, file=log) as t:
+        assert not t.live
+        with progress.step("x: first step"):
+            time.sleep(0.25)
+            with progress.step("x: inner step"):
+                pass
+        progress.advance("measured a")
+        progress.log("a note")
+        t.advance("measured b")
+    lines = _lines(log.getvalue())
+    assert [what for _, what in lines] == ["sweep x: 2 to do ...", "x: first step ...", "x: inner step ...",
+                                           "sweep x: measured a (1/2)", "a note", "sweep x: measured b (2/2)",
+                                           "sweep x: done"]
+    assert len(lines) == len(log.getvalue().splitlines())  # nothing else
+    times = [t for t, _ in lines]
+    assert times == sorted(times) and times[0] < 0.2 and times[2] >= 0.2  # seconds since the task began
+    ends = [m.end() for m in re.finditer("\n", log.getvalue())]
+    assert set(ends) <= set(log.flushed)  # each line flushed as it was written
+
+
+def test_outside_a_command_steps_print_nothing(capsys):
+    with progress.step("nothing to report to"):
+        progress.advance("a")
+        progress.log("b")
+    assert progress.current() is None
+    assert capsys.readouterr() == ("", "")
+
+
+def test_a_failing_step_leaves_no_done_line():
+    log = io.StringIO()
+    with pytest.raises(RuntimeError), progress.task("t", file=log, live=False):
+        with progress.step("s"):
+            raise RuntimeError("no")
+    assert [what for _, what in _lines(log.getvalue())] == ["t ...", "s ..."]
+    assert progress.current() is None
+
+
+def test_on_an_interactive_terminal_the_display_is_live(monkeypatch):
+    monkeypatch.setenv("TTY_INTERACTIVE", "1")
+    out = io.StringIO()
+    with progress.task("sweep y", total=2, file=out) as t:
+        assert t.live
+        with progress.step("y: a long step"):
+            progress.advance("measured a")
+        t.advance()
+    text = out.getvalue()
+    assert "sweep y: measured a (1/2)" in text  # printed above the live display
+    assert "2/2" in text and "y: a long step ..." not in text  # a bar, not a line per step
+
+
+def _fake_dybit_point(cfg) -> dict:
+    """A sweep point of the cycle model alone (no RTL, no synthesis), with the columns the sweep renders."""
+    from accelkit.golden.dybit_cycles import matmul_cycles, utilisation
+
+    cycles = matmul_cycles(cfg, 64, 256, 64)
+    n = cfg.rows * cfg.cols
+    return {"rows": cfg.rows, "cols": cfg.cols, "cycles": cycles, "utilisation": utilisation(cfg, 64, 256, 64, cycles),
+            "ecp5_lut4": 100 * n, "ecp5_ff": 50 * n, "ecp5_mult18": n, "xilinx_lut": 90 * n, "xilinx_ff": 50 * n,
+            "xilinx_dsp": n}
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_accelkit_sweep_into_a_log_shows_its_steps(tmp_path, capsys, monkeypatch, jobs):
+    from accelkit.flows import bench_dybit
+    from accelkit.flows.sweep import point_name
+
+    monkeypatch.setattr(bench_dybit, "measure_point", _fake_dybit_point)
+    assert main(["sweep", "dybit-array", "--axis", "rows=1,2", "--axis", "cols=1,4", "-j", jobs,
+                 "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    lines = [what for _, what in _lines(out)]
+    assert lines[0] == "sweep dybit-array: 4 to do ..."
+    grid = bench_dybit.grid(bench_dybit.DyBitArrayConfig(), {"rows": [1, 2], "cols": [1, 4]})
+    measured = [w for w in lines if w.startswith("sweep dybit-array: measured ")]
+    assert [w[-5:] for w in measured] == ["(1/4)", "(2/4)", "(3/4)", "(4/4)"]
+    names = [w.removeprefix("sweep dybit-array: measured ")[:-6] for w in measured]
+    assert sorted(names) == sorted(point_name(c) for c in grid)
+    if jobs == "1":  # in this process, in order
+        assert names == ["dybit-array (rows=1, cols=1)", "dybit-array (rows=1)", "dybit-array (rows=2, cols=1)",
+                         "dybit-array (rows=2)"]
+    if jobs == "2":
+        assert "starting a local Dask cluster of 2 worker processes ..." in lines
+    assert f"writing {tmp_path / 'dybit_sweep'}.json, .csv, .png ..." in lines
+    assert lines[-1] == "sweep dybit-array: done"
+    assert json.loads((tmp_path / "dybit_sweep.json").read_text()) == [_fake_dybit_point(c) for c in grid]
+
+
+def _fake_area(cfg, **kw) -> dict:
+    return {"ecp5_lut4": 1000, "ecp5_ff": 900, "ecp5_mult18": 16, "ecp5_ebr": 4, "xilinx_lut": 800,
+            "xilinx_ff": 900, "xilinx_dsp": 16, "xilinx_bram": 4, "fmax_mhz": 125.0}
+
+
+def _fake_figures(cfg, frame, dense_rtl=False) -> dict:
+    from accelkit.golden.sparse_rtl_cycles import frame_cycles
+
+    cycles = frame_cycles(cfg, frame)
+    return {"pi": cfg.pi, "po": cfg.po, "n_active": frame.n_active, "density": frame.density,
+            "rtl_cycles": cycles, "model_cycles": cycles, "dense_cycles_model": 10 * cycles, "speedup": 10.0,
+            "utilisation": 0.5}
+
+
+def test_accelkit_report_into_a_log_shows_each_step_of_a_section(tmp_path, capsys, monkeypatch):
+    """The report's command path (sparse-conv's section alone, its RTL runs and syntheses replaced by the cycle
+    model and fixed figures): a line per real frame, per measured point and per section."""
+    from accelkit import cli
+    from accelkit.flows import bench_sparse, measure
+
+    monkeypatch.setattr(cli, "BLOCKS", {"sparse-conv": cli.BLOCKS["sparse-conv"]})
+    monkeypatch.setattr(bench_sparse, "engine_figures", _fake_figures)
+    monkeypatch.setattr(bench_sparse, "measured_area", _fake_area)
+    monkeypatch.setattr(measure, "measured_area", _fake_area)  # the report's background syntheses
+    assert main(["report", "-o", str(tmp_path), "-j", "1"]) == 0
+    lines = _lines(capsys.readouterr().out)
+    whats = [w for _, w in lines]
+    assert whats[0] == "report: 1 to do ..."
+    assert "report: synthesis and place and route of 3 configs started in 1 background process" in whats
+    assert "sparse-conv: report section ..." in whats
+    frames = [w for w in whats if w.startswith("sparse-conv: real frame ")]
+    assert len(frames) == 10 and all(w.endswith("(RTL under Verilator) ...") for w in frames)
+    assert "sparse-conv: measured sparse-conv (default)" in whats
+    assert sum(w.startswith("sparse-conv: measured sparse-conv (max_height=180") for w in whats) == 2
+    assert re.fullmatch(r"report: sparse-conv section done in \d+ s \(1/1\)", whats[-3])
+    assert whats[-2:] == ["report: the background syntheses ...", "report: done"]
+    assert [t for t, _ in lines] == sorted(t for t, _ in lines)
+    assert (tmp_path / "report.md").read_text().count("| 4/4 |") == 5
