@@ -12,6 +12,11 @@ Streams:
 
 Between engine i - 1 and engine i: a `BeatGearbox` when pi differs from the previous po, then a
 ``SyncFIFOBuffered`` of ``cfg.link_depth`` beats when that is not 0.
+
+Residual blocks: the block's first engine hands on the beats its line buffer accepts (``identity_out``),
+which a ``SyncFIFOBuffered`` of ``cfg.identity_depth(span)`` beats carries beside the block to the last
+engine's ``identity`` input (gen/sparse_requant.py). The depth covers every beat the block can hold, so the
+FIFO never fills and the main path never waits for it.
 """
 
 from __future__ import annotations
@@ -54,8 +59,9 @@ class SparseNetworkTop(wiring.Component):
         cfg = self.cfg
         m = Module()
         engines = []
+        starts = {first for first, _ in cfg.residual}
         for i, l in enumerate(cfg.layers):
-            e = SparseConvEngine(l)
+            e = SparseConvEngine(l, identity_out=i in starts)
             m.submodules[f"{cfg.names[i]}"] = e
             engines.append(e)
 
@@ -85,6 +91,14 @@ class SparseNetworkTop(wiring.Component):
                 m.d.comb += [dst.valid.eq(q.r_rdy), dst.payload.eq(q.r_data), q.r_en.eq(dst.ready)]
             else:
                 wiring.connect(m, src, engines[i].sites_in)
+
+        # residual blocks: the identity beside the block
+        for first, last_i in cfg.residual:
+            src, dst = engines[first].identity_out, engines[last_i].identity
+            q = fifo.SyncFIFOBuffered(width=len(src.payload.as_value()), depth=cfg.identity_depth((first, last_i)))
+            m.submodules[f"identity{first}"] = q
+            m.d.comb += [q.w_en.eq(src.valid), q.w_data.eq(src.payload),
+                         dst.valid.eq(q.r_rdy), dst.payload.eq(q.r_data), q.r_en.eq(dst.ready)]
 
         last = cfg.last
         if cfg.pool:

@@ -5,11 +5,14 @@ Streams (amaranth.lib.stream, valid/ready):
 - ``params`` in: one load is ``cfg.param_words`` beats, in order: the frame-shape word
   (height - 1, then width - 1 above it), the weight words (word ``(tap * Go + go) * Gi + gi`` holds
   W[go*PO + o, gi*PI + i, tap] in lane ``o * PI + i``; depthwise: word ``tap * G + g`` holds
-  W[g*P + l, 0, tap] in lane l), then ``cout / po`` requant words (PO biases, then PO scales).
+  W[g*P + l, 0, tap] in lane l), then ``cout / po`` requant words (PO biases, then PO scales, then with
+  ``residual`` the id_scale).
   It is taken only between frames; sites are refused until a load has completed.
 - ``sites_in`` in: a frame as tokens in raster order, ``cin / pi`` beats per active site (channels
   ``gi*PI .. gi*PI + PI - 1`` in beat gi, each beat carrying the site's y and x), then one beat with
   ``eof`` set. ``error`` on the end-of-frame beat marks a frame an upstream engine flagged.
+- ``identity`` in (``residual``: the last pw1x1 of an inverted-residual block): the block input's beats as the
+  block's first engine accepted them (its ``identity_out``), then each frame's end (gen/sparse_requant.py).
 - ``sites_out`` out: the output frame the same way, ``cout / po`` beats per output site, then the
   end-of-frame beat, whose ``error`` is set when the frame had a token out of raster order or
   outside the frame (or the input's end-of-frame beat had ``error``). Such a frame's output is the
@@ -56,9 +59,9 @@ from accelkit.config.sparse_conv import SparseChainConfig, SparseConvConfig
 from .memory import READ_LATENCY, RegisteredRam
 from .pipeline import delay
 from .sparse_finder import SiteFinder
-from .sparse_line_buffer import LineBuffer, token_layout
+from .sparse_line_buffer import LineBuffer, accepted_layout, token_layout
 from .sparse_mac import MacArray, mac_array_latency
-from .sparse_requant import Requantiser, requantiser_latency
+from .sparse_requant import Requantiser, identity_layout, requantiser_latency
 from .sparse_sequencer import SEQUENCER_LATENCY, MacSequencer
 
 __all__ = ["token_layout", "in_token_layout", "out_token_layout", "engine_signature", "SparseConvEngine",
@@ -73,12 +76,17 @@ def out_token_layout(cfg: SparseConvConfig) -> data.StructLayout:
     return token_layout(cfg.po, cfg.feature_bits, cfg.out_y_bits, cfg.out_x_bits)
 
 
-def engine_signature(cfg: SparseConvConfig) -> wiring.Signature:
-    return wiring.Signature({
+def engine_signature(cfg: SparseConvConfig, identity_out: bool = False) -> wiring.Signature:
+    ports = {
         "params": In(stream.Signature(unsigned(cfg.param_bits))),
         "sites_in": In(stream.Signature(in_token_layout(cfg))),
         "sites_out": Out(stream.Signature(out_token_layout(cfg))),
-    })
+    }
+    if cfg.residual:  # the block input's beats, for the identity add (gen/sparse_requant.py)
+        ports["identity"] = In(stream.Signature(identity_layout(cfg)))
+    if identity_out:  # this layer starts a residual block: the beats it accepted, then each frame's end
+        ports["identity_out"] = Out(stream.Signature(accepted_layout(cfg.pi, cfg.feature_bits), always_ready=True))
+    return wiring.Signature(ports)
 
 
 def _built(cfg: SparseConvConfig, prop: str, built: int, what: str) -> None:
@@ -96,12 +104,12 @@ class SparseConvEngine(wiring.Component):
     """One layer engine of `cfg` (see the module docstring for the streams), composed of the line buffer,
     site finder, MAC sequencer, MAC array and requantiser (gen/sparse_*.py)."""
 
-    def __init__(self, cfg: SparseConvConfig):
+    def __init__(self, cfg: SparseConvConfig, identity_out: bool = False):
+        """`identity_out`: also hand on the beats the line buffer accepts (this layer starts a residual block)."""
         if not isinstance(cfg, SparseConvConfig):
             raise ConfigError(f"cfg={type(cfg).__name__} is invalid: a SparseConvConfig")
-        require(not cfg.residual, "residual", "False: the RTL engine has no identity input", cfg.residual)
         self.cfg = cfg
-        super().__init__(engine_signature(cfg))
+        super().__init__(engine_signature(cfg, identity_out))
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -195,6 +203,10 @@ class SparseConvEngine(wiring.Component):
                      mac.steps.payload.w.eq(wmem.r_data), mac.steps.payload.first.eq(side_first),
                      mac.steps.payload.last.eq(side_last), mac.steps.payload.meta.eq(side_meta)]
         wiring.connect(m, mac.sums, rq.sums)
+        if cfg.residual:
+            wiring.connect(m, wiring.flipped(self.identity), rq.identity)
+        if "identity_out" in self.signature.members:
+            wiring.connect(m, lb.accepted, wiring.flipped(self.identity_out))
         m.d.comb += [rqmem.r_addr.eq(rq.rq_addr), rq.rq_data.eq(rqmem.r_data)]
 
         # ---- output queue; the sequencer holds a beat until the queue has room for it (credits)

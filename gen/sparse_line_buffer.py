@@ -12,6 +12,8 @@ Control in: ``loaded`` (weights present), ``hold`` (a params load is offered: ta
 ``frame_reset``. Status out: ``done_rows`` (input rows below it are complete: a good token of that row is at
 the head, taken or not), ``eof_seen``, ``has_last``/``last_y``, ``error``, ``busy`` (a frame has started).
 Read port: ``rd_addr`` in, ``rd_data`` out two cycles later (gen/memory.py, a registered block RAM read).
+Stream ``accepted`` out (valid only): every beat written into the buffer (the frame's good tokens, in order),
+then the end of frame: the identity of a residual block that starts with this layer (gen/network.py).
 """
 
 from __future__ import annotations
@@ -24,13 +26,18 @@ from accelkit.config.sparse_conv import SparseConvConfig
 
 from .memory import RegisteredRam
 
-__all__ = ["token_layout", "LineBuffer"]
+__all__ = ["token_layout", "accepted_layout", "LineBuffer"]
 
 
 def token_layout(lanes: int, feature_bits: int, y_bits: int, x_bits: int) -> data.StructLayout:
     """One beat of a site token: feature lanes (raw bits), coordinates, end-of-frame and error flags."""
     return data.StructLayout({"data": data.ArrayLayout(unsigned(feature_bits), lanes), "y": unsigned(y_bits),
                               "x": unsigned(x_bits), "eof": 1, "error": 1})
+
+
+def accepted_layout(lanes: int, feature_bits: int) -> data.StructLayout:
+    """A beat the line buffer wrote (its feature lanes), or the frame's end."""
+    return data.StructLayout({"data": data.ArrayLayout(unsigned(feature_bits), lanes), "eof": 1})
 
 
 class LineBuffer(wiring.Component):
@@ -50,6 +57,7 @@ class LineBuffer(wiring.Component):
             "tags": Out(data.ArrayLayout(unsigned(cfg.tag_bits), S)),
             "rd_addr": In(unsigned(cfg.lb_addr_bits)),
             "rd_data": Out(unsigned(cfg.buffer_word_bits)),
+            "accepted": Out(stream.Signature(accepted_layout(cfg.pi, cfg.feature_bits), always_ready=True)),
         })
 
     def elaborate(self, platform):
@@ -168,6 +176,10 @@ class LineBuffer(wiring.Component):
                      w_set.eq(last_beat), w_slot.eq(slot_in), w_x.eq(head.x), w_y.eq(head.y),
                      w_addr.eq(Cat(*fields)), w_data.eq(head.data.as_value())]
         m.d.comb += [mem.w_addr.eq(w_addr), mem.w_data.eq(w_data), mem.w_en.eq(w_en)]
+        acc_eof = Signal()
+        m.d.sync += acc_eof.eq(take & head.eof)
+        m.d.comb += [self.accepted.valid.eq(w_en | acc_eof), self.accepted.payload.data.eq(w_data),
+                     self.accepted.payload.eof.eq(acc_eof)]
         bit = Signal(W)
         m.d.comb += bit.eq(Mux(w_set, Const(1, W) << w_x, 0))
         for t in range(S):

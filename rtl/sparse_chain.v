@@ -4426,73 +4426,73 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   wire \$126 ;
   wire \$127 ;
   wire \$128 ;
-  wire [31:0] \$129 ;
+  wire \$129 ;
   wire \$13 ;
   wire [31:0] \$130 ;
-  wire \$131 ;
+  wire [31:0] \$131 ;
   wire \$132 ;
-  wire [31:0] \$133 ;
+  wire \$133 ;
   wire [31:0] \$134 ;
-  wire \$135 ;
+  wire [31:0] \$135 ;
   wire \$136 ;
-  wire [31:0] \$137 ;
+  wire \$137 ;
   wire [31:0] \$138 ;
-  wire \$139 ;
+  wire [31:0] \$139 ;
   wire \$14 ;
   wire \$140 ;
-  wire [31:0] \$141 ;
+  wire \$141 ;
   wire [31:0] \$142 ;
-  wire \$143 ;
+  wire [31:0] \$143 ;
   wire \$144 ;
-  wire [31:0] \$145 ;
+  wire \$145 ;
   wire [31:0] \$146 ;
-  wire \$147 ;
+  wire [31:0] \$147 ;
   wire \$148 ;
-  wire [31:0] \$149 ;
+  wire \$149 ;
   wire \$15 ;
   wire [31:0] \$150 ;
-  wire \$151 ;
+  wire [31:0] \$151 ;
   wire \$152 ;
-  wire [31:0] \$153 ;
+  wire \$153 ;
   wire [31:0] \$154 ;
-  wire \$155 ;
+  wire [31:0] \$155 ;
   wire \$156 ;
-  wire [31:0] \$157 ;
+  wire \$157 ;
   wire [31:0] \$158 ;
-  reg \$159 ;
+  wire [31:0] \$159 ;
   wire \$16 ;
   reg \$160 ;
-  reg [4:0] \$161 ;
+  reg \$161 ;
   reg [4:0] \$162 ;
-  reg [47:0] \$163 ;
-  reg \$164 ;
+  reg [4:0] \$163 ;
+  reg [47:0] \$164 ;
   reg \$165 ;
   reg \$166 ;
-  reg [47:0] \$167 ;
-  reg \$168 ;
+  reg \$167 ;
+  reg [47:0] \$168 ;
   reg \$169 ;
   wire \$17 ;
   reg \$170 ;
   reg \$171 ;
   reg \$172 ;
-  reg [6:0] \$173 ;
-  reg \$174 ;
+  reg \$173 ;
+  reg [6:0] \$174 ;
   reg \$175 ;
   reg \$176 ;
   reg \$177 ;
   reg \$178 ;
-  reg [4:0] \$179 ;
+  reg \$179 ;
   wire \$18 ;
-  reg \$180 ;
+  reg [4:0] \$180 ;
   reg \$181 ;
   reg \$182 ;
-  reg [2:0] \$183 ;
-  reg [4:0] \$184 ;
+  reg \$183 ;
+  reg [2:0] \$184 ;
   reg [4:0] \$185 ;
-  reg [7:0] \$186 ;
-  reg [31:0] \$187 ;
+  reg [4:0] \$186 ;
+  reg [7:0] \$187 ;
   reg [31:0] \$188 ;
-  reg [5:0] \$189 ;
+  reg \$189 ;
   wire \$19 ;
   reg [31:0] \$190 ;
   reg [5:0] \$191 ;
@@ -4510,6 +4510,8 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   reg [5:0] \$201 ;
   reg [31:0] \$202 ;
   reg [5:0] \$203 ;
+  reg [31:0] \$204 ;
+  reg [5:0] \$205 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
@@ -4603,8 +4605,17 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   reg \$signal$48  = 1'h0;
   (* init = 1'h0 *)
   wire \$signal$54 ;
-  reg \$signal$61  = 1'h0;
-  reg \$signal$70  = 1'h0;
+  reg \$signal$64  = 1'h0;
+  reg \$signal$73  = 1'h0;
+  reg acc_eof = 1'h0;
+  wire [32:0] accepted__payload;
+  wire [31:0] \accepted__payload.data ;
+  wire [7:0] \accepted__payload.data[0] ;
+  wire [7:0] \accepted__payload.data[1] ;
+  wire [7:0] \accepted__payload.data[2] ;
+  wire [7:0] \accepted__payload.data[3] ;
+  wire \accepted__payload.eof ;
+  wire accepted__valid;
   wire bad;
   wire [31:0] \bit ;
   reg [31:0] bitmap_0 = 32'd0;
@@ -4809,6 +4820,7 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   assign \$25  = \$24  | bad;
   assign \$26  = \$25  | head_permit;
   assign take = \$23  & \$26 ;
+  assign accepted__valid = w_en | acc_eof;
   assign \$27  = 1'h1 << w_x;
   assign \$28  = w_set ? \$27  : 63'h0000000000000000;
   assign \$29  = entry_0_valid & entry_1_valid;
@@ -4821,12 +4833,12 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   assign \$36  = entry_0_valid & entry_1_valid;
   assign \$37  = ~ \$36 ;
   assign \$38  = sites_in__valid & \$37 ;
-  assign \$39  = ! \$signal$61 ;
+  assign \$39  = ! \$signal$64 ;
   assign \$40  = \$38  & \$39 ;
   assign \$41  = entry_0_valid & entry_1_valid;
   assign \$42  = ~ \$41 ;
   assign \$43  = sites_in__valid & \$42 ;
-  assign \$44  = ! \$signal$61 ;
+  assign \$44  = ! \$signal$64 ;
   assign \$45  = \$43  & \$44 ;
   assign \$46  = sites_in__payload[36:32] > height_m1;
   assign \$47  = sites_in__payload[41:37] > width_m1;
@@ -4838,7 +4850,7 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   assign \$53  = entry_0_valid & entry_1_valid;
   assign \$54  = ~ \$53 ;
   assign \$55  = sites_in__valid & \$54 ;
-  assign \$56  = ! \$signal$61 ;
+  assign \$56  = ! \$signal$64 ;
   assign \$57  = \$55  & \$56 ;
   assign \$58  = sites_in__payload[36:32] < permit_row;
   assign \$59  = entry_0[36:32] < permit_row;
@@ -4868,13 +4880,13 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   assign \$86  = entry_0_valid & entry_1_valid;
   assign \$87  = ~ \$86 ;
   assign \$88  = sites_in__valid & \$87 ;
-  assign \$89  = ~ \$signal$61 ;
+  assign \$89  = ~ \$signal$64 ;
   assign \$90  = ~ rp;
   assign \$91  = ! rp;
   assign \$92  = entry_0_valid & entry_1_valid;
   assign \$93  = ~ \$92 ;
   assign \$94  = sites_in__valid & \$93 ;
-  assign \$95  = ! \$signal$61 ;
+  assign \$95  = ! \$signal$64 ;
   assign \$96  = \$94  & \$95 ;
   assign \$97  = ~ \$96 ;
   assign \$98  = \$91  & \$97 ;
@@ -4904,128 +4916,131 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   assign \$124  = got[36:32] != last_y;
   assign \$125  = \$123  | \$124 ;
   assign \$126  = got[45] & \$125 ;
-  assign \$127  = ! w_slot;
-  assign \$128  = w_en & \$127 ;
-  assign \$129  = \$signal$70  ? 32'd0 : bitmap_0;
-  assign \$130  = \$129  | \$28 [31:0];
-  assign \$131  = w_slot == 1'h1;
-  assign \$132  = w_en & \$131 ;
-  assign \$133  = \$signal$70  ? 32'd0 : bitmap_1;
-  assign \$134  = \$133  | \$28 [31:0];
-  assign \$135  = w_slot == 2'h2;
-  assign \$136  = w_en & \$135 ;
-  assign \$137  = \$signal$70  ? 32'd0 : bitmap_2;
-  assign \$138  = \$137  | \$28 [31:0];
-  assign \$139  = w_slot == 2'h3;
-  assign \$140  = w_en & \$139 ;
-  assign \$141  = \$signal$70  ? 32'd0 : bitmap_3;
-  assign \$142  = \$141  | \$28 [31:0];
-  assign \$143  = w_slot == 3'h4;
-  assign \$144  = w_en & \$143 ;
-  assign \$145  = \$signal$70  ? 32'd0 : bitmap_4;
-  assign \$146  = \$145  | \$28 [31:0];
-  assign \$147  = w_slot == 3'h5;
-  assign \$148  = w_en & \$147 ;
-  assign \$149  = \$signal$70  ? 32'd0 : bitmap_5;
-  assign \$150  = \$149  | \$28 [31:0];
-  assign \$151  = w_slot == 3'h6;
-  assign \$152  = w_en & \$151 ;
-  assign \$153  = \$signal$70  ? 32'd0 : bitmap_6;
-  assign \$154  = \$153  | \$28 [31:0];
-  assign \$155  = w_slot == 3'h7;
-  assign \$156  = w_en & \$155 ;
-  assign \$157  = \$signal$70  ? 32'd0 : bitmap_7;
-  assign \$158  = \$157  | \$28 [31:0];
+  assign \$127  = take & got[42];
+  assign \$128  = ! w_slot;
+  assign \$129  = w_en & \$128 ;
+  assign \$130  = \$signal$73  ? 32'd0 : bitmap_0;
+  assign \$131  = \$130  | \$28 [31:0];
+  assign \$132  = w_slot == 1'h1;
+  assign \$133  = w_en & \$132 ;
+  assign \$134  = \$signal$73  ? 32'd0 : bitmap_1;
+  assign \$135  = \$134  | \$28 [31:0];
+  assign \$136  = w_slot == 2'h2;
+  assign \$137  = w_en & \$136 ;
+  assign \$138  = \$signal$73  ? 32'd0 : bitmap_2;
+  assign \$139  = \$138  | \$28 [31:0];
+  assign \$140  = w_slot == 2'h3;
+  assign \$141  = w_en & \$140 ;
+  assign \$142  = \$signal$73  ? 32'd0 : bitmap_3;
+  assign \$143  = \$142  | \$28 [31:0];
+  assign \$144  = w_slot == 3'h4;
+  assign \$145  = w_en & \$144 ;
+  assign \$146  = \$signal$73  ? 32'd0 : bitmap_4;
+  assign \$147  = \$146  | \$28 [31:0];
+  assign \$148  = w_slot == 3'h5;
+  assign \$149  = w_en & \$148 ;
+  assign \$150  = \$signal$73  ? 32'd0 : bitmap_5;
+  assign \$151  = \$150  | \$28 [31:0];
+  assign \$152  = w_slot == 3'h6;
+  assign \$153  = w_en & \$152 ;
+  assign \$154  = \$signal$73  ? 32'd0 : bitmap_6;
+  assign \$155  = \$154  | \$28 [31:0];
+  assign \$156  = w_slot == 3'h7;
+  assign \$157  = w_en & \$156 ;
+  assign \$158  = \$signal$73  ? 32'd0 : bitmap_7;
+  assign \$159  = \$158  | \$28 [31:0];
   always @(posedge clk)
-    c_gi <= \$159 ;
+    c_gi <= \$160 ;
   always @(posedge clk)
-    prev_any <= \$160 ;
+    prev_any <= \$161 ;
   always @(posedge clk)
-    \$signal  <= \$161 ;
+    \$signal  <= \$162 ;
   always @(posedge clk)
-    \$signal$29  <= \$162 ;
+    \$signal$29  <= \$163 ;
   always @(posedge clk)
-    entry_0 <= \$163 ;
+    entry_0 <= \$164 ;
   always @(posedge clk)
-    entry_0_valid <= \$164 ;
+    entry_0_valid <= \$165 ;
   always @(posedge clk)
-    entry_0_outside <= \$165 ;
+    entry_0_outside <= \$166 ;
   always @(posedge clk)
-    entry_0_permit <= \$166 ;
+    entry_0_permit <= \$167 ;
   always @(posedge clk)
-    entry_1 <= \$167 ;
+    entry_1 <= \$168 ;
   always @(posedge clk)
-    entry_1_valid <= \$168 ;
+    entry_1_valid <= \$169 ;
   always @(posedge clk)
-    entry_1_outside <= \$169 ;
+    entry_1_outside <= \$170 ;
   always @(posedge clk)
-    entry_1_permit <= \$170 ;
+    entry_1_permit <= \$171 ;
   always @(posedge clk)
-    \$signal$61  <= \$171 ;
+    \$signal$64  <= \$172 ;
   always @(posedge clk)
-    rp <= \$172 ;
+    rp <= \$173 ;
   always @(posedge clk)
-    done_rows <= \$173 ;
+    done_rows <= \$174 ;
   always @(posedge clk)
-    busy <= \$174 ;
+    busy <= \$175 ;
   always @(posedge clk)
-    eof_seen <= \$175 ;
+    eof_seen <= \$176 ;
   always @(posedge clk)
-    \$signal$48  <= \$176 ;
+    \$signal$48  <= \$177 ;
   always @(posedge clk)
-    error <= \$177 ;
+    error <= \$178 ;
   always @(posedge clk)
-    has_last <= \$178 ;
+    has_last <= \$179 ;
   always @(posedge clk)
-    last_y <= \$179 ;
+    last_y <= \$180 ;
   always @(posedge clk)
-    w_en <= \$180 ;
+    w_en <= \$181 ;
   always @(posedge clk)
-    \$signal$70  <= \$181 ;
+    \$signal$73  <= \$182 ;
   always @(posedge clk)
-    w_set <= \$182 ;
+    w_set <= \$183 ;
   always @(posedge clk)
-    w_slot <= \$183 ;
+    w_slot <= \$184 ;
   always @(posedge clk)
-    w_x <= \$184 ;
+    w_x <= \$185 ;
   always @(posedge clk)
-    w_y <= \$185 ;
+    w_y <= \$186 ;
   always @(posedge clk)
-    w_addr <= \$186 ;
+    w_addr <= \$187 ;
   always @(posedge clk)
-    w_data <= \$187 ;
+    w_data <= \$188 ;
   always @(posedge clk)
-    bitmap_0 <= \$188 ;
+    acc_eof <= \$189 ;
   always @(posedge clk)
-    row_tag_0 <= \$189 ;
+    bitmap_0 <= \$190 ;
   always @(posedge clk)
-    bitmap_1 <= \$190 ;
+    row_tag_0 <= \$191 ;
   always @(posedge clk)
-    row_tag_1 <= \$191 ;
+    bitmap_1 <= \$192 ;
   always @(posedge clk)
-    bitmap_2 <= \$192 ;
+    row_tag_1 <= \$193 ;
   always @(posedge clk)
-    row_tag_2 <= \$193 ;
+    bitmap_2 <= \$194 ;
   always @(posedge clk)
-    bitmap_3 <= \$194 ;
+    row_tag_2 <= \$195 ;
   always @(posedge clk)
-    row_tag_3 <= \$195 ;
+    bitmap_3 <= \$196 ;
   always @(posedge clk)
-    bitmap_4 <= \$196 ;
+    row_tag_3 <= \$197 ;
   always @(posedge clk)
-    row_tag_4 <= \$197 ;
+    bitmap_4 <= \$198 ;
   always @(posedge clk)
-    bitmap_5 <= \$198 ;
+    row_tag_4 <= \$199 ;
   always @(posedge clk)
-    row_tag_5 <= \$199 ;
+    bitmap_5 <= \$200 ;
   always @(posedge clk)
-    bitmap_6 <= \$200 ;
+    row_tag_5 <= \$201 ;
   always @(posedge clk)
-    row_tag_6 <= \$201 ;
+    bitmap_6 <= \$202 ;
   always @(posedge clk)
-    bitmap_7 <= \$202 ;
+    row_tag_6 <= \$203 ;
   always @(posedge clk)
-    row_tag_7 <= \$203 ;
+    bitmap_7 <= \$204 ;
+  always @(posedge clk)
+    row_tag_7 <= \$205 ;
   \top.layer0.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -5037,30 +5052,13 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$159  = c_gi;
-    if (\$31 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[42]) begin
-        \$159  = 1'h0;
-      end else begin
-        \$159  = \$34 [0];
-      end
-    end
-    if (rst) begin
-      \$159  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$160  = prev_any;
+    \$160  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[42]) begin
         \$160  = 1'h0;
       end else begin
-        if (\$35 ) begin
-          \$160  = 1'h1;
-        end
+        \$160  = \$34 [0];
       end
     end
     if (rst) begin
@@ -5069,26 +5067,29 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$161  = \$signal ;
+    \$161  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[42]) begin
+        \$161  = 1'h0;
       end else begin
-        \$161  = sites_in__payload[36:32];
+        if (\$35 ) begin
+          \$161  = 1'h1;
+        end
       end
     end
     if (rst) begin
-      \$161  = 5'h00;
+      \$161  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$162  = \$signal$29 ;
+    \$162  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[42]) begin
       end else begin
-        \$162  = sites_in__payload[41:37];
+        \$162  = sites_in__payload[36:32];
       end
     end
     if (rst) begin
@@ -5097,97 +5098,101 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$163  = entry_0;
-    if (\$40 ) begin
-      \$163  = entry;
-    end
-    if (rst) begin
-      \$163  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$164  = entry_0_valid;
-    if (\$40 ) begin
-      \$164  = 1'h1;
-    end
-    if (take) begin
-      if (\$98 ) begin
-        \$164  = 1'h0;
+    \$163  = \$signal$29 ;
+    if (\$31 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[42]) begin
+      end else begin
+        \$163  = sites_in__payload[41:37];
       end
     end
     if (rst) begin
-      \$164  = 1'h0;
+      \$163  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$165  = \$52 ;
+    \$164  = entry_0;
+    if (\$40 ) begin
+      \$164  = entry;
+    end
+    if (rst) begin
+      \$164  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$165  = entry_0_valid;
+    if (\$40 ) begin
+      \$165  = 1'h1;
+    end
+    if (take) begin
+      if (\$98 ) begin
+        \$165  = 1'h0;
+      end
+    end
     if (rst) begin
       \$165  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$166  = \$60 ;
+    \$166  = \$52 ;
     if (rst) begin
       \$166  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$167  = entry_1;
-    if (\$65 ) begin
-      \$167  = entry;
-    end
+    \$167  = \$60 ;
     if (rst) begin
-      \$167  = 48'h000000000000;
+      \$167  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$168  = entry_1_valid;
+    \$168  = entry_1;
     if (\$65 ) begin
-      \$168  = 1'h1;
+      \$168  = entry;
+    end
+    if (rst) begin
+      \$168  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$169  = entry_1_valid;
+    if (\$65 ) begin
+      \$169  = 1'h1;
     end
     if (take) begin
       if (\$106 ) begin
-        \$168  = 1'h0;
+        \$169  = 1'h0;
       end
     end
-    if (rst) begin
-      \$168  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$169  = \$77 ;
     if (rst) begin
       \$169  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$170  = \$85 ;
+    \$170  = \$77 ;
     if (rst) begin
       \$170  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$171  = \$signal$61 ;
-    if (\$88 ) begin
-      \$171  = \$89 ;
-    end
+    \$171  = \$85 ;
     if (rst) begin
       \$171  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$172  = rp;
-    if (take) begin
-      \$172  = \$90 ;
+    \$172  = \$signal$64 ;
+    if (\$88 ) begin
+      \$172  = \$89 ;
     end
     if (rst) begin
       \$172  = 1'h0;
@@ -5195,37 +5200,32 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$173  = done_rows;
+    \$173  = rp;
+    if (take) begin
+      \$173  = \$90 ;
+    end
+    if (rst) begin
+      \$173  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$174  = done_rows;
     if (\$114 ) begin
-      \$173  = { 2'h0, got[36:32] };
+      \$174  = { 2'h0, got[36:32] };
     end
     if (frame_reset) begin
-      \$173  = 7'h00;
+      \$174  = 7'h00;
     end
     if (rst) begin
-      \$173  = 7'h00;
+      \$174  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$174  = busy;
+    \$175  = busy;
     if (take) begin
-      \$174  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$174  = 1'h0;
-    end
-    if (rst) begin
-      \$174  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$175  = eof_seen;
-    if (take) begin
-      if (got[42]) begin
-        \$175  = 1'h1;
-      end
+      \$175  = 1'h1;
     end
     if (frame_reset) begin
       \$175  = 1'h0;
@@ -5236,12 +5236,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$176  = \$signal$48 ;
+    \$176  = eof_seen;
     if (take) begin
       if (got[42]) begin
-        \$176  = 1'h0;
-      end else if (\$signal$48 ) begin
-      end else if (bad) begin
         \$176  = 1'h1;
       end
     end
@@ -5254,12 +5251,10 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$177  = error;
+    \$177  = \$signal$48 ;
     if (take) begin
       if (got[42]) begin
-        if (\$116 ) begin
-          \$177  = 1'h1;
-        end
+        \$177  = 1'h0;
       end else if (\$signal$48 ) begin
       end else if (bad) begin
         \$177  = 1'h1;
@@ -5274,12 +5269,14 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$178  = has_last;
+    \$178  = error;
     if (take) begin
       if (got[42]) begin
+        if (\$116 ) begin
+          \$178  = 1'h1;
+        end
       end else if (\$signal$48 ) begin
       end else if (bad) begin
-      end else if (got[46]) begin
         \$178  = 1'h1;
       end
     end
@@ -5292,105 +5289,105 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$179  = last_y;
+    \$179  = has_last;
     if (take) begin
       if (got[42]) begin
       end else if (\$signal$48 ) begin
       end else if (bad) begin
       end else if (got[46]) begin
-        \$179  = got[36:32];
+        \$179  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$179  = 1'h0;
+    end
+    if (rst) begin
+      \$179  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$180  = last_y;
+    if (take) begin
+      if (got[42]) begin
+      end else if (\$signal$48 ) begin
+      end else if (bad) begin
+      end else if (got[46]) begin
+        \$180  = got[36:32];
       end
     end
     if (rst) begin
-      \$179  = 5'h00;
+      \$180  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$180  = \$122 ;
-    if (rst) begin
-      \$180  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$181  = \$126 ;
+    \$181  = \$122 ;
     if (rst) begin
       \$181  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$182  = got[46];
+    \$182  = \$126 ;
     if (rst) begin
       \$182  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$183  = got[34:32];
+    \$183  = got[46];
     if (rst) begin
-      \$183  = 3'h0;
+      \$183  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$184  = got[41:37];
+    \$184  = got[34:32];
     if (rst) begin
-      \$184  = 5'h00;
+      \$184  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$185  = got[36:32];
+    \$185  = got[41:37];
     if (rst) begin
       \$185  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$186  = { got[34:32], got[41:37] };
+    \$186  = got[36:32];
     if (rst) begin
-      \$186  = 8'h00;
+      \$186  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$187  = got[31:0];
+    \$187  = { got[34:32], got[41:37] };
     if (rst) begin
-      \$187  = 32'd0;
+      \$187  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$188  = bitmap_0;
-    if (\$128 ) begin
-      \$188  = \$130 ;
-    end
+    \$188  = got[31:0];
     if (rst) begin
       \$188  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$189  = row_tag_0;
-    if (\$128 ) begin
-      if (\$signal$70 ) begin
-        \$189  = { 1'h0, w_y };
-      end
-    end
-    if (frame_reset) begin
-      \$189  = 6'h3f;
-    end
+    \$189  = \$127 ;
     if (rst) begin
-      \$189  = 6'h3f;
+      \$189  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$190  = bitmap_1;
-    if (\$132 ) begin
-      \$190  = \$134 ;
+    \$190  = bitmap_0;
+    if (\$129 ) begin
+      \$190  = \$131 ;
     end
     if (rst) begin
       \$190  = 32'd0;
@@ -5398,9 +5395,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$191  = row_tag_1;
-    if (\$132 ) begin
-      if (\$signal$70 ) begin
+    \$191  = row_tag_0;
+    if (\$129 ) begin
+      if (\$signal$73 ) begin
         \$191  = { 1'h0, w_y };
       end
     end
@@ -5413,9 +5410,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$192  = bitmap_2;
-    if (\$136 ) begin
-      \$192  = \$138 ;
+    \$192  = bitmap_1;
+    if (\$133 ) begin
+      \$192  = \$135 ;
     end
     if (rst) begin
       \$192  = 32'd0;
@@ -5423,9 +5420,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$193  = row_tag_2;
-    if (\$136 ) begin
-      if (\$signal$70 ) begin
+    \$193  = row_tag_1;
+    if (\$133 ) begin
+      if (\$signal$73 ) begin
         \$193  = { 1'h0, w_y };
       end
     end
@@ -5438,9 +5435,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$194  = bitmap_3;
-    if (\$140 ) begin
-      \$194  = \$142 ;
+    \$194  = bitmap_2;
+    if (\$137 ) begin
+      \$194  = \$139 ;
     end
     if (rst) begin
       \$194  = 32'd0;
@@ -5448,9 +5445,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$195  = row_tag_3;
-    if (\$140 ) begin
-      if (\$signal$70 ) begin
+    \$195  = row_tag_2;
+    if (\$137 ) begin
+      if (\$signal$73 ) begin
         \$195  = { 1'h0, w_y };
       end
     end
@@ -5463,9 +5460,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$196  = bitmap_4;
-    if (\$144 ) begin
-      \$196  = \$146 ;
+    \$196  = bitmap_3;
+    if (\$141 ) begin
+      \$196  = \$143 ;
     end
     if (rst) begin
       \$196  = 32'd0;
@@ -5473,9 +5470,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$197  = row_tag_4;
-    if (\$144 ) begin
-      if (\$signal$70 ) begin
+    \$197  = row_tag_3;
+    if (\$141 ) begin
+      if (\$signal$73 ) begin
         \$197  = { 1'h0, w_y };
       end
     end
@@ -5488,9 +5485,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$198  = bitmap_5;
-    if (\$148 ) begin
-      \$198  = \$150 ;
+    \$198  = bitmap_4;
+    if (\$145 ) begin
+      \$198  = \$147 ;
     end
     if (rst) begin
       \$198  = 32'd0;
@@ -5498,9 +5495,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$199  = row_tag_5;
-    if (\$148 ) begin
-      if (\$signal$70 ) begin
+    \$199  = row_tag_4;
+    if (\$145 ) begin
+      if (\$signal$73 ) begin
         \$199  = { 1'h0, w_y };
       end
     end
@@ -5513,9 +5510,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$200  = bitmap_6;
-    if (\$152 ) begin
-      \$200  = \$154 ;
+    \$200  = bitmap_5;
+    if (\$149 ) begin
+      \$200  = \$151 ;
     end
     if (rst) begin
       \$200  = 32'd0;
@@ -5523,9 +5520,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$201  = row_tag_6;
-    if (\$152 ) begin
-      if (\$signal$70 ) begin
+    \$201  = row_tag_5;
+    if (\$149 ) begin
+      if (\$signal$73 ) begin
         \$201  = { 1'h0, w_y };
       end
     end
@@ -5538,9 +5535,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$202  = bitmap_7;
-    if (\$156 ) begin
-      \$202  = \$158 ;
+    \$202  = bitmap_6;
+    if (\$153 ) begin
+      \$202  = \$155 ;
     end
     if (rst) begin
       \$202  = 32'd0;
@@ -5548,9 +5545,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$203  = row_tag_7;
-    if (\$156 ) begin
-      if (\$signal$70 ) begin
+    \$203  = row_tag_6;
+    if (\$153 ) begin
+      if (\$signal$73 ) begin
         \$203  = { 1'h0, w_y };
       end
     end
@@ -5559,6 +5556,31 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
     end
     if (rst) begin
       \$203  = 6'h3f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$204  = bitmap_7;
+    if (\$157 ) begin
+      \$204  = \$159 ;
+    end
+    if (rst) begin
+      \$204  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$205  = row_tag_7;
+    if (\$157 ) begin
+      if (\$signal$73 ) begin
+        \$205  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$205  = 6'h3f;
+    end
+    if (rst) begin
+      \$205  = 6'h3f;
     end
   end
   assign rd_addr = r_addr;
@@ -5648,6 +5670,14 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   assign \entry_1.first  = entry_1[45];
   assign \entry_1.last  = entry_1[46];
   assign \entry_1.bad  = entry_1[47];
+  assign \accepted__payload.data  = accepted__payload[31:0];
+  assign \accepted__payload.data[0]  = accepted__payload[7:0];
+  assign \accepted__payload.data[1]  = accepted__payload[15:8];
+  assign \accepted__payload.data[2]  = accepted__payload[23:16];
+  assign \accepted__payload.data[3]  = accepted__payload[31:24];
+  assign \accepted__payload.eof  = accepted__payload[32];
+  assign accepted__payload[32] = acc_eof;
+  assign accepted__payload[31:0] = w_data;
   assign entry[47] = \$16 ;
   assign entry[46] = \$3 ;
   assign entry[45] = \$2 ;
@@ -5669,11 +5699,11 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   assign tags[17:12] = row_tag_2;
   assign tags[11:6] = row_tag_1;
   assign tags[5:0] = row_tag_0;
-  assign \$64  = \$signal$61 ;
-  assign \$69  = \$signal$61 ;
-  assign \$81  = \$signal$61 ;
+  assign \$64  = \$signal$64 ;
+  assign \$69  = \$signal$64 ;
+  assign \$81  = \$signal$64 ;
   assign \$99  = rp;
-  assign \$103  = \$signal$61 ;
+  assign \$103  = \$signal$64 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -12876,56 +12906,56 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   wire \$126 ;
   wire \$127 ;
   wire \$128 ;
-  wire [15:0] \$129 ;
+  wire \$129 ;
   wire \$13 ;
   wire [15:0] \$130 ;
-  wire \$131 ;
+  wire [15:0] \$131 ;
   wire \$132 ;
-  wire [15:0] \$133 ;
+  wire \$133 ;
   wire [15:0] \$134 ;
-  wire \$135 ;
+  wire [15:0] \$135 ;
   wire \$136 ;
-  wire [15:0] \$137 ;
+  wire \$137 ;
   wire [15:0] \$138 ;
-  wire \$139 ;
+  wire [15:0] \$139 ;
   wire \$14 ;
   wire \$140 ;
-  wire [15:0] \$141 ;
+  wire \$141 ;
   wire [15:0] \$142 ;
-  reg \$143 ;
+  wire [15:0] \$143 ;
   reg \$144 ;
-  reg [3:0] \$145 ;
+  reg \$145 ;
   reg [3:0] \$146 ;
-  reg [45:0] \$147 ;
-  reg \$148 ;
+  reg [3:0] \$147 ;
+  reg [45:0] \$148 ;
   reg \$149 ;
   wire \$15 ;
   reg \$150 ;
-  reg [45:0] \$151 ;
-  reg \$152 ;
+  reg \$151 ;
+  reg [45:0] \$152 ;
   reg \$153 ;
   reg \$154 ;
   reg \$155 ;
   reg \$156 ;
-  reg [5:0] \$157 ;
-  reg \$158 ;
+  reg \$157 ;
+  reg [5:0] \$158 ;
   reg \$159 ;
   wire \$16 ;
   reg \$160 ;
   reg \$161 ;
   reg \$162 ;
-  reg [3:0] \$163 ;
-  reg \$164 ;
+  reg \$163 ;
+  reg [3:0] \$164 ;
   reg \$165 ;
   reg \$166 ;
-  reg [1:0] \$167 ;
-  reg [3:0] \$168 ;
+  reg \$167 ;
+  reg [1:0] \$168 ;
   reg [3:0] \$169 ;
   wire \$17 ;
-  reg [6:0] \$170 ;
-  reg [31:0] \$171 ;
-  reg [15:0] \$172 ;
-  reg [4:0] \$173 ;
+  reg [3:0] \$170 ;
+  reg [6:0] \$171 ;
+  reg [31:0] \$172 ;
+  reg \$173 ;
   reg [15:0] \$174 ;
   reg [4:0] \$175 ;
   reg [15:0] \$176 ;
@@ -12933,6 +12963,8 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   reg [15:0] \$178 ;
   reg [4:0] \$179 ;
   wire \$18 ;
+  reg [15:0] \$180 ;
+  reg [4:0] \$181 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
@@ -13029,8 +13061,17 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   reg \$signal$40  = 1'h0;
   (* init = 1'h0 *)
   wire \$signal$46 ;
-  reg \$signal$53  = 1'h0;
-  reg \$signal$62  = 1'h0;
+  reg \$signal$56  = 1'h0;
+  reg \$signal$65  = 1'h0;
+  reg acc_eof = 1'h0;
+  wire [32:0] accepted__payload;
+  wire [31:0] \accepted__payload.data ;
+  wire [7:0] \accepted__payload.data[0] ;
+  wire [7:0] \accepted__payload.data[1] ;
+  wire [7:0] \accepted__payload.data[2] ;
+  wire [7:0] \accepted__payload.data[3] ;
+  wire \accepted__payload.eof ;
+  wire accepted__valid;
   wire bad;
   wire [15:0] \bit ;
   reg [15:0] bitmap_0 = 16'h0000;
@@ -13218,6 +13259,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$25  = \$24  | bad;
   assign \$26  = \$25  | head_permit;
   assign take = \$23  & \$26 ;
+  assign accepted__valid = w_en | acc_eof;
   assign \$27  = 1'h1 << w_x;
   assign \$28  = w_set ? \$27  : 31'h00000000;
   assign \$29  = entry_0_valid & entry_1_valid;
@@ -13228,12 +13270,12 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$36  = entry_0_valid & entry_1_valid;
   assign \$37  = ~ \$36 ;
   assign \$38  = sites_in__valid & \$37 ;
-  assign \$39  = ! \$signal$53 ;
+  assign \$39  = ! \$signal$56 ;
   assign \$40  = \$38  & \$39 ;
   assign \$41  = entry_0_valid & entry_1_valid;
   assign \$42  = ~ \$41 ;
   assign \$43  = sites_in__valid & \$42 ;
-  assign \$44  = ! \$signal$53 ;
+  assign \$44  = ! \$signal$56 ;
   assign \$45  = \$43  & \$44 ;
   assign \$46  = sites_in__payload[35:32] > height_m1;
   assign \$47  = sites_in__payload[39:36] > width_m1;
@@ -13245,7 +13287,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$53  = entry_0_valid & entry_1_valid;
   assign \$54  = ~ \$53 ;
   assign \$55  = sites_in__valid & \$54 ;
-  assign \$56  = ! \$signal$53 ;
+  assign \$56  = ! \$signal$56 ;
   assign \$57  = \$55  & \$56 ;
   assign \$58  = sites_in__payload[35:32] < permit_row;
   assign \$59  = entry_0[35:32] < permit_row;
@@ -13275,13 +13317,13 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$86  = entry_0_valid & entry_1_valid;
   assign \$87  = ~ \$86 ;
   assign \$88  = sites_in__valid & \$87 ;
-  assign \$89  = ~ \$signal$53 ;
+  assign \$89  = ~ \$signal$56 ;
   assign \$90  = ~ rp;
   assign \$91  = ! rp;
   assign \$92  = entry_0_valid & entry_1_valid;
   assign \$93  = ~ \$92 ;
   assign \$94  = sites_in__valid & \$93 ;
-  assign \$95  = ! \$signal$53 ;
+  assign \$95  = ! \$signal$56 ;
   assign \$96  = \$94  & \$95 ;
   assign \$97  = ~ \$96 ;
   assign \$98  = \$91  & \$97 ;
@@ -13311,96 +13353,99 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$124  = got[35:32] != last_y;
   assign \$125  = \$123  | \$124 ;
   assign \$126  = got[43] & \$125 ;
-  assign \$127  = ! w_slot;
-  assign \$128  = w_en & \$127 ;
-  assign \$129  = \$signal$62  ? 16'h0000 : bitmap_0;
-  assign \$130  = \$129  | \$28 [15:0];
-  assign \$131  = w_slot == 1'h1;
-  assign \$132  = w_en & \$131 ;
-  assign \$133  = \$signal$62  ? 16'h0000 : bitmap_1;
-  assign \$134  = \$133  | \$28 [15:0];
-  assign \$135  = w_slot == 2'h2;
-  assign \$136  = w_en & \$135 ;
-  assign \$137  = \$signal$62  ? 16'h0000 : bitmap_2;
-  assign \$138  = \$137  | \$28 [15:0];
-  assign \$139  = w_slot == 2'h3;
-  assign \$140  = w_en & \$139 ;
-  assign \$141  = \$signal$62  ? 16'h0000 : bitmap_3;
-  assign \$142  = \$141  | \$28 [15:0];
+  assign \$127  = take & got[40];
+  assign \$128  = ! w_slot;
+  assign \$129  = w_en & \$128 ;
+  assign \$130  = \$signal$65  ? 16'h0000 : bitmap_0;
+  assign \$131  = \$130  | \$28 [15:0];
+  assign \$132  = w_slot == 1'h1;
+  assign \$133  = w_en & \$132 ;
+  assign \$134  = \$signal$65  ? 16'h0000 : bitmap_1;
+  assign \$135  = \$134  | \$28 [15:0];
+  assign \$136  = w_slot == 2'h2;
+  assign \$137  = w_en & \$136 ;
+  assign \$138  = \$signal$65  ? 16'h0000 : bitmap_2;
+  assign \$139  = \$138  | \$28 [15:0];
+  assign \$140  = w_slot == 2'h3;
+  assign \$141  = w_en & \$140 ;
+  assign \$142  = \$signal$65  ? 16'h0000 : bitmap_3;
+  assign \$143  = \$142  | \$28 [15:0];
   always @(posedge clk)
-    c_gi <= \$143 ;
+    c_gi <= \$144 ;
   always @(posedge clk)
-    prev_any <= \$144 ;
+    prev_any <= \$145 ;
   always @(posedge clk)
-    \$signal  <= \$145 ;
+    \$signal  <= \$146 ;
   always @(posedge clk)
-    \$signal$21  <= \$146 ;
+    \$signal$21  <= \$147 ;
   always @(posedge clk)
-    entry_0 <= \$147 ;
+    entry_0 <= \$148 ;
   always @(posedge clk)
-    entry_0_valid <= \$148 ;
+    entry_0_valid <= \$149 ;
   always @(posedge clk)
-    entry_0_outside <= \$149 ;
+    entry_0_outside <= \$150 ;
   always @(posedge clk)
-    entry_0_permit <= \$150 ;
+    entry_0_permit <= \$151 ;
   always @(posedge clk)
-    entry_1 <= \$151 ;
+    entry_1 <= \$152 ;
   always @(posedge clk)
-    entry_1_valid <= \$152 ;
+    entry_1_valid <= \$153 ;
   always @(posedge clk)
-    entry_1_outside <= \$153 ;
+    entry_1_outside <= \$154 ;
   always @(posedge clk)
-    entry_1_permit <= \$154 ;
+    entry_1_permit <= \$155 ;
   always @(posedge clk)
-    \$signal$53  <= \$155 ;
+    \$signal$56  <= \$156 ;
   always @(posedge clk)
-    rp <= \$156 ;
+    rp <= \$157 ;
   always @(posedge clk)
-    done_rows <= \$157 ;
+    done_rows <= \$158 ;
   always @(posedge clk)
-    busy <= \$158 ;
+    busy <= \$159 ;
   always @(posedge clk)
-    eof_seen <= \$159 ;
+    eof_seen <= \$160 ;
   always @(posedge clk)
-    \$signal$40  <= \$160 ;
+    \$signal$40  <= \$161 ;
   always @(posedge clk)
-    error <= \$161 ;
+    error <= \$162 ;
   always @(posedge clk)
-    has_last <= \$162 ;
+    has_last <= \$163 ;
   always @(posedge clk)
-    last_y <= \$163 ;
+    last_y <= \$164 ;
   always @(posedge clk)
-    w_en <= \$164 ;
+    w_en <= \$165 ;
   always @(posedge clk)
-    \$signal$62  <= \$165 ;
+    \$signal$65  <= \$166 ;
   always @(posedge clk)
-    w_set <= \$166 ;
+    w_set <= \$167 ;
   always @(posedge clk)
-    w_slot <= \$167 ;
+    w_slot <= \$168 ;
   always @(posedge clk)
-    w_x <= \$168 ;
+    w_x <= \$169 ;
   always @(posedge clk)
-    w_y <= \$169 ;
+    w_y <= \$170 ;
   always @(posedge clk)
-    w_addr <= \$170 ;
+    w_addr <= \$171 ;
   always @(posedge clk)
-    w_data <= \$171 ;
+    w_data <= \$172 ;
   always @(posedge clk)
-    bitmap_0 <= \$172 ;
+    acc_eof <= \$173 ;
   always @(posedge clk)
-    row_tag_0 <= \$173 ;
+    bitmap_0 <= \$174 ;
   always @(posedge clk)
-    bitmap_1 <= \$174 ;
+    row_tag_0 <= \$175 ;
   always @(posedge clk)
-    row_tag_1 <= \$175 ;
+    bitmap_1 <= \$176 ;
   always @(posedge clk)
-    bitmap_2 <= \$176 ;
+    row_tag_1 <= \$177 ;
   always @(posedge clk)
-    row_tag_2 <= \$177 ;
+    bitmap_2 <= \$178 ;
   always @(posedge clk)
-    bitmap_3 <= \$178 ;
+    row_tag_2 <= \$179 ;
   always @(posedge clk)
-    row_tag_3 <= \$179 ;
+    bitmap_3 <= \$180 ;
+  always @(posedge clk)
+    row_tag_3 <= \$181 ;
   \top.layer1.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -13412,30 +13457,13 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$143  = c_gi;
-    if (\$31 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-        \$143  = 1'h0;
-      end else begin
-        \$143  = \$34 [0];
-      end
-    end
-    if (rst) begin
-      \$143  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$144  = prev_any;
+    \$144  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
         \$144  = 1'h0;
       end else begin
-        if (\$35 ) begin
-          \$144  = 1'h1;
-        end
+        \$144  = \$34 [0];
       end
     end
     if (rst) begin
@@ -13444,26 +13472,29 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$145  = \$signal ;
+    \$145  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
+        \$145  = 1'h0;
       end else begin
-        \$145  = sites_in__payload[35:32];
+        if (\$35 ) begin
+          \$145  = 1'h1;
+        end
       end
     end
     if (rst) begin
-      \$145  = 4'h0;
+      \$145  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$146  = \$signal$21 ;
+    \$146  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else begin
-        \$146  = sites_in__payload[39:36];
+        \$146  = sites_in__payload[35:32];
       end
     end
     if (rst) begin
@@ -13472,97 +13503,101 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$147  = entry_0;
-    if (\$40 ) begin
-      \$147  = entry;
-    end
-    if (rst) begin
-      \$147  = 46'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$148  = entry_0_valid;
-    if (\$40 ) begin
-      \$148  = 1'h1;
-    end
-    if (take) begin
-      if (\$98 ) begin
-        \$148  = 1'h0;
+    \$147  = \$signal$21 ;
+    if (\$31 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[40]) begin
+      end else begin
+        \$147  = sites_in__payload[39:36];
       end
     end
     if (rst) begin
-      \$148  = 1'h0;
+      \$147  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$149  = \$52 ;
+    \$148  = entry_0;
+    if (\$40 ) begin
+      \$148  = entry;
+    end
+    if (rst) begin
+      \$148  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$149  = entry_0_valid;
+    if (\$40 ) begin
+      \$149  = 1'h1;
+    end
+    if (take) begin
+      if (\$98 ) begin
+        \$149  = 1'h0;
+      end
+    end
     if (rst) begin
       \$149  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$150  = \$60 ;
+    \$150  = \$52 ;
     if (rst) begin
       \$150  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$151  = entry_1;
-    if (\$65 ) begin
-      \$151  = entry;
-    end
+    \$151  = \$60 ;
     if (rst) begin
-      \$151  = 46'h000000000000;
+      \$151  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$152  = entry_1_valid;
+    \$152  = entry_1;
     if (\$65 ) begin
-      \$152  = 1'h1;
+      \$152  = entry;
+    end
+    if (rst) begin
+      \$152  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$153  = entry_1_valid;
+    if (\$65 ) begin
+      \$153  = 1'h1;
     end
     if (take) begin
       if (\$106 ) begin
-        \$152  = 1'h0;
+        \$153  = 1'h0;
       end
     end
-    if (rst) begin
-      \$152  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$153  = \$77 ;
     if (rst) begin
       \$153  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$154  = \$85 ;
+    \$154  = \$77 ;
     if (rst) begin
       \$154  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$155  = \$signal$53 ;
-    if (\$88 ) begin
-      \$155  = \$89 ;
-    end
+    \$155  = \$85 ;
     if (rst) begin
       \$155  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$156  = rp;
-    if (take) begin
-      \$156  = \$90 ;
+    \$156  = \$signal$56 ;
+    if (\$88 ) begin
+      \$156  = \$89 ;
     end
     if (rst) begin
       \$156  = 1'h0;
@@ -13570,37 +13605,32 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$157  = done_rows;
+    \$157  = rp;
+    if (take) begin
+      \$157  = \$90 ;
+    end
+    if (rst) begin
+      \$157  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$158  = done_rows;
     if (\$114 ) begin
-      \$157  = { 2'h0, got[35:32] };
+      \$158  = { 2'h0, got[35:32] };
     end
     if (frame_reset) begin
-      \$157  = 6'h00;
+      \$158  = 6'h00;
     end
     if (rst) begin
-      \$157  = 6'h00;
+      \$158  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$158  = busy;
+    \$159  = busy;
     if (take) begin
-      \$158  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$158  = 1'h0;
-    end
-    if (rst) begin
-      \$158  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$159  = eof_seen;
-    if (take) begin
-      if (got[40]) begin
-        \$159  = 1'h1;
-      end
+      \$159  = 1'h1;
     end
     if (frame_reset) begin
       \$159  = 1'h0;
@@ -13611,12 +13641,9 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$160  = \$signal$40 ;
+    \$160  = eof_seen;
     if (take) begin
       if (got[40]) begin
-        \$160  = 1'h0;
-      end else if (\$signal$40 ) begin
-      end else if (bad) begin
         \$160  = 1'h1;
       end
     end
@@ -13629,12 +13656,10 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$161  = error;
+    \$161  = \$signal$40 ;
     if (take) begin
       if (got[40]) begin
-        if (\$116 ) begin
-          \$161  = 1'h1;
-        end
+        \$161  = 1'h0;
       end else if (\$signal$40 ) begin
       end else if (bad) begin
         \$161  = 1'h1;
@@ -13649,12 +13674,14 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$162  = has_last;
+    \$162  = error;
     if (take) begin
       if (got[40]) begin
+        if (\$116 ) begin
+          \$162  = 1'h1;
+        end
       end else if (\$signal$40 ) begin
       end else if (bad) begin
-      end else if (got[44]) begin
         \$162  = 1'h1;
       end
     end
@@ -13667,105 +13694,105 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$163  = last_y;
+    \$163  = has_last;
     if (take) begin
       if (got[40]) begin
       end else if (\$signal$40 ) begin
       end else if (bad) begin
       end else if (got[44]) begin
-        \$163  = got[35:32];
+        \$163  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$163  = 1'h0;
+    end
+    if (rst) begin
+      \$163  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$164  = last_y;
+    if (take) begin
+      if (got[40]) begin
+      end else if (\$signal$40 ) begin
+      end else if (bad) begin
+      end else if (got[44]) begin
+        \$164  = got[35:32];
       end
     end
     if (rst) begin
-      \$163  = 4'h0;
+      \$164  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$164  = \$122 ;
-    if (rst) begin
-      \$164  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$165  = \$126 ;
+    \$165  = \$122 ;
     if (rst) begin
       \$165  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$166  = got[44];
+    \$166  = \$126 ;
     if (rst) begin
       \$166  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$167  = got[33:32];
+    \$167  = got[44];
     if (rst) begin
-      \$167  = 2'h0;
+      \$167  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$168  = got[39:36];
+    \$168  = got[33:32];
     if (rst) begin
-      \$168  = 4'h0;
+      \$168  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$169  = got[35:32];
+    \$169  = got[39:36];
     if (rst) begin
       \$169  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$170  = { got[33:32], got[39:36], got[42] };
+    \$170  = got[35:32];
     if (rst) begin
-      \$170  = 7'h00;
+      \$170  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$171  = got[31:0];
+    \$171  = { got[33:32], got[39:36], got[42] };
     if (rst) begin
-      \$171  = 32'd0;
+      \$171  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$172  = bitmap_0;
-    if (\$128 ) begin
-      \$172  = \$130 ;
-    end
+    \$172  = got[31:0];
     if (rst) begin
-      \$172  = 16'h0000;
+      \$172  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$173  = row_tag_0;
-    if (\$128 ) begin
-      if (\$signal$62 ) begin
-        \$173  = { 1'h0, w_y };
-      end
-    end
-    if (frame_reset) begin
-      \$173  = 5'h1f;
-    end
+    \$173  = \$127 ;
     if (rst) begin
-      \$173  = 5'h1f;
+      \$173  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$174  = bitmap_1;
-    if (\$132 ) begin
-      \$174  = \$134 ;
+    \$174  = bitmap_0;
+    if (\$129 ) begin
+      \$174  = \$131 ;
     end
     if (rst) begin
       \$174  = 16'h0000;
@@ -13773,9 +13800,9 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$175  = row_tag_1;
-    if (\$132 ) begin
-      if (\$signal$62 ) begin
+    \$175  = row_tag_0;
+    if (\$129 ) begin
+      if (\$signal$65 ) begin
         \$175  = { 1'h0, w_y };
       end
     end
@@ -13788,9 +13815,9 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$176  = bitmap_2;
-    if (\$136 ) begin
-      \$176  = \$138 ;
+    \$176  = bitmap_1;
+    if (\$133 ) begin
+      \$176  = \$135 ;
     end
     if (rst) begin
       \$176  = 16'h0000;
@@ -13798,9 +13825,9 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$177  = row_tag_2;
-    if (\$136 ) begin
-      if (\$signal$62 ) begin
+    \$177  = row_tag_1;
+    if (\$133 ) begin
+      if (\$signal$65 ) begin
         \$177  = { 1'h0, w_y };
       end
     end
@@ -13813,9 +13840,9 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$178  = bitmap_3;
-    if (\$140 ) begin
-      \$178  = \$142 ;
+    \$178  = bitmap_2;
+    if (\$137 ) begin
+      \$178  = \$139 ;
     end
     if (rst) begin
       \$178  = 16'h0000;
@@ -13823,9 +13850,9 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$179  = row_tag_3;
-    if (\$140 ) begin
-      if (\$signal$62 ) begin
+    \$179  = row_tag_2;
+    if (\$137 ) begin
+      if (\$signal$65 ) begin
         \$179  = { 1'h0, w_y };
       end
     end
@@ -13834,6 +13861,31 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
     if (rst) begin
       \$179  = 5'h1f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$180  = bitmap_3;
+    if (\$141 ) begin
+      \$180  = \$143 ;
+    end
+    if (rst) begin
+      \$180  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$181  = row_tag_3;
+    if (\$141 ) begin
+      if (\$signal$65 ) begin
+        \$181  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$181  = 5'h1f;
+    end
+    if (rst) begin
+      \$181  = 5'h1f;
     end
   end
   assign rd_addr = r_addr;
@@ -13915,6 +13967,14 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \entry_1.first  = entry_1[43];
   assign \entry_1.last  = entry_1[44];
   assign \entry_1.bad  = entry_1[45];
+  assign \accepted__payload.data  = accepted__payload[31:0];
+  assign \accepted__payload.data[0]  = accepted__payload[7:0];
+  assign \accepted__payload.data[1]  = accepted__payload[15:8];
+  assign \accepted__payload.data[2]  = accepted__payload[23:16];
+  assign \accepted__payload.data[3]  = accepted__payload[31:24];
+  assign \accepted__payload.eof  = accepted__payload[32];
+  assign accepted__payload[32] = acc_eof;
+  assign accepted__payload[31:0] = w_data;
   assign entry[45] = \$16 ;
   assign entry[44] = \$3 ;
   assign entry[43] = \$2 ;
@@ -13931,11 +13991,11 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$3  = c_gi;
   assign \$32  = c_gi;
   assign \$35  = c_gi;
-  assign \$64  = \$signal$53 ;
-  assign \$69  = \$signal$53 ;
-  assign \$81  = \$signal$53 ;
+  assign \$64  = \$signal$56 ;
+  assign \$69  = \$signal$56 ;
+  assign \$81  = \$signal$56 ;
   assign \$99  = rp;
-  assign \$103  = \$signal$53 ;
+  assign \$103  = \$signal$56 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -20094,49 +20154,51 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   wire \$126 ;
   wire \$127 ;
   wire \$128 ;
-  wire [15:0] \$129 ;
+  wire \$129 ;
   wire \$13 ;
   wire [15:0] \$130 ;
-  wire \$131 ;
+  wire [15:0] \$131 ;
   wire \$132 ;
-  wire [15:0] \$133 ;
+  wire \$133 ;
   wire [15:0] \$134 ;
-  reg \$135 ;
+  wire [15:0] \$135 ;
   reg \$136 ;
-  reg [3:0] \$137 ;
+  reg \$137 ;
   reg [3:0] \$138 ;
-  reg [45:0] \$139 ;
+  reg [3:0] \$139 ;
   wire \$14 ;
-  reg \$140 ;
+  reg [45:0] \$140 ;
   reg \$141 ;
   reg \$142 ;
-  reg [45:0] \$143 ;
-  reg \$144 ;
+  reg \$143 ;
+  reg [45:0] \$144 ;
   reg \$145 ;
   reg \$146 ;
   reg \$147 ;
   reg \$148 ;
-  reg [5:0] \$149 ;
+  reg \$149 ;
   wire \$15 ;
-  reg \$150 ;
+  reg [5:0] \$150 ;
   reg \$151 ;
   reg \$152 ;
   reg \$153 ;
   reg \$154 ;
-  reg [3:0] \$155 ;
-  reg \$156 ;
+  reg \$155 ;
+  reg [3:0] \$156 ;
   reg \$157 ;
   reg \$158 ;
   reg \$159 ;
   wire \$16 ;
-  reg [3:0] \$160 ;
+  reg \$160 ;
   reg [3:0] \$161 ;
-  reg [5:0] \$162 ;
-  reg [31:0] \$163 ;
-  reg [15:0] \$164 ;
-  reg [4:0] \$165 ;
+  reg [3:0] \$162 ;
+  reg [5:0] \$163 ;
+  reg [31:0] \$164 ;
+  reg \$165 ;
   reg [15:0] \$166 ;
   reg [4:0] \$167 ;
+  reg [15:0] \$168 ;
+  reg [4:0] \$169 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
@@ -20235,8 +20297,17 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   reg \$signal$36  = 1'h0;
   (* init = 1'h0 *)
   wire \$signal$42 ;
-  reg \$signal$49  = 1'h0;
-  reg \$signal$58  = 1'h0;
+  reg \$signal$52  = 1'h0;
+  reg \$signal$61  = 1'h0;
+  reg acc_eof = 1'h0;
+  wire [32:0] accepted__payload;
+  wire [31:0] \accepted__payload.data ;
+  wire [7:0] \accepted__payload.data[0] ;
+  wire [7:0] \accepted__payload.data[1] ;
+  wire [7:0] \accepted__payload.data[2] ;
+  wire [7:0] \accepted__payload.data[3] ;
+  wire \accepted__payload.eof ;
+  wire accepted__valid;
   wire bad;
   wire [15:0] \bit ;
   reg [15:0] bitmap_0 = 16'h0000;
@@ -20416,6 +20487,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$25  = \$24  | bad;
   assign \$26  = \$25  | head_permit;
   assign take = \$23  & \$26 ;
+  assign accepted__valid = w_en | acc_eof;
   assign \$27  = 1'h1 << w_x;
   assign \$28  = w_set ? \$27  : 31'h00000000;
   assign \$29  = entry_0_valid & entry_1_valid;
@@ -20426,12 +20498,12 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$36  = entry_0_valid & entry_1_valid;
   assign \$37  = ~ \$36 ;
   assign \$38  = sites_in__valid & \$37 ;
-  assign \$39  = ! \$signal$49 ;
+  assign \$39  = ! \$signal$52 ;
   assign \$40  = \$38  & \$39 ;
   assign \$41  = entry_0_valid & entry_1_valid;
   assign \$42  = ~ \$41 ;
   assign \$43  = sites_in__valid & \$42 ;
-  assign \$44  = ! \$signal$49 ;
+  assign \$44  = ! \$signal$52 ;
   assign \$45  = \$43  & \$44 ;
   assign \$46  = sites_in__payload[35:32] > height_m1;
   assign \$47  = sites_in__payload[39:36] > width_m1;
@@ -20443,7 +20515,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$53  = entry_0_valid & entry_1_valid;
   assign \$54  = ~ \$53 ;
   assign \$55  = sites_in__valid & \$54 ;
-  assign \$56  = ! \$signal$49 ;
+  assign \$56  = ! \$signal$52 ;
   assign \$57  = \$55  & \$56 ;
   assign \$58  = sites_in__payload[35:32] < permit_row;
   assign \$59  = entry_0[35:32] < permit_row;
@@ -20473,13 +20545,13 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$86  = entry_0_valid & entry_1_valid;
   assign \$87  = ~ \$86 ;
   assign \$88  = sites_in__valid & \$87 ;
-  assign \$89  = ~ \$signal$49 ;
+  assign \$89  = ~ \$signal$52 ;
   assign \$90  = ~ rp;
   assign \$91  = ! rp;
   assign \$92  = entry_0_valid & entry_1_valid;
   assign \$93  = ~ \$92 ;
   assign \$94  = sites_in__valid & \$93 ;
-  assign \$95  = ! \$signal$49 ;
+  assign \$95  = ! \$signal$52 ;
   assign \$96  = \$94  & \$95 ;
   assign \$97  = ~ \$96 ;
   assign \$98  = \$91  & \$97 ;
@@ -20509,79 +20581,82 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$124  = got[35:32] != last_y;
   assign \$125  = \$123  | \$124 ;
   assign \$126  = got[43] & \$125 ;
-  assign \$127  = ! w_slot;
-  assign \$128  = w_en & \$127 ;
-  assign \$129  = \$signal$58  ? 16'h0000 : bitmap_0;
-  assign \$130  = \$129  | \$28 [15:0];
-  assign \$132  = w_en & \$131 ;
-  assign \$133  = \$signal$58  ? 16'h0000 : bitmap_1;
-  assign \$134  = \$133  | \$28 [15:0];
+  assign \$127  = take & got[40];
+  assign \$128  = ! w_slot;
+  assign \$129  = w_en & \$128 ;
+  assign \$130  = \$signal$61  ? 16'h0000 : bitmap_0;
+  assign \$131  = \$130  | \$28 [15:0];
+  assign \$133  = w_en & \$132 ;
+  assign \$134  = \$signal$61  ? 16'h0000 : bitmap_1;
+  assign \$135  = \$134  | \$28 [15:0];
   always @(posedge clk)
-    c_gi <= \$135 ;
+    c_gi <= \$136 ;
   always @(posedge clk)
-    prev_any <= \$136 ;
+    prev_any <= \$137 ;
   always @(posedge clk)
-    \$signal  <= \$137 ;
+    \$signal  <= \$138 ;
   always @(posedge clk)
-    \$signal$17  <= \$138 ;
+    \$signal$17  <= \$139 ;
   always @(posedge clk)
-    entry_0 <= \$139 ;
+    entry_0 <= \$140 ;
   always @(posedge clk)
-    entry_0_valid <= \$140 ;
+    entry_0_valid <= \$141 ;
   always @(posedge clk)
-    entry_0_outside <= \$141 ;
+    entry_0_outside <= \$142 ;
   always @(posedge clk)
-    entry_0_permit <= \$142 ;
+    entry_0_permit <= \$143 ;
   always @(posedge clk)
-    entry_1 <= \$143 ;
+    entry_1 <= \$144 ;
   always @(posedge clk)
-    entry_1_valid <= \$144 ;
+    entry_1_valid <= \$145 ;
   always @(posedge clk)
-    entry_1_outside <= \$145 ;
+    entry_1_outside <= \$146 ;
   always @(posedge clk)
-    entry_1_permit <= \$146 ;
+    entry_1_permit <= \$147 ;
   always @(posedge clk)
-    \$signal$49  <= \$147 ;
+    \$signal$52  <= \$148 ;
   always @(posedge clk)
-    rp <= \$148 ;
+    rp <= \$149 ;
   always @(posedge clk)
-    done_rows <= \$149 ;
+    done_rows <= \$150 ;
   always @(posedge clk)
-    busy <= \$150 ;
+    busy <= \$151 ;
   always @(posedge clk)
-    eof_seen <= \$151 ;
+    eof_seen <= \$152 ;
   always @(posedge clk)
-    \$signal$36  <= \$152 ;
+    \$signal$36  <= \$153 ;
   always @(posedge clk)
-    error <= \$153 ;
+    error <= \$154 ;
   always @(posedge clk)
-    has_last <= \$154 ;
+    has_last <= \$155 ;
   always @(posedge clk)
-    last_y <= \$155 ;
+    last_y <= \$156 ;
   always @(posedge clk)
-    w_en <= \$156 ;
+    w_en <= \$157 ;
   always @(posedge clk)
-    \$signal$58  <= \$157 ;
+    \$signal$61  <= \$158 ;
   always @(posedge clk)
-    w_set <= \$158 ;
+    w_set <= \$159 ;
   always @(posedge clk)
-    w_slot <= \$159 ;
+    w_slot <= \$160 ;
   always @(posedge clk)
-    w_x <= \$160 ;
+    w_x <= \$161 ;
   always @(posedge clk)
-    w_y <= \$161 ;
+    w_y <= \$162 ;
   always @(posedge clk)
-    w_addr <= \$162 ;
+    w_addr <= \$163 ;
   always @(posedge clk)
-    w_data <= \$163 ;
+    w_data <= \$164 ;
   always @(posedge clk)
-    bitmap_0 <= \$164 ;
+    acc_eof <= \$165 ;
   always @(posedge clk)
-    row_tag_0 <= \$165 ;
+    bitmap_0 <= \$166 ;
   always @(posedge clk)
-    bitmap_1 <= \$166 ;
+    row_tag_0 <= \$167 ;
   always @(posedge clk)
-    row_tag_1 <= \$167 ;
+    bitmap_1 <= \$168 ;
+  always @(posedge clk)
+    row_tag_1 <= \$169 ;
   \top.layer2.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -20593,30 +20668,13 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$135  = c_gi;
-    if (\$31 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[40]) begin
-        \$135  = 1'h0;
-      end else begin
-        \$135  = \$34 [0];
-      end
-    end
-    if (rst) begin
-      \$135  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$136  = prev_any;
+    \$136  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
         \$136  = 1'h0;
       end else begin
-        if (\$35 ) begin
-          \$136  = 1'h1;
-        end
+        \$136  = \$34 [0];
       end
     end
     if (rst) begin
@@ -20625,26 +20683,29 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$137  = \$signal ;
+    \$137  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
+        \$137  = 1'h0;
       end else begin
-        \$137  = sites_in__payload[35:32];
+        if (\$35 ) begin
+          \$137  = 1'h1;
+        end
       end
     end
     if (rst) begin
-      \$137  = 4'h0;
+      \$137  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$138  = \$signal$17 ;
+    \$138  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else begin
-        \$138  = sites_in__payload[39:36];
+        \$138  = sites_in__payload[35:32];
       end
     end
     if (rst) begin
@@ -20653,97 +20714,101 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$139  = entry_0;
-    if (\$40 ) begin
-      \$139  = entry;
-    end
-    if (rst) begin
-      \$139  = 46'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$140  = entry_0_valid;
-    if (\$40 ) begin
-      \$140  = 1'h1;
-    end
-    if (take) begin
-      if (\$98 ) begin
-        \$140  = 1'h0;
+    \$139  = \$signal$17 ;
+    if (\$31 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[40]) begin
+      end else begin
+        \$139  = sites_in__payload[39:36];
       end
     end
     if (rst) begin
-      \$140  = 1'h0;
+      \$139  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$141  = \$52 ;
+    \$140  = entry_0;
+    if (\$40 ) begin
+      \$140  = entry;
+    end
+    if (rst) begin
+      \$140  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$141  = entry_0_valid;
+    if (\$40 ) begin
+      \$141  = 1'h1;
+    end
+    if (take) begin
+      if (\$98 ) begin
+        \$141  = 1'h0;
+      end
+    end
     if (rst) begin
       \$141  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$142  = \$60 ;
+    \$142  = \$52 ;
     if (rst) begin
       \$142  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$143  = entry_1;
-    if (\$65 ) begin
-      \$143  = entry;
-    end
+    \$143  = \$60 ;
     if (rst) begin
-      \$143  = 46'h000000000000;
+      \$143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$144  = entry_1_valid;
+    \$144  = entry_1;
     if (\$65 ) begin
-      \$144  = 1'h1;
+      \$144  = entry;
+    end
+    if (rst) begin
+      \$144  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$145  = entry_1_valid;
+    if (\$65 ) begin
+      \$145  = 1'h1;
     end
     if (take) begin
       if (\$106 ) begin
-        \$144  = 1'h0;
+        \$145  = 1'h0;
       end
     end
-    if (rst) begin
-      \$144  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$145  = \$77 ;
     if (rst) begin
       \$145  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$146  = \$85 ;
+    \$146  = \$77 ;
     if (rst) begin
       \$146  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$147  = \$signal$49 ;
-    if (\$88 ) begin
-      \$147  = \$89 ;
-    end
+    \$147  = \$85 ;
     if (rst) begin
       \$147  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$148  = rp;
-    if (take) begin
-      \$148  = \$90 ;
+    \$148  = \$signal$52 ;
+    if (\$88 ) begin
+      \$148  = \$89 ;
     end
     if (rst) begin
       \$148  = 1'h0;
@@ -20751,37 +20816,32 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$149  = done_rows;
+    \$149  = rp;
+    if (take) begin
+      \$149  = \$90 ;
+    end
+    if (rst) begin
+      \$149  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$150  = done_rows;
     if (\$114 ) begin
-      \$149  = { 2'h0, got[35:32] };
+      \$150  = { 2'h0, got[35:32] };
     end
     if (frame_reset) begin
-      \$149  = 6'h00;
+      \$150  = 6'h00;
     end
     if (rst) begin
-      \$149  = 6'h00;
+      \$150  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$150  = busy;
+    \$151  = busy;
     if (take) begin
-      \$150  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$150  = 1'h0;
-    end
-    if (rst) begin
-      \$150  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$151  = eof_seen;
-    if (take) begin
-      if (got[40]) begin
-        \$151  = 1'h1;
-      end
+      \$151  = 1'h1;
     end
     if (frame_reset) begin
       \$151  = 1'h0;
@@ -20792,12 +20852,9 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$152  = \$signal$36 ;
+    \$152  = eof_seen;
     if (take) begin
       if (got[40]) begin
-        \$152  = 1'h0;
-      end else if (\$signal$36 ) begin
-      end else if (bad) begin
         \$152  = 1'h1;
       end
     end
@@ -20810,12 +20867,10 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$153  = error;
+    \$153  = \$signal$36 ;
     if (take) begin
       if (got[40]) begin
-        if (\$116 ) begin
-          \$153  = 1'h1;
-        end
+        \$153  = 1'h0;
       end else if (\$signal$36 ) begin
       end else if (bad) begin
         \$153  = 1'h1;
@@ -20830,12 +20885,14 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$154  = has_last;
+    \$154  = error;
     if (take) begin
       if (got[40]) begin
+        if (\$116 ) begin
+          \$154  = 1'h1;
+        end
       end else if (\$signal$36 ) begin
       end else if (bad) begin
-      end else if (got[44]) begin
         \$154  = 1'h1;
       end
     end
@@ -20848,105 +20905,105 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$155  = last_y;
+    \$155  = has_last;
     if (take) begin
       if (got[40]) begin
       end else if (\$signal$36 ) begin
       end else if (bad) begin
       end else if (got[44]) begin
-        \$155  = got[35:32];
+        \$155  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$155  = 1'h0;
+    end
+    if (rst) begin
+      \$155  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$156  = last_y;
+    if (take) begin
+      if (got[40]) begin
+      end else if (\$signal$36 ) begin
+      end else if (bad) begin
+      end else if (got[44]) begin
+        \$156  = got[35:32];
       end
     end
     if (rst) begin
-      \$155  = 4'h0;
+      \$156  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$156  = \$122 ;
-    if (rst) begin
-      \$156  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$157  = \$126 ;
+    \$157  = \$122 ;
     if (rst) begin
       \$157  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$158  = got[44];
+    \$158  = \$126 ;
     if (rst) begin
       \$158  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$159  = got[32];
+    \$159  = got[44];
     if (rst) begin
       \$159  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$160  = got[39:36];
+    \$160  = got[32];
     if (rst) begin
-      \$160  = 4'h0;
+      \$160  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$161  = got[35:32];
+    \$161  = got[39:36];
     if (rst) begin
       \$161  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$162  = { got[32], got[39:36], got[42] };
+    \$162  = got[35:32];
     if (rst) begin
-      \$162  = 6'h00;
+      \$162  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$163  = got[31:0];
+    \$163  = { got[32], got[39:36], got[42] };
     if (rst) begin
-      \$163  = 32'd0;
+      \$163  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$164  = bitmap_0;
-    if (\$128 ) begin
-      \$164  = \$130 ;
-    end
+    \$164  = got[31:0];
     if (rst) begin
-      \$164  = 16'h0000;
+      \$164  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$165  = row_tag_0;
-    if (\$128 ) begin
-      if (\$signal$58 ) begin
-        \$165  = { 1'h0, w_y };
-      end
-    end
-    if (frame_reset) begin
-      \$165  = 5'h1f;
-    end
+    \$165  = \$127 ;
     if (rst) begin
-      \$165  = 5'h1f;
+      \$165  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$166  = bitmap_1;
-    if (\$132 ) begin
-      \$166  = \$134 ;
+    \$166  = bitmap_0;
+    if (\$129 ) begin
+      \$166  = \$131 ;
     end
     if (rst) begin
       \$166  = 16'h0000;
@@ -20954,9 +21011,9 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$167  = row_tag_1;
-    if (\$132 ) begin
-      if (\$signal$58 ) begin
+    \$167  = row_tag_0;
+    if (\$129 ) begin
+      if (\$signal$61 ) begin
         \$167  = { 1'h0, w_y };
       end
     end
@@ -20965,6 +21022,31 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
     if (rst) begin
       \$167  = 5'h1f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$168  = bitmap_1;
+    if (\$133 ) begin
+      \$168  = \$135 ;
+    end
+    if (rst) begin
+      \$168  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$169  = row_tag_1;
+    if (\$133 ) begin
+      if (\$signal$61 ) begin
+        \$169  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$169  = 5'h1f;
+    end
+    if (rst) begin
+      \$169  = 5'h1f;
     end
   end
   assign rd_addr = r_addr;
@@ -21042,6 +21124,14 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \entry_1.first  = entry_1[43];
   assign \entry_1.last  = entry_1[44];
   assign \entry_1.bad  = entry_1[45];
+  assign \accepted__payload.data  = accepted__payload[31:0];
+  assign \accepted__payload.data[0]  = accepted__payload[7:0];
+  assign \accepted__payload.data[1]  = accepted__payload[15:8];
+  assign \accepted__payload.data[2]  = accepted__payload[23:16];
+  assign \accepted__payload.data[3]  = accepted__payload[31:24];
+  assign \accepted__payload.eof  = accepted__payload[32];
+  assign accepted__payload[32] = acc_eof;
+  assign accepted__payload[31:0] = w_data;
   assign entry[45] = \$16 ;
   assign entry[44] = \$3 ;
   assign entry[43] = \$2 ;
@@ -21054,12 +21144,12 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$3  = c_gi;
   assign \$32  = c_gi;
   assign \$35  = c_gi;
-  assign \$64  = \$signal$49 ;
-  assign \$69  = \$signal$49 ;
-  assign \$81  = \$signal$49 ;
+  assign \$64  = \$signal$52 ;
+  assign \$69  = \$signal$52 ;
+  assign \$81  = \$signal$52 ;
   assign \$99  = rp;
-  assign \$103  = \$signal$49 ;
-  assign \$131  = w_slot;
+  assign \$103  = \$signal$52 ;
+  assign \$132  = w_slot;
 endmodule
 
 (* generator = "Amaranth" *)

@@ -3897,56 +3897,56 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   wire \$126 ;
   wire \$127 ;
   wire \$128 ;
-  wire [127:0] \$129 ;
+  wire \$129 ;
   wire \$13 ;
   wire [127:0] \$130 ;
-  wire \$131 ;
+  wire [127:0] \$131 ;
   wire \$132 ;
-  wire [127:0] \$133 ;
+  wire \$133 ;
   wire [127:0] \$134 ;
-  wire \$135 ;
+  wire [127:0] \$135 ;
   wire \$136 ;
-  wire [127:0] \$137 ;
+  wire \$137 ;
   wire [127:0] \$138 ;
-  wire \$139 ;
+  wire [127:0] \$139 ;
   wire \$14 ;
   wire \$140 ;
-  wire [127:0] \$141 ;
+  wire \$141 ;
   wire [127:0] \$142 ;
-  reg [1:0] \$143 ;
-  reg \$144 ;
-  reg [6:0] \$145 ;
+  wire [127:0] \$143 ;
+  reg [1:0] \$144 ;
+  reg \$145 ;
   reg [6:0] \$146 ;
-  reg [52:0] \$147 ;
-  reg \$148 ;
+  reg [6:0] \$147 ;
+  reg [52:0] \$148 ;
   reg \$149 ;
   wire \$15 ;
   reg \$150 ;
-  reg [52:0] \$151 ;
-  reg \$152 ;
+  reg \$151 ;
+  reg [52:0] \$152 ;
   reg \$153 ;
   reg \$154 ;
   reg \$155 ;
   reg \$156 ;
-  reg [8:0] \$157 ;
-  reg \$158 ;
+  reg \$157 ;
+  reg [8:0] \$158 ;
   reg \$159 ;
   wire \$16 ;
   reg \$160 ;
   reg \$161 ;
   reg \$162 ;
-  reg [6:0] \$163 ;
-  reg \$164 ;
+  reg \$163 ;
+  reg [6:0] \$164 ;
   reg \$165 ;
   reg \$166 ;
-  reg [1:0] \$167 ;
-  reg [6:0] \$168 ;
+  reg \$167 ;
+  reg [1:0] \$168 ;
   reg [6:0] \$169 ;
   wire \$17 ;
-  reg [10:0] \$170 ;
-  reg [31:0] \$171 ;
-  reg [127:0] \$172 ;
-  reg [7:0] \$173 ;
+  reg [6:0] \$170 ;
+  reg [10:0] \$171 ;
+  reg [31:0] \$172 ;
+  reg \$173 ;
   reg [127:0] \$174 ;
   reg [7:0] \$175 ;
   reg [127:0] \$176 ;
@@ -3954,6 +3954,8 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   reg [127:0] \$178 ;
   reg [7:0] \$179 ;
   wire \$18 ;
+  reg [127:0] \$180 ;
+  reg [7:0] \$181 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
@@ -4050,8 +4052,17 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   reg \$signal$40  = 1'h0;
   (* init = 1'h0 *)
   wire \$signal$46 ;
-  reg \$signal$53  = 1'h0;
-  reg \$signal$62  = 1'h0;
+  reg \$signal$56  = 1'h0;
+  reg \$signal$65  = 1'h0;
+  reg acc_eof = 1'h0;
+  wire [32:0] accepted__payload;
+  wire [31:0] \accepted__payload.data ;
+  wire [7:0] \accepted__payload.data[0] ;
+  wire [7:0] \accepted__payload.data[1] ;
+  wire [7:0] \accepted__payload.data[2] ;
+  wire [7:0] \accepted__payload.data[3] ;
+  wire \accepted__payload.eof ;
+  wire accepted__valid;
   wire bad;
   wire [127:0] \bit ;
   reg [127:0] bitmap_0 = 128'h00000000000000000000000000000000;
@@ -4240,6 +4251,7 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   assign \$25  = \$24  | bad;
   assign \$26  = \$25  | head_permit;
   assign take = \$23  & \$26 ;
+  assign accepted__valid = w_en | acc_eof;
   assign \$27  = 1'h1 << w_x;
   assign \$28  = w_set ? \$27  : 255'h0000000000000000000000000000000000000000000000000000000000000000;
   assign \$29  = entry_0_valid & entry_1_valid;
@@ -4252,12 +4264,12 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   assign \$36  = entry_0_valid & entry_1_valid;
   assign \$37  = ~ \$36 ;
   assign \$38  = sites_in__valid & \$37 ;
-  assign \$39  = ! \$signal$53 ;
+  assign \$39  = ! \$signal$56 ;
   assign \$40  = \$38  & \$39 ;
   assign \$41  = entry_0_valid & entry_1_valid;
   assign \$42  = ~ \$41 ;
   assign \$43  = sites_in__valid & \$42 ;
-  assign \$44  = ! \$signal$53 ;
+  assign \$44  = ! \$signal$56 ;
   assign \$45  = \$43  & \$44 ;
   assign \$46  = sites_in__payload[38:32] > height_m1;
   assign \$47  = sites_in__payload[45:39] > width_m1;
@@ -4269,7 +4281,7 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   assign \$53  = entry_0_valid & entry_1_valid;
   assign \$54  = ~ \$53 ;
   assign \$55  = sites_in__valid & \$54 ;
-  assign \$56  = ! \$signal$53 ;
+  assign \$56  = ! \$signal$56 ;
   assign \$57  = \$55  & \$56 ;
   assign \$58  = sites_in__payload[38:32] < permit_row;
   assign \$59  = entry_0[38:32] < permit_row;
@@ -4299,13 +4311,13 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   assign \$86  = entry_0_valid & entry_1_valid;
   assign \$87  = ~ \$86 ;
   assign \$88  = sites_in__valid & \$87 ;
-  assign \$89  = ~ \$signal$53 ;
+  assign \$89  = ~ \$signal$56 ;
   assign \$90  = ~ rp;
   assign \$91  = ! rp;
   assign \$92  = entry_0_valid & entry_1_valid;
   assign \$93  = ~ \$92 ;
   assign \$94  = sites_in__valid & \$93 ;
-  assign \$95  = ! \$signal$53 ;
+  assign \$95  = ! \$signal$56 ;
   assign \$96  = \$94  & \$95 ;
   assign \$97  = ~ \$96 ;
   assign \$98  = \$91  & \$97 ;
@@ -4335,96 +4347,99 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   assign \$124  = got[38:32] != last_y;
   assign \$125  = \$123  | \$124 ;
   assign \$126  = got[50] & \$125 ;
-  assign \$127  = ! w_slot;
-  assign \$128  = w_en & \$127 ;
-  assign \$129  = \$signal$62  ? 128'h00000000000000000000000000000000 : bitmap_0;
-  assign \$130  = \$129  | \$28 [127:0];
-  assign \$131  = w_slot == 1'h1;
-  assign \$132  = w_en & \$131 ;
-  assign \$133  = \$signal$62  ? 128'h00000000000000000000000000000000 : bitmap_1;
-  assign \$134  = \$133  | \$28 [127:0];
-  assign \$135  = w_slot == 2'h2;
-  assign \$136  = w_en & \$135 ;
-  assign \$137  = \$signal$62  ? 128'h00000000000000000000000000000000 : bitmap_2;
-  assign \$138  = \$137  | \$28 [127:0];
-  assign \$139  = w_slot == 2'h3;
-  assign \$140  = w_en & \$139 ;
-  assign \$141  = \$signal$62  ? 128'h00000000000000000000000000000000 : bitmap_3;
-  assign \$142  = \$141  | \$28 [127:0];
+  assign \$127  = take & got[46];
+  assign \$128  = ! w_slot;
+  assign \$129  = w_en & \$128 ;
+  assign \$130  = \$signal$65  ? 128'h00000000000000000000000000000000 : bitmap_0;
+  assign \$131  = \$130  | \$28 [127:0];
+  assign \$132  = w_slot == 1'h1;
+  assign \$133  = w_en & \$132 ;
+  assign \$134  = \$signal$65  ? 128'h00000000000000000000000000000000 : bitmap_1;
+  assign \$135  = \$134  | \$28 [127:0];
+  assign \$136  = w_slot == 2'h2;
+  assign \$137  = w_en & \$136 ;
+  assign \$138  = \$signal$65  ? 128'h00000000000000000000000000000000 : bitmap_2;
+  assign \$139  = \$138  | \$28 [127:0];
+  assign \$140  = w_slot == 2'h3;
+  assign \$141  = w_en & \$140 ;
+  assign \$142  = \$signal$65  ? 128'h00000000000000000000000000000000 : bitmap_3;
+  assign \$143  = \$142  | \$28 [127:0];
   always @(posedge clk)
-    c_gi <= \$143 ;
+    c_gi <= \$144 ;
   always @(posedge clk)
-    prev_any <= \$144 ;
+    prev_any <= \$145 ;
   always @(posedge clk)
-    \$signal  <= \$145 ;
+    \$signal  <= \$146 ;
   always @(posedge clk)
-    \$signal$21  <= \$146 ;
+    \$signal$21  <= \$147 ;
   always @(posedge clk)
-    entry_0 <= \$147 ;
+    entry_0 <= \$148 ;
   always @(posedge clk)
-    entry_0_valid <= \$148 ;
+    entry_0_valid <= \$149 ;
   always @(posedge clk)
-    entry_0_outside <= \$149 ;
+    entry_0_outside <= \$150 ;
   always @(posedge clk)
-    entry_0_permit <= \$150 ;
+    entry_0_permit <= \$151 ;
   always @(posedge clk)
-    entry_1 <= \$151 ;
+    entry_1 <= \$152 ;
   always @(posedge clk)
-    entry_1_valid <= \$152 ;
+    entry_1_valid <= \$153 ;
   always @(posedge clk)
-    entry_1_outside <= \$153 ;
+    entry_1_outside <= \$154 ;
   always @(posedge clk)
-    entry_1_permit <= \$154 ;
+    entry_1_permit <= \$155 ;
   always @(posedge clk)
-    \$signal$53  <= \$155 ;
+    \$signal$56  <= \$156 ;
   always @(posedge clk)
-    rp <= \$156 ;
+    rp <= \$157 ;
   always @(posedge clk)
-    done_rows <= \$157 ;
+    done_rows <= \$158 ;
   always @(posedge clk)
-    busy <= \$158 ;
+    busy <= \$159 ;
   always @(posedge clk)
-    eof_seen <= \$159 ;
+    eof_seen <= \$160 ;
   always @(posedge clk)
-    \$signal$40  <= \$160 ;
+    \$signal$40  <= \$161 ;
   always @(posedge clk)
-    error <= \$161 ;
+    error <= \$162 ;
   always @(posedge clk)
-    has_last <= \$162 ;
+    has_last <= \$163 ;
   always @(posedge clk)
-    last_y <= \$163 ;
+    last_y <= \$164 ;
   always @(posedge clk)
-    w_en <= \$164 ;
+    w_en <= \$165 ;
   always @(posedge clk)
-    \$signal$62  <= \$165 ;
+    \$signal$65  <= \$166 ;
   always @(posedge clk)
-    w_set <= \$166 ;
+    w_set <= \$167 ;
   always @(posedge clk)
-    w_slot <= \$167 ;
+    w_slot <= \$168 ;
   always @(posedge clk)
-    w_x <= \$168 ;
+    w_x <= \$169 ;
   always @(posedge clk)
-    w_y <= \$169 ;
+    w_y <= \$170 ;
   always @(posedge clk)
-    w_addr <= \$170 ;
+    w_addr <= \$171 ;
   always @(posedge clk)
-    w_data <= \$171 ;
+    w_data <= \$172 ;
   always @(posedge clk)
-    bitmap_0 <= \$172 ;
+    acc_eof <= \$173 ;
   always @(posedge clk)
-    row_tag_0 <= \$173 ;
+    bitmap_0 <= \$174 ;
   always @(posedge clk)
-    bitmap_1 <= \$174 ;
+    row_tag_0 <= \$175 ;
   always @(posedge clk)
-    row_tag_1 <= \$175 ;
+    bitmap_1 <= \$176 ;
   always @(posedge clk)
-    bitmap_2 <= \$176 ;
+    row_tag_1 <= \$177 ;
   always @(posedge clk)
-    row_tag_2 <= \$177 ;
+    bitmap_2 <= \$178 ;
   always @(posedge clk)
-    bitmap_3 <= \$178 ;
+    row_tag_2 <= \$179 ;
   always @(posedge clk)
-    row_tag_3 <= \$179 ;
+    bitmap_3 <= \$180 ;
+  always @(posedge clk)
+    row_tag_3 <= \$181 ;
   \top.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -4436,58 +4451,44 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$143  = c_gi;
+    \$144  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[46]) begin
-        \$143  = 2'h0;
+        \$144  = 2'h0;
       end else begin
-        \$143  = \$34 [1:0];
+        \$144  = \$34 [1:0];
       end
     end
     if (rst) begin
-      \$143  = 2'h0;
+      \$144  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$144  = prev_any;
+    \$145  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[46]) begin
-        \$144  = 1'h0;
+        \$145  = 1'h0;
       end else begin
         if (\$35 ) begin
-          \$144  = 1'h1;
+          \$145  = 1'h1;
         end
       end
     end
     if (rst) begin
-      \$144  = 1'h0;
+      \$145  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$145  = \$signal ;
+    \$146  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[46]) begin
       end else begin
-        \$145  = sites_in__payload[38:32];
-      end
-    end
-    if (rst) begin
-      \$145  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$146  = \$signal$21 ;
-    if (\$31 ) begin
-      (* full_case = 32'd1 *)
-      if (sites_in__payload[46]) begin
-      end else begin
-        \$146  = sites_in__payload[45:39];
+        \$146  = sites_in__payload[38:32];
       end
     end
     if (rst) begin
@@ -4496,97 +4497,101 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$147  = entry_0;
-    if (\$40 ) begin
-      \$147  = entry;
-    end
-    if (rst) begin
-      \$147  = 53'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$148  = entry_0_valid;
-    if (\$40 ) begin
-      \$148  = 1'h1;
-    end
-    if (take) begin
-      if (\$98 ) begin
-        \$148  = 1'h0;
+    \$147  = \$signal$21 ;
+    if (\$31 ) begin
+      (* full_case = 32'd1 *)
+      if (sites_in__payload[46]) begin
+      end else begin
+        \$147  = sites_in__payload[45:39];
       end
     end
     if (rst) begin
-      \$148  = 1'h0;
+      \$147  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$149  = \$52 ;
+    \$148  = entry_0;
+    if (\$40 ) begin
+      \$148  = entry;
+    end
+    if (rst) begin
+      \$148  = 53'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$149  = entry_0_valid;
+    if (\$40 ) begin
+      \$149  = 1'h1;
+    end
+    if (take) begin
+      if (\$98 ) begin
+        \$149  = 1'h0;
+      end
+    end
     if (rst) begin
       \$149  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$150  = \$60 ;
+    \$150  = \$52 ;
     if (rst) begin
       \$150  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$151  = entry_1;
-    if (\$65 ) begin
-      \$151  = entry;
-    end
+    \$151  = \$60 ;
     if (rst) begin
-      \$151  = 53'h00000000000000;
+      \$151  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$152  = entry_1_valid;
+    \$152  = entry_1;
     if (\$65 ) begin
-      \$152  = 1'h1;
+      \$152  = entry;
+    end
+    if (rst) begin
+      \$152  = 53'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$153  = entry_1_valid;
+    if (\$65 ) begin
+      \$153  = 1'h1;
     end
     if (take) begin
       if (\$106 ) begin
-        \$152  = 1'h0;
+        \$153  = 1'h0;
       end
     end
-    if (rst) begin
-      \$152  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$153  = \$77 ;
     if (rst) begin
       \$153  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$154  = \$85 ;
+    \$154  = \$77 ;
     if (rst) begin
       \$154  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$155  = \$signal$53 ;
-    if (\$88 ) begin
-      \$155  = \$89 ;
-    end
+    \$155  = \$85 ;
     if (rst) begin
       \$155  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$156  = rp;
-    if (take) begin
-      \$156  = \$90 ;
+    \$156  = \$signal$56 ;
+    if (\$88 ) begin
+      \$156  = \$89 ;
     end
     if (rst) begin
       \$156  = 1'h0;
@@ -4594,37 +4599,32 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$157  = done_rows;
+    \$157  = rp;
+    if (take) begin
+      \$157  = \$90 ;
+    end
+    if (rst) begin
+      \$157  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$158  = done_rows;
     if (\$114 ) begin
-      \$157  = { 2'h0, got[38:32] };
+      \$158  = { 2'h0, got[38:32] };
     end
     if (frame_reset) begin
-      \$157  = 9'h000;
+      \$158  = 9'h000;
     end
     if (rst) begin
-      \$157  = 9'h000;
+      \$158  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$158  = busy;
+    \$159  = busy;
     if (take) begin
-      \$158  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$158  = 1'h0;
-    end
-    if (rst) begin
-      \$158  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$159  = eof_seen;
-    if (take) begin
-      if (got[46]) begin
-        \$159  = 1'h1;
-      end
+      \$159  = 1'h1;
     end
     if (frame_reset) begin
       \$159  = 1'h0;
@@ -4635,12 +4635,9 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$160  = \$signal$40 ;
+    \$160  = eof_seen;
     if (take) begin
       if (got[46]) begin
-        \$160  = 1'h0;
-      end else if (\$signal$40 ) begin
-      end else if (bad) begin
         \$160  = 1'h1;
       end
     end
@@ -4653,12 +4650,10 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$161  = error;
+    \$161  = \$signal$40 ;
     if (take) begin
       if (got[46]) begin
-        if (\$116 ) begin
-          \$161  = 1'h1;
-        end
+        \$161  = 1'h0;
       end else if (\$signal$40 ) begin
       end else if (bad) begin
         \$161  = 1'h1;
@@ -4673,12 +4668,14 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$162  = has_last;
+    \$162  = error;
     if (take) begin
       if (got[46]) begin
+        if (\$116 ) begin
+          \$162  = 1'h1;
+        end
       end else if (\$signal$40 ) begin
       end else if (bad) begin
-      end else if (got[51]) begin
         \$162  = 1'h1;
       end
     end
@@ -4691,105 +4688,105 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$163  = last_y;
+    \$163  = has_last;
     if (take) begin
       if (got[46]) begin
       end else if (\$signal$40 ) begin
       end else if (bad) begin
       end else if (got[51]) begin
-        \$163  = got[38:32];
+        \$163  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$163  = 1'h0;
+    end
+    if (rst) begin
+      \$163  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$164  = last_y;
+    if (take) begin
+      if (got[46]) begin
+      end else if (\$signal$40 ) begin
+      end else if (bad) begin
+      end else if (got[51]) begin
+        \$164  = got[38:32];
       end
     end
     if (rst) begin
-      \$163  = 7'h00;
+      \$164  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$164  = \$122 ;
-    if (rst) begin
-      \$164  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$165  = \$126 ;
+    \$165  = \$122 ;
     if (rst) begin
       \$165  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$166  = got[51];
+    \$166  = \$126 ;
     if (rst) begin
       \$166  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$167  = got[33:32];
+    \$167  = got[51];
     if (rst) begin
-      \$167  = 2'h0;
+      \$167  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$168  = got[45:39];
+    \$168  = got[33:32];
     if (rst) begin
-      \$168  = 7'h00;
+      \$168  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$169  = got[38:32];
+    \$169  = got[45:39];
     if (rst) begin
       \$169  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$170  = { got[33:32], got[45:39], got[49:48] };
+    \$170  = got[38:32];
     if (rst) begin
-      \$170  = 11'h000;
+      \$170  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$171  = got[31:0];
+    \$171  = { got[33:32], got[45:39], got[49:48] };
     if (rst) begin
-      \$171  = 32'd0;
+      \$171  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$172  = bitmap_0;
-    if (\$128 ) begin
-      \$172  = \$130 ;
-    end
+    \$172  = got[31:0];
     if (rst) begin
-      \$172  = 128'h00000000000000000000000000000000;
+      \$172  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$173  = row_tag_0;
-    if (\$128 ) begin
-      if (\$signal$62 ) begin
-        \$173  = { 1'h0, w_y };
-      end
-    end
-    if (frame_reset) begin
-      \$173  = 8'hff;
-    end
+    \$173  = \$127 ;
     if (rst) begin
-      \$173  = 8'hff;
+      \$173  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$174  = bitmap_1;
-    if (\$132 ) begin
-      \$174  = \$134 ;
+    \$174  = bitmap_0;
+    if (\$129 ) begin
+      \$174  = \$131 ;
     end
     if (rst) begin
       \$174  = 128'h00000000000000000000000000000000;
@@ -4797,9 +4794,9 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$175  = row_tag_1;
-    if (\$132 ) begin
-      if (\$signal$62 ) begin
+    \$175  = row_tag_0;
+    if (\$129 ) begin
+      if (\$signal$65 ) begin
         \$175  = { 1'h0, w_y };
       end
     end
@@ -4812,9 +4809,9 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$176  = bitmap_2;
-    if (\$136 ) begin
-      \$176  = \$138 ;
+    \$176  = bitmap_1;
+    if (\$133 ) begin
+      \$176  = \$135 ;
     end
     if (rst) begin
       \$176  = 128'h00000000000000000000000000000000;
@@ -4822,9 +4819,9 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$177  = row_tag_2;
-    if (\$136 ) begin
-      if (\$signal$62 ) begin
+    \$177  = row_tag_1;
+    if (\$133 ) begin
+      if (\$signal$65 ) begin
         \$177  = { 1'h0, w_y };
       end
     end
@@ -4837,9 +4834,9 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$178  = bitmap_3;
-    if (\$140 ) begin
-      \$178  = \$142 ;
+    \$178  = bitmap_2;
+    if (\$137 ) begin
+      \$178  = \$139 ;
     end
     if (rst) begin
       \$178  = 128'h00000000000000000000000000000000;
@@ -4847,9 +4844,9 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$179  = row_tag_3;
-    if (\$140 ) begin
-      if (\$signal$62 ) begin
+    \$179  = row_tag_2;
+    if (\$137 ) begin
+      if (\$signal$65 ) begin
         \$179  = { 1'h0, w_y };
       end
     end
@@ -4858,6 +4855,31 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
     end
     if (rst) begin
       \$179  = 8'hff;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$180  = bitmap_3;
+    if (\$141 ) begin
+      \$180  = \$143 ;
+    end
+    if (rst) begin
+      \$180  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$181  = row_tag_3;
+    if (\$141 ) begin
+      if (\$signal$65 ) begin
+        \$181  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$181  = 8'hff;
+    end
+    if (rst) begin
+      \$181  = 8'hff;
     end
   end
   assign rd_addr = r_addr;
@@ -4939,6 +4961,14 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   assign \entry_1.first  = entry_1[50];
   assign \entry_1.last  = entry_1[51];
   assign \entry_1.bad  = entry_1[52];
+  assign \accepted__payload.data  = accepted__payload[31:0];
+  assign \accepted__payload.data[0]  = accepted__payload[7:0];
+  assign \accepted__payload.data[1]  = accepted__payload[15:8];
+  assign \accepted__payload.data[2]  = accepted__payload[23:16];
+  assign \accepted__payload.data[3]  = accepted__payload[31:24];
+  assign \accepted__payload.eof  = accepted__payload[32];
+  assign accepted__payload[32] = acc_eof;
+  assign accepted__payload[31:0] = w_data;
   assign entry[52] = \$16 ;
   assign entry[51] = \$3 ;
   assign entry[50] = \$2 ;
@@ -4952,11 +4982,11 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   assign tags[23:16] = row_tag_2;
   assign tags[15:8] = row_tag_1;
   assign tags[7:0] = row_tag_0;
-  assign \$64  = \$signal$53 ;
-  assign \$69  = \$signal$53 ;
-  assign \$81  = \$signal$53 ;
+  assign \$64  = \$signal$56 ;
+  assign \$69  = \$signal$56 ;
+  assign \$81  = \$signal$56 ;
   assign \$99  = rp;
-  assign \$103  = \$signal$53 ;
+  assign \$103  = \$signal$56 ;
 endmodule
 
 (* generator = "Amaranth" *)

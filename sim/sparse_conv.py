@@ -176,6 +176,8 @@ def pack_params(cfg: SparseConvConfig, layer: SparseConvLayer, height: int, widt
         for o in range(PO):
             w |= (int(layer.bias[go * PO + o]) & ((1 << bb) - 1)) << (o * bb)
             w |= int(layer.scale[go * PO + o]) << (PO * bb + o * sb)
+        if cfg.residual:
+            w |= int(layer.id_scale) << (PO * (bb + sb))
         words.append(w)
     assert len(words) == cfg.param_words
     return words
@@ -274,6 +276,9 @@ def run_sparse_conv(cfg: SparseConvConfig | SparseChainConfig, layer_or_chain: S
     the golden model and a difference raises SimulationMismatch.
     """
     layers = _layers_of(cfg)
+    if any(c.residual for c in layers):
+        raise FrameError("residual=True: a residual layer adds its block's input, so it runs inside a network "
+                         "(accelkit.sim.network.run_network, `accelkit network sim`)")
     leaves = _golden_layers(cfg, layer_or_chain)
     if isinstance(frames, SparseFrame | TokenFrame):
         frames = [frames]

@@ -246,10 +246,11 @@ def test_network_config_checks():
     with pytest.raises(ConfigError, match=r"layers\[1\] \(b\)\.pi=4 is invalid: a divisor or multiple"):
         SparseNetworkConfig(layers=(a, b), names=("a", "b"), residual=())
     SparseNetworkConfig(layers=(a, b.replace(pi=6)), names=("a", "b"), residual=())  # 6 = 2 x 3: a gearbox
+    assert cfg.residual == ((1, 3),) and cfg.layers[3].residual  # the default has a residual block
     with pytest.raises(ConfigError, match=r"layers\[3\] \(block_0_2\)\.residual"):
-        SparseNetworkConfig(layers=cfg.layers[:3] + (cfg.layers[3].replace(residual=True),))
+        SparseNetworkConfig(residual=())
     with pytest.raises(ConfigError, match=r"residual\[0\] \(block_0_0..block_0_2\)=4 is invalid: the last layer's po"):
-        SparseNetworkConfig(residual=((1, 3),), layers=cfg.layers[:3] + (cfg.layers[3].replace(residual=True),))
+        SparseNetworkConfig(layers=cfg.layers[:3] + (cfg.layers[3].replace(po=4),))
     with pytest.raises(ConfigError, match="residual\\[0\\]"):
         SparseNetworkConfig(residual=((2, 1),))
     with pytest.raises(ConfigError, match="names"):

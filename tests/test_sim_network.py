@@ -81,3 +81,49 @@ def test_network_cli_compile(small, tmp_path, capsys):
     assert main(["network", "compile", str(tmp_path / "nothing.json"), "--budget", "48", "-o", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "nothing.json: no such file" in err and len(err.strip().splitlines()) == 1
+
+
+# A residual block (stride 1: the block input is added by its last pw1x1) between a stride-2 conv and a
+# stride-2 block; a dense frame fills every line buffer, the identity FIFO's worst case.
+RES_LAYOUT = (StageSpec("conv1", "conv", (3, 8), stride=2),
+              StageSpec("block_0", "block", (8, 16, 8), stride=1, residual=True),
+              StageSpec("block_1", "block", (8, 16, 8), stride=2), StageSpec("conv8", "conv", (8, 6)))
+
+
+@pytest.fixture(scope="module")
+def residual_net():
+    frames = [random_frame(20, 24, d, 3, -8, 8, seed=10 + s) for s, d in enumerate((0.2, 1.0, 0.1, 0.3))]
+    net = SparseNetwork.random(RES_LAYOUT, 20, 24, frames=frames[:2], seed=4)
+    cfg, _ = compile_network(net, frames, 64)
+    assert cfg.residual == ((1, 3),) and cfg.layers[3].residual
+    return net, frames, cfg
+
+
+def test_residual_network_rtl_matches_golden_and_model(residual_net):
+    net, frames, cfg = residual_net
+    run = run_network(cfg, net, frames)
+    for k, f in enumerate(frames):
+        assert torch.equal(run.pooled[k], net(f)), k
+    assert run.latency == run.predicted_latency
+    assert run.interval == pytest.approx(run.predicted_interval)
+
+
+def test_residual_network_rtl_with_gaps_and_stalls(residual_net):
+    net, frames, cfg = residual_net
+    run = run_network(cfg, net, frames, gap=0.3, stall=0.5, seed=7)
+    for k, f in enumerate(frames):
+        assert torch.equal(run.pooled[k], net(f)), k
+
+
+def test_residual_identity_matters(residual_net):
+    """The residual add is not a no-op on these weights: without the identity the pooled vectors differ."""
+    net, frames, _ = residual_net
+    from accelkit.golden.sparse_conv import SparseFrame
+
+    xs = net.layer_inputs(frames[0])
+    block_in = xs[1]
+    zero = SparseFrame(block_in.height, block_in.width, block_in.coords, torch.zeros_like(block_in.features))
+    with_id = net.layers[3](xs[3], identity=block_in)
+    without = net.layers[3](xs[3], identity=zero)
+    assert not torch.equal(with_id.features, without.features)
+    assert torch.equal(with_id.features, net.trace(frames[0])[3].features)

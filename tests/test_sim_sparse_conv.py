@@ -73,9 +73,12 @@ def assert_exact_cycles(run) -> None:
 # --------------------------------------------------------------------------- without the simulator
 
 
-def test_generator_refuses_residual_and_wrong_configs():
-    with pytest.raises(ConfigError, match=r"^residual="):
-        SparseConvEngine(SparseConvConfig(kind="pw1x1", residual=True))
+def test_residual_engine_ports_and_wrong_configs():
+    # a residual engine takes the block input's beats (po lanes); a block's first engine can hand them on
+    res = SparseConvEngine(SparseConvConfig(kind="pw1x1", residual=True))
+    assert "identity" in res.signature.members and "identity_out" not in res.signature.members
+    first = SparseConvEngine(SparseConvConfig(kind="pw1x1"), identity_out=True)
+    assert "identity_out" in first.signature.members and "identity" not in first.signature.members
     with pytest.raises(ConfigError, match=r"^cfg="):
         SparseConvChain(SparseConvConfig())
 

@@ -29,10 +29,10 @@ class SparseNetworkConfig(BlockConfig):
         SparseConvConfig(kind="conv3x3s2", max_height=16, max_width=16, cin=2, cout=8, pi=2, po=4, relu=True),
         SparseConvConfig(kind="pw1x1", max_height=8, max_width=8, cin=8, cout=16, pi=8, po=4, relu=True),
         SparseConvConfig(kind="dw3x3", max_height=8, max_width=8, cin=16, cout=16, pi=4, po=4, relu=True),
-        SparseConvConfig(kind="pw1x1", max_height=8, max_width=8, cin=16, cout=8, pi=4, po=4),
+        SparseConvConfig(kind="pw1x1", max_height=8, max_width=8, cin=16, cout=8, pi=4, po=8, residual=True),
     )
     names: tuple = ("conv1", "block_0_0", "block_0_1", "block_0_2")
-    residual: tuple = ()  # (first, last) layer index of each residual block
+    residual: tuple = ((1, 3),)  # (first, last) layer index of each residual block
     pool: bool = True  # end in the global sum pool (one vector per frame)
     link_depth: int = 0  # beats of FIFO between consecutive engines (0: wired directly)
 
@@ -96,6 +96,20 @@ class SparseNetworkConfig(BlockConfig):
     def link_latency(self) -> int:
         """Cycles from a beat written into a link FIFO to the beat offered at its output (SyncFIFOBuffered)."""
         return 2 if self.link_depth else 0
+
+    def identity_depth(self, span: tuple[int, int]) -> int:
+        """Beats the identity FIFO of residual block `span` holds: every beat its first engine has accepted and
+        its last has not yet added. An engine holds at most `buffer_slots` input rows, and the block's rows
+        between its engines, queues and links are bounded by the same rows plus one in the works, each row
+        of at most `max_width` sites of (first pi)-lane beats: (sum of slots + 1) rows, plus every queue,
+        link and gearbox register in the block counted as a whole site, plus the end of frame. Never full,
+        so the block's input never waits for its identity."""
+        first, last = span
+        a = self.layers[first]
+        block = self.layers[first:last + 1]
+        rows = sum(l.buffer_slots for l in block) + 1
+        queued = sum(l.output_queue_depth + l.input_queue_depth + 2 for l in block) + (last - first) * self.link_depth
+        return (rows * a.max_width + queued) * a.in_groups + 1
 
     @property
     def mac_units(self) -> int:

@@ -310,8 +310,8 @@ class SparseConvConfig(BlockConfig):
 
     @property
     def requant_word_bits(self) -> int:
-        """One requant word: po biases (low bits) then po scales."""
-        return self.po * (self.bias_bits + self.scale_bits)
+        """One requant word: po biases (low bits) then po scales (then, with residual, the id_scale)."""
+        return self.po * (self.bias_bits + self.scale_bits) + (self.scale_bits if self.residual else 0)
 
     @property
     def shape_word_bits(self) -> int:
@@ -347,14 +347,15 @@ class SparseConvConfig(BlockConfig):
         """Registers from the MAC sequencer's issue of a beat's last step to the beat at the output, inclusive: the
         sequencer's tap and address registers (2), the memory read (2: address, output register), the MAC
         array (operands, products, one per adder-tree level, accumulate), the requantiser (beat while the
-        requant word is read (2), bias add, partial products and their tree, rounding, clamp), the output
-        queue (1) and the output register (1). The last step of an output beat issued in cycle t is offered
-        in cycle t + mac_pipeline_depth."""
+        requant word is read (2), bias add, partial products and their tree, rounding, with residual the
+        identity add, clamp), the output queue (1) and the output register (1). The last step of an output
+        beat issued in cycle t is offered in cycle t + mac_pipeline_depth."""
         tree = 0 if self.depthwise else (self.pi - 1).bit_length()
         partials = -(-self.psum_bits // 17) * -(-self.scale_bits // 17)
         mul = 2  # a multiply's registered operands and product (gen/pipeline.py)
         ram = 2  # a registered block RAM read (gen/memory.py)
-        return 2 + ram + (2 + mul + tree) + (ram + 1 + mul + (partials - 1).bit_length() + 2) + 1 + 1
+        add = 1 if self.residual else 0
+        return 2 + ram + (2 + mul + tree) + (ram + 1 + mul + (partials - 1).bit_length() + 2 + add) + 1 + 1
 
     @property
     def output_queue_depth(self) -> int:
