@@ -13,6 +13,22 @@ baseline row, "exact": float64 softmax rounded to the format (round to nearest e
 the format alone costs.
 
     python -m accelkit.flows.hyft_accuracy OUT.json [--vectors N] [--no-minilm]
+
+The backward (training) mode, `backward_accuracy_study` (``--backward``), is measured separately, against
+float64 autograd (torch.autograd.grad of softmax in float64 at the float64 logits) per vector:
+  (a) the same random logit vectors, each with a random upstream gradient (N(0, 1) times a per-vector
+      scale 10^U(-2, 2));
+  (b) real attention rows of all-MiniLM-L6-v2 with real gradients: an in-batch contrastive loss
+      (sentence-transformers' MultipleNegativesRankingLoss) on sentence pairs, backpropagated in float32;
+      every softmax's logits and incoming gradient are captured;
+  (c) the whole model's parameter gradient with every softmax backward on the unit: cosine to float32's.
+y reaches the unit rounded from float64 ("float64") or from the forward unit ("hyft", per S). Error: per
+vector ||dx - ref|| / ||ref|| (max, p99, median). Baselines per format on the same inputs: "exact" (the
+unit's formula, y * (dy - sum(y dy) / sum(y)), in float64, rounded to the format) and "torch" (torch's own
+softmax backward in the format's dtype). Gradients enter scaled by LOSS_SCALE (2^10, exact), as mixed-
+precision training does (fp16 would otherwise flush a quarter of them).
+
+    python -m accelkit.flows.hyft_accuracy OUT.json --backward [--vectors N] [--no-minilm]
 """
 
 from __future__ import annotations
@@ -27,7 +43,15 @@ from collections.abc import Callable, Iterable
 import torch
 
 from accelkit.config.hyft import SoftmaxConfig
-from accelkit.golden.hyft import hyft_softmax, patched_softmax, softmax_patch, softmax_ref, torch_softmax
+from accelkit.golden.hyft import (
+    hyft_softmax,
+    hyft_softmax_backward,
+    patched_softmax,
+    patched_softmax_training,
+    softmax_patch,
+    softmax_ref,
+    torch_softmax,
+)
 
 FMTS = ("bf16", "fp16", "fp32")
 SEGMENTS = (1, 4, 8, 16, 32)
@@ -285,6 +309,222 @@ def accuracy_study(n_vectors: int = 10_000, minilm: bool = True, seed: int = 0,
             "seconds": round(time.time() - t0, 1)}
 
 
+# ---- backward (training) mode -------------------------------------------------------------------------
+
+BWD_SEGMENTS = (1, 8, 32)
+BWD_GRID_BITS = (20, 24, 28)  # sum_frac_bits: the backward's block grid (the forward's sum too)
+LOSS_SCALE = 2.0**10
+
+
+def backward_vectors(batches: list[dict], seed: int = 0) -> list[dict]:
+    """random_vectors() batches with an upstream gradient "dy": N(0, 1) * 10^U(-2, 2) per vector, 0 at padding."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    out = []
+    for b in batches:
+        x = b["x"]
+        scale = 10 ** (torch.rand(x.shape[0], 1, generator=gen, dtype=torch.float64) * 4 - 2)
+        dy = torch.randn(x.shape, generator=gen, dtype=torch.float64) * scale
+        out.append({**b, "dy": torch.where(torch.isfinite(x), dy, 0.0)})
+    return out
+
+
+def softmax_grad_ref(x: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """float64 autograd: the gradient of softmax(x) (last dimension, x in float64) against dy."""
+    x = x.detach().to(torch.float64).requires_grad_(True)
+    (dx,) = torch.autograd.grad(torch_softmax(x, -1), x, dy.to(torch.float64))
+    return dx
+
+
+class RowErrors:
+    """Per vector: ||dx - ref|| / ||ref|| over the valid elements (vectors with ref == 0 counted apart), and
+    max |dx - ref| / max |dy|, the error on the gradient's own scale (saturated vectors, whose dx is tiny,
+    make the first one large for every format, exact rounding included)."""
+
+    def __init__(self):
+        self.rel: list[torch.Tensor] = []
+        self.scaled: list[torch.Tensor] = []
+        self.zero_rows = self.zero_rows_nonzero = 0
+
+    def add(self, dx: torch.Tensor, ref: torch.Tensor, valid: torch.Tensor, dy: torch.Tensor) -> None:
+        dx, ref = dx.to(torch.float64), ref.to(torch.float64)
+        diff = torch.where(valid, dx - ref, 0.0)
+        err = diff.norm(dim=-1)
+        norm = torch.where(valid, ref, 0.0).norm(dim=-1)
+        ok = norm > 0
+        self.rel.append(err[ok] / norm[ok])
+        dmax = torch.where(valid, dy.to(torch.float64).abs(), 0.0).amax(-1)
+        self.scaled.append(diff.abs().amax(-1)[dmax > 0] / dmax[dmax > 0])
+        self.zero_rows += int((~ok).sum())
+        self.zero_rows_nonzero += int((err[~ok] > 0).sum())
+
+    def result(self) -> dict:
+        rel, scaled = (torch.cat(v) if v else torch.zeros(0, dtype=torch.float64) for v in (self.rel, self.scaled))
+        n = len(rel)
+        rel = rel if n else torch.zeros(1, dtype=torch.float64)
+        scaled = scaled if len(scaled) else torch.zeros(1, dtype=torch.float64)
+        return {"max": float(rel.max()), "p99": float(rel.quantile(0.99)), "median": float(rel.median()),
+                "scaled_max": float(scaled.max()), "scaled_p99": float(scaled.quantile(0.99)),
+                "vectors": n, "zero_ref_vectors": self.zero_rows,
+                "zero_ref_vectors_nonzero": self.zero_rows_nonzero}
+
+
+def _bwd_unit(kind: str, cfg: SoftmaxConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    dt = cfg.torch_dtype
+    if kind == "hyft":
+        return lambda y, dy: hyft_softmax_backward(y, dy, cfg)
+    if kind == "torch":
+        return lambda y, dy: torch._softmax_backward_data(dy, y, -1, dt)
+
+    def exact(y, dy):  # the unit's formula in float64, rounded
+        y, dy = y.to(torch.float64), dy.to(torch.float64)
+        return (y * (dy - (y * dy).sum(-1, keepdim=True) / y.sum(-1, keepdim=True))).to(dt)
+
+    return exact
+
+
+def with_reference(rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> list[tuple]:
+    """(x, dy, valid) float64 batches -> (x, dy, valid, float64 autograd dx, float64 softmax y)."""
+    return [(x, dy, valid, softmax_grad_ref(x, dy), softmax_ref(x)) for x, dy, valid in rows]
+
+
+def backward_errors(rows: list[tuple], cfg: SoftmaxConfig, kind: str = "hyft", y_source: str = "float64") -> dict:
+    """Per-vector errors of a backward unit against float64 autograd on `with_reference` batches.
+
+    kind: "hyft" (the golden model), "exact" or "torch" (baselines); y_source: "float64" (softmax in
+    float64, rounded to the format) or "hyft" (the forward unit of cfg on the format-rounded x).
+    """
+    dt, unit, stats = cfg.torch_dtype, _bwd_unit(kind, cfg), RowErrors()
+    for x, dy, valid, ref, y64 in rows:
+        y = y64.to(dt) if y_source == "float64" else hyft_softmax(x.to(dt), cfg)
+        stats.add(unit(y, dy.to(dt)), ref, valid, dy)
+    return stats.result()
+
+
+def _contrastive_loss(tok, model, pairs: list[tuple[str, str]]) -> torch.Tensor:
+    """sentence-transformers' MultipleNegativesRankingLoss (scale 20) on mean-pooled, normalised embeddings."""
+    def embed_grad(texts):
+        batch = tok(list(texts), padding=True, return_tensors="pt")
+        out = model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(out.dtype)
+        return torch.nn.functional.normalize((out * mask).sum(1) / mask.sum(1), dim=-1)
+
+    a, b = embed_grad([p[0] for p in pairs]), embed_grad([p[1] for p in pairs])
+    return torch.nn.functional.cross_entropy(a @ b.T * 20.0, torch.arange(len(pairs)))
+
+
+def minilm_gradients(tok, model, pairs: list[tuple[str, str]], scale: float = LOSS_SCALE):
+    """float32 backward of the contrastive loss (times `scale`): (rows, parameter gradient).
+
+    rows: [(logits, incoming gradient, valid)] float64, one (rows, length) batch per softmax call.
+    """
+    captured: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    class Capture(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, dim):
+            y = torch_softmax(x, dim)
+            ctx.save_for_backward(x, y)
+            ctx.dim = dim
+            return y
+
+        @staticmethod
+        def backward(ctx, grad):
+            x, y = ctx.saved_tensors
+            def rows_of(t):
+                return t.detach().movedim(ctx.dim, -1).reshape(-1, t.shape[ctx.dim]).to(torch.float64)
+
+            captured.append((rows_of(x), rows_of(grad)))
+            return torch._softmax_backward_data(grad, y, ctx.dim, y.dtype), None
+
+    model.zero_grad()
+    with softmax_patch(lambda input, dim=None, dtype=None: Capture.apply(input, dim)):
+        (_contrastive_loss(tok, model, pairs) * scale).backward()
+    grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    rows = [(x, g, torch.ones_like(x, dtype=torch.bool)) for x, g in captured]
+    return rows, grad
+
+
+def minilm_gradient_cosine(tok, model, pairs, cfg: SoftmaxConfig, reference: torch.Tensor,
+                           hyft_forward: bool = False, scale: float = LOSS_SCALE) -> float:
+    """Cosine of the model's parameter gradient, every softmax backward on the unit, to `reference`."""
+    model.zero_grad()
+    with patched_softmax_training(cfg, hyft_forward=hyft_forward):
+        (_contrastive_loss(tok, model, pairs) * scale).backward()
+    grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    model.zero_grad()
+    return float(torch.nn.functional.cosine_similarity(grad.double(), reference.double(), dim=0))
+
+
+def sentence_pairs(sentences: list[str] = SENTENCES, n: int = 24) -> list[tuple[str, str]]:
+    return [(sentences[2 * i], sentences[2 * i + 1]) for i in range(min(n, len(sentences) // 2))]
+
+
+def backward_accuracy_study(n_vectors: int = 2000, minilm: bool = True, seed: int = 0,
+                            segments: tuple[int, ...] = BWD_SEGMENTS,
+                            grid_bits: tuple[int, ...] = BWD_GRID_BITS) -> dict:
+    """The backward mode's accuracy as a JSON-serialisable dict: {"rows": [...], "grid": [...], "inputs": {...}}.
+
+    rows: per fmt, the baselines ("exact", "torch", y from float64), the unit with y from float64, and the
+    unit with y from the forward unit for each S; grid: bf16, y from float64, per sum_frac_bits.
+    """
+    t0 = time.time()
+    batches = backward_vectors(random_vectors(n_vectors, seed=seed), seed=seed)
+    rand_rows = with_reference([(b["x"], b["dy"], torch.isfinite(b["x"])) for b in batches])
+    inputs: dict = {"random": {"vectors": n_vectors, "seed": seed, "dy": "N(0,1) * 10^U(-2,2)"}}
+    att_rows = pairs = tok = model = ref_grad = None
+    if minilm:
+        from .minilm import load_minilm
+
+        tok, model = load_minilm()
+        pairs = sentence_pairs()
+        att_rows, ref_grad = minilm_gradients(tok, model, pairs)
+        att_rows = with_reference(att_rows)
+        inputs["attention"] = {"model": "all-MiniLM-L6-v2", "loss": "in-batch contrastive (MNRL, scale 20)",
+                               "pairs": len(pairs), "vectors": sum(int(r[0].shape[0]) for r in att_rows),
+                               "loss_scale": LOSS_SCALE,
+                               "reference": "float64 autograd per vector; float32 model for the cosine"}
+
+    def measure(cfg, kind, y_source, hyft_forward=None):
+        row: dict = {"fmt": cfg.fmt, "segments": cfg.segments if y_source == "hyft" else None,
+                     "sum_frac_bits": cfg.sum_frac_bits, "unit": kind, "y": y_source,
+                     "random": backward_errors(rand_rows, cfg, kind, y_source)}
+        if minilm:
+            row["attention"] = backward_errors(att_rows, cfg, kind, y_source)
+            if kind == "hyft":
+                row["grad_cosine"] = minilm_gradient_cosine(tok, model, pairs, cfg, ref_grad,
+                                                            hyft_forward=hyft_forward)
+        return row
+
+    rows, grid = [], []
+    for fmt in FMTS:
+        base = SoftmaxConfig(fmt=fmt)
+        rows += [measure(base, "exact", "float64"), measure(base, "torch", "float64"),
+                 measure(base, "hyft", "float64", hyft_forward=False)]
+        rows += [measure(base.replace(segments=S), "hyft", "hyft", hyft_forward=True) for S in segments]
+    for B in grid_bits:
+        grid.append(measure(SoftmaxConfig(fmt="bf16", sum_frac_bits=B), "hyft", "float64", hyft_forward=False))
+    return {"rows": rows, "grid": grid, "inputs": inputs, "seconds": round(time.time() - t0, 1)}
+
+
+def render_backward_table(study: dict) -> str:
+    """A Markdown table of the backward study: per-vector ||dx - ref|| / ||ref|| (max / p99 / median) and
+    max |dx - ref| / max |dy| (max), then 1 - the cosine of MiniLM's parameter gradient to float32's."""
+    has_att = "attention" in study["rows"][0]
+    head = ["fmt", "y from", "S", "B", "unit", "rand max", "rand p99", "rand med", "rand scaled max"]
+    if has_att:
+        head += ["attn max", "attn p99", "attn med", "attn scaled max", "1 - grad cos"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in study["rows"] + study["grid"]:
+        cells = [r["fmt"], r["y"], "-" if r["segments"] is None else str(r["segments"]), str(r["sum_frac_bits"]),
+                 r["unit"]]
+        for src in ("random", "attention") if has_att else ("random",):
+            cells += [f"{r[src][k]:.2e}" for k in ("max", "p99", "median", "scaled_max")]
+        if has_att:
+            cells.append(f"{1 - r['grad_cosine']:.1e}" if "grad_cosine" in r else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 # ---- output -------------------------------------------------------------------------------------------
 
 def render_table(study: dict) -> str:
@@ -313,7 +553,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vectors", type=int, default=10_000, help="random vectors (default 10000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-minilm", action="store_true", help="random vectors only")
+    p.add_argument("--backward", action="store_true", help="the backward (training) mode's study instead")
     args = p.parse_args(argv)
+    if args.backward:
+        study = backward_accuracy_study(args.vectors, minilm=not args.no_minilm, seed=args.seed)
+        with open(args.out, "w") as f:
+            json.dump(study, f, indent=2)
+        print(render_backward_table(study))
+        print(f"\ninputs: {json.dumps(study['inputs'])}")
+        print(f"{study['seconds']} s; written to {args.out}")
+        return 0
     study = accuracy_study(args.vectors, minilm=not args.no_minilm, seed=args.seed)
     with open(args.out, "w") as f:
         json.dump(study, f, indent=2)

@@ -94,6 +94,12 @@ Step 7, y = 2^(t - log2 Sum), rounded to fmt (`round_to_format`)
     U = 0, Py = 2^W: y = 1.0 exactly. Likewise 2^k equal maxima alone give
     exactly 2^-k.
 
+Backward (training) mode: `hyft_softmax_backward(y, dy, cfg)`, dx = y * (dy - sum(y dy) / sum(y)), is defined
+in docs/specs/hyft.md, section "Backward (training) mode" (bit-exact arithmetic, special values as torch's
+autograd, the error flag); `hyft_softmax_backward_bits` below follows its steps 0-6 and names its quantities
+(Mt, Ed, base = log2 u, P, S, Y, r, S', DY, G, kg, Pg, Z); `hyft_ref.hyft_softmax_backward_scalar` is the
+second model.
+
 Dtypes: `hyft_softmax` takes only the config's format and raises TypeError
 otherwise (a silent conversion would hide a rounding that the hardware does not
 do). The torch drop-in `hyft_softmax_like_torch` follows torch.softmax instead:
@@ -115,6 +121,9 @@ __all__ = [
     "SoftmaxConfig", "hyft_softmax", "hyft_softmax_bits", "hyft_softmax_like_torch", "patched_softmax",
     "softmax_patch", "softmax_ref", "torch_softmax", "decode_float", "float_to_bits", "bits_to_float",
     "fixed_difference", "exp2_fixed", "log2_fixed", "leading_one", "round_to_format", "interpolate",
+    "hyft_softmax_backward", "hyft_softmax_backward_bits", "backward_widths", "decode_float_gradual",
+    "round_shift", "normalised_sum", "round_float", "softmax_backward_ref", "HyftSoftmaxFunction",
+    "patched_softmax_training",
 ]
 
 _INT_VIEW = {16: torch.int16, 32: torch.int32}
@@ -381,3 +390,225 @@ def torch_softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = Non
 def softmax_ref(x: torch.Tensor) -> torch.Tensor:
     """Exact reference: torch's softmax in float64 over the last dimension (torch's special values)."""
     return torch_softmax(x.to(torch.float64), -1)
+
+
+# ---- backward (training) mode: docs/specs/hyft.md, "Backward (training) mode" -------------------------
+
+def backward_widths(cfg: SoftmaxConfig) -> dict[str, int]:
+    """The backward datapath's widths (bits), by name: the spec's width table."""
+    fmt = _fmt(cfg)
+    mt = min(fmt.man_bits, cfg.table_bits)
+    return {"operand_frac_bits": mt,                     # Mt
+            "operand_bits": mt + 1,                       # m' with its hidden one
+            "product_bits": 2 * mt + 2,                   # pi = m'_y * m'_dy
+            "grid_product_bits": cfg.sum_frac_bits + 2,   # |P_j| <= 2^(B+1)
+            "sum_bits": cfg.sum_bits + 1,                 # S and S', two's complement
+            "y_sum_bits": cfg.sum_bits,                   # Y, unsigned: the forward's accumulator
+            "recip_frac_bits": _recip_bits(cfg),          # R
+            "recip_bits": _recip_bits(cfg) + 1,           # r < 2^(R+1)
+            "grid_dy_bits": cfg.sum_frac_bits + 1,        # |DY_i| <= 2^B
+            "g_bits": cfg.sum_bits + 2,                   # G = DY - S', two's complement
+            "g_mant_bits": cfg.table_bits + 1,            # Pg
+            "z_bits": mt + cfg.table_bits + 2}            # Z = m'_y * Pg
+
+
+def decode_float_gradual(bits: torch.Tensor, fmt: FloatFormat):
+    """(sign, E, m, is_nan, is_inf) of raw bits with subnormals at their value (m = f, E = 1 - bias).
+
+    The backward mode's decoder; `decode_float` (the forward's) reads subnormals as zero.
+    """
+    sign = (bits >> (fmt.width - 1)) & 1
+    e = (bits >> fmt.man_bits) & fmt.exp_max
+    f = bits & ((1 << fmt.man_bits) - 1)
+    special = e == fmt.exp_max
+    m = torch.where(special, torch.zeros_like(f), torch.where(e == 0, f, f | (1 << fmt.man_bits)))
+    return sign, e.clamp(min=1) - fmt.bias, m, special & (f != 0), special & (f == 0)
+
+
+def _recip_bits(cfg: SoftmaxConfig) -> int:
+    """R: fraction bits of the reciprocal of sum(y) (capped so that its products fit int64)."""
+    return min(cfg.sum_frac_bits + 2, 28)
+
+
+def round_float(sign: torch.Tensor, X: torch.Tensor, Z: torch.Tensor, cfg: SoftmaxConfig) -> torch.Tensor:
+    """Bits of (-1)^sign * Z * 2^X in fmt (Z >= 0 any width): to nearest even, gradual underflow, overflow to inf.
+
+    The forward's `round_to_format` for a mantissa of any width, with a sign and the overflow clamp.
+    """
+    fmt = _fmt(cfg)
+    M = fmt.man_bits
+    n = leading_one(Z)
+    e = n + X + fmt.bias
+    h = torch.minimum(n - M + (1 - e).clamp(min=0), n + 2)
+    keep = torch.where(h >= 0, Z >> h.clamp(min=0), Z << (-h).clamp(min=0))
+    rs = h.clamp(min=1)
+    rem = Z & ((1 << rs) - 1)
+    half = 1 << (rs - 1)
+    up = (h > 0) & ((rem > half) | ((rem == half) & ((keep & 1) == 1)))
+    mag = (e.clamp(min=1) << M) + keep + up.to(torch.int64) - (1 << M)
+    mag = torch.where(Z == 0, torch.zeros_like(mag), mag.clamp(max=fmt.exp_max << M))
+    return mag | (sign << (fmt.width - 1))
+
+
+def round_shift(v: torch.Tensor, k: torch.Tensor, cap: int) -> torch.Tensor:
+    """v * 2^k rounded to nearest, ties up (v >= 0): v << k, or ((v >> min(-k-1, cap)) + 1) >> 1."""
+    return torch.where(k >= 0, v << k.clamp(min=0), ((v >> (-k - 1).clamp(min=0, max=cap)) + 1) >> 1)
+
+
+def normalised_sum(S: torch.Tensor, Y: torch.Tensor, cfg: SoftmaxConfig) -> torch.Tensor:
+    """Step 2b: S' = S / (Y * 2^-B) by a fixed-point reciprocal (two Newton steps from 2 - Y), once per vector."""
+    B, R = cfg.sum_frac_bits, _recip_bits(cfg)
+    Yr = Y << (R - B) if R >= B else Y >> (B - R)
+    one = 1 << R
+    near = (Yr - one).abs() <= (one >> 3)
+    r = torch.where(near, 2 * one - Yr, torch.full_like(Yr, one))
+    Yr = torch.where(near, Yr, torch.full_like(Yr, one))  # r stays 2^R
+    for _ in range(2):
+        e = 2 * one - ((Yr * r) >> R)
+        r = (r * e) >> R
+    mag = S.abs()
+    hi, lo = mag >> R, mag & (one - 1)  # |S| * r split so that every product fits int64
+    scaled = hi * r + ((lo * r + (one >> 1)) >> R)
+    return torch.where(S < 0, -scaled, scaled)
+
+
+def hyft_softmax_backward_bits(y_bits: torch.Tensor, dy_bits: torch.Tensor, cfg: SoftmaxConfig):
+    """The backward mode on raw bit patterns (int64, same shape, last dimension = one vector).
+
+    Returns (dx bits, error): error is a bool tensor of the batch shape (y_bits.shape[:-1]), set for a vector
+    with any NaN or infinity in y or dy, or a y out of range (y < 0 or y >= 2; spec step 0).
+    """
+    if y_bits.shape != dy_bits.shape:
+        raise ValueError(f"y and dy must have the same shape, got {tuple(y_bits.shape)} and {tuple(dy_bits.shape)}")
+    fmt = _fmt(cfg)
+    M, W, B = fmt.man_bits, cfg.table_bits, cfg.sum_frac_bits
+    mt = min(M, W)
+    if y_bits.shape[-1] == 0:
+        return y_bits.clone(), torch.zeros(y_bits.shape[:-1], dtype=torch.bool)
+    sy, Ey, my, nan_y, inf_y = decode_float_gradual(y_bits, fmt)
+    sd, Edy, md, nan_d, inf_d = decode_float_gradual(dy_bits, fmt)
+    zero_y = (my == 0) & ~nan_y & ~inf_y
+    zero_d = (md == 0) & ~nan_d & ~inf_d
+    ps = sy ^ sd  # the sign of y_j * dy_j
+
+    # step 0: special values (IEEE classes of y * (dy - s), as torch) and y out of range
+    p_nan = nan_y | nan_d | (inf_y & zero_d) | (inf_d & zero_y)
+    p_inf = (inf_y | inf_d) & ~p_nan
+    pos = (p_inf & (ps == 0)).any(-1, keepdim=True)
+    neg = (p_inf & (ps == 1)).any(-1, keepdim=True)
+    s_nan = p_nan.any(-1, keepdim=True) | (pos & neg)
+    s_special = s_nan | pos | neg
+    s_inf_sign = neg.to(torch.int64)  # the sign of an infinite s
+    g_nan = s_nan | (inf_d & (sd == s_inf_sign))
+    sp_sign = sy ^ (1 - s_inf_sign)  # g = -s: infinite with the other sign
+    special = torch.where(g_nan | zero_y, torch.full_like(y_bits, fmt.nan_bits),
+                          (sp_sign << (fmt.width - 1)) | (fmt.exp_max << M))
+    bad_y = ~(nan_y | inf_y | zero_y) & ((Ey >= 1) | (sy == 1))
+    out_of_range = bad_y.any(-1, keepdim=True) & ~s_special
+
+    # step 1: the block grid u = 2^base, set by the largest dy
+    e_dy = torch.where(md != 0, Edy + fmt.bias, torch.zeros_like(Edy))
+    base = e_dy.max(-1, keepdim=True).values - fmt.bias + 1 - B
+    myt, mdt = my >> (M - mt), md >> (M - mt)
+
+    # step 2: exact products rounded onto the block grid, and y onto 2^-B, each summed exactly
+    cap = B + 1  # valid operands: k <= B - 1 - 2 Mt, ky <= B - Mt; the cap only keeps junk rows in range
+    Pm = round_shift(myt * mdt, (Ey + Edy - 2 * mt - base).clamp(max=cap), 2 * mt + 2)
+    S = torch.where(ps == 1, -Pm, Pm).sum(-1, keepdim=True)
+    Y = round_shift(myt, (Ey - mt + B).clamp(max=cap), mt + 2).sum(-1, keepdim=True)
+
+    # step 2b: S' = S / sum(y)
+    Sn = normalised_sum(S, Y, cfg)
+
+    # step 3: dy on the grid, G = DY - S', the sign of g
+    DYm = round_shift(mdt, (Edy - mt - base).clamp(max=cap), mt + 2)
+    DY = torch.where(sd == 1, -DYm, DYm)
+    G = DY - Sn
+    s_negzero = ((zero_y | zero_d) & (ps == 1)).all(-1, keepdim=True)
+    sg_zero = torch.where(DY == 0, sd * (~(zero_d & s_negzero)).to(torch.int64), torch.zeros_like(sd))
+    sg = torch.where(G != 0, (G < 0).to(torch.int64), sg_zero)
+
+    # step 4: normalise |G| to W fraction bits (truncated)
+    Gm = G.abs()
+    kg = leading_one(Gm)
+    Pg = torch.where(kg >= W, Gm >> (kg - W).clamp(min=0), Gm << (W - kg).clamp(min=0))
+
+    # step 5, 6: times y, round
+    out = round_float(sy ^ sg, Ey - mt + kg - W + base, myt * Pg, cfg)
+
+    out = torch.where(out_of_range, torch.full_like(out, fmt.nan_bits), out)
+    out = torch.where(s_special, special, out)
+    return out, (s_special | out_of_range).squeeze(-1)
+
+
+def hyft_softmax_backward(y: torch.Tensor, dy: torch.Tensor, cfg: SoftmaxConfig | None = None) -> torch.Tensor:
+    """Softmax backward over the last dimension, bit-exact to the Hyft unit: dx = y * (dy - sum(y*dy) / sum(y)).
+
+    y (the forward output) and dy (the upstream gradient) must both be in cfg's format (default bf16) and of
+    the same shape; returns dx in the same shape and dtype (on y's device). TypeError for another dtype,
+    ValueError for shapes that differ. The per-vector error flag is `hyft_softmax_backward_bits`'s.
+    """
+    cfg = _check_cfg(cfg)
+    for name, t in (("y", y), ("dy", dy)):
+        if not torch.is_tensor(t):
+            raise TypeError(f"{name} must be a torch tensor, got {type(t).__name__}")
+        if t.dtype != cfg.torch_dtype:
+            raise TypeError(f"{name} has dtype {t.dtype} but the unit is configured for fmt={cfg.fmt!r} "
+                            f"({cfg.torch_dtype}); convert it first")
+    if y.shape != dy.shape:
+        raise ValueError(f"y and dy must have the same shape, got {tuple(y.shape)} and {tuple(dy.shape)}")
+    if y.dim() == 0:
+        return hyft_softmax_backward(y.reshape(1), dy.reshape(1), cfg).reshape(())
+    out, _ = hyft_softmax_backward_bits(float_to_bits(y.detach().cpu()), float_to_bits(dy.detach().cpu()), cfg)
+    return bits_to_float(out, cfg.fmt).to(y.device)
+
+
+def softmax_backward_ref(y: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """Exact reference on given y and dy: torch's softmax backward in float64 over the last dimension."""
+    return torch._softmax_backward_data(dy.to(torch.float64), y.to(torch.float64), -1, torch.float64)
+
+
+class HyftSoftmaxFunction(torch.autograd.Function):
+    """Softmax whose backward pass is the Hyft unit's (forward: the unit's, or torch's exact one).
+
+    apply(input, dim, cfg, hyft_forward): the forward output y is rounded to cfg's format (it is what the
+    unit would hold), the incoming gradient too; dx is cast back to the input's dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, input, dim, cfg, hyft_forward):
+        if hyft_forward:
+            y = hyft_softmax_like_torch(input, dim, cfg=cfg)
+        else:
+            y = torch_softmax(input, dim)
+        ctx.dim, ctx.cfg = dim, cfg
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        dt = ctx.cfg.torch_dtype
+        yl, gl = y.movedim(ctx.dim, -1).to(dt), grad.movedim(ctx.dim, -1).to(dt)
+        dx = hyft_softmax_backward(yl, gl, ctx.cfg).to(y.dtype).movedim(-1, ctx.dim)
+        return dx, None, None, None
+
+
+@contextlib.contextmanager
+def patched_softmax_training(cfg: SoftmaxConfig | None = None, hyft_forward: bool = False):
+    """Every torch softmax (all three entry points) with the Hyft unit's backward pass (training).
+
+    hyft_forward: the forward pass on the unit too; False keeps torch's exact forward, so the gradient
+    differs from torch's only by the backward unit.
+    """
+    cfg = _check_cfg(cfg)
+
+    def fn(input, dim=None, dtype=None):
+        if dtype is not None:
+            input = input.to(dtype)
+        if dim is None:
+            dim = _softmax_dim(input.dim())
+        return HyftSoftmaxFunction.apply(input, dim, cfg, hyft_forward)
+
+    with softmax_patch(fn):
+        yield cfg
