@@ -84,21 +84,14 @@ class SparseNetworkTop(wiring.Component):
                 wiring.connect(m, src, gb.sites_in)
                 src = gb.sites_out
             if cfg.link_depth:
-                q = fifo.SyncFIFOBuffered(width=in_token_layout(b).size, depth=cfg.link_depth)
-                m.submodules[f"link{i}"] = q
-                m.d.comb += [q.w_en.eq(src.valid), q.w_data.eq(src.payload), src.ready.eq(q.w_rdy)]
-                dst = engines[i].sites_in
-                m.d.comb += [dst.valid.eq(q.r_rdy), dst.payload.eq(q.r_data), q.r_en.eq(dst.ready)]
+                _through_fifo(m, f"link{i}", cfg.link_depth, src, engines[i].sites_in)
             else:
                 wiring.connect(m, src, engines[i].sites_in)
 
         # residual blocks: the identity beside the block
         for first, last_i in cfg.residual:
-            src, dst = engines[first].identity_out, engines[last_i].identity
-            q = fifo.SyncFIFOBuffered(width=len(src.payload.as_value()), depth=cfg.identity_depth((first, last_i)))
-            m.submodules[f"identity{first}"] = q
-            m.d.comb += [q.w_en.eq(src.valid), q.w_data.eq(src.payload),
-                         dst.valid.eq(q.r_rdy), dst.payload.eq(q.r_data), q.r_en.eq(dst.ready)]
+            _through_fifo(m, f"identity{first}", cfg.identity_depth((first, last_i)), engines[first].identity_out,
+                          engines[last_i].identity)
 
         last = cfg.last
         if cfg.pool:
@@ -110,3 +103,13 @@ class SparseNetworkTop(wiring.Component):
         else:
             wiring.connect(m, engines[-1].sites_out, wiring.flipped(self.sites_out))
         return m
+
+
+def _through_fifo(m: Module, name: str, depth: int, src, dst) -> None:
+    """Stream `src` into `dst` through a SyncFIFOBuffered of `depth` beats (a valid-only `src` is never held)."""
+    q = fifo.SyncFIFOBuffered(width=len(src.payload.as_value()), depth=depth)
+    m.submodules[name] = q
+    m.d.comb += [q.w_en.eq(src.valid), q.w_data.eq(src.payload),
+                 dst.valid.eq(q.r_rdy), dst.payload.eq(q.r_data), q.r_en.eq(dst.ready)]
+    if not src.signature.always_ready:
+        m.d.comb += src.ready.eq(q.w_rdy)

@@ -27,78 +27,32 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import os
-import pickle
 import random
-import shutil
-import uuid
 from pathlib import Path
 
 import cocotb
 
 from accelkit.config import BlockConfig
 
-from .build import TOP, VERILATOR_BUILD_ARGS, _first_problem, build_dir, locked, module_digest
-from .harness import JOB_ENV, load_job, save_result, start
-from .runner import SimulationMismatch, _clean_env, _restore
-from .tools import versions
+from .build import TOP, Variant, module_digest, verilog_file
+from .harness import load_job, save_result, start
+from .runner import WAVES_FILE, SimulationMismatch, run_streams
 
 TESTBENCH = "accelkit.sim.axis"
 
 
 @functools.cache
-def _flavour() -> str:
-    """Part of the build directory's name: the wrapper's source, which the block's key does not cover."""
-    return "axis-" + module_digest("accelkit.gen.axis")[:10]
+def axis_variant() -> Variant:
+    """The wrapped design as a build variant: named by the wrapper's source, which the block's key does not
+    cover, so that an edit to gen/axis.py rebuilds."""
+    from accelkit.gen.axis import emit_axis_verilog
 
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    return Variant("axis-" + module_digest("accelkit.gen.axis")[:10], lambda cfg: emit_axis_verilog(cfg, top=TOP))
 
 
 def axis_verilog_file(cfg: BlockConfig) -> Path:
     """The Verilog of `cfg`'s AXI4-Stream wrapper (top module `top`), cached by content."""
-    from accelkit.gen.axis import emit_axis_verilog
-
-    d = build_dir(cfg, f"rtl-{_flavour()}")
-    out = d / f"{TOP}.v"
-    if out.exists():
-        return out
-    with locked(d):
-        if not out.exists():
-            d.mkdir(parents=True, exist_ok=True)
-            _write(d / "config.json", cfg.to_json() + "\n")
-            _write(out, emit_axis_verilog(cfg, top=TOP))
-    return out
-
-
-def axis_model(cfg: BlockConfig, waves: bool = False) -> Path:
-    """Build (once) the Verilator model of `cfg`'s AXI4-Stream wrapper and return its build directory."""
-    d = build_dir(cfg, f"verilator-{_flavour()}{'-waves' if waves else ''}")
-    stamp = d / ".built"
-    if stamp.exists():
-        return d
-    src = axis_verilog_file(cfg)
-    with locked(d):
-        if stamp.exists():
-            return d
-        from cocotb_tools.runner import get_runner
-
-        saved = _clean_env({})
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-            get_runner("verilator").build(sources=[src], hdl_toplevel=TOP, build_dir=d, waves=waves,
-                                          build_args=VERILATOR_BUILD_ARGS, log_file=d / "build.log", always=True)
-        except (SystemExit, Exception) as e:
-            raise RuntimeError(f"Verilator build of the {cfg.block} AXI4-Stream wrapper failed: "
-                               f"{_first_problem(d / 'build.log')}; see {d / 'build.log'}") from e
-        finally:
-            _restore(saved)
-        _write(stamp, json.dumps(versions(), sort_keys=True))
-    return d
+    return verilog_file(cfg, variant=axis_variant())
 
 
 @dataclasses.dataclass
@@ -146,29 +100,10 @@ def run_axis(cfg: BlockConfig, sources: dict[str, list[int]], sinks: dict[str, i
                              "tlast": s.last is not None, "bytes": s.tdata_bytes})
     job["ports"] = {s.name: (s.port, s.signals()) for s in streams.values()}
 
-    model = axis_model(cfg, waves=waves)
-    run_dir = model / "runs" / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-    run_dir.mkdir(parents=True)
-    (run_dir / "job.pkl").write_bytes(pickle.dumps(job))
-    saved = _clean_env({JOB_ENV: str(run_dir / "job.pkl"), "COCOTB_LOG_LEVEL": "WARNING"})
-    try:
-        from cocotb_tools.runner import get_runner
-
-        get_runner("verilator").test(test_module=TESTBENCH, hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
-                                     build_dir=model, test_dir=run_dir, results_xml=str(run_dir / "results.xml"),
-                                     waves=waves, log_file=run_dir / "sim.log")
-    except SystemExit:
-        pass  # the result file, or its absence, says what happened
-    finally:
-        _restore(saved)
-    where = f"waveform: {run_dir / 'dump.vcd'}" if waves else "run again with waves=True for a waveform"
-    result_file = run_dir / "result.pkl"
-    if not result_file.exists():
-        raise SimulationMismatch(f"{cfg.block} AXI4-Stream: the simulation ended without a result; "
-                                 f"log: {run_dir / 'sim.log'}")
-    res = pickle.loads(result_file.read_bytes())
-    if res["error"]:
-        raise SimulationMismatch(f"{cfg.block} AXI4-Stream: {res['error']}; {where}")
+    res = run_streams(cfg, job, waves=waves, testbench=TESTBENCH, variant=axis_variant(),
+                      what=f"{cfg.block} AXI4-Stream")
+    run_dir = res.get("run_dir")
+    where = f"waveform: {run_dir / WAVES_FILE}" if waves else "run again with waves=True for a waveform"
     beats = {}
     for name, transfers in res["sinks"].items():
         s = streams[name]
@@ -181,10 +116,8 @@ def run_axis(cfg: BlockConfig, sources: dict[str, list[int]], sinks: dict[str, i
             beats[name] = [s.from_axis(*t, strict=True) for t in transfers]
         except ValueError as e:
             raise SimulationMismatch(f"{cfg.block} AXI4-Stream: {e}; {where}") from None
-    if not waves:
-        shutil.rmtree(run_dir, ignore_errors=True)
     return AxisRun(beats=beats, transfers=res["sinks"], fires=res["fires"],
-                   waves=run_dir / "dump.vcd" if waves else None)
+                   waves=run_dir / WAVES_FILE if waves else None)
 
 
 # --------------------------------------------------------------------------- the cocotb test (in the simulator)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import hashlib
@@ -22,7 +23,7 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from amaranth.back import verilog
@@ -214,9 +215,20 @@ def emit_verilog(cfg: BlockConfig, block: Block | None = None, platform: str | N
     return header + text
 
 
-def verilog_file(cfg: BlockConfig, platform: str | None = None) -> Path:
-    """The emitted Verilog of `cfg` (for `platform`, see `emit_verilog`), cached by content."""
-    d = build_dir(cfg, "rtl" if platform is None else f"rtl-{platform}")
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """Another design made from a block's config (a wrapper around it, say): `name` goes into its build
+    directories' names beside the block's key, so it must change whenever `emit` would emit other Verilog
+    (include a digest of the module that emits it)."""
+
+    name: str
+    emit: Callable[[BlockConfig], str]  # cfg -> Verilog with top module TOP
+
+
+def verilog_file(cfg: BlockConfig, platform: str | None = None, variant: Variant | None = None) -> Path:
+    """The emitted Verilog of `cfg` (for `platform`, see `emit_verilog`; or of `variant`), cached by content."""
+    kind = "rtl" + (f"-{platform}" if platform else "") + (f"-{variant.name}" if variant else "")
+    d = build_dir(cfg, kind)
     out = d / f"{TOP}.v"
     if out.exists():
         return out
@@ -224,7 +236,7 @@ def verilog_file(cfg: BlockConfig, platform: str | None = None) -> Path:
         if not out.exists():
             d.mkdir(parents=True, exist_ok=True)
             atomic_write(d / "config.json", cfg.to_json() + "\n")
-            atomic_write(out, emit_verilog(cfg, platform=platform))
+            atomic_write(out, variant.emit(cfg) if variant else emit_verilog(cfg, platform=platform))
     return out
 
 
@@ -240,13 +252,13 @@ def _first_problem(log: Path) -> str:
     return "see the log"
 
 
-def verilated_model(cfg: BlockConfig, waves: bool = False) -> Path:
-    """Build (once) the Verilator model of `cfg` and return its build directory."""
-    d = build_dir(cfg, "verilator-waves" if waves else "verilator")
+def verilated_model(cfg: BlockConfig, waves: bool = False, variant: Variant | None = None) -> Path:
+    """Build (once) the Verilator model of `cfg` (or of `variant`) and return its build directory."""
+    d = build_dir(cfg, "verilator" + (f"-{variant.name}" if variant else "") + ("-waves" if waves else ""))
     stamp = d / ".built"
     if stamp.exists():
         return d
-    src = verilog_file(cfg)
+    src = verilog_file(cfg, variant=variant)
     with locked(d):
         if stamp.exists():
             return d
@@ -262,7 +274,8 @@ def verilated_model(cfg: BlockConfig, waves: bool = False) -> Path:
                          build_args=VERILATOR_BUILD_ARGS,
                          log_file=d / "build.log", always=True)
         except (SystemExit, Exception) as e:
-            raise RuntimeError(f"Verilator build of {cfg.block} failed: {_first_problem(d / 'build.log')}; "
+            what = f"{cfg.block} ({variant.name})" if variant else cfg.block
+            raise RuntimeError(f"Verilator build of {what} failed: {_first_problem(d / 'build.log')}; "
                                f"see {d / 'build.log'}") from e
         finally:
             for k, v in saved.items():

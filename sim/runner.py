@@ -20,7 +20,7 @@ from pathlib import Path
 
 from accelkit.config import BlockConfig
 
-from .build import TOP, verilated_model
+from .build import TOP, Variant, verilated_model
 from .harness import JOB_ENV
 from .tools import verilator_env
 
@@ -50,17 +50,21 @@ def _restore(saved: dict[str, str | None]) -> None:
             os.environ[k] = v
 
 
-def run_streams(cfg: BlockConfig, job: dict, waves: bool = False, keep: bool = False) -> dict:
+def run_streams(cfg: BlockConfig, job: dict, waves: bool = False, keep: bool = False, *,
+                testbench: str = TESTBENCH, variant: Variant | None = None, what: str | None = None) -> dict:
     """Simulate `cfg` on a stream job (see `accelkit.sim.tb_streams`) and return the testbench's result.
 
     The result has `sinks` (beats per output stream), `sink_fires` and
     `source_fires` (the cycle of every handshake, counted from the end of reset)
     and `run_dir` when the run directory is kept (waves=True or keep=True).
+    `testbench` (a cocotb test module reading the job) and `variant` (another design made from `cfg`,
+    `accelkit.sim.build.Variant`) run other designs the same way; `what` names the design in errors.
     """
     from cocotb_tools.runner import get_runner
 
+    what = what or cfg.block
     job = {"seed": 1, "timeout": 100_000, **job}
-    model = verilated_model(cfg, waves=waves)
+    model = verilated_model(cfg, waves=waves, variant=variant)
     run_dir = model / "runs" / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     run_dir.mkdir(parents=True)
     job_file = run_dir / "job.pkl"
@@ -68,7 +72,7 @@ def run_streams(cfg: BlockConfig, job: dict, waves: bool = False, keep: bool = F
     saved = _clean_env({JOB_ENV: str(job_file), "COCOTB_LOG_LEVEL": "WARNING"})
     try:
         runner = get_runner("verilator")
-        runner.test(test_module=TESTBENCH, hdl_toplevel=TOP, hdl_toplevel_lang="verilog", build_dir=model,
+        runner.test(test_module=testbench, hdl_toplevel=TOP, hdl_toplevel_lang="verilog", build_dir=model,
                     test_dir=run_dir,
                     results_xml=str(run_dir / "results.xml"), waves=waves, log_file=run_dir / "sim.log")
     except SystemExit:
@@ -79,10 +83,10 @@ def run_streams(cfg: BlockConfig, job: dict, waves: bool = False, keep: bool = F
     where = (f"waveform: {run_dir / WAVES_FILE}" if waves
              else "run again with waves=True (accelkit sim --waves) for a waveform")
     if not result_file.exists():
-        raise SimulationMismatch(f"{cfg.block}: the simulation ended without a result; log: {run_dir / 'sim.log'}")
+        raise SimulationMismatch(f"{what}: the simulation ended without a result; log: {run_dir / 'sim.log'}")
     result = pickle.loads(result_file.read_bytes())
     if result["error"]:
-        raise SimulationMismatch(f"{cfg.block}: {result['error']}; {where}")
+        raise SimulationMismatch(f"{what}: {result['error']}; {where}")
     if waves or keep:
         result["run_dir"] = run_dir
     else:
