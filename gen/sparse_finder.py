@@ -71,7 +71,10 @@ class SiteFinder(wiring.Component):
         need = Signal(rb, init=h + 1)  # done_rows must reach this: f_row * stride + halo + 1
         i_v, s_v, w_v, c_v = Signal(), Signal(), Signal(), Signal()
         i_row, s_row, w_row, c_row = (Signal(oyb, name=f"{n}_row") for n in "iswc")
-        i_cy = Signal(rb)
+        # the input rows the issued row's window reads (f_row * stride + d, d in -1..1), registered at issue so
+        # that the slot look-up compares flip-flops with the row tags
+        i_rows = [Signal(rb, name=f"i_in_row_{k}") for k in range(nrows)]
+        i_top = Signal()  # the issued row is the frame's first (it has no row above)
         sel = [Signal(S, name=f"sel_{k}") for k in range(nrows)]
         win = [Signal(W, name=f"win_{k}") for k in range(nrows)]
         cwin = [Signal(W, name=f"cwin_{k}") for k in range(nrows)] if three else []
@@ -125,19 +128,19 @@ class SiteFinder(wiring.Component):
             m.d.sync += [s_v.eq(1), s_row.eq(i_row), i_v.eq(0)]
             for k in range(nrows):
                 d = k - 1 if three else 0
-                row_k = Signal(rb, name=f"row_{k}")
-                m.d.comb += row_k.eq(i_cy + d)
+                row_k = i_rows[k]
                 for t in range(S):
                     hit = (row_k[:cfg.slot_bits] == t) if cfg.slot_bits else Const(1, 1)
                     hit = hit & (self.tags[t] == row_k)
                     if d < 0:
-                        hit = hit & (i_cy != 0)
+                        hit = hit & ~i_top
                     m.d.sync += sel[k][t].eq(hit)
         with m.If(i_free & ~ends):
             with m.If(rows_over):
                 m.d.sync += ends.eq(1)
             with m.Elif(ready):
-                m.d.sync += [i_v.eq(1), i_row.eq(f_row), i_cy.eq(cy), issued.eq(1),
+                m.d.sync += [i_rows[k].eq(cy + (k - 1 if three else 0)) for k in range(nrows)]
+                m.d.sync += [i_v.eq(1), i_row.eq(f_row), i_top.eq(cy == 0), issued.eq(1),
                              f_row.eq(f_row + 1), cy.eq(cy + s), need.eq(need + s)]
 
         # ---- the chunk pipeline: A (the lowest chunk left, as a one-hot), A2 (its bits and window columns),

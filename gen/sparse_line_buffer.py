@@ -109,8 +109,14 @@ class LineBuffer(wiring.Component):
                     m.d.sync += prev_any.eq(1)
         # the verdicts of the incoming token and of each entry are formed side by side and the write picks one,
         # so the compares start from registers and the write decision (the queue's fill) only drives a mux
+        # the shape is compared against copies of it kept here (a cycle behind the engine's, and a load spans
+        # at least three beats before `loaded` rises, so no token is taken on a stale verdict): the compares
+        # start from flip-flops placed beside them, not from registers that the whole engine reads
+        h_m1, w_m1 = Signal.like(self.height_m1, name="shape_h_m1"), Signal.like(self.width_m1, name="shape_w_m1")
+        m.d.sync += [h_m1.eq(self.height_m1), w_m1.eq(self.width_m1)]
+
         def verdicts(tok):
-            return (tok.y > self.height_m1) | (tok.x > self.width_m1), tok.y < self.permit_row
+            return (tok.y > h_m1) | (tok.x > w_m1), tok.y < self.permit_row
 
         in_range, in_permit = verdicts(tin)
         for k in range(2):

@@ -1465,89 +1465,89 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$305 ;
   wire \$306 ;
   wire \$307 ;
-  wire \$308 ;
-  wire \$309 ;
+  wire [15:0] \$308 ;
+  wire [16:0] \$309 ;
   wire \$31 ;
-  wire \$310 ;
-  wire \$311 ;
-  wire \$312 ;
-  wire \$313 ;
+  wire [16:0] \$310 ;
+  wire [15:0] \$311 ;
+  wire [16:0] \$312 ;
+  wire [16:0] \$313 ;
   wire \$314 ;
-  wire [15:0] \$315 ;
-  wire [16:0] \$316 ;
-  wire [16:0] \$317 ;
-  wire [15:0] \$318 ;
-  wire [16:0] \$319 ;
+  wire [1:0] \$315 ;
+  wire [1:0] \$316 ;
+  wire [3:0] \$317 ;
+  wire \$318 ;
+  wire [7:0] \$319 ;
   wire \$32 ;
-  wire [16:0] \$320 ;
-  wire \$321 ;
-  wire [1:0] \$322 ;
-  wire [1:0] \$323 ;
-  wire [3:0] \$324 ;
+  wire \$320 ;
+  wire [4:0] \$321 ;
+  wire \$322 ;
+  wire [4:0] \$323 ;
+  wire \$324 ;
   wire \$325 ;
-  wire [7:0] \$326 ;
+  wire \$326 ;
   wire \$327 ;
-  wire [4:0] \$328 ;
+  wire \$328 ;
   wire \$329 ;
   wire \$33 ;
-  wire [4:0] \$330 ;
+  wire \$330 ;
   wire \$331 ;
   wire \$332 ;
   wire \$333 ;
   wire \$334 ;
-  wire \$335 ;
-  wire \$336 ;
+  wire [31:0] \$335 ;
+  wire [31:0] \$336 ;
   wire \$337 ;
-  wire \$338 ;
-  wire \$339 ;
+  wire [31:0] \$338 ;
+  wire [31:0] \$339 ;
   wire \$34 ;
   wire \$340 ;
-  wire \$341 ;
+  wire [31:0] \$341 ;
   wire [31:0] \$342 ;
-  wire [31:0] \$343 ;
-  wire \$344 ;
+  wire \$343 ;
+  wire [31:0] \$344 ;
   wire [31:0] \$345 ;
-  wire [31:0] \$346 ;
-  wire \$347 ;
+  wire \$346 ;
+  wire [31:0] \$347 ;
   wire [31:0] \$348 ;
-  wire [31:0] \$349 ;
+  wire \$349 ;
   wire \$35 ;
-  wire \$350 ;
+  wire [31:0] \$350 ;
   wire [31:0] \$351 ;
-  wire [31:0] \$352 ;
-  wire \$353 ;
+  wire \$352 ;
+  wire [31:0] \$353 ;
   wire [31:0] \$354 ;
-  wire [31:0] \$355 ;
-  wire \$356 ;
+  wire \$355 ;
+  wire [31:0] \$356 ;
   wire [31:0] \$357 ;
-  wire [31:0] \$358 ;
-  wire \$359 ;
+  wire \$358 ;
+  wire [31:0] \$359 ;
   wire \$36 ;
   wire [31:0] \$360 ;
-  wire [31:0] \$361 ;
-  wire \$362 ;
+  wire \$361 ;
+  wire [31:0] \$362 ;
   wire [31:0] \$363 ;
-  wire [31:0] \$364 ;
-  wire \$365 ;
+  wire \$364 ;
+  wire [31:0] \$365 ;
   wire [31:0] \$366 ;
-  wire [31:0] \$367 ;
-  wire \$368 ;
+  wire \$367 ;
+  wire [31:0] \$368 ;
   wire [31:0] \$369 ;
   wire \$37 ;
-  wire [31:0] \$370 ;
-  wire \$371 ;
+  wire \$370 ;
+  wire [31:0] \$371 ;
   wire [31:0] \$372 ;
-  wire [31:0] \$373 ;
-  wire \$374 ;
+  wire \$373 ;
+  wire [31:0] \$374 ;
   wire [31:0] \$375 ;
-  wire [31:0] \$376 ;
-  wire \$377 ;
+  wire \$376 ;
+  wire [31:0] \$377 ;
   wire [31:0] \$378 ;
-  wire [31:0] \$379 ;
+  wire \$379 ;
   wire \$38 ;
-  wire \$380 ;
+  wire [31:0] \$380 ;
   wire [31:0] \$381 ;
-  wire [31:0] \$382 ;
+  wire \$382 ;
   wire \$383 ;
   wire [31:0] \$384 ;
   wire [31:0] \$385 ;
@@ -1556,128 +1556,128 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [31:0] \$388 ;
   wire \$389 ;
   wire \$39 ;
-  wire \$390 ;
+  wire [31:0] \$390 ;
   wire [31:0] \$391 ;
-  wire [31:0] \$392 ;
-  wire \$393 ;
+  wire \$392 ;
+  wire [31:0] \$393 ;
   wire [31:0] \$394 ;
-  wire [31:0] \$395 ;
-  wire \$396 ;
+  wire \$395 ;
+  wire [31:0] \$396 ;
   wire [31:0] \$397 ;
-  wire [31:0] \$398 ;
-  wire \$399 ;
+  wire \$398 ;
+  wire [31:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
   wire [31:0] \$400 ;
-  wire [31:0] \$401 ;
-  wire \$402 ;
+  wire \$401 ;
+  wire [31:0] \$402 ;
   wire [31:0] \$403 ;
-  wire [31:0] \$404 ;
-  wire \$405 ;
+  wire \$404 ;
+  wire [31:0] \$405 ;
   wire [31:0] \$406 ;
-  wire [31:0] \$407 ;
-  wire \$408 ;
+  wire \$407 ;
+  wire [31:0] \$408 ;
   wire [31:0] \$409 ;
   wire \$41 ;
-  wire [31:0] \$410 ;
-  wire \$411 ;
+  wire \$410 ;
+  wire [31:0] \$411 ;
   wire [31:0] \$412 ;
-  wire [31:0] \$413 ;
-  wire \$414 ;
+  wire \$413 ;
+  wire [31:0] \$414 ;
   wire [31:0] \$415 ;
-  wire [31:0] \$416 ;
-  wire \$417 ;
+  wire \$416 ;
+  wire [31:0] \$417 ;
   wire [31:0] \$418 ;
-  wire [31:0] \$419 ;
+  wire \$419 ;
   wire \$42 ;
-  wire \$420 ;
+  wire [31:0] \$420 ;
   wire [31:0] \$421 ;
-  wire [31:0] \$422 ;
-  wire \$423 ;
+  wire \$422 ;
+  wire [31:0] \$423 ;
   wire [31:0] \$424 ;
-  wire [31:0] \$425 ;
-  wire \$426 ;
+  wire \$425 ;
+  wire [31:0] \$426 ;
   wire [31:0] \$427 ;
-  wire [31:0] \$428 ;
-  wire \$429 ;
+  wire \$428 ;
+  wire [31:0] \$429 ;
   wire \$43 ;
   wire [31:0] \$430 ;
-  wire [31:0] \$431 ;
+  wire \$431 ;
   wire \$432 ;
-  wire [31:0] \$433 ;
+  wire \$433 ;
   wire [31:0] \$434 ;
-  wire \$435 ;
-  wire [31:0] \$436 ;
+  wire [31:0] \$435 ;
+  wire \$436 ;
   wire [31:0] \$437 ;
-  wire \$438 ;
+  wire [31:0] \$438 ;
   wire \$439 ;
   wire \$44 ;
-  wire \$440 ;
+  wire [31:0] \$440 ;
   wire [31:0] \$441 ;
-  wire [31:0] \$442 ;
-  wire \$443 ;
+  wire \$442 ;
+  wire [31:0] \$443 ;
   wire [31:0] \$444 ;
-  wire [31:0] \$445 ;
-  wire \$446 ;
+  wire \$445 ;
+  wire [31:0] \$446 ;
   wire [31:0] \$447 ;
-  wire [31:0] \$448 ;
-  wire \$449 ;
+  wire \$448 ;
+  wire [31:0] \$449 ;
   wire \$45 ;
   wire [31:0] \$450 ;
-  wire [31:0] \$451 ;
-  wire \$452 ;
+  wire \$451 ;
+  wire [31:0] \$452 ;
   wire [31:0] \$453 ;
-  wire [31:0] \$454 ;
-  wire \$455 ;
+  wire \$454 ;
+  wire [31:0] \$455 ;
   wire [31:0] \$456 ;
-  wire [31:0] \$457 ;
-  wire \$458 ;
+  wire \$457 ;
+  wire [31:0] \$458 ;
   wire [31:0] \$459 ;
   wire \$46 ;
-  wire [31:0] \$460 ;
-  wire \$461 ;
+  wire \$460 ;
+  wire [31:0] \$461 ;
   wire [31:0] \$462 ;
-  wire [31:0] \$463 ;
-  wire \$464 ;
+  wire \$463 ;
+  wire [31:0] \$464 ;
   wire [31:0] \$465 ;
-  wire [31:0] \$466 ;
-  wire \$467 ;
+  wire \$466 ;
+  wire [31:0] \$467 ;
   wire [31:0] \$468 ;
-  wire [31:0] \$469 ;
+  wire \$469 ;
   wire \$47 ;
-  wire \$470 ;
+  wire [31:0] \$470 ;
   wire [31:0] \$471 ;
-  wire [31:0] \$472 ;
-  wire \$473 ;
+  wire \$472 ;
+  wire [31:0] \$473 ;
   wire [31:0] \$474 ;
-  wire [31:0] \$475 ;
-  wire \$476 ;
+  wire \$475 ;
+  wire [31:0] \$476 ;
   wire [31:0] \$477 ;
-  wire [31:0] \$478 ;
-  wire \$479 ;
+  wire \$478 ;
+  wire [31:0] \$479 ;
   wire \$48 ;
   wire [31:0] \$480 ;
-  wire [31:0] \$481 ;
+  wire \$481 ;
   wire \$482 ;
-  wire [31:0] \$483 ;
-  wire [31:0] \$484 ;
+  wire \$483 ;
+  wire \$484 ;
   wire \$485 ;
-  wire [31:0] \$486 ;
-  wire [31:0] \$487 ;
+  wire \$486 ;
+  wire \$487 ;
   wire \$488 ;
-  wire \$489 ;
+  wire [31:0] \$489 ;
   wire \$49 ;
-  wire \$490 ;
-  wire \$491 ;
-  wire \$492 ;
-  wire \$493 ;
-  wire \$494 ;
-  wire \$495 ;
+  wire [31:0] \$490 ;
+  wire [31:0] \$491 ;
+  wire [31:0] \$492 ;
+  wire [31:0] \$493 ;
+  wire [31:0] \$494 ;
+  wire [31:0] \$495 ;
   wire [31:0] \$496 ;
   wire [31:0] \$497 ;
   wire [31:0] \$498 ;
   wire [31:0] \$499 ;
-  wire [8:0] \$5 ;
+  wire \$5 ;
   wire \$50 ;
   wire [31:0] \$500 ;
   wire [31:0] \$501 ;
@@ -1716,14 +1716,14 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [31:0] \$531 ;
   wire [31:0] \$532 ;
   wire [31:0] \$533 ;
-  wire [31:0] \$534 ;
-  wire [31:0] \$535 ;
-  wire [31:0] \$536 ;
-  wire [31:0] \$537 ;
-  wire [31:0] \$538 ;
-  wire [31:0] \$539 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire \$54 ;
-  wire [31:0] \$540 ;
+  wire \$540 ;
   wire \$541 ;
   wire \$542 ;
   wire \$543 ;
@@ -1788,7 +1788,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$597 ;
   wire \$598 ;
   wire \$599 ;
-  wire [7:0] \$6 ;
+  wire \$6 ;
   wire \$60 ;
   wire \$600 ;
   wire \$601 ;
@@ -1830,25 +1830,25 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$634 ;
   wire \$635 ;
   wire \$636 ;
-  wire \$637 ;
-  wire \$638 ;
-  wire \$639 ;
+  wire [8:0] \$637 ;
+  wire [7:0] \$638 ;
+  wire [7:0] \$639 ;
   wire \$64 ;
   wire \$640 ;
-  wire \$641 ;
-  wire \$642 ;
-  wire \$643 ;
-  wire [5:0] \$644 ;
-  wire [7:0] \$645 ;
-  wire [7:0] \$646 ;
+  wire [5:0] \$641 ;
+  wire [7:0] \$642 ;
+  wire [7:0] \$643 ;
+  wire \$644 ;
+  wire \$645 ;
+  wire \$646 ;
   wire \$647 ;
   wire \$648 ;
-  wire \$649 ;
+  wire [15:0] \$649 ;
   wire \$65 ;
-  wire \$650 ;
+  wire [15:0] \$650 ;
   wire \$651 ;
-  wire [15:0] \$652 ;
-  wire [15:0] \$653 ;
+  wire \$652 ;
+  wire \$653 ;
   wire \$654 ;
   wire \$655 ;
   wire \$656 ;
@@ -1899,7 +1899,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$697 ;
   wire \$698 ;
   wire \$699 ;
-  wire [7:0] \$7 ;
+  wire \$7 ;
   wire \$70 ;
   wire \$700 ;
   wire \$701 ;
@@ -1938,20 +1938,20 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$731 ;
   wire \$732 ;
   wire \$733 ;
-  wire \$734 ;
+  wire [15:0] \$734 ;
   wire \$735 ;
   wire \$736 ;
-  wire [15:0] \$737 ;
+  wire \$737 ;
   wire \$738 ;
   wire \$739 ;
   wire \$74 ;
   wire \$740 ;
   wire \$741 ;
-  wire \$742 ;
-  wire \$743 ;
+  wire [15:0] \$742 ;
+  wire [15:0] \$743 ;
   wire \$744 ;
-  wire [15:0] \$745 ;
-  wire [15:0] \$746 ;
+  wire \$745 ;
+  wire \$746 ;
   wire \$747 ;
   wire \$748 ;
   wire \$749 ;
@@ -2052,14 +2052,14 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$834 ;
   wire \$835 ;
   wire \$836 ;
-  wire \$837 ;
-  wire \$838 ;
-  wire \$839 ;
+  wire [15:0] \$837 ;
+  wire [32:0] \$838 ;
+  wire [32:0] \$839 ;
   wire \$84 ;
-  wire [15:0] \$840 ;
-  wire [32:0] \$841 ;
-  wire [32:0] \$842 ;
-  wire [32:0] \$843 ;
+  wire [32:0] \$840 ;
+  wire \$841 ;
+  wire \$842 ;
+  wire \$843 ;
   wire \$844 ;
   wire \$845 ;
   wire \$846 ;
@@ -2106,17 +2106,17 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$883 ;
   wire \$884 ;
   wire \$885 ;
-  wire \$886 ;
-  wire \$887 ;
-  wire \$888 ;
-  wire [3:0] \$889 ;
+  wire [3:0] \$886 ;
+  wire [3:0] \$887 ;
+  wire [3:0] \$888 ;
+  wire [4:0] \$889 ;
   wire \$89 ;
-  wire [3:0] \$890 ;
-  wire [3:0] \$891 ;
+  wire [4:0] \$890 ;
+  wire [4:0] \$891 ;
   wire [4:0] \$892 ;
-  wire [4:0] \$893 ;
-  wire [4:0] \$894 ;
-  wire [4:0] \$895 ;
+  reg \$893 ;
+  reg \$894 ;
+  reg \$895 ;
   reg \$896 ;
   reg \$897 ;
   reg \$898 ;
@@ -2124,32 +2124,32 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$9 ;
   wire \$90 ;
   reg \$900 ;
-  reg \$901 ;
+  reg [3:0] \$901 ;
   reg \$902 ;
   reg \$903 ;
-  reg [3:0] \$904 ;
-  reg \$905 ;
-  reg \$906 ;
-  reg \$907 ;
-  reg [15:0] \$908 ;
-  reg [31:0] \$909 ;
+  reg \$904 ;
+  reg [15:0] \$905 ;
+  reg [31:0] \$906 ;
+  reg [31:0] \$907 ;
+  reg [31:0] \$908 ;
+  reg [3:0] \$909 ;
   wire \$91 ;
-  reg [31:0] \$910 ;
+  reg \$910 ;
   reg [31:0] \$911 ;
-  reg [3:0] \$912 ;
-  reg \$913 ;
-  reg [31:0] \$914 ;
-  reg [31:0] \$915 ;
-  reg [31:0] \$916 ;
-  reg [3:0] \$917 ;
-  reg \$918 ;
-  reg [7:0] \$919 ;
+  reg [31:0] \$912 ;
+  reg [31:0] \$913 ;
+  reg [3:0] \$914 ;
+  reg \$915 ;
+  reg [7:0] \$916 ;
+  reg [7:0] \$917 ;
+  reg [7:0] \$918 ;
+  reg \$919 ;
   wire \$92 ;
-  reg [7:0] \$920 ;
-  reg [7:0] \$921 ;
-  reg \$922 ;
+  reg [6:0] \$920 ;
+  reg [6:0] \$921 ;
+  reg [6:0] \$922 ;
   reg [3:0] \$923 ;
-  reg [6:0] \$924 ;
+  reg \$924 ;
   reg [4:0] \$925 ;
   reg [6:0] \$926 ;
   reg [6:0] \$927 ;
@@ -2202,22 +2202,22 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   reg \$like  = 1'h0;
   reg \$like$76  = 1'h0;
   reg \$like$85  = 1'h0;
-  reg \$signal  = 1'h0;
-  reg [15:0] \$signal$14  = 16'h0000;
-  reg \$signal$18  = 1'h0;
-  reg [3:0] \$signal$20  = 4'h0;
-  reg \$signal$34  = 1'h0;
-  reg [3:0] \$signal$36  = 4'h0;
+  reg [15:0] \$signal  = 16'h0000;
+  reg \$signal$11  = 1'h0;
+  reg [3:0] \$signal$13  = 4'h0;
+  reg \$signal$27  = 1'h0;
+  reg [3:0] \$signal$29  = 4'h0;
+  reg \$signal$32  = 1'h0;
+  reg \$signal$36  = 1'h0;
   reg \$signal$39  = 1'h0;
+  reg \$signal$40  = 1'h0;
   reg \$signal$43  = 1'h0;
-  reg \$signal$46  = 1'h0;
-  reg \$signal$47  = 1'h0;
-  reg \$signal$50  = 1'h0;
-  reg \$signal$52  = 1'h0;
-  reg [15:0] \$signal$59  = 16'h0000;
-  reg \$signal$7  = 1'h0;
+  reg \$signal$45  = 1'h0;
+  reg \$signal$48  = 1'h0;
+  reg [15:0] \$signal$53  = 16'h0000;
+  reg \$signal$58  = 1'h0;
+  reg \$signal$64  = 1'h0;
   reg [15:0] \$signal$75  = 16'h0000;
-  reg \$signal$8  = 1'h0;
   reg \$signal$81  = 1'h1;
   reg \$signal$82  = 1'h0;
   reg [15:0] \$signal$83  = 16'h0000;
@@ -2285,8 +2285,11 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [3:0] \head.ox ;
   wire [3:0] \head.oy ;
   wire [8:0] \head.taps ;
-  reg [6:0] i_cy = 7'h00;
+  reg [6:0] i_in_row_0 = 7'h00;
+  reg [6:0] i_in_row_1 = 7'h00;
+  reg [6:0] i_in_row_2 = 7'h00;
   reg [3:0] i_row = 4'h0;
+  reg i_top = 1'h0;
   reg issued = 1'h0;
   input [4:0] last_y;
   wire [4:0] last_y;
@@ -2306,9 +2309,6 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [15:0] rest_oh;
   output [3:0] row;
   wire [3:0] row;
-  reg [6:0] row_0;
-  reg [6:0] row_1;
-  reg [6:0] row_2;
   reg [3:0] rows_row = 4'h0;
   input rst;
   wire rst;
@@ -2344,893 +2344,896 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   reg [31:0] win_0 = 32'd0;
   reg [31:0] win_1 = 32'd0;
   reg [31:0] win_2 = 32'd0;
-  assign \$34  = \$33  | \$signal$14 [14];
-  assign \$35  = \$34  | \$signal$14 [15];
-  assign w_en = \$signal$18  | eof_pend;
-  assign \$36  = \$signal$14 [0] & c1_win_0[0];
-  assign \$37  = \$signal$14 [1] & c1_win_0[2];
-  assign \$38  = \$36  | \$37 ;
-  assign \$39  = \$signal$14 [2] & c1_win_0[4];
-  assign \$40  = \$38  | \$39 ;
-  assign \$41  = \$signal$14 [3] & c1_win_0[6];
-  assign \$42  = \$40  | \$41 ;
-  assign \$43  = \$signal$14 [4] & c1_win_0[8];
-  assign \$44  = \$42  | \$43 ;
-  assign \$45  = \$signal$14 [5] & c1_win_0[10];
-  assign \$46  = \$44  | \$45 ;
-  assign \$47  = \$signal$14 [6] & c1_win_0[12];
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = \$signal$14 [7] & c1_win_0[14];
-  assign \$50  = \$48  | \$49 ;
-  assign \$51  = \$signal$14 [8] & c1_win_0[16];
-  assign \$52  = \$50  | \$51 ;
-  assign \$53  = \$signal$14 [9] & c1_win_0[18];
-  assign \$54  = \$52  | \$53 ;
-  assign \$55  = \$signal$14 [10] & c1_win_0[20];
-  assign \$56  = \$54  | \$55 ;
-  assign \$57  = \$signal$14 [11] & c1_win_0[22];
-  assign \$58  = \$56  | \$57 ;
-  assign \$59  = \$signal$14 [12] & c1_win_0[24];
-  assign \$60  = \$58  | \$59 ;
-  assign \$61  = \$signal$14 [13] & c1_win_0[26];
+  assign \$33  = \$31  | \$32 ;
+  assign \$34  = \$signal [3] & c1_win_0[6];
+  assign \$35  = \$33  | \$34 ;
+  assign \$36  = \$signal [4] & c1_win_0[8];
+  assign \$37  = \$35  | \$36 ;
+  assign \$38  = \$signal [5] & c1_win_0[10];
+  assign \$39  = \$37  | \$38 ;
+  assign \$40  = \$signal [6] & c1_win_0[12];
+  assign \$41  = \$39  | \$40 ;
+  assign \$42  = \$signal [7] & c1_win_0[14];
+  assign \$43  = \$41  | \$42 ;
+  assign \$44  = \$signal [8] & c1_win_0[16];
+  assign \$45  = \$43  | \$44 ;
+  assign \$46  = \$signal [9] & c1_win_0[18];
+  assign \$47  = \$45  | \$46 ;
+  assign \$48  = \$signal [10] & c1_win_0[20];
+  assign \$49  = \$47  | \$48 ;
+  assign \$50  = \$signal [11] & c1_win_0[22];
+  assign \$51  = \$49  | \$50 ;
+  assign \$52  = \$signal [12] & c1_win_0[24];
+  assign \$53  = \$51  | \$52 ;
+  assign \$54  = \$signal [13] & c1_win_0[26];
+  assign \$55  = \$53  | \$54 ;
+  assign \$56  = \$signal [14] & c1_win_0[28];
+  assign \$57  = \$55  | \$56 ;
+  assign \$58  = \$signal [15] & c1_win_0[30];
+  assign \$59  = \$57  | \$58 ;
+  assign \$60  = \$signal [0] & c1_win_0[1];
+  assign \$61  = \$signal [1] & c1_win_0[3];
   assign \$62  = \$60  | \$61 ;
-  assign \$63  = \$signal$14 [14] & c1_win_0[28];
+  assign \$63  = \$signal [2] & c1_win_0[5];
   assign \$64  = \$62  | \$63 ;
-  assign \$65  = \$signal$14 [15] & c1_win_0[30];
+  assign \$65  = \$signal [3] & c1_win_0[7];
   assign \$66  = \$64  | \$65 ;
-  assign \$67  = \$signal$14 [0] & c1_win_0[1];
-  assign \$68  = \$signal$14 [1] & c1_win_0[3];
-  assign \$69  = \$67  | \$68 ;
-  assign \$70  = \$signal$14 [2] & c1_win_0[5];
-  assign \$71  = \$69  | \$70 ;
-  assign \$72  = \$signal$14 [3] & c1_win_0[7];
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = \$signal$14 [4] & c1_win_0[9];
-  assign \$75  = \$73  | \$74 ;
-  assign \$76  = \$signal$14 [5] & c1_win_0[11];
-  assign \$77  = \$75  | \$76 ;
-  assign \$78  = \$signal$14 [6] & c1_win_0[13];
-  assign \$79  = \$77  | \$78 ;
-  assign \$80  = \$signal$14 [7] & c1_win_0[15];
-  assign \$81  = \$79  | \$80 ;
-  assign \$82  = \$signal$14 [8] & c1_win_0[17];
-  assign \$83  = \$81  | \$82 ;
-  assign \$84  = \$signal$14 [9] & c1_win_0[19];
-  assign \$85  = \$83  | \$84 ;
-  assign \$86  = \$signal$14 [10] & c1_win_0[21];
-  assign \$87  = \$85  | \$86 ;
-  assign \$88  = \$signal$14 [11] & c1_win_0[23];
-  assign \$89  = \$87  | \$88 ;
-  assign \$90  = \$signal$14 [12] & c1_win_0[25];
-  assign \$91  = \$89  | \$90 ;
-  assign \$92  = \$signal$14 [13] & c1_win_0[27];
+  assign \$67  = \$signal [4] & c1_win_0[9];
+  assign \$68  = \$66  | \$67 ;
+  assign \$69  = \$signal [5] & c1_win_0[11];
+  assign \$70  = \$68  | \$69 ;
+  assign \$71  = \$signal [6] & c1_win_0[13];
+  assign \$72  = \$70  | \$71 ;
+  assign \$73  = \$signal [7] & c1_win_0[15];
+  assign \$74  = \$72  | \$73 ;
+  assign \$75  = \$signal [8] & c1_win_0[17];
+  assign \$76  = \$74  | \$75 ;
+  assign \$77  = \$signal [9] & c1_win_0[19];
+  assign \$78  = \$76  | \$77 ;
+  assign \$79  = \$signal [10] & c1_win_0[21];
+  assign \$80  = \$78  | \$79 ;
+  assign \$81  = \$signal [11] & c1_win_0[23];
+  assign \$82  = \$80  | \$81 ;
+  assign \$83  = \$signal [12] & c1_win_0[25];
+  assign \$84  = \$82  | \$83 ;
+  assign \$85  = \$signal [13] & c1_win_0[27];
+  assign \$86  = \$84  | \$85 ;
+  assign \$87  = \$signal [14] & c1_win_0[29];
+  assign \$88  = \$86  | \$87 ;
+  assign \$89  = \$signal [15] & c1_win_0[31];
+  assign \$90  = \$88  | \$89 ;
+  assign \$91  = \$signal [0] & c1_win_0[2];
+  assign \$92  = \$signal [1] & c1_win_0[4];
   assign \$93  = \$91  | \$92 ;
-  assign \$94  = \$signal$14 [14] & c1_win_0[29];
+  assign \$94  = \$signal [2] & c1_win_0[6];
   assign \$95  = \$93  | \$94 ;
-  assign \$96  = \$signal$14 [15] & c1_win_0[31];
+  assign \$96  = \$signal [3] & c1_win_0[8];
   assign \$97  = \$95  | \$96 ;
-  assign \$98  = \$signal$14 [0] & c1_win_0[2];
-  assign \$99  = \$signal$14 [1] & c1_win_0[4];
-  assign \$100  = \$98  | \$99 ;
-  assign \$101  = \$signal$14 [2] & c1_win_0[6];
-  assign \$102  = \$100  | \$101 ;
-  assign \$103  = \$signal$14 [3] & c1_win_0[8];
-  assign \$104  = \$102  | \$103 ;
-  assign \$105  = \$signal$14 [4] & c1_win_0[10];
-  assign \$106  = \$104  | \$105 ;
-  assign \$107  = \$signal$14 [5] & c1_win_0[12];
-  assign \$108  = \$106  | \$107 ;
-  assign \$109  = \$signal$14 [6] & c1_win_0[14];
-  assign \$110  = \$108  | \$109 ;
-  assign \$111  = \$signal$14 [7] & c1_win_0[16];
-  assign \$112  = \$110  | \$111 ;
-  assign \$113  = \$signal$14 [8] & c1_win_0[18];
-  assign \$114  = \$112  | \$113 ;
-  assign \$115  = \$signal$14 [9] & c1_win_0[20];
-  assign \$116  = \$114  | \$115 ;
-  assign \$117  = \$signal$14 [10] & c1_win_0[22];
-  assign \$118  = \$116  | \$117 ;
-  assign \$119  = \$signal$14 [11] & c1_win_0[24];
-  assign \$120  = \$118  | \$119 ;
-  assign \$121  = \$signal$14 [12] & c1_win_0[26];
-  assign \$122  = \$120  | \$121 ;
-  assign \$123  = \$signal$14 [13] & c1_win_0[28];
+  assign \$98  = \$signal [4] & c1_win_0[10];
+  assign \$99  = \$97  | \$98 ;
+  assign \$100  = \$signal [5] & c1_win_0[12];
+  assign \$101  = \$99  | \$100 ;
+  assign \$102  = \$signal [6] & c1_win_0[14];
+  assign \$103  = \$101  | \$102 ;
+  assign \$104  = \$signal [7] & c1_win_0[16];
+  assign \$105  = \$103  | \$104 ;
+  assign \$106  = \$signal [8] & c1_win_0[18];
+  assign \$107  = \$105  | \$106 ;
+  assign \$108  = \$signal [9] & c1_win_0[20];
+  assign \$109  = \$107  | \$108 ;
+  assign \$110  = \$signal [10] & c1_win_0[22];
+  assign \$111  = \$109  | \$110 ;
+  assign \$112  = \$signal [11] & c1_win_0[24];
+  assign \$113  = \$111  | \$112 ;
+  assign \$114  = \$signal [12] & c1_win_0[26];
+  assign \$115  = \$113  | \$114 ;
+  assign \$116  = \$signal [13] & c1_win_0[28];
+  assign \$117  = \$115  | \$116 ;
+  assign \$118  = \$signal [14] & c1_win_0[30];
+  assign \$119  = \$117  | \$118 ;
+  assign \$120  = \$signal [15] & c1_win_0[32];
+  assign \$121  = \$119  | \$120 ;
+  assign \$122  = \$signal [0] & c1_win_1[0];
+  assign \$123  = \$signal [1] & c1_win_1[2];
   assign \$124  = \$122  | \$123 ;
-  assign \$125  = \$signal$14 [14] & c1_win_0[30];
+  assign \$125  = \$signal [2] & c1_win_1[4];
   assign \$126  = \$124  | \$125 ;
-  assign \$127  = \$signal$14 [15] & c1_win_0[32];
+  assign \$127  = \$signal [3] & c1_win_1[6];
   assign \$128  = \$126  | \$127 ;
-  assign \$129  = \$signal$14 [0] & c1_win_1[0];
-  assign \$130  = \$signal$14 [1] & c1_win_1[2];
-  assign \$131  = \$129  | \$130 ;
-  assign \$132  = \$signal$14 [2] & c1_win_1[4];
-  assign \$133  = \$131  | \$132 ;
-  assign \$134  = \$signal$14 [3] & c1_win_1[6];
-  assign \$135  = \$133  | \$134 ;
-  assign \$136  = \$signal$14 [4] & c1_win_1[8];
-  assign \$137  = \$135  | \$136 ;
-  assign \$138  = \$signal$14 [5] & c1_win_1[10];
-  assign \$139  = \$137  | \$138 ;
-  assign \$140  = \$signal$14 [6] & c1_win_1[12];
-  assign \$141  = \$139  | \$140 ;
-  assign \$142  = \$signal$14 [7] & c1_win_1[14];
-  assign \$143  = \$141  | \$142 ;
-  assign \$144  = \$signal$14 [8] & c1_win_1[16];
-  assign \$145  = \$143  | \$144 ;
-  assign \$146  = \$signal$14 [9] & c1_win_1[18];
-  assign \$147  = \$145  | \$146 ;
-  assign \$148  = \$signal$14 [10] & c1_win_1[20];
-  assign \$149  = \$147  | \$148 ;
-  assign \$150  = \$signal$14 [11] & c1_win_1[22];
-  assign \$151  = \$149  | \$150 ;
-  assign \$152  = \$signal$14 [12] & c1_win_1[24];
-  assign \$153  = \$151  | \$152 ;
-  assign \$154  = \$signal$14 [13] & c1_win_1[26];
+  assign \$129  = \$signal [4] & c1_win_1[8];
+  assign \$130  = \$128  | \$129 ;
+  assign \$131  = \$signal [5] & c1_win_1[10];
+  assign \$132  = \$130  | \$131 ;
+  assign \$133  = \$signal [6] & c1_win_1[12];
+  assign \$134  = \$132  | \$133 ;
+  assign \$135  = \$signal [7] & c1_win_1[14];
+  assign \$136  = \$134  | \$135 ;
+  assign \$137  = \$signal [8] & c1_win_1[16];
+  assign \$138  = \$136  | \$137 ;
+  assign \$139  = \$signal [9] & c1_win_1[18];
+  assign \$140  = \$138  | \$139 ;
+  assign \$141  = \$signal [10] & c1_win_1[20];
+  assign \$142  = \$140  | \$141 ;
+  assign \$143  = \$signal [11] & c1_win_1[22];
+  assign \$144  = \$142  | \$143 ;
+  assign \$145  = \$signal [12] & c1_win_1[24];
+  assign \$146  = \$144  | \$145 ;
+  assign \$147  = \$signal [13] & c1_win_1[26];
+  assign \$148  = \$146  | \$147 ;
+  assign \$149  = \$signal [14] & c1_win_1[28];
+  assign \$150  = \$148  | \$149 ;
+  assign \$151  = \$signal [15] & c1_win_1[30];
+  assign \$152  = \$150  | \$151 ;
+  assign \$153  = \$signal [0] & c1_win_1[1];
+  assign \$154  = \$signal [1] & c1_win_1[3];
   assign \$155  = \$153  | \$154 ;
-  assign \$156  = \$signal$14 [14] & c1_win_1[28];
+  assign \$156  = \$signal [2] & c1_win_1[5];
   assign \$157  = \$155  | \$156 ;
-  assign \$158  = \$signal$14 [15] & c1_win_1[30];
+  assign \$158  = \$signal [3] & c1_win_1[7];
   assign \$159  = \$157  | \$158 ;
-  assign \$160  = \$signal$14 [0] & c1_win_1[1];
-  assign \$161  = \$signal$14 [1] & c1_win_1[3];
-  assign \$162  = \$160  | \$161 ;
-  assign \$163  = \$signal$14 [2] & c1_win_1[5];
-  assign \$164  = \$162  | \$163 ;
-  assign \$165  = \$signal$14 [3] & c1_win_1[7];
-  assign \$166  = \$164  | \$165 ;
-  assign \$167  = \$signal$14 [4] & c1_win_1[9];
-  assign \$168  = \$166  | \$167 ;
-  assign \$169  = \$signal$14 [5] & c1_win_1[11];
-  assign \$170  = \$168  | \$169 ;
-  assign \$171  = \$signal$14 [6] & c1_win_1[13];
-  assign \$172  = \$170  | \$171 ;
-  assign \$173  = \$signal$14 [7] & c1_win_1[15];
-  assign \$174  = \$172  | \$173 ;
-  assign \$175  = \$signal$14 [8] & c1_win_1[17];
-  assign \$176  = \$174  | \$175 ;
-  assign \$177  = \$signal$14 [9] & c1_win_1[19];
-  assign \$178  = \$176  | \$177 ;
-  assign \$179  = \$signal$14 [10] & c1_win_1[21];
-  assign \$180  = \$178  | \$179 ;
-  assign \$181  = \$signal$14 [11] & c1_win_1[23];
-  assign \$182  = \$180  | \$181 ;
-  assign \$183  = \$signal$14 [12] & c1_win_1[25];
-  assign \$184  = \$182  | \$183 ;
-  assign \$185  = \$signal$14 [13] & c1_win_1[27];
+  assign \$160  = \$signal [4] & c1_win_1[9];
+  assign \$161  = \$159  | \$160 ;
+  assign \$162  = \$signal [5] & c1_win_1[11];
+  assign \$163  = \$161  | \$162 ;
+  assign \$164  = \$signal [6] & c1_win_1[13];
+  assign \$165  = \$163  | \$164 ;
+  assign \$166  = \$signal [7] & c1_win_1[15];
+  assign \$167  = \$165  | \$166 ;
+  assign \$168  = \$signal [8] & c1_win_1[17];
+  assign \$169  = \$167  | \$168 ;
+  assign \$170  = \$signal [9] & c1_win_1[19];
+  assign \$171  = \$169  | \$170 ;
+  assign \$172  = \$signal [10] & c1_win_1[21];
+  assign \$173  = \$171  | \$172 ;
+  assign \$174  = \$signal [11] & c1_win_1[23];
+  assign \$175  = \$173  | \$174 ;
+  assign \$176  = \$signal [12] & c1_win_1[25];
+  assign \$177  = \$175  | \$176 ;
+  assign \$178  = \$signal [13] & c1_win_1[27];
+  assign \$179  = \$177  | \$178 ;
+  assign \$180  = \$signal [14] & c1_win_1[29];
+  assign \$181  = \$179  | \$180 ;
+  assign \$182  = \$signal [15] & c1_win_1[31];
+  assign \$183  = \$181  | \$182 ;
+  assign \$184  = \$signal [0] & c1_win_1[2];
+  assign \$185  = \$signal [1] & c1_win_1[4];
   assign \$186  = \$184  | \$185 ;
-  assign \$187  = \$signal$14 [14] & c1_win_1[29];
+  assign \$187  = \$signal [2] & c1_win_1[6];
   assign \$188  = \$186  | \$187 ;
-  assign \$189  = \$signal$14 [15] & c1_win_1[31];
+  assign \$189  = \$signal [3] & c1_win_1[8];
   assign \$190  = \$188  | \$189 ;
-  assign \$191  = \$signal$14 [0] & c1_win_1[2];
-  assign \$192  = \$signal$14 [1] & c1_win_1[4];
-  assign \$193  = \$191  | \$192 ;
-  assign \$194  = \$signal$14 [2] & c1_win_1[6];
-  assign \$195  = \$193  | \$194 ;
-  assign \$196  = \$signal$14 [3] & c1_win_1[8];
-  assign \$197  = \$195  | \$196 ;
-  assign \$198  = \$signal$14 [4] & c1_win_1[10];
-  assign \$199  = \$197  | \$198 ;
-  assign \$200  = \$signal$14 [5] & c1_win_1[12];
-  assign \$201  = \$199  | \$200 ;
-  assign \$202  = \$signal$14 [6] & c1_win_1[14];
-  assign \$203  = \$201  | \$202 ;
-  assign \$204  = \$signal$14 [7] & c1_win_1[16];
-  assign \$205  = \$203  | \$204 ;
-  assign \$206  = \$signal$14 [8] & c1_win_1[18];
-  assign \$207  = \$205  | \$206 ;
-  assign \$208  = \$signal$14 [9] & c1_win_1[20];
-  assign \$209  = \$207  | \$208 ;
-  assign \$210  = \$signal$14 [10] & c1_win_1[22];
-  assign \$211  = \$209  | \$210 ;
-  assign \$212  = \$signal$14 [11] & c1_win_1[24];
-  assign \$213  = \$211  | \$212 ;
-  assign \$214  = \$signal$14 [12] & c1_win_1[26];
-  assign \$215  = \$213  | \$214 ;
-  assign \$216  = \$signal$14 [13] & c1_win_1[28];
+  assign \$191  = \$signal [4] & c1_win_1[10];
+  assign \$192  = \$190  | \$191 ;
+  assign \$193  = \$signal [5] & c1_win_1[12];
+  assign \$194  = \$192  | \$193 ;
+  assign \$195  = \$signal [6] & c1_win_1[14];
+  assign \$196  = \$194  | \$195 ;
+  assign \$197  = \$signal [7] & c1_win_1[16];
+  assign \$198  = \$196  | \$197 ;
+  assign \$199  = \$signal [8] & c1_win_1[18];
+  assign \$200  = \$198  | \$199 ;
+  assign \$201  = \$signal [9] & c1_win_1[20];
+  assign \$202  = \$200  | \$201 ;
+  assign \$203  = \$signal [10] & c1_win_1[22];
+  assign \$204  = \$202  | \$203 ;
+  assign \$205  = \$signal [11] & c1_win_1[24];
+  assign \$206  = \$204  | \$205 ;
+  assign \$207  = \$signal [12] & c1_win_1[26];
+  assign \$208  = \$206  | \$207 ;
+  assign \$209  = \$signal [13] & c1_win_1[28];
+  assign \$210  = \$208  | \$209 ;
+  assign \$211  = \$signal [14] & c1_win_1[30];
+  assign \$212  = \$210  | \$211 ;
+  assign \$213  = \$signal [15] & c1_win_1[32];
+  assign \$214  = \$212  | \$213 ;
+  assign \$215  = \$signal [0] & c1_win_2[0];
+  assign \$216  = \$signal [1] & c1_win_2[2];
   assign \$217  = \$215  | \$216 ;
-  assign \$218  = \$signal$14 [14] & c1_win_1[30];
+  assign \$218  = \$signal [2] & c1_win_2[4];
   assign \$219  = \$217  | \$218 ;
-  assign \$220  = \$signal$14 [15] & c1_win_1[32];
+  assign \$220  = \$signal [3] & c1_win_2[6];
   assign \$221  = \$219  | \$220 ;
-  assign \$222  = \$signal$14 [0] & c1_win_2[0];
-  assign \$223  = \$signal$14 [1] & c1_win_2[2];
-  assign \$224  = \$222  | \$223 ;
-  assign \$225  = \$signal$14 [2] & c1_win_2[4];
-  assign \$226  = \$224  | \$225 ;
-  assign \$227  = \$signal$14 [3] & c1_win_2[6];
-  assign \$228  = \$226  | \$227 ;
-  assign \$229  = \$signal$14 [4] & c1_win_2[8];
-  assign \$230  = \$228  | \$229 ;
-  assign \$231  = \$signal$14 [5] & c1_win_2[10];
-  assign \$232  = \$230  | \$231 ;
-  assign \$233  = \$signal$14 [6] & c1_win_2[12];
-  assign \$234  = \$232  | \$233 ;
-  assign \$235  = \$signal$14 [7] & c1_win_2[14];
-  assign \$236  = \$234  | \$235 ;
-  assign \$237  = \$signal$14 [8] & c1_win_2[16];
-  assign \$238  = \$236  | \$237 ;
-  assign \$239  = \$signal$14 [9] & c1_win_2[18];
-  assign \$240  = \$238  | \$239 ;
-  assign \$241  = \$signal$14 [10] & c1_win_2[20];
-  assign \$242  = \$240  | \$241 ;
-  assign \$243  = \$signal$14 [11] & c1_win_2[22];
-  assign \$244  = \$242  | \$243 ;
-  assign \$245  = \$signal$14 [12] & c1_win_2[24];
-  assign \$246  = \$244  | \$245 ;
-  assign \$247  = \$signal$14 [13] & c1_win_2[26];
+  assign \$222  = \$signal [4] & c1_win_2[8];
+  assign \$223  = \$221  | \$222 ;
+  assign \$224  = \$signal [5] & c1_win_2[10];
+  assign \$225  = \$223  | \$224 ;
+  assign \$226  = \$signal [6] & c1_win_2[12];
+  assign \$227  = \$225  | \$226 ;
+  assign \$228  = \$signal [7] & c1_win_2[14];
+  assign \$229  = \$227  | \$228 ;
+  assign \$230  = \$signal [8] & c1_win_2[16];
+  assign \$231  = \$229  | \$230 ;
+  assign \$232  = \$signal [9] & c1_win_2[18];
+  assign \$233  = \$231  | \$232 ;
+  assign \$234  = \$signal [10] & c1_win_2[20];
+  assign \$235  = \$233  | \$234 ;
+  assign \$236  = \$signal [11] & c1_win_2[22];
+  assign \$237  = \$235  | \$236 ;
+  assign \$238  = \$signal [12] & c1_win_2[24];
+  assign \$239  = \$237  | \$238 ;
+  assign \$240  = \$signal [13] & c1_win_2[26];
+  assign \$241  = \$239  | \$240 ;
+  assign \$242  = \$signal [14] & c1_win_2[28];
+  assign \$243  = \$241  | \$242 ;
+  assign \$244  = \$signal [15] & c1_win_2[30];
+  assign \$245  = \$243  | \$244 ;
+  assign \$246  = \$signal [0] & c1_win_2[1];
+  assign \$247  = \$signal [1] & c1_win_2[3];
   assign \$248  = \$246  | \$247 ;
-  assign \$249  = \$signal$14 [14] & c1_win_2[28];
+  assign \$249  = \$signal [2] & c1_win_2[5];
   assign \$250  = \$248  | \$249 ;
-  assign \$251  = \$signal$14 [15] & c1_win_2[30];
+  assign \$251  = \$signal [3] & c1_win_2[7];
   assign \$252  = \$250  | \$251 ;
-  assign \$253  = \$signal$14 [0] & c1_win_2[1];
-  assign \$254  = \$signal$14 [1] & c1_win_2[3];
-  assign \$255  = \$253  | \$254 ;
-  assign \$256  = \$signal$14 [2] & c1_win_2[5];
-  assign \$257  = \$255  | \$256 ;
-  assign \$258  = \$signal$14 [3] & c1_win_2[7];
-  assign \$259  = \$257  | \$258 ;
-  assign \$260  = \$signal$14 [4] & c1_win_2[9];
-  assign \$261  = \$259  | \$260 ;
-  assign \$262  = \$signal$14 [5] & c1_win_2[11];
-  assign \$263  = \$261  | \$262 ;
-  assign \$264  = \$signal$14 [6] & c1_win_2[13];
-  assign \$265  = \$263  | \$264 ;
-  assign \$266  = \$signal$14 [7] & c1_win_2[15];
-  assign \$267  = \$265  | \$266 ;
-  assign \$268  = \$signal$14 [8] & c1_win_2[17];
-  assign \$269  = \$267  | \$268 ;
-  assign \$270  = \$signal$14 [9] & c1_win_2[19];
-  assign \$271  = \$269  | \$270 ;
-  assign \$272  = \$signal$14 [10] & c1_win_2[21];
-  assign \$273  = \$271  | \$272 ;
-  assign \$274  = \$signal$14 [11] & c1_win_2[23];
-  assign \$275  = \$273  | \$274 ;
-  assign \$276  = \$signal$14 [12] & c1_win_2[25];
-  assign \$277  = \$275  | \$276 ;
-  assign \$278  = \$signal$14 [13] & c1_win_2[27];
+  assign \$253  = \$signal [4] & c1_win_2[9];
+  assign \$254  = \$252  | \$253 ;
+  assign \$255  = \$signal [5] & c1_win_2[11];
+  assign \$256  = \$254  | \$255 ;
+  assign \$257  = \$signal [6] & c1_win_2[13];
+  assign \$258  = \$256  | \$257 ;
+  assign \$259  = \$signal [7] & c1_win_2[15];
+  assign \$260  = \$258  | \$259 ;
+  assign \$261  = \$signal [8] & c1_win_2[17];
+  assign \$262  = \$260  | \$261 ;
+  assign \$263  = \$signal [9] & c1_win_2[19];
+  assign \$264  = \$262  | \$263 ;
+  assign \$265  = \$signal [10] & c1_win_2[21];
+  assign \$266  = \$264  | \$265 ;
+  assign \$267  = \$signal [11] & c1_win_2[23];
+  assign \$268  = \$266  | \$267 ;
+  assign \$269  = \$signal [12] & c1_win_2[25];
+  assign \$270  = \$268  | \$269 ;
+  assign \$271  = \$signal [13] & c1_win_2[27];
+  assign \$272  = \$270  | \$271 ;
+  assign \$273  = \$signal [14] & c1_win_2[29];
+  assign \$274  = \$272  | \$273 ;
+  assign \$275  = \$signal [15] & c1_win_2[31];
+  assign \$276  = \$274  | \$275 ;
+  assign \$277  = \$signal [0] & c1_win_2[2];
+  assign \$278  = \$signal [1] & c1_win_2[4];
   assign \$279  = \$277  | \$278 ;
-  assign \$280  = \$signal$14 [14] & c1_win_2[29];
+  assign \$280  = \$signal [2] & c1_win_2[6];
   assign \$281  = \$279  | \$280 ;
-  assign \$282  = \$signal$14 [15] & c1_win_2[31];
+  assign \$282  = \$signal [3] & c1_win_2[8];
   assign \$283  = \$281  | \$282 ;
-  assign \$284  = \$signal$14 [0] & c1_win_2[2];
-  assign \$285  = \$signal$14 [1] & c1_win_2[4];
-  assign \$286  = \$284  | \$285 ;
-  assign \$287  = \$signal$14 [2] & c1_win_2[6];
-  assign \$288  = \$286  | \$287 ;
-  assign \$289  = \$signal$14 [3] & c1_win_2[8];
-  assign \$290  = \$288  | \$289 ;
-  assign \$291  = \$signal$14 [4] & c1_win_2[10];
-  assign \$292  = \$290  | \$291 ;
-  assign \$293  = \$signal$14 [5] & c1_win_2[12];
-  assign \$294  = \$292  | \$293 ;
-  assign \$295  = \$signal$14 [6] & c1_win_2[14];
-  assign \$296  = \$294  | \$295 ;
-  assign \$297  = \$signal$14 [7] & c1_win_2[16];
-  assign \$298  = \$296  | \$297 ;
-  assign \$299  = \$signal$14 [8] & c1_win_2[18];
-  assign \$300  = \$298  | \$299 ;
-  assign \$301  = \$signal$14 [9] & c1_win_2[20];
-  assign \$302  = \$300  | \$301 ;
-  assign \$303  = \$signal$14 [10] & c1_win_2[22];
-  assign \$304  = \$302  | \$303 ;
-  assign \$305  = \$signal$14 [11] & c1_win_2[24];
-  assign \$306  = \$304  | \$305 ;
-  assign \$307  = \$signal$14 [12] & c1_win_2[26];
-  assign \$308  = \$306  | \$307 ;
-  assign \$309  = \$signal$14 [13] & c1_win_2[28];
-  assign \$310  = \$308  | \$309 ;
-  assign \$311  = \$signal$14 [14] & c1_win_2[30];
-  assign \$312  = \$310  | \$311 ;
-  assign \$313  = \$signal$14 [15] & c1_win_2[32];
-  assign \$314  = \$312  | \$313 ;
-  assign \$315  = ~ b_rest;
-  assign \$316  = \$315  + 1'h1;
-  assign \$317  = { 1'h0, b_rest } & \$316 ;
-  assign \$318  = ~ a2_bits;
-  assign \$319  = \$318  + 1'h1;
-  assign \$320  = { 1'h0, a2_bits } & \$319 ;
-  assign \$321  = ~ nz;
-  assign \$322  = \$321  + 1'h1;
-  assign \$323  = { 1'h0, nz } & \$322 ;
-  assign \$324  = \$signal$34  ? \$signal$36  : rows_row;
-  assign row = sites__valid ? sites__payload[3:0] : \$324 ;
-  assign \$325  = done_rows >= need;
-  assign \$326  = need + 2'h2;
-  assign \$327  = done_rows >= \$326 ;
-  assign \$329  = f_row > \$328 ;
-  assign \$331  = f_row >= \$330 ;
-  assign \$332  = ~ \$signal$52 ;
-  assign \$333  = ~ a_v;
-  assign \$334  = nz_zero & \$333 ;
-  assign \$335  = \$332  | \$334 ;
-  assign \$336  = \$signal$52  & \$335 ;
-  assign \$337  = ~ \$signal$52 ;
-  assign \$338  = ~ a_v;
-  assign \$339  = nz_zero & \$338 ;
-  assign \$340  = \$337  | \$339 ;
-  assign \$341  = \$signal$8  & \$340 ;
+  assign \$284  = \$signal [4] & c1_win_2[10];
+  assign \$285  = \$283  | \$284 ;
+  assign \$286  = \$signal [5] & c1_win_2[12];
+  assign \$287  = \$285  | \$286 ;
+  assign \$288  = \$signal [6] & c1_win_2[14];
+  assign \$289  = \$287  | \$288 ;
+  assign \$290  = \$signal [7] & c1_win_2[16];
+  assign \$291  = \$289  | \$290 ;
+  assign \$292  = \$signal [8] & c1_win_2[18];
+  assign \$293  = \$291  | \$292 ;
+  assign \$294  = \$signal [9] & c1_win_2[20];
+  assign \$295  = \$293  | \$294 ;
+  assign \$296  = \$signal [10] & c1_win_2[22];
+  assign \$297  = \$295  | \$296 ;
+  assign \$298  = \$signal [11] & c1_win_2[24];
+  assign \$299  = \$297  | \$298 ;
+  assign \$300  = \$signal [12] & c1_win_2[26];
+  assign \$301  = \$299  | \$300 ;
+  assign \$302  = \$signal [13] & c1_win_2[28];
+  assign \$303  = \$301  | \$302 ;
+  assign \$304  = \$signal [14] & c1_win_2[30];
+  assign \$305  = \$303  | \$304 ;
+  assign \$306  = \$signal [15] & c1_win_2[32];
+  assign \$307  = \$305  | \$306 ;
+  assign \$308  = ~ b_rest;
+  assign \$309  = \$308  + 1'h1;
+  assign \$310  = { 1'h0, b_rest } & \$309 ;
+  assign \$311  = ~ a2_bits;
+  assign \$312  = \$311  + 1'h1;
+  assign \$313  = { 1'h0, a2_bits } & \$312 ;
+  assign \$314  = ~ nz;
+  assign \$315  = \$314  + 1'h1;
+  assign \$316  = { 1'h0, nz } & \$315 ;
+  assign \$317  = \$signal$27  ? \$signal$29  : rows_row;
+  assign row = sites__valid ? sites__payload[3:0] : \$317 ;
+  assign \$318  = done_rows >= need;
+  assign \$319  = need + 2'h2;
+  assign \$320  = done_rows >= \$319 ;
+  assign \$322  = f_row > \$321 ;
+  assign \$324  = f_row >= \$323 ;
+  assign \$325  = ~ \$signal$45 ;
+  assign \$326  = ~ a_v;
+  assign \$327  = nz_zero & \$326 ;
+  assign \$328  = \$325  | \$327 ;
+  assign \$329  = \$signal$45  & \$328 ;
+  assign \$330  = ~ \$signal$45 ;
+  assign \$331  = ~ a_v;
+  assign \$332  = nz_zero & \$331 ;
+  assign \$333  = \$330  | \$332 ;
+  assign \$334  = \$signal$48  & \$333 ;
+  assign \$335  = win_1 | win_2;
+  assign \$336  = win_1 | win_2;
+  assign \$337  = \$335 [0] | \$336 [1];
+  assign \$338  = win_1 | win_2;
+  assign \$339  = win_1 | win_2;
+  assign \$340  = \$338 [2] | \$339 [3];
+  assign \$341  = win_1 | win_2;
   assign \$342  = win_1 | win_2;
-  assign \$343  = win_1 | win_2;
-  assign \$344  = \$342 [0] | \$343 [1];
+  assign \$343  = \$341 [4] | \$342 [5];
+  assign \$344  = win_1 | win_2;
   assign \$345  = win_1 | win_2;
-  assign \$346  = win_1 | win_2;
-  assign \$347  = \$345 [2] | \$346 [3];
+  assign \$346  = \$344 [6] | \$345 [7];
+  assign \$347  = win_1 | win_2;
   assign \$348  = win_1 | win_2;
-  assign \$349  = win_1 | win_2;
-  assign \$350  = \$348 [4] | \$349 [5];
+  assign \$349  = \$347 [8] | \$348 [9];
+  assign \$350  = win_1 | win_2;
   assign \$351  = win_1 | win_2;
-  assign \$352  = win_1 | win_2;
-  assign \$353  = \$351 [6] | \$352 [7];
+  assign \$352  = \$350 [10] | \$351 [11];
+  assign \$353  = win_1 | win_2;
   assign \$354  = win_1 | win_2;
-  assign \$355  = win_1 | win_2;
-  assign \$356  = \$354 [8] | \$355 [9];
+  assign \$355  = \$353 [12] | \$354 [13];
+  assign \$356  = win_1 | win_2;
   assign \$357  = win_1 | win_2;
-  assign \$358  = win_1 | win_2;
-  assign \$359  = \$357 [10] | \$358 [11];
+  assign \$358  = \$356 [14] | \$357 [15];
+  assign \$359  = win_1 | win_2;
   assign \$360  = win_1 | win_2;
-  assign \$361  = win_1 | win_2;
-  assign \$362  = \$360 [12] | \$361 [13];
+  assign \$361  = \$359 [16] | \$360 [17];
+  assign \$362  = win_1 | win_2;
   assign \$363  = win_1 | win_2;
-  assign \$364  = win_1 | win_2;
-  assign \$365  = \$363 [14] | \$364 [15];
+  assign \$364  = \$362 [18] | \$363 [19];
+  assign \$365  = win_1 | win_2;
   assign \$366  = win_1 | win_2;
-  assign \$367  = win_1 | win_2;
-  assign \$368  = \$366 [16] | \$367 [17];
+  assign \$367  = \$365 [20] | \$366 [21];
+  assign \$368  = win_1 | win_2;
   assign \$369  = win_1 | win_2;
-  assign \$370  = win_1 | win_2;
-  assign \$371  = \$369 [18] | \$370 [19];
+  assign \$370  = \$368 [22] | \$369 [23];
+  assign \$371  = win_1 | win_2;
   assign \$372  = win_1 | win_2;
-  assign \$373  = win_1 | win_2;
-  assign \$374  = \$372 [20] | \$373 [21];
+  assign \$373  = \$371 [24] | \$372 [25];
+  assign \$374  = win_1 | win_2;
   assign \$375  = win_1 | win_2;
-  assign \$376  = win_1 | win_2;
-  assign \$377  = \$375 [22] | \$376 [23];
+  assign \$376  = \$374 [26] | \$375 [27];
+  assign \$377  = win_1 | win_2;
   assign \$378  = win_1 | win_2;
-  assign \$379  = win_1 | win_2;
-  assign \$380  = \$378 [24] | \$379 [25];
+  assign \$379  = \$377 [28] | \$378 [29];
+  assign \$380  = win_1 | win_2;
   assign \$381  = win_1 | win_2;
-  assign \$382  = win_1 | win_2;
-  assign \$383  = \$381 [26] | \$382 [27];
+  assign \$382  = \$380 [30] | \$381 [31];
+  assign \$383  = | { \$382 , \$379 , \$376 , \$373 , \$370 , \$367 , \$364 , \$361 , \$358 , \$355 , \$352 , \$349 , \$346 , \$343 , \$340 , \$337  };
   assign \$384  = win_1 | win_2;
   assign \$385  = win_1 | win_2;
-  assign \$386  = \$384 [28] | \$385 [29];
+  assign \$386  = \$384 [0] | \$385 [1];
   assign \$387  = win_1 | win_2;
   assign \$388  = win_1 | win_2;
-  assign \$389  = \$387 [30] | \$388 [31];
-  assign \$390  = | { \$389 , \$386 , \$383 , \$380 , \$377 , \$374 , \$371 , \$368 , \$365 , \$362 , \$359 , \$356 , \$353 , \$350 , \$347 , \$344  };
+  assign \$389  = \$387 [2] | \$388 [3];
+  assign \$390  = win_1 | win_2;
   assign \$391  = win_1 | win_2;
-  assign \$392  = win_1 | win_2;
-  assign \$393  = \$391 [0] | \$392 [1];
+  assign \$392  = \$390 [4] | \$391 [5];
+  assign \$393  = win_1 | win_2;
   assign \$394  = win_1 | win_2;
-  assign \$395  = win_1 | win_2;
-  assign \$396  = \$394 [2] | \$395 [3];
+  assign \$395  = \$393 [6] | \$394 [7];
+  assign \$396  = win_1 | win_2;
   assign \$397  = win_1 | win_2;
-  assign \$398  = win_1 | win_2;
-  assign \$399  = \$397 [4] | \$398 [5];
+  assign \$398  = \$396 [8] | \$397 [9];
+  assign \$399  = win_1 | win_2;
   assign \$400  = win_1 | win_2;
-  assign \$401  = win_1 | win_2;
-  assign \$402  = \$400 [6] | \$401 [7];
+  assign \$401  = \$399 [10] | \$400 [11];
+  assign \$402  = win_1 | win_2;
   assign \$403  = win_1 | win_2;
-  assign \$404  = win_1 | win_2;
-  assign \$405  = \$403 [8] | \$404 [9];
+  assign \$404  = \$402 [12] | \$403 [13];
+  assign \$405  = win_1 | win_2;
   assign \$406  = win_1 | win_2;
-  assign \$407  = win_1 | win_2;
-  assign \$408  = \$406 [10] | \$407 [11];
+  assign \$407  = \$405 [14] | \$406 [15];
+  assign \$408  = win_1 | win_2;
   assign \$409  = win_1 | win_2;
-  assign \$410  = win_1 | win_2;
-  assign \$411  = \$409 [12] | \$410 [13];
+  assign \$410  = \$408 [16] | \$409 [17];
+  assign \$411  = win_1 | win_2;
   assign \$412  = win_1 | win_2;
-  assign \$413  = win_1 | win_2;
-  assign \$414  = \$412 [14] | \$413 [15];
+  assign \$413  = \$411 [18] | \$412 [19];
+  assign \$414  = win_1 | win_2;
   assign \$415  = win_1 | win_2;
-  assign \$416  = win_1 | win_2;
-  assign \$417  = \$415 [16] | \$416 [17];
+  assign \$416  = \$414 [20] | \$415 [21];
+  assign \$417  = win_1 | win_2;
   assign \$418  = win_1 | win_2;
-  assign \$419  = win_1 | win_2;
-  assign \$420  = \$418 [18] | \$419 [19];
+  assign \$419  = \$417 [22] | \$418 [23];
+  assign \$420  = win_1 | win_2;
   assign \$421  = win_1 | win_2;
-  assign \$422  = win_1 | win_2;
-  assign \$423  = \$421 [20] | \$422 [21];
+  assign \$422  = \$420 [24] | \$421 [25];
+  assign \$423  = win_1 | win_2;
   assign \$424  = win_1 | win_2;
-  assign \$425  = win_1 | win_2;
-  assign \$426  = \$424 [22] | \$425 [23];
+  assign \$425  = \$423 [26] | \$424 [27];
+  assign \$426  = win_1 | win_2;
   assign \$427  = win_1 | win_2;
-  assign \$428  = win_1 | win_2;
-  assign \$429  = \$427 [24] | \$428 [25];
+  assign \$428  = \$426 [28] | \$427 [29];
+  assign \$429  = win_1 | win_2;
   assign \$430  = win_1 | win_2;
-  assign \$431  = win_1 | win_2;
-  assign \$432  = \$430 [26] | \$431 [27];
-  assign \$433  = win_1 | win_2;
+  assign \$431  = \$429 [30] | \$430 [31];
+  assign \$432  = | { \$431 , \$428 , \$425 , \$422 , \$419 , \$416 , \$413 , \$410 , \$407 , \$404 , \$401 , \$398 , \$395 , \$392 , \$389 , \$386  };
+  assign \$433  = ! \$432 ;
   assign \$434  = win_1 | win_2;
-  assign \$435  = \$433 [28] | \$434 [29];
-  assign \$436  = win_1 | win_2;
+  assign \$435  = win_1 | win_2;
+  assign \$436  = \$434 [0] | \$435 [1];
   assign \$437  = win_1 | win_2;
-  assign \$438  = \$436 [30] | \$437 [31];
-  assign \$439  = | { \$438 , \$435 , \$432 , \$429 , \$426 , \$423 , \$420 , \$417 , \$414 , \$411 , \$408 , \$405 , \$402 , \$399 , \$396 , \$393  };
-  assign \$440  = ! \$439 ;
+  assign \$438  = win_1 | win_2;
+  assign \$439  = \$437 [2] | \$438 [3];
+  assign \$440  = win_1 | win_2;
   assign \$441  = win_1 | win_2;
-  assign \$442  = win_1 | win_2;
-  assign \$443  = \$441 [0] | \$442 [1];
+  assign \$442  = \$440 [4] | \$441 [5];
+  assign \$443  = win_1 | win_2;
   assign \$444  = win_1 | win_2;
-  assign \$445  = win_1 | win_2;
-  assign \$446  = \$444 [2] | \$445 [3];
+  assign \$445  = \$443 [6] | \$444 [7];
+  assign \$446  = win_1 | win_2;
   assign \$447  = win_1 | win_2;
-  assign \$448  = win_1 | win_2;
-  assign \$449  = \$447 [4] | \$448 [5];
+  assign \$448  = \$446 [8] | \$447 [9];
+  assign \$449  = win_1 | win_2;
   assign \$450  = win_1 | win_2;
-  assign \$451  = win_1 | win_2;
-  assign \$452  = \$450 [6] | \$451 [7];
+  assign \$451  = \$449 [10] | \$450 [11];
+  assign \$452  = win_1 | win_2;
   assign \$453  = win_1 | win_2;
-  assign \$454  = win_1 | win_2;
-  assign \$455  = \$453 [8] | \$454 [9];
+  assign \$454  = \$452 [12] | \$453 [13];
+  assign \$455  = win_1 | win_2;
   assign \$456  = win_1 | win_2;
-  assign \$457  = win_1 | win_2;
-  assign \$458  = \$456 [10] | \$457 [11];
+  assign \$457  = \$455 [14] | \$456 [15];
+  assign \$458  = win_1 | win_2;
   assign \$459  = win_1 | win_2;
-  assign \$460  = win_1 | win_2;
-  assign \$461  = \$459 [12] | \$460 [13];
+  assign \$460  = \$458 [16] | \$459 [17];
+  assign \$461  = win_1 | win_2;
   assign \$462  = win_1 | win_2;
-  assign \$463  = win_1 | win_2;
-  assign \$464  = \$462 [14] | \$463 [15];
+  assign \$463  = \$461 [18] | \$462 [19];
+  assign \$464  = win_1 | win_2;
   assign \$465  = win_1 | win_2;
-  assign \$466  = win_1 | win_2;
-  assign \$467  = \$465 [16] | \$466 [17];
+  assign \$466  = \$464 [20] | \$465 [21];
+  assign \$467  = win_1 | win_2;
   assign \$468  = win_1 | win_2;
-  assign \$469  = win_1 | win_2;
-  assign \$470  = \$468 [18] | \$469 [19];
+  assign \$469  = \$467 [22] | \$468 [23];
+  assign \$470  = win_1 | win_2;
   assign \$471  = win_1 | win_2;
-  assign \$472  = win_1 | win_2;
-  assign \$473  = \$471 [20] | \$472 [21];
+  assign \$472  = \$470 [24] | \$471 [25];
+  assign \$473  = win_1 | win_2;
   assign \$474  = win_1 | win_2;
-  assign \$475  = win_1 | win_2;
-  assign \$476  = \$474 [22] | \$475 [23];
+  assign \$475  = \$473 [26] | \$474 [27];
+  assign \$476  = win_1 | win_2;
   assign \$477  = win_1 | win_2;
-  assign \$478  = win_1 | win_2;
-  assign \$479  = \$477 [24] | \$478 [25];
+  assign \$478  = \$476 [28] | \$477 [29];
+  assign \$479  = win_1 | win_2;
   assign \$480  = win_1 | win_2;
-  assign \$481  = win_1 | win_2;
-  assign \$482  = \$480 [26] | \$481 [27];
-  assign \$483  = win_1 | win_2;
-  assign \$484  = win_1 | win_2;
-  assign \$485  = \$483 [28] | \$484 [29];
-  assign \$486  = win_1 | win_2;
-  assign \$487  = win_1 | win_2;
-  assign \$488  = \$486 [30] | \$487 [31];
-  assign \$489  = ~ \$signal$8 ;
-  assign \$490  = ~ \$signal$52 ;
-  assign \$491  = ~ a_v;
-  assign \$492  = nz_zero & \$491 ;
-  assign \$493  = \$490  | \$492 ;
-  assign \$494  = \$489  | \$493 ;
-  assign \$495  = \$signal$7  & \$494 ;
-  assign \$496  = sel_0[0] ? bitmaps[31:0] : 32'd0;
-  assign \$497  = sel_0[1] ? bitmaps[63:32] : 32'd0;
-  assign \$498  = \$496  | \$497 ;
-  assign \$499  = sel_0[2] ? bitmaps[95:64] : 32'd0;
-  assign \$500  = \$498  | \$499 ;
-  assign \$501  = sel_0[3] ? bitmaps[127:96] : 32'd0;
-  assign \$502  = \$500  | \$501 ;
-  assign \$503  = sel_0[4] ? bitmaps[159:128] : 32'd0;
-  assign \$504  = \$502  | \$503 ;
-  assign \$505  = sel_0[5] ? bitmaps[191:160] : 32'd0;
+  assign \$481  = \$479 [30] | \$480 [31];
+  assign \$482  = ~ \$signal$48 ;
+  assign \$483  = ~ \$signal$45 ;
+  assign \$484  = ~ a_v;
+  assign \$485  = nz_zero & \$484 ;
+  assign \$486  = \$483  | \$485 ;
+  assign \$487  = \$482  | \$486 ;
+  assign \$488  = \$signal$58  & \$487 ;
+  assign \$489  = sel_0[0] ? bitmaps[31:0] : 32'd0;
+  assign \$490  = sel_0[1] ? bitmaps[63:32] : 32'd0;
+  assign \$491  = \$489  | \$490 ;
+  assign \$492  = sel_0[2] ? bitmaps[95:64] : 32'd0;
+  assign \$493  = \$491  | \$492 ;
+  assign \$494  = sel_0[3] ? bitmaps[127:96] : 32'd0;
+  assign \$495  = \$493  | \$494 ;
+  assign \$496  = sel_0[4] ? bitmaps[159:128] : 32'd0;
+  assign \$497  = \$495  | \$496 ;
+  assign \$498  = sel_0[5] ? bitmaps[191:160] : 32'd0;
+  assign \$499  = \$497  | \$498 ;
+  assign \$500  = sel_0[6] ? bitmaps[223:192] : 32'd0;
+  assign \$501  = \$499  | \$500 ;
+  assign \$502  = sel_0[7] ? bitmaps[255:224] : 32'd0;
+  assign \$503  = \$501  | \$502 ;
+  assign \$504  = sel_1[0] ? bitmaps[31:0] : 32'd0;
+  assign \$505  = sel_1[1] ? bitmaps[63:32] : 32'd0;
   assign \$506  = \$504  | \$505 ;
-  assign \$507  = sel_0[6] ? bitmaps[223:192] : 32'd0;
+  assign \$507  = sel_1[2] ? bitmaps[95:64] : 32'd0;
   assign \$508  = \$506  | \$507 ;
-  assign \$509  = sel_0[7] ? bitmaps[255:224] : 32'd0;
+  assign \$509  = sel_1[3] ? bitmaps[127:96] : 32'd0;
   assign \$510  = \$508  | \$509 ;
-  assign \$511  = sel_1[0] ? bitmaps[31:0] : 32'd0;
-  assign \$512  = sel_1[1] ? bitmaps[63:32] : 32'd0;
-  assign \$513  = \$511  | \$512 ;
-  assign \$514  = sel_1[2] ? bitmaps[95:64] : 32'd0;
-  assign \$515  = \$513  | \$514 ;
-  assign \$516  = sel_1[3] ? bitmaps[127:96] : 32'd0;
-  assign \$517  = \$515  | \$516 ;
-  assign \$518  = sel_1[4] ? bitmaps[159:128] : 32'd0;
-  assign \$519  = \$517  | \$518 ;
-  assign \$520  = sel_1[5] ? bitmaps[191:160] : 32'd0;
+  assign \$511  = sel_1[4] ? bitmaps[159:128] : 32'd0;
+  assign \$512  = \$510  | \$511 ;
+  assign \$513  = sel_1[5] ? bitmaps[191:160] : 32'd0;
+  assign \$514  = \$512  | \$513 ;
+  assign \$515  = sel_1[6] ? bitmaps[223:192] : 32'd0;
+  assign \$516  = \$514  | \$515 ;
+  assign \$517  = sel_1[7] ? bitmaps[255:224] : 32'd0;
+  assign \$518  = \$516  | \$517 ;
+  assign \$519  = sel_2[0] ? bitmaps[31:0] : 32'd0;
+  assign \$520  = sel_2[1] ? bitmaps[63:32] : 32'd0;
   assign \$521  = \$519  | \$520 ;
-  assign \$522  = sel_1[6] ? bitmaps[223:192] : 32'd0;
+  assign \$522  = sel_2[2] ? bitmaps[95:64] : 32'd0;
   assign \$523  = \$521  | \$522 ;
-  assign \$524  = sel_1[7] ? bitmaps[255:224] : 32'd0;
+  assign \$524  = sel_2[3] ? bitmaps[127:96] : 32'd0;
   assign \$525  = \$523  | \$524 ;
-  assign \$526  = sel_2[0] ? bitmaps[31:0] : 32'd0;
-  assign \$527  = sel_2[1] ? bitmaps[63:32] : 32'd0;
-  assign \$528  = \$526  | \$527 ;
-  assign \$529  = sel_2[2] ? bitmaps[95:64] : 32'd0;
-  assign \$530  = \$528  | \$529 ;
-  assign \$531  = sel_2[3] ? bitmaps[127:96] : 32'd0;
-  assign \$532  = \$530  | \$531 ;
-  assign \$533  = sel_2[4] ? bitmaps[159:128] : 32'd0;
-  assign \$534  = \$532  | \$533 ;
-  assign \$535  = sel_2[5] ? bitmaps[191:160] : 32'd0;
+  assign \$526  = sel_2[4] ? bitmaps[159:128] : 32'd0;
+  assign \$527  = \$525  | \$526 ;
+  assign \$528  = sel_2[5] ? bitmaps[191:160] : 32'd0;
+  assign \$529  = \$527  | \$528 ;
+  assign \$530  = sel_2[6] ? bitmaps[223:192] : 32'd0;
+  assign \$531  = \$529  | \$530 ;
+  assign \$532  = sel_2[7] ? bitmaps[255:224] : 32'd0;
+  assign \$533  = \$531  | \$532 ;
+  assign \$534  = ~ \$signal$58 ;
+  assign \$535  = ~ \$signal$48 ;
   assign \$536  = \$534  | \$535 ;
-  assign \$537  = sel_2[6] ? bitmaps[223:192] : 32'd0;
-  assign \$538  = \$536  | \$537 ;
-  assign \$539  = sel_2[7] ? bitmaps[255:224] : 32'd0;
-  assign \$540  = \$538  | \$539 ;
-  assign \$541  = ~ \$signal$7 ;
-  assign \$542  = ~ \$signal$8 ;
-  assign \$543  = \$541  | \$542 ;
-  assign \$544  = \$signal  & \$543 ;
-  assign \$545  = ! row_0[2:0];
-  assign \$546  = tags[5:0] == row_0;
+  assign \$537  = \$signal$64  & \$536 ;
+  assign \$538  = ! i_in_row_0[2:0];
+  assign \$539  = tags[5:0] == i_in_row_0;
+  assign \$540  = \$538  & \$539 ;
+  assign \$541  = ~ i_top;
+  assign \$542  = \$540  & \$541 ;
+  assign \$543  = i_in_row_0[2:0] == 1'h1;
+  assign \$544  = tags[11:6] == i_in_row_0;
+  assign \$545  = \$543  & \$544 ;
+  assign \$546  = ~ i_top;
   assign \$547  = \$545  & \$546 ;
-  assign \$548  = | i_cy;
-  assign \$549  = \$547  & \$548 ;
-  assign \$550  = row_0[2:0] == 1'h1;
-  assign \$551  = tags[11:6] == row_0;
+  assign \$548  = i_in_row_0[2:0] == 2'h2;
+  assign \$549  = tags[17:12] == i_in_row_0;
+  assign \$550  = \$548  & \$549 ;
+  assign \$551  = ~ i_top;
   assign \$552  = \$550  & \$551 ;
-  assign \$553  = | i_cy;
-  assign \$554  = \$552  & \$553 ;
-  assign \$555  = row_0[2:0] == 2'h2;
-  assign \$556  = tags[17:12] == row_0;
+  assign \$553  = i_in_row_0[2:0] == 2'h3;
+  assign \$554  = tags[23:18] == i_in_row_0;
+  assign \$555  = \$553  & \$554 ;
+  assign \$556  = ~ i_top;
   assign \$557  = \$555  & \$556 ;
-  assign \$558  = | i_cy;
-  assign \$559  = \$557  & \$558 ;
-  assign \$560  = row_0[2:0] == 2'h3;
-  assign \$561  = tags[23:18] == row_0;
+  assign \$558  = i_in_row_0[2:0] == 3'h4;
+  assign \$559  = tags[29:24] == i_in_row_0;
+  assign \$560  = \$558  & \$559 ;
+  assign \$561  = ~ i_top;
   assign \$562  = \$560  & \$561 ;
-  assign \$563  = | i_cy;
-  assign \$564  = \$562  & \$563 ;
-  assign \$565  = row_0[2:0] == 3'h4;
-  assign \$566  = tags[29:24] == row_0;
+  assign \$563  = i_in_row_0[2:0] == 3'h5;
+  assign \$564  = tags[35:30] == i_in_row_0;
+  assign \$565  = \$563  & \$564 ;
+  assign \$566  = ~ i_top;
   assign \$567  = \$565  & \$566 ;
-  assign \$568  = | i_cy;
-  assign \$569  = \$567  & \$568 ;
-  assign \$570  = row_0[2:0] == 3'h5;
-  assign \$571  = tags[35:30] == row_0;
+  assign \$568  = i_in_row_0[2:0] == 3'h6;
+  assign \$569  = tags[41:36] == i_in_row_0;
+  assign \$570  = \$568  & \$569 ;
+  assign \$571  = ~ i_top;
   assign \$572  = \$570  & \$571 ;
-  assign \$573  = | i_cy;
-  assign \$574  = \$572  & \$573 ;
-  assign \$575  = row_0[2:0] == 3'h6;
-  assign \$576  = tags[41:36] == row_0;
+  assign \$573  = i_in_row_0[2:0] == 3'h7;
+  assign \$574  = tags[47:42] == i_in_row_0;
+  assign \$575  = \$573  & \$574 ;
+  assign \$576  = ~ i_top;
   assign \$577  = \$575  & \$576 ;
-  assign \$578  = | i_cy;
-  assign \$579  = \$577  & \$578 ;
-  assign \$580  = row_0[2:0] == 3'h7;
-  assign \$581  = tags[47:42] == row_0;
-  assign \$582  = \$580  & \$581 ;
-  assign \$583  = | i_cy;
-  assign \$584  = \$582  & \$583 ;
-  assign \$585  = ! row_1[2:0];
-  assign \$586  = tags[5:0] == row_1;
-  assign \$587  = \$585  & \$586 ;
-  assign \$588  = row_1[2:0] == 1'h1;
-  assign \$589  = tags[11:6] == row_1;
-  assign \$590  = \$588  & \$589 ;
-  assign \$591  = row_1[2:0] == 2'h2;
-  assign \$592  = tags[17:12] == row_1;
-  assign \$593  = \$591  & \$592 ;
-  assign \$594  = row_1[2:0] == 2'h3;
-  assign \$595  = tags[23:18] == row_1;
-  assign \$596  = \$594  & \$595 ;
-  assign \$597  = row_1[2:0] == 3'h4;
-  assign \$598  = tags[29:24] == row_1;
-  assign \$599  = \$597  & \$598 ;
-  assign \$600  = row_1[2:0] == 3'h5;
-  assign \$601  = tags[35:30] == row_1;
-  assign \$602  = \$600  & \$601 ;
-  assign \$603  = row_1[2:0] == 3'h6;
-  assign \$604  = tags[41:36] == row_1;
-  assign \$605  = \$603  & \$604 ;
-  assign \$606  = row_1[2:0] == 3'h7;
-  assign \$607  = tags[47:42] == row_1;
-  assign \$608  = \$606  & \$607 ;
-  assign \$609  = ! row_2[2:0];
-  assign \$610  = tags[5:0] == row_2;
-  assign \$611  = \$609  & \$610 ;
-  assign \$612  = row_2[2:0] == 1'h1;
-  assign \$613  = tags[11:6] == row_2;
-  assign \$614  = \$612  & \$613 ;
-  assign \$615  = row_2[2:0] == 2'h2;
-  assign \$616  = tags[17:12] == row_2;
-  assign \$617  = \$615  & \$616 ;
-  assign \$618  = row_2[2:0] == 2'h3;
-  assign \$619  = tags[23:18] == row_2;
-  assign \$620  = \$618  & \$619 ;
-  assign \$621  = row_2[2:0] == 3'h4;
-  assign \$622  = tags[29:24] == row_2;
-  assign \$623  = \$621  & \$622 ;
-  assign \$624  = row_2[2:0] == 3'h5;
-  assign \$625  = tags[35:30] == row_2;
-  assign \$626  = \$624  & \$625 ;
-  assign \$627  = row_2[2:0] == 3'h6;
-  assign \$628  = tags[41:36] == row_2;
-  assign \$629  = \$627  & \$628 ;
-  assign \$630  = row_2[2:0] == 3'h7;
-  assign \$631  = tags[47:42] == row_2;
-  assign \$632  = \$630  & \$631 ;
-  assign \$633  = ~ \$signal ;
-  assign \$634  = ~ \$signal$7 ;
-  assign \$635  = \$633  | \$634 ;
-  assign \$636  = ~ ends;
-  assign \$637  = \$635  & \$636 ;
-  assign \$638  = ~ has_last_r;
-  assign \$639  = issued ? \$signal$50  : \$signal$47 ;
-  assign \$640  = \$638  | \$639 ;
-  assign \$641  = \$signal$39  & \$640 ;
-  assign \$642  = issued ? \$signal$46  : \$signal$43 ;
-  assign \$643  = \$signal$39  | \$642 ;
-  assign \$644  = f_row + 1'h1;
-  assign \$645  = cy + 2'h2;
-  assign \$646  = need + 2'h2;
-  assign \$647  = ~ \$signal$18 ;
-  assign \$648  = eof_pend & \$647 ;
-  assign \$649  = \$648  & w_rdy;
-  assign \$650  = ~ \$signal$18 ;
-  assign \$651  = \$650  | w_rdy;
-  assign \$652  = ~ \$317 [15:0];
-  assign \$653  = b_rest & \$652 ;
-  assign \$655  = b_rest[0] & b_rest[1];
-  assign \$658  = b_rest[2] & b_rest[3];
-  assign \$660  = \$656  | \$659 ;
-  assign \$661  = b_rest[0] | b_rest[1];
-  assign \$662  = b_rest[2] | b_rest[3];
-  assign \$663  = \$661  & \$662 ;
-  assign \$664  = \$660  | \$663 ;
-  assign \$666  = b_rest[4] & b_rest[5];
-  assign \$669  = b_rest[6] & b_rest[7];
-  assign \$671  = \$667  | \$670 ;
-  assign \$672  = b_rest[4] | b_rest[5];
-  assign \$673  = b_rest[6] | b_rest[7];
-  assign \$674  = \$672  & \$673 ;
-  assign \$675  = \$671  | \$674 ;
-  assign \$676  = \$664  | \$675 ;
-  assign \$677  = b_rest[0] | b_rest[1];
-  assign \$678  = b_rest[2] | b_rest[3];
+  assign \$578  = ! i_in_row_1[2:0];
+  assign \$579  = tags[5:0] == i_in_row_1;
+  assign \$580  = \$578  & \$579 ;
+  assign \$581  = i_in_row_1[2:0] == 1'h1;
+  assign \$582  = tags[11:6] == i_in_row_1;
+  assign \$583  = \$581  & \$582 ;
+  assign \$584  = i_in_row_1[2:0] == 2'h2;
+  assign \$585  = tags[17:12] == i_in_row_1;
+  assign \$586  = \$584  & \$585 ;
+  assign \$587  = i_in_row_1[2:0] == 2'h3;
+  assign \$588  = tags[23:18] == i_in_row_1;
+  assign \$589  = \$587  & \$588 ;
+  assign \$590  = i_in_row_1[2:0] == 3'h4;
+  assign \$591  = tags[29:24] == i_in_row_1;
+  assign \$592  = \$590  & \$591 ;
+  assign \$593  = i_in_row_1[2:0] == 3'h5;
+  assign \$594  = tags[35:30] == i_in_row_1;
+  assign \$595  = \$593  & \$594 ;
+  assign \$596  = i_in_row_1[2:0] == 3'h6;
+  assign \$597  = tags[41:36] == i_in_row_1;
+  assign \$598  = \$596  & \$597 ;
+  assign \$599  = i_in_row_1[2:0] == 3'h7;
+  assign \$600  = tags[47:42] == i_in_row_1;
+  assign \$601  = \$599  & \$600 ;
+  assign \$602  = ! i_in_row_2[2:0];
+  assign \$603  = tags[5:0] == i_in_row_2;
+  assign \$604  = \$602  & \$603 ;
+  assign \$605  = i_in_row_2[2:0] == 1'h1;
+  assign \$606  = tags[11:6] == i_in_row_2;
+  assign \$607  = \$605  & \$606 ;
+  assign \$608  = i_in_row_2[2:0] == 2'h2;
+  assign \$609  = tags[17:12] == i_in_row_2;
+  assign \$610  = \$608  & \$609 ;
+  assign \$611  = i_in_row_2[2:0] == 2'h3;
+  assign \$612  = tags[23:18] == i_in_row_2;
+  assign \$613  = \$611  & \$612 ;
+  assign \$614  = i_in_row_2[2:0] == 3'h4;
+  assign \$615  = tags[29:24] == i_in_row_2;
+  assign \$616  = \$614  & \$615 ;
+  assign \$617  = i_in_row_2[2:0] == 3'h5;
+  assign \$618  = tags[35:30] == i_in_row_2;
+  assign \$619  = \$617  & \$618 ;
+  assign \$620  = i_in_row_2[2:0] == 3'h6;
+  assign \$621  = tags[41:36] == i_in_row_2;
+  assign \$622  = \$620  & \$621 ;
+  assign \$623  = i_in_row_2[2:0] == 3'h7;
+  assign \$624  = tags[47:42] == i_in_row_2;
+  assign \$625  = \$623  & \$624 ;
+  assign \$626  = ~ \$signal$64 ;
+  assign \$627  = ~ \$signal$58 ;
+  assign \$628  = \$626  | \$627 ;
+  assign \$629  = ~ ends;
+  assign \$630  = \$628  & \$629 ;
+  assign \$631  = ~ has_last_r;
+  assign \$632  = issued ? \$signal$43  : \$signal$40 ;
+  assign \$633  = \$631  | \$632 ;
+  assign \$634  = \$signal$32  & \$633 ;
+  assign \$635  = issued ? \$signal$39  : \$signal$36 ;
+  assign \$636  = \$signal$32  | \$635 ;
+  assign \$637  = cy + 9'h1ff;
+  assign \$638  = cy + 1'h0;
+  assign \$639  = cy + 1'h1;
+  assign \$640  = ! cy;
+  assign \$641  = f_row + 1'h1;
+  assign \$642  = cy + 2'h2;
+  assign \$643  = need + 2'h2;
+  assign \$644  = ~ \$signal$11 ;
+  assign \$645  = eof_pend & \$644 ;
+  assign \$646  = \$645  & w_rdy;
+  assign \$647  = ~ \$signal$11 ;
+  assign \$648  = \$647  | w_rdy;
+  assign \$649  = ~ \$310 [15:0];
+  assign \$650  = b_rest & \$649 ;
+  assign \$652  = b_rest[0] & b_rest[1];
+  assign \$655  = b_rest[2] & b_rest[3];
+  assign \$657  = \$653  | \$656 ;
+  assign \$658  = b_rest[0] | b_rest[1];
+  assign \$659  = b_rest[2] | b_rest[3];
+  assign \$660  = \$658  & \$659 ;
+  assign \$661  = \$657  | \$660 ;
+  assign \$663  = b_rest[4] & b_rest[5];
+  assign \$666  = b_rest[6] & b_rest[7];
+  assign \$668  = \$664  | \$667 ;
+  assign \$669  = b_rest[4] | b_rest[5];
+  assign \$670  = b_rest[6] | b_rest[7];
+  assign \$671  = \$669  & \$670 ;
+  assign \$672  = \$668  | \$671 ;
+  assign \$673  = \$661  | \$672 ;
+  assign \$674  = b_rest[0] | b_rest[1];
+  assign \$675  = b_rest[2] | b_rest[3];
+  assign \$676  = \$674  | \$675 ;
+  assign \$677  = b_rest[4] | b_rest[5];
+  assign \$678  = b_rest[6] | b_rest[7];
   assign \$679  = \$677  | \$678 ;
-  assign \$680  = b_rest[4] | b_rest[5];
-  assign \$681  = b_rest[6] | b_rest[7];
-  assign \$682  = \$680  | \$681 ;
-  assign \$683  = \$679  & \$682 ;
-  assign \$684  = \$676  | \$683 ;
-  assign \$686  = b_rest[8] & b_rest[9];
-  assign \$689  = b_rest[10] & b_rest[11];
-  assign \$691  = \$687  | \$690 ;
-  assign \$692  = b_rest[8] | b_rest[9];
-  assign \$693  = b_rest[10] | b_rest[11];
-  assign \$694  = \$692  & \$693 ;
-  assign \$695  = \$691  | \$694 ;
-  assign \$697  = b_rest[12] & b_rest[13];
-  assign \$700  = b_rest[14] & b_rest[15];
-  assign \$702  = \$698  | \$701 ;
-  assign \$703  = b_rest[12] | b_rest[13];
-  assign \$704  = b_rest[14] | b_rest[15];
-  assign \$705  = \$703  & \$704 ;
-  assign \$706  = \$702  | \$705 ;
-  assign \$707  = \$695  | \$706 ;
-  assign \$708  = b_rest[8] | b_rest[9];
-  assign \$709  = b_rest[10] | b_rest[11];
+  assign \$680  = \$676  & \$679 ;
+  assign \$681  = \$673  | \$680 ;
+  assign \$683  = b_rest[8] & b_rest[9];
+  assign \$686  = b_rest[10] & b_rest[11];
+  assign \$688  = \$684  | \$687 ;
+  assign \$689  = b_rest[8] | b_rest[9];
+  assign \$690  = b_rest[10] | b_rest[11];
+  assign \$691  = \$689  & \$690 ;
+  assign \$692  = \$688  | \$691 ;
+  assign \$694  = b_rest[12] & b_rest[13];
+  assign \$697  = b_rest[14] & b_rest[15];
+  assign \$699  = \$695  | \$698 ;
+  assign \$700  = b_rest[12] | b_rest[13];
+  assign \$701  = b_rest[14] | b_rest[15];
+  assign \$702  = \$700  & \$701 ;
+  assign \$703  = \$699  | \$702 ;
+  assign \$704  = \$692  | \$703 ;
+  assign \$705  = b_rest[8] | b_rest[9];
+  assign \$706  = b_rest[10] | b_rest[11];
+  assign \$707  = \$705  | \$706 ;
+  assign \$708  = b_rest[12] | b_rest[13];
+  assign \$709  = b_rest[14] | b_rest[15];
   assign \$710  = \$708  | \$709 ;
-  assign \$711  = b_rest[12] | b_rest[13];
-  assign \$712  = b_rest[14] | b_rest[15];
-  assign \$713  = \$711  | \$712 ;
-  assign \$714  = \$710  & \$713 ;
-  assign \$715  = \$707  | \$714 ;
-  assign \$716  = \$684  | \$715 ;
-  assign \$717  = b_rest[0] | b_rest[1];
-  assign \$718  = b_rest[2] | b_rest[3];
+  assign \$711  = \$707  & \$710 ;
+  assign \$712  = \$704  | \$711 ;
+  assign \$713  = \$681  | \$712 ;
+  assign \$714  = b_rest[0] | b_rest[1];
+  assign \$715  = b_rest[2] | b_rest[3];
+  assign \$716  = \$714  | \$715 ;
+  assign \$717  = b_rest[4] | b_rest[5];
+  assign \$718  = b_rest[6] | b_rest[7];
   assign \$719  = \$717  | \$718 ;
-  assign \$720  = b_rest[4] | b_rest[5];
-  assign \$721  = b_rest[6] | b_rest[7];
-  assign \$722  = \$720  | \$721 ;
-  assign \$723  = \$719  | \$722 ;
-  assign \$724  = b_rest[8] | b_rest[9];
-  assign \$725  = b_rest[10] | b_rest[11];
+  assign \$720  = \$716  | \$719 ;
+  assign \$721  = b_rest[8] | b_rest[9];
+  assign \$722  = b_rest[10] | b_rest[11];
+  assign \$723  = \$721  | \$722 ;
+  assign \$724  = b_rest[12] | b_rest[13];
+  assign \$725  = b_rest[14] | b_rest[15];
   assign \$726  = \$724  | \$725 ;
-  assign \$727  = b_rest[12] | b_rest[13];
-  assign \$728  = b_rest[14] | b_rest[15];
-  assign \$729  = \$727  | \$728 ;
-  assign \$730  = \$726  | \$729 ;
-  assign \$731  = \$723  & \$730 ;
-  assign \$732  = \$716  | \$731 ;
-  assign \$733  = ~ \$732 ;
-  assign \$734  = ~ \$signal$18 ;
-  assign \$735  = \$734  | w_rdy;
-  assign \$736  = \$735  & \$signal$81 ;
-  assign \$737  = \$signal$82  ? \$signal$84  : 16'h0000;
-  assign \$738  = ~ \$signal$82 ;
-  assign \$739  = \$738  | a3_rest_zero;
-  assign \$740  = ~ \$signal$82 ;
-  assign \$741  = ~ \$signal$18 ;
-  assign \$742  = \$741  | w_rdy;
-  assign \$743  = \$742  & \$signal$81 ;
-  assign \$744  = \$740  | \$743 ;
-  assign \$745  = ~ \$320 [15:0];
-  assign \$746  = a2_bits & \$745 ;
-  assign \$748  = a2_bits[0] & a2_bits[1];
-  assign \$751  = a2_bits[2] & a2_bits[3];
-  assign \$753  = \$749  | \$752 ;
-  assign \$754  = a2_bits[0] | a2_bits[1];
-  assign \$755  = a2_bits[2] | a2_bits[3];
-  assign \$756  = \$754  & \$755 ;
-  assign \$757  = \$753  | \$756 ;
-  assign \$759  = a2_bits[4] & a2_bits[5];
-  assign \$762  = a2_bits[6] & a2_bits[7];
-  assign \$764  = \$760  | \$763 ;
-  assign \$765  = a2_bits[4] | a2_bits[5];
-  assign \$766  = a2_bits[6] | a2_bits[7];
-  assign \$767  = \$765  & \$766 ;
-  assign \$768  = \$764  | \$767 ;
-  assign \$769  = \$757  | \$768 ;
-  assign \$770  = a2_bits[0] | a2_bits[1];
-  assign \$771  = a2_bits[2] | a2_bits[3];
+  assign \$727  = \$723  | \$726 ;
+  assign \$728  = \$720  & \$727 ;
+  assign \$729  = \$713  | \$728 ;
+  assign \$730  = ~ \$729 ;
+  assign \$731  = ~ \$signal$11 ;
+  assign \$732  = \$731  | w_rdy;
+  assign \$733  = \$732  & \$signal$81 ;
+  assign \$734  = \$signal$82  ? \$signal$84  : 16'h0000;
+  assign \$735  = ~ \$signal$82 ;
+  assign \$736  = \$735  | a3_rest_zero;
+  assign \$737  = ~ \$signal$82 ;
+  assign \$738  = ~ \$signal$11 ;
+  assign \$739  = \$738  | w_rdy;
+  assign \$740  = \$739  & \$signal$81 ;
+  assign \$741  = \$737  | \$740 ;
+  assign \$742  = ~ \$313 [15:0];
+  assign \$743  = a2_bits & \$742 ;
+  assign \$745  = a2_bits[0] & a2_bits[1];
+  assign \$748  = a2_bits[2] & a2_bits[3];
+  assign \$750  = \$746  | \$749 ;
+  assign \$751  = a2_bits[0] | a2_bits[1];
+  assign \$752  = a2_bits[2] | a2_bits[3];
+  assign \$753  = \$751  & \$752 ;
+  assign \$754  = \$750  | \$753 ;
+  assign \$756  = a2_bits[4] & a2_bits[5];
+  assign \$759  = a2_bits[6] & a2_bits[7];
+  assign \$761  = \$757  | \$760 ;
+  assign \$762  = a2_bits[4] | a2_bits[5];
+  assign \$763  = a2_bits[6] | a2_bits[7];
+  assign \$764  = \$762  & \$763 ;
+  assign \$765  = \$761  | \$764 ;
+  assign \$766  = \$754  | \$765 ;
+  assign \$767  = a2_bits[0] | a2_bits[1];
+  assign \$768  = a2_bits[2] | a2_bits[3];
+  assign \$769  = \$767  | \$768 ;
+  assign \$770  = a2_bits[4] | a2_bits[5];
+  assign \$771  = a2_bits[6] | a2_bits[7];
   assign \$772  = \$770  | \$771 ;
-  assign \$773  = a2_bits[4] | a2_bits[5];
-  assign \$774  = a2_bits[6] | a2_bits[7];
-  assign \$775  = \$773  | \$774 ;
-  assign \$776  = \$772  & \$775 ;
-  assign \$777  = \$769  | \$776 ;
-  assign \$779  = a2_bits[8] & a2_bits[9];
-  assign \$782  = a2_bits[10] & a2_bits[11];
-  assign \$784  = \$780  | \$783 ;
-  assign \$785  = a2_bits[8] | a2_bits[9];
-  assign \$786  = a2_bits[10] | a2_bits[11];
-  assign \$787  = \$785  & \$786 ;
-  assign \$788  = \$784  | \$787 ;
-  assign \$790  = a2_bits[12] & a2_bits[13];
-  assign \$793  = a2_bits[14] & a2_bits[15];
-  assign \$795  = \$791  | \$794 ;
-  assign \$796  = a2_bits[12] | a2_bits[13];
-  assign \$797  = a2_bits[14] | a2_bits[15];
-  assign \$798  = \$796  & \$797 ;
-  assign \$799  = \$795  | \$798 ;
-  assign \$800  = \$788  | \$799 ;
-  assign \$801  = a2_bits[8] | a2_bits[9];
-  assign \$802  = a2_bits[10] | a2_bits[11];
+  assign \$773  = \$769  & \$772 ;
+  assign \$774  = \$766  | \$773 ;
+  assign \$776  = a2_bits[8] & a2_bits[9];
+  assign \$779  = a2_bits[10] & a2_bits[11];
+  assign \$781  = \$777  | \$780 ;
+  assign \$782  = a2_bits[8] | a2_bits[9];
+  assign \$783  = a2_bits[10] | a2_bits[11];
+  assign \$784  = \$782  & \$783 ;
+  assign \$785  = \$781  | \$784 ;
+  assign \$787  = a2_bits[12] & a2_bits[13];
+  assign \$790  = a2_bits[14] & a2_bits[15];
+  assign \$792  = \$788  | \$791 ;
+  assign \$793  = a2_bits[12] | a2_bits[13];
+  assign \$794  = a2_bits[14] | a2_bits[15];
+  assign \$795  = \$793  & \$794 ;
+  assign \$796  = \$792  | \$795 ;
+  assign \$797  = \$785  | \$796 ;
+  assign \$798  = a2_bits[8] | a2_bits[9];
+  assign \$799  = a2_bits[10] | a2_bits[11];
+  assign \$800  = \$798  | \$799 ;
+  assign \$801  = a2_bits[12] | a2_bits[13];
+  assign \$802  = a2_bits[14] | a2_bits[15];
   assign \$803  = \$801  | \$802 ;
-  assign \$804  = a2_bits[12] | a2_bits[13];
-  assign \$805  = a2_bits[14] | a2_bits[15];
-  assign \$806  = \$804  | \$805 ;
-  assign \$807  = \$803  & \$806 ;
-  assign \$808  = \$800  | \$807 ;
-  assign \$809  = \$777  | \$808 ;
-  assign \$810  = a2_bits[0] | a2_bits[1];
-  assign \$811  = a2_bits[2] | a2_bits[3];
+  assign \$804  = \$800  & \$803 ;
+  assign \$805  = \$797  | \$804 ;
+  assign \$806  = \$774  | \$805 ;
+  assign \$807  = a2_bits[0] | a2_bits[1];
+  assign \$808  = a2_bits[2] | a2_bits[3];
+  assign \$809  = \$807  | \$808 ;
+  assign \$810  = a2_bits[4] | a2_bits[5];
+  assign \$811  = a2_bits[6] | a2_bits[7];
   assign \$812  = \$810  | \$811 ;
-  assign \$813  = a2_bits[4] | a2_bits[5];
-  assign \$814  = a2_bits[6] | a2_bits[7];
-  assign \$815  = \$813  | \$814 ;
-  assign \$816  = \$812  | \$815 ;
-  assign \$817  = a2_bits[8] | a2_bits[9];
-  assign \$818  = a2_bits[10] | a2_bits[11];
+  assign \$813  = \$809  | \$812 ;
+  assign \$814  = a2_bits[8] | a2_bits[9];
+  assign \$815  = a2_bits[10] | a2_bits[11];
+  assign \$816  = \$814  | \$815 ;
+  assign \$817  = a2_bits[12] | a2_bits[13];
+  assign \$818  = a2_bits[14] | a2_bits[15];
   assign \$819  = \$817  | \$818 ;
-  assign \$820  = a2_bits[12] | a2_bits[13];
-  assign \$821  = a2_bits[14] | a2_bits[15];
-  assign \$822  = \$820  | \$821 ;
-  assign \$823  = \$819  | \$822 ;
-  assign \$824  = \$816  & \$823 ;
-  assign \$825  = \$809  | \$824 ;
-  assign \$826  = ~ \$825 ;
-  assign \$827  = ~ \$signal$82 ;
-  assign \$828  = ~ \$signal$18 ;
-  assign \$829  = \$828  | w_rdy;
-  assign \$830  = \$829  & \$signal$81 ;
-  assign \$831  = \$827  | \$830 ;
-  assign \$832  = ~ \$signal$91 ;
-  assign \$833  = ~ \$signal$82 ;
-  assign \$834  = ~ \$signal$18 ;
-  assign \$835  = \$834  | w_rdy;
-  assign \$836  = \$835  & \$signal$81 ;
-  assign \$837  = \$833  | \$836 ;
-  assign \$838  = \$832  | \$837 ;
-  assign \$839  = \$838  & a_v;
-  assign \$840  = a_oh ? \$signal$59  : 16'h0000;
-  assign \$841  = a_oh ? { cwin_0, 1'h0 } : 33'h000000000;
-  assign \$842  = a_oh ? { cwin_1, 1'h0 } : 33'h000000000;
-  assign \$843  = a_oh ? { cwin_2, 1'h0 } : 33'h000000000;
-  assign \$844  = ~ \$signal$91 ;
-  assign \$845  = ~ \$signal$82 ;
-  assign \$846  = ~ \$signal$18 ;
-  assign \$847  = \$846  | w_rdy;
-  assign \$848  = \$847  & \$signal$81 ;
-  assign \$849  = \$845  | \$848 ;
-  assign \$850  = \$844  | \$849 ;
-  assign \$851  = ~ a_v;
-  assign \$852  = ~ \$signal$91 ;
-  assign \$853  = ~ \$signal$82 ;
-  assign \$854  = ~ \$signal$18 ;
-  assign \$855  = \$854  | w_rdy;
-  assign \$856  = \$855  & \$signal$81 ;
-  assign \$857  = \$853  | \$856 ;
-  assign \$858  = \$852  | \$857 ;
-  assign \$859  = \$851  | \$858 ;
-  assign \$860  = \$859  & \$signal$52 ;
-  assign \$861  = ~ nz_zero;
-  assign \$862  = \$860  & \$861 ;
-  assign \$863  = ~ \$323 [0];
-  assign \$864  = nz & \$863 ;
-  assign \$866  = ~ \$signal ;
-  assign \$867  = ~ \$signal$7 ;
+  assign \$820  = \$816  | \$819 ;
+  assign \$821  = \$813  & \$820 ;
+  assign \$822  = \$806  | \$821 ;
+  assign \$823  = ~ \$822 ;
+  assign \$824  = ~ \$signal$82 ;
+  assign \$825  = ~ \$signal$11 ;
+  assign \$826  = \$825  | w_rdy;
+  assign \$827  = \$826  & \$signal$81 ;
+  assign \$828  = \$824  | \$827 ;
+  assign \$829  = ~ \$signal$91 ;
+  assign \$830  = ~ \$signal$82 ;
+  assign \$831  = ~ \$signal$11 ;
+  assign \$832  = \$831  | w_rdy;
+  assign \$833  = \$832  & \$signal$81 ;
+  assign \$834  = \$830  | \$833 ;
+  assign \$835  = \$829  | \$834 ;
+  assign \$836  = \$835  & a_v;
+  assign \$837  = a_oh ? \$signal$53  : 16'h0000;
+  assign \$838  = a_oh ? { cwin_0, 1'h0 } : 33'h000000000;
+  assign \$839  = a_oh ? { cwin_1, 1'h0 } : 33'h000000000;
+  assign \$840  = a_oh ? { cwin_2, 1'h0 } : 33'h000000000;
+  assign \$841  = ~ \$signal$91 ;
+  assign \$842  = ~ \$signal$82 ;
+  assign \$843  = ~ \$signal$11 ;
+  assign \$844  = \$843  | w_rdy;
+  assign \$845  = \$844  & \$signal$81 ;
+  assign \$846  = \$842  | \$845 ;
+  assign \$847  = \$841  | \$846 ;
+  assign \$848  = ~ a_v;
+  assign \$849  = ~ \$signal$91 ;
+  assign \$850  = ~ \$signal$82 ;
+  assign \$851  = ~ \$signal$11 ;
+  assign \$852  = \$851  | w_rdy;
+  assign \$853  = \$852  & \$signal$81 ;
+  assign \$854  = \$850  | \$853 ;
+  assign \$855  = \$849  | \$854 ;
+  assign \$856  = \$848  | \$855 ;
+  assign \$857  = \$856  & \$signal$45 ;
+  assign \$858  = ~ nz_zero;
+  assign \$859  = \$857  & \$858 ;
+  assign \$860  = ~ \$316 [0];
+  assign \$861  = nz & \$860 ;
+  assign \$863  = ~ \$signal$64 ;
+  assign \$864  = ~ \$signal$58 ;
+  assign \$865  = \$863  | \$864 ;
+  assign \$866  = ~ has_last_r;
+  assign \$867  = issued ? \$signal$43  : \$signal$40 ;
   assign \$868  = \$866  | \$867 ;
-  assign \$869  = ~ has_last_r;
-  assign \$870  = issued ? \$signal$50  : \$signal$47 ;
-  assign \$871  = \$869  | \$870 ;
-  assign \$872  = \$signal$39  & \$871 ;
-  assign \$873  = \$868  & \$872 ;
-  assign \$874  = ends | \$873 ;
-  assign \$875  = \$signal  | \$signal$7 ;
-  assign \$876  = \$875  | \$signal$8 ;
-  assign \$877  = \$876  | \$signal$52 ;
-  assign \$878  = \$877  | \$signal$91 ;
-  assign \$879  = \$878  | \$signal$82 ;
-  assign \$880  = \$879  | b_v;
-  assign \$881  = \$880  | \$signal$18 ;
-  assign \$882  = ~ \$881 ;
-  assign \$883  = \$874  & \$882 ;
-  assign \$884  = ~ eof_done;
-  assign \$885  = \$883  & \$884 ;
-  assign \$886  = \$signal$18  | b_v;
-  assign \$887  = \$886  | \$signal$82 ;
-  assign \$888  = \$887  | \$signal$91 ;
-  assign \$889  = \$signal$82  ? \$signal$86  : a2_oy;
-  assign \$890  = b_v ? b_oy : \$889 ;
-  assign \$891  = \$signal$18  ? \$signal$20  : \$890 ;
-  assign \$892  = \$signal  ? { 1'h0, i_row } : f_row;
-  assign \$893  = \$signal$7  ? { 1'h0, s_row } : \$892 ;
-  assign \$894  = \$signal$8  ? { 1'h0, w_row } : \$893 ;
-  assign \$895  = \$signal$52  ? { 1'h0, c_row } : \$894 ;
+  assign \$869  = \$signal$32  & \$868 ;
+  assign \$870  = \$865  & \$869 ;
+  assign \$871  = ends | \$870 ;
+  assign \$872  = \$signal$64  | \$signal$58 ;
+  assign \$873  = \$872  | \$signal$48 ;
+  assign \$874  = \$873  | \$signal$45 ;
+  assign \$875  = \$874  | \$signal$91 ;
+  assign \$876  = \$875  | \$signal$82 ;
+  assign \$877  = \$876  | b_v;
+  assign \$878  = \$877  | \$signal$11 ;
+  assign \$879  = ~ \$878 ;
+  assign \$880  = \$871  & \$879 ;
+  assign \$881  = ~ eof_done;
+  assign \$882  = \$880  & \$881 ;
+  assign \$883  = \$signal$11  | b_v;
+  assign \$884  = \$883  | \$signal$82 ;
+  assign \$885  = \$884  | \$signal$91 ;
+  assign \$886  = \$signal$82  ? \$signal$86  : a2_oy;
+  assign \$887  = b_v ? b_oy : \$886 ;
+  assign \$888  = \$signal$11  ? \$signal$13  : \$887 ;
+  assign \$889  = \$signal$64  ? { 1'h0, i_row } : f_row;
+  assign \$890  = \$signal$58  ? { 1'h0, s_row } : \$889 ;
+  assign \$891  = \$signal$48  ? { 1'h0, w_row } : \$890 ;
+  assign \$892  = \$signal$45  ? { 1'h0, c_row } : \$891 ;
+  always @(posedge clk)
+    \$signal$32  <= \$893 ;
+  always @(posedge clk)
+    has_last_r <= \$894 ;
+  always @(posedge clk)
+    \$signal$36  <= \$895 ;
   always @(posedge clk)
     \$signal$39  <= \$896 ;
   always @(posedge clk)
-    has_last_r <= \$897 ;
+    \$signal$40  <= \$897 ;
   always @(posedge clk)
     \$signal$43  <= \$898 ;
   always @(posedge clk)
-    \$signal$46  <= \$899 ;
+    issued <= \$899 ;
   always @(posedge clk)
-    \$signal$47  <= \$900 ;
+    \$signal$45  <= \$900 ;
   always @(posedge clk)
-    \$signal$50  <= \$901 ;
+    c_row <= \$901 ;
   always @(posedge clk)
-    issued <= \$902 ;
+    \$signal$48  <= \$902 ;
   always @(posedge clk)
-    \$signal$52  <= \$903 ;
+    nz <= \$903 ;
   always @(posedge clk)
-    c_row <= \$904 ;
+    nz_zero <= \$904 ;
   always @(posedge clk)
-    \$signal$8  <= \$905 ;
+    \$signal$53  <= \$905 ;
   always @(posedge clk)
-    nz <= \$906 ;
+    cwin_0 <= \$906 ;
   always @(posedge clk)
-    nz_zero <= \$907 ;
+    cwin_1 <= \$907 ;
   always @(posedge clk)
-    \$signal$59  <= \$908 ;
+    cwin_2 <= \$908 ;
   always @(posedge clk)
-    cwin_0 <= \$909 ;
+    w_row <= \$909 ;
   always @(posedge clk)
-    cwin_1 <= \$910 ;
+    \$signal$58  <= \$910 ;
   always @(posedge clk)
-    cwin_2 <= \$911 ;
+    win_0 <= \$911 ;
   always @(posedge clk)
-    w_row <= \$912 ;
+    win_1 <= \$912 ;
   always @(posedge clk)
-    \$signal$7  <= \$913 ;
+    win_2 <= \$913 ;
   always @(posedge clk)
-    win_0 <= \$914 ;
+    s_row <= \$914 ;
   always @(posedge clk)
-    win_1 <= \$915 ;
+    \$signal$64  <= \$915 ;
   always @(posedge clk)
-    win_2 <= \$916 ;
+    sel_0 <= \$916 ;
   always @(posedge clk)
-    s_row <= \$917 ;
+    sel_1 <= \$917 ;
   always @(posedge clk)
-    \$signal  <= \$918 ;
+    sel_2 <= \$918 ;
   always @(posedge clk)
-    sel_0 <= \$919 ;
+    ends <= \$919 ;
   always @(posedge clk)
-    sel_1 <= \$920 ;
+    i_in_row_0 <= \$920 ;
   always @(posedge clk)
-    sel_2 <= \$921 ;
+    i_in_row_1 <= \$921 ;
   always @(posedge clk)
-    ends <= \$922 ;
+    i_in_row_2 <= \$922 ;
   always @(posedge clk)
     i_row <= \$923 ;
   always @(posedge clk)
-    i_cy <= \$924 ;
+    i_top <= \$924 ;
   always @(posedge clk)
     f_row <= \$925 ;
   always @(posedge clk)
@@ -3240,13 +3243,13 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @(posedge clk)
     eof_pend <= \$928 ;
   always @(posedge clk)
-    \$signal$18  <= \$929 ;
+    \$signal$11  <= \$929 ;
   always @(posedge clk)
-    \$signal$14  <= \$930 ;
+    \$signal  <= \$930 ;
   always @(posedge clk)
     \$like  <= \$931 ;
   always @(posedge clk)
-    \$signal$20  <= \$932 ;
+    \$signal$13  <= \$932 ;
   always @(posedge clk)
     c1_win_0 <= \$933 ;
   always @(posedge clk)
@@ -3310,44 +3313,44 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @(posedge clk)
     eof_done <= \$963 ;
   always @(posedge clk)
-    \$signal$34  <= \$964 ;
+    \$signal$27  <= \$964 ;
   always @(posedge clk)
-    \$signal$36  <= \$965 ;
+    \$signal$29  <= \$965 ;
   always @(posedge clk)
     rows_row <= \$966 ;
-  assign \$1  = ~ \$signal$7 ;
-  assign \$2  = ~ \$signal$8 ;
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = \$signal  & \$3 ;
-  assign \$5  = i_cy + 9'h1ff;
-  assign \$6  = i_cy + 1'h0;
-  assign \$7  = i_cy + 1'h1;
-  assign \$8  = \$signal$14 [1] | \$signal$14 [3];
-  assign \$9  = \$8  | \$signal$14 [5];
-  assign \$10  = \$9  | \$signal$14 [7];
-  assign \$11  = \$10  | \$signal$14 [9];
-  assign \$12  = \$11  | \$signal$14 [11];
-  assign \$13  = \$12  | \$signal$14 [13];
-  assign \$14  = \$13  | \$signal$14 [15];
-  assign \$15  = \$signal$14 [2] | \$signal$14 [3];
-  assign \$16  = \$15  | \$signal$14 [6];
-  assign \$17  = \$16  | \$signal$14 [7];
-  assign \$18  = \$17  | \$signal$14 [10];
-  assign \$19  = \$18  | \$signal$14 [11];
-  assign \$20  = \$19  | \$signal$14 [14];
-  assign \$21  = \$20  | \$signal$14 [15];
-  assign \$22  = \$signal$14 [4] | \$signal$14 [5];
-  assign \$23  = \$22  | \$signal$14 [6];
-  assign \$24  = \$23  | \$signal$14 [7];
-  assign \$25  = \$24  | \$signal$14 [12];
-  assign \$26  = \$25  | \$signal$14 [13];
-  assign \$27  = \$26  | \$signal$14 [14];
-  assign \$28  = \$27  | \$signal$14 [15];
-  assign \$29  = \$signal$14 [8] | \$signal$14 [9];
-  assign \$30  = \$29  | \$signal$14 [10];
-  assign \$31  = \$30  | \$signal$14 [11];
-  assign \$32  = \$31  | \$signal$14 [12];
-  assign \$33  = \$32  | \$signal$14 [13];
+  assign \$1  = \$signal [1] | \$signal [3];
+  assign \$2  = \$1  | \$signal [5];
+  assign \$3  = \$2  | \$signal [7];
+  assign \$4  = \$3  | \$signal [9];
+  assign \$5  = \$4  | \$signal [11];
+  assign \$6  = \$5  | \$signal [13];
+  assign \$7  = \$6  | \$signal [15];
+  assign \$8  = \$signal [2] | \$signal [3];
+  assign \$9  = \$8  | \$signal [6];
+  assign \$10  = \$9  | \$signal [7];
+  assign \$11  = \$10  | \$signal [10];
+  assign \$12  = \$11  | \$signal [11];
+  assign \$13  = \$12  | \$signal [14];
+  assign \$14  = \$13  | \$signal [15];
+  assign \$15  = \$signal [4] | \$signal [5];
+  assign \$16  = \$15  | \$signal [6];
+  assign \$17  = \$16  | \$signal [7];
+  assign \$18  = \$17  | \$signal [12];
+  assign \$19  = \$18  | \$signal [13];
+  assign \$20  = \$19  | \$signal [14];
+  assign \$21  = \$20  | \$signal [15];
+  assign \$22  = \$signal [8] | \$signal [9];
+  assign \$23  = \$22  | \$signal [10];
+  assign \$24  = \$23  | \$signal [11];
+  assign \$25  = \$24  | \$signal [12];
+  assign \$26  = \$25  | \$signal [13];
+  assign \$27  = \$26  | \$signal [14];
+  assign \$28  = \$27  | \$signal [15];
+  assign w_en = \$signal$11  | eof_pend;
+  assign \$29  = \$signal [0] & c1_win_0[0];
+  assign \$30  = \$signal [1] & c1_win_0[2];
+  assign \$31  = \$29  | \$30 ;
+  assign \$32  = \$signal [2] & c1_win_0[4];
   \top.layer0.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -3360,33 +3363,12 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    row_0 = 7'h00;
-    if (\$4 ) begin
-      row_0 = \$5 [6:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    row_1 = 7'h00;
-    if (\$4 ) begin
-      row_1 = \$6 [6:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    row_2 = 7'h00;
-    if (\$4 ) begin
-      row_2 = \$7 [6:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     w_data = 19'h00000;
     (* full_case = 32'd1 *)
-    if (\$signal$18 ) begin
-      w_data[3:0] = \$signal$20 ;
-      w_data[7:4] = { \$35 , \$28 , \$21 , \$14  };
-      w_data[16:8] = { \$314 , \$283 , \$252 , \$221 , \$190 , \$159 , \$128 , \$97 , \$66  };
+    if (\$signal$11 ) begin
+      w_data[3:0] = \$signal$13 ;
+      w_data[7:4] = { \$28 , \$21 , \$14 , \$7  };
+      w_data[16:8] = { \$307 , \$276 , \$245 , \$214 , \$183 , \$152 , \$121 , \$90 , \$59  };
     end else begin
       w_data[17] = 1'h1;
       w_data[18] = error;
@@ -3394,7 +3376,34 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$896  = eof_seen;
+    \$893  = eof_seen;
+    if (frame_reset) begin
+      \$893  = 1'h0;
+    end
+    if (rst) begin
+      \$893  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$894  = has_last;
+    if (rst) begin
+      \$894  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$895  = \$318 ;
+    if (frame_reset) begin
+      \$895  = 1'h0;
+    end
+    if (rst) begin
+      \$895  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$896  = \$320 ;
     if (frame_reset) begin
       \$896  = 1'h0;
     end
@@ -3404,24 +3413,27 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$897  = has_last;
+    \$897  = \$322 ;
     if (rst) begin
       \$897  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$898  = \$325 ;
-    if (frame_reset) begin
-      \$898  = 1'h0;
-    end
+    \$898  = \$324 ;
     if (rst) begin
       \$898  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$899  = \$327 ;
+    \$899  = 1'h0;
+    if (\$630 ) begin
+      if (\$634 ) begin
+      end else if (\$636 ) begin
+        \$899  = 1'h1;
+      end
+    end
     if (frame_reset) begin
       \$899  = 1'h0;
     end
@@ -3431,131 +3443,134 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$900  = \$329 ;
+    \$900  = \$signal$45 ;
+    if (\$329 ) begin
+      \$900  = 1'h0;
+    end
+    if (\$334 ) begin
+      \$900  = 1'h1;
+    end
     if (rst) begin
       \$900  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$901  = \$331 ;
+    \$901  = c_row;
+    if (\$334 ) begin
+      \$901  = w_row;
+    end
     if (rst) begin
-      \$901  = 1'h0;
+      \$901  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$902  = 1'h0;
-    if (\$637 ) begin
-      if (\$641 ) begin
-      end else if (\$643 ) begin
-        \$902  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
+    \$902  = \$signal$48 ;
+    if (\$334 ) begin
       \$902  = 1'h0;
     end
+    if (\$488 ) begin
+      \$902  = 1'h1;
+    end
     if (rst) begin
       \$902  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$903  = \$signal$52 ;
-    if (\$336 ) begin
+    \$903  = nz;
+    if (\$334 ) begin
+      \$903  = \$383 ;
+    end
+    if (\$859 ) begin
+      \$903  = \$861 ;
+    end
+    if (rst) begin
       \$903  = 1'h0;
     end
-    if (\$341 ) begin
-      \$903  = 1'h1;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$904  = nz_zero;
+    if (\$334 ) begin
+      \$904  = \$433 ;
+    end
+    if (\$859 ) begin
+      \$904  = \$862 ;
     end
     if (rst) begin
-      \$903  = 1'h0;
+      \$904  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$904  = c_row;
-    if (\$341 ) begin
-      \$904  = w_row;
+    \$905  = \$signal$53 ;
+    if (\$334 ) begin
+      \$905  = { \$481 , \$478 , \$475 , \$472 , \$469 , \$466 , \$463 , \$460 , \$457 , \$454 , \$451 , \$448 , \$445 , \$442 , \$439 , \$436  };
     end
     if (rst) begin
-      \$904  = 4'h0;
+      \$905  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$905  = \$signal$8 ;
-    if (\$341 ) begin
-      \$905  = 1'h0;
-    end
-    if (\$495 ) begin
-      \$905  = 1'h1;
+    \$906  = cwin_0;
+    if (\$334 ) begin
+      \$906  = win_0;
     end
     if (rst) begin
-      \$905  = 1'h0;
+      \$906  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$906  = nz;
-    if (\$341 ) begin
-      \$906  = \$390 ;
-    end
-    if (\$862 ) begin
-      \$906  = \$864 ;
+    \$907  = cwin_1;
+    if (\$334 ) begin
+      \$907  = win_1;
     end
     if (rst) begin
-      \$906  = 1'h0;
+      \$907  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$907  = nz_zero;
-    if (\$341 ) begin
-      \$907  = \$440 ;
-    end
-    if (\$862 ) begin
-      \$907  = \$865 ;
+    \$908  = cwin_2;
+    if (\$334 ) begin
+      \$908  = win_2;
     end
     if (rst) begin
-      \$907  = 1'h1;
+      \$908  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$908  = \$signal$59 ;
-    if (\$341 ) begin
-      \$908  = { \$488 , \$485 , \$482 , \$479 , \$476 , \$473 , \$470 , \$467 , \$464 , \$461 , \$458 , \$455 , \$452 , \$449 , \$446 , \$443  };
+    \$909  = w_row;
+    if (\$488 ) begin
+      \$909  = s_row;
     end
     if (rst) begin
-      \$908  = 16'h0000;
+      \$909  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$909  = cwin_0;
-    if (\$341 ) begin
-      \$909  = win_0;
+    \$910  = \$signal$58 ;
+    if (\$488 ) begin
+      \$910  = 1'h0;
+    end
+    if (\$537 ) begin
+      \$910  = 1'h1;
     end
     if (rst) begin
-      \$909  = 32'd0;
+      \$910  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$910  = cwin_1;
-    if (\$341 ) begin
-      \$910  = win_1;
-    end
-    if (rst) begin
-      \$910  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$911  = cwin_2;
-    if (\$341 ) begin
-      \$911  = win_2;
+    \$911  = win_0;
+    if (\$488 ) begin
+      \$911  = \$503 ;
     end
     if (rst) begin
       \$911  = 32'd0;
@@ -3563,155 +3578,161 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$912  = w_row;
-    if (\$495 ) begin
-      \$912  = s_row;
+    \$912  = win_1;
+    if (\$488 ) begin
+      \$912  = \$518 ;
     end
     if (rst) begin
-      \$912  = 4'h0;
+      \$912  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$913  = \$signal$7 ;
-    if (\$495 ) begin
-      \$913  = 1'h0;
-    end
-    if (\$544 ) begin
-      \$913  = 1'h1;
+    \$913  = win_2;
+    if (\$488 ) begin
+      \$913  = \$533 ;
     end
     if (rst) begin
-      \$913  = 1'h0;
+      \$913  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$914  = win_0;
-    if (\$495 ) begin
-      \$914  = \$510 ;
+    \$914  = s_row;
+    if (\$537 ) begin
+      \$914  = i_row;
     end
     if (rst) begin
-      \$914  = 32'd0;
+      \$914  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$915  = win_1;
-    if (\$495 ) begin
-      \$915  = \$525 ;
+    \$915  = \$signal$64 ;
+    if (\$537 ) begin
+      \$915  = 1'h0;
     end
-    if (rst) begin
-      \$915  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$916  = win_2;
-    if (\$495 ) begin
-      \$916  = \$540 ;
-    end
-    if (rst) begin
-      \$916  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$917  = s_row;
-    if (\$544 ) begin
-      \$917  = i_row;
-    end
-    if (rst) begin
-      \$917  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$918  = \$signal ;
-    if (\$544 ) begin
-      \$918  = 1'h0;
-    end
-    if (\$637 ) begin
-      if (\$641 ) begin
-      end else if (\$643 ) begin
-        \$918  = 1'h1;
+    if (\$630 ) begin
+      if (\$634 ) begin
+      end else if (\$636 ) begin
+        \$915  = 1'h1;
       end
     end
     if (rst) begin
-      \$918  = 1'h0;
+      \$915  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$919  = sel_0;
-    if (\$544 ) begin
-      \$919 [0] = \$549 ;
-      \$919 [1] = \$554 ;
-      \$919 [2] = \$559 ;
-      \$919 [3] = \$564 ;
-      \$919 [4] = \$569 ;
-      \$919 [5] = \$574 ;
-      \$919 [6] = \$579 ;
-      \$919 [7] = \$584 ;
+    \$916  = sel_0;
+    if (\$537 ) begin
+      \$916 [0] = \$542 ;
+      \$916 [1] = \$547 ;
+      \$916 [2] = \$552 ;
+      \$916 [3] = \$557 ;
+      \$916 [4] = \$562 ;
+      \$916 [5] = \$567 ;
+      \$916 [6] = \$572 ;
+      \$916 [7] = \$577 ;
     end
     if (rst) begin
-      \$919  = 8'h00;
+      \$916  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$920  = sel_1;
-    if (\$544 ) begin
-      \$920 [0] = \$587 ;
-      \$920 [1] = \$590 ;
-      \$920 [2] = \$593 ;
-      \$920 [3] = \$596 ;
-      \$920 [4] = \$599 ;
-      \$920 [5] = \$602 ;
-      \$920 [6] = \$605 ;
-      \$920 [7] = \$608 ;
+    \$917  = sel_1;
+    if (\$537 ) begin
+      \$917 [0] = \$580 ;
+      \$917 [1] = \$583 ;
+      \$917 [2] = \$586 ;
+      \$917 [3] = \$589 ;
+      \$917 [4] = \$592 ;
+      \$917 [5] = \$595 ;
+      \$917 [6] = \$598 ;
+      \$917 [7] = \$601 ;
     end
     if (rst) begin
-      \$920  = 8'h00;
+      \$917  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$921  = sel_2;
-    if (\$544 ) begin
-      \$921 [0] = \$611 ;
-      \$921 [1] = \$614 ;
-      \$921 [2] = \$617 ;
-      \$921 [3] = \$620 ;
-      \$921 [4] = \$623 ;
-      \$921 [5] = \$626 ;
-      \$921 [6] = \$629 ;
-      \$921 [7] = \$632 ;
+    \$918  = sel_2;
+    if (\$537 ) begin
+      \$918 [0] = \$604 ;
+      \$918 [1] = \$607 ;
+      \$918 [2] = \$610 ;
+      \$918 [3] = \$613 ;
+      \$918 [4] = \$616 ;
+      \$918 [5] = \$619 ;
+      \$918 [6] = \$622 ;
+      \$918 [7] = \$625 ;
     end
     if (rst) begin
-      \$921  = 8'h00;
+      \$918  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$922  = ends;
-    if (\$637 ) begin
-      if (\$641 ) begin
-        \$922  = 1'h1;
+    \$919  = ends;
+    if (\$630 ) begin
+      if (\$634 ) begin
+        \$919  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$922  = 1'h0;
+      \$919  = 1'h0;
     end
     if (rst) begin
-      \$922  = 1'h0;
+      \$919  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$920  = i_in_row_0;
+    if (\$630 ) begin
+      if (\$634 ) begin
+      end else if (\$636 ) begin
+        \$920  = \$637 [6:0];
+      end
+    end
+    if (rst) begin
+      \$920  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$921  = i_in_row_1;
+    if (\$630 ) begin
+      if (\$634 ) begin
+      end else if (\$636 ) begin
+        \$921  = \$638 [6:0];
+      end
+    end
+    if (rst) begin
+      \$921  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$922  = i_in_row_2;
+    if (\$630 ) begin
+      if (\$634 ) begin
+      end else if (\$636 ) begin
+        \$922  = \$639 [6:0];
+      end
+    end
+    if (rst) begin
+      \$922  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$923  = i_row;
-    if (\$637 ) begin
-      if (\$641 ) begin
-      end else if (\$643 ) begin
+    if (\$630 ) begin
+      if (\$634 ) begin
+      end else if (\$636 ) begin
         \$923  = f_row[3:0];
       end
     end
@@ -3721,24 +3742,24 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$924  = i_cy;
-    if (\$637 ) begin
-      if (\$641 ) begin
-      end else if (\$643 ) begin
-        \$924  = cy;
+    \$924  = i_top;
+    if (\$630 ) begin
+      if (\$634 ) begin
+      end else if (\$636 ) begin
+        \$924  = \$640 ;
       end
     end
     if (rst) begin
-      \$924  = 7'h00;
+      \$924  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$925  = f_row;
-    if (\$637 ) begin
-      if (\$641 ) begin
-      end else if (\$643 ) begin
-        \$925  = \$644 [4:0];
+    if (\$630 ) begin
+      if (\$634 ) begin
+      end else if (\$636 ) begin
+        \$925  = \$641 [4:0];
       end
     end
     if (frame_reset) begin
@@ -3751,10 +3772,10 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$926  = cy;
-    if (\$637 ) begin
-      if (\$641 ) begin
-      end else if (\$643 ) begin
-        \$926  = \$645 [6:0];
+    if (\$630 ) begin
+      if (\$634 ) begin
+      end else if (\$636 ) begin
+        \$926  = \$642 [6:0];
       end
     end
     if (frame_reset) begin
@@ -3767,10 +3788,10 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$927  = need;
-    if (\$637 ) begin
-      if (\$641 ) begin
-      end else if (\$643 ) begin
-        \$927  = \$646 [6:0];
+    if (\$630 ) begin
+      if (\$634 ) begin
+      end else if (\$636 ) begin
+        \$927  = \$643 [6:0];
       end
     end
     if (frame_reset) begin
@@ -3783,10 +3804,10 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$928  = eof_pend;
-    if (\$649 ) begin
+    if (\$646 ) begin
       \$928  = 1'h0;
     end
-    if (\$885 ) begin
+    if (\$882 ) begin
       \$928  = 1'h1;
     end
     if (rst) begin
@@ -3795,8 +3816,8 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$929  = \$signal$18 ;
-    if (\$651 ) begin
+    \$929  = \$signal$11 ;
+    if (\$648 ) begin
       \$929  = b_v;
     end
     if (rst) begin
@@ -3805,8 +3826,8 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$930  = \$signal$14 ;
-    if (\$651 ) begin
+    \$930  = \$signal ;
+    if (\$648 ) begin
       \$930  = \$signal$75 ;
     end
     if (rst) begin
@@ -3816,7 +3837,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$931  = \$like ;
-    if (\$651 ) begin
+    if (\$648 ) begin
       \$931  = \$like$76 ;
     end
     if (rst) begin
@@ -3825,8 +3846,8 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$932  = \$signal$20 ;
-    if (\$651 ) begin
+    \$932  = \$signal$13 ;
+    if (\$648 ) begin
       \$932  = b_oy;
     end
     if (rst) begin
@@ -3836,7 +3857,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$933  = c1_win_0;
-    if (\$651 ) begin
+    if (\$648 ) begin
       \$933  = b_win_0;
     end
     if (rst) begin
@@ -3846,7 +3867,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$934  = c1_win_1;
-    if (\$651 ) begin
+    if (\$648 ) begin
       \$934  = b_win_1;
     end
     if (rst) begin
@@ -3856,7 +3877,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$935  = c1_win_2;
-    if (\$651 ) begin
+    if (\$648 ) begin
       \$935  = b_win_2;
     end
     if (rst) begin
@@ -3866,10 +3887,10 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$936  = \$signal$75 ;
-    if (\$651 ) begin
-      \$936  = \$317 [15:0];
+    if (\$648 ) begin
+      \$936  = \$310 [15:0];
     end
-    if (\$736 ) begin
+    if (\$733 ) begin
       \$936  = \$signal$83 ;
     end
     if (rst) begin
@@ -3879,11 +3900,11 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$937  = b_rest;
-    if (\$651 ) begin
-      \$937  = \$653 ;
+    if (\$648 ) begin
+      \$937  = \$650 ;
     end
-    if (\$736 ) begin
-      \$937  = \$737 ;
+    if (\$733 ) begin
+      \$937  = \$734 ;
     end
     if (rst) begin
       \$937  = 16'h0000;
@@ -3892,11 +3913,11 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$938  = \$signal$81 ;
-    if (\$651 ) begin
-      \$938  = \$733 ;
+    if (\$648 ) begin
+      \$938  = \$730 ;
     end
-    if (\$736 ) begin
-      \$938  = \$739 ;
+    if (\$733 ) begin
+      \$938  = \$736 ;
     end
     if (rst) begin
       \$938  = 1'h1;
@@ -3905,7 +3926,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$939  = b_v;
-    if (\$736 ) begin
+    if (\$733 ) begin
       \$939  = \$signal$82 ;
     end
     if (rst) begin
@@ -3915,7 +3936,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$940  = \$like$76 ;
-    if (\$736 ) begin
+    if (\$733 ) begin
       \$940  = \$like$85 ;
     end
     if (rst) begin
@@ -3925,7 +3946,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$941  = b_oy;
-    if (\$736 ) begin
+    if (\$733 ) begin
       \$941  = \$signal$86 ;
     end
     if (rst) begin
@@ -3935,7 +3956,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$942  = b_win_0;
-    if (\$736 ) begin
+    if (\$733 ) begin
       \$942  = a3_win_0;
     end
     if (rst) begin
@@ -3945,7 +3966,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$943  = b_win_1;
-    if (\$736 ) begin
+    if (\$733 ) begin
       \$943  = a3_win_1;
     end
     if (rst) begin
@@ -3955,7 +3976,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$944  = b_win_2;
-    if (\$736 ) begin
+    if (\$733 ) begin
       \$944  = a3_win_2;
     end
     if (rst) begin
@@ -3965,7 +3986,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$945  = \$signal$82 ;
-    if (\$744 ) begin
+    if (\$741 ) begin
       \$945  = \$signal$91 ;
     end
     if (rst) begin
@@ -3975,8 +3996,8 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$946  = \$signal$83 ;
-    if (\$744 ) begin
-      \$946  = \$320 [15:0];
+    if (\$741 ) begin
+      \$946  = \$313 [15:0];
     end
     if (rst) begin
       \$946  = 16'h0000;
@@ -3985,8 +4006,8 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$947  = \$signal$84 ;
-    if (\$744 ) begin
-      \$947  = \$746 ;
+    if (\$741 ) begin
+      \$947  = \$743 ;
     end
     if (rst) begin
       \$947  = 16'h0000;
@@ -3995,7 +4016,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$948  = \$like$85 ;
-    if (\$744 ) begin
+    if (\$741 ) begin
       \$948  = \$signal$92 ;
     end
     if (rst) begin
@@ -4005,7 +4026,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$949  = \$signal$86 ;
-    if (\$744 ) begin
+    if (\$741 ) begin
       \$949  = a2_oy;
     end
     if (rst) begin
@@ -4015,8 +4036,8 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$950  = a3_rest_zero;
-    if (\$744 ) begin
-      \$950  = \$826 ;
+    if (\$741 ) begin
+      \$950  = \$823 ;
     end
     if (rst) begin
       \$950  = 1'h1;
@@ -4025,7 +4046,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$951  = a3_win_0;
-    if (\$744 ) begin
+    if (\$741 ) begin
       \$951  = a2_win_0;
     end
     if (rst) begin
@@ -4035,7 +4056,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$952  = a3_win_1;
-    if (\$744 ) begin
+    if (\$741 ) begin
       \$952  = a2_win_1;
     end
     if (rst) begin
@@ -4045,7 +4066,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$953  = a3_win_2;
-    if (\$744 ) begin
+    if (\$741 ) begin
       \$953  = a2_win_2;
     end
     if (rst) begin
@@ -4055,10 +4076,10 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$954  = \$signal$91 ;
-    if (\$831 ) begin
+    if (\$828 ) begin
       \$954  = 1'h0;
     end
-    if (\$839 ) begin
+    if (\$836 ) begin
       \$954  = 1'h1;
     end
     if (rst) begin
@@ -4068,7 +4089,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$955  = a2_oy;
-    if (\$839 ) begin
+    if (\$836 ) begin
       \$955  = c_row;
     end
     if (rst) begin
@@ -4078,7 +4099,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$956  = \$signal$92 ;
-    if (\$839 ) begin
+    if (\$836 ) begin
       \$956  = 1'h0;
     end
     if (rst) begin
@@ -4088,8 +4109,8 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$957  = a2_bits;
-    if (\$839 ) begin
-      \$957  = \$840 ;
+    if (\$836 ) begin
+      \$957  = \$837 ;
     end
     if (rst) begin
       \$957  = 16'h0000;
@@ -4098,8 +4119,8 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$958  = a2_win_0;
-    if (\$839 ) begin
-      \$958  = \$841 ;
+    if (\$836 ) begin
+      \$958  = \$838 ;
     end
     if (rst) begin
       \$958  = 33'h000000000;
@@ -4108,8 +4129,8 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$959  = a2_win_1;
-    if (\$839 ) begin
-      \$959  = \$842 ;
+    if (\$836 ) begin
+      \$959  = \$839 ;
     end
     if (rst) begin
       \$959  = 33'h000000000;
@@ -4118,8 +4139,8 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$960  = a2_win_2;
-    if (\$839 ) begin
-      \$960  = \$843 ;
+    if (\$836 ) begin
+      \$960  = \$840 ;
     end
     if (rst) begin
       \$960  = 33'h000000000;
@@ -4128,10 +4149,10 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$961  = a_v;
-    if (\$850 ) begin
+    if (\$847 ) begin
       \$961  = 1'h0;
     end
-    if (\$862 ) begin
+    if (\$859 ) begin
       \$961  = 1'h1;
     end
     if (rst) begin
@@ -4141,8 +4162,8 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$962  = a_oh;
-    if (\$862 ) begin
-      \$962  = \$323 [0];
+    if (\$859 ) begin
+      \$962  = \$316 [0];
     end
     if (rst) begin
       \$962  = 1'h0;
@@ -4151,7 +4172,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$963  = eof_done;
-    if (\$885 ) begin
+    if (\$882 ) begin
       \$963  = 1'h1;
     end
     if (frame_reset) begin
@@ -4163,7 +4184,7 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$964  = \$888 ;
+    \$964  = \$885 ;
     if (frame_reset) begin
       \$964  = 1'h0;
     end
@@ -4173,14 +4194,14 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$965  = \$891 ;
+    \$965  = \$888 ;
     if (rst) begin
       \$965  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$966  = \$895 [3:0];
+    \$966  = \$892 [3:0];
     if (frame_reset) begin
       \$966  = 4'h0;
     end
@@ -4191,11 +4212,11 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign r_data = sites__payload;
   assign sites__ready = r_en;
   assign r_rdy = sites__valid;
-  assign site_x = { \$35 , \$28 , \$21 , \$14  };
+  assign site_x = { \$28 , \$21 , \$14 , \$7  };
   assign qp = w_data;
-  assign rest_oh = \$317 [15:0];
-  assign a2_oh = \$320 [15:0];
-  assign chunk_oh = \$323 [0];
+  assign rest_oh = \$310 [15:0];
+  assign a2_oh = \$313 [15:0];
+  assign chunk_oh = \$316 [0];
   assign head = sites__payload;
   assign \sites__payload.oy  = sites__payload[3:0];
   assign \sites__payload.ox  = sites__payload[7:4];
@@ -4228,41 +4249,41 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \tags[5]  = tags[35:30];
   assign \tags[6]  = tags[41:36];
   assign \tags[7]  = tags[47:42];
-  assign \$328  = { 1'h0, last_y[4:1] };
-  assign \$330  = { 1'h0, last_y[4:1] };
+  assign \$321  = { 1'h0, last_y[4:1] };
+  assign \$323  = { 1'h0, last_y[4:1] };
+  assign \$651  = 1'h0;
+  assign \$653  = \$652 ;
   assign \$654  = 1'h0;
   assign \$656  = \$655 ;
-  assign \$657  = 1'h0;
-  assign \$659  = \$658 ;
+  assign \$662  = 1'h0;
+  assign \$664  = \$663 ;
   assign \$665  = 1'h0;
   assign \$667  = \$666 ;
-  assign \$668  = 1'h0;
-  assign \$670  = \$669 ;
+  assign \$682  = 1'h0;
+  assign \$684  = \$683 ;
   assign \$685  = 1'h0;
   assign \$687  = \$686 ;
-  assign \$688  = 1'h0;
-  assign \$690  = \$689 ;
+  assign \$693  = 1'h0;
+  assign \$695  = \$694 ;
   assign \$696  = 1'h0;
   assign \$698  = \$697 ;
-  assign \$699  = 1'h0;
-  assign \$701  = \$700 ;
+  assign \$744  = 1'h0;
+  assign \$746  = \$745 ;
   assign \$747  = 1'h0;
   assign \$749  = \$748 ;
-  assign \$750  = 1'h0;
-  assign \$752  = \$751 ;
+  assign \$755  = 1'h0;
+  assign \$757  = \$756 ;
   assign \$758  = 1'h0;
   assign \$760  = \$759 ;
-  assign \$761  = 1'h0;
-  assign \$763  = \$762 ;
+  assign \$775  = 1'h0;
+  assign \$777  = \$776 ;
   assign \$778  = 1'h0;
   assign \$780  = \$779 ;
-  assign \$781  = 1'h0;
-  assign \$783  = \$782 ;
+  assign \$786  = 1'h0;
+  assign \$788  = \$787 ;
   assign \$789  = 1'h0;
   assign \$791  = \$790 ;
-  assign \$792  = 1'h0;
-  assign \$794  = \$793 ;
-  assign \$865  = 1'h1;
+  assign \$862  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -4465,37 +4486,37 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   reg \$161 ;
   reg [4:0] \$162 ;
   reg [4:0] \$163 ;
-  reg [47:0] \$164 ;
-  reg \$165 ;
-  reg \$166 ;
+  reg [4:0] \$164 ;
+  reg [4:0] \$165 ;
+  reg [47:0] \$166 ;
   reg \$167 ;
-  reg [47:0] \$168 ;
+  reg \$168 ;
   reg \$169 ;
   wire \$17 ;
-  reg \$170 ;
+  reg [47:0] \$170 ;
   reg \$171 ;
   reg \$172 ;
   reg \$173 ;
-  reg [6:0] \$174 ;
+  reg \$174 ;
   reg \$175 ;
-  reg \$176 ;
+  reg [6:0] \$176 ;
   reg \$177 ;
   reg \$178 ;
   reg \$179 ;
   wire \$18 ;
-  reg [4:0] \$180 ;
+  reg \$180 ;
   reg \$181 ;
-  reg \$182 ;
+  reg [4:0] \$182 ;
   reg \$183 ;
-  reg [2:0] \$184 ;
-  reg [4:0] \$185 ;
-  reg [4:0] \$186 ;
-  reg [7:0] \$187 ;
-  reg [31:0] \$188 ;
-  reg \$189 ;
+  reg \$184 ;
+  reg \$185 ;
+  reg [2:0] \$186 ;
+  reg [4:0] \$187 ;
+  reg [4:0] \$188 ;
+  reg [7:0] \$189 ;
   wire \$19 ;
   reg [31:0] \$190 ;
-  reg [5:0] \$191 ;
+  reg \$191 ;
   reg [31:0] \$192 ;
   reg [5:0] \$193 ;
   reg [31:0] \$194 ;
@@ -4512,6 +4533,8 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   reg [5:0] \$203 ;
   reg [31:0] \$204 ;
   reg [5:0] \$205 ;
+  reg [31:0] \$206 ;
+  reg [5:0] \$207 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
@@ -4605,8 +4628,8 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   reg \$signal$48  = 1'h0;
   (* init = 1'h0 *)
   wire \$signal$54 ;
-  reg \$signal$64  = 1'h0;
-  reg \$signal$73  = 1'h0;
+  reg \$signal$68  = 1'h0;
+  reg \$signal$75  = 1'h0;
   reg acc_eof = 1'h0;
   wire [32:0] accepted__payload;
   wire [31:0] \accepted__payload.data ;
@@ -4747,6 +4770,8 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   reg rp = 1'h0;
   input rst;
   wire rst;
+  reg [4:0] shape_h_m1 = 5'h00;
+  reg [4:0] shape_w_m1 = 5'h00;
   input [43:0] sites_in__payload;
   wire [43:0] sites_in__payload;
   wire [31:0] \sites_in__payload.data ;
@@ -4833,24 +4858,24 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   assign \$36  = entry_0_valid & entry_1_valid;
   assign \$37  = ~ \$36 ;
   assign \$38  = sites_in__valid & \$37 ;
-  assign \$39  = ! \$signal$64 ;
+  assign \$39  = ! \$signal$68 ;
   assign \$40  = \$38  & \$39 ;
   assign \$41  = entry_0_valid & entry_1_valid;
   assign \$42  = ~ \$41 ;
   assign \$43  = sites_in__valid & \$42 ;
-  assign \$44  = ! \$signal$64 ;
+  assign \$44  = ! \$signal$68 ;
   assign \$45  = \$43  & \$44 ;
-  assign \$46  = sites_in__payload[36:32] > height_m1;
-  assign \$47  = sites_in__payload[41:37] > width_m1;
+  assign \$46  = sites_in__payload[36:32] > shape_h_m1;
+  assign \$47  = sites_in__payload[41:37] > shape_w_m1;
   assign \$48  = \$46  | \$47 ;
-  assign \$49  = entry_0[36:32] > height_m1;
-  assign \$50  = entry_0[41:37] > width_m1;
+  assign \$49  = entry_0[36:32] > shape_h_m1;
+  assign \$50  = entry_0[41:37] > shape_w_m1;
   assign \$51  = \$49  | \$50 ;
   assign \$52  = \$45  ? \$48  : \$51 ;
   assign \$53  = entry_0_valid & entry_1_valid;
   assign \$54  = ~ \$53 ;
   assign \$55  = sites_in__valid & \$54 ;
-  assign \$56  = ! \$signal$64 ;
+  assign \$56  = ! \$signal$68 ;
   assign \$57  = \$55  & \$56 ;
   assign \$58  = sites_in__payload[36:32] < permit_row;
   assign \$59  = entry_0[36:32] < permit_row;
@@ -4863,11 +4888,11 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   assign \$67  = ~ \$66 ;
   assign \$68  = sites_in__valid & \$67 ;
   assign \$70  = \$68  & \$69 ;
-  assign \$71  = sites_in__payload[36:32] > height_m1;
-  assign \$72  = sites_in__payload[41:37] > width_m1;
+  assign \$71  = sites_in__payload[36:32] > shape_h_m1;
+  assign \$72  = sites_in__payload[41:37] > shape_w_m1;
   assign \$73  = \$71  | \$72 ;
-  assign \$74  = entry_1[36:32] > height_m1;
-  assign \$75  = entry_1[41:37] > width_m1;
+  assign \$74  = entry_1[36:32] > shape_h_m1;
+  assign \$75  = entry_1[41:37] > shape_w_m1;
   assign \$76  = \$74  | \$75 ;
   assign \$77  = \$70  ? \$73  : \$76 ;
   assign \$78  = entry_0_valid & entry_1_valid;
@@ -4880,13 +4905,13 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   assign \$86  = entry_0_valid & entry_1_valid;
   assign \$87  = ~ \$86 ;
   assign \$88  = sites_in__valid & \$87 ;
-  assign \$89  = ~ \$signal$64 ;
+  assign \$89  = ~ \$signal$68 ;
   assign \$90  = ~ rp;
   assign \$91  = ! rp;
   assign \$92  = entry_0_valid & entry_1_valid;
   assign \$93  = ~ \$92 ;
   assign \$94  = sites_in__valid & \$93 ;
-  assign \$95  = ! \$signal$64 ;
+  assign \$95  = ! \$signal$68 ;
   assign \$96  = \$94  & \$95 ;
   assign \$97  = ~ \$96 ;
   assign \$98  = \$91  & \$97 ;
@@ -4919,35 +4944,35 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   assign \$127  = take & got[42];
   assign \$128  = ! w_slot;
   assign \$129  = w_en & \$128 ;
-  assign \$130  = \$signal$73  ? 32'd0 : bitmap_0;
+  assign \$130  = \$signal$75  ? 32'd0 : bitmap_0;
   assign \$131  = \$130  | \$28 [31:0];
   assign \$132  = w_slot == 1'h1;
   assign \$133  = w_en & \$132 ;
-  assign \$134  = \$signal$73  ? 32'd0 : bitmap_1;
+  assign \$134  = \$signal$75  ? 32'd0 : bitmap_1;
   assign \$135  = \$134  | \$28 [31:0];
   assign \$136  = w_slot == 2'h2;
   assign \$137  = w_en & \$136 ;
-  assign \$138  = \$signal$73  ? 32'd0 : bitmap_2;
+  assign \$138  = \$signal$75  ? 32'd0 : bitmap_2;
   assign \$139  = \$138  | \$28 [31:0];
   assign \$140  = w_slot == 2'h3;
   assign \$141  = w_en & \$140 ;
-  assign \$142  = \$signal$73  ? 32'd0 : bitmap_3;
+  assign \$142  = \$signal$75  ? 32'd0 : bitmap_3;
   assign \$143  = \$142  | \$28 [31:0];
   assign \$144  = w_slot == 3'h4;
   assign \$145  = w_en & \$144 ;
-  assign \$146  = \$signal$73  ? 32'd0 : bitmap_4;
+  assign \$146  = \$signal$75  ? 32'd0 : bitmap_4;
   assign \$147  = \$146  | \$28 [31:0];
   assign \$148  = w_slot == 3'h5;
   assign \$149  = w_en & \$148 ;
-  assign \$150  = \$signal$73  ? 32'd0 : bitmap_5;
+  assign \$150  = \$signal$75  ? 32'd0 : bitmap_5;
   assign \$151  = \$150  | \$28 [31:0];
   assign \$152  = w_slot == 3'h6;
   assign \$153  = w_en & \$152 ;
-  assign \$154  = \$signal$73  ? 32'd0 : bitmap_6;
+  assign \$154  = \$signal$75  ? 32'd0 : bitmap_6;
   assign \$155  = \$154  | \$28 [31:0];
   assign \$156  = w_slot == 3'h7;
   assign \$157  = w_en & \$156 ;
-  assign \$158  = \$signal$73  ? 32'd0 : bitmap_7;
+  assign \$158  = \$signal$75  ? 32'd0 : bitmap_7;
   assign \$159  = \$158  | \$28 [31:0];
   always @(posedge clk)
     c_gi <= \$160 ;
@@ -4958,89 +4983,93 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   always @(posedge clk)
     \$signal$29  <= \$163 ;
   always @(posedge clk)
-    entry_0 <= \$164 ;
+    shape_h_m1 <= \$164 ;
   always @(posedge clk)
-    entry_0_valid <= \$165 ;
+    shape_w_m1 <= \$165 ;
   always @(posedge clk)
-    entry_0_outside <= \$166 ;
+    entry_0 <= \$166 ;
   always @(posedge clk)
-    entry_0_permit <= \$167 ;
+    entry_0_valid <= \$167 ;
   always @(posedge clk)
-    entry_1 <= \$168 ;
+    entry_0_outside <= \$168 ;
   always @(posedge clk)
-    entry_1_valid <= \$169 ;
+    entry_0_permit <= \$169 ;
   always @(posedge clk)
-    entry_1_outside <= \$170 ;
+    entry_1 <= \$170 ;
   always @(posedge clk)
-    entry_1_permit <= \$171 ;
+    entry_1_valid <= \$171 ;
   always @(posedge clk)
-    \$signal$64  <= \$172 ;
+    entry_1_outside <= \$172 ;
   always @(posedge clk)
-    rp <= \$173 ;
+    entry_1_permit <= \$173 ;
   always @(posedge clk)
-    done_rows <= \$174 ;
+    \$signal$68  <= \$174 ;
   always @(posedge clk)
-    busy <= \$175 ;
+    rp <= \$175 ;
   always @(posedge clk)
-    eof_seen <= \$176 ;
+    done_rows <= \$176 ;
   always @(posedge clk)
-    \$signal$48  <= \$177 ;
+    busy <= \$177 ;
   always @(posedge clk)
-    error <= \$178 ;
+    eof_seen <= \$178 ;
   always @(posedge clk)
-    has_last <= \$179 ;
+    \$signal$48  <= \$179 ;
   always @(posedge clk)
-    last_y <= \$180 ;
+    error <= \$180 ;
   always @(posedge clk)
-    w_en <= \$181 ;
+    has_last <= \$181 ;
   always @(posedge clk)
-    \$signal$73  <= \$182 ;
+    last_y <= \$182 ;
   always @(posedge clk)
-    w_set <= \$183 ;
+    w_en <= \$183 ;
   always @(posedge clk)
-    w_slot <= \$184 ;
+    \$signal$75  <= \$184 ;
   always @(posedge clk)
-    w_x <= \$185 ;
+    w_set <= \$185 ;
   always @(posedge clk)
-    w_y <= \$186 ;
+    w_slot <= \$186 ;
   always @(posedge clk)
-    w_addr <= \$187 ;
+    w_x <= \$187 ;
   always @(posedge clk)
-    w_data <= \$188 ;
+    w_y <= \$188 ;
   always @(posedge clk)
-    acc_eof <= \$189 ;
+    w_addr <= \$189 ;
   always @(posedge clk)
-    bitmap_0 <= \$190 ;
+    w_data <= \$190 ;
   always @(posedge clk)
-    row_tag_0 <= \$191 ;
+    acc_eof <= \$191 ;
   always @(posedge clk)
-    bitmap_1 <= \$192 ;
+    bitmap_0 <= \$192 ;
   always @(posedge clk)
-    row_tag_1 <= \$193 ;
+    row_tag_0 <= \$193 ;
   always @(posedge clk)
-    bitmap_2 <= \$194 ;
+    bitmap_1 <= \$194 ;
   always @(posedge clk)
-    row_tag_2 <= \$195 ;
+    row_tag_1 <= \$195 ;
   always @(posedge clk)
-    bitmap_3 <= \$196 ;
+    bitmap_2 <= \$196 ;
   always @(posedge clk)
-    row_tag_3 <= \$197 ;
+    row_tag_2 <= \$197 ;
   always @(posedge clk)
-    bitmap_4 <= \$198 ;
+    bitmap_3 <= \$198 ;
   always @(posedge clk)
-    row_tag_4 <= \$199 ;
+    row_tag_3 <= \$199 ;
   always @(posedge clk)
-    bitmap_5 <= \$200 ;
+    bitmap_4 <= \$200 ;
   always @(posedge clk)
-    row_tag_5 <= \$201 ;
+    row_tag_4 <= \$201 ;
   always @(posedge clk)
-    bitmap_6 <= \$202 ;
+    bitmap_5 <= \$202 ;
   always @(posedge clk)
-    row_tag_6 <= \$203 ;
+    row_tag_5 <= \$203 ;
   always @(posedge clk)
-    bitmap_7 <= \$204 ;
+    bitmap_6 <= \$204 ;
   always @(posedge clk)
-    row_tag_7 <= \$205 ;
+    row_tag_6 <= \$205 ;
+  always @(posedge clk)
+    bitmap_7 <= \$206 ;
+  always @(posedge clk)
+    row_tag_7 <= \$207 ;
   \top.layer0.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -5112,153 +5141,134 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$164  = entry_0;
-    if (\$40 ) begin
-      \$164  = entry;
-    end
+    \$164  = height_m1;
     if (rst) begin
-      \$164  = 48'h000000000000;
+      \$164  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$165  = entry_0_valid;
+    \$165  = width_m1;
+    if (rst) begin
+      \$165  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$166  = entry_0;
     if (\$40 ) begin
-      \$165  = 1'h1;
+      \$166  = entry;
+    end
+    if (rst) begin
+      \$166  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$167  = entry_0_valid;
+    if (\$40 ) begin
+      \$167  = 1'h1;
     end
     if (take) begin
       if (\$98 ) begin
-        \$165  = 1'h0;
+        \$167  = 1'h0;
       end
     end
-    if (rst) begin
-      \$165  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$166  = \$52 ;
-    if (rst) begin
-      \$166  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$167  = \$60 ;
     if (rst) begin
       \$167  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$168  = entry_1;
-    if (\$65 ) begin
-      \$168  = entry;
-    end
+    \$168  = \$52 ;
     if (rst) begin
-      \$168  = 48'h000000000000;
+      \$168  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$169  = entry_1_valid;
-    if (\$65 ) begin
-      \$169  = 1'h1;
-    end
-    if (take) begin
-      if (\$106 ) begin
-        \$169  = 1'h0;
-      end
-    end
+    \$169  = \$60 ;
     if (rst) begin
       \$169  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$170  = \$77 ;
+    \$170  = entry_1;
+    if (\$65 ) begin
+      \$170  = entry;
+    end
     if (rst) begin
-      \$170  = 1'h0;
+      \$170  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$171  = \$85 ;
+    \$171  = entry_1_valid;
+    if (\$65 ) begin
+      \$171  = 1'h1;
+    end
+    if (take) begin
+      if (\$106 ) begin
+        \$171  = 1'h0;
+      end
+    end
     if (rst) begin
       \$171  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$172  = \$signal$64 ;
-    if (\$88 ) begin
-      \$172  = \$89 ;
-    end
+    \$172  = \$77 ;
     if (rst) begin
       \$172  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$173  = rp;
-    if (take) begin
-      \$173  = \$90 ;
-    end
+    \$173  = \$85 ;
     if (rst) begin
       \$173  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$174  = done_rows;
+    \$174  = \$signal$68 ;
+    if (\$88 ) begin
+      \$174  = \$89 ;
+    end
+    if (rst) begin
+      \$174  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$175  = rp;
+    if (take) begin
+      \$175  = \$90 ;
+    end
+    if (rst) begin
+      \$175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$176  = done_rows;
     if (\$114 ) begin
-      \$174  = { 2'h0, got[36:32] };
+      \$176  = { 2'h0, got[36:32] };
     end
     if (frame_reset) begin
-      \$174  = 7'h00;
+      \$176  = 7'h00;
     end
     if (rst) begin
-      \$174  = 7'h00;
+      \$176  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$175  = busy;
+    \$177  = busy;
     if (take) begin
-      \$175  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$175  = 1'h0;
-    end
-    if (rst) begin
-      \$175  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$176  = eof_seen;
-    if (take) begin
-      if (got[42]) begin
-        \$176  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$176  = 1'h0;
-    end
-    if (rst) begin
-      \$176  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$177  = \$signal$48 ;
-    if (take) begin
-      if (got[42]) begin
-        \$177  = 1'h0;
-      end else if (\$signal$48 ) begin
-      end else if (bad) begin
-        \$177  = 1'h1;
-      end
+      \$177  = 1'h1;
     end
     if (frame_reset) begin
       \$177  = 1'h0;
@@ -5269,14 +5279,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$178  = error;
+    \$178  = eof_seen;
     if (take) begin
       if (got[42]) begin
-        if (\$116 ) begin
-          \$178  = 1'h1;
-        end
-      end else if (\$signal$48 ) begin
-      end else if (bad) begin
         \$178  = 1'h1;
       end
     end
@@ -5289,12 +5294,12 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$179  = has_last;
+    \$179  = \$signal$48 ;
     if (take) begin
       if (got[42]) begin
+        \$179  = 1'h0;
       end else if (\$signal$48 ) begin
       end else if (bad) begin
-      end else if (got[46]) begin
         \$179  = 1'h1;
       end
     end
@@ -5307,112 +5312,125 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$180  = last_y;
+    \$180  = error;
+    if (take) begin
+      if (got[42]) begin
+        if (\$116 ) begin
+          \$180  = 1'h1;
+        end
+      end else if (\$signal$48 ) begin
+      end else if (bad) begin
+        \$180  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$180  = 1'h0;
+    end
+    if (rst) begin
+      \$180  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$181  = has_last;
     if (take) begin
       if (got[42]) begin
       end else if (\$signal$48 ) begin
       end else if (bad) begin
       end else if (got[46]) begin
-        \$180  = got[36:32];
+        \$181  = 1'h1;
       end
     end
-    if (rst) begin
-      \$180  = 5'h00;
+    if (frame_reset) begin
+      \$181  = 1'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$181  = \$122 ;
     if (rst) begin
       \$181  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$182  = \$126 ;
+    \$182  = last_y;
+    if (take) begin
+      if (got[42]) begin
+      end else if (\$signal$48 ) begin
+      end else if (bad) begin
+      end else if (got[46]) begin
+        \$182  = got[36:32];
+      end
+    end
     if (rst) begin
-      \$182  = 1'h0;
+      \$182  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$183  = got[46];
+    \$183  = \$122 ;
     if (rst) begin
       \$183  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$184  = got[34:32];
+    \$184  = \$126 ;
     if (rst) begin
-      \$184  = 3'h0;
+      \$184  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$185  = got[41:37];
+    \$185  = got[46];
     if (rst) begin
-      \$185  = 5'h00;
+      \$185  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$186  = got[36:32];
+    \$186  = got[34:32];
     if (rst) begin
-      \$186  = 5'h00;
+      \$186  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$187  = { got[34:32], got[41:37] };
+    \$187  = got[41:37];
     if (rst) begin
-      \$187  = 8'h00;
+      \$187  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$188  = got[31:0];
+    \$188  = got[36:32];
     if (rst) begin
-      \$188  = 32'd0;
+      \$188  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$189  = \$127 ;
+    \$189  = { got[34:32], got[41:37] };
     if (rst) begin
-      \$189  = 1'h0;
+      \$189  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$190  = bitmap_0;
-    if (\$129 ) begin
-      \$190  = \$131 ;
-    end
+    \$190  = got[31:0];
     if (rst) begin
       \$190  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$191  = row_tag_0;
-    if (\$129 ) begin
-      if (\$signal$73 ) begin
-        \$191  = { 1'h0, w_y };
-      end
-    end
-    if (frame_reset) begin
-      \$191  = 6'h3f;
-    end
+    \$191  = \$127 ;
     if (rst) begin
-      \$191  = 6'h3f;
+      \$191  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$192  = bitmap_1;
-    if (\$133 ) begin
-      \$192  = \$135 ;
+    \$192  = bitmap_0;
+    if (\$129 ) begin
+      \$192  = \$131 ;
     end
     if (rst) begin
       \$192  = 32'd0;
@@ -5420,9 +5438,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$193  = row_tag_1;
-    if (\$133 ) begin
-      if (\$signal$73 ) begin
+    \$193  = row_tag_0;
+    if (\$129 ) begin
+      if (\$signal$75 ) begin
         \$193  = { 1'h0, w_y };
       end
     end
@@ -5435,9 +5453,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$194  = bitmap_2;
-    if (\$137 ) begin
-      \$194  = \$139 ;
+    \$194  = bitmap_1;
+    if (\$133 ) begin
+      \$194  = \$135 ;
     end
     if (rst) begin
       \$194  = 32'd0;
@@ -5445,9 +5463,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$195  = row_tag_2;
-    if (\$137 ) begin
-      if (\$signal$73 ) begin
+    \$195  = row_tag_1;
+    if (\$133 ) begin
+      if (\$signal$75 ) begin
         \$195  = { 1'h0, w_y };
       end
     end
@@ -5460,9 +5478,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$196  = bitmap_3;
-    if (\$141 ) begin
-      \$196  = \$143 ;
+    \$196  = bitmap_2;
+    if (\$137 ) begin
+      \$196  = \$139 ;
     end
     if (rst) begin
       \$196  = 32'd0;
@@ -5470,9 +5488,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$197  = row_tag_3;
-    if (\$141 ) begin
-      if (\$signal$73 ) begin
+    \$197  = row_tag_2;
+    if (\$137 ) begin
+      if (\$signal$75 ) begin
         \$197  = { 1'h0, w_y };
       end
     end
@@ -5485,9 +5503,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$198  = bitmap_4;
-    if (\$145 ) begin
-      \$198  = \$147 ;
+    \$198  = bitmap_3;
+    if (\$141 ) begin
+      \$198  = \$143 ;
     end
     if (rst) begin
       \$198  = 32'd0;
@@ -5495,9 +5513,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$199  = row_tag_4;
-    if (\$145 ) begin
-      if (\$signal$73 ) begin
+    \$199  = row_tag_3;
+    if (\$141 ) begin
+      if (\$signal$75 ) begin
         \$199  = { 1'h0, w_y };
       end
     end
@@ -5510,9 +5528,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$200  = bitmap_5;
-    if (\$149 ) begin
-      \$200  = \$151 ;
+    \$200  = bitmap_4;
+    if (\$145 ) begin
+      \$200  = \$147 ;
     end
     if (rst) begin
       \$200  = 32'd0;
@@ -5520,9 +5538,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$201  = row_tag_5;
-    if (\$149 ) begin
-      if (\$signal$73 ) begin
+    \$201  = row_tag_4;
+    if (\$145 ) begin
+      if (\$signal$75 ) begin
         \$201  = { 1'h0, w_y };
       end
     end
@@ -5535,9 +5553,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$202  = bitmap_6;
-    if (\$153 ) begin
-      \$202  = \$155 ;
+    \$202  = bitmap_5;
+    if (\$149 ) begin
+      \$202  = \$151 ;
     end
     if (rst) begin
       \$202  = 32'd0;
@@ -5545,9 +5563,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$203  = row_tag_6;
-    if (\$153 ) begin
-      if (\$signal$73 ) begin
+    \$203  = row_tag_5;
+    if (\$149 ) begin
+      if (\$signal$75 ) begin
         \$203  = { 1'h0, w_y };
       end
     end
@@ -5560,9 +5578,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$204  = bitmap_7;
-    if (\$157 ) begin
-      \$204  = \$159 ;
+    \$204  = bitmap_6;
+    if (\$153 ) begin
+      \$204  = \$155 ;
     end
     if (rst) begin
       \$204  = 32'd0;
@@ -5570,9 +5588,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$205  = row_tag_7;
-    if (\$157 ) begin
-      if (\$signal$73 ) begin
+    \$205  = row_tag_6;
+    if (\$153 ) begin
+      if (\$signal$75 ) begin
         \$205  = { 1'h0, w_y };
       end
     end
@@ -5581,6 +5599,31 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
     end
     if (rst) begin
       \$205  = 6'h3f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$206  = bitmap_7;
+    if (\$157 ) begin
+      \$206  = \$159 ;
+    end
+    if (rst) begin
+      \$206  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$207  = row_tag_7;
+    if (\$157 ) begin
+      if (\$signal$75 ) begin
+        \$207  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$207  = 6'h3f;
+    end
+    if (rst) begin
+      \$207  = 6'h3f;
     end
   end
   assign rd_addr = r_addr;
@@ -5699,11 +5742,11 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   assign tags[17:12] = row_tag_2;
   assign tags[11:6] = row_tag_1;
   assign tags[5:0] = row_tag_0;
-  assign \$64  = \$signal$64 ;
-  assign \$69  = \$signal$64 ;
-  assign \$81  = \$signal$64 ;
+  assign \$64  = \$signal$68 ;
+  assign \$69  = \$signal$68 ;
+  assign \$81  = \$signal$68 ;
   assign \$99  = rp;
-  assign \$103  = \$signal$64 ;
+  assign \$103  = \$signal$68 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -10415,27 +10458,27 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$305 ;
   wire \$306 ;
   wire \$307 ;
-  wire \$308 ;
-  wire \$309 ;
+  wire [15:0] \$308 ;
+  wire [16:0] \$309 ;
   wire \$31 ;
-  wire \$310 ;
-  wire \$311 ;
-  wire \$312 ;
-  wire \$313 ;
+  wire [16:0] \$310 ;
+  wire [15:0] \$311 ;
+  wire [16:0] \$312 ;
+  wire [16:0] \$313 ;
   wire \$314 ;
-  wire [15:0] \$315 ;
-  wire [16:0] \$316 ;
-  wire [16:0] \$317 ;
-  wire [15:0] \$318 ;
-  wire [16:0] \$319 ;
+  wire [1:0] \$315 ;
+  wire [1:0] \$316 ;
+  wire [3:0] \$317 ;
+  wire \$318 ;
+  wire [6:0] \$319 ;
   wire \$32 ;
-  wire [16:0] \$320 ;
+  wire \$320 ;
   wire \$321 ;
-  wire [1:0] \$322 ;
-  wire [1:0] \$323 ;
-  wire [3:0] \$324 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
   wire \$325 ;
-  wire [6:0] \$326 ;
+  wire \$326 ;
   wire \$327 ;
   wire \$328 ;
   wire \$329 ;
@@ -10454,13 +10497,13 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$340 ;
   wire \$341 ;
   wire \$342 ;
-  wire \$343 ;
-  wire \$344 ;
-  wire \$345 ;
-  wire \$346 ;
-  wire \$347 ;
-  wire \$348 ;
-  wire \$349 ;
+  wire [15:0] \$343 ;
+  wire [15:0] \$344 ;
+  wire [15:0] \$345 ;
+  wire [15:0] \$346 ;
+  wire [15:0] \$347 ;
+  wire [15:0] \$348 ;
+  wire [15:0] \$349 ;
   wire \$35 ;
   wire [15:0] \$350 ;
   wire [15:0] \$351 ;
@@ -10477,14 +10520,14 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [15:0] \$361 ;
   wire [15:0] \$362 ;
   wire [15:0] \$363 ;
-  wire [15:0] \$364 ;
-  wire [15:0] \$365 ;
-  wire [15:0] \$366 ;
-  wire [15:0] \$367 ;
-  wire [15:0] \$368 ;
-  wire [15:0] \$369 ;
+  wire \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
-  wire [15:0] \$370 ;
+  wire \$370 ;
   wire \$371 ;
   wire \$372 ;
   wire \$373 ;
@@ -10543,24 +10586,24 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$420 ;
   wire \$421 ;
   wire \$422 ;
-  wire \$423 ;
-  wire \$424 ;
-  wire \$425 ;
+  wire [7:0] \$423 ;
+  wire [6:0] \$424 ;
+  wire [6:0] \$425 ;
   wire \$426 ;
-  wire \$427 ;
-  wire \$428 ;
-  wire \$429 ;
+  wire [5:0] \$427 ;
+  wire [6:0] \$428 ;
+  wire [6:0] \$429 ;
   wire \$43 ;
-  wire [5:0] \$430 ;
-  wire [6:0] \$431 ;
-  wire [6:0] \$432 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire \$432 ;
   wire \$433 ;
   wire \$434 ;
-  wire \$435 ;
-  wire \$436 ;
+  wire [15:0] \$435 ;
+  wire [15:0] \$436 ;
   wire \$437 ;
-  wire [15:0] \$438 ;
-  wire [15:0] \$439 ;
+  wire \$438 ;
+  wire \$439 ;
   wire \$44 ;
   wire \$440 ;
   wire \$441 ;
@@ -10627,7 +10670,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$497 ;
   wire \$498 ;
   wire \$499 ;
-  wire [7:0] \$5 ;
+  wire \$5 ;
   wire \$50 ;
   wire \$500 ;
   wire \$501 ;
@@ -10651,20 +10694,20 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$518 ;
   wire \$519 ;
   wire \$52 ;
-  wire \$520 ;
+  wire [15:0] \$520 ;
   wire \$521 ;
   wire \$522 ;
-  wire [15:0] \$523 ;
+  wire \$523 ;
   wire \$524 ;
   wire \$525 ;
   wire \$526 ;
   wire \$527 ;
-  wire \$528 ;
-  wire \$529 ;
+  wire [15:0] \$528 ;
+  wire [15:0] \$529 ;
   wire \$53 ;
   wire \$530 ;
-  wire [15:0] \$531 ;
-  wire [15:0] \$532 ;
+  wire \$531 ;
+  wire \$532 ;
   wire \$533 ;
   wire \$534 ;
   wire \$535 ;
@@ -10738,7 +10781,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$597 ;
   wire \$598 ;
   wire \$599 ;
-  wire [6:0] \$6 ;
+  wire \$6 ;
   wire \$60 ;
   wire \$600 ;
   wire \$601 ;
@@ -10765,13 +10808,13 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$620 ;
   wire \$621 ;
   wire \$622 ;
-  wire \$623 ;
-  wire \$624 ;
-  wire \$625 ;
-  wire [15:0] \$626 ;
-  wire [17:0] \$627 ;
-  wire [17:0] \$628 ;
-  wire [17:0] \$629 ;
+  wire [15:0] \$623 ;
+  wire [17:0] \$624 ;
+  wire [17:0] \$625 ;
+  wire [17:0] \$626 ;
+  wire \$627 ;
+  wire \$628 ;
+  wire \$629 ;
   wire \$63 ;
   wire \$630 ;
   wire \$631 ;
@@ -10819,48 +10862,48 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$67 ;
   wire \$670 ;
   wire \$671 ;
-  wire \$672 ;
-  wire \$673 ;
-  wire \$674 ;
-  wire [3:0] \$675 ;
-  wire [3:0] \$676 ;
-  wire [3:0] \$677 ;
+  wire [3:0] \$672 ;
+  wire [3:0] \$673 ;
+  wire [3:0] \$674 ;
+  wire [4:0] \$675 ;
+  wire [4:0] \$676 ;
+  wire [4:0] \$677 ;
   wire [4:0] \$678 ;
-  wire [4:0] \$679 ;
+  reg \$679 ;
   wire \$68 ;
-  wire [4:0] \$680 ;
-  wire [4:0] \$681 ;
+  reg \$680 ;
+  reg \$681 ;
   reg \$682 ;
   reg \$683 ;
   reg \$684 ;
   reg \$685 ;
   reg \$686 ;
-  reg \$687 ;
+  reg [3:0] \$687 ;
   reg \$688 ;
   reg \$689 ;
   wire \$69 ;
-  reg [3:0] \$690 ;
-  reg \$691 ;
-  reg \$692 ;
-  reg \$693 ;
-  reg [15:0] \$694 ;
-  reg [15:0] \$695 ;
+  reg \$690 ;
+  reg [15:0] \$691 ;
+  reg [15:0] \$692 ;
+  reg [15:0] \$693 ;
+  reg [3:0] \$694 ;
+  reg \$695 ;
   reg [15:0] \$696 ;
-  reg [3:0] \$697 ;
-  reg \$698 ;
-  reg [15:0] \$699 ;
-  wire [6:0] \$7 ;
+  reg [15:0] \$697 ;
+  reg [15:0] \$698 ;
+  reg [3:0] \$699 ;
+  wire \$7 ;
   wire \$70 ;
-  reg [15:0] \$700 ;
-  reg [15:0] \$701 ;
+  reg \$700 ;
+  reg [3:0] \$701 ;
   reg [3:0] \$702 ;
-  reg \$703 ;
-  reg [3:0] \$704 ;
-  reg [3:0] \$705 ;
-  reg [3:0] \$706 ;
-  reg \$707 ;
+  reg [3:0] \$703 ;
+  reg \$704 ;
+  reg [5:0] \$705 ;
+  reg [5:0] \$706 ;
+  reg [5:0] \$707 ;
   reg [3:0] \$708 ;
-  reg [5:0] \$709 ;
+  reg \$709 ;
   wire \$71 ;
   reg [4:0] \$710 ;
   reg [5:0] \$711 ;
@@ -10937,21 +10980,21 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   reg \$like  = 1'h0;
   reg \$like$75  = 1'h0;
   reg \$like$84  = 1'h0;
-  reg \$signal  = 1'h0;
-  reg [15:0] \$signal$14  = 16'h0000;
-  reg \$signal$18  = 1'h0;
-  reg [3:0] \$signal$20  = 4'h0;
-  reg \$signal$34  = 1'h0;
-  reg [3:0] \$signal$36  = 4'h0;
+  reg [15:0] \$signal  = 16'h0000;
+  reg \$signal$11  = 1'h0;
+  reg [3:0] \$signal$13  = 4'h0;
+  reg \$signal$27  = 1'h0;
+  reg [3:0] \$signal$29  = 4'h0;
+  reg \$signal$32  = 1'h0;
+  reg \$signal$36  = 1'h0;
   reg \$signal$39  = 1'h0;
+  reg \$signal$40  = 1'h0;
   reg \$signal$43  = 1'h0;
-  reg \$signal$46  = 1'h0;
-  reg \$signal$47  = 1'h0;
-  reg \$signal$50  = 1'h0;
-  reg \$signal$52  = 1'h0;
-  reg \$signal$7  = 1'h0;
+  reg \$signal$45  = 1'h0;
+  reg \$signal$48  = 1'h0;
+  reg \$signal$57  = 1'h0;
+  reg \$signal$63  = 1'h0;
   reg [15:0] \$signal$74  = 16'h0000;
-  reg \$signal$8  = 1'h0;
   reg \$signal$80  = 1'h1;
   reg \$signal$81  = 1'h0;
   reg [15:0] \$signal$82  = 16'h0000;
@@ -11015,8 +11058,11 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [3:0] \head.ox ;
   wire [3:0] \head.oy ;
   wire [8:0] \head.taps ;
-  reg [5:0] i_cy = 6'h00;
+  reg [5:0] i_in_row_0 = 6'h00;
+  reg [5:0] i_in_row_1 = 6'h00;
+  reg [5:0] i_in_row_2 = 6'h00;
   reg [3:0] i_row = 4'h0;
+  reg i_top = 1'h0;
   reg issued = 1'h0;
   input [3:0] last_y;
   wire [3:0] last_y;
@@ -11036,9 +11082,6 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [15:0] rest_oh;
   output [3:0] row;
   wire [3:0] row;
-  reg [5:0] row_0;
-  reg [5:0] row_1;
-  reg [5:0] row_2;
   reg [3:0] rows_row = 4'h0;
   input rst;
   wire rst;
@@ -11071,463 +11114,466 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   reg [15:0] win_1 = 16'h0000;
   reg [15:0] win_2 = 16'h0000;
   assign \$248  = \$246  | \$247 ;
-  assign \$249  = \$signal$14 [14] & c1_win_2[14];
+  assign \$249  = \$signal [2] & c1_win_2[3];
   assign \$250  = \$248  | \$249 ;
-  assign \$251  = \$signal$14 [15] & c1_win_2[15];
+  assign \$251  = \$signal [3] & c1_win_2[4];
   assign \$252  = \$250  | \$251 ;
-  assign \$253  = \$signal$14 [0] & c1_win_2[1];
-  assign \$254  = \$signal$14 [1] & c1_win_2[2];
-  assign \$255  = \$253  | \$254 ;
-  assign \$256  = \$signal$14 [2] & c1_win_2[3];
-  assign \$257  = \$255  | \$256 ;
-  assign \$258  = \$signal$14 [3] & c1_win_2[4];
-  assign \$259  = \$257  | \$258 ;
-  assign \$260  = \$signal$14 [4] & c1_win_2[5];
-  assign \$261  = \$259  | \$260 ;
-  assign \$262  = \$signal$14 [5] & c1_win_2[6];
-  assign \$263  = \$261  | \$262 ;
-  assign \$264  = \$signal$14 [6] & c1_win_2[7];
-  assign \$265  = \$263  | \$264 ;
-  assign \$266  = \$signal$14 [7] & c1_win_2[8];
-  assign \$267  = \$265  | \$266 ;
-  assign \$268  = \$signal$14 [8] & c1_win_2[9];
-  assign \$269  = \$267  | \$268 ;
-  assign \$270  = \$signal$14 [9] & c1_win_2[10];
-  assign \$271  = \$269  | \$270 ;
-  assign \$272  = \$signal$14 [10] & c1_win_2[11];
-  assign \$273  = \$271  | \$272 ;
-  assign \$274  = \$signal$14 [11] & c1_win_2[12];
-  assign \$275  = \$273  | \$274 ;
-  assign \$276  = \$signal$14 [12] & c1_win_2[13];
-  assign \$277  = \$275  | \$276 ;
-  assign \$278  = \$signal$14 [13] & c1_win_2[14];
+  assign \$253  = \$signal [4] & c1_win_2[5];
+  assign \$254  = \$252  | \$253 ;
+  assign \$255  = \$signal [5] & c1_win_2[6];
+  assign \$256  = \$254  | \$255 ;
+  assign \$257  = \$signal [6] & c1_win_2[7];
+  assign \$258  = \$256  | \$257 ;
+  assign \$259  = \$signal [7] & c1_win_2[8];
+  assign \$260  = \$258  | \$259 ;
+  assign \$261  = \$signal [8] & c1_win_2[9];
+  assign \$262  = \$260  | \$261 ;
+  assign \$263  = \$signal [9] & c1_win_2[10];
+  assign \$264  = \$262  | \$263 ;
+  assign \$265  = \$signal [10] & c1_win_2[11];
+  assign \$266  = \$264  | \$265 ;
+  assign \$267  = \$signal [11] & c1_win_2[12];
+  assign \$268  = \$266  | \$267 ;
+  assign \$269  = \$signal [12] & c1_win_2[13];
+  assign \$270  = \$268  | \$269 ;
+  assign \$271  = \$signal [13] & c1_win_2[14];
+  assign \$272  = \$270  | \$271 ;
+  assign \$273  = \$signal [14] & c1_win_2[15];
+  assign \$274  = \$272  | \$273 ;
+  assign \$275  = \$signal [15] & c1_win_2[16];
+  assign \$276  = \$274  | \$275 ;
+  assign \$277  = \$signal [0] & c1_win_2[2];
+  assign \$278  = \$signal [1] & c1_win_2[3];
   assign \$279  = \$277  | \$278 ;
-  assign \$280  = \$signal$14 [14] & c1_win_2[15];
+  assign \$280  = \$signal [2] & c1_win_2[4];
   assign \$281  = \$279  | \$280 ;
-  assign \$282  = \$signal$14 [15] & c1_win_2[16];
+  assign \$282  = \$signal [3] & c1_win_2[5];
   assign \$283  = \$281  | \$282 ;
-  assign \$284  = \$signal$14 [0] & c1_win_2[2];
-  assign \$285  = \$signal$14 [1] & c1_win_2[3];
-  assign \$286  = \$284  | \$285 ;
-  assign \$287  = \$signal$14 [2] & c1_win_2[4];
-  assign \$288  = \$286  | \$287 ;
-  assign \$289  = \$signal$14 [3] & c1_win_2[5];
-  assign \$290  = \$288  | \$289 ;
-  assign \$291  = \$signal$14 [4] & c1_win_2[6];
-  assign \$292  = \$290  | \$291 ;
-  assign \$293  = \$signal$14 [5] & c1_win_2[7];
-  assign \$294  = \$292  | \$293 ;
-  assign \$295  = \$signal$14 [6] & c1_win_2[8];
-  assign \$296  = \$294  | \$295 ;
-  assign \$297  = \$signal$14 [7] & c1_win_2[9];
-  assign \$298  = \$296  | \$297 ;
-  assign \$299  = \$signal$14 [8] & c1_win_2[10];
-  assign \$300  = \$298  | \$299 ;
-  assign \$301  = \$signal$14 [9] & c1_win_2[11];
-  assign \$302  = \$300  | \$301 ;
-  assign \$303  = \$signal$14 [10] & c1_win_2[12];
-  assign \$304  = \$302  | \$303 ;
-  assign \$305  = \$signal$14 [11] & c1_win_2[13];
-  assign \$306  = \$304  | \$305 ;
-  assign \$307  = \$signal$14 [12] & c1_win_2[14];
-  assign \$308  = \$306  | \$307 ;
-  assign \$309  = \$signal$14 [13] & c1_win_2[15];
-  assign \$310  = \$308  | \$309 ;
-  assign \$311  = \$signal$14 [14] & c1_win_2[16];
-  assign \$312  = \$310  | \$311 ;
-  assign \$313  = \$signal$14 [15] & c1_win_2[17];
-  assign \$314  = \$312  | \$313 ;
-  assign \$315  = ~ b_rest;
-  assign \$316  = \$315  + 1'h1;
-  assign \$317  = { 1'h0, b_rest } & \$316 ;
-  assign \$318  = ~ a2_bits;
-  assign \$319  = \$318  + 1'h1;
-  assign \$320  = { 1'h0, a2_bits } & \$319 ;
-  assign \$321  = ~ nz;
-  assign \$322  = \$321  + 1'h1;
-  assign \$323  = { 1'h0, nz } & \$322 ;
-  assign \$324  = \$signal$34  ? \$signal$36  : rows_row;
-  assign row = sites__valid ? sites__payload[3:0] : \$324 ;
-  assign \$325  = done_rows >= need;
-  assign \$326  = need + 1'h1;
-  assign \$327  = done_rows >= \$326 ;
-  assign \$328  = f_row > last_y;
-  assign \$329  = f_row >= last_y;
-  assign \$330  = ~ \$signal$52 ;
-  assign \$331  = ~ a_v;
-  assign \$332  = nz_zero & \$331 ;
-  assign \$333  = \$330  | \$332 ;
-  assign \$334  = \$signal$52  & \$333 ;
-  assign \$335  = ~ \$signal$52 ;
-  assign \$336  = ~ a_v;
-  assign \$337  = nz_zero & \$336 ;
-  assign \$338  = \$335  | \$337 ;
-  assign \$339  = \$signal$8  & \$338 ;
-  assign \$340  = | win_1;
-  assign \$341  = | win_1;
-  assign \$342  = ! \$341 ;
-  assign \$343  = ~ \$signal$8 ;
-  assign \$344  = ~ \$signal$52 ;
-  assign \$345  = ~ a_v;
-  assign \$346  = nz_zero & \$345 ;
-  assign \$347  = \$344  | \$346 ;
-  assign \$348  = \$343  | \$347 ;
-  assign \$349  = \$signal$7  & \$348 ;
-  assign \$350  = sel_0[0] ? bitmaps[15:0] : 16'h0000;
-  assign \$351  = sel_0[1] ? bitmaps[31:16] : 16'h0000;
+  assign \$284  = \$signal [4] & c1_win_2[6];
+  assign \$285  = \$283  | \$284 ;
+  assign \$286  = \$signal [5] & c1_win_2[7];
+  assign \$287  = \$285  | \$286 ;
+  assign \$288  = \$signal [6] & c1_win_2[8];
+  assign \$289  = \$287  | \$288 ;
+  assign \$290  = \$signal [7] & c1_win_2[9];
+  assign \$291  = \$289  | \$290 ;
+  assign \$292  = \$signal [8] & c1_win_2[10];
+  assign \$293  = \$291  | \$292 ;
+  assign \$294  = \$signal [9] & c1_win_2[11];
+  assign \$295  = \$293  | \$294 ;
+  assign \$296  = \$signal [10] & c1_win_2[12];
+  assign \$297  = \$295  | \$296 ;
+  assign \$298  = \$signal [11] & c1_win_2[13];
+  assign \$299  = \$297  | \$298 ;
+  assign \$300  = \$signal [12] & c1_win_2[14];
+  assign \$301  = \$299  | \$300 ;
+  assign \$302  = \$signal [13] & c1_win_2[15];
+  assign \$303  = \$301  | \$302 ;
+  assign \$304  = \$signal [14] & c1_win_2[16];
+  assign \$305  = \$303  | \$304 ;
+  assign \$306  = \$signal [15] & c1_win_2[17];
+  assign \$307  = \$305  | \$306 ;
+  assign \$308  = ~ b_rest;
+  assign \$309  = \$308  + 1'h1;
+  assign \$310  = { 1'h0, b_rest } & \$309 ;
+  assign \$311  = ~ a2_bits;
+  assign \$312  = \$311  + 1'h1;
+  assign \$313  = { 1'h0, a2_bits } & \$312 ;
+  assign \$314  = ~ nz;
+  assign \$315  = \$314  + 1'h1;
+  assign \$316  = { 1'h0, nz } & \$315 ;
+  assign \$317  = \$signal$27  ? \$signal$29  : rows_row;
+  assign row = sites__valid ? sites__payload[3:0] : \$317 ;
+  assign \$318  = done_rows >= need;
+  assign \$319  = need + 1'h1;
+  assign \$320  = done_rows >= \$319 ;
+  assign \$321  = f_row > last_y;
+  assign \$322  = f_row >= last_y;
+  assign \$323  = ~ \$signal$45 ;
+  assign \$324  = ~ a_v;
+  assign \$325  = nz_zero & \$324 ;
+  assign \$326  = \$323  | \$325 ;
+  assign \$327  = \$signal$45  & \$326 ;
+  assign \$328  = ~ \$signal$45 ;
+  assign \$329  = ~ a_v;
+  assign \$330  = nz_zero & \$329 ;
+  assign \$331  = \$328  | \$330 ;
+  assign \$332  = \$signal$48  & \$331 ;
+  assign \$333  = | win_1;
+  assign \$334  = | win_1;
+  assign \$335  = ! \$334 ;
+  assign \$336  = ~ \$signal$48 ;
+  assign \$337  = ~ \$signal$45 ;
+  assign \$338  = ~ a_v;
+  assign \$339  = nz_zero & \$338 ;
+  assign \$340  = \$337  | \$339 ;
+  assign \$341  = \$336  | \$340 ;
+  assign \$342  = \$signal$57  & \$341 ;
+  assign \$343  = sel_0[0] ? bitmaps[15:0] : 16'h0000;
+  assign \$344  = sel_0[1] ? bitmaps[31:16] : 16'h0000;
+  assign \$345  = \$343  | \$344 ;
+  assign \$346  = sel_0[2] ? bitmaps[47:32] : 16'h0000;
+  assign \$347  = \$345  | \$346 ;
+  assign \$348  = sel_0[3] ? bitmaps[63:48] : 16'h0000;
+  assign \$349  = \$347  | \$348 ;
+  assign \$350  = sel_1[0] ? bitmaps[15:0] : 16'h0000;
+  assign \$351  = sel_1[1] ? bitmaps[31:16] : 16'h0000;
   assign \$352  = \$350  | \$351 ;
-  assign \$353  = sel_0[2] ? bitmaps[47:32] : 16'h0000;
+  assign \$353  = sel_1[2] ? bitmaps[47:32] : 16'h0000;
   assign \$354  = \$352  | \$353 ;
-  assign \$355  = sel_0[3] ? bitmaps[63:48] : 16'h0000;
+  assign \$355  = sel_1[3] ? bitmaps[63:48] : 16'h0000;
   assign \$356  = \$354  | \$355 ;
-  assign \$357  = sel_1[0] ? bitmaps[15:0] : 16'h0000;
-  assign \$358  = sel_1[1] ? bitmaps[31:16] : 16'h0000;
+  assign \$357  = sel_2[0] ? bitmaps[15:0] : 16'h0000;
+  assign \$358  = sel_2[1] ? bitmaps[31:16] : 16'h0000;
   assign \$359  = \$357  | \$358 ;
-  assign \$360  = sel_1[2] ? bitmaps[47:32] : 16'h0000;
+  assign \$360  = sel_2[2] ? bitmaps[47:32] : 16'h0000;
   assign \$361  = \$359  | \$360 ;
-  assign \$362  = sel_1[3] ? bitmaps[63:48] : 16'h0000;
+  assign \$362  = sel_2[3] ? bitmaps[63:48] : 16'h0000;
   assign \$363  = \$361  | \$362 ;
-  assign \$364  = sel_2[0] ? bitmaps[15:0] : 16'h0000;
-  assign \$365  = sel_2[1] ? bitmaps[31:16] : 16'h0000;
+  assign \$364  = ~ \$signal$57 ;
+  assign \$365  = ~ \$signal$48 ;
   assign \$366  = \$364  | \$365 ;
-  assign \$367  = sel_2[2] ? bitmaps[47:32] : 16'h0000;
-  assign \$368  = \$366  | \$367 ;
-  assign \$369  = sel_2[3] ? bitmaps[63:48] : 16'h0000;
-  assign \$370  = \$368  | \$369 ;
-  assign \$371  = ~ \$signal$7 ;
-  assign \$372  = ~ \$signal$8 ;
-  assign \$373  = \$371  | \$372 ;
-  assign \$374  = \$signal  & \$373 ;
-  assign \$375  = ! row_0[1:0];
-  assign \$376  = tags[4:0] == row_0;
+  assign \$367  = \$signal$63  & \$366 ;
+  assign \$368  = ! i_in_row_0[1:0];
+  assign \$369  = tags[4:0] == i_in_row_0;
+  assign \$370  = \$368  & \$369 ;
+  assign \$371  = ~ i_top;
+  assign \$372  = \$370  & \$371 ;
+  assign \$373  = i_in_row_0[1:0] == 1'h1;
+  assign \$374  = tags[9:5] == i_in_row_0;
+  assign \$375  = \$373  & \$374 ;
+  assign \$376  = ~ i_top;
   assign \$377  = \$375  & \$376 ;
-  assign \$378  = | i_cy;
-  assign \$379  = \$377  & \$378 ;
-  assign \$380  = row_0[1:0] == 1'h1;
-  assign \$381  = tags[9:5] == row_0;
+  assign \$378  = i_in_row_0[1:0] == 2'h2;
+  assign \$379  = tags[14:10] == i_in_row_0;
+  assign \$380  = \$378  & \$379 ;
+  assign \$381  = ~ i_top;
   assign \$382  = \$380  & \$381 ;
-  assign \$383  = | i_cy;
-  assign \$384  = \$382  & \$383 ;
-  assign \$385  = row_0[1:0] == 2'h2;
-  assign \$386  = tags[14:10] == row_0;
+  assign \$383  = i_in_row_0[1:0] == 2'h3;
+  assign \$384  = tags[19:15] == i_in_row_0;
+  assign \$385  = \$383  & \$384 ;
+  assign \$386  = ~ i_top;
   assign \$387  = \$385  & \$386 ;
-  assign \$388  = | i_cy;
-  assign \$389  = \$387  & \$388 ;
-  assign \$390  = row_0[1:0] == 2'h3;
-  assign \$391  = tags[19:15] == row_0;
-  assign \$392  = \$390  & \$391 ;
-  assign \$393  = | i_cy;
-  assign \$394  = \$392  & \$393 ;
-  assign \$395  = ! row_1[1:0];
-  assign \$396  = tags[4:0] == row_1;
-  assign \$397  = \$395  & \$396 ;
-  assign \$398  = row_1[1:0] == 1'h1;
-  assign \$399  = tags[9:5] == row_1;
-  assign \$400  = \$398  & \$399 ;
-  assign \$401  = row_1[1:0] == 2'h2;
-  assign \$402  = tags[14:10] == row_1;
-  assign \$403  = \$401  & \$402 ;
-  assign \$404  = row_1[1:0] == 2'h3;
-  assign \$405  = tags[19:15] == row_1;
-  assign \$406  = \$404  & \$405 ;
-  assign \$407  = ! row_2[1:0];
-  assign \$408  = tags[4:0] == row_2;
-  assign \$409  = \$407  & \$408 ;
-  assign \$410  = row_2[1:0] == 1'h1;
-  assign \$411  = tags[9:5] == row_2;
-  assign \$412  = \$410  & \$411 ;
-  assign \$413  = row_2[1:0] == 2'h2;
-  assign \$414  = tags[14:10] == row_2;
-  assign \$415  = \$413  & \$414 ;
-  assign \$416  = row_2[1:0] == 2'h3;
-  assign \$417  = tags[19:15] == row_2;
-  assign \$418  = \$416  & \$417 ;
-  assign \$419  = ~ \$signal ;
-  assign \$420  = ~ \$signal$7 ;
-  assign \$421  = \$419  | \$420 ;
-  assign \$422  = ~ ends;
-  assign \$423  = \$421  & \$422 ;
-  assign \$424  = ~ has_last_r;
-  assign \$425  = issued ? \$signal$50  : \$signal$47 ;
-  assign \$426  = \$424  | \$425 ;
-  assign \$427  = \$signal$39  & \$426 ;
-  assign \$428  = issued ? \$signal$46  : \$signal$43 ;
-  assign \$429  = \$signal$39  | \$428 ;
-  assign \$430  = f_row + 1'h1;
-  assign \$431  = cy + 1'h1;
-  assign \$432  = need + 1'h1;
-  assign \$433  = ~ \$signal$18 ;
-  assign \$434  = eof_pend & \$433 ;
-  assign \$435  = \$434  & w_rdy;
-  assign \$436  = ~ \$signal$18 ;
-  assign \$437  = \$436  | w_rdy;
-  assign \$438  = ~ \$317 [15:0];
-  assign \$439  = b_rest & \$438 ;
-  assign \$441  = b_rest[0] & b_rest[1];
-  assign \$444  = b_rest[2] & b_rest[3];
-  assign \$446  = \$442  | \$445 ;
-  assign \$447  = b_rest[0] | b_rest[1];
-  assign \$448  = b_rest[2] | b_rest[3];
-  assign \$449  = \$447  & \$448 ;
-  assign \$450  = \$446  | \$449 ;
-  assign \$452  = b_rest[4] & b_rest[5];
-  assign \$455  = b_rest[6] & b_rest[7];
-  assign \$457  = \$453  | \$456 ;
-  assign \$458  = b_rest[4] | b_rest[5];
-  assign \$459  = b_rest[6] | b_rest[7];
-  assign \$460  = \$458  & \$459 ;
-  assign \$461  = \$457  | \$460 ;
-  assign \$462  = \$450  | \$461 ;
-  assign \$463  = b_rest[0] | b_rest[1];
-  assign \$464  = b_rest[2] | b_rest[3];
+  assign \$388  = ! i_in_row_1[1:0];
+  assign \$389  = tags[4:0] == i_in_row_1;
+  assign \$390  = \$388  & \$389 ;
+  assign \$391  = i_in_row_1[1:0] == 1'h1;
+  assign \$392  = tags[9:5] == i_in_row_1;
+  assign \$393  = \$391  & \$392 ;
+  assign \$394  = i_in_row_1[1:0] == 2'h2;
+  assign \$395  = tags[14:10] == i_in_row_1;
+  assign \$396  = \$394  & \$395 ;
+  assign \$397  = i_in_row_1[1:0] == 2'h3;
+  assign \$398  = tags[19:15] == i_in_row_1;
+  assign \$399  = \$397  & \$398 ;
+  assign \$400  = ! i_in_row_2[1:0];
+  assign \$401  = tags[4:0] == i_in_row_2;
+  assign \$402  = \$400  & \$401 ;
+  assign \$403  = i_in_row_2[1:0] == 1'h1;
+  assign \$404  = tags[9:5] == i_in_row_2;
+  assign \$405  = \$403  & \$404 ;
+  assign \$406  = i_in_row_2[1:0] == 2'h2;
+  assign \$407  = tags[14:10] == i_in_row_2;
+  assign \$408  = \$406  & \$407 ;
+  assign \$409  = i_in_row_2[1:0] == 2'h3;
+  assign \$410  = tags[19:15] == i_in_row_2;
+  assign \$411  = \$409  & \$410 ;
+  assign \$412  = ~ \$signal$63 ;
+  assign \$413  = ~ \$signal$57 ;
+  assign \$414  = \$412  | \$413 ;
+  assign \$415  = ~ ends;
+  assign \$416  = \$414  & \$415 ;
+  assign \$417  = ~ has_last_r;
+  assign \$418  = issued ? \$signal$43  : \$signal$40 ;
+  assign \$419  = \$417  | \$418 ;
+  assign \$420  = \$signal$32  & \$419 ;
+  assign \$421  = issued ? \$signal$39  : \$signal$36 ;
+  assign \$422  = \$signal$32  | \$421 ;
+  assign \$423  = cy + 8'hff;
+  assign \$424  = cy + 1'h0;
+  assign \$425  = cy + 1'h1;
+  assign \$426  = ! cy;
+  assign \$427  = f_row + 1'h1;
+  assign \$428  = cy + 1'h1;
+  assign \$429  = need + 1'h1;
+  assign \$430  = ~ \$signal$11 ;
+  assign \$431  = eof_pend & \$430 ;
+  assign \$432  = \$431  & w_rdy;
+  assign \$433  = ~ \$signal$11 ;
+  assign \$434  = \$433  | w_rdy;
+  assign \$435  = ~ \$310 [15:0];
+  assign \$436  = b_rest & \$435 ;
+  assign \$438  = b_rest[0] & b_rest[1];
+  assign \$441  = b_rest[2] & b_rest[3];
+  assign \$443  = \$439  | \$442 ;
+  assign \$444  = b_rest[0] | b_rest[1];
+  assign \$445  = b_rest[2] | b_rest[3];
+  assign \$446  = \$444  & \$445 ;
+  assign \$447  = \$443  | \$446 ;
+  assign \$449  = b_rest[4] & b_rest[5];
+  assign \$452  = b_rest[6] & b_rest[7];
+  assign \$454  = \$450  | \$453 ;
+  assign \$455  = b_rest[4] | b_rest[5];
+  assign \$456  = b_rest[6] | b_rest[7];
+  assign \$457  = \$455  & \$456 ;
+  assign \$458  = \$454  | \$457 ;
+  assign \$459  = \$447  | \$458 ;
+  assign \$460  = b_rest[0] | b_rest[1];
+  assign \$461  = b_rest[2] | b_rest[3];
+  assign \$462  = \$460  | \$461 ;
+  assign \$463  = b_rest[4] | b_rest[5];
+  assign \$464  = b_rest[6] | b_rest[7];
   assign \$465  = \$463  | \$464 ;
-  assign \$466  = b_rest[4] | b_rest[5];
-  assign \$467  = b_rest[6] | b_rest[7];
-  assign \$468  = \$466  | \$467 ;
-  assign \$469  = \$465  & \$468 ;
-  assign \$470  = \$462  | \$469 ;
-  assign \$472  = b_rest[8] & b_rest[9];
-  assign \$475  = b_rest[10] & b_rest[11];
-  assign \$477  = \$473  | \$476 ;
-  assign \$478  = b_rest[8] | b_rest[9];
-  assign \$479  = b_rest[10] | b_rest[11];
-  assign \$480  = \$478  & \$479 ;
-  assign \$481  = \$477  | \$480 ;
-  assign \$483  = b_rest[12] & b_rest[13];
-  assign \$486  = b_rest[14] & b_rest[15];
-  assign \$488  = \$484  | \$487 ;
-  assign \$489  = b_rest[12] | b_rest[13];
-  assign \$490  = b_rest[14] | b_rest[15];
-  assign \$491  = \$489  & \$490 ;
-  assign \$492  = \$488  | \$491 ;
-  assign \$493  = \$481  | \$492 ;
-  assign \$494  = b_rest[8] | b_rest[9];
-  assign \$495  = b_rest[10] | b_rest[11];
+  assign \$466  = \$462  & \$465 ;
+  assign \$467  = \$459  | \$466 ;
+  assign \$469  = b_rest[8] & b_rest[9];
+  assign \$472  = b_rest[10] & b_rest[11];
+  assign \$474  = \$470  | \$473 ;
+  assign \$475  = b_rest[8] | b_rest[9];
+  assign \$476  = b_rest[10] | b_rest[11];
+  assign \$477  = \$475  & \$476 ;
+  assign \$478  = \$474  | \$477 ;
+  assign \$480  = b_rest[12] & b_rest[13];
+  assign \$483  = b_rest[14] & b_rest[15];
+  assign \$485  = \$481  | \$484 ;
+  assign \$486  = b_rest[12] | b_rest[13];
+  assign \$487  = b_rest[14] | b_rest[15];
+  assign \$488  = \$486  & \$487 ;
+  assign \$489  = \$485  | \$488 ;
+  assign \$490  = \$478  | \$489 ;
+  assign \$491  = b_rest[8] | b_rest[9];
+  assign \$492  = b_rest[10] | b_rest[11];
+  assign \$493  = \$491  | \$492 ;
+  assign \$494  = b_rest[12] | b_rest[13];
+  assign \$495  = b_rest[14] | b_rest[15];
   assign \$496  = \$494  | \$495 ;
-  assign \$497  = b_rest[12] | b_rest[13];
-  assign \$498  = b_rest[14] | b_rest[15];
-  assign \$499  = \$497  | \$498 ;
-  assign \$500  = \$496  & \$499 ;
-  assign \$501  = \$493  | \$500 ;
-  assign \$502  = \$470  | \$501 ;
-  assign \$503  = b_rest[0] | b_rest[1];
-  assign \$504  = b_rest[2] | b_rest[3];
+  assign \$497  = \$493  & \$496 ;
+  assign \$498  = \$490  | \$497 ;
+  assign \$499  = \$467  | \$498 ;
+  assign \$500  = b_rest[0] | b_rest[1];
+  assign \$501  = b_rest[2] | b_rest[3];
+  assign \$502  = \$500  | \$501 ;
+  assign \$503  = b_rest[4] | b_rest[5];
+  assign \$504  = b_rest[6] | b_rest[7];
   assign \$505  = \$503  | \$504 ;
-  assign \$506  = b_rest[4] | b_rest[5];
-  assign \$507  = b_rest[6] | b_rest[7];
-  assign \$508  = \$506  | \$507 ;
-  assign \$509  = \$505  | \$508 ;
-  assign \$510  = b_rest[8] | b_rest[9];
-  assign \$511  = b_rest[10] | b_rest[11];
+  assign \$506  = \$502  | \$505 ;
+  assign \$507  = b_rest[8] | b_rest[9];
+  assign \$508  = b_rest[10] | b_rest[11];
+  assign \$509  = \$507  | \$508 ;
+  assign \$510  = b_rest[12] | b_rest[13];
+  assign \$511  = b_rest[14] | b_rest[15];
   assign \$512  = \$510  | \$511 ;
-  assign \$513  = b_rest[12] | b_rest[13];
-  assign \$514  = b_rest[14] | b_rest[15];
-  assign \$515  = \$513  | \$514 ;
-  assign \$516  = \$512  | \$515 ;
-  assign \$517  = \$509  & \$516 ;
-  assign \$518  = \$502  | \$517 ;
-  assign \$519  = ~ \$518 ;
-  assign \$520  = ~ \$signal$18 ;
-  assign \$521  = \$520  | w_rdy;
-  assign \$522  = \$521  & \$signal$80 ;
-  assign \$523  = \$signal$81  ? \$signal$83  : 16'h0000;
-  assign \$524  = ~ \$signal$81 ;
-  assign \$525  = \$524  | a3_rest_zero;
-  assign \$526  = ~ \$signal$81 ;
-  assign \$527  = ~ \$signal$18 ;
-  assign \$528  = \$527  | w_rdy;
-  assign \$529  = \$528  & \$signal$80 ;
-  assign \$530  = \$526  | \$529 ;
-  assign \$531  = ~ \$320 [15:0];
-  assign \$532  = a2_bits & \$531 ;
-  assign \$534  = a2_bits[0] & a2_bits[1];
-  assign \$537  = a2_bits[2] & a2_bits[3];
-  assign \$539  = \$535  | \$538 ;
-  assign \$540  = a2_bits[0] | a2_bits[1];
-  assign \$541  = a2_bits[2] | a2_bits[3];
-  assign \$542  = \$540  & \$541 ;
-  assign \$543  = \$539  | \$542 ;
-  assign \$545  = a2_bits[4] & a2_bits[5];
-  assign \$548  = a2_bits[6] & a2_bits[7];
-  assign \$550  = \$546  | \$549 ;
-  assign \$551  = a2_bits[4] | a2_bits[5];
-  assign \$552  = a2_bits[6] | a2_bits[7];
-  assign \$553  = \$551  & \$552 ;
-  assign \$554  = \$550  | \$553 ;
-  assign \$555  = \$543  | \$554 ;
-  assign \$556  = a2_bits[0] | a2_bits[1];
-  assign \$557  = a2_bits[2] | a2_bits[3];
+  assign \$513  = \$509  | \$512 ;
+  assign \$514  = \$506  & \$513 ;
+  assign \$515  = \$499  | \$514 ;
+  assign \$516  = ~ \$515 ;
+  assign \$517  = ~ \$signal$11 ;
+  assign \$518  = \$517  | w_rdy;
+  assign \$519  = \$518  & \$signal$80 ;
+  assign \$520  = \$signal$81  ? \$signal$83  : 16'h0000;
+  assign \$521  = ~ \$signal$81 ;
+  assign \$522  = \$521  | a3_rest_zero;
+  assign \$523  = ~ \$signal$81 ;
+  assign \$524  = ~ \$signal$11 ;
+  assign \$525  = \$524  | w_rdy;
+  assign \$526  = \$525  & \$signal$80 ;
+  assign \$527  = \$523  | \$526 ;
+  assign \$528  = ~ \$313 [15:0];
+  assign \$529  = a2_bits & \$528 ;
+  assign \$531  = a2_bits[0] & a2_bits[1];
+  assign \$534  = a2_bits[2] & a2_bits[3];
+  assign \$536  = \$532  | \$535 ;
+  assign \$537  = a2_bits[0] | a2_bits[1];
+  assign \$538  = a2_bits[2] | a2_bits[3];
+  assign \$539  = \$537  & \$538 ;
+  assign \$540  = \$536  | \$539 ;
+  assign \$542  = a2_bits[4] & a2_bits[5];
+  assign \$545  = a2_bits[6] & a2_bits[7];
+  assign \$547  = \$543  | \$546 ;
+  assign \$548  = a2_bits[4] | a2_bits[5];
+  assign \$549  = a2_bits[6] | a2_bits[7];
+  assign \$550  = \$548  & \$549 ;
+  assign \$551  = \$547  | \$550 ;
+  assign \$552  = \$540  | \$551 ;
+  assign \$553  = a2_bits[0] | a2_bits[1];
+  assign \$554  = a2_bits[2] | a2_bits[3];
+  assign \$555  = \$553  | \$554 ;
+  assign \$556  = a2_bits[4] | a2_bits[5];
+  assign \$557  = a2_bits[6] | a2_bits[7];
   assign \$558  = \$556  | \$557 ;
-  assign \$559  = a2_bits[4] | a2_bits[5];
-  assign \$560  = a2_bits[6] | a2_bits[7];
-  assign \$561  = \$559  | \$560 ;
-  assign \$562  = \$558  & \$561 ;
-  assign \$563  = \$555  | \$562 ;
-  assign \$565  = a2_bits[8] & a2_bits[9];
-  assign \$568  = a2_bits[10] & a2_bits[11];
-  assign \$570  = \$566  | \$569 ;
-  assign \$571  = a2_bits[8] | a2_bits[9];
-  assign \$572  = a2_bits[10] | a2_bits[11];
-  assign \$573  = \$571  & \$572 ;
-  assign \$574  = \$570  | \$573 ;
-  assign \$576  = a2_bits[12] & a2_bits[13];
-  assign \$579  = a2_bits[14] & a2_bits[15];
-  assign \$581  = \$577  | \$580 ;
-  assign \$582  = a2_bits[12] | a2_bits[13];
-  assign \$583  = a2_bits[14] | a2_bits[15];
-  assign \$584  = \$582  & \$583 ;
-  assign \$585  = \$581  | \$584 ;
-  assign \$586  = \$574  | \$585 ;
-  assign \$587  = a2_bits[8] | a2_bits[9];
-  assign \$588  = a2_bits[10] | a2_bits[11];
+  assign \$559  = \$555  & \$558 ;
+  assign \$560  = \$552  | \$559 ;
+  assign \$562  = a2_bits[8] & a2_bits[9];
+  assign \$565  = a2_bits[10] & a2_bits[11];
+  assign \$567  = \$563  | \$566 ;
+  assign \$568  = a2_bits[8] | a2_bits[9];
+  assign \$569  = a2_bits[10] | a2_bits[11];
+  assign \$570  = \$568  & \$569 ;
+  assign \$571  = \$567  | \$570 ;
+  assign \$573  = a2_bits[12] & a2_bits[13];
+  assign \$576  = a2_bits[14] & a2_bits[15];
+  assign \$578  = \$574  | \$577 ;
+  assign \$579  = a2_bits[12] | a2_bits[13];
+  assign \$580  = a2_bits[14] | a2_bits[15];
+  assign \$581  = \$579  & \$580 ;
+  assign \$582  = \$578  | \$581 ;
+  assign \$583  = \$571  | \$582 ;
+  assign \$584  = a2_bits[8] | a2_bits[9];
+  assign \$585  = a2_bits[10] | a2_bits[11];
+  assign \$586  = \$584  | \$585 ;
+  assign \$587  = a2_bits[12] | a2_bits[13];
+  assign \$588  = a2_bits[14] | a2_bits[15];
   assign \$589  = \$587  | \$588 ;
-  assign \$590  = a2_bits[12] | a2_bits[13];
-  assign \$591  = a2_bits[14] | a2_bits[15];
-  assign \$592  = \$590  | \$591 ;
-  assign \$593  = \$589  & \$592 ;
-  assign \$594  = \$586  | \$593 ;
-  assign \$595  = \$563  | \$594 ;
-  assign \$596  = a2_bits[0] | a2_bits[1];
-  assign \$597  = a2_bits[2] | a2_bits[3];
+  assign \$590  = \$586  & \$589 ;
+  assign \$591  = \$583  | \$590 ;
+  assign \$592  = \$560  | \$591 ;
+  assign \$593  = a2_bits[0] | a2_bits[1];
+  assign \$594  = a2_bits[2] | a2_bits[3];
+  assign \$595  = \$593  | \$594 ;
+  assign \$596  = a2_bits[4] | a2_bits[5];
+  assign \$597  = a2_bits[6] | a2_bits[7];
   assign \$598  = \$596  | \$597 ;
-  assign \$599  = a2_bits[4] | a2_bits[5];
-  assign \$600  = a2_bits[6] | a2_bits[7];
-  assign \$601  = \$599  | \$600 ;
-  assign \$602  = \$598  | \$601 ;
-  assign \$603  = a2_bits[8] | a2_bits[9];
-  assign \$604  = a2_bits[10] | a2_bits[11];
+  assign \$599  = \$595  | \$598 ;
+  assign \$600  = a2_bits[8] | a2_bits[9];
+  assign \$601  = a2_bits[10] | a2_bits[11];
+  assign \$602  = \$600  | \$601 ;
+  assign \$603  = a2_bits[12] | a2_bits[13];
+  assign \$604  = a2_bits[14] | a2_bits[15];
   assign \$605  = \$603  | \$604 ;
-  assign \$606  = a2_bits[12] | a2_bits[13];
-  assign \$607  = a2_bits[14] | a2_bits[15];
-  assign \$608  = \$606  | \$607 ;
-  assign \$609  = \$605  | \$608 ;
-  assign \$610  = \$602  & \$609 ;
-  assign \$611  = \$595  | \$610 ;
-  assign \$612  = ~ \$611 ;
-  assign \$613  = ~ \$signal$81 ;
-  assign \$614  = ~ \$signal$18 ;
-  assign \$615  = \$614  | w_rdy;
-  assign \$616  = \$615  & \$signal$80 ;
-  assign \$617  = \$613  | \$616 ;
-  assign \$618  = ~ \$signal$90 ;
-  assign \$619  = ~ \$signal$81 ;
-  assign \$620  = ~ \$signal$18 ;
-  assign \$621  = \$620  | w_rdy;
-  assign \$622  = \$621  & \$signal$80 ;
-  assign \$623  = \$619  | \$622 ;
-  assign \$624  = \$618  | \$623 ;
-  assign \$625  = \$624  & a_v;
-  assign \$626  = a_oh ? cwin_1 : 16'h0000;
-  assign \$627  = a_oh ? { 1'h0, cwin_0, 1'h0 } : 18'h00000;
-  assign \$628  = a_oh ? { 1'h0, cwin_1, 1'h0 } : 18'h00000;
-  assign \$629  = a_oh ? { 1'h0, cwin_2, 1'h0 } : 18'h00000;
-  assign \$630  = ~ \$signal$90 ;
-  assign \$631  = ~ \$signal$81 ;
-  assign \$632  = ~ \$signal$18 ;
-  assign \$633  = \$632  | w_rdy;
-  assign \$634  = \$633  & \$signal$80 ;
-  assign \$635  = \$631  | \$634 ;
-  assign \$636  = \$630  | \$635 ;
-  assign \$637  = ~ a_v;
-  assign \$638  = ~ \$signal$90 ;
-  assign \$639  = ~ \$signal$81 ;
-  assign \$640  = ~ \$signal$18 ;
-  assign \$641  = \$640  | w_rdy;
-  assign \$642  = \$641  & \$signal$80 ;
-  assign \$643  = \$639  | \$642 ;
-  assign \$644  = \$638  | \$643 ;
-  assign \$645  = \$637  | \$644 ;
-  assign \$646  = \$645  & \$signal$52 ;
-  assign \$647  = ~ nz_zero;
-  assign \$648  = \$646  & \$647 ;
-  assign \$649  = ~ \$323 [0];
-  assign \$650  = nz & \$649 ;
-  assign \$652  = ~ \$signal ;
-  assign \$653  = ~ \$signal$7 ;
+  assign \$606  = \$602  | \$605 ;
+  assign \$607  = \$599  & \$606 ;
+  assign \$608  = \$592  | \$607 ;
+  assign \$609  = ~ \$608 ;
+  assign \$610  = ~ \$signal$81 ;
+  assign \$611  = ~ \$signal$11 ;
+  assign \$612  = \$611  | w_rdy;
+  assign \$613  = \$612  & \$signal$80 ;
+  assign \$614  = \$610  | \$613 ;
+  assign \$615  = ~ \$signal$90 ;
+  assign \$616  = ~ \$signal$81 ;
+  assign \$617  = ~ \$signal$11 ;
+  assign \$618  = \$617  | w_rdy;
+  assign \$619  = \$618  & \$signal$80 ;
+  assign \$620  = \$616  | \$619 ;
+  assign \$621  = \$615  | \$620 ;
+  assign \$622  = \$621  & a_v;
+  assign \$623  = a_oh ? cwin_1 : 16'h0000;
+  assign \$624  = a_oh ? { 1'h0, cwin_0, 1'h0 } : 18'h00000;
+  assign \$625  = a_oh ? { 1'h0, cwin_1, 1'h0 } : 18'h00000;
+  assign \$626  = a_oh ? { 1'h0, cwin_2, 1'h0 } : 18'h00000;
+  assign \$627  = ~ \$signal$90 ;
+  assign \$628  = ~ \$signal$81 ;
+  assign \$629  = ~ \$signal$11 ;
+  assign \$630  = \$629  | w_rdy;
+  assign \$631  = \$630  & \$signal$80 ;
+  assign \$632  = \$628  | \$631 ;
+  assign \$633  = \$627  | \$632 ;
+  assign \$634  = ~ a_v;
+  assign \$635  = ~ \$signal$90 ;
+  assign \$636  = ~ \$signal$81 ;
+  assign \$637  = ~ \$signal$11 ;
+  assign \$638  = \$637  | w_rdy;
+  assign \$639  = \$638  & \$signal$80 ;
+  assign \$640  = \$636  | \$639 ;
+  assign \$641  = \$635  | \$640 ;
+  assign \$642  = \$634  | \$641 ;
+  assign \$643  = \$642  & \$signal$45 ;
+  assign \$644  = ~ nz_zero;
+  assign \$645  = \$643  & \$644 ;
+  assign \$646  = ~ \$316 [0];
+  assign \$647  = nz & \$646 ;
+  assign \$649  = ~ \$signal$63 ;
+  assign \$650  = ~ \$signal$57 ;
+  assign \$651  = \$649  | \$650 ;
+  assign \$652  = ~ has_last_r;
+  assign \$653  = issued ? \$signal$43  : \$signal$40 ;
   assign \$654  = \$652  | \$653 ;
-  assign \$655  = ~ has_last_r;
-  assign \$656  = issued ? \$signal$50  : \$signal$47 ;
-  assign \$657  = \$655  | \$656 ;
-  assign \$658  = \$signal$39  & \$657 ;
-  assign \$659  = \$654  & \$658 ;
-  assign \$660  = ends | \$659 ;
-  assign \$661  = \$signal  | \$signal$7 ;
-  assign \$662  = \$661  | \$signal$8 ;
-  assign \$663  = \$662  | \$signal$52 ;
-  assign \$664  = \$663  | \$signal$90 ;
-  assign \$665  = \$664  | \$signal$81 ;
-  assign \$666  = \$665  | b_v;
-  assign \$667  = \$666  | \$signal$18 ;
-  assign \$668  = ~ \$667 ;
-  assign \$669  = \$660  & \$668 ;
-  assign \$670  = ~ eof_done;
-  assign \$671  = \$669  & \$670 ;
-  assign \$672  = \$signal$18  | b_v;
-  assign \$673  = \$672  | \$signal$81 ;
-  assign \$674  = \$673  | \$signal$90 ;
-  assign \$675  = \$signal$81  ? \$signal$85  : a2_oy;
-  assign \$676  = b_v ? b_oy : \$675 ;
-  assign \$677  = \$signal$18  ? \$signal$20  : \$676 ;
-  assign \$678  = \$signal  ? { 1'h0, i_row } : f_row;
-  assign \$679  = \$signal$7  ? { 1'h0, s_row } : \$678 ;
-  assign \$680  = \$signal$8  ? { 1'h0, w_row } : \$679 ;
-  assign \$681  = \$signal$52  ? { 1'h0, c_row } : \$680 ;
+  assign \$655  = \$signal$32  & \$654 ;
+  assign \$656  = \$651  & \$655 ;
+  assign \$657  = ends | \$656 ;
+  assign \$658  = \$signal$63  | \$signal$57 ;
+  assign \$659  = \$658  | \$signal$48 ;
+  assign \$660  = \$659  | \$signal$45 ;
+  assign \$661  = \$660  | \$signal$90 ;
+  assign \$662  = \$661  | \$signal$81 ;
+  assign \$663  = \$662  | b_v;
+  assign \$664  = \$663  | \$signal$11 ;
+  assign \$665  = ~ \$664 ;
+  assign \$666  = \$657  & \$665 ;
+  assign \$667  = ~ eof_done;
+  assign \$668  = \$666  & \$667 ;
+  assign \$669  = \$signal$11  | b_v;
+  assign \$670  = \$669  | \$signal$81 ;
+  assign \$671  = \$670  | \$signal$90 ;
+  assign \$672  = \$signal$81  ? \$signal$85  : a2_oy;
+  assign \$673  = b_v ? b_oy : \$672 ;
+  assign \$674  = \$signal$11  ? \$signal$13  : \$673 ;
+  assign \$675  = \$signal$63  ? { 1'h0, i_row } : f_row;
+  assign \$676  = \$signal$57  ? { 1'h0, s_row } : \$675 ;
+  assign \$677  = \$signal$48  ? { 1'h0, w_row } : \$676 ;
+  assign \$678  = \$signal$45  ? { 1'h0, c_row } : \$677 ;
+  always @(posedge clk)
+    \$signal$32  <= \$679 ;
+  always @(posedge clk)
+    has_last_r <= \$680 ;
+  always @(posedge clk)
+    \$signal$36  <= \$681 ;
   always @(posedge clk)
     \$signal$39  <= \$682 ;
   always @(posedge clk)
-    has_last_r <= \$683 ;
+    \$signal$40  <= \$683 ;
   always @(posedge clk)
     \$signal$43  <= \$684 ;
   always @(posedge clk)
-    \$signal$46  <= \$685 ;
+    issued <= \$685 ;
   always @(posedge clk)
-    \$signal$47  <= \$686 ;
+    \$signal$45  <= \$686 ;
   always @(posedge clk)
-    \$signal$50  <= \$687 ;
+    c_row <= \$687 ;
   always @(posedge clk)
-    issued <= \$688 ;
+    \$signal$48  <= \$688 ;
   always @(posedge clk)
-    \$signal$52  <= \$689 ;
+    nz <= \$689 ;
   always @(posedge clk)
-    c_row <= \$690 ;
+    nz_zero <= \$690 ;
   always @(posedge clk)
-    \$signal$8  <= \$691 ;
+    cwin_0 <= \$691 ;
   always @(posedge clk)
-    nz <= \$692 ;
+    cwin_1 <= \$692 ;
   always @(posedge clk)
-    nz_zero <= \$693 ;
+    cwin_2 <= \$693 ;
   always @(posedge clk)
-    cwin_0 <= \$694 ;
+    w_row <= \$694 ;
   always @(posedge clk)
-    cwin_1 <= \$695 ;
+    \$signal$57  <= \$695 ;
   always @(posedge clk)
-    cwin_2 <= \$696 ;
+    win_0 <= \$696 ;
   always @(posedge clk)
-    w_row <= \$697 ;
+    win_1 <= \$697 ;
   always @(posedge clk)
-    \$signal$7  <= \$698 ;
+    win_2 <= \$698 ;
   always @(posedge clk)
-    win_0 <= \$699 ;
+    s_row <= \$699 ;
   always @(posedge clk)
-    win_1 <= \$700 ;
+    \$signal$63  <= \$700 ;
   always @(posedge clk)
-    win_2 <= \$701 ;
+    sel_0 <= \$701 ;
   always @(posedge clk)
-    s_row <= \$702 ;
+    sel_1 <= \$702 ;
   always @(posedge clk)
-    \$signal  <= \$703 ;
+    sel_2 <= \$703 ;
   always @(posedge clk)
-    sel_0 <= \$704 ;
+    ends <= \$704 ;
   always @(posedge clk)
-    sel_1 <= \$705 ;
+    i_in_row_0 <= \$705 ;
   always @(posedge clk)
-    sel_2 <= \$706 ;
+    i_in_row_1 <= \$706 ;
   always @(posedge clk)
-    ends <= \$707 ;
+    i_in_row_2 <= \$707 ;
   always @(posedge clk)
     i_row <= \$708 ;
   always @(posedge clk)
-    i_cy <= \$709 ;
+    i_top <= \$709 ;
   always @(posedge clk)
     f_row <= \$710 ;
   always @(posedge clk)
@@ -11537,13 +11583,13 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @(posedge clk)
     eof_pend <= \$713 ;
   always @(posedge clk)
-    \$signal$18  <= \$714 ;
+    \$signal$11  <= \$714 ;
   always @(posedge clk)
-    \$signal$14  <= \$715 ;
+    \$signal  <= \$715 ;
   always @(posedge clk)
     \$like  <= \$716 ;
   always @(posedge clk)
-    \$signal$20  <= \$717 ;
+    \$signal$13  <= \$717 ;
   always @(posedge clk)
     c1_win_0 <= \$718 ;
   always @(posedge clk)
@@ -11607,259 +11653,259 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @(posedge clk)
     eof_done <= \$748 ;
   always @(posedge clk)
-    \$signal$34  <= \$749 ;
+    \$signal$27  <= \$749 ;
   always @(posedge clk)
-    \$signal$36  <= \$750 ;
+    \$signal$29  <= \$750 ;
   always @(posedge clk)
     rows_row <= \$751 ;
-  assign \$1  = ~ \$signal$7 ;
-  assign \$2  = ~ \$signal$8 ;
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = \$signal  & \$3 ;
-  assign \$5  = i_cy + 8'hff;
-  assign \$6  = i_cy + 1'h0;
-  assign \$7  = i_cy + 1'h1;
-  assign \$8  = \$signal$14 [1] | \$signal$14 [3];
-  assign \$9  = \$8  | \$signal$14 [5];
-  assign \$10  = \$9  | \$signal$14 [7];
-  assign \$11  = \$10  | \$signal$14 [9];
-  assign \$12  = \$11  | \$signal$14 [11];
-  assign \$13  = \$12  | \$signal$14 [13];
-  assign \$14  = \$13  | \$signal$14 [15];
-  assign \$15  = \$signal$14 [2] | \$signal$14 [3];
-  assign \$16  = \$15  | \$signal$14 [6];
-  assign \$17  = \$16  | \$signal$14 [7];
-  assign \$18  = \$17  | \$signal$14 [10];
-  assign \$19  = \$18  | \$signal$14 [11];
-  assign \$20  = \$19  | \$signal$14 [14];
-  assign \$21  = \$20  | \$signal$14 [15];
-  assign \$22  = \$signal$14 [4] | \$signal$14 [5];
-  assign \$23  = \$22  | \$signal$14 [6];
-  assign \$24  = \$23  | \$signal$14 [7];
-  assign \$25  = \$24  | \$signal$14 [12];
-  assign \$26  = \$25  | \$signal$14 [13];
-  assign \$27  = \$26  | \$signal$14 [14];
-  assign \$28  = \$27  | \$signal$14 [15];
-  assign \$29  = \$signal$14 [8] | \$signal$14 [9];
-  assign \$30  = \$29  | \$signal$14 [10];
-  assign \$31  = \$30  | \$signal$14 [11];
-  assign \$32  = \$31  | \$signal$14 [12];
-  assign \$33  = \$32  | \$signal$14 [13];
-  assign \$34  = \$33  | \$signal$14 [14];
-  assign \$35  = \$34  | \$signal$14 [15];
-  assign w_en = \$signal$18  | eof_pend;
-  assign \$36  = \$signal$14 [0] & c1_win_0[0];
-  assign \$37  = \$signal$14 [1] & c1_win_0[1];
-  assign \$38  = \$36  | \$37 ;
-  assign \$39  = \$signal$14 [2] & c1_win_0[2];
-  assign \$40  = \$38  | \$39 ;
-  assign \$41  = \$signal$14 [3] & c1_win_0[3];
-  assign \$42  = \$40  | \$41 ;
-  assign \$43  = \$signal$14 [4] & c1_win_0[4];
-  assign \$44  = \$42  | \$43 ;
-  assign \$45  = \$signal$14 [5] & c1_win_0[5];
-  assign \$46  = \$44  | \$45 ;
-  assign \$47  = \$signal$14 [6] & c1_win_0[6];
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = \$signal$14 [7] & c1_win_0[7];
-  assign \$50  = \$48  | \$49 ;
-  assign \$51  = \$signal$14 [8] & c1_win_0[8];
-  assign \$52  = \$50  | \$51 ;
-  assign \$53  = \$signal$14 [9] & c1_win_0[9];
-  assign \$54  = \$52  | \$53 ;
-  assign \$55  = \$signal$14 [10] & c1_win_0[10];
-  assign \$56  = \$54  | \$55 ;
-  assign \$57  = \$signal$14 [11] & c1_win_0[11];
-  assign \$58  = \$56  | \$57 ;
-  assign \$59  = \$signal$14 [12] & c1_win_0[12];
-  assign \$60  = \$58  | \$59 ;
-  assign \$61  = \$signal$14 [13] & c1_win_0[13];
+  assign \$1  = \$signal [1] | \$signal [3];
+  assign \$2  = \$1  | \$signal [5];
+  assign \$3  = \$2  | \$signal [7];
+  assign \$4  = \$3  | \$signal [9];
+  assign \$5  = \$4  | \$signal [11];
+  assign \$6  = \$5  | \$signal [13];
+  assign \$7  = \$6  | \$signal [15];
+  assign \$8  = \$signal [2] | \$signal [3];
+  assign \$9  = \$8  | \$signal [6];
+  assign \$10  = \$9  | \$signal [7];
+  assign \$11  = \$10  | \$signal [10];
+  assign \$12  = \$11  | \$signal [11];
+  assign \$13  = \$12  | \$signal [14];
+  assign \$14  = \$13  | \$signal [15];
+  assign \$15  = \$signal [4] | \$signal [5];
+  assign \$16  = \$15  | \$signal [6];
+  assign \$17  = \$16  | \$signal [7];
+  assign \$18  = \$17  | \$signal [12];
+  assign \$19  = \$18  | \$signal [13];
+  assign \$20  = \$19  | \$signal [14];
+  assign \$21  = \$20  | \$signal [15];
+  assign \$22  = \$signal [8] | \$signal [9];
+  assign \$23  = \$22  | \$signal [10];
+  assign \$24  = \$23  | \$signal [11];
+  assign \$25  = \$24  | \$signal [12];
+  assign \$26  = \$25  | \$signal [13];
+  assign \$27  = \$26  | \$signal [14];
+  assign \$28  = \$27  | \$signal [15];
+  assign w_en = \$signal$11  | eof_pend;
+  assign \$29  = \$signal [0] & c1_win_0[0];
+  assign \$30  = \$signal [1] & c1_win_0[1];
+  assign \$31  = \$29  | \$30 ;
+  assign \$32  = \$signal [2] & c1_win_0[2];
+  assign \$33  = \$31  | \$32 ;
+  assign \$34  = \$signal [3] & c1_win_0[3];
+  assign \$35  = \$33  | \$34 ;
+  assign \$36  = \$signal [4] & c1_win_0[4];
+  assign \$37  = \$35  | \$36 ;
+  assign \$38  = \$signal [5] & c1_win_0[5];
+  assign \$39  = \$37  | \$38 ;
+  assign \$40  = \$signal [6] & c1_win_0[6];
+  assign \$41  = \$39  | \$40 ;
+  assign \$42  = \$signal [7] & c1_win_0[7];
+  assign \$43  = \$41  | \$42 ;
+  assign \$44  = \$signal [8] & c1_win_0[8];
+  assign \$45  = \$43  | \$44 ;
+  assign \$46  = \$signal [9] & c1_win_0[9];
+  assign \$47  = \$45  | \$46 ;
+  assign \$48  = \$signal [10] & c1_win_0[10];
+  assign \$49  = \$47  | \$48 ;
+  assign \$50  = \$signal [11] & c1_win_0[11];
+  assign \$51  = \$49  | \$50 ;
+  assign \$52  = \$signal [12] & c1_win_0[12];
+  assign \$53  = \$51  | \$52 ;
+  assign \$54  = \$signal [13] & c1_win_0[13];
+  assign \$55  = \$53  | \$54 ;
+  assign \$56  = \$signal [14] & c1_win_0[14];
+  assign \$57  = \$55  | \$56 ;
+  assign \$58  = \$signal [15] & c1_win_0[15];
+  assign \$59  = \$57  | \$58 ;
+  assign \$60  = \$signal [0] & c1_win_0[1];
+  assign \$61  = \$signal [1] & c1_win_0[2];
   assign \$62  = \$60  | \$61 ;
-  assign \$63  = \$signal$14 [14] & c1_win_0[14];
+  assign \$63  = \$signal [2] & c1_win_0[3];
   assign \$64  = \$62  | \$63 ;
-  assign \$65  = \$signal$14 [15] & c1_win_0[15];
+  assign \$65  = \$signal [3] & c1_win_0[4];
   assign \$66  = \$64  | \$65 ;
-  assign \$67  = \$signal$14 [0] & c1_win_0[1];
-  assign \$68  = \$signal$14 [1] & c1_win_0[2];
-  assign \$69  = \$67  | \$68 ;
-  assign \$70  = \$signal$14 [2] & c1_win_0[3];
-  assign \$71  = \$69  | \$70 ;
-  assign \$72  = \$signal$14 [3] & c1_win_0[4];
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = \$signal$14 [4] & c1_win_0[5];
-  assign \$75  = \$73  | \$74 ;
-  assign \$76  = \$signal$14 [5] & c1_win_0[6];
-  assign \$77  = \$75  | \$76 ;
-  assign \$78  = \$signal$14 [6] & c1_win_0[7];
-  assign \$79  = \$77  | \$78 ;
-  assign \$80  = \$signal$14 [7] & c1_win_0[8];
-  assign \$81  = \$79  | \$80 ;
-  assign \$82  = \$signal$14 [8] & c1_win_0[9];
-  assign \$83  = \$81  | \$82 ;
-  assign \$84  = \$signal$14 [9] & c1_win_0[10];
-  assign \$85  = \$83  | \$84 ;
-  assign \$86  = \$signal$14 [10] & c1_win_0[11];
-  assign \$87  = \$85  | \$86 ;
-  assign \$88  = \$signal$14 [11] & c1_win_0[12];
-  assign \$89  = \$87  | \$88 ;
-  assign \$90  = \$signal$14 [12] & c1_win_0[13];
-  assign \$91  = \$89  | \$90 ;
-  assign \$92  = \$signal$14 [13] & c1_win_0[14];
+  assign \$67  = \$signal [4] & c1_win_0[5];
+  assign \$68  = \$66  | \$67 ;
+  assign \$69  = \$signal [5] & c1_win_0[6];
+  assign \$70  = \$68  | \$69 ;
+  assign \$71  = \$signal [6] & c1_win_0[7];
+  assign \$72  = \$70  | \$71 ;
+  assign \$73  = \$signal [7] & c1_win_0[8];
+  assign \$74  = \$72  | \$73 ;
+  assign \$75  = \$signal [8] & c1_win_0[9];
+  assign \$76  = \$74  | \$75 ;
+  assign \$77  = \$signal [9] & c1_win_0[10];
+  assign \$78  = \$76  | \$77 ;
+  assign \$79  = \$signal [10] & c1_win_0[11];
+  assign \$80  = \$78  | \$79 ;
+  assign \$81  = \$signal [11] & c1_win_0[12];
+  assign \$82  = \$80  | \$81 ;
+  assign \$83  = \$signal [12] & c1_win_0[13];
+  assign \$84  = \$82  | \$83 ;
+  assign \$85  = \$signal [13] & c1_win_0[14];
+  assign \$86  = \$84  | \$85 ;
+  assign \$87  = \$signal [14] & c1_win_0[15];
+  assign \$88  = \$86  | \$87 ;
+  assign \$89  = \$signal [15] & c1_win_0[16];
+  assign \$90  = \$88  | \$89 ;
+  assign \$91  = \$signal [0] & c1_win_0[2];
+  assign \$92  = \$signal [1] & c1_win_0[3];
   assign \$93  = \$91  | \$92 ;
-  assign \$94  = \$signal$14 [14] & c1_win_0[15];
+  assign \$94  = \$signal [2] & c1_win_0[4];
   assign \$95  = \$93  | \$94 ;
-  assign \$96  = \$signal$14 [15] & c1_win_0[16];
+  assign \$96  = \$signal [3] & c1_win_0[5];
   assign \$97  = \$95  | \$96 ;
-  assign \$98  = \$signal$14 [0] & c1_win_0[2];
-  assign \$99  = \$signal$14 [1] & c1_win_0[3];
-  assign \$100  = \$98  | \$99 ;
-  assign \$101  = \$signal$14 [2] & c1_win_0[4];
-  assign \$102  = \$100  | \$101 ;
-  assign \$103  = \$signal$14 [3] & c1_win_0[5];
-  assign \$104  = \$102  | \$103 ;
-  assign \$105  = \$signal$14 [4] & c1_win_0[6];
-  assign \$106  = \$104  | \$105 ;
-  assign \$107  = \$signal$14 [5] & c1_win_0[7];
-  assign \$108  = \$106  | \$107 ;
-  assign \$109  = \$signal$14 [6] & c1_win_0[8];
-  assign \$110  = \$108  | \$109 ;
-  assign \$111  = \$signal$14 [7] & c1_win_0[9];
-  assign \$112  = \$110  | \$111 ;
-  assign \$113  = \$signal$14 [8] & c1_win_0[10];
-  assign \$114  = \$112  | \$113 ;
-  assign \$115  = \$signal$14 [9] & c1_win_0[11];
-  assign \$116  = \$114  | \$115 ;
-  assign \$117  = \$signal$14 [10] & c1_win_0[12];
-  assign \$118  = \$116  | \$117 ;
-  assign \$119  = \$signal$14 [11] & c1_win_0[13];
-  assign \$120  = \$118  | \$119 ;
-  assign \$121  = \$signal$14 [12] & c1_win_0[14];
-  assign \$122  = \$120  | \$121 ;
-  assign \$123  = \$signal$14 [13] & c1_win_0[15];
+  assign \$98  = \$signal [4] & c1_win_0[6];
+  assign \$99  = \$97  | \$98 ;
+  assign \$100  = \$signal [5] & c1_win_0[7];
+  assign \$101  = \$99  | \$100 ;
+  assign \$102  = \$signal [6] & c1_win_0[8];
+  assign \$103  = \$101  | \$102 ;
+  assign \$104  = \$signal [7] & c1_win_0[9];
+  assign \$105  = \$103  | \$104 ;
+  assign \$106  = \$signal [8] & c1_win_0[10];
+  assign \$107  = \$105  | \$106 ;
+  assign \$108  = \$signal [9] & c1_win_0[11];
+  assign \$109  = \$107  | \$108 ;
+  assign \$110  = \$signal [10] & c1_win_0[12];
+  assign \$111  = \$109  | \$110 ;
+  assign \$112  = \$signal [11] & c1_win_0[13];
+  assign \$113  = \$111  | \$112 ;
+  assign \$114  = \$signal [12] & c1_win_0[14];
+  assign \$115  = \$113  | \$114 ;
+  assign \$116  = \$signal [13] & c1_win_0[15];
+  assign \$117  = \$115  | \$116 ;
+  assign \$118  = \$signal [14] & c1_win_0[16];
+  assign \$119  = \$117  | \$118 ;
+  assign \$120  = \$signal [15] & c1_win_0[17];
+  assign \$121  = \$119  | \$120 ;
+  assign \$122  = \$signal [0] & c1_win_1[0];
+  assign \$123  = \$signal [1] & c1_win_1[1];
   assign \$124  = \$122  | \$123 ;
-  assign \$125  = \$signal$14 [14] & c1_win_0[16];
+  assign \$125  = \$signal [2] & c1_win_1[2];
   assign \$126  = \$124  | \$125 ;
-  assign \$127  = \$signal$14 [15] & c1_win_0[17];
+  assign \$127  = \$signal [3] & c1_win_1[3];
   assign \$128  = \$126  | \$127 ;
-  assign \$129  = \$signal$14 [0] & c1_win_1[0];
-  assign \$130  = \$signal$14 [1] & c1_win_1[1];
-  assign \$131  = \$129  | \$130 ;
-  assign \$132  = \$signal$14 [2] & c1_win_1[2];
-  assign \$133  = \$131  | \$132 ;
-  assign \$134  = \$signal$14 [3] & c1_win_1[3];
-  assign \$135  = \$133  | \$134 ;
-  assign \$136  = \$signal$14 [4] & c1_win_1[4];
-  assign \$137  = \$135  | \$136 ;
-  assign \$138  = \$signal$14 [5] & c1_win_1[5];
-  assign \$139  = \$137  | \$138 ;
-  assign \$140  = \$signal$14 [6] & c1_win_1[6];
-  assign \$141  = \$139  | \$140 ;
-  assign \$142  = \$signal$14 [7] & c1_win_1[7];
-  assign \$143  = \$141  | \$142 ;
-  assign \$144  = \$signal$14 [8] & c1_win_1[8];
-  assign \$145  = \$143  | \$144 ;
-  assign \$146  = \$signal$14 [9] & c1_win_1[9];
-  assign \$147  = \$145  | \$146 ;
-  assign \$148  = \$signal$14 [10] & c1_win_1[10];
-  assign \$149  = \$147  | \$148 ;
-  assign \$150  = \$signal$14 [11] & c1_win_1[11];
-  assign \$151  = \$149  | \$150 ;
-  assign \$152  = \$signal$14 [12] & c1_win_1[12];
-  assign \$153  = \$151  | \$152 ;
-  assign \$154  = \$signal$14 [13] & c1_win_1[13];
+  assign \$129  = \$signal [4] & c1_win_1[4];
+  assign \$130  = \$128  | \$129 ;
+  assign \$131  = \$signal [5] & c1_win_1[5];
+  assign \$132  = \$130  | \$131 ;
+  assign \$133  = \$signal [6] & c1_win_1[6];
+  assign \$134  = \$132  | \$133 ;
+  assign \$135  = \$signal [7] & c1_win_1[7];
+  assign \$136  = \$134  | \$135 ;
+  assign \$137  = \$signal [8] & c1_win_1[8];
+  assign \$138  = \$136  | \$137 ;
+  assign \$139  = \$signal [9] & c1_win_1[9];
+  assign \$140  = \$138  | \$139 ;
+  assign \$141  = \$signal [10] & c1_win_1[10];
+  assign \$142  = \$140  | \$141 ;
+  assign \$143  = \$signal [11] & c1_win_1[11];
+  assign \$144  = \$142  | \$143 ;
+  assign \$145  = \$signal [12] & c1_win_1[12];
+  assign \$146  = \$144  | \$145 ;
+  assign \$147  = \$signal [13] & c1_win_1[13];
+  assign \$148  = \$146  | \$147 ;
+  assign \$149  = \$signal [14] & c1_win_1[14];
+  assign \$150  = \$148  | \$149 ;
+  assign \$151  = \$signal [15] & c1_win_1[15];
+  assign \$152  = \$150  | \$151 ;
+  assign \$153  = \$signal [0] & c1_win_1[1];
+  assign \$154  = \$signal [1] & c1_win_1[2];
   assign \$155  = \$153  | \$154 ;
-  assign \$156  = \$signal$14 [14] & c1_win_1[14];
+  assign \$156  = \$signal [2] & c1_win_1[3];
   assign \$157  = \$155  | \$156 ;
-  assign \$158  = \$signal$14 [15] & c1_win_1[15];
+  assign \$158  = \$signal [3] & c1_win_1[4];
   assign \$159  = \$157  | \$158 ;
-  assign \$160  = \$signal$14 [0] & c1_win_1[1];
-  assign \$161  = \$signal$14 [1] & c1_win_1[2];
-  assign \$162  = \$160  | \$161 ;
-  assign \$163  = \$signal$14 [2] & c1_win_1[3];
-  assign \$164  = \$162  | \$163 ;
-  assign \$165  = \$signal$14 [3] & c1_win_1[4];
-  assign \$166  = \$164  | \$165 ;
-  assign \$167  = \$signal$14 [4] & c1_win_1[5];
-  assign \$168  = \$166  | \$167 ;
-  assign \$169  = \$signal$14 [5] & c1_win_1[6];
-  assign \$170  = \$168  | \$169 ;
-  assign \$171  = \$signal$14 [6] & c1_win_1[7];
-  assign \$172  = \$170  | \$171 ;
-  assign \$173  = \$signal$14 [7] & c1_win_1[8];
-  assign \$174  = \$172  | \$173 ;
-  assign \$175  = \$signal$14 [8] & c1_win_1[9];
-  assign \$176  = \$174  | \$175 ;
-  assign \$177  = \$signal$14 [9] & c1_win_1[10];
-  assign \$178  = \$176  | \$177 ;
-  assign \$179  = \$signal$14 [10] & c1_win_1[11];
-  assign \$180  = \$178  | \$179 ;
-  assign \$181  = \$signal$14 [11] & c1_win_1[12];
-  assign \$182  = \$180  | \$181 ;
-  assign \$183  = \$signal$14 [12] & c1_win_1[13];
-  assign \$184  = \$182  | \$183 ;
-  assign \$185  = \$signal$14 [13] & c1_win_1[14];
+  assign \$160  = \$signal [4] & c1_win_1[5];
+  assign \$161  = \$159  | \$160 ;
+  assign \$162  = \$signal [5] & c1_win_1[6];
+  assign \$163  = \$161  | \$162 ;
+  assign \$164  = \$signal [6] & c1_win_1[7];
+  assign \$165  = \$163  | \$164 ;
+  assign \$166  = \$signal [7] & c1_win_1[8];
+  assign \$167  = \$165  | \$166 ;
+  assign \$168  = \$signal [8] & c1_win_1[9];
+  assign \$169  = \$167  | \$168 ;
+  assign \$170  = \$signal [9] & c1_win_1[10];
+  assign \$171  = \$169  | \$170 ;
+  assign \$172  = \$signal [10] & c1_win_1[11];
+  assign \$173  = \$171  | \$172 ;
+  assign \$174  = \$signal [11] & c1_win_1[12];
+  assign \$175  = \$173  | \$174 ;
+  assign \$176  = \$signal [12] & c1_win_1[13];
+  assign \$177  = \$175  | \$176 ;
+  assign \$178  = \$signal [13] & c1_win_1[14];
+  assign \$179  = \$177  | \$178 ;
+  assign \$180  = \$signal [14] & c1_win_1[15];
+  assign \$181  = \$179  | \$180 ;
+  assign \$182  = \$signal [15] & c1_win_1[16];
+  assign \$183  = \$181  | \$182 ;
+  assign \$184  = \$signal [0] & c1_win_1[2];
+  assign \$185  = \$signal [1] & c1_win_1[3];
   assign \$186  = \$184  | \$185 ;
-  assign \$187  = \$signal$14 [14] & c1_win_1[15];
+  assign \$187  = \$signal [2] & c1_win_1[4];
   assign \$188  = \$186  | \$187 ;
-  assign \$189  = \$signal$14 [15] & c1_win_1[16];
+  assign \$189  = \$signal [3] & c1_win_1[5];
   assign \$190  = \$188  | \$189 ;
-  assign \$191  = \$signal$14 [0] & c1_win_1[2];
-  assign \$192  = \$signal$14 [1] & c1_win_1[3];
-  assign \$193  = \$191  | \$192 ;
-  assign \$194  = \$signal$14 [2] & c1_win_1[4];
-  assign \$195  = \$193  | \$194 ;
-  assign \$196  = \$signal$14 [3] & c1_win_1[5];
-  assign \$197  = \$195  | \$196 ;
-  assign \$198  = \$signal$14 [4] & c1_win_1[6];
-  assign \$199  = \$197  | \$198 ;
-  assign \$200  = \$signal$14 [5] & c1_win_1[7];
-  assign \$201  = \$199  | \$200 ;
-  assign \$202  = \$signal$14 [6] & c1_win_1[8];
-  assign \$203  = \$201  | \$202 ;
-  assign \$204  = \$signal$14 [7] & c1_win_1[9];
-  assign \$205  = \$203  | \$204 ;
-  assign \$206  = \$signal$14 [8] & c1_win_1[10];
-  assign \$207  = \$205  | \$206 ;
-  assign \$208  = \$signal$14 [9] & c1_win_1[11];
-  assign \$209  = \$207  | \$208 ;
-  assign \$210  = \$signal$14 [10] & c1_win_1[12];
-  assign \$211  = \$209  | \$210 ;
-  assign \$212  = \$signal$14 [11] & c1_win_1[13];
-  assign \$213  = \$211  | \$212 ;
-  assign \$214  = \$signal$14 [12] & c1_win_1[14];
-  assign \$215  = \$213  | \$214 ;
-  assign \$216  = \$signal$14 [13] & c1_win_1[15];
+  assign \$191  = \$signal [4] & c1_win_1[6];
+  assign \$192  = \$190  | \$191 ;
+  assign \$193  = \$signal [5] & c1_win_1[7];
+  assign \$194  = \$192  | \$193 ;
+  assign \$195  = \$signal [6] & c1_win_1[8];
+  assign \$196  = \$194  | \$195 ;
+  assign \$197  = \$signal [7] & c1_win_1[9];
+  assign \$198  = \$196  | \$197 ;
+  assign \$199  = \$signal [8] & c1_win_1[10];
+  assign \$200  = \$198  | \$199 ;
+  assign \$201  = \$signal [9] & c1_win_1[11];
+  assign \$202  = \$200  | \$201 ;
+  assign \$203  = \$signal [10] & c1_win_1[12];
+  assign \$204  = \$202  | \$203 ;
+  assign \$205  = \$signal [11] & c1_win_1[13];
+  assign \$206  = \$204  | \$205 ;
+  assign \$207  = \$signal [12] & c1_win_1[14];
+  assign \$208  = \$206  | \$207 ;
+  assign \$209  = \$signal [13] & c1_win_1[15];
+  assign \$210  = \$208  | \$209 ;
+  assign \$211  = \$signal [14] & c1_win_1[16];
+  assign \$212  = \$210  | \$211 ;
+  assign \$213  = \$signal [15] & c1_win_1[17];
+  assign \$214  = \$212  | \$213 ;
+  assign \$215  = \$signal [0] & c1_win_2[0];
+  assign \$216  = \$signal [1] & c1_win_2[1];
   assign \$217  = \$215  | \$216 ;
-  assign \$218  = \$signal$14 [14] & c1_win_1[16];
+  assign \$218  = \$signal [2] & c1_win_2[2];
   assign \$219  = \$217  | \$218 ;
-  assign \$220  = \$signal$14 [15] & c1_win_1[17];
+  assign \$220  = \$signal [3] & c1_win_2[3];
   assign \$221  = \$219  | \$220 ;
-  assign \$222  = \$signal$14 [0] & c1_win_2[0];
-  assign \$223  = \$signal$14 [1] & c1_win_2[1];
-  assign \$224  = \$222  | \$223 ;
-  assign \$225  = \$signal$14 [2] & c1_win_2[2];
-  assign \$226  = \$224  | \$225 ;
-  assign \$227  = \$signal$14 [3] & c1_win_2[3];
-  assign \$228  = \$226  | \$227 ;
-  assign \$229  = \$signal$14 [4] & c1_win_2[4];
-  assign \$230  = \$228  | \$229 ;
-  assign \$231  = \$signal$14 [5] & c1_win_2[5];
-  assign \$232  = \$230  | \$231 ;
-  assign \$233  = \$signal$14 [6] & c1_win_2[6];
-  assign \$234  = \$232  | \$233 ;
-  assign \$235  = \$signal$14 [7] & c1_win_2[7];
-  assign \$236  = \$234  | \$235 ;
-  assign \$237  = \$signal$14 [8] & c1_win_2[8];
-  assign \$238  = \$236  | \$237 ;
-  assign \$239  = \$signal$14 [9] & c1_win_2[9];
-  assign \$240  = \$238  | \$239 ;
-  assign \$241  = \$signal$14 [10] & c1_win_2[10];
-  assign \$242  = \$240  | \$241 ;
-  assign \$243  = \$signal$14 [11] & c1_win_2[11];
-  assign \$244  = \$242  | \$243 ;
-  assign \$245  = \$signal$14 [12] & c1_win_2[12];
-  assign \$246  = \$244  | \$245 ;
-  assign \$247  = \$signal$14 [13] & c1_win_2[13];
+  assign \$222  = \$signal [4] & c1_win_2[4];
+  assign \$223  = \$221  | \$222 ;
+  assign \$224  = \$signal [5] & c1_win_2[5];
+  assign \$225  = \$223  | \$224 ;
+  assign \$226  = \$signal [6] & c1_win_2[6];
+  assign \$227  = \$225  | \$226 ;
+  assign \$228  = \$signal [7] & c1_win_2[7];
+  assign \$229  = \$227  | \$228 ;
+  assign \$230  = \$signal [8] & c1_win_2[8];
+  assign \$231  = \$229  | \$230 ;
+  assign \$232  = \$signal [9] & c1_win_2[9];
+  assign \$233  = \$231  | \$232 ;
+  assign \$234  = \$signal [10] & c1_win_2[10];
+  assign \$235  = \$233  | \$234 ;
+  assign \$236  = \$signal [11] & c1_win_2[11];
+  assign \$237  = \$235  | \$236 ;
+  assign \$238  = \$signal [12] & c1_win_2[12];
+  assign \$239  = \$237  | \$238 ;
+  assign \$240  = \$signal [13] & c1_win_2[13];
+  assign \$241  = \$239  | \$240 ;
+  assign \$242  = \$signal [14] & c1_win_2[14];
+  assign \$243  = \$241  | \$242 ;
+  assign \$244  = \$signal [15] & c1_win_2[15];
+  assign \$245  = \$243  | \$244 ;
+  assign \$246  = \$signal [0] & c1_win_2[1];
+  assign \$247  = \$signal [1] & c1_win_2[2];
   \top.layer1.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -11872,33 +11918,12 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    row_0 = 6'h00;
-    if (\$4 ) begin
-      row_0 = \$5 [5:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    row_1 = 6'h00;
-    if (\$4 ) begin
-      row_1 = \$6 [5:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    row_2 = 6'h00;
-    if (\$4 ) begin
-      row_2 = \$7 [5:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     w_data = 19'h00000;
     (* full_case = 32'd1 *)
-    if (\$signal$18 ) begin
-      w_data[3:0] = \$signal$20 ;
-      w_data[7:4] = { \$35 , \$28 , \$21 , \$14  };
-      w_data[16:8] = { \$314 , \$283 , \$252 , \$221 , \$190 , \$159 , \$128 , \$97 , \$66  };
+    if (\$signal$11 ) begin
+      w_data[3:0] = \$signal$13 ;
+      w_data[7:4] = { \$28 , \$21 , \$14 , \$7  };
+      w_data[16:8] = { \$307 , \$276 , \$245 , \$214 , \$183 , \$152 , \$121 , \$90 , \$59  };
     end else begin
       w_data[17] = 1'h1;
       w_data[18] = error;
@@ -11906,7 +11931,34 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$682  = eof_seen;
+    \$679  = eof_seen;
+    if (frame_reset) begin
+      \$679  = 1'h0;
+    end
+    if (rst) begin
+      \$679  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$680  = has_last;
+    if (rst) begin
+      \$680  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$681  = \$318 ;
+    if (frame_reset) begin
+      \$681  = 1'h0;
+    end
+    if (rst) begin
+      \$681  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$682  = \$320 ;
     if (frame_reset) begin
       \$682  = 1'h0;
     end
@@ -11916,24 +11968,27 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$683  = has_last;
+    \$683  = \$321 ;
     if (rst) begin
       \$683  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$684  = \$325 ;
-    if (frame_reset) begin
-      \$684  = 1'h0;
-    end
+    \$684  = \$322 ;
     if (rst) begin
       \$684  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$685  = \$327 ;
+    \$685  = 1'h0;
+    if (\$416 ) begin
+      if (\$420 ) begin
+      end else if (\$422 ) begin
+        \$685  = 1'h1;
+      end
+    end
     if (frame_reset) begin
       \$685  = 1'h0;
     end
@@ -11943,121 +11998,124 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$686  = \$328 ;
+    \$686  = \$signal$45 ;
+    if (\$327 ) begin
+      \$686  = 1'h0;
+    end
+    if (\$332 ) begin
+      \$686  = 1'h1;
+    end
     if (rst) begin
       \$686  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$687  = \$329 ;
+    \$687  = c_row;
+    if (\$332 ) begin
+      \$687  = w_row;
+    end
     if (rst) begin
-      \$687  = 1'h0;
+      \$687  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$688  = 1'h0;
-    if (\$423 ) begin
-      if (\$427 ) begin
-      end else if (\$429 ) begin
-        \$688  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
+    \$688  = \$signal$48 ;
+    if (\$332 ) begin
       \$688  = 1'h0;
     end
+    if (\$342 ) begin
+      \$688  = 1'h1;
+    end
     if (rst) begin
       \$688  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$689  = \$signal$52 ;
-    if (\$334 ) begin
+    \$689  = nz;
+    if (\$332 ) begin
+      \$689  = \$333 ;
+    end
+    if (\$645 ) begin
+      \$689  = \$647 ;
+    end
+    if (rst) begin
       \$689  = 1'h0;
     end
-    if (\$339 ) begin
-      \$689  = 1'h1;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$690  = nz_zero;
+    if (\$332 ) begin
+      \$690  = \$335 ;
+    end
+    if (\$645 ) begin
+      \$690  = \$648 ;
     end
     if (rst) begin
-      \$689  = 1'h0;
+      \$690  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$690  = c_row;
-    if (\$339 ) begin
-      \$690  = w_row;
+    \$691  = cwin_0;
+    if (\$332 ) begin
+      \$691  = win_0;
     end
     if (rst) begin
-      \$690  = 4'h0;
+      \$691  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$691  = \$signal$8 ;
-    if (\$339 ) begin
-      \$691  = 1'h0;
-    end
-    if (\$349 ) begin
-      \$691  = 1'h1;
+    \$692  = cwin_1;
+    if (\$332 ) begin
+      \$692  = win_1;
     end
     if (rst) begin
-      \$691  = 1'h0;
+      \$692  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$692  = nz;
-    if (\$339 ) begin
-      \$692  = \$340 ;
-    end
-    if (\$648 ) begin
-      \$692  = \$650 ;
+    \$693  = cwin_2;
+    if (\$332 ) begin
+      \$693  = win_2;
     end
     if (rst) begin
-      \$692  = 1'h0;
+      \$693  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$693  = nz_zero;
-    if (\$339 ) begin
-      \$693  = \$342 ;
-    end
-    if (\$648 ) begin
-      \$693  = \$651 ;
+    \$694  = w_row;
+    if (\$342 ) begin
+      \$694  = s_row;
     end
     if (rst) begin
-      \$693  = 1'h1;
+      \$694  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$694  = cwin_0;
-    if (\$339 ) begin
-      \$694  = win_0;
+    \$695  = \$signal$57 ;
+    if (\$342 ) begin
+      \$695  = 1'h0;
+    end
+    if (\$367 ) begin
+      \$695  = 1'h1;
     end
     if (rst) begin
-      \$694  = 16'h0000;
+      \$695  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$695  = cwin_1;
-    if (\$339 ) begin
-      \$695  = win_1;
-    end
-    if (rst) begin
-      \$695  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$696  = cwin_2;
-    if (\$339 ) begin
-      \$696  = win_2;
+    \$696  = win_0;
+    if (\$342 ) begin
+      \$696  = \$349 ;
     end
     if (rst) begin
       \$696  = 16'h0000;
@@ -12065,62 +12123,71 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$697  = w_row;
-    if (\$349 ) begin
-      \$697  = s_row;
+    \$697  = win_1;
+    if (\$342 ) begin
+      \$697  = \$356 ;
     end
     if (rst) begin
-      \$697  = 4'h0;
+      \$697  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$698  = \$signal$7 ;
-    if (\$349 ) begin
-      \$698  = 1'h0;
-    end
-    if (\$374 ) begin
-      \$698  = 1'h1;
+    \$698  = win_2;
+    if (\$342 ) begin
+      \$698  = \$363 ;
     end
     if (rst) begin
-      \$698  = 1'h0;
+      \$698  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$699  = win_0;
-    if (\$349 ) begin
-      \$699  = \$356 ;
+    \$699  = s_row;
+    if (\$367 ) begin
+      \$699  = i_row;
     end
     if (rst) begin
-      \$699  = 16'h0000;
+      \$699  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$700  = win_1;
-    if (\$349 ) begin
-      \$700  = \$363 ;
+    \$700  = \$signal$63 ;
+    if (\$367 ) begin
+      \$700  = 1'h0;
+    end
+    if (\$416 ) begin
+      if (\$420 ) begin
+      end else if (\$422 ) begin
+        \$700  = 1'h1;
+      end
     end
     if (rst) begin
-      \$700  = 16'h0000;
+      \$700  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$701  = win_2;
-    if (\$349 ) begin
-      \$701  = \$370 ;
+    \$701  = sel_0;
+    if (\$367 ) begin
+      \$701 [0] = \$372 ;
+      \$701 [1] = \$377 ;
+      \$701 [2] = \$382 ;
+      \$701 [3] = \$387 ;
     end
     if (rst) begin
-      \$701  = 16'h0000;
+      \$701  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$702  = s_row;
-    if (\$374 ) begin
-      \$702  = i_row;
+    \$702  = sel_1;
+    if (\$367 ) begin
+      \$702 [0] = \$390 ;
+      \$702 [1] = \$393 ;
+      \$702 [2] = \$396 ;
+      \$702 [3] = \$399 ;
     end
     if (rst) begin
       \$702  = 4'h0;
@@ -12128,80 +12195,77 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$703  = \$signal ;
-    if (\$374 ) begin
-      \$703  = 1'h0;
-    end
-    if (\$423 ) begin
-      if (\$427 ) begin
-      end else if (\$429 ) begin
-        \$703  = 1'h1;
-      end
+    \$703  = sel_2;
+    if (\$367 ) begin
+      \$703 [0] = \$402 ;
+      \$703 [1] = \$405 ;
+      \$703 [2] = \$408 ;
+      \$703 [3] = \$411 ;
     end
     if (rst) begin
-      \$703  = 1'h0;
+      \$703  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$704  = sel_0;
-    if (\$374 ) begin
-      \$704 [0] = \$379 ;
-      \$704 [1] = \$384 ;
-      \$704 [2] = \$389 ;
-      \$704 [3] = \$394 ;
-    end
-    if (rst) begin
-      \$704  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$705  = sel_1;
-    if (\$374 ) begin
-      \$705 [0] = \$397 ;
-      \$705 [1] = \$400 ;
-      \$705 [2] = \$403 ;
-      \$705 [3] = \$406 ;
-    end
-    if (rst) begin
-      \$705  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$706  = sel_2;
-    if (\$374 ) begin
-      \$706 [0] = \$409 ;
-      \$706 [1] = \$412 ;
-      \$706 [2] = \$415 ;
-      \$706 [3] = \$418 ;
-    end
-    if (rst) begin
-      \$706  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$707  = ends;
-    if (\$423 ) begin
-      if (\$427 ) begin
-        \$707  = 1'h1;
+    \$704  = ends;
+    if (\$416 ) begin
+      if (\$420 ) begin
+        \$704  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$707  = 1'h0;
+      \$704  = 1'h0;
     end
     if (rst) begin
-      \$707  = 1'h0;
+      \$704  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$705  = i_in_row_0;
+    if (\$416 ) begin
+      if (\$420 ) begin
+      end else if (\$422 ) begin
+        \$705  = \$423 [5:0];
+      end
+    end
+    if (rst) begin
+      \$705  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$706  = i_in_row_1;
+    if (\$416 ) begin
+      if (\$420 ) begin
+      end else if (\$422 ) begin
+        \$706  = \$424 [5:0];
+      end
+    end
+    if (rst) begin
+      \$706  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$707  = i_in_row_2;
+    if (\$416 ) begin
+      if (\$420 ) begin
+      end else if (\$422 ) begin
+        \$707  = \$425 [5:0];
+      end
+    end
+    if (rst) begin
+      \$707  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$708  = i_row;
-    if (\$423 ) begin
-      if (\$427 ) begin
-      end else if (\$429 ) begin
+    if (\$416 ) begin
+      if (\$420 ) begin
+      end else if (\$422 ) begin
         \$708  = f_row[3:0];
       end
     end
@@ -12211,24 +12275,24 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$709  = i_cy;
-    if (\$423 ) begin
-      if (\$427 ) begin
-      end else if (\$429 ) begin
-        \$709  = cy;
+    \$709  = i_top;
+    if (\$416 ) begin
+      if (\$420 ) begin
+      end else if (\$422 ) begin
+        \$709  = \$426 ;
       end
     end
     if (rst) begin
-      \$709  = 6'h00;
+      \$709  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$710  = f_row;
-    if (\$423 ) begin
-      if (\$427 ) begin
-      end else if (\$429 ) begin
-        \$710  = \$430 [4:0];
+    if (\$416 ) begin
+      if (\$420 ) begin
+      end else if (\$422 ) begin
+        \$710  = \$427 [4:0];
       end
     end
     if (frame_reset) begin
@@ -12241,10 +12305,10 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$711  = cy;
-    if (\$423 ) begin
-      if (\$427 ) begin
-      end else if (\$429 ) begin
-        \$711  = \$431 [5:0];
+    if (\$416 ) begin
+      if (\$420 ) begin
+      end else if (\$422 ) begin
+        \$711  = \$428 [5:0];
       end
     end
     if (frame_reset) begin
@@ -12257,10 +12321,10 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$712  = need;
-    if (\$423 ) begin
-      if (\$427 ) begin
-      end else if (\$429 ) begin
-        \$712  = \$432 [5:0];
+    if (\$416 ) begin
+      if (\$420 ) begin
+      end else if (\$422 ) begin
+        \$712  = \$429 [5:0];
       end
     end
     if (frame_reset) begin
@@ -12273,10 +12337,10 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$713  = eof_pend;
-    if (\$435 ) begin
+    if (\$432 ) begin
       \$713  = 1'h0;
     end
-    if (\$671 ) begin
+    if (\$668 ) begin
       \$713  = 1'h1;
     end
     if (rst) begin
@@ -12285,8 +12349,8 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$714  = \$signal$18 ;
-    if (\$437 ) begin
+    \$714  = \$signal$11 ;
+    if (\$434 ) begin
       \$714  = b_v;
     end
     if (rst) begin
@@ -12295,8 +12359,8 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$715  = \$signal$14 ;
-    if (\$437 ) begin
+    \$715  = \$signal ;
+    if (\$434 ) begin
       \$715  = \$signal$74 ;
     end
     if (rst) begin
@@ -12306,7 +12370,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$716  = \$like ;
-    if (\$437 ) begin
+    if (\$434 ) begin
       \$716  = \$like$75 ;
     end
     if (rst) begin
@@ -12315,8 +12379,8 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$717  = \$signal$20 ;
-    if (\$437 ) begin
+    \$717  = \$signal$13 ;
+    if (\$434 ) begin
       \$717  = b_oy;
     end
     if (rst) begin
@@ -12326,7 +12390,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$718  = c1_win_0;
-    if (\$437 ) begin
+    if (\$434 ) begin
       \$718  = b_win_0;
     end
     if (rst) begin
@@ -12336,7 +12400,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$719  = c1_win_1;
-    if (\$437 ) begin
+    if (\$434 ) begin
       \$719  = b_win_1;
     end
     if (rst) begin
@@ -12346,7 +12410,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$720  = c1_win_2;
-    if (\$437 ) begin
+    if (\$434 ) begin
       \$720  = b_win_2;
     end
     if (rst) begin
@@ -12356,10 +12420,10 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$721  = \$signal$74 ;
-    if (\$437 ) begin
-      \$721  = \$317 [15:0];
+    if (\$434 ) begin
+      \$721  = \$310 [15:0];
     end
-    if (\$522 ) begin
+    if (\$519 ) begin
       \$721  = \$signal$82 ;
     end
     if (rst) begin
@@ -12369,11 +12433,11 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$722  = b_rest;
-    if (\$437 ) begin
-      \$722  = \$439 ;
+    if (\$434 ) begin
+      \$722  = \$436 ;
     end
-    if (\$522 ) begin
-      \$722  = \$523 ;
+    if (\$519 ) begin
+      \$722  = \$520 ;
     end
     if (rst) begin
       \$722  = 16'h0000;
@@ -12382,11 +12446,11 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$723  = \$signal$80 ;
-    if (\$437 ) begin
-      \$723  = \$519 ;
+    if (\$434 ) begin
+      \$723  = \$516 ;
     end
-    if (\$522 ) begin
-      \$723  = \$525 ;
+    if (\$519 ) begin
+      \$723  = \$522 ;
     end
     if (rst) begin
       \$723  = 1'h1;
@@ -12395,7 +12459,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$724  = b_v;
-    if (\$522 ) begin
+    if (\$519 ) begin
       \$724  = \$signal$81 ;
     end
     if (rst) begin
@@ -12405,7 +12469,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$725  = \$like$75 ;
-    if (\$522 ) begin
+    if (\$519 ) begin
       \$725  = \$like$84 ;
     end
     if (rst) begin
@@ -12415,7 +12479,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$726  = b_oy;
-    if (\$522 ) begin
+    if (\$519 ) begin
       \$726  = \$signal$85 ;
     end
     if (rst) begin
@@ -12425,7 +12489,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$727  = b_win_0;
-    if (\$522 ) begin
+    if (\$519 ) begin
       \$727  = a3_win_0;
     end
     if (rst) begin
@@ -12435,7 +12499,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$728  = b_win_1;
-    if (\$522 ) begin
+    if (\$519 ) begin
       \$728  = a3_win_1;
     end
     if (rst) begin
@@ -12445,7 +12509,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$729  = b_win_2;
-    if (\$522 ) begin
+    if (\$519 ) begin
       \$729  = a3_win_2;
     end
     if (rst) begin
@@ -12455,7 +12519,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$730  = \$signal$81 ;
-    if (\$530 ) begin
+    if (\$527 ) begin
       \$730  = \$signal$90 ;
     end
     if (rst) begin
@@ -12465,8 +12529,8 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$731  = \$signal$82 ;
-    if (\$530 ) begin
-      \$731  = \$320 [15:0];
+    if (\$527 ) begin
+      \$731  = \$313 [15:0];
     end
     if (rst) begin
       \$731  = 16'h0000;
@@ -12475,8 +12539,8 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$732  = \$signal$83 ;
-    if (\$530 ) begin
-      \$732  = \$532 ;
+    if (\$527 ) begin
+      \$732  = \$529 ;
     end
     if (rst) begin
       \$732  = 16'h0000;
@@ -12485,7 +12549,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$733  = \$like$84 ;
-    if (\$530 ) begin
+    if (\$527 ) begin
       \$733  = \$signal$91 ;
     end
     if (rst) begin
@@ -12495,7 +12559,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$734  = \$signal$85 ;
-    if (\$530 ) begin
+    if (\$527 ) begin
       \$734  = a2_oy;
     end
     if (rst) begin
@@ -12505,8 +12569,8 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$735  = a3_rest_zero;
-    if (\$530 ) begin
-      \$735  = \$612 ;
+    if (\$527 ) begin
+      \$735  = \$609 ;
     end
     if (rst) begin
       \$735  = 1'h1;
@@ -12515,7 +12579,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$736  = a3_win_0;
-    if (\$530 ) begin
+    if (\$527 ) begin
       \$736  = a2_win_0;
     end
     if (rst) begin
@@ -12525,7 +12589,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$737  = a3_win_1;
-    if (\$530 ) begin
+    if (\$527 ) begin
       \$737  = a2_win_1;
     end
     if (rst) begin
@@ -12535,7 +12599,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$738  = a3_win_2;
-    if (\$530 ) begin
+    if (\$527 ) begin
       \$738  = a2_win_2;
     end
     if (rst) begin
@@ -12545,10 +12609,10 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$739  = \$signal$90 ;
-    if (\$617 ) begin
+    if (\$614 ) begin
       \$739  = 1'h0;
     end
-    if (\$625 ) begin
+    if (\$622 ) begin
       \$739  = 1'h1;
     end
     if (rst) begin
@@ -12558,7 +12622,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$740  = a2_oy;
-    if (\$625 ) begin
+    if (\$622 ) begin
       \$740  = c_row;
     end
     if (rst) begin
@@ -12568,7 +12632,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$741  = \$signal$91 ;
-    if (\$625 ) begin
+    if (\$622 ) begin
       \$741  = 1'h0;
     end
     if (rst) begin
@@ -12578,8 +12642,8 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$742  = a2_bits;
-    if (\$625 ) begin
-      \$742  = \$626 ;
+    if (\$622 ) begin
+      \$742  = \$623 ;
     end
     if (rst) begin
       \$742  = 16'h0000;
@@ -12588,8 +12652,8 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$743  = a2_win_0;
-    if (\$625 ) begin
-      \$743  = \$627 ;
+    if (\$622 ) begin
+      \$743  = \$624 ;
     end
     if (rst) begin
       \$743  = 18'h00000;
@@ -12598,8 +12662,8 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$744  = a2_win_1;
-    if (\$625 ) begin
-      \$744  = \$628 ;
+    if (\$622 ) begin
+      \$744  = \$625 ;
     end
     if (rst) begin
       \$744  = 18'h00000;
@@ -12608,8 +12672,8 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$745  = a2_win_2;
-    if (\$625 ) begin
-      \$745  = \$629 ;
+    if (\$622 ) begin
+      \$745  = \$626 ;
     end
     if (rst) begin
       \$745  = 18'h00000;
@@ -12618,10 +12682,10 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$746  = a_v;
-    if (\$636 ) begin
+    if (\$633 ) begin
       \$746  = 1'h0;
     end
-    if (\$648 ) begin
+    if (\$645 ) begin
       \$746  = 1'h1;
     end
     if (rst) begin
@@ -12631,8 +12695,8 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$747  = a_oh;
-    if (\$648 ) begin
-      \$747  = \$323 [0];
+    if (\$645 ) begin
+      \$747  = \$316 [0];
     end
     if (rst) begin
       \$747  = 1'h0;
@@ -12641,7 +12705,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$748  = eof_done;
-    if (\$671 ) begin
+    if (\$668 ) begin
       \$748  = 1'h1;
     end
     if (frame_reset) begin
@@ -12653,7 +12717,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$749  = \$674 ;
+    \$749  = \$671 ;
     if (frame_reset) begin
       \$749  = 1'h0;
     end
@@ -12663,14 +12727,14 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$750  = \$677 ;
+    \$750  = \$674 ;
     if (rst) begin
       \$750  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$751  = \$681 [3:0];
+    \$751  = \$678 [3:0];
     if (frame_reset) begin
       \$751  = 4'h0;
     end
@@ -12681,11 +12745,11 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign r_data = sites__payload;
   assign sites__ready = r_en;
   assign r_rdy = sites__valid;
-  assign site_x = { \$35 , \$28 , \$21 , \$14  };
+  assign site_x = { \$28 , \$21 , \$14 , \$7  };
   assign qp = w_data;
-  assign rest_oh = \$317 [15:0];
-  assign a2_oh = \$320 [15:0];
-  assign chunk_oh = \$323 [0];
+  assign rest_oh = \$310 [15:0];
+  assign a2_oh = \$313 [15:0];
+  assign chunk_oh = \$316 [0];
   assign head = sites__payload;
   assign \sites__payload.oy  = sites__payload[3:0];
   assign \sites__payload.ox  = sites__payload[7:4];
@@ -12710,39 +12774,39 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \tags[1]  = tags[9:5];
   assign \tags[2]  = tags[14:10];
   assign \tags[3]  = tags[19:15];
+  assign \$437  = 1'h0;
+  assign \$439  = \$438 ;
   assign \$440  = 1'h0;
   assign \$442  = \$441 ;
-  assign \$443  = 1'h0;
-  assign \$445  = \$444 ;
+  assign \$448  = 1'h0;
+  assign \$450  = \$449 ;
   assign \$451  = 1'h0;
   assign \$453  = \$452 ;
-  assign \$454  = 1'h0;
-  assign \$456  = \$455 ;
+  assign \$468  = 1'h0;
+  assign \$470  = \$469 ;
   assign \$471  = 1'h0;
   assign \$473  = \$472 ;
-  assign \$474  = 1'h0;
-  assign \$476  = \$475 ;
+  assign \$479  = 1'h0;
+  assign \$481  = \$480 ;
   assign \$482  = 1'h0;
   assign \$484  = \$483 ;
-  assign \$485  = 1'h0;
-  assign \$487  = \$486 ;
+  assign \$530  = 1'h0;
+  assign \$532  = \$531 ;
   assign \$533  = 1'h0;
   assign \$535  = \$534 ;
-  assign \$536  = 1'h0;
-  assign \$538  = \$537 ;
+  assign \$541  = 1'h0;
+  assign \$543  = \$542 ;
   assign \$544  = 1'h0;
   assign \$546  = \$545 ;
-  assign \$547  = 1'h0;
-  assign \$549  = \$548 ;
+  assign \$561  = 1'h0;
+  assign \$563  = \$562 ;
   assign \$564  = 1'h0;
   assign \$566  = \$565 ;
-  assign \$567  = 1'h0;
-  assign \$569  = \$568 ;
+  assign \$572  = 1'h0;
+  assign \$574  = \$573 ;
   assign \$575  = 1'h0;
   assign \$577  = \$576 ;
-  assign \$578  = 1'h0;
-  assign \$580  = \$579 ;
-  assign \$651  = 1'h1;
+  assign \$648  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -12927,37 +12991,37 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   reg \$145 ;
   reg [3:0] \$146 ;
   reg [3:0] \$147 ;
-  reg [45:0] \$148 ;
-  reg \$149 ;
+  reg [3:0] \$148 ;
+  reg [3:0] \$149 ;
   wire \$15 ;
-  reg \$150 ;
+  reg [45:0] \$150 ;
   reg \$151 ;
-  reg [45:0] \$152 ;
+  reg \$152 ;
   reg \$153 ;
-  reg \$154 ;
+  reg [45:0] \$154 ;
   reg \$155 ;
   reg \$156 ;
   reg \$157 ;
-  reg [5:0] \$158 ;
+  reg \$158 ;
   reg \$159 ;
   wire \$16 ;
-  reg \$160 ;
+  reg [5:0] \$160 ;
   reg \$161 ;
   reg \$162 ;
   reg \$163 ;
-  reg [3:0] \$164 ;
+  reg \$164 ;
   reg \$165 ;
-  reg \$166 ;
+  reg [3:0] \$166 ;
   reg \$167 ;
-  reg [1:0] \$168 ;
-  reg [3:0] \$169 ;
+  reg \$168 ;
+  reg \$169 ;
   wire \$17 ;
-  reg [3:0] \$170 ;
-  reg [6:0] \$171 ;
-  reg [31:0] \$172 ;
-  reg \$173 ;
-  reg [15:0] \$174 ;
-  reg [4:0] \$175 ;
+  reg [1:0] \$170 ;
+  reg [3:0] \$171 ;
+  reg [3:0] \$172 ;
+  reg [6:0] \$173 ;
+  reg [31:0] \$174 ;
+  reg \$175 ;
   reg [15:0] \$176 ;
   reg [4:0] \$177 ;
   reg [15:0] \$178 ;
@@ -12965,6 +13029,8 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   wire \$18 ;
   reg [15:0] \$180 ;
   reg [4:0] \$181 ;
+  reg [15:0] \$182 ;
+  reg [4:0] \$183 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
@@ -13061,8 +13127,8 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   reg \$signal$40  = 1'h0;
   (* init = 1'h0 *)
   wire \$signal$46 ;
-  reg \$signal$56  = 1'h0;
-  reg \$signal$65  = 1'h0;
+  reg \$signal$60  = 1'h0;
+  reg \$signal$67  = 1'h0;
   reg acc_eof = 1'h0;
   wire [32:0] accepted__payload;
   wire [31:0] \accepted__payload.data ;
@@ -13191,6 +13257,8 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   reg rp = 1'h0;
   input rst;
   wire rst;
+  reg [3:0] shape_h_m1 = 4'h0;
+  reg [3:0] shape_w_m1 = 4'h0;
   input [41:0] sites_in__payload;
   wire [41:0] sites_in__payload;
   wire [31:0] \sites_in__payload.data ;
@@ -13270,24 +13338,24 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$36  = entry_0_valid & entry_1_valid;
   assign \$37  = ~ \$36 ;
   assign \$38  = sites_in__valid & \$37 ;
-  assign \$39  = ! \$signal$56 ;
+  assign \$39  = ! \$signal$60 ;
   assign \$40  = \$38  & \$39 ;
   assign \$41  = entry_0_valid & entry_1_valid;
   assign \$42  = ~ \$41 ;
   assign \$43  = sites_in__valid & \$42 ;
-  assign \$44  = ! \$signal$56 ;
+  assign \$44  = ! \$signal$60 ;
   assign \$45  = \$43  & \$44 ;
-  assign \$46  = sites_in__payload[35:32] > height_m1;
-  assign \$47  = sites_in__payload[39:36] > width_m1;
+  assign \$46  = sites_in__payload[35:32] > shape_h_m1;
+  assign \$47  = sites_in__payload[39:36] > shape_w_m1;
   assign \$48  = \$46  | \$47 ;
-  assign \$49  = entry_0[35:32] > height_m1;
-  assign \$50  = entry_0[39:36] > width_m1;
+  assign \$49  = entry_0[35:32] > shape_h_m1;
+  assign \$50  = entry_0[39:36] > shape_w_m1;
   assign \$51  = \$49  | \$50 ;
   assign \$52  = \$45  ? \$48  : \$51 ;
   assign \$53  = entry_0_valid & entry_1_valid;
   assign \$54  = ~ \$53 ;
   assign \$55  = sites_in__valid & \$54 ;
-  assign \$56  = ! \$signal$56 ;
+  assign \$56  = ! \$signal$60 ;
   assign \$57  = \$55  & \$56 ;
   assign \$58  = sites_in__payload[35:32] < permit_row;
   assign \$59  = entry_0[35:32] < permit_row;
@@ -13300,11 +13368,11 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$67  = ~ \$66 ;
   assign \$68  = sites_in__valid & \$67 ;
   assign \$70  = \$68  & \$69 ;
-  assign \$71  = sites_in__payload[35:32] > height_m1;
-  assign \$72  = sites_in__payload[39:36] > width_m1;
+  assign \$71  = sites_in__payload[35:32] > shape_h_m1;
+  assign \$72  = sites_in__payload[39:36] > shape_w_m1;
   assign \$73  = \$71  | \$72 ;
-  assign \$74  = entry_1[35:32] > height_m1;
-  assign \$75  = entry_1[39:36] > width_m1;
+  assign \$74  = entry_1[35:32] > shape_h_m1;
+  assign \$75  = entry_1[39:36] > shape_w_m1;
   assign \$76  = \$74  | \$75 ;
   assign \$77  = \$70  ? \$73  : \$76 ;
   assign \$78  = entry_0_valid & entry_1_valid;
@@ -13317,13 +13385,13 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$86  = entry_0_valid & entry_1_valid;
   assign \$87  = ~ \$86 ;
   assign \$88  = sites_in__valid & \$87 ;
-  assign \$89  = ~ \$signal$56 ;
+  assign \$89  = ~ \$signal$60 ;
   assign \$90  = ~ rp;
   assign \$91  = ! rp;
   assign \$92  = entry_0_valid & entry_1_valid;
   assign \$93  = ~ \$92 ;
   assign \$94  = sites_in__valid & \$93 ;
-  assign \$95  = ! \$signal$56 ;
+  assign \$95  = ! \$signal$60 ;
   assign \$96  = \$94  & \$95 ;
   assign \$97  = ~ \$96 ;
   assign \$98  = \$91  & \$97 ;
@@ -13356,19 +13424,19 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$127  = take & got[40];
   assign \$128  = ! w_slot;
   assign \$129  = w_en & \$128 ;
-  assign \$130  = \$signal$65  ? 16'h0000 : bitmap_0;
+  assign \$130  = \$signal$67  ? 16'h0000 : bitmap_0;
   assign \$131  = \$130  | \$28 [15:0];
   assign \$132  = w_slot == 1'h1;
   assign \$133  = w_en & \$132 ;
-  assign \$134  = \$signal$65  ? 16'h0000 : bitmap_1;
+  assign \$134  = \$signal$67  ? 16'h0000 : bitmap_1;
   assign \$135  = \$134  | \$28 [15:0];
   assign \$136  = w_slot == 2'h2;
   assign \$137  = w_en & \$136 ;
-  assign \$138  = \$signal$65  ? 16'h0000 : bitmap_2;
+  assign \$138  = \$signal$67  ? 16'h0000 : bitmap_2;
   assign \$139  = \$138  | \$28 [15:0];
   assign \$140  = w_slot == 2'h3;
   assign \$141  = w_en & \$140 ;
-  assign \$142  = \$signal$65  ? 16'h0000 : bitmap_3;
+  assign \$142  = \$signal$67  ? 16'h0000 : bitmap_3;
   assign \$143  = \$142  | \$28 [15:0];
   always @(posedge clk)
     c_gi <= \$144 ;
@@ -13379,73 +13447,77 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   always @(posedge clk)
     \$signal$21  <= \$147 ;
   always @(posedge clk)
-    entry_0 <= \$148 ;
+    shape_h_m1 <= \$148 ;
   always @(posedge clk)
-    entry_0_valid <= \$149 ;
+    shape_w_m1 <= \$149 ;
   always @(posedge clk)
-    entry_0_outside <= \$150 ;
+    entry_0 <= \$150 ;
   always @(posedge clk)
-    entry_0_permit <= \$151 ;
+    entry_0_valid <= \$151 ;
   always @(posedge clk)
-    entry_1 <= \$152 ;
+    entry_0_outside <= \$152 ;
   always @(posedge clk)
-    entry_1_valid <= \$153 ;
+    entry_0_permit <= \$153 ;
   always @(posedge clk)
-    entry_1_outside <= \$154 ;
+    entry_1 <= \$154 ;
   always @(posedge clk)
-    entry_1_permit <= \$155 ;
+    entry_1_valid <= \$155 ;
   always @(posedge clk)
-    \$signal$56  <= \$156 ;
+    entry_1_outside <= \$156 ;
   always @(posedge clk)
-    rp <= \$157 ;
+    entry_1_permit <= \$157 ;
   always @(posedge clk)
-    done_rows <= \$158 ;
+    \$signal$60  <= \$158 ;
   always @(posedge clk)
-    busy <= \$159 ;
+    rp <= \$159 ;
   always @(posedge clk)
-    eof_seen <= \$160 ;
+    done_rows <= \$160 ;
   always @(posedge clk)
-    \$signal$40  <= \$161 ;
+    busy <= \$161 ;
   always @(posedge clk)
-    error <= \$162 ;
+    eof_seen <= \$162 ;
   always @(posedge clk)
-    has_last <= \$163 ;
+    \$signal$40  <= \$163 ;
   always @(posedge clk)
-    last_y <= \$164 ;
+    error <= \$164 ;
   always @(posedge clk)
-    w_en <= \$165 ;
+    has_last <= \$165 ;
   always @(posedge clk)
-    \$signal$65  <= \$166 ;
+    last_y <= \$166 ;
   always @(posedge clk)
-    w_set <= \$167 ;
+    w_en <= \$167 ;
   always @(posedge clk)
-    w_slot <= \$168 ;
+    \$signal$67  <= \$168 ;
   always @(posedge clk)
-    w_x <= \$169 ;
+    w_set <= \$169 ;
   always @(posedge clk)
-    w_y <= \$170 ;
+    w_slot <= \$170 ;
   always @(posedge clk)
-    w_addr <= \$171 ;
+    w_x <= \$171 ;
   always @(posedge clk)
-    w_data <= \$172 ;
+    w_y <= \$172 ;
   always @(posedge clk)
-    acc_eof <= \$173 ;
+    w_addr <= \$173 ;
   always @(posedge clk)
-    bitmap_0 <= \$174 ;
+    w_data <= \$174 ;
   always @(posedge clk)
-    row_tag_0 <= \$175 ;
+    acc_eof <= \$175 ;
   always @(posedge clk)
-    bitmap_1 <= \$176 ;
+    bitmap_0 <= \$176 ;
   always @(posedge clk)
-    row_tag_1 <= \$177 ;
+    row_tag_0 <= \$177 ;
   always @(posedge clk)
-    bitmap_2 <= \$178 ;
+    bitmap_1 <= \$178 ;
   always @(posedge clk)
-    row_tag_2 <= \$179 ;
+    row_tag_1 <= \$179 ;
   always @(posedge clk)
-    bitmap_3 <= \$180 ;
+    bitmap_2 <= \$180 ;
   always @(posedge clk)
-    row_tag_3 <= \$181 ;
+    row_tag_2 <= \$181 ;
+  always @(posedge clk)
+    bitmap_3 <= \$182 ;
+  always @(posedge clk)
+    row_tag_3 <= \$183 ;
   \top.layer1.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -13517,153 +13589,134 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$148  = entry_0;
-    if (\$40 ) begin
-      \$148  = entry;
-    end
+    \$148  = height_m1;
     if (rst) begin
-      \$148  = 46'h000000000000;
+      \$148  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$149  = entry_0_valid;
+    \$149  = width_m1;
+    if (rst) begin
+      \$149  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$150  = entry_0;
     if (\$40 ) begin
-      \$149  = 1'h1;
+      \$150  = entry;
+    end
+    if (rst) begin
+      \$150  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$151  = entry_0_valid;
+    if (\$40 ) begin
+      \$151  = 1'h1;
     end
     if (take) begin
       if (\$98 ) begin
-        \$149  = 1'h0;
+        \$151  = 1'h0;
       end
     end
-    if (rst) begin
-      \$149  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$150  = \$52 ;
-    if (rst) begin
-      \$150  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$151  = \$60 ;
     if (rst) begin
       \$151  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$152  = entry_1;
-    if (\$65 ) begin
-      \$152  = entry;
-    end
+    \$152  = \$52 ;
     if (rst) begin
-      \$152  = 46'h000000000000;
+      \$152  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$153  = entry_1_valid;
-    if (\$65 ) begin
-      \$153  = 1'h1;
-    end
-    if (take) begin
-      if (\$106 ) begin
-        \$153  = 1'h0;
-      end
-    end
+    \$153  = \$60 ;
     if (rst) begin
       \$153  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$154  = \$77 ;
+    \$154  = entry_1;
+    if (\$65 ) begin
+      \$154  = entry;
+    end
     if (rst) begin
-      \$154  = 1'h0;
+      \$154  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$155  = \$85 ;
+    \$155  = entry_1_valid;
+    if (\$65 ) begin
+      \$155  = 1'h1;
+    end
+    if (take) begin
+      if (\$106 ) begin
+        \$155  = 1'h0;
+      end
+    end
     if (rst) begin
       \$155  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$156  = \$signal$56 ;
-    if (\$88 ) begin
-      \$156  = \$89 ;
-    end
+    \$156  = \$77 ;
     if (rst) begin
       \$156  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$157  = rp;
-    if (take) begin
-      \$157  = \$90 ;
-    end
+    \$157  = \$85 ;
     if (rst) begin
       \$157  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$158  = done_rows;
+    \$158  = \$signal$60 ;
+    if (\$88 ) begin
+      \$158  = \$89 ;
+    end
+    if (rst) begin
+      \$158  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$159  = rp;
+    if (take) begin
+      \$159  = \$90 ;
+    end
+    if (rst) begin
+      \$159  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$160  = done_rows;
     if (\$114 ) begin
-      \$158  = { 2'h0, got[35:32] };
+      \$160  = { 2'h0, got[35:32] };
     end
     if (frame_reset) begin
-      \$158  = 6'h00;
+      \$160  = 6'h00;
     end
     if (rst) begin
-      \$158  = 6'h00;
+      \$160  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$159  = busy;
+    \$161  = busy;
     if (take) begin
-      \$159  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$159  = 1'h0;
-    end
-    if (rst) begin
-      \$159  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$160  = eof_seen;
-    if (take) begin
-      if (got[40]) begin
-        \$160  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$160  = 1'h0;
-    end
-    if (rst) begin
-      \$160  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$161  = \$signal$40 ;
-    if (take) begin
-      if (got[40]) begin
-        \$161  = 1'h0;
-      end else if (\$signal$40 ) begin
-      end else if (bad) begin
-        \$161  = 1'h1;
-      end
+      \$161  = 1'h1;
     end
     if (frame_reset) begin
       \$161  = 1'h0;
@@ -13674,14 +13727,9 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$162  = error;
+    \$162  = eof_seen;
     if (take) begin
       if (got[40]) begin
-        if (\$116 ) begin
-          \$162  = 1'h1;
-        end
-      end else if (\$signal$40 ) begin
-      end else if (bad) begin
         \$162  = 1'h1;
       end
     end
@@ -13694,12 +13742,12 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$163  = has_last;
+    \$163  = \$signal$40 ;
     if (take) begin
       if (got[40]) begin
+        \$163  = 1'h0;
       end else if (\$signal$40 ) begin
       end else if (bad) begin
-      end else if (got[44]) begin
         \$163  = 1'h1;
       end
     end
@@ -13712,112 +13760,125 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$164  = last_y;
+    \$164  = error;
+    if (take) begin
+      if (got[40]) begin
+        if (\$116 ) begin
+          \$164  = 1'h1;
+        end
+      end else if (\$signal$40 ) begin
+      end else if (bad) begin
+        \$164  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$164  = 1'h0;
+    end
+    if (rst) begin
+      \$164  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$165  = has_last;
     if (take) begin
       if (got[40]) begin
       end else if (\$signal$40 ) begin
       end else if (bad) begin
       end else if (got[44]) begin
-        \$164  = got[35:32];
+        \$165  = 1'h1;
       end
     end
-    if (rst) begin
-      \$164  = 4'h0;
+    if (frame_reset) begin
+      \$165  = 1'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$165  = \$122 ;
     if (rst) begin
       \$165  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$166  = \$126 ;
+    \$166  = last_y;
+    if (take) begin
+      if (got[40]) begin
+      end else if (\$signal$40 ) begin
+      end else if (bad) begin
+      end else if (got[44]) begin
+        \$166  = got[35:32];
+      end
+    end
     if (rst) begin
-      \$166  = 1'h0;
+      \$166  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$167  = got[44];
+    \$167  = \$122 ;
     if (rst) begin
       \$167  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$168  = got[33:32];
+    \$168  = \$126 ;
     if (rst) begin
-      \$168  = 2'h0;
+      \$168  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$169  = got[39:36];
+    \$169  = got[44];
     if (rst) begin
-      \$169  = 4'h0;
+      \$169  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$170  = got[35:32];
+    \$170  = got[33:32];
     if (rst) begin
-      \$170  = 4'h0;
+      \$170  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$171  = { got[33:32], got[39:36], got[42] };
+    \$171  = got[39:36];
     if (rst) begin
-      \$171  = 7'h00;
+      \$171  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$172  = got[31:0];
+    \$172  = got[35:32];
     if (rst) begin
-      \$172  = 32'd0;
+      \$172  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$173  = \$127 ;
+    \$173  = { got[33:32], got[39:36], got[42] };
     if (rst) begin
-      \$173  = 1'h0;
+      \$173  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$174  = bitmap_0;
+    \$174  = got[31:0];
+    if (rst) begin
+      \$174  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$175  = \$127 ;
+    if (rst) begin
+      \$175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$176  = bitmap_0;
     if (\$129 ) begin
-      \$174  = \$131 ;
-    end
-    if (rst) begin
-      \$174  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$175  = row_tag_0;
-    if (\$129 ) begin
-      if (\$signal$65 ) begin
-        \$175  = { 1'h0, w_y };
-      end
-    end
-    if (frame_reset) begin
-      \$175  = 5'h1f;
-    end
-    if (rst) begin
-      \$175  = 5'h1f;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$176  = bitmap_1;
-    if (\$133 ) begin
-      \$176  = \$135 ;
+      \$176  = \$131 ;
     end
     if (rst) begin
       \$176  = 16'h0000;
@@ -13825,9 +13886,9 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$177  = row_tag_1;
-    if (\$133 ) begin
-      if (\$signal$65 ) begin
+    \$177  = row_tag_0;
+    if (\$129 ) begin
+      if (\$signal$67 ) begin
         \$177  = { 1'h0, w_y };
       end
     end
@@ -13840,9 +13901,9 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$178  = bitmap_2;
-    if (\$137 ) begin
-      \$178  = \$139 ;
+    \$178  = bitmap_1;
+    if (\$133 ) begin
+      \$178  = \$135 ;
     end
     if (rst) begin
       \$178  = 16'h0000;
@@ -13850,9 +13911,9 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$179  = row_tag_2;
-    if (\$137 ) begin
-      if (\$signal$65 ) begin
+    \$179  = row_tag_1;
+    if (\$133 ) begin
+      if (\$signal$67 ) begin
         \$179  = { 1'h0, w_y };
       end
     end
@@ -13865,9 +13926,9 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$180  = bitmap_3;
-    if (\$141 ) begin
-      \$180  = \$143 ;
+    \$180  = bitmap_2;
+    if (\$137 ) begin
+      \$180  = \$139 ;
     end
     if (rst) begin
       \$180  = 16'h0000;
@@ -13875,9 +13936,9 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$181  = row_tag_3;
-    if (\$141 ) begin
-      if (\$signal$65 ) begin
+    \$181  = row_tag_2;
+    if (\$137 ) begin
+      if (\$signal$67 ) begin
         \$181  = { 1'h0, w_y };
       end
     end
@@ -13886,6 +13947,31 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
     if (rst) begin
       \$181  = 5'h1f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$182  = bitmap_3;
+    if (\$141 ) begin
+      \$182  = \$143 ;
+    end
+    if (rst) begin
+      \$182  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$183  = row_tag_3;
+    if (\$141 ) begin
+      if (\$signal$67 ) begin
+        \$183  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$183  = 5'h1f;
+    end
+    if (rst) begin
+      \$183  = 5'h1f;
     end
   end
   assign rd_addr = r_addr;
@@ -13991,11 +14077,11 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$3  = c_gi;
   assign \$32  = c_gi;
   assign \$35  = c_gi;
-  assign \$64  = \$signal$56 ;
-  assign \$69  = \$signal$56 ;
-  assign \$81  = \$signal$56 ;
+  assign \$64  = \$signal$60 ;
+  assign \$69  = \$signal$60 ;
+  assign \$81  = \$signal$60 ;
   assign \$99  = rp;
-  assign \$103  = \$signal$56 ;
+  assign \$103  = \$signal$60 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -18354,8 +18440,8 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
-  wire [15:0] \$101 ;
-  wire [15:0] \$102 ;
+  wire \$101 ;
+  wire \$102 ;
   wire \$103 ;
   wire \$104 ;
   wire \$105 ;
@@ -18444,20 +18530,20 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$180 ;
   wire \$181 ;
   wire \$182 ;
-  wire \$183 ;
+  wire [15:0] \$183 ;
   wire \$184 ;
   wire \$185 ;
-  wire [15:0] \$186 ;
+  wire \$186 ;
   wire \$187 ;
   wire \$188 ;
   wire \$189 ;
   wire \$19 ;
   wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
+  wire [15:0] \$191 ;
+  wire [15:0] \$192 ;
   wire \$193 ;
-  wire [15:0] \$194 ;
-  wire [15:0] \$195 ;
+  wire \$194 ;
+  wire \$195 ;
   wire \$196 ;
   wire \$197 ;
   wire \$198 ;
@@ -18558,11 +18644,11 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$283 ;
   wire \$284 ;
   wire \$285 ;
-  wire \$286 ;
+  wire [15:0] \$286 ;
   wire \$287 ;
   wire \$288 ;
-  wire [15:0] \$289 ;
-  wire \$29 ;
+  wire \$289 ;
+  wire [15:0] \$29 ;
   wire \$290 ;
   wire \$291 ;
   wire \$292 ;
@@ -18574,7 +18660,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$298 ;
   wire \$299 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [16:0] \$30 ;
   wire \$300 ;
   wire \$301 ;
   wire \$302 ;
@@ -18585,7 +18671,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$307 ;
   wire \$308 ;
   wire \$309 ;
-  wire \$31 ;
+  wire [16:0] \$31 ;
   wire \$310 ;
   wire \$311 ;
   wire \$312 ;
@@ -18596,7 +18682,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$317 ;
   wire \$318 ;
   wire \$319 ;
-  wire \$32 ;
+  wire [15:0] \$32 ;
   wire \$320 ;
   wire \$321 ;
   wire \$322 ;
@@ -18607,92 +18693,90 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$327 ;
   wire \$328 ;
   wire \$329 ;
-  wire \$33 ;
+  wire [16:0] \$33 ;
   wire \$330 ;
   wire \$331 ;
-  wire \$332 ;
-  wire \$333 ;
-  wire \$334 ;
-  wire [3:0] \$335 ;
-  wire [3:0] \$336 ;
-  wire [3:0] \$337 ;
+  wire [3:0] \$332 ;
+  wire [3:0] \$333 ;
+  wire [3:0] \$334 ;
+  wire [4:0] \$335 ;
+  wire [4:0] \$336 ;
+  wire [4:0] \$337 ;
   wire [4:0] \$338 ;
-  wire [4:0] \$339 ;
-  wire [15:0] \$34 ;
-  wire [4:0] \$340 ;
-  wire [4:0] \$341 ;
+  reg \$339 ;
+  wire [16:0] \$34 ;
+  reg \$340 ;
+  reg \$341 ;
   reg \$342 ;
   reg \$343 ;
   reg \$344 ;
   reg \$345 ;
   reg \$346 ;
-  reg \$347 ;
+  reg [3:0] \$347 ;
   reg \$348 ;
   reg \$349 ;
-  wire [16:0] \$35 ;
-  reg [3:0] \$350 ;
-  reg \$351 ;
-  reg \$352 ;
+  wire \$35 ;
+  reg \$350 ;
+  reg [15:0] \$351 ;
+  reg [3:0] \$352 ;
   reg \$353 ;
   reg [15:0] \$354 ;
   reg [3:0] \$355 ;
   reg \$356 ;
-  reg [15:0] \$357 ;
-  reg [3:0] \$358 ;
-  reg \$359 ;
-  wire [16:0] \$36 ;
-  reg [1:0] \$360 ;
+  reg [1:0] \$357 ;
+  reg \$358 ;
+  reg [5:0] \$359 ;
+  wire [1:0] \$36 ;
+  reg [3:0] \$360 ;
   reg \$361 ;
-  reg [3:0] \$362 ;
+  reg [4:0] \$362 ;
   reg [5:0] \$363 ;
-  reg [4:0] \$364 ;
-  reg [5:0] \$365 ;
-  reg [5:0] \$366 ;
-  reg \$367 ;
+  reg [5:0] \$364 ;
+  reg \$365 ;
+  reg \$366 ;
+  reg [15:0] \$367 ;
   reg \$368 ;
-  reg [15:0] \$369 ;
-  wire [15:0] \$37 ;
+  reg [3:0] \$369 ;
+  wire [1:0] \$37 ;
   reg \$370 ;
-  reg [3:0] \$371 ;
-  reg \$372 ;
-  reg [15:0] \$373 ;
-  reg [15:0] \$374 ;
+  reg [15:0] \$371 ;
+  reg [15:0] \$372 ;
+  reg \$373 ;
+  reg \$374 ;
   reg \$375 ;
-  reg \$376 ;
+  reg [3:0] \$376 ;
   reg \$377 ;
-  reg [3:0] \$378 ;
-  reg \$379 ;
-  wire [16:0] \$38 ;
-  reg \$380 ;
-  reg [15:0] \$381 ;
-  reg [15:0] \$382 ;
+  reg \$378 ;
+  reg [15:0] \$379 ;
+  wire [3:0] \$38 ;
+  reg [15:0] \$380 ;
+  reg \$381 ;
+  reg [3:0] \$382 ;
   reg \$383 ;
-  reg [3:0] \$384 ;
+  reg \$384 ;
   reg \$385 ;
-  reg \$386 ;
+  reg [3:0] \$386 ;
   reg \$387 ;
-  reg [3:0] \$388 ;
+  reg [15:0] \$388 ;
   reg \$389 ;
-  wire [16:0] \$39 ;
-  reg [15:0] \$390 ;
+  wire \$39 ;
+  reg \$390 ;
   reg \$391 ;
   reg \$392 ;
-  reg \$393 ;
-  reg \$394 ;
-  reg [3:0] \$395 ;
-  reg [3:0] \$396 ;
+  reg [3:0] \$393 ;
+  reg [3:0] \$394 ;
   wire \$4 ;
-  wire \$40 ;
-  wire [1:0] \$41 ;
-  wire [1:0] \$42 ;
-  wire [3:0] \$43 ;
+  wire [6:0] \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
   wire \$44 ;
-  wire [6:0] \$45 ;
+  wire \$45 ;
   wire \$46 ;
   wire \$47 ;
   wire \$48 ;
   wire \$49 ;
-  wire [6:0] \$5 ;
+  wire \$5 ;
   wire \$50 ;
   wire \$51 ;
   wire \$52 ;
@@ -18708,15 +18792,15 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$61 ;
   wire \$62 ;
   wire \$63 ;
-  wire \$64 ;
-  wire \$65 ;
-  wire \$66 ;
+  wire [15:0] \$64 ;
+  wire [15:0] \$65 ;
+  wire [15:0] \$66 ;
   wire \$67 ;
   wire \$68 ;
-  wire [15:0] \$69 ;
+  wire \$69 ;
   wire \$7 ;
-  wire [15:0] \$70 ;
-  wire [15:0] \$71 ;
+  wire \$70 ;
+  wire \$71 ;
   wire \$72 ;
   wire \$73 ;
   wire \$74 ;
@@ -18734,45 +18818,45 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire \$85 ;
   wire \$86 ;
   wire \$87 ;
-  wire \$88 ;
+  wire [6:0] \$88 ;
   wire \$89 ;
   wire \$9 ;
-  wire \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire [5:0] \$93 ;
-  wire [6:0] \$94 ;
-  wire [6:0] \$95 ;
+  wire [5:0] \$90 ;
+  wire [6:0] \$91 ;
+  wire [6:0] \$92 ;
+  wire \$93 ;
+  wire \$94 ;
+  wire \$95 ;
   wire \$96 ;
   wire \$97 ;
-  wire \$98 ;
-  wire \$99 ;
+  wire [15:0] \$98 ;
+  wire [15:0] \$99 ;
   reg \$like  = 1'h0;
   reg \$like$64  = 1'h0;
   reg \$like$72  = 1'h0;
-  reg \$signal  = 1'h0;
-  reg [15:0] \$signal$12  = 16'h0000;
-  reg \$signal$16  = 1'h0;
-  reg [3:0] \$signal$18  = 4'h0;
+  reg [15:0] \$signal  = 16'h0000;
+  reg \$signal$11  = 1'h0;
+  reg [3:0] \$signal$13  = 4'h0;
+  reg \$signal$24  = 1'h0;
+  reg [3:0] \$signal$26  = 4'h0;
   reg \$signal$29  = 1'h0;
-  reg [3:0] \$signal$31  = 4'h0;
-  reg \$signal$34  = 1'h0;
-  reg \$signal$38  = 1'h0;
-  reg \$signal$41  = 1'h0;
+  reg \$signal$33  = 1'h0;
+  reg \$signal$36  = 1'h0;
+  reg \$signal$37  = 1'h0;
+  reg \$signal$40  = 1'h0;
   reg \$signal$42  = 1'h0;
   reg \$signal$45  = 1'h0;
-  reg \$signal$47  = 1'h0;
-  reg [15:0] \$signal$53  = 16'h0000;
+  reg [15:0] \$signal$49  = 16'h0000;
+  reg \$signal$50  = 1'h0;
+  reg \$signal$54  = 1'h0;
   reg [15:0] \$signal$63  = 16'h0000;
   reg \$signal$68  = 1'h1;
   reg \$signal$69  = 1'h0;
-  reg \$signal$7  = 1'h0;
   reg [15:0] \$signal$70  = 16'h0000;
   reg [15:0] \$signal$71  = 16'h0000;
   reg [3:0] \$signal$73  = 4'h0;
   reg \$signal$76  = 1'h0;
   reg \$signal$77  = 1'h0;
-  reg \$signal$8  = 1'h0;
   reg [15:0] a2_bits = 16'h0000;
   wire [15:0] a2_oh;
   reg [3:0] a2_oy = 4'h0;
@@ -18816,8 +18900,9 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [3:0] \head.ox ;
   wire [3:0] \head.oy ;
   wire \head.taps ;
-  reg [5:0] i_cy = 6'h00;
+  reg [5:0] i_in_row_0 = 6'h00;
   reg [3:0] i_row = 4'h0;
+  reg i_top = 1'h0;
   reg issued = 1'h0;
   input [3:0] last_y;
   wire [3:0] last_y;
@@ -18837,7 +18922,6 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire [15:0] rest_oh;
   output [3:0] row;
   wire [3:0] row;
-  reg [5:0] row_0;
   reg [3:0] rows_row = 4'h0;
   input rst;
   wire rst;
@@ -18863,425 +18947,424 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   wire w_rdy;
   reg [3:0] w_row = 4'h0;
   reg [15:0] win_0 = 16'h0000;
-  assign \$1  = ~ \$signal$7 ;
-  assign \$2  = ~ \$signal$8 ;
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = \$signal  & \$3 ;
-  assign \$5  = i_cy + 1'h0;
-  assign \$6  = \$signal$12 [1] | \$signal$12 [3];
-  assign \$7  = \$6  | \$signal$12 [5];
-  assign \$8  = \$7  | \$signal$12 [7];
-  assign \$9  = \$8  | \$signal$12 [9];
-  assign \$10  = \$9  | \$signal$12 [11];
-  assign \$11  = \$10  | \$signal$12 [13];
-  assign \$12  = \$11  | \$signal$12 [15];
-  assign \$13  = \$signal$12 [2] | \$signal$12 [3];
-  assign \$14  = \$13  | \$signal$12 [6];
-  assign \$15  = \$14  | \$signal$12 [7];
-  assign \$16  = \$15  | \$signal$12 [10];
-  assign \$17  = \$16  | \$signal$12 [11];
-  assign \$18  = \$17  | \$signal$12 [14];
-  assign \$19  = \$18  | \$signal$12 [15];
-  assign \$20  = \$signal$12 [4] | \$signal$12 [5];
-  assign \$21  = \$20  | \$signal$12 [6];
-  assign \$22  = \$21  | \$signal$12 [7];
-  assign \$23  = \$22  | \$signal$12 [12];
-  assign \$24  = \$23  | \$signal$12 [13];
-  assign \$25  = \$24  | \$signal$12 [14];
-  assign \$26  = \$25  | \$signal$12 [15];
-  assign \$27  = \$signal$12 [8] | \$signal$12 [9];
-  assign \$28  = \$27  | \$signal$12 [10];
-  assign \$29  = \$28  | \$signal$12 [11];
-  assign \$30  = \$29  | \$signal$12 [12];
-  assign \$31  = \$30  | \$signal$12 [13];
-  assign \$32  = \$31  | \$signal$12 [14];
-  assign \$33  = \$32  | \$signal$12 [15];
-  assign w_en = \$signal$16  | eof_pend;
-  assign \$34  = ~ b_rest;
-  assign \$35  = \$34  + 1'h1;
-  assign \$36  = { 1'h0, b_rest } & \$35 ;
-  assign \$37  = ~ a2_bits;
-  assign \$38  = \$37  + 1'h1;
-  assign \$39  = { 1'h0, a2_bits } & \$38 ;
-  assign \$40  = ~ nz;
-  assign \$41  = \$40  + 1'h1;
-  assign \$42  = { 1'h0, nz } & \$41 ;
-  assign \$43  = \$signal$29  ? \$signal$31  : rows_row;
-  assign row = sites__valid ? sites__payload[3:0] : \$43 ;
-  assign \$44  = done_rows >= need;
-  assign \$45  = need + 1'h1;
-  assign \$46  = done_rows >= \$45 ;
-  assign \$47  = f_row > last_y;
-  assign \$48  = f_row >= last_y;
-  assign \$49  = ~ \$signal$47 ;
+  assign \$1  = \$signal [1] | \$signal [3];
+  assign \$2  = \$1  | \$signal [5];
+  assign \$3  = \$2  | \$signal [7];
+  assign \$4  = \$3  | \$signal [9];
+  assign \$5  = \$4  | \$signal [11];
+  assign \$6  = \$5  | \$signal [13];
+  assign \$7  = \$6  | \$signal [15];
+  assign \$8  = \$signal [2] | \$signal [3];
+  assign \$9  = \$8  | \$signal [6];
+  assign \$10  = \$9  | \$signal [7];
+  assign \$11  = \$10  | \$signal [10];
+  assign \$12  = \$11  | \$signal [11];
+  assign \$13  = \$12  | \$signal [14];
+  assign \$14  = \$13  | \$signal [15];
+  assign \$15  = \$signal [4] | \$signal [5];
+  assign \$16  = \$15  | \$signal [6];
+  assign \$17  = \$16  | \$signal [7];
+  assign \$18  = \$17  | \$signal [12];
+  assign \$19  = \$18  | \$signal [13];
+  assign \$20  = \$19  | \$signal [14];
+  assign \$21  = \$20  | \$signal [15];
+  assign \$22  = \$signal [8] | \$signal [9];
+  assign \$23  = \$22  | \$signal [10];
+  assign \$24  = \$23  | \$signal [11];
+  assign \$25  = \$24  | \$signal [12];
+  assign \$26  = \$25  | \$signal [13];
+  assign \$27  = \$26  | \$signal [14];
+  assign \$28  = \$27  | \$signal [15];
+  assign w_en = \$signal$11  | eof_pend;
+  assign \$29  = ~ b_rest;
+  assign \$30  = \$29  + 1'h1;
+  assign \$31  = { 1'h0, b_rest } & \$30 ;
+  assign \$32  = ~ a2_bits;
+  assign \$33  = \$32  + 1'h1;
+  assign \$34  = { 1'h0, a2_bits } & \$33 ;
+  assign \$35  = ~ nz;
+  assign \$36  = \$35  + 1'h1;
+  assign \$37  = { 1'h0, nz } & \$36 ;
+  assign \$38  = \$signal$24  ? \$signal$26  : rows_row;
+  assign row = sites__valid ? sites__payload[3:0] : \$38 ;
+  assign \$39  = done_rows >= need;
+  assign \$40  = need + 1'h1;
+  assign \$41  = done_rows >= \$40 ;
+  assign \$42  = f_row > last_y;
+  assign \$43  = f_row >= last_y;
+  assign \$44  = ~ \$signal$42 ;
+  assign \$45  = ~ a_v;
+  assign \$46  = nz_zero & \$45 ;
+  assign \$47  = \$44  | \$46 ;
+  assign \$48  = \$signal$42  & \$47 ;
+  assign \$49  = ~ \$signal$42 ;
   assign \$50  = ~ a_v;
   assign \$51  = nz_zero & \$50 ;
   assign \$52  = \$49  | \$51 ;
-  assign \$53  = \$signal$47  & \$52 ;
-  assign \$54  = ~ \$signal$47 ;
-  assign \$55  = ~ a_v;
-  assign \$56  = nz_zero & \$55 ;
-  assign \$57  = \$54  | \$56 ;
-  assign \$58  = \$signal$8  & \$57 ;
-  assign \$59  = | win_0;
-  assign \$60  = | win_0;
-  assign \$61  = ! \$60 ;
-  assign \$62  = ~ \$signal$8 ;
-  assign \$63  = ~ \$signal$47 ;
-  assign \$64  = ~ a_v;
-  assign \$65  = nz_zero & \$64 ;
-  assign \$66  = \$63  | \$65 ;
-  assign \$67  = \$62  | \$66 ;
-  assign \$68  = \$signal$7  & \$67 ;
-  assign \$69  = sel_0[0] ? bitmaps[15:0] : 16'h0000;
-  assign \$70  = sel_0[1] ? bitmaps[31:16] : 16'h0000;
-  assign \$71  = \$69  | \$70 ;
-  assign \$72  = ~ \$signal$7 ;
-  assign \$73  = ~ \$signal$8 ;
-  assign \$74  = \$72  | \$73 ;
-  assign \$75  = \$signal  & \$74 ;
-  assign \$76  = ! row_0[0];
-  assign \$77  = tags[4:0] == row_0;
-  assign \$78  = \$76  & \$77 ;
-  assign \$80  = tags[9:5] == row_0;
+  assign \$53  = \$signal$45  & \$52 ;
+  assign \$54  = | win_0;
+  assign \$55  = | win_0;
+  assign \$56  = ! \$55 ;
+  assign \$57  = ~ \$signal$45 ;
+  assign \$58  = ~ \$signal$42 ;
+  assign \$59  = ~ a_v;
+  assign \$60  = nz_zero & \$59 ;
+  assign \$61  = \$58  | \$60 ;
+  assign \$62  = \$57  | \$61 ;
+  assign \$63  = \$signal$50  & \$62 ;
+  assign \$64  = sel_0[0] ? bitmaps[15:0] : 16'h0000;
+  assign \$65  = sel_0[1] ? bitmaps[31:16] : 16'h0000;
+  assign \$66  = \$64  | \$65 ;
+  assign \$67  = ~ \$signal$50 ;
+  assign \$68  = ~ \$signal$45 ;
+  assign \$69  = \$67  | \$68 ;
+  assign \$70  = \$signal$54  & \$69 ;
+  assign \$71  = ! i_in_row_0[0];
+  assign \$72  = tags[4:0] == i_in_row_0;
+  assign \$73  = \$71  & \$72 ;
+  assign \$75  = tags[9:5] == i_in_row_0;
+  assign \$76  = \$74  & \$75 ;
+  assign \$77  = ~ \$signal$54 ;
+  assign \$78  = ~ \$signal$50 ;
+  assign \$79  = \$77  | \$78 ;
+  assign \$80  = ~ ends;
   assign \$81  = \$79  & \$80 ;
-  assign \$82  = ~ \$signal ;
-  assign \$83  = ~ \$signal$7 ;
+  assign \$82  = ~ has_last_r;
+  assign \$83  = issued ? \$signal$40  : \$signal$37 ;
   assign \$84  = \$82  | \$83 ;
-  assign \$85  = ~ ends;
-  assign \$86  = \$84  & \$85 ;
-  assign \$87  = ~ has_last_r;
-  assign \$88  = issued ? \$signal$45  : \$signal$42 ;
-  assign \$89  = \$87  | \$88 ;
-  assign \$90  = \$signal$34  & \$89 ;
-  assign \$91  = issued ? \$signal$41  : \$signal$38 ;
-  assign \$92  = \$signal$34  | \$91 ;
-  assign \$93  = f_row + 1'h1;
-  assign \$94  = cy + 1'h1;
-  assign \$95  = need + 1'h1;
-  assign \$96  = ~ \$signal$16 ;
-  assign \$97  = eof_pend & \$96 ;
-  assign \$98  = \$97  & w_rdy;
-  assign \$99  = ~ \$signal$16 ;
-  assign \$100  = \$99  | w_rdy;
-  assign \$101  = ~ \$36 [15:0];
-  assign \$102  = b_rest & \$101 ;
-  assign \$104  = b_rest[0] & b_rest[1];
-  assign \$107  = b_rest[2] & b_rest[3];
-  assign \$109  = \$105  | \$108 ;
-  assign \$110  = b_rest[0] | b_rest[1];
-  assign \$111  = b_rest[2] | b_rest[3];
-  assign \$112  = \$110  & \$111 ;
-  assign \$113  = \$109  | \$112 ;
-  assign \$115  = b_rest[4] & b_rest[5];
-  assign \$118  = b_rest[6] & b_rest[7];
-  assign \$120  = \$116  | \$119 ;
-  assign \$121  = b_rest[4] | b_rest[5];
-  assign \$122  = b_rest[6] | b_rest[7];
-  assign \$123  = \$121  & \$122 ;
-  assign \$124  = \$120  | \$123 ;
-  assign \$125  = \$113  | \$124 ;
-  assign \$126  = b_rest[0] | b_rest[1];
-  assign \$127  = b_rest[2] | b_rest[3];
+  assign \$85  = \$signal$29  & \$84 ;
+  assign \$86  = issued ? \$signal$36  : \$signal$33 ;
+  assign \$87  = \$signal$29  | \$86 ;
+  assign \$88  = cy + 1'h0;
+  assign \$89  = ! cy;
+  assign \$90  = f_row + 1'h1;
+  assign \$91  = cy + 1'h1;
+  assign \$92  = need + 1'h1;
+  assign \$93  = ~ \$signal$11 ;
+  assign \$94  = eof_pend & \$93 ;
+  assign \$95  = \$94  & w_rdy;
+  assign \$96  = ~ \$signal$11 ;
+  assign \$97  = \$96  | w_rdy;
+  assign \$98  = ~ \$31 [15:0];
+  assign \$99  = b_rest & \$98 ;
+  assign \$101  = b_rest[0] & b_rest[1];
+  assign \$104  = b_rest[2] & b_rest[3];
+  assign \$106  = \$102  | \$105 ;
+  assign \$107  = b_rest[0] | b_rest[1];
+  assign \$108  = b_rest[2] | b_rest[3];
+  assign \$109  = \$107  & \$108 ;
+  assign \$110  = \$106  | \$109 ;
+  assign \$112  = b_rest[4] & b_rest[5];
+  assign \$115  = b_rest[6] & b_rest[7];
+  assign \$117  = \$113  | \$116 ;
+  assign \$118  = b_rest[4] | b_rest[5];
+  assign \$119  = b_rest[6] | b_rest[7];
+  assign \$120  = \$118  & \$119 ;
+  assign \$121  = \$117  | \$120 ;
+  assign \$122  = \$110  | \$121 ;
+  assign \$123  = b_rest[0] | b_rest[1];
+  assign \$124  = b_rest[2] | b_rest[3];
+  assign \$125  = \$123  | \$124 ;
+  assign \$126  = b_rest[4] | b_rest[5];
+  assign \$127  = b_rest[6] | b_rest[7];
   assign \$128  = \$126  | \$127 ;
-  assign \$129  = b_rest[4] | b_rest[5];
-  assign \$130  = b_rest[6] | b_rest[7];
-  assign \$131  = \$129  | \$130 ;
-  assign \$132  = \$128  & \$131 ;
-  assign \$133  = \$125  | \$132 ;
-  assign \$135  = b_rest[8] & b_rest[9];
-  assign \$138  = b_rest[10] & b_rest[11];
-  assign \$140  = \$136  | \$139 ;
-  assign \$141  = b_rest[8] | b_rest[9];
-  assign \$142  = b_rest[10] | b_rest[11];
-  assign \$143  = \$141  & \$142 ;
-  assign \$144  = \$140  | \$143 ;
-  assign \$146  = b_rest[12] & b_rest[13];
-  assign \$149  = b_rest[14] & b_rest[15];
-  assign \$151  = \$147  | \$150 ;
-  assign \$152  = b_rest[12] | b_rest[13];
-  assign \$153  = b_rest[14] | b_rest[15];
-  assign \$154  = \$152  & \$153 ;
-  assign \$155  = \$151  | \$154 ;
-  assign \$156  = \$144  | \$155 ;
-  assign \$157  = b_rest[8] | b_rest[9];
-  assign \$158  = b_rest[10] | b_rest[11];
+  assign \$129  = \$125  & \$128 ;
+  assign \$130  = \$122  | \$129 ;
+  assign \$132  = b_rest[8] & b_rest[9];
+  assign \$135  = b_rest[10] & b_rest[11];
+  assign \$137  = \$133  | \$136 ;
+  assign \$138  = b_rest[8] | b_rest[9];
+  assign \$139  = b_rest[10] | b_rest[11];
+  assign \$140  = \$138  & \$139 ;
+  assign \$141  = \$137  | \$140 ;
+  assign \$143  = b_rest[12] & b_rest[13];
+  assign \$146  = b_rest[14] & b_rest[15];
+  assign \$148  = \$144  | \$147 ;
+  assign \$149  = b_rest[12] | b_rest[13];
+  assign \$150  = b_rest[14] | b_rest[15];
+  assign \$151  = \$149  & \$150 ;
+  assign \$152  = \$148  | \$151 ;
+  assign \$153  = \$141  | \$152 ;
+  assign \$154  = b_rest[8] | b_rest[9];
+  assign \$155  = b_rest[10] | b_rest[11];
+  assign \$156  = \$154  | \$155 ;
+  assign \$157  = b_rest[12] | b_rest[13];
+  assign \$158  = b_rest[14] | b_rest[15];
   assign \$159  = \$157  | \$158 ;
-  assign \$160  = b_rest[12] | b_rest[13];
-  assign \$161  = b_rest[14] | b_rest[15];
-  assign \$162  = \$160  | \$161 ;
-  assign \$163  = \$159  & \$162 ;
-  assign \$164  = \$156  | \$163 ;
-  assign \$165  = \$133  | \$164 ;
-  assign \$166  = b_rest[0] | b_rest[1];
-  assign \$167  = b_rest[2] | b_rest[3];
+  assign \$160  = \$156  & \$159 ;
+  assign \$161  = \$153  | \$160 ;
+  assign \$162  = \$130  | \$161 ;
+  assign \$163  = b_rest[0] | b_rest[1];
+  assign \$164  = b_rest[2] | b_rest[3];
+  assign \$165  = \$163  | \$164 ;
+  assign \$166  = b_rest[4] | b_rest[5];
+  assign \$167  = b_rest[6] | b_rest[7];
   assign \$168  = \$166  | \$167 ;
-  assign \$169  = b_rest[4] | b_rest[5];
-  assign \$170  = b_rest[6] | b_rest[7];
-  assign \$171  = \$169  | \$170 ;
-  assign \$172  = \$168  | \$171 ;
-  assign \$173  = b_rest[8] | b_rest[9];
-  assign \$174  = b_rest[10] | b_rest[11];
+  assign \$169  = \$165  | \$168 ;
+  assign \$170  = b_rest[8] | b_rest[9];
+  assign \$171  = b_rest[10] | b_rest[11];
+  assign \$172  = \$170  | \$171 ;
+  assign \$173  = b_rest[12] | b_rest[13];
+  assign \$174  = b_rest[14] | b_rest[15];
   assign \$175  = \$173  | \$174 ;
-  assign \$176  = b_rest[12] | b_rest[13];
-  assign \$177  = b_rest[14] | b_rest[15];
-  assign \$178  = \$176  | \$177 ;
-  assign \$179  = \$175  | \$178 ;
-  assign \$180  = \$172  & \$179 ;
-  assign \$181  = \$165  | \$180 ;
-  assign \$182  = ~ \$181 ;
-  assign \$183  = ~ \$signal$16 ;
-  assign \$184  = \$183  | w_rdy;
-  assign \$185  = \$184  & \$signal$68 ;
-  assign \$186  = \$signal$69  ? \$signal$71  : 16'h0000;
-  assign \$187  = ~ \$signal$69 ;
-  assign \$188  = \$187  | a3_rest_zero;
-  assign \$189  = ~ \$signal$69 ;
-  assign \$190  = ~ \$signal$16 ;
-  assign \$191  = \$190  | w_rdy;
-  assign \$192  = \$191  & \$signal$68 ;
-  assign \$193  = \$189  | \$192 ;
-  assign \$194  = ~ \$39 [15:0];
-  assign \$195  = a2_bits & \$194 ;
-  assign \$197  = a2_bits[0] & a2_bits[1];
-  assign \$200  = a2_bits[2] & a2_bits[3];
-  assign \$202  = \$198  | \$201 ;
-  assign \$203  = a2_bits[0] | a2_bits[1];
-  assign \$204  = a2_bits[2] | a2_bits[3];
-  assign \$205  = \$203  & \$204 ;
-  assign \$206  = \$202  | \$205 ;
-  assign \$208  = a2_bits[4] & a2_bits[5];
-  assign \$211  = a2_bits[6] & a2_bits[7];
-  assign \$213  = \$209  | \$212 ;
-  assign \$214  = a2_bits[4] | a2_bits[5];
-  assign \$215  = a2_bits[6] | a2_bits[7];
-  assign \$216  = \$214  & \$215 ;
-  assign \$217  = \$213  | \$216 ;
-  assign \$218  = \$206  | \$217 ;
-  assign \$219  = a2_bits[0] | a2_bits[1];
-  assign \$220  = a2_bits[2] | a2_bits[3];
+  assign \$176  = \$172  | \$175 ;
+  assign \$177  = \$169  & \$176 ;
+  assign \$178  = \$162  | \$177 ;
+  assign \$179  = ~ \$178 ;
+  assign \$180  = ~ \$signal$11 ;
+  assign \$181  = \$180  | w_rdy;
+  assign \$182  = \$181  & \$signal$68 ;
+  assign \$183  = \$signal$69  ? \$signal$71  : 16'h0000;
+  assign \$184  = ~ \$signal$69 ;
+  assign \$185  = \$184  | a3_rest_zero;
+  assign \$186  = ~ \$signal$69 ;
+  assign \$187  = ~ \$signal$11 ;
+  assign \$188  = \$187  | w_rdy;
+  assign \$189  = \$188  & \$signal$68 ;
+  assign \$190  = \$186  | \$189 ;
+  assign \$191  = ~ \$34 [15:0];
+  assign \$192  = a2_bits & \$191 ;
+  assign \$194  = a2_bits[0] & a2_bits[1];
+  assign \$197  = a2_bits[2] & a2_bits[3];
+  assign \$199  = \$195  | \$198 ;
+  assign \$200  = a2_bits[0] | a2_bits[1];
+  assign \$201  = a2_bits[2] | a2_bits[3];
+  assign \$202  = \$200  & \$201 ;
+  assign \$203  = \$199  | \$202 ;
+  assign \$205  = a2_bits[4] & a2_bits[5];
+  assign \$208  = a2_bits[6] & a2_bits[7];
+  assign \$210  = \$206  | \$209 ;
+  assign \$211  = a2_bits[4] | a2_bits[5];
+  assign \$212  = a2_bits[6] | a2_bits[7];
+  assign \$213  = \$211  & \$212 ;
+  assign \$214  = \$210  | \$213 ;
+  assign \$215  = \$203  | \$214 ;
+  assign \$216  = a2_bits[0] | a2_bits[1];
+  assign \$217  = a2_bits[2] | a2_bits[3];
+  assign \$218  = \$216  | \$217 ;
+  assign \$219  = a2_bits[4] | a2_bits[5];
+  assign \$220  = a2_bits[6] | a2_bits[7];
   assign \$221  = \$219  | \$220 ;
-  assign \$222  = a2_bits[4] | a2_bits[5];
-  assign \$223  = a2_bits[6] | a2_bits[7];
-  assign \$224  = \$222  | \$223 ;
-  assign \$225  = \$221  & \$224 ;
-  assign \$226  = \$218  | \$225 ;
-  assign \$228  = a2_bits[8] & a2_bits[9];
-  assign \$231  = a2_bits[10] & a2_bits[11];
-  assign \$233  = \$229  | \$232 ;
-  assign \$234  = a2_bits[8] | a2_bits[9];
-  assign \$235  = a2_bits[10] | a2_bits[11];
-  assign \$236  = \$234  & \$235 ;
-  assign \$237  = \$233  | \$236 ;
-  assign \$239  = a2_bits[12] & a2_bits[13];
-  assign \$242  = a2_bits[14] & a2_bits[15];
-  assign \$244  = \$240  | \$243 ;
-  assign \$245  = a2_bits[12] | a2_bits[13];
-  assign \$246  = a2_bits[14] | a2_bits[15];
-  assign \$247  = \$245  & \$246 ;
-  assign \$248  = \$244  | \$247 ;
-  assign \$249  = \$237  | \$248 ;
-  assign \$250  = a2_bits[8] | a2_bits[9];
-  assign \$251  = a2_bits[10] | a2_bits[11];
+  assign \$222  = \$218  & \$221 ;
+  assign \$223  = \$215  | \$222 ;
+  assign \$225  = a2_bits[8] & a2_bits[9];
+  assign \$228  = a2_bits[10] & a2_bits[11];
+  assign \$230  = \$226  | \$229 ;
+  assign \$231  = a2_bits[8] | a2_bits[9];
+  assign \$232  = a2_bits[10] | a2_bits[11];
+  assign \$233  = \$231  & \$232 ;
+  assign \$234  = \$230  | \$233 ;
+  assign \$236  = a2_bits[12] & a2_bits[13];
+  assign \$239  = a2_bits[14] & a2_bits[15];
+  assign \$241  = \$237  | \$240 ;
+  assign \$242  = a2_bits[12] | a2_bits[13];
+  assign \$243  = a2_bits[14] | a2_bits[15];
+  assign \$244  = \$242  & \$243 ;
+  assign \$245  = \$241  | \$244 ;
+  assign \$246  = \$234  | \$245 ;
+  assign \$247  = a2_bits[8] | a2_bits[9];
+  assign \$248  = a2_bits[10] | a2_bits[11];
+  assign \$249  = \$247  | \$248 ;
+  assign \$250  = a2_bits[12] | a2_bits[13];
+  assign \$251  = a2_bits[14] | a2_bits[15];
   assign \$252  = \$250  | \$251 ;
-  assign \$253  = a2_bits[12] | a2_bits[13];
-  assign \$254  = a2_bits[14] | a2_bits[15];
-  assign \$255  = \$253  | \$254 ;
-  assign \$256  = \$252  & \$255 ;
-  assign \$257  = \$249  | \$256 ;
-  assign \$258  = \$226  | \$257 ;
-  assign \$259  = a2_bits[0] | a2_bits[1];
-  assign \$260  = a2_bits[2] | a2_bits[3];
+  assign \$253  = \$249  & \$252 ;
+  assign \$254  = \$246  | \$253 ;
+  assign \$255  = \$223  | \$254 ;
+  assign \$256  = a2_bits[0] | a2_bits[1];
+  assign \$257  = a2_bits[2] | a2_bits[3];
+  assign \$258  = \$256  | \$257 ;
+  assign \$259  = a2_bits[4] | a2_bits[5];
+  assign \$260  = a2_bits[6] | a2_bits[7];
   assign \$261  = \$259  | \$260 ;
-  assign \$262  = a2_bits[4] | a2_bits[5];
-  assign \$263  = a2_bits[6] | a2_bits[7];
-  assign \$264  = \$262  | \$263 ;
-  assign \$265  = \$261  | \$264 ;
-  assign \$266  = a2_bits[8] | a2_bits[9];
-  assign \$267  = a2_bits[10] | a2_bits[11];
+  assign \$262  = \$258  | \$261 ;
+  assign \$263  = a2_bits[8] | a2_bits[9];
+  assign \$264  = a2_bits[10] | a2_bits[11];
+  assign \$265  = \$263  | \$264 ;
+  assign \$266  = a2_bits[12] | a2_bits[13];
+  assign \$267  = a2_bits[14] | a2_bits[15];
   assign \$268  = \$266  | \$267 ;
-  assign \$269  = a2_bits[12] | a2_bits[13];
-  assign \$270  = a2_bits[14] | a2_bits[15];
-  assign \$271  = \$269  | \$270 ;
-  assign \$272  = \$268  | \$271 ;
-  assign \$273  = \$265  & \$272 ;
-  assign \$274  = \$258  | \$273 ;
-  assign \$275  = ~ \$274 ;
-  assign \$276  = ~ \$signal$69 ;
-  assign \$277  = ~ \$signal$16 ;
-  assign \$278  = \$277  | w_rdy;
-  assign \$279  = \$278  & \$signal$68 ;
-  assign \$280  = \$276  | \$279 ;
-  assign \$281  = ~ \$signal$76 ;
-  assign \$282  = ~ \$signal$69 ;
-  assign \$283  = ~ \$signal$16 ;
-  assign \$284  = \$283  | w_rdy;
-  assign \$285  = \$284  & \$signal$68 ;
-  assign \$286  = \$282  | \$285 ;
-  assign \$287  = \$281  | \$286 ;
-  assign \$288  = \$287  & a_v;
-  assign \$289  = a_oh ? \$signal$53  : 16'h0000;
-  assign \$290  = ~ \$signal$76 ;
-  assign \$291  = ~ \$signal$69 ;
-  assign \$292  = ~ \$signal$16 ;
-  assign \$293  = \$292  | w_rdy;
-  assign \$294  = \$293  & \$signal$68 ;
-  assign \$295  = \$291  | \$294 ;
-  assign \$296  = \$290  | \$295 ;
-  assign \$297  = ~ a_v;
-  assign \$298  = ~ \$signal$76 ;
-  assign \$299  = ~ \$signal$69 ;
-  assign \$300  = ~ \$signal$16 ;
-  assign \$301  = \$300  | w_rdy;
-  assign \$302  = \$301  & \$signal$68 ;
-  assign \$303  = \$299  | \$302 ;
-  assign \$304  = \$298  | \$303 ;
-  assign \$305  = \$297  | \$304 ;
-  assign \$306  = \$305  & \$signal$47 ;
-  assign \$307  = ~ nz_zero;
-  assign \$308  = \$306  & \$307 ;
-  assign \$309  = ~ \$42 [0];
-  assign \$310  = nz & \$309 ;
-  assign \$312  = ~ \$signal ;
-  assign \$313  = ~ \$signal$7 ;
+  assign \$269  = \$265  | \$268 ;
+  assign \$270  = \$262  & \$269 ;
+  assign \$271  = \$255  | \$270 ;
+  assign \$272  = ~ \$271 ;
+  assign \$273  = ~ \$signal$69 ;
+  assign \$274  = ~ \$signal$11 ;
+  assign \$275  = \$274  | w_rdy;
+  assign \$276  = \$275  & \$signal$68 ;
+  assign \$277  = \$273  | \$276 ;
+  assign \$278  = ~ \$signal$76 ;
+  assign \$279  = ~ \$signal$69 ;
+  assign \$280  = ~ \$signal$11 ;
+  assign \$281  = \$280  | w_rdy;
+  assign \$282  = \$281  & \$signal$68 ;
+  assign \$283  = \$279  | \$282 ;
+  assign \$284  = \$278  | \$283 ;
+  assign \$285  = \$284  & a_v;
+  assign \$286  = a_oh ? \$signal$49  : 16'h0000;
+  assign \$287  = ~ \$signal$76 ;
+  assign \$288  = ~ \$signal$69 ;
+  assign \$289  = ~ \$signal$11 ;
+  assign \$290  = \$289  | w_rdy;
+  assign \$291  = \$290  & \$signal$68 ;
+  assign \$292  = \$288  | \$291 ;
+  assign \$293  = \$287  | \$292 ;
+  assign \$294  = ~ a_v;
+  assign \$295  = ~ \$signal$76 ;
+  assign \$296  = ~ \$signal$69 ;
+  assign \$297  = ~ \$signal$11 ;
+  assign \$298  = \$297  | w_rdy;
+  assign \$299  = \$298  & \$signal$68 ;
+  assign \$300  = \$296  | \$299 ;
+  assign \$301  = \$295  | \$300 ;
+  assign \$302  = \$294  | \$301 ;
+  assign \$303  = \$302  & \$signal$42 ;
+  assign \$304  = ~ nz_zero;
+  assign \$305  = \$303  & \$304 ;
+  assign \$306  = ~ \$37 [0];
+  assign \$307  = nz & \$306 ;
+  assign \$309  = ~ \$signal$54 ;
+  assign \$310  = ~ \$signal$50 ;
+  assign \$311  = \$309  | \$310 ;
+  assign \$312  = ~ has_last_r;
+  assign \$313  = issued ? \$signal$40  : \$signal$37 ;
   assign \$314  = \$312  | \$313 ;
-  assign \$315  = ~ has_last_r;
-  assign \$316  = issued ? \$signal$45  : \$signal$42 ;
-  assign \$317  = \$315  | \$316 ;
-  assign \$318  = \$signal$34  & \$317 ;
-  assign \$319  = \$314  & \$318 ;
-  assign \$320  = ends | \$319 ;
-  assign \$321  = \$signal  | \$signal$7 ;
-  assign \$322  = \$321  | \$signal$8 ;
-  assign \$323  = \$322  | \$signal$47 ;
-  assign \$324  = \$323  | \$signal$76 ;
-  assign \$325  = \$324  | \$signal$69 ;
-  assign \$326  = \$325  | b_v;
-  assign \$327  = \$326  | \$signal$16 ;
-  assign \$328  = ~ \$327 ;
-  assign \$329  = \$320  & \$328 ;
-  assign \$330  = ~ eof_done;
-  assign \$331  = \$329  & \$330 ;
-  assign \$332  = \$signal$16  | b_v;
-  assign \$333  = \$332  | \$signal$69 ;
-  assign \$334  = \$333  | \$signal$76 ;
-  assign \$335  = \$signal$69  ? \$signal$73  : a2_oy;
-  assign \$336  = b_v ? b_oy : \$335 ;
-  assign \$337  = \$signal$16  ? \$signal$18  : \$336 ;
-  assign \$338  = \$signal  ? { 1'h0, i_row } : f_row;
-  assign \$339  = \$signal$7  ? { 1'h0, s_row } : \$338 ;
-  assign \$340  = \$signal$8  ? { 1'h0, w_row } : \$339 ;
-  assign \$341  = \$signal$47  ? { 1'h0, c_row } : \$340 ;
+  assign \$315  = \$signal$29  & \$314 ;
+  assign \$316  = \$311  & \$315 ;
+  assign \$317  = ends | \$316 ;
+  assign \$318  = \$signal$54  | \$signal$50 ;
+  assign \$319  = \$318  | \$signal$45 ;
+  assign \$320  = \$319  | \$signal$42 ;
+  assign \$321  = \$320  | \$signal$76 ;
+  assign \$322  = \$321  | \$signal$69 ;
+  assign \$323  = \$322  | b_v;
+  assign \$324  = \$323  | \$signal$11 ;
+  assign \$325  = ~ \$324 ;
+  assign \$326  = \$317  & \$325 ;
+  assign \$327  = ~ eof_done;
+  assign \$328  = \$326  & \$327 ;
+  assign \$329  = \$signal$11  | b_v;
+  assign \$330  = \$329  | \$signal$69 ;
+  assign \$331  = \$330  | \$signal$76 ;
+  assign \$332  = \$signal$69  ? \$signal$73  : a2_oy;
+  assign \$333  = b_v ? b_oy : \$332 ;
+  assign \$334  = \$signal$11  ? \$signal$13  : \$333 ;
+  assign \$335  = \$signal$54  ? { 1'h0, i_row } : f_row;
+  assign \$336  = \$signal$50  ? { 1'h0, s_row } : \$335 ;
+  assign \$337  = \$signal$45  ? { 1'h0, w_row } : \$336 ;
+  assign \$338  = \$signal$42  ? { 1'h0, c_row } : \$337 ;
   always @(posedge clk)
-    \$signal$34  <= \$342 ;
+    \$signal$29  <= \$339 ;
   always @(posedge clk)
-    has_last_r <= \$343 ;
+    has_last_r <= \$340 ;
   always @(posedge clk)
-    \$signal$38  <= \$344 ;
+    \$signal$33  <= \$341 ;
   always @(posedge clk)
-    \$signal$41  <= \$345 ;
+    \$signal$36  <= \$342 ;
+  always @(posedge clk)
+    \$signal$37  <= \$343 ;
+  always @(posedge clk)
+    \$signal$40  <= \$344 ;
+  always @(posedge clk)
+    issued <= \$345 ;
   always @(posedge clk)
     \$signal$42  <= \$346 ;
   always @(posedge clk)
-    \$signal$45  <= \$347 ;
+    c_row <= \$347 ;
   always @(posedge clk)
-    issued <= \$348 ;
+    \$signal$45  <= \$348 ;
   always @(posedge clk)
-    \$signal$47  <= \$349 ;
+    nz <= \$349 ;
   always @(posedge clk)
-    c_row <= \$350 ;
+    nz_zero <= \$350 ;
   always @(posedge clk)
-    \$signal$8  <= \$351 ;
+    \$signal$49  <= \$351 ;
   always @(posedge clk)
-    nz <= \$352 ;
+    w_row <= \$352 ;
   always @(posedge clk)
-    nz_zero <= \$353 ;
+    \$signal$50  <= \$353 ;
   always @(posedge clk)
-    \$signal$53  <= \$354 ;
+    win_0 <= \$354 ;
   always @(posedge clk)
-    w_row <= \$355 ;
+    s_row <= \$355 ;
   always @(posedge clk)
-    \$signal$7  <= \$356 ;
+    \$signal$54  <= \$356 ;
   always @(posedge clk)
-    win_0 <= \$357 ;
+    sel_0 <= \$357 ;
   always @(posedge clk)
-    s_row <= \$358 ;
+    ends <= \$358 ;
   always @(posedge clk)
-    \$signal  <= \$359 ;
+    i_in_row_0 <= \$359 ;
   always @(posedge clk)
-    sel_0 <= \$360 ;
+    i_row <= \$360 ;
   always @(posedge clk)
-    ends <= \$361 ;
+    i_top <= \$361 ;
   always @(posedge clk)
-    i_row <= \$362 ;
+    f_row <= \$362 ;
   always @(posedge clk)
-    i_cy <= \$363 ;
+    cy <= \$363 ;
   always @(posedge clk)
-    f_row <= \$364 ;
+    need <= \$364 ;
   always @(posedge clk)
-    cy <= \$365 ;
+    eof_pend <= \$365 ;
   always @(posedge clk)
-    need <= \$366 ;
+    \$signal$11  <= \$366 ;
   always @(posedge clk)
-    eof_pend <= \$367 ;
+    \$signal  <= \$367 ;
   always @(posedge clk)
-    \$signal$16  <= \$368 ;
+    \$like  <= \$368 ;
   always @(posedge clk)
-    \$signal$12  <= \$369 ;
+    \$signal$13  <= \$369 ;
   always @(posedge clk)
-    \$like  <= \$370 ;
+    c1_win_0 <= \$370 ;
   always @(posedge clk)
-    \$signal$18  <= \$371 ;
+    \$signal$63  <= \$371 ;
   always @(posedge clk)
-    c1_win_0 <= \$372 ;
+    b_rest <= \$372 ;
   always @(posedge clk)
-    \$signal$63  <= \$373 ;
+    \$signal$68  <= \$373 ;
   always @(posedge clk)
-    b_rest <= \$374 ;
+    b_v <= \$374 ;
   always @(posedge clk)
-    \$signal$68  <= \$375 ;
+    \$like$64  <= \$375 ;
   always @(posedge clk)
-    b_v <= \$376 ;
+    b_oy <= \$376 ;
   always @(posedge clk)
-    \$like$64  <= \$377 ;
+    b_win_0 <= \$377 ;
   always @(posedge clk)
-    b_oy <= \$378 ;
+    \$signal$69  <= \$378 ;
   always @(posedge clk)
-    b_win_0 <= \$379 ;
+    \$signal$70  <= \$379 ;
   always @(posedge clk)
-    \$signal$69  <= \$380 ;
+    \$signal$71  <= \$380 ;
   always @(posedge clk)
-    \$signal$70  <= \$381 ;
+    \$like$72  <= \$381 ;
   always @(posedge clk)
-    \$signal$71  <= \$382 ;
+    \$signal$73  <= \$382 ;
   always @(posedge clk)
-    \$like$72  <= \$383 ;
+    a3_rest_zero <= \$383 ;
   always @(posedge clk)
-    \$signal$73  <= \$384 ;
+    a3_win_0 <= \$384 ;
   always @(posedge clk)
-    a3_rest_zero <= \$385 ;
+    \$signal$76  <= \$385 ;
   always @(posedge clk)
-    a3_win_0 <= \$386 ;
+    a2_oy <= \$386 ;
   always @(posedge clk)
-    \$signal$76  <= \$387 ;
+    \$signal$77  <= \$387 ;
   always @(posedge clk)
-    a2_oy <= \$388 ;
+    a2_bits <= \$388 ;
   always @(posedge clk)
-    \$signal$77  <= \$389 ;
+    a_v <= \$389 ;
   always @(posedge clk)
-    a2_bits <= \$390 ;
+    a_oh <= \$390 ;
   always @(posedge clk)
-    a_v <= \$391 ;
+    eof_done <= \$391 ;
   always @(posedge clk)
-    a_oh <= \$392 ;
+    \$signal$24  <= \$392 ;
   always @(posedge clk)
-    eof_done <= \$393 ;
+    \$signal$26  <= \$393 ;
   always @(posedge clk)
-    \$signal$29  <= \$394 ;
-  always @(posedge clk)
-    \$signal$31  <= \$395 ;
-  always @(posedge clk)
-    rows_row <= \$396 ;
+    rows_row <= \$394 ;
   \top.layer2.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -19294,18 +19377,11 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    row_0 = 6'h00;
-    if (\$4 ) begin
-      row_0 = \$5 [5:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     w_data = 11'h000;
     (* full_case = 32'd1 *)
-    if (\$signal$16 ) begin
-      w_data[3:0] = \$signal$18 ;
-      w_data[7:4] = { \$33 , \$26 , \$19 , \$12  };
+    if (\$signal$11 ) begin
+      w_data[3:0] = \$signal$13 ;
+      w_data[7:4] = { \$28 , \$21 , \$14 , \$7  };
       w_data[8] = 1'h1;
     end else begin
       w_data[9] = 1'h1;
@@ -19314,7 +19390,34 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$342  = eof_seen;
+    \$339  = eof_seen;
+    if (frame_reset) begin
+      \$339  = 1'h0;
+    end
+    if (rst) begin
+      \$339  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$340  = has_last;
+    if (rst) begin
+      \$340  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$341  = \$39 ;
+    if (frame_reset) begin
+      \$341  = 1'h0;
+    end
+    if (rst) begin
+      \$341  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$342  = \$41 ;
     if (frame_reset) begin
       \$342  = 1'h0;
     end
@@ -19324,24 +19427,27 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$343  = has_last;
+    \$343  = \$42 ;
     if (rst) begin
       \$343  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$344  = \$44 ;
-    if (frame_reset) begin
-      \$344  = 1'h0;
-    end
+    \$344  = \$43 ;
     if (rst) begin
       \$344  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$345  = \$46 ;
+    \$345  = 1'h0;
+    if (\$81 ) begin
+      if (\$85 ) begin
+      end else if (\$87 ) begin
+        \$345  = 1'h1;
+      end
+    end
     if (frame_reset) begin
       \$345  = 1'h0;
     end
@@ -19351,101 +19457,104 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$346  = \$47 ;
+    \$346  = \$signal$42 ;
+    if (\$48 ) begin
+      \$346  = 1'h0;
+    end
+    if (\$53 ) begin
+      \$346  = 1'h1;
+    end
     if (rst) begin
       \$346  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$347  = \$48 ;
-    if (rst) begin
-      \$347  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$348  = 1'h0;
-    if (\$86 ) begin
-      if (\$90 ) begin
-      end else if (\$92 ) begin
-        \$348  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$348  = 1'h0;
-    end
-    if (rst) begin
-      \$348  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$349  = \$signal$47 ;
+    \$347  = c_row;
     if (\$53 ) begin
+      \$347  = w_row;
+    end
+    if (rst) begin
+      \$347  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$348  = \$signal$45 ;
+    if (\$53 ) begin
+      \$348  = 1'h0;
+    end
+    if (\$63 ) begin
+      \$348  = 1'h1;
+    end
+    if (rst) begin
+      \$348  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$349  = nz;
+    if (\$53 ) begin
+      \$349  = \$54 ;
+    end
+    if (\$305 ) begin
+      \$349  = \$307 ;
+    end
+    if (rst) begin
       \$349  = 1'h0;
     end
-    if (\$58 ) begin
-      \$349  = 1'h1;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$350  = nz_zero;
+    if (\$53 ) begin
+      \$350  = \$56 ;
+    end
+    if (\$305 ) begin
+      \$350  = \$308 ;
     end
     if (rst) begin
-      \$349  = 1'h0;
+      \$350  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$350  = c_row;
-    if (\$58 ) begin
-      \$350  = w_row;
+    \$351  = \$signal$49 ;
+    if (\$53 ) begin
+      \$351  = win_0;
     end
     if (rst) begin
-      \$350  = 4'h0;
+      \$351  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$351  = \$signal$8 ;
-    if (\$58 ) begin
-      \$351  = 1'h0;
-    end
-    if (\$68 ) begin
-      \$351  = 1'h1;
+    \$352  = w_row;
+    if (\$63 ) begin
+      \$352  = s_row;
     end
     if (rst) begin
-      \$351  = 1'h0;
+      \$352  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$352  = nz;
-    if (\$58 ) begin
-      \$352  = \$59 ;
+    \$353  = \$signal$50 ;
+    if (\$63 ) begin
+      \$353  = 1'h0;
     end
-    if (\$308 ) begin
-      \$352  = \$310 ;
-    end
-    if (rst) begin
-      \$352  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$353  = nz_zero;
-    if (\$58 ) begin
-      \$353  = \$61 ;
-    end
-    if (\$308 ) begin
-      \$353  = \$311 ;
-    end
-    if (rst) begin
+    if (\$70 ) begin
       \$353  = 1'h1;
     end
+    if (rst) begin
+      \$353  = 1'h0;
+    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$354  = \$signal$53 ;
-    if (\$58 ) begin
-      \$354  = win_0;
+    \$354  = win_0;
+    if (\$63 ) begin
+      \$354  = \$66 ;
     end
     if (rst) begin
       \$354  = 16'h0000;
@@ -19453,9 +19562,9 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$355  = w_row;
-    if (\$68 ) begin
-      \$355  = s_row;
+    \$355  = s_row;
+    if (\$70 ) begin
+      \$355  = i_row;
     end
     if (rst) begin
       \$355  = 4'h0;
@@ -19463,74 +19572,80 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$356  = \$signal$7 ;
-    if (\$68 ) begin
+    \$356  = \$signal$54 ;
+    if (\$70 ) begin
       \$356  = 1'h0;
     end
-    if (\$75 ) begin
-      \$356  = 1'h1;
-    end
-    if (rst) begin
-      \$356  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$357  = win_0;
-    if (\$68 ) begin
-      \$357  = \$71 ;
-    end
-    if (rst) begin
-      \$357  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$358  = s_row;
-    if (\$75 ) begin
-      \$358  = i_row;
-    end
-    if (rst) begin
-      \$358  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$359  = \$signal ;
-    if (\$75 ) begin
-      \$359  = 1'h0;
-    end
-    if (\$86 ) begin
-      if (\$90 ) begin
-      end else if (\$92 ) begin
-        \$359  = 1'h1;
+    if (\$81 ) begin
+      if (\$85 ) begin
+      end else if (\$87 ) begin
+        \$356  = 1'h1;
       end
     end
     if (rst) begin
-      \$359  = 1'h0;
+      \$356  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$360  = sel_0;
-    if (\$75 ) begin
-      \$360 [0] = \$78 ;
-      \$360 [1] = \$81 ;
+    \$357  = sel_0;
+    if (\$70 ) begin
+      \$357 [0] = \$73 ;
+      \$357 [1] = \$76 ;
     end
     if (rst) begin
-      \$360  = 2'h0;
+      \$357  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$361  = ends;
-    if (\$86 ) begin
-      if (\$90 ) begin
-        \$361  = 1'h1;
+    \$358  = ends;
+    if (\$81 ) begin
+      if (\$85 ) begin
+        \$358  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$361  = 1'h0;
+      \$358  = 1'h0;
+    end
+    if (rst) begin
+      \$358  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$359  = i_in_row_0;
+    if (\$81 ) begin
+      if (\$85 ) begin
+      end else if (\$87 ) begin
+        \$359  = \$88 [5:0];
+      end
+    end
+    if (rst) begin
+      \$359  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$360  = i_row;
+    if (\$81 ) begin
+      if (\$85 ) begin
+      end else if (\$87 ) begin
+        \$360  = f_row[3:0];
+      end
+    end
+    if (rst) begin
+      \$360  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$361  = i_top;
+    if (\$81 ) begin
+      if (\$85 ) begin
+      end else if (\$87 ) begin
+        \$361  = \$89 ;
+      end
     end
     if (rst) begin
       \$361  = 1'h0;
@@ -19538,25 +19653,31 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$362  = i_row;
-    if (\$86 ) begin
-      if (\$90 ) begin
-      end else if (\$92 ) begin
-        \$362  = f_row[3:0];
+    \$362  = f_row;
+    if (\$81 ) begin
+      if (\$85 ) begin
+      end else if (\$87 ) begin
+        \$362  = \$90 [4:0];
       end
     end
+    if (frame_reset) begin
+      \$362  = 5'h00;
+    end
     if (rst) begin
-      \$362  = 4'h0;
+      \$362  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$363  = i_cy;
-    if (\$86 ) begin
-      if (\$90 ) begin
-      end else if (\$92 ) begin
-        \$363  = cy;
+    \$363  = cy;
+    if (\$81 ) begin
+      if (\$85 ) begin
+      end else if (\$87 ) begin
+        \$363  = \$91 [5:0];
       end
+    end
+    if (frame_reset) begin
+      \$363  = 6'h00;
     end
     if (rst) begin
       \$363  = 6'h00;
@@ -19564,70 +19685,58 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$364  = f_row;
-    if (\$86 ) begin
-      if (\$90 ) begin
-      end else if (\$92 ) begin
-        \$364  = \$93 [4:0];
+    \$364  = need;
+    if (\$81 ) begin
+      if (\$85 ) begin
+      end else if (\$87 ) begin
+        \$364  = \$92 [5:0];
       end
     end
     if (frame_reset) begin
-      \$364  = 5'h00;
+      \$364  = 6'h01;
     end
     if (rst) begin
-      \$364  = 5'h00;
+      \$364  = 6'h01;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$365  = cy;
-    if (\$86 ) begin
-      if (\$90 ) begin
-      end else if (\$92 ) begin
-        \$365  = \$94 [5:0];
-      end
+    \$365  = eof_pend;
+    if (\$95 ) begin
+      \$365  = 1'h0;
     end
-    if (frame_reset) begin
-      \$365  = 6'h00;
+    if (\$328 ) begin
+      \$365  = 1'h1;
     end
     if (rst) begin
-      \$365  = 6'h00;
+      \$365  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$366  = need;
-    if (\$86 ) begin
-      if (\$90 ) begin
-      end else if (\$92 ) begin
-        \$366  = \$95 [5:0];
-      end
-    end
-    if (frame_reset) begin
-      \$366  = 6'h01;
+    \$366  = \$signal$11 ;
+    if (\$97 ) begin
+      \$366  = b_v;
     end
     if (rst) begin
-      \$366  = 6'h01;
+      \$366  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$367  = eof_pend;
-    if (\$98 ) begin
-      \$367  = 1'h0;
-    end
-    if (\$331 ) begin
-      \$367  = 1'h1;
+    \$367  = \$signal ;
+    if (\$97 ) begin
+      \$367  = \$signal$63 ;
     end
     if (rst) begin
-      \$367  = 1'h0;
+      \$367  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$368  = \$signal$16 ;
-    if (\$100 ) begin
-      \$368  = b_v;
+    \$368  = \$like ;
+    if (\$97 ) begin
+      \$368  = \$like$64 ;
     end
     if (rst) begin
       \$368  = 1'h0;
@@ -19635,19 +19744,19 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$369  = \$signal$12 ;
-    if (\$100 ) begin
-      \$369  = \$signal$63 ;
+    \$369  = \$signal$13 ;
+    if (\$97 ) begin
+      \$369  = b_oy;
     end
     if (rst) begin
-      \$369  = 16'h0000;
+      \$369  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$370  = \$like ;
-    if (\$100 ) begin
-      \$370  = \$like$64 ;
+    \$370  = c1_win_0;
+    if (\$97 ) begin
+      \$370  = b_win_0;
     end
     if (rst) begin
       \$370  = 1'h0;
@@ -19655,78 +19764,78 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$371  = \$signal$18 ;
-    if (\$100 ) begin
-      \$371  = b_oy;
+    \$371  = \$signal$63 ;
+    if (\$97 ) begin
+      \$371  = \$31 [15:0];
+    end
+    if (\$182 ) begin
+      \$371  = \$signal$70 ;
     end
     if (rst) begin
-      \$371  = 4'h0;
+      \$371  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$372  = c1_win_0;
-    if (\$100 ) begin
-      \$372  = b_win_0;
+    \$372  = b_rest;
+    if (\$97 ) begin
+      \$372  = \$99 ;
+    end
+    if (\$182 ) begin
+      \$372  = \$183 ;
     end
     if (rst) begin
-      \$372  = 1'h0;
+      \$372  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$373  = \$signal$63 ;
-    if (\$100 ) begin
-      \$373  = \$36 [15:0];
+    \$373  = \$signal$68 ;
+    if (\$97 ) begin
+      \$373  = \$179 ;
     end
-    if (\$185 ) begin
-      \$373  = \$signal$70 ;
+    if (\$182 ) begin
+      \$373  = \$185 ;
     end
     if (rst) begin
-      \$373  = 16'h0000;
+      \$373  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$374  = b_rest;
-    if (\$100 ) begin
-      \$374  = \$102 ;
-    end
-    if (\$185 ) begin
-      \$374  = \$186 ;
+    \$374  = b_v;
+    if (\$182 ) begin
+      \$374  = \$signal$69 ;
     end
     if (rst) begin
-      \$374  = 16'h0000;
+      \$374  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$375  = \$signal$68 ;
-    if (\$100 ) begin
-      \$375  = \$182 ;
-    end
-    if (\$185 ) begin
-      \$375  = \$188 ;
+    \$375  = \$like$64 ;
+    if (\$182 ) begin
+      \$375  = \$like$72 ;
     end
     if (rst) begin
-      \$375  = 1'h1;
+      \$375  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$376  = b_v;
-    if (\$185 ) begin
-      \$376  = \$signal$69 ;
+    \$376  = b_oy;
+    if (\$182 ) begin
+      \$376  = \$signal$73 ;
     end
     if (rst) begin
-      \$376  = 1'h0;
+      \$376  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$377  = \$like$64 ;
-    if (\$185 ) begin
-      \$377  = \$like$72 ;
+    \$377  = b_win_0;
+    if (\$182 ) begin
+      \$377  = a3_win_0;
     end
     if (rst) begin
       \$377  = 1'h0;
@@ -19734,155 +19843,158 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$378  = b_oy;
-    if (\$185 ) begin
-      \$378  = \$signal$73 ;
+    \$378  = \$signal$69 ;
+    if (\$190 ) begin
+      \$378  = \$signal$76 ;
     end
     if (rst) begin
-      \$378  = 4'h0;
+      \$378  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$379  = b_win_0;
-    if (\$185 ) begin
-      \$379  = a3_win_0;
+    \$379  = \$signal$70 ;
+    if (\$190 ) begin
+      \$379  = \$34 [15:0];
     end
     if (rst) begin
-      \$379  = 1'h0;
+      \$379  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$380  = \$signal$69 ;
-    if (\$193 ) begin
-      \$380  = \$signal$76 ;
+    \$380  = \$signal$71 ;
+    if (\$190 ) begin
+      \$380  = \$192 ;
     end
     if (rst) begin
-      \$380  = 1'h0;
+      \$380  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$381  = \$signal$70 ;
-    if (\$193 ) begin
-      \$381  = \$39 [15:0];
+    \$381  = \$like$72 ;
+    if (\$190 ) begin
+      \$381  = \$signal$77 ;
     end
     if (rst) begin
-      \$381  = 16'h0000;
+      \$381  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$382  = \$signal$71 ;
-    if (\$193 ) begin
-      \$382  = \$195 ;
+    \$382  = \$signal$73 ;
+    if (\$190 ) begin
+      \$382  = a2_oy;
     end
     if (rst) begin
-      \$382  = 16'h0000;
+      \$382  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$383  = \$like$72 ;
-    if (\$193 ) begin
-      \$383  = \$signal$77 ;
+    \$383  = a3_rest_zero;
+    if (\$190 ) begin
+      \$383  = \$272 ;
     end
     if (rst) begin
-      \$383  = 1'h0;
+      \$383  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$384  = \$signal$73 ;
-    if (\$193 ) begin
-      \$384  = a2_oy;
+    \$384  = a3_win_0;
+    if (\$190 ) begin
+      \$384  = 1'h0;
     end
     if (rst) begin
-      \$384  = 4'h0;
+      \$384  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$385  = a3_rest_zero;
-    if (\$193 ) begin
-      \$385  = \$275 ;
+    \$385  = \$signal$76 ;
+    if (\$277 ) begin
+      \$385  = 1'h0;
     end
-    if (rst) begin
+    if (\$285 ) begin
       \$385  = 1'h1;
     end
+    if (rst) begin
+      \$385  = 1'h0;
+    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$386  = a3_win_0;
-    if (\$193 ) begin
-      \$386  = 1'h0;
+    \$386  = a2_oy;
+    if (\$285 ) begin
+      \$386  = c_row;
     end
     if (rst) begin
-      \$386  = 1'h0;
+      \$386  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$387  = \$signal$76 ;
-    if (\$280 ) begin
+    \$387  = \$signal$77 ;
+    if (\$285 ) begin
       \$387  = 1'h0;
     end
-    if (\$288 ) begin
-      \$387  = 1'h1;
-    end
     if (rst) begin
       \$387  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$388  = a2_oy;
-    if (\$288 ) begin
-      \$388  = c_row;
+    \$388  = a2_bits;
+    if (\$285 ) begin
+      \$388  = \$286 ;
     end
     if (rst) begin
-      \$388  = 4'h0;
+      \$388  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$389  = \$signal$77 ;
-    if (\$288 ) begin
+    \$389  = a_v;
+    if (\$293 ) begin
       \$389  = 1'h0;
     end
+    if (\$305 ) begin
+      \$389  = 1'h1;
+    end
     if (rst) begin
       \$389  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$390  = a2_bits;
-    if (\$288 ) begin
-      \$390  = \$289 ;
+    \$390  = a_oh;
+    if (\$305 ) begin
+      \$390  = \$37 [0];
     end
     if (rst) begin
-      \$390  = 16'h0000;
+      \$390  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$391  = a_v;
-    if (\$296 ) begin
-      \$391  = 1'h0;
-    end
-    if (\$308 ) begin
+    \$391  = eof_done;
+    if (\$328 ) begin
       \$391  = 1'h1;
     end
+    if (frame_reset) begin
+      \$391  = 1'h0;
+    end
     if (rst) begin
       \$391  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$392  = a_oh;
-    if (\$308 ) begin
-      \$392  = \$42 [0];
+    \$392  = \$331 ;
+    if (frame_reset) begin
+      \$392  = 1'h0;
     end
     if (rst) begin
       \$392  = 1'h0;
@@ -19890,52 +20002,29 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$393  = eof_done;
-    if (\$331 ) begin
-      \$393  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$393  = 1'h0;
-    end
+    \$393  = \$334 ;
     if (rst) begin
-      \$393  = 1'h0;
+      \$393  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$394  = \$334 ;
+    \$394  = \$338 [3:0];
     if (frame_reset) begin
-      \$394  = 1'h0;
+      \$394  = 4'h0;
     end
     if (rst) begin
-      \$394  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$395  = \$337 ;
-    if (rst) begin
-      \$395  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$396  = \$341 [3:0];
-    if (frame_reset) begin
-      \$396  = 4'h0;
-    end
-    if (rst) begin
-      \$396  = 4'h0;
+      \$394  = 4'h0;
     end
   end
   assign r_data = sites__payload;
   assign sites__ready = r_en;
   assign r_rdy = sites__valid;
-  assign site_x = { \$33 , \$26 , \$19 , \$12  };
+  assign site_x = { \$28 , \$21 , \$14 , \$7  };
   assign qp = w_data;
-  assign rest_oh = \$36 [15:0];
-  assign a2_oh = \$39 [15:0];
-  assign chunk_oh = \$42 [0];
+  assign rest_oh = \$31 [15:0];
+  assign a2_oh = \$34 [15:0];
+  assign chunk_oh = \$37 [0];
   assign head = sites__payload;
   assign a2_win_0 = 1'h0;
   assign \sites__payload.oy  = sites__payload[3:0];
@@ -19957,40 +20046,40 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
   assign \bitmaps[1]  = bitmaps[31:16];
   assign \tags[0]  = tags[4:0];
   assign \tags[1]  = tags[9:5];
-  assign \$79  = row_0[0];
+  assign \$74  = i_in_row_0[0];
+  assign \$100  = 1'h0;
+  assign \$102  = \$101 ;
   assign \$103  = 1'h0;
   assign \$105  = \$104 ;
-  assign \$106  = 1'h0;
-  assign \$108  = \$107 ;
+  assign \$111  = 1'h0;
+  assign \$113  = \$112 ;
   assign \$114  = 1'h0;
   assign \$116  = \$115 ;
-  assign \$117  = 1'h0;
-  assign \$119  = \$118 ;
+  assign \$131  = 1'h0;
+  assign \$133  = \$132 ;
   assign \$134  = 1'h0;
   assign \$136  = \$135 ;
-  assign \$137  = 1'h0;
-  assign \$139  = \$138 ;
+  assign \$142  = 1'h0;
+  assign \$144  = \$143 ;
   assign \$145  = 1'h0;
   assign \$147  = \$146 ;
-  assign \$148  = 1'h0;
-  assign \$150  = \$149 ;
+  assign \$193  = 1'h0;
+  assign \$195  = \$194 ;
   assign \$196  = 1'h0;
   assign \$198  = \$197 ;
-  assign \$199  = 1'h0;
-  assign \$201  = \$200 ;
+  assign \$204  = 1'h0;
+  assign \$206  = \$205 ;
   assign \$207  = 1'h0;
   assign \$209  = \$208 ;
-  assign \$210  = 1'h0;
-  assign \$212  = \$211 ;
+  assign \$224  = 1'h0;
+  assign \$226  = \$225 ;
   assign \$227  = 1'h0;
   assign \$229  = \$228 ;
-  assign \$230  = 1'h0;
-  assign \$232  = \$231 ;
+  assign \$235  = 1'h0;
+  assign \$237  = \$236 ;
   assign \$238  = 1'h0;
   assign \$240  = \$239 ;
-  assign \$241  = 1'h0;
-  assign \$243  = \$242 ;
-  assign \$311  = 1'h1;
+  assign \$308  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -20167,39 +20256,41 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   reg [3:0] \$138 ;
   reg [3:0] \$139 ;
   wire \$14 ;
-  reg [45:0] \$140 ;
-  reg \$141 ;
-  reg \$142 ;
+  reg [3:0] \$140 ;
+  reg [3:0] \$141 ;
+  reg [45:0] \$142 ;
   reg \$143 ;
-  reg [45:0] \$144 ;
+  reg \$144 ;
   reg \$145 ;
-  reg \$146 ;
+  reg [45:0] \$146 ;
   reg \$147 ;
   reg \$148 ;
   reg \$149 ;
   wire \$15 ;
-  reg [5:0] \$150 ;
+  reg \$150 ;
   reg \$151 ;
-  reg \$152 ;
+  reg [5:0] \$152 ;
   reg \$153 ;
   reg \$154 ;
   reg \$155 ;
-  reg [3:0] \$156 ;
+  reg \$156 ;
   reg \$157 ;
-  reg \$158 ;
+  reg [3:0] \$158 ;
   reg \$159 ;
   wire \$16 ;
   reg \$160 ;
-  reg [3:0] \$161 ;
-  reg [3:0] \$162 ;
-  reg [5:0] \$163 ;
-  reg [31:0] \$164 ;
-  reg \$165 ;
-  reg [15:0] \$166 ;
-  reg [4:0] \$167 ;
+  reg \$161 ;
+  reg \$162 ;
+  reg [3:0] \$163 ;
+  reg [3:0] \$164 ;
+  reg [5:0] \$165 ;
+  reg [31:0] \$166 ;
+  reg \$167 ;
   reg [15:0] \$168 ;
   reg [4:0] \$169 ;
   wire \$17 ;
+  reg [15:0] \$170 ;
+  reg [4:0] \$171 ;
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
@@ -20297,8 +20388,8 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   reg \$signal$36  = 1'h0;
   (* init = 1'h0 *)
   wire \$signal$42 ;
-  reg \$signal$52  = 1'h0;
-  reg \$signal$61  = 1'h0;
+  reg \$signal$56  = 1'h0;
+  reg \$signal$63  = 1'h0;
   reg acc_eof = 1'h0;
   wire [32:0] accepted__payload;
   wire [31:0] \accepted__payload.data ;
@@ -20421,6 +20512,8 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   reg rp = 1'h0;
   input rst;
   wire rst;
+  reg [3:0] shape_h_m1 = 4'h0;
+  reg [3:0] shape_w_m1 = 4'h0;
   input [41:0] sites_in__payload;
   wire [41:0] sites_in__payload;
   wire [31:0] \sites_in__payload.data ;
@@ -20498,24 +20591,24 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$36  = entry_0_valid & entry_1_valid;
   assign \$37  = ~ \$36 ;
   assign \$38  = sites_in__valid & \$37 ;
-  assign \$39  = ! \$signal$52 ;
+  assign \$39  = ! \$signal$56 ;
   assign \$40  = \$38  & \$39 ;
   assign \$41  = entry_0_valid & entry_1_valid;
   assign \$42  = ~ \$41 ;
   assign \$43  = sites_in__valid & \$42 ;
-  assign \$44  = ! \$signal$52 ;
+  assign \$44  = ! \$signal$56 ;
   assign \$45  = \$43  & \$44 ;
-  assign \$46  = sites_in__payload[35:32] > height_m1;
-  assign \$47  = sites_in__payload[39:36] > width_m1;
+  assign \$46  = sites_in__payload[35:32] > shape_h_m1;
+  assign \$47  = sites_in__payload[39:36] > shape_w_m1;
   assign \$48  = \$46  | \$47 ;
-  assign \$49  = entry_0[35:32] > height_m1;
-  assign \$50  = entry_0[39:36] > width_m1;
+  assign \$49  = entry_0[35:32] > shape_h_m1;
+  assign \$50  = entry_0[39:36] > shape_w_m1;
   assign \$51  = \$49  | \$50 ;
   assign \$52  = \$45  ? \$48  : \$51 ;
   assign \$53  = entry_0_valid & entry_1_valid;
   assign \$54  = ~ \$53 ;
   assign \$55  = sites_in__valid & \$54 ;
-  assign \$56  = ! \$signal$52 ;
+  assign \$56  = ! \$signal$56 ;
   assign \$57  = \$55  & \$56 ;
   assign \$58  = sites_in__payload[35:32] < permit_row;
   assign \$59  = entry_0[35:32] < permit_row;
@@ -20528,11 +20621,11 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$67  = ~ \$66 ;
   assign \$68  = sites_in__valid & \$67 ;
   assign \$70  = \$68  & \$69 ;
-  assign \$71  = sites_in__payload[35:32] > height_m1;
-  assign \$72  = sites_in__payload[39:36] > width_m1;
+  assign \$71  = sites_in__payload[35:32] > shape_h_m1;
+  assign \$72  = sites_in__payload[39:36] > shape_w_m1;
   assign \$73  = \$71  | \$72 ;
-  assign \$74  = entry_1[35:32] > height_m1;
-  assign \$75  = entry_1[39:36] > width_m1;
+  assign \$74  = entry_1[35:32] > shape_h_m1;
+  assign \$75  = entry_1[39:36] > shape_w_m1;
   assign \$76  = \$74  | \$75 ;
   assign \$77  = \$70  ? \$73  : \$76 ;
   assign \$78  = entry_0_valid & entry_1_valid;
@@ -20545,13 +20638,13 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$86  = entry_0_valid & entry_1_valid;
   assign \$87  = ~ \$86 ;
   assign \$88  = sites_in__valid & \$87 ;
-  assign \$89  = ~ \$signal$52 ;
+  assign \$89  = ~ \$signal$56 ;
   assign \$90  = ~ rp;
   assign \$91  = ! rp;
   assign \$92  = entry_0_valid & entry_1_valid;
   assign \$93  = ~ \$92 ;
   assign \$94  = sites_in__valid & \$93 ;
-  assign \$95  = ! \$signal$52 ;
+  assign \$95  = ! \$signal$56 ;
   assign \$96  = \$94  & \$95 ;
   assign \$97  = ~ \$96 ;
   assign \$98  = \$91  & \$97 ;
@@ -20584,10 +20677,10 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$127  = take & got[40];
   assign \$128  = ! w_slot;
   assign \$129  = w_en & \$128 ;
-  assign \$130  = \$signal$61  ? 16'h0000 : bitmap_0;
+  assign \$130  = \$signal$63  ? 16'h0000 : bitmap_0;
   assign \$131  = \$130  | \$28 [15:0];
   assign \$133  = w_en & \$132 ;
-  assign \$134  = \$signal$61  ? 16'h0000 : bitmap_1;
+  assign \$134  = \$signal$63  ? 16'h0000 : bitmap_1;
   assign \$135  = \$134  | \$28 [15:0];
   always @(posedge clk)
     c_gi <= \$136 ;
@@ -20598,65 +20691,69 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   always @(posedge clk)
     \$signal$17  <= \$139 ;
   always @(posedge clk)
-    entry_0 <= \$140 ;
+    shape_h_m1 <= \$140 ;
   always @(posedge clk)
-    entry_0_valid <= \$141 ;
+    shape_w_m1 <= \$141 ;
   always @(posedge clk)
-    entry_0_outside <= \$142 ;
+    entry_0 <= \$142 ;
   always @(posedge clk)
-    entry_0_permit <= \$143 ;
+    entry_0_valid <= \$143 ;
   always @(posedge clk)
-    entry_1 <= \$144 ;
+    entry_0_outside <= \$144 ;
   always @(posedge clk)
-    entry_1_valid <= \$145 ;
+    entry_0_permit <= \$145 ;
   always @(posedge clk)
-    entry_1_outside <= \$146 ;
+    entry_1 <= \$146 ;
   always @(posedge clk)
-    entry_1_permit <= \$147 ;
+    entry_1_valid <= \$147 ;
   always @(posedge clk)
-    \$signal$52  <= \$148 ;
+    entry_1_outside <= \$148 ;
   always @(posedge clk)
-    rp <= \$149 ;
+    entry_1_permit <= \$149 ;
   always @(posedge clk)
-    done_rows <= \$150 ;
+    \$signal$56  <= \$150 ;
   always @(posedge clk)
-    busy <= \$151 ;
+    rp <= \$151 ;
   always @(posedge clk)
-    eof_seen <= \$152 ;
+    done_rows <= \$152 ;
   always @(posedge clk)
-    \$signal$36  <= \$153 ;
+    busy <= \$153 ;
   always @(posedge clk)
-    error <= \$154 ;
+    eof_seen <= \$154 ;
   always @(posedge clk)
-    has_last <= \$155 ;
+    \$signal$36  <= \$155 ;
   always @(posedge clk)
-    last_y <= \$156 ;
+    error <= \$156 ;
   always @(posedge clk)
-    w_en <= \$157 ;
+    has_last <= \$157 ;
   always @(posedge clk)
-    \$signal$61  <= \$158 ;
+    last_y <= \$158 ;
   always @(posedge clk)
-    w_set <= \$159 ;
+    w_en <= \$159 ;
   always @(posedge clk)
-    w_slot <= \$160 ;
+    \$signal$63  <= \$160 ;
   always @(posedge clk)
-    w_x <= \$161 ;
+    w_set <= \$161 ;
   always @(posedge clk)
-    w_y <= \$162 ;
+    w_slot <= \$162 ;
   always @(posedge clk)
-    w_addr <= \$163 ;
+    w_x <= \$163 ;
   always @(posedge clk)
-    w_data <= \$164 ;
+    w_y <= \$164 ;
   always @(posedge clk)
-    acc_eof <= \$165 ;
+    w_addr <= \$165 ;
   always @(posedge clk)
-    bitmap_0 <= \$166 ;
+    w_data <= \$166 ;
   always @(posedge clk)
-    row_tag_0 <= \$167 ;
+    acc_eof <= \$167 ;
   always @(posedge clk)
-    bitmap_1 <= \$168 ;
+    bitmap_0 <= \$168 ;
   always @(posedge clk)
-    row_tag_1 <= \$169 ;
+    row_tag_0 <= \$169 ;
+  always @(posedge clk)
+    bitmap_1 <= \$170 ;
+  always @(posedge clk)
+    row_tag_1 <= \$171 ;
   \top.layer2.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -20728,153 +20825,134 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$140  = entry_0;
-    if (\$40 ) begin
-      \$140  = entry;
-    end
+    \$140  = height_m1;
     if (rst) begin
-      \$140  = 46'h000000000000;
+      \$140  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$141  = entry_0_valid;
+    \$141  = width_m1;
+    if (rst) begin
+      \$141  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$142  = entry_0;
     if (\$40 ) begin
-      \$141  = 1'h1;
+      \$142  = entry;
+    end
+    if (rst) begin
+      \$142  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$143  = entry_0_valid;
+    if (\$40 ) begin
+      \$143  = 1'h1;
     end
     if (take) begin
       if (\$98 ) begin
-        \$141  = 1'h0;
+        \$143  = 1'h0;
       end
     end
-    if (rst) begin
-      \$141  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$142  = \$52 ;
-    if (rst) begin
-      \$142  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$143  = \$60 ;
     if (rst) begin
       \$143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$144  = entry_1;
-    if (\$65 ) begin
-      \$144  = entry;
-    end
+    \$144  = \$52 ;
     if (rst) begin
-      \$144  = 46'h000000000000;
+      \$144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$145  = entry_1_valid;
-    if (\$65 ) begin
-      \$145  = 1'h1;
-    end
-    if (take) begin
-      if (\$106 ) begin
-        \$145  = 1'h0;
-      end
-    end
+    \$145  = \$60 ;
     if (rst) begin
       \$145  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$146  = \$77 ;
+    \$146  = entry_1;
+    if (\$65 ) begin
+      \$146  = entry;
+    end
     if (rst) begin
-      \$146  = 1'h0;
+      \$146  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$147  = \$85 ;
+    \$147  = entry_1_valid;
+    if (\$65 ) begin
+      \$147  = 1'h1;
+    end
+    if (take) begin
+      if (\$106 ) begin
+        \$147  = 1'h0;
+      end
+    end
     if (rst) begin
       \$147  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$148  = \$signal$52 ;
-    if (\$88 ) begin
-      \$148  = \$89 ;
-    end
+    \$148  = \$77 ;
     if (rst) begin
       \$148  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$149  = rp;
-    if (take) begin
-      \$149  = \$90 ;
-    end
+    \$149  = \$85 ;
     if (rst) begin
       \$149  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$150  = done_rows;
+    \$150  = \$signal$56 ;
+    if (\$88 ) begin
+      \$150  = \$89 ;
+    end
+    if (rst) begin
+      \$150  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$151  = rp;
+    if (take) begin
+      \$151  = \$90 ;
+    end
+    if (rst) begin
+      \$151  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$152  = done_rows;
     if (\$114 ) begin
-      \$150  = { 2'h0, got[35:32] };
+      \$152  = { 2'h0, got[35:32] };
     end
     if (frame_reset) begin
-      \$150  = 6'h00;
+      \$152  = 6'h00;
     end
     if (rst) begin
-      \$150  = 6'h00;
+      \$152  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$151  = busy;
+    \$153  = busy;
     if (take) begin
-      \$151  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$151  = 1'h0;
-    end
-    if (rst) begin
-      \$151  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$152  = eof_seen;
-    if (take) begin
-      if (got[40]) begin
-        \$152  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$152  = 1'h0;
-    end
-    if (rst) begin
-      \$152  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$153  = \$signal$36 ;
-    if (take) begin
-      if (got[40]) begin
-        \$153  = 1'h0;
-      end else if (\$signal$36 ) begin
-      end else if (bad) begin
-        \$153  = 1'h1;
-      end
+      \$153  = 1'h1;
     end
     if (frame_reset) begin
       \$153  = 1'h0;
@@ -20885,14 +20963,9 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$154  = error;
+    \$154  = eof_seen;
     if (take) begin
       if (got[40]) begin
-        if (\$116 ) begin
-          \$154  = 1'h1;
-        end
-      end else if (\$signal$36 ) begin
-      end else if (bad) begin
         \$154  = 1'h1;
       end
     end
@@ -20905,12 +20978,12 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$155  = has_last;
+    \$155  = \$signal$36 ;
     if (take) begin
       if (got[40]) begin
+        \$155  = 1'h0;
       end else if (\$signal$36 ) begin
       end else if (bad) begin
-      end else if (got[44]) begin
         \$155  = 1'h1;
       end
     end
@@ -20923,112 +20996,125 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$156  = last_y;
+    \$156  = error;
+    if (take) begin
+      if (got[40]) begin
+        if (\$116 ) begin
+          \$156  = 1'h1;
+        end
+      end else if (\$signal$36 ) begin
+      end else if (bad) begin
+        \$156  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$156  = 1'h0;
+    end
+    if (rst) begin
+      \$156  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$157  = has_last;
     if (take) begin
       if (got[40]) begin
       end else if (\$signal$36 ) begin
       end else if (bad) begin
       end else if (got[44]) begin
-        \$156  = got[35:32];
+        \$157  = 1'h1;
       end
     end
-    if (rst) begin
-      \$156  = 4'h0;
+    if (frame_reset) begin
+      \$157  = 1'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$157  = \$122 ;
     if (rst) begin
       \$157  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$158  = \$126 ;
+    \$158  = last_y;
+    if (take) begin
+      if (got[40]) begin
+      end else if (\$signal$36 ) begin
+      end else if (bad) begin
+      end else if (got[44]) begin
+        \$158  = got[35:32];
+      end
+    end
     if (rst) begin
-      \$158  = 1'h0;
+      \$158  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$159  = got[44];
+    \$159  = \$122 ;
     if (rst) begin
       \$159  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$160  = got[32];
+    \$160  = \$126 ;
     if (rst) begin
       \$160  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$161  = got[39:36];
+    \$161  = got[44];
     if (rst) begin
-      \$161  = 4'h0;
+      \$161  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$162  = got[35:32];
+    \$162  = got[32];
     if (rst) begin
-      \$162  = 4'h0;
+      \$162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$163  = { got[32], got[39:36], got[42] };
+    \$163  = got[39:36];
     if (rst) begin
-      \$163  = 6'h00;
+      \$163  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$164  = got[31:0];
+    \$164  = got[35:32];
     if (rst) begin
-      \$164  = 32'd0;
+      \$164  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$165  = \$127 ;
+    \$165  = { got[32], got[39:36], got[42] };
     if (rst) begin
-      \$165  = 1'h0;
+      \$165  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$166  = bitmap_0;
+    \$166  = got[31:0];
+    if (rst) begin
+      \$166  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$167  = \$127 ;
+    if (rst) begin
+      \$167  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$168  = bitmap_0;
     if (\$129 ) begin
-      \$166  = \$131 ;
-    end
-    if (rst) begin
-      \$166  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$167  = row_tag_0;
-    if (\$129 ) begin
-      if (\$signal$61 ) begin
-        \$167  = { 1'h0, w_y };
-      end
-    end
-    if (frame_reset) begin
-      \$167  = 5'h1f;
-    end
-    if (rst) begin
-      \$167  = 5'h1f;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$168  = bitmap_1;
-    if (\$133 ) begin
-      \$168  = \$135 ;
+      \$168  = \$131 ;
     end
     if (rst) begin
       \$168  = 16'h0000;
@@ -21036,9 +21122,9 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$169  = row_tag_1;
-    if (\$133 ) begin
-      if (\$signal$61 ) begin
+    \$169  = row_tag_0;
+    if (\$129 ) begin
+      if (\$signal$63 ) begin
         \$169  = { 1'h0, w_y };
       end
     end
@@ -21047,6 +21133,31 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
     if (rst) begin
       \$169  = 5'h1f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$170  = bitmap_1;
+    if (\$133 ) begin
+      \$170  = \$135 ;
+    end
+    if (rst) begin
+      \$170  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$171  = row_tag_1;
+    if (\$133 ) begin
+      if (\$signal$63 ) begin
+        \$171  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$171  = 5'h1f;
+    end
+    if (rst) begin
+      \$171  = 5'h1f;
     end
   end
   assign rd_addr = r_addr;
@@ -21144,11 +21255,11 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$3  = c_gi;
   assign \$32  = c_gi;
   assign \$35  = c_gi;
-  assign \$64  = \$signal$52 ;
-  assign \$69  = \$signal$52 ;
-  assign \$81  = \$signal$52 ;
+  assign \$64  = \$signal$56 ;
+  assign \$69  = \$signal$56 ;
+  assign \$81  = \$signal$56 ;
   assign \$99  = rp;
-  assign \$103  = \$signal$52 ;
+  assign \$103  = \$signal$56 ;
   assign \$132  = w_slot;
 endmodule
 

@@ -1162,21 +1162,21 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$305 ;
   wire \$306 ;
   wire \$307 ;
-  wire \$308 ;
-  wire \$309 ;
+  wire [15:0] \$308 ;
+  wire [16:0] \$309 ;
   wire \$31 ;
-  wire \$310 ;
-  wire \$311 ;
-  wire \$312 ;
-  wire \$313 ;
+  wire [16:0] \$310 ;
+  wire [15:0] \$311 ;
+  wire [16:0] \$312 ;
+  wire [16:0] \$313 ;
   wire \$314 ;
-  wire [15:0] \$315 ;
-  wire [16:0] \$316 ;
-  wire [16:0] \$317 ;
-  wire [15:0] \$318 ;
-  wire [16:0] \$319 ;
+  wire \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
   wire \$32 ;
-  wire [16:0] \$320 ;
+  wire \$320 ;
   wire \$321 ;
   wire \$322 ;
   wire \$323 ;
@@ -1188,20 +1188,20 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$329 ;
   wire \$33 ;
   wire \$330 ;
-  wire \$331 ;
-  wire \$332 ;
-  wire \$333 ;
-  wire \$334 ;
+  wire [7:0] \$331 ;
+  wire [8:0] \$332 ;
+  wire [8:0] \$333 ;
+  wire [6:0] \$334 ;
   wire \$335 ;
-  wire \$336 ;
+  wire [9:0] \$336 ;
   wire \$337 ;
-  wire [7:0] \$338 ;
-  wire [8:0] \$339 ;
+  wire \$338 ;
+  wire \$339 ;
   wire \$34 ;
-  wire [8:0] \$340 ;
-  wire [6:0] \$341 ;
+  wire \$340 ;
+  wire \$341 ;
   wire \$342 ;
-  wire [9:0] \$343 ;
+  wire \$343 ;
   wire \$344 ;
   wire \$345 ;
   wire \$346 ;
@@ -1235,14 +1235,14 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$371 ;
   wire \$372 ;
   wire \$373 ;
-  wire \$374 ;
-  wire \$375 ;
-  wire \$376 ;
-  wire \$377 ;
-  wire \$378 ;
-  wire \$379 ;
+  wire [127:0] \$374 ;
+  wire [127:0] \$375 ;
+  wire [127:0] \$376 ;
+  wire [127:0] \$377 ;
+  wire [127:0] \$378 ;
+  wire [127:0] \$379 ;
   wire \$38 ;
-  wire \$380 ;
+  wire [127:0] \$380 ;
   wire [127:0] \$381 ;
   wire [127:0] \$382 ;
   wire [127:0] \$383 ;
@@ -1258,15 +1258,15 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire [127:0] \$392 ;
   wire [127:0] \$393 ;
   wire [127:0] \$394 ;
-  wire [127:0] \$395 ;
-  wire [127:0] \$396 ;
-  wire [127:0] \$397 ;
-  wire [127:0] \$398 ;
-  wire [127:0] \$399 ;
+  wire \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire [127:0] \$400 ;
-  wire [127:0] \$401 ;
+  wire \$400 ;
+  wire \$401 ;
   wire \$402 ;
   wire \$403 ;
   wire \$404 ;
@@ -1324,25 +1324,25 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$451 ;
   wire \$452 ;
   wire \$453 ;
-  wire \$454 ;
-  wire \$455 ;
-  wire \$456 ;
+  wire [10:0] \$454 ;
+  wire [9:0] \$455 ;
+  wire [9:0] \$456 ;
   wire \$457 ;
-  wire \$458 ;
-  wire \$459 ;
+  wire [8:0] \$458 ;
+  wire [9:0] \$459 ;
   wire \$46 ;
-  wire \$460 ;
-  wire [8:0] \$461 ;
-  wire [9:0] \$462 ;
-  wire [9:0] \$463 ;
+  wire [9:0] \$460 ;
+  wire \$461 ;
+  wire \$462 ;
+  wire \$463 ;
   wire \$464 ;
   wire \$465 ;
-  wire \$466 ;
-  wire \$467 ;
+  wire [15:0] \$466 ;
+  wire [15:0] \$467 ;
   wire \$468 ;
-  wire [15:0] \$469 ;
+  wire \$469 ;
   wire \$47 ;
-  wire [15:0] \$470 ;
+  wire \$470 ;
   wire \$471 ;
   wire \$472 ;
   wire \$473 ;
@@ -1374,7 +1374,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$497 ;
   wire \$498 ;
   wire \$499 ;
-  wire [10:0] \$5 ;
+  wire \$5 ;
   wire \$50 ;
   wire \$500 ;
   wire \$501 ;
@@ -1432,20 +1432,20 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$549 ;
   wire \$55 ;
   wire \$550 ;
-  wire \$551 ;
+  wire [15:0] \$551 ;
   wire \$552 ;
   wire \$553 ;
-  wire [15:0] \$554 ;
+  wire \$554 ;
   wire \$555 ;
   wire \$556 ;
   wire \$557 ;
   wire \$558 ;
-  wire \$559 ;
+  wire [15:0] \$559 ;
   wire \$56 ;
-  wire \$560 ;
+  wire [15:0] \$560 ;
   wire \$561 ;
-  wire [15:0] \$562 ;
-  wire [15:0] \$563 ;
+  wire \$562 ;
+  wire \$563 ;
   wire \$564 ;
   wire \$565 ;
   wire \$566 ;
@@ -1485,7 +1485,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$597 ;
   wire \$598 ;
   wire \$599 ;
-  wire [9:0] \$6 ;
+  wire \$6 ;
   wire \$60 ;
   wire \$600 ;
   wire \$601 ;
@@ -1546,9 +1546,9 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$651 ;
   wire \$652 ;
   wire \$653 ;
-  wire \$654 ;
-  wire \$655 ;
-  wire \$656 ;
+  wire [15:0] \$654 ;
+  wire [15:0] \$655 ;
+  wire [15:0] \$656 ;
   wire [15:0] \$657 ;
   wire [15:0] \$658 ;
   wire [15:0] \$659 ;
@@ -1562,10 +1562,10 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire [15:0] \$666 ;
   wire [15:0] \$667 ;
   wire [15:0] \$668 ;
-  wire [15:0] \$669 ;
+  wire [17:0] \$669 ;
   wire \$67 ;
-  wire [15:0] \$670 ;
-  wire [15:0] \$671 ;
+  wire [17:0] \$670 ;
+  wire [17:0] \$671 ;
   wire [17:0] \$672 ;
   wire [17:0] \$673 ;
   wire [17:0] \$674 ;
@@ -1596,7 +1596,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire [17:0] \$697 ;
   wire [17:0] \$698 ;
   wire [17:0] \$699 ;
-  wire [9:0] \$7 ;
+  wire \$7 ;
   wire \$70 ;
   wire [17:0] \$700 ;
   wire [17:0] \$701 ;
@@ -1613,9 +1613,9 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire [17:0] \$711 ;
   wire [17:0] \$712 ;
   wire [17:0] \$713 ;
-  wire [17:0] \$714 ;
-  wire [17:0] \$715 ;
-  wire [17:0] \$716 ;
+  wire \$714 ;
+  wire \$715 ;
+  wire \$716 ;
   wire \$717 ;
   wire \$718 ;
   wire \$719 ;
@@ -1634,11 +1634,11 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$730 ;
   wire \$731 ;
   wire \$732 ;
-  wire \$733 ;
-  wire \$734 ;
+  wire [7:0] \$733 ;
+  wire [7:0] \$734 ;
   wire \$735 ;
-  wire [7:0] \$736 ;
-  wire [7:0] \$737 ;
+  wire \$736 ;
+  wire \$737 ;
   wire \$738 ;
   wire \$739 ;
   wire \$74 ;
@@ -1697,16 +1697,16 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire \$788 ;
   wire \$789 ;
   wire \$79 ;
-  wire \$790 ;
-  wire \$791 ;
-  wire \$792 ;
-  wire [6:0] \$793 ;
-  wire [6:0] \$794 ;
-  wire [6:0] \$795 ;
+  wire [6:0] \$790 ;
+  wire [6:0] \$791 ;
+  wire [6:0] \$792 ;
+  wire [7:0] \$793 ;
+  wire [7:0] \$794 ;
+  wire [7:0] \$795 ;
   wire [7:0] \$796 ;
-  wire [7:0] \$797 ;
-  wire [7:0] \$798 ;
-  wire [7:0] \$799 ;
+  reg \$797 ;
+  reg \$798 ;
+  reg \$799 ;
   wire \$8 ;
   wire \$80 ;
   reg \$800 ;
@@ -1714,31 +1714,31 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   reg \$802 ;
   reg \$803 ;
   reg \$804 ;
-  reg \$805 ;
+  reg [6:0] \$805 ;
   reg \$806 ;
-  reg \$807 ;
-  reg [6:0] \$808 ;
-  reg \$809 ;
+  reg [7:0] \$807 ;
+  reg \$808 ;
+  reg [127:0] \$809 ;
   wire \$81 ;
-  reg [7:0] \$810 ;
-  reg \$811 ;
-  reg [127:0] \$812 ;
-  reg [127:0] \$813 ;
+  reg [127:0] \$810 ;
+  reg [127:0] \$811 ;
+  reg [6:0] \$812 ;
+  reg \$813 ;
   reg [127:0] \$814 ;
-  reg [6:0] \$815 ;
-  reg \$816 ;
-  reg [127:0] \$817 ;
-  reg [127:0] \$818 ;
-  reg [127:0] \$819 ;
+  reg [127:0] \$815 ;
+  reg [127:0] \$816 ;
+  reg [6:0] \$817 ;
+  reg \$818 ;
+  reg [3:0] \$819 ;
   wire \$82 ;
-  reg [6:0] \$820 ;
-  reg \$821 ;
-  reg [3:0] \$822 ;
-  reg [3:0] \$823 ;
-  reg [3:0] \$824 ;
-  reg \$825 ;
+  reg [3:0] \$820 ;
+  reg [3:0] \$821 ;
+  reg \$822 ;
+  reg [8:0] \$823 ;
+  reg [8:0] \$824 ;
+  reg [8:0] \$825 ;
   reg [6:0] \$826 ;
-  reg [8:0] \$827 ;
+  reg \$827 ;
   reg [7:0] \$828 ;
   reg [8:0] \$829 ;
   wire \$83 ;
@@ -1802,24 +1802,24 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   reg [2:0] \$like  = 3'h0;
   reg [2:0] \$like$80  = 3'h0;
   reg [2:0] \$like$87  = 3'h0;
-  reg \$signal  = 1'h0;
-  reg [15:0] \$signal$14  = 16'h0000;
-  reg \$signal$18  = 1'h0;
-  reg [6:0] \$signal$20  = 7'h00;
-  reg \$signal$30  = 1'h0;
-  reg \$signal$31  = 1'h0;
-  reg \$signal$33  = 1'h1;
-  reg \$signal$41  = 1'h0;
-  reg [6:0] \$signal$43  = 7'h00;
+  reg [15:0] \$signal  = 16'h0000;
+  reg \$signal$11  = 1'h0;
+  reg [6:0] \$signal$13  = 7'h00;
+  reg \$signal$23  = 1'h0;
+  reg \$signal$24  = 1'h0;
+  reg \$signal$26  = 1'h1;
+  reg \$signal$34  = 1'h0;
+  reg [6:0] \$signal$36  = 7'h00;
+  reg \$signal$39  = 1'h0;
+  reg \$signal$43  = 1'h0;
   reg \$signal$46  = 1'h0;
+  reg \$signal$47  = 1'h0;
   reg \$signal$50  = 1'h0;
-  reg \$signal$53  = 1'h0;
+  reg \$signal$52  = 1'h0;
   reg \$signal$54  = 1'h0;
-  reg \$signal$57  = 1'h0;
-  reg \$signal$59  = 1'h0;
-  reg \$signal$7  = 1'h0;
+  reg \$signal$63  = 1'h0;
+  reg \$signal$69  = 1'h0;
   reg [15:0] \$signal$79  = 16'h0000;
-  reg \$signal$8  = 1'h0;
   reg [15:0] \$signal$85  = 16'h0000;
   reg [15:0] \$signal$86  = 16'h0000;
   reg [6:0] \$signal$88  = 7'h00;
@@ -1881,8 +1881,11 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire [6:0] \head.ox ;
   wire [6:0] \head.oy ;
   wire [8:0] \head.taps ;
-  reg [8:0] i_cy = 9'h000;
+  reg [8:0] i_in_row_0 = 9'h000;
+  reg [8:0] i_in_row_1 = 9'h000;
+  reg [8:0] i_in_row_2 = 9'h000;
   reg [6:0] i_row = 7'h00;
+  reg i_top = 1'h0;
   reg issued = 1'h0;
   input [6:0] last_y;
   wire [6:0] last_y;
@@ -1902,9 +1905,6 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   wire [15:0] rest_oh;
   output [6:0] row;
   wire [6:0] row;
-  reg [8:0] row_0;
-  reg [8:0] row_1;
-  reg [8:0] row_2;
   reg [6:0] rows_row = 7'h00;
   input rst;
   wire rst;
@@ -1936,693 +1936,696 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   reg [127:0] win_0 = 128'h00000000000000000000000000000000;
   reg [127:0] win_1 = 128'h00000000000000000000000000000000;
   reg [127:0] win_2 = 128'h00000000000000000000000000000000;
-  assign \$130  = \$signal$14 [1] & c1_win_1[1];
-  assign \$131  = \$129  | \$130 ;
-  assign \$132  = \$signal$14 [2] & c1_win_1[2];
-  assign \$133  = \$131  | \$132 ;
-  assign \$134  = \$signal$14 [3] & c1_win_1[3];
-  assign \$135  = \$133  | \$134 ;
-  assign \$136  = \$signal$14 [4] & c1_win_1[4];
-  assign \$137  = \$135  | \$136 ;
-  assign \$138  = \$signal$14 [5] & c1_win_1[5];
-  assign \$139  = \$137  | \$138 ;
-  assign \$140  = \$signal$14 [6] & c1_win_1[6];
-  assign \$141  = \$139  | \$140 ;
-  assign \$142  = \$signal$14 [7] & c1_win_1[7];
-  assign \$143  = \$141  | \$142 ;
-  assign \$144  = \$signal$14 [8] & c1_win_1[8];
-  assign \$145  = \$143  | \$144 ;
-  assign \$146  = \$signal$14 [9] & c1_win_1[9];
-  assign \$147  = \$145  | \$146 ;
-  assign \$148  = \$signal$14 [10] & c1_win_1[10];
-  assign \$149  = \$147  | \$148 ;
-  assign \$150  = \$signal$14 [11] & c1_win_1[11];
-  assign \$151  = \$149  | \$150 ;
-  assign \$152  = \$signal$14 [12] & c1_win_1[12];
-  assign \$153  = \$151  | \$152 ;
-  assign \$154  = \$signal$14 [13] & c1_win_1[13];
+  assign \$130  = \$128  | \$129 ;
+  assign \$131  = \$signal [5] & c1_win_1[5];
+  assign \$132  = \$130  | \$131 ;
+  assign \$133  = \$signal [6] & c1_win_1[6];
+  assign \$134  = \$132  | \$133 ;
+  assign \$135  = \$signal [7] & c1_win_1[7];
+  assign \$136  = \$134  | \$135 ;
+  assign \$137  = \$signal [8] & c1_win_1[8];
+  assign \$138  = \$136  | \$137 ;
+  assign \$139  = \$signal [9] & c1_win_1[9];
+  assign \$140  = \$138  | \$139 ;
+  assign \$141  = \$signal [10] & c1_win_1[10];
+  assign \$142  = \$140  | \$141 ;
+  assign \$143  = \$signal [11] & c1_win_1[11];
+  assign \$144  = \$142  | \$143 ;
+  assign \$145  = \$signal [12] & c1_win_1[12];
+  assign \$146  = \$144  | \$145 ;
+  assign \$147  = \$signal [13] & c1_win_1[13];
+  assign \$148  = \$146  | \$147 ;
+  assign \$149  = \$signal [14] & c1_win_1[14];
+  assign \$150  = \$148  | \$149 ;
+  assign \$151  = \$signal [15] & c1_win_1[15];
+  assign \$152  = \$150  | \$151 ;
+  assign \$153  = \$signal [0] & c1_win_1[1];
+  assign \$154  = \$signal [1] & c1_win_1[2];
   assign \$155  = \$153  | \$154 ;
-  assign \$156  = \$signal$14 [14] & c1_win_1[14];
+  assign \$156  = \$signal [2] & c1_win_1[3];
   assign \$157  = \$155  | \$156 ;
-  assign \$158  = \$signal$14 [15] & c1_win_1[15];
+  assign \$158  = \$signal [3] & c1_win_1[4];
   assign \$159  = \$157  | \$158 ;
-  assign \$160  = \$signal$14 [0] & c1_win_1[1];
-  assign \$161  = \$signal$14 [1] & c1_win_1[2];
-  assign \$162  = \$160  | \$161 ;
-  assign \$163  = \$signal$14 [2] & c1_win_1[3];
-  assign \$164  = \$162  | \$163 ;
-  assign \$165  = \$signal$14 [3] & c1_win_1[4];
-  assign \$166  = \$164  | \$165 ;
-  assign \$167  = \$signal$14 [4] & c1_win_1[5];
-  assign \$168  = \$166  | \$167 ;
-  assign \$169  = \$signal$14 [5] & c1_win_1[6];
-  assign \$170  = \$168  | \$169 ;
-  assign \$171  = \$signal$14 [6] & c1_win_1[7];
-  assign \$172  = \$170  | \$171 ;
-  assign \$173  = \$signal$14 [7] & c1_win_1[8];
-  assign \$174  = \$172  | \$173 ;
-  assign \$175  = \$signal$14 [8] & c1_win_1[9];
-  assign \$176  = \$174  | \$175 ;
-  assign \$177  = \$signal$14 [9] & c1_win_1[10];
-  assign \$178  = \$176  | \$177 ;
-  assign \$179  = \$signal$14 [10] & c1_win_1[11];
-  assign \$180  = \$178  | \$179 ;
-  assign \$181  = \$signal$14 [11] & c1_win_1[12];
-  assign \$182  = \$180  | \$181 ;
-  assign \$183  = \$signal$14 [12] & c1_win_1[13];
-  assign \$184  = \$182  | \$183 ;
-  assign \$185  = \$signal$14 [13] & c1_win_1[14];
+  assign \$160  = \$signal [4] & c1_win_1[5];
+  assign \$161  = \$159  | \$160 ;
+  assign \$162  = \$signal [5] & c1_win_1[6];
+  assign \$163  = \$161  | \$162 ;
+  assign \$164  = \$signal [6] & c1_win_1[7];
+  assign \$165  = \$163  | \$164 ;
+  assign \$166  = \$signal [7] & c1_win_1[8];
+  assign \$167  = \$165  | \$166 ;
+  assign \$168  = \$signal [8] & c1_win_1[9];
+  assign \$169  = \$167  | \$168 ;
+  assign \$170  = \$signal [9] & c1_win_1[10];
+  assign \$171  = \$169  | \$170 ;
+  assign \$172  = \$signal [10] & c1_win_1[11];
+  assign \$173  = \$171  | \$172 ;
+  assign \$174  = \$signal [11] & c1_win_1[12];
+  assign \$175  = \$173  | \$174 ;
+  assign \$176  = \$signal [12] & c1_win_1[13];
+  assign \$177  = \$175  | \$176 ;
+  assign \$178  = \$signal [13] & c1_win_1[14];
+  assign \$179  = \$177  | \$178 ;
+  assign \$180  = \$signal [14] & c1_win_1[15];
+  assign \$181  = \$179  | \$180 ;
+  assign \$182  = \$signal [15] & c1_win_1[16];
+  assign \$183  = \$181  | \$182 ;
+  assign \$184  = \$signal [0] & c1_win_1[2];
+  assign \$185  = \$signal [1] & c1_win_1[3];
   assign \$186  = \$184  | \$185 ;
-  assign \$187  = \$signal$14 [14] & c1_win_1[15];
+  assign \$187  = \$signal [2] & c1_win_1[4];
   assign \$188  = \$186  | \$187 ;
-  assign \$189  = \$signal$14 [15] & c1_win_1[16];
+  assign \$189  = \$signal [3] & c1_win_1[5];
   assign \$190  = \$188  | \$189 ;
-  assign \$191  = \$signal$14 [0] & c1_win_1[2];
-  assign \$192  = \$signal$14 [1] & c1_win_1[3];
-  assign \$193  = \$191  | \$192 ;
-  assign \$194  = \$signal$14 [2] & c1_win_1[4];
-  assign \$195  = \$193  | \$194 ;
-  assign \$196  = \$signal$14 [3] & c1_win_1[5];
-  assign \$197  = \$195  | \$196 ;
-  assign \$198  = \$signal$14 [4] & c1_win_1[6];
-  assign \$199  = \$197  | \$198 ;
-  assign \$200  = \$signal$14 [5] & c1_win_1[7];
-  assign \$201  = \$199  | \$200 ;
-  assign \$202  = \$signal$14 [6] & c1_win_1[8];
-  assign \$203  = \$201  | \$202 ;
-  assign \$204  = \$signal$14 [7] & c1_win_1[9];
-  assign \$205  = \$203  | \$204 ;
-  assign \$206  = \$signal$14 [8] & c1_win_1[10];
-  assign \$207  = \$205  | \$206 ;
-  assign \$208  = \$signal$14 [9] & c1_win_1[11];
-  assign \$209  = \$207  | \$208 ;
-  assign \$210  = \$signal$14 [10] & c1_win_1[12];
-  assign \$211  = \$209  | \$210 ;
-  assign \$212  = \$signal$14 [11] & c1_win_1[13];
-  assign \$213  = \$211  | \$212 ;
-  assign \$214  = \$signal$14 [12] & c1_win_1[14];
-  assign \$215  = \$213  | \$214 ;
-  assign \$216  = \$signal$14 [13] & c1_win_1[15];
+  assign \$191  = \$signal [4] & c1_win_1[6];
+  assign \$192  = \$190  | \$191 ;
+  assign \$193  = \$signal [5] & c1_win_1[7];
+  assign \$194  = \$192  | \$193 ;
+  assign \$195  = \$signal [6] & c1_win_1[8];
+  assign \$196  = \$194  | \$195 ;
+  assign \$197  = \$signal [7] & c1_win_1[9];
+  assign \$198  = \$196  | \$197 ;
+  assign \$199  = \$signal [8] & c1_win_1[10];
+  assign \$200  = \$198  | \$199 ;
+  assign \$201  = \$signal [9] & c1_win_1[11];
+  assign \$202  = \$200  | \$201 ;
+  assign \$203  = \$signal [10] & c1_win_1[12];
+  assign \$204  = \$202  | \$203 ;
+  assign \$205  = \$signal [11] & c1_win_1[13];
+  assign \$206  = \$204  | \$205 ;
+  assign \$207  = \$signal [12] & c1_win_1[14];
+  assign \$208  = \$206  | \$207 ;
+  assign \$209  = \$signal [13] & c1_win_1[15];
+  assign \$210  = \$208  | \$209 ;
+  assign \$211  = \$signal [14] & c1_win_1[16];
+  assign \$212  = \$210  | \$211 ;
+  assign \$213  = \$signal [15] & c1_win_1[17];
+  assign \$214  = \$212  | \$213 ;
+  assign \$215  = \$signal [0] & c1_win_2[0];
+  assign \$216  = \$signal [1] & c1_win_2[1];
   assign \$217  = \$215  | \$216 ;
-  assign \$218  = \$signal$14 [14] & c1_win_1[16];
+  assign \$218  = \$signal [2] & c1_win_2[2];
   assign \$219  = \$217  | \$218 ;
-  assign \$220  = \$signal$14 [15] & c1_win_1[17];
+  assign \$220  = \$signal [3] & c1_win_2[3];
   assign \$221  = \$219  | \$220 ;
-  assign \$222  = \$signal$14 [0] & c1_win_2[0];
-  assign \$223  = \$signal$14 [1] & c1_win_2[1];
-  assign \$224  = \$222  | \$223 ;
-  assign \$225  = \$signal$14 [2] & c1_win_2[2];
-  assign \$226  = \$224  | \$225 ;
-  assign \$227  = \$signal$14 [3] & c1_win_2[3];
-  assign \$228  = \$226  | \$227 ;
-  assign \$229  = \$signal$14 [4] & c1_win_2[4];
-  assign \$230  = \$228  | \$229 ;
-  assign \$231  = \$signal$14 [5] & c1_win_2[5];
-  assign \$232  = \$230  | \$231 ;
-  assign \$233  = \$signal$14 [6] & c1_win_2[6];
-  assign \$234  = \$232  | \$233 ;
-  assign \$235  = \$signal$14 [7] & c1_win_2[7];
-  assign \$236  = \$234  | \$235 ;
-  assign \$237  = \$signal$14 [8] & c1_win_2[8];
-  assign \$238  = \$236  | \$237 ;
-  assign \$239  = \$signal$14 [9] & c1_win_2[9];
-  assign \$240  = \$238  | \$239 ;
-  assign \$241  = \$signal$14 [10] & c1_win_2[10];
-  assign \$242  = \$240  | \$241 ;
-  assign \$243  = \$signal$14 [11] & c1_win_2[11];
-  assign \$244  = \$242  | \$243 ;
-  assign \$245  = \$signal$14 [12] & c1_win_2[12];
-  assign \$246  = \$244  | \$245 ;
-  assign \$247  = \$signal$14 [13] & c1_win_2[13];
+  assign \$222  = \$signal [4] & c1_win_2[4];
+  assign \$223  = \$221  | \$222 ;
+  assign \$224  = \$signal [5] & c1_win_2[5];
+  assign \$225  = \$223  | \$224 ;
+  assign \$226  = \$signal [6] & c1_win_2[6];
+  assign \$227  = \$225  | \$226 ;
+  assign \$228  = \$signal [7] & c1_win_2[7];
+  assign \$229  = \$227  | \$228 ;
+  assign \$230  = \$signal [8] & c1_win_2[8];
+  assign \$231  = \$229  | \$230 ;
+  assign \$232  = \$signal [9] & c1_win_2[9];
+  assign \$233  = \$231  | \$232 ;
+  assign \$234  = \$signal [10] & c1_win_2[10];
+  assign \$235  = \$233  | \$234 ;
+  assign \$236  = \$signal [11] & c1_win_2[11];
+  assign \$237  = \$235  | \$236 ;
+  assign \$238  = \$signal [12] & c1_win_2[12];
+  assign \$239  = \$237  | \$238 ;
+  assign \$240  = \$signal [13] & c1_win_2[13];
+  assign \$241  = \$239  | \$240 ;
+  assign \$242  = \$signal [14] & c1_win_2[14];
+  assign \$243  = \$241  | \$242 ;
+  assign \$244  = \$signal [15] & c1_win_2[15];
+  assign \$245  = \$243  | \$244 ;
+  assign \$246  = \$signal [0] & c1_win_2[1];
+  assign \$247  = \$signal [1] & c1_win_2[2];
   assign \$248  = \$246  | \$247 ;
-  assign \$249  = \$signal$14 [14] & c1_win_2[14];
+  assign \$249  = \$signal [2] & c1_win_2[3];
   assign \$250  = \$248  | \$249 ;
-  assign \$251  = \$signal$14 [15] & c1_win_2[15];
+  assign \$251  = \$signal [3] & c1_win_2[4];
   assign \$252  = \$250  | \$251 ;
-  assign \$253  = \$signal$14 [0] & c1_win_2[1];
-  assign \$254  = \$signal$14 [1] & c1_win_2[2];
-  assign \$255  = \$253  | \$254 ;
-  assign \$256  = \$signal$14 [2] & c1_win_2[3];
-  assign \$257  = \$255  | \$256 ;
-  assign \$258  = \$signal$14 [3] & c1_win_2[4];
-  assign \$259  = \$257  | \$258 ;
-  assign \$260  = \$signal$14 [4] & c1_win_2[5];
-  assign \$261  = \$259  | \$260 ;
-  assign \$262  = \$signal$14 [5] & c1_win_2[6];
-  assign \$263  = \$261  | \$262 ;
-  assign \$264  = \$signal$14 [6] & c1_win_2[7];
-  assign \$265  = \$263  | \$264 ;
-  assign \$266  = \$signal$14 [7] & c1_win_2[8];
-  assign \$267  = \$265  | \$266 ;
-  assign \$268  = \$signal$14 [8] & c1_win_2[9];
-  assign \$269  = \$267  | \$268 ;
-  assign \$270  = \$signal$14 [9] & c1_win_2[10];
-  assign \$271  = \$269  | \$270 ;
-  assign \$272  = \$signal$14 [10] & c1_win_2[11];
-  assign \$273  = \$271  | \$272 ;
-  assign \$274  = \$signal$14 [11] & c1_win_2[12];
-  assign \$275  = \$273  | \$274 ;
-  assign \$276  = \$signal$14 [12] & c1_win_2[13];
-  assign \$277  = \$275  | \$276 ;
-  assign \$278  = \$signal$14 [13] & c1_win_2[14];
+  assign \$253  = \$signal [4] & c1_win_2[5];
+  assign \$254  = \$252  | \$253 ;
+  assign \$255  = \$signal [5] & c1_win_2[6];
+  assign \$256  = \$254  | \$255 ;
+  assign \$257  = \$signal [6] & c1_win_2[7];
+  assign \$258  = \$256  | \$257 ;
+  assign \$259  = \$signal [7] & c1_win_2[8];
+  assign \$260  = \$258  | \$259 ;
+  assign \$261  = \$signal [8] & c1_win_2[9];
+  assign \$262  = \$260  | \$261 ;
+  assign \$263  = \$signal [9] & c1_win_2[10];
+  assign \$264  = \$262  | \$263 ;
+  assign \$265  = \$signal [10] & c1_win_2[11];
+  assign \$266  = \$264  | \$265 ;
+  assign \$267  = \$signal [11] & c1_win_2[12];
+  assign \$268  = \$266  | \$267 ;
+  assign \$269  = \$signal [12] & c1_win_2[13];
+  assign \$270  = \$268  | \$269 ;
+  assign \$271  = \$signal [13] & c1_win_2[14];
+  assign \$272  = \$270  | \$271 ;
+  assign \$273  = \$signal [14] & c1_win_2[15];
+  assign \$274  = \$272  | \$273 ;
+  assign \$275  = \$signal [15] & c1_win_2[16];
+  assign \$276  = \$274  | \$275 ;
+  assign \$277  = \$signal [0] & c1_win_2[2];
+  assign \$278  = \$signal [1] & c1_win_2[3];
   assign \$279  = \$277  | \$278 ;
-  assign \$280  = \$signal$14 [14] & c1_win_2[15];
+  assign \$280  = \$signal [2] & c1_win_2[4];
   assign \$281  = \$279  | \$280 ;
-  assign \$282  = \$signal$14 [15] & c1_win_2[16];
+  assign \$282  = \$signal [3] & c1_win_2[5];
   assign \$283  = \$281  | \$282 ;
-  assign \$284  = \$signal$14 [0] & c1_win_2[2];
-  assign \$285  = \$signal$14 [1] & c1_win_2[3];
-  assign \$286  = \$284  | \$285 ;
-  assign \$287  = \$signal$14 [2] & c1_win_2[4];
-  assign \$288  = \$286  | \$287 ;
-  assign \$289  = \$signal$14 [3] & c1_win_2[5];
-  assign \$290  = \$288  | \$289 ;
-  assign \$291  = \$signal$14 [4] & c1_win_2[6];
-  assign \$292  = \$290  | \$291 ;
-  assign \$293  = \$signal$14 [5] & c1_win_2[7];
-  assign \$294  = \$292  | \$293 ;
-  assign \$295  = \$signal$14 [6] & c1_win_2[8];
-  assign \$296  = \$294  | \$295 ;
-  assign \$297  = \$signal$14 [7] & c1_win_2[9];
-  assign \$298  = \$296  | \$297 ;
-  assign \$299  = \$signal$14 [8] & c1_win_2[10];
-  assign \$300  = \$298  | \$299 ;
-  assign \$301  = \$signal$14 [9] & c1_win_2[11];
-  assign \$302  = \$300  | \$301 ;
-  assign \$303  = \$signal$14 [10] & c1_win_2[12];
-  assign \$304  = \$302  | \$303 ;
-  assign \$305  = \$signal$14 [11] & c1_win_2[13];
-  assign \$306  = \$304  | \$305 ;
-  assign \$307  = \$signal$14 [12] & c1_win_2[14];
-  assign \$308  = \$306  | \$307 ;
-  assign \$309  = \$signal$14 [13] & c1_win_2[15];
-  assign \$310  = \$308  | \$309 ;
-  assign \$311  = \$signal$14 [14] & c1_win_2[16];
-  assign \$312  = \$310  | \$311 ;
-  assign \$313  = \$signal$14 [15] & c1_win_2[17];
-  assign \$314  = \$312  | \$313 ;
-  assign \$315  = ~ b_rest;
-  assign \$316  = \$315  + 1'h1;
-  assign \$317  = { 1'h0, b_rest } & \$316 ;
-  assign \$318  = ~ a2_bits;
-  assign \$319  = \$318  + 1'h1;
-  assign \$320  = { 1'h0, a2_bits } & \$319 ;
-  assign \$321  = ~ \$signal$30 ;
-  assign \$322  = ~ \$signal$31 ;
-  assign \$323  = ~ \$signal$18 ;
-  assign \$324  = \$323  | w_rdy;
-  assign \$325  = \$324  & \$signal$33 ;
-  assign \$326  = \$322  | \$325 ;
-  assign \$327  = \$321  | \$326 ;
-  assign \$328  = \$327  & a_v;
-  assign \$329  = a_oh[1] | a_oh[3];
-  assign \$330  = \$329  | a_oh[5];
-  assign \$331  = \$330  | a_oh[7];
-  assign \$332  = a_oh[2] | a_oh[3];
-  assign \$333  = \$332  | a_oh[6];
-  assign \$334  = \$333  | a_oh[7];
-  assign \$335  = a_oh[4] | a_oh[5];
-  assign \$336  = \$335  | a_oh[6];
-  assign \$337  = \$336  | a_oh[7];
-  assign \$338  = ~ nz;
-  assign \$339  = \$338  + 1'h1;
-  assign \$340  = { 1'h0, nz } & \$339 ;
-  assign \$341  = \$signal$41  ? \$signal$43  : rows_row;
-  assign row = sites__valid ? sites__payload[6:0] : \$341 ;
-  assign \$342  = done_rows >= need;
-  assign \$343  = need + 1'h1;
-  assign \$344  = done_rows >= \$343 ;
-  assign \$345  = f_row > last_y;
-  assign \$346  = f_row >= last_y;
-  assign \$347  = ~ \$signal$59 ;
-  assign \$348  = ~ a_v;
-  assign \$349  = nz_zero & \$348 ;
-  assign \$350  = \$347  | \$349 ;
-  assign \$351  = \$signal$59  & \$350 ;
-  assign \$352  = ~ \$signal$59 ;
-  assign \$353  = ~ a_v;
-  assign \$354  = nz_zero & \$353 ;
-  assign \$355  = \$352  | \$354 ;
-  assign \$356  = \$signal$8  & \$355 ;
-  assign \$357  = | win_1[15:0];
-  assign \$358  = | win_1[31:16];
-  assign \$359  = | win_1[47:32];
-  assign \$360  = | win_1[63:48];
-  assign \$361  = | win_1[79:64];
-  assign \$362  = | win_1[95:80];
-  assign \$363  = | win_1[111:96];
-  assign \$364  = | win_1[127:112];
-  assign \$365  = | win_1[15:0];
-  assign \$366  = | win_1[31:16];
-  assign \$367  = | win_1[47:32];
-  assign \$368  = | win_1[63:48];
-  assign \$369  = | win_1[79:64];
-  assign \$370  = | win_1[95:80];
-  assign \$371  = | win_1[111:96];
-  assign \$372  = | win_1[127:112];
-  assign \$373  = ! { \$372 , \$371 , \$370 , \$369 , \$368 , \$367 , \$366 , \$365  };
-  assign \$374  = ~ \$signal$8 ;
-  assign \$375  = ~ \$signal$59 ;
-  assign \$376  = ~ a_v;
-  assign \$377  = nz_zero & \$376 ;
-  assign \$378  = \$375  | \$377 ;
-  assign \$379  = \$374  | \$378 ;
-  assign \$380  = \$signal$7  & \$379 ;
-  assign \$381  = sel_0[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
-  assign \$382  = sel_0[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
+  assign \$284  = \$signal [4] & c1_win_2[6];
+  assign \$285  = \$283  | \$284 ;
+  assign \$286  = \$signal [5] & c1_win_2[7];
+  assign \$287  = \$285  | \$286 ;
+  assign \$288  = \$signal [6] & c1_win_2[8];
+  assign \$289  = \$287  | \$288 ;
+  assign \$290  = \$signal [7] & c1_win_2[9];
+  assign \$291  = \$289  | \$290 ;
+  assign \$292  = \$signal [8] & c1_win_2[10];
+  assign \$293  = \$291  | \$292 ;
+  assign \$294  = \$signal [9] & c1_win_2[11];
+  assign \$295  = \$293  | \$294 ;
+  assign \$296  = \$signal [10] & c1_win_2[12];
+  assign \$297  = \$295  | \$296 ;
+  assign \$298  = \$signal [11] & c1_win_2[13];
+  assign \$299  = \$297  | \$298 ;
+  assign \$300  = \$signal [12] & c1_win_2[14];
+  assign \$301  = \$299  | \$300 ;
+  assign \$302  = \$signal [13] & c1_win_2[15];
+  assign \$303  = \$301  | \$302 ;
+  assign \$304  = \$signal [14] & c1_win_2[16];
+  assign \$305  = \$303  | \$304 ;
+  assign \$306  = \$signal [15] & c1_win_2[17];
+  assign \$307  = \$305  | \$306 ;
+  assign \$308  = ~ b_rest;
+  assign \$309  = \$308  + 1'h1;
+  assign \$310  = { 1'h0, b_rest } & \$309 ;
+  assign \$311  = ~ a2_bits;
+  assign \$312  = \$311  + 1'h1;
+  assign \$313  = { 1'h0, a2_bits } & \$312 ;
+  assign \$314  = ~ \$signal$23 ;
+  assign \$315  = ~ \$signal$24 ;
+  assign \$316  = ~ \$signal$11 ;
+  assign \$317  = \$316  | w_rdy;
+  assign \$318  = \$317  & \$signal$26 ;
+  assign \$319  = \$315  | \$318 ;
+  assign \$320  = \$314  | \$319 ;
+  assign \$321  = \$320  & a_v;
+  assign \$322  = a_oh[1] | a_oh[3];
+  assign \$323  = \$322  | a_oh[5];
+  assign \$324  = \$323  | a_oh[7];
+  assign \$325  = a_oh[2] | a_oh[3];
+  assign \$326  = \$325  | a_oh[6];
+  assign \$327  = \$326  | a_oh[7];
+  assign \$328  = a_oh[4] | a_oh[5];
+  assign \$329  = \$328  | a_oh[6];
+  assign \$330  = \$329  | a_oh[7];
+  assign \$331  = ~ nz;
+  assign \$332  = \$331  + 1'h1;
+  assign \$333  = { 1'h0, nz } & \$332 ;
+  assign \$334  = \$signal$34  ? \$signal$36  : rows_row;
+  assign row = sites__valid ? sites__payload[6:0] : \$334 ;
+  assign \$335  = done_rows >= need;
+  assign \$336  = need + 1'h1;
+  assign \$337  = done_rows >= \$336 ;
+  assign \$338  = f_row > last_y;
+  assign \$339  = f_row >= last_y;
+  assign \$340  = ~ \$signal$52 ;
+  assign \$341  = ~ a_v;
+  assign \$342  = nz_zero & \$341 ;
+  assign \$343  = \$340  | \$342 ;
+  assign \$344  = \$signal$52  & \$343 ;
+  assign \$345  = ~ \$signal$52 ;
+  assign \$346  = ~ a_v;
+  assign \$347  = nz_zero & \$346 ;
+  assign \$348  = \$345  | \$347 ;
+  assign \$349  = \$signal$54  & \$348 ;
+  assign \$350  = | win_1[15:0];
+  assign \$351  = | win_1[31:16];
+  assign \$352  = | win_1[47:32];
+  assign \$353  = | win_1[63:48];
+  assign \$354  = | win_1[79:64];
+  assign \$355  = | win_1[95:80];
+  assign \$356  = | win_1[111:96];
+  assign \$357  = | win_1[127:112];
+  assign \$358  = | win_1[15:0];
+  assign \$359  = | win_1[31:16];
+  assign \$360  = | win_1[47:32];
+  assign \$361  = | win_1[63:48];
+  assign \$362  = | win_1[79:64];
+  assign \$363  = | win_1[95:80];
+  assign \$364  = | win_1[111:96];
+  assign \$365  = | win_1[127:112];
+  assign \$366  = ! { \$365 , \$364 , \$363 , \$362 , \$361 , \$360 , \$359 , \$358  };
+  assign \$367  = ~ \$signal$54 ;
+  assign \$368  = ~ \$signal$52 ;
+  assign \$369  = ~ a_v;
+  assign \$370  = nz_zero & \$369 ;
+  assign \$371  = \$368  | \$370 ;
+  assign \$372  = \$367  | \$371 ;
+  assign \$373  = \$signal$63  & \$372 ;
+  assign \$374  = sel_0[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
+  assign \$375  = sel_0[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
+  assign \$376  = \$374  | \$375 ;
+  assign \$377  = sel_0[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
+  assign \$378  = \$376  | \$377 ;
+  assign \$379  = sel_0[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
+  assign \$380  = \$378  | \$379 ;
+  assign \$381  = sel_1[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
+  assign \$382  = sel_1[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
   assign \$383  = \$381  | \$382 ;
-  assign \$384  = sel_0[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
+  assign \$384  = sel_1[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
   assign \$385  = \$383  | \$384 ;
-  assign \$386  = sel_0[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
+  assign \$386  = sel_1[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
   assign \$387  = \$385  | \$386 ;
-  assign \$388  = sel_1[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
-  assign \$389  = sel_1[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
+  assign \$388  = sel_2[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
+  assign \$389  = sel_2[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
   assign \$390  = \$388  | \$389 ;
-  assign \$391  = sel_1[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
+  assign \$391  = sel_2[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
   assign \$392  = \$390  | \$391 ;
-  assign \$393  = sel_1[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
+  assign \$393  = sel_2[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
   assign \$394  = \$392  | \$393 ;
-  assign \$395  = sel_2[0] ? bitmaps[127:0] : 128'h00000000000000000000000000000000;
-  assign \$396  = sel_2[1] ? bitmaps[255:128] : 128'h00000000000000000000000000000000;
+  assign \$395  = ~ \$signal$63 ;
+  assign \$396  = ~ \$signal$54 ;
   assign \$397  = \$395  | \$396 ;
-  assign \$398  = sel_2[2] ? bitmaps[383:256] : 128'h00000000000000000000000000000000;
-  assign \$399  = \$397  | \$398 ;
-  assign \$400  = sel_2[3] ? bitmaps[511:384] : 128'h00000000000000000000000000000000;
-  assign \$401  = \$399  | \$400 ;
-  assign \$402  = ~ \$signal$7 ;
-  assign \$403  = ~ \$signal$8 ;
-  assign \$404  = \$402  | \$403 ;
-  assign \$405  = \$signal  & \$404 ;
-  assign \$406  = ! row_0[1:0];
-  assign \$407  = tags[7:0] == row_0;
+  assign \$398  = \$signal$69  & \$397 ;
+  assign \$399  = ! i_in_row_0[1:0];
+  assign \$400  = tags[7:0] == i_in_row_0;
+  assign \$401  = \$399  & \$400 ;
+  assign \$402  = ~ i_top;
+  assign \$403  = \$401  & \$402 ;
+  assign \$404  = i_in_row_0[1:0] == 1'h1;
+  assign \$405  = tags[15:8] == i_in_row_0;
+  assign \$406  = \$404  & \$405 ;
+  assign \$407  = ~ i_top;
   assign \$408  = \$406  & \$407 ;
-  assign \$409  = | i_cy;
-  assign \$410  = \$408  & \$409 ;
-  assign \$411  = row_0[1:0] == 1'h1;
-  assign \$412  = tags[15:8] == row_0;
+  assign \$409  = i_in_row_0[1:0] == 2'h2;
+  assign \$410  = tags[23:16] == i_in_row_0;
+  assign \$411  = \$409  & \$410 ;
+  assign \$412  = ~ i_top;
   assign \$413  = \$411  & \$412 ;
-  assign \$414  = | i_cy;
-  assign \$415  = \$413  & \$414 ;
-  assign \$416  = row_0[1:0] == 2'h2;
-  assign \$417  = tags[23:16] == row_0;
+  assign \$414  = i_in_row_0[1:0] == 2'h3;
+  assign \$415  = tags[31:24] == i_in_row_0;
+  assign \$416  = \$414  & \$415 ;
+  assign \$417  = ~ i_top;
   assign \$418  = \$416  & \$417 ;
-  assign \$419  = | i_cy;
-  assign \$420  = \$418  & \$419 ;
-  assign \$421  = row_0[1:0] == 2'h3;
-  assign \$422  = tags[31:24] == row_0;
-  assign \$423  = \$421  & \$422 ;
-  assign \$424  = | i_cy;
-  assign \$425  = \$423  & \$424 ;
-  assign \$426  = ! row_1[1:0];
-  assign \$427  = tags[7:0] == row_1;
-  assign \$428  = \$426  & \$427 ;
-  assign \$429  = row_1[1:0] == 1'h1;
-  assign \$430  = tags[15:8] == row_1;
-  assign \$431  = \$429  & \$430 ;
-  assign \$432  = row_1[1:0] == 2'h2;
-  assign \$433  = tags[23:16] == row_1;
-  assign \$434  = \$432  & \$433 ;
-  assign \$435  = row_1[1:0] == 2'h3;
-  assign \$436  = tags[31:24] == row_1;
-  assign \$437  = \$435  & \$436 ;
-  assign \$438  = ! row_2[1:0];
-  assign \$439  = tags[7:0] == row_2;
-  assign \$440  = \$438  & \$439 ;
-  assign \$441  = row_2[1:0] == 1'h1;
-  assign \$442  = tags[15:8] == row_2;
-  assign \$443  = \$441  & \$442 ;
-  assign \$444  = row_2[1:0] == 2'h2;
-  assign \$445  = tags[23:16] == row_2;
-  assign \$446  = \$444  & \$445 ;
-  assign \$447  = row_2[1:0] == 2'h3;
-  assign \$448  = tags[31:24] == row_2;
-  assign \$449  = \$447  & \$448 ;
-  assign \$450  = ~ \$signal ;
-  assign \$451  = ~ \$signal$7 ;
-  assign \$452  = \$450  | \$451 ;
-  assign \$453  = ~ ends;
-  assign \$454  = \$452  & \$453 ;
-  assign \$455  = ~ has_last_r;
-  assign \$456  = issued ? \$signal$57  : \$signal$54 ;
-  assign \$457  = \$455  | \$456 ;
-  assign \$458  = \$signal$46  & \$457 ;
-  assign \$459  = issued ? \$signal$53  : \$signal$50 ;
-  assign \$460  = \$signal$46  | \$459 ;
-  assign \$461  = f_row + 1'h1;
-  assign \$462  = cy + 1'h1;
-  assign \$463  = need + 1'h1;
-  assign \$464  = ~ \$signal$18 ;
-  assign \$465  = eof_pend & \$464 ;
-  assign \$466  = \$465  & w_rdy;
-  assign \$467  = ~ \$signal$18 ;
-  assign \$468  = \$467  | w_rdy;
-  assign \$469  = ~ \$317 [15:0];
-  assign \$470  = b_rest & \$469 ;
-  assign \$472  = b_rest[0] & b_rest[1];
-  assign \$475  = b_rest[2] & b_rest[3];
-  assign \$477  = \$473  | \$476 ;
-  assign \$478  = b_rest[0] | b_rest[1];
-  assign \$479  = b_rest[2] | b_rest[3];
-  assign \$480  = \$478  & \$479 ;
-  assign \$481  = \$477  | \$480 ;
-  assign \$483  = b_rest[4] & b_rest[5];
-  assign \$486  = b_rest[6] & b_rest[7];
-  assign \$488  = \$484  | \$487 ;
-  assign \$489  = b_rest[4] | b_rest[5];
-  assign \$490  = b_rest[6] | b_rest[7];
-  assign \$491  = \$489  & \$490 ;
-  assign \$492  = \$488  | \$491 ;
-  assign \$493  = \$481  | \$492 ;
-  assign \$494  = b_rest[0] | b_rest[1];
-  assign \$495  = b_rest[2] | b_rest[3];
+  assign \$419  = ! i_in_row_1[1:0];
+  assign \$420  = tags[7:0] == i_in_row_1;
+  assign \$421  = \$419  & \$420 ;
+  assign \$422  = i_in_row_1[1:0] == 1'h1;
+  assign \$423  = tags[15:8] == i_in_row_1;
+  assign \$424  = \$422  & \$423 ;
+  assign \$425  = i_in_row_1[1:0] == 2'h2;
+  assign \$426  = tags[23:16] == i_in_row_1;
+  assign \$427  = \$425  & \$426 ;
+  assign \$428  = i_in_row_1[1:0] == 2'h3;
+  assign \$429  = tags[31:24] == i_in_row_1;
+  assign \$430  = \$428  & \$429 ;
+  assign \$431  = ! i_in_row_2[1:0];
+  assign \$432  = tags[7:0] == i_in_row_2;
+  assign \$433  = \$431  & \$432 ;
+  assign \$434  = i_in_row_2[1:0] == 1'h1;
+  assign \$435  = tags[15:8] == i_in_row_2;
+  assign \$436  = \$434  & \$435 ;
+  assign \$437  = i_in_row_2[1:0] == 2'h2;
+  assign \$438  = tags[23:16] == i_in_row_2;
+  assign \$439  = \$437  & \$438 ;
+  assign \$440  = i_in_row_2[1:0] == 2'h3;
+  assign \$441  = tags[31:24] == i_in_row_2;
+  assign \$442  = \$440  & \$441 ;
+  assign \$443  = ~ \$signal$69 ;
+  assign \$444  = ~ \$signal$63 ;
+  assign \$445  = \$443  | \$444 ;
+  assign \$446  = ~ ends;
+  assign \$447  = \$445  & \$446 ;
+  assign \$448  = ~ has_last_r;
+  assign \$449  = issued ? \$signal$50  : \$signal$47 ;
+  assign \$450  = \$448  | \$449 ;
+  assign \$451  = \$signal$39  & \$450 ;
+  assign \$452  = issued ? \$signal$46  : \$signal$43 ;
+  assign \$453  = \$signal$39  | \$452 ;
+  assign \$454  = cy + 11'h7ff;
+  assign \$455  = cy + 1'h0;
+  assign \$456  = cy + 1'h1;
+  assign \$457  = ! cy;
+  assign \$458  = f_row + 1'h1;
+  assign \$459  = cy + 1'h1;
+  assign \$460  = need + 1'h1;
+  assign \$461  = ~ \$signal$11 ;
+  assign \$462  = eof_pend & \$461 ;
+  assign \$463  = \$462  & w_rdy;
+  assign \$464  = ~ \$signal$11 ;
+  assign \$465  = \$464  | w_rdy;
+  assign \$466  = ~ \$310 [15:0];
+  assign \$467  = b_rest & \$466 ;
+  assign \$469  = b_rest[0] & b_rest[1];
+  assign \$472  = b_rest[2] & b_rest[3];
+  assign \$474  = \$470  | \$473 ;
+  assign \$475  = b_rest[0] | b_rest[1];
+  assign \$476  = b_rest[2] | b_rest[3];
+  assign \$477  = \$475  & \$476 ;
+  assign \$478  = \$474  | \$477 ;
+  assign \$480  = b_rest[4] & b_rest[5];
+  assign \$483  = b_rest[6] & b_rest[7];
+  assign \$485  = \$481  | \$484 ;
+  assign \$486  = b_rest[4] | b_rest[5];
+  assign \$487  = b_rest[6] | b_rest[7];
+  assign \$488  = \$486  & \$487 ;
+  assign \$489  = \$485  | \$488 ;
+  assign \$490  = \$478  | \$489 ;
+  assign \$491  = b_rest[0] | b_rest[1];
+  assign \$492  = b_rest[2] | b_rest[3];
+  assign \$493  = \$491  | \$492 ;
+  assign \$494  = b_rest[4] | b_rest[5];
+  assign \$495  = b_rest[6] | b_rest[7];
   assign \$496  = \$494  | \$495 ;
-  assign \$497  = b_rest[4] | b_rest[5];
-  assign \$498  = b_rest[6] | b_rest[7];
-  assign \$499  = \$497  | \$498 ;
-  assign \$500  = \$496  & \$499 ;
-  assign \$501  = \$493  | \$500 ;
-  assign \$503  = b_rest[8] & b_rest[9];
-  assign \$506  = b_rest[10] & b_rest[11];
-  assign \$508  = \$504  | \$507 ;
-  assign \$509  = b_rest[8] | b_rest[9];
-  assign \$510  = b_rest[10] | b_rest[11];
-  assign \$511  = \$509  & \$510 ;
-  assign \$512  = \$508  | \$511 ;
-  assign \$514  = b_rest[12] & b_rest[13];
-  assign \$517  = b_rest[14] & b_rest[15];
-  assign \$519  = \$515  | \$518 ;
-  assign \$520  = b_rest[12] | b_rest[13];
-  assign \$521  = b_rest[14] | b_rest[15];
-  assign \$522  = \$520  & \$521 ;
-  assign \$523  = \$519  | \$522 ;
-  assign \$524  = \$512  | \$523 ;
-  assign \$525  = b_rest[8] | b_rest[9];
-  assign \$526  = b_rest[10] | b_rest[11];
+  assign \$497  = \$493  & \$496 ;
+  assign \$498  = \$490  | \$497 ;
+  assign \$500  = b_rest[8] & b_rest[9];
+  assign \$503  = b_rest[10] & b_rest[11];
+  assign \$505  = \$501  | \$504 ;
+  assign \$506  = b_rest[8] | b_rest[9];
+  assign \$507  = b_rest[10] | b_rest[11];
+  assign \$508  = \$506  & \$507 ;
+  assign \$509  = \$505  | \$508 ;
+  assign \$511  = b_rest[12] & b_rest[13];
+  assign \$514  = b_rest[14] & b_rest[15];
+  assign \$516  = \$512  | \$515 ;
+  assign \$517  = b_rest[12] | b_rest[13];
+  assign \$518  = b_rest[14] | b_rest[15];
+  assign \$519  = \$517  & \$518 ;
+  assign \$520  = \$516  | \$519 ;
+  assign \$521  = \$509  | \$520 ;
+  assign \$522  = b_rest[8] | b_rest[9];
+  assign \$523  = b_rest[10] | b_rest[11];
+  assign \$524  = \$522  | \$523 ;
+  assign \$525  = b_rest[12] | b_rest[13];
+  assign \$526  = b_rest[14] | b_rest[15];
   assign \$527  = \$525  | \$526 ;
-  assign \$528  = b_rest[12] | b_rest[13];
-  assign \$529  = b_rest[14] | b_rest[15];
-  assign \$530  = \$528  | \$529 ;
-  assign \$531  = \$527  & \$530 ;
-  assign \$532  = \$524  | \$531 ;
-  assign \$533  = \$501  | \$532 ;
-  assign \$534  = b_rest[0] | b_rest[1];
-  assign \$535  = b_rest[2] | b_rest[3];
+  assign \$528  = \$524  & \$527 ;
+  assign \$529  = \$521  | \$528 ;
+  assign \$530  = \$498  | \$529 ;
+  assign \$531  = b_rest[0] | b_rest[1];
+  assign \$532  = b_rest[2] | b_rest[3];
+  assign \$533  = \$531  | \$532 ;
+  assign \$534  = b_rest[4] | b_rest[5];
+  assign \$535  = b_rest[6] | b_rest[7];
   assign \$536  = \$534  | \$535 ;
-  assign \$537  = b_rest[4] | b_rest[5];
-  assign \$538  = b_rest[6] | b_rest[7];
-  assign \$539  = \$537  | \$538 ;
-  assign \$540  = \$536  | \$539 ;
-  assign \$541  = b_rest[8] | b_rest[9];
-  assign \$542  = b_rest[10] | b_rest[11];
+  assign \$537  = \$533  | \$536 ;
+  assign \$538  = b_rest[8] | b_rest[9];
+  assign \$539  = b_rest[10] | b_rest[11];
+  assign \$540  = \$538  | \$539 ;
+  assign \$541  = b_rest[12] | b_rest[13];
+  assign \$542  = b_rest[14] | b_rest[15];
   assign \$543  = \$541  | \$542 ;
-  assign \$544  = b_rest[12] | b_rest[13];
-  assign \$545  = b_rest[14] | b_rest[15];
-  assign \$546  = \$544  | \$545 ;
-  assign \$547  = \$543  | \$546 ;
-  assign \$548  = \$540  & \$547 ;
-  assign \$549  = \$533  | \$548 ;
-  assign \$550  = ~ \$549 ;
-  assign \$551  = ~ \$signal$18 ;
-  assign \$552  = \$551  | w_rdy;
-  assign \$553  = \$552  & \$signal$33 ;
-  assign \$554  = \$signal$31  ? \$signal$86  : 16'h0000;
-  assign \$555  = ~ \$signal$31 ;
-  assign \$556  = \$555  | a3_rest_zero;
-  assign \$557  = ~ \$signal$31 ;
-  assign \$558  = ~ \$signal$18 ;
-  assign \$559  = \$558  | w_rdy;
-  assign \$560  = \$559  & \$signal$33 ;
-  assign \$561  = \$557  | \$560 ;
-  assign \$562  = ~ \$320 [15:0];
-  assign \$563  = a2_bits & \$562 ;
-  assign \$565  = a2_bits[0] & a2_bits[1];
-  assign \$568  = a2_bits[2] & a2_bits[3];
-  assign \$570  = \$566  | \$569 ;
-  assign \$571  = a2_bits[0] | a2_bits[1];
-  assign \$572  = a2_bits[2] | a2_bits[3];
-  assign \$573  = \$571  & \$572 ;
-  assign \$574  = \$570  | \$573 ;
-  assign \$576  = a2_bits[4] & a2_bits[5];
-  assign \$579  = a2_bits[6] & a2_bits[7];
-  assign \$581  = \$577  | \$580 ;
-  assign \$582  = a2_bits[4] | a2_bits[5];
-  assign \$583  = a2_bits[6] | a2_bits[7];
-  assign \$584  = \$582  & \$583 ;
-  assign \$585  = \$581  | \$584 ;
-  assign \$586  = \$574  | \$585 ;
-  assign \$587  = a2_bits[0] | a2_bits[1];
-  assign \$588  = a2_bits[2] | a2_bits[3];
+  assign \$544  = \$540  | \$543 ;
+  assign \$545  = \$537  & \$544 ;
+  assign \$546  = \$530  | \$545 ;
+  assign \$547  = ~ \$546 ;
+  assign \$548  = ~ \$signal$11 ;
+  assign \$549  = \$548  | w_rdy;
+  assign \$550  = \$549  & \$signal$26 ;
+  assign \$551  = \$signal$24  ? \$signal$86  : 16'h0000;
+  assign \$552  = ~ \$signal$24 ;
+  assign \$553  = \$552  | a3_rest_zero;
+  assign \$554  = ~ \$signal$24 ;
+  assign \$555  = ~ \$signal$11 ;
+  assign \$556  = \$555  | w_rdy;
+  assign \$557  = \$556  & \$signal$26 ;
+  assign \$558  = \$554  | \$557 ;
+  assign \$559  = ~ \$313 [15:0];
+  assign \$560  = a2_bits & \$559 ;
+  assign \$562  = a2_bits[0] & a2_bits[1];
+  assign \$565  = a2_bits[2] & a2_bits[3];
+  assign \$567  = \$563  | \$566 ;
+  assign \$568  = a2_bits[0] | a2_bits[1];
+  assign \$569  = a2_bits[2] | a2_bits[3];
+  assign \$570  = \$568  & \$569 ;
+  assign \$571  = \$567  | \$570 ;
+  assign \$573  = a2_bits[4] & a2_bits[5];
+  assign \$576  = a2_bits[6] & a2_bits[7];
+  assign \$578  = \$574  | \$577 ;
+  assign \$579  = a2_bits[4] | a2_bits[5];
+  assign \$580  = a2_bits[6] | a2_bits[7];
+  assign \$581  = \$579  & \$580 ;
+  assign \$582  = \$578  | \$581 ;
+  assign \$583  = \$571  | \$582 ;
+  assign \$584  = a2_bits[0] | a2_bits[1];
+  assign \$585  = a2_bits[2] | a2_bits[3];
+  assign \$586  = \$584  | \$585 ;
+  assign \$587  = a2_bits[4] | a2_bits[5];
+  assign \$588  = a2_bits[6] | a2_bits[7];
   assign \$589  = \$587  | \$588 ;
-  assign \$590  = a2_bits[4] | a2_bits[5];
-  assign \$591  = a2_bits[6] | a2_bits[7];
-  assign \$592  = \$590  | \$591 ;
-  assign \$593  = \$589  & \$592 ;
-  assign \$594  = \$586  | \$593 ;
-  assign \$596  = a2_bits[8] & a2_bits[9];
-  assign \$599  = a2_bits[10] & a2_bits[11];
-  assign \$601  = \$597  | \$600 ;
-  assign \$602  = a2_bits[8] | a2_bits[9];
-  assign \$603  = a2_bits[10] | a2_bits[11];
-  assign \$604  = \$602  & \$603 ;
-  assign \$605  = \$601  | \$604 ;
-  assign \$607  = a2_bits[12] & a2_bits[13];
-  assign \$610  = a2_bits[14] & a2_bits[15];
-  assign \$612  = \$608  | \$611 ;
-  assign \$613  = a2_bits[12] | a2_bits[13];
-  assign \$614  = a2_bits[14] | a2_bits[15];
-  assign \$615  = \$613  & \$614 ;
-  assign \$616  = \$612  | \$615 ;
-  assign \$617  = \$605  | \$616 ;
-  assign \$618  = a2_bits[8] | a2_bits[9];
-  assign \$619  = a2_bits[10] | a2_bits[11];
+  assign \$590  = \$586  & \$589 ;
+  assign \$591  = \$583  | \$590 ;
+  assign \$593  = a2_bits[8] & a2_bits[9];
+  assign \$596  = a2_bits[10] & a2_bits[11];
+  assign \$598  = \$594  | \$597 ;
+  assign \$599  = a2_bits[8] | a2_bits[9];
+  assign \$600  = a2_bits[10] | a2_bits[11];
+  assign \$601  = \$599  & \$600 ;
+  assign \$602  = \$598  | \$601 ;
+  assign \$604  = a2_bits[12] & a2_bits[13];
+  assign \$607  = a2_bits[14] & a2_bits[15];
+  assign \$609  = \$605  | \$608 ;
+  assign \$610  = a2_bits[12] | a2_bits[13];
+  assign \$611  = a2_bits[14] | a2_bits[15];
+  assign \$612  = \$610  & \$611 ;
+  assign \$613  = \$609  | \$612 ;
+  assign \$614  = \$602  | \$613 ;
+  assign \$615  = a2_bits[8] | a2_bits[9];
+  assign \$616  = a2_bits[10] | a2_bits[11];
+  assign \$617  = \$615  | \$616 ;
+  assign \$618  = a2_bits[12] | a2_bits[13];
+  assign \$619  = a2_bits[14] | a2_bits[15];
   assign \$620  = \$618  | \$619 ;
-  assign \$621  = a2_bits[12] | a2_bits[13];
-  assign \$622  = a2_bits[14] | a2_bits[15];
-  assign \$623  = \$621  | \$622 ;
-  assign \$624  = \$620  & \$623 ;
-  assign \$625  = \$617  | \$624 ;
-  assign \$626  = \$594  | \$625 ;
-  assign \$627  = a2_bits[0] | a2_bits[1];
-  assign \$628  = a2_bits[2] | a2_bits[3];
+  assign \$621  = \$617  & \$620 ;
+  assign \$622  = \$614  | \$621 ;
+  assign \$623  = \$591  | \$622 ;
+  assign \$624  = a2_bits[0] | a2_bits[1];
+  assign \$625  = a2_bits[2] | a2_bits[3];
+  assign \$626  = \$624  | \$625 ;
+  assign \$627  = a2_bits[4] | a2_bits[5];
+  assign \$628  = a2_bits[6] | a2_bits[7];
   assign \$629  = \$627  | \$628 ;
-  assign \$630  = a2_bits[4] | a2_bits[5];
-  assign \$631  = a2_bits[6] | a2_bits[7];
-  assign \$632  = \$630  | \$631 ;
-  assign \$633  = \$629  | \$632 ;
-  assign \$634  = a2_bits[8] | a2_bits[9];
-  assign \$635  = a2_bits[10] | a2_bits[11];
+  assign \$630  = \$626  | \$629 ;
+  assign \$631  = a2_bits[8] | a2_bits[9];
+  assign \$632  = a2_bits[10] | a2_bits[11];
+  assign \$633  = \$631  | \$632 ;
+  assign \$634  = a2_bits[12] | a2_bits[13];
+  assign \$635  = a2_bits[14] | a2_bits[15];
   assign \$636  = \$634  | \$635 ;
-  assign \$637  = a2_bits[12] | a2_bits[13];
-  assign \$638  = a2_bits[14] | a2_bits[15];
-  assign \$639  = \$637  | \$638 ;
-  assign \$640  = \$636  | \$639 ;
-  assign \$641  = \$633  & \$640 ;
-  assign \$642  = \$626  | \$641 ;
-  assign \$643  = ~ \$642 ;
-  assign \$644  = ~ \$signal$31 ;
-  assign \$645  = ~ \$signal$18 ;
-  assign \$646  = \$645  | w_rdy;
-  assign \$647  = \$646  & \$signal$33 ;
-  assign \$648  = \$644  | \$647 ;
-  assign \$649  = ~ \$signal$30 ;
-  assign \$650  = ~ \$signal$31 ;
-  assign \$651  = ~ \$signal$18 ;
-  assign \$652  = \$651  | w_rdy;
-  assign \$653  = \$652  & \$signal$33 ;
-  assign \$654  = \$650  | \$653 ;
-  assign \$655  = \$649  | \$654 ;
-  assign \$656  = \$655  & a_v;
-  assign \$657  = a_oh[0] ? cwin_1[15:0] : 16'h0000;
-  assign \$658  = a_oh[1] ? cwin_1[31:16] : 16'h0000;
-  assign \$659  = \$657  | \$658 ;
-  assign \$660  = a_oh[2] ? cwin_1[47:32] : 16'h0000;
-  assign \$661  = \$659  | \$660 ;
-  assign \$662  = a_oh[3] ? cwin_1[63:48] : 16'h0000;
-  assign \$663  = \$661  | \$662 ;
-  assign \$664  = a_oh[4] ? cwin_1[79:64] : 16'h0000;
-  assign \$665  = \$663  | \$664 ;
-  assign \$666  = a_oh[5] ? cwin_1[95:80] : 16'h0000;
-  assign \$667  = \$665  | \$666 ;
-  assign \$668  = a_oh[6] ? cwin_1[111:96] : 16'h0000;
-  assign \$669  = \$667  | \$668 ;
-  assign \$670  = a_oh[7] ? cwin_1[127:112] : 16'h0000;
+  assign \$637  = \$633  | \$636 ;
+  assign \$638  = \$630  & \$637 ;
+  assign \$639  = \$623  | \$638 ;
+  assign \$640  = ~ \$639 ;
+  assign \$641  = ~ \$signal$24 ;
+  assign \$642  = ~ \$signal$11 ;
+  assign \$643  = \$642  | w_rdy;
+  assign \$644  = \$643  & \$signal$26 ;
+  assign \$645  = \$641  | \$644 ;
+  assign \$646  = ~ \$signal$23 ;
+  assign \$647  = ~ \$signal$24 ;
+  assign \$648  = ~ \$signal$11 ;
+  assign \$649  = \$648  | w_rdy;
+  assign \$650  = \$649  & \$signal$26 ;
+  assign \$651  = \$647  | \$650 ;
+  assign \$652  = \$646  | \$651 ;
+  assign \$653  = \$652  & a_v;
+  assign \$654  = a_oh[0] ? cwin_1[15:0] : 16'h0000;
+  assign \$655  = a_oh[1] ? cwin_1[31:16] : 16'h0000;
+  assign \$656  = \$654  | \$655 ;
+  assign \$657  = a_oh[2] ? cwin_1[47:32] : 16'h0000;
+  assign \$658  = \$656  | \$657 ;
+  assign \$659  = a_oh[3] ? cwin_1[63:48] : 16'h0000;
+  assign \$660  = \$658  | \$659 ;
+  assign \$661  = a_oh[4] ? cwin_1[79:64] : 16'h0000;
+  assign \$662  = \$660  | \$661 ;
+  assign \$663  = a_oh[5] ? cwin_1[95:80] : 16'h0000;
+  assign \$664  = \$662  | \$663 ;
+  assign \$665  = a_oh[6] ? cwin_1[111:96] : 16'h0000;
+  assign \$666  = \$664  | \$665 ;
+  assign \$667  = a_oh[7] ? cwin_1[127:112] : 16'h0000;
+  assign \$668  = \$666  | \$667 ;
+  assign \$669  = a_oh[0] ? { cwin_0[16:0], 1'h0 } : 18'h00000;
+  assign \$670  = a_oh[1] ? cwin_0[32:15] : 18'h00000;
   assign \$671  = \$669  | \$670 ;
-  assign \$672  = a_oh[0] ? { cwin_0[16:0], 1'h0 } : 18'h00000;
-  assign \$673  = a_oh[1] ? cwin_0[32:15] : 18'h00000;
-  assign \$674  = \$672  | \$673 ;
-  assign \$675  = a_oh[2] ? cwin_0[48:31] : 18'h00000;
-  assign \$676  = \$674  | \$675 ;
-  assign \$677  = a_oh[3] ? cwin_0[64:47] : 18'h00000;
-  assign \$678  = \$676  | \$677 ;
-  assign \$679  = a_oh[4] ? cwin_0[80:63] : 18'h00000;
-  assign \$680  = \$678  | \$679 ;
-  assign \$681  = a_oh[5] ? cwin_0[96:79] : 18'h00000;
-  assign \$682  = \$680  | \$681 ;
-  assign \$683  = a_oh[6] ? cwin_0[112:95] : 18'h00000;
-  assign \$684  = \$682  | \$683 ;
-  assign \$685  = a_oh[7] ? { 1'h0, cwin_0[127:111] } : 18'h00000;
+  assign \$672  = a_oh[2] ? cwin_0[48:31] : 18'h00000;
+  assign \$673  = \$671  | \$672 ;
+  assign \$674  = a_oh[3] ? cwin_0[64:47] : 18'h00000;
+  assign \$675  = \$673  | \$674 ;
+  assign \$676  = a_oh[4] ? cwin_0[80:63] : 18'h00000;
+  assign \$677  = \$675  | \$676 ;
+  assign \$678  = a_oh[5] ? cwin_0[96:79] : 18'h00000;
+  assign \$679  = \$677  | \$678 ;
+  assign \$680  = a_oh[6] ? cwin_0[112:95] : 18'h00000;
+  assign \$681  = \$679  | \$680 ;
+  assign \$682  = a_oh[7] ? { 1'h0, cwin_0[127:111] } : 18'h00000;
+  assign \$683  = \$681  | \$682 ;
+  assign \$684  = a_oh[0] ? { cwin_1[16:0], 1'h0 } : 18'h00000;
+  assign \$685  = a_oh[1] ? cwin_1[32:15] : 18'h00000;
   assign \$686  = \$684  | \$685 ;
-  assign \$687  = a_oh[0] ? { cwin_1[16:0], 1'h0 } : 18'h00000;
-  assign \$688  = a_oh[1] ? cwin_1[32:15] : 18'h00000;
-  assign \$689  = \$687  | \$688 ;
-  assign \$690  = a_oh[2] ? cwin_1[48:31] : 18'h00000;
-  assign \$691  = \$689  | \$690 ;
-  assign \$692  = a_oh[3] ? cwin_1[64:47] : 18'h00000;
-  assign \$693  = \$691  | \$692 ;
-  assign \$694  = a_oh[4] ? cwin_1[80:63] : 18'h00000;
-  assign \$695  = \$693  | \$694 ;
-  assign \$696  = a_oh[5] ? cwin_1[96:79] : 18'h00000;
-  assign \$697  = \$695  | \$696 ;
-  assign \$698  = a_oh[6] ? cwin_1[112:95] : 18'h00000;
-  assign \$699  = \$697  | \$698 ;
-  assign \$700  = a_oh[7] ? { 1'h0, cwin_1[127:111] } : 18'h00000;
+  assign \$687  = a_oh[2] ? cwin_1[48:31] : 18'h00000;
+  assign \$688  = \$686  | \$687 ;
+  assign \$689  = a_oh[3] ? cwin_1[64:47] : 18'h00000;
+  assign \$690  = \$688  | \$689 ;
+  assign \$691  = a_oh[4] ? cwin_1[80:63] : 18'h00000;
+  assign \$692  = \$690  | \$691 ;
+  assign \$693  = a_oh[5] ? cwin_1[96:79] : 18'h00000;
+  assign \$694  = \$692  | \$693 ;
+  assign \$695  = a_oh[6] ? cwin_1[112:95] : 18'h00000;
+  assign \$696  = \$694  | \$695 ;
+  assign \$697  = a_oh[7] ? { 1'h0, cwin_1[127:111] } : 18'h00000;
+  assign \$698  = \$696  | \$697 ;
+  assign \$699  = a_oh[0] ? { cwin_2[16:0], 1'h0 } : 18'h00000;
+  assign \$700  = a_oh[1] ? cwin_2[32:15] : 18'h00000;
   assign \$701  = \$699  | \$700 ;
-  assign \$702  = a_oh[0] ? { cwin_2[16:0], 1'h0 } : 18'h00000;
-  assign \$703  = a_oh[1] ? cwin_2[32:15] : 18'h00000;
-  assign \$704  = \$702  | \$703 ;
-  assign \$705  = a_oh[2] ? cwin_2[48:31] : 18'h00000;
-  assign \$706  = \$704  | \$705 ;
-  assign \$707  = a_oh[3] ? cwin_2[64:47] : 18'h00000;
-  assign \$708  = \$706  | \$707 ;
-  assign \$709  = a_oh[4] ? cwin_2[80:63] : 18'h00000;
-  assign \$710  = \$708  | \$709 ;
-  assign \$711  = a_oh[5] ? cwin_2[96:79] : 18'h00000;
-  assign \$712  = \$710  | \$711 ;
-  assign \$713  = a_oh[6] ? cwin_2[112:95] : 18'h00000;
-  assign \$714  = \$712  | \$713 ;
-  assign \$715  = a_oh[7] ? { 1'h0, cwin_2[127:111] } : 18'h00000;
-  assign \$716  = \$714  | \$715 ;
-  assign \$717  = ~ \$signal$30 ;
-  assign \$718  = ~ \$signal$31 ;
-  assign \$719  = ~ \$signal$18 ;
-  assign \$720  = \$719  | w_rdy;
-  assign \$721  = \$720  & \$signal$33 ;
-  assign \$722  = \$718  | \$721 ;
-  assign \$723  = \$717  | \$722 ;
-  assign \$724  = ~ a_v;
-  assign \$725  = ~ \$signal$30 ;
-  assign \$726  = ~ \$signal$31 ;
-  assign \$727  = ~ \$signal$18 ;
-  assign \$728  = \$727  | w_rdy;
-  assign \$729  = \$728  & \$signal$33 ;
-  assign \$730  = \$726  | \$729 ;
-  assign \$731  = \$725  | \$730 ;
-  assign \$732  = \$724  | \$731 ;
-  assign \$733  = \$732  & \$signal$59 ;
-  assign \$734  = ~ nz_zero;
-  assign \$735  = \$733  & \$734 ;
-  assign \$736  = ~ \$340 [7:0];
-  assign \$737  = nz & \$736 ;
-  assign \$739  = nz[0] & nz[1];
-  assign \$742  = nz[2] & nz[3];
-  assign \$744  = \$740  | \$743 ;
-  assign \$745  = nz[0] | nz[1];
-  assign \$746  = nz[2] | nz[3];
-  assign \$747  = \$745  & \$746 ;
-  assign \$748  = \$744  | \$747 ;
-  assign \$750  = nz[4] & nz[5];
-  assign \$753  = nz[6] & nz[7];
-  assign \$755  = \$751  | \$754 ;
-  assign \$756  = nz[4] | nz[5];
-  assign \$757  = nz[6] | nz[7];
-  assign \$758  = \$756  & \$757 ;
-  assign \$759  = \$755  | \$758 ;
-  assign \$760  = \$748  | \$759 ;
-  assign \$761  = nz[0] | nz[1];
-  assign \$762  = nz[2] | nz[3];
+  assign \$702  = a_oh[2] ? cwin_2[48:31] : 18'h00000;
+  assign \$703  = \$701  | \$702 ;
+  assign \$704  = a_oh[3] ? cwin_2[64:47] : 18'h00000;
+  assign \$705  = \$703  | \$704 ;
+  assign \$706  = a_oh[4] ? cwin_2[80:63] : 18'h00000;
+  assign \$707  = \$705  | \$706 ;
+  assign \$708  = a_oh[5] ? cwin_2[96:79] : 18'h00000;
+  assign \$709  = \$707  | \$708 ;
+  assign \$710  = a_oh[6] ? cwin_2[112:95] : 18'h00000;
+  assign \$711  = \$709  | \$710 ;
+  assign \$712  = a_oh[7] ? { 1'h0, cwin_2[127:111] } : 18'h00000;
+  assign \$713  = \$711  | \$712 ;
+  assign \$714  = ~ \$signal$23 ;
+  assign \$715  = ~ \$signal$24 ;
+  assign \$716  = ~ \$signal$11 ;
+  assign \$717  = \$716  | w_rdy;
+  assign \$718  = \$717  & \$signal$26 ;
+  assign \$719  = \$715  | \$718 ;
+  assign \$720  = \$714  | \$719 ;
+  assign \$721  = ~ a_v;
+  assign \$722  = ~ \$signal$23 ;
+  assign \$723  = ~ \$signal$24 ;
+  assign \$724  = ~ \$signal$11 ;
+  assign \$725  = \$724  | w_rdy;
+  assign \$726  = \$725  & \$signal$26 ;
+  assign \$727  = \$723  | \$726 ;
+  assign \$728  = \$722  | \$727 ;
+  assign \$729  = \$721  | \$728 ;
+  assign \$730  = \$729  & \$signal$52 ;
+  assign \$731  = ~ nz_zero;
+  assign \$732  = \$730  & \$731 ;
+  assign \$733  = ~ \$333 [7:0];
+  assign \$734  = nz & \$733 ;
+  assign \$736  = nz[0] & nz[1];
+  assign \$739  = nz[2] & nz[3];
+  assign \$741  = \$737  | \$740 ;
+  assign \$742  = nz[0] | nz[1];
+  assign \$743  = nz[2] | nz[3];
+  assign \$744  = \$742  & \$743 ;
+  assign \$745  = \$741  | \$744 ;
+  assign \$747  = nz[4] & nz[5];
+  assign \$750  = nz[6] & nz[7];
+  assign \$752  = \$748  | \$751 ;
+  assign \$753  = nz[4] | nz[5];
+  assign \$754  = nz[6] | nz[7];
+  assign \$755  = \$753  & \$754 ;
+  assign \$756  = \$752  | \$755 ;
+  assign \$757  = \$745  | \$756 ;
+  assign \$758  = nz[0] | nz[1];
+  assign \$759  = nz[2] | nz[3];
+  assign \$760  = \$758  | \$759 ;
+  assign \$761  = nz[4] | nz[5];
+  assign \$762  = nz[6] | nz[7];
   assign \$763  = \$761  | \$762 ;
-  assign \$764  = nz[4] | nz[5];
-  assign \$765  = nz[6] | nz[7];
-  assign \$766  = \$764  | \$765 ;
-  assign \$767  = \$763  & \$766 ;
-  assign \$768  = \$760  | \$767 ;
-  assign \$769  = ~ \$768 ;
-  assign \$770  = ~ \$signal ;
-  assign \$771  = ~ \$signal$7 ;
+  assign \$764  = \$760  & \$763 ;
+  assign \$765  = \$757  | \$764 ;
+  assign \$766  = ~ \$765 ;
+  assign \$767  = ~ \$signal$69 ;
+  assign \$768  = ~ \$signal$63 ;
+  assign \$769  = \$767  | \$768 ;
+  assign \$770  = ~ has_last_r;
+  assign \$771  = issued ? \$signal$50  : \$signal$47 ;
   assign \$772  = \$770  | \$771 ;
-  assign \$773  = ~ has_last_r;
-  assign \$774  = issued ? \$signal$57  : \$signal$54 ;
-  assign \$775  = \$773  | \$774 ;
-  assign \$776  = \$signal$46  & \$775 ;
-  assign \$777  = \$772  & \$776 ;
-  assign \$778  = ends | \$777 ;
-  assign \$779  = \$signal  | \$signal$7 ;
-  assign \$780  = \$779  | \$signal$8 ;
-  assign \$781  = \$780  | \$signal$59 ;
-  assign \$782  = \$781  | \$signal$30 ;
-  assign \$783  = \$782  | \$signal$31 ;
-  assign \$784  = \$783  | b_v;
-  assign \$785  = \$784  | \$signal$18 ;
-  assign \$786  = ~ \$785 ;
-  assign \$787  = \$778  & \$786 ;
-  assign \$788  = ~ eof_done;
-  assign \$789  = \$787  & \$788 ;
-  assign \$790  = \$signal$18  | b_v;
-  assign \$791  = \$790  | \$signal$31 ;
-  assign \$792  = \$791  | \$signal$30 ;
-  assign \$793  = \$signal$31  ? \$signal$88  : a2_oy;
-  assign \$794  = b_v ? b_oy : \$793 ;
-  assign \$795  = \$signal$18  ? \$signal$20  : \$794 ;
-  assign \$796  = \$signal  ? { 1'h0, i_row } : f_row;
-  assign \$797  = \$signal$7  ? { 1'h0, s_row } : \$796 ;
-  assign \$798  = \$signal$8  ? { 1'h0, w_row } : \$797 ;
-  assign \$799  = \$signal$59  ? { 1'h0, c_row } : \$798 ;
+  assign \$773  = \$signal$39  & \$772 ;
+  assign \$774  = \$769  & \$773 ;
+  assign \$775  = ends | \$774 ;
+  assign \$776  = \$signal$69  | \$signal$63 ;
+  assign \$777  = \$776  | \$signal$54 ;
+  assign \$778  = \$777  | \$signal$52 ;
+  assign \$779  = \$778  | \$signal$23 ;
+  assign \$780  = \$779  | \$signal$24 ;
+  assign \$781  = \$780  | b_v;
+  assign \$782  = \$781  | \$signal$11 ;
+  assign \$783  = ~ \$782 ;
+  assign \$784  = \$775  & \$783 ;
+  assign \$785  = ~ eof_done;
+  assign \$786  = \$784  & \$785 ;
+  assign \$787  = \$signal$11  | b_v;
+  assign \$788  = \$787  | \$signal$24 ;
+  assign \$789  = \$788  | \$signal$23 ;
+  assign \$790  = \$signal$24  ? \$signal$88  : a2_oy;
+  assign \$791  = b_v ? b_oy : \$790 ;
+  assign \$792  = \$signal$11  ? \$signal$13  : \$791 ;
+  assign \$793  = \$signal$69  ? { 1'h0, i_row } : f_row;
+  assign \$794  = \$signal$63  ? { 1'h0, s_row } : \$793 ;
+  assign \$795  = \$signal$54  ? { 1'h0, w_row } : \$794 ;
+  assign \$796  = \$signal$52  ? { 1'h0, c_row } : \$795 ;
+  always @(posedge clk)
+    \$signal$39  <= \$797 ;
+  always @(posedge clk)
+    has_last_r <= \$798 ;
+  always @(posedge clk)
+    \$signal$43  <= \$799 ;
   always @(posedge clk)
     \$signal$46  <= \$800 ;
   always @(posedge clk)
-    has_last_r <= \$801 ;
+    \$signal$47  <= \$801 ;
   always @(posedge clk)
     \$signal$50  <= \$802 ;
   always @(posedge clk)
-    \$signal$53  <= \$803 ;
+    issued <= \$803 ;
   always @(posedge clk)
-    \$signal$54  <= \$804 ;
+    \$signal$52  <= \$804 ;
   always @(posedge clk)
-    \$signal$57  <= \$805 ;
+    c_row <= \$805 ;
   always @(posedge clk)
-    issued <= \$806 ;
+    \$signal$54  <= \$806 ;
   always @(posedge clk)
-    \$signal$59  <= \$807 ;
+    nz <= \$807 ;
   always @(posedge clk)
-    c_row <= \$808 ;
+    nz_zero <= \$808 ;
   always @(posedge clk)
-    \$signal$8  <= \$809 ;
+    cwin_0 <= \$809 ;
   always @(posedge clk)
-    nz <= \$810 ;
+    cwin_1 <= \$810 ;
   always @(posedge clk)
-    nz_zero <= \$811 ;
+    cwin_2 <= \$811 ;
   always @(posedge clk)
-    cwin_0 <= \$812 ;
+    w_row <= \$812 ;
   always @(posedge clk)
-    cwin_1 <= \$813 ;
+    \$signal$63  <= \$813 ;
   always @(posedge clk)
-    cwin_2 <= \$814 ;
+    win_0 <= \$814 ;
   always @(posedge clk)
-    w_row <= \$815 ;
+    win_1 <= \$815 ;
   always @(posedge clk)
-    \$signal$7  <= \$816 ;
+    win_2 <= \$816 ;
   always @(posedge clk)
-    win_0 <= \$817 ;
+    s_row <= \$817 ;
   always @(posedge clk)
-    win_1 <= \$818 ;
+    \$signal$69  <= \$818 ;
   always @(posedge clk)
-    win_2 <= \$819 ;
+    sel_0 <= \$819 ;
   always @(posedge clk)
-    s_row <= \$820 ;
+    sel_1 <= \$820 ;
   always @(posedge clk)
-    \$signal  <= \$821 ;
+    sel_2 <= \$821 ;
   always @(posedge clk)
-    sel_0 <= \$822 ;
+    ends <= \$822 ;
   always @(posedge clk)
-    sel_1 <= \$823 ;
+    i_in_row_0 <= \$823 ;
   always @(posedge clk)
-    sel_2 <= \$824 ;
+    i_in_row_1 <= \$824 ;
   always @(posedge clk)
-    ends <= \$825 ;
+    i_in_row_2 <= \$825 ;
   always @(posedge clk)
     i_row <= \$826 ;
   always @(posedge clk)
-    i_cy <= \$827 ;
+    i_top <= \$827 ;
   always @(posedge clk)
     f_row <= \$828 ;
   always @(posedge clk)
@@ -2632,13 +2635,13 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @(posedge clk)
     eof_pend <= \$831 ;
   always @(posedge clk)
-    \$signal$18  <= \$832 ;
+    \$signal$11  <= \$832 ;
   always @(posedge clk)
-    \$signal$14  <= \$833 ;
+    \$signal  <= \$833 ;
   always @(posedge clk)
     \$like  <= \$834 ;
   always @(posedge clk)
-    \$signal$20  <= \$835 ;
+    \$signal$13  <= \$835 ;
   always @(posedge clk)
     c1_win_0 <= \$836 ;
   always @(posedge clk)
@@ -2650,7 +2653,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @(posedge clk)
     b_rest <= \$840 ;
   always @(posedge clk)
-    \$signal$33  <= \$841 ;
+    \$signal$26  <= \$841 ;
   always @(posedge clk)
     b_v <= \$842 ;
   always @(posedge clk)
@@ -2664,7 +2667,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @(posedge clk)
     b_win_2 <= \$847 ;
   always @(posedge clk)
-    \$signal$31  <= \$848 ;
+    \$signal$24  <= \$848 ;
   always @(posedge clk)
     \$signal$85  <= \$849 ;
   always @(posedge clk)
@@ -2682,7 +2685,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @(posedge clk)
     a3_win_2 <= \$856 ;
   always @(posedge clk)
-    \$signal$30  <= \$857 ;
+    \$signal$23  <= \$857 ;
   always @(posedge clk)
     a2_oy <= \$858 ;
   always @(posedge clk)
@@ -2702,141 +2705,141 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @(posedge clk)
     eof_done <= \$866 ;
   always @(posedge clk)
-    \$signal$41  <= \$867 ;
+    \$signal$34  <= \$867 ;
   always @(posedge clk)
-    \$signal$43  <= \$868 ;
+    \$signal$36  <= \$868 ;
   always @(posedge clk)
     rows_row <= \$869 ;
-  assign \$1  = ~ \$signal$7 ;
-  assign \$2  = ~ \$signal$8 ;
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = \$signal  & \$3 ;
-  assign \$5  = i_cy + 11'h7ff;
-  assign \$6  = i_cy + 1'h0;
-  assign \$7  = i_cy + 1'h1;
-  assign \$8  = \$signal$14 [1] | \$signal$14 [3];
-  assign \$9  = \$8  | \$signal$14 [5];
-  assign \$10  = \$9  | \$signal$14 [7];
-  assign \$11  = \$10  | \$signal$14 [9];
-  assign \$12  = \$11  | \$signal$14 [11];
-  assign \$13  = \$12  | \$signal$14 [13];
-  assign \$14  = \$13  | \$signal$14 [15];
-  assign \$15  = \$signal$14 [2] | \$signal$14 [3];
-  assign \$16  = \$15  | \$signal$14 [6];
-  assign \$17  = \$16  | \$signal$14 [7];
-  assign \$18  = \$17  | \$signal$14 [10];
-  assign \$19  = \$18  | \$signal$14 [11];
-  assign \$20  = \$19  | \$signal$14 [14];
-  assign \$21  = \$20  | \$signal$14 [15];
-  assign \$22  = \$signal$14 [4] | \$signal$14 [5];
-  assign \$23  = \$22  | \$signal$14 [6];
-  assign \$24  = \$23  | \$signal$14 [7];
-  assign \$25  = \$24  | \$signal$14 [12];
-  assign \$26  = \$25  | \$signal$14 [13];
-  assign \$27  = \$26  | \$signal$14 [14];
-  assign \$28  = \$27  | \$signal$14 [15];
-  assign \$29  = \$signal$14 [8] | \$signal$14 [9];
-  assign \$30  = \$29  | \$signal$14 [10];
-  assign \$31  = \$30  | \$signal$14 [11];
-  assign \$32  = \$31  | \$signal$14 [12];
-  assign \$33  = \$32  | \$signal$14 [13];
-  assign \$34  = \$33  | \$signal$14 [14];
-  assign \$35  = \$34  | \$signal$14 [15];
-  assign w_en = \$signal$18  | eof_pend;
-  assign \$36  = \$signal$14 [0] & c1_win_0[0];
-  assign \$37  = \$signal$14 [1] & c1_win_0[1];
-  assign \$38  = \$36  | \$37 ;
-  assign \$39  = \$signal$14 [2] & c1_win_0[2];
-  assign \$40  = \$38  | \$39 ;
-  assign \$41  = \$signal$14 [3] & c1_win_0[3];
-  assign \$42  = \$40  | \$41 ;
-  assign \$43  = \$signal$14 [4] & c1_win_0[4];
-  assign \$44  = \$42  | \$43 ;
-  assign \$45  = \$signal$14 [5] & c1_win_0[5];
-  assign \$46  = \$44  | \$45 ;
-  assign \$47  = \$signal$14 [6] & c1_win_0[6];
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = \$signal$14 [7] & c1_win_0[7];
-  assign \$50  = \$48  | \$49 ;
-  assign \$51  = \$signal$14 [8] & c1_win_0[8];
-  assign \$52  = \$50  | \$51 ;
-  assign \$53  = \$signal$14 [9] & c1_win_0[9];
-  assign \$54  = \$52  | \$53 ;
-  assign \$55  = \$signal$14 [10] & c1_win_0[10];
-  assign \$56  = \$54  | \$55 ;
-  assign \$57  = \$signal$14 [11] & c1_win_0[11];
-  assign \$58  = \$56  | \$57 ;
-  assign \$59  = \$signal$14 [12] & c1_win_0[12];
-  assign \$60  = \$58  | \$59 ;
-  assign \$61  = \$signal$14 [13] & c1_win_0[13];
+  assign \$1  = \$signal [1] | \$signal [3];
+  assign \$2  = \$1  | \$signal [5];
+  assign \$3  = \$2  | \$signal [7];
+  assign \$4  = \$3  | \$signal [9];
+  assign \$5  = \$4  | \$signal [11];
+  assign \$6  = \$5  | \$signal [13];
+  assign \$7  = \$6  | \$signal [15];
+  assign \$8  = \$signal [2] | \$signal [3];
+  assign \$9  = \$8  | \$signal [6];
+  assign \$10  = \$9  | \$signal [7];
+  assign \$11  = \$10  | \$signal [10];
+  assign \$12  = \$11  | \$signal [11];
+  assign \$13  = \$12  | \$signal [14];
+  assign \$14  = \$13  | \$signal [15];
+  assign \$15  = \$signal [4] | \$signal [5];
+  assign \$16  = \$15  | \$signal [6];
+  assign \$17  = \$16  | \$signal [7];
+  assign \$18  = \$17  | \$signal [12];
+  assign \$19  = \$18  | \$signal [13];
+  assign \$20  = \$19  | \$signal [14];
+  assign \$21  = \$20  | \$signal [15];
+  assign \$22  = \$signal [8] | \$signal [9];
+  assign \$23  = \$22  | \$signal [10];
+  assign \$24  = \$23  | \$signal [11];
+  assign \$25  = \$24  | \$signal [12];
+  assign \$26  = \$25  | \$signal [13];
+  assign \$27  = \$26  | \$signal [14];
+  assign \$28  = \$27  | \$signal [15];
+  assign w_en = \$signal$11  | eof_pend;
+  assign \$29  = \$signal [0] & c1_win_0[0];
+  assign \$30  = \$signal [1] & c1_win_0[1];
+  assign \$31  = \$29  | \$30 ;
+  assign \$32  = \$signal [2] & c1_win_0[2];
+  assign \$33  = \$31  | \$32 ;
+  assign \$34  = \$signal [3] & c1_win_0[3];
+  assign \$35  = \$33  | \$34 ;
+  assign \$36  = \$signal [4] & c1_win_0[4];
+  assign \$37  = \$35  | \$36 ;
+  assign \$38  = \$signal [5] & c1_win_0[5];
+  assign \$39  = \$37  | \$38 ;
+  assign \$40  = \$signal [6] & c1_win_0[6];
+  assign \$41  = \$39  | \$40 ;
+  assign \$42  = \$signal [7] & c1_win_0[7];
+  assign \$43  = \$41  | \$42 ;
+  assign \$44  = \$signal [8] & c1_win_0[8];
+  assign \$45  = \$43  | \$44 ;
+  assign \$46  = \$signal [9] & c1_win_0[9];
+  assign \$47  = \$45  | \$46 ;
+  assign \$48  = \$signal [10] & c1_win_0[10];
+  assign \$49  = \$47  | \$48 ;
+  assign \$50  = \$signal [11] & c1_win_0[11];
+  assign \$51  = \$49  | \$50 ;
+  assign \$52  = \$signal [12] & c1_win_0[12];
+  assign \$53  = \$51  | \$52 ;
+  assign \$54  = \$signal [13] & c1_win_0[13];
+  assign \$55  = \$53  | \$54 ;
+  assign \$56  = \$signal [14] & c1_win_0[14];
+  assign \$57  = \$55  | \$56 ;
+  assign \$58  = \$signal [15] & c1_win_0[15];
+  assign \$59  = \$57  | \$58 ;
+  assign \$60  = \$signal [0] & c1_win_0[1];
+  assign \$61  = \$signal [1] & c1_win_0[2];
   assign \$62  = \$60  | \$61 ;
-  assign \$63  = \$signal$14 [14] & c1_win_0[14];
+  assign \$63  = \$signal [2] & c1_win_0[3];
   assign \$64  = \$62  | \$63 ;
-  assign \$65  = \$signal$14 [15] & c1_win_0[15];
+  assign \$65  = \$signal [3] & c1_win_0[4];
   assign \$66  = \$64  | \$65 ;
-  assign \$67  = \$signal$14 [0] & c1_win_0[1];
-  assign \$68  = \$signal$14 [1] & c1_win_0[2];
-  assign \$69  = \$67  | \$68 ;
-  assign \$70  = \$signal$14 [2] & c1_win_0[3];
-  assign \$71  = \$69  | \$70 ;
-  assign \$72  = \$signal$14 [3] & c1_win_0[4];
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = \$signal$14 [4] & c1_win_0[5];
-  assign \$75  = \$73  | \$74 ;
-  assign \$76  = \$signal$14 [5] & c1_win_0[6];
-  assign \$77  = \$75  | \$76 ;
-  assign \$78  = \$signal$14 [6] & c1_win_0[7];
-  assign \$79  = \$77  | \$78 ;
-  assign \$80  = \$signal$14 [7] & c1_win_0[8];
-  assign \$81  = \$79  | \$80 ;
-  assign \$82  = \$signal$14 [8] & c1_win_0[9];
-  assign \$83  = \$81  | \$82 ;
-  assign \$84  = \$signal$14 [9] & c1_win_0[10];
-  assign \$85  = \$83  | \$84 ;
-  assign \$86  = \$signal$14 [10] & c1_win_0[11];
-  assign \$87  = \$85  | \$86 ;
-  assign \$88  = \$signal$14 [11] & c1_win_0[12];
-  assign \$89  = \$87  | \$88 ;
-  assign \$90  = \$signal$14 [12] & c1_win_0[13];
-  assign \$91  = \$89  | \$90 ;
-  assign \$92  = \$signal$14 [13] & c1_win_0[14];
+  assign \$67  = \$signal [4] & c1_win_0[5];
+  assign \$68  = \$66  | \$67 ;
+  assign \$69  = \$signal [5] & c1_win_0[6];
+  assign \$70  = \$68  | \$69 ;
+  assign \$71  = \$signal [6] & c1_win_0[7];
+  assign \$72  = \$70  | \$71 ;
+  assign \$73  = \$signal [7] & c1_win_0[8];
+  assign \$74  = \$72  | \$73 ;
+  assign \$75  = \$signal [8] & c1_win_0[9];
+  assign \$76  = \$74  | \$75 ;
+  assign \$77  = \$signal [9] & c1_win_0[10];
+  assign \$78  = \$76  | \$77 ;
+  assign \$79  = \$signal [10] & c1_win_0[11];
+  assign \$80  = \$78  | \$79 ;
+  assign \$81  = \$signal [11] & c1_win_0[12];
+  assign \$82  = \$80  | \$81 ;
+  assign \$83  = \$signal [12] & c1_win_0[13];
+  assign \$84  = \$82  | \$83 ;
+  assign \$85  = \$signal [13] & c1_win_0[14];
+  assign \$86  = \$84  | \$85 ;
+  assign \$87  = \$signal [14] & c1_win_0[15];
+  assign \$88  = \$86  | \$87 ;
+  assign \$89  = \$signal [15] & c1_win_0[16];
+  assign \$90  = \$88  | \$89 ;
+  assign \$91  = \$signal [0] & c1_win_0[2];
+  assign \$92  = \$signal [1] & c1_win_0[3];
   assign \$93  = \$91  | \$92 ;
-  assign \$94  = \$signal$14 [14] & c1_win_0[15];
+  assign \$94  = \$signal [2] & c1_win_0[4];
   assign \$95  = \$93  | \$94 ;
-  assign \$96  = \$signal$14 [15] & c1_win_0[16];
+  assign \$96  = \$signal [3] & c1_win_0[5];
   assign \$97  = \$95  | \$96 ;
-  assign \$98  = \$signal$14 [0] & c1_win_0[2];
-  assign \$99  = \$signal$14 [1] & c1_win_0[3];
-  assign \$100  = \$98  | \$99 ;
-  assign \$101  = \$signal$14 [2] & c1_win_0[4];
-  assign \$102  = \$100  | \$101 ;
-  assign \$103  = \$signal$14 [3] & c1_win_0[5];
-  assign \$104  = \$102  | \$103 ;
-  assign \$105  = \$signal$14 [4] & c1_win_0[6];
-  assign \$106  = \$104  | \$105 ;
-  assign \$107  = \$signal$14 [5] & c1_win_0[7];
-  assign \$108  = \$106  | \$107 ;
-  assign \$109  = \$signal$14 [6] & c1_win_0[8];
-  assign \$110  = \$108  | \$109 ;
-  assign \$111  = \$signal$14 [7] & c1_win_0[9];
-  assign \$112  = \$110  | \$111 ;
-  assign \$113  = \$signal$14 [8] & c1_win_0[10];
-  assign \$114  = \$112  | \$113 ;
-  assign \$115  = \$signal$14 [9] & c1_win_0[11];
-  assign \$116  = \$114  | \$115 ;
-  assign \$117  = \$signal$14 [10] & c1_win_0[12];
-  assign \$118  = \$116  | \$117 ;
-  assign \$119  = \$signal$14 [11] & c1_win_0[13];
-  assign \$120  = \$118  | \$119 ;
-  assign \$121  = \$signal$14 [12] & c1_win_0[14];
-  assign \$122  = \$120  | \$121 ;
-  assign \$123  = \$signal$14 [13] & c1_win_0[15];
+  assign \$98  = \$signal [4] & c1_win_0[6];
+  assign \$99  = \$97  | \$98 ;
+  assign \$100  = \$signal [5] & c1_win_0[7];
+  assign \$101  = \$99  | \$100 ;
+  assign \$102  = \$signal [6] & c1_win_0[8];
+  assign \$103  = \$101  | \$102 ;
+  assign \$104  = \$signal [7] & c1_win_0[9];
+  assign \$105  = \$103  | \$104 ;
+  assign \$106  = \$signal [8] & c1_win_0[10];
+  assign \$107  = \$105  | \$106 ;
+  assign \$108  = \$signal [9] & c1_win_0[11];
+  assign \$109  = \$107  | \$108 ;
+  assign \$110  = \$signal [10] & c1_win_0[12];
+  assign \$111  = \$109  | \$110 ;
+  assign \$112  = \$signal [11] & c1_win_0[13];
+  assign \$113  = \$111  | \$112 ;
+  assign \$114  = \$signal [12] & c1_win_0[14];
+  assign \$115  = \$113  | \$114 ;
+  assign \$116  = \$signal [13] & c1_win_0[15];
+  assign \$117  = \$115  | \$116 ;
+  assign \$118  = \$signal [14] & c1_win_0[16];
+  assign \$119  = \$117  | \$118 ;
+  assign \$120  = \$signal [15] & c1_win_0[17];
+  assign \$121  = \$119  | \$120 ;
+  assign \$122  = \$signal [0] & c1_win_1[0];
+  assign \$123  = \$signal [1] & c1_win_1[1];
   assign \$124  = \$122  | \$123 ;
-  assign \$125  = \$signal$14 [14] & c1_win_0[16];
+  assign \$125  = \$signal [2] & c1_win_1[2];
   assign \$126  = \$124  | \$125 ;
-  assign \$127  = \$signal$14 [15] & c1_win_0[17];
+  assign \$127  = \$signal [3] & c1_win_1[3];
   assign \$128  = \$126  | \$127 ;
-  assign \$129  = \$signal$14 [0] & c1_win_1[0];
+  assign \$129  = \$signal [4] & c1_win_1[4];
   \top.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -2849,33 +2852,12 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    row_0 = 9'h000;
-    if (\$4 ) begin
-      row_0 = \$5 [8:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    row_1 = 9'h000;
-    if (\$4 ) begin
-      row_1 = \$6 [8:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    row_2 = 9'h000;
-    if (\$4 ) begin
-      row_2 = \$7 [8:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     w_data = 25'h0000000;
     (* full_case = 32'd1 *)
-    if (\$signal$18 ) begin
-      w_data[6:0] = \$signal$20 ;
-      w_data[13:7] = { \$like , \$35 , \$28 , \$21 , \$14  };
-      w_data[22:14] = { \$314 , \$283 , \$252 , \$221 , \$190 , \$159 , \$128 , \$97 , \$66  };
+    if (\$signal$11 ) begin
+      w_data[6:0] = \$signal$13 ;
+      w_data[13:7] = { \$like , \$28 , \$21 , \$14 , \$7  };
+      w_data[22:14] = { \$307 , \$276 , \$245 , \$214 , \$183 , \$152 , \$121 , \$90 , \$59  };
     end else begin
       w_data[23] = 1'h1;
       w_data[24] = error;
@@ -2884,13 +2866,40 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a_ci = 3'h0;
-    if (\$328 ) begin
-      a_ci = { \$337 , \$334 , \$331  };
+    if (\$321 ) begin
+      a_ci = { \$330 , \$327 , \$324  };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$800  = eof_seen;
+    \$797  = eof_seen;
+    if (frame_reset) begin
+      \$797  = 1'h0;
+    end
+    if (rst) begin
+      \$797  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$798  = has_last;
+    if (rst) begin
+      \$798  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$799  = \$335 ;
+    if (frame_reset) begin
+      \$799  = 1'h0;
+    end
+    if (rst) begin
+      \$799  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$800  = \$337 ;
     if (frame_reset) begin
       \$800  = 1'h0;
     end
@@ -2900,24 +2909,27 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$801  = has_last;
+    \$801  = \$338 ;
     if (rst) begin
       \$801  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$802  = \$342 ;
-    if (frame_reset) begin
-      \$802  = 1'h0;
-    end
+    \$802  = \$339 ;
     if (rst) begin
       \$802  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$803  = \$344 ;
+    \$803  = 1'h0;
+    if (\$447 ) begin
+      if (\$451 ) begin
+      end else if (\$453 ) begin
+        \$803  = 1'h1;
+      end
+    end
     if (frame_reset) begin
       \$803  = 1'h0;
     end
@@ -2927,121 +2939,124 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$804  = \$345 ;
+    \$804  = \$signal$52 ;
+    if (\$344 ) begin
+      \$804  = 1'h0;
+    end
+    if (\$349 ) begin
+      \$804  = 1'h1;
+    end
     if (rst) begin
       \$804  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$805  = \$346 ;
+    \$805  = c_row;
+    if (\$349 ) begin
+      \$805  = w_row;
+    end
     if (rst) begin
-      \$805  = 1'h0;
+      \$805  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$806  = 1'h0;
-    if (\$454 ) begin
-      if (\$458 ) begin
-      end else if (\$460 ) begin
-        \$806  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
+    \$806  = \$signal$54 ;
+    if (\$349 ) begin
       \$806  = 1'h0;
     end
+    if (\$373 ) begin
+      \$806  = 1'h1;
+    end
     if (rst) begin
       \$806  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$807  = \$signal$59 ;
-    if (\$351 ) begin
-      \$807  = 1'h0;
+    \$807  = nz;
+    if (\$349 ) begin
+      \$807  = { \$357 , \$356 , \$355 , \$354 , \$353 , \$352 , \$351 , \$350  };
     end
-    if (\$356 ) begin
-      \$807  = 1'h1;
+    if (\$732 ) begin
+      \$807  = \$734 ;
     end
     if (rst) begin
-      \$807  = 1'h0;
+      \$807  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$808  = c_row;
-    if (\$356 ) begin
-      \$808  = w_row;
+    \$808  = nz_zero;
+    if (\$349 ) begin
+      \$808  = \$366 ;
+    end
+    if (\$732 ) begin
+      \$808  = \$766 ;
     end
     if (rst) begin
-      \$808  = 7'h00;
+      \$808  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$809  = \$signal$8 ;
-    if (\$356 ) begin
-      \$809  = 1'h0;
-    end
-    if (\$380 ) begin
-      \$809  = 1'h1;
+    \$809  = cwin_0;
+    if (\$349 ) begin
+      \$809  = win_0;
     end
     if (rst) begin
-      \$809  = 1'h0;
+      \$809  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$810  = nz;
-    if (\$356 ) begin
-      \$810  = { \$364 , \$363 , \$362 , \$361 , \$360 , \$359 , \$358 , \$357  };
-    end
-    if (\$735 ) begin
-      \$810  = \$737 ;
+    \$810  = cwin_1;
+    if (\$349 ) begin
+      \$810  = win_1;
     end
     if (rst) begin
-      \$810  = 8'h00;
+      \$810  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$811  = nz_zero;
-    if (\$356 ) begin
-      \$811  = \$373 ;
-    end
-    if (\$735 ) begin
-      \$811  = \$769 ;
+    \$811  = cwin_2;
+    if (\$349 ) begin
+      \$811  = win_2;
     end
     if (rst) begin
-      \$811  = 1'h1;
+      \$811  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$812  = cwin_0;
-    if (\$356 ) begin
-      \$812  = win_0;
+    \$812  = w_row;
+    if (\$373 ) begin
+      \$812  = s_row;
     end
     if (rst) begin
-      \$812  = 128'h00000000000000000000000000000000;
+      \$812  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$813  = cwin_1;
-    if (\$356 ) begin
-      \$813  = win_1;
+    \$813  = \$signal$63 ;
+    if (\$373 ) begin
+      \$813  = 1'h0;
+    end
+    if (\$398 ) begin
+      \$813  = 1'h1;
     end
     if (rst) begin
-      \$813  = 128'h00000000000000000000000000000000;
+      \$813  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$814  = cwin_2;
-    if (\$356 ) begin
-      \$814  = win_2;
+    \$814  = win_0;
+    if (\$373 ) begin
+      \$814  = \$380 ;
     end
     if (rst) begin
       \$814  = 128'h00000000000000000000000000000000;
@@ -3049,143 +3064,149 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$815  = w_row;
-    if (\$380 ) begin
-      \$815  = s_row;
+    \$815  = win_1;
+    if (\$373 ) begin
+      \$815  = \$387 ;
     end
     if (rst) begin
-      \$815  = 7'h00;
+      \$815  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$816  = \$signal$7 ;
-    if (\$380 ) begin
-      \$816  = 1'h0;
-    end
-    if (\$405 ) begin
-      \$816  = 1'h1;
+    \$816  = win_2;
+    if (\$373 ) begin
+      \$816  = \$394 ;
     end
     if (rst) begin
-      \$816  = 1'h0;
+      \$816  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$817  = win_0;
-    if (\$380 ) begin
-      \$817  = \$387 ;
+    \$817  = s_row;
+    if (\$398 ) begin
+      \$817  = i_row;
     end
     if (rst) begin
-      \$817  = 128'h00000000000000000000000000000000;
+      \$817  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$818  = win_1;
-    if (\$380 ) begin
-      \$818  = \$394 ;
+    \$818  = \$signal$69 ;
+    if (\$398 ) begin
+      \$818  = 1'h0;
     end
-    if (rst) begin
-      \$818  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$819  = win_2;
-    if (\$380 ) begin
-      \$819  = \$401 ;
-    end
-    if (rst) begin
-      \$819  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$820  = s_row;
-    if (\$405 ) begin
-      \$820  = i_row;
-    end
-    if (rst) begin
-      \$820  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$821  = \$signal ;
-    if (\$405 ) begin
-      \$821  = 1'h0;
-    end
-    if (\$454 ) begin
-      if (\$458 ) begin
-      end else if (\$460 ) begin
-        \$821  = 1'h1;
+    if (\$447 ) begin
+      if (\$451 ) begin
+      end else if (\$453 ) begin
+        \$818  = 1'h1;
       end
     end
     if (rst) begin
-      \$821  = 1'h0;
+      \$818  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$822  = sel_0;
-    if (\$405 ) begin
-      \$822 [0] = \$410 ;
-      \$822 [1] = \$415 ;
-      \$822 [2] = \$420 ;
-      \$822 [3] = \$425 ;
+    \$819  = sel_0;
+    if (\$398 ) begin
+      \$819 [0] = \$403 ;
+      \$819 [1] = \$408 ;
+      \$819 [2] = \$413 ;
+      \$819 [3] = \$418 ;
     end
     if (rst) begin
-      \$822  = 4'h0;
+      \$819  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$823  = sel_1;
-    if (\$405 ) begin
-      \$823 [0] = \$428 ;
-      \$823 [1] = \$431 ;
-      \$823 [2] = \$434 ;
-      \$823 [3] = \$437 ;
+    \$820  = sel_1;
+    if (\$398 ) begin
+      \$820 [0] = \$421 ;
+      \$820 [1] = \$424 ;
+      \$820 [2] = \$427 ;
+      \$820 [3] = \$430 ;
     end
     if (rst) begin
-      \$823  = 4'h0;
+      \$820  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$824  = sel_2;
-    if (\$405 ) begin
-      \$824 [0] = \$440 ;
-      \$824 [1] = \$443 ;
-      \$824 [2] = \$446 ;
-      \$824 [3] = \$449 ;
+    \$821  = sel_2;
+    if (\$398 ) begin
+      \$821 [0] = \$433 ;
+      \$821 [1] = \$436 ;
+      \$821 [2] = \$439 ;
+      \$821 [3] = \$442 ;
     end
     if (rst) begin
-      \$824  = 4'h0;
+      \$821  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$825  = ends;
-    if (\$454 ) begin
-      if (\$458 ) begin
-        \$825  = 1'h1;
+    \$822  = ends;
+    if (\$447 ) begin
+      if (\$451 ) begin
+        \$822  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$825  = 1'h0;
+      \$822  = 1'h0;
     end
     if (rst) begin
-      \$825  = 1'h0;
+      \$822  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$823  = i_in_row_0;
+    if (\$447 ) begin
+      if (\$451 ) begin
+      end else if (\$453 ) begin
+        \$823  = \$454 [8:0];
+      end
+    end
+    if (rst) begin
+      \$823  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$824  = i_in_row_1;
+    if (\$447 ) begin
+      if (\$451 ) begin
+      end else if (\$453 ) begin
+        \$824  = \$455 [8:0];
+      end
+    end
+    if (rst) begin
+      \$824  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$825  = i_in_row_2;
+    if (\$447 ) begin
+      if (\$451 ) begin
+      end else if (\$453 ) begin
+        \$825  = \$456 [8:0];
+      end
+    end
+    if (rst) begin
+      \$825  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$826  = i_row;
-    if (\$454 ) begin
-      if (\$458 ) begin
-      end else if (\$460 ) begin
+    if (\$447 ) begin
+      if (\$451 ) begin
+      end else if (\$453 ) begin
         \$826  = f_row[6:0];
       end
     end
@@ -3195,24 +3216,24 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$827  = i_cy;
-    if (\$454 ) begin
-      if (\$458 ) begin
-      end else if (\$460 ) begin
-        \$827  = cy;
+    \$827  = i_top;
+    if (\$447 ) begin
+      if (\$451 ) begin
+      end else if (\$453 ) begin
+        \$827  = \$457 ;
       end
     end
     if (rst) begin
-      \$827  = 9'h000;
+      \$827  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$828  = f_row;
-    if (\$454 ) begin
-      if (\$458 ) begin
-      end else if (\$460 ) begin
-        \$828  = \$461 [7:0];
+    if (\$447 ) begin
+      if (\$451 ) begin
+      end else if (\$453 ) begin
+        \$828  = \$458 [7:0];
       end
     end
     if (frame_reset) begin
@@ -3225,10 +3246,10 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$829  = cy;
-    if (\$454 ) begin
-      if (\$458 ) begin
-      end else if (\$460 ) begin
-        \$829  = \$462 [8:0];
+    if (\$447 ) begin
+      if (\$451 ) begin
+      end else if (\$453 ) begin
+        \$829  = \$459 [8:0];
       end
     end
     if (frame_reset) begin
@@ -3241,10 +3262,10 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$830  = need;
-    if (\$454 ) begin
-      if (\$458 ) begin
-      end else if (\$460 ) begin
-        \$830  = \$463 [8:0];
+    if (\$447 ) begin
+      if (\$451 ) begin
+      end else if (\$453 ) begin
+        \$830  = \$460 [8:0];
       end
     end
     if (frame_reset) begin
@@ -3257,10 +3278,10 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$831  = eof_pend;
-    if (\$466 ) begin
+    if (\$463 ) begin
       \$831  = 1'h0;
     end
-    if (\$789 ) begin
+    if (\$786 ) begin
       \$831  = 1'h1;
     end
     if (rst) begin
@@ -3269,8 +3290,8 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$832  = \$signal$18 ;
-    if (\$468 ) begin
+    \$832  = \$signal$11 ;
+    if (\$465 ) begin
       \$832  = b_v;
     end
     if (rst) begin
@@ -3279,8 +3300,8 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$833  = \$signal$14 ;
-    if (\$468 ) begin
+    \$833  = \$signal ;
+    if (\$465 ) begin
       \$833  = \$signal$79 ;
     end
     if (rst) begin
@@ -3290,7 +3311,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$834  = \$like ;
-    if (\$468 ) begin
+    if (\$465 ) begin
       \$834  = \$like$80 ;
     end
     if (rst) begin
@@ -3299,8 +3320,8 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$835  = \$signal$20 ;
-    if (\$468 ) begin
+    \$835  = \$signal$13 ;
+    if (\$465 ) begin
       \$835  = b_oy;
     end
     if (rst) begin
@@ -3310,7 +3331,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$836  = c1_win_0;
-    if (\$468 ) begin
+    if (\$465 ) begin
       \$836  = b_win_0;
     end
     if (rst) begin
@@ -3320,7 +3341,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$837  = c1_win_1;
-    if (\$468 ) begin
+    if (\$465 ) begin
       \$837  = b_win_1;
     end
     if (rst) begin
@@ -3330,7 +3351,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$838  = c1_win_2;
-    if (\$468 ) begin
+    if (\$465 ) begin
       \$838  = b_win_2;
     end
     if (rst) begin
@@ -3340,10 +3361,10 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$839  = \$signal$79 ;
-    if (\$468 ) begin
-      \$839  = \$317 [15:0];
+    if (\$465 ) begin
+      \$839  = \$310 [15:0];
     end
-    if (\$553 ) begin
+    if (\$550 ) begin
       \$839  = \$signal$85 ;
     end
     if (rst) begin
@@ -3353,11 +3374,11 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$840  = b_rest;
-    if (\$468 ) begin
-      \$840  = \$470 ;
+    if (\$465 ) begin
+      \$840  = \$467 ;
     end
-    if (\$553 ) begin
-      \$840  = \$554 ;
+    if (\$550 ) begin
+      \$840  = \$551 ;
     end
     if (rst) begin
       \$840  = 16'h0000;
@@ -3365,12 +3386,12 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$841  = \$signal$33 ;
-    if (\$468 ) begin
-      \$841  = \$550 ;
+    \$841  = \$signal$26 ;
+    if (\$465 ) begin
+      \$841  = \$547 ;
     end
-    if (\$553 ) begin
-      \$841  = \$556 ;
+    if (\$550 ) begin
+      \$841  = \$553 ;
     end
     if (rst) begin
       \$841  = 1'h1;
@@ -3379,8 +3400,8 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$842  = b_v;
-    if (\$553 ) begin
-      \$842  = \$signal$31 ;
+    if (\$550 ) begin
+      \$842  = \$signal$24 ;
     end
     if (rst) begin
       \$842  = 1'h0;
@@ -3389,7 +3410,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$843  = \$like$80 ;
-    if (\$553 ) begin
+    if (\$550 ) begin
       \$843  = \$like$87 ;
     end
     if (rst) begin
@@ -3399,7 +3420,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$844  = b_oy;
-    if (\$553 ) begin
+    if (\$550 ) begin
       \$844  = \$signal$88 ;
     end
     if (rst) begin
@@ -3409,7 +3430,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$845  = b_win_0;
-    if (\$553 ) begin
+    if (\$550 ) begin
       \$845  = a3_win_0;
     end
     if (rst) begin
@@ -3419,7 +3440,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$846  = b_win_1;
-    if (\$553 ) begin
+    if (\$550 ) begin
       \$846  = a3_win_1;
     end
     if (rst) begin
@@ -3429,7 +3450,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$847  = b_win_2;
-    if (\$553 ) begin
+    if (\$550 ) begin
       \$847  = a3_win_2;
     end
     if (rst) begin
@@ -3438,9 +3459,9 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$848  = \$signal$31 ;
-    if (\$561 ) begin
-      \$848  = \$signal$30 ;
+    \$848  = \$signal$24 ;
+    if (\$558 ) begin
+      \$848  = \$signal$23 ;
     end
     if (rst) begin
       \$848  = 1'h0;
@@ -3449,8 +3470,8 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$849  = \$signal$85 ;
-    if (\$561 ) begin
-      \$849  = \$320 [15:0];
+    if (\$558 ) begin
+      \$849  = \$313 [15:0];
     end
     if (rst) begin
       \$849  = 16'h0000;
@@ -3459,8 +3480,8 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$850  = \$signal$86 ;
-    if (\$561 ) begin
-      \$850  = \$563 ;
+    if (\$558 ) begin
+      \$850  = \$560 ;
     end
     if (rst) begin
       \$850  = 16'h0000;
@@ -3469,7 +3490,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$851  = \$like$87 ;
-    if (\$561 ) begin
+    if (\$558 ) begin
       \$851  = \$signal$93 ;
     end
     if (rst) begin
@@ -3479,7 +3500,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$852  = \$signal$88 ;
-    if (\$561 ) begin
+    if (\$558 ) begin
       \$852  = a2_oy;
     end
     if (rst) begin
@@ -3489,8 +3510,8 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$853  = a3_rest_zero;
-    if (\$561 ) begin
-      \$853  = \$643 ;
+    if (\$558 ) begin
+      \$853  = \$640 ;
     end
     if (rst) begin
       \$853  = 1'h1;
@@ -3499,7 +3520,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$854  = a3_win_0;
-    if (\$561 ) begin
+    if (\$558 ) begin
       \$854  = a2_win_0;
     end
     if (rst) begin
@@ -3509,7 +3530,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$855  = a3_win_1;
-    if (\$561 ) begin
+    if (\$558 ) begin
       \$855  = a2_win_1;
     end
     if (rst) begin
@@ -3519,7 +3540,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$856  = a3_win_2;
-    if (\$561 ) begin
+    if (\$558 ) begin
       \$856  = a2_win_2;
     end
     if (rst) begin
@@ -3528,11 +3549,11 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$857  = \$signal$30 ;
-    if (\$648 ) begin
+    \$857  = \$signal$23 ;
+    if (\$645 ) begin
       \$857  = 1'h0;
     end
-    if (\$656 ) begin
+    if (\$653 ) begin
       \$857  = 1'h1;
     end
     if (rst) begin
@@ -3542,7 +3563,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$858  = a2_oy;
-    if (\$656 ) begin
+    if (\$653 ) begin
       \$858  = c_row;
     end
     if (rst) begin
@@ -3552,7 +3573,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$859  = \$signal$93 ;
-    if (\$656 ) begin
+    if (\$653 ) begin
       \$859  = a_ci;
     end
     if (rst) begin
@@ -3562,8 +3583,8 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$860  = a2_bits;
-    if (\$656 ) begin
-      \$860  = \$671 ;
+    if (\$653 ) begin
+      \$860  = \$668 ;
     end
     if (rst) begin
       \$860  = 16'h0000;
@@ -3572,8 +3593,8 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$861  = a2_win_0;
-    if (\$656 ) begin
-      \$861  = \$686 ;
+    if (\$653 ) begin
+      \$861  = \$683 ;
     end
     if (rst) begin
       \$861  = 18'h00000;
@@ -3582,8 +3603,8 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$862  = a2_win_1;
-    if (\$656 ) begin
-      \$862  = \$701 ;
+    if (\$653 ) begin
+      \$862  = \$698 ;
     end
     if (rst) begin
       \$862  = 18'h00000;
@@ -3592,8 +3613,8 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$863  = a2_win_2;
-    if (\$656 ) begin
-      \$863  = \$716 ;
+    if (\$653 ) begin
+      \$863  = \$713 ;
     end
     if (rst) begin
       \$863  = 18'h00000;
@@ -3602,10 +3623,10 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$864  = a_v;
-    if (\$723 ) begin
+    if (\$720 ) begin
       \$864  = 1'h0;
     end
-    if (\$735 ) begin
+    if (\$732 ) begin
       \$864  = 1'h1;
     end
     if (rst) begin
@@ -3615,8 +3636,8 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$865  = a_oh;
-    if (\$735 ) begin
-      \$865  = \$340 [7:0];
+    if (\$732 ) begin
+      \$865  = \$333 [7:0];
     end
     if (rst) begin
       \$865  = 8'h00;
@@ -3625,7 +3646,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$866  = eof_done;
-    if (\$789 ) begin
+    if (\$786 ) begin
       \$866  = 1'h1;
     end
     if (frame_reset) begin
@@ -3637,7 +3658,7 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$867  = \$792 ;
+    \$867  = \$789 ;
     if (frame_reset) begin
       \$867  = 1'h0;
     end
@@ -3647,14 +3668,14 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$868  = \$795 ;
+    \$868  = \$792 ;
     if (rst) begin
       \$868  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$869  = \$799 [6:0];
+    \$869  = \$796 [6:0];
     if (frame_reset) begin
       \$869  = 7'h00;
     end
@@ -3665,11 +3686,11 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   assign r_data = sites__payload;
   assign sites__ready = r_en;
   assign r_rdy = sites__valid;
-  assign site_x = { \$35 , \$28 , \$21 , \$14  };
+  assign site_x = { \$28 , \$21 , \$14 , \$7  };
   assign qp = w_data;
-  assign rest_oh = \$317 [15:0];
-  assign a2_oh = \$320 [15:0];
-  assign chunk_oh = \$340 [7:0];
+  assign rest_oh = \$310 [15:0];
+  assign a2_oh = \$313 [15:0];
+  assign chunk_oh = \$333 [7:0];
   assign head = sites__payload;
   assign \sites__payload.oy  = sites__payload[6:0];
   assign \sites__payload.ox  = sites__payload[13:7];
@@ -3694,46 +3715,46 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
   assign \tags[1]  = tags[15:8];
   assign \tags[2]  = tags[23:16];
   assign \tags[3]  = tags[31:24];
+  assign \$468  = 1'h0;
+  assign \$470  = \$469 ;
   assign \$471  = 1'h0;
   assign \$473  = \$472 ;
-  assign \$474  = 1'h0;
-  assign \$476  = \$475 ;
+  assign \$479  = 1'h0;
+  assign \$481  = \$480 ;
   assign \$482  = 1'h0;
   assign \$484  = \$483 ;
-  assign \$485  = 1'h0;
-  assign \$487  = \$486 ;
+  assign \$499  = 1'h0;
+  assign \$501  = \$500 ;
   assign \$502  = 1'h0;
   assign \$504  = \$503 ;
-  assign \$505  = 1'h0;
-  assign \$507  = \$506 ;
+  assign \$510  = 1'h0;
+  assign \$512  = \$511 ;
   assign \$513  = 1'h0;
   assign \$515  = \$514 ;
-  assign \$516  = 1'h0;
-  assign \$518  = \$517 ;
+  assign \$561  = 1'h0;
+  assign \$563  = \$562 ;
   assign \$564  = 1'h0;
   assign \$566  = \$565 ;
-  assign \$567  = 1'h0;
-  assign \$569  = \$568 ;
+  assign \$572  = 1'h0;
+  assign \$574  = \$573 ;
   assign \$575  = 1'h0;
   assign \$577  = \$576 ;
-  assign \$578  = 1'h0;
-  assign \$580  = \$579 ;
+  assign \$592  = 1'h0;
+  assign \$594  = \$593 ;
   assign \$595  = 1'h0;
   assign \$597  = \$596 ;
-  assign \$598  = 1'h0;
-  assign \$600  = \$599 ;
+  assign \$603  = 1'h0;
+  assign \$605  = \$604 ;
   assign \$606  = 1'h0;
   assign \$608  = \$607 ;
-  assign \$609  = 1'h0;
-  assign \$611  = \$610 ;
+  assign \$735  = 1'h0;
+  assign \$737  = \$736 ;
   assign \$738  = 1'h0;
   assign \$740  = \$739 ;
-  assign \$741  = 1'h0;
-  assign \$743  = \$742 ;
+  assign \$746  = 1'h0;
+  assign \$748  = \$747 ;
   assign \$749  = 1'h0;
   assign \$751  = \$750 ;
-  assign \$752  = 1'h0;
-  assign \$754  = \$753 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -3918,37 +3939,37 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   reg \$145 ;
   reg [6:0] \$146 ;
   reg [6:0] \$147 ;
-  reg [52:0] \$148 ;
-  reg \$149 ;
+  reg [6:0] \$148 ;
+  reg [6:0] \$149 ;
   wire \$15 ;
-  reg \$150 ;
+  reg [52:0] \$150 ;
   reg \$151 ;
-  reg [52:0] \$152 ;
+  reg \$152 ;
   reg \$153 ;
-  reg \$154 ;
+  reg [52:0] \$154 ;
   reg \$155 ;
   reg \$156 ;
   reg \$157 ;
-  reg [8:0] \$158 ;
+  reg \$158 ;
   reg \$159 ;
   wire \$16 ;
-  reg \$160 ;
+  reg [8:0] \$160 ;
   reg \$161 ;
   reg \$162 ;
   reg \$163 ;
-  reg [6:0] \$164 ;
+  reg \$164 ;
   reg \$165 ;
-  reg \$166 ;
+  reg [6:0] \$166 ;
   reg \$167 ;
-  reg [1:0] \$168 ;
-  reg [6:0] \$169 ;
+  reg \$168 ;
+  reg \$169 ;
   wire \$17 ;
-  reg [6:0] \$170 ;
-  reg [10:0] \$171 ;
-  reg [31:0] \$172 ;
-  reg \$173 ;
-  reg [127:0] \$174 ;
-  reg [7:0] \$175 ;
+  reg [1:0] \$170 ;
+  reg [6:0] \$171 ;
+  reg [6:0] \$172 ;
+  reg [10:0] \$173 ;
+  reg [31:0] \$174 ;
+  reg \$175 ;
   reg [127:0] \$176 ;
   reg [7:0] \$177 ;
   reg [127:0] \$178 ;
@@ -3956,6 +3977,8 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   wire \$18 ;
   reg [127:0] \$180 ;
   reg [7:0] \$181 ;
+  reg [127:0] \$182 ;
+  reg [7:0] \$183 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
@@ -4052,8 +4075,8 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   reg \$signal$40  = 1'h0;
   (* init = 1'h0 *)
   wire \$signal$46 ;
-  reg \$signal$56  = 1'h0;
-  reg \$signal$65  = 1'h0;
+  reg \$signal$60  = 1'h0;
+  reg \$signal$67  = 1'h0;
   reg acc_eof = 1'h0;
   wire [32:0] accepted__payload;
   wire [31:0] \accepted__payload.data ;
@@ -4182,6 +4205,8 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   reg rp = 1'h0;
   input rst;
   wire rst;
+  reg [6:0] shape_h_m1 = 7'h00;
+  reg [6:0] shape_w_m1 = 7'h00;
   input [47:0] sites_in__payload;
   wire [47:0] sites_in__payload;
   wire [31:0] \sites_in__payload.data ;
@@ -4264,24 +4289,24 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   assign \$36  = entry_0_valid & entry_1_valid;
   assign \$37  = ~ \$36 ;
   assign \$38  = sites_in__valid & \$37 ;
-  assign \$39  = ! \$signal$56 ;
+  assign \$39  = ! \$signal$60 ;
   assign \$40  = \$38  & \$39 ;
   assign \$41  = entry_0_valid & entry_1_valid;
   assign \$42  = ~ \$41 ;
   assign \$43  = sites_in__valid & \$42 ;
-  assign \$44  = ! \$signal$56 ;
+  assign \$44  = ! \$signal$60 ;
   assign \$45  = \$43  & \$44 ;
-  assign \$46  = sites_in__payload[38:32] > height_m1;
-  assign \$47  = sites_in__payload[45:39] > width_m1;
+  assign \$46  = sites_in__payload[38:32] > shape_h_m1;
+  assign \$47  = sites_in__payload[45:39] > shape_w_m1;
   assign \$48  = \$46  | \$47 ;
-  assign \$49  = entry_0[38:32] > height_m1;
-  assign \$50  = entry_0[45:39] > width_m1;
+  assign \$49  = entry_0[38:32] > shape_h_m1;
+  assign \$50  = entry_0[45:39] > shape_w_m1;
   assign \$51  = \$49  | \$50 ;
   assign \$52  = \$45  ? \$48  : \$51 ;
   assign \$53  = entry_0_valid & entry_1_valid;
   assign \$54  = ~ \$53 ;
   assign \$55  = sites_in__valid & \$54 ;
-  assign \$56  = ! \$signal$56 ;
+  assign \$56  = ! \$signal$60 ;
   assign \$57  = \$55  & \$56 ;
   assign \$58  = sites_in__payload[38:32] < permit_row;
   assign \$59  = entry_0[38:32] < permit_row;
@@ -4294,11 +4319,11 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   assign \$67  = ~ \$66 ;
   assign \$68  = sites_in__valid & \$67 ;
   assign \$70  = \$68  & \$69 ;
-  assign \$71  = sites_in__payload[38:32] > height_m1;
-  assign \$72  = sites_in__payload[45:39] > width_m1;
+  assign \$71  = sites_in__payload[38:32] > shape_h_m1;
+  assign \$72  = sites_in__payload[45:39] > shape_w_m1;
   assign \$73  = \$71  | \$72 ;
-  assign \$74  = entry_1[38:32] > height_m1;
-  assign \$75  = entry_1[45:39] > width_m1;
+  assign \$74  = entry_1[38:32] > shape_h_m1;
+  assign \$75  = entry_1[45:39] > shape_w_m1;
   assign \$76  = \$74  | \$75 ;
   assign \$77  = \$70  ? \$73  : \$76 ;
   assign \$78  = entry_0_valid & entry_1_valid;
@@ -4311,13 +4336,13 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   assign \$86  = entry_0_valid & entry_1_valid;
   assign \$87  = ~ \$86 ;
   assign \$88  = sites_in__valid & \$87 ;
-  assign \$89  = ~ \$signal$56 ;
+  assign \$89  = ~ \$signal$60 ;
   assign \$90  = ~ rp;
   assign \$91  = ! rp;
   assign \$92  = entry_0_valid & entry_1_valid;
   assign \$93  = ~ \$92 ;
   assign \$94  = sites_in__valid & \$93 ;
-  assign \$95  = ! \$signal$56 ;
+  assign \$95  = ! \$signal$60 ;
   assign \$96  = \$94  & \$95 ;
   assign \$97  = ~ \$96 ;
   assign \$98  = \$91  & \$97 ;
@@ -4350,19 +4375,19 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   assign \$127  = take & got[46];
   assign \$128  = ! w_slot;
   assign \$129  = w_en & \$128 ;
-  assign \$130  = \$signal$65  ? 128'h00000000000000000000000000000000 : bitmap_0;
+  assign \$130  = \$signal$67  ? 128'h00000000000000000000000000000000 : bitmap_0;
   assign \$131  = \$130  | \$28 [127:0];
   assign \$132  = w_slot == 1'h1;
   assign \$133  = w_en & \$132 ;
-  assign \$134  = \$signal$65  ? 128'h00000000000000000000000000000000 : bitmap_1;
+  assign \$134  = \$signal$67  ? 128'h00000000000000000000000000000000 : bitmap_1;
   assign \$135  = \$134  | \$28 [127:0];
   assign \$136  = w_slot == 2'h2;
   assign \$137  = w_en & \$136 ;
-  assign \$138  = \$signal$65  ? 128'h00000000000000000000000000000000 : bitmap_2;
+  assign \$138  = \$signal$67  ? 128'h00000000000000000000000000000000 : bitmap_2;
   assign \$139  = \$138  | \$28 [127:0];
   assign \$140  = w_slot == 2'h3;
   assign \$141  = w_en & \$140 ;
-  assign \$142  = \$signal$65  ? 128'h00000000000000000000000000000000 : bitmap_3;
+  assign \$142  = \$signal$67  ? 128'h00000000000000000000000000000000 : bitmap_3;
   assign \$143  = \$142  | \$28 [127:0];
   always @(posedge clk)
     c_gi <= \$144 ;
@@ -4373,73 +4398,77 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   always @(posedge clk)
     \$signal$21  <= \$147 ;
   always @(posedge clk)
-    entry_0 <= \$148 ;
+    shape_h_m1 <= \$148 ;
   always @(posedge clk)
-    entry_0_valid <= \$149 ;
+    shape_w_m1 <= \$149 ;
   always @(posedge clk)
-    entry_0_outside <= \$150 ;
+    entry_0 <= \$150 ;
   always @(posedge clk)
-    entry_0_permit <= \$151 ;
+    entry_0_valid <= \$151 ;
   always @(posedge clk)
-    entry_1 <= \$152 ;
+    entry_0_outside <= \$152 ;
   always @(posedge clk)
-    entry_1_valid <= \$153 ;
+    entry_0_permit <= \$153 ;
   always @(posedge clk)
-    entry_1_outside <= \$154 ;
+    entry_1 <= \$154 ;
   always @(posedge clk)
-    entry_1_permit <= \$155 ;
+    entry_1_valid <= \$155 ;
   always @(posedge clk)
-    \$signal$56  <= \$156 ;
+    entry_1_outside <= \$156 ;
   always @(posedge clk)
-    rp <= \$157 ;
+    entry_1_permit <= \$157 ;
   always @(posedge clk)
-    done_rows <= \$158 ;
+    \$signal$60  <= \$158 ;
   always @(posedge clk)
-    busy <= \$159 ;
+    rp <= \$159 ;
   always @(posedge clk)
-    eof_seen <= \$160 ;
+    done_rows <= \$160 ;
   always @(posedge clk)
-    \$signal$40  <= \$161 ;
+    busy <= \$161 ;
   always @(posedge clk)
-    error <= \$162 ;
+    eof_seen <= \$162 ;
   always @(posedge clk)
-    has_last <= \$163 ;
+    \$signal$40  <= \$163 ;
   always @(posedge clk)
-    last_y <= \$164 ;
+    error <= \$164 ;
   always @(posedge clk)
-    w_en <= \$165 ;
+    has_last <= \$165 ;
   always @(posedge clk)
-    \$signal$65  <= \$166 ;
+    last_y <= \$166 ;
   always @(posedge clk)
-    w_set <= \$167 ;
+    w_en <= \$167 ;
   always @(posedge clk)
-    w_slot <= \$168 ;
+    \$signal$67  <= \$168 ;
   always @(posedge clk)
-    w_x <= \$169 ;
+    w_set <= \$169 ;
   always @(posedge clk)
-    w_y <= \$170 ;
+    w_slot <= \$170 ;
   always @(posedge clk)
-    w_addr <= \$171 ;
+    w_x <= \$171 ;
   always @(posedge clk)
-    w_data <= \$172 ;
+    w_y <= \$172 ;
   always @(posedge clk)
-    acc_eof <= \$173 ;
+    w_addr <= \$173 ;
   always @(posedge clk)
-    bitmap_0 <= \$174 ;
+    w_data <= \$174 ;
   always @(posedge clk)
-    row_tag_0 <= \$175 ;
+    acc_eof <= \$175 ;
   always @(posedge clk)
-    bitmap_1 <= \$176 ;
+    bitmap_0 <= \$176 ;
   always @(posedge clk)
-    row_tag_1 <= \$177 ;
+    row_tag_0 <= \$177 ;
   always @(posedge clk)
-    bitmap_2 <= \$178 ;
+    bitmap_1 <= \$178 ;
   always @(posedge clk)
-    row_tag_2 <= \$179 ;
+    row_tag_1 <= \$179 ;
   always @(posedge clk)
-    bitmap_3 <= \$180 ;
+    bitmap_2 <= \$180 ;
   always @(posedge clk)
-    row_tag_3 <= \$181 ;
+    row_tag_2 <= \$181 ;
+  always @(posedge clk)
+    bitmap_3 <= \$182 ;
+  always @(posedge clk)
+    row_tag_3 <= \$183 ;
   \top.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -4511,153 +4540,134 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$148  = entry_0;
-    if (\$40 ) begin
-      \$148  = entry;
-    end
+    \$148  = height_m1;
     if (rst) begin
-      \$148  = 53'h00000000000000;
+      \$148  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$149  = entry_0_valid;
+    \$149  = width_m1;
+    if (rst) begin
+      \$149  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$150  = entry_0;
     if (\$40 ) begin
-      \$149  = 1'h1;
+      \$150  = entry;
+    end
+    if (rst) begin
+      \$150  = 53'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$151  = entry_0_valid;
+    if (\$40 ) begin
+      \$151  = 1'h1;
     end
     if (take) begin
       if (\$98 ) begin
-        \$149  = 1'h0;
+        \$151  = 1'h0;
       end
     end
-    if (rst) begin
-      \$149  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$150  = \$52 ;
-    if (rst) begin
-      \$150  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$151  = \$60 ;
     if (rst) begin
       \$151  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$152  = entry_1;
-    if (\$65 ) begin
-      \$152  = entry;
-    end
+    \$152  = \$52 ;
     if (rst) begin
-      \$152  = 53'h00000000000000;
+      \$152  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$153  = entry_1_valid;
-    if (\$65 ) begin
-      \$153  = 1'h1;
-    end
-    if (take) begin
-      if (\$106 ) begin
-        \$153  = 1'h0;
-      end
-    end
+    \$153  = \$60 ;
     if (rst) begin
       \$153  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$154  = \$77 ;
+    \$154  = entry_1;
+    if (\$65 ) begin
+      \$154  = entry;
+    end
     if (rst) begin
-      \$154  = 1'h0;
+      \$154  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$155  = \$85 ;
+    \$155  = entry_1_valid;
+    if (\$65 ) begin
+      \$155  = 1'h1;
+    end
+    if (take) begin
+      if (\$106 ) begin
+        \$155  = 1'h0;
+      end
+    end
     if (rst) begin
       \$155  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$156  = \$signal$56 ;
-    if (\$88 ) begin
-      \$156  = \$89 ;
-    end
+    \$156  = \$77 ;
     if (rst) begin
       \$156  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$157  = rp;
-    if (take) begin
-      \$157  = \$90 ;
-    end
+    \$157  = \$85 ;
     if (rst) begin
       \$157  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$158  = done_rows;
+    \$158  = \$signal$60 ;
+    if (\$88 ) begin
+      \$158  = \$89 ;
+    end
+    if (rst) begin
+      \$158  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$159  = rp;
+    if (take) begin
+      \$159  = \$90 ;
+    end
+    if (rst) begin
+      \$159  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$160  = done_rows;
     if (\$114 ) begin
-      \$158  = { 2'h0, got[38:32] };
+      \$160  = { 2'h0, got[38:32] };
     end
     if (frame_reset) begin
-      \$158  = 9'h000;
+      \$160  = 9'h000;
     end
     if (rst) begin
-      \$158  = 9'h000;
+      \$160  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$159  = busy;
+    \$161  = busy;
     if (take) begin
-      \$159  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$159  = 1'h0;
-    end
-    if (rst) begin
-      \$159  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$160  = eof_seen;
-    if (take) begin
-      if (got[46]) begin
-        \$160  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$160  = 1'h0;
-    end
-    if (rst) begin
-      \$160  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$161  = \$signal$40 ;
-    if (take) begin
-      if (got[46]) begin
-        \$161  = 1'h0;
-      end else if (\$signal$40 ) begin
-      end else if (bad) begin
-        \$161  = 1'h1;
-      end
+      \$161  = 1'h1;
     end
     if (frame_reset) begin
       \$161  = 1'h0;
@@ -4668,14 +4678,9 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$162  = error;
+    \$162  = eof_seen;
     if (take) begin
       if (got[46]) begin
-        if (\$116 ) begin
-          \$162  = 1'h1;
-        end
-      end else if (\$signal$40 ) begin
-      end else if (bad) begin
         \$162  = 1'h1;
       end
     end
@@ -4688,12 +4693,12 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$163  = has_last;
+    \$163  = \$signal$40 ;
     if (take) begin
       if (got[46]) begin
+        \$163  = 1'h0;
       end else if (\$signal$40 ) begin
       end else if (bad) begin
-      end else if (got[51]) begin
         \$163  = 1'h1;
       end
     end
@@ -4706,112 +4711,125 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$164  = last_y;
+    \$164  = error;
+    if (take) begin
+      if (got[46]) begin
+        if (\$116 ) begin
+          \$164  = 1'h1;
+        end
+      end else if (\$signal$40 ) begin
+      end else if (bad) begin
+        \$164  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$164  = 1'h0;
+    end
+    if (rst) begin
+      \$164  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$165  = has_last;
     if (take) begin
       if (got[46]) begin
       end else if (\$signal$40 ) begin
       end else if (bad) begin
       end else if (got[51]) begin
-        \$164  = got[38:32];
+        \$165  = 1'h1;
       end
     end
-    if (rst) begin
-      \$164  = 7'h00;
+    if (frame_reset) begin
+      \$165  = 1'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$165  = \$122 ;
     if (rst) begin
       \$165  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$166  = \$126 ;
+    \$166  = last_y;
+    if (take) begin
+      if (got[46]) begin
+      end else if (\$signal$40 ) begin
+      end else if (bad) begin
+      end else if (got[51]) begin
+        \$166  = got[38:32];
+      end
+    end
     if (rst) begin
-      \$166  = 1'h0;
+      \$166  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$167  = got[51];
+    \$167  = \$122 ;
     if (rst) begin
       \$167  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$168  = got[33:32];
+    \$168  = \$126 ;
     if (rst) begin
-      \$168  = 2'h0;
+      \$168  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$169  = got[45:39];
+    \$169  = got[51];
     if (rst) begin
-      \$169  = 7'h00;
+      \$169  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$170  = got[38:32];
+    \$170  = got[33:32];
     if (rst) begin
-      \$170  = 7'h00;
+      \$170  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$171  = { got[33:32], got[45:39], got[49:48] };
+    \$171  = got[45:39];
     if (rst) begin
-      \$171  = 11'h000;
+      \$171  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$172  = got[31:0];
+    \$172  = got[38:32];
     if (rst) begin
-      \$172  = 32'd0;
+      \$172  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$173  = \$127 ;
+    \$173  = { got[33:32], got[45:39], got[49:48] };
     if (rst) begin
-      \$173  = 1'h0;
+      \$173  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$174  = bitmap_0;
+    \$174  = got[31:0];
+    if (rst) begin
+      \$174  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$175  = \$127 ;
+    if (rst) begin
+      \$175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$176  = bitmap_0;
     if (\$129 ) begin
-      \$174  = \$131 ;
-    end
-    if (rst) begin
-      \$174  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$175  = row_tag_0;
-    if (\$129 ) begin
-      if (\$signal$65 ) begin
-        \$175  = { 1'h0, w_y };
-      end
-    end
-    if (frame_reset) begin
-      \$175  = 8'hff;
-    end
-    if (rst) begin
-      \$175  = 8'hff;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$176  = bitmap_1;
-    if (\$133 ) begin
-      \$176  = \$135 ;
+      \$176  = \$131 ;
     end
     if (rst) begin
       \$176  = 128'h00000000000000000000000000000000;
@@ -4819,9 +4837,9 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$177  = row_tag_1;
-    if (\$133 ) begin
-      if (\$signal$65 ) begin
+    \$177  = row_tag_0;
+    if (\$129 ) begin
+      if (\$signal$67 ) begin
         \$177  = { 1'h0, w_y };
       end
     end
@@ -4834,9 +4852,9 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$178  = bitmap_2;
-    if (\$137 ) begin
-      \$178  = \$139 ;
+    \$178  = bitmap_1;
+    if (\$133 ) begin
+      \$178  = \$135 ;
     end
     if (rst) begin
       \$178  = 128'h00000000000000000000000000000000;
@@ -4844,9 +4862,9 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$179  = row_tag_2;
-    if (\$137 ) begin
-      if (\$signal$65 ) begin
+    \$179  = row_tag_1;
+    if (\$133 ) begin
+      if (\$signal$67 ) begin
         \$179  = { 1'h0, w_y };
       end
     end
@@ -4859,9 +4877,9 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$180  = bitmap_3;
-    if (\$141 ) begin
-      \$180  = \$143 ;
+    \$180  = bitmap_2;
+    if (\$137 ) begin
+      \$180  = \$139 ;
     end
     if (rst) begin
       \$180  = 128'h00000000000000000000000000000000;
@@ -4869,9 +4887,9 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$181  = row_tag_3;
-    if (\$141 ) begin
-      if (\$signal$65 ) begin
+    \$181  = row_tag_2;
+    if (\$137 ) begin
+      if (\$signal$67 ) begin
         \$181  = { 1'h0, w_y };
       end
     end
@@ -4880,6 +4898,31 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
     end
     if (rst) begin
       \$181  = 8'hff;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$182  = bitmap_3;
+    if (\$141 ) begin
+      \$182  = \$143 ;
+    end
+    if (rst) begin
+      \$182  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$183  = row_tag_3;
+    if (\$141 ) begin
+      if (\$signal$67 ) begin
+        \$183  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$183  = 8'hff;
+    end
+    if (rst) begin
+      \$183  = 8'hff;
     end
   end
   assign rd_addr = r_addr;
@@ -4982,11 +5025,11 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   assign tags[23:16] = row_tag_2;
   assign tags[15:8] = row_tag_1;
   assign tags[7:0] = row_tag_0;
-  assign \$64  = \$signal$56 ;
-  assign \$69  = \$signal$56 ;
-  assign \$81  = \$signal$56 ;
+  assign \$64  = \$signal$60 ;
+  assign \$69  = \$signal$60 ;
+  assign \$81  = \$signal$60 ;
   assign \$99  = rp;
-  assign \$103  = \$signal$56 ;
+  assign \$103  = \$signal$60 ;
 endmodule
 
 (* generator = "Amaranth" *)

@@ -1545,7 +1545,7 @@ endmodule
 module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
-  wire \$10 ;
+  wire [7:0] \$10 ;
   wire \$100 ;
   wire \$101 ;
   wire \$102 ;
@@ -1556,29 +1556,29 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire \$11 ;
+  wire [8:0] \$11 ;
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
   wire \$113 ;
   wire \$114 ;
   wire \$115 ;
-  wire \$116 ;
+  wire [7:0] \$116 ;
   wire \$117 ;
   wire \$118 ;
-  wire [7:0] \$119 ;
-  wire \$12 ;
+  wire \$119 ;
+  wire [8:0] \$12 ;
   wire \$120 ;
   wire \$121 ;
   wire \$122 ;
   wire \$123 ;
-  wire \$124 ;
-  wire \$125 ;
+  wire [7:0] \$124 ;
+  wire [7:0] \$125 ;
   wire \$126 ;
-  wire [7:0] \$127 ;
-  wire [7:0] \$128 ;
+  wire \$127 ;
+  wire \$128 ;
   wire \$129 ;
-  wire \$13 ;
+  wire [7:0] \$13 ;
   wire \$130 ;
   wire \$131 ;
   wire \$132 ;
@@ -1589,7 +1589,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$137 ;
   wire \$138 ;
   wire \$139 ;
-  wire \$14 ;
+  wire [8:0] \$14 ;
   wire \$140 ;
   wire \$141 ;
   wire \$142 ;
@@ -1600,7 +1600,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$147 ;
   wire \$148 ;
   wire \$149 ;
-  wire [7:0] \$15 ;
+  wire [8:0] \$15 ;
   wire \$150 ;
   wire \$151 ;
   wire \$152 ;
@@ -1611,7 +1611,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$157 ;
   wire \$158 ;
   wire \$159 ;
-  wire [8:0] \$16 ;
+  wire \$16 ;
   wire \$160 ;
   wire \$161 ;
   wire \$162 ;
@@ -1622,18 +1622,18 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$167 ;
   wire \$168 ;
   wire \$169 ;
-  wire [8:0] \$17 ;
+  wire [1:0] \$17 ;
   wire \$170 ;
-  wire \$171 ;
+  wire [7:0] \$171 ;
   wire \$172 ;
   wire \$173 ;
-  wire [7:0] \$174 ;
+  wire \$174 ;
   wire \$175 ;
   wire \$176 ;
   wire \$177 ;
   wire \$178 ;
   wire \$179 ;
-  wire [7:0] \$18 ;
+  wire [1:0] \$18 ;
   wire \$180 ;
   wire \$181 ;
   wire \$182 ;
@@ -1644,7 +1644,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$187 ;
   wire \$188 ;
   wire \$189 ;
-  wire [8:0] \$19 ;
+  wire [2:0] \$19 ;
   wire \$190 ;
   wire \$191 ;
   wire \$192 ;
@@ -1656,7 +1656,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$198 ;
   wire \$199 ;
   wire \$2 ;
-  wire [8:0] \$20 ;
+  wire \$20 ;
   wire \$200 ;
   wire \$201 ;
   wire \$202 ;
@@ -1667,7 +1667,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$207 ;
   wire \$208 ;
   wire \$209 ;
-  wire \$21 ;
+  wire [5:0] \$21 ;
   wire \$210 ;
   wire \$211 ;
   wire \$212 ;
@@ -1675,78 +1675,76 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$214 ;
   wire \$215 ;
   wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
-  wire \$219 ;
-  wire [1:0] \$22 ;
-  wire [2:0] \$220 ;
-  wire [2:0] \$221 ;
-  wire [2:0] \$222 ;
+  wire [2:0] \$217 ;
+  wire [2:0] \$218 ;
+  wire [2:0] \$219 ;
+  wire \$22 ;
+  wire [3:0] \$220 ;
+  wire [3:0] \$221 ;
+  wire [3:0] \$222 ;
   wire [3:0] \$223 ;
-  wire [3:0] \$224 ;
-  wire [3:0] \$225 ;
-  wire [3:0] \$226 ;
+  reg \$224 ;
+  reg \$225 ;
+  reg \$226 ;
   reg \$227 ;
   reg \$228 ;
   reg \$229 ;
-  wire [1:0] \$23 ;
+  wire \$23 ;
   reg \$230 ;
   reg \$231 ;
-  reg \$232 ;
+  reg [2:0] \$232 ;
   reg \$233 ;
   reg \$234 ;
-  reg [2:0] \$235 ;
-  reg \$236 ;
-  reg \$237 ;
+  reg \$235 ;
+  reg [7:0] \$236 ;
+  reg [2:0] \$237 ;
   reg \$238 ;
   reg [7:0] \$239 ;
-  wire [2:0] \$24 ;
+  wire \$24 ;
   reg [2:0] \$240 ;
   reg \$241 ;
-  reg [7:0] \$242 ;
-  reg [2:0] \$243 ;
-  reg \$244 ;
-  reg [1:0] \$245 ;
+  reg [1:0] \$242 ;
+  reg \$243 ;
+  reg [4:0] \$244 ;
+  reg [2:0] \$245 ;
   reg \$246 ;
-  reg [2:0] \$247 ;
+  reg [3:0] \$247 ;
   reg [4:0] \$248 ;
-  reg [3:0] \$249 ;
+  reg [4:0] \$249 ;
   wire \$25 ;
-  reg [4:0] \$250 ;
-  reg [4:0] \$251 ;
-  reg \$252 ;
+  reg \$250 ;
+  reg \$251 ;
+  reg [7:0] \$252 ;
   reg \$253 ;
-  reg [7:0] \$254 ;
+  reg [2:0] \$254 ;
   reg \$255 ;
-  reg [2:0] \$256 ;
-  reg \$257 ;
-  reg [7:0] \$258 ;
-  reg [7:0] \$259 ;
-  wire [5:0] \$26 ;
+  reg [7:0] \$256 ;
+  reg [7:0] \$257 ;
+  reg \$258 ;
+  reg \$259 ;
+  wire \$26 ;
   reg \$260 ;
-  reg \$261 ;
+  reg [2:0] \$261 ;
   reg \$262 ;
-  reg [2:0] \$263 ;
-  reg \$264 ;
-  reg \$265 ;
-  reg [7:0] \$266 ;
-  reg [7:0] \$267 ;
+  reg \$263 ;
+  reg [7:0] \$264 ;
+  reg [7:0] \$265 ;
+  reg \$266 ;
+  reg [2:0] \$267 ;
   reg \$268 ;
-  reg [2:0] \$269 ;
+  reg \$269 ;
   wire \$27 ;
   reg \$270 ;
-  reg \$271 ;
+  reg [2:0] \$271 ;
   reg \$272 ;
-  reg [2:0] \$273 ;
+  reg [7:0] \$273 ;
   reg \$274 ;
-  reg [7:0] \$275 ;
+  reg \$275 ;
   reg \$276 ;
   reg \$277 ;
-  reg \$278 ;
-  reg \$279 ;
+  reg [2:0] \$278 ;
+  reg [2:0] \$279 ;
   wire \$28 ;
-  reg [2:0] \$280 ;
-  reg [2:0] \$281 ;
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
@@ -1765,15 +1763,15 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
-  wire \$45 ;
-  wire \$46 ;
-  wire \$47 ;
+  wire [7:0] \$45 ;
+  wire [7:0] \$46 ;
+  wire [7:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
-  wire [5:0] \$5 ;
-  wire [7:0] \$50 ;
-  wire [7:0] \$51 ;
-  wire [7:0] \$52 ;
+  wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
@@ -1791,23 +1789,23 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [5:0] \$69 ;
   wire \$7 ;
   wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire \$73 ;
-  wire [4:0] \$74 ;
-  wire [5:0] \$75 ;
-  wire [5:0] \$76 ;
+  wire [4:0] \$71 ;
+  wire [5:0] \$72 ;
+  wire [5:0] \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire \$76 ;
   wire \$77 ;
   wire \$78 ;
-  wire \$79 ;
+  wire [7:0] \$79 ;
   wire \$8 ;
-  wire \$80 ;
+  wire [7:0] \$80 ;
   wire \$81 ;
-  wire [7:0] \$82 ;
-  wire [7:0] \$83 ;
+  wire \$82 ;
+  wire \$83 ;
   wire \$84 ;
   wire \$85 ;
   wire \$86 ;
@@ -1828,29 +1826,29 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   reg \$like  = 1'h0;
   reg \$like$64  = 1'h0;
   reg \$like$72  = 1'h0;
-  reg \$signal  = 1'h0;
-  reg [7:0] \$signal$12  = 8'h00;
-  reg \$signal$16  = 1'h0;
-  reg [2:0] \$signal$18  = 3'h0;
+  reg [7:0] \$signal  = 8'h00;
+  reg \$signal$11  = 1'h0;
+  reg [2:0] \$signal$13  = 3'h0;
+  reg \$signal$24  = 1'h0;
+  reg [2:0] \$signal$26  = 3'h0;
   reg \$signal$29  = 1'h0;
-  reg [2:0] \$signal$31  = 3'h0;
-  reg \$signal$34  = 1'h0;
-  reg \$signal$38  = 1'h0;
-  reg \$signal$41  = 1'h0;
+  reg \$signal$33  = 1'h0;
+  reg \$signal$36  = 1'h0;
+  reg \$signal$37  = 1'h0;
+  reg \$signal$40  = 1'h0;
   reg \$signal$42  = 1'h0;
   reg \$signal$45  = 1'h0;
-  reg \$signal$47  = 1'h0;
-  reg [7:0] \$signal$53  = 8'h00;
+  reg [7:0] \$signal$49  = 8'h00;
+  reg \$signal$50  = 1'h0;
+  reg \$signal$54  = 1'h0;
   reg [7:0] \$signal$63  = 8'h00;
   reg \$signal$68  = 1'h1;
   reg \$signal$69  = 1'h0;
-  reg \$signal$7  = 1'h0;
   reg [7:0] \$signal$70  = 8'h00;
   reg [7:0] \$signal$71  = 8'h00;
   reg [2:0] \$signal$73  = 3'h0;
   reg \$signal$76  = 1'h0;
   reg \$signal$77  = 1'h0;
-  reg \$signal$8  = 1'h0;
   reg [7:0] a2_bits = 8'h00;
   wire [7:0] a2_oh;
   reg [2:0] a2_oy = 3'h0;
@@ -1894,8 +1892,9 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire [2:0] \head.ox ;
   wire [2:0] \head.oy ;
   wire \head.taps ;
-  reg [4:0] i_cy = 5'h00;
+  reg [4:0] i_in_row_0 = 5'h00;
   reg [2:0] i_row = 3'h0;
+  reg i_top = 1'h0;
   reg issued = 1'h0;
   input [2:0] last_y;
   wire [2:0] last_y;
@@ -1915,7 +1914,6 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire [7:0] rest_oh;
   output [2:0] row;
   wire [2:0] row;
-  reg [4:0] row_0;
   reg [2:0] rows_row = 3'h0;
   input rst;
   wire rst;
@@ -1941,326 +1939,325 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire w_rdy;
   reg [2:0] w_row = 3'h0;
   reg [7:0] win_0 = 8'h00;
-  assign \$1  = ~ \$signal$7 ;
-  assign \$2  = ~ \$signal$8 ;
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = \$signal  & \$3 ;
-  assign \$5  = i_cy + 1'h0;
-  assign \$6  = \$signal$12 [1] | \$signal$12 [3];
-  assign \$7  = \$6  | \$signal$12 [5];
-  assign \$8  = \$7  | \$signal$12 [7];
-  assign \$9  = \$signal$12 [2] | \$signal$12 [3];
-  assign \$10  = \$9  | \$signal$12 [6];
-  assign \$11  = \$10  | \$signal$12 [7];
-  assign \$12  = \$signal$12 [4] | \$signal$12 [5];
-  assign \$13  = \$12  | \$signal$12 [6];
-  assign \$14  = \$13  | \$signal$12 [7];
-  assign w_en = \$signal$16  | eof_pend;
-  assign \$15  = ~ b_rest;
-  assign \$16  = \$15  + 1'h1;
-  assign \$17  = { 1'h0, b_rest } & \$16 ;
-  assign \$18  = ~ a2_bits;
-  assign \$19  = \$18  + 1'h1;
-  assign \$20  = { 1'h0, a2_bits } & \$19 ;
-  assign \$21  = ~ nz;
-  assign \$22  = \$21  + 1'h1;
-  assign \$23  = { 1'h0, nz } & \$22 ;
-  assign \$24  = \$signal$29  ? \$signal$31  : rows_row;
-  assign row = sites__valid ? sites__payload[2:0] : \$24 ;
-  assign \$25  = done_rows >= need;
-  assign \$26  = need + 1'h1;
-  assign \$27  = done_rows >= \$26 ;
-  assign \$28  = f_row > last_y;
-  assign \$29  = f_row >= last_y;
-  assign \$30  = ~ \$signal$47 ;
+  assign \$1  = \$signal [1] | \$signal [3];
+  assign \$2  = \$1  | \$signal [5];
+  assign \$3  = \$2  | \$signal [7];
+  assign \$4  = \$signal [2] | \$signal [3];
+  assign \$5  = \$4  | \$signal [6];
+  assign \$6  = \$5  | \$signal [7];
+  assign \$7  = \$signal [4] | \$signal [5];
+  assign \$8  = \$7  | \$signal [6];
+  assign \$9  = \$8  | \$signal [7];
+  assign w_en = \$signal$11  | eof_pend;
+  assign \$10  = ~ b_rest;
+  assign \$11  = \$10  + 1'h1;
+  assign \$12  = { 1'h0, b_rest } & \$11 ;
+  assign \$13  = ~ a2_bits;
+  assign \$14  = \$13  + 1'h1;
+  assign \$15  = { 1'h0, a2_bits } & \$14 ;
+  assign \$16  = ~ nz;
+  assign \$17  = \$16  + 1'h1;
+  assign \$18  = { 1'h0, nz } & \$17 ;
+  assign \$19  = \$signal$24  ? \$signal$26  : rows_row;
+  assign row = sites__valid ? sites__payload[2:0] : \$19 ;
+  assign \$20  = done_rows >= need;
+  assign \$21  = need + 1'h1;
+  assign \$22  = done_rows >= \$21 ;
+  assign \$23  = f_row > last_y;
+  assign \$24  = f_row >= last_y;
+  assign \$25  = ~ \$signal$42 ;
+  assign \$26  = ~ a_v;
+  assign \$27  = nz_zero & \$26 ;
+  assign \$28  = \$25  | \$27 ;
+  assign \$29  = \$signal$42  & \$28 ;
+  assign \$30  = ~ \$signal$42 ;
   assign \$31  = ~ a_v;
   assign \$32  = nz_zero & \$31 ;
   assign \$33  = \$30  | \$32 ;
-  assign \$34  = \$signal$47  & \$33 ;
-  assign \$35  = ~ \$signal$47 ;
-  assign \$36  = ~ a_v;
-  assign \$37  = nz_zero & \$36 ;
-  assign \$38  = \$35  | \$37 ;
-  assign \$39  = \$signal$8  & \$38 ;
-  assign \$40  = | win_0;
-  assign \$41  = | win_0;
-  assign \$42  = ! \$41 ;
-  assign \$43  = ~ \$signal$8 ;
-  assign \$44  = ~ \$signal$47 ;
-  assign \$45  = ~ a_v;
-  assign \$46  = nz_zero & \$45 ;
-  assign \$47  = \$44  | \$46 ;
-  assign \$48  = \$43  | \$47 ;
-  assign \$49  = \$signal$7  & \$48 ;
-  assign \$50  = sel_0[0] ? bitmaps[7:0] : 8'h00;
-  assign \$51  = sel_0[1] ? bitmaps[15:8] : 8'h00;
-  assign \$52  = \$50  | \$51 ;
-  assign \$53  = ~ \$signal$7 ;
-  assign \$54  = ~ \$signal$8 ;
-  assign \$55  = \$53  | \$54 ;
-  assign \$56  = \$signal  & \$55 ;
-  assign \$57  = ! row_0[0];
-  assign \$58  = tags[3:0] == row_0;
-  assign \$59  = \$57  & \$58 ;
-  assign \$61  = tags[7:4] == row_0;
+  assign \$34  = \$signal$45  & \$33 ;
+  assign \$35  = | win_0;
+  assign \$36  = | win_0;
+  assign \$37  = ! \$36 ;
+  assign \$38  = ~ \$signal$45 ;
+  assign \$39  = ~ \$signal$42 ;
+  assign \$40  = ~ a_v;
+  assign \$41  = nz_zero & \$40 ;
+  assign \$42  = \$39  | \$41 ;
+  assign \$43  = \$38  | \$42 ;
+  assign \$44  = \$signal$50  & \$43 ;
+  assign \$45  = sel_0[0] ? bitmaps[7:0] : 8'h00;
+  assign \$46  = sel_0[1] ? bitmaps[15:8] : 8'h00;
+  assign \$47  = \$45  | \$46 ;
+  assign \$48  = ~ \$signal$50 ;
+  assign \$49  = ~ \$signal$45 ;
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = \$signal$54  & \$50 ;
+  assign \$52  = ! i_in_row_0[0];
+  assign \$53  = tags[3:0] == i_in_row_0;
+  assign \$54  = \$52  & \$53 ;
+  assign \$56  = tags[7:4] == i_in_row_0;
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = ~ \$signal$54 ;
+  assign \$59  = ~ \$signal$50 ;
+  assign \$60  = \$58  | \$59 ;
+  assign \$61  = ~ ends;
   assign \$62  = \$60  & \$61 ;
-  assign \$63  = ~ \$signal ;
-  assign \$64  = ~ \$signal$7 ;
+  assign \$63  = ~ has_last_r;
+  assign \$64  = issued ? \$signal$40  : \$signal$37 ;
   assign \$65  = \$63  | \$64 ;
-  assign \$66  = ~ ends;
-  assign \$67  = \$65  & \$66 ;
-  assign \$68  = ~ has_last_r;
-  assign \$69  = issued ? \$signal$45  : \$signal$42 ;
-  assign \$70  = \$68  | \$69 ;
-  assign \$71  = \$signal$34  & \$70 ;
-  assign \$72  = issued ? \$signal$41  : \$signal$38 ;
-  assign \$73  = \$signal$34  | \$72 ;
-  assign \$74  = f_row + 1'h1;
-  assign \$75  = cy + 1'h1;
-  assign \$76  = need + 1'h1;
-  assign \$77  = ~ \$signal$16 ;
-  assign \$78  = eof_pend & \$77 ;
-  assign \$79  = \$78  & w_rdy;
-  assign \$80  = ~ \$signal$16 ;
-  assign \$81  = \$80  | w_rdy;
-  assign \$82  = ~ \$17 [7:0];
-  assign \$83  = b_rest & \$82 ;
-  assign \$85  = b_rest[0] & b_rest[1];
-  assign \$88  = b_rest[2] & b_rest[3];
-  assign \$90  = \$86  | \$89 ;
-  assign \$91  = b_rest[0] | b_rest[1];
-  assign \$92  = b_rest[2] | b_rest[3];
-  assign \$93  = \$91  & \$92 ;
-  assign \$94  = \$90  | \$93 ;
-  assign \$96  = b_rest[4] & b_rest[5];
-  assign \$99  = b_rest[6] & b_rest[7];
-  assign \$101  = \$97  | \$100 ;
-  assign \$102  = b_rest[4] | b_rest[5];
-  assign \$103  = b_rest[6] | b_rest[7];
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = \$101  | \$104 ;
-  assign \$106  = \$94  | \$105 ;
-  assign \$107  = b_rest[0] | b_rest[1];
-  assign \$108  = b_rest[2] | b_rest[3];
+  assign \$66  = \$signal$29  & \$65 ;
+  assign \$67  = issued ? \$signal$36  : \$signal$33 ;
+  assign \$68  = \$signal$29  | \$67 ;
+  assign \$69  = cy + 1'h0;
+  assign \$70  = ! cy;
+  assign \$71  = f_row + 1'h1;
+  assign \$72  = cy + 1'h1;
+  assign \$73  = need + 1'h1;
+  assign \$74  = ~ \$signal$11 ;
+  assign \$75  = eof_pend & \$74 ;
+  assign \$76  = \$75  & w_rdy;
+  assign \$77  = ~ \$signal$11 ;
+  assign \$78  = \$77  | w_rdy;
+  assign \$79  = ~ \$12 [7:0];
+  assign \$80  = b_rest & \$79 ;
+  assign \$82  = b_rest[0] & b_rest[1];
+  assign \$85  = b_rest[2] & b_rest[3];
+  assign \$87  = \$83  | \$86 ;
+  assign \$88  = b_rest[0] | b_rest[1];
+  assign \$89  = b_rest[2] | b_rest[3];
+  assign \$90  = \$88  & \$89 ;
+  assign \$91  = \$87  | \$90 ;
+  assign \$93  = b_rest[4] & b_rest[5];
+  assign \$96  = b_rest[6] & b_rest[7];
+  assign \$98  = \$94  | \$97 ;
+  assign \$99  = b_rest[4] | b_rest[5];
+  assign \$100  = b_rest[6] | b_rest[7];
+  assign \$101  = \$99  & \$100 ;
+  assign \$102  = \$98  | \$101 ;
+  assign \$103  = \$91  | \$102 ;
+  assign \$104  = b_rest[0] | b_rest[1];
+  assign \$105  = b_rest[2] | b_rest[3];
+  assign \$106  = \$104  | \$105 ;
+  assign \$107  = b_rest[4] | b_rest[5];
+  assign \$108  = b_rest[6] | b_rest[7];
   assign \$109  = \$107  | \$108 ;
-  assign \$110  = b_rest[4] | b_rest[5];
-  assign \$111  = b_rest[6] | b_rest[7];
-  assign \$112  = \$110  | \$111 ;
-  assign \$113  = \$109  & \$112 ;
-  assign \$114  = \$106  | \$113 ;
-  assign \$115  = ~ \$114 ;
-  assign \$116  = ~ \$signal$16 ;
-  assign \$117  = \$116  | w_rdy;
-  assign \$118  = \$117  & \$signal$68 ;
-  assign \$119  = \$signal$69  ? \$signal$71  : 8'h00;
-  assign \$120  = ~ \$signal$69 ;
-  assign \$121  = \$120  | a3_rest_zero;
-  assign \$122  = ~ \$signal$69 ;
-  assign \$123  = ~ \$signal$16 ;
-  assign \$124  = \$123  | w_rdy;
-  assign \$125  = \$124  & \$signal$68 ;
-  assign \$126  = \$122  | \$125 ;
-  assign \$127  = ~ \$20 [7:0];
-  assign \$128  = a2_bits & \$127 ;
-  assign \$130  = a2_bits[0] & a2_bits[1];
-  assign \$133  = a2_bits[2] & a2_bits[3];
-  assign \$135  = \$131  | \$134 ;
-  assign \$136  = a2_bits[0] | a2_bits[1];
-  assign \$137  = a2_bits[2] | a2_bits[3];
-  assign \$138  = \$136  & \$137 ;
-  assign \$139  = \$135  | \$138 ;
-  assign \$141  = a2_bits[4] & a2_bits[5];
-  assign \$144  = a2_bits[6] & a2_bits[7];
-  assign \$146  = \$142  | \$145 ;
-  assign \$147  = a2_bits[4] | a2_bits[5];
-  assign \$148  = a2_bits[6] | a2_bits[7];
-  assign \$149  = \$147  & \$148 ;
-  assign \$150  = \$146  | \$149 ;
-  assign \$151  = \$139  | \$150 ;
-  assign \$152  = a2_bits[0] | a2_bits[1];
-  assign \$153  = a2_bits[2] | a2_bits[3];
+  assign \$110  = \$106  & \$109 ;
+  assign \$111  = \$103  | \$110 ;
+  assign \$112  = ~ \$111 ;
+  assign \$113  = ~ \$signal$11 ;
+  assign \$114  = \$113  | w_rdy;
+  assign \$115  = \$114  & \$signal$68 ;
+  assign \$116  = \$signal$69  ? \$signal$71  : 8'h00;
+  assign \$117  = ~ \$signal$69 ;
+  assign \$118  = \$117  | a3_rest_zero;
+  assign \$119  = ~ \$signal$69 ;
+  assign \$120  = ~ \$signal$11 ;
+  assign \$121  = \$120  | w_rdy;
+  assign \$122  = \$121  & \$signal$68 ;
+  assign \$123  = \$119  | \$122 ;
+  assign \$124  = ~ \$15 [7:0];
+  assign \$125  = a2_bits & \$124 ;
+  assign \$127  = a2_bits[0] & a2_bits[1];
+  assign \$130  = a2_bits[2] & a2_bits[3];
+  assign \$132  = \$128  | \$131 ;
+  assign \$133  = a2_bits[0] | a2_bits[1];
+  assign \$134  = a2_bits[2] | a2_bits[3];
+  assign \$135  = \$133  & \$134 ;
+  assign \$136  = \$132  | \$135 ;
+  assign \$138  = a2_bits[4] & a2_bits[5];
+  assign \$141  = a2_bits[6] & a2_bits[7];
+  assign \$143  = \$139  | \$142 ;
+  assign \$144  = a2_bits[4] | a2_bits[5];
+  assign \$145  = a2_bits[6] | a2_bits[7];
+  assign \$146  = \$144  & \$145 ;
+  assign \$147  = \$143  | \$146 ;
+  assign \$148  = \$136  | \$147 ;
+  assign \$149  = a2_bits[0] | a2_bits[1];
+  assign \$150  = a2_bits[2] | a2_bits[3];
+  assign \$151  = \$149  | \$150 ;
+  assign \$152  = a2_bits[4] | a2_bits[5];
+  assign \$153  = a2_bits[6] | a2_bits[7];
   assign \$154  = \$152  | \$153 ;
-  assign \$155  = a2_bits[4] | a2_bits[5];
-  assign \$156  = a2_bits[6] | a2_bits[7];
-  assign \$157  = \$155  | \$156 ;
-  assign \$158  = \$154  & \$157 ;
-  assign \$159  = \$151  | \$158 ;
-  assign \$160  = ~ \$159 ;
-  assign \$161  = ~ \$signal$69 ;
-  assign \$162  = ~ \$signal$16 ;
-  assign \$163  = \$162  | w_rdy;
-  assign \$164  = \$163  & \$signal$68 ;
-  assign \$165  = \$161  | \$164 ;
-  assign \$166  = ~ \$signal$76 ;
-  assign \$167  = ~ \$signal$69 ;
-  assign \$168  = ~ \$signal$16 ;
-  assign \$169  = \$168  | w_rdy;
-  assign \$170  = \$169  & \$signal$68 ;
-  assign \$171  = \$167  | \$170 ;
-  assign \$172  = \$166  | \$171 ;
-  assign \$173  = \$172  & a_v;
-  assign \$174  = a_oh ? \$signal$53  : 8'h00;
-  assign \$175  = ~ \$signal$76 ;
-  assign \$176  = ~ \$signal$69 ;
-  assign \$177  = ~ \$signal$16 ;
-  assign \$178  = \$177  | w_rdy;
-  assign \$179  = \$178  & \$signal$68 ;
-  assign \$180  = \$176  | \$179 ;
-  assign \$181  = \$175  | \$180 ;
-  assign \$182  = ~ a_v;
-  assign \$183  = ~ \$signal$76 ;
-  assign \$184  = ~ \$signal$69 ;
-  assign \$185  = ~ \$signal$16 ;
-  assign \$186  = \$185  | w_rdy;
-  assign \$187  = \$186  & \$signal$68 ;
-  assign \$188  = \$184  | \$187 ;
-  assign \$189  = \$183  | \$188 ;
-  assign \$190  = \$182  | \$189 ;
-  assign \$191  = \$190  & \$signal$47 ;
-  assign \$192  = ~ nz_zero;
-  assign \$193  = \$191  & \$192 ;
-  assign \$194  = ~ \$23 [0];
-  assign \$195  = nz & \$194 ;
-  assign \$197  = ~ \$signal ;
-  assign \$198  = ~ \$signal$7 ;
+  assign \$155  = \$151  & \$154 ;
+  assign \$156  = \$148  | \$155 ;
+  assign \$157  = ~ \$156 ;
+  assign \$158  = ~ \$signal$69 ;
+  assign \$159  = ~ \$signal$11 ;
+  assign \$160  = \$159  | w_rdy;
+  assign \$161  = \$160  & \$signal$68 ;
+  assign \$162  = \$158  | \$161 ;
+  assign \$163  = ~ \$signal$76 ;
+  assign \$164  = ~ \$signal$69 ;
+  assign \$165  = ~ \$signal$11 ;
+  assign \$166  = \$165  | w_rdy;
+  assign \$167  = \$166  & \$signal$68 ;
+  assign \$168  = \$164  | \$167 ;
+  assign \$169  = \$163  | \$168 ;
+  assign \$170  = \$169  & a_v;
+  assign \$171  = a_oh ? \$signal$49  : 8'h00;
+  assign \$172  = ~ \$signal$76 ;
+  assign \$173  = ~ \$signal$69 ;
+  assign \$174  = ~ \$signal$11 ;
+  assign \$175  = \$174  | w_rdy;
+  assign \$176  = \$175  & \$signal$68 ;
+  assign \$177  = \$173  | \$176 ;
+  assign \$178  = \$172  | \$177 ;
+  assign \$179  = ~ a_v;
+  assign \$180  = ~ \$signal$76 ;
+  assign \$181  = ~ \$signal$69 ;
+  assign \$182  = ~ \$signal$11 ;
+  assign \$183  = \$182  | w_rdy;
+  assign \$184  = \$183  & \$signal$68 ;
+  assign \$185  = \$181  | \$184 ;
+  assign \$186  = \$180  | \$185 ;
+  assign \$187  = \$179  | \$186 ;
+  assign \$188  = \$187  & \$signal$42 ;
+  assign \$189  = ~ nz_zero;
+  assign \$190  = \$188  & \$189 ;
+  assign \$191  = ~ \$18 [0];
+  assign \$192  = nz & \$191 ;
+  assign \$194  = ~ \$signal$54 ;
+  assign \$195  = ~ \$signal$50 ;
+  assign \$196  = \$194  | \$195 ;
+  assign \$197  = ~ has_last_r;
+  assign \$198  = issued ? \$signal$40  : \$signal$37 ;
   assign \$199  = \$197  | \$198 ;
-  assign \$200  = ~ has_last_r;
-  assign \$201  = issued ? \$signal$45  : \$signal$42 ;
-  assign \$202  = \$200  | \$201 ;
-  assign \$203  = \$signal$34  & \$202 ;
-  assign \$204  = \$199  & \$203 ;
-  assign \$205  = ends | \$204 ;
-  assign \$206  = \$signal  | \$signal$7 ;
-  assign \$207  = \$206  | \$signal$8 ;
-  assign \$208  = \$207  | \$signal$47 ;
-  assign \$209  = \$208  | \$signal$76 ;
-  assign \$210  = \$209  | \$signal$69 ;
-  assign \$211  = \$210  | b_v;
-  assign \$212  = \$211  | \$signal$16 ;
-  assign \$213  = ~ \$212 ;
-  assign \$214  = \$205  & \$213 ;
-  assign \$215  = ~ eof_done;
-  assign \$216  = \$214  & \$215 ;
-  assign \$217  = \$signal$16  | b_v;
-  assign \$218  = \$217  | \$signal$69 ;
-  assign \$219  = \$218  | \$signal$76 ;
-  assign \$220  = \$signal$69  ? \$signal$73  : a2_oy;
-  assign \$221  = b_v ? b_oy : \$220 ;
-  assign \$222  = \$signal$16  ? \$signal$18  : \$221 ;
-  assign \$223  = \$signal  ? { 1'h0, i_row } : f_row;
-  assign \$224  = \$signal$7  ? { 1'h0, s_row } : \$223 ;
-  assign \$225  = \$signal$8  ? { 1'h0, w_row } : \$224 ;
-  assign \$226  = \$signal$47  ? { 1'h0, c_row } : \$225 ;
+  assign \$200  = \$signal$29  & \$199 ;
+  assign \$201  = \$196  & \$200 ;
+  assign \$202  = ends | \$201 ;
+  assign \$203  = \$signal$54  | \$signal$50 ;
+  assign \$204  = \$203  | \$signal$45 ;
+  assign \$205  = \$204  | \$signal$42 ;
+  assign \$206  = \$205  | \$signal$76 ;
+  assign \$207  = \$206  | \$signal$69 ;
+  assign \$208  = \$207  | b_v;
+  assign \$209  = \$208  | \$signal$11 ;
+  assign \$210  = ~ \$209 ;
+  assign \$211  = \$202  & \$210 ;
+  assign \$212  = ~ eof_done;
+  assign \$213  = \$211  & \$212 ;
+  assign \$214  = \$signal$11  | b_v;
+  assign \$215  = \$214  | \$signal$69 ;
+  assign \$216  = \$215  | \$signal$76 ;
+  assign \$217  = \$signal$69  ? \$signal$73  : a2_oy;
+  assign \$218  = b_v ? b_oy : \$217 ;
+  assign \$219  = \$signal$11  ? \$signal$13  : \$218 ;
+  assign \$220  = \$signal$54  ? { 1'h0, i_row } : f_row;
+  assign \$221  = \$signal$50  ? { 1'h0, s_row } : \$220 ;
+  assign \$222  = \$signal$45  ? { 1'h0, w_row } : \$221 ;
+  assign \$223  = \$signal$42  ? { 1'h0, c_row } : \$222 ;
   always @(posedge clk)
-    \$signal$34  <= \$227 ;
+    \$signal$29  <= \$224 ;
   always @(posedge clk)
-    has_last_r <= \$228 ;
+    has_last_r <= \$225 ;
   always @(posedge clk)
-    \$signal$38  <= \$229 ;
+    \$signal$33  <= \$226 ;
   always @(posedge clk)
-    \$signal$41  <= \$230 ;
+    \$signal$36  <= \$227 ;
+  always @(posedge clk)
+    \$signal$37  <= \$228 ;
+  always @(posedge clk)
+    \$signal$40  <= \$229 ;
+  always @(posedge clk)
+    issued <= \$230 ;
   always @(posedge clk)
     \$signal$42  <= \$231 ;
   always @(posedge clk)
-    \$signal$45  <= \$232 ;
+    c_row <= \$232 ;
   always @(posedge clk)
-    issued <= \$233 ;
+    \$signal$45  <= \$233 ;
   always @(posedge clk)
-    \$signal$47  <= \$234 ;
+    nz <= \$234 ;
   always @(posedge clk)
-    c_row <= \$235 ;
+    nz_zero <= \$235 ;
   always @(posedge clk)
-    \$signal$8  <= \$236 ;
+    \$signal$49  <= \$236 ;
   always @(posedge clk)
-    nz <= \$237 ;
+    w_row <= \$237 ;
   always @(posedge clk)
-    nz_zero <= \$238 ;
+    \$signal$50  <= \$238 ;
   always @(posedge clk)
-    \$signal$53  <= \$239 ;
+    win_0 <= \$239 ;
   always @(posedge clk)
-    w_row <= \$240 ;
+    s_row <= \$240 ;
   always @(posedge clk)
-    \$signal$7  <= \$241 ;
+    \$signal$54  <= \$241 ;
   always @(posedge clk)
-    win_0 <= \$242 ;
+    sel_0 <= \$242 ;
   always @(posedge clk)
-    s_row <= \$243 ;
+    ends <= \$243 ;
   always @(posedge clk)
-    \$signal  <= \$244 ;
+    i_in_row_0 <= \$244 ;
   always @(posedge clk)
-    sel_0 <= \$245 ;
+    i_row <= \$245 ;
   always @(posedge clk)
-    ends <= \$246 ;
+    i_top <= \$246 ;
   always @(posedge clk)
-    i_row <= \$247 ;
+    f_row <= \$247 ;
   always @(posedge clk)
-    i_cy <= \$248 ;
+    cy <= \$248 ;
   always @(posedge clk)
-    f_row <= \$249 ;
+    need <= \$249 ;
   always @(posedge clk)
-    cy <= \$250 ;
+    eof_pend <= \$250 ;
   always @(posedge clk)
-    need <= \$251 ;
+    \$signal$11  <= \$251 ;
   always @(posedge clk)
-    eof_pend <= \$252 ;
+    \$signal  <= \$252 ;
   always @(posedge clk)
-    \$signal$16  <= \$253 ;
+    \$like  <= \$253 ;
   always @(posedge clk)
-    \$signal$12  <= \$254 ;
+    \$signal$13  <= \$254 ;
   always @(posedge clk)
-    \$like  <= \$255 ;
+    c1_win_0 <= \$255 ;
   always @(posedge clk)
-    \$signal$18  <= \$256 ;
+    \$signal$63  <= \$256 ;
   always @(posedge clk)
-    c1_win_0 <= \$257 ;
+    b_rest <= \$257 ;
   always @(posedge clk)
-    \$signal$63  <= \$258 ;
+    \$signal$68  <= \$258 ;
   always @(posedge clk)
-    b_rest <= \$259 ;
+    b_v <= \$259 ;
   always @(posedge clk)
-    \$signal$68  <= \$260 ;
+    \$like$64  <= \$260 ;
   always @(posedge clk)
-    b_v <= \$261 ;
+    b_oy <= \$261 ;
   always @(posedge clk)
-    \$like$64  <= \$262 ;
+    b_win_0 <= \$262 ;
   always @(posedge clk)
-    b_oy <= \$263 ;
+    \$signal$69  <= \$263 ;
   always @(posedge clk)
-    b_win_0 <= \$264 ;
+    \$signal$70  <= \$264 ;
   always @(posedge clk)
-    \$signal$69  <= \$265 ;
+    \$signal$71  <= \$265 ;
   always @(posedge clk)
-    \$signal$70  <= \$266 ;
+    \$like$72  <= \$266 ;
   always @(posedge clk)
-    \$signal$71  <= \$267 ;
+    \$signal$73  <= \$267 ;
   always @(posedge clk)
-    \$like$72  <= \$268 ;
+    a3_rest_zero <= \$268 ;
   always @(posedge clk)
-    \$signal$73  <= \$269 ;
+    a3_win_0 <= \$269 ;
   always @(posedge clk)
-    a3_rest_zero <= \$270 ;
+    \$signal$76  <= \$270 ;
   always @(posedge clk)
-    a3_win_0 <= \$271 ;
+    a2_oy <= \$271 ;
   always @(posedge clk)
-    \$signal$76  <= \$272 ;
+    \$signal$77  <= \$272 ;
   always @(posedge clk)
-    a2_oy <= \$273 ;
+    a2_bits <= \$273 ;
   always @(posedge clk)
-    \$signal$77  <= \$274 ;
+    a_v <= \$274 ;
   always @(posedge clk)
-    a2_bits <= \$275 ;
+    a_oh <= \$275 ;
   always @(posedge clk)
-    a_v <= \$276 ;
+    eof_done <= \$276 ;
   always @(posedge clk)
-    a_oh <= \$277 ;
+    \$signal$24  <= \$277 ;
   always @(posedge clk)
-    eof_done <= \$278 ;
+    \$signal$26  <= \$278 ;
   always @(posedge clk)
-    \$signal$29  <= \$279 ;
-  always @(posedge clk)
-    \$signal$31  <= \$280 ;
-  always @(posedge clk)
-    rows_row <= \$281 ;
+    rows_row <= \$279 ;
   \top.block_0_0.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -2273,18 +2270,11 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    row_0 = 5'h00;
-    if (\$4 ) begin
-      row_0 = \$5 [4:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     w_data = 9'h000;
     (* full_case = 32'd1 *)
-    if (\$signal$16 ) begin
-      w_data[2:0] = \$signal$18 ;
-      w_data[5:3] = { \$14 , \$11 , \$8  };
+    if (\$signal$11 ) begin
+      w_data[2:0] = \$signal$13 ;
+      w_data[5:3] = { \$9 , \$6 , \$3  };
       w_data[6] = 1'h1;
     end else begin
       w_data[7] = 1'h1;
@@ -2293,7 +2283,34 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$227  = eof_seen;
+    \$224  = eof_seen;
+    if (frame_reset) begin
+      \$224  = 1'h0;
+    end
+    if (rst) begin
+      \$224  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$225  = has_last;
+    if (rst) begin
+      \$225  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$226  = \$20 ;
+    if (frame_reset) begin
+      \$226  = 1'h0;
+    end
+    if (rst) begin
+      \$226  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$227  = \$22 ;
     if (frame_reset) begin
       \$227  = 1'h0;
     end
@@ -2303,24 +2320,27 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$228  = has_last;
+    \$228  = \$23 ;
     if (rst) begin
       \$228  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$229  = \$25 ;
-    if (frame_reset) begin
-      \$229  = 1'h0;
-    end
+    \$229  = \$24 ;
     if (rst) begin
       \$229  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$230  = \$27 ;
+    \$230  = 1'h0;
+    if (\$62 ) begin
+      if (\$66 ) begin
+      end else if (\$68 ) begin
+        \$230  = 1'h1;
+      end
+    end
     if (frame_reset) begin
       \$230  = 1'h0;
     end
@@ -2330,101 +2350,104 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$231  = \$28 ;
+    \$231  = \$signal$42 ;
+    if (\$29 ) begin
+      \$231  = 1'h0;
+    end
+    if (\$34 ) begin
+      \$231  = 1'h1;
+    end
     if (rst) begin
       \$231  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$232  = \$29 ;
-    if (rst) begin
-      \$232  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$233  = 1'h0;
-    if (\$67 ) begin
-      if (\$71 ) begin
-      end else if (\$73 ) begin
-        \$233  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$233  = 1'h0;
-    end
-    if (rst) begin
-      \$233  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$234  = \$signal$47 ;
+    \$232  = c_row;
     if (\$34 ) begin
+      \$232  = w_row;
+    end
+    if (rst) begin
+      \$232  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$233  = \$signal$45 ;
+    if (\$34 ) begin
+      \$233  = 1'h0;
+    end
+    if (\$44 ) begin
+      \$233  = 1'h1;
+    end
+    if (rst) begin
+      \$233  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$234  = nz;
+    if (\$34 ) begin
+      \$234  = \$35 ;
+    end
+    if (\$190 ) begin
+      \$234  = \$192 ;
+    end
+    if (rst) begin
       \$234  = 1'h0;
     end
-    if (\$39 ) begin
-      \$234  = 1'h1;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$235  = nz_zero;
+    if (\$34 ) begin
+      \$235  = \$37 ;
+    end
+    if (\$190 ) begin
+      \$235  = \$193 ;
     end
     if (rst) begin
-      \$234  = 1'h0;
+      \$235  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$235  = c_row;
-    if (\$39 ) begin
-      \$235  = w_row;
+    \$236  = \$signal$49 ;
+    if (\$34 ) begin
+      \$236  = win_0;
     end
     if (rst) begin
-      \$235  = 3'h0;
+      \$236  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$236  = \$signal$8 ;
-    if (\$39 ) begin
-      \$236  = 1'h0;
-    end
-    if (\$49 ) begin
-      \$236  = 1'h1;
+    \$237  = w_row;
+    if (\$44 ) begin
+      \$237  = s_row;
     end
     if (rst) begin
-      \$236  = 1'h0;
+      \$237  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$237  = nz;
-    if (\$39 ) begin
-      \$237  = \$40 ;
+    \$238  = \$signal$50 ;
+    if (\$44 ) begin
+      \$238  = 1'h0;
     end
-    if (\$193 ) begin
-      \$237  = \$195 ;
-    end
-    if (rst) begin
-      \$237  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$238  = nz_zero;
-    if (\$39 ) begin
-      \$238  = \$42 ;
-    end
-    if (\$193 ) begin
-      \$238  = \$196 ;
-    end
-    if (rst) begin
+    if (\$51 ) begin
       \$238  = 1'h1;
     end
+    if (rst) begin
+      \$238  = 1'h0;
+    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$239  = \$signal$53 ;
-    if (\$39 ) begin
-      \$239  = win_0;
+    \$239  = win_0;
+    if (\$44 ) begin
+      \$239  = \$47 ;
     end
     if (rst) begin
       \$239  = 8'h00;
@@ -2432,9 +2455,9 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$240  = w_row;
-    if (\$49 ) begin
-      \$240  = s_row;
+    \$240  = s_row;
+    if (\$51 ) begin
+      \$240  = i_row;
     end
     if (rst) begin
       \$240  = 3'h0;
@@ -2442,74 +2465,80 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$241  = \$signal$7 ;
-    if (\$49 ) begin
+    \$241  = \$signal$54 ;
+    if (\$51 ) begin
       \$241  = 1'h0;
     end
-    if (\$56 ) begin
-      \$241  = 1'h1;
-    end
-    if (rst) begin
-      \$241  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$242  = win_0;
-    if (\$49 ) begin
-      \$242  = \$52 ;
-    end
-    if (rst) begin
-      \$242  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$243  = s_row;
-    if (\$56 ) begin
-      \$243  = i_row;
-    end
-    if (rst) begin
-      \$243  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$244  = \$signal ;
-    if (\$56 ) begin
-      \$244  = 1'h0;
-    end
-    if (\$67 ) begin
-      if (\$71 ) begin
-      end else if (\$73 ) begin
-        \$244  = 1'h1;
+    if (\$62 ) begin
+      if (\$66 ) begin
+      end else if (\$68 ) begin
+        \$241  = 1'h1;
       end
     end
     if (rst) begin
-      \$244  = 1'h0;
+      \$241  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$245  = sel_0;
-    if (\$56 ) begin
-      \$245 [0] = \$59 ;
-      \$245 [1] = \$62 ;
+    \$242  = sel_0;
+    if (\$51 ) begin
+      \$242 [0] = \$54 ;
+      \$242 [1] = \$57 ;
     end
     if (rst) begin
-      \$245  = 2'h0;
+      \$242  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$246  = ends;
-    if (\$67 ) begin
-      if (\$71 ) begin
-        \$246  = 1'h1;
+    \$243  = ends;
+    if (\$62 ) begin
+      if (\$66 ) begin
+        \$243  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$246  = 1'h0;
+      \$243  = 1'h0;
+    end
+    if (rst) begin
+      \$243  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$244  = i_in_row_0;
+    if (\$62 ) begin
+      if (\$66 ) begin
+      end else if (\$68 ) begin
+        \$244  = \$69 [4:0];
+      end
+    end
+    if (rst) begin
+      \$244  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$245  = i_row;
+    if (\$62 ) begin
+      if (\$66 ) begin
+      end else if (\$68 ) begin
+        \$245  = f_row[2:0];
+      end
+    end
+    if (rst) begin
+      \$245  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$246  = i_top;
+    if (\$62 ) begin
+      if (\$66 ) begin
+      end else if (\$68 ) begin
+        \$246  = \$70 ;
+      end
     end
     if (rst) begin
       \$246  = 1'h0;
@@ -2517,25 +2546,31 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$247  = i_row;
-    if (\$67 ) begin
-      if (\$71 ) begin
-      end else if (\$73 ) begin
-        \$247  = f_row[2:0];
+    \$247  = f_row;
+    if (\$62 ) begin
+      if (\$66 ) begin
+      end else if (\$68 ) begin
+        \$247  = \$71 [3:0];
       end
     end
+    if (frame_reset) begin
+      \$247  = 4'h0;
+    end
     if (rst) begin
-      \$247  = 3'h0;
+      \$247  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$248  = i_cy;
-    if (\$67 ) begin
-      if (\$71 ) begin
-      end else if (\$73 ) begin
-        \$248  = cy;
+    \$248  = cy;
+    if (\$62 ) begin
+      if (\$66 ) begin
+      end else if (\$68 ) begin
+        \$248  = \$72 [4:0];
       end
+    end
+    if (frame_reset) begin
+      \$248  = 5'h00;
     end
     if (rst) begin
       \$248  = 5'h00;
@@ -2543,70 +2578,58 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$249  = f_row;
-    if (\$67 ) begin
-      if (\$71 ) begin
-      end else if (\$73 ) begin
-        \$249  = \$74 [3:0];
+    \$249  = need;
+    if (\$62 ) begin
+      if (\$66 ) begin
+      end else if (\$68 ) begin
+        \$249  = \$73 [4:0];
       end
     end
     if (frame_reset) begin
-      \$249  = 4'h0;
+      \$249  = 5'h01;
     end
     if (rst) begin
-      \$249  = 4'h0;
+      \$249  = 5'h01;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$250  = cy;
-    if (\$67 ) begin
-      if (\$71 ) begin
-      end else if (\$73 ) begin
-        \$250  = \$75 [4:0];
-      end
+    \$250  = eof_pend;
+    if (\$76 ) begin
+      \$250  = 1'h0;
     end
-    if (frame_reset) begin
-      \$250  = 5'h00;
+    if (\$213 ) begin
+      \$250  = 1'h1;
     end
     if (rst) begin
-      \$250  = 5'h00;
+      \$250  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$251  = need;
-    if (\$67 ) begin
-      if (\$71 ) begin
-      end else if (\$73 ) begin
-        \$251  = \$76 [4:0];
-      end
-    end
-    if (frame_reset) begin
-      \$251  = 5'h01;
+    \$251  = \$signal$11 ;
+    if (\$78 ) begin
+      \$251  = b_v;
     end
     if (rst) begin
-      \$251  = 5'h01;
+      \$251  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$252  = eof_pend;
-    if (\$79 ) begin
-      \$252  = 1'h0;
-    end
-    if (\$216 ) begin
-      \$252  = 1'h1;
+    \$252  = \$signal ;
+    if (\$78 ) begin
+      \$252  = \$signal$63 ;
     end
     if (rst) begin
-      \$252  = 1'h0;
+      \$252  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$253  = \$signal$16 ;
-    if (\$81 ) begin
-      \$253  = b_v;
+    \$253  = \$like ;
+    if (\$78 ) begin
+      \$253  = \$like$64 ;
     end
     if (rst) begin
       \$253  = 1'h0;
@@ -2614,19 +2637,19 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$254  = \$signal$12 ;
-    if (\$81 ) begin
-      \$254  = \$signal$63 ;
+    \$254  = \$signal$13 ;
+    if (\$78 ) begin
+      \$254  = b_oy;
     end
     if (rst) begin
-      \$254  = 8'h00;
+      \$254  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$255  = \$like ;
-    if (\$81 ) begin
-      \$255  = \$like$64 ;
+    \$255  = c1_win_0;
+    if (\$78 ) begin
+      \$255  = b_win_0;
     end
     if (rst) begin
       \$255  = 1'h0;
@@ -2634,78 +2657,78 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$256  = \$signal$18 ;
-    if (\$81 ) begin
-      \$256  = b_oy;
+    \$256  = \$signal$63 ;
+    if (\$78 ) begin
+      \$256  = \$12 [7:0];
+    end
+    if (\$115 ) begin
+      \$256  = \$signal$70 ;
     end
     if (rst) begin
-      \$256  = 3'h0;
+      \$256  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$257  = c1_win_0;
-    if (\$81 ) begin
-      \$257  = b_win_0;
+    \$257  = b_rest;
+    if (\$78 ) begin
+      \$257  = \$80 ;
+    end
+    if (\$115 ) begin
+      \$257  = \$116 ;
     end
     if (rst) begin
-      \$257  = 1'h0;
+      \$257  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$258  = \$signal$63 ;
-    if (\$81 ) begin
-      \$258  = \$17 [7:0];
+    \$258  = \$signal$68 ;
+    if (\$78 ) begin
+      \$258  = \$112 ;
     end
-    if (\$118 ) begin
-      \$258  = \$signal$70 ;
+    if (\$115 ) begin
+      \$258  = \$118 ;
     end
     if (rst) begin
-      \$258  = 8'h00;
+      \$258  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$259  = b_rest;
-    if (\$81 ) begin
-      \$259  = \$83 ;
-    end
-    if (\$118 ) begin
-      \$259  = \$119 ;
+    \$259  = b_v;
+    if (\$115 ) begin
+      \$259  = \$signal$69 ;
     end
     if (rst) begin
-      \$259  = 8'h00;
+      \$259  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$260  = \$signal$68 ;
-    if (\$81 ) begin
-      \$260  = \$115 ;
-    end
-    if (\$118 ) begin
-      \$260  = \$121 ;
+    \$260  = \$like$64 ;
+    if (\$115 ) begin
+      \$260  = \$like$72 ;
     end
     if (rst) begin
-      \$260  = 1'h1;
+      \$260  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$261  = b_v;
-    if (\$118 ) begin
-      \$261  = \$signal$69 ;
+    \$261  = b_oy;
+    if (\$115 ) begin
+      \$261  = \$signal$73 ;
     end
     if (rst) begin
-      \$261  = 1'h0;
+      \$261  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$262  = \$like$64 ;
-    if (\$118 ) begin
-      \$262  = \$like$72 ;
+    \$262  = b_win_0;
+    if (\$115 ) begin
+      \$262  = a3_win_0;
     end
     if (rst) begin
       \$262  = 1'h0;
@@ -2713,155 +2736,158 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$263  = b_oy;
-    if (\$118 ) begin
-      \$263  = \$signal$73 ;
+    \$263  = \$signal$69 ;
+    if (\$123 ) begin
+      \$263  = \$signal$76 ;
     end
     if (rst) begin
-      \$263  = 3'h0;
+      \$263  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$264  = b_win_0;
-    if (\$118 ) begin
-      \$264  = a3_win_0;
+    \$264  = \$signal$70 ;
+    if (\$123 ) begin
+      \$264  = \$15 [7:0];
     end
     if (rst) begin
-      \$264  = 1'h0;
+      \$264  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$265  = \$signal$69 ;
-    if (\$126 ) begin
-      \$265  = \$signal$76 ;
+    \$265  = \$signal$71 ;
+    if (\$123 ) begin
+      \$265  = \$125 ;
     end
     if (rst) begin
-      \$265  = 1'h0;
+      \$265  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$266  = \$signal$70 ;
-    if (\$126 ) begin
-      \$266  = \$20 [7:0];
+    \$266  = \$like$72 ;
+    if (\$123 ) begin
+      \$266  = \$signal$77 ;
     end
     if (rst) begin
-      \$266  = 8'h00;
+      \$266  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$267  = \$signal$71 ;
-    if (\$126 ) begin
-      \$267  = \$128 ;
+    \$267  = \$signal$73 ;
+    if (\$123 ) begin
+      \$267  = a2_oy;
     end
     if (rst) begin
-      \$267  = 8'h00;
+      \$267  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$268  = \$like$72 ;
-    if (\$126 ) begin
-      \$268  = \$signal$77 ;
+    \$268  = a3_rest_zero;
+    if (\$123 ) begin
+      \$268  = \$157 ;
     end
     if (rst) begin
-      \$268  = 1'h0;
+      \$268  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$269  = \$signal$73 ;
-    if (\$126 ) begin
-      \$269  = a2_oy;
+    \$269  = a3_win_0;
+    if (\$123 ) begin
+      \$269  = 1'h0;
     end
     if (rst) begin
-      \$269  = 3'h0;
+      \$269  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$270  = a3_rest_zero;
-    if (\$126 ) begin
-      \$270  = \$160 ;
+    \$270  = \$signal$76 ;
+    if (\$162 ) begin
+      \$270  = 1'h0;
     end
-    if (rst) begin
+    if (\$170 ) begin
       \$270  = 1'h1;
     end
+    if (rst) begin
+      \$270  = 1'h0;
+    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$271  = a3_win_0;
-    if (\$126 ) begin
-      \$271  = 1'h0;
+    \$271  = a2_oy;
+    if (\$170 ) begin
+      \$271  = c_row;
     end
     if (rst) begin
-      \$271  = 1'h0;
+      \$271  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$272  = \$signal$76 ;
-    if (\$165 ) begin
+    \$272  = \$signal$77 ;
+    if (\$170 ) begin
       \$272  = 1'h0;
     end
-    if (\$173 ) begin
-      \$272  = 1'h1;
-    end
     if (rst) begin
       \$272  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$273  = a2_oy;
-    if (\$173 ) begin
-      \$273  = c_row;
+    \$273  = a2_bits;
+    if (\$170 ) begin
+      \$273  = \$171 ;
     end
     if (rst) begin
-      \$273  = 3'h0;
+      \$273  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$274  = \$signal$77 ;
-    if (\$173 ) begin
+    \$274  = a_v;
+    if (\$178 ) begin
       \$274  = 1'h0;
     end
+    if (\$190 ) begin
+      \$274  = 1'h1;
+    end
     if (rst) begin
       \$274  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$275  = a2_bits;
-    if (\$173 ) begin
-      \$275  = \$174 ;
+    \$275  = a_oh;
+    if (\$190 ) begin
+      \$275  = \$18 [0];
     end
     if (rst) begin
-      \$275  = 8'h00;
+      \$275  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$276  = a_v;
-    if (\$181 ) begin
-      \$276  = 1'h0;
-    end
-    if (\$193 ) begin
+    \$276  = eof_done;
+    if (\$213 ) begin
       \$276  = 1'h1;
     end
+    if (frame_reset) begin
+      \$276  = 1'h0;
+    end
     if (rst) begin
       \$276  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$277  = a_oh;
-    if (\$193 ) begin
-      \$277  = \$23 [0];
+    \$277  = \$216 ;
+    if (frame_reset) begin
+      \$277  = 1'h0;
     end
     if (rst) begin
       \$277  = 1'h0;
@@ -2869,52 +2895,29 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$278  = eof_done;
-    if (\$216 ) begin
-      \$278  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$278  = 1'h0;
-    end
+    \$278  = \$219 ;
     if (rst) begin
-      \$278  = 1'h0;
+      \$278  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$279  = \$219 ;
+    \$279  = \$223 [2:0];
     if (frame_reset) begin
-      \$279  = 1'h0;
+      \$279  = 3'h0;
     end
     if (rst) begin
-      \$279  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$280  = \$222 ;
-    if (rst) begin
-      \$280  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$281  = \$226 [2:0];
-    if (frame_reset) begin
-      \$281  = 3'h0;
-    end
-    if (rst) begin
-      \$281  = 3'h0;
+      \$279  = 3'h0;
     end
   end
   assign r_data = sites__payload;
   assign sites__ready = r_en;
   assign r_rdy = sites__valid;
-  assign site_x = { \$14 , \$11 , \$8  };
+  assign site_x = { \$9 , \$6 , \$3  };
   assign qp = w_data;
-  assign rest_oh = \$17 [7:0];
-  assign a2_oh = \$20 [7:0];
-  assign chunk_oh = \$23 [0];
+  assign rest_oh = \$12 [7:0];
+  assign a2_oh = \$15 [7:0];
+  assign chunk_oh = \$18 [0];
   assign head = sites__payload;
   assign a2_win_0 = 1'h0;
   assign \sites__payload.oy  = sites__payload[2:0];
@@ -2936,24 +2939,24 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   assign \bitmaps[1]  = bitmaps[15:8];
   assign \tags[0]  = tags[3:0];
   assign \tags[1]  = tags[7:4];
-  assign \$60  = row_0[0];
+  assign \$55  = i_in_row_0[0];
+  assign \$81  = 1'h0;
+  assign \$83  = \$82 ;
   assign \$84  = 1'h0;
   assign \$86  = \$85 ;
-  assign \$87  = 1'h0;
-  assign \$89  = \$88 ;
+  assign \$92  = 1'h0;
+  assign \$94  = \$93 ;
   assign \$95  = 1'h0;
   assign \$97  = \$96 ;
-  assign \$98  = 1'h0;
-  assign \$100  = \$99 ;
+  assign \$126  = 1'h0;
+  assign \$128  = \$127 ;
   assign \$129  = 1'h0;
   assign \$131  = \$130 ;
-  assign \$132  = 1'h0;
-  assign \$134  = \$133 ;
+  assign \$137  = 1'h0;
+  assign \$139  = \$138 ;
   assign \$140  = 1'h0;
   assign \$142  = \$141 ;
-  assign \$143  = 1'h0;
-  assign \$145  = \$144 ;
-  assign \$196  = 1'h1;
+  assign \$193  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -3130,39 +3133,41 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
   reg [2:0] \$138 ;
   reg [2:0] \$139 ;
   wire \$14 ;
-  reg [75:0] \$140 ;
-  reg \$141 ;
-  reg \$142 ;
+  reg [2:0] \$140 ;
+  reg [2:0] \$141 ;
+  reg [75:0] \$142 ;
   reg \$143 ;
-  reg [75:0] \$144 ;
+  reg \$144 ;
   reg \$145 ;
-  reg \$146 ;
+  reg [75:0] \$146 ;
   reg \$147 ;
   reg \$148 ;
   reg \$149 ;
   wire \$15 ;
-  reg [4:0] \$150 ;
+  reg \$150 ;
   reg \$151 ;
-  reg \$152 ;
+  reg [4:0] \$152 ;
   reg \$153 ;
   reg \$154 ;
   reg \$155 ;
-  reg [2:0] \$156 ;
+  reg \$156 ;
   reg \$157 ;
-  reg \$158 ;
+  reg [2:0] \$158 ;
   reg \$159 ;
   wire \$16 ;
   reg \$160 ;
-  reg [2:0] \$161 ;
-  reg [2:0] \$162 ;
-  reg [3:0] \$163 ;
-  reg [63:0] \$164 ;
-  reg \$165 ;
-  reg [7:0] \$166 ;
-  reg [3:0] \$167 ;
+  reg \$161 ;
+  reg \$162 ;
+  reg [2:0] \$163 ;
+  reg [2:0] \$164 ;
+  reg [3:0] \$165 ;
+  reg [63:0] \$166 ;
+  reg \$167 ;
   reg [7:0] \$168 ;
   reg [3:0] \$169 ;
   wire \$17 ;
+  reg [7:0] \$170 ;
+  reg [3:0] \$171 ;
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
@@ -3260,8 +3265,8 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
   reg \$signal$36  = 1'h0;
   (* init = 1'h0 *)
   wire \$signal$42 ;
-  reg \$signal$52  = 1'h0;
-  reg \$signal$61  = 1'h0;
+  reg \$signal$56  = 1'h0;
+  reg \$signal$63  = 1'h0;
   reg acc_eof = 1'h0;
   output [64:0] accepted__payload;
   wire [64:0] accepted__payload;
@@ -3406,6 +3411,8 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
   reg rp = 1'h0;
   input rst;
   wire rst;
+  reg [2:0] shape_h_m1 = 3'h0;
+  reg [2:0] shape_w_m1 = 3'h0;
   input [71:0] sites_in__payload;
   wire [71:0] sites_in__payload;
   wire [63:0] \sites_in__payload.data ;
@@ -3490,24 +3497,24 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
   assign \$36  = entry_0_valid & entry_1_valid;
   assign \$37  = ~ \$36 ;
   assign \$38  = sites_in__valid & \$37 ;
-  assign \$39  = ! \$signal$52 ;
+  assign \$39  = ! \$signal$56 ;
   assign \$40  = \$38  & \$39 ;
   assign \$41  = entry_0_valid & entry_1_valid;
   assign \$42  = ~ \$41 ;
   assign \$43  = sites_in__valid & \$42 ;
-  assign \$44  = ! \$signal$52 ;
+  assign \$44  = ! \$signal$56 ;
   assign \$45  = \$43  & \$44 ;
-  assign \$46  = sites_in__payload[66:64] > height_m1;
-  assign \$47  = sites_in__payload[69:67] > width_m1;
+  assign \$46  = sites_in__payload[66:64] > shape_h_m1;
+  assign \$47  = sites_in__payload[69:67] > shape_w_m1;
   assign \$48  = \$46  | \$47 ;
-  assign \$49  = entry_0[66:64] > height_m1;
-  assign \$50  = entry_0[69:67] > width_m1;
+  assign \$49  = entry_0[66:64] > shape_h_m1;
+  assign \$50  = entry_0[69:67] > shape_w_m1;
   assign \$51  = \$49  | \$50 ;
   assign \$52  = \$45  ? \$48  : \$51 ;
   assign \$53  = entry_0_valid & entry_1_valid;
   assign \$54  = ~ \$53 ;
   assign \$55  = sites_in__valid & \$54 ;
-  assign \$56  = ! \$signal$52 ;
+  assign \$56  = ! \$signal$56 ;
   assign \$57  = \$55  & \$56 ;
   assign \$58  = sites_in__payload[66:64] < permit_row;
   assign \$59  = entry_0[66:64] < permit_row;
@@ -3520,11 +3527,11 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
   assign \$67  = ~ \$66 ;
   assign \$68  = sites_in__valid & \$67 ;
   assign \$70  = \$68  & \$69 ;
-  assign \$71  = sites_in__payload[66:64] > height_m1;
-  assign \$72  = sites_in__payload[69:67] > width_m1;
+  assign \$71  = sites_in__payload[66:64] > shape_h_m1;
+  assign \$72  = sites_in__payload[69:67] > shape_w_m1;
   assign \$73  = \$71  | \$72 ;
-  assign \$74  = entry_1[66:64] > height_m1;
-  assign \$75  = entry_1[69:67] > width_m1;
+  assign \$74  = entry_1[66:64] > shape_h_m1;
+  assign \$75  = entry_1[69:67] > shape_w_m1;
   assign \$76  = \$74  | \$75 ;
   assign \$77  = \$70  ? \$73  : \$76 ;
   assign \$78  = entry_0_valid & entry_1_valid;
@@ -3537,13 +3544,13 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
   assign \$86  = entry_0_valid & entry_1_valid;
   assign \$87  = ~ \$86 ;
   assign \$88  = sites_in__valid & \$87 ;
-  assign \$89  = ~ \$signal$52 ;
+  assign \$89  = ~ \$signal$56 ;
   assign \$90  = ~ rp;
   assign \$91  = ! rp;
   assign \$92  = entry_0_valid & entry_1_valid;
   assign \$93  = ~ \$92 ;
   assign \$94  = sites_in__valid & \$93 ;
-  assign \$95  = ! \$signal$52 ;
+  assign \$95  = ! \$signal$56 ;
   assign \$96  = \$94  & \$95 ;
   assign \$97  = ~ \$96 ;
   assign \$98  = \$91  & \$97 ;
@@ -3576,10 +3583,10 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
   assign \$127  = take & got[70];
   assign \$128  = ! w_slot;
   assign \$129  = w_en & \$128 ;
-  assign \$130  = \$signal$61  ? 8'h00 : bitmap_0;
+  assign \$130  = \$signal$63  ? 8'h00 : bitmap_0;
   assign \$131  = \$130  | \$28 [7:0];
   assign \$133  = w_en & \$132 ;
-  assign \$134  = \$signal$61  ? 8'h00 : bitmap_1;
+  assign \$134  = \$signal$63  ? 8'h00 : bitmap_1;
   assign \$135  = \$134  | \$28 [7:0];
   always @(posedge clk)
     c_gi <= \$136 ;
@@ -3590,65 +3597,69 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
   always @(posedge clk)
     \$signal$17  <= \$139 ;
   always @(posedge clk)
-    entry_0 <= \$140 ;
+    shape_h_m1 <= \$140 ;
   always @(posedge clk)
-    entry_0_valid <= \$141 ;
+    shape_w_m1 <= \$141 ;
   always @(posedge clk)
-    entry_0_outside <= \$142 ;
+    entry_0 <= \$142 ;
   always @(posedge clk)
-    entry_0_permit <= \$143 ;
+    entry_0_valid <= \$143 ;
   always @(posedge clk)
-    entry_1 <= \$144 ;
+    entry_0_outside <= \$144 ;
   always @(posedge clk)
-    entry_1_valid <= \$145 ;
+    entry_0_permit <= \$145 ;
   always @(posedge clk)
-    entry_1_outside <= \$146 ;
+    entry_1 <= \$146 ;
   always @(posedge clk)
-    entry_1_permit <= \$147 ;
+    entry_1_valid <= \$147 ;
   always @(posedge clk)
-    \$signal$52  <= \$148 ;
+    entry_1_outside <= \$148 ;
   always @(posedge clk)
-    rp <= \$149 ;
+    entry_1_permit <= \$149 ;
   always @(posedge clk)
-    done_rows <= \$150 ;
+    \$signal$56  <= \$150 ;
   always @(posedge clk)
-    busy <= \$151 ;
+    rp <= \$151 ;
   always @(posedge clk)
-    eof_seen <= \$152 ;
+    done_rows <= \$152 ;
   always @(posedge clk)
-    \$signal$36  <= \$153 ;
+    busy <= \$153 ;
   always @(posedge clk)
-    error <= \$154 ;
+    eof_seen <= \$154 ;
   always @(posedge clk)
-    has_last <= \$155 ;
+    \$signal$36  <= \$155 ;
   always @(posedge clk)
-    last_y <= \$156 ;
+    error <= \$156 ;
   always @(posedge clk)
-    w_en <= \$157 ;
+    has_last <= \$157 ;
   always @(posedge clk)
-    \$signal$61  <= \$158 ;
+    last_y <= \$158 ;
   always @(posedge clk)
-    w_set <= \$159 ;
+    w_en <= \$159 ;
   always @(posedge clk)
-    w_slot <= \$160 ;
+    \$signal$63  <= \$160 ;
   always @(posedge clk)
-    w_x <= \$161 ;
+    w_set <= \$161 ;
   always @(posedge clk)
-    w_y <= \$162 ;
+    w_slot <= \$162 ;
   always @(posedge clk)
-    w_addr <= \$163 ;
+    w_x <= \$163 ;
   always @(posedge clk)
-    w_data <= \$164 ;
+    w_y <= \$164 ;
   always @(posedge clk)
-    acc_eof <= \$165 ;
+    w_addr <= \$165 ;
   always @(posedge clk)
-    bitmap_0 <= \$166 ;
+    w_data <= \$166 ;
   always @(posedge clk)
-    row_tag_0 <= \$167 ;
+    acc_eof <= \$167 ;
   always @(posedge clk)
-    bitmap_1 <= \$168 ;
+    bitmap_0 <= \$168 ;
   always @(posedge clk)
-    row_tag_1 <= \$169 ;
+    row_tag_0 <= \$169 ;
+  always @(posedge clk)
+    bitmap_1 <= \$170 ;
+  always @(posedge clk)
+    row_tag_1 <= \$171 ;
   \top.block_0_0.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -3720,153 +3731,134 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$140  = entry_0;
-    if (\$40 ) begin
-      \$140  = entry;
-    end
+    \$140  = height_m1;
     if (rst) begin
-      \$140  = 76'h0000000000000000000;
+      \$140  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$141  = entry_0_valid;
+    \$141  = width_m1;
+    if (rst) begin
+      \$141  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$142  = entry_0;
     if (\$40 ) begin
-      \$141  = 1'h1;
+      \$142  = entry;
+    end
+    if (rst) begin
+      \$142  = 76'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$143  = entry_0_valid;
+    if (\$40 ) begin
+      \$143  = 1'h1;
     end
     if (take) begin
       if (\$98 ) begin
-        \$141  = 1'h0;
+        \$143  = 1'h0;
       end
     end
-    if (rst) begin
-      \$141  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$142  = \$52 ;
-    if (rst) begin
-      \$142  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$143  = \$60 ;
     if (rst) begin
       \$143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$144  = entry_1;
-    if (\$65 ) begin
-      \$144  = entry;
-    end
+    \$144  = \$52 ;
     if (rst) begin
-      \$144  = 76'h0000000000000000000;
+      \$144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$145  = entry_1_valid;
-    if (\$65 ) begin
-      \$145  = 1'h1;
-    end
-    if (take) begin
-      if (\$106 ) begin
-        \$145  = 1'h0;
-      end
-    end
+    \$145  = \$60 ;
     if (rst) begin
       \$145  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$146  = \$77 ;
+    \$146  = entry_1;
+    if (\$65 ) begin
+      \$146  = entry;
+    end
     if (rst) begin
-      \$146  = 1'h0;
+      \$146  = 76'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$147  = \$85 ;
+    \$147  = entry_1_valid;
+    if (\$65 ) begin
+      \$147  = 1'h1;
+    end
+    if (take) begin
+      if (\$106 ) begin
+        \$147  = 1'h0;
+      end
+    end
     if (rst) begin
       \$147  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$148  = \$signal$52 ;
-    if (\$88 ) begin
-      \$148  = \$89 ;
-    end
+    \$148  = \$77 ;
     if (rst) begin
       \$148  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$149  = rp;
-    if (take) begin
-      \$149  = \$90 ;
-    end
+    \$149  = \$85 ;
     if (rst) begin
       \$149  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$150  = done_rows;
+    \$150  = \$signal$56 ;
+    if (\$88 ) begin
+      \$150  = \$89 ;
+    end
+    if (rst) begin
+      \$150  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$151  = rp;
+    if (take) begin
+      \$151  = \$90 ;
+    end
+    if (rst) begin
+      \$151  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$152  = done_rows;
     if (\$114 ) begin
-      \$150  = { 2'h0, got[66:64] };
+      \$152  = { 2'h0, got[66:64] };
     end
     if (frame_reset) begin
-      \$150  = 5'h00;
+      \$152  = 5'h00;
     end
     if (rst) begin
-      \$150  = 5'h00;
+      \$152  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$151  = busy;
+    \$153  = busy;
     if (take) begin
-      \$151  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$151  = 1'h0;
-    end
-    if (rst) begin
-      \$151  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$152  = eof_seen;
-    if (take) begin
-      if (got[70]) begin
-        \$152  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$152  = 1'h0;
-    end
-    if (rst) begin
-      \$152  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$153  = \$signal$36 ;
-    if (take) begin
-      if (got[70]) begin
-        \$153  = 1'h0;
-      end else if (\$signal$36 ) begin
-      end else if (bad) begin
-        \$153  = 1'h1;
-      end
+      \$153  = 1'h1;
     end
     if (frame_reset) begin
       \$153  = 1'h0;
@@ -3877,14 +3869,9 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$154  = error;
+    \$154  = eof_seen;
     if (take) begin
       if (got[70]) begin
-        if (\$116 ) begin
-          \$154  = 1'h1;
-        end
-      end else if (\$signal$36 ) begin
-      end else if (bad) begin
         \$154  = 1'h1;
       end
     end
@@ -3897,12 +3884,12 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$155  = has_last;
+    \$155  = \$signal$36 ;
     if (take) begin
       if (got[70]) begin
+        \$155  = 1'h0;
       end else if (\$signal$36 ) begin
       end else if (bad) begin
-      end else if (got[74]) begin
         \$155  = 1'h1;
       end
     end
@@ -3915,112 +3902,125 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$156  = last_y;
+    \$156  = error;
+    if (take) begin
+      if (got[70]) begin
+        if (\$116 ) begin
+          \$156  = 1'h1;
+        end
+      end else if (\$signal$36 ) begin
+      end else if (bad) begin
+        \$156  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$156  = 1'h0;
+    end
+    if (rst) begin
+      \$156  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$157  = has_last;
     if (take) begin
       if (got[70]) begin
       end else if (\$signal$36 ) begin
       end else if (bad) begin
       end else if (got[74]) begin
-        \$156  = got[66:64];
+        \$157  = 1'h1;
       end
     end
-    if (rst) begin
-      \$156  = 3'h0;
+    if (frame_reset) begin
+      \$157  = 1'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$157  = \$122 ;
     if (rst) begin
       \$157  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$158  = \$126 ;
+    \$158  = last_y;
+    if (take) begin
+      if (got[70]) begin
+      end else if (\$signal$36 ) begin
+      end else if (bad) begin
+      end else if (got[74]) begin
+        \$158  = got[66:64];
+      end
+    end
     if (rst) begin
-      \$158  = 1'h0;
+      \$158  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$159  = got[74];
+    \$159  = \$122 ;
     if (rst) begin
       \$159  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$160  = got[64];
+    \$160  = \$126 ;
     if (rst) begin
       \$160  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$161  = got[69:67];
+    \$161  = got[74];
     if (rst) begin
-      \$161  = 3'h0;
+      \$161  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$162  = got[66:64];
+    \$162  = got[64];
     if (rst) begin
-      \$162  = 3'h0;
+      \$162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$163  = { got[64], got[69:67] };
+    \$163  = got[69:67];
     if (rst) begin
-      \$163  = 4'h0;
+      \$163  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$164  = got[63:0];
+    \$164  = got[66:64];
     if (rst) begin
-      \$164  = 64'h0000000000000000;
+      \$164  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$165  = \$127 ;
+    \$165  = { got[64], got[69:67] };
     if (rst) begin
-      \$165  = 1'h0;
+      \$165  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$166  = bitmap_0;
+    \$166  = got[63:0];
+    if (rst) begin
+      \$166  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$167  = \$127 ;
+    if (rst) begin
+      \$167  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$168  = bitmap_0;
     if (\$129 ) begin
-      \$166  = \$131 ;
-    end
-    if (rst) begin
-      \$166  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$167  = row_tag_0;
-    if (\$129 ) begin
-      if (\$signal$61 ) begin
-        \$167  = { 1'h0, w_y };
-      end
-    end
-    if (frame_reset) begin
-      \$167  = 4'hf;
-    end
-    if (rst) begin
-      \$167  = 4'hf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$168  = bitmap_1;
-    if (\$133 ) begin
-      \$168  = \$135 ;
+      \$168  = \$131 ;
     end
     if (rst) begin
       \$168  = 8'h00;
@@ -4028,9 +4028,9 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$169  = row_tag_1;
-    if (\$133 ) begin
-      if (\$signal$61 ) begin
+    \$169  = row_tag_0;
+    if (\$129 ) begin
+      if (\$signal$63 ) begin
         \$169  = { 1'h0, w_y };
       end
     end
@@ -4039,6 +4039,31 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     end
     if (rst) begin
       \$169  = 4'hf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$170  = bitmap_1;
+    if (\$133 ) begin
+      \$170  = \$135 ;
+    end
+    if (rst) begin
+      \$170  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$171  = row_tag_1;
+    if (\$133 ) begin
+      if (\$signal$63 ) begin
+        \$171  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$171  = 4'hf;
+    end
+    if (rst) begin
+      \$171  = 4'hf;
     end
   end
   assign rd_addr = r_addr;
@@ -4157,11 +4182,11 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
   assign bitmaps[7:0] = bitmap_0;
   assign tags[7:4] = row_tag_1;
   assign tags[3:0] = row_tag_0;
-  assign \$64  = \$signal$52 ;
-  assign \$69  = \$signal$52 ;
-  assign \$81  = \$signal$52 ;
+  assign \$64  = \$signal$56 ;
+  assign \$69  = \$signal$56 ;
+  assign \$81  = \$signal$56 ;
   assign \$99  = rp;
-  assign \$103  = \$signal$52 ;
+  assign \$103  = \$signal$56 ;
   assign \$132  = w_slot;
 endmodule
 
@@ -8967,27 +8992,27 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$142 ;
   wire \$143 ;
   wire \$144 ;
-  wire \$145 ;
-  wire \$146 ;
-  wire \$147 ;
-  wire \$148 ;
-  wire \$149 ;
+  wire [7:0] \$145 ;
+  wire [8:0] \$146 ;
+  wire [8:0] \$147 ;
+  wire [7:0] \$148 ;
+  wire [8:0] \$149 ;
   wire \$15 ;
-  wire \$150 ;
+  wire [8:0] \$150 ;
   wire \$151 ;
-  wire [7:0] \$152 ;
-  wire [8:0] \$153 ;
-  wire [8:0] \$154 ;
-  wire [7:0] \$155 ;
-  wire [8:0] \$156 ;
-  wire [8:0] \$157 ;
+  wire [1:0] \$152 ;
+  wire [1:0] \$153 ;
+  wire [2:0] \$154 ;
+  wire \$155 ;
+  wire [5:0] \$156 ;
+  wire \$157 ;
   wire \$158 ;
-  wire [1:0] \$159 ;
+  wire \$159 ;
   wire \$16 ;
-  wire [1:0] \$160 ;
-  wire [2:0] \$161 ;
+  wire \$160 ;
+  wire \$161 ;
   wire \$162 ;
-  wire [5:0] \$163 ;
+  wire \$163 ;
   wire \$164 ;
   wire \$165 ;
   wire \$166 ;
@@ -9006,13 +9031,13 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$178 ;
   wire \$179 ;
   wire \$18 ;
-  wire \$180 ;
-  wire \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
+  wire [7:0] \$180 ;
+  wire [7:0] \$181 ;
+  wire [7:0] \$182 ;
+  wire [7:0] \$183 ;
+  wire [7:0] \$184 ;
+  wire [7:0] \$185 ;
+  wire [7:0] \$186 ;
   wire [7:0] \$187 ;
   wire [7:0] \$188 ;
   wire [7:0] \$189 ;
@@ -9030,13 +9055,13 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$2 ;
   wire \$20 ;
   wire [7:0] \$200 ;
-  wire [7:0] \$201 ;
-  wire [7:0] \$202 ;
-  wire [7:0] \$203 ;
-  wire [7:0] \$204 ;
-  wire [7:0] \$205 ;
-  wire [7:0] \$206 ;
-  wire [7:0] \$207 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
   wire \$208 ;
   wire \$209 ;
   wire \$21 ;
@@ -9095,24 +9120,24 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$258 ;
   wire \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire \$261 ;
-  wire \$262 ;
+  wire [6:0] \$260 ;
+  wire [5:0] \$261 ;
+  wire [5:0] \$262 ;
   wire \$263 ;
-  wire \$264 ;
-  wire \$265 ;
-  wire \$266 ;
-  wire [4:0] \$267 ;
-  wire [5:0] \$268 ;
-  wire [5:0] \$269 ;
+  wire [4:0] \$264 ;
+  wire [5:0] \$265 ;
+  wire [5:0] \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
   wire \$27 ;
   wire \$270 ;
   wire \$271 ;
-  wire \$272 ;
-  wire \$273 ;
+  wire [7:0] \$272 ;
+  wire [7:0] \$273 ;
   wire \$274 ;
-  wire [7:0] \$275 ;
-  wire [7:0] \$276 ;
+  wire \$275 ;
+  wire \$276 ;
   wire \$277 ;
   wire \$278 ;
   wire \$279 ;
@@ -9149,21 +9174,21 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$306 ;
   wire \$307 ;
   wire \$308 ;
-  wire \$309 ;
+  wire [7:0] \$309 ;
   wire \$31 ;
   wire \$310 ;
   wire \$311 ;
-  wire [7:0] \$312 ;
+  wire \$312 ;
   wire \$313 ;
   wire \$314 ;
   wire \$315 ;
   wire \$316 ;
-  wire \$317 ;
-  wire \$318 ;
+  wire [7:0] \$317 ;
+  wire [7:0] \$318 ;
   wire \$319 ;
   wire \$32 ;
-  wire [7:0] \$320 ;
-  wire [7:0] \$321 ;
+  wire \$320 ;
+  wire \$321 ;
   wire \$322 ;
   wire \$323 ;
   wire \$324 ;
@@ -9210,14 +9235,14 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$361 ;
   wire \$362 ;
   wire \$363 ;
-  wire \$364 ;
-  wire \$365 ;
-  wire \$366 ;
-  wire [7:0] \$367 ;
-  wire [9:0] \$368 ;
-  wire [9:0] \$369 ;
+  wire [7:0] \$364 ;
+  wire [9:0] \$365 ;
+  wire [9:0] \$366 ;
+  wire [9:0] \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
-  wire [9:0] \$370 ;
+  wire \$370 ;
   wire \$371 ;
   wire \$372 ;
   wire \$373 ;
@@ -9265,48 +9290,48 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$410 ;
   wire \$411 ;
   wire \$412 ;
-  wire \$413 ;
-  wire \$414 ;
-  wire \$415 ;
-  wire [2:0] \$416 ;
-  wire [2:0] \$417 ;
-  wire [2:0] \$418 ;
+  wire [2:0] \$413 ;
+  wire [2:0] \$414 ;
+  wire [2:0] \$415 ;
+  wire [3:0] \$416 ;
+  wire [3:0] \$417 ;
+  wire [3:0] \$418 ;
   wire [3:0] \$419 ;
   wire \$42 ;
-  wire [3:0] \$420 ;
-  wire [3:0] \$421 ;
-  wire [3:0] \$422 ;
+  reg \$420 ;
+  reg \$421 ;
+  reg \$422 ;
   reg \$423 ;
   reg \$424 ;
   reg \$425 ;
   reg \$426 ;
   reg \$427 ;
-  reg \$428 ;
+  reg [2:0] \$428 ;
   reg \$429 ;
   wire \$43 ;
   reg \$430 ;
-  reg [2:0] \$431 ;
-  reg \$432 ;
-  reg \$433 ;
-  reg \$434 ;
-  reg [7:0] \$435 ;
-  reg [7:0] \$436 ;
+  reg \$431 ;
+  reg [7:0] \$432 ;
+  reg [7:0] \$433 ;
+  reg [7:0] \$434 ;
+  reg [2:0] \$435 ;
+  reg \$436 ;
   reg [7:0] \$437 ;
-  reg [2:0] \$438 ;
-  reg \$439 ;
+  reg [7:0] \$438 ;
+  reg [7:0] \$439 ;
   wire \$44 ;
-  reg [7:0] \$440 ;
-  reg [7:0] \$441 ;
-  reg [7:0] \$442 ;
-  reg [2:0] \$443 ;
-  reg \$444 ;
-  reg [3:0] \$445 ;
-  reg [3:0] \$446 ;
-  reg [3:0] \$447 ;
-  reg \$448 ;
+  reg [2:0] \$440 ;
+  reg \$441 ;
+  reg [3:0] \$442 ;
+  reg [3:0] \$443 ;
+  reg [3:0] \$444 ;
+  reg \$445 ;
+  reg [4:0] \$446 ;
+  reg [4:0] \$447 ;
+  reg [4:0] \$448 ;
   reg [2:0] \$449 ;
   wire \$45 ;
-  reg [4:0] \$450 ;
+  reg \$450 ;
   reg [3:0] \$451 ;
   reg [4:0] \$452 ;
   reg [4:0] \$453 ;
@@ -9353,7 +9378,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   reg \$490 ;
   reg [2:0] \$491 ;
   reg [2:0] \$492 ;
-  wire [6:0] \$5 ;
+  wire \$5 ;
   wire \$50 ;
   wire \$51 ;
   wire \$52 ;
@@ -9364,7 +9389,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire [5:0] \$6 ;
+  wire \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
@@ -9375,7 +9400,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire [5:0] \$7 ;
+  wire \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -9411,21 +9436,21 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   reg \$like  = 1'h0;
   reg \$like$75  = 1'h0;
   reg \$like$84  = 1'h0;
-  reg \$signal  = 1'h0;
-  reg [7:0] \$signal$14  = 8'h00;
-  reg \$signal$18  = 1'h0;
-  reg [2:0] \$signal$20  = 3'h0;
-  reg \$signal$34  = 1'h0;
-  reg [2:0] \$signal$36  = 3'h0;
+  reg [7:0] \$signal  = 8'h00;
+  reg \$signal$11  = 1'h0;
+  reg [2:0] \$signal$13  = 3'h0;
+  reg \$signal$27  = 1'h0;
+  reg [2:0] \$signal$29  = 3'h0;
+  reg \$signal$32  = 1'h0;
+  reg \$signal$36  = 1'h0;
   reg \$signal$39  = 1'h0;
+  reg \$signal$40  = 1'h0;
   reg \$signal$43  = 1'h0;
-  reg \$signal$46  = 1'h0;
-  reg \$signal$47  = 1'h0;
-  reg \$signal$50  = 1'h0;
-  reg \$signal$52  = 1'h0;
-  reg \$signal$7  = 1'h0;
+  reg \$signal$45  = 1'h0;
+  reg \$signal$48  = 1'h0;
+  reg \$signal$57  = 1'h0;
+  reg \$signal$63  = 1'h0;
   reg [7:0] \$signal$74  = 8'h00;
-  reg \$signal$8  = 1'h0;
   reg \$signal$80  = 1'h1;
   reg \$signal$81  = 1'h0;
   reg [7:0] \$signal$82  = 8'h00;
@@ -9489,8 +9514,11 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire [2:0] \head.ox ;
   wire [2:0] \head.oy ;
   wire [8:0] \head.taps ;
-  reg [4:0] i_cy = 5'h00;
+  reg [4:0] i_in_row_0 = 5'h00;
+  reg [4:0] i_in_row_1 = 5'h00;
+  reg [4:0] i_in_row_2 = 5'h00;
   reg [2:0] i_row = 3'h0;
+  reg i_top = 1'h0;
   reg issued = 1'h0;
   input [2:0] last_y;
   wire [2:0] last_y;
@@ -9510,9 +9538,6 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire [7:0] rest_oh;
   output [2:0] row;
   wire [2:0] row;
-  reg [4:0] row_0;
-  reg [4:0] row_1;
-  reg [4:0] row_2;
   reg [2:0] rows_row = 3'h0;
   input rst;
   wire rst;
@@ -9601,474 +9626,477 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @(posedge clk)
     eof_done <= \$489 ;
   always @(posedge clk)
-    \$signal$34  <= \$490 ;
+    \$signal$27  <= \$490 ;
   always @(posedge clk)
-    \$signal$36  <= \$491 ;
+    \$signal$29  <= \$491 ;
   always @(posedge clk)
     rows_row <= \$492 ;
-  assign \$1  = ~ \$signal$7 ;
-  assign \$2  = ~ \$signal$8 ;
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = \$signal  & \$3 ;
-  assign \$5  = i_cy + 7'h7f;
-  assign \$6  = i_cy + 1'h0;
-  assign \$7  = i_cy + 1'h1;
-  assign \$8  = \$signal$14 [1] | \$signal$14 [3];
-  assign \$9  = \$8  | \$signal$14 [5];
-  assign \$10  = \$9  | \$signal$14 [7];
-  assign \$11  = \$signal$14 [2] | \$signal$14 [3];
-  assign \$12  = \$11  | \$signal$14 [6];
-  assign \$13  = \$12  | \$signal$14 [7];
-  assign \$14  = \$signal$14 [4] | \$signal$14 [5];
-  assign \$15  = \$14  | \$signal$14 [6];
-  assign \$16  = \$15  | \$signal$14 [7];
-  assign w_en = \$signal$18  | eof_pend;
-  assign \$17  = \$signal$14 [0] & c1_win_0[0];
-  assign \$18  = \$signal$14 [1] & c1_win_0[1];
-  assign \$19  = \$17  | \$18 ;
-  assign \$20  = \$signal$14 [2] & c1_win_0[2];
-  assign \$21  = \$19  | \$20 ;
-  assign \$22  = \$signal$14 [3] & c1_win_0[3];
-  assign \$23  = \$21  | \$22 ;
-  assign \$24  = \$signal$14 [4] & c1_win_0[4];
-  assign \$25  = \$23  | \$24 ;
-  assign \$26  = \$signal$14 [5] & c1_win_0[5];
+  assign \$1  = \$signal [1] | \$signal [3];
+  assign \$2  = \$1  | \$signal [5];
+  assign \$3  = \$2  | \$signal [7];
+  assign \$4  = \$signal [2] | \$signal [3];
+  assign \$5  = \$4  | \$signal [6];
+  assign \$6  = \$5  | \$signal [7];
+  assign \$7  = \$signal [4] | \$signal [5];
+  assign \$8  = \$7  | \$signal [6];
+  assign \$9  = \$8  | \$signal [7];
+  assign w_en = \$signal$11  | eof_pend;
+  assign \$10  = \$signal [0] & c1_win_0[0];
+  assign \$11  = \$signal [1] & c1_win_0[1];
+  assign \$12  = \$10  | \$11 ;
+  assign \$13  = \$signal [2] & c1_win_0[2];
+  assign \$14  = \$12  | \$13 ;
+  assign \$15  = \$signal [3] & c1_win_0[3];
+  assign \$16  = \$14  | \$15 ;
+  assign \$17  = \$signal [4] & c1_win_0[4];
+  assign \$18  = \$16  | \$17 ;
+  assign \$19  = \$signal [5] & c1_win_0[5];
+  assign \$20  = \$18  | \$19 ;
+  assign \$21  = \$signal [6] & c1_win_0[6];
+  assign \$22  = \$20  | \$21 ;
+  assign \$23  = \$signal [7] & c1_win_0[7];
+  assign \$24  = \$22  | \$23 ;
+  assign \$25  = \$signal [0] & c1_win_0[1];
+  assign \$26  = \$signal [1] & c1_win_0[2];
   assign \$27  = \$25  | \$26 ;
-  assign \$28  = \$signal$14 [6] & c1_win_0[6];
+  assign \$28  = \$signal [2] & c1_win_0[3];
   assign \$29  = \$27  | \$28 ;
-  assign \$30  = \$signal$14 [7] & c1_win_0[7];
+  assign \$30  = \$signal [3] & c1_win_0[4];
   assign \$31  = \$29  | \$30 ;
-  assign \$32  = \$signal$14 [0] & c1_win_0[1];
-  assign \$33  = \$signal$14 [1] & c1_win_0[2];
-  assign \$34  = \$32  | \$33 ;
-  assign \$35  = \$signal$14 [2] & c1_win_0[3];
-  assign \$36  = \$34  | \$35 ;
-  assign \$37  = \$signal$14 [3] & c1_win_0[4];
-  assign \$38  = \$36  | \$37 ;
-  assign \$39  = \$signal$14 [4] & c1_win_0[5];
-  assign \$40  = \$38  | \$39 ;
-  assign \$41  = \$signal$14 [5] & c1_win_0[6];
+  assign \$32  = \$signal [4] & c1_win_0[5];
+  assign \$33  = \$31  | \$32 ;
+  assign \$34  = \$signal [5] & c1_win_0[6];
+  assign \$35  = \$33  | \$34 ;
+  assign \$36  = \$signal [6] & c1_win_0[7];
+  assign \$37  = \$35  | \$36 ;
+  assign \$38  = \$signal [7] & c1_win_0[8];
+  assign \$39  = \$37  | \$38 ;
+  assign \$40  = \$signal [0] & c1_win_0[2];
+  assign \$41  = \$signal [1] & c1_win_0[3];
   assign \$42  = \$40  | \$41 ;
-  assign \$43  = \$signal$14 [6] & c1_win_0[7];
+  assign \$43  = \$signal [2] & c1_win_0[4];
   assign \$44  = \$42  | \$43 ;
-  assign \$45  = \$signal$14 [7] & c1_win_0[8];
+  assign \$45  = \$signal [3] & c1_win_0[5];
   assign \$46  = \$44  | \$45 ;
-  assign \$47  = \$signal$14 [0] & c1_win_0[2];
-  assign \$48  = \$signal$14 [1] & c1_win_0[3];
-  assign \$49  = \$47  | \$48 ;
-  assign \$50  = \$signal$14 [2] & c1_win_0[4];
-  assign \$51  = \$49  | \$50 ;
-  assign \$52  = \$signal$14 [3] & c1_win_0[5];
-  assign \$53  = \$51  | \$52 ;
-  assign \$54  = \$signal$14 [4] & c1_win_0[6];
-  assign \$55  = \$53  | \$54 ;
-  assign \$56  = \$signal$14 [5] & c1_win_0[7];
+  assign \$47  = \$signal [4] & c1_win_0[6];
+  assign \$48  = \$46  | \$47 ;
+  assign \$49  = \$signal [5] & c1_win_0[7];
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = \$signal [6] & c1_win_0[8];
+  assign \$52  = \$50  | \$51 ;
+  assign \$53  = \$signal [7] & c1_win_0[9];
+  assign \$54  = \$52  | \$53 ;
+  assign \$55  = \$signal [0] & c1_win_1[0];
+  assign \$56  = \$signal [1] & c1_win_1[1];
   assign \$57  = \$55  | \$56 ;
-  assign \$58  = \$signal$14 [6] & c1_win_0[8];
+  assign \$58  = \$signal [2] & c1_win_1[2];
   assign \$59  = \$57  | \$58 ;
-  assign \$60  = \$signal$14 [7] & c1_win_0[9];
+  assign \$60  = \$signal [3] & c1_win_1[3];
   assign \$61  = \$59  | \$60 ;
-  assign \$62  = \$signal$14 [0] & c1_win_1[0];
-  assign \$63  = \$signal$14 [1] & c1_win_1[1];
-  assign \$64  = \$62  | \$63 ;
-  assign \$65  = \$signal$14 [2] & c1_win_1[2];
-  assign \$66  = \$64  | \$65 ;
-  assign \$67  = \$signal$14 [3] & c1_win_1[3];
-  assign \$68  = \$66  | \$67 ;
-  assign \$69  = \$signal$14 [4] & c1_win_1[4];
-  assign \$70  = \$68  | \$69 ;
-  assign \$71  = \$signal$14 [5] & c1_win_1[5];
+  assign \$62  = \$signal [4] & c1_win_1[4];
+  assign \$63  = \$61  | \$62 ;
+  assign \$64  = \$signal [5] & c1_win_1[5];
+  assign \$65  = \$63  | \$64 ;
+  assign \$66  = \$signal [6] & c1_win_1[6];
+  assign \$67  = \$65  | \$66 ;
+  assign \$68  = \$signal [7] & c1_win_1[7];
+  assign \$69  = \$67  | \$68 ;
+  assign \$70  = \$signal [0] & c1_win_1[1];
+  assign \$71  = \$signal [1] & c1_win_1[2];
   assign \$72  = \$70  | \$71 ;
-  assign \$73  = \$signal$14 [6] & c1_win_1[6];
+  assign \$73  = \$signal [2] & c1_win_1[3];
   assign \$74  = \$72  | \$73 ;
-  assign \$75  = \$signal$14 [7] & c1_win_1[7];
+  assign \$75  = \$signal [3] & c1_win_1[4];
   assign \$76  = \$74  | \$75 ;
-  assign \$77  = \$signal$14 [0] & c1_win_1[1];
-  assign \$78  = \$signal$14 [1] & c1_win_1[2];
-  assign \$79  = \$77  | \$78 ;
-  assign \$80  = \$signal$14 [2] & c1_win_1[3];
-  assign \$81  = \$79  | \$80 ;
-  assign \$82  = \$signal$14 [3] & c1_win_1[4];
-  assign \$83  = \$81  | \$82 ;
-  assign \$84  = \$signal$14 [4] & c1_win_1[5];
-  assign \$85  = \$83  | \$84 ;
-  assign \$86  = \$signal$14 [5] & c1_win_1[6];
+  assign \$77  = \$signal [4] & c1_win_1[5];
+  assign \$78  = \$76  | \$77 ;
+  assign \$79  = \$signal [5] & c1_win_1[6];
+  assign \$80  = \$78  | \$79 ;
+  assign \$81  = \$signal [6] & c1_win_1[7];
+  assign \$82  = \$80  | \$81 ;
+  assign \$83  = \$signal [7] & c1_win_1[8];
+  assign \$84  = \$82  | \$83 ;
+  assign \$85  = \$signal [0] & c1_win_1[2];
+  assign \$86  = \$signal [1] & c1_win_1[3];
   assign \$87  = \$85  | \$86 ;
-  assign \$88  = \$signal$14 [6] & c1_win_1[7];
+  assign \$88  = \$signal [2] & c1_win_1[4];
   assign \$89  = \$87  | \$88 ;
-  assign \$90  = \$signal$14 [7] & c1_win_1[8];
+  assign \$90  = \$signal [3] & c1_win_1[5];
   assign \$91  = \$89  | \$90 ;
-  assign \$92  = \$signal$14 [0] & c1_win_1[2];
-  assign \$93  = \$signal$14 [1] & c1_win_1[3];
-  assign \$94  = \$92  | \$93 ;
-  assign \$95  = \$signal$14 [2] & c1_win_1[4];
-  assign \$96  = \$94  | \$95 ;
-  assign \$97  = \$signal$14 [3] & c1_win_1[5];
-  assign \$98  = \$96  | \$97 ;
-  assign \$99  = \$signal$14 [4] & c1_win_1[6];
-  assign \$100  = \$98  | \$99 ;
-  assign \$101  = \$signal$14 [5] & c1_win_1[7];
+  assign \$92  = \$signal [4] & c1_win_1[6];
+  assign \$93  = \$91  | \$92 ;
+  assign \$94  = \$signal [5] & c1_win_1[7];
+  assign \$95  = \$93  | \$94 ;
+  assign \$96  = \$signal [6] & c1_win_1[8];
+  assign \$97  = \$95  | \$96 ;
+  assign \$98  = \$signal [7] & c1_win_1[9];
+  assign \$99  = \$97  | \$98 ;
+  assign \$100  = \$signal [0] & c1_win_2[0];
+  assign \$101  = \$signal [1] & c1_win_2[1];
   assign \$102  = \$100  | \$101 ;
-  assign \$103  = \$signal$14 [6] & c1_win_1[8];
+  assign \$103  = \$signal [2] & c1_win_2[2];
   assign \$104  = \$102  | \$103 ;
-  assign \$105  = \$signal$14 [7] & c1_win_1[9];
+  assign \$105  = \$signal [3] & c1_win_2[3];
   assign \$106  = \$104  | \$105 ;
-  assign \$107  = \$signal$14 [0] & c1_win_2[0];
-  assign \$108  = \$signal$14 [1] & c1_win_2[1];
-  assign \$109  = \$107  | \$108 ;
-  assign \$110  = \$signal$14 [2] & c1_win_2[2];
-  assign \$111  = \$109  | \$110 ;
-  assign \$112  = \$signal$14 [3] & c1_win_2[3];
-  assign \$113  = \$111  | \$112 ;
-  assign \$114  = \$signal$14 [4] & c1_win_2[4];
-  assign \$115  = \$113  | \$114 ;
-  assign \$116  = \$signal$14 [5] & c1_win_2[5];
+  assign \$107  = \$signal [4] & c1_win_2[4];
+  assign \$108  = \$106  | \$107 ;
+  assign \$109  = \$signal [5] & c1_win_2[5];
+  assign \$110  = \$108  | \$109 ;
+  assign \$111  = \$signal [6] & c1_win_2[6];
+  assign \$112  = \$110  | \$111 ;
+  assign \$113  = \$signal [7] & c1_win_2[7];
+  assign \$114  = \$112  | \$113 ;
+  assign \$115  = \$signal [0] & c1_win_2[1];
+  assign \$116  = \$signal [1] & c1_win_2[2];
   assign \$117  = \$115  | \$116 ;
-  assign \$118  = \$signal$14 [6] & c1_win_2[6];
+  assign \$118  = \$signal [2] & c1_win_2[3];
   assign \$119  = \$117  | \$118 ;
-  assign \$120  = \$signal$14 [7] & c1_win_2[7];
+  assign \$120  = \$signal [3] & c1_win_2[4];
   assign \$121  = \$119  | \$120 ;
-  assign \$122  = \$signal$14 [0] & c1_win_2[1];
-  assign \$123  = \$signal$14 [1] & c1_win_2[2];
-  assign \$124  = \$122  | \$123 ;
-  assign \$125  = \$signal$14 [2] & c1_win_2[3];
-  assign \$126  = \$124  | \$125 ;
-  assign \$127  = \$signal$14 [3] & c1_win_2[4];
-  assign \$128  = \$126  | \$127 ;
-  assign \$129  = \$signal$14 [4] & c1_win_2[5];
-  assign \$130  = \$128  | \$129 ;
-  assign \$131  = \$signal$14 [5] & c1_win_2[6];
+  assign \$122  = \$signal [4] & c1_win_2[5];
+  assign \$123  = \$121  | \$122 ;
+  assign \$124  = \$signal [5] & c1_win_2[6];
+  assign \$125  = \$123  | \$124 ;
+  assign \$126  = \$signal [6] & c1_win_2[7];
+  assign \$127  = \$125  | \$126 ;
+  assign \$128  = \$signal [7] & c1_win_2[8];
+  assign \$129  = \$127  | \$128 ;
+  assign \$130  = \$signal [0] & c1_win_2[2];
+  assign \$131  = \$signal [1] & c1_win_2[3];
   assign \$132  = \$130  | \$131 ;
-  assign \$133  = \$signal$14 [6] & c1_win_2[7];
+  assign \$133  = \$signal [2] & c1_win_2[4];
   assign \$134  = \$132  | \$133 ;
-  assign \$135  = \$signal$14 [7] & c1_win_2[8];
+  assign \$135  = \$signal [3] & c1_win_2[5];
   assign \$136  = \$134  | \$135 ;
-  assign \$137  = \$signal$14 [0] & c1_win_2[2];
-  assign \$138  = \$signal$14 [1] & c1_win_2[3];
-  assign \$139  = \$137  | \$138 ;
-  assign \$140  = \$signal$14 [2] & c1_win_2[4];
-  assign \$141  = \$139  | \$140 ;
-  assign \$142  = \$signal$14 [3] & c1_win_2[5];
-  assign \$143  = \$141  | \$142 ;
-  assign \$144  = \$signal$14 [4] & c1_win_2[6];
-  assign \$145  = \$143  | \$144 ;
-  assign \$146  = \$signal$14 [5] & c1_win_2[7];
-  assign \$147  = \$145  | \$146 ;
-  assign \$148  = \$signal$14 [6] & c1_win_2[8];
-  assign \$149  = \$147  | \$148 ;
-  assign \$150  = \$signal$14 [7] & c1_win_2[9];
-  assign \$151  = \$149  | \$150 ;
-  assign \$152  = ~ b_rest;
-  assign \$153  = \$152  + 1'h1;
-  assign \$154  = { 1'h0, b_rest } & \$153 ;
-  assign \$155  = ~ a2_bits;
-  assign \$156  = \$155  + 1'h1;
-  assign \$157  = { 1'h0, a2_bits } & \$156 ;
-  assign \$158  = ~ nz;
-  assign \$159  = \$158  + 1'h1;
-  assign \$160  = { 1'h0, nz } & \$159 ;
-  assign \$161  = \$signal$34  ? \$signal$36  : rows_row;
-  assign row = sites__valid ? sites__payload[2:0] : \$161 ;
-  assign \$162  = done_rows >= need;
-  assign \$163  = need + 1'h1;
-  assign \$164  = done_rows >= \$163 ;
-  assign \$165  = f_row > last_y;
-  assign \$166  = f_row >= last_y;
-  assign \$167  = ~ \$signal$52 ;
-  assign \$168  = ~ a_v;
-  assign \$169  = nz_zero & \$168 ;
-  assign \$170  = \$167  | \$169 ;
-  assign \$171  = \$signal$52  & \$170 ;
-  assign \$172  = ~ \$signal$52 ;
-  assign \$173  = ~ a_v;
-  assign \$174  = nz_zero & \$173 ;
-  assign \$175  = \$172  | \$174 ;
-  assign \$176  = \$signal$8  & \$175 ;
-  assign \$177  = | win_1;
-  assign \$178  = | win_1;
-  assign \$179  = ! \$178 ;
-  assign \$180  = ~ \$signal$8 ;
-  assign \$181  = ~ \$signal$52 ;
-  assign \$182  = ~ a_v;
-  assign \$183  = nz_zero & \$182 ;
-  assign \$184  = \$181  | \$183 ;
-  assign \$185  = \$180  | \$184 ;
-  assign \$186  = \$signal$7  & \$185 ;
-  assign \$187  = sel_0[0] ? bitmaps[7:0] : 8'h00;
-  assign \$188  = sel_0[1] ? bitmaps[15:8] : 8'h00;
+  assign \$137  = \$signal [4] & c1_win_2[6];
+  assign \$138  = \$136  | \$137 ;
+  assign \$139  = \$signal [5] & c1_win_2[7];
+  assign \$140  = \$138  | \$139 ;
+  assign \$141  = \$signal [6] & c1_win_2[8];
+  assign \$142  = \$140  | \$141 ;
+  assign \$143  = \$signal [7] & c1_win_2[9];
+  assign \$144  = \$142  | \$143 ;
+  assign \$145  = ~ b_rest;
+  assign \$146  = \$145  + 1'h1;
+  assign \$147  = { 1'h0, b_rest } & \$146 ;
+  assign \$148  = ~ a2_bits;
+  assign \$149  = \$148  + 1'h1;
+  assign \$150  = { 1'h0, a2_bits } & \$149 ;
+  assign \$151  = ~ nz;
+  assign \$152  = \$151  + 1'h1;
+  assign \$153  = { 1'h0, nz } & \$152 ;
+  assign \$154  = \$signal$27  ? \$signal$29  : rows_row;
+  assign row = sites__valid ? sites__payload[2:0] : \$154 ;
+  assign \$155  = done_rows >= need;
+  assign \$156  = need + 1'h1;
+  assign \$157  = done_rows >= \$156 ;
+  assign \$158  = f_row > last_y;
+  assign \$159  = f_row >= last_y;
+  assign \$160  = ~ \$signal$45 ;
+  assign \$161  = ~ a_v;
+  assign \$162  = nz_zero & \$161 ;
+  assign \$163  = \$160  | \$162 ;
+  assign \$164  = \$signal$45  & \$163 ;
+  assign \$165  = ~ \$signal$45 ;
+  assign \$166  = ~ a_v;
+  assign \$167  = nz_zero & \$166 ;
+  assign \$168  = \$165  | \$167 ;
+  assign \$169  = \$signal$48  & \$168 ;
+  assign \$170  = | win_1;
+  assign \$171  = | win_1;
+  assign \$172  = ! \$171 ;
+  assign \$173  = ~ \$signal$48 ;
+  assign \$174  = ~ \$signal$45 ;
+  assign \$175  = ~ a_v;
+  assign \$176  = nz_zero & \$175 ;
+  assign \$177  = \$174  | \$176 ;
+  assign \$178  = \$173  | \$177 ;
+  assign \$179  = \$signal$57  & \$178 ;
+  assign \$180  = sel_0[0] ? bitmaps[7:0] : 8'h00;
+  assign \$181  = sel_0[1] ? bitmaps[15:8] : 8'h00;
+  assign \$182  = \$180  | \$181 ;
+  assign \$183  = sel_0[2] ? bitmaps[23:16] : 8'h00;
+  assign \$184  = \$182  | \$183 ;
+  assign \$185  = sel_0[3] ? bitmaps[31:24] : 8'h00;
+  assign \$186  = \$184  | \$185 ;
+  assign \$187  = sel_1[0] ? bitmaps[7:0] : 8'h00;
+  assign \$188  = sel_1[1] ? bitmaps[15:8] : 8'h00;
   assign \$189  = \$187  | \$188 ;
-  assign \$190  = sel_0[2] ? bitmaps[23:16] : 8'h00;
+  assign \$190  = sel_1[2] ? bitmaps[23:16] : 8'h00;
   assign \$191  = \$189  | \$190 ;
-  assign \$192  = sel_0[3] ? bitmaps[31:24] : 8'h00;
+  assign \$192  = sel_1[3] ? bitmaps[31:24] : 8'h00;
   assign \$193  = \$191  | \$192 ;
-  assign \$194  = sel_1[0] ? bitmaps[7:0] : 8'h00;
-  assign \$195  = sel_1[1] ? bitmaps[15:8] : 8'h00;
+  assign \$194  = sel_2[0] ? bitmaps[7:0] : 8'h00;
+  assign \$195  = sel_2[1] ? bitmaps[15:8] : 8'h00;
   assign \$196  = \$194  | \$195 ;
-  assign \$197  = sel_1[2] ? bitmaps[23:16] : 8'h00;
+  assign \$197  = sel_2[2] ? bitmaps[23:16] : 8'h00;
   assign \$198  = \$196  | \$197 ;
-  assign \$199  = sel_1[3] ? bitmaps[31:24] : 8'h00;
+  assign \$199  = sel_2[3] ? bitmaps[31:24] : 8'h00;
   assign \$200  = \$198  | \$199 ;
-  assign \$201  = sel_2[0] ? bitmaps[7:0] : 8'h00;
-  assign \$202  = sel_2[1] ? bitmaps[15:8] : 8'h00;
+  assign \$201  = ~ \$signal$57 ;
+  assign \$202  = ~ \$signal$48 ;
   assign \$203  = \$201  | \$202 ;
-  assign \$204  = sel_2[2] ? bitmaps[23:16] : 8'h00;
-  assign \$205  = \$203  | \$204 ;
-  assign \$206  = sel_2[3] ? bitmaps[31:24] : 8'h00;
-  assign \$207  = \$205  | \$206 ;
-  assign \$208  = ~ \$signal$7 ;
-  assign \$209  = ~ \$signal$8 ;
-  assign \$210  = \$208  | \$209 ;
-  assign \$211  = \$signal  & \$210 ;
-  assign \$212  = ! row_0[1:0];
-  assign \$213  = tags[3:0] == row_0;
+  assign \$204  = \$signal$63  & \$203 ;
+  assign \$205  = ! i_in_row_0[1:0];
+  assign \$206  = tags[3:0] == i_in_row_0;
+  assign \$207  = \$205  & \$206 ;
+  assign \$208  = ~ i_top;
+  assign \$209  = \$207  & \$208 ;
+  assign \$210  = i_in_row_0[1:0] == 1'h1;
+  assign \$211  = tags[7:4] == i_in_row_0;
+  assign \$212  = \$210  & \$211 ;
+  assign \$213  = ~ i_top;
   assign \$214  = \$212  & \$213 ;
-  assign \$215  = | i_cy;
-  assign \$216  = \$214  & \$215 ;
-  assign \$217  = row_0[1:0] == 1'h1;
-  assign \$218  = tags[7:4] == row_0;
+  assign \$215  = i_in_row_0[1:0] == 2'h2;
+  assign \$216  = tags[11:8] == i_in_row_0;
+  assign \$217  = \$215  & \$216 ;
+  assign \$218  = ~ i_top;
   assign \$219  = \$217  & \$218 ;
-  assign \$220  = | i_cy;
-  assign \$221  = \$219  & \$220 ;
-  assign \$222  = row_0[1:0] == 2'h2;
-  assign \$223  = tags[11:8] == row_0;
+  assign \$220  = i_in_row_0[1:0] == 2'h3;
+  assign \$221  = tags[15:12] == i_in_row_0;
+  assign \$222  = \$220  & \$221 ;
+  assign \$223  = ~ i_top;
   assign \$224  = \$222  & \$223 ;
-  assign \$225  = | i_cy;
-  assign \$226  = \$224  & \$225 ;
-  assign \$227  = row_0[1:0] == 2'h3;
-  assign \$228  = tags[15:12] == row_0;
-  assign \$229  = \$227  & \$228 ;
-  assign \$230  = | i_cy;
-  assign \$231  = \$229  & \$230 ;
-  assign \$232  = ! row_1[1:0];
-  assign \$233  = tags[3:0] == row_1;
-  assign \$234  = \$232  & \$233 ;
-  assign \$235  = row_1[1:0] == 1'h1;
-  assign \$236  = tags[7:4] == row_1;
-  assign \$237  = \$235  & \$236 ;
-  assign \$238  = row_1[1:0] == 2'h2;
-  assign \$239  = tags[11:8] == row_1;
-  assign \$240  = \$238  & \$239 ;
-  assign \$241  = row_1[1:0] == 2'h3;
-  assign \$242  = tags[15:12] == row_1;
-  assign \$243  = \$241  & \$242 ;
-  assign \$244  = ! row_2[1:0];
-  assign \$245  = tags[3:0] == row_2;
-  assign \$246  = \$244  & \$245 ;
-  assign \$247  = row_2[1:0] == 1'h1;
-  assign \$248  = tags[7:4] == row_2;
-  assign \$249  = \$247  & \$248 ;
-  assign \$250  = row_2[1:0] == 2'h2;
-  assign \$251  = tags[11:8] == row_2;
-  assign \$252  = \$250  & \$251 ;
-  assign \$253  = row_2[1:0] == 2'h3;
-  assign \$254  = tags[15:12] == row_2;
-  assign \$255  = \$253  & \$254 ;
-  assign \$256  = ~ \$signal ;
-  assign \$257  = ~ \$signal$7 ;
-  assign \$258  = \$256  | \$257 ;
-  assign \$259  = ~ ends;
-  assign \$260  = \$258  & \$259 ;
-  assign \$261  = ~ has_last_r;
-  assign \$262  = issued ? \$signal$50  : \$signal$47 ;
-  assign \$263  = \$261  | \$262 ;
-  assign \$264  = \$signal$39  & \$263 ;
-  assign \$265  = issued ? \$signal$46  : \$signal$43 ;
-  assign \$266  = \$signal$39  | \$265 ;
-  assign \$267  = f_row + 1'h1;
-  assign \$268  = cy + 1'h1;
-  assign \$269  = need + 1'h1;
-  assign \$270  = ~ \$signal$18 ;
-  assign \$271  = eof_pend & \$270 ;
-  assign \$272  = \$271  & w_rdy;
-  assign \$273  = ~ \$signal$18 ;
-  assign \$274  = \$273  | w_rdy;
-  assign \$275  = ~ \$154 [7:0];
-  assign \$276  = b_rest & \$275 ;
-  assign \$278  = b_rest[0] & b_rest[1];
-  assign \$281  = b_rest[2] & b_rest[3];
-  assign \$283  = \$279  | \$282 ;
-  assign \$284  = b_rest[0] | b_rest[1];
-  assign \$285  = b_rest[2] | b_rest[3];
-  assign \$286  = \$284  & \$285 ;
-  assign \$287  = \$283  | \$286 ;
-  assign \$289  = b_rest[4] & b_rest[5];
-  assign \$292  = b_rest[6] & b_rest[7];
-  assign \$294  = \$290  | \$293 ;
-  assign \$295  = b_rest[4] | b_rest[5];
-  assign \$296  = b_rest[6] | b_rest[7];
-  assign \$297  = \$295  & \$296 ;
-  assign \$298  = \$294  | \$297 ;
-  assign \$299  = \$287  | \$298 ;
-  assign \$300  = b_rest[0] | b_rest[1];
-  assign \$301  = b_rest[2] | b_rest[3];
+  assign \$225  = ! i_in_row_1[1:0];
+  assign \$226  = tags[3:0] == i_in_row_1;
+  assign \$227  = \$225  & \$226 ;
+  assign \$228  = i_in_row_1[1:0] == 1'h1;
+  assign \$229  = tags[7:4] == i_in_row_1;
+  assign \$230  = \$228  & \$229 ;
+  assign \$231  = i_in_row_1[1:0] == 2'h2;
+  assign \$232  = tags[11:8] == i_in_row_1;
+  assign \$233  = \$231  & \$232 ;
+  assign \$234  = i_in_row_1[1:0] == 2'h3;
+  assign \$235  = tags[15:12] == i_in_row_1;
+  assign \$236  = \$234  & \$235 ;
+  assign \$237  = ! i_in_row_2[1:0];
+  assign \$238  = tags[3:0] == i_in_row_2;
+  assign \$239  = \$237  & \$238 ;
+  assign \$240  = i_in_row_2[1:0] == 1'h1;
+  assign \$241  = tags[7:4] == i_in_row_2;
+  assign \$242  = \$240  & \$241 ;
+  assign \$243  = i_in_row_2[1:0] == 2'h2;
+  assign \$244  = tags[11:8] == i_in_row_2;
+  assign \$245  = \$243  & \$244 ;
+  assign \$246  = i_in_row_2[1:0] == 2'h3;
+  assign \$247  = tags[15:12] == i_in_row_2;
+  assign \$248  = \$246  & \$247 ;
+  assign \$249  = ~ \$signal$63 ;
+  assign \$250  = ~ \$signal$57 ;
+  assign \$251  = \$249  | \$250 ;
+  assign \$252  = ~ ends;
+  assign \$253  = \$251  & \$252 ;
+  assign \$254  = ~ has_last_r;
+  assign \$255  = issued ? \$signal$43  : \$signal$40 ;
+  assign \$256  = \$254  | \$255 ;
+  assign \$257  = \$signal$32  & \$256 ;
+  assign \$258  = issued ? \$signal$39  : \$signal$36 ;
+  assign \$259  = \$signal$32  | \$258 ;
+  assign \$260  = cy + 7'h7f;
+  assign \$261  = cy + 1'h0;
+  assign \$262  = cy + 1'h1;
+  assign \$263  = ! cy;
+  assign \$264  = f_row + 1'h1;
+  assign \$265  = cy + 1'h1;
+  assign \$266  = need + 1'h1;
+  assign \$267  = ~ \$signal$11 ;
+  assign \$268  = eof_pend & \$267 ;
+  assign \$269  = \$268  & w_rdy;
+  assign \$270  = ~ \$signal$11 ;
+  assign \$271  = \$270  | w_rdy;
+  assign \$272  = ~ \$147 [7:0];
+  assign \$273  = b_rest & \$272 ;
+  assign \$275  = b_rest[0] & b_rest[1];
+  assign \$278  = b_rest[2] & b_rest[3];
+  assign \$280  = \$276  | \$279 ;
+  assign \$281  = b_rest[0] | b_rest[1];
+  assign \$282  = b_rest[2] | b_rest[3];
+  assign \$283  = \$281  & \$282 ;
+  assign \$284  = \$280  | \$283 ;
+  assign \$286  = b_rest[4] & b_rest[5];
+  assign \$289  = b_rest[6] & b_rest[7];
+  assign \$291  = \$287  | \$290 ;
+  assign \$292  = b_rest[4] | b_rest[5];
+  assign \$293  = b_rest[6] | b_rest[7];
+  assign \$294  = \$292  & \$293 ;
+  assign \$295  = \$291  | \$294 ;
+  assign \$296  = \$284  | \$295 ;
+  assign \$297  = b_rest[0] | b_rest[1];
+  assign \$298  = b_rest[2] | b_rest[3];
+  assign \$299  = \$297  | \$298 ;
+  assign \$300  = b_rest[4] | b_rest[5];
+  assign \$301  = b_rest[6] | b_rest[7];
   assign \$302  = \$300  | \$301 ;
-  assign \$303  = b_rest[4] | b_rest[5];
-  assign \$304  = b_rest[6] | b_rest[7];
-  assign \$305  = \$303  | \$304 ;
-  assign \$306  = \$302  & \$305 ;
-  assign \$307  = \$299  | \$306 ;
-  assign \$308  = ~ \$307 ;
-  assign \$309  = ~ \$signal$18 ;
-  assign \$310  = \$309  | w_rdy;
-  assign \$311  = \$310  & \$signal$80 ;
-  assign \$312  = \$signal$81  ? \$signal$83  : 8'h00;
-  assign \$313  = ~ \$signal$81 ;
-  assign \$314  = \$313  | a3_rest_zero;
-  assign \$315  = ~ \$signal$81 ;
-  assign \$316  = ~ \$signal$18 ;
-  assign \$317  = \$316  | w_rdy;
-  assign \$318  = \$317  & \$signal$80 ;
-  assign \$319  = \$315  | \$318 ;
-  assign \$320  = ~ \$157 [7:0];
-  assign \$321  = a2_bits & \$320 ;
-  assign \$323  = a2_bits[0] & a2_bits[1];
-  assign \$326  = a2_bits[2] & a2_bits[3];
-  assign \$328  = \$324  | \$327 ;
-  assign \$329  = a2_bits[0] | a2_bits[1];
-  assign \$330  = a2_bits[2] | a2_bits[3];
-  assign \$331  = \$329  & \$330 ;
-  assign \$332  = \$328  | \$331 ;
-  assign \$334  = a2_bits[4] & a2_bits[5];
-  assign \$337  = a2_bits[6] & a2_bits[7];
-  assign \$339  = \$335  | \$338 ;
-  assign \$340  = a2_bits[4] | a2_bits[5];
-  assign \$341  = a2_bits[6] | a2_bits[7];
-  assign \$342  = \$340  & \$341 ;
-  assign \$343  = \$339  | \$342 ;
-  assign \$344  = \$332  | \$343 ;
-  assign \$345  = a2_bits[0] | a2_bits[1];
-  assign \$346  = a2_bits[2] | a2_bits[3];
+  assign \$303  = \$299  & \$302 ;
+  assign \$304  = \$296  | \$303 ;
+  assign \$305  = ~ \$304 ;
+  assign \$306  = ~ \$signal$11 ;
+  assign \$307  = \$306  | w_rdy;
+  assign \$308  = \$307  & \$signal$80 ;
+  assign \$309  = \$signal$81  ? \$signal$83  : 8'h00;
+  assign \$310  = ~ \$signal$81 ;
+  assign \$311  = \$310  | a3_rest_zero;
+  assign \$312  = ~ \$signal$81 ;
+  assign \$313  = ~ \$signal$11 ;
+  assign \$314  = \$313  | w_rdy;
+  assign \$315  = \$314  & \$signal$80 ;
+  assign \$316  = \$312  | \$315 ;
+  assign \$317  = ~ \$150 [7:0];
+  assign \$318  = a2_bits & \$317 ;
+  assign \$320  = a2_bits[0] & a2_bits[1];
+  assign \$323  = a2_bits[2] & a2_bits[3];
+  assign \$325  = \$321  | \$324 ;
+  assign \$326  = a2_bits[0] | a2_bits[1];
+  assign \$327  = a2_bits[2] | a2_bits[3];
+  assign \$328  = \$326  & \$327 ;
+  assign \$329  = \$325  | \$328 ;
+  assign \$331  = a2_bits[4] & a2_bits[5];
+  assign \$334  = a2_bits[6] & a2_bits[7];
+  assign \$336  = \$332  | \$335 ;
+  assign \$337  = a2_bits[4] | a2_bits[5];
+  assign \$338  = a2_bits[6] | a2_bits[7];
+  assign \$339  = \$337  & \$338 ;
+  assign \$340  = \$336  | \$339 ;
+  assign \$341  = \$329  | \$340 ;
+  assign \$342  = a2_bits[0] | a2_bits[1];
+  assign \$343  = a2_bits[2] | a2_bits[3];
+  assign \$344  = \$342  | \$343 ;
+  assign \$345  = a2_bits[4] | a2_bits[5];
+  assign \$346  = a2_bits[6] | a2_bits[7];
   assign \$347  = \$345  | \$346 ;
-  assign \$348  = a2_bits[4] | a2_bits[5];
-  assign \$349  = a2_bits[6] | a2_bits[7];
-  assign \$350  = \$348  | \$349 ;
-  assign \$351  = \$347  & \$350 ;
-  assign \$352  = \$344  | \$351 ;
-  assign \$353  = ~ \$352 ;
-  assign \$354  = ~ \$signal$81 ;
-  assign \$355  = ~ \$signal$18 ;
-  assign \$356  = \$355  | w_rdy;
-  assign \$357  = \$356  & \$signal$80 ;
-  assign \$358  = \$354  | \$357 ;
-  assign \$359  = ~ \$signal$90 ;
-  assign \$360  = ~ \$signal$81 ;
-  assign \$361  = ~ \$signal$18 ;
-  assign \$362  = \$361  | w_rdy;
-  assign \$363  = \$362  & \$signal$80 ;
-  assign \$364  = \$360  | \$363 ;
-  assign \$365  = \$359  | \$364 ;
-  assign \$366  = \$365  & a_v;
-  assign \$367  = a_oh ? cwin_1 : 8'h00;
-  assign \$368  = a_oh ? { 1'h0, cwin_0, 1'h0 } : 10'h000;
-  assign \$369  = a_oh ? { 1'h0, cwin_1, 1'h0 } : 10'h000;
-  assign \$370  = a_oh ? { 1'h0, cwin_2, 1'h0 } : 10'h000;
-  assign \$371  = ~ \$signal$90 ;
-  assign \$372  = ~ \$signal$81 ;
-  assign \$373  = ~ \$signal$18 ;
-  assign \$374  = \$373  | w_rdy;
-  assign \$375  = \$374  & \$signal$80 ;
-  assign \$376  = \$372  | \$375 ;
-  assign \$377  = \$371  | \$376 ;
-  assign \$378  = ~ a_v;
-  assign \$379  = ~ \$signal$90 ;
-  assign \$380  = ~ \$signal$81 ;
-  assign \$381  = ~ \$signal$18 ;
-  assign \$382  = \$381  | w_rdy;
-  assign \$383  = \$382  & \$signal$80 ;
-  assign \$384  = \$380  | \$383 ;
-  assign \$385  = \$379  | \$384 ;
-  assign \$386  = \$378  | \$385 ;
-  assign \$387  = \$386  & \$signal$52 ;
-  assign \$388  = ~ nz_zero;
-  assign \$389  = \$387  & \$388 ;
-  assign \$390  = ~ \$160 [0];
-  assign \$391  = nz & \$390 ;
-  assign \$393  = ~ \$signal ;
-  assign \$394  = ~ \$signal$7 ;
+  assign \$348  = \$344  & \$347 ;
+  assign \$349  = \$341  | \$348 ;
+  assign \$350  = ~ \$349 ;
+  assign \$351  = ~ \$signal$81 ;
+  assign \$352  = ~ \$signal$11 ;
+  assign \$353  = \$352  | w_rdy;
+  assign \$354  = \$353  & \$signal$80 ;
+  assign \$355  = \$351  | \$354 ;
+  assign \$356  = ~ \$signal$90 ;
+  assign \$357  = ~ \$signal$81 ;
+  assign \$358  = ~ \$signal$11 ;
+  assign \$359  = \$358  | w_rdy;
+  assign \$360  = \$359  & \$signal$80 ;
+  assign \$361  = \$357  | \$360 ;
+  assign \$362  = \$356  | \$361 ;
+  assign \$363  = \$362  & a_v;
+  assign \$364  = a_oh ? cwin_1 : 8'h00;
+  assign \$365  = a_oh ? { 1'h0, cwin_0, 1'h0 } : 10'h000;
+  assign \$366  = a_oh ? { 1'h0, cwin_1, 1'h0 } : 10'h000;
+  assign \$367  = a_oh ? { 1'h0, cwin_2, 1'h0 } : 10'h000;
+  assign \$368  = ~ \$signal$90 ;
+  assign \$369  = ~ \$signal$81 ;
+  assign \$370  = ~ \$signal$11 ;
+  assign \$371  = \$370  | w_rdy;
+  assign \$372  = \$371  & \$signal$80 ;
+  assign \$373  = \$369  | \$372 ;
+  assign \$374  = \$368  | \$373 ;
+  assign \$375  = ~ a_v;
+  assign \$376  = ~ \$signal$90 ;
+  assign \$377  = ~ \$signal$81 ;
+  assign \$378  = ~ \$signal$11 ;
+  assign \$379  = \$378  | w_rdy;
+  assign \$380  = \$379  & \$signal$80 ;
+  assign \$381  = \$377  | \$380 ;
+  assign \$382  = \$376  | \$381 ;
+  assign \$383  = \$375  | \$382 ;
+  assign \$384  = \$383  & \$signal$45 ;
+  assign \$385  = ~ nz_zero;
+  assign \$386  = \$384  & \$385 ;
+  assign \$387  = ~ \$153 [0];
+  assign \$388  = nz & \$387 ;
+  assign \$390  = ~ \$signal$63 ;
+  assign \$391  = ~ \$signal$57 ;
+  assign \$392  = \$390  | \$391 ;
+  assign \$393  = ~ has_last_r;
+  assign \$394  = issued ? \$signal$43  : \$signal$40 ;
   assign \$395  = \$393  | \$394 ;
-  assign \$396  = ~ has_last_r;
-  assign \$397  = issued ? \$signal$50  : \$signal$47 ;
-  assign \$398  = \$396  | \$397 ;
-  assign \$399  = \$signal$39  & \$398 ;
-  assign \$400  = \$395  & \$399 ;
-  assign \$401  = ends | \$400 ;
-  assign \$402  = \$signal  | \$signal$7 ;
-  assign \$403  = \$402  | \$signal$8 ;
-  assign \$404  = \$403  | \$signal$52 ;
-  assign \$405  = \$404  | \$signal$90 ;
-  assign \$406  = \$405  | \$signal$81 ;
-  assign \$407  = \$406  | b_v;
-  assign \$408  = \$407  | \$signal$18 ;
-  assign \$409  = ~ \$408 ;
-  assign \$410  = \$401  & \$409 ;
-  assign \$411  = ~ eof_done;
-  assign \$412  = \$410  & \$411 ;
-  assign \$413  = \$signal$18  | b_v;
-  assign \$414  = \$413  | \$signal$81 ;
-  assign \$415  = \$414  | \$signal$90 ;
-  assign \$416  = \$signal$81  ? \$signal$85  : a2_oy;
-  assign \$417  = b_v ? b_oy : \$416 ;
-  assign \$418  = \$signal$18  ? \$signal$20  : \$417 ;
-  assign \$419  = \$signal  ? { 1'h0, i_row } : f_row;
-  assign \$420  = \$signal$7  ? { 1'h0, s_row } : \$419 ;
-  assign \$421  = \$signal$8  ? { 1'h0, w_row } : \$420 ;
-  assign \$422  = \$signal$52  ? { 1'h0, c_row } : \$421 ;
+  assign \$396  = \$signal$32  & \$395 ;
+  assign \$397  = \$392  & \$396 ;
+  assign \$398  = ends | \$397 ;
+  assign \$399  = \$signal$63  | \$signal$57 ;
+  assign \$400  = \$399  | \$signal$48 ;
+  assign \$401  = \$400  | \$signal$45 ;
+  assign \$402  = \$401  | \$signal$90 ;
+  assign \$403  = \$402  | \$signal$81 ;
+  assign \$404  = \$403  | b_v;
+  assign \$405  = \$404  | \$signal$11 ;
+  assign \$406  = ~ \$405 ;
+  assign \$407  = \$398  & \$406 ;
+  assign \$408  = ~ eof_done;
+  assign \$409  = \$407  & \$408 ;
+  assign \$410  = \$signal$11  | b_v;
+  assign \$411  = \$410  | \$signal$81 ;
+  assign \$412  = \$411  | \$signal$90 ;
+  assign \$413  = \$signal$81  ? \$signal$85  : a2_oy;
+  assign \$414  = b_v ? b_oy : \$413 ;
+  assign \$415  = \$signal$11  ? \$signal$13  : \$414 ;
+  assign \$416  = \$signal$63  ? { 1'h0, i_row } : f_row;
+  assign \$417  = \$signal$57  ? { 1'h0, s_row } : \$416 ;
+  assign \$418  = \$signal$48  ? { 1'h0, w_row } : \$417 ;
+  assign \$419  = \$signal$45  ? { 1'h0, c_row } : \$418 ;
+  always @(posedge clk)
+    \$signal$32  <= \$420 ;
+  always @(posedge clk)
+    has_last_r <= \$421 ;
+  always @(posedge clk)
+    \$signal$36  <= \$422 ;
   always @(posedge clk)
     \$signal$39  <= \$423 ;
   always @(posedge clk)
-    has_last_r <= \$424 ;
+    \$signal$40  <= \$424 ;
   always @(posedge clk)
     \$signal$43  <= \$425 ;
   always @(posedge clk)
-    \$signal$46  <= \$426 ;
+    issued <= \$426 ;
   always @(posedge clk)
-    \$signal$47  <= \$427 ;
+    \$signal$45  <= \$427 ;
   always @(posedge clk)
-    \$signal$50  <= \$428 ;
+    c_row <= \$428 ;
   always @(posedge clk)
-    issued <= \$429 ;
+    \$signal$48  <= \$429 ;
   always @(posedge clk)
-    \$signal$52  <= \$430 ;
+    nz <= \$430 ;
   always @(posedge clk)
-    c_row <= \$431 ;
+    nz_zero <= \$431 ;
   always @(posedge clk)
-    \$signal$8  <= \$432 ;
+    cwin_0 <= \$432 ;
   always @(posedge clk)
-    nz <= \$433 ;
+    cwin_1 <= \$433 ;
   always @(posedge clk)
-    nz_zero <= \$434 ;
+    cwin_2 <= \$434 ;
   always @(posedge clk)
-    cwin_0 <= \$435 ;
+    w_row <= \$435 ;
   always @(posedge clk)
-    cwin_1 <= \$436 ;
+    \$signal$57  <= \$436 ;
   always @(posedge clk)
-    cwin_2 <= \$437 ;
+    win_0 <= \$437 ;
   always @(posedge clk)
-    w_row <= \$438 ;
+    win_1 <= \$438 ;
   always @(posedge clk)
-    \$signal$7  <= \$439 ;
+    win_2 <= \$439 ;
   always @(posedge clk)
-    win_0 <= \$440 ;
+    s_row <= \$440 ;
   always @(posedge clk)
-    win_1 <= \$441 ;
+    \$signal$63  <= \$441 ;
   always @(posedge clk)
-    win_2 <= \$442 ;
+    sel_0 <= \$442 ;
   always @(posedge clk)
-    s_row <= \$443 ;
+    sel_1 <= \$443 ;
   always @(posedge clk)
-    \$signal  <= \$444 ;
+    sel_2 <= \$444 ;
   always @(posedge clk)
-    sel_0 <= \$445 ;
+    ends <= \$445 ;
   always @(posedge clk)
-    sel_1 <= \$446 ;
+    i_in_row_0 <= \$446 ;
   always @(posedge clk)
-    sel_2 <= \$447 ;
+    i_in_row_1 <= \$447 ;
   always @(posedge clk)
-    ends <= \$448 ;
+    i_in_row_2 <= \$448 ;
   always @(posedge clk)
     i_row <= \$449 ;
   always @(posedge clk)
-    i_cy <= \$450 ;
+    i_top <= \$450 ;
   always @(posedge clk)
     f_row <= \$451 ;
   always @(posedge clk)
@@ -10078,13 +10106,13 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @(posedge clk)
     eof_pend <= \$454 ;
   always @(posedge clk)
-    \$signal$18  <= \$455 ;
+    \$signal$11  <= \$455 ;
   always @(posedge clk)
-    \$signal$14  <= \$456 ;
+    \$signal  <= \$456 ;
   always @(posedge clk)
     \$like  <= \$457 ;
   always @(posedge clk)
-    \$signal$20  <= \$458 ;
+    \$signal$13  <= \$458 ;
   always @(posedge clk)
     c1_win_0 <= \$459 ;
   always @(posedge clk)
@@ -10104,11 +10132,11 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$463  = b_rest;
-    if (\$274 ) begin
-      \$463  = \$276 ;
+    if (\$271 ) begin
+      \$463  = \$273 ;
     end
-    if (\$311 ) begin
-      \$463  = \$312 ;
+    if (\$308 ) begin
+      \$463  = \$309 ;
     end
     if (rst) begin
       \$463  = 8'h00;
@@ -10117,11 +10145,11 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$464  = \$signal$80 ;
-    if (\$274 ) begin
-      \$464  = \$308 ;
+    if (\$271 ) begin
+      \$464  = \$305 ;
     end
-    if (\$311 ) begin
-      \$464  = \$314 ;
+    if (\$308 ) begin
+      \$464  = \$311 ;
     end
     if (rst) begin
       \$464  = 1'h1;
@@ -10130,7 +10158,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$465  = b_v;
-    if (\$311 ) begin
+    if (\$308 ) begin
       \$465  = \$signal$81 ;
     end
     if (rst) begin
@@ -10140,7 +10168,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$466  = \$like$75 ;
-    if (\$311 ) begin
+    if (\$308 ) begin
       \$466  = \$like$84 ;
     end
     if (rst) begin
@@ -10150,7 +10178,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$467  = b_oy;
-    if (\$311 ) begin
+    if (\$308 ) begin
       \$467  = \$signal$85 ;
     end
     if (rst) begin
@@ -10160,7 +10188,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$468  = b_win_0;
-    if (\$311 ) begin
+    if (\$308 ) begin
       \$468  = a3_win_0;
     end
     if (rst) begin
@@ -10170,7 +10198,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$469  = b_win_1;
-    if (\$311 ) begin
+    if (\$308 ) begin
       \$469  = a3_win_1;
     end
     if (rst) begin
@@ -10180,7 +10208,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$470  = b_win_2;
-    if (\$311 ) begin
+    if (\$308 ) begin
       \$470  = a3_win_2;
     end
     if (rst) begin
@@ -10190,7 +10218,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$471  = \$signal$81 ;
-    if (\$319 ) begin
+    if (\$316 ) begin
       \$471  = \$signal$90 ;
     end
     if (rst) begin
@@ -10200,8 +10228,8 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$472  = \$signal$82 ;
-    if (\$319 ) begin
-      \$472  = \$157 [7:0];
+    if (\$316 ) begin
+      \$472  = \$150 [7:0];
     end
     if (rst) begin
       \$472  = 8'h00;
@@ -10210,8 +10238,8 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$473  = \$signal$83 ;
-    if (\$319 ) begin
-      \$473  = \$321 ;
+    if (\$316 ) begin
+      \$473  = \$318 ;
     end
     if (rst) begin
       \$473  = 8'h00;
@@ -10220,7 +10248,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$474  = \$like$84 ;
-    if (\$319 ) begin
+    if (\$316 ) begin
       \$474  = \$signal$91 ;
     end
     if (rst) begin
@@ -10230,7 +10258,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$475  = \$signal$85 ;
-    if (\$319 ) begin
+    if (\$316 ) begin
       \$475  = a2_oy;
     end
     if (rst) begin
@@ -10240,8 +10268,8 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$476  = a3_rest_zero;
-    if (\$319 ) begin
-      \$476  = \$353 ;
+    if (\$316 ) begin
+      \$476  = \$350 ;
     end
     if (rst) begin
       \$476  = 1'h1;
@@ -10250,7 +10278,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$477  = a3_win_0;
-    if (\$319 ) begin
+    if (\$316 ) begin
       \$477  = a2_win_0;
     end
     if (rst) begin
@@ -10260,7 +10288,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$478  = a3_win_1;
-    if (\$319 ) begin
+    if (\$316 ) begin
       \$478  = a2_win_1;
     end
     if (rst) begin
@@ -10270,7 +10298,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$479  = a3_win_2;
-    if (\$319 ) begin
+    if (\$316 ) begin
       \$479  = a2_win_2;
     end
     if (rst) begin
@@ -10280,10 +10308,10 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$480  = \$signal$90 ;
-    if (\$358 ) begin
+    if (\$355 ) begin
       \$480  = 1'h0;
     end
-    if (\$366 ) begin
+    if (\$363 ) begin
       \$480  = 1'h1;
     end
     if (rst) begin
@@ -10293,7 +10321,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$481  = a2_oy;
-    if (\$366 ) begin
+    if (\$363 ) begin
       \$481  = c_row;
     end
     if (rst) begin
@@ -10303,7 +10331,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$482  = \$signal$91 ;
-    if (\$366 ) begin
+    if (\$363 ) begin
       \$482  = 1'h0;
     end
     if (rst) begin
@@ -10313,8 +10341,8 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$483  = a2_bits;
-    if (\$366 ) begin
-      \$483  = \$367 ;
+    if (\$363 ) begin
+      \$483  = \$364 ;
     end
     if (rst) begin
       \$483  = 8'h00;
@@ -10323,8 +10351,8 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$484  = a2_win_0;
-    if (\$366 ) begin
-      \$484  = \$368 ;
+    if (\$363 ) begin
+      \$484  = \$365 ;
     end
     if (rst) begin
       \$484  = 10'h000;
@@ -10333,8 +10361,8 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$485  = a2_win_1;
-    if (\$366 ) begin
-      \$485  = \$369 ;
+    if (\$363 ) begin
+      \$485  = \$366 ;
     end
     if (rst) begin
       \$485  = 10'h000;
@@ -10343,8 +10371,8 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$486  = a2_win_2;
-    if (\$366 ) begin
-      \$486  = \$370 ;
+    if (\$363 ) begin
+      \$486  = \$367 ;
     end
     if (rst) begin
       \$486  = 10'h000;
@@ -10353,10 +10381,10 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$487  = a_v;
-    if (\$377 ) begin
+    if (\$374 ) begin
       \$487  = 1'h0;
     end
-    if (\$389 ) begin
+    if (\$386 ) begin
       \$487  = 1'h1;
     end
     if (rst) begin
@@ -10366,8 +10394,8 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$488  = a_oh;
-    if (\$389 ) begin
-      \$488  = \$160 [0];
+    if (\$386 ) begin
+      \$488  = \$153 [0];
     end
     if (rst) begin
       \$488  = 1'h0;
@@ -10376,7 +10404,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$489  = eof_done;
-    if (\$412 ) begin
+    if (\$409 ) begin
       \$489  = 1'h1;
     end
     if (frame_reset) begin
@@ -10388,7 +10416,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$490  = \$415 ;
+    \$490  = \$412 ;
     if (frame_reset) begin
       \$490  = 1'h0;
     end
@@ -10398,14 +10426,14 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$491  = \$418 ;
+    \$491  = \$415 ;
     if (rst) begin
       \$491  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$492  = \$422 [2:0];
+    \$492  = \$419 [2:0];
     if (frame_reset) begin
       \$492  = 3'h0;
     end
@@ -10415,33 +10443,12 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    row_0 = 5'h00;
-    if (\$4 ) begin
-      row_0 = \$5 [4:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    row_1 = 5'h00;
-    if (\$4 ) begin
-      row_1 = \$6 [4:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    row_2 = 5'h00;
-    if (\$4 ) begin
-      row_2 = \$7 [4:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     w_data = 17'h00000;
     (* full_case = 32'd1 *)
-    if (\$signal$18 ) begin
-      w_data[2:0] = \$signal$20 ;
-      w_data[5:3] = { \$16 , \$13 , \$10  };
-      w_data[14:6] = { \$151 , \$136 , \$121 , \$106 , \$91 , \$76 , \$61 , \$46 , \$31  };
+    if (\$signal$11 ) begin
+      w_data[2:0] = \$signal$13 ;
+      w_data[5:3] = { \$9 , \$6 , \$3  };
+      w_data[14:6] = { \$144 , \$129 , \$114 , \$99 , \$84 , \$69 , \$54 , \$39 , \$24  };
     end else begin
       w_data[15] = 1'h1;
       w_data[16] = error;
@@ -10449,7 +10456,34 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$423  = eof_seen;
+    \$420  = eof_seen;
+    if (frame_reset) begin
+      \$420  = 1'h0;
+    end
+    if (rst) begin
+      \$420  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$421  = has_last;
+    if (rst) begin
+      \$421  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$422  = \$155 ;
+    if (frame_reset) begin
+      \$422  = 1'h0;
+    end
+    if (rst) begin
+      \$422  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$423  = \$157 ;
     if (frame_reset) begin
       \$423  = 1'h0;
     end
@@ -10459,24 +10493,27 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$424  = has_last;
+    \$424  = \$158 ;
     if (rst) begin
       \$424  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$425  = \$162 ;
-    if (frame_reset) begin
-      \$425  = 1'h0;
-    end
+    \$425  = \$159 ;
     if (rst) begin
       \$425  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$426  = \$164 ;
+    \$426  = 1'h0;
+    if (\$253 ) begin
+      if (\$257 ) begin
+      end else if (\$259 ) begin
+        \$426  = 1'h1;
+      end
+    end
     if (frame_reset) begin
       \$426  = 1'h0;
     end
@@ -10486,121 +10523,124 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$427  = \$165 ;
+    \$427  = \$signal$45 ;
+    if (\$164 ) begin
+      \$427  = 1'h0;
+    end
+    if (\$169 ) begin
+      \$427  = 1'h1;
+    end
     if (rst) begin
       \$427  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$428  = \$166 ;
+    \$428  = c_row;
+    if (\$169 ) begin
+      \$428  = w_row;
+    end
     if (rst) begin
-      \$428  = 1'h0;
+      \$428  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$429  = 1'h0;
-    if (\$260 ) begin
-      if (\$264 ) begin
-      end else if (\$266 ) begin
-        \$429  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
+    \$429  = \$signal$48 ;
+    if (\$169 ) begin
       \$429  = 1'h0;
     end
+    if (\$179 ) begin
+      \$429  = 1'h1;
+    end
     if (rst) begin
       \$429  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$430  = \$signal$52 ;
-    if (\$171 ) begin
+    \$430  = nz;
+    if (\$169 ) begin
+      \$430  = \$170 ;
+    end
+    if (\$386 ) begin
+      \$430  = \$388 ;
+    end
+    if (rst) begin
       \$430  = 1'h0;
     end
-    if (\$176 ) begin
-      \$430  = 1'h1;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$431  = nz_zero;
+    if (\$169 ) begin
+      \$431  = \$172 ;
+    end
+    if (\$386 ) begin
+      \$431  = \$389 ;
     end
     if (rst) begin
-      \$430  = 1'h0;
+      \$431  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$431  = c_row;
-    if (\$176 ) begin
-      \$431  = w_row;
+    \$432  = cwin_0;
+    if (\$169 ) begin
+      \$432  = win_0;
     end
     if (rst) begin
-      \$431  = 3'h0;
+      \$432  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$432  = \$signal$8 ;
-    if (\$176 ) begin
-      \$432  = 1'h0;
-    end
-    if (\$186 ) begin
-      \$432  = 1'h1;
+    \$433  = cwin_1;
+    if (\$169 ) begin
+      \$433  = win_1;
     end
     if (rst) begin
-      \$432  = 1'h0;
+      \$433  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$433  = nz;
-    if (\$176 ) begin
-      \$433  = \$177 ;
-    end
-    if (\$389 ) begin
-      \$433  = \$391 ;
+    \$434  = cwin_2;
+    if (\$169 ) begin
+      \$434  = win_2;
     end
     if (rst) begin
-      \$433  = 1'h0;
+      \$434  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$434  = nz_zero;
-    if (\$176 ) begin
-      \$434  = \$179 ;
-    end
-    if (\$389 ) begin
-      \$434  = \$392 ;
+    \$435  = w_row;
+    if (\$179 ) begin
+      \$435  = s_row;
     end
     if (rst) begin
-      \$434  = 1'h1;
+      \$435  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$435  = cwin_0;
-    if (\$176 ) begin
-      \$435  = win_0;
+    \$436  = \$signal$57 ;
+    if (\$179 ) begin
+      \$436  = 1'h0;
+    end
+    if (\$204 ) begin
+      \$436  = 1'h1;
     end
     if (rst) begin
-      \$435  = 8'h00;
+      \$436  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$436  = cwin_1;
-    if (\$176 ) begin
-      \$436  = win_1;
-    end
-    if (rst) begin
-      \$436  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$437  = cwin_2;
-    if (\$176 ) begin
-      \$437  = win_2;
+    \$437  = win_0;
+    if (\$179 ) begin
+      \$437  = \$186 ;
     end
     if (rst) begin
       \$437  = 8'h00;
@@ -10608,143 +10648,149 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$438  = w_row;
-    if (\$186 ) begin
-      \$438  = s_row;
+    \$438  = win_1;
+    if (\$179 ) begin
+      \$438  = \$193 ;
     end
     if (rst) begin
-      \$438  = 3'h0;
+      \$438  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$439  = \$signal$7 ;
-    if (\$186 ) begin
-      \$439  = 1'h0;
-    end
-    if (\$211 ) begin
-      \$439  = 1'h1;
+    \$439  = win_2;
+    if (\$179 ) begin
+      \$439  = \$200 ;
     end
     if (rst) begin
-      \$439  = 1'h0;
+      \$439  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$440  = win_0;
-    if (\$186 ) begin
-      \$440  = \$193 ;
+    \$440  = s_row;
+    if (\$204 ) begin
+      \$440  = i_row;
     end
     if (rst) begin
-      \$440  = 8'h00;
+      \$440  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$441  = win_1;
-    if (\$186 ) begin
-      \$441  = \$200 ;
+    \$441  = \$signal$63 ;
+    if (\$204 ) begin
+      \$441  = 1'h0;
     end
-    if (rst) begin
-      \$441  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$442  = win_2;
-    if (\$186 ) begin
-      \$442  = \$207 ;
-    end
-    if (rst) begin
-      \$442  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$443  = s_row;
-    if (\$211 ) begin
-      \$443  = i_row;
-    end
-    if (rst) begin
-      \$443  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$444  = \$signal ;
-    if (\$211 ) begin
-      \$444  = 1'h0;
-    end
-    if (\$260 ) begin
-      if (\$264 ) begin
-      end else if (\$266 ) begin
-        \$444  = 1'h1;
+    if (\$253 ) begin
+      if (\$257 ) begin
+      end else if (\$259 ) begin
+        \$441  = 1'h1;
       end
     end
     if (rst) begin
-      \$444  = 1'h0;
+      \$441  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$445  = sel_0;
-    if (\$211 ) begin
-      \$445 [0] = \$216 ;
-      \$445 [1] = \$221 ;
-      \$445 [2] = \$226 ;
-      \$445 [3] = \$231 ;
+    \$442  = sel_0;
+    if (\$204 ) begin
+      \$442 [0] = \$209 ;
+      \$442 [1] = \$214 ;
+      \$442 [2] = \$219 ;
+      \$442 [3] = \$224 ;
     end
     if (rst) begin
-      \$445  = 4'h0;
+      \$442  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$446  = sel_1;
-    if (\$211 ) begin
-      \$446 [0] = \$234 ;
-      \$446 [1] = \$237 ;
-      \$446 [2] = \$240 ;
-      \$446 [3] = \$243 ;
+    \$443  = sel_1;
+    if (\$204 ) begin
+      \$443 [0] = \$227 ;
+      \$443 [1] = \$230 ;
+      \$443 [2] = \$233 ;
+      \$443 [3] = \$236 ;
     end
     if (rst) begin
-      \$446  = 4'h0;
+      \$443  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$447  = sel_2;
-    if (\$211 ) begin
-      \$447 [0] = \$246 ;
-      \$447 [1] = \$249 ;
-      \$447 [2] = \$252 ;
-      \$447 [3] = \$255 ;
+    \$444  = sel_2;
+    if (\$204 ) begin
+      \$444 [0] = \$239 ;
+      \$444 [1] = \$242 ;
+      \$444 [2] = \$245 ;
+      \$444 [3] = \$248 ;
     end
     if (rst) begin
-      \$447  = 4'h0;
+      \$444  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$448  = ends;
-    if (\$260 ) begin
-      if (\$264 ) begin
-        \$448  = 1'h1;
+    \$445  = ends;
+    if (\$253 ) begin
+      if (\$257 ) begin
+        \$445  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$448  = 1'h0;
+      \$445  = 1'h0;
     end
     if (rst) begin
-      \$448  = 1'h0;
+      \$445  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$446  = i_in_row_0;
+    if (\$253 ) begin
+      if (\$257 ) begin
+      end else if (\$259 ) begin
+        \$446  = \$260 [4:0];
+      end
+    end
+    if (rst) begin
+      \$446  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$447  = i_in_row_1;
+    if (\$253 ) begin
+      if (\$257 ) begin
+      end else if (\$259 ) begin
+        \$447  = \$261 [4:0];
+      end
+    end
+    if (rst) begin
+      \$447  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$448  = i_in_row_2;
+    if (\$253 ) begin
+      if (\$257 ) begin
+      end else if (\$259 ) begin
+        \$448  = \$262 [4:0];
+      end
+    end
+    if (rst) begin
+      \$448  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$449  = i_row;
-    if (\$260 ) begin
-      if (\$264 ) begin
-      end else if (\$266 ) begin
+    if (\$253 ) begin
+      if (\$257 ) begin
+      end else if (\$259 ) begin
         \$449  = f_row[2:0];
       end
     end
@@ -10754,24 +10800,24 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$450  = i_cy;
-    if (\$260 ) begin
-      if (\$264 ) begin
-      end else if (\$266 ) begin
-        \$450  = cy;
+    \$450  = i_top;
+    if (\$253 ) begin
+      if (\$257 ) begin
+      end else if (\$259 ) begin
+        \$450  = \$263 ;
       end
     end
     if (rst) begin
-      \$450  = 5'h00;
+      \$450  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$451  = f_row;
-    if (\$260 ) begin
-      if (\$264 ) begin
-      end else if (\$266 ) begin
-        \$451  = \$267 [3:0];
+    if (\$253 ) begin
+      if (\$257 ) begin
+      end else if (\$259 ) begin
+        \$451  = \$264 [3:0];
       end
     end
     if (frame_reset) begin
@@ -10784,10 +10830,10 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$452  = cy;
-    if (\$260 ) begin
-      if (\$264 ) begin
-      end else if (\$266 ) begin
-        \$452  = \$268 [4:0];
+    if (\$253 ) begin
+      if (\$257 ) begin
+      end else if (\$259 ) begin
+        \$452  = \$265 [4:0];
       end
     end
     if (frame_reset) begin
@@ -10800,10 +10846,10 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$453  = need;
-    if (\$260 ) begin
-      if (\$264 ) begin
-      end else if (\$266 ) begin
-        \$453  = \$269 [4:0];
+    if (\$253 ) begin
+      if (\$257 ) begin
+      end else if (\$259 ) begin
+        \$453  = \$266 [4:0];
       end
     end
     if (frame_reset) begin
@@ -10816,10 +10862,10 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$454  = eof_pend;
-    if (\$272 ) begin
+    if (\$269 ) begin
       \$454  = 1'h0;
     end
-    if (\$412 ) begin
+    if (\$409 ) begin
       \$454  = 1'h1;
     end
     if (rst) begin
@@ -10828,8 +10874,8 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$455  = \$signal$18 ;
-    if (\$274 ) begin
+    \$455  = \$signal$11 ;
+    if (\$271 ) begin
       \$455  = b_v;
     end
     if (rst) begin
@@ -10838,8 +10884,8 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$456  = \$signal$14 ;
-    if (\$274 ) begin
+    \$456  = \$signal ;
+    if (\$271 ) begin
       \$456  = \$signal$74 ;
     end
     if (rst) begin
@@ -10849,7 +10895,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$457  = \$like ;
-    if (\$274 ) begin
+    if (\$271 ) begin
       \$457  = \$like$75 ;
     end
     if (rst) begin
@@ -10858,8 +10904,8 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$458  = \$signal$20 ;
-    if (\$274 ) begin
+    \$458  = \$signal$13 ;
+    if (\$271 ) begin
       \$458  = b_oy;
     end
     if (rst) begin
@@ -10869,7 +10915,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$459  = c1_win_0;
-    if (\$274 ) begin
+    if (\$271 ) begin
       \$459  = b_win_0;
     end
     if (rst) begin
@@ -10879,7 +10925,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$460  = c1_win_1;
-    if (\$274 ) begin
+    if (\$271 ) begin
       \$460  = b_win_1;
     end
     if (rst) begin
@@ -10889,7 +10935,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$461  = c1_win_2;
-    if (\$274 ) begin
+    if (\$271 ) begin
       \$461  = b_win_2;
     end
     if (rst) begin
@@ -10899,10 +10945,10 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$462  = \$signal$74 ;
-    if (\$274 ) begin
-      \$462  = \$154 [7:0];
+    if (\$271 ) begin
+      \$462  = \$147 [7:0];
     end
-    if (\$311 ) begin
+    if (\$308 ) begin
       \$462  = \$signal$82 ;
     end
     if (rst) begin
@@ -10912,11 +10958,11 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   assign r_data = sites__payload;
   assign sites__ready = r_en;
   assign r_rdy = sites__valid;
-  assign site_x = { \$16 , \$13 , \$10  };
+  assign site_x = { \$9 , \$6 , \$3  };
   assign qp = w_data;
-  assign rest_oh = \$154 [7:0];
-  assign a2_oh = \$157 [7:0];
-  assign chunk_oh = \$160 [0];
+  assign rest_oh = \$147 [7:0];
+  assign a2_oh = \$150 [7:0];
+  assign chunk_oh = \$153 [0];
   assign head = sites__payload;
   assign \sites__payload.oy  = sites__payload[2:0];
   assign \sites__payload.ox  = sites__payload[5:3];
@@ -10941,23 +10987,23 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   assign \tags[1]  = tags[7:4];
   assign \tags[2]  = tags[11:8];
   assign \tags[3]  = tags[15:12];
+  assign \$274  = 1'h0;
+  assign \$276  = \$275 ;
   assign \$277  = 1'h0;
   assign \$279  = \$278 ;
-  assign \$280  = 1'h0;
-  assign \$282  = \$281 ;
+  assign \$285  = 1'h0;
+  assign \$287  = \$286 ;
   assign \$288  = 1'h0;
   assign \$290  = \$289 ;
-  assign \$291  = 1'h0;
-  assign \$293  = \$292 ;
+  assign \$319  = 1'h0;
+  assign \$321  = \$320 ;
   assign \$322  = 1'h0;
   assign \$324  = \$323 ;
-  assign \$325  = 1'h0;
-  assign \$327  = \$326 ;
+  assign \$330  = 1'h0;
+  assign \$332  = \$331 ;
   assign \$333  = 1'h0;
   assign \$335  = \$334 ;
-  assign \$336  = 1'h0;
-  assign \$338  = \$337 ;
-  assign \$392  = 1'h1;
+  assign \$389  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -11142,37 +11188,37 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   reg \$145 ;
   reg [2:0] \$146 ;
   reg [2:0] \$147 ;
-  reg [44:0] \$148 ;
-  reg \$149 ;
+  reg [2:0] \$148 ;
+  reg [2:0] \$149 ;
   wire \$15 ;
-  reg \$150 ;
+  reg [44:0] \$150 ;
   reg \$151 ;
-  reg [44:0] \$152 ;
+  reg \$152 ;
   reg \$153 ;
-  reg \$154 ;
+  reg [44:0] \$154 ;
   reg \$155 ;
   reg \$156 ;
   reg \$157 ;
-  reg [4:0] \$158 ;
+  reg \$158 ;
   reg \$159 ;
   wire \$16 ;
-  reg \$160 ;
+  reg [4:0] \$160 ;
   reg \$161 ;
   reg \$162 ;
   reg \$163 ;
-  reg [2:0] \$164 ;
+  reg \$164 ;
   reg \$165 ;
-  reg \$166 ;
+  reg [2:0] \$166 ;
   reg \$167 ;
-  reg [1:0] \$168 ;
-  reg [2:0] \$169 ;
+  reg \$168 ;
+  reg \$169 ;
   wire \$17 ;
-  reg [2:0] \$170 ;
-  reg [6:0] \$171 ;
-  reg [31:0] \$172 ;
-  reg \$173 ;
-  reg [7:0] \$174 ;
-  reg [3:0] \$175 ;
+  reg [1:0] \$170 ;
+  reg [2:0] \$171 ;
+  reg [2:0] \$172 ;
+  reg [6:0] \$173 ;
+  reg [31:0] \$174 ;
+  reg \$175 ;
   reg [7:0] \$176 ;
   reg [3:0] \$177 ;
   reg [7:0] \$178 ;
@@ -11180,6 +11226,8 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   wire \$18 ;
   reg [7:0] \$180 ;
   reg [3:0] \$181 ;
+  reg [7:0] \$182 ;
+  reg [3:0] \$183 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
@@ -11276,8 +11324,8 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   reg \$signal$40  = 1'h0;
   (* init = 1'h0 *)
   wire \$signal$46 ;
-  reg \$signal$56  = 1'h0;
-  reg \$signal$65  = 1'h0;
+  reg \$signal$60  = 1'h0;
+  reg \$signal$67  = 1'h0;
   reg acc_eof = 1'h0;
   wire [32:0] accepted__payload;
   wire [31:0] \accepted__payload.data ;
@@ -11406,6 +11454,8 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   reg rp = 1'h0;
   input rst;
   wire rst;
+  reg [2:0] shape_h_m1 = 3'h0;
+  reg [2:0] shape_w_m1 = 3'h0;
   input [39:0] sites_in__payload;
   wire [39:0] sites_in__payload;
   wire [31:0] \sites_in__payload.data ;
@@ -11488,24 +11538,24 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   assign \$36  = entry_0_valid & entry_1_valid;
   assign \$37  = ~ \$36 ;
   assign \$38  = sites_in__valid & \$37 ;
-  assign \$39  = ! \$signal$56 ;
+  assign \$39  = ! \$signal$60 ;
   assign \$40  = \$38  & \$39 ;
   assign \$41  = entry_0_valid & entry_1_valid;
   assign \$42  = ~ \$41 ;
   assign \$43  = sites_in__valid & \$42 ;
-  assign \$44  = ! \$signal$56 ;
+  assign \$44  = ! \$signal$60 ;
   assign \$45  = \$43  & \$44 ;
-  assign \$46  = sites_in__payload[34:32] > height_m1;
-  assign \$47  = sites_in__payload[37:35] > width_m1;
+  assign \$46  = sites_in__payload[34:32] > shape_h_m1;
+  assign \$47  = sites_in__payload[37:35] > shape_w_m1;
   assign \$48  = \$46  | \$47 ;
-  assign \$49  = entry_0[34:32] > height_m1;
-  assign \$50  = entry_0[37:35] > width_m1;
+  assign \$49  = entry_0[34:32] > shape_h_m1;
+  assign \$50  = entry_0[37:35] > shape_w_m1;
   assign \$51  = \$49  | \$50 ;
   assign \$52  = \$45  ? \$48  : \$51 ;
   assign \$53  = entry_0_valid & entry_1_valid;
   assign \$54  = ~ \$53 ;
   assign \$55  = sites_in__valid & \$54 ;
-  assign \$56  = ! \$signal$56 ;
+  assign \$56  = ! \$signal$60 ;
   assign \$57  = \$55  & \$56 ;
   assign \$58  = sites_in__payload[34:32] < permit_row;
   assign \$59  = entry_0[34:32] < permit_row;
@@ -11518,11 +11568,11 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   assign \$67  = ~ \$66 ;
   assign \$68  = sites_in__valid & \$67 ;
   assign \$70  = \$68  & \$69 ;
-  assign \$71  = sites_in__payload[34:32] > height_m1;
-  assign \$72  = sites_in__payload[37:35] > width_m1;
+  assign \$71  = sites_in__payload[34:32] > shape_h_m1;
+  assign \$72  = sites_in__payload[37:35] > shape_w_m1;
   assign \$73  = \$71  | \$72 ;
-  assign \$74  = entry_1[34:32] > height_m1;
-  assign \$75  = entry_1[37:35] > width_m1;
+  assign \$74  = entry_1[34:32] > shape_h_m1;
+  assign \$75  = entry_1[37:35] > shape_w_m1;
   assign \$76  = \$74  | \$75 ;
   assign \$77  = \$70  ? \$73  : \$76 ;
   assign \$78  = entry_0_valid & entry_1_valid;
@@ -11535,13 +11585,13 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   assign \$86  = entry_0_valid & entry_1_valid;
   assign \$87  = ~ \$86 ;
   assign \$88  = sites_in__valid & \$87 ;
-  assign \$89  = ~ \$signal$56 ;
+  assign \$89  = ~ \$signal$60 ;
   assign \$90  = ~ rp;
   assign \$91  = ! rp;
   assign \$92  = entry_0_valid & entry_1_valid;
   assign \$93  = ~ \$92 ;
   assign \$94  = sites_in__valid & \$93 ;
-  assign \$95  = ! \$signal$56 ;
+  assign \$95  = ! \$signal$60 ;
   assign \$96  = \$94  & \$95 ;
   assign \$97  = ~ \$96 ;
   assign \$98  = \$91  & \$97 ;
@@ -11574,19 +11624,19 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   assign \$127  = take & got[38];
   assign \$128  = ! w_slot;
   assign \$129  = w_en & \$128 ;
-  assign \$130  = \$signal$65  ? 8'h00 : bitmap_0;
+  assign \$130  = \$signal$67  ? 8'h00 : bitmap_0;
   assign \$131  = \$130  | \$28 [7:0];
   assign \$132  = w_slot == 1'h1;
   assign \$133  = w_en & \$132 ;
-  assign \$134  = \$signal$65  ? 8'h00 : bitmap_1;
+  assign \$134  = \$signal$67  ? 8'h00 : bitmap_1;
   assign \$135  = \$134  | \$28 [7:0];
   assign \$136  = w_slot == 2'h2;
   assign \$137  = w_en & \$136 ;
-  assign \$138  = \$signal$65  ? 8'h00 : bitmap_2;
+  assign \$138  = \$signal$67  ? 8'h00 : bitmap_2;
   assign \$139  = \$138  | \$28 [7:0];
   assign \$140  = w_slot == 2'h3;
   assign \$141  = w_en & \$140 ;
-  assign \$142  = \$signal$65  ? 8'h00 : bitmap_3;
+  assign \$142  = \$signal$67  ? 8'h00 : bitmap_3;
   assign \$143  = \$142  | \$28 [7:0];
   always @(posedge clk)
     c_gi <= \$144 ;
@@ -11597,73 +11647,77 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   always @(posedge clk)
     \$signal$21  <= \$147 ;
   always @(posedge clk)
-    entry_0 <= \$148 ;
+    shape_h_m1 <= \$148 ;
   always @(posedge clk)
-    entry_0_valid <= \$149 ;
+    shape_w_m1 <= \$149 ;
   always @(posedge clk)
-    entry_0_outside <= \$150 ;
+    entry_0 <= \$150 ;
   always @(posedge clk)
-    entry_0_permit <= \$151 ;
+    entry_0_valid <= \$151 ;
   always @(posedge clk)
-    entry_1 <= \$152 ;
+    entry_0_outside <= \$152 ;
   always @(posedge clk)
-    entry_1_valid <= \$153 ;
+    entry_0_permit <= \$153 ;
   always @(posedge clk)
-    entry_1_outside <= \$154 ;
+    entry_1 <= \$154 ;
   always @(posedge clk)
-    entry_1_permit <= \$155 ;
+    entry_1_valid <= \$155 ;
   always @(posedge clk)
-    \$signal$56  <= \$156 ;
+    entry_1_outside <= \$156 ;
   always @(posedge clk)
-    rp <= \$157 ;
+    entry_1_permit <= \$157 ;
   always @(posedge clk)
-    done_rows <= \$158 ;
+    \$signal$60  <= \$158 ;
   always @(posedge clk)
-    busy <= \$159 ;
+    rp <= \$159 ;
   always @(posedge clk)
-    eof_seen <= \$160 ;
+    done_rows <= \$160 ;
   always @(posedge clk)
-    \$signal$40  <= \$161 ;
+    busy <= \$161 ;
   always @(posedge clk)
-    error <= \$162 ;
+    eof_seen <= \$162 ;
   always @(posedge clk)
-    has_last <= \$163 ;
+    \$signal$40  <= \$163 ;
   always @(posedge clk)
-    last_y <= \$164 ;
+    error <= \$164 ;
   always @(posedge clk)
-    w_en <= \$165 ;
+    has_last <= \$165 ;
   always @(posedge clk)
-    \$signal$65  <= \$166 ;
+    last_y <= \$166 ;
   always @(posedge clk)
-    w_set <= \$167 ;
+    w_en <= \$167 ;
   always @(posedge clk)
-    w_slot <= \$168 ;
+    \$signal$67  <= \$168 ;
   always @(posedge clk)
-    w_x <= \$169 ;
+    w_set <= \$169 ;
   always @(posedge clk)
-    w_y <= \$170 ;
+    w_slot <= \$170 ;
   always @(posedge clk)
-    w_addr <= \$171 ;
+    w_x <= \$171 ;
   always @(posedge clk)
-    w_data <= \$172 ;
+    w_y <= \$172 ;
   always @(posedge clk)
-    acc_eof <= \$173 ;
+    w_addr <= \$173 ;
   always @(posedge clk)
-    bitmap_0 <= \$174 ;
+    w_data <= \$174 ;
   always @(posedge clk)
-    row_tag_0 <= \$175 ;
+    acc_eof <= \$175 ;
   always @(posedge clk)
-    bitmap_1 <= \$176 ;
+    bitmap_0 <= \$176 ;
   always @(posedge clk)
-    row_tag_1 <= \$177 ;
+    row_tag_0 <= \$177 ;
   always @(posedge clk)
-    bitmap_2 <= \$178 ;
+    bitmap_1 <= \$178 ;
   always @(posedge clk)
-    row_tag_2 <= \$179 ;
+    row_tag_1 <= \$179 ;
   always @(posedge clk)
-    bitmap_3 <= \$180 ;
+    bitmap_2 <= \$180 ;
   always @(posedge clk)
-    row_tag_3 <= \$181 ;
+    row_tag_2 <= \$181 ;
+  always @(posedge clk)
+    bitmap_3 <= \$182 ;
+  always @(posedge clk)
+    row_tag_3 <= \$183 ;
   \top.block_0_1.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -11735,153 +11789,134 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$148  = entry_0;
-    if (\$40 ) begin
-      \$148  = entry;
-    end
+    \$148  = height_m1;
     if (rst) begin
-      \$148  = 45'h000000000000;
+      \$148  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$149  = entry_0_valid;
+    \$149  = width_m1;
+    if (rst) begin
+      \$149  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$150  = entry_0;
     if (\$40 ) begin
-      \$149  = 1'h1;
+      \$150  = entry;
+    end
+    if (rst) begin
+      \$150  = 45'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$151  = entry_0_valid;
+    if (\$40 ) begin
+      \$151  = 1'h1;
     end
     if (take) begin
       if (\$98 ) begin
-        \$149  = 1'h0;
+        \$151  = 1'h0;
       end
     end
-    if (rst) begin
-      \$149  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$150  = \$52 ;
-    if (rst) begin
-      \$150  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$151  = \$60 ;
     if (rst) begin
       \$151  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$152  = entry_1;
-    if (\$65 ) begin
-      \$152  = entry;
-    end
+    \$152  = \$52 ;
     if (rst) begin
-      \$152  = 45'h000000000000;
+      \$152  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$153  = entry_1_valid;
-    if (\$65 ) begin
-      \$153  = 1'h1;
-    end
-    if (take) begin
-      if (\$106 ) begin
-        \$153  = 1'h0;
-      end
-    end
+    \$153  = \$60 ;
     if (rst) begin
       \$153  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$154  = \$77 ;
+    \$154  = entry_1;
+    if (\$65 ) begin
+      \$154  = entry;
+    end
     if (rst) begin
-      \$154  = 1'h0;
+      \$154  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$155  = \$85 ;
+    \$155  = entry_1_valid;
+    if (\$65 ) begin
+      \$155  = 1'h1;
+    end
+    if (take) begin
+      if (\$106 ) begin
+        \$155  = 1'h0;
+      end
+    end
     if (rst) begin
       \$155  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$156  = \$signal$56 ;
-    if (\$88 ) begin
-      \$156  = \$89 ;
-    end
+    \$156  = \$77 ;
     if (rst) begin
       \$156  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$157  = rp;
-    if (take) begin
-      \$157  = \$90 ;
-    end
+    \$157  = \$85 ;
     if (rst) begin
       \$157  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$158  = done_rows;
+    \$158  = \$signal$60 ;
+    if (\$88 ) begin
+      \$158  = \$89 ;
+    end
+    if (rst) begin
+      \$158  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$159  = rp;
+    if (take) begin
+      \$159  = \$90 ;
+    end
+    if (rst) begin
+      \$159  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$160  = done_rows;
     if (\$114 ) begin
-      \$158  = { 2'h0, got[34:32] };
+      \$160  = { 2'h0, got[34:32] };
     end
     if (frame_reset) begin
-      \$158  = 5'h00;
+      \$160  = 5'h00;
     end
     if (rst) begin
-      \$158  = 5'h00;
+      \$160  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$159  = busy;
+    \$161  = busy;
     if (take) begin
-      \$159  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$159  = 1'h0;
-    end
-    if (rst) begin
-      \$159  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$160  = eof_seen;
-    if (take) begin
-      if (got[38]) begin
-        \$160  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$160  = 1'h0;
-    end
-    if (rst) begin
-      \$160  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$161  = \$signal$40 ;
-    if (take) begin
-      if (got[38]) begin
-        \$161  = 1'h0;
-      end else if (\$signal$40 ) begin
-      end else if (bad) begin
-        \$161  = 1'h1;
-      end
+      \$161  = 1'h1;
     end
     if (frame_reset) begin
       \$161  = 1'h0;
@@ -11892,14 +11927,9 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$162  = error;
+    \$162  = eof_seen;
     if (take) begin
       if (got[38]) begin
-        if (\$116 ) begin
-          \$162  = 1'h1;
-        end
-      end else if (\$signal$40 ) begin
-      end else if (bad) begin
         \$162  = 1'h1;
       end
     end
@@ -11912,12 +11942,12 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$163  = has_last;
+    \$163  = \$signal$40 ;
     if (take) begin
       if (got[38]) begin
+        \$163  = 1'h0;
       end else if (\$signal$40 ) begin
       end else if (bad) begin
-      end else if (got[43]) begin
         \$163  = 1'h1;
       end
     end
@@ -11930,112 +11960,125 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$164  = last_y;
+    \$164  = error;
+    if (take) begin
+      if (got[38]) begin
+        if (\$116 ) begin
+          \$164  = 1'h1;
+        end
+      end else if (\$signal$40 ) begin
+      end else if (bad) begin
+        \$164  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$164  = 1'h0;
+    end
+    if (rst) begin
+      \$164  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$165  = has_last;
     if (take) begin
       if (got[38]) begin
       end else if (\$signal$40 ) begin
       end else if (bad) begin
       end else if (got[43]) begin
-        \$164  = got[34:32];
+        \$165  = 1'h1;
       end
     end
-    if (rst) begin
-      \$164  = 3'h0;
+    if (frame_reset) begin
+      \$165  = 1'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$165  = \$122 ;
     if (rst) begin
       \$165  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$166  = \$126 ;
+    \$166  = last_y;
+    if (take) begin
+      if (got[38]) begin
+      end else if (\$signal$40 ) begin
+      end else if (bad) begin
+      end else if (got[43]) begin
+        \$166  = got[34:32];
+      end
+    end
     if (rst) begin
-      \$166  = 1'h0;
+      \$166  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$167  = got[43];
+    \$167  = \$122 ;
     if (rst) begin
       \$167  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$168  = got[33:32];
+    \$168  = \$126 ;
     if (rst) begin
-      \$168  = 2'h0;
+      \$168  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$169  = got[37:35];
+    \$169  = got[43];
     if (rst) begin
-      \$169  = 3'h0;
+      \$169  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$170  = got[34:32];
+    \$170  = got[33:32];
     if (rst) begin
-      \$170  = 3'h0;
+      \$170  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$171  = { got[33:32], got[37:35], got[41:40] };
+    \$171  = got[37:35];
     if (rst) begin
-      \$171  = 7'h00;
+      \$171  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$172  = got[31:0];
+    \$172  = got[34:32];
     if (rst) begin
-      \$172  = 32'd0;
+      \$172  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$173  = \$127 ;
+    \$173  = { got[33:32], got[37:35], got[41:40] };
     if (rst) begin
-      \$173  = 1'h0;
+      \$173  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$174  = bitmap_0;
+    \$174  = got[31:0];
+    if (rst) begin
+      \$174  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$175  = \$127 ;
+    if (rst) begin
+      \$175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$176  = bitmap_0;
     if (\$129 ) begin
-      \$174  = \$131 ;
-    end
-    if (rst) begin
-      \$174  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$175  = row_tag_0;
-    if (\$129 ) begin
-      if (\$signal$65 ) begin
-        \$175  = { 1'h0, w_y };
-      end
-    end
-    if (frame_reset) begin
-      \$175  = 4'hf;
-    end
-    if (rst) begin
-      \$175  = 4'hf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$176  = bitmap_1;
-    if (\$133 ) begin
-      \$176  = \$135 ;
+      \$176  = \$131 ;
     end
     if (rst) begin
       \$176  = 8'h00;
@@ -12043,9 +12086,9 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$177  = row_tag_1;
-    if (\$133 ) begin
-      if (\$signal$65 ) begin
+    \$177  = row_tag_0;
+    if (\$129 ) begin
+      if (\$signal$67 ) begin
         \$177  = { 1'h0, w_y };
       end
     end
@@ -12058,9 +12101,9 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$178  = bitmap_2;
-    if (\$137 ) begin
-      \$178  = \$139 ;
+    \$178  = bitmap_1;
+    if (\$133 ) begin
+      \$178  = \$135 ;
     end
     if (rst) begin
       \$178  = 8'h00;
@@ -12068,9 +12111,9 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$179  = row_tag_2;
-    if (\$137 ) begin
-      if (\$signal$65 ) begin
+    \$179  = row_tag_1;
+    if (\$133 ) begin
+      if (\$signal$67 ) begin
         \$179  = { 1'h0, w_y };
       end
     end
@@ -12083,9 +12126,9 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$180  = bitmap_3;
-    if (\$141 ) begin
-      \$180  = \$143 ;
+    \$180  = bitmap_2;
+    if (\$137 ) begin
+      \$180  = \$139 ;
     end
     if (rst) begin
       \$180  = 8'h00;
@@ -12093,9 +12136,9 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$181  = row_tag_3;
-    if (\$141 ) begin
-      if (\$signal$65 ) begin
+    \$181  = row_tag_2;
+    if (\$137 ) begin
+      if (\$signal$67 ) begin
         \$181  = { 1'h0, w_y };
       end
     end
@@ -12104,6 +12147,31 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
     if (rst) begin
       \$181  = 4'hf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$182  = bitmap_3;
+    if (\$141 ) begin
+      \$182  = \$143 ;
+    end
+    if (rst) begin
+      \$182  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$183  = row_tag_3;
+    if (\$141 ) begin
+      if (\$signal$67 ) begin
+        \$183  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$183  = 4'hf;
+    end
+    if (rst) begin
+      \$183  = 4'hf;
     end
   end
   assign rd_addr = r_addr;
@@ -12206,11 +12274,11 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   assign tags[11:8] = row_tag_2;
   assign tags[7:4] = row_tag_1;
   assign tags[3:0] = row_tag_0;
-  assign \$64  = \$signal$56 ;
-  assign \$69  = \$signal$56 ;
-  assign \$81  = \$signal$56 ;
+  assign \$64  = \$signal$60 ;
+  assign \$69  = \$signal$60 ;
+  assign \$81  = \$signal$60 ;
   assign \$99  = rp;
-  assign \$103  = \$signal$56 ;
+  assign \$103  = \$signal$60 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -16025,7 +16093,7 @@ endmodule
 module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
-  wire \$10 ;
+  wire [7:0] \$10 ;
   wire \$100 ;
   wire \$101 ;
   wire \$102 ;
@@ -16036,29 +16104,29 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire \$11 ;
+  wire [8:0] \$11 ;
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
   wire \$113 ;
   wire \$114 ;
   wire \$115 ;
-  wire \$116 ;
+  wire [7:0] \$116 ;
   wire \$117 ;
   wire \$118 ;
-  wire [7:0] \$119 ;
-  wire \$12 ;
+  wire \$119 ;
+  wire [8:0] \$12 ;
   wire \$120 ;
   wire \$121 ;
   wire \$122 ;
   wire \$123 ;
-  wire \$124 ;
-  wire \$125 ;
+  wire [7:0] \$124 ;
+  wire [7:0] \$125 ;
   wire \$126 ;
-  wire [7:0] \$127 ;
-  wire [7:0] \$128 ;
+  wire \$127 ;
+  wire \$128 ;
   wire \$129 ;
-  wire \$13 ;
+  wire [7:0] \$13 ;
   wire \$130 ;
   wire \$131 ;
   wire \$132 ;
@@ -16069,7 +16137,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$137 ;
   wire \$138 ;
   wire \$139 ;
-  wire \$14 ;
+  wire [8:0] \$14 ;
   wire \$140 ;
   wire \$141 ;
   wire \$142 ;
@@ -16080,7 +16148,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$147 ;
   wire \$148 ;
   wire \$149 ;
-  wire [7:0] \$15 ;
+  wire [8:0] \$15 ;
   wire \$150 ;
   wire \$151 ;
   wire \$152 ;
@@ -16091,7 +16159,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$157 ;
   wire \$158 ;
   wire \$159 ;
-  wire [8:0] \$16 ;
+  wire \$16 ;
   wire \$160 ;
   wire \$161 ;
   wire \$162 ;
@@ -16102,18 +16170,18 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$167 ;
   wire \$168 ;
   wire \$169 ;
-  wire [8:0] \$17 ;
+  wire [1:0] \$17 ;
   wire \$170 ;
-  wire \$171 ;
+  wire [7:0] \$171 ;
   wire \$172 ;
   wire \$173 ;
-  wire [7:0] \$174 ;
+  wire \$174 ;
   wire \$175 ;
   wire \$176 ;
   wire \$177 ;
   wire \$178 ;
   wire \$179 ;
-  wire [7:0] \$18 ;
+  wire [1:0] \$18 ;
   wire \$180 ;
   wire \$181 ;
   wire \$182 ;
@@ -16124,7 +16192,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$187 ;
   wire \$188 ;
   wire \$189 ;
-  wire [8:0] \$19 ;
+  wire [2:0] \$19 ;
   wire \$190 ;
   wire \$191 ;
   wire \$192 ;
@@ -16136,7 +16204,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$198 ;
   wire \$199 ;
   wire \$2 ;
-  wire [8:0] \$20 ;
+  wire \$20 ;
   wire \$200 ;
   wire \$201 ;
   wire \$202 ;
@@ -16147,7 +16215,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$207 ;
   wire \$208 ;
   wire \$209 ;
-  wire \$21 ;
+  wire [5:0] \$21 ;
   wire \$210 ;
   wire \$211 ;
   wire \$212 ;
@@ -16155,78 +16223,76 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$214 ;
   wire \$215 ;
   wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
-  wire \$219 ;
-  wire [1:0] \$22 ;
-  wire [2:0] \$220 ;
-  wire [2:0] \$221 ;
-  wire [2:0] \$222 ;
+  wire [2:0] \$217 ;
+  wire [2:0] \$218 ;
+  wire [2:0] \$219 ;
+  wire \$22 ;
+  wire [3:0] \$220 ;
+  wire [3:0] \$221 ;
+  wire [3:0] \$222 ;
   wire [3:0] \$223 ;
-  wire [3:0] \$224 ;
-  wire [3:0] \$225 ;
-  wire [3:0] \$226 ;
+  reg \$224 ;
+  reg \$225 ;
+  reg \$226 ;
   reg \$227 ;
   reg \$228 ;
   reg \$229 ;
-  wire [1:0] \$23 ;
+  wire \$23 ;
   reg \$230 ;
   reg \$231 ;
-  reg \$232 ;
+  reg [2:0] \$232 ;
   reg \$233 ;
   reg \$234 ;
-  reg [2:0] \$235 ;
-  reg \$236 ;
-  reg \$237 ;
+  reg \$235 ;
+  reg [7:0] \$236 ;
+  reg [2:0] \$237 ;
   reg \$238 ;
   reg [7:0] \$239 ;
-  wire [2:0] \$24 ;
+  wire \$24 ;
   reg [2:0] \$240 ;
   reg \$241 ;
-  reg [7:0] \$242 ;
-  reg [2:0] \$243 ;
-  reg \$244 ;
-  reg [1:0] \$245 ;
+  reg [1:0] \$242 ;
+  reg \$243 ;
+  reg [4:0] \$244 ;
+  reg [2:0] \$245 ;
   reg \$246 ;
-  reg [2:0] \$247 ;
+  reg [3:0] \$247 ;
   reg [4:0] \$248 ;
-  reg [3:0] \$249 ;
+  reg [4:0] \$249 ;
   wire \$25 ;
-  reg [4:0] \$250 ;
-  reg [4:0] \$251 ;
-  reg \$252 ;
+  reg \$250 ;
+  reg \$251 ;
+  reg [7:0] \$252 ;
   reg \$253 ;
-  reg [7:0] \$254 ;
+  reg [2:0] \$254 ;
   reg \$255 ;
-  reg [2:0] \$256 ;
-  reg \$257 ;
-  reg [7:0] \$258 ;
-  reg [7:0] \$259 ;
-  wire [5:0] \$26 ;
+  reg [7:0] \$256 ;
+  reg [7:0] \$257 ;
+  reg \$258 ;
+  reg \$259 ;
+  wire \$26 ;
   reg \$260 ;
-  reg \$261 ;
+  reg [2:0] \$261 ;
   reg \$262 ;
-  reg [2:0] \$263 ;
-  reg \$264 ;
-  reg \$265 ;
-  reg [7:0] \$266 ;
-  reg [7:0] \$267 ;
+  reg \$263 ;
+  reg [7:0] \$264 ;
+  reg [7:0] \$265 ;
+  reg \$266 ;
+  reg [2:0] \$267 ;
   reg \$268 ;
-  reg [2:0] \$269 ;
+  reg \$269 ;
   wire \$27 ;
   reg \$270 ;
-  reg \$271 ;
+  reg [2:0] \$271 ;
   reg \$272 ;
-  reg [2:0] \$273 ;
+  reg [7:0] \$273 ;
   reg \$274 ;
-  reg [7:0] \$275 ;
+  reg \$275 ;
   reg \$276 ;
   reg \$277 ;
-  reg \$278 ;
-  reg \$279 ;
+  reg [2:0] \$278 ;
+  reg [2:0] \$279 ;
   wire \$28 ;
-  reg [2:0] \$280 ;
-  reg [2:0] \$281 ;
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
@@ -16245,15 +16311,15 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
-  wire \$45 ;
-  wire \$46 ;
-  wire \$47 ;
+  wire [7:0] \$45 ;
+  wire [7:0] \$46 ;
+  wire [7:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
-  wire [5:0] \$5 ;
-  wire [7:0] \$50 ;
-  wire [7:0] \$51 ;
-  wire [7:0] \$52 ;
+  wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
@@ -16271,23 +16337,23 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [5:0] \$69 ;
   wire \$7 ;
   wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire \$73 ;
-  wire [4:0] \$74 ;
-  wire [5:0] \$75 ;
-  wire [5:0] \$76 ;
+  wire [4:0] \$71 ;
+  wire [5:0] \$72 ;
+  wire [5:0] \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire \$76 ;
   wire \$77 ;
   wire \$78 ;
-  wire \$79 ;
+  wire [7:0] \$79 ;
   wire \$8 ;
-  wire \$80 ;
+  wire [7:0] \$80 ;
   wire \$81 ;
-  wire [7:0] \$82 ;
-  wire [7:0] \$83 ;
+  wire \$82 ;
+  wire \$83 ;
   wire \$84 ;
   wire \$85 ;
   wire \$86 ;
@@ -16308,29 +16374,29 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   reg \$like  = 1'h0;
   reg \$like$64  = 1'h0;
   reg \$like$72  = 1'h0;
-  reg \$signal  = 1'h0;
-  reg [7:0] \$signal$12  = 8'h00;
-  reg \$signal$16  = 1'h0;
-  reg [2:0] \$signal$18  = 3'h0;
+  reg [7:0] \$signal  = 8'h00;
+  reg \$signal$11  = 1'h0;
+  reg [2:0] \$signal$13  = 3'h0;
+  reg \$signal$24  = 1'h0;
+  reg [2:0] \$signal$26  = 3'h0;
   reg \$signal$29  = 1'h0;
-  reg [2:0] \$signal$31  = 3'h0;
-  reg \$signal$34  = 1'h0;
-  reg \$signal$38  = 1'h0;
-  reg \$signal$41  = 1'h0;
+  reg \$signal$33  = 1'h0;
+  reg \$signal$36  = 1'h0;
+  reg \$signal$37  = 1'h0;
+  reg \$signal$40  = 1'h0;
   reg \$signal$42  = 1'h0;
   reg \$signal$45  = 1'h0;
-  reg \$signal$47  = 1'h0;
-  reg [7:0] \$signal$53  = 8'h00;
+  reg [7:0] \$signal$49  = 8'h00;
+  reg \$signal$50  = 1'h0;
+  reg \$signal$54  = 1'h0;
   reg [7:0] \$signal$63  = 8'h00;
   reg \$signal$68  = 1'h1;
   reg \$signal$69  = 1'h0;
-  reg \$signal$7  = 1'h0;
   reg [7:0] \$signal$70  = 8'h00;
   reg [7:0] \$signal$71  = 8'h00;
   reg [2:0] \$signal$73  = 3'h0;
   reg \$signal$76  = 1'h0;
   reg \$signal$77  = 1'h0;
-  reg \$signal$8  = 1'h0;
   reg [7:0] a2_bits = 8'h00;
   wire [7:0] a2_oh;
   reg [2:0] a2_oy = 3'h0;
@@ -16374,8 +16440,9 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire [2:0] \head.ox ;
   wire [2:0] \head.oy ;
   wire \head.taps ;
-  reg [4:0] i_cy = 5'h00;
+  reg [4:0] i_in_row_0 = 5'h00;
   reg [2:0] i_row = 3'h0;
+  reg i_top = 1'h0;
   reg issued = 1'h0;
   input [2:0] last_y;
   wire [2:0] last_y;
@@ -16395,7 +16462,6 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire [7:0] rest_oh;
   output [2:0] row;
   wire [2:0] row;
-  reg [4:0] row_0;
   reg [2:0] rows_row = 3'h0;
   input rst;
   wire rst;
@@ -16421,326 +16487,325 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   wire w_rdy;
   reg [2:0] w_row = 3'h0;
   reg [7:0] win_0 = 8'h00;
-  assign \$1  = ~ \$signal$7 ;
-  assign \$2  = ~ \$signal$8 ;
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = \$signal  & \$3 ;
-  assign \$5  = i_cy + 1'h0;
-  assign \$6  = \$signal$12 [1] | \$signal$12 [3];
-  assign \$7  = \$6  | \$signal$12 [5];
-  assign \$8  = \$7  | \$signal$12 [7];
-  assign \$9  = \$signal$12 [2] | \$signal$12 [3];
-  assign \$10  = \$9  | \$signal$12 [6];
-  assign \$11  = \$10  | \$signal$12 [7];
-  assign \$12  = \$signal$12 [4] | \$signal$12 [5];
-  assign \$13  = \$12  | \$signal$12 [6];
-  assign \$14  = \$13  | \$signal$12 [7];
-  assign w_en = \$signal$16  | eof_pend;
-  assign \$15  = ~ b_rest;
-  assign \$16  = \$15  + 1'h1;
-  assign \$17  = { 1'h0, b_rest } & \$16 ;
-  assign \$18  = ~ a2_bits;
-  assign \$19  = \$18  + 1'h1;
-  assign \$20  = { 1'h0, a2_bits } & \$19 ;
-  assign \$21  = ~ nz;
-  assign \$22  = \$21  + 1'h1;
-  assign \$23  = { 1'h0, nz } & \$22 ;
-  assign \$24  = \$signal$29  ? \$signal$31  : rows_row;
-  assign row = sites__valid ? sites__payload[2:0] : \$24 ;
-  assign \$25  = done_rows >= need;
-  assign \$26  = need + 1'h1;
-  assign \$27  = done_rows >= \$26 ;
-  assign \$28  = f_row > last_y;
-  assign \$29  = f_row >= last_y;
-  assign \$30  = ~ \$signal$47 ;
+  assign \$1  = \$signal [1] | \$signal [3];
+  assign \$2  = \$1  | \$signal [5];
+  assign \$3  = \$2  | \$signal [7];
+  assign \$4  = \$signal [2] | \$signal [3];
+  assign \$5  = \$4  | \$signal [6];
+  assign \$6  = \$5  | \$signal [7];
+  assign \$7  = \$signal [4] | \$signal [5];
+  assign \$8  = \$7  | \$signal [6];
+  assign \$9  = \$8  | \$signal [7];
+  assign w_en = \$signal$11  | eof_pend;
+  assign \$10  = ~ b_rest;
+  assign \$11  = \$10  + 1'h1;
+  assign \$12  = { 1'h0, b_rest } & \$11 ;
+  assign \$13  = ~ a2_bits;
+  assign \$14  = \$13  + 1'h1;
+  assign \$15  = { 1'h0, a2_bits } & \$14 ;
+  assign \$16  = ~ nz;
+  assign \$17  = \$16  + 1'h1;
+  assign \$18  = { 1'h0, nz } & \$17 ;
+  assign \$19  = \$signal$24  ? \$signal$26  : rows_row;
+  assign row = sites__valid ? sites__payload[2:0] : \$19 ;
+  assign \$20  = done_rows >= need;
+  assign \$21  = need + 1'h1;
+  assign \$22  = done_rows >= \$21 ;
+  assign \$23  = f_row > last_y;
+  assign \$24  = f_row >= last_y;
+  assign \$25  = ~ \$signal$42 ;
+  assign \$26  = ~ a_v;
+  assign \$27  = nz_zero & \$26 ;
+  assign \$28  = \$25  | \$27 ;
+  assign \$29  = \$signal$42  & \$28 ;
+  assign \$30  = ~ \$signal$42 ;
   assign \$31  = ~ a_v;
   assign \$32  = nz_zero & \$31 ;
   assign \$33  = \$30  | \$32 ;
-  assign \$34  = \$signal$47  & \$33 ;
-  assign \$35  = ~ \$signal$47 ;
-  assign \$36  = ~ a_v;
-  assign \$37  = nz_zero & \$36 ;
-  assign \$38  = \$35  | \$37 ;
-  assign \$39  = \$signal$8  & \$38 ;
-  assign \$40  = | win_0;
-  assign \$41  = | win_0;
-  assign \$42  = ! \$41 ;
-  assign \$43  = ~ \$signal$8 ;
-  assign \$44  = ~ \$signal$47 ;
-  assign \$45  = ~ a_v;
-  assign \$46  = nz_zero & \$45 ;
-  assign \$47  = \$44  | \$46 ;
-  assign \$48  = \$43  | \$47 ;
-  assign \$49  = \$signal$7  & \$48 ;
-  assign \$50  = sel_0[0] ? bitmaps[7:0] : 8'h00;
-  assign \$51  = sel_0[1] ? bitmaps[15:8] : 8'h00;
-  assign \$52  = \$50  | \$51 ;
-  assign \$53  = ~ \$signal$7 ;
-  assign \$54  = ~ \$signal$8 ;
-  assign \$55  = \$53  | \$54 ;
-  assign \$56  = \$signal  & \$55 ;
-  assign \$57  = ! row_0[0];
-  assign \$58  = tags[3:0] == row_0;
-  assign \$59  = \$57  & \$58 ;
-  assign \$61  = tags[7:4] == row_0;
+  assign \$34  = \$signal$45  & \$33 ;
+  assign \$35  = | win_0;
+  assign \$36  = | win_0;
+  assign \$37  = ! \$36 ;
+  assign \$38  = ~ \$signal$45 ;
+  assign \$39  = ~ \$signal$42 ;
+  assign \$40  = ~ a_v;
+  assign \$41  = nz_zero & \$40 ;
+  assign \$42  = \$39  | \$41 ;
+  assign \$43  = \$38  | \$42 ;
+  assign \$44  = \$signal$50  & \$43 ;
+  assign \$45  = sel_0[0] ? bitmaps[7:0] : 8'h00;
+  assign \$46  = sel_0[1] ? bitmaps[15:8] : 8'h00;
+  assign \$47  = \$45  | \$46 ;
+  assign \$48  = ~ \$signal$50 ;
+  assign \$49  = ~ \$signal$45 ;
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = \$signal$54  & \$50 ;
+  assign \$52  = ! i_in_row_0[0];
+  assign \$53  = tags[3:0] == i_in_row_0;
+  assign \$54  = \$52  & \$53 ;
+  assign \$56  = tags[7:4] == i_in_row_0;
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = ~ \$signal$54 ;
+  assign \$59  = ~ \$signal$50 ;
+  assign \$60  = \$58  | \$59 ;
+  assign \$61  = ~ ends;
   assign \$62  = \$60  & \$61 ;
-  assign \$63  = ~ \$signal ;
-  assign \$64  = ~ \$signal$7 ;
+  assign \$63  = ~ has_last_r;
+  assign \$64  = issued ? \$signal$40  : \$signal$37 ;
   assign \$65  = \$63  | \$64 ;
-  assign \$66  = ~ ends;
-  assign \$67  = \$65  & \$66 ;
-  assign \$68  = ~ has_last_r;
-  assign \$69  = issued ? \$signal$45  : \$signal$42 ;
-  assign \$70  = \$68  | \$69 ;
-  assign \$71  = \$signal$34  & \$70 ;
-  assign \$72  = issued ? \$signal$41  : \$signal$38 ;
-  assign \$73  = \$signal$34  | \$72 ;
-  assign \$74  = f_row + 1'h1;
-  assign \$75  = cy + 1'h1;
-  assign \$76  = need + 1'h1;
-  assign \$77  = ~ \$signal$16 ;
-  assign \$78  = eof_pend & \$77 ;
-  assign \$79  = \$78  & w_rdy;
-  assign \$80  = ~ \$signal$16 ;
-  assign \$81  = \$80  | w_rdy;
-  assign \$82  = ~ \$17 [7:0];
-  assign \$83  = b_rest & \$82 ;
-  assign \$85  = b_rest[0] & b_rest[1];
-  assign \$88  = b_rest[2] & b_rest[3];
-  assign \$90  = \$86  | \$89 ;
-  assign \$91  = b_rest[0] | b_rest[1];
-  assign \$92  = b_rest[2] | b_rest[3];
-  assign \$93  = \$91  & \$92 ;
-  assign \$94  = \$90  | \$93 ;
-  assign \$96  = b_rest[4] & b_rest[5];
-  assign \$99  = b_rest[6] & b_rest[7];
-  assign \$101  = \$97  | \$100 ;
-  assign \$102  = b_rest[4] | b_rest[5];
-  assign \$103  = b_rest[6] | b_rest[7];
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = \$101  | \$104 ;
-  assign \$106  = \$94  | \$105 ;
-  assign \$107  = b_rest[0] | b_rest[1];
-  assign \$108  = b_rest[2] | b_rest[3];
+  assign \$66  = \$signal$29  & \$65 ;
+  assign \$67  = issued ? \$signal$36  : \$signal$33 ;
+  assign \$68  = \$signal$29  | \$67 ;
+  assign \$69  = cy + 1'h0;
+  assign \$70  = ! cy;
+  assign \$71  = f_row + 1'h1;
+  assign \$72  = cy + 1'h1;
+  assign \$73  = need + 1'h1;
+  assign \$74  = ~ \$signal$11 ;
+  assign \$75  = eof_pend & \$74 ;
+  assign \$76  = \$75  & w_rdy;
+  assign \$77  = ~ \$signal$11 ;
+  assign \$78  = \$77  | w_rdy;
+  assign \$79  = ~ \$12 [7:0];
+  assign \$80  = b_rest & \$79 ;
+  assign \$82  = b_rest[0] & b_rest[1];
+  assign \$85  = b_rest[2] & b_rest[3];
+  assign \$87  = \$83  | \$86 ;
+  assign \$88  = b_rest[0] | b_rest[1];
+  assign \$89  = b_rest[2] | b_rest[3];
+  assign \$90  = \$88  & \$89 ;
+  assign \$91  = \$87  | \$90 ;
+  assign \$93  = b_rest[4] & b_rest[5];
+  assign \$96  = b_rest[6] & b_rest[7];
+  assign \$98  = \$94  | \$97 ;
+  assign \$99  = b_rest[4] | b_rest[5];
+  assign \$100  = b_rest[6] | b_rest[7];
+  assign \$101  = \$99  & \$100 ;
+  assign \$102  = \$98  | \$101 ;
+  assign \$103  = \$91  | \$102 ;
+  assign \$104  = b_rest[0] | b_rest[1];
+  assign \$105  = b_rest[2] | b_rest[3];
+  assign \$106  = \$104  | \$105 ;
+  assign \$107  = b_rest[4] | b_rest[5];
+  assign \$108  = b_rest[6] | b_rest[7];
   assign \$109  = \$107  | \$108 ;
-  assign \$110  = b_rest[4] | b_rest[5];
-  assign \$111  = b_rest[6] | b_rest[7];
-  assign \$112  = \$110  | \$111 ;
-  assign \$113  = \$109  & \$112 ;
-  assign \$114  = \$106  | \$113 ;
-  assign \$115  = ~ \$114 ;
-  assign \$116  = ~ \$signal$16 ;
-  assign \$117  = \$116  | w_rdy;
-  assign \$118  = \$117  & \$signal$68 ;
-  assign \$119  = \$signal$69  ? \$signal$71  : 8'h00;
-  assign \$120  = ~ \$signal$69 ;
-  assign \$121  = \$120  | a3_rest_zero;
-  assign \$122  = ~ \$signal$69 ;
-  assign \$123  = ~ \$signal$16 ;
-  assign \$124  = \$123  | w_rdy;
-  assign \$125  = \$124  & \$signal$68 ;
-  assign \$126  = \$122  | \$125 ;
-  assign \$127  = ~ \$20 [7:0];
-  assign \$128  = a2_bits & \$127 ;
-  assign \$130  = a2_bits[0] & a2_bits[1];
-  assign \$133  = a2_bits[2] & a2_bits[3];
-  assign \$135  = \$131  | \$134 ;
-  assign \$136  = a2_bits[0] | a2_bits[1];
-  assign \$137  = a2_bits[2] | a2_bits[3];
-  assign \$138  = \$136  & \$137 ;
-  assign \$139  = \$135  | \$138 ;
-  assign \$141  = a2_bits[4] & a2_bits[5];
-  assign \$144  = a2_bits[6] & a2_bits[7];
-  assign \$146  = \$142  | \$145 ;
-  assign \$147  = a2_bits[4] | a2_bits[5];
-  assign \$148  = a2_bits[6] | a2_bits[7];
-  assign \$149  = \$147  & \$148 ;
-  assign \$150  = \$146  | \$149 ;
-  assign \$151  = \$139  | \$150 ;
-  assign \$152  = a2_bits[0] | a2_bits[1];
-  assign \$153  = a2_bits[2] | a2_bits[3];
+  assign \$110  = \$106  & \$109 ;
+  assign \$111  = \$103  | \$110 ;
+  assign \$112  = ~ \$111 ;
+  assign \$113  = ~ \$signal$11 ;
+  assign \$114  = \$113  | w_rdy;
+  assign \$115  = \$114  & \$signal$68 ;
+  assign \$116  = \$signal$69  ? \$signal$71  : 8'h00;
+  assign \$117  = ~ \$signal$69 ;
+  assign \$118  = \$117  | a3_rest_zero;
+  assign \$119  = ~ \$signal$69 ;
+  assign \$120  = ~ \$signal$11 ;
+  assign \$121  = \$120  | w_rdy;
+  assign \$122  = \$121  & \$signal$68 ;
+  assign \$123  = \$119  | \$122 ;
+  assign \$124  = ~ \$15 [7:0];
+  assign \$125  = a2_bits & \$124 ;
+  assign \$127  = a2_bits[0] & a2_bits[1];
+  assign \$130  = a2_bits[2] & a2_bits[3];
+  assign \$132  = \$128  | \$131 ;
+  assign \$133  = a2_bits[0] | a2_bits[1];
+  assign \$134  = a2_bits[2] | a2_bits[3];
+  assign \$135  = \$133  & \$134 ;
+  assign \$136  = \$132  | \$135 ;
+  assign \$138  = a2_bits[4] & a2_bits[5];
+  assign \$141  = a2_bits[6] & a2_bits[7];
+  assign \$143  = \$139  | \$142 ;
+  assign \$144  = a2_bits[4] | a2_bits[5];
+  assign \$145  = a2_bits[6] | a2_bits[7];
+  assign \$146  = \$144  & \$145 ;
+  assign \$147  = \$143  | \$146 ;
+  assign \$148  = \$136  | \$147 ;
+  assign \$149  = a2_bits[0] | a2_bits[1];
+  assign \$150  = a2_bits[2] | a2_bits[3];
+  assign \$151  = \$149  | \$150 ;
+  assign \$152  = a2_bits[4] | a2_bits[5];
+  assign \$153  = a2_bits[6] | a2_bits[7];
   assign \$154  = \$152  | \$153 ;
-  assign \$155  = a2_bits[4] | a2_bits[5];
-  assign \$156  = a2_bits[6] | a2_bits[7];
-  assign \$157  = \$155  | \$156 ;
-  assign \$158  = \$154  & \$157 ;
-  assign \$159  = \$151  | \$158 ;
-  assign \$160  = ~ \$159 ;
-  assign \$161  = ~ \$signal$69 ;
-  assign \$162  = ~ \$signal$16 ;
-  assign \$163  = \$162  | w_rdy;
-  assign \$164  = \$163  & \$signal$68 ;
-  assign \$165  = \$161  | \$164 ;
-  assign \$166  = ~ \$signal$76 ;
-  assign \$167  = ~ \$signal$69 ;
-  assign \$168  = ~ \$signal$16 ;
-  assign \$169  = \$168  | w_rdy;
-  assign \$170  = \$169  & \$signal$68 ;
-  assign \$171  = \$167  | \$170 ;
-  assign \$172  = \$166  | \$171 ;
-  assign \$173  = \$172  & a_v;
-  assign \$174  = a_oh ? \$signal$53  : 8'h00;
-  assign \$175  = ~ \$signal$76 ;
-  assign \$176  = ~ \$signal$69 ;
-  assign \$177  = ~ \$signal$16 ;
-  assign \$178  = \$177  | w_rdy;
-  assign \$179  = \$178  & \$signal$68 ;
-  assign \$180  = \$176  | \$179 ;
-  assign \$181  = \$175  | \$180 ;
-  assign \$182  = ~ a_v;
-  assign \$183  = ~ \$signal$76 ;
-  assign \$184  = ~ \$signal$69 ;
-  assign \$185  = ~ \$signal$16 ;
-  assign \$186  = \$185  | w_rdy;
-  assign \$187  = \$186  & \$signal$68 ;
-  assign \$188  = \$184  | \$187 ;
-  assign \$189  = \$183  | \$188 ;
-  assign \$190  = \$182  | \$189 ;
-  assign \$191  = \$190  & \$signal$47 ;
-  assign \$192  = ~ nz_zero;
-  assign \$193  = \$191  & \$192 ;
-  assign \$194  = ~ \$23 [0];
-  assign \$195  = nz & \$194 ;
-  assign \$197  = ~ \$signal ;
-  assign \$198  = ~ \$signal$7 ;
+  assign \$155  = \$151  & \$154 ;
+  assign \$156  = \$148  | \$155 ;
+  assign \$157  = ~ \$156 ;
+  assign \$158  = ~ \$signal$69 ;
+  assign \$159  = ~ \$signal$11 ;
+  assign \$160  = \$159  | w_rdy;
+  assign \$161  = \$160  & \$signal$68 ;
+  assign \$162  = \$158  | \$161 ;
+  assign \$163  = ~ \$signal$76 ;
+  assign \$164  = ~ \$signal$69 ;
+  assign \$165  = ~ \$signal$11 ;
+  assign \$166  = \$165  | w_rdy;
+  assign \$167  = \$166  & \$signal$68 ;
+  assign \$168  = \$164  | \$167 ;
+  assign \$169  = \$163  | \$168 ;
+  assign \$170  = \$169  & a_v;
+  assign \$171  = a_oh ? \$signal$49  : 8'h00;
+  assign \$172  = ~ \$signal$76 ;
+  assign \$173  = ~ \$signal$69 ;
+  assign \$174  = ~ \$signal$11 ;
+  assign \$175  = \$174  | w_rdy;
+  assign \$176  = \$175  & \$signal$68 ;
+  assign \$177  = \$173  | \$176 ;
+  assign \$178  = \$172  | \$177 ;
+  assign \$179  = ~ a_v;
+  assign \$180  = ~ \$signal$76 ;
+  assign \$181  = ~ \$signal$69 ;
+  assign \$182  = ~ \$signal$11 ;
+  assign \$183  = \$182  | w_rdy;
+  assign \$184  = \$183  & \$signal$68 ;
+  assign \$185  = \$181  | \$184 ;
+  assign \$186  = \$180  | \$185 ;
+  assign \$187  = \$179  | \$186 ;
+  assign \$188  = \$187  & \$signal$42 ;
+  assign \$189  = ~ nz_zero;
+  assign \$190  = \$188  & \$189 ;
+  assign \$191  = ~ \$18 [0];
+  assign \$192  = nz & \$191 ;
+  assign \$194  = ~ \$signal$54 ;
+  assign \$195  = ~ \$signal$50 ;
+  assign \$196  = \$194  | \$195 ;
+  assign \$197  = ~ has_last_r;
+  assign \$198  = issued ? \$signal$40  : \$signal$37 ;
   assign \$199  = \$197  | \$198 ;
-  assign \$200  = ~ has_last_r;
-  assign \$201  = issued ? \$signal$45  : \$signal$42 ;
-  assign \$202  = \$200  | \$201 ;
-  assign \$203  = \$signal$34  & \$202 ;
-  assign \$204  = \$199  & \$203 ;
-  assign \$205  = ends | \$204 ;
-  assign \$206  = \$signal  | \$signal$7 ;
-  assign \$207  = \$206  | \$signal$8 ;
-  assign \$208  = \$207  | \$signal$47 ;
-  assign \$209  = \$208  | \$signal$76 ;
-  assign \$210  = \$209  | \$signal$69 ;
-  assign \$211  = \$210  | b_v;
-  assign \$212  = \$211  | \$signal$16 ;
-  assign \$213  = ~ \$212 ;
-  assign \$214  = \$205  & \$213 ;
-  assign \$215  = ~ eof_done;
-  assign \$216  = \$214  & \$215 ;
-  assign \$217  = \$signal$16  | b_v;
-  assign \$218  = \$217  | \$signal$69 ;
-  assign \$219  = \$218  | \$signal$76 ;
-  assign \$220  = \$signal$69  ? \$signal$73  : a2_oy;
-  assign \$221  = b_v ? b_oy : \$220 ;
-  assign \$222  = \$signal$16  ? \$signal$18  : \$221 ;
-  assign \$223  = \$signal  ? { 1'h0, i_row } : f_row;
-  assign \$224  = \$signal$7  ? { 1'h0, s_row } : \$223 ;
-  assign \$225  = \$signal$8  ? { 1'h0, w_row } : \$224 ;
-  assign \$226  = \$signal$47  ? { 1'h0, c_row } : \$225 ;
+  assign \$200  = \$signal$29  & \$199 ;
+  assign \$201  = \$196  & \$200 ;
+  assign \$202  = ends | \$201 ;
+  assign \$203  = \$signal$54  | \$signal$50 ;
+  assign \$204  = \$203  | \$signal$45 ;
+  assign \$205  = \$204  | \$signal$42 ;
+  assign \$206  = \$205  | \$signal$76 ;
+  assign \$207  = \$206  | \$signal$69 ;
+  assign \$208  = \$207  | b_v;
+  assign \$209  = \$208  | \$signal$11 ;
+  assign \$210  = ~ \$209 ;
+  assign \$211  = \$202  & \$210 ;
+  assign \$212  = ~ eof_done;
+  assign \$213  = \$211  & \$212 ;
+  assign \$214  = \$signal$11  | b_v;
+  assign \$215  = \$214  | \$signal$69 ;
+  assign \$216  = \$215  | \$signal$76 ;
+  assign \$217  = \$signal$69  ? \$signal$73  : a2_oy;
+  assign \$218  = b_v ? b_oy : \$217 ;
+  assign \$219  = \$signal$11  ? \$signal$13  : \$218 ;
+  assign \$220  = \$signal$54  ? { 1'h0, i_row } : f_row;
+  assign \$221  = \$signal$50  ? { 1'h0, s_row } : \$220 ;
+  assign \$222  = \$signal$45  ? { 1'h0, w_row } : \$221 ;
+  assign \$223  = \$signal$42  ? { 1'h0, c_row } : \$222 ;
   always @(posedge clk)
-    \$signal$34  <= \$227 ;
+    \$signal$29  <= \$224 ;
   always @(posedge clk)
-    has_last_r <= \$228 ;
+    has_last_r <= \$225 ;
   always @(posedge clk)
-    \$signal$38  <= \$229 ;
+    \$signal$33  <= \$226 ;
   always @(posedge clk)
-    \$signal$41  <= \$230 ;
+    \$signal$36  <= \$227 ;
+  always @(posedge clk)
+    \$signal$37  <= \$228 ;
+  always @(posedge clk)
+    \$signal$40  <= \$229 ;
+  always @(posedge clk)
+    issued <= \$230 ;
   always @(posedge clk)
     \$signal$42  <= \$231 ;
   always @(posedge clk)
-    \$signal$45  <= \$232 ;
+    c_row <= \$232 ;
   always @(posedge clk)
-    issued <= \$233 ;
+    \$signal$45  <= \$233 ;
   always @(posedge clk)
-    \$signal$47  <= \$234 ;
+    nz <= \$234 ;
   always @(posedge clk)
-    c_row <= \$235 ;
+    nz_zero <= \$235 ;
   always @(posedge clk)
-    \$signal$8  <= \$236 ;
+    \$signal$49  <= \$236 ;
   always @(posedge clk)
-    nz <= \$237 ;
+    w_row <= \$237 ;
   always @(posedge clk)
-    nz_zero <= \$238 ;
+    \$signal$50  <= \$238 ;
   always @(posedge clk)
-    \$signal$53  <= \$239 ;
+    win_0 <= \$239 ;
   always @(posedge clk)
-    w_row <= \$240 ;
+    s_row <= \$240 ;
   always @(posedge clk)
-    \$signal$7  <= \$241 ;
+    \$signal$54  <= \$241 ;
   always @(posedge clk)
-    win_0 <= \$242 ;
+    sel_0 <= \$242 ;
   always @(posedge clk)
-    s_row <= \$243 ;
+    ends <= \$243 ;
   always @(posedge clk)
-    \$signal  <= \$244 ;
+    i_in_row_0 <= \$244 ;
   always @(posedge clk)
-    sel_0 <= \$245 ;
+    i_row <= \$245 ;
   always @(posedge clk)
-    ends <= \$246 ;
+    i_top <= \$246 ;
   always @(posedge clk)
-    i_row <= \$247 ;
+    f_row <= \$247 ;
   always @(posedge clk)
-    i_cy <= \$248 ;
+    cy <= \$248 ;
   always @(posedge clk)
-    f_row <= \$249 ;
+    need <= \$249 ;
   always @(posedge clk)
-    cy <= \$250 ;
+    eof_pend <= \$250 ;
   always @(posedge clk)
-    need <= \$251 ;
+    \$signal$11  <= \$251 ;
   always @(posedge clk)
-    eof_pend <= \$252 ;
+    \$signal  <= \$252 ;
   always @(posedge clk)
-    \$signal$16  <= \$253 ;
+    \$like  <= \$253 ;
   always @(posedge clk)
-    \$signal$12  <= \$254 ;
+    \$signal$13  <= \$254 ;
   always @(posedge clk)
-    \$like  <= \$255 ;
+    c1_win_0 <= \$255 ;
   always @(posedge clk)
-    \$signal$18  <= \$256 ;
+    \$signal$63  <= \$256 ;
   always @(posedge clk)
-    c1_win_0 <= \$257 ;
+    b_rest <= \$257 ;
   always @(posedge clk)
-    \$signal$63  <= \$258 ;
+    \$signal$68  <= \$258 ;
   always @(posedge clk)
-    b_rest <= \$259 ;
+    b_v <= \$259 ;
   always @(posedge clk)
-    \$signal$68  <= \$260 ;
+    \$like$64  <= \$260 ;
   always @(posedge clk)
-    b_v <= \$261 ;
+    b_oy <= \$261 ;
   always @(posedge clk)
-    \$like$64  <= \$262 ;
+    b_win_0 <= \$262 ;
   always @(posedge clk)
-    b_oy <= \$263 ;
+    \$signal$69  <= \$263 ;
   always @(posedge clk)
-    b_win_0 <= \$264 ;
+    \$signal$70  <= \$264 ;
   always @(posedge clk)
-    \$signal$69  <= \$265 ;
+    \$signal$71  <= \$265 ;
   always @(posedge clk)
-    \$signal$70  <= \$266 ;
+    \$like$72  <= \$266 ;
   always @(posedge clk)
-    \$signal$71  <= \$267 ;
+    \$signal$73  <= \$267 ;
   always @(posedge clk)
-    \$like$72  <= \$268 ;
+    a3_rest_zero <= \$268 ;
   always @(posedge clk)
-    \$signal$73  <= \$269 ;
+    a3_win_0 <= \$269 ;
   always @(posedge clk)
-    a3_rest_zero <= \$270 ;
+    \$signal$76  <= \$270 ;
   always @(posedge clk)
-    a3_win_0 <= \$271 ;
+    a2_oy <= \$271 ;
   always @(posedge clk)
-    \$signal$76  <= \$272 ;
+    \$signal$77  <= \$272 ;
   always @(posedge clk)
-    a2_oy <= \$273 ;
+    a2_bits <= \$273 ;
   always @(posedge clk)
-    \$signal$77  <= \$274 ;
+    a_v <= \$274 ;
   always @(posedge clk)
-    a2_bits <= \$275 ;
+    a_oh <= \$275 ;
   always @(posedge clk)
-    a_v <= \$276 ;
+    eof_done <= \$276 ;
   always @(posedge clk)
-    a_oh <= \$277 ;
+    \$signal$24  <= \$277 ;
   always @(posedge clk)
-    eof_done <= \$278 ;
+    \$signal$26  <= \$278 ;
   always @(posedge clk)
-    \$signal$29  <= \$279 ;
-  always @(posedge clk)
-    \$signal$31  <= \$280 ;
-  always @(posedge clk)
-    rows_row <= \$281 ;
+    rows_row <= \$279 ;
   \top.block_0_2.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -16753,18 +16818,11 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    row_0 = 5'h00;
-    if (\$4 ) begin
-      row_0 = \$5 [4:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     w_data = 9'h000;
     (* full_case = 32'd1 *)
-    if (\$signal$16 ) begin
-      w_data[2:0] = \$signal$18 ;
-      w_data[5:3] = { \$14 , \$11 , \$8  };
+    if (\$signal$11 ) begin
+      w_data[2:0] = \$signal$13 ;
+      w_data[5:3] = { \$9 , \$6 , \$3  };
       w_data[6] = 1'h1;
     end else begin
       w_data[7] = 1'h1;
@@ -16773,7 +16831,34 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$227  = eof_seen;
+    \$224  = eof_seen;
+    if (frame_reset) begin
+      \$224  = 1'h0;
+    end
+    if (rst) begin
+      \$224  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$225  = has_last;
+    if (rst) begin
+      \$225  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$226  = \$20 ;
+    if (frame_reset) begin
+      \$226  = 1'h0;
+    end
+    if (rst) begin
+      \$226  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$227  = \$22 ;
     if (frame_reset) begin
       \$227  = 1'h0;
     end
@@ -16783,24 +16868,27 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$228  = has_last;
+    \$228  = \$23 ;
     if (rst) begin
       \$228  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$229  = \$25 ;
-    if (frame_reset) begin
-      \$229  = 1'h0;
-    end
+    \$229  = \$24 ;
     if (rst) begin
       \$229  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$230  = \$27 ;
+    \$230  = 1'h0;
+    if (\$62 ) begin
+      if (\$66 ) begin
+      end else if (\$68 ) begin
+        \$230  = 1'h1;
+      end
+    end
     if (frame_reset) begin
       \$230  = 1'h0;
     end
@@ -16810,101 +16898,104 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$231  = \$28 ;
+    \$231  = \$signal$42 ;
+    if (\$29 ) begin
+      \$231  = 1'h0;
+    end
+    if (\$34 ) begin
+      \$231  = 1'h1;
+    end
     if (rst) begin
       \$231  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$232  = \$29 ;
-    if (rst) begin
-      \$232  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$233  = 1'h0;
-    if (\$67 ) begin
-      if (\$71 ) begin
-      end else if (\$73 ) begin
-        \$233  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$233  = 1'h0;
-    end
-    if (rst) begin
-      \$233  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$234  = \$signal$47 ;
+    \$232  = c_row;
     if (\$34 ) begin
+      \$232  = w_row;
+    end
+    if (rst) begin
+      \$232  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$233  = \$signal$45 ;
+    if (\$34 ) begin
+      \$233  = 1'h0;
+    end
+    if (\$44 ) begin
+      \$233  = 1'h1;
+    end
+    if (rst) begin
+      \$233  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$234  = nz;
+    if (\$34 ) begin
+      \$234  = \$35 ;
+    end
+    if (\$190 ) begin
+      \$234  = \$192 ;
+    end
+    if (rst) begin
       \$234  = 1'h0;
     end
-    if (\$39 ) begin
-      \$234  = 1'h1;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$235  = nz_zero;
+    if (\$34 ) begin
+      \$235  = \$37 ;
+    end
+    if (\$190 ) begin
+      \$235  = \$193 ;
     end
     if (rst) begin
-      \$234  = 1'h0;
+      \$235  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$235  = c_row;
-    if (\$39 ) begin
-      \$235  = w_row;
+    \$236  = \$signal$49 ;
+    if (\$34 ) begin
+      \$236  = win_0;
     end
     if (rst) begin
-      \$235  = 3'h0;
+      \$236  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$236  = \$signal$8 ;
-    if (\$39 ) begin
-      \$236  = 1'h0;
-    end
-    if (\$49 ) begin
-      \$236  = 1'h1;
+    \$237  = w_row;
+    if (\$44 ) begin
+      \$237  = s_row;
     end
     if (rst) begin
-      \$236  = 1'h0;
+      \$237  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$237  = nz;
-    if (\$39 ) begin
-      \$237  = \$40 ;
+    \$238  = \$signal$50 ;
+    if (\$44 ) begin
+      \$238  = 1'h0;
     end
-    if (\$193 ) begin
-      \$237  = \$195 ;
-    end
-    if (rst) begin
-      \$237  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$238  = nz_zero;
-    if (\$39 ) begin
-      \$238  = \$42 ;
-    end
-    if (\$193 ) begin
-      \$238  = \$196 ;
-    end
-    if (rst) begin
+    if (\$51 ) begin
       \$238  = 1'h1;
     end
+    if (rst) begin
+      \$238  = 1'h0;
+    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$239  = \$signal$53 ;
-    if (\$39 ) begin
-      \$239  = win_0;
+    \$239  = win_0;
+    if (\$44 ) begin
+      \$239  = \$47 ;
     end
     if (rst) begin
       \$239  = 8'h00;
@@ -16912,9 +17003,9 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$240  = w_row;
-    if (\$49 ) begin
-      \$240  = s_row;
+    \$240  = s_row;
+    if (\$51 ) begin
+      \$240  = i_row;
     end
     if (rst) begin
       \$240  = 3'h0;
@@ -16922,74 +17013,80 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$241  = \$signal$7 ;
-    if (\$49 ) begin
+    \$241  = \$signal$54 ;
+    if (\$51 ) begin
       \$241  = 1'h0;
     end
-    if (\$56 ) begin
-      \$241  = 1'h1;
-    end
-    if (rst) begin
-      \$241  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$242  = win_0;
-    if (\$49 ) begin
-      \$242  = \$52 ;
-    end
-    if (rst) begin
-      \$242  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$243  = s_row;
-    if (\$56 ) begin
-      \$243  = i_row;
-    end
-    if (rst) begin
-      \$243  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$244  = \$signal ;
-    if (\$56 ) begin
-      \$244  = 1'h0;
-    end
-    if (\$67 ) begin
-      if (\$71 ) begin
-      end else if (\$73 ) begin
-        \$244  = 1'h1;
+    if (\$62 ) begin
+      if (\$66 ) begin
+      end else if (\$68 ) begin
+        \$241  = 1'h1;
       end
     end
     if (rst) begin
-      \$244  = 1'h0;
+      \$241  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$245  = sel_0;
-    if (\$56 ) begin
-      \$245 [0] = \$59 ;
-      \$245 [1] = \$62 ;
+    \$242  = sel_0;
+    if (\$51 ) begin
+      \$242 [0] = \$54 ;
+      \$242 [1] = \$57 ;
     end
     if (rst) begin
-      \$245  = 2'h0;
+      \$242  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$246  = ends;
-    if (\$67 ) begin
-      if (\$71 ) begin
-        \$246  = 1'h1;
+    \$243  = ends;
+    if (\$62 ) begin
+      if (\$66 ) begin
+        \$243  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$246  = 1'h0;
+      \$243  = 1'h0;
+    end
+    if (rst) begin
+      \$243  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$244  = i_in_row_0;
+    if (\$62 ) begin
+      if (\$66 ) begin
+      end else if (\$68 ) begin
+        \$244  = \$69 [4:0];
+      end
+    end
+    if (rst) begin
+      \$244  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$245  = i_row;
+    if (\$62 ) begin
+      if (\$66 ) begin
+      end else if (\$68 ) begin
+        \$245  = f_row[2:0];
+      end
+    end
+    if (rst) begin
+      \$245  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$246  = i_top;
+    if (\$62 ) begin
+      if (\$66 ) begin
+      end else if (\$68 ) begin
+        \$246  = \$70 ;
+      end
     end
     if (rst) begin
       \$246  = 1'h0;
@@ -16997,25 +17094,31 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$247  = i_row;
-    if (\$67 ) begin
-      if (\$71 ) begin
-      end else if (\$73 ) begin
-        \$247  = f_row[2:0];
+    \$247  = f_row;
+    if (\$62 ) begin
+      if (\$66 ) begin
+      end else if (\$68 ) begin
+        \$247  = \$71 [3:0];
       end
     end
+    if (frame_reset) begin
+      \$247  = 4'h0;
+    end
     if (rst) begin
-      \$247  = 3'h0;
+      \$247  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$248  = i_cy;
-    if (\$67 ) begin
-      if (\$71 ) begin
-      end else if (\$73 ) begin
-        \$248  = cy;
+    \$248  = cy;
+    if (\$62 ) begin
+      if (\$66 ) begin
+      end else if (\$68 ) begin
+        \$248  = \$72 [4:0];
       end
+    end
+    if (frame_reset) begin
+      \$248  = 5'h00;
     end
     if (rst) begin
       \$248  = 5'h00;
@@ -17023,70 +17126,58 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$249  = f_row;
-    if (\$67 ) begin
-      if (\$71 ) begin
-      end else if (\$73 ) begin
-        \$249  = \$74 [3:0];
+    \$249  = need;
+    if (\$62 ) begin
+      if (\$66 ) begin
+      end else if (\$68 ) begin
+        \$249  = \$73 [4:0];
       end
     end
     if (frame_reset) begin
-      \$249  = 4'h0;
+      \$249  = 5'h01;
     end
     if (rst) begin
-      \$249  = 4'h0;
+      \$249  = 5'h01;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$250  = cy;
-    if (\$67 ) begin
-      if (\$71 ) begin
-      end else if (\$73 ) begin
-        \$250  = \$75 [4:0];
-      end
+    \$250  = eof_pend;
+    if (\$76 ) begin
+      \$250  = 1'h0;
     end
-    if (frame_reset) begin
-      \$250  = 5'h00;
+    if (\$213 ) begin
+      \$250  = 1'h1;
     end
     if (rst) begin
-      \$250  = 5'h00;
+      \$250  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$251  = need;
-    if (\$67 ) begin
-      if (\$71 ) begin
-      end else if (\$73 ) begin
-        \$251  = \$76 [4:0];
-      end
-    end
-    if (frame_reset) begin
-      \$251  = 5'h01;
+    \$251  = \$signal$11 ;
+    if (\$78 ) begin
+      \$251  = b_v;
     end
     if (rst) begin
-      \$251  = 5'h01;
+      \$251  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$252  = eof_pend;
-    if (\$79 ) begin
-      \$252  = 1'h0;
-    end
-    if (\$216 ) begin
-      \$252  = 1'h1;
+    \$252  = \$signal ;
+    if (\$78 ) begin
+      \$252  = \$signal$63 ;
     end
     if (rst) begin
-      \$252  = 1'h0;
+      \$252  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$253  = \$signal$16 ;
-    if (\$81 ) begin
-      \$253  = b_v;
+    \$253  = \$like ;
+    if (\$78 ) begin
+      \$253  = \$like$64 ;
     end
     if (rst) begin
       \$253  = 1'h0;
@@ -17094,19 +17185,19 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$254  = \$signal$12 ;
-    if (\$81 ) begin
-      \$254  = \$signal$63 ;
+    \$254  = \$signal$13 ;
+    if (\$78 ) begin
+      \$254  = b_oy;
     end
     if (rst) begin
-      \$254  = 8'h00;
+      \$254  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$255  = \$like ;
-    if (\$81 ) begin
-      \$255  = \$like$64 ;
+    \$255  = c1_win_0;
+    if (\$78 ) begin
+      \$255  = b_win_0;
     end
     if (rst) begin
       \$255  = 1'h0;
@@ -17114,78 +17205,78 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$256  = \$signal$18 ;
-    if (\$81 ) begin
-      \$256  = b_oy;
+    \$256  = \$signal$63 ;
+    if (\$78 ) begin
+      \$256  = \$12 [7:0];
+    end
+    if (\$115 ) begin
+      \$256  = \$signal$70 ;
     end
     if (rst) begin
-      \$256  = 3'h0;
+      \$256  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$257  = c1_win_0;
-    if (\$81 ) begin
-      \$257  = b_win_0;
+    \$257  = b_rest;
+    if (\$78 ) begin
+      \$257  = \$80 ;
+    end
+    if (\$115 ) begin
+      \$257  = \$116 ;
     end
     if (rst) begin
-      \$257  = 1'h0;
+      \$257  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$258  = \$signal$63 ;
-    if (\$81 ) begin
-      \$258  = \$17 [7:0];
+    \$258  = \$signal$68 ;
+    if (\$78 ) begin
+      \$258  = \$112 ;
     end
-    if (\$118 ) begin
-      \$258  = \$signal$70 ;
+    if (\$115 ) begin
+      \$258  = \$118 ;
     end
     if (rst) begin
-      \$258  = 8'h00;
+      \$258  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$259  = b_rest;
-    if (\$81 ) begin
-      \$259  = \$83 ;
-    end
-    if (\$118 ) begin
-      \$259  = \$119 ;
+    \$259  = b_v;
+    if (\$115 ) begin
+      \$259  = \$signal$69 ;
     end
     if (rst) begin
-      \$259  = 8'h00;
+      \$259  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$260  = \$signal$68 ;
-    if (\$81 ) begin
-      \$260  = \$115 ;
-    end
-    if (\$118 ) begin
-      \$260  = \$121 ;
+    \$260  = \$like$64 ;
+    if (\$115 ) begin
+      \$260  = \$like$72 ;
     end
     if (rst) begin
-      \$260  = 1'h1;
+      \$260  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$261  = b_v;
-    if (\$118 ) begin
-      \$261  = \$signal$69 ;
+    \$261  = b_oy;
+    if (\$115 ) begin
+      \$261  = \$signal$73 ;
     end
     if (rst) begin
-      \$261  = 1'h0;
+      \$261  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$262  = \$like$64 ;
-    if (\$118 ) begin
-      \$262  = \$like$72 ;
+    \$262  = b_win_0;
+    if (\$115 ) begin
+      \$262  = a3_win_0;
     end
     if (rst) begin
       \$262  = 1'h0;
@@ -17193,155 +17284,158 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$263  = b_oy;
-    if (\$118 ) begin
-      \$263  = \$signal$73 ;
+    \$263  = \$signal$69 ;
+    if (\$123 ) begin
+      \$263  = \$signal$76 ;
     end
     if (rst) begin
-      \$263  = 3'h0;
+      \$263  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$264  = b_win_0;
-    if (\$118 ) begin
-      \$264  = a3_win_0;
+    \$264  = \$signal$70 ;
+    if (\$123 ) begin
+      \$264  = \$15 [7:0];
     end
     if (rst) begin
-      \$264  = 1'h0;
+      \$264  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$265  = \$signal$69 ;
-    if (\$126 ) begin
-      \$265  = \$signal$76 ;
+    \$265  = \$signal$71 ;
+    if (\$123 ) begin
+      \$265  = \$125 ;
     end
     if (rst) begin
-      \$265  = 1'h0;
+      \$265  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$266  = \$signal$70 ;
-    if (\$126 ) begin
-      \$266  = \$20 [7:0];
+    \$266  = \$like$72 ;
+    if (\$123 ) begin
+      \$266  = \$signal$77 ;
     end
     if (rst) begin
-      \$266  = 8'h00;
+      \$266  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$267  = \$signal$71 ;
-    if (\$126 ) begin
-      \$267  = \$128 ;
+    \$267  = \$signal$73 ;
+    if (\$123 ) begin
+      \$267  = a2_oy;
     end
     if (rst) begin
-      \$267  = 8'h00;
+      \$267  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$268  = \$like$72 ;
-    if (\$126 ) begin
-      \$268  = \$signal$77 ;
+    \$268  = a3_rest_zero;
+    if (\$123 ) begin
+      \$268  = \$157 ;
     end
     if (rst) begin
-      \$268  = 1'h0;
+      \$268  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$269  = \$signal$73 ;
-    if (\$126 ) begin
-      \$269  = a2_oy;
+    \$269  = a3_win_0;
+    if (\$123 ) begin
+      \$269  = 1'h0;
     end
     if (rst) begin
-      \$269  = 3'h0;
+      \$269  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$270  = a3_rest_zero;
-    if (\$126 ) begin
-      \$270  = \$160 ;
+    \$270  = \$signal$76 ;
+    if (\$162 ) begin
+      \$270  = 1'h0;
     end
-    if (rst) begin
+    if (\$170 ) begin
       \$270  = 1'h1;
     end
+    if (rst) begin
+      \$270  = 1'h0;
+    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$271  = a3_win_0;
-    if (\$126 ) begin
-      \$271  = 1'h0;
+    \$271  = a2_oy;
+    if (\$170 ) begin
+      \$271  = c_row;
     end
     if (rst) begin
-      \$271  = 1'h0;
+      \$271  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$272  = \$signal$76 ;
-    if (\$165 ) begin
+    \$272  = \$signal$77 ;
+    if (\$170 ) begin
       \$272  = 1'h0;
     end
-    if (\$173 ) begin
-      \$272  = 1'h1;
-    end
     if (rst) begin
       \$272  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$273  = a2_oy;
-    if (\$173 ) begin
-      \$273  = c_row;
+    \$273  = a2_bits;
+    if (\$170 ) begin
+      \$273  = \$171 ;
     end
     if (rst) begin
-      \$273  = 3'h0;
+      \$273  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$274  = \$signal$77 ;
-    if (\$173 ) begin
+    \$274  = a_v;
+    if (\$178 ) begin
       \$274  = 1'h0;
     end
+    if (\$190 ) begin
+      \$274  = 1'h1;
+    end
     if (rst) begin
       \$274  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$275  = a2_bits;
-    if (\$173 ) begin
-      \$275  = \$174 ;
+    \$275  = a_oh;
+    if (\$190 ) begin
+      \$275  = \$18 [0];
     end
     if (rst) begin
-      \$275  = 8'h00;
+      \$275  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$276  = a_v;
-    if (\$181 ) begin
-      \$276  = 1'h0;
-    end
-    if (\$193 ) begin
+    \$276  = eof_done;
+    if (\$213 ) begin
       \$276  = 1'h1;
     end
+    if (frame_reset) begin
+      \$276  = 1'h0;
+    end
     if (rst) begin
       \$276  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$277  = a_oh;
-    if (\$193 ) begin
-      \$277  = \$23 [0];
+    \$277  = \$216 ;
+    if (frame_reset) begin
+      \$277  = 1'h0;
     end
     if (rst) begin
       \$277  = 1'h0;
@@ -17349,52 +17443,29 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$278  = eof_done;
-    if (\$216 ) begin
-      \$278  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$278  = 1'h0;
-    end
+    \$278  = \$219 ;
     if (rst) begin
-      \$278  = 1'h0;
+      \$278  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$279  = \$219 ;
+    \$279  = \$223 [2:0];
     if (frame_reset) begin
-      \$279  = 1'h0;
+      \$279  = 3'h0;
     end
     if (rst) begin
-      \$279  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$280  = \$222 ;
-    if (rst) begin
-      \$280  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$281  = \$226 [2:0];
-    if (frame_reset) begin
-      \$281  = 3'h0;
-    end
-    if (rst) begin
-      \$281  = 3'h0;
+      \$279  = 3'h0;
     end
   end
   assign r_data = sites__payload;
   assign sites__ready = r_en;
   assign r_rdy = sites__valid;
-  assign site_x = { \$14 , \$11 , \$8  };
+  assign site_x = { \$9 , \$6 , \$3  };
   assign qp = w_data;
-  assign rest_oh = \$17 [7:0];
-  assign a2_oh = \$20 [7:0];
-  assign chunk_oh = \$23 [0];
+  assign rest_oh = \$12 [7:0];
+  assign a2_oh = \$15 [7:0];
+  assign chunk_oh = \$18 [0];
   assign head = sites__payload;
   assign a2_win_0 = 1'h0;
   assign \sites__payload.oy  = sites__payload[2:0];
@@ -17416,24 +17487,24 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   assign \bitmaps[1]  = bitmaps[15:8];
   assign \tags[0]  = tags[3:0];
   assign \tags[1]  = tags[7:4];
-  assign \$60  = row_0[0];
+  assign \$55  = i_in_row_0[0];
+  assign \$81  = 1'h0;
+  assign \$83  = \$82 ;
   assign \$84  = 1'h0;
   assign \$86  = \$85 ;
-  assign \$87  = 1'h0;
-  assign \$89  = \$88 ;
+  assign \$92  = 1'h0;
+  assign \$94  = \$93 ;
   assign \$95  = 1'h0;
   assign \$97  = \$96 ;
-  assign \$98  = 1'h0;
-  assign \$100  = \$99 ;
+  assign \$126  = 1'h0;
+  assign \$128  = \$127 ;
   assign \$129  = 1'h0;
   assign \$131  = \$130 ;
-  assign \$132  = 1'h0;
-  assign \$134  = \$133 ;
+  assign \$137  = 1'h0;
+  assign \$139  = \$138 ;
   assign \$140  = 1'h0;
   assign \$142  = \$141 ;
-  assign \$143  = 1'h0;
-  assign \$145  = \$144 ;
-  assign \$196  = 1'h1;
+  assign \$193  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -17610,39 +17681,41 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   reg [2:0] \$138 ;
   reg [2:0] \$139 ;
   wire \$14 ;
-  reg [44:0] \$140 ;
-  reg \$141 ;
-  reg \$142 ;
+  reg [2:0] \$140 ;
+  reg [2:0] \$141 ;
+  reg [44:0] \$142 ;
   reg \$143 ;
-  reg [44:0] \$144 ;
+  reg \$144 ;
   reg \$145 ;
-  reg \$146 ;
+  reg [44:0] \$146 ;
   reg \$147 ;
   reg \$148 ;
   reg \$149 ;
   wire \$15 ;
-  reg [4:0] \$150 ;
+  reg \$150 ;
   reg \$151 ;
-  reg \$152 ;
+  reg [4:0] \$152 ;
   reg \$153 ;
   reg \$154 ;
   reg \$155 ;
-  reg [2:0] \$156 ;
+  reg \$156 ;
   reg \$157 ;
-  reg \$158 ;
+  reg [2:0] \$158 ;
   reg \$159 ;
   wire \$16 ;
   reg \$160 ;
-  reg [2:0] \$161 ;
-  reg [2:0] \$162 ;
-  reg [5:0] \$163 ;
-  reg [31:0] \$164 ;
-  reg \$165 ;
-  reg [7:0] \$166 ;
-  reg [3:0] \$167 ;
+  reg \$161 ;
+  reg \$162 ;
+  reg [2:0] \$163 ;
+  reg [2:0] \$164 ;
+  reg [5:0] \$165 ;
+  reg [31:0] \$166 ;
+  reg \$167 ;
   reg [7:0] \$168 ;
   reg [3:0] \$169 ;
   wire \$17 ;
+  reg [7:0] \$170 ;
+  reg [3:0] \$171 ;
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
@@ -17740,8 +17813,8 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   reg \$signal$36  = 1'h0;
   (* init = 1'h0 *)
   wire \$signal$42 ;
-  reg \$signal$52  = 1'h0;
-  reg \$signal$61  = 1'h0;
+  reg \$signal$56  = 1'h0;
+  reg \$signal$63  = 1'h0;
   reg acc_eof = 1'h0;
   wire [32:0] accepted__payload;
   wire [31:0] \accepted__payload.data ;
@@ -17864,6 +17937,8 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   reg rp = 1'h0;
   input rst;
   wire rst;
+  reg [2:0] shape_h_m1 = 3'h0;
+  reg [2:0] shape_w_m1 = 3'h0;
   input [39:0] sites_in__payload;
   wire [39:0] sites_in__payload;
   wire [31:0] \sites_in__payload.data ;
@@ -17944,24 +18019,24 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   assign \$36  = entry_0_valid & entry_1_valid;
   assign \$37  = ~ \$36 ;
   assign \$38  = sites_in__valid & \$37 ;
-  assign \$39  = ! \$signal$52 ;
+  assign \$39  = ! \$signal$56 ;
   assign \$40  = \$38  & \$39 ;
   assign \$41  = entry_0_valid & entry_1_valid;
   assign \$42  = ~ \$41 ;
   assign \$43  = sites_in__valid & \$42 ;
-  assign \$44  = ! \$signal$52 ;
+  assign \$44  = ! \$signal$56 ;
   assign \$45  = \$43  & \$44 ;
-  assign \$46  = sites_in__payload[34:32] > height_m1;
-  assign \$47  = sites_in__payload[37:35] > width_m1;
+  assign \$46  = sites_in__payload[34:32] > shape_h_m1;
+  assign \$47  = sites_in__payload[37:35] > shape_w_m1;
   assign \$48  = \$46  | \$47 ;
-  assign \$49  = entry_0[34:32] > height_m1;
-  assign \$50  = entry_0[37:35] > width_m1;
+  assign \$49  = entry_0[34:32] > shape_h_m1;
+  assign \$50  = entry_0[37:35] > shape_w_m1;
   assign \$51  = \$49  | \$50 ;
   assign \$52  = \$45  ? \$48  : \$51 ;
   assign \$53  = entry_0_valid & entry_1_valid;
   assign \$54  = ~ \$53 ;
   assign \$55  = sites_in__valid & \$54 ;
-  assign \$56  = ! \$signal$52 ;
+  assign \$56  = ! \$signal$56 ;
   assign \$57  = \$55  & \$56 ;
   assign \$58  = sites_in__payload[34:32] < permit_row;
   assign \$59  = entry_0[34:32] < permit_row;
@@ -17974,11 +18049,11 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   assign \$67  = ~ \$66 ;
   assign \$68  = sites_in__valid & \$67 ;
   assign \$70  = \$68  & \$69 ;
-  assign \$71  = sites_in__payload[34:32] > height_m1;
-  assign \$72  = sites_in__payload[37:35] > width_m1;
+  assign \$71  = sites_in__payload[34:32] > shape_h_m1;
+  assign \$72  = sites_in__payload[37:35] > shape_w_m1;
   assign \$73  = \$71  | \$72 ;
-  assign \$74  = entry_1[34:32] > height_m1;
-  assign \$75  = entry_1[37:35] > width_m1;
+  assign \$74  = entry_1[34:32] > shape_h_m1;
+  assign \$75  = entry_1[37:35] > shape_w_m1;
   assign \$76  = \$74  | \$75 ;
   assign \$77  = \$70  ? \$73  : \$76 ;
   assign \$78  = entry_0_valid & entry_1_valid;
@@ -17991,13 +18066,13 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   assign \$86  = entry_0_valid & entry_1_valid;
   assign \$87  = ~ \$86 ;
   assign \$88  = sites_in__valid & \$87 ;
-  assign \$89  = ~ \$signal$52 ;
+  assign \$89  = ~ \$signal$56 ;
   assign \$90  = ~ rp;
   assign \$91  = ! rp;
   assign \$92  = entry_0_valid & entry_1_valid;
   assign \$93  = ~ \$92 ;
   assign \$94  = sites_in__valid & \$93 ;
-  assign \$95  = ! \$signal$52 ;
+  assign \$95  = ! \$signal$56 ;
   assign \$96  = \$94  & \$95 ;
   assign \$97  = ~ \$96 ;
   assign \$98  = \$91  & \$97 ;
@@ -18030,10 +18105,10 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   assign \$127  = take & got[38];
   assign \$128  = ! w_slot;
   assign \$129  = w_en & \$128 ;
-  assign \$130  = \$signal$61  ? 8'h00 : bitmap_0;
+  assign \$130  = \$signal$63  ? 8'h00 : bitmap_0;
   assign \$131  = \$130  | \$28 [7:0];
   assign \$133  = w_en & \$132 ;
-  assign \$134  = \$signal$61  ? 8'h00 : bitmap_1;
+  assign \$134  = \$signal$63  ? 8'h00 : bitmap_1;
   assign \$135  = \$134  | \$28 [7:0];
   always @(posedge clk)
     c_gi <= \$136 ;
@@ -18044,65 +18119,69 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   always @(posedge clk)
     \$signal$17  <= \$139 ;
   always @(posedge clk)
-    entry_0 <= \$140 ;
+    shape_h_m1 <= \$140 ;
   always @(posedge clk)
-    entry_0_valid <= \$141 ;
+    shape_w_m1 <= \$141 ;
   always @(posedge clk)
-    entry_0_outside <= \$142 ;
+    entry_0 <= \$142 ;
   always @(posedge clk)
-    entry_0_permit <= \$143 ;
+    entry_0_valid <= \$143 ;
   always @(posedge clk)
-    entry_1 <= \$144 ;
+    entry_0_outside <= \$144 ;
   always @(posedge clk)
-    entry_1_valid <= \$145 ;
+    entry_0_permit <= \$145 ;
   always @(posedge clk)
-    entry_1_outside <= \$146 ;
+    entry_1 <= \$146 ;
   always @(posedge clk)
-    entry_1_permit <= \$147 ;
+    entry_1_valid <= \$147 ;
   always @(posedge clk)
-    \$signal$52  <= \$148 ;
+    entry_1_outside <= \$148 ;
   always @(posedge clk)
-    rp <= \$149 ;
+    entry_1_permit <= \$149 ;
   always @(posedge clk)
-    done_rows <= \$150 ;
+    \$signal$56  <= \$150 ;
   always @(posedge clk)
-    busy <= \$151 ;
+    rp <= \$151 ;
   always @(posedge clk)
-    eof_seen <= \$152 ;
+    done_rows <= \$152 ;
   always @(posedge clk)
-    \$signal$36  <= \$153 ;
+    busy <= \$153 ;
   always @(posedge clk)
-    error <= \$154 ;
+    eof_seen <= \$154 ;
   always @(posedge clk)
-    has_last <= \$155 ;
+    \$signal$36  <= \$155 ;
   always @(posedge clk)
-    last_y <= \$156 ;
+    error <= \$156 ;
   always @(posedge clk)
-    w_en <= \$157 ;
+    has_last <= \$157 ;
   always @(posedge clk)
-    \$signal$61  <= \$158 ;
+    last_y <= \$158 ;
   always @(posedge clk)
-    w_set <= \$159 ;
+    w_en <= \$159 ;
   always @(posedge clk)
-    w_slot <= \$160 ;
+    \$signal$63  <= \$160 ;
   always @(posedge clk)
-    w_x <= \$161 ;
+    w_set <= \$161 ;
   always @(posedge clk)
-    w_y <= \$162 ;
+    w_slot <= \$162 ;
   always @(posedge clk)
-    w_addr <= \$163 ;
+    w_x <= \$163 ;
   always @(posedge clk)
-    w_data <= \$164 ;
+    w_y <= \$164 ;
   always @(posedge clk)
-    acc_eof <= \$165 ;
+    w_addr <= \$165 ;
   always @(posedge clk)
-    bitmap_0 <= \$166 ;
+    w_data <= \$166 ;
   always @(posedge clk)
-    row_tag_0 <= \$167 ;
+    acc_eof <= \$167 ;
   always @(posedge clk)
-    bitmap_1 <= \$168 ;
+    bitmap_0 <= \$168 ;
   always @(posedge clk)
-    row_tag_1 <= \$169 ;
+    row_tag_0 <= \$169 ;
+  always @(posedge clk)
+    bitmap_1 <= \$170 ;
+  always @(posedge clk)
+    row_tag_1 <= \$171 ;
   \top.block_0_2.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -18174,153 +18253,134 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$140  = entry_0;
-    if (\$40 ) begin
-      \$140  = entry;
-    end
+    \$140  = height_m1;
     if (rst) begin
-      \$140  = 45'h000000000000;
+      \$140  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$141  = entry_0_valid;
+    \$141  = width_m1;
+    if (rst) begin
+      \$141  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$142  = entry_0;
     if (\$40 ) begin
-      \$141  = 1'h1;
+      \$142  = entry;
+    end
+    if (rst) begin
+      \$142  = 45'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$143  = entry_0_valid;
+    if (\$40 ) begin
+      \$143  = 1'h1;
     end
     if (take) begin
       if (\$98 ) begin
-        \$141  = 1'h0;
+        \$143  = 1'h0;
       end
     end
-    if (rst) begin
-      \$141  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$142  = \$52 ;
-    if (rst) begin
-      \$142  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$143  = \$60 ;
     if (rst) begin
       \$143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$144  = entry_1;
-    if (\$65 ) begin
-      \$144  = entry;
-    end
+    \$144  = \$52 ;
     if (rst) begin
-      \$144  = 45'h000000000000;
+      \$144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$145  = entry_1_valid;
-    if (\$65 ) begin
-      \$145  = 1'h1;
-    end
-    if (take) begin
-      if (\$106 ) begin
-        \$145  = 1'h0;
-      end
-    end
+    \$145  = \$60 ;
     if (rst) begin
       \$145  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$146  = \$77 ;
+    \$146  = entry_1;
+    if (\$65 ) begin
+      \$146  = entry;
+    end
     if (rst) begin
-      \$146  = 1'h0;
+      \$146  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$147  = \$85 ;
+    \$147  = entry_1_valid;
+    if (\$65 ) begin
+      \$147  = 1'h1;
+    end
+    if (take) begin
+      if (\$106 ) begin
+        \$147  = 1'h0;
+      end
+    end
     if (rst) begin
       \$147  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$148  = \$signal$52 ;
-    if (\$88 ) begin
-      \$148  = \$89 ;
-    end
+    \$148  = \$77 ;
     if (rst) begin
       \$148  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$149  = rp;
-    if (take) begin
-      \$149  = \$90 ;
-    end
+    \$149  = \$85 ;
     if (rst) begin
       \$149  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$150  = done_rows;
+    \$150  = \$signal$56 ;
+    if (\$88 ) begin
+      \$150  = \$89 ;
+    end
+    if (rst) begin
+      \$150  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$151  = rp;
+    if (take) begin
+      \$151  = \$90 ;
+    end
+    if (rst) begin
+      \$151  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$152  = done_rows;
     if (\$114 ) begin
-      \$150  = { 2'h0, got[34:32] };
+      \$152  = { 2'h0, got[34:32] };
     end
     if (frame_reset) begin
-      \$150  = 5'h00;
+      \$152  = 5'h00;
     end
     if (rst) begin
-      \$150  = 5'h00;
+      \$152  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$151  = busy;
+    \$153  = busy;
     if (take) begin
-      \$151  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$151  = 1'h0;
-    end
-    if (rst) begin
-      \$151  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$152  = eof_seen;
-    if (take) begin
-      if (got[38]) begin
-        \$152  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$152  = 1'h0;
-    end
-    if (rst) begin
-      \$152  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$153  = \$signal$36 ;
-    if (take) begin
-      if (got[38]) begin
-        \$153  = 1'h0;
-      end else if (\$signal$36 ) begin
-      end else if (bad) begin
-        \$153  = 1'h1;
-      end
+      \$153  = 1'h1;
     end
     if (frame_reset) begin
       \$153  = 1'h0;
@@ -18331,14 +18391,9 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$154  = error;
+    \$154  = eof_seen;
     if (take) begin
       if (got[38]) begin
-        if (\$116 ) begin
-          \$154  = 1'h1;
-        end
-      end else if (\$signal$36 ) begin
-      end else if (bad) begin
         \$154  = 1'h1;
       end
     end
@@ -18351,12 +18406,12 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$155  = has_last;
+    \$155  = \$signal$36 ;
     if (take) begin
       if (got[38]) begin
+        \$155  = 1'h0;
       end else if (\$signal$36 ) begin
       end else if (bad) begin
-      end else if (got[43]) begin
         \$155  = 1'h1;
       end
     end
@@ -18369,112 +18424,125 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$156  = last_y;
+    \$156  = error;
+    if (take) begin
+      if (got[38]) begin
+        if (\$116 ) begin
+          \$156  = 1'h1;
+        end
+      end else if (\$signal$36 ) begin
+      end else if (bad) begin
+        \$156  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$156  = 1'h0;
+    end
+    if (rst) begin
+      \$156  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$157  = has_last;
     if (take) begin
       if (got[38]) begin
       end else if (\$signal$36 ) begin
       end else if (bad) begin
       end else if (got[43]) begin
-        \$156  = got[34:32];
+        \$157  = 1'h1;
       end
     end
-    if (rst) begin
-      \$156  = 3'h0;
+    if (frame_reset) begin
+      \$157  = 1'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$157  = \$122 ;
     if (rst) begin
       \$157  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$158  = \$126 ;
+    \$158  = last_y;
+    if (take) begin
+      if (got[38]) begin
+      end else if (\$signal$36 ) begin
+      end else if (bad) begin
+      end else if (got[43]) begin
+        \$158  = got[34:32];
+      end
+    end
     if (rst) begin
-      \$158  = 1'h0;
+      \$158  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$159  = got[43];
+    \$159  = \$122 ;
     if (rst) begin
       \$159  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$160  = got[32];
+    \$160  = \$126 ;
     if (rst) begin
       \$160  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$161  = got[37:35];
+    \$161  = got[43];
     if (rst) begin
-      \$161  = 3'h0;
+      \$161  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$162  = got[34:32];
+    \$162  = got[32];
     if (rst) begin
-      \$162  = 3'h0;
+      \$162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$163  = { got[32], got[37:35], got[41:40] };
+    \$163  = got[37:35];
     if (rst) begin
-      \$163  = 6'h00;
+      \$163  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$164  = got[31:0];
+    \$164  = got[34:32];
     if (rst) begin
-      \$164  = 32'd0;
+      \$164  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$165  = \$127 ;
+    \$165  = { got[32], got[37:35], got[41:40] };
     if (rst) begin
-      \$165  = 1'h0;
+      \$165  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$166  = bitmap_0;
+    \$166  = got[31:0];
+    if (rst) begin
+      \$166  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$167  = \$127 ;
+    if (rst) begin
+      \$167  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$168  = bitmap_0;
     if (\$129 ) begin
-      \$166  = \$131 ;
-    end
-    if (rst) begin
-      \$166  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$167  = row_tag_0;
-    if (\$129 ) begin
-      if (\$signal$61 ) begin
-        \$167  = { 1'h0, w_y };
-      end
-    end
-    if (frame_reset) begin
-      \$167  = 4'hf;
-    end
-    if (rst) begin
-      \$167  = 4'hf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$168  = bitmap_1;
-    if (\$133 ) begin
-      \$168  = \$135 ;
+      \$168  = \$131 ;
     end
     if (rst) begin
       \$168  = 8'h00;
@@ -18482,9 +18550,9 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$169  = row_tag_1;
-    if (\$133 ) begin
-      if (\$signal$61 ) begin
+    \$169  = row_tag_0;
+    if (\$129 ) begin
+      if (\$signal$63 ) begin
         \$169  = { 1'h0, w_y };
       end
     end
@@ -18493,6 +18561,31 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
     if (rst) begin
       \$169  = 4'hf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$170  = bitmap_1;
+    if (\$133 ) begin
+      \$170  = \$135 ;
+    end
+    if (rst) begin
+      \$170  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$171  = row_tag_1;
+    if (\$133 ) begin
+      if (\$signal$63 ) begin
+        \$171  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$171  = 4'hf;
+    end
+    if (rst) begin
+      \$171  = 4'hf;
     end
   end
   assign rd_addr = r_addr;
@@ -18587,11 +18680,11 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   assign bitmaps[7:0] = bitmap_0;
   assign tags[7:4] = row_tag_1;
   assign tags[3:0] = row_tag_0;
-  assign \$64  = \$signal$52 ;
-  assign \$69  = \$signal$52 ;
-  assign \$81  = \$signal$52 ;
+  assign \$64  = \$signal$56 ;
+  assign \$69  = \$signal$56 ;
+  assign \$81  = \$signal$56 ;
   assign \$99  = rp;
-  assign \$103  = \$signal$52 ;
+  assign \$103  = \$signal$56 ;
   assign \$132  = w_slot;
 endmodule
 
@@ -25135,62 +25228,62 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire \$142 ;
   wire \$143 ;
   wire \$144 ;
-  wire \$145 ;
-  wire \$146 ;
-  wire \$147 ;
-  wire \$148 ;
-  wire \$149 ;
+  wire [7:0] \$145 ;
+  wire [8:0] \$146 ;
+  wire [8:0] \$147 ;
+  wire [7:0] \$148 ;
+  wire [8:0] \$149 ;
   wire \$15 ;
-  wire \$150 ;
+  wire [8:0] \$150 ;
   wire \$151 ;
-  wire [7:0] \$152 ;
-  wire [8:0] \$153 ;
-  wire [8:0] \$154 ;
-  wire [7:0] \$155 ;
-  wire [8:0] \$156 ;
-  wire [8:0] \$157 ;
-  wire \$158 ;
-  wire [1:0] \$159 ;
+  wire [1:0] \$152 ;
+  wire [1:0] \$153 ;
+  wire [2:0] \$154 ;
+  wire \$155 ;
+  wire [6:0] \$156 ;
+  wire \$157 ;
+  wire [3:0] \$158 ;
+  wire \$159 ;
   wire \$16 ;
-  wire [1:0] \$160 ;
-  wire [2:0] \$161 ;
+  wire [3:0] \$160 ;
+  wire \$161 ;
   wire \$162 ;
-  wire [6:0] \$163 ;
+  wire \$163 ;
   wire \$164 ;
-  wire [3:0] \$165 ;
+  wire \$165 ;
   wire \$166 ;
-  wire [3:0] \$167 ;
+  wire \$167 ;
   wire \$168 ;
   wire \$169 ;
   wire \$17 ;
   wire \$170 ;
   wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
+  wire [15:0] \$172 ;
+  wire [15:0] \$173 ;
   wire \$174 ;
-  wire \$175 ;
-  wire \$176 ;
+  wire [15:0] \$175 ;
+  wire [15:0] \$176 ;
   wire \$177 ;
-  wire \$178 ;
+  wire [15:0] \$178 ;
   wire [15:0] \$179 ;
   wire \$18 ;
-  wire [15:0] \$180 ;
-  wire \$181 ;
+  wire \$180 ;
+  wire [15:0] \$181 ;
   wire [15:0] \$182 ;
-  wire [15:0] \$183 ;
-  wire \$184 ;
+  wire \$183 ;
+  wire [15:0] \$184 ;
   wire [15:0] \$185 ;
-  wire [15:0] \$186 ;
-  wire \$187 ;
+  wire \$186 ;
+  wire [15:0] \$187 ;
   wire [15:0] \$188 ;
-  wire [15:0] \$189 ;
+  wire \$189 ;
   wire \$19 ;
-  wire \$190 ;
+  wire [15:0] \$190 ;
   wire [15:0] \$191 ;
-  wire [15:0] \$192 ;
-  wire \$193 ;
+  wire \$192 ;
+  wire [15:0] \$193 ;
   wire [15:0] \$194 ;
-  wire [15:0] \$195 ;
+  wire \$195 ;
   wire \$196 ;
   wire [15:0] \$197 ;
   wire [15:0] \$198 ;
@@ -25200,70 +25293,70 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire [15:0] \$200 ;
   wire [15:0] \$201 ;
   wire \$202 ;
-  wire \$203 ;
+  wire [15:0] \$203 ;
   wire [15:0] \$204 ;
-  wire [15:0] \$205 ;
-  wire \$206 ;
+  wire \$205 ;
+  wire [15:0] \$206 ;
   wire [15:0] \$207 ;
-  wire [15:0] \$208 ;
-  wire \$209 ;
+  wire \$208 ;
+  wire [15:0] \$209 ;
   wire \$21 ;
   wire [15:0] \$210 ;
-  wire [15:0] \$211 ;
-  wire \$212 ;
+  wire \$211 ;
+  wire [15:0] \$212 ;
   wire [15:0] \$213 ;
-  wire [15:0] \$214 ;
-  wire \$215 ;
+  wire \$214 ;
+  wire [15:0] \$215 ;
   wire [15:0] \$216 ;
-  wire [15:0] \$217 ;
-  wire \$218 ;
+  wire \$217 ;
+  wire [15:0] \$218 ;
   wire [15:0] \$219 ;
   wire \$22 ;
-  wire [15:0] \$220 ;
+  wire \$220 ;
   wire \$221 ;
-  wire [15:0] \$222 ;
+  wire \$222 ;
   wire [15:0] \$223 ;
-  wire \$224 ;
-  wire [15:0] \$225 ;
+  wire [15:0] \$224 ;
+  wire \$225 ;
   wire [15:0] \$226 ;
-  wire \$227 ;
+  wire [15:0] \$227 ;
   wire \$228 ;
-  wire \$229 ;
+  wire [15:0] \$229 ;
   wire \$23 ;
   wire [15:0] \$230 ;
-  wire [15:0] \$231 ;
-  wire \$232 ;
+  wire \$231 ;
+  wire [15:0] \$232 ;
   wire [15:0] \$233 ;
-  wire [15:0] \$234 ;
-  wire \$235 ;
+  wire \$234 ;
+  wire [15:0] \$235 ;
   wire [15:0] \$236 ;
-  wire [15:0] \$237 ;
-  wire \$238 ;
+  wire \$237 ;
+  wire [15:0] \$238 ;
   wire [15:0] \$239 ;
   wire \$24 ;
-  wire [15:0] \$240 ;
-  wire \$241 ;
+  wire \$240 ;
+  wire [15:0] \$241 ;
   wire [15:0] \$242 ;
-  wire [15:0] \$243 ;
-  wire \$244 ;
+  wire \$243 ;
+  wire [15:0] \$244 ;
   wire [15:0] \$245 ;
-  wire [15:0] \$246 ;
+  wire \$246 ;
   wire \$247 ;
-  wire [15:0] \$248 ;
-  wire [15:0] \$249 ;
+  wire \$248 ;
+  wire \$249 ;
   wire \$25 ;
   wire \$250 ;
-  wire [15:0] \$251 ;
-  wire [15:0] \$252 ;
+  wire \$251 ;
+  wire \$252 ;
   wire \$253 ;
-  wire \$254 ;
-  wire \$255 ;
-  wire \$256 ;
-  wire \$257 ;
-  wire \$258 ;
-  wire \$259 ;
+  wire [15:0] \$254 ;
+  wire [15:0] \$255 ;
+  wire [15:0] \$256 ;
+  wire [15:0] \$257 ;
+  wire [15:0] \$258 ;
+  wire [15:0] \$259 ;
   wire \$26 ;
-  wire \$260 ;
+  wire [15:0] \$260 ;
   wire [15:0] \$261 ;
   wire [15:0] \$262 ;
   wire [15:0] \$263 ;
@@ -25305,15 +25398,15 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire [15:0] \$296 ;
   wire [15:0] \$297 ;
   wire [15:0] \$298 ;
-  wire [15:0] \$299 ;
+  wire \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [15:0] \$300 ;
-  wire [15:0] \$301 ;
-  wire [15:0] \$302 ;
-  wire [15:0] \$303 ;
-  wire [15:0] \$304 ;
-  wire [15:0] \$305 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
   wire \$306 ;
   wire \$307 ;
   wire \$308 ;
@@ -25421,24 +25514,24 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire \$40 ;
   wire \$400 ;
   wire \$401 ;
-  wire \$402 ;
-  wire \$403 ;
-  wire \$404 ;
+  wire [7:0] \$402 ;
+  wire [6:0] \$403 ;
+  wire [6:0] \$404 ;
   wire \$405 ;
-  wire \$406 ;
-  wire \$407 ;
-  wire \$408 ;
-  wire [4:0] \$409 ;
+  wire [4:0] \$406 ;
+  wire [6:0] \$407 ;
+  wire [6:0] \$408 ;
+  wire \$409 ;
   wire \$41 ;
-  wire [6:0] \$410 ;
-  wire [6:0] \$411 ;
+  wire \$410 ;
+  wire \$411 ;
   wire \$412 ;
   wire \$413 ;
-  wire \$414 ;
-  wire \$415 ;
+  wire [7:0] \$414 ;
+  wire [7:0] \$415 ;
   wire \$416 ;
-  wire [7:0] \$417 ;
-  wire [7:0] \$418 ;
+  wire \$417 ;
+  wire \$418 ;
   wire \$419 ;
   wire \$42 ;
   wire \$420 ;
@@ -25475,20 +25568,20 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire \$449 ;
   wire \$45 ;
   wire \$450 ;
-  wire \$451 ;
+  wire [7:0] \$451 ;
   wire \$452 ;
   wire \$453 ;
-  wire [7:0] \$454 ;
+  wire \$454 ;
   wire \$455 ;
   wire \$456 ;
   wire \$457 ;
   wire \$458 ;
-  wire \$459 ;
+  wire [7:0] \$459 ;
   wire \$46 ;
-  wire \$460 ;
+  wire [7:0] \$460 ;
   wire \$461 ;
-  wire [7:0] \$462 ;
-  wire [7:0] \$463 ;
+  wire \$462 ;
+  wire \$463 ;
   wire \$464 ;
   wire \$465 ;
   wire \$466 ;
@@ -25528,7 +25621,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire \$497 ;
   wire \$498 ;
   wire \$499 ;
-  wire [7:0] \$5 ;
+  wire \$5 ;
   wire \$50 ;
   wire \$500 ;
   wire \$501 ;
@@ -25536,14 +25629,14 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire \$503 ;
   wire \$504 ;
   wire \$505 ;
-  wire \$506 ;
-  wire \$507 ;
-  wire \$508 ;
-  wire [7:0] \$509 ;
+  wire [7:0] \$506 ;
+  wire [16:0] \$507 ;
+  wire [16:0] \$508 ;
+  wire [16:0] \$509 ;
   wire \$51 ;
-  wire [16:0] \$510 ;
-  wire [16:0] \$511 ;
-  wire [16:0] \$512 ;
+  wire \$510 ;
+  wire \$511 ;
+  wire \$512 ;
   wire \$513 ;
   wire \$514 ;
   wire \$515 ;
@@ -25590,56 +25683,56 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire \$552 ;
   wire \$553 ;
   wire \$554 ;
-  wire \$555 ;
-  wire \$556 ;
-  wire \$557 ;
-  wire [2:0] \$558 ;
-  wire [2:0] \$559 ;
+  wire [2:0] \$555 ;
+  wire [2:0] \$556 ;
+  wire [2:0] \$557 ;
+  wire [3:0] \$558 ;
+  wire [3:0] \$559 ;
   wire \$56 ;
-  wire [2:0] \$560 ;
+  wire [3:0] \$560 ;
   wire [3:0] \$561 ;
-  wire [3:0] \$562 ;
-  wire [3:0] \$563 ;
-  wire [3:0] \$564 ;
+  reg \$562 ;
+  reg \$563 ;
+  reg \$564 ;
   reg \$565 ;
   reg \$566 ;
   reg \$567 ;
   reg \$568 ;
   reg \$569 ;
   wire \$57 ;
-  reg \$570 ;
+  reg [2:0] \$570 ;
   reg \$571 ;
   reg \$572 ;
-  reg [2:0] \$573 ;
-  reg \$574 ;
-  reg \$575 ;
-  reg \$576 ;
-  reg [7:0] \$577 ;
-  reg [15:0] \$578 ;
-  reg [15:0] \$579 ;
+  reg \$573 ;
+  reg [7:0] \$574 ;
+  reg [15:0] \$575 ;
+  reg [15:0] \$576 ;
+  reg [15:0] \$577 ;
+  reg [2:0] \$578 ;
+  reg \$579 ;
   wire \$58 ;
   reg [15:0] \$580 ;
-  reg [2:0] \$581 ;
-  reg \$582 ;
-  reg [15:0] \$583 ;
-  reg [15:0] \$584 ;
-  reg [15:0] \$585 ;
-  reg [2:0] \$586 ;
-  reg \$587 ;
-  reg [7:0] \$588 ;
-  reg [7:0] \$589 ;
+  reg [15:0] \$581 ;
+  reg [15:0] \$582 ;
+  reg [2:0] \$583 ;
+  reg \$584 ;
+  reg [7:0] \$585 ;
+  reg [7:0] \$586 ;
+  reg [7:0] \$587 ;
+  reg \$588 ;
+  reg [5:0] \$589 ;
   wire \$59 ;
-  reg [7:0] \$590 ;
-  reg \$591 ;
+  reg [5:0] \$590 ;
+  reg [5:0] \$591 ;
   reg [2:0] \$592 ;
-  reg [5:0] \$593 ;
+  reg \$593 ;
   reg [3:0] \$594 ;
   reg [5:0] \$595 ;
   reg [5:0] \$596 ;
   reg \$597 ;
   reg \$598 ;
   reg [7:0] \$599 ;
-  wire [6:0] \$6 ;
+  wire \$6 ;
   wire \$60 ;
   reg \$600 ;
   reg [2:0] \$601 ;
@@ -25686,7 +25779,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire [6:0] \$7 ;
+  wire \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -25722,22 +25815,22 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   reg \$like  = 1'h0;
   reg \$like$76  = 1'h0;
   reg \$like$85  = 1'h0;
-  reg \$signal  = 1'h0;
-  reg [7:0] \$signal$14  = 8'h00;
-  reg \$signal$18  = 1'h0;
-  reg [2:0] \$signal$20  = 3'h0;
-  reg \$signal$34  = 1'h0;
-  reg [2:0] \$signal$36  = 3'h0;
+  reg [7:0] \$signal  = 8'h00;
+  reg \$signal$11  = 1'h0;
+  reg [2:0] \$signal$13  = 3'h0;
+  reg \$signal$27  = 1'h0;
+  reg [2:0] \$signal$29  = 3'h0;
+  reg \$signal$32  = 1'h0;
+  reg \$signal$36  = 1'h0;
   reg \$signal$39  = 1'h0;
+  reg \$signal$40  = 1'h0;
   reg \$signal$43  = 1'h0;
-  reg \$signal$46  = 1'h0;
-  reg \$signal$47  = 1'h0;
-  reg \$signal$50  = 1'h0;
-  reg \$signal$52  = 1'h0;
-  reg [7:0] \$signal$59  = 8'h00;
-  reg \$signal$7  = 1'h0;
+  reg \$signal$45  = 1'h0;
+  reg \$signal$48  = 1'h0;
+  reg [7:0] \$signal$53  = 8'h00;
+  reg \$signal$58  = 1'h0;
+  reg \$signal$64  = 1'h0;
   reg [7:0] \$signal$75  = 8'h00;
-  reg \$signal$8  = 1'h0;
   reg \$signal$81  = 1'h1;
   reg \$signal$82  = 1'h0;
   reg [7:0] \$signal$83  = 8'h00;
@@ -25805,8 +25898,11 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire [2:0] \head.ox ;
   wire [2:0] \head.oy ;
   wire [8:0] \head.taps ;
-  reg [5:0] i_cy = 6'h00;
+  reg [5:0] i_in_row_0 = 6'h00;
+  reg [5:0] i_in_row_1 = 6'h00;
+  reg [5:0] i_in_row_2 = 6'h00;
   reg [2:0] i_row = 3'h0;
+  reg i_top = 1'h0;
   reg issued = 1'h0;
   input [3:0] last_y;
   wire [3:0] last_y;
@@ -25826,9 +25922,6 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   wire [7:0] rest_oh;
   output [2:0] row;
   wire [2:0] row;
-  reg [5:0] row_0;
-  reg [5:0] row_1;
-  reg [5:0] row_2;
   reg [2:0] rows_row = 3'h0;
   input rst;
   wire rst;
@@ -25864,249 +25957,252 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   reg [15:0] win_0 = 16'h0000;
   reg [15:0] win_1 = 16'h0000;
   reg [15:0] win_2 = 16'h0000;
-  assign \$363  = tags[24:20] == row_1;
-  assign \$364  = \$362  & \$363 ;
-  assign \$365  = row_1[2:0] == 3'h5;
-  assign \$366  = tags[29:25] == row_1;
-  assign \$367  = \$365  & \$366 ;
-  assign \$368  = row_1[2:0] == 3'h6;
-  assign \$369  = tags[34:30] == row_1;
-  assign \$370  = \$368  & \$369 ;
-  assign \$371  = row_1[2:0] == 3'h7;
-  assign \$372  = tags[39:35] == row_1;
-  assign \$373  = \$371  & \$372 ;
-  assign \$374  = ! row_2[2:0];
-  assign \$375  = tags[4:0] == row_2;
-  assign \$376  = \$374  & \$375 ;
-  assign \$377  = row_2[2:0] == 1'h1;
-  assign \$378  = tags[9:5] == row_2;
-  assign \$379  = \$377  & \$378 ;
-  assign \$380  = row_2[2:0] == 2'h2;
-  assign \$381  = tags[14:10] == row_2;
-  assign \$382  = \$380  & \$381 ;
-  assign \$383  = row_2[2:0] == 2'h3;
-  assign \$384  = tags[19:15] == row_2;
-  assign \$385  = \$383  & \$384 ;
-  assign \$386  = row_2[2:0] == 3'h4;
-  assign \$387  = tags[24:20] == row_2;
-  assign \$388  = \$386  & \$387 ;
-  assign \$389  = row_2[2:0] == 3'h5;
-  assign \$390  = tags[29:25] == row_2;
-  assign \$391  = \$389  & \$390 ;
-  assign \$392  = row_2[2:0] == 3'h6;
-  assign \$393  = tags[34:30] == row_2;
-  assign \$394  = \$392  & \$393 ;
-  assign \$395  = row_2[2:0] == 3'h7;
-  assign \$396  = tags[39:35] == row_2;
-  assign \$397  = \$395  & \$396 ;
-  assign \$398  = ~ \$signal ;
-  assign \$399  = ~ \$signal$7 ;
-  assign \$400  = \$398  | \$399 ;
-  assign \$401  = ~ ends;
-  assign \$402  = \$400  & \$401 ;
-  assign \$403  = ~ has_last_r;
-  assign \$404  = issued ? \$signal$50  : \$signal$47 ;
-  assign \$405  = \$403  | \$404 ;
-  assign \$406  = \$signal$39  & \$405 ;
-  assign \$407  = issued ? \$signal$46  : \$signal$43 ;
-  assign \$408  = \$signal$39  | \$407 ;
-  assign \$409  = f_row + 1'h1;
-  assign \$410  = cy + 2'h2;
-  assign \$411  = need + 2'h2;
-  assign \$412  = ~ \$signal$18 ;
-  assign \$413  = eof_pend & \$412 ;
-  assign \$414  = \$413  & w_rdy;
-  assign \$415  = ~ \$signal$18 ;
-  assign \$416  = \$415  | w_rdy;
-  assign \$417  = ~ \$154 [7:0];
-  assign \$418  = b_rest & \$417 ;
-  assign \$420  = b_rest[0] & b_rest[1];
-  assign \$423  = b_rest[2] & b_rest[3];
-  assign \$425  = \$421  | \$424 ;
-  assign \$426  = b_rest[0] | b_rest[1];
-  assign \$427  = b_rest[2] | b_rest[3];
-  assign \$428  = \$426  & \$427 ;
-  assign \$429  = \$425  | \$428 ;
-  assign \$431  = b_rest[4] & b_rest[5];
-  assign \$434  = b_rest[6] & b_rest[7];
-  assign \$436  = \$432  | \$435 ;
-  assign \$437  = b_rest[4] | b_rest[5];
-  assign \$438  = b_rest[6] | b_rest[7];
-  assign \$439  = \$437  & \$438 ;
-  assign \$440  = \$436  | \$439 ;
-  assign \$441  = \$429  | \$440 ;
-  assign \$442  = b_rest[0] | b_rest[1];
-  assign \$443  = b_rest[2] | b_rest[3];
+  assign \$363  = \$361  & \$362 ;
+  assign \$364  = i_in_row_1[2:0] == 3'h7;
+  assign \$365  = tags[39:35] == i_in_row_1;
+  assign \$366  = \$364  & \$365 ;
+  assign \$367  = ! i_in_row_2[2:0];
+  assign \$368  = tags[4:0] == i_in_row_2;
+  assign \$369  = \$367  & \$368 ;
+  assign \$370  = i_in_row_2[2:0] == 1'h1;
+  assign \$371  = tags[9:5] == i_in_row_2;
+  assign \$372  = \$370  & \$371 ;
+  assign \$373  = i_in_row_2[2:0] == 2'h2;
+  assign \$374  = tags[14:10] == i_in_row_2;
+  assign \$375  = \$373  & \$374 ;
+  assign \$376  = i_in_row_2[2:0] == 2'h3;
+  assign \$377  = tags[19:15] == i_in_row_2;
+  assign \$378  = \$376  & \$377 ;
+  assign \$379  = i_in_row_2[2:0] == 3'h4;
+  assign \$380  = tags[24:20] == i_in_row_2;
+  assign \$381  = \$379  & \$380 ;
+  assign \$382  = i_in_row_2[2:0] == 3'h5;
+  assign \$383  = tags[29:25] == i_in_row_2;
+  assign \$384  = \$382  & \$383 ;
+  assign \$385  = i_in_row_2[2:0] == 3'h6;
+  assign \$386  = tags[34:30] == i_in_row_2;
+  assign \$387  = \$385  & \$386 ;
+  assign \$388  = i_in_row_2[2:0] == 3'h7;
+  assign \$389  = tags[39:35] == i_in_row_2;
+  assign \$390  = \$388  & \$389 ;
+  assign \$391  = ~ \$signal$64 ;
+  assign \$392  = ~ \$signal$58 ;
+  assign \$393  = \$391  | \$392 ;
+  assign \$394  = ~ ends;
+  assign \$395  = \$393  & \$394 ;
+  assign \$396  = ~ has_last_r;
+  assign \$397  = issued ? \$signal$43  : \$signal$40 ;
+  assign \$398  = \$396  | \$397 ;
+  assign \$399  = \$signal$32  & \$398 ;
+  assign \$400  = issued ? \$signal$39  : \$signal$36 ;
+  assign \$401  = \$signal$32  | \$400 ;
+  assign \$402  = cy + 8'hff;
+  assign \$403  = cy + 1'h0;
+  assign \$404  = cy + 1'h1;
+  assign \$405  = ! cy;
+  assign \$406  = f_row + 1'h1;
+  assign \$407  = cy + 2'h2;
+  assign \$408  = need + 2'h2;
+  assign \$409  = ~ \$signal$11 ;
+  assign \$410  = eof_pend & \$409 ;
+  assign \$411  = \$410  & w_rdy;
+  assign \$412  = ~ \$signal$11 ;
+  assign \$413  = \$412  | w_rdy;
+  assign \$414  = ~ \$147 [7:0];
+  assign \$415  = b_rest & \$414 ;
+  assign \$417  = b_rest[0] & b_rest[1];
+  assign \$420  = b_rest[2] & b_rest[3];
+  assign \$422  = \$418  | \$421 ;
+  assign \$423  = b_rest[0] | b_rest[1];
+  assign \$424  = b_rest[2] | b_rest[3];
+  assign \$425  = \$423  & \$424 ;
+  assign \$426  = \$422  | \$425 ;
+  assign \$428  = b_rest[4] & b_rest[5];
+  assign \$431  = b_rest[6] & b_rest[7];
+  assign \$433  = \$429  | \$432 ;
+  assign \$434  = b_rest[4] | b_rest[5];
+  assign \$435  = b_rest[6] | b_rest[7];
+  assign \$436  = \$434  & \$435 ;
+  assign \$437  = \$433  | \$436 ;
+  assign \$438  = \$426  | \$437 ;
+  assign \$439  = b_rest[0] | b_rest[1];
+  assign \$440  = b_rest[2] | b_rest[3];
+  assign \$441  = \$439  | \$440 ;
+  assign \$442  = b_rest[4] | b_rest[5];
+  assign \$443  = b_rest[6] | b_rest[7];
   assign \$444  = \$442  | \$443 ;
-  assign \$445  = b_rest[4] | b_rest[5];
-  assign \$446  = b_rest[6] | b_rest[7];
-  assign \$447  = \$445  | \$446 ;
-  assign \$448  = \$444  & \$447 ;
-  assign \$449  = \$441  | \$448 ;
-  assign \$450  = ~ \$449 ;
-  assign \$451  = ~ \$signal$18 ;
-  assign \$452  = \$451  | w_rdy;
-  assign \$453  = \$452  & \$signal$81 ;
-  assign \$454  = \$signal$82  ? \$signal$84  : 8'h00;
-  assign \$455  = ~ \$signal$82 ;
-  assign \$456  = \$455  | a3_rest_zero;
-  assign \$457  = ~ \$signal$82 ;
-  assign \$458  = ~ \$signal$18 ;
-  assign \$459  = \$458  | w_rdy;
-  assign \$460  = \$459  & \$signal$81 ;
-  assign \$461  = \$457  | \$460 ;
-  assign \$462  = ~ \$157 [7:0];
-  assign \$463  = a2_bits & \$462 ;
-  assign \$465  = a2_bits[0] & a2_bits[1];
-  assign \$468  = a2_bits[2] & a2_bits[3];
-  assign \$470  = \$466  | \$469 ;
-  assign \$471  = a2_bits[0] | a2_bits[1];
-  assign \$472  = a2_bits[2] | a2_bits[3];
-  assign \$473  = \$471  & \$472 ;
-  assign \$474  = \$470  | \$473 ;
-  assign \$476  = a2_bits[4] & a2_bits[5];
-  assign \$479  = a2_bits[6] & a2_bits[7];
-  assign \$481  = \$477  | \$480 ;
-  assign \$482  = a2_bits[4] | a2_bits[5];
-  assign \$483  = a2_bits[6] | a2_bits[7];
-  assign \$484  = \$482  & \$483 ;
-  assign \$485  = \$481  | \$484 ;
-  assign \$486  = \$474  | \$485 ;
-  assign \$487  = a2_bits[0] | a2_bits[1];
-  assign \$488  = a2_bits[2] | a2_bits[3];
+  assign \$445  = \$441  & \$444 ;
+  assign \$446  = \$438  | \$445 ;
+  assign \$447  = ~ \$446 ;
+  assign \$448  = ~ \$signal$11 ;
+  assign \$449  = \$448  | w_rdy;
+  assign \$450  = \$449  & \$signal$81 ;
+  assign \$451  = \$signal$82  ? \$signal$84  : 8'h00;
+  assign \$452  = ~ \$signal$82 ;
+  assign \$453  = \$452  | a3_rest_zero;
+  assign \$454  = ~ \$signal$82 ;
+  assign \$455  = ~ \$signal$11 ;
+  assign \$456  = \$455  | w_rdy;
+  assign \$457  = \$456  & \$signal$81 ;
+  assign \$458  = \$454  | \$457 ;
+  assign \$459  = ~ \$150 [7:0];
+  assign \$460  = a2_bits & \$459 ;
+  assign \$462  = a2_bits[0] & a2_bits[1];
+  assign \$465  = a2_bits[2] & a2_bits[3];
+  assign \$467  = \$463  | \$466 ;
+  assign \$468  = a2_bits[0] | a2_bits[1];
+  assign \$469  = a2_bits[2] | a2_bits[3];
+  assign \$470  = \$468  & \$469 ;
+  assign \$471  = \$467  | \$470 ;
+  assign \$473  = a2_bits[4] & a2_bits[5];
+  assign \$476  = a2_bits[6] & a2_bits[7];
+  assign \$478  = \$474  | \$477 ;
+  assign \$479  = a2_bits[4] | a2_bits[5];
+  assign \$480  = a2_bits[6] | a2_bits[7];
+  assign \$481  = \$479  & \$480 ;
+  assign \$482  = \$478  | \$481 ;
+  assign \$483  = \$471  | \$482 ;
+  assign \$484  = a2_bits[0] | a2_bits[1];
+  assign \$485  = a2_bits[2] | a2_bits[3];
+  assign \$486  = \$484  | \$485 ;
+  assign \$487  = a2_bits[4] | a2_bits[5];
+  assign \$488  = a2_bits[6] | a2_bits[7];
   assign \$489  = \$487  | \$488 ;
-  assign \$490  = a2_bits[4] | a2_bits[5];
-  assign \$491  = a2_bits[6] | a2_bits[7];
-  assign \$492  = \$490  | \$491 ;
-  assign \$493  = \$489  & \$492 ;
-  assign \$494  = \$486  | \$493 ;
-  assign \$495  = ~ \$494 ;
-  assign \$496  = ~ \$signal$82 ;
-  assign \$497  = ~ \$signal$18 ;
-  assign \$498  = \$497  | w_rdy;
-  assign \$499  = \$498  & \$signal$81 ;
-  assign \$500  = \$496  | \$499 ;
-  assign \$501  = ~ \$signal$91 ;
-  assign \$502  = ~ \$signal$82 ;
-  assign \$503  = ~ \$signal$18 ;
-  assign \$504  = \$503  | w_rdy;
-  assign \$505  = \$504  & \$signal$81 ;
-  assign \$506  = \$502  | \$505 ;
-  assign \$507  = \$501  | \$506 ;
-  assign \$508  = \$507  & a_v;
-  assign \$509  = a_oh ? \$signal$59  : 8'h00;
-  assign \$510  = a_oh ? { cwin_0, 1'h0 } : 17'h00000;
-  assign \$511  = a_oh ? { cwin_1, 1'h0 } : 17'h00000;
-  assign \$512  = a_oh ? { cwin_2, 1'h0 } : 17'h00000;
-  assign \$513  = ~ \$signal$91 ;
-  assign \$514  = ~ \$signal$82 ;
-  assign \$515  = ~ \$signal$18 ;
-  assign \$516  = \$515  | w_rdy;
-  assign \$517  = \$516  & \$signal$81 ;
-  assign \$518  = \$514  | \$517 ;
-  assign \$519  = \$513  | \$518 ;
-  assign \$520  = ~ a_v;
-  assign \$521  = ~ \$signal$91 ;
-  assign \$522  = ~ \$signal$82 ;
-  assign \$523  = ~ \$signal$18 ;
-  assign \$524  = \$523  | w_rdy;
-  assign \$525  = \$524  & \$signal$81 ;
-  assign \$526  = \$522  | \$525 ;
-  assign \$527  = \$521  | \$526 ;
-  assign \$528  = \$520  | \$527 ;
-  assign \$529  = \$528  & \$signal$52 ;
-  assign \$530  = ~ nz_zero;
-  assign \$531  = \$529  & \$530 ;
-  assign \$532  = ~ \$160 [0];
-  assign \$533  = nz & \$532 ;
-  assign \$535  = ~ \$signal ;
-  assign \$536  = ~ \$signal$7 ;
+  assign \$490  = \$486  & \$489 ;
+  assign \$491  = \$483  | \$490 ;
+  assign \$492  = ~ \$491 ;
+  assign \$493  = ~ \$signal$82 ;
+  assign \$494  = ~ \$signal$11 ;
+  assign \$495  = \$494  | w_rdy;
+  assign \$496  = \$495  & \$signal$81 ;
+  assign \$497  = \$493  | \$496 ;
+  assign \$498  = ~ \$signal$91 ;
+  assign \$499  = ~ \$signal$82 ;
+  assign \$500  = ~ \$signal$11 ;
+  assign \$501  = \$500  | w_rdy;
+  assign \$502  = \$501  & \$signal$81 ;
+  assign \$503  = \$499  | \$502 ;
+  assign \$504  = \$498  | \$503 ;
+  assign \$505  = \$504  & a_v;
+  assign \$506  = a_oh ? \$signal$53  : 8'h00;
+  assign \$507  = a_oh ? { cwin_0, 1'h0 } : 17'h00000;
+  assign \$508  = a_oh ? { cwin_1, 1'h0 } : 17'h00000;
+  assign \$509  = a_oh ? { cwin_2, 1'h0 } : 17'h00000;
+  assign \$510  = ~ \$signal$91 ;
+  assign \$511  = ~ \$signal$82 ;
+  assign \$512  = ~ \$signal$11 ;
+  assign \$513  = \$512  | w_rdy;
+  assign \$514  = \$513  & \$signal$81 ;
+  assign \$515  = \$511  | \$514 ;
+  assign \$516  = \$510  | \$515 ;
+  assign \$517  = ~ a_v;
+  assign \$518  = ~ \$signal$91 ;
+  assign \$519  = ~ \$signal$82 ;
+  assign \$520  = ~ \$signal$11 ;
+  assign \$521  = \$520  | w_rdy;
+  assign \$522  = \$521  & \$signal$81 ;
+  assign \$523  = \$519  | \$522 ;
+  assign \$524  = \$518  | \$523 ;
+  assign \$525  = \$517  | \$524 ;
+  assign \$526  = \$525  & \$signal$45 ;
+  assign \$527  = ~ nz_zero;
+  assign \$528  = \$526  & \$527 ;
+  assign \$529  = ~ \$153 [0];
+  assign \$530  = nz & \$529 ;
+  assign \$532  = ~ \$signal$64 ;
+  assign \$533  = ~ \$signal$58 ;
+  assign \$534  = \$532  | \$533 ;
+  assign \$535  = ~ has_last_r;
+  assign \$536  = issued ? \$signal$43  : \$signal$40 ;
   assign \$537  = \$535  | \$536 ;
-  assign \$538  = ~ has_last_r;
-  assign \$539  = issued ? \$signal$50  : \$signal$47 ;
-  assign \$540  = \$538  | \$539 ;
-  assign \$541  = \$signal$39  & \$540 ;
-  assign \$542  = \$537  & \$541 ;
-  assign \$543  = ends | \$542 ;
-  assign \$544  = \$signal  | \$signal$7 ;
-  assign \$545  = \$544  | \$signal$8 ;
-  assign \$546  = \$545  | \$signal$52 ;
-  assign \$547  = \$546  | \$signal$91 ;
-  assign \$548  = \$547  | \$signal$82 ;
-  assign \$549  = \$548  | b_v;
-  assign \$550  = \$549  | \$signal$18 ;
-  assign \$551  = ~ \$550 ;
-  assign \$552  = \$543  & \$551 ;
-  assign \$553  = ~ eof_done;
-  assign \$554  = \$552  & \$553 ;
-  assign \$555  = \$signal$18  | b_v;
-  assign \$556  = \$555  | \$signal$82 ;
-  assign \$557  = \$556  | \$signal$91 ;
-  assign \$558  = \$signal$82  ? \$signal$86  : a2_oy;
-  assign \$559  = b_v ? b_oy : \$558 ;
-  assign \$560  = \$signal$18  ? \$signal$20  : \$559 ;
-  assign \$561  = \$signal  ? { 1'h0, i_row } : f_row;
-  assign \$562  = \$signal$7  ? { 1'h0, s_row } : \$561 ;
-  assign \$563  = \$signal$8  ? { 1'h0, w_row } : \$562 ;
-  assign \$564  = \$signal$52  ? { 1'h0, c_row } : \$563 ;
+  assign \$538  = \$signal$32  & \$537 ;
+  assign \$539  = \$534  & \$538 ;
+  assign \$540  = ends | \$539 ;
+  assign \$541  = \$signal$64  | \$signal$58 ;
+  assign \$542  = \$541  | \$signal$48 ;
+  assign \$543  = \$542  | \$signal$45 ;
+  assign \$544  = \$543  | \$signal$91 ;
+  assign \$545  = \$544  | \$signal$82 ;
+  assign \$546  = \$545  | b_v;
+  assign \$547  = \$546  | \$signal$11 ;
+  assign \$548  = ~ \$547 ;
+  assign \$549  = \$540  & \$548 ;
+  assign \$550  = ~ eof_done;
+  assign \$551  = \$549  & \$550 ;
+  assign \$552  = \$signal$11  | b_v;
+  assign \$553  = \$552  | \$signal$82 ;
+  assign \$554  = \$553  | \$signal$91 ;
+  assign \$555  = \$signal$82  ? \$signal$86  : a2_oy;
+  assign \$556  = b_v ? b_oy : \$555 ;
+  assign \$557  = \$signal$11  ? \$signal$13  : \$556 ;
+  assign \$558  = \$signal$64  ? { 1'h0, i_row } : f_row;
+  assign \$559  = \$signal$58  ? { 1'h0, s_row } : \$558 ;
+  assign \$560  = \$signal$48  ? { 1'h0, w_row } : \$559 ;
+  assign \$561  = \$signal$45  ? { 1'h0, c_row } : \$560 ;
+  always @(posedge clk)
+    \$signal$32  <= \$562 ;
+  always @(posedge clk)
+    has_last_r <= \$563 ;
+  always @(posedge clk)
+    \$signal$36  <= \$564 ;
   always @(posedge clk)
     \$signal$39  <= \$565 ;
   always @(posedge clk)
-    has_last_r <= \$566 ;
+    \$signal$40  <= \$566 ;
   always @(posedge clk)
     \$signal$43  <= \$567 ;
   always @(posedge clk)
-    \$signal$46  <= \$568 ;
+    issued <= \$568 ;
   always @(posedge clk)
-    \$signal$47  <= \$569 ;
+    \$signal$45  <= \$569 ;
   always @(posedge clk)
-    \$signal$50  <= \$570 ;
+    c_row <= \$570 ;
   always @(posedge clk)
-    issued <= \$571 ;
+    \$signal$48  <= \$571 ;
   always @(posedge clk)
-    \$signal$52  <= \$572 ;
+    nz <= \$572 ;
   always @(posedge clk)
-    c_row <= \$573 ;
+    nz_zero <= \$573 ;
   always @(posedge clk)
-    \$signal$8  <= \$574 ;
+    \$signal$53  <= \$574 ;
   always @(posedge clk)
-    nz <= \$575 ;
+    cwin_0 <= \$575 ;
   always @(posedge clk)
-    nz_zero <= \$576 ;
+    cwin_1 <= \$576 ;
   always @(posedge clk)
-    \$signal$59  <= \$577 ;
+    cwin_2 <= \$577 ;
   always @(posedge clk)
-    cwin_0 <= \$578 ;
+    w_row <= \$578 ;
   always @(posedge clk)
-    cwin_1 <= \$579 ;
+    \$signal$58  <= \$579 ;
   always @(posedge clk)
-    cwin_2 <= \$580 ;
+    win_0 <= \$580 ;
   always @(posedge clk)
-    w_row <= \$581 ;
+    win_1 <= \$581 ;
   always @(posedge clk)
-    \$signal$7  <= \$582 ;
+    win_2 <= \$582 ;
   always @(posedge clk)
-    win_0 <= \$583 ;
+    s_row <= \$583 ;
   always @(posedge clk)
-    win_1 <= \$584 ;
+    \$signal$64  <= \$584 ;
   always @(posedge clk)
-    win_2 <= \$585 ;
+    sel_0 <= \$585 ;
   always @(posedge clk)
-    s_row <= \$586 ;
+    sel_1 <= \$586 ;
   always @(posedge clk)
-    \$signal  <= \$587 ;
+    sel_2 <= \$587 ;
   always @(posedge clk)
-    sel_0 <= \$588 ;
+    ends <= \$588 ;
   always @(posedge clk)
-    sel_1 <= \$589 ;
+    i_in_row_0 <= \$589 ;
   always @(posedge clk)
-    sel_2 <= \$590 ;
+    i_in_row_1 <= \$590 ;
   always @(posedge clk)
-    ends <= \$591 ;
+    i_in_row_2 <= \$591 ;
   always @(posedge clk)
     i_row <= \$592 ;
   always @(posedge clk)
-    i_cy <= \$593 ;
+    i_top <= \$593 ;
   always @(posedge clk)
     f_row <= \$594 ;
   always @(posedge clk)
@@ -26116,13 +26212,13 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @(posedge clk)
     eof_pend <= \$597 ;
   always @(posedge clk)
-    \$signal$18  <= \$598 ;
+    \$signal$11  <= \$598 ;
   always @(posedge clk)
-    \$signal$14  <= \$599 ;
+    \$signal  <= \$599 ;
   always @(posedge clk)
     \$like  <= \$600 ;
   always @(posedge clk)
-    \$signal$20  <= \$601 ;
+    \$signal$13  <= \$601 ;
   always @(posedge clk)
     c1_win_0 <= \$602 ;
   always @(posedge clk)
@@ -26186,373 +26282,373 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @(posedge clk)
     eof_done <= \$632 ;
   always @(posedge clk)
-    \$signal$34  <= \$633 ;
+    \$signal$27  <= \$633 ;
   always @(posedge clk)
-    \$signal$36  <= \$634 ;
+    \$signal$29  <= \$634 ;
   always @(posedge clk)
     rows_row <= \$635 ;
-  assign \$1  = ~ \$signal$7 ;
-  assign \$2  = ~ \$signal$8 ;
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = \$signal  & \$3 ;
-  assign \$5  = i_cy + 8'hff;
-  assign \$6  = i_cy + 1'h0;
-  assign \$7  = i_cy + 1'h1;
-  assign \$8  = \$signal$14 [1] | \$signal$14 [3];
-  assign \$9  = \$8  | \$signal$14 [5];
-  assign \$10  = \$9  | \$signal$14 [7];
-  assign \$11  = \$signal$14 [2] | \$signal$14 [3];
-  assign \$12  = \$11  | \$signal$14 [6];
-  assign \$13  = \$12  | \$signal$14 [7];
-  assign \$14  = \$signal$14 [4] | \$signal$14 [5];
-  assign \$15  = \$14  | \$signal$14 [6];
-  assign \$16  = \$15  | \$signal$14 [7];
-  assign w_en = \$signal$18  | eof_pend;
-  assign \$17  = \$signal$14 [0] & c1_win_0[0];
-  assign \$18  = \$signal$14 [1] & c1_win_0[2];
-  assign \$19  = \$17  | \$18 ;
-  assign \$20  = \$signal$14 [2] & c1_win_0[4];
-  assign \$21  = \$19  | \$20 ;
-  assign \$22  = \$signal$14 [3] & c1_win_0[6];
-  assign \$23  = \$21  | \$22 ;
-  assign \$24  = \$signal$14 [4] & c1_win_0[8];
-  assign \$25  = \$23  | \$24 ;
-  assign \$26  = \$signal$14 [5] & c1_win_0[10];
+  assign \$1  = \$signal [1] | \$signal [3];
+  assign \$2  = \$1  | \$signal [5];
+  assign \$3  = \$2  | \$signal [7];
+  assign \$4  = \$signal [2] | \$signal [3];
+  assign \$5  = \$4  | \$signal [6];
+  assign \$6  = \$5  | \$signal [7];
+  assign \$7  = \$signal [4] | \$signal [5];
+  assign \$8  = \$7  | \$signal [6];
+  assign \$9  = \$8  | \$signal [7];
+  assign w_en = \$signal$11  | eof_pend;
+  assign \$10  = \$signal [0] & c1_win_0[0];
+  assign \$11  = \$signal [1] & c1_win_0[2];
+  assign \$12  = \$10  | \$11 ;
+  assign \$13  = \$signal [2] & c1_win_0[4];
+  assign \$14  = \$12  | \$13 ;
+  assign \$15  = \$signal [3] & c1_win_0[6];
+  assign \$16  = \$14  | \$15 ;
+  assign \$17  = \$signal [4] & c1_win_0[8];
+  assign \$18  = \$16  | \$17 ;
+  assign \$19  = \$signal [5] & c1_win_0[10];
+  assign \$20  = \$18  | \$19 ;
+  assign \$21  = \$signal [6] & c1_win_0[12];
+  assign \$22  = \$20  | \$21 ;
+  assign \$23  = \$signal [7] & c1_win_0[14];
+  assign \$24  = \$22  | \$23 ;
+  assign \$25  = \$signal [0] & c1_win_0[1];
+  assign \$26  = \$signal [1] & c1_win_0[3];
   assign \$27  = \$25  | \$26 ;
-  assign \$28  = \$signal$14 [6] & c1_win_0[12];
+  assign \$28  = \$signal [2] & c1_win_0[5];
   assign \$29  = \$27  | \$28 ;
-  assign \$30  = \$signal$14 [7] & c1_win_0[14];
+  assign \$30  = \$signal [3] & c1_win_0[7];
   assign \$31  = \$29  | \$30 ;
-  assign \$32  = \$signal$14 [0] & c1_win_0[1];
-  assign \$33  = \$signal$14 [1] & c1_win_0[3];
-  assign \$34  = \$32  | \$33 ;
-  assign \$35  = \$signal$14 [2] & c1_win_0[5];
-  assign \$36  = \$34  | \$35 ;
-  assign \$37  = \$signal$14 [3] & c1_win_0[7];
-  assign \$38  = \$36  | \$37 ;
-  assign \$39  = \$signal$14 [4] & c1_win_0[9];
-  assign \$40  = \$38  | \$39 ;
-  assign \$41  = \$signal$14 [5] & c1_win_0[11];
+  assign \$32  = \$signal [4] & c1_win_0[9];
+  assign \$33  = \$31  | \$32 ;
+  assign \$34  = \$signal [5] & c1_win_0[11];
+  assign \$35  = \$33  | \$34 ;
+  assign \$36  = \$signal [6] & c1_win_0[13];
+  assign \$37  = \$35  | \$36 ;
+  assign \$38  = \$signal [7] & c1_win_0[15];
+  assign \$39  = \$37  | \$38 ;
+  assign \$40  = \$signal [0] & c1_win_0[2];
+  assign \$41  = \$signal [1] & c1_win_0[4];
   assign \$42  = \$40  | \$41 ;
-  assign \$43  = \$signal$14 [6] & c1_win_0[13];
+  assign \$43  = \$signal [2] & c1_win_0[6];
   assign \$44  = \$42  | \$43 ;
-  assign \$45  = \$signal$14 [7] & c1_win_0[15];
+  assign \$45  = \$signal [3] & c1_win_0[8];
   assign \$46  = \$44  | \$45 ;
-  assign \$47  = \$signal$14 [0] & c1_win_0[2];
-  assign \$48  = \$signal$14 [1] & c1_win_0[4];
-  assign \$49  = \$47  | \$48 ;
-  assign \$50  = \$signal$14 [2] & c1_win_0[6];
-  assign \$51  = \$49  | \$50 ;
-  assign \$52  = \$signal$14 [3] & c1_win_0[8];
-  assign \$53  = \$51  | \$52 ;
-  assign \$54  = \$signal$14 [4] & c1_win_0[10];
-  assign \$55  = \$53  | \$54 ;
-  assign \$56  = \$signal$14 [5] & c1_win_0[12];
+  assign \$47  = \$signal [4] & c1_win_0[10];
+  assign \$48  = \$46  | \$47 ;
+  assign \$49  = \$signal [5] & c1_win_0[12];
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = \$signal [6] & c1_win_0[14];
+  assign \$52  = \$50  | \$51 ;
+  assign \$53  = \$signal [7] & c1_win_0[16];
+  assign \$54  = \$52  | \$53 ;
+  assign \$55  = \$signal [0] & c1_win_1[0];
+  assign \$56  = \$signal [1] & c1_win_1[2];
   assign \$57  = \$55  | \$56 ;
-  assign \$58  = \$signal$14 [6] & c1_win_0[14];
+  assign \$58  = \$signal [2] & c1_win_1[4];
   assign \$59  = \$57  | \$58 ;
-  assign \$60  = \$signal$14 [7] & c1_win_0[16];
+  assign \$60  = \$signal [3] & c1_win_1[6];
   assign \$61  = \$59  | \$60 ;
-  assign \$62  = \$signal$14 [0] & c1_win_1[0];
-  assign \$63  = \$signal$14 [1] & c1_win_1[2];
-  assign \$64  = \$62  | \$63 ;
-  assign \$65  = \$signal$14 [2] & c1_win_1[4];
-  assign \$66  = \$64  | \$65 ;
-  assign \$67  = \$signal$14 [3] & c1_win_1[6];
-  assign \$68  = \$66  | \$67 ;
-  assign \$69  = \$signal$14 [4] & c1_win_1[8];
-  assign \$70  = \$68  | \$69 ;
-  assign \$71  = \$signal$14 [5] & c1_win_1[10];
+  assign \$62  = \$signal [4] & c1_win_1[8];
+  assign \$63  = \$61  | \$62 ;
+  assign \$64  = \$signal [5] & c1_win_1[10];
+  assign \$65  = \$63  | \$64 ;
+  assign \$66  = \$signal [6] & c1_win_1[12];
+  assign \$67  = \$65  | \$66 ;
+  assign \$68  = \$signal [7] & c1_win_1[14];
+  assign \$69  = \$67  | \$68 ;
+  assign \$70  = \$signal [0] & c1_win_1[1];
+  assign \$71  = \$signal [1] & c1_win_1[3];
   assign \$72  = \$70  | \$71 ;
-  assign \$73  = \$signal$14 [6] & c1_win_1[12];
+  assign \$73  = \$signal [2] & c1_win_1[5];
   assign \$74  = \$72  | \$73 ;
-  assign \$75  = \$signal$14 [7] & c1_win_1[14];
+  assign \$75  = \$signal [3] & c1_win_1[7];
   assign \$76  = \$74  | \$75 ;
-  assign \$77  = \$signal$14 [0] & c1_win_1[1];
-  assign \$78  = \$signal$14 [1] & c1_win_1[3];
-  assign \$79  = \$77  | \$78 ;
-  assign \$80  = \$signal$14 [2] & c1_win_1[5];
-  assign \$81  = \$79  | \$80 ;
-  assign \$82  = \$signal$14 [3] & c1_win_1[7];
-  assign \$83  = \$81  | \$82 ;
-  assign \$84  = \$signal$14 [4] & c1_win_1[9];
-  assign \$85  = \$83  | \$84 ;
-  assign \$86  = \$signal$14 [5] & c1_win_1[11];
+  assign \$77  = \$signal [4] & c1_win_1[9];
+  assign \$78  = \$76  | \$77 ;
+  assign \$79  = \$signal [5] & c1_win_1[11];
+  assign \$80  = \$78  | \$79 ;
+  assign \$81  = \$signal [6] & c1_win_1[13];
+  assign \$82  = \$80  | \$81 ;
+  assign \$83  = \$signal [7] & c1_win_1[15];
+  assign \$84  = \$82  | \$83 ;
+  assign \$85  = \$signal [0] & c1_win_1[2];
+  assign \$86  = \$signal [1] & c1_win_1[4];
   assign \$87  = \$85  | \$86 ;
-  assign \$88  = \$signal$14 [6] & c1_win_1[13];
+  assign \$88  = \$signal [2] & c1_win_1[6];
   assign \$89  = \$87  | \$88 ;
-  assign \$90  = \$signal$14 [7] & c1_win_1[15];
+  assign \$90  = \$signal [3] & c1_win_1[8];
   assign \$91  = \$89  | \$90 ;
-  assign \$92  = \$signal$14 [0] & c1_win_1[2];
-  assign \$93  = \$signal$14 [1] & c1_win_1[4];
-  assign \$94  = \$92  | \$93 ;
-  assign \$95  = \$signal$14 [2] & c1_win_1[6];
-  assign \$96  = \$94  | \$95 ;
-  assign \$97  = \$signal$14 [3] & c1_win_1[8];
-  assign \$98  = \$96  | \$97 ;
-  assign \$99  = \$signal$14 [4] & c1_win_1[10];
-  assign \$100  = \$98  | \$99 ;
-  assign \$101  = \$signal$14 [5] & c1_win_1[12];
+  assign \$92  = \$signal [4] & c1_win_1[10];
+  assign \$93  = \$91  | \$92 ;
+  assign \$94  = \$signal [5] & c1_win_1[12];
+  assign \$95  = \$93  | \$94 ;
+  assign \$96  = \$signal [6] & c1_win_1[14];
+  assign \$97  = \$95  | \$96 ;
+  assign \$98  = \$signal [7] & c1_win_1[16];
+  assign \$99  = \$97  | \$98 ;
+  assign \$100  = \$signal [0] & c1_win_2[0];
+  assign \$101  = \$signal [1] & c1_win_2[2];
   assign \$102  = \$100  | \$101 ;
-  assign \$103  = \$signal$14 [6] & c1_win_1[14];
+  assign \$103  = \$signal [2] & c1_win_2[4];
   assign \$104  = \$102  | \$103 ;
-  assign \$105  = \$signal$14 [7] & c1_win_1[16];
+  assign \$105  = \$signal [3] & c1_win_2[6];
   assign \$106  = \$104  | \$105 ;
-  assign \$107  = \$signal$14 [0] & c1_win_2[0];
-  assign \$108  = \$signal$14 [1] & c1_win_2[2];
-  assign \$109  = \$107  | \$108 ;
-  assign \$110  = \$signal$14 [2] & c1_win_2[4];
-  assign \$111  = \$109  | \$110 ;
-  assign \$112  = \$signal$14 [3] & c1_win_2[6];
-  assign \$113  = \$111  | \$112 ;
-  assign \$114  = \$signal$14 [4] & c1_win_2[8];
-  assign \$115  = \$113  | \$114 ;
-  assign \$116  = \$signal$14 [5] & c1_win_2[10];
+  assign \$107  = \$signal [4] & c1_win_2[8];
+  assign \$108  = \$106  | \$107 ;
+  assign \$109  = \$signal [5] & c1_win_2[10];
+  assign \$110  = \$108  | \$109 ;
+  assign \$111  = \$signal [6] & c1_win_2[12];
+  assign \$112  = \$110  | \$111 ;
+  assign \$113  = \$signal [7] & c1_win_2[14];
+  assign \$114  = \$112  | \$113 ;
+  assign \$115  = \$signal [0] & c1_win_2[1];
+  assign \$116  = \$signal [1] & c1_win_2[3];
   assign \$117  = \$115  | \$116 ;
-  assign \$118  = \$signal$14 [6] & c1_win_2[12];
+  assign \$118  = \$signal [2] & c1_win_2[5];
   assign \$119  = \$117  | \$118 ;
-  assign \$120  = \$signal$14 [7] & c1_win_2[14];
+  assign \$120  = \$signal [3] & c1_win_2[7];
   assign \$121  = \$119  | \$120 ;
-  assign \$122  = \$signal$14 [0] & c1_win_2[1];
-  assign \$123  = \$signal$14 [1] & c1_win_2[3];
-  assign \$124  = \$122  | \$123 ;
-  assign \$125  = \$signal$14 [2] & c1_win_2[5];
-  assign \$126  = \$124  | \$125 ;
-  assign \$127  = \$signal$14 [3] & c1_win_2[7];
-  assign \$128  = \$126  | \$127 ;
-  assign \$129  = \$signal$14 [4] & c1_win_2[9];
-  assign \$130  = \$128  | \$129 ;
-  assign \$131  = \$signal$14 [5] & c1_win_2[11];
+  assign \$122  = \$signal [4] & c1_win_2[9];
+  assign \$123  = \$121  | \$122 ;
+  assign \$124  = \$signal [5] & c1_win_2[11];
+  assign \$125  = \$123  | \$124 ;
+  assign \$126  = \$signal [6] & c1_win_2[13];
+  assign \$127  = \$125  | \$126 ;
+  assign \$128  = \$signal [7] & c1_win_2[15];
+  assign \$129  = \$127  | \$128 ;
+  assign \$130  = \$signal [0] & c1_win_2[2];
+  assign \$131  = \$signal [1] & c1_win_2[4];
   assign \$132  = \$130  | \$131 ;
-  assign \$133  = \$signal$14 [6] & c1_win_2[13];
+  assign \$133  = \$signal [2] & c1_win_2[6];
   assign \$134  = \$132  | \$133 ;
-  assign \$135  = \$signal$14 [7] & c1_win_2[15];
+  assign \$135  = \$signal [3] & c1_win_2[8];
   assign \$136  = \$134  | \$135 ;
-  assign \$137  = \$signal$14 [0] & c1_win_2[2];
-  assign \$138  = \$signal$14 [1] & c1_win_2[4];
-  assign \$139  = \$137  | \$138 ;
-  assign \$140  = \$signal$14 [2] & c1_win_2[6];
-  assign \$141  = \$139  | \$140 ;
-  assign \$142  = \$signal$14 [3] & c1_win_2[8];
-  assign \$143  = \$141  | \$142 ;
-  assign \$144  = \$signal$14 [4] & c1_win_2[10];
-  assign \$145  = \$143  | \$144 ;
-  assign \$146  = \$signal$14 [5] & c1_win_2[12];
-  assign \$147  = \$145  | \$146 ;
-  assign \$148  = \$signal$14 [6] & c1_win_2[14];
-  assign \$149  = \$147  | \$148 ;
-  assign \$150  = \$signal$14 [7] & c1_win_2[16];
-  assign \$151  = \$149  | \$150 ;
-  assign \$152  = ~ b_rest;
-  assign \$153  = \$152  + 1'h1;
-  assign \$154  = { 1'h0, b_rest } & \$153 ;
-  assign \$155  = ~ a2_bits;
-  assign \$156  = \$155  + 1'h1;
-  assign \$157  = { 1'h0, a2_bits } & \$156 ;
-  assign \$158  = ~ nz;
-  assign \$159  = \$158  + 1'h1;
-  assign \$160  = { 1'h0, nz } & \$159 ;
-  assign \$161  = \$signal$34  ? \$signal$36  : rows_row;
-  assign row = sites__valid ? sites__payload[2:0] : \$161 ;
-  assign \$162  = done_rows >= need;
-  assign \$163  = need + 2'h2;
-  assign \$164  = done_rows >= \$163 ;
-  assign \$166  = f_row > \$165 ;
-  assign \$168  = f_row >= \$167 ;
-  assign \$169  = ~ \$signal$52 ;
-  assign \$170  = ~ a_v;
-  assign \$171  = nz_zero & \$170 ;
-  assign \$172  = \$169  | \$171 ;
-  assign \$173  = \$signal$52  & \$172 ;
-  assign \$174  = ~ \$signal$52 ;
-  assign \$175  = ~ a_v;
-  assign \$176  = nz_zero & \$175 ;
-  assign \$177  = \$174  | \$176 ;
-  assign \$178  = \$signal$8  & \$177 ;
+  assign \$137  = \$signal [4] & c1_win_2[10];
+  assign \$138  = \$136  | \$137 ;
+  assign \$139  = \$signal [5] & c1_win_2[12];
+  assign \$140  = \$138  | \$139 ;
+  assign \$141  = \$signal [6] & c1_win_2[14];
+  assign \$142  = \$140  | \$141 ;
+  assign \$143  = \$signal [7] & c1_win_2[16];
+  assign \$144  = \$142  | \$143 ;
+  assign \$145  = ~ b_rest;
+  assign \$146  = \$145  + 1'h1;
+  assign \$147  = { 1'h0, b_rest } & \$146 ;
+  assign \$148  = ~ a2_bits;
+  assign \$149  = \$148  + 1'h1;
+  assign \$150  = { 1'h0, a2_bits } & \$149 ;
+  assign \$151  = ~ nz;
+  assign \$152  = \$151  + 1'h1;
+  assign \$153  = { 1'h0, nz } & \$152 ;
+  assign \$154  = \$signal$27  ? \$signal$29  : rows_row;
+  assign row = sites__valid ? sites__payload[2:0] : \$154 ;
+  assign \$155  = done_rows >= need;
+  assign \$156  = need + 2'h2;
+  assign \$157  = done_rows >= \$156 ;
+  assign \$159  = f_row > \$158 ;
+  assign \$161  = f_row >= \$160 ;
+  assign \$162  = ~ \$signal$45 ;
+  assign \$163  = ~ a_v;
+  assign \$164  = nz_zero & \$163 ;
+  assign \$165  = \$162  | \$164 ;
+  assign \$166  = \$signal$45  & \$165 ;
+  assign \$167  = ~ \$signal$45 ;
+  assign \$168  = ~ a_v;
+  assign \$169  = nz_zero & \$168 ;
+  assign \$170  = \$167  | \$169 ;
+  assign \$171  = \$signal$48  & \$170 ;
+  assign \$172  = win_1 | win_2;
+  assign \$173  = win_1 | win_2;
+  assign \$174  = \$172 [0] | \$173 [1];
+  assign \$175  = win_1 | win_2;
+  assign \$176  = win_1 | win_2;
+  assign \$177  = \$175 [2] | \$176 [3];
+  assign \$178  = win_1 | win_2;
   assign \$179  = win_1 | win_2;
-  assign \$180  = win_1 | win_2;
-  assign \$181  = \$179 [0] | \$180 [1];
+  assign \$180  = \$178 [4] | \$179 [5];
+  assign \$181  = win_1 | win_2;
   assign \$182  = win_1 | win_2;
-  assign \$183  = win_1 | win_2;
-  assign \$184  = \$182 [2] | \$183 [3];
+  assign \$183  = \$181 [6] | \$182 [7];
+  assign \$184  = win_1 | win_2;
   assign \$185  = win_1 | win_2;
-  assign \$186  = win_1 | win_2;
-  assign \$187  = \$185 [4] | \$186 [5];
+  assign \$186  = \$184 [8] | \$185 [9];
+  assign \$187  = win_1 | win_2;
   assign \$188  = win_1 | win_2;
-  assign \$189  = win_1 | win_2;
-  assign \$190  = \$188 [6] | \$189 [7];
+  assign \$189  = \$187 [10] | \$188 [11];
+  assign \$190  = win_1 | win_2;
   assign \$191  = win_1 | win_2;
-  assign \$192  = win_1 | win_2;
-  assign \$193  = \$191 [8] | \$192 [9];
+  assign \$192  = \$190 [12] | \$191 [13];
+  assign \$193  = win_1 | win_2;
   assign \$194  = win_1 | win_2;
-  assign \$195  = win_1 | win_2;
-  assign \$196  = \$194 [10] | \$195 [11];
+  assign \$195  = \$193 [14] | \$194 [15];
+  assign \$196  = | { \$195 , \$192 , \$189 , \$186 , \$183 , \$180 , \$177 , \$174  };
   assign \$197  = win_1 | win_2;
   assign \$198  = win_1 | win_2;
-  assign \$199  = \$197 [12] | \$198 [13];
+  assign \$199  = \$197 [0] | \$198 [1];
   assign \$200  = win_1 | win_2;
   assign \$201  = win_1 | win_2;
-  assign \$202  = \$200 [14] | \$201 [15];
-  assign \$203  = | { \$202 , \$199 , \$196 , \$193 , \$190 , \$187 , \$184 , \$181  };
+  assign \$202  = \$200 [2] | \$201 [3];
+  assign \$203  = win_1 | win_2;
   assign \$204  = win_1 | win_2;
-  assign \$205  = win_1 | win_2;
-  assign \$206  = \$204 [0] | \$205 [1];
+  assign \$205  = \$203 [4] | \$204 [5];
+  assign \$206  = win_1 | win_2;
   assign \$207  = win_1 | win_2;
-  assign \$208  = win_1 | win_2;
-  assign \$209  = \$207 [2] | \$208 [3];
+  assign \$208  = \$206 [6] | \$207 [7];
+  assign \$209  = win_1 | win_2;
   assign \$210  = win_1 | win_2;
-  assign \$211  = win_1 | win_2;
-  assign \$212  = \$210 [4] | \$211 [5];
+  assign \$211  = \$209 [8] | \$210 [9];
+  assign \$212  = win_1 | win_2;
   assign \$213  = win_1 | win_2;
-  assign \$214  = win_1 | win_2;
-  assign \$215  = \$213 [6] | \$214 [7];
+  assign \$214  = \$212 [10] | \$213 [11];
+  assign \$215  = win_1 | win_2;
   assign \$216  = win_1 | win_2;
-  assign \$217  = win_1 | win_2;
-  assign \$218  = \$216 [8] | \$217 [9];
+  assign \$217  = \$215 [12] | \$216 [13];
+  assign \$218  = win_1 | win_2;
   assign \$219  = win_1 | win_2;
-  assign \$220  = win_1 | win_2;
-  assign \$221  = \$219 [10] | \$220 [11];
-  assign \$222  = win_1 | win_2;
+  assign \$220  = \$218 [14] | \$219 [15];
+  assign \$221  = | { \$220 , \$217 , \$214 , \$211 , \$208 , \$205 , \$202 , \$199  };
+  assign \$222  = ! \$221 ;
   assign \$223  = win_1 | win_2;
-  assign \$224  = \$222 [12] | \$223 [13];
-  assign \$225  = win_1 | win_2;
+  assign \$224  = win_1 | win_2;
+  assign \$225  = \$223 [0] | \$224 [1];
   assign \$226  = win_1 | win_2;
-  assign \$227  = \$225 [14] | \$226 [15];
-  assign \$228  = | { \$227 , \$224 , \$221 , \$218 , \$215 , \$212 , \$209 , \$206  };
-  assign \$229  = ! \$228 ;
+  assign \$227  = win_1 | win_2;
+  assign \$228  = \$226 [2] | \$227 [3];
+  assign \$229  = win_1 | win_2;
   assign \$230  = win_1 | win_2;
-  assign \$231  = win_1 | win_2;
-  assign \$232  = \$230 [0] | \$231 [1];
+  assign \$231  = \$229 [4] | \$230 [5];
+  assign \$232  = win_1 | win_2;
   assign \$233  = win_1 | win_2;
-  assign \$234  = win_1 | win_2;
-  assign \$235  = \$233 [2] | \$234 [3];
+  assign \$234  = \$232 [6] | \$233 [7];
+  assign \$235  = win_1 | win_2;
   assign \$236  = win_1 | win_2;
-  assign \$237  = win_1 | win_2;
-  assign \$238  = \$236 [4] | \$237 [5];
+  assign \$237  = \$235 [8] | \$236 [9];
+  assign \$238  = win_1 | win_2;
   assign \$239  = win_1 | win_2;
-  assign \$240  = win_1 | win_2;
-  assign \$241  = \$239 [6] | \$240 [7];
+  assign \$240  = \$238 [10] | \$239 [11];
+  assign \$241  = win_1 | win_2;
   assign \$242  = win_1 | win_2;
-  assign \$243  = win_1 | win_2;
-  assign \$244  = \$242 [8] | \$243 [9];
+  assign \$243  = \$241 [12] | \$242 [13];
+  assign \$244  = win_1 | win_2;
   assign \$245  = win_1 | win_2;
-  assign \$246  = win_1 | win_2;
-  assign \$247  = \$245 [10] | \$246 [11];
-  assign \$248  = win_1 | win_2;
-  assign \$249  = win_1 | win_2;
-  assign \$250  = \$248 [12] | \$249 [13];
-  assign \$251  = win_1 | win_2;
-  assign \$252  = win_1 | win_2;
-  assign \$253  = \$251 [14] | \$252 [15];
-  assign \$254  = ~ \$signal$8 ;
-  assign \$255  = ~ \$signal$52 ;
-  assign \$256  = ~ a_v;
-  assign \$257  = nz_zero & \$256 ;
-  assign \$258  = \$255  | \$257 ;
-  assign \$259  = \$254  | \$258 ;
-  assign \$260  = \$signal$7  & \$259 ;
-  assign \$261  = sel_0[0] ? bitmaps[15:0] : 16'h0000;
-  assign \$262  = sel_0[1] ? bitmaps[31:16] : 16'h0000;
-  assign \$263  = \$261  | \$262 ;
-  assign \$264  = sel_0[2] ? bitmaps[47:32] : 16'h0000;
-  assign \$265  = \$263  | \$264 ;
-  assign \$266  = sel_0[3] ? bitmaps[63:48] : 16'h0000;
-  assign \$267  = \$265  | \$266 ;
-  assign \$268  = sel_0[4] ? bitmaps[79:64] : 16'h0000;
-  assign \$269  = \$267  | \$268 ;
-  assign \$270  = sel_0[5] ? bitmaps[95:80] : 16'h0000;
+  assign \$246  = \$244 [14] | \$245 [15];
+  assign \$247  = ~ \$signal$48 ;
+  assign \$248  = ~ \$signal$45 ;
+  assign \$249  = ~ a_v;
+  assign \$250  = nz_zero & \$249 ;
+  assign \$251  = \$248  | \$250 ;
+  assign \$252  = \$247  | \$251 ;
+  assign \$253  = \$signal$58  & \$252 ;
+  assign \$254  = sel_0[0] ? bitmaps[15:0] : 16'h0000;
+  assign \$255  = sel_0[1] ? bitmaps[31:16] : 16'h0000;
+  assign \$256  = \$254  | \$255 ;
+  assign \$257  = sel_0[2] ? bitmaps[47:32] : 16'h0000;
+  assign \$258  = \$256  | \$257 ;
+  assign \$259  = sel_0[3] ? bitmaps[63:48] : 16'h0000;
+  assign \$260  = \$258  | \$259 ;
+  assign \$261  = sel_0[4] ? bitmaps[79:64] : 16'h0000;
+  assign \$262  = \$260  | \$261 ;
+  assign \$263  = sel_0[5] ? bitmaps[95:80] : 16'h0000;
+  assign \$264  = \$262  | \$263 ;
+  assign \$265  = sel_0[6] ? bitmaps[111:96] : 16'h0000;
+  assign \$266  = \$264  | \$265 ;
+  assign \$267  = sel_0[7] ? bitmaps[127:112] : 16'h0000;
+  assign \$268  = \$266  | \$267 ;
+  assign \$269  = sel_1[0] ? bitmaps[15:0] : 16'h0000;
+  assign \$270  = sel_1[1] ? bitmaps[31:16] : 16'h0000;
   assign \$271  = \$269  | \$270 ;
-  assign \$272  = sel_0[6] ? bitmaps[111:96] : 16'h0000;
+  assign \$272  = sel_1[2] ? bitmaps[47:32] : 16'h0000;
   assign \$273  = \$271  | \$272 ;
-  assign \$274  = sel_0[7] ? bitmaps[127:112] : 16'h0000;
+  assign \$274  = sel_1[3] ? bitmaps[63:48] : 16'h0000;
   assign \$275  = \$273  | \$274 ;
-  assign \$276  = sel_1[0] ? bitmaps[15:0] : 16'h0000;
-  assign \$277  = sel_1[1] ? bitmaps[31:16] : 16'h0000;
-  assign \$278  = \$276  | \$277 ;
-  assign \$279  = sel_1[2] ? bitmaps[47:32] : 16'h0000;
-  assign \$280  = \$278  | \$279 ;
-  assign \$281  = sel_1[3] ? bitmaps[63:48] : 16'h0000;
-  assign \$282  = \$280  | \$281 ;
-  assign \$283  = sel_1[4] ? bitmaps[79:64] : 16'h0000;
-  assign \$284  = \$282  | \$283 ;
-  assign \$285  = sel_1[5] ? bitmaps[95:80] : 16'h0000;
+  assign \$276  = sel_1[4] ? bitmaps[79:64] : 16'h0000;
+  assign \$277  = \$275  | \$276 ;
+  assign \$278  = sel_1[5] ? bitmaps[95:80] : 16'h0000;
+  assign \$279  = \$277  | \$278 ;
+  assign \$280  = sel_1[6] ? bitmaps[111:96] : 16'h0000;
+  assign \$281  = \$279  | \$280 ;
+  assign \$282  = sel_1[7] ? bitmaps[127:112] : 16'h0000;
+  assign \$283  = \$281  | \$282 ;
+  assign \$284  = sel_2[0] ? bitmaps[15:0] : 16'h0000;
+  assign \$285  = sel_2[1] ? bitmaps[31:16] : 16'h0000;
   assign \$286  = \$284  | \$285 ;
-  assign \$287  = sel_1[6] ? bitmaps[111:96] : 16'h0000;
+  assign \$287  = sel_2[2] ? bitmaps[47:32] : 16'h0000;
   assign \$288  = \$286  | \$287 ;
-  assign \$289  = sel_1[7] ? bitmaps[127:112] : 16'h0000;
+  assign \$289  = sel_2[3] ? bitmaps[63:48] : 16'h0000;
   assign \$290  = \$288  | \$289 ;
-  assign \$291  = sel_2[0] ? bitmaps[15:0] : 16'h0000;
-  assign \$292  = sel_2[1] ? bitmaps[31:16] : 16'h0000;
-  assign \$293  = \$291  | \$292 ;
-  assign \$294  = sel_2[2] ? bitmaps[47:32] : 16'h0000;
-  assign \$295  = \$293  | \$294 ;
-  assign \$296  = sel_2[3] ? bitmaps[63:48] : 16'h0000;
-  assign \$297  = \$295  | \$296 ;
-  assign \$298  = sel_2[4] ? bitmaps[79:64] : 16'h0000;
-  assign \$299  = \$297  | \$298 ;
-  assign \$300  = sel_2[5] ? bitmaps[95:80] : 16'h0000;
+  assign \$291  = sel_2[4] ? bitmaps[79:64] : 16'h0000;
+  assign \$292  = \$290  | \$291 ;
+  assign \$293  = sel_2[5] ? bitmaps[95:80] : 16'h0000;
+  assign \$294  = \$292  | \$293 ;
+  assign \$295  = sel_2[6] ? bitmaps[111:96] : 16'h0000;
+  assign \$296  = \$294  | \$295 ;
+  assign \$297  = sel_2[7] ? bitmaps[127:112] : 16'h0000;
+  assign \$298  = \$296  | \$297 ;
+  assign \$299  = ~ \$signal$58 ;
+  assign \$300  = ~ \$signal$48 ;
   assign \$301  = \$299  | \$300 ;
-  assign \$302  = sel_2[6] ? bitmaps[111:96] : 16'h0000;
-  assign \$303  = \$301  | \$302 ;
-  assign \$304  = sel_2[7] ? bitmaps[127:112] : 16'h0000;
-  assign \$305  = \$303  | \$304 ;
-  assign \$306  = ~ \$signal$7 ;
-  assign \$307  = ~ \$signal$8 ;
-  assign \$308  = \$306  | \$307 ;
-  assign \$309  = \$signal  & \$308 ;
-  assign \$310  = ! row_0[2:0];
-  assign \$311  = tags[4:0] == row_0;
+  assign \$302  = \$signal$64  & \$301 ;
+  assign \$303  = ! i_in_row_0[2:0];
+  assign \$304  = tags[4:0] == i_in_row_0;
+  assign \$305  = \$303  & \$304 ;
+  assign \$306  = ~ i_top;
+  assign \$307  = \$305  & \$306 ;
+  assign \$308  = i_in_row_0[2:0] == 1'h1;
+  assign \$309  = tags[9:5] == i_in_row_0;
+  assign \$310  = \$308  & \$309 ;
+  assign \$311  = ~ i_top;
   assign \$312  = \$310  & \$311 ;
-  assign \$313  = | i_cy;
-  assign \$314  = \$312  & \$313 ;
-  assign \$315  = row_0[2:0] == 1'h1;
-  assign \$316  = tags[9:5] == row_0;
+  assign \$313  = i_in_row_0[2:0] == 2'h2;
+  assign \$314  = tags[14:10] == i_in_row_0;
+  assign \$315  = \$313  & \$314 ;
+  assign \$316  = ~ i_top;
   assign \$317  = \$315  & \$316 ;
-  assign \$318  = | i_cy;
-  assign \$319  = \$317  & \$318 ;
-  assign \$320  = row_0[2:0] == 2'h2;
-  assign \$321  = tags[14:10] == row_0;
+  assign \$318  = i_in_row_0[2:0] == 2'h3;
+  assign \$319  = tags[19:15] == i_in_row_0;
+  assign \$320  = \$318  & \$319 ;
+  assign \$321  = ~ i_top;
   assign \$322  = \$320  & \$321 ;
-  assign \$323  = | i_cy;
-  assign \$324  = \$322  & \$323 ;
-  assign \$325  = row_0[2:0] == 2'h3;
-  assign \$326  = tags[19:15] == row_0;
+  assign \$323  = i_in_row_0[2:0] == 3'h4;
+  assign \$324  = tags[24:20] == i_in_row_0;
+  assign \$325  = \$323  & \$324 ;
+  assign \$326  = ~ i_top;
   assign \$327  = \$325  & \$326 ;
-  assign \$328  = | i_cy;
-  assign \$329  = \$327  & \$328 ;
-  assign \$330  = row_0[2:0] == 3'h4;
-  assign \$331  = tags[24:20] == row_0;
+  assign \$328  = i_in_row_0[2:0] == 3'h5;
+  assign \$329  = tags[29:25] == i_in_row_0;
+  assign \$330  = \$328  & \$329 ;
+  assign \$331  = ~ i_top;
   assign \$332  = \$330  & \$331 ;
-  assign \$333  = | i_cy;
-  assign \$334  = \$332  & \$333 ;
-  assign \$335  = row_0[2:0] == 3'h5;
-  assign \$336  = tags[29:25] == row_0;
+  assign \$333  = i_in_row_0[2:0] == 3'h6;
+  assign \$334  = tags[34:30] == i_in_row_0;
+  assign \$335  = \$333  & \$334 ;
+  assign \$336  = ~ i_top;
   assign \$337  = \$335  & \$336 ;
-  assign \$338  = | i_cy;
-  assign \$339  = \$337  & \$338 ;
-  assign \$340  = row_0[2:0] == 3'h6;
-  assign \$341  = tags[34:30] == row_0;
+  assign \$338  = i_in_row_0[2:0] == 3'h7;
+  assign \$339  = tags[39:35] == i_in_row_0;
+  assign \$340  = \$338  & \$339 ;
+  assign \$341  = ~ i_top;
   assign \$342  = \$340  & \$341 ;
-  assign \$343  = | i_cy;
-  assign \$344  = \$342  & \$343 ;
-  assign \$345  = row_0[2:0] == 3'h7;
-  assign \$346  = tags[39:35] == row_0;
-  assign \$347  = \$345  & \$346 ;
-  assign \$348  = | i_cy;
-  assign \$349  = \$347  & \$348 ;
-  assign \$350  = ! row_1[2:0];
-  assign \$351  = tags[4:0] == row_1;
-  assign \$352  = \$350  & \$351 ;
-  assign \$353  = row_1[2:0] == 1'h1;
-  assign \$354  = tags[9:5] == row_1;
-  assign \$355  = \$353  & \$354 ;
-  assign \$356  = row_1[2:0] == 2'h2;
-  assign \$357  = tags[14:10] == row_1;
-  assign \$358  = \$356  & \$357 ;
-  assign \$359  = row_1[2:0] == 2'h3;
-  assign \$360  = tags[19:15] == row_1;
-  assign \$361  = \$359  & \$360 ;
-  assign \$362  = row_1[2:0] == 3'h4;
+  assign \$343  = ! i_in_row_1[2:0];
+  assign \$344  = tags[4:0] == i_in_row_1;
+  assign \$345  = \$343  & \$344 ;
+  assign \$346  = i_in_row_1[2:0] == 1'h1;
+  assign \$347  = tags[9:5] == i_in_row_1;
+  assign \$348  = \$346  & \$347 ;
+  assign \$349  = i_in_row_1[2:0] == 2'h2;
+  assign \$350  = tags[14:10] == i_in_row_1;
+  assign \$351  = \$349  & \$350 ;
+  assign \$352  = i_in_row_1[2:0] == 2'h3;
+  assign \$353  = tags[19:15] == i_in_row_1;
+  assign \$354  = \$352  & \$353 ;
+  assign \$355  = i_in_row_1[2:0] == 3'h4;
+  assign \$356  = tags[24:20] == i_in_row_1;
+  assign \$357  = \$355  & \$356 ;
+  assign \$358  = i_in_row_1[2:0] == 3'h5;
+  assign \$359  = tags[29:25] == i_in_row_1;
+  assign \$360  = \$358  & \$359 ;
+  assign \$361  = i_in_row_1[2:0] == 3'h6;
+  assign \$362  = tags[34:30] == i_in_row_1;
   \top.conv1.finder.queue  queue (
     .clk(clk),
     .r_data(sites__payload),
@@ -26565,33 +26661,12 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    row_0 = 6'h00;
-    if (\$4 ) begin
-      row_0 = \$5 [5:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    row_1 = 6'h00;
-    if (\$4 ) begin
-      row_1 = \$6 [5:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    row_2 = 6'h00;
-    if (\$4 ) begin
-      row_2 = \$7 [5:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     w_data = 17'h00000;
     (* full_case = 32'd1 *)
-    if (\$signal$18 ) begin
-      w_data[2:0] = \$signal$20 ;
-      w_data[5:3] = { \$16 , \$13 , \$10  };
-      w_data[14:6] = { \$151 , \$136 , \$121 , \$106 , \$91 , \$76 , \$61 , \$46 , \$31  };
+    if (\$signal$11 ) begin
+      w_data[2:0] = \$signal$13 ;
+      w_data[5:3] = { \$9 , \$6 , \$3  };
+      w_data[14:6] = { \$144 , \$129 , \$114 , \$99 , \$84 , \$69 , \$54 , \$39 , \$24  };
     end else begin
       w_data[15] = 1'h1;
       w_data[16] = error;
@@ -26599,7 +26674,34 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$565  = eof_seen;
+    \$562  = eof_seen;
+    if (frame_reset) begin
+      \$562  = 1'h0;
+    end
+    if (rst) begin
+      \$562  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$563  = has_last;
+    if (rst) begin
+      \$563  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$564  = \$155 ;
+    if (frame_reset) begin
+      \$564  = 1'h0;
+    end
+    if (rst) begin
+      \$564  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$565  = \$157 ;
     if (frame_reset) begin
       \$565  = 1'h0;
     end
@@ -26609,24 +26711,27 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$566  = has_last;
+    \$566  = \$159 ;
     if (rst) begin
       \$566  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$567  = \$162 ;
-    if (frame_reset) begin
-      \$567  = 1'h0;
-    end
+    \$567  = \$161 ;
     if (rst) begin
       \$567  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$568  = \$164 ;
+    \$568  = 1'h0;
+    if (\$395 ) begin
+      if (\$399 ) begin
+      end else if (\$401 ) begin
+        \$568  = 1'h1;
+      end
+    end
     if (frame_reset) begin
       \$568  = 1'h0;
     end
@@ -26636,131 +26741,134 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$569  = \$166 ;
+    \$569  = \$signal$45 ;
+    if (\$166 ) begin
+      \$569  = 1'h0;
+    end
+    if (\$171 ) begin
+      \$569  = 1'h1;
+    end
     if (rst) begin
       \$569  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$570  = \$168 ;
+    \$570  = c_row;
+    if (\$171 ) begin
+      \$570  = w_row;
+    end
     if (rst) begin
-      \$570  = 1'h0;
+      \$570  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$571  = 1'h0;
-    if (\$402 ) begin
-      if (\$406 ) begin
-      end else if (\$408 ) begin
-        \$571  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
+    \$571  = \$signal$48 ;
+    if (\$171 ) begin
       \$571  = 1'h0;
     end
+    if (\$253 ) begin
+      \$571  = 1'h1;
+    end
     if (rst) begin
       \$571  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$572  = \$signal$52 ;
-    if (\$173 ) begin
+    \$572  = nz;
+    if (\$171 ) begin
+      \$572  = \$196 ;
+    end
+    if (\$528 ) begin
+      \$572  = \$530 ;
+    end
+    if (rst) begin
       \$572  = 1'h0;
     end
-    if (\$178 ) begin
-      \$572  = 1'h1;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$573  = nz_zero;
+    if (\$171 ) begin
+      \$573  = \$222 ;
+    end
+    if (\$528 ) begin
+      \$573  = \$531 ;
     end
     if (rst) begin
-      \$572  = 1'h0;
+      \$573  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$573  = c_row;
-    if (\$178 ) begin
-      \$573  = w_row;
+    \$574  = \$signal$53 ;
+    if (\$171 ) begin
+      \$574  = { \$246 , \$243 , \$240 , \$237 , \$234 , \$231 , \$228 , \$225  };
     end
     if (rst) begin
-      \$573  = 3'h0;
+      \$574  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$574  = \$signal$8 ;
-    if (\$178 ) begin
-      \$574  = 1'h0;
-    end
-    if (\$260 ) begin
-      \$574  = 1'h1;
+    \$575  = cwin_0;
+    if (\$171 ) begin
+      \$575  = win_0;
     end
     if (rst) begin
-      \$574  = 1'h0;
+      \$575  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$575  = nz;
-    if (\$178 ) begin
-      \$575  = \$203 ;
-    end
-    if (\$531 ) begin
-      \$575  = \$533 ;
+    \$576  = cwin_1;
+    if (\$171 ) begin
+      \$576  = win_1;
     end
     if (rst) begin
-      \$575  = 1'h0;
+      \$576  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$576  = nz_zero;
-    if (\$178 ) begin
-      \$576  = \$229 ;
-    end
-    if (\$531 ) begin
-      \$576  = \$534 ;
+    \$577  = cwin_2;
+    if (\$171 ) begin
+      \$577  = win_2;
     end
     if (rst) begin
-      \$576  = 1'h1;
+      \$577  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$577  = \$signal$59 ;
-    if (\$178 ) begin
-      \$577  = { \$253 , \$250 , \$247 , \$244 , \$241 , \$238 , \$235 , \$232  };
+    \$578  = w_row;
+    if (\$253 ) begin
+      \$578  = s_row;
     end
     if (rst) begin
-      \$577  = 8'h00;
+      \$578  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$578  = cwin_0;
-    if (\$178 ) begin
-      \$578  = win_0;
+    \$579  = \$signal$58 ;
+    if (\$253 ) begin
+      \$579  = 1'h0;
+    end
+    if (\$302 ) begin
+      \$579  = 1'h1;
     end
     if (rst) begin
-      \$578  = 16'h0000;
+      \$579  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$579  = cwin_1;
-    if (\$178 ) begin
-      \$579  = win_1;
-    end
-    if (rst) begin
-      \$579  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$580  = cwin_2;
-    if (\$178 ) begin
-      \$580  = win_2;
+    \$580  = win_0;
+    if (\$253 ) begin
+      \$580  = \$268 ;
     end
     if (rst) begin
       \$580  = 16'h0000;
@@ -26768,155 +26876,161 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$581  = w_row;
-    if (\$260 ) begin
-      \$581  = s_row;
+    \$581  = win_1;
+    if (\$253 ) begin
+      \$581  = \$283 ;
     end
     if (rst) begin
-      \$581  = 3'h0;
+      \$581  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$582  = \$signal$7 ;
-    if (\$260 ) begin
-      \$582  = 1'h0;
-    end
-    if (\$309 ) begin
-      \$582  = 1'h1;
+    \$582  = win_2;
+    if (\$253 ) begin
+      \$582  = \$298 ;
     end
     if (rst) begin
-      \$582  = 1'h0;
+      \$582  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$583  = win_0;
-    if (\$260 ) begin
-      \$583  = \$275 ;
+    \$583  = s_row;
+    if (\$302 ) begin
+      \$583  = i_row;
     end
     if (rst) begin
-      \$583  = 16'h0000;
+      \$583  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$584  = win_1;
-    if (\$260 ) begin
-      \$584  = \$290 ;
+    \$584  = \$signal$64 ;
+    if (\$302 ) begin
+      \$584  = 1'h0;
     end
-    if (rst) begin
-      \$584  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$585  = win_2;
-    if (\$260 ) begin
-      \$585  = \$305 ;
-    end
-    if (rst) begin
-      \$585  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$586  = s_row;
-    if (\$309 ) begin
-      \$586  = i_row;
-    end
-    if (rst) begin
-      \$586  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$587  = \$signal ;
-    if (\$309 ) begin
-      \$587  = 1'h0;
-    end
-    if (\$402 ) begin
-      if (\$406 ) begin
-      end else if (\$408 ) begin
-        \$587  = 1'h1;
+    if (\$395 ) begin
+      if (\$399 ) begin
+      end else if (\$401 ) begin
+        \$584  = 1'h1;
       end
     end
     if (rst) begin
-      \$587  = 1'h0;
+      \$584  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$588  = sel_0;
-    if (\$309 ) begin
-      \$588 [0] = \$314 ;
-      \$588 [1] = \$319 ;
-      \$588 [2] = \$324 ;
-      \$588 [3] = \$329 ;
-      \$588 [4] = \$334 ;
-      \$588 [5] = \$339 ;
-      \$588 [6] = \$344 ;
-      \$588 [7] = \$349 ;
+    \$585  = sel_0;
+    if (\$302 ) begin
+      \$585 [0] = \$307 ;
+      \$585 [1] = \$312 ;
+      \$585 [2] = \$317 ;
+      \$585 [3] = \$322 ;
+      \$585 [4] = \$327 ;
+      \$585 [5] = \$332 ;
+      \$585 [6] = \$337 ;
+      \$585 [7] = \$342 ;
     end
     if (rst) begin
-      \$588  = 8'h00;
+      \$585  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$589  = sel_1;
-    if (\$309 ) begin
-      \$589 [0] = \$352 ;
-      \$589 [1] = \$355 ;
-      \$589 [2] = \$358 ;
-      \$589 [3] = \$361 ;
-      \$589 [4] = \$364 ;
-      \$589 [5] = \$367 ;
-      \$589 [6] = \$370 ;
-      \$589 [7] = \$373 ;
+    \$586  = sel_1;
+    if (\$302 ) begin
+      \$586 [0] = \$345 ;
+      \$586 [1] = \$348 ;
+      \$586 [2] = \$351 ;
+      \$586 [3] = \$354 ;
+      \$586 [4] = \$357 ;
+      \$586 [5] = \$360 ;
+      \$586 [6] = \$363 ;
+      \$586 [7] = \$366 ;
     end
     if (rst) begin
-      \$589  = 8'h00;
+      \$586  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$590  = sel_2;
-    if (\$309 ) begin
-      \$590 [0] = \$376 ;
-      \$590 [1] = \$379 ;
-      \$590 [2] = \$382 ;
-      \$590 [3] = \$385 ;
-      \$590 [4] = \$388 ;
-      \$590 [5] = \$391 ;
-      \$590 [6] = \$394 ;
-      \$590 [7] = \$397 ;
+    \$587  = sel_2;
+    if (\$302 ) begin
+      \$587 [0] = \$369 ;
+      \$587 [1] = \$372 ;
+      \$587 [2] = \$375 ;
+      \$587 [3] = \$378 ;
+      \$587 [4] = \$381 ;
+      \$587 [5] = \$384 ;
+      \$587 [6] = \$387 ;
+      \$587 [7] = \$390 ;
     end
     if (rst) begin
-      \$590  = 8'h00;
+      \$587  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$591  = ends;
-    if (\$402 ) begin
-      if (\$406 ) begin
-        \$591  = 1'h1;
+    \$588  = ends;
+    if (\$395 ) begin
+      if (\$399 ) begin
+        \$588  = 1'h1;
       end
     end
     if (frame_reset) begin
-      \$591  = 1'h0;
+      \$588  = 1'h0;
     end
     if (rst) begin
-      \$591  = 1'h0;
+      \$588  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$589  = i_in_row_0;
+    if (\$395 ) begin
+      if (\$399 ) begin
+      end else if (\$401 ) begin
+        \$589  = \$402 [5:0];
+      end
+    end
+    if (rst) begin
+      \$589  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$590  = i_in_row_1;
+    if (\$395 ) begin
+      if (\$399 ) begin
+      end else if (\$401 ) begin
+        \$590  = \$403 [5:0];
+      end
+    end
+    if (rst) begin
+      \$590  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$591  = i_in_row_2;
+    if (\$395 ) begin
+      if (\$399 ) begin
+      end else if (\$401 ) begin
+        \$591  = \$404 [5:0];
+      end
+    end
+    if (rst) begin
+      \$591  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$592  = i_row;
-    if (\$402 ) begin
-      if (\$406 ) begin
-      end else if (\$408 ) begin
+    if (\$395 ) begin
+      if (\$399 ) begin
+      end else if (\$401 ) begin
         \$592  = f_row[2:0];
       end
     end
@@ -26926,24 +27040,24 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$593  = i_cy;
-    if (\$402 ) begin
-      if (\$406 ) begin
-      end else if (\$408 ) begin
-        \$593  = cy;
+    \$593  = i_top;
+    if (\$395 ) begin
+      if (\$399 ) begin
+      end else if (\$401 ) begin
+        \$593  = \$405 ;
       end
     end
     if (rst) begin
-      \$593  = 6'h00;
+      \$593  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$594  = f_row;
-    if (\$402 ) begin
-      if (\$406 ) begin
-      end else if (\$408 ) begin
-        \$594  = \$409 [3:0];
+    if (\$395 ) begin
+      if (\$399 ) begin
+      end else if (\$401 ) begin
+        \$594  = \$406 [3:0];
       end
     end
     if (frame_reset) begin
@@ -26956,10 +27070,10 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$595  = cy;
-    if (\$402 ) begin
-      if (\$406 ) begin
-      end else if (\$408 ) begin
-        \$595  = \$410 [5:0];
+    if (\$395 ) begin
+      if (\$399 ) begin
+      end else if (\$401 ) begin
+        \$595  = \$407 [5:0];
       end
     end
     if (frame_reset) begin
@@ -26972,10 +27086,10 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$596  = need;
-    if (\$402 ) begin
-      if (\$406 ) begin
-      end else if (\$408 ) begin
-        \$596  = \$411 [5:0];
+    if (\$395 ) begin
+      if (\$399 ) begin
+      end else if (\$401 ) begin
+        \$596  = \$408 [5:0];
       end
     end
     if (frame_reset) begin
@@ -26988,10 +27102,10 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$597  = eof_pend;
-    if (\$414 ) begin
+    if (\$411 ) begin
       \$597  = 1'h0;
     end
-    if (\$554 ) begin
+    if (\$551 ) begin
       \$597  = 1'h1;
     end
     if (rst) begin
@@ -27000,8 +27114,8 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$598  = \$signal$18 ;
-    if (\$416 ) begin
+    \$598  = \$signal$11 ;
+    if (\$413 ) begin
       \$598  = b_v;
     end
     if (rst) begin
@@ -27010,8 +27124,8 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$599  = \$signal$14 ;
-    if (\$416 ) begin
+    \$599  = \$signal ;
+    if (\$413 ) begin
       \$599  = \$signal$75 ;
     end
     if (rst) begin
@@ -27021,7 +27135,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$600  = \$like ;
-    if (\$416 ) begin
+    if (\$413 ) begin
       \$600  = \$like$76 ;
     end
     if (rst) begin
@@ -27030,8 +27144,8 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$601  = \$signal$20 ;
-    if (\$416 ) begin
+    \$601  = \$signal$13 ;
+    if (\$413 ) begin
       \$601  = b_oy;
     end
     if (rst) begin
@@ -27041,7 +27155,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$602  = c1_win_0;
-    if (\$416 ) begin
+    if (\$413 ) begin
       \$602  = b_win_0;
     end
     if (rst) begin
@@ -27051,7 +27165,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$603  = c1_win_1;
-    if (\$416 ) begin
+    if (\$413 ) begin
       \$603  = b_win_1;
     end
     if (rst) begin
@@ -27061,7 +27175,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$604  = c1_win_2;
-    if (\$416 ) begin
+    if (\$413 ) begin
       \$604  = b_win_2;
     end
     if (rst) begin
@@ -27071,10 +27185,10 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$605  = \$signal$75 ;
-    if (\$416 ) begin
-      \$605  = \$154 [7:0];
+    if (\$413 ) begin
+      \$605  = \$147 [7:0];
     end
-    if (\$453 ) begin
+    if (\$450 ) begin
       \$605  = \$signal$83 ;
     end
     if (rst) begin
@@ -27084,11 +27198,11 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$606  = b_rest;
-    if (\$416 ) begin
-      \$606  = \$418 ;
+    if (\$413 ) begin
+      \$606  = \$415 ;
     end
-    if (\$453 ) begin
-      \$606  = \$454 ;
+    if (\$450 ) begin
+      \$606  = \$451 ;
     end
     if (rst) begin
       \$606  = 8'h00;
@@ -27097,11 +27211,11 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$607  = \$signal$81 ;
-    if (\$416 ) begin
-      \$607  = \$450 ;
+    if (\$413 ) begin
+      \$607  = \$447 ;
     end
-    if (\$453 ) begin
-      \$607  = \$456 ;
+    if (\$450 ) begin
+      \$607  = \$453 ;
     end
     if (rst) begin
       \$607  = 1'h1;
@@ -27110,7 +27224,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$608  = b_v;
-    if (\$453 ) begin
+    if (\$450 ) begin
       \$608  = \$signal$82 ;
     end
     if (rst) begin
@@ -27120,7 +27234,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$609  = \$like$76 ;
-    if (\$453 ) begin
+    if (\$450 ) begin
       \$609  = \$like$85 ;
     end
     if (rst) begin
@@ -27130,7 +27244,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$610  = b_oy;
-    if (\$453 ) begin
+    if (\$450 ) begin
       \$610  = \$signal$86 ;
     end
     if (rst) begin
@@ -27140,7 +27254,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$611  = b_win_0;
-    if (\$453 ) begin
+    if (\$450 ) begin
       \$611  = a3_win_0;
     end
     if (rst) begin
@@ -27150,7 +27264,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$612  = b_win_1;
-    if (\$453 ) begin
+    if (\$450 ) begin
       \$612  = a3_win_1;
     end
     if (rst) begin
@@ -27160,7 +27274,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$613  = b_win_2;
-    if (\$453 ) begin
+    if (\$450 ) begin
       \$613  = a3_win_2;
     end
     if (rst) begin
@@ -27170,7 +27284,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$614  = \$signal$82 ;
-    if (\$461 ) begin
+    if (\$458 ) begin
       \$614  = \$signal$91 ;
     end
     if (rst) begin
@@ -27180,8 +27294,8 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$615  = \$signal$83 ;
-    if (\$461 ) begin
-      \$615  = \$157 [7:0];
+    if (\$458 ) begin
+      \$615  = \$150 [7:0];
     end
     if (rst) begin
       \$615  = 8'h00;
@@ -27190,8 +27304,8 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$616  = \$signal$84 ;
-    if (\$461 ) begin
-      \$616  = \$463 ;
+    if (\$458 ) begin
+      \$616  = \$460 ;
     end
     if (rst) begin
       \$616  = 8'h00;
@@ -27200,7 +27314,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$617  = \$like$85 ;
-    if (\$461 ) begin
+    if (\$458 ) begin
       \$617  = \$signal$92 ;
     end
     if (rst) begin
@@ -27210,7 +27324,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$618  = \$signal$86 ;
-    if (\$461 ) begin
+    if (\$458 ) begin
       \$618  = a2_oy;
     end
     if (rst) begin
@@ -27220,8 +27334,8 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$619  = a3_rest_zero;
-    if (\$461 ) begin
-      \$619  = \$495 ;
+    if (\$458 ) begin
+      \$619  = \$492 ;
     end
     if (rst) begin
       \$619  = 1'h1;
@@ -27230,7 +27344,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$620  = a3_win_0;
-    if (\$461 ) begin
+    if (\$458 ) begin
       \$620  = a2_win_0;
     end
     if (rst) begin
@@ -27240,7 +27354,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$621  = a3_win_1;
-    if (\$461 ) begin
+    if (\$458 ) begin
       \$621  = a2_win_1;
     end
     if (rst) begin
@@ -27250,7 +27364,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$622  = a3_win_2;
-    if (\$461 ) begin
+    if (\$458 ) begin
       \$622  = a2_win_2;
     end
     if (rst) begin
@@ -27260,10 +27374,10 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$623  = \$signal$91 ;
-    if (\$500 ) begin
+    if (\$497 ) begin
       \$623  = 1'h0;
     end
-    if (\$508 ) begin
+    if (\$505 ) begin
       \$623  = 1'h1;
     end
     if (rst) begin
@@ -27273,7 +27387,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$624  = a2_oy;
-    if (\$508 ) begin
+    if (\$505 ) begin
       \$624  = c_row;
     end
     if (rst) begin
@@ -27283,7 +27397,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$625  = \$signal$92 ;
-    if (\$508 ) begin
+    if (\$505 ) begin
       \$625  = 1'h0;
     end
     if (rst) begin
@@ -27293,8 +27407,8 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$626  = a2_bits;
-    if (\$508 ) begin
-      \$626  = \$509 ;
+    if (\$505 ) begin
+      \$626  = \$506 ;
     end
     if (rst) begin
       \$626  = 8'h00;
@@ -27303,8 +27417,8 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$627  = a2_win_0;
-    if (\$508 ) begin
-      \$627  = \$510 ;
+    if (\$505 ) begin
+      \$627  = \$507 ;
     end
     if (rst) begin
       \$627  = 17'h00000;
@@ -27313,8 +27427,8 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$628  = a2_win_1;
-    if (\$508 ) begin
-      \$628  = \$511 ;
+    if (\$505 ) begin
+      \$628  = \$508 ;
     end
     if (rst) begin
       \$628  = 17'h00000;
@@ -27323,8 +27437,8 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$629  = a2_win_2;
-    if (\$508 ) begin
-      \$629  = \$512 ;
+    if (\$505 ) begin
+      \$629  = \$509 ;
     end
     if (rst) begin
       \$629  = 17'h00000;
@@ -27333,10 +27447,10 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$630  = a_v;
-    if (\$519 ) begin
+    if (\$516 ) begin
       \$630  = 1'h0;
     end
-    if (\$531 ) begin
+    if (\$528 ) begin
       \$630  = 1'h1;
     end
     if (rst) begin
@@ -27346,8 +27460,8 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$631  = a_oh;
-    if (\$531 ) begin
-      \$631  = \$160 [0];
+    if (\$528 ) begin
+      \$631  = \$153 [0];
     end
     if (rst) begin
       \$631  = 1'h0;
@@ -27356,7 +27470,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$632  = eof_done;
-    if (\$554 ) begin
+    if (\$551 ) begin
       \$632  = 1'h1;
     end
     if (frame_reset) begin
@@ -27368,7 +27482,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$633  = \$557 ;
+    \$633  = \$554 ;
     if (frame_reset) begin
       \$633  = 1'h0;
     end
@@ -27378,14 +27492,14 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$634  = \$560 ;
+    \$634  = \$557 ;
     if (rst) begin
       \$634  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$635  = \$564 [2:0];
+    \$635  = \$561 [2:0];
     if (frame_reset) begin
       \$635  = 3'h0;
     end
@@ -27396,11 +27510,11 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   assign r_data = sites__payload;
   assign sites__ready = r_en;
   assign r_rdy = sites__valid;
-  assign site_x = { \$16 , \$13 , \$10  };
+  assign site_x = { \$9 , \$6 , \$3  };
   assign qp = w_data;
-  assign rest_oh = \$154 [7:0];
-  assign a2_oh = \$157 [7:0];
-  assign chunk_oh = \$160 [0];
+  assign rest_oh = \$147 [7:0];
+  assign a2_oh = \$150 [7:0];
+  assign chunk_oh = \$153 [0];
   assign head = sites__payload;
   assign \sites__payload.oy  = sites__payload[2:0];
   assign \sites__payload.ox  = sites__payload[5:3];
@@ -27433,25 +27547,25 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   assign \tags[5]  = tags[29:25];
   assign \tags[6]  = tags[34:30];
   assign \tags[7]  = tags[39:35];
-  assign \$165  = { 1'h0, last_y[3:1] };
-  assign \$167  = { 1'h0, last_y[3:1] };
+  assign \$158  = { 1'h0, last_y[3:1] };
+  assign \$160  = { 1'h0, last_y[3:1] };
+  assign \$416  = 1'h0;
+  assign \$418  = \$417 ;
   assign \$419  = 1'h0;
   assign \$421  = \$420 ;
-  assign \$422  = 1'h0;
-  assign \$424  = \$423 ;
+  assign \$427  = 1'h0;
+  assign \$429  = \$428 ;
   assign \$430  = 1'h0;
   assign \$432  = \$431 ;
-  assign \$433  = 1'h0;
-  assign \$435  = \$434 ;
+  assign \$461  = 1'h0;
+  assign \$463  = \$462 ;
   assign \$464  = 1'h0;
   assign \$466  = \$465 ;
-  assign \$467  = 1'h0;
-  assign \$469  = \$468 ;
+  assign \$472  = 1'h0;
+  assign \$474  = \$473 ;
   assign \$475  = 1'h0;
   assign \$477  = \$476 ;
-  assign \$478  = 1'h0;
-  assign \$480  = \$479 ;
-  assign \$534  = 1'h1;
+  assign \$531  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -27654,37 +27768,37 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   reg \$161 ;
   reg [3:0] \$162 ;
   reg [3:0] \$163 ;
-  reg [29:0] \$164 ;
-  reg \$165 ;
-  reg \$166 ;
+  reg [3:0] \$164 ;
+  reg [3:0] \$165 ;
+  reg [29:0] \$166 ;
   reg \$167 ;
-  reg [29:0] \$168 ;
+  reg \$168 ;
   reg \$169 ;
   wire \$17 ;
-  reg \$170 ;
+  reg [29:0] \$170 ;
   reg \$171 ;
   reg \$172 ;
   reg \$173 ;
-  reg [5:0] \$174 ;
+  reg \$174 ;
   reg \$175 ;
-  reg \$176 ;
+  reg [5:0] \$176 ;
   reg \$177 ;
   reg \$178 ;
   reg \$179 ;
   wire \$18 ;
-  reg [3:0] \$180 ;
+  reg \$180 ;
   reg \$181 ;
-  reg \$182 ;
+  reg [3:0] \$182 ;
   reg \$183 ;
-  reg [2:0] \$184 ;
-  reg [3:0] \$185 ;
-  reg [3:0] \$186 ;
-  reg [6:0] \$187 ;
-  reg [15:0] \$188 ;
-  reg \$189 ;
+  reg \$184 ;
+  reg \$185 ;
+  reg [2:0] \$186 ;
+  reg [3:0] \$187 ;
+  reg [3:0] \$188 ;
+  reg [6:0] \$189 ;
   wire \$19 ;
   reg [15:0] \$190 ;
-  reg [4:0] \$191 ;
+  reg \$191 ;
   reg [15:0] \$192 ;
   reg [4:0] \$193 ;
   reg [15:0] \$194 ;
@@ -27701,6 +27815,8 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   reg [4:0] \$203 ;
   reg [15:0] \$204 ;
   reg [4:0] \$205 ;
+  reg [15:0] \$206 ;
+  reg [4:0] \$207 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
@@ -27794,8 +27910,8 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   reg \$signal$48  = 1'h0;
   (* init = 1'h0 *)
   wire \$signal$54 ;
-  reg \$signal$64  = 1'h0;
-  reg \$signal$73  = 1'h0;
+  reg \$signal$68  = 1'h0;
+  reg \$signal$75  = 1'h0;
   reg acc_eof = 1'h0;
   wire [16:0] accepted__payload;
   wire [15:0] \accepted__payload.data ;
@@ -27926,6 +28042,8 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   reg rp = 1'h0;
   input rst;
   wire rst;
+  reg [3:0] shape_h_m1 = 4'h0;
+  reg [3:0] shape_w_m1 = 4'h0;
   input [25:0] sites_in__payload;
   wire [25:0] sites_in__payload;
   wire [15:0] \sites_in__payload.data ;
@@ -28010,24 +28128,24 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   assign \$36  = entry_0_valid & entry_1_valid;
   assign \$37  = ~ \$36 ;
   assign \$38  = sites_in__valid & \$37 ;
-  assign \$39  = ! \$signal$64 ;
+  assign \$39  = ! \$signal$68 ;
   assign \$40  = \$38  & \$39 ;
   assign \$41  = entry_0_valid & entry_1_valid;
   assign \$42  = ~ \$41 ;
   assign \$43  = sites_in__valid & \$42 ;
-  assign \$44  = ! \$signal$64 ;
+  assign \$44  = ! \$signal$68 ;
   assign \$45  = \$43  & \$44 ;
-  assign \$46  = sites_in__payload[19:16] > height_m1;
-  assign \$47  = sites_in__payload[23:20] > width_m1;
+  assign \$46  = sites_in__payload[19:16] > shape_h_m1;
+  assign \$47  = sites_in__payload[23:20] > shape_w_m1;
   assign \$48  = \$46  | \$47 ;
-  assign \$49  = entry_0[19:16] > height_m1;
-  assign \$50  = entry_0[23:20] > width_m1;
+  assign \$49  = entry_0[19:16] > shape_h_m1;
+  assign \$50  = entry_0[23:20] > shape_w_m1;
   assign \$51  = \$49  | \$50 ;
   assign \$52  = \$45  ? \$48  : \$51 ;
   assign \$53  = entry_0_valid & entry_1_valid;
   assign \$54  = ~ \$53 ;
   assign \$55  = sites_in__valid & \$54 ;
-  assign \$56  = ! \$signal$64 ;
+  assign \$56  = ! \$signal$68 ;
   assign \$57  = \$55  & \$56 ;
   assign \$58  = sites_in__payload[19:16] < permit_row;
   assign \$59  = entry_0[19:16] < permit_row;
@@ -28040,11 +28158,11 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   assign \$67  = ~ \$66 ;
   assign \$68  = sites_in__valid & \$67 ;
   assign \$70  = \$68  & \$69 ;
-  assign \$71  = sites_in__payload[19:16] > height_m1;
-  assign \$72  = sites_in__payload[23:20] > width_m1;
+  assign \$71  = sites_in__payload[19:16] > shape_h_m1;
+  assign \$72  = sites_in__payload[23:20] > shape_w_m1;
   assign \$73  = \$71  | \$72 ;
-  assign \$74  = entry_1[19:16] > height_m1;
-  assign \$75  = entry_1[23:20] > width_m1;
+  assign \$74  = entry_1[19:16] > shape_h_m1;
+  assign \$75  = entry_1[23:20] > shape_w_m1;
   assign \$76  = \$74  | \$75 ;
   assign \$77  = \$70  ? \$73  : \$76 ;
   assign \$78  = entry_0_valid & entry_1_valid;
@@ -28057,13 +28175,13 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   assign \$86  = entry_0_valid & entry_1_valid;
   assign \$87  = ~ \$86 ;
   assign \$88  = sites_in__valid & \$87 ;
-  assign \$89  = ~ \$signal$64 ;
+  assign \$89  = ~ \$signal$68 ;
   assign \$90  = ~ rp;
   assign \$91  = ! rp;
   assign \$92  = entry_0_valid & entry_1_valid;
   assign \$93  = ~ \$92 ;
   assign \$94  = sites_in__valid & \$93 ;
-  assign \$95  = ! \$signal$64 ;
+  assign \$95  = ! \$signal$68 ;
   assign \$96  = \$94  & \$95 ;
   assign \$97  = ~ \$96 ;
   assign \$98  = \$91  & \$97 ;
@@ -28096,35 +28214,35 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   assign \$127  = take & got[24];
   assign \$128  = ! w_slot;
   assign \$129  = w_en & \$128 ;
-  assign \$130  = \$signal$73  ? 16'h0000 : bitmap_0;
+  assign \$130  = \$signal$75  ? 16'h0000 : bitmap_0;
   assign \$131  = \$130  | \$28 [15:0];
   assign \$132  = w_slot == 1'h1;
   assign \$133  = w_en & \$132 ;
-  assign \$134  = \$signal$73  ? 16'h0000 : bitmap_1;
+  assign \$134  = \$signal$75  ? 16'h0000 : bitmap_1;
   assign \$135  = \$134  | \$28 [15:0];
   assign \$136  = w_slot == 2'h2;
   assign \$137  = w_en & \$136 ;
-  assign \$138  = \$signal$73  ? 16'h0000 : bitmap_2;
+  assign \$138  = \$signal$75  ? 16'h0000 : bitmap_2;
   assign \$139  = \$138  | \$28 [15:0];
   assign \$140  = w_slot == 2'h3;
   assign \$141  = w_en & \$140 ;
-  assign \$142  = \$signal$73  ? 16'h0000 : bitmap_3;
+  assign \$142  = \$signal$75  ? 16'h0000 : bitmap_3;
   assign \$143  = \$142  | \$28 [15:0];
   assign \$144  = w_slot == 3'h4;
   assign \$145  = w_en & \$144 ;
-  assign \$146  = \$signal$73  ? 16'h0000 : bitmap_4;
+  assign \$146  = \$signal$75  ? 16'h0000 : bitmap_4;
   assign \$147  = \$146  | \$28 [15:0];
   assign \$148  = w_slot == 3'h5;
   assign \$149  = w_en & \$148 ;
-  assign \$150  = \$signal$73  ? 16'h0000 : bitmap_5;
+  assign \$150  = \$signal$75  ? 16'h0000 : bitmap_5;
   assign \$151  = \$150  | \$28 [15:0];
   assign \$152  = w_slot == 3'h6;
   assign \$153  = w_en & \$152 ;
-  assign \$154  = \$signal$73  ? 16'h0000 : bitmap_6;
+  assign \$154  = \$signal$75  ? 16'h0000 : bitmap_6;
   assign \$155  = \$154  | \$28 [15:0];
   assign \$156  = w_slot == 3'h7;
   assign \$157  = w_en & \$156 ;
-  assign \$158  = \$signal$73  ? 16'h0000 : bitmap_7;
+  assign \$158  = \$signal$75  ? 16'h0000 : bitmap_7;
   assign \$159  = \$158  | \$28 [15:0];
   always @(posedge clk)
     c_gi <= \$160 ;
@@ -28135,89 +28253,93 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   always @(posedge clk)
     \$signal$29  <= \$163 ;
   always @(posedge clk)
-    entry_0 <= \$164 ;
+    shape_h_m1 <= \$164 ;
   always @(posedge clk)
-    entry_0_valid <= \$165 ;
+    shape_w_m1 <= \$165 ;
   always @(posedge clk)
-    entry_0_outside <= \$166 ;
+    entry_0 <= \$166 ;
   always @(posedge clk)
-    entry_0_permit <= \$167 ;
+    entry_0_valid <= \$167 ;
   always @(posedge clk)
-    entry_1 <= \$168 ;
+    entry_0_outside <= \$168 ;
   always @(posedge clk)
-    entry_1_valid <= \$169 ;
+    entry_0_permit <= \$169 ;
   always @(posedge clk)
-    entry_1_outside <= \$170 ;
+    entry_1 <= \$170 ;
   always @(posedge clk)
-    entry_1_permit <= \$171 ;
+    entry_1_valid <= \$171 ;
   always @(posedge clk)
-    \$signal$64  <= \$172 ;
+    entry_1_outside <= \$172 ;
   always @(posedge clk)
-    rp <= \$173 ;
+    entry_1_permit <= \$173 ;
   always @(posedge clk)
-    done_rows <= \$174 ;
+    \$signal$68  <= \$174 ;
   always @(posedge clk)
-    busy <= \$175 ;
+    rp <= \$175 ;
   always @(posedge clk)
-    eof_seen <= \$176 ;
+    done_rows <= \$176 ;
   always @(posedge clk)
-    \$signal$48  <= \$177 ;
+    busy <= \$177 ;
   always @(posedge clk)
-    error <= \$178 ;
+    eof_seen <= \$178 ;
   always @(posedge clk)
-    has_last <= \$179 ;
+    \$signal$48  <= \$179 ;
   always @(posedge clk)
-    last_y <= \$180 ;
+    error <= \$180 ;
   always @(posedge clk)
-    w_en <= \$181 ;
+    has_last <= \$181 ;
   always @(posedge clk)
-    \$signal$73  <= \$182 ;
+    last_y <= \$182 ;
   always @(posedge clk)
-    w_set <= \$183 ;
+    w_en <= \$183 ;
   always @(posedge clk)
-    w_slot <= \$184 ;
+    \$signal$75  <= \$184 ;
   always @(posedge clk)
-    w_x <= \$185 ;
+    w_set <= \$185 ;
   always @(posedge clk)
-    w_y <= \$186 ;
+    w_slot <= \$186 ;
   always @(posedge clk)
-    w_addr <= \$187 ;
+    w_x <= \$187 ;
   always @(posedge clk)
-    w_data <= \$188 ;
+    w_y <= \$188 ;
   always @(posedge clk)
-    acc_eof <= \$189 ;
+    w_addr <= \$189 ;
   always @(posedge clk)
-    bitmap_0 <= \$190 ;
+    w_data <= \$190 ;
   always @(posedge clk)
-    row_tag_0 <= \$191 ;
+    acc_eof <= \$191 ;
   always @(posedge clk)
-    bitmap_1 <= \$192 ;
+    bitmap_0 <= \$192 ;
   always @(posedge clk)
-    row_tag_1 <= \$193 ;
+    row_tag_0 <= \$193 ;
   always @(posedge clk)
-    bitmap_2 <= \$194 ;
+    bitmap_1 <= \$194 ;
   always @(posedge clk)
-    row_tag_2 <= \$195 ;
+    row_tag_1 <= \$195 ;
   always @(posedge clk)
-    bitmap_3 <= \$196 ;
+    bitmap_2 <= \$196 ;
   always @(posedge clk)
-    row_tag_3 <= \$197 ;
+    row_tag_2 <= \$197 ;
   always @(posedge clk)
-    bitmap_4 <= \$198 ;
+    bitmap_3 <= \$198 ;
   always @(posedge clk)
-    row_tag_4 <= \$199 ;
+    row_tag_3 <= \$199 ;
   always @(posedge clk)
-    bitmap_5 <= \$200 ;
+    bitmap_4 <= \$200 ;
   always @(posedge clk)
-    row_tag_5 <= \$201 ;
+    row_tag_4 <= \$201 ;
   always @(posedge clk)
-    bitmap_6 <= \$202 ;
+    bitmap_5 <= \$202 ;
   always @(posedge clk)
-    row_tag_6 <= \$203 ;
+    row_tag_5 <= \$203 ;
   always @(posedge clk)
-    bitmap_7 <= \$204 ;
+    bitmap_6 <= \$204 ;
   always @(posedge clk)
-    row_tag_7 <= \$205 ;
+    row_tag_6 <= \$205 ;
+  always @(posedge clk)
+    bitmap_7 <= \$206 ;
+  always @(posedge clk)
+    row_tag_7 <= \$207 ;
   \top.conv1.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -28289,153 +28411,134 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$164  = entry_0;
-    if (\$40 ) begin
-      \$164  = entry;
-    end
+    \$164  = height_m1;
     if (rst) begin
-      \$164  = 30'h00000000;
+      \$164  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$165  = entry_0_valid;
+    \$165  = width_m1;
+    if (rst) begin
+      \$165  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$166  = entry_0;
     if (\$40 ) begin
-      \$165  = 1'h1;
+      \$166  = entry;
+    end
+    if (rst) begin
+      \$166  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$167  = entry_0_valid;
+    if (\$40 ) begin
+      \$167  = 1'h1;
     end
     if (take) begin
       if (\$98 ) begin
-        \$165  = 1'h0;
+        \$167  = 1'h0;
       end
     end
-    if (rst) begin
-      \$165  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$166  = \$52 ;
-    if (rst) begin
-      \$166  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$167  = \$60 ;
     if (rst) begin
       \$167  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$168  = entry_1;
-    if (\$65 ) begin
-      \$168  = entry;
-    end
+    \$168  = \$52 ;
     if (rst) begin
-      \$168  = 30'h00000000;
+      \$168  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$169  = entry_1_valid;
-    if (\$65 ) begin
-      \$169  = 1'h1;
-    end
-    if (take) begin
-      if (\$106 ) begin
-        \$169  = 1'h0;
-      end
-    end
+    \$169  = \$60 ;
     if (rst) begin
       \$169  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$170  = \$77 ;
+    \$170  = entry_1;
+    if (\$65 ) begin
+      \$170  = entry;
+    end
     if (rst) begin
-      \$170  = 1'h0;
+      \$170  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$171  = \$85 ;
+    \$171  = entry_1_valid;
+    if (\$65 ) begin
+      \$171  = 1'h1;
+    end
+    if (take) begin
+      if (\$106 ) begin
+        \$171  = 1'h0;
+      end
+    end
     if (rst) begin
       \$171  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$172  = \$signal$64 ;
-    if (\$88 ) begin
-      \$172  = \$89 ;
-    end
+    \$172  = \$77 ;
     if (rst) begin
       \$172  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$173  = rp;
-    if (take) begin
-      \$173  = \$90 ;
-    end
+    \$173  = \$85 ;
     if (rst) begin
       \$173  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$174  = done_rows;
+    \$174  = \$signal$68 ;
+    if (\$88 ) begin
+      \$174  = \$89 ;
+    end
+    if (rst) begin
+      \$174  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$175  = rp;
+    if (take) begin
+      \$175  = \$90 ;
+    end
+    if (rst) begin
+      \$175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$176  = done_rows;
     if (\$114 ) begin
-      \$174  = { 2'h0, got[19:16] };
+      \$176  = { 2'h0, got[19:16] };
     end
     if (frame_reset) begin
-      \$174  = 6'h00;
+      \$176  = 6'h00;
     end
     if (rst) begin
-      \$174  = 6'h00;
+      \$176  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$175  = busy;
+    \$177  = busy;
     if (take) begin
-      \$175  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$175  = 1'h0;
-    end
-    if (rst) begin
-      \$175  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$176  = eof_seen;
-    if (take) begin
-      if (got[24]) begin
-        \$176  = 1'h1;
-      end
-    end
-    if (frame_reset) begin
-      \$176  = 1'h0;
-    end
-    if (rst) begin
-      \$176  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$177  = \$signal$48 ;
-    if (take) begin
-      if (got[24]) begin
-        \$177  = 1'h0;
-      end else if (\$signal$48 ) begin
-      end else if (bad) begin
-        \$177  = 1'h1;
-      end
+      \$177  = 1'h1;
     end
     if (frame_reset) begin
       \$177  = 1'h0;
@@ -28446,14 +28549,9 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$178  = error;
+    \$178  = eof_seen;
     if (take) begin
       if (got[24]) begin
-        if (\$116 ) begin
-          \$178  = 1'h1;
-        end
-      end else if (\$signal$48 ) begin
-      end else if (bad) begin
         \$178  = 1'h1;
       end
     end
@@ -28466,12 +28564,12 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$179  = has_last;
+    \$179  = \$signal$48 ;
     if (take) begin
       if (got[24]) begin
+        \$179  = 1'h0;
       end else if (\$signal$48 ) begin
       end else if (bad) begin
-      end else if (got[28]) begin
         \$179  = 1'h1;
       end
     end
@@ -28484,112 +28582,125 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$180  = last_y;
+    \$180  = error;
+    if (take) begin
+      if (got[24]) begin
+        if (\$116 ) begin
+          \$180  = 1'h1;
+        end
+      end else if (\$signal$48 ) begin
+      end else if (bad) begin
+        \$180  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$180  = 1'h0;
+    end
+    if (rst) begin
+      \$180  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$181  = has_last;
     if (take) begin
       if (got[24]) begin
       end else if (\$signal$48 ) begin
       end else if (bad) begin
       end else if (got[28]) begin
-        \$180  = got[19:16];
+        \$181  = 1'h1;
       end
     end
-    if (rst) begin
-      \$180  = 4'h0;
+    if (frame_reset) begin
+      \$181  = 1'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$181  = \$122 ;
     if (rst) begin
       \$181  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$182  = \$126 ;
+    \$182  = last_y;
+    if (take) begin
+      if (got[24]) begin
+      end else if (\$signal$48 ) begin
+      end else if (bad) begin
+      end else if (got[28]) begin
+        \$182  = got[19:16];
+      end
+    end
     if (rst) begin
-      \$182  = 1'h0;
+      \$182  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$183  = got[28];
+    \$183  = \$122 ;
     if (rst) begin
       \$183  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$184  = got[18:16];
+    \$184  = \$126 ;
     if (rst) begin
-      \$184  = 3'h0;
+      \$184  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$185  = got[23:20];
+    \$185  = got[28];
     if (rst) begin
-      \$185  = 4'h0;
+      \$185  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$186  = got[19:16];
+    \$186  = got[18:16];
     if (rst) begin
-      \$186  = 4'h0;
+      \$186  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$187  = { got[18:16], got[23:20] };
+    \$187  = got[23:20];
     if (rst) begin
-      \$187  = 7'h00;
+      \$187  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$188  = got[15:0];
+    \$188  = got[19:16];
     if (rst) begin
-      \$188  = 16'h0000;
+      \$188  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$189  = \$127 ;
+    \$189  = { got[18:16], got[23:20] };
     if (rst) begin
-      \$189  = 1'h0;
+      \$189  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$190  = bitmap_0;
-    if (\$129 ) begin
-      \$190  = \$131 ;
-    end
+    \$190  = got[15:0];
     if (rst) begin
       \$190  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$191  = row_tag_0;
-    if (\$129 ) begin
-      if (\$signal$73 ) begin
-        \$191  = { 1'h0, w_y };
-      end
-    end
-    if (frame_reset) begin
-      \$191  = 5'h1f;
-    end
+    \$191  = \$127 ;
     if (rst) begin
-      \$191  = 5'h1f;
+      \$191  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$192  = bitmap_1;
-    if (\$133 ) begin
-      \$192  = \$135 ;
+    \$192  = bitmap_0;
+    if (\$129 ) begin
+      \$192  = \$131 ;
     end
     if (rst) begin
       \$192  = 16'h0000;
@@ -28597,9 +28708,9 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$193  = row_tag_1;
-    if (\$133 ) begin
-      if (\$signal$73 ) begin
+    \$193  = row_tag_0;
+    if (\$129 ) begin
+      if (\$signal$75 ) begin
         \$193  = { 1'h0, w_y };
       end
     end
@@ -28612,9 +28723,9 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$194  = bitmap_2;
-    if (\$137 ) begin
-      \$194  = \$139 ;
+    \$194  = bitmap_1;
+    if (\$133 ) begin
+      \$194  = \$135 ;
     end
     if (rst) begin
       \$194  = 16'h0000;
@@ -28622,9 +28733,9 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$195  = row_tag_2;
-    if (\$137 ) begin
-      if (\$signal$73 ) begin
+    \$195  = row_tag_1;
+    if (\$133 ) begin
+      if (\$signal$75 ) begin
         \$195  = { 1'h0, w_y };
       end
     end
@@ -28637,9 +28748,9 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$196  = bitmap_3;
-    if (\$141 ) begin
-      \$196  = \$143 ;
+    \$196  = bitmap_2;
+    if (\$137 ) begin
+      \$196  = \$139 ;
     end
     if (rst) begin
       \$196  = 16'h0000;
@@ -28647,9 +28758,9 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$197  = row_tag_3;
-    if (\$141 ) begin
-      if (\$signal$73 ) begin
+    \$197  = row_tag_2;
+    if (\$137 ) begin
+      if (\$signal$75 ) begin
         \$197  = { 1'h0, w_y };
       end
     end
@@ -28662,9 +28773,9 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$198  = bitmap_4;
-    if (\$145 ) begin
-      \$198  = \$147 ;
+    \$198  = bitmap_3;
+    if (\$141 ) begin
+      \$198  = \$143 ;
     end
     if (rst) begin
       \$198  = 16'h0000;
@@ -28672,9 +28783,9 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$199  = row_tag_4;
-    if (\$145 ) begin
-      if (\$signal$73 ) begin
+    \$199  = row_tag_3;
+    if (\$141 ) begin
+      if (\$signal$75 ) begin
         \$199  = { 1'h0, w_y };
       end
     end
@@ -28687,9 +28798,9 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$200  = bitmap_5;
-    if (\$149 ) begin
-      \$200  = \$151 ;
+    \$200  = bitmap_4;
+    if (\$145 ) begin
+      \$200  = \$147 ;
     end
     if (rst) begin
       \$200  = 16'h0000;
@@ -28697,9 +28808,9 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$201  = row_tag_5;
-    if (\$149 ) begin
-      if (\$signal$73 ) begin
+    \$201  = row_tag_4;
+    if (\$145 ) begin
+      if (\$signal$75 ) begin
         \$201  = { 1'h0, w_y };
       end
     end
@@ -28712,9 +28823,9 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$202  = bitmap_6;
-    if (\$153 ) begin
-      \$202  = \$155 ;
+    \$202  = bitmap_5;
+    if (\$149 ) begin
+      \$202  = \$151 ;
     end
     if (rst) begin
       \$202  = 16'h0000;
@@ -28722,9 +28833,9 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$203  = row_tag_6;
-    if (\$153 ) begin
-      if (\$signal$73 ) begin
+    \$203  = row_tag_5;
+    if (\$149 ) begin
+      if (\$signal$75 ) begin
         \$203  = { 1'h0, w_y };
       end
     end
@@ -28737,9 +28848,9 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$204  = bitmap_7;
-    if (\$157 ) begin
-      \$204  = \$159 ;
+    \$204  = bitmap_6;
+    if (\$153 ) begin
+      \$204  = \$155 ;
     end
     if (rst) begin
       \$204  = 16'h0000;
@@ -28747,9 +28858,9 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$205  = row_tag_7;
-    if (\$157 ) begin
-      if (\$signal$73 ) begin
+    \$205  = row_tag_6;
+    if (\$153 ) begin
+      if (\$signal$75 ) begin
         \$205  = { 1'h0, w_y };
       end
     end
@@ -28758,6 +28869,31 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
     if (rst) begin
       \$205  = 5'h1f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$206  = bitmap_7;
+    if (\$157 ) begin
+      \$206  = \$159 ;
+    end
+    if (rst) begin
+      \$206  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$207  = row_tag_7;
+    if (\$157 ) begin
+      if (\$signal$75 ) begin
+        \$207  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$207  = 5'h1f;
+    end
+    if (rst) begin
+      \$207  = 5'h1f;
     end
   end
   assign rd_addr = r_addr;
@@ -28864,11 +29000,11 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   assign tags[14:10] = row_tag_2;
   assign tags[9:5] = row_tag_1;
   assign tags[4:0] = row_tag_0;
-  assign \$64  = \$signal$64 ;
-  assign \$69  = \$signal$64 ;
-  assign \$81  = \$signal$64 ;
+  assign \$64  = \$signal$68 ;
+  assign \$69  = \$signal$68 ;
+  assign \$81  = \$signal$68 ;
   assign \$99  = rp;
-  assign \$103  = \$signal$64 ;
+  assign \$103  = \$signal$68 ;
 endmodule
 
 (* generator = "Amaranth" *)
