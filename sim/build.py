@@ -223,6 +223,7 @@ class Variant:
 
     name: str
     emit: Callable[[BlockConfig], str]  # cfg -> Verilog with top module TOP
+    build_args: tuple[str, ...] = ()  # Verilator arguments beyond VERILATOR_BUILD_ARGS (`name` must cover them)
 
 
 def verilog_file(cfg: BlockConfig, platform: str | None = None, variant: Variant | None = None) -> Path:
@@ -271,7 +272,7 @@ def verilated_model(cfg: BlockConfig, waves: bool = False, variant: Variant | No
             runner = get_runner("verilator")
             d.mkdir(parents=True, exist_ok=True)
             runner.build(sources=[src], hdl_toplevel=TOP, build_dir=d, waves=waves,
-                         build_args=VERILATOR_BUILD_ARGS,
+                         build_args=VERILATOR_BUILD_ARGS + list(variant.build_args if variant else ()),
                          log_file=d / "build.log", always=True)
         except (SystemExit, Exception) as e:
             what = f"{cfg.block} ({variant.name})" if variant else cfg.block

@@ -33,6 +33,7 @@ class DyBitRun:
     cycles: int  # first input handshake to last output handshake, inclusive
     predicted: int  # the cycle model's figure for the same shape (valid without gaps and stalls)
     waves: object = None  # waveform path when run with waves=True
+    sim_seconds: float = 0.0  # wall time of the simulation itself (the simulator's start excluded)
 
 
 def _check_operands(cfg: DyBitArrayConfig, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,12 +85,14 @@ def unpack_c(cfg: DyBitArrayConfig, beats: list[int], m: int, n: int) -> torch.T
 
 
 def run_dybit_array(cfg: DyBitArrayConfig, a: torch.Tensor, b: torch.Tensor, *, gap: float = 0.0,
-                    stall: float = 0.0, seed: int = 1, waves: bool = False, check: bool = True) -> DyBitRun:
+                    stall: float = 0.0, seed: int = 1, waves: bool = False, check: bool = True,
+                    streams: str = "cocotb") -> DyBitRun:
     """Run C = A x B (codes of cfg.a_format and cfg.b_format) on the RTL.
 
     gap: chance of an idle cycle before each input beat; stall: chance that the
     output is not ready in a cycle. With check=True the testbench compares every
     output beat with the golden model and a difference raises SimulationMismatch.
+    streams="hdl" drives the streams inside the simulator (accelkit.sim.hdl_streams; for long runs).
     """
     a, b = _check_operands(cfg, a, b)
     m, k = a.shape
@@ -106,8 +109,9 @@ def run_dybit_array(cfg: DyBitArrayConfig, a: torch.Tensor, b: torch.Tensor, *, 
                    "labels": labels}],
         "timeout": 1000 + 20 * (len(a_beats) + len(c_beats)),
     }
-    res = run_streams(cfg, job, waves=waves)
+    res = run_streams(cfg, job, waves=waves, streams=streams)
     c = unpack_c(cfg, res["sinks"]["c"], m, n)
     cycles = res["sink_fires"]["c"][-1] - res["source_fires"]["a"][0] + 1
     wave = res["run_dir"] / "dump.vcd" if waves else None
-    return DyBitRun(c=c, cycles=cycles, predicted=matmul_cycles(cfg, m, k, n), waves=wave)
+    return DyBitRun(c=c, cycles=cycles, predicted=matmul_cycles(cfg, m, k, n), waves=wave,
+                    sim_seconds=res["sim_seconds"])

@@ -40,3 +40,19 @@ async def start(dut, seed: int) -> tuple[CycleCounter, random.Random]:
     counter = CycleCounter(dut.clk)
     cocotb.start_soon(counter.run())
     return counter, random.Random(seed)
+
+
+def first_mismatch(sink_specs: list[dict], beats: dict[str, list[int]]) -> str | None:
+    """The first difference between what the sinks collected and the job's expected counts and beats."""
+    for s in sink_specs:
+        got = beats[s["name"]]
+        if len(got) != s["count"]:
+            return f"stream {s['name']}: {len(got)} beats, expected {s['count']}"
+        expect = s.get("expect")
+        if expect is None:
+            continue
+        for i, (want, have) in enumerate(zip(expect, got, strict=True)):
+            if want != have:
+                where = f" ({s['labels'][i]})" if s.get("labels") else ""
+                return f"stream {s['name']} beat {i} of {s['count']}{where}: expected {want:#x}, got {have:#x}"
+    return None

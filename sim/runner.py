@@ -12,6 +12,7 @@ how to get one.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import shutil
@@ -51,7 +52,8 @@ def _restore(saved: dict[str, str | None]) -> None:
 
 
 def run_streams(cfg: BlockConfig, job: dict, waves: bool = False, keep: bool = False, *,
-                testbench: str = TESTBENCH, variant: Variant | None = None, what: str | None = None) -> dict:
+                testbench: str = TESTBENCH, variant: Variant | None = None, what: str | None = None,
+                streams: str = "cocotb") -> dict:
     """Simulate `cfg` on a stream job (see `accelkit.sim.tb_streams`) and return the testbench's result.
 
     The result has `sinks` (beats per output stream), `sink_fires` and
@@ -59,14 +61,31 @@ def run_streams(cfg: BlockConfig, job: dict, waves: bool = False, keep: bool = F
     and `run_dir` when the run directory is kept (waves=True or keep=True).
     `testbench` (a cocotb test module reading the job) and `variant` (another design made from `cfg`,
     `accelkit.sim.build.Variant`) run other designs the same way; `what` names the design in errors.
+    `streams="hdl"` drives and checks the streams inside the simulator instead of from Python on every cycle
+    (`accelkit.sim.hdl_streams`: the same job and result, at Verilator speed, for long runs); "cocotb" is the
+    Python testbench.
     """
     from cocotb_tools.runner import get_runner
 
     what = what or cfg.block
     job = {"seed": 1, "timeout": 100_000, **job}
+    plusargs = []
+    if streams == "hdl":
+        if variant is not None or testbench != TESTBENCH:
+            raise ValueError("streams='hdl' runs the block's own design under its own testbench")
+        from . import hdl_streams
+        ports = hdl_streams.stream_ports(cfg)
+        variant, testbench = hdl_streams.hdl_variant(hdl_streams.depth_bits_for(job)), hdl_streams.TESTBENCH
+        job["ports"] = [dataclasses.asdict(p) for p in ports]
+    elif streams != "cocotb":
+        raise ValueError(f"streams={streams!r} is invalid: 'cocotb' (Python drives the streams) or 'hdl' "
+                         "(the simulator does)")
     model = verilated_model(cfg, waves=waves, variant=variant)
     run_dir = model / "runs" / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     run_dir.mkdir(parents=True)
+    if streams == "hdl":
+        hdl_streams.write_inputs(job, ports, run_dir)
+        plusargs.append(f"+accelkit_dir={run_dir}")
     job_file = run_dir / "job.pkl"
     job_file.write_bytes(pickle.dumps(job))
     saved = _clean_env({JOB_ENV: str(job_file), "COCOTB_LOG_LEVEL": "WARNING"})
@@ -74,7 +93,8 @@ def run_streams(cfg: BlockConfig, job: dict, waves: bool = False, keep: bool = F
         runner = get_runner("verilator")
         runner.test(test_module=testbench, hdl_toplevel=TOP, hdl_toplevel_lang="verilog", build_dir=model,
                     test_dir=run_dir,
-                    results_xml=str(run_dir / "results.xml"), waves=waves, log_file=run_dir / "sim.log")
+                    results_xml=str(run_dir / "results.xml"), waves=waves, log_file=run_dir / "sim.log",
+                    plusargs=plusargs)
     except SystemExit:
         pass  # the simulator exited non-zero; the missing or failed result below says why
     finally:

@@ -68,6 +68,7 @@ class SparseConvRun:
     total_cycles: int  # first input handshake to the last output handshake of all frames (summed over runs)
     predicted_total: int
     waves: list = dataclasses.field(default_factory=list)  # waveform paths with waves=True
+    sim_seconds: float = 0.0  # wall time of the simulations themselves (the simulator's start excluded)
 
 
 # --------------------------------------------------------------------------- layers, frames
@@ -268,12 +269,13 @@ def _golden_out(leaves, frame):
 
 def run_sparse_conv(cfg: SparseConvConfig | SparseChainConfig, layer_or_chain: SparseConvLayer | SparseChain,
                     frames, gap: float = 0.0, stall: float = 0.0, seed: int = 1, waves: bool = False,
-                    check: bool = True) -> SparseConvRun:
+                    check: bool = True, streams: str = "cocotb") -> SparseConvRun:
     """Run a layer engine (or a chain) on `frames` (one or a list of SparseFrame / TokenFrame), back to back.
 
     gap: chance of an idle cycle before each input beat (params too); stall: chance that the output is not
     ready in a cycle. With check=True every output beat, and the end-of-frame error flag, is compared with
-    the golden model and a difference raises SimulationMismatch.
+    the golden model and a difference raises SimulationMismatch. streams="hdl" drives the streams inside
+    the simulator (accelkit.sim.hdl_streams; for long runs).
     """
     layers = _layers_of(cfg)
     if any(c.residual for c in layers):
@@ -332,7 +334,7 @@ def run_sparse_conv(cfg: SparseConvConfig | SparseChainConfig, layer_or_chain: S
             "timeout": 5000 + fill + 40 * (len(beats) + len(expect)) * max(c.taps * c.requant_groups
                                                                              for c in layers),
         }
-        res = run_streams(cfg, job, waves=waves)
+        res = run_streams(cfg, job, waves=waves, streams=streams)
         outs, errs, ends = _unpack_frames(last, res["sinks"]["sites_out"], [shapes[-1]] * len(ks))
         in_fires, out_fires = res["source_fires"]["sites_in"], res["sink_fires"]["sites_out"]
         predicted = frames_cycles(cfg, [frames[k] for k in ks])
@@ -342,6 +344,7 @@ def run_sparse_conv(cfg: SparseConvConfig | SparseChainConfig, layer_or_chain: S
             result.predicted[k] = predicted["frames"][j]
         result.total_cycles += out_fires[-1] - in_fires[0] + 1
         result.predicted_total += predicted["total"]
+        result.sim_seconds += res["sim_seconds"]
         if waves:
             result.waves.append(res["run_dir"] / "dump.vcd")
     return result

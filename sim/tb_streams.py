@@ -17,16 +17,19 @@ measure cycles.
 
 from __future__ import annotations
 
+import time
+
 import cocotb
 from cocotb.triggers import ClockCycles, Combine, Event, select
 
-from .harness import load_job, save_result, start
+from .harness import first_mismatch, load_job, save_result, start
 from .streams import StreamMonitor, StreamSink, StreamSource
 
 
 @cocotb.test()
 async def run(dut):
     job = load_job()
+    t0 = time.perf_counter()
     counter, rng = await start(dut, job["seed"])
     sources = [StreamSource(dut, s["name"], dut.clk, counter, rng, s.get("gap", 0.0)) for s in job["sources"]]
     sinks = [StreamSink(dut, s["name"], dut.clk, counter, rng, s.get("stall", 0.0)) for s in job["sinks"]]
@@ -48,17 +51,7 @@ async def run(dut):
         await Combine(*drivers, *waits)
         # a design that emits more beats than it should shows them within a few idle cycles
         await ClockCycles(dut.clk, job.get("drain", 16))
-        for snk, s in zip(sinks, job["sinks"], strict=True):
-            if len(snk.beats) != s["count"]:
-                return f"stream {s['name']}: {len(snk.beats)} beats, expected {s['count']}"
-            expect = s.get("expect")
-            if expect is None:
-                continue
-            for i, (want, got) in enumerate(zip(expect, snk.beats, strict=True)):
-                if want != got:
-                    where = f" ({s['labels'][i]})" if s.get("labels") else ""
-                    return f"stream {s['name']} beat {i} of {s['count']}{where}: expected {want:#x}, got {got:#x}"
-        return None
+        return first_mismatch(job["sinks"], {s.name: s.beats for s in sinks})
 
     try:
         # the monitor returns only on a broken rule, which comes first: it explains the mismatches that follow
@@ -70,5 +63,6 @@ async def run(dut):
         "sink_fires": {s.name: s.fire_cycles for s in sinks},
         "source_fires": {s.name: s.fire_cycles for s in sources},
         "error": error,
+        "sim_seconds": time.perf_counter() - t0,  # the simulation itself, the simulator's start excluded
     })
     assert error is None, error
