@@ -233,8 +233,12 @@ def cmd_report(args) -> int:
         pool.shutdown(cancel_futures=True)  # a failed section does not wait for the rest of the queue
     text = "\n".join(sections)
     (out / "report.md").write_text(text)
+    from accelkit.flows.figures import write_report_html
+
+    html = write_report_html(out / "report.md")
     console.print(Markdown(text))
-    console.print(f"report written to {out / 'report.md'} (JSON per block beside it)")
+    console.print(f"report written to {out / 'report.md'} and {html} (one file, pictures inside; PNG and JSON per "
+                  "block beside them)")
     return 0
 
 
@@ -284,7 +288,7 @@ def main(argv=None) -> int:
     s = sub.add_parser("params", help="list a block's config parameters and defaults")
     s.add_argument("block", choices=blocks)
     s.set_defaults(func=cmd_params)
-    r = sub.add_parser("report", help="every block's default config end to end: Markdown + PNG + JSON report")
+    r = sub.add_parser("report", help="every block's default config end to end: Markdown + HTML + PNG + JSON report")
     r.add_argument("-o", "--out", default="report", help="output folder (default: report/)")
     r.add_argument("-j", "--jobs", type=int, default=2, help="parallel synthesis jobs (default 2)")
     r.add_argument("--full", action="store_true", help="also the long figures (16-lane Hyft and float baseline "

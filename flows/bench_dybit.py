@@ -10,7 +10,7 @@ from accelkit.config.dybit import DyBitArrayConfig
 from accelkit.golden.dybit_cycles import matmul_cycles, utilisation
 from accelkit.sim.dybit import run_dybit_array
 
-from . import progress
+from . import figures, progress
 from .measure import FMAX_DEVICE, cached_study, md_table, measured_area
 from .sweep import grid, run_sweep, sweep_to_files
 
@@ -93,7 +93,13 @@ def _area_of(cfg: DyBitArrayConfig) -> dict:
 def area_points(full: bool = False) -> list[tuple[DyBitArrayConfig, dict]]:
     """Every `measured_area(cfg, **kw)` the report makes, so that `accelkit report` can start them early."""
     pe = [(c, {"targets": PE_AREA_TARGETS, "fmax": False}) for c in _pe_configs()] if full else []
-    return [(DyBitArrayConfig(), {}), *pe]
+    return [(DyBitArrayConfig(), {}), (_big_array(), {"fmax": full}), *pe]
+
+
+def _big_array() -> DyBitArrayConfig:
+    """The 8 x 8 array of the default formats, the report's second point of area against cycles (its place and
+    route only with --full)."""
+    return DyBitArrayConfig(rows=8, cols=8)
 
 
 def report(out: Path, jobs: int = 2, on_done=None, full: bool = False) -> tuple[dict, str]:
@@ -118,6 +124,11 @@ def report(out: Path, jobs: int = 2, on_done=None, full: bool = False) -> tuple[
     res["default_area"] = measured_area(default)
     if on_done:
         on_done(default, res["default_area"])
+    big = _big_array()
+    res["array_area"] = {f"{default.rows}x{default.cols}": res["default_area"],
+                         f"{big.rows}x{big.cols}": measured_area(big, fmax=full)}
+    if on_done:
+        on_done(big, res["array_area"][f"{big.rows}x{big.cols}"])
     if full:  # eight more syntheses, the 8 x 8 arrays among them
         with progress.step("dybit-array: area of one PE per format pair (eight syntheses)"):
             res["pe_area"] = pe_area(jobs=jobs, on_done=on_done)
@@ -125,6 +136,9 @@ def report(out: Path, jobs: int = 2, on_done=None, full: bool = False) -> tuple[
 
     with progress.step("dybit-array: MiniLM accuracy study" + (" (cached by content)" if full else ", if cached")):
         res["minilm"] = cached_study("dybit-minilm", minilm_study, compute=full)
+    with progress.step("dybit-array: figures"):
+        res["figures"] = {"area": figures.dybit_area(res, out),
+                          "sqnr": figures.dybit_sqnr(res["minilm"], out) if res.get("minilm") else None}
     return res, render(res)
 
 
@@ -149,9 +163,19 @@ def render(res: dict) -> str:
     else:
         md.append("Not in this report: `accelkit report --full` (eight more syntheses).\n")
     md.append("\n### MAC utilisation, 64 x 256 x 64 matmul (RTL, Verilator)\n")
-    md.append(md_table(["array", "cycles", "model", "utilisation"],
-                     [[u["array"], u["cycles"], u["model_cycles"], f"{100 * u['utilisation']:.2f}%"]
-                      for u in res["utilisation"]]))
+    areas = res.get("array_area", {})
+    rows = []
+    for u in res["utilisation"]:
+        area = areas.get(u["array"], {})
+        fmax = area.get("fmax_mhz")
+        rows.append([u["array"], u["cycles"], u["model_cycles"], f"{100 * u['utilisation']:.2f}%",
+                     area.get("ecp5_lut4", "-"),
+                     fmax or ("none" if area.get("fmax_error") else "--full" if area else "-"),
+                     f"{u['cycles'] / fmax:.1f}" if fmax else "-"])
+    md.append(md_table(["array", "cycles", "model", "utilisation", "ECP5 LUT4", "Fmax MHz", "us/matmul"], rows))
+    figs = res.get("figures") or {}
+    if figs.get("area"):
+        md.append("\n" + figs["area"])
     exact = all(c["cycles"] == c["model_cycles"] for c in res["cycle_model"])
     md.append(f"\n### Cycle model against the RTL ({'exact on every shape' if exact else 'NOT exact'})\n")
     md.append(md_table(["array", "M x K x N", "RTL cycles", "model", "difference"],
@@ -162,6 +186,8 @@ def render(res: dict) -> str:
         from .dybit_accuracy import render_markdown
 
         md.append(render_markdown(res["minilm"]))
+        if figs.get("sqnr"):
+            md.append("\n" + figs["sqnr"])
     else:
         md.append("Not in this report: the study takes tens of minutes; `accelkit report --full` runs it once "
                   "(cached by content afterwards, and shown by every later report).\n")

@@ -11,7 +11,7 @@ from accelkit.config.hyft import SoftmaxConfig
 from accelkit.golden import hyft_cycles
 from accelkit.sim.hyft import run_hyft
 
-from . import progress
+from . import figures, progress
 from .measure import cached_study, md_table, measured_area
 from .sweep import grid, point_name, run_sweep, sweep_to_files
 
@@ -129,6 +129,9 @@ def report(out: Path, jobs: int = 2, on_done=None, full: bool = False) -> tuple[
 
     with progress.step("hyft: accuracy study" + (" (cached by content)" if full else ", if cached")):
         res["accuracy"] = cached_study("hyft-accuracy", accuracy_study, compute=full)
+    with progress.step("hyft: figures"):
+        res["figures"] = {"area": figures.hyft_area(res["area"], out),
+                          "error": figures.hyft_error_segments(res["accuracy"], out) if res.get("accuracy") else None}
     return res, render(res)
 
 
@@ -161,11 +164,18 @@ def render(res: dict) -> str:
     if AREA_LANES[-1] not in {r["lanes"] for r in res["area"]}:
         md.append(f"\n{AREA_LANES[-1]} lanes, and the float baseline's Fmax: `accelkit report --full` (its place "
                   "and route alone takes tens of minutes).\n")
+    figs = res.get("figures") or {}
+    if figs.get("area"):
+        md.append("\n" + figs["area"])
     md.append("\n### Accuracy against float64 (golden model; the RTL is bit-exact with it)\n")
     if res.get("accuracy"):
         from .hyft_accuracy import render_table
 
-        md.append(render_table(res["accuracy"]))
+        # its |sum-1| columns' pipes escaped, or no Markdown reader sees a table (fixed here: an edit to
+        # hyft_accuracy.py would invalidate every cached study)
+        md.append(render_table(res["accuracy"]).replace(" |sum-1| ", " \\|sum-1\\| "))
+        if figs.get("error"):
+            md.append("\n" + figs["error"])
     else:
         md.append("Not in this report: `accelkit report --full` runs the study once (cached by content "
                   "afterwards, and shown by every later report).\n")

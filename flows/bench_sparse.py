@@ -8,7 +8,7 @@ from accelkit.config.sparse_conv import SparseConvConfig
 from accelkit.golden.sparse_conv import load_frames
 from accelkit.sim.sparse_conv import engine_figures, random_frame, random_layer, run_sparse_conv
 
-from . import progress
+from . import figures, progress
 from .measure import FMAX_DEVICE, md_table, measured_area
 from .sweep import grid, sweep_to_files
 
@@ -96,15 +96,20 @@ def report(out: Path, jobs: int = 2, on_done=None, full: bool = False) -> tuple[
     res["default_area"] = measured_area(default)
     if on_done:
         on_done(default, res["default_area"])
+    res["real_frame_area"] = []
     for p in sorted({r["pi"] for r in res["real_frames"]}):
         cfg = REAL_FRAME_CONFIG.replace(pi=p, po=p)
         area = measured_area(cfg)
+        res["real_frame_area"].append({"pi": p, "po": p, **area})
         if on_done:
             on_done(cfg, area)
         for r in res["real_frames"]:
             if r["pi"] == p and area.get("fmax_mhz"):
                 r["fmax_mhz"] = area["fmax_mhz"]
                 r["us_per_frame"] = us_per_frame(r["rtl_cycles"], area["fmax_mhz"])
+    with progress.step("sparse-conv: figures"):
+        res["figures"] = {"density": figures.sparse_density(res["real_frames"], out),
+                          "area": figures.sparse_area(res["real_frames"], res["real_frame_area"], out)}
     return res, render(res)
 
 
@@ -130,4 +135,7 @@ def render(res: dict) -> str:
                      f"{100 * r['utilisation']:.1f}%", r.get("fmax_mhz", ""), r.get("us_per_frame", "")])
     md.append(md_table(["frame", "PI/PO", "sites", "density", "RTL cycles", "model", "model error", "dense cycles",
                       "speedup", "utilisation", "Fmax MHz", "us/frame"], rows))
+    for key in ("density", "area"):
+        if (res.get("figures") or {}).get(key):
+            md.append("\n" + res["figures"][key])
     return "\n".join(md)
