@@ -89,3 +89,10 @@ def report_full(session):
     """`accelkit report --full` into report/: the long figures too (hours of synthesis, cached afterwards)."""
     _install(session, "test,minilm")
     session.run("accelkit", "report", "--full", *session.posargs)
+
+
+@nox.session(python=PY)
+def sim_speed(session):
+    """Simulated cycles per second, the cocotb testbench against the streams inside the simulator, in one run."""
+    _install(session)
+    session.run("python", "-m", "accelkit.flows.sim_speed", "-o", "sim_speed", *session.posargs)

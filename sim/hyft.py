@@ -163,13 +163,14 @@ def check_float_baseline(cfg: SoftmaxConfig, vectors, outputs, errors) -> None:
 
 
 def run_hyft(cfg: SoftmaxConfig, vectors: list[torch.Tensor], gap: float = 0.0, stall: float = 0.0, seed: int = 1,
-             waves: bool = False, check: bool = True) -> HyftRun:
+             waves: bool = False, check: bool = True, streams: str = "cocotb") -> HyftRun:
     """Run a batch of vectors back to back through the RTL of `cfg`.
 
     gap: chance of an idle cycle before each input beat; stall: chance that the
     output is not ready in a cycle. With check=True every output beat is
     compared with the golden model and a difference raises SimulationMismatch
-    naming the vector and elements; for arch="float", see `check_float_baseline`.
+    naming the vector and elements; for arch="float", see `check_float_baseline`. streams="hdl" drives the
+    streams inside the simulator (accelkit.sim.hdl_streams; for long runs).
     """
     vectors = _check_vectors(cfg, vectors)
     x_beats, y_beats, labels, spans = pack_job(cfg, vectors)
@@ -181,7 +182,7 @@ def run_hyft(cfg: SoftmaxConfig, vectors: list[torch.Tensor], gap: float = 0.0, 
                    "labels": labels if check else None}],
         "timeout": 2000 + int(40 * (len(x_beats) + len(y_beats)) / max(1e-3, 1 - max(gap, stall))),
     }
-    res = run_streams(cfg, job, waves=waves)
+    res = run_streams(cfg, job, waves=waves, streams=streams)
     xf, yf = res["source_fires"]["x"], res["sink_fires"]["y"]
     t0 = xf[0]
     outputs, errors = unpack_outputs(cfg, res["sinks"]["y"], spans)

@@ -94,9 +94,10 @@ def _check(cfg: SparseNetworkConfig, net: SparseNetwork) -> None:
 
 
 def run_network(cfg: SparseNetworkConfig, net: SparseNetwork, frames: list[SparseFrame], gap: float = 0.0,
-                stall: float = 0.0, seed: int = 1, check: bool = True) -> NetworkRun:
+                stall: float = 0.0, seed: int = 1, check: bool = True, streams: str = "cocotb") -> NetworkRun:
     """Build (cached) and run the network top on `frames` back to back; with check=True every pooled beat
-    (sums, last, error) is compared with the golden network and a difference raises SimulationMismatch."""
+    (sums, last, error) is compared with the golden network and a difference raises SimulationMismatch.
+    streams="hdl" drives the streams inside the simulator (accelkit.sim.hdl_streams): for many frames."""
     _check(cfg, net)
     frames = list(frames)
     if not frames:
@@ -124,7 +125,7 @@ def run_network(cfg: SparseNetworkConfig, net: SparseNetwork, frames: list[Spars
                    "expect": expect if check else None, "labels": labels if check else None}],
         "timeout": 20000 + len(params) * 4 + 40 * len(beats) * work,
     }
-    res = run_streams(cfg, job)
+    res = run_streams(cfg, job, streams=streams)
     got = res["sinks"]["pooled"]
     po, sb = cfg.last.po, _sum_bits(cfg)
     sums = unpack_lanes(got, sb, po, signed=True)
