@@ -88,7 +88,9 @@ def run_streams(cfg: BlockConfig, job: dict, waves: bool = False, keep: bool = F
         plusargs.append(f"+accelkit_dir={run_dir}")
     job_file = run_dir / "job.pkl"
     job_file.write_bytes(pickle.dumps(job))
-    saved = _clean_env({JOB_ENV: str(job_file), "COCOTB_LOG_LEVEL": "WARNING"})
+    # no pytest assertion rewriting in the simulator: the testbenches word their own failures, and installing
+    # the hook loads pytest and its plugins in every simulator start (a tenth of a second or more)
+    saved = _clean_env({JOB_ENV: str(job_file), "COCOTB_LOG_LEVEL": "WARNING", "COCOTB_REWRITE_ASSERTION_FILES": ""})
     try:
         runner = get_runner("verilator")
         runner.test(test_module=testbench, hdl_toplevel=TOP, hdl_toplevel_lang="verilog", build_dir=model,
