@@ -1,12 +1,14 @@
 """The network compiler's allocation: a PI and PO for every layer, so that the pipeline is balanced.
 
-Given a `SparseNetwork`, representative frames and a budget of MAC units, `allocate` chooses each
+Given a `SparseNetwork`, representative frames and a budget (MAC units, and/or an ECP5 device's
+multipliers and block RAMs: flows/resources.py), `allocate` chooses each
 layer's parallelism to make the bottleneck layer's cycles per frame as low as possible:
 
 1. Work per layer from the frames (golden model): per output site its active neighbours, so that
    any (PI, PO) has the spec's cycle estimate without running anything.
 2. A mixed-integer program (scipy.optimize.milp, HiGHS): one binary per layer and option,
-   minimise T subject to every layer's cycles <= T, the MAC units within the budget, and the
+   minimise T subject to every layer's cycles <= T, the MAC units (and the device's MULT18X18D and
+   DP16KD, the engines' exact counts) within the budget, and the
    stream couplings of the dataflow top (a layer's PI is the previous layer's PO; a depthwise
    layer has PI == PO; a residual block's last layer has PO == its first layer's PI).
 3. The estimate is then replaced by the RTL cycle model (`golden/sparse_rtl_cycles.py`, exact
@@ -31,6 +33,8 @@ from accelkit.config.sparse_conv import SparseConvConfig
 from accelkit.golden.network import SparseNetwork
 from accelkit.golden.sparse_conv import SparseFrame, neighbour_counts
 from accelkit.golden.sparse_rtl_cycles import frame_cycles, frames_cycles
+
+from .resources import device_budget, engine_resources, network_resources
 
 __all__ = ["LayerWork", "Allocation", "layer_work", "allocate", "compile_network", "predicted_interval"]
 
@@ -105,8 +109,9 @@ class Allocation:
     cycles: list[float]  # per layer, cycles per frame (RTL cycle model where it was run, else the estimate)
     modelled: list[bool]  # whether cycles[i] came from the RTL cycle model
     macs: list[int]  # MAC units per layer
-    mac_budget: int
+    mac_budget: int | None
     work: list[LayerWork]  # what the allocation balanced: each layer's mean work on the frames
+    device: str | None = None  # the device whose MULT18X18D and DP16KD bounded it
 
     @property
     def mac_units(self) -> int:
@@ -117,10 +122,12 @@ class Allocation:
         return max(self.cycles)
 
 
-def _solve(work: list[LayerWork], opts: list[list[tuple[int, int]]], cost: list[list[float]], budget: int,
-           spans: list[tuple[int, int]], links: str = "equal") -> list[int]:
+def _solve(work: list[LayerWork], opts: list[list[tuple[int, int]]], cost: list[list[float]], budget: int | None,
+           spans: list[tuple[int, int]], links: str = "equal",
+           limits: dict[str, tuple[list[list[int]], int]] | None = None) -> list[int]:
     """The MILP: index of the chosen option per layer. links "equal": a layer's pi is the previous po;
-    "multiple": one divides the other (a beat gearbox between the engines)."""
+    "multiple": one divides the other (a beat gearbox between the engines). `limits`: per resource, each
+    option's use and the total allowed (a device's MULT18 and EBR)."""
     from scipy.optimize import Bounds, LinearConstraint, milp
 
     offs = np.cumsum([0] + [len(o) for o in opts])
@@ -143,10 +150,16 @@ def _solve(work: list[LayerWork], opts: list[list[tuple[int, int]]], cost: list[
         r[offs[i]:offs[i + 1]] = cost[i]
         r[t] = -1
         lo.append(-np.inf), hi.append(0)
-    r = row()  # MAC budget
-    for i, o in enumerate(opts):
-        r[offs[i]:offs[i + 1]] = [work[i].macs(a, b) for a, b in o]
-    lo.append(-np.inf), hi.append(budget)
+    if budget is not None:
+        r = row()  # MAC budget
+        for i, o in enumerate(opts):
+            r[offs[i]:offs[i + 1]] = [work[i].macs(a, b) for a, b in o]
+        lo.append(-np.inf), hi.append(budget)
+    for use, total in (limits or {}).values():
+        r = row()
+        for i in range(len(opts)):
+            r[offs[i]:offs[i + 1]] = use[i]
+        lo.append(-np.inf), hi.append(total)
 
     def couple(i: int, side_i: int, j: int, side_j: int) -> None:
         """Option widths must agree: (pi or po of layer i) == (pi or po of layer j)."""
@@ -187,7 +200,9 @@ def _solve(work: list[LayerWork], opts: list[list[tuple[int, int]]], cost: list[
     res = milp(c, constraints=LinearConstraint(np.array(rows), lo, hi), integrality=integrality,
                bounds=Bounds(np.zeros(nv), ub), options={"time_limit": 60})
     if res.x is None:
-        raise ConfigError(f"mac_budget={budget!r} is invalid: no allocation fits it with the stream couplings "
+        what = [f"mac_budget={budget!r}"] if budget is not None else []
+        what += [f"{k} <= {total}" for k, (_, total) in (limits or {}).items()]
+        raise ConfigError(f"{' and '.join(what)} is invalid: no allocation fits it with the stream couplings "
                           f"({res.message})")
     x = res.x
     return [int(np.argmax(x[offs[i]:offs[i + 1]])) for i in range(len(opts))]
@@ -207,23 +222,42 @@ def _model_cycles(net: SparseNetwork, i: int, pi: int, po: int, inputs: list[Spa
     return float(np.mean([frame_cycles(cfg, x) for x in inputs]))
 
 
-def allocate(net: SparseNetwork, frames: list[SparseFrame], mac_budget: int,
-             model_frames: int = 4, links: str = "multiple") -> Allocation:
-    """Each layer's (PI, PO) within `mac_budget` MAC units, bottleneck cycles minimised (see the module doc).
+def _device_limits(net: SparseNetwork, opts: list[list[tuple[int, int]]], device: str) -> dict:
+    """Each option's MULT18X18D and DP16KD on the device (the engines: flows/resources.py), and the budget."""
+    budget = device_budget(device)
+    ends = {b for _, b in net.residual_spans()}
+    use = [[engine_resources(_layer_cfg(net, i, a, b, residual=i in ends)) for a, b in o] for i, o in enumerate(opts)]
+    return {k: ([[u[k] for u in row] for row in use], budget[k]) for k in ("mult18", "ebr")}
+
+
+def allocate(net: SparseNetwork, frames: list[SparseFrame], mac_budget: int | None = None,
+             model_frames: int = 4, links: str = "multiple", device: str | None = None) -> Allocation:
+    """Each layer's (PI, PO) within `mac_budget` MAC units and/or the hard blocks of `device` (its MULT18X18D
+    and DP16KD, flows/resources.py), bottleneck cycles minimised (see the module doc).
 
     The RTL cycle model runs on the first `model_frames` frames (it is exact per frame, the estimate
     is a mean over all of them). `links`: "multiple" lets a layer's pi divide or be a multiple of the
     previous layer's po (the dataflow top puts a beat gearbox between them), "equal" wires them directly."""
     require(links in LINKS, "links", f"one of {', '.join(LINKS)}", links)
-    require(isinstance(mac_budget, int) and not isinstance(mac_budget, bool) and mac_budget >= len(net.layers),
-            "mac_budget", f"an integer of at least {len(net.layers)} (one MAC unit per layer)", mac_budget)
+    require(mac_budget is not None or device is not None, "mac_budget", "given, or a device", mac_budget)
+    if mac_budget is not None:
+        require(isinstance(mac_budget, int) and not isinstance(mac_budget, bool) and mac_budget >= len(net.layers),
+                "mac_budget", f"an integer of at least {len(net.layers)} (one MAC unit per layer)", mac_budget)
+    max_macs = mac_budget if mac_budget is not None else device_budget(device)["mult18"]
     require(len(frames) >= 1, "frames", "at least one representative frame", len(frames))
     inputs = [net.layer_inputs(f) for f in frames]
     work = _mean_work(net, inputs)
-    opts = [w.options(mac_budget) for w in work]
+    opts = [w.options(max_macs) for w in work]
+    limits = _device_limits(net, opts, device) if device is not None else None
+    for k, (use, total) in (limits or {}).items():
+        least = sum(min(u) for u in use)
+        if least > total:
+            name = {"mult18": "MULT18X18D", "ebr": "DP16KD"}[k]
+            raise ConfigError(f"device={device!r} is invalid: the network's engines need at least {least} {name} "
+                              f"(each layer at its fewest), the part has {total}")
     est = [[w.estimate(a, b) for a, b in o] for w, o in zip(work, opts, strict=True)]
     spans = net.residual_spans()
-    choice = _solve(work, opts, est, mac_budget, spans, links)
+    choice = _solve(work, opts, est, mac_budget, spans, links, limits)
     t1 = max(est[i][k] for i, k in enumerate(choice))
 
     # Second pass: the RTL cycle model for the options near the bottleneck (those decide it).
@@ -241,11 +275,11 @@ def allocate(net: SparseNetwork, frames: list[SparseFrame], mac_budget: int,
                 sample_est = sample_work[i].estimate(a, b)
                 cost[i][k] = est[i][k] * (m / sample_est) if sample_est else m
                 modelled[i][k] = True
-    choice = _solve(work, opts, cost, mac_budget, spans, links)
+    choice = _solve(work, opts, cost, mac_budget, spans, links, limits)
     pi, po = [opts[i][k][0] for i, k in enumerate(choice)], [opts[i][k][1] for i, k in enumerate(choice)]
     return Allocation(pi, po, [cost[i][k] for i, k in enumerate(choice)],
                       [modelled[i][k] for i, k in enumerate(choice)],
-                      [w.macs(a, b) for w, a, b in zip(work, pi, po, strict=True)], mac_budget, work)
+                      [w.macs(a, b) for w, a, b in zip(work, pi, po, strict=True)], mac_budget, work, device)
 
 
 def network_config(net: SparseNetwork, pi: list[int], po: list[int]) -> SparseNetworkConfig:
@@ -266,23 +300,29 @@ def predicted_interval(cfg: SparseNetworkConfig, frames: list[SparseFrame]) -> d
     return {"latency": per, "interval": interval, "total": r["total"]}
 
 
-def compile_network(net: SparseNetwork, frames: list[SparseFrame], mac_budget: int,
-                    links: str = "multiple") -> tuple[SparseNetworkConfig, dict]:
+def compile_network(net: SparseNetwork, frames: list[SparseFrame], mac_budget: int | None = None,
+                    links: str = "multiple", device: str | None = None) -> tuple[SparseNetworkConfig, dict]:
     """Allocate, build the config, and report: per layer (name, kind, pi, po, MAC units, useful MACs, cycles,
-    utilisation), the bottleneck, the lower bound (total useful MACs / MAC units) and their ratio."""
-    alloc = allocate(net, frames, mac_budget, links=links)
+    utilisation, MULT18X18D, DP16KD), the bottleneck, the lower bound (total useful MACs / MAC units: the
+    budget's, or with only a device the units allocated) and their ratio, and the device use."""
+    alloc = allocate(net, frames, mac_budget, links=links, device=device)
     work = alloc.work
     cfg = network_config(net, alloc.pi, alloc.po)
     macs = alloc.macs
     total_useful = sum(w.useful_macs for w in work)
-    bound = total_useful / mac_budget
+    bound = total_useful / (mac_budget if mac_budget is not None else sum(macs))
+    hard = network_resources(cfg)
     layers = []
-    for w, a, b, m, cyc, mod in zip(work, alloc.pi, alloc.po, macs, alloc.cycles, alloc.modelled, strict=True):
+    for w, a, b, m, cyc, mod, hw in zip(work, alloc.pi, alloc.po, macs, alloc.cycles, alloc.modelled,
+                                        hard["layers"], strict=True):
         layers.append({"name": w.name, "kind": w.kind, "cin": w.cin, "cout": w.cout, "pi": a, "po": b, "macs": m,
                        "sites": round(float(w.sites), 1), "useful_macs": round(float(w.useful_macs)),
                        "cycles": round(float(cyc), 1), "modelled": mod,
-                       "utilisation": round(float(w.useful_macs / (m * cyc)), 4) if cyc else 0.0})
-    summary = {"mac_budget": mac_budget, "mac_units": sum(macs), "links": links,
+                       "utilisation": round(float(w.useful_macs / (m * cyc)), 4) if cyc else 0.0,
+                       "mult18": hw["mult18"], "ebr": hw["ebr"]})
+    summary = {"mac_budget": mac_budget, "mac_units": sum(macs), "links": links, "device": device,
+               "mult18": hard["mult18"], "ebr": hard["ebr"], "ebr_estimated": hard["ebr_estimated"],
+               **({"device_budget": device_budget(device)} if device else {}),
                "useful_macs": round(float(total_useful)), "bottleneck": round(float(alloc.bottleneck), 1),
                "bottleneck_layer": layers[int(np.argmax(alloc.cycles))]["name"],
                "lower_bound": round(float(bound), 1), "balance": round(float(bound / alloc.bottleneck), 4),

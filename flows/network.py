@@ -20,6 +20,8 @@ from accelkit.config.network import SparseNetworkConfig
 from accelkit.golden.network import SparseNetwork
 from accelkit.golden.sparse_conv import SparseFrame
 
+from .resources import DEVICES
+
 
 def load_network(path: str) -> tuple[SparseNetwork, list[SparseFrame] | None]:
     """The network at `path` and, for an ESDA folder, its test frame."""
@@ -69,7 +71,9 @@ def cmd_compile(args) -> int:
 
     net, default = load_network(args.net)
     frames = load_frames(args.frames, net, default)
-    cfg, summary = compile_network(net, frames, args.budget)
+    if args.budget is None and args.device is None:
+        raise ConfigError("--budget or --device: the compiler needs a MAC budget, a device, or both")
+    cfg, summary = compile_network(net, frames, args.budget, device=args.device)
     cfg = cfg.replace(link_depth=args.link_depth)
     pred = predicted_interval(cfg, frames)
     summary.update(link_depth=args.link_depth, predicted_interval=round(pred["interval"], 1),
@@ -78,12 +82,22 @@ def cmd_compile(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(cfg.to_json() + "\n")
     (out / "compile.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print("| layer | kind | PI | PO | MACs | sites | cycles | util |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| layer | kind | PI | PO | MACs | MULT18 | EBR | sites | cycles | util |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for l in summary["layers"]:
-        print(f"| {l['name']} | {l['kind']} | {l['pi']} | {l['po']} | {l['macs']} | {l['sites']} | {l['cycles']} | "
-              f"{100 * l['utilisation']:.1f}% |")
-    print(f"MAC units {summary['mac_units']} of {args.budget}; bottleneck {summary['bottleneck']} cycles "
+        print(f"| {l['name']} | {l['kind']} | {l['pi']} | {l['po']} | {l['macs']} | {l['mult18']} | {l['ebr']} | "
+              f"{l['sites']} | {l['cycles']} | {100 * l['utilisation']:.1f}% |")
+    hard = f"MULT18X18D {summary['mult18']}, DP16KD {summary['ebr']}"
+    if summary["ebr_estimated"]:
+        hard += f" ({summary['ebr_estimated']} of them in memories yosys maps: estimated)"
+    if args.device:
+        b = summary["device_budget"]
+        hard += f" of the {args.device}'s {b['mult18']} and {b['ebr']} (LUT4 not modelled: `accelkit network synth`)"
+        if summary["ebr"] > b["ebr"]:
+            hard += "; the identity FIFOs' block RAM takes it over the part's"
+    print(hard)
+    print(f"MAC units {summary['mac_units']}" + (f" of {args.budget}" if args.budget else "") +
+          f"; bottleneck {summary['bottleneck']} cycles "
           f"({summary['bottleneck_layer']}), lower bound {summary['lower_bound']}, balance "
           f"{100 * summary['balance']:.1f}%; pipeline interval (cycle model, link FIFOs {args.link_depth}) "
           f"{summary['predicted_interval']}")
@@ -119,9 +133,12 @@ def add_parser(sub) -> None:
     n = sub.add_parser("network", help="compile, simulate and synthesise a whole sparse network",
                        description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     nsub = n.add_subparsers(dest="network_cmd", required=True)
-    c = nsub.add_parser("compile", help="choose every layer's PI and PO for a MAC budget; write the config")
+    c = nsub.add_parser("compile", help="choose every layer's PI and PO for a MAC budget and/or an ECP5 part; "
+                        "write the config")
     c.add_argument("net", help="network .json (with its .npz) or an ESDA export folder")
-    c.add_argument("--budget", type=int, required=True, help="MAC units")
+    c.add_argument("--budget", type=int, default=None, help="MAC units")
+    c.add_argument("--device", default=None, choices=sorted(DEVICES),
+                   help="fit the engines' multipliers and block RAMs (MULT18X18D, DP16KD) into this ECP5 part")
     c.add_argument("--frames", default=None, help="eye:N or a folder of .npz frames")
     c.add_argument("--link-depth", type=int, default=64, help="FIFO beats between engines (default 64; 0: none)")
     c.add_argument("-o", "--out", required=True)

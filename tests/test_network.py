@@ -292,6 +292,60 @@ def test_allocation_is_optimal(links):
         assert sum(work[i].macs(*opts[i][k]) for i, k in enumerate(ch)) <= budget
 
 
+def test_allocation_within_a_device_is_optimal():
+    """With MULT18X18D and DP16KD limits as well, the MILP's bottleneck equals a brute-force search."""
+    from accelkit.flows import compile as C
+    layout = (StageSpec("conv1", "conv", (2, 4), stride=2), StageSpec("block_0", "block", (4, 6, 4), residual=True),
+              StageSpec("conv8", "conv", (4, 6)))
+    frames = [random_frame(12, 12, 0.4, 2, -4, 4, seed=s) for s in range(2)]
+    net = SparseNetwork.random(layout, 12, 12, frames=frames, seed=1)
+    work = layer_work(net, frames)
+    opts = [w.options(64) for w in work]
+    est = [[w.estimate(a, b) for a, b in o] for w, o in zip(work, opts, strict=True)]
+    use = C._device_limits(net, opts, "ecp5-25k")
+    spans = net.residual_spans()
+    for mult18, ebr in ((40, 60), (28, 56), (20, 40)):
+        limits = {"mult18": (use["mult18"][0], mult18), "ebr": (use["ebr"][0], ebr)}
+        ch = C._solve(work, opts, est, None, spans, "multiple", limits)
+        got = max(est[i][k] for i, k in enumerate(ch))
+        best = math.inf
+        for choice in itertools.product(*[range(len(o)) for o in opts]):
+            if (sum(use["mult18"][0][i][k] for i, k in enumerate(choice)) > mult18
+                    or sum(use["ebr"][0][i][k] for i, k in enumerate(choice)) > ebr):
+                continue
+            pick = [opts[i][k] for i, k in enumerate(choice)]
+            ok = all(c[0] % p[1] == 0 or p[1] % c[0] == 0 for p, c in zip(pick, pick[1:], strict=False))
+            if ok and all(pick[b][1] == pick[a][0] for a, b in spans):
+                best = min(best, max(est[i][k] for i, k in enumerate(choice)))
+        assert got == pytest.approx(best)
+    with pytest.raises(ConfigError, match=r"mult18 <= 5 is invalid: no allocation fits it"):
+        C._solve(work, opts, est, None, spans, "multiple", {"mult18": (use["mult18"][0], 5)})
+
+
+def test_compile_for_a_device(small):
+    """Only the device bounds it: the engines' MULT18X18D and DP16KD fit the part, and the summary says so."""
+    net, frames = small
+    cfg, s = compile_network(net, frames, device="ecp5-25k")
+    assert s["device_budget"] == {"mult18": 28, "ebr": 56, "lut4": 24_288}
+    assert s["mult18"] <= 28 and s["ebr"] - s["ebr_estimated"] <= 56
+    assert sum(l["mult18"] for l in s["layers"]) == s["mult18"]
+    assert s["mac_units"] == cfg.mac_units
+    _, roomy = compile_network(net, frames, device="ecp5-85k")
+    assert roomy["bottleneck"] <= s["bottleneck"]
+    with pytest.raises(ConfigError, match="device='ecp5-12k' is invalid"):
+        compile_network(net, frames, device="ecp5-12k")
+
+
+def test_a_network_too_big_for_the_part_says_what_it_needs():
+    frames = [random_frame(12, 12, 0.4, 64, -4, 4, seed=0)]
+    layout = tuple(StageSpec(f"conv{i}", "conv", (64, 64)) for i in range(1, 12))
+    net = SparseNetwork.random(layout, 12, 12, frames=frames, seed=1)
+    # eleven layers of at least 3 multipliers each (one MAC, two for the requant multiply)
+    with pytest.raises(ConfigError, match=r"device='ecp5-25k' is invalid: the network's engines need at least 33 "
+                                          r"MULT18X18D \(each layer at its fewest\), the part has 28"):
+        compile_network(net, frames, device="ecp5-25k")
+
+
 def test_compile_network(small):
     net, frames = small
     cfg, s = compile_network(net, frames, 64)
