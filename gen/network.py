@@ -4,8 +4,8 @@ where widths differ, optional link FIFOs, and the global sum pool.
 Streams:
 
 - ``params`` in: every engine's load (gen/sparse_conv.py), each beat tagged with its engine's index
-  (``layer``) and the word in the low bits of ``word``. Beats of one engine's load must come in its
-  order; loads of different engines may interleave.
+  (``layer``) and the word in the low bits of ``word``, through a register stage (`ParamsDemux`). Beats
+  of one engine's load must come in its order; loads of different engines may interleave.
 - ``sites_in`` in: the first engine's input tokens.
 - ``pooled`` out (cfg.pool): one vector per frame, ``cout / po`` beats of the last layer (gen/sparse_pool.py);
   else ``sites_out``: the last engine's output tokens.
@@ -21,7 +21,7 @@ FIFO never fills and the main path never waits for it.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, unsigned
+from amaranth.hdl import Cat, Module, Signal, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -32,7 +32,7 @@ from .sparse_conv import SparseConvEngine, in_token_layout, out_token_layout
 from .sparse_gearbox import BeatGearbox
 from .sparse_pool import SumPool, pool_sum_bits, pooled_layout
 
-__all__ = ["SparseNetworkTop", "params_layout"]
+__all__ = ["SparseNetworkTop", "ParamsDemux", "params_layout"]
 
 
 def params_layout(cfg: SparseNetworkConfig) -> data.StructLayout:
@@ -65,13 +65,11 @@ class SparseNetworkTop(wiring.Component):
             m.submodules[f"{cfg.names[i]}"] = e
             engines.append(e)
 
-        # params: each engine takes the beats tagged with its index
-        p = self.params
+        # params: each engine takes the beats tagged with its index, through one register stage
+        m.submodules.params_demux = demux = ParamsDemux(params_layout(cfg), [l.param_bits for l in cfg.layers])
+        wiring.connect(m, wiring.flipped(self.params), demux.params)
         for i, e in enumerate(engines):
-            m.d.comb += [e.params.valid.eq(p.valid & (p.payload.layer == i)),
-                         e.params.payload.eq(p.payload.word[:cfg.layers[i].param_bits])]
-            with m.If(p.payload.layer == i):
-                m.d.comb += p.ready.eq(e.params.ready)
+            wiring.connect(m, getattr(demux, f"out{i}"), e.params)
 
         # engine -> [gearbox] -> [link FIFO] -> engine
         wiring.connect(m, wiring.flipped(self.sites_in), engines[0].sites_in)
@@ -102,6 +100,37 @@ class SparseNetworkTop(wiring.Component):
             wiring.connect(m, pool.pooled, wiring.flipped(self.pooled))
         else:
             wiring.connect(m, engines[-1].sites_out, wiring.flipped(self.sites_out))
+        return m
+
+
+class ParamsDemux(wiring.Component):
+    """Stream ``params`` (a word and the index of the engine it is for) to stream ``out<i>`` of engine i,
+    through one register: the outputs' valid and payload are flip-flops, and ``params.ready`` depends on
+    whether the register is free, not on the payload. A beat for an index with no engine is dropped."""
+
+    def __init__(self, layout: data.StructLayout, widths: list[int]):
+        self.widths = list(widths)
+        ports = {"params": In(stream.Signature(layout))}
+        ports |= {f"out{i}": Out(stream.Signature(unsigned(w))) for i, w in enumerate(self.widths)}
+        super().__init__(wiring.Signature(ports))
+
+    def elaborate(self, platform):
+        m = Module()
+        n = len(self.widths)
+        p = self.params
+        outs = [getattr(self, f"out{i}") for i in range(n)]
+        sel = Signal(n)  # one-hot: the engine the held word is for (0: nothing held)
+        word = Signal(len(p.payload.word))
+        taken = Signal()
+        m.d.comb += taken.eq(Cat(*[sel[i] & o.ready for i, o in enumerate(outs)]).any())
+        free = ~sel.any() | taken
+        m.d.comb += p.ready.eq(free)
+        with m.If(p.valid & free):
+            m.d.sync += [word.eq(p.payload.word), sel.eq(Cat(*[p.payload.layer == i for i in range(n)]))]
+        with m.Elif(taken):
+            m.d.sync += sel.eq(0)
+        for i, o in enumerate(outs):
+            m.d.comb += [o.valid.eq(sel[i]), o.payload.eq(word[:self.widths[i]])]
         return m
 
 

@@ -4,15 +4,7 @@
 (* top =  1  *)
 (* generator = "Amaranth" *)
 module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk, rst, params__ready, sites_in__ready, pooled__payload, pooled__valid, params__payload);
-  reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
-  wire \$1 ;
-  wire \$2 ;
-  wire \$3 ;
-  wire \$4 ;
-  wire \$5 ;
-  wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
+  wire [3:0] \$1 ;
   input clk;
   wire clk;
   wire [64:0] identity__payload;
@@ -40,40 +32,57 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire [7:0] \identity_out__payload.data[7] ;
   wire \identity_out__payload.eof ;
   wire identity_out__valid;
+  wire [127:0] out0__payload;
+  wire out0__ready;
+  wire out0__valid;
+  wire [255:0] out1__payload;
+  wire out1__ready;
+  wire out1__valid;
+  wire [127:0] out2__payload;
+  wire out2__ready;
+  wire out2__valid;
+  wire [271:0] out3__payload;
+  wire out3__ready;
+  wire out3__valid;
   input [273:0] params__payload;
   wire [273:0] params__payload;
-  wire [127:0] \params__payload$12 ;
-  wire [255:0] \params__payload$15 ;
-  wire [127:0] \params__payload$18 ;
-  wire [271:0] \params__payload$21 ;
+  wire [273:0] \params__payload$11 ;
+  wire [1:0] \params__payload$11.layer ;
+  wire [271:0] \params__payload$11.word ;
+  wire [127:0] \params__payload$14 ;
+  wire [255:0] \params__payload$20 ;
+  wire [127:0] \params__payload$26 ;
+  wire [271:0] \params__payload$32 ;
   wire [1:0] \params__payload.layer ;
   wire [271:0] \params__payload.word ;
   output params__ready;
-  reg params__ready;
-  wire \params__ready$13 ;
-  wire \params__ready$16 ;
-  wire \params__ready$19 ;
-  wire \params__ready$22 ;
+  wire params__ready;
+  wire \params__ready$12 ;
+  wire \params__ready$17 ;
+  wire \params__ready$23 ;
+  wire \params__ready$29 ;
+  wire \params__ready$35 ;
   input params__valid;
   wire params__valid;
-  wire \params__valid$11 ;
-  wire \params__valid$14 ;
-  wire \params__valid$17 ;
-  wire \params__valid$20 ;
+  wire \params__valid$13 ;
+  wire \params__valid$18 ;
+  wire \params__valid$24 ;
+  wire \params__valid$30 ;
+  wire \params__valid$36 ;
   output [113:0] pooled__payload;
   wire [113:0] pooled__payload;
-  wire [113:0] \pooled__payload$66 ;
-  wire [111:0] \pooled__payload$66.data ;
-  wire [13:0] \pooled__payload$66.data[0] ;
-  wire [13:0] \pooled__payload$66.data[1] ;
-  wire [13:0] \pooled__payload$66.data[2] ;
-  wire [13:0] \pooled__payload$66.data[3] ;
-  wire [13:0] \pooled__payload$66.data[4] ;
-  wire [13:0] \pooled__payload$66.data[5] ;
-  wire [13:0] \pooled__payload$66.data[6] ;
-  wire [13:0] \pooled__payload$66.data[7] ;
-  wire \pooled__payload$66.error ;
-  wire \pooled__payload$66.last ;
+  wire [113:0] \pooled__payload$81 ;
+  wire [111:0] \pooled__payload$81.data ;
+  wire [13:0] \pooled__payload$81.data[0] ;
+  wire [13:0] \pooled__payload$81.data[1] ;
+  wire [13:0] \pooled__payload$81.data[2] ;
+  wire [13:0] \pooled__payload$81.data[3] ;
+  wire [13:0] \pooled__payload$81.data[4] ;
+  wire [13:0] \pooled__payload$81.data[5] ;
+  wire [13:0] \pooled__payload$81.data[6] ;
+  wire [13:0] \pooled__payload$81.data[7] ;
+  wire \pooled__payload$81.error ;
+  wire \pooled__payload$81.last ;
   wire [111:0] \pooled__payload.data ;
   wire [13:0] \pooled__payload.data[0] ;
   wire [13:0] \pooled__payload.data[1] ;
@@ -87,10 +96,10 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire \pooled__payload.last ;
   input pooled__ready;
   wire pooled__ready;
-  wire \pooled__ready$67 ;
+  wire \pooled__ready$82 ;
   output pooled__valid;
   wire pooled__valid;
-  wire \pooled__valid$68 ;
+  wire \pooled__valid$83 ;
   wire [64:0] r_data;
   wire r_en;
   wire r_rdy;
@@ -98,72 +107,72 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire rst;
   input [25:0] sites_in__payload;
   wire [25:0] sites_in__payload;
-  wire [25:0] \sites_in__payload$23 ;
-  wire [15:0] \sites_in__payload$23.data ;
-  wire [7:0] \sites_in__payload$23.data[0] ;
-  wire [7:0] \sites_in__payload$23.data[1] ;
-  wire \sites_in__payload$23.eof ;
-  wire \sites_in__payload$23.error ;
-  wire [3:0] \sites_in__payload$23.x ;
-  wire [3:0] \sites_in__payload$23.y ;
-  wire [39:0] \sites_in__payload$26 ;
-  wire [31:0] \sites_in__payload$26.data ;
-  wire [7:0] \sites_in__payload$26.data[0] ;
-  wire [7:0] \sites_in__payload$26.data[1] ;
-  wire [7:0] \sites_in__payload$26.data[2] ;
-  wire [7:0] \sites_in__payload$26.data[3] ;
-  wire \sites_in__payload$26.eof ;
-  wire \sites_in__payload$26.error ;
-  wire [2:0] \sites_in__payload$26.x ;
-  wire [2:0] \sites_in__payload$26.y ;
-  wire [71:0] \sites_in__payload$32 ;
-  wire [63:0] \sites_in__payload$32.data ;
-  wire [7:0] \sites_in__payload$32.data[0] ;
-  wire [7:0] \sites_in__payload$32.data[1] ;
-  wire [7:0] \sites_in__payload$32.data[2] ;
-  wire [7:0] \sites_in__payload$32.data[3] ;
-  wire [7:0] \sites_in__payload$32.data[4] ;
-  wire [7:0] \sites_in__payload$32.data[5] ;
-  wire [7:0] \sites_in__payload$32.data[6] ;
-  wire [7:0] \sites_in__payload$32.data[7] ;
-  wire \sites_in__payload$32.eof ;
-  wire \sites_in__payload$32.error ;
-  wire [2:0] \sites_in__payload$32.x ;
-  wire [2:0] \sites_in__payload$32.y ;
-  wire [39:0] \sites_in__payload$38 ;
-  wire [31:0] \sites_in__payload$38.data ;
+  wire [25:0] \sites_in__payload$38 ;
+  wire [15:0] \sites_in__payload$38.data ;
   wire [7:0] \sites_in__payload$38.data[0] ;
   wire [7:0] \sites_in__payload$38.data[1] ;
-  wire [7:0] \sites_in__payload$38.data[2] ;
-  wire [7:0] \sites_in__payload$38.data[3] ;
   wire \sites_in__payload$38.eof ;
   wire \sites_in__payload$38.error ;
-  wire [2:0] \sites_in__payload$38.x ;
-  wire [2:0] \sites_in__payload$38.y ;
-  wire [39:0] \sites_in__payload$44 ;
-  wire [31:0] \sites_in__payload$44.data ;
-  wire [7:0] \sites_in__payload$44.data[0] ;
-  wire [7:0] \sites_in__payload$44.data[1] ;
-  wire [7:0] \sites_in__payload$44.data[2] ;
-  wire [7:0] \sites_in__payload$44.data[3] ;
-  wire \sites_in__payload$44.eof ;
-  wire \sites_in__payload$44.error ;
-  wire [2:0] \sites_in__payload$44.x ;
-  wire [2:0] \sites_in__payload$44.y ;
-  wire [71:0] \sites_in__payload$60 ;
-  wire [63:0] \sites_in__payload$60.data ;
-  wire [7:0] \sites_in__payload$60.data[0] ;
-  wire [7:0] \sites_in__payload$60.data[1] ;
-  wire [7:0] \sites_in__payload$60.data[2] ;
-  wire [7:0] \sites_in__payload$60.data[3] ;
-  wire [7:0] \sites_in__payload$60.data[4] ;
-  wire [7:0] \sites_in__payload$60.data[5] ;
-  wire [7:0] \sites_in__payload$60.data[6] ;
-  wire [7:0] \sites_in__payload$60.data[7] ;
-  wire \sites_in__payload$60.eof ;
-  wire \sites_in__payload$60.error ;
-  wire [2:0] \sites_in__payload$60.x ;
-  wire [2:0] \sites_in__payload$60.y ;
+  wire [3:0] \sites_in__payload$38.x ;
+  wire [3:0] \sites_in__payload$38.y ;
+  wire [39:0] \sites_in__payload$41 ;
+  wire [31:0] \sites_in__payload$41.data ;
+  wire [7:0] \sites_in__payload$41.data[0] ;
+  wire [7:0] \sites_in__payload$41.data[1] ;
+  wire [7:0] \sites_in__payload$41.data[2] ;
+  wire [7:0] \sites_in__payload$41.data[3] ;
+  wire \sites_in__payload$41.eof ;
+  wire \sites_in__payload$41.error ;
+  wire [2:0] \sites_in__payload$41.x ;
+  wire [2:0] \sites_in__payload$41.y ;
+  wire [71:0] \sites_in__payload$47 ;
+  wire [63:0] \sites_in__payload$47.data ;
+  wire [7:0] \sites_in__payload$47.data[0] ;
+  wire [7:0] \sites_in__payload$47.data[1] ;
+  wire [7:0] \sites_in__payload$47.data[2] ;
+  wire [7:0] \sites_in__payload$47.data[3] ;
+  wire [7:0] \sites_in__payload$47.data[4] ;
+  wire [7:0] \sites_in__payload$47.data[5] ;
+  wire [7:0] \sites_in__payload$47.data[6] ;
+  wire [7:0] \sites_in__payload$47.data[7] ;
+  wire \sites_in__payload$47.eof ;
+  wire \sites_in__payload$47.error ;
+  wire [2:0] \sites_in__payload$47.x ;
+  wire [2:0] \sites_in__payload$47.y ;
+  wire [39:0] \sites_in__payload$53 ;
+  wire [31:0] \sites_in__payload$53.data ;
+  wire [7:0] \sites_in__payload$53.data[0] ;
+  wire [7:0] \sites_in__payload$53.data[1] ;
+  wire [7:0] \sites_in__payload$53.data[2] ;
+  wire [7:0] \sites_in__payload$53.data[3] ;
+  wire \sites_in__payload$53.eof ;
+  wire \sites_in__payload$53.error ;
+  wire [2:0] \sites_in__payload$53.x ;
+  wire [2:0] \sites_in__payload$53.y ;
+  wire [39:0] \sites_in__payload$59 ;
+  wire [31:0] \sites_in__payload$59.data ;
+  wire [7:0] \sites_in__payload$59.data[0] ;
+  wire [7:0] \sites_in__payload$59.data[1] ;
+  wire [7:0] \sites_in__payload$59.data[2] ;
+  wire [7:0] \sites_in__payload$59.data[3] ;
+  wire \sites_in__payload$59.eof ;
+  wire \sites_in__payload$59.error ;
+  wire [2:0] \sites_in__payload$59.x ;
+  wire [2:0] \sites_in__payload$59.y ;
+  wire [71:0] \sites_in__payload$75 ;
+  wire [63:0] \sites_in__payload$75.data ;
+  wire [7:0] \sites_in__payload$75.data[0] ;
+  wire [7:0] \sites_in__payload$75.data[1] ;
+  wire [7:0] \sites_in__payload$75.data[2] ;
+  wire [7:0] \sites_in__payload$75.data[3] ;
+  wire [7:0] \sites_in__payload$75.data[4] ;
+  wire [7:0] \sites_in__payload$75.data[5] ;
+  wire [7:0] \sites_in__payload$75.data[6] ;
+  wire [7:0] \sites_in__payload$75.data[7] ;
+  wire \sites_in__payload$75.eof ;
+  wire \sites_in__payload$75.error ;
+  wire [2:0] \sites_in__payload$75.x ;
+  wire [2:0] \sites_in__payload$75.y ;
   wire [15:0] \sites_in__payload.data ;
   wire [7:0] \sites_in__payload.data[0] ;
   wire [7:0] \sites_in__payload.data[1] ;
@@ -173,69 +182,69 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire [3:0] \sites_in__payload.y ;
   output sites_in__ready;
   wire sites_in__ready;
-  wire \sites_in__ready$24 ;
-  wire \sites_in__ready$29 ;
-  wire \sites_in__ready$35 ;
-  wire \sites_in__ready$41 ;
-  wire \sites_in__ready$47 ;
-  wire \sites_in__ready$63 ;
+  wire \sites_in__ready$39 ;
+  wire \sites_in__ready$44 ;
+  wire \sites_in__ready$50 ;
+  wire \sites_in__ready$56 ;
+  wire \sites_in__ready$62 ;
+  wire \sites_in__ready$78 ;
   input sites_in__valid;
   wire sites_in__valid;
-  wire \sites_in__valid$25 ;
-  wire \sites_in__valid$30 ;
-  wire \sites_in__valid$36 ;
-  wire \sites_in__valid$42 ;
-  wire \sites_in__valid$48 ;
-  wire \sites_in__valid$64 ;
+  wire \sites_in__valid$40 ;
+  wire \sites_in__valid$45 ;
+  wire \sites_in__valid$51 ;
+  wire \sites_in__valid$57 ;
+  wire \sites_in__valid$63 ;
+  wire \sites_in__valid$79 ;
   wire [39:0] sites_out__payload;
-  wire [71:0] \sites_out__payload$33 ;
-  wire [63:0] \sites_out__payload$33.data ;
-  wire [7:0] \sites_out__payload$33.data[0] ;
-  wire [7:0] \sites_out__payload$33.data[1] ;
-  wire [7:0] \sites_out__payload$33.data[2] ;
-  wire [7:0] \sites_out__payload$33.data[3] ;
-  wire [7:0] \sites_out__payload$33.data[4] ;
-  wire [7:0] \sites_out__payload$33.data[5] ;
-  wire [7:0] \sites_out__payload$33.data[6] ;
-  wire [7:0] \sites_out__payload$33.data[7] ;
-  wire \sites_out__payload$33.eof ;
-  wire \sites_out__payload$33.error ;
-  wire [2:0] \sites_out__payload$33.x ;
-  wire [2:0] \sites_out__payload$33.y ;
-  wire [39:0] \sites_out__payload$39 ;
-  wire [31:0] \sites_out__payload$39.data ;
-  wire [7:0] \sites_out__payload$39.data[0] ;
-  wire [7:0] \sites_out__payload$39.data[1] ;
-  wire [7:0] \sites_out__payload$39.data[2] ;
-  wire [7:0] \sites_out__payload$39.data[3] ;
-  wire \sites_out__payload$39.eof ;
-  wire \sites_out__payload$39.error ;
-  wire [2:0] \sites_out__payload$39.x ;
-  wire [2:0] \sites_out__payload$39.y ;
-  wire [39:0] \sites_out__payload$45 ;
-  wire [31:0] \sites_out__payload$45.data ;
-  wire [7:0] \sites_out__payload$45.data[0] ;
-  wire [7:0] \sites_out__payload$45.data[1] ;
-  wire [7:0] \sites_out__payload$45.data[2] ;
-  wire [7:0] \sites_out__payload$45.data[3] ;
-  wire \sites_out__payload$45.eof ;
-  wire \sites_out__payload$45.error ;
-  wire [2:0] \sites_out__payload$45.x ;
-  wire [2:0] \sites_out__payload$45.y ;
-  wire [71:0] \sites_out__payload$61 ;
-  wire [63:0] \sites_out__payload$61.data ;
-  wire [7:0] \sites_out__payload$61.data[0] ;
-  wire [7:0] \sites_out__payload$61.data[1] ;
-  wire [7:0] \sites_out__payload$61.data[2] ;
-  wire [7:0] \sites_out__payload$61.data[3] ;
-  wire [7:0] \sites_out__payload$61.data[4] ;
-  wire [7:0] \sites_out__payload$61.data[5] ;
-  wire [7:0] \sites_out__payload$61.data[6] ;
-  wire [7:0] \sites_out__payload$61.data[7] ;
-  wire \sites_out__payload$61.eof ;
-  wire \sites_out__payload$61.error ;
-  wire [2:0] \sites_out__payload$61.x ;
-  wire [2:0] \sites_out__payload$61.y ;
+  wire [71:0] \sites_out__payload$48 ;
+  wire [63:0] \sites_out__payload$48.data ;
+  wire [7:0] \sites_out__payload$48.data[0] ;
+  wire [7:0] \sites_out__payload$48.data[1] ;
+  wire [7:0] \sites_out__payload$48.data[2] ;
+  wire [7:0] \sites_out__payload$48.data[3] ;
+  wire [7:0] \sites_out__payload$48.data[4] ;
+  wire [7:0] \sites_out__payload$48.data[5] ;
+  wire [7:0] \sites_out__payload$48.data[6] ;
+  wire [7:0] \sites_out__payload$48.data[7] ;
+  wire \sites_out__payload$48.eof ;
+  wire \sites_out__payload$48.error ;
+  wire [2:0] \sites_out__payload$48.x ;
+  wire [2:0] \sites_out__payload$48.y ;
+  wire [39:0] \sites_out__payload$54 ;
+  wire [31:0] \sites_out__payload$54.data ;
+  wire [7:0] \sites_out__payload$54.data[0] ;
+  wire [7:0] \sites_out__payload$54.data[1] ;
+  wire [7:0] \sites_out__payload$54.data[2] ;
+  wire [7:0] \sites_out__payload$54.data[3] ;
+  wire \sites_out__payload$54.eof ;
+  wire \sites_out__payload$54.error ;
+  wire [2:0] \sites_out__payload$54.x ;
+  wire [2:0] \sites_out__payload$54.y ;
+  wire [39:0] \sites_out__payload$60 ;
+  wire [31:0] \sites_out__payload$60.data ;
+  wire [7:0] \sites_out__payload$60.data[0] ;
+  wire [7:0] \sites_out__payload$60.data[1] ;
+  wire [7:0] \sites_out__payload$60.data[2] ;
+  wire [7:0] \sites_out__payload$60.data[3] ;
+  wire \sites_out__payload$60.eof ;
+  wire \sites_out__payload$60.error ;
+  wire [2:0] \sites_out__payload$60.x ;
+  wire [2:0] \sites_out__payload$60.y ;
+  wire [71:0] \sites_out__payload$76 ;
+  wire [63:0] \sites_out__payload$76.data ;
+  wire [7:0] \sites_out__payload$76.data[0] ;
+  wire [7:0] \sites_out__payload$76.data[1] ;
+  wire [7:0] \sites_out__payload$76.data[2] ;
+  wire [7:0] \sites_out__payload$76.data[3] ;
+  wire [7:0] \sites_out__payload$76.data[4] ;
+  wire [7:0] \sites_out__payload$76.data[5] ;
+  wire [7:0] \sites_out__payload$76.data[6] ;
+  wire [7:0] \sites_out__payload$76.data[7] ;
+  wire \sites_out__payload$76.eof ;
+  wire \sites_out__payload$76.error ;
+  wire [2:0] \sites_out__payload$76.x ;
+  wire [2:0] \sites_out__payload$76.y ;
   wire [31:0] \sites_out__payload.data ;
   wire [7:0] \sites_out__payload.data[0] ;
   wire [7:0] \sites_out__payload.data[1] ;
@@ -246,95 +255,83 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire [2:0] \sites_out__payload.x ;
   wire [2:0] \sites_out__payload.y ;
   wire sites_out__ready;
-  wire \sites_out__ready$34 ;
-  wire \sites_out__ready$40 ;
-  wire \sites_out__ready$46 ;
-  wire \sites_out__ready$62 ;
+  wire \sites_out__ready$49 ;
+  wire \sites_out__ready$55 ;
+  wire \sites_out__ready$61 ;
+  wire \sites_out__ready$77 ;
   wire sites_out__valid;
-  wire \sites_out__valid$37 ;
-  wire \sites_out__valid$43 ;
-  wire \sites_out__valid$49 ;
-  wire \sites_out__valid$65 ;
+  wire \sites_out__valid$52 ;
+  wire \sites_out__valid$58 ;
+  wire \sites_out__valid$64 ;
+  wire \sites_out__valid$80 ;
   wire [64:0] w_data;
   wire w_en;
-  assign \params__valid$11  = params__valid & \$1 ;
-  assign \$2  = ! params__payload[273:272];
-  assign \$3  = params__payload[273:272] == 1'h1;
-  assign \params__valid$14  = params__valid & \$3 ;
-  assign \$4  = params__payload[273:272] == 1'h1;
-  assign \$5  = params__payload[273:272] == 2'h2;
-  assign \params__valid$17  = params__valid & \$5 ;
-  assign \$6  = params__payload[273:272] == 2'h2;
-  assign \$7  = params__payload[273:272] == 2'h3;
-  assign \params__valid$20  = params__valid & \$7 ;
-  assign \$8  = params__payload[273:272] == 2'h3;
-  assign \$1  = ! params__payload[273:272];
   \top.block_0_0  block_0_0 (
     .clk(clk),
     .identity_out__payload(w_data),
     .identity_out__valid(w_en),
-    .params__payload(params__payload[255:0]),
-    .params__ready(\params__ready$16 ),
-    .params__valid(\params__valid$14 ),
+    .params__payload(\params__payload$32 [255:0]),
+    .params__ready(out1__ready),
+    .params__valid(\$1 [1]),
     .rst(rst),
-    .sites_in__payload(\sites_in__payload$32 ),
-    .sites_in__ready(\sites_out__ready$34 ),
-    .sites_in__valid(\sites_in__valid$36 ),
-    .sites_out__payload(\sites_in__payload$38 ),
-    .sites_out__ready(\sites_out__ready$40 ),
-    .sites_out__valid(\sites_in__valid$42 )
+    .sites_in__payload(\sites_in__payload$47 ),
+    .sites_in__ready(\sites_out__ready$49 ),
+    .sites_in__valid(\sites_in__valid$51 ),
+    .sites_out__payload(\sites_in__payload$53 ),
+    .sites_out__ready(\sites_out__ready$55 ),
+    .sites_out__valid(\sites_in__valid$57 )
   );
   \top.block_0_1  block_0_1 (
     .clk(clk),
-    .params__payload(params__payload[127:0]),
-    .params__ready(\params__ready$19 ),
-    .params__valid(\params__valid$17 ),
+    .params__payload(\params__payload$32 [127:0]),
+    .params__ready(out2__ready),
+    .params__valid(\$1 [2]),
     .rst(rst),
-    .sites_in__payload(\sites_in__payload$38 ),
-    .sites_in__ready(\sites_out__ready$40 ),
-    .sites_in__valid(\sites_in__valid$42 ),
-    .sites_out__payload(\sites_in__payload$44 ),
-    .sites_out__ready(\sites_out__ready$46 ),
-    .sites_out__valid(\sites_in__valid$48 )
+    .sites_in__payload(\sites_in__payload$53 ),
+    .sites_in__ready(\sites_out__ready$55 ),
+    .sites_in__valid(\sites_in__valid$57 ),
+    .sites_out__payload(\sites_in__payload$59 ),
+    .sites_out__ready(\sites_out__ready$61 ),
+    .sites_out__valid(\sites_in__valid$63 )
   );
   \top.block_0_2  block_0_2 (
     .clk(clk),
     .identity__payload(identity__payload),
     .identity__ready(r_en),
     .identity__valid(identity__valid),
-    .params__payload(params__payload[271:0]),
-    .params__ready(\params__ready$22 ),
-    .params__valid(\params__valid$20 ),
+    .params__payload(\params__payload$32 ),
+    .params__ready(out3__ready),
+    .params__valid(\$1 [3]),
     .rst(rst),
-    .sites_in__payload(\sites_in__payload$44 ),
-    .sites_in__ready(\sites_out__ready$46 ),
-    .sites_in__valid(\sites_in__valid$48 ),
-    .sites_out__payload(\sites_in__payload$60 ),
-    .sites_out__ready(\sites_out__ready$62 ),
-    .sites_out__valid(\sites_in__valid$64 )
+    .sites_in__payload(\sites_in__payload$59 ),
+    .sites_in__ready(\sites_out__ready$61 ),
+    .sites_in__valid(\sites_in__valid$63 ),
+    .sites_out__payload(\sites_in__payload$75 ),
+    .sites_out__ready(\sites_out__ready$77 ),
+    .sites_out__valid(\sites_in__valid$79 )
   );
   \top.conv1  conv1 (
     .clk(clk),
-    .params__payload(params__payload[127:0]),
-    .params__ready(\params__ready$13 ),
-    .params__valid(\params__valid$11 ),
+    .params__payload(\params__payload$32 [127:0]),
+    .params__ready(out0__ready),
+    .params__valid(\$1 [0]),
     .rst(rst),
     .sites_in__payload(sites_in__payload),
     .sites_in__ready(sites_in__ready),
     .sites_in__valid(sites_in__valid),
-    .sites_out__payload(\sites_in__payload$26 ),
+    .sites_out__payload(\sites_in__payload$41 ),
     .sites_out__ready(sites_out__ready),
-    .sites_out__valid(\sites_in__valid$30 )
+    .sites_out__valid(\sites_in__valid$45 )
   );
   \top.gearbox1  gearbox1 (
     .clk(clk),
     .free(sites_out__ready),
     .rst(rst),
-    .sites_in__payload(\sites_in__payload$26 ),
-    .sites_in__valid(\sites_in__valid$30 ),
-    .sites_out__payload(\sites_in__payload$32 ),
-    .sites_out__ready(\sites_out__ready$34 ),
-    .sites_out__valid(\sites_in__valid$36 )
+    .sites_in__payload(\sites_in__payload$41 ),
+    .sites_in__valid(\sites_in__valid$45 ),
+    .sites_out__payload(\sites_in__payload$47 ),
+    .sites_out__ready(\sites_out__ready$49 ),
+    .sites_out__valid(\sites_in__valid$51 )
   );
   \top.identity1  identity1 (
     .clk(clk),
@@ -345,62 +342,77 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
     .w_en(w_en),
     .w_port__data(w_data)
   );
+  \top.params_demux  params_demux (
+    .clk(clk),
+    .out0__ready(out0__ready),
+    .out1__ready(out1__ready),
+    .out2__ready(out2__ready),
+    .out3__ready(out3__ready),
+    .params__payload(params__payload),
+    .params__ready(params__ready),
+    .params__valid(params__valid),
+    .rst(rst),
+    .sel(\$1 ),
+    .word(\params__payload$32 )
+  );
   \top.pool  pool (
     .clk(clk),
     .emitting(pooled__valid),
     .pooled__payload(pooled__payload),
     .pooled__ready(pooled__ready),
     .rst(rst),
-    .sites_in__payload(\sites_in__payload$60 ),
-    .sites_in__ready(\sites_out__ready$62 ),
-    .sites_in__valid(\sites_in__valid$64 )
+    .sites_in__payload(\sites_in__payload$75 ),
+    .sites_in__ready(\sites_out__ready$77 ),
+    .sites_in__valid(\sites_in__valid$79 )
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    params__ready = 1'h0;
-    if (\$2 ) begin
-      params__ready = \params__ready$13 ;
-    end
-    if (\$4 ) begin
-      params__ready = \params__ready$16 ;
-    end
-    if (\$6 ) begin
-      params__ready = \params__ready$19 ;
-    end
-    if (\$8 ) begin
-      params__ready = \params__ready$22 ;
-    end
-  end
-  assign \params__payload$12  = params__payload[127:0];
-  assign \params__payload$15  = params__payload[255:0];
-  assign \params__payload$18  = params__payload[127:0];
-  assign \params__payload$21  = params__payload[271:0];
-  assign \sites_in__payload$23  = sites_in__payload;
-  assign \sites_in__ready$24  = sites_in__ready;
-  assign \sites_in__valid$25  = sites_in__valid;
-  assign sites_out__payload = \sites_in__payload$26 ;
-  assign \sites_in__ready$29  = sites_out__ready;
-  assign sites_out__valid = \sites_in__valid$30 ;
-  assign \sites_out__payload$33  = \sites_in__payload$32 ;
-  assign \sites_in__ready$35  = \sites_out__ready$34 ;
-  assign \sites_out__valid$37  = \sites_in__valid$36 ;
-  assign \sites_out__payload$39  = \sites_in__payload$38 ;
-  assign \sites_in__ready$41  = \sites_out__ready$40 ;
-  assign \sites_out__valid$43  = \sites_in__valid$42 ;
-  assign \sites_out__payload$45  = \sites_in__payload$44 ;
-  assign \sites_in__ready$47  = \sites_out__ready$46 ;
-  assign \sites_out__valid$49  = \sites_in__valid$48 ;
+  assign \params__payload$11  = params__payload;
+  assign \params__ready$12  = params__ready;
+  assign \params__valid$13  = params__valid;
+  assign \params__payload$14  = \params__payload$32 [127:0];
+  assign out0__payload = \params__payload$32 [127:0];
+  assign \params__ready$17  = out0__ready;
+  assign \params__valid$18  = \$1 [0];
+  assign out0__valid = \$1 [0];
+  assign \params__payload$20  = \params__payload$32 [255:0];
+  assign out1__payload = \params__payload$32 [255:0];
+  assign \params__ready$23  = out1__ready;
+  assign \params__valid$24  = \$1 [1];
+  assign out1__valid = \$1 [1];
+  assign \params__payload$26  = \params__payload$32 [127:0];
+  assign out2__payload = \params__payload$32 [127:0];
+  assign \params__ready$29  = out2__ready;
+  assign \params__valid$30  = \$1 [2];
+  assign out2__valid = \$1 [2];
+  assign out3__payload = \params__payload$32 ;
+  assign \params__ready$35  = out3__ready;
+  assign \params__valid$36  = \$1 [3];
+  assign out3__valid = \$1 [3];
+  assign \sites_in__payload$38  = sites_in__payload;
+  assign \sites_in__ready$39  = sites_in__ready;
+  assign \sites_in__valid$40  = sites_in__valid;
+  assign sites_out__payload = \sites_in__payload$41 ;
+  assign \sites_in__ready$44  = sites_out__ready;
+  assign sites_out__valid = \sites_in__valid$45 ;
+  assign \sites_out__payload$48  = \sites_in__payload$47 ;
+  assign \sites_in__ready$50  = \sites_out__ready$49 ;
+  assign \sites_out__valid$52  = \sites_in__valid$51 ;
+  assign \sites_out__payload$54  = \sites_in__payload$53 ;
+  assign \sites_in__ready$56  = \sites_out__ready$55 ;
+  assign \sites_out__valid$58  = \sites_in__valid$57 ;
+  assign \sites_out__payload$60  = \sites_in__payload$59 ;
+  assign \sites_in__ready$62  = \sites_out__ready$61 ;
+  assign \sites_out__valid$64  = \sites_in__valid$63 ;
   assign identity_out__valid = w_en;
   assign identity_out__payload = w_data;
   assign r_rdy = identity__valid;
   assign r_data = identity__payload;
   assign identity__ready = r_en;
-  assign \sites_out__payload$61  = \sites_in__payload$60 ;
-  assign \sites_in__ready$63  = \sites_out__ready$62 ;
-  assign \sites_out__valid$65  = \sites_in__valid$64 ;
-  assign \pooled__payload$66  = pooled__payload;
-  assign \pooled__ready$67  = pooled__ready;
-  assign \pooled__valid$68  = pooled__valid;
+  assign \sites_out__payload$76  = \sites_in__payload$75 ;
+  assign \sites_in__ready$78  = \sites_out__ready$77 ;
+  assign \sites_out__valid$80  = \sites_in__valid$79 ;
+  assign \pooled__payload$81  = pooled__payload;
+  assign \pooled__ready$82  = pooled__ready;
+  assign \pooled__valid$83  = pooled__valid;
   assign \params__payload.word  = params__payload[271:0];
   assign \params__payload.layer  = params__payload[273:272];
   assign \sites_in__payload.data  = sites_in__payload[15:0];
@@ -421,93 +433,95 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   assign \pooled__payload.data[7]  = pooled__payload[111:98];
   assign \pooled__payload.last  = pooled__payload[112];
   assign \pooled__payload.error  = pooled__payload[113];
-  assign \sites_in__payload$23.data  = sites_in__payload[15:0];
-  assign \sites_in__payload$23.data[0]  = sites_in__payload[7:0];
-  assign \sites_in__payload$23.data[1]  = sites_in__payload[15:8];
-  assign \sites_in__payload$23.y  = sites_in__payload[19:16];
-  assign \sites_in__payload$23.x  = sites_in__payload[23:20];
-  assign \sites_in__payload$23.eof  = sites_in__payload[24];
-  assign \sites_in__payload$23.error  = sites_in__payload[25];
-  assign \sites_in__payload$26.data  = \sites_in__payload$26 [31:0];
-  assign \sites_in__payload$26.data[0]  = \sites_in__payload$26 [7:0];
-  assign \sites_in__payload$26.data[1]  = \sites_in__payload$26 [15:8];
-  assign \sites_in__payload$26.data[2]  = \sites_in__payload$26 [23:16];
-  assign \sites_in__payload$26.data[3]  = \sites_in__payload$26 [31:24];
-  assign \sites_in__payload$26.y  = \sites_in__payload$26 [34:32];
-  assign \sites_in__payload$26.x  = \sites_in__payload$26 [37:35];
-  assign \sites_in__payload$26.eof  = \sites_in__payload$26 [38];
-  assign \sites_in__payload$26.error  = \sites_in__payload$26 [39];
-  assign \sites_out__payload.data  = \sites_in__payload$26 [31:0];
-  assign \sites_out__payload.data[0]  = \sites_in__payload$26 [7:0];
-  assign \sites_out__payload.data[1]  = \sites_in__payload$26 [15:8];
-  assign \sites_out__payload.data[2]  = \sites_in__payload$26 [23:16];
-  assign \sites_out__payload.data[3]  = \sites_in__payload$26 [31:24];
-  assign \sites_out__payload.y  = \sites_in__payload$26 [34:32];
-  assign \sites_out__payload.x  = \sites_in__payload$26 [37:35];
-  assign \sites_out__payload.eof  = \sites_in__payload$26 [38];
-  assign \sites_out__payload.error  = \sites_in__payload$26 [39];
-  assign \sites_in__payload$32.data  = \sites_in__payload$32 [63:0];
-  assign \sites_in__payload$32.data[0]  = \sites_in__payload$32 [7:0];
-  assign \sites_in__payload$32.data[1]  = \sites_in__payload$32 [15:8];
-  assign \sites_in__payload$32.data[2]  = \sites_in__payload$32 [23:16];
-  assign \sites_in__payload$32.data[3]  = \sites_in__payload$32 [31:24];
-  assign \sites_in__payload$32.data[4]  = \sites_in__payload$32 [39:32];
-  assign \sites_in__payload$32.data[5]  = \sites_in__payload$32 [47:40];
-  assign \sites_in__payload$32.data[6]  = \sites_in__payload$32 [55:48];
-  assign \sites_in__payload$32.data[7]  = \sites_in__payload$32 [63:56];
-  assign \sites_in__payload$32.y  = \sites_in__payload$32 [66:64];
-  assign \sites_in__payload$32.x  = \sites_in__payload$32 [69:67];
-  assign \sites_in__payload$32.eof  = \sites_in__payload$32 [70];
-  assign \sites_in__payload$32.error  = \sites_in__payload$32 [71];
-  assign \sites_out__payload$33.data  = \sites_in__payload$32 [63:0];
-  assign \sites_out__payload$33.data[0]  = \sites_in__payload$32 [7:0];
-  assign \sites_out__payload$33.data[1]  = \sites_in__payload$32 [15:8];
-  assign \sites_out__payload$33.data[2]  = \sites_in__payload$32 [23:16];
-  assign \sites_out__payload$33.data[3]  = \sites_in__payload$32 [31:24];
-  assign \sites_out__payload$33.data[4]  = \sites_in__payload$32 [39:32];
-  assign \sites_out__payload$33.data[5]  = \sites_in__payload$32 [47:40];
-  assign \sites_out__payload$33.data[6]  = \sites_in__payload$32 [55:48];
-  assign \sites_out__payload$33.data[7]  = \sites_in__payload$32 [63:56];
-  assign \sites_out__payload$33.y  = \sites_in__payload$32 [66:64];
-  assign \sites_out__payload$33.x  = \sites_in__payload$32 [69:67];
-  assign \sites_out__payload$33.eof  = \sites_in__payload$32 [70];
-  assign \sites_out__payload$33.error  = \sites_in__payload$32 [71];
-  assign \sites_in__payload$38.data  = \sites_in__payload$38 [31:0];
-  assign \sites_in__payload$38.data[0]  = \sites_in__payload$38 [7:0];
-  assign \sites_in__payload$38.data[1]  = \sites_in__payload$38 [15:8];
-  assign \sites_in__payload$38.data[2]  = \sites_in__payload$38 [23:16];
-  assign \sites_in__payload$38.data[3]  = \sites_in__payload$38 [31:24];
-  assign \sites_in__payload$38.y  = \sites_in__payload$38 [34:32];
-  assign \sites_in__payload$38.x  = \sites_in__payload$38 [37:35];
-  assign \sites_in__payload$38.eof  = \sites_in__payload$38 [38];
-  assign \sites_in__payload$38.error  = \sites_in__payload$38 [39];
-  assign \sites_out__payload$39.data  = \sites_in__payload$38 [31:0];
-  assign \sites_out__payload$39.data[0]  = \sites_in__payload$38 [7:0];
-  assign \sites_out__payload$39.data[1]  = \sites_in__payload$38 [15:8];
-  assign \sites_out__payload$39.data[2]  = \sites_in__payload$38 [23:16];
-  assign \sites_out__payload$39.data[3]  = \sites_in__payload$38 [31:24];
-  assign \sites_out__payload$39.y  = \sites_in__payload$38 [34:32];
-  assign \sites_out__payload$39.x  = \sites_in__payload$38 [37:35];
-  assign \sites_out__payload$39.eof  = \sites_in__payload$38 [38];
-  assign \sites_out__payload$39.error  = \sites_in__payload$38 [39];
-  assign \sites_in__payload$44.data  = \sites_in__payload$44 [31:0];
-  assign \sites_in__payload$44.data[0]  = \sites_in__payload$44 [7:0];
-  assign \sites_in__payload$44.data[1]  = \sites_in__payload$44 [15:8];
-  assign \sites_in__payload$44.data[2]  = \sites_in__payload$44 [23:16];
-  assign \sites_in__payload$44.data[3]  = \sites_in__payload$44 [31:24];
-  assign \sites_in__payload$44.y  = \sites_in__payload$44 [34:32];
-  assign \sites_in__payload$44.x  = \sites_in__payload$44 [37:35];
-  assign \sites_in__payload$44.eof  = \sites_in__payload$44 [38];
-  assign \sites_in__payload$44.error  = \sites_in__payload$44 [39];
-  assign \sites_out__payload$45.data  = \sites_in__payload$44 [31:0];
-  assign \sites_out__payload$45.data[0]  = \sites_in__payload$44 [7:0];
-  assign \sites_out__payload$45.data[1]  = \sites_in__payload$44 [15:8];
-  assign \sites_out__payload$45.data[2]  = \sites_in__payload$44 [23:16];
-  assign \sites_out__payload$45.data[3]  = \sites_in__payload$44 [31:24];
-  assign \sites_out__payload$45.y  = \sites_in__payload$44 [34:32];
-  assign \sites_out__payload$45.x  = \sites_in__payload$44 [37:35];
-  assign \sites_out__payload$45.eof  = \sites_in__payload$44 [38];
-  assign \sites_out__payload$45.error  = \sites_in__payload$44 [39];
+  assign \params__payload$11.word  = params__payload[271:0];
+  assign \params__payload$11.layer  = params__payload[273:272];
+  assign \sites_in__payload$38.data  = sites_in__payload[15:0];
+  assign \sites_in__payload$38.data[0]  = sites_in__payload[7:0];
+  assign \sites_in__payload$38.data[1]  = sites_in__payload[15:8];
+  assign \sites_in__payload$38.y  = sites_in__payload[19:16];
+  assign \sites_in__payload$38.x  = sites_in__payload[23:20];
+  assign \sites_in__payload$38.eof  = sites_in__payload[24];
+  assign \sites_in__payload$38.error  = sites_in__payload[25];
+  assign \sites_in__payload$41.data  = \sites_in__payload$41 [31:0];
+  assign \sites_in__payload$41.data[0]  = \sites_in__payload$41 [7:0];
+  assign \sites_in__payload$41.data[1]  = \sites_in__payload$41 [15:8];
+  assign \sites_in__payload$41.data[2]  = \sites_in__payload$41 [23:16];
+  assign \sites_in__payload$41.data[3]  = \sites_in__payload$41 [31:24];
+  assign \sites_in__payload$41.y  = \sites_in__payload$41 [34:32];
+  assign \sites_in__payload$41.x  = \sites_in__payload$41 [37:35];
+  assign \sites_in__payload$41.eof  = \sites_in__payload$41 [38];
+  assign \sites_in__payload$41.error  = \sites_in__payload$41 [39];
+  assign \sites_out__payload.data  = \sites_in__payload$41 [31:0];
+  assign \sites_out__payload.data[0]  = \sites_in__payload$41 [7:0];
+  assign \sites_out__payload.data[1]  = \sites_in__payload$41 [15:8];
+  assign \sites_out__payload.data[2]  = \sites_in__payload$41 [23:16];
+  assign \sites_out__payload.data[3]  = \sites_in__payload$41 [31:24];
+  assign \sites_out__payload.y  = \sites_in__payload$41 [34:32];
+  assign \sites_out__payload.x  = \sites_in__payload$41 [37:35];
+  assign \sites_out__payload.eof  = \sites_in__payload$41 [38];
+  assign \sites_out__payload.error  = \sites_in__payload$41 [39];
+  assign \sites_in__payload$47.data  = \sites_in__payload$47 [63:0];
+  assign \sites_in__payload$47.data[0]  = \sites_in__payload$47 [7:0];
+  assign \sites_in__payload$47.data[1]  = \sites_in__payload$47 [15:8];
+  assign \sites_in__payload$47.data[2]  = \sites_in__payload$47 [23:16];
+  assign \sites_in__payload$47.data[3]  = \sites_in__payload$47 [31:24];
+  assign \sites_in__payload$47.data[4]  = \sites_in__payload$47 [39:32];
+  assign \sites_in__payload$47.data[5]  = \sites_in__payload$47 [47:40];
+  assign \sites_in__payload$47.data[6]  = \sites_in__payload$47 [55:48];
+  assign \sites_in__payload$47.data[7]  = \sites_in__payload$47 [63:56];
+  assign \sites_in__payload$47.y  = \sites_in__payload$47 [66:64];
+  assign \sites_in__payload$47.x  = \sites_in__payload$47 [69:67];
+  assign \sites_in__payload$47.eof  = \sites_in__payload$47 [70];
+  assign \sites_in__payload$47.error  = \sites_in__payload$47 [71];
+  assign \sites_out__payload$48.data  = \sites_in__payload$47 [63:0];
+  assign \sites_out__payload$48.data[0]  = \sites_in__payload$47 [7:0];
+  assign \sites_out__payload$48.data[1]  = \sites_in__payload$47 [15:8];
+  assign \sites_out__payload$48.data[2]  = \sites_in__payload$47 [23:16];
+  assign \sites_out__payload$48.data[3]  = \sites_in__payload$47 [31:24];
+  assign \sites_out__payload$48.data[4]  = \sites_in__payload$47 [39:32];
+  assign \sites_out__payload$48.data[5]  = \sites_in__payload$47 [47:40];
+  assign \sites_out__payload$48.data[6]  = \sites_in__payload$47 [55:48];
+  assign \sites_out__payload$48.data[7]  = \sites_in__payload$47 [63:56];
+  assign \sites_out__payload$48.y  = \sites_in__payload$47 [66:64];
+  assign \sites_out__payload$48.x  = \sites_in__payload$47 [69:67];
+  assign \sites_out__payload$48.eof  = \sites_in__payload$47 [70];
+  assign \sites_out__payload$48.error  = \sites_in__payload$47 [71];
+  assign \sites_in__payload$53.data  = \sites_in__payload$53 [31:0];
+  assign \sites_in__payload$53.data[0]  = \sites_in__payload$53 [7:0];
+  assign \sites_in__payload$53.data[1]  = \sites_in__payload$53 [15:8];
+  assign \sites_in__payload$53.data[2]  = \sites_in__payload$53 [23:16];
+  assign \sites_in__payload$53.data[3]  = \sites_in__payload$53 [31:24];
+  assign \sites_in__payload$53.y  = \sites_in__payload$53 [34:32];
+  assign \sites_in__payload$53.x  = \sites_in__payload$53 [37:35];
+  assign \sites_in__payload$53.eof  = \sites_in__payload$53 [38];
+  assign \sites_in__payload$53.error  = \sites_in__payload$53 [39];
+  assign \sites_out__payload$54.data  = \sites_in__payload$53 [31:0];
+  assign \sites_out__payload$54.data[0]  = \sites_in__payload$53 [7:0];
+  assign \sites_out__payload$54.data[1]  = \sites_in__payload$53 [15:8];
+  assign \sites_out__payload$54.data[2]  = \sites_in__payload$53 [23:16];
+  assign \sites_out__payload$54.data[3]  = \sites_in__payload$53 [31:24];
+  assign \sites_out__payload$54.y  = \sites_in__payload$53 [34:32];
+  assign \sites_out__payload$54.x  = \sites_in__payload$53 [37:35];
+  assign \sites_out__payload$54.eof  = \sites_in__payload$53 [38];
+  assign \sites_out__payload$54.error  = \sites_in__payload$53 [39];
+  assign \sites_in__payload$59.data  = \sites_in__payload$59 [31:0];
+  assign \sites_in__payload$59.data[0]  = \sites_in__payload$59 [7:0];
+  assign \sites_in__payload$59.data[1]  = \sites_in__payload$59 [15:8];
+  assign \sites_in__payload$59.data[2]  = \sites_in__payload$59 [23:16];
+  assign \sites_in__payload$59.data[3]  = \sites_in__payload$59 [31:24];
+  assign \sites_in__payload$59.y  = \sites_in__payload$59 [34:32];
+  assign \sites_in__payload$59.x  = \sites_in__payload$59 [37:35];
+  assign \sites_in__payload$59.eof  = \sites_in__payload$59 [38];
+  assign \sites_in__payload$59.error  = \sites_in__payload$59 [39];
+  assign \sites_out__payload$60.data  = \sites_in__payload$59 [31:0];
+  assign \sites_out__payload$60.data[0]  = \sites_in__payload$59 [7:0];
+  assign \sites_out__payload$60.data[1]  = \sites_in__payload$59 [15:8];
+  assign \sites_out__payload$60.data[2]  = \sites_in__payload$59 [23:16];
+  assign \sites_out__payload$60.data[3]  = \sites_in__payload$59 [31:24];
+  assign \sites_out__payload$60.y  = \sites_in__payload$59 [34:32];
+  assign \sites_out__payload$60.x  = \sites_in__payload$59 [37:35];
+  assign \sites_out__payload$60.eof  = \sites_in__payload$59 [38];
+  assign \sites_out__payload$60.error  = \sites_in__payload$59 [39];
   assign \identity_out__payload.data  = w_data[63:0];
   assign \identity_out__payload.data[0]  = w_data[7:0];
   assign \identity_out__payload.data[1]  = w_data[15:8];
@@ -528,48 +542,48 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   assign \identity__payload.data[6]  = identity__payload[55:48];
   assign \identity__payload.data[7]  = identity__payload[63:56];
   assign \identity__payload.eof  = identity__payload[64];
-  assign \sites_in__payload$60.data  = \sites_in__payload$60 [63:0];
-  assign \sites_in__payload$60.data[0]  = \sites_in__payload$60 [7:0];
-  assign \sites_in__payload$60.data[1]  = \sites_in__payload$60 [15:8];
-  assign \sites_in__payload$60.data[2]  = \sites_in__payload$60 [23:16];
-  assign \sites_in__payload$60.data[3]  = \sites_in__payload$60 [31:24];
-  assign \sites_in__payload$60.data[4]  = \sites_in__payload$60 [39:32];
-  assign \sites_in__payload$60.data[5]  = \sites_in__payload$60 [47:40];
-  assign \sites_in__payload$60.data[6]  = \sites_in__payload$60 [55:48];
-  assign \sites_in__payload$60.data[7]  = \sites_in__payload$60 [63:56];
-  assign \sites_in__payload$60.y  = \sites_in__payload$60 [66:64];
-  assign \sites_in__payload$60.x  = \sites_in__payload$60 [69:67];
-  assign \sites_in__payload$60.eof  = \sites_in__payload$60 [70];
-  assign \sites_in__payload$60.error  = \sites_in__payload$60 [71];
-  assign \sites_out__payload$61.data  = \sites_in__payload$60 [63:0];
-  assign \sites_out__payload$61.data[0]  = \sites_in__payload$60 [7:0];
-  assign \sites_out__payload$61.data[1]  = \sites_in__payload$60 [15:8];
-  assign \sites_out__payload$61.data[2]  = \sites_in__payload$60 [23:16];
-  assign \sites_out__payload$61.data[3]  = \sites_in__payload$60 [31:24];
-  assign \sites_out__payload$61.data[4]  = \sites_in__payload$60 [39:32];
-  assign \sites_out__payload$61.data[5]  = \sites_in__payload$60 [47:40];
-  assign \sites_out__payload$61.data[6]  = \sites_in__payload$60 [55:48];
-  assign \sites_out__payload$61.data[7]  = \sites_in__payload$60 [63:56];
-  assign \sites_out__payload$61.y  = \sites_in__payload$60 [66:64];
-  assign \sites_out__payload$61.x  = \sites_in__payload$60 [69:67];
-  assign \sites_out__payload$61.eof  = \sites_in__payload$60 [70];
-  assign \sites_out__payload$61.error  = \sites_in__payload$60 [71];
-  assign \pooled__payload$66.data  = pooled__payload[111:0];
-  assign \pooled__payload$66.data[0]  = pooled__payload[13:0];
-  assign \pooled__payload$66.data[1]  = pooled__payload[27:14];
-  assign \pooled__payload$66.data[2]  = pooled__payload[41:28];
-  assign \pooled__payload$66.data[3]  = pooled__payload[55:42];
-  assign \pooled__payload$66.data[4]  = pooled__payload[69:56];
-  assign \pooled__payload$66.data[5]  = pooled__payload[83:70];
-  assign \pooled__payload$66.data[6]  = pooled__payload[97:84];
-  assign \pooled__payload$66.data[7]  = pooled__payload[111:98];
-  assign \pooled__payload$66.last  = pooled__payload[112];
-  assign \pooled__payload$66.error  = pooled__payload[113];
+  assign \sites_in__payload$75.data  = \sites_in__payload$75 [63:0];
+  assign \sites_in__payload$75.data[0]  = \sites_in__payload$75 [7:0];
+  assign \sites_in__payload$75.data[1]  = \sites_in__payload$75 [15:8];
+  assign \sites_in__payload$75.data[2]  = \sites_in__payload$75 [23:16];
+  assign \sites_in__payload$75.data[3]  = \sites_in__payload$75 [31:24];
+  assign \sites_in__payload$75.data[4]  = \sites_in__payload$75 [39:32];
+  assign \sites_in__payload$75.data[5]  = \sites_in__payload$75 [47:40];
+  assign \sites_in__payload$75.data[6]  = \sites_in__payload$75 [55:48];
+  assign \sites_in__payload$75.data[7]  = \sites_in__payload$75 [63:56];
+  assign \sites_in__payload$75.y  = \sites_in__payload$75 [66:64];
+  assign \sites_in__payload$75.x  = \sites_in__payload$75 [69:67];
+  assign \sites_in__payload$75.eof  = \sites_in__payload$75 [70];
+  assign \sites_in__payload$75.error  = \sites_in__payload$75 [71];
+  assign \sites_out__payload$76.data  = \sites_in__payload$75 [63:0];
+  assign \sites_out__payload$76.data[0]  = \sites_in__payload$75 [7:0];
+  assign \sites_out__payload$76.data[1]  = \sites_in__payload$75 [15:8];
+  assign \sites_out__payload$76.data[2]  = \sites_in__payload$75 [23:16];
+  assign \sites_out__payload$76.data[3]  = \sites_in__payload$75 [31:24];
+  assign \sites_out__payload$76.data[4]  = \sites_in__payload$75 [39:32];
+  assign \sites_out__payload$76.data[5]  = \sites_in__payload$75 [47:40];
+  assign \sites_out__payload$76.data[6]  = \sites_in__payload$75 [55:48];
+  assign \sites_out__payload$76.data[7]  = \sites_in__payload$75 [63:56];
+  assign \sites_out__payload$76.y  = \sites_in__payload$75 [66:64];
+  assign \sites_out__payload$76.x  = \sites_in__payload$75 [69:67];
+  assign \sites_out__payload$76.eof  = \sites_in__payload$75 [70];
+  assign \sites_out__payload$76.error  = \sites_in__payload$75 [71];
+  assign \pooled__payload$81.data  = pooled__payload[111:0];
+  assign \pooled__payload$81.data[0]  = pooled__payload[13:0];
+  assign \pooled__payload$81.data[1]  = pooled__payload[27:14];
+  assign \pooled__payload$81.data[2]  = pooled__payload[41:28];
+  assign \pooled__payload$81.data[3]  = pooled__payload[55:42];
+  assign \pooled__payload$81.data[4]  = pooled__payload[69:56];
+  assign \pooled__payload$81.data[5]  = pooled__payload[83:70];
+  assign \pooled__payload$81.data[6]  = pooled__payload[97:84];
+  assign \pooled__payload$81.data[7]  = pooled__payload[111:98];
+  assign \pooled__payload$81.last  = pooled__payload[112];
+  assign \pooled__payload$81.error  = pooled__payload[113];
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_0 (clk, rst, params__valid, params__ready, sites_in__ready, identity_out__valid, sites_out__ready, sites_out__valid, sites_out__payload, identity_out__payload, sites_in__valid, sites_in__payload, params__payload);
-  reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
+module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid, sites_out__ready, sites_out__valid, sites_out__payload, identity_out__payload, params__payload, params__valid, sites_in__valid, sites_in__payload, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [1:0] \$11 ;
@@ -1074,7 +1088,7 @@ module \top.block_0_0 (clk, rst, params__valid, params__ready, sites_in__ready, 
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$35  = width_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -1086,7 +1100,7 @@ module \top.block_0_0 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$36  = c_in;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -1100,7 +1114,7 @@ module \top.block_0_0 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$37  = c_out;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -1116,7 +1130,7 @@ module \top.block_0_0 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$38  = c_tap;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -1134,7 +1148,7 @@ module \top.block_0_0 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$39  = \w_addr$8 ;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -1150,7 +1164,7 @@ module \top.block_0_0 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$40  = w_addr;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -1163,7 +1177,7 @@ module \top.block_0_0 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$41  = { 1'h0, \$22  };
     if (frame_reset) begin
       \$41  = 5'h02;
@@ -1173,63 +1187,63 @@ module \top.block_0_0 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$42  = \steps__valid$97 ;
     if (rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$43  = read_v_d1;
     if (rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$44  = steps__payload[6];
     if (rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$45  = read_first_d1;
     if (rst) begin
       \$45  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$46  = steps__payload[7];
     if (rst) begin
       \$46  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$47  = read_last_d1;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$48  = steps__payload[17:8];
     if (rst) begin
       \$48  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$49  = read_meta_d1;
     if (rst) begin
       \$49  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$50  = sites_out__valid;
     if (\$25 ) begin
       \$50  = 1'h1;
@@ -1241,7 +1255,7 @@ module \top.block_0_0 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$51  = sites_out__payload;
     if (\$25 ) begin
       \$51  = \r_data$102 ;
@@ -1251,14 +1265,14 @@ module \top.block_0_0 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$52  = \$28 [5:0];
     if (rst) begin
       \$52  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     tok[37:0] = 38'h0000000000;
     if (\$2 ) begin
       tok[31:0] = feats__payload[31:0];
@@ -1273,7 +1287,7 @@ module \top.block_0_0 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$29  = 1'h0;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -1286,7 +1300,7 @@ module \top.block_0_0 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$30  = 1'h0;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -1301,7 +1315,7 @@ module \top.block_0_0 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$31  = w_data;
     if (\$5 ) begin
       \$31  = params__payload;
@@ -1311,7 +1325,7 @@ module \top.block_0_0 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$32  = pcount;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -1326,7 +1340,7 @@ module \top.block_0_0 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$33  = loaded;
     if (\$5 ) begin
       if (\$6 ) begin
@@ -1341,7 +1355,7 @@ module \top.block_0_0 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$34  = height_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -1543,7 +1557,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
   wire \$100 ;
@@ -2269,7 +2283,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     .w_rdy(w_rdy)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     w_data = 9'h000;
     (* full_case = 32'd1 *)
     if (\$signal$11 ) begin
@@ -2282,7 +2296,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$224  = eof_seen;
     if (frame_reset) begin
       \$224  = 1'h0;
@@ -2292,14 +2306,14 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$225  = has_last;
     if (rst) begin
       \$225  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$226  = \$20 ;
     if (frame_reset) begin
       \$226  = 1'h0;
@@ -2309,7 +2323,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$227  = \$22 ;
     if (frame_reset) begin
       \$227  = 1'h0;
@@ -2319,21 +2333,21 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$228  = \$23 ;
     if (rst) begin
       \$228  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$229  = \$24 ;
     if (rst) begin
       \$229  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$230  = 1'h0;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -2349,7 +2363,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$231  = \$signal$42 ;
     if (\$29 ) begin
       \$231  = 1'h0;
@@ -2362,7 +2376,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$232  = c_row;
     if (\$34 ) begin
       \$232  = w_row;
@@ -2372,7 +2386,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$233  = \$signal$45 ;
     if (\$34 ) begin
       \$233  = 1'h0;
@@ -2385,7 +2399,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$234  = nz;
     if (\$34 ) begin
       \$234  = \$35 ;
@@ -2398,7 +2412,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$235  = nz_zero;
     if (\$34 ) begin
       \$235  = \$37 ;
@@ -2411,7 +2425,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$236  = \$signal$49 ;
     if (\$34 ) begin
       \$236  = win_0;
@@ -2421,7 +2435,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$237  = w_row;
     if (\$44 ) begin
       \$237  = s_row;
@@ -2431,7 +2445,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$238  = \$signal$50 ;
     if (\$44 ) begin
       \$238  = 1'h0;
@@ -2444,7 +2458,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$239  = win_0;
     if (\$44 ) begin
       \$239  = \$47 ;
@@ -2454,7 +2468,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$240  = s_row;
     if (\$51 ) begin
       \$240  = i_row;
@@ -2464,7 +2478,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$241  = \$signal$54 ;
     if (\$51 ) begin
       \$241  = 1'h0;
@@ -2480,7 +2494,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$242  = sel_0;
     if (\$51 ) begin
       \$242 [0] = \$54 ;
@@ -2491,7 +2505,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$243  = ends;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -2506,7 +2520,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$244  = i_in_row_0;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -2519,7 +2533,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$245  = i_row;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -2532,7 +2546,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$246  = i_top;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -2545,7 +2559,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$247  = f_row;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -2561,7 +2575,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$248  = cy;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -2577,7 +2591,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$249  = need;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -2593,7 +2607,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$250  = eof_pend;
     if (\$76 ) begin
       \$250  = 1'h0;
@@ -2606,7 +2620,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$251  = \$signal$11 ;
     if (\$78 ) begin
       \$251  = b_v;
@@ -2616,7 +2630,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$252  = \$signal ;
     if (\$78 ) begin
       \$252  = \$signal$63 ;
@@ -2626,7 +2640,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$253  = \$like ;
     if (\$78 ) begin
       \$253  = \$like$64 ;
@@ -2636,7 +2650,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$254  = \$signal$13 ;
     if (\$78 ) begin
       \$254  = b_oy;
@@ -2646,7 +2660,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$255  = c1_win_0;
     if (\$78 ) begin
       \$255  = b_win_0;
@@ -2656,7 +2670,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$256  = \$signal$63 ;
     if (\$78 ) begin
       \$256  = \$12 [7:0];
@@ -2669,7 +2683,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$257  = b_rest;
     if (\$78 ) begin
       \$257  = \$80 ;
@@ -2682,7 +2696,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$258  = \$signal$68 ;
     if (\$78 ) begin
       \$258  = \$112 ;
@@ -2695,7 +2709,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$259  = b_v;
     if (\$115 ) begin
       \$259  = \$signal$69 ;
@@ -2705,7 +2719,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$260  = \$like$64 ;
     if (\$115 ) begin
       \$260  = \$like$72 ;
@@ -2715,7 +2729,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$261  = b_oy;
     if (\$115 ) begin
       \$261  = \$signal$73 ;
@@ -2725,7 +2739,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$262  = b_win_0;
     if (\$115 ) begin
       \$262  = a3_win_0;
@@ -2735,7 +2749,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$263  = \$signal$69 ;
     if (\$123 ) begin
       \$263  = \$signal$76 ;
@@ -2745,7 +2759,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$264  = \$signal$70 ;
     if (\$123 ) begin
       \$264  = \$15 [7:0];
@@ -2755,7 +2769,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$265  = \$signal$71 ;
     if (\$123 ) begin
       \$265  = \$125 ;
@@ -2765,7 +2779,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$266  = \$like$72 ;
     if (\$123 ) begin
       \$266  = \$signal$77 ;
@@ -2775,7 +2789,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$267  = \$signal$73 ;
     if (\$123 ) begin
       \$267  = a2_oy;
@@ -2785,7 +2799,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$268  = a3_rest_zero;
     if (\$123 ) begin
       \$268  = \$157 ;
@@ -2795,7 +2809,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$269  = a3_win_0;
     if (\$123 ) begin
       \$269  = 1'h0;
@@ -2805,7 +2819,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$270  = \$signal$76 ;
     if (\$162 ) begin
       \$270  = 1'h0;
@@ -2818,7 +2832,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$271  = a2_oy;
     if (\$170 ) begin
       \$271  = c_row;
@@ -2828,7 +2842,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$272  = \$signal$77 ;
     if (\$170 ) begin
       \$272  = 1'h0;
@@ -2838,7 +2852,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$273  = a2_bits;
     if (\$170 ) begin
       \$273  = \$171 ;
@@ -2848,7 +2862,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$274  = a_v;
     if (\$178 ) begin
       \$274  = 1'h0;
@@ -2861,7 +2875,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$275  = a_oh;
     if (\$190 ) begin
       \$275  = \$18 [0];
@@ -2871,7 +2885,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$276  = eof_done;
     if (\$213 ) begin
       \$276  = 1'h1;
@@ -2884,7 +2898,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$277  = \$216 ;
     if (frame_reset) begin
       \$277  = 1'h0;
@@ -2894,14 +2908,14 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$278  = \$219 ;
     if (rst) begin
       \$278  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$279  = \$223 [2:0];
     if (frame_reset) begin
       \$279  = 3'h0;
@@ -2961,7 +2975,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_0.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -3043,7 +3057,7 @@ module \top.block_0_0.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [0];
@@ -3053,7 +3067,7 @@ module \top.block_0_0.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [0];
@@ -3063,7 +3077,7 @@ module \top.block_0_0.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [1:0];
@@ -3086,7 +3100,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, accepted__valid, loaded, height_m1, width_m1, permit_row, tags, bitmaps, accepted__payload, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, sites_in__valid
 , sites_in__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -3670,7 +3684,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$136  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -3685,7 +3699,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$137  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -3702,7 +3716,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$138  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -3716,7 +3730,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$139  = \$signal$17 ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -3730,21 +3744,21 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$140  = height_m1;
     if (rst) begin
       \$140  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$141  = width_m1;
     if (rst) begin
       \$141  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$142  = entry_0;
     if (\$40 ) begin
       \$142  = entry;
@@ -3754,7 +3768,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$143  = entry_0_valid;
     if (\$40 ) begin
       \$143  = 1'h1;
@@ -3769,21 +3783,21 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$144  = \$52 ;
     if (rst) begin
       \$144  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$145  = \$60 ;
     if (rst) begin
       \$145  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$146  = entry_1;
     if (\$65 ) begin
       \$146  = entry;
@@ -3793,7 +3807,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$147  = entry_1_valid;
     if (\$65 ) begin
       \$147  = 1'h1;
@@ -3808,21 +3822,21 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$148  = \$77 ;
     if (rst) begin
       \$148  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$149  = \$85 ;
     if (rst) begin
       \$149  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$150  = \$signal$56 ;
     if (\$88 ) begin
       \$150  = \$89 ;
@@ -3832,7 +3846,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$151  = rp;
     if (take) begin
       \$151  = \$90 ;
@@ -3842,7 +3856,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$152  = done_rows;
     if (\$114 ) begin
       \$152  = { 2'h0, got[66:64] };
@@ -3855,7 +3869,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$153  = busy;
     if (take) begin
       \$153  = 1'h1;
@@ -3868,7 +3882,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$154  = eof_seen;
     if (take) begin
       if (got[70]) begin
@@ -3883,7 +3897,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$155  = \$signal$36 ;
     if (take) begin
       if (got[70]) begin
@@ -3901,7 +3915,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$156  = error;
     if (take) begin
       if (got[70]) begin
@@ -3921,7 +3935,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$157  = has_last;
     if (take) begin
       if (got[70]) begin
@@ -3939,7 +3953,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$158  = last_y;
     if (take) begin
       if (got[70]) begin
@@ -3954,70 +3968,70 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$159  = \$122 ;
     if (rst) begin
       \$159  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$160  = \$126 ;
     if (rst) begin
       \$160  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$161  = got[74];
     if (rst) begin
       \$161  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$162  = got[64];
     if (rst) begin
       \$162  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$163  = got[69:67];
     if (rst) begin
       \$163  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$164  = got[66:64];
     if (rst) begin
       \$164  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$165  = { got[64], got[69:67] };
     if (rst) begin
       \$165  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$166  = got[63:0];
     if (rst) begin
       \$166  = 64'h0000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$167  = \$127 ;
     if (rst) begin
       \$167  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$168  = bitmap_0;
     if (\$129 ) begin
       \$168  = \$131 ;
@@ -4027,7 +4041,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$169  = row_tag_0;
     if (\$129 ) begin
       if (\$signal$63 ) begin
@@ -4042,7 +4056,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$170  = bitmap_1;
     if (\$133 ) begin
       \$170  = \$135 ;
@@ -4052,7 +4066,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$171  = row_tag_1;
     if (\$133 ) begin
       if (\$signal$63 ) begin
@@ -4192,7 +4206,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_0.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   reg [63:0] \$1 ;
   wire [3:0] \$signature__addr ;
   wire [63:0] \$signature__data ;
@@ -4245,7 +4259,7 @@ module \top.block_0_0.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
   always @(posedge clk)
     r_data <= \$1 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$1  = rd__data;
     if (rst) begin
       \$1  = 64'h0000000000000000;
@@ -4260,7 +4274,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
   reg [7:0] \$100 ;
@@ -5066,924 +5080,924 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   always @(posedge clk)
     out_meta <= \$209 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$73  = steps__payload;
     if (rst) begin
       \$73  = 332'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$74  = steps__valid;
     if (rst) begin
       \$74  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$75  = operands[7:0];
     if (rst) begin
       \$75  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$76  = operands[71:64];
     if (rst) begin
       \$76  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$77  = { \$1 [15], \$1  };
     if (rst) begin
       \$77  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$78  = operands[15:8];
     if (rst) begin
       \$78  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$79  = operands[79:72];
     if (rst) begin
       \$79  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$80  = { \$2 [15], \$2  };
     if (rst) begin
       \$80  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$81  = operands[23:16];
     if (rst) begin
       \$81  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$82  = operands[87:80];
     if (rst) begin
       \$82  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$83  = { \$3 [15], \$3  };
     if (rst) begin
       \$83  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$84  = operands[31:24];
     if (rst) begin
       \$84  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$85  = operands[95:88];
     if (rst) begin
       \$85  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$86  = { \$4 [15], \$4  };
     if (rst) begin
       \$86  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$87  = operands[39:32];
     if (rst) begin
       \$87  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$88  = operands[103:96];
     if (rst) begin
       \$88  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$89  = { \$5 [15], \$5  };
     if (rst) begin
       \$89  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$90  = operands[47:40];
     if (rst) begin
       \$90  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$91  = operands[111:104];
     if (rst) begin
       \$91  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$92  = { \$6 [15], \$6  };
     if (rst) begin
       \$92  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$93  = operands[55:48];
     if (rst) begin
       \$93  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$94  = operands[119:112];
     if (rst) begin
       \$94  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$95  = { \$7 [15], \$7  };
     if (rst) begin
       \$95  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$96  = operands[63:56];
     if (rst) begin
       \$96  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$97  = operands[127:120];
     if (rst) begin
       \$97  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$98  = { \$8 [15], \$8  };
     if (rst) begin
       \$98  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$99  = operands[7:0];
     if (rst) begin
       \$99  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$100  = operands[135:128];
     if (rst) begin
       \$100  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$101  = { \$9 [15], \$9  };
     if (rst) begin
       \$101  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$102  = operands[15:8];
     if (rst) begin
       \$102  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$103  = operands[143:136];
     if (rst) begin
       \$103  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$104  = { \$10 [15], \$10  };
     if (rst) begin
       \$104  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$105  = operands[23:16];
     if (rst) begin
       \$105  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$106  = operands[151:144];
     if (rst) begin
       \$106  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$107  = { \$11 [15], \$11  };
     if (rst) begin
       \$107  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$108  = operands[31:24];
     if (rst) begin
       \$108  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$109  = operands[159:152];
     if (rst) begin
       \$109  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$110  = { \$12 [15], \$12  };
     if (rst) begin
       \$110  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$111  = operands[39:32];
     if (rst) begin
       \$111  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$112  = operands[167:160];
     if (rst) begin
       \$112  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$113  = { \$13 [15], \$13  };
     if (rst) begin
       \$113  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$114  = operands[47:40];
     if (rst) begin
       \$114  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$115  = operands[175:168];
     if (rst) begin
       \$115  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$116  = { \$14 [15], \$14  };
     if (rst) begin
       \$116  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$117  = operands[55:48];
     if (rst) begin
       \$117  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$118  = operands[183:176];
     if (rst) begin
       \$118  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$119  = { \$15 [15], \$15  };
     if (rst) begin
       \$119  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$120  = operands[63:56];
     if (rst) begin
       \$120  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$121  = operands[191:184];
     if (rst) begin
       \$121  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$122  = { \$16 [15], \$16  };
     if (rst) begin
       \$122  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$123  = operands[7:0];
     if (rst) begin
       \$123  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$124  = operands[199:192];
     if (rst) begin
       \$124  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$125  = { \$17 [15], \$17  };
     if (rst) begin
       \$125  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$126  = operands[15:8];
     if (rst) begin
       \$126  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$127  = operands[207:200];
     if (rst) begin
       \$127  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$128  = { \$18 [15], \$18  };
     if (rst) begin
       \$128  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$129  = operands[23:16];
     if (rst) begin
       \$129  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$130  = operands[215:208];
     if (rst) begin
       \$130  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$131  = { \$19 [15], \$19  };
     if (rst) begin
       \$131  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$132  = operands[31:24];
     if (rst) begin
       \$132  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$133  = operands[223:216];
     if (rst) begin
       \$133  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$134  = { \$20 [15], \$20  };
     if (rst) begin
       \$134  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$135  = operands[39:32];
     if (rst) begin
       \$135  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$136  = operands[231:224];
     if (rst) begin
       \$136  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$137  = { \$21 [15], \$21  };
     if (rst) begin
       \$137  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$138  = operands[47:40];
     if (rst) begin
       \$138  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$139  = operands[239:232];
     if (rst) begin
       \$139  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$140  = { \$22 [15], \$22  };
     if (rst) begin
       \$140  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$141  = operands[55:48];
     if (rst) begin
       \$141  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$142  = operands[247:240];
     if (rst) begin
       \$142  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$143  = { \$23 [15], \$23  };
     if (rst) begin
       \$143  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$144  = operands[63:56];
     if (rst) begin
       \$144  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$145  = operands[255:248];
     if (rst) begin
       \$145  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$146  = { \$24 [15], \$24  };
     if (rst) begin
       \$146  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$147  = operands[7:0];
     if (rst) begin
       \$147  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$148  = operands[263:256];
     if (rst) begin
       \$148  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$149  = { \$25 [15], \$25  };
     if (rst) begin
       \$149  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$150  = operands[15:8];
     if (rst) begin
       \$150  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$151  = operands[271:264];
     if (rst) begin
       \$151  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$152  = { \$26 [15], \$26  };
     if (rst) begin
       \$152  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$153  = operands[23:16];
     if (rst) begin
       \$153  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$154  = operands[279:272];
     if (rst) begin
       \$154  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$155  = { \$27 [15], \$27  };
     if (rst) begin
       \$155  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$156  = operands[31:24];
     if (rst) begin
       \$156  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$157  = operands[287:280];
     if (rst) begin
       \$157  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$158  = { \$28 [15], \$28  };
     if (rst) begin
       \$158  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$159  = operands[39:32];
     if (rst) begin
       \$159  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$160  = operands[295:288];
     if (rst) begin
       \$160  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$161  = { \$29 [15], \$29  };
     if (rst) begin
       \$161  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$162  = operands[47:40];
     if (rst) begin
       \$162  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$163  = operands[303:296];
     if (rst) begin
       \$163  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$164  = { \$30 [15], \$30  };
     if (rst) begin
       \$164  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$165  = operands[55:48];
     if (rst) begin
       \$165  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$166  = operands[311:304];
     if (rst) begin
       \$166  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$167  = { \$31 [15], \$31  };
     if (rst) begin
       \$167  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$168  = operands[63:56];
     if (rst) begin
       \$168  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$169  = operands[319:312];
     if (rst) begin
       \$169  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$170  = { \$32 [15], \$32  };
     if (rst) begin
       \$170  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$171  = { \$33 [17], \$33  };
     if (rst) begin
       \$171  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$172  = { \$34 [17], \$34  };
     if (rst) begin
       \$172  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$173  = { \$35 [17], \$35  };
     if (rst) begin
       \$173  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$174  = { \$36 [17], \$36  };
     if (rst) begin
       \$174  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$175  = \$37 [18:0];
     if (rst) begin
       \$175  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$176  = \$38 [18:0];
     if (rst) begin
       \$176  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$177  = \$39 [18:0];
     if (rst) begin
       \$177  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$178  = { \$40 [17], \$40  };
     if (rst) begin
       \$178  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$179  = { \$41 [17], \$41  };
     if (rst) begin
       \$179  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$180  = { \$42 [17], \$42  };
     if (rst) begin
       \$180  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$181  = { \$43 [17], \$43  };
     if (rst) begin
       \$181  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$182  = \$44 [18:0];
     if (rst) begin
       \$182  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$183  = \$45 [18:0];
     if (rst) begin
       \$183  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$184  = \$46 [18:0];
     if (rst) begin
       \$184  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$185  = { \$47 [17], \$47  };
     if (rst) begin
       \$185  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$186  = { \$48 [17], \$48  };
     if (rst) begin
       \$186  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$187  = { \$49 [17], \$49  };
     if (rst) begin
       \$187  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$188  = { \$50 [17], \$50  };
     if (rst) begin
       \$188  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$189  = \$51 [18:0];
     if (rst) begin
       \$189  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$190  = \$52 [18:0];
     if (rst) begin
       \$190  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$191  = \$53 [18:0];
     if (rst) begin
       \$191  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$192  = { \$54 [17], \$54  };
     if (rst) begin
       \$192  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$193  = { \$55 [17], \$55  };
     if (rst) begin
       \$193  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$194  = { \$56 [17], \$56  };
     if (rst) begin
       \$194  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$195  = { \$57 [17], \$57  };
     if (rst) begin
       \$195  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$196  = \$58 [18:0];
     if (rst) begin
       \$196  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$197  = \$59 [18:0];
     if (rst) begin
       \$197  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$198  = \$60 [18:0];
     if (rst) begin
       \$198  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$199  = ctl;
     if (rst) begin
       \$199  = 13'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$200  = mac_ctl_d1;
     if (rst) begin
       \$200  = 13'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$201  = mac_ctl_d2;
     if (rst) begin
       \$201  = 13'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$202  = mac_ctl_d3;
     if (rst) begin
       \$202  = 13'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$203  = mac_ctl_d4;
     if (rst) begin
       \$203  = 13'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$204  = acc_0;
     if (\$62 ) begin
       \$204  = \$64 [18:0];
@@ -5993,7 +6007,7 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$205  = acc_1;
     if (\$62 ) begin
       \$205  = \$66 [18:0];
@@ -6003,7 +6017,7 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$206  = acc_2;
     if (\$62 ) begin
       \$206  = \$68 [18:0];
@@ -6013,7 +6027,7 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$207  = acc_3;
     if (\$62 ) begin
       \$207  = \$70 [18:0];
@@ -6023,14 +6037,14 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$208  = \$72 ;
     if (rst) begin
       \$208  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$209  = mac_ctl_d5[12:3];
     if (rst) begin
       \$209  = 10'h000;
@@ -6144,7 +6158,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -6255,7 +6269,7 @@ module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -6265,7 +6279,7 @@ module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -6275,7 +6289,7 @@ module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -6297,7 +6311,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_0.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   reg [127:0] \$1 ;
   wire [1:0] \$signature__addr ;
   wire [127:0] \$signature__data ;
@@ -6338,7 +6352,7 @@ module \top.block_0_0.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   always @(posedge clk)
     r_data <= \$1 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$1  = rd__data;
     if (rst) begin
       \$1  = 128'h00000000000000000000000000000000;
@@ -6353,7 +6367,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [49:0] \$1 ;
   wire [17:0] \$10 ;
   reg \$100 ;
@@ -6772,385 +6786,385 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   always @(posedge clk)
     feats__valid <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$45  = sums__payload;
     if (rst) begin
       \$45  = 86'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$46  = beat_d1;
     if (rst) begin
       \$46  = 86'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$47  = sums__valid;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$48  = beat_v_d1;
     if (rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$49  = \$5 [18:0];
     if (rst) begin
       \$49  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$50  = \$6 [18:0];
     if (rst) begin
       \$50  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$51  = \$7 [18:0];
     if (rst) begin
       \$51  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$52  = \$8 [18:0];
     if (rst) begin
       \$52  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$53  = rq_data[79:64];
     if (rst) begin
       \$53  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$54  = rq_data[95:80];
     if (rst) begin
       \$54  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$55  = rq_data[111:96];
     if (rst) begin
       \$55  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$56  = rq_data[127:112];
     if (rst) begin
       \$56  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$57  = beat_d2[85:76];
     if (rst) begin
       \$57  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$58  = beat_v_d2;
     if (rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$59  = biased_0[16:0];
     if (rst) begin
       \$59  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$60  = scale_0;
     if (rst) begin
       \$60  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$61  = { 1'h0, \$9  };
     if (rst) begin
       \$61  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$62  = biased_0[18:17];
     if (rst) begin
       \$62  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$63  = scale_0;
     if (rst) begin
       \$63  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$64  = { \$10 [17], \$10  };
     if (rst) begin
       \$64  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$65  = \$11 [34:0];
     if (rst) begin
       \$65  = 35'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$66  = biased_1[16:0];
     if (rst) begin
       \$66  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$67  = scale_1;
     if (rst) begin
       \$67  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$68  = { 1'h0, \$12  };
     if (rst) begin
       \$68  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$69  = biased_1[18:17];
     if (rst) begin
       \$69  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$70  = scale_1;
     if (rst) begin
       \$70  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$71  = { \$13 [17], \$13  };
     if (rst) begin
       \$71  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$72  = \$14 [34:0];
     if (rst) begin
       \$72  = 35'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$73  = biased_2[16:0];
     if (rst) begin
       \$73  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$74  = scale_2;
     if (rst) begin
       \$74  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$75  = { 1'h0, \$15  };
     if (rst) begin
       \$75  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$76  = biased_2[18:17];
     if (rst) begin
       \$76  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$77  = scale_2;
     if (rst) begin
       \$77  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$78  = { \$16 [17], \$16  };
     if (rst) begin
       \$78  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$79  = \$17 [34:0];
     if (rst) begin
       \$79  = 35'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$80  = biased_3[16:0];
     if (rst) begin
       \$80  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$81  = scale_3;
     if (rst) begin
       \$81  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$82  = { 1'h0, \$18  };
     if (rst) begin
       \$82  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$83  = biased_3[18:17];
     if (rst) begin
       \$83  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$84  = scale_3;
     if (rst) begin
       \$84  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$85  = { \$19 [17], \$19  };
     if (rst) begin
       \$85  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$86  = \$20 [34:0];
     if (rst) begin
       \$86  = 35'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$87  = rq_meta1_d1;
     if (rst) begin
       \$87  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$88  = rq_meta2_d1;
     if (rst) begin
       \$88  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$89  = rq_meta2_d2;
     if (rst) begin
       \$89  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$90  = rq_v1_d1;
     if (rst) begin
       \$90  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$91  = rq_v2_d1;
     if (rst) begin
       \$91  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$92  = rq_v2_d2;
     if (rst) begin
       \$92  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$93  = \$22 [19:0];
     if (rst) begin
       \$93  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$94  = \$24 [19:0];
     if (rst) begin
       \$94  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$95  = \$26 [19:0];
     if (rst) begin
       \$95  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$96  = \$28 [19:0];
     if (rst) begin
       \$96  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$97  = rq_meta2_d3;
     if (rst) begin
       \$97  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$98  = rq_v2_d3;
     if (rst) begin
       \$98  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$99 [7:0] = \$32 [7:0];
     \$99 [15:8] = \$36 [7:0];
     \$99 [23:16] = \$40 [7:0];
@@ -7161,7 +7175,7 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$100  = rq_v3_d1;
     if (rst) begin
       \$100  = 1'h0;
@@ -7274,7 +7288,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -7528,7 +7542,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
   assign \$24  = s_rem & \$23 ;
   assign \$25  = s_n - 1'h1;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$35  = p_v;
     if (p_take) begin
       \$35  = 1'h0;
@@ -7541,7 +7555,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$36  = p_site;
     if (\$15 ) begin
       \$36  = sites__payload;
@@ -7551,7 +7565,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$37  = p_cnt;
     if (\$15 ) begin
       \$37  = \$16 [0];
@@ -7561,7 +7575,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$38  = next_slot_0;
     if (\$15 ) begin
       \$38  = \$17 [0];
@@ -7571,7 +7585,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$39  = next_col_0;
     if (\$15 ) begin
       \$39  = \$18 [2:0];
@@ -7581,7 +7595,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$40  = first_r;
     if (issue) begin
       \$40  = 1'h0;
@@ -7603,7 +7617,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$41  = s_gi;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7621,7 +7635,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$42  = \$signal ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7639,7 +7653,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$43  = s_rem;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7661,7 +7675,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$44  = s_n;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7683,7 +7697,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$45  = \$signal$7 ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7705,7 +7719,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$46  = s_go;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7726,7 +7740,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$47  = go_last;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7747,7 +7761,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$48  = sv;
     if (issue) begin
       if (\$32 ) begin
@@ -7762,7 +7776,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$49  = \$signal$10 ;
     if (p_take) begin
       \$49  = p_site[7];
@@ -7772,7 +7786,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$50  = s_err;
     if (p_take) begin
       \$50  = p_site[8];
@@ -7782,7 +7796,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$51  = \$signal$17 ;
     if (p_take) begin
       \$51  = p_site[2:0];
@@ -7792,7 +7806,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$52  = s_ox;
     if (p_take) begin
       \$52  = p_site[5:3];
@@ -7802,7 +7816,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$53  = \$signal$28 ;
     if (p_take) begin
       \$53  = p_site[6];
@@ -7812,7 +7826,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$54  = \$signal$29 ;
     if (p_take) begin
       \$54  = p_cnt;
@@ -7822,7 +7836,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$55  = slot_0;
     if (p_take) begin
       \$55  = next_slot_0;
@@ -7832,7 +7846,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$56  = col_0;
     if (p_take) begin
       \$56  = next_col_0;
@@ -7842,49 +7856,49 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$57  = issue;
     if (rst) begin
       \$57  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$58  = first_r;
     if (rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$59  = last;
     if (rst) begin
       \$59  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$60  = \$4 [0];
     if (rst) begin
       \$60  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$61  = s_go;
     if (rst) begin
       \$61  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$62  = s_gi;
     if (rst) begin
       \$62  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$63 [2:0] = \$signal$17 ;
     \$63 [5:3] = s_ox;
     \$63 [7:6] = s_go;
@@ -7895,28 +7909,28 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$64  = slot_0;
     if (rst) begin
       \$64  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$65  = col_0;
     if (rst) begin
       \$65  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$66  = \$signal$35 ;
     if (rst) begin
       \$66  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$67 [6] = \$signal$36 ;
     \$67 [7] = q_last;
     \$67 [17:8] = q_meta;
@@ -7960,7 +7974,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   reg [255:0] \$1 ;
   wire [1:0] \$signature__addr ;
   wire [255:0] \$signature__data ;
@@ -8001,7 +8015,7 @@ module \top.block_0_0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   always @(posedge clk)
     r_data <= \$1 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$1  = rd__data;
     if (rst) begin
       \$1  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
@@ -8015,8 +8029,8 @@ module \top.block_0_0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_1 (clk, rst, params__valid, params__ready, sites_in__ready, sites_out__ready, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload);
-  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
+module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload, params__valid, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [2:0] \$11 ;
@@ -8493,7 +8507,7 @@ module \top.block_0_1 (clk, rst, params__valid, params__ready, sites_in__ready, 
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$35  = width_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -8505,7 +8519,7 @@ module \top.block_0_1 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$36  = c_in;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -8519,7 +8533,7 @@ module \top.block_0_1 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$37  = c_out;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -8535,7 +8549,7 @@ module \top.block_0_1 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$38  = c_tap;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -8553,7 +8567,7 @@ module \top.block_0_1 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$39  = \w_addr$8 ;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -8569,7 +8583,7 @@ module \top.block_0_1 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$40  = w_addr;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -8582,7 +8596,7 @@ module \top.block_0_1 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$41  = { 1'h0, \$22  };
     if (frame_reset) begin
       \$41  = 5'h03;
@@ -8592,63 +8606,63 @@ module \top.block_0_1 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$42  = \steps__valid$93 ;
     if (rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$43  = read_v_d1;
     if (rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$44  = steps__payload[13];
     if (rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$45  = read_first_d1;
     if (rst) begin
       \$45  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$46  = steps__payload[14];
     if (rst) begin
       \$46  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$47  = read_last_d1;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$48  = steps__payload[24:15];
     if (rst) begin
       \$48  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$49  = read_meta_d1;
     if (rst) begin
       \$49  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$50  = sites_out__valid;
     if (\$25 ) begin
       \$50  = 1'h1;
@@ -8660,7 +8674,7 @@ module \top.block_0_1 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$51  = sites_out__payload;
     if (\$25 ) begin
       \$51  = \r_data$98 ;
@@ -8670,14 +8684,14 @@ module \top.block_0_1 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$52  = \$28 [5:0];
     if (rst) begin
       \$52  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     tok[37:0] = 38'h0000000000;
     if (\$2 ) begin
       tok[31:0] = feats__payload[31:0];
@@ -8692,7 +8706,7 @@ module \top.block_0_1 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$29  = 1'h0;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -8705,7 +8719,7 @@ module \top.block_0_1 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$30  = 1'h0;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -8720,7 +8734,7 @@ module \top.block_0_1 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$31  = p_data;
     if (\$5 ) begin
       \$31  = params__payload;
@@ -8730,7 +8744,7 @@ module \top.block_0_1 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$32  = pcount;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -8745,7 +8759,7 @@ module \top.block_0_1 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$33  = loaded;
     if (\$5 ) begin
       if (\$6 ) begin
@@ -8760,7 +8774,7 @@ module \top.block_0_1 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$34  = height_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -8940,7 +8954,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -10130,7 +10144,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     .w_rdy(w_rdy)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$463  = b_rest;
     if (\$271 ) begin
       \$463  = \$273 ;
@@ -10143,7 +10157,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$464  = \$signal$80 ;
     if (\$271 ) begin
       \$464  = \$305 ;
@@ -10156,7 +10170,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$465  = b_v;
     if (\$308 ) begin
       \$465  = \$signal$81 ;
@@ -10166,7 +10180,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$466  = \$like$75 ;
     if (\$308 ) begin
       \$466  = \$like$84 ;
@@ -10176,7 +10190,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$467  = b_oy;
     if (\$308 ) begin
       \$467  = \$signal$85 ;
@@ -10186,7 +10200,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$468  = b_win_0;
     if (\$308 ) begin
       \$468  = a3_win_0;
@@ -10196,7 +10210,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$469  = b_win_1;
     if (\$308 ) begin
       \$469  = a3_win_1;
@@ -10206,7 +10220,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$470  = b_win_2;
     if (\$308 ) begin
       \$470  = a3_win_2;
@@ -10216,7 +10230,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$471  = \$signal$81 ;
     if (\$316 ) begin
       \$471  = \$signal$90 ;
@@ -10226,7 +10240,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$472  = \$signal$82 ;
     if (\$316 ) begin
       \$472  = \$150 [7:0];
@@ -10236,7 +10250,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$473  = \$signal$83 ;
     if (\$316 ) begin
       \$473  = \$318 ;
@@ -10246,7 +10260,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$474  = \$like$84 ;
     if (\$316 ) begin
       \$474  = \$signal$91 ;
@@ -10256,7 +10270,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$475  = \$signal$85 ;
     if (\$316 ) begin
       \$475  = a2_oy;
@@ -10266,7 +10280,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$476  = a3_rest_zero;
     if (\$316 ) begin
       \$476  = \$350 ;
@@ -10276,7 +10290,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$477  = a3_win_0;
     if (\$316 ) begin
       \$477  = a2_win_0;
@@ -10286,7 +10300,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$478  = a3_win_1;
     if (\$316 ) begin
       \$478  = a2_win_1;
@@ -10296,7 +10310,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$479  = a3_win_2;
     if (\$316 ) begin
       \$479  = a2_win_2;
@@ -10306,7 +10320,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$480  = \$signal$90 ;
     if (\$355 ) begin
       \$480  = 1'h0;
@@ -10319,7 +10333,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$481  = a2_oy;
     if (\$363 ) begin
       \$481  = c_row;
@@ -10329,7 +10343,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$482  = \$signal$91 ;
     if (\$363 ) begin
       \$482  = 1'h0;
@@ -10339,7 +10353,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$483  = a2_bits;
     if (\$363 ) begin
       \$483  = \$364 ;
@@ -10349,7 +10363,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$484  = a2_win_0;
     if (\$363 ) begin
       \$484  = \$365 ;
@@ -10359,7 +10373,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$485  = a2_win_1;
     if (\$363 ) begin
       \$485  = \$366 ;
@@ -10369,7 +10383,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$486  = a2_win_2;
     if (\$363 ) begin
       \$486  = \$367 ;
@@ -10379,7 +10393,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$487  = a_v;
     if (\$374 ) begin
       \$487  = 1'h0;
@@ -10392,7 +10406,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$488  = a_oh;
     if (\$386 ) begin
       \$488  = \$153 [0];
@@ -10402,7 +10416,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$489  = eof_done;
     if (\$409 ) begin
       \$489  = 1'h1;
@@ -10415,7 +10429,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$490  = \$412 ;
     if (frame_reset) begin
       \$490  = 1'h0;
@@ -10425,14 +10439,14 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$491  = \$415 ;
     if (rst) begin
       \$491  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$492  = \$419 [2:0];
     if (frame_reset) begin
       \$492  = 3'h0;
@@ -10442,7 +10456,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     w_data = 17'h00000;
     (* full_case = 32'd1 *)
     if (\$signal$11 ) begin
@@ -10455,7 +10469,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$420  = eof_seen;
     if (frame_reset) begin
       \$420  = 1'h0;
@@ -10465,14 +10479,14 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$421  = has_last;
     if (rst) begin
       \$421  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$422  = \$155 ;
     if (frame_reset) begin
       \$422  = 1'h0;
@@ -10482,7 +10496,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$423  = \$157 ;
     if (frame_reset) begin
       \$423  = 1'h0;
@@ -10492,21 +10506,21 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$424  = \$158 ;
     if (rst) begin
       \$424  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$425  = \$159 ;
     if (rst) begin
       \$425  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$426  = 1'h0;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10522,7 +10536,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$427  = \$signal$45 ;
     if (\$164 ) begin
       \$427  = 1'h0;
@@ -10535,7 +10549,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$428  = c_row;
     if (\$169 ) begin
       \$428  = w_row;
@@ -10545,7 +10559,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$429  = \$signal$48 ;
     if (\$169 ) begin
       \$429  = 1'h0;
@@ -10558,7 +10572,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$430  = nz;
     if (\$169 ) begin
       \$430  = \$170 ;
@@ -10571,7 +10585,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$431  = nz_zero;
     if (\$169 ) begin
       \$431  = \$172 ;
@@ -10584,7 +10598,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$432  = cwin_0;
     if (\$169 ) begin
       \$432  = win_0;
@@ -10594,7 +10608,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$433  = cwin_1;
     if (\$169 ) begin
       \$433  = win_1;
@@ -10604,7 +10618,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$434  = cwin_2;
     if (\$169 ) begin
       \$434  = win_2;
@@ -10614,7 +10628,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$435  = w_row;
     if (\$179 ) begin
       \$435  = s_row;
@@ -10624,7 +10638,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$436  = \$signal$57 ;
     if (\$179 ) begin
       \$436  = 1'h0;
@@ -10637,7 +10651,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$437  = win_0;
     if (\$179 ) begin
       \$437  = \$186 ;
@@ -10647,7 +10661,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$438  = win_1;
     if (\$179 ) begin
       \$438  = \$193 ;
@@ -10657,7 +10671,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$439  = win_2;
     if (\$179 ) begin
       \$439  = \$200 ;
@@ -10667,7 +10681,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$440  = s_row;
     if (\$204 ) begin
       \$440  = i_row;
@@ -10677,7 +10691,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$441  = \$signal$63 ;
     if (\$204 ) begin
       \$441  = 1'h0;
@@ -10693,7 +10707,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$442  = sel_0;
     if (\$204 ) begin
       \$442 [0] = \$209 ;
@@ -10706,7 +10720,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$443  = sel_1;
     if (\$204 ) begin
       \$443 [0] = \$227 ;
@@ -10719,7 +10733,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$444  = sel_2;
     if (\$204 ) begin
       \$444 [0] = \$239 ;
@@ -10732,7 +10746,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$445  = ends;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10747,7 +10761,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$446  = i_in_row_0;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10760,7 +10774,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$447  = i_in_row_1;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10773,7 +10787,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$448  = i_in_row_2;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10786,7 +10800,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$449  = i_row;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10799,7 +10813,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$450  = i_top;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10812,7 +10826,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$451  = f_row;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10828,7 +10842,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$452  = cy;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10844,7 +10858,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$453  = need;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10860,7 +10874,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$454  = eof_pend;
     if (\$269 ) begin
       \$454  = 1'h0;
@@ -10873,7 +10887,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$455  = \$signal$11 ;
     if (\$271 ) begin
       \$455  = b_v;
@@ -10883,7 +10897,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$456  = \$signal ;
     if (\$271 ) begin
       \$456  = \$signal$74 ;
@@ -10893,7 +10907,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$457  = \$like ;
     if (\$271 ) begin
       \$457  = \$like$75 ;
@@ -10903,7 +10917,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$458  = \$signal$13 ;
     if (\$271 ) begin
       \$458  = b_oy;
@@ -10913,7 +10927,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$459  = c1_win_0;
     if (\$271 ) begin
       \$459  = b_win_0;
@@ -10923,7 +10937,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$460  = c1_win_1;
     if (\$271 ) begin
       \$460  = b_win_1;
@@ -10933,7 +10947,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$461  = c1_win_2;
     if (\$271 ) begin
       \$461  = b_win_2;
@@ -10943,7 +10957,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$462  = \$signal$74 ;
     if (\$271 ) begin
       \$462  = \$147 [7:0];
@@ -11008,7 +11022,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -11090,7 +11104,7 @@ module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [0];
@@ -11100,7 +11114,7 @@ module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [0];
@@ -11110,7 +11124,7 @@ module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [1:0];
@@ -11133,7 +11147,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_in__valid, sites_in__payload, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, clk
 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -11728,7 +11742,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$144  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -11743,7 +11757,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$145  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -11760,7 +11774,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$146  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -11774,7 +11788,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$147  = \$signal$21 ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -11788,21 +11802,21 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$148  = height_m1;
     if (rst) begin
       \$148  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$149  = width_m1;
     if (rst) begin
       \$149  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$150  = entry_0;
     if (\$40 ) begin
       \$150  = entry;
@@ -11812,7 +11826,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$151  = entry_0_valid;
     if (\$40 ) begin
       \$151  = 1'h1;
@@ -11827,21 +11841,21 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$152  = \$52 ;
     if (rst) begin
       \$152  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$153  = \$60 ;
     if (rst) begin
       \$153  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$154  = entry_1;
     if (\$65 ) begin
       \$154  = entry;
@@ -11851,7 +11865,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$155  = entry_1_valid;
     if (\$65 ) begin
       \$155  = 1'h1;
@@ -11866,21 +11880,21 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$156  = \$77 ;
     if (rst) begin
       \$156  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$157  = \$85 ;
     if (rst) begin
       \$157  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$158  = \$signal$60 ;
     if (\$88 ) begin
       \$158  = \$89 ;
@@ -11890,7 +11904,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$159  = rp;
     if (take) begin
       \$159  = \$90 ;
@@ -11900,7 +11914,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$160  = done_rows;
     if (\$114 ) begin
       \$160  = { 2'h0, got[34:32] };
@@ -11913,7 +11927,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$161  = busy;
     if (take) begin
       \$161  = 1'h1;
@@ -11926,7 +11940,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$162  = eof_seen;
     if (take) begin
       if (got[38]) begin
@@ -11941,7 +11955,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$163  = \$signal$40 ;
     if (take) begin
       if (got[38]) begin
@@ -11959,7 +11973,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$164  = error;
     if (take) begin
       if (got[38]) begin
@@ -11979,7 +11993,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$165  = has_last;
     if (take) begin
       if (got[38]) begin
@@ -11997,7 +12011,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$166  = last_y;
     if (take) begin
       if (got[38]) begin
@@ -12012,70 +12026,70 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$167  = \$122 ;
     if (rst) begin
       \$167  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$168  = \$126 ;
     if (rst) begin
       \$168  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$169  = got[43];
     if (rst) begin
       \$169  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$170  = got[33:32];
     if (rst) begin
       \$170  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$171  = got[37:35];
     if (rst) begin
       \$171  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$172  = got[34:32];
     if (rst) begin
       \$172  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$173  = { got[33:32], got[37:35], got[41:40] };
     if (rst) begin
       \$173  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$174  = got[31:0];
     if (rst) begin
       \$174  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$175  = \$127 ;
     if (rst) begin
       \$175  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$176  = bitmap_0;
     if (\$129 ) begin
       \$176  = \$131 ;
@@ -12085,7 +12099,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$177  = row_tag_0;
     if (\$129 ) begin
       if (\$signal$67 ) begin
@@ -12100,7 +12114,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$178  = bitmap_1;
     if (\$133 ) begin
       \$178  = \$135 ;
@@ -12110,7 +12124,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$179  = row_tag_1;
     if (\$133 ) begin
       if (\$signal$67 ) begin
@@ -12125,7 +12139,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$180  = bitmap_2;
     if (\$137 ) begin
       \$180  = \$139 ;
@@ -12135,7 +12149,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$181  = row_tag_2;
     if (\$137 ) begin
       if (\$signal$67 ) begin
@@ -12150,7 +12164,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$182  = bitmap_3;
     if (\$141 ) begin
       \$182  = \$143 ;
@@ -12160,7 +12174,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$183  = row_tag_3;
     if (\$141 ) begin
       if (\$signal$67 ) begin
@@ -12283,7 +12297,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   reg [31:0] \$1 ;
   wire [6:0] \$signature__addr ;
   wire [31:0] \$signature__data ;
@@ -12448,7 +12462,7 @@ module \top.block_0_1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
   always @(posedge clk)
     r_data <= \$1 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$1  = rd__data;
     if (rst) begin
       \$1  = 32'd0;
@@ -12463,7 +12477,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$10 ;
   wire [18:0] \$11 ;
@@ -12666,119 +12680,119 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   always @(posedge clk)
     out_meta <= \$38 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$17  = steps__payload;
     if (rst) begin
       \$17  = 76'h0000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$18  = steps__valid;
     if (rst) begin
       \$18  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$19  = operands[7:0];
     if (rst) begin
       \$19  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$20  = operands[39:32];
     if (rst) begin
       \$20  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$21  = { \$1 [15], \$1  };
     if (rst) begin
       \$21  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$22  = operands[15:8];
     if (rst) begin
       \$22  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$23  = operands[47:40];
     if (rst) begin
       \$23  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$24  = { \$2 [15], \$2  };
     if (rst) begin
       \$24  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$25  = operands[23:16];
     if (rst) begin
       \$25  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$26  = operands[55:48];
     if (rst) begin
       \$26  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$27  = { \$3 [15], \$3  };
     if (rst) begin
       \$27  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$28  = operands[31:24];
     if (rst) begin
       \$28  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$29  = operands[63:56];
     if (rst) begin
       \$29  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$30  = { \$4 [15], \$4  };
     if (rst) begin
       \$30  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$31  = ctl;
     if (rst) begin
       \$31  = 13'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$32  = mac_ctl_d1;
     if (rst) begin
       \$32  = 13'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$33  = acc_0;
     if (\$6 ) begin
       \$33  = \$8 [18:0];
@@ -12788,7 +12802,7 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$34  = acc_1;
     if (\$6 ) begin
       \$34  = \$10 [18:0];
@@ -12798,7 +12812,7 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$35  = acc_2;
     if (\$6 ) begin
       \$35  = \$12 [18:0];
@@ -12808,7 +12822,7 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$36  = acc_3;
     if (\$6 ) begin
       \$36  = \$14 [18:0];
@@ -12818,14 +12832,14 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$37  = \$16 ;
     if (rst) begin
       \$37  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$38  = mac_ctl_d2[12:3];
     if (rst) begin
       \$38  = 10'h000;
@@ -12912,7 +12926,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -13023,7 +13037,7 @@ module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -13033,7 +13047,7 @@ module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -13043,7 +13057,7 @@ module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -13065,7 +13079,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   reg [127:0] \$1 ;
   wire [1:0] \$signature__addr ;
   wire [127:0] \$signature__data ;
@@ -13106,7 +13120,7 @@ module \top.block_0_1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   always @(posedge clk)
     r_data <= \$1 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$1  = rd__data;
     if (rst) begin
       \$1  = 128'h00000000000000000000000000000000;
@@ -13121,7 +13135,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire [49:0] \$1 ;
   wire [17:0] \$10 ;
   reg \$100 ;
@@ -13540,385 +13554,385 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   always @(posedge clk)
     feats__valid <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$45  = sums__payload;
     if (rst) begin
       \$45  = 86'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$46  = beat_d1;
     if (rst) begin
       \$46  = 86'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$47  = sums__valid;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$48  = beat_v_d1;
     if (rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$49  = \$5 [18:0];
     if (rst) begin
       \$49  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$50  = \$6 [18:0];
     if (rst) begin
       \$50  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$51  = \$7 [18:0];
     if (rst) begin
       \$51  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$52  = \$8 [18:0];
     if (rst) begin
       \$52  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$53  = rq_data[79:64];
     if (rst) begin
       \$53  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$54  = rq_data[95:80];
     if (rst) begin
       \$54  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$55  = rq_data[111:96];
     if (rst) begin
       \$55  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$56  = rq_data[127:112];
     if (rst) begin
       \$56  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$57  = beat_d2[85:76];
     if (rst) begin
       \$57  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$58  = beat_v_d2;
     if (rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$59  = biased_0[16:0];
     if (rst) begin
       \$59  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$60  = scale_0;
     if (rst) begin
       \$60  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$61  = { 1'h0, \$9  };
     if (rst) begin
       \$61  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$62  = biased_0[18:17];
     if (rst) begin
       \$62  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$63  = scale_0;
     if (rst) begin
       \$63  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$64  = { \$10 [17], \$10  };
     if (rst) begin
       \$64  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$65  = \$11 [34:0];
     if (rst) begin
       \$65  = 35'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$66  = biased_1[16:0];
     if (rst) begin
       \$66  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$67  = scale_1;
     if (rst) begin
       \$67  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$68  = { 1'h0, \$12  };
     if (rst) begin
       \$68  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$69  = biased_1[18:17];
     if (rst) begin
       \$69  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$70  = scale_1;
     if (rst) begin
       \$70  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$71  = { \$13 [17], \$13  };
     if (rst) begin
       \$71  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$72  = \$14 [34:0];
     if (rst) begin
       \$72  = 35'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$73  = biased_2[16:0];
     if (rst) begin
       \$73  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$74  = scale_2;
     if (rst) begin
       \$74  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$75  = { 1'h0, \$15  };
     if (rst) begin
       \$75  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$76  = biased_2[18:17];
     if (rst) begin
       \$76  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$77  = scale_2;
     if (rst) begin
       \$77  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$78  = { \$16 [17], \$16  };
     if (rst) begin
       \$78  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$79  = \$17 [34:0];
     if (rst) begin
       \$79  = 35'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$80  = biased_3[16:0];
     if (rst) begin
       \$80  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$81  = scale_3;
     if (rst) begin
       \$81  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$82  = { 1'h0, \$18  };
     if (rst) begin
       \$82  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$83  = biased_3[18:17];
     if (rst) begin
       \$83  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$84  = scale_3;
     if (rst) begin
       \$84  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$85  = { \$19 [17], \$19  };
     if (rst) begin
       \$85  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$86  = \$20 [34:0];
     if (rst) begin
       \$86  = 35'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$87  = rq_meta1_d1;
     if (rst) begin
       \$87  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$88  = rq_meta2_d1;
     if (rst) begin
       \$88  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$89  = rq_meta2_d2;
     if (rst) begin
       \$89  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$90  = rq_v1_d1;
     if (rst) begin
       \$90  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$91  = rq_v2_d1;
     if (rst) begin
       \$91  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$92  = rq_v2_d2;
     if (rst) begin
       \$92  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$93  = \$22 [19:0];
     if (rst) begin
       \$93  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$94  = \$24 [19:0];
     if (rst) begin
       \$94  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$95  = \$26 [19:0];
     if (rst) begin
       \$95  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$96  = \$28 [19:0];
     if (rst) begin
       \$96  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$97  = rq_meta2_d3;
     if (rst) begin
       \$97  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$98  = rq_v2_d3;
     if (rst) begin
       \$98  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$99 [7:0] = \$32 [7:0];
     \$99 [15:8] = \$36 [7:0];
     \$99 [23:16] = \$40 [7:0];
@@ -13929,7 +13943,7 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$100  = rq_v3_d1;
     if (rst) begin
       \$100  = 1'h0;
@@ -14042,7 +14056,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [1:0] \$100 ;
@@ -14434,7 +14448,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
   always @(posedge clk)
     steps__payload <= \$120 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$76  = p_v;
     if (p_take) begin
       \$76  = 1'h0;
@@ -14447,7 +14461,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$77  = p_site;
     if (\$44 ) begin
       \$77  = sites__payload;
@@ -14457,7 +14471,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$78  = p_cnt;
     if (\$44 ) begin
       \$78  = \$53 [3:0];
@@ -14467,7 +14481,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$79  = next_slot_0;
     if (\$44 ) begin
       \$79  = \$54 [1:0];
@@ -14477,7 +14491,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$80  = next_col_0;
     if (\$44 ) begin
       \$80  = \$55 [2:0];
@@ -14487,7 +14501,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$81  = next_slot_1;
     if (\$44 ) begin
       \$81  = \$56 [1:0];
@@ -14497,7 +14511,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$82  = next_col_1;
     if (\$44 ) begin
       \$82  = \$57 [2:0];
@@ -14507,7 +14521,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$83  = next_slot_2;
     if (\$44 ) begin
       \$83  = \$58 [1:0];
@@ -14517,7 +14531,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$84  = next_col_2;
     if (\$44 ) begin
       \$84  = \$59 [2:0];
@@ -14527,7 +14541,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$85  = first_r;
     if (issue) begin
       \$85  = 1'h0;
@@ -14549,7 +14563,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$86  = s_gi;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14567,7 +14581,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$87  = \$signal ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14585,7 +14599,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$88  = s_rem;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14607,7 +14621,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$89  = s_n;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14629,7 +14643,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$90  = \$signal$7 ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14651,7 +14665,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$91  = s_go;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14672,7 +14686,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$92  = go_last;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14693,7 +14707,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$93  = sv;
     if (issue) begin
       if (\$73 ) begin
@@ -14708,7 +14722,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$94  = \$signal$10 ;
     if (p_take) begin
       \$94  = p_site[15];
@@ -14718,7 +14732,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$95  = s_err;
     if (p_take) begin
       \$95  = p_site[16];
@@ -14728,7 +14742,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$96  = \$signal$17 ;
     if (p_take) begin
       \$96  = p_site[2:0];
@@ -14738,7 +14752,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$97  = s_ox;
     if (p_take) begin
       \$97  = p_site[5:3];
@@ -14748,7 +14762,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$98  = \$signal$42 ;
     if (p_take) begin
       \$98  = p_site[14:6];
@@ -14758,7 +14772,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$99  = \$signal$43 ;
     if (p_take) begin
       \$99  = p_cnt;
@@ -14768,7 +14782,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$100  = slot_0;
     if (p_take) begin
       \$100  = next_slot_0;
@@ -14778,7 +14792,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$101  = slot_1;
     if (p_take) begin
       \$101  = next_slot_1;
@@ -14788,7 +14802,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$102  = slot_2;
     if (p_take) begin
       \$102  = next_slot_2;
@@ -14798,7 +14812,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$103  = col_0;
     if (p_take) begin
       \$103  = next_col_0;
@@ -14808,7 +14822,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$104  = col_1;
     if (p_take) begin
       \$104  = next_col_1;
@@ -14818,7 +14832,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$105  = col_2;
     if (p_take) begin
       \$105  = next_col_2;
@@ -14828,49 +14842,49 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$106  = issue;
     if (rst) begin
       \$106  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$107  = first_r;
     if (rst) begin
       \$107  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$108  = last;
     if (rst) begin
       \$108  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$109  = \$4 [8:0];
     if (rst) begin
       \$109  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$110  = s_go;
     if (rst) begin
       \$110  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$111  = s_gi;
     if (rst) begin
       \$111  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$112 [2:0] = \$signal$17 ;
     \$112 [5:3] = s_ox;
     \$112 [7:6] = s_go;
@@ -14881,56 +14895,56 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$113  = slot_0;
     if (rst) begin
       \$113  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$114  = slot_1;
     if (rst) begin
       \$114  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$115  = slot_2;
     if (rst) begin
       \$115  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$116  = col_0;
     if (rst) begin
       \$116  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$117  = col_1;
     if (rst) begin
       \$117  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$118  = col_2;
     if (rst) begin
       \$118  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$119  = \$signal$53 ;
     if (rst) begin
       \$119  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$120 [13] = \$signal$54 ;
     \$120 [14] = q_last;
     \$120 [24:15] = q_meta;
@@ -14972,7 +14986,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   reg [31:0] \$1 ;
   wire [5:0] \$signature__addr ;
   wire [31:0] \$signature__data ;
@@ -15073,7 +15087,7 @@ module \top.block_0_1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   always @(posedge clk)
     r_data <= \$1 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1  = rd__data;
     if (rst) begin
       \$1  = 32'd0;
@@ -15087,8 +15101,8 @@ module \top.block_0_1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2 (clk, rst, params__valid, params__ready, sites_in__ready, identity__ready, identity__payload, sites_out__ready, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, identity__valid, params__payload);
-  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
+module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, identity__payload, sites_out__ready, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload, params__valid, identity__valid, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [2:0] \$11 ;
@@ -15609,7 +15623,7 @@ module \top.block_0_2 (clk, rst, params__valid, params__ready, sites_in__ready, 
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$35  = width_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -15621,7 +15635,7 @@ module \top.block_0_2 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$36  = c_in;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -15635,7 +15649,7 @@ module \top.block_0_2 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$37  = c_out;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -15651,7 +15665,7 @@ module \top.block_0_2 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$38  = c_tap;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -15669,7 +15683,7 @@ module \top.block_0_2 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$39  = \w_addr$8 ;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -15685,7 +15699,7 @@ module \top.block_0_2 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$40  = w_addr;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -15698,7 +15712,7 @@ module \top.block_0_2 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$41  = { 1'h0, \$22  };
     if (frame_reset) begin
       \$41  = 5'h02;
@@ -15708,63 +15722,63 @@ module \top.block_0_2 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$42  = \steps__valid$99 ;
     if (rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$43  = read_v_d1;
     if (rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$44  = steps__payload[8];
     if (rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$45  = read_first_d1;
     if (rst) begin
       \$45  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$46  = steps__payload[9];
     if (rst) begin
       \$46  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$47  = read_last_d1;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$48  = steps__payload[18:10];
     if (rst) begin
       \$48  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$49  = read_meta_d1;
     if (rst) begin
       \$49  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$50  = sites_out__valid;
     if (\$25 ) begin
       \$50  = 1'h1;
@@ -15776,7 +15790,7 @@ module \top.block_0_2 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$51  = sites_out__payload;
     if (\$25 ) begin
       \$51  = \r_data$104 ;
@@ -15786,14 +15800,14 @@ module \top.block_0_2 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$52  = \$28 [5:0];
     if (rst) begin
       \$52  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     tok[69:0] = 70'h000000000000000000;
     if (\$2 ) begin
       tok[63:0] = feats__payload[63:0];
@@ -15808,7 +15822,7 @@ module \top.block_0_2 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$29  = 1'h0;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -15821,7 +15835,7 @@ module \top.block_0_2 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$30  = 1'h0;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -15836,7 +15850,7 @@ module \top.block_0_2 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$31  = p_data;
     if (\$5 ) begin
       \$31  = params__payload;
@@ -15846,7 +15860,7 @@ module \top.block_0_2 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$32  = pcount;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -15861,7 +15875,7 @@ module \top.block_0_2 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$33  = loaded;
     if (\$5 ) begin
       if (\$6 ) begin
@@ -15876,7 +15890,7 @@ module \top.block_0_2 (clk, rst, params__valid, params__ready, sites_in__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$34  = height_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -16091,7 +16105,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
   wire \$100 ;
@@ -16817,7 +16831,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     .w_rdy(w_rdy)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     w_data = 9'h000;
     (* full_case = 32'd1 *)
     if (\$signal$11 ) begin
@@ -16830,7 +16844,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$224  = eof_seen;
     if (frame_reset) begin
       \$224  = 1'h0;
@@ -16840,14 +16854,14 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$225  = has_last;
     if (rst) begin
       \$225  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$226  = \$20 ;
     if (frame_reset) begin
       \$226  = 1'h0;
@@ -16857,7 +16871,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$227  = \$22 ;
     if (frame_reset) begin
       \$227  = 1'h0;
@@ -16867,21 +16881,21 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$228  = \$23 ;
     if (rst) begin
       \$228  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$229  = \$24 ;
     if (rst) begin
       \$229  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$230  = 1'h0;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -16897,7 +16911,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$231  = \$signal$42 ;
     if (\$29 ) begin
       \$231  = 1'h0;
@@ -16910,7 +16924,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$232  = c_row;
     if (\$34 ) begin
       \$232  = w_row;
@@ -16920,7 +16934,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$233  = \$signal$45 ;
     if (\$34 ) begin
       \$233  = 1'h0;
@@ -16933,7 +16947,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$234  = nz;
     if (\$34 ) begin
       \$234  = \$35 ;
@@ -16946,7 +16960,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$235  = nz_zero;
     if (\$34 ) begin
       \$235  = \$37 ;
@@ -16959,7 +16973,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$236  = \$signal$49 ;
     if (\$34 ) begin
       \$236  = win_0;
@@ -16969,7 +16983,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$237  = w_row;
     if (\$44 ) begin
       \$237  = s_row;
@@ -16979,7 +16993,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$238  = \$signal$50 ;
     if (\$44 ) begin
       \$238  = 1'h0;
@@ -16992,7 +17006,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$239  = win_0;
     if (\$44 ) begin
       \$239  = \$47 ;
@@ -17002,7 +17016,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$240  = s_row;
     if (\$51 ) begin
       \$240  = i_row;
@@ -17012,7 +17026,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$241  = \$signal$54 ;
     if (\$51 ) begin
       \$241  = 1'h0;
@@ -17028,7 +17042,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$242  = sel_0;
     if (\$51 ) begin
       \$242 [0] = \$54 ;
@@ -17039,7 +17053,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$243  = ends;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -17054,7 +17068,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$244  = i_in_row_0;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -17067,7 +17081,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$245  = i_row;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -17080,7 +17094,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$246  = i_top;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -17093,7 +17107,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$247  = f_row;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -17109,7 +17123,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$248  = cy;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -17125,7 +17139,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$249  = need;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -17141,7 +17155,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$250  = eof_pend;
     if (\$76 ) begin
       \$250  = 1'h0;
@@ -17154,7 +17168,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$251  = \$signal$11 ;
     if (\$78 ) begin
       \$251  = b_v;
@@ -17164,7 +17178,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$252  = \$signal ;
     if (\$78 ) begin
       \$252  = \$signal$63 ;
@@ -17174,7 +17188,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$253  = \$like ;
     if (\$78 ) begin
       \$253  = \$like$64 ;
@@ -17184,7 +17198,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$254  = \$signal$13 ;
     if (\$78 ) begin
       \$254  = b_oy;
@@ -17194,7 +17208,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$255  = c1_win_0;
     if (\$78 ) begin
       \$255  = b_win_0;
@@ -17204,7 +17218,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$256  = \$signal$63 ;
     if (\$78 ) begin
       \$256  = \$12 [7:0];
@@ -17217,7 +17231,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$257  = b_rest;
     if (\$78 ) begin
       \$257  = \$80 ;
@@ -17230,7 +17244,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$258  = \$signal$68 ;
     if (\$78 ) begin
       \$258  = \$112 ;
@@ -17243,7 +17257,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$259  = b_v;
     if (\$115 ) begin
       \$259  = \$signal$69 ;
@@ -17253,7 +17267,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$260  = \$like$64 ;
     if (\$115 ) begin
       \$260  = \$like$72 ;
@@ -17263,7 +17277,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$261  = b_oy;
     if (\$115 ) begin
       \$261  = \$signal$73 ;
@@ -17273,7 +17287,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$262  = b_win_0;
     if (\$115 ) begin
       \$262  = a3_win_0;
@@ -17283,7 +17297,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$263  = \$signal$69 ;
     if (\$123 ) begin
       \$263  = \$signal$76 ;
@@ -17293,7 +17307,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$264  = \$signal$70 ;
     if (\$123 ) begin
       \$264  = \$15 [7:0];
@@ -17303,7 +17317,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$265  = \$signal$71 ;
     if (\$123 ) begin
       \$265  = \$125 ;
@@ -17313,7 +17327,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$266  = \$like$72 ;
     if (\$123 ) begin
       \$266  = \$signal$77 ;
@@ -17323,7 +17337,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$267  = \$signal$73 ;
     if (\$123 ) begin
       \$267  = a2_oy;
@@ -17333,7 +17347,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$268  = a3_rest_zero;
     if (\$123 ) begin
       \$268  = \$157 ;
@@ -17343,7 +17357,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$269  = a3_win_0;
     if (\$123 ) begin
       \$269  = 1'h0;
@@ -17353,7 +17367,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$270  = \$signal$76 ;
     if (\$162 ) begin
       \$270  = 1'h0;
@@ -17366,7 +17380,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$271  = a2_oy;
     if (\$170 ) begin
       \$271  = c_row;
@@ -17376,7 +17390,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$272  = \$signal$77 ;
     if (\$170 ) begin
       \$272  = 1'h0;
@@ -17386,7 +17400,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$273  = a2_bits;
     if (\$170 ) begin
       \$273  = \$171 ;
@@ -17396,7 +17410,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$274  = a_v;
     if (\$178 ) begin
       \$274  = 1'h0;
@@ -17409,7 +17423,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$275  = a_oh;
     if (\$190 ) begin
       \$275  = \$18 [0];
@@ -17419,7 +17433,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$276  = eof_done;
     if (\$213 ) begin
       \$276  = 1'h1;
@@ -17432,7 +17446,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$277  = \$216 ;
     if (frame_reset) begin
       \$277  = 1'h0;
@@ -17442,14 +17456,14 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$278  = \$219 ;
     if (rst) begin
       \$278  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$279  = \$223 [2:0];
     if (frame_reset) begin
       \$279  = 3'h0;
@@ -17509,7 +17523,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -17591,7 +17605,7 @@ module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [0];
@@ -17601,7 +17615,7 @@ module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [0];
@@ -17611,7 +17625,7 @@ module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [1:0];
@@ -17634,7 +17648,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_in__valid, sites_in__payload, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, clk
 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -18192,7 +18206,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$136  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -18207,7 +18221,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$137  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -18224,7 +18238,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$138  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -18238,7 +18252,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$139  = \$signal$17 ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -18252,21 +18266,21 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$140  = height_m1;
     if (rst) begin
       \$140  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$141  = width_m1;
     if (rst) begin
       \$141  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$142  = entry_0;
     if (\$40 ) begin
       \$142  = entry;
@@ -18276,7 +18290,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$143  = entry_0_valid;
     if (\$40 ) begin
       \$143  = 1'h1;
@@ -18291,21 +18305,21 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$144  = \$52 ;
     if (rst) begin
       \$144  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$145  = \$60 ;
     if (rst) begin
       \$145  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$146  = entry_1;
     if (\$65 ) begin
       \$146  = entry;
@@ -18315,7 +18329,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$147  = entry_1_valid;
     if (\$65 ) begin
       \$147  = 1'h1;
@@ -18330,21 +18344,21 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$148  = \$77 ;
     if (rst) begin
       \$148  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$149  = \$85 ;
     if (rst) begin
       \$149  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$150  = \$signal$56 ;
     if (\$88 ) begin
       \$150  = \$89 ;
@@ -18354,7 +18368,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$151  = rp;
     if (take) begin
       \$151  = \$90 ;
@@ -18364,7 +18378,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$152  = done_rows;
     if (\$114 ) begin
       \$152  = { 2'h0, got[34:32] };
@@ -18377,7 +18391,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$153  = busy;
     if (take) begin
       \$153  = 1'h1;
@@ -18390,7 +18404,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$154  = eof_seen;
     if (take) begin
       if (got[38]) begin
@@ -18405,7 +18419,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$155  = \$signal$36 ;
     if (take) begin
       if (got[38]) begin
@@ -18423,7 +18437,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$156  = error;
     if (take) begin
       if (got[38]) begin
@@ -18443,7 +18457,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$157  = has_last;
     if (take) begin
       if (got[38]) begin
@@ -18461,7 +18475,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$158  = last_y;
     if (take) begin
       if (got[38]) begin
@@ -18476,70 +18490,70 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$159  = \$122 ;
     if (rst) begin
       \$159  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$160  = \$126 ;
     if (rst) begin
       \$160  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$161  = got[43];
     if (rst) begin
       \$161  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$162  = got[32];
     if (rst) begin
       \$162  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$163  = got[37:35];
     if (rst) begin
       \$163  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$164  = got[34:32];
     if (rst) begin
       \$164  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$165  = { got[32], got[37:35], got[41:40] };
     if (rst) begin
       \$165  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$166  = got[31:0];
     if (rst) begin
       \$166  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$167  = \$127 ;
     if (rst) begin
       \$167  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$168  = bitmap_0;
     if (\$129 ) begin
       \$168  = \$131 ;
@@ -18549,7 +18563,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$169  = row_tag_0;
     if (\$129 ) begin
       if (\$signal$63 ) begin
@@ -18564,7 +18578,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$170  = bitmap_1;
     if (\$133 ) begin
       \$170  = \$135 ;
@@ -18574,7 +18588,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$171  = row_tag_1;
     if (\$133 ) begin
       if (\$signal$63 ) begin
@@ -18690,7 +18704,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   reg [31:0] \$1 ;
   wire [5:0] \$signature__addr ;
   wire [31:0] \$signature__data ;
@@ -18791,7 +18805,7 @@ module \top.block_0_2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
   always @(posedge clk)
     r_data <= \$1 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$1  = rd__data;
     if (rst) begin
       \$1  = 32'd0;
@@ -18806,7 +18820,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
   reg [7:0] \$100 ;
@@ -19619,889 +19633,889 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   always @(posedge clk)
     out_meta <= \$212 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$77  = steps__payload;
     if (rst) begin
       \$77  = 299'h000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$78  = steps__valid;
     if (rst) begin
       \$78  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$79  = operands[7:0];
     if (rst) begin
       \$79  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$80  = operands[39:32];
     if (rst) begin
       \$80  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$81  = { \$1 [15], \$1  };
     if (rst) begin
       \$81  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$82  = operands[15:8];
     if (rst) begin
       \$82  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$83  = operands[47:40];
     if (rst) begin
       \$83  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$84  = { \$2 [15], \$2  };
     if (rst) begin
       \$84  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$85  = operands[23:16];
     if (rst) begin
       \$85  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$86  = operands[55:48];
     if (rst) begin
       \$86  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$87  = { \$3 [15], \$3  };
     if (rst) begin
       \$87  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$88  = operands[31:24];
     if (rst) begin
       \$88  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$89  = operands[63:56];
     if (rst) begin
       \$89  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$90  = { \$4 [15], \$4  };
     if (rst) begin
       \$90  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$91  = operands[7:0];
     if (rst) begin
       \$91  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$92  = operands[71:64];
     if (rst) begin
       \$92  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$93  = { \$5 [15], \$5  };
     if (rst) begin
       \$93  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$94  = operands[15:8];
     if (rst) begin
       \$94  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$95  = operands[79:72];
     if (rst) begin
       \$95  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$96  = { \$6 [15], \$6  };
     if (rst) begin
       \$96  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$97  = operands[23:16];
     if (rst) begin
       \$97  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$98  = operands[87:80];
     if (rst) begin
       \$98  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$99  = { \$7 [15], \$7  };
     if (rst) begin
       \$99  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$100  = operands[31:24];
     if (rst) begin
       \$100  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$101  = operands[95:88];
     if (rst) begin
       \$101  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$102  = { \$8 [15], \$8  };
     if (rst) begin
       \$102  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$103  = operands[7:0];
     if (rst) begin
       \$103  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$104  = operands[103:96];
     if (rst) begin
       \$104  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$105  = { \$9 [15], \$9  };
     if (rst) begin
       \$105  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$106  = operands[15:8];
     if (rst) begin
       \$106  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$107  = operands[111:104];
     if (rst) begin
       \$107  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$108  = { \$10 [15], \$10  };
     if (rst) begin
       \$108  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$109  = operands[23:16];
     if (rst) begin
       \$109  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$110  = operands[119:112];
     if (rst) begin
       \$110  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$111  = { \$11 [15], \$11  };
     if (rst) begin
       \$111  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$112  = operands[31:24];
     if (rst) begin
       \$112  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$113  = operands[127:120];
     if (rst) begin
       \$113  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$114  = { \$12 [15], \$12  };
     if (rst) begin
       \$114  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$115  = operands[7:0];
     if (rst) begin
       \$115  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$116  = operands[135:128];
     if (rst) begin
       \$116  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$117  = { \$13 [15], \$13  };
     if (rst) begin
       \$117  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$118  = operands[15:8];
     if (rst) begin
       \$118  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$119  = operands[143:136];
     if (rst) begin
       \$119  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$120  = { \$14 [15], \$14  };
     if (rst) begin
       \$120  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$121  = operands[23:16];
     if (rst) begin
       \$121  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$122  = operands[151:144];
     if (rst) begin
       \$122  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$123  = { \$15 [15], \$15  };
     if (rst) begin
       \$123  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$124  = operands[31:24];
     if (rst) begin
       \$124  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$125  = operands[159:152];
     if (rst) begin
       \$125  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$126  = { \$16 [15], \$16  };
     if (rst) begin
       \$126  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$127  = operands[7:0];
     if (rst) begin
       \$127  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$128  = operands[167:160];
     if (rst) begin
       \$128  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$129  = { \$17 [15], \$17  };
     if (rst) begin
       \$129  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$130  = operands[15:8];
     if (rst) begin
       \$130  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$131  = operands[175:168];
     if (rst) begin
       \$131  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$132  = { \$18 [15], \$18  };
     if (rst) begin
       \$132  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$133  = operands[23:16];
     if (rst) begin
       \$133  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$134  = operands[183:176];
     if (rst) begin
       \$134  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$135  = { \$19 [15], \$19  };
     if (rst) begin
       \$135  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$136  = operands[31:24];
     if (rst) begin
       \$136  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$137  = operands[191:184];
     if (rst) begin
       \$137  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$138  = { \$20 [15], \$20  };
     if (rst) begin
       \$138  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$139  = operands[7:0];
     if (rst) begin
       \$139  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$140  = operands[199:192];
     if (rst) begin
       \$140  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$141  = { \$21 [15], \$21  };
     if (rst) begin
       \$141  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$142  = operands[15:8];
     if (rst) begin
       \$142  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$143  = operands[207:200];
     if (rst) begin
       \$143  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$144  = { \$22 [15], \$22  };
     if (rst) begin
       \$144  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$145  = operands[23:16];
     if (rst) begin
       \$145  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$146  = operands[215:208];
     if (rst) begin
       \$146  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$147  = { \$23 [15], \$23  };
     if (rst) begin
       \$147  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$148  = operands[31:24];
     if (rst) begin
       \$148  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$149  = operands[223:216];
     if (rst) begin
       \$149  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$150  = { \$24 [15], \$24  };
     if (rst) begin
       \$150  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$151  = operands[7:0];
     if (rst) begin
       \$151  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$152  = operands[231:224];
     if (rst) begin
       \$152  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$153  = { \$25 [15], \$25  };
     if (rst) begin
       \$153  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$154  = operands[15:8];
     if (rst) begin
       \$154  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$155  = operands[239:232];
     if (rst) begin
       \$155  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$156  = { \$26 [15], \$26  };
     if (rst) begin
       \$156  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$157  = operands[23:16];
     if (rst) begin
       \$157  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$158  = operands[247:240];
     if (rst) begin
       \$158  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$159  = { \$27 [15], \$27  };
     if (rst) begin
       \$159  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$160  = operands[31:24];
     if (rst) begin
       \$160  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$161  = operands[255:248];
     if (rst) begin
       \$161  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$162  = { \$28 [15], \$28  };
     if (rst) begin
       \$162  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$163  = operands[7:0];
     if (rst) begin
       \$163  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$164  = operands[263:256];
     if (rst) begin
       \$164  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$165  = { \$29 [15], \$29  };
     if (rst) begin
       \$165  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$166  = operands[15:8];
     if (rst) begin
       \$166  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$167  = operands[271:264];
     if (rst) begin
       \$167  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$168  = { \$30 [15], \$30  };
     if (rst) begin
       \$168  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$169  = operands[23:16];
     if (rst) begin
       \$169  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$170  = operands[279:272];
     if (rst) begin
       \$170  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$171  = { \$31 [15], \$31  };
     if (rst) begin
       \$171  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$172  = operands[31:24];
     if (rst) begin
       \$172  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$173  = operands[287:280];
     if (rst) begin
       \$173  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$174  = { \$32 [15], \$32  };
     if (rst) begin
       \$174  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$175  = { \$33 [17], \$33 [17], \$33  };
     if (rst) begin
       \$175  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$176  = { \$34 [17], \$34 [17], \$34  };
     if (rst) begin
       \$176  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$177  = \$35 [19:0];
     if (rst) begin
       \$177  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$178  = { \$36 [17], \$36 [17], \$36  };
     if (rst) begin
       \$178  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$179  = { \$37 [17], \$37 [17], \$37  };
     if (rst) begin
       \$179  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$180  = \$38 [19:0];
     if (rst) begin
       \$180  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$181  = { \$39 [17], \$39 [17], \$39  };
     if (rst) begin
       \$181  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$182  = { \$40 [17], \$40 [17], \$40  };
     if (rst) begin
       \$182  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$183  = \$41 [19:0];
     if (rst) begin
       \$183  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$184  = { \$42 [17], \$42 [17], \$42  };
     if (rst) begin
       \$184  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$185  = { \$43 [17], \$43 [17], \$43  };
     if (rst) begin
       \$185  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$186  = \$44 [19:0];
     if (rst) begin
       \$186  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$187  = { \$45 [17], \$45 [17], \$45  };
     if (rst) begin
       \$187  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$188  = { \$46 [17], \$46 [17], \$46  };
     if (rst) begin
       \$188  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$189  = \$47 [19:0];
     if (rst) begin
       \$189  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$190  = { \$48 [17], \$48 [17], \$48  };
     if (rst) begin
       \$190  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$191  = { \$49 [17], \$49 [17], \$49  };
     if (rst) begin
       \$191  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$192  = \$50 [19:0];
     if (rst) begin
       \$192  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$193  = { \$51 [17], \$51 [17], \$51  };
     if (rst) begin
       \$193  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$194  = { \$52 [17], \$52 [17], \$52  };
     if (rst) begin
       \$194  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$195  = \$53 [19:0];
     if (rst) begin
       \$195  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$196  = { \$54 [17], \$54 [17], \$54  };
     if (rst) begin
       \$196  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$197  = { \$55 [17], \$55 [17], \$55  };
     if (rst) begin
       \$197  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$198  = \$56 [19:0];
     if (rst) begin
       \$198  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$199  = ctl;
     if (rst) begin
       \$199  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$200  = mac_ctl_d1;
     if (rst) begin
       \$200  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$201  = mac_ctl_d2;
     if (rst) begin
       \$201  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$202  = mac_ctl_d3;
     if (rst) begin
       \$202  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$203  = acc_0;
     if (\$58 ) begin
       \$203  = \$60 [19:0];
@@ -20511,7 +20525,7 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$204  = acc_1;
     if (\$58 ) begin
       \$204  = \$62 [19:0];
@@ -20521,7 +20535,7 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$205  = acc_2;
     if (\$58 ) begin
       \$205  = \$64 [19:0];
@@ -20531,7 +20545,7 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$206  = acc_3;
     if (\$58 ) begin
       \$206  = \$66 [19:0];
@@ -20541,7 +20555,7 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$207  = acc_4;
     if (\$58 ) begin
       \$207  = \$68 [19:0];
@@ -20551,7 +20565,7 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$208  = acc_5;
     if (\$58 ) begin
       \$208  = \$70 [19:0];
@@ -20561,7 +20575,7 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$209  = acc_6;
     if (\$58 ) begin
       \$209  = \$72 [19:0];
@@ -20571,7 +20585,7 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$210  = acc_7;
     if (\$58 ) begin
       \$210  = \$74 [19:0];
@@ -20581,14 +20595,14 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$211  = \$76 ;
     if (rst) begin
       \$211  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$212  = mac_ctl_d4[11:3];
     if (rst) begin
       \$212  = 9'h000;
@@ -20705,7 +20719,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -20816,7 +20830,7 @@ module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -20826,7 +20840,7 @@ module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -20836,7 +20850,7 @@ module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -20858,7 +20872,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   reg [271:0] \$1 ;
   wire \$signature__addr ;
   wire [271:0] \$signature__data ;
@@ -20897,7 +20911,7 @@ module \top.block_0_2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   always @(posedge clk)
     r_data <= \$1 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$1  = rd__data;
     if (rst) begin
       \$1  = 272'h00000000000000000000000000000000000000000000000000000000000000000000;
@@ -20912,7 +20926,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.requantiser (rst, identity__ready, identity__payload, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, identity__valid, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire [50:0] \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -22105,665 +22119,665 @@ module \top.block_0_2.requantiser (rst, identity__ready, identity__payload, sums
   always @(posedge clk)
     feats__valid <= \$351 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$181  = sums__payload;
     if (rst) begin
       \$181  = 169'h0000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$182  = beat_d1;
     if (rst) begin
       \$182  = 169'h0000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$183  = sums__valid;
     if (rst) begin
       \$183  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$184  = beat_v_d1;
     if (rst) begin
       \$184  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$185  = \$16 [19:0];
     if (rst) begin
       \$185  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$186  = \$17 [19:0];
     if (rst) begin
       \$186  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$187  = \$18 [19:0];
     if (rst) begin
       \$187  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$188  = \$19 [19:0];
     if (rst) begin
       \$188  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$189  = \$20 [19:0];
     if (rst) begin
       \$189  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$190  = \$21 [19:0];
     if (rst) begin
       \$190  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$191  = \$22 [19:0];
     if (rst) begin
       \$191  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$192  = \$23 [19:0];
     if (rst) begin
       \$192  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$193  = rq_data[143:128];
     if (rst) begin
       \$193  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$194  = rq_data[159:144];
     if (rst) begin
       \$194  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$195  = rq_data[175:160];
     if (rst) begin
       \$195  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$196  = rq_data[191:176];
     if (rst) begin
       \$196  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$197  = rq_data[207:192];
     if (rst) begin
       \$197  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$198  = rq_data[223:208];
     if (rst) begin
       \$198  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$199  = rq_data[239:224];
     if (rst) begin
       \$199  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$200  = rq_data[255:240];
     if (rst) begin
       \$200  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$201  = beat_d2[168:160];
     if (rst) begin
       \$201  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$202  = beat_v_d2;
     if (rst) begin
       \$202  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$203  = biased_0[16:0];
     if (rst) begin
       \$203  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$204  = scale_0;
     if (rst) begin
       \$204  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$205  = { 1'h0, \$24  };
     if (rst) begin
       \$205  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$206  = biased_0[19:17];
     if (rst) begin
       \$206  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$207  = scale_0;
     if (rst) begin
       \$207  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$208  = { \$25 [18], \$25  };
     if (rst) begin
       \$208  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$209  = \$26 [35:0];
     if (rst) begin
       \$209  = 36'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$210  = biased_1[16:0];
     if (rst) begin
       \$210  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$211  = scale_1;
     if (rst) begin
       \$211  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$212  = { 1'h0, \$27  };
     if (rst) begin
       \$212  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$213  = biased_1[19:17];
     if (rst) begin
       \$213  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$214  = scale_1;
     if (rst) begin
       \$214  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$215  = { \$28 [18], \$28  };
     if (rst) begin
       \$215  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$216  = \$29 [35:0];
     if (rst) begin
       \$216  = 36'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$217  = biased_2[16:0];
     if (rst) begin
       \$217  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$218  = scale_2;
     if (rst) begin
       \$218  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$219  = { 1'h0, \$30  };
     if (rst) begin
       \$219  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$220  = biased_2[19:17];
     if (rst) begin
       \$220  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$221  = scale_2;
     if (rst) begin
       \$221  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$222  = { \$31 [18], \$31  };
     if (rst) begin
       \$222  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$223  = \$32 [35:0];
     if (rst) begin
       \$223  = 36'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$224  = biased_3[16:0];
     if (rst) begin
       \$224  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$225  = scale_3;
     if (rst) begin
       \$225  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$226  = { 1'h0, \$33  };
     if (rst) begin
       \$226  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$227  = biased_3[19:17];
     if (rst) begin
       \$227  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$228  = scale_3;
     if (rst) begin
       \$228  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$229  = { \$34 [18], \$34  };
     if (rst) begin
       \$229  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$230  = \$35 [35:0];
     if (rst) begin
       \$230  = 36'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$231  = biased_4[16:0];
     if (rst) begin
       \$231  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$232  = scale_4;
     if (rst) begin
       \$232  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$233  = { 1'h0, \$36  };
     if (rst) begin
       \$233  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$234  = biased_4[19:17];
     if (rst) begin
       \$234  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$235  = scale_4;
     if (rst) begin
       \$235  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$236  = { \$37 [18], \$37  };
     if (rst) begin
       \$236  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$237  = \$38 [35:0];
     if (rst) begin
       \$237  = 36'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$238  = biased_5[16:0];
     if (rst) begin
       \$238  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$239  = scale_5;
     if (rst) begin
       \$239  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$240  = { 1'h0, \$39  };
     if (rst) begin
       \$240  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$241  = biased_5[19:17];
     if (rst) begin
       \$241  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$242  = scale_5;
     if (rst) begin
       \$242  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$243  = { \$40 [18], \$40  };
     if (rst) begin
       \$243  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$244  = \$41 [35:0];
     if (rst) begin
       \$244  = 36'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$245  = biased_6[16:0];
     if (rst) begin
       \$245  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$246  = scale_6;
     if (rst) begin
       \$246  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$247  = { 1'h0, \$42  };
     if (rst) begin
       \$247  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$248  = biased_6[19:17];
     if (rst) begin
       \$248  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$249  = scale_6;
     if (rst) begin
       \$249  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$250  = { \$43 [18], \$43  };
     if (rst) begin
       \$250  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$251  = \$44 [35:0];
     if (rst) begin
       \$251  = 36'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$252  = biased_7[16:0];
     if (rst) begin
       \$252  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$253  = scale_7;
     if (rst) begin
       \$253  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$254  = { 1'h0, \$45  };
     if (rst) begin
       \$254  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$255  = biased_7[19:17];
     if (rst) begin
       \$255  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$256  = scale_7;
     if (rst) begin
       \$256  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$257  = { \$46 [18], \$46  };
     if (rst) begin
       \$257  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$258  = \$47 [35:0];
     if (rst) begin
       \$258  = 36'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$259  = rq_meta1_d1;
     if (rst) begin
       \$259  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$260  = rq_meta2_d1;
     if (rst) begin
       \$260  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$261  = rq_meta2_d2;
     if (rst) begin
       \$261  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$262  = rq_v1_d1;
     if (rst) begin
       \$262  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$263  = rq_v2_d1;
     if (rst) begin
       \$263  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$264  = rq_v2_d2;
     if (rst) begin
       \$264  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$265  = \$49 [20:0];
     if (rst) begin
       \$265  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$266  = \$51 [20:0];
     if (rst) begin
       \$266  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$267  = \$53 [20:0];
     if (rst) begin
       \$267  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$268  = \$55 [20:0];
     if (rst) begin
       \$268  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$269  = \$57 [20:0];
     if (rst) begin
       \$269  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$270  = \$59 [20:0];
     if (rst) begin
       \$270  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$271  = \$61 [20:0];
     if (rst) begin
       \$271  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$272  = \$63 [20:0];
     if (rst) begin
       \$272  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$273  = rq_meta2_d3;
     if (rst) begin
       \$273  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$274  = rq_v2_d3;
     if (rst) begin
       \$274  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$275  = draining;
     if (\$68 ) begin
       \$275  = 1'h1;
@@ -22775,525 +22789,525 @@ module \top.block_0_2.requantiser (rst, identity__ready, identity__payload, sums
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$276  = \$74 ;
     if (rst) begin
       \$276  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$277  = \$80 ;
     if (rst) begin
       \$277  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$278  = \$86 ;
     if (rst) begin
       \$278  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$279  = \$92 ;
     if (rst) begin
       \$279  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$280  = \$98 ;
     if (rst) begin
       \$280  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$281  = \$104 ;
     if (rst) begin
       \$281  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$282  = \$110 ;
     if (rst) begin
       \$282  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$283  = \$116 ;
     if (rst) begin
       \$283  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$284  = x_id_0;
     if (rst) begin
       \$284  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$285  = x_id_1;
     if (rst) begin
       \$285  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$286  = x_id_2;
     if (rst) begin
       \$286  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$287  = x_id_3;
     if (rst) begin
       \$287  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$288  = x_id_4;
     if (rst) begin
       \$288  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$289  = x_id_5;
     if (rst) begin
       \$289  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$290  = x_id_6;
     if (rst) begin
       \$290  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$291  = x_id_7;
     if (rst) begin
       \$291  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$292  = x_id_0_d1;
     if (rst) begin
       \$292  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$293  = rq_data[271:256];
     if (rst) begin
       \$293  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$294  = { \$117 [23], \$117  };
     if (rst) begin
       \$294  = 25'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$295  = x_id_1_d1;
     if (rst) begin
       \$295  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$296  = rq_data[271:256];
     if (rst) begin
       \$296  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$297  = { \$118 [23], \$118  };
     if (rst) begin
       \$297  = 25'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$298  = x_id_2_d1;
     if (rst) begin
       \$298  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$299  = rq_data[271:256];
     if (rst) begin
       \$299  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$300  = { \$119 [23], \$119  };
     if (rst) begin
       \$300  = 25'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$301  = x_id_3_d1;
     if (rst) begin
       \$301  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$302  = rq_data[271:256];
     if (rst) begin
       \$302  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$303  = { \$120 [23], \$120  };
     if (rst) begin
       \$303  = 25'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$304  = x_id_4_d1;
     if (rst) begin
       \$304  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$305  = rq_data[271:256];
     if (rst) begin
       \$305  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$306  = { \$121 [23], \$121  };
     if (rst) begin
       \$306  = 25'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$307  = x_id_5_d1;
     if (rst) begin
       \$307  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$308  = rq_data[271:256];
     if (rst) begin
       \$308  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$309  = { \$122 [23], \$122  };
     if (rst) begin
       \$309  = 25'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$310  = x_id_6_d1;
     if (rst) begin
       \$310  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$311  = rq_data[271:256];
     if (rst) begin
       \$311  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$312  = { \$123 [23], \$123  };
     if (rst) begin
       \$312  = 25'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$313  = x_id_7_d1;
     if (rst) begin
       \$313  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$314  = rq_data[271:256];
     if (rst) begin
       \$314  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$315  = { \$124 [23], \$124  };
     if (rst) begin
       \$315  = 25'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$316  = \$126 [9:0];
     if (rst) begin
       \$316  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$317  = \$128 [9:0];
     if (rst) begin
       \$317  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$318  = \$130 [9:0];
     if (rst) begin
       \$318  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$319  = \$132 [9:0];
     if (rst) begin
       \$319  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$320  = \$134 [9:0];
     if (rst) begin
       \$320  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$321  = \$136 [9:0];
     if (rst) begin
       \$321  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$322  = \$138 [9:0];
     if (rst) begin
       \$322  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$323  = \$140 [9:0];
     if (rst) begin
       \$323  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$324  = id_rounded_0;
     if (rst) begin
       \$324  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$325  = id_rounded_0_d1;
     if (rst) begin
       \$325  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$326  = id_rounded_1;
     if (rst) begin
       \$326  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$327  = id_rounded_1_d1;
     if (rst) begin
       \$327  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$328  = id_rounded_2;
     if (rst) begin
       \$328  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$329  = id_rounded_2_d1;
     if (rst) begin
       \$329  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$330  = id_rounded_3;
     if (rst) begin
       \$330  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$331  = id_rounded_3_d1;
     if (rst) begin
       \$331  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$332  = id_rounded_4;
     if (rst) begin
       \$332  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$333  = id_rounded_4_d1;
     if (rst) begin
       \$333  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$334  = id_rounded_5;
     if (rst) begin
       \$334  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$335  = id_rounded_5_d1;
     if (rst) begin
       \$335  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$336  = id_rounded_6;
     if (rst) begin
       \$336  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$337  = id_rounded_6_d1;
     if (rst) begin
       \$337  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$338  = id_rounded_7;
     if (rst) begin
       \$338  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$339  = id_rounded_7_d1;
     if (rst) begin
       \$339  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$340  = \$141 ;
     if (rst) begin
       \$340  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$341  = \$142 ;
     if (rst) begin
       \$341  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$342  = \$143 ;
     if (rst) begin
       \$342  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$343  = \$144 ;
     if (rst) begin
       \$343  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$344  = \$145 ;
     if (rst) begin
       \$344  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$345  = \$146 ;
     if (rst) begin
       \$345  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$346  = \$147 ;
     if (rst) begin
       \$346  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$347  = \$148 ;
     if (rst) begin
       \$347  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$348  = rq_meta3_d1;
     if (rst) begin
       \$348  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$349  = rq_v3_d1;
     if (rst) begin
       \$349  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$350 [7:0] = \$152 [7:0];
     \$350 [15:8] = \$156 [7:0];
     \$350 [23:16] = \$160 [7:0];
@@ -23308,7 +23322,7 @@ module \top.block_0_2.requantiser (rst, identity__ready, identity__payload, sums
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$351  = rq_v4_d1;
     if (rst) begin
       \$351  = 1'h0;
@@ -23484,7 +23498,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -23738,7 +23752,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
   assign \$24  = s_rem & \$23 ;
   assign \$25  = s_n - 1'h1;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$35  = p_v;
     if (p_take) begin
       \$35  = 1'h0;
@@ -23751,7 +23765,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$36  = p_site;
     if (\$15 ) begin
       \$36  = sites__payload;
@@ -23761,7 +23775,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$37  = p_cnt;
     if (\$15 ) begin
       \$37  = \$16 [0];
@@ -23771,7 +23785,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$38  = next_slot_0;
     if (\$15 ) begin
       \$38  = \$17 [0];
@@ -23781,7 +23795,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$39  = next_col_0;
     if (\$15 ) begin
       \$39  = \$18 [2:0];
@@ -23791,7 +23805,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$40  = first_r;
     if (issue) begin
       \$40  = 1'h0;
@@ -23813,7 +23827,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$41  = s_gi;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -23831,7 +23845,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$42  = \$signal ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -23849,7 +23863,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$43  = s_rem;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -23871,7 +23885,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$44  = s_n;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -23893,7 +23907,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$45  = \$signal$7 ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -23915,7 +23929,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$46  = s_go;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -23936,7 +23950,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$47  = go_last;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -23957,7 +23971,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$48  = sv;
     if (issue) begin
       if (\$32 ) begin
@@ -23972,7 +23986,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$49  = \$signal$10 ;
     if (p_take) begin
       \$49  = p_site[7];
@@ -23982,7 +23996,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$50  = s_err;
     if (p_take) begin
       \$50  = p_site[8];
@@ -23992,7 +24006,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$51  = \$signal$17 ;
     if (p_take) begin
       \$51  = p_site[2:0];
@@ -24002,7 +24016,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$52  = s_ox;
     if (p_take) begin
       \$52  = p_site[5:3];
@@ -24012,7 +24026,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$53  = \$signal$28 ;
     if (p_take) begin
       \$53  = p_site[6];
@@ -24022,7 +24036,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$54  = \$signal$29 ;
     if (p_take) begin
       \$54  = p_cnt;
@@ -24032,7 +24046,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$55  = slot_0;
     if (p_take) begin
       \$55  = next_slot_0;
@@ -24042,7 +24056,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$56  = col_0;
     if (p_take) begin
       \$56  = next_col_0;
@@ -24052,49 +24066,49 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$57  = issue;
     if (rst) begin
       \$57  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$58  = first_r;
     if (rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$59  = last;
     if (rst) begin
       \$59  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$60  = \$4 [0];
     if (rst) begin
       \$60  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$61  = s_go;
     if (rst) begin
       \$61  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$62  = s_gi;
     if (rst) begin
       \$62  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$63 [2:0] = \$signal$17 ;
     \$63 [5:3] = s_ox;
     \$63 [6] = s_go;
@@ -24105,28 +24119,28 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$64  = slot_0;
     if (rst) begin
       \$64  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$65  = col_0;
     if (rst) begin
       \$65  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$66  = \$signal$35 ;
     if (rst) begin
       \$66  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$67 [8] = \$signal$36 ;
     \$67 [9] = q_last;
     \$67 [18:10] = q_meta;
@@ -24170,7 +24184,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   reg [255:0] \$1 ;
   wire [1:0] \$signature__addr ;
   wire [255:0] \$signature__data ;
@@ -24211,7 +24225,7 @@ module \top.block_0_2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   always @(posedge clk)
     r_data <= \$1 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$1  = rd__data;
     if (rst) begin
       \$1  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
@@ -24225,8 +24239,8 @@ module \top.block_0_2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.conv1 (sites_in__payload, sites_in__valid, clk, rst, params__valid, params__ready, sites_in__ready, sites_out__ready, sites_out__valid, sites_out__payload, params__payload);
-  reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
+module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, sites_out__ready, sites_out__valid, sites_out__payload, params__payload, params__valid, sites_in__payload);
+  reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [1:0] \$11 ;
@@ -24715,7 +24729,7 @@ module \top.conv1 (sites_in__payload, sites_in__valid, clk, rst, params__valid, 
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$35  = height_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -24727,7 +24741,7 @@ module \top.conv1 (sites_in__payload, sites_in__valid, clk, rst, params__valid, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$36  = width_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -24739,7 +24753,7 @@ module \top.conv1 (sites_in__payload, sites_in__valid, clk, rst, params__valid, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$37  = c_in;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -24753,7 +24767,7 @@ module \top.conv1 (sites_in__payload, sites_in__valid, clk, rst, params__valid, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$38  = c_out;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -24769,7 +24783,7 @@ module \top.conv1 (sites_in__payload, sites_in__valid, clk, rst, params__valid, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$39  = c_tap;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -24787,7 +24801,7 @@ module \top.conv1 (sites_in__payload, sites_in__valid, clk, rst, params__valid, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$40  = \w_addr$8 ;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -24803,7 +24817,7 @@ module \top.conv1 (sites_in__payload, sites_in__valid, clk, rst, params__valid, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$41  = w_addr;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -24816,7 +24830,7 @@ module \top.conv1 (sites_in__payload, sites_in__valid, clk, rst, params__valid, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$42  = \$23 ;
     if (frame_reset) begin
       \$42  = 6'h07;
@@ -24826,63 +24840,63 @@ module \top.conv1 (sites_in__payload, sites_in__valid, clk, rst, params__valid, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$43  = \steps__valid$93 ;
     if (rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$44  = read_v_d1;
     if (rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$45  = steps__payload[12];
     if (rst) begin
       \$45  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$46  = read_first_d1;
     if (rst) begin
       \$46  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$47  = steps__payload[13];
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$48  = read_last_d1;
     if (rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$49  = steps__payload[22:14];
     if (rst) begin
       \$49  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$50  = read_meta_d1;
     if (rst) begin
       \$50  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$51  = sites_out__valid;
     if (\$26 ) begin
       \$51  = 1'h1;
@@ -24894,7 +24908,7 @@ module \top.conv1 (sites_in__payload, sites_in__valid, clk, rst, params__valid, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$52  = sites_out__payload;
     if (\$26 ) begin
       \$52  = \r_data$98 ;
@@ -24904,14 +24918,14 @@ module \top.conv1 (sites_in__payload, sites_in__valid, clk, rst, params__valid, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$53  = \$29 [5:0];
     if (rst) begin
       \$53  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     tok[37:0] = 38'h0000000000;
     if (\$2 ) begin
       tok[31:0] = feats__payload[31:0];
@@ -24926,7 +24940,7 @@ module \top.conv1 (sites_in__payload, sites_in__valid, clk, rst, params__valid, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$30  = 1'h0;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -24939,7 +24953,7 @@ module \top.conv1 (sites_in__payload, sites_in__valid, clk, rst, params__valid, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$31  = 1'h0;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -24954,7 +24968,7 @@ module \top.conv1 (sites_in__payload, sites_in__valid, clk, rst, params__valid, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$32  = p_data;
     if (\$5 ) begin
       \$32  = params__payload;
@@ -24964,7 +24978,7 @@ module \top.conv1 (sites_in__payload, sites_in__valid, clk, rst, params__valid, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$33  = pcount;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -24979,7 +24993,7 @@ module \top.conv1 (sites_in__payload, sites_in__valid, clk, rst, params__valid, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$34  = loaded;
     if (\$5 ) begin
       if (\$6 ) begin
@@ -25176,7 +25190,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -26660,7 +26674,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     .w_rdy(w_rdy)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     w_data = 17'h00000;
     (* full_case = 32'd1 *)
     if (\$signal$11 ) begin
@@ -26673,7 +26687,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$562  = eof_seen;
     if (frame_reset) begin
       \$562  = 1'h0;
@@ -26683,14 +26697,14 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$563  = has_last;
     if (rst) begin
       \$563  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$564  = \$155 ;
     if (frame_reset) begin
       \$564  = 1'h0;
@@ -26700,7 +26714,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$565  = \$157 ;
     if (frame_reset) begin
       \$565  = 1'h0;
@@ -26710,21 +26724,21 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$566  = \$159 ;
     if (rst) begin
       \$566  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$567  = \$161 ;
     if (rst) begin
       \$567  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$568  = 1'h0;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -26740,7 +26754,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$569  = \$signal$45 ;
     if (\$166 ) begin
       \$569  = 1'h0;
@@ -26753,7 +26767,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$570  = c_row;
     if (\$171 ) begin
       \$570  = w_row;
@@ -26763,7 +26777,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$571  = \$signal$48 ;
     if (\$171 ) begin
       \$571  = 1'h0;
@@ -26776,7 +26790,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$572  = nz;
     if (\$171 ) begin
       \$572  = \$196 ;
@@ -26789,7 +26803,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$573  = nz_zero;
     if (\$171 ) begin
       \$573  = \$222 ;
@@ -26802,7 +26816,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$574  = \$signal$53 ;
     if (\$171 ) begin
       \$574  = { \$246 , \$243 , \$240 , \$237 , \$234 , \$231 , \$228 , \$225  };
@@ -26812,7 +26826,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$575  = cwin_0;
     if (\$171 ) begin
       \$575  = win_0;
@@ -26822,7 +26836,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$576  = cwin_1;
     if (\$171 ) begin
       \$576  = win_1;
@@ -26832,7 +26846,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$577  = cwin_2;
     if (\$171 ) begin
       \$577  = win_2;
@@ -26842,7 +26856,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$578  = w_row;
     if (\$253 ) begin
       \$578  = s_row;
@@ -26852,7 +26866,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$579  = \$signal$58 ;
     if (\$253 ) begin
       \$579  = 1'h0;
@@ -26865,7 +26879,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$580  = win_0;
     if (\$253 ) begin
       \$580  = \$268 ;
@@ -26875,7 +26889,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$581  = win_1;
     if (\$253 ) begin
       \$581  = \$283 ;
@@ -26885,7 +26899,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$582  = win_2;
     if (\$253 ) begin
       \$582  = \$298 ;
@@ -26895,7 +26909,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$583  = s_row;
     if (\$302 ) begin
       \$583  = i_row;
@@ -26905,7 +26919,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$584  = \$signal$64 ;
     if (\$302 ) begin
       \$584  = 1'h0;
@@ -26921,7 +26935,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$585  = sel_0;
     if (\$302 ) begin
       \$585 [0] = \$307 ;
@@ -26938,7 +26952,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$586  = sel_1;
     if (\$302 ) begin
       \$586 [0] = \$345 ;
@@ -26955,7 +26969,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$587  = sel_2;
     if (\$302 ) begin
       \$587 [0] = \$369 ;
@@ -26972,7 +26986,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$588  = ends;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -26987,7 +27001,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$589  = i_in_row_0;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27000,7 +27014,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$590  = i_in_row_1;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27013,7 +27027,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$591  = i_in_row_2;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27026,7 +27040,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$592  = i_row;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27039,7 +27053,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$593  = i_top;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27052,7 +27066,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$594  = f_row;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27068,7 +27082,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$595  = cy;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27084,7 +27098,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$596  = need;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27100,7 +27114,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$597  = eof_pend;
     if (\$411 ) begin
       \$597  = 1'h0;
@@ -27113,7 +27127,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$598  = \$signal$11 ;
     if (\$413 ) begin
       \$598  = b_v;
@@ -27123,7 +27137,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$599  = \$signal ;
     if (\$413 ) begin
       \$599  = \$signal$75 ;
@@ -27133,7 +27147,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$600  = \$like ;
     if (\$413 ) begin
       \$600  = \$like$76 ;
@@ -27143,7 +27157,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$601  = \$signal$13 ;
     if (\$413 ) begin
       \$601  = b_oy;
@@ -27153,7 +27167,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$602  = c1_win_0;
     if (\$413 ) begin
       \$602  = b_win_0;
@@ -27163,7 +27177,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$603  = c1_win_1;
     if (\$413 ) begin
       \$603  = b_win_1;
@@ -27173,7 +27187,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$604  = c1_win_2;
     if (\$413 ) begin
       \$604  = b_win_2;
@@ -27183,7 +27197,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$605  = \$signal$75 ;
     if (\$413 ) begin
       \$605  = \$147 [7:0];
@@ -27196,7 +27210,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$606  = b_rest;
     if (\$413 ) begin
       \$606  = \$415 ;
@@ -27209,7 +27223,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$607  = \$signal$81 ;
     if (\$413 ) begin
       \$607  = \$447 ;
@@ -27222,7 +27236,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$608  = b_v;
     if (\$450 ) begin
       \$608  = \$signal$82 ;
@@ -27232,7 +27246,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$609  = \$like$76 ;
     if (\$450 ) begin
       \$609  = \$like$85 ;
@@ -27242,7 +27256,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$610  = b_oy;
     if (\$450 ) begin
       \$610  = \$signal$86 ;
@@ -27252,7 +27266,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$611  = b_win_0;
     if (\$450 ) begin
       \$611  = a3_win_0;
@@ -27262,7 +27276,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$612  = b_win_1;
     if (\$450 ) begin
       \$612  = a3_win_1;
@@ -27272,7 +27286,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$613  = b_win_2;
     if (\$450 ) begin
       \$613  = a3_win_2;
@@ -27282,7 +27296,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$614  = \$signal$82 ;
     if (\$458 ) begin
       \$614  = \$signal$91 ;
@@ -27292,7 +27306,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$615  = \$signal$83 ;
     if (\$458 ) begin
       \$615  = \$150 [7:0];
@@ -27302,7 +27316,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$616  = \$signal$84 ;
     if (\$458 ) begin
       \$616  = \$460 ;
@@ -27312,7 +27326,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$617  = \$like$85 ;
     if (\$458 ) begin
       \$617  = \$signal$92 ;
@@ -27322,7 +27336,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$618  = \$signal$86 ;
     if (\$458 ) begin
       \$618  = a2_oy;
@@ -27332,7 +27346,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$619  = a3_rest_zero;
     if (\$458 ) begin
       \$619  = \$492 ;
@@ -27342,7 +27356,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$620  = a3_win_0;
     if (\$458 ) begin
       \$620  = a2_win_0;
@@ -27352,7 +27366,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$621  = a3_win_1;
     if (\$458 ) begin
       \$621  = a2_win_1;
@@ -27362,7 +27376,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$622  = a3_win_2;
     if (\$458 ) begin
       \$622  = a2_win_2;
@@ -27372,7 +27386,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$623  = \$signal$91 ;
     if (\$497 ) begin
       \$623  = 1'h0;
@@ -27385,7 +27399,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$624  = a2_oy;
     if (\$505 ) begin
       \$624  = c_row;
@@ -27395,7 +27409,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$625  = \$signal$92 ;
     if (\$505 ) begin
       \$625  = 1'h0;
@@ -27405,7 +27419,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$626  = a2_bits;
     if (\$505 ) begin
       \$626  = \$506 ;
@@ -27415,7 +27429,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$627  = a2_win_0;
     if (\$505 ) begin
       \$627  = \$507 ;
@@ -27425,7 +27439,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$628  = a2_win_1;
     if (\$505 ) begin
       \$628  = \$508 ;
@@ -27435,7 +27449,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$629  = a2_win_2;
     if (\$505 ) begin
       \$629  = \$509 ;
@@ -27445,7 +27459,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$630  = a_v;
     if (\$516 ) begin
       \$630  = 1'h0;
@@ -27458,7 +27472,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$631  = a_oh;
     if (\$528 ) begin
       \$631  = \$153 [0];
@@ -27468,7 +27482,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$632  = eof_done;
     if (\$551 ) begin
       \$632  = 1'h1;
@@ -27481,7 +27495,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$633  = \$554 ;
     if (frame_reset) begin
       \$633  = 1'h0;
@@ -27491,14 +27505,14 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$634  = \$557 ;
     if (rst) begin
       \$634  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$635  = \$561 [2:0];
     if (frame_reset) begin
       \$635  = 3'h0;
@@ -27570,7 +27584,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -27652,7 +27666,7 @@ module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__d
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [0];
@@ -27662,7 +27676,7 @@ module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [0];
@@ -27672,7 +27686,7 @@ module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [1:0];
@@ -27695,7 +27709,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in__ready, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, sites_in__payload
 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -28350,7 +28364,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$160  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -28365,7 +28379,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$161  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -28382,7 +28396,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$162  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -28396,7 +28410,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$163  = \$signal$29 ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -28410,21 +28424,21 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$164  = height_m1;
     if (rst) begin
       \$164  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$165  = width_m1;
     if (rst) begin
       \$165  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$166  = entry_0;
     if (\$40 ) begin
       \$166  = entry;
@@ -28434,7 +28448,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$167  = entry_0_valid;
     if (\$40 ) begin
       \$167  = 1'h1;
@@ -28449,21 +28463,21 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$168  = \$52 ;
     if (rst) begin
       \$168  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$169  = \$60 ;
     if (rst) begin
       \$169  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$170  = entry_1;
     if (\$65 ) begin
       \$170  = entry;
@@ -28473,7 +28487,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$171  = entry_1_valid;
     if (\$65 ) begin
       \$171  = 1'h1;
@@ -28488,21 +28502,21 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$172  = \$77 ;
     if (rst) begin
       \$172  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$173  = \$85 ;
     if (rst) begin
       \$173  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$174  = \$signal$68 ;
     if (\$88 ) begin
       \$174  = \$89 ;
@@ -28512,7 +28526,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$175  = rp;
     if (take) begin
       \$175  = \$90 ;
@@ -28522,7 +28536,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$176  = done_rows;
     if (\$114 ) begin
       \$176  = { 2'h0, got[19:16] };
@@ -28535,7 +28549,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$177  = busy;
     if (take) begin
       \$177  = 1'h1;
@@ -28548,7 +28562,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$178  = eof_seen;
     if (take) begin
       if (got[24]) begin
@@ -28563,7 +28577,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$179  = \$signal$48 ;
     if (take) begin
       if (got[24]) begin
@@ -28581,7 +28595,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$180  = error;
     if (take) begin
       if (got[24]) begin
@@ -28601,7 +28615,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$181  = has_last;
     if (take) begin
       if (got[24]) begin
@@ -28619,7 +28633,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$182  = last_y;
     if (take) begin
       if (got[24]) begin
@@ -28634,70 +28648,70 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$183  = \$122 ;
     if (rst) begin
       \$183  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$184  = \$126 ;
     if (rst) begin
       \$184  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$185  = got[28];
     if (rst) begin
       \$185  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$186  = got[18:16];
     if (rst) begin
       \$186  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$187  = got[23:20];
     if (rst) begin
       \$187  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$188  = got[19:16];
     if (rst) begin
       \$188  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$189  = { got[18:16], got[23:20] };
     if (rst) begin
       \$189  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$190  = got[15:0];
     if (rst) begin
       \$190  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$191  = \$127 ;
     if (rst) begin
       \$191  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$192  = bitmap_0;
     if (\$129 ) begin
       \$192  = \$131 ;
@@ -28707,7 +28721,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$193  = row_tag_0;
     if (\$129 ) begin
       if (\$signal$75 ) begin
@@ -28722,7 +28736,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$194  = bitmap_1;
     if (\$133 ) begin
       \$194  = \$135 ;
@@ -28732,7 +28746,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$195  = row_tag_1;
     if (\$133 ) begin
       if (\$signal$75 ) begin
@@ -28747,7 +28761,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$196  = bitmap_2;
     if (\$137 ) begin
       \$196  = \$139 ;
@@ -28757,7 +28771,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$197  = row_tag_2;
     if (\$137 ) begin
       if (\$signal$75 ) begin
@@ -28772,7 +28786,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$198  = bitmap_3;
     if (\$141 ) begin
       \$198  = \$143 ;
@@ -28782,7 +28796,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$199  = row_tag_3;
     if (\$141 ) begin
       if (\$signal$75 ) begin
@@ -28797,7 +28811,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$200  = bitmap_4;
     if (\$145 ) begin
       \$200  = \$147 ;
@@ -28807,7 +28821,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$201  = row_tag_4;
     if (\$145 ) begin
       if (\$signal$75 ) begin
@@ -28822,7 +28836,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$202  = bitmap_5;
     if (\$149 ) begin
       \$202  = \$151 ;
@@ -28832,7 +28846,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$203  = row_tag_5;
     if (\$149 ) begin
       if (\$signal$75 ) begin
@@ -28847,7 +28861,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$204  = bitmap_6;
     if (\$153 ) begin
       \$204  = \$155 ;
@@ -28857,7 +28871,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$205  = row_tag_6;
     if (\$153 ) begin
       if (\$signal$75 ) begin
@@ -28872,7 +28886,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$206  = bitmap_7;
     if (\$157 ) begin
       \$206  = \$159 ;
@@ -28882,7 +28896,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$207  = row_tag_7;
     if (\$157 ) begin
       if (\$signal$75 ) begin
@@ -29009,7 +29023,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   reg [15:0] \$1 ;
   wire [6:0] \$signature__addr ;
   wire [15:0] \$signature__data ;
@@ -29174,7 +29188,7 @@ module \top.conv1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, 
   always @(posedge clk)
     r_data <= \$1 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$1  = rd__data;
     if (rst) begin
       \$1  = 16'h0000;
@@ -29189,7 +29203,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire [15:0] \$1 ;
   wire [17:0] \$10 ;
   wire [17:0] \$11 ;
@@ -29489,196 +29503,196 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   always @(posedge clk)
     prod_0_1_a <= \$30 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$31  = operands[31:24];
     if (rst) begin
       \$31  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$32  = { \$2 [15], \$2  };
     if (rst) begin
       \$32  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$33  = operands[7:0];
     if (rst) begin
       \$33  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$34  = operands[39:32];
     if (rst) begin
       \$34  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$35  = { \$3 [15], \$3  };
     if (rst) begin
       \$35  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$36  = operands[15:8];
     if (rst) begin
       \$36  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$37  = operands[47:40];
     if (rst) begin
       \$37  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$38  = { \$4 [15], \$4  };
     if (rst) begin
       \$38  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$39  = operands[7:0];
     if (rst) begin
       \$39  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$40  = operands[55:48];
     if (rst) begin
       \$40  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$41  = { \$5 [15], \$5  };
     if (rst) begin
       \$41  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$42  = operands[15:8];
     if (rst) begin
       \$42  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$43  = operands[63:56];
     if (rst) begin
       \$43  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$44  = { \$6 [15], \$6  };
     if (rst) begin
       \$44  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$45  = operands[7:0];
     if (rst) begin
       \$45  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$46  = operands[71:64];
     if (rst) begin
       \$46  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$47  = { \$7 [15], \$7  };
     if (rst) begin
       \$47  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$48  = operands[15:8];
     if (rst) begin
       \$48  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$49  = operands[79:72];
     if (rst) begin
       \$49  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$50  = { \$8 [15], \$8  };
     if (rst) begin
       \$50  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$51  = { \$9 [17], \$9 [17], \$9  };
     if (rst) begin
       \$51  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$52  = { \$10 [17], \$10 [17], \$10  };
     if (rst) begin
       \$52  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$53  = { \$11 [17], \$11 [17], \$11  };
     if (rst) begin
       \$53  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$54  = { \$12 [17], \$12 [17], \$12  };
     if (rst) begin
       \$54  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$55  = ctl;
     if (rst) begin
       \$55  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$56  = mac_ctl_d1;
     if (rst) begin
       \$56  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$57  = mac_ctl_d2;
     if (rst) begin
       \$57  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$58  = acc_0;
     if (\$14 ) begin
       \$58  = \$16 [19:0];
@@ -29688,7 +29702,7 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$59  = acc_1;
     if (\$14 ) begin
       \$59  = \$18 [19:0];
@@ -29698,7 +29712,7 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$60  = acc_2;
     if (\$14 ) begin
       \$60  = \$20 [19:0];
@@ -29708,7 +29722,7 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$61  = acc_3;
     if (\$14 ) begin
       \$61  = \$22 [19:0];
@@ -29718,56 +29732,56 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$62  = \$24 ;
     if (rst) begin
       \$62  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$63  = mac_ctl_d3[11:3];
     if (rst) begin
       \$63  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$25  = steps__payload;
     if (rst) begin
       \$25  = 91'h00000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$26  = steps__valid;
     if (rst) begin
       \$26  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$27  = operands[7:0];
     if (rst) begin
       \$27  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$28  = operands[23:16];
     if (rst) begin
       \$28  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$29  = { \$1 [15], \$1  };
     if (rst) begin
       \$29  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$30  = operands[15:8];
     if (rst) begin
       \$30  = 8'h00;
@@ -29863,7 +29877,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -29974,7 +29988,7 @@ module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -29984,7 +29998,7 @@ module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -29994,7 +30008,7 @@ module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -30016,7 +30030,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   reg [127:0] \$1 ;
   wire \$signature__addr ;
   wire [127:0] \$signature__data ;
@@ -30055,7 +30069,7 @@ module \top.conv1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   always @(posedge clk)
     r_data <= \$1 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     \$1  = rd__data;
     if (rst) begin
       \$1  = 128'h00000000000000000000000000000000;
@@ -30070,7 +30084,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire [50:0] \$1 ;
   wire [18:0] \$10 ;
   reg \$100 ;
@@ -30489,385 +30503,385 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   always @(posedge clk)
     feats__valid <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$45  = sums__payload;
     if (rst) begin
       \$45  = 89'h00000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$46  = beat_d1;
     if (rst) begin
       \$46  = 89'h00000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$47  = sums__valid;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$48  = beat_v_d1;
     if (rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$49  = \$5 [19:0];
     if (rst) begin
       \$49  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$50  = \$6 [19:0];
     if (rst) begin
       \$50  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$51  = \$7 [19:0];
     if (rst) begin
       \$51  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$52  = \$8 [19:0];
     if (rst) begin
       \$52  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$53  = rq_data[79:64];
     if (rst) begin
       \$53  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$54  = rq_data[95:80];
     if (rst) begin
       \$54  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$55  = rq_data[111:96];
     if (rst) begin
       \$55  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$56  = rq_data[127:112];
     if (rst) begin
       \$56  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$57  = beat_d2[88:80];
     if (rst) begin
       \$57  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$58  = beat_v_d2;
     if (rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$59  = biased_0[16:0];
     if (rst) begin
       \$59  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$60  = scale_0;
     if (rst) begin
       \$60  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$61  = { 1'h0, \$9  };
     if (rst) begin
       \$61  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$62  = biased_0[19:17];
     if (rst) begin
       \$62  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$63  = scale_0;
     if (rst) begin
       \$63  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$64  = { \$10 [18], \$10  };
     if (rst) begin
       \$64  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$65  = \$11 [35:0];
     if (rst) begin
       \$65  = 36'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$66  = biased_1[16:0];
     if (rst) begin
       \$66  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$67  = scale_1;
     if (rst) begin
       \$67  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$68  = { 1'h0, \$12  };
     if (rst) begin
       \$68  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$69  = biased_1[19:17];
     if (rst) begin
       \$69  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$70  = scale_1;
     if (rst) begin
       \$70  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$71  = { \$13 [18], \$13  };
     if (rst) begin
       \$71  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$72  = \$14 [35:0];
     if (rst) begin
       \$72  = 36'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$73  = biased_2[16:0];
     if (rst) begin
       \$73  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$74  = scale_2;
     if (rst) begin
       \$74  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$75  = { 1'h0, \$15  };
     if (rst) begin
       \$75  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$76  = biased_2[19:17];
     if (rst) begin
       \$76  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$77  = scale_2;
     if (rst) begin
       \$77  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$78  = { \$16 [18], \$16  };
     if (rst) begin
       \$78  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$79  = \$17 [35:0];
     if (rst) begin
       \$79  = 36'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$80  = biased_3[16:0];
     if (rst) begin
       \$80  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$81  = scale_3;
     if (rst) begin
       \$81  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$82  = { 1'h0, \$18  };
     if (rst) begin
       \$82  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$83  = biased_3[19:17];
     if (rst) begin
       \$83  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$84  = scale_3;
     if (rst) begin
       \$84  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$85  = { \$19 [18], \$19  };
     if (rst) begin
       \$85  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$86  = \$20 [35:0];
     if (rst) begin
       \$86  = 36'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$87  = rq_meta1_d1;
     if (rst) begin
       \$87  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$88  = rq_meta2_d1;
     if (rst) begin
       \$88  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$89  = rq_meta2_d2;
     if (rst) begin
       \$89  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$90  = rq_v1_d1;
     if (rst) begin
       \$90  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$91  = rq_v2_d1;
     if (rst) begin
       \$91  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$92  = rq_v2_d2;
     if (rst) begin
       \$92  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$93  = \$22 [20:0];
     if (rst) begin
       \$93  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$94  = \$24 [20:0];
     if (rst) begin
       \$94  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$95  = \$26 [20:0];
     if (rst) begin
       \$95  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$96  = \$28 [20:0];
     if (rst) begin
       \$96  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$97  = rq_meta2_d3;
     if (rst) begin
       \$97  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$98  = rq_v2_d3;
     if (rst) begin
       \$98  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$99 [7:0] = \$32 [7:0];
     \$99 [15:8] = \$36 [7:0];
     \$99 [23:16] = \$40 [7:0];
@@ -30878,7 +30892,7 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$100  = rq_v3_d1;
     if (rst) begin
       \$100  = 1'h0;
@@ -30991,7 +31005,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
   wire \$1 ;
   wire \$10 ;
   reg \$100 ;
@@ -31395,7 +31409,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
   always @(posedge clk)
     steps__payload <= \$126 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$82  = p_v;
     if (p_take) begin
       \$82  = 1'h0;
@@ -31408,7 +31422,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$83  = p_site;
     if (\$44 ) begin
       \$83  = sites__payload;
@@ -31418,7 +31432,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$84  = p_cnt;
     if (\$44 ) begin
       \$84  = \$53 [3:0];
@@ -31428,7 +31442,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$85  = next_slot_0;
     if (\$44 ) begin
       \$85  = \$55 [2:0];
@@ -31438,7 +31452,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$86  = next_col_0;
     if (\$44 ) begin
       \$86  = \$57 [3:0];
@@ -31448,7 +31462,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$87  = next_slot_1;
     if (\$44 ) begin
       \$87  = \$59 [2:0];
@@ -31458,7 +31472,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$88  = next_col_1;
     if (\$44 ) begin
       \$88  = \$61 [3:0];
@@ -31468,7 +31482,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$89  = next_slot_2;
     if (\$44 ) begin
       \$89  = \$63 [2:0];
@@ -31478,7 +31492,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$90  = next_col_2;
     if (\$44 ) begin
       \$90  = \$65 [3:0];
@@ -31488,7 +31502,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$91  = first_r;
     if (issue) begin
       \$91  = 1'h0;
@@ -31510,7 +31524,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$92  = s_gi;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -31528,7 +31542,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$93  = \$signal ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -31546,7 +31560,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$94  = s_rem;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -31568,7 +31582,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$95  = s_n;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -31590,7 +31604,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$96  = \$signal$7 ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -31612,7 +31626,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$97  = s_go;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -31633,7 +31647,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$98  = go_last;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -31654,7 +31668,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$99  = sv;
     if (issue) begin
       if (\$79 ) begin
@@ -31669,7 +31683,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$100  = \$signal$10 ;
     if (p_take) begin
       \$100  = p_site[15];
@@ -31679,7 +31693,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$101  = s_err;
     if (p_take) begin
       \$101  = p_site[16];
@@ -31689,7 +31703,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$102  = \$signal$17 ;
     if (p_take) begin
       \$102  = p_site[2:0];
@@ -31699,7 +31713,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$103  = s_ox;
     if (p_take) begin
       \$103  = p_site[5:3];
@@ -31709,7 +31723,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$104  = \$signal$42 ;
     if (p_take) begin
       \$104  = p_site[14:6];
@@ -31719,7 +31733,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$105  = \$signal$43 ;
     if (p_take) begin
       \$105  = p_cnt;
@@ -31729,7 +31743,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$106  = slot_0;
     if (p_take) begin
       \$106  = next_slot_0;
@@ -31739,7 +31753,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$107  = slot_1;
     if (p_take) begin
       \$107  = next_slot_1;
@@ -31749,7 +31763,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$108  = slot_2;
     if (p_take) begin
       \$108  = next_slot_2;
@@ -31759,7 +31773,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$109  = col_0;
     if (p_take) begin
       \$109  = next_col_0;
@@ -31769,7 +31783,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$110  = col_1;
     if (p_take) begin
       \$110  = next_col_1;
@@ -31779,7 +31793,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$111  = col_2;
     if (p_take) begin
       \$111  = next_col_2;
@@ -31789,49 +31803,49 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$112  = issue;
     if (rst) begin
       \$112  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$113  = first_r;
     if (rst) begin
       \$113  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$114  = last;
     if (rst) begin
       \$114  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$115  = \$4 [8:0];
     if (rst) begin
       \$115  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$116  = s_go;
     if (rst) begin
       \$116  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$117  = s_gi;
     if (rst) begin
       \$117  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$118 [2:0] = \$signal$17 ;
     \$118 [5:3] = s_ox;
     \$118 [6] = s_go;
@@ -31842,56 +31856,56 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$119  = slot_0;
     if (rst) begin
       \$119  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$120  = slot_1;
     if (rst) begin
       \$120  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$121  = slot_2;
     if (rst) begin
       \$121  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$122  = col_0;
     if (rst) begin
       \$122  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$123  = col_1;
     if (rst) begin
       \$123  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$124  = col_2;
     if (rst) begin
       \$124  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$125  = \$signal$53 ;
     if (rst) begin
       \$125  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$126 [12] = \$signal$54 ;
     \$126 [13] = q_last;
     \$126 [22:14] = q_meta;
@@ -31933,7 +31947,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   reg [63:0] \$1 ;
   wire [4:0] \$signature__addr ;
   wire [63:0] \$signature__data ;
@@ -32002,7 +32016,7 @@ module \top.conv1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   always @(posedge clk)
     r_data <= \$1 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     \$1  = rd__data;
     if (rst) begin
       \$1  = 64'h0000000000000000;
@@ -32017,7 +32031,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
   wire \$1 ;
   wire \$2 ;
   wire \$3 ;
@@ -32079,7 +32093,7 @@ module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__pa
   always @(posedge clk)
     part <= \$9 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     \$7  = sites_out__valid;
     if (sites_out__ready) begin
       \$7  = 1'h0;
@@ -32099,7 +32113,7 @@ module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     \$8  = sites_out__payload;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -32139,7 +32153,7 @@ module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     \$9  = part;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -32187,7 +32201,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.identity1 (rst, w_en, r_en, r_data, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -32489,7 +32503,7 @@ module \top.identity1 (rst, w_en, r_en, r_data, w_port__data, r_rdy, clk);
   always @(posedge clk)
     r_rdy <= \$34 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$31  = w_port__addr;
     if (\$4 ) begin
       \$31  = \$7 [7:0];
@@ -32499,7 +32513,7 @@ module \top.identity1 (rst, w_en, r_en, r_data, w_port__data, r_rdy, clk);
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$32  = r_port__addr;
     if (\$10 ) begin
       \$32  = \$13 [7:0];
@@ -32509,7 +32523,7 @@ module \top.identity1 (rst, w_en, r_en, r_data, w_port__data, r_rdy, clk);
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$33  = inner_level;
     if (\$19 ) begin
       \$33  = \$20 [7:0];
@@ -32522,7 +32536,7 @@ module \top.identity1 (rst, w_en, r_en, r_data, w_port__data, r_rdy, clk);
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$34  = r_rdy;
     if (\$30 ) begin
       \$34  = 1'h1;
@@ -32540,6 +32554,113 @@ module \top.identity1 (rst, w_en, r_en, r_data, w_port__data, r_rdy, clk);
   assign w_data = w_port__data;
   assign consume = r_port__addr;
   assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.params_demux (params__valid, clk, rst, out0__ready, out1__ready, out2__ready, out3__ready, params__ready, word, sel, params__payload);
+  reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  reg [271:0] \$15 ;
+  reg [3:0] \$16 ;
+  wire \$2 ;
+  wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  input clk;
+  wire clk;
+  wire [127:0] out0__payload;
+  input out0__ready;
+  wire out0__ready;
+  wire out0__valid;
+  wire [255:0] out1__payload;
+  input out1__ready;
+  wire out1__ready;
+  wire out1__valid;
+  wire [127:0] out2__payload;
+  input out2__ready;
+  wire out2__ready;
+  wire out2__valid;
+  (* init = 272'h00000000000000000000000000000000000000000000000000000000000000000000 *)
+  wire [271:0] out3__payload;
+  input out3__ready;
+  wire out3__ready;
+  wire out3__valid;
+  input [273:0] params__payload;
+  wire [273:0] params__payload;
+  wire [1:0] \params__payload.layer ;
+  wire [271:0] \params__payload.word ;
+  output params__ready;
+  wire params__ready;
+  input params__valid;
+  wire params__valid;
+  input rst;
+  wire rst;
+  output [3:0] sel;
+  reg [3:0] sel = 4'h0;
+  wire taken;
+  output [271:0] word;
+  reg [271:0] word = 272'h00000000000000000000000000000000000000000000000000000000000000000000;
+  assign \$1  = sel[0] & out0__ready;
+  assign \$2  = sel[1] & out1__ready;
+  assign \$3  = sel[2] & out2__ready;
+  assign \$4  = sel[3] & out3__ready;
+  assign taken = | { \$4 , \$3 , \$2 , \$1  };
+  assign \$5  = | sel;
+  assign \$6  = ~ \$5 ;
+  assign params__ready = \$6  | taken;
+  assign \$7  = | sel;
+  assign \$8  = ~ \$7 ;
+  assign \$9  = \$8  | taken;
+  assign \$10  = params__valid & \$9 ;
+  assign \$11  = ! params__payload[273:272];
+  assign \$12  = params__payload[273:272] == 1'h1;
+  assign \$13  = params__payload[273:272] == 2'h2;
+  assign \$14  = params__payload[273:272] == 2'h3;
+  always @(posedge clk)
+    word <= \$15 ;
+  always @(posedge clk)
+    sel <= \$16 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$15  = word;
+    if (\$10 ) begin
+      \$15  = params__payload[271:0];
+    end
+    if (rst) begin
+      \$15  = 272'h00000000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$16  = sel;
+    if (\$10 ) begin
+      \$16  = { \$14 , \$13 , \$12 , \$11  };
+    end else if (taken) begin
+      \$16  = 4'h0;
+    end
+    if (rst) begin
+      \$16  = 4'h0;
+    end
+  end
+  assign out0__valid = sel[0];
+  assign out0__payload = word[127:0];
+  assign out1__valid = sel[1];
+  assign out1__payload = word[255:0];
+  assign out2__valid = sel[2];
+  assign out2__payload = word[127:0];
+  assign out3__valid = sel[3];
+  assign out3__payload = word;
+  assign \params__payload.word  = params__payload[271:0];
+  assign \params__payload.layer  = params__payload[273:272];
 endmodule
 
 (* generator = "Amaranth" *)
