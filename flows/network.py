@@ -111,7 +111,7 @@ def cmd_sim(args) -> int:
     net, default = load_network(args.net)
     frames = load_frames(args.frames, net, default)
     cfg = _load_config(args.config)
-    run = run_network(cfg, net, frames, gap=args.gap, stall=args.stall, seed=args.seed)
+    run = run_network(cfg, net, frames, gap=args.gap, stall=args.stall, seed=args.seed, streams=args.streams)
     print(json.dumps({"frames": len(frames), "bit_exact": True, "latency": run.latency,
                       "interval": run.interval, "predicted_latency": run.predicted_latency,
                       "predicted_interval": run.predicted_interval}, indent=1))
@@ -150,6 +150,8 @@ def add_parser(sub) -> None:
     s.add_argument("--gap", type=float, default=0.0)
     s.add_argument("--stall", type=float, default=0.0)
     s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--streams", choices=("hdl", "cocotb"), default="hdl", help="hdl (default): the stream "
+                   "sources, sinks and checks inside the simulator (fast); cocotb: driven from Python every cycle")
     s.set_defaults(func=cmd_sim)
     y = nsub.add_parser("synth", help="area (ECP5, Xilinx) and ECP5 Fmax of a compiled network")
     y.add_argument("--config", required=True)
