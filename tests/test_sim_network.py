@@ -81,6 +81,12 @@ def test_network_cli_compile(small, tmp_path, capsys):
     assert main(["network", "compile", str(tmp_path / "nothing.json"), "--budget", "48", "-o", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "nothing.json: no such file" in err and len(err.strip().splitlines()) == 1
+    # the compiled config on the RTL, its streams inside the simulator (the default): bit-exact, the model's cycles
+    assert main(["network", "sim", str(js), "--config", str(tmp_path / "out" / "config.json"),
+                 "--frames", str(tmp_path / "frames")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["bit_exact"] and out["frames"] == len(frames)
+    assert out["latency"] == out["predicted_latency"] and out["interval"] == out["predicted_interval"]
 
 
 # A residual block (stride 1: the block input is added by its last pw1x1) between a stride-2 conv and a
