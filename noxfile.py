@@ -96,3 +96,12 @@ def sim_speed(session):
     """Simulated cycles per second, the cocotb testbench against the streams inside the simulator, in one run."""
     _install(session)
     session.run("python", "-m", "accelkit.flows.sim_speed", "-o", "sim_speed", *session.posargs)
+
+
+@nox.session(python=PY)
+def see_a(session):
+    """The reference workload on the RTL: SEE-A compiled for 3,868 MAC units, then 20 eye frames back to back
+    through the whole 23-engine top under Verilator (a long build), bit-exact, interval against the model."""
+    _install(session)
+    session.run("accelkit", "network", "compile", "see-a", "--budget", "3868", "--frames", "eye:20", "-o", "see_a")
+    session.run("accelkit", "network", "sim", "see-a", "--config", "see_a/config.json", "--frames", "eye:20")

@@ -22,9 +22,17 @@ from accelkit.golden.sparse_conv import SparseFrame
 
 from .resources import DEVICES
 
+# `see-a` names ESDA's eye tracker with random weights calibrated on these eye frames (the reference workload)
+SEE_A_NAME, SEE_A_CALIBRATION = "see-a", 20
+
 
 def load_network(path: str) -> tuple[SparseNetwork, list[SparseFrame] | None]:
-    """The network at `path` and, for an ESDA folder, its test frame."""
+    """The network at `path` and, for an ESDA folder, its test frame; `see-a`: SEE-A with random weights
+    calibrated on the first 20 eye frames (seed 0), the reference workload."""
+    if path == SEE_A_NAME:
+        from accelkit.golden.events import eye_frames
+        from accelkit.golden.network import SEE_A
+        return SparseNetwork.random(SEE_A, frames=eye_frames(SEE_A_CALIBRATION), seed=0), None
     p = Path(path)
     if p.is_dir():
         from accelkit.golden.esda import read_esda
@@ -135,7 +143,8 @@ def add_parser(sub) -> None:
     nsub = n.add_subparsers(dest="network_cmd", required=True)
     c = nsub.add_parser("compile", help="choose every layer's PI and PO for a MAC budget and/or an ECP5 part; "
                         "write the config")
-    c.add_argument("net", help="network .json (with its .npz) or an ESDA export folder")
+    c.add_argument("net", help="network .json (with its .npz), an ESDA export folder, or see-a (ESDA's eye "
+                   "tracker, random weights calibrated on eye frames)")
     c.add_argument("--budget", type=int, default=None, help="MAC units")
     c.add_argument("--device", default=None, choices=sorted(DEVICES),
                    help="fit the engines' multipliers and block RAMs (MULT18X18D, DP16KD) into this ECP5 part")
