@@ -116,14 +116,16 @@ def run_network(cfg: SparseNetworkConfig, net: SparseNetwork, frames: list[Spars
         expect += exp
         labels += [f"frame {k} pooled channels {g * cfg.last.po}.." for g in range(len(exp))]
     groups = cfg.last.cout // cfg.last.po
-    work = sum(c.taps * c.in_groups * c.requant_groups for c in cfg.layers)
+    pred = frames_cycles(cfg, frames)
+    # the model's cycles (exact without gaps and stalls), stretched by the chance of a moving cycle, then 8x
+    slow = max(0.02, (1 - gap) * (1 - stall))
     job = {
         "seed": seed,
         "sources": [{"name": "params", "beats": params, "gap": gap},
                     {"name": "sites_in", "beats": beats, "gap": gap, "after": "params"}],
         "sinks": [{"name": "pooled", "count": len(expect), "stall": stall,
                    "expect": expect if check else None, "labels": labels if check else None}],
-        "timeout": 20000 + len(params) * 4 + 40 * len(beats) * work,
+        "timeout": 20000 + len(params) * 4 + int(8 * pred["total"] / slow),
     }
     res = run_streams(cfg, job, streams=streams)
     got = res["sinks"]["pooled"]
@@ -140,7 +142,6 @@ def run_network(cfg: SparseNetworkConfig, net: SparseNetwork, frames: list[Spars
         ends.append(end)
         latency.append(end - in_fires[starts[k]] + 1)
     interval = (ends[-1] - ends[0]) / (len(ends) - 1) if len(ends) > 1 else float(latency[0])
-    pred = frames_cycles(cfg, frames)
     p_lat = pred["frames"]
     p_int = (pred["total"] - p_lat[0]) / (len(frames) - 1) if len(frames) > 1 else float(p_lat[0])
     return NetworkRun(pooled, errors, latency, interval, p_lat, p_int)
