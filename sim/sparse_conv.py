@@ -358,13 +358,14 @@ def dense_frame(height: int, width: int, channels: int, lo: int, hi: int, seed: 
     return random_frame(height, width, 1.0, channels, lo, hi, seed)
 
 
-def engine_figures(cfg: SparseConvConfig, frame: SparseFrame, seed: int = 0, dense_rtl: bool = False) -> dict:
+def engine_figures(cfg: SparseConvConfig, frame: SparseFrame, seed: int = 0, dense_rtl: bool = False,
+                   streams: str = "cocotb") -> dict:
     """The acceptance figures of one engine on one frame, measured on the RTL (JSON-ready).
 
     The frame's sites are kept and its features replaced by random ones of cfg.cin channels (real frames
     have 1 or 2). `dense_cycles` is the same engine on the fully active frame of the frame's size: from the
     cycle model (exact wherever it was checked, docs/cycle-models.md), or measured on the RTL too with
-    dense_rtl=True (long).
+    dense_rtl=True (long). `streams`: see `run_sparse_conv`.
     Utilisation is useful MACs (sum |N(p)| * Cin * Cout) over MAC units x RTL cycles.
     """
     from accelkit.golden.sparse_conv import useful_macs
@@ -373,7 +374,7 @@ def engine_figures(cfg: SparseConvConfig, frame: SparseFrame, seed: int = 0, den
     lo, hi = cfg.input_range
     x = with_channels(frame, cfg.cin, lo, hi, seed)
     layer = random_layer(cfg, seed)
-    run = run_sparse_conv(cfg, layer, [x])
+    run = run_sparse_conv(cfg, layer, [x], streams=streams)
     dense_model = dense_frame_cycles(cfg, frame.height, frame.width)
     fig = {
         "kind": cfg.kind, "pi": cfg.pi, "po": cfg.po, "cin": cfg.cin, "cout": cfg.cout,
@@ -383,7 +384,8 @@ def engine_figures(cfg: SparseConvConfig, frame: SparseFrame, seed: int = 0, den
         "useful_macs": useful_macs(x, cfg.kind, cfg.cin, cfg.cout), "mac_units": cfg.mac_units,
     }
     if dense_rtl:
-        d = run_sparse_conv(cfg, layer, [dense_frame(frame.height, frame.width, cfg.cin, lo, hi, seed)])
+        d = run_sparse_conv(cfg, layer, [dense_frame(frame.height, frame.width, cfg.cin, lo, hi, seed)],
+                            streams=streams)
         fig["dense_cycles_rtl"] = d.cycles[0]
     dense = fig.get("dense_cycles_rtl", dense_model)
     fig["speedup"] = dense / run.cycles[0]
