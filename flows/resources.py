@@ -32,7 +32,7 @@ DEVICES = {
     "ecp5-45k": {"mult18": 72, "ebr": 108, "lut4": 43_848},
     "ecp5-85k": {"mult18": 156, "ebr": 208, "lut4": 83_640},
 }
-# An inferred FIFO no deeper than this many bits per beat-column stays in LUT RAM (an estimate, see above).
+# An inferred FIFO no deeper than this many beats stays in LUT RAM (an estimate, see above).
 _LUTRAM_DEPTH = 64
 
 
@@ -70,10 +70,12 @@ def engine_resources(cfg: SparseConvConfig) -> dict:
 def network_resources(cfg: SparseNetworkConfig) -> dict:
     """The engines' MULT18X18D and DP16KD (exact) and the FIFOs' block RAM (estimated), in total and per layer."""
     layers = [engine_resources(c) for c in cfg.layers]
+    from accelkit.gen.sparse_line_buffer import accepted_layout  # the identity FIFO's beat (gen/network.py)
+
     fifo_ebr = 0
     for first, last in cfg.residual:
         depth = cfg.identity_depth((first, last))
-        width = cfg.layers[first].pi * cfg.layers[first].feature_bits + 1
+        width = accepted_layout(cfg.layers[first].pi, cfg.layers[first].feature_bits).size
         if depth > _LUTRAM_DEPTH:
             fifo_ebr += _blocks(width, depth)[0]
     return {"mult18": sum(r["mult18"] for r in layers), "ebr": sum(r["ebr"] for r in layers) + fifo_ebr,
