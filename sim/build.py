@@ -224,6 +224,7 @@ class Variant:
     name: str
     emit: Callable[[BlockConfig], str]  # cfg -> Verilog with top module TOP
     build_args: tuple[str, ...] = ()  # Verilator arguments beyond VERILATOR_BUILD_ARGS (`name` must cover them)
+    main: Path | None = None  # a C++ main in place of cocotb's verilator.cpp (`name` must cover its content)
 
 
 def verilog_file(cfg: BlockConfig, platform: str | None = None, variant: Variant | None = None) -> Path:
@@ -253,6 +254,26 @@ def _first_problem(log: Path) -> str:
     return "see the log"
 
 
+def _verilator_runner(main: Path | None):
+    """cocotb's Verilator runner; with `main`, one that compiles that C++ main in place of cocotb's own."""
+    import cocotb_tools.config
+    from cocotb_tools.runner import Verilator, get_runner
+
+    if main is None:
+        return get_runner("verilator")
+
+    class WithMain(Verilator):
+        def _build_command(self):
+            cmds = super()._build_command()
+            default = str(cocotb_tools.config.share_dir / "lib" / "verilator" / "verilator.cpp")
+            if default not in cmds[0]:
+                raise RuntimeError(f"cocotb's Verilator runner no longer compiles {default}; cannot use {main}")
+            cmds[0] = [str(main) if arg == default else arg for arg in cmds[0]]
+            return cmds
+
+    return WithMain()
+
+
 def verilated_model(cfg: BlockConfig, waves: bool = False, variant: Variant | None = None) -> Path:
     """Build (once) the Verilator model of `cfg` (or of `variant`) and return its build directory."""
     d = build_dir(cfg, "verilator" + (f"-{variant.name}" if variant else "") + ("-waves" if waves else ""))
@@ -263,13 +284,11 @@ def verilated_model(cfg: BlockConfig, waves: bool = False, variant: Variant | No
     with locked(d):
         if stamp.exists():
             return d
-        from cocotb_tools.runner import get_runner
-
         env = verilator_env()
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
-            runner = get_runner("verilator")
+            runner = _verilator_runner(variant.main if variant else None)
             d.mkdir(parents=True, exist_ok=True)
             runner.build(sources=[src], hdl_toplevel=TOP, build_dir=d, waves=waves,
                          build_args=VERILATOR_BUILD_ARGS + list(variant.build_args if variant else ()),

@@ -92,7 +92,8 @@ def run_dybit_array(cfg: DyBitArrayConfig, a: torch.Tensor, b: torch.Tensor, *, 
     gap: chance of an idle cycle before each input beat; stall: chance that the
     output is not ready in a cycle. With check=True the testbench compares every
     output beat with the golden model and a difference raises SimulationMismatch.
-    streams="hdl" drives the streams inside the simulator (accelkit.sim.hdl_streams; for long runs).
+    streams="hdl" (under cocotb) or "native" (no cocotb) drives the streams inside the simulator
+    (accelkit.sim.hdl_streams; for long runs, docs/streams.md).
     """
     a, b = _check_operands(cfg, a, b)
     m, k = a.shape

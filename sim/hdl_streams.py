@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
+import numpy as np
 from amaranth.back import verilog
 from amaranth.hdl import Shape
 from amaranth.lib import wiring
@@ -71,8 +72,8 @@ module accelkit_xorshift(input logic [31:0] s, output logic [31:0] n);
   assign n = b ^ (b << 5);
 endmodule
 
-module accelkit_source #(parameter int W = 8, parameter int AB = 12, parameter string FILE = "src.hex",
-                         parameter string FIRES = "src.fires.hex") (
+module accelkit_source #(parameter int W = 8, parameter int AB = 12, parameter string FILE = "src.bin",
+                         parameter string FIRES = "src.fires.bin") (
   input logic clk, input logic rst, input logic [31:0] cycle, input logic [31:0] count,
   input logic [15:0] gap, input logic [31:0] seed, input logic start, input logic dump,
   output logic valid, output logic [W-1:0] payload, input logic ready, output logic done);
@@ -81,9 +82,11 @@ module accelkit_source #(parameter int W = 8, parameter int AB = 12, parameter s
   logic [31:0] idx, rng, rng_n;
   logic presenting;
   string dir;
-  initial begin
+  integer fd, got;
+  initial begin  // the beats, ceil(W/8) bytes each, most significant first
     if (!$value$plusargs("accelkit_dir=%s", dir)) dir = ".";
-    $readmemh({dir, "/", FILE}, mem);
+    fd = $fopen({dir, "/", FILE}, "rb");
+    if (fd != 0) begin got = $fread(mem, fd); $fclose(fd); end
   end
   accelkit_xorshift step(.s(rng), .n(rng_n));
   assign valid = !rst && start && idx < count && (presenting || rng[31:16] >= gap);
@@ -100,12 +103,16 @@ module accelkit_source #(parameter int W = 8, parameter int AB = 12, parameter s
         idx <= idx + 1;
       end
     end
-    if (dump && idx != 0) $writememh({dir, "/", FIRES}, fires, 0, idx - 1);
+  end
+  always @(posedge clk) if (dump && idx != 0) begin  // the cycle of every handshake, 32-bit words
+    fd = $fopen({dir, "/", FIRES}, "wb");
+    for (int i = 0; i < idx; i++) $fwrite(fd, "%u", fires[i]);
+    $fclose(fd);
   end
 endmodule
 
-module accelkit_sink #(parameter int W = 8, parameter int AB = 12, parameter string FILE = "snk.hex",
-                       parameter string FIRES = "snk.fires.hex") (
+module accelkit_sink #(parameter int W = 8, parameter int AB = 12, parameter string FILE = "snk.bin",
+                       parameter string FIRES = "snk.fires.bin") (
   input logic clk, input logic rst, input logic [31:0] cycle, input logic enable,
   input logic [15:0] stall, input logic [31:0] seed, input logic dump,
   input logic valid, input logic [W-1:0] payload, output logic ready, output logic [31:0] n);
@@ -117,6 +124,7 @@ module accelkit_sink #(parameter int W = 8, parameter int AB = 12, parameter str
   accelkit_xorshift step(.s(rng), .n(rng_n));
   assign ready = !rst && enable && rng[31:16] >= stall;
   logic [31:0] kept;
+  integer fd;
   assign kept = n < (1 << AB) ? n : (1 << AB);
   always_ff @(posedge clk) begin
     if (rst) begin
@@ -131,10 +139,14 @@ module accelkit_sink #(parameter int W = 8, parameter int AB = 12, parameter str
         n <= n + 1;
       end
     end
-    if (dump && kept != 0) begin
-      $writememh({dir, "/", FILE}, mem, 0, kept - 1);
-      $writememh({dir, "/", FIRES}, fires, 0, kept - 1);
-    end
+  end
+  always @(posedge clk) if (dump && kept != 0) begin
+    fd = $fopen({dir, "/", FILE}, "wb");  // the beats taken, 32-bit words least significant first
+    for (int i = 0; i < kept; i++) $fwrite(fd, "%u", mem[i]);
+    $fclose(fd);
+    fd = $fopen({dir, "/", FIRES}, "wb");  // and the cycle of each
+    for (int i = 0; i < kept; i++) $fwrite(fd, "%u", fires[i]);
+    $fclose(fd);
   end
 endmodule
 
@@ -160,51 +172,75 @@ endmodule
 """
 
 
+SETTINGS_HEAD = 3  # settings words before the ports': seed, timeout, drain
+SETTINGS_PER_PORT = 4  # per port: enable, count, gap or stall threshold, the sources it waits for (a bit mask)
+
+
 def harness_verilog(cfg: BlockConfig, depth_bits: int) -> str:
-    """The design (module DUT) and the harness around it (module TOP)."""
+    """The design (module DUT) and the harness around it (module TOP, ports clk and dumped only)."""
     block = block_for_config(cfg)
     ports = stream_ports(cfg)
     srcs = [p for p in ports if p.is_input]
     snks = [p for p in ports if not p.is_input]
     dut = verilog.convert(block.build(cfg), name=DUT, emit_src=False)
-    io = ["output logic clk", "input logic rst", "input logic [31:0] seed", "input logic [31:0] timeout",
-          "input logic [31:0] drain", "output logic finished", "output logic dumped", "output logic timed_out",
-          "output logic [31:0] cycle", "output logic [31:0] err_port", "output logic [1:0] err_rule",
-          "output logic [31:0] err_cycle"]
-    body = []
+    n_settings = SETTINGS_HEAD + SETTINGS_PER_PORT * len(ports)
+    body = [
+        "  // reset for the first 3 rising edges (cycle 0 is the first edge after them), from a counter: an input",
+        "  // the C++ loop drove would make Verilator re-evaluate everything depending on it at every edge",
+        "  logic [1:0] boot = 0;",
+        "  logic rst;",
+        "  assign rst = boot != 3;",
+        "  always_ff @(posedge clk) if (rst) boot <= boot + 1;",
+        "  string dir;",
+        f"  logic [31:0] settings [0:{n_settings - 1}];",
+        "  initial begin",
+        "    if (!$value$plusargs(\"accelkit_dir=%s\", dir)) dir = \".\";",
+        "    $readmemh({dir, \"/settings.hex\"}, settings);",
+        "  end",
+        "  logic [31:0] seed, timeout, drain, cycle, err_port, err_cycle;",
+        "  logic [1:0] err_rule;",
+        "  logic finished, timed_out;",
+        "  assign seed = settings[0];",
+        "  assign timeout = settings[1];",
+        "  assign drain = settings[2];",
+    ]
     conns = [".clk(clk)", ".rst(rst)"]
-    for p in ports:
-        n = p.name
+    for k, p in enumerate(ports):
+        n, w = p.name, SETTINGS_HEAD + SETTINGS_PER_PORT * k
         body.append(f"  logic {n}_valid, {n}_ready; logic [{p.width - 1}:0] {n}_payload;")
         conns += [f".{p.name}__valid({n}_valid)", f".{p.name}__ready({n}_ready)",
                   f".{p.name}__payload({n}_payload)"]
-        io.append(f"input logic {n}_enable")
+        body.append(f"  logic {n}_enable; logic [31:0] {n}_count; logic [15:0] {n}_prob;")
+        body.append(f"  assign {n}_enable = settings[{w}][0];")
+        body.append(f"  assign {n}_count = settings[{w + 1}];")
+        body.append(f"  assign {n}_prob = settings[{w + 2}][15:0];")
         body.append(f"  logic [1:0] {n}_rule; logic [31:0] {n}_at;")
         body.append(f"  accelkit_rules #(.W({p.width})) {n}_rules(.clk(clk), .rst(rst), .enable({n}_enable), "
                     f".cycle(cycle), .valid({n}_valid), .ready({n}_ready), .payload({n}_payload), "
                     f".rule({n}_rule), .at({n}_at));")
+    n_src = max(1, len(srcs))
     for k, p in enumerate(srcs):
-        n = p.name
-        io += [f"input logic [31:0] {n}_count", f"input logic [15:0] {n}_gap",
-               f"input logic [{max(1, len(srcs)) - 1}:0] {n}_after"]
+        n, w = p.name, SETTINGS_HEAD + SETTINGS_PER_PORT * ports.index(p)
+        body.append(f"  logic [{n_src - 1}:0] {n}_after;")
+        body.append(f"  assign {n}_after = settings[{w + 3}][{n_src - 1}:0];")
         # a source that waits for this one starts a cycle after its last handshake, as the Python source does
         # (it resumes at the falling edge after the one where its predecessor finished)
         body.append(f"  logic {n}_done, {n}_done_d;")
         body.append(f"  always_ff @(posedge clk) {n}_done_d <= !rst && {n}_done;")
-        body.append(f"  accelkit_source #(.W({p.width}), .AB({depth_bits}), .FILE(\"{n}.hex\"), "
-                    f".FIRES(\"{n}.fires.hex\")) {n}_src(.clk(clk), .rst(rst), .cycle(cycle), .count({n}_count), "
-                    f".gap({n}_gap), .seed(seed ^ 32'h{(0x9E3779B9 * (k + 1)) & 0xFFFFFFFF:08x}), "
+        body.append(f"  accelkit_source #(.W({p.width}), .AB({depth_bits}), .FILE(\"{n}.bin\"), "
+                    f".FIRES(\"{n}.fires.bin\")) {n}_src(.clk(clk), .rst(rst), .cycle(cycle), .count({n}_count), "
+                    f".gap({n}_prob), .seed(seed ^ 32'h{(0x9E3779B9 * (k + 1)) & 0xFFFFFFFF:08x}), "
                     f".start(&(src_done | ~{n}_after)), .dump(dump), .valid({n}_valid), "
                     f".payload({n}_payload), .ready({n}_ready), .done({n}_done));")
     for k, p in enumerate(snks):
         n = p.name
-        io += [f"input logic [31:0] {n}_count", f"input logic [15:0] {n}_stall", f"output logic [31:0] {n}_got"]
-        body.append(f"  accelkit_sink #(.W({p.width}), .AB({depth_bits}), .FILE(\"{n}.hex\"), "
-                    f".FIRES(\"{n}.fires.hex\")) {n}_snk(.clk(clk), .rst(rst), .cycle(cycle), .enable({n}_enable), "
-                    f".stall({n}_stall), .seed(seed ^ 32'h{(0x85EBCA6B * (k + 1)) & 0xFFFFFFFF:08x}), .dump(dump), "
+        body.append(f"  logic [31:0] {n}_got;")
+        body.append(f"  accelkit_sink #(.W({p.width}), .AB({depth_bits}), .FILE(\"{n}.bin\"), "
+                    f".FIRES(\"{n}.fires.bin\")) {n}_snk(.clk(clk), .rst(rst), .cycle(cycle), .enable({n}_enable), "
+                    f".stall({n}_prob), .seed(seed ^ 32'h{(0x85EBCA6B * (k + 1)) & 0xFFFFFFFF:08x}), .dump(dump), "
                     f".valid({n}_valid), .payload({n}_payload), .ready({n}_ready), .n({n}_got));")
     done_bits = [f"{p.name}_done_d" for p in srcs] or ["1'b1"]
-    body.append(f"  logic [{max(1, len(srcs)) - 1}:0] src_done;")
+    body.append(f"  logic [{n_src - 1}:0] src_done;")
     body.append(f"  assign src_done = {{{', '.join(reversed(done_bits))}}};")
     all_sent = " && ".join([f"{p.name}_done" for p in srcs] or ["1'b1"])
     all_got = " && ".join([f"(!{p.name}_enable || {p.name}_got >= {p.name}_count)" for p in snks] or ["1'b1"])
@@ -212,12 +248,11 @@ def harness_verilog(cfg: BlockConfig, depth_bits: int) -> str:
     first = "\n".join(
         f"      {'if' if k == 0 else 'else if'} ({p.name}_rule != 0) begin err_port <= {k}; "
         f"err_rule <= {p.name}_rule; err_cycle <= {p.name}_at; end" for k, p in enumerate(ports))
+    got = "".join(f", {p.name}_got" for p in snks)
     body.append(f"""\
-  // the clock is the harness's own (a 10 ns period): no simulator callback into cocotb on every edge
-  initial clk = 0;
-  always #5 clk = ~clk;
   logic complete, dump;
   logic [31:0] drained;
+  integer status;
   assign complete = {all_sent} && {all_got};
   assign dump = finished && !dumped;
   always_ff @(posedge clk) begin
@@ -233,10 +268,18 @@ def harness_verilog(cfg: BlockConfig, depth_bits: int) -> str:
       end else if (complete && drained + 1 >= drain) finished <= 1;
       else if (cycle + 1 >= timeout) begin finished <= 1; timed_out <= 1; end
     end else dumped <= 1;
+  end
+  // the run's outcome, at the edge where the sinks write their beats: cycles, timed out, the first broken
+  // rule (port, rule, cycle), then every sink's count of beats taken
+  always @(posedge clk) if (dump) begin
+    status = $fopen({{dir, "/status.txt"}}, "w");
+    $fwrite(status, "%0d %0d %0d %0d %0d{' %0d' * len(snks)}\\n", cycle, timed_out, err_port, err_rule, err_cycle{got});
+    $fclose(status);
   end""")
-    # the model is built without --public-flat-rw (BUILD_ARGS): the top module and its ports are what VPI sees
-    io = [f"{p} /*verilator public_flat_rw*/" for p in io]
-    top = (f"module {TOP}(\n  " + ",\n  ".join(io) + "\n);\n  /*verilator public_module*/\n" + "\n".join(body) +
+    # the model is built without --public-flat-rw: cocotb sees the top module and its two ports only
+    top = (f"module {TOP}(input logic clk /*verilator public_flat_rw*/, "
+           f"output logic dumped /*verilator public_flat_rw*/);\n  /*verilator public_module*/\n" +
+           "\n".join(body) +
            f"\n  {DUT} dut(" + ", ".join(conns) + ");\nendmodule\n")
     return dut + _LIBRARY + top
 
@@ -248,28 +291,67 @@ def depth_bits_for(job: dict) -> int:
     return max(MIN_DEPTH_BITS, (need - 1).bit_length())
 
 
+MAIN = Path(__file__).with_name("verilator_main.cpp")  # cocotb's Verilator main plus accelkit_run()
+
+
 def _digest() -> str:
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:10]
+    return hashlib.sha256(Path(__file__).read_bytes() + MAIN.read_bytes()).hexdigest()[:10]
 
 
 # cocotb's runner makes every signal visible to VPI (--public-flat-rw), which keeps Verilator from optimising
-# the model (four times slower here); the harness's testbench reads only the top module's ports.
-# --timing runs the harness's own clock.
-BUILD_ARGS = ("--no-public-flat-rw", "--timing", "--timescale", "1ns/1ps", "-CFLAGS", "-fcoroutines")
+# the model (four times slower here); nothing reads the harness through VPI. -rdynamic exports accelkit_run()
+# to the testbench (ctypes).
+BUILD_ARGS = ("--no-public-flat-rw", "-LDFLAGS", "-rdynamic")
 
 
 def hdl_variant(depth_bits: int) -> Variant:
-    return Variant(f"hdl{depth_bits}-{_digest()}", lambda cfg: harness_verilog(cfg, depth_bits), BUILD_ARGS)
+    return Variant(f"hdl{depth_bits}-{_digest()}", lambda cfg: harness_verilog(cfg, depth_bits), BUILD_ARGS,
+                   main=MAIN)
+
+
+PROB = 1 << 16
+
+
+def threshold(p: float) -> int:
+    """A probability as the 16-bit threshold the harness compares its draws with (0 never, 65535 almost always)."""
+    return min(PROB - 1, max(0, round(p * PROB)))
+
+
+def settings_words(job: dict, ports: list[Port]) -> list[int]:
+    """The harness's settings (module TOP's `settings` memory): see SETTINGS_HEAD and SETTINGS_PER_PORT."""
+    srcs = {s["name"]: s for s in job["sources"]}
+    snks = {s["name"]: s for s in job["sinks"]}
+    src_names = [p.name for p in ports if p.is_input]
+    words = [(job["seed"] * 0x2545F491 + 1) & 0xFFFFFFFF or 1,
+             min(job["timeout"] + 64, (1 << 32) - 1),  # the harness counts cycles in 32 bits
+             job.get("drain", 16)]
+    for p in ports:
+        if p.is_input:
+            s = srcs.get(p.name)
+            after = s.get("after") if s else None
+            words += [int(s is not None), len(s["beats"]) if s else 0, threshold(s.get("gap", 0.0)) if s else 0,
+                      (1 << src_names.index(after)) if after else 0]
+        else:
+            s = snks.get(p.name)
+            words += [int(s is not None), s["count"] if s else 0, threshold(s.get("stall", 0.0)) if s else 0, 0]
+    return words
+
+
+def beats_bytes(beats: list[int], width: int) -> bytes:
+    """Beats as the harness's sources read them ($fread): ceil(width/8) bytes each, most significant first."""
+    nb = (width + 7) // 8
+    if width <= 64:
+        return np.asarray(beats, dtype=np.uint64).astype(">u8").view(np.uint8).reshape(-1, 8)[:, 8 - nb:].tobytes()
+    return b"".join(b.to_bytes(nb, "big") for b in beats)
 
 
 def write_inputs(job: dict, ports: list[Port], run_dir: Path) -> None:
-    """Each source's beats as a $readmemh file in the run directory (one hex word a line)."""
+    """The harness's settings ($readmemh) and each source's beats (binary, `beats_bytes`) in the run directory."""
+    (run_dir / "settings.hex").write_text("".join(f"{w:08x}\n" for w in settings_words(job, ports)))
     widths = {p.name: p.width for p in ports}
     for s in job["sources"]:
-        digits = (widths[s["name"]] + 3) // 4
-        text = "".join(f"{b:0{digits}x}\n" for b in s["beats"]) or "0\n"
-        (run_dir / f"{s['name']}.hex").write_text(text)
-    for p in ports:  # a source the job leaves idle still loads a file
-        f = run_dir / f"{p.name}.hex"
+        (run_dir / f"{s['name']}.bin").write_bytes(beats_bytes(s["beats"], widths[s["name"]]))
+    for p in ports:  # a source the job leaves idle opens an empty file
+        f = run_dir / f"{p.name}.bin"
         if p.is_input and not f.exists():
-            f.write_text("0\n")
+            f.write_bytes(b"")

@@ -169,8 +169,9 @@ def run_hyft(cfg: SoftmaxConfig, vectors: list[torch.Tensor], gap: float = 0.0, 
     gap: chance of an idle cycle before each input beat; stall: chance that the
     output is not ready in a cycle. With check=True every output beat is
     compared with the golden model and a difference raises SimulationMismatch
-    naming the vector and elements; for arch="float", see `check_float_baseline`. streams="hdl" drives the
-    streams inside the simulator (accelkit.sim.hdl_streams; for long runs).
+    naming the vector and elements; for arch="float", see `check_float_baseline`. streams="hdl" (under
+    cocotb) or "native" (no cocotb) drives the streams inside the simulator (accelkit.sim.hdl_streams; for long
+    runs, docs/streams.md).
     """
     vectors = _check_vectors(cfg, vectors)
     x_beats, y_beats, labels, spans = pack_job(cfg, vectors)

@@ -97,7 +97,8 @@ def run_network(cfg: SparseNetworkConfig, net: SparseNetwork, frames: list[Spars
                 stall: float = 0.0, seed: int = 1, check: bool = True, streams: str = "cocotb") -> NetworkRun:
     """Build (cached) and run the network top on `frames` back to back; with check=True every pooled beat
     (sums, last, error) is compared with the golden network and a difference raises SimulationMismatch.
-    streams="hdl" drives the streams inside the simulator (accelkit.sim.hdl_streams): for many frames."""
+    streams="hdl" (under cocotb) or "native" (no cocotb) drives the streams inside the simulator
+    (accelkit.sim.hdl_streams): for many frames."""
     _check(cfg, net)
     frames = list(frames)
     if not frames:

@@ -18,13 +18,25 @@ def pack_lanes(values: np.ndarray, width: int, extra: list[tuple[np.ndarray, int
     values = np.asarray(values)
     beats, lanes = values.shape
     mask = (1 << width) - 1
+    fields = [values, *(np.asarray(f) for f, _ in extra)]
+    if lanes * width + sum(w for _, w in extra) <= 64 and all(f.dtype.kind in "iub" for f in fields):
+        # the common case, in machine words (the same integers as the general case below)
+        out64 = np.zeros(beats, dtype=np.uint64)
+        for i in range(lanes):
+            out64 |= (values[:, i].astype(np.int64).astype(np.uint64) & np.uint64(mask)) << np.uint64(i * width)
+        shift = lanes * width
+        for fld, w in extra:
+            bits = np.asarray(fld).astype(np.int64).astype(np.uint64) & np.uint64((1 << w) - 1)
+            out64 |= bits << np.uint64(shift)
+            shift += w
+        return out64.tolist()
     v = values.astype(object)
     out = np.zeros(beats, dtype=object)
     for i in range(lanes):
         out = out + ((v[:, i] & mask) << (i * width))
     shift = lanes * width
-    for field, w in extra:
-        out = out + ((np.asarray(field).astype(object) & ((1 << w) - 1)) << shift)
+    for fld, w in extra:
+        out = out + ((np.asarray(fld).astype(object) & ((1 << w) - 1)) << shift)
         shift += w
     return [int(x) for x in out]
 

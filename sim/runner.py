@@ -16,6 +16,8 @@ import dataclasses
 import os
 import pickle
 import shutil
+import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -62,30 +64,33 @@ def run_streams(cfg: BlockConfig, job: dict, waves: bool = False, keep: bool = F
     `testbench` (a cocotb test module reading the job) and `variant` (another design made from `cfg`,
     `accelkit.sim.build.Variant`) run other designs the same way; `what` names the design in errors.
     `streams="hdl"` drives and checks the streams inside the simulator instead of from Python on every cycle
-    (`accelkit.sim.hdl_streams`: the same job and result, at Verilator speed, for long runs); "cocotb" is the
-    Python testbench.
+    (`accelkit.sim.hdl_streams`: the same job and result, at Verilator speed, for long runs), cocotb starting
+    and ending the run; `streams="native"` runs the same simulator and the same checks with no cocotb (no
+    embedded Python to start: for many short runs); "cocotb" is the Python testbench.
     """
     from cocotb_tools.runner import get_runner
 
     what = what or cfg.block
     job = {"seed": 1, "timeout": 100_000, **job}
     plusargs = []
-    if streams == "hdl":
+    if streams in ("hdl", "native"):
         if variant is not None or testbench != TESTBENCH:
-            raise ValueError("streams='hdl' runs the block's own design under its own testbench")
+            raise ValueError(f"streams={streams!r} runs the block's own design under its own testbench")
         from . import hdl_streams
         ports = hdl_streams.stream_ports(cfg)
         variant, testbench = hdl_streams.hdl_variant(hdl_streams.depth_bits_for(job)), hdl_streams.TESTBENCH
         job["ports"] = [dataclasses.asdict(p) for p in ports]
     elif streams != "cocotb":
-        raise ValueError(f"streams={streams!r} is invalid: 'cocotb' (Python drives the streams) or 'hdl' "
-                         "(the simulator does)")
+        raise ValueError(f"streams={streams!r} is invalid: 'cocotb' (Python drives the streams), 'hdl' (the "
+                         "simulator does, under cocotb) or 'native' (the simulator does, no cocotb)")
     model = verilated_model(cfg, waves=waves, variant=variant)
     run_dir = model / "runs" / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     run_dir.mkdir(parents=True)
-    if streams == "hdl":
+    if streams in ("hdl", "native"):
         hdl_streams.write_inputs(job, ports, run_dir)
         plusargs.append(f"+accelkit_dir={run_dir}")
+    if streams == "native":
+        return _finish(_run_native(model, job, run_dir, plusargs, waves), what, run_dir, waves, keep)
     job_file = run_dir / "job.pkl"
     job_file.write_bytes(pickle.dumps(job))
     # no pytest assertion rewriting in the simulator: the testbenches word their own failures, and installing
@@ -102,11 +107,29 @@ def run_streams(cfg: BlockConfig, job: dict, waves: bool = False, keep: bool = F
     finally:
         _restore(saved)
     result_file = run_dir / "result.pkl"
-    where = (f"waveform: {run_dir / WAVES_FILE}" if waves
-             else "run again with waves=True (accelkit sim --waves) for a waveform")
     if not result_file.exists():
         raise SimulationMismatch(f"{what}: the simulation ended without a result; log: {run_dir / 'sim.log'}")
-    result = pickle.loads(result_file.read_bytes())
+    return _finish(pickle.loads(result_file.read_bytes()), what, run_dir, waves, keep)
+
+
+def _run_native(model: Path, job: dict, run_dir: Path, plusargs: list[str], waves: bool) -> dict:
+    """The harness's simulator with no cocotb (sim/verilator_main.cpp, +accelkit_native), checked here."""
+    from .hdl_result import collect
+
+    argv = [str(model / TOP), "+accelkit_native", *plusargs, *(["--trace"] if waves else [])]
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, cwd=run_dir, capture_output=True, text=True, env=os.environ | verilator_env())
+    result = collect(job, run_dir, time.perf_counter() - t0)  # the simulator's start (milliseconds) included
+    (run_dir / "sim.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode and not result["error"]:
+        last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        result["error"] = f"the simulator exited with status {proc.returncode}: {last[0][:300]}"
+    return result
+
+
+def _finish(result: dict, what: str, run_dir: Path, waves: bool, keep: bool) -> dict:
+    where = (f"waveform: {run_dir / WAVES_FILE}" if waves
+             else "run again with waves=True (accelkit sim --waves) for a waveform")
     if result["error"]:
         raise SimulationMismatch(f"{what}: {result['error']}; {where}")
     if waves or keep:

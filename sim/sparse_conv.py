@@ -274,8 +274,8 @@ def run_sparse_conv(cfg: SparseConvConfig | SparseChainConfig, layer_or_chain: S
 
     gap: chance of an idle cycle before each input beat (params too); stall: chance that the output is not
     ready in a cycle. With check=True every output beat, and the end-of-frame error flag, is compared with
-    the golden model and a difference raises SimulationMismatch. streams="hdl" drives the streams inside
-    the simulator (accelkit.sim.hdl_streams; for long runs).
+    the golden model and a difference raises SimulationMismatch. streams="hdl" (under cocotb) or
+    "native" (no cocotb) drives the streams inside the simulator (accelkit.sim.hdl_streams; for long runs).
     """
     layers = _layers_of(cfg)
     if any(c.residual for c in layers):
@@ -318,7 +318,8 @@ def run_sparse_conv(cfg: SparseConvConfig | SparseChainConfig, layer_or_chain: S
             exp = pack_output_tokens(last, out, error)
             expect += exp
             groups = last.requant_groups
-            labels += [f"frame {k} site ({int(out.coords[j // groups, 0])}, {int(out.coords[j // groups, 1])}) "
+            sites = out.coords.tolist()
+            labels += [f"frame {k} site ({sites[j // groups][0]}, {sites[j // groups][1]}) "
                        f"channels {(j % groups) * last.po}.." for j in range(len(exp) - 1)]
             labels.append(f"frame {k} end of frame")
         names = ["params"] if len(layers) == 1 else [f"params{i}" for i in range(len(layers))]

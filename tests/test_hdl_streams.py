@@ -71,6 +71,20 @@ def test_bit_exact_with_gaps_and_stalls(gap, stall, seed):
         assert run.cycles > run.predicted  # the gaps and stalls happened
 
 
+def test_native_runs_the_same_simulation_without_cocotb():
+    """streams="native": the same harness, the same draws, the same checks, with no cocotb: the same result
+    as under cocotb, gaps and stalls included."""
+    a, b = operands(20, 37, 11, seed=8)
+    job = dybit_job(a, b, gap=0.3, stall=0.4, seed=5)
+    hdl, native = run_streams(DYBIT, job, streams="hdl"), run_streams(DYBIT, job, streams="native")
+    for key in ("sinks", "sink_fires", "source_fires", "cycles"):
+        assert hdl[key] == native[key], key
+    bad = dybit_job(a, b, seed=5)
+    bad["sinks"][0]["expect"][7] ^= 1 << 40
+    with pytest.raises(SimulationMismatch, match=r"stream c beat 7 of \d+: expected"):
+        run_streams(DYBIT, bad, streams="native")
+
+
 def test_a_wrong_beat_is_named():
     a, b = operands(4, 8, 4, seed=6)
     job = dybit_job(a, b)
@@ -111,14 +125,28 @@ def stream_faults_block(monkeypatch):
         summary="register slices with deliberate stream protocol faults (tests only)"))
 
 
-def run_lane(lane: str, stall: float, seed: int = 1):
+def run_lane(lane: str, stall: float, seed: int = 1, streams: str = "hdl"):
     job = {"seed": seed, "timeout": 4000, "sources": [{"name": f"{lane}_in", "beats": BEATS}],
            "sinks": [{"name": f"{lane}_out", "count": len(BEATS), "stall": stall, "expect": BEATS}]}
-    return run_streams(FAULTS, job, streams="hdl")
+    return run_streams(FAULTS, job, streams=streams)
 
 
 def test_the_correct_slice_passes_under_stalls(stream_faults_block):
     assert run_lane("ok", 0.6)["sinks"]["ok_out"] == BEATS
+
+
+@pytest.mark.parametrize("width", [1, 32, 33, 64])
+def test_payloads_of_every_width_cross_the_files_intact(monkeypatch, width):
+    """The beats go in and come out as binary files (sim/hdl_streams.py, sim/hdl_result.py): all ones, all
+    zeros and a walking one at the word boundaries."""
+    cfg = StreamFaultsConfig(width=width)
+    monkeypatch.setitem(BLOCKS, cfg.block, Block(
+        name=cfg.block, config="stream_faults:StreamFaultsConfig", generator="stream_faults:FaultBench",
+        summary="register slices with deliberate stream protocol faults (tests only)"))
+    beats = [(1 << width) - 1, 0] + [1 << k for k in range(width)] + [(0x9E3779B97F4A7C15 >> (64 - width)) | 1]
+    job = {"seed": 3, "timeout": 4000, "sources": [{"name": "ok_in", "beats": beats, "gap": 0.3}],
+           "sinks": [{"name": "ok_out", "count": len(beats), "stall": 0.3, "expect": beats}]}
+    assert run_streams(cfg, job, streams="native")["sinks"]["ok_out"] == beats
 
 
 @pytest.mark.parametrize("lane,rule", [
@@ -126,10 +154,11 @@ def test_the_correct_slice_passes_under_stalls(stream_faults_block):
     ("overwrites", "payload changed before the handshake (rule: payload holds until ready)"),
     ("payload_follows_ready", "payload changed before the handshake (rule: payload holds until ready)"),
 ])
-def test_broken_designs_are_caught(stream_faults_block, lane, rule):
-    assert run_lane(lane, 0.0)["sinks"][f"{lane}_out"] == BEATS  # unstalled, they look correct
+@pytest.mark.parametrize("streams", ["hdl", "native"])
+def test_broken_designs_are_caught(stream_faults_block, lane, rule, streams):
+    assert run_lane(lane, 0.0, streams=streams)["sinks"][f"{lane}_out"] == BEATS  # unstalled, they look correct
     with pytest.raises(SimulationMismatch, match=rf"stream {lane}_out, cycle \d+: {re.escape(rule)}"):
-        run_lane(lane, 0.5)
+        run_lane(lane, 0.5, streams=streams)
 
 
 @pytest.mark.parametrize("gap,stall", [(0.5, 0.0), (0.0, 0.5), (0.75, 0.0), (0.0, 0.2)])

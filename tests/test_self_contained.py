@@ -28,6 +28,8 @@ def test_wheel_ships_frames_and_licence(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for f in [*(f"{n}.npz" for n in FRAMES), "LICENSE-ESDA", "README.md"]:
         assert f"accelkit/data/event_frames/{f}" in names, f"{f} missing from {wheel.name}"
+    for f in ("verilator_main.cpp", "LICENSE-cocotb"):  # the in-simulator harness's C++ main and its licence
+        assert f"accelkit/sim/{f}" in names, f"{f} missing from {wheel.name}"
 
 
 def test_nothing_names_the_folder_beside_the_repository():
