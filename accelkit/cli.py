@@ -180,7 +180,13 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+# Blocks benched by no module of their own (no smoke, sweep or area points of their config) whose report section is
+# this module's `report(out, jobs, on_done, full)`: the network top's is a compiled reference network, SEE-A.
+REPORT_SECTIONS = {"sparse-network": "accelkit.flows.bench_network"}
+
+
 def cmd_report(args) -> int:
+    import importlib
     import time
 
     from rich.console import Console
@@ -201,27 +207,28 @@ def cmd_report(args) -> int:
 
     from accelkit.flows.measure import measured_area
 
-    benched = [block for block in BLOCKS.values() if block.bench]
+    benches = {block.name: block.bench_module if block.bench else importlib.import_module(REPORT_SECTIONS[block.name])
+               for block in BLOCKS.values() if block.bench or block.name in REPORT_SECTIONS}
     pool = ProcessPoolExecutor(max_workers=args.jobs)
     # a line per step and per measured point when the output is a file, a live display on a terminal
-    task = progress.task("report", total=len(benched))
+    task = progress.task("report", total=len(benches))
     try:
         # submitted (the pool's processes forked) before the live display's thread starts
-        background = [pool.submit(measured_area, cfg, **kw) for block in benched
-                      for cfg, kw in block.bench_module.area_points(args.full)]
+        background = [pool.submit(measured_area, cfg, **kw) for bench in benches.values()
+                      for cfg, kw in bench.area_points(args.full)]
         with task:
             task.log(f"report: synthesis and place and route of {len(background)} configs started in "
                      f"{args.jobs} background process{'es' if args.jobs != 1 else ''}")
             for block in BLOCKS.values():
-                if block.bench is None:
+                if block.name not in benches:
                     sections.append(f"## {block.name}\n\nNo report section of its own: {block.summary}; its RTL is "
                                     "checked end to end against the golden model in the regressions (`nox -s sim`).\n")
                     continue
                 start = time.monotonic()
                 with progress.step(f"{block.name}: report section"):
-                    res, md = block.bench_module.report(out, jobs=args.jobs, full=args.full,
-                                                        on_done=lambda cfg, row, name=block.name: task.log(
-                                                            f"{name}: measured {point_name(cfg)}"))
+                    res, md = benches[block.name].report(out, jobs=args.jobs, full=args.full,
+                                                         on_done=lambda cfg, row, name=block.name: task.log(
+                                                             f"{name}: measured {point_name(cfg)}"))
                 res["seconds"] = round(time.monotonic() - start, 1)
                 task.advance(f"{block.name} section done in {res['seconds']:.0f} s")
                 sections.append(md)

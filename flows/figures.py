@@ -2,9 +2,11 @@
 
 One function per picture: it takes the rows a report section already computed, draws a PNG into the report
 folder with matplotlib and returns the Markdown that shows it (the image link and a one-line caption).
-Area is ECP5 LUT4 (MULT18 and EBR named beside each point or in the legend); time per item is cycles / measured ECP5
-Fmax (cycles / MHz = microseconds), drawn only for points whose Fmax was measured: the others are named in
-the caption, never estimated.
+Area is each ECP5 resource on its own (a row of panels each for LUT4, MULT18X18D and DP16KD, no weighted sum: a
+multiplier or a block RAM is worth no fixed number of LUT4s), so that a config that saves LUT4s with multipliers
+shows it; the Pareto points are those no other point beats in cycles (or time) and every resource at once, the
+same points ringed in every row. Time per item is cycles / measured ECP5 Fmax (cycles / MHz = microseconds),
+drawn only for points whose Fmax was measured: the others are named in the caption, never estimated.
 
 `report_html` renders report.md (markdown-it-py, tables on) with every PNG embedded as a base64 data URI, so
 report.html is one file that opens anywhere.
@@ -21,15 +23,22 @@ from pathlib import Path
 
 from accelkit.sim.build import atomic_write
 
-PARETO_NOTE = "Pareto points (the least area for their cycles, or time) ringed in black"
+# The ECP5 resources the area pictures show, one row of panels each: (key of a measured_area row, axis label).
+RESOURCES = (("ecp5_lut4", "ECP5 LUT4"), ("ecp5_mult18", "MULT18X18D"), ("ecp5_ebr", "DP16KD (EBR)"))
+PARETO_NOTE = ("Pareto points (no other point has at most their cycles, or time, and at most their LUT4, MULT18X18D "
+               "and DP16KD, and less of one) ringed in black, the same in every row")
 
 
 # ---- pure helpers ---------------------------------------------------------------------------------------------
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
-    """For each (cost, area) point: True when no other point is at most as large in both and smaller in one
-    (the least area for its cycles or time). Equal points are all on the front."""
-    return [not any(cx <= x and cy <= y and (cx < x or cy < y) for cx, cy in points) for x, y in points]
+def pareto_front(points: Sequence[tuple[float, ...]]) -> list[bool]:
+    """For each point (cost, area, ... : any number of figures, all the lower the better): True when no other
+    point is at most as large in every figure and smaller in one (for (cycles, LUT4): the least area for its
+    cycles). Equal points are all on the front."""
+    def beats(c: tuple, p: tuple) -> bool:
+        return all(a <= b for a, b in zip(c, p, strict=True)) and any(a < b for a, b in zip(c, p, strict=True))
+
+    return [not any(beats(tuple(c), tuple(p)) for c in points) for p in points]
 
 
 def time_per_item_us(cycles: float, fmax_mhz: float | None) -> float | None:
@@ -37,16 +46,14 @@ def time_per_item_us(cycles: float, fmax_mhz: float | None) -> float | None:
     return cycles / fmax_mhz if fmax_mhz else None
 
 
-def _hard_blocks(area: dict) -> str:
-    parts = [f"{area[k]} {name}" for k, name in (("ecp5_mult18", "MULT18"), ("ecp5_ebr", "EBR")) if area.get(k)]
-    return ", ".join(parts)
-
-
-def _figure(ncols: int, width: float = 6.0, height: float = 4.5):
+def _figure(ncols: int, width: float = 6.0, height: float = 4.5, nrows: int = 1):
+    """A figure of `nrows` x `ncols` panels: the row of axes when nrows is 1, else the grid (rows of axes, the
+    panels of a column sharing their x axis)."""
     from matplotlib.figure import Figure  # no pyplot: no global state, no backend to choose
 
-    fig = Figure(figsize=(width * ncols, height), layout="constrained")
-    return fig, fig.subplots(1, ncols, squeeze=False)[0]
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axs = fig.subplots(nrows, ncols, squeeze=False, sharex="col" if nrows > 1 else False)
+    return fig, axs[0] if nrows == 1 else axs
 
 
 def _log_axis(axis) -> None:
@@ -60,8 +67,8 @@ def _log_axis(axis) -> None:
 
 def _area_scale(ax, areas: list[float]) -> None:
     """Log area when the areas span a factor of 3 or more; linear from zero when they are close, so that a
-    difference of a few percent looks like one."""
-    if areas and max(areas) >= 3 * min(areas):
+    difference of a few percent looks like one, or when one is zero (no log axis holds it)."""
+    if areas and min(areas) > 0 and max(areas) >= 3 * min(areas):
         ax.set_yscale("log")
         _log_axis(ax.yaxis)
     elif areas:
@@ -80,68 +87,80 @@ def _save(fig, out: Path, name: str, alt: str, caption: str) -> str:
 
 def area_figure(points: list[dict], out: Path, name: str, title: str, cycles_what: str, item: str,
                 pareto_within: str | None = None) -> str:
-    """Area against cycles (left) and against time per `item` at the measured Fmax (right).
+    """Area against cycles (left column) and against time per `item` at the measured Fmax (right column), one
+    row per ECP5 resource (`RESOURCES`: LUT4, MULT18X18D, DP16KD; a resource no point uses is left out and
+    named in the caption).
 
-    `points`: {label, series, cycles, area (ECP5 LUT4), fmax_mhz (None or absent: left out of the right
-    panel), hard (MULT18 / EBR text, optional)}. Without `pareto_within`, one Pareto front over all
-    points (the configs compete with each other), each point named beside it. With it (the series' noun, such
-    as "frame"), one front per series (a series is a workload: configs compete on the same workload only), the
-    configs told apart by marker shape and named in the legend."""
-    fig, (ax_c, ax_t) = _figure(2)
+    `points`: {label, series, cycles, area (a measured_area row: ecp5_lut4, ecp5_mult18, ecp5_ebr), fmax_mhz
+    (None or absent: left out of the right column)}. A point is Pareto when no other point beats it in cycles
+    (or time) and every resource at once (`pareto_front`), ringed in every row. Without `pareto_within`, one front
+    over all points (the configs compete with each other), each point named beside it. With it (the series'
+    noun, such as "frame"), one front per series (a series is a workload: configs compete on the same workload
+    only), the configs told apart by marker shape and named in the legend."""
+    used = [(k, lab) for k, lab in RESOURCES if any(p["area"].get(k) for p in points)] or [RESOURCES[0]]
+    unused = [lab for k, lab in RESOURCES if (k, lab) not in used]
+    fig, axs = _figure(2, height=3.3 if len(used) > 1 else 4.5, nrows=len(used))
+    axs = axs if len(used) > 1 else [axs]  # rows of (cycles, time) panels
     series = list(dict.fromkeys(p["series"] for p in points))
     colours = {s: f"C{i}" for i, s in enumerate(series)}
     labels = list(dict.fromkeys(p["label"] for p in points))
     shapes = {lab: "os^Dvp*"[i % 7] if pareto_within else "o" for i, lab in enumerate(labels)}
-    hard = {p["label"]: p.get("hard") for p in points}
     timed = [p for p in points if time_per_item_us(p["cycles"], p.get("fmax_mhz")) is not None]
     timed_ids = {id(p) for p in timed}
     missing = list(dict.fromkeys(p["label"] for p in points if id(p) not in timed_ids))
-    for ax, pts, cost, xlabel in (
-            (ax_c, points, lambda p: p["cycles"], f"cycles ({cycles_what})"),
-            (ax_t, timed, lambda p: time_per_item_us(p["cycles"], p["fmax_mhz"]),
+
+    def area(p: dict, key: str) -> float:
+        return p["area"].get(key) or 0
+
+    for col, pts, cost, xlabel in (
+            (0, points, lambda p: p["cycles"], f"cycles ({cycles_what})"),
+            (1, timed, lambda p: time_per_item_us(p["cycles"], p["fmax_mhz"]),
              f"µs per {item} at the measured ECP5 Fmax")):
         groups = [[p for p in pts if p["series"] == s] for s in series] if pareto_within else [pts]
-        front = {id(p): on for g in groups for p, on in zip(g, pareto_front([(cost(p), p["area"]) for p in g]),
-                                                             strict=True)}
-        for p in pts:
-            ax.scatter([cost(p)], [p["area"]], color=colours[p["series"]], marker=shapes[p["label"]], s=45,
-                       zorder=3)
-            if front[id(p)]:
-                ax.scatter([cost(p)], [p["area"]], facecolors="none", edgecolors="black", s=170, linewidths=1.6,
-                           zorder=4)
-            if not pareto_within:
-                text = p["label"] + (f"\n{p['hard']}" if p.get("hard") else "")
-                ax.annotate(text, (cost(p), p["area"]), textcoords="offset points", xytext=(9, 4), fontsize=7)
-        for s in series if pareto_within else []:
-            mine = sorted((cost(p), p["area"]) for p in pts if p["series"] == s)
-            if len(mine) > 1:
-                ax.plot(*zip(*mine, strict=True), color=colours[s], alpha=0.4, zorder=2)
-        if not pareto_within and pts:
-            steps = sorted((cost(p), p["area"]) for p in pts if front[id(p)])
-            ax.plot(*zip(*steps, strict=True), color="black", lw=0.8, ls="--", drawstyle="steps-post", zorder=2)
-        ax.set_xscale("log")
-        _log_axis(ax.xaxis)
-        _area_scale(ax, [p["area"] for p in points])
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("ECP5 LUT4")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.margins(0.2)
+        front = {id(p): on for g in groups for p, on in zip(
+            g, pareto_front([(cost(p), *(area(p, k) for k, _ in RESOURCES)) for p in g]), strict=True)}
+        rank = {id(p): i for i, p in enumerate(sorted(pts, key=cost))}  # names above and below in turn: neighbours
+        for row, (key, ylabel) in enumerate(used):                       # with equal areas do not overwrite
+            ax = axs[row][col]
+            for p in pts:
+                ax.scatter([cost(p)], [area(p, key)], color=colours[p["series"]], marker=shapes[p["label"]], s=45,
+                           zorder=3)
+                if front[id(p)]:
+                    ax.scatter([cost(p)], [area(p, key)], facecolors="none", edgecolors="black", s=170,
+                               linewidths=1.6, zorder=4)
+                if not pareto_within:
+                    ax.annotate(p["label"], (cost(p), area(p, key)), textcoords="offset points", fontsize=7,
+                                xytext=(9, 4) if rank[id(p)] % 2 == 0 else (9, -11))
+            for s in series if pareto_within else []:
+                mine = sorted((cost(p), area(p, key)) for p in pts if p["series"] == s)
+                if len(mine) > 1:
+                    ax.plot(*zip(*mine, strict=True), color=colours[s], alpha=0.4, zorder=2)
+            ax.set_xscale("log")
+            _log_axis(ax.xaxis)
+            _area_scale(ax, [area(p, key) for p in points])
+            if row == len(used) - 1:
+                ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.grid(True, which="both", alpha=0.3)
+            ax.margins(0.2)
     if missing:  # said on the picture too, for whoever sees it without the caption
-        ax_t.text(0.02, 0.02, f"no measured Fmax, not shown: {', '.join(missing)}", transform=ax_t.transAxes,
-                  fontsize=8, color="0.35")
+        axs[0][1].text(0.02, 0.02, f"no measured Fmax, not shown: {', '.join(missing)}", transform=axs[0][1].transAxes,
+                       fontsize=8, color="0.35")
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], ls="", marker="o", color=colours[s], label=s) for s in series]
     if pareto_within:
-        handles += [Line2D([], [], ls="", marker=shapes[lab], color="0.4",
-                           label=lab + (f" ({hard[lab]})" if hard[lab] else "")) for lab in labels]
+        handles += [Line2D([], [], ls="", marker=shapes[lab], color="0.4", label=lab) for lab in labels]
     handles.append(Line2D([], [], ls="", marker="o", ms=12, mfc="none", mec="black", mew=1.6, label="Pareto"))
-    ax_c.legend(handles=handles, fontsize=7, loc="best")
+    axs[0][0].legend(handles=handles, fontsize=7, loc="best")
     fig.suptitle(title)
-    caption = (f"ECP5 LUT4 against cycles ({cycles_what}; left) and against µs per {item} at each point's measured "
-               f"ECP5 Fmax (right); {PARETO_NOTE}{f' within each {pareto_within}' if pareto_within else ''}.")
+    caption = (f"{', '.join(lab for _, lab in used)} against cycles ({cycles_what}; left) and against µs per {item} "
+               f"at each point's measured ECP5 Fmax (right), a row per resource; {PARETO_NOTE}"
+               f"{f', within each {pareto_within}' if pareto_within else ''}.")
+    if unused:
+        caption += f" No {' or '.join(unused)} in any of them."
     if missing:
-        caption += f" No measured Fmax, so not in the right panel: {', '.join(missing)}."
+        caption += f" No measured Fmax, so not in the right column: {', '.join(missing)}."
     return _save(fig, out, name, title, caption)
 
 
@@ -150,9 +169,7 @@ def dybit_area(res: dict, out: Path) -> str:
     m, k, n = (res["utilisation"][0][x] for x in "mkn")
     points = [{"label": u["array"], "series": f"{res['default_config']['a_format']} x "
                f"{res['default_config']['b_format']}", "cycles": u["cycles"],
-               "area": res["array_area"][u["array"]]["ecp5_lut4"],
-               "fmax_mhz": res["array_area"][u["array"]].get("fmax_mhz"),
-               "hard": _hard_blocks(res["array_area"][u["array"]])}
+               "area": res["array_area"][u["array"]], "fmax_mhz": res["array_area"][u["array"]].get("fmax_mhz")}
               for u in res["utilisation"] if u["array"] in res.get("array_area", {})]
     return area_figure(points, out, "dybit_area.png", f"DyBit MAC array, {m} x {k} x {n} matmul",
                        f"a {m} x {k} x {n} matmul, RTL", "matmul")
@@ -161,8 +178,8 @@ def dybit_area(res: dict, out: Path) -> str:
 def hyft_area(rows: list[dict], out: Path) -> str:
     """The Hyft section's area rows (hyft and float baseline per lane count): area against the latency of one
     vector of 256."""
-    points = [{"label": f"{r['arch']} L{r['lanes']}", "series": r["arch"], "cycles": r["latency_256"],
-               "area": r["ecp5_lut4"], "fmax_mhz": r.get("fmax_mhz"), "hard": _hard_blocks(r)} for r in rows]
+    points = [{"label": f"{r['arch']} L{r['lanes']}", "series": r["arch"], "cycles": r["latency_256"], "area": r,
+               "fmax_mhz": r.get("fmax_mhz")} for r in rows]
     return area_figure(points, out, "hyft_area.png", "Hyft softmax against the float baseline, N = 256",
                        "latency of one vector of N = 256, cycle model", "vector of 256")
 
@@ -172,8 +189,8 @@ def sparse_area(frames: list[dict], areas: list[dict], out: Path) -> str:
     Pareto within each frame."""
     by_p = {(a["pi"], a["po"]): a for a in areas}
     points = [{"label": f"{r['pi']}/{r['po']}", "series": r["frame"], "cycles": r["rtl_cycles"],
-               "area": by_p[(r["pi"], r["po"])]["ecp5_lut4"], "fmax_mhz": by_p[(r["pi"], r["po"])].get("fmax_mhz"),
-               "hard": _hard_blocks(by_p[(r["pi"], r["po"])])} for r in frames if (r["pi"], r["po"]) in by_p]
+               "area": by_p[(r["pi"], r["po"])], "fmax_mhz": by_p[(r["pi"], r["po"])].get("fmax_mhz")}
+              for r in frames if (r["pi"], r["po"]) in by_p]
     return area_figure(points, out, "sparse_area.png", "Sparse convolution engine (subm3x3, Cin = Cout = 16) by PI/PO, "
                        "on each real frame", "one real frame, RTL", "frame", pareto_within="frame")
 
@@ -226,6 +243,51 @@ def sparse_density(frames: list[dict], out: Path) -> str:
                "right: per pixel, where the dense cost is flat) beside the dense cost, the same engine on the fully "
                f"active frame of the same size ({how}).")
     return _save(fig, out, "sparse_density.png", "Sparse engine cycles against frame density", caption)
+
+
+# ---- a whole network -----------------------------------------------------------------------------------------
+
+def network_balance(summary: dict, out: Path, name: str, title: str) -> str:
+    """A compiled network (`accelkit network compile`'s summary): each layer's cycles per frame against the
+    lower bound, the bottleneck and the pipeline's predicted interval (left); each layer's share of the useful
+    MACs beside its share of the MAC units (right: a balanced allocation gives MAC units where the work is)."""
+    fig, (ax_c, ax_s) = _figure(2, width=7.5, height=5)
+    layers = summary["layers"]
+    xs = range(len(layers))
+    names = [l["name"] for l in layers]
+    worst = names.index(summary["bottleneck_layer"])
+    ax_c.bar(xs, [l["cycles"] for l in layers], color=["C3" if i == worst else "C0" for i in xs], zorder=3)
+    lines = [(summary["lower_bound"], "--", "C2", "lower bound (useful MACs / MAC units)"),
+             (summary["bottleneck"], ":", "C3", f"bottleneck ({summary['bottleneck_layer']})")]
+    if summary.get("predicted_interval"):
+        lines.append((summary["predicted_interval"], "-", "0.3",
+                      f"pipeline interval (cycle model, link FIFOs {summary.get('link_depth', 0)})"))
+    for y, ls, c, lab in lines:
+        ax_c.axhline(y, ls=ls, color=c, lw=1.2, label=f"{lab}: {y:,.1f}", zorder=4)
+    top = max(l[0] for l in lines)
+    ax_c.set_ylim(0, 1.45 * top)  # the legend above the lines
+    ax_c.set_ylabel("cycles per frame")
+    ax_c.legend(fontsize=7, loc="upper left")
+    work = sum(l["useful_macs"] for l in layers) or 1
+    units = sum(l["macs"] for l in layers)
+    w = 0.4
+    ax_s.bar([x - w / 2 for x in xs], [100 * l["useful_macs"] / work for l in layers], w, color="C1", zorder=3,
+             label="share of the useful MACs per frame")
+    ax_s.bar([x + w / 2 for x in xs], [100 * l["macs"] / units for l in layers], w, color="C0", zorder=3,
+             label="share of the MAC units")
+    ax_s.set_ylabel("% of the network")
+    ax_s.legend(fontsize=7, loc="upper left")
+    for ax in (ax_c, ax_s):
+        ax.set_xticks(list(xs), names, rotation=90, fontsize=7)
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(title)
+    caption = (f"left: each layer's cycles per frame (bottleneck {summary['bottleneck_layer']} in red) against the "
+               f"lower bound {summary['lower_bound']:,.1f} (useful MACs / MAC units; balance "
+               f"{100 * summary['balance']:.1f}% = lower bound / bottleneck)"
+               + (f" and the whole pipeline's predicted interval {summary['predicted_interval']:,.1f}"
+                  if summary.get("predicted_interval") else "")
+               + "; right: each layer's share of the useful MACs beside its share of the MAC units.")
+    return _save(fig, out, name, title, caption)
 
 
 # ---- accuracy -------------------------------------------------------------------------------------------------

@@ -7,12 +7,17 @@
 NET is a network saved by `SparseNetwork.save` (.json beside its .npz) or an ESDA export folder.
 Frames: ``--frames eye:N`` (N synthetic eye frames, 60 x 80), or a folder of .npz frames; by default
 20 eye frames, or ESDA's own test frame for an ESDA folder.
+
+Each command shows its steps as it goes (flows/progress.py: a line per step with the elapsed time into a
+file or a pipe, a live display on a terminal): compile on stdout before its table, sim and synth on
+stderr, their stdout being the JSON of their figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from accelkit.config import ConfigError
@@ -20,6 +25,7 @@ from accelkit.config.network import SparseNetworkConfig
 from accelkit.golden.network import SparseNetwork
 from accelkit.golden.sparse_conv import SparseFrame
 
+from . import progress
 from .resources import DEVICES
 
 # `see-a` names ESDA's eye tracker with random weights calibrated on these eye frames (the reference workload)
@@ -32,11 +38,14 @@ def load_network(path: str) -> tuple[SparseNetwork, list[SparseFrame] | None]:
     if path == SEE_A_NAME:
         from accelkit.golden.events import eye_frames
         from accelkit.golden.network import SEE_A
-        return SparseNetwork.random(SEE_A, frames=eye_frames(SEE_A_CALIBRATION), seed=0), None
+        with progress.step(f"network: SEE-A (ESDA's eye tracker), random weights calibrated on "
+                           f"{SEE_A_CALIBRATION} eye frames"):
+            return SparseNetwork.random(SEE_A, frames=eye_frames(SEE_A_CALIBRATION), seed=0), None
     p = Path(path)
     if p.is_dir():
         from accelkit.golden.esda import read_esda
-        ex = read_esda(p)
+        with progress.step(f"network: reading the ESDA folder {p}"):
+            ex = read_esda(p)
         return ex.network, [ex.frame]
     return SparseNetwork.load(p), None
 
@@ -54,11 +63,13 @@ def load_frames(spec: str | None, net: SparseNetwork, default: list[SparseFrame]
         if (net.height, net.width) != (60, 80):
             raise ConfigError(f"--frames {spec!r} is invalid: eye frames are 60 x 80, the network takes "
                               f"{net.height} x {net.width}")
-        return eye_frames(n)
+        with progress.step(f"network: {n} synthetic eye frames (60 x 80)"):
+            return eye_frames(n)
     d = Path(spec)
     if not d.is_dir():
         raise ConfigError(f"--frames {spec!r} is invalid: eye:N or a folder of .npz frames")
-    frames = [SparseFrame.from_npz(f) for f in sorted(d.glob("*.npz"))]
+    with progress.step(f"network: frames from {d}"):
+        frames = [SparseFrame.from_npz(f) for f in sorted(d.glob("*.npz"))]
     if not frames:
         raise ConfigError(f"--frames {spec!r} is invalid: the folder has no .npz frames")
     return frames
@@ -74,27 +85,62 @@ def _load_config(path: str) -> SparseNetworkConfig:
         raise ConfigError(f"--config {path!r} is invalid: not JSON ({e})") from None
 
 
-def cmd_compile(args) -> int:
+def compile_and_predict(net: SparseNetwork, frames: list[SparseFrame], budget: int | None, device: str | None = None,
+                        link_depth: int = 64) -> tuple[SparseNetworkConfig, dict]:
+    """`accelkit network compile`'s figures (the report's network section shows the same): the compiler's
+    allocation and summary (`compile_network`), the config with `link_depth`-beat link FIFOs, and the whole
+    pipeline's cycle model on `frames` back to back (`predicted_interval`, `predicted_latency` per frame)."""
     from accelkit.flows.compile import compile_network, predicted_interval
 
-    net, default = load_network(args.net)
-    frames = load_frames(args.frames, net, default)
+    what = " and ".join(([f"{budget} MAC units"] if budget is not None else []) + ([device] if device else []))
+    with progress.step(f"network: allocation for {what}: each layer's work on {len(frames)} frames, the MILP over "
+                       "every layer's PI and PO, solved again on the RTL cycle model near the bottleneck"):
+        cfg, summary = compile_network(net, frames, budget, device=device)
+    cfg = cfg.replace(link_depth=link_depth)
+    with progress.step(f"network: the pipeline's cycle model, {len(frames)} frames back to back "
+                       f"(link FIFOs {link_depth})"):
+        pred = predicted_interval(cfg, frames)
+    summary.update(link_depth=link_depth, predicted_interval=round(pred["interval"], 1),
+                   predicted_latency=pred["latency"], frames=len(frames))
+    return cfg, summary
+
+
+def layer_table(summary: dict, totals: bool = False) -> str:
+    """The compiler's per-layer figures as a Markdown table (`totals`: with the identity FIFOs and the totals).
+    Cycles from the spec's estimate rather than the RTL cycle model are marked `est.`; the bottleneck layer is
+    bold."""
+    from .measure import md_table
+
+    rows = []
+    for l in summary["layers"]:
+        name = f"**{l['name']}**" if l["name"] == summary["bottleneck_layer"] else l["name"]
+        cycles = f"{l['cycles']}" + ("" if l.get("modelled", True) else " est.")
+        rows.append([name, l["kind"], f"{l['cin']}→{l['cout']}", l["pi"], l["po"], l["macs"], l["useful_macs"],
+                     l["sites"], cycles, f"{100 * l['utilisation']:.1f}%", l["mult18"], l["ebr"]])
+    if totals:
+        layers = summary["layers"]
+        fifo = summary["ebr"] - sum(l["ebr"] for l in layers)
+        if fifo:
+            rows.append(["identity FIFOs (estimate)", "", "", "", "", "", "", "", "", "", "-", fifo])
+        rows.append(["total", "", "", "", "", summary["mac_units"], summary["useful_macs"], "",
+                     f"max {summary['bottleneck']}", "", summary["mult18"], summary["ebr"]])
+    return md_table(["layer", "kind", "channels", "PI", "PO", "MAC units", "useful MACs", "sites", "cycles",
+                     "util", "MULT18X18D", "DP16KD"], rows)
+
+
+def cmd_compile(args) -> int:
     if args.budget is None and args.device is None:
         raise ConfigError("--budget or --device: the compiler needs a MAC budget, a device, or both")
-    cfg, summary = compile_network(net, frames, args.budget, device=args.device)
-    cfg = cfg.replace(link_depth=args.link_depth)
-    pred = predicted_interval(cfg, frames)
-    summary.update(link_depth=args.link_depth, predicted_interval=round(pred["interval"], 1),
-                   predicted_latency=pred["latency"], frames=len(frames))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(cfg.to_json() + "\n")
-    (out / "compile.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print("| layer | kind | PI | PO | MACs | MULT18 | EBR | sites | cycles | util |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for l in summary["layers"]:
-        print(f"| {l['name']} | {l['kind']} | {l['pi']} | {l['po']} | {l['macs']} | {l['mult18']} | {l['ebr']} | "
-              f"{l['sites']} | {l['cycles']} | {100 * l['utilisation']:.1f}% |")
+    with progress.task("network compile"):
+        net, default = load_network(args.net)
+        frames = load_frames(args.frames, net, default)
+        cfg, summary = compile_and_predict(net, frames, args.budget, args.device, args.link_depth)
+        out = Path(args.out)
+        with progress.step(f"network: writing {out / 'config.json'}, {out / 'compile.json'}"):
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.json").write_text(cfg.to_json() + "\n")
+            (out / "compile.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(layer_table(summary))
     hard = f"MULT18X18D {summary['mult18']}, DP16KD {summary['ebr']}"
     if summary["ebr_estimated"]:
         hard += f" ({summary['ebr_estimated']} of them in memories yosys maps: estimated)"
@@ -116,10 +162,21 @@ def cmd_compile(args) -> int:
 def cmd_sim(args) -> int:
     from accelkit.sim.network import run_network
 
-    net, default = load_network(args.net)
-    frames = load_frames(args.frames, net, default)
-    cfg = _load_config(args.config)
-    run = run_network(cfg, net, frames, gap=args.gap, stall=args.stall, seed=args.seed, streams=args.streams)
+    # progress on stderr: stdout is the run's JSON
+    with progress.task("network sim", file=sys.stderr):
+        net, default = load_network(args.net)
+        frames = load_frames(args.frames, net, default)
+        cfg = _load_config(args.config)
+        how = ("streams inside the simulator" if args.streams == "hdl" else "streams driven by cocotb") + (
+            f", gap {args.gap:g}, stall {args.stall:g}" if args.gap or args.stall else "")
+        with progress.step(f"network: Verilator build of the {len(cfg.layers)}-engine top (cached by content), then "
+                           f"{len(frames)} frames back to back through it ({how}), every pooled beat checked "
+                           "against the golden network"):
+            run = run_network(cfg, net, frames, gap=args.gap, stall=args.stall, seed=args.seed, streams=args.streams)
+        exact = run.latency == run.predicted_latency and abs(run.interval - run.predicted_interval) < 1e-6
+        progress.log(f"network: bit-exact on {len(frames)} frames; interval {run.interval:.1f} cycles, the cycle "
+                     f"model's {run.predicted_interval:.1f}" + ("; every latency the model's" if exact else
+                                                                 " (the model is exact without gaps and stalls)"))
     print(json.dumps({"frames": len(frames), "bit_exact": True, "latency": run.latency,
                       "interval": run.interval, "predicted_latency": run.predicted_latency,
                       "predicted_interval": run.predicted_interval}, indent=1))
@@ -127,11 +184,25 @@ def cmd_sim(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from accelkit.flows.synth import synth_config
+    from accelkit.flows.synth import part, synth_config
 
     cfg = _load_config(args.config)
-    res = synth_config(cfg, targets=("ecp5", "xilinx"), fmax=not args.no_fmax, device=args.device,
-                       seeds=tuple(range(1, args.seeds + 1)))
+    fmax = not args.no_fmax
+    if fmax and args.seeds < 1:
+        raise ConfigError(f"--seeds {args.seeds} is invalid: at least 1")
+    seeds = tuple(range(1, args.seeds + 1))
+    top = f"the {len(cfg.layers)}-engine network top"
+    # one step per flow (each one's figures cached as it ends), then all of them from the cache, as `accelkit synth`;
+    # progress on stderr: stdout is the figures' JSON
+    with progress.task("network synth", file=sys.stderr):
+        for target in ("ecp5", "xilinx"):
+            with progress.step(f"network: yosys {target} synthesis of {top}"):
+                synth_config(cfg, targets=(target,), fmax=False, device=args.device)
+        if fmax:
+            p = part(args.device)
+            with progress.step(f"network: nextpnr-ecp5 on {p.name}-{p.speed}, seeds {', '.join(map(str, seeds))}"):
+                synth_config(cfg, targets=(), fmax=True, device=args.device, seeds=seeds)
+        res = synth_config(cfg, targets=("ecp5", "xilinx"), fmax=fmax, device=args.device, seeds=seeds)
     print(json.dumps({k: ({kk: vv for kk, vv in v.items() if kk != "cells"} if isinstance(v, dict) else v)
                       for k, v in res.items()}, indent=1, default=str))
     return 0
@@ -159,8 +230,9 @@ def add_parser(sub) -> None:
     s.add_argument("--gap", type=float, default=0.0)
     s.add_argument("--stall", type=float, default=0.0)
     s.add_argument("--seed", type=int, default=1)
-    s.add_argument("--streams", choices=("hdl", "cocotb"), default="hdl", help="hdl (default): the stream "
-                   "sources, sinks and checks inside the simulator (fast); cocotb: driven from Python every cycle")
+    s.add_argument("--streams", choices=("hdl", "native", "cocotb"), default="hdl", help="hdl (default): the "
+                   "stream sources, sinks and checks inside the simulator (fast), under cocotb; native: the same with "
+                   "no cocotb; cocotb: driven from Python every cycle")
     s.set_defaults(func=cmd_sim)
     y = nsub.add_parser("synth", help="area (ECP5, Xilinx) and ECP5 Fmax of a compiled network")
     y.add_argument("--config", required=True)

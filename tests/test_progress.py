@@ -168,3 +168,126 @@ def test_accelkit_report_into_a_log_shows_each_step_of_a_section(tmp_path, capsy
     assert whats[-2:] == ["report: the background syntheses ...", "report: done"]
     assert [t for t, _ in lines] == sorted(t for t, _ in lines)
     assert (tmp_path / "report.md").read_text().count("| 4/4 |") == 5
+
+
+# ---- accelkit network compile | sim | synth --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_network(tmp_path_factory):
+    """A small network saved as `accelkit network` reads it, its frames in a folder, and its compiled config."""
+    from accelkit.flows.compile import compile_network
+    from accelkit.golden.network import SparseNetwork, StageSpec
+    from accelkit.sim.sparse_conv import random_frame
+
+    d = tmp_path_factory.mktemp("net")
+    layout = (StageSpec("conv1", "conv", (3, 8), stride=2), StageSpec("block_0", "block", (8, 16, 8), stride=2),
+              StageSpec("conv8", "conv", (8, 6)))
+    frames = [random_frame(20, 24, x, 3, -8, 8, seed=s) for s, x in enumerate((0.25, 0.15, 0.2))]
+    net = SparseNetwork.random(layout, 20, 24, frames=frames[:2], seed=3)
+    js, _ = net.save(d / "net")
+    (d / "frames").mkdir()
+    for k, f in enumerate(frames):
+        f.to_npz(d / "frames" / f"f{k}.npz")
+    cfg, _ = compile_network(net, frames, 48)
+    (d / "config.json").write_text(cfg.to_json() + "\n")
+    return d, js, cfg
+
+
+def test_accelkit_network_compile_into_a_log_shows_its_steps(small_network, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TTY_INTERACTIVE", raising=False)
+    d, js, _ = small_network
+    assert main(["network", "compile", str(js), "--budget", "48", "--frames", str(d / "frames"),
+                 "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    lines = _lines(out)
+    whats = [w for _, w in lines]
+    assert whats == ["network compile ...", f"network: frames from {d / 'frames'} ...",
+                     "network: allocation for 48 MAC units: each layer's work on 3 frames, the MILP over every layer's "
+                     "PI and PO, solved again on the RTL cycle model near the bottleneck ...",
+                     "network: the pipeline's cycle model, 3 frames back to back (link FIFOs 64) ...",
+                     f"network: writing {tmp_path / 'config.json'}, {tmp_path / 'compile.json'} ...",
+                     "network compile: done"]
+    assert [t for t, _ in lines] == sorted(t for t, _ in lines)
+    # then the table (the report's network section shows the same one) and the summary
+    summary = json.loads((tmp_path / "compile.json").read_text())
+    table = out[out.index("| layer | kind | channels | PI | PO | MAC units | useful MACs |"):]
+    assert table.count("\n| ") == len(summary["layers"])  # a row per layer under the header
+    assert f"| **{summary['bottleneck_layer']}** |" in table
+    assert f"balance {100 * summary['balance']:.1f}%" in out
+
+
+def test_accelkit_network_sim_and_synth_show_their_steps_on_stderr(small_network, capsys, monkeypatch):
+    """Their stdout stays the JSON of their figures (the RTL run and the syntheses replaced here by fixed figures)."""
+    from accelkit.flows import synth
+    from accelkit.sim import network as sim_network
+
+    monkeypatch.delenv("TTY_INTERACTIVE", raising=False)
+    d, js, cfg = small_network
+
+    def fake_run(cfg, net, frames, **kw):
+        n = len(frames)
+        return sim_network.NetworkRun([net(f) for f in frames], [False] * n, [100] * n, 40.0, [100] * n, 40.0)
+
+    monkeypatch.setattr(sim_network, "run_network", fake_run)
+    assert main(["network", "sim", str(js), "--config", str(d / "config.json"), "--frames", str(d / "frames")]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["bit_exact"]
+    assert [w for _, w in _lines(err)] == [
+        "network sim ...", f"network: frames from {d / 'frames'} ...",
+        f"network: Verilator build of the {len(cfg.layers)}-engine top (cached by content), then 3 frames back to back "
+        "through it (streams inside the simulator), every pooled beat checked against the golden network ...",
+        "network: bit-exact on 3 frames; interval 40.0 cycles, the cycle model's 40.0; every latency the model's",
+        "network sim: done"]
+
+    calls = []
+
+    def fake_synth(cfg, targets=("ecp5", "xilinx"), fmax=True, device="85k", seeds=(1, 2, 3), seed_jobs=1):
+        calls.append((tuple(targets), fmax, tuple(seeds) if fmax else None))
+        res = {t: {"lut4": 1} for t in targets}
+        return {**res, "fmax": {"fmax_mhz": 100.0}} if fmax else res
+
+    monkeypatch.setattr(synth, "synth_config", fake_synth)
+    assert main(["network", "synth", "--config", str(d / "config.json"), "--seeds", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"ecp5": {"lut4": 1}, "xilinx": {"lut4": 1}, "fmax": {"fmax_mhz": 100.0}}
+    top = f"the {len(cfg.layers)}-engine network top"
+    assert [w for _, w in _lines(err)] == [
+        "network synth ...", f"network: yosys ecp5 synthesis of {top} ...",
+        f"network: yosys xilinx synthesis of {top} ...", "network: nextpnr-ecp5 on LFE5U-85F-6, seeds 1, 2 ...",
+        "network synth: done"]
+    # a flow per step, each cached as it ends, then all of them from the cache
+    assert calls == [(("ecp5",), False, None), (("xilinx",), False, None), ((), True, (1, 2)),
+                     (("ecp5", "xilinx"), True, (1, 2))]
+
+
+def test_accelkit_report_shows_the_network_section(small_network, tmp_path, capsys, monkeypatch):
+    """The report's command path with the network top's section alone (its workload a small network: SEE-A's
+    compile takes half a minute): its steps, its JSON beside the others, its section in report.md."""
+    from accelkit import cli
+    from accelkit.flows import bench_network
+    from accelkit.golden.network import SparseNetwork
+    from accelkit.golden.sparse_conv import SparseFrame
+
+    d, js, _ = small_network
+    net = SparseNetwork.load(js)
+    frames = [SparseFrame.from_npz(f) for f in sorted((d / "frames").glob("*.npz"))]
+
+    def small_report(out, jobs=2, on_done=None, full=False):
+        res = bench_network.section(net, frames, 48, out, name="small", command="accelkit network compile small")
+        return res, bench_network.render(res)
+
+    monkeypatch.setattr(cli, "BLOCKS", {"sparse-network": cli.BLOCKS["sparse-network"]})
+    monkeypatch.setattr(bench_network, "report", small_report)
+    assert main(["report", "-o", str(tmp_path), "-j", "1"]) == 0
+    whats = [w for _, w in _lines(capsys.readouterr().out)]
+    assert whats[:4] == ["report: 1 to do ...", "report: synthesis and place and route of 0 configs started in 1 "
+                         "background process", "sparse-network: report section ...",
+                         "network: allocation for 48 MAC units: each layer's work on 3 frames, the MILP over every "
+                         "layer's PI and PO, solved again on the RTL cycle model near the bottleneck ..."]
+    assert re.fullmatch(r"report: sparse-network section done in \d+ s \(1/1\)", whats[-3])
+    res = json.loads((tmp_path / "sparse-network.json").read_text())
+    assert res["workload"] == "small" and res["summary"]["mac_units"] <= 48
+    md = (tmp_path / "report.md").read_text()
+    assert "## Whole network: small" in md and "No report section of its own" not in md
+    assert (tmp_path / "small_balance.png").is_file() and (tmp_path / "report.html").is_file()

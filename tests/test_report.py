@@ -90,6 +90,9 @@ def test_pareto_front_keeps_the_points_no_other_point_beats_in_both():
     assert pareto_front(points) == [True, True, False, False, True, True, True, False]
     assert pareto_front([]) == []
     assert pareto_front([(3, 3)]) == [True]
+    # (cycles, LUT4, MULT18, EBR): fewer LUT4s bought with multipliers is a trade, not a win; more of everything loses
+    points = [(100, 8000, 24, 32), (50, 8100, 80, 60), (100, 7000, 80, 32), (100, 8000, 24, 40)]
+    assert pareto_front(points) == [True, True, True, False]
 
 
 def test_time_per_item_needs_a_measured_fmax():
@@ -133,7 +136,11 @@ def test_sparse_pictures_are_drawn_and_shown_in_the_section(tmp_path):
     _assert_picture(tmp_path, res["figures"]["area"], "sparse_area.png")
     assert "RTL-measured for nmnist_34x34, the cycle model elsewhere" in res["figures"]["density"]
     # PI/PO 8 has no Fmax: left out of the time panel and named, never given a time
-    assert "No measured Fmax, so not in the right panel: 8/8." in res["figures"]["area"]
+    assert "No measured Fmax, so not in the right column: 8/8." in res["figures"]["area"]
+    # a row per ECP5 resource (PI/PO 8's 80 MULT18X18D against 24 shows), the Pareto over all of them at once
+    assert "ECP5 LUT4, MULT18X18D, DP16KD (EBR) against cycles" in res["figures"]["area"]
+    assert "and at most their LUT4, MULT18X18D and DP16KD" in res["figures"]["area"]
+    assert "within each frame" in res["figures"]["area"]
     md = bench_sparse.render(res)
     assert res["figures"]["density"] in md and res["figures"]["area"] in md
     assert md.index("| frame | PI/PO |") < md.index("](sparse_density.png)") < md.index("](sparse_area.png)")
@@ -147,8 +154,8 @@ def test_hyft_pictures_leave_out_the_points_without_fmax(tmp_path):
                                          ("hyft", 4, 209, 5505, 43.2), ("float", 4, 228, 8479, None))]
     md = figures.hyft_area(rows, tmp_path)
     _assert_picture(tmp_path, md, "hyft_area.png")
-    assert "No measured Fmax, so not in the right panel: float L1, float L4." in md
-    assert "hyft L" not in md.split("right panel")[-1]
+    assert "No measured Fmax, so not in the right column: float L1, float L4." in md
+    assert "hyft L" not in md.split("right column")[-1]
 
     study = {"rows": [{"fmt": f, "segments": s, "random": {"max_abs": 0.04 / (s or 400), "max_rel": 0.1 / (s or 400),
                                                            "max_sum_dev": 1e-3},
@@ -188,12 +195,112 @@ def test_dybit_pictures_come_with_the_arrays_areas(tmp_path):
     res["figures"] = {"area": figures.dybit_area(res, tmp_path), "sqnr": figures.dybit_sqnr(res["minilm"], tmp_path)}
     _assert_picture(tmp_path, res["figures"]["area"], "dybit_area.png")
     _assert_picture(tmp_path, res["figures"]["sqnr"], "dybit_sqnr.png")
-    assert "No measured Fmax, so not in the right panel: 8x8." in res["figures"]["area"]
+    assert "No measured Fmax, so not in the right column: 8x8." in res["figures"]["area"]
+    # arrays without multipliers or block RAM: the LUT4 row alone, the others named as absent
+    assert "ECP5 LUT4 against cycles" in res["figures"]["area"]
+    assert "No MULT18X18D or DP16KD (EBR) in any of them." in res["figures"]["area"]
     assert figures._short_layer("encoder.layer.3.attention.output.dense") == "3.attn.out"
     md = bench_dybit.render(res)
     assert "| 4x4 | 65542 | 65542 | 99.00% | 2547 | 92.73 | 706.8 |" in md  # us/matmul = cycles / Fmax
     assert "| 8x8 | 16394 | 16394 | 99.00% | 10309 | --full | - |" in md
     assert md.index("](dybit_area.png)") < md.index("### Cycle model") < md.index("](dybit_sqnr.png)")
+
+
+# ---- the whole-network section -------------------------------------------------------------------------------
+
+NET_LAYOUT = (("conv1", "conv", (3, 8), 2, False), ("block_0", "block", (8, 16, 8), 2, False),
+              ("block_1", "block", (8, 12, 8), 1, True), ("conv8", "conv", (8, 6), 1, False))
+
+
+@pytest.fixture(scope="module")
+def small_net():
+    """A network with a stride-2 conv and block, a residual block (an identity FIFO) and a pw conv."""
+    from accelkit.golden.network import SparseNetwork, StageSpec
+    from accelkit.sim.sparse_conv import random_frame
+
+    layout = tuple(StageSpec(n, t, ch, stride=st, residual=r) for n, t, ch, st, r in NET_LAYOUT)
+    frames = [random_frame(20, 24, d, 3, -8, 8, seed=s) for s, d in enumerate((0.25, 0.15, 0.2))]
+    return SparseNetwork.random(layout, 20, 24, frames=frames[:2], seed=3), frames
+
+
+def _table(md: str, header: str) -> list[list[str]]:
+    """The rows of the Markdown table whose header row starts with `header`."""
+    lines = md[md.index(header):].splitlines()
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:] if line.startswith("|")]
+
+
+@pytest.mark.parametrize("device", ["ecp5-85k", "ecp5-25k"])
+def test_network_section_shows_the_allocation_its_balance_and_its_hard_blocks(small_net, tmp_path, device):
+    from accelkit.flows import bench_network
+    from accelkit.flows.resources import DEVICES
+
+    net, frames = small_net
+    res = bench_network.section(net, frames, 48, tmp_path, name="small", command="accelkit network compile ...",
+                                device=device)
+    s = res["summary"]
+    md = bench_network.render(res)
+    assert md.startswith("## Whole network: small\n")
+    _assert_picture(tmp_path, res["figures"]["balance"], "small_balance.png")
+    assert res["figures"]["balance"] in md
+    assert "`nox -s see_a`" in md  # the RTL run of the reference workload is named, not run
+    rows = _table(md, "| layer | kind | channels | PI | PO | MAC units | useful MACs |")
+    layers, fifo, total = rows[:-2], rows[-2], rows[-1]
+    assert [r[0].strip("*") for r in layers] == net.names and len(layers) == len(s["layers"])
+    assert [r[0] for r in layers if r[0].startswith("**")] == [f"**{s['bottleneck_layer']}**"]
+    header = md[md.index("| layer |"):].splitlines()[0]
+    col = {h.strip(): i for i, h in enumerate(header.strip("|").split("|"))}
+    for r, l in zip(layers, s["layers"], strict=True):
+        assert r[col["kind"]] == l["kind"] and r[col["channels"]] == f"{l['cin']}→{l['cout']}"
+        assert int(r[col["MAC units"]]) == l["macs"] == (l["pi"] if l["kind"].startswith("dw") else l["pi"] * l["po"])
+        # utilisation: the compiler's, useful MACs / (MAC units x the layer's cycles)
+        assert float(r[col["util"]].rstrip("%")) == pytest.approx(
+            100 * int(r[col["useful MACs"]]) / (l["macs"] * float(r[col["cycles"]].split()[0])), abs=0.06)
+    # totals: the sum of the layers (and the residual block's identity FIFO, the one estimate beside them)
+    assert fifo[0] == "identity FIFOs (estimate)" and int(fifo[col["DP16KD"]]) > 0
+    assert int(total[col["MAC units"]]) == sum(int(r[col["MAC units"]]) for r in layers) == s["mac_units"] <= 48
+    def column(name: str) -> list[int]:
+        return [int(r[col[name]]) for r in layers]
+
+    # useful MACs: the compiler rounds each layer's mean and the total on their own
+    assert int(total[col["useful MACs"]]) == pytest.approx(sum(column("useful MACs")), abs=len(layers))
+    assert int(total[col["MULT18X18D"]]) == sum(column("MULT18X18D")) == s["mult18"]
+    assert int(total[col["DP16KD"]]) == sum(column("DP16KD")) + int(fifo[col["DP16KD"]]) == s["ebr"]
+    # the bottleneck is the slowest layer, the lower bound the useful MACs over the budget, the balance their ratio
+    cycles = [float(r[col["cycles"]].split()[0]) for r in layers]
+    assert max(cycles) == s["bottleneck"] and total[col["cycles"]] == f"max {s['bottleneck']}"
+    assert s["lower_bound"] == pytest.approx(s["useful_macs"] / 48, abs=0.05)
+    assert s["balance"] == pytest.approx(s["lower_bound"] / s["bottleneck"], abs=1e-4)
+    assert (f"Bottleneck: {s['bottleneck_layer']}, {s['bottleneck']:,} cycles per frame. Lower bound: "
+            f"{s['useful_macs']:,} useful MACs / 48 MAC units = {s['lower_bound']:,} cycles. Balance (lower bound / "
+            f"bottleneck): {100 * s['balance']:.1f}%.") in md
+    assert f"Predicted interval of the whole pipeline (cycle model, 3 frames back to back, 64-beat link FIFOs): " \
+           f"{s['predicted_interval']:,} cycles per frame" in md
+    # the hard blocks against the part's
+    part = DEVICES[device]
+    assert f"{s['mult18']:,} MULT18X18D and {s['ebr']:,} DP16KD" in md
+    assert f"'s {part['mult18']} and {part['ebr']}" in md
+    fits = s["mult18"] <= part["mult18"] and s["ebr"] <= part["ebr"]
+    assert res["device"]["fits"] == fits and (": it fits." in md) == fits
+    if not fits:  # the compiler, asked for the part, fits another allocation into it or refuses with its one line
+        assert "this allocation does not fit one ECP5" in md
+        assert ("the compiler refuses it: \"device=" in md) != ("`) it fits with" in md)
+
+
+def test_network_section_of_see_a_is_its_compile(monkeypatch, tmp_path):
+    """The report's workload is `accelkit network compile see-a --budget 3868 --frames eye:20`, through the same
+    functions (the compile itself is the test above's, on a small network)."""
+    from accelkit.flows import bench_network
+
+    calls = []
+    monkeypatch.setattr(bench_network, "load_network", lambda name: calls.append(name) or ("net", None))
+    monkeypatch.setattr(bench_network, "load_frames", lambda spec, net, d: calls.append(spec) or ["frame"])
+    monkeypatch.setattr(bench_network, "section", lambda net, frames, budget, out, **kw: calls.append(
+        (net, frames, budget, kw)) or {"stub": True})
+    monkeypatch.setattr(bench_network, "render", lambda res: "## stub")
+    assert bench_network.report(tmp_path) == ({"stub": True}, "## stub")
+    assert calls == ["see-a", "eye:20", ("net", ["frame"], 3868, {
+        "name": "SEE-A", "command": "accelkit network compile see-a --budget 3868 --frames eye:20 -o see_a"})]
+    assert bench_network.area_points() == []
 
 
 def test_report_html_is_one_file_with_the_pictures_and_tables_inside(tmp_path):
