@@ -32,6 +32,9 @@ Streams a block takes once before its work (a parameter load) are offered for
 exactly their beats and then fall idle (`Liveness.loads`): offering them for
 ever would keep the block reloading instead of working.
 
+Components that are not registered blocks (the network top's gearbox, sum pool
+and params demux, `network_targets`) get a `Target.builder`.
+
 Run ``python -m accelkit.flows.formal [target ...]`` for the table of every
 proof; tests/test_formal.py runs the same proofs under pytest.
 """
@@ -48,8 +51,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import ClassVar
 
 from amaranth.back import rtlil
 from amaranth.hdl import Assert, Assume, Cat, ClockDomain, Cover, Module, Signal, Value
@@ -155,6 +159,10 @@ class Target:
     number of cycles from reset that the cover search or the bounded model check covers.
     `long_plan` holds proofs too slow for the test suite (run with `python -m accelkit.flows.formal --long`).
     `inner_beats`: the cover also asks for an output beat that does not end a unit (False where every beat does).
+    `builder`: makes the component from `config` for a component that is not a registered block (the network's
+    gearbox, pool and params demux); None builds the registered block `block`.
+    `invariants`: given the component, (condition on its ports, message) pairs the `stream` proof asserts beside
+    the stream rule, where k-induction needs them to close (a state no trace from reset reaches breaks the rule).
     """
 
     name: str
@@ -165,8 +173,12 @@ class Target:
     plan: dict
     long_plan: dict = dataclasses.field(default_factory=dict)
     inner_beats: bool = True
+    builder: Callable[[BlockConfig], wiring.Component] | None = None
+    invariants: Callable[[wiring.Component], list[tuple[Value, str]]] | None = None
 
     def build(self) -> wiring.Component:
+        if self.builder is not None:
+            return self.builder(self.config)
         return get_block(self.block).build(self.config)
 
 
@@ -214,8 +226,9 @@ def _hold(m: Module, s: StreamPort, prefix: str):
 
 
 def harness(component: wiring.Component, prop: str, live: Liveness | None = None,
-            inner_beats: bool = True) -> tuple[Module, list[Value]]:
-    """A Module around `component` carrying the assumptions, assertions and covers of `prop`, and its ports."""
+            inner_beats: bool = True, invariants: Iterable[tuple[Value, str]] = ()) -> tuple[Module, list[Value]]:
+    """A Module around `component` carrying the assumptions, assertions and covers of `prop`, and its ports.
+    `invariants` ((condition, message) on the component's ports) are asserted with the stream rule."""
     if prop not in PROPERTIES:
         raise ValueError(f"prop={prop!r} is invalid: one of {', '.join(PROPERTIES)}")
     if prop in LIVENESS and live is None:
@@ -237,6 +250,9 @@ def harness(component: wiring.Component, prop: str, live: Liveness | None = None
     m.d.sync += started.eq(1)
     m.d.comb += Assume(sync.rst == ~started, "reset in the first cycle only")
 
+    if prop == "stream":
+        for cond, what in invariants:
+            m.d.comb += Assert(cond, _message(what))
     for s in streams:
         stalled, ok = _hold(m, s, "rule")
         if s.consumed:
@@ -302,8 +318,8 @@ def harness(component: wiring.Component, prop: str, live: Liveness | None = None
 
 
 def harness_rtlil(component: wiring.Component, prop: str, live: Liveness | None = None,
-                  inner_beats: bool = True) -> str:
-    m, ports = harness(component, prop, live, inner_beats)
+                  inner_beats: bool = True, invariants: Iterable[tuple[Value, str]] = ()) -> str:
+    m, ports = harness(component, prop, live, inner_beats, invariants)
     return rtlil.convert(m, name="top", ports=ports)
 
 
@@ -447,8 +463,9 @@ def prove(target: Target, prop: str, mode: str | None = None, depth: int | None 
         if prop not in plans:
             raise ValueError(f"prop={prop!r} is invalid for {target.name}: it plans {', '.join(plans)}")
         mode, depth = mode or plans[prop][0], depth or plans[prop][1]
-    il = harness_rtlil(component if component is not None else target.build(), prop, target.liveness,
-                       target.inner_beats)
+    component = component if component is not None else target.build()
+    invariants = target.invariants(component) if target.invariants is not None else ()
+    il = harness_rtlil(component, prop, target.liveness, target.inner_beats, invariants)
     workdir = workdir_for(target, prop, mode, depth)
     t0 = time.monotonic()
     with locked(workdir):
@@ -614,6 +631,134 @@ def chain_liveness(cfg) -> Liveness:
     return Liveness(progress=progress, response=None, completion=None, why=chain_liveness.__doc__, loads=loads)
 
 
+# ---- the network's own components (gen/network.py builds them; they are not registered blocks) ----------------------
+
+@dataclasses.dataclass(frozen=True)
+class GearboxConfig(BlockConfig):
+    """A `BeatGearbox` (gen/sparse_gearbox.py) between two engines of a network: a split when `lanes_in` is a
+    multiple of `lanes_out`, else a merge. The component checks the widths itself."""
+
+    block: ClassVar[str] = "sparse-gearbox"
+    lanes_in: int = 6
+    lanes_out: int = 2
+    channels: int = 6
+    feature_bits: int = 2
+    y_bits: int = 2
+    x_bits: int = 2
+
+    @property
+    def ratio(self) -> int:
+        return max(self.lanes_in, self.lanes_out) // min(self.lanes_in, self.lanes_out)
+
+
+@dataclasses.dataclass(frozen=True)
+class SumPoolConfig(BlockConfig):
+    """The global `SumPool` (gen/sparse_pool.py) ending a network: `channels / lanes` output beats a frame."""
+
+    block: ClassVar[str] = "sum-pool"
+    channels: int = 6
+    lanes: int = 2
+    feature_bits: int = 2
+    y_bits: int = 2
+    x_bits: int = 2
+    max_sites: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamsDemuxConfig(BlockConfig):
+    """The network top's `ParamsDemux` (gen/network.py): words of `word_bits` tagged with an engine index of
+    `layer_bits` (as `params_layout` makes it), one output per width in `widths`."""
+
+    block: ClassVar[str] = "params-demux"
+    word_bits: int = 4
+    layer_bits: int = 2
+    widths: tuple[int, ...] = (3, 2, 4)
+
+
+def build_gearbox(cfg: GearboxConfig) -> wiring.Component:
+    from accelkit.gen.sparse_gearbox import BeatGearbox
+
+    return BeatGearbox(cfg.lanes_in, cfg.lanes_out, cfg.channels, cfg.feature_bits, cfg.y_bits, cfg.x_bits)
+
+
+def build_sum_pool(cfg: SumPoolConfig) -> wiring.Component:
+    from accelkit.gen.sparse_pool import SumPool
+
+    return SumPool(cfg.channels, cfg.lanes, cfg.feature_bits, cfg.y_bits, cfg.x_bits, cfg.max_sites)
+
+
+def params_demux_layout(cfg: ParamsDemuxConfig) -> data.StructLayout:
+    """The params beat, with the fields gen/network.py `params_layout` gives it."""
+    return data.StructLayout({"word": cfg.word_bits, "layer": cfg.layer_bits})
+
+
+def build_params_demux(cfg: ParamsDemuxConfig) -> wiring.Component:
+    from accelkit.gen.network import ParamsDemux
+
+    return ParamsDemux(params_demux_layout(cfg), list(cfg.widths))
+
+
+def gearbox_liveness(cfg: GearboxConfig) -> Liveness:
+    """Beat gearbox: the output is one register, free when empty or taken. Merge: with the output ready the
+    register is always free and `sites_in.ready` is that: an input handshake every cycle (progress 1). Split:
+    the register takes a part every cycle and is taken the next; only the first cycle after reset, where the
+    first part of a site beat is loaded into the empty register (no input handshake, as it is not the last part;
+    no output one, as nothing is offered yet), is without a handshake (progress 2). Both: an end-of-frame beat
+    taken in cycle t passes alone into the register and is taken at t + 1 (response and completion 1)."""
+    split = cfg.lanes_in > cfg.lanes_out
+    return Liveness(progress=2 if split else 1, response=1, completion=1,
+                    why=gearbox_liveness.__doc__)
+
+
+def sum_pool_liveness(cfg: SumPoolConfig) -> Liveness:
+    """Global sum pool: `sites_in.ready` is low exactly while a vector is offered (`pooled.valid`), so with the
+    input offered and the output ready one of them moves every cycle (progress 1). An end-of-frame beat taken in
+    cycle t starts the vector: its G = channels / lanes beats leave at t + 1 .. t + G, one a cycle (response 1;
+    the `last` beat G - 1 cycles after the first: completion G)."""
+    return Liveness(progress=1, response=1, completion=cfg.channels // cfg.lanes, why=sum_pool_liveness.__doc__)
+
+
+def params_demux_invariants(demux: wiring.Component) -> list[tuple[Value, str]]:
+    """The demux holds one beat for one engine: at most one output is valid. k-induction needs it: from a state
+    with two outputs valid (none reachable from reset) the one not taken would be dropped with the other."""
+    valid = [getattr(demux, f"out{i}").valid for i in range(len(demux.widths))]
+    two = Cat(*[a & b for k, a in enumerate(valid) for b in valid[k + 1:]]).any()
+    return [(~two, "params demux: at most one output valid")]
+
+
+def params_demux_liveness(cfg: ParamsDemuxConfig) -> Liveness:
+    """Params demux: `params.ready` is high when the register is empty or its beat is taken this cycle; with
+    every output ready the held beat is always taken, so a params beat is taken every cycle (progress 1). The
+    streams carry no unit end: no response or completion bound."""
+    return Liveness(progress=1, response=None, completion=None, why=params_demux_liveness.__doc__)
+
+
+def network_targets() -> list[Target]:
+    """The network top's own components at small configs (docs/formal.md): both gearbox directions (ratio 3,
+    so the part counter has an unused state), a pool of three output beats a frame, a demux of three engines
+    whose 2-bit index also names one with no engine (its beats are dropped)."""
+    split = GearboxConfig(lanes_in=6, lanes_out=2, channels=6)
+    merge = GearboxConfig(lanes_in=2, lanes_out=6, channels=6)
+    pool = SumPoolConfig(channels=6, lanes=2, feature_bits=2, max_sites=3)
+    demux = ParamsDemuxConfig(word_bits=4, layer_bits=2, widths=(3, 2, 4))
+    # k-induction closes at depth 1 (the split's progress at 2); depth 6 makes its base case a bounded check of 6
+    # cycles from reset, long enough for a counterexample to a flawed variant (tests/test_formal_network.py). The
+    # liveness bounds are 1 to 3 cycles: a bounded check of 20 cycles covers a deadlock starting by cycle 17.
+    plan = {"stream": ("prove", 6), "cover": ("cover", 12), "progress": ("prove", 6), "response": ("bmc", 20),
+            "completion": ("bmc", 20)}
+    return [
+        Target("gearbox-split", "sparse-gearbox", split, "split 6 -> 2 lanes (3 beats a site), 6 channels",
+               gearbox_liveness(split), plan, builder=build_gearbox),
+        Target("gearbox-merge", "sparse-gearbox", merge, "merge 2 -> 6 lanes (3 beats a site), 6 channels",
+               gearbox_liveness(merge), plan, builder=build_gearbox),
+        Target("sum-pool", "sum-pool", pool, "6 channels, 2 lanes (3 beats a vector), 2-bit features, 3 sites",
+               sum_pool_liveness(pool), plan, builder=build_sum_pool),
+        Target("params-demux", "params-demux", demux, "3 engines (widths 3, 2, 4), 4-bit words, index 3 dropped",
+               params_demux_liveness(demux), {"stream": ("prove", 6), "cover": ("cover", 12), "progress": ("prove", 6)},
+               builder=build_params_demux, invariants=params_demux_invariants),
+    ]
+
+
 def targets() -> list[Target]:
     """Every block at its small config, with the mode and depth of each proof (docs/formal.md says why)."""
     from accelkit.config.dybit import DyBitArrayConfig
@@ -652,6 +797,7 @@ def targets() -> list[Target]:
                chain_liveness(chain), {"stream": ("prove", 3), "progress": ("bmc", 80)},
                # the chain's first output beat comes after ~90 cycles of two pipelined engines: 9 min of search
                long_plan={"cover": ("cover", 100)}),
+        *network_targets(),
     ]
 
 
