@@ -15,13 +15,21 @@ from accelkit.golden.network import SparseNetwork
 from accelkit.golden.sparse_conv import SparseFrame
 
 from . import figures, progress
-from .network import SEE_A_CALIBRATION, SEE_A_NAME, compile_and_predict, layer_table, load_frames, load_network
+from .network import (
+    SEE_A_CALIBRATION,
+    SEE_A_NAME,
+    compile_and_predict,
+    layer_table,
+    links_text,
+    load_frames,
+    load_network,
+)
 from .resources import device_budget
 
 WORKLOAD = SEE_A_NAME
 BUDGET = 3868  # MAC units: ESDA's SEE-A build (docs/network.md)
 FRAMES = f"eye:{SEE_A_CALIBRATION}"
-LINK_DEPTH = 64
+LINK_DEPTH = "auto"  # each link FIFO sized by the compiler (flows/compile.py `choose_link_depths`)
 DEVICE = "ecp5-85k"  # the largest ECP5: the part the hard blocks are held against
 RTL_COMMAND = "nox -s see_a"
 
@@ -32,7 +40,7 @@ def area_points(full: bool = False) -> list:
 
 
 def section(net: SparseNetwork, frames: list[SparseFrame], budget: int | None, out: Path, *, name: str,
-            command: str, device: str = DEVICE, link_depth: int = LINK_DEPTH) -> dict:
+            command: str, device: str = DEVICE, link_depth: int | str = LINK_DEPTH) -> dict:
     """A compiled network's figures for the report: `compile_and_predict`'s config summary, and whether its
     engines' hard blocks fit `device`: if they do not, the compiler asked for the part says why (its one-line
     refusal), or gives the allocation that does fit."""
@@ -40,7 +48,7 @@ def section(net: SparseNetwork, frames: list[SparseFrame], budget: int | None, o
     part = device_budget(device)
     fits = summary["mult18"] <= part["mult18"] and summary["ebr"] <= part["ebr"]
     res = {"workload": name, "command": command, "mac_budget": budget, "frames": len(frames),
-           "link_depth": link_depth, "summary": summary,
+           "link_depth": summary["link_depth"], "summary": summary,
            "device": {"name": device, **part, "fits": fits}}
     if not fits:
         from .compile import compile_network
@@ -81,7 +89,7 @@ def render(res: dict) -> str:
           + (f" within {budget} MAC units" if budget is not None else "")
           + f", balanced on {res['frames']} frames (the mixed-integer program on the spec's estimate, then again on "
           "the RTL cycle model near the bottleneck; docs/network.md), and the whole pipeline's cycle model with "
-          f"{res['link_depth']}-beat link FIFOs. Modelled, not simulated: the RTL of the whole network runs in "
+          f"{links_text(s)}. Modelled, not simulated: the RTL of the whole network runs in "
           f"`{RTL_COMMAND}` (the {len(layers)}-engine top under Verilator on the same frames, bit-exact against the "
           "golden network, its cycles the model's).\n",
           "Work: useful MACs per frame (per output site its active neighbours x Cin x Cout, Cin for a depthwise "
@@ -98,15 +106,17 @@ def render(res: dict) -> str:
               f"MAC units allocated: {units:,}" + (f" of {budget:,}" if budget is not None else "") + ".\n")
     if s.get("predicted_interval"):
         md.append(f"Predicted interval of the whole pipeline (cycle model, {res['frames']} frames back to back, "
-                  f"{res['link_depth']}-beat link FIFOs): {s['predicted_interval']:,} cycles per frame"
+                  f"{links_text(s)}): {s['predicted_interval']:,} cycles per frame"
                   + (f", latency {min(lat):,} to {max(lat):,} cycles" if lat else "")
                   + f"; the MAC units do useful work {100 * pooled:.1f}% of the time at that interval."
                   + (" Above the bottleneck: the engines' coupling, a layer waiting whenever its neighbour is in a "
                      "slow stretch of the frame (deeper link FIFOs close part of the gap)."
+                     + (f" With every link at {s['max_link_depth']} beats it would be "
+                        f"{s['link_reference_interval']:,}." if "link_reference_interval" in s else "")
                      if s["predicted_interval"] > 1.01 * s["bottleneck"] else "") + "\n")
-    fifo = s["ebr"] - sum(l["ebr"] for l in layers)  # the identity FIFOs' (estimated), beside the engines'
+    fifo = s["ebr"] - sum(l["ebr"] for l in layers)  # the identity and link FIFOs' (estimated), beside the engines'
     inferred = s["ebr_estimated"] - fifo  # the engines' memories deeper than one block (yosys maps them)
-    est = ([f"the identity FIFOs' {fifo} DP16KD"] if fifo else []) + (
+    est = ([f"the identity and link FIFOs' {fifo} DP16KD"] if fifo else []) + (
         [f"{inferred} DP16KD in engine memories deeper than one block, which yosys maps"] if inferred else [])
     name = f"LFE5U-{d['name'].removeprefix('ecp5-').removesuffix('k')}F"  # ecp5-85k: the LFE5U-85F
     hard = (f"ECP5 hard blocks: {s['mult18']:,} MULT18X18D and {s['ebr']:,} DP16KD"

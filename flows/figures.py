@@ -257,11 +257,13 @@ def network_balance(summary: dict, out: Path, name: str, title: str) -> str:
     names = [l["name"] for l in layers]
     worst = names.index(summary["bottleneck_layer"])
     ax_c.bar(xs, [l["cycles"] for l in layers], color=["C3" if i == worst else "C0" for i in xs], zorder=3)
+    from .network import links_text
+
     lines = [(summary["lower_bound"], "--", "C2", "lower bound (useful MACs / MAC units)"),
              (summary["bottleneck"], ":", "C3", f"bottleneck ({summary['bottleneck_layer']})")]
     if summary.get("predicted_interval"):
         lines.append((summary["predicted_interval"], "-", "0.3",
-                      f"pipeline interval (cycle model, link FIFOs {summary.get('link_depth', 0)})"))
+                      f"pipeline interval (cycle model, {links_text(summary)})"))
     for y, ls, c, lab in lines:
         ax_c.axhline(y, ls=ls, color=c, lw=1.2, label=f"{lab}: {y:,.1f}", zorder=4)
     top = max(l[0] for l in lines)

@@ -86,23 +86,45 @@ def _load_config(path: str) -> SparseNetworkConfig:
 
 
 def compile_and_predict(net: SparseNetwork, frames: list[SparseFrame], budget: int | None, device: str | None = None,
-                        link_depth: int = 64) -> tuple[SparseNetworkConfig, dict]:
+                        link_depth: int | str = "auto", max_link_depth: int = 1024) -> tuple[SparseNetworkConfig, dict]:
     """`accelkit network compile`'s figures (the report's network section shows the same): the compiler's
-    allocation and summary (`compile_network`), the config with `link_depth`-beat link FIFOs, and the whole
-    pipeline's cycle model on `frames` back to back (`predicted_interval`, `predicted_latency` per frame)."""
-    from accelkit.flows.compile import compile_network, predicted_interval
+    allocation and summary (`compile_network`), the link FIFOs (`link_depth` beats each, or "auto": each sized
+    by `choose_link_depths`, up to `max_link_depth`), and the whole pipeline's cycle model on `frames` back to
+    back (`predicted_interval`, `predicted_latency` per frame)."""
+    from accelkit.flows.compile import choose_link_depths, compile_network, predicted_interval
+    from accelkit.flows.resources import network_resources
 
     what = " and ".join(([f"{budget} MAC units"] if budget is not None else []) + ([device] if device else []))
     with progress.step(f"network: allocation for {what}: each layer's work on {len(frames)} frames, the MILP over "
                        "every layer's PI and PO, solved again on the RTL cycle model near the bottleneck"):
         cfg, summary = compile_network(net, frames, budget, device=device)
-    cfg = cfg.replace(link_depth=link_depth)
-    with progress.step(f"network: the pipeline's cycle model, {len(frames)} frames back to back "
-                       f"(link FIFOs {link_depth})"):
-        pred = predicted_interval(cfg, frames)
-    summary.update(link_depth=link_depth, predicted_interval=round(pred["interval"], 1),
-                   predicted_latency=pred["latency"], frames=len(frames))
+    if link_depth == "auto":
+        with progress.step(f"network: link FIFO depths, each the shallowest (up to {max_link_depth}) that keeps the "
+                           f"cycle model's interval on {len(frames)} frames within 0.5% of all at {max_link_depth}"):
+            cfg, links = choose_link_depths(cfg, frames, max_link_depth)
+        pred = links
+        summary.update(link_reference_interval=round(links["reference"], 1), max_link_depth=max_link_depth)
+    else:
+        cfg = cfg.replace(link_depth=link_depth)
+        with progress.step(f"network: the pipeline's cycle model, {len(frames)} frames back to back "
+                           f"(link FIFOs {link_depth})"):
+            pred = predicted_interval(cfg, frames)
+    hard = network_resources(cfg)  # the link FIFOs' block RAM now counted too
+    summary.update(link_depth=list(cfg.link_depths), ebr=hard["ebr"], ebr_estimated=hard["ebr_estimated"],
+                   predicted_interval=round(pred["interval"], 1), predicted_latency=pred["latency"],
+                   frames=len(frames))
     return cfg, summary
+
+
+def links_text(summary: dict) -> str:
+    """How the link FIFOs are sized, for a sentence: "64-beat link FIFOs" or the compiler's choice."""
+    depths = summary["link_depth"]
+    if isinstance(depths, int):
+        return f"{depths}-beat link FIFOs"
+    if "max_link_depth" not in summary and len(set(depths)) <= 1:
+        return f"{depths[0] if depths else 0}-beat link FIFOs"
+    return (f"link FIFOs of {min(depths)} to {max(depths)} beats chosen per link (up to "
+            f"{summary.get('max_link_depth', max(depths))}; {sum(depths)} beats in all)")
 
 
 def layer_table(summary: dict, totals: bool = False) -> str:
@@ -121,11 +143,20 @@ def layer_table(summary: dict, totals: bool = False) -> str:
         layers = summary["layers"]
         fifo = summary["ebr"] - sum(l["ebr"] for l in layers)
         if fifo:
-            rows.append(["identity FIFOs (estimate)", "", "", "", "", "", "", "", "", "", "-", fifo])
+            rows.append(["identity and link FIFOs (estimate)", "", "", "", "", "", "", "", "", "", "-", fifo])
         rows.append(["total", "", "", "", "", summary["mac_units"], summary["useful_macs"], "",
                      f"max {summary['bottleneck']}", "", summary["mult18"], summary["ebr"]])
     return md_table(["layer", "kind", "channels", "PI", "PO", "MAC units", "useful MACs", "sites", "cycles",
                      "util", "MULT18X18D", "DP16KD"], rows)
+
+
+def _link_depth(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: auto or a number of beats") from None
 
 
 def cmd_compile(args) -> int:
@@ -134,7 +165,8 @@ def cmd_compile(args) -> int:
     with progress.task("network compile"):
         net, default = load_network(args.net)
         frames = load_frames(args.frames, net, default)
-        cfg, summary = compile_and_predict(net, frames, args.budget, args.device, args.link_depth)
+        cfg, summary = compile_and_predict(net, frames, args.budget, args.device, args.link_depth,
+                                           args.max_link_depth)
         out = Path(args.out)
         with progress.step(f"network: writing {out / 'config.json'}, {out / 'compile.json'}"):
             out.mkdir(parents=True, exist_ok=True)
@@ -148,12 +180,12 @@ def cmd_compile(args) -> int:
         b = summary["device_budget"]
         hard += f" of the {args.device}'s {b['mult18']} and {b['ebr']} (LUT4 not modelled: `accelkit network synth`)"
         if summary["ebr"] > b["ebr"]:
-            hard += "; the identity FIFOs' block RAM takes it over the part's"
+            hard += "; the identity and link FIFOs' block RAM takes it over the part's"
     print(hard)
     print(f"MAC units {summary['mac_units']}" + (f" of {args.budget}" if args.budget else "") +
           f"; bottleneck {summary['bottleneck']} cycles "
           f"({summary['bottleneck_layer']}), lower bound {summary['lower_bound']}, balance "
-          f"{100 * summary['balance']:.1f}%; pipeline interval (cycle model, link FIFOs {args.link_depth}) "
+          f"{100 * summary['balance']:.1f}%; pipeline interval (cycle model, {links_text(summary)}) "
           f"{summary['predicted_interval']}")
     print(f"written: {out / 'config.json'}, {out / 'compile.json'}")
     return 0
@@ -167,7 +199,8 @@ def cmd_sim(args) -> int:
         net, default = load_network(args.net)
         frames = load_frames(args.frames, net, default)
         cfg = _load_config(args.config)
-        how = ("streams inside the simulator" if args.streams == "hdl" else "streams driven by cocotb") + (
+        how = {"hdl": "streams inside the simulator, under cocotb", "native": "streams inside the simulator, no cocotb",
+               "cocotb": "streams driven by cocotb"}[args.streams] + (
             f", gap {args.gap:g}, stall {args.stall:g}" if args.gap or args.stall else "")
         with progress.step(f"network: Verilator build of the {len(cfg.layers)}-engine top (cached by content), then "
                            f"{len(frames)} frames back to back through it ({how}), every pooled beat checked "
@@ -220,7 +253,11 @@ def add_parser(sub) -> None:
     c.add_argument("--device", default=None, choices=sorted(DEVICES),
                    help="fit the engines' multipliers and block RAMs (MULT18X18D, DP16KD) into this ECP5 part")
     c.add_argument("--frames", default=None, help="eye:N or a folder of .npz frames")
-    c.add_argument("--link-depth", type=int, default=64, help="FIFO beats between engines (default 64; 0: none)")
+    c.add_argument("--link-depth", type=_link_depth, default="auto",
+                   help="FIFO beats between engines: auto (default: each link the shallowest that keeps the "
+                        "interval within 0.5%% of all at --max-link-depth), or one depth for all (0: wired directly)")
+    c.add_argument("--max-link-depth", type=int, default=1024, help="the deepest link --link-depth auto tries "
+                   "(default 1024; a power of two up to 4096)")
     c.add_argument("-o", "--out", required=True)
     c.set_defaults(func=cmd_compile)
     s = nsub.add_parser("sim", help="run the compiled network's RTL on frames, bit-exact against the golden net")

@@ -68,15 +68,16 @@ def engine_resources(cfg: SparseConvConfig) -> dict:
 
 
 def network_resources(cfg: SparseNetworkConfig) -> dict:
-    """The engines' MULT18X18D and DP16KD (exact) and the FIFOs' block RAM (estimated), in total and per layer."""
+    """The engines' MULT18X18D and DP16KD (exact) and the identity and link FIFOs' block RAM (estimated), in
+    total and per layer."""
     layers = [engine_resources(c) for c in cfg.layers]
+    from accelkit.gen.sparse_conv import in_token_layout  # a link FIFO's beat: the next engine's input token
     from accelkit.gen.sparse_line_buffer import accepted_layout  # the identity FIFO's beat (gen/network.py)
 
-    fifo_ebr = 0
-    for first, last in cfg.residual:
-        depth = cfg.identity_depth((first, last))
-        width = accepted_layout(cfg.layers[first].pi, cfg.layers[first].feature_bits).size
-        if depth > _LUTRAM_DEPTH:
-            fifo_ebr += _blocks(width, depth)[0]
+    fifos = [(cfg.identity_depth((first, last)), accepted_layout(cfg.layers[first].pi,
+                                                                 cfg.layers[first].feature_bits).size)
+             for first, last in cfg.residual]
+    fifos += [(d, in_token_layout(cfg.layers[i + 1]).size) for i, d in enumerate(cfg.link_depths) if d]
+    fifo_ebr = sum(_blocks(width, depth)[0] for depth, width in fifos if depth > _LUTRAM_DEPTH)
     return {"mult18": sum(r["mult18"] for r in layers), "ebr": sum(r["ebr"] for r in layers) + fifo_ebr,
             "ebr_estimated": sum(r["ebr_inferred"] for r in layers) + fifo_ebr, "layers": layers}

@@ -11,7 +11,7 @@ Streams:
   else ``sites_out``: the last engine's output tokens.
 
 Between engine i - 1 and engine i: a `BeatGearbox` when pi differs from the previous po, then a
-``SyncFIFOBuffered`` of ``cfg.link_depth`` beats when that is not 0.
+``SyncFIFOBuffered`` of ``cfg.link_depths[i - 1]`` beats when that is not 0 (the compiler sizes each).
 
 Residual blocks: the block's first engine hands on the beats its line buffer accepts (``identity_out``),
 which a ``SyncFIFOBuffered`` of ``cfg.identity_depth(span)`` beats carries beside the block to the last
@@ -81,8 +81,8 @@ class SparseNetworkTop(wiring.Component):
                 m.submodules[f"gearbox{i}"] = gb
                 wiring.connect(m, src, gb.sites_in)
                 src = gb.sites_out
-            if cfg.link_depth:
-                _through_fifo(m, f"link{i}", cfg.link_depth, src, engines[i].sites_in)
+            if cfg.link_depths[i - 1]:
+                _through_fifo(m, f"link{i}", cfg.link_depths[i - 1], src, engines[i].sites_in)
             else:
                 wiring.connect(m, src, engines[i].sites_in)
 

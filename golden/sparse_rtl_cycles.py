@@ -426,13 +426,12 @@ def frames_cycles(cfg: SparseConvConfig | SparseChainConfig | SparseNetworkConfi
     plans = _plans(layers, frames)
     down = None
     network = isinstance(cfg, SparseNetworkConfig)
-    depth = cfg.link_depth if network else 0
     if network and cfg.pool:
         down = _Pool(cfg.last.cout // cfg.last.po)
     for i in reversed(range(len(layers))):
         down = _Engine(layers[i], plans[i], down, link)
-        if i and depth:
-            down = _Fifo(depth, cfg.link_latency, down)
+        if i and network and cfg.link_depths[i - 1]:
+            down = _Fifo(cfg.link_depths[i - 1], cfg.link_latency(i), down)
         if i and layers[i].pi != layers[i - 1].po:
             down = _Gearbox(layers[i - 1].po, layers[i].pi, down)
     first, last = down, down

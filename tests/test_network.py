@@ -15,7 +15,15 @@ import torch.nn.functional as F
 from accelkit.config import ConfigError
 from accelkit.config.network import SparseNetworkConfig
 from accelkit.config.sparse_conv import SparseConvConfig
-from accelkit.flows.compile import allocate, compile_network, layer_work, network_config
+from accelkit.flows.compile import (
+    LINK_DEPTH_STEPS,
+    allocate,
+    choose_link_depths,
+    compile_network,
+    layer_work,
+    network_config,
+    predicted_interval,
+)
 from accelkit.golden.esda import EsdaFormatError, read_esda, write_esda
 from accelkit.golden.events import EYE_FEATURE_MAX, eye_frames
 from accelkit.golden.network import SEE_A, NetworkFileError, SparseNetwork, StageSpec
@@ -255,6 +263,17 @@ def test_network_config_checks():
         SparseNetworkConfig(residual=((2, 1),))
     with pytest.raises(ConfigError, match="names"):
         SparseNetworkConfig(names=("a", "a", "b", "c"))
+    # link FIFOs: one depth for all, or one per link
+    per = cfg.replace(link_depth=(0, 16, 256))
+    assert per.link_depths == (0, 16, 256) and cfg.replace(link_depth=8).link_depths == (8, 8, 8)
+    assert SparseNetworkConfig.from_dict(json.loads(per.to_json())) == per
+    assert per.link_latency(1) == 0 and per.link_latency(2) == 2
+    # a residual block's identity FIFO holds the beats of the links inside it
+    assert per.identity_depth((1, 3)) - cfg.identity_depth((1, 3)) == 16 + 256
+    with pytest.raises(ConfigError, match=r"link_depth=\(0, 16\) is invalid: one depth per link: a tuple of 3"):
+        cfg.replace(link_depth=(0, 16))
+    with pytest.raises(ConfigError, match=r"link_depth\[1\]=1 is invalid: 0 \(wired directly\) or a FIFO depth"):
+        cfg.replace(link_depth=(0, 1, 4))
 
 
 # ----------------------------------------------------------------------------- allocation
@@ -344,6 +363,26 @@ def test_a_network_too_big_for_the_part_says_what_it_needs():
     with pytest.raises(ConfigError, match=r"device='ecp5-25k' is invalid: the network's engines need at least 33 "
                                           r"MULT18X18D \(each layer at its fewest\), the part has 28"):
         compile_network(net, frames, device="ecp5-25k")
+
+
+def test_link_depths_are_chosen_per_link(small):
+    """Each link the shallowest step that keeps the cycle model's interval within the tolerance of all links at
+    the largest depth, and one step shallower on any link breaks it (or it is already a direct wire)."""
+    net, frames = small
+    cfg, _ = compile_network(net, frames, 64)
+    out, r = choose_link_depths(cfg, frames, max_depth=64, tolerance=0.005)
+    depths = out.link_depths
+    assert len(depths) == len(cfg.layers) - 1 and all(d in LINK_DEPTH_STEPS and d <= 64 for d in depths)
+    limit = r["reference"] * 1.005
+    assert r["interval"] == predicted_interval(out, frames)["interval"] <= limit
+    assert r["reference"] == predicted_interval(cfg.replace(link_depth=64), frames)["interval"]
+    for j, d in enumerate(depths):
+        if d:
+            shallower = list(depths)
+            shallower[j] = LINK_DEPTH_STEPS[LINK_DEPTH_STEPS.index(d) - 1]
+            assert predicted_interval(out.replace(link_depth=tuple(shallower)), frames)["interval"] > limit, j
+    with pytest.raises(ConfigError, match="max_depth=100 is invalid"):
+        choose_link_depths(cfg, frames, max_depth=100)
 
 
 def test_compile_network(small):

@@ -205,7 +205,8 @@ def test_accelkit_network_compile_into_a_log_shows_its_steps(small_network, tmp_
     assert whats == ["network compile ...", f"network: frames from {d / 'frames'} ...",
                      "network: allocation for 48 MAC units: each layer's work on 3 frames, the MILP over every layer's "
                      "PI and PO, solved again on the RTL cycle model near the bottleneck ...",
-                     "network: the pipeline's cycle model, 3 frames back to back (link FIFOs 64) ...",
+                     "network: link FIFO depths, each the shallowest (up to 1024) that keeps the cycle model's "
+                     "interval on 3 frames within 0.5% of all at 1024 ...",
                      f"network: writing {tmp_path / 'config.json'}, {tmp_path / 'compile.json'} ...",
                      "network compile: done"]
     assert [t for t, _ in lines] == sorted(t for t, _ in lines)
@@ -236,7 +237,8 @@ def test_accelkit_network_sim_and_synth_show_their_steps_on_stderr(small_network
     assert [w for _, w in _lines(err)] == [
         "network sim ...", f"network: frames from {d / 'frames'} ...",
         f"network: Verilator build of the {len(cfg.layers)}-engine top (cached by content), then 3 frames back to back "
-        "through it (streams inside the simulator), every pooled beat checked against the golden network ...",
+        "through it (streams inside the simulator, under cocotb), every pooled beat checked against the golden "
+        "network ...",
         "network: bit-exact on 3 frames; interval 40.0 cycles, the cycle model's 40.0; every latency the model's",
         "network sim: done"]
 

@@ -256,7 +256,7 @@ def test_network_section_shows_the_allocation_its_balance_and_its_hard_blocks(sm
         assert float(r[col["util"]].rstrip("%")) == pytest.approx(
             100 * int(r[col["useful MACs"]]) / (l["macs"] * float(r[col["cycles"]].split()[0])), abs=0.06)
     # totals: the sum of the layers (and the residual block's identity FIFO, the one estimate beside them)
-    assert fifo[0] == "identity FIFOs (estimate)" and int(fifo[col["DP16KD"]]) > 0
+    assert fifo[0] == "identity and link FIFOs (estimate)" and int(fifo[col["DP16KD"]]) > 0
     assert int(total[col["MAC units"]]) == sum(int(r[col["MAC units"]]) for r in layers) == s["mac_units"] <= 48
     def column(name: str) -> list[int]:
         return [int(r[col[name]]) for r in layers]
@@ -273,8 +273,12 @@ def test_network_section_shows_the_allocation_its_balance_and_its_hard_blocks(sm
     assert (f"Bottleneck: {s['bottleneck_layer']}, {s['bottleneck']:,} cycles per frame. Lower bound: "
             f"{s['useful_macs']:,} useful MACs / 48 MAC units = {s['lower_bound']:,} cycles. Balance (lower bound / "
             f"bottleneck): {100 * s['balance']:.1f}%.") in md
-    assert f"Predicted interval of the whole pipeline (cycle model, 3 frames back to back, 64-beat link FIFOs): " \
+    depths = s["link_depth"]
+    assert len(depths) == len(s["layers"]) - 1 and max(depths) <= s["max_link_depth"] == 1024
+    assert f"Predicted interval of the whole pipeline (cycle model, 3 frames back to back, link FIFOs of " \
+           f"{min(depths)} to {max(depths)} beats chosen per link (up to 1024; {sum(depths)} beats in all)): " \
            f"{s['predicted_interval']:,} cycles per frame" in md
+    assert s["predicted_interval"] <= 1.005 * s["link_reference_interval"]
     # the hard blocks against the part's
     part = DEVICES[device]
     assert f"{s['mult18']:,} MULT18X18D and {s['ebr']:,} DP16KD" in md

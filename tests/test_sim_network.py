@@ -34,9 +34,11 @@ def test_compiled_small_network_has_a_gearbox(small):
         [(l.pi, l.po) for l in cfg.layers]
 
 
-@pytest.mark.parametrize("link_depth", [0, 16])
+@pytest.mark.parametrize("link_depth", [0, 16, "per link"])
 def test_network_rtl_matches_golden_and_model(small, link_depth):
     net, frames, cfg = small
+    if link_depth == "per link":  # as the compiler chooses them: a direct wire and FIFOs of several depths
+        link_depth = tuple([0, 3, 16, 4, 8][:len(cfg.layers) - 1])
     cfg = dataclasses.replace(cfg, link_depth=link_depth)
     run = run_network(cfg, net, frames)
     for k, f in enumerate(frames):
@@ -77,7 +79,9 @@ def test_network_cli_compile(small, tmp_path, capsys):
                  "-o", str(tmp_path / "out")]) == 0
     assert "bottleneck" in capsys.readouterr().out
     cfg = SparseNetworkConfig.from_dict(json.loads((tmp_path / "out" / "config.json").read_text()))
-    assert cfg.link_depth == 64 and cfg.names == tuple(net.names)
+    # link depths chosen per link by the compiler (--link-depth auto, the default)
+    assert isinstance(cfg.link_depth, tuple) and len(cfg.link_depth) == len(cfg.layers) - 1
+    assert cfg.names == tuple(net.names)
     assert main(["network", "compile", str(tmp_path / "nothing.json"), "--budget", "48", "-o", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "nothing.json: no such file" in err and len(err.strip().splitlines()) == 1

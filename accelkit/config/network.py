@@ -34,7 +34,9 @@ class SparseNetworkConfig(BlockConfig):
     names: tuple = ("conv1", "block_0_0", "block_0_1", "block_0_2")
     residual: tuple = ((1, 3),)  # (first, last) layer index of each residual block
     pool: bool = True  # end in the global sum pool (one vector per frame)
-    link_depth: int = 0  # beats of FIFO between consecutive engines (0: wired directly)
+    # beats of FIFO between consecutive engines (0: wired directly): one depth for every link, or a tuple of one
+    # per link (entry i - 1 is the link into layer i), as the compiler chooses them (flows/compile.py)
+    link_depth: int | tuple = 0
 
     def validate(self) -> None:
         require(isinstance(self.layers, tuple) and len(self.layers) >= 1, "layers",
@@ -46,9 +48,20 @@ class SparseNetworkConfig(BlockConfig):
             require(isinstance(nm, str) and bool(_NAME.match(nm)), f"names[{i}]", "an identifier", nm)
         require(len(set(self.names)) == n, "names", "distinct", self.names)
         require(isinstance(self.pool, bool), "pool", "True or False", self.pool)
-        require(isinstance(self.link_depth, int) and not isinstance(self.link_depth, bool)
-                and (self.link_depth == 0 or 2 <= self.link_depth <= 65536), "link_depth",
-                "0 (engines wired directly) or a FIFO depth in 2..65536", self.link_depth)
+        def depth_ok(d) -> bool:
+            # (a SyncFIFOBuffered of 2 beats has a one-entry inner FIFO, which Amaranth emits with a zero-width
+            # address that Verilator refuses)
+            return isinstance(d, int) and not isinstance(d, bool) and (d == 0 or 3 <= d <= 65536)
+
+        if isinstance(self.link_depth, tuple):
+            require(len(self.link_depth) == n - 1, "link_depth", f"one depth per link: a tuple of {n - 1}",
+                    self.link_depth)
+            for i, d in enumerate(self.link_depth):
+                require(depth_ok(d), f"link_depth[{i}]", "0 (wired directly) or a FIFO depth in 3..65536", d)
+        else:
+            require(depth_ok(self.link_depth), "link_depth",
+                    "0 (engines wired directly), a FIFO depth in 3..65536, or a tuple of one per link",
+                    self.link_depth)
         require(isinstance(self.residual, tuple), "residual", "a tuple of (first, last) pairs", self.residual)
         ends: set[int] = set()
         prev_last = -1
@@ -93,9 +106,16 @@ class SparseNetworkConfig(BlockConfig):
         return self.layers[-1]
 
     @property
-    def link_latency(self) -> int:
-        """Cycles from a beat written into a link FIFO to the beat offered at its output (SyncFIFOBuffered)."""
-        return 2 if self.link_depth else 0
+    def link_depths(self) -> tuple[int, ...]:
+        """The depth of every link FIFO: entry i - 1 joins layer i - 1 to layer i (0: wired directly)."""
+        if isinstance(self.link_depth, tuple):
+            return self.link_depth
+        return (self.link_depth,) * (len(self.layers) - 1)
+
+    def link_latency(self, i: int) -> int:
+        """Cycles from a beat written into the link FIFO before layer i to the beat offered at its output
+        (SyncFIFOBuffered), 0 for a direct wire."""
+        return 2 if self.link_depths[i - 1] else 0
 
     def identity_depth(self, span: tuple[int, int]) -> int:
         """Beats the identity FIFO of residual block `span` holds: every beat its first engine has accepted and
@@ -108,7 +128,8 @@ class SparseNetworkConfig(BlockConfig):
         a = self.layers[first]
         block = self.layers[first:last + 1]
         rows = sum(l.buffer_slots for l in block) + 1
-        queued = sum(l.output_queue_depth + l.input_queue_depth + 2 for l in block) + (last - first) * self.link_depth
+        queued = (sum(l.output_queue_depth + l.input_queue_depth + 2 for l in block)
+                  + sum(self.link_depths[first:last]))
         return (rows * a.max_width + queued) * a.in_groups + 1
 
     @property
@@ -117,7 +138,8 @@ class SparseNetworkConfig(BlockConfig):
 
     def to_dict(self) -> dict:
         return {"block": self.block, "layers": [l.to_dict() for l in self.layers], "names": list(self.names),
-                "residual": [list(s) for s in self.residual], "pool": self.pool, "link_depth": self.link_depth}
+                "residual": [list(s) for s in self.residual], "pool": self.pool,
+                "link_depth": list(self.link_depth) if isinstance(self.link_depth, tuple) else self.link_depth}
 
     @classmethod
     def from_dict(cls, d: dict):
@@ -140,5 +162,5 @@ class SparseNetworkConfig(BlockConfig):
                 if isinstance(r, list | tuple) else r
         for k in ("pool", "link_depth"):
             if k in d:
-                kw[k] = d[k]
+                kw[k] = tuple(d[k]) if isinstance(d[k], list) else d[k]
         return cls(**kw)
