@@ -303,5 +303,9 @@ def verilated_model(cfg: BlockConfig, waves: bool = False, variant: Variant | No
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+        # the precompiled headers (two of about 100 MB each) serve only the compile: a cache of hundreds of
+        # models filled a 50 GB disk with them
+        for pch in d.glob("*.gch"):
+            pch.unlink(missing_ok=True)
         atomic_write(stamp, json.dumps(versions(), sort_keys=True))
     return d
