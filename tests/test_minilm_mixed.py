@@ -1,0 +1,62 @@
+"""The mixed-precision search (flows/minilm_mixed.py) on a synthetic accuracy model, and the dynamic
+activation quantiser against the full search."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from accelkit.flows import minilm_mixed as mm
+from accelkit.golden.dybit import quantise_dybit
+
+
+def synthetic(shapes, penalty):
+    """cosine = 1 - the sum over quantised layers of their mode's penalty (additive, as a first-order model)."""
+    def evaluate(modes):
+        loss = sum(penalty[name][mode] for name, mode in modes.items())
+        return 1.0 - loss, 1.0 - 2 * loss
+    return evaluate
+
+
+def test_the_search_meets_the_budget_and_finds_the_cheapest_modes():
+    dims = [(64, 64), (64, 256), (256, 64), (32, 32)]
+    shapes = [mm.LinearShape(f"l{i}", k, n, 40) for i, (k, n) in enumerate(dims)]
+    g = torch.Generator().manual_seed(1)
+    def r(scale):
+        return float(torch.rand(1, generator=g)) * scale
+
+    penalty = {s.name: {(8, 8): 0.0005, (8, 4): r(0.006), (4, 8): r(0.02), (4, 4): 0.004 + r(0.02)} for s in shapes}
+    cycles = mm.scaled_cycles(4, 4)
+    out = mm.choose_modes(shapes, synthetic(shapes, penalty), cycles, budget=0.99)
+    ev = synthetic(shapes, penalty)
+    assert ev(out["modes"])[0] >= 0.99 and out["cosine"]["mean"] == pytest.approx(ev(out["modes"])[0])
+    assert out["cycles"] == mm.layer_cycles(shapes, cycles, out["modes"]) < out["cycles_widest"]
+    # against every assignment (4 layers, 4 modes): no cheaper one within the budget exists here
+    best = min(mm.layer_cycles(shapes, cycles, dict(zip([s.name for s in shapes], combo, strict=True)))
+               for combo in itertools.product(mm.MODES, repeat=len(shapes))
+               if ev(dict(zip([s.name for s in shapes], combo, strict=True)))[0] >= 0.99)
+    assert out["cycles"] == best
+
+
+def test_a_budget_the_widest_modes_miss_is_refused():
+    shapes = [mm.LinearShape("l0", 8, 8, 8)]
+    with pytest.raises(ValueError, match=r"budget=0.999 is invalid: every layer at \(8, 8\) already gives"):
+        mm.choose_modes(shapes, lambda modes: (0.99, 0.98), mm.scaled_cycles(), budget=0.999)
+
+
+def test_precision_scales_the_cycles():
+    c = mm.scaled_cycles(4, 4)
+    full, w4a8, a4w4 = c(64, 256, 64, 8, 8), c(64, 256, 64, 8, 4), c(64, 256, 64, 4, 4)
+    assert full / w4a8 == pytest.approx(2, rel=0.02) and full / a4w4 == pytest.approx(4, rel=0.05)
+
+
+def test_the_sampled_activation_quantiser_picks_the_full_searchs_format():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 200, generator=g) * torch.linspace(0.2, 3, 200)  # uneven channels, like activations
+    for n in (4, 8):
+        q, full = mm.quantise_activation(x, n), quantise_dybit(x, n)
+        assert q.fmt == full.fmt
+        assert float(q.scale) == pytest.approx(float(full.scale), rel=0.1)
+        assert q.codes.shape == x.shape
