@@ -61,6 +61,13 @@ register(Block(
     bench="accelkit.flows.bench_dybit",
 ))
 register(Block(
+    name="dybit-dyn",
+    config="accelkit.config.dybit_dyn:DyBitDynConfig",
+    generator="accelkit.gen.dybit_dyn:DyBitDynArray",
+    summary="R x C MAC array taking each job's DyBit / INT formats in a header; 1, 2 or 4 MACs per PE per cycle "
+            "as the operands narrow (8 x 8, 8 x 4, 4 x 4)",
+))
+register(Block(
     name="hyft",
     config="accelkit.config.hyft:SoftmaxConfig",
     generator="accelkit.gen.hyft:build_softmax",

@@ -36,7 +36,8 @@ class DyBitRun:
     sim_seconds: float = 0.0  # wall time of the simulation itself (the simulator's start excluded)
 
 
-def _check_operands(cfg: DyBitArrayConfig, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def check_matmul(a: torch.Tensor, b: torch.Tensor, max_k: int, a_fmt, b_fmt) -> tuple[torch.Tensor, torch.Tensor]:
+    """A and B as int64 code tensors of a matmul the array can run, or a one-line QuantError."""
     if not (torch.is_tensor(a) and torch.is_tensor(b)) or a.dim() != 2 or b.dim() != 2:
         raise QuantError("A and B must be 2-D integer tensors of codes")
     if a.shape[1] != b.shape[0]:
@@ -45,43 +46,80 @@ def _check_operands(cfg: DyBitArrayConfig, a: torch.Tensor, b: torch.Tensor) -> 
     n = b.shape[1]
     if min(m, k, n) < 1:
         raise QuantError(f"matmul {m} x {k} x {n} is empty")
-    if k > cfg.max_k:
-        raise QuantError(f"K={k} is above max_k={cfg.max_k} that this array's accumulators were generated for")
-    parse_format(cfg.a_fmt).to_int(a)  # range and dtype checks with a one-line QuantError
-    parse_format(cfg.b_fmt).to_int(b)
+    if k > max_k:
+        raise QuantError(f"K={k} is above max_k={max_k} that this array's accumulators were generated for")
+    parse_format(a_fmt).to_int(a)  # range and dtype checks with a one-line QuantError
+    parse_format(b_fmt).to_int(b)
     return a.to(torch.int64), b.to(torch.int64)
+
+
+def _check_operands(cfg: DyBitArrayConfig, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return check_matmul(a, b, cfg.max_k, cfg.a_fmt, cfg.b_fmt)
+
+
+def pad_tiles(a: np.ndarray, b: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """A (M x K) and B (K x N) padded with zeros to whole R x C output tiles."""
+    m, k = a.shape
+    n = b.shape[1]
+    ap = np.zeros((math.ceil(m / rows) * rows, k), dtype=np.int64)
+    ap[:m] = a
+    bp = np.zeros((k, math.ceil(n / cols) * cols), dtype=np.int64)
+    bp[:, :n] = b
+    return ap, bp
+
+
+def tile_inputs(ap: np.ndarray, bp: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The a and b beats (lane values) of padded A (tm*R x K) and B (K x tn*C), tile by tile (row tiles outer,
+    column tiles inner), and each beat's `last` flag (the tile's final k)."""
+    R, C = rows, cols
+    k = ap.shape[1]
+    tm, tn = ap.shape[0] // R, bp.shape[1] // C
+    # a beats: tile (i, j), step kk -> A[i*R:(i+1)*R, kk]; the same A columns repeat for every j
+    a_tiles = ap.reshape(tm, R, k).transpose(0, 2, 1)  # (tm, k, R)
+    a_vals = np.repeat(a_tiles[:, None], tn, axis=1).reshape(-1, R)
+    last = np.tile((np.arange(k) == k - 1).astype(np.int64), tm * tn)
+    b_tiles = bp.reshape(k, tn, C).transpose(1, 0, 2)  # (tn, k, C)
+    b_vals = np.tile(b_tiles[None], (tm, 1, 1, 1)).reshape(-1, C)
+    return a_vals, b_vals, last
+
+
+def tile_outputs(cp: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """The c beats of a padded result (tm*R x tn*C): one row of a tile per beat, in tile order; `last` flags."""
+    R, C = rows, cols
+    tm, tn = cp.shape[0] // R, cp.shape[1] // C
+    c_vals = cp.reshape(tm, R, tn, C).transpose(0, 2, 1, 3).reshape(-1, C)  # (tile, row) order
+    c_last = np.tile((np.arange(R) == R - 1).astype(np.int64), tm * tn)
+    return c_vals, c_last
+
+
+def untile(vals: np.ndarray, m: int, n: int, rows: int, cols: int) -> torch.Tensor:
+    """Inverse of tile_outputs: the c beats' lane values back to the M x N result."""
+    R, C = rows, cols
+    tm, tn = math.ceil(m / R), math.ceil(n / C)
+    full = np.asarray(vals).reshape(tm, tn, R, C).transpose(0, 2, 1, 3).reshape(tm * R, tn * C)
+    return torch.from_numpy(np.ascontiguousarray(full[:m, :n]).astype(np.int64))
+
+
+def tile_labels(m: int, n: int, rows: int, cols: int, prefix: str = "") -> list[str]:
+    """A name for every c beat: its tile, the tile's first row and column, the row."""
+    tn = math.ceil(n / cols)
+    return [f"{prefix}tile {t} (rows {(t // tn) * rows}.., cols {(t % tn) * cols}..) row {r}"
+            for t in range(math.ceil(m / rows) * tn) for r in range(rows)]
 
 
 def pack_job(cfg: DyBitArrayConfig, a: torch.Tensor, b: torch.Tensor) -> tuple[list[int], list[int], list[int]]:
     """Beats of streams a, b and the expected beats of c for A x B (codes), tile by tile."""
     R, C = cfg.rows, cfg.cols
-    m, k = a.shape
-    n = b.shape[1]
-    tm, tn = math.ceil(m / R), math.ceil(n / C)
-    ap = torch.zeros(tm * R, k, dtype=torch.int64)
-    ap[:m] = a
-    bp = torch.zeros(k, tn * C, dtype=torch.int64)
-    bp[:, :n] = b
-    cp = dybit_matmul(ap, cfg.a_fmt, bp, cfg.b_fmt).numpy()
-    a_np, b_np = ap.numpy(), bp.numpy()
-    # a beats: tile (i, j), step kk -> A[i*R:(i+1)*R, kk]; the same A columns repeat for every j
-    a_tiles = a_np.reshape(tm, R, k).transpose(0, 2, 1)  # (tm, k, R)
-    a_vals = np.repeat(a_tiles[:, None], tn, axis=1).reshape(-1, R)
-    last = np.tile((np.arange(k) == k - 1).astype(np.int64), tm * tn)
-    b_tiles = b_np.reshape(k, tn, C).transpose(1, 0, 2)  # (tn, k, C)
-    b_vals = np.tile(b_tiles[None], (tm, 1, 1, 1)).reshape(-1, C)
-    c_vals = cp.reshape(tm, R, tn, C).transpose(0, 2, 1, 3).reshape(-1, C)  # (tile, row) order
-    c_last = np.tile((np.arange(R) == R - 1).astype(np.int64), tm * tn)
+    ap, bp = pad_tiles(a.numpy(), b.numpy(), R, C)
+    a_vals, b_vals, last = tile_inputs(ap, bp, R, C)
+    cp = dybit_matmul(torch.from_numpy(ap), cfg.a_fmt, torch.from_numpy(bp), cfg.b_fmt).numpy()
+    c_vals, c_last = tile_outputs(cp, R, C)
     return (pack_lanes(a_vals, cfg.a_bits, [(last, 1)]), pack_lanes(b_vals, cfg.b_bits),
             pack_lanes(c_vals, cfg.acc_bits, [(c_last, 1)]))
 
 
 def unpack_c(cfg: DyBitArrayConfig, beats: list[int], m: int, n: int) -> torch.Tensor:
-    R, C = cfg.rows, cfg.cols
-    tm, tn = math.ceil(m / R), math.ceil(n / C)
-    vals = unpack_lanes(beats, cfg.acc_bits, C, signed=True)
-    full = vals.reshape(tm, tn, R, C).transpose(0, 2, 1, 3).reshape(tm * R, tn * C)
-    return torch.from_numpy(np.ascontiguousarray(full[:m, :n]).astype(np.int64))
+    return untile(unpack_lanes(beats, cfg.acc_bits, cfg.cols, signed=True), m, n, cfg.rows, cfg.cols)
 
 
 def run_dybit_array(cfg: DyBitArrayConfig, a: torch.Tensor, b: torch.Tensor, *, gap: float = 0.0,
@@ -99,10 +137,7 @@ def run_dybit_array(cfg: DyBitArrayConfig, a: torch.Tensor, b: torch.Tensor, *, 
     m, k = a.shape
     n = b.shape[1]
     a_beats, b_beats, c_beats = pack_job(cfg, a, b)
-    R = cfg.rows
-    labels = [f"tile {t} (rows {(t // math.ceil(n / cfg.cols)) * R}.., cols "
-              f"{(t % math.ceil(n / cfg.cols)) * cfg.cols}..) row {r}"
-              for t in range(len(c_beats) // R) for r in range(R)] if check else None
+    labels = tile_labels(m, n, cfg.rows, cfg.cols) if check else None
     job = {
         "seed": seed,
         "sources": [{"name": "a", "beats": a_beats, "gap": gap}, {"name": "b", "beats": b_beats, "gap": gap}],
