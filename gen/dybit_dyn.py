@@ -39,7 +39,6 @@ from accelkit.config.dybit_dyn import (
     LANE_BITS,
     SUB_BITS,
     DyBitDynConfig,
-    decode_case,
     shift_max,
 )
 
@@ -102,33 +101,39 @@ def sum_shape(cfg: DyBitDynConfig):
 
 def decode_code(m: Module, code, n: int, fmt, name: str):
     """Combinational decode of one n-bit code under the job's format `fmt` (a FormatLayout view):
-    (neg, n-bit normalised significand, residual shift) with |I| = significand << shift."""
+    (neg, n-bit normalised significand, residual shift) with |I| = significand << shift, as `decode_case`.
+
+    DyBit: k = the body's leading ones, up to kmax; the body shifted left past the prefix (and its terminating
+    zero when k < kmax) leaves the mantissa left-aligned, `rest`. The value's leading one is at bit k + n - 3,
+    so k = 0: the body itself (m); k = 1: 0 1 rest (the leading one at n - 2); k >= 2: 1 rest, shift k - 2.
+    INT: the magnitude (up to 2^(n-1)), shift 0."""
+    nb = n - 1
+    body = code[:nb]
+    lead = Const(nb, range(nb + 1))
+    for i in reversed(range(nb)):  # the first zero from the top
+        lead = Mux(~body[nb - 1 - i], i, lead)
+    lead_s = Signal(range(nb + 1), name=f"{name}_lead")
+    k = Signal(range(nb + 1), name=f"{name}_k")
+    j = Signal(range(nb + 1), name=f"{name}_j")
+    rest = Signal(nb, name=f"{name}_rest")
+    m.d.comb += [
+        lead_s.eq(lead),
+        k.eq(Mux(lead_s > fmt.kmax, fmt.kmax, lead_s)),
+        j.eq(k + (k < fmt.kmax)),
+        rest.eq((body << j)[:nb]),
+    ]
     neg = Signal(name=f"{name}_neg")
     sig = Signal(n, name=f"{name}_sig")
     sh = Signal(_bits(shift_max(n)), name=f"{name}_sh")
     m.d.comb += neg.eq(code[n - 1])
-    nb = n - 1
-    body = code[:nb]
-
-    def case(kmax: int, k: int):
-        w, hidden, pre, s = decode_case(n, kmax, k)
-        parts = ([Const(0, pre)] if pre else []) + ([body[:w]] if w else []) + ([Const(1, 1)] if hidden else [])
-        return [sig.eq(Cat(*parts) if parts else 0), sh.eq(s)]
-
     with m.If(fmt.is_int):
-        m.d.comb += sig.eq(Mux(code[n - 1], -code.as_signed(), code))  # two's complement magnitude, up to 2^(n-1)
+        m.d.comb += sig.eq(Mux(code[n - 1], -code.as_signed(), code))  # two's complement magnitude
+    with m.Elif(k == 0):
+        m.d.comb += sig.eq(body)
+    with m.Elif(k == 1):
+        m.d.comb += sig.eq(Cat(rest[1:], Const(1, 1), Const(0, 1)))
     with m.Else():
-        with m.Switch(fmt.kmax):
-            for kmax in range(1, n):
-                with m.Case(kmax):
-                    # k = leading ones of the body, up to kmax: a priority chain on its top bits
-                    with m.If(~body[nb - 1]):
-                        m.d.comb += case(kmax, 0)
-                    for k in range(1, kmax):
-                        with m.Elif(~body[nb - 1 - k]):
-                            m.d.comb += case(kmax, k)
-                    with m.Else():
-                        m.d.comb += case(kmax, kmax)
+        m.d.comb += [sig.eq(Cat(rest, Const(1, 1))), sh.eq(k - 2)]
     return neg, sig, sh
 
 
@@ -190,22 +195,32 @@ class OperandDecoder(wiring.Component):
         return m
 
 
-def mul4x4(x, y):
-    """x * y for 4-bit unsigned values as a sum of shifted partial products (adders, never a DSP block)."""
-    terms = [Mux(y[b], x << b, 0) for b in range(len(y))]
-    return (terms[0] + terms[1]) + (terms[2] + terms[3])
+def kept(m: Module, value, name: str):
+    """`value` through a signal yosys keeps: two-operand adds then map to carry chains each, where a tree of
+    adds would be merged into one multi-operand sum built as a carry-save tree of LUTs (about twice the area)."""
+    sig = Signal.like(value, name=name, attrs={"keep": 1})
+    m.d.comb += sig.eq(value)
+    return sig
+
+
+def mul4x4(m: Module, x, y, name: str):
+    """x * y for 4-bit unsigned values as shifted partial products and two-operand adds (no DSP block)."""
+    t = [Mux(y[b], x << b, 0) for b in range(len(y))]
+    return kept(m, t[0] + t[1], f"{name}_lo") + kept(m, t[2] + t[3], f"{name}_hi")
 
 
 class FusedPE(wiring.Component):
     """One PE: four sub-multipliers fused by the mode into 1, 2 or 4 signed, shifted products, summed.
 
     `a`, `b` are the decoded operands of the beat entering it; `mode` is the mode of the beat in its first
-    register stage (the sub-products). Every register moves when `en`. `sum` is the registered lane sum."""
+    register stage (the sub-products). Every register moves when `en`. `sum` (registered) plus `cin` is the
+    sum of this cycle's products: a negative product leaves as its ones' complement (the XOR folds into the
+    shifter's last level) and its + 1 as a carry-in of an adder, the last one as `cin`, the accumulator's."""
 
     def __init__(self, cfg: DyBitDynConfig):
         self.cfg = cfg
         super().__init__({"en": In(1), "a": In(side_layout(cfg, "a")), "b": In(side_layout(cfg, "b")),
-                          "mode": In(ModeLayout()), "sum": Out(sum_shape(cfg))})
+                          "mode": In(ModeLayout()), "sum": Out(sum_shape(cfg)), "cin": Out(1)})
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -217,41 +232,54 @@ class FusedPE(wiring.Component):
         sh2 = {ln: Signal(_bits(cfg.lane_shift_max(ln)), name=f"sh2_{ln}") for ln in lanes}
         with m.If(self.en):
             for q in range(LANES):
-                m.d.sync += prod[q].eq(mul4x4(getattr(self.a, f"x{q}"), getattr(self.b, f"x{q}")))
+                m.d.sync += prod[q].eq(mul4x4(m, getattr(self.a, f"x{q}"), getattr(self.b, f"x{q}"), f"mul{q}"))
             for ln in lanes:
                 m.d.sync += [neg2[ln].eq(getattr(self.a, f"neg{ln}") ^ getattr(self.b, f"neg{ln}")),
                              sh2[ln].eq(getattr(self.a, f"sh{ln}") + getattr(self.b, f"sh{ln}"))]
 
-        # stage: fuse the sub-products into the mode's lanes, and sign them
+        # stage: fuse the sub-products into the mode's lanes (offsets 0, 4, 4, 8); the low nibble adds nothing
         mode88 = self.mode.a8 & self.mode.b8
         mode44 = ~self.mode.a8 & ~self.mode.b8
-        pair0 = prod[0] + (prod[1] << SUB_BITS)
-        pair1 = prod[2] + (prod[3] << SUB_BITS)
+        pair0 = Cat(prod[0][:SUB_BITS], kept(m, prod[0][SUB_BITS:] + prod[1], "pair0_hi"))
+        pair1 = Cat(prod[2][:SUB_BITS], kept(m, prod[2][SUB_BITS:] + prod[3], "pair1_hi"))
+        full = Cat(pair0[:SUB_BITS], kept(m, pair0[SUB_BITS:] + pair1, "full_hi"))
         fused = {
-            0: Mux(mode44, prod[0], Mux(mode88, pair0 + (pair1 << SUB_BITS), pair0)),
+            0: Mux(mode44, prod[0], Mux(mode88, full, pair0)),
             1: Mux(mode44, prod[1], 0),
             2: Mux(mode44, prod[2], Mux(mode88, 0, pair1)),
             3: Mux(mode44, prod[3], 0),
         }
-        signed3 = {ln: Signal(signed(_bits(cfg.lane_fused_max(ln)) + 1), name=f"s3_{ln}") for ln in lanes}
+        mag3 = {ln: Signal(_bits(cfg.lane_fused_max(ln)), name=f"mag3_{ln}") for ln in lanes}
+        neg3 = {ln: Signal(name=f"neg3_{ln}") for ln in lanes}
         sh3 = {ln: Signal.like(sh2[ln], name=f"sh3_{ln}") for ln in lanes}
         with m.If(self.en):
             for ln in lanes:
-                mag = fused[ln][:_bits(cfg.lane_fused_max(ln))]
-                m.d.sync += [signed3[ln].eq(Mux(neg2[ln], -mag, mag)), sh3[ln].eq(sh2[ln])]
+                m.d.sync += [mag3[ln].eq(fused[ln]), neg3[ln].eq(neg2[ln]), sh3[ln].eq(sh2[ln])]
 
-        # stage: each lane's own shift (two's complement: the sign extends)
-        shifted = {ln: Signal(signed(_bits(cfg.lane_product_max(ln)) + 1), name=f"l4_{ln}") for ln in lanes}
+        # stage: each lane's own shift, then its sign as a ones' complement (+ 1 later, as a carry-in)
+        ones = {ln: Signal(signed(_bits(cfg.lane_product_max(ln)) + 1), name=f"l4_{ln}") for ln in lanes}
+        neg4 = {ln: Signal(name=f"neg4_{ln}") for ln in lanes}
         with m.If(self.en):
             for ln in lanes:
-                m.d.sync += shifted[ln].eq(signed3[ln] << sh3[ln])
+                width = len(ones[ln])
+                shifted = (mag3[ln] << sh3[ln])[:width - 1]
+                m.d.sync += [ones[ln].eq(Cat(shifted, Const(0, 1)) ^ neg3[ln].replicate(width)),
+                             neg4[ln].eq(neg3[ln])]
 
-        # stage: the lane sum
-        vals = [shifted[ln] for ln in lanes]
+        # stage: the lane sum, the + 1's as carry-ins (one left for the accumulator)
+        vals = [(ones[ln], neg4[ln]) for ln in lanes]
+        level = 0
         while len(vals) > 1:
-            vals = [vals[i] + vals[i + 1] if i + 1 < len(vals) else vals[i] for i in range(0, len(vals), 2)]
+            nxt = []
+            for i in range(0, len(vals) - 1, 2):
+                (x, cx), (y, cy) = vals[i], vals[i + 1]
+                total = x + y + cx  # cx rides in the carry chain; cy moves on
+                nxt.append((kept(m, total, f"sum{level}_{i}") if len(vals) > 2 else total, cy))
+            if len(vals) % 2:
+                nxt.append(vals[-1])
+            vals, level = nxt, level + 1
         with m.If(self.en):
-            m.d.sync += self.sum.eq(vals[0])
+            m.d.sync += [self.sum.eq(vals[0][0]), self.cin.eq(vals[0][1])]
         return m
 
 
@@ -362,24 +390,26 @@ class MacGrid(wiring.Component):
                 m.submodules[f"pe_{i}_{j}"] = pe
                 m.d.comb += [pe.en.eq(advance), pe.a.eq(d.payload.rows[i]), pe.b.eq(d.payload.cols[j]),
                              pe.mode.eq(mode2)]
-                sums[i][j] = pe.sum
+                sums[i][j] = pe
 
-        # accumulate; a finished tile leaves on t
+        # accumulate; a finished tile leaves on t and the accumulators restart from zero (the flip-flops'
+        # synchronous reset, no gating in front of the adders)
         vN, lastN, errN = v[-1], last[-1], err[-1]
         acc_shape = signed(cfg.acc_bits)
-        first = Signal(init=1)
         tile_err = Signal()
-        err_total = Mux(first, 0, tile_err) | errN
-        m.d.comb += [t.valid.eq(vN & lastN), t.payload.err.eq(err_total)]
+        step = Signal()
+        m.d.comb += [t.valid.eq(vN & lastN), t.payload.err.eq(tile_err | errN), step.eq(advance & vN)]
         for i in range(R):
             for j in range(C):
                 acc = Signal(acc_shape, name=f"acc_{i}_{j}")
-                total = Mux(first, 0, acc) + sums[i][j]
+                total = acc + sums[i][j].sum + sums[i][j].cin
                 m.d.comb += t.payload.data[i][j].eq(total)
-                with m.If(advance & vN & ~lastN):
+                with m.If(step & lastN):  # written this way, yosys maps it to the flip-flops' reset
+                    m.d.sync += acc.eq(0)
+                with m.Elif(step):
                     m.d.sync += acc.eq(total)
-        with m.If(advance & vN):
-            m.d.sync += [first.eq(lastN), tile_err.eq(err_total)]
+        with m.If(step):
+            m.d.sync += tile_err.eq(~lastN & (tile_err | errN))
         return m
 
 

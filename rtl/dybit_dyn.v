@@ -2014,114 +2014,150 @@ endmodule
 module \top.front.dec_a0 (wide, mode, fmt, dec, lane);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire \$14 ;
+  wire [2:0] \$10 ;
+  wire [5:0] \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire [4:0] \$103 ;
+  wire [4:0] \$104 ;
+  wire [2:0] \$105 ;
+  wire [2:0] \$11 ;
+  wire [2:0] \$12 ;
+  wire [2:0] \$13 ;
+  wire [2:0] \$14 ;
   wire \$15 ;
   wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
+  wire [3:0] \$17 ;
+  wire [13:0] \$18 ;
   wire \$19 ;
-  wire [8:0] \$2 ;
+  wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
+  wire [8:0] \$21 ;
+  wire [8:0] \$22 ;
+  wire [3:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
   wire \$29 ;
-  wire [8:0] \$3 ;
+  wire \$3 ;
   wire \$30 ;
-  wire \$31 ;
-  wire [8:0] \$32 ;
-  wire [8:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
+  wire [2:0] \$31 ;
+  wire [2:0] \$32 ;
+  wire [2:0] \$33 ;
+  wire [2:0] \$34 ;
+  wire [2:0] \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire \$39 ;
+  wire [3:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [13:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire \$43 ;
-  wire \$44 ;
-  wire \$45 ;
+  wire [8:0] \$43 ;
+  wire [8:0] \$44 ;
+  wire [3:0] \$45 ;
   wire \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire \$49 ;
+  wire [1:0] \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [1:0] \$50 ;
   wire \$51 ;
-  wire \$52 ;
+  wire [2:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
-  wire \$55 ;
+  wire [2:0] \$54 ;
+  wire [5:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
+  wire [4:0] \$58 ;
+  wire [4:0] \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [2:0] \$60 ;
   wire \$61 ;
-  wire [4:0] \$62 ;
-  wire [4:0] \$63 ;
-  wire \$64 ;
-  wire \$65 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [1:0] \$64 ;
+  wire [1:0] \$65 ;
   wire \$66 ;
-  wire \$67 ;
+  wire [2:0] \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [2:0] \$69 ;
   wire \$7 ;
-  wire [4:0] \$70 ;
-  wire [4:0] \$71 ;
+  wire [5:0] \$70 ;
+  wire \$71 ;
   wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
-  wire \$75 ;
+  wire [4:0] \$73 ;
+  wire [4:0] \$74 ;
+  wire [2:0] \$75 ;
   wire \$76 ;
   wire \$77 ;
-  wire [4:0] \$78 ;
-  wire [4:0] \$79 ;
+  wire \$78 ;
+  wire [1:0] \$79 ;
   wire \$8 ;
-  wire \$80 ;
+  wire [1:0] \$80 ;
   wire \$81 ;
-  wire \$82 ;
+  wire [2:0] \$82 ;
   wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [4:0] \$86 ;
-  wire [4:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
-  wire \$9 ;
-  wire \$90 ;
+  wire [2:0] \$84 ;
+  wire [5:0] \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire [4:0] \$88 ;
+  wire [4:0] \$89 ;
+  wire [2:0] \$9 ;
+  wire [2:0] \$90 ;
   wire \$91 ;
   wire \$92 ;
   wire \$93 ;
+  wire [1:0] \$94 ;
+  wire [1:0] \$95 ;
+  wire \$96 ;
+  wire [2:0] \$97 ;
+  wire \$98 ;
+  wire [2:0] \$99 ;
+  wire [1:0] c4_0_j;
+  wire [1:0] c4_0_k;
+  wire [1:0] c4_0_lead;
   wire c4_0_neg;
+  wire [2:0] c4_0_rest;
   reg c4_0_sh;
   reg [3:0] c4_0_sig;
+  wire [1:0] c4_1_j;
+  wire [1:0] c4_1_k;
+  wire [1:0] c4_1_lead;
   wire c4_1_neg;
+  wire [2:0] c4_1_rest;
   reg c4_1_sh;
   reg [3:0] c4_1_sig;
+  wire [1:0] c4_2_j;
+  wire [1:0] c4_2_k;
+  wire [1:0] c4_2_lead;
   wire c4_2_neg;
+  wire [2:0] c4_2_rest;
   reg c4_2_sh;
   reg [3:0] c4_2_sig;
+  wire [1:0] c4_3_j;
+  wire [1:0] c4_3_k;
+  wire [1:0] c4_3_lead;
   wire c4_3_neg;
+  wire [2:0] c4_3_rest;
   reg c4_3_sh;
   reg [3:0] c4_3_sig;
+  wire [2:0] c8_0_j;
+  wire [2:0] c8_0_k;
+  wire [2:0] c8_0_lead;
   wire c8_0_neg;
+  wire [6:0] c8_0_rest;
   reg [2:0] c8_0_sh;
   reg [7:0] c8_0_sig;
+  wire [2:0] c8_1_j;
+  wire [2:0] c8_1_k;
+  wire [2:0] c8_1_lead;
   wire c8_1_neg;
+  wire [6:0] c8_1_rest;
   reg [2:0] c8_1_sh;
   reg [7:0] c8_1_sig;
   output [27:0] dec;
@@ -2151,200 +2187,131 @@ module \top.front.dec_a0 (wide, mode, fmt, dec, lane);
   wire \mode.b8 ;
   output wide;
   wire wide;
-  assign \$6  = ~ lane[5];
-  assign \$7  = ~ lane[6];
-  assign \$8  = ~ lane[5];
-  assign \$9  = ~ lane[4];
-  assign \$10  = ~ lane[6];
-  assign \$11  = ~ lane[5];
-  assign \$12  = ~ lane[4];
-  assign \$13  = ~ lane[3];
-  assign \$14  = ~ lane[6];
-  assign \$15  = ~ lane[5];
-  assign \$16  = ~ lane[4];
-  assign \$17  = ~ lane[3];
-  assign \$18  = ~ lane[2];
-  assign \$19  = ~ lane[6];
-  assign \$20  = ~ lane[5];
-  assign \$21  = ~ lane[4];
-  assign \$22  = ~ lane[3];
-  assign \$23  = ~ lane[2];
-  assign \$24  = ~ lane[1];
-  assign \$25  = ~ lane[6];
-  assign \$26  = ~ lane[5];
-  assign \$27  = ~ lane[4];
-  assign \$28  = ~ lane[3];
-  assign \$29  = ~ lane[2];
-  assign \$30  = ~ lane[1];
-  assign \$31  = ~ lane[0];
-  assign \$32  = - $signed(lane[15:8]);
-  assign \$33  = lane[15] ? \$32  : { 1'h0, lane[15:8] };
-  assign \$34  = ~ lane[14];
-  assign \$35  = ~ lane[14];
-  assign \$36  = ~ lane[13];
-  assign \$37  = ~ lane[14];
-  assign \$38  = ~ lane[13];
-  assign \$39  = ~ lane[12];
-  assign \$40  = ~ lane[14];
-  assign \$41  = ~ lane[13];
-  assign \$42  = ~ lane[12];
-  assign \$43  = ~ lane[11];
-  assign \$44  = ~ lane[14];
-  assign \$45  = ~ lane[13];
-  assign \$46  = ~ lane[12];
-  assign \$47  = ~ lane[11];
-  assign \$48  = ~ lane[10];
-  assign \$49  = ~ lane[14];
-  assign \$50  = ~ lane[13];
-  assign \$51  = ~ lane[12];
-  assign \$52  = ~ lane[11];
-  assign \$53  = ~ lane[10];
-  assign \$54  = ~ lane[9];
-  assign \$55  = ~ lane[14];
-  assign \$56  = ~ lane[13];
-  assign \$57  = ~ lane[12];
-  assign \$58  = ~ lane[11];
-  assign \$59  = ~ lane[10];
-  assign \$60  = ~ lane[9];
-  assign \$61  = ~ lane[8];
-  assign \$62  = - $signed(lane[3:0]);
-  assign \$63  = lane[3] ? \$62  : { 1'h0, lane[3:0] };
-  assign \$64  = ~ lane[2];
-  assign \$65  = ~ lane[2];
-  assign \$66  = ~ lane[1];
-  assign \$67  = ~ lane[2];
-  assign \$68  = ~ lane[1];
-  assign \$69  = ~ lane[0];
-  assign \$70  = - $signed(lane[7:4]);
-  assign \$71  = lane[7] ? \$70  : { 1'h0, lane[7:4] };
-  assign \$72  = ~ lane[6];
-  assign \$73  = ~ lane[6];
-  assign \$74  = ~ lane[5];
-  assign \$75  = ~ lane[6];
-  assign \$76  = ~ lane[5];
-  assign \$77  = ~ lane[4];
-  assign \$78  = - $signed(lane[11:8]);
-  assign \$79  = lane[11] ? \$78  : { 1'h0, lane[11:8] };
-  assign \$80  = ~ lane[10];
-  assign \$81  = ~ lane[10];
-  assign \$82  = ~ lane[9];
-  assign \$83  = ~ lane[10];
-  assign \$84  = ~ lane[9];
-  assign \$85  = ~ lane[8];
-  assign \$86  = - $signed(lane[15:12]);
-  assign \$87  = lane[15] ? \$86  : { 1'h0, lane[15:12] };
-  assign \$88  = ~ lane[14];
-  assign \$89  = ~ lane[14];
-  assign \$90  = ~ lane[13];
+  assign \$1  = | lane[15:8];
+  assign wide = mode[1] & \$1 ;
+  assign \$2  = ~ lane[6];
+  assign \$3  = ~ lane[5];
+  assign \$4  = ~ lane[4];
+  assign \$5  = ~ lane[3];
+  assign \$6  = ~ lane[2];
+  assign \$7  = ~ lane[1];
+  assign \$8  = ~ lane[0];
+  assign \$9  = lane[0] ? 3'h7 : 3'h6;
+  assign \$10  = lane[1] ? \$9  : 3'h5;
+  assign \$11  = lane[2] ? \$10  : 3'h4;
+  assign \$12  = lane[3] ? \$11  : 3'h3;
+  assign \$13  = lane[4] ? \$12  : 3'h2;
+  assign \$14  = lane[5] ? \$13  : 3'h1;
+  assign c8_0_lead = lane[6] ? \$14  : 3'h0;
+  assign \$15  = c8_0_lead > fmt[4:2];
+  assign c8_0_k = \$15  ? fmt[4:2] : c8_0_lead;
+  assign \$16  = c8_0_k < fmt[4:2];
+  assign \$17  = c8_0_k + \$16 ;
+  assign \$18  = lane[6:0] << \$17 [2:0];
+  assign \$19  = ! c8_0_k;
+  assign \$20  = c8_0_k == 1'h1;
+  assign \$21  = - $signed(lane[7:0]);
+  assign \$22  = lane[7] ? \$21  : { 1'h0, lane[7:0] };
+  assign \$23  = c8_0_k - 2'h2;
+  assign \$24  = ~ lane[14];
+  assign \$25  = ~ lane[13];
+  assign \$26  = ~ lane[12];
+  assign \$27  = ~ lane[11];
+  assign \$28  = ~ lane[10];
+  assign \$29  = ~ lane[9];
+  assign \$30  = ~ lane[8];
+  assign \$31  = lane[8] ? 3'h7 : 3'h6;
+  assign \$32  = lane[9] ? \$31  : 3'h5;
+  assign \$33  = lane[10] ? \$32  : 3'h4;
+  assign \$34  = lane[11] ? \$33  : 3'h3;
+  assign \$35  = lane[12] ? \$34  : 3'h2;
+  assign \$36  = lane[13] ? \$35  : 3'h1;
+  assign c8_1_lead = lane[14] ? \$36  : 3'h0;
+  assign \$37  = c8_1_lead > fmt[4:2];
+  assign c8_1_k = \$37  ? fmt[4:2] : c8_1_lead;
+  assign \$38  = c8_1_k < fmt[4:2];
+  assign \$39  = c8_1_k + \$38 ;
+  assign \$40  = lane[14:8] << \$39 [2:0];
+  assign \$41  = ! c8_1_k;
+  assign \$42  = c8_1_k == 1'h1;
+  assign \$43  = - $signed(lane[15:8]);
+  assign \$44  = lane[15] ? \$43  : { 1'h0, lane[15:8] };
+  assign \$45  = c8_1_k - 2'h2;
+  assign \$46  = ~ lane[2];
+  assign \$47  = ~ lane[1];
+  assign \$48  = ~ lane[0];
+  assign \$49  = lane[0] ? 2'h3 : 2'h2;
+  assign \$50  = lane[1] ? \$49  : 2'h1;
+  assign c4_0_lead = lane[2] ? \$50  : 2'h0;
+  assign \$51  = c4_0_lead > fmt[4:2];
+  assign \$52  = \$51  ? fmt[4:2] : { 1'h0, c4_0_lead };
+  assign \$53  = \$52 [1:0] < fmt[4:2];
+  assign \$54  = \$52 [1:0] + \$53 ;
+  assign \$55  = lane[2:0] << \$54 [1:0];
+  assign \$56  = ! \$52 [1:0];
+  assign \$57  = \$52 [1:0] == 1'h1;
+  assign \$58  = - $signed(lane[3:0]);
+  assign \$59  = lane[3] ? \$58  : { 1'h0, lane[3:0] };
+  assign \$60  = \$52 [1:0] - 2'h2;
+  assign \$61  = ~ lane[6];
+  assign \$62  = ~ lane[5];
+  assign \$63  = ~ lane[4];
+  assign \$64  = lane[4] ? 2'h3 : 2'h2;
+  assign \$65  = lane[5] ? \$64  : 2'h1;
+  assign c4_1_lead = lane[6] ? \$65  : 2'h0;
+  assign \$66  = c4_1_lead > fmt[4:2];
+  assign \$67  = \$66  ? fmt[4:2] : { 1'h0, c4_1_lead };
+  assign \$68  = \$67 [1:0] < fmt[4:2];
+  assign \$69  = \$67 [1:0] + \$68 ;
+  assign \$70  = lane[6:4] << \$69 [1:0];
+  assign \$71  = ! \$67 [1:0];
+  assign \$72  = \$67 [1:0] == 1'h1;
+  assign \$73  = - $signed(lane[7:4]);
+  assign \$74  = lane[7] ? \$73  : { 1'h0, lane[7:4] };
+  assign \$75  = \$67 [1:0] - 2'h2;
+  assign \$76  = ~ lane[10];
+  assign \$77  = ~ lane[9];
+  assign \$78  = ~ lane[8];
+  assign \$79  = lane[8] ? 2'h3 : 2'h2;
+  assign \$80  = lane[9] ? \$79  : 2'h1;
+  assign c4_2_lead = lane[10] ? \$80  : 2'h0;
+  assign \$81  = c4_2_lead > fmt[4:2];
+  assign \$82  = \$81  ? fmt[4:2] : { 1'h0, c4_2_lead };
+  assign \$83  = \$82 [1:0] < fmt[4:2];
+  assign \$84  = \$82 [1:0] + \$83 ;
+  assign \$85  = lane[10:8] << \$84 [1:0];
+  assign \$86  = ! \$82 [1:0];
+  assign \$87  = \$82 [1:0] == 1'h1;
+  assign \$88  = - $signed(lane[11:8]);
+  assign \$89  = lane[11] ? \$88  : { 1'h0, lane[11:8] };
+  assign \$90  = \$82 [1:0] - 2'h2;
   assign \$91  = ~ lane[14];
   assign \$92  = ~ lane[13];
   assign \$93  = ~ lane[12];
-  assign \$1  = | lane[15:8];
-  assign wide = mode[1] & \$1 ;
-  assign \$2  = - $signed(lane[7:0]);
-  assign \$3  = lane[7] ? \$2  : { 1'h0, lane[7:0] };
-  assign \$4  = ~ lane[6];
-  assign \$5  = ~ lane[6];
+  assign \$94  = lane[12] ? 2'h3 : 2'h2;
+  assign \$95  = lane[13] ? \$94  : 2'h1;
+  assign c4_3_lead = lane[14] ? \$95  : 2'h0;
+  assign \$96  = c4_3_lead > fmt[4:2];
+  assign \$97  = \$96  ? fmt[4:2] : { 1'h0, c4_3_lead };
+  assign \$98  = \$97 [1:0] < fmt[4:2];
+  assign \$99  = \$97 [1:0] + \$98 ;
+  assign \$100  = lane[14:12] << \$99 [1:0];
+  assign \$101  = ! \$97 [1:0];
+  assign \$102  = \$97 [1:0] == 1'h1;
+  assign \$103  = - $signed(lane[15:12]);
+  assign \$104  = lane[15] ? \$103  : { 1'h0, lane[15:12] };
+  assign \$105  = \$97 [1:0] - 2'h2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    c8_0_sig = 8'h00;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_0_sig = \$3 [7:0];
+      c8_0_sig = \$22 [7:0];
+    end else if (\$19 ) begin
+      c8_0_sig = { 1'h0, lane[6:0] };
+    end else if (\$20 ) begin
+      c8_0_sig = { 2'h1, \$18 [6:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$4 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else begin
-              c8_0_sig = { 2'h1, lane[5:0] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$6 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[4:0], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$7 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$8 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$9 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$10 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$11 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$12 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$13 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$14 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$15 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$16 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$17 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else if (\$18 ) begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$19 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$20 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$21 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$22 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else if (\$23 ) begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end else if (\$24 ) begin
-              c8_0_sig = { 1'h1, lane[0], 6'h00 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[0], 6'h00 };
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$25 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$26 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$27 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$28 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else if (\$29 ) begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end else if (\$30 ) begin
-              c8_0_sig = { 1'h1, lane[0], 6'h00 };
-            end else if (\$31 ) begin
-              c8_0_sig = 8'h80;
-            end else begin
-              c8_0_sig = 8'h80;
-            end
-      endcase
+      c8_0_sig = { 1'h1, \$18 [6:0] };
     end
   end
   always @* begin
@@ -2352,202 +2319,23 @@ module \top.front.dec_a0 (wide, mode, fmt, dec, lane);
     c8_0_sh = 3'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$19 ) begin
+    end else if (\$20 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$4 ) begin
-              c8_0_sh = 3'h0;
-            end else begin
-              c8_0_sh = 3'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$6 ) begin
-              c8_0_sh = 3'h0;
-            end else begin
-              c8_0_sh = 3'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$7 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$8 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$9 ) begin
-              c8_0_sh = 3'h0;
-            end else begin
-              c8_0_sh = 3'h1;
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$10 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$11 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$12 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$13 ) begin
-              c8_0_sh = 3'h1;
-            end else begin
-              c8_0_sh = 3'h2;
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$14 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$15 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$16 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$17 ) begin
-              c8_0_sh = 3'h1;
-            end else if (\$18 ) begin
-              c8_0_sh = 3'h2;
-            end else begin
-              c8_0_sh = 3'h3;
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$19 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$20 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$21 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$22 ) begin
-              c8_0_sh = 3'h1;
-            end else if (\$23 ) begin
-              c8_0_sh = 3'h2;
-            end else if (\$24 ) begin
-              c8_0_sh = 3'h3;
-            end else begin
-              c8_0_sh = 3'h4;
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$25 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$26 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$27 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$28 ) begin
-              c8_0_sh = 3'h1;
-            end else if (\$29 ) begin
-              c8_0_sh = 3'h2;
-            end else if (\$30 ) begin
-              c8_0_sh = 3'h3;
-            end else if (\$31 ) begin
-              c8_0_sh = 3'h4;
-            end else begin
-              c8_0_sh = 3'h5;
-            end
-      endcase
+      c8_0_sh = \$23 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    c8_1_sig = 8'h00;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_1_sig = \$33 [7:0];
+      c8_1_sig = \$44 [7:0];
+    end else if (\$41 ) begin
+      c8_1_sig = { 1'h0, lane[14:8] };
+    end else if (\$42 ) begin
+      c8_1_sig = { 2'h1, \$40 [6:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$34 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else begin
-              c8_1_sig = { 2'h1, lane[13:8] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$35 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$36 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[12:8], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$37 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$38 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$39 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$40 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$41 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$42 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$43 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$44 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$45 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$46 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$47 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else if (\$48 ) begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$49 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$50 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$51 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$52 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else if (\$53 ) begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end else if (\$54 ) begin
-              c8_1_sig = { 1'h1, lane[8], 6'h00 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[8], 6'h00 };
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$55 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$56 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$57 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$58 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else if (\$59 ) begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end else if (\$60 ) begin
-              c8_1_sig = { 1'h1, lane[8], 6'h00 };
-            end else if (\$61 ) begin
-              c8_1_sig = 8'h80;
-            end else begin
-              c8_1_sig = 8'h80;
-            end
-      endcase
+      c8_1_sig = { 1'h1, \$40 [6:0] };
     end
   end
   always @* begin
@@ -2555,138 +2343,23 @@ module \top.front.dec_a0 (wide, mode, fmt, dec, lane);
     c8_1_sh = 3'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$41 ) begin
+    end else if (\$42 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$34 ) begin
-              c8_1_sh = 3'h0;
-            end else begin
-              c8_1_sh = 3'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$35 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$36 ) begin
-              c8_1_sh = 3'h0;
-            end else begin
-              c8_1_sh = 3'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$37 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$38 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$39 ) begin
-              c8_1_sh = 3'h0;
-            end else begin
-              c8_1_sh = 3'h1;
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$40 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$41 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$42 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$43 ) begin
-              c8_1_sh = 3'h1;
-            end else begin
-              c8_1_sh = 3'h2;
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$44 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$45 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$46 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$47 ) begin
-              c8_1_sh = 3'h1;
-            end else if (\$48 ) begin
-              c8_1_sh = 3'h2;
-            end else begin
-              c8_1_sh = 3'h3;
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$49 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$50 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$51 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$52 ) begin
-              c8_1_sh = 3'h1;
-            end else if (\$53 ) begin
-              c8_1_sh = 3'h2;
-            end else if (\$54 ) begin
-              c8_1_sh = 3'h3;
-            end else begin
-              c8_1_sh = 3'h4;
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$55 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$56 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$57 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$58 ) begin
-              c8_1_sh = 3'h1;
-            end else if (\$59 ) begin
-              c8_1_sh = 3'h2;
-            end else if (\$60 ) begin
-              c8_1_sh = 3'h3;
-            end else if (\$61 ) begin
-              c8_1_sh = 3'h4;
-            end else begin
-              c8_1_sh = 3'h5;
-            end
-      endcase
+      c8_1_sh = \$45 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    c4_0_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_0_sig = \$63 [3:0];
+      c4_0_sig = \$59 [3:0];
+    end else if (\$56 ) begin
+      c4_0_sig = { 1'h0, lane[2:0] };
+    end else if (\$57 ) begin
+      c4_0_sig = { 2'h1, \$55 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$64 ) begin
-              c4_0_sig = { 2'h0, lane[1:0] };
-            end else begin
-              c4_0_sig = { 2'h1, lane[1:0] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$65 ) begin
-              c4_0_sig = { 2'h0, lane[1:0] };
-            end else if (\$66 ) begin
-              c4_0_sig = { 2'h1, lane[0], 1'h0 };
-            end else begin
-              c4_0_sig = { 1'h1, lane[0], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$67 ) begin
-              c4_0_sig = { 2'h0, lane[1:0] };
-            end else if (\$68 ) begin
-              c4_0_sig = { 2'h1, lane[0], 1'h0 };
-            end else if (\$69 ) begin
-              c4_0_sig = 4'h8;
-            end else begin
-              c4_0_sig = 4'h8;
-            end
-      endcase
+      c4_0_sig = { 1'h1, \$55 [2:0] };
     end
   end
   always @* begin
@@ -2694,74 +2367,23 @@ module \top.front.dec_a0 (wide, mode, fmt, dec, lane);
     c4_0_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$56 ) begin
+    end else if (\$57 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$64 ) begin
-              c4_0_sh = 1'h0;
-            end else begin
-              c4_0_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$65 ) begin
-              c4_0_sh = 1'h0;
-            end else if (\$66 ) begin
-              c4_0_sh = 1'h0;
-            end else begin
-              c4_0_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$67 ) begin
-              c4_0_sh = 1'h0;
-            end else if (\$68 ) begin
-              c4_0_sh = 1'h0;
-            end else if (\$69 ) begin
-              c4_0_sh = 1'h0;
-            end else begin
-              c4_0_sh = 1'h1;
-            end
-      endcase
+      c4_0_sh = \$60 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    c4_1_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_1_sig = \$71 [3:0];
+      c4_1_sig = \$74 [3:0];
+    end else if (\$71 ) begin
+      c4_1_sig = { 1'h0, lane[6:4] };
+    end else if (\$72 ) begin
+      c4_1_sig = { 2'h1, \$70 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$72 ) begin
-              c4_1_sig = { 2'h0, lane[5:4] };
-            end else begin
-              c4_1_sig = { 2'h1, lane[5:4] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$73 ) begin
-              c4_1_sig = { 2'h0, lane[5:4] };
-            end else if (\$74 ) begin
-              c4_1_sig = { 2'h1, lane[4], 1'h0 };
-            end else begin
-              c4_1_sig = { 1'h1, lane[4], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$75 ) begin
-              c4_1_sig = { 2'h0, lane[5:4] };
-            end else if (\$76 ) begin
-              c4_1_sig = { 2'h1, lane[4], 1'h0 };
-            end else if (\$77 ) begin
-              c4_1_sig = 4'h8;
-            end else begin
-              c4_1_sig = 4'h8;
-            end
-      endcase
+      c4_1_sig = { 1'h1, \$70 [2:0] };
     end
   end
   always @* begin
@@ -2769,74 +2391,23 @@ module \top.front.dec_a0 (wide, mode, fmt, dec, lane);
     c4_1_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$71 ) begin
+    end else if (\$72 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$72 ) begin
-              c4_1_sh = 1'h0;
-            end else begin
-              c4_1_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$73 ) begin
-              c4_1_sh = 1'h0;
-            end else if (\$74 ) begin
-              c4_1_sh = 1'h0;
-            end else begin
-              c4_1_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$75 ) begin
-              c4_1_sh = 1'h0;
-            end else if (\$76 ) begin
-              c4_1_sh = 1'h0;
-            end else if (\$77 ) begin
-              c4_1_sh = 1'h0;
-            end else begin
-              c4_1_sh = 1'h1;
-            end
-      endcase
+      c4_1_sh = \$75 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    c4_2_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_2_sig = \$79 [3:0];
+      c4_2_sig = \$89 [3:0];
+    end else if (\$86 ) begin
+      c4_2_sig = { 1'h0, lane[10:8] };
+    end else if (\$87 ) begin
+      c4_2_sig = { 2'h1, \$85 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$80 ) begin
-              c4_2_sig = { 2'h0, lane[9:8] };
-            end else begin
-              c4_2_sig = { 2'h1, lane[9:8] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$81 ) begin
-              c4_2_sig = { 2'h0, lane[9:8] };
-            end else if (\$82 ) begin
-              c4_2_sig = { 2'h1, lane[8], 1'h0 };
-            end else begin
-              c4_2_sig = { 1'h1, lane[8], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$83 ) begin
-              c4_2_sig = { 2'h0, lane[9:8] };
-            end else if (\$84 ) begin
-              c4_2_sig = { 2'h1, lane[8], 1'h0 };
-            end else if (\$85 ) begin
-              c4_2_sig = 4'h8;
-            end else begin
-              c4_2_sig = 4'h8;
-            end
-      endcase
+      c4_2_sig = { 1'h1, \$85 [2:0] };
     end
   end
   always @* begin
@@ -2844,74 +2415,23 @@ module \top.front.dec_a0 (wide, mode, fmt, dec, lane);
     c4_2_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$86 ) begin
+    end else if (\$87 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$80 ) begin
-              c4_2_sh = 1'h0;
-            end else begin
-              c4_2_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$81 ) begin
-              c4_2_sh = 1'h0;
-            end else if (\$82 ) begin
-              c4_2_sh = 1'h0;
-            end else begin
-              c4_2_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$83 ) begin
-              c4_2_sh = 1'h0;
-            end else if (\$84 ) begin
-              c4_2_sh = 1'h0;
-            end else if (\$85 ) begin
-              c4_2_sh = 1'h0;
-            end else begin
-              c4_2_sh = 1'h1;
-            end
-      endcase
+      c4_2_sh = \$90 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    c4_3_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_3_sig = \$87 [3:0];
+      c4_3_sig = \$104 [3:0];
+    end else if (\$101 ) begin
+      c4_3_sig = { 1'h0, lane[14:12] };
+    end else if (\$102 ) begin
+      c4_3_sig = { 2'h1, \$100 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$88 ) begin
-              c4_3_sig = { 2'h0, lane[13:12] };
-            end else begin
-              c4_3_sig = { 2'h1, lane[13:12] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$89 ) begin
-              c4_3_sig = { 2'h0, lane[13:12] };
-            end else if (\$90 ) begin
-              c4_3_sig = { 2'h1, lane[12], 1'h0 };
-            end else begin
-              c4_3_sig = { 1'h1, lane[12], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$91 ) begin
-              c4_3_sig = { 2'h0, lane[13:12] };
-            end else if (\$92 ) begin
-              c4_3_sig = { 2'h1, lane[12], 1'h0 };
-            end else if (\$93 ) begin
-              c4_3_sig = 4'h8;
-            end else begin
-              c4_3_sig = 4'h8;
-            end
-      endcase
+      c4_3_sig = { 1'h1, \$100 [2:0] };
     end
   end
   always @* begin
@@ -2919,36 +2439,10 @@ module \top.front.dec_a0 (wide, mode, fmt, dec, lane);
     c4_3_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$101 ) begin
+    end else if (\$102 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$88 ) begin
-              c4_3_sh = 1'h0;
-            end else begin
-              c4_3_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$89 ) begin
-              c4_3_sh = 1'h0;
-            end else if (\$90 ) begin
-              c4_3_sh = 1'h0;
-            end else begin
-              c4_3_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$91 ) begin
-              c4_3_sh = 1'h0;
-            end else if (\$92 ) begin
-              c4_3_sh = 1'h0;
-            end else if (\$93 ) begin
-              c4_3_sh = 1'h0;
-            end else begin
-              c4_3_sh = 1'h1;
-            end
-      endcase
+      c4_3_sh = \$105 [0];
     end
   end
   always @* begin
@@ -3017,11 +2511,27 @@ module \top.front.dec_a0 (wide, mode, fmt, dec, lane);
         end
     endcase
   end
+  assign c8_0_j = \$17 [2:0];
+  assign c8_0_rest = \$18 [6:0];
   assign c8_0_neg = lane[7];
+  assign c8_1_j = \$39 [2:0];
+  assign c8_1_rest = \$40 [6:0];
   assign c8_1_neg = lane[15];
+  assign c4_0_k = \$52 [1:0];
+  assign c4_0_j = \$54 [1:0];
+  assign c4_0_rest = \$55 [2:0];
   assign c4_0_neg = lane[3];
+  assign c4_1_k = \$67 [1:0];
+  assign c4_1_j = \$69 [1:0];
+  assign c4_1_rest = \$70 [2:0];
   assign c4_1_neg = lane[7];
+  assign c4_2_k = \$82 [1:0];
+  assign c4_2_j = \$84 [1:0];
+  assign c4_2_rest = \$85 [2:0];
   assign c4_2_neg = lane[11];
+  assign c4_3_k = \$97 [1:0];
+  assign c4_3_j = \$99 [1:0];
+  assign c4_3_rest = \$100 [2:0];
   assign c4_3_neg = lane[15];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
@@ -3046,114 +2556,150 @@ endmodule
 module \top.front.dec_a1 (wide, mode, fmt, dec, lane);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire \$14 ;
+  wire [2:0] \$10 ;
+  wire [5:0] \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire [4:0] \$103 ;
+  wire [4:0] \$104 ;
+  wire [2:0] \$105 ;
+  wire [2:0] \$11 ;
+  wire [2:0] \$12 ;
+  wire [2:0] \$13 ;
+  wire [2:0] \$14 ;
   wire \$15 ;
   wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
+  wire [3:0] \$17 ;
+  wire [13:0] \$18 ;
   wire \$19 ;
-  wire [8:0] \$2 ;
+  wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
+  wire [8:0] \$21 ;
+  wire [8:0] \$22 ;
+  wire [3:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
   wire \$29 ;
-  wire [8:0] \$3 ;
+  wire \$3 ;
   wire \$30 ;
-  wire \$31 ;
-  wire [8:0] \$32 ;
-  wire [8:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
+  wire [2:0] \$31 ;
+  wire [2:0] \$32 ;
+  wire [2:0] \$33 ;
+  wire [2:0] \$34 ;
+  wire [2:0] \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire \$39 ;
+  wire [3:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [13:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire \$43 ;
-  wire \$44 ;
-  wire \$45 ;
+  wire [8:0] \$43 ;
+  wire [8:0] \$44 ;
+  wire [3:0] \$45 ;
   wire \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire \$49 ;
+  wire [1:0] \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [1:0] \$50 ;
   wire \$51 ;
-  wire \$52 ;
+  wire [2:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
-  wire \$55 ;
+  wire [2:0] \$54 ;
+  wire [5:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
+  wire [4:0] \$58 ;
+  wire [4:0] \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [2:0] \$60 ;
   wire \$61 ;
-  wire [4:0] \$62 ;
-  wire [4:0] \$63 ;
-  wire \$64 ;
-  wire \$65 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [1:0] \$64 ;
+  wire [1:0] \$65 ;
   wire \$66 ;
-  wire \$67 ;
+  wire [2:0] \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [2:0] \$69 ;
   wire \$7 ;
-  wire [4:0] \$70 ;
-  wire [4:0] \$71 ;
+  wire [5:0] \$70 ;
+  wire \$71 ;
   wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
-  wire \$75 ;
+  wire [4:0] \$73 ;
+  wire [4:0] \$74 ;
+  wire [2:0] \$75 ;
   wire \$76 ;
   wire \$77 ;
-  wire [4:0] \$78 ;
-  wire [4:0] \$79 ;
+  wire \$78 ;
+  wire [1:0] \$79 ;
   wire \$8 ;
-  wire \$80 ;
+  wire [1:0] \$80 ;
   wire \$81 ;
-  wire \$82 ;
+  wire [2:0] \$82 ;
   wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [4:0] \$86 ;
-  wire [4:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
-  wire \$9 ;
-  wire \$90 ;
+  wire [2:0] \$84 ;
+  wire [5:0] \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire [4:0] \$88 ;
+  wire [4:0] \$89 ;
+  wire [2:0] \$9 ;
+  wire [2:0] \$90 ;
   wire \$91 ;
   wire \$92 ;
   wire \$93 ;
+  wire [1:0] \$94 ;
+  wire [1:0] \$95 ;
+  wire \$96 ;
+  wire [2:0] \$97 ;
+  wire \$98 ;
+  wire [2:0] \$99 ;
+  wire [1:0] c4_0_j;
+  wire [1:0] c4_0_k;
+  wire [1:0] c4_0_lead;
   wire c4_0_neg;
+  wire [2:0] c4_0_rest;
   reg c4_0_sh;
   reg [3:0] c4_0_sig;
+  wire [1:0] c4_1_j;
+  wire [1:0] c4_1_k;
+  wire [1:0] c4_1_lead;
   wire c4_1_neg;
+  wire [2:0] c4_1_rest;
   reg c4_1_sh;
   reg [3:0] c4_1_sig;
+  wire [1:0] c4_2_j;
+  wire [1:0] c4_2_k;
+  wire [1:0] c4_2_lead;
   wire c4_2_neg;
+  wire [2:0] c4_2_rest;
   reg c4_2_sh;
   reg [3:0] c4_2_sig;
+  wire [1:0] c4_3_j;
+  wire [1:0] c4_3_k;
+  wire [1:0] c4_3_lead;
   wire c4_3_neg;
+  wire [2:0] c4_3_rest;
   reg c4_3_sh;
   reg [3:0] c4_3_sig;
+  wire [2:0] c8_0_j;
+  wire [2:0] c8_0_k;
+  wire [2:0] c8_0_lead;
   wire c8_0_neg;
+  wire [6:0] c8_0_rest;
   reg [2:0] c8_0_sh;
   reg [7:0] c8_0_sig;
+  wire [2:0] c8_1_j;
+  wire [2:0] c8_1_k;
+  wire [2:0] c8_1_lead;
   wire c8_1_neg;
+  wire [6:0] c8_1_rest;
   reg [2:0] c8_1_sh;
   reg [7:0] c8_1_sig;
   output [27:0] dec;
@@ -3183,200 +2729,131 @@ module \top.front.dec_a1 (wide, mode, fmt, dec, lane);
   wire \mode.b8 ;
   output wide;
   wire wide;
-  assign \$6  = ~ lane[5];
-  assign \$7  = ~ lane[6];
-  assign \$8  = ~ lane[5];
-  assign \$9  = ~ lane[4];
-  assign \$10  = ~ lane[6];
-  assign \$11  = ~ lane[5];
-  assign \$12  = ~ lane[4];
-  assign \$13  = ~ lane[3];
-  assign \$14  = ~ lane[6];
-  assign \$15  = ~ lane[5];
-  assign \$16  = ~ lane[4];
-  assign \$17  = ~ lane[3];
-  assign \$18  = ~ lane[2];
-  assign \$19  = ~ lane[6];
-  assign \$20  = ~ lane[5];
-  assign \$21  = ~ lane[4];
-  assign \$22  = ~ lane[3];
-  assign \$23  = ~ lane[2];
-  assign \$24  = ~ lane[1];
-  assign \$25  = ~ lane[6];
-  assign \$26  = ~ lane[5];
-  assign \$27  = ~ lane[4];
-  assign \$28  = ~ lane[3];
-  assign \$29  = ~ lane[2];
-  assign \$30  = ~ lane[1];
-  assign \$31  = ~ lane[0];
-  assign \$32  = - $signed(lane[15:8]);
-  assign \$33  = lane[15] ? \$32  : { 1'h0, lane[15:8] };
-  assign \$34  = ~ lane[14];
-  assign \$35  = ~ lane[14];
-  assign \$36  = ~ lane[13];
-  assign \$37  = ~ lane[14];
-  assign \$38  = ~ lane[13];
-  assign \$39  = ~ lane[12];
-  assign \$40  = ~ lane[14];
-  assign \$41  = ~ lane[13];
-  assign \$42  = ~ lane[12];
-  assign \$43  = ~ lane[11];
-  assign \$44  = ~ lane[14];
-  assign \$45  = ~ lane[13];
-  assign \$46  = ~ lane[12];
-  assign \$47  = ~ lane[11];
-  assign \$48  = ~ lane[10];
-  assign \$49  = ~ lane[14];
-  assign \$50  = ~ lane[13];
-  assign \$51  = ~ lane[12];
-  assign \$52  = ~ lane[11];
-  assign \$53  = ~ lane[10];
-  assign \$54  = ~ lane[9];
-  assign \$55  = ~ lane[14];
-  assign \$56  = ~ lane[13];
-  assign \$57  = ~ lane[12];
-  assign \$58  = ~ lane[11];
-  assign \$59  = ~ lane[10];
-  assign \$60  = ~ lane[9];
-  assign \$61  = ~ lane[8];
-  assign \$62  = - $signed(lane[3:0]);
-  assign \$63  = lane[3] ? \$62  : { 1'h0, lane[3:0] };
-  assign \$64  = ~ lane[2];
-  assign \$65  = ~ lane[2];
-  assign \$66  = ~ lane[1];
-  assign \$67  = ~ lane[2];
-  assign \$68  = ~ lane[1];
-  assign \$69  = ~ lane[0];
-  assign \$70  = - $signed(lane[7:4]);
-  assign \$71  = lane[7] ? \$70  : { 1'h0, lane[7:4] };
-  assign \$72  = ~ lane[6];
-  assign \$73  = ~ lane[6];
-  assign \$74  = ~ lane[5];
-  assign \$75  = ~ lane[6];
-  assign \$76  = ~ lane[5];
-  assign \$77  = ~ lane[4];
-  assign \$78  = - $signed(lane[11:8]);
-  assign \$79  = lane[11] ? \$78  : { 1'h0, lane[11:8] };
-  assign \$80  = ~ lane[10];
-  assign \$81  = ~ lane[10];
-  assign \$82  = ~ lane[9];
-  assign \$83  = ~ lane[10];
-  assign \$84  = ~ lane[9];
-  assign \$85  = ~ lane[8];
-  assign \$86  = - $signed(lane[15:12]);
-  assign \$87  = lane[15] ? \$86  : { 1'h0, lane[15:12] };
-  assign \$88  = ~ lane[14];
-  assign \$89  = ~ lane[14];
-  assign \$90  = ~ lane[13];
+  assign \$1  = | lane[15:8];
+  assign wide = mode[1] & \$1 ;
+  assign \$2  = ~ lane[6];
+  assign \$3  = ~ lane[5];
+  assign \$4  = ~ lane[4];
+  assign \$5  = ~ lane[3];
+  assign \$6  = ~ lane[2];
+  assign \$7  = ~ lane[1];
+  assign \$8  = ~ lane[0];
+  assign \$9  = lane[0] ? 3'h7 : 3'h6;
+  assign \$10  = lane[1] ? \$9  : 3'h5;
+  assign \$11  = lane[2] ? \$10  : 3'h4;
+  assign \$12  = lane[3] ? \$11  : 3'h3;
+  assign \$13  = lane[4] ? \$12  : 3'h2;
+  assign \$14  = lane[5] ? \$13  : 3'h1;
+  assign c8_0_lead = lane[6] ? \$14  : 3'h0;
+  assign \$15  = c8_0_lead > fmt[4:2];
+  assign c8_0_k = \$15  ? fmt[4:2] : c8_0_lead;
+  assign \$16  = c8_0_k < fmt[4:2];
+  assign \$17  = c8_0_k + \$16 ;
+  assign \$18  = lane[6:0] << \$17 [2:0];
+  assign \$19  = ! c8_0_k;
+  assign \$20  = c8_0_k == 1'h1;
+  assign \$21  = - $signed(lane[7:0]);
+  assign \$22  = lane[7] ? \$21  : { 1'h0, lane[7:0] };
+  assign \$23  = c8_0_k - 2'h2;
+  assign \$24  = ~ lane[14];
+  assign \$25  = ~ lane[13];
+  assign \$26  = ~ lane[12];
+  assign \$27  = ~ lane[11];
+  assign \$28  = ~ lane[10];
+  assign \$29  = ~ lane[9];
+  assign \$30  = ~ lane[8];
+  assign \$31  = lane[8] ? 3'h7 : 3'h6;
+  assign \$32  = lane[9] ? \$31  : 3'h5;
+  assign \$33  = lane[10] ? \$32  : 3'h4;
+  assign \$34  = lane[11] ? \$33  : 3'h3;
+  assign \$35  = lane[12] ? \$34  : 3'h2;
+  assign \$36  = lane[13] ? \$35  : 3'h1;
+  assign c8_1_lead = lane[14] ? \$36  : 3'h0;
+  assign \$37  = c8_1_lead > fmt[4:2];
+  assign c8_1_k = \$37  ? fmt[4:2] : c8_1_lead;
+  assign \$38  = c8_1_k < fmt[4:2];
+  assign \$39  = c8_1_k + \$38 ;
+  assign \$40  = lane[14:8] << \$39 [2:0];
+  assign \$41  = ! c8_1_k;
+  assign \$42  = c8_1_k == 1'h1;
+  assign \$43  = - $signed(lane[15:8]);
+  assign \$44  = lane[15] ? \$43  : { 1'h0, lane[15:8] };
+  assign \$45  = c8_1_k - 2'h2;
+  assign \$46  = ~ lane[2];
+  assign \$47  = ~ lane[1];
+  assign \$48  = ~ lane[0];
+  assign \$49  = lane[0] ? 2'h3 : 2'h2;
+  assign \$50  = lane[1] ? \$49  : 2'h1;
+  assign c4_0_lead = lane[2] ? \$50  : 2'h0;
+  assign \$51  = c4_0_lead > fmt[4:2];
+  assign \$52  = \$51  ? fmt[4:2] : { 1'h0, c4_0_lead };
+  assign \$53  = \$52 [1:0] < fmt[4:2];
+  assign \$54  = \$52 [1:0] + \$53 ;
+  assign \$55  = lane[2:0] << \$54 [1:0];
+  assign \$56  = ! \$52 [1:0];
+  assign \$57  = \$52 [1:0] == 1'h1;
+  assign \$58  = - $signed(lane[3:0]);
+  assign \$59  = lane[3] ? \$58  : { 1'h0, lane[3:0] };
+  assign \$60  = \$52 [1:0] - 2'h2;
+  assign \$61  = ~ lane[6];
+  assign \$62  = ~ lane[5];
+  assign \$63  = ~ lane[4];
+  assign \$64  = lane[4] ? 2'h3 : 2'h2;
+  assign \$65  = lane[5] ? \$64  : 2'h1;
+  assign c4_1_lead = lane[6] ? \$65  : 2'h0;
+  assign \$66  = c4_1_lead > fmt[4:2];
+  assign \$67  = \$66  ? fmt[4:2] : { 1'h0, c4_1_lead };
+  assign \$68  = \$67 [1:0] < fmt[4:2];
+  assign \$69  = \$67 [1:0] + \$68 ;
+  assign \$70  = lane[6:4] << \$69 [1:0];
+  assign \$71  = ! \$67 [1:0];
+  assign \$72  = \$67 [1:0] == 1'h1;
+  assign \$73  = - $signed(lane[7:4]);
+  assign \$74  = lane[7] ? \$73  : { 1'h0, lane[7:4] };
+  assign \$75  = \$67 [1:0] - 2'h2;
+  assign \$76  = ~ lane[10];
+  assign \$77  = ~ lane[9];
+  assign \$78  = ~ lane[8];
+  assign \$79  = lane[8] ? 2'h3 : 2'h2;
+  assign \$80  = lane[9] ? \$79  : 2'h1;
+  assign c4_2_lead = lane[10] ? \$80  : 2'h0;
+  assign \$81  = c4_2_lead > fmt[4:2];
+  assign \$82  = \$81  ? fmt[4:2] : { 1'h0, c4_2_lead };
+  assign \$83  = \$82 [1:0] < fmt[4:2];
+  assign \$84  = \$82 [1:0] + \$83 ;
+  assign \$85  = lane[10:8] << \$84 [1:0];
+  assign \$86  = ! \$82 [1:0];
+  assign \$87  = \$82 [1:0] == 1'h1;
+  assign \$88  = - $signed(lane[11:8]);
+  assign \$89  = lane[11] ? \$88  : { 1'h0, lane[11:8] };
+  assign \$90  = \$82 [1:0] - 2'h2;
   assign \$91  = ~ lane[14];
   assign \$92  = ~ lane[13];
   assign \$93  = ~ lane[12];
-  assign \$1  = | lane[15:8];
-  assign wide = mode[1] & \$1 ;
-  assign \$2  = - $signed(lane[7:0]);
-  assign \$3  = lane[7] ? \$2  : { 1'h0, lane[7:0] };
-  assign \$4  = ~ lane[6];
-  assign \$5  = ~ lane[6];
+  assign \$94  = lane[12] ? 2'h3 : 2'h2;
+  assign \$95  = lane[13] ? \$94  : 2'h1;
+  assign c4_3_lead = lane[14] ? \$95  : 2'h0;
+  assign \$96  = c4_3_lead > fmt[4:2];
+  assign \$97  = \$96  ? fmt[4:2] : { 1'h0, c4_3_lead };
+  assign \$98  = \$97 [1:0] < fmt[4:2];
+  assign \$99  = \$97 [1:0] + \$98 ;
+  assign \$100  = lane[14:12] << \$99 [1:0];
+  assign \$101  = ! \$97 [1:0];
+  assign \$102  = \$97 [1:0] == 1'h1;
+  assign \$103  = - $signed(lane[15:12]);
+  assign \$104  = lane[15] ? \$103  : { 1'h0, lane[15:12] };
+  assign \$105  = \$97 [1:0] - 2'h2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    c8_0_sig = 8'h00;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_0_sig = \$3 [7:0];
+      c8_0_sig = \$22 [7:0];
+    end else if (\$19 ) begin
+      c8_0_sig = { 1'h0, lane[6:0] };
+    end else if (\$20 ) begin
+      c8_0_sig = { 2'h1, \$18 [6:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$4 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else begin
-              c8_0_sig = { 2'h1, lane[5:0] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$6 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[4:0], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$7 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$8 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$9 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$10 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$11 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$12 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$13 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$14 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$15 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$16 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$17 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else if (\$18 ) begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$19 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$20 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$21 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$22 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else if (\$23 ) begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end else if (\$24 ) begin
-              c8_0_sig = { 1'h1, lane[0], 6'h00 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[0], 6'h00 };
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$25 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$26 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$27 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$28 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else if (\$29 ) begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end else if (\$30 ) begin
-              c8_0_sig = { 1'h1, lane[0], 6'h00 };
-            end else if (\$31 ) begin
-              c8_0_sig = 8'h80;
-            end else begin
-              c8_0_sig = 8'h80;
-            end
-      endcase
+      c8_0_sig = { 1'h1, \$18 [6:0] };
     end
   end
   always @* begin
@@ -3384,202 +2861,23 @@ module \top.front.dec_a1 (wide, mode, fmt, dec, lane);
     c8_0_sh = 3'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$19 ) begin
+    end else if (\$20 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$4 ) begin
-              c8_0_sh = 3'h0;
-            end else begin
-              c8_0_sh = 3'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$6 ) begin
-              c8_0_sh = 3'h0;
-            end else begin
-              c8_0_sh = 3'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$7 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$8 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$9 ) begin
-              c8_0_sh = 3'h0;
-            end else begin
-              c8_0_sh = 3'h1;
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$10 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$11 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$12 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$13 ) begin
-              c8_0_sh = 3'h1;
-            end else begin
-              c8_0_sh = 3'h2;
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$14 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$15 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$16 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$17 ) begin
-              c8_0_sh = 3'h1;
-            end else if (\$18 ) begin
-              c8_0_sh = 3'h2;
-            end else begin
-              c8_0_sh = 3'h3;
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$19 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$20 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$21 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$22 ) begin
-              c8_0_sh = 3'h1;
-            end else if (\$23 ) begin
-              c8_0_sh = 3'h2;
-            end else if (\$24 ) begin
-              c8_0_sh = 3'h3;
-            end else begin
-              c8_0_sh = 3'h4;
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$25 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$26 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$27 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$28 ) begin
-              c8_0_sh = 3'h1;
-            end else if (\$29 ) begin
-              c8_0_sh = 3'h2;
-            end else if (\$30 ) begin
-              c8_0_sh = 3'h3;
-            end else if (\$31 ) begin
-              c8_0_sh = 3'h4;
-            end else begin
-              c8_0_sh = 3'h5;
-            end
-      endcase
+      c8_0_sh = \$23 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    c8_1_sig = 8'h00;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_1_sig = \$33 [7:0];
+      c8_1_sig = \$44 [7:0];
+    end else if (\$41 ) begin
+      c8_1_sig = { 1'h0, lane[14:8] };
+    end else if (\$42 ) begin
+      c8_1_sig = { 2'h1, \$40 [6:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$34 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else begin
-              c8_1_sig = { 2'h1, lane[13:8] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$35 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$36 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[12:8], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$37 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$38 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$39 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$40 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$41 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$42 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$43 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$44 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$45 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$46 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$47 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else if (\$48 ) begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$49 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$50 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$51 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$52 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else if (\$53 ) begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end else if (\$54 ) begin
-              c8_1_sig = { 1'h1, lane[8], 6'h00 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[8], 6'h00 };
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$55 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$56 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$57 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$58 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else if (\$59 ) begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end else if (\$60 ) begin
-              c8_1_sig = { 1'h1, lane[8], 6'h00 };
-            end else if (\$61 ) begin
-              c8_1_sig = 8'h80;
-            end else begin
-              c8_1_sig = 8'h80;
-            end
-      endcase
+      c8_1_sig = { 1'h1, \$40 [6:0] };
     end
   end
   always @* begin
@@ -3587,138 +2885,23 @@ module \top.front.dec_a1 (wide, mode, fmt, dec, lane);
     c8_1_sh = 3'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$41 ) begin
+    end else if (\$42 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$34 ) begin
-              c8_1_sh = 3'h0;
-            end else begin
-              c8_1_sh = 3'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$35 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$36 ) begin
-              c8_1_sh = 3'h0;
-            end else begin
-              c8_1_sh = 3'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$37 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$38 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$39 ) begin
-              c8_1_sh = 3'h0;
-            end else begin
-              c8_1_sh = 3'h1;
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$40 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$41 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$42 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$43 ) begin
-              c8_1_sh = 3'h1;
-            end else begin
-              c8_1_sh = 3'h2;
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$44 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$45 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$46 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$47 ) begin
-              c8_1_sh = 3'h1;
-            end else if (\$48 ) begin
-              c8_1_sh = 3'h2;
-            end else begin
-              c8_1_sh = 3'h3;
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$49 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$50 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$51 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$52 ) begin
-              c8_1_sh = 3'h1;
-            end else if (\$53 ) begin
-              c8_1_sh = 3'h2;
-            end else if (\$54 ) begin
-              c8_1_sh = 3'h3;
-            end else begin
-              c8_1_sh = 3'h4;
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$55 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$56 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$57 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$58 ) begin
-              c8_1_sh = 3'h1;
-            end else if (\$59 ) begin
-              c8_1_sh = 3'h2;
-            end else if (\$60 ) begin
-              c8_1_sh = 3'h3;
-            end else if (\$61 ) begin
-              c8_1_sh = 3'h4;
-            end else begin
-              c8_1_sh = 3'h5;
-            end
-      endcase
+      c8_1_sh = \$45 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    c4_0_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_0_sig = \$63 [3:0];
+      c4_0_sig = \$59 [3:0];
+    end else if (\$56 ) begin
+      c4_0_sig = { 1'h0, lane[2:0] };
+    end else if (\$57 ) begin
+      c4_0_sig = { 2'h1, \$55 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$64 ) begin
-              c4_0_sig = { 2'h0, lane[1:0] };
-            end else begin
-              c4_0_sig = { 2'h1, lane[1:0] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$65 ) begin
-              c4_0_sig = { 2'h0, lane[1:0] };
-            end else if (\$66 ) begin
-              c4_0_sig = { 2'h1, lane[0], 1'h0 };
-            end else begin
-              c4_0_sig = { 1'h1, lane[0], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$67 ) begin
-              c4_0_sig = { 2'h0, lane[1:0] };
-            end else if (\$68 ) begin
-              c4_0_sig = { 2'h1, lane[0], 1'h0 };
-            end else if (\$69 ) begin
-              c4_0_sig = 4'h8;
-            end else begin
-              c4_0_sig = 4'h8;
-            end
-      endcase
+      c4_0_sig = { 1'h1, \$55 [2:0] };
     end
   end
   always @* begin
@@ -3726,74 +2909,23 @@ module \top.front.dec_a1 (wide, mode, fmt, dec, lane);
     c4_0_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$56 ) begin
+    end else if (\$57 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$64 ) begin
-              c4_0_sh = 1'h0;
-            end else begin
-              c4_0_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$65 ) begin
-              c4_0_sh = 1'h0;
-            end else if (\$66 ) begin
-              c4_0_sh = 1'h0;
-            end else begin
-              c4_0_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$67 ) begin
-              c4_0_sh = 1'h0;
-            end else if (\$68 ) begin
-              c4_0_sh = 1'h0;
-            end else if (\$69 ) begin
-              c4_0_sh = 1'h0;
-            end else begin
-              c4_0_sh = 1'h1;
-            end
-      endcase
+      c4_0_sh = \$60 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    c4_1_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_1_sig = \$71 [3:0];
+      c4_1_sig = \$74 [3:0];
+    end else if (\$71 ) begin
+      c4_1_sig = { 1'h0, lane[6:4] };
+    end else if (\$72 ) begin
+      c4_1_sig = { 2'h1, \$70 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$72 ) begin
-              c4_1_sig = { 2'h0, lane[5:4] };
-            end else begin
-              c4_1_sig = { 2'h1, lane[5:4] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$73 ) begin
-              c4_1_sig = { 2'h0, lane[5:4] };
-            end else if (\$74 ) begin
-              c4_1_sig = { 2'h1, lane[4], 1'h0 };
-            end else begin
-              c4_1_sig = { 1'h1, lane[4], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$75 ) begin
-              c4_1_sig = { 2'h0, lane[5:4] };
-            end else if (\$76 ) begin
-              c4_1_sig = { 2'h1, lane[4], 1'h0 };
-            end else if (\$77 ) begin
-              c4_1_sig = 4'h8;
-            end else begin
-              c4_1_sig = 4'h8;
-            end
-      endcase
+      c4_1_sig = { 1'h1, \$70 [2:0] };
     end
   end
   always @* begin
@@ -3801,74 +2933,23 @@ module \top.front.dec_a1 (wide, mode, fmt, dec, lane);
     c4_1_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$71 ) begin
+    end else if (\$72 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$72 ) begin
-              c4_1_sh = 1'h0;
-            end else begin
-              c4_1_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$73 ) begin
-              c4_1_sh = 1'h0;
-            end else if (\$74 ) begin
-              c4_1_sh = 1'h0;
-            end else begin
-              c4_1_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$75 ) begin
-              c4_1_sh = 1'h0;
-            end else if (\$76 ) begin
-              c4_1_sh = 1'h0;
-            end else if (\$77 ) begin
-              c4_1_sh = 1'h0;
-            end else begin
-              c4_1_sh = 1'h1;
-            end
-      endcase
+      c4_1_sh = \$75 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    c4_2_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_2_sig = \$79 [3:0];
+      c4_2_sig = \$89 [3:0];
+    end else if (\$86 ) begin
+      c4_2_sig = { 1'h0, lane[10:8] };
+    end else if (\$87 ) begin
+      c4_2_sig = { 2'h1, \$85 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$80 ) begin
-              c4_2_sig = { 2'h0, lane[9:8] };
-            end else begin
-              c4_2_sig = { 2'h1, lane[9:8] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$81 ) begin
-              c4_2_sig = { 2'h0, lane[9:8] };
-            end else if (\$82 ) begin
-              c4_2_sig = { 2'h1, lane[8], 1'h0 };
-            end else begin
-              c4_2_sig = { 1'h1, lane[8], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$83 ) begin
-              c4_2_sig = { 2'h0, lane[9:8] };
-            end else if (\$84 ) begin
-              c4_2_sig = { 2'h1, lane[8], 1'h0 };
-            end else if (\$85 ) begin
-              c4_2_sig = 4'h8;
-            end else begin
-              c4_2_sig = 4'h8;
-            end
-      endcase
+      c4_2_sig = { 1'h1, \$85 [2:0] };
     end
   end
   always @* begin
@@ -3876,74 +2957,23 @@ module \top.front.dec_a1 (wide, mode, fmt, dec, lane);
     c4_2_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$86 ) begin
+    end else if (\$87 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$80 ) begin
-              c4_2_sh = 1'h0;
-            end else begin
-              c4_2_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$81 ) begin
-              c4_2_sh = 1'h0;
-            end else if (\$82 ) begin
-              c4_2_sh = 1'h0;
-            end else begin
-              c4_2_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$83 ) begin
-              c4_2_sh = 1'h0;
-            end else if (\$84 ) begin
-              c4_2_sh = 1'h0;
-            end else if (\$85 ) begin
-              c4_2_sh = 1'h0;
-            end else begin
-              c4_2_sh = 1'h1;
-            end
-      endcase
+      c4_2_sh = \$90 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    c4_3_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_3_sig = \$87 [3:0];
+      c4_3_sig = \$104 [3:0];
+    end else if (\$101 ) begin
+      c4_3_sig = { 1'h0, lane[14:12] };
+    end else if (\$102 ) begin
+      c4_3_sig = { 2'h1, \$100 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$88 ) begin
-              c4_3_sig = { 2'h0, lane[13:12] };
-            end else begin
-              c4_3_sig = { 2'h1, lane[13:12] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$89 ) begin
-              c4_3_sig = { 2'h0, lane[13:12] };
-            end else if (\$90 ) begin
-              c4_3_sig = { 2'h1, lane[12], 1'h0 };
-            end else begin
-              c4_3_sig = { 1'h1, lane[12], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$91 ) begin
-              c4_3_sig = { 2'h0, lane[13:12] };
-            end else if (\$92 ) begin
-              c4_3_sig = { 2'h1, lane[12], 1'h0 };
-            end else if (\$93 ) begin
-              c4_3_sig = 4'h8;
-            end else begin
-              c4_3_sig = 4'h8;
-            end
-      endcase
+      c4_3_sig = { 1'h1, \$100 [2:0] };
     end
   end
   always @* begin
@@ -3951,36 +2981,10 @@ module \top.front.dec_a1 (wide, mode, fmt, dec, lane);
     c4_3_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$101 ) begin
+    end else if (\$102 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$88 ) begin
-              c4_3_sh = 1'h0;
-            end else begin
-              c4_3_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$89 ) begin
-              c4_3_sh = 1'h0;
-            end else if (\$90 ) begin
-              c4_3_sh = 1'h0;
-            end else begin
-              c4_3_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$91 ) begin
-              c4_3_sh = 1'h0;
-            end else if (\$92 ) begin
-              c4_3_sh = 1'h0;
-            end else if (\$93 ) begin
-              c4_3_sh = 1'h0;
-            end else begin
-              c4_3_sh = 1'h1;
-            end
-      endcase
+      c4_3_sh = \$105 [0];
     end
   end
   always @* begin
@@ -4049,11 +3053,27 @@ module \top.front.dec_a1 (wide, mode, fmt, dec, lane);
         end
     endcase
   end
+  assign c8_0_j = \$17 [2:0];
+  assign c8_0_rest = \$18 [6:0];
   assign c8_0_neg = lane[7];
+  assign c8_1_j = \$39 [2:0];
+  assign c8_1_rest = \$40 [6:0];
   assign c8_1_neg = lane[15];
+  assign c4_0_k = \$52 [1:0];
+  assign c4_0_j = \$54 [1:0];
+  assign c4_0_rest = \$55 [2:0];
   assign c4_0_neg = lane[3];
+  assign c4_1_k = \$67 [1:0];
+  assign c4_1_j = \$69 [1:0];
+  assign c4_1_rest = \$70 [2:0];
   assign c4_1_neg = lane[7];
+  assign c4_2_k = \$82 [1:0];
+  assign c4_2_j = \$84 [1:0];
+  assign c4_2_rest = \$85 [2:0];
   assign c4_2_neg = lane[11];
+  assign c4_3_k = \$97 [1:0];
+  assign c4_3_j = \$99 [1:0];
+  assign c4_3_rest = \$100 [2:0];
   assign c4_3_neg = lane[15];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
@@ -4078,114 +3098,150 @@ endmodule
 module \top.front.dec_a2 (wide, mode, fmt, dec, lane);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire \$14 ;
+  wire [2:0] \$10 ;
+  wire [5:0] \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire [4:0] \$103 ;
+  wire [4:0] \$104 ;
+  wire [2:0] \$105 ;
+  wire [2:0] \$11 ;
+  wire [2:0] \$12 ;
+  wire [2:0] \$13 ;
+  wire [2:0] \$14 ;
   wire \$15 ;
   wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
+  wire [3:0] \$17 ;
+  wire [13:0] \$18 ;
   wire \$19 ;
-  wire [8:0] \$2 ;
+  wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
+  wire [8:0] \$21 ;
+  wire [8:0] \$22 ;
+  wire [3:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
   wire \$29 ;
-  wire [8:0] \$3 ;
+  wire \$3 ;
   wire \$30 ;
-  wire \$31 ;
-  wire [8:0] \$32 ;
-  wire [8:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
+  wire [2:0] \$31 ;
+  wire [2:0] \$32 ;
+  wire [2:0] \$33 ;
+  wire [2:0] \$34 ;
+  wire [2:0] \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire \$39 ;
+  wire [3:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [13:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire \$43 ;
-  wire \$44 ;
-  wire \$45 ;
+  wire [8:0] \$43 ;
+  wire [8:0] \$44 ;
+  wire [3:0] \$45 ;
   wire \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire \$49 ;
+  wire [1:0] \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [1:0] \$50 ;
   wire \$51 ;
-  wire \$52 ;
+  wire [2:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
-  wire \$55 ;
+  wire [2:0] \$54 ;
+  wire [5:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
+  wire [4:0] \$58 ;
+  wire [4:0] \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [2:0] \$60 ;
   wire \$61 ;
-  wire [4:0] \$62 ;
-  wire [4:0] \$63 ;
-  wire \$64 ;
-  wire \$65 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [1:0] \$64 ;
+  wire [1:0] \$65 ;
   wire \$66 ;
-  wire \$67 ;
+  wire [2:0] \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [2:0] \$69 ;
   wire \$7 ;
-  wire [4:0] \$70 ;
-  wire [4:0] \$71 ;
+  wire [5:0] \$70 ;
+  wire \$71 ;
   wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
-  wire \$75 ;
+  wire [4:0] \$73 ;
+  wire [4:0] \$74 ;
+  wire [2:0] \$75 ;
   wire \$76 ;
   wire \$77 ;
-  wire [4:0] \$78 ;
-  wire [4:0] \$79 ;
+  wire \$78 ;
+  wire [1:0] \$79 ;
   wire \$8 ;
-  wire \$80 ;
+  wire [1:0] \$80 ;
   wire \$81 ;
-  wire \$82 ;
+  wire [2:0] \$82 ;
   wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [4:0] \$86 ;
-  wire [4:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
-  wire \$9 ;
-  wire \$90 ;
+  wire [2:0] \$84 ;
+  wire [5:0] \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire [4:0] \$88 ;
+  wire [4:0] \$89 ;
+  wire [2:0] \$9 ;
+  wire [2:0] \$90 ;
   wire \$91 ;
   wire \$92 ;
   wire \$93 ;
+  wire [1:0] \$94 ;
+  wire [1:0] \$95 ;
+  wire \$96 ;
+  wire [2:0] \$97 ;
+  wire \$98 ;
+  wire [2:0] \$99 ;
+  wire [1:0] c4_0_j;
+  wire [1:0] c4_0_k;
+  wire [1:0] c4_0_lead;
   wire c4_0_neg;
+  wire [2:0] c4_0_rest;
   reg c4_0_sh;
   reg [3:0] c4_0_sig;
+  wire [1:0] c4_1_j;
+  wire [1:0] c4_1_k;
+  wire [1:0] c4_1_lead;
   wire c4_1_neg;
+  wire [2:0] c4_1_rest;
   reg c4_1_sh;
   reg [3:0] c4_1_sig;
+  wire [1:0] c4_2_j;
+  wire [1:0] c4_2_k;
+  wire [1:0] c4_2_lead;
   wire c4_2_neg;
+  wire [2:0] c4_2_rest;
   reg c4_2_sh;
   reg [3:0] c4_2_sig;
+  wire [1:0] c4_3_j;
+  wire [1:0] c4_3_k;
+  wire [1:0] c4_3_lead;
   wire c4_3_neg;
+  wire [2:0] c4_3_rest;
   reg c4_3_sh;
   reg [3:0] c4_3_sig;
+  wire [2:0] c8_0_j;
+  wire [2:0] c8_0_k;
+  wire [2:0] c8_0_lead;
   wire c8_0_neg;
+  wire [6:0] c8_0_rest;
   reg [2:0] c8_0_sh;
   reg [7:0] c8_0_sig;
+  wire [2:0] c8_1_j;
+  wire [2:0] c8_1_k;
+  wire [2:0] c8_1_lead;
   wire c8_1_neg;
+  wire [6:0] c8_1_rest;
   reg [2:0] c8_1_sh;
   reg [7:0] c8_1_sig;
   output [27:0] dec;
@@ -4215,200 +3271,131 @@ module \top.front.dec_a2 (wide, mode, fmt, dec, lane);
   wire \mode.b8 ;
   output wide;
   wire wide;
-  assign \$6  = ~ lane[5];
-  assign \$7  = ~ lane[6];
-  assign \$8  = ~ lane[5];
-  assign \$9  = ~ lane[4];
-  assign \$10  = ~ lane[6];
-  assign \$11  = ~ lane[5];
-  assign \$12  = ~ lane[4];
-  assign \$13  = ~ lane[3];
-  assign \$14  = ~ lane[6];
-  assign \$15  = ~ lane[5];
-  assign \$16  = ~ lane[4];
-  assign \$17  = ~ lane[3];
-  assign \$18  = ~ lane[2];
-  assign \$19  = ~ lane[6];
-  assign \$20  = ~ lane[5];
-  assign \$21  = ~ lane[4];
-  assign \$22  = ~ lane[3];
-  assign \$23  = ~ lane[2];
-  assign \$24  = ~ lane[1];
-  assign \$25  = ~ lane[6];
-  assign \$26  = ~ lane[5];
-  assign \$27  = ~ lane[4];
-  assign \$28  = ~ lane[3];
-  assign \$29  = ~ lane[2];
-  assign \$30  = ~ lane[1];
-  assign \$31  = ~ lane[0];
-  assign \$32  = - $signed(lane[15:8]);
-  assign \$33  = lane[15] ? \$32  : { 1'h0, lane[15:8] };
-  assign \$34  = ~ lane[14];
-  assign \$35  = ~ lane[14];
-  assign \$36  = ~ lane[13];
-  assign \$37  = ~ lane[14];
-  assign \$38  = ~ lane[13];
-  assign \$39  = ~ lane[12];
-  assign \$40  = ~ lane[14];
-  assign \$41  = ~ lane[13];
-  assign \$42  = ~ lane[12];
-  assign \$43  = ~ lane[11];
-  assign \$44  = ~ lane[14];
-  assign \$45  = ~ lane[13];
-  assign \$46  = ~ lane[12];
-  assign \$47  = ~ lane[11];
-  assign \$48  = ~ lane[10];
-  assign \$49  = ~ lane[14];
-  assign \$50  = ~ lane[13];
-  assign \$51  = ~ lane[12];
-  assign \$52  = ~ lane[11];
-  assign \$53  = ~ lane[10];
-  assign \$54  = ~ lane[9];
-  assign \$55  = ~ lane[14];
-  assign \$56  = ~ lane[13];
-  assign \$57  = ~ lane[12];
-  assign \$58  = ~ lane[11];
-  assign \$59  = ~ lane[10];
-  assign \$60  = ~ lane[9];
-  assign \$61  = ~ lane[8];
-  assign \$62  = - $signed(lane[3:0]);
-  assign \$63  = lane[3] ? \$62  : { 1'h0, lane[3:0] };
-  assign \$64  = ~ lane[2];
-  assign \$65  = ~ lane[2];
-  assign \$66  = ~ lane[1];
-  assign \$67  = ~ lane[2];
-  assign \$68  = ~ lane[1];
-  assign \$69  = ~ lane[0];
-  assign \$70  = - $signed(lane[7:4]);
-  assign \$71  = lane[7] ? \$70  : { 1'h0, lane[7:4] };
-  assign \$72  = ~ lane[6];
-  assign \$73  = ~ lane[6];
-  assign \$74  = ~ lane[5];
-  assign \$75  = ~ lane[6];
-  assign \$76  = ~ lane[5];
-  assign \$77  = ~ lane[4];
-  assign \$78  = - $signed(lane[11:8]);
-  assign \$79  = lane[11] ? \$78  : { 1'h0, lane[11:8] };
-  assign \$80  = ~ lane[10];
-  assign \$81  = ~ lane[10];
-  assign \$82  = ~ lane[9];
-  assign \$83  = ~ lane[10];
-  assign \$84  = ~ lane[9];
-  assign \$85  = ~ lane[8];
-  assign \$86  = - $signed(lane[15:12]);
-  assign \$87  = lane[15] ? \$86  : { 1'h0, lane[15:12] };
-  assign \$88  = ~ lane[14];
-  assign \$89  = ~ lane[14];
-  assign \$90  = ~ lane[13];
+  assign \$1  = | lane[15:8];
+  assign wide = mode[1] & \$1 ;
+  assign \$2  = ~ lane[6];
+  assign \$3  = ~ lane[5];
+  assign \$4  = ~ lane[4];
+  assign \$5  = ~ lane[3];
+  assign \$6  = ~ lane[2];
+  assign \$7  = ~ lane[1];
+  assign \$8  = ~ lane[0];
+  assign \$9  = lane[0] ? 3'h7 : 3'h6;
+  assign \$10  = lane[1] ? \$9  : 3'h5;
+  assign \$11  = lane[2] ? \$10  : 3'h4;
+  assign \$12  = lane[3] ? \$11  : 3'h3;
+  assign \$13  = lane[4] ? \$12  : 3'h2;
+  assign \$14  = lane[5] ? \$13  : 3'h1;
+  assign c8_0_lead = lane[6] ? \$14  : 3'h0;
+  assign \$15  = c8_0_lead > fmt[4:2];
+  assign c8_0_k = \$15  ? fmt[4:2] : c8_0_lead;
+  assign \$16  = c8_0_k < fmt[4:2];
+  assign \$17  = c8_0_k + \$16 ;
+  assign \$18  = lane[6:0] << \$17 [2:0];
+  assign \$19  = ! c8_0_k;
+  assign \$20  = c8_0_k == 1'h1;
+  assign \$21  = - $signed(lane[7:0]);
+  assign \$22  = lane[7] ? \$21  : { 1'h0, lane[7:0] };
+  assign \$23  = c8_0_k - 2'h2;
+  assign \$24  = ~ lane[14];
+  assign \$25  = ~ lane[13];
+  assign \$26  = ~ lane[12];
+  assign \$27  = ~ lane[11];
+  assign \$28  = ~ lane[10];
+  assign \$29  = ~ lane[9];
+  assign \$30  = ~ lane[8];
+  assign \$31  = lane[8] ? 3'h7 : 3'h6;
+  assign \$32  = lane[9] ? \$31  : 3'h5;
+  assign \$33  = lane[10] ? \$32  : 3'h4;
+  assign \$34  = lane[11] ? \$33  : 3'h3;
+  assign \$35  = lane[12] ? \$34  : 3'h2;
+  assign \$36  = lane[13] ? \$35  : 3'h1;
+  assign c8_1_lead = lane[14] ? \$36  : 3'h0;
+  assign \$37  = c8_1_lead > fmt[4:2];
+  assign c8_1_k = \$37  ? fmt[4:2] : c8_1_lead;
+  assign \$38  = c8_1_k < fmt[4:2];
+  assign \$39  = c8_1_k + \$38 ;
+  assign \$40  = lane[14:8] << \$39 [2:0];
+  assign \$41  = ! c8_1_k;
+  assign \$42  = c8_1_k == 1'h1;
+  assign \$43  = - $signed(lane[15:8]);
+  assign \$44  = lane[15] ? \$43  : { 1'h0, lane[15:8] };
+  assign \$45  = c8_1_k - 2'h2;
+  assign \$46  = ~ lane[2];
+  assign \$47  = ~ lane[1];
+  assign \$48  = ~ lane[0];
+  assign \$49  = lane[0] ? 2'h3 : 2'h2;
+  assign \$50  = lane[1] ? \$49  : 2'h1;
+  assign c4_0_lead = lane[2] ? \$50  : 2'h0;
+  assign \$51  = c4_0_lead > fmt[4:2];
+  assign \$52  = \$51  ? fmt[4:2] : { 1'h0, c4_0_lead };
+  assign \$53  = \$52 [1:0] < fmt[4:2];
+  assign \$54  = \$52 [1:0] + \$53 ;
+  assign \$55  = lane[2:0] << \$54 [1:0];
+  assign \$56  = ! \$52 [1:0];
+  assign \$57  = \$52 [1:0] == 1'h1;
+  assign \$58  = - $signed(lane[3:0]);
+  assign \$59  = lane[3] ? \$58  : { 1'h0, lane[3:0] };
+  assign \$60  = \$52 [1:0] - 2'h2;
+  assign \$61  = ~ lane[6];
+  assign \$62  = ~ lane[5];
+  assign \$63  = ~ lane[4];
+  assign \$64  = lane[4] ? 2'h3 : 2'h2;
+  assign \$65  = lane[5] ? \$64  : 2'h1;
+  assign c4_1_lead = lane[6] ? \$65  : 2'h0;
+  assign \$66  = c4_1_lead > fmt[4:2];
+  assign \$67  = \$66  ? fmt[4:2] : { 1'h0, c4_1_lead };
+  assign \$68  = \$67 [1:0] < fmt[4:2];
+  assign \$69  = \$67 [1:0] + \$68 ;
+  assign \$70  = lane[6:4] << \$69 [1:0];
+  assign \$71  = ! \$67 [1:0];
+  assign \$72  = \$67 [1:0] == 1'h1;
+  assign \$73  = - $signed(lane[7:4]);
+  assign \$74  = lane[7] ? \$73  : { 1'h0, lane[7:4] };
+  assign \$75  = \$67 [1:0] - 2'h2;
+  assign \$76  = ~ lane[10];
+  assign \$77  = ~ lane[9];
+  assign \$78  = ~ lane[8];
+  assign \$79  = lane[8] ? 2'h3 : 2'h2;
+  assign \$80  = lane[9] ? \$79  : 2'h1;
+  assign c4_2_lead = lane[10] ? \$80  : 2'h0;
+  assign \$81  = c4_2_lead > fmt[4:2];
+  assign \$82  = \$81  ? fmt[4:2] : { 1'h0, c4_2_lead };
+  assign \$83  = \$82 [1:0] < fmt[4:2];
+  assign \$84  = \$82 [1:0] + \$83 ;
+  assign \$85  = lane[10:8] << \$84 [1:0];
+  assign \$86  = ! \$82 [1:0];
+  assign \$87  = \$82 [1:0] == 1'h1;
+  assign \$88  = - $signed(lane[11:8]);
+  assign \$89  = lane[11] ? \$88  : { 1'h0, lane[11:8] };
+  assign \$90  = \$82 [1:0] - 2'h2;
   assign \$91  = ~ lane[14];
   assign \$92  = ~ lane[13];
   assign \$93  = ~ lane[12];
-  assign \$1  = | lane[15:8];
-  assign wide = mode[1] & \$1 ;
-  assign \$2  = - $signed(lane[7:0]);
-  assign \$3  = lane[7] ? \$2  : { 1'h0, lane[7:0] };
-  assign \$4  = ~ lane[6];
-  assign \$5  = ~ lane[6];
+  assign \$94  = lane[12] ? 2'h3 : 2'h2;
+  assign \$95  = lane[13] ? \$94  : 2'h1;
+  assign c4_3_lead = lane[14] ? \$95  : 2'h0;
+  assign \$96  = c4_3_lead > fmt[4:2];
+  assign \$97  = \$96  ? fmt[4:2] : { 1'h0, c4_3_lead };
+  assign \$98  = \$97 [1:0] < fmt[4:2];
+  assign \$99  = \$97 [1:0] + \$98 ;
+  assign \$100  = lane[14:12] << \$99 [1:0];
+  assign \$101  = ! \$97 [1:0];
+  assign \$102  = \$97 [1:0] == 1'h1;
+  assign \$103  = - $signed(lane[15:12]);
+  assign \$104  = lane[15] ? \$103  : { 1'h0, lane[15:12] };
+  assign \$105  = \$97 [1:0] - 2'h2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    c8_0_sig = 8'h00;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_0_sig = \$3 [7:0];
+      c8_0_sig = \$22 [7:0];
+    end else if (\$19 ) begin
+      c8_0_sig = { 1'h0, lane[6:0] };
+    end else if (\$20 ) begin
+      c8_0_sig = { 2'h1, \$18 [6:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$4 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else begin
-              c8_0_sig = { 2'h1, lane[5:0] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$6 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[4:0], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$7 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$8 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$9 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$10 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$11 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$12 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$13 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$14 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$15 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$16 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$17 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else if (\$18 ) begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$19 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$20 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$21 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$22 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else if (\$23 ) begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end else if (\$24 ) begin
-              c8_0_sig = { 1'h1, lane[0], 6'h00 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[0], 6'h00 };
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$25 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$26 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$27 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$28 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else if (\$29 ) begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end else if (\$30 ) begin
-              c8_0_sig = { 1'h1, lane[0], 6'h00 };
-            end else if (\$31 ) begin
-              c8_0_sig = 8'h80;
-            end else begin
-              c8_0_sig = 8'h80;
-            end
-      endcase
+      c8_0_sig = { 1'h1, \$18 [6:0] };
     end
   end
   always @* begin
@@ -4416,202 +3403,23 @@ module \top.front.dec_a2 (wide, mode, fmt, dec, lane);
     c8_0_sh = 3'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$19 ) begin
+    end else if (\$20 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$4 ) begin
-              c8_0_sh = 3'h0;
-            end else begin
-              c8_0_sh = 3'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$6 ) begin
-              c8_0_sh = 3'h0;
-            end else begin
-              c8_0_sh = 3'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$7 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$8 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$9 ) begin
-              c8_0_sh = 3'h0;
-            end else begin
-              c8_0_sh = 3'h1;
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$10 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$11 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$12 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$13 ) begin
-              c8_0_sh = 3'h1;
-            end else begin
-              c8_0_sh = 3'h2;
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$14 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$15 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$16 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$17 ) begin
-              c8_0_sh = 3'h1;
-            end else if (\$18 ) begin
-              c8_0_sh = 3'h2;
-            end else begin
-              c8_0_sh = 3'h3;
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$19 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$20 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$21 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$22 ) begin
-              c8_0_sh = 3'h1;
-            end else if (\$23 ) begin
-              c8_0_sh = 3'h2;
-            end else if (\$24 ) begin
-              c8_0_sh = 3'h3;
-            end else begin
-              c8_0_sh = 3'h4;
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$25 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$26 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$27 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$28 ) begin
-              c8_0_sh = 3'h1;
-            end else if (\$29 ) begin
-              c8_0_sh = 3'h2;
-            end else if (\$30 ) begin
-              c8_0_sh = 3'h3;
-            end else if (\$31 ) begin
-              c8_0_sh = 3'h4;
-            end else begin
-              c8_0_sh = 3'h5;
-            end
-      endcase
+      c8_0_sh = \$23 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    c8_1_sig = 8'h00;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_1_sig = \$33 [7:0];
+      c8_1_sig = \$44 [7:0];
+    end else if (\$41 ) begin
+      c8_1_sig = { 1'h0, lane[14:8] };
+    end else if (\$42 ) begin
+      c8_1_sig = { 2'h1, \$40 [6:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$34 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else begin
-              c8_1_sig = { 2'h1, lane[13:8] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$35 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$36 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[12:8], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$37 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$38 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$39 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$40 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$41 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$42 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$43 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$44 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$45 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$46 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$47 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else if (\$48 ) begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$49 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$50 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$51 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$52 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else if (\$53 ) begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end else if (\$54 ) begin
-              c8_1_sig = { 1'h1, lane[8], 6'h00 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[8], 6'h00 };
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$55 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$56 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$57 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$58 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else if (\$59 ) begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end else if (\$60 ) begin
-              c8_1_sig = { 1'h1, lane[8], 6'h00 };
-            end else if (\$61 ) begin
-              c8_1_sig = 8'h80;
-            end else begin
-              c8_1_sig = 8'h80;
-            end
-      endcase
+      c8_1_sig = { 1'h1, \$40 [6:0] };
     end
   end
   always @* begin
@@ -4619,138 +3427,23 @@ module \top.front.dec_a2 (wide, mode, fmt, dec, lane);
     c8_1_sh = 3'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$41 ) begin
+    end else if (\$42 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$34 ) begin
-              c8_1_sh = 3'h0;
-            end else begin
-              c8_1_sh = 3'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$35 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$36 ) begin
-              c8_1_sh = 3'h0;
-            end else begin
-              c8_1_sh = 3'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$37 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$38 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$39 ) begin
-              c8_1_sh = 3'h0;
-            end else begin
-              c8_1_sh = 3'h1;
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$40 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$41 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$42 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$43 ) begin
-              c8_1_sh = 3'h1;
-            end else begin
-              c8_1_sh = 3'h2;
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$44 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$45 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$46 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$47 ) begin
-              c8_1_sh = 3'h1;
-            end else if (\$48 ) begin
-              c8_1_sh = 3'h2;
-            end else begin
-              c8_1_sh = 3'h3;
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$49 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$50 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$51 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$52 ) begin
-              c8_1_sh = 3'h1;
-            end else if (\$53 ) begin
-              c8_1_sh = 3'h2;
-            end else if (\$54 ) begin
-              c8_1_sh = 3'h3;
-            end else begin
-              c8_1_sh = 3'h4;
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$55 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$56 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$57 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$58 ) begin
-              c8_1_sh = 3'h1;
-            end else if (\$59 ) begin
-              c8_1_sh = 3'h2;
-            end else if (\$60 ) begin
-              c8_1_sh = 3'h3;
-            end else if (\$61 ) begin
-              c8_1_sh = 3'h4;
-            end else begin
-              c8_1_sh = 3'h5;
-            end
-      endcase
+      c8_1_sh = \$45 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    c4_0_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_0_sig = \$63 [3:0];
+      c4_0_sig = \$59 [3:0];
+    end else if (\$56 ) begin
+      c4_0_sig = { 1'h0, lane[2:0] };
+    end else if (\$57 ) begin
+      c4_0_sig = { 2'h1, \$55 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$64 ) begin
-              c4_0_sig = { 2'h0, lane[1:0] };
-            end else begin
-              c4_0_sig = { 2'h1, lane[1:0] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$65 ) begin
-              c4_0_sig = { 2'h0, lane[1:0] };
-            end else if (\$66 ) begin
-              c4_0_sig = { 2'h1, lane[0], 1'h0 };
-            end else begin
-              c4_0_sig = { 1'h1, lane[0], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$67 ) begin
-              c4_0_sig = { 2'h0, lane[1:0] };
-            end else if (\$68 ) begin
-              c4_0_sig = { 2'h1, lane[0], 1'h0 };
-            end else if (\$69 ) begin
-              c4_0_sig = 4'h8;
-            end else begin
-              c4_0_sig = 4'h8;
-            end
-      endcase
+      c4_0_sig = { 1'h1, \$55 [2:0] };
     end
   end
   always @* begin
@@ -4758,74 +3451,23 @@ module \top.front.dec_a2 (wide, mode, fmt, dec, lane);
     c4_0_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$56 ) begin
+    end else if (\$57 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$64 ) begin
-              c4_0_sh = 1'h0;
-            end else begin
-              c4_0_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$65 ) begin
-              c4_0_sh = 1'h0;
-            end else if (\$66 ) begin
-              c4_0_sh = 1'h0;
-            end else begin
-              c4_0_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$67 ) begin
-              c4_0_sh = 1'h0;
-            end else if (\$68 ) begin
-              c4_0_sh = 1'h0;
-            end else if (\$69 ) begin
-              c4_0_sh = 1'h0;
-            end else begin
-              c4_0_sh = 1'h1;
-            end
-      endcase
+      c4_0_sh = \$60 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    c4_1_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_1_sig = \$71 [3:0];
+      c4_1_sig = \$74 [3:0];
+    end else if (\$71 ) begin
+      c4_1_sig = { 1'h0, lane[6:4] };
+    end else if (\$72 ) begin
+      c4_1_sig = { 2'h1, \$70 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$72 ) begin
-              c4_1_sig = { 2'h0, lane[5:4] };
-            end else begin
-              c4_1_sig = { 2'h1, lane[5:4] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$73 ) begin
-              c4_1_sig = { 2'h0, lane[5:4] };
-            end else if (\$74 ) begin
-              c4_1_sig = { 2'h1, lane[4], 1'h0 };
-            end else begin
-              c4_1_sig = { 1'h1, lane[4], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$75 ) begin
-              c4_1_sig = { 2'h0, lane[5:4] };
-            end else if (\$76 ) begin
-              c4_1_sig = { 2'h1, lane[4], 1'h0 };
-            end else if (\$77 ) begin
-              c4_1_sig = 4'h8;
-            end else begin
-              c4_1_sig = 4'h8;
-            end
-      endcase
+      c4_1_sig = { 1'h1, \$70 [2:0] };
     end
   end
   always @* begin
@@ -4833,74 +3475,23 @@ module \top.front.dec_a2 (wide, mode, fmt, dec, lane);
     c4_1_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$71 ) begin
+    end else if (\$72 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$72 ) begin
-              c4_1_sh = 1'h0;
-            end else begin
-              c4_1_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$73 ) begin
-              c4_1_sh = 1'h0;
-            end else if (\$74 ) begin
-              c4_1_sh = 1'h0;
-            end else begin
-              c4_1_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$75 ) begin
-              c4_1_sh = 1'h0;
-            end else if (\$76 ) begin
-              c4_1_sh = 1'h0;
-            end else if (\$77 ) begin
-              c4_1_sh = 1'h0;
-            end else begin
-              c4_1_sh = 1'h1;
-            end
-      endcase
+      c4_1_sh = \$75 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    c4_2_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_2_sig = \$79 [3:0];
+      c4_2_sig = \$89 [3:0];
+    end else if (\$86 ) begin
+      c4_2_sig = { 1'h0, lane[10:8] };
+    end else if (\$87 ) begin
+      c4_2_sig = { 2'h1, \$85 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$80 ) begin
-              c4_2_sig = { 2'h0, lane[9:8] };
-            end else begin
-              c4_2_sig = { 2'h1, lane[9:8] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$81 ) begin
-              c4_2_sig = { 2'h0, lane[9:8] };
-            end else if (\$82 ) begin
-              c4_2_sig = { 2'h1, lane[8], 1'h0 };
-            end else begin
-              c4_2_sig = { 1'h1, lane[8], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$83 ) begin
-              c4_2_sig = { 2'h0, lane[9:8] };
-            end else if (\$84 ) begin
-              c4_2_sig = { 2'h1, lane[8], 1'h0 };
-            end else if (\$85 ) begin
-              c4_2_sig = 4'h8;
-            end else begin
-              c4_2_sig = 4'h8;
-            end
-      endcase
+      c4_2_sig = { 1'h1, \$85 [2:0] };
     end
   end
   always @* begin
@@ -4908,74 +3499,23 @@ module \top.front.dec_a2 (wide, mode, fmt, dec, lane);
     c4_2_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$86 ) begin
+    end else if (\$87 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$80 ) begin
-              c4_2_sh = 1'h0;
-            end else begin
-              c4_2_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$81 ) begin
-              c4_2_sh = 1'h0;
-            end else if (\$82 ) begin
-              c4_2_sh = 1'h0;
-            end else begin
-              c4_2_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$83 ) begin
-              c4_2_sh = 1'h0;
-            end else if (\$84 ) begin
-              c4_2_sh = 1'h0;
-            end else if (\$85 ) begin
-              c4_2_sh = 1'h0;
-            end else begin
-              c4_2_sh = 1'h1;
-            end
-      endcase
+      c4_2_sh = \$90 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    c4_3_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_3_sig = \$87 [3:0];
+      c4_3_sig = \$104 [3:0];
+    end else if (\$101 ) begin
+      c4_3_sig = { 1'h0, lane[14:12] };
+    end else if (\$102 ) begin
+      c4_3_sig = { 2'h1, \$100 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$88 ) begin
-              c4_3_sig = { 2'h0, lane[13:12] };
-            end else begin
-              c4_3_sig = { 2'h1, lane[13:12] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$89 ) begin
-              c4_3_sig = { 2'h0, lane[13:12] };
-            end else if (\$90 ) begin
-              c4_3_sig = { 2'h1, lane[12], 1'h0 };
-            end else begin
-              c4_3_sig = { 1'h1, lane[12], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$91 ) begin
-              c4_3_sig = { 2'h0, lane[13:12] };
-            end else if (\$92 ) begin
-              c4_3_sig = { 2'h1, lane[12], 1'h0 };
-            end else if (\$93 ) begin
-              c4_3_sig = 4'h8;
-            end else begin
-              c4_3_sig = 4'h8;
-            end
-      endcase
+      c4_3_sig = { 1'h1, \$100 [2:0] };
     end
   end
   always @* begin
@@ -4983,36 +3523,10 @@ module \top.front.dec_a2 (wide, mode, fmt, dec, lane);
     c4_3_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$101 ) begin
+    end else if (\$102 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$88 ) begin
-              c4_3_sh = 1'h0;
-            end else begin
-              c4_3_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$89 ) begin
-              c4_3_sh = 1'h0;
-            end else if (\$90 ) begin
-              c4_3_sh = 1'h0;
-            end else begin
-              c4_3_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$91 ) begin
-              c4_3_sh = 1'h0;
-            end else if (\$92 ) begin
-              c4_3_sh = 1'h0;
-            end else if (\$93 ) begin
-              c4_3_sh = 1'h0;
-            end else begin
-              c4_3_sh = 1'h1;
-            end
-      endcase
+      c4_3_sh = \$105 [0];
     end
   end
   always @* begin
@@ -5081,11 +3595,27 @@ module \top.front.dec_a2 (wide, mode, fmt, dec, lane);
         end
     endcase
   end
+  assign c8_0_j = \$17 [2:0];
+  assign c8_0_rest = \$18 [6:0];
   assign c8_0_neg = lane[7];
+  assign c8_1_j = \$39 [2:0];
+  assign c8_1_rest = \$40 [6:0];
   assign c8_1_neg = lane[15];
+  assign c4_0_k = \$52 [1:0];
+  assign c4_0_j = \$54 [1:0];
+  assign c4_0_rest = \$55 [2:0];
   assign c4_0_neg = lane[3];
+  assign c4_1_k = \$67 [1:0];
+  assign c4_1_j = \$69 [1:0];
+  assign c4_1_rest = \$70 [2:0];
   assign c4_1_neg = lane[7];
+  assign c4_2_k = \$82 [1:0];
+  assign c4_2_j = \$84 [1:0];
+  assign c4_2_rest = \$85 [2:0];
   assign c4_2_neg = lane[11];
+  assign c4_3_k = \$97 [1:0];
+  assign c4_3_j = \$99 [1:0];
+  assign c4_3_rest = \$100 [2:0];
   assign c4_3_neg = lane[15];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
@@ -5110,114 +3640,150 @@ endmodule
 module \top.front.dec_a3 (wide, mode, fmt, dec, lane);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire \$14 ;
+  wire [2:0] \$10 ;
+  wire [5:0] \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire [4:0] \$103 ;
+  wire [4:0] \$104 ;
+  wire [2:0] \$105 ;
+  wire [2:0] \$11 ;
+  wire [2:0] \$12 ;
+  wire [2:0] \$13 ;
+  wire [2:0] \$14 ;
   wire \$15 ;
   wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
+  wire [3:0] \$17 ;
+  wire [13:0] \$18 ;
   wire \$19 ;
-  wire [8:0] \$2 ;
+  wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
+  wire [8:0] \$21 ;
+  wire [8:0] \$22 ;
+  wire [3:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
   wire \$29 ;
-  wire [8:0] \$3 ;
+  wire \$3 ;
   wire \$30 ;
-  wire \$31 ;
-  wire [8:0] \$32 ;
-  wire [8:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
+  wire [2:0] \$31 ;
+  wire [2:0] \$32 ;
+  wire [2:0] \$33 ;
+  wire [2:0] \$34 ;
+  wire [2:0] \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire \$39 ;
+  wire [3:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [13:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire \$43 ;
-  wire \$44 ;
-  wire \$45 ;
+  wire [8:0] \$43 ;
+  wire [8:0] \$44 ;
+  wire [3:0] \$45 ;
   wire \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire \$49 ;
+  wire [1:0] \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [1:0] \$50 ;
   wire \$51 ;
-  wire \$52 ;
+  wire [2:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
-  wire \$55 ;
+  wire [2:0] \$54 ;
+  wire [5:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
+  wire [4:0] \$58 ;
+  wire [4:0] \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [2:0] \$60 ;
   wire \$61 ;
-  wire [4:0] \$62 ;
-  wire [4:0] \$63 ;
-  wire \$64 ;
-  wire \$65 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [1:0] \$64 ;
+  wire [1:0] \$65 ;
   wire \$66 ;
-  wire \$67 ;
+  wire [2:0] \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [2:0] \$69 ;
   wire \$7 ;
-  wire [4:0] \$70 ;
-  wire [4:0] \$71 ;
+  wire [5:0] \$70 ;
+  wire \$71 ;
   wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
-  wire \$75 ;
+  wire [4:0] \$73 ;
+  wire [4:0] \$74 ;
+  wire [2:0] \$75 ;
   wire \$76 ;
   wire \$77 ;
-  wire [4:0] \$78 ;
-  wire [4:0] \$79 ;
+  wire \$78 ;
+  wire [1:0] \$79 ;
   wire \$8 ;
-  wire \$80 ;
+  wire [1:0] \$80 ;
   wire \$81 ;
-  wire \$82 ;
+  wire [2:0] \$82 ;
   wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [4:0] \$86 ;
-  wire [4:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
-  wire \$9 ;
-  wire \$90 ;
+  wire [2:0] \$84 ;
+  wire [5:0] \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire [4:0] \$88 ;
+  wire [4:0] \$89 ;
+  wire [2:0] \$9 ;
+  wire [2:0] \$90 ;
   wire \$91 ;
   wire \$92 ;
   wire \$93 ;
+  wire [1:0] \$94 ;
+  wire [1:0] \$95 ;
+  wire \$96 ;
+  wire [2:0] \$97 ;
+  wire \$98 ;
+  wire [2:0] \$99 ;
+  wire [1:0] c4_0_j;
+  wire [1:0] c4_0_k;
+  wire [1:0] c4_0_lead;
   wire c4_0_neg;
+  wire [2:0] c4_0_rest;
   reg c4_0_sh;
   reg [3:0] c4_0_sig;
+  wire [1:0] c4_1_j;
+  wire [1:0] c4_1_k;
+  wire [1:0] c4_1_lead;
   wire c4_1_neg;
+  wire [2:0] c4_1_rest;
   reg c4_1_sh;
   reg [3:0] c4_1_sig;
+  wire [1:0] c4_2_j;
+  wire [1:0] c4_2_k;
+  wire [1:0] c4_2_lead;
   wire c4_2_neg;
+  wire [2:0] c4_2_rest;
   reg c4_2_sh;
   reg [3:0] c4_2_sig;
+  wire [1:0] c4_3_j;
+  wire [1:0] c4_3_k;
+  wire [1:0] c4_3_lead;
   wire c4_3_neg;
+  wire [2:0] c4_3_rest;
   reg c4_3_sh;
   reg [3:0] c4_3_sig;
+  wire [2:0] c8_0_j;
+  wire [2:0] c8_0_k;
+  wire [2:0] c8_0_lead;
   wire c8_0_neg;
+  wire [6:0] c8_0_rest;
   reg [2:0] c8_0_sh;
   reg [7:0] c8_0_sig;
+  wire [2:0] c8_1_j;
+  wire [2:0] c8_1_k;
+  wire [2:0] c8_1_lead;
   wire c8_1_neg;
+  wire [6:0] c8_1_rest;
   reg [2:0] c8_1_sh;
   reg [7:0] c8_1_sig;
   output [27:0] dec;
@@ -5247,200 +3813,131 @@ module \top.front.dec_a3 (wide, mode, fmt, dec, lane);
   wire \mode.b8 ;
   output wide;
   wire wide;
-  assign \$6  = ~ lane[5];
-  assign \$7  = ~ lane[6];
-  assign \$8  = ~ lane[5];
-  assign \$9  = ~ lane[4];
-  assign \$10  = ~ lane[6];
-  assign \$11  = ~ lane[5];
-  assign \$12  = ~ lane[4];
-  assign \$13  = ~ lane[3];
-  assign \$14  = ~ lane[6];
-  assign \$15  = ~ lane[5];
-  assign \$16  = ~ lane[4];
-  assign \$17  = ~ lane[3];
-  assign \$18  = ~ lane[2];
-  assign \$19  = ~ lane[6];
-  assign \$20  = ~ lane[5];
-  assign \$21  = ~ lane[4];
-  assign \$22  = ~ lane[3];
-  assign \$23  = ~ lane[2];
-  assign \$24  = ~ lane[1];
-  assign \$25  = ~ lane[6];
-  assign \$26  = ~ lane[5];
-  assign \$27  = ~ lane[4];
-  assign \$28  = ~ lane[3];
-  assign \$29  = ~ lane[2];
-  assign \$30  = ~ lane[1];
-  assign \$31  = ~ lane[0];
-  assign \$32  = - $signed(lane[15:8]);
-  assign \$33  = lane[15] ? \$32  : { 1'h0, lane[15:8] };
-  assign \$34  = ~ lane[14];
-  assign \$35  = ~ lane[14];
-  assign \$36  = ~ lane[13];
-  assign \$37  = ~ lane[14];
-  assign \$38  = ~ lane[13];
-  assign \$39  = ~ lane[12];
-  assign \$40  = ~ lane[14];
-  assign \$41  = ~ lane[13];
-  assign \$42  = ~ lane[12];
-  assign \$43  = ~ lane[11];
-  assign \$44  = ~ lane[14];
-  assign \$45  = ~ lane[13];
-  assign \$46  = ~ lane[12];
-  assign \$47  = ~ lane[11];
-  assign \$48  = ~ lane[10];
-  assign \$49  = ~ lane[14];
-  assign \$50  = ~ lane[13];
-  assign \$51  = ~ lane[12];
-  assign \$52  = ~ lane[11];
-  assign \$53  = ~ lane[10];
-  assign \$54  = ~ lane[9];
-  assign \$55  = ~ lane[14];
-  assign \$56  = ~ lane[13];
-  assign \$57  = ~ lane[12];
-  assign \$58  = ~ lane[11];
-  assign \$59  = ~ lane[10];
-  assign \$60  = ~ lane[9];
-  assign \$61  = ~ lane[8];
-  assign \$62  = - $signed(lane[3:0]);
-  assign \$63  = lane[3] ? \$62  : { 1'h0, lane[3:0] };
-  assign \$64  = ~ lane[2];
-  assign \$65  = ~ lane[2];
-  assign \$66  = ~ lane[1];
-  assign \$67  = ~ lane[2];
-  assign \$68  = ~ lane[1];
-  assign \$69  = ~ lane[0];
-  assign \$70  = - $signed(lane[7:4]);
-  assign \$71  = lane[7] ? \$70  : { 1'h0, lane[7:4] };
-  assign \$72  = ~ lane[6];
-  assign \$73  = ~ lane[6];
-  assign \$74  = ~ lane[5];
-  assign \$75  = ~ lane[6];
-  assign \$76  = ~ lane[5];
-  assign \$77  = ~ lane[4];
-  assign \$78  = - $signed(lane[11:8]);
-  assign \$79  = lane[11] ? \$78  : { 1'h0, lane[11:8] };
-  assign \$80  = ~ lane[10];
-  assign \$81  = ~ lane[10];
-  assign \$82  = ~ lane[9];
-  assign \$83  = ~ lane[10];
-  assign \$84  = ~ lane[9];
-  assign \$85  = ~ lane[8];
-  assign \$86  = - $signed(lane[15:12]);
-  assign \$87  = lane[15] ? \$86  : { 1'h0, lane[15:12] };
-  assign \$88  = ~ lane[14];
-  assign \$89  = ~ lane[14];
-  assign \$90  = ~ lane[13];
+  assign \$1  = | lane[15:8];
+  assign wide = mode[1] & \$1 ;
+  assign \$2  = ~ lane[6];
+  assign \$3  = ~ lane[5];
+  assign \$4  = ~ lane[4];
+  assign \$5  = ~ lane[3];
+  assign \$6  = ~ lane[2];
+  assign \$7  = ~ lane[1];
+  assign \$8  = ~ lane[0];
+  assign \$9  = lane[0] ? 3'h7 : 3'h6;
+  assign \$10  = lane[1] ? \$9  : 3'h5;
+  assign \$11  = lane[2] ? \$10  : 3'h4;
+  assign \$12  = lane[3] ? \$11  : 3'h3;
+  assign \$13  = lane[4] ? \$12  : 3'h2;
+  assign \$14  = lane[5] ? \$13  : 3'h1;
+  assign c8_0_lead = lane[6] ? \$14  : 3'h0;
+  assign \$15  = c8_0_lead > fmt[4:2];
+  assign c8_0_k = \$15  ? fmt[4:2] : c8_0_lead;
+  assign \$16  = c8_0_k < fmt[4:2];
+  assign \$17  = c8_0_k + \$16 ;
+  assign \$18  = lane[6:0] << \$17 [2:0];
+  assign \$19  = ! c8_0_k;
+  assign \$20  = c8_0_k == 1'h1;
+  assign \$21  = - $signed(lane[7:0]);
+  assign \$22  = lane[7] ? \$21  : { 1'h0, lane[7:0] };
+  assign \$23  = c8_0_k - 2'h2;
+  assign \$24  = ~ lane[14];
+  assign \$25  = ~ lane[13];
+  assign \$26  = ~ lane[12];
+  assign \$27  = ~ lane[11];
+  assign \$28  = ~ lane[10];
+  assign \$29  = ~ lane[9];
+  assign \$30  = ~ lane[8];
+  assign \$31  = lane[8] ? 3'h7 : 3'h6;
+  assign \$32  = lane[9] ? \$31  : 3'h5;
+  assign \$33  = lane[10] ? \$32  : 3'h4;
+  assign \$34  = lane[11] ? \$33  : 3'h3;
+  assign \$35  = lane[12] ? \$34  : 3'h2;
+  assign \$36  = lane[13] ? \$35  : 3'h1;
+  assign c8_1_lead = lane[14] ? \$36  : 3'h0;
+  assign \$37  = c8_1_lead > fmt[4:2];
+  assign c8_1_k = \$37  ? fmt[4:2] : c8_1_lead;
+  assign \$38  = c8_1_k < fmt[4:2];
+  assign \$39  = c8_1_k + \$38 ;
+  assign \$40  = lane[14:8] << \$39 [2:0];
+  assign \$41  = ! c8_1_k;
+  assign \$42  = c8_1_k == 1'h1;
+  assign \$43  = - $signed(lane[15:8]);
+  assign \$44  = lane[15] ? \$43  : { 1'h0, lane[15:8] };
+  assign \$45  = c8_1_k - 2'h2;
+  assign \$46  = ~ lane[2];
+  assign \$47  = ~ lane[1];
+  assign \$48  = ~ lane[0];
+  assign \$49  = lane[0] ? 2'h3 : 2'h2;
+  assign \$50  = lane[1] ? \$49  : 2'h1;
+  assign c4_0_lead = lane[2] ? \$50  : 2'h0;
+  assign \$51  = c4_0_lead > fmt[4:2];
+  assign \$52  = \$51  ? fmt[4:2] : { 1'h0, c4_0_lead };
+  assign \$53  = \$52 [1:0] < fmt[4:2];
+  assign \$54  = \$52 [1:0] + \$53 ;
+  assign \$55  = lane[2:0] << \$54 [1:0];
+  assign \$56  = ! \$52 [1:0];
+  assign \$57  = \$52 [1:0] == 1'h1;
+  assign \$58  = - $signed(lane[3:0]);
+  assign \$59  = lane[3] ? \$58  : { 1'h0, lane[3:0] };
+  assign \$60  = \$52 [1:0] - 2'h2;
+  assign \$61  = ~ lane[6];
+  assign \$62  = ~ lane[5];
+  assign \$63  = ~ lane[4];
+  assign \$64  = lane[4] ? 2'h3 : 2'h2;
+  assign \$65  = lane[5] ? \$64  : 2'h1;
+  assign c4_1_lead = lane[6] ? \$65  : 2'h0;
+  assign \$66  = c4_1_lead > fmt[4:2];
+  assign \$67  = \$66  ? fmt[4:2] : { 1'h0, c4_1_lead };
+  assign \$68  = \$67 [1:0] < fmt[4:2];
+  assign \$69  = \$67 [1:0] + \$68 ;
+  assign \$70  = lane[6:4] << \$69 [1:0];
+  assign \$71  = ! \$67 [1:0];
+  assign \$72  = \$67 [1:0] == 1'h1;
+  assign \$73  = - $signed(lane[7:4]);
+  assign \$74  = lane[7] ? \$73  : { 1'h0, lane[7:4] };
+  assign \$75  = \$67 [1:0] - 2'h2;
+  assign \$76  = ~ lane[10];
+  assign \$77  = ~ lane[9];
+  assign \$78  = ~ lane[8];
+  assign \$79  = lane[8] ? 2'h3 : 2'h2;
+  assign \$80  = lane[9] ? \$79  : 2'h1;
+  assign c4_2_lead = lane[10] ? \$80  : 2'h0;
+  assign \$81  = c4_2_lead > fmt[4:2];
+  assign \$82  = \$81  ? fmt[4:2] : { 1'h0, c4_2_lead };
+  assign \$83  = \$82 [1:0] < fmt[4:2];
+  assign \$84  = \$82 [1:0] + \$83 ;
+  assign \$85  = lane[10:8] << \$84 [1:0];
+  assign \$86  = ! \$82 [1:0];
+  assign \$87  = \$82 [1:0] == 1'h1;
+  assign \$88  = - $signed(lane[11:8]);
+  assign \$89  = lane[11] ? \$88  : { 1'h0, lane[11:8] };
+  assign \$90  = \$82 [1:0] - 2'h2;
   assign \$91  = ~ lane[14];
   assign \$92  = ~ lane[13];
   assign \$93  = ~ lane[12];
-  assign \$1  = | lane[15:8];
-  assign wide = mode[1] & \$1 ;
-  assign \$2  = - $signed(lane[7:0]);
-  assign \$3  = lane[7] ? \$2  : { 1'h0, lane[7:0] };
-  assign \$4  = ~ lane[6];
-  assign \$5  = ~ lane[6];
+  assign \$94  = lane[12] ? 2'h3 : 2'h2;
+  assign \$95  = lane[13] ? \$94  : 2'h1;
+  assign c4_3_lead = lane[14] ? \$95  : 2'h0;
+  assign \$96  = c4_3_lead > fmt[4:2];
+  assign \$97  = \$96  ? fmt[4:2] : { 1'h0, c4_3_lead };
+  assign \$98  = \$97 [1:0] < fmt[4:2];
+  assign \$99  = \$97 [1:0] + \$98 ;
+  assign \$100  = lane[14:12] << \$99 [1:0];
+  assign \$101  = ! \$97 [1:0];
+  assign \$102  = \$97 [1:0] == 1'h1;
+  assign \$103  = - $signed(lane[15:12]);
+  assign \$104  = lane[15] ? \$103  : { 1'h0, lane[15:12] };
+  assign \$105  = \$97 [1:0] - 2'h2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    c8_0_sig = 8'h00;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_0_sig = \$3 [7:0];
+      c8_0_sig = \$22 [7:0];
+    end else if (\$19 ) begin
+      c8_0_sig = { 1'h0, lane[6:0] };
+    end else if (\$20 ) begin
+      c8_0_sig = { 2'h1, \$18 [6:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$4 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else begin
-              c8_0_sig = { 2'h1, lane[5:0] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$6 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[4:0], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$7 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$8 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$9 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$10 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$11 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$12 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$13 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$14 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$15 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$16 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$17 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else if (\$18 ) begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$19 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$20 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$21 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$22 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else if (\$23 ) begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end else if (\$24 ) begin
-              c8_0_sig = { 1'h1, lane[0], 6'h00 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[0], 6'h00 };
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$25 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$26 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$27 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$28 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else if (\$29 ) begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end else if (\$30 ) begin
-              c8_0_sig = { 1'h1, lane[0], 6'h00 };
-            end else if (\$31 ) begin
-              c8_0_sig = 8'h80;
-            end else begin
-              c8_0_sig = 8'h80;
-            end
-      endcase
+      c8_0_sig = { 1'h1, \$18 [6:0] };
     end
   end
   always @* begin
@@ -5448,202 +3945,23 @@ module \top.front.dec_a3 (wide, mode, fmt, dec, lane);
     c8_0_sh = 3'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$19 ) begin
+    end else if (\$20 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$4 ) begin
-              c8_0_sh = 3'h0;
-            end else begin
-              c8_0_sh = 3'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$6 ) begin
-              c8_0_sh = 3'h0;
-            end else begin
-              c8_0_sh = 3'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$7 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$8 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$9 ) begin
-              c8_0_sh = 3'h0;
-            end else begin
-              c8_0_sh = 3'h1;
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$10 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$11 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$12 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$13 ) begin
-              c8_0_sh = 3'h1;
-            end else begin
-              c8_0_sh = 3'h2;
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$14 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$15 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$16 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$17 ) begin
-              c8_0_sh = 3'h1;
-            end else if (\$18 ) begin
-              c8_0_sh = 3'h2;
-            end else begin
-              c8_0_sh = 3'h3;
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$19 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$20 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$21 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$22 ) begin
-              c8_0_sh = 3'h1;
-            end else if (\$23 ) begin
-              c8_0_sh = 3'h2;
-            end else if (\$24 ) begin
-              c8_0_sh = 3'h3;
-            end else begin
-              c8_0_sh = 3'h4;
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$25 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$26 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$27 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$28 ) begin
-              c8_0_sh = 3'h1;
-            end else if (\$29 ) begin
-              c8_0_sh = 3'h2;
-            end else if (\$30 ) begin
-              c8_0_sh = 3'h3;
-            end else if (\$31 ) begin
-              c8_0_sh = 3'h4;
-            end else begin
-              c8_0_sh = 3'h5;
-            end
-      endcase
+      c8_0_sh = \$23 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    c8_1_sig = 8'h00;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_1_sig = \$33 [7:0];
+      c8_1_sig = \$44 [7:0];
+    end else if (\$41 ) begin
+      c8_1_sig = { 1'h0, lane[14:8] };
+    end else if (\$42 ) begin
+      c8_1_sig = { 2'h1, \$40 [6:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$34 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else begin
-              c8_1_sig = { 2'h1, lane[13:8] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$35 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$36 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[12:8], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$37 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$38 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$39 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$40 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$41 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$42 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$43 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$44 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$45 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$46 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$47 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else if (\$48 ) begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$49 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$50 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$51 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$52 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else if (\$53 ) begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end else if (\$54 ) begin
-              c8_1_sig = { 1'h1, lane[8], 6'h00 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[8], 6'h00 };
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$55 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$56 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$57 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$58 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else if (\$59 ) begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end else if (\$60 ) begin
-              c8_1_sig = { 1'h1, lane[8], 6'h00 };
-            end else if (\$61 ) begin
-              c8_1_sig = 8'h80;
-            end else begin
-              c8_1_sig = 8'h80;
-            end
-      endcase
+      c8_1_sig = { 1'h1, \$40 [6:0] };
     end
   end
   always @* begin
@@ -5651,138 +3969,23 @@ module \top.front.dec_a3 (wide, mode, fmt, dec, lane);
     c8_1_sh = 3'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$41 ) begin
+    end else if (\$42 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$34 ) begin
-              c8_1_sh = 3'h0;
-            end else begin
-              c8_1_sh = 3'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$35 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$36 ) begin
-              c8_1_sh = 3'h0;
-            end else begin
-              c8_1_sh = 3'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$37 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$38 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$39 ) begin
-              c8_1_sh = 3'h0;
-            end else begin
-              c8_1_sh = 3'h1;
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$40 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$41 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$42 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$43 ) begin
-              c8_1_sh = 3'h1;
-            end else begin
-              c8_1_sh = 3'h2;
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$44 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$45 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$46 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$47 ) begin
-              c8_1_sh = 3'h1;
-            end else if (\$48 ) begin
-              c8_1_sh = 3'h2;
-            end else begin
-              c8_1_sh = 3'h3;
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$49 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$50 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$51 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$52 ) begin
-              c8_1_sh = 3'h1;
-            end else if (\$53 ) begin
-              c8_1_sh = 3'h2;
-            end else if (\$54 ) begin
-              c8_1_sh = 3'h3;
-            end else begin
-              c8_1_sh = 3'h4;
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$55 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$56 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$57 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$58 ) begin
-              c8_1_sh = 3'h1;
-            end else if (\$59 ) begin
-              c8_1_sh = 3'h2;
-            end else if (\$60 ) begin
-              c8_1_sh = 3'h3;
-            end else if (\$61 ) begin
-              c8_1_sh = 3'h4;
-            end else begin
-              c8_1_sh = 3'h5;
-            end
-      endcase
+      c8_1_sh = \$45 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    c4_0_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_0_sig = \$63 [3:0];
+      c4_0_sig = \$59 [3:0];
+    end else if (\$56 ) begin
+      c4_0_sig = { 1'h0, lane[2:0] };
+    end else if (\$57 ) begin
+      c4_0_sig = { 2'h1, \$55 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$64 ) begin
-              c4_0_sig = { 2'h0, lane[1:0] };
-            end else begin
-              c4_0_sig = { 2'h1, lane[1:0] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$65 ) begin
-              c4_0_sig = { 2'h0, lane[1:0] };
-            end else if (\$66 ) begin
-              c4_0_sig = { 2'h1, lane[0], 1'h0 };
-            end else begin
-              c4_0_sig = { 1'h1, lane[0], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$67 ) begin
-              c4_0_sig = { 2'h0, lane[1:0] };
-            end else if (\$68 ) begin
-              c4_0_sig = { 2'h1, lane[0], 1'h0 };
-            end else if (\$69 ) begin
-              c4_0_sig = 4'h8;
-            end else begin
-              c4_0_sig = 4'h8;
-            end
-      endcase
+      c4_0_sig = { 1'h1, \$55 [2:0] };
     end
   end
   always @* begin
@@ -5790,74 +3993,23 @@ module \top.front.dec_a3 (wide, mode, fmt, dec, lane);
     c4_0_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$56 ) begin
+    end else if (\$57 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$64 ) begin
-              c4_0_sh = 1'h0;
-            end else begin
-              c4_0_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$65 ) begin
-              c4_0_sh = 1'h0;
-            end else if (\$66 ) begin
-              c4_0_sh = 1'h0;
-            end else begin
-              c4_0_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$67 ) begin
-              c4_0_sh = 1'h0;
-            end else if (\$68 ) begin
-              c4_0_sh = 1'h0;
-            end else if (\$69 ) begin
-              c4_0_sh = 1'h0;
-            end else begin
-              c4_0_sh = 1'h1;
-            end
-      endcase
+      c4_0_sh = \$60 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    c4_1_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_1_sig = \$71 [3:0];
+      c4_1_sig = \$74 [3:0];
+    end else if (\$71 ) begin
+      c4_1_sig = { 1'h0, lane[6:4] };
+    end else if (\$72 ) begin
+      c4_1_sig = { 2'h1, \$70 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$72 ) begin
-              c4_1_sig = { 2'h0, lane[5:4] };
-            end else begin
-              c4_1_sig = { 2'h1, lane[5:4] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$73 ) begin
-              c4_1_sig = { 2'h0, lane[5:4] };
-            end else if (\$74 ) begin
-              c4_1_sig = { 2'h1, lane[4], 1'h0 };
-            end else begin
-              c4_1_sig = { 1'h1, lane[4], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$75 ) begin
-              c4_1_sig = { 2'h0, lane[5:4] };
-            end else if (\$76 ) begin
-              c4_1_sig = { 2'h1, lane[4], 1'h0 };
-            end else if (\$77 ) begin
-              c4_1_sig = 4'h8;
-            end else begin
-              c4_1_sig = 4'h8;
-            end
-      endcase
+      c4_1_sig = { 1'h1, \$70 [2:0] };
     end
   end
   always @* begin
@@ -5865,74 +4017,23 @@ module \top.front.dec_a3 (wide, mode, fmt, dec, lane);
     c4_1_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$71 ) begin
+    end else if (\$72 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$72 ) begin
-              c4_1_sh = 1'h0;
-            end else begin
-              c4_1_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$73 ) begin
-              c4_1_sh = 1'h0;
-            end else if (\$74 ) begin
-              c4_1_sh = 1'h0;
-            end else begin
-              c4_1_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$75 ) begin
-              c4_1_sh = 1'h0;
-            end else if (\$76 ) begin
-              c4_1_sh = 1'h0;
-            end else if (\$77 ) begin
-              c4_1_sh = 1'h0;
-            end else begin
-              c4_1_sh = 1'h1;
-            end
-      endcase
+      c4_1_sh = \$75 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    c4_2_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_2_sig = \$79 [3:0];
+      c4_2_sig = \$89 [3:0];
+    end else if (\$86 ) begin
+      c4_2_sig = { 1'h0, lane[10:8] };
+    end else if (\$87 ) begin
+      c4_2_sig = { 2'h1, \$85 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$80 ) begin
-              c4_2_sig = { 2'h0, lane[9:8] };
-            end else begin
-              c4_2_sig = { 2'h1, lane[9:8] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$81 ) begin
-              c4_2_sig = { 2'h0, lane[9:8] };
-            end else if (\$82 ) begin
-              c4_2_sig = { 2'h1, lane[8], 1'h0 };
-            end else begin
-              c4_2_sig = { 1'h1, lane[8], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$83 ) begin
-              c4_2_sig = { 2'h0, lane[9:8] };
-            end else if (\$84 ) begin
-              c4_2_sig = { 2'h1, lane[8], 1'h0 };
-            end else if (\$85 ) begin
-              c4_2_sig = 4'h8;
-            end else begin
-              c4_2_sig = 4'h8;
-            end
-      endcase
+      c4_2_sig = { 1'h1, \$85 [2:0] };
     end
   end
   always @* begin
@@ -5940,74 +4041,23 @@ module \top.front.dec_a3 (wide, mode, fmt, dec, lane);
     c4_2_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$86 ) begin
+    end else if (\$87 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$80 ) begin
-              c4_2_sh = 1'h0;
-            end else begin
-              c4_2_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$81 ) begin
-              c4_2_sh = 1'h0;
-            end else if (\$82 ) begin
-              c4_2_sh = 1'h0;
-            end else begin
-              c4_2_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$83 ) begin
-              c4_2_sh = 1'h0;
-            end else if (\$84 ) begin
-              c4_2_sh = 1'h0;
-            end else if (\$85 ) begin
-              c4_2_sh = 1'h0;
-            end else begin
-              c4_2_sh = 1'h1;
-            end
-      endcase
+      c4_2_sh = \$90 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    c4_3_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_3_sig = \$87 [3:0];
+      c4_3_sig = \$104 [3:0];
+    end else if (\$101 ) begin
+      c4_3_sig = { 1'h0, lane[14:12] };
+    end else if (\$102 ) begin
+      c4_3_sig = { 2'h1, \$100 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$88 ) begin
-              c4_3_sig = { 2'h0, lane[13:12] };
-            end else begin
-              c4_3_sig = { 2'h1, lane[13:12] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$89 ) begin
-              c4_3_sig = { 2'h0, lane[13:12] };
-            end else if (\$90 ) begin
-              c4_3_sig = { 2'h1, lane[12], 1'h0 };
-            end else begin
-              c4_3_sig = { 1'h1, lane[12], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$91 ) begin
-              c4_3_sig = { 2'h0, lane[13:12] };
-            end else if (\$92 ) begin
-              c4_3_sig = { 2'h1, lane[12], 1'h0 };
-            end else if (\$93 ) begin
-              c4_3_sig = 4'h8;
-            end else begin
-              c4_3_sig = 4'h8;
-            end
-      endcase
+      c4_3_sig = { 1'h1, \$100 [2:0] };
     end
   end
   always @* begin
@@ -6015,36 +4065,10 @@ module \top.front.dec_a3 (wide, mode, fmt, dec, lane);
     c4_3_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$101 ) begin
+    end else if (\$102 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$88 ) begin
-              c4_3_sh = 1'h0;
-            end else begin
-              c4_3_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$89 ) begin
-              c4_3_sh = 1'h0;
-            end else if (\$90 ) begin
-              c4_3_sh = 1'h0;
-            end else begin
-              c4_3_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$91 ) begin
-              c4_3_sh = 1'h0;
-            end else if (\$92 ) begin
-              c4_3_sh = 1'h0;
-            end else if (\$93 ) begin
-              c4_3_sh = 1'h0;
-            end else begin
-              c4_3_sh = 1'h1;
-            end
-      endcase
+      c4_3_sh = \$105 [0];
     end
   end
   always @* begin
@@ -6113,11 +4137,27 @@ module \top.front.dec_a3 (wide, mode, fmt, dec, lane);
         end
     endcase
   end
+  assign c8_0_j = \$17 [2:0];
+  assign c8_0_rest = \$18 [6:0];
   assign c8_0_neg = lane[7];
+  assign c8_1_j = \$39 [2:0];
+  assign c8_1_rest = \$40 [6:0];
   assign c8_1_neg = lane[15];
+  assign c4_0_k = \$52 [1:0];
+  assign c4_0_j = \$54 [1:0];
+  assign c4_0_rest = \$55 [2:0];
   assign c4_0_neg = lane[3];
+  assign c4_1_k = \$67 [1:0];
+  assign c4_1_j = \$69 [1:0];
+  assign c4_1_rest = \$70 [2:0];
   assign c4_1_neg = lane[7];
+  assign c4_2_k = \$82 [1:0];
+  assign c4_2_j = \$84 [1:0];
+  assign c4_2_rest = \$85 [2:0];
   assign c4_2_neg = lane[11];
+  assign c4_3_k = \$97 [1:0];
+  assign c4_3_j = \$99 [1:0];
+  assign c4_3_rest = \$100 [2:0];
   assign c4_3_neg = lane[15];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
@@ -6142,114 +4182,150 @@ endmodule
 module \top.front.dec_b0 (wide, mode, fmt, dec, lane);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire \$14 ;
+  wire [2:0] \$10 ;
+  wire [5:0] \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire [4:0] \$103 ;
+  wire [4:0] \$104 ;
+  wire [2:0] \$105 ;
+  wire [2:0] \$11 ;
+  wire [2:0] \$12 ;
+  wire [2:0] \$13 ;
+  wire [2:0] \$14 ;
   wire \$15 ;
   wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
+  wire [3:0] \$17 ;
+  wire [13:0] \$18 ;
   wire \$19 ;
-  wire [8:0] \$2 ;
+  wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
+  wire [8:0] \$21 ;
+  wire [8:0] \$22 ;
+  wire [3:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
   wire \$29 ;
-  wire [8:0] \$3 ;
+  wire \$3 ;
   wire \$30 ;
-  wire \$31 ;
-  wire [8:0] \$32 ;
-  wire [8:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
+  wire [2:0] \$31 ;
+  wire [2:0] \$32 ;
+  wire [2:0] \$33 ;
+  wire [2:0] \$34 ;
+  wire [2:0] \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire \$39 ;
+  wire [3:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [13:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire \$43 ;
-  wire \$44 ;
-  wire \$45 ;
+  wire [8:0] \$43 ;
+  wire [8:0] \$44 ;
+  wire [3:0] \$45 ;
   wire \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire \$49 ;
+  wire [1:0] \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [1:0] \$50 ;
   wire \$51 ;
-  wire \$52 ;
+  wire [2:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
-  wire \$55 ;
+  wire [2:0] \$54 ;
+  wire [5:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
+  wire [4:0] \$58 ;
+  wire [4:0] \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [2:0] \$60 ;
   wire \$61 ;
-  wire [4:0] \$62 ;
-  wire [4:0] \$63 ;
-  wire \$64 ;
-  wire \$65 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [1:0] \$64 ;
+  wire [1:0] \$65 ;
   wire \$66 ;
-  wire \$67 ;
+  wire [2:0] \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [2:0] \$69 ;
   wire \$7 ;
-  wire [4:0] \$70 ;
-  wire [4:0] \$71 ;
+  wire [5:0] \$70 ;
+  wire \$71 ;
   wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
-  wire \$75 ;
+  wire [4:0] \$73 ;
+  wire [4:0] \$74 ;
+  wire [2:0] \$75 ;
   wire \$76 ;
   wire \$77 ;
-  wire [4:0] \$78 ;
-  wire [4:0] \$79 ;
+  wire \$78 ;
+  wire [1:0] \$79 ;
   wire \$8 ;
-  wire \$80 ;
+  wire [1:0] \$80 ;
   wire \$81 ;
-  wire \$82 ;
+  wire [2:0] \$82 ;
   wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [4:0] \$86 ;
-  wire [4:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
-  wire \$9 ;
-  wire \$90 ;
+  wire [2:0] \$84 ;
+  wire [5:0] \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire [4:0] \$88 ;
+  wire [4:0] \$89 ;
+  wire [2:0] \$9 ;
+  wire [2:0] \$90 ;
   wire \$91 ;
   wire \$92 ;
   wire \$93 ;
+  wire [1:0] \$94 ;
+  wire [1:0] \$95 ;
+  wire \$96 ;
+  wire [2:0] \$97 ;
+  wire \$98 ;
+  wire [2:0] \$99 ;
+  wire [1:0] c4_0_j;
+  wire [1:0] c4_0_k;
+  wire [1:0] c4_0_lead;
   wire c4_0_neg;
+  wire [2:0] c4_0_rest;
   reg c4_0_sh;
   reg [3:0] c4_0_sig;
+  wire [1:0] c4_1_j;
+  wire [1:0] c4_1_k;
+  wire [1:0] c4_1_lead;
   wire c4_1_neg;
+  wire [2:0] c4_1_rest;
   reg c4_1_sh;
   reg [3:0] c4_1_sig;
+  wire [1:0] c4_2_j;
+  wire [1:0] c4_2_k;
+  wire [1:0] c4_2_lead;
   wire c4_2_neg;
+  wire [2:0] c4_2_rest;
   reg c4_2_sh;
   reg [3:0] c4_2_sig;
+  wire [1:0] c4_3_j;
+  wire [1:0] c4_3_k;
+  wire [1:0] c4_3_lead;
   wire c4_3_neg;
+  wire [2:0] c4_3_rest;
   reg c4_3_sh;
   reg [3:0] c4_3_sig;
+  wire [2:0] c8_0_j;
+  wire [2:0] c8_0_k;
+  wire [2:0] c8_0_lead;
   wire c8_0_neg;
+  wire [6:0] c8_0_rest;
   reg [2:0] c8_0_sh;
   reg [7:0] c8_0_sig;
+  wire [2:0] c8_1_j;
+  wire [2:0] c8_1_k;
+  wire [2:0] c8_1_lead;
   wire c8_1_neg;
+  wire [6:0] c8_1_rest;
   reg [2:0] c8_1_sh;
   reg [7:0] c8_1_sig;
   output [27:0] dec;
@@ -6279,200 +4355,131 @@ module \top.front.dec_b0 (wide, mode, fmt, dec, lane);
   wire \mode.b8 ;
   output wide;
   wire wide;
-  assign \$6  = ~ lane[5];
-  assign \$7  = ~ lane[6];
-  assign \$8  = ~ lane[5];
-  assign \$9  = ~ lane[4];
-  assign \$10  = ~ lane[6];
-  assign \$11  = ~ lane[5];
-  assign \$12  = ~ lane[4];
-  assign \$13  = ~ lane[3];
-  assign \$14  = ~ lane[6];
-  assign \$15  = ~ lane[5];
-  assign \$16  = ~ lane[4];
-  assign \$17  = ~ lane[3];
-  assign \$18  = ~ lane[2];
-  assign \$19  = ~ lane[6];
-  assign \$20  = ~ lane[5];
-  assign \$21  = ~ lane[4];
-  assign \$22  = ~ lane[3];
-  assign \$23  = ~ lane[2];
-  assign \$24  = ~ lane[1];
-  assign \$25  = ~ lane[6];
-  assign \$26  = ~ lane[5];
-  assign \$27  = ~ lane[4];
-  assign \$28  = ~ lane[3];
-  assign \$29  = ~ lane[2];
-  assign \$30  = ~ lane[1];
-  assign \$31  = ~ lane[0];
-  assign \$32  = - $signed(lane[15:8]);
-  assign \$33  = lane[15] ? \$32  : { 1'h0, lane[15:8] };
-  assign \$34  = ~ lane[14];
-  assign \$35  = ~ lane[14];
-  assign \$36  = ~ lane[13];
-  assign \$37  = ~ lane[14];
-  assign \$38  = ~ lane[13];
-  assign \$39  = ~ lane[12];
-  assign \$40  = ~ lane[14];
-  assign \$41  = ~ lane[13];
-  assign \$42  = ~ lane[12];
-  assign \$43  = ~ lane[11];
-  assign \$44  = ~ lane[14];
-  assign \$45  = ~ lane[13];
-  assign \$46  = ~ lane[12];
-  assign \$47  = ~ lane[11];
-  assign \$48  = ~ lane[10];
-  assign \$49  = ~ lane[14];
-  assign \$50  = ~ lane[13];
-  assign \$51  = ~ lane[12];
-  assign \$52  = ~ lane[11];
-  assign \$53  = ~ lane[10];
-  assign \$54  = ~ lane[9];
-  assign \$55  = ~ lane[14];
-  assign \$56  = ~ lane[13];
-  assign \$57  = ~ lane[12];
-  assign \$58  = ~ lane[11];
-  assign \$59  = ~ lane[10];
-  assign \$60  = ~ lane[9];
-  assign \$61  = ~ lane[8];
-  assign \$62  = - $signed(lane[3:0]);
-  assign \$63  = lane[3] ? \$62  : { 1'h0, lane[3:0] };
-  assign \$64  = ~ lane[2];
-  assign \$65  = ~ lane[2];
-  assign \$66  = ~ lane[1];
-  assign \$67  = ~ lane[2];
-  assign \$68  = ~ lane[1];
-  assign \$69  = ~ lane[0];
-  assign \$70  = - $signed(lane[7:4]);
-  assign \$71  = lane[7] ? \$70  : { 1'h0, lane[7:4] };
-  assign \$72  = ~ lane[6];
-  assign \$73  = ~ lane[6];
-  assign \$74  = ~ lane[5];
-  assign \$75  = ~ lane[6];
-  assign \$76  = ~ lane[5];
-  assign \$77  = ~ lane[4];
-  assign \$78  = - $signed(lane[11:8]);
-  assign \$79  = lane[11] ? \$78  : { 1'h0, lane[11:8] };
-  assign \$80  = ~ lane[10];
-  assign \$81  = ~ lane[10];
-  assign \$82  = ~ lane[9];
-  assign \$83  = ~ lane[10];
-  assign \$84  = ~ lane[9];
-  assign \$85  = ~ lane[8];
-  assign \$86  = - $signed(lane[15:12]);
-  assign \$87  = lane[15] ? \$86  : { 1'h0, lane[15:12] };
-  assign \$88  = ~ lane[14];
-  assign \$89  = ~ lane[14];
-  assign \$90  = ~ lane[13];
+  assign \$1  = | lane[15:8];
+  assign wide = mode[0] & \$1 ;
+  assign \$2  = ~ lane[6];
+  assign \$3  = ~ lane[5];
+  assign \$4  = ~ lane[4];
+  assign \$5  = ~ lane[3];
+  assign \$6  = ~ lane[2];
+  assign \$7  = ~ lane[1];
+  assign \$8  = ~ lane[0];
+  assign \$9  = lane[0] ? 3'h7 : 3'h6;
+  assign \$10  = lane[1] ? \$9  : 3'h5;
+  assign \$11  = lane[2] ? \$10  : 3'h4;
+  assign \$12  = lane[3] ? \$11  : 3'h3;
+  assign \$13  = lane[4] ? \$12  : 3'h2;
+  assign \$14  = lane[5] ? \$13  : 3'h1;
+  assign c8_0_lead = lane[6] ? \$14  : 3'h0;
+  assign \$15  = c8_0_lead > fmt[4:2];
+  assign c8_0_k = \$15  ? fmt[4:2] : c8_0_lead;
+  assign \$16  = c8_0_k < fmt[4:2];
+  assign \$17  = c8_0_k + \$16 ;
+  assign \$18  = lane[6:0] << \$17 [2:0];
+  assign \$19  = ! c8_0_k;
+  assign \$20  = c8_0_k == 1'h1;
+  assign \$21  = - $signed(lane[7:0]);
+  assign \$22  = lane[7] ? \$21  : { 1'h0, lane[7:0] };
+  assign \$23  = c8_0_k - 2'h2;
+  assign \$24  = ~ lane[14];
+  assign \$25  = ~ lane[13];
+  assign \$26  = ~ lane[12];
+  assign \$27  = ~ lane[11];
+  assign \$28  = ~ lane[10];
+  assign \$29  = ~ lane[9];
+  assign \$30  = ~ lane[8];
+  assign \$31  = lane[8] ? 3'h7 : 3'h6;
+  assign \$32  = lane[9] ? \$31  : 3'h5;
+  assign \$33  = lane[10] ? \$32  : 3'h4;
+  assign \$34  = lane[11] ? \$33  : 3'h3;
+  assign \$35  = lane[12] ? \$34  : 3'h2;
+  assign \$36  = lane[13] ? \$35  : 3'h1;
+  assign c8_1_lead = lane[14] ? \$36  : 3'h0;
+  assign \$37  = c8_1_lead > fmt[4:2];
+  assign c8_1_k = \$37  ? fmt[4:2] : c8_1_lead;
+  assign \$38  = c8_1_k < fmt[4:2];
+  assign \$39  = c8_1_k + \$38 ;
+  assign \$40  = lane[14:8] << \$39 [2:0];
+  assign \$41  = ! c8_1_k;
+  assign \$42  = c8_1_k == 1'h1;
+  assign \$43  = - $signed(lane[15:8]);
+  assign \$44  = lane[15] ? \$43  : { 1'h0, lane[15:8] };
+  assign \$45  = c8_1_k - 2'h2;
+  assign \$46  = ~ lane[2];
+  assign \$47  = ~ lane[1];
+  assign \$48  = ~ lane[0];
+  assign \$49  = lane[0] ? 2'h3 : 2'h2;
+  assign \$50  = lane[1] ? \$49  : 2'h1;
+  assign c4_0_lead = lane[2] ? \$50  : 2'h0;
+  assign \$51  = c4_0_lead > fmt[4:2];
+  assign \$52  = \$51  ? fmt[4:2] : { 1'h0, c4_0_lead };
+  assign \$53  = \$52 [1:0] < fmt[4:2];
+  assign \$54  = \$52 [1:0] + \$53 ;
+  assign \$55  = lane[2:0] << \$54 [1:0];
+  assign \$56  = ! \$52 [1:0];
+  assign \$57  = \$52 [1:0] == 1'h1;
+  assign \$58  = - $signed(lane[3:0]);
+  assign \$59  = lane[3] ? \$58  : { 1'h0, lane[3:0] };
+  assign \$60  = \$52 [1:0] - 2'h2;
+  assign \$61  = ~ lane[6];
+  assign \$62  = ~ lane[5];
+  assign \$63  = ~ lane[4];
+  assign \$64  = lane[4] ? 2'h3 : 2'h2;
+  assign \$65  = lane[5] ? \$64  : 2'h1;
+  assign c4_1_lead = lane[6] ? \$65  : 2'h0;
+  assign \$66  = c4_1_lead > fmt[4:2];
+  assign \$67  = \$66  ? fmt[4:2] : { 1'h0, c4_1_lead };
+  assign \$68  = \$67 [1:0] < fmt[4:2];
+  assign \$69  = \$67 [1:0] + \$68 ;
+  assign \$70  = lane[6:4] << \$69 [1:0];
+  assign \$71  = ! \$67 [1:0];
+  assign \$72  = \$67 [1:0] == 1'h1;
+  assign \$73  = - $signed(lane[7:4]);
+  assign \$74  = lane[7] ? \$73  : { 1'h0, lane[7:4] };
+  assign \$75  = \$67 [1:0] - 2'h2;
+  assign \$76  = ~ lane[10];
+  assign \$77  = ~ lane[9];
+  assign \$78  = ~ lane[8];
+  assign \$79  = lane[8] ? 2'h3 : 2'h2;
+  assign \$80  = lane[9] ? \$79  : 2'h1;
+  assign c4_2_lead = lane[10] ? \$80  : 2'h0;
+  assign \$81  = c4_2_lead > fmt[4:2];
+  assign \$82  = \$81  ? fmt[4:2] : { 1'h0, c4_2_lead };
+  assign \$83  = \$82 [1:0] < fmt[4:2];
+  assign \$84  = \$82 [1:0] + \$83 ;
+  assign \$85  = lane[10:8] << \$84 [1:0];
+  assign \$86  = ! \$82 [1:0];
+  assign \$87  = \$82 [1:0] == 1'h1;
+  assign \$88  = - $signed(lane[11:8]);
+  assign \$89  = lane[11] ? \$88  : { 1'h0, lane[11:8] };
+  assign \$90  = \$82 [1:0] - 2'h2;
   assign \$91  = ~ lane[14];
   assign \$92  = ~ lane[13];
   assign \$93  = ~ lane[12];
-  assign \$1  = | lane[15:8];
-  assign wide = mode[0] & \$1 ;
-  assign \$2  = - $signed(lane[7:0]);
-  assign \$3  = lane[7] ? \$2  : { 1'h0, lane[7:0] };
-  assign \$4  = ~ lane[6];
-  assign \$5  = ~ lane[6];
+  assign \$94  = lane[12] ? 2'h3 : 2'h2;
+  assign \$95  = lane[13] ? \$94  : 2'h1;
+  assign c4_3_lead = lane[14] ? \$95  : 2'h0;
+  assign \$96  = c4_3_lead > fmt[4:2];
+  assign \$97  = \$96  ? fmt[4:2] : { 1'h0, c4_3_lead };
+  assign \$98  = \$97 [1:0] < fmt[4:2];
+  assign \$99  = \$97 [1:0] + \$98 ;
+  assign \$100  = lane[14:12] << \$99 [1:0];
+  assign \$101  = ! \$97 [1:0];
+  assign \$102  = \$97 [1:0] == 1'h1;
+  assign \$103  = - $signed(lane[15:12]);
+  assign \$104  = lane[15] ? \$103  : { 1'h0, lane[15:12] };
+  assign \$105  = \$97 [1:0] - 2'h2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    c8_0_sig = 8'h00;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_0_sig = \$3 [7:0];
+      c8_0_sig = \$22 [7:0];
+    end else if (\$19 ) begin
+      c8_0_sig = { 1'h0, lane[6:0] };
+    end else if (\$20 ) begin
+      c8_0_sig = { 2'h1, \$18 [6:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$4 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else begin
-              c8_0_sig = { 2'h1, lane[5:0] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$6 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[4:0], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$7 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$8 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$9 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$10 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$11 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$12 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$13 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$14 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$15 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$16 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$17 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else if (\$18 ) begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$19 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$20 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$21 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$22 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else if (\$23 ) begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end else if (\$24 ) begin
-              c8_0_sig = { 1'h1, lane[0], 6'h00 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[0], 6'h00 };
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$25 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$26 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$27 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$28 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else if (\$29 ) begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end else if (\$30 ) begin
-              c8_0_sig = { 1'h1, lane[0], 6'h00 };
-            end else if (\$31 ) begin
-              c8_0_sig = 8'h80;
-            end else begin
-              c8_0_sig = 8'h80;
-            end
-      endcase
+      c8_0_sig = { 1'h1, \$18 [6:0] };
     end
   end
   always @* begin
@@ -6480,202 +4487,23 @@ module \top.front.dec_b0 (wide, mode, fmt, dec, lane);
     c8_0_sh = 3'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$19 ) begin
+    end else if (\$20 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$4 ) begin
-              c8_0_sh = 3'h0;
-            end else begin
-              c8_0_sh = 3'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$6 ) begin
-              c8_0_sh = 3'h0;
-            end else begin
-              c8_0_sh = 3'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$7 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$8 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$9 ) begin
-              c8_0_sh = 3'h0;
-            end else begin
-              c8_0_sh = 3'h1;
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$10 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$11 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$12 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$13 ) begin
-              c8_0_sh = 3'h1;
-            end else begin
-              c8_0_sh = 3'h2;
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$14 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$15 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$16 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$17 ) begin
-              c8_0_sh = 3'h1;
-            end else if (\$18 ) begin
-              c8_0_sh = 3'h2;
-            end else begin
-              c8_0_sh = 3'h3;
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$19 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$20 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$21 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$22 ) begin
-              c8_0_sh = 3'h1;
-            end else if (\$23 ) begin
-              c8_0_sh = 3'h2;
-            end else if (\$24 ) begin
-              c8_0_sh = 3'h3;
-            end else begin
-              c8_0_sh = 3'h4;
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$25 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$26 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$27 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$28 ) begin
-              c8_0_sh = 3'h1;
-            end else if (\$29 ) begin
-              c8_0_sh = 3'h2;
-            end else if (\$30 ) begin
-              c8_0_sh = 3'h3;
-            end else if (\$31 ) begin
-              c8_0_sh = 3'h4;
-            end else begin
-              c8_0_sh = 3'h5;
-            end
-      endcase
+      c8_0_sh = \$23 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    c8_1_sig = 8'h00;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_1_sig = \$33 [7:0];
+      c8_1_sig = \$44 [7:0];
+    end else if (\$41 ) begin
+      c8_1_sig = { 1'h0, lane[14:8] };
+    end else if (\$42 ) begin
+      c8_1_sig = { 2'h1, \$40 [6:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$34 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else begin
-              c8_1_sig = { 2'h1, lane[13:8] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$35 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$36 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[12:8], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$37 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$38 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$39 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$40 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$41 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$42 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$43 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$44 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$45 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$46 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$47 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else if (\$48 ) begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$49 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$50 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$51 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$52 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else if (\$53 ) begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end else if (\$54 ) begin
-              c8_1_sig = { 1'h1, lane[8], 6'h00 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[8], 6'h00 };
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$55 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$56 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$57 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$58 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else if (\$59 ) begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end else if (\$60 ) begin
-              c8_1_sig = { 1'h1, lane[8], 6'h00 };
-            end else if (\$61 ) begin
-              c8_1_sig = 8'h80;
-            end else begin
-              c8_1_sig = 8'h80;
-            end
-      endcase
+      c8_1_sig = { 1'h1, \$40 [6:0] };
     end
   end
   always @* begin
@@ -6683,138 +4511,23 @@ module \top.front.dec_b0 (wide, mode, fmt, dec, lane);
     c8_1_sh = 3'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$41 ) begin
+    end else if (\$42 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$34 ) begin
-              c8_1_sh = 3'h0;
-            end else begin
-              c8_1_sh = 3'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$35 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$36 ) begin
-              c8_1_sh = 3'h0;
-            end else begin
-              c8_1_sh = 3'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$37 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$38 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$39 ) begin
-              c8_1_sh = 3'h0;
-            end else begin
-              c8_1_sh = 3'h1;
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$40 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$41 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$42 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$43 ) begin
-              c8_1_sh = 3'h1;
-            end else begin
-              c8_1_sh = 3'h2;
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$44 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$45 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$46 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$47 ) begin
-              c8_1_sh = 3'h1;
-            end else if (\$48 ) begin
-              c8_1_sh = 3'h2;
-            end else begin
-              c8_1_sh = 3'h3;
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$49 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$50 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$51 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$52 ) begin
-              c8_1_sh = 3'h1;
-            end else if (\$53 ) begin
-              c8_1_sh = 3'h2;
-            end else if (\$54 ) begin
-              c8_1_sh = 3'h3;
-            end else begin
-              c8_1_sh = 3'h4;
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$55 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$56 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$57 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$58 ) begin
-              c8_1_sh = 3'h1;
-            end else if (\$59 ) begin
-              c8_1_sh = 3'h2;
-            end else if (\$60 ) begin
-              c8_1_sh = 3'h3;
-            end else if (\$61 ) begin
-              c8_1_sh = 3'h4;
-            end else begin
-              c8_1_sh = 3'h5;
-            end
-      endcase
+      c8_1_sh = \$45 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    c4_0_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_0_sig = \$63 [3:0];
+      c4_0_sig = \$59 [3:0];
+    end else if (\$56 ) begin
+      c4_0_sig = { 1'h0, lane[2:0] };
+    end else if (\$57 ) begin
+      c4_0_sig = { 2'h1, \$55 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$64 ) begin
-              c4_0_sig = { 2'h0, lane[1:0] };
-            end else begin
-              c4_0_sig = { 2'h1, lane[1:0] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$65 ) begin
-              c4_0_sig = { 2'h0, lane[1:0] };
-            end else if (\$66 ) begin
-              c4_0_sig = { 2'h1, lane[0], 1'h0 };
-            end else begin
-              c4_0_sig = { 1'h1, lane[0], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$67 ) begin
-              c4_0_sig = { 2'h0, lane[1:0] };
-            end else if (\$68 ) begin
-              c4_0_sig = { 2'h1, lane[0], 1'h0 };
-            end else if (\$69 ) begin
-              c4_0_sig = 4'h8;
-            end else begin
-              c4_0_sig = 4'h8;
-            end
-      endcase
+      c4_0_sig = { 1'h1, \$55 [2:0] };
     end
   end
   always @* begin
@@ -6822,74 +4535,23 @@ module \top.front.dec_b0 (wide, mode, fmt, dec, lane);
     c4_0_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$56 ) begin
+    end else if (\$57 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$64 ) begin
-              c4_0_sh = 1'h0;
-            end else begin
-              c4_0_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$65 ) begin
-              c4_0_sh = 1'h0;
-            end else if (\$66 ) begin
-              c4_0_sh = 1'h0;
-            end else begin
-              c4_0_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$67 ) begin
-              c4_0_sh = 1'h0;
-            end else if (\$68 ) begin
-              c4_0_sh = 1'h0;
-            end else if (\$69 ) begin
-              c4_0_sh = 1'h0;
-            end else begin
-              c4_0_sh = 1'h1;
-            end
-      endcase
+      c4_0_sh = \$60 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    c4_1_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_1_sig = \$71 [3:0];
+      c4_1_sig = \$74 [3:0];
+    end else if (\$71 ) begin
+      c4_1_sig = { 1'h0, lane[6:4] };
+    end else if (\$72 ) begin
+      c4_1_sig = { 2'h1, \$70 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$72 ) begin
-              c4_1_sig = { 2'h0, lane[5:4] };
-            end else begin
-              c4_1_sig = { 2'h1, lane[5:4] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$73 ) begin
-              c4_1_sig = { 2'h0, lane[5:4] };
-            end else if (\$74 ) begin
-              c4_1_sig = { 2'h1, lane[4], 1'h0 };
-            end else begin
-              c4_1_sig = { 1'h1, lane[4], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$75 ) begin
-              c4_1_sig = { 2'h0, lane[5:4] };
-            end else if (\$76 ) begin
-              c4_1_sig = { 2'h1, lane[4], 1'h0 };
-            end else if (\$77 ) begin
-              c4_1_sig = 4'h8;
-            end else begin
-              c4_1_sig = 4'h8;
-            end
-      endcase
+      c4_1_sig = { 1'h1, \$70 [2:0] };
     end
   end
   always @* begin
@@ -6897,74 +4559,23 @@ module \top.front.dec_b0 (wide, mode, fmt, dec, lane);
     c4_1_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$71 ) begin
+    end else if (\$72 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$72 ) begin
-              c4_1_sh = 1'h0;
-            end else begin
-              c4_1_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$73 ) begin
-              c4_1_sh = 1'h0;
-            end else if (\$74 ) begin
-              c4_1_sh = 1'h0;
-            end else begin
-              c4_1_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$75 ) begin
-              c4_1_sh = 1'h0;
-            end else if (\$76 ) begin
-              c4_1_sh = 1'h0;
-            end else if (\$77 ) begin
-              c4_1_sh = 1'h0;
-            end else begin
-              c4_1_sh = 1'h1;
-            end
-      endcase
+      c4_1_sh = \$75 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    c4_2_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_2_sig = \$79 [3:0];
+      c4_2_sig = \$89 [3:0];
+    end else if (\$86 ) begin
+      c4_2_sig = { 1'h0, lane[10:8] };
+    end else if (\$87 ) begin
+      c4_2_sig = { 2'h1, \$85 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$80 ) begin
-              c4_2_sig = { 2'h0, lane[9:8] };
-            end else begin
-              c4_2_sig = { 2'h1, lane[9:8] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$81 ) begin
-              c4_2_sig = { 2'h0, lane[9:8] };
-            end else if (\$82 ) begin
-              c4_2_sig = { 2'h1, lane[8], 1'h0 };
-            end else begin
-              c4_2_sig = { 1'h1, lane[8], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$83 ) begin
-              c4_2_sig = { 2'h0, lane[9:8] };
-            end else if (\$84 ) begin
-              c4_2_sig = { 2'h1, lane[8], 1'h0 };
-            end else if (\$85 ) begin
-              c4_2_sig = 4'h8;
-            end else begin
-              c4_2_sig = 4'h8;
-            end
-      endcase
+      c4_2_sig = { 1'h1, \$85 [2:0] };
     end
   end
   always @* begin
@@ -6972,74 +4583,23 @@ module \top.front.dec_b0 (wide, mode, fmt, dec, lane);
     c4_2_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$86 ) begin
+    end else if (\$87 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$80 ) begin
-              c4_2_sh = 1'h0;
-            end else begin
-              c4_2_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$81 ) begin
-              c4_2_sh = 1'h0;
-            end else if (\$82 ) begin
-              c4_2_sh = 1'h0;
-            end else begin
-              c4_2_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$83 ) begin
-              c4_2_sh = 1'h0;
-            end else if (\$84 ) begin
-              c4_2_sh = 1'h0;
-            end else if (\$85 ) begin
-              c4_2_sh = 1'h0;
-            end else begin
-              c4_2_sh = 1'h1;
-            end
-      endcase
+      c4_2_sh = \$90 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    c4_3_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_3_sig = \$87 [3:0];
+      c4_3_sig = \$104 [3:0];
+    end else if (\$101 ) begin
+      c4_3_sig = { 1'h0, lane[14:12] };
+    end else if (\$102 ) begin
+      c4_3_sig = { 2'h1, \$100 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$88 ) begin
-              c4_3_sig = { 2'h0, lane[13:12] };
-            end else begin
-              c4_3_sig = { 2'h1, lane[13:12] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$89 ) begin
-              c4_3_sig = { 2'h0, lane[13:12] };
-            end else if (\$90 ) begin
-              c4_3_sig = { 2'h1, lane[12], 1'h0 };
-            end else begin
-              c4_3_sig = { 1'h1, lane[12], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$91 ) begin
-              c4_3_sig = { 2'h0, lane[13:12] };
-            end else if (\$92 ) begin
-              c4_3_sig = { 2'h1, lane[12], 1'h0 };
-            end else if (\$93 ) begin
-              c4_3_sig = 4'h8;
-            end else begin
-              c4_3_sig = 4'h8;
-            end
-      endcase
+      c4_3_sig = { 1'h1, \$100 [2:0] };
     end
   end
   always @* begin
@@ -7047,36 +4607,10 @@ module \top.front.dec_b0 (wide, mode, fmt, dec, lane);
     c4_3_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$101 ) begin
+    end else if (\$102 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$88 ) begin
-              c4_3_sh = 1'h0;
-            end else begin
-              c4_3_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$89 ) begin
-              c4_3_sh = 1'h0;
-            end else if (\$90 ) begin
-              c4_3_sh = 1'h0;
-            end else begin
-              c4_3_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$91 ) begin
-              c4_3_sh = 1'h0;
-            end else if (\$92 ) begin
-              c4_3_sh = 1'h0;
-            end else if (\$93 ) begin
-              c4_3_sh = 1'h0;
-            end else begin
-              c4_3_sh = 1'h1;
-            end
-      endcase
+      c4_3_sh = \$105 [0];
     end
   end
   always @* begin
@@ -7145,11 +4679,27 @@ module \top.front.dec_b0 (wide, mode, fmt, dec, lane);
         end
     endcase
   end
+  assign c8_0_j = \$17 [2:0];
+  assign c8_0_rest = \$18 [6:0];
   assign c8_0_neg = lane[7];
+  assign c8_1_j = \$39 [2:0];
+  assign c8_1_rest = \$40 [6:0];
   assign c8_1_neg = lane[15];
+  assign c4_0_k = \$52 [1:0];
+  assign c4_0_j = \$54 [1:0];
+  assign c4_0_rest = \$55 [2:0];
   assign c4_0_neg = lane[3];
+  assign c4_1_k = \$67 [1:0];
+  assign c4_1_j = \$69 [1:0];
+  assign c4_1_rest = \$70 [2:0];
   assign c4_1_neg = lane[7];
+  assign c4_2_k = \$82 [1:0];
+  assign c4_2_j = \$84 [1:0];
+  assign c4_2_rest = \$85 [2:0];
   assign c4_2_neg = lane[11];
+  assign c4_3_k = \$97 [1:0];
+  assign c4_3_j = \$99 [1:0];
+  assign c4_3_rest = \$100 [2:0];
   assign c4_3_neg = lane[15];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
@@ -7174,114 +4724,150 @@ endmodule
 module \top.front.dec_b1 (wide, mode, fmt, dec, lane);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire \$14 ;
+  wire [2:0] \$10 ;
+  wire [5:0] \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire [4:0] \$103 ;
+  wire [4:0] \$104 ;
+  wire [2:0] \$105 ;
+  wire [2:0] \$11 ;
+  wire [2:0] \$12 ;
+  wire [2:0] \$13 ;
+  wire [2:0] \$14 ;
   wire \$15 ;
   wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
+  wire [3:0] \$17 ;
+  wire [13:0] \$18 ;
   wire \$19 ;
-  wire [8:0] \$2 ;
+  wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
+  wire [8:0] \$21 ;
+  wire [8:0] \$22 ;
+  wire [3:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
   wire \$29 ;
-  wire [8:0] \$3 ;
+  wire \$3 ;
   wire \$30 ;
-  wire \$31 ;
-  wire [8:0] \$32 ;
-  wire [8:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
+  wire [2:0] \$31 ;
+  wire [2:0] \$32 ;
+  wire [2:0] \$33 ;
+  wire [2:0] \$34 ;
+  wire [2:0] \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire \$39 ;
+  wire [3:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [13:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire \$43 ;
-  wire \$44 ;
-  wire \$45 ;
+  wire [8:0] \$43 ;
+  wire [8:0] \$44 ;
+  wire [3:0] \$45 ;
   wire \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire \$49 ;
+  wire [1:0] \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [1:0] \$50 ;
   wire \$51 ;
-  wire \$52 ;
+  wire [2:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
-  wire \$55 ;
+  wire [2:0] \$54 ;
+  wire [5:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
+  wire [4:0] \$58 ;
+  wire [4:0] \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [2:0] \$60 ;
   wire \$61 ;
-  wire [4:0] \$62 ;
-  wire [4:0] \$63 ;
-  wire \$64 ;
-  wire \$65 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [1:0] \$64 ;
+  wire [1:0] \$65 ;
   wire \$66 ;
-  wire \$67 ;
+  wire [2:0] \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [2:0] \$69 ;
   wire \$7 ;
-  wire [4:0] \$70 ;
-  wire [4:0] \$71 ;
+  wire [5:0] \$70 ;
+  wire \$71 ;
   wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
-  wire \$75 ;
+  wire [4:0] \$73 ;
+  wire [4:0] \$74 ;
+  wire [2:0] \$75 ;
   wire \$76 ;
   wire \$77 ;
-  wire [4:0] \$78 ;
-  wire [4:0] \$79 ;
+  wire \$78 ;
+  wire [1:0] \$79 ;
   wire \$8 ;
-  wire \$80 ;
+  wire [1:0] \$80 ;
   wire \$81 ;
-  wire \$82 ;
+  wire [2:0] \$82 ;
   wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [4:0] \$86 ;
-  wire [4:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
-  wire \$9 ;
-  wire \$90 ;
+  wire [2:0] \$84 ;
+  wire [5:0] \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire [4:0] \$88 ;
+  wire [4:0] \$89 ;
+  wire [2:0] \$9 ;
+  wire [2:0] \$90 ;
   wire \$91 ;
   wire \$92 ;
   wire \$93 ;
+  wire [1:0] \$94 ;
+  wire [1:0] \$95 ;
+  wire \$96 ;
+  wire [2:0] \$97 ;
+  wire \$98 ;
+  wire [2:0] \$99 ;
+  wire [1:0] c4_0_j;
+  wire [1:0] c4_0_k;
+  wire [1:0] c4_0_lead;
   wire c4_0_neg;
+  wire [2:0] c4_0_rest;
   reg c4_0_sh;
   reg [3:0] c4_0_sig;
+  wire [1:0] c4_1_j;
+  wire [1:0] c4_1_k;
+  wire [1:0] c4_1_lead;
   wire c4_1_neg;
+  wire [2:0] c4_1_rest;
   reg c4_1_sh;
   reg [3:0] c4_1_sig;
+  wire [1:0] c4_2_j;
+  wire [1:0] c4_2_k;
+  wire [1:0] c4_2_lead;
   wire c4_2_neg;
+  wire [2:0] c4_2_rest;
   reg c4_2_sh;
   reg [3:0] c4_2_sig;
+  wire [1:0] c4_3_j;
+  wire [1:0] c4_3_k;
+  wire [1:0] c4_3_lead;
   wire c4_3_neg;
+  wire [2:0] c4_3_rest;
   reg c4_3_sh;
   reg [3:0] c4_3_sig;
+  wire [2:0] c8_0_j;
+  wire [2:0] c8_0_k;
+  wire [2:0] c8_0_lead;
   wire c8_0_neg;
+  wire [6:0] c8_0_rest;
   reg [2:0] c8_0_sh;
   reg [7:0] c8_0_sig;
+  wire [2:0] c8_1_j;
+  wire [2:0] c8_1_k;
+  wire [2:0] c8_1_lead;
   wire c8_1_neg;
+  wire [6:0] c8_1_rest;
   reg [2:0] c8_1_sh;
   reg [7:0] c8_1_sig;
   output [27:0] dec;
@@ -7311,200 +4897,131 @@ module \top.front.dec_b1 (wide, mode, fmt, dec, lane);
   wire \mode.b8 ;
   output wide;
   wire wide;
-  assign \$6  = ~ lane[5];
-  assign \$7  = ~ lane[6];
-  assign \$8  = ~ lane[5];
-  assign \$9  = ~ lane[4];
-  assign \$10  = ~ lane[6];
-  assign \$11  = ~ lane[5];
-  assign \$12  = ~ lane[4];
-  assign \$13  = ~ lane[3];
-  assign \$14  = ~ lane[6];
-  assign \$15  = ~ lane[5];
-  assign \$16  = ~ lane[4];
-  assign \$17  = ~ lane[3];
-  assign \$18  = ~ lane[2];
-  assign \$19  = ~ lane[6];
-  assign \$20  = ~ lane[5];
-  assign \$21  = ~ lane[4];
-  assign \$22  = ~ lane[3];
-  assign \$23  = ~ lane[2];
-  assign \$24  = ~ lane[1];
-  assign \$25  = ~ lane[6];
-  assign \$26  = ~ lane[5];
-  assign \$27  = ~ lane[4];
-  assign \$28  = ~ lane[3];
-  assign \$29  = ~ lane[2];
-  assign \$30  = ~ lane[1];
-  assign \$31  = ~ lane[0];
-  assign \$32  = - $signed(lane[15:8]);
-  assign \$33  = lane[15] ? \$32  : { 1'h0, lane[15:8] };
-  assign \$34  = ~ lane[14];
-  assign \$35  = ~ lane[14];
-  assign \$36  = ~ lane[13];
-  assign \$37  = ~ lane[14];
-  assign \$38  = ~ lane[13];
-  assign \$39  = ~ lane[12];
-  assign \$40  = ~ lane[14];
-  assign \$41  = ~ lane[13];
-  assign \$42  = ~ lane[12];
-  assign \$43  = ~ lane[11];
-  assign \$44  = ~ lane[14];
-  assign \$45  = ~ lane[13];
-  assign \$46  = ~ lane[12];
-  assign \$47  = ~ lane[11];
-  assign \$48  = ~ lane[10];
-  assign \$49  = ~ lane[14];
-  assign \$50  = ~ lane[13];
-  assign \$51  = ~ lane[12];
-  assign \$52  = ~ lane[11];
-  assign \$53  = ~ lane[10];
-  assign \$54  = ~ lane[9];
-  assign \$55  = ~ lane[14];
-  assign \$56  = ~ lane[13];
-  assign \$57  = ~ lane[12];
-  assign \$58  = ~ lane[11];
-  assign \$59  = ~ lane[10];
-  assign \$60  = ~ lane[9];
-  assign \$61  = ~ lane[8];
-  assign \$62  = - $signed(lane[3:0]);
-  assign \$63  = lane[3] ? \$62  : { 1'h0, lane[3:0] };
-  assign \$64  = ~ lane[2];
-  assign \$65  = ~ lane[2];
-  assign \$66  = ~ lane[1];
-  assign \$67  = ~ lane[2];
-  assign \$68  = ~ lane[1];
-  assign \$69  = ~ lane[0];
-  assign \$70  = - $signed(lane[7:4]);
-  assign \$71  = lane[7] ? \$70  : { 1'h0, lane[7:4] };
-  assign \$72  = ~ lane[6];
-  assign \$73  = ~ lane[6];
-  assign \$74  = ~ lane[5];
-  assign \$75  = ~ lane[6];
-  assign \$76  = ~ lane[5];
-  assign \$77  = ~ lane[4];
-  assign \$78  = - $signed(lane[11:8]);
-  assign \$79  = lane[11] ? \$78  : { 1'h0, lane[11:8] };
-  assign \$80  = ~ lane[10];
-  assign \$81  = ~ lane[10];
-  assign \$82  = ~ lane[9];
-  assign \$83  = ~ lane[10];
-  assign \$84  = ~ lane[9];
-  assign \$85  = ~ lane[8];
-  assign \$86  = - $signed(lane[15:12]);
-  assign \$87  = lane[15] ? \$86  : { 1'h0, lane[15:12] };
-  assign \$88  = ~ lane[14];
-  assign \$89  = ~ lane[14];
-  assign \$90  = ~ lane[13];
+  assign \$1  = | lane[15:8];
+  assign wide = mode[0] & \$1 ;
+  assign \$2  = ~ lane[6];
+  assign \$3  = ~ lane[5];
+  assign \$4  = ~ lane[4];
+  assign \$5  = ~ lane[3];
+  assign \$6  = ~ lane[2];
+  assign \$7  = ~ lane[1];
+  assign \$8  = ~ lane[0];
+  assign \$9  = lane[0] ? 3'h7 : 3'h6;
+  assign \$10  = lane[1] ? \$9  : 3'h5;
+  assign \$11  = lane[2] ? \$10  : 3'h4;
+  assign \$12  = lane[3] ? \$11  : 3'h3;
+  assign \$13  = lane[4] ? \$12  : 3'h2;
+  assign \$14  = lane[5] ? \$13  : 3'h1;
+  assign c8_0_lead = lane[6] ? \$14  : 3'h0;
+  assign \$15  = c8_0_lead > fmt[4:2];
+  assign c8_0_k = \$15  ? fmt[4:2] : c8_0_lead;
+  assign \$16  = c8_0_k < fmt[4:2];
+  assign \$17  = c8_0_k + \$16 ;
+  assign \$18  = lane[6:0] << \$17 [2:0];
+  assign \$19  = ! c8_0_k;
+  assign \$20  = c8_0_k == 1'h1;
+  assign \$21  = - $signed(lane[7:0]);
+  assign \$22  = lane[7] ? \$21  : { 1'h0, lane[7:0] };
+  assign \$23  = c8_0_k - 2'h2;
+  assign \$24  = ~ lane[14];
+  assign \$25  = ~ lane[13];
+  assign \$26  = ~ lane[12];
+  assign \$27  = ~ lane[11];
+  assign \$28  = ~ lane[10];
+  assign \$29  = ~ lane[9];
+  assign \$30  = ~ lane[8];
+  assign \$31  = lane[8] ? 3'h7 : 3'h6;
+  assign \$32  = lane[9] ? \$31  : 3'h5;
+  assign \$33  = lane[10] ? \$32  : 3'h4;
+  assign \$34  = lane[11] ? \$33  : 3'h3;
+  assign \$35  = lane[12] ? \$34  : 3'h2;
+  assign \$36  = lane[13] ? \$35  : 3'h1;
+  assign c8_1_lead = lane[14] ? \$36  : 3'h0;
+  assign \$37  = c8_1_lead > fmt[4:2];
+  assign c8_1_k = \$37  ? fmt[4:2] : c8_1_lead;
+  assign \$38  = c8_1_k < fmt[4:2];
+  assign \$39  = c8_1_k + \$38 ;
+  assign \$40  = lane[14:8] << \$39 [2:0];
+  assign \$41  = ! c8_1_k;
+  assign \$42  = c8_1_k == 1'h1;
+  assign \$43  = - $signed(lane[15:8]);
+  assign \$44  = lane[15] ? \$43  : { 1'h0, lane[15:8] };
+  assign \$45  = c8_1_k - 2'h2;
+  assign \$46  = ~ lane[2];
+  assign \$47  = ~ lane[1];
+  assign \$48  = ~ lane[0];
+  assign \$49  = lane[0] ? 2'h3 : 2'h2;
+  assign \$50  = lane[1] ? \$49  : 2'h1;
+  assign c4_0_lead = lane[2] ? \$50  : 2'h0;
+  assign \$51  = c4_0_lead > fmt[4:2];
+  assign \$52  = \$51  ? fmt[4:2] : { 1'h0, c4_0_lead };
+  assign \$53  = \$52 [1:0] < fmt[4:2];
+  assign \$54  = \$52 [1:0] + \$53 ;
+  assign \$55  = lane[2:0] << \$54 [1:0];
+  assign \$56  = ! \$52 [1:0];
+  assign \$57  = \$52 [1:0] == 1'h1;
+  assign \$58  = - $signed(lane[3:0]);
+  assign \$59  = lane[3] ? \$58  : { 1'h0, lane[3:0] };
+  assign \$60  = \$52 [1:0] - 2'h2;
+  assign \$61  = ~ lane[6];
+  assign \$62  = ~ lane[5];
+  assign \$63  = ~ lane[4];
+  assign \$64  = lane[4] ? 2'h3 : 2'h2;
+  assign \$65  = lane[5] ? \$64  : 2'h1;
+  assign c4_1_lead = lane[6] ? \$65  : 2'h0;
+  assign \$66  = c4_1_lead > fmt[4:2];
+  assign \$67  = \$66  ? fmt[4:2] : { 1'h0, c4_1_lead };
+  assign \$68  = \$67 [1:0] < fmt[4:2];
+  assign \$69  = \$67 [1:0] + \$68 ;
+  assign \$70  = lane[6:4] << \$69 [1:0];
+  assign \$71  = ! \$67 [1:0];
+  assign \$72  = \$67 [1:0] == 1'h1;
+  assign \$73  = - $signed(lane[7:4]);
+  assign \$74  = lane[7] ? \$73  : { 1'h0, lane[7:4] };
+  assign \$75  = \$67 [1:0] - 2'h2;
+  assign \$76  = ~ lane[10];
+  assign \$77  = ~ lane[9];
+  assign \$78  = ~ lane[8];
+  assign \$79  = lane[8] ? 2'h3 : 2'h2;
+  assign \$80  = lane[9] ? \$79  : 2'h1;
+  assign c4_2_lead = lane[10] ? \$80  : 2'h0;
+  assign \$81  = c4_2_lead > fmt[4:2];
+  assign \$82  = \$81  ? fmt[4:2] : { 1'h0, c4_2_lead };
+  assign \$83  = \$82 [1:0] < fmt[4:2];
+  assign \$84  = \$82 [1:0] + \$83 ;
+  assign \$85  = lane[10:8] << \$84 [1:0];
+  assign \$86  = ! \$82 [1:0];
+  assign \$87  = \$82 [1:0] == 1'h1;
+  assign \$88  = - $signed(lane[11:8]);
+  assign \$89  = lane[11] ? \$88  : { 1'h0, lane[11:8] };
+  assign \$90  = \$82 [1:0] - 2'h2;
   assign \$91  = ~ lane[14];
   assign \$92  = ~ lane[13];
   assign \$93  = ~ lane[12];
-  assign \$1  = | lane[15:8];
-  assign wide = mode[0] & \$1 ;
-  assign \$2  = - $signed(lane[7:0]);
-  assign \$3  = lane[7] ? \$2  : { 1'h0, lane[7:0] };
-  assign \$4  = ~ lane[6];
-  assign \$5  = ~ lane[6];
+  assign \$94  = lane[12] ? 2'h3 : 2'h2;
+  assign \$95  = lane[13] ? \$94  : 2'h1;
+  assign c4_3_lead = lane[14] ? \$95  : 2'h0;
+  assign \$96  = c4_3_lead > fmt[4:2];
+  assign \$97  = \$96  ? fmt[4:2] : { 1'h0, c4_3_lead };
+  assign \$98  = \$97 [1:0] < fmt[4:2];
+  assign \$99  = \$97 [1:0] + \$98 ;
+  assign \$100  = lane[14:12] << \$99 [1:0];
+  assign \$101  = ! \$97 [1:0];
+  assign \$102  = \$97 [1:0] == 1'h1;
+  assign \$103  = - $signed(lane[15:12]);
+  assign \$104  = lane[15] ? \$103  : { 1'h0, lane[15:12] };
+  assign \$105  = \$97 [1:0] - 2'h2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    c8_0_sig = 8'h00;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_0_sig = \$3 [7:0];
+      c8_0_sig = \$22 [7:0];
+    end else if (\$19 ) begin
+      c8_0_sig = { 1'h0, lane[6:0] };
+    end else if (\$20 ) begin
+      c8_0_sig = { 2'h1, \$18 [6:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$4 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else begin
-              c8_0_sig = { 2'h1, lane[5:0] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$6 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[4:0], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$7 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$8 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$9 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$10 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$11 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$12 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$13 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$14 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$15 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$16 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$17 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else if (\$18 ) begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$19 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$20 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$21 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$22 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else if (\$23 ) begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end else if (\$24 ) begin
-              c8_0_sig = { 1'h1, lane[0], 6'h00 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[0], 6'h00 };
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$25 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$26 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$27 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$28 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else if (\$29 ) begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end else if (\$30 ) begin
-              c8_0_sig = { 1'h1, lane[0], 6'h00 };
-            end else if (\$31 ) begin
-              c8_0_sig = 8'h80;
-            end else begin
-              c8_0_sig = 8'h80;
-            end
-      endcase
+      c8_0_sig = { 1'h1, \$18 [6:0] };
     end
   end
   always @* begin
@@ -7512,202 +5029,23 @@ module \top.front.dec_b1 (wide, mode, fmt, dec, lane);
     c8_0_sh = 3'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$19 ) begin
+    end else if (\$20 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$4 ) begin
-              c8_0_sh = 3'h0;
-            end else begin
-              c8_0_sh = 3'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$6 ) begin
-              c8_0_sh = 3'h0;
-            end else begin
-              c8_0_sh = 3'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$7 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$8 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$9 ) begin
-              c8_0_sh = 3'h0;
-            end else begin
-              c8_0_sh = 3'h1;
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$10 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$11 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$12 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$13 ) begin
-              c8_0_sh = 3'h1;
-            end else begin
-              c8_0_sh = 3'h2;
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$14 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$15 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$16 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$17 ) begin
-              c8_0_sh = 3'h1;
-            end else if (\$18 ) begin
-              c8_0_sh = 3'h2;
-            end else begin
-              c8_0_sh = 3'h3;
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$19 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$20 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$21 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$22 ) begin
-              c8_0_sh = 3'h1;
-            end else if (\$23 ) begin
-              c8_0_sh = 3'h2;
-            end else if (\$24 ) begin
-              c8_0_sh = 3'h3;
-            end else begin
-              c8_0_sh = 3'h4;
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$25 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$26 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$27 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$28 ) begin
-              c8_0_sh = 3'h1;
-            end else if (\$29 ) begin
-              c8_0_sh = 3'h2;
-            end else if (\$30 ) begin
-              c8_0_sh = 3'h3;
-            end else if (\$31 ) begin
-              c8_0_sh = 3'h4;
-            end else begin
-              c8_0_sh = 3'h5;
-            end
-      endcase
+      c8_0_sh = \$23 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    c8_1_sig = 8'h00;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_1_sig = \$33 [7:0];
+      c8_1_sig = \$44 [7:0];
+    end else if (\$41 ) begin
+      c8_1_sig = { 1'h0, lane[14:8] };
+    end else if (\$42 ) begin
+      c8_1_sig = { 2'h1, \$40 [6:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$34 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else begin
-              c8_1_sig = { 2'h1, lane[13:8] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$35 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$36 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[12:8], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$37 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$38 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$39 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$40 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$41 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$42 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$43 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$44 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$45 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$46 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$47 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else if (\$48 ) begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$49 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$50 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$51 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$52 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else if (\$53 ) begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end else if (\$54 ) begin
-              c8_1_sig = { 1'h1, lane[8], 6'h00 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[8], 6'h00 };
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$55 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$56 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$57 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$58 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else if (\$59 ) begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end else if (\$60 ) begin
-              c8_1_sig = { 1'h1, lane[8], 6'h00 };
-            end else if (\$61 ) begin
-              c8_1_sig = 8'h80;
-            end else begin
-              c8_1_sig = 8'h80;
-            end
-      endcase
+      c8_1_sig = { 1'h1, \$40 [6:0] };
     end
   end
   always @* begin
@@ -7715,138 +5053,23 @@ module \top.front.dec_b1 (wide, mode, fmt, dec, lane);
     c8_1_sh = 3'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$41 ) begin
+    end else if (\$42 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$34 ) begin
-              c8_1_sh = 3'h0;
-            end else begin
-              c8_1_sh = 3'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$35 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$36 ) begin
-              c8_1_sh = 3'h0;
-            end else begin
-              c8_1_sh = 3'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$37 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$38 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$39 ) begin
-              c8_1_sh = 3'h0;
-            end else begin
-              c8_1_sh = 3'h1;
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$40 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$41 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$42 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$43 ) begin
-              c8_1_sh = 3'h1;
-            end else begin
-              c8_1_sh = 3'h2;
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$44 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$45 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$46 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$47 ) begin
-              c8_1_sh = 3'h1;
-            end else if (\$48 ) begin
-              c8_1_sh = 3'h2;
-            end else begin
-              c8_1_sh = 3'h3;
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$49 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$50 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$51 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$52 ) begin
-              c8_1_sh = 3'h1;
-            end else if (\$53 ) begin
-              c8_1_sh = 3'h2;
-            end else if (\$54 ) begin
-              c8_1_sh = 3'h3;
-            end else begin
-              c8_1_sh = 3'h4;
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$55 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$56 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$57 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$58 ) begin
-              c8_1_sh = 3'h1;
-            end else if (\$59 ) begin
-              c8_1_sh = 3'h2;
-            end else if (\$60 ) begin
-              c8_1_sh = 3'h3;
-            end else if (\$61 ) begin
-              c8_1_sh = 3'h4;
-            end else begin
-              c8_1_sh = 3'h5;
-            end
-      endcase
+      c8_1_sh = \$45 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    c4_0_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_0_sig = \$63 [3:0];
+      c4_0_sig = \$59 [3:0];
+    end else if (\$56 ) begin
+      c4_0_sig = { 1'h0, lane[2:0] };
+    end else if (\$57 ) begin
+      c4_0_sig = { 2'h1, \$55 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$64 ) begin
-              c4_0_sig = { 2'h0, lane[1:0] };
-            end else begin
-              c4_0_sig = { 2'h1, lane[1:0] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$65 ) begin
-              c4_0_sig = { 2'h0, lane[1:0] };
-            end else if (\$66 ) begin
-              c4_0_sig = { 2'h1, lane[0], 1'h0 };
-            end else begin
-              c4_0_sig = { 1'h1, lane[0], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$67 ) begin
-              c4_0_sig = { 2'h0, lane[1:0] };
-            end else if (\$68 ) begin
-              c4_0_sig = { 2'h1, lane[0], 1'h0 };
-            end else if (\$69 ) begin
-              c4_0_sig = 4'h8;
-            end else begin
-              c4_0_sig = 4'h8;
-            end
-      endcase
+      c4_0_sig = { 1'h1, \$55 [2:0] };
     end
   end
   always @* begin
@@ -7854,74 +5077,23 @@ module \top.front.dec_b1 (wide, mode, fmt, dec, lane);
     c4_0_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$56 ) begin
+    end else if (\$57 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$64 ) begin
-              c4_0_sh = 1'h0;
-            end else begin
-              c4_0_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$65 ) begin
-              c4_0_sh = 1'h0;
-            end else if (\$66 ) begin
-              c4_0_sh = 1'h0;
-            end else begin
-              c4_0_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$67 ) begin
-              c4_0_sh = 1'h0;
-            end else if (\$68 ) begin
-              c4_0_sh = 1'h0;
-            end else if (\$69 ) begin
-              c4_0_sh = 1'h0;
-            end else begin
-              c4_0_sh = 1'h1;
-            end
-      endcase
+      c4_0_sh = \$60 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    c4_1_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_1_sig = \$71 [3:0];
+      c4_1_sig = \$74 [3:0];
+    end else if (\$71 ) begin
+      c4_1_sig = { 1'h0, lane[6:4] };
+    end else if (\$72 ) begin
+      c4_1_sig = { 2'h1, \$70 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$72 ) begin
-              c4_1_sig = { 2'h0, lane[5:4] };
-            end else begin
-              c4_1_sig = { 2'h1, lane[5:4] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$73 ) begin
-              c4_1_sig = { 2'h0, lane[5:4] };
-            end else if (\$74 ) begin
-              c4_1_sig = { 2'h1, lane[4], 1'h0 };
-            end else begin
-              c4_1_sig = { 1'h1, lane[4], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$75 ) begin
-              c4_1_sig = { 2'h0, lane[5:4] };
-            end else if (\$76 ) begin
-              c4_1_sig = { 2'h1, lane[4], 1'h0 };
-            end else if (\$77 ) begin
-              c4_1_sig = 4'h8;
-            end else begin
-              c4_1_sig = 4'h8;
-            end
-      endcase
+      c4_1_sig = { 1'h1, \$70 [2:0] };
     end
   end
   always @* begin
@@ -7929,74 +5101,23 @@ module \top.front.dec_b1 (wide, mode, fmt, dec, lane);
     c4_1_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$71 ) begin
+    end else if (\$72 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$72 ) begin
-              c4_1_sh = 1'h0;
-            end else begin
-              c4_1_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$73 ) begin
-              c4_1_sh = 1'h0;
-            end else if (\$74 ) begin
-              c4_1_sh = 1'h0;
-            end else begin
-              c4_1_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$75 ) begin
-              c4_1_sh = 1'h0;
-            end else if (\$76 ) begin
-              c4_1_sh = 1'h0;
-            end else if (\$77 ) begin
-              c4_1_sh = 1'h0;
-            end else begin
-              c4_1_sh = 1'h1;
-            end
-      endcase
+      c4_1_sh = \$75 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    c4_2_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_2_sig = \$79 [3:0];
+      c4_2_sig = \$89 [3:0];
+    end else if (\$86 ) begin
+      c4_2_sig = { 1'h0, lane[10:8] };
+    end else if (\$87 ) begin
+      c4_2_sig = { 2'h1, \$85 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$80 ) begin
-              c4_2_sig = { 2'h0, lane[9:8] };
-            end else begin
-              c4_2_sig = { 2'h1, lane[9:8] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$81 ) begin
-              c4_2_sig = { 2'h0, lane[9:8] };
-            end else if (\$82 ) begin
-              c4_2_sig = { 2'h1, lane[8], 1'h0 };
-            end else begin
-              c4_2_sig = { 1'h1, lane[8], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$83 ) begin
-              c4_2_sig = { 2'h0, lane[9:8] };
-            end else if (\$84 ) begin
-              c4_2_sig = { 2'h1, lane[8], 1'h0 };
-            end else if (\$85 ) begin
-              c4_2_sig = 4'h8;
-            end else begin
-              c4_2_sig = 4'h8;
-            end
-      endcase
+      c4_2_sig = { 1'h1, \$85 [2:0] };
     end
   end
   always @* begin
@@ -8004,74 +5125,23 @@ module \top.front.dec_b1 (wide, mode, fmt, dec, lane);
     c4_2_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$86 ) begin
+    end else if (\$87 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$80 ) begin
-              c4_2_sh = 1'h0;
-            end else begin
-              c4_2_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$81 ) begin
-              c4_2_sh = 1'h0;
-            end else if (\$82 ) begin
-              c4_2_sh = 1'h0;
-            end else begin
-              c4_2_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$83 ) begin
-              c4_2_sh = 1'h0;
-            end else if (\$84 ) begin
-              c4_2_sh = 1'h0;
-            end else if (\$85 ) begin
-              c4_2_sh = 1'h0;
-            end else begin
-              c4_2_sh = 1'h1;
-            end
-      endcase
+      c4_2_sh = \$90 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    c4_3_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_3_sig = \$87 [3:0];
+      c4_3_sig = \$104 [3:0];
+    end else if (\$101 ) begin
+      c4_3_sig = { 1'h0, lane[14:12] };
+    end else if (\$102 ) begin
+      c4_3_sig = { 2'h1, \$100 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$88 ) begin
-              c4_3_sig = { 2'h0, lane[13:12] };
-            end else begin
-              c4_3_sig = { 2'h1, lane[13:12] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$89 ) begin
-              c4_3_sig = { 2'h0, lane[13:12] };
-            end else if (\$90 ) begin
-              c4_3_sig = { 2'h1, lane[12], 1'h0 };
-            end else begin
-              c4_3_sig = { 1'h1, lane[12], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$91 ) begin
-              c4_3_sig = { 2'h0, lane[13:12] };
-            end else if (\$92 ) begin
-              c4_3_sig = { 2'h1, lane[12], 1'h0 };
-            end else if (\$93 ) begin
-              c4_3_sig = 4'h8;
-            end else begin
-              c4_3_sig = 4'h8;
-            end
-      endcase
+      c4_3_sig = { 1'h1, \$100 [2:0] };
     end
   end
   always @* begin
@@ -8079,36 +5149,10 @@ module \top.front.dec_b1 (wide, mode, fmt, dec, lane);
     c4_3_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$101 ) begin
+    end else if (\$102 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$88 ) begin
-              c4_3_sh = 1'h0;
-            end else begin
-              c4_3_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$89 ) begin
-              c4_3_sh = 1'h0;
-            end else if (\$90 ) begin
-              c4_3_sh = 1'h0;
-            end else begin
-              c4_3_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$91 ) begin
-              c4_3_sh = 1'h0;
-            end else if (\$92 ) begin
-              c4_3_sh = 1'h0;
-            end else if (\$93 ) begin
-              c4_3_sh = 1'h0;
-            end else begin
-              c4_3_sh = 1'h1;
-            end
-      endcase
+      c4_3_sh = \$105 [0];
     end
   end
   always @* begin
@@ -8177,11 +5221,27 @@ module \top.front.dec_b1 (wide, mode, fmt, dec, lane);
         end
     endcase
   end
+  assign c8_0_j = \$17 [2:0];
+  assign c8_0_rest = \$18 [6:0];
   assign c8_0_neg = lane[7];
+  assign c8_1_j = \$39 [2:0];
+  assign c8_1_rest = \$40 [6:0];
   assign c8_1_neg = lane[15];
+  assign c4_0_k = \$52 [1:0];
+  assign c4_0_j = \$54 [1:0];
+  assign c4_0_rest = \$55 [2:0];
   assign c4_0_neg = lane[3];
+  assign c4_1_k = \$67 [1:0];
+  assign c4_1_j = \$69 [1:0];
+  assign c4_1_rest = \$70 [2:0];
   assign c4_1_neg = lane[7];
+  assign c4_2_k = \$82 [1:0];
+  assign c4_2_j = \$84 [1:0];
+  assign c4_2_rest = \$85 [2:0];
   assign c4_2_neg = lane[11];
+  assign c4_3_k = \$97 [1:0];
+  assign c4_3_j = \$99 [1:0];
+  assign c4_3_rest = \$100 [2:0];
   assign c4_3_neg = lane[15];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
@@ -8206,114 +5266,150 @@ endmodule
 module \top.front.dec_b2 (wide, mode, fmt, dec, lane);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire \$14 ;
+  wire [2:0] \$10 ;
+  wire [5:0] \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire [4:0] \$103 ;
+  wire [4:0] \$104 ;
+  wire [2:0] \$105 ;
+  wire [2:0] \$11 ;
+  wire [2:0] \$12 ;
+  wire [2:0] \$13 ;
+  wire [2:0] \$14 ;
   wire \$15 ;
   wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
+  wire [3:0] \$17 ;
+  wire [13:0] \$18 ;
   wire \$19 ;
-  wire [8:0] \$2 ;
+  wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
+  wire [8:0] \$21 ;
+  wire [8:0] \$22 ;
+  wire [3:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
   wire \$29 ;
-  wire [8:0] \$3 ;
+  wire \$3 ;
   wire \$30 ;
-  wire \$31 ;
-  wire [8:0] \$32 ;
-  wire [8:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
+  wire [2:0] \$31 ;
+  wire [2:0] \$32 ;
+  wire [2:0] \$33 ;
+  wire [2:0] \$34 ;
+  wire [2:0] \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire \$39 ;
+  wire [3:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [13:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire \$43 ;
-  wire \$44 ;
-  wire \$45 ;
+  wire [8:0] \$43 ;
+  wire [8:0] \$44 ;
+  wire [3:0] \$45 ;
   wire \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire \$49 ;
+  wire [1:0] \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [1:0] \$50 ;
   wire \$51 ;
-  wire \$52 ;
+  wire [2:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
-  wire \$55 ;
+  wire [2:0] \$54 ;
+  wire [5:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
+  wire [4:0] \$58 ;
+  wire [4:0] \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [2:0] \$60 ;
   wire \$61 ;
-  wire [4:0] \$62 ;
-  wire [4:0] \$63 ;
-  wire \$64 ;
-  wire \$65 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [1:0] \$64 ;
+  wire [1:0] \$65 ;
   wire \$66 ;
-  wire \$67 ;
+  wire [2:0] \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [2:0] \$69 ;
   wire \$7 ;
-  wire [4:0] \$70 ;
-  wire [4:0] \$71 ;
+  wire [5:0] \$70 ;
+  wire \$71 ;
   wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
-  wire \$75 ;
+  wire [4:0] \$73 ;
+  wire [4:0] \$74 ;
+  wire [2:0] \$75 ;
   wire \$76 ;
   wire \$77 ;
-  wire [4:0] \$78 ;
-  wire [4:0] \$79 ;
+  wire \$78 ;
+  wire [1:0] \$79 ;
   wire \$8 ;
-  wire \$80 ;
+  wire [1:0] \$80 ;
   wire \$81 ;
-  wire \$82 ;
+  wire [2:0] \$82 ;
   wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [4:0] \$86 ;
-  wire [4:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
-  wire \$9 ;
-  wire \$90 ;
+  wire [2:0] \$84 ;
+  wire [5:0] \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire [4:0] \$88 ;
+  wire [4:0] \$89 ;
+  wire [2:0] \$9 ;
+  wire [2:0] \$90 ;
   wire \$91 ;
   wire \$92 ;
   wire \$93 ;
+  wire [1:0] \$94 ;
+  wire [1:0] \$95 ;
+  wire \$96 ;
+  wire [2:0] \$97 ;
+  wire \$98 ;
+  wire [2:0] \$99 ;
+  wire [1:0] c4_0_j;
+  wire [1:0] c4_0_k;
+  wire [1:0] c4_0_lead;
   wire c4_0_neg;
+  wire [2:0] c4_0_rest;
   reg c4_0_sh;
   reg [3:0] c4_0_sig;
+  wire [1:0] c4_1_j;
+  wire [1:0] c4_1_k;
+  wire [1:0] c4_1_lead;
   wire c4_1_neg;
+  wire [2:0] c4_1_rest;
   reg c4_1_sh;
   reg [3:0] c4_1_sig;
+  wire [1:0] c4_2_j;
+  wire [1:0] c4_2_k;
+  wire [1:0] c4_2_lead;
   wire c4_2_neg;
+  wire [2:0] c4_2_rest;
   reg c4_2_sh;
   reg [3:0] c4_2_sig;
+  wire [1:0] c4_3_j;
+  wire [1:0] c4_3_k;
+  wire [1:0] c4_3_lead;
   wire c4_3_neg;
+  wire [2:0] c4_3_rest;
   reg c4_3_sh;
   reg [3:0] c4_3_sig;
+  wire [2:0] c8_0_j;
+  wire [2:0] c8_0_k;
+  wire [2:0] c8_0_lead;
   wire c8_0_neg;
+  wire [6:0] c8_0_rest;
   reg [2:0] c8_0_sh;
   reg [7:0] c8_0_sig;
+  wire [2:0] c8_1_j;
+  wire [2:0] c8_1_k;
+  wire [2:0] c8_1_lead;
   wire c8_1_neg;
+  wire [6:0] c8_1_rest;
   reg [2:0] c8_1_sh;
   reg [7:0] c8_1_sig;
   output [27:0] dec;
@@ -8343,200 +5439,131 @@ module \top.front.dec_b2 (wide, mode, fmt, dec, lane);
   wire \mode.b8 ;
   output wide;
   wire wide;
-  assign \$6  = ~ lane[5];
-  assign \$7  = ~ lane[6];
-  assign \$8  = ~ lane[5];
-  assign \$9  = ~ lane[4];
-  assign \$10  = ~ lane[6];
-  assign \$11  = ~ lane[5];
-  assign \$12  = ~ lane[4];
-  assign \$13  = ~ lane[3];
-  assign \$14  = ~ lane[6];
-  assign \$15  = ~ lane[5];
-  assign \$16  = ~ lane[4];
-  assign \$17  = ~ lane[3];
-  assign \$18  = ~ lane[2];
-  assign \$19  = ~ lane[6];
-  assign \$20  = ~ lane[5];
-  assign \$21  = ~ lane[4];
-  assign \$22  = ~ lane[3];
-  assign \$23  = ~ lane[2];
-  assign \$24  = ~ lane[1];
-  assign \$25  = ~ lane[6];
-  assign \$26  = ~ lane[5];
-  assign \$27  = ~ lane[4];
-  assign \$28  = ~ lane[3];
-  assign \$29  = ~ lane[2];
-  assign \$30  = ~ lane[1];
-  assign \$31  = ~ lane[0];
-  assign \$32  = - $signed(lane[15:8]);
-  assign \$33  = lane[15] ? \$32  : { 1'h0, lane[15:8] };
-  assign \$34  = ~ lane[14];
-  assign \$35  = ~ lane[14];
-  assign \$36  = ~ lane[13];
-  assign \$37  = ~ lane[14];
-  assign \$38  = ~ lane[13];
-  assign \$39  = ~ lane[12];
-  assign \$40  = ~ lane[14];
-  assign \$41  = ~ lane[13];
-  assign \$42  = ~ lane[12];
-  assign \$43  = ~ lane[11];
-  assign \$44  = ~ lane[14];
-  assign \$45  = ~ lane[13];
-  assign \$46  = ~ lane[12];
-  assign \$47  = ~ lane[11];
-  assign \$48  = ~ lane[10];
-  assign \$49  = ~ lane[14];
-  assign \$50  = ~ lane[13];
-  assign \$51  = ~ lane[12];
-  assign \$52  = ~ lane[11];
-  assign \$53  = ~ lane[10];
-  assign \$54  = ~ lane[9];
-  assign \$55  = ~ lane[14];
-  assign \$56  = ~ lane[13];
-  assign \$57  = ~ lane[12];
-  assign \$58  = ~ lane[11];
-  assign \$59  = ~ lane[10];
-  assign \$60  = ~ lane[9];
-  assign \$61  = ~ lane[8];
-  assign \$62  = - $signed(lane[3:0]);
-  assign \$63  = lane[3] ? \$62  : { 1'h0, lane[3:0] };
-  assign \$64  = ~ lane[2];
-  assign \$65  = ~ lane[2];
-  assign \$66  = ~ lane[1];
-  assign \$67  = ~ lane[2];
-  assign \$68  = ~ lane[1];
-  assign \$69  = ~ lane[0];
-  assign \$70  = - $signed(lane[7:4]);
-  assign \$71  = lane[7] ? \$70  : { 1'h0, lane[7:4] };
-  assign \$72  = ~ lane[6];
-  assign \$73  = ~ lane[6];
-  assign \$74  = ~ lane[5];
-  assign \$75  = ~ lane[6];
-  assign \$76  = ~ lane[5];
-  assign \$77  = ~ lane[4];
-  assign \$78  = - $signed(lane[11:8]);
-  assign \$79  = lane[11] ? \$78  : { 1'h0, lane[11:8] };
-  assign \$80  = ~ lane[10];
-  assign \$81  = ~ lane[10];
-  assign \$82  = ~ lane[9];
-  assign \$83  = ~ lane[10];
-  assign \$84  = ~ lane[9];
-  assign \$85  = ~ lane[8];
-  assign \$86  = - $signed(lane[15:12]);
-  assign \$87  = lane[15] ? \$86  : { 1'h0, lane[15:12] };
-  assign \$88  = ~ lane[14];
-  assign \$89  = ~ lane[14];
-  assign \$90  = ~ lane[13];
+  assign \$1  = | lane[15:8];
+  assign wide = mode[0] & \$1 ;
+  assign \$2  = ~ lane[6];
+  assign \$3  = ~ lane[5];
+  assign \$4  = ~ lane[4];
+  assign \$5  = ~ lane[3];
+  assign \$6  = ~ lane[2];
+  assign \$7  = ~ lane[1];
+  assign \$8  = ~ lane[0];
+  assign \$9  = lane[0] ? 3'h7 : 3'h6;
+  assign \$10  = lane[1] ? \$9  : 3'h5;
+  assign \$11  = lane[2] ? \$10  : 3'h4;
+  assign \$12  = lane[3] ? \$11  : 3'h3;
+  assign \$13  = lane[4] ? \$12  : 3'h2;
+  assign \$14  = lane[5] ? \$13  : 3'h1;
+  assign c8_0_lead = lane[6] ? \$14  : 3'h0;
+  assign \$15  = c8_0_lead > fmt[4:2];
+  assign c8_0_k = \$15  ? fmt[4:2] : c8_0_lead;
+  assign \$16  = c8_0_k < fmt[4:2];
+  assign \$17  = c8_0_k + \$16 ;
+  assign \$18  = lane[6:0] << \$17 [2:0];
+  assign \$19  = ! c8_0_k;
+  assign \$20  = c8_0_k == 1'h1;
+  assign \$21  = - $signed(lane[7:0]);
+  assign \$22  = lane[7] ? \$21  : { 1'h0, lane[7:0] };
+  assign \$23  = c8_0_k - 2'h2;
+  assign \$24  = ~ lane[14];
+  assign \$25  = ~ lane[13];
+  assign \$26  = ~ lane[12];
+  assign \$27  = ~ lane[11];
+  assign \$28  = ~ lane[10];
+  assign \$29  = ~ lane[9];
+  assign \$30  = ~ lane[8];
+  assign \$31  = lane[8] ? 3'h7 : 3'h6;
+  assign \$32  = lane[9] ? \$31  : 3'h5;
+  assign \$33  = lane[10] ? \$32  : 3'h4;
+  assign \$34  = lane[11] ? \$33  : 3'h3;
+  assign \$35  = lane[12] ? \$34  : 3'h2;
+  assign \$36  = lane[13] ? \$35  : 3'h1;
+  assign c8_1_lead = lane[14] ? \$36  : 3'h0;
+  assign \$37  = c8_1_lead > fmt[4:2];
+  assign c8_1_k = \$37  ? fmt[4:2] : c8_1_lead;
+  assign \$38  = c8_1_k < fmt[4:2];
+  assign \$39  = c8_1_k + \$38 ;
+  assign \$40  = lane[14:8] << \$39 [2:0];
+  assign \$41  = ! c8_1_k;
+  assign \$42  = c8_1_k == 1'h1;
+  assign \$43  = - $signed(lane[15:8]);
+  assign \$44  = lane[15] ? \$43  : { 1'h0, lane[15:8] };
+  assign \$45  = c8_1_k - 2'h2;
+  assign \$46  = ~ lane[2];
+  assign \$47  = ~ lane[1];
+  assign \$48  = ~ lane[0];
+  assign \$49  = lane[0] ? 2'h3 : 2'h2;
+  assign \$50  = lane[1] ? \$49  : 2'h1;
+  assign c4_0_lead = lane[2] ? \$50  : 2'h0;
+  assign \$51  = c4_0_lead > fmt[4:2];
+  assign \$52  = \$51  ? fmt[4:2] : { 1'h0, c4_0_lead };
+  assign \$53  = \$52 [1:0] < fmt[4:2];
+  assign \$54  = \$52 [1:0] + \$53 ;
+  assign \$55  = lane[2:0] << \$54 [1:0];
+  assign \$56  = ! \$52 [1:0];
+  assign \$57  = \$52 [1:0] == 1'h1;
+  assign \$58  = - $signed(lane[3:0]);
+  assign \$59  = lane[3] ? \$58  : { 1'h0, lane[3:0] };
+  assign \$60  = \$52 [1:0] - 2'h2;
+  assign \$61  = ~ lane[6];
+  assign \$62  = ~ lane[5];
+  assign \$63  = ~ lane[4];
+  assign \$64  = lane[4] ? 2'h3 : 2'h2;
+  assign \$65  = lane[5] ? \$64  : 2'h1;
+  assign c4_1_lead = lane[6] ? \$65  : 2'h0;
+  assign \$66  = c4_1_lead > fmt[4:2];
+  assign \$67  = \$66  ? fmt[4:2] : { 1'h0, c4_1_lead };
+  assign \$68  = \$67 [1:0] < fmt[4:2];
+  assign \$69  = \$67 [1:0] + \$68 ;
+  assign \$70  = lane[6:4] << \$69 [1:0];
+  assign \$71  = ! \$67 [1:0];
+  assign \$72  = \$67 [1:0] == 1'h1;
+  assign \$73  = - $signed(lane[7:4]);
+  assign \$74  = lane[7] ? \$73  : { 1'h0, lane[7:4] };
+  assign \$75  = \$67 [1:0] - 2'h2;
+  assign \$76  = ~ lane[10];
+  assign \$77  = ~ lane[9];
+  assign \$78  = ~ lane[8];
+  assign \$79  = lane[8] ? 2'h3 : 2'h2;
+  assign \$80  = lane[9] ? \$79  : 2'h1;
+  assign c4_2_lead = lane[10] ? \$80  : 2'h0;
+  assign \$81  = c4_2_lead > fmt[4:2];
+  assign \$82  = \$81  ? fmt[4:2] : { 1'h0, c4_2_lead };
+  assign \$83  = \$82 [1:0] < fmt[4:2];
+  assign \$84  = \$82 [1:0] + \$83 ;
+  assign \$85  = lane[10:8] << \$84 [1:0];
+  assign \$86  = ! \$82 [1:0];
+  assign \$87  = \$82 [1:0] == 1'h1;
+  assign \$88  = - $signed(lane[11:8]);
+  assign \$89  = lane[11] ? \$88  : { 1'h0, lane[11:8] };
+  assign \$90  = \$82 [1:0] - 2'h2;
   assign \$91  = ~ lane[14];
   assign \$92  = ~ lane[13];
   assign \$93  = ~ lane[12];
-  assign \$1  = | lane[15:8];
-  assign wide = mode[0] & \$1 ;
-  assign \$2  = - $signed(lane[7:0]);
-  assign \$3  = lane[7] ? \$2  : { 1'h0, lane[7:0] };
-  assign \$4  = ~ lane[6];
-  assign \$5  = ~ lane[6];
+  assign \$94  = lane[12] ? 2'h3 : 2'h2;
+  assign \$95  = lane[13] ? \$94  : 2'h1;
+  assign c4_3_lead = lane[14] ? \$95  : 2'h0;
+  assign \$96  = c4_3_lead > fmt[4:2];
+  assign \$97  = \$96  ? fmt[4:2] : { 1'h0, c4_3_lead };
+  assign \$98  = \$97 [1:0] < fmt[4:2];
+  assign \$99  = \$97 [1:0] + \$98 ;
+  assign \$100  = lane[14:12] << \$99 [1:0];
+  assign \$101  = ! \$97 [1:0];
+  assign \$102  = \$97 [1:0] == 1'h1;
+  assign \$103  = - $signed(lane[15:12]);
+  assign \$104  = lane[15] ? \$103  : { 1'h0, lane[15:12] };
+  assign \$105  = \$97 [1:0] - 2'h2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    c8_0_sig = 8'h00;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_0_sig = \$3 [7:0];
+      c8_0_sig = \$22 [7:0];
+    end else if (\$19 ) begin
+      c8_0_sig = { 1'h0, lane[6:0] };
+    end else if (\$20 ) begin
+      c8_0_sig = { 2'h1, \$18 [6:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$4 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else begin
-              c8_0_sig = { 2'h1, lane[5:0] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$6 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[4:0], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$7 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$8 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$9 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$10 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$11 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$12 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$13 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$14 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$15 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$16 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$17 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else if (\$18 ) begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$19 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$20 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$21 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$22 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else if (\$23 ) begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end else if (\$24 ) begin
-              c8_0_sig = { 1'h1, lane[0], 6'h00 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[0], 6'h00 };
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$25 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$26 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$27 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$28 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else if (\$29 ) begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end else if (\$30 ) begin
-              c8_0_sig = { 1'h1, lane[0], 6'h00 };
-            end else if (\$31 ) begin
-              c8_0_sig = 8'h80;
-            end else begin
-              c8_0_sig = 8'h80;
-            end
-      endcase
+      c8_0_sig = { 1'h1, \$18 [6:0] };
     end
   end
   always @* begin
@@ -8544,202 +5571,23 @@ module \top.front.dec_b2 (wide, mode, fmt, dec, lane);
     c8_0_sh = 3'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$19 ) begin
+    end else if (\$20 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$4 ) begin
-              c8_0_sh = 3'h0;
-            end else begin
-              c8_0_sh = 3'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$6 ) begin
-              c8_0_sh = 3'h0;
-            end else begin
-              c8_0_sh = 3'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$7 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$8 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$9 ) begin
-              c8_0_sh = 3'h0;
-            end else begin
-              c8_0_sh = 3'h1;
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$10 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$11 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$12 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$13 ) begin
-              c8_0_sh = 3'h1;
-            end else begin
-              c8_0_sh = 3'h2;
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$14 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$15 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$16 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$17 ) begin
-              c8_0_sh = 3'h1;
-            end else if (\$18 ) begin
-              c8_0_sh = 3'h2;
-            end else begin
-              c8_0_sh = 3'h3;
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$19 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$20 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$21 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$22 ) begin
-              c8_0_sh = 3'h1;
-            end else if (\$23 ) begin
-              c8_0_sh = 3'h2;
-            end else if (\$24 ) begin
-              c8_0_sh = 3'h3;
-            end else begin
-              c8_0_sh = 3'h4;
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$25 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$26 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$27 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$28 ) begin
-              c8_0_sh = 3'h1;
-            end else if (\$29 ) begin
-              c8_0_sh = 3'h2;
-            end else if (\$30 ) begin
-              c8_0_sh = 3'h3;
-            end else if (\$31 ) begin
-              c8_0_sh = 3'h4;
-            end else begin
-              c8_0_sh = 3'h5;
-            end
-      endcase
+      c8_0_sh = \$23 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    c8_1_sig = 8'h00;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_1_sig = \$33 [7:0];
+      c8_1_sig = \$44 [7:0];
+    end else if (\$41 ) begin
+      c8_1_sig = { 1'h0, lane[14:8] };
+    end else if (\$42 ) begin
+      c8_1_sig = { 2'h1, \$40 [6:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$34 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else begin
-              c8_1_sig = { 2'h1, lane[13:8] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$35 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$36 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[12:8], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$37 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$38 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$39 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$40 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$41 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$42 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$43 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$44 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$45 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$46 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$47 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else if (\$48 ) begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$49 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$50 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$51 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$52 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else if (\$53 ) begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end else if (\$54 ) begin
-              c8_1_sig = { 1'h1, lane[8], 6'h00 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[8], 6'h00 };
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$55 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$56 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$57 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$58 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else if (\$59 ) begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end else if (\$60 ) begin
-              c8_1_sig = { 1'h1, lane[8], 6'h00 };
-            end else if (\$61 ) begin
-              c8_1_sig = 8'h80;
-            end else begin
-              c8_1_sig = 8'h80;
-            end
-      endcase
+      c8_1_sig = { 1'h1, \$40 [6:0] };
     end
   end
   always @* begin
@@ -8747,138 +5595,23 @@ module \top.front.dec_b2 (wide, mode, fmt, dec, lane);
     c8_1_sh = 3'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$41 ) begin
+    end else if (\$42 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$34 ) begin
-              c8_1_sh = 3'h0;
-            end else begin
-              c8_1_sh = 3'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$35 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$36 ) begin
-              c8_1_sh = 3'h0;
-            end else begin
-              c8_1_sh = 3'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$37 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$38 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$39 ) begin
-              c8_1_sh = 3'h0;
-            end else begin
-              c8_1_sh = 3'h1;
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$40 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$41 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$42 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$43 ) begin
-              c8_1_sh = 3'h1;
-            end else begin
-              c8_1_sh = 3'h2;
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$44 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$45 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$46 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$47 ) begin
-              c8_1_sh = 3'h1;
-            end else if (\$48 ) begin
-              c8_1_sh = 3'h2;
-            end else begin
-              c8_1_sh = 3'h3;
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$49 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$50 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$51 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$52 ) begin
-              c8_1_sh = 3'h1;
-            end else if (\$53 ) begin
-              c8_1_sh = 3'h2;
-            end else if (\$54 ) begin
-              c8_1_sh = 3'h3;
-            end else begin
-              c8_1_sh = 3'h4;
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$55 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$56 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$57 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$58 ) begin
-              c8_1_sh = 3'h1;
-            end else if (\$59 ) begin
-              c8_1_sh = 3'h2;
-            end else if (\$60 ) begin
-              c8_1_sh = 3'h3;
-            end else if (\$61 ) begin
-              c8_1_sh = 3'h4;
-            end else begin
-              c8_1_sh = 3'h5;
-            end
-      endcase
+      c8_1_sh = \$45 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    c4_0_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_0_sig = \$63 [3:0];
+      c4_0_sig = \$59 [3:0];
+    end else if (\$56 ) begin
+      c4_0_sig = { 1'h0, lane[2:0] };
+    end else if (\$57 ) begin
+      c4_0_sig = { 2'h1, \$55 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$64 ) begin
-              c4_0_sig = { 2'h0, lane[1:0] };
-            end else begin
-              c4_0_sig = { 2'h1, lane[1:0] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$65 ) begin
-              c4_0_sig = { 2'h0, lane[1:0] };
-            end else if (\$66 ) begin
-              c4_0_sig = { 2'h1, lane[0], 1'h0 };
-            end else begin
-              c4_0_sig = { 1'h1, lane[0], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$67 ) begin
-              c4_0_sig = { 2'h0, lane[1:0] };
-            end else if (\$68 ) begin
-              c4_0_sig = { 2'h1, lane[0], 1'h0 };
-            end else if (\$69 ) begin
-              c4_0_sig = 4'h8;
-            end else begin
-              c4_0_sig = 4'h8;
-            end
-      endcase
+      c4_0_sig = { 1'h1, \$55 [2:0] };
     end
   end
   always @* begin
@@ -8886,74 +5619,23 @@ module \top.front.dec_b2 (wide, mode, fmt, dec, lane);
     c4_0_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$56 ) begin
+    end else if (\$57 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$64 ) begin
-              c4_0_sh = 1'h0;
-            end else begin
-              c4_0_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$65 ) begin
-              c4_0_sh = 1'h0;
-            end else if (\$66 ) begin
-              c4_0_sh = 1'h0;
-            end else begin
-              c4_0_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$67 ) begin
-              c4_0_sh = 1'h0;
-            end else if (\$68 ) begin
-              c4_0_sh = 1'h0;
-            end else if (\$69 ) begin
-              c4_0_sh = 1'h0;
-            end else begin
-              c4_0_sh = 1'h1;
-            end
-      endcase
+      c4_0_sh = \$60 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    c4_1_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_1_sig = \$71 [3:0];
+      c4_1_sig = \$74 [3:0];
+    end else if (\$71 ) begin
+      c4_1_sig = { 1'h0, lane[6:4] };
+    end else if (\$72 ) begin
+      c4_1_sig = { 2'h1, \$70 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$72 ) begin
-              c4_1_sig = { 2'h0, lane[5:4] };
-            end else begin
-              c4_1_sig = { 2'h1, lane[5:4] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$73 ) begin
-              c4_1_sig = { 2'h0, lane[5:4] };
-            end else if (\$74 ) begin
-              c4_1_sig = { 2'h1, lane[4], 1'h0 };
-            end else begin
-              c4_1_sig = { 1'h1, lane[4], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$75 ) begin
-              c4_1_sig = { 2'h0, lane[5:4] };
-            end else if (\$76 ) begin
-              c4_1_sig = { 2'h1, lane[4], 1'h0 };
-            end else if (\$77 ) begin
-              c4_1_sig = 4'h8;
-            end else begin
-              c4_1_sig = 4'h8;
-            end
-      endcase
+      c4_1_sig = { 1'h1, \$70 [2:0] };
     end
   end
   always @* begin
@@ -8961,74 +5643,23 @@ module \top.front.dec_b2 (wide, mode, fmt, dec, lane);
     c4_1_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$71 ) begin
+    end else if (\$72 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$72 ) begin
-              c4_1_sh = 1'h0;
-            end else begin
-              c4_1_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$73 ) begin
-              c4_1_sh = 1'h0;
-            end else if (\$74 ) begin
-              c4_1_sh = 1'h0;
-            end else begin
-              c4_1_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$75 ) begin
-              c4_1_sh = 1'h0;
-            end else if (\$76 ) begin
-              c4_1_sh = 1'h0;
-            end else if (\$77 ) begin
-              c4_1_sh = 1'h0;
-            end else begin
-              c4_1_sh = 1'h1;
-            end
-      endcase
+      c4_1_sh = \$75 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    c4_2_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_2_sig = \$79 [3:0];
+      c4_2_sig = \$89 [3:0];
+    end else if (\$86 ) begin
+      c4_2_sig = { 1'h0, lane[10:8] };
+    end else if (\$87 ) begin
+      c4_2_sig = { 2'h1, \$85 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$80 ) begin
-              c4_2_sig = { 2'h0, lane[9:8] };
-            end else begin
-              c4_2_sig = { 2'h1, lane[9:8] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$81 ) begin
-              c4_2_sig = { 2'h0, lane[9:8] };
-            end else if (\$82 ) begin
-              c4_2_sig = { 2'h1, lane[8], 1'h0 };
-            end else begin
-              c4_2_sig = { 1'h1, lane[8], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$83 ) begin
-              c4_2_sig = { 2'h0, lane[9:8] };
-            end else if (\$84 ) begin
-              c4_2_sig = { 2'h1, lane[8], 1'h0 };
-            end else if (\$85 ) begin
-              c4_2_sig = 4'h8;
-            end else begin
-              c4_2_sig = 4'h8;
-            end
-      endcase
+      c4_2_sig = { 1'h1, \$85 [2:0] };
     end
   end
   always @* begin
@@ -9036,74 +5667,23 @@ module \top.front.dec_b2 (wide, mode, fmt, dec, lane);
     c4_2_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$86 ) begin
+    end else if (\$87 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$80 ) begin
-              c4_2_sh = 1'h0;
-            end else begin
-              c4_2_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$81 ) begin
-              c4_2_sh = 1'h0;
-            end else if (\$82 ) begin
-              c4_2_sh = 1'h0;
-            end else begin
-              c4_2_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$83 ) begin
-              c4_2_sh = 1'h0;
-            end else if (\$84 ) begin
-              c4_2_sh = 1'h0;
-            end else if (\$85 ) begin
-              c4_2_sh = 1'h0;
-            end else begin
-              c4_2_sh = 1'h1;
-            end
-      endcase
+      c4_2_sh = \$90 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    c4_3_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_3_sig = \$87 [3:0];
+      c4_3_sig = \$104 [3:0];
+    end else if (\$101 ) begin
+      c4_3_sig = { 1'h0, lane[14:12] };
+    end else if (\$102 ) begin
+      c4_3_sig = { 2'h1, \$100 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$88 ) begin
-              c4_3_sig = { 2'h0, lane[13:12] };
-            end else begin
-              c4_3_sig = { 2'h1, lane[13:12] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$89 ) begin
-              c4_3_sig = { 2'h0, lane[13:12] };
-            end else if (\$90 ) begin
-              c4_3_sig = { 2'h1, lane[12], 1'h0 };
-            end else begin
-              c4_3_sig = { 1'h1, lane[12], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$91 ) begin
-              c4_3_sig = { 2'h0, lane[13:12] };
-            end else if (\$92 ) begin
-              c4_3_sig = { 2'h1, lane[12], 1'h0 };
-            end else if (\$93 ) begin
-              c4_3_sig = 4'h8;
-            end else begin
-              c4_3_sig = 4'h8;
-            end
-      endcase
+      c4_3_sig = { 1'h1, \$100 [2:0] };
     end
   end
   always @* begin
@@ -9111,36 +5691,10 @@ module \top.front.dec_b2 (wide, mode, fmt, dec, lane);
     c4_3_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$101 ) begin
+    end else if (\$102 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$88 ) begin
-              c4_3_sh = 1'h0;
-            end else begin
-              c4_3_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$89 ) begin
-              c4_3_sh = 1'h0;
-            end else if (\$90 ) begin
-              c4_3_sh = 1'h0;
-            end else begin
-              c4_3_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$91 ) begin
-              c4_3_sh = 1'h0;
-            end else if (\$92 ) begin
-              c4_3_sh = 1'h0;
-            end else if (\$93 ) begin
-              c4_3_sh = 1'h0;
-            end else begin
-              c4_3_sh = 1'h1;
-            end
-      endcase
+      c4_3_sh = \$105 [0];
     end
   end
   always @* begin
@@ -9209,11 +5763,27 @@ module \top.front.dec_b2 (wide, mode, fmt, dec, lane);
         end
     endcase
   end
+  assign c8_0_j = \$17 [2:0];
+  assign c8_0_rest = \$18 [6:0];
   assign c8_0_neg = lane[7];
+  assign c8_1_j = \$39 [2:0];
+  assign c8_1_rest = \$40 [6:0];
   assign c8_1_neg = lane[15];
+  assign c4_0_k = \$52 [1:0];
+  assign c4_0_j = \$54 [1:0];
+  assign c4_0_rest = \$55 [2:0];
   assign c4_0_neg = lane[3];
+  assign c4_1_k = \$67 [1:0];
+  assign c4_1_j = \$69 [1:0];
+  assign c4_1_rest = \$70 [2:0];
   assign c4_1_neg = lane[7];
+  assign c4_2_k = \$82 [1:0];
+  assign c4_2_j = \$84 [1:0];
+  assign c4_2_rest = \$85 [2:0];
   assign c4_2_neg = lane[11];
+  assign c4_3_k = \$97 [1:0];
+  assign c4_3_j = \$99 [1:0];
+  assign c4_3_rest = \$100 [2:0];
   assign c4_3_neg = lane[15];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
@@ -9238,114 +5808,150 @@ endmodule
 module \top.front.dec_b3 (wide, mode, fmt, dec, lane);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire \$14 ;
+  wire [2:0] \$10 ;
+  wire [5:0] \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire [4:0] \$103 ;
+  wire [4:0] \$104 ;
+  wire [2:0] \$105 ;
+  wire [2:0] \$11 ;
+  wire [2:0] \$12 ;
+  wire [2:0] \$13 ;
+  wire [2:0] \$14 ;
   wire \$15 ;
   wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
+  wire [3:0] \$17 ;
+  wire [13:0] \$18 ;
   wire \$19 ;
-  wire [8:0] \$2 ;
+  wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
+  wire [8:0] \$21 ;
+  wire [8:0] \$22 ;
+  wire [3:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
   wire \$29 ;
-  wire [8:0] \$3 ;
+  wire \$3 ;
   wire \$30 ;
-  wire \$31 ;
-  wire [8:0] \$32 ;
-  wire [8:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
+  wire [2:0] \$31 ;
+  wire [2:0] \$32 ;
+  wire [2:0] \$33 ;
+  wire [2:0] \$34 ;
+  wire [2:0] \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire \$39 ;
+  wire [3:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [13:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire \$43 ;
-  wire \$44 ;
-  wire \$45 ;
+  wire [8:0] \$43 ;
+  wire [8:0] \$44 ;
+  wire [3:0] \$45 ;
   wire \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire \$49 ;
+  wire [1:0] \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [1:0] \$50 ;
   wire \$51 ;
-  wire \$52 ;
+  wire [2:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
-  wire \$55 ;
+  wire [2:0] \$54 ;
+  wire [5:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
+  wire [4:0] \$58 ;
+  wire [4:0] \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [2:0] \$60 ;
   wire \$61 ;
-  wire [4:0] \$62 ;
-  wire [4:0] \$63 ;
-  wire \$64 ;
-  wire \$65 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [1:0] \$64 ;
+  wire [1:0] \$65 ;
   wire \$66 ;
-  wire \$67 ;
+  wire [2:0] \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [2:0] \$69 ;
   wire \$7 ;
-  wire [4:0] \$70 ;
-  wire [4:0] \$71 ;
+  wire [5:0] \$70 ;
+  wire \$71 ;
   wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
-  wire \$75 ;
+  wire [4:0] \$73 ;
+  wire [4:0] \$74 ;
+  wire [2:0] \$75 ;
   wire \$76 ;
   wire \$77 ;
-  wire [4:0] \$78 ;
-  wire [4:0] \$79 ;
+  wire \$78 ;
+  wire [1:0] \$79 ;
   wire \$8 ;
-  wire \$80 ;
+  wire [1:0] \$80 ;
   wire \$81 ;
-  wire \$82 ;
+  wire [2:0] \$82 ;
   wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [4:0] \$86 ;
-  wire [4:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
-  wire \$9 ;
-  wire \$90 ;
+  wire [2:0] \$84 ;
+  wire [5:0] \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire [4:0] \$88 ;
+  wire [4:0] \$89 ;
+  wire [2:0] \$9 ;
+  wire [2:0] \$90 ;
   wire \$91 ;
   wire \$92 ;
   wire \$93 ;
+  wire [1:0] \$94 ;
+  wire [1:0] \$95 ;
+  wire \$96 ;
+  wire [2:0] \$97 ;
+  wire \$98 ;
+  wire [2:0] \$99 ;
+  wire [1:0] c4_0_j;
+  wire [1:0] c4_0_k;
+  wire [1:0] c4_0_lead;
   wire c4_0_neg;
+  wire [2:0] c4_0_rest;
   reg c4_0_sh;
   reg [3:0] c4_0_sig;
+  wire [1:0] c4_1_j;
+  wire [1:0] c4_1_k;
+  wire [1:0] c4_1_lead;
   wire c4_1_neg;
+  wire [2:0] c4_1_rest;
   reg c4_1_sh;
   reg [3:0] c4_1_sig;
+  wire [1:0] c4_2_j;
+  wire [1:0] c4_2_k;
+  wire [1:0] c4_2_lead;
   wire c4_2_neg;
+  wire [2:0] c4_2_rest;
   reg c4_2_sh;
   reg [3:0] c4_2_sig;
+  wire [1:0] c4_3_j;
+  wire [1:0] c4_3_k;
+  wire [1:0] c4_3_lead;
   wire c4_3_neg;
+  wire [2:0] c4_3_rest;
   reg c4_3_sh;
   reg [3:0] c4_3_sig;
+  wire [2:0] c8_0_j;
+  wire [2:0] c8_0_k;
+  wire [2:0] c8_0_lead;
   wire c8_0_neg;
+  wire [6:0] c8_0_rest;
   reg [2:0] c8_0_sh;
   reg [7:0] c8_0_sig;
+  wire [2:0] c8_1_j;
+  wire [2:0] c8_1_k;
+  wire [2:0] c8_1_lead;
   wire c8_1_neg;
+  wire [6:0] c8_1_rest;
   reg [2:0] c8_1_sh;
   reg [7:0] c8_1_sig;
   output [27:0] dec;
@@ -9375,200 +5981,131 @@ module \top.front.dec_b3 (wide, mode, fmt, dec, lane);
   wire \mode.b8 ;
   output wide;
   wire wide;
-  assign \$6  = ~ lane[5];
-  assign \$7  = ~ lane[6];
-  assign \$8  = ~ lane[5];
-  assign \$9  = ~ lane[4];
-  assign \$10  = ~ lane[6];
-  assign \$11  = ~ lane[5];
-  assign \$12  = ~ lane[4];
-  assign \$13  = ~ lane[3];
-  assign \$14  = ~ lane[6];
-  assign \$15  = ~ lane[5];
-  assign \$16  = ~ lane[4];
-  assign \$17  = ~ lane[3];
-  assign \$18  = ~ lane[2];
-  assign \$19  = ~ lane[6];
-  assign \$20  = ~ lane[5];
-  assign \$21  = ~ lane[4];
-  assign \$22  = ~ lane[3];
-  assign \$23  = ~ lane[2];
-  assign \$24  = ~ lane[1];
-  assign \$25  = ~ lane[6];
-  assign \$26  = ~ lane[5];
-  assign \$27  = ~ lane[4];
-  assign \$28  = ~ lane[3];
-  assign \$29  = ~ lane[2];
-  assign \$30  = ~ lane[1];
-  assign \$31  = ~ lane[0];
-  assign \$32  = - $signed(lane[15:8]);
-  assign \$33  = lane[15] ? \$32  : { 1'h0, lane[15:8] };
-  assign \$34  = ~ lane[14];
-  assign \$35  = ~ lane[14];
-  assign \$36  = ~ lane[13];
-  assign \$37  = ~ lane[14];
-  assign \$38  = ~ lane[13];
-  assign \$39  = ~ lane[12];
-  assign \$40  = ~ lane[14];
-  assign \$41  = ~ lane[13];
-  assign \$42  = ~ lane[12];
-  assign \$43  = ~ lane[11];
-  assign \$44  = ~ lane[14];
-  assign \$45  = ~ lane[13];
-  assign \$46  = ~ lane[12];
-  assign \$47  = ~ lane[11];
-  assign \$48  = ~ lane[10];
-  assign \$49  = ~ lane[14];
-  assign \$50  = ~ lane[13];
-  assign \$51  = ~ lane[12];
-  assign \$52  = ~ lane[11];
-  assign \$53  = ~ lane[10];
-  assign \$54  = ~ lane[9];
-  assign \$55  = ~ lane[14];
-  assign \$56  = ~ lane[13];
-  assign \$57  = ~ lane[12];
-  assign \$58  = ~ lane[11];
-  assign \$59  = ~ lane[10];
-  assign \$60  = ~ lane[9];
-  assign \$61  = ~ lane[8];
-  assign \$62  = - $signed(lane[3:0]);
-  assign \$63  = lane[3] ? \$62  : { 1'h0, lane[3:0] };
-  assign \$64  = ~ lane[2];
-  assign \$65  = ~ lane[2];
-  assign \$66  = ~ lane[1];
-  assign \$67  = ~ lane[2];
-  assign \$68  = ~ lane[1];
-  assign \$69  = ~ lane[0];
-  assign \$70  = - $signed(lane[7:4]);
-  assign \$71  = lane[7] ? \$70  : { 1'h0, lane[7:4] };
-  assign \$72  = ~ lane[6];
-  assign \$73  = ~ lane[6];
-  assign \$74  = ~ lane[5];
-  assign \$75  = ~ lane[6];
-  assign \$76  = ~ lane[5];
-  assign \$77  = ~ lane[4];
-  assign \$78  = - $signed(lane[11:8]);
-  assign \$79  = lane[11] ? \$78  : { 1'h0, lane[11:8] };
-  assign \$80  = ~ lane[10];
-  assign \$81  = ~ lane[10];
-  assign \$82  = ~ lane[9];
-  assign \$83  = ~ lane[10];
-  assign \$84  = ~ lane[9];
-  assign \$85  = ~ lane[8];
-  assign \$86  = - $signed(lane[15:12]);
-  assign \$87  = lane[15] ? \$86  : { 1'h0, lane[15:12] };
-  assign \$88  = ~ lane[14];
-  assign \$89  = ~ lane[14];
-  assign \$90  = ~ lane[13];
+  assign \$1  = | lane[15:8];
+  assign wide = mode[0] & \$1 ;
+  assign \$2  = ~ lane[6];
+  assign \$3  = ~ lane[5];
+  assign \$4  = ~ lane[4];
+  assign \$5  = ~ lane[3];
+  assign \$6  = ~ lane[2];
+  assign \$7  = ~ lane[1];
+  assign \$8  = ~ lane[0];
+  assign \$9  = lane[0] ? 3'h7 : 3'h6;
+  assign \$10  = lane[1] ? \$9  : 3'h5;
+  assign \$11  = lane[2] ? \$10  : 3'h4;
+  assign \$12  = lane[3] ? \$11  : 3'h3;
+  assign \$13  = lane[4] ? \$12  : 3'h2;
+  assign \$14  = lane[5] ? \$13  : 3'h1;
+  assign c8_0_lead = lane[6] ? \$14  : 3'h0;
+  assign \$15  = c8_0_lead > fmt[4:2];
+  assign c8_0_k = \$15  ? fmt[4:2] : c8_0_lead;
+  assign \$16  = c8_0_k < fmt[4:2];
+  assign \$17  = c8_0_k + \$16 ;
+  assign \$18  = lane[6:0] << \$17 [2:0];
+  assign \$19  = ! c8_0_k;
+  assign \$20  = c8_0_k == 1'h1;
+  assign \$21  = - $signed(lane[7:0]);
+  assign \$22  = lane[7] ? \$21  : { 1'h0, lane[7:0] };
+  assign \$23  = c8_0_k - 2'h2;
+  assign \$24  = ~ lane[14];
+  assign \$25  = ~ lane[13];
+  assign \$26  = ~ lane[12];
+  assign \$27  = ~ lane[11];
+  assign \$28  = ~ lane[10];
+  assign \$29  = ~ lane[9];
+  assign \$30  = ~ lane[8];
+  assign \$31  = lane[8] ? 3'h7 : 3'h6;
+  assign \$32  = lane[9] ? \$31  : 3'h5;
+  assign \$33  = lane[10] ? \$32  : 3'h4;
+  assign \$34  = lane[11] ? \$33  : 3'h3;
+  assign \$35  = lane[12] ? \$34  : 3'h2;
+  assign \$36  = lane[13] ? \$35  : 3'h1;
+  assign c8_1_lead = lane[14] ? \$36  : 3'h0;
+  assign \$37  = c8_1_lead > fmt[4:2];
+  assign c8_1_k = \$37  ? fmt[4:2] : c8_1_lead;
+  assign \$38  = c8_1_k < fmt[4:2];
+  assign \$39  = c8_1_k + \$38 ;
+  assign \$40  = lane[14:8] << \$39 [2:0];
+  assign \$41  = ! c8_1_k;
+  assign \$42  = c8_1_k == 1'h1;
+  assign \$43  = - $signed(lane[15:8]);
+  assign \$44  = lane[15] ? \$43  : { 1'h0, lane[15:8] };
+  assign \$45  = c8_1_k - 2'h2;
+  assign \$46  = ~ lane[2];
+  assign \$47  = ~ lane[1];
+  assign \$48  = ~ lane[0];
+  assign \$49  = lane[0] ? 2'h3 : 2'h2;
+  assign \$50  = lane[1] ? \$49  : 2'h1;
+  assign c4_0_lead = lane[2] ? \$50  : 2'h0;
+  assign \$51  = c4_0_lead > fmt[4:2];
+  assign \$52  = \$51  ? fmt[4:2] : { 1'h0, c4_0_lead };
+  assign \$53  = \$52 [1:0] < fmt[4:2];
+  assign \$54  = \$52 [1:0] + \$53 ;
+  assign \$55  = lane[2:0] << \$54 [1:0];
+  assign \$56  = ! \$52 [1:0];
+  assign \$57  = \$52 [1:0] == 1'h1;
+  assign \$58  = - $signed(lane[3:0]);
+  assign \$59  = lane[3] ? \$58  : { 1'h0, lane[3:0] };
+  assign \$60  = \$52 [1:0] - 2'h2;
+  assign \$61  = ~ lane[6];
+  assign \$62  = ~ lane[5];
+  assign \$63  = ~ lane[4];
+  assign \$64  = lane[4] ? 2'h3 : 2'h2;
+  assign \$65  = lane[5] ? \$64  : 2'h1;
+  assign c4_1_lead = lane[6] ? \$65  : 2'h0;
+  assign \$66  = c4_1_lead > fmt[4:2];
+  assign \$67  = \$66  ? fmt[4:2] : { 1'h0, c4_1_lead };
+  assign \$68  = \$67 [1:0] < fmt[4:2];
+  assign \$69  = \$67 [1:0] + \$68 ;
+  assign \$70  = lane[6:4] << \$69 [1:0];
+  assign \$71  = ! \$67 [1:0];
+  assign \$72  = \$67 [1:0] == 1'h1;
+  assign \$73  = - $signed(lane[7:4]);
+  assign \$74  = lane[7] ? \$73  : { 1'h0, lane[7:4] };
+  assign \$75  = \$67 [1:0] - 2'h2;
+  assign \$76  = ~ lane[10];
+  assign \$77  = ~ lane[9];
+  assign \$78  = ~ lane[8];
+  assign \$79  = lane[8] ? 2'h3 : 2'h2;
+  assign \$80  = lane[9] ? \$79  : 2'h1;
+  assign c4_2_lead = lane[10] ? \$80  : 2'h0;
+  assign \$81  = c4_2_lead > fmt[4:2];
+  assign \$82  = \$81  ? fmt[4:2] : { 1'h0, c4_2_lead };
+  assign \$83  = \$82 [1:0] < fmt[4:2];
+  assign \$84  = \$82 [1:0] + \$83 ;
+  assign \$85  = lane[10:8] << \$84 [1:0];
+  assign \$86  = ! \$82 [1:0];
+  assign \$87  = \$82 [1:0] == 1'h1;
+  assign \$88  = - $signed(lane[11:8]);
+  assign \$89  = lane[11] ? \$88  : { 1'h0, lane[11:8] };
+  assign \$90  = \$82 [1:0] - 2'h2;
   assign \$91  = ~ lane[14];
   assign \$92  = ~ lane[13];
   assign \$93  = ~ lane[12];
-  assign \$1  = | lane[15:8];
-  assign wide = mode[0] & \$1 ;
-  assign \$2  = - $signed(lane[7:0]);
-  assign \$3  = lane[7] ? \$2  : { 1'h0, lane[7:0] };
-  assign \$4  = ~ lane[6];
-  assign \$5  = ~ lane[6];
+  assign \$94  = lane[12] ? 2'h3 : 2'h2;
+  assign \$95  = lane[13] ? \$94  : 2'h1;
+  assign c4_3_lead = lane[14] ? \$95  : 2'h0;
+  assign \$96  = c4_3_lead > fmt[4:2];
+  assign \$97  = \$96  ? fmt[4:2] : { 1'h0, c4_3_lead };
+  assign \$98  = \$97 [1:0] < fmt[4:2];
+  assign \$99  = \$97 [1:0] + \$98 ;
+  assign \$100  = lane[14:12] << \$99 [1:0];
+  assign \$101  = ! \$97 [1:0];
+  assign \$102  = \$97 [1:0] == 1'h1;
+  assign \$103  = - $signed(lane[15:12]);
+  assign \$104  = lane[15] ? \$103  : { 1'h0, lane[15:12] };
+  assign \$105  = \$97 [1:0] - 2'h2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    c8_0_sig = 8'h00;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_0_sig = \$3 [7:0];
+      c8_0_sig = \$22 [7:0];
+    end else if (\$19 ) begin
+      c8_0_sig = { 1'h0, lane[6:0] };
+    end else if (\$20 ) begin
+      c8_0_sig = { 2'h1, \$18 [6:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$4 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else begin
-              c8_0_sig = { 2'h1, lane[5:0] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$6 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[4:0], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$7 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$8 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$9 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$10 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$11 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$12 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$13 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$14 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$15 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$16 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$17 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else if (\$18 ) begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$19 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$20 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$21 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$22 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else if (\$23 ) begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end else if (\$24 ) begin
-              c8_0_sig = { 1'h1, lane[0], 6'h00 };
-            end else begin
-              c8_0_sig = { 1'h1, lane[0], 6'h00 };
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$25 ) begin
-              c8_0_sig = { 2'h0, lane[5:0] };
-            end else if (\$26 ) begin
-              c8_0_sig = { 2'h1, lane[4:0], 1'h0 };
-            end else if (\$27 ) begin
-              c8_0_sig = { 1'h1, lane[3:0], 3'h0 };
-            end else if (\$28 ) begin
-              c8_0_sig = { 1'h1, lane[2:0], 4'h0 };
-            end else if (\$29 ) begin
-              c8_0_sig = { 1'h1, lane[1:0], 5'h00 };
-            end else if (\$30 ) begin
-              c8_0_sig = { 1'h1, lane[0], 6'h00 };
-            end else if (\$31 ) begin
-              c8_0_sig = 8'h80;
-            end else begin
-              c8_0_sig = 8'h80;
-            end
-      endcase
+      c8_0_sig = { 1'h1, \$18 [6:0] };
     end
   end
   always @* begin
@@ -9576,202 +6113,23 @@ module \top.front.dec_b3 (wide, mode, fmt, dec, lane);
     c8_0_sh = 3'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$19 ) begin
+    end else if (\$20 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$4 ) begin
-              c8_0_sh = 3'h0;
-            end else begin
-              c8_0_sh = 3'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$6 ) begin
-              c8_0_sh = 3'h0;
-            end else begin
-              c8_0_sh = 3'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$7 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$8 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$9 ) begin
-              c8_0_sh = 3'h0;
-            end else begin
-              c8_0_sh = 3'h1;
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$10 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$11 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$12 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$13 ) begin
-              c8_0_sh = 3'h1;
-            end else begin
-              c8_0_sh = 3'h2;
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$14 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$15 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$16 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$17 ) begin
-              c8_0_sh = 3'h1;
-            end else if (\$18 ) begin
-              c8_0_sh = 3'h2;
-            end else begin
-              c8_0_sh = 3'h3;
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$19 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$20 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$21 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$22 ) begin
-              c8_0_sh = 3'h1;
-            end else if (\$23 ) begin
-              c8_0_sh = 3'h2;
-            end else if (\$24 ) begin
-              c8_0_sh = 3'h3;
-            end else begin
-              c8_0_sh = 3'h4;
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$25 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$26 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$27 ) begin
-              c8_0_sh = 3'h0;
-            end else if (\$28 ) begin
-              c8_0_sh = 3'h1;
-            end else if (\$29 ) begin
-              c8_0_sh = 3'h2;
-            end else if (\$30 ) begin
-              c8_0_sh = 3'h3;
-            end else if (\$31 ) begin
-              c8_0_sh = 3'h4;
-            end else begin
-              c8_0_sh = 3'h5;
-            end
-      endcase
+      c8_0_sh = \$23 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    c8_1_sig = 8'h00;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_1_sig = \$33 [7:0];
+      c8_1_sig = \$44 [7:0];
+    end else if (\$41 ) begin
+      c8_1_sig = { 1'h0, lane[14:8] };
+    end else if (\$42 ) begin
+      c8_1_sig = { 2'h1, \$40 [6:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$34 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else begin
-              c8_1_sig = { 2'h1, lane[13:8] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$35 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$36 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[12:8], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$37 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$38 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$39 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$40 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$41 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$42 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$43 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$44 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$45 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$46 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$47 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else if (\$48 ) begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$49 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$50 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$51 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$52 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else if (\$53 ) begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end else if (\$54 ) begin
-              c8_1_sig = { 1'h1, lane[8], 6'h00 };
-            end else begin
-              c8_1_sig = { 1'h1, lane[8], 6'h00 };
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$55 ) begin
-              c8_1_sig = { 2'h0, lane[13:8] };
-            end else if (\$56 ) begin
-              c8_1_sig = { 2'h1, lane[12:8], 1'h0 };
-            end else if (\$57 ) begin
-              c8_1_sig = { 1'h1, lane[11:8], 3'h0 };
-            end else if (\$58 ) begin
-              c8_1_sig = { 1'h1, lane[10:8], 4'h0 };
-            end else if (\$59 ) begin
-              c8_1_sig = { 1'h1, lane[9:8], 5'h00 };
-            end else if (\$60 ) begin
-              c8_1_sig = { 1'h1, lane[8], 6'h00 };
-            end else if (\$61 ) begin
-              c8_1_sig = 8'h80;
-            end else begin
-              c8_1_sig = 8'h80;
-            end
-      endcase
+      c8_1_sig = { 1'h1, \$40 [6:0] };
     end
   end
   always @* begin
@@ -9779,138 +6137,23 @@ module \top.front.dec_b3 (wide, mode, fmt, dec, lane);
     c8_1_sh = 3'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$41 ) begin
+    end else if (\$42 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$34 ) begin
-              c8_1_sh = 3'h0;
-            end else begin
-              c8_1_sh = 3'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$35 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$36 ) begin
-              c8_1_sh = 3'h0;
-            end else begin
-              c8_1_sh = 3'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$37 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$38 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$39 ) begin
-              c8_1_sh = 3'h0;
-            end else begin
-              c8_1_sh = 3'h1;
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (\$40 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$41 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$42 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$43 ) begin
-              c8_1_sh = 3'h1;
-            end else begin
-              c8_1_sh = 3'h2;
-            end
-        3'h5:
-            (* full_case = 32'd1 *)
-            if (\$44 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$45 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$46 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$47 ) begin
-              c8_1_sh = 3'h1;
-            end else if (\$48 ) begin
-              c8_1_sh = 3'h2;
-            end else begin
-              c8_1_sh = 3'h3;
-            end
-        3'h6:
-            (* full_case = 32'd1 *)
-            if (\$49 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$50 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$51 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$52 ) begin
-              c8_1_sh = 3'h1;
-            end else if (\$53 ) begin
-              c8_1_sh = 3'h2;
-            end else if (\$54 ) begin
-              c8_1_sh = 3'h3;
-            end else begin
-              c8_1_sh = 3'h4;
-            end
-        3'h7:
-            (* full_case = 32'd1 *)
-            if (\$55 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$56 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$57 ) begin
-              c8_1_sh = 3'h0;
-            end else if (\$58 ) begin
-              c8_1_sh = 3'h1;
-            end else if (\$59 ) begin
-              c8_1_sh = 3'h2;
-            end else if (\$60 ) begin
-              c8_1_sh = 3'h3;
-            end else if (\$61 ) begin
-              c8_1_sh = 3'h4;
-            end else begin
-              c8_1_sh = 3'h5;
-            end
-      endcase
+      c8_1_sh = \$45 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    c4_0_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_0_sig = \$63 [3:0];
+      c4_0_sig = \$59 [3:0];
+    end else if (\$56 ) begin
+      c4_0_sig = { 1'h0, lane[2:0] };
+    end else if (\$57 ) begin
+      c4_0_sig = { 2'h1, \$55 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$64 ) begin
-              c4_0_sig = { 2'h0, lane[1:0] };
-            end else begin
-              c4_0_sig = { 2'h1, lane[1:0] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$65 ) begin
-              c4_0_sig = { 2'h0, lane[1:0] };
-            end else if (\$66 ) begin
-              c4_0_sig = { 2'h1, lane[0], 1'h0 };
-            end else begin
-              c4_0_sig = { 1'h1, lane[0], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$67 ) begin
-              c4_0_sig = { 2'h0, lane[1:0] };
-            end else if (\$68 ) begin
-              c4_0_sig = { 2'h1, lane[0], 1'h0 };
-            end else if (\$69 ) begin
-              c4_0_sig = 4'h8;
-            end else begin
-              c4_0_sig = 4'h8;
-            end
-      endcase
+      c4_0_sig = { 1'h1, \$55 [2:0] };
     end
   end
   always @* begin
@@ -9918,74 +6161,23 @@ module \top.front.dec_b3 (wide, mode, fmt, dec, lane);
     c4_0_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$56 ) begin
+    end else if (\$57 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$64 ) begin
-              c4_0_sh = 1'h0;
-            end else begin
-              c4_0_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$65 ) begin
-              c4_0_sh = 1'h0;
-            end else if (\$66 ) begin
-              c4_0_sh = 1'h0;
-            end else begin
-              c4_0_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$67 ) begin
-              c4_0_sh = 1'h0;
-            end else if (\$68 ) begin
-              c4_0_sh = 1'h0;
-            end else if (\$69 ) begin
-              c4_0_sh = 1'h0;
-            end else begin
-              c4_0_sh = 1'h1;
-            end
-      endcase
+      c4_0_sh = \$60 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    c4_1_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_1_sig = \$71 [3:0];
+      c4_1_sig = \$74 [3:0];
+    end else if (\$71 ) begin
+      c4_1_sig = { 1'h0, lane[6:4] };
+    end else if (\$72 ) begin
+      c4_1_sig = { 2'h1, \$70 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$72 ) begin
-              c4_1_sig = { 2'h0, lane[5:4] };
-            end else begin
-              c4_1_sig = { 2'h1, lane[5:4] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$73 ) begin
-              c4_1_sig = { 2'h0, lane[5:4] };
-            end else if (\$74 ) begin
-              c4_1_sig = { 2'h1, lane[4], 1'h0 };
-            end else begin
-              c4_1_sig = { 1'h1, lane[4], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$75 ) begin
-              c4_1_sig = { 2'h0, lane[5:4] };
-            end else if (\$76 ) begin
-              c4_1_sig = { 2'h1, lane[4], 1'h0 };
-            end else if (\$77 ) begin
-              c4_1_sig = 4'h8;
-            end else begin
-              c4_1_sig = 4'h8;
-            end
-      endcase
+      c4_1_sig = { 1'h1, \$70 [2:0] };
     end
   end
   always @* begin
@@ -9993,74 +6185,23 @@ module \top.front.dec_b3 (wide, mode, fmt, dec, lane);
     c4_1_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$71 ) begin
+    end else if (\$72 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$72 ) begin
-              c4_1_sh = 1'h0;
-            end else begin
-              c4_1_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$73 ) begin
-              c4_1_sh = 1'h0;
-            end else if (\$74 ) begin
-              c4_1_sh = 1'h0;
-            end else begin
-              c4_1_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$75 ) begin
-              c4_1_sh = 1'h0;
-            end else if (\$76 ) begin
-              c4_1_sh = 1'h0;
-            end else if (\$77 ) begin
-              c4_1_sh = 1'h0;
-            end else begin
-              c4_1_sh = 1'h1;
-            end
-      endcase
+      c4_1_sh = \$75 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    c4_2_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_2_sig = \$79 [3:0];
+      c4_2_sig = \$89 [3:0];
+    end else if (\$86 ) begin
+      c4_2_sig = { 1'h0, lane[10:8] };
+    end else if (\$87 ) begin
+      c4_2_sig = { 2'h1, \$85 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$80 ) begin
-              c4_2_sig = { 2'h0, lane[9:8] };
-            end else begin
-              c4_2_sig = { 2'h1, lane[9:8] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$81 ) begin
-              c4_2_sig = { 2'h0, lane[9:8] };
-            end else if (\$82 ) begin
-              c4_2_sig = { 2'h1, lane[8], 1'h0 };
-            end else begin
-              c4_2_sig = { 1'h1, lane[8], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$83 ) begin
-              c4_2_sig = { 2'h0, lane[9:8] };
-            end else if (\$84 ) begin
-              c4_2_sig = { 2'h1, lane[8], 1'h0 };
-            end else if (\$85 ) begin
-              c4_2_sig = 4'h8;
-            end else begin
-              c4_2_sig = 4'h8;
-            end
-      endcase
+      c4_2_sig = { 1'h1, \$85 [2:0] };
     end
   end
   always @* begin
@@ -10068,74 +6209,23 @@ module \top.front.dec_b3 (wide, mode, fmt, dec, lane);
     c4_2_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$86 ) begin
+    end else if (\$87 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$80 ) begin
-              c4_2_sh = 1'h0;
-            end else begin
-              c4_2_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$81 ) begin
-              c4_2_sh = 1'h0;
-            end else if (\$82 ) begin
-              c4_2_sh = 1'h0;
-            end else begin
-              c4_2_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$83 ) begin
-              c4_2_sh = 1'h0;
-            end else if (\$84 ) begin
-              c4_2_sh = 1'h0;
-            end else if (\$85 ) begin
-              c4_2_sh = 1'h0;
-            end else begin
-              c4_2_sh = 1'h1;
-            end
-      endcase
+      c4_2_sh = \$90 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    c4_3_sig = 4'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_3_sig = \$87 [3:0];
+      c4_3_sig = \$104 [3:0];
+    end else if (\$101 ) begin
+      c4_3_sig = { 1'h0, lane[14:12] };
+    end else if (\$102 ) begin
+      c4_3_sig = { 2'h1, \$100 [2:1] };
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$88 ) begin
-              c4_3_sig = { 2'h0, lane[13:12] };
-            end else begin
-              c4_3_sig = { 2'h1, lane[13:12] };
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$89 ) begin
-              c4_3_sig = { 2'h0, lane[13:12] };
-            end else if (\$90 ) begin
-              c4_3_sig = { 2'h1, lane[12], 1'h0 };
-            end else begin
-              c4_3_sig = { 1'h1, lane[12], 2'h0 };
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$91 ) begin
-              c4_3_sig = { 2'h0, lane[13:12] };
-            end else if (\$92 ) begin
-              c4_3_sig = { 2'h1, lane[12], 1'h0 };
-            end else if (\$93 ) begin
-              c4_3_sig = 4'h8;
-            end else begin
-              c4_3_sig = 4'h8;
-            end
-      endcase
+      c4_3_sig = { 1'h1, \$100 [2:0] };
     end
   end
   always @* begin
@@ -10143,36 +6233,10 @@ module \top.front.dec_b3 (wide, mode, fmt, dec, lane);
     c4_3_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
+    end else if (\$101 ) begin
+    end else if (\$102 ) begin
     end else begin
-      casez (fmt[4:2])
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$88 ) begin
-              c4_3_sh = 1'h0;
-            end else begin
-              c4_3_sh = 1'h0;
-            end
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$89 ) begin
-              c4_3_sh = 1'h0;
-            end else if (\$90 ) begin
-              c4_3_sh = 1'h0;
-            end else begin
-              c4_3_sh = 1'h0;
-            end
-        3'h3:
-            (* full_case = 32'd1 *)
-            if (\$91 ) begin
-              c4_3_sh = 1'h0;
-            end else if (\$92 ) begin
-              c4_3_sh = 1'h0;
-            end else if (\$93 ) begin
-              c4_3_sh = 1'h0;
-            end else begin
-              c4_3_sh = 1'h1;
-            end
-      endcase
+      c4_3_sh = \$105 [0];
     end
   end
   always @* begin
@@ -10241,11 +6305,27 @@ module \top.front.dec_b3 (wide, mode, fmt, dec, lane);
         end
     endcase
   end
+  assign c8_0_j = \$17 [2:0];
+  assign c8_0_rest = \$18 [6:0];
   assign c8_0_neg = lane[7];
+  assign c8_1_j = \$39 [2:0];
+  assign c8_1_rest = \$40 [6:0];
   assign c8_1_neg = lane[15];
+  assign c4_0_k = \$52 [1:0];
+  assign c4_0_j = \$54 [1:0];
+  assign c4_0_rest = \$55 [2:0];
   assign c4_0_neg = lane[3];
+  assign c4_1_k = \$67 [1:0];
+  assign c4_1_j = \$69 [1:0];
+  assign c4_1_rest = \$70 [2:0];
   assign c4_1_neg = lane[7];
+  assign c4_2_k = \$82 [1:0];
+  assign c4_2_j = \$84 [1:0];
+  assign c4_2_rest = \$85 [2:0];
   assign c4_2_neg = lane[11];
+  assign c4_3_k = \$97 [1:0];
+  assign c4_3_j = \$99 [1:0];
+  assign c4_3_rest = \$100 [2:0];
   assign c4_3_neg = lane[15];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
@@ -10271,154 +6351,120 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire [38:0] \$10 ;
-  wire [37:0] \$100 ;
-  wire [38:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire [37:0] \$105 ;
-  wire [38:0] \$106 ;
-  wire \$107 ;
-  wire \$108 ;
-  wire \$109 ;
-  wire [37:0] \$11 ;
-  wire [37:0] \$110 ;
-  wire [38:0] \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire \$114 ;
-  wire [37:0] \$115 ;
-  wire [38:0] \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire \$119 ;
+  reg [37:0] \$100 ;
+  reg [37:0] \$101 ;
+  reg [37:0] \$102 ;
+  reg [37:0] \$103 ;
+  reg [37:0] \$104 ;
+  reg [37:0] \$105 ;
+  reg [37:0] \$106 ;
+  reg [37:0] \$107 ;
+  reg [37:0] \$108 ;
+  reg [37:0] \$109 ;
+  wire [39:0] \$11 ;
+  reg [37:0] \$110 ;
+  reg [37:0] \$111 ;
+  reg [37:0] \$112 ;
+  reg [37:0] \$113 ;
+  reg [37:0] \$114 ;
+  reg [37:0] \$115 ;
+  reg \$116 ;
   wire [38:0] \$12 ;
-  reg \$120 ;
-  reg \$121 ;
-  reg \$122 ;
-  reg [1:0] \$123 ;
-  reg \$124 ;
-  reg \$125 ;
-  reg \$126 ;
-  reg \$127 ;
-  reg \$128 ;
-  reg \$129 ;
-  wire [37:0] \$13 ;
-  reg \$130 ;
-  reg \$131 ;
-  reg \$132 ;
-  reg [37:0] \$133 ;
-  reg [37:0] \$134 ;
-  reg [37:0] \$135 ;
-  reg [37:0] \$136 ;
-  reg [37:0] \$137 ;
-  reg [37:0] \$138 ;
-  reg [37:0] \$139 ;
+  wire [39:0] \$13 ;
   wire [38:0] \$14 ;
-  reg [37:0] \$140 ;
-  reg [37:0] \$141 ;
-  reg [37:0] \$142 ;
-  reg [37:0] \$143 ;
-  reg [37:0] \$144 ;
-  reg [37:0] \$145 ;
-  reg [37:0] \$146 ;
-  reg [37:0] \$147 ;
-  reg [37:0] \$148 ;
-  reg \$149 ;
-  wire [37:0] \$15 ;
-  reg \$150 ;
+  wire [39:0] \$15 ;
   wire [38:0] \$16 ;
-  wire [37:0] \$17 ;
+  wire [39:0] \$17 ;
   wire [38:0] \$18 ;
-  wire [37:0] \$19 ;
+  wire [39:0] \$19 ;
   wire \$2 ;
   wire [38:0] \$20 ;
-  wire [37:0] \$21 ;
+  wire [39:0] \$21 ;
   wire [38:0] \$22 ;
-  wire [37:0] \$23 ;
+  wire [39:0] \$23 ;
   wire [38:0] \$24 ;
-  wire [37:0] \$25 ;
+  wire [39:0] \$25 ;
   wire [38:0] \$26 ;
-  wire [37:0] \$27 ;
+  wire [39:0] \$27 ;
   wire [38:0] \$28 ;
-  wire [37:0] \$29 ;
+  wire [39:0] \$29 ;
   wire \$3 ;
   wire [38:0] \$30 ;
-  wire [37:0] \$31 ;
+  wire [39:0] \$31 ;
   wire [38:0] \$32 ;
-  wire [37:0] \$33 ;
+  wire [39:0] \$33 ;
   wire [38:0] \$34 ;
-  wire [37:0] \$35 ;
-  wire [38:0] \$36 ;
-  wire \$37 ;
-  wire \$38 ;
+  wire [39:0] \$35 ;
+  wire \$36 ;
+  wire [38:0] \$37 ;
+  wire [39:0] \$38 ;
   wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
+  wire [38:0] \$4 ;
+  wire [38:0] \$40 ;
+  wire [39:0] \$41 ;
   wire \$42 ;
-  wire \$43 ;
-  wire \$44 ;
-  wire [37:0] \$45 ;
+  wire [38:0] \$43 ;
+  wire [39:0] \$44 ;
+  wire \$45 ;
   wire [38:0] \$46 ;
-  wire \$47 ;
+  wire [39:0] \$47 ;
   wire \$48 ;
-  wire \$49 ;
-  wire [37:0] \$5 ;
-  wire [37:0] \$50 ;
-  wire [38:0] \$51 ;
-  wire \$52 ;
-  wire \$53 ;
+  wire [38:0] \$49 ;
+  wire [39:0] \$5 ;
+  wire [39:0] \$50 ;
+  wire \$51 ;
+  wire [38:0] \$52 ;
+  wire [39:0] \$53 ;
   wire \$54 ;
-  wire [37:0] \$55 ;
-  wire [38:0] \$56 ;
+  wire [38:0] \$55 ;
+  wire [39:0] \$56 ;
   wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
+  wire [38:0] \$58 ;
+  wire [39:0] \$59 ;
   wire [38:0] \$6 ;
-  wire [37:0] \$60 ;
+  wire \$60 ;
   wire [38:0] \$61 ;
-  wire \$62 ;
+  wire [39:0] \$62 ;
   wire \$63 ;
-  wire \$64 ;
-  wire [37:0] \$65 ;
-  wire [38:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
+  wire [38:0] \$64 ;
+  wire [39:0] \$65 ;
+  wire \$66 ;
+  wire [38:0] \$67 ;
+  wire [39:0] \$68 ;
   wire \$69 ;
-  wire [37:0] \$7 ;
-  wire [37:0] \$70 ;
-  wire [38:0] \$71 ;
+  wire [39:0] \$7 ;
+  wire [38:0] \$70 ;
+  wire [39:0] \$71 ;
   wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
-  wire [37:0] \$75 ;
+  wire [38:0] \$73 ;
+  wire [39:0] \$74 ;
+  wire \$75 ;
   wire [38:0] \$76 ;
-  wire \$77 ;
+  wire [39:0] \$77 ;
   wire \$78 ;
-  wire \$79 ;
+  wire [38:0] \$79 ;
   wire [38:0] \$8 ;
-  wire [37:0] \$80 ;
-  wire [38:0] \$81 ;
-  wire \$82 ;
-  wire \$83 ;
+  wire [39:0] \$80 ;
+  wire \$81 ;
+  wire [38:0] \$82 ;
+  wire [39:0] \$83 ;
   wire \$84 ;
-  wire [37:0] \$85 ;
-  wire [38:0] \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire \$89 ;
-  wire [37:0] \$9 ;
-  wire [37:0] \$90 ;
-  wire [38:0] \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire [37:0] \$95 ;
-  wire [38:0] \$96 ;
-  wire \$97 ;
-  wire \$98 ;
-  wire \$99 ;
+  wire \$85 ;
+  wire \$86 ;
+  reg \$87 ;
+  reg \$88 ;
+  reg \$89 ;
+  wire [39:0] \$9 ;
+  reg [1:0] \$90 ;
+  reg \$91 ;
+  reg \$92 ;
+  reg \$93 ;
+  reg \$94 ;
+  reg \$95 ;
+  reg \$96 ;
+  reg \$97 ;
+  reg \$98 ;
+  reg \$99 ;
   wire [27:0] a;
   wire [27:0] \a$11 ;
   wire \a$11.neg0 ;
@@ -10853,6 +6899,22 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
   wire [3:0] \b.x1 ;
   wire [3:0] \b.x2 ;
   wire [3:0] \b.x3 ;
+  wire cin;
+  wire \cin$102 ;
+  wire \cin$105 ;
+  wire \cin$108 ;
+  wire \cin$111 ;
+  wire \cin$114 ;
+  wire \cin$117 ;
+  wire \cin$120 ;
+  wire \cin$123 ;
+  wire \cin$81 ;
+  wire \cin$84 ;
+  wire \cin$87 ;
+  wire \cin$90 ;
+  wire \cin$93 ;
+  wire \cin$96 ;
+  wire \cin$99 ;
   input clk;
   wire clk;
   input [227:0] d__payload;
@@ -10991,7 +7053,6 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
   reg err3 = 1'h0;
   reg err4 = 1'h0;
   reg err5 = 1'h0;
-  reg first = 1'h1;
   reg last2 = 1'h0;
   reg last3 = 1'h0;
   reg last4 = 1'h0;
@@ -11065,22 +7126,23 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
   wire \mode2.b8 ;
   input rst;
   wire rst;
+  wire step;
   wire [25:0] sum;
   wire [25:0] \sum$101 ;
-  wire [25:0] \sum$103 ;
-  wire [25:0] \sum$105 ;
+  wire [25:0] \sum$104 ;
   wire [25:0] \sum$107 ;
-  wire [25:0] \sum$79 ;
-  wire [25:0] \sum$81 ;
+  wire [25:0] \sum$110 ;
+  wire [25:0] \sum$113 ;
+  wire [25:0] \sum$116 ;
+  wire [25:0] \sum$119 ;
+  wire [25:0] \sum$122 ;
+  wire [25:0] \sum$80 ;
   wire [25:0] \sum$83 ;
-  wire [25:0] \sum$85 ;
-  wire [25:0] \sum$87 ;
+  wire [25:0] \sum$86 ;
   wire [25:0] \sum$89 ;
-  wire [25:0] \sum$91 ;
-  wire [25:0] \sum$93 ;
+  wire [25:0] \sum$92 ;
   wire [25:0] \sum$95 ;
-  wire [25:0] \sum$97 ;
-  wire [25:0] \sum$99 ;
+  wire [25:0] \sum$98 ;
   output [608:0] t__payload;
   wire [608:0] t__payload;
   wire [607:0] \t__payload.data ;
@@ -11118,188 +7180,155 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
   assign \$2  = t__valid & \$1 ;
   assign advance = ~ \$2 ;
   assign t__valid = v5 & last5;
-  assign \$3  = first ? 1'h0 : tile_err;
-  assign \$4  = \$3  | err5;
-  assign \$5  = first ? 38'h0000000000 : acc_0_0;
-  assign \$6  = $signed(\$5 ) + $signed(sum);
-  assign \$7  = first ? 38'h0000000000 : acc_0_1;
-  assign \$8  = $signed(\$7 ) + $signed(\sum$79 );
-  assign \$9  = first ? 38'h0000000000 : acc_0_2;
-  assign \$10  = $signed(\$9 ) + $signed(\sum$81 );
-  assign \$11  = first ? 38'h0000000000 : acc_0_3;
-  assign \$12  = $signed(\$11 ) + $signed(\sum$83 );
-  assign \$13  = first ? 38'h0000000000 : acc_1_0;
-  assign \$14  = $signed(\$13 ) + $signed(\sum$85 );
-  assign \$15  = first ? 38'h0000000000 : acc_1_1;
-  assign \$16  = $signed(\$15 ) + $signed(\sum$87 );
-  assign \$17  = first ? 38'h0000000000 : acc_1_2;
-  assign \$18  = $signed(\$17 ) + $signed(\sum$89 );
-  assign \$19  = first ? 38'h0000000000 : acc_1_3;
-  assign \$20  = $signed(\$19 ) + $signed(\sum$91 );
-  assign \$21  = first ? 38'h0000000000 : acc_2_0;
-  assign \$22  = $signed(\$21 ) + $signed(\sum$93 );
-  assign \$23  = first ? 38'h0000000000 : acc_2_1;
-  assign \$24  = $signed(\$23 ) + $signed(\sum$95 );
-  assign \$25  = first ? 38'h0000000000 : acc_2_2;
-  assign \$26  = $signed(\$25 ) + $signed(\sum$97 );
-  assign \$27  = first ? 38'h0000000000 : acc_2_3;
-  assign \$28  = $signed(\$27 ) + $signed(\sum$99 );
-  assign \$29  = first ? 38'h0000000000 : acc_3_0;
-  assign \$30  = $signed(\$29 ) + $signed(\sum$101 );
-  assign \$31  = first ? 38'h0000000000 : acc_3_1;
-  assign \$32  = $signed(\$31 ) + $signed(\sum$103 );
-  assign \$33  = first ? 38'h0000000000 : acc_3_2;
-  assign \$34  = $signed(\$33 ) + $signed(\sum$105 );
-  assign \$35  = first ? 38'h0000000000 : acc_3_3;
-  assign \$36  = $signed(\$35 ) + $signed(\sum$107 );
-  assign \$37  = advance & v5;
-  assign \$38  = ~ last5;
-  assign \$39  = \$37  & \$38 ;
-  assign \$40  = first ? 38'h0000000000 : acc_0_0;
-  assign \$41  = $signed(\$40 ) + $signed(sum);
-  assign \$42  = advance & v5;
-  assign \$43  = ~ last5;
-  assign \$44  = \$42  & \$43 ;
-  assign \$45  = first ? 38'h0000000000 : acc_0_1;
-  assign \$46  = $signed(\$45 ) + $signed(\sum$79 );
-  assign \$47  = advance & v5;
-  assign \$48  = ~ last5;
-  assign \$49  = \$47  & \$48 ;
-  assign \$50  = first ? 38'h0000000000 : acc_0_2;
-  assign \$51  = $signed(\$50 ) + $signed(\sum$81 );
-  assign \$52  = advance & v5;
-  assign \$53  = ~ last5;
-  assign \$54  = \$52  & \$53 ;
-  assign \$55  = first ? 38'h0000000000 : acc_0_3;
-  assign \$56  = $signed(\$55 ) + $signed(\sum$83 );
-  assign \$57  = advance & v5;
-  assign \$58  = ~ last5;
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = first ? 38'h0000000000 : acc_1_0;
-  assign \$61  = $signed(\$60 ) + $signed(\sum$85 );
-  assign \$62  = advance & v5;
-  assign \$63  = ~ last5;
-  assign \$64  = \$62  & \$63 ;
-  assign \$65  = first ? 38'h0000000000 : acc_1_1;
-  assign \$66  = $signed(\$65 ) + $signed(\sum$87 );
-  assign \$67  = advance & v5;
-  assign \$68  = ~ last5;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = first ? 38'h0000000000 : acc_1_2;
-  assign \$71  = $signed(\$70 ) + $signed(\sum$89 );
-  assign \$72  = advance & v5;
-  assign \$73  = ~ last5;
-  assign \$74  = \$72  & \$73 ;
-  assign \$75  = first ? 38'h0000000000 : acc_1_3;
-  assign \$76  = $signed(\$75 ) + $signed(\sum$91 );
-  assign \$77  = advance & v5;
-  assign \$78  = ~ last5;
-  assign \$79  = \$77  & \$78 ;
-  assign \$80  = first ? 38'h0000000000 : acc_2_0;
-  assign \$81  = $signed(\$80 ) + $signed(\sum$93 );
-  assign \$82  = advance & v5;
-  assign \$83  = ~ last5;
-  assign \$84  = \$82  & \$83 ;
-  assign \$85  = first ? 38'h0000000000 : acc_2_1;
-  assign \$86  = $signed(\$85 ) + $signed(\sum$95 );
-  assign \$87  = advance & v5;
-  assign \$88  = ~ last5;
-  assign \$89  = \$87  & \$88 ;
-  assign \$90  = first ? 38'h0000000000 : acc_2_2;
-  assign \$91  = $signed(\$90 ) + $signed(\sum$97 );
-  assign \$92  = advance & v5;
-  assign \$93  = ~ last5;
-  assign \$94  = \$92  & \$93 ;
-  assign \$95  = first ? 38'h0000000000 : acc_2_3;
-  assign \$96  = $signed(\$95 ) + $signed(\sum$99 );
-  assign \$97  = advance & v5;
-  assign \$98  = ~ last5;
-  assign \$99  = \$97  & \$98 ;
-  assign \$100  = first ? 38'h0000000000 : acc_3_0;
-  assign \$101  = $signed(\$100 ) + $signed(\sum$101 );
-  assign \$102  = advance & v5;
-  assign \$103  = ~ last5;
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = first ? 38'h0000000000 : acc_3_1;
-  assign \$106  = $signed(\$105 ) + $signed(\sum$103 );
-  assign \$107  = advance & v5;
-  assign \$108  = ~ last5;
-  assign \$109  = \$107  & \$108 ;
-  assign \$110  = first ? 38'h0000000000 : acc_3_2;
-  assign \$111  = $signed(\$110 ) + $signed(\sum$105 );
-  assign \$112  = advance & v5;
-  assign \$113  = ~ last5;
-  assign \$114  = \$112  & \$113 ;
-  assign \$115  = first ? 38'h0000000000 : acc_3_3;
-  assign \$116  = $signed(\$115 ) + $signed(\sum$107 );
-  assign \$117  = advance & v5;
-  assign \$118  = first ? 1'h0 : tile_err;
-  assign \$119  = \$118  | err5;
+  assign \$3  = tile_err | err5;
+  assign step = advance & v5;
+  assign \$4  = $signed(acc_0_0) + $signed(sum);
+  assign \$5  = $signed(\$4 ) + $signed({ 1'h0, cin });
+  assign \$6  = $signed(acc_0_1) + $signed(\sum$80 );
+  assign \$7  = $signed(\$6 ) + $signed({ 1'h0, \cin$81  });
+  assign \$8  = $signed(acc_0_2) + $signed(\sum$83 );
+  assign \$9  = $signed(\$8 ) + $signed({ 1'h0, \cin$84  });
+  assign \$10  = $signed(acc_0_3) + $signed(\sum$86 );
+  assign \$11  = $signed(\$10 ) + $signed({ 1'h0, \cin$87  });
+  assign \$12  = $signed(acc_1_0) + $signed(\sum$89 );
+  assign \$13  = $signed(\$12 ) + $signed({ 1'h0, \cin$90  });
+  assign \$14  = $signed(acc_1_1) + $signed(\sum$92 );
+  assign \$15  = $signed(\$14 ) + $signed({ 1'h0, \cin$93  });
+  assign \$16  = $signed(acc_1_2) + $signed(\sum$95 );
+  assign \$17  = $signed(\$16 ) + $signed({ 1'h0, \cin$96  });
+  assign \$18  = $signed(acc_1_3) + $signed(\sum$98 );
+  assign \$19  = $signed(\$18 ) + $signed({ 1'h0, \cin$99  });
+  assign \$20  = $signed(acc_2_0) + $signed(\sum$101 );
+  assign \$21  = $signed(\$20 ) + $signed({ 1'h0, \cin$102  });
+  assign \$22  = $signed(acc_2_1) + $signed(\sum$104 );
+  assign \$23  = $signed(\$22 ) + $signed({ 1'h0, \cin$105  });
+  assign \$24  = $signed(acc_2_2) + $signed(\sum$107 );
+  assign \$25  = $signed(\$24 ) + $signed({ 1'h0, \cin$108  });
+  assign \$26  = $signed(acc_2_3) + $signed(\sum$110 );
+  assign \$27  = $signed(\$26 ) + $signed({ 1'h0, \cin$111  });
+  assign \$28  = $signed(acc_3_0) + $signed(\sum$113 );
+  assign \$29  = $signed(\$28 ) + $signed({ 1'h0, \cin$114  });
+  assign \$30  = $signed(acc_3_1) + $signed(\sum$116 );
+  assign \$31  = $signed(\$30 ) + $signed({ 1'h0, \cin$117  });
+  assign \$32  = $signed(acc_3_2) + $signed(\sum$119 );
+  assign \$33  = $signed(\$32 ) + $signed({ 1'h0, \cin$120  });
+  assign \$34  = $signed(acc_3_3) + $signed(\sum$122 );
+  assign \$35  = $signed(\$34 ) + $signed({ 1'h0, \cin$123  });
+  assign \$36  = step & last5;
+  assign \$37  = $signed(acc_0_0) + $signed(sum);
+  assign \$38  = $signed(\$37 ) + $signed({ 1'h0, cin });
+  assign \$39  = step & last5;
+  assign \$40  = $signed(acc_0_1) + $signed(\sum$80 );
+  assign \$41  = $signed(\$40 ) + $signed({ 1'h0, \cin$81  });
+  assign \$42  = step & last5;
+  assign \$43  = $signed(acc_0_2) + $signed(\sum$83 );
+  assign \$44  = $signed(\$43 ) + $signed({ 1'h0, \cin$84  });
+  assign \$45  = step & last5;
+  assign \$46  = $signed(acc_0_3) + $signed(\sum$86 );
+  assign \$47  = $signed(\$46 ) + $signed({ 1'h0, \cin$87  });
+  assign \$48  = step & last5;
+  assign \$49  = $signed(acc_1_0) + $signed(\sum$89 );
+  assign \$50  = $signed(\$49 ) + $signed({ 1'h0, \cin$90  });
+  assign \$51  = step & last5;
+  assign \$52  = $signed(acc_1_1) + $signed(\sum$92 );
+  assign \$53  = $signed(\$52 ) + $signed({ 1'h0, \cin$93  });
+  assign \$54  = step & last5;
+  assign \$55  = $signed(acc_1_2) + $signed(\sum$95 );
+  assign \$56  = $signed(\$55 ) + $signed({ 1'h0, \cin$96  });
+  assign \$57  = step & last5;
+  assign \$58  = $signed(acc_1_3) + $signed(\sum$98 );
+  assign \$59  = $signed(\$58 ) + $signed({ 1'h0, \cin$99  });
+  assign \$60  = step & last5;
+  assign \$61  = $signed(acc_2_0) + $signed(\sum$101 );
+  assign \$62  = $signed(\$61 ) + $signed({ 1'h0, \cin$102  });
+  assign \$63  = step & last5;
+  assign \$64  = $signed(acc_2_1) + $signed(\sum$104 );
+  assign \$65  = $signed(\$64 ) + $signed({ 1'h0, \cin$105  });
+  assign \$66  = step & last5;
+  assign \$67  = $signed(acc_2_2) + $signed(\sum$107 );
+  assign \$68  = $signed(\$67 ) + $signed({ 1'h0, \cin$108  });
+  assign \$69  = step & last5;
+  assign \$70  = $signed(acc_2_3) + $signed(\sum$110 );
+  assign \$71  = $signed(\$70 ) + $signed({ 1'h0, \cin$111  });
+  assign \$72  = step & last5;
+  assign \$73  = $signed(acc_3_0) + $signed(\sum$113 );
+  assign \$74  = $signed(\$73 ) + $signed({ 1'h0, \cin$114  });
+  assign \$75  = step & last5;
+  assign \$76  = $signed(acc_3_1) + $signed(\sum$116 );
+  assign \$77  = $signed(\$76 ) + $signed({ 1'h0, \cin$117  });
+  assign \$78  = step & last5;
+  assign \$79  = $signed(acc_3_2) + $signed(\sum$119 );
+  assign \$80  = $signed(\$79 ) + $signed({ 1'h0, \cin$120  });
+  assign \$81  = step & last5;
+  assign \$82  = $signed(acc_3_3) + $signed(\sum$122 );
+  assign \$83  = $signed(\$82 ) + $signed({ 1'h0, \cin$123  });
+  assign \$84  = ~ last5;
+  assign \$85  = tile_err | err5;
+  assign \$86  = \$84  & \$85 ;
   always @(posedge clk)
-    v2 <= \$120 ;
+    v2 <= \$87 ;
   always @(posedge clk)
-    last2 <= \$121 ;
+    last2 <= \$88 ;
   always @(posedge clk)
-    err2 <= \$122 ;
+    err2 <= \$89 ;
   always @(posedge clk)
-    mode <= \$123 ;
+    mode <= \$90 ;
   always @(posedge clk)
-    v3 <= \$124 ;
+    v3 <= \$91 ;
   always @(posedge clk)
-    last3 <= \$125 ;
+    last3 <= \$92 ;
   always @(posedge clk)
-    err3 <= \$126 ;
+    err3 <= \$93 ;
   always @(posedge clk)
-    v4 <= \$127 ;
+    v4 <= \$94 ;
   always @(posedge clk)
-    last4 <= \$128 ;
+    last4 <= \$95 ;
   always @(posedge clk)
-    err4 <= \$129 ;
+    err4 <= \$96 ;
   always @(posedge clk)
-    v5 <= \$130 ;
+    v5 <= \$97 ;
   always @(posedge clk)
-    last5 <= \$131 ;
+    last5 <= \$98 ;
   always @(posedge clk)
-    err5 <= \$132 ;
+    err5 <= \$99 ;
   always @(posedge clk)
-    acc_0_0 <= \$133 ;
+    acc_0_0 <= \$100 ;
   always @(posedge clk)
-    acc_0_1 <= \$134 ;
+    acc_0_1 <= \$101 ;
   always @(posedge clk)
-    acc_0_2 <= \$135 ;
+    acc_0_2 <= \$102 ;
   always @(posedge clk)
-    acc_0_3 <= \$136 ;
+    acc_0_3 <= \$103 ;
   always @(posedge clk)
-    acc_1_0 <= \$137 ;
+    acc_1_0 <= \$104 ;
   always @(posedge clk)
-    acc_1_1 <= \$138 ;
+    acc_1_1 <= \$105 ;
   always @(posedge clk)
-    acc_1_2 <= \$139 ;
+    acc_1_2 <= \$106 ;
   always @(posedge clk)
-    acc_1_3 <= \$140 ;
+    acc_1_3 <= \$107 ;
   always @(posedge clk)
-    acc_2_0 <= \$141 ;
+    acc_2_0 <= \$108 ;
   always @(posedge clk)
-    acc_2_1 <= \$142 ;
+    acc_2_1 <= \$109 ;
   always @(posedge clk)
-    acc_2_2 <= \$143 ;
+    acc_2_2 <= \$110 ;
   always @(posedge clk)
-    acc_2_3 <= \$144 ;
+    acc_2_3 <= \$111 ;
   always @(posedge clk)
-    acc_3_0 <= \$145 ;
+    acc_3_0 <= \$112 ;
   always @(posedge clk)
-    acc_3_1 <= \$146 ;
+    acc_3_1 <= \$113 ;
   always @(posedge clk)
-    acc_3_2 <= \$147 ;
+    acc_3_2 <= \$114 ;
   always @(posedge clk)
-    acc_3_3 <= \$148 ;
+    acc_3_3 <= \$115 ;
   always @(posedge clk)
-    first <= \$149 ;
-  always @(posedge clk)
-    tile_err <= \$150 ;
+    tile_err <= \$116 ;
   \top.grid.pe_0_0  pe_0_0 (
     .a(d__payload[27:0]),
     .b(d__payload[139:112]),
+    .cin(cin),
     .clk(clk),
     .en(advance),
     .mode(mode),
@@ -11309,445 +7338,482 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
   \top.grid.pe_0_1  pe_0_1 (
     .a(d__payload[27:0]),
     .b(d__payload[167:140]),
+    .cin(\cin$81 ),
     .clk(clk),
     .en(advance),
     .mode(mode),
     .rst(rst),
-    .sum(\sum$79 )
+    .sum(\sum$80 )
   );
   \top.grid.pe_0_2  pe_0_2 (
     .a(d__payload[27:0]),
     .b(d__payload[195:168]),
-    .clk(clk),
-    .en(advance),
-    .mode(mode),
-    .rst(rst),
-    .sum(\sum$81 )
-  );
-  \top.grid.pe_0_3  pe_0_3 (
-    .a(d__payload[27:0]),
-    .b(d__payload[223:196]),
+    .cin(\cin$84 ),
     .clk(clk),
     .en(advance),
     .mode(mode),
     .rst(rst),
     .sum(\sum$83 )
   );
+  \top.grid.pe_0_3  pe_0_3 (
+    .a(d__payload[27:0]),
+    .b(d__payload[223:196]),
+    .cin(\cin$87 ),
+    .clk(clk),
+    .en(advance),
+    .mode(mode),
+    .rst(rst),
+    .sum(\sum$86 )
+  );
   \top.grid.pe_1_0  pe_1_0 (
     .a(d__payload[55:28]),
     .b(d__payload[139:112]),
-    .clk(clk),
-    .en(advance),
-    .mode(mode),
-    .rst(rst),
-    .sum(\sum$85 )
-  );
-  \top.grid.pe_1_1  pe_1_1 (
-    .a(d__payload[55:28]),
-    .b(d__payload[167:140]),
-    .clk(clk),
-    .en(advance),
-    .mode(mode),
-    .rst(rst),
-    .sum(\sum$87 )
-  );
-  \top.grid.pe_1_2  pe_1_2 (
-    .a(d__payload[55:28]),
-    .b(d__payload[195:168]),
+    .cin(\cin$90 ),
     .clk(clk),
     .en(advance),
     .mode(mode),
     .rst(rst),
     .sum(\sum$89 )
   );
-  \top.grid.pe_1_3  pe_1_3 (
+  \top.grid.pe_1_1  pe_1_1 (
     .a(d__payload[55:28]),
-    .b(d__payload[223:196]),
-    .clk(clk),
-    .en(advance),
-    .mode(mode),
-    .rst(rst),
-    .sum(\sum$91 )
-  );
-  \top.grid.pe_2_0  pe_2_0 (
-    .a(d__payload[83:56]),
-    .b(d__payload[139:112]),
-    .clk(clk),
-    .en(advance),
-    .mode(mode),
-    .rst(rst),
-    .sum(\sum$93 )
-  );
-  \top.grid.pe_2_1  pe_2_1 (
-    .a(d__payload[83:56]),
     .b(d__payload[167:140]),
+    .cin(\cin$93 ),
+    .clk(clk),
+    .en(advance),
+    .mode(mode),
+    .rst(rst),
+    .sum(\sum$92 )
+  );
+  \top.grid.pe_1_2  pe_1_2 (
+    .a(d__payload[55:28]),
+    .b(d__payload[195:168]),
+    .cin(\cin$96 ),
     .clk(clk),
     .en(advance),
     .mode(mode),
     .rst(rst),
     .sum(\sum$95 )
   );
-  \top.grid.pe_2_2  pe_2_2 (
-    .a(d__payload[83:56]),
-    .b(d__payload[195:168]),
-    .clk(clk),
-    .en(advance),
-    .mode(mode),
-    .rst(rst),
-    .sum(\sum$97 )
-  );
-  \top.grid.pe_2_3  pe_2_3 (
-    .a(d__payload[83:56]),
+  \top.grid.pe_1_3  pe_1_3 (
+    .a(d__payload[55:28]),
     .b(d__payload[223:196]),
+    .cin(\cin$99 ),
     .clk(clk),
     .en(advance),
     .mode(mode),
     .rst(rst),
-    .sum(\sum$99 )
+    .sum(\sum$98 )
   );
-  \top.grid.pe_3_0  pe_3_0 (
+  \top.grid.pe_2_0  pe_2_0 (
+    .a(d__payload[83:56]),
+    .b(d__payload[139:112]),
+    .cin(\cin$102 ),
     .clk(clk),
     .en(advance),
     .mode(mode),
-    .\port$4123$84 (d__payload[139:84]),
     .rst(rst),
     .sum(\sum$101 )
   );
-  \top.grid.pe_3_1  pe_3_1 (
-    .a(d__payload[111:84]),
+  \top.grid.pe_2_1  pe_2_1 (
+    .a(d__payload[83:56]),
     .b(d__payload[167:140]),
+    .cin(\cin$105 ),
     .clk(clk),
     .en(advance),
     .mode(mode),
     .rst(rst),
-    .sum(\sum$103 )
+    .sum(\sum$104 )
   );
-  \top.grid.pe_3_2  pe_3_2 (
-    .a(d__payload[111:84]),
+  \top.grid.pe_2_2  pe_2_2 (
+    .a(d__payload[83:56]),
     .b(d__payload[195:168]),
-    .clk(clk),
-    .en(advance),
-    .mode(mode),
-    .rst(rst),
-    .sum(\sum$105 )
-  );
-  \top.grid.pe_3_3  pe_3_3 (
-    .a(d__payload[111:84]),
-    .b(d__payload[223:196]),
+    .cin(\cin$108 ),
     .clk(clk),
     .en(advance),
     .mode(mode),
     .rst(rst),
     .sum(\sum$107 )
   );
+  \top.grid.pe_2_3  pe_2_3 (
+    .a(d__payload[83:56]),
+    .b(d__payload[223:196]),
+    .cin(\cin$111 ),
+    .clk(clk),
+    .en(advance),
+    .mode(mode),
+    .rst(rst),
+    .sum(\sum$110 )
+  );
+  \top.grid.pe_3_0  pe_3_0 (
+    .cin(\cin$114 ),
+    .clk(clk),
+    .en(advance),
+    .mode(mode),
+    .\port$2915$84 (d__payload[139:84]),
+    .rst(rst),
+    .sum(\sum$113 )
+  );
+  \top.grid.pe_3_1  pe_3_1 (
+    .a(d__payload[111:84]),
+    .b(d__payload[167:140]),
+    .cin(\cin$117 ),
+    .clk(clk),
+    .en(advance),
+    .mode(mode),
+    .rst(rst),
+    .sum(\sum$116 )
+  );
+  \top.grid.pe_3_2  pe_3_2 (
+    .a(d__payload[111:84]),
+    .b(d__payload[195:168]),
+    .cin(\cin$120 ),
+    .clk(clk),
+    .en(advance),
+    .mode(mode),
+    .rst(rst),
+    .sum(\sum$119 )
+  );
+  \top.grid.pe_3_3  pe_3_3 (
+    .a(d__payload[111:84]),
+    .b(d__payload[223:196]),
+    .cin(\cin$123 ),
+    .clk(clk),
+    .en(advance),
+    .mode(mode),
+    .rst(rst),
+    .sum(\sum$122 )
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$120  = v2;
+    \$87  = v2;
     if (advance) begin
-      \$120  = d__valid;
+      \$87  = d__valid;
     end
     if (rst) begin
-      \$120  = 1'h0;
+      \$87  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$121  = last2;
+    \$88  = last2;
     if (advance) begin
-      \$121  = d__payload[226];
+      \$88  = d__payload[226];
     end
     if (rst) begin
-      \$121  = 1'h0;
+      \$88  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$122  = err2;
+    \$89  = err2;
     if (advance) begin
-      \$122  = d__payload[227];
+      \$89  = d__payload[227];
     end
     if (rst) begin
-      \$122  = 1'h0;
+      \$89  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$123  = mode;
+    \$90  = mode;
     if (advance) begin
-      \$123  = d__payload[225:224];
+      \$90  = d__payload[225:224];
     end
     if (rst) begin
-      \$123  = 2'h0;
+      \$90  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$124  = v3;
+    \$91  = v3;
     if (advance) begin
-      \$124  = v2;
+      \$91  = v2;
     end
     if (rst) begin
-      \$124  = 1'h0;
+      \$91  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$125  = last3;
+    \$92  = last3;
     if (advance) begin
-      \$125  = last2;
+      \$92  = last2;
     end
     if (rst) begin
-      \$125  = 1'h0;
+      \$92  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$126  = err3;
+    \$93  = err3;
     if (advance) begin
-      \$126  = err2;
+      \$93  = err2;
     end
     if (rst) begin
-      \$126  = 1'h0;
+      \$93  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$127  = v4;
+    \$94  = v4;
     if (advance) begin
-      \$127  = v3;
+      \$94  = v3;
     end
     if (rst) begin
-      \$127  = 1'h0;
+      \$94  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$128  = last4;
+    \$95  = last4;
     if (advance) begin
-      \$128  = last3;
+      \$95  = last3;
     end
     if (rst) begin
-      \$128  = 1'h0;
+      \$95  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$129  = err4;
+    \$96  = err4;
     if (advance) begin
-      \$129  = err3;
+      \$96  = err3;
     end
     if (rst) begin
-      \$129  = 1'h0;
+      \$96  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$130  = v5;
+    \$97  = v5;
     if (advance) begin
-      \$130  = v4;
+      \$97  = v4;
     end
     if (rst) begin
-      \$130  = 1'h0;
+      \$97  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$131  = last5;
+    \$98  = last5;
     if (advance) begin
-      \$131  = last4;
+      \$98  = last4;
     end
     if (rst) begin
-      \$131  = 1'h0;
+      \$98  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$132  = err5;
+    \$99  = err5;
     if (advance) begin
-      \$132  = err4;
+      \$99  = err4;
     end
     if (rst) begin
-      \$132  = 1'h0;
+      \$99  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$133  = acc_0_0;
+    \$100  = acc_0_0;
+    if (\$36 ) begin
+      \$100  = 38'h0000000000;
+    end else if (step) begin
+      \$100  = \$38 [37:0];
+    end
+    if (rst) begin
+      \$100  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$101  = acc_0_1;
     if (\$39 ) begin
-      \$133  = \$41 [37:0];
+      \$101  = 38'h0000000000;
+    end else if (step) begin
+      \$101  = \$41 [37:0];
     end
     if (rst) begin
-      \$133  = 38'h0000000000;
+      \$101  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$134  = acc_0_1;
-    if (\$44 ) begin
-      \$134  = \$46 [37:0];
+    \$102  = acc_0_2;
+    if (\$42 ) begin
+      \$102  = 38'h0000000000;
+    end else if (step) begin
+      \$102  = \$44 [37:0];
     end
     if (rst) begin
-      \$134  = 38'h0000000000;
+      \$102  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$135  = acc_0_2;
-    if (\$49 ) begin
-      \$135  = \$51 [37:0];
+    \$103  = acc_0_3;
+    if (\$45 ) begin
+      \$103  = 38'h0000000000;
+    end else if (step) begin
+      \$103  = \$47 [37:0];
     end
     if (rst) begin
-      \$135  = 38'h0000000000;
+      \$103  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$136  = acc_0_3;
+    \$104  = acc_1_0;
+    if (\$48 ) begin
+      \$104  = 38'h0000000000;
+    end else if (step) begin
+      \$104  = \$50 [37:0];
+    end
+    if (rst) begin
+      \$104  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$105  = acc_1_1;
+    if (\$51 ) begin
+      \$105  = 38'h0000000000;
+    end else if (step) begin
+      \$105  = \$53 [37:0];
+    end
+    if (rst) begin
+      \$105  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$106  = acc_1_2;
     if (\$54 ) begin
-      \$136  = \$56 [37:0];
+      \$106  = 38'h0000000000;
+    end else if (step) begin
+      \$106  = \$56 [37:0];
     end
     if (rst) begin
-      \$136  = 38'h0000000000;
+      \$106  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$137  = acc_1_0;
-    if (\$59 ) begin
-      \$137  = \$61 [37:0];
+    \$107  = acc_1_3;
+    if (\$57 ) begin
+      \$107  = 38'h0000000000;
+    end else if (step) begin
+      \$107  = \$59 [37:0];
     end
     if (rst) begin
-      \$137  = 38'h0000000000;
+      \$107  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$138  = acc_1_1;
-    if (\$64 ) begin
-      \$138  = \$66 [37:0];
+    \$108  = acc_2_0;
+    if (\$60 ) begin
+      \$108  = 38'h0000000000;
+    end else if (step) begin
+      \$108  = \$62 [37:0];
     end
     if (rst) begin
-      \$138  = 38'h0000000000;
+      \$108  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$139  = acc_1_2;
+    \$109  = acc_2_1;
+    if (\$63 ) begin
+      \$109  = 38'h0000000000;
+    end else if (step) begin
+      \$109  = \$65 [37:0];
+    end
+    if (rst) begin
+      \$109  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$110  = acc_2_2;
+    if (\$66 ) begin
+      \$110  = 38'h0000000000;
+    end else if (step) begin
+      \$110  = \$68 [37:0];
+    end
+    if (rst) begin
+      \$110  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$111  = acc_2_3;
     if (\$69 ) begin
-      \$139  = \$71 [37:0];
+      \$111  = 38'h0000000000;
+    end else if (step) begin
+      \$111  = \$71 [37:0];
     end
     if (rst) begin
-      \$139  = 38'h0000000000;
+      \$111  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$140  = acc_1_3;
-    if (\$74 ) begin
-      \$140  = \$76 [37:0];
+    \$112  = acc_3_0;
+    if (\$72 ) begin
+      \$112  = 38'h0000000000;
+    end else if (step) begin
+      \$112  = \$74 [37:0];
     end
     if (rst) begin
-      \$140  = 38'h0000000000;
+      \$112  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$141  = acc_2_0;
-    if (\$79 ) begin
-      \$141  = \$81 [37:0];
+    \$113  = acc_3_1;
+    if (\$75 ) begin
+      \$113  = 38'h0000000000;
+    end else if (step) begin
+      \$113  = \$77 [37:0];
     end
     if (rst) begin
-      \$141  = 38'h0000000000;
+      \$113  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$142  = acc_2_1;
-    if (\$84 ) begin
-      \$142  = \$86 [37:0];
+    \$114  = acc_3_2;
+    if (\$78 ) begin
+      \$114  = 38'h0000000000;
+    end else if (step) begin
+      \$114  = \$80 [37:0];
     end
     if (rst) begin
-      \$142  = 38'h0000000000;
+      \$114  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$143  = acc_2_2;
-    if (\$89 ) begin
-      \$143  = \$91 [37:0];
+    \$115  = acc_3_3;
+    if (\$81 ) begin
+      \$115  = 38'h0000000000;
+    end else if (step) begin
+      \$115  = \$83 [37:0];
     end
     if (rst) begin
-      \$143  = 38'h0000000000;
+      \$115  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$144  = acc_2_3;
-    if (\$94 ) begin
-      \$144  = \$96 [37:0];
+    \$116  = tile_err;
+    if (step) begin
+      \$116  = \$86 ;
     end
     if (rst) begin
-      \$144  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$145  = acc_3_0;
-    if (\$99 ) begin
-      \$145  = \$101 [37:0];
-    end
-    if (rst) begin
-      \$145  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$146  = acc_3_1;
-    if (\$104 ) begin
-      \$146  = \$106 [37:0];
-    end
-    if (rst) begin
-      \$146  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$147  = acc_3_2;
-    if (\$109 ) begin
-      \$147  = \$111 [37:0];
-    end
-    if (rst) begin
-      \$147  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$148  = acc_3_3;
-    if (\$114 ) begin
-      \$148  = \$116 [37:0];
-    end
-    if (rst) begin
-      \$148  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$149  = first;
-    if (\$117 ) begin
-      \$149  = last5;
-    end
-    if (rst) begin
-      \$149  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$150  = tile_err;
-    if (\$117 ) begin
-      \$150  = \$119 ;
-    end
-    if (rst) begin
-      \$150  = 1'h0;
+      \$116  = 1'h0;
     end
   end
   assign d__ready = advance;
@@ -12366,180 +8432,146 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
   assign \t__payload.data[3][2]  = t__payload[569:532];
   assign \t__payload.data[3][3]  = t__payload[607:570];
   assign \t__payload.err  = t__payload[608];
-  assign t__payload[607:570] = \$36 [37:0];
-  assign t__payload[569:532] = \$34 [37:0];
-  assign t__payload[531:494] = \$32 [37:0];
-  assign t__payload[493:456] = \$30 [37:0];
-  assign t__payload[455:418] = \$28 [37:0];
-  assign t__payload[417:380] = \$26 [37:0];
-  assign t__payload[379:342] = \$24 [37:0];
-  assign t__payload[341:304] = \$22 [37:0];
-  assign t__payload[303:266] = \$20 [37:0];
-  assign t__payload[265:228] = \$18 [37:0];
-  assign t__payload[227:190] = \$16 [37:0];
-  assign t__payload[189:152] = \$14 [37:0];
-  assign t__payload[151:114] = \$12 [37:0];
-  assign t__payload[113:76] = \$10 [37:0];
-  assign t__payload[75:38] = \$8 [37:0];
-  assign t__payload[37:0] = \$6 [37:0];
-  assign t__payload[608] = \$4 ;
+  assign t__payload[607:570] = \$35 [37:0];
+  assign t__payload[569:532] = \$33 [37:0];
+  assign t__payload[531:494] = \$31 [37:0];
+  assign t__payload[493:456] = \$29 [37:0];
+  assign t__payload[455:418] = \$27 [37:0];
+  assign t__payload[417:380] = \$25 [37:0];
+  assign t__payload[379:342] = \$23 [37:0];
+  assign t__payload[341:304] = \$21 [37:0];
+  assign t__payload[303:266] = \$19 [37:0];
+  assign t__payload[265:228] = \$17 [37:0];
+  assign t__payload[227:190] = \$15 [37:0];
+  assign t__payload[189:152] = \$13 [37:0];
+  assign t__payload[151:114] = \$11 [37:0];
+  assign t__payload[113:76] = \$9 [37:0];
+  assign t__payload[75:38] = \$7 [37:0];
+  assign t__payload[37:0] = \$5 [37:0];
+  assign t__payload[608] = \$3 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, clk);
+module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire [4:0] \$1 ;
   wire [7:0] \$10 ;
-  wire [15:0] \$100 ;
-  wire [12:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire [14:0] \$106 ;
-  wire [15:0] \$107 ;
-  wire [15:0] \$108 ;
-  wire [15:0] \$109 ;
-  wire [8:0] \$11 ;
-  wire [12:0] \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire [7:0] \$114 ;
-  wire [8:0] \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire [7:0] \$119 ;
+  reg [7:0] \$100 ;
+  reg \$101 ;
+  reg [1:0] \$102 ;
+  reg [11:0] \$103 ;
+  reg \$104 ;
+  reg [2:0] \$105 ;
+  reg [7:0] \$106 ;
+  reg \$107 ;
+  reg [1:0] \$108 ;
+  reg [25:0] \$109 ;
+  wire [4:0] \$11 ;
+  reg \$110 ;
+  reg [9:0] \$111 ;
+  reg \$112 ;
+  reg [17:0] \$113 ;
+  reg \$114 ;
+  reg [9:0] \$115 ;
+  reg \$116 ;
+  reg [25:0] \$117 ;
+  reg \$118 ;
   wire [4:0] \$12 ;
-  wire [8:0] \$120 ;
-  wire [31:0] \$121 ;
-  wire [11:0] \$122 ;
-  wire [19:0] \$123 ;
-  wire [11:0] \$124 ;
-  wire [26:0] \$125 ;
-  wire [18:0] \$126 ;
-  wire [27:0] \$127 ;
-  reg [7:0] \$128 ;
-  reg [7:0] \$129 ;
   wire [4:0] \$13 ;
-  reg [7:0] \$130 ;
-  reg [7:0] \$131 ;
-  reg \$132 ;
-  reg [3:0] \$133 ;
-  reg \$134 ;
-  reg [1:0] \$135 ;
-  reg \$136 ;
-  reg [2:0] \$137 ;
-  reg \$138 ;
-  reg [1:0] \$139 ;
   wire [4:0] \$14 ;
-  reg [16:0] \$140 ;
-  reg [3:0] \$141 ;
-  reg [8:0] \$142 ;
-  reg [1:0] \$143 ;
-  reg [12:0] \$144 ;
-  reg [2:0] \$145 ;
-  reg [8:0] \$146 ;
-  reg [1:0] \$147 ;
-  reg [25:0] \$148 ;
-  reg [9:0] \$149 ;
-  wire [4:0] \$15 ;
-  reg [17:0] \$150 ;
-  reg [9:0] \$151 ;
-  reg [25:0] \$152 ;
-  wire [5:0] \$16 ;
+  wire [5:0] \$15 ;
+  wire [6:0] \$16 ;
   wire [6:0] \$17 ;
   wire [6:0] \$18 ;
   wire [6:0] \$19 ;
   wire [4:0] \$2 ;
-  wire [6:0] \$20 ;
-  wire [7:0] \$21 ;
-  wire [8:0] \$22 ;
+  wire [7:0] \$20 ;
+  wire [4:0] \$21 ;
+  wire [4:0] \$22 ;
   wire [4:0] \$23 ;
   wire [4:0] \$24 ;
-  wire [4:0] \$25 ;
-  wire [4:0] \$26 ;
-  wire [5:0] \$27 ;
+  wire [5:0] \$25 ;
+  wire [6:0] \$26 ;
+  wire [6:0] \$27 ;
   wire [6:0] \$28 ;
   wire [6:0] \$29 ;
   wire [4:0] \$3 ;
-  wire [6:0] \$30 ;
-  wire [6:0] \$31 ;
-  wire [7:0] \$32 ;
-  wire [8:0] \$33 ;
+  wire [7:0] \$30 ;
+  wire [4:0] \$31 ;
+  wire [4:0] \$32 ;
+  wire [4:0] \$33 ;
   wire [4:0] \$34 ;
-  wire [4:0] \$35 ;
-  wire [4:0] \$36 ;
-  wire [4:0] \$37 ;
-  wire [5:0] \$38 ;
+  wire [5:0] \$35 ;
+  wire [6:0] \$36 ;
+  wire [6:0] \$37 ;
+  wire [6:0] \$38 ;
   wire [6:0] \$39 ;
   wire [4:0] \$4 ;
-  wire [6:0] \$40 ;
-  wire [6:0] \$41 ;
-  wire [6:0] \$42 ;
-  wire [7:0] \$43 ;
+  wire [7:0] \$40 ;
+  wire [26:0] \$41 ;
+  wire [18:0] \$42 ;
+  wire [8:0] \$43 ;
   wire [8:0] \$44 ;
-  wire \$45 ;
-  wire [3:0] \$46 ;
+  wire [8:0] \$45 ;
+  wire [8:0] \$46 ;
   wire \$47 ;
-  wire [1:0] \$48 ;
+  wire [3:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
-  wire [3:0] \$50 ;
+  wire [1:0] \$50 ;
   wire \$51 ;
-  wire [1:0] \$52 ;
+  wire [3:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
+  wire [1:0] \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire [14:0] \$57 ;
-  wire [15:0] \$58 ;
-  wire [14:0] \$59 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire [17:0] \$59 ;
   wire [6:0] \$6 ;
-  wire [15:0] \$60 ;
-  wire [22:0] \$61 ;
-  wire [23:0] \$62 ;
-  wire [14:0] \$63 ;
-  wire [15:0] \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [16:0] \$67 ;
+  wire [17:0] \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [7:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [12:0] \$69 ;
   wire [6:0] \$7 ;
-  wire \$70 ;
+  wire [12:0] \$70 ;
   wire \$71 ;
-  wire [14:0] \$72 ;
-  wire [15:0] \$73 ;
-  wire [14:0] \$74 ;
-  wire [15:0] \$75 ;
-  wire [22:0] \$76 ;
-  wire [23:0] \$77 ;
-  wire [14:0] \$78 ;
-  wire [15:0] \$79 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire [7:0] \$74 ;
+  wire [30:0] \$75 ;
+  wire [25:0] \$76 ;
+  wire [10:0] \$77 ;
+  wire [9:0] \$78 ;
+  wire [18:0] \$79 ;
   wire [6:0] \$8 ;
-  wire [23:0] \$80 ;
-  wire [23:0] \$81 ;
-  wire [16:0] \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [7:0] \$86 ;
-  wire [8:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [17:0] \$80 ;
+  wire [10:0] \$81 ;
+  wire [9:0] \$82 ;
+  wire [28:0] \$83 ;
+  wire [29:0] \$84 ;
+  reg [7:0] \$85 ;
+  reg [7:0] \$86 ;
+  reg [7:0] \$87 ;
+  reg [7:0] \$88 ;
+  reg \$89 ;
   wire [6:0] \$9 ;
-  wire \$90 ;
-  wire [7:0] \$91 ;
-  wire [8:0] \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [14:0] \$97 ;
-  wire [15:0] \$98 ;
-  wire [15:0] \$99 ;
+  reg [3:0] \$90 ;
+  reg \$91 ;
+  reg [1:0] \$92 ;
+  reg \$93 ;
+  reg [2:0] \$94 ;
+  reg \$95 ;
+  reg [1:0] \$96 ;
+  reg [15:0] \$97 ;
+  reg \$98 ;
+  reg [3:0] \$99 ;
   input [27:0] a;
   wire [27:0] a;
   wire \a.neg0 ;
@@ -12568,10 +8600,14 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, clk);
   wire [3:0] \b.x1 ;
   wire [3:0] \b.x2 ;
   wire [3:0] \b.x3 ;
+  output cin;
+  reg cin = 1'h0;
   input clk;
   wire clk;
   input en;
   wire en;
+  (* keep = 32'd1 *)
+  wire [13:0] full_hi;
   reg [25:0] l4_0 = 26'h0000000;
   reg [9:0] l4_1 = 10'h000;
   reg [17:0] l4_2 = 18'h00000;
@@ -12580,20 +8616,48 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, clk);
   reg [7:0] m1 = 8'h00;
   reg [7:0] m2 = 8'h00;
   reg [7:0] m3 = 8'h00;
+  reg [15:0] mag3_0 = 16'h0000;
+  reg [7:0] mag3_1 = 8'h00;
+  reg [11:0] mag3_2 = 12'h000;
+  reg [7:0] mag3_3 = 8'h00;
   input [1:0] mode;
   wire [1:0] mode;
   wire \mode.a8 ;
   wire \mode.b8 ;
+  (* keep = 32'd1 *)
+  reg [7:0] mul0_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul0_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul1_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul1_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul2_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul2_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul3_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul3_lo;
   reg neg2_0 = 1'h0;
   reg neg2_1 = 1'h0;
   reg neg2_2 = 1'h0;
   reg neg2_3 = 1'h0;
+  reg neg3_0 = 1'h0;
+  reg neg3_1 = 1'h0;
+  reg neg3_2 = 1'h0;
+  reg neg3_3 = 1'h0;
+  reg neg4_0 = 1'h0;
+  reg neg4_1 = 1'h0;
+  reg neg4_2 = 1'h0;
+  reg neg4_3 = 1'h0;
+  (* keep = 32'd1 *)
+  wire [8:0] pair0_hi;
+  (* keep = 32'd1 *)
+  wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [16:0] s3_0 = 17'h00000;
-  reg [8:0] s3_1 = 9'h000;
-  reg [12:0] s3_2 = 13'h0000;
-  reg [8:0] s3_3 = 9'h000;
   reg [3:0] sh2_0 = 4'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
@@ -12604,405 +8668,545 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, clk);
   reg [1:0] sh3_3 = 2'h0;
   output [25:0] sum;
   reg [25:0] sum = 26'h0000000;
+  (* keep = 32'd1 *)
+  wire [27:0] sum0_0;
+  (* keep = 32'd1 *)
+  wire [19:0] sum0_2;
   assign \$2  = b[0] ? \$1  : 5'h00;
   assign \$4  = b[1] ? \$3  : 5'h00;
   assign \$5  = \$2  + \$4 ;
   assign \$7  = b[2] ? \$6  : 7'h00;
   assign \$9  = b[3] ? \$8  : 7'h00;
   assign \$10  = \$7  + \$9 ;
-  assign \$11  = \$5  + \$10 ;
-  assign \$13  = b[4] ? \$12  : 5'h00;
-  assign \$15  = b[5] ? \$14  : 5'h00;
-  assign \$16  = \$13  + \$15 ;
-  assign \$18  = b[6] ? \$17  : 7'h00;
-  assign \$20  = b[7] ? \$19  : 7'h00;
-  assign \$21  = \$18  + \$20 ;
-  assign \$22  = \$16  + \$21 ;
-  assign \$24  = b[8] ? \$23  : 5'h00;
-  assign \$26  = b[9] ? \$25  : 5'h00;
-  assign \$27  = \$24  + \$26 ;
-  assign \$29  = b[10] ? \$28  : 7'h00;
-  assign \$31  = b[11] ? \$30  : 7'h00;
-  assign \$32  = \$29  + \$31 ;
-  assign \$33  = \$27  + \$32 ;
-  assign \$35  = b[12] ? \$34  : 5'h00;
-  assign \$37  = b[13] ? \$36  : 5'h00;
-  assign \$38  = \$35  + \$37 ;
-  assign \$40  = b[14] ? \$39  : 7'h00;
-  assign \$42  = b[15] ? \$41  : 7'h00;
-  assign \$43  = \$40  + \$42 ;
-  assign \$44  = \$38  + \$43 ;
-  assign \$45  = a[16] ^ b[16];
-  assign \$46  = a[19:17] + b[19:17];
-  assign \$47  = a[20] ^ b[20];
-  assign \$48  = a[21] + b[21];
-  assign \$49  = a[22] ^ b[22];
-  assign \$50  = a[25:23] + b[25:23];
-  assign \$51  = a[26] ^ b[26];
-  assign \$52  = a[27] + b[27];
-  assign \$53  = ~ mode[0];
-  assign \$54  = ~ mode[1];
-  assign \$55  = \$53  & \$54 ;
-  assign \$56  = mode[0] & mode[1];
-  assign \$58  = m0 + \$57 ;
-  assign \$60  = m2 + \$59 ;
-  assign \$62  = \$58  + \$61 ;
-  assign \$64  = m0 + \$63 ;
-  assign \$65  = \$56  ? \$62  : { 8'h00, \$64  };
-  assign \$66  = \$55  ? { 16'h0000, m0 } : \$65 ;
-  assign \$67  = - \$66 [15:0];
-  assign \$68  = ~ mode[0];
-  assign \$69  = ~ mode[1];
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = mode[0] & mode[1];
-  assign \$73  = m0 + \$72 ;
-  assign \$75  = m2 + \$74 ;
-  assign \$77  = \$73  + \$76 ;
-  assign \$79  = m0 + \$78 ;
-  assign \$80  = \$71  ? \$77  : { 8'h00, \$79  };
-  assign \$81  = \$70  ? { 16'h0000, m0 } : \$80 ;
-  assign \$82  = neg2_0 ? \$67  : { 1'h0, \$81 [15:0] };
-  assign \$83  = ~ mode[0];
-  assign \$84  = ~ mode[1];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = \$85  ? m1 : 8'h00;
-  assign \$87  = - \$86 ;
-  assign \$88  = ~ mode[0];
-  assign \$89  = ~ mode[1];
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = \$90  ? m1 : 8'h00;
-  assign \$92  = neg2_1 ? \$87  : { 1'h0, \$91  };
-  assign \$93  = ~ mode[0];
-  assign \$94  = ~ mode[1];
-  assign \$95  = \$93  & \$94 ;
-  assign \$96  = mode[0] & mode[1];
-  assign \$98  = m2 + \$97 ;
-  assign \$99  = \$96  ? 16'h0000 : \$98 ;
-  assign \$100  = \$95  ? { 8'h00, m2 } : \$99 ;
-  assign \$101  = - \$100 [11:0];
-  assign \$102  = ~ mode[0];
-  assign \$103  = ~ mode[1];
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = mode[0] & mode[1];
-  assign \$107  = m2 + \$106 ;
-  assign \$108  = \$105  ? 16'h0000 : \$107 ;
-  assign \$109  = \$104  ? { 8'h00, m2 } : \$108 ;
-  assign \$110  = neg2_2 ? \$101  : { 1'h0, \$109 [11:0] };
-  assign \$111  = ~ mode[0];
-  assign \$112  = ~ mode[1];
-  assign \$113  = \$111  & \$112 ;
-  assign \$114  = \$113  ? m3 : 8'h00;
-  assign \$115  = - \$114 ;
-  assign \$116  = ~ mode[0];
-  assign \$117  = ~ mode[1];
-  assign \$118  = \$116  & \$117 ;
-  assign \$119  = \$118  ? m3 : 8'h00;
-  assign \$120  = neg2_3 ? \$115  : { 1'h0, \$119  };
-  assign \$121  = $signed(s3_0) << sh3_0;
-  assign \$122  = $signed(s3_1) << sh3_1;
-  assign \$123  = $signed(s3_2) << sh3_2;
-  assign \$124  = $signed(s3_3) << sh3_3;
-  assign \$125  = $signed(l4_0) + $signed(l4_1);
-  assign \$126  = $signed(l4_2) + $signed(l4_3);
-  assign \$127  = $signed(\$125 ) + $signed(\$126 );
+  assign \$12  = b[4] ? \$11  : 5'h00;
+  assign \$14  = b[5] ? \$13  : 5'h00;
+  assign \$15  = \$12  + \$14 ;
+  assign \$17  = b[6] ? \$16  : 7'h00;
+  assign \$19  = b[7] ? \$18  : 7'h00;
+  assign \$20  = \$17  + \$19 ;
+  assign \$22  = b[8] ? \$21  : 5'h00;
+  assign \$24  = b[9] ? \$23  : 5'h00;
+  assign \$25  = \$22  + \$24 ;
+  assign \$27  = b[10] ? \$26  : 7'h00;
+  assign \$29  = b[11] ? \$28  : 7'h00;
+  assign \$30  = \$27  + \$29 ;
+  assign \$32  = b[12] ? \$31  : 5'h00;
+  assign \$34  = b[13] ? \$33  : 5'h00;
+  assign \$35  = \$32  + \$34 ;
+  assign \$37  = b[14] ? \$36  : 7'h00;
+  assign \$39  = b[15] ? \$38  : 7'h00;
+  assign \$40  = \$37  + \$39 ;
+  assign pair0_hi = m0[7:4] + m1;
+  assign pair1_hi = m2[7:4] + m3;
+  assign full_hi = pair0_hi + { pair1_hi, m2[3:0] };
+  assign \$41  = $signed(l4_0) + $signed(l4_1);
+  assign sum0_0 = $signed(\$41 ) + $signed({ 1'h0, neg4_0 });
+  assign \$42  = $signed(l4_2) + $signed(l4_3);
+  assign sum0_2 = $signed(\$42 ) + $signed({ 1'h0, neg4_2 });
+  assign \$43  = mul0_lo + mul0_hi;
+  assign \$44  = mul1_lo + mul1_hi;
+  assign \$45  = mul2_lo + mul2_hi;
+  assign \$46  = mul3_lo + mul3_hi;
+  assign \$47  = a[16] ^ b[16];
+  assign \$48  = a[19:17] + b[19:17];
+  assign \$49  = a[20] ^ b[20];
+  assign \$50  = a[21] + b[21];
+  assign \$51  = a[22] ^ b[22];
+  assign \$52  = a[25:23] + b[25:23];
+  assign \$53  = a[26] ^ b[26];
+  assign \$54  = a[27] + b[27];
+  assign \$55  = ~ mode[0];
+  assign \$56  = ~ mode[1];
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = mode[0] & mode[1];
+  assign \$59  = \$58  ? { full_hi, m0[3:0] } : { 5'h00, pair0_hi, m0[3:0] };
+  assign \$60  = \$57  ? { 10'h000, m0 } : \$59 ;
+  assign \$61  = ~ mode[0];
+  assign \$62  = ~ mode[1];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = \$63  ? m1 : 8'h00;
+  assign \$65  = ~ mode[0];
+  assign \$66  = ~ mode[1];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = mode[0] & mode[1];
+  assign \$69  = \$68  ? 13'h0000 : { pair1_hi, m2[3:0] };
+  assign \$70  = \$67  ? { 5'h00, m2 } : \$69 ;
+  assign \$71  = ~ mode[0];
+  assign \$72  = ~ mode[1];
+  assign \$73  = \$71  & \$72 ;
+  assign \$74  = \$73  ? m3 : 8'h00;
+  assign \$75  = mag3_0 << sh3_0;
+  assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
+  assign \$77  = mag3_1 << sh3_1;
+  assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
+  assign \$79  = mag3_2 << sh3_2;
+  assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
+  assign \$81  = mag3_3 << sh3_3;
+  assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
+  assign \$83  = $signed(sum0_0) + $signed(sum0_2);
+  assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
   always @(posedge clk)
-    m0 <= \$128 ;
+    m0 <= \$85 ;
   always @(posedge clk)
-    m1 <= \$129 ;
+    m1 <= \$86 ;
   always @(posedge clk)
-    m2 <= \$130 ;
+    m2 <= \$87 ;
   always @(posedge clk)
-    m3 <= \$131 ;
+    m3 <= \$88 ;
   always @(posedge clk)
-    neg2_0 <= \$132 ;
+    neg2_0 <= \$89 ;
   always @(posedge clk)
-    sh2_0 <= \$133 ;
+    sh2_0 <= \$90 ;
   always @(posedge clk)
-    neg2_1 <= \$134 ;
+    neg2_1 <= \$91 ;
   always @(posedge clk)
-    sh2_1 <= \$135 ;
+    sh2_1 <= \$92 ;
   always @(posedge clk)
-    neg2_2 <= \$136 ;
+    neg2_2 <= \$93 ;
   always @(posedge clk)
-    sh2_2 <= \$137 ;
+    sh2_2 <= \$94 ;
   always @(posedge clk)
-    neg2_3 <= \$138 ;
+    neg2_3 <= \$95 ;
   always @(posedge clk)
-    sh2_3 <= \$139 ;
+    sh2_3 <= \$96 ;
   always @(posedge clk)
-    s3_0 <= \$140 ;
+    mag3_0 <= \$97 ;
   always @(posedge clk)
-    sh3_0 <= \$141 ;
+    neg3_0 <= \$98 ;
   always @(posedge clk)
-    s3_1 <= \$142 ;
+    sh3_0 <= \$99 ;
   always @(posedge clk)
-    sh3_1 <= \$143 ;
+    mag3_1 <= \$100 ;
   always @(posedge clk)
-    s3_2 <= \$144 ;
+    neg3_1 <= \$101 ;
   always @(posedge clk)
-    sh3_2 <= \$145 ;
+    sh3_1 <= \$102 ;
   always @(posedge clk)
-    s3_3 <= \$146 ;
+    mag3_2 <= \$103 ;
   always @(posedge clk)
-    sh3_3 <= \$147 ;
+    neg3_2 <= \$104 ;
   always @(posedge clk)
-    l4_0 <= \$148 ;
+    sh3_2 <= \$105 ;
   always @(posedge clk)
-    l4_1 <= \$149 ;
+    mag3_3 <= \$106 ;
   always @(posedge clk)
-    l4_2 <= \$150 ;
+    neg3_3 <= \$107 ;
   always @(posedge clk)
-    l4_3 <= \$151 ;
+    sh3_3 <= \$108 ;
   always @(posedge clk)
-    sum <= \$152 ;
+    l4_0 <= \$109 ;
+  always @(posedge clk)
+    neg4_0 <= \$110 ;
+  always @(posedge clk)
+    l4_1 <= \$111 ;
+  always @(posedge clk)
+    neg4_1 <= \$112 ;
+  always @(posedge clk)
+    l4_2 <= \$113 ;
+  always @(posedge clk)
+    neg4_2 <= \$114 ;
+  always @(posedge clk)
+    l4_3 <= \$115 ;
+  always @(posedge clk)
+    neg4_3 <= \$116 ;
+  always @(posedge clk)
+    sum <= \$117 ;
+  always @(posedge clk)
+    cin <= \$118 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$128  = m0;
+    mul0_lo = 6'h00;
     if (en) begin
-      \$128  = \$11 [7:0];
-    end
-    if (rst) begin
-      \$128  = 8'h00;
+      mul0_lo = \$5 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$129  = m1;
+    mul0_hi = 8'h00;
     if (en) begin
-      \$129  = \$22 [7:0];
-    end
-    if (rst) begin
-      \$129  = 8'h00;
+      mul0_hi = \$10 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$130  = m2;
+    mul1_lo = 6'h00;
     if (en) begin
-      \$130  = \$33 [7:0];
-    end
-    if (rst) begin
-      \$130  = 8'h00;
+      mul1_lo = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$131  = m3;
+    mul1_hi = 8'h00;
     if (en) begin
-      \$131  = \$44 [7:0];
-    end
-    if (rst) begin
-      \$131  = 8'h00;
+      mul1_hi = \$20 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$132  = neg2_0;
+    mul2_lo = 6'h00;
     if (en) begin
-      \$132  = \$45 ;
-    end
-    if (rst) begin
-      \$132  = 1'h0;
+      mul2_lo = \$25 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$133  = sh2_0;
+    mul2_hi = 8'h00;
     if (en) begin
-      \$133  = \$46 ;
-    end
-    if (rst) begin
-      \$133  = 4'h0;
+      mul2_hi = \$30 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$134  = neg2_1;
+    mul3_lo = 6'h00;
     if (en) begin
-      \$134  = \$47 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
+      mul3_lo = \$35 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$135  = sh2_1;
+    mul3_hi = 8'h00;
     if (en) begin
-      \$135  = \$48 ;
-    end
-    if (rst) begin
-      \$135  = 2'h0;
+      mul3_hi = \$40 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$136  = neg2_2;
+    \$85  = m0;
     if (en) begin
-      \$136  = \$49 ;
+      \$85  = \$43 [7:0];
     end
     if (rst) begin
-      \$136  = 1'h0;
+      \$85  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$137  = sh2_2;
+    \$86  = m1;
     if (en) begin
-      \$137  = \$50 [2:0];
+      \$86  = \$44 [7:0];
     end
     if (rst) begin
-      \$137  = 3'h0;
+      \$86  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$138  = neg2_3;
+    \$87  = m2;
     if (en) begin
-      \$138  = \$51 ;
+      \$87  = \$45 [7:0];
     end
     if (rst) begin
-      \$138  = 1'h0;
+      \$87  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$139  = sh2_3;
+    \$88  = m3;
     if (en) begin
-      \$139  = \$52 ;
+      \$88  = \$46 [7:0];
     end
     if (rst) begin
-      \$139  = 2'h0;
+      \$88  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$140  = s3_0;
+    \$89  = neg2_0;
     if (en) begin
-      \$140  = \$82 ;
+      \$89  = \$47 ;
     end
     if (rst) begin
-      \$140  = 17'h00000;
+      \$89  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$141  = sh3_0;
+    \$90  = sh2_0;
     if (en) begin
-      \$141  = sh2_0;
+      \$90  = \$48 ;
     end
     if (rst) begin
-      \$141  = 4'h0;
+      \$90  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$142  = s3_1;
+    \$91  = neg2_1;
     if (en) begin
-      \$142  = \$92 ;
+      \$91  = \$49 ;
     end
     if (rst) begin
-      \$142  = 9'h000;
+      \$91  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$143  = sh3_1;
+    \$92  = sh2_1;
     if (en) begin
-      \$143  = sh2_1;
+      \$92  = \$50 ;
     end
     if (rst) begin
-      \$143  = 2'h0;
+      \$92  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$144  = s3_2;
+    \$93  = neg2_2;
     if (en) begin
-      \$144  = \$110 ;
+      \$93  = \$51 ;
     end
     if (rst) begin
-      \$144  = 13'h0000;
+      \$93  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$145  = sh3_2;
+    \$94  = sh2_2;
     if (en) begin
-      \$145  = sh2_2;
+      \$94  = \$52 [2:0];
     end
     if (rst) begin
-      \$145  = 3'h0;
+      \$94  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$146  = s3_3;
+    \$95  = neg2_3;
     if (en) begin
-      \$146  = \$120 ;
+      \$95  = \$53 ;
     end
     if (rst) begin
-      \$146  = 9'h000;
+      \$95  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$147  = sh3_3;
+    \$96  = sh2_3;
     if (en) begin
-      \$147  = sh2_3;
+      \$96  = \$54 ;
     end
     if (rst) begin
-      \$147  = 2'h0;
+      \$96  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$148  = l4_0;
+    \$97  = mag3_0;
     if (en) begin
-      \$148  = \$121 [25:0];
+      \$97  = \$60 [15:0];
     end
     if (rst) begin
-      \$148  = 26'h0000000;
+      \$97  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$149  = l4_1;
+    \$98  = neg3_0;
     if (en) begin
-      \$149  = \$122 [9:0];
+      \$98  = neg2_0;
     end
     if (rst) begin
-      \$149  = 10'h000;
+      \$98  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$150  = l4_2;
+    \$99  = sh3_0;
     if (en) begin
-      \$150  = \$123 [17:0];
+      \$99  = sh2_0;
     end
     if (rst) begin
-      \$150  = 18'h00000;
+      \$99  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$151  = l4_3;
+    \$100  = mag3_1;
     if (en) begin
-      \$151  = \$124 [9:0];
+      \$100  = \$64 ;
     end
     if (rst) begin
-      \$151  = 10'h000;
+      \$100  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$152  = sum;
+    \$101  = neg3_1;
     if (en) begin
-      \$152  = \$127 [25:0];
+      \$101  = neg2_1;
     end
     if (rst) begin
-      \$152  = 26'h0000000;
+      \$101  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$102  = sh3_1;
+    if (en) begin
+      \$102  = sh2_1;
+    end
+    if (rst) begin
+      \$102  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$103  = mag3_2;
+    if (en) begin
+      \$103  = \$70 [11:0];
+    end
+    if (rst) begin
+      \$103  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$104  = neg3_2;
+    if (en) begin
+      \$104  = neg2_2;
+    end
+    if (rst) begin
+      \$104  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$105  = sh3_2;
+    if (en) begin
+      \$105  = sh2_2;
+    end
+    if (rst) begin
+      \$105  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$106  = mag3_3;
+    if (en) begin
+      \$106  = \$74 ;
+    end
+    if (rst) begin
+      \$106  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$107  = neg3_3;
+    if (en) begin
+      \$107  = neg2_3;
+    end
+    if (rst) begin
+      \$107  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$108  = sh3_3;
+    if (en) begin
+      \$108  = sh2_3;
+    end
+    if (rst) begin
+      \$108  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$109  = l4_0;
+    if (en) begin
+      \$109  = \$76 ;
+    end
+    if (rst) begin
+      \$109  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$110  = neg4_0;
+    if (en) begin
+      \$110  = neg3_0;
+    end
+    if (rst) begin
+      \$110  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$111  = l4_1;
+    if (en) begin
+      \$111  = \$78 ;
+    end
+    if (rst) begin
+      \$111  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$112  = neg4_1;
+    if (en) begin
+      \$112  = neg3_1;
+    end
+    if (rst) begin
+      \$112  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$113  = l4_2;
+    if (en) begin
+      \$113  = \$80 ;
+    end
+    if (rst) begin
+      \$113  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$114  = neg4_2;
+    if (en) begin
+      \$114  = neg3_2;
+    end
+    if (rst) begin
+      \$114  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$115  = l4_3;
+    if (en) begin
+      \$115  = \$82 ;
+    end
+    if (rst) begin
+      \$115  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$116  = neg4_3;
+    if (en) begin
+      \$116  = neg3_3;
+    end
+    if (rst) begin
+      \$116  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$117  = sum;
+    if (en) begin
+      \$117  = \$84 [25:0];
+    end
+    if (rst) begin
+      \$117  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$118  = cin;
+    if (en) begin
+      \$118  = neg4_3;
+    end
+    if (rst) begin
+      \$118  = 1'h0;
     end
   end
   assign \b.x0  = b[3:0];
@@ -13035,185 +9239,141 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, clk);
   assign \$3  = { a[3:0], 1'h0 };
   assign \$6  = { 1'h0, a[3:0], 2'h0 };
   assign \$8  = { a[3:0], 3'h0 };
-  assign \$12  = { 1'h0, a[7:4] };
-  assign \$14  = { a[7:4], 1'h0 };
-  assign \$17  = { 1'h0, a[7:4], 2'h0 };
-  assign \$19  = { a[7:4], 3'h0 };
-  assign \$23  = { 1'h0, a[11:8] };
-  assign \$25  = { a[11:8], 1'h0 };
-  assign \$28  = { 1'h0, a[11:8], 2'h0 };
-  assign \$30  = { a[11:8], 3'h0 };
-  assign \$34  = { 1'h0, a[15:12] };
-  assign \$36  = { a[15:12], 1'h0 };
-  assign \$39  = { 1'h0, a[15:12], 2'h0 };
-  assign \$41  = { a[15:12], 3'h0 };
-  assign \$57  = { 3'h0, m1, 4'h0 };
-  assign \$59  = { 3'h0, m3, 4'h0 };
-  assign \$61  = { 3'h0, \$60 , 4'h0 };
-  assign \$63  = { 3'h0, m1, 4'h0 };
-  assign \$72  = { 3'h0, m1, 4'h0 };
-  assign \$74  = { 3'h0, m3, 4'h0 };
-  assign \$76  = { 3'h0, \$75 , 4'h0 };
-  assign \$78  = { 3'h0, m1, 4'h0 };
-  assign \$97  = { 3'h0, m3, 4'h0 };
-  assign \$106  = { 3'h0, m3, 4'h0 };
+  assign \$11  = { 1'h0, a[7:4] };
+  assign \$13  = { a[7:4], 1'h0 };
+  assign \$16  = { 1'h0, a[7:4], 2'h0 };
+  assign \$18  = { a[7:4], 3'h0 };
+  assign \$21  = { 1'h0, a[11:8] };
+  assign \$23  = { a[11:8], 1'h0 };
+  assign \$26  = { 1'h0, a[11:8], 2'h0 };
+  assign \$28  = { a[11:8], 3'h0 };
+  assign \$31  = { 1'h0, a[15:12] };
+  assign \$33  = { a[15:12], 1'h0 };
+  assign \$36  = { 1'h0, a[15:12], 2'h0 };
+  assign \$38  = { a[15:12], 3'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, clk);
+module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire [4:0] \$1 ;
   wire [7:0] \$10 ;
-  wire [15:0] \$100 ;
-  wire [12:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire [14:0] \$106 ;
-  wire [15:0] \$107 ;
-  wire [15:0] \$108 ;
-  wire [15:0] \$109 ;
-  wire [8:0] \$11 ;
-  wire [12:0] \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire [7:0] \$114 ;
-  wire [8:0] \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire [7:0] \$119 ;
+  reg [7:0] \$100 ;
+  reg \$101 ;
+  reg [1:0] \$102 ;
+  reg [11:0] \$103 ;
+  reg \$104 ;
+  reg [2:0] \$105 ;
+  reg [7:0] \$106 ;
+  reg \$107 ;
+  reg [1:0] \$108 ;
+  reg [25:0] \$109 ;
+  wire [4:0] \$11 ;
+  reg \$110 ;
+  reg [9:0] \$111 ;
+  reg \$112 ;
+  reg [17:0] \$113 ;
+  reg \$114 ;
+  reg [9:0] \$115 ;
+  reg \$116 ;
+  reg [25:0] \$117 ;
+  reg \$118 ;
   wire [4:0] \$12 ;
-  wire [8:0] \$120 ;
-  wire [31:0] \$121 ;
-  wire [11:0] \$122 ;
-  wire [19:0] \$123 ;
-  wire [11:0] \$124 ;
-  wire [26:0] \$125 ;
-  wire [18:0] \$126 ;
-  wire [27:0] \$127 ;
-  reg [7:0] \$128 ;
-  reg [7:0] \$129 ;
   wire [4:0] \$13 ;
-  reg [7:0] \$130 ;
-  reg [7:0] \$131 ;
-  reg \$132 ;
-  reg [3:0] \$133 ;
-  reg \$134 ;
-  reg [1:0] \$135 ;
-  reg \$136 ;
-  reg [2:0] \$137 ;
-  reg \$138 ;
-  reg [1:0] \$139 ;
   wire [4:0] \$14 ;
-  reg [16:0] \$140 ;
-  reg [3:0] \$141 ;
-  reg [8:0] \$142 ;
-  reg [1:0] \$143 ;
-  reg [12:0] \$144 ;
-  reg [2:0] \$145 ;
-  reg [8:0] \$146 ;
-  reg [1:0] \$147 ;
-  reg [25:0] \$148 ;
-  reg [9:0] \$149 ;
-  wire [4:0] \$15 ;
-  reg [17:0] \$150 ;
-  reg [9:0] \$151 ;
-  reg [25:0] \$152 ;
-  wire [5:0] \$16 ;
+  wire [5:0] \$15 ;
+  wire [6:0] \$16 ;
   wire [6:0] \$17 ;
   wire [6:0] \$18 ;
   wire [6:0] \$19 ;
   wire [4:0] \$2 ;
-  wire [6:0] \$20 ;
-  wire [7:0] \$21 ;
-  wire [8:0] \$22 ;
+  wire [7:0] \$20 ;
+  wire [4:0] \$21 ;
+  wire [4:0] \$22 ;
   wire [4:0] \$23 ;
   wire [4:0] \$24 ;
-  wire [4:0] \$25 ;
-  wire [4:0] \$26 ;
-  wire [5:0] \$27 ;
+  wire [5:0] \$25 ;
+  wire [6:0] \$26 ;
+  wire [6:0] \$27 ;
   wire [6:0] \$28 ;
   wire [6:0] \$29 ;
   wire [4:0] \$3 ;
-  wire [6:0] \$30 ;
-  wire [6:0] \$31 ;
-  wire [7:0] \$32 ;
-  wire [8:0] \$33 ;
+  wire [7:0] \$30 ;
+  wire [4:0] \$31 ;
+  wire [4:0] \$32 ;
+  wire [4:0] \$33 ;
   wire [4:0] \$34 ;
-  wire [4:0] \$35 ;
-  wire [4:0] \$36 ;
-  wire [4:0] \$37 ;
-  wire [5:0] \$38 ;
+  wire [5:0] \$35 ;
+  wire [6:0] \$36 ;
+  wire [6:0] \$37 ;
+  wire [6:0] \$38 ;
   wire [6:0] \$39 ;
   wire [4:0] \$4 ;
-  wire [6:0] \$40 ;
-  wire [6:0] \$41 ;
-  wire [6:0] \$42 ;
-  wire [7:0] \$43 ;
+  wire [7:0] \$40 ;
+  wire [26:0] \$41 ;
+  wire [18:0] \$42 ;
+  wire [8:0] \$43 ;
   wire [8:0] \$44 ;
-  wire \$45 ;
-  wire [3:0] \$46 ;
+  wire [8:0] \$45 ;
+  wire [8:0] \$46 ;
   wire \$47 ;
-  wire [1:0] \$48 ;
+  wire [3:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
-  wire [3:0] \$50 ;
+  wire [1:0] \$50 ;
   wire \$51 ;
-  wire [1:0] \$52 ;
+  wire [3:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
+  wire [1:0] \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire [14:0] \$57 ;
-  wire [15:0] \$58 ;
-  wire [14:0] \$59 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire [17:0] \$59 ;
   wire [6:0] \$6 ;
-  wire [15:0] \$60 ;
-  wire [22:0] \$61 ;
-  wire [23:0] \$62 ;
-  wire [14:0] \$63 ;
-  wire [15:0] \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [16:0] \$67 ;
+  wire [17:0] \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [7:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [12:0] \$69 ;
   wire [6:0] \$7 ;
-  wire \$70 ;
+  wire [12:0] \$70 ;
   wire \$71 ;
-  wire [14:0] \$72 ;
-  wire [15:0] \$73 ;
-  wire [14:0] \$74 ;
-  wire [15:0] \$75 ;
-  wire [22:0] \$76 ;
-  wire [23:0] \$77 ;
-  wire [14:0] \$78 ;
-  wire [15:0] \$79 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire [7:0] \$74 ;
+  wire [30:0] \$75 ;
+  wire [25:0] \$76 ;
+  wire [10:0] \$77 ;
+  wire [9:0] \$78 ;
+  wire [18:0] \$79 ;
   wire [6:0] \$8 ;
-  wire [23:0] \$80 ;
-  wire [23:0] \$81 ;
-  wire [16:0] \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [7:0] \$86 ;
-  wire [8:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [17:0] \$80 ;
+  wire [10:0] \$81 ;
+  wire [9:0] \$82 ;
+  wire [28:0] \$83 ;
+  wire [29:0] \$84 ;
+  reg [7:0] \$85 ;
+  reg [7:0] \$86 ;
+  reg [7:0] \$87 ;
+  reg [7:0] \$88 ;
+  reg \$89 ;
   wire [6:0] \$9 ;
-  wire \$90 ;
-  wire [7:0] \$91 ;
-  wire [8:0] \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [14:0] \$97 ;
-  wire [15:0] \$98 ;
-  wire [15:0] \$99 ;
+  reg [3:0] \$90 ;
+  reg \$91 ;
+  reg [1:0] \$92 ;
+  reg \$93 ;
+  reg [2:0] \$94 ;
+  reg \$95 ;
+  reg [1:0] \$96 ;
+  reg [15:0] \$97 ;
+  reg \$98 ;
+  reg [3:0] \$99 ;
   input [27:0] a;
   wire [27:0] a;
   wire \a.neg0 ;
@@ -13242,10 +9402,14 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, clk);
   wire [3:0] \b.x1 ;
   wire [3:0] \b.x2 ;
   wire [3:0] \b.x3 ;
+  output cin;
+  reg cin = 1'h0;
   input clk;
   wire clk;
   input en;
   wire en;
+  (* keep = 32'd1 *)
+  wire [13:0] full_hi;
   reg [25:0] l4_0 = 26'h0000000;
   reg [9:0] l4_1 = 10'h000;
   reg [17:0] l4_2 = 18'h00000;
@@ -13254,20 +9418,48 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, clk);
   reg [7:0] m1 = 8'h00;
   reg [7:0] m2 = 8'h00;
   reg [7:0] m3 = 8'h00;
+  reg [15:0] mag3_0 = 16'h0000;
+  reg [7:0] mag3_1 = 8'h00;
+  reg [11:0] mag3_2 = 12'h000;
+  reg [7:0] mag3_3 = 8'h00;
   input [1:0] mode;
   wire [1:0] mode;
   wire \mode.a8 ;
   wire \mode.b8 ;
+  (* keep = 32'd1 *)
+  reg [7:0] mul0_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul0_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul1_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul1_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul2_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul2_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul3_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul3_lo;
   reg neg2_0 = 1'h0;
   reg neg2_1 = 1'h0;
   reg neg2_2 = 1'h0;
   reg neg2_3 = 1'h0;
+  reg neg3_0 = 1'h0;
+  reg neg3_1 = 1'h0;
+  reg neg3_2 = 1'h0;
+  reg neg3_3 = 1'h0;
+  reg neg4_0 = 1'h0;
+  reg neg4_1 = 1'h0;
+  reg neg4_2 = 1'h0;
+  reg neg4_3 = 1'h0;
+  (* keep = 32'd1 *)
+  wire [8:0] pair0_hi;
+  (* keep = 32'd1 *)
+  wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [16:0] s3_0 = 17'h00000;
-  reg [8:0] s3_1 = 9'h000;
-  reg [12:0] s3_2 = 13'h0000;
-  reg [8:0] s3_3 = 9'h000;
   reg [3:0] sh2_0 = 4'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
@@ -13278,405 +9470,545 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, clk);
   reg [1:0] sh3_3 = 2'h0;
   output [25:0] sum;
   reg [25:0] sum = 26'h0000000;
+  (* keep = 32'd1 *)
+  wire [27:0] sum0_0;
+  (* keep = 32'd1 *)
+  wire [19:0] sum0_2;
   assign \$2  = b[0] ? \$1  : 5'h00;
   assign \$4  = b[1] ? \$3  : 5'h00;
   assign \$5  = \$2  + \$4 ;
   assign \$7  = b[2] ? \$6  : 7'h00;
   assign \$9  = b[3] ? \$8  : 7'h00;
   assign \$10  = \$7  + \$9 ;
-  assign \$11  = \$5  + \$10 ;
-  assign \$13  = b[4] ? \$12  : 5'h00;
-  assign \$15  = b[5] ? \$14  : 5'h00;
-  assign \$16  = \$13  + \$15 ;
-  assign \$18  = b[6] ? \$17  : 7'h00;
-  assign \$20  = b[7] ? \$19  : 7'h00;
-  assign \$21  = \$18  + \$20 ;
-  assign \$22  = \$16  + \$21 ;
-  assign \$24  = b[8] ? \$23  : 5'h00;
-  assign \$26  = b[9] ? \$25  : 5'h00;
-  assign \$27  = \$24  + \$26 ;
-  assign \$29  = b[10] ? \$28  : 7'h00;
-  assign \$31  = b[11] ? \$30  : 7'h00;
-  assign \$32  = \$29  + \$31 ;
-  assign \$33  = \$27  + \$32 ;
-  assign \$35  = b[12] ? \$34  : 5'h00;
-  assign \$37  = b[13] ? \$36  : 5'h00;
-  assign \$38  = \$35  + \$37 ;
-  assign \$40  = b[14] ? \$39  : 7'h00;
-  assign \$42  = b[15] ? \$41  : 7'h00;
-  assign \$43  = \$40  + \$42 ;
-  assign \$44  = \$38  + \$43 ;
-  assign \$45  = a[16] ^ b[16];
-  assign \$46  = a[19:17] + b[19:17];
-  assign \$47  = a[20] ^ b[20];
-  assign \$48  = a[21] + b[21];
-  assign \$49  = a[22] ^ b[22];
-  assign \$50  = a[25:23] + b[25:23];
-  assign \$51  = a[26] ^ b[26];
-  assign \$52  = a[27] + b[27];
-  assign \$53  = ~ mode[0];
-  assign \$54  = ~ mode[1];
-  assign \$55  = \$53  & \$54 ;
-  assign \$56  = mode[0] & mode[1];
-  assign \$58  = m0 + \$57 ;
-  assign \$60  = m2 + \$59 ;
-  assign \$62  = \$58  + \$61 ;
-  assign \$64  = m0 + \$63 ;
-  assign \$65  = \$56  ? \$62  : { 8'h00, \$64  };
-  assign \$66  = \$55  ? { 16'h0000, m0 } : \$65 ;
-  assign \$67  = - \$66 [15:0];
-  assign \$68  = ~ mode[0];
-  assign \$69  = ~ mode[1];
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = mode[0] & mode[1];
-  assign \$73  = m0 + \$72 ;
-  assign \$75  = m2 + \$74 ;
-  assign \$77  = \$73  + \$76 ;
-  assign \$79  = m0 + \$78 ;
-  assign \$80  = \$71  ? \$77  : { 8'h00, \$79  };
-  assign \$81  = \$70  ? { 16'h0000, m0 } : \$80 ;
-  assign \$82  = neg2_0 ? \$67  : { 1'h0, \$81 [15:0] };
-  assign \$83  = ~ mode[0];
-  assign \$84  = ~ mode[1];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = \$85  ? m1 : 8'h00;
-  assign \$87  = - \$86 ;
-  assign \$88  = ~ mode[0];
-  assign \$89  = ~ mode[1];
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = \$90  ? m1 : 8'h00;
-  assign \$92  = neg2_1 ? \$87  : { 1'h0, \$91  };
-  assign \$93  = ~ mode[0];
-  assign \$94  = ~ mode[1];
-  assign \$95  = \$93  & \$94 ;
-  assign \$96  = mode[0] & mode[1];
-  assign \$98  = m2 + \$97 ;
-  assign \$99  = \$96  ? 16'h0000 : \$98 ;
-  assign \$100  = \$95  ? { 8'h00, m2 } : \$99 ;
-  assign \$101  = - \$100 [11:0];
-  assign \$102  = ~ mode[0];
-  assign \$103  = ~ mode[1];
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = mode[0] & mode[1];
-  assign \$107  = m2 + \$106 ;
-  assign \$108  = \$105  ? 16'h0000 : \$107 ;
-  assign \$109  = \$104  ? { 8'h00, m2 } : \$108 ;
-  assign \$110  = neg2_2 ? \$101  : { 1'h0, \$109 [11:0] };
-  assign \$111  = ~ mode[0];
-  assign \$112  = ~ mode[1];
-  assign \$113  = \$111  & \$112 ;
-  assign \$114  = \$113  ? m3 : 8'h00;
-  assign \$115  = - \$114 ;
-  assign \$116  = ~ mode[0];
-  assign \$117  = ~ mode[1];
-  assign \$118  = \$116  & \$117 ;
-  assign \$119  = \$118  ? m3 : 8'h00;
-  assign \$120  = neg2_3 ? \$115  : { 1'h0, \$119  };
-  assign \$121  = $signed(s3_0) << sh3_0;
-  assign \$122  = $signed(s3_1) << sh3_1;
-  assign \$123  = $signed(s3_2) << sh3_2;
-  assign \$124  = $signed(s3_3) << sh3_3;
-  assign \$125  = $signed(l4_0) + $signed(l4_1);
-  assign \$126  = $signed(l4_2) + $signed(l4_3);
-  assign \$127  = $signed(\$125 ) + $signed(\$126 );
+  assign \$12  = b[4] ? \$11  : 5'h00;
+  assign \$14  = b[5] ? \$13  : 5'h00;
+  assign \$15  = \$12  + \$14 ;
+  assign \$17  = b[6] ? \$16  : 7'h00;
+  assign \$19  = b[7] ? \$18  : 7'h00;
+  assign \$20  = \$17  + \$19 ;
+  assign \$22  = b[8] ? \$21  : 5'h00;
+  assign \$24  = b[9] ? \$23  : 5'h00;
+  assign \$25  = \$22  + \$24 ;
+  assign \$27  = b[10] ? \$26  : 7'h00;
+  assign \$29  = b[11] ? \$28  : 7'h00;
+  assign \$30  = \$27  + \$29 ;
+  assign \$32  = b[12] ? \$31  : 5'h00;
+  assign \$34  = b[13] ? \$33  : 5'h00;
+  assign \$35  = \$32  + \$34 ;
+  assign \$37  = b[14] ? \$36  : 7'h00;
+  assign \$39  = b[15] ? \$38  : 7'h00;
+  assign \$40  = \$37  + \$39 ;
+  assign pair0_hi = m0[7:4] + m1;
+  assign pair1_hi = m2[7:4] + m3;
+  assign full_hi = pair0_hi + { pair1_hi, m2[3:0] };
+  assign \$41  = $signed(l4_0) + $signed(l4_1);
+  assign sum0_0 = $signed(\$41 ) + $signed({ 1'h0, neg4_0 });
+  assign \$42  = $signed(l4_2) + $signed(l4_3);
+  assign sum0_2 = $signed(\$42 ) + $signed({ 1'h0, neg4_2 });
+  assign \$43  = mul0_lo + mul0_hi;
+  assign \$44  = mul1_lo + mul1_hi;
+  assign \$45  = mul2_lo + mul2_hi;
+  assign \$46  = mul3_lo + mul3_hi;
+  assign \$47  = a[16] ^ b[16];
+  assign \$48  = a[19:17] + b[19:17];
+  assign \$49  = a[20] ^ b[20];
+  assign \$50  = a[21] + b[21];
+  assign \$51  = a[22] ^ b[22];
+  assign \$52  = a[25:23] + b[25:23];
+  assign \$53  = a[26] ^ b[26];
+  assign \$54  = a[27] + b[27];
+  assign \$55  = ~ mode[0];
+  assign \$56  = ~ mode[1];
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = mode[0] & mode[1];
+  assign \$59  = \$58  ? { full_hi, m0[3:0] } : { 5'h00, pair0_hi, m0[3:0] };
+  assign \$60  = \$57  ? { 10'h000, m0 } : \$59 ;
+  assign \$61  = ~ mode[0];
+  assign \$62  = ~ mode[1];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = \$63  ? m1 : 8'h00;
+  assign \$65  = ~ mode[0];
+  assign \$66  = ~ mode[1];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = mode[0] & mode[1];
+  assign \$69  = \$68  ? 13'h0000 : { pair1_hi, m2[3:0] };
+  assign \$70  = \$67  ? { 5'h00, m2 } : \$69 ;
+  assign \$71  = ~ mode[0];
+  assign \$72  = ~ mode[1];
+  assign \$73  = \$71  & \$72 ;
+  assign \$74  = \$73  ? m3 : 8'h00;
+  assign \$75  = mag3_0 << sh3_0;
+  assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
+  assign \$77  = mag3_1 << sh3_1;
+  assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
+  assign \$79  = mag3_2 << sh3_2;
+  assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
+  assign \$81  = mag3_3 << sh3_3;
+  assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
+  assign \$83  = $signed(sum0_0) + $signed(sum0_2);
+  assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
   always @(posedge clk)
-    m0 <= \$128 ;
+    m0 <= \$85 ;
   always @(posedge clk)
-    m1 <= \$129 ;
+    m1 <= \$86 ;
   always @(posedge clk)
-    m2 <= \$130 ;
+    m2 <= \$87 ;
   always @(posedge clk)
-    m3 <= \$131 ;
+    m3 <= \$88 ;
   always @(posedge clk)
-    neg2_0 <= \$132 ;
+    neg2_0 <= \$89 ;
   always @(posedge clk)
-    sh2_0 <= \$133 ;
+    sh2_0 <= \$90 ;
   always @(posedge clk)
-    neg2_1 <= \$134 ;
+    neg2_1 <= \$91 ;
   always @(posedge clk)
-    sh2_1 <= \$135 ;
+    sh2_1 <= \$92 ;
   always @(posedge clk)
-    neg2_2 <= \$136 ;
+    neg2_2 <= \$93 ;
   always @(posedge clk)
-    sh2_2 <= \$137 ;
+    sh2_2 <= \$94 ;
   always @(posedge clk)
-    neg2_3 <= \$138 ;
+    neg2_3 <= \$95 ;
   always @(posedge clk)
-    sh2_3 <= \$139 ;
+    sh2_3 <= \$96 ;
   always @(posedge clk)
-    s3_0 <= \$140 ;
+    mag3_0 <= \$97 ;
   always @(posedge clk)
-    sh3_0 <= \$141 ;
+    neg3_0 <= \$98 ;
   always @(posedge clk)
-    s3_1 <= \$142 ;
+    sh3_0 <= \$99 ;
   always @(posedge clk)
-    sh3_1 <= \$143 ;
+    mag3_1 <= \$100 ;
   always @(posedge clk)
-    s3_2 <= \$144 ;
+    neg3_1 <= \$101 ;
   always @(posedge clk)
-    sh3_2 <= \$145 ;
+    sh3_1 <= \$102 ;
   always @(posedge clk)
-    s3_3 <= \$146 ;
+    mag3_2 <= \$103 ;
   always @(posedge clk)
-    sh3_3 <= \$147 ;
+    neg3_2 <= \$104 ;
   always @(posedge clk)
-    l4_0 <= \$148 ;
+    sh3_2 <= \$105 ;
   always @(posedge clk)
-    l4_1 <= \$149 ;
+    mag3_3 <= \$106 ;
   always @(posedge clk)
-    l4_2 <= \$150 ;
+    neg3_3 <= \$107 ;
   always @(posedge clk)
-    l4_3 <= \$151 ;
+    sh3_3 <= \$108 ;
   always @(posedge clk)
-    sum <= \$152 ;
+    l4_0 <= \$109 ;
+  always @(posedge clk)
+    neg4_0 <= \$110 ;
+  always @(posedge clk)
+    l4_1 <= \$111 ;
+  always @(posedge clk)
+    neg4_1 <= \$112 ;
+  always @(posedge clk)
+    l4_2 <= \$113 ;
+  always @(posedge clk)
+    neg4_2 <= \$114 ;
+  always @(posedge clk)
+    l4_3 <= \$115 ;
+  always @(posedge clk)
+    neg4_3 <= \$116 ;
+  always @(posedge clk)
+    sum <= \$117 ;
+  always @(posedge clk)
+    cin <= \$118 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$128  = m0;
+    mul0_lo = 6'h00;
     if (en) begin
-      \$128  = \$11 [7:0];
-    end
-    if (rst) begin
-      \$128  = 8'h00;
+      mul0_lo = \$5 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$129  = m1;
+    mul0_hi = 8'h00;
     if (en) begin
-      \$129  = \$22 [7:0];
-    end
-    if (rst) begin
-      \$129  = 8'h00;
+      mul0_hi = \$10 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$130  = m2;
+    mul1_lo = 6'h00;
     if (en) begin
-      \$130  = \$33 [7:0];
-    end
-    if (rst) begin
-      \$130  = 8'h00;
+      mul1_lo = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$131  = m3;
+    mul1_hi = 8'h00;
     if (en) begin
-      \$131  = \$44 [7:0];
-    end
-    if (rst) begin
-      \$131  = 8'h00;
+      mul1_hi = \$20 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$132  = neg2_0;
+    mul2_lo = 6'h00;
     if (en) begin
-      \$132  = \$45 ;
-    end
-    if (rst) begin
-      \$132  = 1'h0;
+      mul2_lo = \$25 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$133  = sh2_0;
+    mul2_hi = 8'h00;
     if (en) begin
-      \$133  = \$46 ;
-    end
-    if (rst) begin
-      \$133  = 4'h0;
+      mul2_hi = \$30 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$134  = neg2_1;
+    mul3_lo = 6'h00;
     if (en) begin
-      \$134  = \$47 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
+      mul3_lo = \$35 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$135  = sh2_1;
+    mul3_hi = 8'h00;
     if (en) begin
-      \$135  = \$48 ;
-    end
-    if (rst) begin
-      \$135  = 2'h0;
+      mul3_hi = \$40 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$136  = neg2_2;
+    \$85  = m0;
     if (en) begin
-      \$136  = \$49 ;
+      \$85  = \$43 [7:0];
     end
     if (rst) begin
-      \$136  = 1'h0;
+      \$85  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$137  = sh2_2;
+    \$86  = m1;
     if (en) begin
-      \$137  = \$50 [2:0];
+      \$86  = \$44 [7:0];
     end
     if (rst) begin
-      \$137  = 3'h0;
+      \$86  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$138  = neg2_3;
+    \$87  = m2;
     if (en) begin
-      \$138  = \$51 ;
+      \$87  = \$45 [7:0];
     end
     if (rst) begin
-      \$138  = 1'h0;
+      \$87  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$139  = sh2_3;
+    \$88  = m3;
     if (en) begin
-      \$139  = \$52 ;
+      \$88  = \$46 [7:0];
     end
     if (rst) begin
-      \$139  = 2'h0;
+      \$88  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$140  = s3_0;
+    \$89  = neg2_0;
     if (en) begin
-      \$140  = \$82 ;
+      \$89  = \$47 ;
     end
     if (rst) begin
-      \$140  = 17'h00000;
+      \$89  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$141  = sh3_0;
+    \$90  = sh2_0;
     if (en) begin
-      \$141  = sh2_0;
+      \$90  = \$48 ;
     end
     if (rst) begin
-      \$141  = 4'h0;
+      \$90  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$142  = s3_1;
+    \$91  = neg2_1;
     if (en) begin
-      \$142  = \$92 ;
+      \$91  = \$49 ;
     end
     if (rst) begin
-      \$142  = 9'h000;
+      \$91  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$143  = sh3_1;
+    \$92  = sh2_1;
     if (en) begin
-      \$143  = sh2_1;
+      \$92  = \$50 ;
     end
     if (rst) begin
-      \$143  = 2'h0;
+      \$92  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$144  = s3_2;
+    \$93  = neg2_2;
     if (en) begin
-      \$144  = \$110 ;
+      \$93  = \$51 ;
     end
     if (rst) begin
-      \$144  = 13'h0000;
+      \$93  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$145  = sh3_2;
+    \$94  = sh2_2;
     if (en) begin
-      \$145  = sh2_2;
+      \$94  = \$52 [2:0];
     end
     if (rst) begin
-      \$145  = 3'h0;
+      \$94  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$146  = s3_3;
+    \$95  = neg2_3;
     if (en) begin
-      \$146  = \$120 ;
+      \$95  = \$53 ;
     end
     if (rst) begin
-      \$146  = 9'h000;
+      \$95  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$147  = sh3_3;
+    \$96  = sh2_3;
     if (en) begin
-      \$147  = sh2_3;
+      \$96  = \$54 ;
     end
     if (rst) begin
-      \$147  = 2'h0;
+      \$96  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$148  = l4_0;
+    \$97  = mag3_0;
     if (en) begin
-      \$148  = \$121 [25:0];
+      \$97  = \$60 [15:0];
     end
     if (rst) begin
-      \$148  = 26'h0000000;
+      \$97  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$149  = l4_1;
+    \$98  = neg3_0;
     if (en) begin
-      \$149  = \$122 [9:0];
+      \$98  = neg2_0;
     end
     if (rst) begin
-      \$149  = 10'h000;
+      \$98  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$150  = l4_2;
+    \$99  = sh3_0;
     if (en) begin
-      \$150  = \$123 [17:0];
+      \$99  = sh2_0;
     end
     if (rst) begin
-      \$150  = 18'h00000;
+      \$99  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$151  = l4_3;
+    \$100  = mag3_1;
     if (en) begin
-      \$151  = \$124 [9:0];
+      \$100  = \$64 ;
     end
     if (rst) begin
-      \$151  = 10'h000;
+      \$100  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$152  = sum;
+    \$101  = neg3_1;
     if (en) begin
-      \$152  = \$127 [25:0];
+      \$101  = neg2_1;
     end
     if (rst) begin
-      \$152  = 26'h0000000;
+      \$101  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$102  = sh3_1;
+    if (en) begin
+      \$102  = sh2_1;
+    end
+    if (rst) begin
+      \$102  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$103  = mag3_2;
+    if (en) begin
+      \$103  = \$70 [11:0];
+    end
+    if (rst) begin
+      \$103  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$104  = neg3_2;
+    if (en) begin
+      \$104  = neg2_2;
+    end
+    if (rst) begin
+      \$104  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$105  = sh3_2;
+    if (en) begin
+      \$105  = sh2_2;
+    end
+    if (rst) begin
+      \$105  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$106  = mag3_3;
+    if (en) begin
+      \$106  = \$74 ;
+    end
+    if (rst) begin
+      \$106  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$107  = neg3_3;
+    if (en) begin
+      \$107  = neg2_3;
+    end
+    if (rst) begin
+      \$107  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$108  = sh3_3;
+    if (en) begin
+      \$108  = sh2_3;
+    end
+    if (rst) begin
+      \$108  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$109  = l4_0;
+    if (en) begin
+      \$109  = \$76 ;
+    end
+    if (rst) begin
+      \$109  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$110  = neg4_0;
+    if (en) begin
+      \$110  = neg3_0;
+    end
+    if (rst) begin
+      \$110  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$111  = l4_1;
+    if (en) begin
+      \$111  = \$78 ;
+    end
+    if (rst) begin
+      \$111  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$112  = neg4_1;
+    if (en) begin
+      \$112  = neg3_1;
+    end
+    if (rst) begin
+      \$112  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$113  = l4_2;
+    if (en) begin
+      \$113  = \$80 ;
+    end
+    if (rst) begin
+      \$113  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$114  = neg4_2;
+    if (en) begin
+      \$114  = neg3_2;
+    end
+    if (rst) begin
+      \$114  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$115  = l4_3;
+    if (en) begin
+      \$115  = \$82 ;
+    end
+    if (rst) begin
+      \$115  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$116  = neg4_3;
+    if (en) begin
+      \$116  = neg3_3;
+    end
+    if (rst) begin
+      \$116  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$117  = sum;
+    if (en) begin
+      \$117  = \$84 [25:0];
+    end
+    if (rst) begin
+      \$117  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$118  = cin;
+    if (en) begin
+      \$118  = neg4_3;
+    end
+    if (rst) begin
+      \$118  = 1'h0;
     end
   end
   assign \b.x0  = b[3:0];
@@ -13709,185 +10041,141 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, clk);
   assign \$3  = { a[3:0], 1'h0 };
   assign \$6  = { 1'h0, a[3:0], 2'h0 };
   assign \$8  = { a[3:0], 3'h0 };
-  assign \$12  = { 1'h0, a[7:4] };
-  assign \$14  = { a[7:4], 1'h0 };
-  assign \$17  = { 1'h0, a[7:4], 2'h0 };
-  assign \$19  = { a[7:4], 3'h0 };
-  assign \$23  = { 1'h0, a[11:8] };
-  assign \$25  = { a[11:8], 1'h0 };
-  assign \$28  = { 1'h0, a[11:8], 2'h0 };
-  assign \$30  = { a[11:8], 3'h0 };
-  assign \$34  = { 1'h0, a[15:12] };
-  assign \$36  = { a[15:12], 1'h0 };
-  assign \$39  = { 1'h0, a[15:12], 2'h0 };
-  assign \$41  = { a[15:12], 3'h0 };
-  assign \$57  = { 3'h0, m1, 4'h0 };
-  assign \$59  = { 3'h0, m3, 4'h0 };
-  assign \$61  = { 3'h0, \$60 , 4'h0 };
-  assign \$63  = { 3'h0, m1, 4'h0 };
-  assign \$72  = { 3'h0, m1, 4'h0 };
-  assign \$74  = { 3'h0, m3, 4'h0 };
-  assign \$76  = { 3'h0, \$75 , 4'h0 };
-  assign \$78  = { 3'h0, m1, 4'h0 };
-  assign \$97  = { 3'h0, m3, 4'h0 };
-  assign \$106  = { 3'h0, m3, 4'h0 };
+  assign \$11  = { 1'h0, a[7:4] };
+  assign \$13  = { a[7:4], 1'h0 };
+  assign \$16  = { 1'h0, a[7:4], 2'h0 };
+  assign \$18  = { a[7:4], 3'h0 };
+  assign \$21  = { 1'h0, a[11:8] };
+  assign \$23  = { a[11:8], 1'h0 };
+  assign \$26  = { 1'h0, a[11:8], 2'h0 };
+  assign \$28  = { a[11:8], 3'h0 };
+  assign \$31  = { 1'h0, a[15:12] };
+  assign \$33  = { a[15:12], 1'h0 };
+  assign \$36  = { 1'h0, a[15:12], 2'h0 };
+  assign \$38  = { a[15:12], 3'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, clk);
+module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire [4:0] \$1 ;
   wire [7:0] \$10 ;
-  wire [15:0] \$100 ;
-  wire [12:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire [14:0] \$106 ;
-  wire [15:0] \$107 ;
-  wire [15:0] \$108 ;
-  wire [15:0] \$109 ;
-  wire [8:0] \$11 ;
-  wire [12:0] \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire [7:0] \$114 ;
-  wire [8:0] \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire [7:0] \$119 ;
+  reg [7:0] \$100 ;
+  reg \$101 ;
+  reg [1:0] \$102 ;
+  reg [11:0] \$103 ;
+  reg \$104 ;
+  reg [2:0] \$105 ;
+  reg [7:0] \$106 ;
+  reg \$107 ;
+  reg [1:0] \$108 ;
+  reg [25:0] \$109 ;
+  wire [4:0] \$11 ;
+  reg \$110 ;
+  reg [9:0] \$111 ;
+  reg \$112 ;
+  reg [17:0] \$113 ;
+  reg \$114 ;
+  reg [9:0] \$115 ;
+  reg \$116 ;
+  reg [25:0] \$117 ;
+  reg \$118 ;
   wire [4:0] \$12 ;
-  wire [8:0] \$120 ;
-  wire [31:0] \$121 ;
-  wire [11:0] \$122 ;
-  wire [19:0] \$123 ;
-  wire [11:0] \$124 ;
-  wire [26:0] \$125 ;
-  wire [18:0] \$126 ;
-  wire [27:0] \$127 ;
-  reg [7:0] \$128 ;
-  reg [7:0] \$129 ;
   wire [4:0] \$13 ;
-  reg [7:0] \$130 ;
-  reg [7:0] \$131 ;
-  reg \$132 ;
-  reg [3:0] \$133 ;
-  reg \$134 ;
-  reg [1:0] \$135 ;
-  reg \$136 ;
-  reg [2:0] \$137 ;
-  reg \$138 ;
-  reg [1:0] \$139 ;
   wire [4:0] \$14 ;
-  reg [16:0] \$140 ;
-  reg [3:0] \$141 ;
-  reg [8:0] \$142 ;
-  reg [1:0] \$143 ;
-  reg [12:0] \$144 ;
-  reg [2:0] \$145 ;
-  reg [8:0] \$146 ;
-  reg [1:0] \$147 ;
-  reg [25:0] \$148 ;
-  reg [9:0] \$149 ;
-  wire [4:0] \$15 ;
-  reg [17:0] \$150 ;
-  reg [9:0] \$151 ;
-  reg [25:0] \$152 ;
-  wire [5:0] \$16 ;
+  wire [5:0] \$15 ;
+  wire [6:0] \$16 ;
   wire [6:0] \$17 ;
   wire [6:0] \$18 ;
   wire [6:0] \$19 ;
   wire [4:0] \$2 ;
-  wire [6:0] \$20 ;
-  wire [7:0] \$21 ;
-  wire [8:0] \$22 ;
+  wire [7:0] \$20 ;
+  wire [4:0] \$21 ;
+  wire [4:0] \$22 ;
   wire [4:0] \$23 ;
   wire [4:0] \$24 ;
-  wire [4:0] \$25 ;
-  wire [4:0] \$26 ;
-  wire [5:0] \$27 ;
+  wire [5:0] \$25 ;
+  wire [6:0] \$26 ;
+  wire [6:0] \$27 ;
   wire [6:0] \$28 ;
   wire [6:0] \$29 ;
   wire [4:0] \$3 ;
-  wire [6:0] \$30 ;
-  wire [6:0] \$31 ;
-  wire [7:0] \$32 ;
-  wire [8:0] \$33 ;
+  wire [7:0] \$30 ;
+  wire [4:0] \$31 ;
+  wire [4:0] \$32 ;
+  wire [4:0] \$33 ;
   wire [4:0] \$34 ;
-  wire [4:0] \$35 ;
-  wire [4:0] \$36 ;
-  wire [4:0] \$37 ;
-  wire [5:0] \$38 ;
+  wire [5:0] \$35 ;
+  wire [6:0] \$36 ;
+  wire [6:0] \$37 ;
+  wire [6:0] \$38 ;
   wire [6:0] \$39 ;
   wire [4:0] \$4 ;
-  wire [6:0] \$40 ;
-  wire [6:0] \$41 ;
-  wire [6:0] \$42 ;
-  wire [7:0] \$43 ;
+  wire [7:0] \$40 ;
+  wire [26:0] \$41 ;
+  wire [18:0] \$42 ;
+  wire [8:0] \$43 ;
   wire [8:0] \$44 ;
-  wire \$45 ;
-  wire [3:0] \$46 ;
+  wire [8:0] \$45 ;
+  wire [8:0] \$46 ;
   wire \$47 ;
-  wire [1:0] \$48 ;
+  wire [3:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
-  wire [3:0] \$50 ;
+  wire [1:0] \$50 ;
   wire \$51 ;
-  wire [1:0] \$52 ;
+  wire [3:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
+  wire [1:0] \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire [14:0] \$57 ;
-  wire [15:0] \$58 ;
-  wire [14:0] \$59 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire [17:0] \$59 ;
   wire [6:0] \$6 ;
-  wire [15:0] \$60 ;
-  wire [22:0] \$61 ;
-  wire [23:0] \$62 ;
-  wire [14:0] \$63 ;
-  wire [15:0] \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [16:0] \$67 ;
+  wire [17:0] \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [7:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [12:0] \$69 ;
   wire [6:0] \$7 ;
-  wire \$70 ;
+  wire [12:0] \$70 ;
   wire \$71 ;
-  wire [14:0] \$72 ;
-  wire [15:0] \$73 ;
-  wire [14:0] \$74 ;
-  wire [15:0] \$75 ;
-  wire [22:0] \$76 ;
-  wire [23:0] \$77 ;
-  wire [14:0] \$78 ;
-  wire [15:0] \$79 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire [7:0] \$74 ;
+  wire [30:0] \$75 ;
+  wire [25:0] \$76 ;
+  wire [10:0] \$77 ;
+  wire [9:0] \$78 ;
+  wire [18:0] \$79 ;
   wire [6:0] \$8 ;
-  wire [23:0] \$80 ;
-  wire [23:0] \$81 ;
-  wire [16:0] \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [7:0] \$86 ;
-  wire [8:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [17:0] \$80 ;
+  wire [10:0] \$81 ;
+  wire [9:0] \$82 ;
+  wire [28:0] \$83 ;
+  wire [29:0] \$84 ;
+  reg [7:0] \$85 ;
+  reg [7:0] \$86 ;
+  reg [7:0] \$87 ;
+  reg [7:0] \$88 ;
+  reg \$89 ;
   wire [6:0] \$9 ;
-  wire \$90 ;
-  wire [7:0] \$91 ;
-  wire [8:0] \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [14:0] \$97 ;
-  wire [15:0] \$98 ;
-  wire [15:0] \$99 ;
+  reg [3:0] \$90 ;
+  reg \$91 ;
+  reg [1:0] \$92 ;
+  reg \$93 ;
+  reg [2:0] \$94 ;
+  reg \$95 ;
+  reg [1:0] \$96 ;
+  reg [15:0] \$97 ;
+  reg \$98 ;
+  reg [3:0] \$99 ;
   input [27:0] a;
   wire [27:0] a;
   wire \a.neg0 ;
@@ -13916,10 +10204,14 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, clk);
   wire [3:0] \b.x1 ;
   wire [3:0] \b.x2 ;
   wire [3:0] \b.x3 ;
+  output cin;
+  reg cin = 1'h0;
   input clk;
   wire clk;
   input en;
   wire en;
+  (* keep = 32'd1 *)
+  wire [13:0] full_hi;
   reg [25:0] l4_0 = 26'h0000000;
   reg [9:0] l4_1 = 10'h000;
   reg [17:0] l4_2 = 18'h00000;
@@ -13928,20 +10220,48 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, clk);
   reg [7:0] m1 = 8'h00;
   reg [7:0] m2 = 8'h00;
   reg [7:0] m3 = 8'h00;
+  reg [15:0] mag3_0 = 16'h0000;
+  reg [7:0] mag3_1 = 8'h00;
+  reg [11:0] mag3_2 = 12'h000;
+  reg [7:0] mag3_3 = 8'h00;
   input [1:0] mode;
   wire [1:0] mode;
   wire \mode.a8 ;
   wire \mode.b8 ;
+  (* keep = 32'd1 *)
+  reg [7:0] mul0_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul0_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul1_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul1_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul2_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul2_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul3_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul3_lo;
   reg neg2_0 = 1'h0;
   reg neg2_1 = 1'h0;
   reg neg2_2 = 1'h0;
   reg neg2_3 = 1'h0;
+  reg neg3_0 = 1'h0;
+  reg neg3_1 = 1'h0;
+  reg neg3_2 = 1'h0;
+  reg neg3_3 = 1'h0;
+  reg neg4_0 = 1'h0;
+  reg neg4_1 = 1'h0;
+  reg neg4_2 = 1'h0;
+  reg neg4_3 = 1'h0;
+  (* keep = 32'd1 *)
+  wire [8:0] pair0_hi;
+  (* keep = 32'd1 *)
+  wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [16:0] s3_0 = 17'h00000;
-  reg [8:0] s3_1 = 9'h000;
-  reg [12:0] s3_2 = 13'h0000;
-  reg [8:0] s3_3 = 9'h000;
   reg [3:0] sh2_0 = 4'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
@@ -13952,405 +10272,545 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, clk);
   reg [1:0] sh3_3 = 2'h0;
   output [25:0] sum;
   reg [25:0] sum = 26'h0000000;
+  (* keep = 32'd1 *)
+  wire [27:0] sum0_0;
+  (* keep = 32'd1 *)
+  wire [19:0] sum0_2;
   assign \$2  = b[0] ? \$1  : 5'h00;
   assign \$4  = b[1] ? \$3  : 5'h00;
   assign \$5  = \$2  + \$4 ;
   assign \$7  = b[2] ? \$6  : 7'h00;
   assign \$9  = b[3] ? \$8  : 7'h00;
   assign \$10  = \$7  + \$9 ;
-  assign \$11  = \$5  + \$10 ;
-  assign \$13  = b[4] ? \$12  : 5'h00;
-  assign \$15  = b[5] ? \$14  : 5'h00;
-  assign \$16  = \$13  + \$15 ;
-  assign \$18  = b[6] ? \$17  : 7'h00;
-  assign \$20  = b[7] ? \$19  : 7'h00;
-  assign \$21  = \$18  + \$20 ;
-  assign \$22  = \$16  + \$21 ;
-  assign \$24  = b[8] ? \$23  : 5'h00;
-  assign \$26  = b[9] ? \$25  : 5'h00;
-  assign \$27  = \$24  + \$26 ;
-  assign \$29  = b[10] ? \$28  : 7'h00;
-  assign \$31  = b[11] ? \$30  : 7'h00;
-  assign \$32  = \$29  + \$31 ;
-  assign \$33  = \$27  + \$32 ;
-  assign \$35  = b[12] ? \$34  : 5'h00;
-  assign \$37  = b[13] ? \$36  : 5'h00;
-  assign \$38  = \$35  + \$37 ;
-  assign \$40  = b[14] ? \$39  : 7'h00;
-  assign \$42  = b[15] ? \$41  : 7'h00;
-  assign \$43  = \$40  + \$42 ;
-  assign \$44  = \$38  + \$43 ;
-  assign \$45  = a[16] ^ b[16];
-  assign \$46  = a[19:17] + b[19:17];
-  assign \$47  = a[20] ^ b[20];
-  assign \$48  = a[21] + b[21];
-  assign \$49  = a[22] ^ b[22];
-  assign \$50  = a[25:23] + b[25:23];
-  assign \$51  = a[26] ^ b[26];
-  assign \$52  = a[27] + b[27];
-  assign \$53  = ~ mode[0];
-  assign \$54  = ~ mode[1];
-  assign \$55  = \$53  & \$54 ;
-  assign \$56  = mode[0] & mode[1];
-  assign \$58  = m0 + \$57 ;
-  assign \$60  = m2 + \$59 ;
-  assign \$62  = \$58  + \$61 ;
-  assign \$64  = m0 + \$63 ;
-  assign \$65  = \$56  ? \$62  : { 8'h00, \$64  };
-  assign \$66  = \$55  ? { 16'h0000, m0 } : \$65 ;
-  assign \$67  = - \$66 [15:0];
-  assign \$68  = ~ mode[0];
-  assign \$69  = ~ mode[1];
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = mode[0] & mode[1];
-  assign \$73  = m0 + \$72 ;
-  assign \$75  = m2 + \$74 ;
-  assign \$77  = \$73  + \$76 ;
-  assign \$79  = m0 + \$78 ;
-  assign \$80  = \$71  ? \$77  : { 8'h00, \$79  };
-  assign \$81  = \$70  ? { 16'h0000, m0 } : \$80 ;
-  assign \$82  = neg2_0 ? \$67  : { 1'h0, \$81 [15:0] };
-  assign \$83  = ~ mode[0];
-  assign \$84  = ~ mode[1];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = \$85  ? m1 : 8'h00;
-  assign \$87  = - \$86 ;
-  assign \$88  = ~ mode[0];
-  assign \$89  = ~ mode[1];
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = \$90  ? m1 : 8'h00;
-  assign \$92  = neg2_1 ? \$87  : { 1'h0, \$91  };
-  assign \$93  = ~ mode[0];
-  assign \$94  = ~ mode[1];
-  assign \$95  = \$93  & \$94 ;
-  assign \$96  = mode[0] & mode[1];
-  assign \$98  = m2 + \$97 ;
-  assign \$99  = \$96  ? 16'h0000 : \$98 ;
-  assign \$100  = \$95  ? { 8'h00, m2 } : \$99 ;
-  assign \$101  = - \$100 [11:0];
-  assign \$102  = ~ mode[0];
-  assign \$103  = ~ mode[1];
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = mode[0] & mode[1];
-  assign \$107  = m2 + \$106 ;
-  assign \$108  = \$105  ? 16'h0000 : \$107 ;
-  assign \$109  = \$104  ? { 8'h00, m2 } : \$108 ;
-  assign \$110  = neg2_2 ? \$101  : { 1'h0, \$109 [11:0] };
-  assign \$111  = ~ mode[0];
-  assign \$112  = ~ mode[1];
-  assign \$113  = \$111  & \$112 ;
-  assign \$114  = \$113  ? m3 : 8'h00;
-  assign \$115  = - \$114 ;
-  assign \$116  = ~ mode[0];
-  assign \$117  = ~ mode[1];
-  assign \$118  = \$116  & \$117 ;
-  assign \$119  = \$118  ? m3 : 8'h00;
-  assign \$120  = neg2_3 ? \$115  : { 1'h0, \$119  };
-  assign \$121  = $signed(s3_0) << sh3_0;
-  assign \$122  = $signed(s3_1) << sh3_1;
-  assign \$123  = $signed(s3_2) << sh3_2;
-  assign \$124  = $signed(s3_3) << sh3_3;
-  assign \$125  = $signed(l4_0) + $signed(l4_1);
-  assign \$126  = $signed(l4_2) + $signed(l4_3);
-  assign \$127  = $signed(\$125 ) + $signed(\$126 );
+  assign \$12  = b[4] ? \$11  : 5'h00;
+  assign \$14  = b[5] ? \$13  : 5'h00;
+  assign \$15  = \$12  + \$14 ;
+  assign \$17  = b[6] ? \$16  : 7'h00;
+  assign \$19  = b[7] ? \$18  : 7'h00;
+  assign \$20  = \$17  + \$19 ;
+  assign \$22  = b[8] ? \$21  : 5'h00;
+  assign \$24  = b[9] ? \$23  : 5'h00;
+  assign \$25  = \$22  + \$24 ;
+  assign \$27  = b[10] ? \$26  : 7'h00;
+  assign \$29  = b[11] ? \$28  : 7'h00;
+  assign \$30  = \$27  + \$29 ;
+  assign \$32  = b[12] ? \$31  : 5'h00;
+  assign \$34  = b[13] ? \$33  : 5'h00;
+  assign \$35  = \$32  + \$34 ;
+  assign \$37  = b[14] ? \$36  : 7'h00;
+  assign \$39  = b[15] ? \$38  : 7'h00;
+  assign \$40  = \$37  + \$39 ;
+  assign pair0_hi = m0[7:4] + m1;
+  assign pair1_hi = m2[7:4] + m3;
+  assign full_hi = pair0_hi + { pair1_hi, m2[3:0] };
+  assign \$41  = $signed(l4_0) + $signed(l4_1);
+  assign sum0_0 = $signed(\$41 ) + $signed({ 1'h0, neg4_0 });
+  assign \$42  = $signed(l4_2) + $signed(l4_3);
+  assign sum0_2 = $signed(\$42 ) + $signed({ 1'h0, neg4_2 });
+  assign \$43  = mul0_lo + mul0_hi;
+  assign \$44  = mul1_lo + mul1_hi;
+  assign \$45  = mul2_lo + mul2_hi;
+  assign \$46  = mul3_lo + mul3_hi;
+  assign \$47  = a[16] ^ b[16];
+  assign \$48  = a[19:17] + b[19:17];
+  assign \$49  = a[20] ^ b[20];
+  assign \$50  = a[21] + b[21];
+  assign \$51  = a[22] ^ b[22];
+  assign \$52  = a[25:23] + b[25:23];
+  assign \$53  = a[26] ^ b[26];
+  assign \$54  = a[27] + b[27];
+  assign \$55  = ~ mode[0];
+  assign \$56  = ~ mode[1];
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = mode[0] & mode[1];
+  assign \$59  = \$58  ? { full_hi, m0[3:0] } : { 5'h00, pair0_hi, m0[3:0] };
+  assign \$60  = \$57  ? { 10'h000, m0 } : \$59 ;
+  assign \$61  = ~ mode[0];
+  assign \$62  = ~ mode[1];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = \$63  ? m1 : 8'h00;
+  assign \$65  = ~ mode[0];
+  assign \$66  = ~ mode[1];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = mode[0] & mode[1];
+  assign \$69  = \$68  ? 13'h0000 : { pair1_hi, m2[3:0] };
+  assign \$70  = \$67  ? { 5'h00, m2 } : \$69 ;
+  assign \$71  = ~ mode[0];
+  assign \$72  = ~ mode[1];
+  assign \$73  = \$71  & \$72 ;
+  assign \$74  = \$73  ? m3 : 8'h00;
+  assign \$75  = mag3_0 << sh3_0;
+  assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
+  assign \$77  = mag3_1 << sh3_1;
+  assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
+  assign \$79  = mag3_2 << sh3_2;
+  assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
+  assign \$81  = mag3_3 << sh3_3;
+  assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
+  assign \$83  = $signed(sum0_0) + $signed(sum0_2);
+  assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
   always @(posedge clk)
-    m0 <= \$128 ;
+    m0 <= \$85 ;
   always @(posedge clk)
-    m1 <= \$129 ;
+    m1 <= \$86 ;
   always @(posedge clk)
-    m2 <= \$130 ;
+    m2 <= \$87 ;
   always @(posedge clk)
-    m3 <= \$131 ;
+    m3 <= \$88 ;
   always @(posedge clk)
-    neg2_0 <= \$132 ;
+    neg2_0 <= \$89 ;
   always @(posedge clk)
-    sh2_0 <= \$133 ;
+    sh2_0 <= \$90 ;
   always @(posedge clk)
-    neg2_1 <= \$134 ;
+    neg2_1 <= \$91 ;
   always @(posedge clk)
-    sh2_1 <= \$135 ;
+    sh2_1 <= \$92 ;
   always @(posedge clk)
-    neg2_2 <= \$136 ;
+    neg2_2 <= \$93 ;
   always @(posedge clk)
-    sh2_2 <= \$137 ;
+    sh2_2 <= \$94 ;
   always @(posedge clk)
-    neg2_3 <= \$138 ;
+    neg2_3 <= \$95 ;
   always @(posedge clk)
-    sh2_3 <= \$139 ;
+    sh2_3 <= \$96 ;
   always @(posedge clk)
-    s3_0 <= \$140 ;
+    mag3_0 <= \$97 ;
   always @(posedge clk)
-    sh3_0 <= \$141 ;
+    neg3_0 <= \$98 ;
   always @(posedge clk)
-    s3_1 <= \$142 ;
+    sh3_0 <= \$99 ;
   always @(posedge clk)
-    sh3_1 <= \$143 ;
+    mag3_1 <= \$100 ;
   always @(posedge clk)
-    s3_2 <= \$144 ;
+    neg3_1 <= \$101 ;
   always @(posedge clk)
-    sh3_2 <= \$145 ;
+    sh3_1 <= \$102 ;
   always @(posedge clk)
-    s3_3 <= \$146 ;
+    mag3_2 <= \$103 ;
   always @(posedge clk)
-    sh3_3 <= \$147 ;
+    neg3_2 <= \$104 ;
   always @(posedge clk)
-    l4_0 <= \$148 ;
+    sh3_2 <= \$105 ;
   always @(posedge clk)
-    l4_1 <= \$149 ;
+    mag3_3 <= \$106 ;
   always @(posedge clk)
-    l4_2 <= \$150 ;
+    neg3_3 <= \$107 ;
   always @(posedge clk)
-    l4_3 <= \$151 ;
+    sh3_3 <= \$108 ;
   always @(posedge clk)
-    sum <= \$152 ;
+    l4_0 <= \$109 ;
+  always @(posedge clk)
+    neg4_0 <= \$110 ;
+  always @(posedge clk)
+    l4_1 <= \$111 ;
+  always @(posedge clk)
+    neg4_1 <= \$112 ;
+  always @(posedge clk)
+    l4_2 <= \$113 ;
+  always @(posedge clk)
+    neg4_2 <= \$114 ;
+  always @(posedge clk)
+    l4_3 <= \$115 ;
+  always @(posedge clk)
+    neg4_3 <= \$116 ;
+  always @(posedge clk)
+    sum <= \$117 ;
+  always @(posedge clk)
+    cin <= \$118 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$128  = m0;
+    mul0_lo = 6'h00;
     if (en) begin
-      \$128  = \$11 [7:0];
-    end
-    if (rst) begin
-      \$128  = 8'h00;
+      mul0_lo = \$5 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$129  = m1;
+    mul0_hi = 8'h00;
     if (en) begin
-      \$129  = \$22 [7:0];
-    end
-    if (rst) begin
-      \$129  = 8'h00;
+      mul0_hi = \$10 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$130  = m2;
+    mul1_lo = 6'h00;
     if (en) begin
-      \$130  = \$33 [7:0];
-    end
-    if (rst) begin
-      \$130  = 8'h00;
+      mul1_lo = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$131  = m3;
+    mul1_hi = 8'h00;
     if (en) begin
-      \$131  = \$44 [7:0];
-    end
-    if (rst) begin
-      \$131  = 8'h00;
+      mul1_hi = \$20 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$132  = neg2_0;
+    mul2_lo = 6'h00;
     if (en) begin
-      \$132  = \$45 ;
-    end
-    if (rst) begin
-      \$132  = 1'h0;
+      mul2_lo = \$25 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$133  = sh2_0;
+    mul2_hi = 8'h00;
     if (en) begin
-      \$133  = \$46 ;
-    end
-    if (rst) begin
-      \$133  = 4'h0;
+      mul2_hi = \$30 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$134  = neg2_1;
+    mul3_lo = 6'h00;
     if (en) begin
-      \$134  = \$47 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
+      mul3_lo = \$35 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$135  = sh2_1;
+    mul3_hi = 8'h00;
     if (en) begin
-      \$135  = \$48 ;
-    end
-    if (rst) begin
-      \$135  = 2'h0;
+      mul3_hi = \$40 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$136  = neg2_2;
+    \$85  = m0;
     if (en) begin
-      \$136  = \$49 ;
+      \$85  = \$43 [7:0];
     end
     if (rst) begin
-      \$136  = 1'h0;
+      \$85  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$137  = sh2_2;
+    \$86  = m1;
     if (en) begin
-      \$137  = \$50 [2:0];
+      \$86  = \$44 [7:0];
     end
     if (rst) begin
-      \$137  = 3'h0;
+      \$86  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$138  = neg2_3;
+    \$87  = m2;
     if (en) begin
-      \$138  = \$51 ;
+      \$87  = \$45 [7:0];
     end
     if (rst) begin
-      \$138  = 1'h0;
+      \$87  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$139  = sh2_3;
+    \$88  = m3;
     if (en) begin
-      \$139  = \$52 ;
+      \$88  = \$46 [7:0];
     end
     if (rst) begin
-      \$139  = 2'h0;
+      \$88  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$140  = s3_0;
+    \$89  = neg2_0;
     if (en) begin
-      \$140  = \$82 ;
+      \$89  = \$47 ;
     end
     if (rst) begin
-      \$140  = 17'h00000;
+      \$89  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$141  = sh3_0;
+    \$90  = sh2_0;
     if (en) begin
-      \$141  = sh2_0;
+      \$90  = \$48 ;
     end
     if (rst) begin
-      \$141  = 4'h0;
+      \$90  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$142  = s3_1;
+    \$91  = neg2_1;
     if (en) begin
-      \$142  = \$92 ;
+      \$91  = \$49 ;
     end
     if (rst) begin
-      \$142  = 9'h000;
+      \$91  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$143  = sh3_1;
+    \$92  = sh2_1;
     if (en) begin
-      \$143  = sh2_1;
+      \$92  = \$50 ;
     end
     if (rst) begin
-      \$143  = 2'h0;
+      \$92  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$144  = s3_2;
+    \$93  = neg2_2;
     if (en) begin
-      \$144  = \$110 ;
+      \$93  = \$51 ;
     end
     if (rst) begin
-      \$144  = 13'h0000;
+      \$93  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$145  = sh3_2;
+    \$94  = sh2_2;
     if (en) begin
-      \$145  = sh2_2;
+      \$94  = \$52 [2:0];
     end
     if (rst) begin
-      \$145  = 3'h0;
+      \$94  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$146  = s3_3;
+    \$95  = neg2_3;
     if (en) begin
-      \$146  = \$120 ;
+      \$95  = \$53 ;
     end
     if (rst) begin
-      \$146  = 9'h000;
+      \$95  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$147  = sh3_3;
+    \$96  = sh2_3;
     if (en) begin
-      \$147  = sh2_3;
+      \$96  = \$54 ;
     end
     if (rst) begin
-      \$147  = 2'h0;
+      \$96  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$148  = l4_0;
+    \$97  = mag3_0;
     if (en) begin
-      \$148  = \$121 [25:0];
+      \$97  = \$60 [15:0];
     end
     if (rst) begin
-      \$148  = 26'h0000000;
+      \$97  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$149  = l4_1;
+    \$98  = neg3_0;
     if (en) begin
-      \$149  = \$122 [9:0];
+      \$98  = neg2_0;
     end
     if (rst) begin
-      \$149  = 10'h000;
+      \$98  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$150  = l4_2;
+    \$99  = sh3_0;
     if (en) begin
-      \$150  = \$123 [17:0];
+      \$99  = sh2_0;
     end
     if (rst) begin
-      \$150  = 18'h00000;
+      \$99  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$151  = l4_3;
+    \$100  = mag3_1;
     if (en) begin
-      \$151  = \$124 [9:0];
+      \$100  = \$64 ;
     end
     if (rst) begin
-      \$151  = 10'h000;
+      \$100  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$152  = sum;
+    \$101  = neg3_1;
     if (en) begin
-      \$152  = \$127 [25:0];
+      \$101  = neg2_1;
     end
     if (rst) begin
-      \$152  = 26'h0000000;
+      \$101  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$102  = sh3_1;
+    if (en) begin
+      \$102  = sh2_1;
+    end
+    if (rst) begin
+      \$102  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$103  = mag3_2;
+    if (en) begin
+      \$103  = \$70 [11:0];
+    end
+    if (rst) begin
+      \$103  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$104  = neg3_2;
+    if (en) begin
+      \$104  = neg2_2;
+    end
+    if (rst) begin
+      \$104  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$105  = sh3_2;
+    if (en) begin
+      \$105  = sh2_2;
+    end
+    if (rst) begin
+      \$105  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$106  = mag3_3;
+    if (en) begin
+      \$106  = \$74 ;
+    end
+    if (rst) begin
+      \$106  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$107  = neg3_3;
+    if (en) begin
+      \$107  = neg2_3;
+    end
+    if (rst) begin
+      \$107  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$108  = sh3_3;
+    if (en) begin
+      \$108  = sh2_3;
+    end
+    if (rst) begin
+      \$108  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$109  = l4_0;
+    if (en) begin
+      \$109  = \$76 ;
+    end
+    if (rst) begin
+      \$109  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$110  = neg4_0;
+    if (en) begin
+      \$110  = neg3_0;
+    end
+    if (rst) begin
+      \$110  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$111  = l4_1;
+    if (en) begin
+      \$111  = \$78 ;
+    end
+    if (rst) begin
+      \$111  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$112  = neg4_1;
+    if (en) begin
+      \$112  = neg3_1;
+    end
+    if (rst) begin
+      \$112  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$113  = l4_2;
+    if (en) begin
+      \$113  = \$80 ;
+    end
+    if (rst) begin
+      \$113  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$114  = neg4_2;
+    if (en) begin
+      \$114  = neg3_2;
+    end
+    if (rst) begin
+      \$114  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$115  = l4_3;
+    if (en) begin
+      \$115  = \$82 ;
+    end
+    if (rst) begin
+      \$115  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$116  = neg4_3;
+    if (en) begin
+      \$116  = neg3_3;
+    end
+    if (rst) begin
+      \$116  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$117  = sum;
+    if (en) begin
+      \$117  = \$84 [25:0];
+    end
+    if (rst) begin
+      \$117  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$118  = cin;
+    if (en) begin
+      \$118  = neg4_3;
+    end
+    if (rst) begin
+      \$118  = 1'h0;
     end
   end
   assign \b.x0  = b[3:0];
@@ -14383,185 +10843,141 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, clk);
   assign \$3  = { a[3:0], 1'h0 };
   assign \$6  = { 1'h0, a[3:0], 2'h0 };
   assign \$8  = { a[3:0], 3'h0 };
-  assign \$12  = { 1'h0, a[7:4] };
-  assign \$14  = { a[7:4], 1'h0 };
-  assign \$17  = { 1'h0, a[7:4], 2'h0 };
-  assign \$19  = { a[7:4], 3'h0 };
-  assign \$23  = { 1'h0, a[11:8] };
-  assign \$25  = { a[11:8], 1'h0 };
-  assign \$28  = { 1'h0, a[11:8], 2'h0 };
-  assign \$30  = { a[11:8], 3'h0 };
-  assign \$34  = { 1'h0, a[15:12] };
-  assign \$36  = { a[15:12], 1'h0 };
-  assign \$39  = { 1'h0, a[15:12], 2'h0 };
-  assign \$41  = { a[15:12], 3'h0 };
-  assign \$57  = { 3'h0, m1, 4'h0 };
-  assign \$59  = { 3'h0, m3, 4'h0 };
-  assign \$61  = { 3'h0, \$60 , 4'h0 };
-  assign \$63  = { 3'h0, m1, 4'h0 };
-  assign \$72  = { 3'h0, m1, 4'h0 };
-  assign \$74  = { 3'h0, m3, 4'h0 };
-  assign \$76  = { 3'h0, \$75 , 4'h0 };
-  assign \$78  = { 3'h0, m1, 4'h0 };
-  assign \$97  = { 3'h0, m3, 4'h0 };
-  assign \$106  = { 3'h0, m3, 4'h0 };
+  assign \$11  = { 1'h0, a[7:4] };
+  assign \$13  = { a[7:4], 1'h0 };
+  assign \$16  = { 1'h0, a[7:4], 2'h0 };
+  assign \$18  = { a[7:4], 3'h0 };
+  assign \$21  = { 1'h0, a[11:8] };
+  assign \$23  = { a[11:8], 1'h0 };
+  assign \$26  = { 1'h0, a[11:8], 2'h0 };
+  assign \$28  = { a[11:8], 3'h0 };
+  assign \$31  = { 1'h0, a[15:12] };
+  assign \$33  = { a[15:12], 1'h0 };
+  assign \$36  = { 1'h0, a[15:12], 2'h0 };
+  assign \$38  = { a[15:12], 3'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, clk);
+module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire [4:0] \$1 ;
   wire [7:0] \$10 ;
-  wire [15:0] \$100 ;
-  wire [12:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire [14:0] \$106 ;
-  wire [15:0] \$107 ;
-  wire [15:0] \$108 ;
-  wire [15:0] \$109 ;
-  wire [8:0] \$11 ;
-  wire [12:0] \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire [7:0] \$114 ;
-  wire [8:0] \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire [7:0] \$119 ;
+  reg [7:0] \$100 ;
+  reg \$101 ;
+  reg [1:0] \$102 ;
+  reg [11:0] \$103 ;
+  reg \$104 ;
+  reg [2:0] \$105 ;
+  reg [7:0] \$106 ;
+  reg \$107 ;
+  reg [1:0] \$108 ;
+  reg [25:0] \$109 ;
+  wire [4:0] \$11 ;
+  reg \$110 ;
+  reg [9:0] \$111 ;
+  reg \$112 ;
+  reg [17:0] \$113 ;
+  reg \$114 ;
+  reg [9:0] \$115 ;
+  reg \$116 ;
+  reg [25:0] \$117 ;
+  reg \$118 ;
   wire [4:0] \$12 ;
-  wire [8:0] \$120 ;
-  wire [31:0] \$121 ;
-  wire [11:0] \$122 ;
-  wire [19:0] \$123 ;
-  wire [11:0] \$124 ;
-  wire [26:0] \$125 ;
-  wire [18:0] \$126 ;
-  wire [27:0] \$127 ;
-  reg [7:0] \$128 ;
-  reg [7:0] \$129 ;
   wire [4:0] \$13 ;
-  reg [7:0] \$130 ;
-  reg [7:0] \$131 ;
-  reg \$132 ;
-  reg [3:0] \$133 ;
-  reg \$134 ;
-  reg [1:0] \$135 ;
-  reg \$136 ;
-  reg [2:0] \$137 ;
-  reg \$138 ;
-  reg [1:0] \$139 ;
   wire [4:0] \$14 ;
-  reg [16:0] \$140 ;
-  reg [3:0] \$141 ;
-  reg [8:0] \$142 ;
-  reg [1:0] \$143 ;
-  reg [12:0] \$144 ;
-  reg [2:0] \$145 ;
-  reg [8:0] \$146 ;
-  reg [1:0] \$147 ;
-  reg [25:0] \$148 ;
-  reg [9:0] \$149 ;
-  wire [4:0] \$15 ;
-  reg [17:0] \$150 ;
-  reg [9:0] \$151 ;
-  reg [25:0] \$152 ;
-  wire [5:0] \$16 ;
+  wire [5:0] \$15 ;
+  wire [6:0] \$16 ;
   wire [6:0] \$17 ;
   wire [6:0] \$18 ;
   wire [6:0] \$19 ;
   wire [4:0] \$2 ;
-  wire [6:0] \$20 ;
-  wire [7:0] \$21 ;
-  wire [8:0] \$22 ;
+  wire [7:0] \$20 ;
+  wire [4:0] \$21 ;
+  wire [4:0] \$22 ;
   wire [4:0] \$23 ;
   wire [4:0] \$24 ;
-  wire [4:0] \$25 ;
-  wire [4:0] \$26 ;
-  wire [5:0] \$27 ;
+  wire [5:0] \$25 ;
+  wire [6:0] \$26 ;
+  wire [6:0] \$27 ;
   wire [6:0] \$28 ;
   wire [6:0] \$29 ;
   wire [4:0] \$3 ;
-  wire [6:0] \$30 ;
-  wire [6:0] \$31 ;
-  wire [7:0] \$32 ;
-  wire [8:0] \$33 ;
+  wire [7:0] \$30 ;
+  wire [4:0] \$31 ;
+  wire [4:0] \$32 ;
+  wire [4:0] \$33 ;
   wire [4:0] \$34 ;
-  wire [4:0] \$35 ;
-  wire [4:0] \$36 ;
-  wire [4:0] \$37 ;
-  wire [5:0] \$38 ;
+  wire [5:0] \$35 ;
+  wire [6:0] \$36 ;
+  wire [6:0] \$37 ;
+  wire [6:0] \$38 ;
   wire [6:0] \$39 ;
   wire [4:0] \$4 ;
-  wire [6:0] \$40 ;
-  wire [6:0] \$41 ;
-  wire [6:0] \$42 ;
-  wire [7:0] \$43 ;
+  wire [7:0] \$40 ;
+  wire [26:0] \$41 ;
+  wire [18:0] \$42 ;
+  wire [8:0] \$43 ;
   wire [8:0] \$44 ;
-  wire \$45 ;
-  wire [3:0] \$46 ;
+  wire [8:0] \$45 ;
+  wire [8:0] \$46 ;
   wire \$47 ;
-  wire [1:0] \$48 ;
+  wire [3:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
-  wire [3:0] \$50 ;
+  wire [1:0] \$50 ;
   wire \$51 ;
-  wire [1:0] \$52 ;
+  wire [3:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
+  wire [1:0] \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire [14:0] \$57 ;
-  wire [15:0] \$58 ;
-  wire [14:0] \$59 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire [17:0] \$59 ;
   wire [6:0] \$6 ;
-  wire [15:0] \$60 ;
-  wire [22:0] \$61 ;
-  wire [23:0] \$62 ;
-  wire [14:0] \$63 ;
-  wire [15:0] \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [16:0] \$67 ;
+  wire [17:0] \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [7:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [12:0] \$69 ;
   wire [6:0] \$7 ;
-  wire \$70 ;
+  wire [12:0] \$70 ;
   wire \$71 ;
-  wire [14:0] \$72 ;
-  wire [15:0] \$73 ;
-  wire [14:0] \$74 ;
-  wire [15:0] \$75 ;
-  wire [22:0] \$76 ;
-  wire [23:0] \$77 ;
-  wire [14:0] \$78 ;
-  wire [15:0] \$79 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire [7:0] \$74 ;
+  wire [30:0] \$75 ;
+  wire [25:0] \$76 ;
+  wire [10:0] \$77 ;
+  wire [9:0] \$78 ;
+  wire [18:0] \$79 ;
   wire [6:0] \$8 ;
-  wire [23:0] \$80 ;
-  wire [23:0] \$81 ;
-  wire [16:0] \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [7:0] \$86 ;
-  wire [8:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [17:0] \$80 ;
+  wire [10:0] \$81 ;
+  wire [9:0] \$82 ;
+  wire [28:0] \$83 ;
+  wire [29:0] \$84 ;
+  reg [7:0] \$85 ;
+  reg [7:0] \$86 ;
+  reg [7:0] \$87 ;
+  reg [7:0] \$88 ;
+  reg \$89 ;
   wire [6:0] \$9 ;
-  wire \$90 ;
-  wire [7:0] \$91 ;
-  wire [8:0] \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [14:0] \$97 ;
-  wire [15:0] \$98 ;
-  wire [15:0] \$99 ;
+  reg [3:0] \$90 ;
+  reg \$91 ;
+  reg [1:0] \$92 ;
+  reg \$93 ;
+  reg [2:0] \$94 ;
+  reg \$95 ;
+  reg [1:0] \$96 ;
+  reg [15:0] \$97 ;
+  reg \$98 ;
+  reg [3:0] \$99 ;
   input [27:0] a;
   wire [27:0] a;
   wire \a.neg0 ;
@@ -14590,10 +11006,14 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, clk);
   wire [3:0] \b.x1 ;
   wire [3:0] \b.x2 ;
   wire [3:0] \b.x3 ;
+  output cin;
+  reg cin = 1'h0;
   input clk;
   wire clk;
   input en;
   wire en;
+  (* keep = 32'd1 *)
+  wire [13:0] full_hi;
   reg [25:0] l4_0 = 26'h0000000;
   reg [9:0] l4_1 = 10'h000;
   reg [17:0] l4_2 = 18'h00000;
@@ -14602,20 +11022,48 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, clk);
   reg [7:0] m1 = 8'h00;
   reg [7:0] m2 = 8'h00;
   reg [7:0] m3 = 8'h00;
+  reg [15:0] mag3_0 = 16'h0000;
+  reg [7:0] mag3_1 = 8'h00;
+  reg [11:0] mag3_2 = 12'h000;
+  reg [7:0] mag3_3 = 8'h00;
   input [1:0] mode;
   wire [1:0] mode;
   wire \mode.a8 ;
   wire \mode.b8 ;
+  (* keep = 32'd1 *)
+  reg [7:0] mul0_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul0_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul1_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul1_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul2_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul2_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul3_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul3_lo;
   reg neg2_0 = 1'h0;
   reg neg2_1 = 1'h0;
   reg neg2_2 = 1'h0;
   reg neg2_3 = 1'h0;
+  reg neg3_0 = 1'h0;
+  reg neg3_1 = 1'h0;
+  reg neg3_2 = 1'h0;
+  reg neg3_3 = 1'h0;
+  reg neg4_0 = 1'h0;
+  reg neg4_1 = 1'h0;
+  reg neg4_2 = 1'h0;
+  reg neg4_3 = 1'h0;
+  (* keep = 32'd1 *)
+  wire [8:0] pair0_hi;
+  (* keep = 32'd1 *)
+  wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [16:0] s3_0 = 17'h00000;
-  reg [8:0] s3_1 = 9'h000;
-  reg [12:0] s3_2 = 13'h0000;
-  reg [8:0] s3_3 = 9'h000;
   reg [3:0] sh2_0 = 4'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
@@ -14626,405 +11074,545 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, clk);
   reg [1:0] sh3_3 = 2'h0;
   output [25:0] sum;
   reg [25:0] sum = 26'h0000000;
+  (* keep = 32'd1 *)
+  wire [27:0] sum0_0;
+  (* keep = 32'd1 *)
+  wire [19:0] sum0_2;
   assign \$2  = b[0] ? \$1  : 5'h00;
   assign \$4  = b[1] ? \$3  : 5'h00;
   assign \$5  = \$2  + \$4 ;
   assign \$7  = b[2] ? \$6  : 7'h00;
   assign \$9  = b[3] ? \$8  : 7'h00;
   assign \$10  = \$7  + \$9 ;
-  assign \$11  = \$5  + \$10 ;
-  assign \$13  = b[4] ? \$12  : 5'h00;
-  assign \$15  = b[5] ? \$14  : 5'h00;
-  assign \$16  = \$13  + \$15 ;
-  assign \$18  = b[6] ? \$17  : 7'h00;
-  assign \$20  = b[7] ? \$19  : 7'h00;
-  assign \$21  = \$18  + \$20 ;
-  assign \$22  = \$16  + \$21 ;
-  assign \$24  = b[8] ? \$23  : 5'h00;
-  assign \$26  = b[9] ? \$25  : 5'h00;
-  assign \$27  = \$24  + \$26 ;
-  assign \$29  = b[10] ? \$28  : 7'h00;
-  assign \$31  = b[11] ? \$30  : 7'h00;
-  assign \$32  = \$29  + \$31 ;
-  assign \$33  = \$27  + \$32 ;
-  assign \$35  = b[12] ? \$34  : 5'h00;
-  assign \$37  = b[13] ? \$36  : 5'h00;
-  assign \$38  = \$35  + \$37 ;
-  assign \$40  = b[14] ? \$39  : 7'h00;
-  assign \$42  = b[15] ? \$41  : 7'h00;
-  assign \$43  = \$40  + \$42 ;
-  assign \$44  = \$38  + \$43 ;
-  assign \$45  = a[16] ^ b[16];
-  assign \$46  = a[19:17] + b[19:17];
-  assign \$47  = a[20] ^ b[20];
-  assign \$48  = a[21] + b[21];
-  assign \$49  = a[22] ^ b[22];
-  assign \$50  = a[25:23] + b[25:23];
-  assign \$51  = a[26] ^ b[26];
-  assign \$52  = a[27] + b[27];
-  assign \$53  = ~ mode[0];
-  assign \$54  = ~ mode[1];
-  assign \$55  = \$53  & \$54 ;
-  assign \$56  = mode[0] & mode[1];
-  assign \$58  = m0 + \$57 ;
-  assign \$60  = m2 + \$59 ;
-  assign \$62  = \$58  + \$61 ;
-  assign \$64  = m0 + \$63 ;
-  assign \$65  = \$56  ? \$62  : { 8'h00, \$64  };
-  assign \$66  = \$55  ? { 16'h0000, m0 } : \$65 ;
-  assign \$67  = - \$66 [15:0];
-  assign \$68  = ~ mode[0];
-  assign \$69  = ~ mode[1];
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = mode[0] & mode[1];
-  assign \$73  = m0 + \$72 ;
-  assign \$75  = m2 + \$74 ;
-  assign \$77  = \$73  + \$76 ;
-  assign \$79  = m0 + \$78 ;
-  assign \$80  = \$71  ? \$77  : { 8'h00, \$79  };
-  assign \$81  = \$70  ? { 16'h0000, m0 } : \$80 ;
-  assign \$82  = neg2_0 ? \$67  : { 1'h0, \$81 [15:0] };
-  assign \$83  = ~ mode[0];
-  assign \$84  = ~ mode[1];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = \$85  ? m1 : 8'h00;
-  assign \$87  = - \$86 ;
-  assign \$88  = ~ mode[0];
-  assign \$89  = ~ mode[1];
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = \$90  ? m1 : 8'h00;
-  assign \$92  = neg2_1 ? \$87  : { 1'h0, \$91  };
-  assign \$93  = ~ mode[0];
-  assign \$94  = ~ mode[1];
-  assign \$95  = \$93  & \$94 ;
-  assign \$96  = mode[0] & mode[1];
-  assign \$98  = m2 + \$97 ;
-  assign \$99  = \$96  ? 16'h0000 : \$98 ;
-  assign \$100  = \$95  ? { 8'h00, m2 } : \$99 ;
-  assign \$101  = - \$100 [11:0];
-  assign \$102  = ~ mode[0];
-  assign \$103  = ~ mode[1];
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = mode[0] & mode[1];
-  assign \$107  = m2 + \$106 ;
-  assign \$108  = \$105  ? 16'h0000 : \$107 ;
-  assign \$109  = \$104  ? { 8'h00, m2 } : \$108 ;
-  assign \$110  = neg2_2 ? \$101  : { 1'h0, \$109 [11:0] };
-  assign \$111  = ~ mode[0];
-  assign \$112  = ~ mode[1];
-  assign \$113  = \$111  & \$112 ;
-  assign \$114  = \$113  ? m3 : 8'h00;
-  assign \$115  = - \$114 ;
-  assign \$116  = ~ mode[0];
-  assign \$117  = ~ mode[1];
-  assign \$118  = \$116  & \$117 ;
-  assign \$119  = \$118  ? m3 : 8'h00;
-  assign \$120  = neg2_3 ? \$115  : { 1'h0, \$119  };
-  assign \$121  = $signed(s3_0) << sh3_0;
-  assign \$122  = $signed(s3_1) << sh3_1;
-  assign \$123  = $signed(s3_2) << sh3_2;
-  assign \$124  = $signed(s3_3) << sh3_3;
-  assign \$125  = $signed(l4_0) + $signed(l4_1);
-  assign \$126  = $signed(l4_2) + $signed(l4_3);
-  assign \$127  = $signed(\$125 ) + $signed(\$126 );
+  assign \$12  = b[4] ? \$11  : 5'h00;
+  assign \$14  = b[5] ? \$13  : 5'h00;
+  assign \$15  = \$12  + \$14 ;
+  assign \$17  = b[6] ? \$16  : 7'h00;
+  assign \$19  = b[7] ? \$18  : 7'h00;
+  assign \$20  = \$17  + \$19 ;
+  assign \$22  = b[8] ? \$21  : 5'h00;
+  assign \$24  = b[9] ? \$23  : 5'h00;
+  assign \$25  = \$22  + \$24 ;
+  assign \$27  = b[10] ? \$26  : 7'h00;
+  assign \$29  = b[11] ? \$28  : 7'h00;
+  assign \$30  = \$27  + \$29 ;
+  assign \$32  = b[12] ? \$31  : 5'h00;
+  assign \$34  = b[13] ? \$33  : 5'h00;
+  assign \$35  = \$32  + \$34 ;
+  assign \$37  = b[14] ? \$36  : 7'h00;
+  assign \$39  = b[15] ? \$38  : 7'h00;
+  assign \$40  = \$37  + \$39 ;
+  assign pair0_hi = m0[7:4] + m1;
+  assign pair1_hi = m2[7:4] + m3;
+  assign full_hi = pair0_hi + { pair1_hi, m2[3:0] };
+  assign \$41  = $signed(l4_0) + $signed(l4_1);
+  assign sum0_0 = $signed(\$41 ) + $signed({ 1'h0, neg4_0 });
+  assign \$42  = $signed(l4_2) + $signed(l4_3);
+  assign sum0_2 = $signed(\$42 ) + $signed({ 1'h0, neg4_2 });
+  assign \$43  = mul0_lo + mul0_hi;
+  assign \$44  = mul1_lo + mul1_hi;
+  assign \$45  = mul2_lo + mul2_hi;
+  assign \$46  = mul3_lo + mul3_hi;
+  assign \$47  = a[16] ^ b[16];
+  assign \$48  = a[19:17] + b[19:17];
+  assign \$49  = a[20] ^ b[20];
+  assign \$50  = a[21] + b[21];
+  assign \$51  = a[22] ^ b[22];
+  assign \$52  = a[25:23] + b[25:23];
+  assign \$53  = a[26] ^ b[26];
+  assign \$54  = a[27] + b[27];
+  assign \$55  = ~ mode[0];
+  assign \$56  = ~ mode[1];
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = mode[0] & mode[1];
+  assign \$59  = \$58  ? { full_hi, m0[3:0] } : { 5'h00, pair0_hi, m0[3:0] };
+  assign \$60  = \$57  ? { 10'h000, m0 } : \$59 ;
+  assign \$61  = ~ mode[0];
+  assign \$62  = ~ mode[1];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = \$63  ? m1 : 8'h00;
+  assign \$65  = ~ mode[0];
+  assign \$66  = ~ mode[1];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = mode[0] & mode[1];
+  assign \$69  = \$68  ? 13'h0000 : { pair1_hi, m2[3:0] };
+  assign \$70  = \$67  ? { 5'h00, m2 } : \$69 ;
+  assign \$71  = ~ mode[0];
+  assign \$72  = ~ mode[1];
+  assign \$73  = \$71  & \$72 ;
+  assign \$74  = \$73  ? m3 : 8'h00;
+  assign \$75  = mag3_0 << sh3_0;
+  assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
+  assign \$77  = mag3_1 << sh3_1;
+  assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
+  assign \$79  = mag3_2 << sh3_2;
+  assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
+  assign \$81  = mag3_3 << sh3_3;
+  assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
+  assign \$83  = $signed(sum0_0) + $signed(sum0_2);
+  assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
   always @(posedge clk)
-    m0 <= \$128 ;
+    m0 <= \$85 ;
   always @(posedge clk)
-    m1 <= \$129 ;
+    m1 <= \$86 ;
   always @(posedge clk)
-    m2 <= \$130 ;
+    m2 <= \$87 ;
   always @(posedge clk)
-    m3 <= \$131 ;
+    m3 <= \$88 ;
   always @(posedge clk)
-    neg2_0 <= \$132 ;
+    neg2_0 <= \$89 ;
   always @(posedge clk)
-    sh2_0 <= \$133 ;
+    sh2_0 <= \$90 ;
   always @(posedge clk)
-    neg2_1 <= \$134 ;
+    neg2_1 <= \$91 ;
   always @(posedge clk)
-    sh2_1 <= \$135 ;
+    sh2_1 <= \$92 ;
   always @(posedge clk)
-    neg2_2 <= \$136 ;
+    neg2_2 <= \$93 ;
   always @(posedge clk)
-    sh2_2 <= \$137 ;
+    sh2_2 <= \$94 ;
   always @(posedge clk)
-    neg2_3 <= \$138 ;
+    neg2_3 <= \$95 ;
   always @(posedge clk)
-    sh2_3 <= \$139 ;
+    sh2_3 <= \$96 ;
   always @(posedge clk)
-    s3_0 <= \$140 ;
+    mag3_0 <= \$97 ;
   always @(posedge clk)
-    sh3_0 <= \$141 ;
+    neg3_0 <= \$98 ;
   always @(posedge clk)
-    s3_1 <= \$142 ;
+    sh3_0 <= \$99 ;
   always @(posedge clk)
-    sh3_1 <= \$143 ;
+    mag3_1 <= \$100 ;
   always @(posedge clk)
-    s3_2 <= \$144 ;
+    neg3_1 <= \$101 ;
   always @(posedge clk)
-    sh3_2 <= \$145 ;
+    sh3_1 <= \$102 ;
   always @(posedge clk)
-    s3_3 <= \$146 ;
+    mag3_2 <= \$103 ;
   always @(posedge clk)
-    sh3_3 <= \$147 ;
+    neg3_2 <= \$104 ;
   always @(posedge clk)
-    l4_0 <= \$148 ;
+    sh3_2 <= \$105 ;
   always @(posedge clk)
-    l4_1 <= \$149 ;
+    mag3_3 <= \$106 ;
   always @(posedge clk)
-    l4_2 <= \$150 ;
+    neg3_3 <= \$107 ;
   always @(posedge clk)
-    l4_3 <= \$151 ;
+    sh3_3 <= \$108 ;
   always @(posedge clk)
-    sum <= \$152 ;
+    l4_0 <= \$109 ;
+  always @(posedge clk)
+    neg4_0 <= \$110 ;
+  always @(posedge clk)
+    l4_1 <= \$111 ;
+  always @(posedge clk)
+    neg4_1 <= \$112 ;
+  always @(posedge clk)
+    l4_2 <= \$113 ;
+  always @(posedge clk)
+    neg4_2 <= \$114 ;
+  always @(posedge clk)
+    l4_3 <= \$115 ;
+  always @(posedge clk)
+    neg4_3 <= \$116 ;
+  always @(posedge clk)
+    sum <= \$117 ;
+  always @(posedge clk)
+    cin <= \$118 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$128  = m0;
+    mul0_lo = 6'h00;
     if (en) begin
-      \$128  = \$11 [7:0];
-    end
-    if (rst) begin
-      \$128  = 8'h00;
+      mul0_lo = \$5 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$129  = m1;
+    mul0_hi = 8'h00;
     if (en) begin
-      \$129  = \$22 [7:0];
-    end
-    if (rst) begin
-      \$129  = 8'h00;
+      mul0_hi = \$10 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$130  = m2;
+    mul1_lo = 6'h00;
     if (en) begin
-      \$130  = \$33 [7:0];
-    end
-    if (rst) begin
-      \$130  = 8'h00;
+      mul1_lo = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$131  = m3;
+    mul1_hi = 8'h00;
     if (en) begin
-      \$131  = \$44 [7:0];
-    end
-    if (rst) begin
-      \$131  = 8'h00;
+      mul1_hi = \$20 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$132  = neg2_0;
+    mul2_lo = 6'h00;
     if (en) begin
-      \$132  = \$45 ;
-    end
-    if (rst) begin
-      \$132  = 1'h0;
+      mul2_lo = \$25 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$133  = sh2_0;
+    mul2_hi = 8'h00;
     if (en) begin
-      \$133  = \$46 ;
-    end
-    if (rst) begin
-      \$133  = 4'h0;
+      mul2_hi = \$30 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$134  = neg2_1;
+    mul3_lo = 6'h00;
     if (en) begin
-      \$134  = \$47 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
+      mul3_lo = \$35 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$135  = sh2_1;
+    mul3_hi = 8'h00;
     if (en) begin
-      \$135  = \$48 ;
-    end
-    if (rst) begin
-      \$135  = 2'h0;
+      mul3_hi = \$40 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$136  = neg2_2;
+    \$85  = m0;
     if (en) begin
-      \$136  = \$49 ;
+      \$85  = \$43 [7:0];
     end
     if (rst) begin
-      \$136  = 1'h0;
+      \$85  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$137  = sh2_2;
+    \$86  = m1;
     if (en) begin
-      \$137  = \$50 [2:0];
+      \$86  = \$44 [7:0];
     end
     if (rst) begin
-      \$137  = 3'h0;
+      \$86  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$138  = neg2_3;
+    \$87  = m2;
     if (en) begin
-      \$138  = \$51 ;
+      \$87  = \$45 [7:0];
     end
     if (rst) begin
-      \$138  = 1'h0;
+      \$87  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$139  = sh2_3;
+    \$88  = m3;
     if (en) begin
-      \$139  = \$52 ;
+      \$88  = \$46 [7:0];
     end
     if (rst) begin
-      \$139  = 2'h0;
+      \$88  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$140  = s3_0;
+    \$89  = neg2_0;
     if (en) begin
-      \$140  = \$82 ;
+      \$89  = \$47 ;
     end
     if (rst) begin
-      \$140  = 17'h00000;
+      \$89  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$141  = sh3_0;
+    \$90  = sh2_0;
     if (en) begin
-      \$141  = sh2_0;
+      \$90  = \$48 ;
     end
     if (rst) begin
-      \$141  = 4'h0;
+      \$90  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$142  = s3_1;
+    \$91  = neg2_1;
     if (en) begin
-      \$142  = \$92 ;
+      \$91  = \$49 ;
     end
     if (rst) begin
-      \$142  = 9'h000;
+      \$91  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$143  = sh3_1;
+    \$92  = sh2_1;
     if (en) begin
-      \$143  = sh2_1;
+      \$92  = \$50 ;
     end
     if (rst) begin
-      \$143  = 2'h0;
+      \$92  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$144  = s3_2;
+    \$93  = neg2_2;
     if (en) begin
-      \$144  = \$110 ;
+      \$93  = \$51 ;
     end
     if (rst) begin
-      \$144  = 13'h0000;
+      \$93  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$145  = sh3_2;
+    \$94  = sh2_2;
     if (en) begin
-      \$145  = sh2_2;
+      \$94  = \$52 [2:0];
     end
     if (rst) begin
-      \$145  = 3'h0;
+      \$94  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$146  = s3_3;
+    \$95  = neg2_3;
     if (en) begin
-      \$146  = \$120 ;
+      \$95  = \$53 ;
     end
     if (rst) begin
-      \$146  = 9'h000;
+      \$95  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$147  = sh3_3;
+    \$96  = sh2_3;
     if (en) begin
-      \$147  = sh2_3;
+      \$96  = \$54 ;
     end
     if (rst) begin
-      \$147  = 2'h0;
+      \$96  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$148  = l4_0;
+    \$97  = mag3_0;
     if (en) begin
-      \$148  = \$121 [25:0];
+      \$97  = \$60 [15:0];
     end
     if (rst) begin
-      \$148  = 26'h0000000;
+      \$97  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$149  = l4_1;
+    \$98  = neg3_0;
     if (en) begin
-      \$149  = \$122 [9:0];
+      \$98  = neg2_0;
     end
     if (rst) begin
-      \$149  = 10'h000;
+      \$98  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$150  = l4_2;
+    \$99  = sh3_0;
     if (en) begin
-      \$150  = \$123 [17:0];
+      \$99  = sh2_0;
     end
     if (rst) begin
-      \$150  = 18'h00000;
+      \$99  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$151  = l4_3;
+    \$100  = mag3_1;
     if (en) begin
-      \$151  = \$124 [9:0];
+      \$100  = \$64 ;
     end
     if (rst) begin
-      \$151  = 10'h000;
+      \$100  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$152  = sum;
+    \$101  = neg3_1;
     if (en) begin
-      \$152  = \$127 [25:0];
+      \$101  = neg2_1;
     end
     if (rst) begin
-      \$152  = 26'h0000000;
+      \$101  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$102  = sh3_1;
+    if (en) begin
+      \$102  = sh2_1;
+    end
+    if (rst) begin
+      \$102  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$103  = mag3_2;
+    if (en) begin
+      \$103  = \$70 [11:0];
+    end
+    if (rst) begin
+      \$103  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$104  = neg3_2;
+    if (en) begin
+      \$104  = neg2_2;
+    end
+    if (rst) begin
+      \$104  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$105  = sh3_2;
+    if (en) begin
+      \$105  = sh2_2;
+    end
+    if (rst) begin
+      \$105  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$106  = mag3_3;
+    if (en) begin
+      \$106  = \$74 ;
+    end
+    if (rst) begin
+      \$106  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$107  = neg3_3;
+    if (en) begin
+      \$107  = neg2_3;
+    end
+    if (rst) begin
+      \$107  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$108  = sh3_3;
+    if (en) begin
+      \$108  = sh2_3;
+    end
+    if (rst) begin
+      \$108  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$109  = l4_0;
+    if (en) begin
+      \$109  = \$76 ;
+    end
+    if (rst) begin
+      \$109  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$110  = neg4_0;
+    if (en) begin
+      \$110  = neg3_0;
+    end
+    if (rst) begin
+      \$110  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$111  = l4_1;
+    if (en) begin
+      \$111  = \$78 ;
+    end
+    if (rst) begin
+      \$111  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$112  = neg4_1;
+    if (en) begin
+      \$112  = neg3_1;
+    end
+    if (rst) begin
+      \$112  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$113  = l4_2;
+    if (en) begin
+      \$113  = \$80 ;
+    end
+    if (rst) begin
+      \$113  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$114  = neg4_2;
+    if (en) begin
+      \$114  = neg3_2;
+    end
+    if (rst) begin
+      \$114  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$115  = l4_3;
+    if (en) begin
+      \$115  = \$82 ;
+    end
+    if (rst) begin
+      \$115  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$116  = neg4_3;
+    if (en) begin
+      \$116  = neg3_3;
+    end
+    if (rst) begin
+      \$116  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$117  = sum;
+    if (en) begin
+      \$117  = \$84 [25:0];
+    end
+    if (rst) begin
+      \$117  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$118  = cin;
+    if (en) begin
+      \$118  = neg4_3;
+    end
+    if (rst) begin
+      \$118  = 1'h0;
     end
   end
   assign \b.x0  = b[3:0];
@@ -15057,185 +11645,141 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, clk);
   assign \$3  = { a[3:0], 1'h0 };
   assign \$6  = { 1'h0, a[3:0], 2'h0 };
   assign \$8  = { a[3:0], 3'h0 };
-  assign \$12  = { 1'h0, a[7:4] };
-  assign \$14  = { a[7:4], 1'h0 };
-  assign \$17  = { 1'h0, a[7:4], 2'h0 };
-  assign \$19  = { a[7:4], 3'h0 };
-  assign \$23  = { 1'h0, a[11:8] };
-  assign \$25  = { a[11:8], 1'h0 };
-  assign \$28  = { 1'h0, a[11:8], 2'h0 };
-  assign \$30  = { a[11:8], 3'h0 };
-  assign \$34  = { 1'h0, a[15:12] };
-  assign \$36  = { a[15:12], 1'h0 };
-  assign \$39  = { 1'h0, a[15:12], 2'h0 };
-  assign \$41  = { a[15:12], 3'h0 };
-  assign \$57  = { 3'h0, m1, 4'h0 };
-  assign \$59  = { 3'h0, m3, 4'h0 };
-  assign \$61  = { 3'h0, \$60 , 4'h0 };
-  assign \$63  = { 3'h0, m1, 4'h0 };
-  assign \$72  = { 3'h0, m1, 4'h0 };
-  assign \$74  = { 3'h0, m3, 4'h0 };
-  assign \$76  = { 3'h0, \$75 , 4'h0 };
-  assign \$78  = { 3'h0, m1, 4'h0 };
-  assign \$97  = { 3'h0, m3, 4'h0 };
-  assign \$106  = { 3'h0, m3, 4'h0 };
+  assign \$11  = { 1'h0, a[7:4] };
+  assign \$13  = { a[7:4], 1'h0 };
+  assign \$16  = { 1'h0, a[7:4], 2'h0 };
+  assign \$18  = { a[7:4], 3'h0 };
+  assign \$21  = { 1'h0, a[11:8] };
+  assign \$23  = { a[11:8], 1'h0 };
+  assign \$26  = { 1'h0, a[11:8], 2'h0 };
+  assign \$28  = { a[11:8], 3'h0 };
+  assign \$31  = { 1'h0, a[15:12] };
+  assign \$33  = { a[15:12], 1'h0 };
+  assign \$36  = { 1'h0, a[15:12], 2'h0 };
+  assign \$38  = { a[15:12], 3'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, clk);
+module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire [4:0] \$1 ;
   wire [7:0] \$10 ;
-  wire [15:0] \$100 ;
-  wire [12:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire [14:0] \$106 ;
-  wire [15:0] \$107 ;
-  wire [15:0] \$108 ;
-  wire [15:0] \$109 ;
-  wire [8:0] \$11 ;
-  wire [12:0] \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire [7:0] \$114 ;
-  wire [8:0] \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire [7:0] \$119 ;
+  reg [7:0] \$100 ;
+  reg \$101 ;
+  reg [1:0] \$102 ;
+  reg [11:0] \$103 ;
+  reg \$104 ;
+  reg [2:0] \$105 ;
+  reg [7:0] \$106 ;
+  reg \$107 ;
+  reg [1:0] \$108 ;
+  reg [25:0] \$109 ;
+  wire [4:0] \$11 ;
+  reg \$110 ;
+  reg [9:0] \$111 ;
+  reg \$112 ;
+  reg [17:0] \$113 ;
+  reg \$114 ;
+  reg [9:0] \$115 ;
+  reg \$116 ;
+  reg [25:0] \$117 ;
+  reg \$118 ;
   wire [4:0] \$12 ;
-  wire [8:0] \$120 ;
-  wire [31:0] \$121 ;
-  wire [11:0] \$122 ;
-  wire [19:0] \$123 ;
-  wire [11:0] \$124 ;
-  wire [26:0] \$125 ;
-  wire [18:0] \$126 ;
-  wire [27:0] \$127 ;
-  reg [7:0] \$128 ;
-  reg [7:0] \$129 ;
   wire [4:0] \$13 ;
-  reg [7:0] \$130 ;
-  reg [7:0] \$131 ;
-  reg \$132 ;
-  reg [3:0] \$133 ;
-  reg \$134 ;
-  reg [1:0] \$135 ;
-  reg \$136 ;
-  reg [2:0] \$137 ;
-  reg \$138 ;
-  reg [1:0] \$139 ;
   wire [4:0] \$14 ;
-  reg [16:0] \$140 ;
-  reg [3:0] \$141 ;
-  reg [8:0] \$142 ;
-  reg [1:0] \$143 ;
-  reg [12:0] \$144 ;
-  reg [2:0] \$145 ;
-  reg [8:0] \$146 ;
-  reg [1:0] \$147 ;
-  reg [25:0] \$148 ;
-  reg [9:0] \$149 ;
-  wire [4:0] \$15 ;
-  reg [17:0] \$150 ;
-  reg [9:0] \$151 ;
-  reg [25:0] \$152 ;
-  wire [5:0] \$16 ;
+  wire [5:0] \$15 ;
+  wire [6:0] \$16 ;
   wire [6:0] \$17 ;
   wire [6:0] \$18 ;
   wire [6:0] \$19 ;
   wire [4:0] \$2 ;
-  wire [6:0] \$20 ;
-  wire [7:0] \$21 ;
-  wire [8:0] \$22 ;
+  wire [7:0] \$20 ;
+  wire [4:0] \$21 ;
+  wire [4:0] \$22 ;
   wire [4:0] \$23 ;
   wire [4:0] \$24 ;
-  wire [4:0] \$25 ;
-  wire [4:0] \$26 ;
-  wire [5:0] \$27 ;
+  wire [5:0] \$25 ;
+  wire [6:0] \$26 ;
+  wire [6:0] \$27 ;
   wire [6:0] \$28 ;
   wire [6:0] \$29 ;
   wire [4:0] \$3 ;
-  wire [6:0] \$30 ;
-  wire [6:0] \$31 ;
-  wire [7:0] \$32 ;
-  wire [8:0] \$33 ;
+  wire [7:0] \$30 ;
+  wire [4:0] \$31 ;
+  wire [4:0] \$32 ;
+  wire [4:0] \$33 ;
   wire [4:0] \$34 ;
-  wire [4:0] \$35 ;
-  wire [4:0] \$36 ;
-  wire [4:0] \$37 ;
-  wire [5:0] \$38 ;
+  wire [5:0] \$35 ;
+  wire [6:0] \$36 ;
+  wire [6:0] \$37 ;
+  wire [6:0] \$38 ;
   wire [6:0] \$39 ;
   wire [4:0] \$4 ;
-  wire [6:0] \$40 ;
-  wire [6:0] \$41 ;
-  wire [6:0] \$42 ;
-  wire [7:0] \$43 ;
+  wire [7:0] \$40 ;
+  wire [26:0] \$41 ;
+  wire [18:0] \$42 ;
+  wire [8:0] \$43 ;
   wire [8:0] \$44 ;
-  wire \$45 ;
-  wire [3:0] \$46 ;
+  wire [8:0] \$45 ;
+  wire [8:0] \$46 ;
   wire \$47 ;
-  wire [1:0] \$48 ;
+  wire [3:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
-  wire [3:0] \$50 ;
+  wire [1:0] \$50 ;
   wire \$51 ;
-  wire [1:0] \$52 ;
+  wire [3:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
+  wire [1:0] \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire [14:0] \$57 ;
-  wire [15:0] \$58 ;
-  wire [14:0] \$59 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire [17:0] \$59 ;
   wire [6:0] \$6 ;
-  wire [15:0] \$60 ;
-  wire [22:0] \$61 ;
-  wire [23:0] \$62 ;
-  wire [14:0] \$63 ;
-  wire [15:0] \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [16:0] \$67 ;
+  wire [17:0] \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [7:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [12:0] \$69 ;
   wire [6:0] \$7 ;
-  wire \$70 ;
+  wire [12:0] \$70 ;
   wire \$71 ;
-  wire [14:0] \$72 ;
-  wire [15:0] \$73 ;
-  wire [14:0] \$74 ;
-  wire [15:0] \$75 ;
-  wire [22:0] \$76 ;
-  wire [23:0] \$77 ;
-  wire [14:0] \$78 ;
-  wire [15:0] \$79 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire [7:0] \$74 ;
+  wire [30:0] \$75 ;
+  wire [25:0] \$76 ;
+  wire [10:0] \$77 ;
+  wire [9:0] \$78 ;
+  wire [18:0] \$79 ;
   wire [6:0] \$8 ;
-  wire [23:0] \$80 ;
-  wire [23:0] \$81 ;
-  wire [16:0] \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [7:0] \$86 ;
-  wire [8:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [17:0] \$80 ;
+  wire [10:0] \$81 ;
+  wire [9:0] \$82 ;
+  wire [28:0] \$83 ;
+  wire [29:0] \$84 ;
+  reg [7:0] \$85 ;
+  reg [7:0] \$86 ;
+  reg [7:0] \$87 ;
+  reg [7:0] \$88 ;
+  reg \$89 ;
   wire [6:0] \$9 ;
-  wire \$90 ;
-  wire [7:0] \$91 ;
-  wire [8:0] \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [14:0] \$97 ;
-  wire [15:0] \$98 ;
-  wire [15:0] \$99 ;
+  reg [3:0] \$90 ;
+  reg \$91 ;
+  reg [1:0] \$92 ;
+  reg \$93 ;
+  reg [2:0] \$94 ;
+  reg \$95 ;
+  reg [1:0] \$96 ;
+  reg [15:0] \$97 ;
+  reg \$98 ;
+  reg [3:0] \$99 ;
   input [27:0] a;
   wire [27:0] a;
   wire \a.neg0 ;
@@ -15264,10 +11808,14 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, clk);
   wire [3:0] \b.x1 ;
   wire [3:0] \b.x2 ;
   wire [3:0] \b.x3 ;
+  output cin;
+  reg cin = 1'h0;
   input clk;
   wire clk;
   input en;
   wire en;
+  (* keep = 32'd1 *)
+  wire [13:0] full_hi;
   reg [25:0] l4_0 = 26'h0000000;
   reg [9:0] l4_1 = 10'h000;
   reg [17:0] l4_2 = 18'h00000;
@@ -15276,20 +11824,48 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, clk);
   reg [7:0] m1 = 8'h00;
   reg [7:0] m2 = 8'h00;
   reg [7:0] m3 = 8'h00;
+  reg [15:0] mag3_0 = 16'h0000;
+  reg [7:0] mag3_1 = 8'h00;
+  reg [11:0] mag3_2 = 12'h000;
+  reg [7:0] mag3_3 = 8'h00;
   input [1:0] mode;
   wire [1:0] mode;
   wire \mode.a8 ;
   wire \mode.b8 ;
+  (* keep = 32'd1 *)
+  reg [7:0] mul0_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul0_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul1_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul1_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul2_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul2_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul3_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul3_lo;
   reg neg2_0 = 1'h0;
   reg neg2_1 = 1'h0;
   reg neg2_2 = 1'h0;
   reg neg2_3 = 1'h0;
+  reg neg3_0 = 1'h0;
+  reg neg3_1 = 1'h0;
+  reg neg3_2 = 1'h0;
+  reg neg3_3 = 1'h0;
+  reg neg4_0 = 1'h0;
+  reg neg4_1 = 1'h0;
+  reg neg4_2 = 1'h0;
+  reg neg4_3 = 1'h0;
+  (* keep = 32'd1 *)
+  wire [8:0] pair0_hi;
+  (* keep = 32'd1 *)
+  wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [16:0] s3_0 = 17'h00000;
-  reg [8:0] s3_1 = 9'h000;
-  reg [12:0] s3_2 = 13'h0000;
-  reg [8:0] s3_3 = 9'h000;
   reg [3:0] sh2_0 = 4'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
@@ -15300,405 +11876,545 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, clk);
   reg [1:0] sh3_3 = 2'h0;
   output [25:0] sum;
   reg [25:0] sum = 26'h0000000;
+  (* keep = 32'd1 *)
+  wire [27:0] sum0_0;
+  (* keep = 32'd1 *)
+  wire [19:0] sum0_2;
   assign \$2  = b[0] ? \$1  : 5'h00;
   assign \$4  = b[1] ? \$3  : 5'h00;
   assign \$5  = \$2  + \$4 ;
   assign \$7  = b[2] ? \$6  : 7'h00;
   assign \$9  = b[3] ? \$8  : 7'h00;
   assign \$10  = \$7  + \$9 ;
-  assign \$11  = \$5  + \$10 ;
-  assign \$13  = b[4] ? \$12  : 5'h00;
-  assign \$15  = b[5] ? \$14  : 5'h00;
-  assign \$16  = \$13  + \$15 ;
-  assign \$18  = b[6] ? \$17  : 7'h00;
-  assign \$20  = b[7] ? \$19  : 7'h00;
-  assign \$21  = \$18  + \$20 ;
-  assign \$22  = \$16  + \$21 ;
-  assign \$24  = b[8] ? \$23  : 5'h00;
-  assign \$26  = b[9] ? \$25  : 5'h00;
-  assign \$27  = \$24  + \$26 ;
-  assign \$29  = b[10] ? \$28  : 7'h00;
-  assign \$31  = b[11] ? \$30  : 7'h00;
-  assign \$32  = \$29  + \$31 ;
-  assign \$33  = \$27  + \$32 ;
-  assign \$35  = b[12] ? \$34  : 5'h00;
-  assign \$37  = b[13] ? \$36  : 5'h00;
-  assign \$38  = \$35  + \$37 ;
-  assign \$40  = b[14] ? \$39  : 7'h00;
-  assign \$42  = b[15] ? \$41  : 7'h00;
-  assign \$43  = \$40  + \$42 ;
-  assign \$44  = \$38  + \$43 ;
-  assign \$45  = a[16] ^ b[16];
-  assign \$46  = a[19:17] + b[19:17];
-  assign \$47  = a[20] ^ b[20];
-  assign \$48  = a[21] + b[21];
-  assign \$49  = a[22] ^ b[22];
-  assign \$50  = a[25:23] + b[25:23];
-  assign \$51  = a[26] ^ b[26];
-  assign \$52  = a[27] + b[27];
-  assign \$53  = ~ mode[0];
-  assign \$54  = ~ mode[1];
-  assign \$55  = \$53  & \$54 ;
-  assign \$56  = mode[0] & mode[1];
-  assign \$58  = m0 + \$57 ;
-  assign \$60  = m2 + \$59 ;
-  assign \$62  = \$58  + \$61 ;
-  assign \$64  = m0 + \$63 ;
-  assign \$65  = \$56  ? \$62  : { 8'h00, \$64  };
-  assign \$66  = \$55  ? { 16'h0000, m0 } : \$65 ;
-  assign \$67  = - \$66 [15:0];
-  assign \$68  = ~ mode[0];
-  assign \$69  = ~ mode[1];
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = mode[0] & mode[1];
-  assign \$73  = m0 + \$72 ;
-  assign \$75  = m2 + \$74 ;
-  assign \$77  = \$73  + \$76 ;
-  assign \$79  = m0 + \$78 ;
-  assign \$80  = \$71  ? \$77  : { 8'h00, \$79  };
-  assign \$81  = \$70  ? { 16'h0000, m0 } : \$80 ;
-  assign \$82  = neg2_0 ? \$67  : { 1'h0, \$81 [15:0] };
-  assign \$83  = ~ mode[0];
-  assign \$84  = ~ mode[1];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = \$85  ? m1 : 8'h00;
-  assign \$87  = - \$86 ;
-  assign \$88  = ~ mode[0];
-  assign \$89  = ~ mode[1];
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = \$90  ? m1 : 8'h00;
-  assign \$92  = neg2_1 ? \$87  : { 1'h0, \$91  };
-  assign \$93  = ~ mode[0];
-  assign \$94  = ~ mode[1];
-  assign \$95  = \$93  & \$94 ;
-  assign \$96  = mode[0] & mode[1];
-  assign \$98  = m2 + \$97 ;
-  assign \$99  = \$96  ? 16'h0000 : \$98 ;
-  assign \$100  = \$95  ? { 8'h00, m2 } : \$99 ;
-  assign \$101  = - \$100 [11:0];
-  assign \$102  = ~ mode[0];
-  assign \$103  = ~ mode[1];
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = mode[0] & mode[1];
-  assign \$107  = m2 + \$106 ;
-  assign \$108  = \$105  ? 16'h0000 : \$107 ;
-  assign \$109  = \$104  ? { 8'h00, m2 } : \$108 ;
-  assign \$110  = neg2_2 ? \$101  : { 1'h0, \$109 [11:0] };
-  assign \$111  = ~ mode[0];
-  assign \$112  = ~ mode[1];
-  assign \$113  = \$111  & \$112 ;
-  assign \$114  = \$113  ? m3 : 8'h00;
-  assign \$115  = - \$114 ;
-  assign \$116  = ~ mode[0];
-  assign \$117  = ~ mode[1];
-  assign \$118  = \$116  & \$117 ;
-  assign \$119  = \$118  ? m3 : 8'h00;
-  assign \$120  = neg2_3 ? \$115  : { 1'h0, \$119  };
-  assign \$121  = $signed(s3_0) << sh3_0;
-  assign \$122  = $signed(s3_1) << sh3_1;
-  assign \$123  = $signed(s3_2) << sh3_2;
-  assign \$124  = $signed(s3_3) << sh3_3;
-  assign \$125  = $signed(l4_0) + $signed(l4_1);
-  assign \$126  = $signed(l4_2) + $signed(l4_3);
-  assign \$127  = $signed(\$125 ) + $signed(\$126 );
+  assign \$12  = b[4] ? \$11  : 5'h00;
+  assign \$14  = b[5] ? \$13  : 5'h00;
+  assign \$15  = \$12  + \$14 ;
+  assign \$17  = b[6] ? \$16  : 7'h00;
+  assign \$19  = b[7] ? \$18  : 7'h00;
+  assign \$20  = \$17  + \$19 ;
+  assign \$22  = b[8] ? \$21  : 5'h00;
+  assign \$24  = b[9] ? \$23  : 5'h00;
+  assign \$25  = \$22  + \$24 ;
+  assign \$27  = b[10] ? \$26  : 7'h00;
+  assign \$29  = b[11] ? \$28  : 7'h00;
+  assign \$30  = \$27  + \$29 ;
+  assign \$32  = b[12] ? \$31  : 5'h00;
+  assign \$34  = b[13] ? \$33  : 5'h00;
+  assign \$35  = \$32  + \$34 ;
+  assign \$37  = b[14] ? \$36  : 7'h00;
+  assign \$39  = b[15] ? \$38  : 7'h00;
+  assign \$40  = \$37  + \$39 ;
+  assign pair0_hi = m0[7:4] + m1;
+  assign pair1_hi = m2[7:4] + m3;
+  assign full_hi = pair0_hi + { pair1_hi, m2[3:0] };
+  assign \$41  = $signed(l4_0) + $signed(l4_1);
+  assign sum0_0 = $signed(\$41 ) + $signed({ 1'h0, neg4_0 });
+  assign \$42  = $signed(l4_2) + $signed(l4_3);
+  assign sum0_2 = $signed(\$42 ) + $signed({ 1'h0, neg4_2 });
+  assign \$43  = mul0_lo + mul0_hi;
+  assign \$44  = mul1_lo + mul1_hi;
+  assign \$45  = mul2_lo + mul2_hi;
+  assign \$46  = mul3_lo + mul3_hi;
+  assign \$47  = a[16] ^ b[16];
+  assign \$48  = a[19:17] + b[19:17];
+  assign \$49  = a[20] ^ b[20];
+  assign \$50  = a[21] + b[21];
+  assign \$51  = a[22] ^ b[22];
+  assign \$52  = a[25:23] + b[25:23];
+  assign \$53  = a[26] ^ b[26];
+  assign \$54  = a[27] + b[27];
+  assign \$55  = ~ mode[0];
+  assign \$56  = ~ mode[1];
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = mode[0] & mode[1];
+  assign \$59  = \$58  ? { full_hi, m0[3:0] } : { 5'h00, pair0_hi, m0[3:0] };
+  assign \$60  = \$57  ? { 10'h000, m0 } : \$59 ;
+  assign \$61  = ~ mode[0];
+  assign \$62  = ~ mode[1];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = \$63  ? m1 : 8'h00;
+  assign \$65  = ~ mode[0];
+  assign \$66  = ~ mode[1];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = mode[0] & mode[1];
+  assign \$69  = \$68  ? 13'h0000 : { pair1_hi, m2[3:0] };
+  assign \$70  = \$67  ? { 5'h00, m2 } : \$69 ;
+  assign \$71  = ~ mode[0];
+  assign \$72  = ~ mode[1];
+  assign \$73  = \$71  & \$72 ;
+  assign \$74  = \$73  ? m3 : 8'h00;
+  assign \$75  = mag3_0 << sh3_0;
+  assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
+  assign \$77  = mag3_1 << sh3_1;
+  assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
+  assign \$79  = mag3_2 << sh3_2;
+  assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
+  assign \$81  = mag3_3 << sh3_3;
+  assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
+  assign \$83  = $signed(sum0_0) + $signed(sum0_2);
+  assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
   always @(posedge clk)
-    m0 <= \$128 ;
+    m0 <= \$85 ;
   always @(posedge clk)
-    m1 <= \$129 ;
+    m1 <= \$86 ;
   always @(posedge clk)
-    m2 <= \$130 ;
+    m2 <= \$87 ;
   always @(posedge clk)
-    m3 <= \$131 ;
+    m3 <= \$88 ;
   always @(posedge clk)
-    neg2_0 <= \$132 ;
+    neg2_0 <= \$89 ;
   always @(posedge clk)
-    sh2_0 <= \$133 ;
+    sh2_0 <= \$90 ;
   always @(posedge clk)
-    neg2_1 <= \$134 ;
+    neg2_1 <= \$91 ;
   always @(posedge clk)
-    sh2_1 <= \$135 ;
+    sh2_1 <= \$92 ;
   always @(posedge clk)
-    neg2_2 <= \$136 ;
+    neg2_2 <= \$93 ;
   always @(posedge clk)
-    sh2_2 <= \$137 ;
+    sh2_2 <= \$94 ;
   always @(posedge clk)
-    neg2_3 <= \$138 ;
+    neg2_3 <= \$95 ;
   always @(posedge clk)
-    sh2_3 <= \$139 ;
+    sh2_3 <= \$96 ;
   always @(posedge clk)
-    s3_0 <= \$140 ;
+    mag3_0 <= \$97 ;
   always @(posedge clk)
-    sh3_0 <= \$141 ;
+    neg3_0 <= \$98 ;
   always @(posedge clk)
-    s3_1 <= \$142 ;
+    sh3_0 <= \$99 ;
   always @(posedge clk)
-    sh3_1 <= \$143 ;
+    mag3_1 <= \$100 ;
   always @(posedge clk)
-    s3_2 <= \$144 ;
+    neg3_1 <= \$101 ;
   always @(posedge clk)
-    sh3_2 <= \$145 ;
+    sh3_1 <= \$102 ;
   always @(posedge clk)
-    s3_3 <= \$146 ;
+    mag3_2 <= \$103 ;
   always @(posedge clk)
-    sh3_3 <= \$147 ;
+    neg3_2 <= \$104 ;
   always @(posedge clk)
-    l4_0 <= \$148 ;
+    sh3_2 <= \$105 ;
   always @(posedge clk)
-    l4_1 <= \$149 ;
+    mag3_3 <= \$106 ;
   always @(posedge clk)
-    l4_2 <= \$150 ;
+    neg3_3 <= \$107 ;
   always @(posedge clk)
-    l4_3 <= \$151 ;
+    sh3_3 <= \$108 ;
   always @(posedge clk)
-    sum <= \$152 ;
+    l4_0 <= \$109 ;
+  always @(posedge clk)
+    neg4_0 <= \$110 ;
+  always @(posedge clk)
+    l4_1 <= \$111 ;
+  always @(posedge clk)
+    neg4_1 <= \$112 ;
+  always @(posedge clk)
+    l4_2 <= \$113 ;
+  always @(posedge clk)
+    neg4_2 <= \$114 ;
+  always @(posedge clk)
+    l4_3 <= \$115 ;
+  always @(posedge clk)
+    neg4_3 <= \$116 ;
+  always @(posedge clk)
+    sum <= \$117 ;
+  always @(posedge clk)
+    cin <= \$118 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$128  = m0;
+    mul0_lo = 6'h00;
     if (en) begin
-      \$128  = \$11 [7:0];
-    end
-    if (rst) begin
-      \$128  = 8'h00;
+      mul0_lo = \$5 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$129  = m1;
+    mul0_hi = 8'h00;
     if (en) begin
-      \$129  = \$22 [7:0];
-    end
-    if (rst) begin
-      \$129  = 8'h00;
+      mul0_hi = \$10 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$130  = m2;
+    mul1_lo = 6'h00;
     if (en) begin
-      \$130  = \$33 [7:0];
-    end
-    if (rst) begin
-      \$130  = 8'h00;
+      mul1_lo = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$131  = m3;
+    mul1_hi = 8'h00;
     if (en) begin
-      \$131  = \$44 [7:0];
-    end
-    if (rst) begin
-      \$131  = 8'h00;
+      mul1_hi = \$20 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$132  = neg2_0;
+    mul2_lo = 6'h00;
     if (en) begin
-      \$132  = \$45 ;
-    end
-    if (rst) begin
-      \$132  = 1'h0;
+      mul2_lo = \$25 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$133  = sh2_0;
+    mul2_hi = 8'h00;
     if (en) begin
-      \$133  = \$46 ;
-    end
-    if (rst) begin
-      \$133  = 4'h0;
+      mul2_hi = \$30 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$134  = neg2_1;
+    mul3_lo = 6'h00;
     if (en) begin
-      \$134  = \$47 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
+      mul3_lo = \$35 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$135  = sh2_1;
+    mul3_hi = 8'h00;
     if (en) begin
-      \$135  = \$48 ;
-    end
-    if (rst) begin
-      \$135  = 2'h0;
+      mul3_hi = \$40 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$136  = neg2_2;
+    \$85  = m0;
     if (en) begin
-      \$136  = \$49 ;
+      \$85  = \$43 [7:0];
     end
     if (rst) begin
-      \$136  = 1'h0;
+      \$85  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$137  = sh2_2;
+    \$86  = m1;
     if (en) begin
-      \$137  = \$50 [2:0];
+      \$86  = \$44 [7:0];
     end
     if (rst) begin
-      \$137  = 3'h0;
+      \$86  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$138  = neg2_3;
+    \$87  = m2;
     if (en) begin
-      \$138  = \$51 ;
+      \$87  = \$45 [7:0];
     end
     if (rst) begin
-      \$138  = 1'h0;
+      \$87  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$139  = sh2_3;
+    \$88  = m3;
     if (en) begin
-      \$139  = \$52 ;
+      \$88  = \$46 [7:0];
     end
     if (rst) begin
-      \$139  = 2'h0;
+      \$88  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$140  = s3_0;
+    \$89  = neg2_0;
     if (en) begin
-      \$140  = \$82 ;
+      \$89  = \$47 ;
     end
     if (rst) begin
-      \$140  = 17'h00000;
+      \$89  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$141  = sh3_0;
+    \$90  = sh2_0;
     if (en) begin
-      \$141  = sh2_0;
+      \$90  = \$48 ;
     end
     if (rst) begin
-      \$141  = 4'h0;
+      \$90  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$142  = s3_1;
+    \$91  = neg2_1;
     if (en) begin
-      \$142  = \$92 ;
+      \$91  = \$49 ;
     end
     if (rst) begin
-      \$142  = 9'h000;
+      \$91  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$143  = sh3_1;
+    \$92  = sh2_1;
     if (en) begin
-      \$143  = sh2_1;
+      \$92  = \$50 ;
     end
     if (rst) begin
-      \$143  = 2'h0;
+      \$92  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$144  = s3_2;
+    \$93  = neg2_2;
     if (en) begin
-      \$144  = \$110 ;
+      \$93  = \$51 ;
     end
     if (rst) begin
-      \$144  = 13'h0000;
+      \$93  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$145  = sh3_2;
+    \$94  = sh2_2;
     if (en) begin
-      \$145  = sh2_2;
+      \$94  = \$52 [2:0];
     end
     if (rst) begin
-      \$145  = 3'h0;
+      \$94  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$146  = s3_3;
+    \$95  = neg2_3;
     if (en) begin
-      \$146  = \$120 ;
+      \$95  = \$53 ;
     end
     if (rst) begin
-      \$146  = 9'h000;
+      \$95  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$147  = sh3_3;
+    \$96  = sh2_3;
     if (en) begin
-      \$147  = sh2_3;
+      \$96  = \$54 ;
     end
     if (rst) begin
-      \$147  = 2'h0;
+      \$96  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$148  = l4_0;
+    \$97  = mag3_0;
     if (en) begin
-      \$148  = \$121 [25:0];
+      \$97  = \$60 [15:0];
     end
     if (rst) begin
-      \$148  = 26'h0000000;
+      \$97  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$149  = l4_1;
+    \$98  = neg3_0;
     if (en) begin
-      \$149  = \$122 [9:0];
+      \$98  = neg2_0;
     end
     if (rst) begin
-      \$149  = 10'h000;
+      \$98  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$150  = l4_2;
+    \$99  = sh3_0;
     if (en) begin
-      \$150  = \$123 [17:0];
+      \$99  = sh2_0;
     end
     if (rst) begin
-      \$150  = 18'h00000;
+      \$99  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$151  = l4_3;
+    \$100  = mag3_1;
     if (en) begin
-      \$151  = \$124 [9:0];
+      \$100  = \$64 ;
     end
     if (rst) begin
-      \$151  = 10'h000;
+      \$100  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$152  = sum;
+    \$101  = neg3_1;
     if (en) begin
-      \$152  = \$127 [25:0];
+      \$101  = neg2_1;
     end
     if (rst) begin
-      \$152  = 26'h0000000;
+      \$101  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$102  = sh3_1;
+    if (en) begin
+      \$102  = sh2_1;
+    end
+    if (rst) begin
+      \$102  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$103  = mag3_2;
+    if (en) begin
+      \$103  = \$70 [11:0];
+    end
+    if (rst) begin
+      \$103  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$104  = neg3_2;
+    if (en) begin
+      \$104  = neg2_2;
+    end
+    if (rst) begin
+      \$104  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$105  = sh3_2;
+    if (en) begin
+      \$105  = sh2_2;
+    end
+    if (rst) begin
+      \$105  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$106  = mag3_3;
+    if (en) begin
+      \$106  = \$74 ;
+    end
+    if (rst) begin
+      \$106  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$107  = neg3_3;
+    if (en) begin
+      \$107  = neg2_3;
+    end
+    if (rst) begin
+      \$107  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$108  = sh3_3;
+    if (en) begin
+      \$108  = sh2_3;
+    end
+    if (rst) begin
+      \$108  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$109  = l4_0;
+    if (en) begin
+      \$109  = \$76 ;
+    end
+    if (rst) begin
+      \$109  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$110  = neg4_0;
+    if (en) begin
+      \$110  = neg3_0;
+    end
+    if (rst) begin
+      \$110  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$111  = l4_1;
+    if (en) begin
+      \$111  = \$78 ;
+    end
+    if (rst) begin
+      \$111  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$112  = neg4_1;
+    if (en) begin
+      \$112  = neg3_1;
+    end
+    if (rst) begin
+      \$112  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$113  = l4_2;
+    if (en) begin
+      \$113  = \$80 ;
+    end
+    if (rst) begin
+      \$113  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$114  = neg4_2;
+    if (en) begin
+      \$114  = neg3_2;
+    end
+    if (rst) begin
+      \$114  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$115  = l4_3;
+    if (en) begin
+      \$115  = \$82 ;
+    end
+    if (rst) begin
+      \$115  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$116  = neg4_3;
+    if (en) begin
+      \$116  = neg3_3;
+    end
+    if (rst) begin
+      \$116  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$117  = sum;
+    if (en) begin
+      \$117  = \$84 [25:0];
+    end
+    if (rst) begin
+      \$117  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$118  = cin;
+    if (en) begin
+      \$118  = neg4_3;
+    end
+    if (rst) begin
+      \$118  = 1'h0;
     end
   end
   assign \b.x0  = b[3:0];
@@ -15731,185 +12447,141 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, clk);
   assign \$3  = { a[3:0], 1'h0 };
   assign \$6  = { 1'h0, a[3:0], 2'h0 };
   assign \$8  = { a[3:0], 3'h0 };
-  assign \$12  = { 1'h0, a[7:4] };
-  assign \$14  = { a[7:4], 1'h0 };
-  assign \$17  = { 1'h0, a[7:4], 2'h0 };
-  assign \$19  = { a[7:4], 3'h0 };
-  assign \$23  = { 1'h0, a[11:8] };
-  assign \$25  = { a[11:8], 1'h0 };
-  assign \$28  = { 1'h0, a[11:8], 2'h0 };
-  assign \$30  = { a[11:8], 3'h0 };
-  assign \$34  = { 1'h0, a[15:12] };
-  assign \$36  = { a[15:12], 1'h0 };
-  assign \$39  = { 1'h0, a[15:12], 2'h0 };
-  assign \$41  = { a[15:12], 3'h0 };
-  assign \$57  = { 3'h0, m1, 4'h0 };
-  assign \$59  = { 3'h0, m3, 4'h0 };
-  assign \$61  = { 3'h0, \$60 , 4'h0 };
-  assign \$63  = { 3'h0, m1, 4'h0 };
-  assign \$72  = { 3'h0, m1, 4'h0 };
-  assign \$74  = { 3'h0, m3, 4'h0 };
-  assign \$76  = { 3'h0, \$75 , 4'h0 };
-  assign \$78  = { 3'h0, m1, 4'h0 };
-  assign \$97  = { 3'h0, m3, 4'h0 };
-  assign \$106  = { 3'h0, m3, 4'h0 };
+  assign \$11  = { 1'h0, a[7:4] };
+  assign \$13  = { a[7:4], 1'h0 };
+  assign \$16  = { 1'h0, a[7:4], 2'h0 };
+  assign \$18  = { a[7:4], 3'h0 };
+  assign \$21  = { 1'h0, a[11:8] };
+  assign \$23  = { a[11:8], 1'h0 };
+  assign \$26  = { 1'h0, a[11:8], 2'h0 };
+  assign \$28  = { a[11:8], 3'h0 };
+  assign \$31  = { 1'h0, a[15:12] };
+  assign \$33  = { a[15:12], 1'h0 };
+  assign \$36  = { 1'h0, a[15:12], 2'h0 };
+  assign \$38  = { a[15:12], 3'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, clk);
+module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire [4:0] \$1 ;
   wire [7:0] \$10 ;
-  wire [15:0] \$100 ;
-  wire [12:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire [14:0] \$106 ;
-  wire [15:0] \$107 ;
-  wire [15:0] \$108 ;
-  wire [15:0] \$109 ;
-  wire [8:0] \$11 ;
-  wire [12:0] \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire [7:0] \$114 ;
-  wire [8:0] \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire [7:0] \$119 ;
+  reg [7:0] \$100 ;
+  reg \$101 ;
+  reg [1:0] \$102 ;
+  reg [11:0] \$103 ;
+  reg \$104 ;
+  reg [2:0] \$105 ;
+  reg [7:0] \$106 ;
+  reg \$107 ;
+  reg [1:0] \$108 ;
+  reg [25:0] \$109 ;
+  wire [4:0] \$11 ;
+  reg \$110 ;
+  reg [9:0] \$111 ;
+  reg \$112 ;
+  reg [17:0] \$113 ;
+  reg \$114 ;
+  reg [9:0] \$115 ;
+  reg \$116 ;
+  reg [25:0] \$117 ;
+  reg \$118 ;
   wire [4:0] \$12 ;
-  wire [8:0] \$120 ;
-  wire [31:0] \$121 ;
-  wire [11:0] \$122 ;
-  wire [19:0] \$123 ;
-  wire [11:0] \$124 ;
-  wire [26:0] \$125 ;
-  wire [18:0] \$126 ;
-  wire [27:0] \$127 ;
-  reg [7:0] \$128 ;
-  reg [7:0] \$129 ;
   wire [4:0] \$13 ;
-  reg [7:0] \$130 ;
-  reg [7:0] \$131 ;
-  reg \$132 ;
-  reg [3:0] \$133 ;
-  reg \$134 ;
-  reg [1:0] \$135 ;
-  reg \$136 ;
-  reg [2:0] \$137 ;
-  reg \$138 ;
-  reg [1:0] \$139 ;
   wire [4:0] \$14 ;
-  reg [16:0] \$140 ;
-  reg [3:0] \$141 ;
-  reg [8:0] \$142 ;
-  reg [1:0] \$143 ;
-  reg [12:0] \$144 ;
-  reg [2:0] \$145 ;
-  reg [8:0] \$146 ;
-  reg [1:0] \$147 ;
-  reg [25:0] \$148 ;
-  reg [9:0] \$149 ;
-  wire [4:0] \$15 ;
-  reg [17:0] \$150 ;
-  reg [9:0] \$151 ;
-  reg [25:0] \$152 ;
-  wire [5:0] \$16 ;
+  wire [5:0] \$15 ;
+  wire [6:0] \$16 ;
   wire [6:0] \$17 ;
   wire [6:0] \$18 ;
   wire [6:0] \$19 ;
   wire [4:0] \$2 ;
-  wire [6:0] \$20 ;
-  wire [7:0] \$21 ;
-  wire [8:0] \$22 ;
+  wire [7:0] \$20 ;
+  wire [4:0] \$21 ;
+  wire [4:0] \$22 ;
   wire [4:0] \$23 ;
   wire [4:0] \$24 ;
-  wire [4:0] \$25 ;
-  wire [4:0] \$26 ;
-  wire [5:0] \$27 ;
+  wire [5:0] \$25 ;
+  wire [6:0] \$26 ;
+  wire [6:0] \$27 ;
   wire [6:0] \$28 ;
   wire [6:0] \$29 ;
   wire [4:0] \$3 ;
-  wire [6:0] \$30 ;
-  wire [6:0] \$31 ;
-  wire [7:0] \$32 ;
-  wire [8:0] \$33 ;
+  wire [7:0] \$30 ;
+  wire [4:0] \$31 ;
+  wire [4:0] \$32 ;
+  wire [4:0] \$33 ;
   wire [4:0] \$34 ;
-  wire [4:0] \$35 ;
-  wire [4:0] \$36 ;
-  wire [4:0] \$37 ;
-  wire [5:0] \$38 ;
+  wire [5:0] \$35 ;
+  wire [6:0] \$36 ;
+  wire [6:0] \$37 ;
+  wire [6:0] \$38 ;
   wire [6:0] \$39 ;
   wire [4:0] \$4 ;
-  wire [6:0] \$40 ;
-  wire [6:0] \$41 ;
-  wire [6:0] \$42 ;
-  wire [7:0] \$43 ;
+  wire [7:0] \$40 ;
+  wire [26:0] \$41 ;
+  wire [18:0] \$42 ;
+  wire [8:0] \$43 ;
   wire [8:0] \$44 ;
-  wire \$45 ;
-  wire [3:0] \$46 ;
+  wire [8:0] \$45 ;
+  wire [8:0] \$46 ;
   wire \$47 ;
-  wire [1:0] \$48 ;
+  wire [3:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
-  wire [3:0] \$50 ;
+  wire [1:0] \$50 ;
   wire \$51 ;
-  wire [1:0] \$52 ;
+  wire [3:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
+  wire [1:0] \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire [14:0] \$57 ;
-  wire [15:0] \$58 ;
-  wire [14:0] \$59 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire [17:0] \$59 ;
   wire [6:0] \$6 ;
-  wire [15:0] \$60 ;
-  wire [22:0] \$61 ;
-  wire [23:0] \$62 ;
-  wire [14:0] \$63 ;
-  wire [15:0] \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [16:0] \$67 ;
+  wire [17:0] \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [7:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [12:0] \$69 ;
   wire [6:0] \$7 ;
-  wire \$70 ;
+  wire [12:0] \$70 ;
   wire \$71 ;
-  wire [14:0] \$72 ;
-  wire [15:0] \$73 ;
-  wire [14:0] \$74 ;
-  wire [15:0] \$75 ;
-  wire [22:0] \$76 ;
-  wire [23:0] \$77 ;
-  wire [14:0] \$78 ;
-  wire [15:0] \$79 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire [7:0] \$74 ;
+  wire [30:0] \$75 ;
+  wire [25:0] \$76 ;
+  wire [10:0] \$77 ;
+  wire [9:0] \$78 ;
+  wire [18:0] \$79 ;
   wire [6:0] \$8 ;
-  wire [23:0] \$80 ;
-  wire [23:0] \$81 ;
-  wire [16:0] \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [7:0] \$86 ;
-  wire [8:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [17:0] \$80 ;
+  wire [10:0] \$81 ;
+  wire [9:0] \$82 ;
+  wire [28:0] \$83 ;
+  wire [29:0] \$84 ;
+  reg [7:0] \$85 ;
+  reg [7:0] \$86 ;
+  reg [7:0] \$87 ;
+  reg [7:0] \$88 ;
+  reg \$89 ;
   wire [6:0] \$9 ;
-  wire \$90 ;
-  wire [7:0] \$91 ;
-  wire [8:0] \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [14:0] \$97 ;
-  wire [15:0] \$98 ;
-  wire [15:0] \$99 ;
+  reg [3:0] \$90 ;
+  reg \$91 ;
+  reg [1:0] \$92 ;
+  reg \$93 ;
+  reg [2:0] \$94 ;
+  reg \$95 ;
+  reg [1:0] \$96 ;
+  reg [15:0] \$97 ;
+  reg \$98 ;
+  reg [3:0] \$99 ;
   input [27:0] a;
   wire [27:0] a;
   wire \a.neg0 ;
@@ -15938,10 +12610,14 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, clk);
   wire [3:0] \b.x1 ;
   wire [3:0] \b.x2 ;
   wire [3:0] \b.x3 ;
+  output cin;
+  reg cin = 1'h0;
   input clk;
   wire clk;
   input en;
   wire en;
+  (* keep = 32'd1 *)
+  wire [13:0] full_hi;
   reg [25:0] l4_0 = 26'h0000000;
   reg [9:0] l4_1 = 10'h000;
   reg [17:0] l4_2 = 18'h00000;
@@ -15950,20 +12626,48 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, clk);
   reg [7:0] m1 = 8'h00;
   reg [7:0] m2 = 8'h00;
   reg [7:0] m3 = 8'h00;
+  reg [15:0] mag3_0 = 16'h0000;
+  reg [7:0] mag3_1 = 8'h00;
+  reg [11:0] mag3_2 = 12'h000;
+  reg [7:0] mag3_3 = 8'h00;
   input [1:0] mode;
   wire [1:0] mode;
   wire \mode.a8 ;
   wire \mode.b8 ;
+  (* keep = 32'd1 *)
+  reg [7:0] mul0_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul0_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul1_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul1_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul2_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul2_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul3_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul3_lo;
   reg neg2_0 = 1'h0;
   reg neg2_1 = 1'h0;
   reg neg2_2 = 1'h0;
   reg neg2_3 = 1'h0;
+  reg neg3_0 = 1'h0;
+  reg neg3_1 = 1'h0;
+  reg neg3_2 = 1'h0;
+  reg neg3_3 = 1'h0;
+  reg neg4_0 = 1'h0;
+  reg neg4_1 = 1'h0;
+  reg neg4_2 = 1'h0;
+  reg neg4_3 = 1'h0;
+  (* keep = 32'd1 *)
+  wire [8:0] pair0_hi;
+  (* keep = 32'd1 *)
+  wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [16:0] s3_0 = 17'h00000;
-  reg [8:0] s3_1 = 9'h000;
-  reg [12:0] s3_2 = 13'h0000;
-  reg [8:0] s3_3 = 9'h000;
   reg [3:0] sh2_0 = 4'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
@@ -15974,405 +12678,545 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, clk);
   reg [1:0] sh3_3 = 2'h0;
   output [25:0] sum;
   reg [25:0] sum = 26'h0000000;
+  (* keep = 32'd1 *)
+  wire [27:0] sum0_0;
+  (* keep = 32'd1 *)
+  wire [19:0] sum0_2;
   assign \$2  = b[0] ? \$1  : 5'h00;
   assign \$4  = b[1] ? \$3  : 5'h00;
   assign \$5  = \$2  + \$4 ;
   assign \$7  = b[2] ? \$6  : 7'h00;
   assign \$9  = b[3] ? \$8  : 7'h00;
   assign \$10  = \$7  + \$9 ;
-  assign \$11  = \$5  + \$10 ;
-  assign \$13  = b[4] ? \$12  : 5'h00;
-  assign \$15  = b[5] ? \$14  : 5'h00;
-  assign \$16  = \$13  + \$15 ;
-  assign \$18  = b[6] ? \$17  : 7'h00;
-  assign \$20  = b[7] ? \$19  : 7'h00;
-  assign \$21  = \$18  + \$20 ;
-  assign \$22  = \$16  + \$21 ;
-  assign \$24  = b[8] ? \$23  : 5'h00;
-  assign \$26  = b[9] ? \$25  : 5'h00;
-  assign \$27  = \$24  + \$26 ;
-  assign \$29  = b[10] ? \$28  : 7'h00;
-  assign \$31  = b[11] ? \$30  : 7'h00;
-  assign \$32  = \$29  + \$31 ;
-  assign \$33  = \$27  + \$32 ;
-  assign \$35  = b[12] ? \$34  : 5'h00;
-  assign \$37  = b[13] ? \$36  : 5'h00;
-  assign \$38  = \$35  + \$37 ;
-  assign \$40  = b[14] ? \$39  : 7'h00;
-  assign \$42  = b[15] ? \$41  : 7'h00;
-  assign \$43  = \$40  + \$42 ;
-  assign \$44  = \$38  + \$43 ;
-  assign \$45  = a[16] ^ b[16];
-  assign \$46  = a[19:17] + b[19:17];
-  assign \$47  = a[20] ^ b[20];
-  assign \$48  = a[21] + b[21];
-  assign \$49  = a[22] ^ b[22];
-  assign \$50  = a[25:23] + b[25:23];
-  assign \$51  = a[26] ^ b[26];
-  assign \$52  = a[27] + b[27];
-  assign \$53  = ~ mode[0];
-  assign \$54  = ~ mode[1];
-  assign \$55  = \$53  & \$54 ;
-  assign \$56  = mode[0] & mode[1];
-  assign \$58  = m0 + \$57 ;
-  assign \$60  = m2 + \$59 ;
-  assign \$62  = \$58  + \$61 ;
-  assign \$64  = m0 + \$63 ;
-  assign \$65  = \$56  ? \$62  : { 8'h00, \$64  };
-  assign \$66  = \$55  ? { 16'h0000, m0 } : \$65 ;
-  assign \$67  = - \$66 [15:0];
-  assign \$68  = ~ mode[0];
-  assign \$69  = ~ mode[1];
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = mode[0] & mode[1];
-  assign \$73  = m0 + \$72 ;
-  assign \$75  = m2 + \$74 ;
-  assign \$77  = \$73  + \$76 ;
-  assign \$79  = m0 + \$78 ;
-  assign \$80  = \$71  ? \$77  : { 8'h00, \$79  };
-  assign \$81  = \$70  ? { 16'h0000, m0 } : \$80 ;
-  assign \$82  = neg2_0 ? \$67  : { 1'h0, \$81 [15:0] };
-  assign \$83  = ~ mode[0];
-  assign \$84  = ~ mode[1];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = \$85  ? m1 : 8'h00;
-  assign \$87  = - \$86 ;
-  assign \$88  = ~ mode[0];
-  assign \$89  = ~ mode[1];
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = \$90  ? m1 : 8'h00;
-  assign \$92  = neg2_1 ? \$87  : { 1'h0, \$91  };
-  assign \$93  = ~ mode[0];
-  assign \$94  = ~ mode[1];
-  assign \$95  = \$93  & \$94 ;
-  assign \$96  = mode[0] & mode[1];
-  assign \$98  = m2 + \$97 ;
-  assign \$99  = \$96  ? 16'h0000 : \$98 ;
-  assign \$100  = \$95  ? { 8'h00, m2 } : \$99 ;
-  assign \$101  = - \$100 [11:0];
-  assign \$102  = ~ mode[0];
-  assign \$103  = ~ mode[1];
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = mode[0] & mode[1];
-  assign \$107  = m2 + \$106 ;
-  assign \$108  = \$105  ? 16'h0000 : \$107 ;
-  assign \$109  = \$104  ? { 8'h00, m2 } : \$108 ;
-  assign \$110  = neg2_2 ? \$101  : { 1'h0, \$109 [11:0] };
-  assign \$111  = ~ mode[0];
-  assign \$112  = ~ mode[1];
-  assign \$113  = \$111  & \$112 ;
-  assign \$114  = \$113  ? m3 : 8'h00;
-  assign \$115  = - \$114 ;
-  assign \$116  = ~ mode[0];
-  assign \$117  = ~ mode[1];
-  assign \$118  = \$116  & \$117 ;
-  assign \$119  = \$118  ? m3 : 8'h00;
-  assign \$120  = neg2_3 ? \$115  : { 1'h0, \$119  };
-  assign \$121  = $signed(s3_0) << sh3_0;
-  assign \$122  = $signed(s3_1) << sh3_1;
-  assign \$123  = $signed(s3_2) << sh3_2;
-  assign \$124  = $signed(s3_3) << sh3_3;
-  assign \$125  = $signed(l4_0) + $signed(l4_1);
-  assign \$126  = $signed(l4_2) + $signed(l4_3);
-  assign \$127  = $signed(\$125 ) + $signed(\$126 );
+  assign \$12  = b[4] ? \$11  : 5'h00;
+  assign \$14  = b[5] ? \$13  : 5'h00;
+  assign \$15  = \$12  + \$14 ;
+  assign \$17  = b[6] ? \$16  : 7'h00;
+  assign \$19  = b[7] ? \$18  : 7'h00;
+  assign \$20  = \$17  + \$19 ;
+  assign \$22  = b[8] ? \$21  : 5'h00;
+  assign \$24  = b[9] ? \$23  : 5'h00;
+  assign \$25  = \$22  + \$24 ;
+  assign \$27  = b[10] ? \$26  : 7'h00;
+  assign \$29  = b[11] ? \$28  : 7'h00;
+  assign \$30  = \$27  + \$29 ;
+  assign \$32  = b[12] ? \$31  : 5'h00;
+  assign \$34  = b[13] ? \$33  : 5'h00;
+  assign \$35  = \$32  + \$34 ;
+  assign \$37  = b[14] ? \$36  : 7'h00;
+  assign \$39  = b[15] ? \$38  : 7'h00;
+  assign \$40  = \$37  + \$39 ;
+  assign pair0_hi = m0[7:4] + m1;
+  assign pair1_hi = m2[7:4] + m3;
+  assign full_hi = pair0_hi + { pair1_hi, m2[3:0] };
+  assign \$41  = $signed(l4_0) + $signed(l4_1);
+  assign sum0_0 = $signed(\$41 ) + $signed({ 1'h0, neg4_0 });
+  assign \$42  = $signed(l4_2) + $signed(l4_3);
+  assign sum0_2 = $signed(\$42 ) + $signed({ 1'h0, neg4_2 });
+  assign \$43  = mul0_lo + mul0_hi;
+  assign \$44  = mul1_lo + mul1_hi;
+  assign \$45  = mul2_lo + mul2_hi;
+  assign \$46  = mul3_lo + mul3_hi;
+  assign \$47  = a[16] ^ b[16];
+  assign \$48  = a[19:17] + b[19:17];
+  assign \$49  = a[20] ^ b[20];
+  assign \$50  = a[21] + b[21];
+  assign \$51  = a[22] ^ b[22];
+  assign \$52  = a[25:23] + b[25:23];
+  assign \$53  = a[26] ^ b[26];
+  assign \$54  = a[27] + b[27];
+  assign \$55  = ~ mode[0];
+  assign \$56  = ~ mode[1];
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = mode[0] & mode[1];
+  assign \$59  = \$58  ? { full_hi, m0[3:0] } : { 5'h00, pair0_hi, m0[3:0] };
+  assign \$60  = \$57  ? { 10'h000, m0 } : \$59 ;
+  assign \$61  = ~ mode[0];
+  assign \$62  = ~ mode[1];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = \$63  ? m1 : 8'h00;
+  assign \$65  = ~ mode[0];
+  assign \$66  = ~ mode[1];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = mode[0] & mode[1];
+  assign \$69  = \$68  ? 13'h0000 : { pair1_hi, m2[3:0] };
+  assign \$70  = \$67  ? { 5'h00, m2 } : \$69 ;
+  assign \$71  = ~ mode[0];
+  assign \$72  = ~ mode[1];
+  assign \$73  = \$71  & \$72 ;
+  assign \$74  = \$73  ? m3 : 8'h00;
+  assign \$75  = mag3_0 << sh3_0;
+  assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
+  assign \$77  = mag3_1 << sh3_1;
+  assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
+  assign \$79  = mag3_2 << sh3_2;
+  assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
+  assign \$81  = mag3_3 << sh3_3;
+  assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
+  assign \$83  = $signed(sum0_0) + $signed(sum0_2);
+  assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
   always @(posedge clk)
-    m0 <= \$128 ;
+    m0 <= \$85 ;
   always @(posedge clk)
-    m1 <= \$129 ;
+    m1 <= \$86 ;
   always @(posedge clk)
-    m2 <= \$130 ;
+    m2 <= \$87 ;
   always @(posedge clk)
-    m3 <= \$131 ;
+    m3 <= \$88 ;
   always @(posedge clk)
-    neg2_0 <= \$132 ;
+    neg2_0 <= \$89 ;
   always @(posedge clk)
-    sh2_0 <= \$133 ;
+    sh2_0 <= \$90 ;
   always @(posedge clk)
-    neg2_1 <= \$134 ;
+    neg2_1 <= \$91 ;
   always @(posedge clk)
-    sh2_1 <= \$135 ;
+    sh2_1 <= \$92 ;
   always @(posedge clk)
-    neg2_2 <= \$136 ;
+    neg2_2 <= \$93 ;
   always @(posedge clk)
-    sh2_2 <= \$137 ;
+    sh2_2 <= \$94 ;
   always @(posedge clk)
-    neg2_3 <= \$138 ;
+    neg2_3 <= \$95 ;
   always @(posedge clk)
-    sh2_3 <= \$139 ;
+    sh2_3 <= \$96 ;
   always @(posedge clk)
-    s3_0 <= \$140 ;
+    mag3_0 <= \$97 ;
   always @(posedge clk)
-    sh3_0 <= \$141 ;
+    neg3_0 <= \$98 ;
   always @(posedge clk)
-    s3_1 <= \$142 ;
+    sh3_0 <= \$99 ;
   always @(posedge clk)
-    sh3_1 <= \$143 ;
+    mag3_1 <= \$100 ;
   always @(posedge clk)
-    s3_2 <= \$144 ;
+    neg3_1 <= \$101 ;
   always @(posedge clk)
-    sh3_2 <= \$145 ;
+    sh3_1 <= \$102 ;
   always @(posedge clk)
-    s3_3 <= \$146 ;
+    mag3_2 <= \$103 ;
   always @(posedge clk)
-    sh3_3 <= \$147 ;
+    neg3_2 <= \$104 ;
   always @(posedge clk)
-    l4_0 <= \$148 ;
+    sh3_2 <= \$105 ;
   always @(posedge clk)
-    l4_1 <= \$149 ;
+    mag3_3 <= \$106 ;
   always @(posedge clk)
-    l4_2 <= \$150 ;
+    neg3_3 <= \$107 ;
   always @(posedge clk)
-    l4_3 <= \$151 ;
+    sh3_3 <= \$108 ;
   always @(posedge clk)
-    sum <= \$152 ;
+    l4_0 <= \$109 ;
+  always @(posedge clk)
+    neg4_0 <= \$110 ;
+  always @(posedge clk)
+    l4_1 <= \$111 ;
+  always @(posedge clk)
+    neg4_1 <= \$112 ;
+  always @(posedge clk)
+    l4_2 <= \$113 ;
+  always @(posedge clk)
+    neg4_2 <= \$114 ;
+  always @(posedge clk)
+    l4_3 <= \$115 ;
+  always @(posedge clk)
+    neg4_3 <= \$116 ;
+  always @(posedge clk)
+    sum <= \$117 ;
+  always @(posedge clk)
+    cin <= \$118 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$128  = m0;
+    mul0_lo = 6'h00;
     if (en) begin
-      \$128  = \$11 [7:0];
-    end
-    if (rst) begin
-      \$128  = 8'h00;
+      mul0_lo = \$5 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$129  = m1;
+    mul0_hi = 8'h00;
     if (en) begin
-      \$129  = \$22 [7:0];
-    end
-    if (rst) begin
-      \$129  = 8'h00;
+      mul0_hi = \$10 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$130  = m2;
+    mul1_lo = 6'h00;
     if (en) begin
-      \$130  = \$33 [7:0];
-    end
-    if (rst) begin
-      \$130  = 8'h00;
+      mul1_lo = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$131  = m3;
+    mul1_hi = 8'h00;
     if (en) begin
-      \$131  = \$44 [7:0];
-    end
-    if (rst) begin
-      \$131  = 8'h00;
+      mul1_hi = \$20 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$132  = neg2_0;
+    mul2_lo = 6'h00;
     if (en) begin
-      \$132  = \$45 ;
-    end
-    if (rst) begin
-      \$132  = 1'h0;
+      mul2_lo = \$25 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$133  = sh2_0;
+    mul2_hi = 8'h00;
     if (en) begin
-      \$133  = \$46 ;
-    end
-    if (rst) begin
-      \$133  = 4'h0;
+      mul2_hi = \$30 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$134  = neg2_1;
+    mul3_lo = 6'h00;
     if (en) begin
-      \$134  = \$47 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
+      mul3_lo = \$35 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$135  = sh2_1;
+    mul3_hi = 8'h00;
     if (en) begin
-      \$135  = \$48 ;
-    end
-    if (rst) begin
-      \$135  = 2'h0;
+      mul3_hi = \$40 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$136  = neg2_2;
+    \$85  = m0;
     if (en) begin
-      \$136  = \$49 ;
+      \$85  = \$43 [7:0];
     end
     if (rst) begin
-      \$136  = 1'h0;
+      \$85  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$137  = sh2_2;
+    \$86  = m1;
     if (en) begin
-      \$137  = \$50 [2:0];
+      \$86  = \$44 [7:0];
     end
     if (rst) begin
-      \$137  = 3'h0;
+      \$86  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$138  = neg2_3;
+    \$87  = m2;
     if (en) begin
-      \$138  = \$51 ;
+      \$87  = \$45 [7:0];
     end
     if (rst) begin
-      \$138  = 1'h0;
+      \$87  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$139  = sh2_3;
+    \$88  = m3;
     if (en) begin
-      \$139  = \$52 ;
+      \$88  = \$46 [7:0];
     end
     if (rst) begin
-      \$139  = 2'h0;
+      \$88  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$140  = s3_0;
+    \$89  = neg2_0;
     if (en) begin
-      \$140  = \$82 ;
+      \$89  = \$47 ;
     end
     if (rst) begin
-      \$140  = 17'h00000;
+      \$89  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$141  = sh3_0;
+    \$90  = sh2_0;
     if (en) begin
-      \$141  = sh2_0;
+      \$90  = \$48 ;
     end
     if (rst) begin
-      \$141  = 4'h0;
+      \$90  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$142  = s3_1;
+    \$91  = neg2_1;
     if (en) begin
-      \$142  = \$92 ;
+      \$91  = \$49 ;
     end
     if (rst) begin
-      \$142  = 9'h000;
+      \$91  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$143  = sh3_1;
+    \$92  = sh2_1;
     if (en) begin
-      \$143  = sh2_1;
+      \$92  = \$50 ;
     end
     if (rst) begin
-      \$143  = 2'h0;
+      \$92  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$144  = s3_2;
+    \$93  = neg2_2;
     if (en) begin
-      \$144  = \$110 ;
+      \$93  = \$51 ;
     end
     if (rst) begin
-      \$144  = 13'h0000;
+      \$93  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$145  = sh3_2;
+    \$94  = sh2_2;
     if (en) begin
-      \$145  = sh2_2;
+      \$94  = \$52 [2:0];
     end
     if (rst) begin
-      \$145  = 3'h0;
+      \$94  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$146  = s3_3;
+    \$95  = neg2_3;
     if (en) begin
-      \$146  = \$120 ;
+      \$95  = \$53 ;
     end
     if (rst) begin
-      \$146  = 9'h000;
+      \$95  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$147  = sh3_3;
+    \$96  = sh2_3;
     if (en) begin
-      \$147  = sh2_3;
+      \$96  = \$54 ;
     end
     if (rst) begin
-      \$147  = 2'h0;
+      \$96  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$148  = l4_0;
+    \$97  = mag3_0;
     if (en) begin
-      \$148  = \$121 [25:0];
+      \$97  = \$60 [15:0];
     end
     if (rst) begin
-      \$148  = 26'h0000000;
+      \$97  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$149  = l4_1;
+    \$98  = neg3_0;
     if (en) begin
-      \$149  = \$122 [9:0];
+      \$98  = neg2_0;
     end
     if (rst) begin
-      \$149  = 10'h000;
+      \$98  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$150  = l4_2;
+    \$99  = sh3_0;
     if (en) begin
-      \$150  = \$123 [17:0];
+      \$99  = sh2_0;
     end
     if (rst) begin
-      \$150  = 18'h00000;
+      \$99  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$151  = l4_3;
+    \$100  = mag3_1;
     if (en) begin
-      \$151  = \$124 [9:0];
+      \$100  = \$64 ;
     end
     if (rst) begin
-      \$151  = 10'h000;
+      \$100  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$152  = sum;
+    \$101  = neg3_1;
     if (en) begin
-      \$152  = \$127 [25:0];
+      \$101  = neg2_1;
     end
     if (rst) begin
-      \$152  = 26'h0000000;
+      \$101  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$102  = sh3_1;
+    if (en) begin
+      \$102  = sh2_1;
+    end
+    if (rst) begin
+      \$102  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$103  = mag3_2;
+    if (en) begin
+      \$103  = \$70 [11:0];
+    end
+    if (rst) begin
+      \$103  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$104  = neg3_2;
+    if (en) begin
+      \$104  = neg2_2;
+    end
+    if (rst) begin
+      \$104  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$105  = sh3_2;
+    if (en) begin
+      \$105  = sh2_2;
+    end
+    if (rst) begin
+      \$105  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$106  = mag3_3;
+    if (en) begin
+      \$106  = \$74 ;
+    end
+    if (rst) begin
+      \$106  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$107  = neg3_3;
+    if (en) begin
+      \$107  = neg2_3;
+    end
+    if (rst) begin
+      \$107  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$108  = sh3_3;
+    if (en) begin
+      \$108  = sh2_3;
+    end
+    if (rst) begin
+      \$108  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$109  = l4_0;
+    if (en) begin
+      \$109  = \$76 ;
+    end
+    if (rst) begin
+      \$109  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$110  = neg4_0;
+    if (en) begin
+      \$110  = neg3_0;
+    end
+    if (rst) begin
+      \$110  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$111  = l4_1;
+    if (en) begin
+      \$111  = \$78 ;
+    end
+    if (rst) begin
+      \$111  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$112  = neg4_1;
+    if (en) begin
+      \$112  = neg3_1;
+    end
+    if (rst) begin
+      \$112  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$113  = l4_2;
+    if (en) begin
+      \$113  = \$80 ;
+    end
+    if (rst) begin
+      \$113  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$114  = neg4_2;
+    if (en) begin
+      \$114  = neg3_2;
+    end
+    if (rst) begin
+      \$114  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$115  = l4_3;
+    if (en) begin
+      \$115  = \$82 ;
+    end
+    if (rst) begin
+      \$115  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$116  = neg4_3;
+    if (en) begin
+      \$116  = neg3_3;
+    end
+    if (rst) begin
+      \$116  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$117  = sum;
+    if (en) begin
+      \$117  = \$84 [25:0];
+    end
+    if (rst) begin
+      \$117  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$118  = cin;
+    if (en) begin
+      \$118  = neg4_3;
+    end
+    if (rst) begin
+      \$118  = 1'h0;
     end
   end
   assign \b.x0  = b[3:0];
@@ -16405,185 +13249,141 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, clk);
   assign \$3  = { a[3:0], 1'h0 };
   assign \$6  = { 1'h0, a[3:0], 2'h0 };
   assign \$8  = { a[3:0], 3'h0 };
-  assign \$12  = { 1'h0, a[7:4] };
-  assign \$14  = { a[7:4], 1'h0 };
-  assign \$17  = { 1'h0, a[7:4], 2'h0 };
-  assign \$19  = { a[7:4], 3'h0 };
-  assign \$23  = { 1'h0, a[11:8] };
-  assign \$25  = { a[11:8], 1'h0 };
-  assign \$28  = { 1'h0, a[11:8], 2'h0 };
-  assign \$30  = { a[11:8], 3'h0 };
-  assign \$34  = { 1'h0, a[15:12] };
-  assign \$36  = { a[15:12], 1'h0 };
-  assign \$39  = { 1'h0, a[15:12], 2'h0 };
-  assign \$41  = { a[15:12], 3'h0 };
-  assign \$57  = { 3'h0, m1, 4'h0 };
-  assign \$59  = { 3'h0, m3, 4'h0 };
-  assign \$61  = { 3'h0, \$60 , 4'h0 };
-  assign \$63  = { 3'h0, m1, 4'h0 };
-  assign \$72  = { 3'h0, m1, 4'h0 };
-  assign \$74  = { 3'h0, m3, 4'h0 };
-  assign \$76  = { 3'h0, \$75 , 4'h0 };
-  assign \$78  = { 3'h0, m1, 4'h0 };
-  assign \$97  = { 3'h0, m3, 4'h0 };
-  assign \$106  = { 3'h0, m3, 4'h0 };
+  assign \$11  = { 1'h0, a[7:4] };
+  assign \$13  = { a[7:4], 1'h0 };
+  assign \$16  = { 1'h0, a[7:4], 2'h0 };
+  assign \$18  = { a[7:4], 3'h0 };
+  assign \$21  = { 1'h0, a[11:8] };
+  assign \$23  = { a[11:8], 1'h0 };
+  assign \$26  = { 1'h0, a[11:8], 2'h0 };
+  assign \$28  = { a[11:8], 3'h0 };
+  assign \$31  = { 1'h0, a[15:12] };
+  assign \$33  = { a[15:12], 1'h0 };
+  assign \$36  = { 1'h0, a[15:12], 2'h0 };
+  assign \$38  = { a[15:12], 3'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, clk);
+module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire [4:0] \$1 ;
   wire [7:0] \$10 ;
-  wire [15:0] \$100 ;
-  wire [12:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire [14:0] \$106 ;
-  wire [15:0] \$107 ;
-  wire [15:0] \$108 ;
-  wire [15:0] \$109 ;
-  wire [8:0] \$11 ;
-  wire [12:0] \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire [7:0] \$114 ;
-  wire [8:0] \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire [7:0] \$119 ;
+  reg [7:0] \$100 ;
+  reg \$101 ;
+  reg [1:0] \$102 ;
+  reg [11:0] \$103 ;
+  reg \$104 ;
+  reg [2:0] \$105 ;
+  reg [7:0] \$106 ;
+  reg \$107 ;
+  reg [1:0] \$108 ;
+  reg [25:0] \$109 ;
+  wire [4:0] \$11 ;
+  reg \$110 ;
+  reg [9:0] \$111 ;
+  reg \$112 ;
+  reg [17:0] \$113 ;
+  reg \$114 ;
+  reg [9:0] \$115 ;
+  reg \$116 ;
+  reg [25:0] \$117 ;
+  reg \$118 ;
   wire [4:0] \$12 ;
-  wire [8:0] \$120 ;
-  wire [31:0] \$121 ;
-  wire [11:0] \$122 ;
-  wire [19:0] \$123 ;
-  wire [11:0] \$124 ;
-  wire [26:0] \$125 ;
-  wire [18:0] \$126 ;
-  wire [27:0] \$127 ;
-  reg [7:0] \$128 ;
-  reg [7:0] \$129 ;
   wire [4:0] \$13 ;
-  reg [7:0] \$130 ;
-  reg [7:0] \$131 ;
-  reg \$132 ;
-  reg [3:0] \$133 ;
-  reg \$134 ;
-  reg [1:0] \$135 ;
-  reg \$136 ;
-  reg [2:0] \$137 ;
-  reg \$138 ;
-  reg [1:0] \$139 ;
   wire [4:0] \$14 ;
-  reg [16:0] \$140 ;
-  reg [3:0] \$141 ;
-  reg [8:0] \$142 ;
-  reg [1:0] \$143 ;
-  reg [12:0] \$144 ;
-  reg [2:0] \$145 ;
-  reg [8:0] \$146 ;
-  reg [1:0] \$147 ;
-  reg [25:0] \$148 ;
-  reg [9:0] \$149 ;
-  wire [4:0] \$15 ;
-  reg [17:0] \$150 ;
-  reg [9:0] \$151 ;
-  reg [25:0] \$152 ;
-  wire [5:0] \$16 ;
+  wire [5:0] \$15 ;
+  wire [6:0] \$16 ;
   wire [6:0] \$17 ;
   wire [6:0] \$18 ;
   wire [6:0] \$19 ;
   wire [4:0] \$2 ;
-  wire [6:0] \$20 ;
-  wire [7:0] \$21 ;
-  wire [8:0] \$22 ;
+  wire [7:0] \$20 ;
+  wire [4:0] \$21 ;
+  wire [4:0] \$22 ;
   wire [4:0] \$23 ;
   wire [4:0] \$24 ;
-  wire [4:0] \$25 ;
-  wire [4:0] \$26 ;
-  wire [5:0] \$27 ;
+  wire [5:0] \$25 ;
+  wire [6:0] \$26 ;
+  wire [6:0] \$27 ;
   wire [6:0] \$28 ;
   wire [6:0] \$29 ;
   wire [4:0] \$3 ;
-  wire [6:0] \$30 ;
-  wire [6:0] \$31 ;
-  wire [7:0] \$32 ;
-  wire [8:0] \$33 ;
+  wire [7:0] \$30 ;
+  wire [4:0] \$31 ;
+  wire [4:0] \$32 ;
+  wire [4:0] \$33 ;
   wire [4:0] \$34 ;
-  wire [4:0] \$35 ;
-  wire [4:0] \$36 ;
-  wire [4:0] \$37 ;
-  wire [5:0] \$38 ;
+  wire [5:0] \$35 ;
+  wire [6:0] \$36 ;
+  wire [6:0] \$37 ;
+  wire [6:0] \$38 ;
   wire [6:0] \$39 ;
   wire [4:0] \$4 ;
-  wire [6:0] \$40 ;
-  wire [6:0] \$41 ;
-  wire [6:0] \$42 ;
-  wire [7:0] \$43 ;
+  wire [7:0] \$40 ;
+  wire [26:0] \$41 ;
+  wire [18:0] \$42 ;
+  wire [8:0] \$43 ;
   wire [8:0] \$44 ;
-  wire \$45 ;
-  wire [3:0] \$46 ;
+  wire [8:0] \$45 ;
+  wire [8:0] \$46 ;
   wire \$47 ;
-  wire [1:0] \$48 ;
+  wire [3:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
-  wire [3:0] \$50 ;
+  wire [1:0] \$50 ;
   wire \$51 ;
-  wire [1:0] \$52 ;
+  wire [3:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
+  wire [1:0] \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire [14:0] \$57 ;
-  wire [15:0] \$58 ;
-  wire [14:0] \$59 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire [17:0] \$59 ;
   wire [6:0] \$6 ;
-  wire [15:0] \$60 ;
-  wire [22:0] \$61 ;
-  wire [23:0] \$62 ;
-  wire [14:0] \$63 ;
-  wire [15:0] \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [16:0] \$67 ;
+  wire [17:0] \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [7:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [12:0] \$69 ;
   wire [6:0] \$7 ;
-  wire \$70 ;
+  wire [12:0] \$70 ;
   wire \$71 ;
-  wire [14:0] \$72 ;
-  wire [15:0] \$73 ;
-  wire [14:0] \$74 ;
-  wire [15:0] \$75 ;
-  wire [22:0] \$76 ;
-  wire [23:0] \$77 ;
-  wire [14:0] \$78 ;
-  wire [15:0] \$79 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire [7:0] \$74 ;
+  wire [30:0] \$75 ;
+  wire [25:0] \$76 ;
+  wire [10:0] \$77 ;
+  wire [9:0] \$78 ;
+  wire [18:0] \$79 ;
   wire [6:0] \$8 ;
-  wire [23:0] \$80 ;
-  wire [23:0] \$81 ;
-  wire [16:0] \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [7:0] \$86 ;
-  wire [8:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [17:0] \$80 ;
+  wire [10:0] \$81 ;
+  wire [9:0] \$82 ;
+  wire [28:0] \$83 ;
+  wire [29:0] \$84 ;
+  reg [7:0] \$85 ;
+  reg [7:0] \$86 ;
+  reg [7:0] \$87 ;
+  reg [7:0] \$88 ;
+  reg \$89 ;
   wire [6:0] \$9 ;
-  wire \$90 ;
-  wire [7:0] \$91 ;
-  wire [8:0] \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [14:0] \$97 ;
-  wire [15:0] \$98 ;
-  wire [15:0] \$99 ;
+  reg [3:0] \$90 ;
+  reg \$91 ;
+  reg [1:0] \$92 ;
+  reg \$93 ;
+  reg [2:0] \$94 ;
+  reg \$95 ;
+  reg [1:0] \$96 ;
+  reg [15:0] \$97 ;
+  reg \$98 ;
+  reg [3:0] \$99 ;
   input [27:0] a;
   wire [27:0] a;
   wire \a.neg0 ;
@@ -16612,10 +13412,14 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, clk);
   wire [3:0] \b.x1 ;
   wire [3:0] \b.x2 ;
   wire [3:0] \b.x3 ;
+  output cin;
+  reg cin = 1'h0;
   input clk;
   wire clk;
   input en;
   wire en;
+  (* keep = 32'd1 *)
+  wire [13:0] full_hi;
   reg [25:0] l4_0 = 26'h0000000;
   reg [9:0] l4_1 = 10'h000;
   reg [17:0] l4_2 = 18'h00000;
@@ -16624,20 +13428,48 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, clk);
   reg [7:0] m1 = 8'h00;
   reg [7:0] m2 = 8'h00;
   reg [7:0] m3 = 8'h00;
+  reg [15:0] mag3_0 = 16'h0000;
+  reg [7:0] mag3_1 = 8'h00;
+  reg [11:0] mag3_2 = 12'h000;
+  reg [7:0] mag3_3 = 8'h00;
   input [1:0] mode;
   wire [1:0] mode;
   wire \mode.a8 ;
   wire \mode.b8 ;
+  (* keep = 32'd1 *)
+  reg [7:0] mul0_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul0_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul1_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul1_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul2_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul2_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul3_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul3_lo;
   reg neg2_0 = 1'h0;
   reg neg2_1 = 1'h0;
   reg neg2_2 = 1'h0;
   reg neg2_3 = 1'h0;
+  reg neg3_0 = 1'h0;
+  reg neg3_1 = 1'h0;
+  reg neg3_2 = 1'h0;
+  reg neg3_3 = 1'h0;
+  reg neg4_0 = 1'h0;
+  reg neg4_1 = 1'h0;
+  reg neg4_2 = 1'h0;
+  reg neg4_3 = 1'h0;
+  (* keep = 32'd1 *)
+  wire [8:0] pair0_hi;
+  (* keep = 32'd1 *)
+  wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [16:0] s3_0 = 17'h00000;
-  reg [8:0] s3_1 = 9'h000;
-  reg [12:0] s3_2 = 13'h0000;
-  reg [8:0] s3_3 = 9'h000;
   reg [3:0] sh2_0 = 4'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
@@ -16648,405 +13480,545 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, clk);
   reg [1:0] sh3_3 = 2'h0;
   output [25:0] sum;
   reg [25:0] sum = 26'h0000000;
+  (* keep = 32'd1 *)
+  wire [27:0] sum0_0;
+  (* keep = 32'd1 *)
+  wire [19:0] sum0_2;
   assign \$2  = b[0] ? \$1  : 5'h00;
   assign \$4  = b[1] ? \$3  : 5'h00;
   assign \$5  = \$2  + \$4 ;
   assign \$7  = b[2] ? \$6  : 7'h00;
   assign \$9  = b[3] ? \$8  : 7'h00;
   assign \$10  = \$7  + \$9 ;
-  assign \$11  = \$5  + \$10 ;
-  assign \$13  = b[4] ? \$12  : 5'h00;
-  assign \$15  = b[5] ? \$14  : 5'h00;
-  assign \$16  = \$13  + \$15 ;
-  assign \$18  = b[6] ? \$17  : 7'h00;
-  assign \$20  = b[7] ? \$19  : 7'h00;
-  assign \$21  = \$18  + \$20 ;
-  assign \$22  = \$16  + \$21 ;
-  assign \$24  = b[8] ? \$23  : 5'h00;
-  assign \$26  = b[9] ? \$25  : 5'h00;
-  assign \$27  = \$24  + \$26 ;
-  assign \$29  = b[10] ? \$28  : 7'h00;
-  assign \$31  = b[11] ? \$30  : 7'h00;
-  assign \$32  = \$29  + \$31 ;
-  assign \$33  = \$27  + \$32 ;
-  assign \$35  = b[12] ? \$34  : 5'h00;
-  assign \$37  = b[13] ? \$36  : 5'h00;
-  assign \$38  = \$35  + \$37 ;
-  assign \$40  = b[14] ? \$39  : 7'h00;
-  assign \$42  = b[15] ? \$41  : 7'h00;
-  assign \$43  = \$40  + \$42 ;
-  assign \$44  = \$38  + \$43 ;
-  assign \$45  = a[16] ^ b[16];
-  assign \$46  = a[19:17] + b[19:17];
-  assign \$47  = a[20] ^ b[20];
-  assign \$48  = a[21] + b[21];
-  assign \$49  = a[22] ^ b[22];
-  assign \$50  = a[25:23] + b[25:23];
-  assign \$51  = a[26] ^ b[26];
-  assign \$52  = a[27] + b[27];
-  assign \$53  = ~ mode[0];
-  assign \$54  = ~ mode[1];
-  assign \$55  = \$53  & \$54 ;
-  assign \$56  = mode[0] & mode[1];
-  assign \$58  = m0 + \$57 ;
-  assign \$60  = m2 + \$59 ;
-  assign \$62  = \$58  + \$61 ;
-  assign \$64  = m0 + \$63 ;
-  assign \$65  = \$56  ? \$62  : { 8'h00, \$64  };
-  assign \$66  = \$55  ? { 16'h0000, m0 } : \$65 ;
-  assign \$67  = - \$66 [15:0];
-  assign \$68  = ~ mode[0];
-  assign \$69  = ~ mode[1];
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = mode[0] & mode[1];
-  assign \$73  = m0 + \$72 ;
-  assign \$75  = m2 + \$74 ;
-  assign \$77  = \$73  + \$76 ;
-  assign \$79  = m0 + \$78 ;
-  assign \$80  = \$71  ? \$77  : { 8'h00, \$79  };
-  assign \$81  = \$70  ? { 16'h0000, m0 } : \$80 ;
-  assign \$82  = neg2_0 ? \$67  : { 1'h0, \$81 [15:0] };
-  assign \$83  = ~ mode[0];
-  assign \$84  = ~ mode[1];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = \$85  ? m1 : 8'h00;
-  assign \$87  = - \$86 ;
-  assign \$88  = ~ mode[0];
-  assign \$89  = ~ mode[1];
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = \$90  ? m1 : 8'h00;
-  assign \$92  = neg2_1 ? \$87  : { 1'h0, \$91  };
-  assign \$93  = ~ mode[0];
-  assign \$94  = ~ mode[1];
-  assign \$95  = \$93  & \$94 ;
-  assign \$96  = mode[0] & mode[1];
-  assign \$98  = m2 + \$97 ;
-  assign \$99  = \$96  ? 16'h0000 : \$98 ;
-  assign \$100  = \$95  ? { 8'h00, m2 } : \$99 ;
-  assign \$101  = - \$100 [11:0];
-  assign \$102  = ~ mode[0];
-  assign \$103  = ~ mode[1];
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = mode[0] & mode[1];
-  assign \$107  = m2 + \$106 ;
-  assign \$108  = \$105  ? 16'h0000 : \$107 ;
-  assign \$109  = \$104  ? { 8'h00, m2 } : \$108 ;
-  assign \$110  = neg2_2 ? \$101  : { 1'h0, \$109 [11:0] };
-  assign \$111  = ~ mode[0];
-  assign \$112  = ~ mode[1];
-  assign \$113  = \$111  & \$112 ;
-  assign \$114  = \$113  ? m3 : 8'h00;
-  assign \$115  = - \$114 ;
-  assign \$116  = ~ mode[0];
-  assign \$117  = ~ mode[1];
-  assign \$118  = \$116  & \$117 ;
-  assign \$119  = \$118  ? m3 : 8'h00;
-  assign \$120  = neg2_3 ? \$115  : { 1'h0, \$119  };
-  assign \$121  = $signed(s3_0) << sh3_0;
-  assign \$122  = $signed(s3_1) << sh3_1;
-  assign \$123  = $signed(s3_2) << sh3_2;
-  assign \$124  = $signed(s3_3) << sh3_3;
-  assign \$125  = $signed(l4_0) + $signed(l4_1);
-  assign \$126  = $signed(l4_2) + $signed(l4_3);
-  assign \$127  = $signed(\$125 ) + $signed(\$126 );
+  assign \$12  = b[4] ? \$11  : 5'h00;
+  assign \$14  = b[5] ? \$13  : 5'h00;
+  assign \$15  = \$12  + \$14 ;
+  assign \$17  = b[6] ? \$16  : 7'h00;
+  assign \$19  = b[7] ? \$18  : 7'h00;
+  assign \$20  = \$17  + \$19 ;
+  assign \$22  = b[8] ? \$21  : 5'h00;
+  assign \$24  = b[9] ? \$23  : 5'h00;
+  assign \$25  = \$22  + \$24 ;
+  assign \$27  = b[10] ? \$26  : 7'h00;
+  assign \$29  = b[11] ? \$28  : 7'h00;
+  assign \$30  = \$27  + \$29 ;
+  assign \$32  = b[12] ? \$31  : 5'h00;
+  assign \$34  = b[13] ? \$33  : 5'h00;
+  assign \$35  = \$32  + \$34 ;
+  assign \$37  = b[14] ? \$36  : 7'h00;
+  assign \$39  = b[15] ? \$38  : 7'h00;
+  assign \$40  = \$37  + \$39 ;
+  assign pair0_hi = m0[7:4] + m1;
+  assign pair1_hi = m2[7:4] + m3;
+  assign full_hi = pair0_hi + { pair1_hi, m2[3:0] };
+  assign \$41  = $signed(l4_0) + $signed(l4_1);
+  assign sum0_0 = $signed(\$41 ) + $signed({ 1'h0, neg4_0 });
+  assign \$42  = $signed(l4_2) + $signed(l4_3);
+  assign sum0_2 = $signed(\$42 ) + $signed({ 1'h0, neg4_2 });
+  assign \$43  = mul0_lo + mul0_hi;
+  assign \$44  = mul1_lo + mul1_hi;
+  assign \$45  = mul2_lo + mul2_hi;
+  assign \$46  = mul3_lo + mul3_hi;
+  assign \$47  = a[16] ^ b[16];
+  assign \$48  = a[19:17] + b[19:17];
+  assign \$49  = a[20] ^ b[20];
+  assign \$50  = a[21] + b[21];
+  assign \$51  = a[22] ^ b[22];
+  assign \$52  = a[25:23] + b[25:23];
+  assign \$53  = a[26] ^ b[26];
+  assign \$54  = a[27] + b[27];
+  assign \$55  = ~ mode[0];
+  assign \$56  = ~ mode[1];
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = mode[0] & mode[1];
+  assign \$59  = \$58  ? { full_hi, m0[3:0] } : { 5'h00, pair0_hi, m0[3:0] };
+  assign \$60  = \$57  ? { 10'h000, m0 } : \$59 ;
+  assign \$61  = ~ mode[0];
+  assign \$62  = ~ mode[1];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = \$63  ? m1 : 8'h00;
+  assign \$65  = ~ mode[0];
+  assign \$66  = ~ mode[1];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = mode[0] & mode[1];
+  assign \$69  = \$68  ? 13'h0000 : { pair1_hi, m2[3:0] };
+  assign \$70  = \$67  ? { 5'h00, m2 } : \$69 ;
+  assign \$71  = ~ mode[0];
+  assign \$72  = ~ mode[1];
+  assign \$73  = \$71  & \$72 ;
+  assign \$74  = \$73  ? m3 : 8'h00;
+  assign \$75  = mag3_0 << sh3_0;
+  assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
+  assign \$77  = mag3_1 << sh3_1;
+  assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
+  assign \$79  = mag3_2 << sh3_2;
+  assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
+  assign \$81  = mag3_3 << sh3_3;
+  assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
+  assign \$83  = $signed(sum0_0) + $signed(sum0_2);
+  assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
   always @(posedge clk)
-    m0 <= \$128 ;
+    m0 <= \$85 ;
   always @(posedge clk)
-    m1 <= \$129 ;
+    m1 <= \$86 ;
   always @(posedge clk)
-    m2 <= \$130 ;
+    m2 <= \$87 ;
   always @(posedge clk)
-    m3 <= \$131 ;
+    m3 <= \$88 ;
   always @(posedge clk)
-    neg2_0 <= \$132 ;
+    neg2_0 <= \$89 ;
   always @(posedge clk)
-    sh2_0 <= \$133 ;
+    sh2_0 <= \$90 ;
   always @(posedge clk)
-    neg2_1 <= \$134 ;
+    neg2_1 <= \$91 ;
   always @(posedge clk)
-    sh2_1 <= \$135 ;
+    sh2_1 <= \$92 ;
   always @(posedge clk)
-    neg2_2 <= \$136 ;
+    neg2_2 <= \$93 ;
   always @(posedge clk)
-    sh2_2 <= \$137 ;
+    sh2_2 <= \$94 ;
   always @(posedge clk)
-    neg2_3 <= \$138 ;
+    neg2_3 <= \$95 ;
   always @(posedge clk)
-    sh2_3 <= \$139 ;
+    sh2_3 <= \$96 ;
   always @(posedge clk)
-    s3_0 <= \$140 ;
+    mag3_0 <= \$97 ;
   always @(posedge clk)
-    sh3_0 <= \$141 ;
+    neg3_0 <= \$98 ;
   always @(posedge clk)
-    s3_1 <= \$142 ;
+    sh3_0 <= \$99 ;
   always @(posedge clk)
-    sh3_1 <= \$143 ;
+    mag3_1 <= \$100 ;
   always @(posedge clk)
-    s3_2 <= \$144 ;
+    neg3_1 <= \$101 ;
   always @(posedge clk)
-    sh3_2 <= \$145 ;
+    sh3_1 <= \$102 ;
   always @(posedge clk)
-    s3_3 <= \$146 ;
+    mag3_2 <= \$103 ;
   always @(posedge clk)
-    sh3_3 <= \$147 ;
+    neg3_2 <= \$104 ;
   always @(posedge clk)
-    l4_0 <= \$148 ;
+    sh3_2 <= \$105 ;
   always @(posedge clk)
-    l4_1 <= \$149 ;
+    mag3_3 <= \$106 ;
   always @(posedge clk)
-    l4_2 <= \$150 ;
+    neg3_3 <= \$107 ;
   always @(posedge clk)
-    l4_3 <= \$151 ;
+    sh3_3 <= \$108 ;
   always @(posedge clk)
-    sum <= \$152 ;
+    l4_0 <= \$109 ;
+  always @(posedge clk)
+    neg4_0 <= \$110 ;
+  always @(posedge clk)
+    l4_1 <= \$111 ;
+  always @(posedge clk)
+    neg4_1 <= \$112 ;
+  always @(posedge clk)
+    l4_2 <= \$113 ;
+  always @(posedge clk)
+    neg4_2 <= \$114 ;
+  always @(posedge clk)
+    l4_3 <= \$115 ;
+  always @(posedge clk)
+    neg4_3 <= \$116 ;
+  always @(posedge clk)
+    sum <= \$117 ;
+  always @(posedge clk)
+    cin <= \$118 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$128  = m0;
+    mul0_lo = 6'h00;
     if (en) begin
-      \$128  = \$11 [7:0];
-    end
-    if (rst) begin
-      \$128  = 8'h00;
+      mul0_lo = \$5 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$129  = m1;
+    mul0_hi = 8'h00;
     if (en) begin
-      \$129  = \$22 [7:0];
-    end
-    if (rst) begin
-      \$129  = 8'h00;
+      mul0_hi = \$10 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$130  = m2;
+    mul1_lo = 6'h00;
     if (en) begin
-      \$130  = \$33 [7:0];
-    end
-    if (rst) begin
-      \$130  = 8'h00;
+      mul1_lo = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$131  = m3;
+    mul1_hi = 8'h00;
     if (en) begin
-      \$131  = \$44 [7:0];
-    end
-    if (rst) begin
-      \$131  = 8'h00;
+      mul1_hi = \$20 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$132  = neg2_0;
+    mul2_lo = 6'h00;
     if (en) begin
-      \$132  = \$45 ;
-    end
-    if (rst) begin
-      \$132  = 1'h0;
+      mul2_lo = \$25 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$133  = sh2_0;
+    mul2_hi = 8'h00;
     if (en) begin
-      \$133  = \$46 ;
-    end
-    if (rst) begin
-      \$133  = 4'h0;
+      mul2_hi = \$30 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$134  = neg2_1;
+    mul3_lo = 6'h00;
     if (en) begin
-      \$134  = \$47 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
+      mul3_lo = \$35 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$135  = sh2_1;
+    mul3_hi = 8'h00;
     if (en) begin
-      \$135  = \$48 ;
-    end
-    if (rst) begin
-      \$135  = 2'h0;
+      mul3_hi = \$40 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$136  = neg2_2;
+    \$85  = m0;
     if (en) begin
-      \$136  = \$49 ;
+      \$85  = \$43 [7:0];
     end
     if (rst) begin
-      \$136  = 1'h0;
+      \$85  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$137  = sh2_2;
+    \$86  = m1;
     if (en) begin
-      \$137  = \$50 [2:0];
+      \$86  = \$44 [7:0];
     end
     if (rst) begin
-      \$137  = 3'h0;
+      \$86  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$138  = neg2_3;
+    \$87  = m2;
     if (en) begin
-      \$138  = \$51 ;
+      \$87  = \$45 [7:0];
     end
     if (rst) begin
-      \$138  = 1'h0;
+      \$87  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$139  = sh2_3;
+    \$88  = m3;
     if (en) begin
-      \$139  = \$52 ;
+      \$88  = \$46 [7:0];
     end
     if (rst) begin
-      \$139  = 2'h0;
+      \$88  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$140  = s3_0;
+    \$89  = neg2_0;
     if (en) begin
-      \$140  = \$82 ;
+      \$89  = \$47 ;
     end
     if (rst) begin
-      \$140  = 17'h00000;
+      \$89  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$141  = sh3_0;
+    \$90  = sh2_0;
     if (en) begin
-      \$141  = sh2_0;
+      \$90  = \$48 ;
     end
     if (rst) begin
-      \$141  = 4'h0;
+      \$90  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$142  = s3_1;
+    \$91  = neg2_1;
     if (en) begin
-      \$142  = \$92 ;
+      \$91  = \$49 ;
     end
     if (rst) begin
-      \$142  = 9'h000;
+      \$91  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$143  = sh3_1;
+    \$92  = sh2_1;
     if (en) begin
-      \$143  = sh2_1;
+      \$92  = \$50 ;
     end
     if (rst) begin
-      \$143  = 2'h0;
+      \$92  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$144  = s3_2;
+    \$93  = neg2_2;
     if (en) begin
-      \$144  = \$110 ;
+      \$93  = \$51 ;
     end
     if (rst) begin
-      \$144  = 13'h0000;
+      \$93  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$145  = sh3_2;
+    \$94  = sh2_2;
     if (en) begin
-      \$145  = sh2_2;
+      \$94  = \$52 [2:0];
     end
     if (rst) begin
-      \$145  = 3'h0;
+      \$94  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$146  = s3_3;
+    \$95  = neg2_3;
     if (en) begin
-      \$146  = \$120 ;
+      \$95  = \$53 ;
     end
     if (rst) begin
-      \$146  = 9'h000;
+      \$95  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$147  = sh3_3;
+    \$96  = sh2_3;
     if (en) begin
-      \$147  = sh2_3;
+      \$96  = \$54 ;
     end
     if (rst) begin
-      \$147  = 2'h0;
+      \$96  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$148  = l4_0;
+    \$97  = mag3_0;
     if (en) begin
-      \$148  = \$121 [25:0];
+      \$97  = \$60 [15:0];
     end
     if (rst) begin
-      \$148  = 26'h0000000;
+      \$97  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$149  = l4_1;
+    \$98  = neg3_0;
     if (en) begin
-      \$149  = \$122 [9:0];
+      \$98  = neg2_0;
     end
     if (rst) begin
-      \$149  = 10'h000;
+      \$98  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$150  = l4_2;
+    \$99  = sh3_0;
     if (en) begin
-      \$150  = \$123 [17:0];
+      \$99  = sh2_0;
     end
     if (rst) begin
-      \$150  = 18'h00000;
+      \$99  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$151  = l4_3;
+    \$100  = mag3_1;
     if (en) begin
-      \$151  = \$124 [9:0];
+      \$100  = \$64 ;
     end
     if (rst) begin
-      \$151  = 10'h000;
+      \$100  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$152  = sum;
+    \$101  = neg3_1;
     if (en) begin
-      \$152  = \$127 [25:0];
+      \$101  = neg2_1;
     end
     if (rst) begin
-      \$152  = 26'h0000000;
+      \$101  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$102  = sh3_1;
+    if (en) begin
+      \$102  = sh2_1;
+    end
+    if (rst) begin
+      \$102  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$103  = mag3_2;
+    if (en) begin
+      \$103  = \$70 [11:0];
+    end
+    if (rst) begin
+      \$103  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$104  = neg3_2;
+    if (en) begin
+      \$104  = neg2_2;
+    end
+    if (rst) begin
+      \$104  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$105  = sh3_2;
+    if (en) begin
+      \$105  = sh2_2;
+    end
+    if (rst) begin
+      \$105  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$106  = mag3_3;
+    if (en) begin
+      \$106  = \$74 ;
+    end
+    if (rst) begin
+      \$106  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$107  = neg3_3;
+    if (en) begin
+      \$107  = neg2_3;
+    end
+    if (rst) begin
+      \$107  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$108  = sh3_3;
+    if (en) begin
+      \$108  = sh2_3;
+    end
+    if (rst) begin
+      \$108  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$109  = l4_0;
+    if (en) begin
+      \$109  = \$76 ;
+    end
+    if (rst) begin
+      \$109  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$110  = neg4_0;
+    if (en) begin
+      \$110  = neg3_0;
+    end
+    if (rst) begin
+      \$110  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$111  = l4_1;
+    if (en) begin
+      \$111  = \$78 ;
+    end
+    if (rst) begin
+      \$111  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$112  = neg4_1;
+    if (en) begin
+      \$112  = neg3_1;
+    end
+    if (rst) begin
+      \$112  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$113  = l4_2;
+    if (en) begin
+      \$113  = \$80 ;
+    end
+    if (rst) begin
+      \$113  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$114  = neg4_2;
+    if (en) begin
+      \$114  = neg3_2;
+    end
+    if (rst) begin
+      \$114  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$115  = l4_3;
+    if (en) begin
+      \$115  = \$82 ;
+    end
+    if (rst) begin
+      \$115  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$116  = neg4_3;
+    if (en) begin
+      \$116  = neg3_3;
+    end
+    if (rst) begin
+      \$116  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$117  = sum;
+    if (en) begin
+      \$117  = \$84 [25:0];
+    end
+    if (rst) begin
+      \$117  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$118  = cin;
+    if (en) begin
+      \$118  = neg4_3;
+    end
+    if (rst) begin
+      \$118  = 1'h0;
     end
   end
   assign \b.x0  = b[3:0];
@@ -17079,185 +14051,141 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, clk);
   assign \$3  = { a[3:0], 1'h0 };
   assign \$6  = { 1'h0, a[3:0], 2'h0 };
   assign \$8  = { a[3:0], 3'h0 };
-  assign \$12  = { 1'h0, a[7:4] };
-  assign \$14  = { a[7:4], 1'h0 };
-  assign \$17  = { 1'h0, a[7:4], 2'h0 };
-  assign \$19  = { a[7:4], 3'h0 };
-  assign \$23  = { 1'h0, a[11:8] };
-  assign \$25  = { a[11:8], 1'h0 };
-  assign \$28  = { 1'h0, a[11:8], 2'h0 };
-  assign \$30  = { a[11:8], 3'h0 };
-  assign \$34  = { 1'h0, a[15:12] };
-  assign \$36  = { a[15:12], 1'h0 };
-  assign \$39  = { 1'h0, a[15:12], 2'h0 };
-  assign \$41  = { a[15:12], 3'h0 };
-  assign \$57  = { 3'h0, m1, 4'h0 };
-  assign \$59  = { 3'h0, m3, 4'h0 };
-  assign \$61  = { 3'h0, \$60 , 4'h0 };
-  assign \$63  = { 3'h0, m1, 4'h0 };
-  assign \$72  = { 3'h0, m1, 4'h0 };
-  assign \$74  = { 3'h0, m3, 4'h0 };
-  assign \$76  = { 3'h0, \$75 , 4'h0 };
-  assign \$78  = { 3'h0, m1, 4'h0 };
-  assign \$97  = { 3'h0, m3, 4'h0 };
-  assign \$106  = { 3'h0, m3, 4'h0 };
+  assign \$11  = { 1'h0, a[7:4] };
+  assign \$13  = { a[7:4], 1'h0 };
+  assign \$16  = { 1'h0, a[7:4], 2'h0 };
+  assign \$18  = { a[7:4], 3'h0 };
+  assign \$21  = { 1'h0, a[11:8] };
+  assign \$23  = { a[11:8], 1'h0 };
+  assign \$26  = { 1'h0, a[11:8], 2'h0 };
+  assign \$28  = { a[11:8], 3'h0 };
+  assign \$31  = { 1'h0, a[15:12] };
+  assign \$33  = { a[15:12], 1'h0 };
+  assign \$36  = { 1'h0, a[15:12], 2'h0 };
+  assign \$38  = { a[15:12], 3'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, clk);
+module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire [4:0] \$1 ;
   wire [7:0] \$10 ;
-  wire [15:0] \$100 ;
-  wire [12:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire [14:0] \$106 ;
-  wire [15:0] \$107 ;
-  wire [15:0] \$108 ;
-  wire [15:0] \$109 ;
-  wire [8:0] \$11 ;
-  wire [12:0] \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire [7:0] \$114 ;
-  wire [8:0] \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire [7:0] \$119 ;
+  reg [7:0] \$100 ;
+  reg \$101 ;
+  reg [1:0] \$102 ;
+  reg [11:0] \$103 ;
+  reg \$104 ;
+  reg [2:0] \$105 ;
+  reg [7:0] \$106 ;
+  reg \$107 ;
+  reg [1:0] \$108 ;
+  reg [25:0] \$109 ;
+  wire [4:0] \$11 ;
+  reg \$110 ;
+  reg [9:0] \$111 ;
+  reg \$112 ;
+  reg [17:0] \$113 ;
+  reg \$114 ;
+  reg [9:0] \$115 ;
+  reg \$116 ;
+  reg [25:0] \$117 ;
+  reg \$118 ;
   wire [4:0] \$12 ;
-  wire [8:0] \$120 ;
-  wire [31:0] \$121 ;
-  wire [11:0] \$122 ;
-  wire [19:0] \$123 ;
-  wire [11:0] \$124 ;
-  wire [26:0] \$125 ;
-  wire [18:0] \$126 ;
-  wire [27:0] \$127 ;
-  reg [7:0] \$128 ;
-  reg [7:0] \$129 ;
   wire [4:0] \$13 ;
-  reg [7:0] \$130 ;
-  reg [7:0] \$131 ;
-  reg \$132 ;
-  reg [3:0] \$133 ;
-  reg \$134 ;
-  reg [1:0] \$135 ;
-  reg \$136 ;
-  reg [2:0] \$137 ;
-  reg \$138 ;
-  reg [1:0] \$139 ;
   wire [4:0] \$14 ;
-  reg [16:0] \$140 ;
-  reg [3:0] \$141 ;
-  reg [8:0] \$142 ;
-  reg [1:0] \$143 ;
-  reg [12:0] \$144 ;
-  reg [2:0] \$145 ;
-  reg [8:0] \$146 ;
-  reg [1:0] \$147 ;
-  reg [25:0] \$148 ;
-  reg [9:0] \$149 ;
-  wire [4:0] \$15 ;
-  reg [17:0] \$150 ;
-  reg [9:0] \$151 ;
-  reg [25:0] \$152 ;
-  wire [5:0] \$16 ;
+  wire [5:0] \$15 ;
+  wire [6:0] \$16 ;
   wire [6:0] \$17 ;
   wire [6:0] \$18 ;
   wire [6:0] \$19 ;
   wire [4:0] \$2 ;
-  wire [6:0] \$20 ;
-  wire [7:0] \$21 ;
-  wire [8:0] \$22 ;
+  wire [7:0] \$20 ;
+  wire [4:0] \$21 ;
+  wire [4:0] \$22 ;
   wire [4:0] \$23 ;
   wire [4:0] \$24 ;
-  wire [4:0] \$25 ;
-  wire [4:0] \$26 ;
-  wire [5:0] \$27 ;
+  wire [5:0] \$25 ;
+  wire [6:0] \$26 ;
+  wire [6:0] \$27 ;
   wire [6:0] \$28 ;
   wire [6:0] \$29 ;
   wire [4:0] \$3 ;
-  wire [6:0] \$30 ;
-  wire [6:0] \$31 ;
-  wire [7:0] \$32 ;
-  wire [8:0] \$33 ;
+  wire [7:0] \$30 ;
+  wire [4:0] \$31 ;
+  wire [4:0] \$32 ;
+  wire [4:0] \$33 ;
   wire [4:0] \$34 ;
-  wire [4:0] \$35 ;
-  wire [4:0] \$36 ;
-  wire [4:0] \$37 ;
-  wire [5:0] \$38 ;
+  wire [5:0] \$35 ;
+  wire [6:0] \$36 ;
+  wire [6:0] \$37 ;
+  wire [6:0] \$38 ;
   wire [6:0] \$39 ;
   wire [4:0] \$4 ;
-  wire [6:0] \$40 ;
-  wire [6:0] \$41 ;
-  wire [6:0] \$42 ;
-  wire [7:0] \$43 ;
+  wire [7:0] \$40 ;
+  wire [26:0] \$41 ;
+  wire [18:0] \$42 ;
+  wire [8:0] \$43 ;
   wire [8:0] \$44 ;
-  wire \$45 ;
-  wire [3:0] \$46 ;
+  wire [8:0] \$45 ;
+  wire [8:0] \$46 ;
   wire \$47 ;
-  wire [1:0] \$48 ;
+  wire [3:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
-  wire [3:0] \$50 ;
+  wire [1:0] \$50 ;
   wire \$51 ;
-  wire [1:0] \$52 ;
+  wire [3:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
+  wire [1:0] \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire [14:0] \$57 ;
-  wire [15:0] \$58 ;
-  wire [14:0] \$59 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire [17:0] \$59 ;
   wire [6:0] \$6 ;
-  wire [15:0] \$60 ;
-  wire [22:0] \$61 ;
-  wire [23:0] \$62 ;
-  wire [14:0] \$63 ;
-  wire [15:0] \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [16:0] \$67 ;
+  wire [17:0] \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [7:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [12:0] \$69 ;
   wire [6:0] \$7 ;
-  wire \$70 ;
+  wire [12:0] \$70 ;
   wire \$71 ;
-  wire [14:0] \$72 ;
-  wire [15:0] \$73 ;
-  wire [14:0] \$74 ;
-  wire [15:0] \$75 ;
-  wire [22:0] \$76 ;
-  wire [23:0] \$77 ;
-  wire [14:0] \$78 ;
-  wire [15:0] \$79 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire [7:0] \$74 ;
+  wire [30:0] \$75 ;
+  wire [25:0] \$76 ;
+  wire [10:0] \$77 ;
+  wire [9:0] \$78 ;
+  wire [18:0] \$79 ;
   wire [6:0] \$8 ;
-  wire [23:0] \$80 ;
-  wire [23:0] \$81 ;
-  wire [16:0] \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [7:0] \$86 ;
-  wire [8:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [17:0] \$80 ;
+  wire [10:0] \$81 ;
+  wire [9:0] \$82 ;
+  wire [28:0] \$83 ;
+  wire [29:0] \$84 ;
+  reg [7:0] \$85 ;
+  reg [7:0] \$86 ;
+  reg [7:0] \$87 ;
+  reg [7:0] \$88 ;
+  reg \$89 ;
   wire [6:0] \$9 ;
-  wire \$90 ;
-  wire [7:0] \$91 ;
-  wire [8:0] \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [14:0] \$97 ;
-  wire [15:0] \$98 ;
-  wire [15:0] \$99 ;
+  reg [3:0] \$90 ;
+  reg \$91 ;
+  reg [1:0] \$92 ;
+  reg \$93 ;
+  reg [2:0] \$94 ;
+  reg \$95 ;
+  reg [1:0] \$96 ;
+  reg [15:0] \$97 ;
+  reg \$98 ;
+  reg [3:0] \$99 ;
   input [27:0] a;
   wire [27:0] a;
   wire \a.neg0 ;
@@ -17286,10 +14214,14 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, clk);
   wire [3:0] \b.x1 ;
   wire [3:0] \b.x2 ;
   wire [3:0] \b.x3 ;
+  output cin;
+  reg cin = 1'h0;
   input clk;
   wire clk;
   input en;
   wire en;
+  (* keep = 32'd1 *)
+  wire [13:0] full_hi;
   reg [25:0] l4_0 = 26'h0000000;
   reg [9:0] l4_1 = 10'h000;
   reg [17:0] l4_2 = 18'h00000;
@@ -17298,20 +14230,48 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, clk);
   reg [7:0] m1 = 8'h00;
   reg [7:0] m2 = 8'h00;
   reg [7:0] m3 = 8'h00;
+  reg [15:0] mag3_0 = 16'h0000;
+  reg [7:0] mag3_1 = 8'h00;
+  reg [11:0] mag3_2 = 12'h000;
+  reg [7:0] mag3_3 = 8'h00;
   input [1:0] mode;
   wire [1:0] mode;
   wire \mode.a8 ;
   wire \mode.b8 ;
+  (* keep = 32'd1 *)
+  reg [7:0] mul0_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul0_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul1_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul1_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul2_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul2_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul3_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul3_lo;
   reg neg2_0 = 1'h0;
   reg neg2_1 = 1'h0;
   reg neg2_2 = 1'h0;
   reg neg2_3 = 1'h0;
+  reg neg3_0 = 1'h0;
+  reg neg3_1 = 1'h0;
+  reg neg3_2 = 1'h0;
+  reg neg3_3 = 1'h0;
+  reg neg4_0 = 1'h0;
+  reg neg4_1 = 1'h0;
+  reg neg4_2 = 1'h0;
+  reg neg4_3 = 1'h0;
+  (* keep = 32'd1 *)
+  wire [8:0] pair0_hi;
+  (* keep = 32'd1 *)
+  wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [16:0] s3_0 = 17'h00000;
-  reg [8:0] s3_1 = 9'h000;
-  reg [12:0] s3_2 = 13'h0000;
-  reg [8:0] s3_3 = 9'h000;
   reg [3:0] sh2_0 = 4'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
@@ -17322,405 +14282,545 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, clk);
   reg [1:0] sh3_3 = 2'h0;
   output [25:0] sum;
   reg [25:0] sum = 26'h0000000;
+  (* keep = 32'd1 *)
+  wire [27:0] sum0_0;
+  (* keep = 32'd1 *)
+  wire [19:0] sum0_2;
   assign \$2  = b[0] ? \$1  : 5'h00;
   assign \$4  = b[1] ? \$3  : 5'h00;
   assign \$5  = \$2  + \$4 ;
   assign \$7  = b[2] ? \$6  : 7'h00;
   assign \$9  = b[3] ? \$8  : 7'h00;
   assign \$10  = \$7  + \$9 ;
-  assign \$11  = \$5  + \$10 ;
-  assign \$13  = b[4] ? \$12  : 5'h00;
-  assign \$15  = b[5] ? \$14  : 5'h00;
-  assign \$16  = \$13  + \$15 ;
-  assign \$18  = b[6] ? \$17  : 7'h00;
-  assign \$20  = b[7] ? \$19  : 7'h00;
-  assign \$21  = \$18  + \$20 ;
-  assign \$22  = \$16  + \$21 ;
-  assign \$24  = b[8] ? \$23  : 5'h00;
-  assign \$26  = b[9] ? \$25  : 5'h00;
-  assign \$27  = \$24  + \$26 ;
-  assign \$29  = b[10] ? \$28  : 7'h00;
-  assign \$31  = b[11] ? \$30  : 7'h00;
-  assign \$32  = \$29  + \$31 ;
-  assign \$33  = \$27  + \$32 ;
-  assign \$35  = b[12] ? \$34  : 5'h00;
-  assign \$37  = b[13] ? \$36  : 5'h00;
-  assign \$38  = \$35  + \$37 ;
-  assign \$40  = b[14] ? \$39  : 7'h00;
-  assign \$42  = b[15] ? \$41  : 7'h00;
-  assign \$43  = \$40  + \$42 ;
-  assign \$44  = \$38  + \$43 ;
-  assign \$45  = a[16] ^ b[16];
-  assign \$46  = a[19:17] + b[19:17];
-  assign \$47  = a[20] ^ b[20];
-  assign \$48  = a[21] + b[21];
-  assign \$49  = a[22] ^ b[22];
-  assign \$50  = a[25:23] + b[25:23];
-  assign \$51  = a[26] ^ b[26];
-  assign \$52  = a[27] + b[27];
-  assign \$53  = ~ mode[0];
-  assign \$54  = ~ mode[1];
-  assign \$55  = \$53  & \$54 ;
-  assign \$56  = mode[0] & mode[1];
-  assign \$58  = m0 + \$57 ;
-  assign \$60  = m2 + \$59 ;
-  assign \$62  = \$58  + \$61 ;
-  assign \$64  = m0 + \$63 ;
-  assign \$65  = \$56  ? \$62  : { 8'h00, \$64  };
-  assign \$66  = \$55  ? { 16'h0000, m0 } : \$65 ;
-  assign \$67  = - \$66 [15:0];
-  assign \$68  = ~ mode[0];
-  assign \$69  = ~ mode[1];
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = mode[0] & mode[1];
-  assign \$73  = m0 + \$72 ;
-  assign \$75  = m2 + \$74 ;
-  assign \$77  = \$73  + \$76 ;
-  assign \$79  = m0 + \$78 ;
-  assign \$80  = \$71  ? \$77  : { 8'h00, \$79  };
-  assign \$81  = \$70  ? { 16'h0000, m0 } : \$80 ;
-  assign \$82  = neg2_0 ? \$67  : { 1'h0, \$81 [15:0] };
-  assign \$83  = ~ mode[0];
-  assign \$84  = ~ mode[1];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = \$85  ? m1 : 8'h00;
-  assign \$87  = - \$86 ;
-  assign \$88  = ~ mode[0];
-  assign \$89  = ~ mode[1];
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = \$90  ? m1 : 8'h00;
-  assign \$92  = neg2_1 ? \$87  : { 1'h0, \$91  };
-  assign \$93  = ~ mode[0];
-  assign \$94  = ~ mode[1];
-  assign \$95  = \$93  & \$94 ;
-  assign \$96  = mode[0] & mode[1];
-  assign \$98  = m2 + \$97 ;
-  assign \$99  = \$96  ? 16'h0000 : \$98 ;
-  assign \$100  = \$95  ? { 8'h00, m2 } : \$99 ;
-  assign \$101  = - \$100 [11:0];
-  assign \$102  = ~ mode[0];
-  assign \$103  = ~ mode[1];
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = mode[0] & mode[1];
-  assign \$107  = m2 + \$106 ;
-  assign \$108  = \$105  ? 16'h0000 : \$107 ;
-  assign \$109  = \$104  ? { 8'h00, m2 } : \$108 ;
-  assign \$110  = neg2_2 ? \$101  : { 1'h0, \$109 [11:0] };
-  assign \$111  = ~ mode[0];
-  assign \$112  = ~ mode[1];
-  assign \$113  = \$111  & \$112 ;
-  assign \$114  = \$113  ? m3 : 8'h00;
-  assign \$115  = - \$114 ;
-  assign \$116  = ~ mode[0];
-  assign \$117  = ~ mode[1];
-  assign \$118  = \$116  & \$117 ;
-  assign \$119  = \$118  ? m3 : 8'h00;
-  assign \$120  = neg2_3 ? \$115  : { 1'h0, \$119  };
-  assign \$121  = $signed(s3_0) << sh3_0;
-  assign \$122  = $signed(s3_1) << sh3_1;
-  assign \$123  = $signed(s3_2) << sh3_2;
-  assign \$124  = $signed(s3_3) << sh3_3;
-  assign \$125  = $signed(l4_0) + $signed(l4_1);
-  assign \$126  = $signed(l4_2) + $signed(l4_3);
-  assign \$127  = $signed(\$125 ) + $signed(\$126 );
+  assign \$12  = b[4] ? \$11  : 5'h00;
+  assign \$14  = b[5] ? \$13  : 5'h00;
+  assign \$15  = \$12  + \$14 ;
+  assign \$17  = b[6] ? \$16  : 7'h00;
+  assign \$19  = b[7] ? \$18  : 7'h00;
+  assign \$20  = \$17  + \$19 ;
+  assign \$22  = b[8] ? \$21  : 5'h00;
+  assign \$24  = b[9] ? \$23  : 5'h00;
+  assign \$25  = \$22  + \$24 ;
+  assign \$27  = b[10] ? \$26  : 7'h00;
+  assign \$29  = b[11] ? \$28  : 7'h00;
+  assign \$30  = \$27  + \$29 ;
+  assign \$32  = b[12] ? \$31  : 5'h00;
+  assign \$34  = b[13] ? \$33  : 5'h00;
+  assign \$35  = \$32  + \$34 ;
+  assign \$37  = b[14] ? \$36  : 7'h00;
+  assign \$39  = b[15] ? \$38  : 7'h00;
+  assign \$40  = \$37  + \$39 ;
+  assign pair0_hi = m0[7:4] + m1;
+  assign pair1_hi = m2[7:4] + m3;
+  assign full_hi = pair0_hi + { pair1_hi, m2[3:0] };
+  assign \$41  = $signed(l4_0) + $signed(l4_1);
+  assign sum0_0 = $signed(\$41 ) + $signed({ 1'h0, neg4_0 });
+  assign \$42  = $signed(l4_2) + $signed(l4_3);
+  assign sum0_2 = $signed(\$42 ) + $signed({ 1'h0, neg4_2 });
+  assign \$43  = mul0_lo + mul0_hi;
+  assign \$44  = mul1_lo + mul1_hi;
+  assign \$45  = mul2_lo + mul2_hi;
+  assign \$46  = mul3_lo + mul3_hi;
+  assign \$47  = a[16] ^ b[16];
+  assign \$48  = a[19:17] + b[19:17];
+  assign \$49  = a[20] ^ b[20];
+  assign \$50  = a[21] + b[21];
+  assign \$51  = a[22] ^ b[22];
+  assign \$52  = a[25:23] + b[25:23];
+  assign \$53  = a[26] ^ b[26];
+  assign \$54  = a[27] + b[27];
+  assign \$55  = ~ mode[0];
+  assign \$56  = ~ mode[1];
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = mode[0] & mode[1];
+  assign \$59  = \$58  ? { full_hi, m0[3:0] } : { 5'h00, pair0_hi, m0[3:0] };
+  assign \$60  = \$57  ? { 10'h000, m0 } : \$59 ;
+  assign \$61  = ~ mode[0];
+  assign \$62  = ~ mode[1];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = \$63  ? m1 : 8'h00;
+  assign \$65  = ~ mode[0];
+  assign \$66  = ~ mode[1];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = mode[0] & mode[1];
+  assign \$69  = \$68  ? 13'h0000 : { pair1_hi, m2[3:0] };
+  assign \$70  = \$67  ? { 5'h00, m2 } : \$69 ;
+  assign \$71  = ~ mode[0];
+  assign \$72  = ~ mode[1];
+  assign \$73  = \$71  & \$72 ;
+  assign \$74  = \$73  ? m3 : 8'h00;
+  assign \$75  = mag3_0 << sh3_0;
+  assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
+  assign \$77  = mag3_1 << sh3_1;
+  assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
+  assign \$79  = mag3_2 << sh3_2;
+  assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
+  assign \$81  = mag3_3 << sh3_3;
+  assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
+  assign \$83  = $signed(sum0_0) + $signed(sum0_2);
+  assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
   always @(posedge clk)
-    m0 <= \$128 ;
+    m0 <= \$85 ;
   always @(posedge clk)
-    m1 <= \$129 ;
+    m1 <= \$86 ;
   always @(posedge clk)
-    m2 <= \$130 ;
+    m2 <= \$87 ;
   always @(posedge clk)
-    m3 <= \$131 ;
+    m3 <= \$88 ;
   always @(posedge clk)
-    neg2_0 <= \$132 ;
+    neg2_0 <= \$89 ;
   always @(posedge clk)
-    sh2_0 <= \$133 ;
+    sh2_0 <= \$90 ;
   always @(posedge clk)
-    neg2_1 <= \$134 ;
+    neg2_1 <= \$91 ;
   always @(posedge clk)
-    sh2_1 <= \$135 ;
+    sh2_1 <= \$92 ;
   always @(posedge clk)
-    neg2_2 <= \$136 ;
+    neg2_2 <= \$93 ;
   always @(posedge clk)
-    sh2_2 <= \$137 ;
+    sh2_2 <= \$94 ;
   always @(posedge clk)
-    neg2_3 <= \$138 ;
+    neg2_3 <= \$95 ;
   always @(posedge clk)
-    sh2_3 <= \$139 ;
+    sh2_3 <= \$96 ;
   always @(posedge clk)
-    s3_0 <= \$140 ;
+    mag3_0 <= \$97 ;
   always @(posedge clk)
-    sh3_0 <= \$141 ;
+    neg3_0 <= \$98 ;
   always @(posedge clk)
-    s3_1 <= \$142 ;
+    sh3_0 <= \$99 ;
   always @(posedge clk)
-    sh3_1 <= \$143 ;
+    mag3_1 <= \$100 ;
   always @(posedge clk)
-    s3_2 <= \$144 ;
+    neg3_1 <= \$101 ;
   always @(posedge clk)
-    sh3_2 <= \$145 ;
+    sh3_1 <= \$102 ;
   always @(posedge clk)
-    s3_3 <= \$146 ;
+    mag3_2 <= \$103 ;
   always @(posedge clk)
-    sh3_3 <= \$147 ;
+    neg3_2 <= \$104 ;
   always @(posedge clk)
-    l4_0 <= \$148 ;
+    sh3_2 <= \$105 ;
   always @(posedge clk)
-    l4_1 <= \$149 ;
+    mag3_3 <= \$106 ;
   always @(posedge clk)
-    l4_2 <= \$150 ;
+    neg3_3 <= \$107 ;
   always @(posedge clk)
-    l4_3 <= \$151 ;
+    sh3_3 <= \$108 ;
   always @(posedge clk)
-    sum <= \$152 ;
+    l4_0 <= \$109 ;
+  always @(posedge clk)
+    neg4_0 <= \$110 ;
+  always @(posedge clk)
+    l4_1 <= \$111 ;
+  always @(posedge clk)
+    neg4_1 <= \$112 ;
+  always @(posedge clk)
+    l4_2 <= \$113 ;
+  always @(posedge clk)
+    neg4_2 <= \$114 ;
+  always @(posedge clk)
+    l4_3 <= \$115 ;
+  always @(posedge clk)
+    neg4_3 <= \$116 ;
+  always @(posedge clk)
+    sum <= \$117 ;
+  always @(posedge clk)
+    cin <= \$118 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$128  = m0;
+    mul0_lo = 6'h00;
     if (en) begin
-      \$128  = \$11 [7:0];
-    end
-    if (rst) begin
-      \$128  = 8'h00;
+      mul0_lo = \$5 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$129  = m1;
+    mul0_hi = 8'h00;
     if (en) begin
-      \$129  = \$22 [7:0];
-    end
-    if (rst) begin
-      \$129  = 8'h00;
+      mul0_hi = \$10 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$130  = m2;
+    mul1_lo = 6'h00;
     if (en) begin
-      \$130  = \$33 [7:0];
-    end
-    if (rst) begin
-      \$130  = 8'h00;
+      mul1_lo = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$131  = m3;
+    mul1_hi = 8'h00;
     if (en) begin
-      \$131  = \$44 [7:0];
-    end
-    if (rst) begin
-      \$131  = 8'h00;
+      mul1_hi = \$20 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$132  = neg2_0;
+    mul2_lo = 6'h00;
     if (en) begin
-      \$132  = \$45 ;
-    end
-    if (rst) begin
-      \$132  = 1'h0;
+      mul2_lo = \$25 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$133  = sh2_0;
+    mul2_hi = 8'h00;
     if (en) begin
-      \$133  = \$46 ;
-    end
-    if (rst) begin
-      \$133  = 4'h0;
+      mul2_hi = \$30 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$134  = neg2_1;
+    mul3_lo = 6'h00;
     if (en) begin
-      \$134  = \$47 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
+      mul3_lo = \$35 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$135  = sh2_1;
+    mul3_hi = 8'h00;
     if (en) begin
-      \$135  = \$48 ;
-    end
-    if (rst) begin
-      \$135  = 2'h0;
+      mul3_hi = \$40 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$136  = neg2_2;
+    \$85  = m0;
     if (en) begin
-      \$136  = \$49 ;
+      \$85  = \$43 [7:0];
     end
     if (rst) begin
-      \$136  = 1'h0;
+      \$85  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$137  = sh2_2;
+    \$86  = m1;
     if (en) begin
-      \$137  = \$50 [2:0];
+      \$86  = \$44 [7:0];
     end
     if (rst) begin
-      \$137  = 3'h0;
+      \$86  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$138  = neg2_3;
+    \$87  = m2;
     if (en) begin
-      \$138  = \$51 ;
+      \$87  = \$45 [7:0];
     end
     if (rst) begin
-      \$138  = 1'h0;
+      \$87  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$139  = sh2_3;
+    \$88  = m3;
     if (en) begin
-      \$139  = \$52 ;
+      \$88  = \$46 [7:0];
     end
     if (rst) begin
-      \$139  = 2'h0;
+      \$88  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$140  = s3_0;
+    \$89  = neg2_0;
     if (en) begin
-      \$140  = \$82 ;
+      \$89  = \$47 ;
     end
     if (rst) begin
-      \$140  = 17'h00000;
+      \$89  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$141  = sh3_0;
+    \$90  = sh2_0;
     if (en) begin
-      \$141  = sh2_0;
+      \$90  = \$48 ;
     end
     if (rst) begin
-      \$141  = 4'h0;
+      \$90  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$142  = s3_1;
+    \$91  = neg2_1;
     if (en) begin
-      \$142  = \$92 ;
+      \$91  = \$49 ;
     end
     if (rst) begin
-      \$142  = 9'h000;
+      \$91  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$143  = sh3_1;
+    \$92  = sh2_1;
     if (en) begin
-      \$143  = sh2_1;
+      \$92  = \$50 ;
     end
     if (rst) begin
-      \$143  = 2'h0;
+      \$92  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$144  = s3_2;
+    \$93  = neg2_2;
     if (en) begin
-      \$144  = \$110 ;
+      \$93  = \$51 ;
     end
     if (rst) begin
-      \$144  = 13'h0000;
+      \$93  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$145  = sh3_2;
+    \$94  = sh2_2;
     if (en) begin
-      \$145  = sh2_2;
+      \$94  = \$52 [2:0];
     end
     if (rst) begin
-      \$145  = 3'h0;
+      \$94  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$146  = s3_3;
+    \$95  = neg2_3;
     if (en) begin
-      \$146  = \$120 ;
+      \$95  = \$53 ;
     end
     if (rst) begin
-      \$146  = 9'h000;
+      \$95  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$147  = sh3_3;
+    \$96  = sh2_3;
     if (en) begin
-      \$147  = sh2_3;
+      \$96  = \$54 ;
     end
     if (rst) begin
-      \$147  = 2'h0;
+      \$96  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$148  = l4_0;
+    \$97  = mag3_0;
     if (en) begin
-      \$148  = \$121 [25:0];
+      \$97  = \$60 [15:0];
     end
     if (rst) begin
-      \$148  = 26'h0000000;
+      \$97  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$149  = l4_1;
+    \$98  = neg3_0;
     if (en) begin
-      \$149  = \$122 [9:0];
+      \$98  = neg2_0;
     end
     if (rst) begin
-      \$149  = 10'h000;
+      \$98  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$150  = l4_2;
+    \$99  = sh3_0;
     if (en) begin
-      \$150  = \$123 [17:0];
+      \$99  = sh2_0;
     end
     if (rst) begin
-      \$150  = 18'h00000;
+      \$99  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$151  = l4_3;
+    \$100  = mag3_1;
     if (en) begin
-      \$151  = \$124 [9:0];
+      \$100  = \$64 ;
     end
     if (rst) begin
-      \$151  = 10'h000;
+      \$100  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$152  = sum;
+    \$101  = neg3_1;
     if (en) begin
-      \$152  = \$127 [25:0];
+      \$101  = neg2_1;
     end
     if (rst) begin
-      \$152  = 26'h0000000;
+      \$101  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$102  = sh3_1;
+    if (en) begin
+      \$102  = sh2_1;
+    end
+    if (rst) begin
+      \$102  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$103  = mag3_2;
+    if (en) begin
+      \$103  = \$70 [11:0];
+    end
+    if (rst) begin
+      \$103  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$104  = neg3_2;
+    if (en) begin
+      \$104  = neg2_2;
+    end
+    if (rst) begin
+      \$104  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$105  = sh3_2;
+    if (en) begin
+      \$105  = sh2_2;
+    end
+    if (rst) begin
+      \$105  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$106  = mag3_3;
+    if (en) begin
+      \$106  = \$74 ;
+    end
+    if (rst) begin
+      \$106  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$107  = neg3_3;
+    if (en) begin
+      \$107  = neg2_3;
+    end
+    if (rst) begin
+      \$107  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$108  = sh3_3;
+    if (en) begin
+      \$108  = sh2_3;
+    end
+    if (rst) begin
+      \$108  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$109  = l4_0;
+    if (en) begin
+      \$109  = \$76 ;
+    end
+    if (rst) begin
+      \$109  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$110  = neg4_0;
+    if (en) begin
+      \$110  = neg3_0;
+    end
+    if (rst) begin
+      \$110  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$111  = l4_1;
+    if (en) begin
+      \$111  = \$78 ;
+    end
+    if (rst) begin
+      \$111  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$112  = neg4_1;
+    if (en) begin
+      \$112  = neg3_1;
+    end
+    if (rst) begin
+      \$112  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$113  = l4_2;
+    if (en) begin
+      \$113  = \$80 ;
+    end
+    if (rst) begin
+      \$113  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$114  = neg4_2;
+    if (en) begin
+      \$114  = neg3_2;
+    end
+    if (rst) begin
+      \$114  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$115  = l4_3;
+    if (en) begin
+      \$115  = \$82 ;
+    end
+    if (rst) begin
+      \$115  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$116  = neg4_3;
+    if (en) begin
+      \$116  = neg3_3;
+    end
+    if (rst) begin
+      \$116  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$117  = sum;
+    if (en) begin
+      \$117  = \$84 [25:0];
+    end
+    if (rst) begin
+      \$117  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$118  = cin;
+    if (en) begin
+      \$118  = neg4_3;
+    end
+    if (rst) begin
+      \$118  = 1'h0;
     end
   end
   assign \b.x0  = b[3:0];
@@ -17753,185 +14853,141 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, clk);
   assign \$3  = { a[3:0], 1'h0 };
   assign \$6  = { 1'h0, a[3:0], 2'h0 };
   assign \$8  = { a[3:0], 3'h0 };
-  assign \$12  = { 1'h0, a[7:4] };
-  assign \$14  = { a[7:4], 1'h0 };
-  assign \$17  = { 1'h0, a[7:4], 2'h0 };
-  assign \$19  = { a[7:4], 3'h0 };
-  assign \$23  = { 1'h0, a[11:8] };
-  assign \$25  = { a[11:8], 1'h0 };
-  assign \$28  = { 1'h0, a[11:8], 2'h0 };
-  assign \$30  = { a[11:8], 3'h0 };
-  assign \$34  = { 1'h0, a[15:12] };
-  assign \$36  = { a[15:12], 1'h0 };
-  assign \$39  = { 1'h0, a[15:12], 2'h0 };
-  assign \$41  = { a[15:12], 3'h0 };
-  assign \$57  = { 3'h0, m1, 4'h0 };
-  assign \$59  = { 3'h0, m3, 4'h0 };
-  assign \$61  = { 3'h0, \$60 , 4'h0 };
-  assign \$63  = { 3'h0, m1, 4'h0 };
-  assign \$72  = { 3'h0, m1, 4'h0 };
-  assign \$74  = { 3'h0, m3, 4'h0 };
-  assign \$76  = { 3'h0, \$75 , 4'h0 };
-  assign \$78  = { 3'h0, m1, 4'h0 };
-  assign \$97  = { 3'h0, m3, 4'h0 };
-  assign \$106  = { 3'h0, m3, 4'h0 };
+  assign \$11  = { 1'h0, a[7:4] };
+  assign \$13  = { a[7:4], 1'h0 };
+  assign \$16  = { 1'h0, a[7:4], 2'h0 };
+  assign \$18  = { a[7:4], 3'h0 };
+  assign \$21  = { 1'h0, a[11:8] };
+  assign \$23  = { a[11:8], 1'h0 };
+  assign \$26  = { 1'h0, a[11:8], 2'h0 };
+  assign \$28  = { a[11:8], 3'h0 };
+  assign \$31  = { 1'h0, a[15:12] };
+  assign \$33  = { a[15:12], 1'h0 };
+  assign \$36  = { 1'h0, a[15:12], 2'h0 };
+  assign \$38  = { a[15:12], 3'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, clk);
+module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire [4:0] \$1 ;
   wire [7:0] \$10 ;
-  wire [15:0] \$100 ;
-  wire [12:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire [14:0] \$106 ;
-  wire [15:0] \$107 ;
-  wire [15:0] \$108 ;
-  wire [15:0] \$109 ;
-  wire [8:0] \$11 ;
-  wire [12:0] \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire [7:0] \$114 ;
-  wire [8:0] \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire [7:0] \$119 ;
+  reg [7:0] \$100 ;
+  reg \$101 ;
+  reg [1:0] \$102 ;
+  reg [11:0] \$103 ;
+  reg \$104 ;
+  reg [2:0] \$105 ;
+  reg [7:0] \$106 ;
+  reg \$107 ;
+  reg [1:0] \$108 ;
+  reg [25:0] \$109 ;
+  wire [4:0] \$11 ;
+  reg \$110 ;
+  reg [9:0] \$111 ;
+  reg \$112 ;
+  reg [17:0] \$113 ;
+  reg \$114 ;
+  reg [9:0] \$115 ;
+  reg \$116 ;
+  reg [25:0] \$117 ;
+  reg \$118 ;
   wire [4:0] \$12 ;
-  wire [8:0] \$120 ;
-  wire [31:0] \$121 ;
-  wire [11:0] \$122 ;
-  wire [19:0] \$123 ;
-  wire [11:0] \$124 ;
-  wire [26:0] \$125 ;
-  wire [18:0] \$126 ;
-  wire [27:0] \$127 ;
-  reg [7:0] \$128 ;
-  reg [7:0] \$129 ;
   wire [4:0] \$13 ;
-  reg [7:0] \$130 ;
-  reg [7:0] \$131 ;
-  reg \$132 ;
-  reg [3:0] \$133 ;
-  reg \$134 ;
-  reg [1:0] \$135 ;
-  reg \$136 ;
-  reg [2:0] \$137 ;
-  reg \$138 ;
-  reg [1:0] \$139 ;
   wire [4:0] \$14 ;
-  reg [16:0] \$140 ;
-  reg [3:0] \$141 ;
-  reg [8:0] \$142 ;
-  reg [1:0] \$143 ;
-  reg [12:0] \$144 ;
-  reg [2:0] \$145 ;
-  reg [8:0] \$146 ;
-  reg [1:0] \$147 ;
-  reg [25:0] \$148 ;
-  reg [9:0] \$149 ;
-  wire [4:0] \$15 ;
-  reg [17:0] \$150 ;
-  reg [9:0] \$151 ;
-  reg [25:0] \$152 ;
-  wire [5:0] \$16 ;
+  wire [5:0] \$15 ;
+  wire [6:0] \$16 ;
   wire [6:0] \$17 ;
   wire [6:0] \$18 ;
   wire [6:0] \$19 ;
   wire [4:0] \$2 ;
-  wire [6:0] \$20 ;
-  wire [7:0] \$21 ;
-  wire [8:0] \$22 ;
+  wire [7:0] \$20 ;
+  wire [4:0] \$21 ;
+  wire [4:0] \$22 ;
   wire [4:0] \$23 ;
   wire [4:0] \$24 ;
-  wire [4:0] \$25 ;
-  wire [4:0] \$26 ;
-  wire [5:0] \$27 ;
+  wire [5:0] \$25 ;
+  wire [6:0] \$26 ;
+  wire [6:0] \$27 ;
   wire [6:0] \$28 ;
   wire [6:0] \$29 ;
   wire [4:0] \$3 ;
-  wire [6:0] \$30 ;
-  wire [6:0] \$31 ;
-  wire [7:0] \$32 ;
-  wire [8:0] \$33 ;
+  wire [7:0] \$30 ;
+  wire [4:0] \$31 ;
+  wire [4:0] \$32 ;
+  wire [4:0] \$33 ;
   wire [4:0] \$34 ;
-  wire [4:0] \$35 ;
-  wire [4:0] \$36 ;
-  wire [4:0] \$37 ;
-  wire [5:0] \$38 ;
+  wire [5:0] \$35 ;
+  wire [6:0] \$36 ;
+  wire [6:0] \$37 ;
+  wire [6:0] \$38 ;
   wire [6:0] \$39 ;
   wire [4:0] \$4 ;
-  wire [6:0] \$40 ;
-  wire [6:0] \$41 ;
-  wire [6:0] \$42 ;
-  wire [7:0] \$43 ;
+  wire [7:0] \$40 ;
+  wire [26:0] \$41 ;
+  wire [18:0] \$42 ;
+  wire [8:0] \$43 ;
   wire [8:0] \$44 ;
-  wire \$45 ;
-  wire [3:0] \$46 ;
+  wire [8:0] \$45 ;
+  wire [8:0] \$46 ;
   wire \$47 ;
-  wire [1:0] \$48 ;
+  wire [3:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
-  wire [3:0] \$50 ;
+  wire [1:0] \$50 ;
   wire \$51 ;
-  wire [1:0] \$52 ;
+  wire [3:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
+  wire [1:0] \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire [14:0] \$57 ;
-  wire [15:0] \$58 ;
-  wire [14:0] \$59 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire [17:0] \$59 ;
   wire [6:0] \$6 ;
-  wire [15:0] \$60 ;
-  wire [22:0] \$61 ;
-  wire [23:0] \$62 ;
-  wire [14:0] \$63 ;
-  wire [15:0] \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [16:0] \$67 ;
+  wire [17:0] \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [7:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [12:0] \$69 ;
   wire [6:0] \$7 ;
-  wire \$70 ;
+  wire [12:0] \$70 ;
   wire \$71 ;
-  wire [14:0] \$72 ;
-  wire [15:0] \$73 ;
-  wire [14:0] \$74 ;
-  wire [15:0] \$75 ;
-  wire [22:0] \$76 ;
-  wire [23:0] \$77 ;
-  wire [14:0] \$78 ;
-  wire [15:0] \$79 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire [7:0] \$74 ;
+  wire [30:0] \$75 ;
+  wire [25:0] \$76 ;
+  wire [10:0] \$77 ;
+  wire [9:0] \$78 ;
+  wire [18:0] \$79 ;
   wire [6:0] \$8 ;
-  wire [23:0] \$80 ;
-  wire [23:0] \$81 ;
-  wire [16:0] \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [7:0] \$86 ;
-  wire [8:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [17:0] \$80 ;
+  wire [10:0] \$81 ;
+  wire [9:0] \$82 ;
+  wire [28:0] \$83 ;
+  wire [29:0] \$84 ;
+  reg [7:0] \$85 ;
+  reg [7:0] \$86 ;
+  reg [7:0] \$87 ;
+  reg [7:0] \$88 ;
+  reg \$89 ;
   wire [6:0] \$9 ;
-  wire \$90 ;
-  wire [7:0] \$91 ;
-  wire [8:0] \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [14:0] \$97 ;
-  wire [15:0] \$98 ;
-  wire [15:0] \$99 ;
+  reg [3:0] \$90 ;
+  reg \$91 ;
+  reg [1:0] \$92 ;
+  reg \$93 ;
+  reg [2:0] \$94 ;
+  reg \$95 ;
+  reg [1:0] \$96 ;
+  reg [15:0] \$97 ;
+  reg \$98 ;
+  reg [3:0] \$99 ;
   input [27:0] a;
   wire [27:0] a;
   wire \a.neg0 ;
@@ -17960,10 +15016,14 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, clk);
   wire [3:0] \b.x1 ;
   wire [3:0] \b.x2 ;
   wire [3:0] \b.x3 ;
+  output cin;
+  reg cin = 1'h0;
   input clk;
   wire clk;
   input en;
   wire en;
+  (* keep = 32'd1 *)
+  wire [13:0] full_hi;
   reg [25:0] l4_0 = 26'h0000000;
   reg [9:0] l4_1 = 10'h000;
   reg [17:0] l4_2 = 18'h00000;
@@ -17972,20 +15032,48 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, clk);
   reg [7:0] m1 = 8'h00;
   reg [7:0] m2 = 8'h00;
   reg [7:0] m3 = 8'h00;
+  reg [15:0] mag3_0 = 16'h0000;
+  reg [7:0] mag3_1 = 8'h00;
+  reg [11:0] mag3_2 = 12'h000;
+  reg [7:0] mag3_3 = 8'h00;
   input [1:0] mode;
   wire [1:0] mode;
   wire \mode.a8 ;
   wire \mode.b8 ;
+  (* keep = 32'd1 *)
+  reg [7:0] mul0_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul0_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul1_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul1_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul2_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul2_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul3_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul3_lo;
   reg neg2_0 = 1'h0;
   reg neg2_1 = 1'h0;
   reg neg2_2 = 1'h0;
   reg neg2_3 = 1'h0;
+  reg neg3_0 = 1'h0;
+  reg neg3_1 = 1'h0;
+  reg neg3_2 = 1'h0;
+  reg neg3_3 = 1'h0;
+  reg neg4_0 = 1'h0;
+  reg neg4_1 = 1'h0;
+  reg neg4_2 = 1'h0;
+  reg neg4_3 = 1'h0;
+  (* keep = 32'd1 *)
+  wire [8:0] pair0_hi;
+  (* keep = 32'd1 *)
+  wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [16:0] s3_0 = 17'h00000;
-  reg [8:0] s3_1 = 9'h000;
-  reg [12:0] s3_2 = 13'h0000;
-  reg [8:0] s3_3 = 9'h000;
   reg [3:0] sh2_0 = 4'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
@@ -17996,405 +15084,545 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, clk);
   reg [1:0] sh3_3 = 2'h0;
   output [25:0] sum;
   reg [25:0] sum = 26'h0000000;
+  (* keep = 32'd1 *)
+  wire [27:0] sum0_0;
+  (* keep = 32'd1 *)
+  wire [19:0] sum0_2;
   assign \$2  = b[0] ? \$1  : 5'h00;
   assign \$4  = b[1] ? \$3  : 5'h00;
   assign \$5  = \$2  + \$4 ;
   assign \$7  = b[2] ? \$6  : 7'h00;
   assign \$9  = b[3] ? \$8  : 7'h00;
   assign \$10  = \$7  + \$9 ;
-  assign \$11  = \$5  + \$10 ;
-  assign \$13  = b[4] ? \$12  : 5'h00;
-  assign \$15  = b[5] ? \$14  : 5'h00;
-  assign \$16  = \$13  + \$15 ;
-  assign \$18  = b[6] ? \$17  : 7'h00;
-  assign \$20  = b[7] ? \$19  : 7'h00;
-  assign \$21  = \$18  + \$20 ;
-  assign \$22  = \$16  + \$21 ;
-  assign \$24  = b[8] ? \$23  : 5'h00;
-  assign \$26  = b[9] ? \$25  : 5'h00;
-  assign \$27  = \$24  + \$26 ;
-  assign \$29  = b[10] ? \$28  : 7'h00;
-  assign \$31  = b[11] ? \$30  : 7'h00;
-  assign \$32  = \$29  + \$31 ;
-  assign \$33  = \$27  + \$32 ;
-  assign \$35  = b[12] ? \$34  : 5'h00;
-  assign \$37  = b[13] ? \$36  : 5'h00;
-  assign \$38  = \$35  + \$37 ;
-  assign \$40  = b[14] ? \$39  : 7'h00;
-  assign \$42  = b[15] ? \$41  : 7'h00;
-  assign \$43  = \$40  + \$42 ;
-  assign \$44  = \$38  + \$43 ;
-  assign \$45  = a[16] ^ b[16];
-  assign \$46  = a[19:17] + b[19:17];
-  assign \$47  = a[20] ^ b[20];
-  assign \$48  = a[21] + b[21];
-  assign \$49  = a[22] ^ b[22];
-  assign \$50  = a[25:23] + b[25:23];
-  assign \$51  = a[26] ^ b[26];
-  assign \$52  = a[27] + b[27];
-  assign \$53  = ~ mode[0];
-  assign \$54  = ~ mode[1];
-  assign \$55  = \$53  & \$54 ;
-  assign \$56  = mode[0] & mode[1];
-  assign \$58  = m0 + \$57 ;
-  assign \$60  = m2 + \$59 ;
-  assign \$62  = \$58  + \$61 ;
-  assign \$64  = m0 + \$63 ;
-  assign \$65  = \$56  ? \$62  : { 8'h00, \$64  };
-  assign \$66  = \$55  ? { 16'h0000, m0 } : \$65 ;
-  assign \$67  = - \$66 [15:0];
-  assign \$68  = ~ mode[0];
-  assign \$69  = ~ mode[1];
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = mode[0] & mode[1];
-  assign \$73  = m0 + \$72 ;
-  assign \$75  = m2 + \$74 ;
-  assign \$77  = \$73  + \$76 ;
-  assign \$79  = m0 + \$78 ;
-  assign \$80  = \$71  ? \$77  : { 8'h00, \$79  };
-  assign \$81  = \$70  ? { 16'h0000, m0 } : \$80 ;
-  assign \$82  = neg2_0 ? \$67  : { 1'h0, \$81 [15:0] };
-  assign \$83  = ~ mode[0];
-  assign \$84  = ~ mode[1];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = \$85  ? m1 : 8'h00;
-  assign \$87  = - \$86 ;
-  assign \$88  = ~ mode[0];
-  assign \$89  = ~ mode[1];
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = \$90  ? m1 : 8'h00;
-  assign \$92  = neg2_1 ? \$87  : { 1'h0, \$91  };
-  assign \$93  = ~ mode[0];
-  assign \$94  = ~ mode[1];
-  assign \$95  = \$93  & \$94 ;
-  assign \$96  = mode[0] & mode[1];
-  assign \$98  = m2 + \$97 ;
-  assign \$99  = \$96  ? 16'h0000 : \$98 ;
-  assign \$100  = \$95  ? { 8'h00, m2 } : \$99 ;
-  assign \$101  = - \$100 [11:0];
-  assign \$102  = ~ mode[0];
-  assign \$103  = ~ mode[1];
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = mode[0] & mode[1];
-  assign \$107  = m2 + \$106 ;
-  assign \$108  = \$105  ? 16'h0000 : \$107 ;
-  assign \$109  = \$104  ? { 8'h00, m2 } : \$108 ;
-  assign \$110  = neg2_2 ? \$101  : { 1'h0, \$109 [11:0] };
-  assign \$111  = ~ mode[0];
-  assign \$112  = ~ mode[1];
-  assign \$113  = \$111  & \$112 ;
-  assign \$114  = \$113  ? m3 : 8'h00;
-  assign \$115  = - \$114 ;
-  assign \$116  = ~ mode[0];
-  assign \$117  = ~ mode[1];
-  assign \$118  = \$116  & \$117 ;
-  assign \$119  = \$118  ? m3 : 8'h00;
-  assign \$120  = neg2_3 ? \$115  : { 1'h0, \$119  };
-  assign \$121  = $signed(s3_0) << sh3_0;
-  assign \$122  = $signed(s3_1) << sh3_1;
-  assign \$123  = $signed(s3_2) << sh3_2;
-  assign \$124  = $signed(s3_3) << sh3_3;
-  assign \$125  = $signed(l4_0) + $signed(l4_1);
-  assign \$126  = $signed(l4_2) + $signed(l4_3);
-  assign \$127  = $signed(\$125 ) + $signed(\$126 );
+  assign \$12  = b[4] ? \$11  : 5'h00;
+  assign \$14  = b[5] ? \$13  : 5'h00;
+  assign \$15  = \$12  + \$14 ;
+  assign \$17  = b[6] ? \$16  : 7'h00;
+  assign \$19  = b[7] ? \$18  : 7'h00;
+  assign \$20  = \$17  + \$19 ;
+  assign \$22  = b[8] ? \$21  : 5'h00;
+  assign \$24  = b[9] ? \$23  : 5'h00;
+  assign \$25  = \$22  + \$24 ;
+  assign \$27  = b[10] ? \$26  : 7'h00;
+  assign \$29  = b[11] ? \$28  : 7'h00;
+  assign \$30  = \$27  + \$29 ;
+  assign \$32  = b[12] ? \$31  : 5'h00;
+  assign \$34  = b[13] ? \$33  : 5'h00;
+  assign \$35  = \$32  + \$34 ;
+  assign \$37  = b[14] ? \$36  : 7'h00;
+  assign \$39  = b[15] ? \$38  : 7'h00;
+  assign \$40  = \$37  + \$39 ;
+  assign pair0_hi = m0[7:4] + m1;
+  assign pair1_hi = m2[7:4] + m3;
+  assign full_hi = pair0_hi + { pair1_hi, m2[3:0] };
+  assign \$41  = $signed(l4_0) + $signed(l4_1);
+  assign sum0_0 = $signed(\$41 ) + $signed({ 1'h0, neg4_0 });
+  assign \$42  = $signed(l4_2) + $signed(l4_3);
+  assign sum0_2 = $signed(\$42 ) + $signed({ 1'h0, neg4_2 });
+  assign \$43  = mul0_lo + mul0_hi;
+  assign \$44  = mul1_lo + mul1_hi;
+  assign \$45  = mul2_lo + mul2_hi;
+  assign \$46  = mul3_lo + mul3_hi;
+  assign \$47  = a[16] ^ b[16];
+  assign \$48  = a[19:17] + b[19:17];
+  assign \$49  = a[20] ^ b[20];
+  assign \$50  = a[21] + b[21];
+  assign \$51  = a[22] ^ b[22];
+  assign \$52  = a[25:23] + b[25:23];
+  assign \$53  = a[26] ^ b[26];
+  assign \$54  = a[27] + b[27];
+  assign \$55  = ~ mode[0];
+  assign \$56  = ~ mode[1];
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = mode[0] & mode[1];
+  assign \$59  = \$58  ? { full_hi, m0[3:0] } : { 5'h00, pair0_hi, m0[3:0] };
+  assign \$60  = \$57  ? { 10'h000, m0 } : \$59 ;
+  assign \$61  = ~ mode[0];
+  assign \$62  = ~ mode[1];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = \$63  ? m1 : 8'h00;
+  assign \$65  = ~ mode[0];
+  assign \$66  = ~ mode[1];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = mode[0] & mode[1];
+  assign \$69  = \$68  ? 13'h0000 : { pair1_hi, m2[3:0] };
+  assign \$70  = \$67  ? { 5'h00, m2 } : \$69 ;
+  assign \$71  = ~ mode[0];
+  assign \$72  = ~ mode[1];
+  assign \$73  = \$71  & \$72 ;
+  assign \$74  = \$73  ? m3 : 8'h00;
+  assign \$75  = mag3_0 << sh3_0;
+  assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
+  assign \$77  = mag3_1 << sh3_1;
+  assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
+  assign \$79  = mag3_2 << sh3_2;
+  assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
+  assign \$81  = mag3_3 << sh3_3;
+  assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
+  assign \$83  = $signed(sum0_0) + $signed(sum0_2);
+  assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
   always @(posedge clk)
-    m0 <= \$128 ;
+    m0 <= \$85 ;
   always @(posedge clk)
-    m1 <= \$129 ;
+    m1 <= \$86 ;
   always @(posedge clk)
-    m2 <= \$130 ;
+    m2 <= \$87 ;
   always @(posedge clk)
-    m3 <= \$131 ;
+    m3 <= \$88 ;
   always @(posedge clk)
-    neg2_0 <= \$132 ;
+    neg2_0 <= \$89 ;
   always @(posedge clk)
-    sh2_0 <= \$133 ;
+    sh2_0 <= \$90 ;
   always @(posedge clk)
-    neg2_1 <= \$134 ;
+    neg2_1 <= \$91 ;
   always @(posedge clk)
-    sh2_1 <= \$135 ;
+    sh2_1 <= \$92 ;
   always @(posedge clk)
-    neg2_2 <= \$136 ;
+    neg2_2 <= \$93 ;
   always @(posedge clk)
-    sh2_2 <= \$137 ;
+    sh2_2 <= \$94 ;
   always @(posedge clk)
-    neg2_3 <= \$138 ;
+    neg2_3 <= \$95 ;
   always @(posedge clk)
-    sh2_3 <= \$139 ;
+    sh2_3 <= \$96 ;
   always @(posedge clk)
-    s3_0 <= \$140 ;
+    mag3_0 <= \$97 ;
   always @(posedge clk)
-    sh3_0 <= \$141 ;
+    neg3_0 <= \$98 ;
   always @(posedge clk)
-    s3_1 <= \$142 ;
+    sh3_0 <= \$99 ;
   always @(posedge clk)
-    sh3_1 <= \$143 ;
+    mag3_1 <= \$100 ;
   always @(posedge clk)
-    s3_2 <= \$144 ;
+    neg3_1 <= \$101 ;
   always @(posedge clk)
-    sh3_2 <= \$145 ;
+    sh3_1 <= \$102 ;
   always @(posedge clk)
-    s3_3 <= \$146 ;
+    mag3_2 <= \$103 ;
   always @(posedge clk)
-    sh3_3 <= \$147 ;
+    neg3_2 <= \$104 ;
   always @(posedge clk)
-    l4_0 <= \$148 ;
+    sh3_2 <= \$105 ;
   always @(posedge clk)
-    l4_1 <= \$149 ;
+    mag3_3 <= \$106 ;
   always @(posedge clk)
-    l4_2 <= \$150 ;
+    neg3_3 <= \$107 ;
   always @(posedge clk)
-    l4_3 <= \$151 ;
+    sh3_3 <= \$108 ;
   always @(posedge clk)
-    sum <= \$152 ;
+    l4_0 <= \$109 ;
+  always @(posedge clk)
+    neg4_0 <= \$110 ;
+  always @(posedge clk)
+    l4_1 <= \$111 ;
+  always @(posedge clk)
+    neg4_1 <= \$112 ;
+  always @(posedge clk)
+    l4_2 <= \$113 ;
+  always @(posedge clk)
+    neg4_2 <= \$114 ;
+  always @(posedge clk)
+    l4_3 <= \$115 ;
+  always @(posedge clk)
+    neg4_3 <= \$116 ;
+  always @(posedge clk)
+    sum <= \$117 ;
+  always @(posedge clk)
+    cin <= \$118 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$128  = m0;
+    mul0_lo = 6'h00;
     if (en) begin
-      \$128  = \$11 [7:0];
-    end
-    if (rst) begin
-      \$128  = 8'h00;
+      mul0_lo = \$5 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$129  = m1;
+    mul0_hi = 8'h00;
     if (en) begin
-      \$129  = \$22 [7:0];
-    end
-    if (rst) begin
-      \$129  = 8'h00;
+      mul0_hi = \$10 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$130  = m2;
+    mul1_lo = 6'h00;
     if (en) begin
-      \$130  = \$33 [7:0];
-    end
-    if (rst) begin
-      \$130  = 8'h00;
+      mul1_lo = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$131  = m3;
+    mul1_hi = 8'h00;
     if (en) begin
-      \$131  = \$44 [7:0];
-    end
-    if (rst) begin
-      \$131  = 8'h00;
+      mul1_hi = \$20 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$132  = neg2_0;
+    mul2_lo = 6'h00;
     if (en) begin
-      \$132  = \$45 ;
-    end
-    if (rst) begin
-      \$132  = 1'h0;
+      mul2_lo = \$25 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$133  = sh2_0;
+    mul2_hi = 8'h00;
     if (en) begin
-      \$133  = \$46 ;
-    end
-    if (rst) begin
-      \$133  = 4'h0;
+      mul2_hi = \$30 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$134  = neg2_1;
+    mul3_lo = 6'h00;
     if (en) begin
-      \$134  = \$47 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
+      mul3_lo = \$35 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$135  = sh2_1;
+    mul3_hi = 8'h00;
     if (en) begin
-      \$135  = \$48 ;
-    end
-    if (rst) begin
-      \$135  = 2'h0;
+      mul3_hi = \$40 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$136  = neg2_2;
+    \$85  = m0;
     if (en) begin
-      \$136  = \$49 ;
+      \$85  = \$43 [7:0];
     end
     if (rst) begin
-      \$136  = 1'h0;
+      \$85  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$137  = sh2_2;
+    \$86  = m1;
     if (en) begin
-      \$137  = \$50 [2:0];
+      \$86  = \$44 [7:0];
     end
     if (rst) begin
-      \$137  = 3'h0;
+      \$86  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$138  = neg2_3;
+    \$87  = m2;
     if (en) begin
-      \$138  = \$51 ;
+      \$87  = \$45 [7:0];
     end
     if (rst) begin
-      \$138  = 1'h0;
+      \$87  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$139  = sh2_3;
+    \$88  = m3;
     if (en) begin
-      \$139  = \$52 ;
+      \$88  = \$46 [7:0];
     end
     if (rst) begin
-      \$139  = 2'h0;
+      \$88  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$140  = s3_0;
+    \$89  = neg2_0;
     if (en) begin
-      \$140  = \$82 ;
+      \$89  = \$47 ;
     end
     if (rst) begin
-      \$140  = 17'h00000;
+      \$89  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$141  = sh3_0;
+    \$90  = sh2_0;
     if (en) begin
-      \$141  = sh2_0;
+      \$90  = \$48 ;
     end
     if (rst) begin
-      \$141  = 4'h0;
+      \$90  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$142  = s3_1;
+    \$91  = neg2_1;
     if (en) begin
-      \$142  = \$92 ;
+      \$91  = \$49 ;
     end
     if (rst) begin
-      \$142  = 9'h000;
+      \$91  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$143  = sh3_1;
+    \$92  = sh2_1;
     if (en) begin
-      \$143  = sh2_1;
+      \$92  = \$50 ;
     end
     if (rst) begin
-      \$143  = 2'h0;
+      \$92  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$144  = s3_2;
+    \$93  = neg2_2;
     if (en) begin
-      \$144  = \$110 ;
+      \$93  = \$51 ;
     end
     if (rst) begin
-      \$144  = 13'h0000;
+      \$93  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$145  = sh3_2;
+    \$94  = sh2_2;
     if (en) begin
-      \$145  = sh2_2;
+      \$94  = \$52 [2:0];
     end
     if (rst) begin
-      \$145  = 3'h0;
+      \$94  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$146  = s3_3;
+    \$95  = neg2_3;
     if (en) begin
-      \$146  = \$120 ;
+      \$95  = \$53 ;
     end
     if (rst) begin
-      \$146  = 9'h000;
+      \$95  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$147  = sh3_3;
+    \$96  = sh2_3;
     if (en) begin
-      \$147  = sh2_3;
+      \$96  = \$54 ;
     end
     if (rst) begin
-      \$147  = 2'h0;
+      \$96  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$148  = l4_0;
+    \$97  = mag3_0;
     if (en) begin
-      \$148  = \$121 [25:0];
+      \$97  = \$60 [15:0];
     end
     if (rst) begin
-      \$148  = 26'h0000000;
+      \$97  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$149  = l4_1;
+    \$98  = neg3_0;
     if (en) begin
-      \$149  = \$122 [9:0];
+      \$98  = neg2_0;
     end
     if (rst) begin
-      \$149  = 10'h000;
+      \$98  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$150  = l4_2;
+    \$99  = sh3_0;
     if (en) begin
-      \$150  = \$123 [17:0];
+      \$99  = sh2_0;
     end
     if (rst) begin
-      \$150  = 18'h00000;
+      \$99  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$151  = l4_3;
+    \$100  = mag3_1;
     if (en) begin
-      \$151  = \$124 [9:0];
+      \$100  = \$64 ;
     end
     if (rst) begin
-      \$151  = 10'h000;
+      \$100  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$152  = sum;
+    \$101  = neg3_1;
     if (en) begin
-      \$152  = \$127 [25:0];
+      \$101  = neg2_1;
     end
     if (rst) begin
-      \$152  = 26'h0000000;
+      \$101  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$102  = sh3_1;
+    if (en) begin
+      \$102  = sh2_1;
+    end
+    if (rst) begin
+      \$102  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$103  = mag3_2;
+    if (en) begin
+      \$103  = \$70 [11:0];
+    end
+    if (rst) begin
+      \$103  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$104  = neg3_2;
+    if (en) begin
+      \$104  = neg2_2;
+    end
+    if (rst) begin
+      \$104  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$105  = sh3_2;
+    if (en) begin
+      \$105  = sh2_2;
+    end
+    if (rst) begin
+      \$105  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$106  = mag3_3;
+    if (en) begin
+      \$106  = \$74 ;
+    end
+    if (rst) begin
+      \$106  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$107  = neg3_3;
+    if (en) begin
+      \$107  = neg2_3;
+    end
+    if (rst) begin
+      \$107  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$108  = sh3_3;
+    if (en) begin
+      \$108  = sh2_3;
+    end
+    if (rst) begin
+      \$108  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$109  = l4_0;
+    if (en) begin
+      \$109  = \$76 ;
+    end
+    if (rst) begin
+      \$109  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$110  = neg4_0;
+    if (en) begin
+      \$110  = neg3_0;
+    end
+    if (rst) begin
+      \$110  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$111  = l4_1;
+    if (en) begin
+      \$111  = \$78 ;
+    end
+    if (rst) begin
+      \$111  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$112  = neg4_1;
+    if (en) begin
+      \$112  = neg3_1;
+    end
+    if (rst) begin
+      \$112  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$113  = l4_2;
+    if (en) begin
+      \$113  = \$80 ;
+    end
+    if (rst) begin
+      \$113  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$114  = neg4_2;
+    if (en) begin
+      \$114  = neg3_2;
+    end
+    if (rst) begin
+      \$114  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$115  = l4_3;
+    if (en) begin
+      \$115  = \$82 ;
+    end
+    if (rst) begin
+      \$115  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$116  = neg4_3;
+    if (en) begin
+      \$116  = neg3_3;
+    end
+    if (rst) begin
+      \$116  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$117  = sum;
+    if (en) begin
+      \$117  = \$84 [25:0];
+    end
+    if (rst) begin
+      \$117  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$118  = cin;
+    if (en) begin
+      \$118  = neg4_3;
+    end
+    if (rst) begin
+      \$118  = 1'h0;
     end
   end
   assign \b.x0  = b[3:0];
@@ -18427,185 +15655,141 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, clk);
   assign \$3  = { a[3:0], 1'h0 };
   assign \$6  = { 1'h0, a[3:0], 2'h0 };
   assign \$8  = { a[3:0], 3'h0 };
-  assign \$12  = { 1'h0, a[7:4] };
-  assign \$14  = { a[7:4], 1'h0 };
-  assign \$17  = { 1'h0, a[7:4], 2'h0 };
-  assign \$19  = { a[7:4], 3'h0 };
-  assign \$23  = { 1'h0, a[11:8] };
-  assign \$25  = { a[11:8], 1'h0 };
-  assign \$28  = { 1'h0, a[11:8], 2'h0 };
-  assign \$30  = { a[11:8], 3'h0 };
-  assign \$34  = { 1'h0, a[15:12] };
-  assign \$36  = { a[15:12], 1'h0 };
-  assign \$39  = { 1'h0, a[15:12], 2'h0 };
-  assign \$41  = { a[15:12], 3'h0 };
-  assign \$57  = { 3'h0, m1, 4'h0 };
-  assign \$59  = { 3'h0, m3, 4'h0 };
-  assign \$61  = { 3'h0, \$60 , 4'h0 };
-  assign \$63  = { 3'h0, m1, 4'h0 };
-  assign \$72  = { 3'h0, m1, 4'h0 };
-  assign \$74  = { 3'h0, m3, 4'h0 };
-  assign \$76  = { 3'h0, \$75 , 4'h0 };
-  assign \$78  = { 3'h0, m1, 4'h0 };
-  assign \$97  = { 3'h0, m3, 4'h0 };
-  assign \$106  = { 3'h0, m3, 4'h0 };
+  assign \$11  = { 1'h0, a[7:4] };
+  assign \$13  = { a[7:4], 1'h0 };
+  assign \$16  = { 1'h0, a[7:4], 2'h0 };
+  assign \$18  = { a[7:4], 3'h0 };
+  assign \$21  = { 1'h0, a[11:8] };
+  assign \$23  = { a[11:8], 1'h0 };
+  assign \$26  = { 1'h0, a[11:8], 2'h0 };
+  assign \$28  = { a[11:8], 3'h0 };
+  assign \$31  = { 1'h0, a[15:12] };
+  assign \$33  = { a[15:12], 1'h0 };
+  assign \$36  = { 1'h0, a[15:12], 2'h0 };
+  assign \$38  = { a[15:12], 3'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, clk);
+module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire [4:0] \$1 ;
   wire [7:0] \$10 ;
-  wire [15:0] \$100 ;
-  wire [12:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire [14:0] \$106 ;
-  wire [15:0] \$107 ;
-  wire [15:0] \$108 ;
-  wire [15:0] \$109 ;
-  wire [8:0] \$11 ;
-  wire [12:0] \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire [7:0] \$114 ;
-  wire [8:0] \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire [7:0] \$119 ;
+  reg [7:0] \$100 ;
+  reg \$101 ;
+  reg [1:0] \$102 ;
+  reg [11:0] \$103 ;
+  reg \$104 ;
+  reg [2:0] \$105 ;
+  reg [7:0] \$106 ;
+  reg \$107 ;
+  reg [1:0] \$108 ;
+  reg [25:0] \$109 ;
+  wire [4:0] \$11 ;
+  reg \$110 ;
+  reg [9:0] \$111 ;
+  reg \$112 ;
+  reg [17:0] \$113 ;
+  reg \$114 ;
+  reg [9:0] \$115 ;
+  reg \$116 ;
+  reg [25:0] \$117 ;
+  reg \$118 ;
   wire [4:0] \$12 ;
-  wire [8:0] \$120 ;
-  wire [31:0] \$121 ;
-  wire [11:0] \$122 ;
-  wire [19:0] \$123 ;
-  wire [11:0] \$124 ;
-  wire [26:0] \$125 ;
-  wire [18:0] \$126 ;
-  wire [27:0] \$127 ;
-  reg [7:0] \$128 ;
-  reg [7:0] \$129 ;
   wire [4:0] \$13 ;
-  reg [7:0] \$130 ;
-  reg [7:0] \$131 ;
-  reg \$132 ;
-  reg [3:0] \$133 ;
-  reg \$134 ;
-  reg [1:0] \$135 ;
-  reg \$136 ;
-  reg [2:0] \$137 ;
-  reg \$138 ;
-  reg [1:0] \$139 ;
   wire [4:0] \$14 ;
-  reg [16:0] \$140 ;
-  reg [3:0] \$141 ;
-  reg [8:0] \$142 ;
-  reg [1:0] \$143 ;
-  reg [12:0] \$144 ;
-  reg [2:0] \$145 ;
-  reg [8:0] \$146 ;
-  reg [1:0] \$147 ;
-  reg [25:0] \$148 ;
-  reg [9:0] \$149 ;
-  wire [4:0] \$15 ;
-  reg [17:0] \$150 ;
-  reg [9:0] \$151 ;
-  reg [25:0] \$152 ;
-  wire [5:0] \$16 ;
+  wire [5:0] \$15 ;
+  wire [6:0] \$16 ;
   wire [6:0] \$17 ;
   wire [6:0] \$18 ;
   wire [6:0] \$19 ;
   wire [4:0] \$2 ;
-  wire [6:0] \$20 ;
-  wire [7:0] \$21 ;
-  wire [8:0] \$22 ;
+  wire [7:0] \$20 ;
+  wire [4:0] \$21 ;
+  wire [4:0] \$22 ;
   wire [4:0] \$23 ;
   wire [4:0] \$24 ;
-  wire [4:0] \$25 ;
-  wire [4:0] \$26 ;
-  wire [5:0] \$27 ;
+  wire [5:0] \$25 ;
+  wire [6:0] \$26 ;
+  wire [6:0] \$27 ;
   wire [6:0] \$28 ;
   wire [6:0] \$29 ;
   wire [4:0] \$3 ;
-  wire [6:0] \$30 ;
-  wire [6:0] \$31 ;
-  wire [7:0] \$32 ;
-  wire [8:0] \$33 ;
+  wire [7:0] \$30 ;
+  wire [4:0] \$31 ;
+  wire [4:0] \$32 ;
+  wire [4:0] \$33 ;
   wire [4:0] \$34 ;
-  wire [4:0] \$35 ;
-  wire [4:0] \$36 ;
-  wire [4:0] \$37 ;
-  wire [5:0] \$38 ;
+  wire [5:0] \$35 ;
+  wire [6:0] \$36 ;
+  wire [6:0] \$37 ;
+  wire [6:0] \$38 ;
   wire [6:0] \$39 ;
   wire [4:0] \$4 ;
-  wire [6:0] \$40 ;
-  wire [6:0] \$41 ;
-  wire [6:0] \$42 ;
-  wire [7:0] \$43 ;
+  wire [7:0] \$40 ;
+  wire [26:0] \$41 ;
+  wire [18:0] \$42 ;
+  wire [8:0] \$43 ;
   wire [8:0] \$44 ;
-  wire \$45 ;
-  wire [3:0] \$46 ;
+  wire [8:0] \$45 ;
+  wire [8:0] \$46 ;
   wire \$47 ;
-  wire [1:0] \$48 ;
+  wire [3:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
-  wire [3:0] \$50 ;
+  wire [1:0] \$50 ;
   wire \$51 ;
-  wire [1:0] \$52 ;
+  wire [3:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
+  wire [1:0] \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire [14:0] \$57 ;
-  wire [15:0] \$58 ;
-  wire [14:0] \$59 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire [17:0] \$59 ;
   wire [6:0] \$6 ;
-  wire [15:0] \$60 ;
-  wire [22:0] \$61 ;
-  wire [23:0] \$62 ;
-  wire [14:0] \$63 ;
-  wire [15:0] \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [16:0] \$67 ;
+  wire [17:0] \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [7:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [12:0] \$69 ;
   wire [6:0] \$7 ;
-  wire \$70 ;
+  wire [12:0] \$70 ;
   wire \$71 ;
-  wire [14:0] \$72 ;
-  wire [15:0] \$73 ;
-  wire [14:0] \$74 ;
-  wire [15:0] \$75 ;
-  wire [22:0] \$76 ;
-  wire [23:0] \$77 ;
-  wire [14:0] \$78 ;
-  wire [15:0] \$79 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire [7:0] \$74 ;
+  wire [30:0] \$75 ;
+  wire [25:0] \$76 ;
+  wire [10:0] \$77 ;
+  wire [9:0] \$78 ;
+  wire [18:0] \$79 ;
   wire [6:0] \$8 ;
-  wire [23:0] \$80 ;
-  wire [23:0] \$81 ;
-  wire [16:0] \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [7:0] \$86 ;
-  wire [8:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [17:0] \$80 ;
+  wire [10:0] \$81 ;
+  wire [9:0] \$82 ;
+  wire [28:0] \$83 ;
+  wire [29:0] \$84 ;
+  reg [7:0] \$85 ;
+  reg [7:0] \$86 ;
+  reg [7:0] \$87 ;
+  reg [7:0] \$88 ;
+  reg \$89 ;
   wire [6:0] \$9 ;
-  wire \$90 ;
-  wire [7:0] \$91 ;
-  wire [8:0] \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [14:0] \$97 ;
-  wire [15:0] \$98 ;
-  wire [15:0] \$99 ;
+  reg [3:0] \$90 ;
+  reg \$91 ;
+  reg [1:0] \$92 ;
+  reg \$93 ;
+  reg [2:0] \$94 ;
+  reg \$95 ;
+  reg [1:0] \$96 ;
+  reg [15:0] \$97 ;
+  reg \$98 ;
+  reg [3:0] \$99 ;
   input [27:0] a;
   wire [27:0] a;
   wire \a.neg0 ;
@@ -18634,10 +15818,14 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, clk);
   wire [3:0] \b.x1 ;
   wire [3:0] \b.x2 ;
   wire [3:0] \b.x3 ;
+  output cin;
+  reg cin = 1'h0;
   input clk;
   wire clk;
   input en;
   wire en;
+  (* keep = 32'd1 *)
+  wire [13:0] full_hi;
   reg [25:0] l4_0 = 26'h0000000;
   reg [9:0] l4_1 = 10'h000;
   reg [17:0] l4_2 = 18'h00000;
@@ -18646,20 +15834,48 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, clk);
   reg [7:0] m1 = 8'h00;
   reg [7:0] m2 = 8'h00;
   reg [7:0] m3 = 8'h00;
+  reg [15:0] mag3_0 = 16'h0000;
+  reg [7:0] mag3_1 = 8'h00;
+  reg [11:0] mag3_2 = 12'h000;
+  reg [7:0] mag3_3 = 8'h00;
   input [1:0] mode;
   wire [1:0] mode;
   wire \mode.a8 ;
   wire \mode.b8 ;
+  (* keep = 32'd1 *)
+  reg [7:0] mul0_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul0_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul1_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul1_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul2_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul2_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul3_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul3_lo;
   reg neg2_0 = 1'h0;
   reg neg2_1 = 1'h0;
   reg neg2_2 = 1'h0;
   reg neg2_3 = 1'h0;
+  reg neg3_0 = 1'h0;
+  reg neg3_1 = 1'h0;
+  reg neg3_2 = 1'h0;
+  reg neg3_3 = 1'h0;
+  reg neg4_0 = 1'h0;
+  reg neg4_1 = 1'h0;
+  reg neg4_2 = 1'h0;
+  reg neg4_3 = 1'h0;
+  (* keep = 32'd1 *)
+  wire [8:0] pair0_hi;
+  (* keep = 32'd1 *)
+  wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [16:0] s3_0 = 17'h00000;
-  reg [8:0] s3_1 = 9'h000;
-  reg [12:0] s3_2 = 13'h0000;
-  reg [8:0] s3_3 = 9'h000;
   reg [3:0] sh2_0 = 4'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
@@ -18670,405 +15886,545 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, clk);
   reg [1:0] sh3_3 = 2'h0;
   output [25:0] sum;
   reg [25:0] sum = 26'h0000000;
+  (* keep = 32'd1 *)
+  wire [27:0] sum0_0;
+  (* keep = 32'd1 *)
+  wire [19:0] sum0_2;
   assign \$2  = b[0] ? \$1  : 5'h00;
   assign \$4  = b[1] ? \$3  : 5'h00;
   assign \$5  = \$2  + \$4 ;
   assign \$7  = b[2] ? \$6  : 7'h00;
   assign \$9  = b[3] ? \$8  : 7'h00;
   assign \$10  = \$7  + \$9 ;
-  assign \$11  = \$5  + \$10 ;
-  assign \$13  = b[4] ? \$12  : 5'h00;
-  assign \$15  = b[5] ? \$14  : 5'h00;
-  assign \$16  = \$13  + \$15 ;
-  assign \$18  = b[6] ? \$17  : 7'h00;
-  assign \$20  = b[7] ? \$19  : 7'h00;
-  assign \$21  = \$18  + \$20 ;
-  assign \$22  = \$16  + \$21 ;
-  assign \$24  = b[8] ? \$23  : 5'h00;
-  assign \$26  = b[9] ? \$25  : 5'h00;
-  assign \$27  = \$24  + \$26 ;
-  assign \$29  = b[10] ? \$28  : 7'h00;
-  assign \$31  = b[11] ? \$30  : 7'h00;
-  assign \$32  = \$29  + \$31 ;
-  assign \$33  = \$27  + \$32 ;
-  assign \$35  = b[12] ? \$34  : 5'h00;
-  assign \$37  = b[13] ? \$36  : 5'h00;
-  assign \$38  = \$35  + \$37 ;
-  assign \$40  = b[14] ? \$39  : 7'h00;
-  assign \$42  = b[15] ? \$41  : 7'h00;
-  assign \$43  = \$40  + \$42 ;
-  assign \$44  = \$38  + \$43 ;
-  assign \$45  = a[16] ^ b[16];
-  assign \$46  = a[19:17] + b[19:17];
-  assign \$47  = a[20] ^ b[20];
-  assign \$48  = a[21] + b[21];
-  assign \$49  = a[22] ^ b[22];
-  assign \$50  = a[25:23] + b[25:23];
-  assign \$51  = a[26] ^ b[26];
-  assign \$52  = a[27] + b[27];
-  assign \$53  = ~ mode[0];
-  assign \$54  = ~ mode[1];
-  assign \$55  = \$53  & \$54 ;
-  assign \$56  = mode[0] & mode[1];
-  assign \$58  = m0 + \$57 ;
-  assign \$60  = m2 + \$59 ;
-  assign \$62  = \$58  + \$61 ;
-  assign \$64  = m0 + \$63 ;
-  assign \$65  = \$56  ? \$62  : { 8'h00, \$64  };
-  assign \$66  = \$55  ? { 16'h0000, m0 } : \$65 ;
-  assign \$67  = - \$66 [15:0];
-  assign \$68  = ~ mode[0];
-  assign \$69  = ~ mode[1];
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = mode[0] & mode[1];
-  assign \$73  = m0 + \$72 ;
-  assign \$75  = m2 + \$74 ;
-  assign \$77  = \$73  + \$76 ;
-  assign \$79  = m0 + \$78 ;
-  assign \$80  = \$71  ? \$77  : { 8'h00, \$79  };
-  assign \$81  = \$70  ? { 16'h0000, m0 } : \$80 ;
-  assign \$82  = neg2_0 ? \$67  : { 1'h0, \$81 [15:0] };
-  assign \$83  = ~ mode[0];
-  assign \$84  = ~ mode[1];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = \$85  ? m1 : 8'h00;
-  assign \$87  = - \$86 ;
-  assign \$88  = ~ mode[0];
-  assign \$89  = ~ mode[1];
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = \$90  ? m1 : 8'h00;
-  assign \$92  = neg2_1 ? \$87  : { 1'h0, \$91  };
-  assign \$93  = ~ mode[0];
-  assign \$94  = ~ mode[1];
-  assign \$95  = \$93  & \$94 ;
-  assign \$96  = mode[0] & mode[1];
-  assign \$98  = m2 + \$97 ;
-  assign \$99  = \$96  ? 16'h0000 : \$98 ;
-  assign \$100  = \$95  ? { 8'h00, m2 } : \$99 ;
-  assign \$101  = - \$100 [11:0];
-  assign \$102  = ~ mode[0];
-  assign \$103  = ~ mode[1];
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = mode[0] & mode[1];
-  assign \$107  = m2 + \$106 ;
-  assign \$108  = \$105  ? 16'h0000 : \$107 ;
-  assign \$109  = \$104  ? { 8'h00, m2 } : \$108 ;
-  assign \$110  = neg2_2 ? \$101  : { 1'h0, \$109 [11:0] };
-  assign \$111  = ~ mode[0];
-  assign \$112  = ~ mode[1];
-  assign \$113  = \$111  & \$112 ;
-  assign \$114  = \$113  ? m3 : 8'h00;
-  assign \$115  = - \$114 ;
-  assign \$116  = ~ mode[0];
-  assign \$117  = ~ mode[1];
-  assign \$118  = \$116  & \$117 ;
-  assign \$119  = \$118  ? m3 : 8'h00;
-  assign \$120  = neg2_3 ? \$115  : { 1'h0, \$119  };
-  assign \$121  = $signed(s3_0) << sh3_0;
-  assign \$122  = $signed(s3_1) << sh3_1;
-  assign \$123  = $signed(s3_2) << sh3_2;
-  assign \$124  = $signed(s3_3) << sh3_3;
-  assign \$125  = $signed(l4_0) + $signed(l4_1);
-  assign \$126  = $signed(l4_2) + $signed(l4_3);
-  assign \$127  = $signed(\$125 ) + $signed(\$126 );
+  assign \$12  = b[4] ? \$11  : 5'h00;
+  assign \$14  = b[5] ? \$13  : 5'h00;
+  assign \$15  = \$12  + \$14 ;
+  assign \$17  = b[6] ? \$16  : 7'h00;
+  assign \$19  = b[7] ? \$18  : 7'h00;
+  assign \$20  = \$17  + \$19 ;
+  assign \$22  = b[8] ? \$21  : 5'h00;
+  assign \$24  = b[9] ? \$23  : 5'h00;
+  assign \$25  = \$22  + \$24 ;
+  assign \$27  = b[10] ? \$26  : 7'h00;
+  assign \$29  = b[11] ? \$28  : 7'h00;
+  assign \$30  = \$27  + \$29 ;
+  assign \$32  = b[12] ? \$31  : 5'h00;
+  assign \$34  = b[13] ? \$33  : 5'h00;
+  assign \$35  = \$32  + \$34 ;
+  assign \$37  = b[14] ? \$36  : 7'h00;
+  assign \$39  = b[15] ? \$38  : 7'h00;
+  assign \$40  = \$37  + \$39 ;
+  assign pair0_hi = m0[7:4] + m1;
+  assign pair1_hi = m2[7:4] + m3;
+  assign full_hi = pair0_hi + { pair1_hi, m2[3:0] };
+  assign \$41  = $signed(l4_0) + $signed(l4_1);
+  assign sum0_0 = $signed(\$41 ) + $signed({ 1'h0, neg4_0 });
+  assign \$42  = $signed(l4_2) + $signed(l4_3);
+  assign sum0_2 = $signed(\$42 ) + $signed({ 1'h0, neg4_2 });
+  assign \$43  = mul0_lo + mul0_hi;
+  assign \$44  = mul1_lo + mul1_hi;
+  assign \$45  = mul2_lo + mul2_hi;
+  assign \$46  = mul3_lo + mul3_hi;
+  assign \$47  = a[16] ^ b[16];
+  assign \$48  = a[19:17] + b[19:17];
+  assign \$49  = a[20] ^ b[20];
+  assign \$50  = a[21] + b[21];
+  assign \$51  = a[22] ^ b[22];
+  assign \$52  = a[25:23] + b[25:23];
+  assign \$53  = a[26] ^ b[26];
+  assign \$54  = a[27] + b[27];
+  assign \$55  = ~ mode[0];
+  assign \$56  = ~ mode[1];
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = mode[0] & mode[1];
+  assign \$59  = \$58  ? { full_hi, m0[3:0] } : { 5'h00, pair0_hi, m0[3:0] };
+  assign \$60  = \$57  ? { 10'h000, m0 } : \$59 ;
+  assign \$61  = ~ mode[0];
+  assign \$62  = ~ mode[1];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = \$63  ? m1 : 8'h00;
+  assign \$65  = ~ mode[0];
+  assign \$66  = ~ mode[1];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = mode[0] & mode[1];
+  assign \$69  = \$68  ? 13'h0000 : { pair1_hi, m2[3:0] };
+  assign \$70  = \$67  ? { 5'h00, m2 } : \$69 ;
+  assign \$71  = ~ mode[0];
+  assign \$72  = ~ mode[1];
+  assign \$73  = \$71  & \$72 ;
+  assign \$74  = \$73  ? m3 : 8'h00;
+  assign \$75  = mag3_0 << sh3_0;
+  assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
+  assign \$77  = mag3_1 << sh3_1;
+  assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
+  assign \$79  = mag3_2 << sh3_2;
+  assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
+  assign \$81  = mag3_3 << sh3_3;
+  assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
+  assign \$83  = $signed(sum0_0) + $signed(sum0_2);
+  assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
   always @(posedge clk)
-    m0 <= \$128 ;
+    m0 <= \$85 ;
   always @(posedge clk)
-    m1 <= \$129 ;
+    m1 <= \$86 ;
   always @(posedge clk)
-    m2 <= \$130 ;
+    m2 <= \$87 ;
   always @(posedge clk)
-    m3 <= \$131 ;
+    m3 <= \$88 ;
   always @(posedge clk)
-    neg2_0 <= \$132 ;
+    neg2_0 <= \$89 ;
   always @(posedge clk)
-    sh2_0 <= \$133 ;
+    sh2_0 <= \$90 ;
   always @(posedge clk)
-    neg2_1 <= \$134 ;
+    neg2_1 <= \$91 ;
   always @(posedge clk)
-    sh2_1 <= \$135 ;
+    sh2_1 <= \$92 ;
   always @(posedge clk)
-    neg2_2 <= \$136 ;
+    neg2_2 <= \$93 ;
   always @(posedge clk)
-    sh2_2 <= \$137 ;
+    sh2_2 <= \$94 ;
   always @(posedge clk)
-    neg2_3 <= \$138 ;
+    neg2_3 <= \$95 ;
   always @(posedge clk)
-    sh2_3 <= \$139 ;
+    sh2_3 <= \$96 ;
   always @(posedge clk)
-    s3_0 <= \$140 ;
+    mag3_0 <= \$97 ;
   always @(posedge clk)
-    sh3_0 <= \$141 ;
+    neg3_0 <= \$98 ;
   always @(posedge clk)
-    s3_1 <= \$142 ;
+    sh3_0 <= \$99 ;
   always @(posedge clk)
-    sh3_1 <= \$143 ;
+    mag3_1 <= \$100 ;
   always @(posedge clk)
-    s3_2 <= \$144 ;
+    neg3_1 <= \$101 ;
   always @(posedge clk)
-    sh3_2 <= \$145 ;
+    sh3_1 <= \$102 ;
   always @(posedge clk)
-    s3_3 <= \$146 ;
+    mag3_2 <= \$103 ;
   always @(posedge clk)
-    sh3_3 <= \$147 ;
+    neg3_2 <= \$104 ;
   always @(posedge clk)
-    l4_0 <= \$148 ;
+    sh3_2 <= \$105 ;
   always @(posedge clk)
-    l4_1 <= \$149 ;
+    mag3_3 <= \$106 ;
   always @(posedge clk)
-    l4_2 <= \$150 ;
+    neg3_3 <= \$107 ;
   always @(posedge clk)
-    l4_3 <= \$151 ;
+    sh3_3 <= \$108 ;
   always @(posedge clk)
-    sum <= \$152 ;
+    l4_0 <= \$109 ;
+  always @(posedge clk)
+    neg4_0 <= \$110 ;
+  always @(posedge clk)
+    l4_1 <= \$111 ;
+  always @(posedge clk)
+    neg4_1 <= \$112 ;
+  always @(posedge clk)
+    l4_2 <= \$113 ;
+  always @(posedge clk)
+    neg4_2 <= \$114 ;
+  always @(posedge clk)
+    l4_3 <= \$115 ;
+  always @(posedge clk)
+    neg4_3 <= \$116 ;
+  always @(posedge clk)
+    sum <= \$117 ;
+  always @(posedge clk)
+    cin <= \$118 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$128  = m0;
+    mul0_lo = 6'h00;
     if (en) begin
-      \$128  = \$11 [7:0];
-    end
-    if (rst) begin
-      \$128  = 8'h00;
+      mul0_lo = \$5 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$129  = m1;
+    mul0_hi = 8'h00;
     if (en) begin
-      \$129  = \$22 [7:0];
-    end
-    if (rst) begin
-      \$129  = 8'h00;
+      mul0_hi = \$10 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$130  = m2;
+    mul1_lo = 6'h00;
     if (en) begin
-      \$130  = \$33 [7:0];
-    end
-    if (rst) begin
-      \$130  = 8'h00;
+      mul1_lo = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$131  = m3;
+    mul1_hi = 8'h00;
     if (en) begin
-      \$131  = \$44 [7:0];
-    end
-    if (rst) begin
-      \$131  = 8'h00;
+      mul1_hi = \$20 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$132  = neg2_0;
+    mul2_lo = 6'h00;
     if (en) begin
-      \$132  = \$45 ;
-    end
-    if (rst) begin
-      \$132  = 1'h0;
+      mul2_lo = \$25 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$133  = sh2_0;
+    mul2_hi = 8'h00;
     if (en) begin
-      \$133  = \$46 ;
-    end
-    if (rst) begin
-      \$133  = 4'h0;
+      mul2_hi = \$30 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$134  = neg2_1;
+    mul3_lo = 6'h00;
     if (en) begin
-      \$134  = \$47 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
+      mul3_lo = \$35 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$135  = sh2_1;
+    mul3_hi = 8'h00;
     if (en) begin
-      \$135  = \$48 ;
-    end
-    if (rst) begin
-      \$135  = 2'h0;
+      mul3_hi = \$40 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$136  = neg2_2;
+    \$85  = m0;
     if (en) begin
-      \$136  = \$49 ;
+      \$85  = \$43 [7:0];
     end
     if (rst) begin
-      \$136  = 1'h0;
+      \$85  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$137  = sh2_2;
+    \$86  = m1;
     if (en) begin
-      \$137  = \$50 [2:0];
+      \$86  = \$44 [7:0];
     end
     if (rst) begin
-      \$137  = 3'h0;
+      \$86  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$138  = neg2_3;
+    \$87  = m2;
     if (en) begin
-      \$138  = \$51 ;
+      \$87  = \$45 [7:0];
     end
     if (rst) begin
-      \$138  = 1'h0;
+      \$87  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$139  = sh2_3;
+    \$88  = m3;
     if (en) begin
-      \$139  = \$52 ;
+      \$88  = \$46 [7:0];
     end
     if (rst) begin
-      \$139  = 2'h0;
+      \$88  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$140  = s3_0;
+    \$89  = neg2_0;
     if (en) begin
-      \$140  = \$82 ;
+      \$89  = \$47 ;
     end
     if (rst) begin
-      \$140  = 17'h00000;
+      \$89  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$141  = sh3_0;
+    \$90  = sh2_0;
     if (en) begin
-      \$141  = sh2_0;
+      \$90  = \$48 ;
     end
     if (rst) begin
-      \$141  = 4'h0;
+      \$90  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$142  = s3_1;
+    \$91  = neg2_1;
     if (en) begin
-      \$142  = \$92 ;
+      \$91  = \$49 ;
     end
     if (rst) begin
-      \$142  = 9'h000;
+      \$91  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$143  = sh3_1;
+    \$92  = sh2_1;
     if (en) begin
-      \$143  = sh2_1;
+      \$92  = \$50 ;
     end
     if (rst) begin
-      \$143  = 2'h0;
+      \$92  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$144  = s3_2;
+    \$93  = neg2_2;
     if (en) begin
-      \$144  = \$110 ;
+      \$93  = \$51 ;
     end
     if (rst) begin
-      \$144  = 13'h0000;
+      \$93  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$145  = sh3_2;
+    \$94  = sh2_2;
     if (en) begin
-      \$145  = sh2_2;
+      \$94  = \$52 [2:0];
     end
     if (rst) begin
-      \$145  = 3'h0;
+      \$94  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$146  = s3_3;
+    \$95  = neg2_3;
     if (en) begin
-      \$146  = \$120 ;
+      \$95  = \$53 ;
     end
     if (rst) begin
-      \$146  = 9'h000;
+      \$95  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$147  = sh3_3;
+    \$96  = sh2_3;
     if (en) begin
-      \$147  = sh2_3;
+      \$96  = \$54 ;
     end
     if (rst) begin
-      \$147  = 2'h0;
+      \$96  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$148  = l4_0;
+    \$97  = mag3_0;
     if (en) begin
-      \$148  = \$121 [25:0];
+      \$97  = \$60 [15:0];
     end
     if (rst) begin
-      \$148  = 26'h0000000;
+      \$97  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$149  = l4_1;
+    \$98  = neg3_0;
     if (en) begin
-      \$149  = \$122 [9:0];
+      \$98  = neg2_0;
     end
     if (rst) begin
-      \$149  = 10'h000;
+      \$98  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$150  = l4_2;
+    \$99  = sh3_0;
     if (en) begin
-      \$150  = \$123 [17:0];
+      \$99  = sh2_0;
     end
     if (rst) begin
-      \$150  = 18'h00000;
+      \$99  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$151  = l4_3;
+    \$100  = mag3_1;
     if (en) begin
-      \$151  = \$124 [9:0];
+      \$100  = \$64 ;
     end
     if (rst) begin
-      \$151  = 10'h000;
+      \$100  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$152  = sum;
+    \$101  = neg3_1;
     if (en) begin
-      \$152  = \$127 [25:0];
+      \$101  = neg2_1;
     end
     if (rst) begin
-      \$152  = 26'h0000000;
+      \$101  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$102  = sh3_1;
+    if (en) begin
+      \$102  = sh2_1;
+    end
+    if (rst) begin
+      \$102  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$103  = mag3_2;
+    if (en) begin
+      \$103  = \$70 [11:0];
+    end
+    if (rst) begin
+      \$103  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$104  = neg3_2;
+    if (en) begin
+      \$104  = neg2_2;
+    end
+    if (rst) begin
+      \$104  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$105  = sh3_2;
+    if (en) begin
+      \$105  = sh2_2;
+    end
+    if (rst) begin
+      \$105  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$106  = mag3_3;
+    if (en) begin
+      \$106  = \$74 ;
+    end
+    if (rst) begin
+      \$106  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$107  = neg3_3;
+    if (en) begin
+      \$107  = neg2_3;
+    end
+    if (rst) begin
+      \$107  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$108  = sh3_3;
+    if (en) begin
+      \$108  = sh2_3;
+    end
+    if (rst) begin
+      \$108  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$109  = l4_0;
+    if (en) begin
+      \$109  = \$76 ;
+    end
+    if (rst) begin
+      \$109  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$110  = neg4_0;
+    if (en) begin
+      \$110  = neg3_0;
+    end
+    if (rst) begin
+      \$110  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$111  = l4_1;
+    if (en) begin
+      \$111  = \$78 ;
+    end
+    if (rst) begin
+      \$111  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$112  = neg4_1;
+    if (en) begin
+      \$112  = neg3_1;
+    end
+    if (rst) begin
+      \$112  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$113  = l4_2;
+    if (en) begin
+      \$113  = \$80 ;
+    end
+    if (rst) begin
+      \$113  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$114  = neg4_2;
+    if (en) begin
+      \$114  = neg3_2;
+    end
+    if (rst) begin
+      \$114  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$115  = l4_3;
+    if (en) begin
+      \$115  = \$82 ;
+    end
+    if (rst) begin
+      \$115  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$116  = neg4_3;
+    if (en) begin
+      \$116  = neg3_3;
+    end
+    if (rst) begin
+      \$116  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$117  = sum;
+    if (en) begin
+      \$117  = \$84 [25:0];
+    end
+    if (rst) begin
+      \$117  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$118  = cin;
+    if (en) begin
+      \$118  = neg4_3;
+    end
+    if (rst) begin
+      \$118  = 1'h0;
     end
   end
   assign \b.x0  = b[3:0];
@@ -19101,185 +16457,141 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, clk);
   assign \$3  = { a[3:0], 1'h0 };
   assign \$6  = { 1'h0, a[3:0], 2'h0 };
   assign \$8  = { a[3:0], 3'h0 };
-  assign \$12  = { 1'h0, a[7:4] };
-  assign \$14  = { a[7:4], 1'h0 };
-  assign \$17  = { 1'h0, a[7:4], 2'h0 };
-  assign \$19  = { a[7:4], 3'h0 };
-  assign \$23  = { 1'h0, a[11:8] };
-  assign \$25  = { a[11:8], 1'h0 };
-  assign \$28  = { 1'h0, a[11:8], 2'h0 };
-  assign \$30  = { a[11:8], 3'h0 };
-  assign \$34  = { 1'h0, a[15:12] };
-  assign \$36  = { a[15:12], 1'h0 };
-  assign \$39  = { 1'h0, a[15:12], 2'h0 };
-  assign \$41  = { a[15:12], 3'h0 };
-  assign \$57  = { 3'h0, m1, 4'h0 };
-  assign \$59  = { 3'h0, m3, 4'h0 };
-  assign \$61  = { 3'h0, \$60 , 4'h0 };
-  assign \$63  = { 3'h0, m1, 4'h0 };
-  assign \$72  = { 3'h0, m1, 4'h0 };
-  assign \$74  = { 3'h0, m3, 4'h0 };
-  assign \$76  = { 3'h0, \$75 , 4'h0 };
-  assign \$78  = { 3'h0, m1, 4'h0 };
-  assign \$97  = { 3'h0, m3, 4'h0 };
-  assign \$106  = { 3'h0, m3, 4'h0 };
+  assign \$11  = { 1'h0, a[7:4] };
+  assign \$13  = { a[7:4], 1'h0 };
+  assign \$16  = { 1'h0, a[7:4], 2'h0 };
+  assign \$18  = { a[7:4], 3'h0 };
+  assign \$21  = { 1'h0, a[11:8] };
+  assign \$23  = { a[11:8], 1'h0 };
+  assign \$26  = { 1'h0, a[11:8], 2'h0 };
+  assign \$28  = { a[11:8], 3'h0 };
+  assign \$31  = { 1'h0, a[15:12] };
+  assign \$33  = { a[15:12], 1'h0 };
+  assign \$36  = { 1'h0, a[15:12], 2'h0 };
+  assign \$38  = { a[15:12], 3'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, clk);
+module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire [4:0] \$1 ;
   wire [7:0] \$10 ;
-  wire [15:0] \$100 ;
-  wire [12:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire [14:0] \$106 ;
-  wire [15:0] \$107 ;
-  wire [15:0] \$108 ;
-  wire [15:0] \$109 ;
-  wire [8:0] \$11 ;
-  wire [12:0] \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire [7:0] \$114 ;
-  wire [8:0] \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire [7:0] \$119 ;
+  reg [7:0] \$100 ;
+  reg \$101 ;
+  reg [1:0] \$102 ;
+  reg [11:0] \$103 ;
+  reg \$104 ;
+  reg [2:0] \$105 ;
+  reg [7:0] \$106 ;
+  reg \$107 ;
+  reg [1:0] \$108 ;
+  reg [25:0] \$109 ;
+  wire [4:0] \$11 ;
+  reg \$110 ;
+  reg [9:0] \$111 ;
+  reg \$112 ;
+  reg [17:0] \$113 ;
+  reg \$114 ;
+  reg [9:0] \$115 ;
+  reg \$116 ;
+  reg [25:0] \$117 ;
+  reg \$118 ;
   wire [4:0] \$12 ;
-  wire [8:0] \$120 ;
-  wire [31:0] \$121 ;
-  wire [11:0] \$122 ;
-  wire [19:0] \$123 ;
-  wire [11:0] \$124 ;
-  wire [26:0] \$125 ;
-  wire [18:0] \$126 ;
-  wire [27:0] \$127 ;
-  reg [7:0] \$128 ;
-  reg [7:0] \$129 ;
   wire [4:0] \$13 ;
-  reg [7:0] \$130 ;
-  reg [7:0] \$131 ;
-  reg \$132 ;
-  reg [3:0] \$133 ;
-  reg \$134 ;
-  reg [1:0] \$135 ;
-  reg \$136 ;
-  reg [2:0] \$137 ;
-  reg \$138 ;
-  reg [1:0] \$139 ;
   wire [4:0] \$14 ;
-  reg [16:0] \$140 ;
-  reg [3:0] \$141 ;
-  reg [8:0] \$142 ;
-  reg [1:0] \$143 ;
-  reg [12:0] \$144 ;
-  reg [2:0] \$145 ;
-  reg [8:0] \$146 ;
-  reg [1:0] \$147 ;
-  reg [25:0] \$148 ;
-  reg [9:0] \$149 ;
-  wire [4:0] \$15 ;
-  reg [17:0] \$150 ;
-  reg [9:0] \$151 ;
-  reg [25:0] \$152 ;
-  wire [5:0] \$16 ;
+  wire [5:0] \$15 ;
+  wire [6:0] \$16 ;
   wire [6:0] \$17 ;
   wire [6:0] \$18 ;
   wire [6:0] \$19 ;
   wire [4:0] \$2 ;
-  wire [6:0] \$20 ;
-  wire [7:0] \$21 ;
-  wire [8:0] \$22 ;
+  wire [7:0] \$20 ;
+  wire [4:0] \$21 ;
+  wire [4:0] \$22 ;
   wire [4:0] \$23 ;
   wire [4:0] \$24 ;
-  wire [4:0] \$25 ;
-  wire [4:0] \$26 ;
-  wire [5:0] \$27 ;
+  wire [5:0] \$25 ;
+  wire [6:0] \$26 ;
+  wire [6:0] \$27 ;
   wire [6:0] \$28 ;
   wire [6:0] \$29 ;
   wire [4:0] \$3 ;
-  wire [6:0] \$30 ;
-  wire [6:0] \$31 ;
-  wire [7:0] \$32 ;
-  wire [8:0] \$33 ;
+  wire [7:0] \$30 ;
+  wire [4:0] \$31 ;
+  wire [4:0] \$32 ;
+  wire [4:0] \$33 ;
   wire [4:0] \$34 ;
-  wire [4:0] \$35 ;
-  wire [4:0] \$36 ;
-  wire [4:0] \$37 ;
-  wire [5:0] \$38 ;
+  wire [5:0] \$35 ;
+  wire [6:0] \$36 ;
+  wire [6:0] \$37 ;
+  wire [6:0] \$38 ;
   wire [6:0] \$39 ;
   wire [4:0] \$4 ;
-  wire [6:0] \$40 ;
-  wire [6:0] \$41 ;
-  wire [6:0] \$42 ;
-  wire [7:0] \$43 ;
+  wire [7:0] \$40 ;
+  wire [26:0] \$41 ;
+  wire [18:0] \$42 ;
+  wire [8:0] \$43 ;
   wire [8:0] \$44 ;
-  wire \$45 ;
-  wire [3:0] \$46 ;
+  wire [8:0] \$45 ;
+  wire [8:0] \$46 ;
   wire \$47 ;
-  wire [1:0] \$48 ;
+  wire [3:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
-  wire [3:0] \$50 ;
+  wire [1:0] \$50 ;
   wire \$51 ;
-  wire [1:0] \$52 ;
+  wire [3:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
+  wire [1:0] \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire [14:0] \$57 ;
-  wire [15:0] \$58 ;
-  wire [14:0] \$59 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire [17:0] \$59 ;
   wire [6:0] \$6 ;
-  wire [15:0] \$60 ;
-  wire [22:0] \$61 ;
-  wire [23:0] \$62 ;
-  wire [14:0] \$63 ;
-  wire [15:0] \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [16:0] \$67 ;
+  wire [17:0] \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [7:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [12:0] \$69 ;
   wire [6:0] \$7 ;
-  wire \$70 ;
+  wire [12:0] \$70 ;
   wire \$71 ;
-  wire [14:0] \$72 ;
-  wire [15:0] \$73 ;
-  wire [14:0] \$74 ;
-  wire [15:0] \$75 ;
-  wire [22:0] \$76 ;
-  wire [23:0] \$77 ;
-  wire [14:0] \$78 ;
-  wire [15:0] \$79 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire [7:0] \$74 ;
+  wire [30:0] \$75 ;
+  wire [25:0] \$76 ;
+  wire [10:0] \$77 ;
+  wire [9:0] \$78 ;
+  wire [18:0] \$79 ;
   wire [6:0] \$8 ;
-  wire [23:0] \$80 ;
-  wire [23:0] \$81 ;
-  wire [16:0] \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [7:0] \$86 ;
-  wire [8:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [17:0] \$80 ;
+  wire [10:0] \$81 ;
+  wire [9:0] \$82 ;
+  wire [28:0] \$83 ;
+  wire [29:0] \$84 ;
+  reg [7:0] \$85 ;
+  reg [7:0] \$86 ;
+  reg [7:0] \$87 ;
+  reg [7:0] \$88 ;
+  reg \$89 ;
   wire [6:0] \$9 ;
-  wire \$90 ;
-  wire [7:0] \$91 ;
-  wire [8:0] \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [14:0] \$97 ;
-  wire [15:0] \$98 ;
-  wire [15:0] \$99 ;
+  reg [3:0] \$90 ;
+  reg \$91 ;
+  reg [1:0] \$92 ;
+  reg \$93 ;
+  reg [2:0] \$94 ;
+  reg \$95 ;
+  reg [1:0] \$96 ;
+  reg [15:0] \$97 ;
+  reg \$98 ;
+  reg [3:0] \$99 ;
   input [27:0] a;
   wire [27:0] a;
   wire \a.neg0 ;
@@ -19308,10 +16620,14 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, clk);
   wire [3:0] \b.x1 ;
   wire [3:0] \b.x2 ;
   wire [3:0] \b.x3 ;
+  output cin;
+  reg cin = 1'h0;
   input clk;
   wire clk;
   input en;
   wire en;
+  (* keep = 32'd1 *)
+  wire [13:0] full_hi;
   reg [25:0] l4_0 = 26'h0000000;
   reg [9:0] l4_1 = 10'h000;
   reg [17:0] l4_2 = 18'h00000;
@@ -19320,20 +16636,48 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, clk);
   reg [7:0] m1 = 8'h00;
   reg [7:0] m2 = 8'h00;
   reg [7:0] m3 = 8'h00;
+  reg [15:0] mag3_0 = 16'h0000;
+  reg [7:0] mag3_1 = 8'h00;
+  reg [11:0] mag3_2 = 12'h000;
+  reg [7:0] mag3_3 = 8'h00;
   input [1:0] mode;
   wire [1:0] mode;
   wire \mode.a8 ;
   wire \mode.b8 ;
+  (* keep = 32'd1 *)
+  reg [7:0] mul0_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul0_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul1_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul1_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul2_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul2_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul3_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul3_lo;
   reg neg2_0 = 1'h0;
   reg neg2_1 = 1'h0;
   reg neg2_2 = 1'h0;
   reg neg2_3 = 1'h0;
+  reg neg3_0 = 1'h0;
+  reg neg3_1 = 1'h0;
+  reg neg3_2 = 1'h0;
+  reg neg3_3 = 1'h0;
+  reg neg4_0 = 1'h0;
+  reg neg4_1 = 1'h0;
+  reg neg4_2 = 1'h0;
+  reg neg4_3 = 1'h0;
+  (* keep = 32'd1 *)
+  wire [8:0] pair0_hi;
+  (* keep = 32'd1 *)
+  wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [16:0] s3_0 = 17'h00000;
-  reg [8:0] s3_1 = 9'h000;
-  reg [12:0] s3_2 = 13'h0000;
-  reg [8:0] s3_3 = 9'h000;
   reg [3:0] sh2_0 = 4'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
@@ -19344,405 +16688,545 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, clk);
   reg [1:0] sh3_3 = 2'h0;
   output [25:0] sum;
   reg [25:0] sum = 26'h0000000;
+  (* keep = 32'd1 *)
+  wire [27:0] sum0_0;
+  (* keep = 32'd1 *)
+  wire [19:0] sum0_2;
   assign \$2  = b[0] ? \$1  : 5'h00;
   assign \$4  = b[1] ? \$3  : 5'h00;
   assign \$5  = \$2  + \$4 ;
   assign \$7  = b[2] ? \$6  : 7'h00;
   assign \$9  = b[3] ? \$8  : 7'h00;
   assign \$10  = \$7  + \$9 ;
-  assign \$11  = \$5  + \$10 ;
-  assign \$13  = b[4] ? \$12  : 5'h00;
-  assign \$15  = b[5] ? \$14  : 5'h00;
-  assign \$16  = \$13  + \$15 ;
-  assign \$18  = b[6] ? \$17  : 7'h00;
-  assign \$20  = b[7] ? \$19  : 7'h00;
-  assign \$21  = \$18  + \$20 ;
-  assign \$22  = \$16  + \$21 ;
-  assign \$24  = b[8] ? \$23  : 5'h00;
-  assign \$26  = b[9] ? \$25  : 5'h00;
-  assign \$27  = \$24  + \$26 ;
-  assign \$29  = b[10] ? \$28  : 7'h00;
-  assign \$31  = b[11] ? \$30  : 7'h00;
-  assign \$32  = \$29  + \$31 ;
-  assign \$33  = \$27  + \$32 ;
-  assign \$35  = b[12] ? \$34  : 5'h00;
-  assign \$37  = b[13] ? \$36  : 5'h00;
-  assign \$38  = \$35  + \$37 ;
-  assign \$40  = b[14] ? \$39  : 7'h00;
-  assign \$42  = b[15] ? \$41  : 7'h00;
-  assign \$43  = \$40  + \$42 ;
-  assign \$44  = \$38  + \$43 ;
-  assign \$45  = a[16] ^ b[16];
-  assign \$46  = a[19:17] + b[19:17];
-  assign \$47  = a[20] ^ b[20];
-  assign \$48  = a[21] + b[21];
-  assign \$49  = a[22] ^ b[22];
-  assign \$50  = a[25:23] + b[25:23];
-  assign \$51  = a[26] ^ b[26];
-  assign \$52  = a[27] + b[27];
-  assign \$53  = ~ mode[0];
-  assign \$54  = ~ mode[1];
-  assign \$55  = \$53  & \$54 ;
-  assign \$56  = mode[0] & mode[1];
-  assign \$58  = m0 + \$57 ;
-  assign \$60  = m2 + \$59 ;
-  assign \$62  = \$58  + \$61 ;
-  assign \$64  = m0 + \$63 ;
-  assign \$65  = \$56  ? \$62  : { 8'h00, \$64  };
-  assign \$66  = \$55  ? { 16'h0000, m0 } : \$65 ;
-  assign \$67  = - \$66 [15:0];
-  assign \$68  = ~ mode[0];
-  assign \$69  = ~ mode[1];
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = mode[0] & mode[1];
-  assign \$73  = m0 + \$72 ;
-  assign \$75  = m2 + \$74 ;
-  assign \$77  = \$73  + \$76 ;
-  assign \$79  = m0 + \$78 ;
-  assign \$80  = \$71  ? \$77  : { 8'h00, \$79  };
-  assign \$81  = \$70  ? { 16'h0000, m0 } : \$80 ;
-  assign \$82  = neg2_0 ? \$67  : { 1'h0, \$81 [15:0] };
-  assign \$83  = ~ mode[0];
-  assign \$84  = ~ mode[1];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = \$85  ? m1 : 8'h00;
-  assign \$87  = - \$86 ;
-  assign \$88  = ~ mode[0];
-  assign \$89  = ~ mode[1];
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = \$90  ? m1 : 8'h00;
-  assign \$92  = neg2_1 ? \$87  : { 1'h0, \$91  };
-  assign \$93  = ~ mode[0];
-  assign \$94  = ~ mode[1];
-  assign \$95  = \$93  & \$94 ;
-  assign \$96  = mode[0] & mode[1];
-  assign \$98  = m2 + \$97 ;
-  assign \$99  = \$96  ? 16'h0000 : \$98 ;
-  assign \$100  = \$95  ? { 8'h00, m2 } : \$99 ;
-  assign \$101  = - \$100 [11:0];
-  assign \$102  = ~ mode[0];
-  assign \$103  = ~ mode[1];
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = mode[0] & mode[1];
-  assign \$107  = m2 + \$106 ;
-  assign \$108  = \$105  ? 16'h0000 : \$107 ;
-  assign \$109  = \$104  ? { 8'h00, m2 } : \$108 ;
-  assign \$110  = neg2_2 ? \$101  : { 1'h0, \$109 [11:0] };
-  assign \$111  = ~ mode[0];
-  assign \$112  = ~ mode[1];
-  assign \$113  = \$111  & \$112 ;
-  assign \$114  = \$113  ? m3 : 8'h00;
-  assign \$115  = - \$114 ;
-  assign \$116  = ~ mode[0];
-  assign \$117  = ~ mode[1];
-  assign \$118  = \$116  & \$117 ;
-  assign \$119  = \$118  ? m3 : 8'h00;
-  assign \$120  = neg2_3 ? \$115  : { 1'h0, \$119  };
-  assign \$121  = $signed(s3_0) << sh3_0;
-  assign \$122  = $signed(s3_1) << sh3_1;
-  assign \$123  = $signed(s3_2) << sh3_2;
-  assign \$124  = $signed(s3_3) << sh3_3;
-  assign \$125  = $signed(l4_0) + $signed(l4_1);
-  assign \$126  = $signed(l4_2) + $signed(l4_3);
-  assign \$127  = $signed(\$125 ) + $signed(\$126 );
+  assign \$12  = b[4] ? \$11  : 5'h00;
+  assign \$14  = b[5] ? \$13  : 5'h00;
+  assign \$15  = \$12  + \$14 ;
+  assign \$17  = b[6] ? \$16  : 7'h00;
+  assign \$19  = b[7] ? \$18  : 7'h00;
+  assign \$20  = \$17  + \$19 ;
+  assign \$22  = b[8] ? \$21  : 5'h00;
+  assign \$24  = b[9] ? \$23  : 5'h00;
+  assign \$25  = \$22  + \$24 ;
+  assign \$27  = b[10] ? \$26  : 7'h00;
+  assign \$29  = b[11] ? \$28  : 7'h00;
+  assign \$30  = \$27  + \$29 ;
+  assign \$32  = b[12] ? \$31  : 5'h00;
+  assign \$34  = b[13] ? \$33  : 5'h00;
+  assign \$35  = \$32  + \$34 ;
+  assign \$37  = b[14] ? \$36  : 7'h00;
+  assign \$39  = b[15] ? \$38  : 7'h00;
+  assign \$40  = \$37  + \$39 ;
+  assign pair0_hi = m0[7:4] + m1;
+  assign pair1_hi = m2[7:4] + m3;
+  assign full_hi = pair0_hi + { pair1_hi, m2[3:0] };
+  assign \$41  = $signed(l4_0) + $signed(l4_1);
+  assign sum0_0 = $signed(\$41 ) + $signed({ 1'h0, neg4_0 });
+  assign \$42  = $signed(l4_2) + $signed(l4_3);
+  assign sum0_2 = $signed(\$42 ) + $signed({ 1'h0, neg4_2 });
+  assign \$43  = mul0_lo + mul0_hi;
+  assign \$44  = mul1_lo + mul1_hi;
+  assign \$45  = mul2_lo + mul2_hi;
+  assign \$46  = mul3_lo + mul3_hi;
+  assign \$47  = a[16] ^ b[16];
+  assign \$48  = a[19:17] + b[19:17];
+  assign \$49  = a[20] ^ b[20];
+  assign \$50  = a[21] + b[21];
+  assign \$51  = a[22] ^ b[22];
+  assign \$52  = a[25:23] + b[25:23];
+  assign \$53  = a[26] ^ b[26];
+  assign \$54  = a[27] + b[27];
+  assign \$55  = ~ mode[0];
+  assign \$56  = ~ mode[1];
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = mode[0] & mode[1];
+  assign \$59  = \$58  ? { full_hi, m0[3:0] } : { 5'h00, pair0_hi, m0[3:0] };
+  assign \$60  = \$57  ? { 10'h000, m0 } : \$59 ;
+  assign \$61  = ~ mode[0];
+  assign \$62  = ~ mode[1];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = \$63  ? m1 : 8'h00;
+  assign \$65  = ~ mode[0];
+  assign \$66  = ~ mode[1];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = mode[0] & mode[1];
+  assign \$69  = \$68  ? 13'h0000 : { pair1_hi, m2[3:0] };
+  assign \$70  = \$67  ? { 5'h00, m2 } : \$69 ;
+  assign \$71  = ~ mode[0];
+  assign \$72  = ~ mode[1];
+  assign \$73  = \$71  & \$72 ;
+  assign \$74  = \$73  ? m3 : 8'h00;
+  assign \$75  = mag3_0 << sh3_0;
+  assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
+  assign \$77  = mag3_1 << sh3_1;
+  assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
+  assign \$79  = mag3_2 << sh3_2;
+  assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
+  assign \$81  = mag3_3 << sh3_3;
+  assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
+  assign \$83  = $signed(sum0_0) + $signed(sum0_2);
+  assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
   always @(posedge clk)
-    m0 <= \$128 ;
+    m0 <= \$85 ;
   always @(posedge clk)
-    m1 <= \$129 ;
+    m1 <= \$86 ;
   always @(posedge clk)
-    m2 <= \$130 ;
+    m2 <= \$87 ;
   always @(posedge clk)
-    m3 <= \$131 ;
+    m3 <= \$88 ;
   always @(posedge clk)
-    neg2_0 <= \$132 ;
+    neg2_0 <= \$89 ;
   always @(posedge clk)
-    sh2_0 <= \$133 ;
+    sh2_0 <= \$90 ;
   always @(posedge clk)
-    neg2_1 <= \$134 ;
+    neg2_1 <= \$91 ;
   always @(posedge clk)
-    sh2_1 <= \$135 ;
+    sh2_1 <= \$92 ;
   always @(posedge clk)
-    neg2_2 <= \$136 ;
+    neg2_2 <= \$93 ;
   always @(posedge clk)
-    sh2_2 <= \$137 ;
+    sh2_2 <= \$94 ;
   always @(posedge clk)
-    neg2_3 <= \$138 ;
+    neg2_3 <= \$95 ;
   always @(posedge clk)
-    sh2_3 <= \$139 ;
+    sh2_3 <= \$96 ;
   always @(posedge clk)
-    s3_0 <= \$140 ;
+    mag3_0 <= \$97 ;
   always @(posedge clk)
-    sh3_0 <= \$141 ;
+    neg3_0 <= \$98 ;
   always @(posedge clk)
-    s3_1 <= \$142 ;
+    sh3_0 <= \$99 ;
   always @(posedge clk)
-    sh3_1 <= \$143 ;
+    mag3_1 <= \$100 ;
   always @(posedge clk)
-    s3_2 <= \$144 ;
+    neg3_1 <= \$101 ;
   always @(posedge clk)
-    sh3_2 <= \$145 ;
+    sh3_1 <= \$102 ;
   always @(posedge clk)
-    s3_3 <= \$146 ;
+    mag3_2 <= \$103 ;
   always @(posedge clk)
-    sh3_3 <= \$147 ;
+    neg3_2 <= \$104 ;
   always @(posedge clk)
-    l4_0 <= \$148 ;
+    sh3_2 <= \$105 ;
   always @(posedge clk)
-    l4_1 <= \$149 ;
+    mag3_3 <= \$106 ;
   always @(posedge clk)
-    l4_2 <= \$150 ;
+    neg3_3 <= \$107 ;
   always @(posedge clk)
-    l4_3 <= \$151 ;
+    sh3_3 <= \$108 ;
   always @(posedge clk)
-    sum <= \$152 ;
+    l4_0 <= \$109 ;
+  always @(posedge clk)
+    neg4_0 <= \$110 ;
+  always @(posedge clk)
+    l4_1 <= \$111 ;
+  always @(posedge clk)
+    neg4_1 <= \$112 ;
+  always @(posedge clk)
+    l4_2 <= \$113 ;
+  always @(posedge clk)
+    neg4_2 <= \$114 ;
+  always @(posedge clk)
+    l4_3 <= \$115 ;
+  always @(posedge clk)
+    neg4_3 <= \$116 ;
+  always @(posedge clk)
+    sum <= \$117 ;
+  always @(posedge clk)
+    cin <= \$118 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$128  = m0;
+    mul0_lo = 6'h00;
     if (en) begin
-      \$128  = \$11 [7:0];
-    end
-    if (rst) begin
-      \$128  = 8'h00;
+      mul0_lo = \$5 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$129  = m1;
+    mul0_hi = 8'h00;
     if (en) begin
-      \$129  = \$22 [7:0];
-    end
-    if (rst) begin
-      \$129  = 8'h00;
+      mul0_hi = \$10 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$130  = m2;
+    mul1_lo = 6'h00;
     if (en) begin
-      \$130  = \$33 [7:0];
-    end
-    if (rst) begin
-      \$130  = 8'h00;
+      mul1_lo = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$131  = m3;
+    mul1_hi = 8'h00;
     if (en) begin
-      \$131  = \$44 [7:0];
-    end
-    if (rst) begin
-      \$131  = 8'h00;
+      mul1_hi = \$20 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$132  = neg2_0;
+    mul2_lo = 6'h00;
     if (en) begin
-      \$132  = \$45 ;
-    end
-    if (rst) begin
-      \$132  = 1'h0;
+      mul2_lo = \$25 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$133  = sh2_0;
+    mul2_hi = 8'h00;
     if (en) begin
-      \$133  = \$46 ;
-    end
-    if (rst) begin
-      \$133  = 4'h0;
+      mul2_hi = \$30 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$134  = neg2_1;
+    mul3_lo = 6'h00;
     if (en) begin
-      \$134  = \$47 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
+      mul3_lo = \$35 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$135  = sh2_1;
+    mul3_hi = 8'h00;
     if (en) begin
-      \$135  = \$48 ;
-    end
-    if (rst) begin
-      \$135  = 2'h0;
+      mul3_hi = \$40 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$136  = neg2_2;
+    \$85  = m0;
     if (en) begin
-      \$136  = \$49 ;
+      \$85  = \$43 [7:0];
     end
     if (rst) begin
-      \$136  = 1'h0;
+      \$85  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$137  = sh2_2;
+    \$86  = m1;
     if (en) begin
-      \$137  = \$50 [2:0];
+      \$86  = \$44 [7:0];
     end
     if (rst) begin
-      \$137  = 3'h0;
+      \$86  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$138  = neg2_3;
+    \$87  = m2;
     if (en) begin
-      \$138  = \$51 ;
+      \$87  = \$45 [7:0];
     end
     if (rst) begin
-      \$138  = 1'h0;
+      \$87  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$139  = sh2_3;
+    \$88  = m3;
     if (en) begin
-      \$139  = \$52 ;
+      \$88  = \$46 [7:0];
     end
     if (rst) begin
-      \$139  = 2'h0;
+      \$88  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$140  = s3_0;
+    \$89  = neg2_0;
     if (en) begin
-      \$140  = \$82 ;
+      \$89  = \$47 ;
     end
     if (rst) begin
-      \$140  = 17'h00000;
+      \$89  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$141  = sh3_0;
+    \$90  = sh2_0;
     if (en) begin
-      \$141  = sh2_0;
+      \$90  = \$48 ;
     end
     if (rst) begin
-      \$141  = 4'h0;
+      \$90  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$142  = s3_1;
+    \$91  = neg2_1;
     if (en) begin
-      \$142  = \$92 ;
+      \$91  = \$49 ;
     end
     if (rst) begin
-      \$142  = 9'h000;
+      \$91  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$143  = sh3_1;
+    \$92  = sh2_1;
     if (en) begin
-      \$143  = sh2_1;
+      \$92  = \$50 ;
     end
     if (rst) begin
-      \$143  = 2'h0;
+      \$92  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$144  = s3_2;
+    \$93  = neg2_2;
     if (en) begin
-      \$144  = \$110 ;
+      \$93  = \$51 ;
     end
     if (rst) begin
-      \$144  = 13'h0000;
+      \$93  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$145  = sh3_2;
+    \$94  = sh2_2;
     if (en) begin
-      \$145  = sh2_2;
+      \$94  = \$52 [2:0];
     end
     if (rst) begin
-      \$145  = 3'h0;
+      \$94  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$146  = s3_3;
+    \$95  = neg2_3;
     if (en) begin
-      \$146  = \$120 ;
+      \$95  = \$53 ;
     end
     if (rst) begin
-      \$146  = 9'h000;
+      \$95  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$147  = sh3_3;
+    \$96  = sh2_3;
     if (en) begin
-      \$147  = sh2_3;
+      \$96  = \$54 ;
     end
     if (rst) begin
-      \$147  = 2'h0;
+      \$96  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$148  = l4_0;
+    \$97  = mag3_0;
     if (en) begin
-      \$148  = \$121 [25:0];
+      \$97  = \$60 [15:0];
     end
     if (rst) begin
-      \$148  = 26'h0000000;
+      \$97  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$149  = l4_1;
+    \$98  = neg3_0;
     if (en) begin
-      \$149  = \$122 [9:0];
+      \$98  = neg2_0;
     end
     if (rst) begin
-      \$149  = 10'h000;
+      \$98  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$150  = l4_2;
+    \$99  = sh3_0;
     if (en) begin
-      \$150  = \$123 [17:0];
+      \$99  = sh2_0;
     end
     if (rst) begin
-      \$150  = 18'h00000;
+      \$99  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$151  = l4_3;
+    \$100  = mag3_1;
     if (en) begin
-      \$151  = \$124 [9:0];
+      \$100  = \$64 ;
     end
     if (rst) begin
-      \$151  = 10'h000;
+      \$100  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$152  = sum;
+    \$101  = neg3_1;
     if (en) begin
-      \$152  = \$127 [25:0];
+      \$101  = neg2_1;
     end
     if (rst) begin
-      \$152  = 26'h0000000;
+      \$101  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$102  = sh3_1;
+    if (en) begin
+      \$102  = sh2_1;
+    end
+    if (rst) begin
+      \$102  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$103  = mag3_2;
+    if (en) begin
+      \$103  = \$70 [11:0];
+    end
+    if (rst) begin
+      \$103  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$104  = neg3_2;
+    if (en) begin
+      \$104  = neg2_2;
+    end
+    if (rst) begin
+      \$104  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$105  = sh3_2;
+    if (en) begin
+      \$105  = sh2_2;
+    end
+    if (rst) begin
+      \$105  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$106  = mag3_3;
+    if (en) begin
+      \$106  = \$74 ;
+    end
+    if (rst) begin
+      \$106  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$107  = neg3_3;
+    if (en) begin
+      \$107  = neg2_3;
+    end
+    if (rst) begin
+      \$107  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$108  = sh3_3;
+    if (en) begin
+      \$108  = sh2_3;
+    end
+    if (rst) begin
+      \$108  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$109  = l4_0;
+    if (en) begin
+      \$109  = \$76 ;
+    end
+    if (rst) begin
+      \$109  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$110  = neg4_0;
+    if (en) begin
+      \$110  = neg3_0;
+    end
+    if (rst) begin
+      \$110  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$111  = l4_1;
+    if (en) begin
+      \$111  = \$78 ;
+    end
+    if (rst) begin
+      \$111  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$112  = neg4_1;
+    if (en) begin
+      \$112  = neg3_1;
+    end
+    if (rst) begin
+      \$112  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$113  = l4_2;
+    if (en) begin
+      \$113  = \$80 ;
+    end
+    if (rst) begin
+      \$113  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$114  = neg4_2;
+    if (en) begin
+      \$114  = neg3_2;
+    end
+    if (rst) begin
+      \$114  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$115  = l4_3;
+    if (en) begin
+      \$115  = \$82 ;
+    end
+    if (rst) begin
+      \$115  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$116  = neg4_3;
+    if (en) begin
+      \$116  = neg3_3;
+    end
+    if (rst) begin
+      \$116  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$117  = sum;
+    if (en) begin
+      \$117  = \$84 [25:0];
+    end
+    if (rst) begin
+      \$117  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$118  = cin;
+    if (en) begin
+      \$118  = neg4_3;
+    end
+    if (rst) begin
+      \$118  = 1'h0;
     end
   end
   assign \b.x0  = b[3:0];
@@ -19775,185 +17259,141 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, clk);
   assign \$3  = { a[3:0], 1'h0 };
   assign \$6  = { 1'h0, a[3:0], 2'h0 };
   assign \$8  = { a[3:0], 3'h0 };
-  assign \$12  = { 1'h0, a[7:4] };
-  assign \$14  = { a[7:4], 1'h0 };
-  assign \$17  = { 1'h0, a[7:4], 2'h0 };
-  assign \$19  = { a[7:4], 3'h0 };
-  assign \$23  = { 1'h0, a[11:8] };
-  assign \$25  = { a[11:8], 1'h0 };
-  assign \$28  = { 1'h0, a[11:8], 2'h0 };
-  assign \$30  = { a[11:8], 3'h0 };
-  assign \$34  = { 1'h0, a[15:12] };
-  assign \$36  = { a[15:12], 1'h0 };
-  assign \$39  = { 1'h0, a[15:12], 2'h0 };
-  assign \$41  = { a[15:12], 3'h0 };
-  assign \$57  = { 3'h0, m1, 4'h0 };
-  assign \$59  = { 3'h0, m3, 4'h0 };
-  assign \$61  = { 3'h0, \$60 , 4'h0 };
-  assign \$63  = { 3'h0, m1, 4'h0 };
-  assign \$72  = { 3'h0, m1, 4'h0 };
-  assign \$74  = { 3'h0, m3, 4'h0 };
-  assign \$76  = { 3'h0, \$75 , 4'h0 };
-  assign \$78  = { 3'h0, m1, 4'h0 };
-  assign \$97  = { 3'h0, m3, 4'h0 };
-  assign \$106  = { 3'h0, m3, 4'h0 };
+  assign \$11  = { 1'h0, a[7:4] };
+  assign \$13  = { a[7:4], 1'h0 };
+  assign \$16  = { 1'h0, a[7:4], 2'h0 };
+  assign \$18  = { a[7:4], 3'h0 };
+  assign \$21  = { 1'h0, a[11:8] };
+  assign \$23  = { a[11:8], 1'h0 };
+  assign \$26  = { 1'h0, a[11:8], 2'h0 };
+  assign \$28  = { a[11:8], 3'h0 };
+  assign \$31  = { 1'h0, a[15:12] };
+  assign \$33  = { a[15:12], 1'h0 };
+  assign \$36  = { 1'h0, a[15:12], 2'h0 };
+  assign \$38  = { a[15:12], 3'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, clk);
+module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire [4:0] \$1 ;
   wire [7:0] \$10 ;
-  wire [15:0] \$100 ;
-  wire [12:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire [14:0] \$106 ;
-  wire [15:0] \$107 ;
-  wire [15:0] \$108 ;
-  wire [15:0] \$109 ;
-  wire [8:0] \$11 ;
-  wire [12:0] \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire [7:0] \$114 ;
-  wire [8:0] \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire [7:0] \$119 ;
+  reg [7:0] \$100 ;
+  reg \$101 ;
+  reg [1:0] \$102 ;
+  reg [11:0] \$103 ;
+  reg \$104 ;
+  reg [2:0] \$105 ;
+  reg [7:0] \$106 ;
+  reg \$107 ;
+  reg [1:0] \$108 ;
+  reg [25:0] \$109 ;
+  wire [4:0] \$11 ;
+  reg \$110 ;
+  reg [9:0] \$111 ;
+  reg \$112 ;
+  reg [17:0] \$113 ;
+  reg \$114 ;
+  reg [9:0] \$115 ;
+  reg \$116 ;
+  reg [25:0] \$117 ;
+  reg \$118 ;
   wire [4:0] \$12 ;
-  wire [8:0] \$120 ;
-  wire [31:0] \$121 ;
-  wire [11:0] \$122 ;
-  wire [19:0] \$123 ;
-  wire [11:0] \$124 ;
-  wire [26:0] \$125 ;
-  wire [18:0] \$126 ;
-  wire [27:0] \$127 ;
-  reg [7:0] \$128 ;
-  reg [7:0] \$129 ;
   wire [4:0] \$13 ;
-  reg [7:0] \$130 ;
-  reg [7:0] \$131 ;
-  reg \$132 ;
-  reg [3:0] \$133 ;
-  reg \$134 ;
-  reg [1:0] \$135 ;
-  reg \$136 ;
-  reg [2:0] \$137 ;
-  reg \$138 ;
-  reg [1:0] \$139 ;
   wire [4:0] \$14 ;
-  reg [16:0] \$140 ;
-  reg [3:0] \$141 ;
-  reg [8:0] \$142 ;
-  reg [1:0] \$143 ;
-  reg [12:0] \$144 ;
-  reg [2:0] \$145 ;
-  reg [8:0] \$146 ;
-  reg [1:0] \$147 ;
-  reg [25:0] \$148 ;
-  reg [9:0] \$149 ;
-  wire [4:0] \$15 ;
-  reg [17:0] \$150 ;
-  reg [9:0] \$151 ;
-  reg [25:0] \$152 ;
-  wire [5:0] \$16 ;
+  wire [5:0] \$15 ;
+  wire [6:0] \$16 ;
   wire [6:0] \$17 ;
   wire [6:0] \$18 ;
   wire [6:0] \$19 ;
   wire [4:0] \$2 ;
-  wire [6:0] \$20 ;
-  wire [7:0] \$21 ;
-  wire [8:0] \$22 ;
+  wire [7:0] \$20 ;
+  wire [4:0] \$21 ;
+  wire [4:0] \$22 ;
   wire [4:0] \$23 ;
   wire [4:0] \$24 ;
-  wire [4:0] \$25 ;
-  wire [4:0] \$26 ;
-  wire [5:0] \$27 ;
+  wire [5:0] \$25 ;
+  wire [6:0] \$26 ;
+  wire [6:0] \$27 ;
   wire [6:0] \$28 ;
   wire [6:0] \$29 ;
   wire [4:0] \$3 ;
-  wire [6:0] \$30 ;
-  wire [6:0] \$31 ;
-  wire [7:0] \$32 ;
-  wire [8:0] \$33 ;
+  wire [7:0] \$30 ;
+  wire [4:0] \$31 ;
+  wire [4:0] \$32 ;
+  wire [4:0] \$33 ;
   wire [4:0] \$34 ;
-  wire [4:0] \$35 ;
-  wire [4:0] \$36 ;
-  wire [4:0] \$37 ;
-  wire [5:0] \$38 ;
+  wire [5:0] \$35 ;
+  wire [6:0] \$36 ;
+  wire [6:0] \$37 ;
+  wire [6:0] \$38 ;
   wire [6:0] \$39 ;
   wire [4:0] \$4 ;
-  wire [6:0] \$40 ;
-  wire [6:0] \$41 ;
-  wire [6:0] \$42 ;
-  wire [7:0] \$43 ;
+  wire [7:0] \$40 ;
+  wire [26:0] \$41 ;
+  wire [18:0] \$42 ;
+  wire [8:0] \$43 ;
   wire [8:0] \$44 ;
-  wire \$45 ;
-  wire [3:0] \$46 ;
+  wire [8:0] \$45 ;
+  wire [8:0] \$46 ;
   wire \$47 ;
-  wire [1:0] \$48 ;
+  wire [3:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
-  wire [3:0] \$50 ;
+  wire [1:0] \$50 ;
   wire \$51 ;
-  wire [1:0] \$52 ;
+  wire [3:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
+  wire [1:0] \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire [14:0] \$57 ;
-  wire [15:0] \$58 ;
-  wire [14:0] \$59 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire [17:0] \$59 ;
   wire [6:0] \$6 ;
-  wire [15:0] \$60 ;
-  wire [22:0] \$61 ;
-  wire [23:0] \$62 ;
-  wire [14:0] \$63 ;
-  wire [15:0] \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [16:0] \$67 ;
+  wire [17:0] \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [7:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [12:0] \$69 ;
   wire [6:0] \$7 ;
-  wire \$70 ;
+  wire [12:0] \$70 ;
   wire \$71 ;
-  wire [14:0] \$72 ;
-  wire [15:0] \$73 ;
-  wire [14:0] \$74 ;
-  wire [15:0] \$75 ;
-  wire [22:0] \$76 ;
-  wire [23:0] \$77 ;
-  wire [14:0] \$78 ;
-  wire [15:0] \$79 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire [7:0] \$74 ;
+  wire [30:0] \$75 ;
+  wire [25:0] \$76 ;
+  wire [10:0] \$77 ;
+  wire [9:0] \$78 ;
+  wire [18:0] \$79 ;
   wire [6:0] \$8 ;
-  wire [23:0] \$80 ;
-  wire [23:0] \$81 ;
-  wire [16:0] \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [7:0] \$86 ;
-  wire [8:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [17:0] \$80 ;
+  wire [10:0] \$81 ;
+  wire [9:0] \$82 ;
+  wire [28:0] \$83 ;
+  wire [29:0] \$84 ;
+  reg [7:0] \$85 ;
+  reg [7:0] \$86 ;
+  reg [7:0] \$87 ;
+  reg [7:0] \$88 ;
+  reg \$89 ;
   wire [6:0] \$9 ;
-  wire \$90 ;
-  wire [7:0] \$91 ;
-  wire [8:0] \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [14:0] \$97 ;
-  wire [15:0] \$98 ;
-  wire [15:0] \$99 ;
+  reg [3:0] \$90 ;
+  reg \$91 ;
+  reg [1:0] \$92 ;
+  reg \$93 ;
+  reg [2:0] \$94 ;
+  reg \$95 ;
+  reg [1:0] \$96 ;
+  reg [15:0] \$97 ;
+  reg \$98 ;
+  reg [3:0] \$99 ;
   input [27:0] a;
   wire [27:0] a;
   wire \a.neg0 ;
@@ -19982,10 +17422,14 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, clk);
   wire [3:0] \b.x1 ;
   wire [3:0] \b.x2 ;
   wire [3:0] \b.x3 ;
+  output cin;
+  reg cin = 1'h0;
   input clk;
   wire clk;
   input en;
   wire en;
+  (* keep = 32'd1 *)
+  wire [13:0] full_hi;
   reg [25:0] l4_0 = 26'h0000000;
   reg [9:0] l4_1 = 10'h000;
   reg [17:0] l4_2 = 18'h00000;
@@ -19994,20 +17438,48 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, clk);
   reg [7:0] m1 = 8'h00;
   reg [7:0] m2 = 8'h00;
   reg [7:0] m3 = 8'h00;
+  reg [15:0] mag3_0 = 16'h0000;
+  reg [7:0] mag3_1 = 8'h00;
+  reg [11:0] mag3_2 = 12'h000;
+  reg [7:0] mag3_3 = 8'h00;
   input [1:0] mode;
   wire [1:0] mode;
   wire \mode.a8 ;
   wire \mode.b8 ;
+  (* keep = 32'd1 *)
+  reg [7:0] mul0_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul0_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul1_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul1_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul2_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul2_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul3_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul3_lo;
   reg neg2_0 = 1'h0;
   reg neg2_1 = 1'h0;
   reg neg2_2 = 1'h0;
   reg neg2_3 = 1'h0;
+  reg neg3_0 = 1'h0;
+  reg neg3_1 = 1'h0;
+  reg neg3_2 = 1'h0;
+  reg neg3_3 = 1'h0;
+  reg neg4_0 = 1'h0;
+  reg neg4_1 = 1'h0;
+  reg neg4_2 = 1'h0;
+  reg neg4_3 = 1'h0;
+  (* keep = 32'd1 *)
+  wire [8:0] pair0_hi;
+  (* keep = 32'd1 *)
+  wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [16:0] s3_0 = 17'h00000;
-  reg [8:0] s3_1 = 9'h000;
-  reg [12:0] s3_2 = 13'h0000;
-  reg [8:0] s3_3 = 9'h000;
   reg [3:0] sh2_0 = 4'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
@@ -20018,405 +17490,545 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, clk);
   reg [1:0] sh3_3 = 2'h0;
   output [25:0] sum;
   reg [25:0] sum = 26'h0000000;
+  (* keep = 32'd1 *)
+  wire [27:0] sum0_0;
+  (* keep = 32'd1 *)
+  wire [19:0] sum0_2;
   assign \$2  = b[0] ? \$1  : 5'h00;
   assign \$4  = b[1] ? \$3  : 5'h00;
   assign \$5  = \$2  + \$4 ;
   assign \$7  = b[2] ? \$6  : 7'h00;
   assign \$9  = b[3] ? \$8  : 7'h00;
   assign \$10  = \$7  + \$9 ;
-  assign \$11  = \$5  + \$10 ;
-  assign \$13  = b[4] ? \$12  : 5'h00;
-  assign \$15  = b[5] ? \$14  : 5'h00;
-  assign \$16  = \$13  + \$15 ;
-  assign \$18  = b[6] ? \$17  : 7'h00;
-  assign \$20  = b[7] ? \$19  : 7'h00;
-  assign \$21  = \$18  + \$20 ;
-  assign \$22  = \$16  + \$21 ;
-  assign \$24  = b[8] ? \$23  : 5'h00;
-  assign \$26  = b[9] ? \$25  : 5'h00;
-  assign \$27  = \$24  + \$26 ;
-  assign \$29  = b[10] ? \$28  : 7'h00;
-  assign \$31  = b[11] ? \$30  : 7'h00;
-  assign \$32  = \$29  + \$31 ;
-  assign \$33  = \$27  + \$32 ;
-  assign \$35  = b[12] ? \$34  : 5'h00;
-  assign \$37  = b[13] ? \$36  : 5'h00;
-  assign \$38  = \$35  + \$37 ;
-  assign \$40  = b[14] ? \$39  : 7'h00;
-  assign \$42  = b[15] ? \$41  : 7'h00;
-  assign \$43  = \$40  + \$42 ;
-  assign \$44  = \$38  + \$43 ;
-  assign \$45  = a[16] ^ b[16];
-  assign \$46  = a[19:17] + b[19:17];
-  assign \$47  = a[20] ^ b[20];
-  assign \$48  = a[21] + b[21];
-  assign \$49  = a[22] ^ b[22];
-  assign \$50  = a[25:23] + b[25:23];
-  assign \$51  = a[26] ^ b[26];
-  assign \$52  = a[27] + b[27];
-  assign \$53  = ~ mode[0];
-  assign \$54  = ~ mode[1];
-  assign \$55  = \$53  & \$54 ;
-  assign \$56  = mode[0] & mode[1];
-  assign \$58  = m0 + \$57 ;
-  assign \$60  = m2 + \$59 ;
-  assign \$62  = \$58  + \$61 ;
-  assign \$64  = m0 + \$63 ;
-  assign \$65  = \$56  ? \$62  : { 8'h00, \$64  };
-  assign \$66  = \$55  ? { 16'h0000, m0 } : \$65 ;
-  assign \$67  = - \$66 [15:0];
-  assign \$68  = ~ mode[0];
-  assign \$69  = ~ mode[1];
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = mode[0] & mode[1];
-  assign \$73  = m0 + \$72 ;
-  assign \$75  = m2 + \$74 ;
-  assign \$77  = \$73  + \$76 ;
-  assign \$79  = m0 + \$78 ;
-  assign \$80  = \$71  ? \$77  : { 8'h00, \$79  };
-  assign \$81  = \$70  ? { 16'h0000, m0 } : \$80 ;
-  assign \$82  = neg2_0 ? \$67  : { 1'h0, \$81 [15:0] };
-  assign \$83  = ~ mode[0];
-  assign \$84  = ~ mode[1];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = \$85  ? m1 : 8'h00;
-  assign \$87  = - \$86 ;
-  assign \$88  = ~ mode[0];
-  assign \$89  = ~ mode[1];
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = \$90  ? m1 : 8'h00;
-  assign \$92  = neg2_1 ? \$87  : { 1'h0, \$91  };
-  assign \$93  = ~ mode[0];
-  assign \$94  = ~ mode[1];
-  assign \$95  = \$93  & \$94 ;
-  assign \$96  = mode[0] & mode[1];
-  assign \$98  = m2 + \$97 ;
-  assign \$99  = \$96  ? 16'h0000 : \$98 ;
-  assign \$100  = \$95  ? { 8'h00, m2 } : \$99 ;
-  assign \$101  = - \$100 [11:0];
-  assign \$102  = ~ mode[0];
-  assign \$103  = ~ mode[1];
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = mode[0] & mode[1];
-  assign \$107  = m2 + \$106 ;
-  assign \$108  = \$105  ? 16'h0000 : \$107 ;
-  assign \$109  = \$104  ? { 8'h00, m2 } : \$108 ;
-  assign \$110  = neg2_2 ? \$101  : { 1'h0, \$109 [11:0] };
-  assign \$111  = ~ mode[0];
-  assign \$112  = ~ mode[1];
-  assign \$113  = \$111  & \$112 ;
-  assign \$114  = \$113  ? m3 : 8'h00;
-  assign \$115  = - \$114 ;
-  assign \$116  = ~ mode[0];
-  assign \$117  = ~ mode[1];
-  assign \$118  = \$116  & \$117 ;
-  assign \$119  = \$118  ? m3 : 8'h00;
-  assign \$120  = neg2_3 ? \$115  : { 1'h0, \$119  };
-  assign \$121  = $signed(s3_0) << sh3_0;
-  assign \$122  = $signed(s3_1) << sh3_1;
-  assign \$123  = $signed(s3_2) << sh3_2;
-  assign \$124  = $signed(s3_3) << sh3_3;
-  assign \$125  = $signed(l4_0) + $signed(l4_1);
-  assign \$126  = $signed(l4_2) + $signed(l4_3);
-  assign \$127  = $signed(\$125 ) + $signed(\$126 );
+  assign \$12  = b[4] ? \$11  : 5'h00;
+  assign \$14  = b[5] ? \$13  : 5'h00;
+  assign \$15  = \$12  + \$14 ;
+  assign \$17  = b[6] ? \$16  : 7'h00;
+  assign \$19  = b[7] ? \$18  : 7'h00;
+  assign \$20  = \$17  + \$19 ;
+  assign \$22  = b[8] ? \$21  : 5'h00;
+  assign \$24  = b[9] ? \$23  : 5'h00;
+  assign \$25  = \$22  + \$24 ;
+  assign \$27  = b[10] ? \$26  : 7'h00;
+  assign \$29  = b[11] ? \$28  : 7'h00;
+  assign \$30  = \$27  + \$29 ;
+  assign \$32  = b[12] ? \$31  : 5'h00;
+  assign \$34  = b[13] ? \$33  : 5'h00;
+  assign \$35  = \$32  + \$34 ;
+  assign \$37  = b[14] ? \$36  : 7'h00;
+  assign \$39  = b[15] ? \$38  : 7'h00;
+  assign \$40  = \$37  + \$39 ;
+  assign pair0_hi = m0[7:4] + m1;
+  assign pair1_hi = m2[7:4] + m3;
+  assign full_hi = pair0_hi + { pair1_hi, m2[3:0] };
+  assign \$41  = $signed(l4_0) + $signed(l4_1);
+  assign sum0_0 = $signed(\$41 ) + $signed({ 1'h0, neg4_0 });
+  assign \$42  = $signed(l4_2) + $signed(l4_3);
+  assign sum0_2 = $signed(\$42 ) + $signed({ 1'h0, neg4_2 });
+  assign \$43  = mul0_lo + mul0_hi;
+  assign \$44  = mul1_lo + mul1_hi;
+  assign \$45  = mul2_lo + mul2_hi;
+  assign \$46  = mul3_lo + mul3_hi;
+  assign \$47  = a[16] ^ b[16];
+  assign \$48  = a[19:17] + b[19:17];
+  assign \$49  = a[20] ^ b[20];
+  assign \$50  = a[21] + b[21];
+  assign \$51  = a[22] ^ b[22];
+  assign \$52  = a[25:23] + b[25:23];
+  assign \$53  = a[26] ^ b[26];
+  assign \$54  = a[27] + b[27];
+  assign \$55  = ~ mode[0];
+  assign \$56  = ~ mode[1];
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = mode[0] & mode[1];
+  assign \$59  = \$58  ? { full_hi, m0[3:0] } : { 5'h00, pair0_hi, m0[3:0] };
+  assign \$60  = \$57  ? { 10'h000, m0 } : \$59 ;
+  assign \$61  = ~ mode[0];
+  assign \$62  = ~ mode[1];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = \$63  ? m1 : 8'h00;
+  assign \$65  = ~ mode[0];
+  assign \$66  = ~ mode[1];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = mode[0] & mode[1];
+  assign \$69  = \$68  ? 13'h0000 : { pair1_hi, m2[3:0] };
+  assign \$70  = \$67  ? { 5'h00, m2 } : \$69 ;
+  assign \$71  = ~ mode[0];
+  assign \$72  = ~ mode[1];
+  assign \$73  = \$71  & \$72 ;
+  assign \$74  = \$73  ? m3 : 8'h00;
+  assign \$75  = mag3_0 << sh3_0;
+  assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
+  assign \$77  = mag3_1 << sh3_1;
+  assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
+  assign \$79  = mag3_2 << sh3_2;
+  assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
+  assign \$81  = mag3_3 << sh3_3;
+  assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
+  assign \$83  = $signed(sum0_0) + $signed(sum0_2);
+  assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
   always @(posedge clk)
-    m0 <= \$128 ;
+    m0 <= \$85 ;
   always @(posedge clk)
-    m1 <= \$129 ;
+    m1 <= \$86 ;
   always @(posedge clk)
-    m2 <= \$130 ;
+    m2 <= \$87 ;
   always @(posedge clk)
-    m3 <= \$131 ;
+    m3 <= \$88 ;
   always @(posedge clk)
-    neg2_0 <= \$132 ;
+    neg2_0 <= \$89 ;
   always @(posedge clk)
-    sh2_0 <= \$133 ;
+    sh2_0 <= \$90 ;
   always @(posedge clk)
-    neg2_1 <= \$134 ;
+    neg2_1 <= \$91 ;
   always @(posedge clk)
-    sh2_1 <= \$135 ;
+    sh2_1 <= \$92 ;
   always @(posedge clk)
-    neg2_2 <= \$136 ;
+    neg2_2 <= \$93 ;
   always @(posedge clk)
-    sh2_2 <= \$137 ;
+    sh2_2 <= \$94 ;
   always @(posedge clk)
-    neg2_3 <= \$138 ;
+    neg2_3 <= \$95 ;
   always @(posedge clk)
-    sh2_3 <= \$139 ;
+    sh2_3 <= \$96 ;
   always @(posedge clk)
-    s3_0 <= \$140 ;
+    mag3_0 <= \$97 ;
   always @(posedge clk)
-    sh3_0 <= \$141 ;
+    neg3_0 <= \$98 ;
   always @(posedge clk)
-    s3_1 <= \$142 ;
+    sh3_0 <= \$99 ;
   always @(posedge clk)
-    sh3_1 <= \$143 ;
+    mag3_1 <= \$100 ;
   always @(posedge clk)
-    s3_2 <= \$144 ;
+    neg3_1 <= \$101 ;
   always @(posedge clk)
-    sh3_2 <= \$145 ;
+    sh3_1 <= \$102 ;
   always @(posedge clk)
-    s3_3 <= \$146 ;
+    mag3_2 <= \$103 ;
   always @(posedge clk)
-    sh3_3 <= \$147 ;
+    neg3_2 <= \$104 ;
   always @(posedge clk)
-    l4_0 <= \$148 ;
+    sh3_2 <= \$105 ;
   always @(posedge clk)
-    l4_1 <= \$149 ;
+    mag3_3 <= \$106 ;
   always @(posedge clk)
-    l4_2 <= \$150 ;
+    neg3_3 <= \$107 ;
   always @(posedge clk)
-    l4_3 <= \$151 ;
+    sh3_3 <= \$108 ;
   always @(posedge clk)
-    sum <= \$152 ;
+    l4_0 <= \$109 ;
+  always @(posedge clk)
+    neg4_0 <= \$110 ;
+  always @(posedge clk)
+    l4_1 <= \$111 ;
+  always @(posedge clk)
+    neg4_1 <= \$112 ;
+  always @(posedge clk)
+    l4_2 <= \$113 ;
+  always @(posedge clk)
+    neg4_2 <= \$114 ;
+  always @(posedge clk)
+    l4_3 <= \$115 ;
+  always @(posedge clk)
+    neg4_3 <= \$116 ;
+  always @(posedge clk)
+    sum <= \$117 ;
+  always @(posedge clk)
+    cin <= \$118 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$128  = m0;
+    mul0_lo = 6'h00;
     if (en) begin
-      \$128  = \$11 [7:0];
-    end
-    if (rst) begin
-      \$128  = 8'h00;
+      mul0_lo = \$5 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$129  = m1;
+    mul0_hi = 8'h00;
     if (en) begin
-      \$129  = \$22 [7:0];
-    end
-    if (rst) begin
-      \$129  = 8'h00;
+      mul0_hi = \$10 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$130  = m2;
+    mul1_lo = 6'h00;
     if (en) begin
-      \$130  = \$33 [7:0];
-    end
-    if (rst) begin
-      \$130  = 8'h00;
+      mul1_lo = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$131  = m3;
+    mul1_hi = 8'h00;
     if (en) begin
-      \$131  = \$44 [7:0];
-    end
-    if (rst) begin
-      \$131  = 8'h00;
+      mul1_hi = \$20 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$132  = neg2_0;
+    mul2_lo = 6'h00;
     if (en) begin
-      \$132  = \$45 ;
-    end
-    if (rst) begin
-      \$132  = 1'h0;
+      mul2_lo = \$25 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$133  = sh2_0;
+    mul2_hi = 8'h00;
     if (en) begin
-      \$133  = \$46 ;
-    end
-    if (rst) begin
-      \$133  = 4'h0;
+      mul2_hi = \$30 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$134  = neg2_1;
+    mul3_lo = 6'h00;
     if (en) begin
-      \$134  = \$47 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
+      mul3_lo = \$35 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$135  = sh2_1;
+    mul3_hi = 8'h00;
     if (en) begin
-      \$135  = \$48 ;
-    end
-    if (rst) begin
-      \$135  = 2'h0;
+      mul3_hi = \$40 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$136  = neg2_2;
+    \$85  = m0;
     if (en) begin
-      \$136  = \$49 ;
+      \$85  = \$43 [7:0];
     end
     if (rst) begin
-      \$136  = 1'h0;
+      \$85  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$137  = sh2_2;
+    \$86  = m1;
     if (en) begin
-      \$137  = \$50 [2:0];
+      \$86  = \$44 [7:0];
     end
     if (rst) begin
-      \$137  = 3'h0;
+      \$86  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$138  = neg2_3;
+    \$87  = m2;
     if (en) begin
-      \$138  = \$51 ;
+      \$87  = \$45 [7:0];
     end
     if (rst) begin
-      \$138  = 1'h0;
+      \$87  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$139  = sh2_3;
+    \$88  = m3;
     if (en) begin
-      \$139  = \$52 ;
+      \$88  = \$46 [7:0];
     end
     if (rst) begin
-      \$139  = 2'h0;
+      \$88  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$140  = s3_0;
+    \$89  = neg2_0;
     if (en) begin
-      \$140  = \$82 ;
+      \$89  = \$47 ;
     end
     if (rst) begin
-      \$140  = 17'h00000;
+      \$89  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$141  = sh3_0;
+    \$90  = sh2_0;
     if (en) begin
-      \$141  = sh2_0;
+      \$90  = \$48 ;
     end
     if (rst) begin
-      \$141  = 4'h0;
+      \$90  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$142  = s3_1;
+    \$91  = neg2_1;
     if (en) begin
-      \$142  = \$92 ;
+      \$91  = \$49 ;
     end
     if (rst) begin
-      \$142  = 9'h000;
+      \$91  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$143  = sh3_1;
+    \$92  = sh2_1;
     if (en) begin
-      \$143  = sh2_1;
+      \$92  = \$50 ;
     end
     if (rst) begin
-      \$143  = 2'h0;
+      \$92  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$144  = s3_2;
+    \$93  = neg2_2;
     if (en) begin
-      \$144  = \$110 ;
+      \$93  = \$51 ;
     end
     if (rst) begin
-      \$144  = 13'h0000;
+      \$93  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$145  = sh3_2;
+    \$94  = sh2_2;
     if (en) begin
-      \$145  = sh2_2;
+      \$94  = \$52 [2:0];
     end
     if (rst) begin
-      \$145  = 3'h0;
+      \$94  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$146  = s3_3;
+    \$95  = neg2_3;
     if (en) begin
-      \$146  = \$120 ;
+      \$95  = \$53 ;
     end
     if (rst) begin
-      \$146  = 9'h000;
+      \$95  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$147  = sh3_3;
+    \$96  = sh2_3;
     if (en) begin
-      \$147  = sh2_3;
+      \$96  = \$54 ;
     end
     if (rst) begin
-      \$147  = 2'h0;
+      \$96  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$148  = l4_0;
+    \$97  = mag3_0;
     if (en) begin
-      \$148  = \$121 [25:0];
+      \$97  = \$60 [15:0];
     end
     if (rst) begin
-      \$148  = 26'h0000000;
+      \$97  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$149  = l4_1;
+    \$98  = neg3_0;
     if (en) begin
-      \$149  = \$122 [9:0];
+      \$98  = neg2_0;
     end
     if (rst) begin
-      \$149  = 10'h000;
+      \$98  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$150  = l4_2;
+    \$99  = sh3_0;
     if (en) begin
-      \$150  = \$123 [17:0];
+      \$99  = sh2_0;
     end
     if (rst) begin
-      \$150  = 18'h00000;
+      \$99  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$151  = l4_3;
+    \$100  = mag3_1;
     if (en) begin
-      \$151  = \$124 [9:0];
+      \$100  = \$64 ;
     end
     if (rst) begin
-      \$151  = 10'h000;
+      \$100  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$152  = sum;
+    \$101  = neg3_1;
     if (en) begin
-      \$152  = \$127 [25:0];
+      \$101  = neg2_1;
     end
     if (rst) begin
-      \$152  = 26'h0000000;
+      \$101  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$102  = sh3_1;
+    if (en) begin
+      \$102  = sh2_1;
+    end
+    if (rst) begin
+      \$102  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$103  = mag3_2;
+    if (en) begin
+      \$103  = \$70 [11:0];
+    end
+    if (rst) begin
+      \$103  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$104  = neg3_2;
+    if (en) begin
+      \$104  = neg2_2;
+    end
+    if (rst) begin
+      \$104  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$105  = sh3_2;
+    if (en) begin
+      \$105  = sh2_2;
+    end
+    if (rst) begin
+      \$105  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$106  = mag3_3;
+    if (en) begin
+      \$106  = \$74 ;
+    end
+    if (rst) begin
+      \$106  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$107  = neg3_3;
+    if (en) begin
+      \$107  = neg2_3;
+    end
+    if (rst) begin
+      \$107  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$108  = sh3_3;
+    if (en) begin
+      \$108  = sh2_3;
+    end
+    if (rst) begin
+      \$108  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$109  = l4_0;
+    if (en) begin
+      \$109  = \$76 ;
+    end
+    if (rst) begin
+      \$109  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$110  = neg4_0;
+    if (en) begin
+      \$110  = neg3_0;
+    end
+    if (rst) begin
+      \$110  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$111  = l4_1;
+    if (en) begin
+      \$111  = \$78 ;
+    end
+    if (rst) begin
+      \$111  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$112  = neg4_1;
+    if (en) begin
+      \$112  = neg3_1;
+    end
+    if (rst) begin
+      \$112  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$113  = l4_2;
+    if (en) begin
+      \$113  = \$80 ;
+    end
+    if (rst) begin
+      \$113  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$114  = neg4_2;
+    if (en) begin
+      \$114  = neg3_2;
+    end
+    if (rst) begin
+      \$114  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$115  = l4_3;
+    if (en) begin
+      \$115  = \$82 ;
+    end
+    if (rst) begin
+      \$115  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$116  = neg4_3;
+    if (en) begin
+      \$116  = neg3_3;
+    end
+    if (rst) begin
+      \$116  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$117  = sum;
+    if (en) begin
+      \$117  = \$84 [25:0];
+    end
+    if (rst) begin
+      \$117  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$118  = cin;
+    if (en) begin
+      \$118  = neg4_3;
+    end
+    if (rst) begin
+      \$118  = 1'h0;
     end
   end
   assign \b.x0  = b[3:0];
@@ -20449,185 +18061,141 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, clk);
   assign \$3  = { a[3:0], 1'h0 };
   assign \$6  = { 1'h0, a[3:0], 2'h0 };
   assign \$8  = { a[3:0], 3'h0 };
-  assign \$12  = { 1'h0, a[7:4] };
-  assign \$14  = { a[7:4], 1'h0 };
-  assign \$17  = { 1'h0, a[7:4], 2'h0 };
-  assign \$19  = { a[7:4], 3'h0 };
-  assign \$23  = { 1'h0, a[11:8] };
-  assign \$25  = { a[11:8], 1'h0 };
-  assign \$28  = { 1'h0, a[11:8], 2'h0 };
-  assign \$30  = { a[11:8], 3'h0 };
-  assign \$34  = { 1'h0, a[15:12] };
-  assign \$36  = { a[15:12], 1'h0 };
-  assign \$39  = { 1'h0, a[15:12], 2'h0 };
-  assign \$41  = { a[15:12], 3'h0 };
-  assign \$57  = { 3'h0, m1, 4'h0 };
-  assign \$59  = { 3'h0, m3, 4'h0 };
-  assign \$61  = { 3'h0, \$60 , 4'h0 };
-  assign \$63  = { 3'h0, m1, 4'h0 };
-  assign \$72  = { 3'h0, m1, 4'h0 };
-  assign \$74  = { 3'h0, m3, 4'h0 };
-  assign \$76  = { 3'h0, \$75 , 4'h0 };
-  assign \$78  = { 3'h0, m1, 4'h0 };
-  assign \$97  = { 3'h0, m3, 4'h0 };
-  assign \$106  = { 3'h0, m3, 4'h0 };
+  assign \$11  = { 1'h0, a[7:4] };
+  assign \$13  = { a[7:4], 1'h0 };
+  assign \$16  = { 1'h0, a[7:4], 2'h0 };
+  assign \$18  = { a[7:4], 3'h0 };
+  assign \$21  = { 1'h0, a[11:8] };
+  assign \$23  = { a[11:8], 1'h0 };
+  assign \$26  = { 1'h0, a[11:8], 2'h0 };
+  assign \$28  = { a[11:8], 3'h0 };
+  assign \$31  = { 1'h0, a[15:12] };
+  assign \$33  = { a[15:12], 1'h0 };
+  assign \$36  = { 1'h0, a[15:12], 2'h0 };
+  assign \$38  = { a[15:12], 3'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid.pe_3_0 (rst, en, \port$4123$84 , mode, sum, clk);
+module \top.grid.pe_3_0 (rst, en, \port$2915$84 , mode, sum, cin, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire [4:0] \$1 ;
   wire [7:0] \$10 ;
-  wire [15:0] \$100 ;
-  wire [12:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire [14:0] \$106 ;
-  wire [15:0] \$107 ;
-  wire [15:0] \$108 ;
-  wire [15:0] \$109 ;
-  wire [8:0] \$11 ;
-  wire [12:0] \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire [7:0] \$114 ;
-  wire [8:0] \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire [7:0] \$119 ;
+  reg [7:0] \$100 ;
+  reg \$101 ;
+  reg [1:0] \$102 ;
+  reg [11:0] \$103 ;
+  reg \$104 ;
+  reg [2:0] \$105 ;
+  reg [7:0] \$106 ;
+  reg \$107 ;
+  reg [1:0] \$108 ;
+  reg [25:0] \$109 ;
+  wire [4:0] \$11 ;
+  reg \$110 ;
+  reg [9:0] \$111 ;
+  reg \$112 ;
+  reg [17:0] \$113 ;
+  reg \$114 ;
+  reg [9:0] \$115 ;
+  reg \$116 ;
+  reg [25:0] \$117 ;
+  reg \$118 ;
   wire [4:0] \$12 ;
-  wire [8:0] \$120 ;
-  wire [31:0] \$121 ;
-  wire [11:0] \$122 ;
-  wire [19:0] \$123 ;
-  wire [11:0] \$124 ;
-  wire [26:0] \$125 ;
-  wire [18:0] \$126 ;
-  wire [27:0] \$127 ;
-  reg [7:0] \$128 ;
-  reg [7:0] \$129 ;
   wire [4:0] \$13 ;
-  reg [7:0] \$130 ;
-  reg [7:0] \$131 ;
-  reg \$132 ;
-  reg [3:0] \$133 ;
-  reg \$134 ;
-  reg [1:0] \$135 ;
-  reg \$136 ;
-  reg [2:0] \$137 ;
-  reg \$138 ;
-  reg [1:0] \$139 ;
   wire [4:0] \$14 ;
-  reg [16:0] \$140 ;
-  reg [3:0] \$141 ;
-  reg [8:0] \$142 ;
-  reg [1:0] \$143 ;
-  reg [12:0] \$144 ;
-  reg [2:0] \$145 ;
-  reg [8:0] \$146 ;
-  reg [1:0] \$147 ;
-  reg [25:0] \$148 ;
-  reg [9:0] \$149 ;
-  wire [4:0] \$15 ;
-  reg [17:0] \$150 ;
-  reg [9:0] \$151 ;
-  reg [25:0] \$152 ;
-  wire [5:0] \$16 ;
+  wire [5:0] \$15 ;
+  wire [6:0] \$16 ;
   wire [6:0] \$17 ;
   wire [6:0] \$18 ;
   wire [6:0] \$19 ;
   wire [4:0] \$2 ;
-  wire [6:0] \$20 ;
-  wire [7:0] \$21 ;
-  wire [8:0] \$22 ;
+  wire [7:0] \$20 ;
+  wire [4:0] \$21 ;
+  wire [4:0] \$22 ;
   wire [4:0] \$23 ;
   wire [4:0] \$24 ;
-  wire [4:0] \$25 ;
-  wire [4:0] \$26 ;
-  wire [5:0] \$27 ;
+  wire [5:0] \$25 ;
+  wire [6:0] \$26 ;
+  wire [6:0] \$27 ;
   wire [6:0] \$28 ;
   wire [6:0] \$29 ;
   wire [4:0] \$3 ;
-  wire [6:0] \$30 ;
-  wire [6:0] \$31 ;
-  wire [7:0] \$32 ;
-  wire [8:0] \$33 ;
+  wire [7:0] \$30 ;
+  wire [4:0] \$31 ;
+  wire [4:0] \$32 ;
+  wire [4:0] \$33 ;
   wire [4:0] \$34 ;
-  wire [4:0] \$35 ;
-  wire [4:0] \$36 ;
-  wire [4:0] \$37 ;
-  wire [5:0] \$38 ;
+  wire [5:0] \$35 ;
+  wire [6:0] \$36 ;
+  wire [6:0] \$37 ;
+  wire [6:0] \$38 ;
   wire [6:0] \$39 ;
   wire [4:0] \$4 ;
-  wire [6:0] \$40 ;
-  wire [6:0] \$41 ;
-  wire [6:0] \$42 ;
-  wire [7:0] \$43 ;
+  wire [7:0] \$40 ;
+  wire [26:0] \$41 ;
+  wire [18:0] \$42 ;
+  wire [8:0] \$43 ;
   wire [8:0] \$44 ;
-  wire \$45 ;
-  wire [3:0] \$46 ;
+  wire [8:0] \$45 ;
+  wire [8:0] \$46 ;
   wire \$47 ;
-  wire [1:0] \$48 ;
+  wire [3:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
-  wire [3:0] \$50 ;
+  wire [1:0] \$50 ;
   wire \$51 ;
-  wire [1:0] \$52 ;
+  wire [3:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
+  wire [1:0] \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire [14:0] \$57 ;
-  wire [15:0] \$58 ;
-  wire [14:0] \$59 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire [17:0] \$59 ;
   wire [6:0] \$6 ;
-  wire [15:0] \$60 ;
-  wire [22:0] \$61 ;
-  wire [23:0] \$62 ;
-  wire [14:0] \$63 ;
-  wire [15:0] \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [16:0] \$67 ;
+  wire [17:0] \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [7:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [12:0] \$69 ;
   wire [6:0] \$7 ;
-  wire \$70 ;
+  wire [12:0] \$70 ;
   wire \$71 ;
-  wire [14:0] \$72 ;
-  wire [15:0] \$73 ;
-  wire [14:0] \$74 ;
-  wire [15:0] \$75 ;
-  wire [22:0] \$76 ;
-  wire [23:0] \$77 ;
-  wire [14:0] \$78 ;
-  wire [15:0] \$79 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire [7:0] \$74 ;
+  wire [30:0] \$75 ;
+  wire [25:0] \$76 ;
+  wire [10:0] \$77 ;
+  wire [9:0] \$78 ;
+  wire [18:0] \$79 ;
   wire [6:0] \$8 ;
-  wire [23:0] \$80 ;
-  wire [23:0] \$81 ;
-  wire [16:0] \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [7:0] \$86 ;
-  wire [8:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [17:0] \$80 ;
+  wire [10:0] \$81 ;
+  wire [9:0] \$82 ;
+  wire [28:0] \$83 ;
+  wire [29:0] \$84 ;
+  reg [7:0] \$85 ;
+  reg [7:0] \$86 ;
+  reg [7:0] \$87 ;
+  reg [7:0] \$88 ;
+  reg \$89 ;
   wire [6:0] \$9 ;
-  wire \$90 ;
-  wire [7:0] \$91 ;
-  wire [8:0] \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [14:0] \$97 ;
-  wire [15:0] \$98 ;
-  wire [15:0] \$99 ;
+  reg [3:0] \$90 ;
+  reg \$91 ;
+  reg [1:0] \$92 ;
+  reg \$93 ;
+  reg [2:0] \$94 ;
+  reg \$95 ;
+  reg [1:0] \$96 ;
+  reg [15:0] \$97 ;
+  reg \$98 ;
+  reg [3:0] \$99 ;
   wire [27:0] a;
   wire \a.neg0 ;
   wire \a.neg1 ;
@@ -20654,10 +18222,14 @@ module \top.grid.pe_3_0 (rst, en, \port$4123$84 , mode, sum, clk);
   wire [3:0] \b.x1 ;
   wire [3:0] \b.x2 ;
   wire [3:0] \b.x3 ;
+  output cin;
+  reg cin = 1'h0;
   input clk;
   wire clk;
   input en;
   wire en;
+  (* keep = 32'd1 *)
+  wire [13:0] full_hi;
   reg [25:0] l4_0 = 26'h0000000;
   reg [9:0] l4_1 = 10'h000;
   reg [17:0] l4_2 = 18'h00000;
@@ -20666,22 +18238,50 @@ module \top.grid.pe_3_0 (rst, en, \port$4123$84 , mode, sum, clk);
   reg [7:0] m1 = 8'h00;
   reg [7:0] m2 = 8'h00;
   reg [7:0] m3 = 8'h00;
+  reg [15:0] mag3_0 = 16'h0000;
+  reg [7:0] mag3_1 = 8'h00;
+  reg [11:0] mag3_2 = 12'h000;
+  reg [7:0] mag3_3 = 8'h00;
   input [1:0] mode;
   wire [1:0] mode;
   wire \mode.a8 ;
   wire \mode.b8 ;
+  (* keep = 32'd1 *)
+  reg [7:0] mul0_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul0_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul1_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul1_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul2_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul2_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul3_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul3_lo;
   reg neg2_0 = 1'h0;
   reg neg2_1 = 1'h0;
   reg neg2_2 = 1'h0;
   reg neg2_3 = 1'h0;
-  input [55:0] \port$4123$84 ;
-  wire [55:0] \port$4123$84 ;
+  reg neg3_0 = 1'h0;
+  reg neg3_1 = 1'h0;
+  reg neg3_2 = 1'h0;
+  reg neg3_3 = 1'h0;
+  reg neg4_0 = 1'h0;
+  reg neg4_1 = 1'h0;
+  reg neg4_2 = 1'h0;
+  reg neg4_3 = 1'h0;
+  (* keep = 32'd1 *)
+  wire [8:0] pair0_hi;
+  (* keep = 32'd1 *)
+  wire [8:0] pair1_hi;
+  input [55:0] \port$2915$84 ;
+  wire [55:0] \port$2915$84 ;
   input rst;
   wire rst;
-  reg [16:0] s3_0 = 17'h00000;
-  reg [8:0] s3_1 = 9'h000;
-  reg [12:0] s3_2 = 13'h0000;
-  reg [8:0] s3_3 = 9'h000;
   reg [3:0] sh2_0 = 4'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
@@ -20692,618 +18292,714 @@ module \top.grid.pe_3_0 (rst, en, \port$4123$84 , mode, sum, clk);
   reg [1:0] sh3_3 = 2'h0;
   output [25:0] sum;
   reg [25:0] sum = 26'h0000000;
-  assign \$2  = \port$4123$84 [28] ? \$1  : 5'h00;
-  assign \$4  = \port$4123$84 [29] ? \$3  : 5'h00;
+  (* keep = 32'd1 *)
+  wire [27:0] sum0_0;
+  (* keep = 32'd1 *)
+  wire [19:0] sum0_2;
+  assign \$2  = \port$2915$84 [28] ? \$1  : 5'h00;
+  assign \$4  = \port$2915$84 [29] ? \$3  : 5'h00;
   assign \$5  = \$2  + \$4 ;
-  assign \$7  = \port$4123$84 [30] ? \$6  : 7'h00;
-  assign \$9  = \port$4123$84 [31] ? \$8  : 7'h00;
+  assign \$7  = \port$2915$84 [30] ? \$6  : 7'h00;
+  assign \$9  = \port$2915$84 [31] ? \$8  : 7'h00;
   assign \$10  = \$7  + \$9 ;
-  assign \$11  = \$5  + \$10 ;
-  assign \$13  = \port$4123$84 [32] ? \$12  : 5'h00;
-  assign \$15  = \port$4123$84 [33] ? \$14  : 5'h00;
-  assign \$16  = \$13  + \$15 ;
-  assign \$18  = \port$4123$84 [34] ? \$17  : 7'h00;
-  assign \$20  = \port$4123$84 [35] ? \$19  : 7'h00;
-  assign \$21  = \$18  + \$20 ;
-  assign \$22  = \$16  + \$21 ;
-  assign \$24  = \port$4123$84 [36] ? \$23  : 5'h00;
-  assign \$26  = \port$4123$84 [37] ? \$25  : 5'h00;
-  assign \$27  = \$24  + \$26 ;
-  assign \$29  = \port$4123$84 [38] ? \$28  : 7'h00;
-  assign \$31  = \port$4123$84 [39] ? \$30  : 7'h00;
-  assign \$32  = \$29  + \$31 ;
-  assign \$33  = \$27  + \$32 ;
-  assign \$35  = \port$4123$84 [40] ? \$34  : 5'h00;
-  assign \$37  = \port$4123$84 [41] ? \$36  : 5'h00;
-  assign \$38  = \$35  + \$37 ;
-  assign \$40  = \port$4123$84 [42] ? \$39  : 7'h00;
-  assign \$42  = \port$4123$84 [43] ? \$41  : 7'h00;
-  assign \$43  = \$40  + \$42 ;
-  assign \$44  = \$38  + \$43 ;
-  assign \$45  = \port$4123$84 [16] ^ \port$4123$84 [44];
-  assign \$46  = \port$4123$84 [19:17] + \port$4123$84 [47:45];
-  assign \$47  = \port$4123$84 [20] ^ \port$4123$84 [48];
-  assign \$48  = \port$4123$84 [21] + \port$4123$84 [49];
-  assign \$49  = \port$4123$84 [22] ^ \port$4123$84 [50];
-  assign \$50  = \port$4123$84 [25:23] + \port$4123$84 [53:51];
-  assign \$51  = \port$4123$84 [26] ^ \port$4123$84 [54];
-  assign \$52  = \port$4123$84 [27] + \port$4123$84 [55];
-  assign \$53  = ~ mode[0];
-  assign \$54  = ~ mode[1];
-  assign \$55  = \$53  & \$54 ;
-  assign \$56  = mode[0] & mode[1];
-  assign \$58  = m0 + \$57 ;
-  assign \$60  = m2 + \$59 ;
-  assign \$62  = \$58  + \$61 ;
-  assign \$64  = m0 + \$63 ;
-  assign \$65  = \$56  ? \$62  : { 8'h00, \$64  };
-  assign \$66  = \$55  ? { 16'h0000, m0 } : \$65 ;
-  assign \$67  = - \$66 [15:0];
-  assign \$68  = ~ mode[0];
-  assign \$69  = ~ mode[1];
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = mode[0] & mode[1];
-  assign \$73  = m0 + \$72 ;
-  assign \$75  = m2 + \$74 ;
-  assign \$77  = \$73  + \$76 ;
-  assign \$79  = m0 + \$78 ;
-  assign \$80  = \$71  ? \$77  : { 8'h00, \$79  };
-  assign \$81  = \$70  ? { 16'h0000, m0 } : \$80 ;
-  assign \$82  = neg2_0 ? \$67  : { 1'h0, \$81 [15:0] };
-  assign \$83  = ~ mode[0];
-  assign \$84  = ~ mode[1];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = \$85  ? m1 : 8'h00;
-  assign \$87  = - \$86 ;
-  assign \$88  = ~ mode[0];
-  assign \$89  = ~ mode[1];
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = \$90  ? m1 : 8'h00;
-  assign \$92  = neg2_1 ? \$87  : { 1'h0, \$91  };
-  assign \$93  = ~ mode[0];
-  assign \$94  = ~ mode[1];
-  assign \$95  = \$93  & \$94 ;
-  assign \$96  = mode[0] & mode[1];
-  assign \$98  = m2 + \$97 ;
-  assign \$99  = \$96  ? 16'h0000 : \$98 ;
-  assign \$100  = \$95  ? { 8'h00, m2 } : \$99 ;
-  assign \$101  = - \$100 [11:0];
-  assign \$102  = ~ mode[0];
-  assign \$103  = ~ mode[1];
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = mode[0] & mode[1];
-  assign \$107  = m2 + \$106 ;
-  assign \$108  = \$105  ? 16'h0000 : \$107 ;
-  assign \$109  = \$104  ? { 8'h00, m2 } : \$108 ;
-  assign \$110  = neg2_2 ? \$101  : { 1'h0, \$109 [11:0] };
-  assign \$111  = ~ mode[0];
-  assign \$112  = ~ mode[1];
-  assign \$113  = \$111  & \$112 ;
-  assign \$114  = \$113  ? m3 : 8'h00;
-  assign \$115  = - \$114 ;
-  assign \$116  = ~ mode[0];
-  assign \$117  = ~ mode[1];
-  assign \$118  = \$116  & \$117 ;
-  assign \$119  = \$118  ? m3 : 8'h00;
-  assign \$120  = neg2_3 ? \$115  : { 1'h0, \$119  };
-  assign \$121  = $signed(s3_0) << sh3_0;
-  assign \$122  = $signed(s3_1) << sh3_1;
-  assign \$123  = $signed(s3_2) << sh3_2;
-  assign \$124  = $signed(s3_3) << sh3_3;
-  assign \$125  = $signed(l4_0) + $signed(l4_1);
-  assign \$126  = $signed(l4_2) + $signed(l4_3);
-  assign \$127  = $signed(\$125 ) + $signed(\$126 );
+  assign \$12  = \port$2915$84 [32] ? \$11  : 5'h00;
+  assign \$14  = \port$2915$84 [33] ? \$13  : 5'h00;
+  assign \$15  = \$12  + \$14 ;
+  assign \$17  = \port$2915$84 [34] ? \$16  : 7'h00;
+  assign \$19  = \port$2915$84 [35] ? \$18  : 7'h00;
+  assign \$20  = \$17  + \$19 ;
+  assign \$22  = \port$2915$84 [36] ? \$21  : 5'h00;
+  assign \$24  = \port$2915$84 [37] ? \$23  : 5'h00;
+  assign \$25  = \$22  + \$24 ;
+  assign \$27  = \port$2915$84 [38] ? \$26  : 7'h00;
+  assign \$29  = \port$2915$84 [39] ? \$28  : 7'h00;
+  assign \$30  = \$27  + \$29 ;
+  assign \$32  = \port$2915$84 [40] ? \$31  : 5'h00;
+  assign \$34  = \port$2915$84 [41] ? \$33  : 5'h00;
+  assign \$35  = \$32  + \$34 ;
+  assign \$37  = \port$2915$84 [42] ? \$36  : 7'h00;
+  assign \$39  = \port$2915$84 [43] ? \$38  : 7'h00;
+  assign \$40  = \$37  + \$39 ;
+  assign pair0_hi = m0[7:4] + m1;
+  assign pair1_hi = m2[7:4] + m3;
+  assign full_hi = pair0_hi + { pair1_hi, m2[3:0] };
+  assign \$41  = $signed(l4_0) + $signed(l4_1);
+  assign sum0_0 = $signed(\$41 ) + $signed({ 1'h0, neg4_0 });
+  assign \$42  = $signed(l4_2) + $signed(l4_3);
+  assign sum0_2 = $signed(\$42 ) + $signed({ 1'h0, neg4_2 });
+  assign \$43  = mul0_lo + mul0_hi;
+  assign \$44  = mul1_lo + mul1_hi;
+  assign \$45  = mul2_lo + mul2_hi;
+  assign \$46  = mul3_lo + mul3_hi;
+  assign \$47  = \port$2915$84 [16] ^ \port$2915$84 [44];
+  assign \$48  = \port$2915$84 [19:17] + \port$2915$84 [47:45];
+  assign \$49  = \port$2915$84 [20] ^ \port$2915$84 [48];
+  assign \$50  = \port$2915$84 [21] + \port$2915$84 [49];
+  assign \$51  = \port$2915$84 [22] ^ \port$2915$84 [50];
+  assign \$52  = \port$2915$84 [25:23] + \port$2915$84 [53:51];
+  assign \$53  = \port$2915$84 [26] ^ \port$2915$84 [54];
+  assign \$54  = \port$2915$84 [27] + \port$2915$84 [55];
+  assign \$55  = ~ mode[0];
+  assign \$56  = ~ mode[1];
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = mode[0] & mode[1];
+  assign \$59  = \$58  ? { full_hi, m0[3:0] } : { 5'h00, pair0_hi, m0[3:0] };
+  assign \$60  = \$57  ? { 10'h000, m0 } : \$59 ;
+  assign \$61  = ~ mode[0];
+  assign \$62  = ~ mode[1];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = \$63  ? m1 : 8'h00;
+  assign \$65  = ~ mode[0];
+  assign \$66  = ~ mode[1];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = mode[0] & mode[1];
+  assign \$69  = \$68  ? 13'h0000 : { pair1_hi, m2[3:0] };
+  assign \$70  = \$67  ? { 5'h00, m2 } : \$69 ;
+  assign \$71  = ~ mode[0];
+  assign \$72  = ~ mode[1];
+  assign \$73  = \$71  & \$72 ;
+  assign \$74  = \$73  ? m3 : 8'h00;
+  assign \$75  = mag3_0 << sh3_0;
+  assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
+  assign \$77  = mag3_1 << sh3_1;
+  assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
+  assign \$79  = mag3_2 << sh3_2;
+  assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
+  assign \$81  = mag3_3 << sh3_3;
+  assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
+  assign \$83  = $signed(sum0_0) + $signed(sum0_2);
+  assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
   always @(posedge clk)
-    m0 <= \$128 ;
+    m0 <= \$85 ;
   always @(posedge clk)
-    m1 <= \$129 ;
+    m1 <= \$86 ;
   always @(posedge clk)
-    m2 <= \$130 ;
+    m2 <= \$87 ;
   always @(posedge clk)
-    m3 <= \$131 ;
+    m3 <= \$88 ;
   always @(posedge clk)
-    neg2_0 <= \$132 ;
+    neg2_0 <= \$89 ;
   always @(posedge clk)
-    sh2_0 <= \$133 ;
+    sh2_0 <= \$90 ;
   always @(posedge clk)
-    neg2_1 <= \$134 ;
+    neg2_1 <= \$91 ;
   always @(posedge clk)
-    sh2_1 <= \$135 ;
+    sh2_1 <= \$92 ;
   always @(posedge clk)
-    neg2_2 <= \$136 ;
+    neg2_2 <= \$93 ;
   always @(posedge clk)
-    sh2_2 <= \$137 ;
+    sh2_2 <= \$94 ;
   always @(posedge clk)
-    neg2_3 <= \$138 ;
+    neg2_3 <= \$95 ;
   always @(posedge clk)
-    sh2_3 <= \$139 ;
+    sh2_3 <= \$96 ;
   always @(posedge clk)
-    s3_0 <= \$140 ;
+    mag3_0 <= \$97 ;
   always @(posedge clk)
-    sh3_0 <= \$141 ;
+    neg3_0 <= \$98 ;
   always @(posedge clk)
-    s3_1 <= \$142 ;
+    sh3_0 <= \$99 ;
   always @(posedge clk)
-    sh3_1 <= \$143 ;
+    mag3_1 <= \$100 ;
   always @(posedge clk)
-    s3_2 <= \$144 ;
+    neg3_1 <= \$101 ;
   always @(posedge clk)
-    sh3_2 <= \$145 ;
+    sh3_1 <= \$102 ;
   always @(posedge clk)
-    s3_3 <= \$146 ;
+    mag3_2 <= \$103 ;
   always @(posedge clk)
-    sh3_3 <= \$147 ;
+    neg3_2 <= \$104 ;
   always @(posedge clk)
-    l4_0 <= \$148 ;
+    sh3_2 <= \$105 ;
   always @(posedge clk)
-    l4_1 <= \$149 ;
+    mag3_3 <= \$106 ;
   always @(posedge clk)
-    l4_2 <= \$150 ;
+    neg3_3 <= \$107 ;
   always @(posedge clk)
-    l4_3 <= \$151 ;
+    sh3_3 <= \$108 ;
   always @(posedge clk)
-    sum <= \$152 ;
+    l4_0 <= \$109 ;
+  always @(posedge clk)
+    neg4_0 <= \$110 ;
+  always @(posedge clk)
+    l4_1 <= \$111 ;
+  always @(posedge clk)
+    neg4_1 <= \$112 ;
+  always @(posedge clk)
+    l4_2 <= \$113 ;
+  always @(posedge clk)
+    neg4_2 <= \$114 ;
+  always @(posedge clk)
+    l4_3 <= \$115 ;
+  always @(posedge clk)
+    neg4_3 <= \$116 ;
+  always @(posedge clk)
+    sum <= \$117 ;
+  always @(posedge clk)
+    cin <= \$118 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$128  = m0;
+    mul0_lo = 6'h00;
     if (en) begin
-      \$128  = \$11 [7:0];
-    end
-    if (rst) begin
-      \$128  = 8'h00;
+      mul0_lo = \$5 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$129  = m1;
+    mul0_hi = 8'h00;
     if (en) begin
-      \$129  = \$22 [7:0];
-    end
-    if (rst) begin
-      \$129  = 8'h00;
+      mul0_hi = \$10 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$130  = m2;
+    mul1_lo = 6'h00;
     if (en) begin
-      \$130  = \$33 [7:0];
-    end
-    if (rst) begin
-      \$130  = 8'h00;
+      mul1_lo = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$131  = m3;
+    mul1_hi = 8'h00;
     if (en) begin
-      \$131  = \$44 [7:0];
-    end
-    if (rst) begin
-      \$131  = 8'h00;
+      mul1_hi = \$20 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$132  = neg2_0;
+    mul2_lo = 6'h00;
     if (en) begin
-      \$132  = \$45 ;
-    end
-    if (rst) begin
-      \$132  = 1'h0;
+      mul2_lo = \$25 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$133  = sh2_0;
+    mul2_hi = 8'h00;
     if (en) begin
-      \$133  = \$46 ;
-    end
-    if (rst) begin
-      \$133  = 4'h0;
+      mul2_hi = \$30 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$134  = neg2_1;
+    mul3_lo = 6'h00;
     if (en) begin
-      \$134  = \$47 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
+      mul3_lo = \$35 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$135  = sh2_1;
+    mul3_hi = 8'h00;
     if (en) begin
-      \$135  = \$48 ;
-    end
-    if (rst) begin
-      \$135  = 2'h0;
+      mul3_hi = \$40 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$136  = neg2_2;
+    \$85  = m0;
     if (en) begin
-      \$136  = \$49 ;
+      \$85  = \$43 [7:0];
     end
     if (rst) begin
-      \$136  = 1'h0;
+      \$85  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$137  = sh2_2;
+    \$86  = m1;
     if (en) begin
-      \$137  = \$50 [2:0];
+      \$86  = \$44 [7:0];
     end
     if (rst) begin
-      \$137  = 3'h0;
+      \$86  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$138  = neg2_3;
+    \$87  = m2;
     if (en) begin
-      \$138  = \$51 ;
+      \$87  = \$45 [7:0];
     end
     if (rst) begin
-      \$138  = 1'h0;
+      \$87  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$139  = sh2_3;
+    \$88  = m3;
     if (en) begin
-      \$139  = \$52 ;
+      \$88  = \$46 [7:0];
     end
     if (rst) begin
-      \$139  = 2'h0;
+      \$88  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$140  = s3_0;
+    \$89  = neg2_0;
     if (en) begin
-      \$140  = \$82 ;
+      \$89  = \$47 ;
     end
     if (rst) begin
-      \$140  = 17'h00000;
+      \$89  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$141  = sh3_0;
+    \$90  = sh2_0;
     if (en) begin
-      \$141  = sh2_0;
+      \$90  = \$48 ;
     end
     if (rst) begin
-      \$141  = 4'h0;
+      \$90  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$142  = s3_1;
+    \$91  = neg2_1;
     if (en) begin
-      \$142  = \$92 ;
+      \$91  = \$49 ;
     end
     if (rst) begin
-      \$142  = 9'h000;
+      \$91  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$143  = sh3_1;
+    \$92  = sh2_1;
     if (en) begin
-      \$143  = sh2_1;
+      \$92  = \$50 ;
     end
     if (rst) begin
-      \$143  = 2'h0;
+      \$92  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$144  = s3_2;
+    \$93  = neg2_2;
     if (en) begin
-      \$144  = \$110 ;
+      \$93  = \$51 ;
     end
     if (rst) begin
-      \$144  = 13'h0000;
+      \$93  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$145  = sh3_2;
+    \$94  = sh2_2;
     if (en) begin
-      \$145  = sh2_2;
+      \$94  = \$52 [2:0];
     end
     if (rst) begin
-      \$145  = 3'h0;
+      \$94  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$146  = s3_3;
+    \$95  = neg2_3;
     if (en) begin
-      \$146  = \$120 ;
+      \$95  = \$53 ;
     end
     if (rst) begin
-      \$146  = 9'h000;
+      \$95  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$147  = sh3_3;
+    \$96  = sh2_3;
     if (en) begin
-      \$147  = sh2_3;
+      \$96  = \$54 ;
     end
     if (rst) begin
-      \$147  = 2'h0;
+      \$96  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$148  = l4_0;
+    \$97  = mag3_0;
     if (en) begin
-      \$148  = \$121 [25:0];
+      \$97  = \$60 [15:0];
     end
     if (rst) begin
-      \$148  = 26'h0000000;
+      \$97  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$149  = l4_1;
+    \$98  = neg3_0;
     if (en) begin
-      \$149  = \$122 [9:0];
+      \$98  = neg2_0;
     end
     if (rst) begin
-      \$149  = 10'h000;
+      \$98  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$150  = l4_2;
+    \$99  = sh3_0;
     if (en) begin
-      \$150  = \$123 [17:0];
+      \$99  = sh2_0;
     end
     if (rst) begin
-      \$150  = 18'h00000;
+      \$99  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$151  = l4_3;
+    \$100  = mag3_1;
     if (en) begin
-      \$151  = \$124 [9:0];
+      \$100  = \$64 ;
     end
     if (rst) begin
-      \$151  = 10'h000;
+      \$100  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$152  = sum;
+    \$101  = neg3_1;
     if (en) begin
-      \$152  = \$127 [25:0];
+      \$101  = neg2_1;
     end
     if (rst) begin
-      \$152  = 26'h0000000;
+      \$101  = 1'h0;
     end
   end
-  assign b = \port$4123$84 [55:28];
-  assign a = \port$4123$84 [27:0];
-  assign \b.x0  = \port$4123$84 [31:28];
-  assign \b.x1  = \port$4123$84 [35:32];
-  assign \b.x2  = \port$4123$84 [39:36];
-  assign \b.x3  = \port$4123$84 [43:40];
-  assign \b.neg0  = \port$4123$84 [44];
-  assign \b.sh0  = \port$4123$84 [47:45];
-  assign \b.neg1  = \port$4123$84 [48];
-  assign \b.sh1  = \port$4123$84 [49];
-  assign \b.neg2  = \port$4123$84 [50];
-  assign \b.sh2  = \port$4123$84 [53:51];
-  assign \b.neg3  = \port$4123$84 [54];
-  assign \b.sh3  = \port$4123$84 [55];
-  assign \a.x0  = \port$4123$84 [3:0];
-  assign \a.x1  = \port$4123$84 [7:4];
-  assign \a.x2  = \port$4123$84 [11:8];
-  assign \a.x3  = \port$4123$84 [15:12];
-  assign \a.neg0  = \port$4123$84 [16];
-  assign \a.sh0  = \port$4123$84 [19:17];
-  assign \a.neg1  = \port$4123$84 [20];
-  assign \a.sh1  = \port$4123$84 [21];
-  assign \a.neg2  = \port$4123$84 [22];
-  assign \a.sh2  = \port$4123$84 [25:23];
-  assign \a.neg3  = \port$4123$84 [26];
-  assign \a.sh3  = \port$4123$84 [27];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$102  = sh3_1;
+    if (en) begin
+      \$102  = sh2_1;
+    end
+    if (rst) begin
+      \$102  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$103  = mag3_2;
+    if (en) begin
+      \$103  = \$70 [11:0];
+    end
+    if (rst) begin
+      \$103  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$104  = neg3_2;
+    if (en) begin
+      \$104  = neg2_2;
+    end
+    if (rst) begin
+      \$104  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$105  = sh3_2;
+    if (en) begin
+      \$105  = sh2_2;
+    end
+    if (rst) begin
+      \$105  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$106  = mag3_3;
+    if (en) begin
+      \$106  = \$74 ;
+    end
+    if (rst) begin
+      \$106  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$107  = neg3_3;
+    if (en) begin
+      \$107  = neg2_3;
+    end
+    if (rst) begin
+      \$107  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$108  = sh3_3;
+    if (en) begin
+      \$108  = sh2_3;
+    end
+    if (rst) begin
+      \$108  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$109  = l4_0;
+    if (en) begin
+      \$109  = \$76 ;
+    end
+    if (rst) begin
+      \$109  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$110  = neg4_0;
+    if (en) begin
+      \$110  = neg3_0;
+    end
+    if (rst) begin
+      \$110  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$111  = l4_1;
+    if (en) begin
+      \$111  = \$78 ;
+    end
+    if (rst) begin
+      \$111  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$112  = neg4_1;
+    if (en) begin
+      \$112  = neg3_1;
+    end
+    if (rst) begin
+      \$112  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$113  = l4_2;
+    if (en) begin
+      \$113  = \$80 ;
+    end
+    if (rst) begin
+      \$113  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$114  = neg4_2;
+    if (en) begin
+      \$114  = neg3_2;
+    end
+    if (rst) begin
+      \$114  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$115  = l4_3;
+    if (en) begin
+      \$115  = \$82 ;
+    end
+    if (rst) begin
+      \$115  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$116  = neg4_3;
+    if (en) begin
+      \$116  = neg3_3;
+    end
+    if (rst) begin
+      \$116  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$117  = sum;
+    if (en) begin
+      \$117  = \$84 [25:0];
+    end
+    if (rst) begin
+      \$117  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$118  = cin;
+    if (en) begin
+      \$118  = neg4_3;
+    end
+    if (rst) begin
+      \$118  = 1'h0;
+    end
+  end
+  assign b = \port$2915$84 [55:28];
+  assign a = \port$2915$84 [27:0];
+  assign \b.x0  = \port$2915$84 [31:28];
+  assign \b.x1  = \port$2915$84 [35:32];
+  assign \b.x2  = \port$2915$84 [39:36];
+  assign \b.x3  = \port$2915$84 [43:40];
+  assign \b.neg0  = \port$2915$84 [44];
+  assign \b.sh0  = \port$2915$84 [47:45];
+  assign \b.neg1  = \port$2915$84 [48];
+  assign \b.sh1  = \port$2915$84 [49];
+  assign \b.neg2  = \port$2915$84 [50];
+  assign \b.sh2  = \port$2915$84 [53:51];
+  assign \b.neg3  = \port$2915$84 [54];
+  assign \b.sh3  = \port$2915$84 [55];
+  assign \a.x0  = \port$2915$84 [3:0];
+  assign \a.x1  = \port$2915$84 [7:4];
+  assign \a.x2  = \port$2915$84 [11:8];
+  assign \a.x3  = \port$2915$84 [15:12];
+  assign \a.neg0  = \port$2915$84 [16];
+  assign \a.sh0  = \port$2915$84 [19:17];
+  assign \a.neg1  = \port$2915$84 [20];
+  assign \a.sh1  = \port$2915$84 [21];
+  assign \a.neg2  = \port$2915$84 [22];
+  assign \a.sh2  = \port$2915$84 [25:23];
+  assign \a.neg3  = \port$2915$84 [26];
+  assign \a.sh3  = \port$2915$84 [27];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
-  assign \$1  = { 1'h0, \port$4123$84 [3:0] };
-  assign \$3  = { \port$4123$84 [3:0], 1'h0 };
-  assign \$6  = { 1'h0, \port$4123$84 [3:0], 2'h0 };
-  assign \$8  = { \port$4123$84 [3:0], 3'h0 };
-  assign \$12  = { 1'h0, \port$4123$84 [7:4] };
-  assign \$14  = { \port$4123$84 [7:4], 1'h0 };
-  assign \$17  = { 1'h0, \port$4123$84 [7:4], 2'h0 };
-  assign \$19  = { \port$4123$84 [7:4], 3'h0 };
-  assign \$23  = { 1'h0, \port$4123$84 [11:8] };
-  assign \$25  = { \port$4123$84 [11:8], 1'h0 };
-  assign \$28  = { 1'h0, \port$4123$84 [11:8], 2'h0 };
-  assign \$30  = { \port$4123$84 [11:8], 3'h0 };
-  assign \$34  = { 1'h0, \port$4123$84 [15:12] };
-  assign \$36  = { \port$4123$84 [15:12], 1'h0 };
-  assign \$39  = { 1'h0, \port$4123$84 [15:12], 2'h0 };
-  assign \$41  = { \port$4123$84 [15:12], 3'h0 };
-  assign \$57  = { 3'h0, m1, 4'h0 };
-  assign \$59  = { 3'h0, m3, 4'h0 };
-  assign \$61  = { 3'h0, \$60 , 4'h0 };
-  assign \$63  = { 3'h0, m1, 4'h0 };
-  assign \$72  = { 3'h0, m1, 4'h0 };
-  assign \$74  = { 3'h0, m3, 4'h0 };
-  assign \$76  = { 3'h0, \$75 , 4'h0 };
-  assign \$78  = { 3'h0, m1, 4'h0 };
-  assign \$97  = { 3'h0, m3, 4'h0 };
-  assign \$106  = { 3'h0, m3, 4'h0 };
+  assign \$1  = { 1'h0, \port$2915$84 [3:0] };
+  assign \$3  = { \port$2915$84 [3:0], 1'h0 };
+  assign \$6  = { 1'h0, \port$2915$84 [3:0], 2'h0 };
+  assign \$8  = { \port$2915$84 [3:0], 3'h0 };
+  assign \$11  = { 1'h0, \port$2915$84 [7:4] };
+  assign \$13  = { \port$2915$84 [7:4], 1'h0 };
+  assign \$16  = { 1'h0, \port$2915$84 [7:4], 2'h0 };
+  assign \$18  = { \port$2915$84 [7:4], 3'h0 };
+  assign \$21  = { 1'h0, \port$2915$84 [11:8] };
+  assign \$23  = { \port$2915$84 [11:8], 1'h0 };
+  assign \$26  = { 1'h0, \port$2915$84 [11:8], 2'h0 };
+  assign \$28  = { \port$2915$84 [11:8], 3'h0 };
+  assign \$31  = { 1'h0, \port$2915$84 [15:12] };
+  assign \$33  = { \port$2915$84 [15:12], 1'h0 };
+  assign \$36  = { 1'h0, \port$2915$84 [15:12], 2'h0 };
+  assign \$38  = { \port$2915$84 [15:12], 3'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, clk);
+module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire [4:0] \$1 ;
   wire [7:0] \$10 ;
-  wire [15:0] \$100 ;
-  wire [12:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire [14:0] \$106 ;
-  wire [15:0] \$107 ;
-  wire [15:0] \$108 ;
-  wire [15:0] \$109 ;
-  wire [8:0] \$11 ;
-  wire [12:0] \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire [7:0] \$114 ;
-  wire [8:0] \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire [7:0] \$119 ;
+  reg [7:0] \$100 ;
+  reg \$101 ;
+  reg [1:0] \$102 ;
+  reg [11:0] \$103 ;
+  reg \$104 ;
+  reg [2:0] \$105 ;
+  reg [7:0] \$106 ;
+  reg \$107 ;
+  reg [1:0] \$108 ;
+  reg [25:0] \$109 ;
+  wire [4:0] \$11 ;
+  reg \$110 ;
+  reg [9:0] \$111 ;
+  reg \$112 ;
+  reg [17:0] \$113 ;
+  reg \$114 ;
+  reg [9:0] \$115 ;
+  reg \$116 ;
+  reg [25:0] \$117 ;
+  reg \$118 ;
   wire [4:0] \$12 ;
-  wire [8:0] \$120 ;
-  wire [31:0] \$121 ;
-  wire [11:0] \$122 ;
-  wire [19:0] \$123 ;
-  wire [11:0] \$124 ;
-  wire [26:0] \$125 ;
-  wire [18:0] \$126 ;
-  wire [27:0] \$127 ;
-  reg [7:0] \$128 ;
-  reg [7:0] \$129 ;
   wire [4:0] \$13 ;
-  reg [7:0] \$130 ;
-  reg [7:0] \$131 ;
-  reg \$132 ;
-  reg [3:0] \$133 ;
-  reg \$134 ;
-  reg [1:0] \$135 ;
-  reg \$136 ;
-  reg [2:0] \$137 ;
-  reg \$138 ;
-  reg [1:0] \$139 ;
   wire [4:0] \$14 ;
-  reg [16:0] \$140 ;
-  reg [3:0] \$141 ;
-  reg [8:0] \$142 ;
-  reg [1:0] \$143 ;
-  reg [12:0] \$144 ;
-  reg [2:0] \$145 ;
-  reg [8:0] \$146 ;
-  reg [1:0] \$147 ;
-  reg [25:0] \$148 ;
-  reg [9:0] \$149 ;
-  wire [4:0] \$15 ;
-  reg [17:0] \$150 ;
-  reg [9:0] \$151 ;
-  reg [25:0] \$152 ;
-  wire [5:0] \$16 ;
+  wire [5:0] \$15 ;
+  wire [6:0] \$16 ;
   wire [6:0] \$17 ;
   wire [6:0] \$18 ;
   wire [6:0] \$19 ;
   wire [4:0] \$2 ;
-  wire [6:0] \$20 ;
-  wire [7:0] \$21 ;
-  wire [8:0] \$22 ;
+  wire [7:0] \$20 ;
+  wire [4:0] \$21 ;
+  wire [4:0] \$22 ;
   wire [4:0] \$23 ;
   wire [4:0] \$24 ;
-  wire [4:0] \$25 ;
-  wire [4:0] \$26 ;
-  wire [5:0] \$27 ;
+  wire [5:0] \$25 ;
+  wire [6:0] \$26 ;
+  wire [6:0] \$27 ;
   wire [6:0] \$28 ;
   wire [6:0] \$29 ;
   wire [4:0] \$3 ;
-  wire [6:0] \$30 ;
-  wire [6:0] \$31 ;
-  wire [7:0] \$32 ;
-  wire [8:0] \$33 ;
+  wire [7:0] \$30 ;
+  wire [4:0] \$31 ;
+  wire [4:0] \$32 ;
+  wire [4:0] \$33 ;
   wire [4:0] \$34 ;
-  wire [4:0] \$35 ;
-  wire [4:0] \$36 ;
-  wire [4:0] \$37 ;
-  wire [5:0] \$38 ;
+  wire [5:0] \$35 ;
+  wire [6:0] \$36 ;
+  wire [6:0] \$37 ;
+  wire [6:0] \$38 ;
   wire [6:0] \$39 ;
   wire [4:0] \$4 ;
-  wire [6:0] \$40 ;
-  wire [6:0] \$41 ;
-  wire [6:0] \$42 ;
-  wire [7:0] \$43 ;
+  wire [7:0] \$40 ;
+  wire [26:0] \$41 ;
+  wire [18:0] \$42 ;
+  wire [8:0] \$43 ;
   wire [8:0] \$44 ;
-  wire \$45 ;
-  wire [3:0] \$46 ;
+  wire [8:0] \$45 ;
+  wire [8:0] \$46 ;
   wire \$47 ;
-  wire [1:0] \$48 ;
+  wire [3:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
-  wire [3:0] \$50 ;
+  wire [1:0] \$50 ;
   wire \$51 ;
-  wire [1:0] \$52 ;
+  wire [3:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
+  wire [1:0] \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire [14:0] \$57 ;
-  wire [15:0] \$58 ;
-  wire [14:0] \$59 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire [17:0] \$59 ;
   wire [6:0] \$6 ;
-  wire [15:0] \$60 ;
-  wire [22:0] \$61 ;
-  wire [23:0] \$62 ;
-  wire [14:0] \$63 ;
-  wire [15:0] \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [16:0] \$67 ;
+  wire [17:0] \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [7:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [12:0] \$69 ;
   wire [6:0] \$7 ;
-  wire \$70 ;
+  wire [12:0] \$70 ;
   wire \$71 ;
-  wire [14:0] \$72 ;
-  wire [15:0] \$73 ;
-  wire [14:0] \$74 ;
-  wire [15:0] \$75 ;
-  wire [22:0] \$76 ;
-  wire [23:0] \$77 ;
-  wire [14:0] \$78 ;
-  wire [15:0] \$79 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire [7:0] \$74 ;
+  wire [30:0] \$75 ;
+  wire [25:0] \$76 ;
+  wire [10:0] \$77 ;
+  wire [9:0] \$78 ;
+  wire [18:0] \$79 ;
   wire [6:0] \$8 ;
-  wire [23:0] \$80 ;
-  wire [23:0] \$81 ;
-  wire [16:0] \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [7:0] \$86 ;
-  wire [8:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [17:0] \$80 ;
+  wire [10:0] \$81 ;
+  wire [9:0] \$82 ;
+  wire [28:0] \$83 ;
+  wire [29:0] \$84 ;
+  reg [7:0] \$85 ;
+  reg [7:0] \$86 ;
+  reg [7:0] \$87 ;
+  reg [7:0] \$88 ;
+  reg \$89 ;
   wire [6:0] \$9 ;
-  wire \$90 ;
-  wire [7:0] \$91 ;
-  wire [8:0] \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [14:0] \$97 ;
-  wire [15:0] \$98 ;
-  wire [15:0] \$99 ;
+  reg [3:0] \$90 ;
+  reg \$91 ;
+  reg [1:0] \$92 ;
+  reg \$93 ;
+  reg [2:0] \$94 ;
+  reg \$95 ;
+  reg [1:0] \$96 ;
+  reg [15:0] \$97 ;
+  reg \$98 ;
+  reg [3:0] \$99 ;
   input [27:0] a;
   wire [27:0] a;
   wire \a.neg0 ;
@@ -21332,10 +19028,14 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, clk);
   wire [3:0] \b.x1 ;
   wire [3:0] \b.x2 ;
   wire [3:0] \b.x3 ;
+  output cin;
+  reg cin = 1'h0;
   input clk;
   wire clk;
   input en;
   wire en;
+  (* keep = 32'd1 *)
+  wire [13:0] full_hi;
   reg [25:0] l4_0 = 26'h0000000;
   reg [9:0] l4_1 = 10'h000;
   reg [17:0] l4_2 = 18'h00000;
@@ -21344,20 +19044,48 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, clk);
   reg [7:0] m1 = 8'h00;
   reg [7:0] m2 = 8'h00;
   reg [7:0] m3 = 8'h00;
+  reg [15:0] mag3_0 = 16'h0000;
+  reg [7:0] mag3_1 = 8'h00;
+  reg [11:0] mag3_2 = 12'h000;
+  reg [7:0] mag3_3 = 8'h00;
   input [1:0] mode;
   wire [1:0] mode;
   wire \mode.a8 ;
   wire \mode.b8 ;
+  (* keep = 32'd1 *)
+  reg [7:0] mul0_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul0_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul1_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul1_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul2_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul2_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul3_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul3_lo;
   reg neg2_0 = 1'h0;
   reg neg2_1 = 1'h0;
   reg neg2_2 = 1'h0;
   reg neg2_3 = 1'h0;
+  reg neg3_0 = 1'h0;
+  reg neg3_1 = 1'h0;
+  reg neg3_2 = 1'h0;
+  reg neg3_3 = 1'h0;
+  reg neg4_0 = 1'h0;
+  reg neg4_1 = 1'h0;
+  reg neg4_2 = 1'h0;
+  reg neg4_3 = 1'h0;
+  (* keep = 32'd1 *)
+  wire [8:0] pair0_hi;
+  (* keep = 32'd1 *)
+  wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [16:0] s3_0 = 17'h00000;
-  reg [8:0] s3_1 = 9'h000;
-  reg [12:0] s3_2 = 13'h0000;
-  reg [8:0] s3_3 = 9'h000;
   reg [3:0] sh2_0 = 4'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
@@ -21368,405 +19096,545 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, clk);
   reg [1:0] sh3_3 = 2'h0;
   output [25:0] sum;
   reg [25:0] sum = 26'h0000000;
+  (* keep = 32'd1 *)
+  wire [27:0] sum0_0;
+  (* keep = 32'd1 *)
+  wire [19:0] sum0_2;
   assign \$2  = b[0] ? \$1  : 5'h00;
   assign \$4  = b[1] ? \$3  : 5'h00;
   assign \$5  = \$2  + \$4 ;
   assign \$7  = b[2] ? \$6  : 7'h00;
   assign \$9  = b[3] ? \$8  : 7'h00;
   assign \$10  = \$7  + \$9 ;
-  assign \$11  = \$5  + \$10 ;
-  assign \$13  = b[4] ? \$12  : 5'h00;
-  assign \$15  = b[5] ? \$14  : 5'h00;
-  assign \$16  = \$13  + \$15 ;
-  assign \$18  = b[6] ? \$17  : 7'h00;
-  assign \$20  = b[7] ? \$19  : 7'h00;
-  assign \$21  = \$18  + \$20 ;
-  assign \$22  = \$16  + \$21 ;
-  assign \$24  = b[8] ? \$23  : 5'h00;
-  assign \$26  = b[9] ? \$25  : 5'h00;
-  assign \$27  = \$24  + \$26 ;
-  assign \$29  = b[10] ? \$28  : 7'h00;
-  assign \$31  = b[11] ? \$30  : 7'h00;
-  assign \$32  = \$29  + \$31 ;
-  assign \$33  = \$27  + \$32 ;
-  assign \$35  = b[12] ? \$34  : 5'h00;
-  assign \$37  = b[13] ? \$36  : 5'h00;
-  assign \$38  = \$35  + \$37 ;
-  assign \$40  = b[14] ? \$39  : 7'h00;
-  assign \$42  = b[15] ? \$41  : 7'h00;
-  assign \$43  = \$40  + \$42 ;
-  assign \$44  = \$38  + \$43 ;
-  assign \$45  = a[16] ^ b[16];
-  assign \$46  = a[19:17] + b[19:17];
-  assign \$47  = a[20] ^ b[20];
-  assign \$48  = a[21] + b[21];
-  assign \$49  = a[22] ^ b[22];
-  assign \$50  = a[25:23] + b[25:23];
-  assign \$51  = a[26] ^ b[26];
-  assign \$52  = a[27] + b[27];
-  assign \$53  = ~ mode[0];
-  assign \$54  = ~ mode[1];
-  assign \$55  = \$53  & \$54 ;
-  assign \$56  = mode[0] & mode[1];
-  assign \$58  = m0 + \$57 ;
-  assign \$60  = m2 + \$59 ;
-  assign \$62  = \$58  + \$61 ;
-  assign \$64  = m0 + \$63 ;
-  assign \$65  = \$56  ? \$62  : { 8'h00, \$64  };
-  assign \$66  = \$55  ? { 16'h0000, m0 } : \$65 ;
-  assign \$67  = - \$66 [15:0];
-  assign \$68  = ~ mode[0];
-  assign \$69  = ~ mode[1];
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = mode[0] & mode[1];
-  assign \$73  = m0 + \$72 ;
-  assign \$75  = m2 + \$74 ;
-  assign \$77  = \$73  + \$76 ;
-  assign \$79  = m0 + \$78 ;
-  assign \$80  = \$71  ? \$77  : { 8'h00, \$79  };
-  assign \$81  = \$70  ? { 16'h0000, m0 } : \$80 ;
-  assign \$82  = neg2_0 ? \$67  : { 1'h0, \$81 [15:0] };
-  assign \$83  = ~ mode[0];
-  assign \$84  = ~ mode[1];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = \$85  ? m1 : 8'h00;
-  assign \$87  = - \$86 ;
-  assign \$88  = ~ mode[0];
-  assign \$89  = ~ mode[1];
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = \$90  ? m1 : 8'h00;
-  assign \$92  = neg2_1 ? \$87  : { 1'h0, \$91  };
-  assign \$93  = ~ mode[0];
-  assign \$94  = ~ mode[1];
-  assign \$95  = \$93  & \$94 ;
-  assign \$96  = mode[0] & mode[1];
-  assign \$98  = m2 + \$97 ;
-  assign \$99  = \$96  ? 16'h0000 : \$98 ;
-  assign \$100  = \$95  ? { 8'h00, m2 } : \$99 ;
-  assign \$101  = - \$100 [11:0];
-  assign \$102  = ~ mode[0];
-  assign \$103  = ~ mode[1];
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = mode[0] & mode[1];
-  assign \$107  = m2 + \$106 ;
-  assign \$108  = \$105  ? 16'h0000 : \$107 ;
-  assign \$109  = \$104  ? { 8'h00, m2 } : \$108 ;
-  assign \$110  = neg2_2 ? \$101  : { 1'h0, \$109 [11:0] };
-  assign \$111  = ~ mode[0];
-  assign \$112  = ~ mode[1];
-  assign \$113  = \$111  & \$112 ;
-  assign \$114  = \$113  ? m3 : 8'h00;
-  assign \$115  = - \$114 ;
-  assign \$116  = ~ mode[0];
-  assign \$117  = ~ mode[1];
-  assign \$118  = \$116  & \$117 ;
-  assign \$119  = \$118  ? m3 : 8'h00;
-  assign \$120  = neg2_3 ? \$115  : { 1'h0, \$119  };
-  assign \$121  = $signed(s3_0) << sh3_0;
-  assign \$122  = $signed(s3_1) << sh3_1;
-  assign \$123  = $signed(s3_2) << sh3_2;
-  assign \$124  = $signed(s3_3) << sh3_3;
-  assign \$125  = $signed(l4_0) + $signed(l4_1);
-  assign \$126  = $signed(l4_2) + $signed(l4_3);
-  assign \$127  = $signed(\$125 ) + $signed(\$126 );
+  assign \$12  = b[4] ? \$11  : 5'h00;
+  assign \$14  = b[5] ? \$13  : 5'h00;
+  assign \$15  = \$12  + \$14 ;
+  assign \$17  = b[6] ? \$16  : 7'h00;
+  assign \$19  = b[7] ? \$18  : 7'h00;
+  assign \$20  = \$17  + \$19 ;
+  assign \$22  = b[8] ? \$21  : 5'h00;
+  assign \$24  = b[9] ? \$23  : 5'h00;
+  assign \$25  = \$22  + \$24 ;
+  assign \$27  = b[10] ? \$26  : 7'h00;
+  assign \$29  = b[11] ? \$28  : 7'h00;
+  assign \$30  = \$27  + \$29 ;
+  assign \$32  = b[12] ? \$31  : 5'h00;
+  assign \$34  = b[13] ? \$33  : 5'h00;
+  assign \$35  = \$32  + \$34 ;
+  assign \$37  = b[14] ? \$36  : 7'h00;
+  assign \$39  = b[15] ? \$38  : 7'h00;
+  assign \$40  = \$37  + \$39 ;
+  assign pair0_hi = m0[7:4] + m1;
+  assign pair1_hi = m2[7:4] + m3;
+  assign full_hi = pair0_hi + { pair1_hi, m2[3:0] };
+  assign \$41  = $signed(l4_0) + $signed(l4_1);
+  assign sum0_0 = $signed(\$41 ) + $signed({ 1'h0, neg4_0 });
+  assign \$42  = $signed(l4_2) + $signed(l4_3);
+  assign sum0_2 = $signed(\$42 ) + $signed({ 1'h0, neg4_2 });
+  assign \$43  = mul0_lo + mul0_hi;
+  assign \$44  = mul1_lo + mul1_hi;
+  assign \$45  = mul2_lo + mul2_hi;
+  assign \$46  = mul3_lo + mul3_hi;
+  assign \$47  = a[16] ^ b[16];
+  assign \$48  = a[19:17] + b[19:17];
+  assign \$49  = a[20] ^ b[20];
+  assign \$50  = a[21] + b[21];
+  assign \$51  = a[22] ^ b[22];
+  assign \$52  = a[25:23] + b[25:23];
+  assign \$53  = a[26] ^ b[26];
+  assign \$54  = a[27] + b[27];
+  assign \$55  = ~ mode[0];
+  assign \$56  = ~ mode[1];
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = mode[0] & mode[1];
+  assign \$59  = \$58  ? { full_hi, m0[3:0] } : { 5'h00, pair0_hi, m0[3:0] };
+  assign \$60  = \$57  ? { 10'h000, m0 } : \$59 ;
+  assign \$61  = ~ mode[0];
+  assign \$62  = ~ mode[1];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = \$63  ? m1 : 8'h00;
+  assign \$65  = ~ mode[0];
+  assign \$66  = ~ mode[1];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = mode[0] & mode[1];
+  assign \$69  = \$68  ? 13'h0000 : { pair1_hi, m2[3:0] };
+  assign \$70  = \$67  ? { 5'h00, m2 } : \$69 ;
+  assign \$71  = ~ mode[0];
+  assign \$72  = ~ mode[1];
+  assign \$73  = \$71  & \$72 ;
+  assign \$74  = \$73  ? m3 : 8'h00;
+  assign \$75  = mag3_0 << sh3_0;
+  assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
+  assign \$77  = mag3_1 << sh3_1;
+  assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
+  assign \$79  = mag3_2 << sh3_2;
+  assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
+  assign \$81  = mag3_3 << sh3_3;
+  assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
+  assign \$83  = $signed(sum0_0) + $signed(sum0_2);
+  assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
   always @(posedge clk)
-    m0 <= \$128 ;
+    m0 <= \$85 ;
   always @(posedge clk)
-    m1 <= \$129 ;
+    m1 <= \$86 ;
   always @(posedge clk)
-    m2 <= \$130 ;
+    m2 <= \$87 ;
   always @(posedge clk)
-    m3 <= \$131 ;
+    m3 <= \$88 ;
   always @(posedge clk)
-    neg2_0 <= \$132 ;
+    neg2_0 <= \$89 ;
   always @(posedge clk)
-    sh2_0 <= \$133 ;
+    sh2_0 <= \$90 ;
   always @(posedge clk)
-    neg2_1 <= \$134 ;
+    neg2_1 <= \$91 ;
   always @(posedge clk)
-    sh2_1 <= \$135 ;
+    sh2_1 <= \$92 ;
   always @(posedge clk)
-    neg2_2 <= \$136 ;
+    neg2_2 <= \$93 ;
   always @(posedge clk)
-    sh2_2 <= \$137 ;
+    sh2_2 <= \$94 ;
   always @(posedge clk)
-    neg2_3 <= \$138 ;
+    neg2_3 <= \$95 ;
   always @(posedge clk)
-    sh2_3 <= \$139 ;
+    sh2_3 <= \$96 ;
   always @(posedge clk)
-    s3_0 <= \$140 ;
+    mag3_0 <= \$97 ;
   always @(posedge clk)
-    sh3_0 <= \$141 ;
+    neg3_0 <= \$98 ;
   always @(posedge clk)
-    s3_1 <= \$142 ;
+    sh3_0 <= \$99 ;
   always @(posedge clk)
-    sh3_1 <= \$143 ;
+    mag3_1 <= \$100 ;
   always @(posedge clk)
-    s3_2 <= \$144 ;
+    neg3_1 <= \$101 ;
   always @(posedge clk)
-    sh3_2 <= \$145 ;
+    sh3_1 <= \$102 ;
   always @(posedge clk)
-    s3_3 <= \$146 ;
+    mag3_2 <= \$103 ;
   always @(posedge clk)
-    sh3_3 <= \$147 ;
+    neg3_2 <= \$104 ;
   always @(posedge clk)
-    l4_0 <= \$148 ;
+    sh3_2 <= \$105 ;
   always @(posedge clk)
-    l4_1 <= \$149 ;
+    mag3_3 <= \$106 ;
   always @(posedge clk)
-    l4_2 <= \$150 ;
+    neg3_3 <= \$107 ;
   always @(posedge clk)
-    l4_3 <= \$151 ;
+    sh3_3 <= \$108 ;
   always @(posedge clk)
-    sum <= \$152 ;
+    l4_0 <= \$109 ;
+  always @(posedge clk)
+    neg4_0 <= \$110 ;
+  always @(posedge clk)
+    l4_1 <= \$111 ;
+  always @(posedge clk)
+    neg4_1 <= \$112 ;
+  always @(posedge clk)
+    l4_2 <= \$113 ;
+  always @(posedge clk)
+    neg4_2 <= \$114 ;
+  always @(posedge clk)
+    l4_3 <= \$115 ;
+  always @(posedge clk)
+    neg4_3 <= \$116 ;
+  always @(posedge clk)
+    sum <= \$117 ;
+  always @(posedge clk)
+    cin <= \$118 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$128  = m0;
+    mul0_lo = 6'h00;
     if (en) begin
-      \$128  = \$11 [7:0];
-    end
-    if (rst) begin
-      \$128  = 8'h00;
+      mul0_lo = \$5 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$129  = m1;
+    mul0_hi = 8'h00;
     if (en) begin
-      \$129  = \$22 [7:0];
-    end
-    if (rst) begin
-      \$129  = 8'h00;
+      mul0_hi = \$10 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$130  = m2;
+    mul1_lo = 6'h00;
     if (en) begin
-      \$130  = \$33 [7:0];
-    end
-    if (rst) begin
-      \$130  = 8'h00;
+      mul1_lo = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$131  = m3;
+    mul1_hi = 8'h00;
     if (en) begin
-      \$131  = \$44 [7:0];
-    end
-    if (rst) begin
-      \$131  = 8'h00;
+      mul1_hi = \$20 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$132  = neg2_0;
+    mul2_lo = 6'h00;
     if (en) begin
-      \$132  = \$45 ;
-    end
-    if (rst) begin
-      \$132  = 1'h0;
+      mul2_lo = \$25 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$133  = sh2_0;
+    mul2_hi = 8'h00;
     if (en) begin
-      \$133  = \$46 ;
-    end
-    if (rst) begin
-      \$133  = 4'h0;
+      mul2_hi = \$30 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$134  = neg2_1;
+    mul3_lo = 6'h00;
     if (en) begin
-      \$134  = \$47 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
+      mul3_lo = \$35 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$135  = sh2_1;
+    mul3_hi = 8'h00;
     if (en) begin
-      \$135  = \$48 ;
-    end
-    if (rst) begin
-      \$135  = 2'h0;
+      mul3_hi = \$40 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$136  = neg2_2;
+    \$85  = m0;
     if (en) begin
-      \$136  = \$49 ;
+      \$85  = \$43 [7:0];
     end
     if (rst) begin
-      \$136  = 1'h0;
+      \$85  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$137  = sh2_2;
+    \$86  = m1;
     if (en) begin
-      \$137  = \$50 [2:0];
+      \$86  = \$44 [7:0];
     end
     if (rst) begin
-      \$137  = 3'h0;
+      \$86  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$138  = neg2_3;
+    \$87  = m2;
     if (en) begin
-      \$138  = \$51 ;
+      \$87  = \$45 [7:0];
     end
     if (rst) begin
-      \$138  = 1'h0;
+      \$87  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$139  = sh2_3;
+    \$88  = m3;
     if (en) begin
-      \$139  = \$52 ;
+      \$88  = \$46 [7:0];
     end
     if (rst) begin
-      \$139  = 2'h0;
+      \$88  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$140  = s3_0;
+    \$89  = neg2_0;
     if (en) begin
-      \$140  = \$82 ;
+      \$89  = \$47 ;
     end
     if (rst) begin
-      \$140  = 17'h00000;
+      \$89  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$141  = sh3_0;
+    \$90  = sh2_0;
     if (en) begin
-      \$141  = sh2_0;
+      \$90  = \$48 ;
     end
     if (rst) begin
-      \$141  = 4'h0;
+      \$90  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$142  = s3_1;
+    \$91  = neg2_1;
     if (en) begin
-      \$142  = \$92 ;
+      \$91  = \$49 ;
     end
     if (rst) begin
-      \$142  = 9'h000;
+      \$91  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$143  = sh3_1;
+    \$92  = sh2_1;
     if (en) begin
-      \$143  = sh2_1;
+      \$92  = \$50 ;
     end
     if (rst) begin
-      \$143  = 2'h0;
+      \$92  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$144  = s3_2;
+    \$93  = neg2_2;
     if (en) begin
-      \$144  = \$110 ;
+      \$93  = \$51 ;
     end
     if (rst) begin
-      \$144  = 13'h0000;
+      \$93  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$145  = sh3_2;
+    \$94  = sh2_2;
     if (en) begin
-      \$145  = sh2_2;
+      \$94  = \$52 [2:0];
     end
     if (rst) begin
-      \$145  = 3'h0;
+      \$94  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$146  = s3_3;
+    \$95  = neg2_3;
     if (en) begin
-      \$146  = \$120 ;
+      \$95  = \$53 ;
     end
     if (rst) begin
-      \$146  = 9'h000;
+      \$95  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$147  = sh3_3;
+    \$96  = sh2_3;
     if (en) begin
-      \$147  = sh2_3;
+      \$96  = \$54 ;
     end
     if (rst) begin
-      \$147  = 2'h0;
+      \$96  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$148  = l4_0;
+    \$97  = mag3_0;
     if (en) begin
-      \$148  = \$121 [25:0];
+      \$97  = \$60 [15:0];
     end
     if (rst) begin
-      \$148  = 26'h0000000;
+      \$97  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$149  = l4_1;
+    \$98  = neg3_0;
     if (en) begin
-      \$149  = \$122 [9:0];
+      \$98  = neg2_0;
     end
     if (rst) begin
-      \$149  = 10'h000;
+      \$98  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$150  = l4_2;
+    \$99  = sh3_0;
     if (en) begin
-      \$150  = \$123 [17:0];
+      \$99  = sh2_0;
     end
     if (rst) begin
-      \$150  = 18'h00000;
+      \$99  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$151  = l4_3;
+    \$100  = mag3_1;
     if (en) begin
-      \$151  = \$124 [9:0];
+      \$100  = \$64 ;
     end
     if (rst) begin
-      \$151  = 10'h000;
+      \$100  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$152  = sum;
+    \$101  = neg3_1;
     if (en) begin
-      \$152  = \$127 [25:0];
+      \$101  = neg2_1;
     end
     if (rst) begin
-      \$152  = 26'h0000000;
+      \$101  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$102  = sh3_1;
+    if (en) begin
+      \$102  = sh2_1;
+    end
+    if (rst) begin
+      \$102  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$103  = mag3_2;
+    if (en) begin
+      \$103  = \$70 [11:0];
+    end
+    if (rst) begin
+      \$103  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$104  = neg3_2;
+    if (en) begin
+      \$104  = neg2_2;
+    end
+    if (rst) begin
+      \$104  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$105  = sh3_2;
+    if (en) begin
+      \$105  = sh2_2;
+    end
+    if (rst) begin
+      \$105  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$106  = mag3_3;
+    if (en) begin
+      \$106  = \$74 ;
+    end
+    if (rst) begin
+      \$106  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$107  = neg3_3;
+    if (en) begin
+      \$107  = neg2_3;
+    end
+    if (rst) begin
+      \$107  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$108  = sh3_3;
+    if (en) begin
+      \$108  = sh2_3;
+    end
+    if (rst) begin
+      \$108  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$109  = l4_0;
+    if (en) begin
+      \$109  = \$76 ;
+    end
+    if (rst) begin
+      \$109  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$110  = neg4_0;
+    if (en) begin
+      \$110  = neg3_0;
+    end
+    if (rst) begin
+      \$110  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$111  = l4_1;
+    if (en) begin
+      \$111  = \$78 ;
+    end
+    if (rst) begin
+      \$111  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$112  = neg4_1;
+    if (en) begin
+      \$112  = neg3_1;
+    end
+    if (rst) begin
+      \$112  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$113  = l4_2;
+    if (en) begin
+      \$113  = \$80 ;
+    end
+    if (rst) begin
+      \$113  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$114  = neg4_2;
+    if (en) begin
+      \$114  = neg3_2;
+    end
+    if (rst) begin
+      \$114  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$115  = l4_3;
+    if (en) begin
+      \$115  = \$82 ;
+    end
+    if (rst) begin
+      \$115  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$116  = neg4_3;
+    if (en) begin
+      \$116  = neg3_3;
+    end
+    if (rst) begin
+      \$116  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$117  = sum;
+    if (en) begin
+      \$117  = \$84 [25:0];
+    end
+    if (rst) begin
+      \$117  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$118  = cin;
+    if (en) begin
+      \$118  = neg4_3;
+    end
+    if (rst) begin
+      \$118  = 1'h0;
     end
   end
   assign \b.x0  = b[3:0];
@@ -21799,185 +19667,141 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, clk);
   assign \$3  = { a[3:0], 1'h0 };
   assign \$6  = { 1'h0, a[3:0], 2'h0 };
   assign \$8  = { a[3:0], 3'h0 };
-  assign \$12  = { 1'h0, a[7:4] };
-  assign \$14  = { a[7:4], 1'h0 };
-  assign \$17  = { 1'h0, a[7:4], 2'h0 };
-  assign \$19  = { a[7:4], 3'h0 };
-  assign \$23  = { 1'h0, a[11:8] };
-  assign \$25  = { a[11:8], 1'h0 };
-  assign \$28  = { 1'h0, a[11:8], 2'h0 };
-  assign \$30  = { a[11:8], 3'h0 };
-  assign \$34  = { 1'h0, a[15:12] };
-  assign \$36  = { a[15:12], 1'h0 };
-  assign \$39  = { 1'h0, a[15:12], 2'h0 };
-  assign \$41  = { a[15:12], 3'h0 };
-  assign \$57  = { 3'h0, m1, 4'h0 };
-  assign \$59  = { 3'h0, m3, 4'h0 };
-  assign \$61  = { 3'h0, \$60 , 4'h0 };
-  assign \$63  = { 3'h0, m1, 4'h0 };
-  assign \$72  = { 3'h0, m1, 4'h0 };
-  assign \$74  = { 3'h0, m3, 4'h0 };
-  assign \$76  = { 3'h0, \$75 , 4'h0 };
-  assign \$78  = { 3'h0, m1, 4'h0 };
-  assign \$97  = { 3'h0, m3, 4'h0 };
-  assign \$106  = { 3'h0, m3, 4'h0 };
+  assign \$11  = { 1'h0, a[7:4] };
+  assign \$13  = { a[7:4], 1'h0 };
+  assign \$16  = { 1'h0, a[7:4], 2'h0 };
+  assign \$18  = { a[7:4], 3'h0 };
+  assign \$21  = { 1'h0, a[11:8] };
+  assign \$23  = { a[11:8], 1'h0 };
+  assign \$26  = { 1'h0, a[11:8], 2'h0 };
+  assign \$28  = { a[11:8], 3'h0 };
+  assign \$31  = { 1'h0, a[15:12] };
+  assign \$33  = { a[15:12], 1'h0 };
+  assign \$36  = { 1'h0, a[15:12], 2'h0 };
+  assign \$38  = { a[15:12], 3'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, clk);
+module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire [4:0] \$1 ;
   wire [7:0] \$10 ;
-  wire [15:0] \$100 ;
-  wire [12:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire [14:0] \$106 ;
-  wire [15:0] \$107 ;
-  wire [15:0] \$108 ;
-  wire [15:0] \$109 ;
-  wire [8:0] \$11 ;
-  wire [12:0] \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire [7:0] \$114 ;
-  wire [8:0] \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire [7:0] \$119 ;
+  reg [7:0] \$100 ;
+  reg \$101 ;
+  reg [1:0] \$102 ;
+  reg [11:0] \$103 ;
+  reg \$104 ;
+  reg [2:0] \$105 ;
+  reg [7:0] \$106 ;
+  reg \$107 ;
+  reg [1:0] \$108 ;
+  reg [25:0] \$109 ;
+  wire [4:0] \$11 ;
+  reg \$110 ;
+  reg [9:0] \$111 ;
+  reg \$112 ;
+  reg [17:0] \$113 ;
+  reg \$114 ;
+  reg [9:0] \$115 ;
+  reg \$116 ;
+  reg [25:0] \$117 ;
+  reg \$118 ;
   wire [4:0] \$12 ;
-  wire [8:0] \$120 ;
-  wire [31:0] \$121 ;
-  wire [11:0] \$122 ;
-  wire [19:0] \$123 ;
-  wire [11:0] \$124 ;
-  wire [26:0] \$125 ;
-  wire [18:0] \$126 ;
-  wire [27:0] \$127 ;
-  reg [7:0] \$128 ;
-  reg [7:0] \$129 ;
   wire [4:0] \$13 ;
-  reg [7:0] \$130 ;
-  reg [7:0] \$131 ;
-  reg \$132 ;
-  reg [3:0] \$133 ;
-  reg \$134 ;
-  reg [1:0] \$135 ;
-  reg \$136 ;
-  reg [2:0] \$137 ;
-  reg \$138 ;
-  reg [1:0] \$139 ;
   wire [4:0] \$14 ;
-  reg [16:0] \$140 ;
-  reg [3:0] \$141 ;
-  reg [8:0] \$142 ;
-  reg [1:0] \$143 ;
-  reg [12:0] \$144 ;
-  reg [2:0] \$145 ;
-  reg [8:0] \$146 ;
-  reg [1:0] \$147 ;
-  reg [25:0] \$148 ;
-  reg [9:0] \$149 ;
-  wire [4:0] \$15 ;
-  reg [17:0] \$150 ;
-  reg [9:0] \$151 ;
-  reg [25:0] \$152 ;
-  wire [5:0] \$16 ;
+  wire [5:0] \$15 ;
+  wire [6:0] \$16 ;
   wire [6:0] \$17 ;
   wire [6:0] \$18 ;
   wire [6:0] \$19 ;
   wire [4:0] \$2 ;
-  wire [6:0] \$20 ;
-  wire [7:0] \$21 ;
-  wire [8:0] \$22 ;
+  wire [7:0] \$20 ;
+  wire [4:0] \$21 ;
+  wire [4:0] \$22 ;
   wire [4:0] \$23 ;
   wire [4:0] \$24 ;
-  wire [4:0] \$25 ;
-  wire [4:0] \$26 ;
-  wire [5:0] \$27 ;
+  wire [5:0] \$25 ;
+  wire [6:0] \$26 ;
+  wire [6:0] \$27 ;
   wire [6:0] \$28 ;
   wire [6:0] \$29 ;
   wire [4:0] \$3 ;
-  wire [6:0] \$30 ;
-  wire [6:0] \$31 ;
-  wire [7:0] \$32 ;
-  wire [8:0] \$33 ;
+  wire [7:0] \$30 ;
+  wire [4:0] \$31 ;
+  wire [4:0] \$32 ;
+  wire [4:0] \$33 ;
   wire [4:0] \$34 ;
-  wire [4:0] \$35 ;
-  wire [4:0] \$36 ;
-  wire [4:0] \$37 ;
-  wire [5:0] \$38 ;
+  wire [5:0] \$35 ;
+  wire [6:0] \$36 ;
+  wire [6:0] \$37 ;
+  wire [6:0] \$38 ;
   wire [6:0] \$39 ;
   wire [4:0] \$4 ;
-  wire [6:0] \$40 ;
-  wire [6:0] \$41 ;
-  wire [6:0] \$42 ;
-  wire [7:0] \$43 ;
+  wire [7:0] \$40 ;
+  wire [26:0] \$41 ;
+  wire [18:0] \$42 ;
+  wire [8:0] \$43 ;
   wire [8:0] \$44 ;
-  wire \$45 ;
-  wire [3:0] \$46 ;
+  wire [8:0] \$45 ;
+  wire [8:0] \$46 ;
   wire \$47 ;
-  wire [1:0] \$48 ;
+  wire [3:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
-  wire [3:0] \$50 ;
+  wire [1:0] \$50 ;
   wire \$51 ;
-  wire [1:0] \$52 ;
+  wire [3:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
+  wire [1:0] \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire [14:0] \$57 ;
-  wire [15:0] \$58 ;
-  wire [14:0] \$59 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire [17:0] \$59 ;
   wire [6:0] \$6 ;
-  wire [15:0] \$60 ;
-  wire [22:0] \$61 ;
-  wire [23:0] \$62 ;
-  wire [14:0] \$63 ;
-  wire [15:0] \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [16:0] \$67 ;
+  wire [17:0] \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [7:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [12:0] \$69 ;
   wire [6:0] \$7 ;
-  wire \$70 ;
+  wire [12:0] \$70 ;
   wire \$71 ;
-  wire [14:0] \$72 ;
-  wire [15:0] \$73 ;
-  wire [14:0] \$74 ;
-  wire [15:0] \$75 ;
-  wire [22:0] \$76 ;
-  wire [23:0] \$77 ;
-  wire [14:0] \$78 ;
-  wire [15:0] \$79 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire [7:0] \$74 ;
+  wire [30:0] \$75 ;
+  wire [25:0] \$76 ;
+  wire [10:0] \$77 ;
+  wire [9:0] \$78 ;
+  wire [18:0] \$79 ;
   wire [6:0] \$8 ;
-  wire [23:0] \$80 ;
-  wire [23:0] \$81 ;
-  wire [16:0] \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [7:0] \$86 ;
-  wire [8:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [17:0] \$80 ;
+  wire [10:0] \$81 ;
+  wire [9:0] \$82 ;
+  wire [28:0] \$83 ;
+  wire [29:0] \$84 ;
+  reg [7:0] \$85 ;
+  reg [7:0] \$86 ;
+  reg [7:0] \$87 ;
+  reg [7:0] \$88 ;
+  reg \$89 ;
   wire [6:0] \$9 ;
-  wire \$90 ;
-  wire [7:0] \$91 ;
-  wire [8:0] \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [14:0] \$97 ;
-  wire [15:0] \$98 ;
-  wire [15:0] \$99 ;
+  reg [3:0] \$90 ;
+  reg \$91 ;
+  reg [1:0] \$92 ;
+  reg \$93 ;
+  reg [2:0] \$94 ;
+  reg \$95 ;
+  reg [1:0] \$96 ;
+  reg [15:0] \$97 ;
+  reg \$98 ;
+  reg [3:0] \$99 ;
   input [27:0] a;
   wire [27:0] a;
   wire \a.neg0 ;
@@ -22006,10 +19830,14 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, clk);
   wire [3:0] \b.x1 ;
   wire [3:0] \b.x2 ;
   wire [3:0] \b.x3 ;
+  output cin;
+  reg cin = 1'h0;
   input clk;
   wire clk;
   input en;
   wire en;
+  (* keep = 32'd1 *)
+  wire [13:0] full_hi;
   reg [25:0] l4_0 = 26'h0000000;
   reg [9:0] l4_1 = 10'h000;
   reg [17:0] l4_2 = 18'h00000;
@@ -22018,20 +19846,48 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, clk);
   reg [7:0] m1 = 8'h00;
   reg [7:0] m2 = 8'h00;
   reg [7:0] m3 = 8'h00;
+  reg [15:0] mag3_0 = 16'h0000;
+  reg [7:0] mag3_1 = 8'h00;
+  reg [11:0] mag3_2 = 12'h000;
+  reg [7:0] mag3_3 = 8'h00;
   input [1:0] mode;
   wire [1:0] mode;
   wire \mode.a8 ;
   wire \mode.b8 ;
+  (* keep = 32'd1 *)
+  reg [7:0] mul0_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul0_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul1_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul1_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul2_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul2_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul3_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul3_lo;
   reg neg2_0 = 1'h0;
   reg neg2_1 = 1'h0;
   reg neg2_2 = 1'h0;
   reg neg2_3 = 1'h0;
+  reg neg3_0 = 1'h0;
+  reg neg3_1 = 1'h0;
+  reg neg3_2 = 1'h0;
+  reg neg3_3 = 1'h0;
+  reg neg4_0 = 1'h0;
+  reg neg4_1 = 1'h0;
+  reg neg4_2 = 1'h0;
+  reg neg4_3 = 1'h0;
+  (* keep = 32'd1 *)
+  wire [8:0] pair0_hi;
+  (* keep = 32'd1 *)
+  wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [16:0] s3_0 = 17'h00000;
-  reg [8:0] s3_1 = 9'h000;
-  reg [12:0] s3_2 = 13'h0000;
-  reg [8:0] s3_3 = 9'h000;
   reg [3:0] sh2_0 = 4'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
@@ -22042,405 +19898,545 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, clk);
   reg [1:0] sh3_3 = 2'h0;
   output [25:0] sum;
   reg [25:0] sum = 26'h0000000;
+  (* keep = 32'd1 *)
+  wire [27:0] sum0_0;
+  (* keep = 32'd1 *)
+  wire [19:0] sum0_2;
   assign \$2  = b[0] ? \$1  : 5'h00;
   assign \$4  = b[1] ? \$3  : 5'h00;
   assign \$5  = \$2  + \$4 ;
   assign \$7  = b[2] ? \$6  : 7'h00;
   assign \$9  = b[3] ? \$8  : 7'h00;
   assign \$10  = \$7  + \$9 ;
-  assign \$11  = \$5  + \$10 ;
-  assign \$13  = b[4] ? \$12  : 5'h00;
-  assign \$15  = b[5] ? \$14  : 5'h00;
-  assign \$16  = \$13  + \$15 ;
-  assign \$18  = b[6] ? \$17  : 7'h00;
-  assign \$20  = b[7] ? \$19  : 7'h00;
-  assign \$21  = \$18  + \$20 ;
-  assign \$22  = \$16  + \$21 ;
-  assign \$24  = b[8] ? \$23  : 5'h00;
-  assign \$26  = b[9] ? \$25  : 5'h00;
-  assign \$27  = \$24  + \$26 ;
-  assign \$29  = b[10] ? \$28  : 7'h00;
-  assign \$31  = b[11] ? \$30  : 7'h00;
-  assign \$32  = \$29  + \$31 ;
-  assign \$33  = \$27  + \$32 ;
-  assign \$35  = b[12] ? \$34  : 5'h00;
-  assign \$37  = b[13] ? \$36  : 5'h00;
-  assign \$38  = \$35  + \$37 ;
-  assign \$40  = b[14] ? \$39  : 7'h00;
-  assign \$42  = b[15] ? \$41  : 7'h00;
-  assign \$43  = \$40  + \$42 ;
-  assign \$44  = \$38  + \$43 ;
-  assign \$45  = a[16] ^ b[16];
-  assign \$46  = a[19:17] + b[19:17];
-  assign \$47  = a[20] ^ b[20];
-  assign \$48  = a[21] + b[21];
-  assign \$49  = a[22] ^ b[22];
-  assign \$50  = a[25:23] + b[25:23];
-  assign \$51  = a[26] ^ b[26];
-  assign \$52  = a[27] + b[27];
-  assign \$53  = ~ mode[0];
-  assign \$54  = ~ mode[1];
-  assign \$55  = \$53  & \$54 ;
-  assign \$56  = mode[0] & mode[1];
-  assign \$58  = m0 + \$57 ;
-  assign \$60  = m2 + \$59 ;
-  assign \$62  = \$58  + \$61 ;
-  assign \$64  = m0 + \$63 ;
-  assign \$65  = \$56  ? \$62  : { 8'h00, \$64  };
-  assign \$66  = \$55  ? { 16'h0000, m0 } : \$65 ;
-  assign \$67  = - \$66 [15:0];
-  assign \$68  = ~ mode[0];
-  assign \$69  = ~ mode[1];
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = mode[0] & mode[1];
-  assign \$73  = m0 + \$72 ;
-  assign \$75  = m2 + \$74 ;
-  assign \$77  = \$73  + \$76 ;
-  assign \$79  = m0 + \$78 ;
-  assign \$80  = \$71  ? \$77  : { 8'h00, \$79  };
-  assign \$81  = \$70  ? { 16'h0000, m0 } : \$80 ;
-  assign \$82  = neg2_0 ? \$67  : { 1'h0, \$81 [15:0] };
-  assign \$83  = ~ mode[0];
-  assign \$84  = ~ mode[1];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = \$85  ? m1 : 8'h00;
-  assign \$87  = - \$86 ;
-  assign \$88  = ~ mode[0];
-  assign \$89  = ~ mode[1];
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = \$90  ? m1 : 8'h00;
-  assign \$92  = neg2_1 ? \$87  : { 1'h0, \$91  };
-  assign \$93  = ~ mode[0];
-  assign \$94  = ~ mode[1];
-  assign \$95  = \$93  & \$94 ;
-  assign \$96  = mode[0] & mode[1];
-  assign \$98  = m2 + \$97 ;
-  assign \$99  = \$96  ? 16'h0000 : \$98 ;
-  assign \$100  = \$95  ? { 8'h00, m2 } : \$99 ;
-  assign \$101  = - \$100 [11:0];
-  assign \$102  = ~ mode[0];
-  assign \$103  = ~ mode[1];
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = mode[0] & mode[1];
-  assign \$107  = m2 + \$106 ;
-  assign \$108  = \$105  ? 16'h0000 : \$107 ;
-  assign \$109  = \$104  ? { 8'h00, m2 } : \$108 ;
-  assign \$110  = neg2_2 ? \$101  : { 1'h0, \$109 [11:0] };
-  assign \$111  = ~ mode[0];
-  assign \$112  = ~ mode[1];
-  assign \$113  = \$111  & \$112 ;
-  assign \$114  = \$113  ? m3 : 8'h00;
-  assign \$115  = - \$114 ;
-  assign \$116  = ~ mode[0];
-  assign \$117  = ~ mode[1];
-  assign \$118  = \$116  & \$117 ;
-  assign \$119  = \$118  ? m3 : 8'h00;
-  assign \$120  = neg2_3 ? \$115  : { 1'h0, \$119  };
-  assign \$121  = $signed(s3_0) << sh3_0;
-  assign \$122  = $signed(s3_1) << sh3_1;
-  assign \$123  = $signed(s3_2) << sh3_2;
-  assign \$124  = $signed(s3_3) << sh3_3;
-  assign \$125  = $signed(l4_0) + $signed(l4_1);
-  assign \$126  = $signed(l4_2) + $signed(l4_3);
-  assign \$127  = $signed(\$125 ) + $signed(\$126 );
+  assign \$12  = b[4] ? \$11  : 5'h00;
+  assign \$14  = b[5] ? \$13  : 5'h00;
+  assign \$15  = \$12  + \$14 ;
+  assign \$17  = b[6] ? \$16  : 7'h00;
+  assign \$19  = b[7] ? \$18  : 7'h00;
+  assign \$20  = \$17  + \$19 ;
+  assign \$22  = b[8] ? \$21  : 5'h00;
+  assign \$24  = b[9] ? \$23  : 5'h00;
+  assign \$25  = \$22  + \$24 ;
+  assign \$27  = b[10] ? \$26  : 7'h00;
+  assign \$29  = b[11] ? \$28  : 7'h00;
+  assign \$30  = \$27  + \$29 ;
+  assign \$32  = b[12] ? \$31  : 5'h00;
+  assign \$34  = b[13] ? \$33  : 5'h00;
+  assign \$35  = \$32  + \$34 ;
+  assign \$37  = b[14] ? \$36  : 7'h00;
+  assign \$39  = b[15] ? \$38  : 7'h00;
+  assign \$40  = \$37  + \$39 ;
+  assign pair0_hi = m0[7:4] + m1;
+  assign pair1_hi = m2[7:4] + m3;
+  assign full_hi = pair0_hi + { pair1_hi, m2[3:0] };
+  assign \$41  = $signed(l4_0) + $signed(l4_1);
+  assign sum0_0 = $signed(\$41 ) + $signed({ 1'h0, neg4_0 });
+  assign \$42  = $signed(l4_2) + $signed(l4_3);
+  assign sum0_2 = $signed(\$42 ) + $signed({ 1'h0, neg4_2 });
+  assign \$43  = mul0_lo + mul0_hi;
+  assign \$44  = mul1_lo + mul1_hi;
+  assign \$45  = mul2_lo + mul2_hi;
+  assign \$46  = mul3_lo + mul3_hi;
+  assign \$47  = a[16] ^ b[16];
+  assign \$48  = a[19:17] + b[19:17];
+  assign \$49  = a[20] ^ b[20];
+  assign \$50  = a[21] + b[21];
+  assign \$51  = a[22] ^ b[22];
+  assign \$52  = a[25:23] + b[25:23];
+  assign \$53  = a[26] ^ b[26];
+  assign \$54  = a[27] + b[27];
+  assign \$55  = ~ mode[0];
+  assign \$56  = ~ mode[1];
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = mode[0] & mode[1];
+  assign \$59  = \$58  ? { full_hi, m0[3:0] } : { 5'h00, pair0_hi, m0[3:0] };
+  assign \$60  = \$57  ? { 10'h000, m0 } : \$59 ;
+  assign \$61  = ~ mode[0];
+  assign \$62  = ~ mode[1];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = \$63  ? m1 : 8'h00;
+  assign \$65  = ~ mode[0];
+  assign \$66  = ~ mode[1];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = mode[0] & mode[1];
+  assign \$69  = \$68  ? 13'h0000 : { pair1_hi, m2[3:0] };
+  assign \$70  = \$67  ? { 5'h00, m2 } : \$69 ;
+  assign \$71  = ~ mode[0];
+  assign \$72  = ~ mode[1];
+  assign \$73  = \$71  & \$72 ;
+  assign \$74  = \$73  ? m3 : 8'h00;
+  assign \$75  = mag3_0 << sh3_0;
+  assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
+  assign \$77  = mag3_1 << sh3_1;
+  assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
+  assign \$79  = mag3_2 << sh3_2;
+  assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
+  assign \$81  = mag3_3 << sh3_3;
+  assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
+  assign \$83  = $signed(sum0_0) + $signed(sum0_2);
+  assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
   always @(posedge clk)
-    m0 <= \$128 ;
+    m0 <= \$85 ;
   always @(posedge clk)
-    m1 <= \$129 ;
+    m1 <= \$86 ;
   always @(posedge clk)
-    m2 <= \$130 ;
+    m2 <= \$87 ;
   always @(posedge clk)
-    m3 <= \$131 ;
+    m3 <= \$88 ;
   always @(posedge clk)
-    neg2_0 <= \$132 ;
+    neg2_0 <= \$89 ;
   always @(posedge clk)
-    sh2_0 <= \$133 ;
+    sh2_0 <= \$90 ;
   always @(posedge clk)
-    neg2_1 <= \$134 ;
+    neg2_1 <= \$91 ;
   always @(posedge clk)
-    sh2_1 <= \$135 ;
+    sh2_1 <= \$92 ;
   always @(posedge clk)
-    neg2_2 <= \$136 ;
+    neg2_2 <= \$93 ;
   always @(posedge clk)
-    sh2_2 <= \$137 ;
+    sh2_2 <= \$94 ;
   always @(posedge clk)
-    neg2_3 <= \$138 ;
+    neg2_3 <= \$95 ;
   always @(posedge clk)
-    sh2_3 <= \$139 ;
+    sh2_3 <= \$96 ;
   always @(posedge clk)
-    s3_0 <= \$140 ;
+    mag3_0 <= \$97 ;
   always @(posedge clk)
-    sh3_0 <= \$141 ;
+    neg3_0 <= \$98 ;
   always @(posedge clk)
-    s3_1 <= \$142 ;
+    sh3_0 <= \$99 ;
   always @(posedge clk)
-    sh3_1 <= \$143 ;
+    mag3_1 <= \$100 ;
   always @(posedge clk)
-    s3_2 <= \$144 ;
+    neg3_1 <= \$101 ;
   always @(posedge clk)
-    sh3_2 <= \$145 ;
+    sh3_1 <= \$102 ;
   always @(posedge clk)
-    s3_3 <= \$146 ;
+    mag3_2 <= \$103 ;
   always @(posedge clk)
-    sh3_3 <= \$147 ;
+    neg3_2 <= \$104 ;
   always @(posedge clk)
-    l4_0 <= \$148 ;
+    sh3_2 <= \$105 ;
   always @(posedge clk)
-    l4_1 <= \$149 ;
+    mag3_3 <= \$106 ;
   always @(posedge clk)
-    l4_2 <= \$150 ;
+    neg3_3 <= \$107 ;
   always @(posedge clk)
-    l4_3 <= \$151 ;
+    sh3_3 <= \$108 ;
   always @(posedge clk)
-    sum <= \$152 ;
+    l4_0 <= \$109 ;
+  always @(posedge clk)
+    neg4_0 <= \$110 ;
+  always @(posedge clk)
+    l4_1 <= \$111 ;
+  always @(posedge clk)
+    neg4_1 <= \$112 ;
+  always @(posedge clk)
+    l4_2 <= \$113 ;
+  always @(posedge clk)
+    neg4_2 <= \$114 ;
+  always @(posedge clk)
+    l4_3 <= \$115 ;
+  always @(posedge clk)
+    neg4_3 <= \$116 ;
+  always @(posedge clk)
+    sum <= \$117 ;
+  always @(posedge clk)
+    cin <= \$118 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$128  = m0;
+    mul0_lo = 6'h00;
     if (en) begin
-      \$128  = \$11 [7:0];
-    end
-    if (rst) begin
-      \$128  = 8'h00;
+      mul0_lo = \$5 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$129  = m1;
+    mul0_hi = 8'h00;
     if (en) begin
-      \$129  = \$22 [7:0];
-    end
-    if (rst) begin
-      \$129  = 8'h00;
+      mul0_hi = \$10 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$130  = m2;
+    mul1_lo = 6'h00;
     if (en) begin
-      \$130  = \$33 [7:0];
-    end
-    if (rst) begin
-      \$130  = 8'h00;
+      mul1_lo = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$131  = m3;
+    mul1_hi = 8'h00;
     if (en) begin
-      \$131  = \$44 [7:0];
-    end
-    if (rst) begin
-      \$131  = 8'h00;
+      mul1_hi = \$20 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$132  = neg2_0;
+    mul2_lo = 6'h00;
     if (en) begin
-      \$132  = \$45 ;
-    end
-    if (rst) begin
-      \$132  = 1'h0;
+      mul2_lo = \$25 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$133  = sh2_0;
+    mul2_hi = 8'h00;
     if (en) begin
-      \$133  = \$46 ;
-    end
-    if (rst) begin
-      \$133  = 4'h0;
+      mul2_hi = \$30 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$134  = neg2_1;
+    mul3_lo = 6'h00;
     if (en) begin
-      \$134  = \$47 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
+      mul3_lo = \$35 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$135  = sh2_1;
+    mul3_hi = 8'h00;
     if (en) begin
-      \$135  = \$48 ;
-    end
-    if (rst) begin
-      \$135  = 2'h0;
+      mul3_hi = \$40 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$136  = neg2_2;
+    \$85  = m0;
     if (en) begin
-      \$136  = \$49 ;
+      \$85  = \$43 [7:0];
     end
     if (rst) begin
-      \$136  = 1'h0;
+      \$85  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$137  = sh2_2;
+    \$86  = m1;
     if (en) begin
-      \$137  = \$50 [2:0];
+      \$86  = \$44 [7:0];
     end
     if (rst) begin
-      \$137  = 3'h0;
+      \$86  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$138  = neg2_3;
+    \$87  = m2;
     if (en) begin
-      \$138  = \$51 ;
+      \$87  = \$45 [7:0];
     end
     if (rst) begin
-      \$138  = 1'h0;
+      \$87  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$139  = sh2_3;
+    \$88  = m3;
     if (en) begin
-      \$139  = \$52 ;
+      \$88  = \$46 [7:0];
     end
     if (rst) begin
-      \$139  = 2'h0;
+      \$88  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$140  = s3_0;
+    \$89  = neg2_0;
     if (en) begin
-      \$140  = \$82 ;
+      \$89  = \$47 ;
     end
     if (rst) begin
-      \$140  = 17'h00000;
+      \$89  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$141  = sh3_0;
+    \$90  = sh2_0;
     if (en) begin
-      \$141  = sh2_0;
+      \$90  = \$48 ;
     end
     if (rst) begin
-      \$141  = 4'h0;
+      \$90  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$142  = s3_1;
+    \$91  = neg2_1;
     if (en) begin
-      \$142  = \$92 ;
+      \$91  = \$49 ;
     end
     if (rst) begin
-      \$142  = 9'h000;
+      \$91  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$143  = sh3_1;
+    \$92  = sh2_1;
     if (en) begin
-      \$143  = sh2_1;
+      \$92  = \$50 ;
     end
     if (rst) begin
-      \$143  = 2'h0;
+      \$92  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$144  = s3_2;
+    \$93  = neg2_2;
     if (en) begin
-      \$144  = \$110 ;
+      \$93  = \$51 ;
     end
     if (rst) begin
-      \$144  = 13'h0000;
+      \$93  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$145  = sh3_2;
+    \$94  = sh2_2;
     if (en) begin
-      \$145  = sh2_2;
+      \$94  = \$52 [2:0];
     end
     if (rst) begin
-      \$145  = 3'h0;
+      \$94  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$146  = s3_3;
+    \$95  = neg2_3;
     if (en) begin
-      \$146  = \$120 ;
+      \$95  = \$53 ;
     end
     if (rst) begin
-      \$146  = 9'h000;
+      \$95  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$147  = sh3_3;
+    \$96  = sh2_3;
     if (en) begin
-      \$147  = sh2_3;
+      \$96  = \$54 ;
     end
     if (rst) begin
-      \$147  = 2'h0;
+      \$96  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$148  = l4_0;
+    \$97  = mag3_0;
     if (en) begin
-      \$148  = \$121 [25:0];
+      \$97  = \$60 [15:0];
     end
     if (rst) begin
-      \$148  = 26'h0000000;
+      \$97  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$149  = l4_1;
+    \$98  = neg3_0;
     if (en) begin
-      \$149  = \$122 [9:0];
+      \$98  = neg2_0;
     end
     if (rst) begin
-      \$149  = 10'h000;
+      \$98  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$150  = l4_2;
+    \$99  = sh3_0;
     if (en) begin
-      \$150  = \$123 [17:0];
+      \$99  = sh2_0;
     end
     if (rst) begin
-      \$150  = 18'h00000;
+      \$99  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$151  = l4_3;
+    \$100  = mag3_1;
     if (en) begin
-      \$151  = \$124 [9:0];
+      \$100  = \$64 ;
     end
     if (rst) begin
-      \$151  = 10'h000;
+      \$100  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$152  = sum;
+    \$101  = neg3_1;
     if (en) begin
-      \$152  = \$127 [25:0];
+      \$101  = neg2_1;
     end
     if (rst) begin
-      \$152  = 26'h0000000;
+      \$101  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$102  = sh3_1;
+    if (en) begin
+      \$102  = sh2_1;
+    end
+    if (rst) begin
+      \$102  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$103  = mag3_2;
+    if (en) begin
+      \$103  = \$70 [11:0];
+    end
+    if (rst) begin
+      \$103  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$104  = neg3_2;
+    if (en) begin
+      \$104  = neg2_2;
+    end
+    if (rst) begin
+      \$104  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$105  = sh3_2;
+    if (en) begin
+      \$105  = sh2_2;
+    end
+    if (rst) begin
+      \$105  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$106  = mag3_3;
+    if (en) begin
+      \$106  = \$74 ;
+    end
+    if (rst) begin
+      \$106  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$107  = neg3_3;
+    if (en) begin
+      \$107  = neg2_3;
+    end
+    if (rst) begin
+      \$107  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$108  = sh3_3;
+    if (en) begin
+      \$108  = sh2_3;
+    end
+    if (rst) begin
+      \$108  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$109  = l4_0;
+    if (en) begin
+      \$109  = \$76 ;
+    end
+    if (rst) begin
+      \$109  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$110  = neg4_0;
+    if (en) begin
+      \$110  = neg3_0;
+    end
+    if (rst) begin
+      \$110  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$111  = l4_1;
+    if (en) begin
+      \$111  = \$78 ;
+    end
+    if (rst) begin
+      \$111  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$112  = neg4_1;
+    if (en) begin
+      \$112  = neg3_1;
+    end
+    if (rst) begin
+      \$112  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$113  = l4_2;
+    if (en) begin
+      \$113  = \$80 ;
+    end
+    if (rst) begin
+      \$113  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$114  = neg4_2;
+    if (en) begin
+      \$114  = neg3_2;
+    end
+    if (rst) begin
+      \$114  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$115  = l4_3;
+    if (en) begin
+      \$115  = \$82 ;
+    end
+    if (rst) begin
+      \$115  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$116  = neg4_3;
+    if (en) begin
+      \$116  = neg3_3;
+    end
+    if (rst) begin
+      \$116  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$117  = sum;
+    if (en) begin
+      \$117  = \$84 [25:0];
+    end
+    if (rst) begin
+      \$117  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$118  = cin;
+    if (en) begin
+      \$118  = neg4_3;
+    end
+    if (rst) begin
+      \$118  = 1'h0;
     end
   end
   assign \b.x0  = b[3:0];
@@ -22473,185 +20469,141 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, clk);
   assign \$3  = { a[3:0], 1'h0 };
   assign \$6  = { 1'h0, a[3:0], 2'h0 };
   assign \$8  = { a[3:0], 3'h0 };
-  assign \$12  = { 1'h0, a[7:4] };
-  assign \$14  = { a[7:4], 1'h0 };
-  assign \$17  = { 1'h0, a[7:4], 2'h0 };
-  assign \$19  = { a[7:4], 3'h0 };
-  assign \$23  = { 1'h0, a[11:8] };
-  assign \$25  = { a[11:8], 1'h0 };
-  assign \$28  = { 1'h0, a[11:8], 2'h0 };
-  assign \$30  = { a[11:8], 3'h0 };
-  assign \$34  = { 1'h0, a[15:12] };
-  assign \$36  = { a[15:12], 1'h0 };
-  assign \$39  = { 1'h0, a[15:12], 2'h0 };
-  assign \$41  = { a[15:12], 3'h0 };
-  assign \$57  = { 3'h0, m1, 4'h0 };
-  assign \$59  = { 3'h0, m3, 4'h0 };
-  assign \$61  = { 3'h0, \$60 , 4'h0 };
-  assign \$63  = { 3'h0, m1, 4'h0 };
-  assign \$72  = { 3'h0, m1, 4'h0 };
-  assign \$74  = { 3'h0, m3, 4'h0 };
-  assign \$76  = { 3'h0, \$75 , 4'h0 };
-  assign \$78  = { 3'h0, m1, 4'h0 };
-  assign \$97  = { 3'h0, m3, 4'h0 };
-  assign \$106  = { 3'h0, m3, 4'h0 };
+  assign \$11  = { 1'h0, a[7:4] };
+  assign \$13  = { a[7:4], 1'h0 };
+  assign \$16  = { 1'h0, a[7:4], 2'h0 };
+  assign \$18  = { a[7:4], 3'h0 };
+  assign \$21  = { 1'h0, a[11:8] };
+  assign \$23  = { a[11:8], 1'h0 };
+  assign \$26  = { 1'h0, a[11:8], 2'h0 };
+  assign \$28  = { a[11:8], 3'h0 };
+  assign \$31  = { 1'h0, a[15:12] };
+  assign \$33  = { a[15:12], 1'h0 };
+  assign \$36  = { 1'h0, a[15:12], 2'h0 };
+  assign \$38  = { a[15:12], 3'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, clk);
+module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire [4:0] \$1 ;
   wire [7:0] \$10 ;
-  wire [15:0] \$100 ;
-  wire [12:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire [14:0] \$106 ;
-  wire [15:0] \$107 ;
-  wire [15:0] \$108 ;
-  wire [15:0] \$109 ;
-  wire [8:0] \$11 ;
-  wire [12:0] \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire [7:0] \$114 ;
-  wire [8:0] \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire [7:0] \$119 ;
+  reg [7:0] \$100 ;
+  reg \$101 ;
+  reg [1:0] \$102 ;
+  reg [11:0] \$103 ;
+  reg \$104 ;
+  reg [2:0] \$105 ;
+  reg [7:0] \$106 ;
+  reg \$107 ;
+  reg [1:0] \$108 ;
+  reg [25:0] \$109 ;
+  wire [4:0] \$11 ;
+  reg \$110 ;
+  reg [9:0] \$111 ;
+  reg \$112 ;
+  reg [17:0] \$113 ;
+  reg \$114 ;
+  reg [9:0] \$115 ;
+  reg \$116 ;
+  reg [25:0] \$117 ;
+  reg \$118 ;
   wire [4:0] \$12 ;
-  wire [8:0] \$120 ;
-  wire [31:0] \$121 ;
-  wire [11:0] \$122 ;
-  wire [19:0] \$123 ;
-  wire [11:0] \$124 ;
-  wire [26:0] \$125 ;
-  wire [18:0] \$126 ;
-  wire [27:0] \$127 ;
-  reg [7:0] \$128 ;
-  reg [7:0] \$129 ;
   wire [4:0] \$13 ;
-  reg [7:0] \$130 ;
-  reg [7:0] \$131 ;
-  reg \$132 ;
-  reg [3:0] \$133 ;
-  reg \$134 ;
-  reg [1:0] \$135 ;
-  reg \$136 ;
-  reg [2:0] \$137 ;
-  reg \$138 ;
-  reg [1:0] \$139 ;
   wire [4:0] \$14 ;
-  reg [16:0] \$140 ;
-  reg [3:0] \$141 ;
-  reg [8:0] \$142 ;
-  reg [1:0] \$143 ;
-  reg [12:0] \$144 ;
-  reg [2:0] \$145 ;
-  reg [8:0] \$146 ;
-  reg [1:0] \$147 ;
-  reg [25:0] \$148 ;
-  reg [9:0] \$149 ;
-  wire [4:0] \$15 ;
-  reg [17:0] \$150 ;
-  reg [9:0] \$151 ;
-  reg [25:0] \$152 ;
-  wire [5:0] \$16 ;
+  wire [5:0] \$15 ;
+  wire [6:0] \$16 ;
   wire [6:0] \$17 ;
   wire [6:0] \$18 ;
   wire [6:0] \$19 ;
   wire [4:0] \$2 ;
-  wire [6:0] \$20 ;
-  wire [7:0] \$21 ;
-  wire [8:0] \$22 ;
+  wire [7:0] \$20 ;
+  wire [4:0] \$21 ;
+  wire [4:0] \$22 ;
   wire [4:0] \$23 ;
   wire [4:0] \$24 ;
-  wire [4:0] \$25 ;
-  wire [4:0] \$26 ;
-  wire [5:0] \$27 ;
+  wire [5:0] \$25 ;
+  wire [6:0] \$26 ;
+  wire [6:0] \$27 ;
   wire [6:0] \$28 ;
   wire [6:0] \$29 ;
   wire [4:0] \$3 ;
-  wire [6:0] \$30 ;
-  wire [6:0] \$31 ;
-  wire [7:0] \$32 ;
-  wire [8:0] \$33 ;
+  wire [7:0] \$30 ;
+  wire [4:0] \$31 ;
+  wire [4:0] \$32 ;
+  wire [4:0] \$33 ;
   wire [4:0] \$34 ;
-  wire [4:0] \$35 ;
-  wire [4:0] \$36 ;
-  wire [4:0] \$37 ;
-  wire [5:0] \$38 ;
+  wire [5:0] \$35 ;
+  wire [6:0] \$36 ;
+  wire [6:0] \$37 ;
+  wire [6:0] \$38 ;
   wire [6:0] \$39 ;
   wire [4:0] \$4 ;
-  wire [6:0] \$40 ;
-  wire [6:0] \$41 ;
-  wire [6:0] \$42 ;
-  wire [7:0] \$43 ;
+  wire [7:0] \$40 ;
+  wire [26:0] \$41 ;
+  wire [18:0] \$42 ;
+  wire [8:0] \$43 ;
   wire [8:0] \$44 ;
-  wire \$45 ;
-  wire [3:0] \$46 ;
+  wire [8:0] \$45 ;
+  wire [8:0] \$46 ;
   wire \$47 ;
-  wire [1:0] \$48 ;
+  wire [3:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
-  wire [3:0] \$50 ;
+  wire [1:0] \$50 ;
   wire \$51 ;
-  wire [1:0] \$52 ;
+  wire [3:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
+  wire [1:0] \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire [14:0] \$57 ;
-  wire [15:0] \$58 ;
-  wire [14:0] \$59 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire [17:0] \$59 ;
   wire [6:0] \$6 ;
-  wire [15:0] \$60 ;
-  wire [22:0] \$61 ;
-  wire [23:0] \$62 ;
-  wire [14:0] \$63 ;
-  wire [15:0] \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [16:0] \$67 ;
+  wire [17:0] \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [7:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [12:0] \$69 ;
   wire [6:0] \$7 ;
-  wire \$70 ;
+  wire [12:0] \$70 ;
   wire \$71 ;
-  wire [14:0] \$72 ;
-  wire [15:0] \$73 ;
-  wire [14:0] \$74 ;
-  wire [15:0] \$75 ;
-  wire [22:0] \$76 ;
-  wire [23:0] \$77 ;
-  wire [14:0] \$78 ;
-  wire [15:0] \$79 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire [7:0] \$74 ;
+  wire [30:0] \$75 ;
+  wire [25:0] \$76 ;
+  wire [10:0] \$77 ;
+  wire [9:0] \$78 ;
+  wire [18:0] \$79 ;
   wire [6:0] \$8 ;
-  wire [23:0] \$80 ;
-  wire [23:0] \$81 ;
-  wire [16:0] \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [7:0] \$86 ;
-  wire [8:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [17:0] \$80 ;
+  wire [10:0] \$81 ;
+  wire [9:0] \$82 ;
+  wire [28:0] \$83 ;
+  wire [29:0] \$84 ;
+  reg [7:0] \$85 ;
+  reg [7:0] \$86 ;
+  reg [7:0] \$87 ;
+  reg [7:0] \$88 ;
+  reg \$89 ;
   wire [6:0] \$9 ;
-  wire \$90 ;
-  wire [7:0] \$91 ;
-  wire [8:0] \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [14:0] \$97 ;
-  wire [15:0] \$98 ;
-  wire [15:0] \$99 ;
+  reg [3:0] \$90 ;
+  reg \$91 ;
+  reg [1:0] \$92 ;
+  reg \$93 ;
+  reg [2:0] \$94 ;
+  reg \$95 ;
+  reg [1:0] \$96 ;
+  reg [15:0] \$97 ;
+  reg \$98 ;
+  reg [3:0] \$99 ;
   input [27:0] a;
   wire [27:0] a;
   wire \a.neg0 ;
@@ -22680,10 +20632,14 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, clk);
   wire [3:0] \b.x1 ;
   wire [3:0] \b.x2 ;
   wire [3:0] \b.x3 ;
+  output cin;
+  reg cin = 1'h0;
   input clk;
   wire clk;
   input en;
   wire en;
+  (* keep = 32'd1 *)
+  wire [13:0] full_hi;
   reg [25:0] l4_0 = 26'h0000000;
   reg [9:0] l4_1 = 10'h000;
   reg [17:0] l4_2 = 18'h00000;
@@ -22692,20 +20648,48 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, clk);
   reg [7:0] m1 = 8'h00;
   reg [7:0] m2 = 8'h00;
   reg [7:0] m3 = 8'h00;
+  reg [15:0] mag3_0 = 16'h0000;
+  reg [7:0] mag3_1 = 8'h00;
+  reg [11:0] mag3_2 = 12'h000;
+  reg [7:0] mag3_3 = 8'h00;
   input [1:0] mode;
   wire [1:0] mode;
   wire \mode.a8 ;
   wire \mode.b8 ;
+  (* keep = 32'd1 *)
+  reg [7:0] mul0_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul0_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul1_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul1_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul2_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul2_lo;
+  (* keep = 32'd1 *)
+  reg [7:0] mul3_hi;
+  (* keep = 32'd1 *)
+  reg [5:0] mul3_lo;
   reg neg2_0 = 1'h0;
   reg neg2_1 = 1'h0;
   reg neg2_2 = 1'h0;
   reg neg2_3 = 1'h0;
+  reg neg3_0 = 1'h0;
+  reg neg3_1 = 1'h0;
+  reg neg3_2 = 1'h0;
+  reg neg3_3 = 1'h0;
+  reg neg4_0 = 1'h0;
+  reg neg4_1 = 1'h0;
+  reg neg4_2 = 1'h0;
+  reg neg4_3 = 1'h0;
+  (* keep = 32'd1 *)
+  wire [8:0] pair0_hi;
+  (* keep = 32'd1 *)
+  wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [16:0] s3_0 = 17'h00000;
-  reg [8:0] s3_1 = 9'h000;
-  reg [12:0] s3_2 = 13'h0000;
-  reg [8:0] s3_3 = 9'h000;
   reg [3:0] sh2_0 = 4'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
@@ -22716,405 +20700,545 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, clk);
   reg [1:0] sh3_3 = 2'h0;
   output [25:0] sum;
   reg [25:0] sum = 26'h0000000;
+  (* keep = 32'd1 *)
+  wire [27:0] sum0_0;
+  (* keep = 32'd1 *)
+  wire [19:0] sum0_2;
   assign \$2  = b[0] ? \$1  : 5'h00;
   assign \$4  = b[1] ? \$3  : 5'h00;
   assign \$5  = \$2  + \$4 ;
   assign \$7  = b[2] ? \$6  : 7'h00;
   assign \$9  = b[3] ? \$8  : 7'h00;
   assign \$10  = \$7  + \$9 ;
-  assign \$11  = \$5  + \$10 ;
-  assign \$13  = b[4] ? \$12  : 5'h00;
-  assign \$15  = b[5] ? \$14  : 5'h00;
-  assign \$16  = \$13  + \$15 ;
-  assign \$18  = b[6] ? \$17  : 7'h00;
-  assign \$20  = b[7] ? \$19  : 7'h00;
-  assign \$21  = \$18  + \$20 ;
-  assign \$22  = \$16  + \$21 ;
-  assign \$24  = b[8] ? \$23  : 5'h00;
-  assign \$26  = b[9] ? \$25  : 5'h00;
-  assign \$27  = \$24  + \$26 ;
-  assign \$29  = b[10] ? \$28  : 7'h00;
-  assign \$31  = b[11] ? \$30  : 7'h00;
-  assign \$32  = \$29  + \$31 ;
-  assign \$33  = \$27  + \$32 ;
-  assign \$35  = b[12] ? \$34  : 5'h00;
-  assign \$37  = b[13] ? \$36  : 5'h00;
-  assign \$38  = \$35  + \$37 ;
-  assign \$40  = b[14] ? \$39  : 7'h00;
-  assign \$42  = b[15] ? \$41  : 7'h00;
-  assign \$43  = \$40  + \$42 ;
-  assign \$44  = \$38  + \$43 ;
-  assign \$45  = a[16] ^ b[16];
-  assign \$46  = a[19:17] + b[19:17];
-  assign \$47  = a[20] ^ b[20];
-  assign \$48  = a[21] + b[21];
-  assign \$49  = a[22] ^ b[22];
-  assign \$50  = a[25:23] + b[25:23];
-  assign \$51  = a[26] ^ b[26];
-  assign \$52  = a[27] + b[27];
-  assign \$53  = ~ mode[0];
-  assign \$54  = ~ mode[1];
-  assign \$55  = \$53  & \$54 ;
-  assign \$56  = mode[0] & mode[1];
-  assign \$58  = m0 + \$57 ;
-  assign \$60  = m2 + \$59 ;
-  assign \$62  = \$58  + \$61 ;
-  assign \$64  = m0 + \$63 ;
-  assign \$65  = \$56  ? \$62  : { 8'h00, \$64  };
-  assign \$66  = \$55  ? { 16'h0000, m0 } : \$65 ;
-  assign \$67  = - \$66 [15:0];
-  assign \$68  = ~ mode[0];
-  assign \$69  = ~ mode[1];
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = mode[0] & mode[1];
-  assign \$73  = m0 + \$72 ;
-  assign \$75  = m2 + \$74 ;
-  assign \$77  = \$73  + \$76 ;
-  assign \$79  = m0 + \$78 ;
-  assign \$80  = \$71  ? \$77  : { 8'h00, \$79  };
-  assign \$81  = \$70  ? { 16'h0000, m0 } : \$80 ;
-  assign \$82  = neg2_0 ? \$67  : { 1'h0, \$81 [15:0] };
-  assign \$83  = ~ mode[0];
-  assign \$84  = ~ mode[1];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = \$85  ? m1 : 8'h00;
-  assign \$87  = - \$86 ;
-  assign \$88  = ~ mode[0];
-  assign \$89  = ~ mode[1];
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = \$90  ? m1 : 8'h00;
-  assign \$92  = neg2_1 ? \$87  : { 1'h0, \$91  };
-  assign \$93  = ~ mode[0];
-  assign \$94  = ~ mode[1];
-  assign \$95  = \$93  & \$94 ;
-  assign \$96  = mode[0] & mode[1];
-  assign \$98  = m2 + \$97 ;
-  assign \$99  = \$96  ? 16'h0000 : \$98 ;
-  assign \$100  = \$95  ? { 8'h00, m2 } : \$99 ;
-  assign \$101  = - \$100 [11:0];
-  assign \$102  = ~ mode[0];
-  assign \$103  = ~ mode[1];
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = mode[0] & mode[1];
-  assign \$107  = m2 + \$106 ;
-  assign \$108  = \$105  ? 16'h0000 : \$107 ;
-  assign \$109  = \$104  ? { 8'h00, m2 } : \$108 ;
-  assign \$110  = neg2_2 ? \$101  : { 1'h0, \$109 [11:0] };
-  assign \$111  = ~ mode[0];
-  assign \$112  = ~ mode[1];
-  assign \$113  = \$111  & \$112 ;
-  assign \$114  = \$113  ? m3 : 8'h00;
-  assign \$115  = - \$114 ;
-  assign \$116  = ~ mode[0];
-  assign \$117  = ~ mode[1];
-  assign \$118  = \$116  & \$117 ;
-  assign \$119  = \$118  ? m3 : 8'h00;
-  assign \$120  = neg2_3 ? \$115  : { 1'h0, \$119  };
-  assign \$121  = $signed(s3_0) << sh3_0;
-  assign \$122  = $signed(s3_1) << sh3_1;
-  assign \$123  = $signed(s3_2) << sh3_2;
-  assign \$124  = $signed(s3_3) << sh3_3;
-  assign \$125  = $signed(l4_0) + $signed(l4_1);
-  assign \$126  = $signed(l4_2) + $signed(l4_3);
-  assign \$127  = $signed(\$125 ) + $signed(\$126 );
+  assign \$12  = b[4] ? \$11  : 5'h00;
+  assign \$14  = b[5] ? \$13  : 5'h00;
+  assign \$15  = \$12  + \$14 ;
+  assign \$17  = b[6] ? \$16  : 7'h00;
+  assign \$19  = b[7] ? \$18  : 7'h00;
+  assign \$20  = \$17  + \$19 ;
+  assign \$22  = b[8] ? \$21  : 5'h00;
+  assign \$24  = b[9] ? \$23  : 5'h00;
+  assign \$25  = \$22  + \$24 ;
+  assign \$27  = b[10] ? \$26  : 7'h00;
+  assign \$29  = b[11] ? \$28  : 7'h00;
+  assign \$30  = \$27  + \$29 ;
+  assign \$32  = b[12] ? \$31  : 5'h00;
+  assign \$34  = b[13] ? \$33  : 5'h00;
+  assign \$35  = \$32  + \$34 ;
+  assign \$37  = b[14] ? \$36  : 7'h00;
+  assign \$39  = b[15] ? \$38  : 7'h00;
+  assign \$40  = \$37  + \$39 ;
+  assign pair0_hi = m0[7:4] + m1;
+  assign pair1_hi = m2[7:4] + m3;
+  assign full_hi = pair0_hi + { pair1_hi, m2[3:0] };
+  assign \$41  = $signed(l4_0) + $signed(l4_1);
+  assign sum0_0 = $signed(\$41 ) + $signed({ 1'h0, neg4_0 });
+  assign \$42  = $signed(l4_2) + $signed(l4_3);
+  assign sum0_2 = $signed(\$42 ) + $signed({ 1'h0, neg4_2 });
+  assign \$43  = mul0_lo + mul0_hi;
+  assign \$44  = mul1_lo + mul1_hi;
+  assign \$45  = mul2_lo + mul2_hi;
+  assign \$46  = mul3_lo + mul3_hi;
+  assign \$47  = a[16] ^ b[16];
+  assign \$48  = a[19:17] + b[19:17];
+  assign \$49  = a[20] ^ b[20];
+  assign \$50  = a[21] + b[21];
+  assign \$51  = a[22] ^ b[22];
+  assign \$52  = a[25:23] + b[25:23];
+  assign \$53  = a[26] ^ b[26];
+  assign \$54  = a[27] + b[27];
+  assign \$55  = ~ mode[0];
+  assign \$56  = ~ mode[1];
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = mode[0] & mode[1];
+  assign \$59  = \$58  ? { full_hi, m0[3:0] } : { 5'h00, pair0_hi, m0[3:0] };
+  assign \$60  = \$57  ? { 10'h000, m0 } : \$59 ;
+  assign \$61  = ~ mode[0];
+  assign \$62  = ~ mode[1];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = \$63  ? m1 : 8'h00;
+  assign \$65  = ~ mode[0];
+  assign \$66  = ~ mode[1];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = mode[0] & mode[1];
+  assign \$69  = \$68  ? 13'h0000 : { pair1_hi, m2[3:0] };
+  assign \$70  = \$67  ? { 5'h00, m2 } : \$69 ;
+  assign \$71  = ~ mode[0];
+  assign \$72  = ~ mode[1];
+  assign \$73  = \$71  & \$72 ;
+  assign \$74  = \$73  ? m3 : 8'h00;
+  assign \$75  = mag3_0 << sh3_0;
+  assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
+  assign \$77  = mag3_1 << sh3_1;
+  assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
+  assign \$79  = mag3_2 << sh3_2;
+  assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
+  assign \$81  = mag3_3 << sh3_3;
+  assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
+  assign \$83  = $signed(sum0_0) + $signed(sum0_2);
+  assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
   always @(posedge clk)
-    m0 <= \$128 ;
+    m0 <= \$85 ;
   always @(posedge clk)
-    m1 <= \$129 ;
+    m1 <= \$86 ;
   always @(posedge clk)
-    m2 <= \$130 ;
+    m2 <= \$87 ;
   always @(posedge clk)
-    m3 <= \$131 ;
+    m3 <= \$88 ;
   always @(posedge clk)
-    neg2_0 <= \$132 ;
+    neg2_0 <= \$89 ;
   always @(posedge clk)
-    sh2_0 <= \$133 ;
+    sh2_0 <= \$90 ;
   always @(posedge clk)
-    neg2_1 <= \$134 ;
+    neg2_1 <= \$91 ;
   always @(posedge clk)
-    sh2_1 <= \$135 ;
+    sh2_1 <= \$92 ;
   always @(posedge clk)
-    neg2_2 <= \$136 ;
+    neg2_2 <= \$93 ;
   always @(posedge clk)
-    sh2_2 <= \$137 ;
+    sh2_2 <= \$94 ;
   always @(posedge clk)
-    neg2_3 <= \$138 ;
+    neg2_3 <= \$95 ;
   always @(posedge clk)
-    sh2_3 <= \$139 ;
+    sh2_3 <= \$96 ;
   always @(posedge clk)
-    s3_0 <= \$140 ;
+    mag3_0 <= \$97 ;
   always @(posedge clk)
-    sh3_0 <= \$141 ;
+    neg3_0 <= \$98 ;
   always @(posedge clk)
-    s3_1 <= \$142 ;
+    sh3_0 <= \$99 ;
   always @(posedge clk)
-    sh3_1 <= \$143 ;
+    mag3_1 <= \$100 ;
   always @(posedge clk)
-    s3_2 <= \$144 ;
+    neg3_1 <= \$101 ;
   always @(posedge clk)
-    sh3_2 <= \$145 ;
+    sh3_1 <= \$102 ;
   always @(posedge clk)
-    s3_3 <= \$146 ;
+    mag3_2 <= \$103 ;
   always @(posedge clk)
-    sh3_3 <= \$147 ;
+    neg3_2 <= \$104 ;
   always @(posedge clk)
-    l4_0 <= \$148 ;
+    sh3_2 <= \$105 ;
   always @(posedge clk)
-    l4_1 <= \$149 ;
+    mag3_3 <= \$106 ;
   always @(posedge clk)
-    l4_2 <= \$150 ;
+    neg3_3 <= \$107 ;
   always @(posedge clk)
-    l4_3 <= \$151 ;
+    sh3_3 <= \$108 ;
   always @(posedge clk)
-    sum <= \$152 ;
+    l4_0 <= \$109 ;
+  always @(posedge clk)
+    neg4_0 <= \$110 ;
+  always @(posedge clk)
+    l4_1 <= \$111 ;
+  always @(posedge clk)
+    neg4_1 <= \$112 ;
+  always @(posedge clk)
+    l4_2 <= \$113 ;
+  always @(posedge clk)
+    neg4_2 <= \$114 ;
+  always @(posedge clk)
+    l4_3 <= \$115 ;
+  always @(posedge clk)
+    neg4_3 <= \$116 ;
+  always @(posedge clk)
+    sum <= \$117 ;
+  always @(posedge clk)
+    cin <= \$118 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$128  = m0;
+    mul0_lo = 6'h00;
     if (en) begin
-      \$128  = \$11 [7:0];
-    end
-    if (rst) begin
-      \$128  = 8'h00;
+      mul0_lo = \$5 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$129  = m1;
+    mul0_hi = 8'h00;
     if (en) begin
-      \$129  = \$22 [7:0];
-    end
-    if (rst) begin
-      \$129  = 8'h00;
+      mul0_hi = \$10 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$130  = m2;
+    mul1_lo = 6'h00;
     if (en) begin
-      \$130  = \$33 [7:0];
-    end
-    if (rst) begin
-      \$130  = 8'h00;
+      mul1_lo = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$131  = m3;
+    mul1_hi = 8'h00;
     if (en) begin
-      \$131  = \$44 [7:0];
-    end
-    if (rst) begin
-      \$131  = 8'h00;
+      mul1_hi = \$20 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$132  = neg2_0;
+    mul2_lo = 6'h00;
     if (en) begin
-      \$132  = \$45 ;
-    end
-    if (rst) begin
-      \$132  = 1'h0;
+      mul2_lo = \$25 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$133  = sh2_0;
+    mul2_hi = 8'h00;
     if (en) begin
-      \$133  = \$46 ;
-    end
-    if (rst) begin
-      \$133  = 4'h0;
+      mul2_hi = \$30 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$134  = neg2_1;
+    mul3_lo = 6'h00;
     if (en) begin
-      \$134  = \$47 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
+      mul3_lo = \$35 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$135  = sh2_1;
+    mul3_hi = 8'h00;
     if (en) begin
-      \$135  = \$48 ;
-    end
-    if (rst) begin
-      \$135  = 2'h0;
+      mul3_hi = \$40 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$136  = neg2_2;
+    \$85  = m0;
     if (en) begin
-      \$136  = \$49 ;
+      \$85  = \$43 [7:0];
     end
     if (rst) begin
-      \$136  = 1'h0;
+      \$85  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$137  = sh2_2;
+    \$86  = m1;
     if (en) begin
-      \$137  = \$50 [2:0];
+      \$86  = \$44 [7:0];
     end
     if (rst) begin
-      \$137  = 3'h0;
+      \$86  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$138  = neg2_3;
+    \$87  = m2;
     if (en) begin
-      \$138  = \$51 ;
+      \$87  = \$45 [7:0];
     end
     if (rst) begin
-      \$138  = 1'h0;
+      \$87  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$139  = sh2_3;
+    \$88  = m3;
     if (en) begin
-      \$139  = \$52 ;
+      \$88  = \$46 [7:0];
     end
     if (rst) begin
-      \$139  = 2'h0;
+      \$88  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$140  = s3_0;
+    \$89  = neg2_0;
     if (en) begin
-      \$140  = \$82 ;
+      \$89  = \$47 ;
     end
     if (rst) begin
-      \$140  = 17'h00000;
+      \$89  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$141  = sh3_0;
+    \$90  = sh2_0;
     if (en) begin
-      \$141  = sh2_0;
+      \$90  = \$48 ;
     end
     if (rst) begin
-      \$141  = 4'h0;
+      \$90  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$142  = s3_1;
+    \$91  = neg2_1;
     if (en) begin
-      \$142  = \$92 ;
+      \$91  = \$49 ;
     end
     if (rst) begin
-      \$142  = 9'h000;
+      \$91  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$143  = sh3_1;
+    \$92  = sh2_1;
     if (en) begin
-      \$143  = sh2_1;
+      \$92  = \$50 ;
     end
     if (rst) begin
-      \$143  = 2'h0;
+      \$92  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$144  = s3_2;
+    \$93  = neg2_2;
     if (en) begin
-      \$144  = \$110 ;
+      \$93  = \$51 ;
     end
     if (rst) begin
-      \$144  = 13'h0000;
+      \$93  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$145  = sh3_2;
+    \$94  = sh2_2;
     if (en) begin
-      \$145  = sh2_2;
+      \$94  = \$52 [2:0];
     end
     if (rst) begin
-      \$145  = 3'h0;
+      \$94  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$146  = s3_3;
+    \$95  = neg2_3;
     if (en) begin
-      \$146  = \$120 ;
+      \$95  = \$53 ;
     end
     if (rst) begin
-      \$146  = 9'h000;
+      \$95  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$147  = sh3_3;
+    \$96  = sh2_3;
     if (en) begin
-      \$147  = sh2_3;
+      \$96  = \$54 ;
     end
     if (rst) begin
-      \$147  = 2'h0;
+      \$96  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$148  = l4_0;
+    \$97  = mag3_0;
     if (en) begin
-      \$148  = \$121 [25:0];
+      \$97  = \$60 [15:0];
     end
     if (rst) begin
-      \$148  = 26'h0000000;
+      \$97  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$149  = l4_1;
+    \$98  = neg3_0;
     if (en) begin
-      \$149  = \$122 [9:0];
+      \$98  = neg2_0;
     end
     if (rst) begin
-      \$149  = 10'h000;
+      \$98  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$150  = l4_2;
+    \$99  = sh3_0;
     if (en) begin
-      \$150  = \$123 [17:0];
+      \$99  = sh2_0;
     end
     if (rst) begin
-      \$150  = 18'h00000;
+      \$99  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$151  = l4_3;
+    \$100  = mag3_1;
     if (en) begin
-      \$151  = \$124 [9:0];
+      \$100  = \$64 ;
     end
     if (rst) begin
-      \$151  = 10'h000;
+      \$100  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$152  = sum;
+    \$101  = neg3_1;
     if (en) begin
-      \$152  = \$127 [25:0];
+      \$101  = neg2_1;
     end
     if (rst) begin
-      \$152  = 26'h0000000;
+      \$101  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$102  = sh3_1;
+    if (en) begin
+      \$102  = sh2_1;
+    end
+    if (rst) begin
+      \$102  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$103  = mag3_2;
+    if (en) begin
+      \$103  = \$70 [11:0];
+    end
+    if (rst) begin
+      \$103  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$104  = neg3_2;
+    if (en) begin
+      \$104  = neg2_2;
+    end
+    if (rst) begin
+      \$104  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$105  = sh3_2;
+    if (en) begin
+      \$105  = sh2_2;
+    end
+    if (rst) begin
+      \$105  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$106  = mag3_3;
+    if (en) begin
+      \$106  = \$74 ;
+    end
+    if (rst) begin
+      \$106  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$107  = neg3_3;
+    if (en) begin
+      \$107  = neg2_3;
+    end
+    if (rst) begin
+      \$107  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$108  = sh3_3;
+    if (en) begin
+      \$108  = sh2_3;
+    end
+    if (rst) begin
+      \$108  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$109  = l4_0;
+    if (en) begin
+      \$109  = \$76 ;
+    end
+    if (rst) begin
+      \$109  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$110  = neg4_0;
+    if (en) begin
+      \$110  = neg3_0;
+    end
+    if (rst) begin
+      \$110  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$111  = l4_1;
+    if (en) begin
+      \$111  = \$78 ;
+    end
+    if (rst) begin
+      \$111  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$112  = neg4_1;
+    if (en) begin
+      \$112  = neg3_1;
+    end
+    if (rst) begin
+      \$112  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$113  = l4_2;
+    if (en) begin
+      \$113  = \$80 ;
+    end
+    if (rst) begin
+      \$113  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$114  = neg4_2;
+    if (en) begin
+      \$114  = neg3_2;
+    end
+    if (rst) begin
+      \$114  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$115  = l4_3;
+    if (en) begin
+      \$115  = \$82 ;
+    end
+    if (rst) begin
+      \$115  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$116  = neg4_3;
+    if (en) begin
+      \$116  = neg3_3;
+    end
+    if (rst) begin
+      \$116  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$117  = sum;
+    if (en) begin
+      \$117  = \$84 [25:0];
+    end
+    if (rst) begin
+      \$117  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$118  = cin;
+    if (en) begin
+      \$118  = neg4_3;
+    end
+    if (rst) begin
+      \$118  = 1'h0;
     end
   end
   assign \b.x0  = b[3:0];
@@ -23147,26 +21271,16 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, clk);
   assign \$3  = { a[3:0], 1'h0 };
   assign \$6  = { 1'h0, a[3:0], 2'h0 };
   assign \$8  = { a[3:0], 3'h0 };
-  assign \$12  = { 1'h0, a[7:4] };
-  assign \$14  = { a[7:4], 1'h0 };
-  assign \$17  = { 1'h0, a[7:4], 2'h0 };
-  assign \$19  = { a[7:4], 3'h0 };
-  assign \$23  = { 1'h0, a[11:8] };
-  assign \$25  = { a[11:8], 1'h0 };
-  assign \$28  = { 1'h0, a[11:8], 2'h0 };
-  assign \$30  = { a[11:8], 3'h0 };
-  assign \$34  = { 1'h0, a[15:12] };
-  assign \$36  = { a[15:12], 1'h0 };
-  assign \$39  = { 1'h0, a[15:12], 2'h0 };
-  assign \$41  = { a[15:12], 3'h0 };
-  assign \$57  = { 3'h0, m1, 4'h0 };
-  assign \$59  = { 3'h0, m3, 4'h0 };
-  assign \$61  = { 3'h0, \$60 , 4'h0 };
-  assign \$63  = { 3'h0, m1, 4'h0 };
-  assign \$72  = { 3'h0, m1, 4'h0 };
-  assign \$74  = { 3'h0, m3, 4'h0 };
-  assign \$76  = { 3'h0, \$75 , 4'h0 };
-  assign \$78  = { 3'h0, m1, 4'h0 };
-  assign \$97  = { 3'h0, m3, 4'h0 };
-  assign \$106  = { 3'h0, m3, 4'h0 };
+  assign \$11  = { 1'h0, a[7:4] };
+  assign \$13  = { a[7:4], 1'h0 };
+  assign \$16  = { 1'h0, a[7:4], 2'h0 };
+  assign \$18  = { a[7:4], 3'h0 };
+  assign \$21  = { 1'h0, a[11:8] };
+  assign \$23  = { a[11:8], 1'h0 };
+  assign \$26  = { 1'h0, a[11:8], 2'h0 };
+  assign \$28  = { a[11:8], 3'h0 };
+  assign \$31  = { 1'h0, a[15:12] };
+  assign \$33  = { a[15:12], 1'h0 };
+  assign \$36  = { 1'h0, a[15:12], 2'h0 };
+  assign \$38  = { a[15:12], 3'h0 };
 endmodule
