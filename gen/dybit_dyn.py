@@ -37,6 +37,7 @@ from accelkit.config.dybit_dyn import (
     FMT_N_BITS,
     KIND_CODES,
     LANE_BITS,
+    SHIFT_STEP,
     SUB_BITS,
     DyBitDynConfig,
     shift_max,
@@ -67,7 +68,7 @@ def side_layout(cfg: DyBitDynConfig, side: str) -> data.StructLayout:
     fields = {f"x{q}": SUB_BITS for q in range(LANES)}
     for lane in cfg.lanes_used:
         fields[f"neg{lane}"] = 1
-        fields[f"sh{lane}"] = _bits(cfg.side_shift_max(lane, side))
+        fields[f"sh{lane}"] = _bits(cfg.side_shift_max(lane, side) // SHIFT_STEP)  # in units of SHIFT_STEP
     return data.StructLayout(fields)
 
 
@@ -101,12 +102,13 @@ def sum_shape(cfg: DyBitDynConfig):
 
 def decode_code(m: Module, code, n: int, fmt, name: str):
     """Combinational decode of one n-bit code under the job's format `fmt` (a FormatLayout view):
-    (neg, n-bit normalised significand, residual shift) with |I| = significand << shift, as `decode_case`.
+    (neg, n-bit normalised significand, residual shift / SHIFT_STEP) with |I| = significand << shift, as
+    `decode_case`.
 
     DyBit: k = the body's leading ones, up to kmax; the body shifted left past the prefix (and its terminating
     zero when k < kmax) leaves the mantissa left-aligned, `rest`. The value's leading one is at bit k + n - 3,
-    so k = 0: the body itself (m); k = 1: 0 1 rest (the leading one at n - 2); k >= 2: 1 rest, shift k - 2.
-    INT: the magnitude (up to 2^(n-1)), shift 0."""
+    so k = 0: the body itself (m); k even: 1 rest, shift k - 2; k odd: 0 1 rest >> 1, shift k - 1 (the shift
+    stays even). INT: the magnitude (up to 2^(n-1)), shift 0."""
     nb = n - 1
     body = code[:nb]
     lead = Const(nb, range(nb + 1))
@@ -116,24 +118,26 @@ def decode_code(m: Module, code, n: int, fmt, name: str):
     k = Signal(range(nb + 1), name=f"{name}_k")
     j = Signal(range(nb + 1), name=f"{name}_j")
     rest = Signal(nb, name=f"{name}_rest")
+    below = Signal(name=f"{name}_below")
     m.d.comb += [
         lead_s.eq(lead),
-        k.eq(Mux(lead_s > fmt.kmax, fmt.kmax, lead_s)),
-        j.eq(k + (k < fmt.kmax)),
+        below.eq(lead_s < fmt.kmax),
+        k.eq(Mux(below, lead_s, fmt.kmax)),
+        # past the prefix and its terminator; one bit less for odd k, whose significand sits one bit lower
+        j.eq(Mux(below, lead_s + 1, fmt.kmax) - k[0]),
         rest.eq((body << j)[:nb]),
     ]
     neg = Signal(name=f"{name}_neg")
     sig = Signal(n, name=f"{name}_sig")
-    sh = Signal(_bits(shift_max(n)), name=f"{name}_sh")
+    sh = Signal(_bits(shift_max(n) // SHIFT_STEP), name=f"{name}_sh")
     m.d.comb += neg.eq(code[n - 1])
     with m.If(fmt.is_int):
         m.d.comb += sig.eq(Mux(code[n - 1], -code.as_signed(), code))  # two's complement magnitude
     with m.Elif(k == 0):
         m.d.comb += sig.eq(body)
-    with m.Elif(k == 1):
-        m.d.comb += sig.eq(Cat(rest[1:], Const(1, 1), Const(0, 1)))
     with m.Else():
-        m.d.comb += [sig.eq(Cat(rest, Const(1, 1))), sh.eq(k - 2)]
+        # k even: 1 rest; k odd: 0 1 rest (rest one bit shorter)
+        m.d.comb += [sig.eq(Cat(rest[:nb - 1], k[0] | rest[nb - 1], ~k[0])), sh.eq((k - 1) >> 1)]
     return neg, sig, sh
 
 
@@ -229,7 +233,7 @@ class FusedPE(wiring.Component):
         # stage: sub-products, each lane's sign and shift
         prod = [Signal(2 * SUB_BITS, name=f"m{q}") for q in range(LANES)]
         neg2 = {ln: Signal(name=f"neg2_{ln}") for ln in lanes}
-        sh2 = {ln: Signal(_bits(cfg.lane_shift_max(ln)), name=f"sh2_{ln}") for ln in lanes}
+        sh2 = {ln: Signal(_bits(cfg.lane_shift_steps(ln)), name=f"sh2_{ln}") for ln in lanes}
         with m.If(self.en):
             for q in range(LANES):
                 m.d.sync += prod[q].eq(mul4x4(m, getattr(self.a, f"x{q}"), getattr(self.b, f"x{q}"), f"mul{q}"))
@@ -262,7 +266,7 @@ class FusedPE(wiring.Component):
         with m.If(self.en):
             for ln in lanes:
                 width = len(ones[ln])
-                shifted = (mag3[ln] << sh3[ln])[:width - 1]
+                shifted = (mag3[ln] << Cat(Const(0, 1), sh3[ln]))[:width - 1]  # SHIFT_STEP = 2
                 m.d.sync += [ones[ln].eq(Cat(shifted, Const(0, 1)) ^ neg3[ln].replicate(width)),
                              neg4[ln].eq(neg3[ln])]
 

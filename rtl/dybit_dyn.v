@@ -71,56 +71,56 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   wire \c__valid$31 ;
   input clk;
   wire clk;
-  wire [227:0] d__payload;
-  wire [227:0] \d__payload$18 ;
-  wire [111:0] \d__payload$18.cols ;
-  wire [27:0] \d__payload$18.cols[0] ;
+  wire [211:0] d__payload;
+  wire [211:0] \d__payload$18 ;
+  wire [103:0] \d__payload$18.cols ;
+  wire [25:0] \d__payload$18.cols[0] ;
   wire \d__payload$18.cols[0].neg0 ;
   wire \d__payload$18.cols[0].neg1 ;
   wire \d__payload$18.cols[0].neg2 ;
   wire \d__payload$18.cols[0].neg3 ;
-  wire [2:0] \d__payload$18.cols[0].sh0 ;
+  wire [1:0] \d__payload$18.cols[0].sh0 ;
   wire \d__payload$18.cols[0].sh1 ;
-  wire [2:0] \d__payload$18.cols[0].sh2 ;
+  wire [1:0] \d__payload$18.cols[0].sh2 ;
   wire \d__payload$18.cols[0].sh3 ;
   wire [3:0] \d__payload$18.cols[0].x0 ;
   wire [3:0] \d__payload$18.cols[0].x1 ;
   wire [3:0] \d__payload$18.cols[0].x2 ;
   wire [3:0] \d__payload$18.cols[0].x3 ;
-  wire [27:0] \d__payload$18.cols[1] ;
+  wire [25:0] \d__payload$18.cols[1] ;
   wire \d__payload$18.cols[1].neg0 ;
   wire \d__payload$18.cols[1].neg1 ;
   wire \d__payload$18.cols[1].neg2 ;
   wire \d__payload$18.cols[1].neg3 ;
-  wire [2:0] \d__payload$18.cols[1].sh0 ;
+  wire [1:0] \d__payload$18.cols[1].sh0 ;
   wire \d__payload$18.cols[1].sh1 ;
-  wire [2:0] \d__payload$18.cols[1].sh2 ;
+  wire [1:0] \d__payload$18.cols[1].sh2 ;
   wire \d__payload$18.cols[1].sh3 ;
   wire [3:0] \d__payload$18.cols[1].x0 ;
   wire [3:0] \d__payload$18.cols[1].x1 ;
   wire [3:0] \d__payload$18.cols[1].x2 ;
   wire [3:0] \d__payload$18.cols[1].x3 ;
-  wire [27:0] \d__payload$18.cols[2] ;
+  wire [25:0] \d__payload$18.cols[2] ;
   wire \d__payload$18.cols[2].neg0 ;
   wire \d__payload$18.cols[2].neg1 ;
   wire \d__payload$18.cols[2].neg2 ;
   wire \d__payload$18.cols[2].neg3 ;
-  wire [2:0] \d__payload$18.cols[2].sh0 ;
+  wire [1:0] \d__payload$18.cols[2].sh0 ;
   wire \d__payload$18.cols[2].sh1 ;
-  wire [2:0] \d__payload$18.cols[2].sh2 ;
+  wire [1:0] \d__payload$18.cols[2].sh2 ;
   wire \d__payload$18.cols[2].sh3 ;
   wire [3:0] \d__payload$18.cols[2].x0 ;
   wire [3:0] \d__payload$18.cols[2].x1 ;
   wire [3:0] \d__payload$18.cols[2].x2 ;
   wire [3:0] \d__payload$18.cols[2].x3 ;
-  wire [27:0] \d__payload$18.cols[3] ;
+  wire [25:0] \d__payload$18.cols[3] ;
   wire \d__payload$18.cols[3].neg0 ;
   wire \d__payload$18.cols[3].neg1 ;
   wire \d__payload$18.cols[3].neg2 ;
   wire \d__payload$18.cols[3].neg3 ;
-  wire [2:0] \d__payload$18.cols[3].sh0 ;
+  wire [1:0] \d__payload$18.cols[3].sh0 ;
   wire \d__payload$18.cols[3].sh1 ;
-  wire [2:0] \d__payload$18.cols[3].sh2 ;
+  wire [1:0] \d__payload$18.cols[3].sh2 ;
   wire \d__payload$18.cols[3].sh3 ;
   wire [3:0] \d__payload$18.cols[3].x0 ;
   wire [3:0] \d__payload$18.cols[3].x1 ;
@@ -131,107 +131,107 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   wire [1:0] \d__payload$18.mode ;
   wire \d__payload$18.mode.a8 ;
   wire \d__payload$18.mode.b8 ;
-  wire [111:0] \d__payload$18.rows ;
-  wire [27:0] \d__payload$18.rows[0] ;
+  wire [103:0] \d__payload$18.rows ;
+  wire [25:0] \d__payload$18.rows[0] ;
   wire \d__payload$18.rows[0].neg0 ;
   wire \d__payload$18.rows[0].neg1 ;
   wire \d__payload$18.rows[0].neg2 ;
   wire \d__payload$18.rows[0].neg3 ;
-  wire [2:0] \d__payload$18.rows[0].sh0 ;
+  wire [1:0] \d__payload$18.rows[0].sh0 ;
   wire \d__payload$18.rows[0].sh1 ;
-  wire [2:0] \d__payload$18.rows[0].sh2 ;
+  wire [1:0] \d__payload$18.rows[0].sh2 ;
   wire \d__payload$18.rows[0].sh3 ;
   wire [3:0] \d__payload$18.rows[0].x0 ;
   wire [3:0] \d__payload$18.rows[0].x1 ;
   wire [3:0] \d__payload$18.rows[0].x2 ;
   wire [3:0] \d__payload$18.rows[0].x3 ;
-  wire [27:0] \d__payload$18.rows[1] ;
+  wire [25:0] \d__payload$18.rows[1] ;
   wire \d__payload$18.rows[1].neg0 ;
   wire \d__payload$18.rows[1].neg1 ;
   wire \d__payload$18.rows[1].neg2 ;
   wire \d__payload$18.rows[1].neg3 ;
-  wire [2:0] \d__payload$18.rows[1].sh0 ;
+  wire [1:0] \d__payload$18.rows[1].sh0 ;
   wire \d__payload$18.rows[1].sh1 ;
-  wire [2:0] \d__payload$18.rows[1].sh2 ;
+  wire [1:0] \d__payload$18.rows[1].sh2 ;
   wire \d__payload$18.rows[1].sh3 ;
   wire [3:0] \d__payload$18.rows[1].x0 ;
   wire [3:0] \d__payload$18.rows[1].x1 ;
   wire [3:0] \d__payload$18.rows[1].x2 ;
   wire [3:0] \d__payload$18.rows[1].x3 ;
-  wire [27:0] \d__payload$18.rows[2] ;
+  wire [25:0] \d__payload$18.rows[2] ;
   wire \d__payload$18.rows[2].neg0 ;
   wire \d__payload$18.rows[2].neg1 ;
   wire \d__payload$18.rows[2].neg2 ;
   wire \d__payload$18.rows[2].neg3 ;
-  wire [2:0] \d__payload$18.rows[2].sh0 ;
+  wire [1:0] \d__payload$18.rows[2].sh0 ;
   wire \d__payload$18.rows[2].sh1 ;
-  wire [2:0] \d__payload$18.rows[2].sh2 ;
+  wire [1:0] \d__payload$18.rows[2].sh2 ;
   wire \d__payload$18.rows[2].sh3 ;
   wire [3:0] \d__payload$18.rows[2].x0 ;
   wire [3:0] \d__payload$18.rows[2].x1 ;
   wire [3:0] \d__payload$18.rows[2].x2 ;
   wire [3:0] \d__payload$18.rows[2].x3 ;
-  wire [27:0] \d__payload$18.rows[3] ;
+  wire [25:0] \d__payload$18.rows[3] ;
   wire \d__payload$18.rows[3].neg0 ;
   wire \d__payload$18.rows[3].neg1 ;
   wire \d__payload$18.rows[3].neg2 ;
   wire \d__payload$18.rows[3].neg3 ;
-  wire [2:0] \d__payload$18.rows[3].sh0 ;
+  wire [1:0] \d__payload$18.rows[3].sh0 ;
   wire \d__payload$18.rows[3].sh1 ;
-  wire [2:0] \d__payload$18.rows[3].sh2 ;
+  wire [1:0] \d__payload$18.rows[3].sh2 ;
   wire \d__payload$18.rows[3].sh3 ;
   wire [3:0] \d__payload$18.rows[3].x0 ;
   wire [3:0] \d__payload$18.rows[3].x1 ;
   wire [3:0] \d__payload$18.rows[3].x2 ;
   wire [3:0] \d__payload$18.rows[3].x3 ;
-  wire [111:0] \d__payload.cols ;
-  wire [27:0] \d__payload.cols[0] ;
+  wire [103:0] \d__payload.cols ;
+  wire [25:0] \d__payload.cols[0] ;
   wire \d__payload.cols[0].neg0 ;
   wire \d__payload.cols[0].neg1 ;
   wire \d__payload.cols[0].neg2 ;
   wire \d__payload.cols[0].neg3 ;
-  wire [2:0] \d__payload.cols[0].sh0 ;
+  wire [1:0] \d__payload.cols[0].sh0 ;
   wire \d__payload.cols[0].sh1 ;
-  wire [2:0] \d__payload.cols[0].sh2 ;
+  wire [1:0] \d__payload.cols[0].sh2 ;
   wire \d__payload.cols[0].sh3 ;
   wire [3:0] \d__payload.cols[0].x0 ;
   wire [3:0] \d__payload.cols[0].x1 ;
   wire [3:0] \d__payload.cols[0].x2 ;
   wire [3:0] \d__payload.cols[0].x3 ;
-  wire [27:0] \d__payload.cols[1] ;
+  wire [25:0] \d__payload.cols[1] ;
   wire \d__payload.cols[1].neg0 ;
   wire \d__payload.cols[1].neg1 ;
   wire \d__payload.cols[1].neg2 ;
   wire \d__payload.cols[1].neg3 ;
-  wire [2:0] \d__payload.cols[1].sh0 ;
+  wire [1:0] \d__payload.cols[1].sh0 ;
   wire \d__payload.cols[1].sh1 ;
-  wire [2:0] \d__payload.cols[1].sh2 ;
+  wire [1:0] \d__payload.cols[1].sh2 ;
   wire \d__payload.cols[1].sh3 ;
   wire [3:0] \d__payload.cols[1].x0 ;
   wire [3:0] \d__payload.cols[1].x1 ;
   wire [3:0] \d__payload.cols[1].x2 ;
   wire [3:0] \d__payload.cols[1].x3 ;
-  wire [27:0] \d__payload.cols[2] ;
+  wire [25:0] \d__payload.cols[2] ;
   wire \d__payload.cols[2].neg0 ;
   wire \d__payload.cols[2].neg1 ;
   wire \d__payload.cols[2].neg2 ;
   wire \d__payload.cols[2].neg3 ;
-  wire [2:0] \d__payload.cols[2].sh0 ;
+  wire [1:0] \d__payload.cols[2].sh0 ;
   wire \d__payload.cols[2].sh1 ;
-  wire [2:0] \d__payload.cols[2].sh2 ;
+  wire [1:0] \d__payload.cols[2].sh2 ;
   wire \d__payload.cols[2].sh3 ;
   wire [3:0] \d__payload.cols[2].x0 ;
   wire [3:0] \d__payload.cols[2].x1 ;
   wire [3:0] \d__payload.cols[2].x2 ;
   wire [3:0] \d__payload.cols[2].x3 ;
-  wire [27:0] \d__payload.cols[3] ;
+  wire [25:0] \d__payload.cols[3] ;
   wire \d__payload.cols[3].neg0 ;
   wire \d__payload.cols[3].neg1 ;
   wire \d__payload.cols[3].neg2 ;
   wire \d__payload.cols[3].neg3 ;
-  wire [2:0] \d__payload.cols[3].sh0 ;
+  wire [1:0] \d__payload.cols[3].sh0 ;
   wire \d__payload.cols[3].sh1 ;
-  wire [2:0] \d__payload.cols[3].sh2 ;
+  wire [1:0] \d__payload.cols[3].sh2 ;
   wire \d__payload.cols[3].sh3 ;
   wire [3:0] \d__payload.cols[3].x0 ;
   wire [3:0] \d__payload.cols[3].x1 ;
@@ -242,54 +242,54 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   wire [1:0] \d__payload.mode ;
   wire \d__payload.mode.a8 ;
   wire \d__payload.mode.b8 ;
-  wire [111:0] \d__payload.rows ;
-  wire [27:0] \d__payload.rows[0] ;
+  wire [103:0] \d__payload.rows ;
+  wire [25:0] \d__payload.rows[0] ;
   wire \d__payload.rows[0].neg0 ;
   wire \d__payload.rows[0].neg1 ;
   wire \d__payload.rows[0].neg2 ;
   wire \d__payload.rows[0].neg3 ;
-  wire [2:0] \d__payload.rows[0].sh0 ;
+  wire [1:0] \d__payload.rows[0].sh0 ;
   wire \d__payload.rows[0].sh1 ;
-  wire [2:0] \d__payload.rows[0].sh2 ;
+  wire [1:0] \d__payload.rows[0].sh2 ;
   wire \d__payload.rows[0].sh3 ;
   wire [3:0] \d__payload.rows[0].x0 ;
   wire [3:0] \d__payload.rows[0].x1 ;
   wire [3:0] \d__payload.rows[0].x2 ;
   wire [3:0] \d__payload.rows[0].x3 ;
-  wire [27:0] \d__payload.rows[1] ;
+  wire [25:0] \d__payload.rows[1] ;
   wire \d__payload.rows[1].neg0 ;
   wire \d__payload.rows[1].neg1 ;
   wire \d__payload.rows[1].neg2 ;
   wire \d__payload.rows[1].neg3 ;
-  wire [2:0] \d__payload.rows[1].sh0 ;
+  wire [1:0] \d__payload.rows[1].sh0 ;
   wire \d__payload.rows[1].sh1 ;
-  wire [2:0] \d__payload.rows[1].sh2 ;
+  wire [1:0] \d__payload.rows[1].sh2 ;
   wire \d__payload.rows[1].sh3 ;
   wire [3:0] \d__payload.rows[1].x0 ;
   wire [3:0] \d__payload.rows[1].x1 ;
   wire [3:0] \d__payload.rows[1].x2 ;
   wire [3:0] \d__payload.rows[1].x3 ;
-  wire [27:0] \d__payload.rows[2] ;
+  wire [25:0] \d__payload.rows[2] ;
   wire \d__payload.rows[2].neg0 ;
   wire \d__payload.rows[2].neg1 ;
   wire \d__payload.rows[2].neg2 ;
   wire \d__payload.rows[2].neg3 ;
-  wire [2:0] \d__payload.rows[2].sh0 ;
+  wire [1:0] \d__payload.rows[2].sh0 ;
   wire \d__payload.rows[2].sh1 ;
-  wire [2:0] \d__payload.rows[2].sh2 ;
+  wire [1:0] \d__payload.rows[2].sh2 ;
   wire \d__payload.rows[2].sh3 ;
   wire [3:0] \d__payload.rows[2].x0 ;
   wire [3:0] \d__payload.rows[2].x1 ;
   wire [3:0] \d__payload.rows[2].x2 ;
   wire [3:0] \d__payload.rows[2].x3 ;
-  wire [27:0] \d__payload.rows[3] ;
+  wire [25:0] \d__payload.rows[3] ;
   wire \d__payload.rows[3].neg0 ;
   wire \d__payload.rows[3].neg1 ;
   wire \d__payload.rows[3].neg2 ;
   wire \d__payload.rows[3].neg3 ;
-  wire [2:0] \d__payload.rows[3].sh0 ;
+  wire [1:0] \d__payload.rows[3].sh0 ;
   wire \d__payload.rows[3].sh1 ;
-  wire [2:0] \d__payload.rows[3].sh2 ;
+  wire [1:0] \d__payload.rows[3].sh2 ;
   wire \d__payload.rows[3].sh3 ;
   wire [3:0] \d__payload.rows[3].x0 ;
   wire [3:0] \d__payload.rows[3].x1 ;
@@ -430,228 +430,228 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   assign \b__payload$14.data[1]  = b__payload[31:16];
   assign \b__payload$14.data[2]  = b__payload[47:32];
   assign \b__payload$14.data[3]  = b__payload[63:48];
-  assign \d__payload.rows  = d__payload[111:0];
-  assign \d__payload.rows[0]  = d__payload[27:0];
+  assign \d__payload.rows  = d__payload[103:0];
+  assign \d__payload.rows[0]  = d__payload[25:0];
   assign \d__payload.rows[0].x0  = d__payload[3:0];
   assign \d__payload.rows[0].x1  = d__payload[7:4];
   assign \d__payload.rows[0].x2  = d__payload[11:8];
   assign \d__payload.rows[0].x3  = d__payload[15:12];
   assign \d__payload.rows[0].neg0  = d__payload[16];
-  assign \d__payload.rows[0].sh0  = d__payload[19:17];
-  assign \d__payload.rows[0].neg1  = d__payload[20];
-  assign \d__payload.rows[0].sh1  = d__payload[21];
-  assign \d__payload.rows[0].neg2  = d__payload[22];
-  assign \d__payload.rows[0].sh2  = d__payload[25:23];
-  assign \d__payload.rows[0].neg3  = d__payload[26];
-  assign \d__payload.rows[0].sh3  = d__payload[27];
-  assign \d__payload.rows[1]  = d__payload[55:28];
-  assign \d__payload.rows[1].x0  = d__payload[31:28];
-  assign \d__payload.rows[1].x1  = d__payload[35:32];
-  assign \d__payload.rows[1].x2  = d__payload[39:36];
-  assign \d__payload.rows[1].x3  = d__payload[43:40];
-  assign \d__payload.rows[1].neg0  = d__payload[44];
-  assign \d__payload.rows[1].sh0  = d__payload[47:45];
-  assign \d__payload.rows[1].neg1  = d__payload[48];
-  assign \d__payload.rows[1].sh1  = d__payload[49];
-  assign \d__payload.rows[1].neg2  = d__payload[50];
-  assign \d__payload.rows[1].sh2  = d__payload[53:51];
-  assign \d__payload.rows[1].neg3  = d__payload[54];
-  assign \d__payload.rows[1].sh3  = d__payload[55];
-  assign \d__payload.rows[2]  = d__payload[83:56];
-  assign \d__payload.rows[2].x0  = d__payload[59:56];
-  assign \d__payload.rows[2].x1  = d__payload[63:60];
-  assign \d__payload.rows[2].x2  = d__payload[67:64];
-  assign \d__payload.rows[2].x3  = d__payload[71:68];
-  assign \d__payload.rows[2].neg0  = d__payload[72];
-  assign \d__payload.rows[2].sh0  = d__payload[75:73];
-  assign \d__payload.rows[2].neg1  = d__payload[76];
-  assign \d__payload.rows[2].sh1  = d__payload[77];
-  assign \d__payload.rows[2].neg2  = d__payload[78];
-  assign \d__payload.rows[2].sh2  = d__payload[81:79];
-  assign \d__payload.rows[2].neg3  = d__payload[82];
-  assign \d__payload.rows[2].sh3  = d__payload[83];
-  assign \d__payload.rows[3]  = d__payload[111:84];
-  assign \d__payload.rows[3].x0  = d__payload[87:84];
-  assign \d__payload.rows[3].x1  = d__payload[91:88];
-  assign \d__payload.rows[3].x2  = d__payload[95:92];
-  assign \d__payload.rows[3].x3  = d__payload[99:96];
-  assign \d__payload.rows[3].neg0  = d__payload[100];
-  assign \d__payload.rows[3].sh0  = d__payload[103:101];
-  assign \d__payload.rows[3].neg1  = d__payload[104];
-  assign \d__payload.rows[3].sh1  = d__payload[105];
-  assign \d__payload.rows[3].neg2  = d__payload[106];
-  assign \d__payload.rows[3].sh2  = d__payload[109:107];
-  assign \d__payload.rows[3].neg3  = d__payload[110];
-  assign \d__payload.rows[3].sh3  = d__payload[111];
-  assign \d__payload.cols  = d__payload[223:112];
-  assign \d__payload.cols[0]  = d__payload[139:112];
-  assign \d__payload.cols[0].x0  = d__payload[115:112];
-  assign \d__payload.cols[0].x1  = d__payload[119:116];
-  assign \d__payload.cols[0].x2  = d__payload[123:120];
-  assign \d__payload.cols[0].x3  = d__payload[127:124];
-  assign \d__payload.cols[0].neg0  = d__payload[128];
-  assign \d__payload.cols[0].sh0  = d__payload[131:129];
-  assign \d__payload.cols[0].neg1  = d__payload[132];
-  assign \d__payload.cols[0].sh1  = d__payload[133];
-  assign \d__payload.cols[0].neg2  = d__payload[134];
-  assign \d__payload.cols[0].sh2  = d__payload[137:135];
-  assign \d__payload.cols[0].neg3  = d__payload[138];
-  assign \d__payload.cols[0].sh3  = d__payload[139];
-  assign \d__payload.cols[1]  = d__payload[167:140];
-  assign \d__payload.cols[1].x0  = d__payload[143:140];
-  assign \d__payload.cols[1].x1  = d__payload[147:144];
-  assign \d__payload.cols[1].x2  = d__payload[151:148];
-  assign \d__payload.cols[1].x3  = d__payload[155:152];
-  assign \d__payload.cols[1].neg0  = d__payload[156];
-  assign \d__payload.cols[1].sh0  = d__payload[159:157];
-  assign \d__payload.cols[1].neg1  = d__payload[160];
-  assign \d__payload.cols[1].sh1  = d__payload[161];
-  assign \d__payload.cols[1].neg2  = d__payload[162];
-  assign \d__payload.cols[1].sh2  = d__payload[165:163];
-  assign \d__payload.cols[1].neg3  = d__payload[166];
-  assign \d__payload.cols[1].sh3  = d__payload[167];
-  assign \d__payload.cols[2]  = d__payload[195:168];
-  assign \d__payload.cols[2].x0  = d__payload[171:168];
-  assign \d__payload.cols[2].x1  = d__payload[175:172];
-  assign \d__payload.cols[2].x2  = d__payload[179:176];
-  assign \d__payload.cols[2].x3  = d__payload[183:180];
-  assign \d__payload.cols[2].neg0  = d__payload[184];
-  assign \d__payload.cols[2].sh0  = d__payload[187:185];
-  assign \d__payload.cols[2].neg1  = d__payload[188];
-  assign \d__payload.cols[2].sh1  = d__payload[189];
-  assign \d__payload.cols[2].neg2  = d__payload[190];
-  assign \d__payload.cols[2].sh2  = d__payload[193:191];
-  assign \d__payload.cols[2].neg3  = d__payload[194];
-  assign \d__payload.cols[2].sh3  = d__payload[195];
-  assign \d__payload.cols[3]  = d__payload[223:196];
-  assign \d__payload.cols[3].x0  = d__payload[199:196];
-  assign \d__payload.cols[3].x1  = d__payload[203:200];
-  assign \d__payload.cols[3].x2  = d__payload[207:204];
-  assign \d__payload.cols[3].x3  = d__payload[211:208];
-  assign \d__payload.cols[3].neg0  = d__payload[212];
-  assign \d__payload.cols[3].sh0  = d__payload[215:213];
-  assign \d__payload.cols[3].neg1  = d__payload[216];
-  assign \d__payload.cols[3].sh1  = d__payload[217];
-  assign \d__payload.cols[3].neg2  = d__payload[218];
-  assign \d__payload.cols[3].sh2  = d__payload[221:219];
-  assign \d__payload.cols[3].neg3  = d__payload[222];
-  assign \d__payload.cols[3].sh3  = d__payload[223];
-  assign \d__payload.mode  = d__payload[225:224];
-  assign \d__payload.mode.a8  = d__payload[224];
-  assign \d__payload.mode.b8  = d__payload[225];
-  assign \d__payload.last  = d__payload[226];
-  assign \d__payload.err  = d__payload[227];
-  assign \d__payload$18.rows  = d__payload[111:0];
-  assign \d__payload$18.rows[0]  = d__payload[27:0];
+  assign \d__payload.rows[0].sh0  = d__payload[18:17];
+  assign \d__payload.rows[0].neg1  = d__payload[19];
+  assign \d__payload.rows[0].sh1  = d__payload[20];
+  assign \d__payload.rows[0].neg2  = d__payload[21];
+  assign \d__payload.rows[0].sh2  = d__payload[23:22];
+  assign \d__payload.rows[0].neg3  = d__payload[24];
+  assign \d__payload.rows[0].sh3  = d__payload[25];
+  assign \d__payload.rows[1]  = d__payload[51:26];
+  assign \d__payload.rows[1].x0  = d__payload[29:26];
+  assign \d__payload.rows[1].x1  = d__payload[33:30];
+  assign \d__payload.rows[1].x2  = d__payload[37:34];
+  assign \d__payload.rows[1].x3  = d__payload[41:38];
+  assign \d__payload.rows[1].neg0  = d__payload[42];
+  assign \d__payload.rows[1].sh0  = d__payload[44:43];
+  assign \d__payload.rows[1].neg1  = d__payload[45];
+  assign \d__payload.rows[1].sh1  = d__payload[46];
+  assign \d__payload.rows[1].neg2  = d__payload[47];
+  assign \d__payload.rows[1].sh2  = d__payload[49:48];
+  assign \d__payload.rows[1].neg3  = d__payload[50];
+  assign \d__payload.rows[1].sh3  = d__payload[51];
+  assign \d__payload.rows[2]  = d__payload[77:52];
+  assign \d__payload.rows[2].x0  = d__payload[55:52];
+  assign \d__payload.rows[2].x1  = d__payload[59:56];
+  assign \d__payload.rows[2].x2  = d__payload[63:60];
+  assign \d__payload.rows[2].x3  = d__payload[67:64];
+  assign \d__payload.rows[2].neg0  = d__payload[68];
+  assign \d__payload.rows[2].sh0  = d__payload[70:69];
+  assign \d__payload.rows[2].neg1  = d__payload[71];
+  assign \d__payload.rows[2].sh1  = d__payload[72];
+  assign \d__payload.rows[2].neg2  = d__payload[73];
+  assign \d__payload.rows[2].sh2  = d__payload[75:74];
+  assign \d__payload.rows[2].neg3  = d__payload[76];
+  assign \d__payload.rows[2].sh3  = d__payload[77];
+  assign \d__payload.rows[3]  = d__payload[103:78];
+  assign \d__payload.rows[3].x0  = d__payload[81:78];
+  assign \d__payload.rows[3].x1  = d__payload[85:82];
+  assign \d__payload.rows[3].x2  = d__payload[89:86];
+  assign \d__payload.rows[3].x3  = d__payload[93:90];
+  assign \d__payload.rows[3].neg0  = d__payload[94];
+  assign \d__payload.rows[3].sh0  = d__payload[96:95];
+  assign \d__payload.rows[3].neg1  = d__payload[97];
+  assign \d__payload.rows[3].sh1  = d__payload[98];
+  assign \d__payload.rows[3].neg2  = d__payload[99];
+  assign \d__payload.rows[3].sh2  = d__payload[101:100];
+  assign \d__payload.rows[3].neg3  = d__payload[102];
+  assign \d__payload.rows[3].sh3  = d__payload[103];
+  assign \d__payload.cols  = d__payload[207:104];
+  assign \d__payload.cols[0]  = d__payload[129:104];
+  assign \d__payload.cols[0].x0  = d__payload[107:104];
+  assign \d__payload.cols[0].x1  = d__payload[111:108];
+  assign \d__payload.cols[0].x2  = d__payload[115:112];
+  assign \d__payload.cols[0].x3  = d__payload[119:116];
+  assign \d__payload.cols[0].neg0  = d__payload[120];
+  assign \d__payload.cols[0].sh0  = d__payload[122:121];
+  assign \d__payload.cols[0].neg1  = d__payload[123];
+  assign \d__payload.cols[0].sh1  = d__payload[124];
+  assign \d__payload.cols[0].neg2  = d__payload[125];
+  assign \d__payload.cols[0].sh2  = d__payload[127:126];
+  assign \d__payload.cols[0].neg3  = d__payload[128];
+  assign \d__payload.cols[0].sh3  = d__payload[129];
+  assign \d__payload.cols[1]  = d__payload[155:130];
+  assign \d__payload.cols[1].x0  = d__payload[133:130];
+  assign \d__payload.cols[1].x1  = d__payload[137:134];
+  assign \d__payload.cols[1].x2  = d__payload[141:138];
+  assign \d__payload.cols[1].x3  = d__payload[145:142];
+  assign \d__payload.cols[1].neg0  = d__payload[146];
+  assign \d__payload.cols[1].sh0  = d__payload[148:147];
+  assign \d__payload.cols[1].neg1  = d__payload[149];
+  assign \d__payload.cols[1].sh1  = d__payload[150];
+  assign \d__payload.cols[1].neg2  = d__payload[151];
+  assign \d__payload.cols[1].sh2  = d__payload[153:152];
+  assign \d__payload.cols[1].neg3  = d__payload[154];
+  assign \d__payload.cols[1].sh3  = d__payload[155];
+  assign \d__payload.cols[2]  = d__payload[181:156];
+  assign \d__payload.cols[2].x0  = d__payload[159:156];
+  assign \d__payload.cols[2].x1  = d__payload[163:160];
+  assign \d__payload.cols[2].x2  = d__payload[167:164];
+  assign \d__payload.cols[2].x3  = d__payload[171:168];
+  assign \d__payload.cols[2].neg0  = d__payload[172];
+  assign \d__payload.cols[2].sh0  = d__payload[174:173];
+  assign \d__payload.cols[2].neg1  = d__payload[175];
+  assign \d__payload.cols[2].sh1  = d__payload[176];
+  assign \d__payload.cols[2].neg2  = d__payload[177];
+  assign \d__payload.cols[2].sh2  = d__payload[179:178];
+  assign \d__payload.cols[2].neg3  = d__payload[180];
+  assign \d__payload.cols[2].sh3  = d__payload[181];
+  assign \d__payload.cols[3]  = d__payload[207:182];
+  assign \d__payload.cols[3].x0  = d__payload[185:182];
+  assign \d__payload.cols[3].x1  = d__payload[189:186];
+  assign \d__payload.cols[3].x2  = d__payload[193:190];
+  assign \d__payload.cols[3].x3  = d__payload[197:194];
+  assign \d__payload.cols[3].neg0  = d__payload[198];
+  assign \d__payload.cols[3].sh0  = d__payload[200:199];
+  assign \d__payload.cols[3].neg1  = d__payload[201];
+  assign \d__payload.cols[3].sh1  = d__payload[202];
+  assign \d__payload.cols[3].neg2  = d__payload[203];
+  assign \d__payload.cols[3].sh2  = d__payload[205:204];
+  assign \d__payload.cols[3].neg3  = d__payload[206];
+  assign \d__payload.cols[3].sh3  = d__payload[207];
+  assign \d__payload.mode  = d__payload[209:208];
+  assign \d__payload.mode.a8  = d__payload[208];
+  assign \d__payload.mode.b8  = d__payload[209];
+  assign \d__payload.last  = d__payload[210];
+  assign \d__payload.err  = d__payload[211];
+  assign \d__payload$18.rows  = d__payload[103:0];
+  assign \d__payload$18.rows[0]  = d__payload[25:0];
   assign \d__payload$18.rows[0].x0  = d__payload[3:0];
   assign \d__payload$18.rows[0].x1  = d__payload[7:4];
   assign \d__payload$18.rows[0].x2  = d__payload[11:8];
   assign \d__payload$18.rows[0].x3  = d__payload[15:12];
   assign \d__payload$18.rows[0].neg0  = d__payload[16];
-  assign \d__payload$18.rows[0].sh0  = d__payload[19:17];
-  assign \d__payload$18.rows[0].neg1  = d__payload[20];
-  assign \d__payload$18.rows[0].sh1  = d__payload[21];
-  assign \d__payload$18.rows[0].neg2  = d__payload[22];
-  assign \d__payload$18.rows[0].sh2  = d__payload[25:23];
-  assign \d__payload$18.rows[0].neg3  = d__payload[26];
-  assign \d__payload$18.rows[0].sh3  = d__payload[27];
-  assign \d__payload$18.rows[1]  = d__payload[55:28];
-  assign \d__payload$18.rows[1].x0  = d__payload[31:28];
-  assign \d__payload$18.rows[1].x1  = d__payload[35:32];
-  assign \d__payload$18.rows[1].x2  = d__payload[39:36];
-  assign \d__payload$18.rows[1].x3  = d__payload[43:40];
-  assign \d__payload$18.rows[1].neg0  = d__payload[44];
-  assign \d__payload$18.rows[1].sh0  = d__payload[47:45];
-  assign \d__payload$18.rows[1].neg1  = d__payload[48];
-  assign \d__payload$18.rows[1].sh1  = d__payload[49];
-  assign \d__payload$18.rows[1].neg2  = d__payload[50];
-  assign \d__payload$18.rows[1].sh2  = d__payload[53:51];
-  assign \d__payload$18.rows[1].neg3  = d__payload[54];
-  assign \d__payload$18.rows[1].sh3  = d__payload[55];
-  assign \d__payload$18.rows[2]  = d__payload[83:56];
-  assign \d__payload$18.rows[2].x0  = d__payload[59:56];
-  assign \d__payload$18.rows[2].x1  = d__payload[63:60];
-  assign \d__payload$18.rows[2].x2  = d__payload[67:64];
-  assign \d__payload$18.rows[2].x3  = d__payload[71:68];
-  assign \d__payload$18.rows[2].neg0  = d__payload[72];
-  assign \d__payload$18.rows[2].sh0  = d__payload[75:73];
-  assign \d__payload$18.rows[2].neg1  = d__payload[76];
-  assign \d__payload$18.rows[2].sh1  = d__payload[77];
-  assign \d__payload$18.rows[2].neg2  = d__payload[78];
-  assign \d__payload$18.rows[2].sh2  = d__payload[81:79];
-  assign \d__payload$18.rows[2].neg3  = d__payload[82];
-  assign \d__payload$18.rows[2].sh3  = d__payload[83];
-  assign \d__payload$18.rows[3]  = d__payload[111:84];
-  assign \d__payload$18.rows[3].x0  = d__payload[87:84];
-  assign \d__payload$18.rows[3].x1  = d__payload[91:88];
-  assign \d__payload$18.rows[3].x2  = d__payload[95:92];
-  assign \d__payload$18.rows[3].x3  = d__payload[99:96];
-  assign \d__payload$18.rows[3].neg0  = d__payload[100];
-  assign \d__payload$18.rows[3].sh0  = d__payload[103:101];
-  assign \d__payload$18.rows[3].neg1  = d__payload[104];
-  assign \d__payload$18.rows[3].sh1  = d__payload[105];
-  assign \d__payload$18.rows[3].neg2  = d__payload[106];
-  assign \d__payload$18.rows[3].sh2  = d__payload[109:107];
-  assign \d__payload$18.rows[3].neg3  = d__payload[110];
-  assign \d__payload$18.rows[3].sh3  = d__payload[111];
-  assign \d__payload$18.cols  = d__payload[223:112];
-  assign \d__payload$18.cols[0]  = d__payload[139:112];
-  assign \d__payload$18.cols[0].x0  = d__payload[115:112];
-  assign \d__payload$18.cols[0].x1  = d__payload[119:116];
-  assign \d__payload$18.cols[0].x2  = d__payload[123:120];
-  assign \d__payload$18.cols[0].x3  = d__payload[127:124];
-  assign \d__payload$18.cols[0].neg0  = d__payload[128];
-  assign \d__payload$18.cols[0].sh0  = d__payload[131:129];
-  assign \d__payload$18.cols[0].neg1  = d__payload[132];
-  assign \d__payload$18.cols[0].sh1  = d__payload[133];
-  assign \d__payload$18.cols[0].neg2  = d__payload[134];
-  assign \d__payload$18.cols[0].sh2  = d__payload[137:135];
-  assign \d__payload$18.cols[0].neg3  = d__payload[138];
-  assign \d__payload$18.cols[0].sh3  = d__payload[139];
-  assign \d__payload$18.cols[1]  = d__payload[167:140];
-  assign \d__payload$18.cols[1].x0  = d__payload[143:140];
-  assign \d__payload$18.cols[1].x1  = d__payload[147:144];
-  assign \d__payload$18.cols[1].x2  = d__payload[151:148];
-  assign \d__payload$18.cols[1].x3  = d__payload[155:152];
-  assign \d__payload$18.cols[1].neg0  = d__payload[156];
-  assign \d__payload$18.cols[1].sh0  = d__payload[159:157];
-  assign \d__payload$18.cols[1].neg1  = d__payload[160];
-  assign \d__payload$18.cols[1].sh1  = d__payload[161];
-  assign \d__payload$18.cols[1].neg2  = d__payload[162];
-  assign \d__payload$18.cols[1].sh2  = d__payload[165:163];
-  assign \d__payload$18.cols[1].neg3  = d__payload[166];
-  assign \d__payload$18.cols[1].sh3  = d__payload[167];
-  assign \d__payload$18.cols[2]  = d__payload[195:168];
-  assign \d__payload$18.cols[2].x0  = d__payload[171:168];
-  assign \d__payload$18.cols[2].x1  = d__payload[175:172];
-  assign \d__payload$18.cols[2].x2  = d__payload[179:176];
-  assign \d__payload$18.cols[2].x3  = d__payload[183:180];
-  assign \d__payload$18.cols[2].neg0  = d__payload[184];
-  assign \d__payload$18.cols[2].sh0  = d__payload[187:185];
-  assign \d__payload$18.cols[2].neg1  = d__payload[188];
-  assign \d__payload$18.cols[2].sh1  = d__payload[189];
-  assign \d__payload$18.cols[2].neg2  = d__payload[190];
-  assign \d__payload$18.cols[2].sh2  = d__payload[193:191];
-  assign \d__payload$18.cols[2].neg3  = d__payload[194];
-  assign \d__payload$18.cols[2].sh3  = d__payload[195];
-  assign \d__payload$18.cols[3]  = d__payload[223:196];
-  assign \d__payload$18.cols[3].x0  = d__payload[199:196];
-  assign \d__payload$18.cols[3].x1  = d__payload[203:200];
-  assign \d__payload$18.cols[3].x2  = d__payload[207:204];
-  assign \d__payload$18.cols[3].x3  = d__payload[211:208];
-  assign \d__payload$18.cols[3].neg0  = d__payload[212];
-  assign \d__payload$18.cols[3].sh0  = d__payload[215:213];
-  assign \d__payload$18.cols[3].neg1  = d__payload[216];
-  assign \d__payload$18.cols[3].sh1  = d__payload[217];
-  assign \d__payload$18.cols[3].neg2  = d__payload[218];
-  assign \d__payload$18.cols[3].sh2  = d__payload[221:219];
-  assign \d__payload$18.cols[3].neg3  = d__payload[222];
-  assign \d__payload$18.cols[3].sh3  = d__payload[223];
-  assign \d__payload$18.mode  = d__payload[225:224];
-  assign \d__payload$18.mode.a8  = d__payload[224];
-  assign \d__payload$18.mode.b8  = d__payload[225];
-  assign \d__payload$18.last  = d__payload[226];
-  assign \d__payload$18.err  = d__payload[227];
+  assign \d__payload$18.rows[0].sh0  = d__payload[18:17];
+  assign \d__payload$18.rows[0].neg1  = d__payload[19];
+  assign \d__payload$18.rows[0].sh1  = d__payload[20];
+  assign \d__payload$18.rows[0].neg2  = d__payload[21];
+  assign \d__payload$18.rows[0].sh2  = d__payload[23:22];
+  assign \d__payload$18.rows[0].neg3  = d__payload[24];
+  assign \d__payload$18.rows[0].sh3  = d__payload[25];
+  assign \d__payload$18.rows[1]  = d__payload[51:26];
+  assign \d__payload$18.rows[1].x0  = d__payload[29:26];
+  assign \d__payload$18.rows[1].x1  = d__payload[33:30];
+  assign \d__payload$18.rows[1].x2  = d__payload[37:34];
+  assign \d__payload$18.rows[1].x3  = d__payload[41:38];
+  assign \d__payload$18.rows[1].neg0  = d__payload[42];
+  assign \d__payload$18.rows[1].sh0  = d__payload[44:43];
+  assign \d__payload$18.rows[1].neg1  = d__payload[45];
+  assign \d__payload$18.rows[1].sh1  = d__payload[46];
+  assign \d__payload$18.rows[1].neg2  = d__payload[47];
+  assign \d__payload$18.rows[1].sh2  = d__payload[49:48];
+  assign \d__payload$18.rows[1].neg3  = d__payload[50];
+  assign \d__payload$18.rows[1].sh3  = d__payload[51];
+  assign \d__payload$18.rows[2]  = d__payload[77:52];
+  assign \d__payload$18.rows[2].x0  = d__payload[55:52];
+  assign \d__payload$18.rows[2].x1  = d__payload[59:56];
+  assign \d__payload$18.rows[2].x2  = d__payload[63:60];
+  assign \d__payload$18.rows[2].x3  = d__payload[67:64];
+  assign \d__payload$18.rows[2].neg0  = d__payload[68];
+  assign \d__payload$18.rows[2].sh0  = d__payload[70:69];
+  assign \d__payload$18.rows[2].neg1  = d__payload[71];
+  assign \d__payload$18.rows[2].sh1  = d__payload[72];
+  assign \d__payload$18.rows[2].neg2  = d__payload[73];
+  assign \d__payload$18.rows[2].sh2  = d__payload[75:74];
+  assign \d__payload$18.rows[2].neg3  = d__payload[76];
+  assign \d__payload$18.rows[2].sh3  = d__payload[77];
+  assign \d__payload$18.rows[3]  = d__payload[103:78];
+  assign \d__payload$18.rows[3].x0  = d__payload[81:78];
+  assign \d__payload$18.rows[3].x1  = d__payload[85:82];
+  assign \d__payload$18.rows[3].x2  = d__payload[89:86];
+  assign \d__payload$18.rows[3].x3  = d__payload[93:90];
+  assign \d__payload$18.rows[3].neg0  = d__payload[94];
+  assign \d__payload$18.rows[3].sh0  = d__payload[96:95];
+  assign \d__payload$18.rows[3].neg1  = d__payload[97];
+  assign \d__payload$18.rows[3].sh1  = d__payload[98];
+  assign \d__payload$18.rows[3].neg2  = d__payload[99];
+  assign \d__payload$18.rows[3].sh2  = d__payload[101:100];
+  assign \d__payload$18.rows[3].neg3  = d__payload[102];
+  assign \d__payload$18.rows[3].sh3  = d__payload[103];
+  assign \d__payload$18.cols  = d__payload[207:104];
+  assign \d__payload$18.cols[0]  = d__payload[129:104];
+  assign \d__payload$18.cols[0].x0  = d__payload[107:104];
+  assign \d__payload$18.cols[0].x1  = d__payload[111:108];
+  assign \d__payload$18.cols[0].x2  = d__payload[115:112];
+  assign \d__payload$18.cols[0].x3  = d__payload[119:116];
+  assign \d__payload$18.cols[0].neg0  = d__payload[120];
+  assign \d__payload$18.cols[0].sh0  = d__payload[122:121];
+  assign \d__payload$18.cols[0].neg1  = d__payload[123];
+  assign \d__payload$18.cols[0].sh1  = d__payload[124];
+  assign \d__payload$18.cols[0].neg2  = d__payload[125];
+  assign \d__payload$18.cols[0].sh2  = d__payload[127:126];
+  assign \d__payload$18.cols[0].neg3  = d__payload[128];
+  assign \d__payload$18.cols[0].sh3  = d__payload[129];
+  assign \d__payload$18.cols[1]  = d__payload[155:130];
+  assign \d__payload$18.cols[1].x0  = d__payload[133:130];
+  assign \d__payload$18.cols[1].x1  = d__payload[137:134];
+  assign \d__payload$18.cols[1].x2  = d__payload[141:138];
+  assign \d__payload$18.cols[1].x3  = d__payload[145:142];
+  assign \d__payload$18.cols[1].neg0  = d__payload[146];
+  assign \d__payload$18.cols[1].sh0  = d__payload[148:147];
+  assign \d__payload$18.cols[1].neg1  = d__payload[149];
+  assign \d__payload$18.cols[1].sh1  = d__payload[150];
+  assign \d__payload$18.cols[1].neg2  = d__payload[151];
+  assign \d__payload$18.cols[1].sh2  = d__payload[153:152];
+  assign \d__payload$18.cols[1].neg3  = d__payload[154];
+  assign \d__payload$18.cols[1].sh3  = d__payload[155];
+  assign \d__payload$18.cols[2]  = d__payload[181:156];
+  assign \d__payload$18.cols[2].x0  = d__payload[159:156];
+  assign \d__payload$18.cols[2].x1  = d__payload[163:160];
+  assign \d__payload$18.cols[2].x2  = d__payload[167:164];
+  assign \d__payload$18.cols[2].x3  = d__payload[171:168];
+  assign \d__payload$18.cols[2].neg0  = d__payload[172];
+  assign \d__payload$18.cols[2].sh0  = d__payload[174:173];
+  assign \d__payload$18.cols[2].neg1  = d__payload[175];
+  assign \d__payload$18.cols[2].sh1  = d__payload[176];
+  assign \d__payload$18.cols[2].neg2  = d__payload[177];
+  assign \d__payload$18.cols[2].sh2  = d__payload[179:178];
+  assign \d__payload$18.cols[2].neg3  = d__payload[180];
+  assign \d__payload$18.cols[2].sh3  = d__payload[181];
+  assign \d__payload$18.cols[3]  = d__payload[207:182];
+  assign \d__payload$18.cols[3].x0  = d__payload[185:182];
+  assign \d__payload$18.cols[3].x1  = d__payload[189:186];
+  assign \d__payload$18.cols[3].x2  = d__payload[193:190];
+  assign \d__payload$18.cols[3].x3  = d__payload[197:194];
+  assign \d__payload$18.cols[3].neg0  = d__payload[198];
+  assign \d__payload$18.cols[3].sh0  = d__payload[200:199];
+  assign \d__payload$18.cols[3].neg1  = d__payload[201];
+  assign \d__payload$18.cols[3].sh1  = d__payload[202];
+  assign \d__payload$18.cols[3].neg2  = d__payload[203];
+  assign \d__payload$18.cols[3].sh2  = d__payload[205:204];
+  assign \d__payload$18.cols[3].neg3  = d__payload[206];
+  assign \d__payload$18.cols[3].sh3  = d__payload[207];
+  assign \d__payload$18.mode  = d__payload[209:208];
+  assign \d__payload$18.mode.a8  = d__payload[208];
+  assign \d__payload$18.mode.b8  = d__payload[209];
+  assign \d__payload$18.last  = d__payload[210];
+  assign \d__payload$18.err  = d__payload[211];
   assign \t__payload.data  = t__payload[607:0];
   assign \t__payload.data[0]  = t__payload[151:0];
   assign \t__payload.data[0][0]  = t__payload[37:0];
@@ -1165,7 +1165,7 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   wire \$5 ;
   wire \$50 ;
   reg \$51 ;
-  reg [227:0] \$52 ;
+  reg [211:0] \$52 ;
   reg \$53 ;
   reg [4:0] \$54 ;
   reg [4:0] \$55 ;
@@ -1204,56 +1204,56 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   wire b__valid;
   input clk;
   wire clk;
-  output [227:0] d__payload;
-  reg [227:0] d__payload = 228'h000000000000000000000000000000000000000000000000000000000;
-  wire [111:0] \d__payload.cols ;
-  wire [27:0] \d__payload.cols[0] ;
+  output [211:0] d__payload;
+  reg [211:0] d__payload = 212'h00000000000000000000000000000000000000000000000000000;
+  wire [103:0] \d__payload.cols ;
+  wire [25:0] \d__payload.cols[0] ;
   wire \d__payload.cols[0].neg0 ;
   wire \d__payload.cols[0].neg1 ;
   wire \d__payload.cols[0].neg2 ;
   wire \d__payload.cols[0].neg3 ;
-  wire [2:0] \d__payload.cols[0].sh0 ;
+  wire [1:0] \d__payload.cols[0].sh0 ;
   wire \d__payload.cols[0].sh1 ;
-  wire [2:0] \d__payload.cols[0].sh2 ;
+  wire [1:0] \d__payload.cols[0].sh2 ;
   wire \d__payload.cols[0].sh3 ;
   wire [3:0] \d__payload.cols[0].x0 ;
   wire [3:0] \d__payload.cols[0].x1 ;
   wire [3:0] \d__payload.cols[0].x2 ;
   wire [3:0] \d__payload.cols[0].x3 ;
-  wire [27:0] \d__payload.cols[1] ;
+  wire [25:0] \d__payload.cols[1] ;
   wire \d__payload.cols[1].neg0 ;
   wire \d__payload.cols[1].neg1 ;
   wire \d__payload.cols[1].neg2 ;
   wire \d__payload.cols[1].neg3 ;
-  wire [2:0] \d__payload.cols[1].sh0 ;
+  wire [1:0] \d__payload.cols[1].sh0 ;
   wire \d__payload.cols[1].sh1 ;
-  wire [2:0] \d__payload.cols[1].sh2 ;
+  wire [1:0] \d__payload.cols[1].sh2 ;
   wire \d__payload.cols[1].sh3 ;
   wire [3:0] \d__payload.cols[1].x0 ;
   wire [3:0] \d__payload.cols[1].x1 ;
   wire [3:0] \d__payload.cols[1].x2 ;
   wire [3:0] \d__payload.cols[1].x3 ;
-  wire [27:0] \d__payload.cols[2] ;
+  wire [25:0] \d__payload.cols[2] ;
   wire \d__payload.cols[2].neg0 ;
   wire \d__payload.cols[2].neg1 ;
   wire \d__payload.cols[2].neg2 ;
   wire \d__payload.cols[2].neg3 ;
-  wire [2:0] \d__payload.cols[2].sh0 ;
+  wire [1:0] \d__payload.cols[2].sh0 ;
   wire \d__payload.cols[2].sh1 ;
-  wire [2:0] \d__payload.cols[2].sh2 ;
+  wire [1:0] \d__payload.cols[2].sh2 ;
   wire \d__payload.cols[2].sh3 ;
   wire [3:0] \d__payload.cols[2].x0 ;
   wire [3:0] \d__payload.cols[2].x1 ;
   wire [3:0] \d__payload.cols[2].x2 ;
   wire [3:0] \d__payload.cols[2].x3 ;
-  wire [27:0] \d__payload.cols[3] ;
+  wire [25:0] \d__payload.cols[3] ;
   wire \d__payload.cols[3].neg0 ;
   wire \d__payload.cols[3].neg1 ;
   wire \d__payload.cols[3].neg2 ;
   wire \d__payload.cols[3].neg3 ;
-  wire [2:0] \d__payload.cols[3].sh0 ;
+  wire [1:0] \d__payload.cols[3].sh0 ;
   wire \d__payload.cols[3].sh1 ;
-  wire [2:0] \d__payload.cols[3].sh2 ;
+  wire [1:0] \d__payload.cols[3].sh2 ;
   wire \d__payload.cols[3].sh3 ;
   wire [3:0] \d__payload.cols[3].x0 ;
   wire [3:0] \d__payload.cols[3].x1 ;
@@ -1264,54 +1264,54 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   wire [1:0] \d__payload.mode ;
   wire \d__payload.mode.a8 ;
   wire \d__payload.mode.b8 ;
-  wire [111:0] \d__payload.rows ;
-  wire [27:0] \d__payload.rows[0] ;
+  wire [103:0] \d__payload.rows ;
+  wire [25:0] \d__payload.rows[0] ;
   wire \d__payload.rows[0].neg0 ;
   wire \d__payload.rows[0].neg1 ;
   wire \d__payload.rows[0].neg2 ;
   wire \d__payload.rows[0].neg3 ;
-  wire [2:0] \d__payload.rows[0].sh0 ;
+  wire [1:0] \d__payload.rows[0].sh0 ;
   wire \d__payload.rows[0].sh1 ;
-  wire [2:0] \d__payload.rows[0].sh2 ;
+  wire [1:0] \d__payload.rows[0].sh2 ;
   wire \d__payload.rows[0].sh3 ;
   wire [3:0] \d__payload.rows[0].x0 ;
   wire [3:0] \d__payload.rows[0].x1 ;
   wire [3:0] \d__payload.rows[0].x2 ;
   wire [3:0] \d__payload.rows[0].x3 ;
-  wire [27:0] \d__payload.rows[1] ;
+  wire [25:0] \d__payload.rows[1] ;
   wire \d__payload.rows[1].neg0 ;
   wire \d__payload.rows[1].neg1 ;
   wire \d__payload.rows[1].neg2 ;
   wire \d__payload.rows[1].neg3 ;
-  wire [2:0] \d__payload.rows[1].sh0 ;
+  wire [1:0] \d__payload.rows[1].sh0 ;
   wire \d__payload.rows[1].sh1 ;
-  wire [2:0] \d__payload.rows[1].sh2 ;
+  wire [1:0] \d__payload.rows[1].sh2 ;
   wire \d__payload.rows[1].sh3 ;
   wire [3:0] \d__payload.rows[1].x0 ;
   wire [3:0] \d__payload.rows[1].x1 ;
   wire [3:0] \d__payload.rows[1].x2 ;
   wire [3:0] \d__payload.rows[1].x3 ;
-  wire [27:0] \d__payload.rows[2] ;
+  wire [25:0] \d__payload.rows[2] ;
   wire \d__payload.rows[2].neg0 ;
   wire \d__payload.rows[2].neg1 ;
   wire \d__payload.rows[2].neg2 ;
   wire \d__payload.rows[2].neg3 ;
-  wire [2:0] \d__payload.rows[2].sh0 ;
+  wire [1:0] \d__payload.rows[2].sh0 ;
   wire \d__payload.rows[2].sh1 ;
-  wire [2:0] \d__payload.rows[2].sh2 ;
+  wire [1:0] \d__payload.rows[2].sh2 ;
   wire \d__payload.rows[2].sh3 ;
   wire [3:0] \d__payload.rows[2].x0 ;
   wire [3:0] \d__payload.rows[2].x1 ;
   wire [3:0] \d__payload.rows[2].x2 ;
   wire [3:0] \d__payload.rows[2].x3 ;
-  wire [27:0] \d__payload.rows[3] ;
+  wire [25:0] \d__payload.rows[3] ;
   wire \d__payload.rows[3].neg0 ;
   wire \d__payload.rows[3].neg1 ;
   wire \d__payload.rows[3].neg2 ;
   wire \d__payload.rows[3].neg3 ;
-  wire [2:0] \d__payload.rows[3].sh0 ;
+  wire [1:0] \d__payload.rows[3].sh0 ;
   wire \d__payload.rows[3].sh1 ;
-  wire [2:0] \d__payload.rows[3].sh2 ;
+  wire [1:0] \d__payload.rows[3].sh2 ;
   wire \d__payload.rows[3].sh3 ;
   wire [3:0] \d__payload.rows[3].x0 ;
   wire [3:0] \d__payload.rows[3].x1 ;
@@ -1321,93 +1321,93 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   wire d__ready;
   output d__valid;
   reg d__valid = 1'h0;
-  wire [27:0] dec;
-  wire [27:0] \dec$40 ;
+  wire [25:0] dec;
+  wire [25:0] \dec$40 ;
   wire \dec$40.neg0 ;
   wire \dec$40.neg1 ;
   wire \dec$40.neg2 ;
   wire \dec$40.neg3 ;
-  wire [2:0] \dec$40.sh0 ;
+  wire [1:0] \dec$40.sh0 ;
   wire \dec$40.sh1 ;
-  wire [2:0] \dec$40.sh2 ;
+  wire [1:0] \dec$40.sh2 ;
   wire \dec$40.sh3 ;
   wire [3:0] \dec$40.x0 ;
   wire [3:0] \dec$40.x1 ;
   wire [3:0] \dec$40.x2 ;
   wire [3:0] \dec$40.x3 ;
-  wire [27:0] \dec$41 ;
+  wire [25:0] \dec$41 ;
   wire \dec$41.neg0 ;
   wire \dec$41.neg1 ;
   wire \dec$41.neg2 ;
   wire \dec$41.neg3 ;
-  wire [2:0] \dec$41.sh0 ;
+  wire [1:0] \dec$41.sh0 ;
   wire \dec$41.sh1 ;
-  wire [2:0] \dec$41.sh2 ;
+  wire [1:0] \dec$41.sh2 ;
   wire \dec$41.sh3 ;
   wire [3:0] \dec$41.x0 ;
   wire [3:0] \dec$41.x1 ;
   wire [3:0] \dec$41.x2 ;
   wire [3:0] \dec$41.x3 ;
-  wire [27:0] \dec$42 ;
+  wire [25:0] \dec$42 ;
   wire \dec$42.neg0 ;
   wire \dec$42.neg1 ;
   wire \dec$42.neg2 ;
   wire \dec$42.neg3 ;
-  wire [2:0] \dec$42.sh0 ;
+  wire [1:0] \dec$42.sh0 ;
   wire \dec$42.sh1 ;
-  wire [2:0] \dec$42.sh2 ;
+  wire [1:0] \dec$42.sh2 ;
   wire \dec$42.sh3 ;
   wire [3:0] \dec$42.x0 ;
   wire [3:0] \dec$42.x1 ;
   wire [3:0] \dec$42.x2 ;
   wire [3:0] \dec$42.x3 ;
-  wire [27:0] \dec$43 ;
+  wire [25:0] \dec$43 ;
   wire \dec$43.neg0 ;
   wire \dec$43.neg1 ;
   wire \dec$43.neg2 ;
   wire \dec$43.neg3 ;
-  wire [2:0] \dec$43.sh0 ;
+  wire [1:0] \dec$43.sh0 ;
   wire \dec$43.sh1 ;
-  wire [2:0] \dec$43.sh2 ;
+  wire [1:0] \dec$43.sh2 ;
   wire \dec$43.sh3 ;
   wire [3:0] \dec$43.x0 ;
   wire [3:0] \dec$43.x1 ;
   wire [3:0] \dec$43.x2 ;
   wire [3:0] \dec$43.x3 ;
-  wire [27:0] \dec$44 ;
+  wire [25:0] \dec$44 ;
   wire \dec$44.neg0 ;
   wire \dec$44.neg1 ;
   wire \dec$44.neg2 ;
   wire \dec$44.neg3 ;
-  wire [2:0] \dec$44.sh0 ;
+  wire [1:0] \dec$44.sh0 ;
   wire \dec$44.sh1 ;
-  wire [2:0] \dec$44.sh2 ;
+  wire [1:0] \dec$44.sh2 ;
   wire \dec$44.sh3 ;
   wire [3:0] \dec$44.x0 ;
   wire [3:0] \dec$44.x1 ;
   wire [3:0] \dec$44.x2 ;
   wire [3:0] \dec$44.x3 ;
-  wire [27:0] \dec$45 ;
+  wire [25:0] \dec$45 ;
   wire \dec$45.neg0 ;
   wire \dec$45.neg1 ;
   wire \dec$45.neg2 ;
   wire \dec$45.neg3 ;
-  wire [2:0] \dec$45.sh0 ;
+  wire [1:0] \dec$45.sh0 ;
   wire \dec$45.sh1 ;
-  wire [2:0] \dec$45.sh2 ;
+  wire [1:0] \dec$45.sh2 ;
   wire \dec$45.sh3 ;
   wire [3:0] \dec$45.x0 ;
   wire [3:0] \dec$45.x1 ;
   wire [3:0] \dec$45.x2 ;
   wire [3:0] \dec$45.x3 ;
-  wire [27:0] \dec$46 ;
+  wire [25:0] \dec$46 ;
   wire \dec$46.neg0 ;
   wire \dec$46.neg1 ;
   wire \dec$46.neg2 ;
   wire \dec$46.neg3 ;
-  wire [2:0] \dec$46.sh0 ;
+  wire [1:0] \dec$46.sh0 ;
   wire \dec$46.sh1 ;
-  wire [2:0] \dec$46.sh2 ;
+  wire [1:0] \dec$46.sh2 ;
   wire \dec$46.sh3 ;
   wire [3:0] \dec$46.x0 ;
   wire [3:0] \dec$46.x1 ;
@@ -1417,9 +1417,9 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   wire \dec.neg1 ;
   wire \dec.neg2 ;
   wire \dec.neg3 ;
-  wire [2:0] \dec.sh0 ;
+  wire [1:0] \dec.sh0 ;
   wire \dec.sh1 ;
-  wire [2:0] \dec.sh2 ;
+  wire [1:0] \dec.sh2 ;
   wire \dec.sh3 ;
   wire [3:0] \dec.x0 ;
   wire [3:0] \dec.x1 ;
@@ -1652,20 +1652,20 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$52  = d__payload;
     if (fire_data) begin
-      \$52 [27:0] = dec;
-      \$52 [55:28] = \dec$40 ;
-      \$52 [83:56] = \dec$41 ;
-      \$52 [111:84] = \dec$42 ;
-      \$52 [139:112] = \dec$43 ;
-      \$52 [167:140] = \dec$44 ;
-      \$52 [195:168] = \dec$45 ;
-      \$52 [223:196] = \dec$46 ;
-      \$52 [225:224] = mode;
-      \$52 [226] = a__payload[64];
-      \$52 [227] = \$9 ;
+      \$52 [25:0] = dec;
+      \$52 [51:26] = \dec$40 ;
+      \$52 [77:52] = \dec$41 ;
+      \$52 [103:78] = \dec$42 ;
+      \$52 [129:104] = \dec$43 ;
+      \$52 [155:130] = \dec$44 ;
+      \$52 [181:156] = \dec$45 ;
+      \$52 [207:182] = \dec$46 ;
+      \$52 [209:208] = mode;
+      \$52 [210] = a__payload[64];
+      \$52 [211] = \$9 ;
     end
     if (rst) begin
-      \$52  = 228'h000000000000000000000000000000000000000000000000000000000;
+      \$52  = 212'h00000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
@@ -1799,213 +1799,213 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   assign \fmt$27.kmax  = fb[4:2];
   assign \mode$28.a8  = mode[0];
   assign \mode$28.b8  = mode[1];
-  assign \d__payload.rows  = d__payload[111:0];
-  assign \d__payload.rows[0]  = d__payload[27:0];
+  assign \d__payload.rows  = d__payload[103:0];
+  assign \d__payload.rows[0]  = d__payload[25:0];
   assign \d__payload.rows[0].x0  = d__payload[3:0];
   assign \d__payload.rows[0].x1  = d__payload[7:4];
   assign \d__payload.rows[0].x2  = d__payload[11:8];
   assign \d__payload.rows[0].x3  = d__payload[15:12];
   assign \d__payload.rows[0].neg0  = d__payload[16];
-  assign \d__payload.rows[0].sh0  = d__payload[19:17];
-  assign \d__payload.rows[0].neg1  = d__payload[20];
-  assign \d__payload.rows[0].sh1  = d__payload[21];
-  assign \d__payload.rows[0].neg2  = d__payload[22];
-  assign \d__payload.rows[0].sh2  = d__payload[25:23];
-  assign \d__payload.rows[0].neg3  = d__payload[26];
-  assign \d__payload.rows[0].sh3  = d__payload[27];
-  assign \d__payload.rows[1]  = d__payload[55:28];
-  assign \d__payload.rows[1].x0  = d__payload[31:28];
-  assign \d__payload.rows[1].x1  = d__payload[35:32];
-  assign \d__payload.rows[1].x2  = d__payload[39:36];
-  assign \d__payload.rows[1].x3  = d__payload[43:40];
-  assign \d__payload.rows[1].neg0  = d__payload[44];
-  assign \d__payload.rows[1].sh0  = d__payload[47:45];
-  assign \d__payload.rows[1].neg1  = d__payload[48];
-  assign \d__payload.rows[1].sh1  = d__payload[49];
-  assign \d__payload.rows[1].neg2  = d__payload[50];
-  assign \d__payload.rows[1].sh2  = d__payload[53:51];
-  assign \d__payload.rows[1].neg3  = d__payload[54];
-  assign \d__payload.rows[1].sh3  = d__payload[55];
-  assign \d__payload.rows[2]  = d__payload[83:56];
-  assign \d__payload.rows[2].x0  = d__payload[59:56];
-  assign \d__payload.rows[2].x1  = d__payload[63:60];
-  assign \d__payload.rows[2].x2  = d__payload[67:64];
-  assign \d__payload.rows[2].x3  = d__payload[71:68];
-  assign \d__payload.rows[2].neg0  = d__payload[72];
-  assign \d__payload.rows[2].sh0  = d__payload[75:73];
-  assign \d__payload.rows[2].neg1  = d__payload[76];
-  assign \d__payload.rows[2].sh1  = d__payload[77];
-  assign \d__payload.rows[2].neg2  = d__payload[78];
-  assign \d__payload.rows[2].sh2  = d__payload[81:79];
-  assign \d__payload.rows[2].neg3  = d__payload[82];
-  assign \d__payload.rows[2].sh3  = d__payload[83];
-  assign \d__payload.rows[3]  = d__payload[111:84];
-  assign \d__payload.rows[3].x0  = d__payload[87:84];
-  assign \d__payload.rows[3].x1  = d__payload[91:88];
-  assign \d__payload.rows[3].x2  = d__payload[95:92];
-  assign \d__payload.rows[3].x3  = d__payload[99:96];
-  assign \d__payload.rows[3].neg0  = d__payload[100];
-  assign \d__payload.rows[3].sh0  = d__payload[103:101];
-  assign \d__payload.rows[3].neg1  = d__payload[104];
-  assign \d__payload.rows[3].sh1  = d__payload[105];
-  assign \d__payload.rows[3].neg2  = d__payload[106];
-  assign \d__payload.rows[3].sh2  = d__payload[109:107];
-  assign \d__payload.rows[3].neg3  = d__payload[110];
-  assign \d__payload.rows[3].sh3  = d__payload[111];
-  assign \d__payload.cols  = d__payload[223:112];
-  assign \d__payload.cols[0]  = d__payload[139:112];
-  assign \d__payload.cols[0].x0  = d__payload[115:112];
-  assign \d__payload.cols[0].x1  = d__payload[119:116];
-  assign \d__payload.cols[0].x2  = d__payload[123:120];
-  assign \d__payload.cols[0].x3  = d__payload[127:124];
-  assign \d__payload.cols[0].neg0  = d__payload[128];
-  assign \d__payload.cols[0].sh0  = d__payload[131:129];
-  assign \d__payload.cols[0].neg1  = d__payload[132];
-  assign \d__payload.cols[0].sh1  = d__payload[133];
-  assign \d__payload.cols[0].neg2  = d__payload[134];
-  assign \d__payload.cols[0].sh2  = d__payload[137:135];
-  assign \d__payload.cols[0].neg3  = d__payload[138];
-  assign \d__payload.cols[0].sh3  = d__payload[139];
-  assign \d__payload.cols[1]  = d__payload[167:140];
-  assign \d__payload.cols[1].x0  = d__payload[143:140];
-  assign \d__payload.cols[1].x1  = d__payload[147:144];
-  assign \d__payload.cols[1].x2  = d__payload[151:148];
-  assign \d__payload.cols[1].x3  = d__payload[155:152];
-  assign \d__payload.cols[1].neg0  = d__payload[156];
-  assign \d__payload.cols[1].sh0  = d__payload[159:157];
-  assign \d__payload.cols[1].neg1  = d__payload[160];
-  assign \d__payload.cols[1].sh1  = d__payload[161];
-  assign \d__payload.cols[1].neg2  = d__payload[162];
-  assign \d__payload.cols[1].sh2  = d__payload[165:163];
-  assign \d__payload.cols[1].neg3  = d__payload[166];
-  assign \d__payload.cols[1].sh3  = d__payload[167];
-  assign \d__payload.cols[2]  = d__payload[195:168];
-  assign \d__payload.cols[2].x0  = d__payload[171:168];
-  assign \d__payload.cols[2].x1  = d__payload[175:172];
-  assign \d__payload.cols[2].x2  = d__payload[179:176];
-  assign \d__payload.cols[2].x3  = d__payload[183:180];
-  assign \d__payload.cols[2].neg0  = d__payload[184];
-  assign \d__payload.cols[2].sh0  = d__payload[187:185];
-  assign \d__payload.cols[2].neg1  = d__payload[188];
-  assign \d__payload.cols[2].sh1  = d__payload[189];
-  assign \d__payload.cols[2].neg2  = d__payload[190];
-  assign \d__payload.cols[2].sh2  = d__payload[193:191];
-  assign \d__payload.cols[2].neg3  = d__payload[194];
-  assign \d__payload.cols[2].sh3  = d__payload[195];
-  assign \d__payload.cols[3]  = d__payload[223:196];
-  assign \d__payload.cols[3].x0  = d__payload[199:196];
-  assign \d__payload.cols[3].x1  = d__payload[203:200];
-  assign \d__payload.cols[3].x2  = d__payload[207:204];
-  assign \d__payload.cols[3].x3  = d__payload[211:208];
-  assign \d__payload.cols[3].neg0  = d__payload[212];
-  assign \d__payload.cols[3].sh0  = d__payload[215:213];
-  assign \d__payload.cols[3].neg1  = d__payload[216];
-  assign \d__payload.cols[3].sh1  = d__payload[217];
-  assign \d__payload.cols[3].neg2  = d__payload[218];
-  assign \d__payload.cols[3].sh2  = d__payload[221:219];
-  assign \d__payload.cols[3].neg3  = d__payload[222];
-  assign \d__payload.cols[3].sh3  = d__payload[223];
-  assign \d__payload.mode  = d__payload[225:224];
-  assign \d__payload.mode.a8  = d__payload[224];
-  assign \d__payload.mode.b8  = d__payload[225];
-  assign \d__payload.last  = d__payload[226];
-  assign \d__payload.err  = d__payload[227];
+  assign \d__payload.rows[0].sh0  = d__payload[18:17];
+  assign \d__payload.rows[0].neg1  = d__payload[19];
+  assign \d__payload.rows[0].sh1  = d__payload[20];
+  assign \d__payload.rows[0].neg2  = d__payload[21];
+  assign \d__payload.rows[0].sh2  = d__payload[23:22];
+  assign \d__payload.rows[0].neg3  = d__payload[24];
+  assign \d__payload.rows[0].sh3  = d__payload[25];
+  assign \d__payload.rows[1]  = d__payload[51:26];
+  assign \d__payload.rows[1].x0  = d__payload[29:26];
+  assign \d__payload.rows[1].x1  = d__payload[33:30];
+  assign \d__payload.rows[1].x2  = d__payload[37:34];
+  assign \d__payload.rows[1].x3  = d__payload[41:38];
+  assign \d__payload.rows[1].neg0  = d__payload[42];
+  assign \d__payload.rows[1].sh0  = d__payload[44:43];
+  assign \d__payload.rows[1].neg1  = d__payload[45];
+  assign \d__payload.rows[1].sh1  = d__payload[46];
+  assign \d__payload.rows[1].neg2  = d__payload[47];
+  assign \d__payload.rows[1].sh2  = d__payload[49:48];
+  assign \d__payload.rows[1].neg3  = d__payload[50];
+  assign \d__payload.rows[1].sh3  = d__payload[51];
+  assign \d__payload.rows[2]  = d__payload[77:52];
+  assign \d__payload.rows[2].x0  = d__payload[55:52];
+  assign \d__payload.rows[2].x1  = d__payload[59:56];
+  assign \d__payload.rows[2].x2  = d__payload[63:60];
+  assign \d__payload.rows[2].x3  = d__payload[67:64];
+  assign \d__payload.rows[2].neg0  = d__payload[68];
+  assign \d__payload.rows[2].sh0  = d__payload[70:69];
+  assign \d__payload.rows[2].neg1  = d__payload[71];
+  assign \d__payload.rows[2].sh1  = d__payload[72];
+  assign \d__payload.rows[2].neg2  = d__payload[73];
+  assign \d__payload.rows[2].sh2  = d__payload[75:74];
+  assign \d__payload.rows[2].neg3  = d__payload[76];
+  assign \d__payload.rows[2].sh3  = d__payload[77];
+  assign \d__payload.rows[3]  = d__payload[103:78];
+  assign \d__payload.rows[3].x0  = d__payload[81:78];
+  assign \d__payload.rows[3].x1  = d__payload[85:82];
+  assign \d__payload.rows[3].x2  = d__payload[89:86];
+  assign \d__payload.rows[3].x3  = d__payload[93:90];
+  assign \d__payload.rows[3].neg0  = d__payload[94];
+  assign \d__payload.rows[3].sh0  = d__payload[96:95];
+  assign \d__payload.rows[3].neg1  = d__payload[97];
+  assign \d__payload.rows[3].sh1  = d__payload[98];
+  assign \d__payload.rows[3].neg2  = d__payload[99];
+  assign \d__payload.rows[3].sh2  = d__payload[101:100];
+  assign \d__payload.rows[3].neg3  = d__payload[102];
+  assign \d__payload.rows[3].sh3  = d__payload[103];
+  assign \d__payload.cols  = d__payload[207:104];
+  assign \d__payload.cols[0]  = d__payload[129:104];
+  assign \d__payload.cols[0].x0  = d__payload[107:104];
+  assign \d__payload.cols[0].x1  = d__payload[111:108];
+  assign \d__payload.cols[0].x2  = d__payload[115:112];
+  assign \d__payload.cols[0].x3  = d__payload[119:116];
+  assign \d__payload.cols[0].neg0  = d__payload[120];
+  assign \d__payload.cols[0].sh0  = d__payload[122:121];
+  assign \d__payload.cols[0].neg1  = d__payload[123];
+  assign \d__payload.cols[0].sh1  = d__payload[124];
+  assign \d__payload.cols[0].neg2  = d__payload[125];
+  assign \d__payload.cols[0].sh2  = d__payload[127:126];
+  assign \d__payload.cols[0].neg3  = d__payload[128];
+  assign \d__payload.cols[0].sh3  = d__payload[129];
+  assign \d__payload.cols[1]  = d__payload[155:130];
+  assign \d__payload.cols[1].x0  = d__payload[133:130];
+  assign \d__payload.cols[1].x1  = d__payload[137:134];
+  assign \d__payload.cols[1].x2  = d__payload[141:138];
+  assign \d__payload.cols[1].x3  = d__payload[145:142];
+  assign \d__payload.cols[1].neg0  = d__payload[146];
+  assign \d__payload.cols[1].sh0  = d__payload[148:147];
+  assign \d__payload.cols[1].neg1  = d__payload[149];
+  assign \d__payload.cols[1].sh1  = d__payload[150];
+  assign \d__payload.cols[1].neg2  = d__payload[151];
+  assign \d__payload.cols[1].sh2  = d__payload[153:152];
+  assign \d__payload.cols[1].neg3  = d__payload[154];
+  assign \d__payload.cols[1].sh3  = d__payload[155];
+  assign \d__payload.cols[2]  = d__payload[181:156];
+  assign \d__payload.cols[2].x0  = d__payload[159:156];
+  assign \d__payload.cols[2].x1  = d__payload[163:160];
+  assign \d__payload.cols[2].x2  = d__payload[167:164];
+  assign \d__payload.cols[2].x3  = d__payload[171:168];
+  assign \d__payload.cols[2].neg0  = d__payload[172];
+  assign \d__payload.cols[2].sh0  = d__payload[174:173];
+  assign \d__payload.cols[2].neg1  = d__payload[175];
+  assign \d__payload.cols[2].sh1  = d__payload[176];
+  assign \d__payload.cols[2].neg2  = d__payload[177];
+  assign \d__payload.cols[2].sh2  = d__payload[179:178];
+  assign \d__payload.cols[2].neg3  = d__payload[180];
+  assign \d__payload.cols[2].sh3  = d__payload[181];
+  assign \d__payload.cols[3]  = d__payload[207:182];
+  assign \d__payload.cols[3].x0  = d__payload[185:182];
+  assign \d__payload.cols[3].x1  = d__payload[189:186];
+  assign \d__payload.cols[3].x2  = d__payload[193:190];
+  assign \d__payload.cols[3].x3  = d__payload[197:194];
+  assign \d__payload.cols[3].neg0  = d__payload[198];
+  assign \d__payload.cols[3].sh0  = d__payload[200:199];
+  assign \d__payload.cols[3].neg1  = d__payload[201];
+  assign \d__payload.cols[3].sh1  = d__payload[202];
+  assign \d__payload.cols[3].neg2  = d__payload[203];
+  assign \d__payload.cols[3].sh2  = d__payload[205:204];
+  assign \d__payload.cols[3].neg3  = d__payload[206];
+  assign \d__payload.cols[3].sh3  = d__payload[207];
+  assign \d__payload.mode  = d__payload[209:208];
+  assign \d__payload.mode.a8  = d__payload[208];
+  assign \d__payload.mode.b8  = d__payload[209];
+  assign \d__payload.last  = d__payload[210];
+  assign \d__payload.err  = d__payload[211];
   assign \dec.x0  = dec[3:0];
   assign \dec.x1  = dec[7:4];
   assign \dec.x2  = dec[11:8];
   assign \dec.x3  = dec[15:12];
   assign \dec.neg0  = dec[16];
-  assign \dec.sh0  = dec[19:17];
-  assign \dec.neg1  = dec[20];
-  assign \dec.sh1  = dec[21];
-  assign \dec.neg2  = dec[22];
-  assign \dec.sh2  = dec[25:23];
-  assign \dec.neg3  = dec[26];
-  assign \dec.sh3  = dec[27];
+  assign \dec.sh0  = dec[18:17];
+  assign \dec.neg1  = dec[19];
+  assign \dec.sh1  = dec[20];
+  assign \dec.neg2  = dec[21];
+  assign \dec.sh2  = dec[23:22];
+  assign \dec.neg3  = dec[24];
+  assign \dec.sh3  = dec[25];
   assign \dec$40.x0  = \dec$40 [3:0];
   assign \dec$40.x1  = \dec$40 [7:4];
   assign \dec$40.x2  = \dec$40 [11:8];
   assign \dec$40.x3  = \dec$40 [15:12];
   assign \dec$40.neg0  = \dec$40 [16];
-  assign \dec$40.sh0  = \dec$40 [19:17];
-  assign \dec$40.neg1  = \dec$40 [20];
-  assign \dec$40.sh1  = \dec$40 [21];
-  assign \dec$40.neg2  = \dec$40 [22];
-  assign \dec$40.sh2  = \dec$40 [25:23];
-  assign \dec$40.neg3  = \dec$40 [26];
-  assign \dec$40.sh3  = \dec$40 [27];
+  assign \dec$40.sh0  = \dec$40 [18:17];
+  assign \dec$40.neg1  = \dec$40 [19];
+  assign \dec$40.sh1  = \dec$40 [20];
+  assign \dec$40.neg2  = \dec$40 [21];
+  assign \dec$40.sh2  = \dec$40 [23:22];
+  assign \dec$40.neg3  = \dec$40 [24];
+  assign \dec$40.sh3  = \dec$40 [25];
   assign \dec$41.x0  = \dec$41 [3:0];
   assign \dec$41.x1  = \dec$41 [7:4];
   assign \dec$41.x2  = \dec$41 [11:8];
   assign \dec$41.x3  = \dec$41 [15:12];
   assign \dec$41.neg0  = \dec$41 [16];
-  assign \dec$41.sh0  = \dec$41 [19:17];
-  assign \dec$41.neg1  = \dec$41 [20];
-  assign \dec$41.sh1  = \dec$41 [21];
-  assign \dec$41.neg2  = \dec$41 [22];
-  assign \dec$41.sh2  = \dec$41 [25:23];
-  assign \dec$41.neg3  = \dec$41 [26];
-  assign \dec$41.sh3  = \dec$41 [27];
+  assign \dec$41.sh0  = \dec$41 [18:17];
+  assign \dec$41.neg1  = \dec$41 [19];
+  assign \dec$41.sh1  = \dec$41 [20];
+  assign \dec$41.neg2  = \dec$41 [21];
+  assign \dec$41.sh2  = \dec$41 [23:22];
+  assign \dec$41.neg3  = \dec$41 [24];
+  assign \dec$41.sh3  = \dec$41 [25];
   assign \dec$42.x0  = \dec$42 [3:0];
   assign \dec$42.x1  = \dec$42 [7:4];
   assign \dec$42.x2  = \dec$42 [11:8];
   assign \dec$42.x3  = \dec$42 [15:12];
   assign \dec$42.neg0  = \dec$42 [16];
-  assign \dec$42.sh0  = \dec$42 [19:17];
-  assign \dec$42.neg1  = \dec$42 [20];
-  assign \dec$42.sh1  = \dec$42 [21];
-  assign \dec$42.neg2  = \dec$42 [22];
-  assign \dec$42.sh2  = \dec$42 [25:23];
-  assign \dec$42.neg3  = \dec$42 [26];
-  assign \dec$42.sh3  = \dec$42 [27];
+  assign \dec$42.sh0  = \dec$42 [18:17];
+  assign \dec$42.neg1  = \dec$42 [19];
+  assign \dec$42.sh1  = \dec$42 [20];
+  assign \dec$42.neg2  = \dec$42 [21];
+  assign \dec$42.sh2  = \dec$42 [23:22];
+  assign \dec$42.neg3  = \dec$42 [24];
+  assign \dec$42.sh3  = \dec$42 [25];
   assign \dec$43.x0  = \dec$43 [3:0];
   assign \dec$43.x1  = \dec$43 [7:4];
   assign \dec$43.x2  = \dec$43 [11:8];
   assign \dec$43.x3  = \dec$43 [15:12];
   assign \dec$43.neg0  = \dec$43 [16];
-  assign \dec$43.sh0  = \dec$43 [19:17];
-  assign \dec$43.neg1  = \dec$43 [20];
-  assign \dec$43.sh1  = \dec$43 [21];
-  assign \dec$43.neg2  = \dec$43 [22];
-  assign \dec$43.sh2  = \dec$43 [25:23];
-  assign \dec$43.neg3  = \dec$43 [26];
-  assign \dec$43.sh3  = \dec$43 [27];
+  assign \dec$43.sh0  = \dec$43 [18:17];
+  assign \dec$43.neg1  = \dec$43 [19];
+  assign \dec$43.sh1  = \dec$43 [20];
+  assign \dec$43.neg2  = \dec$43 [21];
+  assign \dec$43.sh2  = \dec$43 [23:22];
+  assign \dec$43.neg3  = \dec$43 [24];
+  assign \dec$43.sh3  = \dec$43 [25];
   assign \dec$44.x0  = \dec$44 [3:0];
   assign \dec$44.x1  = \dec$44 [7:4];
   assign \dec$44.x2  = \dec$44 [11:8];
   assign \dec$44.x3  = \dec$44 [15:12];
   assign \dec$44.neg0  = \dec$44 [16];
-  assign \dec$44.sh0  = \dec$44 [19:17];
-  assign \dec$44.neg1  = \dec$44 [20];
-  assign \dec$44.sh1  = \dec$44 [21];
-  assign \dec$44.neg2  = \dec$44 [22];
-  assign \dec$44.sh2  = \dec$44 [25:23];
-  assign \dec$44.neg3  = \dec$44 [26];
-  assign \dec$44.sh3  = \dec$44 [27];
+  assign \dec$44.sh0  = \dec$44 [18:17];
+  assign \dec$44.neg1  = \dec$44 [19];
+  assign \dec$44.sh1  = \dec$44 [20];
+  assign \dec$44.neg2  = \dec$44 [21];
+  assign \dec$44.sh2  = \dec$44 [23:22];
+  assign \dec$44.neg3  = \dec$44 [24];
+  assign \dec$44.sh3  = \dec$44 [25];
   assign \dec$45.x0  = \dec$45 [3:0];
   assign \dec$45.x1  = \dec$45 [7:4];
   assign \dec$45.x2  = \dec$45 [11:8];
   assign \dec$45.x3  = \dec$45 [15:12];
   assign \dec$45.neg0  = \dec$45 [16];
-  assign \dec$45.sh0  = \dec$45 [19:17];
-  assign \dec$45.neg1  = \dec$45 [20];
-  assign \dec$45.sh1  = \dec$45 [21];
-  assign \dec$45.neg2  = \dec$45 [22];
-  assign \dec$45.sh2  = \dec$45 [25:23];
-  assign \dec$45.neg3  = \dec$45 [26];
-  assign \dec$45.sh3  = \dec$45 [27];
+  assign \dec$45.sh0  = \dec$45 [18:17];
+  assign \dec$45.neg1  = \dec$45 [19];
+  assign \dec$45.sh1  = \dec$45 [20];
+  assign \dec$45.neg2  = \dec$45 [21];
+  assign \dec$45.sh2  = \dec$45 [23:22];
+  assign \dec$45.neg3  = \dec$45 [24];
+  assign \dec$45.sh3  = \dec$45 [25];
   assign \dec$46.x0  = \dec$46 [3:0];
   assign \dec$46.x1  = \dec$46 [7:4];
   assign \dec$46.x2  = \dec$46 [11:8];
   assign \dec$46.x3  = \dec$46 [15:12];
   assign \dec$46.neg0  = \dec$46 [16];
-  assign \dec$46.sh0  = \dec$46 [19:17];
-  assign \dec$46.neg1  = \dec$46 [20];
-  assign \dec$46.sh1  = \dec$46 [21];
-  assign \dec$46.neg2  = \dec$46 [22];
-  assign \dec$46.sh2  = \dec$46 [25:23];
-  assign \dec$46.neg3  = \dec$46 [26];
-  assign \dec$46.sh3  = \dec$46 [27];
+  assign \dec$46.sh0  = \dec$46 [18:17];
+  assign \dec$46.neg1  = \dec$46 [19];
+  assign \dec$46.sh1  = \dec$46 [20];
+  assign \dec$46.neg2  = \dec$46 [21];
+  assign \dec$46.sh2  = \dec$46 [23:22];
+  assign \dec$46.neg3  = \dec$46 [24];
+  assign \dec$46.sh3  = \dec$46 [25];
   assign mode[1] = fb[0];
   assign mode[0] = \$signal [0];
 endmodule
@@ -2015,109 +2015,122 @@ module \top.front.dec_a0 (wide, mode, fmt, dec, lane);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
   wire [2:0] \$10 ;
-  wire [5:0] \$100 ;
+  wire [2:0] \$100 ;
   wire \$101 ;
   wire \$102 ;
-  wire [4:0] \$103 ;
-  wire [4:0] \$104 ;
-  wire [2:0] \$105 ;
+  wire \$103 ;
+  wire [1:0] \$104 ;
+  wire [1:0] \$105 ;
+  wire [2:0] \$106 ;
+  wire [2:0] \$107 ;
+  wire [2:0] \$108 ;
+  wire [3:0] \$109 ;
   wire [2:0] \$11 ;
+  wire [5:0] \$110 ;
+  wire \$111 ;
+  wire [4:0] \$112 ;
+  wire [4:0] \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire [2:0] \$116 ;
+  wire [2:0] \$117 ;
   wire [2:0] \$12 ;
   wire [2:0] \$13 ;
   wire [2:0] \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire [3:0] \$17 ;
+  wire [3:0] \$15 ;
+  wire [3:0] \$16 ;
+  wire [4:0] \$17 ;
   wire [13:0] \$18 ;
   wire \$19 ;
   wire \$2 ;
-  wire \$20 ;
+  wire [8:0] \$20 ;
   wire [8:0] \$21 ;
-  wire [8:0] \$22 ;
-  wire [3:0] \$23 ;
-  wire \$24 ;
-  wire \$25 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire [3:0] \$24 ;
+  wire [3:0] \$25 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [2:0] \$32 ;
+  wire \$31 ;
+  wire \$32 ;
   wire [2:0] \$33 ;
   wire [2:0] \$34 ;
   wire [2:0] \$35 ;
   wire [2:0] \$36 ;
-  wire \$37 ;
-  wire \$38 ;
+  wire [2:0] \$37 ;
+  wire [2:0] \$38 ;
   wire [3:0] \$39 ;
   wire \$4 ;
-  wire [13:0] \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [8:0] \$43 ;
+  wire [3:0] \$40 ;
+  wire [4:0] \$41 ;
+  wire [13:0] \$42 ;
+  wire \$43 ;
   wire [8:0] \$44 ;
-  wire [3:0] \$45 ;
+  wire [8:0] \$45 ;
   wire \$46 ;
   wire \$47 ;
-  wire \$48 ;
-  wire [1:0] \$49 ;
+  wire [3:0] \$48 ;
+  wire [3:0] \$49 ;
   wire \$5 ;
-  wire [1:0] \$50 ;
+  wire \$50 ;
   wire \$51 ;
-  wire [2:0] \$52 ;
-  wire \$53 ;
-  wire [2:0] \$54 ;
-  wire [5:0] \$55 ;
-  wire \$56 ;
-  wire \$57 ;
-  wire [4:0] \$58 ;
-  wire [4:0] \$59 ;
+  wire \$52 ;
+  wire [1:0] \$53 ;
+  wire [1:0] \$54 ;
+  wire [2:0] \$55 ;
+  wire [2:0] \$56 ;
+  wire [2:0] \$57 ;
+  wire [3:0] \$58 ;
+  wire [5:0] \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
-  wire \$61 ;
-  wire \$62 ;
+  wire \$60 ;
+  wire [4:0] \$61 ;
+  wire [4:0] \$62 ;
   wire \$63 ;
-  wire [1:0] \$64 ;
-  wire [1:0] \$65 ;
-  wire \$66 ;
-  wire [2:0] \$67 ;
+  wire \$64 ;
+  wire [2:0] \$65 ;
+  wire [2:0] \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire [2:0] \$69 ;
+  wire \$69 ;
   wire \$7 ;
-  wire [5:0] \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [4:0] \$73 ;
-  wire [4:0] \$74 ;
-  wire [2:0] \$75 ;
-  wire \$76 ;
+  wire [1:0] \$70 ;
+  wire [1:0] \$71 ;
+  wire [2:0] \$72 ;
+  wire [2:0] \$73 ;
+  wire [2:0] \$74 ;
+  wire [3:0] \$75 ;
+  wire [5:0] \$76 ;
   wire \$77 ;
-  wire \$78 ;
-  wire [1:0] \$79 ;
+  wire [4:0] \$78 ;
+  wire [4:0] \$79 ;
   wire \$8 ;
-  wire [1:0] \$80 ;
+  wire \$80 ;
   wire \$81 ;
   wire [2:0] \$82 ;
-  wire \$83 ;
-  wire [2:0] \$84 ;
-  wire [5:0] \$85 ;
+  wire [2:0] \$83 ;
+  wire \$84 ;
+  wire \$85 ;
   wire \$86 ;
-  wire \$87 ;
-  wire [4:0] \$88 ;
-  wire [4:0] \$89 ;
+  wire [1:0] \$87 ;
+  wire [1:0] \$88 ;
+  wire [2:0] \$89 ;
   wire [2:0] \$9 ;
   wire [2:0] \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire [1:0] \$94 ;
-  wire [1:0] \$95 ;
-  wire \$96 ;
-  wire [2:0] \$97 ;
+  wire [2:0] \$91 ;
+  wire [3:0] \$92 ;
+  wire [5:0] \$93 ;
+  wire \$94 ;
+  wire [4:0] \$95 ;
+  wire [4:0] \$96 ;
+  wire \$97 ;
   wire \$98 ;
   wire [2:0] \$99 ;
+  wire c4_0_below;
   wire [1:0] c4_0_j;
   wire [1:0] c4_0_k;
   wire [1:0] c4_0_lead;
@@ -2125,6 +2138,7 @@ module \top.front.dec_a0 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_0_rest;
   reg c4_0_sh;
   reg [3:0] c4_0_sig;
+  wire c4_1_below;
   wire [1:0] c4_1_j;
   wire [1:0] c4_1_k;
   wire [1:0] c4_1_lead;
@@ -2132,6 +2146,7 @@ module \top.front.dec_a0 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_1_rest;
   reg c4_1_sh;
   reg [3:0] c4_1_sig;
+  wire c4_2_below;
   wire [1:0] c4_2_j;
   wire [1:0] c4_2_k;
   wire [1:0] c4_2_lead;
@@ -2139,6 +2154,7 @@ module \top.front.dec_a0 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_2_rest;
   reg c4_2_sh;
   reg [3:0] c4_2_sig;
+  wire c4_3_below;
   wire [1:0] c4_3_j;
   wire [1:0] c4_3_k;
   wire [1:0] c4_3_lead;
@@ -2146,29 +2162,31 @@ module \top.front.dec_a0 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_3_rest;
   reg c4_3_sh;
   reg [3:0] c4_3_sig;
+  wire c8_0_below;
   wire [2:0] c8_0_j;
   wire [2:0] c8_0_k;
   wire [2:0] c8_0_lead;
   wire c8_0_neg;
   wire [6:0] c8_0_rest;
-  reg [2:0] c8_0_sh;
+  reg [1:0] c8_0_sh;
   reg [7:0] c8_0_sig;
+  wire c8_1_below;
   wire [2:0] c8_1_j;
   wire [2:0] c8_1_k;
   wire [2:0] c8_1_lead;
   wire c8_1_neg;
   wire [6:0] c8_1_rest;
-  reg [2:0] c8_1_sh;
+  reg [1:0] c8_1_sh;
   reg [7:0] c8_1_sig;
-  output [27:0] dec;
-  reg [27:0] dec;
+  output [25:0] dec;
+  reg [25:0] dec;
   wire \dec.neg0 ;
   wire \dec.neg1 ;
   wire \dec.neg2 ;
   wire \dec.neg3 ;
-  wire [2:0] \dec.sh0 ;
+  wire [1:0] \dec.sh0 ;
   wire \dec.sh1 ;
-  wire [2:0] \dec.sh2 ;
+  wire [1:0] \dec.sh2 ;
   wire \dec.sh3 ;
   wire [3:0] \dec.x0 ;
   wire [3:0] \dec.x1 ;
@@ -2203,163 +2221,167 @@ module \top.front.dec_a0 (wide, mode, fmt, dec, lane);
   assign \$13  = lane[4] ? \$12  : 3'h2;
   assign \$14  = lane[5] ? \$13  : 3'h1;
   assign c8_0_lead = lane[6] ? \$14  : 3'h0;
-  assign \$15  = c8_0_lead > fmt[4:2];
-  assign c8_0_k = \$15  ? fmt[4:2] : c8_0_lead;
-  assign \$16  = c8_0_k < fmt[4:2];
-  assign \$17  = c8_0_k + \$16 ;
+  assign c8_0_below = c8_0_lead < fmt[4:2];
+  assign c8_0_k = c8_0_below ? c8_0_lead : fmt[4:2];
+  assign \$15  = c8_0_lead + 1'h1;
+  assign \$16  = c8_0_below ? \$15  : { 1'h0, fmt[4:2] };
+  assign \$17  = \$16  - c8_0_k[0];
   assign \$18  = lane[6:0] << \$17 [2:0];
   assign \$19  = ! c8_0_k;
-  assign \$20  = c8_0_k == 1'h1;
-  assign \$21  = - $signed(lane[7:0]);
-  assign \$22  = lane[7] ? \$21  : { 1'h0, lane[7:0] };
-  assign \$23  = c8_0_k - 2'h2;
-  assign \$24  = ~ lane[14];
-  assign \$25  = ~ lane[13];
-  assign \$26  = ~ lane[12];
-  assign \$27  = ~ lane[11];
-  assign \$28  = ~ lane[10];
-  assign \$29  = ~ lane[9];
-  assign \$30  = ~ lane[8];
-  assign \$31  = lane[8] ? 3'h7 : 3'h6;
-  assign \$32  = lane[9] ? \$31  : 3'h5;
-  assign \$33  = lane[10] ? \$32  : 3'h4;
-  assign \$34  = lane[11] ? \$33  : 3'h3;
-  assign \$35  = lane[12] ? \$34  : 3'h2;
-  assign \$36  = lane[13] ? \$35  : 3'h1;
-  assign c8_1_lead = lane[14] ? \$36  : 3'h0;
-  assign \$37  = c8_1_lead > fmt[4:2];
-  assign c8_1_k = \$37  ? fmt[4:2] : c8_1_lead;
-  assign \$38  = c8_1_k < fmt[4:2];
-  assign \$39  = c8_1_k + \$38 ;
-  assign \$40  = lane[14:8] << \$39 [2:0];
-  assign \$41  = ! c8_1_k;
-  assign \$42  = c8_1_k == 1'h1;
-  assign \$43  = - $signed(lane[15:8]);
-  assign \$44  = lane[15] ? \$43  : { 1'h0, lane[15:8] };
-  assign \$45  = c8_1_k - 2'h2;
-  assign \$46  = ~ lane[2];
-  assign \$47  = ~ lane[1];
-  assign \$48  = ~ lane[0];
-  assign \$49  = lane[0] ? 2'h3 : 2'h2;
-  assign \$50  = lane[1] ? \$49  : 2'h1;
-  assign c4_0_lead = lane[2] ? \$50  : 2'h0;
-  assign \$51  = c4_0_lead > fmt[4:2];
-  assign \$52  = \$51  ? fmt[4:2] : { 1'h0, c4_0_lead };
-  assign \$53  = \$52 [1:0] < fmt[4:2];
-  assign \$54  = \$52 [1:0] + \$53 ;
-  assign \$55  = lane[2:0] << \$54 [1:0];
-  assign \$56  = ! \$52 [1:0];
-  assign \$57  = \$52 [1:0] == 1'h1;
-  assign \$58  = - $signed(lane[3:0]);
-  assign \$59  = lane[3] ? \$58  : { 1'h0, lane[3:0] };
-  assign \$60  = \$52 [1:0] - 2'h2;
-  assign \$61  = ~ lane[6];
-  assign \$62  = ~ lane[5];
-  assign \$63  = ~ lane[4];
-  assign \$64  = lane[4] ? 2'h3 : 2'h2;
-  assign \$65  = lane[5] ? \$64  : 2'h1;
-  assign c4_1_lead = lane[6] ? \$65  : 2'h0;
-  assign \$66  = c4_1_lead > fmt[4:2];
-  assign \$67  = \$66  ? fmt[4:2] : { 1'h0, c4_1_lead };
-  assign \$68  = \$67 [1:0] < fmt[4:2];
-  assign \$69  = \$67 [1:0] + \$68 ;
-  assign \$70  = lane[6:4] << \$69 [1:0];
-  assign \$71  = ! \$67 [1:0];
-  assign \$72  = \$67 [1:0] == 1'h1;
-  assign \$73  = - $signed(lane[7:4]);
-  assign \$74  = lane[7] ? \$73  : { 1'h0, lane[7:4] };
-  assign \$75  = \$67 [1:0] - 2'h2;
-  assign \$76  = ~ lane[10];
-  assign \$77  = ~ lane[9];
-  assign \$78  = ~ lane[8];
-  assign \$79  = lane[8] ? 2'h3 : 2'h2;
-  assign \$80  = lane[9] ? \$79  : 2'h1;
-  assign c4_2_lead = lane[10] ? \$80  : 2'h0;
-  assign \$81  = c4_2_lead > fmt[4:2];
-  assign \$82  = \$81  ? fmt[4:2] : { 1'h0, c4_2_lead };
-  assign \$83  = \$82 [1:0] < fmt[4:2];
-  assign \$84  = \$82 [1:0] + \$83 ;
-  assign \$85  = lane[10:8] << \$84 [1:0];
-  assign \$86  = ! \$82 [1:0];
-  assign \$87  = \$82 [1:0] == 1'h1;
-  assign \$88  = - $signed(lane[11:8]);
-  assign \$89  = lane[11] ? \$88  : { 1'h0, lane[11:8] };
-  assign \$90  = \$82 [1:0] - 2'h2;
-  assign \$91  = ~ lane[14];
-  assign \$92  = ~ lane[13];
-  assign \$93  = ~ lane[12];
-  assign \$94  = lane[12] ? 2'h3 : 2'h2;
-  assign \$95  = lane[13] ? \$94  : 2'h1;
-  assign c4_3_lead = lane[14] ? \$95  : 2'h0;
-  assign \$96  = c4_3_lead > fmt[4:2];
-  assign \$97  = \$96  ? fmt[4:2] : { 1'h0, c4_3_lead };
-  assign \$98  = \$97 [1:0] < fmt[4:2];
-  assign \$99  = \$97 [1:0] + \$98 ;
-  assign \$100  = lane[14:12] << \$99 [1:0];
-  assign \$101  = ! \$97 [1:0];
-  assign \$102  = \$97 [1:0] == 1'h1;
-  assign \$103  = - $signed(lane[15:12]);
-  assign \$104  = lane[15] ? \$103  : { 1'h0, lane[15:12] };
-  assign \$105  = \$97 [1:0] - 2'h2;
+  assign \$20  = - $signed(lane[7:0]);
+  assign \$21  = lane[7] ? \$20  : { 1'h0, lane[7:0] };
+  assign \$22  = c8_0_k[0] | \$18 [6];
+  assign \$23  = ~ c8_0_k[0];
+  assign \$24  = c8_0_k - 1'h1;
+  assign \$26  = ~ lane[14];
+  assign \$27  = ~ lane[13];
+  assign \$28  = ~ lane[12];
+  assign \$29  = ~ lane[11];
+  assign \$30  = ~ lane[10];
+  assign \$31  = ~ lane[9];
+  assign \$32  = ~ lane[8];
+  assign \$33  = lane[8] ? 3'h7 : 3'h6;
+  assign \$34  = lane[9] ? \$33  : 3'h5;
+  assign \$35  = lane[10] ? \$34  : 3'h4;
+  assign \$36  = lane[11] ? \$35  : 3'h3;
+  assign \$37  = lane[12] ? \$36  : 3'h2;
+  assign \$38  = lane[13] ? \$37  : 3'h1;
+  assign c8_1_lead = lane[14] ? \$38  : 3'h0;
+  assign c8_1_below = c8_1_lead < fmt[4:2];
+  assign c8_1_k = c8_1_below ? c8_1_lead : fmt[4:2];
+  assign \$39  = c8_1_lead + 1'h1;
+  assign \$40  = c8_1_below ? \$39  : { 1'h0, fmt[4:2] };
+  assign \$41  = \$40  - c8_1_k[0];
+  assign \$42  = lane[14:8] << \$41 [2:0];
+  assign \$43  = ! c8_1_k;
+  assign \$44  = - $signed(lane[15:8]);
+  assign \$45  = lane[15] ? \$44  : { 1'h0, lane[15:8] };
+  assign \$46  = c8_1_k[0] | \$42 [6];
+  assign \$47  = ~ c8_1_k[0];
+  assign \$48  = c8_1_k - 1'h1;
+  assign \$50  = ~ lane[2];
+  assign \$51  = ~ lane[1];
+  assign \$52  = ~ lane[0];
+  assign \$53  = lane[0] ? 2'h3 : 2'h2;
+  assign \$54  = lane[1] ? \$53  : 2'h1;
+  assign c4_0_lead = lane[2] ? \$54  : 2'h0;
+  assign c4_0_below = c4_0_lead < fmt[4:2];
+  assign \$55  = c4_0_below ? { 1'h0, c4_0_lead } : fmt[4:2];
+  assign \$56  = c4_0_lead + 1'h1;
+  assign \$57  = c4_0_below ? \$56  : fmt[4:2];
+  assign \$58  = \$57  - \$55 [0];
+  assign \$59  = lane[2:0] << \$58 [1:0];
+  assign \$60  = ! \$55 [1:0];
+  assign \$61  = - $signed(lane[3:0]);
+  assign \$62  = lane[3] ? \$61  : { 1'h0, lane[3:0] };
+  assign \$63  = \$55 [0] | \$59 [2];
+  assign \$64  = ~ \$55 [0];
+  assign \$65  = \$55 [1:0] - 1'h1;
+  assign \$67  = ~ lane[6];
+  assign \$68  = ~ lane[5];
+  assign \$69  = ~ lane[4];
+  assign \$70  = lane[4] ? 2'h3 : 2'h2;
+  assign \$71  = lane[5] ? \$70  : 2'h1;
+  assign c4_1_lead = lane[6] ? \$71  : 2'h0;
+  assign c4_1_below = c4_1_lead < fmt[4:2];
+  assign \$72  = c4_1_below ? { 1'h0, c4_1_lead } : fmt[4:2];
+  assign \$73  = c4_1_lead + 1'h1;
+  assign \$74  = c4_1_below ? \$73  : fmt[4:2];
+  assign \$75  = \$74  - \$72 [0];
+  assign \$76  = lane[6:4] << \$75 [1:0];
+  assign \$77  = ! \$72 [1:0];
+  assign \$78  = - $signed(lane[7:4]);
+  assign \$79  = lane[7] ? \$78  : { 1'h0, lane[7:4] };
+  assign \$80  = \$72 [0] | \$76 [2];
+  assign \$81  = ~ \$72 [0];
+  assign \$82  = \$72 [1:0] - 1'h1;
+  assign \$84  = ~ lane[10];
+  assign \$85  = ~ lane[9];
+  assign \$86  = ~ lane[8];
+  assign \$87  = lane[8] ? 2'h3 : 2'h2;
+  assign \$88  = lane[9] ? \$87  : 2'h1;
+  assign c4_2_lead = lane[10] ? \$88  : 2'h0;
+  assign c4_2_below = c4_2_lead < fmt[4:2];
+  assign \$89  = c4_2_below ? { 1'h0, c4_2_lead } : fmt[4:2];
+  assign \$90  = c4_2_lead + 1'h1;
+  assign \$91  = c4_2_below ? \$90  : fmt[4:2];
+  assign \$92  = \$91  - \$89 [0];
+  assign \$93  = lane[10:8] << \$92 [1:0];
+  assign \$94  = ! \$89 [1:0];
+  assign \$95  = - $signed(lane[11:8]);
+  assign \$96  = lane[11] ? \$95  : { 1'h0, lane[11:8] };
+  assign \$97  = \$89 [0] | \$93 [2];
+  assign \$98  = ~ \$89 [0];
+  assign \$99  = \$89 [1:0] - 1'h1;
+  assign \$101  = ~ lane[14];
+  assign \$102  = ~ lane[13];
+  assign \$103  = ~ lane[12];
+  assign \$104  = lane[12] ? 2'h3 : 2'h2;
+  assign \$105  = lane[13] ? \$104  : 2'h1;
+  assign c4_3_lead = lane[14] ? \$105  : 2'h0;
+  assign c4_3_below = c4_3_lead < fmt[4:2];
+  assign \$106  = c4_3_below ? { 1'h0, c4_3_lead } : fmt[4:2];
+  assign \$107  = c4_3_lead + 1'h1;
+  assign \$108  = c4_3_below ? \$107  : fmt[4:2];
+  assign \$109  = \$108  - \$106 [0];
+  assign \$110  = lane[14:12] << \$109 [1:0];
+  assign \$111  = ! \$106 [1:0];
+  assign \$112  = - $signed(lane[15:12]);
+  assign \$113  = lane[15] ? \$112  : { 1'h0, lane[15:12] };
+  assign \$114  = \$106 [0] | \$110 [2];
+  assign \$115  = ~ \$106 [0];
+  assign \$116  = \$106 [1:0] - 1'h1;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_0_sig = \$22 [7:0];
+      c8_0_sig = \$21 [7:0];
     end else if (\$19 ) begin
       c8_0_sig = { 1'h0, lane[6:0] };
-    end else if (\$20 ) begin
-      c8_0_sig = { 2'h1, \$18 [6:1] };
     end else begin
-      c8_0_sig = { 1'h1, \$18 [6:0] };
+      c8_0_sig = { \$23 , \$22 , \$18 [5:0] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    c8_0_sh = 3'h0;
+    c8_0_sh = 2'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
     end else if (\$19 ) begin
-    end else if (\$20 ) begin
     end else begin
-      c8_0_sh = \$23 [2:0];
+      c8_0_sh = \$25 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_1_sig = \$44 [7:0];
-    end else if (\$41 ) begin
+      c8_1_sig = \$45 [7:0];
+    end else if (\$43 ) begin
       c8_1_sig = { 1'h0, lane[14:8] };
-    end else if (\$42 ) begin
-      c8_1_sig = { 2'h1, \$40 [6:1] };
     end else begin
-      c8_1_sig = { 1'h1, \$40 [6:0] };
+      c8_1_sig = { \$47 , \$46 , \$42 [5:0] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    c8_1_sh = 3'h0;
+    c8_1_sh = 2'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$41 ) begin
-    end else if (\$42 ) begin
+    end else if (\$43 ) begin
     end else begin
-      c8_1_sh = \$45 [2:0];
+      c8_1_sh = \$49 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_0_sig = \$59 [3:0];
-    end else if (\$56 ) begin
+      c4_0_sig = \$62 [3:0];
+    end else if (\$60 ) begin
       c4_0_sig = { 1'h0, lane[2:0] };
-    end else if (\$57 ) begin
-      c4_0_sig = { 2'h1, \$55 [2:1] };
     end else begin
-      c4_0_sig = { 1'h1, \$55 [2:0] };
+      c4_0_sig = { \$64 , \$63 , \$59 [1:0] };
     end
   end
   always @* begin
@@ -2367,23 +2389,20 @@ module \top.front.dec_a0 (wide, mode, fmt, dec, lane);
     c4_0_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$56 ) begin
-    end else if (\$57 ) begin
+    end else if (\$60 ) begin
     end else begin
-      c4_0_sh = \$60 [0];
+      c4_0_sh = \$66 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_1_sig = \$74 [3:0];
-    end else if (\$71 ) begin
+      c4_1_sig = \$79 [3:0];
+    end else if (\$77 ) begin
       c4_1_sig = { 1'h0, lane[6:4] };
-    end else if (\$72 ) begin
-      c4_1_sig = { 2'h1, \$70 [2:1] };
     end else begin
-      c4_1_sig = { 1'h1, \$70 [2:0] };
+      c4_1_sig = { \$81 , \$80 , \$76 [1:0] };
     end
   end
   always @* begin
@@ -2391,23 +2410,20 @@ module \top.front.dec_a0 (wide, mode, fmt, dec, lane);
     c4_1_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$71 ) begin
-    end else if (\$72 ) begin
+    end else if (\$77 ) begin
     end else begin
-      c4_1_sh = \$75 [0];
+      c4_1_sh = \$83 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_2_sig = \$89 [3:0];
-    end else if (\$86 ) begin
+      c4_2_sig = \$96 [3:0];
+    end else if (\$94 ) begin
       c4_2_sig = { 1'h0, lane[10:8] };
-    end else if (\$87 ) begin
-      c4_2_sig = { 2'h1, \$85 [2:1] };
     end else begin
-      c4_2_sig = { 1'h1, \$85 [2:0] };
+      c4_2_sig = { \$98 , \$97 , \$93 [1:0] };
     end
   end
   always @* begin
@@ -2415,23 +2431,20 @@ module \top.front.dec_a0 (wide, mode, fmt, dec, lane);
     c4_2_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$86 ) begin
-    end else if (\$87 ) begin
+    end else if (\$94 ) begin
     end else begin
-      c4_2_sh = \$90 [0];
+      c4_2_sh = \$100 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_3_sig = \$104 [3:0];
-    end else if (\$101 ) begin
+      c4_3_sig = \$113 [3:0];
+    end else if (\$111 ) begin
       c4_3_sig = { 1'h0, lane[14:12] };
-    end else if (\$102 ) begin
-      c4_3_sig = { 2'h1, \$100 [2:1] };
     end else begin
-      c4_3_sig = { 1'h1, \$100 [2:0] };
+      c4_3_sig = { \$115 , \$114 , \$110 [1:0] };
     end
   end
   always @* begin
@@ -2439,10 +2452,9 @@ module \top.front.dec_a0 (wide, mode, fmt, dec, lane);
     c4_3_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$101 ) begin
-    end else if (\$102 ) begin
+    end else if (\$111 ) begin
     end else begin
-      c4_3_sh = \$105 [0];
+      c4_3_sh = \$117 [0];
     end
   end
   always @* begin
@@ -2456,13 +2468,13 @@ module \top.front.dec_a0 (wide, mode, fmt, dec, lane);
           dec[11:8] = c8_0_sig[3:0];
           dec[15:12] = c8_0_sig[7:4];
           dec[16] = lane[7];
-          dec[19:17] = c8_0_sh;
+          dec[18:17] = c8_0_sh;
+          dec[19] = 1'h0;
           dec[20] = 1'h0;
           dec[21] = 1'h0;
-          dec[22] = 1'h0;
-          dec[25:23] = 3'h0;
-          dec[26] = 1'h0;
-          dec[27] = 1'h0;
+          dec[23:22] = 2'h0;
+          dec[24] = 1'h0;
+          dec[25] = 1'h0;
         end
       2'h2:
         begin
@@ -2471,13 +2483,13 @@ module \top.front.dec_a0 (wide, mode, fmt, dec, lane);
           dec[11:8] = c8_1_sig[3:0];
           dec[15:12] = c8_1_sig[7:4];
           dec[16] = lane[7];
-          dec[19:17] = c8_0_sh;
+          dec[18:17] = c8_0_sh;
+          dec[19] = 1'h0;
           dec[20] = 1'h0;
-          dec[21] = 1'h0;
-          dec[22] = lane[15];
-          dec[25:23] = c8_1_sh;
-          dec[26] = 1'h0;
-          dec[27] = 1'h0;
+          dec[21] = lane[15];
+          dec[23:22] = c8_1_sh;
+          dec[24] = 1'h0;
+          dec[25] = 1'h0;
         end
       2'h1:
         begin
@@ -2486,13 +2498,13 @@ module \top.front.dec_a0 (wide, mode, fmt, dec, lane);
           dec[11:8] = c4_1_sig;
           dec[15:12] = c4_1_sig;
           dec[16] = lane[3];
-          dec[19:17] = { 2'h0, c4_0_sh };
+          dec[18:17] = { 1'h0, c4_0_sh };
+          dec[19] = 1'h0;
           dec[20] = 1'h0;
-          dec[21] = 1'h0;
-          dec[22] = lane[7];
-          dec[25:23] = { 2'h0, c4_1_sh };
-          dec[26] = 1'h0;
-          dec[27] = 1'h0;
+          dec[21] = lane[7];
+          dec[23:22] = { 1'h0, c4_1_sh };
+          dec[24] = 1'h0;
+          dec[25] = 1'h0;
         end
       2'h0:
         begin
@@ -2501,37 +2513,37 @@ module \top.front.dec_a0 (wide, mode, fmt, dec, lane);
           dec[11:8] = c4_2_sig;
           dec[15:12] = c4_3_sig;
           dec[16] = lane[3];
-          dec[19:17] = { 2'h0, c4_0_sh };
-          dec[20] = lane[7];
-          dec[21] = c4_1_sh;
-          dec[22] = lane[11];
-          dec[25:23] = { 2'h0, c4_2_sh };
-          dec[26] = lane[15];
-          dec[27] = c4_3_sh;
+          dec[18:17] = { 1'h0, c4_0_sh };
+          dec[19] = lane[7];
+          dec[20] = c4_1_sh;
+          dec[21] = lane[11];
+          dec[23:22] = { 1'h0, c4_2_sh };
+          dec[24] = lane[15];
+          dec[25] = c4_3_sh;
         end
     endcase
   end
   assign c8_0_j = \$17 [2:0];
   assign c8_0_rest = \$18 [6:0];
   assign c8_0_neg = lane[7];
-  assign c8_1_j = \$39 [2:0];
-  assign c8_1_rest = \$40 [6:0];
+  assign c8_1_j = \$41 [2:0];
+  assign c8_1_rest = \$42 [6:0];
   assign c8_1_neg = lane[15];
-  assign c4_0_k = \$52 [1:0];
-  assign c4_0_j = \$54 [1:0];
-  assign c4_0_rest = \$55 [2:0];
+  assign c4_0_k = \$55 [1:0];
+  assign c4_0_j = \$58 [1:0];
+  assign c4_0_rest = \$59 [2:0];
   assign c4_0_neg = lane[3];
-  assign c4_1_k = \$67 [1:0];
-  assign c4_1_j = \$69 [1:0];
-  assign c4_1_rest = \$70 [2:0];
+  assign c4_1_k = \$72 [1:0];
+  assign c4_1_j = \$75 [1:0];
+  assign c4_1_rest = \$76 [2:0];
   assign c4_1_neg = lane[7];
-  assign c4_2_k = \$82 [1:0];
-  assign c4_2_j = \$84 [1:0];
-  assign c4_2_rest = \$85 [2:0];
+  assign c4_2_k = \$89 [1:0];
+  assign c4_2_j = \$92 [1:0];
+  assign c4_2_rest = \$93 [2:0];
   assign c4_2_neg = lane[11];
-  assign c4_3_k = \$97 [1:0];
-  assign c4_3_j = \$99 [1:0];
-  assign c4_3_rest = \$100 [2:0];
+  assign c4_3_k = \$106 [1:0];
+  assign c4_3_j = \$109 [1:0];
+  assign c4_3_rest = \$110 [2:0];
   assign c4_3_neg = lane[15];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
@@ -2543,13 +2555,19 @@ module \top.front.dec_a0 (wide, mode, fmt, dec, lane);
   assign \dec.x2  = dec[11:8];
   assign \dec.x3  = dec[15:12];
   assign \dec.neg0  = dec[16];
-  assign \dec.sh0  = dec[19:17];
-  assign \dec.neg1  = dec[20];
-  assign \dec.sh1  = dec[21];
-  assign \dec.neg2  = dec[22];
-  assign \dec.sh2  = dec[25:23];
-  assign \dec.neg3  = dec[26];
-  assign \dec.sh3  = dec[27];
+  assign \dec.sh0  = dec[18:17];
+  assign \dec.neg1  = dec[19];
+  assign \dec.sh1  = dec[20];
+  assign \dec.neg2  = dec[21];
+  assign \dec.sh2  = dec[23:22];
+  assign \dec.neg3  = dec[24];
+  assign \dec.sh3  = dec[25];
+  assign \$25  = { \$24 [3], \$24 [3:1] };
+  assign \$49  = { \$48 [3], \$48 [3:1] };
+  assign \$66  = { \$65 [2], \$65 [2:1] };
+  assign \$83  = { \$82 [2], \$82 [2:1] };
+  assign \$100  = { \$99 [2], \$99 [2:1] };
+  assign \$117  = { \$116 [2], \$116 [2:1] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -2557,109 +2575,122 @@ module \top.front.dec_a1 (wide, mode, fmt, dec, lane);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire [2:0] \$10 ;
-  wire [5:0] \$100 ;
+  wire [2:0] \$100 ;
   wire \$101 ;
   wire \$102 ;
-  wire [4:0] \$103 ;
-  wire [4:0] \$104 ;
-  wire [2:0] \$105 ;
+  wire \$103 ;
+  wire [1:0] \$104 ;
+  wire [1:0] \$105 ;
+  wire [2:0] \$106 ;
+  wire [2:0] \$107 ;
+  wire [2:0] \$108 ;
+  wire [3:0] \$109 ;
   wire [2:0] \$11 ;
+  wire [5:0] \$110 ;
+  wire \$111 ;
+  wire [4:0] \$112 ;
+  wire [4:0] \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire [2:0] \$116 ;
+  wire [2:0] \$117 ;
   wire [2:0] \$12 ;
   wire [2:0] \$13 ;
   wire [2:0] \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire [3:0] \$17 ;
+  wire [3:0] \$15 ;
+  wire [3:0] \$16 ;
+  wire [4:0] \$17 ;
   wire [13:0] \$18 ;
   wire \$19 ;
   wire \$2 ;
-  wire \$20 ;
+  wire [8:0] \$20 ;
   wire [8:0] \$21 ;
-  wire [8:0] \$22 ;
-  wire [3:0] \$23 ;
-  wire \$24 ;
-  wire \$25 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire [3:0] \$24 ;
+  wire [3:0] \$25 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [2:0] \$32 ;
+  wire \$31 ;
+  wire \$32 ;
   wire [2:0] \$33 ;
   wire [2:0] \$34 ;
   wire [2:0] \$35 ;
   wire [2:0] \$36 ;
-  wire \$37 ;
-  wire \$38 ;
+  wire [2:0] \$37 ;
+  wire [2:0] \$38 ;
   wire [3:0] \$39 ;
   wire \$4 ;
-  wire [13:0] \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [8:0] \$43 ;
+  wire [3:0] \$40 ;
+  wire [4:0] \$41 ;
+  wire [13:0] \$42 ;
+  wire \$43 ;
   wire [8:0] \$44 ;
-  wire [3:0] \$45 ;
+  wire [8:0] \$45 ;
   wire \$46 ;
   wire \$47 ;
-  wire \$48 ;
-  wire [1:0] \$49 ;
+  wire [3:0] \$48 ;
+  wire [3:0] \$49 ;
   wire \$5 ;
-  wire [1:0] \$50 ;
+  wire \$50 ;
   wire \$51 ;
-  wire [2:0] \$52 ;
-  wire \$53 ;
-  wire [2:0] \$54 ;
-  wire [5:0] \$55 ;
-  wire \$56 ;
-  wire \$57 ;
-  wire [4:0] \$58 ;
-  wire [4:0] \$59 ;
+  wire \$52 ;
+  wire [1:0] \$53 ;
+  wire [1:0] \$54 ;
+  wire [2:0] \$55 ;
+  wire [2:0] \$56 ;
+  wire [2:0] \$57 ;
+  wire [3:0] \$58 ;
+  wire [5:0] \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
-  wire \$61 ;
-  wire \$62 ;
+  wire \$60 ;
+  wire [4:0] \$61 ;
+  wire [4:0] \$62 ;
   wire \$63 ;
-  wire [1:0] \$64 ;
-  wire [1:0] \$65 ;
-  wire \$66 ;
-  wire [2:0] \$67 ;
+  wire \$64 ;
+  wire [2:0] \$65 ;
+  wire [2:0] \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire [2:0] \$69 ;
+  wire \$69 ;
   wire \$7 ;
-  wire [5:0] \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [4:0] \$73 ;
-  wire [4:0] \$74 ;
-  wire [2:0] \$75 ;
-  wire \$76 ;
+  wire [1:0] \$70 ;
+  wire [1:0] \$71 ;
+  wire [2:0] \$72 ;
+  wire [2:0] \$73 ;
+  wire [2:0] \$74 ;
+  wire [3:0] \$75 ;
+  wire [5:0] \$76 ;
   wire \$77 ;
-  wire \$78 ;
-  wire [1:0] \$79 ;
+  wire [4:0] \$78 ;
+  wire [4:0] \$79 ;
   wire \$8 ;
-  wire [1:0] \$80 ;
+  wire \$80 ;
   wire \$81 ;
   wire [2:0] \$82 ;
-  wire \$83 ;
-  wire [2:0] \$84 ;
-  wire [5:0] \$85 ;
+  wire [2:0] \$83 ;
+  wire \$84 ;
+  wire \$85 ;
   wire \$86 ;
-  wire \$87 ;
-  wire [4:0] \$88 ;
-  wire [4:0] \$89 ;
+  wire [1:0] \$87 ;
+  wire [1:0] \$88 ;
+  wire [2:0] \$89 ;
   wire [2:0] \$9 ;
   wire [2:0] \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire [1:0] \$94 ;
-  wire [1:0] \$95 ;
-  wire \$96 ;
-  wire [2:0] \$97 ;
+  wire [2:0] \$91 ;
+  wire [3:0] \$92 ;
+  wire [5:0] \$93 ;
+  wire \$94 ;
+  wire [4:0] \$95 ;
+  wire [4:0] \$96 ;
+  wire \$97 ;
   wire \$98 ;
   wire [2:0] \$99 ;
+  wire c4_0_below;
   wire [1:0] c4_0_j;
   wire [1:0] c4_0_k;
   wire [1:0] c4_0_lead;
@@ -2667,6 +2698,7 @@ module \top.front.dec_a1 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_0_rest;
   reg c4_0_sh;
   reg [3:0] c4_0_sig;
+  wire c4_1_below;
   wire [1:0] c4_1_j;
   wire [1:0] c4_1_k;
   wire [1:0] c4_1_lead;
@@ -2674,6 +2706,7 @@ module \top.front.dec_a1 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_1_rest;
   reg c4_1_sh;
   reg [3:0] c4_1_sig;
+  wire c4_2_below;
   wire [1:0] c4_2_j;
   wire [1:0] c4_2_k;
   wire [1:0] c4_2_lead;
@@ -2681,6 +2714,7 @@ module \top.front.dec_a1 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_2_rest;
   reg c4_2_sh;
   reg [3:0] c4_2_sig;
+  wire c4_3_below;
   wire [1:0] c4_3_j;
   wire [1:0] c4_3_k;
   wire [1:0] c4_3_lead;
@@ -2688,29 +2722,31 @@ module \top.front.dec_a1 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_3_rest;
   reg c4_3_sh;
   reg [3:0] c4_3_sig;
+  wire c8_0_below;
   wire [2:0] c8_0_j;
   wire [2:0] c8_0_k;
   wire [2:0] c8_0_lead;
   wire c8_0_neg;
   wire [6:0] c8_0_rest;
-  reg [2:0] c8_0_sh;
+  reg [1:0] c8_0_sh;
   reg [7:0] c8_0_sig;
+  wire c8_1_below;
   wire [2:0] c8_1_j;
   wire [2:0] c8_1_k;
   wire [2:0] c8_1_lead;
   wire c8_1_neg;
   wire [6:0] c8_1_rest;
-  reg [2:0] c8_1_sh;
+  reg [1:0] c8_1_sh;
   reg [7:0] c8_1_sig;
-  output [27:0] dec;
-  reg [27:0] dec;
+  output [25:0] dec;
+  reg [25:0] dec;
   wire \dec.neg0 ;
   wire \dec.neg1 ;
   wire \dec.neg2 ;
   wire \dec.neg3 ;
-  wire [2:0] \dec.sh0 ;
+  wire [1:0] \dec.sh0 ;
   wire \dec.sh1 ;
-  wire [2:0] \dec.sh2 ;
+  wire [1:0] \dec.sh2 ;
   wire \dec.sh3 ;
   wire [3:0] \dec.x0 ;
   wire [3:0] \dec.x1 ;
@@ -2745,163 +2781,167 @@ module \top.front.dec_a1 (wide, mode, fmt, dec, lane);
   assign \$13  = lane[4] ? \$12  : 3'h2;
   assign \$14  = lane[5] ? \$13  : 3'h1;
   assign c8_0_lead = lane[6] ? \$14  : 3'h0;
-  assign \$15  = c8_0_lead > fmt[4:2];
-  assign c8_0_k = \$15  ? fmt[4:2] : c8_0_lead;
-  assign \$16  = c8_0_k < fmt[4:2];
-  assign \$17  = c8_0_k + \$16 ;
+  assign c8_0_below = c8_0_lead < fmt[4:2];
+  assign c8_0_k = c8_0_below ? c8_0_lead : fmt[4:2];
+  assign \$15  = c8_0_lead + 1'h1;
+  assign \$16  = c8_0_below ? \$15  : { 1'h0, fmt[4:2] };
+  assign \$17  = \$16  - c8_0_k[0];
   assign \$18  = lane[6:0] << \$17 [2:0];
   assign \$19  = ! c8_0_k;
-  assign \$20  = c8_0_k == 1'h1;
-  assign \$21  = - $signed(lane[7:0]);
-  assign \$22  = lane[7] ? \$21  : { 1'h0, lane[7:0] };
-  assign \$23  = c8_0_k - 2'h2;
-  assign \$24  = ~ lane[14];
-  assign \$25  = ~ lane[13];
-  assign \$26  = ~ lane[12];
-  assign \$27  = ~ lane[11];
-  assign \$28  = ~ lane[10];
-  assign \$29  = ~ lane[9];
-  assign \$30  = ~ lane[8];
-  assign \$31  = lane[8] ? 3'h7 : 3'h6;
-  assign \$32  = lane[9] ? \$31  : 3'h5;
-  assign \$33  = lane[10] ? \$32  : 3'h4;
-  assign \$34  = lane[11] ? \$33  : 3'h3;
-  assign \$35  = lane[12] ? \$34  : 3'h2;
-  assign \$36  = lane[13] ? \$35  : 3'h1;
-  assign c8_1_lead = lane[14] ? \$36  : 3'h0;
-  assign \$37  = c8_1_lead > fmt[4:2];
-  assign c8_1_k = \$37  ? fmt[4:2] : c8_1_lead;
-  assign \$38  = c8_1_k < fmt[4:2];
-  assign \$39  = c8_1_k + \$38 ;
-  assign \$40  = lane[14:8] << \$39 [2:0];
-  assign \$41  = ! c8_1_k;
-  assign \$42  = c8_1_k == 1'h1;
-  assign \$43  = - $signed(lane[15:8]);
-  assign \$44  = lane[15] ? \$43  : { 1'h0, lane[15:8] };
-  assign \$45  = c8_1_k - 2'h2;
-  assign \$46  = ~ lane[2];
-  assign \$47  = ~ lane[1];
-  assign \$48  = ~ lane[0];
-  assign \$49  = lane[0] ? 2'h3 : 2'h2;
-  assign \$50  = lane[1] ? \$49  : 2'h1;
-  assign c4_0_lead = lane[2] ? \$50  : 2'h0;
-  assign \$51  = c4_0_lead > fmt[4:2];
-  assign \$52  = \$51  ? fmt[4:2] : { 1'h0, c4_0_lead };
-  assign \$53  = \$52 [1:0] < fmt[4:2];
-  assign \$54  = \$52 [1:0] + \$53 ;
-  assign \$55  = lane[2:0] << \$54 [1:0];
-  assign \$56  = ! \$52 [1:0];
-  assign \$57  = \$52 [1:0] == 1'h1;
-  assign \$58  = - $signed(lane[3:0]);
-  assign \$59  = lane[3] ? \$58  : { 1'h0, lane[3:0] };
-  assign \$60  = \$52 [1:0] - 2'h2;
-  assign \$61  = ~ lane[6];
-  assign \$62  = ~ lane[5];
-  assign \$63  = ~ lane[4];
-  assign \$64  = lane[4] ? 2'h3 : 2'h2;
-  assign \$65  = lane[5] ? \$64  : 2'h1;
-  assign c4_1_lead = lane[6] ? \$65  : 2'h0;
-  assign \$66  = c4_1_lead > fmt[4:2];
-  assign \$67  = \$66  ? fmt[4:2] : { 1'h0, c4_1_lead };
-  assign \$68  = \$67 [1:0] < fmt[4:2];
-  assign \$69  = \$67 [1:0] + \$68 ;
-  assign \$70  = lane[6:4] << \$69 [1:0];
-  assign \$71  = ! \$67 [1:0];
-  assign \$72  = \$67 [1:0] == 1'h1;
-  assign \$73  = - $signed(lane[7:4]);
-  assign \$74  = lane[7] ? \$73  : { 1'h0, lane[7:4] };
-  assign \$75  = \$67 [1:0] - 2'h2;
-  assign \$76  = ~ lane[10];
-  assign \$77  = ~ lane[9];
-  assign \$78  = ~ lane[8];
-  assign \$79  = lane[8] ? 2'h3 : 2'h2;
-  assign \$80  = lane[9] ? \$79  : 2'h1;
-  assign c4_2_lead = lane[10] ? \$80  : 2'h0;
-  assign \$81  = c4_2_lead > fmt[4:2];
-  assign \$82  = \$81  ? fmt[4:2] : { 1'h0, c4_2_lead };
-  assign \$83  = \$82 [1:0] < fmt[4:2];
-  assign \$84  = \$82 [1:0] + \$83 ;
-  assign \$85  = lane[10:8] << \$84 [1:0];
-  assign \$86  = ! \$82 [1:0];
-  assign \$87  = \$82 [1:0] == 1'h1;
-  assign \$88  = - $signed(lane[11:8]);
-  assign \$89  = lane[11] ? \$88  : { 1'h0, lane[11:8] };
-  assign \$90  = \$82 [1:0] - 2'h2;
-  assign \$91  = ~ lane[14];
-  assign \$92  = ~ lane[13];
-  assign \$93  = ~ lane[12];
-  assign \$94  = lane[12] ? 2'h3 : 2'h2;
-  assign \$95  = lane[13] ? \$94  : 2'h1;
-  assign c4_3_lead = lane[14] ? \$95  : 2'h0;
-  assign \$96  = c4_3_lead > fmt[4:2];
-  assign \$97  = \$96  ? fmt[4:2] : { 1'h0, c4_3_lead };
-  assign \$98  = \$97 [1:0] < fmt[4:2];
-  assign \$99  = \$97 [1:0] + \$98 ;
-  assign \$100  = lane[14:12] << \$99 [1:0];
-  assign \$101  = ! \$97 [1:0];
-  assign \$102  = \$97 [1:0] == 1'h1;
-  assign \$103  = - $signed(lane[15:12]);
-  assign \$104  = lane[15] ? \$103  : { 1'h0, lane[15:12] };
-  assign \$105  = \$97 [1:0] - 2'h2;
+  assign \$20  = - $signed(lane[7:0]);
+  assign \$21  = lane[7] ? \$20  : { 1'h0, lane[7:0] };
+  assign \$22  = c8_0_k[0] | \$18 [6];
+  assign \$23  = ~ c8_0_k[0];
+  assign \$24  = c8_0_k - 1'h1;
+  assign \$26  = ~ lane[14];
+  assign \$27  = ~ lane[13];
+  assign \$28  = ~ lane[12];
+  assign \$29  = ~ lane[11];
+  assign \$30  = ~ lane[10];
+  assign \$31  = ~ lane[9];
+  assign \$32  = ~ lane[8];
+  assign \$33  = lane[8] ? 3'h7 : 3'h6;
+  assign \$34  = lane[9] ? \$33  : 3'h5;
+  assign \$35  = lane[10] ? \$34  : 3'h4;
+  assign \$36  = lane[11] ? \$35  : 3'h3;
+  assign \$37  = lane[12] ? \$36  : 3'h2;
+  assign \$38  = lane[13] ? \$37  : 3'h1;
+  assign c8_1_lead = lane[14] ? \$38  : 3'h0;
+  assign c8_1_below = c8_1_lead < fmt[4:2];
+  assign c8_1_k = c8_1_below ? c8_1_lead : fmt[4:2];
+  assign \$39  = c8_1_lead + 1'h1;
+  assign \$40  = c8_1_below ? \$39  : { 1'h0, fmt[4:2] };
+  assign \$41  = \$40  - c8_1_k[0];
+  assign \$42  = lane[14:8] << \$41 [2:0];
+  assign \$43  = ! c8_1_k;
+  assign \$44  = - $signed(lane[15:8]);
+  assign \$45  = lane[15] ? \$44  : { 1'h0, lane[15:8] };
+  assign \$46  = c8_1_k[0] | \$42 [6];
+  assign \$47  = ~ c8_1_k[0];
+  assign \$48  = c8_1_k - 1'h1;
+  assign \$50  = ~ lane[2];
+  assign \$51  = ~ lane[1];
+  assign \$52  = ~ lane[0];
+  assign \$53  = lane[0] ? 2'h3 : 2'h2;
+  assign \$54  = lane[1] ? \$53  : 2'h1;
+  assign c4_0_lead = lane[2] ? \$54  : 2'h0;
+  assign c4_0_below = c4_0_lead < fmt[4:2];
+  assign \$55  = c4_0_below ? { 1'h0, c4_0_lead } : fmt[4:2];
+  assign \$56  = c4_0_lead + 1'h1;
+  assign \$57  = c4_0_below ? \$56  : fmt[4:2];
+  assign \$58  = \$57  - \$55 [0];
+  assign \$59  = lane[2:0] << \$58 [1:0];
+  assign \$60  = ! \$55 [1:0];
+  assign \$61  = - $signed(lane[3:0]);
+  assign \$62  = lane[3] ? \$61  : { 1'h0, lane[3:0] };
+  assign \$63  = \$55 [0] | \$59 [2];
+  assign \$64  = ~ \$55 [0];
+  assign \$65  = \$55 [1:0] - 1'h1;
+  assign \$67  = ~ lane[6];
+  assign \$68  = ~ lane[5];
+  assign \$69  = ~ lane[4];
+  assign \$70  = lane[4] ? 2'h3 : 2'h2;
+  assign \$71  = lane[5] ? \$70  : 2'h1;
+  assign c4_1_lead = lane[6] ? \$71  : 2'h0;
+  assign c4_1_below = c4_1_lead < fmt[4:2];
+  assign \$72  = c4_1_below ? { 1'h0, c4_1_lead } : fmt[4:2];
+  assign \$73  = c4_1_lead + 1'h1;
+  assign \$74  = c4_1_below ? \$73  : fmt[4:2];
+  assign \$75  = \$74  - \$72 [0];
+  assign \$76  = lane[6:4] << \$75 [1:0];
+  assign \$77  = ! \$72 [1:0];
+  assign \$78  = - $signed(lane[7:4]);
+  assign \$79  = lane[7] ? \$78  : { 1'h0, lane[7:4] };
+  assign \$80  = \$72 [0] | \$76 [2];
+  assign \$81  = ~ \$72 [0];
+  assign \$82  = \$72 [1:0] - 1'h1;
+  assign \$84  = ~ lane[10];
+  assign \$85  = ~ lane[9];
+  assign \$86  = ~ lane[8];
+  assign \$87  = lane[8] ? 2'h3 : 2'h2;
+  assign \$88  = lane[9] ? \$87  : 2'h1;
+  assign c4_2_lead = lane[10] ? \$88  : 2'h0;
+  assign c4_2_below = c4_2_lead < fmt[4:2];
+  assign \$89  = c4_2_below ? { 1'h0, c4_2_lead } : fmt[4:2];
+  assign \$90  = c4_2_lead + 1'h1;
+  assign \$91  = c4_2_below ? \$90  : fmt[4:2];
+  assign \$92  = \$91  - \$89 [0];
+  assign \$93  = lane[10:8] << \$92 [1:0];
+  assign \$94  = ! \$89 [1:0];
+  assign \$95  = - $signed(lane[11:8]);
+  assign \$96  = lane[11] ? \$95  : { 1'h0, lane[11:8] };
+  assign \$97  = \$89 [0] | \$93 [2];
+  assign \$98  = ~ \$89 [0];
+  assign \$99  = \$89 [1:0] - 1'h1;
+  assign \$101  = ~ lane[14];
+  assign \$102  = ~ lane[13];
+  assign \$103  = ~ lane[12];
+  assign \$104  = lane[12] ? 2'h3 : 2'h2;
+  assign \$105  = lane[13] ? \$104  : 2'h1;
+  assign c4_3_lead = lane[14] ? \$105  : 2'h0;
+  assign c4_3_below = c4_3_lead < fmt[4:2];
+  assign \$106  = c4_3_below ? { 1'h0, c4_3_lead } : fmt[4:2];
+  assign \$107  = c4_3_lead + 1'h1;
+  assign \$108  = c4_3_below ? \$107  : fmt[4:2];
+  assign \$109  = \$108  - \$106 [0];
+  assign \$110  = lane[14:12] << \$109 [1:0];
+  assign \$111  = ! \$106 [1:0];
+  assign \$112  = - $signed(lane[15:12]);
+  assign \$113  = lane[15] ? \$112  : { 1'h0, lane[15:12] };
+  assign \$114  = \$106 [0] | \$110 [2];
+  assign \$115  = ~ \$106 [0];
+  assign \$116  = \$106 [1:0] - 1'h1;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_0_sig = \$22 [7:0];
+      c8_0_sig = \$21 [7:0];
     end else if (\$19 ) begin
       c8_0_sig = { 1'h0, lane[6:0] };
-    end else if (\$20 ) begin
-      c8_0_sig = { 2'h1, \$18 [6:1] };
     end else begin
-      c8_0_sig = { 1'h1, \$18 [6:0] };
+      c8_0_sig = { \$23 , \$22 , \$18 [5:0] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    c8_0_sh = 3'h0;
+    c8_0_sh = 2'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
     end else if (\$19 ) begin
-    end else if (\$20 ) begin
     end else begin
-      c8_0_sh = \$23 [2:0];
+      c8_0_sh = \$25 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_1_sig = \$44 [7:0];
-    end else if (\$41 ) begin
+      c8_1_sig = \$45 [7:0];
+    end else if (\$43 ) begin
       c8_1_sig = { 1'h0, lane[14:8] };
-    end else if (\$42 ) begin
-      c8_1_sig = { 2'h1, \$40 [6:1] };
     end else begin
-      c8_1_sig = { 1'h1, \$40 [6:0] };
+      c8_1_sig = { \$47 , \$46 , \$42 [5:0] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    c8_1_sh = 3'h0;
+    c8_1_sh = 2'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$41 ) begin
-    end else if (\$42 ) begin
+    end else if (\$43 ) begin
     end else begin
-      c8_1_sh = \$45 [2:0];
+      c8_1_sh = \$49 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_0_sig = \$59 [3:0];
-    end else if (\$56 ) begin
+      c4_0_sig = \$62 [3:0];
+    end else if (\$60 ) begin
       c4_0_sig = { 1'h0, lane[2:0] };
-    end else if (\$57 ) begin
-      c4_0_sig = { 2'h1, \$55 [2:1] };
     end else begin
-      c4_0_sig = { 1'h1, \$55 [2:0] };
+      c4_0_sig = { \$64 , \$63 , \$59 [1:0] };
     end
   end
   always @* begin
@@ -2909,23 +2949,20 @@ module \top.front.dec_a1 (wide, mode, fmt, dec, lane);
     c4_0_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$56 ) begin
-    end else if (\$57 ) begin
+    end else if (\$60 ) begin
     end else begin
-      c4_0_sh = \$60 [0];
+      c4_0_sh = \$66 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_1_sig = \$74 [3:0];
-    end else if (\$71 ) begin
+      c4_1_sig = \$79 [3:0];
+    end else if (\$77 ) begin
       c4_1_sig = { 1'h0, lane[6:4] };
-    end else if (\$72 ) begin
-      c4_1_sig = { 2'h1, \$70 [2:1] };
     end else begin
-      c4_1_sig = { 1'h1, \$70 [2:0] };
+      c4_1_sig = { \$81 , \$80 , \$76 [1:0] };
     end
   end
   always @* begin
@@ -2933,23 +2970,20 @@ module \top.front.dec_a1 (wide, mode, fmt, dec, lane);
     c4_1_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$71 ) begin
-    end else if (\$72 ) begin
+    end else if (\$77 ) begin
     end else begin
-      c4_1_sh = \$75 [0];
+      c4_1_sh = \$83 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_2_sig = \$89 [3:0];
-    end else if (\$86 ) begin
+      c4_2_sig = \$96 [3:0];
+    end else if (\$94 ) begin
       c4_2_sig = { 1'h0, lane[10:8] };
-    end else if (\$87 ) begin
-      c4_2_sig = { 2'h1, \$85 [2:1] };
     end else begin
-      c4_2_sig = { 1'h1, \$85 [2:0] };
+      c4_2_sig = { \$98 , \$97 , \$93 [1:0] };
     end
   end
   always @* begin
@@ -2957,23 +2991,20 @@ module \top.front.dec_a1 (wide, mode, fmt, dec, lane);
     c4_2_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$86 ) begin
-    end else if (\$87 ) begin
+    end else if (\$94 ) begin
     end else begin
-      c4_2_sh = \$90 [0];
+      c4_2_sh = \$100 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_3_sig = \$104 [3:0];
-    end else if (\$101 ) begin
+      c4_3_sig = \$113 [3:0];
+    end else if (\$111 ) begin
       c4_3_sig = { 1'h0, lane[14:12] };
-    end else if (\$102 ) begin
-      c4_3_sig = { 2'h1, \$100 [2:1] };
     end else begin
-      c4_3_sig = { 1'h1, \$100 [2:0] };
+      c4_3_sig = { \$115 , \$114 , \$110 [1:0] };
     end
   end
   always @* begin
@@ -2981,10 +3012,9 @@ module \top.front.dec_a1 (wide, mode, fmt, dec, lane);
     c4_3_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$101 ) begin
-    end else if (\$102 ) begin
+    end else if (\$111 ) begin
     end else begin
-      c4_3_sh = \$105 [0];
+      c4_3_sh = \$117 [0];
     end
   end
   always @* begin
@@ -2998,13 +3028,13 @@ module \top.front.dec_a1 (wide, mode, fmt, dec, lane);
           dec[11:8] = c8_0_sig[3:0];
           dec[15:12] = c8_0_sig[7:4];
           dec[16] = lane[7];
-          dec[19:17] = c8_0_sh;
+          dec[18:17] = c8_0_sh;
+          dec[19] = 1'h0;
           dec[20] = 1'h0;
           dec[21] = 1'h0;
-          dec[22] = 1'h0;
-          dec[25:23] = 3'h0;
-          dec[26] = 1'h0;
-          dec[27] = 1'h0;
+          dec[23:22] = 2'h0;
+          dec[24] = 1'h0;
+          dec[25] = 1'h0;
         end
       2'h2:
         begin
@@ -3013,13 +3043,13 @@ module \top.front.dec_a1 (wide, mode, fmt, dec, lane);
           dec[11:8] = c8_1_sig[3:0];
           dec[15:12] = c8_1_sig[7:4];
           dec[16] = lane[7];
-          dec[19:17] = c8_0_sh;
+          dec[18:17] = c8_0_sh;
+          dec[19] = 1'h0;
           dec[20] = 1'h0;
-          dec[21] = 1'h0;
-          dec[22] = lane[15];
-          dec[25:23] = c8_1_sh;
-          dec[26] = 1'h0;
-          dec[27] = 1'h0;
+          dec[21] = lane[15];
+          dec[23:22] = c8_1_sh;
+          dec[24] = 1'h0;
+          dec[25] = 1'h0;
         end
       2'h1:
         begin
@@ -3028,13 +3058,13 @@ module \top.front.dec_a1 (wide, mode, fmt, dec, lane);
           dec[11:8] = c4_1_sig;
           dec[15:12] = c4_1_sig;
           dec[16] = lane[3];
-          dec[19:17] = { 2'h0, c4_0_sh };
+          dec[18:17] = { 1'h0, c4_0_sh };
+          dec[19] = 1'h0;
           dec[20] = 1'h0;
-          dec[21] = 1'h0;
-          dec[22] = lane[7];
-          dec[25:23] = { 2'h0, c4_1_sh };
-          dec[26] = 1'h0;
-          dec[27] = 1'h0;
+          dec[21] = lane[7];
+          dec[23:22] = { 1'h0, c4_1_sh };
+          dec[24] = 1'h0;
+          dec[25] = 1'h0;
         end
       2'h0:
         begin
@@ -3043,37 +3073,37 @@ module \top.front.dec_a1 (wide, mode, fmt, dec, lane);
           dec[11:8] = c4_2_sig;
           dec[15:12] = c4_3_sig;
           dec[16] = lane[3];
-          dec[19:17] = { 2'h0, c4_0_sh };
-          dec[20] = lane[7];
-          dec[21] = c4_1_sh;
-          dec[22] = lane[11];
-          dec[25:23] = { 2'h0, c4_2_sh };
-          dec[26] = lane[15];
-          dec[27] = c4_3_sh;
+          dec[18:17] = { 1'h0, c4_0_sh };
+          dec[19] = lane[7];
+          dec[20] = c4_1_sh;
+          dec[21] = lane[11];
+          dec[23:22] = { 1'h0, c4_2_sh };
+          dec[24] = lane[15];
+          dec[25] = c4_3_sh;
         end
     endcase
   end
   assign c8_0_j = \$17 [2:0];
   assign c8_0_rest = \$18 [6:0];
   assign c8_0_neg = lane[7];
-  assign c8_1_j = \$39 [2:0];
-  assign c8_1_rest = \$40 [6:0];
+  assign c8_1_j = \$41 [2:0];
+  assign c8_1_rest = \$42 [6:0];
   assign c8_1_neg = lane[15];
-  assign c4_0_k = \$52 [1:0];
-  assign c4_0_j = \$54 [1:0];
-  assign c4_0_rest = \$55 [2:0];
+  assign c4_0_k = \$55 [1:0];
+  assign c4_0_j = \$58 [1:0];
+  assign c4_0_rest = \$59 [2:0];
   assign c4_0_neg = lane[3];
-  assign c4_1_k = \$67 [1:0];
-  assign c4_1_j = \$69 [1:0];
-  assign c4_1_rest = \$70 [2:0];
+  assign c4_1_k = \$72 [1:0];
+  assign c4_1_j = \$75 [1:0];
+  assign c4_1_rest = \$76 [2:0];
   assign c4_1_neg = lane[7];
-  assign c4_2_k = \$82 [1:0];
-  assign c4_2_j = \$84 [1:0];
-  assign c4_2_rest = \$85 [2:0];
+  assign c4_2_k = \$89 [1:0];
+  assign c4_2_j = \$92 [1:0];
+  assign c4_2_rest = \$93 [2:0];
   assign c4_2_neg = lane[11];
-  assign c4_3_k = \$97 [1:0];
-  assign c4_3_j = \$99 [1:0];
-  assign c4_3_rest = \$100 [2:0];
+  assign c4_3_k = \$106 [1:0];
+  assign c4_3_j = \$109 [1:0];
+  assign c4_3_rest = \$110 [2:0];
   assign c4_3_neg = lane[15];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
@@ -3085,13 +3115,19 @@ module \top.front.dec_a1 (wide, mode, fmt, dec, lane);
   assign \dec.x2  = dec[11:8];
   assign \dec.x3  = dec[15:12];
   assign \dec.neg0  = dec[16];
-  assign \dec.sh0  = dec[19:17];
-  assign \dec.neg1  = dec[20];
-  assign \dec.sh1  = dec[21];
-  assign \dec.neg2  = dec[22];
-  assign \dec.sh2  = dec[25:23];
-  assign \dec.neg3  = dec[26];
-  assign \dec.sh3  = dec[27];
+  assign \dec.sh0  = dec[18:17];
+  assign \dec.neg1  = dec[19];
+  assign \dec.sh1  = dec[20];
+  assign \dec.neg2  = dec[21];
+  assign \dec.sh2  = dec[23:22];
+  assign \dec.neg3  = dec[24];
+  assign \dec.sh3  = dec[25];
+  assign \$25  = { \$24 [3], \$24 [3:1] };
+  assign \$49  = { \$48 [3], \$48 [3:1] };
+  assign \$66  = { \$65 [2], \$65 [2:1] };
+  assign \$83  = { \$82 [2], \$82 [2:1] };
+  assign \$100  = { \$99 [2], \$99 [2:1] };
+  assign \$117  = { \$116 [2], \$116 [2:1] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -3099,109 +3135,122 @@ module \top.front.dec_a2 (wide, mode, fmt, dec, lane);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
   wire [2:0] \$10 ;
-  wire [5:0] \$100 ;
+  wire [2:0] \$100 ;
   wire \$101 ;
   wire \$102 ;
-  wire [4:0] \$103 ;
-  wire [4:0] \$104 ;
-  wire [2:0] \$105 ;
+  wire \$103 ;
+  wire [1:0] \$104 ;
+  wire [1:0] \$105 ;
+  wire [2:0] \$106 ;
+  wire [2:0] \$107 ;
+  wire [2:0] \$108 ;
+  wire [3:0] \$109 ;
   wire [2:0] \$11 ;
+  wire [5:0] \$110 ;
+  wire \$111 ;
+  wire [4:0] \$112 ;
+  wire [4:0] \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire [2:0] \$116 ;
+  wire [2:0] \$117 ;
   wire [2:0] \$12 ;
   wire [2:0] \$13 ;
   wire [2:0] \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire [3:0] \$17 ;
+  wire [3:0] \$15 ;
+  wire [3:0] \$16 ;
+  wire [4:0] \$17 ;
   wire [13:0] \$18 ;
   wire \$19 ;
   wire \$2 ;
-  wire \$20 ;
+  wire [8:0] \$20 ;
   wire [8:0] \$21 ;
-  wire [8:0] \$22 ;
-  wire [3:0] \$23 ;
-  wire \$24 ;
-  wire \$25 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire [3:0] \$24 ;
+  wire [3:0] \$25 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [2:0] \$32 ;
+  wire \$31 ;
+  wire \$32 ;
   wire [2:0] \$33 ;
   wire [2:0] \$34 ;
   wire [2:0] \$35 ;
   wire [2:0] \$36 ;
-  wire \$37 ;
-  wire \$38 ;
+  wire [2:0] \$37 ;
+  wire [2:0] \$38 ;
   wire [3:0] \$39 ;
   wire \$4 ;
-  wire [13:0] \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [8:0] \$43 ;
+  wire [3:0] \$40 ;
+  wire [4:0] \$41 ;
+  wire [13:0] \$42 ;
+  wire \$43 ;
   wire [8:0] \$44 ;
-  wire [3:0] \$45 ;
+  wire [8:0] \$45 ;
   wire \$46 ;
   wire \$47 ;
-  wire \$48 ;
-  wire [1:0] \$49 ;
+  wire [3:0] \$48 ;
+  wire [3:0] \$49 ;
   wire \$5 ;
-  wire [1:0] \$50 ;
+  wire \$50 ;
   wire \$51 ;
-  wire [2:0] \$52 ;
-  wire \$53 ;
-  wire [2:0] \$54 ;
-  wire [5:0] \$55 ;
-  wire \$56 ;
-  wire \$57 ;
-  wire [4:0] \$58 ;
-  wire [4:0] \$59 ;
+  wire \$52 ;
+  wire [1:0] \$53 ;
+  wire [1:0] \$54 ;
+  wire [2:0] \$55 ;
+  wire [2:0] \$56 ;
+  wire [2:0] \$57 ;
+  wire [3:0] \$58 ;
+  wire [5:0] \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
-  wire \$61 ;
-  wire \$62 ;
+  wire \$60 ;
+  wire [4:0] \$61 ;
+  wire [4:0] \$62 ;
   wire \$63 ;
-  wire [1:0] \$64 ;
-  wire [1:0] \$65 ;
-  wire \$66 ;
-  wire [2:0] \$67 ;
+  wire \$64 ;
+  wire [2:0] \$65 ;
+  wire [2:0] \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire [2:0] \$69 ;
+  wire \$69 ;
   wire \$7 ;
-  wire [5:0] \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [4:0] \$73 ;
-  wire [4:0] \$74 ;
-  wire [2:0] \$75 ;
-  wire \$76 ;
+  wire [1:0] \$70 ;
+  wire [1:0] \$71 ;
+  wire [2:0] \$72 ;
+  wire [2:0] \$73 ;
+  wire [2:0] \$74 ;
+  wire [3:0] \$75 ;
+  wire [5:0] \$76 ;
   wire \$77 ;
-  wire \$78 ;
-  wire [1:0] \$79 ;
+  wire [4:0] \$78 ;
+  wire [4:0] \$79 ;
   wire \$8 ;
-  wire [1:0] \$80 ;
+  wire \$80 ;
   wire \$81 ;
   wire [2:0] \$82 ;
-  wire \$83 ;
-  wire [2:0] \$84 ;
-  wire [5:0] \$85 ;
+  wire [2:0] \$83 ;
+  wire \$84 ;
+  wire \$85 ;
   wire \$86 ;
-  wire \$87 ;
-  wire [4:0] \$88 ;
-  wire [4:0] \$89 ;
+  wire [1:0] \$87 ;
+  wire [1:0] \$88 ;
+  wire [2:0] \$89 ;
   wire [2:0] \$9 ;
   wire [2:0] \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire [1:0] \$94 ;
-  wire [1:0] \$95 ;
-  wire \$96 ;
-  wire [2:0] \$97 ;
+  wire [2:0] \$91 ;
+  wire [3:0] \$92 ;
+  wire [5:0] \$93 ;
+  wire \$94 ;
+  wire [4:0] \$95 ;
+  wire [4:0] \$96 ;
+  wire \$97 ;
   wire \$98 ;
   wire [2:0] \$99 ;
+  wire c4_0_below;
   wire [1:0] c4_0_j;
   wire [1:0] c4_0_k;
   wire [1:0] c4_0_lead;
@@ -3209,6 +3258,7 @@ module \top.front.dec_a2 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_0_rest;
   reg c4_0_sh;
   reg [3:0] c4_0_sig;
+  wire c4_1_below;
   wire [1:0] c4_1_j;
   wire [1:0] c4_1_k;
   wire [1:0] c4_1_lead;
@@ -3216,6 +3266,7 @@ module \top.front.dec_a2 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_1_rest;
   reg c4_1_sh;
   reg [3:0] c4_1_sig;
+  wire c4_2_below;
   wire [1:0] c4_2_j;
   wire [1:0] c4_2_k;
   wire [1:0] c4_2_lead;
@@ -3223,6 +3274,7 @@ module \top.front.dec_a2 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_2_rest;
   reg c4_2_sh;
   reg [3:0] c4_2_sig;
+  wire c4_3_below;
   wire [1:0] c4_3_j;
   wire [1:0] c4_3_k;
   wire [1:0] c4_3_lead;
@@ -3230,29 +3282,31 @@ module \top.front.dec_a2 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_3_rest;
   reg c4_3_sh;
   reg [3:0] c4_3_sig;
+  wire c8_0_below;
   wire [2:0] c8_0_j;
   wire [2:0] c8_0_k;
   wire [2:0] c8_0_lead;
   wire c8_0_neg;
   wire [6:0] c8_0_rest;
-  reg [2:0] c8_0_sh;
+  reg [1:0] c8_0_sh;
   reg [7:0] c8_0_sig;
+  wire c8_1_below;
   wire [2:0] c8_1_j;
   wire [2:0] c8_1_k;
   wire [2:0] c8_1_lead;
   wire c8_1_neg;
   wire [6:0] c8_1_rest;
-  reg [2:0] c8_1_sh;
+  reg [1:0] c8_1_sh;
   reg [7:0] c8_1_sig;
-  output [27:0] dec;
-  reg [27:0] dec;
+  output [25:0] dec;
+  reg [25:0] dec;
   wire \dec.neg0 ;
   wire \dec.neg1 ;
   wire \dec.neg2 ;
   wire \dec.neg3 ;
-  wire [2:0] \dec.sh0 ;
+  wire [1:0] \dec.sh0 ;
   wire \dec.sh1 ;
-  wire [2:0] \dec.sh2 ;
+  wire [1:0] \dec.sh2 ;
   wire \dec.sh3 ;
   wire [3:0] \dec.x0 ;
   wire [3:0] \dec.x1 ;
@@ -3287,163 +3341,167 @@ module \top.front.dec_a2 (wide, mode, fmt, dec, lane);
   assign \$13  = lane[4] ? \$12  : 3'h2;
   assign \$14  = lane[5] ? \$13  : 3'h1;
   assign c8_0_lead = lane[6] ? \$14  : 3'h0;
-  assign \$15  = c8_0_lead > fmt[4:2];
-  assign c8_0_k = \$15  ? fmt[4:2] : c8_0_lead;
-  assign \$16  = c8_0_k < fmt[4:2];
-  assign \$17  = c8_0_k + \$16 ;
+  assign c8_0_below = c8_0_lead < fmt[4:2];
+  assign c8_0_k = c8_0_below ? c8_0_lead : fmt[4:2];
+  assign \$15  = c8_0_lead + 1'h1;
+  assign \$16  = c8_0_below ? \$15  : { 1'h0, fmt[4:2] };
+  assign \$17  = \$16  - c8_0_k[0];
   assign \$18  = lane[6:0] << \$17 [2:0];
   assign \$19  = ! c8_0_k;
-  assign \$20  = c8_0_k == 1'h1;
-  assign \$21  = - $signed(lane[7:0]);
-  assign \$22  = lane[7] ? \$21  : { 1'h0, lane[7:0] };
-  assign \$23  = c8_0_k - 2'h2;
-  assign \$24  = ~ lane[14];
-  assign \$25  = ~ lane[13];
-  assign \$26  = ~ lane[12];
-  assign \$27  = ~ lane[11];
-  assign \$28  = ~ lane[10];
-  assign \$29  = ~ lane[9];
-  assign \$30  = ~ lane[8];
-  assign \$31  = lane[8] ? 3'h7 : 3'h6;
-  assign \$32  = lane[9] ? \$31  : 3'h5;
-  assign \$33  = lane[10] ? \$32  : 3'h4;
-  assign \$34  = lane[11] ? \$33  : 3'h3;
-  assign \$35  = lane[12] ? \$34  : 3'h2;
-  assign \$36  = lane[13] ? \$35  : 3'h1;
-  assign c8_1_lead = lane[14] ? \$36  : 3'h0;
-  assign \$37  = c8_1_lead > fmt[4:2];
-  assign c8_1_k = \$37  ? fmt[4:2] : c8_1_lead;
-  assign \$38  = c8_1_k < fmt[4:2];
-  assign \$39  = c8_1_k + \$38 ;
-  assign \$40  = lane[14:8] << \$39 [2:0];
-  assign \$41  = ! c8_1_k;
-  assign \$42  = c8_1_k == 1'h1;
-  assign \$43  = - $signed(lane[15:8]);
-  assign \$44  = lane[15] ? \$43  : { 1'h0, lane[15:8] };
-  assign \$45  = c8_1_k - 2'h2;
-  assign \$46  = ~ lane[2];
-  assign \$47  = ~ lane[1];
-  assign \$48  = ~ lane[0];
-  assign \$49  = lane[0] ? 2'h3 : 2'h2;
-  assign \$50  = lane[1] ? \$49  : 2'h1;
-  assign c4_0_lead = lane[2] ? \$50  : 2'h0;
-  assign \$51  = c4_0_lead > fmt[4:2];
-  assign \$52  = \$51  ? fmt[4:2] : { 1'h0, c4_0_lead };
-  assign \$53  = \$52 [1:0] < fmt[4:2];
-  assign \$54  = \$52 [1:0] + \$53 ;
-  assign \$55  = lane[2:0] << \$54 [1:0];
-  assign \$56  = ! \$52 [1:0];
-  assign \$57  = \$52 [1:0] == 1'h1;
-  assign \$58  = - $signed(lane[3:0]);
-  assign \$59  = lane[3] ? \$58  : { 1'h0, lane[3:0] };
-  assign \$60  = \$52 [1:0] - 2'h2;
-  assign \$61  = ~ lane[6];
-  assign \$62  = ~ lane[5];
-  assign \$63  = ~ lane[4];
-  assign \$64  = lane[4] ? 2'h3 : 2'h2;
-  assign \$65  = lane[5] ? \$64  : 2'h1;
-  assign c4_1_lead = lane[6] ? \$65  : 2'h0;
-  assign \$66  = c4_1_lead > fmt[4:2];
-  assign \$67  = \$66  ? fmt[4:2] : { 1'h0, c4_1_lead };
-  assign \$68  = \$67 [1:0] < fmt[4:2];
-  assign \$69  = \$67 [1:0] + \$68 ;
-  assign \$70  = lane[6:4] << \$69 [1:0];
-  assign \$71  = ! \$67 [1:0];
-  assign \$72  = \$67 [1:0] == 1'h1;
-  assign \$73  = - $signed(lane[7:4]);
-  assign \$74  = lane[7] ? \$73  : { 1'h0, lane[7:4] };
-  assign \$75  = \$67 [1:0] - 2'h2;
-  assign \$76  = ~ lane[10];
-  assign \$77  = ~ lane[9];
-  assign \$78  = ~ lane[8];
-  assign \$79  = lane[8] ? 2'h3 : 2'h2;
-  assign \$80  = lane[9] ? \$79  : 2'h1;
-  assign c4_2_lead = lane[10] ? \$80  : 2'h0;
-  assign \$81  = c4_2_lead > fmt[4:2];
-  assign \$82  = \$81  ? fmt[4:2] : { 1'h0, c4_2_lead };
-  assign \$83  = \$82 [1:0] < fmt[4:2];
-  assign \$84  = \$82 [1:0] + \$83 ;
-  assign \$85  = lane[10:8] << \$84 [1:0];
-  assign \$86  = ! \$82 [1:0];
-  assign \$87  = \$82 [1:0] == 1'h1;
-  assign \$88  = - $signed(lane[11:8]);
-  assign \$89  = lane[11] ? \$88  : { 1'h0, lane[11:8] };
-  assign \$90  = \$82 [1:0] - 2'h2;
-  assign \$91  = ~ lane[14];
-  assign \$92  = ~ lane[13];
-  assign \$93  = ~ lane[12];
-  assign \$94  = lane[12] ? 2'h3 : 2'h2;
-  assign \$95  = lane[13] ? \$94  : 2'h1;
-  assign c4_3_lead = lane[14] ? \$95  : 2'h0;
-  assign \$96  = c4_3_lead > fmt[4:2];
-  assign \$97  = \$96  ? fmt[4:2] : { 1'h0, c4_3_lead };
-  assign \$98  = \$97 [1:0] < fmt[4:2];
-  assign \$99  = \$97 [1:0] + \$98 ;
-  assign \$100  = lane[14:12] << \$99 [1:0];
-  assign \$101  = ! \$97 [1:0];
-  assign \$102  = \$97 [1:0] == 1'h1;
-  assign \$103  = - $signed(lane[15:12]);
-  assign \$104  = lane[15] ? \$103  : { 1'h0, lane[15:12] };
-  assign \$105  = \$97 [1:0] - 2'h2;
+  assign \$20  = - $signed(lane[7:0]);
+  assign \$21  = lane[7] ? \$20  : { 1'h0, lane[7:0] };
+  assign \$22  = c8_0_k[0] | \$18 [6];
+  assign \$23  = ~ c8_0_k[0];
+  assign \$24  = c8_0_k - 1'h1;
+  assign \$26  = ~ lane[14];
+  assign \$27  = ~ lane[13];
+  assign \$28  = ~ lane[12];
+  assign \$29  = ~ lane[11];
+  assign \$30  = ~ lane[10];
+  assign \$31  = ~ lane[9];
+  assign \$32  = ~ lane[8];
+  assign \$33  = lane[8] ? 3'h7 : 3'h6;
+  assign \$34  = lane[9] ? \$33  : 3'h5;
+  assign \$35  = lane[10] ? \$34  : 3'h4;
+  assign \$36  = lane[11] ? \$35  : 3'h3;
+  assign \$37  = lane[12] ? \$36  : 3'h2;
+  assign \$38  = lane[13] ? \$37  : 3'h1;
+  assign c8_1_lead = lane[14] ? \$38  : 3'h0;
+  assign c8_1_below = c8_1_lead < fmt[4:2];
+  assign c8_1_k = c8_1_below ? c8_1_lead : fmt[4:2];
+  assign \$39  = c8_1_lead + 1'h1;
+  assign \$40  = c8_1_below ? \$39  : { 1'h0, fmt[4:2] };
+  assign \$41  = \$40  - c8_1_k[0];
+  assign \$42  = lane[14:8] << \$41 [2:0];
+  assign \$43  = ! c8_1_k;
+  assign \$44  = - $signed(lane[15:8]);
+  assign \$45  = lane[15] ? \$44  : { 1'h0, lane[15:8] };
+  assign \$46  = c8_1_k[0] | \$42 [6];
+  assign \$47  = ~ c8_1_k[0];
+  assign \$48  = c8_1_k - 1'h1;
+  assign \$50  = ~ lane[2];
+  assign \$51  = ~ lane[1];
+  assign \$52  = ~ lane[0];
+  assign \$53  = lane[0] ? 2'h3 : 2'h2;
+  assign \$54  = lane[1] ? \$53  : 2'h1;
+  assign c4_0_lead = lane[2] ? \$54  : 2'h0;
+  assign c4_0_below = c4_0_lead < fmt[4:2];
+  assign \$55  = c4_0_below ? { 1'h0, c4_0_lead } : fmt[4:2];
+  assign \$56  = c4_0_lead + 1'h1;
+  assign \$57  = c4_0_below ? \$56  : fmt[4:2];
+  assign \$58  = \$57  - \$55 [0];
+  assign \$59  = lane[2:0] << \$58 [1:0];
+  assign \$60  = ! \$55 [1:0];
+  assign \$61  = - $signed(lane[3:0]);
+  assign \$62  = lane[3] ? \$61  : { 1'h0, lane[3:0] };
+  assign \$63  = \$55 [0] | \$59 [2];
+  assign \$64  = ~ \$55 [0];
+  assign \$65  = \$55 [1:0] - 1'h1;
+  assign \$67  = ~ lane[6];
+  assign \$68  = ~ lane[5];
+  assign \$69  = ~ lane[4];
+  assign \$70  = lane[4] ? 2'h3 : 2'h2;
+  assign \$71  = lane[5] ? \$70  : 2'h1;
+  assign c4_1_lead = lane[6] ? \$71  : 2'h0;
+  assign c4_1_below = c4_1_lead < fmt[4:2];
+  assign \$72  = c4_1_below ? { 1'h0, c4_1_lead } : fmt[4:2];
+  assign \$73  = c4_1_lead + 1'h1;
+  assign \$74  = c4_1_below ? \$73  : fmt[4:2];
+  assign \$75  = \$74  - \$72 [0];
+  assign \$76  = lane[6:4] << \$75 [1:0];
+  assign \$77  = ! \$72 [1:0];
+  assign \$78  = - $signed(lane[7:4]);
+  assign \$79  = lane[7] ? \$78  : { 1'h0, lane[7:4] };
+  assign \$80  = \$72 [0] | \$76 [2];
+  assign \$81  = ~ \$72 [0];
+  assign \$82  = \$72 [1:0] - 1'h1;
+  assign \$84  = ~ lane[10];
+  assign \$85  = ~ lane[9];
+  assign \$86  = ~ lane[8];
+  assign \$87  = lane[8] ? 2'h3 : 2'h2;
+  assign \$88  = lane[9] ? \$87  : 2'h1;
+  assign c4_2_lead = lane[10] ? \$88  : 2'h0;
+  assign c4_2_below = c4_2_lead < fmt[4:2];
+  assign \$89  = c4_2_below ? { 1'h0, c4_2_lead } : fmt[4:2];
+  assign \$90  = c4_2_lead + 1'h1;
+  assign \$91  = c4_2_below ? \$90  : fmt[4:2];
+  assign \$92  = \$91  - \$89 [0];
+  assign \$93  = lane[10:8] << \$92 [1:0];
+  assign \$94  = ! \$89 [1:0];
+  assign \$95  = - $signed(lane[11:8]);
+  assign \$96  = lane[11] ? \$95  : { 1'h0, lane[11:8] };
+  assign \$97  = \$89 [0] | \$93 [2];
+  assign \$98  = ~ \$89 [0];
+  assign \$99  = \$89 [1:0] - 1'h1;
+  assign \$101  = ~ lane[14];
+  assign \$102  = ~ lane[13];
+  assign \$103  = ~ lane[12];
+  assign \$104  = lane[12] ? 2'h3 : 2'h2;
+  assign \$105  = lane[13] ? \$104  : 2'h1;
+  assign c4_3_lead = lane[14] ? \$105  : 2'h0;
+  assign c4_3_below = c4_3_lead < fmt[4:2];
+  assign \$106  = c4_3_below ? { 1'h0, c4_3_lead } : fmt[4:2];
+  assign \$107  = c4_3_lead + 1'h1;
+  assign \$108  = c4_3_below ? \$107  : fmt[4:2];
+  assign \$109  = \$108  - \$106 [0];
+  assign \$110  = lane[14:12] << \$109 [1:0];
+  assign \$111  = ! \$106 [1:0];
+  assign \$112  = - $signed(lane[15:12]);
+  assign \$113  = lane[15] ? \$112  : { 1'h0, lane[15:12] };
+  assign \$114  = \$106 [0] | \$110 [2];
+  assign \$115  = ~ \$106 [0];
+  assign \$116  = \$106 [1:0] - 1'h1;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_0_sig = \$22 [7:0];
+      c8_0_sig = \$21 [7:0];
     end else if (\$19 ) begin
       c8_0_sig = { 1'h0, lane[6:0] };
-    end else if (\$20 ) begin
-      c8_0_sig = { 2'h1, \$18 [6:1] };
     end else begin
-      c8_0_sig = { 1'h1, \$18 [6:0] };
+      c8_0_sig = { \$23 , \$22 , \$18 [5:0] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    c8_0_sh = 3'h0;
+    c8_0_sh = 2'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
     end else if (\$19 ) begin
-    end else if (\$20 ) begin
     end else begin
-      c8_0_sh = \$23 [2:0];
+      c8_0_sh = \$25 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_1_sig = \$44 [7:0];
-    end else if (\$41 ) begin
+      c8_1_sig = \$45 [7:0];
+    end else if (\$43 ) begin
       c8_1_sig = { 1'h0, lane[14:8] };
-    end else if (\$42 ) begin
-      c8_1_sig = { 2'h1, \$40 [6:1] };
     end else begin
-      c8_1_sig = { 1'h1, \$40 [6:0] };
+      c8_1_sig = { \$47 , \$46 , \$42 [5:0] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    c8_1_sh = 3'h0;
+    c8_1_sh = 2'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$41 ) begin
-    end else if (\$42 ) begin
+    end else if (\$43 ) begin
     end else begin
-      c8_1_sh = \$45 [2:0];
+      c8_1_sh = \$49 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_0_sig = \$59 [3:0];
-    end else if (\$56 ) begin
+      c4_0_sig = \$62 [3:0];
+    end else if (\$60 ) begin
       c4_0_sig = { 1'h0, lane[2:0] };
-    end else if (\$57 ) begin
-      c4_0_sig = { 2'h1, \$55 [2:1] };
     end else begin
-      c4_0_sig = { 1'h1, \$55 [2:0] };
+      c4_0_sig = { \$64 , \$63 , \$59 [1:0] };
     end
   end
   always @* begin
@@ -3451,23 +3509,20 @@ module \top.front.dec_a2 (wide, mode, fmt, dec, lane);
     c4_0_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$56 ) begin
-    end else if (\$57 ) begin
+    end else if (\$60 ) begin
     end else begin
-      c4_0_sh = \$60 [0];
+      c4_0_sh = \$66 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_1_sig = \$74 [3:0];
-    end else if (\$71 ) begin
+      c4_1_sig = \$79 [3:0];
+    end else if (\$77 ) begin
       c4_1_sig = { 1'h0, lane[6:4] };
-    end else if (\$72 ) begin
-      c4_1_sig = { 2'h1, \$70 [2:1] };
     end else begin
-      c4_1_sig = { 1'h1, \$70 [2:0] };
+      c4_1_sig = { \$81 , \$80 , \$76 [1:0] };
     end
   end
   always @* begin
@@ -3475,23 +3530,20 @@ module \top.front.dec_a2 (wide, mode, fmt, dec, lane);
     c4_1_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$71 ) begin
-    end else if (\$72 ) begin
+    end else if (\$77 ) begin
     end else begin
-      c4_1_sh = \$75 [0];
+      c4_1_sh = \$83 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_2_sig = \$89 [3:0];
-    end else if (\$86 ) begin
+      c4_2_sig = \$96 [3:0];
+    end else if (\$94 ) begin
       c4_2_sig = { 1'h0, lane[10:8] };
-    end else if (\$87 ) begin
-      c4_2_sig = { 2'h1, \$85 [2:1] };
     end else begin
-      c4_2_sig = { 1'h1, \$85 [2:0] };
+      c4_2_sig = { \$98 , \$97 , \$93 [1:0] };
     end
   end
   always @* begin
@@ -3499,23 +3551,20 @@ module \top.front.dec_a2 (wide, mode, fmt, dec, lane);
     c4_2_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$86 ) begin
-    end else if (\$87 ) begin
+    end else if (\$94 ) begin
     end else begin
-      c4_2_sh = \$90 [0];
+      c4_2_sh = \$100 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_3_sig = \$104 [3:0];
-    end else if (\$101 ) begin
+      c4_3_sig = \$113 [3:0];
+    end else if (\$111 ) begin
       c4_3_sig = { 1'h0, lane[14:12] };
-    end else if (\$102 ) begin
-      c4_3_sig = { 2'h1, \$100 [2:1] };
     end else begin
-      c4_3_sig = { 1'h1, \$100 [2:0] };
+      c4_3_sig = { \$115 , \$114 , \$110 [1:0] };
     end
   end
   always @* begin
@@ -3523,10 +3572,9 @@ module \top.front.dec_a2 (wide, mode, fmt, dec, lane);
     c4_3_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$101 ) begin
-    end else if (\$102 ) begin
+    end else if (\$111 ) begin
     end else begin
-      c4_3_sh = \$105 [0];
+      c4_3_sh = \$117 [0];
     end
   end
   always @* begin
@@ -3540,13 +3588,13 @@ module \top.front.dec_a2 (wide, mode, fmt, dec, lane);
           dec[11:8] = c8_0_sig[3:0];
           dec[15:12] = c8_0_sig[7:4];
           dec[16] = lane[7];
-          dec[19:17] = c8_0_sh;
+          dec[18:17] = c8_0_sh;
+          dec[19] = 1'h0;
           dec[20] = 1'h0;
           dec[21] = 1'h0;
-          dec[22] = 1'h0;
-          dec[25:23] = 3'h0;
-          dec[26] = 1'h0;
-          dec[27] = 1'h0;
+          dec[23:22] = 2'h0;
+          dec[24] = 1'h0;
+          dec[25] = 1'h0;
         end
       2'h2:
         begin
@@ -3555,13 +3603,13 @@ module \top.front.dec_a2 (wide, mode, fmt, dec, lane);
           dec[11:8] = c8_1_sig[3:0];
           dec[15:12] = c8_1_sig[7:4];
           dec[16] = lane[7];
-          dec[19:17] = c8_0_sh;
+          dec[18:17] = c8_0_sh;
+          dec[19] = 1'h0;
           dec[20] = 1'h0;
-          dec[21] = 1'h0;
-          dec[22] = lane[15];
-          dec[25:23] = c8_1_sh;
-          dec[26] = 1'h0;
-          dec[27] = 1'h0;
+          dec[21] = lane[15];
+          dec[23:22] = c8_1_sh;
+          dec[24] = 1'h0;
+          dec[25] = 1'h0;
         end
       2'h1:
         begin
@@ -3570,13 +3618,13 @@ module \top.front.dec_a2 (wide, mode, fmt, dec, lane);
           dec[11:8] = c4_1_sig;
           dec[15:12] = c4_1_sig;
           dec[16] = lane[3];
-          dec[19:17] = { 2'h0, c4_0_sh };
+          dec[18:17] = { 1'h0, c4_0_sh };
+          dec[19] = 1'h0;
           dec[20] = 1'h0;
-          dec[21] = 1'h0;
-          dec[22] = lane[7];
-          dec[25:23] = { 2'h0, c4_1_sh };
-          dec[26] = 1'h0;
-          dec[27] = 1'h0;
+          dec[21] = lane[7];
+          dec[23:22] = { 1'h0, c4_1_sh };
+          dec[24] = 1'h0;
+          dec[25] = 1'h0;
         end
       2'h0:
         begin
@@ -3585,37 +3633,37 @@ module \top.front.dec_a2 (wide, mode, fmt, dec, lane);
           dec[11:8] = c4_2_sig;
           dec[15:12] = c4_3_sig;
           dec[16] = lane[3];
-          dec[19:17] = { 2'h0, c4_0_sh };
-          dec[20] = lane[7];
-          dec[21] = c4_1_sh;
-          dec[22] = lane[11];
-          dec[25:23] = { 2'h0, c4_2_sh };
-          dec[26] = lane[15];
-          dec[27] = c4_3_sh;
+          dec[18:17] = { 1'h0, c4_0_sh };
+          dec[19] = lane[7];
+          dec[20] = c4_1_sh;
+          dec[21] = lane[11];
+          dec[23:22] = { 1'h0, c4_2_sh };
+          dec[24] = lane[15];
+          dec[25] = c4_3_sh;
         end
     endcase
   end
   assign c8_0_j = \$17 [2:0];
   assign c8_0_rest = \$18 [6:0];
   assign c8_0_neg = lane[7];
-  assign c8_1_j = \$39 [2:0];
-  assign c8_1_rest = \$40 [6:0];
+  assign c8_1_j = \$41 [2:0];
+  assign c8_1_rest = \$42 [6:0];
   assign c8_1_neg = lane[15];
-  assign c4_0_k = \$52 [1:0];
-  assign c4_0_j = \$54 [1:0];
-  assign c4_0_rest = \$55 [2:0];
+  assign c4_0_k = \$55 [1:0];
+  assign c4_0_j = \$58 [1:0];
+  assign c4_0_rest = \$59 [2:0];
   assign c4_0_neg = lane[3];
-  assign c4_1_k = \$67 [1:0];
-  assign c4_1_j = \$69 [1:0];
-  assign c4_1_rest = \$70 [2:0];
+  assign c4_1_k = \$72 [1:0];
+  assign c4_1_j = \$75 [1:0];
+  assign c4_1_rest = \$76 [2:0];
   assign c4_1_neg = lane[7];
-  assign c4_2_k = \$82 [1:0];
-  assign c4_2_j = \$84 [1:0];
-  assign c4_2_rest = \$85 [2:0];
+  assign c4_2_k = \$89 [1:0];
+  assign c4_2_j = \$92 [1:0];
+  assign c4_2_rest = \$93 [2:0];
   assign c4_2_neg = lane[11];
-  assign c4_3_k = \$97 [1:0];
-  assign c4_3_j = \$99 [1:0];
-  assign c4_3_rest = \$100 [2:0];
+  assign c4_3_k = \$106 [1:0];
+  assign c4_3_j = \$109 [1:0];
+  assign c4_3_rest = \$110 [2:0];
   assign c4_3_neg = lane[15];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
@@ -3627,13 +3675,19 @@ module \top.front.dec_a2 (wide, mode, fmt, dec, lane);
   assign \dec.x2  = dec[11:8];
   assign \dec.x3  = dec[15:12];
   assign \dec.neg0  = dec[16];
-  assign \dec.sh0  = dec[19:17];
-  assign \dec.neg1  = dec[20];
-  assign \dec.sh1  = dec[21];
-  assign \dec.neg2  = dec[22];
-  assign \dec.sh2  = dec[25:23];
-  assign \dec.neg3  = dec[26];
-  assign \dec.sh3  = dec[27];
+  assign \dec.sh0  = dec[18:17];
+  assign \dec.neg1  = dec[19];
+  assign \dec.sh1  = dec[20];
+  assign \dec.neg2  = dec[21];
+  assign \dec.sh2  = dec[23:22];
+  assign \dec.neg3  = dec[24];
+  assign \dec.sh3  = dec[25];
+  assign \$25  = { \$24 [3], \$24 [3:1] };
+  assign \$49  = { \$48 [3], \$48 [3:1] };
+  assign \$66  = { \$65 [2], \$65 [2:1] };
+  assign \$83  = { \$82 [2], \$82 [2:1] };
+  assign \$100  = { \$99 [2], \$99 [2:1] };
+  assign \$117  = { \$116 [2], \$116 [2:1] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -3641,109 +3695,122 @@ module \top.front.dec_a3 (wide, mode, fmt, dec, lane);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire [2:0] \$10 ;
-  wire [5:0] \$100 ;
+  wire [2:0] \$100 ;
   wire \$101 ;
   wire \$102 ;
-  wire [4:0] \$103 ;
-  wire [4:0] \$104 ;
-  wire [2:0] \$105 ;
+  wire \$103 ;
+  wire [1:0] \$104 ;
+  wire [1:0] \$105 ;
+  wire [2:0] \$106 ;
+  wire [2:0] \$107 ;
+  wire [2:0] \$108 ;
+  wire [3:0] \$109 ;
   wire [2:0] \$11 ;
+  wire [5:0] \$110 ;
+  wire \$111 ;
+  wire [4:0] \$112 ;
+  wire [4:0] \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire [2:0] \$116 ;
+  wire [2:0] \$117 ;
   wire [2:0] \$12 ;
   wire [2:0] \$13 ;
   wire [2:0] \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire [3:0] \$17 ;
+  wire [3:0] \$15 ;
+  wire [3:0] \$16 ;
+  wire [4:0] \$17 ;
   wire [13:0] \$18 ;
   wire \$19 ;
   wire \$2 ;
-  wire \$20 ;
+  wire [8:0] \$20 ;
   wire [8:0] \$21 ;
-  wire [8:0] \$22 ;
-  wire [3:0] \$23 ;
-  wire \$24 ;
-  wire \$25 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire [3:0] \$24 ;
+  wire [3:0] \$25 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [2:0] \$32 ;
+  wire \$31 ;
+  wire \$32 ;
   wire [2:0] \$33 ;
   wire [2:0] \$34 ;
   wire [2:0] \$35 ;
   wire [2:0] \$36 ;
-  wire \$37 ;
-  wire \$38 ;
+  wire [2:0] \$37 ;
+  wire [2:0] \$38 ;
   wire [3:0] \$39 ;
   wire \$4 ;
-  wire [13:0] \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [8:0] \$43 ;
+  wire [3:0] \$40 ;
+  wire [4:0] \$41 ;
+  wire [13:0] \$42 ;
+  wire \$43 ;
   wire [8:0] \$44 ;
-  wire [3:0] \$45 ;
+  wire [8:0] \$45 ;
   wire \$46 ;
   wire \$47 ;
-  wire \$48 ;
-  wire [1:0] \$49 ;
+  wire [3:0] \$48 ;
+  wire [3:0] \$49 ;
   wire \$5 ;
-  wire [1:0] \$50 ;
+  wire \$50 ;
   wire \$51 ;
-  wire [2:0] \$52 ;
-  wire \$53 ;
-  wire [2:0] \$54 ;
-  wire [5:0] \$55 ;
-  wire \$56 ;
-  wire \$57 ;
-  wire [4:0] \$58 ;
-  wire [4:0] \$59 ;
+  wire \$52 ;
+  wire [1:0] \$53 ;
+  wire [1:0] \$54 ;
+  wire [2:0] \$55 ;
+  wire [2:0] \$56 ;
+  wire [2:0] \$57 ;
+  wire [3:0] \$58 ;
+  wire [5:0] \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
-  wire \$61 ;
-  wire \$62 ;
+  wire \$60 ;
+  wire [4:0] \$61 ;
+  wire [4:0] \$62 ;
   wire \$63 ;
-  wire [1:0] \$64 ;
-  wire [1:0] \$65 ;
-  wire \$66 ;
-  wire [2:0] \$67 ;
+  wire \$64 ;
+  wire [2:0] \$65 ;
+  wire [2:0] \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire [2:0] \$69 ;
+  wire \$69 ;
   wire \$7 ;
-  wire [5:0] \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [4:0] \$73 ;
-  wire [4:0] \$74 ;
-  wire [2:0] \$75 ;
-  wire \$76 ;
+  wire [1:0] \$70 ;
+  wire [1:0] \$71 ;
+  wire [2:0] \$72 ;
+  wire [2:0] \$73 ;
+  wire [2:0] \$74 ;
+  wire [3:0] \$75 ;
+  wire [5:0] \$76 ;
   wire \$77 ;
-  wire \$78 ;
-  wire [1:0] \$79 ;
+  wire [4:0] \$78 ;
+  wire [4:0] \$79 ;
   wire \$8 ;
-  wire [1:0] \$80 ;
+  wire \$80 ;
   wire \$81 ;
   wire [2:0] \$82 ;
-  wire \$83 ;
-  wire [2:0] \$84 ;
-  wire [5:0] \$85 ;
+  wire [2:0] \$83 ;
+  wire \$84 ;
+  wire \$85 ;
   wire \$86 ;
-  wire \$87 ;
-  wire [4:0] \$88 ;
-  wire [4:0] \$89 ;
+  wire [1:0] \$87 ;
+  wire [1:0] \$88 ;
+  wire [2:0] \$89 ;
   wire [2:0] \$9 ;
   wire [2:0] \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire [1:0] \$94 ;
-  wire [1:0] \$95 ;
-  wire \$96 ;
-  wire [2:0] \$97 ;
+  wire [2:0] \$91 ;
+  wire [3:0] \$92 ;
+  wire [5:0] \$93 ;
+  wire \$94 ;
+  wire [4:0] \$95 ;
+  wire [4:0] \$96 ;
+  wire \$97 ;
   wire \$98 ;
   wire [2:0] \$99 ;
+  wire c4_0_below;
   wire [1:0] c4_0_j;
   wire [1:0] c4_0_k;
   wire [1:0] c4_0_lead;
@@ -3751,6 +3818,7 @@ module \top.front.dec_a3 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_0_rest;
   reg c4_0_sh;
   reg [3:0] c4_0_sig;
+  wire c4_1_below;
   wire [1:0] c4_1_j;
   wire [1:0] c4_1_k;
   wire [1:0] c4_1_lead;
@@ -3758,6 +3826,7 @@ module \top.front.dec_a3 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_1_rest;
   reg c4_1_sh;
   reg [3:0] c4_1_sig;
+  wire c4_2_below;
   wire [1:0] c4_2_j;
   wire [1:0] c4_2_k;
   wire [1:0] c4_2_lead;
@@ -3765,6 +3834,7 @@ module \top.front.dec_a3 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_2_rest;
   reg c4_2_sh;
   reg [3:0] c4_2_sig;
+  wire c4_3_below;
   wire [1:0] c4_3_j;
   wire [1:0] c4_3_k;
   wire [1:0] c4_3_lead;
@@ -3772,29 +3842,31 @@ module \top.front.dec_a3 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_3_rest;
   reg c4_3_sh;
   reg [3:0] c4_3_sig;
+  wire c8_0_below;
   wire [2:0] c8_0_j;
   wire [2:0] c8_0_k;
   wire [2:0] c8_0_lead;
   wire c8_0_neg;
   wire [6:0] c8_0_rest;
-  reg [2:0] c8_0_sh;
+  reg [1:0] c8_0_sh;
   reg [7:0] c8_0_sig;
+  wire c8_1_below;
   wire [2:0] c8_1_j;
   wire [2:0] c8_1_k;
   wire [2:0] c8_1_lead;
   wire c8_1_neg;
   wire [6:0] c8_1_rest;
-  reg [2:0] c8_1_sh;
+  reg [1:0] c8_1_sh;
   reg [7:0] c8_1_sig;
-  output [27:0] dec;
-  reg [27:0] dec;
+  output [25:0] dec;
+  reg [25:0] dec;
   wire \dec.neg0 ;
   wire \dec.neg1 ;
   wire \dec.neg2 ;
   wire \dec.neg3 ;
-  wire [2:0] \dec.sh0 ;
+  wire [1:0] \dec.sh0 ;
   wire \dec.sh1 ;
-  wire [2:0] \dec.sh2 ;
+  wire [1:0] \dec.sh2 ;
   wire \dec.sh3 ;
   wire [3:0] \dec.x0 ;
   wire [3:0] \dec.x1 ;
@@ -3829,163 +3901,167 @@ module \top.front.dec_a3 (wide, mode, fmt, dec, lane);
   assign \$13  = lane[4] ? \$12  : 3'h2;
   assign \$14  = lane[5] ? \$13  : 3'h1;
   assign c8_0_lead = lane[6] ? \$14  : 3'h0;
-  assign \$15  = c8_0_lead > fmt[4:2];
-  assign c8_0_k = \$15  ? fmt[4:2] : c8_0_lead;
-  assign \$16  = c8_0_k < fmt[4:2];
-  assign \$17  = c8_0_k + \$16 ;
+  assign c8_0_below = c8_0_lead < fmt[4:2];
+  assign c8_0_k = c8_0_below ? c8_0_lead : fmt[4:2];
+  assign \$15  = c8_0_lead + 1'h1;
+  assign \$16  = c8_0_below ? \$15  : { 1'h0, fmt[4:2] };
+  assign \$17  = \$16  - c8_0_k[0];
   assign \$18  = lane[6:0] << \$17 [2:0];
   assign \$19  = ! c8_0_k;
-  assign \$20  = c8_0_k == 1'h1;
-  assign \$21  = - $signed(lane[7:0]);
-  assign \$22  = lane[7] ? \$21  : { 1'h0, lane[7:0] };
-  assign \$23  = c8_0_k - 2'h2;
-  assign \$24  = ~ lane[14];
-  assign \$25  = ~ lane[13];
-  assign \$26  = ~ lane[12];
-  assign \$27  = ~ lane[11];
-  assign \$28  = ~ lane[10];
-  assign \$29  = ~ lane[9];
-  assign \$30  = ~ lane[8];
-  assign \$31  = lane[8] ? 3'h7 : 3'h6;
-  assign \$32  = lane[9] ? \$31  : 3'h5;
-  assign \$33  = lane[10] ? \$32  : 3'h4;
-  assign \$34  = lane[11] ? \$33  : 3'h3;
-  assign \$35  = lane[12] ? \$34  : 3'h2;
-  assign \$36  = lane[13] ? \$35  : 3'h1;
-  assign c8_1_lead = lane[14] ? \$36  : 3'h0;
-  assign \$37  = c8_1_lead > fmt[4:2];
-  assign c8_1_k = \$37  ? fmt[4:2] : c8_1_lead;
-  assign \$38  = c8_1_k < fmt[4:2];
-  assign \$39  = c8_1_k + \$38 ;
-  assign \$40  = lane[14:8] << \$39 [2:0];
-  assign \$41  = ! c8_1_k;
-  assign \$42  = c8_1_k == 1'h1;
-  assign \$43  = - $signed(lane[15:8]);
-  assign \$44  = lane[15] ? \$43  : { 1'h0, lane[15:8] };
-  assign \$45  = c8_1_k - 2'h2;
-  assign \$46  = ~ lane[2];
-  assign \$47  = ~ lane[1];
-  assign \$48  = ~ lane[0];
-  assign \$49  = lane[0] ? 2'h3 : 2'h2;
-  assign \$50  = lane[1] ? \$49  : 2'h1;
-  assign c4_0_lead = lane[2] ? \$50  : 2'h0;
-  assign \$51  = c4_0_lead > fmt[4:2];
-  assign \$52  = \$51  ? fmt[4:2] : { 1'h0, c4_0_lead };
-  assign \$53  = \$52 [1:0] < fmt[4:2];
-  assign \$54  = \$52 [1:0] + \$53 ;
-  assign \$55  = lane[2:0] << \$54 [1:0];
-  assign \$56  = ! \$52 [1:0];
-  assign \$57  = \$52 [1:0] == 1'h1;
-  assign \$58  = - $signed(lane[3:0]);
-  assign \$59  = lane[3] ? \$58  : { 1'h0, lane[3:0] };
-  assign \$60  = \$52 [1:0] - 2'h2;
-  assign \$61  = ~ lane[6];
-  assign \$62  = ~ lane[5];
-  assign \$63  = ~ lane[4];
-  assign \$64  = lane[4] ? 2'h3 : 2'h2;
-  assign \$65  = lane[5] ? \$64  : 2'h1;
-  assign c4_1_lead = lane[6] ? \$65  : 2'h0;
-  assign \$66  = c4_1_lead > fmt[4:2];
-  assign \$67  = \$66  ? fmt[4:2] : { 1'h0, c4_1_lead };
-  assign \$68  = \$67 [1:0] < fmt[4:2];
-  assign \$69  = \$67 [1:0] + \$68 ;
-  assign \$70  = lane[6:4] << \$69 [1:0];
-  assign \$71  = ! \$67 [1:0];
-  assign \$72  = \$67 [1:0] == 1'h1;
-  assign \$73  = - $signed(lane[7:4]);
-  assign \$74  = lane[7] ? \$73  : { 1'h0, lane[7:4] };
-  assign \$75  = \$67 [1:0] - 2'h2;
-  assign \$76  = ~ lane[10];
-  assign \$77  = ~ lane[9];
-  assign \$78  = ~ lane[8];
-  assign \$79  = lane[8] ? 2'h3 : 2'h2;
-  assign \$80  = lane[9] ? \$79  : 2'h1;
-  assign c4_2_lead = lane[10] ? \$80  : 2'h0;
-  assign \$81  = c4_2_lead > fmt[4:2];
-  assign \$82  = \$81  ? fmt[4:2] : { 1'h0, c4_2_lead };
-  assign \$83  = \$82 [1:0] < fmt[4:2];
-  assign \$84  = \$82 [1:0] + \$83 ;
-  assign \$85  = lane[10:8] << \$84 [1:0];
-  assign \$86  = ! \$82 [1:0];
-  assign \$87  = \$82 [1:0] == 1'h1;
-  assign \$88  = - $signed(lane[11:8]);
-  assign \$89  = lane[11] ? \$88  : { 1'h0, lane[11:8] };
-  assign \$90  = \$82 [1:0] - 2'h2;
-  assign \$91  = ~ lane[14];
-  assign \$92  = ~ lane[13];
-  assign \$93  = ~ lane[12];
-  assign \$94  = lane[12] ? 2'h3 : 2'h2;
-  assign \$95  = lane[13] ? \$94  : 2'h1;
-  assign c4_3_lead = lane[14] ? \$95  : 2'h0;
-  assign \$96  = c4_3_lead > fmt[4:2];
-  assign \$97  = \$96  ? fmt[4:2] : { 1'h0, c4_3_lead };
-  assign \$98  = \$97 [1:0] < fmt[4:2];
-  assign \$99  = \$97 [1:0] + \$98 ;
-  assign \$100  = lane[14:12] << \$99 [1:0];
-  assign \$101  = ! \$97 [1:0];
-  assign \$102  = \$97 [1:0] == 1'h1;
-  assign \$103  = - $signed(lane[15:12]);
-  assign \$104  = lane[15] ? \$103  : { 1'h0, lane[15:12] };
-  assign \$105  = \$97 [1:0] - 2'h2;
+  assign \$20  = - $signed(lane[7:0]);
+  assign \$21  = lane[7] ? \$20  : { 1'h0, lane[7:0] };
+  assign \$22  = c8_0_k[0] | \$18 [6];
+  assign \$23  = ~ c8_0_k[0];
+  assign \$24  = c8_0_k - 1'h1;
+  assign \$26  = ~ lane[14];
+  assign \$27  = ~ lane[13];
+  assign \$28  = ~ lane[12];
+  assign \$29  = ~ lane[11];
+  assign \$30  = ~ lane[10];
+  assign \$31  = ~ lane[9];
+  assign \$32  = ~ lane[8];
+  assign \$33  = lane[8] ? 3'h7 : 3'h6;
+  assign \$34  = lane[9] ? \$33  : 3'h5;
+  assign \$35  = lane[10] ? \$34  : 3'h4;
+  assign \$36  = lane[11] ? \$35  : 3'h3;
+  assign \$37  = lane[12] ? \$36  : 3'h2;
+  assign \$38  = lane[13] ? \$37  : 3'h1;
+  assign c8_1_lead = lane[14] ? \$38  : 3'h0;
+  assign c8_1_below = c8_1_lead < fmt[4:2];
+  assign c8_1_k = c8_1_below ? c8_1_lead : fmt[4:2];
+  assign \$39  = c8_1_lead + 1'h1;
+  assign \$40  = c8_1_below ? \$39  : { 1'h0, fmt[4:2] };
+  assign \$41  = \$40  - c8_1_k[0];
+  assign \$42  = lane[14:8] << \$41 [2:0];
+  assign \$43  = ! c8_1_k;
+  assign \$44  = - $signed(lane[15:8]);
+  assign \$45  = lane[15] ? \$44  : { 1'h0, lane[15:8] };
+  assign \$46  = c8_1_k[0] | \$42 [6];
+  assign \$47  = ~ c8_1_k[0];
+  assign \$48  = c8_1_k - 1'h1;
+  assign \$50  = ~ lane[2];
+  assign \$51  = ~ lane[1];
+  assign \$52  = ~ lane[0];
+  assign \$53  = lane[0] ? 2'h3 : 2'h2;
+  assign \$54  = lane[1] ? \$53  : 2'h1;
+  assign c4_0_lead = lane[2] ? \$54  : 2'h0;
+  assign c4_0_below = c4_0_lead < fmt[4:2];
+  assign \$55  = c4_0_below ? { 1'h0, c4_0_lead } : fmt[4:2];
+  assign \$56  = c4_0_lead + 1'h1;
+  assign \$57  = c4_0_below ? \$56  : fmt[4:2];
+  assign \$58  = \$57  - \$55 [0];
+  assign \$59  = lane[2:0] << \$58 [1:0];
+  assign \$60  = ! \$55 [1:0];
+  assign \$61  = - $signed(lane[3:0]);
+  assign \$62  = lane[3] ? \$61  : { 1'h0, lane[3:0] };
+  assign \$63  = \$55 [0] | \$59 [2];
+  assign \$64  = ~ \$55 [0];
+  assign \$65  = \$55 [1:0] - 1'h1;
+  assign \$67  = ~ lane[6];
+  assign \$68  = ~ lane[5];
+  assign \$69  = ~ lane[4];
+  assign \$70  = lane[4] ? 2'h3 : 2'h2;
+  assign \$71  = lane[5] ? \$70  : 2'h1;
+  assign c4_1_lead = lane[6] ? \$71  : 2'h0;
+  assign c4_1_below = c4_1_lead < fmt[4:2];
+  assign \$72  = c4_1_below ? { 1'h0, c4_1_lead } : fmt[4:2];
+  assign \$73  = c4_1_lead + 1'h1;
+  assign \$74  = c4_1_below ? \$73  : fmt[4:2];
+  assign \$75  = \$74  - \$72 [0];
+  assign \$76  = lane[6:4] << \$75 [1:0];
+  assign \$77  = ! \$72 [1:0];
+  assign \$78  = - $signed(lane[7:4]);
+  assign \$79  = lane[7] ? \$78  : { 1'h0, lane[7:4] };
+  assign \$80  = \$72 [0] | \$76 [2];
+  assign \$81  = ~ \$72 [0];
+  assign \$82  = \$72 [1:0] - 1'h1;
+  assign \$84  = ~ lane[10];
+  assign \$85  = ~ lane[9];
+  assign \$86  = ~ lane[8];
+  assign \$87  = lane[8] ? 2'h3 : 2'h2;
+  assign \$88  = lane[9] ? \$87  : 2'h1;
+  assign c4_2_lead = lane[10] ? \$88  : 2'h0;
+  assign c4_2_below = c4_2_lead < fmt[4:2];
+  assign \$89  = c4_2_below ? { 1'h0, c4_2_lead } : fmt[4:2];
+  assign \$90  = c4_2_lead + 1'h1;
+  assign \$91  = c4_2_below ? \$90  : fmt[4:2];
+  assign \$92  = \$91  - \$89 [0];
+  assign \$93  = lane[10:8] << \$92 [1:0];
+  assign \$94  = ! \$89 [1:0];
+  assign \$95  = - $signed(lane[11:8]);
+  assign \$96  = lane[11] ? \$95  : { 1'h0, lane[11:8] };
+  assign \$97  = \$89 [0] | \$93 [2];
+  assign \$98  = ~ \$89 [0];
+  assign \$99  = \$89 [1:0] - 1'h1;
+  assign \$101  = ~ lane[14];
+  assign \$102  = ~ lane[13];
+  assign \$103  = ~ lane[12];
+  assign \$104  = lane[12] ? 2'h3 : 2'h2;
+  assign \$105  = lane[13] ? \$104  : 2'h1;
+  assign c4_3_lead = lane[14] ? \$105  : 2'h0;
+  assign c4_3_below = c4_3_lead < fmt[4:2];
+  assign \$106  = c4_3_below ? { 1'h0, c4_3_lead } : fmt[4:2];
+  assign \$107  = c4_3_lead + 1'h1;
+  assign \$108  = c4_3_below ? \$107  : fmt[4:2];
+  assign \$109  = \$108  - \$106 [0];
+  assign \$110  = lane[14:12] << \$109 [1:0];
+  assign \$111  = ! \$106 [1:0];
+  assign \$112  = - $signed(lane[15:12]);
+  assign \$113  = lane[15] ? \$112  : { 1'h0, lane[15:12] };
+  assign \$114  = \$106 [0] | \$110 [2];
+  assign \$115  = ~ \$106 [0];
+  assign \$116  = \$106 [1:0] - 1'h1;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_0_sig = \$22 [7:0];
+      c8_0_sig = \$21 [7:0];
     end else if (\$19 ) begin
       c8_0_sig = { 1'h0, lane[6:0] };
-    end else if (\$20 ) begin
-      c8_0_sig = { 2'h1, \$18 [6:1] };
     end else begin
-      c8_0_sig = { 1'h1, \$18 [6:0] };
+      c8_0_sig = { \$23 , \$22 , \$18 [5:0] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    c8_0_sh = 3'h0;
+    c8_0_sh = 2'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
     end else if (\$19 ) begin
-    end else if (\$20 ) begin
     end else begin
-      c8_0_sh = \$23 [2:0];
+      c8_0_sh = \$25 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_1_sig = \$44 [7:0];
-    end else if (\$41 ) begin
+      c8_1_sig = \$45 [7:0];
+    end else if (\$43 ) begin
       c8_1_sig = { 1'h0, lane[14:8] };
-    end else if (\$42 ) begin
-      c8_1_sig = { 2'h1, \$40 [6:1] };
     end else begin
-      c8_1_sig = { 1'h1, \$40 [6:0] };
+      c8_1_sig = { \$47 , \$46 , \$42 [5:0] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    c8_1_sh = 3'h0;
+    c8_1_sh = 2'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$41 ) begin
-    end else if (\$42 ) begin
+    end else if (\$43 ) begin
     end else begin
-      c8_1_sh = \$45 [2:0];
+      c8_1_sh = \$49 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_0_sig = \$59 [3:0];
-    end else if (\$56 ) begin
+      c4_0_sig = \$62 [3:0];
+    end else if (\$60 ) begin
       c4_0_sig = { 1'h0, lane[2:0] };
-    end else if (\$57 ) begin
-      c4_0_sig = { 2'h1, \$55 [2:1] };
     end else begin
-      c4_0_sig = { 1'h1, \$55 [2:0] };
+      c4_0_sig = { \$64 , \$63 , \$59 [1:0] };
     end
   end
   always @* begin
@@ -3993,23 +4069,20 @@ module \top.front.dec_a3 (wide, mode, fmt, dec, lane);
     c4_0_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$56 ) begin
-    end else if (\$57 ) begin
+    end else if (\$60 ) begin
     end else begin
-      c4_0_sh = \$60 [0];
+      c4_0_sh = \$66 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_1_sig = \$74 [3:0];
-    end else if (\$71 ) begin
+      c4_1_sig = \$79 [3:0];
+    end else if (\$77 ) begin
       c4_1_sig = { 1'h0, lane[6:4] };
-    end else if (\$72 ) begin
-      c4_1_sig = { 2'h1, \$70 [2:1] };
     end else begin
-      c4_1_sig = { 1'h1, \$70 [2:0] };
+      c4_1_sig = { \$81 , \$80 , \$76 [1:0] };
     end
   end
   always @* begin
@@ -4017,23 +4090,20 @@ module \top.front.dec_a3 (wide, mode, fmt, dec, lane);
     c4_1_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$71 ) begin
-    end else if (\$72 ) begin
+    end else if (\$77 ) begin
     end else begin
-      c4_1_sh = \$75 [0];
+      c4_1_sh = \$83 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_2_sig = \$89 [3:0];
-    end else if (\$86 ) begin
+      c4_2_sig = \$96 [3:0];
+    end else if (\$94 ) begin
       c4_2_sig = { 1'h0, lane[10:8] };
-    end else if (\$87 ) begin
-      c4_2_sig = { 2'h1, \$85 [2:1] };
     end else begin
-      c4_2_sig = { 1'h1, \$85 [2:0] };
+      c4_2_sig = { \$98 , \$97 , \$93 [1:0] };
     end
   end
   always @* begin
@@ -4041,23 +4111,20 @@ module \top.front.dec_a3 (wide, mode, fmt, dec, lane);
     c4_2_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$86 ) begin
-    end else if (\$87 ) begin
+    end else if (\$94 ) begin
     end else begin
-      c4_2_sh = \$90 [0];
+      c4_2_sh = \$100 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_3_sig = \$104 [3:0];
-    end else if (\$101 ) begin
+      c4_3_sig = \$113 [3:0];
+    end else if (\$111 ) begin
       c4_3_sig = { 1'h0, lane[14:12] };
-    end else if (\$102 ) begin
-      c4_3_sig = { 2'h1, \$100 [2:1] };
     end else begin
-      c4_3_sig = { 1'h1, \$100 [2:0] };
+      c4_3_sig = { \$115 , \$114 , \$110 [1:0] };
     end
   end
   always @* begin
@@ -4065,10 +4132,9 @@ module \top.front.dec_a3 (wide, mode, fmt, dec, lane);
     c4_3_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$101 ) begin
-    end else if (\$102 ) begin
+    end else if (\$111 ) begin
     end else begin
-      c4_3_sh = \$105 [0];
+      c4_3_sh = \$117 [0];
     end
   end
   always @* begin
@@ -4082,13 +4148,13 @@ module \top.front.dec_a3 (wide, mode, fmt, dec, lane);
           dec[11:8] = c8_0_sig[3:0];
           dec[15:12] = c8_0_sig[7:4];
           dec[16] = lane[7];
-          dec[19:17] = c8_0_sh;
+          dec[18:17] = c8_0_sh;
+          dec[19] = 1'h0;
           dec[20] = 1'h0;
           dec[21] = 1'h0;
-          dec[22] = 1'h0;
-          dec[25:23] = 3'h0;
-          dec[26] = 1'h0;
-          dec[27] = 1'h0;
+          dec[23:22] = 2'h0;
+          dec[24] = 1'h0;
+          dec[25] = 1'h0;
         end
       2'h2:
         begin
@@ -4097,13 +4163,13 @@ module \top.front.dec_a3 (wide, mode, fmt, dec, lane);
           dec[11:8] = c8_1_sig[3:0];
           dec[15:12] = c8_1_sig[7:4];
           dec[16] = lane[7];
-          dec[19:17] = c8_0_sh;
+          dec[18:17] = c8_0_sh;
+          dec[19] = 1'h0;
           dec[20] = 1'h0;
-          dec[21] = 1'h0;
-          dec[22] = lane[15];
-          dec[25:23] = c8_1_sh;
-          dec[26] = 1'h0;
-          dec[27] = 1'h0;
+          dec[21] = lane[15];
+          dec[23:22] = c8_1_sh;
+          dec[24] = 1'h0;
+          dec[25] = 1'h0;
         end
       2'h1:
         begin
@@ -4112,13 +4178,13 @@ module \top.front.dec_a3 (wide, mode, fmt, dec, lane);
           dec[11:8] = c4_1_sig;
           dec[15:12] = c4_1_sig;
           dec[16] = lane[3];
-          dec[19:17] = { 2'h0, c4_0_sh };
+          dec[18:17] = { 1'h0, c4_0_sh };
+          dec[19] = 1'h0;
           dec[20] = 1'h0;
-          dec[21] = 1'h0;
-          dec[22] = lane[7];
-          dec[25:23] = { 2'h0, c4_1_sh };
-          dec[26] = 1'h0;
-          dec[27] = 1'h0;
+          dec[21] = lane[7];
+          dec[23:22] = { 1'h0, c4_1_sh };
+          dec[24] = 1'h0;
+          dec[25] = 1'h0;
         end
       2'h0:
         begin
@@ -4127,37 +4193,37 @@ module \top.front.dec_a3 (wide, mode, fmt, dec, lane);
           dec[11:8] = c4_2_sig;
           dec[15:12] = c4_3_sig;
           dec[16] = lane[3];
-          dec[19:17] = { 2'h0, c4_0_sh };
-          dec[20] = lane[7];
-          dec[21] = c4_1_sh;
-          dec[22] = lane[11];
-          dec[25:23] = { 2'h0, c4_2_sh };
-          dec[26] = lane[15];
-          dec[27] = c4_3_sh;
+          dec[18:17] = { 1'h0, c4_0_sh };
+          dec[19] = lane[7];
+          dec[20] = c4_1_sh;
+          dec[21] = lane[11];
+          dec[23:22] = { 1'h0, c4_2_sh };
+          dec[24] = lane[15];
+          dec[25] = c4_3_sh;
         end
     endcase
   end
   assign c8_0_j = \$17 [2:0];
   assign c8_0_rest = \$18 [6:0];
   assign c8_0_neg = lane[7];
-  assign c8_1_j = \$39 [2:0];
-  assign c8_1_rest = \$40 [6:0];
+  assign c8_1_j = \$41 [2:0];
+  assign c8_1_rest = \$42 [6:0];
   assign c8_1_neg = lane[15];
-  assign c4_0_k = \$52 [1:0];
-  assign c4_0_j = \$54 [1:0];
-  assign c4_0_rest = \$55 [2:0];
+  assign c4_0_k = \$55 [1:0];
+  assign c4_0_j = \$58 [1:0];
+  assign c4_0_rest = \$59 [2:0];
   assign c4_0_neg = lane[3];
-  assign c4_1_k = \$67 [1:0];
-  assign c4_1_j = \$69 [1:0];
-  assign c4_1_rest = \$70 [2:0];
+  assign c4_1_k = \$72 [1:0];
+  assign c4_1_j = \$75 [1:0];
+  assign c4_1_rest = \$76 [2:0];
   assign c4_1_neg = lane[7];
-  assign c4_2_k = \$82 [1:0];
-  assign c4_2_j = \$84 [1:0];
-  assign c4_2_rest = \$85 [2:0];
+  assign c4_2_k = \$89 [1:0];
+  assign c4_2_j = \$92 [1:0];
+  assign c4_2_rest = \$93 [2:0];
   assign c4_2_neg = lane[11];
-  assign c4_3_k = \$97 [1:0];
-  assign c4_3_j = \$99 [1:0];
-  assign c4_3_rest = \$100 [2:0];
+  assign c4_3_k = \$106 [1:0];
+  assign c4_3_j = \$109 [1:0];
+  assign c4_3_rest = \$110 [2:0];
   assign c4_3_neg = lane[15];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
@@ -4169,13 +4235,19 @@ module \top.front.dec_a3 (wide, mode, fmt, dec, lane);
   assign \dec.x2  = dec[11:8];
   assign \dec.x3  = dec[15:12];
   assign \dec.neg0  = dec[16];
-  assign \dec.sh0  = dec[19:17];
-  assign \dec.neg1  = dec[20];
-  assign \dec.sh1  = dec[21];
-  assign \dec.neg2  = dec[22];
-  assign \dec.sh2  = dec[25:23];
-  assign \dec.neg3  = dec[26];
-  assign \dec.sh3  = dec[27];
+  assign \dec.sh0  = dec[18:17];
+  assign \dec.neg1  = dec[19];
+  assign \dec.sh1  = dec[20];
+  assign \dec.neg2  = dec[21];
+  assign \dec.sh2  = dec[23:22];
+  assign \dec.neg3  = dec[24];
+  assign \dec.sh3  = dec[25];
+  assign \$25  = { \$24 [3], \$24 [3:1] };
+  assign \$49  = { \$48 [3], \$48 [3:1] };
+  assign \$66  = { \$65 [2], \$65 [2:1] };
+  assign \$83  = { \$82 [2], \$82 [2:1] };
+  assign \$100  = { \$99 [2], \$99 [2:1] };
+  assign \$117  = { \$116 [2], \$116 [2:1] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -4183,109 +4255,122 @@ module \top.front.dec_b0 (wide, mode, fmt, dec, lane);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire [2:0] \$10 ;
-  wire [5:0] \$100 ;
+  wire [2:0] \$100 ;
   wire \$101 ;
   wire \$102 ;
-  wire [4:0] \$103 ;
-  wire [4:0] \$104 ;
-  wire [2:0] \$105 ;
+  wire \$103 ;
+  wire [1:0] \$104 ;
+  wire [1:0] \$105 ;
+  wire [2:0] \$106 ;
+  wire [2:0] \$107 ;
+  wire [2:0] \$108 ;
+  wire [3:0] \$109 ;
   wire [2:0] \$11 ;
+  wire [5:0] \$110 ;
+  wire \$111 ;
+  wire [4:0] \$112 ;
+  wire [4:0] \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire [2:0] \$116 ;
+  wire [2:0] \$117 ;
   wire [2:0] \$12 ;
   wire [2:0] \$13 ;
   wire [2:0] \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire [3:0] \$17 ;
+  wire [3:0] \$15 ;
+  wire [3:0] \$16 ;
+  wire [4:0] \$17 ;
   wire [13:0] \$18 ;
   wire \$19 ;
   wire \$2 ;
-  wire \$20 ;
+  wire [8:0] \$20 ;
   wire [8:0] \$21 ;
-  wire [8:0] \$22 ;
-  wire [3:0] \$23 ;
-  wire \$24 ;
-  wire \$25 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire [3:0] \$24 ;
+  wire [3:0] \$25 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [2:0] \$32 ;
+  wire \$31 ;
+  wire \$32 ;
   wire [2:0] \$33 ;
   wire [2:0] \$34 ;
   wire [2:0] \$35 ;
   wire [2:0] \$36 ;
-  wire \$37 ;
-  wire \$38 ;
+  wire [2:0] \$37 ;
+  wire [2:0] \$38 ;
   wire [3:0] \$39 ;
   wire \$4 ;
-  wire [13:0] \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [8:0] \$43 ;
+  wire [3:0] \$40 ;
+  wire [4:0] \$41 ;
+  wire [13:0] \$42 ;
+  wire \$43 ;
   wire [8:0] \$44 ;
-  wire [3:0] \$45 ;
+  wire [8:0] \$45 ;
   wire \$46 ;
   wire \$47 ;
-  wire \$48 ;
-  wire [1:0] \$49 ;
+  wire [3:0] \$48 ;
+  wire [3:0] \$49 ;
   wire \$5 ;
-  wire [1:0] \$50 ;
+  wire \$50 ;
   wire \$51 ;
-  wire [2:0] \$52 ;
-  wire \$53 ;
-  wire [2:0] \$54 ;
-  wire [5:0] \$55 ;
-  wire \$56 ;
-  wire \$57 ;
-  wire [4:0] \$58 ;
-  wire [4:0] \$59 ;
+  wire \$52 ;
+  wire [1:0] \$53 ;
+  wire [1:0] \$54 ;
+  wire [2:0] \$55 ;
+  wire [2:0] \$56 ;
+  wire [2:0] \$57 ;
+  wire [3:0] \$58 ;
+  wire [5:0] \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
-  wire \$61 ;
-  wire \$62 ;
+  wire \$60 ;
+  wire [4:0] \$61 ;
+  wire [4:0] \$62 ;
   wire \$63 ;
-  wire [1:0] \$64 ;
-  wire [1:0] \$65 ;
-  wire \$66 ;
-  wire [2:0] \$67 ;
+  wire \$64 ;
+  wire [2:0] \$65 ;
+  wire [2:0] \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire [2:0] \$69 ;
+  wire \$69 ;
   wire \$7 ;
-  wire [5:0] \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [4:0] \$73 ;
-  wire [4:0] \$74 ;
-  wire [2:0] \$75 ;
-  wire \$76 ;
+  wire [1:0] \$70 ;
+  wire [1:0] \$71 ;
+  wire [2:0] \$72 ;
+  wire [2:0] \$73 ;
+  wire [2:0] \$74 ;
+  wire [3:0] \$75 ;
+  wire [5:0] \$76 ;
   wire \$77 ;
-  wire \$78 ;
-  wire [1:0] \$79 ;
+  wire [4:0] \$78 ;
+  wire [4:0] \$79 ;
   wire \$8 ;
-  wire [1:0] \$80 ;
+  wire \$80 ;
   wire \$81 ;
   wire [2:0] \$82 ;
-  wire \$83 ;
-  wire [2:0] \$84 ;
-  wire [5:0] \$85 ;
+  wire [2:0] \$83 ;
+  wire \$84 ;
+  wire \$85 ;
   wire \$86 ;
-  wire \$87 ;
-  wire [4:0] \$88 ;
-  wire [4:0] \$89 ;
+  wire [1:0] \$87 ;
+  wire [1:0] \$88 ;
+  wire [2:0] \$89 ;
   wire [2:0] \$9 ;
   wire [2:0] \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire [1:0] \$94 ;
-  wire [1:0] \$95 ;
-  wire \$96 ;
-  wire [2:0] \$97 ;
+  wire [2:0] \$91 ;
+  wire [3:0] \$92 ;
+  wire [5:0] \$93 ;
+  wire \$94 ;
+  wire [4:0] \$95 ;
+  wire [4:0] \$96 ;
+  wire \$97 ;
   wire \$98 ;
   wire [2:0] \$99 ;
+  wire c4_0_below;
   wire [1:0] c4_0_j;
   wire [1:0] c4_0_k;
   wire [1:0] c4_0_lead;
@@ -4293,6 +4378,7 @@ module \top.front.dec_b0 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_0_rest;
   reg c4_0_sh;
   reg [3:0] c4_0_sig;
+  wire c4_1_below;
   wire [1:0] c4_1_j;
   wire [1:0] c4_1_k;
   wire [1:0] c4_1_lead;
@@ -4300,6 +4386,7 @@ module \top.front.dec_b0 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_1_rest;
   reg c4_1_sh;
   reg [3:0] c4_1_sig;
+  wire c4_2_below;
   wire [1:0] c4_2_j;
   wire [1:0] c4_2_k;
   wire [1:0] c4_2_lead;
@@ -4307,6 +4394,7 @@ module \top.front.dec_b0 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_2_rest;
   reg c4_2_sh;
   reg [3:0] c4_2_sig;
+  wire c4_3_below;
   wire [1:0] c4_3_j;
   wire [1:0] c4_3_k;
   wire [1:0] c4_3_lead;
@@ -4314,29 +4402,31 @@ module \top.front.dec_b0 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_3_rest;
   reg c4_3_sh;
   reg [3:0] c4_3_sig;
+  wire c8_0_below;
   wire [2:0] c8_0_j;
   wire [2:0] c8_0_k;
   wire [2:0] c8_0_lead;
   wire c8_0_neg;
   wire [6:0] c8_0_rest;
-  reg [2:0] c8_0_sh;
+  reg [1:0] c8_0_sh;
   reg [7:0] c8_0_sig;
+  wire c8_1_below;
   wire [2:0] c8_1_j;
   wire [2:0] c8_1_k;
   wire [2:0] c8_1_lead;
   wire c8_1_neg;
   wire [6:0] c8_1_rest;
-  reg [2:0] c8_1_sh;
+  reg [1:0] c8_1_sh;
   reg [7:0] c8_1_sig;
-  output [27:0] dec;
-  reg [27:0] dec;
+  output [25:0] dec;
+  reg [25:0] dec;
   wire \dec.neg0 ;
   wire \dec.neg1 ;
   wire \dec.neg2 ;
   wire \dec.neg3 ;
-  wire [2:0] \dec.sh0 ;
+  wire [1:0] \dec.sh0 ;
   wire \dec.sh1 ;
-  wire [2:0] \dec.sh2 ;
+  wire [1:0] \dec.sh2 ;
   wire \dec.sh3 ;
   wire [3:0] \dec.x0 ;
   wire [3:0] \dec.x1 ;
@@ -4371,163 +4461,167 @@ module \top.front.dec_b0 (wide, mode, fmt, dec, lane);
   assign \$13  = lane[4] ? \$12  : 3'h2;
   assign \$14  = lane[5] ? \$13  : 3'h1;
   assign c8_0_lead = lane[6] ? \$14  : 3'h0;
-  assign \$15  = c8_0_lead > fmt[4:2];
-  assign c8_0_k = \$15  ? fmt[4:2] : c8_0_lead;
-  assign \$16  = c8_0_k < fmt[4:2];
-  assign \$17  = c8_0_k + \$16 ;
+  assign c8_0_below = c8_0_lead < fmt[4:2];
+  assign c8_0_k = c8_0_below ? c8_0_lead : fmt[4:2];
+  assign \$15  = c8_0_lead + 1'h1;
+  assign \$16  = c8_0_below ? \$15  : { 1'h0, fmt[4:2] };
+  assign \$17  = \$16  - c8_0_k[0];
   assign \$18  = lane[6:0] << \$17 [2:0];
   assign \$19  = ! c8_0_k;
-  assign \$20  = c8_0_k == 1'h1;
-  assign \$21  = - $signed(lane[7:0]);
-  assign \$22  = lane[7] ? \$21  : { 1'h0, lane[7:0] };
-  assign \$23  = c8_0_k - 2'h2;
-  assign \$24  = ~ lane[14];
-  assign \$25  = ~ lane[13];
-  assign \$26  = ~ lane[12];
-  assign \$27  = ~ lane[11];
-  assign \$28  = ~ lane[10];
-  assign \$29  = ~ lane[9];
-  assign \$30  = ~ lane[8];
-  assign \$31  = lane[8] ? 3'h7 : 3'h6;
-  assign \$32  = lane[9] ? \$31  : 3'h5;
-  assign \$33  = lane[10] ? \$32  : 3'h4;
-  assign \$34  = lane[11] ? \$33  : 3'h3;
-  assign \$35  = lane[12] ? \$34  : 3'h2;
-  assign \$36  = lane[13] ? \$35  : 3'h1;
-  assign c8_1_lead = lane[14] ? \$36  : 3'h0;
-  assign \$37  = c8_1_lead > fmt[4:2];
-  assign c8_1_k = \$37  ? fmt[4:2] : c8_1_lead;
-  assign \$38  = c8_1_k < fmt[4:2];
-  assign \$39  = c8_1_k + \$38 ;
-  assign \$40  = lane[14:8] << \$39 [2:0];
-  assign \$41  = ! c8_1_k;
-  assign \$42  = c8_1_k == 1'h1;
-  assign \$43  = - $signed(lane[15:8]);
-  assign \$44  = lane[15] ? \$43  : { 1'h0, lane[15:8] };
-  assign \$45  = c8_1_k - 2'h2;
-  assign \$46  = ~ lane[2];
-  assign \$47  = ~ lane[1];
-  assign \$48  = ~ lane[0];
-  assign \$49  = lane[0] ? 2'h3 : 2'h2;
-  assign \$50  = lane[1] ? \$49  : 2'h1;
-  assign c4_0_lead = lane[2] ? \$50  : 2'h0;
-  assign \$51  = c4_0_lead > fmt[4:2];
-  assign \$52  = \$51  ? fmt[4:2] : { 1'h0, c4_0_lead };
-  assign \$53  = \$52 [1:0] < fmt[4:2];
-  assign \$54  = \$52 [1:0] + \$53 ;
-  assign \$55  = lane[2:0] << \$54 [1:0];
-  assign \$56  = ! \$52 [1:0];
-  assign \$57  = \$52 [1:0] == 1'h1;
-  assign \$58  = - $signed(lane[3:0]);
-  assign \$59  = lane[3] ? \$58  : { 1'h0, lane[3:0] };
-  assign \$60  = \$52 [1:0] - 2'h2;
-  assign \$61  = ~ lane[6];
-  assign \$62  = ~ lane[5];
-  assign \$63  = ~ lane[4];
-  assign \$64  = lane[4] ? 2'h3 : 2'h2;
-  assign \$65  = lane[5] ? \$64  : 2'h1;
-  assign c4_1_lead = lane[6] ? \$65  : 2'h0;
-  assign \$66  = c4_1_lead > fmt[4:2];
-  assign \$67  = \$66  ? fmt[4:2] : { 1'h0, c4_1_lead };
-  assign \$68  = \$67 [1:0] < fmt[4:2];
-  assign \$69  = \$67 [1:0] + \$68 ;
-  assign \$70  = lane[6:4] << \$69 [1:0];
-  assign \$71  = ! \$67 [1:0];
-  assign \$72  = \$67 [1:0] == 1'h1;
-  assign \$73  = - $signed(lane[7:4]);
-  assign \$74  = lane[7] ? \$73  : { 1'h0, lane[7:4] };
-  assign \$75  = \$67 [1:0] - 2'h2;
-  assign \$76  = ~ lane[10];
-  assign \$77  = ~ lane[9];
-  assign \$78  = ~ lane[8];
-  assign \$79  = lane[8] ? 2'h3 : 2'h2;
-  assign \$80  = lane[9] ? \$79  : 2'h1;
-  assign c4_2_lead = lane[10] ? \$80  : 2'h0;
-  assign \$81  = c4_2_lead > fmt[4:2];
-  assign \$82  = \$81  ? fmt[4:2] : { 1'h0, c4_2_lead };
-  assign \$83  = \$82 [1:0] < fmt[4:2];
-  assign \$84  = \$82 [1:0] + \$83 ;
-  assign \$85  = lane[10:8] << \$84 [1:0];
-  assign \$86  = ! \$82 [1:0];
-  assign \$87  = \$82 [1:0] == 1'h1;
-  assign \$88  = - $signed(lane[11:8]);
-  assign \$89  = lane[11] ? \$88  : { 1'h0, lane[11:8] };
-  assign \$90  = \$82 [1:0] - 2'h2;
-  assign \$91  = ~ lane[14];
-  assign \$92  = ~ lane[13];
-  assign \$93  = ~ lane[12];
-  assign \$94  = lane[12] ? 2'h3 : 2'h2;
-  assign \$95  = lane[13] ? \$94  : 2'h1;
-  assign c4_3_lead = lane[14] ? \$95  : 2'h0;
-  assign \$96  = c4_3_lead > fmt[4:2];
-  assign \$97  = \$96  ? fmt[4:2] : { 1'h0, c4_3_lead };
-  assign \$98  = \$97 [1:0] < fmt[4:2];
-  assign \$99  = \$97 [1:0] + \$98 ;
-  assign \$100  = lane[14:12] << \$99 [1:0];
-  assign \$101  = ! \$97 [1:0];
-  assign \$102  = \$97 [1:0] == 1'h1;
-  assign \$103  = - $signed(lane[15:12]);
-  assign \$104  = lane[15] ? \$103  : { 1'h0, lane[15:12] };
-  assign \$105  = \$97 [1:0] - 2'h2;
+  assign \$20  = - $signed(lane[7:0]);
+  assign \$21  = lane[7] ? \$20  : { 1'h0, lane[7:0] };
+  assign \$22  = c8_0_k[0] | \$18 [6];
+  assign \$23  = ~ c8_0_k[0];
+  assign \$24  = c8_0_k - 1'h1;
+  assign \$26  = ~ lane[14];
+  assign \$27  = ~ lane[13];
+  assign \$28  = ~ lane[12];
+  assign \$29  = ~ lane[11];
+  assign \$30  = ~ lane[10];
+  assign \$31  = ~ lane[9];
+  assign \$32  = ~ lane[8];
+  assign \$33  = lane[8] ? 3'h7 : 3'h6;
+  assign \$34  = lane[9] ? \$33  : 3'h5;
+  assign \$35  = lane[10] ? \$34  : 3'h4;
+  assign \$36  = lane[11] ? \$35  : 3'h3;
+  assign \$37  = lane[12] ? \$36  : 3'h2;
+  assign \$38  = lane[13] ? \$37  : 3'h1;
+  assign c8_1_lead = lane[14] ? \$38  : 3'h0;
+  assign c8_1_below = c8_1_lead < fmt[4:2];
+  assign c8_1_k = c8_1_below ? c8_1_lead : fmt[4:2];
+  assign \$39  = c8_1_lead + 1'h1;
+  assign \$40  = c8_1_below ? \$39  : { 1'h0, fmt[4:2] };
+  assign \$41  = \$40  - c8_1_k[0];
+  assign \$42  = lane[14:8] << \$41 [2:0];
+  assign \$43  = ! c8_1_k;
+  assign \$44  = - $signed(lane[15:8]);
+  assign \$45  = lane[15] ? \$44  : { 1'h0, lane[15:8] };
+  assign \$46  = c8_1_k[0] | \$42 [6];
+  assign \$47  = ~ c8_1_k[0];
+  assign \$48  = c8_1_k - 1'h1;
+  assign \$50  = ~ lane[2];
+  assign \$51  = ~ lane[1];
+  assign \$52  = ~ lane[0];
+  assign \$53  = lane[0] ? 2'h3 : 2'h2;
+  assign \$54  = lane[1] ? \$53  : 2'h1;
+  assign c4_0_lead = lane[2] ? \$54  : 2'h0;
+  assign c4_0_below = c4_0_lead < fmt[4:2];
+  assign \$55  = c4_0_below ? { 1'h0, c4_0_lead } : fmt[4:2];
+  assign \$56  = c4_0_lead + 1'h1;
+  assign \$57  = c4_0_below ? \$56  : fmt[4:2];
+  assign \$58  = \$57  - \$55 [0];
+  assign \$59  = lane[2:0] << \$58 [1:0];
+  assign \$60  = ! \$55 [1:0];
+  assign \$61  = - $signed(lane[3:0]);
+  assign \$62  = lane[3] ? \$61  : { 1'h0, lane[3:0] };
+  assign \$63  = \$55 [0] | \$59 [2];
+  assign \$64  = ~ \$55 [0];
+  assign \$65  = \$55 [1:0] - 1'h1;
+  assign \$67  = ~ lane[6];
+  assign \$68  = ~ lane[5];
+  assign \$69  = ~ lane[4];
+  assign \$70  = lane[4] ? 2'h3 : 2'h2;
+  assign \$71  = lane[5] ? \$70  : 2'h1;
+  assign c4_1_lead = lane[6] ? \$71  : 2'h0;
+  assign c4_1_below = c4_1_lead < fmt[4:2];
+  assign \$72  = c4_1_below ? { 1'h0, c4_1_lead } : fmt[4:2];
+  assign \$73  = c4_1_lead + 1'h1;
+  assign \$74  = c4_1_below ? \$73  : fmt[4:2];
+  assign \$75  = \$74  - \$72 [0];
+  assign \$76  = lane[6:4] << \$75 [1:0];
+  assign \$77  = ! \$72 [1:0];
+  assign \$78  = - $signed(lane[7:4]);
+  assign \$79  = lane[7] ? \$78  : { 1'h0, lane[7:4] };
+  assign \$80  = \$72 [0] | \$76 [2];
+  assign \$81  = ~ \$72 [0];
+  assign \$82  = \$72 [1:0] - 1'h1;
+  assign \$84  = ~ lane[10];
+  assign \$85  = ~ lane[9];
+  assign \$86  = ~ lane[8];
+  assign \$87  = lane[8] ? 2'h3 : 2'h2;
+  assign \$88  = lane[9] ? \$87  : 2'h1;
+  assign c4_2_lead = lane[10] ? \$88  : 2'h0;
+  assign c4_2_below = c4_2_lead < fmt[4:2];
+  assign \$89  = c4_2_below ? { 1'h0, c4_2_lead } : fmt[4:2];
+  assign \$90  = c4_2_lead + 1'h1;
+  assign \$91  = c4_2_below ? \$90  : fmt[4:2];
+  assign \$92  = \$91  - \$89 [0];
+  assign \$93  = lane[10:8] << \$92 [1:0];
+  assign \$94  = ! \$89 [1:0];
+  assign \$95  = - $signed(lane[11:8]);
+  assign \$96  = lane[11] ? \$95  : { 1'h0, lane[11:8] };
+  assign \$97  = \$89 [0] | \$93 [2];
+  assign \$98  = ~ \$89 [0];
+  assign \$99  = \$89 [1:0] - 1'h1;
+  assign \$101  = ~ lane[14];
+  assign \$102  = ~ lane[13];
+  assign \$103  = ~ lane[12];
+  assign \$104  = lane[12] ? 2'h3 : 2'h2;
+  assign \$105  = lane[13] ? \$104  : 2'h1;
+  assign c4_3_lead = lane[14] ? \$105  : 2'h0;
+  assign c4_3_below = c4_3_lead < fmt[4:2];
+  assign \$106  = c4_3_below ? { 1'h0, c4_3_lead } : fmt[4:2];
+  assign \$107  = c4_3_lead + 1'h1;
+  assign \$108  = c4_3_below ? \$107  : fmt[4:2];
+  assign \$109  = \$108  - \$106 [0];
+  assign \$110  = lane[14:12] << \$109 [1:0];
+  assign \$111  = ! \$106 [1:0];
+  assign \$112  = - $signed(lane[15:12]);
+  assign \$113  = lane[15] ? \$112  : { 1'h0, lane[15:12] };
+  assign \$114  = \$106 [0] | \$110 [2];
+  assign \$115  = ~ \$106 [0];
+  assign \$116  = \$106 [1:0] - 1'h1;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_0_sig = \$22 [7:0];
+      c8_0_sig = \$21 [7:0];
     end else if (\$19 ) begin
       c8_0_sig = { 1'h0, lane[6:0] };
-    end else if (\$20 ) begin
-      c8_0_sig = { 2'h1, \$18 [6:1] };
     end else begin
-      c8_0_sig = { 1'h1, \$18 [6:0] };
+      c8_0_sig = { \$23 , \$22 , \$18 [5:0] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    c8_0_sh = 3'h0;
+    c8_0_sh = 2'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
     end else if (\$19 ) begin
-    end else if (\$20 ) begin
     end else begin
-      c8_0_sh = \$23 [2:0];
+      c8_0_sh = \$25 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_1_sig = \$44 [7:0];
-    end else if (\$41 ) begin
+      c8_1_sig = \$45 [7:0];
+    end else if (\$43 ) begin
       c8_1_sig = { 1'h0, lane[14:8] };
-    end else if (\$42 ) begin
-      c8_1_sig = { 2'h1, \$40 [6:1] };
     end else begin
-      c8_1_sig = { 1'h1, \$40 [6:0] };
+      c8_1_sig = { \$47 , \$46 , \$42 [5:0] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    c8_1_sh = 3'h0;
+    c8_1_sh = 2'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$41 ) begin
-    end else if (\$42 ) begin
+    end else if (\$43 ) begin
     end else begin
-      c8_1_sh = \$45 [2:0];
+      c8_1_sh = \$49 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_0_sig = \$59 [3:0];
-    end else if (\$56 ) begin
+      c4_0_sig = \$62 [3:0];
+    end else if (\$60 ) begin
       c4_0_sig = { 1'h0, lane[2:0] };
-    end else if (\$57 ) begin
-      c4_0_sig = { 2'h1, \$55 [2:1] };
     end else begin
-      c4_0_sig = { 1'h1, \$55 [2:0] };
+      c4_0_sig = { \$64 , \$63 , \$59 [1:0] };
     end
   end
   always @* begin
@@ -4535,23 +4629,20 @@ module \top.front.dec_b0 (wide, mode, fmt, dec, lane);
     c4_0_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$56 ) begin
-    end else if (\$57 ) begin
+    end else if (\$60 ) begin
     end else begin
-      c4_0_sh = \$60 [0];
+      c4_0_sh = \$66 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_1_sig = \$74 [3:0];
-    end else if (\$71 ) begin
+      c4_1_sig = \$79 [3:0];
+    end else if (\$77 ) begin
       c4_1_sig = { 1'h0, lane[6:4] };
-    end else if (\$72 ) begin
-      c4_1_sig = { 2'h1, \$70 [2:1] };
     end else begin
-      c4_1_sig = { 1'h1, \$70 [2:0] };
+      c4_1_sig = { \$81 , \$80 , \$76 [1:0] };
     end
   end
   always @* begin
@@ -4559,23 +4650,20 @@ module \top.front.dec_b0 (wide, mode, fmt, dec, lane);
     c4_1_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$71 ) begin
-    end else if (\$72 ) begin
+    end else if (\$77 ) begin
     end else begin
-      c4_1_sh = \$75 [0];
+      c4_1_sh = \$83 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_2_sig = \$89 [3:0];
-    end else if (\$86 ) begin
+      c4_2_sig = \$96 [3:0];
+    end else if (\$94 ) begin
       c4_2_sig = { 1'h0, lane[10:8] };
-    end else if (\$87 ) begin
-      c4_2_sig = { 2'h1, \$85 [2:1] };
     end else begin
-      c4_2_sig = { 1'h1, \$85 [2:0] };
+      c4_2_sig = { \$98 , \$97 , \$93 [1:0] };
     end
   end
   always @* begin
@@ -4583,23 +4671,20 @@ module \top.front.dec_b0 (wide, mode, fmt, dec, lane);
     c4_2_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$86 ) begin
-    end else if (\$87 ) begin
+    end else if (\$94 ) begin
     end else begin
-      c4_2_sh = \$90 [0];
+      c4_2_sh = \$100 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_3_sig = \$104 [3:0];
-    end else if (\$101 ) begin
+      c4_3_sig = \$113 [3:0];
+    end else if (\$111 ) begin
       c4_3_sig = { 1'h0, lane[14:12] };
-    end else if (\$102 ) begin
-      c4_3_sig = { 2'h1, \$100 [2:1] };
     end else begin
-      c4_3_sig = { 1'h1, \$100 [2:0] };
+      c4_3_sig = { \$115 , \$114 , \$110 [1:0] };
     end
   end
   always @* begin
@@ -4607,10 +4692,9 @@ module \top.front.dec_b0 (wide, mode, fmt, dec, lane);
     c4_3_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$101 ) begin
-    end else if (\$102 ) begin
+    end else if (\$111 ) begin
     end else begin
-      c4_3_sh = \$105 [0];
+      c4_3_sh = \$117 [0];
     end
   end
   always @* begin
@@ -4624,13 +4708,13 @@ module \top.front.dec_b0 (wide, mode, fmt, dec, lane);
           dec[11:8] = c8_0_sig[7:4];
           dec[15:12] = c8_0_sig[7:4];
           dec[16] = lane[7];
-          dec[19:17] = c8_0_sh;
+          dec[18:17] = c8_0_sh;
+          dec[19] = 1'h0;
           dec[20] = 1'h0;
           dec[21] = 1'h0;
-          dec[22] = 1'h0;
-          dec[25:23] = 3'h0;
-          dec[26] = 1'h0;
-          dec[27] = 1'h0;
+          dec[23:22] = 2'h0;
+          dec[24] = 1'h0;
+          dec[25] = 1'h0;
         end
       2'h2:
         begin
@@ -4639,13 +4723,13 @@ module \top.front.dec_b0 (wide, mode, fmt, dec, lane);
           dec[11:8] = c8_1_sig[3:0];
           dec[15:12] = c8_1_sig[7:4];
           dec[16] = lane[7];
-          dec[19:17] = c8_0_sh;
+          dec[18:17] = c8_0_sh;
+          dec[19] = 1'h0;
           dec[20] = 1'h0;
-          dec[21] = 1'h0;
-          dec[22] = lane[15];
-          dec[25:23] = c8_1_sh;
-          dec[26] = 1'h0;
-          dec[27] = 1'h0;
+          dec[21] = lane[15];
+          dec[23:22] = c8_1_sh;
+          dec[24] = 1'h0;
+          dec[25] = 1'h0;
         end
       2'h1:
         begin
@@ -4654,13 +4738,13 @@ module \top.front.dec_b0 (wide, mode, fmt, dec, lane);
           dec[11:8] = c4_1_sig;
           dec[15:12] = c4_1_sig;
           dec[16] = lane[3];
-          dec[19:17] = { 2'h0, c4_0_sh };
+          dec[18:17] = { 1'h0, c4_0_sh };
+          dec[19] = 1'h0;
           dec[20] = 1'h0;
-          dec[21] = 1'h0;
-          dec[22] = lane[7];
-          dec[25:23] = { 2'h0, c4_1_sh };
-          dec[26] = 1'h0;
-          dec[27] = 1'h0;
+          dec[21] = lane[7];
+          dec[23:22] = { 1'h0, c4_1_sh };
+          dec[24] = 1'h0;
+          dec[25] = 1'h0;
         end
       2'h0:
         begin
@@ -4669,37 +4753,37 @@ module \top.front.dec_b0 (wide, mode, fmt, dec, lane);
           dec[11:8] = c4_2_sig;
           dec[15:12] = c4_3_sig;
           dec[16] = lane[3];
-          dec[19:17] = { 2'h0, c4_0_sh };
-          dec[20] = lane[7];
-          dec[21] = c4_1_sh;
-          dec[22] = lane[11];
-          dec[25:23] = { 2'h0, c4_2_sh };
-          dec[26] = lane[15];
-          dec[27] = c4_3_sh;
+          dec[18:17] = { 1'h0, c4_0_sh };
+          dec[19] = lane[7];
+          dec[20] = c4_1_sh;
+          dec[21] = lane[11];
+          dec[23:22] = { 1'h0, c4_2_sh };
+          dec[24] = lane[15];
+          dec[25] = c4_3_sh;
         end
     endcase
   end
   assign c8_0_j = \$17 [2:0];
   assign c8_0_rest = \$18 [6:0];
   assign c8_0_neg = lane[7];
-  assign c8_1_j = \$39 [2:0];
-  assign c8_1_rest = \$40 [6:0];
+  assign c8_1_j = \$41 [2:0];
+  assign c8_1_rest = \$42 [6:0];
   assign c8_1_neg = lane[15];
-  assign c4_0_k = \$52 [1:0];
-  assign c4_0_j = \$54 [1:0];
-  assign c4_0_rest = \$55 [2:0];
+  assign c4_0_k = \$55 [1:0];
+  assign c4_0_j = \$58 [1:0];
+  assign c4_0_rest = \$59 [2:0];
   assign c4_0_neg = lane[3];
-  assign c4_1_k = \$67 [1:0];
-  assign c4_1_j = \$69 [1:0];
-  assign c4_1_rest = \$70 [2:0];
+  assign c4_1_k = \$72 [1:0];
+  assign c4_1_j = \$75 [1:0];
+  assign c4_1_rest = \$76 [2:0];
   assign c4_1_neg = lane[7];
-  assign c4_2_k = \$82 [1:0];
-  assign c4_2_j = \$84 [1:0];
-  assign c4_2_rest = \$85 [2:0];
+  assign c4_2_k = \$89 [1:0];
+  assign c4_2_j = \$92 [1:0];
+  assign c4_2_rest = \$93 [2:0];
   assign c4_2_neg = lane[11];
-  assign c4_3_k = \$97 [1:0];
-  assign c4_3_j = \$99 [1:0];
-  assign c4_3_rest = \$100 [2:0];
+  assign c4_3_k = \$106 [1:0];
+  assign c4_3_j = \$109 [1:0];
+  assign c4_3_rest = \$110 [2:0];
   assign c4_3_neg = lane[15];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
@@ -4711,13 +4795,19 @@ module \top.front.dec_b0 (wide, mode, fmt, dec, lane);
   assign \dec.x2  = dec[11:8];
   assign \dec.x3  = dec[15:12];
   assign \dec.neg0  = dec[16];
-  assign \dec.sh0  = dec[19:17];
-  assign \dec.neg1  = dec[20];
-  assign \dec.sh1  = dec[21];
-  assign \dec.neg2  = dec[22];
-  assign \dec.sh2  = dec[25:23];
-  assign \dec.neg3  = dec[26];
-  assign \dec.sh3  = dec[27];
+  assign \dec.sh0  = dec[18:17];
+  assign \dec.neg1  = dec[19];
+  assign \dec.sh1  = dec[20];
+  assign \dec.neg2  = dec[21];
+  assign \dec.sh2  = dec[23:22];
+  assign \dec.neg3  = dec[24];
+  assign \dec.sh3  = dec[25];
+  assign \$25  = { \$24 [3], \$24 [3:1] };
+  assign \$49  = { \$48 [3], \$48 [3:1] };
+  assign \$66  = { \$65 [2], \$65 [2:1] };
+  assign \$83  = { \$82 [2], \$82 [2:1] };
+  assign \$100  = { \$99 [2], \$99 [2:1] };
+  assign \$117  = { \$116 [2], \$116 [2:1] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -4725,109 +4815,122 @@ module \top.front.dec_b1 (wide, mode, fmt, dec, lane);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire [2:0] \$10 ;
-  wire [5:0] \$100 ;
+  wire [2:0] \$100 ;
   wire \$101 ;
   wire \$102 ;
-  wire [4:0] \$103 ;
-  wire [4:0] \$104 ;
-  wire [2:0] \$105 ;
+  wire \$103 ;
+  wire [1:0] \$104 ;
+  wire [1:0] \$105 ;
+  wire [2:0] \$106 ;
+  wire [2:0] \$107 ;
+  wire [2:0] \$108 ;
+  wire [3:0] \$109 ;
   wire [2:0] \$11 ;
+  wire [5:0] \$110 ;
+  wire \$111 ;
+  wire [4:0] \$112 ;
+  wire [4:0] \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire [2:0] \$116 ;
+  wire [2:0] \$117 ;
   wire [2:0] \$12 ;
   wire [2:0] \$13 ;
   wire [2:0] \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire [3:0] \$17 ;
+  wire [3:0] \$15 ;
+  wire [3:0] \$16 ;
+  wire [4:0] \$17 ;
   wire [13:0] \$18 ;
   wire \$19 ;
   wire \$2 ;
-  wire \$20 ;
+  wire [8:0] \$20 ;
   wire [8:0] \$21 ;
-  wire [8:0] \$22 ;
-  wire [3:0] \$23 ;
-  wire \$24 ;
-  wire \$25 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire [3:0] \$24 ;
+  wire [3:0] \$25 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [2:0] \$32 ;
+  wire \$31 ;
+  wire \$32 ;
   wire [2:0] \$33 ;
   wire [2:0] \$34 ;
   wire [2:0] \$35 ;
   wire [2:0] \$36 ;
-  wire \$37 ;
-  wire \$38 ;
+  wire [2:0] \$37 ;
+  wire [2:0] \$38 ;
   wire [3:0] \$39 ;
   wire \$4 ;
-  wire [13:0] \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [8:0] \$43 ;
+  wire [3:0] \$40 ;
+  wire [4:0] \$41 ;
+  wire [13:0] \$42 ;
+  wire \$43 ;
   wire [8:0] \$44 ;
-  wire [3:0] \$45 ;
+  wire [8:0] \$45 ;
   wire \$46 ;
   wire \$47 ;
-  wire \$48 ;
-  wire [1:0] \$49 ;
+  wire [3:0] \$48 ;
+  wire [3:0] \$49 ;
   wire \$5 ;
-  wire [1:0] \$50 ;
+  wire \$50 ;
   wire \$51 ;
-  wire [2:0] \$52 ;
-  wire \$53 ;
-  wire [2:0] \$54 ;
-  wire [5:0] \$55 ;
-  wire \$56 ;
-  wire \$57 ;
-  wire [4:0] \$58 ;
-  wire [4:0] \$59 ;
+  wire \$52 ;
+  wire [1:0] \$53 ;
+  wire [1:0] \$54 ;
+  wire [2:0] \$55 ;
+  wire [2:0] \$56 ;
+  wire [2:0] \$57 ;
+  wire [3:0] \$58 ;
+  wire [5:0] \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
-  wire \$61 ;
-  wire \$62 ;
+  wire \$60 ;
+  wire [4:0] \$61 ;
+  wire [4:0] \$62 ;
   wire \$63 ;
-  wire [1:0] \$64 ;
-  wire [1:0] \$65 ;
-  wire \$66 ;
-  wire [2:0] \$67 ;
+  wire \$64 ;
+  wire [2:0] \$65 ;
+  wire [2:0] \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire [2:0] \$69 ;
+  wire \$69 ;
   wire \$7 ;
-  wire [5:0] \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [4:0] \$73 ;
-  wire [4:0] \$74 ;
-  wire [2:0] \$75 ;
-  wire \$76 ;
+  wire [1:0] \$70 ;
+  wire [1:0] \$71 ;
+  wire [2:0] \$72 ;
+  wire [2:0] \$73 ;
+  wire [2:0] \$74 ;
+  wire [3:0] \$75 ;
+  wire [5:0] \$76 ;
   wire \$77 ;
-  wire \$78 ;
-  wire [1:0] \$79 ;
+  wire [4:0] \$78 ;
+  wire [4:0] \$79 ;
   wire \$8 ;
-  wire [1:0] \$80 ;
+  wire \$80 ;
   wire \$81 ;
   wire [2:0] \$82 ;
-  wire \$83 ;
-  wire [2:0] \$84 ;
-  wire [5:0] \$85 ;
+  wire [2:0] \$83 ;
+  wire \$84 ;
+  wire \$85 ;
   wire \$86 ;
-  wire \$87 ;
-  wire [4:0] \$88 ;
-  wire [4:0] \$89 ;
+  wire [1:0] \$87 ;
+  wire [1:0] \$88 ;
+  wire [2:0] \$89 ;
   wire [2:0] \$9 ;
   wire [2:0] \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire [1:0] \$94 ;
-  wire [1:0] \$95 ;
-  wire \$96 ;
-  wire [2:0] \$97 ;
+  wire [2:0] \$91 ;
+  wire [3:0] \$92 ;
+  wire [5:0] \$93 ;
+  wire \$94 ;
+  wire [4:0] \$95 ;
+  wire [4:0] \$96 ;
+  wire \$97 ;
   wire \$98 ;
   wire [2:0] \$99 ;
+  wire c4_0_below;
   wire [1:0] c4_0_j;
   wire [1:0] c4_0_k;
   wire [1:0] c4_0_lead;
@@ -4835,6 +4938,7 @@ module \top.front.dec_b1 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_0_rest;
   reg c4_0_sh;
   reg [3:0] c4_0_sig;
+  wire c4_1_below;
   wire [1:0] c4_1_j;
   wire [1:0] c4_1_k;
   wire [1:0] c4_1_lead;
@@ -4842,6 +4946,7 @@ module \top.front.dec_b1 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_1_rest;
   reg c4_1_sh;
   reg [3:0] c4_1_sig;
+  wire c4_2_below;
   wire [1:0] c4_2_j;
   wire [1:0] c4_2_k;
   wire [1:0] c4_2_lead;
@@ -4849,6 +4954,7 @@ module \top.front.dec_b1 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_2_rest;
   reg c4_2_sh;
   reg [3:0] c4_2_sig;
+  wire c4_3_below;
   wire [1:0] c4_3_j;
   wire [1:0] c4_3_k;
   wire [1:0] c4_3_lead;
@@ -4856,29 +4962,31 @@ module \top.front.dec_b1 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_3_rest;
   reg c4_3_sh;
   reg [3:0] c4_3_sig;
+  wire c8_0_below;
   wire [2:0] c8_0_j;
   wire [2:0] c8_0_k;
   wire [2:0] c8_0_lead;
   wire c8_0_neg;
   wire [6:0] c8_0_rest;
-  reg [2:0] c8_0_sh;
+  reg [1:0] c8_0_sh;
   reg [7:0] c8_0_sig;
+  wire c8_1_below;
   wire [2:0] c8_1_j;
   wire [2:0] c8_1_k;
   wire [2:0] c8_1_lead;
   wire c8_1_neg;
   wire [6:0] c8_1_rest;
-  reg [2:0] c8_1_sh;
+  reg [1:0] c8_1_sh;
   reg [7:0] c8_1_sig;
-  output [27:0] dec;
-  reg [27:0] dec;
+  output [25:0] dec;
+  reg [25:0] dec;
   wire \dec.neg0 ;
   wire \dec.neg1 ;
   wire \dec.neg2 ;
   wire \dec.neg3 ;
-  wire [2:0] \dec.sh0 ;
+  wire [1:0] \dec.sh0 ;
   wire \dec.sh1 ;
-  wire [2:0] \dec.sh2 ;
+  wire [1:0] \dec.sh2 ;
   wire \dec.sh3 ;
   wire [3:0] \dec.x0 ;
   wire [3:0] \dec.x1 ;
@@ -4913,163 +5021,167 @@ module \top.front.dec_b1 (wide, mode, fmt, dec, lane);
   assign \$13  = lane[4] ? \$12  : 3'h2;
   assign \$14  = lane[5] ? \$13  : 3'h1;
   assign c8_0_lead = lane[6] ? \$14  : 3'h0;
-  assign \$15  = c8_0_lead > fmt[4:2];
-  assign c8_0_k = \$15  ? fmt[4:2] : c8_0_lead;
-  assign \$16  = c8_0_k < fmt[4:2];
-  assign \$17  = c8_0_k + \$16 ;
+  assign c8_0_below = c8_0_lead < fmt[4:2];
+  assign c8_0_k = c8_0_below ? c8_0_lead : fmt[4:2];
+  assign \$15  = c8_0_lead + 1'h1;
+  assign \$16  = c8_0_below ? \$15  : { 1'h0, fmt[4:2] };
+  assign \$17  = \$16  - c8_0_k[0];
   assign \$18  = lane[6:0] << \$17 [2:0];
   assign \$19  = ! c8_0_k;
-  assign \$20  = c8_0_k == 1'h1;
-  assign \$21  = - $signed(lane[7:0]);
-  assign \$22  = lane[7] ? \$21  : { 1'h0, lane[7:0] };
-  assign \$23  = c8_0_k - 2'h2;
-  assign \$24  = ~ lane[14];
-  assign \$25  = ~ lane[13];
-  assign \$26  = ~ lane[12];
-  assign \$27  = ~ lane[11];
-  assign \$28  = ~ lane[10];
-  assign \$29  = ~ lane[9];
-  assign \$30  = ~ lane[8];
-  assign \$31  = lane[8] ? 3'h7 : 3'h6;
-  assign \$32  = lane[9] ? \$31  : 3'h5;
-  assign \$33  = lane[10] ? \$32  : 3'h4;
-  assign \$34  = lane[11] ? \$33  : 3'h3;
-  assign \$35  = lane[12] ? \$34  : 3'h2;
-  assign \$36  = lane[13] ? \$35  : 3'h1;
-  assign c8_1_lead = lane[14] ? \$36  : 3'h0;
-  assign \$37  = c8_1_lead > fmt[4:2];
-  assign c8_1_k = \$37  ? fmt[4:2] : c8_1_lead;
-  assign \$38  = c8_1_k < fmt[4:2];
-  assign \$39  = c8_1_k + \$38 ;
-  assign \$40  = lane[14:8] << \$39 [2:0];
-  assign \$41  = ! c8_1_k;
-  assign \$42  = c8_1_k == 1'h1;
-  assign \$43  = - $signed(lane[15:8]);
-  assign \$44  = lane[15] ? \$43  : { 1'h0, lane[15:8] };
-  assign \$45  = c8_1_k - 2'h2;
-  assign \$46  = ~ lane[2];
-  assign \$47  = ~ lane[1];
-  assign \$48  = ~ lane[0];
-  assign \$49  = lane[0] ? 2'h3 : 2'h2;
-  assign \$50  = lane[1] ? \$49  : 2'h1;
-  assign c4_0_lead = lane[2] ? \$50  : 2'h0;
-  assign \$51  = c4_0_lead > fmt[4:2];
-  assign \$52  = \$51  ? fmt[4:2] : { 1'h0, c4_0_lead };
-  assign \$53  = \$52 [1:0] < fmt[4:2];
-  assign \$54  = \$52 [1:0] + \$53 ;
-  assign \$55  = lane[2:0] << \$54 [1:0];
-  assign \$56  = ! \$52 [1:0];
-  assign \$57  = \$52 [1:0] == 1'h1;
-  assign \$58  = - $signed(lane[3:0]);
-  assign \$59  = lane[3] ? \$58  : { 1'h0, lane[3:0] };
-  assign \$60  = \$52 [1:0] - 2'h2;
-  assign \$61  = ~ lane[6];
-  assign \$62  = ~ lane[5];
-  assign \$63  = ~ lane[4];
-  assign \$64  = lane[4] ? 2'h3 : 2'h2;
-  assign \$65  = lane[5] ? \$64  : 2'h1;
-  assign c4_1_lead = lane[6] ? \$65  : 2'h0;
-  assign \$66  = c4_1_lead > fmt[4:2];
-  assign \$67  = \$66  ? fmt[4:2] : { 1'h0, c4_1_lead };
-  assign \$68  = \$67 [1:0] < fmt[4:2];
-  assign \$69  = \$67 [1:0] + \$68 ;
-  assign \$70  = lane[6:4] << \$69 [1:0];
-  assign \$71  = ! \$67 [1:0];
-  assign \$72  = \$67 [1:0] == 1'h1;
-  assign \$73  = - $signed(lane[7:4]);
-  assign \$74  = lane[7] ? \$73  : { 1'h0, lane[7:4] };
-  assign \$75  = \$67 [1:0] - 2'h2;
-  assign \$76  = ~ lane[10];
-  assign \$77  = ~ lane[9];
-  assign \$78  = ~ lane[8];
-  assign \$79  = lane[8] ? 2'h3 : 2'h2;
-  assign \$80  = lane[9] ? \$79  : 2'h1;
-  assign c4_2_lead = lane[10] ? \$80  : 2'h0;
-  assign \$81  = c4_2_lead > fmt[4:2];
-  assign \$82  = \$81  ? fmt[4:2] : { 1'h0, c4_2_lead };
-  assign \$83  = \$82 [1:0] < fmt[4:2];
-  assign \$84  = \$82 [1:0] + \$83 ;
-  assign \$85  = lane[10:8] << \$84 [1:0];
-  assign \$86  = ! \$82 [1:0];
-  assign \$87  = \$82 [1:0] == 1'h1;
-  assign \$88  = - $signed(lane[11:8]);
-  assign \$89  = lane[11] ? \$88  : { 1'h0, lane[11:8] };
-  assign \$90  = \$82 [1:0] - 2'h2;
-  assign \$91  = ~ lane[14];
-  assign \$92  = ~ lane[13];
-  assign \$93  = ~ lane[12];
-  assign \$94  = lane[12] ? 2'h3 : 2'h2;
-  assign \$95  = lane[13] ? \$94  : 2'h1;
-  assign c4_3_lead = lane[14] ? \$95  : 2'h0;
-  assign \$96  = c4_3_lead > fmt[4:2];
-  assign \$97  = \$96  ? fmt[4:2] : { 1'h0, c4_3_lead };
-  assign \$98  = \$97 [1:0] < fmt[4:2];
-  assign \$99  = \$97 [1:0] + \$98 ;
-  assign \$100  = lane[14:12] << \$99 [1:0];
-  assign \$101  = ! \$97 [1:0];
-  assign \$102  = \$97 [1:0] == 1'h1;
-  assign \$103  = - $signed(lane[15:12]);
-  assign \$104  = lane[15] ? \$103  : { 1'h0, lane[15:12] };
-  assign \$105  = \$97 [1:0] - 2'h2;
+  assign \$20  = - $signed(lane[7:0]);
+  assign \$21  = lane[7] ? \$20  : { 1'h0, lane[7:0] };
+  assign \$22  = c8_0_k[0] | \$18 [6];
+  assign \$23  = ~ c8_0_k[0];
+  assign \$24  = c8_0_k - 1'h1;
+  assign \$26  = ~ lane[14];
+  assign \$27  = ~ lane[13];
+  assign \$28  = ~ lane[12];
+  assign \$29  = ~ lane[11];
+  assign \$30  = ~ lane[10];
+  assign \$31  = ~ lane[9];
+  assign \$32  = ~ lane[8];
+  assign \$33  = lane[8] ? 3'h7 : 3'h6;
+  assign \$34  = lane[9] ? \$33  : 3'h5;
+  assign \$35  = lane[10] ? \$34  : 3'h4;
+  assign \$36  = lane[11] ? \$35  : 3'h3;
+  assign \$37  = lane[12] ? \$36  : 3'h2;
+  assign \$38  = lane[13] ? \$37  : 3'h1;
+  assign c8_1_lead = lane[14] ? \$38  : 3'h0;
+  assign c8_1_below = c8_1_lead < fmt[4:2];
+  assign c8_1_k = c8_1_below ? c8_1_lead : fmt[4:2];
+  assign \$39  = c8_1_lead + 1'h1;
+  assign \$40  = c8_1_below ? \$39  : { 1'h0, fmt[4:2] };
+  assign \$41  = \$40  - c8_1_k[0];
+  assign \$42  = lane[14:8] << \$41 [2:0];
+  assign \$43  = ! c8_1_k;
+  assign \$44  = - $signed(lane[15:8]);
+  assign \$45  = lane[15] ? \$44  : { 1'h0, lane[15:8] };
+  assign \$46  = c8_1_k[0] | \$42 [6];
+  assign \$47  = ~ c8_1_k[0];
+  assign \$48  = c8_1_k - 1'h1;
+  assign \$50  = ~ lane[2];
+  assign \$51  = ~ lane[1];
+  assign \$52  = ~ lane[0];
+  assign \$53  = lane[0] ? 2'h3 : 2'h2;
+  assign \$54  = lane[1] ? \$53  : 2'h1;
+  assign c4_0_lead = lane[2] ? \$54  : 2'h0;
+  assign c4_0_below = c4_0_lead < fmt[4:2];
+  assign \$55  = c4_0_below ? { 1'h0, c4_0_lead } : fmt[4:2];
+  assign \$56  = c4_0_lead + 1'h1;
+  assign \$57  = c4_0_below ? \$56  : fmt[4:2];
+  assign \$58  = \$57  - \$55 [0];
+  assign \$59  = lane[2:0] << \$58 [1:0];
+  assign \$60  = ! \$55 [1:0];
+  assign \$61  = - $signed(lane[3:0]);
+  assign \$62  = lane[3] ? \$61  : { 1'h0, lane[3:0] };
+  assign \$63  = \$55 [0] | \$59 [2];
+  assign \$64  = ~ \$55 [0];
+  assign \$65  = \$55 [1:0] - 1'h1;
+  assign \$67  = ~ lane[6];
+  assign \$68  = ~ lane[5];
+  assign \$69  = ~ lane[4];
+  assign \$70  = lane[4] ? 2'h3 : 2'h2;
+  assign \$71  = lane[5] ? \$70  : 2'h1;
+  assign c4_1_lead = lane[6] ? \$71  : 2'h0;
+  assign c4_1_below = c4_1_lead < fmt[4:2];
+  assign \$72  = c4_1_below ? { 1'h0, c4_1_lead } : fmt[4:2];
+  assign \$73  = c4_1_lead + 1'h1;
+  assign \$74  = c4_1_below ? \$73  : fmt[4:2];
+  assign \$75  = \$74  - \$72 [0];
+  assign \$76  = lane[6:4] << \$75 [1:0];
+  assign \$77  = ! \$72 [1:0];
+  assign \$78  = - $signed(lane[7:4]);
+  assign \$79  = lane[7] ? \$78  : { 1'h0, lane[7:4] };
+  assign \$80  = \$72 [0] | \$76 [2];
+  assign \$81  = ~ \$72 [0];
+  assign \$82  = \$72 [1:0] - 1'h1;
+  assign \$84  = ~ lane[10];
+  assign \$85  = ~ lane[9];
+  assign \$86  = ~ lane[8];
+  assign \$87  = lane[8] ? 2'h3 : 2'h2;
+  assign \$88  = lane[9] ? \$87  : 2'h1;
+  assign c4_2_lead = lane[10] ? \$88  : 2'h0;
+  assign c4_2_below = c4_2_lead < fmt[4:2];
+  assign \$89  = c4_2_below ? { 1'h0, c4_2_lead } : fmt[4:2];
+  assign \$90  = c4_2_lead + 1'h1;
+  assign \$91  = c4_2_below ? \$90  : fmt[4:2];
+  assign \$92  = \$91  - \$89 [0];
+  assign \$93  = lane[10:8] << \$92 [1:0];
+  assign \$94  = ! \$89 [1:0];
+  assign \$95  = - $signed(lane[11:8]);
+  assign \$96  = lane[11] ? \$95  : { 1'h0, lane[11:8] };
+  assign \$97  = \$89 [0] | \$93 [2];
+  assign \$98  = ~ \$89 [0];
+  assign \$99  = \$89 [1:0] - 1'h1;
+  assign \$101  = ~ lane[14];
+  assign \$102  = ~ lane[13];
+  assign \$103  = ~ lane[12];
+  assign \$104  = lane[12] ? 2'h3 : 2'h2;
+  assign \$105  = lane[13] ? \$104  : 2'h1;
+  assign c4_3_lead = lane[14] ? \$105  : 2'h0;
+  assign c4_3_below = c4_3_lead < fmt[4:2];
+  assign \$106  = c4_3_below ? { 1'h0, c4_3_lead } : fmt[4:2];
+  assign \$107  = c4_3_lead + 1'h1;
+  assign \$108  = c4_3_below ? \$107  : fmt[4:2];
+  assign \$109  = \$108  - \$106 [0];
+  assign \$110  = lane[14:12] << \$109 [1:0];
+  assign \$111  = ! \$106 [1:0];
+  assign \$112  = - $signed(lane[15:12]);
+  assign \$113  = lane[15] ? \$112  : { 1'h0, lane[15:12] };
+  assign \$114  = \$106 [0] | \$110 [2];
+  assign \$115  = ~ \$106 [0];
+  assign \$116  = \$106 [1:0] - 1'h1;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_0_sig = \$22 [7:0];
+      c8_0_sig = \$21 [7:0];
     end else if (\$19 ) begin
       c8_0_sig = { 1'h0, lane[6:0] };
-    end else if (\$20 ) begin
-      c8_0_sig = { 2'h1, \$18 [6:1] };
     end else begin
-      c8_0_sig = { 1'h1, \$18 [6:0] };
+      c8_0_sig = { \$23 , \$22 , \$18 [5:0] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    c8_0_sh = 3'h0;
+    c8_0_sh = 2'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
     end else if (\$19 ) begin
-    end else if (\$20 ) begin
     end else begin
-      c8_0_sh = \$23 [2:0];
+      c8_0_sh = \$25 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_1_sig = \$44 [7:0];
-    end else if (\$41 ) begin
+      c8_1_sig = \$45 [7:0];
+    end else if (\$43 ) begin
       c8_1_sig = { 1'h0, lane[14:8] };
-    end else if (\$42 ) begin
-      c8_1_sig = { 2'h1, \$40 [6:1] };
     end else begin
-      c8_1_sig = { 1'h1, \$40 [6:0] };
+      c8_1_sig = { \$47 , \$46 , \$42 [5:0] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    c8_1_sh = 3'h0;
+    c8_1_sh = 2'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$41 ) begin
-    end else if (\$42 ) begin
+    end else if (\$43 ) begin
     end else begin
-      c8_1_sh = \$45 [2:0];
+      c8_1_sh = \$49 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_0_sig = \$59 [3:0];
-    end else if (\$56 ) begin
+      c4_0_sig = \$62 [3:0];
+    end else if (\$60 ) begin
       c4_0_sig = { 1'h0, lane[2:0] };
-    end else if (\$57 ) begin
-      c4_0_sig = { 2'h1, \$55 [2:1] };
     end else begin
-      c4_0_sig = { 1'h1, \$55 [2:0] };
+      c4_0_sig = { \$64 , \$63 , \$59 [1:0] };
     end
   end
   always @* begin
@@ -5077,23 +5189,20 @@ module \top.front.dec_b1 (wide, mode, fmt, dec, lane);
     c4_0_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$56 ) begin
-    end else if (\$57 ) begin
+    end else if (\$60 ) begin
     end else begin
-      c4_0_sh = \$60 [0];
+      c4_0_sh = \$66 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_1_sig = \$74 [3:0];
-    end else if (\$71 ) begin
+      c4_1_sig = \$79 [3:0];
+    end else if (\$77 ) begin
       c4_1_sig = { 1'h0, lane[6:4] };
-    end else if (\$72 ) begin
-      c4_1_sig = { 2'h1, \$70 [2:1] };
     end else begin
-      c4_1_sig = { 1'h1, \$70 [2:0] };
+      c4_1_sig = { \$81 , \$80 , \$76 [1:0] };
     end
   end
   always @* begin
@@ -5101,23 +5210,20 @@ module \top.front.dec_b1 (wide, mode, fmt, dec, lane);
     c4_1_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$71 ) begin
-    end else if (\$72 ) begin
+    end else if (\$77 ) begin
     end else begin
-      c4_1_sh = \$75 [0];
+      c4_1_sh = \$83 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_2_sig = \$89 [3:0];
-    end else if (\$86 ) begin
+      c4_2_sig = \$96 [3:0];
+    end else if (\$94 ) begin
       c4_2_sig = { 1'h0, lane[10:8] };
-    end else if (\$87 ) begin
-      c4_2_sig = { 2'h1, \$85 [2:1] };
     end else begin
-      c4_2_sig = { 1'h1, \$85 [2:0] };
+      c4_2_sig = { \$98 , \$97 , \$93 [1:0] };
     end
   end
   always @* begin
@@ -5125,23 +5231,20 @@ module \top.front.dec_b1 (wide, mode, fmt, dec, lane);
     c4_2_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$86 ) begin
-    end else if (\$87 ) begin
+    end else if (\$94 ) begin
     end else begin
-      c4_2_sh = \$90 [0];
+      c4_2_sh = \$100 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_3_sig = \$104 [3:0];
-    end else if (\$101 ) begin
+      c4_3_sig = \$113 [3:0];
+    end else if (\$111 ) begin
       c4_3_sig = { 1'h0, lane[14:12] };
-    end else if (\$102 ) begin
-      c4_3_sig = { 2'h1, \$100 [2:1] };
     end else begin
-      c4_3_sig = { 1'h1, \$100 [2:0] };
+      c4_3_sig = { \$115 , \$114 , \$110 [1:0] };
     end
   end
   always @* begin
@@ -5149,10 +5252,9 @@ module \top.front.dec_b1 (wide, mode, fmt, dec, lane);
     c4_3_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$101 ) begin
-    end else if (\$102 ) begin
+    end else if (\$111 ) begin
     end else begin
-      c4_3_sh = \$105 [0];
+      c4_3_sh = \$117 [0];
     end
   end
   always @* begin
@@ -5166,13 +5268,13 @@ module \top.front.dec_b1 (wide, mode, fmt, dec, lane);
           dec[11:8] = c8_0_sig[7:4];
           dec[15:12] = c8_0_sig[7:4];
           dec[16] = lane[7];
-          dec[19:17] = c8_0_sh;
+          dec[18:17] = c8_0_sh;
+          dec[19] = 1'h0;
           dec[20] = 1'h0;
           dec[21] = 1'h0;
-          dec[22] = 1'h0;
-          dec[25:23] = 3'h0;
-          dec[26] = 1'h0;
-          dec[27] = 1'h0;
+          dec[23:22] = 2'h0;
+          dec[24] = 1'h0;
+          dec[25] = 1'h0;
         end
       2'h2:
         begin
@@ -5181,13 +5283,13 @@ module \top.front.dec_b1 (wide, mode, fmt, dec, lane);
           dec[11:8] = c8_1_sig[3:0];
           dec[15:12] = c8_1_sig[7:4];
           dec[16] = lane[7];
-          dec[19:17] = c8_0_sh;
+          dec[18:17] = c8_0_sh;
+          dec[19] = 1'h0;
           dec[20] = 1'h0;
-          dec[21] = 1'h0;
-          dec[22] = lane[15];
-          dec[25:23] = c8_1_sh;
-          dec[26] = 1'h0;
-          dec[27] = 1'h0;
+          dec[21] = lane[15];
+          dec[23:22] = c8_1_sh;
+          dec[24] = 1'h0;
+          dec[25] = 1'h0;
         end
       2'h1:
         begin
@@ -5196,13 +5298,13 @@ module \top.front.dec_b1 (wide, mode, fmt, dec, lane);
           dec[11:8] = c4_1_sig;
           dec[15:12] = c4_1_sig;
           dec[16] = lane[3];
-          dec[19:17] = { 2'h0, c4_0_sh };
+          dec[18:17] = { 1'h0, c4_0_sh };
+          dec[19] = 1'h0;
           dec[20] = 1'h0;
-          dec[21] = 1'h0;
-          dec[22] = lane[7];
-          dec[25:23] = { 2'h0, c4_1_sh };
-          dec[26] = 1'h0;
-          dec[27] = 1'h0;
+          dec[21] = lane[7];
+          dec[23:22] = { 1'h0, c4_1_sh };
+          dec[24] = 1'h0;
+          dec[25] = 1'h0;
         end
       2'h0:
         begin
@@ -5211,37 +5313,37 @@ module \top.front.dec_b1 (wide, mode, fmt, dec, lane);
           dec[11:8] = c4_2_sig;
           dec[15:12] = c4_3_sig;
           dec[16] = lane[3];
-          dec[19:17] = { 2'h0, c4_0_sh };
-          dec[20] = lane[7];
-          dec[21] = c4_1_sh;
-          dec[22] = lane[11];
-          dec[25:23] = { 2'h0, c4_2_sh };
-          dec[26] = lane[15];
-          dec[27] = c4_3_sh;
+          dec[18:17] = { 1'h0, c4_0_sh };
+          dec[19] = lane[7];
+          dec[20] = c4_1_sh;
+          dec[21] = lane[11];
+          dec[23:22] = { 1'h0, c4_2_sh };
+          dec[24] = lane[15];
+          dec[25] = c4_3_sh;
         end
     endcase
   end
   assign c8_0_j = \$17 [2:0];
   assign c8_0_rest = \$18 [6:0];
   assign c8_0_neg = lane[7];
-  assign c8_1_j = \$39 [2:0];
-  assign c8_1_rest = \$40 [6:0];
+  assign c8_1_j = \$41 [2:0];
+  assign c8_1_rest = \$42 [6:0];
   assign c8_1_neg = lane[15];
-  assign c4_0_k = \$52 [1:0];
-  assign c4_0_j = \$54 [1:0];
-  assign c4_0_rest = \$55 [2:0];
+  assign c4_0_k = \$55 [1:0];
+  assign c4_0_j = \$58 [1:0];
+  assign c4_0_rest = \$59 [2:0];
   assign c4_0_neg = lane[3];
-  assign c4_1_k = \$67 [1:0];
-  assign c4_1_j = \$69 [1:0];
-  assign c4_1_rest = \$70 [2:0];
+  assign c4_1_k = \$72 [1:0];
+  assign c4_1_j = \$75 [1:0];
+  assign c4_1_rest = \$76 [2:0];
   assign c4_1_neg = lane[7];
-  assign c4_2_k = \$82 [1:0];
-  assign c4_2_j = \$84 [1:0];
-  assign c4_2_rest = \$85 [2:0];
+  assign c4_2_k = \$89 [1:0];
+  assign c4_2_j = \$92 [1:0];
+  assign c4_2_rest = \$93 [2:0];
   assign c4_2_neg = lane[11];
-  assign c4_3_k = \$97 [1:0];
-  assign c4_3_j = \$99 [1:0];
-  assign c4_3_rest = \$100 [2:0];
+  assign c4_3_k = \$106 [1:0];
+  assign c4_3_j = \$109 [1:0];
+  assign c4_3_rest = \$110 [2:0];
   assign c4_3_neg = lane[15];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
@@ -5253,13 +5355,19 @@ module \top.front.dec_b1 (wide, mode, fmt, dec, lane);
   assign \dec.x2  = dec[11:8];
   assign \dec.x3  = dec[15:12];
   assign \dec.neg0  = dec[16];
-  assign \dec.sh0  = dec[19:17];
-  assign \dec.neg1  = dec[20];
-  assign \dec.sh1  = dec[21];
-  assign \dec.neg2  = dec[22];
-  assign \dec.sh2  = dec[25:23];
-  assign \dec.neg3  = dec[26];
-  assign \dec.sh3  = dec[27];
+  assign \dec.sh0  = dec[18:17];
+  assign \dec.neg1  = dec[19];
+  assign \dec.sh1  = dec[20];
+  assign \dec.neg2  = dec[21];
+  assign \dec.sh2  = dec[23:22];
+  assign \dec.neg3  = dec[24];
+  assign \dec.sh3  = dec[25];
+  assign \$25  = { \$24 [3], \$24 [3:1] };
+  assign \$49  = { \$48 [3], \$48 [3:1] };
+  assign \$66  = { \$65 [2], \$65 [2:1] };
+  assign \$83  = { \$82 [2], \$82 [2:1] };
+  assign \$100  = { \$99 [2], \$99 [2:1] };
+  assign \$117  = { \$116 [2], \$116 [2:1] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -5267,109 +5375,122 @@ module \top.front.dec_b2 (wide, mode, fmt, dec, lane);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire [2:0] \$10 ;
-  wire [5:0] \$100 ;
+  wire [2:0] \$100 ;
   wire \$101 ;
   wire \$102 ;
-  wire [4:0] \$103 ;
-  wire [4:0] \$104 ;
-  wire [2:0] \$105 ;
+  wire \$103 ;
+  wire [1:0] \$104 ;
+  wire [1:0] \$105 ;
+  wire [2:0] \$106 ;
+  wire [2:0] \$107 ;
+  wire [2:0] \$108 ;
+  wire [3:0] \$109 ;
   wire [2:0] \$11 ;
+  wire [5:0] \$110 ;
+  wire \$111 ;
+  wire [4:0] \$112 ;
+  wire [4:0] \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire [2:0] \$116 ;
+  wire [2:0] \$117 ;
   wire [2:0] \$12 ;
   wire [2:0] \$13 ;
   wire [2:0] \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire [3:0] \$17 ;
+  wire [3:0] \$15 ;
+  wire [3:0] \$16 ;
+  wire [4:0] \$17 ;
   wire [13:0] \$18 ;
   wire \$19 ;
   wire \$2 ;
-  wire \$20 ;
+  wire [8:0] \$20 ;
   wire [8:0] \$21 ;
-  wire [8:0] \$22 ;
-  wire [3:0] \$23 ;
-  wire \$24 ;
-  wire \$25 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire [3:0] \$24 ;
+  wire [3:0] \$25 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [2:0] \$32 ;
+  wire \$31 ;
+  wire \$32 ;
   wire [2:0] \$33 ;
   wire [2:0] \$34 ;
   wire [2:0] \$35 ;
   wire [2:0] \$36 ;
-  wire \$37 ;
-  wire \$38 ;
+  wire [2:0] \$37 ;
+  wire [2:0] \$38 ;
   wire [3:0] \$39 ;
   wire \$4 ;
-  wire [13:0] \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [8:0] \$43 ;
+  wire [3:0] \$40 ;
+  wire [4:0] \$41 ;
+  wire [13:0] \$42 ;
+  wire \$43 ;
   wire [8:0] \$44 ;
-  wire [3:0] \$45 ;
+  wire [8:0] \$45 ;
   wire \$46 ;
   wire \$47 ;
-  wire \$48 ;
-  wire [1:0] \$49 ;
+  wire [3:0] \$48 ;
+  wire [3:0] \$49 ;
   wire \$5 ;
-  wire [1:0] \$50 ;
+  wire \$50 ;
   wire \$51 ;
-  wire [2:0] \$52 ;
-  wire \$53 ;
-  wire [2:0] \$54 ;
-  wire [5:0] \$55 ;
-  wire \$56 ;
-  wire \$57 ;
-  wire [4:0] \$58 ;
-  wire [4:0] \$59 ;
+  wire \$52 ;
+  wire [1:0] \$53 ;
+  wire [1:0] \$54 ;
+  wire [2:0] \$55 ;
+  wire [2:0] \$56 ;
+  wire [2:0] \$57 ;
+  wire [3:0] \$58 ;
+  wire [5:0] \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
-  wire \$61 ;
-  wire \$62 ;
+  wire \$60 ;
+  wire [4:0] \$61 ;
+  wire [4:0] \$62 ;
   wire \$63 ;
-  wire [1:0] \$64 ;
-  wire [1:0] \$65 ;
-  wire \$66 ;
-  wire [2:0] \$67 ;
+  wire \$64 ;
+  wire [2:0] \$65 ;
+  wire [2:0] \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire [2:0] \$69 ;
+  wire \$69 ;
   wire \$7 ;
-  wire [5:0] \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [4:0] \$73 ;
-  wire [4:0] \$74 ;
-  wire [2:0] \$75 ;
-  wire \$76 ;
+  wire [1:0] \$70 ;
+  wire [1:0] \$71 ;
+  wire [2:0] \$72 ;
+  wire [2:0] \$73 ;
+  wire [2:0] \$74 ;
+  wire [3:0] \$75 ;
+  wire [5:0] \$76 ;
   wire \$77 ;
-  wire \$78 ;
-  wire [1:0] \$79 ;
+  wire [4:0] \$78 ;
+  wire [4:0] \$79 ;
   wire \$8 ;
-  wire [1:0] \$80 ;
+  wire \$80 ;
   wire \$81 ;
   wire [2:0] \$82 ;
-  wire \$83 ;
-  wire [2:0] \$84 ;
-  wire [5:0] \$85 ;
+  wire [2:0] \$83 ;
+  wire \$84 ;
+  wire \$85 ;
   wire \$86 ;
-  wire \$87 ;
-  wire [4:0] \$88 ;
-  wire [4:0] \$89 ;
+  wire [1:0] \$87 ;
+  wire [1:0] \$88 ;
+  wire [2:0] \$89 ;
   wire [2:0] \$9 ;
   wire [2:0] \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire [1:0] \$94 ;
-  wire [1:0] \$95 ;
-  wire \$96 ;
-  wire [2:0] \$97 ;
+  wire [2:0] \$91 ;
+  wire [3:0] \$92 ;
+  wire [5:0] \$93 ;
+  wire \$94 ;
+  wire [4:0] \$95 ;
+  wire [4:0] \$96 ;
+  wire \$97 ;
   wire \$98 ;
   wire [2:0] \$99 ;
+  wire c4_0_below;
   wire [1:0] c4_0_j;
   wire [1:0] c4_0_k;
   wire [1:0] c4_0_lead;
@@ -5377,6 +5498,7 @@ module \top.front.dec_b2 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_0_rest;
   reg c4_0_sh;
   reg [3:0] c4_0_sig;
+  wire c4_1_below;
   wire [1:0] c4_1_j;
   wire [1:0] c4_1_k;
   wire [1:0] c4_1_lead;
@@ -5384,6 +5506,7 @@ module \top.front.dec_b2 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_1_rest;
   reg c4_1_sh;
   reg [3:0] c4_1_sig;
+  wire c4_2_below;
   wire [1:0] c4_2_j;
   wire [1:0] c4_2_k;
   wire [1:0] c4_2_lead;
@@ -5391,6 +5514,7 @@ module \top.front.dec_b2 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_2_rest;
   reg c4_2_sh;
   reg [3:0] c4_2_sig;
+  wire c4_3_below;
   wire [1:0] c4_3_j;
   wire [1:0] c4_3_k;
   wire [1:0] c4_3_lead;
@@ -5398,29 +5522,31 @@ module \top.front.dec_b2 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_3_rest;
   reg c4_3_sh;
   reg [3:0] c4_3_sig;
+  wire c8_0_below;
   wire [2:0] c8_0_j;
   wire [2:0] c8_0_k;
   wire [2:0] c8_0_lead;
   wire c8_0_neg;
   wire [6:0] c8_0_rest;
-  reg [2:0] c8_0_sh;
+  reg [1:0] c8_0_sh;
   reg [7:0] c8_0_sig;
+  wire c8_1_below;
   wire [2:0] c8_1_j;
   wire [2:0] c8_1_k;
   wire [2:0] c8_1_lead;
   wire c8_1_neg;
   wire [6:0] c8_1_rest;
-  reg [2:0] c8_1_sh;
+  reg [1:0] c8_1_sh;
   reg [7:0] c8_1_sig;
-  output [27:0] dec;
-  reg [27:0] dec;
+  output [25:0] dec;
+  reg [25:0] dec;
   wire \dec.neg0 ;
   wire \dec.neg1 ;
   wire \dec.neg2 ;
   wire \dec.neg3 ;
-  wire [2:0] \dec.sh0 ;
+  wire [1:0] \dec.sh0 ;
   wire \dec.sh1 ;
-  wire [2:0] \dec.sh2 ;
+  wire [1:0] \dec.sh2 ;
   wire \dec.sh3 ;
   wire [3:0] \dec.x0 ;
   wire [3:0] \dec.x1 ;
@@ -5455,163 +5581,167 @@ module \top.front.dec_b2 (wide, mode, fmt, dec, lane);
   assign \$13  = lane[4] ? \$12  : 3'h2;
   assign \$14  = lane[5] ? \$13  : 3'h1;
   assign c8_0_lead = lane[6] ? \$14  : 3'h0;
-  assign \$15  = c8_0_lead > fmt[4:2];
-  assign c8_0_k = \$15  ? fmt[4:2] : c8_0_lead;
-  assign \$16  = c8_0_k < fmt[4:2];
-  assign \$17  = c8_0_k + \$16 ;
+  assign c8_0_below = c8_0_lead < fmt[4:2];
+  assign c8_0_k = c8_0_below ? c8_0_lead : fmt[4:2];
+  assign \$15  = c8_0_lead + 1'h1;
+  assign \$16  = c8_0_below ? \$15  : { 1'h0, fmt[4:2] };
+  assign \$17  = \$16  - c8_0_k[0];
   assign \$18  = lane[6:0] << \$17 [2:0];
   assign \$19  = ! c8_0_k;
-  assign \$20  = c8_0_k == 1'h1;
-  assign \$21  = - $signed(lane[7:0]);
-  assign \$22  = lane[7] ? \$21  : { 1'h0, lane[7:0] };
-  assign \$23  = c8_0_k - 2'h2;
-  assign \$24  = ~ lane[14];
-  assign \$25  = ~ lane[13];
-  assign \$26  = ~ lane[12];
-  assign \$27  = ~ lane[11];
-  assign \$28  = ~ lane[10];
-  assign \$29  = ~ lane[9];
-  assign \$30  = ~ lane[8];
-  assign \$31  = lane[8] ? 3'h7 : 3'h6;
-  assign \$32  = lane[9] ? \$31  : 3'h5;
-  assign \$33  = lane[10] ? \$32  : 3'h4;
-  assign \$34  = lane[11] ? \$33  : 3'h3;
-  assign \$35  = lane[12] ? \$34  : 3'h2;
-  assign \$36  = lane[13] ? \$35  : 3'h1;
-  assign c8_1_lead = lane[14] ? \$36  : 3'h0;
-  assign \$37  = c8_1_lead > fmt[4:2];
-  assign c8_1_k = \$37  ? fmt[4:2] : c8_1_lead;
-  assign \$38  = c8_1_k < fmt[4:2];
-  assign \$39  = c8_1_k + \$38 ;
-  assign \$40  = lane[14:8] << \$39 [2:0];
-  assign \$41  = ! c8_1_k;
-  assign \$42  = c8_1_k == 1'h1;
-  assign \$43  = - $signed(lane[15:8]);
-  assign \$44  = lane[15] ? \$43  : { 1'h0, lane[15:8] };
-  assign \$45  = c8_1_k - 2'h2;
-  assign \$46  = ~ lane[2];
-  assign \$47  = ~ lane[1];
-  assign \$48  = ~ lane[0];
-  assign \$49  = lane[0] ? 2'h3 : 2'h2;
-  assign \$50  = lane[1] ? \$49  : 2'h1;
-  assign c4_0_lead = lane[2] ? \$50  : 2'h0;
-  assign \$51  = c4_0_lead > fmt[4:2];
-  assign \$52  = \$51  ? fmt[4:2] : { 1'h0, c4_0_lead };
-  assign \$53  = \$52 [1:0] < fmt[4:2];
-  assign \$54  = \$52 [1:0] + \$53 ;
-  assign \$55  = lane[2:0] << \$54 [1:0];
-  assign \$56  = ! \$52 [1:0];
-  assign \$57  = \$52 [1:0] == 1'h1;
-  assign \$58  = - $signed(lane[3:0]);
-  assign \$59  = lane[3] ? \$58  : { 1'h0, lane[3:0] };
-  assign \$60  = \$52 [1:0] - 2'h2;
-  assign \$61  = ~ lane[6];
-  assign \$62  = ~ lane[5];
-  assign \$63  = ~ lane[4];
-  assign \$64  = lane[4] ? 2'h3 : 2'h2;
-  assign \$65  = lane[5] ? \$64  : 2'h1;
-  assign c4_1_lead = lane[6] ? \$65  : 2'h0;
-  assign \$66  = c4_1_lead > fmt[4:2];
-  assign \$67  = \$66  ? fmt[4:2] : { 1'h0, c4_1_lead };
-  assign \$68  = \$67 [1:0] < fmt[4:2];
-  assign \$69  = \$67 [1:0] + \$68 ;
-  assign \$70  = lane[6:4] << \$69 [1:0];
-  assign \$71  = ! \$67 [1:0];
-  assign \$72  = \$67 [1:0] == 1'h1;
-  assign \$73  = - $signed(lane[7:4]);
-  assign \$74  = lane[7] ? \$73  : { 1'h0, lane[7:4] };
-  assign \$75  = \$67 [1:0] - 2'h2;
-  assign \$76  = ~ lane[10];
-  assign \$77  = ~ lane[9];
-  assign \$78  = ~ lane[8];
-  assign \$79  = lane[8] ? 2'h3 : 2'h2;
-  assign \$80  = lane[9] ? \$79  : 2'h1;
-  assign c4_2_lead = lane[10] ? \$80  : 2'h0;
-  assign \$81  = c4_2_lead > fmt[4:2];
-  assign \$82  = \$81  ? fmt[4:2] : { 1'h0, c4_2_lead };
-  assign \$83  = \$82 [1:0] < fmt[4:2];
-  assign \$84  = \$82 [1:0] + \$83 ;
-  assign \$85  = lane[10:8] << \$84 [1:0];
-  assign \$86  = ! \$82 [1:0];
-  assign \$87  = \$82 [1:0] == 1'h1;
-  assign \$88  = - $signed(lane[11:8]);
-  assign \$89  = lane[11] ? \$88  : { 1'h0, lane[11:8] };
-  assign \$90  = \$82 [1:0] - 2'h2;
-  assign \$91  = ~ lane[14];
-  assign \$92  = ~ lane[13];
-  assign \$93  = ~ lane[12];
-  assign \$94  = lane[12] ? 2'h3 : 2'h2;
-  assign \$95  = lane[13] ? \$94  : 2'h1;
-  assign c4_3_lead = lane[14] ? \$95  : 2'h0;
-  assign \$96  = c4_3_lead > fmt[4:2];
-  assign \$97  = \$96  ? fmt[4:2] : { 1'h0, c4_3_lead };
-  assign \$98  = \$97 [1:0] < fmt[4:2];
-  assign \$99  = \$97 [1:0] + \$98 ;
-  assign \$100  = lane[14:12] << \$99 [1:0];
-  assign \$101  = ! \$97 [1:0];
-  assign \$102  = \$97 [1:0] == 1'h1;
-  assign \$103  = - $signed(lane[15:12]);
-  assign \$104  = lane[15] ? \$103  : { 1'h0, lane[15:12] };
-  assign \$105  = \$97 [1:0] - 2'h2;
+  assign \$20  = - $signed(lane[7:0]);
+  assign \$21  = lane[7] ? \$20  : { 1'h0, lane[7:0] };
+  assign \$22  = c8_0_k[0] | \$18 [6];
+  assign \$23  = ~ c8_0_k[0];
+  assign \$24  = c8_0_k - 1'h1;
+  assign \$26  = ~ lane[14];
+  assign \$27  = ~ lane[13];
+  assign \$28  = ~ lane[12];
+  assign \$29  = ~ lane[11];
+  assign \$30  = ~ lane[10];
+  assign \$31  = ~ lane[9];
+  assign \$32  = ~ lane[8];
+  assign \$33  = lane[8] ? 3'h7 : 3'h6;
+  assign \$34  = lane[9] ? \$33  : 3'h5;
+  assign \$35  = lane[10] ? \$34  : 3'h4;
+  assign \$36  = lane[11] ? \$35  : 3'h3;
+  assign \$37  = lane[12] ? \$36  : 3'h2;
+  assign \$38  = lane[13] ? \$37  : 3'h1;
+  assign c8_1_lead = lane[14] ? \$38  : 3'h0;
+  assign c8_1_below = c8_1_lead < fmt[4:2];
+  assign c8_1_k = c8_1_below ? c8_1_lead : fmt[4:2];
+  assign \$39  = c8_1_lead + 1'h1;
+  assign \$40  = c8_1_below ? \$39  : { 1'h0, fmt[4:2] };
+  assign \$41  = \$40  - c8_1_k[0];
+  assign \$42  = lane[14:8] << \$41 [2:0];
+  assign \$43  = ! c8_1_k;
+  assign \$44  = - $signed(lane[15:8]);
+  assign \$45  = lane[15] ? \$44  : { 1'h0, lane[15:8] };
+  assign \$46  = c8_1_k[0] | \$42 [6];
+  assign \$47  = ~ c8_1_k[0];
+  assign \$48  = c8_1_k - 1'h1;
+  assign \$50  = ~ lane[2];
+  assign \$51  = ~ lane[1];
+  assign \$52  = ~ lane[0];
+  assign \$53  = lane[0] ? 2'h3 : 2'h2;
+  assign \$54  = lane[1] ? \$53  : 2'h1;
+  assign c4_0_lead = lane[2] ? \$54  : 2'h0;
+  assign c4_0_below = c4_0_lead < fmt[4:2];
+  assign \$55  = c4_0_below ? { 1'h0, c4_0_lead } : fmt[4:2];
+  assign \$56  = c4_0_lead + 1'h1;
+  assign \$57  = c4_0_below ? \$56  : fmt[4:2];
+  assign \$58  = \$57  - \$55 [0];
+  assign \$59  = lane[2:0] << \$58 [1:0];
+  assign \$60  = ! \$55 [1:0];
+  assign \$61  = - $signed(lane[3:0]);
+  assign \$62  = lane[3] ? \$61  : { 1'h0, lane[3:0] };
+  assign \$63  = \$55 [0] | \$59 [2];
+  assign \$64  = ~ \$55 [0];
+  assign \$65  = \$55 [1:0] - 1'h1;
+  assign \$67  = ~ lane[6];
+  assign \$68  = ~ lane[5];
+  assign \$69  = ~ lane[4];
+  assign \$70  = lane[4] ? 2'h3 : 2'h2;
+  assign \$71  = lane[5] ? \$70  : 2'h1;
+  assign c4_1_lead = lane[6] ? \$71  : 2'h0;
+  assign c4_1_below = c4_1_lead < fmt[4:2];
+  assign \$72  = c4_1_below ? { 1'h0, c4_1_lead } : fmt[4:2];
+  assign \$73  = c4_1_lead + 1'h1;
+  assign \$74  = c4_1_below ? \$73  : fmt[4:2];
+  assign \$75  = \$74  - \$72 [0];
+  assign \$76  = lane[6:4] << \$75 [1:0];
+  assign \$77  = ! \$72 [1:0];
+  assign \$78  = - $signed(lane[7:4]);
+  assign \$79  = lane[7] ? \$78  : { 1'h0, lane[7:4] };
+  assign \$80  = \$72 [0] | \$76 [2];
+  assign \$81  = ~ \$72 [0];
+  assign \$82  = \$72 [1:0] - 1'h1;
+  assign \$84  = ~ lane[10];
+  assign \$85  = ~ lane[9];
+  assign \$86  = ~ lane[8];
+  assign \$87  = lane[8] ? 2'h3 : 2'h2;
+  assign \$88  = lane[9] ? \$87  : 2'h1;
+  assign c4_2_lead = lane[10] ? \$88  : 2'h0;
+  assign c4_2_below = c4_2_lead < fmt[4:2];
+  assign \$89  = c4_2_below ? { 1'h0, c4_2_lead } : fmt[4:2];
+  assign \$90  = c4_2_lead + 1'h1;
+  assign \$91  = c4_2_below ? \$90  : fmt[4:2];
+  assign \$92  = \$91  - \$89 [0];
+  assign \$93  = lane[10:8] << \$92 [1:0];
+  assign \$94  = ! \$89 [1:0];
+  assign \$95  = - $signed(lane[11:8]);
+  assign \$96  = lane[11] ? \$95  : { 1'h0, lane[11:8] };
+  assign \$97  = \$89 [0] | \$93 [2];
+  assign \$98  = ~ \$89 [0];
+  assign \$99  = \$89 [1:0] - 1'h1;
+  assign \$101  = ~ lane[14];
+  assign \$102  = ~ lane[13];
+  assign \$103  = ~ lane[12];
+  assign \$104  = lane[12] ? 2'h3 : 2'h2;
+  assign \$105  = lane[13] ? \$104  : 2'h1;
+  assign c4_3_lead = lane[14] ? \$105  : 2'h0;
+  assign c4_3_below = c4_3_lead < fmt[4:2];
+  assign \$106  = c4_3_below ? { 1'h0, c4_3_lead } : fmt[4:2];
+  assign \$107  = c4_3_lead + 1'h1;
+  assign \$108  = c4_3_below ? \$107  : fmt[4:2];
+  assign \$109  = \$108  - \$106 [0];
+  assign \$110  = lane[14:12] << \$109 [1:0];
+  assign \$111  = ! \$106 [1:0];
+  assign \$112  = - $signed(lane[15:12]);
+  assign \$113  = lane[15] ? \$112  : { 1'h0, lane[15:12] };
+  assign \$114  = \$106 [0] | \$110 [2];
+  assign \$115  = ~ \$106 [0];
+  assign \$116  = \$106 [1:0] - 1'h1;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_0_sig = \$22 [7:0];
+      c8_0_sig = \$21 [7:0];
     end else if (\$19 ) begin
       c8_0_sig = { 1'h0, lane[6:0] };
-    end else if (\$20 ) begin
-      c8_0_sig = { 2'h1, \$18 [6:1] };
     end else begin
-      c8_0_sig = { 1'h1, \$18 [6:0] };
+      c8_0_sig = { \$23 , \$22 , \$18 [5:0] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    c8_0_sh = 3'h0;
+    c8_0_sh = 2'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
     end else if (\$19 ) begin
-    end else if (\$20 ) begin
     end else begin
-      c8_0_sh = \$23 [2:0];
+      c8_0_sh = \$25 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_1_sig = \$44 [7:0];
-    end else if (\$41 ) begin
+      c8_1_sig = \$45 [7:0];
+    end else if (\$43 ) begin
       c8_1_sig = { 1'h0, lane[14:8] };
-    end else if (\$42 ) begin
-      c8_1_sig = { 2'h1, \$40 [6:1] };
     end else begin
-      c8_1_sig = { 1'h1, \$40 [6:0] };
+      c8_1_sig = { \$47 , \$46 , \$42 [5:0] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    c8_1_sh = 3'h0;
+    c8_1_sh = 2'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$41 ) begin
-    end else if (\$42 ) begin
+    end else if (\$43 ) begin
     end else begin
-      c8_1_sh = \$45 [2:0];
+      c8_1_sh = \$49 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_0_sig = \$59 [3:0];
-    end else if (\$56 ) begin
+      c4_0_sig = \$62 [3:0];
+    end else if (\$60 ) begin
       c4_0_sig = { 1'h0, lane[2:0] };
-    end else if (\$57 ) begin
-      c4_0_sig = { 2'h1, \$55 [2:1] };
     end else begin
-      c4_0_sig = { 1'h1, \$55 [2:0] };
+      c4_0_sig = { \$64 , \$63 , \$59 [1:0] };
     end
   end
   always @* begin
@@ -5619,23 +5749,20 @@ module \top.front.dec_b2 (wide, mode, fmt, dec, lane);
     c4_0_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$56 ) begin
-    end else if (\$57 ) begin
+    end else if (\$60 ) begin
     end else begin
-      c4_0_sh = \$60 [0];
+      c4_0_sh = \$66 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_1_sig = \$74 [3:0];
-    end else if (\$71 ) begin
+      c4_1_sig = \$79 [3:0];
+    end else if (\$77 ) begin
       c4_1_sig = { 1'h0, lane[6:4] };
-    end else if (\$72 ) begin
-      c4_1_sig = { 2'h1, \$70 [2:1] };
     end else begin
-      c4_1_sig = { 1'h1, \$70 [2:0] };
+      c4_1_sig = { \$81 , \$80 , \$76 [1:0] };
     end
   end
   always @* begin
@@ -5643,23 +5770,20 @@ module \top.front.dec_b2 (wide, mode, fmt, dec, lane);
     c4_1_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$71 ) begin
-    end else if (\$72 ) begin
+    end else if (\$77 ) begin
     end else begin
-      c4_1_sh = \$75 [0];
+      c4_1_sh = \$83 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_2_sig = \$89 [3:0];
-    end else if (\$86 ) begin
+      c4_2_sig = \$96 [3:0];
+    end else if (\$94 ) begin
       c4_2_sig = { 1'h0, lane[10:8] };
-    end else if (\$87 ) begin
-      c4_2_sig = { 2'h1, \$85 [2:1] };
     end else begin
-      c4_2_sig = { 1'h1, \$85 [2:0] };
+      c4_2_sig = { \$98 , \$97 , \$93 [1:0] };
     end
   end
   always @* begin
@@ -5667,23 +5791,20 @@ module \top.front.dec_b2 (wide, mode, fmt, dec, lane);
     c4_2_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$86 ) begin
-    end else if (\$87 ) begin
+    end else if (\$94 ) begin
     end else begin
-      c4_2_sh = \$90 [0];
+      c4_2_sh = \$100 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_3_sig = \$104 [3:0];
-    end else if (\$101 ) begin
+      c4_3_sig = \$113 [3:0];
+    end else if (\$111 ) begin
       c4_3_sig = { 1'h0, lane[14:12] };
-    end else if (\$102 ) begin
-      c4_3_sig = { 2'h1, \$100 [2:1] };
     end else begin
-      c4_3_sig = { 1'h1, \$100 [2:0] };
+      c4_3_sig = { \$115 , \$114 , \$110 [1:0] };
     end
   end
   always @* begin
@@ -5691,10 +5812,9 @@ module \top.front.dec_b2 (wide, mode, fmt, dec, lane);
     c4_3_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$101 ) begin
-    end else if (\$102 ) begin
+    end else if (\$111 ) begin
     end else begin
-      c4_3_sh = \$105 [0];
+      c4_3_sh = \$117 [0];
     end
   end
   always @* begin
@@ -5708,13 +5828,13 @@ module \top.front.dec_b2 (wide, mode, fmt, dec, lane);
           dec[11:8] = c8_0_sig[7:4];
           dec[15:12] = c8_0_sig[7:4];
           dec[16] = lane[7];
-          dec[19:17] = c8_0_sh;
+          dec[18:17] = c8_0_sh;
+          dec[19] = 1'h0;
           dec[20] = 1'h0;
           dec[21] = 1'h0;
-          dec[22] = 1'h0;
-          dec[25:23] = 3'h0;
-          dec[26] = 1'h0;
-          dec[27] = 1'h0;
+          dec[23:22] = 2'h0;
+          dec[24] = 1'h0;
+          dec[25] = 1'h0;
         end
       2'h2:
         begin
@@ -5723,13 +5843,13 @@ module \top.front.dec_b2 (wide, mode, fmt, dec, lane);
           dec[11:8] = c8_1_sig[3:0];
           dec[15:12] = c8_1_sig[7:4];
           dec[16] = lane[7];
-          dec[19:17] = c8_0_sh;
+          dec[18:17] = c8_0_sh;
+          dec[19] = 1'h0;
           dec[20] = 1'h0;
-          dec[21] = 1'h0;
-          dec[22] = lane[15];
-          dec[25:23] = c8_1_sh;
-          dec[26] = 1'h0;
-          dec[27] = 1'h0;
+          dec[21] = lane[15];
+          dec[23:22] = c8_1_sh;
+          dec[24] = 1'h0;
+          dec[25] = 1'h0;
         end
       2'h1:
         begin
@@ -5738,13 +5858,13 @@ module \top.front.dec_b2 (wide, mode, fmt, dec, lane);
           dec[11:8] = c4_1_sig;
           dec[15:12] = c4_1_sig;
           dec[16] = lane[3];
-          dec[19:17] = { 2'h0, c4_0_sh };
+          dec[18:17] = { 1'h0, c4_0_sh };
+          dec[19] = 1'h0;
           dec[20] = 1'h0;
-          dec[21] = 1'h0;
-          dec[22] = lane[7];
-          dec[25:23] = { 2'h0, c4_1_sh };
-          dec[26] = 1'h0;
-          dec[27] = 1'h0;
+          dec[21] = lane[7];
+          dec[23:22] = { 1'h0, c4_1_sh };
+          dec[24] = 1'h0;
+          dec[25] = 1'h0;
         end
       2'h0:
         begin
@@ -5753,37 +5873,37 @@ module \top.front.dec_b2 (wide, mode, fmt, dec, lane);
           dec[11:8] = c4_2_sig;
           dec[15:12] = c4_3_sig;
           dec[16] = lane[3];
-          dec[19:17] = { 2'h0, c4_0_sh };
-          dec[20] = lane[7];
-          dec[21] = c4_1_sh;
-          dec[22] = lane[11];
-          dec[25:23] = { 2'h0, c4_2_sh };
-          dec[26] = lane[15];
-          dec[27] = c4_3_sh;
+          dec[18:17] = { 1'h0, c4_0_sh };
+          dec[19] = lane[7];
+          dec[20] = c4_1_sh;
+          dec[21] = lane[11];
+          dec[23:22] = { 1'h0, c4_2_sh };
+          dec[24] = lane[15];
+          dec[25] = c4_3_sh;
         end
     endcase
   end
   assign c8_0_j = \$17 [2:0];
   assign c8_0_rest = \$18 [6:0];
   assign c8_0_neg = lane[7];
-  assign c8_1_j = \$39 [2:0];
-  assign c8_1_rest = \$40 [6:0];
+  assign c8_1_j = \$41 [2:0];
+  assign c8_1_rest = \$42 [6:0];
   assign c8_1_neg = lane[15];
-  assign c4_0_k = \$52 [1:0];
-  assign c4_0_j = \$54 [1:0];
-  assign c4_0_rest = \$55 [2:0];
+  assign c4_0_k = \$55 [1:0];
+  assign c4_0_j = \$58 [1:0];
+  assign c4_0_rest = \$59 [2:0];
   assign c4_0_neg = lane[3];
-  assign c4_1_k = \$67 [1:0];
-  assign c4_1_j = \$69 [1:0];
-  assign c4_1_rest = \$70 [2:0];
+  assign c4_1_k = \$72 [1:0];
+  assign c4_1_j = \$75 [1:0];
+  assign c4_1_rest = \$76 [2:0];
   assign c4_1_neg = lane[7];
-  assign c4_2_k = \$82 [1:0];
-  assign c4_2_j = \$84 [1:0];
-  assign c4_2_rest = \$85 [2:0];
+  assign c4_2_k = \$89 [1:0];
+  assign c4_2_j = \$92 [1:0];
+  assign c4_2_rest = \$93 [2:0];
   assign c4_2_neg = lane[11];
-  assign c4_3_k = \$97 [1:0];
-  assign c4_3_j = \$99 [1:0];
-  assign c4_3_rest = \$100 [2:0];
+  assign c4_3_k = \$106 [1:0];
+  assign c4_3_j = \$109 [1:0];
+  assign c4_3_rest = \$110 [2:0];
   assign c4_3_neg = lane[15];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
@@ -5795,13 +5915,19 @@ module \top.front.dec_b2 (wide, mode, fmt, dec, lane);
   assign \dec.x2  = dec[11:8];
   assign \dec.x3  = dec[15:12];
   assign \dec.neg0  = dec[16];
-  assign \dec.sh0  = dec[19:17];
-  assign \dec.neg1  = dec[20];
-  assign \dec.sh1  = dec[21];
-  assign \dec.neg2  = dec[22];
-  assign \dec.sh2  = dec[25:23];
-  assign \dec.neg3  = dec[26];
-  assign \dec.sh3  = dec[27];
+  assign \dec.sh0  = dec[18:17];
+  assign \dec.neg1  = dec[19];
+  assign \dec.sh1  = dec[20];
+  assign \dec.neg2  = dec[21];
+  assign \dec.sh2  = dec[23:22];
+  assign \dec.neg3  = dec[24];
+  assign \dec.sh3  = dec[25];
+  assign \$25  = { \$24 [3], \$24 [3:1] };
+  assign \$49  = { \$48 [3], \$48 [3:1] };
+  assign \$66  = { \$65 [2], \$65 [2:1] };
+  assign \$83  = { \$82 [2], \$82 [2:1] };
+  assign \$100  = { \$99 [2], \$99 [2:1] };
+  assign \$117  = { \$116 [2], \$116 [2:1] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -5809,109 +5935,122 @@ module \top.front.dec_b3 (wide, mode, fmt, dec, lane);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire [2:0] \$10 ;
-  wire [5:0] \$100 ;
+  wire [2:0] \$100 ;
   wire \$101 ;
   wire \$102 ;
-  wire [4:0] \$103 ;
-  wire [4:0] \$104 ;
-  wire [2:0] \$105 ;
+  wire \$103 ;
+  wire [1:0] \$104 ;
+  wire [1:0] \$105 ;
+  wire [2:0] \$106 ;
+  wire [2:0] \$107 ;
+  wire [2:0] \$108 ;
+  wire [3:0] \$109 ;
   wire [2:0] \$11 ;
+  wire [5:0] \$110 ;
+  wire \$111 ;
+  wire [4:0] \$112 ;
+  wire [4:0] \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire [2:0] \$116 ;
+  wire [2:0] \$117 ;
   wire [2:0] \$12 ;
   wire [2:0] \$13 ;
   wire [2:0] \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire [3:0] \$17 ;
+  wire [3:0] \$15 ;
+  wire [3:0] \$16 ;
+  wire [4:0] \$17 ;
   wire [13:0] \$18 ;
   wire \$19 ;
   wire \$2 ;
-  wire \$20 ;
+  wire [8:0] \$20 ;
   wire [8:0] \$21 ;
-  wire [8:0] \$22 ;
-  wire [3:0] \$23 ;
-  wire \$24 ;
-  wire \$25 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire [3:0] \$24 ;
+  wire [3:0] \$25 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [2:0] \$32 ;
+  wire \$31 ;
+  wire \$32 ;
   wire [2:0] \$33 ;
   wire [2:0] \$34 ;
   wire [2:0] \$35 ;
   wire [2:0] \$36 ;
-  wire \$37 ;
-  wire \$38 ;
+  wire [2:0] \$37 ;
+  wire [2:0] \$38 ;
   wire [3:0] \$39 ;
   wire \$4 ;
-  wire [13:0] \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [8:0] \$43 ;
+  wire [3:0] \$40 ;
+  wire [4:0] \$41 ;
+  wire [13:0] \$42 ;
+  wire \$43 ;
   wire [8:0] \$44 ;
-  wire [3:0] \$45 ;
+  wire [8:0] \$45 ;
   wire \$46 ;
   wire \$47 ;
-  wire \$48 ;
-  wire [1:0] \$49 ;
+  wire [3:0] \$48 ;
+  wire [3:0] \$49 ;
   wire \$5 ;
-  wire [1:0] \$50 ;
+  wire \$50 ;
   wire \$51 ;
-  wire [2:0] \$52 ;
-  wire \$53 ;
-  wire [2:0] \$54 ;
-  wire [5:0] \$55 ;
-  wire \$56 ;
-  wire \$57 ;
-  wire [4:0] \$58 ;
-  wire [4:0] \$59 ;
+  wire \$52 ;
+  wire [1:0] \$53 ;
+  wire [1:0] \$54 ;
+  wire [2:0] \$55 ;
+  wire [2:0] \$56 ;
+  wire [2:0] \$57 ;
+  wire [3:0] \$58 ;
+  wire [5:0] \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
-  wire \$61 ;
-  wire \$62 ;
+  wire \$60 ;
+  wire [4:0] \$61 ;
+  wire [4:0] \$62 ;
   wire \$63 ;
-  wire [1:0] \$64 ;
-  wire [1:0] \$65 ;
-  wire \$66 ;
-  wire [2:0] \$67 ;
+  wire \$64 ;
+  wire [2:0] \$65 ;
+  wire [2:0] \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire [2:0] \$69 ;
+  wire \$69 ;
   wire \$7 ;
-  wire [5:0] \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [4:0] \$73 ;
-  wire [4:0] \$74 ;
-  wire [2:0] \$75 ;
-  wire \$76 ;
+  wire [1:0] \$70 ;
+  wire [1:0] \$71 ;
+  wire [2:0] \$72 ;
+  wire [2:0] \$73 ;
+  wire [2:0] \$74 ;
+  wire [3:0] \$75 ;
+  wire [5:0] \$76 ;
   wire \$77 ;
-  wire \$78 ;
-  wire [1:0] \$79 ;
+  wire [4:0] \$78 ;
+  wire [4:0] \$79 ;
   wire \$8 ;
-  wire [1:0] \$80 ;
+  wire \$80 ;
   wire \$81 ;
   wire [2:0] \$82 ;
-  wire \$83 ;
-  wire [2:0] \$84 ;
-  wire [5:0] \$85 ;
+  wire [2:0] \$83 ;
+  wire \$84 ;
+  wire \$85 ;
   wire \$86 ;
-  wire \$87 ;
-  wire [4:0] \$88 ;
-  wire [4:0] \$89 ;
+  wire [1:0] \$87 ;
+  wire [1:0] \$88 ;
+  wire [2:0] \$89 ;
   wire [2:0] \$9 ;
   wire [2:0] \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire [1:0] \$94 ;
-  wire [1:0] \$95 ;
-  wire \$96 ;
-  wire [2:0] \$97 ;
+  wire [2:0] \$91 ;
+  wire [3:0] \$92 ;
+  wire [5:0] \$93 ;
+  wire \$94 ;
+  wire [4:0] \$95 ;
+  wire [4:0] \$96 ;
+  wire \$97 ;
   wire \$98 ;
   wire [2:0] \$99 ;
+  wire c4_0_below;
   wire [1:0] c4_0_j;
   wire [1:0] c4_0_k;
   wire [1:0] c4_0_lead;
@@ -5919,6 +6058,7 @@ module \top.front.dec_b3 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_0_rest;
   reg c4_0_sh;
   reg [3:0] c4_0_sig;
+  wire c4_1_below;
   wire [1:0] c4_1_j;
   wire [1:0] c4_1_k;
   wire [1:0] c4_1_lead;
@@ -5926,6 +6066,7 @@ module \top.front.dec_b3 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_1_rest;
   reg c4_1_sh;
   reg [3:0] c4_1_sig;
+  wire c4_2_below;
   wire [1:0] c4_2_j;
   wire [1:0] c4_2_k;
   wire [1:0] c4_2_lead;
@@ -5933,6 +6074,7 @@ module \top.front.dec_b3 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_2_rest;
   reg c4_2_sh;
   reg [3:0] c4_2_sig;
+  wire c4_3_below;
   wire [1:0] c4_3_j;
   wire [1:0] c4_3_k;
   wire [1:0] c4_3_lead;
@@ -5940,29 +6082,31 @@ module \top.front.dec_b3 (wide, mode, fmt, dec, lane);
   wire [2:0] c4_3_rest;
   reg c4_3_sh;
   reg [3:0] c4_3_sig;
+  wire c8_0_below;
   wire [2:0] c8_0_j;
   wire [2:0] c8_0_k;
   wire [2:0] c8_0_lead;
   wire c8_0_neg;
   wire [6:0] c8_0_rest;
-  reg [2:0] c8_0_sh;
+  reg [1:0] c8_0_sh;
   reg [7:0] c8_0_sig;
+  wire c8_1_below;
   wire [2:0] c8_1_j;
   wire [2:0] c8_1_k;
   wire [2:0] c8_1_lead;
   wire c8_1_neg;
   wire [6:0] c8_1_rest;
-  reg [2:0] c8_1_sh;
+  reg [1:0] c8_1_sh;
   reg [7:0] c8_1_sig;
-  output [27:0] dec;
-  reg [27:0] dec;
+  output [25:0] dec;
+  reg [25:0] dec;
   wire \dec.neg0 ;
   wire \dec.neg1 ;
   wire \dec.neg2 ;
   wire \dec.neg3 ;
-  wire [2:0] \dec.sh0 ;
+  wire [1:0] \dec.sh0 ;
   wire \dec.sh1 ;
-  wire [2:0] \dec.sh2 ;
+  wire [1:0] \dec.sh2 ;
   wire \dec.sh3 ;
   wire [3:0] \dec.x0 ;
   wire [3:0] \dec.x1 ;
@@ -5997,163 +6141,167 @@ module \top.front.dec_b3 (wide, mode, fmt, dec, lane);
   assign \$13  = lane[4] ? \$12  : 3'h2;
   assign \$14  = lane[5] ? \$13  : 3'h1;
   assign c8_0_lead = lane[6] ? \$14  : 3'h0;
-  assign \$15  = c8_0_lead > fmt[4:2];
-  assign c8_0_k = \$15  ? fmt[4:2] : c8_0_lead;
-  assign \$16  = c8_0_k < fmt[4:2];
-  assign \$17  = c8_0_k + \$16 ;
+  assign c8_0_below = c8_0_lead < fmt[4:2];
+  assign c8_0_k = c8_0_below ? c8_0_lead : fmt[4:2];
+  assign \$15  = c8_0_lead + 1'h1;
+  assign \$16  = c8_0_below ? \$15  : { 1'h0, fmt[4:2] };
+  assign \$17  = \$16  - c8_0_k[0];
   assign \$18  = lane[6:0] << \$17 [2:0];
   assign \$19  = ! c8_0_k;
-  assign \$20  = c8_0_k == 1'h1;
-  assign \$21  = - $signed(lane[7:0]);
-  assign \$22  = lane[7] ? \$21  : { 1'h0, lane[7:0] };
-  assign \$23  = c8_0_k - 2'h2;
-  assign \$24  = ~ lane[14];
-  assign \$25  = ~ lane[13];
-  assign \$26  = ~ lane[12];
-  assign \$27  = ~ lane[11];
-  assign \$28  = ~ lane[10];
-  assign \$29  = ~ lane[9];
-  assign \$30  = ~ lane[8];
-  assign \$31  = lane[8] ? 3'h7 : 3'h6;
-  assign \$32  = lane[9] ? \$31  : 3'h5;
-  assign \$33  = lane[10] ? \$32  : 3'h4;
-  assign \$34  = lane[11] ? \$33  : 3'h3;
-  assign \$35  = lane[12] ? \$34  : 3'h2;
-  assign \$36  = lane[13] ? \$35  : 3'h1;
-  assign c8_1_lead = lane[14] ? \$36  : 3'h0;
-  assign \$37  = c8_1_lead > fmt[4:2];
-  assign c8_1_k = \$37  ? fmt[4:2] : c8_1_lead;
-  assign \$38  = c8_1_k < fmt[4:2];
-  assign \$39  = c8_1_k + \$38 ;
-  assign \$40  = lane[14:8] << \$39 [2:0];
-  assign \$41  = ! c8_1_k;
-  assign \$42  = c8_1_k == 1'h1;
-  assign \$43  = - $signed(lane[15:8]);
-  assign \$44  = lane[15] ? \$43  : { 1'h0, lane[15:8] };
-  assign \$45  = c8_1_k - 2'h2;
-  assign \$46  = ~ lane[2];
-  assign \$47  = ~ lane[1];
-  assign \$48  = ~ lane[0];
-  assign \$49  = lane[0] ? 2'h3 : 2'h2;
-  assign \$50  = lane[1] ? \$49  : 2'h1;
-  assign c4_0_lead = lane[2] ? \$50  : 2'h0;
-  assign \$51  = c4_0_lead > fmt[4:2];
-  assign \$52  = \$51  ? fmt[4:2] : { 1'h0, c4_0_lead };
-  assign \$53  = \$52 [1:0] < fmt[4:2];
-  assign \$54  = \$52 [1:0] + \$53 ;
-  assign \$55  = lane[2:0] << \$54 [1:0];
-  assign \$56  = ! \$52 [1:0];
-  assign \$57  = \$52 [1:0] == 1'h1;
-  assign \$58  = - $signed(lane[3:0]);
-  assign \$59  = lane[3] ? \$58  : { 1'h0, lane[3:0] };
-  assign \$60  = \$52 [1:0] - 2'h2;
-  assign \$61  = ~ lane[6];
-  assign \$62  = ~ lane[5];
-  assign \$63  = ~ lane[4];
-  assign \$64  = lane[4] ? 2'h3 : 2'h2;
-  assign \$65  = lane[5] ? \$64  : 2'h1;
-  assign c4_1_lead = lane[6] ? \$65  : 2'h0;
-  assign \$66  = c4_1_lead > fmt[4:2];
-  assign \$67  = \$66  ? fmt[4:2] : { 1'h0, c4_1_lead };
-  assign \$68  = \$67 [1:0] < fmt[4:2];
-  assign \$69  = \$67 [1:0] + \$68 ;
-  assign \$70  = lane[6:4] << \$69 [1:0];
-  assign \$71  = ! \$67 [1:0];
-  assign \$72  = \$67 [1:0] == 1'h1;
-  assign \$73  = - $signed(lane[7:4]);
-  assign \$74  = lane[7] ? \$73  : { 1'h0, lane[7:4] };
-  assign \$75  = \$67 [1:0] - 2'h2;
-  assign \$76  = ~ lane[10];
-  assign \$77  = ~ lane[9];
-  assign \$78  = ~ lane[8];
-  assign \$79  = lane[8] ? 2'h3 : 2'h2;
-  assign \$80  = lane[9] ? \$79  : 2'h1;
-  assign c4_2_lead = lane[10] ? \$80  : 2'h0;
-  assign \$81  = c4_2_lead > fmt[4:2];
-  assign \$82  = \$81  ? fmt[4:2] : { 1'h0, c4_2_lead };
-  assign \$83  = \$82 [1:0] < fmt[4:2];
-  assign \$84  = \$82 [1:0] + \$83 ;
-  assign \$85  = lane[10:8] << \$84 [1:0];
-  assign \$86  = ! \$82 [1:0];
-  assign \$87  = \$82 [1:0] == 1'h1;
-  assign \$88  = - $signed(lane[11:8]);
-  assign \$89  = lane[11] ? \$88  : { 1'h0, lane[11:8] };
-  assign \$90  = \$82 [1:0] - 2'h2;
-  assign \$91  = ~ lane[14];
-  assign \$92  = ~ lane[13];
-  assign \$93  = ~ lane[12];
-  assign \$94  = lane[12] ? 2'h3 : 2'h2;
-  assign \$95  = lane[13] ? \$94  : 2'h1;
-  assign c4_3_lead = lane[14] ? \$95  : 2'h0;
-  assign \$96  = c4_3_lead > fmt[4:2];
-  assign \$97  = \$96  ? fmt[4:2] : { 1'h0, c4_3_lead };
-  assign \$98  = \$97 [1:0] < fmt[4:2];
-  assign \$99  = \$97 [1:0] + \$98 ;
-  assign \$100  = lane[14:12] << \$99 [1:0];
-  assign \$101  = ! \$97 [1:0];
-  assign \$102  = \$97 [1:0] == 1'h1;
-  assign \$103  = - $signed(lane[15:12]);
-  assign \$104  = lane[15] ? \$103  : { 1'h0, lane[15:12] };
-  assign \$105  = \$97 [1:0] - 2'h2;
+  assign \$20  = - $signed(lane[7:0]);
+  assign \$21  = lane[7] ? \$20  : { 1'h0, lane[7:0] };
+  assign \$22  = c8_0_k[0] | \$18 [6];
+  assign \$23  = ~ c8_0_k[0];
+  assign \$24  = c8_0_k - 1'h1;
+  assign \$26  = ~ lane[14];
+  assign \$27  = ~ lane[13];
+  assign \$28  = ~ lane[12];
+  assign \$29  = ~ lane[11];
+  assign \$30  = ~ lane[10];
+  assign \$31  = ~ lane[9];
+  assign \$32  = ~ lane[8];
+  assign \$33  = lane[8] ? 3'h7 : 3'h6;
+  assign \$34  = lane[9] ? \$33  : 3'h5;
+  assign \$35  = lane[10] ? \$34  : 3'h4;
+  assign \$36  = lane[11] ? \$35  : 3'h3;
+  assign \$37  = lane[12] ? \$36  : 3'h2;
+  assign \$38  = lane[13] ? \$37  : 3'h1;
+  assign c8_1_lead = lane[14] ? \$38  : 3'h0;
+  assign c8_1_below = c8_1_lead < fmt[4:2];
+  assign c8_1_k = c8_1_below ? c8_1_lead : fmt[4:2];
+  assign \$39  = c8_1_lead + 1'h1;
+  assign \$40  = c8_1_below ? \$39  : { 1'h0, fmt[4:2] };
+  assign \$41  = \$40  - c8_1_k[0];
+  assign \$42  = lane[14:8] << \$41 [2:0];
+  assign \$43  = ! c8_1_k;
+  assign \$44  = - $signed(lane[15:8]);
+  assign \$45  = lane[15] ? \$44  : { 1'h0, lane[15:8] };
+  assign \$46  = c8_1_k[0] | \$42 [6];
+  assign \$47  = ~ c8_1_k[0];
+  assign \$48  = c8_1_k - 1'h1;
+  assign \$50  = ~ lane[2];
+  assign \$51  = ~ lane[1];
+  assign \$52  = ~ lane[0];
+  assign \$53  = lane[0] ? 2'h3 : 2'h2;
+  assign \$54  = lane[1] ? \$53  : 2'h1;
+  assign c4_0_lead = lane[2] ? \$54  : 2'h0;
+  assign c4_0_below = c4_0_lead < fmt[4:2];
+  assign \$55  = c4_0_below ? { 1'h0, c4_0_lead } : fmt[4:2];
+  assign \$56  = c4_0_lead + 1'h1;
+  assign \$57  = c4_0_below ? \$56  : fmt[4:2];
+  assign \$58  = \$57  - \$55 [0];
+  assign \$59  = lane[2:0] << \$58 [1:0];
+  assign \$60  = ! \$55 [1:0];
+  assign \$61  = - $signed(lane[3:0]);
+  assign \$62  = lane[3] ? \$61  : { 1'h0, lane[3:0] };
+  assign \$63  = \$55 [0] | \$59 [2];
+  assign \$64  = ~ \$55 [0];
+  assign \$65  = \$55 [1:0] - 1'h1;
+  assign \$67  = ~ lane[6];
+  assign \$68  = ~ lane[5];
+  assign \$69  = ~ lane[4];
+  assign \$70  = lane[4] ? 2'h3 : 2'h2;
+  assign \$71  = lane[5] ? \$70  : 2'h1;
+  assign c4_1_lead = lane[6] ? \$71  : 2'h0;
+  assign c4_1_below = c4_1_lead < fmt[4:2];
+  assign \$72  = c4_1_below ? { 1'h0, c4_1_lead } : fmt[4:2];
+  assign \$73  = c4_1_lead + 1'h1;
+  assign \$74  = c4_1_below ? \$73  : fmt[4:2];
+  assign \$75  = \$74  - \$72 [0];
+  assign \$76  = lane[6:4] << \$75 [1:0];
+  assign \$77  = ! \$72 [1:0];
+  assign \$78  = - $signed(lane[7:4]);
+  assign \$79  = lane[7] ? \$78  : { 1'h0, lane[7:4] };
+  assign \$80  = \$72 [0] | \$76 [2];
+  assign \$81  = ~ \$72 [0];
+  assign \$82  = \$72 [1:0] - 1'h1;
+  assign \$84  = ~ lane[10];
+  assign \$85  = ~ lane[9];
+  assign \$86  = ~ lane[8];
+  assign \$87  = lane[8] ? 2'h3 : 2'h2;
+  assign \$88  = lane[9] ? \$87  : 2'h1;
+  assign c4_2_lead = lane[10] ? \$88  : 2'h0;
+  assign c4_2_below = c4_2_lead < fmt[4:2];
+  assign \$89  = c4_2_below ? { 1'h0, c4_2_lead } : fmt[4:2];
+  assign \$90  = c4_2_lead + 1'h1;
+  assign \$91  = c4_2_below ? \$90  : fmt[4:2];
+  assign \$92  = \$91  - \$89 [0];
+  assign \$93  = lane[10:8] << \$92 [1:0];
+  assign \$94  = ! \$89 [1:0];
+  assign \$95  = - $signed(lane[11:8]);
+  assign \$96  = lane[11] ? \$95  : { 1'h0, lane[11:8] };
+  assign \$97  = \$89 [0] | \$93 [2];
+  assign \$98  = ~ \$89 [0];
+  assign \$99  = \$89 [1:0] - 1'h1;
+  assign \$101  = ~ lane[14];
+  assign \$102  = ~ lane[13];
+  assign \$103  = ~ lane[12];
+  assign \$104  = lane[12] ? 2'h3 : 2'h2;
+  assign \$105  = lane[13] ? \$104  : 2'h1;
+  assign c4_3_lead = lane[14] ? \$105  : 2'h0;
+  assign c4_3_below = c4_3_lead < fmt[4:2];
+  assign \$106  = c4_3_below ? { 1'h0, c4_3_lead } : fmt[4:2];
+  assign \$107  = c4_3_lead + 1'h1;
+  assign \$108  = c4_3_below ? \$107  : fmt[4:2];
+  assign \$109  = \$108  - \$106 [0];
+  assign \$110  = lane[14:12] << \$109 [1:0];
+  assign \$111  = ! \$106 [1:0];
+  assign \$112  = - $signed(lane[15:12]);
+  assign \$113  = lane[15] ? \$112  : { 1'h0, lane[15:12] };
+  assign \$114  = \$106 [0] | \$110 [2];
+  assign \$115  = ~ \$106 [0];
+  assign \$116  = \$106 [1:0] - 1'h1;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_0_sig = \$22 [7:0];
+      c8_0_sig = \$21 [7:0];
     end else if (\$19 ) begin
       c8_0_sig = { 1'h0, lane[6:0] };
-    end else if (\$20 ) begin
-      c8_0_sig = { 2'h1, \$18 [6:1] };
     end else begin
-      c8_0_sig = { 1'h1, \$18 [6:0] };
+      c8_0_sig = { \$23 , \$22 , \$18 [5:0] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    c8_0_sh = 3'h0;
+    c8_0_sh = 2'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
     end else if (\$19 ) begin
-    end else if (\$20 ) begin
     end else begin
-      c8_0_sh = \$23 [2:0];
+      c8_0_sh = \$25 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c8_1_sig = \$44 [7:0];
-    end else if (\$41 ) begin
+      c8_1_sig = \$45 [7:0];
+    end else if (\$43 ) begin
       c8_1_sig = { 1'h0, lane[14:8] };
-    end else if (\$42 ) begin
-      c8_1_sig = { 2'h1, \$40 [6:1] };
     end else begin
-      c8_1_sig = { 1'h1, \$40 [6:0] };
+      c8_1_sig = { \$47 , \$46 , \$42 [5:0] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    c8_1_sh = 3'h0;
+    c8_1_sh = 2'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$41 ) begin
-    end else if (\$42 ) begin
+    end else if (\$43 ) begin
     end else begin
-      c8_1_sh = \$45 [2:0];
+      c8_1_sh = \$49 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_0_sig = \$59 [3:0];
-    end else if (\$56 ) begin
+      c4_0_sig = \$62 [3:0];
+    end else if (\$60 ) begin
       c4_0_sig = { 1'h0, lane[2:0] };
-    end else if (\$57 ) begin
-      c4_0_sig = { 2'h1, \$55 [2:1] };
     end else begin
-      c4_0_sig = { 1'h1, \$55 [2:0] };
+      c4_0_sig = { \$64 , \$63 , \$59 [1:0] };
     end
   end
   always @* begin
@@ -6161,23 +6309,20 @@ module \top.front.dec_b3 (wide, mode, fmt, dec, lane);
     c4_0_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$56 ) begin
-    end else if (\$57 ) begin
+    end else if (\$60 ) begin
     end else begin
-      c4_0_sh = \$60 [0];
+      c4_0_sh = \$66 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_1_sig = \$74 [3:0];
-    end else if (\$71 ) begin
+      c4_1_sig = \$79 [3:0];
+    end else if (\$77 ) begin
       c4_1_sig = { 1'h0, lane[6:4] };
-    end else if (\$72 ) begin
-      c4_1_sig = { 2'h1, \$70 [2:1] };
     end else begin
-      c4_1_sig = { 1'h1, \$70 [2:0] };
+      c4_1_sig = { \$81 , \$80 , \$76 [1:0] };
     end
   end
   always @* begin
@@ -6185,23 +6330,20 @@ module \top.front.dec_b3 (wide, mode, fmt, dec, lane);
     c4_1_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$71 ) begin
-    end else if (\$72 ) begin
+    end else if (\$77 ) begin
     end else begin
-      c4_1_sh = \$75 [0];
+      c4_1_sh = \$83 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_2_sig = \$89 [3:0];
-    end else if (\$86 ) begin
+      c4_2_sig = \$96 [3:0];
+    end else if (\$94 ) begin
       c4_2_sig = { 1'h0, lane[10:8] };
-    end else if (\$87 ) begin
-      c4_2_sig = { 2'h1, \$85 [2:1] };
     end else begin
-      c4_2_sig = { 1'h1, \$85 [2:0] };
+      c4_2_sig = { \$98 , \$97 , \$93 [1:0] };
     end
   end
   always @* begin
@@ -6209,23 +6351,20 @@ module \top.front.dec_b3 (wide, mode, fmt, dec, lane);
     c4_2_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$86 ) begin
-    end else if (\$87 ) begin
+    end else if (\$94 ) begin
     end else begin
-      c4_2_sh = \$90 [0];
+      c4_2_sh = \$100 [0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-      c4_3_sig = \$104 [3:0];
-    end else if (\$101 ) begin
+      c4_3_sig = \$113 [3:0];
+    end else if (\$111 ) begin
       c4_3_sig = { 1'h0, lane[14:12] };
-    end else if (\$102 ) begin
-      c4_3_sig = { 2'h1, \$100 [2:1] };
     end else begin
-      c4_3_sig = { 1'h1, \$100 [2:0] };
+      c4_3_sig = { \$115 , \$114 , \$110 [1:0] };
     end
   end
   always @* begin
@@ -6233,10 +6372,9 @@ module \top.front.dec_b3 (wide, mode, fmt, dec, lane);
     c4_3_sh = 1'h0;
     (* full_case = 32'd1 *)
     if (fmt[1]) begin
-    end else if (\$101 ) begin
-    end else if (\$102 ) begin
+    end else if (\$111 ) begin
     end else begin
-      c4_3_sh = \$105 [0];
+      c4_3_sh = \$117 [0];
     end
   end
   always @* begin
@@ -6250,13 +6388,13 @@ module \top.front.dec_b3 (wide, mode, fmt, dec, lane);
           dec[11:8] = c8_0_sig[7:4];
           dec[15:12] = c8_0_sig[7:4];
           dec[16] = lane[7];
-          dec[19:17] = c8_0_sh;
+          dec[18:17] = c8_0_sh;
+          dec[19] = 1'h0;
           dec[20] = 1'h0;
           dec[21] = 1'h0;
-          dec[22] = 1'h0;
-          dec[25:23] = 3'h0;
-          dec[26] = 1'h0;
-          dec[27] = 1'h0;
+          dec[23:22] = 2'h0;
+          dec[24] = 1'h0;
+          dec[25] = 1'h0;
         end
       2'h2:
         begin
@@ -6265,13 +6403,13 @@ module \top.front.dec_b3 (wide, mode, fmt, dec, lane);
           dec[11:8] = c8_1_sig[3:0];
           dec[15:12] = c8_1_sig[7:4];
           dec[16] = lane[7];
-          dec[19:17] = c8_0_sh;
+          dec[18:17] = c8_0_sh;
+          dec[19] = 1'h0;
           dec[20] = 1'h0;
-          dec[21] = 1'h0;
-          dec[22] = lane[15];
-          dec[25:23] = c8_1_sh;
-          dec[26] = 1'h0;
-          dec[27] = 1'h0;
+          dec[21] = lane[15];
+          dec[23:22] = c8_1_sh;
+          dec[24] = 1'h0;
+          dec[25] = 1'h0;
         end
       2'h1:
         begin
@@ -6280,13 +6418,13 @@ module \top.front.dec_b3 (wide, mode, fmt, dec, lane);
           dec[11:8] = c4_1_sig;
           dec[15:12] = c4_1_sig;
           dec[16] = lane[3];
-          dec[19:17] = { 2'h0, c4_0_sh };
+          dec[18:17] = { 1'h0, c4_0_sh };
+          dec[19] = 1'h0;
           dec[20] = 1'h0;
-          dec[21] = 1'h0;
-          dec[22] = lane[7];
-          dec[25:23] = { 2'h0, c4_1_sh };
-          dec[26] = 1'h0;
-          dec[27] = 1'h0;
+          dec[21] = lane[7];
+          dec[23:22] = { 1'h0, c4_1_sh };
+          dec[24] = 1'h0;
+          dec[25] = 1'h0;
         end
       2'h0:
         begin
@@ -6295,37 +6433,37 @@ module \top.front.dec_b3 (wide, mode, fmt, dec, lane);
           dec[11:8] = c4_2_sig;
           dec[15:12] = c4_3_sig;
           dec[16] = lane[3];
-          dec[19:17] = { 2'h0, c4_0_sh };
-          dec[20] = lane[7];
-          dec[21] = c4_1_sh;
-          dec[22] = lane[11];
-          dec[25:23] = { 2'h0, c4_2_sh };
-          dec[26] = lane[15];
-          dec[27] = c4_3_sh;
+          dec[18:17] = { 1'h0, c4_0_sh };
+          dec[19] = lane[7];
+          dec[20] = c4_1_sh;
+          dec[21] = lane[11];
+          dec[23:22] = { 1'h0, c4_2_sh };
+          dec[24] = lane[15];
+          dec[25] = c4_3_sh;
         end
     endcase
   end
   assign c8_0_j = \$17 [2:0];
   assign c8_0_rest = \$18 [6:0];
   assign c8_0_neg = lane[7];
-  assign c8_1_j = \$39 [2:0];
-  assign c8_1_rest = \$40 [6:0];
+  assign c8_1_j = \$41 [2:0];
+  assign c8_1_rest = \$42 [6:0];
   assign c8_1_neg = lane[15];
-  assign c4_0_k = \$52 [1:0];
-  assign c4_0_j = \$54 [1:0];
-  assign c4_0_rest = \$55 [2:0];
+  assign c4_0_k = \$55 [1:0];
+  assign c4_0_j = \$58 [1:0];
+  assign c4_0_rest = \$59 [2:0];
   assign c4_0_neg = lane[3];
-  assign c4_1_k = \$67 [1:0];
-  assign c4_1_j = \$69 [1:0];
-  assign c4_1_rest = \$70 [2:0];
+  assign c4_1_k = \$72 [1:0];
+  assign c4_1_j = \$75 [1:0];
+  assign c4_1_rest = \$76 [2:0];
   assign c4_1_neg = lane[7];
-  assign c4_2_k = \$82 [1:0];
-  assign c4_2_j = \$84 [1:0];
-  assign c4_2_rest = \$85 [2:0];
+  assign c4_2_k = \$89 [1:0];
+  assign c4_2_j = \$92 [1:0];
+  assign c4_2_rest = \$93 [2:0];
   assign c4_2_neg = lane[11];
-  assign c4_3_k = \$97 [1:0];
-  assign c4_3_j = \$99 [1:0];
-  assign c4_3_rest = \$100 [2:0];
+  assign c4_3_k = \$106 [1:0];
+  assign c4_3_j = \$109 [1:0];
+  assign c4_3_rest = \$110 [2:0];
   assign c4_3_neg = lane[15];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
@@ -6337,13 +6475,19 @@ module \top.front.dec_b3 (wide, mode, fmt, dec, lane);
   assign \dec.x2  = dec[11:8];
   assign \dec.x3  = dec[15:12];
   assign \dec.neg0  = dec[16];
-  assign \dec.sh0  = dec[19:17];
-  assign \dec.neg1  = dec[20];
-  assign \dec.sh1  = dec[21];
-  assign \dec.neg2  = dec[22];
-  assign \dec.sh2  = dec[25:23];
-  assign \dec.neg3  = dec[26];
-  assign \dec.sh3  = dec[27];
+  assign \dec.sh0  = dec[18:17];
+  assign \dec.neg1  = dec[19];
+  assign \dec.sh1  = dec[20];
+  assign \dec.neg2  = dec[21];
+  assign \dec.sh2  = dec[23:22];
+  assign \dec.neg3  = dec[24];
+  assign \dec.sh3  = dec[25];
+  assign \$25  = { \$24 [3], \$24 [3:1] };
+  assign \$49  = { \$48 [3], \$48 [3:1] };
+  assign \$66  = { \$65 [2], \$65 [2:1] };
+  assign \$83  = { \$82 [2], \$82 [2:1] };
+  assign \$100  = { \$99 [2], \$99 [2:1] };
+  assign \$117  = { \$116 [2], \$116 [2:1] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -6465,197 +6609,197 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
   reg \$97 ;
   reg \$98 ;
   reg \$99 ;
-  wire [27:0] a;
-  wire [27:0] \a$11 ;
+  wire [25:0] a;
+  wire [25:0] \a$11 ;
   wire \a$11.neg0 ;
   wire \a$11.neg1 ;
   wire \a$11.neg2 ;
   wire \a$11.neg3 ;
-  wire [2:0] \a$11.sh0 ;
+  wire [1:0] \a$11.sh0 ;
   wire \a$11.sh1 ;
-  wire [2:0] \a$11.sh2 ;
+  wire [1:0] \a$11.sh2 ;
   wire \a$11.sh3 ;
   wire [3:0] \a$11.x0 ;
   wire [3:0] \a$11.x1 ;
   wire [3:0] \a$11.x2 ;
   wire [3:0] \a$11.x3 ;
-  wire [27:0] \a$15 ;
+  wire [25:0] \a$15 ;
   wire \a$15.neg0 ;
   wire \a$15.neg1 ;
   wire \a$15.neg2 ;
   wire \a$15.neg3 ;
-  wire [2:0] \a$15.sh0 ;
+  wire [1:0] \a$15.sh0 ;
   wire \a$15.sh1 ;
-  wire [2:0] \a$15.sh2 ;
+  wire [1:0] \a$15.sh2 ;
   wire \a$15.sh3 ;
   wire [3:0] \a$15.x0 ;
   wire [3:0] \a$15.x1 ;
   wire [3:0] \a$15.x2 ;
   wire [3:0] \a$15.x3 ;
-  wire [27:0] \a$19 ;
+  wire [25:0] \a$19 ;
   wire \a$19.neg0 ;
   wire \a$19.neg1 ;
   wire \a$19.neg2 ;
   wire \a$19.neg3 ;
-  wire [2:0] \a$19.sh0 ;
+  wire [1:0] \a$19.sh0 ;
   wire \a$19.sh1 ;
-  wire [2:0] \a$19.sh2 ;
+  wire [1:0] \a$19.sh2 ;
   wire \a$19.sh3 ;
   wire [3:0] \a$19.x0 ;
   wire [3:0] \a$19.x1 ;
   wire [3:0] \a$19.x2 ;
   wire [3:0] \a$19.x3 ;
-  wire [27:0] \a$23 ;
+  wire [25:0] \a$23 ;
   wire \a$23.neg0 ;
   wire \a$23.neg1 ;
   wire \a$23.neg2 ;
   wire \a$23.neg3 ;
-  wire [2:0] \a$23.sh0 ;
+  wire [1:0] \a$23.sh0 ;
   wire \a$23.sh1 ;
-  wire [2:0] \a$23.sh2 ;
+  wire [1:0] \a$23.sh2 ;
   wire \a$23.sh3 ;
   wire [3:0] \a$23.x0 ;
   wire [3:0] \a$23.x1 ;
   wire [3:0] \a$23.x2 ;
   wire [3:0] \a$23.x3 ;
-  wire [27:0] \a$27 ;
+  wire [25:0] \a$27 ;
   wire \a$27.neg0 ;
   wire \a$27.neg1 ;
   wire \a$27.neg2 ;
   wire \a$27.neg3 ;
-  wire [2:0] \a$27.sh0 ;
+  wire [1:0] \a$27.sh0 ;
   wire \a$27.sh1 ;
-  wire [2:0] \a$27.sh2 ;
+  wire [1:0] \a$27.sh2 ;
   wire \a$27.sh3 ;
   wire [3:0] \a$27.x0 ;
   wire [3:0] \a$27.x1 ;
   wire [3:0] \a$27.x2 ;
   wire [3:0] \a$27.x3 ;
-  wire [27:0] \a$31 ;
+  wire [25:0] \a$31 ;
   wire \a$31.neg0 ;
   wire \a$31.neg1 ;
   wire \a$31.neg2 ;
   wire \a$31.neg3 ;
-  wire [2:0] \a$31.sh0 ;
+  wire [1:0] \a$31.sh0 ;
   wire \a$31.sh1 ;
-  wire [2:0] \a$31.sh2 ;
+  wire [1:0] \a$31.sh2 ;
   wire \a$31.sh3 ;
   wire [3:0] \a$31.x0 ;
   wire [3:0] \a$31.x1 ;
   wire [3:0] \a$31.x2 ;
   wire [3:0] \a$31.x3 ;
-  wire [27:0] \a$35 ;
+  wire [25:0] \a$35 ;
   wire \a$35.neg0 ;
   wire \a$35.neg1 ;
   wire \a$35.neg2 ;
   wire \a$35.neg3 ;
-  wire [2:0] \a$35.sh0 ;
+  wire [1:0] \a$35.sh0 ;
   wire \a$35.sh1 ;
-  wire [2:0] \a$35.sh2 ;
+  wire [1:0] \a$35.sh2 ;
   wire \a$35.sh3 ;
   wire [3:0] \a$35.x0 ;
   wire [3:0] \a$35.x1 ;
   wire [3:0] \a$35.x2 ;
   wire [3:0] \a$35.x3 ;
-  wire [27:0] \a$39 ;
+  wire [25:0] \a$39 ;
   wire \a$39.neg0 ;
   wire \a$39.neg1 ;
   wire \a$39.neg2 ;
   wire \a$39.neg3 ;
-  wire [2:0] \a$39.sh0 ;
+  wire [1:0] \a$39.sh0 ;
   wire \a$39.sh1 ;
-  wire [2:0] \a$39.sh2 ;
+  wire [1:0] \a$39.sh2 ;
   wire \a$39.sh3 ;
   wire [3:0] \a$39.x0 ;
   wire [3:0] \a$39.x1 ;
   wire [3:0] \a$39.x2 ;
   wire [3:0] \a$39.x3 ;
-  wire [27:0] \a$43 ;
+  wire [25:0] \a$43 ;
   wire \a$43.neg0 ;
   wire \a$43.neg1 ;
   wire \a$43.neg2 ;
   wire \a$43.neg3 ;
-  wire [2:0] \a$43.sh0 ;
+  wire [1:0] \a$43.sh0 ;
   wire \a$43.sh1 ;
-  wire [2:0] \a$43.sh2 ;
+  wire [1:0] \a$43.sh2 ;
   wire \a$43.sh3 ;
   wire [3:0] \a$43.x0 ;
   wire [3:0] \a$43.x1 ;
   wire [3:0] \a$43.x2 ;
   wire [3:0] \a$43.x3 ;
-  wire [27:0] \a$47 ;
+  wire [25:0] \a$47 ;
   wire \a$47.neg0 ;
   wire \a$47.neg1 ;
   wire \a$47.neg2 ;
   wire \a$47.neg3 ;
-  wire [2:0] \a$47.sh0 ;
+  wire [1:0] \a$47.sh0 ;
   wire \a$47.sh1 ;
-  wire [2:0] \a$47.sh2 ;
+  wire [1:0] \a$47.sh2 ;
   wire \a$47.sh3 ;
   wire [3:0] \a$47.x0 ;
   wire [3:0] \a$47.x1 ;
   wire [3:0] \a$47.x2 ;
   wire [3:0] \a$47.x3 ;
-  wire [27:0] \a$51 ;
+  wire [25:0] \a$51 ;
   wire \a$51.neg0 ;
   wire \a$51.neg1 ;
   wire \a$51.neg2 ;
   wire \a$51.neg3 ;
-  wire [2:0] \a$51.sh0 ;
+  wire [1:0] \a$51.sh0 ;
   wire \a$51.sh1 ;
-  wire [2:0] \a$51.sh2 ;
+  wire [1:0] \a$51.sh2 ;
   wire \a$51.sh3 ;
   wire [3:0] \a$51.x0 ;
   wire [3:0] \a$51.x1 ;
   wire [3:0] \a$51.x2 ;
   wire [3:0] \a$51.x3 ;
-  wire [27:0] \a$55 ;
+  wire [25:0] \a$55 ;
   wire \a$55.neg0 ;
   wire \a$55.neg1 ;
   wire \a$55.neg2 ;
   wire \a$55.neg3 ;
-  wire [2:0] \a$55.sh0 ;
+  wire [1:0] \a$55.sh0 ;
   wire \a$55.sh1 ;
-  wire [2:0] \a$55.sh2 ;
+  wire [1:0] \a$55.sh2 ;
   wire \a$55.sh3 ;
   wire [3:0] \a$55.x0 ;
   wire [3:0] \a$55.x1 ;
   wire [3:0] \a$55.x2 ;
   wire [3:0] \a$55.x3 ;
-  wire [27:0] \a$59 ;
+  wire [25:0] \a$59 ;
   wire \a$59.neg0 ;
   wire \a$59.neg1 ;
   wire \a$59.neg2 ;
   wire \a$59.neg3 ;
-  wire [2:0] \a$59.sh0 ;
+  wire [1:0] \a$59.sh0 ;
   wire \a$59.sh1 ;
-  wire [2:0] \a$59.sh2 ;
+  wire [1:0] \a$59.sh2 ;
   wire \a$59.sh3 ;
   wire [3:0] \a$59.x0 ;
   wire [3:0] \a$59.x1 ;
   wire [3:0] \a$59.x2 ;
   wire [3:0] \a$59.x3 ;
-  wire [27:0] \a$63 ;
+  wire [25:0] \a$63 ;
   wire \a$63.neg0 ;
   wire \a$63.neg1 ;
   wire \a$63.neg2 ;
   wire \a$63.neg3 ;
-  wire [2:0] \a$63.sh0 ;
+  wire [1:0] \a$63.sh0 ;
   wire \a$63.sh1 ;
-  wire [2:0] \a$63.sh2 ;
+  wire [1:0] \a$63.sh2 ;
   wire \a$63.sh3 ;
   wire [3:0] \a$63.x0 ;
   wire [3:0] \a$63.x1 ;
   wire [3:0] \a$63.x2 ;
   wire [3:0] \a$63.x3 ;
-  wire [27:0] \a$67 ;
+  wire [25:0] \a$67 ;
   wire \a$67.neg0 ;
   wire \a$67.neg1 ;
   wire \a$67.neg2 ;
   wire \a$67.neg3 ;
-  wire [2:0] \a$67.sh0 ;
+  wire [1:0] \a$67.sh0 ;
   wire \a$67.sh1 ;
-  wire [2:0] \a$67.sh2 ;
+  wire [1:0] \a$67.sh2 ;
   wire \a$67.sh3 ;
   wire [3:0] \a$67.x0 ;
   wire [3:0] \a$67.x1 ;
@@ -6665,9 +6809,9 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
   wire \a.neg1 ;
   wire \a.neg2 ;
   wire \a.neg3 ;
-  wire [2:0] \a.sh0 ;
+  wire [1:0] \a.sh0 ;
   wire \a.sh1 ;
-  wire [2:0] \a.sh2 ;
+  wire [1:0] \a.sh2 ;
   wire \a.sh3 ;
   wire [3:0] \a.x0 ;
   wire [3:0] \a.x1 ;
@@ -6691,197 +6835,197 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
   reg [37:0] acc_3_3 = 38'h0000000000;
   output advance;
   wire advance;
-  wire [27:0] b;
-  wire [27:0] \b$12 ;
+  wire [25:0] b;
+  wire [25:0] \b$12 ;
   wire \b$12.neg0 ;
   wire \b$12.neg1 ;
   wire \b$12.neg2 ;
   wire \b$12.neg3 ;
-  wire [2:0] \b$12.sh0 ;
+  wire [1:0] \b$12.sh0 ;
   wire \b$12.sh1 ;
-  wire [2:0] \b$12.sh2 ;
+  wire [1:0] \b$12.sh2 ;
   wire \b$12.sh3 ;
   wire [3:0] \b$12.x0 ;
   wire [3:0] \b$12.x1 ;
   wire [3:0] \b$12.x2 ;
   wire [3:0] \b$12.x3 ;
-  wire [27:0] \b$16 ;
+  wire [25:0] \b$16 ;
   wire \b$16.neg0 ;
   wire \b$16.neg1 ;
   wire \b$16.neg2 ;
   wire \b$16.neg3 ;
-  wire [2:0] \b$16.sh0 ;
+  wire [1:0] \b$16.sh0 ;
   wire \b$16.sh1 ;
-  wire [2:0] \b$16.sh2 ;
+  wire [1:0] \b$16.sh2 ;
   wire \b$16.sh3 ;
   wire [3:0] \b$16.x0 ;
   wire [3:0] \b$16.x1 ;
   wire [3:0] \b$16.x2 ;
   wire [3:0] \b$16.x3 ;
-  wire [27:0] \b$20 ;
+  wire [25:0] \b$20 ;
   wire \b$20.neg0 ;
   wire \b$20.neg1 ;
   wire \b$20.neg2 ;
   wire \b$20.neg3 ;
-  wire [2:0] \b$20.sh0 ;
+  wire [1:0] \b$20.sh0 ;
   wire \b$20.sh1 ;
-  wire [2:0] \b$20.sh2 ;
+  wire [1:0] \b$20.sh2 ;
   wire \b$20.sh3 ;
   wire [3:0] \b$20.x0 ;
   wire [3:0] \b$20.x1 ;
   wire [3:0] \b$20.x2 ;
   wire [3:0] \b$20.x3 ;
-  wire [27:0] \b$24 ;
+  wire [25:0] \b$24 ;
   wire \b$24.neg0 ;
   wire \b$24.neg1 ;
   wire \b$24.neg2 ;
   wire \b$24.neg3 ;
-  wire [2:0] \b$24.sh0 ;
+  wire [1:0] \b$24.sh0 ;
   wire \b$24.sh1 ;
-  wire [2:0] \b$24.sh2 ;
+  wire [1:0] \b$24.sh2 ;
   wire \b$24.sh3 ;
   wire [3:0] \b$24.x0 ;
   wire [3:0] \b$24.x1 ;
   wire [3:0] \b$24.x2 ;
   wire [3:0] \b$24.x3 ;
-  wire [27:0] \b$28 ;
+  wire [25:0] \b$28 ;
   wire \b$28.neg0 ;
   wire \b$28.neg1 ;
   wire \b$28.neg2 ;
   wire \b$28.neg3 ;
-  wire [2:0] \b$28.sh0 ;
+  wire [1:0] \b$28.sh0 ;
   wire \b$28.sh1 ;
-  wire [2:0] \b$28.sh2 ;
+  wire [1:0] \b$28.sh2 ;
   wire \b$28.sh3 ;
   wire [3:0] \b$28.x0 ;
   wire [3:0] \b$28.x1 ;
   wire [3:0] \b$28.x2 ;
   wire [3:0] \b$28.x3 ;
-  wire [27:0] \b$32 ;
+  wire [25:0] \b$32 ;
   wire \b$32.neg0 ;
   wire \b$32.neg1 ;
   wire \b$32.neg2 ;
   wire \b$32.neg3 ;
-  wire [2:0] \b$32.sh0 ;
+  wire [1:0] \b$32.sh0 ;
   wire \b$32.sh1 ;
-  wire [2:0] \b$32.sh2 ;
+  wire [1:0] \b$32.sh2 ;
   wire \b$32.sh3 ;
   wire [3:0] \b$32.x0 ;
   wire [3:0] \b$32.x1 ;
   wire [3:0] \b$32.x2 ;
   wire [3:0] \b$32.x3 ;
-  wire [27:0] \b$36 ;
+  wire [25:0] \b$36 ;
   wire \b$36.neg0 ;
   wire \b$36.neg1 ;
   wire \b$36.neg2 ;
   wire \b$36.neg3 ;
-  wire [2:0] \b$36.sh0 ;
+  wire [1:0] \b$36.sh0 ;
   wire \b$36.sh1 ;
-  wire [2:0] \b$36.sh2 ;
+  wire [1:0] \b$36.sh2 ;
   wire \b$36.sh3 ;
   wire [3:0] \b$36.x0 ;
   wire [3:0] \b$36.x1 ;
   wire [3:0] \b$36.x2 ;
   wire [3:0] \b$36.x3 ;
-  wire [27:0] \b$40 ;
+  wire [25:0] \b$40 ;
   wire \b$40.neg0 ;
   wire \b$40.neg1 ;
   wire \b$40.neg2 ;
   wire \b$40.neg3 ;
-  wire [2:0] \b$40.sh0 ;
+  wire [1:0] \b$40.sh0 ;
   wire \b$40.sh1 ;
-  wire [2:0] \b$40.sh2 ;
+  wire [1:0] \b$40.sh2 ;
   wire \b$40.sh3 ;
   wire [3:0] \b$40.x0 ;
   wire [3:0] \b$40.x1 ;
   wire [3:0] \b$40.x2 ;
   wire [3:0] \b$40.x3 ;
-  wire [27:0] \b$44 ;
+  wire [25:0] \b$44 ;
   wire \b$44.neg0 ;
   wire \b$44.neg1 ;
   wire \b$44.neg2 ;
   wire \b$44.neg3 ;
-  wire [2:0] \b$44.sh0 ;
+  wire [1:0] \b$44.sh0 ;
   wire \b$44.sh1 ;
-  wire [2:0] \b$44.sh2 ;
+  wire [1:0] \b$44.sh2 ;
   wire \b$44.sh3 ;
   wire [3:0] \b$44.x0 ;
   wire [3:0] \b$44.x1 ;
   wire [3:0] \b$44.x2 ;
   wire [3:0] \b$44.x3 ;
-  wire [27:0] \b$48 ;
+  wire [25:0] \b$48 ;
   wire \b$48.neg0 ;
   wire \b$48.neg1 ;
   wire \b$48.neg2 ;
   wire \b$48.neg3 ;
-  wire [2:0] \b$48.sh0 ;
+  wire [1:0] \b$48.sh0 ;
   wire \b$48.sh1 ;
-  wire [2:0] \b$48.sh2 ;
+  wire [1:0] \b$48.sh2 ;
   wire \b$48.sh3 ;
   wire [3:0] \b$48.x0 ;
   wire [3:0] \b$48.x1 ;
   wire [3:0] \b$48.x2 ;
   wire [3:0] \b$48.x3 ;
-  wire [27:0] \b$52 ;
+  wire [25:0] \b$52 ;
   wire \b$52.neg0 ;
   wire \b$52.neg1 ;
   wire \b$52.neg2 ;
   wire \b$52.neg3 ;
-  wire [2:0] \b$52.sh0 ;
+  wire [1:0] \b$52.sh0 ;
   wire \b$52.sh1 ;
-  wire [2:0] \b$52.sh2 ;
+  wire [1:0] \b$52.sh2 ;
   wire \b$52.sh3 ;
   wire [3:0] \b$52.x0 ;
   wire [3:0] \b$52.x1 ;
   wire [3:0] \b$52.x2 ;
   wire [3:0] \b$52.x3 ;
-  wire [27:0] \b$56 ;
+  wire [25:0] \b$56 ;
   wire \b$56.neg0 ;
   wire \b$56.neg1 ;
   wire \b$56.neg2 ;
   wire \b$56.neg3 ;
-  wire [2:0] \b$56.sh0 ;
+  wire [1:0] \b$56.sh0 ;
   wire \b$56.sh1 ;
-  wire [2:0] \b$56.sh2 ;
+  wire [1:0] \b$56.sh2 ;
   wire \b$56.sh3 ;
   wire [3:0] \b$56.x0 ;
   wire [3:0] \b$56.x1 ;
   wire [3:0] \b$56.x2 ;
   wire [3:0] \b$56.x3 ;
-  wire [27:0] \b$60 ;
+  wire [25:0] \b$60 ;
   wire \b$60.neg0 ;
   wire \b$60.neg1 ;
   wire \b$60.neg2 ;
   wire \b$60.neg3 ;
-  wire [2:0] \b$60.sh0 ;
+  wire [1:0] \b$60.sh0 ;
   wire \b$60.sh1 ;
-  wire [2:0] \b$60.sh2 ;
+  wire [1:0] \b$60.sh2 ;
   wire \b$60.sh3 ;
   wire [3:0] \b$60.x0 ;
   wire [3:0] \b$60.x1 ;
   wire [3:0] \b$60.x2 ;
   wire [3:0] \b$60.x3 ;
-  wire [27:0] \b$64 ;
+  wire [25:0] \b$64 ;
   wire \b$64.neg0 ;
   wire \b$64.neg1 ;
   wire \b$64.neg2 ;
   wire \b$64.neg3 ;
-  wire [2:0] \b$64.sh0 ;
+  wire [1:0] \b$64.sh0 ;
   wire \b$64.sh1 ;
-  wire [2:0] \b$64.sh2 ;
+  wire [1:0] \b$64.sh2 ;
   wire \b$64.sh3 ;
   wire [3:0] \b$64.x0 ;
   wire [3:0] \b$64.x1 ;
   wire [3:0] \b$64.x2 ;
   wire [3:0] \b$64.x3 ;
-  wire [27:0] \b$68 ;
+  wire [25:0] \b$68 ;
   wire \b$68.neg0 ;
   wire \b$68.neg1 ;
   wire \b$68.neg2 ;
   wire \b$68.neg3 ;
-  wire [2:0] \b$68.sh0 ;
+  wire [1:0] \b$68.sh0 ;
   wire \b$68.sh1 ;
-  wire [2:0] \b$68.sh2 ;
+  wire [1:0] \b$68.sh2 ;
   wire \b$68.sh3 ;
   wire [3:0] \b$68.x0 ;
   wire [3:0] \b$68.x1 ;
@@ -6891,9 +7035,9 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
   wire \b.neg1 ;
   wire \b.neg2 ;
   wire \b.neg3 ;
-  wire [2:0] \b.sh0 ;
+  wire [1:0] \b.sh0 ;
   wire \b.sh1 ;
-  wire [2:0] \b.sh2 ;
+  wire [1:0] \b.sh2 ;
   wire \b.sh3 ;
   wire [3:0] \b.x0 ;
   wire [3:0] \b.x1 ;
@@ -6917,56 +7061,56 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
   wire \cin$99 ;
   input clk;
   wire clk;
-  input [227:0] d__payload;
-  wire [227:0] d__payload;
-  wire [111:0] \d__payload.cols ;
-  wire [27:0] \d__payload.cols[0] ;
+  input [211:0] d__payload;
+  wire [211:0] d__payload;
+  wire [103:0] \d__payload.cols ;
+  wire [25:0] \d__payload.cols[0] ;
   wire \d__payload.cols[0].neg0 ;
   wire \d__payload.cols[0].neg1 ;
   wire \d__payload.cols[0].neg2 ;
   wire \d__payload.cols[0].neg3 ;
-  wire [2:0] \d__payload.cols[0].sh0 ;
+  wire [1:0] \d__payload.cols[0].sh0 ;
   wire \d__payload.cols[0].sh1 ;
-  wire [2:0] \d__payload.cols[0].sh2 ;
+  wire [1:0] \d__payload.cols[0].sh2 ;
   wire \d__payload.cols[0].sh3 ;
   wire [3:0] \d__payload.cols[0].x0 ;
   wire [3:0] \d__payload.cols[0].x1 ;
   wire [3:0] \d__payload.cols[0].x2 ;
   wire [3:0] \d__payload.cols[0].x3 ;
-  wire [27:0] \d__payload.cols[1] ;
+  wire [25:0] \d__payload.cols[1] ;
   wire \d__payload.cols[1].neg0 ;
   wire \d__payload.cols[1].neg1 ;
   wire \d__payload.cols[1].neg2 ;
   wire \d__payload.cols[1].neg3 ;
-  wire [2:0] \d__payload.cols[1].sh0 ;
+  wire [1:0] \d__payload.cols[1].sh0 ;
   wire \d__payload.cols[1].sh1 ;
-  wire [2:0] \d__payload.cols[1].sh2 ;
+  wire [1:0] \d__payload.cols[1].sh2 ;
   wire \d__payload.cols[1].sh3 ;
   wire [3:0] \d__payload.cols[1].x0 ;
   wire [3:0] \d__payload.cols[1].x1 ;
   wire [3:0] \d__payload.cols[1].x2 ;
   wire [3:0] \d__payload.cols[1].x3 ;
-  wire [27:0] \d__payload.cols[2] ;
+  wire [25:0] \d__payload.cols[2] ;
   wire \d__payload.cols[2].neg0 ;
   wire \d__payload.cols[2].neg1 ;
   wire \d__payload.cols[2].neg2 ;
   wire \d__payload.cols[2].neg3 ;
-  wire [2:0] \d__payload.cols[2].sh0 ;
+  wire [1:0] \d__payload.cols[2].sh0 ;
   wire \d__payload.cols[2].sh1 ;
-  wire [2:0] \d__payload.cols[2].sh2 ;
+  wire [1:0] \d__payload.cols[2].sh2 ;
   wire \d__payload.cols[2].sh3 ;
   wire [3:0] \d__payload.cols[2].x0 ;
   wire [3:0] \d__payload.cols[2].x1 ;
   wire [3:0] \d__payload.cols[2].x2 ;
   wire [3:0] \d__payload.cols[2].x3 ;
-  wire [27:0] \d__payload.cols[3] ;
+  wire [25:0] \d__payload.cols[3] ;
   wire \d__payload.cols[3].neg0 ;
   wire \d__payload.cols[3].neg1 ;
   wire \d__payload.cols[3].neg2 ;
   wire \d__payload.cols[3].neg3 ;
-  wire [2:0] \d__payload.cols[3].sh0 ;
+  wire [1:0] \d__payload.cols[3].sh0 ;
   wire \d__payload.cols[3].sh1 ;
-  wire [2:0] \d__payload.cols[3].sh2 ;
+  wire [1:0] \d__payload.cols[3].sh2 ;
   wire \d__payload.cols[3].sh3 ;
   wire [3:0] \d__payload.cols[3].x0 ;
   wire [3:0] \d__payload.cols[3].x1 ;
@@ -6977,54 +7121,54 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
   wire [1:0] \d__payload.mode ;
   wire \d__payload.mode.a8 ;
   wire \d__payload.mode.b8 ;
-  wire [111:0] \d__payload.rows ;
-  wire [27:0] \d__payload.rows[0] ;
+  wire [103:0] \d__payload.rows ;
+  wire [25:0] \d__payload.rows[0] ;
   wire \d__payload.rows[0].neg0 ;
   wire \d__payload.rows[0].neg1 ;
   wire \d__payload.rows[0].neg2 ;
   wire \d__payload.rows[0].neg3 ;
-  wire [2:0] \d__payload.rows[0].sh0 ;
+  wire [1:0] \d__payload.rows[0].sh0 ;
   wire \d__payload.rows[0].sh1 ;
-  wire [2:0] \d__payload.rows[0].sh2 ;
+  wire [1:0] \d__payload.rows[0].sh2 ;
   wire \d__payload.rows[0].sh3 ;
   wire [3:0] \d__payload.rows[0].x0 ;
   wire [3:0] \d__payload.rows[0].x1 ;
   wire [3:0] \d__payload.rows[0].x2 ;
   wire [3:0] \d__payload.rows[0].x3 ;
-  wire [27:0] \d__payload.rows[1] ;
+  wire [25:0] \d__payload.rows[1] ;
   wire \d__payload.rows[1].neg0 ;
   wire \d__payload.rows[1].neg1 ;
   wire \d__payload.rows[1].neg2 ;
   wire \d__payload.rows[1].neg3 ;
-  wire [2:0] \d__payload.rows[1].sh0 ;
+  wire [1:0] \d__payload.rows[1].sh0 ;
   wire \d__payload.rows[1].sh1 ;
-  wire [2:0] \d__payload.rows[1].sh2 ;
+  wire [1:0] \d__payload.rows[1].sh2 ;
   wire \d__payload.rows[1].sh3 ;
   wire [3:0] \d__payload.rows[1].x0 ;
   wire [3:0] \d__payload.rows[1].x1 ;
   wire [3:0] \d__payload.rows[1].x2 ;
   wire [3:0] \d__payload.rows[1].x3 ;
-  wire [27:0] \d__payload.rows[2] ;
+  wire [25:0] \d__payload.rows[2] ;
   wire \d__payload.rows[2].neg0 ;
   wire \d__payload.rows[2].neg1 ;
   wire \d__payload.rows[2].neg2 ;
   wire \d__payload.rows[2].neg3 ;
-  wire [2:0] \d__payload.rows[2].sh0 ;
+  wire [1:0] \d__payload.rows[2].sh0 ;
   wire \d__payload.rows[2].sh1 ;
-  wire [2:0] \d__payload.rows[2].sh2 ;
+  wire [1:0] \d__payload.rows[2].sh2 ;
   wire \d__payload.rows[2].sh3 ;
   wire [3:0] \d__payload.rows[2].x0 ;
   wire [3:0] \d__payload.rows[2].x1 ;
   wire [3:0] \d__payload.rows[2].x2 ;
   wire [3:0] \d__payload.rows[2].x3 ;
-  wire [27:0] \d__payload.rows[3] ;
+  wire [25:0] \d__payload.rows[3] ;
   wire \d__payload.rows[3].neg0 ;
   wire \d__payload.rows[3].neg1 ;
   wire \d__payload.rows[3].neg2 ;
   wire \d__payload.rows[3].neg3 ;
-  wire [2:0] \d__payload.rows[3].sh0 ;
+  wire [1:0] \d__payload.rows[3].sh0 ;
   wire \d__payload.rows[3].sh1 ;
-  wire [2:0] \d__payload.rows[3].sh2 ;
+  wire [1:0] \d__payload.rows[3].sh2 ;
   wire \d__payload.rows[3].sh3 ;
   wire [3:0] \d__payload.rows[3].x0 ;
   wire [3:0] \d__payload.rows[3].x1 ;
@@ -7326,8 +7470,8 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
   always @(posedge clk)
     tile_err <= \$116 ;
   \top.grid.pe_0_0  pe_0_0 (
-    .a(d__payload[27:0]),
-    .b(d__payload[139:112]),
+    .a(d__payload[25:0]),
+    .b(d__payload[129:104]),
     .cin(cin),
     .clk(clk),
     .en(advance),
@@ -7336,8 +7480,8 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
     .sum(sum)
   );
   \top.grid.pe_0_1  pe_0_1 (
-    .a(d__payload[27:0]),
-    .b(d__payload[167:140]),
+    .a(d__payload[25:0]),
+    .b(d__payload[155:130]),
     .cin(\cin$81 ),
     .clk(clk),
     .en(advance),
@@ -7346,8 +7490,8 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
     .sum(\sum$80 )
   );
   \top.grid.pe_0_2  pe_0_2 (
-    .a(d__payload[27:0]),
-    .b(d__payload[195:168]),
+    .a(d__payload[25:0]),
+    .b(d__payload[181:156]),
     .cin(\cin$84 ),
     .clk(clk),
     .en(advance),
@@ -7356,8 +7500,8 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
     .sum(\sum$83 )
   );
   \top.grid.pe_0_3  pe_0_3 (
-    .a(d__payload[27:0]),
-    .b(d__payload[223:196]),
+    .a(d__payload[25:0]),
+    .b(d__payload[207:182]),
     .cin(\cin$87 ),
     .clk(clk),
     .en(advance),
@@ -7366,8 +7510,8 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
     .sum(\sum$86 )
   );
   \top.grid.pe_1_0  pe_1_0 (
-    .a(d__payload[55:28]),
-    .b(d__payload[139:112]),
+    .a(d__payload[51:26]),
+    .b(d__payload[129:104]),
     .cin(\cin$90 ),
     .clk(clk),
     .en(advance),
@@ -7376,8 +7520,8 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
     .sum(\sum$89 )
   );
   \top.grid.pe_1_1  pe_1_1 (
-    .a(d__payload[55:28]),
-    .b(d__payload[167:140]),
+    .a(d__payload[51:26]),
+    .b(d__payload[155:130]),
     .cin(\cin$93 ),
     .clk(clk),
     .en(advance),
@@ -7386,8 +7530,8 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
     .sum(\sum$92 )
   );
   \top.grid.pe_1_2  pe_1_2 (
-    .a(d__payload[55:28]),
-    .b(d__payload[195:168]),
+    .a(d__payload[51:26]),
+    .b(d__payload[181:156]),
     .cin(\cin$96 ),
     .clk(clk),
     .en(advance),
@@ -7396,8 +7540,8 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
     .sum(\sum$95 )
   );
   \top.grid.pe_1_3  pe_1_3 (
-    .a(d__payload[55:28]),
-    .b(d__payload[223:196]),
+    .a(d__payload[51:26]),
+    .b(d__payload[207:182]),
     .cin(\cin$99 ),
     .clk(clk),
     .en(advance),
@@ -7406,8 +7550,8 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
     .sum(\sum$98 )
   );
   \top.grid.pe_2_0  pe_2_0 (
-    .a(d__payload[83:56]),
-    .b(d__payload[139:112]),
+    .a(d__payload[77:52]),
+    .b(d__payload[129:104]),
     .cin(\cin$102 ),
     .clk(clk),
     .en(advance),
@@ -7416,8 +7560,8 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
     .sum(\sum$101 )
   );
   \top.grid.pe_2_1  pe_2_1 (
-    .a(d__payload[83:56]),
-    .b(d__payload[167:140]),
+    .a(d__payload[77:52]),
+    .b(d__payload[155:130]),
     .cin(\cin$105 ),
     .clk(clk),
     .en(advance),
@@ -7426,8 +7570,8 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
     .sum(\sum$104 )
   );
   \top.grid.pe_2_2  pe_2_2 (
-    .a(d__payload[83:56]),
-    .b(d__payload[195:168]),
+    .a(d__payload[77:52]),
+    .b(d__payload[181:156]),
     .cin(\cin$108 ),
     .clk(clk),
     .en(advance),
@@ -7436,8 +7580,8 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
     .sum(\sum$107 )
   );
   \top.grid.pe_2_3  pe_2_3 (
-    .a(d__payload[83:56]),
-    .b(d__payload[223:196]),
+    .a(d__payload[77:52]),
+    .b(d__payload[207:182]),
     .cin(\cin$111 ),
     .clk(clk),
     .en(advance),
@@ -7450,13 +7594,13 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
     .clk(clk),
     .en(advance),
     .mode(mode),
-    .\port$2915$84 (d__payload[139:84]),
+    .\port$3011$78 (d__payload[129:78]),
     .rst(rst),
     .sum(\sum$113 )
   );
   \top.grid.pe_3_1  pe_3_1 (
-    .a(d__payload[111:84]),
-    .b(d__payload[167:140]),
+    .a(d__payload[103:78]),
+    .b(d__payload[155:130]),
     .cin(\cin$117 ),
     .clk(clk),
     .en(advance),
@@ -7465,8 +7609,8 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
     .sum(\sum$116 )
   );
   \top.grid.pe_3_2  pe_3_2 (
-    .a(d__payload[111:84]),
-    .b(d__payload[195:168]),
+    .a(d__payload[103:78]),
+    .b(d__payload[181:156]),
     .cin(\cin$120 ),
     .clk(clk),
     .en(advance),
@@ -7475,8 +7619,8 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
     .sum(\sum$119 )
   );
   \top.grid.pe_3_3  pe_3_3 (
-    .a(d__payload[111:84]),
-    .b(d__payload[223:196]),
+    .a(d__payload[103:78]),
+    .b(d__payload[207:182]),
     .cin(\cin$123 ),
     .clk(clk),
     .en(advance),
@@ -7498,7 +7642,7 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$88  = last2;
     if (advance) begin
-      \$88  = d__payload[226];
+      \$88  = d__payload[210];
     end
     if (rst) begin
       \$88  = 1'h0;
@@ -7508,7 +7652,7 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$89  = err2;
     if (advance) begin
-      \$89  = d__payload[227];
+      \$89  = d__payload[211];
     end
     if (rst) begin
       \$89  = 1'h0;
@@ -7518,7 +7662,7 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$90  = mode;
     if (advance) begin
-      \$90  = d__payload[225:224];
+      \$90  = d__payload[209:208];
     end
     if (rst) begin
       \$90  = 2'h0;
@@ -7818,204 +7962,204 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
   end
   assign d__ready = advance;
   assign en = advance;
-  assign a = d__payload[27:0];
-  assign b = d__payload[139:112];
+  assign a = d__payload[25:0];
+  assign b = d__payload[129:104];
   assign mode2 = mode;
   assign \en$10  = advance;
-  assign \a$11  = d__payload[27:0];
-  assign \b$12  = d__payload[167:140];
+  assign \a$11  = d__payload[25:0];
+  assign \b$12  = d__payload[155:130];
   assign \mode$13  = mode;
   assign \en$14  = advance;
-  assign \a$15  = d__payload[27:0];
-  assign \b$16  = d__payload[195:168];
+  assign \a$15  = d__payload[25:0];
+  assign \b$16  = d__payload[181:156];
   assign \mode$17  = mode;
   assign \en$18  = advance;
-  assign \a$19  = d__payload[27:0];
-  assign \b$20  = d__payload[223:196];
+  assign \a$19  = d__payload[25:0];
+  assign \b$20  = d__payload[207:182];
   assign \mode$21  = mode;
   assign \en$22  = advance;
-  assign \a$23  = d__payload[55:28];
-  assign \b$24  = d__payload[139:112];
+  assign \a$23  = d__payload[51:26];
+  assign \b$24  = d__payload[129:104];
   assign \mode$25  = mode;
   assign \en$26  = advance;
-  assign \a$27  = d__payload[55:28];
-  assign \b$28  = d__payload[167:140];
+  assign \a$27  = d__payload[51:26];
+  assign \b$28  = d__payload[155:130];
   assign \mode$29  = mode;
   assign \en$30  = advance;
-  assign \a$31  = d__payload[55:28];
-  assign \b$32  = d__payload[195:168];
+  assign \a$31  = d__payload[51:26];
+  assign \b$32  = d__payload[181:156];
   assign \mode$33  = mode;
   assign \en$34  = advance;
-  assign \a$35  = d__payload[55:28];
-  assign \b$36  = d__payload[223:196];
+  assign \a$35  = d__payload[51:26];
+  assign \b$36  = d__payload[207:182];
   assign \mode$37  = mode;
   assign \en$38  = advance;
-  assign \a$39  = d__payload[83:56];
-  assign \b$40  = d__payload[139:112];
+  assign \a$39  = d__payload[77:52];
+  assign \b$40  = d__payload[129:104];
   assign \mode$41  = mode;
   assign \en$42  = advance;
-  assign \a$43  = d__payload[83:56];
-  assign \b$44  = d__payload[167:140];
+  assign \a$43  = d__payload[77:52];
+  assign \b$44  = d__payload[155:130];
   assign \mode$45  = mode;
   assign \en$46  = advance;
-  assign \a$47  = d__payload[83:56];
-  assign \b$48  = d__payload[195:168];
+  assign \a$47  = d__payload[77:52];
+  assign \b$48  = d__payload[181:156];
   assign \mode$49  = mode;
   assign \en$50  = advance;
-  assign \a$51  = d__payload[83:56];
-  assign \b$52  = d__payload[223:196];
+  assign \a$51  = d__payload[77:52];
+  assign \b$52  = d__payload[207:182];
   assign \mode$53  = mode;
   assign \en$54  = advance;
-  assign \a$55  = d__payload[111:84];
-  assign \b$56  = d__payload[139:112];
+  assign \a$55  = d__payload[103:78];
+  assign \b$56  = d__payload[129:104];
   assign \mode$57  = mode;
   assign \en$58  = advance;
-  assign \a$59  = d__payload[111:84];
-  assign \b$60  = d__payload[167:140];
+  assign \a$59  = d__payload[103:78];
+  assign \b$60  = d__payload[155:130];
   assign \mode$61  = mode;
   assign \en$62  = advance;
-  assign \a$63  = d__payload[111:84];
-  assign \b$64  = d__payload[195:168];
+  assign \a$63  = d__payload[103:78];
+  assign \b$64  = d__payload[181:156];
   assign \mode$65  = mode;
   assign \en$66  = advance;
-  assign \a$67  = d__payload[111:84];
-  assign \b$68  = d__payload[223:196];
+  assign \a$67  = d__payload[103:78];
+  assign \b$68  = d__payload[207:182];
   assign \mode$69  = mode;
   assign \a.x0  = d__payload[3:0];
   assign \a.x1  = d__payload[7:4];
   assign \a.x2  = d__payload[11:8];
   assign \a.x3  = d__payload[15:12];
   assign \a.neg0  = d__payload[16];
-  assign \a.sh0  = d__payload[19:17];
-  assign \a.neg1  = d__payload[20];
-  assign \a.sh1  = d__payload[21];
-  assign \a.neg2  = d__payload[22];
-  assign \a.sh2  = d__payload[25:23];
-  assign \a.neg3  = d__payload[26];
-  assign \a.sh3  = d__payload[27];
-  assign \d__payload.rows  = d__payload[111:0];
-  assign \d__payload.rows[0]  = d__payload[27:0];
+  assign \a.sh0  = d__payload[18:17];
+  assign \a.neg1  = d__payload[19];
+  assign \a.sh1  = d__payload[20];
+  assign \a.neg2  = d__payload[21];
+  assign \a.sh2  = d__payload[23:22];
+  assign \a.neg3  = d__payload[24];
+  assign \a.sh3  = d__payload[25];
+  assign \d__payload.rows  = d__payload[103:0];
+  assign \d__payload.rows[0]  = d__payload[25:0];
   assign \d__payload.rows[0].x0  = d__payload[3:0];
   assign \d__payload.rows[0].x1  = d__payload[7:4];
   assign \d__payload.rows[0].x2  = d__payload[11:8];
   assign \d__payload.rows[0].x3  = d__payload[15:12];
   assign \d__payload.rows[0].neg0  = d__payload[16];
-  assign \d__payload.rows[0].sh0  = d__payload[19:17];
-  assign \d__payload.rows[0].neg1  = d__payload[20];
-  assign \d__payload.rows[0].sh1  = d__payload[21];
-  assign \d__payload.rows[0].neg2  = d__payload[22];
-  assign \d__payload.rows[0].sh2  = d__payload[25:23];
-  assign \d__payload.rows[0].neg3  = d__payload[26];
-  assign \d__payload.rows[0].sh3  = d__payload[27];
-  assign \d__payload.rows[1]  = d__payload[55:28];
-  assign \d__payload.rows[1].x0  = d__payload[31:28];
-  assign \d__payload.rows[1].x1  = d__payload[35:32];
-  assign \d__payload.rows[1].x2  = d__payload[39:36];
-  assign \d__payload.rows[1].x3  = d__payload[43:40];
-  assign \d__payload.rows[1].neg0  = d__payload[44];
-  assign \d__payload.rows[1].sh0  = d__payload[47:45];
-  assign \d__payload.rows[1].neg1  = d__payload[48];
-  assign \d__payload.rows[1].sh1  = d__payload[49];
-  assign \d__payload.rows[1].neg2  = d__payload[50];
-  assign \d__payload.rows[1].sh2  = d__payload[53:51];
-  assign \d__payload.rows[1].neg3  = d__payload[54];
-  assign \d__payload.rows[1].sh3  = d__payload[55];
-  assign \d__payload.rows[2]  = d__payload[83:56];
-  assign \d__payload.rows[2].x0  = d__payload[59:56];
-  assign \d__payload.rows[2].x1  = d__payload[63:60];
-  assign \d__payload.rows[2].x2  = d__payload[67:64];
-  assign \d__payload.rows[2].x3  = d__payload[71:68];
-  assign \d__payload.rows[2].neg0  = d__payload[72];
-  assign \d__payload.rows[2].sh0  = d__payload[75:73];
-  assign \d__payload.rows[2].neg1  = d__payload[76];
-  assign \d__payload.rows[2].sh1  = d__payload[77];
-  assign \d__payload.rows[2].neg2  = d__payload[78];
-  assign \d__payload.rows[2].sh2  = d__payload[81:79];
-  assign \d__payload.rows[2].neg3  = d__payload[82];
-  assign \d__payload.rows[2].sh3  = d__payload[83];
-  assign \d__payload.rows[3]  = d__payload[111:84];
-  assign \d__payload.rows[3].x0  = d__payload[87:84];
-  assign \d__payload.rows[3].x1  = d__payload[91:88];
-  assign \d__payload.rows[3].x2  = d__payload[95:92];
-  assign \d__payload.rows[3].x3  = d__payload[99:96];
-  assign \d__payload.rows[3].neg0  = d__payload[100];
-  assign \d__payload.rows[3].sh0  = d__payload[103:101];
-  assign \d__payload.rows[3].neg1  = d__payload[104];
-  assign \d__payload.rows[3].sh1  = d__payload[105];
-  assign \d__payload.rows[3].neg2  = d__payload[106];
-  assign \d__payload.rows[3].sh2  = d__payload[109:107];
-  assign \d__payload.rows[3].neg3  = d__payload[110];
-  assign \d__payload.rows[3].sh3  = d__payload[111];
-  assign \d__payload.cols  = d__payload[223:112];
-  assign \d__payload.cols[0]  = d__payload[139:112];
-  assign \d__payload.cols[0].x0  = d__payload[115:112];
-  assign \d__payload.cols[0].x1  = d__payload[119:116];
-  assign \d__payload.cols[0].x2  = d__payload[123:120];
-  assign \d__payload.cols[0].x3  = d__payload[127:124];
-  assign \d__payload.cols[0].neg0  = d__payload[128];
-  assign \d__payload.cols[0].sh0  = d__payload[131:129];
-  assign \d__payload.cols[0].neg1  = d__payload[132];
-  assign \d__payload.cols[0].sh1  = d__payload[133];
-  assign \d__payload.cols[0].neg2  = d__payload[134];
-  assign \d__payload.cols[0].sh2  = d__payload[137:135];
-  assign \d__payload.cols[0].neg3  = d__payload[138];
-  assign \d__payload.cols[0].sh3  = d__payload[139];
-  assign \d__payload.cols[1]  = d__payload[167:140];
-  assign \d__payload.cols[1].x0  = d__payload[143:140];
-  assign \d__payload.cols[1].x1  = d__payload[147:144];
-  assign \d__payload.cols[1].x2  = d__payload[151:148];
-  assign \d__payload.cols[1].x3  = d__payload[155:152];
-  assign \d__payload.cols[1].neg0  = d__payload[156];
-  assign \d__payload.cols[1].sh0  = d__payload[159:157];
-  assign \d__payload.cols[1].neg1  = d__payload[160];
-  assign \d__payload.cols[1].sh1  = d__payload[161];
-  assign \d__payload.cols[1].neg2  = d__payload[162];
-  assign \d__payload.cols[1].sh2  = d__payload[165:163];
-  assign \d__payload.cols[1].neg3  = d__payload[166];
-  assign \d__payload.cols[1].sh3  = d__payload[167];
-  assign \d__payload.cols[2]  = d__payload[195:168];
-  assign \d__payload.cols[2].x0  = d__payload[171:168];
-  assign \d__payload.cols[2].x1  = d__payload[175:172];
-  assign \d__payload.cols[2].x2  = d__payload[179:176];
-  assign \d__payload.cols[2].x3  = d__payload[183:180];
-  assign \d__payload.cols[2].neg0  = d__payload[184];
-  assign \d__payload.cols[2].sh0  = d__payload[187:185];
-  assign \d__payload.cols[2].neg1  = d__payload[188];
-  assign \d__payload.cols[2].sh1  = d__payload[189];
-  assign \d__payload.cols[2].neg2  = d__payload[190];
-  assign \d__payload.cols[2].sh2  = d__payload[193:191];
-  assign \d__payload.cols[2].neg3  = d__payload[194];
-  assign \d__payload.cols[2].sh3  = d__payload[195];
-  assign \d__payload.cols[3]  = d__payload[223:196];
-  assign \d__payload.cols[3].x0  = d__payload[199:196];
-  assign \d__payload.cols[3].x1  = d__payload[203:200];
-  assign \d__payload.cols[3].x2  = d__payload[207:204];
-  assign \d__payload.cols[3].x3  = d__payload[211:208];
-  assign \d__payload.cols[3].neg0  = d__payload[212];
-  assign \d__payload.cols[3].sh0  = d__payload[215:213];
-  assign \d__payload.cols[3].neg1  = d__payload[216];
-  assign \d__payload.cols[3].sh1  = d__payload[217];
-  assign \d__payload.cols[3].neg2  = d__payload[218];
-  assign \d__payload.cols[3].sh2  = d__payload[221:219];
-  assign \d__payload.cols[3].neg3  = d__payload[222];
-  assign \d__payload.cols[3].sh3  = d__payload[223];
-  assign \d__payload.mode  = d__payload[225:224];
-  assign \d__payload.mode.a8  = d__payload[224];
-  assign \d__payload.mode.b8  = d__payload[225];
-  assign \d__payload.last  = d__payload[226];
-  assign \d__payload.err  = d__payload[227];
-  assign \b.x0  = d__payload[115:112];
-  assign \b.x1  = d__payload[119:116];
-  assign \b.x2  = d__payload[123:120];
-  assign \b.x3  = d__payload[127:124];
-  assign \b.neg0  = d__payload[128];
-  assign \b.sh0  = d__payload[131:129];
-  assign \b.neg1  = d__payload[132];
-  assign \b.sh1  = d__payload[133];
-  assign \b.neg2  = d__payload[134];
-  assign \b.sh2  = d__payload[137:135];
-  assign \b.neg3  = d__payload[138];
-  assign \b.sh3  = d__payload[139];
+  assign \d__payload.rows[0].sh0  = d__payload[18:17];
+  assign \d__payload.rows[0].neg1  = d__payload[19];
+  assign \d__payload.rows[0].sh1  = d__payload[20];
+  assign \d__payload.rows[0].neg2  = d__payload[21];
+  assign \d__payload.rows[0].sh2  = d__payload[23:22];
+  assign \d__payload.rows[0].neg3  = d__payload[24];
+  assign \d__payload.rows[0].sh3  = d__payload[25];
+  assign \d__payload.rows[1]  = d__payload[51:26];
+  assign \d__payload.rows[1].x0  = d__payload[29:26];
+  assign \d__payload.rows[1].x1  = d__payload[33:30];
+  assign \d__payload.rows[1].x2  = d__payload[37:34];
+  assign \d__payload.rows[1].x3  = d__payload[41:38];
+  assign \d__payload.rows[1].neg0  = d__payload[42];
+  assign \d__payload.rows[1].sh0  = d__payload[44:43];
+  assign \d__payload.rows[1].neg1  = d__payload[45];
+  assign \d__payload.rows[1].sh1  = d__payload[46];
+  assign \d__payload.rows[1].neg2  = d__payload[47];
+  assign \d__payload.rows[1].sh2  = d__payload[49:48];
+  assign \d__payload.rows[1].neg3  = d__payload[50];
+  assign \d__payload.rows[1].sh3  = d__payload[51];
+  assign \d__payload.rows[2]  = d__payload[77:52];
+  assign \d__payload.rows[2].x0  = d__payload[55:52];
+  assign \d__payload.rows[2].x1  = d__payload[59:56];
+  assign \d__payload.rows[2].x2  = d__payload[63:60];
+  assign \d__payload.rows[2].x3  = d__payload[67:64];
+  assign \d__payload.rows[2].neg0  = d__payload[68];
+  assign \d__payload.rows[2].sh0  = d__payload[70:69];
+  assign \d__payload.rows[2].neg1  = d__payload[71];
+  assign \d__payload.rows[2].sh1  = d__payload[72];
+  assign \d__payload.rows[2].neg2  = d__payload[73];
+  assign \d__payload.rows[2].sh2  = d__payload[75:74];
+  assign \d__payload.rows[2].neg3  = d__payload[76];
+  assign \d__payload.rows[2].sh3  = d__payload[77];
+  assign \d__payload.rows[3]  = d__payload[103:78];
+  assign \d__payload.rows[3].x0  = d__payload[81:78];
+  assign \d__payload.rows[3].x1  = d__payload[85:82];
+  assign \d__payload.rows[3].x2  = d__payload[89:86];
+  assign \d__payload.rows[3].x3  = d__payload[93:90];
+  assign \d__payload.rows[3].neg0  = d__payload[94];
+  assign \d__payload.rows[3].sh0  = d__payload[96:95];
+  assign \d__payload.rows[3].neg1  = d__payload[97];
+  assign \d__payload.rows[3].sh1  = d__payload[98];
+  assign \d__payload.rows[3].neg2  = d__payload[99];
+  assign \d__payload.rows[3].sh2  = d__payload[101:100];
+  assign \d__payload.rows[3].neg3  = d__payload[102];
+  assign \d__payload.rows[3].sh3  = d__payload[103];
+  assign \d__payload.cols  = d__payload[207:104];
+  assign \d__payload.cols[0]  = d__payload[129:104];
+  assign \d__payload.cols[0].x0  = d__payload[107:104];
+  assign \d__payload.cols[0].x1  = d__payload[111:108];
+  assign \d__payload.cols[0].x2  = d__payload[115:112];
+  assign \d__payload.cols[0].x3  = d__payload[119:116];
+  assign \d__payload.cols[0].neg0  = d__payload[120];
+  assign \d__payload.cols[0].sh0  = d__payload[122:121];
+  assign \d__payload.cols[0].neg1  = d__payload[123];
+  assign \d__payload.cols[0].sh1  = d__payload[124];
+  assign \d__payload.cols[0].neg2  = d__payload[125];
+  assign \d__payload.cols[0].sh2  = d__payload[127:126];
+  assign \d__payload.cols[0].neg3  = d__payload[128];
+  assign \d__payload.cols[0].sh3  = d__payload[129];
+  assign \d__payload.cols[1]  = d__payload[155:130];
+  assign \d__payload.cols[1].x0  = d__payload[133:130];
+  assign \d__payload.cols[1].x1  = d__payload[137:134];
+  assign \d__payload.cols[1].x2  = d__payload[141:138];
+  assign \d__payload.cols[1].x3  = d__payload[145:142];
+  assign \d__payload.cols[1].neg0  = d__payload[146];
+  assign \d__payload.cols[1].sh0  = d__payload[148:147];
+  assign \d__payload.cols[1].neg1  = d__payload[149];
+  assign \d__payload.cols[1].sh1  = d__payload[150];
+  assign \d__payload.cols[1].neg2  = d__payload[151];
+  assign \d__payload.cols[1].sh2  = d__payload[153:152];
+  assign \d__payload.cols[1].neg3  = d__payload[154];
+  assign \d__payload.cols[1].sh3  = d__payload[155];
+  assign \d__payload.cols[2]  = d__payload[181:156];
+  assign \d__payload.cols[2].x0  = d__payload[159:156];
+  assign \d__payload.cols[2].x1  = d__payload[163:160];
+  assign \d__payload.cols[2].x2  = d__payload[167:164];
+  assign \d__payload.cols[2].x3  = d__payload[171:168];
+  assign \d__payload.cols[2].neg0  = d__payload[172];
+  assign \d__payload.cols[2].sh0  = d__payload[174:173];
+  assign \d__payload.cols[2].neg1  = d__payload[175];
+  assign \d__payload.cols[2].sh1  = d__payload[176];
+  assign \d__payload.cols[2].neg2  = d__payload[177];
+  assign \d__payload.cols[2].sh2  = d__payload[179:178];
+  assign \d__payload.cols[2].neg3  = d__payload[180];
+  assign \d__payload.cols[2].sh3  = d__payload[181];
+  assign \d__payload.cols[3]  = d__payload[207:182];
+  assign \d__payload.cols[3].x0  = d__payload[185:182];
+  assign \d__payload.cols[3].x1  = d__payload[189:186];
+  assign \d__payload.cols[3].x2  = d__payload[193:190];
+  assign \d__payload.cols[3].x3  = d__payload[197:194];
+  assign \d__payload.cols[3].neg0  = d__payload[198];
+  assign \d__payload.cols[3].sh0  = d__payload[200:199];
+  assign \d__payload.cols[3].neg1  = d__payload[201];
+  assign \d__payload.cols[3].sh1  = d__payload[202];
+  assign \d__payload.cols[3].neg2  = d__payload[203];
+  assign \d__payload.cols[3].sh2  = d__payload[205:204];
+  assign \d__payload.cols[3].neg3  = d__payload[206];
+  assign \d__payload.cols[3].sh3  = d__payload[207];
+  assign \d__payload.mode  = d__payload[209:208];
+  assign \d__payload.mode.a8  = d__payload[208];
+  assign \d__payload.mode.b8  = d__payload[209];
+  assign \d__payload.last  = d__payload[210];
+  assign \d__payload.err  = d__payload[211];
+  assign \b.x0  = d__payload[107:104];
+  assign \b.x1  = d__payload[111:108];
+  assign \b.x2  = d__payload[115:112];
+  assign \b.x3  = d__payload[119:116];
+  assign \b.neg0  = d__payload[120];
+  assign \b.sh0  = d__payload[122:121];
+  assign \b.neg1  = d__payload[123];
+  assign \b.sh1  = d__payload[124];
+  assign \b.neg2  = d__payload[125];
+  assign \b.sh2  = d__payload[127:126];
+  assign \b.neg3  = d__payload[128];
+  assign \b.sh3  = d__payload[129];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
   assign \mode2.a8  = mode[0];
@@ -8025,25 +8169,25 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
   assign \a$11.x2  = d__payload[11:8];
   assign \a$11.x3  = d__payload[15:12];
   assign \a$11.neg0  = d__payload[16];
-  assign \a$11.sh0  = d__payload[19:17];
-  assign \a$11.neg1  = d__payload[20];
-  assign \a$11.sh1  = d__payload[21];
-  assign \a$11.neg2  = d__payload[22];
-  assign \a$11.sh2  = d__payload[25:23];
-  assign \a$11.neg3  = d__payload[26];
-  assign \a$11.sh3  = d__payload[27];
-  assign \b$12.x0  = d__payload[143:140];
-  assign \b$12.x1  = d__payload[147:144];
-  assign \b$12.x2  = d__payload[151:148];
-  assign \b$12.x3  = d__payload[155:152];
-  assign \b$12.neg0  = d__payload[156];
-  assign \b$12.sh0  = d__payload[159:157];
-  assign \b$12.neg1  = d__payload[160];
-  assign \b$12.sh1  = d__payload[161];
-  assign \b$12.neg2  = d__payload[162];
-  assign \b$12.sh2  = d__payload[165:163];
-  assign \b$12.neg3  = d__payload[166];
-  assign \b$12.sh3  = d__payload[167];
+  assign \a$11.sh0  = d__payload[18:17];
+  assign \a$11.neg1  = d__payload[19];
+  assign \a$11.sh1  = d__payload[20];
+  assign \a$11.neg2  = d__payload[21];
+  assign \a$11.sh2  = d__payload[23:22];
+  assign \a$11.neg3  = d__payload[24];
+  assign \a$11.sh3  = d__payload[25];
+  assign \b$12.x0  = d__payload[133:130];
+  assign \b$12.x1  = d__payload[137:134];
+  assign \b$12.x2  = d__payload[141:138];
+  assign \b$12.x3  = d__payload[145:142];
+  assign \b$12.neg0  = d__payload[146];
+  assign \b$12.sh0  = d__payload[148:147];
+  assign \b$12.neg1  = d__payload[149];
+  assign \b$12.sh1  = d__payload[150];
+  assign \b$12.neg2  = d__payload[151];
+  assign \b$12.sh2  = d__payload[153:152];
+  assign \b$12.neg3  = d__payload[154];
+  assign \b$12.sh3  = d__payload[155];
   assign \mode$13.a8  = mode[0];
   assign \mode$13.b8  = mode[1];
   assign \a$15.x0  = d__payload[3:0];
@@ -8051,25 +8195,25 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
   assign \a$15.x2  = d__payload[11:8];
   assign \a$15.x3  = d__payload[15:12];
   assign \a$15.neg0  = d__payload[16];
-  assign \a$15.sh0  = d__payload[19:17];
-  assign \a$15.neg1  = d__payload[20];
-  assign \a$15.sh1  = d__payload[21];
-  assign \a$15.neg2  = d__payload[22];
-  assign \a$15.sh2  = d__payload[25:23];
-  assign \a$15.neg3  = d__payload[26];
-  assign \a$15.sh3  = d__payload[27];
-  assign \b$16.x0  = d__payload[171:168];
-  assign \b$16.x1  = d__payload[175:172];
-  assign \b$16.x2  = d__payload[179:176];
-  assign \b$16.x3  = d__payload[183:180];
-  assign \b$16.neg0  = d__payload[184];
-  assign \b$16.sh0  = d__payload[187:185];
-  assign \b$16.neg1  = d__payload[188];
-  assign \b$16.sh1  = d__payload[189];
-  assign \b$16.neg2  = d__payload[190];
-  assign \b$16.sh2  = d__payload[193:191];
-  assign \b$16.neg3  = d__payload[194];
-  assign \b$16.sh3  = d__payload[195];
+  assign \a$15.sh0  = d__payload[18:17];
+  assign \a$15.neg1  = d__payload[19];
+  assign \a$15.sh1  = d__payload[20];
+  assign \a$15.neg2  = d__payload[21];
+  assign \a$15.sh2  = d__payload[23:22];
+  assign \a$15.neg3  = d__payload[24];
+  assign \a$15.sh3  = d__payload[25];
+  assign \b$16.x0  = d__payload[159:156];
+  assign \b$16.x1  = d__payload[163:160];
+  assign \b$16.x2  = d__payload[167:164];
+  assign \b$16.x3  = d__payload[171:168];
+  assign \b$16.neg0  = d__payload[172];
+  assign \b$16.sh0  = d__payload[174:173];
+  assign \b$16.neg1  = d__payload[175];
+  assign \b$16.sh1  = d__payload[176];
+  assign \b$16.neg2  = d__payload[177];
+  assign \b$16.sh2  = d__payload[179:178];
+  assign \b$16.neg3  = d__payload[180];
+  assign \b$16.sh3  = d__payload[181];
   assign \mode$17.a8  = mode[0];
   assign \mode$17.b8  = mode[1];
   assign \a$19.x0  = d__payload[3:0];
@@ -8077,337 +8221,337 @@ module \top.grid (rst, advance, t__valid, t__ready, d__valid, d__payload, t__pay
   assign \a$19.x2  = d__payload[11:8];
   assign \a$19.x3  = d__payload[15:12];
   assign \a$19.neg0  = d__payload[16];
-  assign \a$19.sh0  = d__payload[19:17];
-  assign \a$19.neg1  = d__payload[20];
-  assign \a$19.sh1  = d__payload[21];
-  assign \a$19.neg2  = d__payload[22];
-  assign \a$19.sh2  = d__payload[25:23];
-  assign \a$19.neg3  = d__payload[26];
-  assign \a$19.sh3  = d__payload[27];
-  assign \b$20.x0  = d__payload[199:196];
-  assign \b$20.x1  = d__payload[203:200];
-  assign \b$20.x2  = d__payload[207:204];
-  assign \b$20.x3  = d__payload[211:208];
-  assign \b$20.neg0  = d__payload[212];
-  assign \b$20.sh0  = d__payload[215:213];
-  assign \b$20.neg1  = d__payload[216];
-  assign \b$20.sh1  = d__payload[217];
-  assign \b$20.neg2  = d__payload[218];
-  assign \b$20.sh2  = d__payload[221:219];
-  assign \b$20.neg3  = d__payload[222];
-  assign \b$20.sh3  = d__payload[223];
+  assign \a$19.sh0  = d__payload[18:17];
+  assign \a$19.neg1  = d__payload[19];
+  assign \a$19.sh1  = d__payload[20];
+  assign \a$19.neg2  = d__payload[21];
+  assign \a$19.sh2  = d__payload[23:22];
+  assign \a$19.neg3  = d__payload[24];
+  assign \a$19.sh3  = d__payload[25];
+  assign \b$20.x0  = d__payload[185:182];
+  assign \b$20.x1  = d__payload[189:186];
+  assign \b$20.x2  = d__payload[193:190];
+  assign \b$20.x3  = d__payload[197:194];
+  assign \b$20.neg0  = d__payload[198];
+  assign \b$20.sh0  = d__payload[200:199];
+  assign \b$20.neg1  = d__payload[201];
+  assign \b$20.sh1  = d__payload[202];
+  assign \b$20.neg2  = d__payload[203];
+  assign \b$20.sh2  = d__payload[205:204];
+  assign \b$20.neg3  = d__payload[206];
+  assign \b$20.sh3  = d__payload[207];
   assign \mode$21.a8  = mode[0];
   assign \mode$21.b8  = mode[1];
-  assign \a$23.x0  = d__payload[31:28];
-  assign \a$23.x1  = d__payload[35:32];
-  assign \a$23.x2  = d__payload[39:36];
-  assign \a$23.x3  = d__payload[43:40];
-  assign \a$23.neg0  = d__payload[44];
-  assign \a$23.sh0  = d__payload[47:45];
-  assign \a$23.neg1  = d__payload[48];
-  assign \a$23.sh1  = d__payload[49];
-  assign \a$23.neg2  = d__payload[50];
-  assign \a$23.sh2  = d__payload[53:51];
-  assign \a$23.neg3  = d__payload[54];
-  assign \a$23.sh3  = d__payload[55];
-  assign \b$24.x0  = d__payload[115:112];
-  assign \b$24.x1  = d__payload[119:116];
-  assign \b$24.x2  = d__payload[123:120];
-  assign \b$24.x3  = d__payload[127:124];
-  assign \b$24.neg0  = d__payload[128];
-  assign \b$24.sh0  = d__payload[131:129];
-  assign \b$24.neg1  = d__payload[132];
-  assign \b$24.sh1  = d__payload[133];
-  assign \b$24.neg2  = d__payload[134];
-  assign \b$24.sh2  = d__payload[137:135];
-  assign \b$24.neg3  = d__payload[138];
-  assign \b$24.sh3  = d__payload[139];
+  assign \a$23.x0  = d__payload[29:26];
+  assign \a$23.x1  = d__payload[33:30];
+  assign \a$23.x2  = d__payload[37:34];
+  assign \a$23.x3  = d__payload[41:38];
+  assign \a$23.neg0  = d__payload[42];
+  assign \a$23.sh0  = d__payload[44:43];
+  assign \a$23.neg1  = d__payload[45];
+  assign \a$23.sh1  = d__payload[46];
+  assign \a$23.neg2  = d__payload[47];
+  assign \a$23.sh2  = d__payload[49:48];
+  assign \a$23.neg3  = d__payload[50];
+  assign \a$23.sh3  = d__payload[51];
+  assign \b$24.x0  = d__payload[107:104];
+  assign \b$24.x1  = d__payload[111:108];
+  assign \b$24.x2  = d__payload[115:112];
+  assign \b$24.x3  = d__payload[119:116];
+  assign \b$24.neg0  = d__payload[120];
+  assign \b$24.sh0  = d__payload[122:121];
+  assign \b$24.neg1  = d__payload[123];
+  assign \b$24.sh1  = d__payload[124];
+  assign \b$24.neg2  = d__payload[125];
+  assign \b$24.sh2  = d__payload[127:126];
+  assign \b$24.neg3  = d__payload[128];
+  assign \b$24.sh3  = d__payload[129];
   assign \mode$25.a8  = mode[0];
   assign \mode$25.b8  = mode[1];
-  assign \a$27.x0  = d__payload[31:28];
-  assign \a$27.x1  = d__payload[35:32];
-  assign \a$27.x2  = d__payload[39:36];
-  assign \a$27.x3  = d__payload[43:40];
-  assign \a$27.neg0  = d__payload[44];
-  assign \a$27.sh0  = d__payload[47:45];
-  assign \a$27.neg1  = d__payload[48];
-  assign \a$27.sh1  = d__payload[49];
-  assign \a$27.neg2  = d__payload[50];
-  assign \a$27.sh2  = d__payload[53:51];
-  assign \a$27.neg3  = d__payload[54];
-  assign \a$27.sh3  = d__payload[55];
-  assign \b$28.x0  = d__payload[143:140];
-  assign \b$28.x1  = d__payload[147:144];
-  assign \b$28.x2  = d__payload[151:148];
-  assign \b$28.x3  = d__payload[155:152];
-  assign \b$28.neg0  = d__payload[156];
-  assign \b$28.sh0  = d__payload[159:157];
-  assign \b$28.neg1  = d__payload[160];
-  assign \b$28.sh1  = d__payload[161];
-  assign \b$28.neg2  = d__payload[162];
-  assign \b$28.sh2  = d__payload[165:163];
-  assign \b$28.neg3  = d__payload[166];
-  assign \b$28.sh3  = d__payload[167];
+  assign \a$27.x0  = d__payload[29:26];
+  assign \a$27.x1  = d__payload[33:30];
+  assign \a$27.x2  = d__payload[37:34];
+  assign \a$27.x3  = d__payload[41:38];
+  assign \a$27.neg0  = d__payload[42];
+  assign \a$27.sh0  = d__payload[44:43];
+  assign \a$27.neg1  = d__payload[45];
+  assign \a$27.sh1  = d__payload[46];
+  assign \a$27.neg2  = d__payload[47];
+  assign \a$27.sh2  = d__payload[49:48];
+  assign \a$27.neg3  = d__payload[50];
+  assign \a$27.sh3  = d__payload[51];
+  assign \b$28.x0  = d__payload[133:130];
+  assign \b$28.x1  = d__payload[137:134];
+  assign \b$28.x2  = d__payload[141:138];
+  assign \b$28.x3  = d__payload[145:142];
+  assign \b$28.neg0  = d__payload[146];
+  assign \b$28.sh0  = d__payload[148:147];
+  assign \b$28.neg1  = d__payload[149];
+  assign \b$28.sh1  = d__payload[150];
+  assign \b$28.neg2  = d__payload[151];
+  assign \b$28.sh2  = d__payload[153:152];
+  assign \b$28.neg3  = d__payload[154];
+  assign \b$28.sh3  = d__payload[155];
   assign \mode$29.a8  = mode[0];
   assign \mode$29.b8  = mode[1];
-  assign \a$31.x0  = d__payload[31:28];
-  assign \a$31.x1  = d__payload[35:32];
-  assign \a$31.x2  = d__payload[39:36];
-  assign \a$31.x3  = d__payload[43:40];
-  assign \a$31.neg0  = d__payload[44];
-  assign \a$31.sh0  = d__payload[47:45];
-  assign \a$31.neg1  = d__payload[48];
-  assign \a$31.sh1  = d__payload[49];
-  assign \a$31.neg2  = d__payload[50];
-  assign \a$31.sh2  = d__payload[53:51];
-  assign \a$31.neg3  = d__payload[54];
-  assign \a$31.sh3  = d__payload[55];
-  assign \b$32.x0  = d__payload[171:168];
-  assign \b$32.x1  = d__payload[175:172];
-  assign \b$32.x2  = d__payload[179:176];
-  assign \b$32.x3  = d__payload[183:180];
-  assign \b$32.neg0  = d__payload[184];
-  assign \b$32.sh0  = d__payload[187:185];
-  assign \b$32.neg1  = d__payload[188];
-  assign \b$32.sh1  = d__payload[189];
-  assign \b$32.neg2  = d__payload[190];
-  assign \b$32.sh2  = d__payload[193:191];
-  assign \b$32.neg3  = d__payload[194];
-  assign \b$32.sh3  = d__payload[195];
+  assign \a$31.x0  = d__payload[29:26];
+  assign \a$31.x1  = d__payload[33:30];
+  assign \a$31.x2  = d__payload[37:34];
+  assign \a$31.x3  = d__payload[41:38];
+  assign \a$31.neg0  = d__payload[42];
+  assign \a$31.sh0  = d__payload[44:43];
+  assign \a$31.neg1  = d__payload[45];
+  assign \a$31.sh1  = d__payload[46];
+  assign \a$31.neg2  = d__payload[47];
+  assign \a$31.sh2  = d__payload[49:48];
+  assign \a$31.neg3  = d__payload[50];
+  assign \a$31.sh3  = d__payload[51];
+  assign \b$32.x0  = d__payload[159:156];
+  assign \b$32.x1  = d__payload[163:160];
+  assign \b$32.x2  = d__payload[167:164];
+  assign \b$32.x3  = d__payload[171:168];
+  assign \b$32.neg0  = d__payload[172];
+  assign \b$32.sh0  = d__payload[174:173];
+  assign \b$32.neg1  = d__payload[175];
+  assign \b$32.sh1  = d__payload[176];
+  assign \b$32.neg2  = d__payload[177];
+  assign \b$32.sh2  = d__payload[179:178];
+  assign \b$32.neg3  = d__payload[180];
+  assign \b$32.sh3  = d__payload[181];
   assign \mode$33.a8  = mode[0];
   assign \mode$33.b8  = mode[1];
-  assign \a$35.x0  = d__payload[31:28];
-  assign \a$35.x1  = d__payload[35:32];
-  assign \a$35.x2  = d__payload[39:36];
-  assign \a$35.x3  = d__payload[43:40];
-  assign \a$35.neg0  = d__payload[44];
-  assign \a$35.sh0  = d__payload[47:45];
-  assign \a$35.neg1  = d__payload[48];
-  assign \a$35.sh1  = d__payload[49];
-  assign \a$35.neg2  = d__payload[50];
-  assign \a$35.sh2  = d__payload[53:51];
-  assign \a$35.neg3  = d__payload[54];
-  assign \a$35.sh3  = d__payload[55];
-  assign \b$36.x0  = d__payload[199:196];
-  assign \b$36.x1  = d__payload[203:200];
-  assign \b$36.x2  = d__payload[207:204];
-  assign \b$36.x3  = d__payload[211:208];
-  assign \b$36.neg0  = d__payload[212];
-  assign \b$36.sh0  = d__payload[215:213];
-  assign \b$36.neg1  = d__payload[216];
-  assign \b$36.sh1  = d__payload[217];
-  assign \b$36.neg2  = d__payload[218];
-  assign \b$36.sh2  = d__payload[221:219];
-  assign \b$36.neg3  = d__payload[222];
-  assign \b$36.sh3  = d__payload[223];
+  assign \a$35.x0  = d__payload[29:26];
+  assign \a$35.x1  = d__payload[33:30];
+  assign \a$35.x2  = d__payload[37:34];
+  assign \a$35.x3  = d__payload[41:38];
+  assign \a$35.neg0  = d__payload[42];
+  assign \a$35.sh0  = d__payload[44:43];
+  assign \a$35.neg1  = d__payload[45];
+  assign \a$35.sh1  = d__payload[46];
+  assign \a$35.neg2  = d__payload[47];
+  assign \a$35.sh2  = d__payload[49:48];
+  assign \a$35.neg3  = d__payload[50];
+  assign \a$35.sh3  = d__payload[51];
+  assign \b$36.x0  = d__payload[185:182];
+  assign \b$36.x1  = d__payload[189:186];
+  assign \b$36.x2  = d__payload[193:190];
+  assign \b$36.x3  = d__payload[197:194];
+  assign \b$36.neg0  = d__payload[198];
+  assign \b$36.sh0  = d__payload[200:199];
+  assign \b$36.neg1  = d__payload[201];
+  assign \b$36.sh1  = d__payload[202];
+  assign \b$36.neg2  = d__payload[203];
+  assign \b$36.sh2  = d__payload[205:204];
+  assign \b$36.neg3  = d__payload[206];
+  assign \b$36.sh3  = d__payload[207];
   assign \mode$37.a8  = mode[0];
   assign \mode$37.b8  = mode[1];
-  assign \a$39.x0  = d__payload[59:56];
-  assign \a$39.x1  = d__payload[63:60];
-  assign \a$39.x2  = d__payload[67:64];
-  assign \a$39.x3  = d__payload[71:68];
-  assign \a$39.neg0  = d__payload[72];
-  assign \a$39.sh0  = d__payload[75:73];
-  assign \a$39.neg1  = d__payload[76];
-  assign \a$39.sh1  = d__payload[77];
-  assign \a$39.neg2  = d__payload[78];
-  assign \a$39.sh2  = d__payload[81:79];
-  assign \a$39.neg3  = d__payload[82];
-  assign \a$39.sh3  = d__payload[83];
-  assign \b$40.x0  = d__payload[115:112];
-  assign \b$40.x1  = d__payload[119:116];
-  assign \b$40.x2  = d__payload[123:120];
-  assign \b$40.x3  = d__payload[127:124];
-  assign \b$40.neg0  = d__payload[128];
-  assign \b$40.sh0  = d__payload[131:129];
-  assign \b$40.neg1  = d__payload[132];
-  assign \b$40.sh1  = d__payload[133];
-  assign \b$40.neg2  = d__payload[134];
-  assign \b$40.sh2  = d__payload[137:135];
-  assign \b$40.neg3  = d__payload[138];
-  assign \b$40.sh3  = d__payload[139];
+  assign \a$39.x0  = d__payload[55:52];
+  assign \a$39.x1  = d__payload[59:56];
+  assign \a$39.x2  = d__payload[63:60];
+  assign \a$39.x3  = d__payload[67:64];
+  assign \a$39.neg0  = d__payload[68];
+  assign \a$39.sh0  = d__payload[70:69];
+  assign \a$39.neg1  = d__payload[71];
+  assign \a$39.sh1  = d__payload[72];
+  assign \a$39.neg2  = d__payload[73];
+  assign \a$39.sh2  = d__payload[75:74];
+  assign \a$39.neg3  = d__payload[76];
+  assign \a$39.sh3  = d__payload[77];
+  assign \b$40.x0  = d__payload[107:104];
+  assign \b$40.x1  = d__payload[111:108];
+  assign \b$40.x2  = d__payload[115:112];
+  assign \b$40.x3  = d__payload[119:116];
+  assign \b$40.neg0  = d__payload[120];
+  assign \b$40.sh0  = d__payload[122:121];
+  assign \b$40.neg1  = d__payload[123];
+  assign \b$40.sh1  = d__payload[124];
+  assign \b$40.neg2  = d__payload[125];
+  assign \b$40.sh2  = d__payload[127:126];
+  assign \b$40.neg3  = d__payload[128];
+  assign \b$40.sh3  = d__payload[129];
   assign \mode$41.a8  = mode[0];
   assign \mode$41.b8  = mode[1];
-  assign \a$43.x0  = d__payload[59:56];
-  assign \a$43.x1  = d__payload[63:60];
-  assign \a$43.x2  = d__payload[67:64];
-  assign \a$43.x3  = d__payload[71:68];
-  assign \a$43.neg0  = d__payload[72];
-  assign \a$43.sh0  = d__payload[75:73];
-  assign \a$43.neg1  = d__payload[76];
-  assign \a$43.sh1  = d__payload[77];
-  assign \a$43.neg2  = d__payload[78];
-  assign \a$43.sh2  = d__payload[81:79];
-  assign \a$43.neg3  = d__payload[82];
-  assign \a$43.sh3  = d__payload[83];
-  assign \b$44.x0  = d__payload[143:140];
-  assign \b$44.x1  = d__payload[147:144];
-  assign \b$44.x2  = d__payload[151:148];
-  assign \b$44.x3  = d__payload[155:152];
-  assign \b$44.neg0  = d__payload[156];
-  assign \b$44.sh0  = d__payload[159:157];
-  assign \b$44.neg1  = d__payload[160];
-  assign \b$44.sh1  = d__payload[161];
-  assign \b$44.neg2  = d__payload[162];
-  assign \b$44.sh2  = d__payload[165:163];
-  assign \b$44.neg3  = d__payload[166];
-  assign \b$44.sh3  = d__payload[167];
+  assign \a$43.x0  = d__payload[55:52];
+  assign \a$43.x1  = d__payload[59:56];
+  assign \a$43.x2  = d__payload[63:60];
+  assign \a$43.x3  = d__payload[67:64];
+  assign \a$43.neg0  = d__payload[68];
+  assign \a$43.sh0  = d__payload[70:69];
+  assign \a$43.neg1  = d__payload[71];
+  assign \a$43.sh1  = d__payload[72];
+  assign \a$43.neg2  = d__payload[73];
+  assign \a$43.sh2  = d__payload[75:74];
+  assign \a$43.neg3  = d__payload[76];
+  assign \a$43.sh3  = d__payload[77];
+  assign \b$44.x0  = d__payload[133:130];
+  assign \b$44.x1  = d__payload[137:134];
+  assign \b$44.x2  = d__payload[141:138];
+  assign \b$44.x3  = d__payload[145:142];
+  assign \b$44.neg0  = d__payload[146];
+  assign \b$44.sh0  = d__payload[148:147];
+  assign \b$44.neg1  = d__payload[149];
+  assign \b$44.sh1  = d__payload[150];
+  assign \b$44.neg2  = d__payload[151];
+  assign \b$44.sh2  = d__payload[153:152];
+  assign \b$44.neg3  = d__payload[154];
+  assign \b$44.sh3  = d__payload[155];
   assign \mode$45.a8  = mode[0];
   assign \mode$45.b8  = mode[1];
-  assign \a$47.x0  = d__payload[59:56];
-  assign \a$47.x1  = d__payload[63:60];
-  assign \a$47.x2  = d__payload[67:64];
-  assign \a$47.x3  = d__payload[71:68];
-  assign \a$47.neg0  = d__payload[72];
-  assign \a$47.sh0  = d__payload[75:73];
-  assign \a$47.neg1  = d__payload[76];
-  assign \a$47.sh1  = d__payload[77];
-  assign \a$47.neg2  = d__payload[78];
-  assign \a$47.sh2  = d__payload[81:79];
-  assign \a$47.neg3  = d__payload[82];
-  assign \a$47.sh3  = d__payload[83];
-  assign \b$48.x0  = d__payload[171:168];
-  assign \b$48.x1  = d__payload[175:172];
-  assign \b$48.x2  = d__payload[179:176];
-  assign \b$48.x3  = d__payload[183:180];
-  assign \b$48.neg0  = d__payload[184];
-  assign \b$48.sh0  = d__payload[187:185];
-  assign \b$48.neg1  = d__payload[188];
-  assign \b$48.sh1  = d__payload[189];
-  assign \b$48.neg2  = d__payload[190];
-  assign \b$48.sh2  = d__payload[193:191];
-  assign \b$48.neg3  = d__payload[194];
-  assign \b$48.sh3  = d__payload[195];
+  assign \a$47.x0  = d__payload[55:52];
+  assign \a$47.x1  = d__payload[59:56];
+  assign \a$47.x2  = d__payload[63:60];
+  assign \a$47.x3  = d__payload[67:64];
+  assign \a$47.neg0  = d__payload[68];
+  assign \a$47.sh0  = d__payload[70:69];
+  assign \a$47.neg1  = d__payload[71];
+  assign \a$47.sh1  = d__payload[72];
+  assign \a$47.neg2  = d__payload[73];
+  assign \a$47.sh2  = d__payload[75:74];
+  assign \a$47.neg3  = d__payload[76];
+  assign \a$47.sh3  = d__payload[77];
+  assign \b$48.x0  = d__payload[159:156];
+  assign \b$48.x1  = d__payload[163:160];
+  assign \b$48.x2  = d__payload[167:164];
+  assign \b$48.x3  = d__payload[171:168];
+  assign \b$48.neg0  = d__payload[172];
+  assign \b$48.sh0  = d__payload[174:173];
+  assign \b$48.neg1  = d__payload[175];
+  assign \b$48.sh1  = d__payload[176];
+  assign \b$48.neg2  = d__payload[177];
+  assign \b$48.sh2  = d__payload[179:178];
+  assign \b$48.neg3  = d__payload[180];
+  assign \b$48.sh3  = d__payload[181];
   assign \mode$49.a8  = mode[0];
   assign \mode$49.b8  = mode[1];
-  assign \a$51.x0  = d__payload[59:56];
-  assign \a$51.x1  = d__payload[63:60];
-  assign \a$51.x2  = d__payload[67:64];
-  assign \a$51.x3  = d__payload[71:68];
-  assign \a$51.neg0  = d__payload[72];
-  assign \a$51.sh0  = d__payload[75:73];
-  assign \a$51.neg1  = d__payload[76];
-  assign \a$51.sh1  = d__payload[77];
-  assign \a$51.neg2  = d__payload[78];
-  assign \a$51.sh2  = d__payload[81:79];
-  assign \a$51.neg3  = d__payload[82];
-  assign \a$51.sh3  = d__payload[83];
-  assign \b$52.x0  = d__payload[199:196];
-  assign \b$52.x1  = d__payload[203:200];
-  assign \b$52.x2  = d__payload[207:204];
-  assign \b$52.x3  = d__payload[211:208];
-  assign \b$52.neg0  = d__payload[212];
-  assign \b$52.sh0  = d__payload[215:213];
-  assign \b$52.neg1  = d__payload[216];
-  assign \b$52.sh1  = d__payload[217];
-  assign \b$52.neg2  = d__payload[218];
-  assign \b$52.sh2  = d__payload[221:219];
-  assign \b$52.neg3  = d__payload[222];
-  assign \b$52.sh3  = d__payload[223];
+  assign \a$51.x0  = d__payload[55:52];
+  assign \a$51.x1  = d__payload[59:56];
+  assign \a$51.x2  = d__payload[63:60];
+  assign \a$51.x3  = d__payload[67:64];
+  assign \a$51.neg0  = d__payload[68];
+  assign \a$51.sh0  = d__payload[70:69];
+  assign \a$51.neg1  = d__payload[71];
+  assign \a$51.sh1  = d__payload[72];
+  assign \a$51.neg2  = d__payload[73];
+  assign \a$51.sh2  = d__payload[75:74];
+  assign \a$51.neg3  = d__payload[76];
+  assign \a$51.sh3  = d__payload[77];
+  assign \b$52.x0  = d__payload[185:182];
+  assign \b$52.x1  = d__payload[189:186];
+  assign \b$52.x2  = d__payload[193:190];
+  assign \b$52.x3  = d__payload[197:194];
+  assign \b$52.neg0  = d__payload[198];
+  assign \b$52.sh0  = d__payload[200:199];
+  assign \b$52.neg1  = d__payload[201];
+  assign \b$52.sh1  = d__payload[202];
+  assign \b$52.neg2  = d__payload[203];
+  assign \b$52.sh2  = d__payload[205:204];
+  assign \b$52.neg3  = d__payload[206];
+  assign \b$52.sh3  = d__payload[207];
   assign \mode$53.a8  = mode[0];
   assign \mode$53.b8  = mode[1];
-  assign \a$55.x0  = d__payload[87:84];
-  assign \a$55.x1  = d__payload[91:88];
-  assign \a$55.x2  = d__payload[95:92];
-  assign \a$55.x3  = d__payload[99:96];
-  assign \a$55.neg0  = d__payload[100];
-  assign \a$55.sh0  = d__payload[103:101];
-  assign \a$55.neg1  = d__payload[104];
-  assign \a$55.sh1  = d__payload[105];
-  assign \a$55.neg2  = d__payload[106];
-  assign \a$55.sh2  = d__payload[109:107];
-  assign \a$55.neg3  = d__payload[110];
-  assign \a$55.sh3  = d__payload[111];
-  assign \b$56.x0  = d__payload[115:112];
-  assign \b$56.x1  = d__payload[119:116];
-  assign \b$56.x2  = d__payload[123:120];
-  assign \b$56.x3  = d__payload[127:124];
-  assign \b$56.neg0  = d__payload[128];
-  assign \b$56.sh0  = d__payload[131:129];
-  assign \b$56.neg1  = d__payload[132];
-  assign \b$56.sh1  = d__payload[133];
-  assign \b$56.neg2  = d__payload[134];
-  assign \b$56.sh2  = d__payload[137:135];
-  assign \b$56.neg3  = d__payload[138];
-  assign \b$56.sh3  = d__payload[139];
+  assign \a$55.x0  = d__payload[81:78];
+  assign \a$55.x1  = d__payload[85:82];
+  assign \a$55.x2  = d__payload[89:86];
+  assign \a$55.x3  = d__payload[93:90];
+  assign \a$55.neg0  = d__payload[94];
+  assign \a$55.sh0  = d__payload[96:95];
+  assign \a$55.neg1  = d__payload[97];
+  assign \a$55.sh1  = d__payload[98];
+  assign \a$55.neg2  = d__payload[99];
+  assign \a$55.sh2  = d__payload[101:100];
+  assign \a$55.neg3  = d__payload[102];
+  assign \a$55.sh3  = d__payload[103];
+  assign \b$56.x0  = d__payload[107:104];
+  assign \b$56.x1  = d__payload[111:108];
+  assign \b$56.x2  = d__payload[115:112];
+  assign \b$56.x3  = d__payload[119:116];
+  assign \b$56.neg0  = d__payload[120];
+  assign \b$56.sh0  = d__payload[122:121];
+  assign \b$56.neg1  = d__payload[123];
+  assign \b$56.sh1  = d__payload[124];
+  assign \b$56.neg2  = d__payload[125];
+  assign \b$56.sh2  = d__payload[127:126];
+  assign \b$56.neg3  = d__payload[128];
+  assign \b$56.sh3  = d__payload[129];
   assign \mode$57.a8  = mode[0];
   assign \mode$57.b8  = mode[1];
-  assign \a$59.x0  = d__payload[87:84];
-  assign \a$59.x1  = d__payload[91:88];
-  assign \a$59.x2  = d__payload[95:92];
-  assign \a$59.x3  = d__payload[99:96];
-  assign \a$59.neg0  = d__payload[100];
-  assign \a$59.sh0  = d__payload[103:101];
-  assign \a$59.neg1  = d__payload[104];
-  assign \a$59.sh1  = d__payload[105];
-  assign \a$59.neg2  = d__payload[106];
-  assign \a$59.sh2  = d__payload[109:107];
-  assign \a$59.neg3  = d__payload[110];
-  assign \a$59.sh3  = d__payload[111];
-  assign \b$60.x0  = d__payload[143:140];
-  assign \b$60.x1  = d__payload[147:144];
-  assign \b$60.x2  = d__payload[151:148];
-  assign \b$60.x3  = d__payload[155:152];
-  assign \b$60.neg0  = d__payload[156];
-  assign \b$60.sh0  = d__payload[159:157];
-  assign \b$60.neg1  = d__payload[160];
-  assign \b$60.sh1  = d__payload[161];
-  assign \b$60.neg2  = d__payload[162];
-  assign \b$60.sh2  = d__payload[165:163];
-  assign \b$60.neg3  = d__payload[166];
-  assign \b$60.sh3  = d__payload[167];
+  assign \a$59.x0  = d__payload[81:78];
+  assign \a$59.x1  = d__payload[85:82];
+  assign \a$59.x2  = d__payload[89:86];
+  assign \a$59.x3  = d__payload[93:90];
+  assign \a$59.neg0  = d__payload[94];
+  assign \a$59.sh0  = d__payload[96:95];
+  assign \a$59.neg1  = d__payload[97];
+  assign \a$59.sh1  = d__payload[98];
+  assign \a$59.neg2  = d__payload[99];
+  assign \a$59.sh2  = d__payload[101:100];
+  assign \a$59.neg3  = d__payload[102];
+  assign \a$59.sh3  = d__payload[103];
+  assign \b$60.x0  = d__payload[133:130];
+  assign \b$60.x1  = d__payload[137:134];
+  assign \b$60.x2  = d__payload[141:138];
+  assign \b$60.x3  = d__payload[145:142];
+  assign \b$60.neg0  = d__payload[146];
+  assign \b$60.sh0  = d__payload[148:147];
+  assign \b$60.neg1  = d__payload[149];
+  assign \b$60.sh1  = d__payload[150];
+  assign \b$60.neg2  = d__payload[151];
+  assign \b$60.sh2  = d__payload[153:152];
+  assign \b$60.neg3  = d__payload[154];
+  assign \b$60.sh3  = d__payload[155];
   assign \mode$61.a8  = mode[0];
   assign \mode$61.b8  = mode[1];
-  assign \a$63.x0  = d__payload[87:84];
-  assign \a$63.x1  = d__payload[91:88];
-  assign \a$63.x2  = d__payload[95:92];
-  assign \a$63.x3  = d__payload[99:96];
-  assign \a$63.neg0  = d__payload[100];
-  assign \a$63.sh0  = d__payload[103:101];
-  assign \a$63.neg1  = d__payload[104];
-  assign \a$63.sh1  = d__payload[105];
-  assign \a$63.neg2  = d__payload[106];
-  assign \a$63.sh2  = d__payload[109:107];
-  assign \a$63.neg3  = d__payload[110];
-  assign \a$63.sh3  = d__payload[111];
-  assign \b$64.x0  = d__payload[171:168];
-  assign \b$64.x1  = d__payload[175:172];
-  assign \b$64.x2  = d__payload[179:176];
-  assign \b$64.x3  = d__payload[183:180];
-  assign \b$64.neg0  = d__payload[184];
-  assign \b$64.sh0  = d__payload[187:185];
-  assign \b$64.neg1  = d__payload[188];
-  assign \b$64.sh1  = d__payload[189];
-  assign \b$64.neg2  = d__payload[190];
-  assign \b$64.sh2  = d__payload[193:191];
-  assign \b$64.neg3  = d__payload[194];
-  assign \b$64.sh3  = d__payload[195];
+  assign \a$63.x0  = d__payload[81:78];
+  assign \a$63.x1  = d__payload[85:82];
+  assign \a$63.x2  = d__payload[89:86];
+  assign \a$63.x3  = d__payload[93:90];
+  assign \a$63.neg0  = d__payload[94];
+  assign \a$63.sh0  = d__payload[96:95];
+  assign \a$63.neg1  = d__payload[97];
+  assign \a$63.sh1  = d__payload[98];
+  assign \a$63.neg2  = d__payload[99];
+  assign \a$63.sh2  = d__payload[101:100];
+  assign \a$63.neg3  = d__payload[102];
+  assign \a$63.sh3  = d__payload[103];
+  assign \b$64.x0  = d__payload[159:156];
+  assign \b$64.x1  = d__payload[163:160];
+  assign \b$64.x2  = d__payload[167:164];
+  assign \b$64.x3  = d__payload[171:168];
+  assign \b$64.neg0  = d__payload[172];
+  assign \b$64.sh0  = d__payload[174:173];
+  assign \b$64.neg1  = d__payload[175];
+  assign \b$64.sh1  = d__payload[176];
+  assign \b$64.neg2  = d__payload[177];
+  assign \b$64.sh2  = d__payload[179:178];
+  assign \b$64.neg3  = d__payload[180];
+  assign \b$64.sh3  = d__payload[181];
   assign \mode$65.a8  = mode[0];
   assign \mode$65.b8  = mode[1];
-  assign \a$67.x0  = d__payload[87:84];
-  assign \a$67.x1  = d__payload[91:88];
-  assign \a$67.x2  = d__payload[95:92];
-  assign \a$67.x3  = d__payload[99:96];
-  assign \a$67.neg0  = d__payload[100];
-  assign \a$67.sh0  = d__payload[103:101];
-  assign \a$67.neg1  = d__payload[104];
-  assign \a$67.sh1  = d__payload[105];
-  assign \a$67.neg2  = d__payload[106];
-  assign \a$67.sh2  = d__payload[109:107];
-  assign \a$67.neg3  = d__payload[110];
-  assign \a$67.sh3  = d__payload[111];
-  assign \b$68.x0  = d__payload[199:196];
-  assign \b$68.x1  = d__payload[203:200];
-  assign \b$68.x2  = d__payload[207:204];
-  assign \b$68.x3  = d__payload[211:208];
-  assign \b$68.neg0  = d__payload[212];
-  assign \b$68.sh0  = d__payload[215:213];
-  assign \b$68.neg1  = d__payload[216];
-  assign \b$68.sh1  = d__payload[217];
-  assign \b$68.neg2  = d__payload[218];
-  assign \b$68.sh2  = d__payload[221:219];
-  assign \b$68.neg3  = d__payload[222];
-  assign \b$68.sh3  = d__payload[223];
+  assign \a$67.x0  = d__payload[81:78];
+  assign \a$67.x1  = d__payload[85:82];
+  assign \a$67.x2  = d__payload[89:86];
+  assign \a$67.x3  = d__payload[93:90];
+  assign \a$67.neg0  = d__payload[94];
+  assign \a$67.sh0  = d__payload[96:95];
+  assign \a$67.neg1  = d__payload[97];
+  assign \a$67.sh1  = d__payload[98];
+  assign \a$67.neg2  = d__payload[99];
+  assign \a$67.sh2  = d__payload[101:100];
+  assign \a$67.neg3  = d__payload[102];
+  assign \a$67.sh3  = d__payload[103];
+  assign \b$68.x0  = d__payload[185:182];
+  assign \b$68.x1  = d__payload[189:186];
+  assign \b$68.x2  = d__payload[193:190];
+  assign \b$68.x3  = d__payload[197:194];
+  assign \b$68.neg0  = d__payload[198];
+  assign \b$68.sh0  = d__payload[200:199];
+  assign \b$68.neg1  = d__payload[201];
+  assign \b$68.sh1  = d__payload[202];
+  assign \b$68.neg2  = d__payload[203];
+  assign \b$68.sh2  = d__payload[205:204];
+  assign \b$68.neg3  = d__payload[206];
+  assign \b$68.sh3  = d__payload[207];
   assign \mode$69.a8  = mode[0];
   assign \mode$69.b8  = mode[1];
   assign \t__payload.data  = t__payload[607:0];
@@ -8515,12 +8659,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] \$45 ;
   wire [8:0] \$46 ;
   wire \$47 ;
-  wire [3:0] \$48 ;
+  wire [2:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
   wire [1:0] \$50 ;
   wire \$51 ;
-  wire [3:0] \$52 ;
+  wire [2:0] \$52 ;
   wire \$53 ;
   wire [1:0] \$54 ;
   wire \$55 ;
@@ -8547,12 +8691,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
   wire [7:0] \$74 ;
   wire [30:0] \$75 ;
   wire [25:0] \$76 ;
-  wire [10:0] \$77 ;
+  wire [14:0] \$77 ;
   wire [9:0] \$78 ;
-  wire [18:0] \$79 ;
+  wire [26:0] \$79 ;
   wire [6:0] \$8 ;
   wire [17:0] \$80 ;
-  wire [10:0] \$81 ;
+  wire [14:0] \$81 ;
   wire [9:0] \$82 ;
   wire [28:0] \$83 ;
   wire [29:0] \$84 ;
@@ -8562,7 +8706,7 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
   reg [7:0] \$88 ;
   reg \$89 ;
   wire [6:0] \$9 ;
-  reg [3:0] \$90 ;
+  reg [2:0] \$90 ;
   reg \$91 ;
   reg [1:0] \$92 ;
   reg \$93 ;
@@ -8571,30 +8715,30 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
   reg [1:0] \$96 ;
   reg [15:0] \$97 ;
   reg \$98 ;
-  reg [3:0] \$99 ;
-  input [27:0] a;
-  wire [27:0] a;
+  reg [2:0] \$99 ;
+  input [25:0] a;
+  wire [25:0] a;
   wire \a.neg0 ;
   wire \a.neg1 ;
   wire \a.neg2 ;
   wire \a.neg3 ;
-  wire [2:0] \a.sh0 ;
+  wire [1:0] \a.sh0 ;
   wire \a.sh1 ;
-  wire [2:0] \a.sh2 ;
+  wire [1:0] \a.sh2 ;
   wire \a.sh3 ;
   wire [3:0] \a.x0 ;
   wire [3:0] \a.x1 ;
   wire [3:0] \a.x2 ;
   wire [3:0] \a.x3 ;
-  input [27:0] b;
-  wire [27:0] b;
+  input [25:0] b;
+  wire [25:0] b;
   wire \b.neg0 ;
   wire \b.neg1 ;
   wire \b.neg2 ;
   wire \b.neg3 ;
-  wire [2:0] \b.sh0 ;
+  wire [1:0] \b.sh0 ;
   wire \b.sh1 ;
-  wire [2:0] \b.sh2 ;
+  wire [1:0] \b.sh2 ;
   wire \b.sh3 ;
   wire [3:0] \b.x0 ;
   wire [3:0] \b.x1 ;
@@ -8658,11 +8802,11 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [3:0] sh2_0 = 4'h0;
+  reg [2:0] sh2_0 = 3'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
   reg [1:0] sh2_3 = 2'h0;
-  reg [3:0] sh3_0 = 4'h0;
+  reg [2:0] sh3_0 = 3'h0;
   reg [1:0] sh3_1 = 2'h0;
   reg [2:0] sh3_2 = 3'h0;
   reg [1:0] sh3_3 = 2'h0;
@@ -8708,13 +8852,13 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
   assign \$45  = mul2_lo + mul2_hi;
   assign \$46  = mul3_lo + mul3_hi;
   assign \$47  = a[16] ^ b[16];
-  assign \$48  = a[19:17] + b[19:17];
-  assign \$49  = a[20] ^ b[20];
-  assign \$50  = a[21] + b[21];
-  assign \$51  = a[22] ^ b[22];
-  assign \$52  = a[25:23] + b[25:23];
-  assign \$53  = a[26] ^ b[26];
-  assign \$54  = a[27] + b[27];
+  assign \$48  = a[18:17] + b[18:17];
+  assign \$49  = a[19] ^ b[19];
+  assign \$50  = a[20] + b[20];
+  assign \$51  = a[21] ^ b[21];
+  assign \$52  = a[23:22] + b[23:22];
+  assign \$53  = a[24] ^ b[24];
+  assign \$54  = a[25] + b[25];
   assign \$55  = ~ mode[0];
   assign \$56  = ~ mode[1];
   assign \$57  = \$55  & \$56 ;
@@ -8735,13 +8879,13 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
   assign \$72  = ~ mode[1];
   assign \$73  = \$71  & \$72 ;
   assign \$74  = \$73  ? m3 : 8'h00;
-  assign \$75  = mag3_0 << sh3_0;
+  assign \$75  = mag3_0 << { sh3_0, 1'h0 };
   assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
-  assign \$77  = mag3_1 << sh3_1;
+  assign \$77  = mag3_1 << { sh3_1, 1'h0 };
   assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
-  assign \$79  = mag3_2 << sh3_2;
+  assign \$79  = mag3_2 << { sh3_2, 1'h0 };
   assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
-  assign \$81  = mag3_3 << sh3_3;
+  assign \$81  = mag3_3 << { sh3_3, 1'h0 };
   assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
   assign \$83  = $signed(sum0_0) + $signed(sum0_2);
   assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
@@ -8926,7 +9070,7 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
       \$90  = \$48 ;
     end
     if (rst) begin
-      \$90  = 4'h0;
+      \$90  = 3'h0;
     end
   end
   always @* begin
@@ -8963,7 +9107,7 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$94  = sh2_2;
     if (en) begin
-      \$94  = \$52 [2:0];
+      \$94  = \$52 ;
     end
     if (rst) begin
       \$94  = 3'h0;
@@ -9016,7 +9160,7 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
       \$99  = sh2_0;
     end
     if (rst) begin
-      \$99  = 4'h0;
+      \$99  = 3'h0;
     end
   end
   always @* begin
@@ -9214,25 +9358,25 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
   assign \b.x2  = b[11:8];
   assign \b.x3  = b[15:12];
   assign \b.neg0  = b[16];
-  assign \b.sh0  = b[19:17];
-  assign \b.neg1  = b[20];
-  assign \b.sh1  = b[21];
-  assign \b.neg2  = b[22];
-  assign \b.sh2  = b[25:23];
-  assign \b.neg3  = b[26];
-  assign \b.sh3  = b[27];
+  assign \b.sh0  = b[18:17];
+  assign \b.neg1  = b[19];
+  assign \b.sh1  = b[20];
+  assign \b.neg2  = b[21];
+  assign \b.sh2  = b[23:22];
+  assign \b.neg3  = b[24];
+  assign \b.sh3  = b[25];
   assign \a.x0  = a[3:0];
   assign \a.x1  = a[7:4];
   assign \a.x2  = a[11:8];
   assign \a.x3  = a[15:12];
   assign \a.neg0  = a[16];
-  assign \a.sh0  = a[19:17];
-  assign \a.neg1  = a[20];
-  assign \a.sh1  = a[21];
-  assign \a.neg2  = a[22];
-  assign \a.sh2  = a[25:23];
-  assign \a.neg3  = a[26];
-  assign \a.sh3  = a[27];
+  assign \a.sh0  = a[18:17];
+  assign \a.neg1  = a[19];
+  assign \a.sh1  = a[20];
+  assign \a.neg2  = a[21];
+  assign \a.sh2  = a[23:22];
+  assign \a.neg3  = a[24];
+  assign \a.sh3  = a[25];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
   assign \$1  = { 1'h0, a[3:0] };
@@ -9317,12 +9461,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] \$45 ;
   wire [8:0] \$46 ;
   wire \$47 ;
-  wire [3:0] \$48 ;
+  wire [2:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
   wire [1:0] \$50 ;
   wire \$51 ;
-  wire [3:0] \$52 ;
+  wire [2:0] \$52 ;
   wire \$53 ;
   wire [1:0] \$54 ;
   wire \$55 ;
@@ -9349,12 +9493,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
   wire [7:0] \$74 ;
   wire [30:0] \$75 ;
   wire [25:0] \$76 ;
-  wire [10:0] \$77 ;
+  wire [14:0] \$77 ;
   wire [9:0] \$78 ;
-  wire [18:0] \$79 ;
+  wire [26:0] \$79 ;
   wire [6:0] \$8 ;
   wire [17:0] \$80 ;
-  wire [10:0] \$81 ;
+  wire [14:0] \$81 ;
   wire [9:0] \$82 ;
   wire [28:0] \$83 ;
   wire [29:0] \$84 ;
@@ -9364,7 +9508,7 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
   reg [7:0] \$88 ;
   reg \$89 ;
   wire [6:0] \$9 ;
-  reg [3:0] \$90 ;
+  reg [2:0] \$90 ;
   reg \$91 ;
   reg [1:0] \$92 ;
   reg \$93 ;
@@ -9373,30 +9517,30 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
   reg [1:0] \$96 ;
   reg [15:0] \$97 ;
   reg \$98 ;
-  reg [3:0] \$99 ;
-  input [27:0] a;
-  wire [27:0] a;
+  reg [2:0] \$99 ;
+  input [25:0] a;
+  wire [25:0] a;
   wire \a.neg0 ;
   wire \a.neg1 ;
   wire \a.neg2 ;
   wire \a.neg3 ;
-  wire [2:0] \a.sh0 ;
+  wire [1:0] \a.sh0 ;
   wire \a.sh1 ;
-  wire [2:0] \a.sh2 ;
+  wire [1:0] \a.sh2 ;
   wire \a.sh3 ;
   wire [3:0] \a.x0 ;
   wire [3:0] \a.x1 ;
   wire [3:0] \a.x2 ;
   wire [3:0] \a.x3 ;
-  input [27:0] b;
-  wire [27:0] b;
+  input [25:0] b;
+  wire [25:0] b;
   wire \b.neg0 ;
   wire \b.neg1 ;
   wire \b.neg2 ;
   wire \b.neg3 ;
-  wire [2:0] \b.sh0 ;
+  wire [1:0] \b.sh0 ;
   wire \b.sh1 ;
-  wire [2:0] \b.sh2 ;
+  wire [1:0] \b.sh2 ;
   wire \b.sh3 ;
   wire [3:0] \b.x0 ;
   wire [3:0] \b.x1 ;
@@ -9460,11 +9604,11 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [3:0] sh2_0 = 4'h0;
+  reg [2:0] sh2_0 = 3'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
   reg [1:0] sh2_3 = 2'h0;
-  reg [3:0] sh3_0 = 4'h0;
+  reg [2:0] sh3_0 = 3'h0;
   reg [1:0] sh3_1 = 2'h0;
   reg [2:0] sh3_2 = 3'h0;
   reg [1:0] sh3_3 = 2'h0;
@@ -9510,13 +9654,13 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
   assign \$45  = mul2_lo + mul2_hi;
   assign \$46  = mul3_lo + mul3_hi;
   assign \$47  = a[16] ^ b[16];
-  assign \$48  = a[19:17] + b[19:17];
-  assign \$49  = a[20] ^ b[20];
-  assign \$50  = a[21] + b[21];
-  assign \$51  = a[22] ^ b[22];
-  assign \$52  = a[25:23] + b[25:23];
-  assign \$53  = a[26] ^ b[26];
-  assign \$54  = a[27] + b[27];
+  assign \$48  = a[18:17] + b[18:17];
+  assign \$49  = a[19] ^ b[19];
+  assign \$50  = a[20] + b[20];
+  assign \$51  = a[21] ^ b[21];
+  assign \$52  = a[23:22] + b[23:22];
+  assign \$53  = a[24] ^ b[24];
+  assign \$54  = a[25] + b[25];
   assign \$55  = ~ mode[0];
   assign \$56  = ~ mode[1];
   assign \$57  = \$55  & \$56 ;
@@ -9537,13 +9681,13 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
   assign \$72  = ~ mode[1];
   assign \$73  = \$71  & \$72 ;
   assign \$74  = \$73  ? m3 : 8'h00;
-  assign \$75  = mag3_0 << sh3_0;
+  assign \$75  = mag3_0 << { sh3_0, 1'h0 };
   assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
-  assign \$77  = mag3_1 << sh3_1;
+  assign \$77  = mag3_1 << { sh3_1, 1'h0 };
   assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
-  assign \$79  = mag3_2 << sh3_2;
+  assign \$79  = mag3_2 << { sh3_2, 1'h0 };
   assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
-  assign \$81  = mag3_3 << sh3_3;
+  assign \$81  = mag3_3 << { sh3_3, 1'h0 };
   assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
   assign \$83  = $signed(sum0_0) + $signed(sum0_2);
   assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
@@ -9728,7 +9872,7 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
       \$90  = \$48 ;
     end
     if (rst) begin
-      \$90  = 4'h0;
+      \$90  = 3'h0;
     end
   end
   always @* begin
@@ -9765,7 +9909,7 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$94  = sh2_2;
     if (en) begin
-      \$94  = \$52 [2:0];
+      \$94  = \$52 ;
     end
     if (rst) begin
       \$94  = 3'h0;
@@ -9818,7 +9962,7 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
       \$99  = sh2_0;
     end
     if (rst) begin
-      \$99  = 4'h0;
+      \$99  = 3'h0;
     end
   end
   always @* begin
@@ -10016,25 +10160,25 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
   assign \b.x2  = b[11:8];
   assign \b.x3  = b[15:12];
   assign \b.neg0  = b[16];
-  assign \b.sh0  = b[19:17];
-  assign \b.neg1  = b[20];
-  assign \b.sh1  = b[21];
-  assign \b.neg2  = b[22];
-  assign \b.sh2  = b[25:23];
-  assign \b.neg3  = b[26];
-  assign \b.sh3  = b[27];
+  assign \b.sh0  = b[18:17];
+  assign \b.neg1  = b[19];
+  assign \b.sh1  = b[20];
+  assign \b.neg2  = b[21];
+  assign \b.sh2  = b[23:22];
+  assign \b.neg3  = b[24];
+  assign \b.sh3  = b[25];
   assign \a.x0  = a[3:0];
   assign \a.x1  = a[7:4];
   assign \a.x2  = a[11:8];
   assign \a.x3  = a[15:12];
   assign \a.neg0  = a[16];
-  assign \a.sh0  = a[19:17];
-  assign \a.neg1  = a[20];
-  assign \a.sh1  = a[21];
-  assign \a.neg2  = a[22];
-  assign \a.sh2  = a[25:23];
-  assign \a.neg3  = a[26];
-  assign \a.sh3  = a[27];
+  assign \a.sh0  = a[18:17];
+  assign \a.neg1  = a[19];
+  assign \a.sh1  = a[20];
+  assign \a.neg2  = a[21];
+  assign \a.sh2  = a[23:22];
+  assign \a.neg3  = a[24];
+  assign \a.sh3  = a[25];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
   assign \$1  = { 1'h0, a[3:0] };
@@ -10119,12 +10263,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] \$45 ;
   wire [8:0] \$46 ;
   wire \$47 ;
-  wire [3:0] \$48 ;
+  wire [2:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
   wire [1:0] \$50 ;
   wire \$51 ;
-  wire [3:0] \$52 ;
+  wire [2:0] \$52 ;
   wire \$53 ;
   wire [1:0] \$54 ;
   wire \$55 ;
@@ -10151,12 +10295,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
   wire [7:0] \$74 ;
   wire [30:0] \$75 ;
   wire [25:0] \$76 ;
-  wire [10:0] \$77 ;
+  wire [14:0] \$77 ;
   wire [9:0] \$78 ;
-  wire [18:0] \$79 ;
+  wire [26:0] \$79 ;
   wire [6:0] \$8 ;
   wire [17:0] \$80 ;
-  wire [10:0] \$81 ;
+  wire [14:0] \$81 ;
   wire [9:0] \$82 ;
   wire [28:0] \$83 ;
   wire [29:0] \$84 ;
@@ -10166,7 +10310,7 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
   reg [7:0] \$88 ;
   reg \$89 ;
   wire [6:0] \$9 ;
-  reg [3:0] \$90 ;
+  reg [2:0] \$90 ;
   reg \$91 ;
   reg [1:0] \$92 ;
   reg \$93 ;
@@ -10175,30 +10319,30 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
   reg [1:0] \$96 ;
   reg [15:0] \$97 ;
   reg \$98 ;
-  reg [3:0] \$99 ;
-  input [27:0] a;
-  wire [27:0] a;
+  reg [2:0] \$99 ;
+  input [25:0] a;
+  wire [25:0] a;
   wire \a.neg0 ;
   wire \a.neg1 ;
   wire \a.neg2 ;
   wire \a.neg3 ;
-  wire [2:0] \a.sh0 ;
+  wire [1:0] \a.sh0 ;
   wire \a.sh1 ;
-  wire [2:0] \a.sh2 ;
+  wire [1:0] \a.sh2 ;
   wire \a.sh3 ;
   wire [3:0] \a.x0 ;
   wire [3:0] \a.x1 ;
   wire [3:0] \a.x2 ;
   wire [3:0] \a.x3 ;
-  input [27:0] b;
-  wire [27:0] b;
+  input [25:0] b;
+  wire [25:0] b;
   wire \b.neg0 ;
   wire \b.neg1 ;
   wire \b.neg2 ;
   wire \b.neg3 ;
-  wire [2:0] \b.sh0 ;
+  wire [1:0] \b.sh0 ;
   wire \b.sh1 ;
-  wire [2:0] \b.sh2 ;
+  wire [1:0] \b.sh2 ;
   wire \b.sh3 ;
   wire [3:0] \b.x0 ;
   wire [3:0] \b.x1 ;
@@ -10262,11 +10406,11 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [3:0] sh2_0 = 4'h0;
+  reg [2:0] sh2_0 = 3'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
   reg [1:0] sh2_3 = 2'h0;
-  reg [3:0] sh3_0 = 4'h0;
+  reg [2:0] sh3_0 = 3'h0;
   reg [1:0] sh3_1 = 2'h0;
   reg [2:0] sh3_2 = 3'h0;
   reg [1:0] sh3_3 = 2'h0;
@@ -10312,13 +10456,13 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
   assign \$45  = mul2_lo + mul2_hi;
   assign \$46  = mul3_lo + mul3_hi;
   assign \$47  = a[16] ^ b[16];
-  assign \$48  = a[19:17] + b[19:17];
-  assign \$49  = a[20] ^ b[20];
-  assign \$50  = a[21] + b[21];
-  assign \$51  = a[22] ^ b[22];
-  assign \$52  = a[25:23] + b[25:23];
-  assign \$53  = a[26] ^ b[26];
-  assign \$54  = a[27] + b[27];
+  assign \$48  = a[18:17] + b[18:17];
+  assign \$49  = a[19] ^ b[19];
+  assign \$50  = a[20] + b[20];
+  assign \$51  = a[21] ^ b[21];
+  assign \$52  = a[23:22] + b[23:22];
+  assign \$53  = a[24] ^ b[24];
+  assign \$54  = a[25] + b[25];
   assign \$55  = ~ mode[0];
   assign \$56  = ~ mode[1];
   assign \$57  = \$55  & \$56 ;
@@ -10339,13 +10483,13 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
   assign \$72  = ~ mode[1];
   assign \$73  = \$71  & \$72 ;
   assign \$74  = \$73  ? m3 : 8'h00;
-  assign \$75  = mag3_0 << sh3_0;
+  assign \$75  = mag3_0 << { sh3_0, 1'h0 };
   assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
-  assign \$77  = mag3_1 << sh3_1;
+  assign \$77  = mag3_1 << { sh3_1, 1'h0 };
   assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
-  assign \$79  = mag3_2 << sh3_2;
+  assign \$79  = mag3_2 << { sh3_2, 1'h0 };
   assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
-  assign \$81  = mag3_3 << sh3_3;
+  assign \$81  = mag3_3 << { sh3_3, 1'h0 };
   assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
   assign \$83  = $signed(sum0_0) + $signed(sum0_2);
   assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
@@ -10530,7 +10674,7 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
       \$90  = \$48 ;
     end
     if (rst) begin
-      \$90  = 4'h0;
+      \$90  = 3'h0;
     end
   end
   always @* begin
@@ -10567,7 +10711,7 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$94  = sh2_2;
     if (en) begin
-      \$94  = \$52 [2:0];
+      \$94  = \$52 ;
     end
     if (rst) begin
       \$94  = 3'h0;
@@ -10620,7 +10764,7 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
       \$99  = sh2_0;
     end
     if (rst) begin
-      \$99  = 4'h0;
+      \$99  = 3'h0;
     end
   end
   always @* begin
@@ -10818,25 +10962,25 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
   assign \b.x2  = b[11:8];
   assign \b.x3  = b[15:12];
   assign \b.neg0  = b[16];
-  assign \b.sh0  = b[19:17];
-  assign \b.neg1  = b[20];
-  assign \b.sh1  = b[21];
-  assign \b.neg2  = b[22];
-  assign \b.sh2  = b[25:23];
-  assign \b.neg3  = b[26];
-  assign \b.sh3  = b[27];
+  assign \b.sh0  = b[18:17];
+  assign \b.neg1  = b[19];
+  assign \b.sh1  = b[20];
+  assign \b.neg2  = b[21];
+  assign \b.sh2  = b[23:22];
+  assign \b.neg3  = b[24];
+  assign \b.sh3  = b[25];
   assign \a.x0  = a[3:0];
   assign \a.x1  = a[7:4];
   assign \a.x2  = a[11:8];
   assign \a.x3  = a[15:12];
   assign \a.neg0  = a[16];
-  assign \a.sh0  = a[19:17];
-  assign \a.neg1  = a[20];
-  assign \a.sh1  = a[21];
-  assign \a.neg2  = a[22];
-  assign \a.sh2  = a[25:23];
-  assign \a.neg3  = a[26];
-  assign \a.sh3  = a[27];
+  assign \a.sh0  = a[18:17];
+  assign \a.neg1  = a[19];
+  assign \a.sh1  = a[20];
+  assign \a.neg2  = a[21];
+  assign \a.sh2  = a[23:22];
+  assign \a.neg3  = a[24];
+  assign \a.sh3  = a[25];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
   assign \$1  = { 1'h0, a[3:0] };
@@ -10921,12 +11065,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] \$45 ;
   wire [8:0] \$46 ;
   wire \$47 ;
-  wire [3:0] \$48 ;
+  wire [2:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
   wire [1:0] \$50 ;
   wire \$51 ;
-  wire [3:0] \$52 ;
+  wire [2:0] \$52 ;
   wire \$53 ;
   wire [1:0] \$54 ;
   wire \$55 ;
@@ -10953,12 +11097,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
   wire [7:0] \$74 ;
   wire [30:0] \$75 ;
   wire [25:0] \$76 ;
-  wire [10:0] \$77 ;
+  wire [14:0] \$77 ;
   wire [9:0] \$78 ;
-  wire [18:0] \$79 ;
+  wire [26:0] \$79 ;
   wire [6:0] \$8 ;
   wire [17:0] \$80 ;
-  wire [10:0] \$81 ;
+  wire [14:0] \$81 ;
   wire [9:0] \$82 ;
   wire [28:0] \$83 ;
   wire [29:0] \$84 ;
@@ -10968,7 +11112,7 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
   reg [7:0] \$88 ;
   reg \$89 ;
   wire [6:0] \$9 ;
-  reg [3:0] \$90 ;
+  reg [2:0] \$90 ;
   reg \$91 ;
   reg [1:0] \$92 ;
   reg \$93 ;
@@ -10977,30 +11121,30 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
   reg [1:0] \$96 ;
   reg [15:0] \$97 ;
   reg \$98 ;
-  reg [3:0] \$99 ;
-  input [27:0] a;
-  wire [27:0] a;
+  reg [2:0] \$99 ;
+  input [25:0] a;
+  wire [25:0] a;
   wire \a.neg0 ;
   wire \a.neg1 ;
   wire \a.neg2 ;
   wire \a.neg3 ;
-  wire [2:0] \a.sh0 ;
+  wire [1:0] \a.sh0 ;
   wire \a.sh1 ;
-  wire [2:0] \a.sh2 ;
+  wire [1:0] \a.sh2 ;
   wire \a.sh3 ;
   wire [3:0] \a.x0 ;
   wire [3:0] \a.x1 ;
   wire [3:0] \a.x2 ;
   wire [3:0] \a.x3 ;
-  input [27:0] b;
-  wire [27:0] b;
+  input [25:0] b;
+  wire [25:0] b;
   wire \b.neg0 ;
   wire \b.neg1 ;
   wire \b.neg2 ;
   wire \b.neg3 ;
-  wire [2:0] \b.sh0 ;
+  wire [1:0] \b.sh0 ;
   wire \b.sh1 ;
-  wire [2:0] \b.sh2 ;
+  wire [1:0] \b.sh2 ;
   wire \b.sh3 ;
   wire [3:0] \b.x0 ;
   wire [3:0] \b.x1 ;
@@ -11064,11 +11208,11 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [3:0] sh2_0 = 4'h0;
+  reg [2:0] sh2_0 = 3'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
   reg [1:0] sh2_3 = 2'h0;
-  reg [3:0] sh3_0 = 4'h0;
+  reg [2:0] sh3_0 = 3'h0;
   reg [1:0] sh3_1 = 2'h0;
   reg [2:0] sh3_2 = 3'h0;
   reg [1:0] sh3_3 = 2'h0;
@@ -11114,13 +11258,13 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
   assign \$45  = mul2_lo + mul2_hi;
   assign \$46  = mul3_lo + mul3_hi;
   assign \$47  = a[16] ^ b[16];
-  assign \$48  = a[19:17] + b[19:17];
-  assign \$49  = a[20] ^ b[20];
-  assign \$50  = a[21] + b[21];
-  assign \$51  = a[22] ^ b[22];
-  assign \$52  = a[25:23] + b[25:23];
-  assign \$53  = a[26] ^ b[26];
-  assign \$54  = a[27] + b[27];
+  assign \$48  = a[18:17] + b[18:17];
+  assign \$49  = a[19] ^ b[19];
+  assign \$50  = a[20] + b[20];
+  assign \$51  = a[21] ^ b[21];
+  assign \$52  = a[23:22] + b[23:22];
+  assign \$53  = a[24] ^ b[24];
+  assign \$54  = a[25] + b[25];
   assign \$55  = ~ mode[0];
   assign \$56  = ~ mode[1];
   assign \$57  = \$55  & \$56 ;
@@ -11141,13 +11285,13 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
   assign \$72  = ~ mode[1];
   assign \$73  = \$71  & \$72 ;
   assign \$74  = \$73  ? m3 : 8'h00;
-  assign \$75  = mag3_0 << sh3_0;
+  assign \$75  = mag3_0 << { sh3_0, 1'h0 };
   assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
-  assign \$77  = mag3_1 << sh3_1;
+  assign \$77  = mag3_1 << { sh3_1, 1'h0 };
   assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
-  assign \$79  = mag3_2 << sh3_2;
+  assign \$79  = mag3_2 << { sh3_2, 1'h0 };
   assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
-  assign \$81  = mag3_3 << sh3_3;
+  assign \$81  = mag3_3 << { sh3_3, 1'h0 };
   assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
   assign \$83  = $signed(sum0_0) + $signed(sum0_2);
   assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
@@ -11332,7 +11476,7 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
       \$90  = \$48 ;
     end
     if (rst) begin
-      \$90  = 4'h0;
+      \$90  = 3'h0;
     end
   end
   always @* begin
@@ -11369,7 +11513,7 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$94  = sh2_2;
     if (en) begin
-      \$94  = \$52 [2:0];
+      \$94  = \$52 ;
     end
     if (rst) begin
       \$94  = 3'h0;
@@ -11422,7 +11566,7 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
       \$99  = sh2_0;
     end
     if (rst) begin
-      \$99  = 4'h0;
+      \$99  = 3'h0;
     end
   end
   always @* begin
@@ -11620,25 +11764,25 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
   assign \b.x2  = b[11:8];
   assign \b.x3  = b[15:12];
   assign \b.neg0  = b[16];
-  assign \b.sh0  = b[19:17];
-  assign \b.neg1  = b[20];
-  assign \b.sh1  = b[21];
-  assign \b.neg2  = b[22];
-  assign \b.sh2  = b[25:23];
-  assign \b.neg3  = b[26];
-  assign \b.sh3  = b[27];
+  assign \b.sh0  = b[18:17];
+  assign \b.neg1  = b[19];
+  assign \b.sh1  = b[20];
+  assign \b.neg2  = b[21];
+  assign \b.sh2  = b[23:22];
+  assign \b.neg3  = b[24];
+  assign \b.sh3  = b[25];
   assign \a.x0  = a[3:0];
   assign \a.x1  = a[7:4];
   assign \a.x2  = a[11:8];
   assign \a.x3  = a[15:12];
   assign \a.neg0  = a[16];
-  assign \a.sh0  = a[19:17];
-  assign \a.neg1  = a[20];
-  assign \a.sh1  = a[21];
-  assign \a.neg2  = a[22];
-  assign \a.sh2  = a[25:23];
-  assign \a.neg3  = a[26];
-  assign \a.sh3  = a[27];
+  assign \a.sh0  = a[18:17];
+  assign \a.neg1  = a[19];
+  assign \a.sh1  = a[20];
+  assign \a.neg2  = a[21];
+  assign \a.sh2  = a[23:22];
+  assign \a.neg3  = a[24];
+  assign \a.sh3  = a[25];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
   assign \$1  = { 1'h0, a[3:0] };
@@ -11723,12 +11867,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] \$45 ;
   wire [8:0] \$46 ;
   wire \$47 ;
-  wire [3:0] \$48 ;
+  wire [2:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
   wire [1:0] \$50 ;
   wire \$51 ;
-  wire [3:0] \$52 ;
+  wire [2:0] \$52 ;
   wire \$53 ;
   wire [1:0] \$54 ;
   wire \$55 ;
@@ -11755,12 +11899,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
   wire [7:0] \$74 ;
   wire [30:0] \$75 ;
   wire [25:0] \$76 ;
-  wire [10:0] \$77 ;
+  wire [14:0] \$77 ;
   wire [9:0] \$78 ;
-  wire [18:0] \$79 ;
+  wire [26:0] \$79 ;
   wire [6:0] \$8 ;
   wire [17:0] \$80 ;
-  wire [10:0] \$81 ;
+  wire [14:0] \$81 ;
   wire [9:0] \$82 ;
   wire [28:0] \$83 ;
   wire [29:0] \$84 ;
@@ -11770,7 +11914,7 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
   reg [7:0] \$88 ;
   reg \$89 ;
   wire [6:0] \$9 ;
-  reg [3:0] \$90 ;
+  reg [2:0] \$90 ;
   reg \$91 ;
   reg [1:0] \$92 ;
   reg \$93 ;
@@ -11779,30 +11923,30 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
   reg [1:0] \$96 ;
   reg [15:0] \$97 ;
   reg \$98 ;
-  reg [3:0] \$99 ;
-  input [27:0] a;
-  wire [27:0] a;
+  reg [2:0] \$99 ;
+  input [25:0] a;
+  wire [25:0] a;
   wire \a.neg0 ;
   wire \a.neg1 ;
   wire \a.neg2 ;
   wire \a.neg3 ;
-  wire [2:0] \a.sh0 ;
+  wire [1:0] \a.sh0 ;
   wire \a.sh1 ;
-  wire [2:0] \a.sh2 ;
+  wire [1:0] \a.sh2 ;
   wire \a.sh3 ;
   wire [3:0] \a.x0 ;
   wire [3:0] \a.x1 ;
   wire [3:0] \a.x2 ;
   wire [3:0] \a.x3 ;
-  input [27:0] b;
-  wire [27:0] b;
+  input [25:0] b;
+  wire [25:0] b;
   wire \b.neg0 ;
   wire \b.neg1 ;
   wire \b.neg2 ;
   wire \b.neg3 ;
-  wire [2:0] \b.sh0 ;
+  wire [1:0] \b.sh0 ;
   wire \b.sh1 ;
-  wire [2:0] \b.sh2 ;
+  wire [1:0] \b.sh2 ;
   wire \b.sh3 ;
   wire [3:0] \b.x0 ;
   wire [3:0] \b.x1 ;
@@ -11866,11 +12010,11 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [3:0] sh2_0 = 4'h0;
+  reg [2:0] sh2_0 = 3'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
   reg [1:0] sh2_3 = 2'h0;
-  reg [3:0] sh3_0 = 4'h0;
+  reg [2:0] sh3_0 = 3'h0;
   reg [1:0] sh3_1 = 2'h0;
   reg [2:0] sh3_2 = 3'h0;
   reg [1:0] sh3_3 = 2'h0;
@@ -11916,13 +12060,13 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
   assign \$45  = mul2_lo + mul2_hi;
   assign \$46  = mul3_lo + mul3_hi;
   assign \$47  = a[16] ^ b[16];
-  assign \$48  = a[19:17] + b[19:17];
-  assign \$49  = a[20] ^ b[20];
-  assign \$50  = a[21] + b[21];
-  assign \$51  = a[22] ^ b[22];
-  assign \$52  = a[25:23] + b[25:23];
-  assign \$53  = a[26] ^ b[26];
-  assign \$54  = a[27] + b[27];
+  assign \$48  = a[18:17] + b[18:17];
+  assign \$49  = a[19] ^ b[19];
+  assign \$50  = a[20] + b[20];
+  assign \$51  = a[21] ^ b[21];
+  assign \$52  = a[23:22] + b[23:22];
+  assign \$53  = a[24] ^ b[24];
+  assign \$54  = a[25] + b[25];
   assign \$55  = ~ mode[0];
   assign \$56  = ~ mode[1];
   assign \$57  = \$55  & \$56 ;
@@ -11943,13 +12087,13 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
   assign \$72  = ~ mode[1];
   assign \$73  = \$71  & \$72 ;
   assign \$74  = \$73  ? m3 : 8'h00;
-  assign \$75  = mag3_0 << sh3_0;
+  assign \$75  = mag3_0 << { sh3_0, 1'h0 };
   assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
-  assign \$77  = mag3_1 << sh3_1;
+  assign \$77  = mag3_1 << { sh3_1, 1'h0 };
   assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
-  assign \$79  = mag3_2 << sh3_2;
+  assign \$79  = mag3_2 << { sh3_2, 1'h0 };
   assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
-  assign \$81  = mag3_3 << sh3_3;
+  assign \$81  = mag3_3 << { sh3_3, 1'h0 };
   assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
   assign \$83  = $signed(sum0_0) + $signed(sum0_2);
   assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
@@ -12134,7 +12278,7 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
       \$90  = \$48 ;
     end
     if (rst) begin
-      \$90  = 4'h0;
+      \$90  = 3'h0;
     end
   end
   always @* begin
@@ -12171,7 +12315,7 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$94  = sh2_2;
     if (en) begin
-      \$94  = \$52 [2:0];
+      \$94  = \$52 ;
     end
     if (rst) begin
       \$94  = 3'h0;
@@ -12224,7 +12368,7 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
       \$99  = sh2_0;
     end
     if (rst) begin
-      \$99  = 4'h0;
+      \$99  = 3'h0;
     end
   end
   always @* begin
@@ -12422,25 +12566,25 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
   assign \b.x2  = b[11:8];
   assign \b.x3  = b[15:12];
   assign \b.neg0  = b[16];
-  assign \b.sh0  = b[19:17];
-  assign \b.neg1  = b[20];
-  assign \b.sh1  = b[21];
-  assign \b.neg2  = b[22];
-  assign \b.sh2  = b[25:23];
-  assign \b.neg3  = b[26];
-  assign \b.sh3  = b[27];
+  assign \b.sh0  = b[18:17];
+  assign \b.neg1  = b[19];
+  assign \b.sh1  = b[20];
+  assign \b.neg2  = b[21];
+  assign \b.sh2  = b[23:22];
+  assign \b.neg3  = b[24];
+  assign \b.sh3  = b[25];
   assign \a.x0  = a[3:0];
   assign \a.x1  = a[7:4];
   assign \a.x2  = a[11:8];
   assign \a.x3  = a[15:12];
   assign \a.neg0  = a[16];
-  assign \a.sh0  = a[19:17];
-  assign \a.neg1  = a[20];
-  assign \a.sh1  = a[21];
-  assign \a.neg2  = a[22];
-  assign \a.sh2  = a[25:23];
-  assign \a.neg3  = a[26];
-  assign \a.sh3  = a[27];
+  assign \a.sh0  = a[18:17];
+  assign \a.neg1  = a[19];
+  assign \a.sh1  = a[20];
+  assign \a.neg2  = a[21];
+  assign \a.sh2  = a[23:22];
+  assign \a.neg3  = a[24];
+  assign \a.sh3  = a[25];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
   assign \$1  = { 1'h0, a[3:0] };
@@ -12525,12 +12669,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] \$45 ;
   wire [8:0] \$46 ;
   wire \$47 ;
-  wire [3:0] \$48 ;
+  wire [2:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
   wire [1:0] \$50 ;
   wire \$51 ;
-  wire [3:0] \$52 ;
+  wire [2:0] \$52 ;
   wire \$53 ;
   wire [1:0] \$54 ;
   wire \$55 ;
@@ -12557,12 +12701,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
   wire [7:0] \$74 ;
   wire [30:0] \$75 ;
   wire [25:0] \$76 ;
-  wire [10:0] \$77 ;
+  wire [14:0] \$77 ;
   wire [9:0] \$78 ;
-  wire [18:0] \$79 ;
+  wire [26:0] \$79 ;
   wire [6:0] \$8 ;
   wire [17:0] \$80 ;
-  wire [10:0] \$81 ;
+  wire [14:0] \$81 ;
   wire [9:0] \$82 ;
   wire [28:0] \$83 ;
   wire [29:0] \$84 ;
@@ -12572,7 +12716,7 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
   reg [7:0] \$88 ;
   reg \$89 ;
   wire [6:0] \$9 ;
-  reg [3:0] \$90 ;
+  reg [2:0] \$90 ;
   reg \$91 ;
   reg [1:0] \$92 ;
   reg \$93 ;
@@ -12581,30 +12725,30 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
   reg [1:0] \$96 ;
   reg [15:0] \$97 ;
   reg \$98 ;
-  reg [3:0] \$99 ;
-  input [27:0] a;
-  wire [27:0] a;
+  reg [2:0] \$99 ;
+  input [25:0] a;
+  wire [25:0] a;
   wire \a.neg0 ;
   wire \a.neg1 ;
   wire \a.neg2 ;
   wire \a.neg3 ;
-  wire [2:0] \a.sh0 ;
+  wire [1:0] \a.sh0 ;
   wire \a.sh1 ;
-  wire [2:0] \a.sh2 ;
+  wire [1:0] \a.sh2 ;
   wire \a.sh3 ;
   wire [3:0] \a.x0 ;
   wire [3:0] \a.x1 ;
   wire [3:0] \a.x2 ;
   wire [3:0] \a.x3 ;
-  input [27:0] b;
-  wire [27:0] b;
+  input [25:0] b;
+  wire [25:0] b;
   wire \b.neg0 ;
   wire \b.neg1 ;
   wire \b.neg2 ;
   wire \b.neg3 ;
-  wire [2:0] \b.sh0 ;
+  wire [1:0] \b.sh0 ;
   wire \b.sh1 ;
-  wire [2:0] \b.sh2 ;
+  wire [1:0] \b.sh2 ;
   wire \b.sh3 ;
   wire [3:0] \b.x0 ;
   wire [3:0] \b.x1 ;
@@ -12668,11 +12812,11 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [3:0] sh2_0 = 4'h0;
+  reg [2:0] sh2_0 = 3'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
   reg [1:0] sh2_3 = 2'h0;
-  reg [3:0] sh3_0 = 4'h0;
+  reg [2:0] sh3_0 = 3'h0;
   reg [1:0] sh3_1 = 2'h0;
   reg [2:0] sh3_2 = 3'h0;
   reg [1:0] sh3_3 = 2'h0;
@@ -12718,13 +12862,13 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
   assign \$45  = mul2_lo + mul2_hi;
   assign \$46  = mul3_lo + mul3_hi;
   assign \$47  = a[16] ^ b[16];
-  assign \$48  = a[19:17] + b[19:17];
-  assign \$49  = a[20] ^ b[20];
-  assign \$50  = a[21] + b[21];
-  assign \$51  = a[22] ^ b[22];
-  assign \$52  = a[25:23] + b[25:23];
-  assign \$53  = a[26] ^ b[26];
-  assign \$54  = a[27] + b[27];
+  assign \$48  = a[18:17] + b[18:17];
+  assign \$49  = a[19] ^ b[19];
+  assign \$50  = a[20] + b[20];
+  assign \$51  = a[21] ^ b[21];
+  assign \$52  = a[23:22] + b[23:22];
+  assign \$53  = a[24] ^ b[24];
+  assign \$54  = a[25] + b[25];
   assign \$55  = ~ mode[0];
   assign \$56  = ~ mode[1];
   assign \$57  = \$55  & \$56 ;
@@ -12745,13 +12889,13 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
   assign \$72  = ~ mode[1];
   assign \$73  = \$71  & \$72 ;
   assign \$74  = \$73  ? m3 : 8'h00;
-  assign \$75  = mag3_0 << sh3_0;
+  assign \$75  = mag3_0 << { sh3_0, 1'h0 };
   assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
-  assign \$77  = mag3_1 << sh3_1;
+  assign \$77  = mag3_1 << { sh3_1, 1'h0 };
   assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
-  assign \$79  = mag3_2 << sh3_2;
+  assign \$79  = mag3_2 << { sh3_2, 1'h0 };
   assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
-  assign \$81  = mag3_3 << sh3_3;
+  assign \$81  = mag3_3 << { sh3_3, 1'h0 };
   assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
   assign \$83  = $signed(sum0_0) + $signed(sum0_2);
   assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
@@ -12936,7 +13080,7 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
       \$90  = \$48 ;
     end
     if (rst) begin
-      \$90  = 4'h0;
+      \$90  = 3'h0;
     end
   end
   always @* begin
@@ -12973,7 +13117,7 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$94  = sh2_2;
     if (en) begin
-      \$94  = \$52 [2:0];
+      \$94  = \$52 ;
     end
     if (rst) begin
       \$94  = 3'h0;
@@ -13026,7 +13170,7 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
       \$99  = sh2_0;
     end
     if (rst) begin
-      \$99  = 4'h0;
+      \$99  = 3'h0;
     end
   end
   always @* begin
@@ -13224,25 +13368,25 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
   assign \b.x2  = b[11:8];
   assign \b.x3  = b[15:12];
   assign \b.neg0  = b[16];
-  assign \b.sh0  = b[19:17];
-  assign \b.neg1  = b[20];
-  assign \b.sh1  = b[21];
-  assign \b.neg2  = b[22];
-  assign \b.sh2  = b[25:23];
-  assign \b.neg3  = b[26];
-  assign \b.sh3  = b[27];
+  assign \b.sh0  = b[18:17];
+  assign \b.neg1  = b[19];
+  assign \b.sh1  = b[20];
+  assign \b.neg2  = b[21];
+  assign \b.sh2  = b[23:22];
+  assign \b.neg3  = b[24];
+  assign \b.sh3  = b[25];
   assign \a.x0  = a[3:0];
   assign \a.x1  = a[7:4];
   assign \a.x2  = a[11:8];
   assign \a.x3  = a[15:12];
   assign \a.neg0  = a[16];
-  assign \a.sh0  = a[19:17];
-  assign \a.neg1  = a[20];
-  assign \a.sh1  = a[21];
-  assign \a.neg2  = a[22];
-  assign \a.sh2  = a[25:23];
-  assign \a.neg3  = a[26];
-  assign \a.sh3  = a[27];
+  assign \a.sh0  = a[18:17];
+  assign \a.neg1  = a[19];
+  assign \a.sh1  = a[20];
+  assign \a.neg2  = a[21];
+  assign \a.sh2  = a[23:22];
+  assign \a.neg3  = a[24];
+  assign \a.sh3  = a[25];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
   assign \$1  = { 1'h0, a[3:0] };
@@ -13327,12 +13471,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] \$45 ;
   wire [8:0] \$46 ;
   wire \$47 ;
-  wire [3:0] \$48 ;
+  wire [2:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
   wire [1:0] \$50 ;
   wire \$51 ;
-  wire [3:0] \$52 ;
+  wire [2:0] \$52 ;
   wire \$53 ;
   wire [1:0] \$54 ;
   wire \$55 ;
@@ -13359,12 +13503,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
   wire [7:0] \$74 ;
   wire [30:0] \$75 ;
   wire [25:0] \$76 ;
-  wire [10:0] \$77 ;
+  wire [14:0] \$77 ;
   wire [9:0] \$78 ;
-  wire [18:0] \$79 ;
+  wire [26:0] \$79 ;
   wire [6:0] \$8 ;
   wire [17:0] \$80 ;
-  wire [10:0] \$81 ;
+  wire [14:0] \$81 ;
   wire [9:0] \$82 ;
   wire [28:0] \$83 ;
   wire [29:0] \$84 ;
@@ -13374,7 +13518,7 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
   reg [7:0] \$88 ;
   reg \$89 ;
   wire [6:0] \$9 ;
-  reg [3:0] \$90 ;
+  reg [2:0] \$90 ;
   reg \$91 ;
   reg [1:0] \$92 ;
   reg \$93 ;
@@ -13383,30 +13527,30 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
   reg [1:0] \$96 ;
   reg [15:0] \$97 ;
   reg \$98 ;
-  reg [3:0] \$99 ;
-  input [27:0] a;
-  wire [27:0] a;
+  reg [2:0] \$99 ;
+  input [25:0] a;
+  wire [25:0] a;
   wire \a.neg0 ;
   wire \a.neg1 ;
   wire \a.neg2 ;
   wire \a.neg3 ;
-  wire [2:0] \a.sh0 ;
+  wire [1:0] \a.sh0 ;
   wire \a.sh1 ;
-  wire [2:0] \a.sh2 ;
+  wire [1:0] \a.sh2 ;
   wire \a.sh3 ;
   wire [3:0] \a.x0 ;
   wire [3:0] \a.x1 ;
   wire [3:0] \a.x2 ;
   wire [3:0] \a.x3 ;
-  input [27:0] b;
-  wire [27:0] b;
+  input [25:0] b;
+  wire [25:0] b;
   wire \b.neg0 ;
   wire \b.neg1 ;
   wire \b.neg2 ;
   wire \b.neg3 ;
-  wire [2:0] \b.sh0 ;
+  wire [1:0] \b.sh0 ;
   wire \b.sh1 ;
-  wire [2:0] \b.sh2 ;
+  wire [1:0] \b.sh2 ;
   wire \b.sh3 ;
   wire [3:0] \b.x0 ;
   wire [3:0] \b.x1 ;
@@ -13470,11 +13614,11 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [3:0] sh2_0 = 4'h0;
+  reg [2:0] sh2_0 = 3'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
   reg [1:0] sh2_3 = 2'h0;
-  reg [3:0] sh3_0 = 4'h0;
+  reg [2:0] sh3_0 = 3'h0;
   reg [1:0] sh3_1 = 2'h0;
   reg [2:0] sh3_2 = 3'h0;
   reg [1:0] sh3_3 = 2'h0;
@@ -13520,13 +13664,13 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
   assign \$45  = mul2_lo + mul2_hi;
   assign \$46  = mul3_lo + mul3_hi;
   assign \$47  = a[16] ^ b[16];
-  assign \$48  = a[19:17] + b[19:17];
-  assign \$49  = a[20] ^ b[20];
-  assign \$50  = a[21] + b[21];
-  assign \$51  = a[22] ^ b[22];
-  assign \$52  = a[25:23] + b[25:23];
-  assign \$53  = a[26] ^ b[26];
-  assign \$54  = a[27] + b[27];
+  assign \$48  = a[18:17] + b[18:17];
+  assign \$49  = a[19] ^ b[19];
+  assign \$50  = a[20] + b[20];
+  assign \$51  = a[21] ^ b[21];
+  assign \$52  = a[23:22] + b[23:22];
+  assign \$53  = a[24] ^ b[24];
+  assign \$54  = a[25] + b[25];
   assign \$55  = ~ mode[0];
   assign \$56  = ~ mode[1];
   assign \$57  = \$55  & \$56 ;
@@ -13547,13 +13691,13 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
   assign \$72  = ~ mode[1];
   assign \$73  = \$71  & \$72 ;
   assign \$74  = \$73  ? m3 : 8'h00;
-  assign \$75  = mag3_0 << sh3_0;
+  assign \$75  = mag3_0 << { sh3_0, 1'h0 };
   assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
-  assign \$77  = mag3_1 << sh3_1;
+  assign \$77  = mag3_1 << { sh3_1, 1'h0 };
   assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
-  assign \$79  = mag3_2 << sh3_2;
+  assign \$79  = mag3_2 << { sh3_2, 1'h0 };
   assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
-  assign \$81  = mag3_3 << sh3_3;
+  assign \$81  = mag3_3 << { sh3_3, 1'h0 };
   assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
   assign \$83  = $signed(sum0_0) + $signed(sum0_2);
   assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
@@ -13738,7 +13882,7 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
       \$90  = \$48 ;
     end
     if (rst) begin
-      \$90  = 4'h0;
+      \$90  = 3'h0;
     end
   end
   always @* begin
@@ -13775,7 +13919,7 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$94  = sh2_2;
     if (en) begin
-      \$94  = \$52 [2:0];
+      \$94  = \$52 ;
     end
     if (rst) begin
       \$94  = 3'h0;
@@ -13828,7 +13972,7 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
       \$99  = sh2_0;
     end
     if (rst) begin
-      \$99  = 4'h0;
+      \$99  = 3'h0;
     end
   end
   always @* begin
@@ -14026,25 +14170,25 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
   assign \b.x2  = b[11:8];
   assign \b.x3  = b[15:12];
   assign \b.neg0  = b[16];
-  assign \b.sh0  = b[19:17];
-  assign \b.neg1  = b[20];
-  assign \b.sh1  = b[21];
-  assign \b.neg2  = b[22];
-  assign \b.sh2  = b[25:23];
-  assign \b.neg3  = b[26];
-  assign \b.sh3  = b[27];
+  assign \b.sh0  = b[18:17];
+  assign \b.neg1  = b[19];
+  assign \b.sh1  = b[20];
+  assign \b.neg2  = b[21];
+  assign \b.sh2  = b[23:22];
+  assign \b.neg3  = b[24];
+  assign \b.sh3  = b[25];
   assign \a.x0  = a[3:0];
   assign \a.x1  = a[7:4];
   assign \a.x2  = a[11:8];
   assign \a.x3  = a[15:12];
   assign \a.neg0  = a[16];
-  assign \a.sh0  = a[19:17];
-  assign \a.neg1  = a[20];
-  assign \a.sh1  = a[21];
-  assign \a.neg2  = a[22];
-  assign \a.sh2  = a[25:23];
-  assign \a.neg3  = a[26];
-  assign \a.sh3  = a[27];
+  assign \a.sh0  = a[18:17];
+  assign \a.neg1  = a[19];
+  assign \a.sh1  = a[20];
+  assign \a.neg2  = a[21];
+  assign \a.sh2  = a[23:22];
+  assign \a.neg3  = a[24];
+  assign \a.sh3  = a[25];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
   assign \$1  = { 1'h0, a[3:0] };
@@ -14129,12 +14273,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] \$45 ;
   wire [8:0] \$46 ;
   wire \$47 ;
-  wire [3:0] \$48 ;
+  wire [2:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
   wire [1:0] \$50 ;
   wire \$51 ;
-  wire [3:0] \$52 ;
+  wire [2:0] \$52 ;
   wire \$53 ;
   wire [1:0] \$54 ;
   wire \$55 ;
@@ -14161,12 +14305,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
   wire [7:0] \$74 ;
   wire [30:0] \$75 ;
   wire [25:0] \$76 ;
-  wire [10:0] \$77 ;
+  wire [14:0] \$77 ;
   wire [9:0] \$78 ;
-  wire [18:0] \$79 ;
+  wire [26:0] \$79 ;
   wire [6:0] \$8 ;
   wire [17:0] \$80 ;
-  wire [10:0] \$81 ;
+  wire [14:0] \$81 ;
   wire [9:0] \$82 ;
   wire [28:0] \$83 ;
   wire [29:0] \$84 ;
@@ -14176,7 +14320,7 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
   reg [7:0] \$88 ;
   reg \$89 ;
   wire [6:0] \$9 ;
-  reg [3:0] \$90 ;
+  reg [2:0] \$90 ;
   reg \$91 ;
   reg [1:0] \$92 ;
   reg \$93 ;
@@ -14185,30 +14329,30 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
   reg [1:0] \$96 ;
   reg [15:0] \$97 ;
   reg \$98 ;
-  reg [3:0] \$99 ;
-  input [27:0] a;
-  wire [27:0] a;
+  reg [2:0] \$99 ;
+  input [25:0] a;
+  wire [25:0] a;
   wire \a.neg0 ;
   wire \a.neg1 ;
   wire \a.neg2 ;
   wire \a.neg3 ;
-  wire [2:0] \a.sh0 ;
+  wire [1:0] \a.sh0 ;
   wire \a.sh1 ;
-  wire [2:0] \a.sh2 ;
+  wire [1:0] \a.sh2 ;
   wire \a.sh3 ;
   wire [3:0] \a.x0 ;
   wire [3:0] \a.x1 ;
   wire [3:0] \a.x2 ;
   wire [3:0] \a.x3 ;
-  input [27:0] b;
-  wire [27:0] b;
+  input [25:0] b;
+  wire [25:0] b;
   wire \b.neg0 ;
   wire \b.neg1 ;
   wire \b.neg2 ;
   wire \b.neg3 ;
-  wire [2:0] \b.sh0 ;
+  wire [1:0] \b.sh0 ;
   wire \b.sh1 ;
-  wire [2:0] \b.sh2 ;
+  wire [1:0] \b.sh2 ;
   wire \b.sh3 ;
   wire [3:0] \b.x0 ;
   wire [3:0] \b.x1 ;
@@ -14272,11 +14416,11 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [3:0] sh2_0 = 4'h0;
+  reg [2:0] sh2_0 = 3'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
   reg [1:0] sh2_3 = 2'h0;
-  reg [3:0] sh3_0 = 4'h0;
+  reg [2:0] sh3_0 = 3'h0;
   reg [1:0] sh3_1 = 2'h0;
   reg [2:0] sh3_2 = 3'h0;
   reg [1:0] sh3_3 = 2'h0;
@@ -14322,13 +14466,13 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
   assign \$45  = mul2_lo + mul2_hi;
   assign \$46  = mul3_lo + mul3_hi;
   assign \$47  = a[16] ^ b[16];
-  assign \$48  = a[19:17] + b[19:17];
-  assign \$49  = a[20] ^ b[20];
-  assign \$50  = a[21] + b[21];
-  assign \$51  = a[22] ^ b[22];
-  assign \$52  = a[25:23] + b[25:23];
-  assign \$53  = a[26] ^ b[26];
-  assign \$54  = a[27] + b[27];
+  assign \$48  = a[18:17] + b[18:17];
+  assign \$49  = a[19] ^ b[19];
+  assign \$50  = a[20] + b[20];
+  assign \$51  = a[21] ^ b[21];
+  assign \$52  = a[23:22] + b[23:22];
+  assign \$53  = a[24] ^ b[24];
+  assign \$54  = a[25] + b[25];
   assign \$55  = ~ mode[0];
   assign \$56  = ~ mode[1];
   assign \$57  = \$55  & \$56 ;
@@ -14349,13 +14493,13 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
   assign \$72  = ~ mode[1];
   assign \$73  = \$71  & \$72 ;
   assign \$74  = \$73  ? m3 : 8'h00;
-  assign \$75  = mag3_0 << sh3_0;
+  assign \$75  = mag3_0 << { sh3_0, 1'h0 };
   assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
-  assign \$77  = mag3_1 << sh3_1;
+  assign \$77  = mag3_1 << { sh3_1, 1'h0 };
   assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
-  assign \$79  = mag3_2 << sh3_2;
+  assign \$79  = mag3_2 << { sh3_2, 1'h0 };
   assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
-  assign \$81  = mag3_3 << sh3_3;
+  assign \$81  = mag3_3 << { sh3_3, 1'h0 };
   assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
   assign \$83  = $signed(sum0_0) + $signed(sum0_2);
   assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
@@ -14540,7 +14684,7 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
       \$90  = \$48 ;
     end
     if (rst) begin
-      \$90  = 4'h0;
+      \$90  = 3'h0;
     end
   end
   always @* begin
@@ -14577,7 +14721,7 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$94  = sh2_2;
     if (en) begin
-      \$94  = \$52 [2:0];
+      \$94  = \$52 ;
     end
     if (rst) begin
       \$94  = 3'h0;
@@ -14630,7 +14774,7 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
       \$99  = sh2_0;
     end
     if (rst) begin
-      \$99  = 4'h0;
+      \$99  = 3'h0;
     end
   end
   always @* begin
@@ -14828,25 +14972,25 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
   assign \b.x2  = b[11:8];
   assign \b.x3  = b[15:12];
   assign \b.neg0  = b[16];
-  assign \b.sh0  = b[19:17];
-  assign \b.neg1  = b[20];
-  assign \b.sh1  = b[21];
-  assign \b.neg2  = b[22];
-  assign \b.sh2  = b[25:23];
-  assign \b.neg3  = b[26];
-  assign \b.sh3  = b[27];
+  assign \b.sh0  = b[18:17];
+  assign \b.neg1  = b[19];
+  assign \b.sh1  = b[20];
+  assign \b.neg2  = b[21];
+  assign \b.sh2  = b[23:22];
+  assign \b.neg3  = b[24];
+  assign \b.sh3  = b[25];
   assign \a.x0  = a[3:0];
   assign \a.x1  = a[7:4];
   assign \a.x2  = a[11:8];
   assign \a.x3  = a[15:12];
   assign \a.neg0  = a[16];
-  assign \a.sh0  = a[19:17];
-  assign \a.neg1  = a[20];
-  assign \a.sh1  = a[21];
-  assign \a.neg2  = a[22];
-  assign \a.sh2  = a[25:23];
-  assign \a.neg3  = a[26];
-  assign \a.sh3  = a[27];
+  assign \a.sh0  = a[18:17];
+  assign \a.neg1  = a[19];
+  assign \a.sh1  = a[20];
+  assign \a.neg2  = a[21];
+  assign \a.sh2  = a[23:22];
+  assign \a.neg3  = a[24];
+  assign \a.sh3  = a[25];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
   assign \$1  = { 1'h0, a[3:0] };
@@ -14931,12 +15075,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] \$45 ;
   wire [8:0] \$46 ;
   wire \$47 ;
-  wire [3:0] \$48 ;
+  wire [2:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
   wire [1:0] \$50 ;
   wire \$51 ;
-  wire [3:0] \$52 ;
+  wire [2:0] \$52 ;
   wire \$53 ;
   wire [1:0] \$54 ;
   wire \$55 ;
@@ -14963,12 +15107,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
   wire [7:0] \$74 ;
   wire [30:0] \$75 ;
   wire [25:0] \$76 ;
-  wire [10:0] \$77 ;
+  wire [14:0] \$77 ;
   wire [9:0] \$78 ;
-  wire [18:0] \$79 ;
+  wire [26:0] \$79 ;
   wire [6:0] \$8 ;
   wire [17:0] \$80 ;
-  wire [10:0] \$81 ;
+  wire [14:0] \$81 ;
   wire [9:0] \$82 ;
   wire [28:0] \$83 ;
   wire [29:0] \$84 ;
@@ -14978,7 +15122,7 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
   reg [7:0] \$88 ;
   reg \$89 ;
   wire [6:0] \$9 ;
-  reg [3:0] \$90 ;
+  reg [2:0] \$90 ;
   reg \$91 ;
   reg [1:0] \$92 ;
   reg \$93 ;
@@ -14987,30 +15131,30 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
   reg [1:0] \$96 ;
   reg [15:0] \$97 ;
   reg \$98 ;
-  reg [3:0] \$99 ;
-  input [27:0] a;
-  wire [27:0] a;
+  reg [2:0] \$99 ;
+  input [25:0] a;
+  wire [25:0] a;
   wire \a.neg0 ;
   wire \a.neg1 ;
   wire \a.neg2 ;
   wire \a.neg3 ;
-  wire [2:0] \a.sh0 ;
+  wire [1:0] \a.sh0 ;
   wire \a.sh1 ;
-  wire [2:0] \a.sh2 ;
+  wire [1:0] \a.sh2 ;
   wire \a.sh3 ;
   wire [3:0] \a.x0 ;
   wire [3:0] \a.x1 ;
   wire [3:0] \a.x2 ;
   wire [3:0] \a.x3 ;
-  input [27:0] b;
-  wire [27:0] b;
+  input [25:0] b;
+  wire [25:0] b;
   wire \b.neg0 ;
   wire \b.neg1 ;
   wire \b.neg2 ;
   wire \b.neg3 ;
-  wire [2:0] \b.sh0 ;
+  wire [1:0] \b.sh0 ;
   wire \b.sh1 ;
-  wire [2:0] \b.sh2 ;
+  wire [1:0] \b.sh2 ;
   wire \b.sh3 ;
   wire [3:0] \b.x0 ;
   wire [3:0] \b.x1 ;
@@ -15074,11 +15218,11 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [3:0] sh2_0 = 4'h0;
+  reg [2:0] sh2_0 = 3'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
   reg [1:0] sh2_3 = 2'h0;
-  reg [3:0] sh3_0 = 4'h0;
+  reg [2:0] sh3_0 = 3'h0;
   reg [1:0] sh3_1 = 2'h0;
   reg [2:0] sh3_2 = 3'h0;
   reg [1:0] sh3_3 = 2'h0;
@@ -15124,13 +15268,13 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
   assign \$45  = mul2_lo + mul2_hi;
   assign \$46  = mul3_lo + mul3_hi;
   assign \$47  = a[16] ^ b[16];
-  assign \$48  = a[19:17] + b[19:17];
-  assign \$49  = a[20] ^ b[20];
-  assign \$50  = a[21] + b[21];
-  assign \$51  = a[22] ^ b[22];
-  assign \$52  = a[25:23] + b[25:23];
-  assign \$53  = a[26] ^ b[26];
-  assign \$54  = a[27] + b[27];
+  assign \$48  = a[18:17] + b[18:17];
+  assign \$49  = a[19] ^ b[19];
+  assign \$50  = a[20] + b[20];
+  assign \$51  = a[21] ^ b[21];
+  assign \$52  = a[23:22] + b[23:22];
+  assign \$53  = a[24] ^ b[24];
+  assign \$54  = a[25] + b[25];
   assign \$55  = ~ mode[0];
   assign \$56  = ~ mode[1];
   assign \$57  = \$55  & \$56 ;
@@ -15151,13 +15295,13 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
   assign \$72  = ~ mode[1];
   assign \$73  = \$71  & \$72 ;
   assign \$74  = \$73  ? m3 : 8'h00;
-  assign \$75  = mag3_0 << sh3_0;
+  assign \$75  = mag3_0 << { sh3_0, 1'h0 };
   assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
-  assign \$77  = mag3_1 << sh3_1;
+  assign \$77  = mag3_1 << { sh3_1, 1'h0 };
   assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
-  assign \$79  = mag3_2 << sh3_2;
+  assign \$79  = mag3_2 << { sh3_2, 1'h0 };
   assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
-  assign \$81  = mag3_3 << sh3_3;
+  assign \$81  = mag3_3 << { sh3_3, 1'h0 };
   assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
   assign \$83  = $signed(sum0_0) + $signed(sum0_2);
   assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
@@ -15342,7 +15486,7 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
       \$90  = \$48 ;
     end
     if (rst) begin
-      \$90  = 4'h0;
+      \$90  = 3'h0;
     end
   end
   always @* begin
@@ -15379,7 +15523,7 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$94  = sh2_2;
     if (en) begin
-      \$94  = \$52 [2:0];
+      \$94  = \$52 ;
     end
     if (rst) begin
       \$94  = 3'h0;
@@ -15432,7 +15576,7 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
       \$99  = sh2_0;
     end
     if (rst) begin
-      \$99  = 4'h0;
+      \$99  = 3'h0;
     end
   end
   always @* begin
@@ -15630,25 +15774,25 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
   assign \b.x2  = b[11:8];
   assign \b.x3  = b[15:12];
   assign \b.neg0  = b[16];
-  assign \b.sh0  = b[19:17];
-  assign \b.neg1  = b[20];
-  assign \b.sh1  = b[21];
-  assign \b.neg2  = b[22];
-  assign \b.sh2  = b[25:23];
-  assign \b.neg3  = b[26];
-  assign \b.sh3  = b[27];
+  assign \b.sh0  = b[18:17];
+  assign \b.neg1  = b[19];
+  assign \b.sh1  = b[20];
+  assign \b.neg2  = b[21];
+  assign \b.sh2  = b[23:22];
+  assign \b.neg3  = b[24];
+  assign \b.sh3  = b[25];
   assign \a.x0  = a[3:0];
   assign \a.x1  = a[7:4];
   assign \a.x2  = a[11:8];
   assign \a.x3  = a[15:12];
   assign \a.neg0  = a[16];
-  assign \a.sh0  = a[19:17];
-  assign \a.neg1  = a[20];
-  assign \a.sh1  = a[21];
-  assign \a.neg2  = a[22];
-  assign \a.sh2  = a[25:23];
-  assign \a.neg3  = a[26];
-  assign \a.sh3  = a[27];
+  assign \a.sh0  = a[18:17];
+  assign \a.neg1  = a[19];
+  assign \a.sh1  = a[20];
+  assign \a.neg2  = a[21];
+  assign \a.sh2  = a[23:22];
+  assign \a.neg3  = a[24];
+  assign \a.sh3  = a[25];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
   assign \$1  = { 1'h0, a[3:0] };
@@ -15733,12 +15877,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] \$45 ;
   wire [8:0] \$46 ;
   wire \$47 ;
-  wire [3:0] \$48 ;
+  wire [2:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
   wire [1:0] \$50 ;
   wire \$51 ;
-  wire [3:0] \$52 ;
+  wire [2:0] \$52 ;
   wire \$53 ;
   wire [1:0] \$54 ;
   wire \$55 ;
@@ -15765,12 +15909,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
   wire [7:0] \$74 ;
   wire [30:0] \$75 ;
   wire [25:0] \$76 ;
-  wire [10:0] \$77 ;
+  wire [14:0] \$77 ;
   wire [9:0] \$78 ;
-  wire [18:0] \$79 ;
+  wire [26:0] \$79 ;
   wire [6:0] \$8 ;
   wire [17:0] \$80 ;
-  wire [10:0] \$81 ;
+  wire [14:0] \$81 ;
   wire [9:0] \$82 ;
   wire [28:0] \$83 ;
   wire [29:0] \$84 ;
@@ -15780,7 +15924,7 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
   reg [7:0] \$88 ;
   reg \$89 ;
   wire [6:0] \$9 ;
-  reg [3:0] \$90 ;
+  reg [2:0] \$90 ;
   reg \$91 ;
   reg [1:0] \$92 ;
   reg \$93 ;
@@ -15789,30 +15933,30 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
   reg [1:0] \$96 ;
   reg [15:0] \$97 ;
   reg \$98 ;
-  reg [3:0] \$99 ;
-  input [27:0] a;
-  wire [27:0] a;
+  reg [2:0] \$99 ;
+  input [25:0] a;
+  wire [25:0] a;
   wire \a.neg0 ;
   wire \a.neg1 ;
   wire \a.neg2 ;
   wire \a.neg3 ;
-  wire [2:0] \a.sh0 ;
+  wire [1:0] \a.sh0 ;
   wire \a.sh1 ;
-  wire [2:0] \a.sh2 ;
+  wire [1:0] \a.sh2 ;
   wire \a.sh3 ;
   wire [3:0] \a.x0 ;
   wire [3:0] \a.x1 ;
   wire [3:0] \a.x2 ;
   wire [3:0] \a.x3 ;
-  input [27:0] b;
-  wire [27:0] b;
+  input [25:0] b;
+  wire [25:0] b;
   wire \b.neg0 ;
   wire \b.neg1 ;
   wire \b.neg2 ;
   wire \b.neg3 ;
-  wire [2:0] \b.sh0 ;
+  wire [1:0] \b.sh0 ;
   wire \b.sh1 ;
-  wire [2:0] \b.sh2 ;
+  wire [1:0] \b.sh2 ;
   wire \b.sh3 ;
   wire [3:0] \b.x0 ;
   wire [3:0] \b.x1 ;
@@ -15876,11 +16020,11 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [3:0] sh2_0 = 4'h0;
+  reg [2:0] sh2_0 = 3'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
   reg [1:0] sh2_3 = 2'h0;
-  reg [3:0] sh3_0 = 4'h0;
+  reg [2:0] sh3_0 = 3'h0;
   reg [1:0] sh3_1 = 2'h0;
   reg [2:0] sh3_2 = 3'h0;
   reg [1:0] sh3_3 = 2'h0;
@@ -15926,13 +16070,13 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
   assign \$45  = mul2_lo + mul2_hi;
   assign \$46  = mul3_lo + mul3_hi;
   assign \$47  = a[16] ^ b[16];
-  assign \$48  = a[19:17] + b[19:17];
-  assign \$49  = a[20] ^ b[20];
-  assign \$50  = a[21] + b[21];
-  assign \$51  = a[22] ^ b[22];
-  assign \$52  = a[25:23] + b[25:23];
-  assign \$53  = a[26] ^ b[26];
-  assign \$54  = a[27] + b[27];
+  assign \$48  = a[18:17] + b[18:17];
+  assign \$49  = a[19] ^ b[19];
+  assign \$50  = a[20] + b[20];
+  assign \$51  = a[21] ^ b[21];
+  assign \$52  = a[23:22] + b[23:22];
+  assign \$53  = a[24] ^ b[24];
+  assign \$54  = a[25] + b[25];
   assign \$55  = ~ mode[0];
   assign \$56  = ~ mode[1];
   assign \$57  = \$55  & \$56 ;
@@ -15953,13 +16097,13 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
   assign \$72  = ~ mode[1];
   assign \$73  = \$71  & \$72 ;
   assign \$74  = \$73  ? m3 : 8'h00;
-  assign \$75  = mag3_0 << sh3_0;
+  assign \$75  = mag3_0 << { sh3_0, 1'h0 };
   assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
-  assign \$77  = mag3_1 << sh3_1;
+  assign \$77  = mag3_1 << { sh3_1, 1'h0 };
   assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
-  assign \$79  = mag3_2 << sh3_2;
+  assign \$79  = mag3_2 << { sh3_2, 1'h0 };
   assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
-  assign \$81  = mag3_3 << sh3_3;
+  assign \$81  = mag3_3 << { sh3_3, 1'h0 };
   assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
   assign \$83  = $signed(sum0_0) + $signed(sum0_2);
   assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
@@ -16144,7 +16288,7 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
       \$90  = \$48 ;
     end
     if (rst) begin
-      \$90  = 4'h0;
+      \$90  = 3'h0;
     end
   end
   always @* begin
@@ -16181,7 +16325,7 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$94  = sh2_2;
     if (en) begin
-      \$94  = \$52 [2:0];
+      \$94  = \$52 ;
     end
     if (rst) begin
       \$94  = 3'h0;
@@ -16234,7 +16378,7 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
       \$99  = sh2_0;
     end
     if (rst) begin
-      \$99  = 4'h0;
+      \$99  = 3'h0;
     end
   end
   always @* begin
@@ -16432,25 +16576,25 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
   assign \b.x2  = b[11:8];
   assign \b.x3  = b[15:12];
   assign \b.neg0  = b[16];
-  assign \b.sh0  = b[19:17];
-  assign \b.neg1  = b[20];
-  assign \b.sh1  = b[21];
-  assign \b.neg2  = b[22];
-  assign \b.sh2  = b[25:23];
-  assign \b.neg3  = b[26];
-  assign \b.sh3  = b[27];
+  assign \b.sh0  = b[18:17];
+  assign \b.neg1  = b[19];
+  assign \b.sh1  = b[20];
+  assign \b.neg2  = b[21];
+  assign \b.sh2  = b[23:22];
+  assign \b.neg3  = b[24];
+  assign \b.sh3  = b[25];
   assign \a.x0  = a[3:0];
   assign \a.x1  = a[7:4];
   assign \a.x2  = a[11:8];
   assign \a.x3  = a[15:12];
   assign \a.neg0  = a[16];
-  assign \a.sh0  = a[19:17];
-  assign \a.neg1  = a[20];
-  assign \a.sh1  = a[21];
-  assign \a.neg2  = a[22];
-  assign \a.sh2  = a[25:23];
-  assign \a.neg3  = a[26];
-  assign \a.sh3  = a[27];
+  assign \a.sh0  = a[18:17];
+  assign \a.neg1  = a[19];
+  assign \a.sh1  = a[20];
+  assign \a.neg2  = a[21];
+  assign \a.sh2  = a[23:22];
+  assign \a.neg3  = a[24];
+  assign \a.sh3  = a[25];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
   assign \$1  = { 1'h0, a[3:0] };
@@ -16535,12 +16679,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] \$45 ;
   wire [8:0] \$46 ;
   wire \$47 ;
-  wire [3:0] \$48 ;
+  wire [2:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
   wire [1:0] \$50 ;
   wire \$51 ;
-  wire [3:0] \$52 ;
+  wire [2:0] \$52 ;
   wire \$53 ;
   wire [1:0] \$54 ;
   wire \$55 ;
@@ -16567,12 +16711,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
   wire [7:0] \$74 ;
   wire [30:0] \$75 ;
   wire [25:0] \$76 ;
-  wire [10:0] \$77 ;
+  wire [14:0] \$77 ;
   wire [9:0] \$78 ;
-  wire [18:0] \$79 ;
+  wire [26:0] \$79 ;
   wire [6:0] \$8 ;
   wire [17:0] \$80 ;
-  wire [10:0] \$81 ;
+  wire [14:0] \$81 ;
   wire [9:0] \$82 ;
   wire [28:0] \$83 ;
   wire [29:0] \$84 ;
@@ -16582,7 +16726,7 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
   reg [7:0] \$88 ;
   reg \$89 ;
   wire [6:0] \$9 ;
-  reg [3:0] \$90 ;
+  reg [2:0] \$90 ;
   reg \$91 ;
   reg [1:0] \$92 ;
   reg \$93 ;
@@ -16591,30 +16735,30 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
   reg [1:0] \$96 ;
   reg [15:0] \$97 ;
   reg \$98 ;
-  reg [3:0] \$99 ;
-  input [27:0] a;
-  wire [27:0] a;
+  reg [2:0] \$99 ;
+  input [25:0] a;
+  wire [25:0] a;
   wire \a.neg0 ;
   wire \a.neg1 ;
   wire \a.neg2 ;
   wire \a.neg3 ;
-  wire [2:0] \a.sh0 ;
+  wire [1:0] \a.sh0 ;
   wire \a.sh1 ;
-  wire [2:0] \a.sh2 ;
+  wire [1:0] \a.sh2 ;
   wire \a.sh3 ;
   wire [3:0] \a.x0 ;
   wire [3:0] \a.x1 ;
   wire [3:0] \a.x2 ;
   wire [3:0] \a.x3 ;
-  input [27:0] b;
-  wire [27:0] b;
+  input [25:0] b;
+  wire [25:0] b;
   wire \b.neg0 ;
   wire \b.neg1 ;
   wire \b.neg2 ;
   wire \b.neg3 ;
-  wire [2:0] \b.sh0 ;
+  wire [1:0] \b.sh0 ;
   wire \b.sh1 ;
-  wire [2:0] \b.sh2 ;
+  wire [1:0] \b.sh2 ;
   wire \b.sh3 ;
   wire [3:0] \b.x0 ;
   wire [3:0] \b.x1 ;
@@ -16678,11 +16822,11 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [3:0] sh2_0 = 4'h0;
+  reg [2:0] sh2_0 = 3'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
   reg [1:0] sh2_3 = 2'h0;
-  reg [3:0] sh3_0 = 4'h0;
+  reg [2:0] sh3_0 = 3'h0;
   reg [1:0] sh3_1 = 2'h0;
   reg [2:0] sh3_2 = 3'h0;
   reg [1:0] sh3_3 = 2'h0;
@@ -16728,13 +16872,13 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
   assign \$45  = mul2_lo + mul2_hi;
   assign \$46  = mul3_lo + mul3_hi;
   assign \$47  = a[16] ^ b[16];
-  assign \$48  = a[19:17] + b[19:17];
-  assign \$49  = a[20] ^ b[20];
-  assign \$50  = a[21] + b[21];
-  assign \$51  = a[22] ^ b[22];
-  assign \$52  = a[25:23] + b[25:23];
-  assign \$53  = a[26] ^ b[26];
-  assign \$54  = a[27] + b[27];
+  assign \$48  = a[18:17] + b[18:17];
+  assign \$49  = a[19] ^ b[19];
+  assign \$50  = a[20] + b[20];
+  assign \$51  = a[21] ^ b[21];
+  assign \$52  = a[23:22] + b[23:22];
+  assign \$53  = a[24] ^ b[24];
+  assign \$54  = a[25] + b[25];
   assign \$55  = ~ mode[0];
   assign \$56  = ~ mode[1];
   assign \$57  = \$55  & \$56 ;
@@ -16755,13 +16899,13 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
   assign \$72  = ~ mode[1];
   assign \$73  = \$71  & \$72 ;
   assign \$74  = \$73  ? m3 : 8'h00;
-  assign \$75  = mag3_0 << sh3_0;
+  assign \$75  = mag3_0 << { sh3_0, 1'h0 };
   assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
-  assign \$77  = mag3_1 << sh3_1;
+  assign \$77  = mag3_1 << { sh3_1, 1'h0 };
   assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
-  assign \$79  = mag3_2 << sh3_2;
+  assign \$79  = mag3_2 << { sh3_2, 1'h0 };
   assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
-  assign \$81  = mag3_3 << sh3_3;
+  assign \$81  = mag3_3 << { sh3_3, 1'h0 };
   assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
   assign \$83  = $signed(sum0_0) + $signed(sum0_2);
   assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
@@ -16946,7 +17090,7 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
       \$90  = \$48 ;
     end
     if (rst) begin
-      \$90  = 4'h0;
+      \$90  = 3'h0;
     end
   end
   always @* begin
@@ -16983,7 +17127,7 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$94  = sh2_2;
     if (en) begin
-      \$94  = \$52 [2:0];
+      \$94  = \$52 ;
     end
     if (rst) begin
       \$94  = 3'h0;
@@ -17036,7 +17180,7 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
       \$99  = sh2_0;
     end
     if (rst) begin
-      \$99  = 4'h0;
+      \$99  = 3'h0;
     end
   end
   always @* begin
@@ -17234,25 +17378,25 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
   assign \b.x2  = b[11:8];
   assign \b.x3  = b[15:12];
   assign \b.neg0  = b[16];
-  assign \b.sh0  = b[19:17];
-  assign \b.neg1  = b[20];
-  assign \b.sh1  = b[21];
-  assign \b.neg2  = b[22];
-  assign \b.sh2  = b[25:23];
-  assign \b.neg3  = b[26];
-  assign \b.sh3  = b[27];
+  assign \b.sh0  = b[18:17];
+  assign \b.neg1  = b[19];
+  assign \b.sh1  = b[20];
+  assign \b.neg2  = b[21];
+  assign \b.sh2  = b[23:22];
+  assign \b.neg3  = b[24];
+  assign \b.sh3  = b[25];
   assign \a.x0  = a[3:0];
   assign \a.x1  = a[7:4];
   assign \a.x2  = a[11:8];
   assign \a.x3  = a[15:12];
   assign \a.neg0  = a[16];
-  assign \a.sh0  = a[19:17];
-  assign \a.neg1  = a[20];
-  assign \a.sh1  = a[21];
-  assign \a.neg2  = a[22];
-  assign \a.sh2  = a[25:23];
-  assign \a.neg3  = a[26];
-  assign \a.sh3  = a[27];
+  assign \a.sh0  = a[18:17];
+  assign \a.neg1  = a[19];
+  assign \a.sh1  = a[20];
+  assign \a.neg2  = a[21];
+  assign \a.sh2  = a[23:22];
+  assign \a.neg3  = a[24];
+  assign \a.sh3  = a[25];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
   assign \$1  = { 1'h0, a[3:0] };
@@ -17337,12 +17481,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] \$45 ;
   wire [8:0] \$46 ;
   wire \$47 ;
-  wire [3:0] \$48 ;
+  wire [2:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
   wire [1:0] \$50 ;
   wire \$51 ;
-  wire [3:0] \$52 ;
+  wire [2:0] \$52 ;
   wire \$53 ;
   wire [1:0] \$54 ;
   wire \$55 ;
@@ -17369,12 +17513,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
   wire [7:0] \$74 ;
   wire [30:0] \$75 ;
   wire [25:0] \$76 ;
-  wire [10:0] \$77 ;
+  wire [14:0] \$77 ;
   wire [9:0] \$78 ;
-  wire [18:0] \$79 ;
+  wire [26:0] \$79 ;
   wire [6:0] \$8 ;
   wire [17:0] \$80 ;
-  wire [10:0] \$81 ;
+  wire [14:0] \$81 ;
   wire [9:0] \$82 ;
   wire [28:0] \$83 ;
   wire [29:0] \$84 ;
@@ -17384,7 +17528,7 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
   reg [7:0] \$88 ;
   reg \$89 ;
   wire [6:0] \$9 ;
-  reg [3:0] \$90 ;
+  reg [2:0] \$90 ;
   reg \$91 ;
   reg [1:0] \$92 ;
   reg \$93 ;
@@ -17393,30 +17537,30 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
   reg [1:0] \$96 ;
   reg [15:0] \$97 ;
   reg \$98 ;
-  reg [3:0] \$99 ;
-  input [27:0] a;
-  wire [27:0] a;
+  reg [2:0] \$99 ;
+  input [25:0] a;
+  wire [25:0] a;
   wire \a.neg0 ;
   wire \a.neg1 ;
   wire \a.neg2 ;
   wire \a.neg3 ;
-  wire [2:0] \a.sh0 ;
+  wire [1:0] \a.sh0 ;
   wire \a.sh1 ;
-  wire [2:0] \a.sh2 ;
+  wire [1:0] \a.sh2 ;
   wire \a.sh3 ;
   wire [3:0] \a.x0 ;
   wire [3:0] \a.x1 ;
   wire [3:0] \a.x2 ;
   wire [3:0] \a.x3 ;
-  input [27:0] b;
-  wire [27:0] b;
+  input [25:0] b;
+  wire [25:0] b;
   wire \b.neg0 ;
   wire \b.neg1 ;
   wire \b.neg2 ;
   wire \b.neg3 ;
-  wire [2:0] \b.sh0 ;
+  wire [1:0] \b.sh0 ;
   wire \b.sh1 ;
-  wire [2:0] \b.sh2 ;
+  wire [1:0] \b.sh2 ;
   wire \b.sh3 ;
   wire [3:0] \b.x0 ;
   wire [3:0] \b.x1 ;
@@ -17480,11 +17624,11 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [3:0] sh2_0 = 4'h0;
+  reg [2:0] sh2_0 = 3'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
   reg [1:0] sh2_3 = 2'h0;
-  reg [3:0] sh3_0 = 4'h0;
+  reg [2:0] sh3_0 = 3'h0;
   reg [1:0] sh3_1 = 2'h0;
   reg [2:0] sh3_2 = 3'h0;
   reg [1:0] sh3_3 = 2'h0;
@@ -17530,13 +17674,13 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
   assign \$45  = mul2_lo + mul2_hi;
   assign \$46  = mul3_lo + mul3_hi;
   assign \$47  = a[16] ^ b[16];
-  assign \$48  = a[19:17] + b[19:17];
-  assign \$49  = a[20] ^ b[20];
-  assign \$50  = a[21] + b[21];
-  assign \$51  = a[22] ^ b[22];
-  assign \$52  = a[25:23] + b[25:23];
-  assign \$53  = a[26] ^ b[26];
-  assign \$54  = a[27] + b[27];
+  assign \$48  = a[18:17] + b[18:17];
+  assign \$49  = a[19] ^ b[19];
+  assign \$50  = a[20] + b[20];
+  assign \$51  = a[21] ^ b[21];
+  assign \$52  = a[23:22] + b[23:22];
+  assign \$53  = a[24] ^ b[24];
+  assign \$54  = a[25] + b[25];
   assign \$55  = ~ mode[0];
   assign \$56  = ~ mode[1];
   assign \$57  = \$55  & \$56 ;
@@ -17557,13 +17701,13 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
   assign \$72  = ~ mode[1];
   assign \$73  = \$71  & \$72 ;
   assign \$74  = \$73  ? m3 : 8'h00;
-  assign \$75  = mag3_0 << sh3_0;
+  assign \$75  = mag3_0 << { sh3_0, 1'h0 };
   assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
-  assign \$77  = mag3_1 << sh3_1;
+  assign \$77  = mag3_1 << { sh3_1, 1'h0 };
   assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
-  assign \$79  = mag3_2 << sh3_2;
+  assign \$79  = mag3_2 << { sh3_2, 1'h0 };
   assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
-  assign \$81  = mag3_3 << sh3_3;
+  assign \$81  = mag3_3 << { sh3_3, 1'h0 };
   assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
   assign \$83  = $signed(sum0_0) + $signed(sum0_2);
   assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
@@ -17748,7 +17892,7 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
       \$90  = \$48 ;
     end
     if (rst) begin
-      \$90  = 4'h0;
+      \$90  = 3'h0;
     end
   end
   always @* begin
@@ -17785,7 +17929,7 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$94  = sh2_2;
     if (en) begin
-      \$94  = \$52 [2:0];
+      \$94  = \$52 ;
     end
     if (rst) begin
       \$94  = 3'h0;
@@ -17838,7 +17982,7 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
       \$99  = sh2_0;
     end
     if (rst) begin
-      \$99  = 4'h0;
+      \$99  = 3'h0;
     end
   end
   always @* begin
@@ -18036,25 +18180,25 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
   assign \b.x2  = b[11:8];
   assign \b.x3  = b[15:12];
   assign \b.neg0  = b[16];
-  assign \b.sh0  = b[19:17];
-  assign \b.neg1  = b[20];
-  assign \b.sh1  = b[21];
-  assign \b.neg2  = b[22];
-  assign \b.sh2  = b[25:23];
-  assign \b.neg3  = b[26];
-  assign \b.sh3  = b[27];
+  assign \b.sh0  = b[18:17];
+  assign \b.neg1  = b[19];
+  assign \b.sh1  = b[20];
+  assign \b.neg2  = b[21];
+  assign \b.sh2  = b[23:22];
+  assign \b.neg3  = b[24];
+  assign \b.sh3  = b[25];
   assign \a.x0  = a[3:0];
   assign \a.x1  = a[7:4];
   assign \a.x2  = a[11:8];
   assign \a.x3  = a[15:12];
   assign \a.neg0  = a[16];
-  assign \a.sh0  = a[19:17];
-  assign \a.neg1  = a[20];
-  assign \a.sh1  = a[21];
-  assign \a.neg2  = a[22];
-  assign \a.sh2  = a[25:23];
-  assign \a.neg3  = a[26];
-  assign \a.sh3  = a[27];
+  assign \a.sh0  = a[18:17];
+  assign \a.neg1  = a[19];
+  assign \a.sh1  = a[20];
+  assign \a.neg2  = a[21];
+  assign \a.sh2  = a[23:22];
+  assign \a.neg3  = a[24];
+  assign \a.sh3  = a[25];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
   assign \$1  = { 1'h0, a[3:0] };
@@ -18076,7 +18220,7 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid.pe_3_0 (rst, en, \port$2915$84 , mode, sum, cin, clk);
+module \top.grid.pe_3_0 (rst, en, \port$3011$78 , mode, sum, cin, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire [4:0] \$1 ;
   wire [7:0] \$10 ;
@@ -18139,12 +18283,12 @@ module \top.grid.pe_3_0 (rst, en, \port$2915$84 , mode, sum, cin, clk);
   wire [8:0] \$45 ;
   wire [8:0] \$46 ;
   wire \$47 ;
-  wire [3:0] \$48 ;
+  wire [2:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
   wire [1:0] \$50 ;
   wire \$51 ;
-  wire [3:0] \$52 ;
+  wire [2:0] \$52 ;
   wire \$53 ;
   wire [1:0] \$54 ;
   wire \$55 ;
@@ -18171,12 +18315,12 @@ module \top.grid.pe_3_0 (rst, en, \port$2915$84 , mode, sum, cin, clk);
   wire [7:0] \$74 ;
   wire [30:0] \$75 ;
   wire [25:0] \$76 ;
-  wire [10:0] \$77 ;
+  wire [14:0] \$77 ;
   wire [9:0] \$78 ;
-  wire [18:0] \$79 ;
+  wire [26:0] \$79 ;
   wire [6:0] \$8 ;
   wire [17:0] \$80 ;
-  wire [10:0] \$81 ;
+  wire [14:0] \$81 ;
   wire [9:0] \$82 ;
   wire [28:0] \$83 ;
   wire [29:0] \$84 ;
@@ -18186,7 +18330,7 @@ module \top.grid.pe_3_0 (rst, en, \port$2915$84 , mode, sum, cin, clk);
   reg [7:0] \$88 ;
   reg \$89 ;
   wire [6:0] \$9 ;
-  reg [3:0] \$90 ;
+  reg [2:0] \$90 ;
   reg \$91 ;
   reg [1:0] \$92 ;
   reg \$93 ;
@@ -18195,28 +18339,28 @@ module \top.grid.pe_3_0 (rst, en, \port$2915$84 , mode, sum, cin, clk);
   reg [1:0] \$96 ;
   reg [15:0] \$97 ;
   reg \$98 ;
-  reg [3:0] \$99 ;
-  wire [27:0] a;
+  reg [2:0] \$99 ;
+  wire [25:0] a;
   wire \a.neg0 ;
   wire \a.neg1 ;
   wire \a.neg2 ;
   wire \a.neg3 ;
-  wire [2:0] \a.sh0 ;
+  wire [1:0] \a.sh0 ;
   wire \a.sh1 ;
-  wire [2:0] \a.sh2 ;
+  wire [1:0] \a.sh2 ;
   wire \a.sh3 ;
   wire [3:0] \a.x0 ;
   wire [3:0] \a.x1 ;
   wire [3:0] \a.x2 ;
   wire [3:0] \a.x3 ;
-  wire [27:0] b;
+  wire [25:0] b;
   wire \b.neg0 ;
   wire \b.neg1 ;
   wire \b.neg2 ;
   wire \b.neg3 ;
-  wire [2:0] \b.sh0 ;
+  wire [1:0] \b.sh0 ;
   wire \b.sh1 ;
-  wire [2:0] \b.sh2 ;
+  wire [1:0] \b.sh2 ;
   wire \b.sh3 ;
   wire [3:0] \b.x0 ;
   wire [3:0] \b.x1 ;
@@ -18278,15 +18422,15 @@ module \top.grid.pe_3_0 (rst, en, \port$2915$84 , mode, sum, cin, clk);
   wire [8:0] pair0_hi;
   (* keep = 32'd1 *)
   wire [8:0] pair1_hi;
-  input [55:0] \port$2915$84 ;
-  wire [55:0] \port$2915$84 ;
+  input [51:0] \port$3011$78 ;
+  wire [51:0] \port$3011$78 ;
   input rst;
   wire rst;
-  reg [3:0] sh2_0 = 4'h0;
+  reg [2:0] sh2_0 = 3'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
   reg [1:0] sh2_3 = 2'h0;
-  reg [3:0] sh3_0 = 4'h0;
+  reg [2:0] sh3_0 = 3'h0;
   reg [1:0] sh3_1 = 2'h0;
   reg [2:0] sh3_2 = 3'h0;
   reg [1:0] sh3_3 = 2'h0;
@@ -18296,29 +18440,29 @@ module \top.grid.pe_3_0 (rst, en, \port$2915$84 , mode, sum, cin, clk);
   wire [27:0] sum0_0;
   (* keep = 32'd1 *)
   wire [19:0] sum0_2;
-  assign \$2  = \port$2915$84 [28] ? \$1  : 5'h00;
-  assign \$4  = \port$2915$84 [29] ? \$3  : 5'h00;
+  assign \$2  = \port$3011$78 [26] ? \$1  : 5'h00;
+  assign \$4  = \port$3011$78 [27] ? \$3  : 5'h00;
   assign \$5  = \$2  + \$4 ;
-  assign \$7  = \port$2915$84 [30] ? \$6  : 7'h00;
-  assign \$9  = \port$2915$84 [31] ? \$8  : 7'h00;
+  assign \$7  = \port$3011$78 [28] ? \$6  : 7'h00;
+  assign \$9  = \port$3011$78 [29] ? \$8  : 7'h00;
   assign \$10  = \$7  + \$9 ;
-  assign \$12  = \port$2915$84 [32] ? \$11  : 5'h00;
-  assign \$14  = \port$2915$84 [33] ? \$13  : 5'h00;
+  assign \$12  = \port$3011$78 [30] ? \$11  : 5'h00;
+  assign \$14  = \port$3011$78 [31] ? \$13  : 5'h00;
   assign \$15  = \$12  + \$14 ;
-  assign \$17  = \port$2915$84 [34] ? \$16  : 7'h00;
-  assign \$19  = \port$2915$84 [35] ? \$18  : 7'h00;
+  assign \$17  = \port$3011$78 [32] ? \$16  : 7'h00;
+  assign \$19  = \port$3011$78 [33] ? \$18  : 7'h00;
   assign \$20  = \$17  + \$19 ;
-  assign \$22  = \port$2915$84 [36] ? \$21  : 5'h00;
-  assign \$24  = \port$2915$84 [37] ? \$23  : 5'h00;
+  assign \$22  = \port$3011$78 [34] ? \$21  : 5'h00;
+  assign \$24  = \port$3011$78 [35] ? \$23  : 5'h00;
   assign \$25  = \$22  + \$24 ;
-  assign \$27  = \port$2915$84 [38] ? \$26  : 7'h00;
-  assign \$29  = \port$2915$84 [39] ? \$28  : 7'h00;
+  assign \$27  = \port$3011$78 [36] ? \$26  : 7'h00;
+  assign \$29  = \port$3011$78 [37] ? \$28  : 7'h00;
   assign \$30  = \$27  + \$29 ;
-  assign \$32  = \port$2915$84 [40] ? \$31  : 5'h00;
-  assign \$34  = \port$2915$84 [41] ? \$33  : 5'h00;
+  assign \$32  = \port$3011$78 [38] ? \$31  : 5'h00;
+  assign \$34  = \port$3011$78 [39] ? \$33  : 5'h00;
   assign \$35  = \$32  + \$34 ;
-  assign \$37  = \port$2915$84 [42] ? \$36  : 7'h00;
-  assign \$39  = \port$2915$84 [43] ? \$38  : 7'h00;
+  assign \$37  = \port$3011$78 [40] ? \$36  : 7'h00;
+  assign \$39  = \port$3011$78 [41] ? \$38  : 7'h00;
   assign \$40  = \$37  + \$39 ;
   assign pair0_hi = m0[7:4] + m1;
   assign pair1_hi = m2[7:4] + m3;
@@ -18331,14 +18475,14 @@ module \top.grid.pe_3_0 (rst, en, \port$2915$84 , mode, sum, cin, clk);
   assign \$44  = mul1_lo + mul1_hi;
   assign \$45  = mul2_lo + mul2_hi;
   assign \$46  = mul3_lo + mul3_hi;
-  assign \$47  = \port$2915$84 [16] ^ \port$2915$84 [44];
-  assign \$48  = \port$2915$84 [19:17] + \port$2915$84 [47:45];
-  assign \$49  = \port$2915$84 [20] ^ \port$2915$84 [48];
-  assign \$50  = \port$2915$84 [21] + \port$2915$84 [49];
-  assign \$51  = \port$2915$84 [22] ^ \port$2915$84 [50];
-  assign \$52  = \port$2915$84 [25:23] + \port$2915$84 [53:51];
-  assign \$53  = \port$2915$84 [26] ^ \port$2915$84 [54];
-  assign \$54  = \port$2915$84 [27] + \port$2915$84 [55];
+  assign \$47  = \port$3011$78 [16] ^ \port$3011$78 [42];
+  assign \$48  = \port$3011$78 [18:17] + \port$3011$78 [44:43];
+  assign \$49  = \port$3011$78 [19] ^ \port$3011$78 [45];
+  assign \$50  = \port$3011$78 [20] + \port$3011$78 [46];
+  assign \$51  = \port$3011$78 [21] ^ \port$3011$78 [47];
+  assign \$52  = \port$3011$78 [23:22] + \port$3011$78 [49:48];
+  assign \$53  = \port$3011$78 [24] ^ \port$3011$78 [50];
+  assign \$54  = \port$3011$78 [25] + \port$3011$78 [51];
   assign \$55  = ~ mode[0];
   assign \$56  = ~ mode[1];
   assign \$57  = \$55  & \$56 ;
@@ -18359,13 +18503,13 @@ module \top.grid.pe_3_0 (rst, en, \port$2915$84 , mode, sum, cin, clk);
   assign \$72  = ~ mode[1];
   assign \$73  = \$71  & \$72 ;
   assign \$74  = \$73  ? m3 : 8'h00;
-  assign \$75  = mag3_0 << sh3_0;
+  assign \$75  = mag3_0 << { sh3_0, 1'h0 };
   assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
-  assign \$77  = mag3_1 << sh3_1;
+  assign \$77  = mag3_1 << { sh3_1, 1'h0 };
   assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
-  assign \$79  = mag3_2 << sh3_2;
+  assign \$79  = mag3_2 << { sh3_2, 1'h0 };
   assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
-  assign \$81  = mag3_3 << sh3_3;
+  assign \$81  = mag3_3 << { sh3_3, 1'h0 };
   assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
   assign \$83  = $signed(sum0_0) + $signed(sum0_2);
   assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
@@ -18550,7 +18694,7 @@ module \top.grid.pe_3_0 (rst, en, \port$2915$84 , mode, sum, cin, clk);
       \$90  = \$48 ;
     end
     if (rst) begin
-      \$90  = 4'h0;
+      \$90  = 3'h0;
     end
   end
   always @* begin
@@ -18587,7 +18731,7 @@ module \top.grid.pe_3_0 (rst, en, \port$2915$84 , mode, sum, cin, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$94  = sh2_2;
     if (en) begin
-      \$94  = \$52 [2:0];
+      \$94  = \$52 ;
     end
     if (rst) begin
       \$94  = 3'h0;
@@ -18640,7 +18784,7 @@ module \top.grid.pe_3_0 (rst, en, \port$2915$84 , mode, sum, cin, clk);
       \$99  = sh2_0;
     end
     if (rst) begin
-      \$99  = 4'h0;
+      \$99  = 3'h0;
     end
   end
   always @* begin
@@ -18833,50 +18977,50 @@ module \top.grid.pe_3_0 (rst, en, \port$2915$84 , mode, sum, cin, clk);
       \$118  = 1'h0;
     end
   end
-  assign b = \port$2915$84 [55:28];
-  assign a = \port$2915$84 [27:0];
-  assign \b.x0  = \port$2915$84 [31:28];
-  assign \b.x1  = \port$2915$84 [35:32];
-  assign \b.x2  = \port$2915$84 [39:36];
-  assign \b.x3  = \port$2915$84 [43:40];
-  assign \b.neg0  = \port$2915$84 [44];
-  assign \b.sh0  = \port$2915$84 [47:45];
-  assign \b.neg1  = \port$2915$84 [48];
-  assign \b.sh1  = \port$2915$84 [49];
-  assign \b.neg2  = \port$2915$84 [50];
-  assign \b.sh2  = \port$2915$84 [53:51];
-  assign \b.neg3  = \port$2915$84 [54];
-  assign \b.sh3  = \port$2915$84 [55];
-  assign \a.x0  = \port$2915$84 [3:0];
-  assign \a.x1  = \port$2915$84 [7:4];
-  assign \a.x2  = \port$2915$84 [11:8];
-  assign \a.x3  = \port$2915$84 [15:12];
-  assign \a.neg0  = \port$2915$84 [16];
-  assign \a.sh0  = \port$2915$84 [19:17];
-  assign \a.neg1  = \port$2915$84 [20];
-  assign \a.sh1  = \port$2915$84 [21];
-  assign \a.neg2  = \port$2915$84 [22];
-  assign \a.sh2  = \port$2915$84 [25:23];
-  assign \a.neg3  = \port$2915$84 [26];
-  assign \a.sh3  = \port$2915$84 [27];
+  assign b = \port$3011$78 [51:26];
+  assign a = \port$3011$78 [25:0];
+  assign \b.x0  = \port$3011$78 [29:26];
+  assign \b.x1  = \port$3011$78 [33:30];
+  assign \b.x2  = \port$3011$78 [37:34];
+  assign \b.x3  = \port$3011$78 [41:38];
+  assign \b.neg0  = \port$3011$78 [42];
+  assign \b.sh0  = \port$3011$78 [44:43];
+  assign \b.neg1  = \port$3011$78 [45];
+  assign \b.sh1  = \port$3011$78 [46];
+  assign \b.neg2  = \port$3011$78 [47];
+  assign \b.sh2  = \port$3011$78 [49:48];
+  assign \b.neg3  = \port$3011$78 [50];
+  assign \b.sh3  = \port$3011$78 [51];
+  assign \a.x0  = \port$3011$78 [3:0];
+  assign \a.x1  = \port$3011$78 [7:4];
+  assign \a.x2  = \port$3011$78 [11:8];
+  assign \a.x3  = \port$3011$78 [15:12];
+  assign \a.neg0  = \port$3011$78 [16];
+  assign \a.sh0  = \port$3011$78 [18:17];
+  assign \a.neg1  = \port$3011$78 [19];
+  assign \a.sh1  = \port$3011$78 [20];
+  assign \a.neg2  = \port$3011$78 [21];
+  assign \a.sh2  = \port$3011$78 [23:22];
+  assign \a.neg3  = \port$3011$78 [24];
+  assign \a.sh3  = \port$3011$78 [25];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
-  assign \$1  = { 1'h0, \port$2915$84 [3:0] };
-  assign \$3  = { \port$2915$84 [3:0], 1'h0 };
-  assign \$6  = { 1'h0, \port$2915$84 [3:0], 2'h0 };
-  assign \$8  = { \port$2915$84 [3:0], 3'h0 };
-  assign \$11  = { 1'h0, \port$2915$84 [7:4] };
-  assign \$13  = { \port$2915$84 [7:4], 1'h0 };
-  assign \$16  = { 1'h0, \port$2915$84 [7:4], 2'h0 };
-  assign \$18  = { \port$2915$84 [7:4], 3'h0 };
-  assign \$21  = { 1'h0, \port$2915$84 [11:8] };
-  assign \$23  = { \port$2915$84 [11:8], 1'h0 };
-  assign \$26  = { 1'h0, \port$2915$84 [11:8], 2'h0 };
-  assign \$28  = { \port$2915$84 [11:8], 3'h0 };
-  assign \$31  = { 1'h0, \port$2915$84 [15:12] };
-  assign \$33  = { \port$2915$84 [15:12], 1'h0 };
-  assign \$36  = { 1'h0, \port$2915$84 [15:12], 2'h0 };
-  assign \$38  = { \port$2915$84 [15:12], 3'h0 };
+  assign \$1  = { 1'h0, \port$3011$78 [3:0] };
+  assign \$3  = { \port$3011$78 [3:0], 1'h0 };
+  assign \$6  = { 1'h0, \port$3011$78 [3:0], 2'h0 };
+  assign \$8  = { \port$3011$78 [3:0], 3'h0 };
+  assign \$11  = { 1'h0, \port$3011$78 [7:4] };
+  assign \$13  = { \port$3011$78 [7:4], 1'h0 };
+  assign \$16  = { 1'h0, \port$3011$78 [7:4], 2'h0 };
+  assign \$18  = { \port$3011$78 [7:4], 3'h0 };
+  assign \$21  = { 1'h0, \port$3011$78 [11:8] };
+  assign \$23  = { \port$3011$78 [11:8], 1'h0 };
+  assign \$26  = { 1'h0, \port$3011$78 [11:8], 2'h0 };
+  assign \$28  = { \port$3011$78 [11:8], 3'h0 };
+  assign \$31  = { 1'h0, \port$3011$78 [15:12] };
+  assign \$33  = { \port$3011$78 [15:12], 1'h0 };
+  assign \$36  = { 1'h0, \port$3011$78 [15:12], 2'h0 };
+  assign \$38  = { \port$3011$78 [15:12], 3'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -18943,12 +19087,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] \$45 ;
   wire [8:0] \$46 ;
   wire \$47 ;
-  wire [3:0] \$48 ;
+  wire [2:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
   wire [1:0] \$50 ;
   wire \$51 ;
-  wire [3:0] \$52 ;
+  wire [2:0] \$52 ;
   wire \$53 ;
   wire [1:0] \$54 ;
   wire \$55 ;
@@ -18975,12 +19119,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
   wire [7:0] \$74 ;
   wire [30:0] \$75 ;
   wire [25:0] \$76 ;
-  wire [10:0] \$77 ;
+  wire [14:0] \$77 ;
   wire [9:0] \$78 ;
-  wire [18:0] \$79 ;
+  wire [26:0] \$79 ;
   wire [6:0] \$8 ;
   wire [17:0] \$80 ;
-  wire [10:0] \$81 ;
+  wire [14:0] \$81 ;
   wire [9:0] \$82 ;
   wire [28:0] \$83 ;
   wire [29:0] \$84 ;
@@ -18990,7 +19134,7 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
   reg [7:0] \$88 ;
   reg \$89 ;
   wire [6:0] \$9 ;
-  reg [3:0] \$90 ;
+  reg [2:0] \$90 ;
   reg \$91 ;
   reg [1:0] \$92 ;
   reg \$93 ;
@@ -18999,30 +19143,30 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
   reg [1:0] \$96 ;
   reg [15:0] \$97 ;
   reg \$98 ;
-  reg [3:0] \$99 ;
-  input [27:0] a;
-  wire [27:0] a;
+  reg [2:0] \$99 ;
+  input [25:0] a;
+  wire [25:0] a;
   wire \a.neg0 ;
   wire \a.neg1 ;
   wire \a.neg2 ;
   wire \a.neg3 ;
-  wire [2:0] \a.sh0 ;
+  wire [1:0] \a.sh0 ;
   wire \a.sh1 ;
-  wire [2:0] \a.sh2 ;
+  wire [1:0] \a.sh2 ;
   wire \a.sh3 ;
   wire [3:0] \a.x0 ;
   wire [3:0] \a.x1 ;
   wire [3:0] \a.x2 ;
   wire [3:0] \a.x3 ;
-  input [27:0] b;
-  wire [27:0] b;
+  input [25:0] b;
+  wire [25:0] b;
   wire \b.neg0 ;
   wire \b.neg1 ;
   wire \b.neg2 ;
   wire \b.neg3 ;
-  wire [2:0] \b.sh0 ;
+  wire [1:0] \b.sh0 ;
   wire \b.sh1 ;
-  wire [2:0] \b.sh2 ;
+  wire [1:0] \b.sh2 ;
   wire \b.sh3 ;
   wire [3:0] \b.x0 ;
   wire [3:0] \b.x1 ;
@@ -19086,11 +19230,11 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [3:0] sh2_0 = 4'h0;
+  reg [2:0] sh2_0 = 3'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
   reg [1:0] sh2_3 = 2'h0;
-  reg [3:0] sh3_0 = 4'h0;
+  reg [2:0] sh3_0 = 3'h0;
   reg [1:0] sh3_1 = 2'h0;
   reg [2:0] sh3_2 = 3'h0;
   reg [1:0] sh3_3 = 2'h0;
@@ -19136,13 +19280,13 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
   assign \$45  = mul2_lo + mul2_hi;
   assign \$46  = mul3_lo + mul3_hi;
   assign \$47  = a[16] ^ b[16];
-  assign \$48  = a[19:17] + b[19:17];
-  assign \$49  = a[20] ^ b[20];
-  assign \$50  = a[21] + b[21];
-  assign \$51  = a[22] ^ b[22];
-  assign \$52  = a[25:23] + b[25:23];
-  assign \$53  = a[26] ^ b[26];
-  assign \$54  = a[27] + b[27];
+  assign \$48  = a[18:17] + b[18:17];
+  assign \$49  = a[19] ^ b[19];
+  assign \$50  = a[20] + b[20];
+  assign \$51  = a[21] ^ b[21];
+  assign \$52  = a[23:22] + b[23:22];
+  assign \$53  = a[24] ^ b[24];
+  assign \$54  = a[25] + b[25];
   assign \$55  = ~ mode[0];
   assign \$56  = ~ mode[1];
   assign \$57  = \$55  & \$56 ;
@@ -19163,13 +19307,13 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
   assign \$72  = ~ mode[1];
   assign \$73  = \$71  & \$72 ;
   assign \$74  = \$73  ? m3 : 8'h00;
-  assign \$75  = mag3_0 << sh3_0;
+  assign \$75  = mag3_0 << { sh3_0, 1'h0 };
   assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
-  assign \$77  = mag3_1 << sh3_1;
+  assign \$77  = mag3_1 << { sh3_1, 1'h0 };
   assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
-  assign \$79  = mag3_2 << sh3_2;
+  assign \$79  = mag3_2 << { sh3_2, 1'h0 };
   assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
-  assign \$81  = mag3_3 << sh3_3;
+  assign \$81  = mag3_3 << { sh3_3, 1'h0 };
   assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
   assign \$83  = $signed(sum0_0) + $signed(sum0_2);
   assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
@@ -19354,7 +19498,7 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
       \$90  = \$48 ;
     end
     if (rst) begin
-      \$90  = 4'h0;
+      \$90  = 3'h0;
     end
   end
   always @* begin
@@ -19391,7 +19535,7 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$94  = sh2_2;
     if (en) begin
-      \$94  = \$52 [2:0];
+      \$94  = \$52 ;
     end
     if (rst) begin
       \$94  = 3'h0;
@@ -19444,7 +19588,7 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
       \$99  = sh2_0;
     end
     if (rst) begin
-      \$99  = 4'h0;
+      \$99  = 3'h0;
     end
   end
   always @* begin
@@ -19642,25 +19786,25 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
   assign \b.x2  = b[11:8];
   assign \b.x3  = b[15:12];
   assign \b.neg0  = b[16];
-  assign \b.sh0  = b[19:17];
-  assign \b.neg1  = b[20];
-  assign \b.sh1  = b[21];
-  assign \b.neg2  = b[22];
-  assign \b.sh2  = b[25:23];
-  assign \b.neg3  = b[26];
-  assign \b.sh3  = b[27];
+  assign \b.sh0  = b[18:17];
+  assign \b.neg1  = b[19];
+  assign \b.sh1  = b[20];
+  assign \b.neg2  = b[21];
+  assign \b.sh2  = b[23:22];
+  assign \b.neg3  = b[24];
+  assign \b.sh3  = b[25];
   assign \a.x0  = a[3:0];
   assign \a.x1  = a[7:4];
   assign \a.x2  = a[11:8];
   assign \a.x3  = a[15:12];
   assign \a.neg0  = a[16];
-  assign \a.sh0  = a[19:17];
-  assign \a.neg1  = a[20];
-  assign \a.sh1  = a[21];
-  assign \a.neg2  = a[22];
-  assign \a.sh2  = a[25:23];
-  assign \a.neg3  = a[26];
-  assign \a.sh3  = a[27];
+  assign \a.sh0  = a[18:17];
+  assign \a.neg1  = a[19];
+  assign \a.sh1  = a[20];
+  assign \a.neg2  = a[21];
+  assign \a.sh2  = a[23:22];
+  assign \a.neg3  = a[24];
+  assign \a.sh3  = a[25];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
   assign \$1  = { 1'h0, a[3:0] };
@@ -19745,12 +19889,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] \$45 ;
   wire [8:0] \$46 ;
   wire \$47 ;
-  wire [3:0] \$48 ;
+  wire [2:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
   wire [1:0] \$50 ;
   wire \$51 ;
-  wire [3:0] \$52 ;
+  wire [2:0] \$52 ;
   wire \$53 ;
   wire [1:0] \$54 ;
   wire \$55 ;
@@ -19777,12 +19921,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
   wire [7:0] \$74 ;
   wire [30:0] \$75 ;
   wire [25:0] \$76 ;
-  wire [10:0] \$77 ;
+  wire [14:0] \$77 ;
   wire [9:0] \$78 ;
-  wire [18:0] \$79 ;
+  wire [26:0] \$79 ;
   wire [6:0] \$8 ;
   wire [17:0] \$80 ;
-  wire [10:0] \$81 ;
+  wire [14:0] \$81 ;
   wire [9:0] \$82 ;
   wire [28:0] \$83 ;
   wire [29:0] \$84 ;
@@ -19792,7 +19936,7 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
   reg [7:0] \$88 ;
   reg \$89 ;
   wire [6:0] \$9 ;
-  reg [3:0] \$90 ;
+  reg [2:0] \$90 ;
   reg \$91 ;
   reg [1:0] \$92 ;
   reg \$93 ;
@@ -19801,30 +19945,30 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
   reg [1:0] \$96 ;
   reg [15:0] \$97 ;
   reg \$98 ;
-  reg [3:0] \$99 ;
-  input [27:0] a;
-  wire [27:0] a;
+  reg [2:0] \$99 ;
+  input [25:0] a;
+  wire [25:0] a;
   wire \a.neg0 ;
   wire \a.neg1 ;
   wire \a.neg2 ;
   wire \a.neg3 ;
-  wire [2:0] \a.sh0 ;
+  wire [1:0] \a.sh0 ;
   wire \a.sh1 ;
-  wire [2:0] \a.sh2 ;
+  wire [1:0] \a.sh2 ;
   wire \a.sh3 ;
   wire [3:0] \a.x0 ;
   wire [3:0] \a.x1 ;
   wire [3:0] \a.x2 ;
   wire [3:0] \a.x3 ;
-  input [27:0] b;
-  wire [27:0] b;
+  input [25:0] b;
+  wire [25:0] b;
   wire \b.neg0 ;
   wire \b.neg1 ;
   wire \b.neg2 ;
   wire \b.neg3 ;
-  wire [2:0] \b.sh0 ;
+  wire [1:0] \b.sh0 ;
   wire \b.sh1 ;
-  wire [2:0] \b.sh2 ;
+  wire [1:0] \b.sh2 ;
   wire \b.sh3 ;
   wire [3:0] \b.x0 ;
   wire [3:0] \b.x1 ;
@@ -19888,11 +20032,11 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [3:0] sh2_0 = 4'h0;
+  reg [2:0] sh2_0 = 3'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
   reg [1:0] sh2_3 = 2'h0;
-  reg [3:0] sh3_0 = 4'h0;
+  reg [2:0] sh3_0 = 3'h0;
   reg [1:0] sh3_1 = 2'h0;
   reg [2:0] sh3_2 = 3'h0;
   reg [1:0] sh3_3 = 2'h0;
@@ -19938,13 +20082,13 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
   assign \$45  = mul2_lo + mul2_hi;
   assign \$46  = mul3_lo + mul3_hi;
   assign \$47  = a[16] ^ b[16];
-  assign \$48  = a[19:17] + b[19:17];
-  assign \$49  = a[20] ^ b[20];
-  assign \$50  = a[21] + b[21];
-  assign \$51  = a[22] ^ b[22];
-  assign \$52  = a[25:23] + b[25:23];
-  assign \$53  = a[26] ^ b[26];
-  assign \$54  = a[27] + b[27];
+  assign \$48  = a[18:17] + b[18:17];
+  assign \$49  = a[19] ^ b[19];
+  assign \$50  = a[20] + b[20];
+  assign \$51  = a[21] ^ b[21];
+  assign \$52  = a[23:22] + b[23:22];
+  assign \$53  = a[24] ^ b[24];
+  assign \$54  = a[25] + b[25];
   assign \$55  = ~ mode[0];
   assign \$56  = ~ mode[1];
   assign \$57  = \$55  & \$56 ;
@@ -19965,13 +20109,13 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
   assign \$72  = ~ mode[1];
   assign \$73  = \$71  & \$72 ;
   assign \$74  = \$73  ? m3 : 8'h00;
-  assign \$75  = mag3_0 << sh3_0;
+  assign \$75  = mag3_0 << { sh3_0, 1'h0 };
   assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
-  assign \$77  = mag3_1 << sh3_1;
+  assign \$77  = mag3_1 << { sh3_1, 1'h0 };
   assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
-  assign \$79  = mag3_2 << sh3_2;
+  assign \$79  = mag3_2 << { sh3_2, 1'h0 };
   assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
-  assign \$81  = mag3_3 << sh3_3;
+  assign \$81  = mag3_3 << { sh3_3, 1'h0 };
   assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
   assign \$83  = $signed(sum0_0) + $signed(sum0_2);
   assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
@@ -20156,7 +20300,7 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
       \$90  = \$48 ;
     end
     if (rst) begin
-      \$90  = 4'h0;
+      \$90  = 3'h0;
     end
   end
   always @* begin
@@ -20193,7 +20337,7 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$94  = sh2_2;
     if (en) begin
-      \$94  = \$52 [2:0];
+      \$94  = \$52 ;
     end
     if (rst) begin
       \$94  = 3'h0;
@@ -20246,7 +20390,7 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
       \$99  = sh2_0;
     end
     if (rst) begin
-      \$99  = 4'h0;
+      \$99  = 3'h0;
     end
   end
   always @* begin
@@ -20444,25 +20588,25 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
   assign \b.x2  = b[11:8];
   assign \b.x3  = b[15:12];
   assign \b.neg0  = b[16];
-  assign \b.sh0  = b[19:17];
-  assign \b.neg1  = b[20];
-  assign \b.sh1  = b[21];
-  assign \b.neg2  = b[22];
-  assign \b.sh2  = b[25:23];
-  assign \b.neg3  = b[26];
-  assign \b.sh3  = b[27];
+  assign \b.sh0  = b[18:17];
+  assign \b.neg1  = b[19];
+  assign \b.sh1  = b[20];
+  assign \b.neg2  = b[21];
+  assign \b.sh2  = b[23:22];
+  assign \b.neg3  = b[24];
+  assign \b.sh3  = b[25];
   assign \a.x0  = a[3:0];
   assign \a.x1  = a[7:4];
   assign \a.x2  = a[11:8];
   assign \a.x3  = a[15:12];
   assign \a.neg0  = a[16];
-  assign \a.sh0  = a[19:17];
-  assign \a.neg1  = a[20];
-  assign \a.sh1  = a[21];
-  assign \a.neg2  = a[22];
-  assign \a.sh2  = a[25:23];
-  assign \a.neg3  = a[26];
-  assign \a.sh3  = a[27];
+  assign \a.sh0  = a[18:17];
+  assign \a.neg1  = a[19];
+  assign \a.sh1  = a[20];
+  assign \a.neg2  = a[21];
+  assign \a.sh2  = a[23:22];
+  assign \a.neg3  = a[24];
+  assign \a.sh3  = a[25];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
   assign \$1  = { 1'h0, a[3:0] };
@@ -20547,12 +20691,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] \$45 ;
   wire [8:0] \$46 ;
   wire \$47 ;
-  wire [3:0] \$48 ;
+  wire [2:0] \$48 ;
   wire \$49 ;
   wire [5:0] \$5 ;
   wire [1:0] \$50 ;
   wire \$51 ;
-  wire [3:0] \$52 ;
+  wire [2:0] \$52 ;
   wire \$53 ;
   wire [1:0] \$54 ;
   wire \$55 ;
@@ -20579,12 +20723,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
   wire [7:0] \$74 ;
   wire [30:0] \$75 ;
   wire [25:0] \$76 ;
-  wire [10:0] \$77 ;
+  wire [14:0] \$77 ;
   wire [9:0] \$78 ;
-  wire [18:0] \$79 ;
+  wire [26:0] \$79 ;
   wire [6:0] \$8 ;
   wire [17:0] \$80 ;
-  wire [10:0] \$81 ;
+  wire [14:0] \$81 ;
   wire [9:0] \$82 ;
   wire [28:0] \$83 ;
   wire [29:0] \$84 ;
@@ -20594,7 +20738,7 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
   reg [7:0] \$88 ;
   reg \$89 ;
   wire [6:0] \$9 ;
-  reg [3:0] \$90 ;
+  reg [2:0] \$90 ;
   reg \$91 ;
   reg [1:0] \$92 ;
   reg \$93 ;
@@ -20603,30 +20747,30 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
   reg [1:0] \$96 ;
   reg [15:0] \$97 ;
   reg \$98 ;
-  reg [3:0] \$99 ;
-  input [27:0] a;
-  wire [27:0] a;
+  reg [2:0] \$99 ;
+  input [25:0] a;
+  wire [25:0] a;
   wire \a.neg0 ;
   wire \a.neg1 ;
   wire \a.neg2 ;
   wire \a.neg3 ;
-  wire [2:0] \a.sh0 ;
+  wire [1:0] \a.sh0 ;
   wire \a.sh1 ;
-  wire [2:0] \a.sh2 ;
+  wire [1:0] \a.sh2 ;
   wire \a.sh3 ;
   wire [3:0] \a.x0 ;
   wire [3:0] \a.x1 ;
   wire [3:0] \a.x2 ;
   wire [3:0] \a.x3 ;
-  input [27:0] b;
-  wire [27:0] b;
+  input [25:0] b;
+  wire [25:0] b;
   wire \b.neg0 ;
   wire \b.neg1 ;
   wire \b.neg2 ;
   wire \b.neg3 ;
-  wire [2:0] \b.sh0 ;
+  wire [1:0] \b.sh0 ;
   wire \b.sh1 ;
-  wire [2:0] \b.sh2 ;
+  wire [1:0] \b.sh2 ;
   wire \b.sh3 ;
   wire [3:0] \b.x0 ;
   wire [3:0] \b.x1 ;
@@ -20690,11 +20834,11 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
   wire [8:0] pair1_hi;
   input rst;
   wire rst;
-  reg [3:0] sh2_0 = 4'h0;
+  reg [2:0] sh2_0 = 3'h0;
   reg [1:0] sh2_1 = 2'h0;
   reg [2:0] sh2_2 = 3'h0;
   reg [1:0] sh2_3 = 2'h0;
-  reg [3:0] sh3_0 = 4'h0;
+  reg [2:0] sh3_0 = 3'h0;
   reg [1:0] sh3_1 = 2'h0;
   reg [2:0] sh3_2 = 3'h0;
   reg [1:0] sh3_3 = 2'h0;
@@ -20740,13 +20884,13 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
   assign \$45  = mul2_lo + mul2_hi;
   assign \$46  = mul3_lo + mul3_hi;
   assign \$47  = a[16] ^ b[16];
-  assign \$48  = a[19:17] + b[19:17];
-  assign \$49  = a[20] ^ b[20];
-  assign \$50  = a[21] + b[21];
-  assign \$51  = a[22] ^ b[22];
-  assign \$52  = a[25:23] + b[25:23];
-  assign \$53  = a[26] ^ b[26];
-  assign \$54  = a[27] + b[27];
+  assign \$48  = a[18:17] + b[18:17];
+  assign \$49  = a[19] ^ b[19];
+  assign \$50  = a[20] + b[20];
+  assign \$51  = a[21] ^ b[21];
+  assign \$52  = a[23:22] + b[23:22];
+  assign \$53  = a[24] ^ b[24];
+  assign \$54  = a[25] + b[25];
   assign \$55  = ~ mode[0];
   assign \$56  = ~ mode[1];
   assign \$57  = \$55  & \$56 ;
@@ -20767,13 +20911,13 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
   assign \$72  = ~ mode[1];
   assign \$73  = \$71  & \$72 ;
   assign \$74  = \$73  ? m3 : 8'h00;
-  assign \$75  = mag3_0 << sh3_0;
+  assign \$75  = mag3_0 << { sh3_0, 1'h0 };
   assign \$76  = { 1'h0, \$75 [24:0] } ^ { neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0, neg3_0 };
-  assign \$77  = mag3_1 << sh3_1;
+  assign \$77  = mag3_1 << { sh3_1, 1'h0 };
   assign \$78  = { 1'h0, \$77 [8:0] } ^ { neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1, neg3_1 };
-  assign \$79  = mag3_2 << sh3_2;
+  assign \$79  = mag3_2 << { sh3_2, 1'h0 };
   assign \$80  = { 1'h0, \$79 [16:0] } ^ { neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2, neg3_2 };
-  assign \$81  = mag3_3 << sh3_3;
+  assign \$81  = mag3_3 << { sh3_3, 1'h0 };
   assign \$82  = { 1'h0, \$81 [8:0] } ^ { neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3, neg3_3 };
   assign \$83  = $signed(sum0_0) + $signed(sum0_2);
   assign \$84  = $signed(\$83 ) + $signed({ 1'h0, neg4_1 });
@@ -20958,7 +21102,7 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
       \$90  = \$48 ;
     end
     if (rst) begin
-      \$90  = 4'h0;
+      \$90  = 3'h0;
     end
   end
   always @* begin
@@ -20995,7 +21139,7 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$94  = sh2_2;
     if (en) begin
-      \$94  = \$52 [2:0];
+      \$94  = \$52 ;
     end
     if (rst) begin
       \$94  = 3'h0;
@@ -21048,7 +21192,7 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
       \$99  = sh2_0;
     end
     if (rst) begin
-      \$99  = 4'h0;
+      \$99  = 3'h0;
     end
   end
   always @* begin
@@ -21246,25 +21390,25 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
   assign \b.x2  = b[11:8];
   assign \b.x3  = b[15:12];
   assign \b.neg0  = b[16];
-  assign \b.sh0  = b[19:17];
-  assign \b.neg1  = b[20];
-  assign \b.sh1  = b[21];
-  assign \b.neg2  = b[22];
-  assign \b.sh2  = b[25:23];
-  assign \b.neg3  = b[26];
-  assign \b.sh3  = b[27];
+  assign \b.sh0  = b[18:17];
+  assign \b.neg1  = b[19];
+  assign \b.sh1  = b[20];
+  assign \b.neg2  = b[21];
+  assign \b.sh2  = b[23:22];
+  assign \b.neg3  = b[24];
+  assign \b.sh3  = b[25];
   assign \a.x0  = a[3:0];
   assign \a.x1  = a[7:4];
   assign \a.x2  = a[11:8];
   assign \a.x3  = a[15:12];
   assign \a.neg0  = a[16];
-  assign \a.sh0  = a[19:17];
-  assign \a.neg1  = a[20];
-  assign \a.sh1  = a[21];
-  assign \a.neg2  = a[22];
-  assign \a.sh2  = a[25:23];
-  assign \a.neg3  = a[26];
-  assign \a.sh3  = a[27];
+  assign \a.sh0  = a[18:17];
+  assign \a.neg1  = a[19];
+  assign \a.sh1  = a[20];
+  assign \a.neg2  = a[21];
+  assign \a.sh2  = a[23:22];
+  assign \a.neg3  = a[24];
+  assign \a.sh3  = a[25];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
   assign \$1  = { 1'h0, a[3:0] };

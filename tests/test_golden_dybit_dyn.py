@@ -12,6 +12,7 @@ import torch
 from accelkit.config import ConfigError
 from accelkit.config.dybit import OperandFormat
 from accelkit.config.dybit_dyn import (
+    SHIFT_STEP,
     DyBitDynConfig,
     format_byte,
     header_word,
@@ -36,10 +37,11 @@ def test_normalised_decode_is_exact(fmt):
         assert (-1 if neg else 1) * (sig << sh) == int(ints[code]), (fmt.name, code)
 
 
-def test_shifts_are_short():
-    """Normalised significands leave at most 5 bits of shift per 8-bit operand and 1 per 4-bit one."""
-    assert (shift_max(8), shift_max(4)) == (5, 1)
-    assert [CFG.lane_shift_max(lane) for lane in range(4)] == [10, 2, 6, 2]
+def test_shifts_are_short_and_even():
+    """Normalised significands leave at most 6 bits of shift per 8-bit operand and 2 per 4-bit one, always even."""
+    assert (shift_max(8), shift_max(4)) == (6, 2)
+    assert [CFG.lane_shift_max(lane) for lane in range(4)] == [12, 4, 8, 4]
+    assert all(decode_normalised(f, c)[2] % SHIFT_STEP == 0 for f in CFG.formats for c in range(1 << f.n))
 
 
 def test_modes_lanes_and_widths():
@@ -149,7 +151,8 @@ def test_edge_decoder_matches_the_golden_decode(n):
             ctx.set(fmt.kmax, f.kmax if f.is_dybit else 0)
             for c in range(1 << n):
                 ctx.set(code, c)
-                seen.append((f.name, c, tuple(ctx.get(x) for x in out), decode_normalised(f, c)))
+                neg, sig, sh = decode_normalised(f, c)
+                seen.append((f.name, c, tuple(ctx.get(x) for x in out), (neg, sig, sh // SHIFT_STEP)))
 
     sim = Simulator(m)
     sim.add_testbench(bench)

@@ -22,6 +22,7 @@ from .dybit import MAX_DIM, MAX_K_LIMIT, OperandFormat
 WIDTHS_ALLOWED = (4, 8)
 LANE_BITS = 16  # every a and b lane: P codes of n bits, P * n <= 16
 SUB_BITS = 4  # the sub-multipliers are 4 x 4 bits
+SHIFT_STEP = 2  # residual shifts are multiples of 2: the shifters have half the levels' worth of amounts
 PIPELINE_DEPTH = 5  # register stages before the accumulators: decode, sub-products, fuse+sign, shift, lane sum
 
 # header: lane 0 of the header beat holds A's format byte (bits 0..7) and B's (bits 8..15)
@@ -46,13 +47,17 @@ def mode_lanes(na: int, nb: int) -> tuple[int, ...]:
 def decode_case(n: int, kmax: int, k: int) -> tuple[int, int, int, int]:
     """How a DyBit(n, kmax) body with prefix length k decodes, normalised into an n-bit significand:
     (w, hidden, pre, sh). The significand is ((hidden << w) | m) << pre (hidden is 0 for k = 0, else 1) and
-    the residual left shift is sh, so that |I| = significand << sh and the significand fills up to n bits."""
+    the residual left shift is sh, so that |I| = significand << sh: the significand takes as much of the shift
+    as n bits hold, less one when that leaves an odd residual (a multiple of SHIFT_STEP; a significand with
+    a residual shift is left-aligned with w <= n - 2, so it has a zero to give)."""
     f = n - 2
     w = n - 2 - k if k < kmax else n - 1 - kmax
     if k == 0:
         return w, 0, 0, 0
     shift = k - 1 + f - w
     pre = min(shift, n - (w + 1))
+    if (shift - pre) % SHIFT_STEP:
+        pre -= 1
     return w, 1, pre, shift - pre
 
 
@@ -150,6 +155,10 @@ class DyBitDynConfig(BlockConfig):
     def lane_shift_max(self, lane: int) -> int:
         """Largest residual shift of a product in `lane` (the sum of its operands' residual shifts)."""
         return max((shift_max(na) + shift_max(nb) for na, nb in self.lane_modes(lane)), default=0)
+
+    def lane_shift_steps(self, lane: int) -> int:
+        """lane_shift_max in units of SHIFT_STEP (what the PE's shifter takes)."""
+        return self.lane_shift_max(lane) // SHIFT_STEP
 
     def side_shift_max(self, lane: int, side: str) -> int:
         """Largest residual shift of one operand (side "a" or "b") in `lane`."""
