@@ -733,6 +733,28 @@ def params_demux_liveness(cfg: ParamsDemuxConfig) -> Liveness:
     return Liveness(progress=1, response=None, completion=None, why=params_demux_liveness.__doc__)
 
 
+@dataclasses.dataclass(frozen=True)
+class StreamSliceConfig(BlockConfig):
+    """A `StreamSlice` (gen/stream_slice.py), the register after every link and identity FIFO of a network top,
+    on beats of `data_bits` and a `last` flag (so that the response and completion proofs see units)."""
+
+    block: ClassVar[str] = "stream-slice"
+    data_bits: int = 3
+
+
+def build_stream_slice(cfg: StreamSliceConfig) -> wiring.Component:
+    from accelkit.gen.stream_slice import StreamSlice
+
+    return StreamSlice(data.StructLayout({"data": cfg.data_bits, "last": 1}))
+
+
+def stream_slice_liveness(cfg: StreamSliceConfig) -> Liveness:
+    """Register slice: `i.ready` is low only while the skid register holds a beat, which the output takes the
+    next cycle it is ready; with the input offered and the output ready a beat moves every cycle (progress 1),
+    and a `last` beat taken in cycle t is offered at t + 1 (response and completion 1)."""
+    return Liveness(progress=1, response=1, completion=1, why=stream_slice_liveness.__doc__)
+
+
 def network_targets() -> list[Target]:
     """The network top's own components at small configs (docs/formal.md): both gearbox directions (ratio 3,
     so the part counter has an unused state), a pool of three output beats a frame, a demux of three engines
@@ -756,6 +778,8 @@ def network_targets() -> list[Target]:
         Target("params-demux", "params-demux", demux, "3 engines (widths 3, 2, 4), 4-bit words, index 3 dropped",
                params_demux_liveness(demux), {"stream": ("prove", 6), "cover": ("cover", 12), "progress": ("prove", 6)},
                builder=build_params_demux, invariants=params_demux_invariants),
+        Target("stream-slice", "stream-slice", StreamSliceConfig(), "3-bit beats with last",
+               stream_slice_liveness(StreamSliceConfig()), plan, builder=build_stream_slice),
     ]
 
 

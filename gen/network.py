@@ -11,7 +11,8 @@ Streams:
   else ``sites_out``: the last engine's output tokens.
 
 Between engine i - 1 and engine i: a `BeatGearbox` when pi differs from the previous po, then a
-``SyncFIFOBuffered`` of ``cfg.link_depths[i - 1]`` beats when that is not 0 (the compiler sizes each).
+``SyncFIFOBuffered`` of ``cfg.link_depths[i - 1]`` beats when that is not 0 (the compiler sizes each), then a
+`StreamSlice` (gen/stream_slice.py) so that the FIFO's memory read ends in flip-flops.
 
 Residual blocks: the block's first engine hands on the beats its line buffer accepts (``identity_out``),
 which a ``SyncFIFOBuffered`` of ``cfg.identity_depth(span)`` beats carries beside the block to the last
@@ -31,6 +32,7 @@ from accelkit.config.network import SparseNetworkConfig
 from .sparse_conv import SparseConvEngine, in_token_layout, out_token_layout
 from .sparse_gearbox import BeatGearbox
 from .sparse_pool import SumPool, pool_sum_bits, pooled_layout
+from .stream_slice import StreamSlice
 
 __all__ = ["SparseNetworkTop", "ParamsDemux", "params_layout"]
 
@@ -135,10 +137,15 @@ class ParamsDemux(wiring.Component):
 
 
 def _through_fifo(m: Module, name: str, depth: int, src, dst) -> None:
-    """Stream `src` into `dst` through a SyncFIFOBuffered of `depth` beats (a valid-only `src` is never held)."""
-    q = fifo.SyncFIFOBuffered(width=len(src.payload.as_value()), depth=depth)
+    """Stream `src` into `dst` through a SyncFIFOBuffered of `depth` beats and a `StreamSlice` (a valid-only `src`
+    is never held): the FIFO's memory read (block RAM once deep) then ends in the slice's flip-flops instead of
+    running through the consumer's ready logic back to the FIFO's read enable."""
+    width = len(src.payload.as_value())
+    q = fifo.SyncFIFOBuffered(width=width, depth=depth)
     m.submodules[name] = q
+    m.submodules[f"{name}_slice"] = sl = StreamSlice(width)
     m.d.comb += [q.w_en.eq(src.valid), q.w_data.eq(src.payload),
-                 dst.valid.eq(q.r_rdy), dst.payload.eq(q.r_data), q.r_en.eq(dst.ready)]
+                 sl.i.valid.eq(q.r_rdy), sl.i.payload.eq(q.r_data), q.r_en.eq(sl.i.ready),
+                 dst.valid.eq(sl.o.valid), dst.payload.eq(sl.o.payload), sl.o.ready.eq(dst.ready)]
     if not src.signature.always_ready:
         m.d.comb += src.ready.eq(q.w_rdy)

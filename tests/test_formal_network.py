@@ -18,6 +18,7 @@ from accelkit.flows.formal import FormalFailure, Target, prove, require_pass
 from accelkit.gen.network import ParamsDemux
 from accelkit.gen.sparse_gearbox import BeatGearbox
 from accelkit.gen.sparse_pool import SumPool
+from accelkit.gen.stream_slice import StreamSlice
 
 
 def flawed_target(name: str, flaw: str) -> Target:
@@ -32,7 +33,7 @@ def fails(name: str, flaw: str, component, prop: str, match: str) -> None:
 
 def test_the_network_targets_are_in_the_default_list():
     names = [t.name for t in formal.targets()]
-    assert {"gearbox-split", "gearbox-merge", "sum-pool", "params-demux"} <= set(names)
+    assert {"gearbox-split", "gearbox-merge", "sum-pool", "params-demux", "stream-slice"} <= set(names)
     for t in formal.network_targets():
         assert t.builder is not None and set(t.plan) >= {"stream", "cover", "progress"}
 
@@ -238,3 +239,43 @@ def test_the_demux_stream_proof_needs_its_invariant():
     t = dataclasses.replace(formal.get_target("params-demux"), name="params-demux-no-invariant", invariants=None)
     r = prove(t, "stream")
     assert not r.passed and "k-induction did not close" in r.reason, r.reason
+
+
+# ---- the register slice after every link and identity FIFO -------------------------------------------------------
+
+class SliceLoadsWhileStalled(StreamSlice):
+    """Loads the output register every cycle, ready or not: a stalled beat is overwritten."""
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.i.ready.eq(1)
+        m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
+        return m
+
+
+class SliceTwoRegisters(StreamSlice):
+    """Two registers in a row under one enable: a correct stream, but a beat is offered two cycles after it
+    entered, not the one the cycle model counts on."""
+
+    def elaborate(self, platform):
+        m = Module()
+        mid_valid = Signal()
+        mid = Signal(self.shape)
+        move = self.o.ready | ~self.o.valid
+        m.d.comb += self.i.ready.eq(move)
+        with m.If(move):
+            m.d.sync += [mid.eq(self.i.payload), mid_valid.eq(self.i.valid),
+                         self.o.payload.eq(mid), self.o.valid.eq(mid_valid)]
+        return m
+
+
+def slice_of(cls):
+    return cls(formal.build_stream_slice(formal.get_target("stream-slice").config).i.payload.shape())
+
+
+def test_a_slice_that_loads_while_stalled_breaks_the_stream_rule():
+    fails("stream-slice", "loads-while-stalled", slice_of(SliceLoadsWhileStalled), "stream", "stream")
+
+
+def test_a_slice_one_cycle_slower_misses_its_response_bound():
+    fails("stream-slice", "two-registers", slice_of(SliceTwoRegisters), "response", "response")

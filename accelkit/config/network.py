@@ -132,7 +132,7 @@ class SparseNetworkConfig(BlockConfig):
         block = self.layers[first:last + 1]
         rows = sum(l.buffer_slots for l in block) + 1
         queued = (sum(l.output_queue_depth + l.input_queue_depth + 2 for l in block)
-                  + sum(self.link_depths[first:last]))
+                  + sum(d + 2 for d in self.link_depths[first:last] if d))  # (+ 2: each link's register slice)
         return (rows * a.max_width + queued) * a.in_groups + 1
 
     @property
