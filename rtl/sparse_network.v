@@ -7,6 +7,9 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire [3:0] \$1 ;
   input clk;
   wire clk;
+  wire [64:0] i__payload;
+  wire i__ready;
+  wire i__valid;
   wire [64:0] identity__payload;
   wire [63:0] \identity__payload.data ;
   wire [7:0] \identity__payload.data[0] ;
@@ -32,6 +35,9 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire [7:0] \identity_out__payload.data[7] ;
   wire \identity_out__payload.eof ;
   wire identity_out__valid;
+  wire [64:0] o__payload;
+  wire o__ready;
+  wire o__valid;
   wire [127:0] out0__payload;
   wire out0__ready;
   wire out0__valid;
@@ -71,18 +77,18 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire \params__valid$36 ;
   output [113:0] pooled__payload;
   wire [113:0] pooled__payload;
-  wire [113:0] \pooled__payload$81 ;
-  wire [111:0] \pooled__payload$81.data ;
-  wire [13:0] \pooled__payload$81.data[0] ;
-  wire [13:0] \pooled__payload$81.data[1] ;
-  wire [13:0] \pooled__payload$81.data[2] ;
-  wire [13:0] \pooled__payload$81.data[3] ;
-  wire [13:0] \pooled__payload$81.data[4] ;
-  wire [13:0] \pooled__payload$81.data[5] ;
-  wire [13:0] \pooled__payload$81.data[6] ;
-  wire [13:0] \pooled__payload$81.data[7] ;
-  wire \pooled__payload$81.error ;
-  wire \pooled__payload$81.last ;
+  wire [113:0] \pooled__payload$87 ;
+  wire [111:0] \pooled__payload$87.data ;
+  wire [13:0] \pooled__payload$87.data[0] ;
+  wire [13:0] \pooled__payload$87.data[1] ;
+  wire [13:0] \pooled__payload$87.data[2] ;
+  wire [13:0] \pooled__payload$87.data[3] ;
+  wire [13:0] \pooled__payload$87.data[4] ;
+  wire [13:0] \pooled__payload$87.data[5] ;
+  wire [13:0] \pooled__payload$87.data[6] ;
+  wire [13:0] \pooled__payload$87.data[7] ;
+  wire \pooled__payload$87.error ;
+  wire \pooled__payload$87.last ;
   wire [111:0] \pooled__payload.data ;
   wire [13:0] \pooled__payload.data[0] ;
   wire [13:0] \pooled__payload.data[1] ;
@@ -96,10 +102,10 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire \pooled__payload.last ;
   input pooled__ready;
   wire pooled__ready;
-  wire \pooled__ready$82 ;
+  wire \pooled__ready$88 ;
   output pooled__valid;
   wire pooled__valid;
-  wire \pooled__valid$83 ;
+  wire \pooled__valid$89 ;
   wire [64:0] r_data;
   wire r_en;
   wire r_rdy;
@@ -159,20 +165,20 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire \sites_in__payload$59.error ;
   wire [2:0] \sites_in__payload$59.x ;
   wire [2:0] \sites_in__payload$59.y ;
-  wire [71:0] \sites_in__payload$75 ;
-  wire [63:0] \sites_in__payload$75.data ;
-  wire [7:0] \sites_in__payload$75.data[0] ;
-  wire [7:0] \sites_in__payload$75.data[1] ;
-  wire [7:0] \sites_in__payload$75.data[2] ;
-  wire [7:0] \sites_in__payload$75.data[3] ;
-  wire [7:0] \sites_in__payload$75.data[4] ;
-  wire [7:0] \sites_in__payload$75.data[5] ;
-  wire [7:0] \sites_in__payload$75.data[6] ;
-  wire [7:0] \sites_in__payload$75.data[7] ;
-  wire \sites_in__payload$75.eof ;
-  wire \sites_in__payload$75.error ;
-  wire [2:0] \sites_in__payload$75.x ;
-  wire [2:0] \sites_in__payload$75.y ;
+  wire [71:0] \sites_in__payload$81 ;
+  wire [63:0] \sites_in__payload$81.data ;
+  wire [7:0] \sites_in__payload$81.data[0] ;
+  wire [7:0] \sites_in__payload$81.data[1] ;
+  wire [7:0] \sites_in__payload$81.data[2] ;
+  wire [7:0] \sites_in__payload$81.data[3] ;
+  wire [7:0] \sites_in__payload$81.data[4] ;
+  wire [7:0] \sites_in__payload$81.data[5] ;
+  wire [7:0] \sites_in__payload$81.data[6] ;
+  wire [7:0] \sites_in__payload$81.data[7] ;
+  wire \sites_in__payload$81.eof ;
+  wire \sites_in__payload$81.error ;
+  wire [2:0] \sites_in__payload$81.x ;
+  wire [2:0] \sites_in__payload$81.y ;
   wire [15:0] \sites_in__payload.data ;
   wire [7:0] \sites_in__payload.data[0] ;
   wire [7:0] \sites_in__payload.data[1] ;
@@ -187,7 +193,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire \sites_in__ready$50 ;
   wire \sites_in__ready$56 ;
   wire \sites_in__ready$62 ;
-  wire \sites_in__ready$78 ;
+  wire \sites_in__ready$84 ;
   input sites_in__valid;
   wire sites_in__valid;
   wire \sites_in__valid$40 ;
@@ -195,7 +201,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire \sites_in__valid$51 ;
   wire \sites_in__valid$57 ;
   wire \sites_in__valid$63 ;
-  wire \sites_in__valid$79 ;
+  wire \sites_in__valid$85 ;
   wire [39:0] sites_out__payload;
   wire [71:0] \sites_out__payload$48 ;
   wire [63:0] \sites_out__payload$48.data ;
@@ -231,20 +237,20 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire \sites_out__payload$60.error ;
   wire [2:0] \sites_out__payload$60.x ;
   wire [2:0] \sites_out__payload$60.y ;
-  wire [71:0] \sites_out__payload$76 ;
-  wire [63:0] \sites_out__payload$76.data ;
-  wire [7:0] \sites_out__payload$76.data[0] ;
-  wire [7:0] \sites_out__payload$76.data[1] ;
-  wire [7:0] \sites_out__payload$76.data[2] ;
-  wire [7:0] \sites_out__payload$76.data[3] ;
-  wire [7:0] \sites_out__payload$76.data[4] ;
-  wire [7:0] \sites_out__payload$76.data[5] ;
-  wire [7:0] \sites_out__payload$76.data[6] ;
-  wire [7:0] \sites_out__payload$76.data[7] ;
-  wire \sites_out__payload$76.eof ;
-  wire \sites_out__payload$76.error ;
-  wire [2:0] \sites_out__payload$76.x ;
-  wire [2:0] \sites_out__payload$76.y ;
+  wire [71:0] \sites_out__payload$82 ;
+  wire [63:0] \sites_out__payload$82.data ;
+  wire [7:0] \sites_out__payload$82.data[0] ;
+  wire [7:0] \sites_out__payload$82.data[1] ;
+  wire [7:0] \sites_out__payload$82.data[2] ;
+  wire [7:0] \sites_out__payload$82.data[3] ;
+  wire [7:0] \sites_out__payload$82.data[4] ;
+  wire [7:0] \sites_out__payload$82.data[5] ;
+  wire [7:0] \sites_out__payload$82.data[6] ;
+  wire [7:0] \sites_out__payload$82.data[7] ;
+  wire \sites_out__payload$82.eof ;
+  wire \sites_out__payload$82.error ;
+  wire [2:0] \sites_out__payload$82.x ;
+  wire [2:0] \sites_out__payload$82.y ;
   wire [31:0] \sites_out__payload.data ;
   wire [7:0] \sites_out__payload.data[0] ;
   wire [7:0] \sites_out__payload.data[1] ;
@@ -258,12 +264,12 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire \sites_out__ready$49 ;
   wire \sites_out__ready$55 ;
   wire \sites_out__ready$61 ;
-  wire \sites_out__ready$77 ;
+  wire \sites_out__ready$83 ;
   wire sites_out__valid;
   wire \sites_out__valid$52 ;
   wire \sites_out__valid$58 ;
   wire \sites_out__valid$64 ;
-  wire \sites_out__valid$80 ;
+  wire \sites_out__valid$86 ;
   wire [64:0] w_data;
   wire w_en;
   \top.block_0_0  block_0_0 (
@@ -297,7 +303,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   \top.block_0_2  block_0_2 (
     .clk(clk),
     .identity__payload(identity__payload),
-    .identity__ready(r_en),
+    .identity__ready(o__ready),
     .identity__valid(identity__valid),
     .params__payload(\params__payload$32 ),
     .params__ready(out3__ready),
@@ -306,9 +312,9 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
     .sites_in__payload(\sites_in__payload$59 ),
     .sites_in__ready(\sites_out__ready$61 ),
     .sites_in__valid(\sites_in__valid$63 ),
-    .sites_out__payload(\sites_in__payload$75 ),
-    .sites_out__ready(\sites_out__ready$77 ),
-    .sites_out__valid(\sites_in__valid$79 )
+    .sites_out__payload(\sites_in__payload$81 ),
+    .sites_out__ready(\sites_out__ready$83 ),
+    .sites_out__valid(\sites_in__valid$85 )
   );
   \top.conv1  conv1 (
     .clk(clk),
@@ -335,12 +341,22 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   );
   \top.identity1  identity1 (
     .clk(clk),
-    .r_data(identity__payload),
+    .r_data(i__payload),
     .r_en(r_en),
-    .r_rdy(identity__valid),
+    .r_rdy(i__valid),
     .rst(rst),
     .w_en(w_en),
     .w_port__data(w_data)
+  );
+  \top.identity1_slice  identity1_slice (
+    .clk(clk),
+    .i__payload(i__payload),
+    .i__ready(r_en),
+    .i__valid(i__valid),
+    .o__payload(identity__payload),
+    .o__ready(o__ready),
+    .o__valid(identity__valid),
+    .rst(rst)
   );
   \top.params_demux  params_demux (
     .clk(clk),
@@ -361,9 +377,9 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
     .pooled__payload(pooled__payload),
     .pooled__ready(pooled__ready),
     .rst(rst),
-    .sites_in__payload(\sites_in__payload$75 ),
-    .sites_in__ready(\sites_out__ready$77 ),
-    .sites_in__valid(\sites_in__valid$79 )
+    .sites_in__payload(\sites_in__payload$81 ),
+    .sites_in__ready(\sites_out__ready$83 ),
+    .sites_in__valid(\sites_in__valid$85 )
   );
   assign \params__payload$11  = params__payload;
   assign \params__ready$12  = params__ready;
@@ -404,15 +420,18 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   assign \sites_out__valid$64  = \sites_in__valid$63 ;
   assign identity_out__valid = w_en;
   assign identity_out__payload = w_data;
-  assign r_rdy = identity__valid;
-  assign r_data = identity__payload;
-  assign identity__ready = r_en;
-  assign \sites_out__payload$76  = \sites_in__payload$75 ;
-  assign \sites_in__ready$78  = \sites_out__ready$77 ;
-  assign \sites_out__valid$80  = \sites_in__valid$79 ;
-  assign \pooled__payload$81  = pooled__payload;
-  assign \pooled__ready$82  = pooled__ready;
-  assign \pooled__valid$83  = pooled__valid;
+  assign r_rdy = i__valid;
+  assign r_data = i__payload;
+  assign i__ready = r_en;
+  assign o__valid = identity__valid;
+  assign o__payload = identity__payload;
+  assign identity__ready = o__ready;
+  assign \sites_out__payload$82  = \sites_in__payload$81 ;
+  assign \sites_in__ready$84  = \sites_out__ready$83 ;
+  assign \sites_out__valid$86  = \sites_in__valid$85 ;
+  assign \pooled__payload$87  = pooled__payload;
+  assign \pooled__ready$88  = pooled__ready;
+  assign \pooled__valid$89  = pooled__valid;
   assign \params__payload.word  = params__payload[271:0];
   assign \params__payload.layer  = params__payload[273:272];
   assign \sites_in__payload.data  = sites_in__payload[15:0];
@@ -542,43 +561,43 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   assign \identity__payload.data[6]  = identity__payload[55:48];
   assign \identity__payload.data[7]  = identity__payload[63:56];
   assign \identity__payload.eof  = identity__payload[64];
-  assign \sites_in__payload$75.data  = \sites_in__payload$75 [63:0];
-  assign \sites_in__payload$75.data[0]  = \sites_in__payload$75 [7:0];
-  assign \sites_in__payload$75.data[1]  = \sites_in__payload$75 [15:8];
-  assign \sites_in__payload$75.data[2]  = \sites_in__payload$75 [23:16];
-  assign \sites_in__payload$75.data[3]  = \sites_in__payload$75 [31:24];
-  assign \sites_in__payload$75.data[4]  = \sites_in__payload$75 [39:32];
-  assign \sites_in__payload$75.data[5]  = \sites_in__payload$75 [47:40];
-  assign \sites_in__payload$75.data[6]  = \sites_in__payload$75 [55:48];
-  assign \sites_in__payload$75.data[7]  = \sites_in__payload$75 [63:56];
-  assign \sites_in__payload$75.y  = \sites_in__payload$75 [66:64];
-  assign \sites_in__payload$75.x  = \sites_in__payload$75 [69:67];
-  assign \sites_in__payload$75.eof  = \sites_in__payload$75 [70];
-  assign \sites_in__payload$75.error  = \sites_in__payload$75 [71];
-  assign \sites_out__payload$76.data  = \sites_in__payload$75 [63:0];
-  assign \sites_out__payload$76.data[0]  = \sites_in__payload$75 [7:0];
-  assign \sites_out__payload$76.data[1]  = \sites_in__payload$75 [15:8];
-  assign \sites_out__payload$76.data[2]  = \sites_in__payload$75 [23:16];
-  assign \sites_out__payload$76.data[3]  = \sites_in__payload$75 [31:24];
-  assign \sites_out__payload$76.data[4]  = \sites_in__payload$75 [39:32];
-  assign \sites_out__payload$76.data[5]  = \sites_in__payload$75 [47:40];
-  assign \sites_out__payload$76.data[6]  = \sites_in__payload$75 [55:48];
-  assign \sites_out__payload$76.data[7]  = \sites_in__payload$75 [63:56];
-  assign \sites_out__payload$76.y  = \sites_in__payload$75 [66:64];
-  assign \sites_out__payload$76.x  = \sites_in__payload$75 [69:67];
-  assign \sites_out__payload$76.eof  = \sites_in__payload$75 [70];
-  assign \sites_out__payload$76.error  = \sites_in__payload$75 [71];
-  assign \pooled__payload$81.data  = pooled__payload[111:0];
-  assign \pooled__payload$81.data[0]  = pooled__payload[13:0];
-  assign \pooled__payload$81.data[1]  = pooled__payload[27:14];
-  assign \pooled__payload$81.data[2]  = pooled__payload[41:28];
-  assign \pooled__payload$81.data[3]  = pooled__payload[55:42];
-  assign \pooled__payload$81.data[4]  = pooled__payload[69:56];
-  assign \pooled__payload$81.data[5]  = pooled__payload[83:70];
-  assign \pooled__payload$81.data[6]  = pooled__payload[97:84];
-  assign \pooled__payload$81.data[7]  = pooled__payload[111:98];
-  assign \pooled__payload$81.last  = pooled__payload[112];
-  assign \pooled__payload$81.error  = pooled__payload[113];
+  assign \sites_in__payload$81.data  = \sites_in__payload$81 [63:0];
+  assign \sites_in__payload$81.data[0]  = \sites_in__payload$81 [7:0];
+  assign \sites_in__payload$81.data[1]  = \sites_in__payload$81 [15:8];
+  assign \sites_in__payload$81.data[2]  = \sites_in__payload$81 [23:16];
+  assign \sites_in__payload$81.data[3]  = \sites_in__payload$81 [31:24];
+  assign \sites_in__payload$81.data[4]  = \sites_in__payload$81 [39:32];
+  assign \sites_in__payload$81.data[5]  = \sites_in__payload$81 [47:40];
+  assign \sites_in__payload$81.data[6]  = \sites_in__payload$81 [55:48];
+  assign \sites_in__payload$81.data[7]  = \sites_in__payload$81 [63:56];
+  assign \sites_in__payload$81.y  = \sites_in__payload$81 [66:64];
+  assign \sites_in__payload$81.x  = \sites_in__payload$81 [69:67];
+  assign \sites_in__payload$81.eof  = \sites_in__payload$81 [70];
+  assign \sites_in__payload$81.error  = \sites_in__payload$81 [71];
+  assign \sites_out__payload$82.data  = \sites_in__payload$81 [63:0];
+  assign \sites_out__payload$82.data[0]  = \sites_in__payload$81 [7:0];
+  assign \sites_out__payload$82.data[1]  = \sites_in__payload$81 [15:8];
+  assign \sites_out__payload$82.data[2]  = \sites_in__payload$81 [23:16];
+  assign \sites_out__payload$82.data[3]  = \sites_in__payload$81 [31:24];
+  assign \sites_out__payload$82.data[4]  = \sites_in__payload$81 [39:32];
+  assign \sites_out__payload$82.data[5]  = \sites_in__payload$81 [47:40];
+  assign \sites_out__payload$82.data[6]  = \sites_in__payload$81 [55:48];
+  assign \sites_out__payload$82.data[7]  = \sites_in__payload$81 [63:56];
+  assign \sites_out__payload$82.y  = \sites_in__payload$81 [66:64];
+  assign \sites_out__payload$82.x  = \sites_in__payload$81 [69:67];
+  assign \sites_out__payload$82.eof  = \sites_in__payload$81 [70];
+  assign \sites_out__payload$82.error  = \sites_in__payload$81 [71];
+  assign \pooled__payload$87.data  = pooled__payload[111:0];
+  assign \pooled__payload$87.data[0]  = pooled__payload[13:0];
+  assign \pooled__payload$87.data[1]  = pooled__payload[27:14];
+  assign \pooled__payload$87.data[2]  = pooled__payload[41:28];
+  assign \pooled__payload$87.data[3]  = pooled__payload[55:42];
+  assign \pooled__payload$87.data[4]  = pooled__payload[69:56];
+  assign \pooled__payload$87.data[5]  = pooled__payload[83:70];
+  assign \pooled__payload$87.data[6]  = pooled__payload[97:84];
+  assign \pooled__payload$87.data[7]  = pooled__payload[111:98];
+  assign \pooled__payload$87.last  = pooled__payload[112];
+  assign \pooled__payload$87.error  = pooled__payload[113];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -15101,7 +15120,7 @@ module \top.block_0_1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, identity__payload, sites_out__ready, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload, params__valid, identity__valid, clk);
+module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sites_out__ready, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload, params__valid, identity__payload, identity__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20925,7 +20944,7 @@ module \top.block_0_2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2.requantiser (rst, identity__ready, identity__payload, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, identity__valid, clk);
+module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, identity__payload, identity__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire [50:0] \$1 ;
   wire \$10 ;
@@ -32200,7 +32219,7 @@ module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__pa
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.identity1 (rst, w_en, r_en, r_data, w_port__data, r_rdy, clk);
+module \top.identity1 (rst, w_en, r_data, r_en, w_port__data, r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -32557,8 +32576,107 @@ module \top.identity1 (rst, w_en, r_en, r_data, w_port__data, r_rdy, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.params_demux (params__valid, clk, rst, out0__ready, out1__ready, out2__ready, out3__ready, params__ready, word, sel, params__payload);
+module \top.identity1_slice (rst, o__ready, i__payload, i__ready, i__valid, o__payload, o__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
+  wire \$1 ;
+  wire \$2 ;
+  wire \$3 ;
+  wire \$4 ;
+  reg [64:0] \$5 ;
+  reg \$6 ;
+  reg \$7 ;
+  reg [64:0] \$8 ;
+  input clk;
+  wire clk;
+  input [64:0] i__payload;
+  wire [64:0] i__payload;
+  output i__ready;
+  wire i__ready;
+  input i__valid;
+  wire i__valid;
+  output [64:0] o__payload;
+  reg [64:0] o__payload = 65'h00000000000000000;
+  input o__ready;
+  wire o__ready;
+  output o__valid;
+  reg o__valid = 1'h0;
+  input rst;
+  wire rst;
+  reg [64:0] skid = 65'h00000000000000000;
+  reg skid_valid = 1'h0;
+  assign \$1  = ~ o__valid;
+  assign \$2  = \$1  | o__ready;
+  assign \$3  = ~ skid_valid;
+  assign \$4  = i__valid & \$3 ;
+  always @(posedge clk)
+    o__payload <= \$5 ;
+  always @(posedge clk)
+    o__valid <= \$6 ;
+  always @(posedge clk)
+    skid_valid <= \$7 ;
+  always @(posedge clk)
+    skid <= \$8 ;
+  assign i__ready = ~ skid_valid;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$5  = o__payload;
+    if (\$2 ) begin
+      (* full_case = 32'd1 *)
+      if (skid_valid) begin
+        \$5  = skid;
+      end else begin
+        \$5  = i__payload;
+      end
+    end
+    if (rst) begin
+      \$5  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$6  = o__valid;
+    if (\$2 ) begin
+      (* full_case = 32'd1 *)
+      if (skid_valid) begin
+        \$6  = 1'h1;
+      end else begin
+        \$6  = i__valid;
+      end
+    end
+    if (rst) begin
+      \$6  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$7  = skid_valid;
+    if (\$2 ) begin
+      if (skid_valid) begin
+        \$7  = 1'h0;
+      end
+    end else if (\$4 ) begin
+      \$7  = 1'h1;
+    end
+    if (rst) begin
+      \$7  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$8  = skid;
+    if (\$2 ) begin
+    end else if (\$4 ) begin
+      \$8  = i__payload;
+    end
+    if (rst) begin
+      \$8  = 65'h00000000000000000;
+    end
+  end
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.params_demux (params__valid, clk, rst, out0__ready, out1__ready, out2__ready, out3__ready, params__ready, word, sel, params__payload);
+  reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -32630,7 +32748,7 @@ module \top.params_demux (params__valid, clk, rst, out0__ready, out1__ready, out
   always @(posedge clk)
     sel <= \$16 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     \$15  = word;
     if (\$10 ) begin
       \$15  = params__payload[271:0];
@@ -32640,7 +32758,7 @@ module \top.params_demux (params__valid, clk, rst, out0__ready, out1__ready, out
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     \$16  = sel;
     if (\$10 ) begin
       \$16  = { \$14 , \$13 , \$12 , \$11  };
@@ -32665,7 +32783,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload, pooled__payload, emitting, pooled__ready);
-  reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
   wire \$1 ;
   wire [14:0] \$10 ;
   wire [14:0] \$11 ;
@@ -32790,7 +32908,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
   always @(posedge clk)
     sum_7 <= \$28 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$18  = emitting;
     if (\$2 ) begin
       if (sites_in__payload[70]) begin
@@ -32807,7 +32925,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$19  = left;
     if (\$2 ) begin
       if (sites_in__payload[70]) begin
@@ -32822,7 +32940,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$20  = error;
     if (\$2 ) begin
       if (sites_in__payload[70]) begin
@@ -32834,7 +32952,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$21  = sum_0;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -32853,7 +32971,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$22  = sum_1;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -32872,7 +32990,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$23  = sum_2;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -32891,7 +33009,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$24  = sum_3;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -32910,7 +33028,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$25  = sum_4;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -32929,7 +33047,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$26  = sum_5;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -32948,7 +33066,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$27  = sum_6;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -32967,7 +33085,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$28  = sum_7;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
