@@ -224,10 +224,23 @@ def _cost(shapes: list[LinearShape], cycles: CyclesModel, name: str, mode: tuple
     return cycles(s.m, s.k, s.n, *mode)
 
 
+def array_cycles(rows: int = 4, cols: int = 4) -> CyclesModel:
+    """The scalable array's cycle model (golden/dybit_dyn_cycles.py, exact against its RTL) for one layer's
+    matmul as one job: a header beat, then tiles of ceil(K / P) beats, P = (8 / a_bits) x (8 / w_bits)."""
+    from accelkit.config.dybit_dyn import DyBitDynConfig
+    from accelkit.golden.dybit_dyn_cycles import JobShape, run_cycles
+
+    cfg = DyBitDynConfig(rows=rows, cols=cols)
+
+    def cycles(m: int, k: int, n: int, a_bits: int, w_bits: int) -> int:
+        return run_cycles(cfg, [JobShape(m, k, n, a_bits, w_bits)])
+
+    return cycles
+
+
 def scaled_cycles(rows: int = 4, cols: int = 4, depth: int = 4) -> CyclesModel:
-    """A stand-in for the scalable array's cycle model: P = (8 / a_bits) x (8 / w_bits) MACs per PE per cycle
-    along K, a job header beat, tiles of ceil(K / P) beats each followed by the R-row drain (overlapped), as
-    the fixed array's model (golden/dybit_cycles.py) with K / P beats."""
+    """A closed form of the same shape as `array_cycles` (for tests without the array's config): P MACs per PE
+    per cycle along K, a header beat, tiles of ceil(K / P) beats, the R-row drain overlapped."""
 
     def cycles(m: int, k: int, n: int, a_bits: int, w_bits: int) -> int:
         p = (8 // a_bits) * (8 // w_bits)
@@ -256,7 +269,7 @@ def main(argv=None) -> int:
     # under load, measured)
     torch.set_num_threads(1)
     tok, model = load_minilm()
-    res = search(tok, model, scaled_cycles(args.rows, args.cols), args.budget, log=lambda s: print(s, flush=True))
+    res = search(tok, model, array_cycles(args.rows, args.cols), args.budget, log=lambda s: print(s, flush=True))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     res["modes"] = {k: list(v) for k, v in res["modes"].items()}

@@ -46,8 +46,9 @@ def test_a_budget_the_widest_modes_miss_is_refused():
         mm.choose_modes(shapes, lambda modes: (0.99, 0.98), mm.scaled_cycles(), budget=0.999)
 
 
-def test_precision_scales_the_cycles():
-    c = mm.scaled_cycles(4, 4)
+@pytest.mark.parametrize("model", ["array", "closed form"])
+def test_precision_scales_the_cycles(model):
+    c = mm.array_cycles(4, 4) if model == "array" else mm.scaled_cycles(4, 4)
     full, w4a8, a4w4 = c(64, 256, 64, 8, 8), c(64, 256, 64, 8, 4), c(64, 256, 64, 4, 4)
     assert full / w4a8 == pytest.approx(2, rel=0.02) and full / a4w4 == pytest.approx(4, rel=0.05)
 
