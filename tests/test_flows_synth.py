@@ -237,7 +237,7 @@ def _fake_tools(monkeypatch, mhz: dict[int, float]):
     """synth and nextpnr replaced by stubs: nextpnr's Fmax per seed from `mhz`; the runs are counted."""
     runs = []
 
-    def fake_synth(verilog, target, workdir, top="top"):
+    def fake_synth(verilog, target, workdir, top="top", plain_abc=False):
         runs.append(("synth", target, top))
         netlist_json(workdir).write_text("{}")
         return {"lut4": 1, "cells": {"LUT4": 1}}
@@ -274,9 +274,9 @@ def test_synth_config_caches_and_only_runs_missing_jobs(mac_block, monkeypatch):
     runs = []
     real_synth, real_fmax = synth_flow.synth, synth_flow.fmax_ecp5
 
-    def counting_synth(verilog, target, workdir, top="top"):
+    def counting_synth(verilog, target, workdir, top="top", plain_abc=False):
         runs.append(("synth", target, top))
-        return real_synth(verilog, target, workdir, top)
+        return real_synth(verilog, target, workdir, top, plain_abc)
 
     def counting_fmax(*args, **kwargs):
         runs.append(("fmax", kwargs["seed"]))
@@ -365,3 +365,17 @@ def test_lint_is_clean_on_amaranth_output_and_raises_on_broken_verilog(rtl, tmp_
     with pytest.raises(RuntimeError, match=r"broken\.v:2:.*syntax error") as info:
         lint(broken)
     assert "\n" not in str(info.value)
+
+
+def test_a_network_top_maps_its_luts_with_plain_abc():
+    """yowasp's abc9 dies silently on a network top: its ECP5 script maps the LUTs with abc between
+    synth_ecp5's steps, and only for configs that ask (SparseNetworkConfig)."""
+    from accelkit.config.network import SparseNetworkConfig
+    from accelkit.flows.synth import yosys_script
+
+    plain = yosys_script(Path("top.v"), "ecp5", plain_abc=True)
+    assert "synth_ecp5 -top top -run :map_luts\n" in plain and "abc -lut 4\n" in plain
+    assert "synth_ecp5 -top top -run map_cells:\n" in plain
+    assert "abc -lut" not in yosys_script(Path("top.v"), "ecp5")
+    assert yosys_script(Path("top.v"), "xilinx", plain_abc=True) == yosys_script(Path("top.v"), "xilinx")
+    assert SparseNetworkConfig.synth_plain_abc
