@@ -1,211 +1,454 @@
-"""The conventional floating-point softmax datapaths (cfg.arch = "float"), driven by gen/hyft.py's ring.
+"""The conventional floating-point softmax (cfg.arch = "float"): datapaths driven by gen/hyft.py's ring.
 
-accelkit/config/float_softmax.py fixes the widths and the pipeline depths;
-golden/hyft_cycles.py counts cycles from the same depths.
-Working floats are packed as ``Cat(mantissa with hidden one (P+1), exponent
-(signed, unbiased), zero)``; every value in B and C is non-negative except
-d = x - max, which is computed as the magnitude max - x.
+docs/float-baseline.md is the design, golden/float_softmax.py its bit-exact definition, and
+accelkit/config/float_softmax.py (`baseline(cfg)`) every width, table and stage count, which
+golden/hyft_cycles.py reads too. The pieces are functions that add registered stages to a `Pipe`
+(`subtract`, `to_fixed`, `exp2`, `fadd`, `reciprocal`, `round_output`), each also wrapped in a small
+`wiring.Component` (`FloatAdder`, `ExpUnit`, `Reciprocal`, `OutputRound`) that tests drive alone.
+
+Working floats inside are `WF(m, E, z)`: significand m (P + 1 bits, its leading one included),
+signed unbiased exponent E, zero flag z. In the buffer, e is packed as (fraction P bits, -E, z).
 """
 
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
 
-from accelkit.config import float_softmax as fs
+from accelkit.config.float_softmax import ADD_STAGES, C_STAGES, FloatBaseline, baseline
 from accelkit.config.hyft import SoftmaxConfig
 
-from .hyft import Pipe, leading_one, smax, smin
+from .hyft import Pipe, float_fields, leading_one, smax, smin
 
 
-class WorkFloat:
-    """Slices of a packed working float."""
+class WF:
+    """A working float: m (P + 1 bits), E (signed), z."""
 
-    def __init__(self, cfg: SoftmaxConfig, value):
-        P, X = fs.work_bits(cfg), fs.exp_field_bits(cfg)
-        self.mant = value[:P + 1]
-        self.exp = value[P + 1:P + 1 + X].as_signed()
-        self.zero = value[P + 1 + X]
+    def __init__(self, m, E, z):
+        self.m, self.E, self.z = m, E, z
+
+    def reg(self, p: Pipe, fb: FloatBaseline, name: str) -> WF:
+        return WF(p.reg(self.m, unsigned(fb.P + 1), name=f"{name}_m"), p.reg(self.E, signed(fb.sum_exp_bits),
+                  name=f"{name}_E"), p.reg(self.z, name=f"{name}_z"))
+
+    def delay(self, p: Pipe, fb: FloatBaseline, n: int, name: str) -> WF:
+        v = self
+        for _ in range(n):
+            v = v.reg(p, fb, name)
+        return v
 
 
-def pack(cfg: SoftmaxConfig, mant, exp, zero):
-    return Cat(mant[:fs.work_bits(cfg) + 1], exp[:fs.exp_field_bits(cfg)], zero)
+def zero_wf(fb: FloatBaseline) -> WF:
+    return WF(Const(1 << fb.P, fb.P + 1), Const(0, signed(fb.sum_exp_bits)), Const(1, 1))
 
+
+def pack_e(fb: FloatBaseline, m, E, z):
+    """The buffer word of e: fraction (P bits), -E (e_exp_bits, E <= 0), zero flag."""
+    return Cat(m[:fb.P], (-E)[:fb.e_exp_bits], z)
+
+
+def _rom(m: Module, name: str, values: list[int], width: int, addr):
+    """A constant table read through a registered port: data the cycle after addr (one register stage)."""
+    mem = Memory(shape=unsigned(width), depth=len(values), init=values)
+    m.submodules[name] = mem
+    rp = mem.read_port()
+    m.d.comb += rp.addr.eq(addr)
+    return rp.data
+
+
+# ---- d = max - x ------------------------------------------------------------------------------------------
+
+def subtract(m: Module, p: Pipe, fb: FloatBaseline, cfg: SoftmaxConfig, x_bits, max_bits, ok, name: str):
+    """|d| = max - x rounded to nearest even at P + 1 bits (golden `subtract`), SUB_STAGES = 6 stages.
+
+    Returns (dm, dE, dz, finite): finite = ok and x is neither inf nor NaN."""
+    M, X, P, bias = fb.M, fb.sub_extra, fb.P, fb.bias
+    sx, ex, fx = float_fields(x_bits, cfg)
+    sm, em, fm = float_fields(max_bits, cfg)
+    special = ex == cfg.float_format.exp_max
+    normal = (ex != 0) & ~special
+    mx = Mux(normal, Cat(fx, Const(1, 1)), 0)
+    ex_ = Mux(normal, ex, 0)
+    mm = Mux(em != 0, Cat(fm, Const(1, 1)), 0)
+    x_big = (mx != 0) & ((ex_ > em) | ((ex_ == em) & (mx > mm)) | (mm == 0))
+    eb, es = Mux(x_big, ex_, em), Mux(x_big, em, ex_)
+    mb, ms = Mux(x_big, mx, mm), Mux(x_big, mm, mx)
+    shmax = M + X + 2
+    diff = Signal(signed(cfg.exp_bits + 2), name=f"{name}_ediff")
+    m.d.comb += diff.eq(eb - es)
+    sh = Mux(ms == 0, 0, smin(diff, shmax))
+    # stage 1: compare and swap
+    mb1, ms1 = p.reg(mb, unsigned(M + 1), name=f"{name}_mb"), p.reg(ms, unsigned(M + 1), name=f"{name}_ms")
+    sh1 = p.reg(sh, unsigned(shmax.bit_length()), name=f"{name}_sh")
+    eb1 = p.reg(eb, unsigned(cfg.exp_bits), name=f"{name}_eb")
+    sub1 = p.reg(sm == sx, name=f"{name}_sub")
+    fin1 = p.reg(ok & ~special, name=f"{name}_fin")
+    # stage 2: align the smaller one, its lost bits jammed into a sticky bit
+    W = M + 1 + X
+    bw = Signal(W, name=f"{name}_bw")
+    m.d.comb += bw.eq(ms1 << X)
+    bt = bw >> sh1
+    sticky = (bt << sh1)[:W] != bw
+    a2 = p.reg(mb1 << X, unsigned(W), name=f"{name}_a")
+    b2 = p.reg(bt | sticky, unsigned(W), name=f"{name}_b")
+    sub2, eb2, fin2 = p.reg(sub1, name=f"{name}_sub2"), p.reg(eb1, name=f"{name}_eb2"), p.reg(fin1, name=f"{name}_fin2")
+    # stage 3: add or subtract the magnitudes
+    RW = W + 1
+    r3 = p.reg(Mux(sub2, a2 - b2, a2 + b2), unsigned(RW), name=f"{name}_r")
+    eb3, fin3 = p.reg(eb2, name=f"{name}_eb3"), p.reg(fin2, name=f"{name}_fin3")
+    # stage 4: leading one
+    lead = leading_one(m, r3, f"{name}_lead")
+    lead4 = p.reg(lead, name=f"{name}_lead4")
+    r4, eb4, fin4 = p.reg(r3, name=f"{name}_r4"), p.reg(eb3, name=f"{name}_eb4"), p.reg(fin3, name=f"{name}_fin4")
+    z4 = p.reg(r3 == 0, name=f"{name}_z4")
+    # stage 5: normalise (the leading one to the top), keep P + 1 bits, a round bit and a sticky bit
+    rn = Signal(RW, name=f"{name}_rn")
+    m.d.comb += rn.eq(r4 << (RW - 1 - lead4)[:(RW - 1).bit_length()])
+    keep5 = p.reg(rn[RW - 1 - P:RW], name=f"{name}_keep")
+    rb5 = p.reg(rn[RW - 2 - P], name=f"{name}_rb")
+    st5 = p.reg(rn[:RW - 2 - P] != 0, name=f"{name}_st")
+    xs = signed(fb.d_exp_bits + 1)
+    e5 = p.reg(eb4 - bias - M - X + lead4, xs, name=f"{name}_e5")
+    z5, fin5 = p.reg(z4, name=f"{name}_z5"), p.reg(fin4, name=f"{name}_fin5")
+    # stage 6: round to nearest even; a carry out moves into the exponent
+    up = rb5 & (st5 | keep5[0])
+    kr = Signal(P + 2, name=f"{name}_kr")
+    m.d.comb += kr.eq(keep5 + up)
+    carry = kr[P + 1]
+    dm = p.reg(Mux(carry, kr[1:], kr[:P + 1]), unsigned(P + 1), name=f"{name}_dm")
+    dE = p.reg(e5 + carry, xs, name=f"{name}_dE")
+    dz, fin = p.reg(z5, name=f"{name}_dz"), p.reg(fin5, name=f"{name}_fin6")
+    return dm, dE, dz, fin
+
+
+# ---- t = |d| log2(e) on the fixed-point grid, n and f --------------------------------------------------------
+
+def to_fixed(m: Module, p: Pipe, fb: FloatBaseline, dm, dE, dz, fin, name: str):
+    """MUL_STAGES + FIX_STAGES = 4 stages: (n, f, ez) with -|t| = n + f * 2^-FB, ez = e is zero."""
+    P, FB = fb.P, fb.fix_bits
+    q = p.reg(dm * fb.log2e, unsigned(2 * P + 4), name=f"{name}_q")
+    e1, z1, f1 = p.reg(dE, name=f"{name}_qE"), p.reg(dz, name=f"{name}_qz"), p.reg(fin, name=f"{name}_qf")
+    # shift right by s - 1, s = P - dE clamped to 1..2P+8; |d| >= 2^n_bits is dead anyway
+    s = Signal(signed(len(e1) + 2), name=f"{name}_s")
+    m.d.comb += s.eq(P - e1)
+    smax_ = 2 * P + 8
+    s1 = (smin(smax(s, 1), smax_) - 1).as_unsigned()[:smax_.bit_length()]
+    t1 = p.reg(q >> s1, unsigned(2 * P + 4), name=f"{name}_t1")
+    big = p.reg(e1 >= fb.n_bits, name=f"{name}_big")
+    z2, f2 = p.reg(z1, name=f"{name}_z2"), p.reg(f1, name=f"{name}_f2")
+    tr = Signal(2 * P + 4, name=f"{name}_tr")
+    m.d.comb += tr.eq((t1 + 1) >> 1)
+    dead = ~z2 & (big | (tr >= (fb.flush << FB)))
+    TB = FB + fb.n_bits
+    tfix = p.reg(Mux(dead | z2, 0, tr[:TB]), unsigned(TB), name=f"{name}_tfix")
+    ez = p.reg(dead | ~f2, name=f"{name}_ez")
+    tneg = Signal(signed(TB + 1), name=f"{name}_tneg")
+    m.d.comb += tneg.eq(-tfix)
+    n = p.reg(tneg >> FB, signed(fb.n_bits + 1), name=f"{name}_n")
+    f = p.reg(tneg[:FB], unsigned(FB), name=f"{name}_f")
+    ez3 = p.reg(ez, name=f"{name}_ez3")
+    return n, f, ez3
+
+
+# ---- 2^f ---------------------------------------------------------------------------------------------------
+
+def exp2(m: Module, p: Pipe, fb: FloatBaseline, n, f, ez, name: str):
+    """e = 2^f * 2^n, 2 degree + 2 stages: the table's registered read, a multiply and an add per degree (Horner),
+    the rounding to P fraction bits. Returns the packed e."""
+    P, Q, wb, D = fb.P, fb.coef_frac, fb.w_bits, fb.degree
+    k, _, table = fb.exp_table
+    widths = [max(max(c[i] for c in table).bit_length(), 1) for i in range(D + 1)]
+    packed = []
+    for c in table:
+        v, sh = 0, 0
+        for i in range(D + 1):
+            v |= c[i] << sh
+            sh += widths[i]
+        packed.append(v)
+    rom = _rom(m, f"{name}_rom", packed, sum(widths), f[wb:])
+    coef, sh = [], 0
+    for i in range(D + 1):
+        coef.append(rom[sh:sh + widths[i]])
+        sh += widths[i]
+    w = p.reg(f[:wb], name=f"{name}_w")
+    nn, zz = p.reg(n, name=f"{name}_n1"), p.reg(ez, name=f"{name}_z1")
+    acc = coef[D]
+    later = {i: coef[i] for i in range(D)}
+    for i in range(D - 1, -1, -1):
+        prod = p.reg(acc * w, unsigned(len(acc) + wb), name=f"{name}_p{i}")
+        later = {j: p.reg(c, name=f"{name}_c{j}_{i}") for j, c in later.items()}
+        w = p.reg(w, name=f"{name}_w{i}")
+        nn, zz = p.reg(nn, name=f"{name}_nn{i}"), p.reg(zz, name=f"{name}_zz{i}")
+        acc = p.reg(later.pop(i) + (prod >> wb), unsigned(Q + 2), name=f"{name}_a{i}")
+        later = {j: p.reg(c, name=f"{name}_d{j}_{i}") for j, c in later.items()}
+        w = p.reg(w, name=f"{name}_v{i}")
+        nn, zz = p.reg(nn, name=f"{name}_mm{i}"), p.reg(zz, name=f"{name}_yy{i}")
+    mr = Signal(P + 2, name=f"{name}_mr")
+    m.d.comb += mr.eq((acc + (1 << (Q - P - 1))) >> (Q - P))
+    carry = mr[P + 1]
+    E = Signal(signed(fb.sum_exp_bits), name=f"{name}_E")
+    m.d.comb += E.eq(nn + carry)
+    return p.reg(pack_e(fb, Mux(carry, mr[1:], mr[:P + 1]), E, zz), unsigned(fb.e_bits), name=f"{name}_e")
+
+
+def exp_lane(m: Module, p: Pipe, fb: FloatBaseline, cfg: SoftmaxConfig, x_bits, max_bits, ok, name: str):
+    """The whole per-element B datapath: x, max -> packed e (b_wb stages)."""
+    dm, dE, dz, fin = subtract(m, p, fb, cfg, x_bits, max_bits, ok, f"{name}s")
+    n, f, ez = to_fixed(m, p, fb, dm, dE, dz, fin, f"{name}t")
+    return exp2(m, p, fb, n, f, ez, f"{name}x")
+
+
+# ---- the float adder ---------------------------------------------------------------------------------------
+
+def fadd(m: Module, p: Pipe, fb: FloatBaseline, a: WF, b: WF, name: str) -> WF:
+    """a + b of non-negative working floats, round to nearest even at P + 1 bits: ADD_STAGES = 4 stages."""
+    P = fb.P
+    a_big = b.z | (~a.z & ((a.E > b.E) | ((a.E == b.E) & (a.m >= b.m))))
+    diff = Signal(signed(fb.sum_exp_bits + 1), name=f"{name}_diff")
+    m.d.comb += diff.eq(Mux(a_big, a.E - b.E, b.E - a.E))
+    sh = smin(smax(diff, 0), P + 4).as_unsigned()[:(P + 4).bit_length()]
+    # stage 1: compare and swap
+    mb1 = p.reg(Mux(a_big, a.m, b.m), unsigned(P + 1), name=f"{name}_mb")
+    ms1 = p.reg(Mux(a_big, b.m, a.m), unsigned(P + 1), name=f"{name}_ms")
+    zs1 = p.reg(Mux(a_big, b.z, a.z), name=f"{name}_zs")
+    e1 = p.reg(Mux(a_big, a.E, b.E), signed(fb.sum_exp_bits), name=f"{name}_e1")
+    sh1 = p.reg(sh, name=f"{name}_sh")
+    z1 = p.reg(a.z & b.z, name=f"{name}_z1")
+    # stage 2: align with a jammed sticky bit
+    W = P + 4
+    bw = Signal(W, name=f"{name}_bw")
+    m.d.comb += bw.eq(ms1 << 3)
+    bt = bw >> sh1
+    sticky = (bt << sh1)[:W] != bw
+    a2 = p.reg(mb1 << 3, unsigned(W), name=f"{name}_a2")
+    b2 = p.reg(Mux(zs1, 0, bt | sticky), unsigned(W), name=f"{name}_b2")
+    e2, z2 = p.reg(e1, name=f"{name}_e2"), p.reg(z1, name=f"{name}_z2")
+    # stage 3: add
+    s3 = p.reg(a2 + b2, unsigned(W + 1), name=f"{name}_s3")
+    e3, z3 = p.reg(e2, name=f"{name}_e3"), p.reg(z2, name=f"{name}_z3")
+    # stage 4: a carry shifts right by one (jammed), round to nearest even, a carry out of the rounding
+    hi = s3[W]
+    sn = Mux(hi, Cat(s3[1] | s3[0], s3[2:W + 1]), s3[:W])
+    up = sn[2] & (sn[1] | sn[0] | sn[3])
+    kr = Signal(P + 2, name=f"{name}_kr")
+    m.d.comb += kr.eq(sn[3:] + up)
+    carry = kr[P + 1]
+    out = WF(Mux(z3, 1 << P, Mux(carry, kr[1:], kr[:P + 1])), Mux(z3, 0, e3 + hi + carry), z3)
+    return out.reg(p, fb, f"{name}_o")
+
+
+def add_tree(m: Module, p: Pipe, fb: FloatBaseline, vals: list[WF], name: str) -> WF:
+    """Pairwise tree: (0+1), (2+3), ... per level (len(vals) a power of two)."""
+    level = 0
+    while len(vals) > 1:
+        vals = [fadd(m, p, fb, vals[i], vals[i + 1], f"{name}{level}_{i // 2}") for i in range(0, len(vals), 2)]
+        level += 1
+    return vals[0]
+
+
+# ---- 1/sum -------------------------------------------------------------------------------------------------
+
+def reciprocal(m: Module, p: Pipe, fb: FloatBaseline, Sm, name: str):
+    """r ~ 2^(R+P) / Sm (golden `reciprocal`): the table's registered read, then NR_STAGES per Newton-Raphson step."""
+    P, R = fb.P, fb.R
+    kr, steps, table = fb.recip_table
+    r = _rom(m, f"{name}_rom", list(table), R + 1, Sm[P - kr:P])
+    sm = p.reg(Sm, name=f"{name}_sm")
+    pow2 = p.reg(Sm[:P] == 0, name=f"{name}_pow2")
+    def carry(tag: str):
+        return p.reg(r, name=f"{name}_r{tag}"), p.reg(sm, name=f"{name}_sm{tag}"), p.reg(pow2, name=f"{name}_p{tag}")
+
+    for i in range(steps):
+        prod = p.reg(sm * r, unsigned(P + R + 2), name=f"{name}_prod{i}")
+        r, sm, pow2 = carry(f"{i}a")
+        # |2^R - Sm r / 2^P| < 2^(R-kr) after the table (and smaller after a step): R - kr + 2 bits signed
+        delta = p.reg((1 << R) - (prod >> P), signed(R - kr + 2), name=f"{name}_delta{i}")
+        r, sm, pow2 = carry(f"{i}b")
+        # r < 2^R until a power-of-two sum, whose r is replaced by 2^R at the end: R bits into the multiplier
+        rd = p.reg(Cat(r[:R], Const(0, 1)).as_signed() * delta, signed(2 * R + 4), name=f"{name}_rd{i}")
+        r, sm, pow2 = carry(f"{i}c")
+        nr = r + (rd >> R)
+        if i == steps - 1:
+            nr = Mux(pow2, 1 << R, nr)
+        r = p.reg(nr, unsigned(R + 1), name=f"{name}_r{i}")
+        sm, pow2 = p.reg(sm, name=f"{name}_sm{i}"), p.reg(pow2, name=f"{name}_p{i}")
+    return r
+
+
+# ---- y = e r, rounded to the format ---------------------------------------------------------------------------
+
+def round_output(m: Module, p: Pipe, fb: FloatBaseline, cfg: SoftmaxConfig, em, eE, r, SE, name: str):
+    """y = em * r * 2^(eE - P - R - SE) rounded to nearest even with gradual underflow (golden `output`): C_STAGES
+    = 3 registered stages, then the rounding's add, which feeds the caller's output register. Returns the bits."""
+    P, R, M, bias = fb.P, fb.R, cfg.man_bits, cfg.bias
+    ZB = P + R + 2
+    z1 = p.reg(em * r, unsigned(ZB), name=f"{name}_z")
+    xs = signed(fb.sum_exp_bits + 3)
+    x1 = p.reg(eE - P - R - SE, xs, name=f"{name}_x")
+    # stage 2: the leading one is at P+R or P+R-1: normalise to P+R; the biased exponent; bits to drop
+    hi = z1[P + R]
+    zn = Mux(hi, z1, z1 << 1)[:ZB - 1]
+    e = Signal(signed(fb.sum_exp_bits + 5), name=f"{name}_e")
+    m.d.comb += e.eq(x1 + P + R - 1 + hi + bias)
+    h = Signal(signed(len(e) + 2), name=f"{name}_h")
+    m.d.comb += h.eq(smin(P + R - M + smax(1 - e, 0), P + R + 2))
+    hb = (P + R + 2).bit_length()
+    zn2 = p.reg(zn, unsigned(ZB - 1), name=f"{name}_zn")
+    h2 = p.reg(h.as_unsigned()[:hb], unsigned(hb), name=f"{name}_h")
+    e2 = p.reg(smax(e, 1).as_unsigned()[:len(e) - 1], unsigned(len(e) - 1), name=f"{name}_e2")
+    # stage 3: drop h bits, the round bit and a sticky bit
+    keep = zn2 >> h2
+    h1 = (h2 - 1)[:hb]
+    rb = (zn2 >> h1)[0]
+    sticky = ((zn2 >> h1) << h1)[:ZB - 1] != zn2
+    keep3 = p.reg(keep[:M + 2], unsigned(M + 2), name=f"{name}_keep")
+    up3 = p.reg(rb & (sticky | keep[0]), name=f"{name}_up")
+    e3 = p.reg(e2, name=f"{name}_e3")
+    mag = (e3 << M) + keep3 + up3 - (1 << M)
+    return mag[:cfg.width]
+
+
+# ---- the datapath the ring drives ------------------------------------------------------------------------------
 
 class FloatDatapath:
-    """B: d = max - x, e = 2^(-d log2 e), written back and summed by a float adder tree and accumulator.
-    C: y = e / sum by a restoring divider, rounded to the format."""
+    """B: e = exp(x - max) per lane (written back, then summed by the adder tree); the vector's sum by
+    ADD_STAGES interleaved partial sums and a combine tree, then 1/sum. C: y = e * (1/sum), rounded."""
 
     def __init__(self, cfg: SoftmaxConfig):
         self.cfg = cfg
-        st = fs.float_pipeline(cfg)
+        self.fb = fb = baseline(cfg)
+        st = fb.pipeline()
         self.B_WB, self.B_P, self.B_BEAT, self.FIN, self.C_OUT = (st["b_wb"], st["b_p"], st["b_beat"], st["fin"],
                                                                   st["c_out"])
-        self.P = fs.work_bits(cfg)
-        self.X = fs.exp_field_bits(cfg)
-
-    @property
-    def acc_shape(self):
-        return unsigned(fs.working_float_bits(self.cfg))
 
     @property
     def vec_shape(self):
-        return self.acc_shape
+        return unsigned(self.fb.vec_bits)
 
-    # --- B
+    def unpack(self, word) -> WF:
+        fb = self.fb
+        P, XB = fb.P, fb.e_exp_bits
+        return WF(Cat(word[:P], Const(1, 1)), -(word[P:P + XB].as_unsigned()), word[P + XB])
+
     def b_lane(self, m: Module, p: Pipe, word, lane_ok, max_bits, lane: int):
-        cfg, P = self.cfg, self.P
-        M, E, bias = cfg.man_bits, cfg.exp_bits, cfg.bias
-        G = P - M + 2
-        x = word[:cfg.width]
-        sx, ex, fx = x[cfg.width - 1], x[M:M + E], x[:M]
-        sm, em, fm = max_bits[cfg.width - 1], max_bits[M:M + E], max_bits[:M]
-        special = ex == cfg.float_format.exp_max
-        finite = lane_ok & ~special
-        ex_ = Mux(special, 0, ex)
-        mx_ = Mux((ex == 0) | special, 0, Cat(fx, Const(1, 1)))
-        mm_ = Mux(em == 0, 0, Cat(fm, Const(1, 1)))
-
-        # subtract, stage 1: max + (-x): order the magnitudes, align the smaller one (truncated)
-        x_big = Cat(mx_, ex_) > Cat(mm_, em)
-        eb, es = Mux(x_big, ex_, em), Mux(x_big, em, ex_)
-        mb, ms = Mux(x_big, mx_, mm_), Mux(x_big, mm_, mx_)
-        ww = M + 1 + G
-        sh = smin(eb - es, ww).as_unsigned()[:ww.bit_length()]
-        aw = p.reg(mb << G, unsigned(ww), name=f"aw{lane}")
-        bw = p.reg((ms << G) >> sh, unsigned(ww), name=f"bw{lane}")
-        sub = p.reg(sm == sx, name=f"sub{lane}")  # max + (-x): the magnitudes subtract when the signs agree
-        e1 = p.reg(eb, name=f"e1_{lane}")
-        fin1 = p.reg(finite, name=f"fin1_{lane}")
-        # stage 2: add or subtract
-        r2 = p.reg(Mux(sub, aw - bw, aw + bw), unsigned(ww + 1), name=f"r{lane}")
-        e2, fin2 = p.reg(e1, name=f"e2_{lane}"), p.reg(fin1, name=f"fin2_{lane}")
-        # stage 3: normalise to P+1 bits (truncated)
-        rw = ww + 1
-        lead = leading_one(m, r2, f"dlead{lane}")
-        up = Signal(range(rw), name=f"dup{lane}")
-        norm = Signal(rw, name=f"dnorm{lane}")
-        m.d.comb += [up.eq(rw - 1 - lead), norm.eq(r2 << up)]
-        xs = signed(self.X + 2)
-        d_m = p.reg(norm[rw - P - 1:rw], name=f"dm{lane}")
-        d_e = p.reg(e2 - bias - M - G + lead, xs, name=f"de{lane}")
-        d_z = p.reg(r2 == 0, name=f"dz{lane}")
-        fin3 = p.reg(fin2, name=f"fin3_{lane}")
-
-        # stage 4: |t| = |d| * log2(e), the mantissa product
-        prod = p.reg(d_m * fs.log2e_mantissa(cfg), name=f"tp{lane}")
-        t_e, t_z, fin4 = p.reg(d_e, name=f"te{lane}"), p.reg(d_z, name=f"tz{lane}"), p.reg(fin3, name=f"fin4_{lane}")
-        # stage 5: normalise and convert to fixed point with FB fraction bits: k = floor(t), f = t - k
-        FB = fs.fixed_bits(cfg)
-        hi = prod[2 * P + 2]
-        tm = Mux(hi, prod[P + 2:2 * P + 3], prod[P + 1:2 * P + 2])
-        te = t_e + hi
-        kb = (fs.flush_exp(cfg) + 1).bit_length()
-        flush = ~t_z & (te >= kb)
-        s = te - P + FB  # |t| * 2^FB = tm * 2^s
-        lmax, rmax = kb + FB - P, P + 2
-        lsh = smin(smax(s, 0), lmax).as_unsigned()[:lmax.bit_length()]
-        rsh = smin(smax(-s, 0), rmax).as_unsigned()[:rmax.bit_length()]
-        tf = Mux(t_z, 0, Mux(s >= 0, tm << lsh, tm >> rsh))
-        tfix = Signal(signed(kb + FB + 2), name=f"tfix{lane}")
-        m.d.comb += tfix.eq(-tf)
-        k = tfix >> FB
-        f5 = p.reg(tfix[:FB], name=f"f{lane}")
-        k5 = p.reg(k, signed(kb + 2), name=f"k{lane}")
-        dead5 = p.reg(~fin4 | flush | (k < -fs.flush_exp(cfg)), name=f"dead{lane}")
-
-        # Horner: one multiply-add per stage
-        coeffs = fs.poly_coeffs(cfg)
-        acc = Const(coeffs[-1], signed(FB + 3))
-        f, kk, dead = f5, k5, dead5
-        for i in range(len(coeffs) - 2, -1, -1):
-            acc = p.reg(((acc * f) >> FB) + coeffs[i], signed(FB + 3), name=f"h{i}_{lane}")
-            f, kk, dead = p.reg(f, name=f"hf{lane}"), p.reg(kk, name=f"hk{lane}"), p.reg(dead, name=f"hd{lane}")
-        # pack: e = 2^f * 2^k, the polynomial clamped to [1, 2) and truncated to P fraction bits
-        one, top = 1 << FB, (2 << FB) - 1
-        pv = Mux(acc < one, one, Mux(acc > top, top, acc)).as_unsigned()[:FB + 1]
-        e_packed = p.reg(pack(cfg, pv[FB - P:FB + 1], kk.as_unsigned(), dead), self.acc_shape, name=f"e{lane}")
-        return e_packed, e_packed
-
-    def fadd(self, m: Module, a, b, name: str, pipe: Pipe | None = None):
-        """a + b for non-negative working floats; two register stages with `pipe`, none without (truncated)."""
-        P = self.P
-        A, B = WorkFloat(self.cfg, a), WorkFloat(self.cfg, b)
-        a_big = B.zero | (~A.zero & (A.exp >= B.exp))
-        eb = Mux(a_big, A.exp, B.exp)
-        mb = Mux(a_big, Mux(A.zero, 0, A.mant), Mux(B.zero, 0, B.mant))
-        ms = Mux(a_big, Mux(B.zero, 0, B.mant), Mux(A.zero, 0, A.mant))
-        diff = Signal(signed(self.X + 2), name=f"{name}_diff")
-        m.d.comb += diff.eq(Mux(a_big, A.exp - B.exp, B.exp - A.exp))
-        sh = smin(diff, P + 2).as_unsigned()[:(P + 2).bit_length()]
-        total = mb + (ms >> sh)
-        both_zero = A.zero & B.zero
-        if pipe is not None:
-            total, eb, both_zero = (pipe.reg(total, unsigned(P + 2), name=f"{name}_s"), pipe.reg(eb, name=f"{name}_e"),
-                                    pipe.reg(both_zero, name=f"{name}_z"))
-        hi = total[P + 1]
-        out = pack(self.cfg, Mux(hi, total[1:P + 2], total[:P + 1]), (eb + hi).as_unsigned(), both_zero)
-        if pipe is not None:
-            return pipe.reg(out, self.acc_shape, name=f"{name}_o")
-        o = Signal(self.acc_shape, name=f"{name}_o")
-        m.d.comb += o.eq(out)
-        return o
+        e = exp_lane(m, p, self.fb, self.cfg, word[:self.cfg.width], max_bits, lane_ok, f"l{lane}")
+        return e, e
 
     def b_beat(self, m: Module, p: Pipe, lanes_e: list):
-        """The float adder tree over the lanes (two stages per level)."""
-        level = 0
-        while len(lanes_e) > 1:
-            nxt = [self.fadd(m, lanes_e[i], lanes_e[i + 1], f"tree{level}_{i // 2}", p)
-                   for i in range(0, len(lanes_e) - 1, 2)]
-            if len(lanes_e) % 2:
-                nxt.append(p.delay(lanes_e[-1], 2, name=f"tree{level}_pass"))
-            lanes_e, level = nxt, level + 1
-        return lanes_e[0]
+        fb = self.fb
+        return add_tree(m, p, fb, [self.unpack(e) for e in lanes_e], "tree")
 
-    def acc_add(self, m: Module, acc, beat):
-        return self.fadd(m, acc, beat, "acc")
+    def vector_value(self, m: Module, p: Pipe, beat: WF, tags: dict):
+        """The beat sums of a vector (one a cycle, from its first to its last) -> (r, SE) packed, its valid and
+        bank, 1 + FIN cycles after the last beat sum."""
+        fb = self.fb
+        A = fb.partials
+        sb = max((A - 1).bit_length(), 1)
+        # the beat's place: partial slot (beat index mod A), and whether that slot already holds a partial
+        slot, full = Signal(sb, name="acc_slot"), Signal(name="acc_full")
+        cur_slot = Mux(tags["first"], 0, (slot + 1)[:sb] if A > 1 else 0)
+        cur_full = ~tags["first"] & (full | (slot == A - 1))
+        with m.If(tags["v"]):
+            m.d.sync += [slot.eq(cur_slot), full.eq(cur_full)]
+        out = Signal(fb.P + 1, name="acc_out_m"), Signal(signed(fb.sum_exp_bits), name="acc_out_E"), \
+            Signal(name="acc_out_z")
+        fed = WF(*out)
+        zero = zero_wf(fb)
+        other = WF(Mux(cur_full, fed.m, zero.m), Mux(cur_full, fed.E, zero.E), Mux(cur_full, fed.z, zero.z))
+        res = fadd(m, p, fb, beat, other, "acc")
+        m.d.comb += [out[0].eq(res.m), out[1].eq(res.E), out[2].eq(res.z)]
+        dly = {n: p.delay(tags[n], ADD_STAGES, name=f"acc_{n}") for n in ("v", "first", "last", "bank")}
+        oslot = p.delay(cur_slot, ADD_STAGES, name="acc_oslot")
+        parts = [WF(Signal(fb.P + 1, name=f"part{s}_m"), Signal(signed(fb.sum_exp_bits), name=f"part{s}_E"),
+                    Signal(name=f"part{s}_z")) for s in range(A)]
+        snap = []
+        for s, pt in enumerate(parts):
+            mine = oslot == s
+            keep_old = ~dly["first"]
+            vm = Mux(mine, res.m, Mux(keep_old, pt.m, zero.m))
+            vE = Mux(mine, res.E, Mux(keep_old, pt.E, zero.E))
+            vz = Mux(mine, res.z, Mux(keep_old, pt.z, 1))
+            with m.If(dly["v"]):
+                m.d.sync += [pt.m.eq(vm), pt.E.eq(vE), pt.z.eq(vz)]
+            snap.append(WF(vm, vE, vz))
+        total = add_tree(m, p, fb, snap, "comb")
+        t_v = p.delay(dly["v"] & dly["last"], ADD_STAGES * fb.combine_levels, name="comb_v")
+        t_bank = p.delay(dly["bank"], ADD_STAGES * fb.combine_levels, name="comb_bank")
+        r = reciprocal(m, p, fb, total.m, "recip")
+        se = p.delay(total.E, fb.recip_stages, name="recip_se")
+        v = p.delay(t_v, fb.recip_stages, name="recip_v")
+        bank = p.delay(t_bank, fb.recip_stages, name="recip_bank")
+        return Cat(r, se), v, bank
 
-    def finalize(self, m: Module, p: Pipe, total):
-        return total
-
-    # --- C: y = e / sum
     def c_lane(self, m: Module, p: Pipe, word, vec, lane: int):
-        cfg, P = self.cfg, self.P
-        M = cfg.man_bits
-        e, s = WorkFloat(cfg, word), WorkFloat(cfg, vec)
-        ms = s.mant
-        rem = e.mant.as_unsigned() + Const(0, P + 2)
-        q = Const(0, 1)
-        qexp = e.exp - s.exp
-        live = ~e.zero
-        stages = fs.div_stages(cfg)
-        for st in range(stages):
-            for _ in range(fs.DIV_BITS_PER_STAGE):
-                ge = rem >= ms
-                q = Cat(ge, q)
-                rem = (Mux(ge, rem - ms, rem) << 1)[:P + 2]
-            qb = 1 + fs.DIV_BITS_PER_STAGE * (st + 1)
-            rem = p.reg(rem, unsigned(P + 2), name=f"rem{st}_{lane}")
-            q = p.reg(q[:qb], unsigned(qb), name=f"q{st}_{lane}")
-            ms = p.reg(ms, name=f"ms{st}_{lane}")
-            qexp = p.reg(qexp, signed(self.X + 2), name=f"qe{st}_{lane}")
-            live = p.reg(live, name=f"dl{st}_{lane}")
-        QB = fs.DIV_BITS_PER_STAGE * stages
-        Q = q[:QB]  # = floor(me / ms * 2^(QB - 1)), in (2^(QB-2), 2^QB)
-        sticky_div = rem != 0
-        hi = Q[QB - 1]
-        qn = Mux(hi, Q, Q << 1)[:QB]
-        eb = Signal(signed(self.X + 4), name=f"ye{lane}")
-        m.d.comb += eb.eq(qexp - 1 + hi + cfg.bias)
-        h = Signal(signed(self.X + 5), name=f"yh{lane}")
-        m.d.comb += h.eq(smin(QB - 1 - M + smax(1 - eb, 0), QB + 1))
-        hu = h.as_unsigned()[:(QB + 1).bit_length()]
-        keep = (qn >> hu)[:M + 2]
-        h1 = (hu - 1)[:len(hu)]
-        rbit = (qn >> h1)[0]
-        sticky = (((qn >> h1) << h1)[:QB] != qn) | sticky_div
-        up = rbit & (sticky | keep[0])
-        out = (smax(eb, 1).as_unsigned() << M) + keep + up - (1 << M)
-        return live, out[:cfg.width]
+        fb = self.fb
+        e = self.unpack(word)
+        r, SE = vec[:fb.R + 1], vec[fb.R + 1:].as_signed()
+        live = p.delay(~e.z, C_STAGES, name=f"clive{lane}")
+        bits = round_output(m, p, fb, self.cfg, e.m, e.E, r, SE, f"y{lane}")
+        return live, bits
 
 
-__all__ = ["FloatDatapath", "WorkFloat", "pack"]
+# ---- the pieces as components, for tests ------------------------------------------------------------------------
+
+class ExpUnit(wiring.Component):
+    """x and the vector's max (raw bits) -> e packed, b_wb cycles later."""
+
+    def __init__(self, cfg: SoftmaxConfig):
+        self.cfg, self.fb = cfg, baseline(cfg)
+        super().__init__({"x": In(cfg.width), "max": In(cfg.width), "ok": In(1), "e": Out(self.fb.e_bits)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.e.eq(exp_lane(m, Pipe(m, "u"), self.fb, self.cfg, self.x, self.max, self.ok, "u"))
+        return m
+
+
+class FloatAdder(wiring.Component):
+    """a + b of working floats, ADD_STAGES cycles later."""
+
+    def __init__(self, cfg: SoftmaxConfig):
+        self.fb = fb = baseline(cfg)
+        wf = {"m": fb.P + 1, "E": signed(fb.sum_exp_bits), "z": 1}
+        super().__init__({**{f"a_{k}": In(v) for k, v in wf.items()}, **{f"b_{k}": In(v) for k, v in wf.items()},
+                          **{f"o_{k}": Out(v) for k, v in wf.items()}})
+
+    def elaborate(self, platform):
+        m = Module()
+        o = fadd(m, Pipe(m, "u"), self.fb, WF(self.a_m, self.a_E, self.a_z), WF(self.b_m, self.b_E, self.b_z), "u")
+        m.d.comb += [self.o_m.eq(o.m), self.o_E.eq(o.E), self.o_z.eq(o.z)]
+        return m
+
+
+class Reciprocal(wiring.Component):
+    """Sm (P + 1 bits) -> r, recip_stages cycles later."""
+
+    def __init__(self, cfg: SoftmaxConfig):
+        self.fb = fb = baseline(cfg)
+        super().__init__({"sm": In(fb.P + 1), "r": Out(fb.R + 1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.r.eq(reciprocal(m, Pipe(m, "u"), self.fb, self.sm, "u"))
+        return m
+
+
+class OutputRound(wiring.Component):
+    """e (packed) and the vector's (r, SE) -> y bits, C_STAGES cycles later (advancing while `en`)."""
+
+    def __init__(self, cfg: SoftmaxConfig):
+        self.cfg, self.fb = cfg, baseline(cfg)
+        super().__init__({"e": In(self.fb.e_bits), "vec": In(self.fb.vec_bits), "en": In(1, init=1),
+                          "y": Out(cfg.width), "live": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        live, bits = FloatDatapath(self.cfg).c_lane(m, Pipe(m, "u", en=self.en), self.e, self.vec, 0)
+        m.d.comb += [self.y.eq(bits), self.live.eq(live)]
+        return m
+
+
+__all__ = ["WF", "ExpUnit", "FloatAdder", "FloatDatapath", "OutputRound", "Reciprocal", "add_tree", "exp2",
+           "exp_lane", "fadd", "pack_e", "reciprocal", "round_output", "subtract", "to_fixed"]

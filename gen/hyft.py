@@ -281,8 +281,22 @@ class HyftDatapath:
         """The beat's sum of p over the lanes (B_BEAT = 1 register stage)."""
         return p.reg(add_tree(m, lanes_p, "psum"), self.acc_shape, name="beat")
 
-    def acc_add(self, m: Module, acc, beat):
-        return acc + beat
+    def vector_value(self, m: Module, p: Pipe, beat, bt: dict):
+        """The beat sums of a vector (tags bt: v, first, last, bank) -> (Lsum, its valid, its bank), 1 + FIN cycles
+        after the last beat sum: the exact accumulator, then `finalize`."""
+        acc = Signal(self.acc_shape)
+        total = Signal(self.acc_shape)
+        tot_v = Signal()
+        tot_bank = Signal(len(bt["bank"]))
+        new_acc = Signal(self.acc_shape)
+        m.d.comb += new_acc.eq(Mux(bt["first"], beat, acc + beat))
+        m.d.sync += tot_v.eq(bt["v"] & bt["last"])
+        with m.If(bt["v"]):
+            m.d.sync += acc.eq(new_acc)
+            with m.If(bt["last"]):
+                m.d.sync += [total.eq(new_acc), tot_bank.eq(bt["bank"])]
+        vecval = self.finalize(m, p, total)
+        return vecval, Pipe(m, "finv").delay(tot_v, self.FIN), Pipe(m, "finb").delay(tot_bank, self.FIN)
 
     # --- B: once per vector
     def finalize(self, m: Module, p: Pipe, total):
@@ -504,21 +518,7 @@ class SoftmaxUnit(wiring.Component):
                                               for w in wbs]))]
         beat = dp.b_beat(m, bp, ps)
         bt = {n: Pipe(m, f"bbt_{n}").delay(t, dp.B_P + dp.B_BEAT) for n, t in tags.items()}
-        acc = Signal(dp.acc_shape)
-        total = Signal(dp.acc_shape)
-        tot_v = Signal()
-        tot_bank = Signal(bank_bits)
-        new_acc = Signal(dp.acc_shape)
-        m.d.comb += new_acc.eq(Mux(bt["first"], beat, dp.acc_add(m, acc, beat)))
-        m.d.sync += tot_v.eq(bt["v"] & bt["last"])
-        with m.If(bt["v"]):
-            m.d.sync += acc.eq(new_acc)
-            with m.If(bt["last"]):
-                m.d.sync += [total.eq(new_acc), tot_bank.eq(bt["bank"])]
-        fp = Pipe(m, "fin")
-        vecval = dp.finalize(m, fp, total)
-        fin_v = Pipe(m, "finv").delay(tot_v, dp.FIN)
-        fin_bank = Pipe(m, "finb").delay(tot_bank, dp.FIN)
+        vecval, fin_v, fin_bank = dp.vector_value(m, Pipe(m, "fin"), beat, bt)
         with m.If(fin_v):
             for i in range(NB):
                 with m.If(fin_bank == i):

@@ -280,9 +280,17 @@ class SoftmaxConfig(BlockConfig):
 
         Three suffice for 0.9 L elements/cycle at N = 256 up to 4 lanes; with 8 and 16 lanes a vector of
         256 is only 32 or 16 beats, shorter than the pipelines' hand-over time, so a fourth bank keeps
-        the phases busy (golden/hyft_cycles.py predicts both).
+        the phases busy (golden/hyft_cycles.py predicts both). The float baseline's sum and reciprocal take
+        longer (`float_pipeline`), so it gets as many banks as keep it at 0.9 L elements per cycle on back-to-back
+        vectors of RATE_N = 256 too: a bank is busy for about 3n beats plus the pipelines' hand-over time.
         """
-        return 3 if self.lanes <= 4 else 4
+        base = 3 if self.lanes <= 4 else 4
+        if self.arch != "float":
+            return base
+        n = max(1, 256 // self.lanes)
+        p = self.pipeline
+        busy = 3 * n + p["b_p"] + p["b_beat"] + p["fin"] + p["c_out"] + A_FULL + C_FREE + 6
+        return max(base, -(-busy * 9 // (10 * n)))
 
     @property
     def count_bits(self) -> int:
