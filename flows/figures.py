@@ -308,12 +308,13 @@ def hyft_error_segments(study: dict, out: Path) -> str:
     for ax, key, ylabel in ((axs[0], "max_abs", "max |y - ref|"),
                             (axs[1], "max_rel", "max |y - ref| / ref (ref ≥ $2^{-10}$)")):
         for i, fmt in enumerate(fmts):
-            hyft = sorted((r for r in rows if r["fmt"] == fmt and r["segments"] is not None),
+            hyft = sorted((r for r in rows if r["fmt"] == fmt and r.get("unit", "hyft") == "hyft"),
                           key=lambda r: r["segments"])
             for src in sources:
                 ax.plot([r["segments"] for r in hyft], [r[src][key] for r in hyft], style[src][0], color=f"C{i}",
                         label=f"{fmt}, {style[src][1]}")
-            exact = next((r for r in rows if r["fmt"] == fmt and r["segments"] is None), None)
+            exact = next((r for r in rows if r["fmt"] == fmt and r.get("unit", "exact") == "exact"
+                          and r["segments"] is None), None)
             if exact:
                 ax.axhline(exact["random"][key], color=f"C{i}", ls=":", lw=1,
                            label=f"{fmt} rounding alone (exact softmax, random)")

@@ -10,7 +10,8 @@ their defaults, the golden model is measured on
 Errors are against float64 softmax of the same (format-rounded) inputs: max |y - ref|, max
 |y - ref| / ref over ref >= 2^-10, and max |sum(y) - 1| per vector. Each format also gets a
 baseline row, "exact": float64 softmax rounded to the format (round to nearest even), the error
-the format alone costs.
+the format alone costs, and a "float" row: the conventional floating-point softmax (arch="float",
+docs/float-baseline.md, golden/float_softmax.py) on the same inputs.
 
     python -m accelkit.flows.hyft_accuracy OUT.json [--vectors N] [--no-minilm]
 
@@ -43,6 +44,7 @@ from collections.abc import Callable, Iterable
 import torch
 
 from accelkit.config.hyft import SoftmaxConfig
+from accelkit.golden.float_softmax import float_softmax
 from accelkit.golden.hyft import (
     hyft_softmax,
     hyft_softmax_backward,
@@ -213,6 +215,8 @@ def exact_rounded(fmt: str) -> Callable[[torch.Tensor], torch.Tensor]:
 def _unit(cfg: SoftmaxConfig | str) -> Callable[[torch.Tensor], torch.Tensor]:
     if isinstance(cfg, str):
         return exact_rounded(cfg)
+    if cfg.arch == "float":
+        return lambda x: float_softmax(x, cfg)
     return lambda x: hyft_softmax(x, cfg)
 
 
@@ -250,6 +254,9 @@ def embedding_cosine(tok, model, cfg: SoftmaxConfig | str, reference: torch.Tens
             return torch_softmax(input.to(torch.float64), dim).to(fmt_dtype).to(dtype or input.dtype)
 
         ctx = softmax_patch(rounded)
+    elif cfg.arch == "float":
+        ctx = softmax_patch(lambda input, dim=None, dtype=None: float_softmax(
+            input.movedim(dim, -1).to(cfg.torch_dtype), cfg).to(dtype or input.dtype).movedim(-1, dim))
     else:
         ctx = patched_softmax(cfg)
     with ctx:
@@ -259,8 +266,10 @@ def embedding_cosine(tok, model, cfg: SoftmaxConfig | str, reference: torch.Tens
 
 
 def study_configs(base: SoftmaxConfig | None = None) -> list[SoftmaxConfig]:
+    """Hyft at every S, then the conventional float baseline (arch="float", docs/float-baseline.md), per format."""
     base = base or SoftmaxConfig()
-    return [base.replace(fmt=f, segments=s) for f in FMTS for s in SEGMENTS]
+    return [base.replace(fmt=f, segments=s) for f in FMTS for s in SEGMENTS] + \
+        [SoftmaxConfig(fmt=f, arch="float") for f in FMTS]
 
 
 def accuracy_study(n_vectors: int = 10_000, minilm: bool = True, seed: int = 0,
@@ -290,9 +299,10 @@ def accuracy_study(n_vectors: int = 10_000, minilm: bool = True, seed: int = 0,
         inputs["embedding"] = {"sentences": len(SENTENCES), "reference": "float32 model, exact softmax"}
     rows = []
     for cfg in [*FMTS, *configs]:
+        unit = "exact" if isinstance(cfg, str) else cfg.arch
         row: dict = {"fmt": cfg if isinstance(cfg, str) else cfg.fmt,
-                     "segments": None if isinstance(cfg, str) else cfg.segments,
-                     "unit": "exact" if isinstance(cfg, str) else "hyft",
+                     "segments": cfg.segments if unit == "hyft" else None,
+                     "unit": unit,
                      "config": None if isinstance(cfg, str) else cfg.to_dict(),
                      "random": accuracy_on_vectors(batches, cfg)}
         if minilm:
@@ -535,7 +545,7 @@ def render_table(study: dict) -> str:
         head += ["attn abs", "attn rel", "attn |sum-1|", "1-cos mean", "1-cos max"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in study["rows"]:
-        cells = [r["fmt"], "exact" if r["segments"] is None else str(r["segments"])]
+        cells = [r["fmt"], r.get("unit", "exact") if r["segments"] is None else str(r["segments"])]
         srcs = ("random", "attention") if has_att else ("random",)
         for src in srcs:
             s = r[src]
