@@ -370,8 +370,8 @@ def test_accuracy_flow_runs_small():
     lengths = torch.cat([b["length"] for b in batches])
     assert len(lengths) == 60 and int(lengths.min()) == 1 and int(lengths.max()) == 1024
     assert all(b["x"].shape[1] >= int(b["length"].max()) for b in batches)
-    study = accuracy_study(n_vectors=60, minilm=False, configs=[SoftmaxConfig()])
+    study = accuracy_study(n_vectors=60, minilm=False, configs=[SoftmaxConfig(), SoftmaxConfig(arch="float")])
     json.dumps(study)
-    assert [r["unit"] for r in study["rows"]] == ["exact"] * 3 + ["hyft"]
+    assert [r["unit"] for r in study["rows"]] == ["exact"] * 3 + ["hyft", "float"]
     assert study["default"]["meets_targets"] == {"random": {"max_abs": True, "max_rel": True}}
-    assert "| bf16 | 8 |" in render_table(study)
+    assert "| bf16 | 8 |" in render_table(study) and "| bf16 | float |" in render_table(study)
