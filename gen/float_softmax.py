@@ -61,30 +61,38 @@ def _rom(m: Module, name: str, values: list[int], width: int, addr):
 # ---- d = max - x ------------------------------------------------------------------------------------------
 
 def subtract(m: Module, p: Pipe, fb: FloatBaseline, cfg: SoftmaxConfig, x_bits, max_bits, ok, name: str):
-    """|d| = max - x rounded to nearest even at P + 1 bits (golden `subtract`), SUB_STAGES = 6 stages.
+    """|d| = max - x rounded to nearest even at P + 1 bits (golden `subtract`), SUB_STAGES = 7 stages.
 
     Returns (dm, dE, dz, finite): finite = ok and x is neither inf nor NaN."""
-    M, X, P, bias = fb.M, fb.sub_extra, fb.P, fb.bias
+    M, X, P, bias, EB = fb.M, fb.sub_extra, fb.P, fb.bias, cfg.exp_bits
+    # stage 0: decode the bank's word and the vector's max
     sx, ex, fx = float_fields(x_bits, cfg)
-    sm, em, fm = float_fields(max_bits, cfg)
+    sm, em0, fm = float_fields(max_bits, cfg)
     special = ex == cfg.float_format.exp_max
     normal = (ex != 0) & ~special
-    mx = Mux(normal, Cat(fx, Const(1, 1)), 0)
-    ex_ = Mux(normal, ex, 0)
-    mm = Mux(em != 0, Cat(fm, Const(1, 1)), 0)
-    x_big = (mx != 0) & ((ex_ > em) | ((ex_ == em) & (mx > mm)) | (mm == 0))
-    eb, es = Mux(x_big, ex_, em), Mux(x_big, em, ex_)
+    mx = p.reg(Mux(normal, Cat(fx, Const(1, 1)), 0), unsigned(M + 1), name=f"{name}_mx")
+    ex_ = p.reg(Mux(normal, ex, 0), unsigned(EB), name=f"{name}_ex")
+    mm = p.reg(Mux(em0 != 0, Cat(fm, Const(1, 1)), 0), unsigned(M + 1), name=f"{name}_mm")
+    em = p.reg(em0, unsigned(EB), name=f"{name}_em")
+    sub0 = p.reg(sm == sx, name=f"{name}_sub0")
+    fin0 = p.reg(ok & ~special, name=f"{name}_fin0")
+    # the larger magnitude, by one compare of (exponent, mantissa); both exponent differences, each clamped
+    x_big = (mx != 0) & ((Cat(mx, ex_) > Cat(mm, em)) | (mm == 0))
+    eb = Mux(x_big, ex_, em)
     mb, ms = Mux(x_big, mx, mm), Mux(x_big, mm, mx)
     shmax = M + X + 2
-    diff = Signal(signed(cfg.exp_bits + 2), name=f"{name}_ediff")
-    m.d.comb += diff.eq(eb - es)
-    sh = Mux(ms == 0, 0, smin(diff, shmax))
+    shb = shmax.bit_length()
+    dxm, dmx = Signal(signed(EB + 2), name=f"{name}_dxm"), Signal(signed(EB + 2), name=f"{name}_dmx")
+    m.d.comb += [dxm.eq(ex_ - em), dmx.eq(em - ex_)]
+    shx = Mux(mm == 0, 0, smin(smax(dxm, 0), shmax)).as_unsigned()[:shb]
+    shm = Mux(mx == 0, 0, smin(smax(dmx, 0), shmax)).as_unsigned()[:shb]
+    sh = Mux(x_big, shx, shm)
     # stage 1: compare and swap
     mb1, ms1 = p.reg(mb, unsigned(M + 1), name=f"{name}_mb"), p.reg(ms, unsigned(M + 1), name=f"{name}_ms")
     sh1 = p.reg(sh, unsigned(shmax.bit_length()), name=f"{name}_sh")
     eb1 = p.reg(eb, unsigned(cfg.exp_bits), name=f"{name}_eb")
-    sub1 = p.reg(sm == sx, name=f"{name}_sub")
-    fin1 = p.reg(ok & ~special, name=f"{name}_fin")
+    sub1 = p.reg(sub0, name=f"{name}_sub")
+    fin1 = p.reg(fin0, name=f"{name}_fin")
     # stage 2: align the smaller one, its lost bits jammed into a sticky bit
     W = M + 1 + X
     bw = Signal(W, name=f"{name}_bw")
@@ -111,6 +119,7 @@ def subtract(m: Module, p: Pipe, fb: FloatBaseline, cfg: SoftmaxConfig, x_bits, 
     st5 = p.reg(rn[:RW - 2 - P] != 0, name=f"{name}_st")
     xs = signed(fb.d_exp_bits + 1)
     e5 = p.reg(eb4 - bias - M - X + lead4, xs, name=f"{name}_e5")
+    e5p = p.reg(eb4 - bias - M - X + 1 + lead4, xs, name=f"{name}_e5p")
     z5, fin5 = p.reg(z4, name=f"{name}_z5"), p.reg(fin4, name=f"{name}_fin5")
     # stage 6: round to nearest even; a carry out moves into the exponent
     up = rb5 & (st5 | keep5[0])
@@ -118,7 +127,7 @@ def subtract(m: Module, p: Pipe, fb: FloatBaseline, cfg: SoftmaxConfig, x_bits, 
     m.d.comb += kr.eq(keep5 + up)
     carry = kr[P + 1]
     dm = p.reg(Mux(carry, kr[1:], kr[:P + 1]), unsigned(P + 1), name=f"{name}_dm")
-    dE = p.reg(e5 + carry, xs, name=f"{name}_dE")
+    dE = p.reg(Mux(carry, e5p, e5), xs, name=f"{name}_dE")
     dz, fin = p.reg(z5, name=f"{name}_dz"), p.reg(fin5, name=f"{name}_fin6")
     return dm, dE, dz, fin
 
@@ -129,34 +138,36 @@ def to_fixed(m: Module, p: Pipe, fb: FloatBaseline, dm, dE, dz, fin, name: str):
     """MUL_STAGES + FIX_STAGES = 4 stages: (n, f, ez) with -|t| = n + f * 2^-FB, ez = e is zero."""
     P, FB = fb.P, fb.fix_bits
     q = p.reg(dm * fb.log2e, unsigned(2 * P + 4), name=f"{name}_q")
-    e1, z1, f1 = p.reg(dE, name=f"{name}_qE"), p.reg(dz, name=f"{name}_qz"), p.reg(fin, name=f"{name}_qf")
-    # shift right by s - 1, s = P - dE clamped to 1..2P+8; |d| >= 2^n_bits is dead anyway
-    s = Signal(signed(len(e1) + 2), name=f"{name}_s")
-    m.d.comb += s.eq(P - e1)
+    # shift right by s - 1, s = P - dE clamped to 1..2P+8 (beside the product); |d| >= 2^n_bits is dead anyway
+    s = Signal(signed(len(dE) + 2), name=f"{name}_s")
+    m.d.comb += s.eq(P - dE)
     smax_ = 2 * P + 8
-    s1 = (smin(smax(s, 1), smax_) - 1).as_unsigned()[:smax_.bit_length()]
+    s1 = p.reg((smin(smax(s, 1), smax_) - 1).as_unsigned()[:smax_.bit_length()], name=f"{name}_s1")
+    big1 = p.reg(dE >= fb.n_bits, name=f"{name}_big1")
+    z1, f1 = p.reg(dz, name=f"{name}_qz"), p.reg(fin, name=f"{name}_qf")
     t1 = p.reg(q >> s1, unsigned(2 * P + 4), name=f"{name}_t1")
-    big = p.reg(e1 >= fb.n_bits, name=f"{name}_big")
+    big = p.reg(big1, name=f"{name}_big")
     z2, f2 = p.reg(z1, name=f"{name}_z2"), p.reg(f1, name=f"{name}_f2")
     tr = Signal(2 * P + 4, name=f"{name}_tr")
     m.d.comb += tr.eq((t1 + 1) >> 1)
-    dead = ~z2 & (big | (tr >= (fb.flush << FB)))
+    # (t1 + 1) >> 1 >= flush 2^FB exactly when t1 >= 2 flush 2^FB - 1: beside the increment, not after it
+    dead = ~z2 & (big | (t1 >= (2 * fb.flush << FB) - 1))
     TB = FB + fb.n_bits
     tfix = p.reg(Mux(dead | z2, 0, tr[:TB]), unsigned(TB), name=f"{name}_tfix")
     ez = p.reg(dead | ~f2, name=f"{name}_ez")
     tneg = Signal(signed(TB + 1), name=f"{name}_tneg")
     m.d.comb += tneg.eq(-tfix)
-    n = p.reg(tneg >> FB, signed(fb.n_bits + 1), name=f"{name}_n")
     f = p.reg(tneg[:FB], unsigned(FB), name=f"{name}_f")
+    nneg = p.reg((tfix + (1 << FB) - 1) >> FB, unsigned(fb.e_exp_bits), name=f"{name}_nneg")  # -n = ceil(|t|)
     ez3 = p.reg(ez, name=f"{name}_ez3")
-    return n, f, ez3
+    return nneg, f, ez3
 
 
 # ---- 2^f ---------------------------------------------------------------------------------------------------
 
-def exp2(m: Module, p: Pipe, fb: FloatBaseline, n, f, ez, name: str):
-    """e = 2^f * 2^n, 2 degree + 2 stages: the table's registered read, a multiply and an add per degree (Horner),
-    the rounding to P fraction bits. Returns the packed e."""
+def exp2(m: Module, p: Pipe, fb: FloatBaseline, nneg, f, ez, name: str):
+    """e = 2^f * 2^n (nneg = -n), 2 degree + 2 stages: the table's registered read, a multiply and an add per
+    degree (Horner), the rounding to P fraction bits. Returns the packed e."""
     P, Q, wb, D = fb.P, fb.coef_frac, fb.w_bits, fb.degree
     k, _, table = fb.exp_table
     widths = [max(max(c[i] for c in table).bit_length(), 1) for i in range(D + 1)]
@@ -173,31 +184,31 @@ def exp2(m: Module, p: Pipe, fb: FloatBaseline, n, f, ez, name: str):
         coef.append(rom[sh:sh + widths[i]])
         sh += widths[i]
     w = p.reg(f[:wb], name=f"{name}_w")
-    nn, zz = p.reg(n, name=f"{name}_n1"), p.reg(ez, name=f"{name}_z1")
+    nn, zz = p.reg(nneg, name=f"{name}_n1"), p.reg(ez, name=f"{name}_z1")
+    nn1 = p.reg(nneg - 1, unsigned(fb.e_exp_bits), name=f"{name}_n1m")
     acc = coef[D]
     later = {i: coef[i] for i in range(D)}
     for i in range(D - 1, -1, -1):
         prod = p.reg(acc * w, unsigned(len(acc) + wb), name=f"{name}_p{i}")
         later = {j: p.reg(c, name=f"{name}_c{j}_{i}") for j, c in later.items()}
         w = p.reg(w, name=f"{name}_w{i}")
-        nn, zz = p.reg(nn, name=f"{name}_nn{i}"), p.reg(zz, name=f"{name}_zz{i}")
+        nn, nn1, zz = p.reg(nn, name=f"{name}_nn{i}"), p.reg(nn1, name=f"{name}_nm{i}"), p.reg(zz, name=f"{name}_zz{i}")
         acc = p.reg(later.pop(i) + (prod >> wb), unsigned(Q + 2), name=f"{name}_a{i}")
         later = {j: p.reg(c, name=f"{name}_d{j}_{i}") for j, c in later.items()}
         w = p.reg(w, name=f"{name}_v{i}")
-        nn, zz = p.reg(nn, name=f"{name}_mm{i}"), p.reg(zz, name=f"{name}_yy{i}")
+        nn, nn1, zz = p.reg(nn, name=f"{name}_mm{i}"), p.reg(nn1, name=f"{name}_ml{i}"), p.reg(zz, name=f"{name}_yy{i}")
     mr = Signal(P + 2, name=f"{name}_mr")
     m.d.comb += mr.eq((acc + (1 << (Q - P - 1))) >> (Q - P))
-    carry = mr[P + 1]
-    E = Signal(signed(fb.sum_exp_bits), name=f"{name}_E")
-    m.d.comb += E.eq(nn + carry)
-    return p.reg(pack_e(fb, Mux(carry, mr[1:], mr[:P + 1]), E, zz), unsigned(fb.e_bits), name=f"{name}_e")
+    carry = mr[P + 1]  # 2^f rounded up to 2: e = 2^(n+1), -E = nneg - 1 (n < 0 whenever f > 0)
+    frac = Mux(carry, mr[1:P + 1], mr[:P])
+    return p.reg(Cat(frac, Mux(carry, nn1, nn), zz), unsigned(fb.e_bits), name=f"{name}_e")
 
 
 def exp_lane(m: Module, p: Pipe, fb: FloatBaseline, cfg: SoftmaxConfig, x_bits, max_bits, ok, name: str):
     """The whole per-element B datapath: x, max -> packed e (b_wb stages)."""
     dm, dE, dz, fin = subtract(m, p, fb, cfg, x_bits, max_bits, ok, f"{name}s")
-    n, f, ez = to_fixed(m, p, fb, dm, dE, dz, fin, f"{name}t")
-    return exp2(m, p, fb, n, f, ez, f"{name}x")
+    nneg, f, ez = to_fixed(m, p, fb, dm, dE, dz, fin, f"{name}t")
+    return exp2(m, p, fb, nneg, f, ez, f"{name}x")
 
 
 # ---- the float adder ---------------------------------------------------------------------------------------
@@ -205,10 +216,16 @@ def exp_lane(m: Module, p: Pipe, fb: FloatBaseline, cfg: SoftmaxConfig, x_bits, 
 def fadd(m: Module, p: Pipe, fb: FloatBaseline, a: WF, b: WF, name: str) -> WF:
     """a + b of non-negative working floats, round to nearest even at P + 1 bits: ADD_STAGES = 4 stages."""
     P = fb.P
-    a_big = b.z | (~a.z & ((a.E > b.E) | ((a.E == b.E) & (a.m >= b.m))))
-    diff = Signal(signed(fb.sum_exp_bits + 1), name=f"{name}_diff")
-    m.d.comb += diff.eq(Mux(a_big, a.E - b.E, b.E - a.E))
-    sh = smin(smax(diff, 0), P + 4).as_unsigned()[:(P + 4).bit_length()]
+    XB = fb.sum_exp_bits
+
+    def key(v: WF):  # (exponent, significand) as one unsigned number: the sign bit flipped
+        return Cat(v.m, v.E[:XB - 1], ~v.E[XB - 1])
+
+    a_big = b.z | (~a.z & (key(a) >= key(b)))
+    dab, dba = Signal(signed(XB + 1), name=f"{name}_dab"), Signal(signed(XB + 1), name=f"{name}_dba")
+    m.d.comb += [dab.eq(a.E - b.E), dba.eq(b.E - a.E)]
+    shw = (P + 4).bit_length()
+    sh = Mux(a_big, smin(smax(dab, 0), P + 4).as_unsigned()[:shw], smin(smax(dba, 0), P + 4).as_unsigned()[:shw])
     # stage 1: compare and swap
     mb1 = p.reg(Mux(a_big, a.m, b.m), unsigned(P + 1), name=f"{name}_mb")
     ms1 = p.reg(Mux(a_big, b.m, a.m), unsigned(P + 1), name=f"{name}_ms")
@@ -228,6 +245,8 @@ def fadd(m: Module, p: Pipe, fb: FloatBaseline, a: WF, b: WF, name: str) -> WF:
     # stage 3: add
     s3 = p.reg(a2 + b2, unsigned(W + 1), name=f"{name}_s3")
     e3, z3 = p.reg(e2, name=f"{name}_e3"), p.reg(z2, name=f"{name}_z3")
+    e3p1 = p.reg(e2 + 1, signed(XB), name=f"{name}_e3p1")
+    e3p2 = p.reg(e2 + 2, signed(XB), name=f"{name}_e3p2")
     # stage 4: a carry shifts right by one (jammed), round to nearest even, a carry out of the rounding
     hi = s3[W]
     sn = Mux(hi, Cat(s3[1] | s3[0], s3[2:W + 1]), s3[:W])
@@ -235,7 +254,8 @@ def fadd(m: Module, p: Pipe, fb: FloatBaseline, a: WF, b: WF, name: str) -> WF:
     kr = Signal(P + 2, name=f"{name}_kr")
     m.d.comb += kr.eq(sn[3:] + up)
     carry = kr[P + 1]
-    out = WF(Mux(z3, 1 << P, Mux(carry, kr[1:], kr[:P + 1])), Mux(z3, 0, e3 + hi + carry), z3)
+    E = Mux(hi & carry, e3p2, Mux(hi | carry, e3p1, e3))
+    out = WF(Mux(z3, 1 << P, Mux(carry, kr[1:], kr[:P + 1])), Mux(z3, 0, E), z3)
     return out.reg(p, fb, f"{name}_o")
 
 
@@ -281,31 +301,37 @@ def reciprocal(m: Module, p: Pipe, fb: FloatBaseline, Sm, name: str):
 
 def round_output(m: Module, p: Pipe, fb: FloatBaseline, cfg: SoftmaxConfig, em, eE, r, SE, name: str):
     """y = em * r * 2^(eE - P - R - SE) rounded to nearest even with gradual underflow (golden `output`): C_STAGES
-    = 3 registered stages, then the rounding's add, which feeds the caller's output register. Returns the bits."""
+    = 3 registered stages, then the rounding's add, which feeds the caller's output register. Returns the bits.
+
+    Z's leading one is at P + R or P + R - 1; normalised to P + R, the bits dropped are K + u, K = P + R - M and
+    u = min(max(0, 1 - e), M + 2) (e the biased exponent): a fixed shift by K - 2 (its bits into a sticky bit),
+    then a variable one of at most M + 2 on M + 3 bits."""
     P, R, M, bias = fb.P, fb.R, cfg.man_bits, cfg.bias
+    K = P + R - M
     ZB = P + R + 2
+    XB = fb.sum_exp_bits + 4
     z1 = p.reg(em * r, unsigned(ZB), name=f"{name}_z")
-    xs = signed(fb.sum_exp_bits + 3)
-    x1 = p.reg(eE - P - R - SE, xs, name=f"{name}_x")
-    # stage 2: the leading one is at P+R or P+R-1: normalise to P+R; the biased exponent; bits to drop
+    e0 = p.reg(eE - SE + (bias - 1), signed(XB), name=f"{name}_e0")  # the biased exponent when Z < 2^(P+R)
+    # stage 2: normalise; the exponent and u for both places of the leading one, chosen by it
     hi = z1[P + R]
     zn = Mux(hi, z1, z1 << 1)[:ZB - 1]
-    e = Signal(signed(fb.sum_exp_bits + 5), name=f"{name}_e")
-    m.d.comb += e.eq(x1 + P + R - 1 + hi + bias)
-    h = Signal(signed(len(e) + 2), name=f"{name}_h")
-    m.d.comb += h.eq(smin(P + R - M + smax(1 - e, 0), P + R + 2))
-    hb = (P + R + 2).bit_length()
-    zn2 = p.reg(zn, unsigned(ZB - 1), name=f"{name}_zn")
-    h2 = p.reg(h.as_unsigned()[:hb], unsigned(hb), name=f"{name}_h")
-    e2 = p.reg(smax(e, 1).as_unsigned()[:len(e) - 1], unsigned(len(e) - 1), name=f"{name}_e2")
-    # stage 3: drop h bits, the round bit and a sticky bit
-    keep = zn2 >> h2
-    h1 = (h2 - 1)[:hb]
-    rb = (zn2 >> h1)[0]
-    sticky = ((zn2 >> h1) << h1)[:ZB - 1] != zn2
-    keep3 = p.reg(keep[:M + 2], unsigned(M + 2), name=f"{name}_keep")
-    up3 = p.reg(rb & (sticky | keep[0]), name=f"{name}_up")
-    e3 = p.reg(e2, name=f"{name}_e3")
+    ub = (M + 2).bit_length()
+
+    def under(e):
+        return smin(smax(1 - e, 0), M + 2).as_unsigned()[:ub]
+
+    e0p = Signal(signed(XB), name=f"{name}_e0p")
+    m.d.comb += e0p.eq(e0 + 1)
+    kw = p.reg(zn[K - 2:], unsigned(M + 3), name=f"{name}_kw")
+    st0 = p.reg(zn[:K - 2] != 0, name=f"{name}_st0")
+    u2 = p.reg(Mux(hi, under(e0p), under(e0)), unsigned(ub), name=f"{name}_u")
+    eo = p.reg(Mux(hi, smax(e0p, 1), smax(e0, 1)).as_unsigned()[:XB - 1], unsigned(XB - 1), name=f"{name}_eo")
+    # stage 3: the variable shift, the round bit and a sticky bit
+    sh = kw >> u2
+    lost = (sh << u2)[:M + 3] != kw
+    keep3 = p.reg(sh[2:], unsigned(M + 1), name=f"{name}_keep")
+    up3 = p.reg(sh[1] & (sh[0] | lost | st0 | sh[2]), name=f"{name}_up")
+    e3 = p.reg(eo, name=f"{name}_e3")
     mag = (e3 << M) + keep3 + up3 - (1 << M)
     return mag[:cfg.width]
 
