@@ -65,17 +65,18 @@ def subtract(m: Module, p: Pipe, fb: FloatBaseline, cfg: SoftmaxConfig, x_bits, 
 
     Returns (dm, dE, dz, finite): finite = ok and x is neither inf nor NaN."""
     M, X, P, bias, EB = fb.M, fb.sub_extra, fb.P, fb.bias, cfg.exp_bits
-    # stage 0: decode the bank's word and the vector's max
-    sx, ex, fx = float_fields(x_bits, cfg)
-    sm, em0, fm = float_fields(max_bits, cfg)
+    # stage 0: the bank's word (an EBR read, slow to leave the block RAM) and the max, registered as they are
+    xr, mr, okr = p.reg(x_bits, name=f"{name}_xr"), p.reg(max_bits, name=f"{name}_mr"), p.reg(ok, name=f"{name}_ok")
+    # decode
+    sx, ex, fx = float_fields(xr, cfg)
+    sm, em, fm = float_fields(mr, cfg)
     special = ex == cfg.float_format.exp_max
     normal = (ex != 0) & ~special
-    mx = p.reg(Mux(normal, Cat(fx, Const(1, 1)), 0), unsigned(M + 1), name=f"{name}_mx")
-    ex_ = p.reg(Mux(normal, ex, 0), unsigned(EB), name=f"{name}_ex")
-    mm = p.reg(Mux(em0 != 0, Cat(fm, Const(1, 1)), 0), unsigned(M + 1), name=f"{name}_mm")
-    em = p.reg(em0, unsigned(EB), name=f"{name}_em")
-    sub0 = p.reg(sm == sx, name=f"{name}_sub0")
-    fin0 = p.reg(ok & ~special, name=f"{name}_fin0")
+    mx = Mux(normal, Cat(fx, Const(1, 1)), 0)
+    ex_ = Mux(normal, ex, 0)
+    mm = Mux(em != 0, Cat(fm, Const(1, 1)), 0)
+    sub0 = sm == sx
+    fin0 = okr & ~special
     # the larger magnitude, by one compare of (exponent, mantissa); both exponent differences, each clamped
     x_big = (mx != 0) & ((Cat(mx, ex_) > Cat(mm, em)) | (mm == 0))
     eb = Mux(x_big, ex_, em)
@@ -179,13 +180,16 @@ def exp2(m: Module, p: Pipe, fb: FloatBaseline, nneg, f, ez, name: str):
             sh += widths[i]
         packed.append(v)
     rom = _rom(m, f"{name}_rom", packed, sum(widths), f[wb:])
+    w = p.reg(f[:wb], name=f"{name}_w")
+    nn, zz = p.reg(nneg, name=f"{name}_n1"), p.reg(ez, name=f"{name}_z1")
+    nn1 = p.reg(nneg - 1, unsigned(fb.e_exp_bits), name=f"{name}_n1m")
+    # the ROM's data registered before any logic (an EBR's clock-to-out is most of a cycle)
+    rom = p.reg(rom, name=f"{name}_romq")
+    w, nn, nn1, zz = (p.reg(v, name=f"{name}_q{k}") for k, v in enumerate((w, nn, nn1, zz)))
     coef, sh = [], 0
     for i in range(D + 1):
         coef.append(rom[sh:sh + widths[i]])
         sh += widths[i]
-    w = p.reg(f[:wb], name=f"{name}_w")
-    nn, zz = p.reg(nneg, name=f"{name}_n1"), p.reg(ez, name=f"{name}_z1")
-    nn1 = p.reg(nneg - 1, unsigned(fb.e_exp_bits), name=f"{name}_n1m")
     acc = coef[D]
     later = {i: coef[i] for i in range(D)}
     for i in range(D - 1, -1, -1):
@@ -277,6 +281,7 @@ def reciprocal(m: Module, p: Pipe, fb: FloatBaseline, Sm, name: str):
     r = _rom(m, f"{name}_rom", list(table), R + 1, Sm[P - kr:P])
     sm = p.reg(Sm, name=f"{name}_sm")
     pow2 = p.reg(Sm[:P] == 0, name=f"{name}_pow2")
+    r, sm, pow2 = p.reg(r, name=f"{name}_romq"), p.reg(sm, name=f"{name}_smq"), p.reg(pow2, name=f"{name}_p2q")
     def carry(tag: str):
         return p.reg(r, name=f"{name}_r{tag}"), p.reg(sm, name=f"{name}_sm{tag}"), p.reg(pow2, name=f"{name}_p{tag}")
 
@@ -300,8 +305,8 @@ def reciprocal(m: Module, p: Pipe, fb: FloatBaseline, Sm, name: str):
 # ---- y = e r, rounded to the format ---------------------------------------------------------------------------
 
 def round_output(m: Module, p: Pipe, fb: FloatBaseline, cfg: SoftmaxConfig, em, eE, r, SE, name: str):
-    """y = em * r * 2^(eE - P - R - SE) rounded to nearest even with gradual underflow (golden `output`): C_STAGES
-    = 3 registered stages, then the rounding's add, which feeds the caller's output register. Returns the bits.
+    """y = em * r * 2^(eE - P - R - SE) rounded to nearest even with gradual underflow (golden `output`): 3
+    registered stages, then the rounding's add, which feeds the caller's output register. Returns the bits.
 
     Z's leading one is at P + R or P + R - 1; normalised to P + R, the bits dropped are K + u, K = P + R - M and
     u = min(max(0, 1 - e), M + 2) (e the biased exponent): a fixed shift by K - 2 (its bits into a sticky bit),
@@ -410,9 +415,11 @@ class FloatDatapath:
 
     def c_lane(self, m: Module, p: Pipe, word, vec, lane: int):
         fb = self.fb
+        # the bank's word registered before any logic (as in B), the vector's value alongside
+        word, vec = p.reg(word, name=f"cw{lane}"), p.reg(vec, name=f"cv{lane}")
         e = self.unpack(word)
         r, SE = vec[:fb.R + 1], vec[fb.R + 1:].as_signed()
-        live = p.delay(~e.z, C_STAGES, name=f"clive{lane}")
+        live = p.delay(~e.z, C_STAGES - 1, name=f"clive{lane}")
         bits = round_output(m, p, fb, self.cfg, e.m, e.E, r, SE, f"y{lane}")
         return live, bits
 

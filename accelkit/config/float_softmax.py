@@ -30,13 +30,13 @@ if TYPE_CHECKING:  # config/hyft.py imports this module for SoftmaxConfig.pipeli
 # g: guard bits of the working precision above the format's mantissa (docs/float-baseline.md, "Precision")
 GUARD_BITS: dict[str, int] = {"bf16": 8, "fp16": 5, "fp32": 3}
 ADD_STAGES = 4  # the float adder: compare and swap, align, add, normalise and round
-SUB_STAGES = 7  # d = max - x: decode, compare and swap, align, add/subtract, leading one, normalise, round
+SUB_STAGES = 7  # d = max - x: the word, compare and swap, align, add/subtract, leading one, normalise, round
 MUL_STAGES = 1  # t = |d| * log2(e)
 FIX_STAGES = 3  # t onto the fixed-point grid: shift, round, negate and split into n and f
-EXP1_STAGES = 4  # 2^f, degree 1: table, multiply, add, round and pack (degree 2: 2 more)
-RECIP_TABLE_STAGES = 1
+EXP1_STAGES = 5  # 2^f, degree 1: table, its data, multiply, add, round and pack (degree 2: 2 more)
+RECIP_TABLE_STAGES = 2  # the table's read, its data registered
 NR_STAGES = 4  # one Newton-Raphson step: Sm * r, 2^R - that, r * it, r + that
-C_STAGES = 3  # y = e * r: multiply, normalise, shift (the rounding feeds the output register)
+C_STAGES = 4  # y = e * r: the bank's word, multiply, normalise, shift (the rounding feeds the output register)
 
 
 @dataclasses.dataclass(frozen=True)
