@@ -76,7 +76,7 @@ def measure_point(cfg: SoftmaxConfig, fmax: bool = True) -> dict:
 
 def area_point(cfg: SoftmaxConfig, fmax: bool = True) -> dict:
     """Area and Fmax of one config, with the cycle model's latency and rate (exact against the RTL wherever
-    both were run; the 16-lane float baseline takes over ten minutes to verilate, so the report does not)."""
+    both were run; the report does not verilate the 16-lane units, the slowest to build)."""
     row = {"arch": cfg.arch, "fmt": cfg.fmt, "lanes": cfg.lanes, "segments": cfg.segments,
            "latency_256": hyft_cycles.latency(cfg, 256),
            "rate": round(hyft_cycles.sustained_rate(cfg, RATE_N, RATE_VECTORS), 3)}
@@ -85,8 +85,8 @@ def area_point(cfg: SoftmaxConfig, fmax: bool = True) -> dict:
 
 
 def area_point_fast(cfg: SoftmaxConfig) -> dict:
-    """`area_point` for the default report: the float baseline without Fmax (nextpnr spends about ten minutes
-    routing its 4-lane datapath on 2 cores; `--full` measures it)."""
+    """`area_point` for the default report: the float baseline without Fmax (a place and route of a few minutes
+    per config on 2 cores; `--full` measures it)."""
     return area_point(cfg, fmax=cfg.arch != "float")
 
 
@@ -115,8 +115,8 @@ def area_points(full: bool = False) -> list[tuple[SoftmaxConfig, dict]]:
 
 
 def report(out: Path, jobs: int = 2, on_done=None, full: bool = False) -> tuple[dict, str]:
-    """The Hyft section of `accelkit report`. full=True adds the 16-lane area and Fmax (the float baseline's
-    synthesis alone takes tens of minutes) and runs the accuracy study (cached by content; a cached study is
+    """The Hyft section of `accelkit report`. full=True adds the 16-lane area and Fmax (the 16-lane units'
+    synthesis and place and route are the longest) and runs the accuracy study (cached by content; a cached study is
     shown without it)."""
     default = SoftmaxConfig()
     res: dict = {"default_config": default.to_dict(), "timing": timing(default)}
@@ -162,8 +162,8 @@ def render(res: dict) -> str:
         if r.get("fmax_error"):
             md.append(f"\n{r['arch']} with {r['lanes']} lanes has no Fmax: {r['fmax_error']}\n")
     if AREA_LANES[-1] not in {r["lanes"] for r in res["area"]}:
-        md.append(f"\n{AREA_LANES[-1]} lanes, and the float baseline's Fmax: `accelkit report --full` (its place "
-                  "and route alone takes tens of minutes).\n")
+        md.append(f"\n{AREA_LANES[-1]} lanes, and the float baseline's Fmax: `accelkit report --full` (the "
+                  "16-lane units' synthesis and place and route are the longest).\n")
     figs = res.get("figures") or {}
     if figs.get("area"):
         md.append("\n" + figs["area"])

@@ -49,6 +49,13 @@ def pack_e(fb: FloatBaseline, m, E, z):
     return Cat(m[:fb.P], (-E)[:fb.e_exp_bits], z)
 
 
+def dropped_any(m: Module, v, sh, name: str):
+    """Whether v >> sh drops a one: v AND a thermometer mask of sh ones, beside the shifter rather than after it."""
+    mask = Signal(len(v), name=f"{name}_mask")
+    m.d.comb += [mask[i].eq(sh > i) for i in range(len(v))]
+    return (v & mask).any()
+
+
 def _rom(m: Module, name: str, values: list[int], width: int, addr):
     """A constant table read through a registered port: data the cycle after addr (one register stage)."""
     mem = Memory(shape=unsigned(width), depth=len(values), init=values)
@@ -67,24 +74,26 @@ def subtract(m: Module, p: Pipe, fb: FloatBaseline, cfg: SoftmaxConfig, x_bits, 
     M, X, P, bias, EB = fb.M, fb.sub_extra, fb.P, fb.bias, cfg.exp_bits
     # stage 0: the bank's word (an EBR read, slow to leave the block RAM) and the max, registered as they are
     xr, mr, okr = p.reg(x_bits, name=f"{name}_xr"), p.reg(max_bits, name=f"{name}_mr"), p.reg(ok, name=f"{name}_ok")
-    # decode
-    sx, ex, fx = float_fields(xr, cfg)
-    sm, em, fm = float_fields(mr, cfg)
-    special = ex == cfg.float_format.exp_max
-    normal = (ex != 0) & ~special
-    mx = Mux(normal, Cat(fx, Const(1, 1)), 0)
-    ex_ = Mux(normal, ex, 0)
-    mm = Mux(em != 0, Cat(fm, Const(1, 1)), 0)
-    sub0 = sm == sx
-    fin0 = okr & ~special
-    # the larger magnitude, by one compare of (exponent, mantissa); both exponent differences, each clamped
+    # stage 0b: decode, and both exponent differences
+    sx, ex0, fx = float_fields(xr, cfg)
+    sm, em0, fm = float_fields(mr, cfg)
+    special = ex0 == cfg.float_format.exp_max
+    normal = (ex0 != 0) & ~special
+    exd = Mux(normal, ex0, 0)
+    mx = p.reg(Mux(normal, Cat(fx, Const(1, 1)), 0), unsigned(M + 1), name=f"{name}_mx")
+    ex_ = p.reg(exd, unsigned(EB), name=f"{name}_ex")
+    mm = p.reg(Mux(em0 != 0, Cat(fm, Const(1, 1)), 0), unsigned(M + 1), name=f"{name}_mm")
+    em = p.reg(em0, unsigned(EB), name=f"{name}_em")
+    sub0 = p.reg(sm == sx, name=f"{name}_sub0")
+    fin0 = p.reg(okr & ~special, name=f"{name}_fin0")
+    dxm = p.reg(exd - em0, signed(EB + 2), name=f"{name}_dxm")
+    dmx = p.reg(em0 - exd, signed(EB + 2), name=f"{name}_dmx")
+    # the larger magnitude, by one compare of (exponent, mantissa); both exponent differences clamped beside it
     x_big = (mx != 0) & ((Cat(mx, ex_) > Cat(mm, em)) | (mm == 0))
     eb = Mux(x_big, ex_, em)
     mb, ms = Mux(x_big, mx, mm), Mux(x_big, mm, mx)
     shmax = M + X + 2
     shb = shmax.bit_length()
-    dxm, dmx = Signal(signed(EB + 2), name=f"{name}_dxm"), Signal(signed(EB + 2), name=f"{name}_dmx")
-    m.d.comb += [dxm.eq(ex_ - em), dmx.eq(em - ex_)]
     shx = Mux(mm == 0, 0, smin(smax(dxm, 0), shmax)).as_unsigned()[:shb]
     shm = Mux(mx == 0, 0, smin(smax(dmx, 0), shmax)).as_unsigned()[:shb]
     sh = Mux(x_big, shx, shm)
@@ -99,7 +108,7 @@ def subtract(m: Module, p: Pipe, fb: FloatBaseline, cfg: SoftmaxConfig, x_bits, 
     bw = Signal(W, name=f"{name}_bw")
     m.d.comb += bw.eq(ms1 << X)
     bt = bw >> sh1
-    sticky = (bt << sh1)[:W] != bw
+    sticky = dropped_any(m, bw, sh1, f"{name}_al")
     a2 = p.reg(mb1 << X, unsigned(W), name=f"{name}_a")
     b2 = p.reg(bt | sticky, unsigned(W), name=f"{name}_b")
     sub2, eb2, fin2 = p.reg(sub1, name=f"{name}_sub2"), p.reg(eb1, name=f"{name}_eb2"), p.reg(fin1, name=f"{name}_fin2")
@@ -242,7 +251,7 @@ def fadd(m: Module, p: Pipe, fb: FloatBaseline, a: WF, b: WF, name: str) -> WF:
     bw = Signal(W, name=f"{name}_bw")
     m.d.comb += bw.eq(ms1 << 3)
     bt = bw >> sh1
-    sticky = (bt << sh1)[:W] != bw
+    sticky = dropped_any(m, bw, sh1, f"{name}_al")
     a2 = p.reg(mb1 << 3, unsigned(W), name=f"{name}_a2")
     b2 = p.reg(Mux(zs1, 0, bt | sticky), unsigned(W), name=f"{name}_b2")
     e2, z2 = p.reg(e1, name=f"{name}_e2"), p.reg(z1, name=f"{name}_z2")
@@ -322,18 +331,21 @@ def round_output(m: Module, p: Pipe, fb: FloatBaseline, cfg: SoftmaxConfig, em, 
     zn = Mux(hi, z1, z1 << 1)[:ZB - 1]
     ub = (M + 2).bit_length()
 
-    def under(e):
-        return smin(smax(1 - e, 0), M + 2).as_unsigned()[:ub]
+    def under(v):  # min(max(0, v), M + 2)
+        return smin(smax(v, 0), M + 2).as_unsigned()[:ub]
 
+    u0, u1 = Signal(signed(XB + 1), name=f"{name}_u0"), Signal(signed(XB + 1), name=f"{name}_u1")
+    m.d.comb += [u0.eq(1 - e0), u1.eq(-e0)]  # 1 - e for e = e0 and e = e0 + 1, side by side
     e0p = Signal(signed(XB), name=f"{name}_e0p")
     m.d.comb += e0p.eq(e0 + 1)
     kw = p.reg(zn[K - 2:], unsigned(M + 3), name=f"{name}_kw")
     st0 = p.reg(zn[:K - 2] != 0, name=f"{name}_st0")
-    u2 = p.reg(Mux(hi, under(e0p), under(e0)), unsigned(ub), name=f"{name}_u")
-    eo = p.reg(Mux(hi, smax(e0p, 1), smax(e0, 1)).as_unsigned()[:XB - 1], unsigned(XB - 1), name=f"{name}_eo")
+    u2 = p.reg(Mux(hi, under(u1), under(u0)), unsigned(ub), name=f"{name}_u")
+    eo = p.reg(Mux(hi, Mux(e0 >= 0, e0p, 1), Mux(e0 >= 1, e0, 1)).as_unsigned()[:XB - 1], unsigned(XB - 1),
+               name=f"{name}_eo")
     # stage 3: the variable shift, the round bit and a sticky bit
     sh = kw >> u2
-    lost = (sh << u2)[:M + 3] != kw
+    lost = dropped_any(m, kw, u2, f"{name}_lo")
     keep3 = p.reg(sh[2:], unsigned(M + 1), name=f"{name}_keep")
     up3 = p.reg(sh[1] & (sh[0] | lost | st0 | sh[2]), name=f"{name}_up")
     e3 = p.reg(eo, name=f"{name}_e3")
