@@ -294,6 +294,11 @@ def network_balance(summary: dict, out: Path, name: str, title: str) -> str:
 
 # ---- accuracy -------------------------------------------------------------------------------------------------
 
+def _study_unit(row: dict) -> str:
+    """An accuracy-study row's unit: "exact", "hyft" or "float" (rows of older studies have no unit: S says)."""
+    return row.get("unit") or ("exact" if row["segments"] is None else "hyft")
+
+
 def hyft_error_segments(study: dict, out: Path) -> str:
     """The Hyft accuracy study: max absolute and max relative error against the segment count S, per format,
     on random vectors (solid) and MiniLM attention logits (dashed), with each format's rounding floor."""
@@ -308,13 +313,12 @@ def hyft_error_segments(study: dict, out: Path) -> str:
     for ax, key, ylabel in ((axs[0], "max_abs", "max |y - ref|"),
                             (axs[1], "max_rel", "max |y - ref| / ref (ref ≥ $2^{-10}$)")):
         for i, fmt in enumerate(fmts):
-            hyft = sorted((r for r in rows if r["fmt"] == fmt and r.get("unit", "hyft") == "hyft"),
+            hyft = sorted((r for r in rows if r["fmt"] == fmt and _study_unit(r) == "hyft"),
                           key=lambda r: r["segments"])
             for src in sources:
                 ax.plot([r["segments"] for r in hyft], [r[src][key] for r in hyft], style[src][0], color=f"C{i}",
                         label=f"{fmt}, {style[src][1]}")
-            exact = next((r for r in rows if r["fmt"] == fmt and r.get("unit", "exact") == "exact"
-                          and r["segments"] is None), None)
+            exact = next((r for r in rows if r["fmt"] == fmt and _study_unit(r) == "exact"), None)
             if exact:
                 ax.axhline(exact["random"][key], color=f"C{i}", ls=":", lw=1,
                            label=f"{fmt} rounding alone (exact softmax, random)")

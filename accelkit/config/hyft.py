@@ -88,8 +88,10 @@ class SoftmaxConfig(BlockConfig):
     centring       add `log2_bias` to log2(sum) unless the sum is a power of two, which centres the
                    error band of y (both chord tables push y up); False: the plain chords
     arch           the generated architecture: "hyft" (this unit) or "float", the conventional
-                   floating-point softmax of the same lanes (float max, exp by range reduction and a
-                   polynomial, float accumulator, float divider); "float" reads only fmt, lanes, max_len
+                   floating-point softmax of the same format, lanes and throughput (docs/float-baseline.md:
+                   the format's precision plus guard bits, exp by range reduction and a table, pipelined
+                   float adders with interleaved partial sums, one reciprocal per vector, L multipliers);
+                   "float" reads only fmt, lanes, max_len
     """
 
     block: ClassVar[str] = "hyft"
