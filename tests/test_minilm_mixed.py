@@ -61,3 +61,32 @@ def test_the_sampled_activation_quantiser_picks_the_full_searchs_format():
         assert q.fmt == full.fmt
         assert float(q.scale) == pytest.approx(float(full.scale), rel=0.1)
         assert q.codes.shape == x.shape
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("mode", [(8, 8), (8, 4), (4, 4)])
+def test_a_linear_layer_on_the_rtl_gives_the_golden_layers_output(mode):
+    """MixedPrecision's matmul hook with the scalable array's RTL (streams inside the simulator): the layer's
+    output is bit for bit the golden integer matmul's, scaled the same way."""
+    from accelkit.config.dybit_dyn import DyBitDynConfig
+    from accelkit.sim.dybit_dyn import run_dybit_dyn
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(24, 12))
+    x = torch.randn(7, 24)
+    modes = {"0": mode}
+    cfg = DyBitDynConfig(rows=2, cols=2, max_k=64)
+    seen = []
+
+    def rtl(a_codes, a_fmt, b_codes, b_fmt):
+        fa, fb = f"dybit{a_fmt.n}k{a_fmt.kmax}", f"dybit{b_fmt.n}k{b_fmt.kmax}"
+        seen.append((fa, fb))
+        return run_dybit_dyn(cfg, [(a_codes, fa, b_codes, fb)], streams="native").c[0]
+
+    with mm.MixedPrecision(model, modes):
+        golden = model(x)
+    with mm.MixedPrecision(model, modes, matmul=rtl):
+        on_rtl = model(x)
+    assert torch.equal(on_rtl, golden)
+    assert seen and seen[0][0].startswith(f"dybit{mode[0]}k") and seen[0][1].startswith(f"dybit{mode[1]}k")
+    assert (on_rtl - torch.nn.functional.linear(x, model[0].weight, model[0].bias)).abs().max() < 0.5
