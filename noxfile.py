@@ -105,3 +105,13 @@ def see_a(session):
     _install(session)
     session.run("accelkit", "network", "compile", "see-a", "--budget", "3868", "--frames", "eye:20", "-o", "see_a")
     session.run("accelkit", "network", "sim", "see-a", "--config", "see_a/config.json", "--frames", "eye:20")
+
+
+@nox.session(python=PY)
+def minilm(session):
+    """Issue 12's model: each MiniLM Linear's DyBit widths chosen for the scalable array's cycles under a 0.99
+    mean embedding cosine (about an hour on 2 busy cores), then every sentence with every Linear on the RTL."""
+    _install(session)
+    session.run("python", "-m", "accelkit.flows.minilm_mixed", "-o", "minilm_mixed")
+    session.run("python", "-m", "accelkit.flows.minilm_rtl", "--modes", "minilm_mixed/minilm_mixed.json",
+                "-o", "minilm_rtl")
