@@ -15,7 +15,6 @@ model, golden/dybit_cycles.py), the baseline; and the time per sentence at a giv
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -64,7 +63,7 @@ def rtl_forward(tok, model, modes: dict, sentences: list[str], rows: int = 4, co
             f"cosine {cos:.5f}; {row['cycles']:,} cycles (model {row['predicted']:,}; INT8 array "
             f"{row['int8_cycles']:,}); {row['seconds']} s")
     cos = [r["cosine"] for r in rows_out]
-    return {"array": dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else str(cfg),
+    return {"array": cfg.to_dict(),
             "modes": {k: list(v) for k, v in modes.items()}, "sentences": rows_out,
             "cosine": {"mean": sum(cos) / len(cos), "min": min(cos)},
             "cycles": sum(r["cycles"] for r in rows_out), "predicted": sum(r["predicted"] for r in rows_out),

@@ -45,7 +45,7 @@ import dataclasses
 
 import numpy as np
 
-from accelkit.config.network import SparseNetworkConfig
+from accelkit.config.network import SLICE_BEATS, SparseNetworkConfig
 from accelkit.config.sparse_conv import SparseChainConfig, SparseConvConfig
 
 __all__ = ["FramePlan", "frame_plan", "frames_cycles", "frame_cycles", "dense_frame_cycles"]
@@ -354,9 +354,6 @@ class _Gearbox:
         return self.load
 
 
-SLICE_DEPTH = 2  # beats a StreamSlice holds (gen/stream_slice.py)
-
-
 class _Fifo:
     """A link FIFO of `depth` beats (SyncFIFOBuffered): a beat enters once a cycle after the previous one and once
     the beat `depth` places ahead has left (a cycle before), and is offered `latency` cycles after it entered,
@@ -435,7 +432,7 @@ def frames_cycles(cfg: SparseConvConfig | SparseChainConfig | SparseNetworkConfi
         down = _Engine(layers[i], plans[i], down, link)
         if i and network and cfg.link_depths[i - 1]:
             # the FIFO, then its register slice (gen/stream_slice.py): a FIFO of 2 beats and latency 1
-            down = _Fifo(cfg.link_depths[i - 1], cfg.link_latency(i), _Fifo(SLICE_DEPTH, 1, down))
+            down = _Fifo(cfg.link_depths[i - 1], cfg.link_latency(i), _Fifo(SLICE_BEATS, 1, down))
         if i and layers[i].pi != layers[i - 1].po:
             down = _Gearbox(layers[i - 1].po, layers[i].pi, down)
     first, last = down, down

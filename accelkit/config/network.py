@@ -18,6 +18,9 @@ from typing import ClassVar
 from .base import BlockConfig, ConfigError, require
 from .sparse_conv import SparseConvConfig
 
+# beats the register slice after every link and identity FIFO holds (gen/stream_slice.py; the cycle model's too)
+SLICE_BEATS = 2
+
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -132,7 +135,7 @@ class SparseNetworkConfig(BlockConfig):
         block = self.layers[first:last + 1]
         rows = sum(l.buffer_slots for l in block) + 1
         queued = (sum(l.output_queue_depth + l.input_queue_depth + 2 for l in block)
-                  + sum(d + 2 for d in self.link_depths[first:last] if d))  # (+ 2: each link's register slice)
+                  + sum(d + SLICE_BEATS for d in self.link_depths[first:last] if d))
         return (rows * a.max_width + queued) * a.in_groups + 1
 
     @property
