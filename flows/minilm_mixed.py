@@ -20,7 +20,14 @@ accuracy is the sentence-embedding cosine against fp32 over the sentences (`flow
 must stay at least `budget` (0.99). First each layer alone is lowered to each narrower mode (the other layers
 in fp32) and its cosine drop measured; the (layer, mode) moves are ranked by drop per cycle saved; the longest
 prefix of that ranking whose combined model keeps the mean cosine within the budget is found by bisection on
-full evaluations (every layer quantised); then each remaining move is tried once in rank order.
+full evaluations (every layer quantised); then each remaining move is tried once in rank order, but only
+while it can plausibly fit: a move whose drop alone exceeds `TAIL_SLACK` times the slack left (mean cosine
+minus the budget) is skipped, and at most `TAIL_TRIES` full evaluations are spent there. (Drops add roughly:
+on MiniLM the bisection leaves a slack under 1e-3, and the moves past it cost 1e-3 to 0.2 alone.)
+
+Each evaluation quantises the 36 layer inputs again, and the dynamic quantiser's search is most of its cost.
+A layer's input is the same tensor whenever every layer before it has the same mode, so `ActivationCache`
+keeps the codes by (width, digest of the tensor's bytes).
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from accelkit.golden.dybit import DyBitFormat, Quantised, _scale_search, quantis
 
 MODES = ((8, 8), (8, 4), (4, 8), (4, 4))  # (activation bits, weight bits), widest first
 ACT_SAMPLE = 16384  # activation values the dynamic quantiser's search looks at
+TAIL_SLACK = 2.0  # the tail tries a move only if its drop alone is at most this times the slack left
+TAIL_TRIES = 24  # full evaluations the tail may spend
 
 CyclesModel = Callable[[int, int, int, int, int], int]  # (m, k, n, a_bits, w_bits) -> cycles
 
@@ -54,6 +63,30 @@ def quantise_activation(x: torch.Tensor, n: int) -> Quantised:
             best = (total, fmt, scale)
     _, fmt, scale = best
     return Quantised(codes=fmt.encode(x.detach().to(torch.float64) / scale), scale=scale, fmt=fmt)
+
+
+class ActivationCache:
+    """`quantise_activation` results by (width, digest of the tensor's bytes, its shape), the `size` most
+    recently used kept."""
+
+    def __init__(self, size: int = 128):
+        self.size, self.entries, self.hits, self.misses = size, {}, 0, 0
+
+    def __call__(self, x: torch.Tensor, n: int) -> Quantised:
+        import hashlib
+
+        t = x.detach().contiguous()
+        key = (n, tuple(t.shape), str(t.dtype), hashlib.blake2b(t.numpy().tobytes(), digest_size=16).digest())
+        got = self.entries.pop(key, None)
+        if got is None:
+            self.misses += 1
+            got = quantise_activation(t, n)
+            if len(self.entries) >= self.size:
+                self.entries.pop(next(iter(self.entries)))
+        else:
+            self.hits += 1
+        self.entries[key] = got  # most recent last
+        return got
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,8 +109,10 @@ class MixedPrecision:
     fp32. `matmul` (optional) replaces the integer matmul: (a_codes, a_fmt, b_codes, b_fmt) -> integers in
     units of 2^-(fa+fb), e.g. the RTL's; it is called with the codes of A (tokens x in) and B (in x out)."""
 
-    def __init__(self, model: torch.nn.Module, modes: dict, weights: dict | None = None, matmul=None):
+    def __init__(self, model: torch.nn.Module, modes: dict, weights: dict | None = None, matmul=None,
+                 activations: ActivationCache | None = None):
         self.model, self.modes, self.matmul = model, dict(modes), matmul
+        self.quantise_activation = activations or quantise_activation
         self.weights = weights if weights is not None else {}
         self.jobs: list[dict] = []  # what ran: per layer call, the formats and shapes (for the cycles)
         self._saved = {}
@@ -94,7 +129,7 @@ class MixedPrecision:
         def forward(x: torch.Tensor) -> torch.Tensor:
             qw = self.weight(name, mod, w_bits)
             x2 = x.reshape(-1, x.shape[-1])
-            qa = quantise_activation(x2, a_bits)
+            qa = self.quantise_activation(x2, a_bits)
             a_codes, b_codes = qa.codes, qw.codes.T
             if self.matmul is not None:
                 acc = self.matmul(a_codes, qa.fmt, b_codes, qw.fmt).to(torch.float64)
@@ -141,7 +176,7 @@ def layer_cycles(shapes: list[LinearShape], cycles: CyclesModel, modes: dict) ->
 
 
 def choose_modes(shapes: list[LinearShape], evaluate, cycles: CyclesModel, budget: float = 0.99,
-                 log=None) -> dict:
+                 log=None, tail_slack: float = TAIL_SLACK, tail_tries: int = TAIL_TRIES) -> dict:
     """The search of the module docstring on any model: `evaluate(modes)` gives (mean, min) cosine with the
     layers in `modes` ({name: (a_bits, w_bits)}) quantised and the others in fp32."""
     say = log or (lambda s: None)
@@ -180,10 +215,15 @@ def choose_modes(shapes: list[LinearShape], evaluate, cycles: CyclesModel, budge
         else:
             hi = mid - 1
     chosen = list(moves[:lo])
-    for mv in moves[lo:]:  # then each remaining move once, in rank order
+    tries = 0
+    for mv in moves[lo:]:  # then each remaining move once, in rank order, while it can plausibly fit
         trial = apply([*chosen, mv])
-        if trial == apply(chosen):
+        if trial == apply(chosen) or mv["drop"] > tail_slack * (result[0] - budget):
             continue
+        if tries == tail_tries:
+            say(f"tail: stopped after {tail_tries} tries")
+            break
+        tries += 1
         got = evaluate(trial)
         if got[0] >= budget:
             chosen.append(mv)
@@ -205,17 +245,19 @@ def search(tok, model, cycles: CyclesModel, budget: float = 0.99, sentences=None
     shapes = [LinearShape(name, mod.in_features, mod.out_features, m) for name, mod in encoder_linears(model)]
     ref = embed(tok, model, sentences)
     weights: dict = {}
+    activations = ActivationCache()
     evaluations = 0
 
     def evaluate(modes: dict) -> tuple[float, float]:
         nonlocal evaluations
         evaluations += 1
-        with MixedPrecision(model, modes, weights):
+        with MixedPrecision(model, modes, weights, activations=activations):
             return embed_cosine(tok, model, ref, sentences)
 
     out = choose_modes(shapes, evaluate, cycles, budget, log)
     out["cosine"]["sentences"] = len(sentences)
-    out.update(tokens=m, evaluations=evaluations)
+    out.update(tokens=m, evaluations=evaluations,
+               activation_cache={"hits": activations.hits, "misses": activations.misses})
     return out
 
 

@@ -90,3 +90,37 @@ def test_a_linear_layer_on_the_rtl_gives_the_golden_layers_output(mode):
     assert torch.equal(on_rtl, golden)
     assert seen and seen[0][0].startswith(f"dybit{mode[0]}k") and seen[0][1].startswith(f"dybit{mode[1]}k")
     assert (on_rtl - torch.nn.functional.linear(x, model[0].weight, model[0].bias)).abs().max() < 0.5
+
+
+def test_the_activation_cache_gives_the_quantiser_s_result_and_hits_on_equal_tensors():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(40, 30, generator=g)
+    cache = mm.ActivationCache(size=2)
+    first = cache(x, 8)
+    direct = mm.quantise_activation(x, 8)
+    assert torch.equal(first.codes, direct.codes) and first.fmt == direct.fmt and first.scale == direct.scale
+    assert cache(x.clone(), 8) is first and (cache.hits, cache.misses) == (1, 1)
+    cache(x, 4)
+    cache(x + 1, 8)  # a third entry pushes out the least recently used (x at 8 bits)
+    assert cache(x, 4) is not None and (cache.hits, cache.misses) == (2, 3)
+    cache(x, 8)
+    assert cache.misses == 4
+
+
+def test_the_tail_spends_at_most_its_tries_and_skips_moves_that_cannot_fit():
+    shapes = [mm.LinearShape(f"l{i}", 64, 64, 40) for i in range(12)]
+    # the bisection takes every layer to W4A8 (0.0048 in all) and one to 4 x 4 (0.0031 more): a slack of 0.0021
+    # is left, and each of the other 11 layers' 4 x 4 moves (0.0035 alone) would break the budget
+    penalty = {s.name: {(8, 8): 0.0, (8, 4): 0.0004, (4, 8): 0.0004, (4, 4): 0.0035} for s in shapes}
+    ev = synthetic(shapes, penalty)
+
+    def run(**kw):
+        calls = []
+        out = mm.choose_modes(shapes, lambda m: (calls.append(m), ev(m))[1], mm.scaled_cycles(), budget=0.99, **kw)
+        assert ev(out["modes"])[0] >= 0.99 and sorted(out["modes"].values()).count((4, 4)) == 1
+        return len(calls)
+
+    none = run(tail_tries=0)
+    assert run(tail_slack=2.0, tail_tries=3) == none + 3  # 0.0035 <= 2 x 0.0021: tried, but three at most
+    assert run(tail_slack=2.0, tail_tries=100) == none + 11
+    assert run(tail_slack=1.0, tail_tries=100) == none  # 0.0035 > 0.0021: none can fit, none is tried
