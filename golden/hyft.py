@@ -123,7 +123,8 @@ __all__ = [
     "fixed_difference", "exp2_fixed", "log2_fixed", "leading_one", "round_to_format", "interpolate",
     "hyft_softmax_backward", "hyft_softmax_backward_bits", "backward_widths", "decode_float_gradual",
     "round_shift", "normalised_sum", "round_float", "softmax_backward_ref", "HyftSoftmaxFunction",
-    "patched_softmax_training",
+    "patched_softmax_training", "backward_decode", "backward_vector", "backward_products", "backward_special_bits",
+    "backward_g", "backward_normalise", "backward_finite_bits",
 ]
 
 _INT_VIEW = {16: torch.int16, 32: torch.int32}
@@ -472,73 +473,128 @@ def normalised_sum(S: torch.Tensor, Y: torch.Tensor, cfg: SoftmaxConfig) -> torc
     return torch.where(S < 0, -scaled, scaled)
 
 
-def hyft_softmax_backward_bits(y_bits: torch.Tensor, dy_bits: torch.Tensor, cfg: SoftmaxConfig):
-    """The backward mode on raw bit patterns (int64, same shape, last dimension = one vector).
+def backward_decode(y_bits: torch.Tensor, dy_bits: torch.Tensor, cfg: SoftmaxConfig) -> dict[str, torch.Tensor]:
+    """Decode and per-element classes of (y, dy) pairs (spec: Decode, step 0.1): the RTL's `BackwardDecode`.
 
-    Returns (dx bits, error): error is a bool tensor of the batch shape (y_bits.shape[:-1]), set for a vector
-    with any NaN or infinity in y or dy, or a y out of range (y < 0 or y >= 2; spec step 0).
+    Names: sy, Ey, my (y's sign, unbiased exponent, mantissa, subnormals at their value), myt = m'_y (Mt fraction
+    bits); sd, Edy, md, mdt likewise for dy; nan_y, inf_y, zero_y, nan_d, inf_d, zero_d; ps = sy xor sd;
+    p_nan, p_inf (the class of y * dy); bad_y (a finite non-zero y out of [0, 2)); negzero_p (a zero product of
+    sign 1); e_dy (dy's biased exponent field, 1 for subnormals, 0 for a zero or special dy: the max's key).
     """
-    if y_bits.shape != dy_bits.shape:
-        raise ValueError(f"y and dy must have the same shape, got {tuple(y_bits.shape)} and {tuple(dy_bits.shape)}")
     fmt = _fmt(cfg)
-    M, W, B = fmt.man_bits, cfg.table_bits, cfg.sum_frac_bits
-    mt = min(M, W)
-    if y_bits.shape[-1] == 0:
-        return y_bits.clone(), torch.zeros(y_bits.shape[:-1], dtype=torch.bool)
+    M = fmt.man_bits
+    mt = min(M, cfg.table_bits)
     sy, Ey, my, nan_y, inf_y = decode_float_gradual(y_bits, fmt)
     sd, Edy, md, nan_d, inf_d = decode_float_gradual(dy_bits, fmt)
     zero_y = (my == 0) & ~nan_y & ~inf_y
     zero_d = (md == 0) & ~nan_d & ~inf_d
     ps = sy ^ sd  # the sign of y_j * dy_j
-
-    # step 0: special values (IEEE classes of y * (dy - s), as torch) and y out of range
     p_nan = nan_y | nan_d | (inf_y & zero_d) | (inf_d & zero_y)
     p_inf = (inf_y | inf_d) & ~p_nan
-    pos = (p_inf & (ps == 0)).any(-1, keepdim=True)
-    neg = (p_inf & (ps == 1)).any(-1, keepdim=True)
-    s_nan = p_nan.any(-1, keepdim=True) | (pos & neg)
-    s_special = s_nan | pos | neg
-    s_inf_sign = neg.to(torch.int64)  # the sign of an infinite s
-    g_nan = s_nan | (inf_d & (sd == s_inf_sign))
-    sp_sign = sy ^ (1 - s_inf_sign)  # g = -s: infinite with the other sign
-    special = torch.where(g_nan | zero_y, torch.full_like(y_bits, fmt.nan_bits),
-                          (sp_sign << (fmt.width - 1)) | (fmt.exp_max << M))
     bad_y = ~(nan_y | inf_y | zero_y) & ((Ey >= 1) | (sy == 1))
-    out_of_range = bad_y.any(-1, keepdim=True) & ~s_special
+    return {"sy": sy, "Ey": Ey, "my": my, "myt": my >> (M - mt), "nan_y": nan_y, "inf_y": inf_y, "zero_y": zero_y,
+            "sd": sd, "Edy": Edy, "md": md, "mdt": md >> (M - mt), "nan_d": nan_d, "inf_d": inf_d, "zero_d": zero_d,
+            "ps": ps, "p_nan": p_nan, "p_inf": p_inf, "bad_y": bad_y, "negzero_p": (zero_y | zero_d) & (ps == 1),
+            "e_dy": torch.where(md != 0, Edy + fmt.bias, torch.zeros_like(Edy))}
 
-    # step 1: the block grid u = 2^base, set by the largest dy
-    e_dy = torch.where(md != 0, Edy + fmt.bias, torch.zeros_like(Edy))
-    base = e_dy.max(-1, keepdim=True).values - fmt.bias + 1 - B
-    myt, mdt = my >> (M - mt), md >> (M - mt)
 
-    # step 2: exact products rounded onto the block grid, and y onto 2^-B, each summed exactly
+def backward_vector(dec: dict[str, torch.Tensor], cfg: SoftmaxConfig) -> dict[str, torch.Tensor]:
+    """The per-vector values of the fill phase (step 0.2, 0.4, step 1), keepdim over the last dimension.
+
+    s_nan, pos, neg (infinite products of each sign), s_special, s_inf_sign, out_of_range, s_negzero (s = -0),
+    ed (the largest e_dy) and base = log2 u = ed - bias + 1 - B.
+    """
+    fmt = _fmt(cfg)
+    ps = dec["ps"]
+    pos = (dec["p_inf"] & (ps == 0)).any(-1, keepdim=True)
+    neg = (dec["p_inf"] & (ps == 1)).any(-1, keepdim=True)
+    s_nan = dec["p_nan"].any(-1, keepdim=True) | (pos & neg)
+    s_special = s_nan | pos | neg
+    ed = dec["e_dy"].max(-1, keepdim=True).values
+    return {"pos": pos, "neg": neg, "s_nan": s_nan, "s_special": s_special, "s_inf_sign": neg.to(torch.int64),
+            "out_of_range": dec["bad_y"].any(-1, keepdim=True) & ~s_special,
+            "s_negzero": dec["negzero_p"].all(-1, keepdim=True), "ed": ed,
+            "base": ed - fmt.bias + 1 - cfg.sum_frac_bits}
+
+
+def backward_products(dec: dict[str, torch.Tensor], base: torch.Tensor, cfg: SoftmaxConfig):
+    """Step 2 per element: (P, Yj), the signed product y_j dy_j on the block grid 2^base and y_j on 2^-B.
+
+    Exact for in-range y (E_y <= 0); the shifts are capped at B + 1 so that junk rows stay within int64."""
+    mt = min(_fmt(cfg).man_bits, cfg.table_bits)
+    B = cfg.sum_frac_bits
     cap = B + 1  # valid operands: k <= B - 1 - 2 Mt, ky <= B - Mt; the cap only keeps junk rows in range
-    Pm = round_shift(myt * mdt, (Ey + Edy - 2 * mt - base).clamp(max=cap), 2 * mt + 2)
-    S = torch.where(ps == 1, -Pm, Pm).sum(-1, keepdim=True)
-    Y = round_shift(myt, (Ey - mt + B).clamp(max=cap), mt + 2).sum(-1, keepdim=True)
+    Pm = round_shift(dec["myt"] * dec["mdt"], (dec["Ey"] + dec["Edy"] - 2 * mt - base).clamp(max=cap), 2 * mt + 2)
+    P = torch.where(dec["ps"] == 1, -Pm, Pm)
+    Yj = round_shift(dec["myt"], (dec["Ey"] - mt + B).clamp(max=cap), mt + 2)
+    return P, Yj
 
-    # step 2b: S' = S / sum(y)
-    Sn = normalised_sum(S, Y, cfg)
 
-    # step 3: dy on the grid, G = DY - S', the sign of g
-    DYm = round_shift(mdt, (Edy - mt - base).clamp(max=cap), mt + 2)
+def backward_special_bits(dec: dict[str, torch.Tensor], vec: dict[str, torch.Tensor], cfg: SoftmaxConfig):
+    """Step 0.3: the output of each element when s is not finite (NaN, or infinite with sign s_y xor s_g)."""
+    fmt = _fmt(cfg)
+    s_inf_sign = vec["s_inf_sign"]
+    g_nan = vec["s_nan"] | (dec["inf_d"] & (dec["sd"] == s_inf_sign))
+    sp_sign = dec["sy"] ^ (1 - s_inf_sign)  # g = -s: infinite with the other sign
+    return torch.where(g_nan | dec["zero_y"], torch.full_like(dec["sy"], fmt.nan_bits),
+                       (sp_sign << (fmt.width - 1)) | (fmt.exp_max << fmt.man_bits))
+
+
+def backward_g(dec: dict[str, torch.Tensor], base: torch.Tensor, Sn: torch.Tensor, s_negzero: torch.Tensor,
+               cfg: SoftmaxConfig):
+    """Step 3: (G, s_g): G = DY - S' on the block grid (two's complement) and the sign of g."""
+    mt = min(_fmt(cfg).man_bits, cfg.table_bits)
+    cap = cfg.sum_frac_bits + 1
+    sd = dec["sd"]
+    DYm = round_shift(dec["mdt"], (dec["Edy"] - mt - base).clamp(max=cap), mt + 2)
     DY = torch.where(sd == 1, -DYm, DYm)
     G = DY - Sn
-    s_negzero = ((zero_y | zero_d) & (ps == 1)).all(-1, keepdim=True)
-    sg_zero = torch.where(DY == 0, sd * (~(zero_d & s_negzero)).to(torch.int64), torch.zeros_like(sd))
+    sg_zero = torch.where(DY == 0, sd * (~(dec["zero_d"] & s_negzero)).to(torch.int64), torch.zeros_like(sd))
     sg = torch.where(G != 0, (G < 0).to(torch.int64), sg_zero)
+    return G, sg
 
-    # step 4: normalise |G| to W fraction bits (truncated)
+
+def backward_normalise(G: torch.Tensor, cfg: SoftmaxConfig):
+    """Step 4: (kg, Pg): the leading one of |G| and |G| normalised to W fraction bits, truncated."""
+    W = cfg.table_bits
     Gm = G.abs()
     kg = leading_one(Gm)
     Pg = torch.where(kg >= W, Gm >> (kg - W).clamp(min=0), Gm << (W - kg).clamp(min=0))
+    return kg, Pg
 
-    # step 5, 6: times y, round
-    out = round_float(sy ^ sg, Ey - mt + kg - W + base, myt * Pg, cfg)
 
-    out = torch.where(out_of_range, torch.full_like(out, fmt.nan_bits), out)
-    out = torch.where(s_special, special, out)
-    return out, (s_special | out_of_range).squeeze(-1)
+def backward_finite_bits(dec: dict[str, torch.Tensor], vec: dict[str, torch.Tensor], Sn: torch.Tensor,
+                         cfg: SoftmaxConfig) -> torch.Tensor:
+    """Steps 3-6 for a finite s: the output bits of each element (before the vector's special cases)."""
+    mt = min(_fmt(cfg).man_bits, cfg.table_bits)
+    base = vec["base"]
+    G, sg = backward_g(dec, base, Sn, vec["s_negzero"], cfg)
+    kg, Pg = backward_normalise(G, cfg)
+    return round_float(dec["sy"] ^ sg, dec["Ey"] - mt + kg - cfg.table_bits + base, dec["myt"] * Pg, cfg)
+
+
+def hyft_softmax_backward_bits(y_bits: torch.Tensor, dy_bits: torch.Tensor, cfg: SoftmaxConfig):
+    """The backward mode on raw bit patterns (int64, same shape, last dimension = one vector).
+
+    Returns (dx bits, error): error is a bool tensor of the batch shape (y_bits.shape[:-1]), set for a vector
+    with any NaN or infinity in y or dy, or a y out of range (y < 0 or y >= 2; spec step 0). The steps are the
+    functions above (`backward_decode`, `backward_vector`, `backward_products`, `normalised_sum`,
+    `backward_g`, `backward_normalise`, `round_float`, `backward_special_bits`), which the RTL's components
+    (gen/hyft_backward.py) are tested against one by one.
+    """
+    if y_bits.shape != dy_bits.shape:
+        raise ValueError(f"y and dy must have the same shape, got {tuple(y_bits.shape)} and {tuple(dy_bits.shape)}")
+    fmt = _fmt(cfg)
+    if y_bits.shape[-1] == 0:
+        return y_bits.clone(), torch.zeros(y_bits.shape[:-1], dtype=torch.bool)
+    dec = backward_decode(y_bits, dy_bits, cfg)   # decode, step 0.1
+    vec = backward_vector(dec, cfg)               # step 0.2, 0.4, step 1
+    P, Yj = backward_products(dec, vec["base"], cfg)  # step 2
+    Sn = normalised_sum(P.sum(-1, keepdim=True), Yj.sum(-1, keepdim=True), cfg)  # step 2b
+    out = backward_finite_bits(dec, vec, Sn, cfg)  # steps 3-6
+    out = torch.where(vec["out_of_range"], torch.full_like(out, fmt.nan_bits), out)
+    out = torch.where(vec["s_special"], backward_special_bits(dec, vec, cfg), out)
+    return out, (vec["s_special"] | vec["out_of_range"]).squeeze(-1)
 
 
 def hyft_softmax_backward(y: torch.Tensor, dy: torch.Tensor, cfg: SoftmaxConfig | None = None) -> torch.Tensor:
