@@ -27,13 +27,17 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from accelkit.config.hyft import SoftmaxConfig
 
-from .pipeline import LIMB, split_multiply
+from .memory import RegisteredRam
+from .pipeline import LIMB, adder_tree, split_multiply
 
-__all__ = ["operand_layout", "pair_layout", "decoded_layout", "product_in_layout", "product_out_layout",
+__all__ = ["decode_latency", "product_latency", "finalise_cycles", "output_latency", "BackwardZip",
+           "BackwardUnit", "unit_out_layout", "operand_stream_layout", "raw_layout", "operand_layout",
+           "pair_layout", "decoded_layout", "product_in_layout", "product_out_layout",
            "vector_layout", "output_in_layout", "output_out_layout", "BackwardDecode", "BackwardProduct",
            "BackwardFinalise", "BackwardOutput", "backward_dims"]
 
@@ -106,6 +110,34 @@ def output_in_layout(cfg: SoftmaxConfig) -> data.StructLayout:
 def output_out_layout(cfg: SoftmaxConfig) -> data.StructLayout:
     return data.StructLayout({"data": data.ArrayLayout(unsigned(cfg.width), cfg.lanes),
                               "count": unsigned(cfg.count_bits), "last": 1})
+
+
+def _limbs(bits: int) -> int:
+    return -(-bits // LIMB)
+
+
+def decode_latency(cfg: SoftmaxConfig) -> int:
+    """`BackwardDecode`'s register stages: the beat, the decode, one per level of the lanes' reduction tree."""
+    return 2 + max(0, (cfg.lanes - 1).bit_length())
+
+
+def product_latency(cfg: SoftmaxConfig) -> int:
+    """`BackwardProduct`'s: the beat, the multiplier (2, more when split into limbs), round-shift (3), sign."""
+    mt = backward_dims(cfg).Mt
+    return 5 + 2 + max(0, (_limbs(mt + 1) ** 2 - 1).bit_length())
+
+
+def finalise_cycles(cfg: SoftmaxConfig) -> int:
+    """`BackwardFinalise`'s cycles from an input taken to its output offered."""
+    d = backward_dims(cfg)
+    lat = 2 + max(0, (_limbs(max(d.SB + 1, d.R + 2)) * _limbs(d.R + 2) - 1).bit_length())
+    return 2 + 5 * (lat + 1)
+
+
+def output_latency(cfg: SoftmaxConfig) -> int:
+    """`BackwardOutput`'s register stages (21 and the multiplier's)."""
+    d = backward_dims(cfg)
+    return 21 + 2 + max(0, (_limbs(d.Mt + 1) * _limbs(d.W + 1) - 1).bit_length())
 
 
 # ---- pipeline helpers --------------------------------------------------------------------------------------
@@ -250,7 +282,7 @@ class BackwardDecode(wiring.Component):
     def __init__(self, cfg: SoftmaxConfig):
         self.cfg = cfg
         self.tree = max(0, (cfg.lanes - 1).bit_length())
-        self.latency = 2 + self.tree
+        self.latency = decode_latency(cfg)
         super().__init__({"i": In(stream.Signature(raw_layout(cfg))), "o": Out(stream.Signature(decoded_layout(cfg)))})
 
     def decode(self, bits):
@@ -332,6 +364,7 @@ class BackwardProduct(wiring.Component):
         n_limbs = (-(-(d.Mt + 1) // LIMB)) ** 2
         self.mul_stages = 2 + max(0, (n_limbs - 1).bit_length())  # one MULT18 (2) unless Mt + 1 > 17
         self.latency = 5 + self.mul_stages
+        assert self.latency == product_latency(cfg)
         super().__init__({"i": In(stream.Signature(product_in_layout(cfg))),
                           "o": Out(stream.Signature(product_out_layout(cfg)))})
 
@@ -410,6 +443,7 @@ class BackwardFinalise(wiring.Component):
         n_a, n_b = -(-self.AW // LIMB), -(-self.BW // LIMB)
         self.mul_stages = 2 + max(0, (n_a * n_b - 1).bit_length())
         self.cycles = 2 + 5 * (self.mul_stages + 1)
+        assert self.cycles == finalise_cycles(cfg)
         super().__init__({"i": In(stream.Signature(data.StructLayout({"s": signed(d.SB + 1), "y": unsigned(d.SB)}))),
                           "o": Out(stream.Signature(data.StructLayout({"sn": signed(d.SB + 1)})))})
 
@@ -483,6 +517,7 @@ class BackwardOutput(wiring.Component):
         n_limbs = -(-(d.Mt + 1) // LIMB) * -(-(d.W + 1) // LIMB)
         self.mul_stages = 2 + max(0, (n_limbs - 1).bit_length())
         self.latency = 21 + self.mul_stages
+        assert self.latency == output_latency(cfg)
         super().__init__({"i": In(stream.Signature(output_in_layout(cfg))),
                           "o": Out(stream.Signature(output_out_layout(cfg)))})
 
@@ -504,22 +539,26 @@ class BackwardOutput(wiring.Component):
 
         # stage 1: exponent sums, the special-value result, the lane's validity
         v1, last1, cnt1 = p.reg(self.i.valid, name="v"), p.reg(x.last, name="last"), p.reg(x.count, name="count")
+        # the vector's values travel once for all lanes (only as far as they are needed)
+        force1 = p.reg(vec.s_special | vec.out_of_range, name="force")
+        special1 = p.reg(vec.s_special, name="special")
+        snz1, sn1 = p.reg(vec.s_negzero, name="snz"), p.reg(vec.sn, name="sn")
+        sn6 = p.delay(sn1, 5, name="sn")
+        snz7 = p.delay(snz1, 6, name="snz7")
         lanes = []
         for k in range(L):
             pr = x.data[k]
             g_nan = vec.s_nan | (pr.dy.inf & (pr.dy.s == vec.s_inf_sign))
-            spec = Mux(g_nan | pr.y.zero, fmt.nan_bits,
-                       Cat(Const(fmt.exp_max << M, cfg.width - 1), pr.y.s ^ ~vec.s_inf_sign))
             lanes.append({
                 "ok": p.reg(_lane_ok(cfg, x.count, x.last, k), name=f"ok{k}"),
                 "kd": p.reg(pr.dy.e - vec.ed, es, name=f"kd{k}"),
                 "ex": p.reg(pr.y.e + vec.ed, es, name=f"ex{k}"),
-                "force": p.reg(vec.s_special | vec.out_of_range, name=f"force{k}"),
-                "fbits": p.reg(Mux(vec.s_special, spec, fmt.nan_bits), unsigned(cfg.width), name=f"fbits{k}"),
+                # the result when s is not finite: NaN, or infinite with sign s_y xor s_g (s_g = not s's sign)
+                "spec_nan": p.reg(g_nan | pr.y.zero, name=f"spn{k}"),
+                "spec_sign": p.reg(pr.y.s ^ ~vec.s_inf_sign, name=f"sps{k}"),
                 "my": p.reg(pr.y.m, name=f"my{k}"), "md": p.reg(pr.dy.m, name=f"md{k}"),
                 "sy": p.reg(pr.y.s, name=f"sy{k}"), "sd": p.reg(pr.dy.s, name=f"sd{k}"),
-                "zd": p.reg(pr.dy.zero, name=f"zd{k}"), "snz": p.reg(vec.s_negzero, name=f"snz{k}"),
-                "sn": p.reg(vec.sn, name=f"sn{k}")})
+                "zd": p.reg(pr.dy.zero, name=f"zd{k}")})
         results = []
         for k, ln in enumerate(lanes):
             # stage 2: DY's shift (sh = KD - kd, kd = e_dy - ed + B - 1 - Mt); e's constant part
@@ -537,11 +576,10 @@ class BackwardOutput(wiring.Component):
             dy6 = p.reg(Mux(sd5, -dys, dys), signed(B + 3), name=f"dy6_{k}")
             dyz6 = p.reg(dym == 0, name=f"dyz6_{k}")
             # stage 7: G = DY - S'
-            sn6 = p.delay(ln["sn"], 5, name=f"sn{k}")
             g7 = p.reg(dy6 - sn6, signed(d.GW), name=f"g7_{k}")
             dyz7 = p.reg(dyz6, name=f"dyz7_{k}")
             sd7 = p.delay(sd5, 2, name=f"sd7_{k}")
-            zd7, snz7 = p.delay(ln["zd"], 6, name=f"zd7_{k}"), p.delay(ln["snz"], 6, name=f"snz7_{k}")
+            zd7 = p.delay(ln["zd"], 6, name=f"zd7_{k}")
             # stage 8: |G| and the sign of g (G = 0: IEEE's sign of DY - S', spec step 3)
             gm8 = p.reg(Mux(g7 < 0, -g7, g7), unsigned(d.GW), name=f"gm8_{k}")
             sg_zero = Mux(dyz7, sd7 & ~(zd7 & snz7), 0)
@@ -602,14 +640,252 @@ class BackwardOutput(wiring.Component):
         last_r = p.reg(last_o, name="last_o")
         cnt_r = p.reg(cnt_o, name="cnt_o")
         m.d.comb += [out.last.eq(last_r), out.count.eq(cnt_r)]
+        st = self.latency - 1  # mag's stage
+        force_o = p.delay(force1, st - 1, name="force_o")
+        special_o = p.delay(special1, st - 1, name="special_o")
         for k, (mag, zz, sg8, ln) in enumerate(results):
-            st = self.latency - 1  # mag's stage
             sdx = Signal(name=f"sdx{k}")
             m.d.comb += sdx.eq(p.delay(ln["sy"], st - 1, name=f"sy_o{k}") ^ p.delay(sg8, st - 8, name=f"sg_o{k}"))
             inf = fmt.exp_max << M
             magc = Mux(zz, 0, Mux(mag >= inf, inf, mag))
-            bits = Mux(p.delay(ln["force"], st - 1, name=f"fo{k}"), p.delay(ln["fbits"], st - 1, name=f"fb{k}"),
-                       Cat(magc[:cfg.width - 1], sdx))
+            spec_nan = p.delay(ln["spec_nan"], st - 1, name=f"spn_o{k}")
+            spec_sign = p.delay(ln["spec_sign"], st - 1, name=f"sps_o{k}")
+            forced = Mux(special_o & ~spec_nan, Cat(Const(inf, cfg.width - 1), spec_sign), fmt.nan_bits)
+            bits = Mux(force_o, forced, Cat(magc[:cfg.width - 1], sdx))
             okk = p.delay(ln["ok"], st - 1, name=f"okd{k}")
             m.d.comb += out.data[k].eq(p.reg(Mux(okk, bits, 0), unsigned(cfg.width), name=f"dx{k}"))
+        return m
+
+
+# ---- malformed input: y and dy on streams of their own ----------------------------------------------------------
+
+def unit_out_layout(cfg: SoftmaxConfig) -> data.StructLayout:
+    """The output beats: the forward unit's (data, count, last, error)."""
+    return data.StructLayout({"data": data.ArrayLayout(unsigned(cfg.width), cfg.lanes),
+                              "count": unsigned(cfg.count_bits), "last": 1, "error": 1})
+
+
+def operand_stream_layout(cfg: SoftmaxConfig) -> data.StructLayout:
+    """A beat of y or dy alone: the forward's ``x`` beat (data, count, last)."""
+    return data.StructLayout({"data": data.ArrayLayout(unsigned(cfg.width), cfg.lanes),
+                              "count": unsigned(cfg.count_bits), "last": 1})
+
+
+class BackwardZip(wiring.Component):
+    """Pairs a ``y`` stream and a ``dy`` stream beat by beat into (y, dy) beats (`raw_layout`).
+
+    The vector is y's: its length and its end are y's ``last`` and ``count``. A ``dy`` of another length is
+    malformed and becomes a NaN in dy, which the arithmetic answers with every dx NaN and the error flag (spec
+    step 0): a dy that ends first gives NaN dy lanes (the rest of its final beat and every later beat of y); a dy
+    that goes on after y's last beat has the last beat's dy lanes replaced by NaN and its remaining beats
+    consumed up to its own ``last`` and dropped; equal beat counts with other counts on the final beat give NaN
+    dy lanes on that beat. No register on the data path (the decoder registers the beat as it comes)."""
+
+    def __init__(self, cfg: SoftmaxConfig):
+        self.cfg = cfg
+        super().__init__({"y": In(stream.Signature(operand_stream_layout(cfg))),
+                          "dy": In(stream.Signature(operand_stream_layout(cfg))),
+                          "o": Out(stream.Signature(raw_layout(cfg)))})
+
+    def elaborate(self, platform):
+        cfg, L = self.cfg, self.cfg.lanes
+        nan = cfg.float_format.nan_bits
+        m = Module()
+        dy_done = Signal()   # dy ended before y: y beats go on alone, with NaN dy
+        drain = Signal()     # y ended before dy: dy beats are consumed and dropped
+        y, dy, o = self.y.payload, self.dy.payload, self.o.payload
+
+        def norm(c):
+            return Mux((c == 0) | (c > L), L, c)
+
+        pair = ~dy_done & ~drain
+        m.d.comb += [o.count.eq(y.count), o.last.eq(y.last), [o.y[k].eq(y.data[k]) for k in range(L)]]
+        # a beat goes out when y is there and (dy is there or dy has ended); draining outputs nothing
+        m.d.comb += [self.o.valid.eq(~drain & self.y.valid & (dy_done | self.dy.valid)),
+                     self.y.ready.eq(~drain & self.o.ready & (dy_done | self.dy.valid)),
+                     self.dy.ready.eq(drain | (pair & self.y.valid & self.o.ready))]
+        mism_last = y.last & dy.last & (norm(y.count) != norm(dy.count))
+        dy_short = dy.last & ~y.last
+        dy_long = y.last & ~dy.last
+        for k in range(L):
+            in_dy = Mux(dy.last, k < norm(dy.count), 1)
+            bad = dy_done | ((mism_last | dy_long) & (k < norm(y.count))) | ~in_dy
+            m.d.comb += o.dy[k].eq(Mux(bad, nan, dy.data[k]))
+        with m.If(self.o.valid & self.o.ready):
+            with m.If(y.last):
+                m.d.sync += dy_done.eq(0)
+                with m.If(pair & dy_long):
+                    m.d.sync += drain.eq(1)
+            with m.Elif(pair & dy_short):
+                m.d.sync += dy_done.eq(1)
+        with m.If(drain & self.dy.valid & dy.last):
+            m.d.sync += drain.eq(0)
+        return m
+
+
+# ---- a standalone backward unit -----------------------------------------------------------------------------------
+
+class BackwardUnit(wiring.Component):
+    """The backward pass alone: ``y`` and ``dy`` streams in (`BackwardZip`), dx out (`unit_out_layout`).
+
+    One vector at a time, in three phases on one buffer (a `RegisteredRam` of decoded pairs, max_len / L deep):
+
+    - fill: `BackwardZip` -> `BackwardDecode` -> the buffer, and the vector's reductions (special-value flags,
+      the largest dy exponent);
+    - sum: the buffer read out through `BackwardProduct`, the lane sums of P and Yj (registered trees) and two
+      exact accumulators, then `BackwardFinalise` (S');
+    - output: the buffer read again (through an 8-deep FIFO that absorbs the read latency under stalls)
+      into `BackwardOutput`, to ``o``.
+
+    ``error`` is the vector's flag on each of its beats: any NaN or infinity in y or dy, a y out of range, or a
+    dy of another length (which `BackwardZip` turns into a NaN in dy). A vector longer than ``max_len`` is read
+    to its last beat and answered by one beat with ``error`` = 1, ``last`` = 1, ``count`` = 0 and zero data,
+    as the forward unit does. The phases do not overlap (the reconfigurable unit runs them on the forward's
+    bank ring); `golden.hyft_backward_cycles.backward_unit_cycles` is the exact cycle model."""
+
+    READ_LATENCY = 2
+    FIFO_DEPTH = 8
+
+    def __init__(self, cfg: SoftmaxConfig):
+        self.cfg = cfg
+        self.zip = BackwardZip(cfg)
+        self.dec = BackwardDecode(cfg)
+        self.prod = BackwardProduct(cfg)
+        self.fin = BackwardFinalise(cfg)
+        self.outc = BackwardOutput(cfg)
+        super().__init__({"y": In(stream.Signature(operand_stream_layout(cfg))),
+                          "dy": In(stream.Signature(operand_stream_layout(cfg))),
+                          "o": Out(stream.Signature(unit_out_layout(cfg)))})
+
+    def elaborate(self, platform):
+        cfg, d = self.cfg, backward_dims(self.cfg)
+        L, DEPTH = cfg.lanes, cfg.depth
+        m = Module()
+        m.submodules.zip, m.submodules.dec = zp, dec = self.zip, self.dec
+        m.submodules.prod, m.submodules.fin, m.submodules.outc = prod, fin, outc = self.prod, self.fin, self.outc
+        PW = pair_layout(cfg).size
+        m.submodules.ram = ram = RegisteredRam(L * PW, DEPTH)
+        FILL, SUM, FIN, OUT, ERR = range(5)
+        state = Signal(range(5))
+        a_open = Signal(init=1)  # the fill phase takes a new vector
+
+        # ---- fill
+        wiring.connect(m, wiring.flipped(self.y), zp.y)
+        wiring.connect(m, wiring.flipped(self.dy), zp.dy)
+        m.d.comb += [dec.i.payload.eq(zp.o.payload), dec.i.valid.eq(zp.o.valid & a_open),
+                     zp.o.ready.eq(dec.i.ready & a_open), dec.o.ready.eq(1)]
+        with m.If(zp.o.valid & zp.o.ready & zp.o.payload.last):
+            m.d.sync += a_open.eq(0)
+        waddr = Signal(range(DEPTH + 1))
+        first = Signal(init=1)
+        r_pnan, r_pos, r_neg, r_nz, r_bad, r_over = (Signal(name=n) for n in ("r_pnan", "r_pos", "r_neg", "r_nz",
+                                                                               "r_bad", "r_over"))
+        r_ed = Signal(d.EB)
+        beats = Signal(range(DEPTH + 1))
+        nlast = Signal(cfg.count_bits)
+        do = dec.o.payload
+        in_room = waddr < DEPTH
+        m.d.comb += [ram.w_addr.eq(waddr), ram.w_data.eq(Cat(*[do.data[k].as_value() for k in range(L)])),
+                     ram.w_en.eq(dec.o.valid & in_room)]
+        with m.If(dec.o.valid):
+            n_ed = Mux(first | (do.ed > r_ed), do.ed, r_ed)
+            n_over = ~in_room | (r_over & ~first)
+            m.d.sync += [r_pnan.eq(do.p_nan | (r_pnan & ~first)), r_pos.eq(do.pos | (r_pos & ~first)),
+                         r_neg.eq(do.neg | (r_neg & ~first)), r_nz.eq(do.negzero & (r_nz | first)),
+                         r_bad.eq(do.bad_y | (r_bad & ~first)), r_over.eq(n_over), r_ed.eq(n_ed)]
+            m.d.sync += [first.eq(do.last), waddr.eq(Mux(in_room, waddr + 1, waddr))]
+            with m.If(do.last):
+                m.d.sync += [waddr.eq(0), beats.eq(Mux(in_room, waddr + 1, waddr)),
+                             nlast.eq(Mux((do.count == 0) | (do.count > L), L, do.count)),
+                             state.eq(Mux(n_over, ERR, SUM))]
+        s_nan = r_pnan | (r_pos & r_neg)
+        s_special = s_nan | r_pos | r_neg
+        out_of_range = r_bad & ~s_special
+
+        # ---- sum: read every beat once into the product unit (always ready: its output meets the accumulators)
+        raddr = Signal(range(DEPTH))
+        b_issue = Signal()
+        b_last = raddr == beats - 1
+        m.d.comb += b_issue.eq(state == SUM)
+        rd_v = [Signal(name=f"rd_v{i}") for i in range(self.READ_LATENCY)]
+        rd_last = [Signal(name=f"rd_last{i}") for i in range(self.READ_LATENCY)]
+        rd_cnt = [Signal(cfg.count_bits, name=f"rd_cnt{i}") for i in range(self.READ_LATENCY)]
+        c_issue = Signal()
+        issue = Signal()
+        m.d.comb += issue.eq(b_issue | c_issue)
+        m.d.comb += ram.r_addr.eq(raddr)
+        with m.If(issue):
+            m.d.sync += raddr.eq(Mux(b_last, 0, raddr + 1))
+            with m.If(b_last & b_issue):
+                m.d.sync += state.eq(FIN)
+        m.d.sync += [rd_v[0].eq(issue), rd_last[0].eq(b_last), rd_cnt[0].eq(Mux(b_last, nlast, L))]
+        for i in range(1, self.READ_LATENCY):
+            m.d.sync += [rd_v[i].eq(rd_v[i - 1]), rd_last[i].eq(rd_last[i - 1]), rd_cnt[i].eq(rd_cnt[i - 1])]
+        rv, rl, rc = rd_v[-1], rd_last[-1], rd_cnt[-1]
+        in_sum = Signal()  # the read data belongs to the sum phase (else to the output phase)
+        m.d.sync += in_sum.eq(Mux(rv & rl, 0, in_sum))
+        with m.If(b_issue & (raddr == 0)):
+            m.d.sync += in_sum.eq(1)
+        words = [data.View(pair_layout(cfg), ram.r_data[k * PW:(k + 1) * PW]) for k in range(L)]
+        pi = prod.i.payload
+        m.d.comb += [prod.i.valid.eq(rv & in_sum), pi.count.eq(rc), pi.last.eq(rl), pi.ed.eq(r_ed),
+                     [pi.data[k].eq(words[k]) for k in range(L)], prod.o.ready.eq(1)]
+        sw, yw = d.SB + 2, d.SB + 1
+        po = prod.o.payload
+        s_beat, s_st = adder_tree(m, [po.p[k] for k in range(L)], sw, "psum")
+        y_beat, _ = adder_tree(m, [Cat(po.yj[k], Const(0, 1)).as_signed() for k in range(L)], yw + 1, "ysum")
+        t_v, t_last = Signal(), Signal()
+        tv, tl = prod.o.valid, po.last
+        for k in range(s_st):
+            nv_, nl_ = Signal(name=f"tv{k}"), Signal(name=f"tl{k}")
+            m.d.sync += [nv_.eq(tv), nl_.eq(tl)]
+            tv, tl = nv_, nl_
+        m.d.comb += [t_v.eq(tv), t_last.eq(tl)]
+        acc_s, acc_y = Signal(signed(d.SB + 1)), Signal(unsigned(d.SB))
+        acc_first = Signal(init=1)
+        fin_v = Signal()
+        new_s = Mux(acc_first, s_beat, acc_s + s_beat)
+        new_y = Mux(acc_first, y_beat, acc_y + y_beat)
+        m.d.sync += fin_v.eq(0)
+        with m.If(t_v):
+            m.d.sync += [acc_s.eq(new_s), acc_y.eq(new_y), acc_first.eq(t_last)]
+            with m.If(t_last):
+                m.d.sync += fin_v.eq(1)
+        m.d.comb += [fin.i.valid.eq(fin_v), fin.i.payload.s.eq(acc_s), fin.i.payload.y.eq(acc_y),
+                     fin.o.ready.eq(state == FIN)]
+        r_sn = Signal(signed(d.SB + 1))
+        with m.If(fin.o.valid & (state == FIN)):
+            m.d.sync += [r_sn.eq(fin.o.payload.sn), state.eq(OUT)]
+
+        # ---- output: read again, through a FIFO (room for every read in flight) into the output stage
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=L * PW + cfg.count_bits + 1, depth=self.FIFO_DEPTH)
+        in_flight = Signal(range(self.READ_LATENCY + 2))
+        m.d.comb += in_flight.eq(sum(rd_v[i] & ~in_sum for i in range(self.READ_LATENCY - 1)) + (rv & ~in_sum))
+        c_busy = Signal()
+        m.d.comb += c_issue.eq((state == OUT) & c_busy & (fifo.level + in_flight < self.FIFO_DEPTH))
+        with m.If((state == FIN) & fin.o.valid):
+            m.d.sync += c_busy.eq(1)
+        with m.If(c_issue & b_last):
+            m.d.sync += c_busy.eq(0)
+        m.d.comb += [fifo.w_en.eq(rv & ~in_sum), fifo.w_data.eq(Cat(ram.r_data, rc, rl))]
+        oi = outc.i.payload
+        m.d.comb += [outc.i.valid.eq(fifo.r_rdy), fifo.r_en.eq(outc.i.ready),
+                     [oi.data[k].eq(data.View(pair_layout(cfg), fifo.r_data[k * PW:(k + 1) * PW]))
+                      for k in range(L)],
+                     oi.count.eq(fifo.r_data[L * PW:L * PW + cfg.count_bits]), oi.last.eq(fifo.r_data[-1]),
+                     oi.vec.ed.eq(r_ed), oi.vec.sn.eq(r_sn), oi.vec.s_negzero.eq(r_nz),
+                     oi.vec.s_special.eq(s_special), oi.vec.s_nan.eq(s_nan), oi.vec.s_inf_sign.eq(r_neg),
+                     oi.vec.out_of_range.eq(out_of_range)]
+        o = self.o.payload
+        err = s_special | out_of_range
+        with m.If(state == ERR):
+            m.d.comb += [self.o.valid.eq(1), o.error.eq(1), o.last.eq(1), o.count.eq(0)]
+            with m.If(self.o.ready):
+                m.d.sync += [state.eq(FILL), a_open.eq(1)]
+        with m.Else():
+            m.d.comb += [self.o.valid.eq(outc.o.valid), outc.o.ready.eq(self.o.ready), o.error.eq(err),
+                         o.last.eq(outc.o.payload.last), o.count.eq(Mux(outc.o.payload.last, outc.o.payload.count, L)),
+                         [o.data[k].eq(outc.o.payload.data[k]) for k in range(L)]]
+            with m.If(outc.o.valid & self.o.ready & outc.o.payload.last):
+                m.d.sync += [state.eq(FILL), a_open.eq(1)]
         return m

@@ -6,6 +6,7 @@ valid gaps and ready stalls, bit-exact against the golden model's step functions
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -19,6 +20,7 @@ from accelkit.gen.hyft_backward import (
     BackwardFinalise,
     BackwardOutput,
     BackwardProduct,
+    BackwardUnit,
     backward_dims,
 )
 from accelkit.golden.hyft import (
@@ -29,6 +31,7 @@ from accelkit.golden.hyft import (
     hyft_softmax_backward_bits,
     normalised_sum,
 )
+from accelkit.golden.hyft_backward_cycles import backward_unit_cycles
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 INF, NAN = float("inf"), float("nan")
@@ -333,3 +336,141 @@ def test_output_gives_the_golden_dx(name):
                      what="BackwardOutput")
     for j, (g, w) in enumerate(zip(got, want, strict=True)):
         assert g == w, f"{name} beat {j}: {[hex(v) for v in g[0]]} != {[hex(v) for v in w[0]]} ({beats[j]['vec']})"
+
+
+# ---- the standalone unit: y and dy streams in, dx out --------------------------------------------------------------
+
+def run_unit(cfg, vectors, seed: int, gap: float, stall: float):
+    """Drive `vectors` [(y bits, dy bits)] on the unit's y and dy streams (each with its own random gaps), take
+    the output beats under random stalls (checking that an offered beat is held), return (beats, cycle of each)."""
+    rng = random.Random(seed)
+    dut = BackwardUnit(cfg)
+    L = cfg.lanes
+    got, when = [], []
+
+    def beats(vals):
+        n = len(vals)
+        out = []
+        for b in range(max(1, -(-n // L))):
+            chunk = vals[b * L:(b + 1) * L]
+            last = b == max(1, -(-n // L)) - 1
+            out.append((chunk + [rng.randrange(1 << cfg.width) for _ in range(L - len(chunk))],
+                        len(chunk) if last else rng.randrange(L + 1), int(last)))
+        return out
+
+    def driver(port, key):
+        async def drive(ctx):
+            for v in vectors:
+                for data_, cnt, last in beats(v[key]):
+                    while rng.random() < gap:
+                        ctx.set(port.valid, 0)
+                        await ctx.tick()
+                    ctx.set(port.valid, 1)
+                    for k in range(L):
+                        ctx.set(port.payload.data[k], data_[k])
+                    ctx.set(port.payload.count, cnt)
+                    ctx.set(port.payload.last, last)
+                    await ctx.tick().until(port.ready)
+            ctx.set(port.valid, 0)
+        return drive
+
+    n_out = sum(max(1, -(-len(y) // L)) if len(y) <= cfg.max_len else 1 for y, _ in vectors)
+
+    async def take(ctx):
+        held, cycle = None, 0
+        while len(got) < n_out:
+            cycle += 1
+            assert cycle < 400 * n_out + 2000, "the unit stopped"
+            ready = rng.random() >= stall
+            ctx.set(dut.o.ready, ready)
+            await ctx.delay(1e-9)
+            valid = ctx.get(dut.o.valid)
+            p = dut.o.payload
+            beat = ([ctx.get(p.data[k]) for k in range(L)], ctx.get(p.count), ctx.get(p.last), ctx.get(p.error)) \
+                if valid else None
+            if held is not None:
+                assert valid and beat == held, "a beat offered was withdrawn or changed before it was taken"
+            held = beat if (valid and not ready) else None
+            if valid and ready:
+                got.append(beat)
+                when.append(cycle)
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(driver(dut.y, 0), background=True)
+    sim.add_testbench(driver(dut.dy, 1), background=True)
+    sim.add_testbench(take)
+    sim.run()
+    return got, when
+
+
+def expected_beats(cfg, y, dy):
+    """The golden answer as output beats: dx in y's length (dy cut or padded with NaN when its length differs)."""
+    L, n, nan = cfg.lanes, len(y), cfg.float_format.nan_bits
+    if n > cfg.max_len:
+        return [([0] * L, 0, 1, 1)]
+    dyf = (dy + [nan] * n)[:n] if len(dy) != n else dy
+    if len(dy) > n:
+        dyf = dy[:n - 1] + [nan]
+    dx, err = hyft_softmax_backward_bits(_t([y]), _t([dyf]), cfg)
+    dx = dx[0].tolist()
+    out = []
+    nb = -(-n // L)
+    for b in range(nb):
+        chunk = dx[b * L:(b + 1) * L]
+        last = b == nb - 1
+        out.append((chunk + [0] * (L - len(chunk)), len(chunk) if last else L, int(last), int(err[0])))
+    return out
+
+
+@pytest.mark.parametrize("name", ["bf16", "fp16", "fp32", "bf16-narrow"])
+def test_unit_matches_golden_with_gaps_and_stalls(name):
+    cfg = dataclasses.replace(CFGS[name], max_len=16)
+    rnd = random.Random(21)
+    vecs = random_vectors(cfg, rnd, 45)
+    vecs.append(([_bits([0.5], cfg.fmt)[0]] * 17, [_bits([1.0], cfg.fmt)[0]] * 17))  # longer than max_len
+    vecs.append(random_vectors(cfg, rnd, 1, specials=False)[0])
+    got, _ = run_unit(cfg, vecs, seed=4, gap=0.3, stall=0.3)
+    want = [b for y, dy in vecs for b in expected_beats(cfg, y, dy)]
+    assert len(got) == len(want)
+    for j, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert g == w, f"{name} beat {j}: {g} != {w}"
+
+
+def test_unit_malformed_lengths_give_nan_and_error():
+    """dy shorter or longer than y (by lanes or by beats), and NaN in dy: every dx NaN, error 1, y's length;
+    the next vector is unaffected."""
+    cfg = dataclasses.replace(CFGS["bf16"], max_len=16)
+    rnd = random.Random(22)
+    good = random_vectors(cfg, rnd, 1, specials=False)[0]
+    y = _bits([0.25, 0.25, 0.25, 0.125, 0.125], "bf16")
+    d = _bits([1, -2, 3, 0.5, 7, 9, 11], "bf16")
+    vecs = [(y, d[:5]), (y, d[:4]), (y, d[:2]), (y, d[:6]), (y, d[:7]), (y[:4], d[:2] + d[3:4] + [0x7FC0]),
+            good, (y, d[:1]), good]
+    got, _ = run_unit(cfg, vecs, seed=6, gap=0.2, stall=0.2)
+    want = [b for yv, dv in vecs for b in expected_beats(cfg, yv, dv)]
+    assert got == want
+    nan = cfg.float_format.nan_bits
+    k = 0
+    for i, (yv, dv) in enumerate(vecs):
+        nb = -(-len(yv) // cfg.lanes)
+        beats = got[k:k + nb]
+        k += nb
+        if len(dv) != len(yv) or nan in dv:
+            assert all(b[3] == 1 for b in beats)
+            vals = [v for b in beats for v in b[0][:b[1]]]
+            assert vals == [nan] * len(yv), f"vector {i}"
+
+
+@pytest.mark.parametrize("lanes", [1, 4])
+def test_unit_cycles_match_the_model(lanes):
+    """Back-to-back vectors, no gaps or stalls: the cycle of each vector's last output beat, RTL == model."""
+    cfg = SoftmaxConfig(fmt="bf16", lanes=lanes, max_len=64)
+    rnd = random.Random(23)
+    vecs = [random_vectors(cfg, rnd, 1, specials=False)[0] for _ in range(3)]
+    vecs += [([_bits([0.5], "bf16")[0]] * n, [_bits([1.0], "bf16")[0]] * n) for n in (1, 7, 64)]
+    got, when = run_unit(cfg, vecs, seed=1, gap=0.0, stall=0.0)
+    lasts = [when[i] for i, b in enumerate(got) if b[2]]
+    model = backward_unit_cycles(cfg, [len(y) for y, _ in vecs])
+    assert lasts == model
