@@ -530,12 +530,13 @@ class BackwardOutput(wiring.Component):
         x = self.i.payload
         vec = x.vec
         es = signed(d.EB + 5)
-        xs = signed(max(d.EB, d.GW.bit_length(), d.ZW.bit_length()) + 6)   # output exponents
+        c2 = 1 - bias - Mt - W - B   # e = n + kg + e_y + ed + c2
+        # output exponents: |e|, |kg + e_y + ed + c2| and |1 - that| stay below this bound
+        xs = signed((2 * (1 << d.EB) + abs(c2) + d.GW + d.ZW + M + 8).bit_length() + 1)
         kd_l = max(B - 1 - Mt, 0)   # DY's largest left shift
         dw = Mt + 1
         sh_d_max = dw + kd_l + 1
         NW = max(d.GW, W + 1)        # the normalising shift's width
-        c2 = 1 - bias - Mt - W - B   # e = n + kg + e_y + ed + c2
 
         # stage 1: exponent sums, the special-value result, the lane's validity
         v1, last1, cnt1 = p.reg(self.i.valid, name="v"), p.reg(x.last, name="last"), p.reg(x.count, name="count")
