@@ -879,12 +879,15 @@ class BackwardUnit(wiring.Component):
                      oi.vec.out_of_range.eq(out_of_range)]
         o = self.o.payload
         err = s_special | out_of_range
+        # the output stage's ready is o's alone (not muxed by the state: it enables every register of that
+        # pipeline); in ERR the pipeline is empty, so nothing leaves it meanwhile
+        m.d.comb += outc.o.ready.eq(self.o.ready)
         with m.If(state == ERR):
             m.d.comb += [self.o.valid.eq(1), o.error.eq(1), o.last.eq(1), o.count.eq(0)]
             with m.If(self.o.ready):
                 m.d.sync += [state.eq(FILL), a_open.eq(1)]
         with m.Else():
-            m.d.comb += [self.o.valid.eq(outc.o.valid), outc.o.ready.eq(self.o.ready), o.error.eq(err),
+            m.d.comb += [self.o.valid.eq(outc.o.valid), o.error.eq(err),
                          o.last.eq(outc.o.payload.last), o.count.eq(Mux(outc.o.payload.last, outc.o.payload.count, L)),
                          [o.data[k].eq(outc.o.payload.data[k]) for k in range(L)]]
             with m.If(outc.o.valid & self.o.ready & outc.o.payload.last):
