@@ -135,9 +135,9 @@ def finalise_cycles(cfg: SoftmaxConfig) -> int:
 
 
 def output_latency(cfg: SoftmaxConfig) -> int:
-    """`BackwardOutput`'s register stages (21 and the multiplier's)."""
+    """`BackwardOutput`'s register stages (21 and the multiplier's, then the skid buffer's first entry)."""
     d = backward_dims(cfg)
-    return 21 + 2 + max(0, (_limbs(d.Mt + 1) * _limbs(d.W + 1) - 1).bit_length())
+    return 22 + 2 + max(0, (_limbs(d.Mt + 1) * _limbs(d.W + 1) - 1).bit_length())
 
 
 # ---- pipeline helpers --------------------------------------------------------------------------------------
@@ -516,7 +516,7 @@ class BackwardOutput(wiring.Component):
         d = backward_dims(cfg)
         n_limbs = -(-(d.Mt + 1) // LIMB) * -(-(d.W + 1) // LIMB)
         self.mul_stages = 2 + max(0, (n_limbs - 1).bit_length())
-        self.latency = 21 + self.mul_stages
+        self.latency = 22 + self.mul_stages  # the pipeline and the skid buffer's first entry
         assert self.latency == output_latency(cfg)
         super().__init__({"i": In(stream.Signature(output_in_layout(cfg))),
                           "o": Out(stream.Signature(output_out_layout(cfg)))})
@@ -526,7 +526,9 @@ class BackwardOutput(wiring.Component):
         L, Mt, M, W, B, bias = d.L, d.Mt, d.M, d.W, d.B, d.bias
         fmt = cfg.float_format
         m = Module()
-        p = _stream_pipe(self, m, "out")
+        adv = Signal(name="out_advance")  # the skid buffer below has room: a register's complement, not o.ready
+        m.d.comb += self.i.ready.eq(adv)
+        p = _Pipe(m, "out", adv)
         x = self.i.payload
         vec = x.vec
         es = signed(d.EB + 5)
@@ -633,15 +635,15 @@ class BackwardOutput(wiring.Component):
             mag = p.reg((em1_c.as_unsigned() << M) + keep + up, unsigned(mag_w), name=f"mag{k}")
             zz_d = p.reg(zz_c, name=f"zzd{k}")
             results.append((mag, zz_d, sg8, ln))
-        # the output register: overflow, zero, sign, special cases, lanes beyond count
-        t_out = self.latency - 1
-        out = self.o.payload
-        m.d.comb += self.o.valid.eq(p.delay(v1, t_out, "vd"))
+        # the pipeline's last register: overflow, zero, sign, special cases, lanes beyond count
+        t_out = self.latency - 2
+        out = Signal(output_out_layout(cfg), name="out_last_stage")
+        vf = p.delay(v1, t_out, "vd")
         cnt_o, last_o = p.delay(cnt1, t_out - 1, "cd"), p.delay(last1, t_out - 1, "ld")
         last_r = p.reg(last_o, name="last_o")
         cnt_r = p.reg(cnt_o, name="cnt_o")
         m.d.comb += [out.last.eq(last_r), out.count.eq(cnt_r)]
-        st = self.latency - 1  # mag's stage
+        st = self.latency - 2  # mag's stage
         force_o = p.delay(force1, st - 1, name="force_o")
         special_o = p.delay(special1, st - 1, name="special_o")
         for k, (mag, zz, sg8, ln) in enumerate(results):
@@ -655,6 +657,21 @@ class BackwardOutput(wiring.Component):
             bits = Mux(force_o, forced, Cat(magc[:cfg.width - 1], sdx))
             okk = p.delay(ln["ok"], st - 1, name=f"okd{k}")
             m.d.comb += out.data[k].eq(p.reg(Mux(okk, bits, 0), unsigned(cfg.width), name=f"dx{k}"))
+        # a two-entry skid buffer: the pipeline advances while its second entry is free, so that the enable of
+        # every register above comes from one flip-flop, not from o.ready through logic
+        a_v, b_v = Signal(name="skid_a_v"), Signal(name="skid_b_v")
+        a_d, b_d = Signal(output_out_layout(cfg), name="skid_a"), Signal(output_out_layout(cfg), name="skid_b")
+        m.d.comb += [adv.eq(~b_v), self.o.valid.eq(a_v), self.o.payload.eq(a_d)]
+        push = adv & vf
+        pop = a_v & self.o.ready
+        with m.If(b_v):
+            with m.If(pop):
+                m.d.sync += [a_d.eq(b_d), b_v.eq(0)]
+        with m.Elif(a_v & ~pop):
+            with m.If(push):
+                m.d.sync += [b_d.eq(out), b_v.eq(1)]
+        with m.Else():
+            m.d.sync += [a_v.eq(push), a_d.eq(out)]
         return m
 
 
