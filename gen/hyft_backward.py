@@ -32,6 +32,7 @@ from amaranth.lib.wiring import In, Out
 
 from accelkit.config.hyft import SoftmaxConfig
 
+from .hyft import Pipe
 from .memory import RegisteredRam
 from .pipeline import LIMB, adder_tree, split_multiply
 
@@ -142,46 +143,26 @@ def output_latency(cfg: SoftmaxConfig) -> int:
 
 # ---- pipeline helpers --------------------------------------------------------------------------------------
 
-class _Pipe:
-    """Registers that all advance when `en` is high; counts the stages a value has been through."""
-
-    def __init__(self, m: Module, prefix: str, en):
-        self.m, self.prefix, self.en, self._n = m, prefix, en, 0
-
-    def reg(self, value, shape=None, name: str = "r"):
-        value = Const.cast(value) if isinstance(value, int) else value
-        self._n += 1
-        sig = Signal(shape if shape is not None else value.shape(), name=f"{self.prefix}_{name}_{self._n}")
-        with self.m.If(self.en):
-            self.m.d.sync += sig.eq(value)
-        return sig
-
-    def delay(self, value, n: int, name: str = "d"):
-        for _ in range(n):
-            value = self.reg(value, name=name)
-        return value
-
-
 def _clamp(v, lo: int, hi: int, bits: int):
     """v (signed) clamped to [lo, hi], as `bits` unsigned bits (lo >= 0)."""
     return Mux(v < lo, lo, Mux(v > hi, hi, v)).as_unsigned()[:bits]
 
 
-def _shift_right_2(p: _Pipe, v, sh, name: str):
+def _shift_right_2(p: Pipe, v, sh, name: str):
     """v >> sh over two register stages: by the high bits of sh (multiples of 8), then by the low three."""
     a = p.reg(v >> Cat(Const(0, 3), sh[3:]) if len(sh) > 3 else v, unsigned(len(v)), name=f"{name}_hi")
     lo = p.reg(sh[:3], name=f"{name}_lo")
     return p.reg(a >> lo, unsigned(len(v)), name=f"{name}_sh")
 
 
-def _shift_left_2(p: _Pipe, v, sh, width: int, name: str):
+def _shift_left_2(p: Pipe, v, sh, width: int, name: str):
     """(v << sh)[:width] over two register stages (high bits of sh, then the low three)."""
     a = p.reg((v << Cat(Const(0, 3), sh[3:]) if len(sh) > 3 else v)[:width], unsigned(width), name=f"{name}_hi")
     lo = p.reg(sh[:3], name=f"{name}_lo")
     return p.reg((a << lo)[:width], unsigned(width), name=f"{name}_sh")
 
 
-def _leading_one_2(m: Module, p: _Pipe, v, name: str):
+def _leading_one_2(m: Module, p: Pipe, v, name: str):
     """(index of the leading one of v, v == 0) over two register stages: per 8-bit group its any-bit and local
     index, then the highest non-empty group (the index is Cat(local, group): no adder)."""
     groups = [v[i:min(i + 8, len(v))] for i in range(0, len(v), 8)]
@@ -231,7 +212,7 @@ def _mult_en(m: Module, a, b, en, name: str, platform):
     return p
 
 
-def _multiply_en(m: Module, p: _Pipe, a, b, name: str, platform):
+def _multiply_en(m: Module, p: Pipe, a, b, name: str, platform):
     """a * b (unsigned, any widths) as 17-bit limb products (`_mult_en`) summed in registered pairs.
 
     Returns (product, register stages): 2 for a single limb product, plus one per level of the sum."""
@@ -250,7 +231,7 @@ def _multiply_en(m: Module, p: _Pipe, a, b, name: str, platform):
     return vals[0], stages
 
 
-def _round_shift(m: Module, p: _Pipe, v, sh, kl: int, name: str):
+def _round_shift(m: Module, p: Pipe, v, sh, kl: int, name: str):
     """round-shift(v, k) with sh = KL - k clamped to [0, len(v) + KL + 1] already: ((v << (KL+1)) >> sh + 1) >> 1.
 
     Three register stages (the shift in two, then the rounding add). k >= 0 gives v << k exactly; k < 0 rounds
@@ -261,11 +242,11 @@ def _round_shift(m: Module, p: _Pipe, v, sh, kl: int, name: str):
     return p.reg((s + 1) >> 1, unsigned(len(v) + kl + 1), name=f"{name}_r")
 
 
-def _stream_pipe(comp, m: Module, name: str) -> _Pipe:
+def _stream_pipe(comp, m: Module, name: str) -> Pipe:
     """The pipe of a per-element component: advance when the output is empty or taken; in.ready = advance."""
     adv = Signal(name=f"{name}_advance")
     m.d.comb += [adv.eq(~comp.o.valid | comp.o.ready), comp.i.ready.eq(adv)]
-    return _Pipe(m, name, adv)
+    return Pipe(m, name, adv)
 
 
 def _lane_ok(cfg: SoftmaxConfig, count, last, k: int):
@@ -528,7 +509,7 @@ class BackwardOutput(wiring.Component):
         m = Module()
         adv = Signal(name="out_advance")  # the skid buffer below has room: a register's complement, not o.ready
         m.d.comb += self.i.ready.eq(adv)
-        p = _Pipe(m, "out", adv)
+        p = Pipe(m, "out", adv)
         x = self.i.payload
         vec = x.vec
         es = signed(d.EB + 5)
