@@ -10,12 +10,14 @@ Streams:
 - ``pooled`` out (cfg.pool): one vector per frame, ``cout / po`` beats of the last layer (gen/sparse_pool.py);
   else ``sites_out``: the last engine's output tokens.
 
-Between engine i - 1 and engine i: a `BeatGearbox` when pi differs from the previous po, then a
-``SyncFIFOBuffered`` of ``cfg.link_depths[i - 1]`` beats when that is not 0 (the compiler sizes each), then a
-`StreamSlice` (gen/stream_slice.py) so that the FIFO's memory read ends in flip-flops.
+Between engine i - 1 and engine i: a `BeatGearbox` when pi differs from the previous po, then a FIFO of
+``cfg.link_depths[i - 1]`` beats when that is not 0 (the compiler sizes each), then a `StreamSlice`
+(gen/stream_slice.py) so that the FIFO's read ends in flip-flops. A FIFO of up to
+``LUTRAM_FIFO_DEPTH`` beats (accelkit/config/network.py) is a ``SyncFIFOBuffered`` (LUT RAM); a deeper one a
+`RegisteredFifo` (gen/reg_fifo.py: block RAM read through its output register and a prefetch queue).
 
 Residual blocks: the block's first engine hands on the beats its line buffer accepts (``identity_out``),
-which a ``SyncFIFOBuffered`` of ``cfg.identity_depth(span)`` beats carries beside the block to the last
+which a FIFO of ``cfg.identity_depth(span)`` beats carries beside the block to the last
 engine's ``identity`` input (gen/sparse_requant.py). The depth covers every beat the block can hold, so the
 FIFO never fills and the main path never waits for it.
 """
@@ -27,8 +29,10 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from accelkit.config import ConfigError
-from accelkit.config.network import SparseNetworkConfig
+from accelkit.config.network import REG_FIFO_LATENCY, SYNC_FIFO_LATENCY, SparseNetworkConfig
 
+from .reg_fifo import LATENCY as REG_LATENCY
+from .reg_fifo import RegisteredFifo
 from .sparse_conv import SparseConvEngine, in_token_layout, out_token_layout
 from .sparse_gearbox import BeatGearbox
 from .sparse_pool import SumPool, pool_sum_bits, pooled_layout
@@ -59,6 +63,8 @@ class SparseNetworkTop(wiring.Component):
 
     def elaborate(self, platform):
         cfg = self.cfg
+        # the cycle model's FIFO latencies (the config's) are what is built here
+        assert (REG_FIFO_LATENCY, SYNC_FIFO_LATENCY) == (REG_LATENCY, 2), "config/network.py FIFO latencies"
         m = Module()
         engines = []
         starts = {first for first, _ in cfg.residual}
@@ -84,13 +90,13 @@ class SparseNetworkTop(wiring.Component):
                 wiring.connect(m, src, gb.sites_in)
                 src = gb.sites_out
             if cfg.link_depths[i - 1]:
-                _through_fifo(m, f"link{i}", cfg.link_depths[i - 1], src, engines[i].sites_in)
+                _through_fifo(m, cfg, f"link{i}", cfg.link_depths[i - 1], src, engines[i].sites_in)
             else:
                 wiring.connect(m, src, engines[i].sites_in)
 
         # residual blocks: the identity beside the block
         for first, last_i in cfg.residual:
-            _through_fifo(m, f"identity{first}", cfg.identity_depth((first, last_i)), engines[first].identity_out,
+            _through_fifo(m, cfg, f"identity{first}", cfg.identity_depth((first, last_i)), engines[first].identity_out,
                           engines[last_i].identity)
 
         last = cfg.last
@@ -136,16 +142,23 @@ class ParamsDemux(wiring.Component):
         return m
 
 
-def _through_fifo(m: Module, name: str, depth: int, src, dst) -> None:
-    """Stream `src` into `dst` through a SyncFIFOBuffered of `depth` beats and a `StreamSlice` (a valid-only `src`
-    is never held): the FIFO's memory read (block RAM once deep) then ends in the slice's flip-flops instead of
-    running through the consumer's ready logic back to the FIFO's read enable."""
+def _through_fifo(m: Module, cfg: SparseNetworkConfig, name: str, depth: int, src, dst) -> None:
+    """Stream `src` into `dst` through a FIFO of `depth` beats (a RegisteredFifo when `cfg.fifo_registered(depth)`,
+    else a SyncFIFOBuffered) and a `StreamSlice` (a valid-only `src` is never held): the FIFO's read then ends in the
+    slice's flip-flops instead of running through the consumer's ready logic back to the FIFO's read side."""
     width = len(src.payload.as_value())
-    q = fifo.SyncFIFOBuffered(width=width, depth=depth)
-    m.submodules[name] = q
     m.submodules[f"{name}_slice"] = sl = StreamSlice(width)
-    m.d.comb += [q.w_en.eq(src.valid), q.w_data.eq(src.payload),
-                 sl.i.valid.eq(q.r_rdy), sl.i.payload.eq(q.r_data), q.r_en.eq(sl.i.ready),
-                 dst.valid.eq(sl.o.valid), dst.payload.eq(sl.o.payload), sl.o.ready.eq(dst.ready)]
+    if cfg.fifo_registered(depth):
+        m.submodules[name] = q = RegisteredFifo(width, depth)
+        m.d.comb += [q.i.valid.eq(src.valid), q.i.payload.eq(src.payload)]
+        wiring.connect(m, q.o, sl.i)
+        w_rdy = q.i.ready
+    else:
+        q = fifo.SyncFIFOBuffered(width=width, depth=depth)
+        m.submodules[name] = q
+        m.d.comb += [q.w_en.eq(src.valid), q.w_data.eq(src.payload),
+                     sl.i.valid.eq(q.r_rdy), sl.i.payload.eq(q.r_data), q.r_en.eq(sl.i.ready)]
+        w_rdy = q.w_rdy
+    m.d.comb += [dst.valid.eq(sl.o.valid), dst.payload.eq(sl.o.payload), sl.o.ready.eq(dst.ready)]
     if not src.signature.always_ready:
-        m.d.comb += src.ready.eq(q.w_rdy)
+        m.d.comb += src.ready.eq(w_rdy)

@@ -20,6 +20,15 @@ from .sparse_conv import SparseConvConfig
 
 # beats the register slice after every link and identity FIFO holds (gen/stream_slice.py; the cycle model's too)
 SLICE_BEATS = 2
+# A link or identity FIFO of up to this many beats is a SyncFIFOBuffered (its memory, one word fewer, is one LUT RAM
+# deep); a deeper one is a RegisteredFifo (gen/reg_fifo.py: block RAM read through its output register, then a
+# prefetch queue), so that no block RAM's clock-to-output starts a path
+LUTRAM_FIFO_DEPTH = 16
+# cycles from a beat entering a FIFO to the beat offered: SyncFIFOBuffered, and RegisteredFifo (the RAM write, the
+# read issue, the registered read of gen/memory.py READ_LATENCY = 2 cycles, the prefetch queue; gen/reg_fifo.py
+# LATENCY, which the generator checks against this)
+SYNC_FIFO_LATENCY = 2
+REG_FIFO_LATENCY = 4
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -118,10 +127,21 @@ class SparseNetworkConfig(BlockConfig):
             return self.link_depth
         return (self.link_depth,) * (len(self.layers) - 1)
 
+    @staticmethod
+    def fifo_registered(depth: int) -> bool:
+        """Whether a link or identity FIFO of `depth` beats is a RegisteredFifo (else a SyncFIFOBuffered)."""
+        return depth > LUTRAM_FIFO_DEPTH
+
+    @classmethod
+    def fifo_latency(cls, depth: int) -> int:
+        """Cycles from a beat entering a FIFO of `depth` beats to the beat offered at its output (the earliest)."""
+        return REG_FIFO_LATENCY if cls.fifo_registered(depth) else SYNC_FIFO_LATENCY
+
     def link_latency(self, i: int) -> int:
-        """Cycles from a beat written into the link FIFO before layer i to the beat offered at its output
-        (SyncFIFOBuffered), 0 for a direct wire."""
-        return 2 if self.link_depths[i - 1] else 0
+        """Cycles from a beat written into the link FIFO before layer i to the beat offered at its output, 0 for a
+        direct wire."""
+        d = self.link_depths[i - 1]
+        return self.fifo_latency(d) if d else 0
 
     def identity_depth(self, span: tuple[int, int]) -> int:
         """Beats the identity FIFO of residual block `span` holds: every beat its first engine has accepted and

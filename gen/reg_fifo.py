@@ -1,0 +1,101 @@
+"""A stream FIFO on a `RegisteredRam` (gen/memory.py): block RAM read through its output register, then a
+prefetch queue of flip-flops, so that nothing reads the block RAM's slow clock-to-output (5.8 ns on
+LFE5U-85F speed 6) and the output's valid and payload are registers.
+
+Streams: ``i`` in, ``o`` out, beats of `shape`. It holds at most `depth` beats, counted from the input
+handshake to the output handshake (in the RAM, in the read pipeline and in the queue): ``i.ready`` is a
+register, "fewer than `depth` held", so a beat enters once the beat `depth` places ahead left a cycle before.
+
+Timing, all from registers:
+
+- a beat written in cycle t (input handshake) is in the RAM from t + 1, where its read may be issued;
+- a read issued in cycle t has its data on the RAM's ``r_data`` in cycle t + `READ_LATENCY`, which the queue
+  takes at the end of that cycle; the queue's head is offered from the next cycle;
+- a read is issued when the RAM holds an unread beat and the queue has room for it and every read in flight
+  (`PREFETCH` entries: READ_LATENCY + 2, so that reads issued as the queue drains arrive before it runs dry).
+
+So a beat is offered `LATENCY` = READ_LATENCY + 2 cycles after it entered, and no earlier than the cycle after
+the beat ahead was taken: at one beat a cycle through, whatever the gaps and stalls. The cycle model
+(golden/sparse_rtl_cycles.py `_Fifo`) is exactly that, with `depth` and `LATENCY`.
+
+A RAM slot is written only while fewer than `depth` beats are held, and every beat not yet in the queue is
+counted, so a write never lands on a slot that is unread or being read (the RAM has at least `depth` slots).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Module, Signal, Value, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .memory import READ_LATENCY, RegisteredRam
+
+__all__ = ["RegisteredFifo", "LATENCY", "PREFETCH"]
+
+LATENCY = READ_LATENCY + 2  # input handshake to the beat offered (write, read issue, read, queue)
+PREFETCH = READ_LATENCY + 2  # queue entries: with the reads in flight, room for one a cycle while it drains
+
+
+class RegisteredFifo(wiring.Component):
+    def __init__(self, shape, depth: int):
+        if not isinstance(depth, int) or depth < PREFETCH + 1:
+            raise ValueError(f"depth={depth!r} is invalid: a RegisteredFifo holds at least {PREFETCH + 1} beats")
+        self.shape, self.depth = shape, depth
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        width = len(Value.cast(self.i.payload))
+        abits = (self.depth - 1).bit_length()
+        m.submodules.ram = ram = RegisteredRam(width, 1 << abits)
+
+        w_fire = self.i.valid & self.i.ready
+        r_fire = self.o.valid & self.o.ready
+
+        # beats held (input handshake to output handshake) and the registered "not full"
+        held = Signal(range(self.depth + 1))
+        held_next = Signal.like(held)
+        full = Signal()
+        m.d.comb += [held_next.eq(held + w_fire - r_fire), self.i.ready.eq(~full)]
+        m.d.sync += [held.eq(held_next), full.eq(held_next == self.depth)]
+
+        # the write side
+        w_ptr = Signal(abits)
+        m.d.comb += [ram.w_addr.eq(w_ptr), ram.w_data.eq(self.i.payload), ram.w_en.eq(w_fire)]
+        with m.If(w_fire):
+            m.d.sync += w_ptr.eq(w_ptr + 1)
+
+        # reads: issued while the RAM holds an unread beat and the queue has room for it and those in flight
+        unread = Signal(range(self.depth + 1))  # beats written and not yet issued
+        pending = Signal(range(PREFETCH + 1))  # reads in flight + beats in the queue
+        r_ptr = Signal(abits)
+        issue = Signal()
+        m.d.comb += [issue.eq((unread != 0) & (pending != PREFETCH)), ram.r_addr.eq(r_ptr)]
+        m.d.sync += [unread.eq(unread + w_fire - issue), pending.eq(pending + issue - r_fire)]
+        with m.If(issue):
+            m.d.sync += r_ptr.eq(r_ptr + 1)
+        arrive = Signal(READ_LATENCY)  # arrive[k]: a read issued k + 1 cycles ago
+        m.d.sync += arrive.eq(Cat(issue, arrive[:-1]))
+
+        # the prefetch queue: PREFETCH registers, written in order as reads arrive, offered from the head
+        qbits = (PREFETCH - 1).bit_length()
+        queue = Array(Signal(unsigned(width), name=f"q{k}") for k in range(PREFETCH))
+        q_w = Signal(qbits)
+        q_h = Signal(qbits)
+        q_n = Signal(range(PREFETCH + 1))
+        got = arrive[-1]
+        with m.If(got):
+            m.d.sync += [queue[q_w].eq(ram.r_data), q_w.eq(_wrap(q_w + 1, PREFETCH))]
+        with m.If(r_fire):
+            m.d.sync += q_h.eq(_wrap(q_h + 1, PREFETCH))
+        q_next = Signal.like(q_n)
+        m.d.comb += q_next.eq(q_n + got - r_fire)
+        m.d.sync += [q_n.eq(q_next), self.o.valid.eq(q_next != 0)]
+        m.d.comb += self.o.payload.eq(queue[q_h])
+        return m
+
+
+def _wrap(v, n: int):
+    """v modulo n for 0 <= v <= n (n a power of two: the low bits)."""
+    assert n & (n - 1) == 0
+    return v[:(n - 1).bit_length()]
