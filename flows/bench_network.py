@@ -114,12 +114,12 @@ def render(res: dict) -> str:
                      + (f" With every link at {s['max_link_depth']} beats it would be "
                         f"{s['link_reference_interval']:,}." if "link_reference_interval" in s else "")
                      if s["predicted_interval"] > 1.01 * s["bottleneck"] else "") + "\n")
-    fifo = s["ebr"] - sum(l["ebr"] for l in layers)  # the identity and link FIFOs' (estimated), beside the engines'
-    inferred = s["ebr_estimated"] - fifo  # the engines' memories deeper than one block (yosys maps them)
-    est = ([f"the identity and link FIFOs' {fifo} DP16KD"] if fifo else []) + (
-        [f"{inferred} DP16KD in engine memories deeper than one block, which yosys maps"] if inferred else [])
+    fifo = s["ebr"] - sum(l["ebr"] for l in layers)  # the identity and link FIFOs' (RegisteredFifos)
+    inferred = s["ebr_estimated"]  # memories deeper than one block (yosys maps them)
+    est = [f"{inferred} DP16KD in memories deeper than one block, which yosys maps"] if inferred else []
     name = f"LFE5U-{d['name'].removeprefix('ecp5-').removesuffix('k')}F"  # ecp5-85k: the LFE5U-85F
     hard = (f"ECP5 hard blocks: {s['mult18']:,} MULT18X18D and {s['ebr']:,} DP16KD"
+            + (f" ({fifo} of them the identity and link FIFOs')" if fifo else "")
             + (f" (estimates: {' and '.join(est)})" if est else "")
             + f" against the {name}'s {d['mult18']} and {d['ebr']}")
     if d["fits"]:

@@ -143,7 +143,7 @@ def layer_table(summary: dict, totals: bool = False) -> str:
         layers = summary["layers"]
         fifo = summary["ebr"] - sum(l["ebr"] for l in layers)
         if fifo:
-            rows.append(["identity and link FIFOs (estimate)", "", "", "", "", "", "", "", "", "", "-", fifo])
+            rows.append(["identity and link FIFOs", "", "", "", "", "", "", "", "", "", "-", fifo])
         rows.append(["total", "", "", "", "", summary["mac_units"], summary["useful_macs"], "",
                      f"max {summary['bottleneck']}", "", summary["mult18"], summary["ebr"]])
     return md_table(["layer", "kind", "channels", "PI", "PO", "MAC units", "useful MACs", "sites", "cycles",

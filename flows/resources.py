@@ -12,8 +12,8 @@ config exactly (tests/test_resources.py checks them against the instances of the
 
 LUT4 is not modelled here: it depends on the frame width (the site finder's bitmaps), the parallelism and
 what yosys makes of them, and is measured by `accelkit synth`. The network top's link and identity FIFOs
-are inferred memories that yosys places in block RAM or LUT RAM as it sees fit; `network_resources` counts
-them by the same tiling rule when they are deeper than a LUT RAM would hold, as an estimate.
+deeper than `LUTRAM_FIFO_DEPTH` beats are `RegisteredFifo`s (gen/reg_fifo.py) on a RegisteredRam of the depth
+rounded up to a power of two, counted exactly by the same tiling; shallower ones are LUT RAM (no block).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 from accelkit.config import require
-from accelkit.config.network import SparseNetworkConfig
+from accelkit.config.network import LUTRAM_FIFO_DEPTH, SparseNetworkConfig
 from accelkit.config.sparse_conv import SparseConvConfig
 
 __all__ = ["DEVICES", "engine_resources", "network_resources", "device_budget"]
@@ -32,8 +32,6 @@ DEVICES = {
     "ecp5-45k": {"mult18": 72, "ebr": 108, "lut4": 43_848},
     "ecp5-85k": {"mult18": 156, "ebr": 208, "lut4": 83_640},
 }
-# An inferred FIFO no deeper than this many beats stays in LUT RAM (an estimate, see above).
-_LUTRAM_DEPTH = 64
 
 
 def device_budget(device: str) -> dict:
@@ -68,8 +66,8 @@ def engine_resources(cfg: SparseConvConfig) -> dict:
 
 
 def network_resources(cfg: SparseNetworkConfig) -> dict:
-    """The engines' MULT18X18D and DP16KD (exact) and the identity and link FIFOs' block RAM (estimated), in
-    total and per layer."""
+    """The engines' MULT18X18D and DP16KD and the identity and link FIFOs' block RAM (exact but for memories
+    deeper than one block, `ebr_estimated`), in total and per layer (`fifo_ebr`: the FIFOs')."""
     layers = [engine_resources(c) for c in cfg.layers]
     from accelkit.gen.sparse_conv import in_token_layout  # a link FIFO's beat: the next engine's input token
     from accelkit.gen.sparse_line_buffer import accepted_layout  # the identity FIFO's beat (gen/network.py)
@@ -78,6 +76,8 @@ def network_resources(cfg: SparseNetworkConfig) -> dict:
                                                                  cfg.layers[first].feature_bits).size)
              for first, last in cfg.residual]
     fifos += [(d, in_token_layout(cfg.layers[i + 1]).size) for i, d in enumerate(cfg.link_depths) if d]
-    fifo_ebr = sum(_blocks(width, depth)[0] for depth, width in fifos if depth > _LUTRAM_DEPTH)
+    blocks = [_blocks(width, 1 << (depth - 1).bit_length()) for depth, width in fifos if depth > LUTRAM_FIFO_DEPTH]
+    fifo_ebr = sum(b for b, _ in blocks)
     return {"mult18": sum(r["mult18"] for r in layers), "ebr": sum(r["ebr"] for r in layers) + fifo_ebr,
-            "ebr_estimated": sum(r["ebr_inferred"] for r in layers) + fifo_ebr, "layers": layers}
+            "ebr_estimated": sum(r["ebr_inferred"] for r in layers) + sum(b for b, inferred in blocks if inferred),
+            "fifo_ebr": fifo_ebr, "layers": layers}

@@ -255,8 +255,8 @@ def test_network_section_shows_the_allocation_its_balance_and_its_hard_blocks(sm
         # utilisation: the compiler's, useful MACs / (MAC units x the layer's cycles)
         assert float(r[col["util"]].rstrip("%")) == pytest.approx(
             100 * int(r[col["useful MACs"]]) / (l["macs"] * float(r[col["cycles"]].split()[0])), abs=0.06)
-    # totals: the sum of the layers (and the residual block's identity FIFO, the one estimate beside them)
-    assert fifo[0] == "identity and link FIFOs (estimate)" and int(fifo[col["DP16KD"]]) > 0
+    # totals: the sum of the layers and the residual block's identity FIFO (a RegisteredFifo, counted exactly)
+    assert fifo[0] == "identity and link FIFOs" and int(fifo[col["DP16KD"]]) > 0
     assert int(total[col["MAC units"]]) == sum(int(r[col["MAC units"]]) for r in layers) == s["mac_units"] <= 48
     def column(name: str) -> list[int]:
         return [int(r[col[name]]) for r in layers]
