@@ -755,6 +755,33 @@ def stream_slice_liveness(cfg: StreamSliceConfig) -> Liveness:
     return Liveness(progress=1, response=1, completion=1, why=stream_slice_liveness.__doc__)
 
 
+@dataclasses.dataclass(frozen=True)
+class RegisteredFifoConfig(BlockConfig):
+    """A `RegisteredFifo` (gen/reg_fifo.py), a network top's link or identity FIFO once deep, of `depth` beats of
+    `data_bits` and a `last` flag."""
+
+    block: ClassVar[str] = "reg-fifo"
+    data_bits: int = 2
+    depth: int = 6
+
+
+def build_reg_fifo(cfg: RegisteredFifoConfig) -> wiring.Component:
+    from accelkit.gen.reg_fifo import RegisteredFifo
+
+    return RegisteredFifo(data.StructLayout({"data": cfg.data_bits, "last": 1}), cfg.depth)
+
+
+def reg_fifo_liveness(cfg: RegisteredFifoConfig) -> Liveness:
+    """Registered FIFO: with the input offered and the output ready it is a delay line of LATENCY = 4 cycles
+    (held never reaches the depth, so `i.ready` stays high): an input handshake every cycle (progress 1); a
+    `last` beat taken in cycle t is offered and taken at t + 4, with no output handshake between only while
+    the FIFO was empty before it (response and completion 4). Progress is a bounded check (20 cycles from reset,
+    past the fill): its k-induction would need the control invariants, which only the stream proof asserts."""
+    from accelkit.gen.reg_fifo import LATENCY
+
+    return Liveness(progress=1, response=LATENCY, completion=LATENCY, why=reg_fifo_liveness.__doc__)
+
+
 def network_targets() -> list[Target]:
     """The network top's own components at small configs (docs/formal.md): both gearbox directions (ratio 3,
     so the part counter has an unused state), a pool of three output beats a frame, a demux of three engines
@@ -780,6 +807,9 @@ def network_targets() -> list[Target]:
                builder=build_params_demux, invariants=params_demux_invariants),
         Target("stream-slice", "stream-slice", StreamSliceConfig(), "3-bit beats with last",
                stream_slice_liveness(StreamSliceConfig()), plan, builder=build_stream_slice),
+        Target("reg-fifo", "reg-fifo", RegisteredFifoConfig(), "6 beats of 2 bits with last (an 8-word RAM)",
+               reg_fifo_liveness(RegisteredFifoConfig()), {**plan, "progress": ("bmc", 20)}, builder=build_reg_fifo,
+               invariants=lambda fifo: fifo.invariants()),
     ]
 
 

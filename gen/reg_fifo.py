@@ -34,55 +34,71 @@ __all__ = ["RegisteredFifo", "LATENCY", "PREFETCH"]
 
 LATENCY = READ_LATENCY + 2  # input handshake to the beat offered (write, read issue, read, queue)
 PREFETCH = READ_LATENCY + 2  # queue entries: with the reads in flight, room for one a cycle while it drains
+_QBITS = (PREFETCH - 1).bit_length()
 
 
 class RegisteredFifo(wiring.Component):
+    credits = PREFETCH  # reads in flight + queued beats allowed (the queue's entries)
+
     def __init__(self, shape, depth: int):
         if not isinstance(depth, int) or depth < PREFETCH + 1:
             raise ValueError(f"depth={depth!r} is invalid: a RegisteredFifo holds at least {PREFETCH + 1} beats")
         self.shape, self.depth = shape, depth
         super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+        # the control registers (made here so that a formal proof can state their invariants: `invariants`)
+        self.abits = (depth - 1).bit_length()
+        self.held = Signal(range(depth + 1))  # beats held, input handshake to output handshake
+        self.full = Signal()  # held == depth
+        self.w_ptr, self.r_ptr = Signal(self.abits), Signal(self.abits)
+        self.unread = Signal(range(depth + 1))  # beats written and no read issued yet
+        self.pending = Signal(range(self.credits + 1))  # reads in flight + beats in the queue
+        self.arrive = Signal(READ_LATENCY)  # arrive[k]: a read issued k + 1 cycles ago
+        self.q_w, self.q_h = Signal(_QBITS), Signal(_QBITS)  # the queue's write and head entries
+        self.q_n = Signal(range(PREFETCH + 1))  # beats in the queue
+
+    def invariants(self) -> list[tuple[Value, str]]:
+        """What holds of the control registers in every reachable state (the formal proof's k-induction needs
+        them: from a state where they do not hold the queue could overwrite its head)."""
+        inflight = sum(self.arrive[k] for k in range(READ_LATENCY))
+        return [(self.pending == self.q_n + inflight, "pending: the queue and the reads in flight"),
+                (self.pending <= PREFETCH, "pending within the queue"),
+                (self.q_w == (self.q_h + self.q_n)[:_QBITS], "queue: write entry = head + beats"),
+                (self.o.valid == (self.q_n != 0), "offered: the queue holds a beat"),
+                (self.held == self.unread + self.pending, "held: unread, in flight, queued"),
+                (self.held <= self.depth, "held within the depth"),
+                (self.full == (self.held == self.depth), "full: held == depth"),
+                ((self.w_ptr - self.r_ptr)[:self.abits] == self.unread[:self.abits], "pointers: unread apart")]
 
     def elaborate(self, platform):
         m = Module()
         width = len(Value.cast(self.i.payload))
-        abits = (self.depth - 1).bit_length()
-        m.submodules.ram = ram = RegisteredRam(width, 1 << abits)
+        m.submodules.ram = ram = RegisteredRam(width, 1 << self.abits)
+        held, full, w_ptr, r_ptr = self.held, self.full, self.w_ptr, self.r_ptr
+        unread, pending, arrive, q_w, q_h, q_n = self.unread, self.pending, self.arrive, self.q_w, self.q_h, self.q_n
 
         w_fire = self.i.valid & self.i.ready
         r_fire = self.o.valid & self.o.ready
 
-        # beats held (input handshake to output handshake) and the registered "not full"
-        held = Signal(range(self.depth + 1))
+        # beats held and the registered "full"
         held_next = Signal.like(held)
-        full = Signal()
         m.d.comb += [held_next.eq(held + w_fire - r_fire), self.i.ready.eq(~full)]
         m.d.sync += [held.eq(held_next), full.eq(held_next == self.depth)]
 
         # the write side
-        w_ptr = Signal(abits)
         m.d.comb += [ram.w_addr.eq(w_ptr), ram.w_data.eq(self.i.payload), ram.w_en.eq(w_fire)]
         with m.If(w_fire):
             m.d.sync += w_ptr.eq(w_ptr + 1)
 
         # reads: issued while the RAM holds an unread beat and the queue has room for it and those in flight
-        unread = Signal(range(self.depth + 1))  # beats written and not yet issued
-        pending = Signal(range(PREFETCH + 1))  # reads in flight + beats in the queue
-        r_ptr = Signal(abits)
         issue = Signal()
-        m.d.comb += [issue.eq((unread != 0) & (pending != PREFETCH)), ram.r_addr.eq(r_ptr)]
+        m.d.comb += [issue.eq((unread != 0) & (pending != self.credits)), ram.r_addr.eq(r_ptr)]
         m.d.sync += [unread.eq(unread + w_fire - issue), pending.eq(pending + issue - r_fire)]
         with m.If(issue):
             m.d.sync += r_ptr.eq(r_ptr + 1)
-        arrive = Signal(READ_LATENCY)  # arrive[k]: a read issued k + 1 cycles ago
         m.d.sync += arrive.eq(Cat(issue, arrive[:-1]))
 
         # the prefetch queue: PREFETCH registers, written in order as reads arrive, offered from the head
-        qbits = (PREFETCH - 1).bit_length()
         queue = Array(Signal(unsigned(width), name=f"q{k}") for k in range(PREFETCH))
-        q_w = Signal(qbits)
-        q_h = Signal(qbits)
-        q_n = Signal(range(PREFETCH + 1))
         got = arrive[-1]
         with m.If(got):
             m.d.sync += [queue[q_w].eq(ram.r_data), q_w.eq(_wrap(q_w + 1, PREFETCH))]

@@ -1,5 +1,5 @@
 """Formal proofs of the network top's own components (accelkit.flows.formal, docs/formal.md): the beat gearbox, the
-global sum pool and the params demux.
+global sum pool, the params demux, the register slice and the registered FIFO.
 
 Their proofs at the small configs of `formal.network_targets()` run with every other block's in
 tests/test_formal.py (`test_block_proof`). Here each target's proofs are shown able to fail: flawed variants of
@@ -16,6 +16,7 @@ from amaranth.hdl import Cat, Fragment, Module, Signal
 from accelkit.flows import formal
 from accelkit.flows.formal import FormalFailure, Target, prove, require_pass
 from accelkit.gen.network import ParamsDemux
+from accelkit.gen.reg_fifo import PREFETCH, RegisteredFifo
 from accelkit.gen.sparse_gearbox import BeatGearbox
 from accelkit.gen.sparse_pool import SumPool
 from accelkit.gen.stream_slice import StreamSlice
@@ -33,7 +34,7 @@ def fails(name: str, flaw: str, component, prop: str, match: str) -> None:
 
 def test_the_network_targets_are_in_the_default_list():
     names = [t.name for t in formal.targets()]
-    assert {"gearbox-split", "gearbox-merge", "sum-pool", "params-demux", "stream-slice"} <= set(names)
+    assert {"gearbox-split", "gearbox-merge", "sum-pool", "params-demux", "stream-slice", "reg-fifo"} <= set(names)
     for t in formal.network_targets():
         assert t.builder is not None and set(t.plan) >= {"stream", "cover", "progress"}
 
@@ -279,3 +280,18 @@ def test_a_slice_that_loads_while_stalled_breaks_the_stream_rule():
 
 def test_a_slice_one_cycle_slower_misses_its_response_bound():
     fails("stream-slice", "two-registers", slice_of(SliceTwoRegisters), "response", "response")
+
+
+# ---- the registered FIFO (link and identity FIFOs once deep) -------------------------------------------------------
+
+class FifoOneCreditTooMany(RegisteredFifo):
+    """Issues a read while the queue and the reads in flight fill all its entries: under a stall the read's data
+    lands on the queue's head."""
+
+    credits = PREFETCH + 1
+
+
+def test_a_fifo_that_overfills_its_queue_is_caught():
+    cfg = formal.get_target("reg-fifo").config
+    flawed = FifoOneCreditTooMany(formal.build_reg_fifo(cfg).i.payload.shape(), cfg.depth)
+    fails("reg-fifo", "one-credit-too-many", flawed, "stream", "pending within the queue|stream rule")
