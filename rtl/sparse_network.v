@@ -8,8 +8,10 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   input clk;
   wire clk;
   wire [64:0] i__payload;
+  wire [64:0] \i__payload$69 ;
   wire i__ready;
   wire i__valid;
+  wire \i__valid$73 ;
   wire [64:0] identity__payload;
   wire [63:0] \identity__payload.data ;
   wire [7:0] \identity__payload.data[0] ;
@@ -36,8 +38,11 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire \identity_out__payload.eof ;
   wire identity_out__valid;
   wire [64:0] o__payload;
+  wire [64:0] \o__payload$78 ;
   wire o__ready;
+  wire \o__ready$79 ;
   wire o__valid;
+  wire \o__valid$76 ;
   wire [127:0] out0__payload;
   wire out0__ready;
   wire out0__valid;
@@ -106,9 +111,6 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   output pooled__valid;
   wire pooled__valid;
   wire \pooled__valid$89 ;
-  wire [64:0] r_data;
-  wire r_en;
-  wire r_rdy;
   input rst;
   wire rst;
   input [25:0] sites_in__payload;
@@ -270,12 +272,10 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire \sites_out__valid$58 ;
   wire \sites_out__valid$64 ;
   wire \sites_out__valid$86 ;
-  wire [64:0] w_data;
-  wire w_en;
   \top.block_0_0  block_0_0 (
     .clk(clk),
-    .identity_out__payload(w_data),
-    .identity_out__valid(w_en),
+    .identity_out__payload(i__payload),
+    .identity_out__valid(i__valid),
     .params__payload(\params__payload$32 [255:0]),
     .params__ready(out1__ready),
     .params__valid(\$1 [1]),
@@ -303,7 +303,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   \top.block_0_2  block_0_2 (
     .clk(clk),
     .identity__payload(identity__payload),
-    .identity__ready(o__ready),
+    .identity__ready(\o__ready$79 ),
     .identity__valid(identity__valid),
     .params__payload(\params__payload$32 ),
     .params__ready(out3__ready),
@@ -341,20 +341,20 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   );
   \top.identity1  identity1 (
     .clk(clk),
-    .r_data(i__payload),
-    .r_en(r_en),
-    .r_rdy(i__valid),
+    .i__valid(i__valid),
+    .o__payload(\i__payload$69 ),
+    .o__ready(o__ready),
+    .o__valid(\i__valid$73 ),
     .rst(rst),
-    .w_en(w_en),
-    .w_port__data(w_data)
+    .w_data(i__payload)
   );
   \top.identity1_slice  identity1_slice (
     .clk(clk),
-    .i__payload(i__payload),
-    .i__ready(r_en),
-    .i__valid(i__valid),
+    .i__payload(\i__payload$69 ),
+    .i__ready(o__ready),
+    .i__valid(\i__valid$73 ),
     .o__payload(identity__payload),
-    .o__ready(o__ready),
+    .o__ready(\o__ready$79 ),
     .o__valid(identity__valid),
     .rst(rst)
   );
@@ -418,14 +418,14 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   assign \sites_out__payload$60  = \sites_in__payload$59 ;
   assign \sites_in__ready$62  = \sites_out__ready$61 ;
   assign \sites_out__valid$64  = \sites_in__valid$63 ;
-  assign identity_out__valid = w_en;
-  assign identity_out__payload = w_data;
-  assign r_rdy = i__valid;
-  assign r_data = i__payload;
-  assign i__ready = r_en;
-  assign o__valid = identity__valid;
-  assign o__payload = identity__payload;
-  assign identity__ready = o__ready;
+  assign identity_out__valid = i__valid;
+  assign identity_out__payload = i__payload;
+  assign o__payload = \i__payload$69 ;
+  assign i__ready = o__ready;
+  assign o__valid = \i__valid$73 ;
+  assign \o__valid$76  = identity__valid;
+  assign \o__payload$78  = identity__payload;
+  assign identity__ready = \o__ready$79 ;
   assign \sites_out__payload$82  = \sites_in__payload$81 ;
   assign \sites_in__ready$84  = \sites_out__ready$83 ;
   assign \sites_out__valid$86  = \sites_in__valid$85 ;
@@ -541,16 +541,16 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   assign \sites_out__payload$60.x  = \sites_in__payload$59 [37:35];
   assign \sites_out__payload$60.eof  = \sites_in__payload$59 [38];
   assign \sites_out__payload$60.error  = \sites_in__payload$59 [39];
-  assign \identity_out__payload.data  = w_data[63:0];
-  assign \identity_out__payload.data[0]  = w_data[7:0];
-  assign \identity_out__payload.data[1]  = w_data[15:8];
-  assign \identity_out__payload.data[2]  = w_data[23:16];
-  assign \identity_out__payload.data[3]  = w_data[31:24];
-  assign \identity_out__payload.data[4]  = w_data[39:32];
-  assign \identity_out__payload.data[5]  = w_data[47:40];
-  assign \identity_out__payload.data[6]  = w_data[55:48];
-  assign \identity_out__payload.data[7]  = w_data[63:56];
-  assign \identity_out__payload.eof  = w_data[64];
+  assign \identity_out__payload.data  = i__payload[63:0];
+  assign \identity_out__payload.data[0]  = i__payload[7:0];
+  assign \identity_out__payload.data[1]  = i__payload[15:8];
+  assign \identity_out__payload.data[2]  = i__payload[23:16];
+  assign \identity_out__payload.data[3]  = i__payload[31:24];
+  assign \identity_out__payload.data[4]  = i__payload[39:32];
+  assign \identity_out__payload.data[5]  = i__payload[47:40];
+  assign \identity_out__payload.data[6]  = i__payload[55:48];
+  assign \identity_out__payload.data[7]  = i__payload[63:56];
+  assign \identity_out__payload.eof  = i__payload[64];
   assign \identity__payload.data  = identity__payload[63:0];
   assign \identity__payload.data[0]  = identity__payload[7:0];
   assign \identity__payload.data[1]  = identity__payload[15:8];
@@ -32219,365 +32219,636 @@ module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__pa
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.identity1 (rst, w_en, r_data, r_en, w_port__data, r_rdy, clk);
+module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
   wire [8:0] \$12 ;
-  wire [8:0] \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
+  wire \$13 ;
+  wire [8:0] \$14 ;
+  wire [9:0] \$15 ;
+  wire [3:0] \$16 ;
   wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire \$2 ;
-  wire [8:0] \$20 ;
+  wire [4:0] \$18 ;
+  wire [8:0] \$19 ;
+  wire [8:0] \$2 ;
+  wire [2:0] \$20 ;
   wire \$21 ;
-  wire \$22 ;
+  wire [2:0] \$22 ;
   wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire [8:0] \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [8:0] \$3 ;
-  wire \$30 ;
-  reg [7:0] \$31 ;
-  reg [7:0] \$32 ;
-  reg [7:0] \$33 ;
-  reg \$34 ;
-  wire \$4 ;
+  reg [7:0] \$24 ;
+  reg \$25 ;
+  reg [7:0] \$26 ;
+  reg [7:0] \$27 ;
+  reg [2:0] \$28 ;
+  reg [7:0] \$29 ;
+  wire \$3 ;
+  reg [1:0] \$30 ;
+  reg [64:0] \$31 ;
+  reg [64:0] \$32 ;
+  reg [64:0] \$33 ;
+  reg [64:0] \$34 ;
+  reg [1:0] \$35 ;
+  reg [1:0] \$36 ;
+  reg [2:0] \$37 ;
+  reg \$38 ;
+  wire [9:0] \$4 ;
   wire \$5 ;
-  wire [8:0] \$6 ;
-  wire [8:0] \$7 ;
+  wire \$6 ;
+  wire [3:0] \$7 ;
   wire \$8 ;
-  wire \$9 ;
+  wire [4:0] \$9 ;
+  (* init = 8'h00 *)
+  wire [7:0] \$signal ;
+  (* init = 8'h00 *)
+  wire [7:0] \$signal$16 ;
+  reg [1:0] \$signal$21  = 2'h0;
+  reg [1:0] \$signal$28  = 2'h0;
+  reg [1:0] arrive = 2'h0;
   input clk;
   wire clk;
-  (* init = 8'h00 *)
-  wire [7:0] consume;
-  reg [7:0] inner_level = 8'h00;
-  wire inner_r_rdy;
-  wire [7:0] level;
-  (* init = 8'h00 *)
-  wire [7:0] produce;
-  output [64:0] r_data;
+  reg full = 1'h0;
+  reg [7:0] held = 8'h00;
+  wire [7:0] held_next;
+  wire [64:0] i__payload;
+  wire i__ready;
+  input i__valid;
+  wire i__valid;
+  wire issue;
+  output [64:0] o__payload;
+  reg [64:0] o__payload;
+  input o__ready;
+  wire o__ready;
+  output o__valid;
+  reg o__valid = 1'h0;
+  reg [2:0] pending = 3'h0;
+  reg [64:0] q0 = 65'h00000000000000000;
+  reg [64:0] q1 = 65'h00000000000000000;
+  reg [64:0] q2 = 65'h00000000000000000;
+  reg [64:0] q3 = 65'h00000000000000000;
+  reg [2:0] q_n = 3'h0;
+  wire [2:0] q_next;
+  reg [7:0] r_addr = 8'h00;
   wire [64:0] r_data;
-  input r_en;
-  wire r_en;
-  wire [7:0] r_level;
-  reg [7:0] r_port__addr = 8'h00;
-  wire [64:0] r_port__data;
-  wire r_port__en;
-  output r_rdy;
-  reg r_rdy = 1'h0;
   input rst;
   wire rst;
+  reg [7:0] unread = 8'h00;
+  reg [7:0] w_addr = 8'h00;
+  input [64:0] w_data;
   wire [64:0] w_data;
-  input w_en;
   wire w_en;
-  wire [7:0] w_level;
-  reg [7:0] w_port__addr = 8'h00;
-  input [64:0] w_port__data;
-  wire [64:0] w_port__data;
-  wire w_port__en;
-  wire w_rdy;
-  reg [64:0] storage [179:0];
-  initial begin
-    storage[0] = 65'h00000000000000000;
-    storage[1] = 65'h00000000000000000;
-    storage[2] = 65'h00000000000000000;
-    storage[3] = 65'h00000000000000000;
-    storage[4] = 65'h00000000000000000;
-    storage[5] = 65'h00000000000000000;
-    storage[6] = 65'h00000000000000000;
-    storage[7] = 65'h00000000000000000;
-    storage[8] = 65'h00000000000000000;
-    storage[9] = 65'h00000000000000000;
-    storage[10] = 65'h00000000000000000;
-    storage[11] = 65'h00000000000000000;
-    storage[12] = 65'h00000000000000000;
-    storage[13] = 65'h00000000000000000;
-    storage[14] = 65'h00000000000000000;
-    storage[15] = 65'h00000000000000000;
-    storage[16] = 65'h00000000000000000;
-    storage[17] = 65'h00000000000000000;
-    storage[18] = 65'h00000000000000000;
-    storage[19] = 65'h00000000000000000;
-    storage[20] = 65'h00000000000000000;
-    storage[21] = 65'h00000000000000000;
-    storage[22] = 65'h00000000000000000;
-    storage[23] = 65'h00000000000000000;
-    storage[24] = 65'h00000000000000000;
-    storage[25] = 65'h00000000000000000;
-    storage[26] = 65'h00000000000000000;
-    storage[27] = 65'h00000000000000000;
-    storage[28] = 65'h00000000000000000;
-    storage[29] = 65'h00000000000000000;
-    storage[30] = 65'h00000000000000000;
-    storage[31] = 65'h00000000000000000;
-    storage[32] = 65'h00000000000000000;
-    storage[33] = 65'h00000000000000000;
-    storage[34] = 65'h00000000000000000;
-    storage[35] = 65'h00000000000000000;
-    storage[36] = 65'h00000000000000000;
-    storage[37] = 65'h00000000000000000;
-    storage[38] = 65'h00000000000000000;
-    storage[39] = 65'h00000000000000000;
-    storage[40] = 65'h00000000000000000;
-    storage[41] = 65'h00000000000000000;
-    storage[42] = 65'h00000000000000000;
-    storage[43] = 65'h00000000000000000;
-    storage[44] = 65'h00000000000000000;
-    storage[45] = 65'h00000000000000000;
-    storage[46] = 65'h00000000000000000;
-    storage[47] = 65'h00000000000000000;
-    storage[48] = 65'h00000000000000000;
-    storage[49] = 65'h00000000000000000;
-    storage[50] = 65'h00000000000000000;
-    storage[51] = 65'h00000000000000000;
-    storage[52] = 65'h00000000000000000;
-    storage[53] = 65'h00000000000000000;
-    storage[54] = 65'h00000000000000000;
-    storage[55] = 65'h00000000000000000;
-    storage[56] = 65'h00000000000000000;
-    storage[57] = 65'h00000000000000000;
-    storage[58] = 65'h00000000000000000;
-    storage[59] = 65'h00000000000000000;
-    storage[60] = 65'h00000000000000000;
-    storage[61] = 65'h00000000000000000;
-    storage[62] = 65'h00000000000000000;
-    storage[63] = 65'h00000000000000000;
-    storage[64] = 65'h00000000000000000;
-    storage[65] = 65'h00000000000000000;
-    storage[66] = 65'h00000000000000000;
-    storage[67] = 65'h00000000000000000;
-    storage[68] = 65'h00000000000000000;
-    storage[69] = 65'h00000000000000000;
-    storage[70] = 65'h00000000000000000;
-    storage[71] = 65'h00000000000000000;
-    storage[72] = 65'h00000000000000000;
-    storage[73] = 65'h00000000000000000;
-    storage[74] = 65'h00000000000000000;
-    storage[75] = 65'h00000000000000000;
-    storage[76] = 65'h00000000000000000;
-    storage[77] = 65'h00000000000000000;
-    storage[78] = 65'h00000000000000000;
-    storage[79] = 65'h00000000000000000;
-    storage[80] = 65'h00000000000000000;
-    storage[81] = 65'h00000000000000000;
-    storage[82] = 65'h00000000000000000;
-    storage[83] = 65'h00000000000000000;
-    storage[84] = 65'h00000000000000000;
-    storage[85] = 65'h00000000000000000;
-    storage[86] = 65'h00000000000000000;
-    storage[87] = 65'h00000000000000000;
-    storage[88] = 65'h00000000000000000;
-    storage[89] = 65'h00000000000000000;
-    storage[90] = 65'h00000000000000000;
-    storage[91] = 65'h00000000000000000;
-    storage[92] = 65'h00000000000000000;
-    storage[93] = 65'h00000000000000000;
-    storage[94] = 65'h00000000000000000;
-    storage[95] = 65'h00000000000000000;
-    storage[96] = 65'h00000000000000000;
-    storage[97] = 65'h00000000000000000;
-    storage[98] = 65'h00000000000000000;
-    storage[99] = 65'h00000000000000000;
-    storage[100] = 65'h00000000000000000;
-    storage[101] = 65'h00000000000000000;
-    storage[102] = 65'h00000000000000000;
-    storage[103] = 65'h00000000000000000;
-    storage[104] = 65'h00000000000000000;
-    storage[105] = 65'h00000000000000000;
-    storage[106] = 65'h00000000000000000;
-    storage[107] = 65'h00000000000000000;
-    storage[108] = 65'h00000000000000000;
-    storage[109] = 65'h00000000000000000;
-    storage[110] = 65'h00000000000000000;
-    storage[111] = 65'h00000000000000000;
-    storage[112] = 65'h00000000000000000;
-    storage[113] = 65'h00000000000000000;
-    storage[114] = 65'h00000000000000000;
-    storage[115] = 65'h00000000000000000;
-    storage[116] = 65'h00000000000000000;
-    storage[117] = 65'h00000000000000000;
-    storage[118] = 65'h00000000000000000;
-    storage[119] = 65'h00000000000000000;
-    storage[120] = 65'h00000000000000000;
-    storage[121] = 65'h00000000000000000;
-    storage[122] = 65'h00000000000000000;
-    storage[123] = 65'h00000000000000000;
-    storage[124] = 65'h00000000000000000;
-    storage[125] = 65'h00000000000000000;
-    storage[126] = 65'h00000000000000000;
-    storage[127] = 65'h00000000000000000;
-    storage[128] = 65'h00000000000000000;
-    storage[129] = 65'h00000000000000000;
-    storage[130] = 65'h00000000000000000;
-    storage[131] = 65'h00000000000000000;
-    storage[132] = 65'h00000000000000000;
-    storage[133] = 65'h00000000000000000;
-    storage[134] = 65'h00000000000000000;
-    storage[135] = 65'h00000000000000000;
-    storage[136] = 65'h00000000000000000;
-    storage[137] = 65'h00000000000000000;
-    storage[138] = 65'h00000000000000000;
-    storage[139] = 65'h00000000000000000;
-    storage[140] = 65'h00000000000000000;
-    storage[141] = 65'h00000000000000000;
-    storage[142] = 65'h00000000000000000;
-    storage[143] = 65'h00000000000000000;
-    storage[144] = 65'h00000000000000000;
-    storage[145] = 65'h00000000000000000;
-    storage[146] = 65'h00000000000000000;
-    storage[147] = 65'h00000000000000000;
-    storage[148] = 65'h00000000000000000;
-    storage[149] = 65'h00000000000000000;
-    storage[150] = 65'h00000000000000000;
-    storage[151] = 65'h00000000000000000;
-    storage[152] = 65'h00000000000000000;
-    storage[153] = 65'h00000000000000000;
-    storage[154] = 65'h00000000000000000;
-    storage[155] = 65'h00000000000000000;
-    storage[156] = 65'h00000000000000000;
-    storage[157] = 65'h00000000000000000;
-    storage[158] = 65'h00000000000000000;
-    storage[159] = 65'h00000000000000000;
-    storage[160] = 65'h00000000000000000;
-    storage[161] = 65'h00000000000000000;
-    storage[162] = 65'h00000000000000000;
-    storage[163] = 65'h00000000000000000;
-    storage[164] = 65'h00000000000000000;
-    storage[165] = 65'h00000000000000000;
-    storage[166] = 65'h00000000000000000;
-    storage[167] = 65'h00000000000000000;
-    storage[168] = 65'h00000000000000000;
-    storage[169] = 65'h00000000000000000;
-    storage[170] = 65'h00000000000000000;
-    storage[171] = 65'h00000000000000000;
-    storage[172] = 65'h00000000000000000;
-    storage[173] = 65'h00000000000000000;
-    storage[174] = 65'h00000000000000000;
-    storage[175] = 65'h00000000000000000;
-    storage[176] = 65'h00000000000000000;
-    storage[177] = 65'h00000000000000000;
-    storage[178] = 65'h00000000000000000;
-    storage[179] = 65'h00000000000000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= w_port__data;
-  end
-  reg [64:0] _0_;
-  always @(posedge clk) begin
-    if (r_port__en) begin
-      _0_ <= storage[r_port__addr];
-    end
-  end
-  assign r_data = _0_;
-  assign w_rdy = inner_level != 8'hb4;
-  assign inner_r_rdy = | inner_level;
-  assign w_port__en = w_rdy & w_en;
-  assign \$1  = ~ r_rdy;
-  assign \$2  = \$1  | r_en;
-  assign r_port__en = inner_r_rdy & \$2 ;
-  assign \$3  = inner_level + r_rdy;
-  assign \$4  = w_rdy & w_en;
-  assign \$5  = w_port__addr == 8'hb3;
-  assign \$6  = w_port__addr + 1'h1;
-  assign \$7  = \$5  ? 9'h000 : \$6 ;
-  assign \$8  = ~ r_rdy;
-  assign \$9  = \$8  | r_en;
-  assign \$10  = inner_r_rdy & \$9 ;
-  assign \$11  = r_port__addr == 8'hb3;
-  assign \$12  = r_port__addr + 1'h1;
-  assign \$13  = \$11  ? 9'h000 : \$12 ;
-  assign \$14  = w_rdy & w_en;
-  assign \$15  = ~ r_rdy;
-  assign \$16  = \$15  | r_en;
-  assign \$17  = inner_r_rdy & \$16 ;
-  assign \$18  = ~ \$17 ;
-  assign \$19  = \$14  & \$18 ;
-  assign \$20  = inner_level + 1'h1;
-  assign \$21  = ~ r_rdy;
-  assign \$22  = \$21  | r_en;
-  assign \$23  = inner_r_rdy & \$22 ;
-  assign \$24  = w_rdy & w_en;
-  assign \$25  = ~ \$24 ;
-  assign \$26  = \$23  & \$25 ;
-  assign \$27  = inner_level - 1'h1;
-  assign \$28  = ~ r_rdy;
-  assign \$29  = \$28  | r_en;
-  assign \$30  = inner_r_rdy & \$29 ;
+  assign \$1  = i__valid & i__ready;
+  assign \$2  = held + \$1 ;
+  assign \$3  = o__valid & o__ready;
+  assign \$4  = \$2  - \$3 ;
+  assign i__ready = ~ full;
+  assign w_en = i__valid & i__ready;
+  assign \$5  = | unread;
+  assign \$6  = pending != 3'h4;
+  assign issue = \$5  & \$6 ;
+  assign \$7  = q_n + arrive[1];
+  assign \$8  = o__valid & o__ready;
+  assign \$9  = \$7  - \$8 ;
+  assign \$10  = \$4 [7:0] == 8'hb5;
+  assign \$11  = i__valid & i__ready;
+  assign \$12  = w_addr + 1'h1;
+  assign \$13  = i__valid & i__ready;
+  assign \$14  = unread + \$13 ;
+  assign \$15  = \$14  - issue;
+  assign \$16  = pending + issue;
+  assign \$17  = o__valid & o__ready;
+  assign \$18  = \$16  - \$17 ;
+  assign \$19  = r_addr + 1'h1;
+  assign \$20  = \$signal$28  + 1'h1;
+  assign \$21  = o__valid & o__ready;
+  assign \$22  = \$signal$21  + 1'h1;
+  assign \$23  = | \$9 [2:0];
   always @(posedge clk)
-    w_port__addr <= \$31 ;
+    held <= \$24 ;
   always @(posedge clk)
-    r_port__addr <= \$32 ;
+    full <= \$25 ;
   always @(posedge clk)
-    inner_level <= \$33 ;
+    w_addr <= \$26 ;
   always @(posedge clk)
-    r_rdy <= \$34 ;
+    unread <= \$27 ;
+  always @(posedge clk)
+    pending <= \$28 ;
+  always @(posedge clk)
+    r_addr <= \$29 ;
+  always @(posedge clk)
+    arrive <= \$30 ;
+  always @(posedge clk)
+    q0 <= \$31 ;
+  always @(posedge clk)
+    q1 <= \$32 ;
+  always @(posedge clk)
+    q2 <= \$33 ;
+  always @(posedge clk)
+    q3 <= \$34 ;
+  always @(posedge clk)
+    \$signal$28  <= \$35 ;
+  always @(posedge clk)
+    \$signal$21  <= \$36 ;
+  always @(posedge clk)
+    q_n <= \$37 ;
+  always @(posedge clk)
+    o__valid <= \$38 ;
+  \top.identity1.ram  ram (
+    .clk(clk),
+    .r_data(r_data),
+    .rd__addr(r_addr),
+    .rst(rst),
+    .w_addr(w_addr),
+    .w_data(w_data),
+    .w_en(w_en)
+  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$31  = w_port__addr;
-    if (\$4 ) begin
-      \$31  = \$7 [7:0];
-    end
+    (* full_case = 32'd1 *)
+    casez (\$signal$21 )
+      2'h0:
+          o__payload = q0;
+      2'h1:
+          o__payload = q1;
+      2'h2:
+          o__payload = q2;
+      2'h3:
+          o__payload = q3;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$24  = \$4 [7:0];
     if (rst) begin
-      \$31  = 8'h00;
+      \$24  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$32  = r_port__addr;
-    if (\$10 ) begin
-      \$32  = \$13 [7:0];
-    end
+    \$25  = \$10 ;
     if (rst) begin
-      \$32  = 8'h00;
+      \$25  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$33  = inner_level;
-    if (\$19 ) begin
-      \$33  = \$20 [7:0];
-    end
-    if (\$26 ) begin
-      \$33  = \$27 [7:0];
+    \$26  = w_addr;
+    if (\$11 ) begin
+      \$26  = \$12 [7:0];
     end
     if (rst) begin
-      \$33  = 8'h00;
+      \$26  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$34  = r_rdy;
-    if (\$30 ) begin
-      \$34  = 1'h1;
-    end else if (r_en) begin
-      \$34  = 1'h0;
-    end
+    \$27  = \$15 [7:0];
     if (rst) begin
-      \$34  = 1'h0;
+      \$27  = 8'h00;
     end
   end
-  assign w_level = \$3 [7:0];
-  assign level = \$3 [7:0];
-  assign r_level = \$3 [7:0];
-  assign produce = w_port__addr;
-  assign w_data = w_port__data;
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$28  = \$18 [2:0];
+    if (rst) begin
+      \$28  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$29  = r_addr;
+    if (issue) begin
+      \$29  = \$19 [7:0];
+    end
+    if (rst) begin
+      \$29  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$30  = { arrive[0], issue };
+    if (rst) begin
+      \$30  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$31  = q0;
+    if (arrive[1]) begin
+      casez (\$signal$28 )
+        2'h0:
+            \$31  = r_data;
+      endcase
+    end
+    if (rst) begin
+      \$31  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$32  = q1;
+    if (arrive[1]) begin
+      casez (\$signal$28 )
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$32  = r_data;
+      endcase
+    end
+    if (rst) begin
+      \$32  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$33  = q2;
+    if (arrive[1]) begin
+      casez (\$signal$28 )
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$33  = r_data;
+      endcase
+    end
+    if (rst) begin
+      \$33  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$34  = q3;
+    if (arrive[1]) begin
+      (* full_case = 32'd1 *)
+      casez (\$signal$28 )
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            /* empty */;
+        2'h3:
+            \$34  = r_data;
+      endcase
+    end
+    if (rst) begin
+      \$34  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$35  = \$signal$28 ;
+    if (arrive[1]) begin
+      \$35  = \$20 [1:0];
+    end
+    if (rst) begin
+      \$35  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$36  = \$signal$21 ;
+    if (\$21 ) begin
+      \$36  = \$22 [1:0];
+    end
+    if (rst) begin
+      \$36  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$37  = \$9 [2:0];
+    if (rst) begin
+      \$37  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$38  = \$23 ;
+    if (rst) begin
+      \$38  = 1'h0;
+    end
+  end
+  assign held_next = \$4 [7:0];
+  assign \$signal  = w_addr;
+  assign i__payload = w_data;
+  assign \$signal$16  = r_addr;
+  assign q_next = \$9 [2:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.identity1_slice (rst, o__ready, i__payload, i__ready, i__valid, o__payload, o__valid, clk);
+module \top.identity1.ram (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
+  reg [64:0] \$1 ;
+  wire [7:0] \$signature__addr ;
+  wire [64:0] \$signature__data ;
+  wire \$signature__en ;
+  input clk;
+  wire clk;
+  wire [7:0] r_addr;
+  output [64:0] r_data;
+  reg [64:0] r_data = 65'h00000000000000000;
+  input [7:0] rd__addr;
+  wire [7:0] rd__addr;
+  wire [64:0] rd__data;
+  wire rd__en;
+  input rst;
+  wire rst;
+  input [7:0] w_addr;
+  wire [7:0] w_addr;
+  input [64:0] w_data;
+  wire [64:0] w_data;
+  input w_en;
+  wire w_en;
+  reg [64:0] mem [255:0];
+  initial begin
+    mem[0] = 65'h00000000000000000;
+    mem[1] = 65'h00000000000000000;
+    mem[2] = 65'h00000000000000000;
+    mem[3] = 65'h00000000000000000;
+    mem[4] = 65'h00000000000000000;
+    mem[5] = 65'h00000000000000000;
+    mem[6] = 65'h00000000000000000;
+    mem[7] = 65'h00000000000000000;
+    mem[8] = 65'h00000000000000000;
+    mem[9] = 65'h00000000000000000;
+    mem[10] = 65'h00000000000000000;
+    mem[11] = 65'h00000000000000000;
+    mem[12] = 65'h00000000000000000;
+    mem[13] = 65'h00000000000000000;
+    mem[14] = 65'h00000000000000000;
+    mem[15] = 65'h00000000000000000;
+    mem[16] = 65'h00000000000000000;
+    mem[17] = 65'h00000000000000000;
+    mem[18] = 65'h00000000000000000;
+    mem[19] = 65'h00000000000000000;
+    mem[20] = 65'h00000000000000000;
+    mem[21] = 65'h00000000000000000;
+    mem[22] = 65'h00000000000000000;
+    mem[23] = 65'h00000000000000000;
+    mem[24] = 65'h00000000000000000;
+    mem[25] = 65'h00000000000000000;
+    mem[26] = 65'h00000000000000000;
+    mem[27] = 65'h00000000000000000;
+    mem[28] = 65'h00000000000000000;
+    mem[29] = 65'h00000000000000000;
+    mem[30] = 65'h00000000000000000;
+    mem[31] = 65'h00000000000000000;
+    mem[32] = 65'h00000000000000000;
+    mem[33] = 65'h00000000000000000;
+    mem[34] = 65'h00000000000000000;
+    mem[35] = 65'h00000000000000000;
+    mem[36] = 65'h00000000000000000;
+    mem[37] = 65'h00000000000000000;
+    mem[38] = 65'h00000000000000000;
+    mem[39] = 65'h00000000000000000;
+    mem[40] = 65'h00000000000000000;
+    mem[41] = 65'h00000000000000000;
+    mem[42] = 65'h00000000000000000;
+    mem[43] = 65'h00000000000000000;
+    mem[44] = 65'h00000000000000000;
+    mem[45] = 65'h00000000000000000;
+    mem[46] = 65'h00000000000000000;
+    mem[47] = 65'h00000000000000000;
+    mem[48] = 65'h00000000000000000;
+    mem[49] = 65'h00000000000000000;
+    mem[50] = 65'h00000000000000000;
+    mem[51] = 65'h00000000000000000;
+    mem[52] = 65'h00000000000000000;
+    mem[53] = 65'h00000000000000000;
+    mem[54] = 65'h00000000000000000;
+    mem[55] = 65'h00000000000000000;
+    mem[56] = 65'h00000000000000000;
+    mem[57] = 65'h00000000000000000;
+    mem[58] = 65'h00000000000000000;
+    mem[59] = 65'h00000000000000000;
+    mem[60] = 65'h00000000000000000;
+    mem[61] = 65'h00000000000000000;
+    mem[62] = 65'h00000000000000000;
+    mem[63] = 65'h00000000000000000;
+    mem[64] = 65'h00000000000000000;
+    mem[65] = 65'h00000000000000000;
+    mem[66] = 65'h00000000000000000;
+    mem[67] = 65'h00000000000000000;
+    mem[68] = 65'h00000000000000000;
+    mem[69] = 65'h00000000000000000;
+    mem[70] = 65'h00000000000000000;
+    mem[71] = 65'h00000000000000000;
+    mem[72] = 65'h00000000000000000;
+    mem[73] = 65'h00000000000000000;
+    mem[74] = 65'h00000000000000000;
+    mem[75] = 65'h00000000000000000;
+    mem[76] = 65'h00000000000000000;
+    mem[77] = 65'h00000000000000000;
+    mem[78] = 65'h00000000000000000;
+    mem[79] = 65'h00000000000000000;
+    mem[80] = 65'h00000000000000000;
+    mem[81] = 65'h00000000000000000;
+    mem[82] = 65'h00000000000000000;
+    mem[83] = 65'h00000000000000000;
+    mem[84] = 65'h00000000000000000;
+    mem[85] = 65'h00000000000000000;
+    mem[86] = 65'h00000000000000000;
+    mem[87] = 65'h00000000000000000;
+    mem[88] = 65'h00000000000000000;
+    mem[89] = 65'h00000000000000000;
+    mem[90] = 65'h00000000000000000;
+    mem[91] = 65'h00000000000000000;
+    mem[92] = 65'h00000000000000000;
+    mem[93] = 65'h00000000000000000;
+    mem[94] = 65'h00000000000000000;
+    mem[95] = 65'h00000000000000000;
+    mem[96] = 65'h00000000000000000;
+    mem[97] = 65'h00000000000000000;
+    mem[98] = 65'h00000000000000000;
+    mem[99] = 65'h00000000000000000;
+    mem[100] = 65'h00000000000000000;
+    mem[101] = 65'h00000000000000000;
+    mem[102] = 65'h00000000000000000;
+    mem[103] = 65'h00000000000000000;
+    mem[104] = 65'h00000000000000000;
+    mem[105] = 65'h00000000000000000;
+    mem[106] = 65'h00000000000000000;
+    mem[107] = 65'h00000000000000000;
+    mem[108] = 65'h00000000000000000;
+    mem[109] = 65'h00000000000000000;
+    mem[110] = 65'h00000000000000000;
+    mem[111] = 65'h00000000000000000;
+    mem[112] = 65'h00000000000000000;
+    mem[113] = 65'h00000000000000000;
+    mem[114] = 65'h00000000000000000;
+    mem[115] = 65'h00000000000000000;
+    mem[116] = 65'h00000000000000000;
+    mem[117] = 65'h00000000000000000;
+    mem[118] = 65'h00000000000000000;
+    mem[119] = 65'h00000000000000000;
+    mem[120] = 65'h00000000000000000;
+    mem[121] = 65'h00000000000000000;
+    mem[122] = 65'h00000000000000000;
+    mem[123] = 65'h00000000000000000;
+    mem[124] = 65'h00000000000000000;
+    mem[125] = 65'h00000000000000000;
+    mem[126] = 65'h00000000000000000;
+    mem[127] = 65'h00000000000000000;
+    mem[128] = 65'h00000000000000000;
+    mem[129] = 65'h00000000000000000;
+    mem[130] = 65'h00000000000000000;
+    mem[131] = 65'h00000000000000000;
+    mem[132] = 65'h00000000000000000;
+    mem[133] = 65'h00000000000000000;
+    mem[134] = 65'h00000000000000000;
+    mem[135] = 65'h00000000000000000;
+    mem[136] = 65'h00000000000000000;
+    mem[137] = 65'h00000000000000000;
+    mem[138] = 65'h00000000000000000;
+    mem[139] = 65'h00000000000000000;
+    mem[140] = 65'h00000000000000000;
+    mem[141] = 65'h00000000000000000;
+    mem[142] = 65'h00000000000000000;
+    mem[143] = 65'h00000000000000000;
+    mem[144] = 65'h00000000000000000;
+    mem[145] = 65'h00000000000000000;
+    mem[146] = 65'h00000000000000000;
+    mem[147] = 65'h00000000000000000;
+    mem[148] = 65'h00000000000000000;
+    mem[149] = 65'h00000000000000000;
+    mem[150] = 65'h00000000000000000;
+    mem[151] = 65'h00000000000000000;
+    mem[152] = 65'h00000000000000000;
+    mem[153] = 65'h00000000000000000;
+    mem[154] = 65'h00000000000000000;
+    mem[155] = 65'h00000000000000000;
+    mem[156] = 65'h00000000000000000;
+    mem[157] = 65'h00000000000000000;
+    mem[158] = 65'h00000000000000000;
+    mem[159] = 65'h00000000000000000;
+    mem[160] = 65'h00000000000000000;
+    mem[161] = 65'h00000000000000000;
+    mem[162] = 65'h00000000000000000;
+    mem[163] = 65'h00000000000000000;
+    mem[164] = 65'h00000000000000000;
+    mem[165] = 65'h00000000000000000;
+    mem[166] = 65'h00000000000000000;
+    mem[167] = 65'h00000000000000000;
+    mem[168] = 65'h00000000000000000;
+    mem[169] = 65'h00000000000000000;
+    mem[170] = 65'h00000000000000000;
+    mem[171] = 65'h00000000000000000;
+    mem[172] = 65'h00000000000000000;
+    mem[173] = 65'h00000000000000000;
+    mem[174] = 65'h00000000000000000;
+    mem[175] = 65'h00000000000000000;
+    mem[176] = 65'h00000000000000000;
+    mem[177] = 65'h00000000000000000;
+    mem[178] = 65'h00000000000000000;
+    mem[179] = 65'h00000000000000000;
+    mem[180] = 65'h00000000000000000;
+    mem[181] = 65'h00000000000000000;
+    mem[182] = 65'h00000000000000000;
+    mem[183] = 65'h00000000000000000;
+    mem[184] = 65'h00000000000000000;
+    mem[185] = 65'h00000000000000000;
+    mem[186] = 65'h00000000000000000;
+    mem[187] = 65'h00000000000000000;
+    mem[188] = 65'h00000000000000000;
+    mem[189] = 65'h00000000000000000;
+    mem[190] = 65'h00000000000000000;
+    mem[191] = 65'h00000000000000000;
+    mem[192] = 65'h00000000000000000;
+    mem[193] = 65'h00000000000000000;
+    mem[194] = 65'h00000000000000000;
+    mem[195] = 65'h00000000000000000;
+    mem[196] = 65'h00000000000000000;
+    mem[197] = 65'h00000000000000000;
+    mem[198] = 65'h00000000000000000;
+    mem[199] = 65'h00000000000000000;
+    mem[200] = 65'h00000000000000000;
+    mem[201] = 65'h00000000000000000;
+    mem[202] = 65'h00000000000000000;
+    mem[203] = 65'h00000000000000000;
+    mem[204] = 65'h00000000000000000;
+    mem[205] = 65'h00000000000000000;
+    mem[206] = 65'h00000000000000000;
+    mem[207] = 65'h00000000000000000;
+    mem[208] = 65'h00000000000000000;
+    mem[209] = 65'h00000000000000000;
+    mem[210] = 65'h00000000000000000;
+    mem[211] = 65'h00000000000000000;
+    mem[212] = 65'h00000000000000000;
+    mem[213] = 65'h00000000000000000;
+    mem[214] = 65'h00000000000000000;
+    mem[215] = 65'h00000000000000000;
+    mem[216] = 65'h00000000000000000;
+    mem[217] = 65'h00000000000000000;
+    mem[218] = 65'h00000000000000000;
+    mem[219] = 65'h00000000000000000;
+    mem[220] = 65'h00000000000000000;
+    mem[221] = 65'h00000000000000000;
+    mem[222] = 65'h00000000000000000;
+    mem[223] = 65'h00000000000000000;
+    mem[224] = 65'h00000000000000000;
+    mem[225] = 65'h00000000000000000;
+    mem[226] = 65'h00000000000000000;
+    mem[227] = 65'h00000000000000000;
+    mem[228] = 65'h00000000000000000;
+    mem[229] = 65'h00000000000000000;
+    mem[230] = 65'h00000000000000000;
+    mem[231] = 65'h00000000000000000;
+    mem[232] = 65'h00000000000000000;
+    mem[233] = 65'h00000000000000000;
+    mem[234] = 65'h00000000000000000;
+    mem[235] = 65'h00000000000000000;
+    mem[236] = 65'h00000000000000000;
+    mem[237] = 65'h00000000000000000;
+    mem[238] = 65'h00000000000000000;
+    mem[239] = 65'h00000000000000000;
+    mem[240] = 65'h00000000000000000;
+    mem[241] = 65'h00000000000000000;
+    mem[242] = 65'h00000000000000000;
+    mem[243] = 65'h00000000000000000;
+    mem[244] = 65'h00000000000000000;
+    mem[245] = 65'h00000000000000000;
+    mem[246] = 65'h00000000000000000;
+    mem[247] = 65'h00000000000000000;
+    mem[248] = 65'h00000000000000000;
+    mem[249] = 65'h00000000000000000;
+    mem[250] = 65'h00000000000000000;
+    mem[251] = 65'h00000000000000000;
+    mem[252] = 65'h00000000000000000;
+    mem[253] = 65'h00000000000000000;
+    mem[254] = 65'h00000000000000000;
+    mem[255] = 65'h00000000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_en)
+      mem[w_addr] <= w_data;
+  end
+  reg [64:0] _0_;
+  always @(posedge clk) begin
+    _0_ <= mem[rd__addr];
+  end
+  assign rd__data = _0_;
+  always @(posedge clk)
+    r_data <= \$1 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$1  = rd__data;
+    if (rst) begin
+      \$1  = 65'h00000000000000000;
+    end
+  end
+  assign \$signature__addr  = w_addr;
+  assign \$signature__data  = w_data;
+  assign \$signature__en  = w_en;
+  assign r_addr = rd__addr;
+  assign rd__en = 1'h1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.identity1_slice (rst, o__ready, i__ready, i__payload, o__payload, o__valid, i__valid, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
   wire \$1 ;
   wire \$2 ;
   wire \$3 ;
@@ -32618,7 +32889,7 @@ module \top.identity1_slice (rst, o__ready, i__payload, i__ready, i__valid, o__p
     skid <= \$8 ;
   assign i__ready = ~ skid_valid;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     \$5  = o__payload;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -32633,7 +32904,7 @@ module \top.identity1_slice (rst, o__ready, i__payload, i__ready, i__valid, o__p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     \$6  = o__valid;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -32648,7 +32919,7 @@ module \top.identity1_slice (rst, o__ready, i__payload, i__ready, i__valid, o__p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     \$7  = skid_valid;
     if (\$2 ) begin
       if (skid_valid) begin
@@ -32662,7 +32933,7 @@ module \top.identity1_slice (rst, o__ready, i__payload, i__ready, i__valid, o__p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     \$8  = skid;
     if (\$2 ) begin
     end else if (\$4 ) begin
@@ -32676,7 +32947,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.params_demux (params__valid, clk, rst, out0__ready, out1__ready, out2__ready, out3__ready, params__ready, word, sel, params__payload);
-  reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -32748,7 +33019,7 @@ module \top.params_demux (params__valid, clk, rst, out0__ready, out1__ready, out
   always @(posedge clk)
     sel <= \$16 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$15  = word;
     if (\$10 ) begin
       \$15  = params__payload[271:0];
@@ -32758,7 +33029,7 @@ module \top.params_demux (params__valid, clk, rst, out0__ready, out1__ready, out
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$16  = sel;
     if (\$10 ) begin
       \$16  = { \$14 , \$13 , \$12 , \$11  };
@@ -32783,7 +33054,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload, pooled__payload, emitting, pooled__ready);
-  reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$50  = 0;
   wire \$1 ;
   wire [14:0] \$10 ;
   wire [14:0] \$11 ;
@@ -32908,7 +33179,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
   always @(posedge clk)
     sum_7 <= \$28 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
     \$18  = emitting;
     if (\$2 ) begin
       if (sites_in__payload[70]) begin
@@ -32925,7 +33196,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
     \$19  = left;
     if (\$2 ) begin
       if (sites_in__payload[70]) begin
@@ -32940,7 +33211,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
     \$20  = error;
     if (\$2 ) begin
       if (sites_in__payload[70]) begin
@@ -32952,7 +33223,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
     \$21  = sum_0;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -32971,7 +33242,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
     \$22  = sum_1;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -32990,7 +33261,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
     \$23  = sum_2;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -33009,7 +33280,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
     \$24  = sum_3;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -33028,7 +33299,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
     \$25  = sum_4;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -33047,7 +33318,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
     \$26  = sum_5;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -33066,7 +33337,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
     \$27  = sum_6;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -33085,7 +33356,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
     \$28  = sum_7;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
