@@ -292,6 +292,9 @@ class FifoOneCreditTooMany(RegisteredFifo):
 
 
 def test_a_fifo_that_overfills_its_queue_is_caught():
+    """A counterexample from reset (5 beats in, the output stalled: 7 steps), not only an induction that fails to
+    close: a bounded check of 14 cycles."""
     cfg = formal.get_target("reg-fifo").config
     flawed = FifoOneCreditTooMany(formal.build_reg_fifo(cfg).i.payload.shape(), cfg.depth)
-    fails("reg-fifo", "one-credit-too-many", flawed, "stream", "pending within the queue|stream rule")
+    r = prove(flawed_target("reg-fifo", "one-credit-too-many"), "stream", mode="bmc", depth=14, component=flawed)
+    assert not r.passed and "'pending within the queue' fails at step" in r.reason, r.reason
