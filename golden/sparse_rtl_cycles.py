@@ -355,9 +355,11 @@ class _Gearbox:
 
 
 class _Fifo:
-    """A link FIFO of `depth` beats (SyncFIFOBuffered): a beat enters once a cycle after the previous one and once
-    the beat `depth` places ahead has left (a cycle before), and is offered `latency` cycles after it entered,
-    and no earlier than the cycle after the beat ahead was taken."""
+    """A link FIFO of `depth` beats (SyncFIFOBuffered, RegisteredFifo or the StreamSlice, each with the latency
+    `SparseNetworkConfig.fifo_latency` gives it): a beat enters once a cycle after the previous one and once the
+    beat `depth` places ahead has left (a cycle before), and is offered `latency` cycles after it entered, and no
+    earlier than the cycle after the beat ahead was taken (tests/test_reg_fifo.py checks it handshake by
+    handshake against the RegisteredFifo)."""
 
     def __init__(self, depth: int, latency: int, down):
         self.down, self.latency = down, latency
