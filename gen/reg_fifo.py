@@ -49,11 +49,13 @@ class RegisteredFifo(wiring.Component):
         self.abits = (depth - 1).bit_length()
         self.held = Signal(range(depth + 1))  # beats held, input handshake to output handshake
         self.full = Signal()  # held == depth
-        self.w_ptr, self.r_ptr = Signal(self.abits), Signal(self.abits)
+        self.w_ptr = Signal(self.abits, name="w_ptr")
+        self.r_ptr = Signal(self.abits, name="r_ptr")
         self.unread = Signal(range(depth + 1))  # beats written and no read issued yet
         self.pending = Signal(range(self.credits + 1))  # reads in flight + beats in the queue
         self.arrive = Signal(READ_LATENCY)  # arrive[k]: a read issued k + 1 cycles ago
-        self.q_w, self.q_h = Signal(_QBITS), Signal(_QBITS)  # the queue's write and head entries
+        self.q_w = Signal(_QBITS, name="q_w")  # the queue's write entry
+        self.q_h = Signal(_QBITS, name="q_h")  # and its head
         self.q_n = Signal(range(PREFETCH + 1))  # beats in the queue
 
     def invariants(self) -> list[tuple[Value, str]]:

@@ -32259,12 +32259,6 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
   wire [3:0] \$7 ;
   wire \$8 ;
   wire [4:0] \$9 ;
-  (* init = 8'h00 *)
-  wire [7:0] \$signal ;
-  (* init = 8'h00 *)
-  wire [7:0] \$signal$16 ;
-  reg [1:0] \$signal$21  = 2'h0;
-  reg [1:0] \$signal$28  = 2'h0;
   reg [1:0] arrive = 2'h0;
   input clk;
   wire clk;
@@ -32287,10 +32281,14 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
   reg [64:0] q1 = 65'h00000000000000000;
   reg [64:0] q2 = 65'h00000000000000000;
   reg [64:0] q3 = 65'h00000000000000000;
+  reg [1:0] q_h = 2'h0;
   reg [2:0] q_n = 3'h0;
   wire [2:0] q_next;
+  reg [1:0] q_w = 2'h0;
   reg [7:0] r_addr = 8'h00;
   wire [64:0] r_data;
+  (* init = 8'h00 *)
+  wire [7:0] r_ptr;
   input rst;
   wire rst;
   reg [7:0] unread = 8'h00;
@@ -32298,6 +32296,8 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
   input [64:0] w_data;
   wire [64:0] w_data;
   wire w_en;
+  (* init = 8'h00 *)
+  wire [7:0] w_ptr;
   assign \$1  = i__valid & i__ready;
   assign \$2  = held + \$1 ;
   assign \$3  = o__valid & o__ready;
@@ -32320,9 +32320,9 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
   assign \$17  = o__valid & o__ready;
   assign \$18  = \$16  - \$17 ;
   assign \$19  = r_addr + 1'h1;
-  assign \$20  = \$signal$28  + 1'h1;
+  assign \$20  = q_w + 1'h1;
   assign \$21  = o__valid & o__ready;
-  assign \$22  = \$signal$21  + 1'h1;
+  assign \$22  = q_h + 1'h1;
   assign \$23  = | \$9 [2:0];
   always @(posedge clk)
     held <= \$24 ;
@@ -32347,9 +32347,9 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
   always @(posedge clk)
     q3 <= \$34 ;
   always @(posedge clk)
-    \$signal$28  <= \$35 ;
+    q_w <= \$35 ;
   always @(posedge clk)
-    \$signal$21  <= \$36 ;
+    q_h <= \$36 ;
   always @(posedge clk)
     q_n <= \$37 ;
   always @(posedge clk)
@@ -32366,7 +32366,7 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$signal$21 )
+    casez (q_h)
       2'h0:
           o__payload = q0;
       2'h1:
@@ -32436,7 +32436,7 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$31  = q0;
     if (arrive[1]) begin
-      casez (\$signal$28 )
+      casez (q_w)
         2'h0:
             \$31  = r_data;
       endcase
@@ -32449,7 +32449,7 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$32  = q1;
     if (arrive[1]) begin
-      casez (\$signal$28 )
+      casez (q_w)
         2'h0:
             /* empty */;
         2'h1:
@@ -32464,7 +32464,7 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$33  = q2;
     if (arrive[1]) begin
-      casez (\$signal$28 )
+      casez (q_w)
         2'h0:
             /* empty */;
         2'h1:
@@ -32482,7 +32482,7 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     \$34  = q3;
     if (arrive[1]) begin
       (* full_case = 32'd1 *)
-      casez (\$signal$28 )
+      casez (q_w)
         2'h0:
             /* empty */;
         2'h1:
@@ -32499,7 +32499,7 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$35  = \$signal$28 ;
+    \$35  = q_w;
     if (arrive[1]) begin
       \$35  = \$20 [1:0];
     end
@@ -32509,7 +32509,7 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$36  = \$signal$21 ;
+    \$36  = q_h;
     if (\$21 ) begin
       \$36  = \$22 [1:0];
     end
@@ -32532,9 +32532,9 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     end
   end
   assign held_next = \$4 [7:0];
-  assign \$signal  = w_addr;
+  assign w_ptr = w_addr;
   assign i__payload = w_data;
-  assign \$signal$16  = r_addr;
+  assign r_ptr = r_addr;
   assign q_next = \$9 [2:0];
 endmodule
 
