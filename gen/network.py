@@ -10,11 +10,10 @@ Streams:
 - ``pooled`` out (cfg.pool): one vector per frame, ``cout / po`` beats of the last layer (gen/sparse_pool.py);
   else ``sites_out``: the last engine's output tokens.
 
-Between engine i - 1 and engine i: a `BeatGearbox` when pi differs from the previous po, then a FIFO of
-``cfg.link_depths[i - 1]`` beats when that is not 0 (the compiler sizes each), then a `StreamSlice`
-(gen/stream_slice.py) so that the FIFO's read ends in flip-flops. A FIFO of up to
-``LUTRAM_FIFO_DEPTH`` beats (accelkit/config/network.py) is a ``SyncFIFOBuffered`` (LUT RAM); a deeper one a
-`RegisteredFifo` (gen/reg_fifo.py: block RAM read through its output register and a prefetch queue).
+Between engine i - 1 and engine i: a `BeatGearbox` when pi differs from the previous po, then a
+`RegisteredFifo` (gen/reg_fifo.py) of ``cfg.link_depths[i - 1]`` beats when that is not 0 (the compiler sizes
+each; LUT RAM up to ``LUTRAM_FIFO_DEPTH`` beats, accelkit/config/network.py, block RAM beyond), then a
+`StreamSlice` (gen/stream_slice.py): every handshake signal between an engine and a FIFO is a register.
 
 Residual blocks: the block's first engine hands on the beats its line buffer accepts (``identity_out``),
 which a FIFO of ``cfg.identity_depth(span)`` beats carries beside the block to the last
@@ -25,11 +24,11 @@ FIFO never fills and the main path never waits for it.
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Signal, unsigned
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from accelkit.config import ConfigError
-from accelkit.config.network import REG_FIFO_LATENCY, SYNC_FIFO_LATENCY, SparseNetworkConfig
+from accelkit.config.network import REG_FIFO_LATENCY, SparseNetworkConfig
 
 from .reg_fifo import LATENCY as REG_LATENCY
 from .reg_fifo import RegisteredFifo
@@ -64,7 +63,7 @@ class SparseNetworkTop(wiring.Component):
     def elaborate(self, platform):
         cfg = self.cfg
         # the cycle model's FIFO latencies (the config's) are what is built here
-        assert (REG_FIFO_LATENCY, SYNC_FIFO_LATENCY) == (REG_LATENCY, 2), "config/network.py FIFO latencies"
+        assert REG_FIFO_LATENCY == REG_LATENCY, "config/network.py REG_FIFO_LATENCY: gen/reg_fifo.py LATENCY"
         m = Module()
         engines = []
         starts = {first for first, _ in cfg.residual}
@@ -143,22 +142,15 @@ class ParamsDemux(wiring.Component):
 
 
 def _through_fifo(m: Module, cfg: SparseNetworkConfig, name: str, depth: int, src, dst) -> None:
-    """Stream `src` into `dst` through a FIFO of `depth` beats (a RegisteredFifo when `cfg.fifo_registered(depth)`,
-    else a SyncFIFOBuffered) and a `StreamSlice` (a valid-only `src` is never held): the FIFO's read then ends in the
-    slice's flip-flops instead of running through the consumer's ready logic back to the FIFO's read side."""
+    """Stream `src` into `dst` through a RegisteredFifo of `depth` beats (LUT RAM unless `cfg.fifo_block_ram(depth)`)
+    and a `StreamSlice` (a valid-only `src` is never held): the producer's handshake sees the FIFO's registered
+    ready, the consumer the slice's registered valid and payload, and the FIFO's head the slice's registered
+    ready."""
     width = len(src.payload.as_value())
     m.submodules[f"{name}_slice"] = sl = StreamSlice(width)
-    if cfg.fifo_registered(depth):
-        m.submodules[name] = q = RegisteredFifo(width, depth)
-        m.d.comb += [q.i.valid.eq(src.valid), q.i.payload.eq(src.payload)]
-        wiring.connect(m, q.o, sl.i)
-        w_rdy = q.i.ready
-    else:
-        q = fifo.SyncFIFOBuffered(width=width, depth=depth)
-        m.submodules[name] = q
-        m.d.comb += [q.w_en.eq(src.valid), q.w_data.eq(src.payload),
-                     sl.i.valid.eq(q.r_rdy), sl.i.payload.eq(q.r_data), q.r_en.eq(sl.i.ready)]
-        w_rdy = q.w_rdy
+    m.submodules[name] = q = RegisteredFifo(width, depth, lutram=not cfg.fifo_block_ram(depth))
+    m.d.comb += [q.i.valid.eq(src.valid), q.i.payload.eq(src.payload)]
+    wiring.connect(m, q.o, sl.i)
     m.d.comb += [dst.valid.eq(sl.o.valid), dst.payload.eq(sl.o.payload), sl.o.ready.eq(dst.ready)]
     if not src.signature.always_ready:
-        m.d.comb += src.ready.eq(w_rdy)
+        m.d.comb += src.ready.eq(q.i.ready)

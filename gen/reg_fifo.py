@@ -1,6 +1,12 @@
 """A stream FIFO on a `RegisteredRam` (gen/memory.py): block RAM read through its output register, then a
 prefetch queue of flip-flops, so that nothing reads the block RAM's slow clock-to-output (5.8 ns on
-LFE5U-85F speed 6) and the output's valid and payload are registers.
+LFE5U-85F speed 6) and the output's valid and payload are registers. With ``lutram=True`` the memory is LUT RAM
+instead (an Amaranth `Memory` marked ``ram_style = "distributed"``, read the same way: a synchronous read and a
+register), for a shallow FIFO; the rest, and the timing, is the same.
+
+Every control signal the neighbours see is a register: ``i.ready`` ("fewer than `depth` held"), ``o.valid``
+and ``o.payload`` (the queue's head, a mux of its registers by a registered pointer). A producer's handshake
+logic therefore never waits on the FIFO's level compare, nor a consumer on its memory.
 
 Streams: ``i`` in, ``o`` out, beats of `shape`. It holds at most `depth` beats, counted from the input
 handshake to the output handshake (in the RAM, in the read pipeline and in the queue): ``i.ready`` is a
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Module, Signal, Value, unsigned
 from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .memory import READ_LATENCY, RegisteredRam
@@ -40,10 +47,10 @@ _QBITS = (PREFETCH - 1).bit_length()
 class RegisteredFifo(wiring.Component):
     credits = PREFETCH  # reads in flight + queued beats allowed (the queue's entries)
 
-    def __init__(self, shape, depth: int):
-        if not isinstance(depth, int) or depth < PREFETCH + 1:
-            raise ValueError(f"depth={depth!r} is invalid: a RegisteredFifo holds at least {PREFETCH + 1} beats")
-        self.shape, self.depth = shape, depth
+    def __init__(self, shape, depth: int, lutram: bool = False):
+        if not isinstance(depth, int) or depth < 2:
+            raise ValueError(f"depth={depth!r} is invalid: a RegisteredFifo holds at least 2 beats")
+        self.shape, self.depth, self.lutram = shape, depth, lutram
         super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
         # the control registers (made here so that a formal proof can state their invariants: `invariants`)
         self.abits = (depth - 1).bit_length()
@@ -74,7 +81,7 @@ class RegisteredFifo(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         width = len(Value.cast(self.i.payload))
-        m.submodules.ram = ram = RegisteredRam(width, 1 << self.abits)
+        m.submodules.ram = ram = (LutRam if self.lutram else RegisteredRam)(width, 1 << self.abits)
         held, full, w_ptr, r_ptr = self.held, self.full, self.w_ptr, self.r_ptr
         unread, pending, arrive, q_w, q_h, q_n = self.unread, self.pending, self.arrive, self.q_w, self.q_h, self.q_n
 
@@ -117,3 +124,26 @@ def _wrap(v, n: int):
     """v modulo n for 0 <= v <= n (n a power of two: the low bits)."""
     assert n & (n - 1) == 0
     return v[:(n - 1).bit_length()]
+
+
+class LutRam(wiring.Component):
+    """`RegisteredRam`'s ports and read latency on LUT RAM: a `Memory` that yosys is told to map to distributed RAM
+    (on ECP5 TRELLIS_DPR16X4, 16 words of 4 bits each), read synchronously, then a register."""
+
+    def __init__(self, width: int, depth: int):
+        self.width, self.depth = width, max(2, depth)
+        self.abits = max(1, (self.depth - 1).bit_length())
+        super().__init__({
+            "w_addr": In(unsigned(self.abits)), "w_data": In(unsigned(width)), "w_en": In(1),
+            "r_addr": In(unsigned(self.abits)), "r_data": Out(unsigned(width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mem = mem = Memory(shape=unsigned(self.width), depth=self.depth, init=[],
+                                        attrs={"ram_style": "distributed"})
+        wr, rd = mem.write_port(), mem.read_port(transparent_for=())
+        m.d.comb += [wr.addr.eq(self.w_addr), wr.data.eq(self.w_data), wr.en.eq(self.w_en),
+                     rd.addr.eq(self.r_addr), rd.en.eq(1)]
+        m.d.sync += self.r_data.eq(rd.data)
+        return m

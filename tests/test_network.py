@@ -267,7 +267,7 @@ def test_network_config_checks():
     per = cfg.replace(link_depth=(0, 16, 256))
     assert per.link_depths == (0, 16, 256) and cfg.replace(link_depth=8).link_depths == (8, 8, 8)
     assert SparseNetworkConfig.from_dict(json.loads(per.to_json())) == per
-    assert per.link_latency(1) == 0 and per.link_latency(2) == 2 and per.link_latency(3) == 4  # 256: registered
+    assert per.link_latency(1) == 0 and per.link_latency(2) == per.link_latency(3) == 4  # gen/reg_fifo.py
     # a residual block's identity FIFO holds the beats of the links inside it
     assert per.identity_depth((1, 3)) - cfg.identity_depth((1, 3)) == (16 + 2) + (256 + 2)  # and their slices
     with pytest.raises(ConfigError, match=r"link_depth=\(0, 16\) is invalid: one depth per link: a tuple of 3"):

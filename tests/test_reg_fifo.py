@@ -20,16 +20,19 @@ from accelkit.golden.sparse_rtl_cycles import _Fifo
 def test_latency_is_the_configs():
     assert LATENCY == REG_FIFO_LATENCY == READ_LATENCY + 2
     cfg = SparseNetworkConfig(link_depth=(0, 16, 256))
-    assert cfg.fifo_latency(16) == 2 and cfg.fifo_latency(256) == LATENCY
-    assert cfg.link_latency(2) == 2 and cfg.link_latency(3) == LATENCY
+    assert cfg.fifo_latency(16) == cfg.fifo_latency(256) == LATENCY
+    assert cfg.link_latency(1) == 0 and cfg.link_latency(2) == cfg.link_latency(3) == LATENCY
+    assert not cfg.fifo_block_ram(16) and cfg.fifo_block_ram(17)
 
 
-@pytest.mark.parametrize("depth, gap, stall, seed", [(5, 0.3, 0.4, 1), (8, 0.0, 0.0, 2), (9, 0.5, 0.1, 3),
-                                                      (20, 0.1, 0.6, 4), (33, 0.2, 0.2, 5)])
-def test_every_beat_in_order(depth, gap, stall, seed):
+@pytest.mark.parametrize("depth, gap, stall, seed", [(2, 0.2, 0.3, 7), (3, 0.3, 0.4, 8), (5, 0.3, 0.4, 1),
+                                                      (8, 0.0, 0.0, 2), (9, 0.5, 0.1, 3), (20, 0.1, 0.6, 4),
+                                                      (33, 0.2, 0.2, 5)])
+@pytest.mark.parametrize("lutram", [False, True], ids=["bram", "lutram"])
+def test_every_beat_in_order(depth, gap, stall, seed, lutram):
     rng = random.Random(seed)
     beats = [rng.randrange(1 << 7) for _ in range(300)]
-    dut = RegisteredFifo(7, depth)
+    dut = RegisteredFifo(7, depth, lutram=lutram)
     got = run_stream(dut, dut.i, dut.o, beats, lambda ctx, p, b: ctx.set(p, b), lambda ctx, p: ctx.get(p),
                      len(beats), seed=seed, gap=gap, stall=stall, what="the registered FIFO")
     assert got == beats
@@ -51,10 +54,10 @@ class _Sink:
         return t
 
 
-def _simulate(depth: int, gaps: list[int], ready: list[bool]) -> tuple[list[int], list[int]]:
+def _simulate(depth: int, gaps: list[int], ready: list[bool], lutram: bool = False) -> tuple[list[int], list[int]]:
     """Beat k offered `gaps[k]` cycles after the cycle beat k - 1 entered (+ 1), the output ready in cycle c when
     ready[c]: the cycles of the input and output handshakes."""
-    dut = RegisteredFifo(16, depth)
+    dut = RegisteredFifo(16, depth, lutram=lutram)
     enter: list[int] = []
     taken: list[int] = []
     n = len(gaps)
@@ -87,7 +90,8 @@ def _simulate(depth: int, gaps: list[int], ready: list[bool]) -> tuple[list[int]
     return enter, taken
 
 
-@pytest.mark.parametrize("depth, gap, stall, seed", [(5, 0.0, 0.0, 1), (6, 0.3, 0.5, 2), (12, 0.1, 0.7, 3),
+@pytest.mark.parametrize("depth, gap, stall, seed", [(3, 0.1, 0.3, 7), (4, 0.0, 0.2, 8), (5, 0.0, 0.0, 1),
+                                                      (6, 0.3, 0.5, 2), (12, 0.1, 0.7, 3), (16, 0.05, 0.4, 9),
                                                       (20, 0.5, 0.2, 4), (17, 0.0, 0.5, 5), (40, 0.05, 0.3, 6)])
 def test_handshakes_are_the_cycle_models(depth, gap, stall, seed):
     rng = random.Random(seed)
@@ -97,7 +101,7 @@ def test_handshakes_are_the_cycle_models(depth, gap, stall, seed):
     ready: list[bool] = []
     while len(ready) < 40 * n:
         ready += [rng.random() >= stall] * rng.choice((1, 1, 2, 5, 30))
-    enter, taken = _simulate(depth, gaps, ready)
+    enter, taken = _simulate(depth, gaps, ready, lutram=depth <= 16)
     sink = _Sink(ready)
     fifo = _Fifo(depth, LATENCY, sink)
     model_enter: list[int] = []
@@ -143,6 +147,12 @@ def test_ecp5_netlist_reads_through_the_output_register():
     assert text.count("DP16KD #(") == 3 and text.count('.REGMODE_B("OUTREG")') == 3
 
 
+def test_lutram_netlist_has_no_block_ram():
+    """Shallow: the memory is an inferred one marked for distributed RAM, no DP16KD."""
+    text = verilog.convert(RegisteredFifo(40, 16, lutram=True), name="top", emit_src=False, platform="ecp5")
+    assert "DP16KD" not in text and 'ram_style = "distributed"' in text
+
+
 def test_bad_depth():
-    with pytest.raises(ValueError, match=r"depth=4 is invalid: a RegisteredFifo holds at least 5 beats"):
-        RegisteredFifo(8, 4)
+    with pytest.raises(ValueError, match=r"depth=1 is invalid: a RegisteredFifo holds at least 2 beats"):
+        RegisteredFifo(8, 1)

@@ -37,9 +37,9 @@ def test_compiled_small_network_has_a_gearbox(small):
 @pytest.mark.parametrize("link_depth", [0, 16, "per link"])
 def test_network_rtl_matches_golden_and_model(small, link_depth):
     net, frames, cfg = small
-    if link_depth == "per link":  # as the compiler chooses them: a direct wire and FIFOs of several depths, 24 beats
-        link_depth = tuple([0, 24, 16, 3, 8][:len(cfg.layers) - 1])  # a RegisteredFifo (gen/reg_fifo.py)
-        assert cfg.fifo_registered(24) and not cfg.fifo_registered(16)
+    if link_depth == "per link":  # as the compiler chooses them: a direct wire and FIFOs of several depths (24 beats
+        link_depth = tuple([0, 24, 16, 3, 8][:len(cfg.layers) - 1])  # in block RAM, the others in LUT RAM)
+        assert cfg.fifo_block_ram(24) and not cfg.fifo_block_ram(16)
     cfg = dataclasses.replace(cfg, link_depth=link_depth)
     run = run_network(cfg, net, frames)
     for k, f in enumerate(frames):
@@ -51,7 +51,7 @@ def test_network_rtl_matches_golden_and_model(small, link_depth):
 
 def test_network_rtl_with_gaps_and_stalls(small):
     net, frames, cfg = small
-    links = tuple([24, 16, 3, 20][:len(cfg.layers) - 1])  # RegisteredFifos and SyncFIFOBuffereds
+    links = tuple([24, 16, 3, 20][:len(cfg.layers) - 1])  # FIFOs in block RAM and in LUT RAM
     run = run_network(dataclasses.replace(cfg, link_depth=links), net, frames, gap=0.3, stall=0.4, seed=5)
     for k, f in enumerate(frames):
         assert torch.equal(run.pooled[k], net(f)), k

@@ -20,14 +20,13 @@ from .sparse_conv import SparseConvConfig
 
 # beats the register slice after every link and identity FIFO holds (gen/stream_slice.py; the cycle model's too)
 SLICE_BEATS = 2
-# A link or identity FIFO of up to this many beats is a SyncFIFOBuffered (its memory, one word fewer, is one LUT RAM
-# deep); a deeper one is a RegisteredFifo (gen/reg_fifo.py: block RAM read through its output register, then a
-# prefetch queue), so that no block RAM's clock-to-output starts a path
+# Every link and identity FIFO is a RegisteredFifo (gen/reg_fifo.py: its memory read through a register, then a
+# prefetch queue; ready, valid and payload all registers). Up to this many beats its memory is LUT RAM (one
+# TRELLIS_DPR16X4 deep), beyond it block RAM (DP16KD with the output register)
 LUTRAM_FIFO_DEPTH = 16
-# cycles from a beat entering a FIFO to the beat offered: SyncFIFOBuffered, and RegisteredFifo (the RAM write, the
-# read issue, the registered read of gen/memory.py READ_LATENCY = 2 cycles, the prefetch queue; gen/reg_fifo.py
-# LATENCY, which the generator checks against this)
-SYNC_FIFO_LATENCY = 2
+# cycles from a beat entering a FIFO to the beat offered: the RAM write, the read issue, the registered read
+# (gen/memory.py READ_LATENCY = 2 cycles), the prefetch queue (gen/reg_fifo.py LATENCY, which the generator checks
+# against this)
 REG_FIFO_LATENCY = 4
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -64,8 +63,7 @@ class SparseNetworkConfig(BlockConfig):
         require(len(set(self.names)) == n, "names", "distinct", self.names)
         require(isinstance(self.pool, bool), "pool", "True or False", self.pool)
         def depth_ok(d) -> bool:
-            # (a SyncFIFOBuffered of 2 beats has a one-entry inner FIFO, which Amaranth emits with a zero-width
-            # address that Verilator refuses)
+            # (at least 3: what the compiler and the tests have always used)
             return isinstance(d, int) and not isinstance(d, bool) and (d == 0 or 3 <= d <= 65536)
 
         if isinstance(self.link_depth, tuple):
@@ -128,14 +126,14 @@ class SparseNetworkConfig(BlockConfig):
         return (self.link_depth,) * (len(self.layers) - 1)
 
     @staticmethod
-    def fifo_registered(depth: int) -> bool:
-        """Whether a link or identity FIFO of `depth` beats is a RegisteredFifo (else a SyncFIFOBuffered)."""
+    def fifo_block_ram(depth: int) -> bool:
+        """Whether a link or identity FIFO of `depth` beats keeps its beats in block RAM (else LUT RAM)."""
         return depth > LUTRAM_FIFO_DEPTH
 
-    @classmethod
-    def fifo_latency(cls, depth: int) -> int:
+    @staticmethod
+    def fifo_latency(depth: int) -> int:
         """Cycles from a beat entering a FIFO of `depth` beats to the beat offered at its output (the earliest)."""
-        return REG_FIFO_LATENCY if cls.fifo_registered(depth) else SYNC_FIFO_LATENCY
+        return REG_FIFO_LATENCY
 
     def link_latency(self, i: int) -> int:
         """Cycles from a beat written into the link FIFO before layer i to the beat offered at its output, 0 for a
