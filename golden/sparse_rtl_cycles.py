@@ -355,8 +355,8 @@ class _Gearbox:
 
 
 class _Fifo:
-    """A link FIFO of `depth` beats (SyncFIFOBuffered, RegisteredFifo or the StreamSlice, each with the latency
-    `SparseNetworkConfig.fifo_latency` gives it): a beat enters once a cycle after the previous one and once the
+    """A link FIFO of `depth` beats (the RegisteredFifo, latency `SparseNetworkConfig.fifo_latency`, or the
+    StreamSlice after it, depth 2 and latency 1): a beat enters once a cycle after the previous one and once the
     beat `depth` places ahead has left (a cycle before), and is offered `latency` cycles after it entered, and no
     earlier than the cycle after the beat ahead was taken (tests/test_reg_fifo.py checks it handshake by
     handshake against the RegisteredFifo)."""
