@@ -12,26 +12,33 @@ Streams (amaranth.lib.stream, valid/ready; docs/dybit-dyn.md has the bit positio
   earlier tile of the job's) data beats had nonzero bits above its P codes).
 
 Structure: `FrontEnd` (header, join, the edge decoders `OperandDecoder`) -> stream ``d`` of decoded beats ->
-`MacGrid` (R x C `FusedPE` and the accumulators) -> stream ``t`` of finished tiles -> `RowDrain` (the shadow
-bank, drained row by row) -> ``c``. Every stage is a register that moves when its output is ready (the
-whole pipeline advances together, as in `accelkit.gen.dybit_array`): it stalls only when a finished tile
-meets a bank that has not drained, or ``c`` is not ready.
+`MacGrid` (the broadcast registers, R x C `FusedPE` and the accumulators) -> stream ``t`` of finished tiles ->
+`RowDrain` (the shadow bank, drained row by row) -> ``c``. Every stage is a register that moves when its output
+is ready (the whole pipeline advances together, as in `accelkit.gen.dybit_array`): it stalls only when a
+finished tile meets a bank that has not drained, or ``c`` is not ready.
 
 PE: four 4 x 4-bit unsigned sub-multipliers (shift-add logic, no DSP) on operand nibbles arranged at the
 edge for the job's mode. 8 x 8: one MAC from the four nibble products (offsets 0, 4, 4, 8); 8 x 4 and
 4 x 8: two MACs of two products each (product lanes 0 and 2); 4 x 4: four MACs (lanes 0..3). Each lane's
 significand product is signed, shifted by its own residual shift (significands are normalised at the edge
-to fill n bits, so shifts are short: at most 5 per 8-bit operand, 1 per 4-bit one), the lanes are summed
-and accumulated. Stages: decode | sub-products | fuse + sign | shift | lane sum | accumulate.
+to fill n bits, so shifts are short: at most 6 per 8-bit operand, 2 per 4-bit one), the lanes are summed
+and accumulated.
+
+Pipeline (`cfg.pipeline_depth` registers before the accumulators; docs/dybit-dyn.md): decode prefix | decoded
+operands (d) | broadcast tree (`cfg.broadcast_stages`, none up to 4 x 4) | partial-product pairs | sub-products |
+pairs | 8 x 8 sum | shift + sign | lane sum (`cfg.lane_sum_stages`) | accumulate. No stage has more than one
+carry chain and a select behind its register, and the operand broadcast is followed by one carry chain only.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from accelkit.config.base import require
 from accelkit.config.dybit_dyn import (
+    BROADCAST_FANOUT,
     FMT_KIND_BITS,
     FMT_KMAX_BITS,
     FMT_N_BITS,
@@ -100,15 +107,23 @@ def sum_shape(cfg: DyBitDynConfig):
     return signed(_bits(cfg.sum_max) + 1)
 
 
-def decode_code(m: Module, code, n: int, fmt, name: str):
-    """Combinational decode of one n-bit code under the job's format `fmt` (a FormatLayout view):
-    (neg, n-bit normalised significand, residual shift / SHIFT_STEP) with |I| = significand << shift, as
-    `decode_case`.
+def code_layout(n: int) -> data.StructLayout:
+    """One n-bit code after the decoder's first stage: `val` is INT's magnitude or DyBit's body, `j` how far the
+    body shifts left to leave its mantissa left-aligned, `odd` k odd, `plain` the significand is `val` itself
+    (INT, or DyBit with k = 0), `sh` the residual shift / SHIFT_STEP, `neg` the sign."""
+    nb = n - 1
+    return data.StructLayout({"val": n, "j": range(nb + 1), "odd": 1, "plain": 1,
+                              "sh": _bits(shift_max(n) // SHIFT_STEP), "neg": 1})
+
+
+def decode_prefix(m: Module, code, n: int, fmt, name: str) -> dict:
+    """The first half of a code's decode under the job's format `fmt` (a FormatLayout view), combinational: the
+    fields of `code_layout(n)`.
 
     DyBit: k = the body's leading ones, up to kmax; the body shifted left past the prefix (and its terminating
-    zero when k < kmax) leaves the mantissa left-aligned, `rest`. The value's leading one is at bit k + n - 3,
-    so k = 0: the body itself (m); k even: 1 rest, shift k - 2; k odd: 0 1 rest >> 1, shift k - 1 (the shift
-    stays even). INT: the magnitude (up to 2^(n-1)), shift 0."""
+    zero when k < kmax) leaves the mantissa left-aligned, `rest` (`decode_place`). The value's leading one is at
+    bit k + n - 3, so k = 0: the body itself (m); k even: 1 rest, shift k - 2; k odd: 0 1 rest >> 1, shift
+    k - 1 (the shift stays even). INT: the magnitude (up to 2^(n-1)), shift 0."""
     nb = n - 1
     body = code[:nb]
     lead = Const(nb, range(nb + 1))
@@ -117,7 +132,6 @@ def decode_code(m: Module, code, n: int, fmt, name: str):
     lead_s = Signal(range(nb + 1), name=f"{name}_lead")
     k = Signal(range(nb + 1), name=f"{name}_k")
     j = Signal(range(nb + 1), name=f"{name}_j")
-    rest = Signal(nb, name=f"{name}_rest")
     below = Signal(name=f"{name}_below")
     m.d.comb += [
         lead_s.eq(lead),
@@ -125,30 +139,39 @@ def decode_code(m: Module, code, n: int, fmt, name: str):
         k.eq(Mux(below, lead_s, fmt.kmax)),
         # past the prefix and its terminator; one bit less for odd k, whose significand sits one bit lower
         j.eq(Mux(below, lead_s + 1, fmt.kmax) - k[0]),
-        rest.eq((body << j)[:nb]),
     ]
-    neg = Signal(name=f"{name}_neg")
-    sig = Signal(n, name=f"{name}_sig")
-    sh = Signal(_bits(shift_max(n) // SHIFT_STEP), name=f"{name}_sh")
-    m.d.comb += neg.eq(code[n - 1])
-    with m.If(fmt.is_int):
-        m.d.comb += sig.eq(Mux(code[n - 1], -code.as_signed(), code))  # two's complement magnitude
-    with m.Elif(k == 0):
-        m.d.comb += sig.eq(body)
-    with m.Else():
-        # k even: 1 rest; k odd: 0 1 rest (rest one bit shorter)
-        m.d.comb += [sig.eq(Cat(rest[:nb - 1], k[0] | rest[nb - 1], ~k[0])), sh.eq((k - 1) >> 1)]
-    return neg, sig, sh
+    plain = fmt.is_int | (k == 0)
+    return {"val": Mux(fmt.is_int, Mux(code[n - 1], -code.as_signed(), code), body),  # INT: two's complement
+            "j": j, "odd": k[0], "plain": plain, "sh": Mux(plain, 0, (k - 1) >> 1), "neg": code[n - 1]}
+
+
+def decode_place(c, n: int):
+    """The second half, from a `code_layout(n)` value: (neg, n-bit normalised significand, residual shift /
+    SHIFT_STEP) with |I| = significand << shift, as `decode_case`."""
+    nb = n - 1
+    rest = (c.val[:nb] << c.j)[:nb]
+    # k even: 1 rest; k odd: 0 1 rest (rest one bit shorter)
+    sig = Mux(c.plain, c.val, Cat(rest[:nb - 1], c.odd | rest[nb - 1], ~c.odd))
+    return c.neg, sig, c.sh
+
+
+def decode_code(m: Module, code, n: int, fmt, name: str):
+    """Combinational decode of one n-bit code (both halves, unregistered): (neg, significand, shift / step)."""
+    first = Signal(code_layout(n), name=f"{name}_pre")
+    m.d.comb += [getattr(first, f).eq(v) for f, v in decode_prefix(m, code, n, fmt, name).items()]
+    return decode_place(first, n)
 
 
 class OperandDecoder(wiring.Component):
-    """One a lane (side "a", a row) or b lane (side "b", a column) of a data beat, decoded for the job's mode:
-    the nibbles each sub-multiplier takes and each product lane's sign and shift. Combinational; `wide` flags
-    nonzero bits above the job's P codes."""
+    """One a lane (side "a", a row) or b lane (side "b", a column) of a data beat, decoded for the job's mode in
+    two register stages: `lane`, `fmt` and `mode` of the beat entering; the first stage (registered here when
+    `en`) holds each code's prefix decode (`decode_prefix`) and the beat's mode, `dec` (combinational from it,
+    for the front end's output register) is the nibbles each sub-multiplier takes and each product lane's sign
+    and shift. `wide` (combinational, of the entering beat) flags nonzero bits above the job's P codes."""
 
     def __init__(self, cfg: DyBitDynConfig, side: str):
         self.cfg, self.side = cfg, side
-        super().__init__({"lane": In(LANE_BITS), "fmt": In(FormatLayout()), "mode": In(ModeLayout()),
+        super().__init__({"en": In(1), "lane": In(LANE_BITS), "fmt": In(FormatLayout()), "mode": In(ModeLayout()),
                           "dec": Out(side_layout(cfg, side)), "wide": Out(1)})
 
     def elaborate(self, platform):
@@ -159,10 +182,24 @@ class OperandDecoder(wiring.Component):
         other8 = self.mode.b8 if side == "a" else self.mode.a8
         # the lane holds 64 / n_other bits of codes (P codes of n_own bits): above that must be zero
         m.d.comb += self.wide.eq(other8 & lane[8:].any())
-        d8 = [decode_code(m, lane[8 * p:8 * p + 8], 8, self.fmt, f"c8_{p}") for p in range(2)] \
-            if 8 in cfg.widths else None
-        d4 = [decode_code(m, lane[4 * p:4 * p + 4], 4, self.fmt, f"c4_{p}") for p in range(4)] \
-            if 4 in cfg.widths else None
+
+        def stage1(n, count):
+            regs = []
+            for p in range(count):
+                r = Signal(code_layout(n), name=f"c{n}_{p}")
+                with m.If(self.en):
+                    m.d.sync += [getattr(r, f).eq(v) for f, v in
+                                 decode_prefix(m, lane[n * p:n * p + n], n, self.fmt, f"c{n}_{p}").items()]
+                regs.append(decode_place(r, n))
+            return regs
+
+        mode1 = Signal(ModeLayout(), name="mode1")
+        with m.If(self.en):
+            m.d.sync += mode1.eq(self.mode)
+        d8 = stage1(8, 2) if 8 in cfg.widths else None
+        d4 = stage1(4, 4) if 4 in cfg.widths else None
+        own8 = mode1.a8 if side == "a" else mode1.b8
+        other8 = mode1.b8 if side == "a" else mode1.a8
 
         def lo(s):
             return s[:4]
@@ -207,19 +244,53 @@ def kept(m: Module, value, name: str):
     return sig
 
 
-def mul4x4(m: Module, x, y, name: str):
-    """x * y for 4-bit unsigned values as shifted partial products and two-operand adds (no DSP block)."""
-    t = [Mux(y[b], x << b, 0) for b in range(len(y))]
-    return kept(m, t[0] + t[1], f"{name}_lo") + kept(m, t[2] + t[3], f"{name}_hi")
+def fanout_tree(m: Module, value, levels: int, en, name: str) -> list:
+    """2 ** levels copies of `value` (raw bits), each behind `levels` registers that move when `en`: a binary tree
+    of registers, so that no register drives more than its share of the loads. Two siblings (same input) start
+    from different values (0 and all ones): yosys merges flip-flops with the same input and the same initial
+    value (opt_merge), which would make the tree one register again; the initial value is never used (the beat's
+    valid travels beside it)."""
+    nodes = [Value.cast(value)]
+    for lv in range(levels):
+        nxt = []
+        for idx, node in enumerate(nodes):
+            for side in (0, 1):
+                width = len(node)
+                r = Signal(width, init=((1 << width) - 1) * side, name=f"{name}_t{lv}_{2 * idx + side}")
+                with m.If(en):
+                    m.d.sync += r.eq(node)
+                nxt.append(r)
+        nodes = nxt
+    return nodes
+
+
+def stage(m: Module, en, value, name: str, **kw):
+    """`value` registered (when `en`) in a new signal `name`."""
+    r = Signal.like(value, name=name, **kw) if not isinstance(value, int) else Signal(name=name)
+    with m.If(en):
+        m.d.sync += r.eq(value)
+    return r
 
 
 class FusedPE(wiring.Component):
     """One PE: four sub-multipliers fused by the mode into 1, 2 or 4 signed, shifted products, summed.
 
-    `a`, `b` are the decoded operands of the beat entering it; `mode` is the mode of the beat in its first
-    register stage (the sub-products). Every register moves when `en`. `sum` (registered) plus `cin` is the
-    sum of this cycle's products: a negative product leaves as its ones' complement (the XOR folds into the
-    shifter's last level) and its + 1 as a carry-in of an adder, the last one as `cin`, the accumulator's."""
+    `a`, `b` are the decoded operands of the beat entering it; `mode` is the mode of the beat in its second
+    register stage (entering the fuse). Every register moves when `en`; `cfg.pe_stages` of them from the
+    operands to `sum`. `sum` (registered) plus `cin` is the sum of the beat's products: a negative product
+    leaves as its ones' complement (the XOR folds into the shifter's last level) and its + 1 as a carry-in of an
+    adder, the last one as `cin`, the accumulator's.
+
+    Stages (each at most one carry chain and a select after the previous register):
+
+    1. each sub-multiplier's two partial-product pairs (x y0 + 2 x y1, x y2 + 2 x y3: the AND in the carry
+       chain's LUTs), the lanes' signs (XOR) and shifts (sum);
+    2. each sub-product (pairs summed);
+    3. the pairs of sub-products of 8 x 4 and 4 x 8 (m0 + m1 << 4, m2 + m3 << 4) or, 4 x 4, the four alone;
+    4. 8 x 8's sum of the two pairs (lane 0), the other modes' lanes as they are;
+    5. each lane's residual shift and sign (ones' complement);
+    6.. the lane sum, one level of two-operand adds per stage.
+    """
 
     def __init__(self, cfg: DyBitDynConfig):
         self.cfg = cfg
@@ -229,77 +300,103 @@ class FusedPE(wiring.Component):
     def elaborate(self, platform):
         cfg = self.cfg
         m = Module()
+        en = self.en
         lanes = cfg.lanes_used
-        # stage: sub-products, each lane's sign and shift
-        prod = [Signal(2 * SUB_BITS, name=f"m{q}") for q in range(LANES)]
-        neg2 = {ln: Signal(name=f"neg2_{ln}") for ln in lanes}
-        sh2 = {ln: Signal(_bits(cfg.lane_shift_steps(ln)), name=f"sh2_{ln}") for ln in lanes}
-        with m.If(self.en):
-            for q in range(LANES):
-                m.d.sync += prod[q].eq(mul4x4(m, getattr(self.a, f"x{q}"), getattr(self.b, f"x{q}"), f"mul{q}"))
-            for ln in lanes:
-                m.d.sync += [neg2[ln].eq(getattr(self.a, f"neg{ln}") ^ getattr(self.b, f"neg{ln}")),
-                             sh2[ln].eq(getattr(self.a, f"sh{ln}") + getattr(self.b, f"sh{ln}"))]
+        built = 0
 
-        # stage: fuse the sub-products into the mode's lanes (offsets 0, 4, 4, 8); the low nibble adds nothing
-        mode88 = self.mode.a8 & self.mode.b8
+        def side_stage(values: dict, tag: str) -> dict:
+            return {k: stage(m, en, v, f"{k}{tag}") for k, v in values.items()}
+
+        # 1: partial-product pairs; each lane's sign and shift
+        pairs = []
+        for q in range(LANES):
+            x, y = getattr(self.a, f"x{q}"), getattr(self.b, f"x{q}")
+            lo = Mux(y[0], x, 0) + Mux(y[1], x << 1, 0)  # x (y mod 4), 6 bits
+            hi = Mux(y[2], x, 0) + Mux(y[3], x << 1, 0)  # x (y >> 2)
+            pairs.append((stage(m, en, kept(m, lo, f"pp{q}_lo"), f"pp{q}_lo1"),
+                          stage(m, en, kept(m, hi, f"pp{q}_hi"), f"pp{q}_hi1")))
+        neg = {ln: stage(m, en, getattr(self.a, f"neg{ln}") ^ getattr(self.b, f"neg{ln}"), f"neg1_{ln}")
+               for ln in lanes}
+        sh = {ln: stage(m, en, (getattr(self.a, f"sh{ln}") + getattr(self.b, f"sh{ln}"))[:_bits(
+            cfg.lane_shift_steps(ln))], f"sh1_{ln}") for ln in lanes}
+        built += 1
+
+        # 2: sub-products
+        prod = [stage(m, en, (lo + (hi << 2))[:2 * SUB_BITS], f"m{q}") for q, (lo, hi) in enumerate(pairs)]
+        neg, sh = side_stage(neg, "_2"), side_stage(sh, "_2")
+        built += 1
+
+        # 3: pairs of sub-products (offsets 0 and 4), or the four alone in 4 x 4
         mode44 = ~self.mode.a8 & ~self.mode.b8
-        pair0 = Cat(prod[0][:SUB_BITS], kept(m, prod[0][SUB_BITS:] + prod[1], "pair0_hi"))
-        pair1 = Cat(prod[2][:SUB_BITS], kept(m, prod[2][SUB_BITS:] + prod[3], "pair1_hi"))
-        full = Cat(pair0[:SUB_BITS], kept(m, pair0[SUB_BITS:] + pair1, "full_hi"))
-        fused = {
-            0: Mux(mode44, prod[0], Mux(mode88, full, pair0)),
-            1: Mux(mode44, prod[1], 0),
-            2: Mux(mode44, prod[2], Mux(mode88, 0, pair1)),
-            3: Mux(mode44, prod[3], 0),
-        }
-        mag3 = {ln: Signal(_bits(cfg.lane_fused_max(ln)), name=f"mag3_{ln}") for ln in lanes}
-        neg3 = {ln: Signal(name=f"neg3_{ln}") for ln in lanes}
-        sh3 = {ln: Signal.like(sh2[ln], name=f"sh3_{ln}") for ln in lanes}
-        with m.If(self.en):
-            for ln in lanes:
-                m.d.sync += [mag3[ln].eq(fused[ln]), neg3[ln].eq(neg2[ln]), sh3[ln].eq(sh2[ln])]
+        # m0 + m1 << 4 <= 225 * 17: the high part fits 8 bits
+        pair0 = Cat(prod[0][:SUB_BITS], kept(m, (prod[0][SUB_BITS:] + prod[1])[:8], "pair0_hi"))
+        pair1 = Cat(prod[2][:SUB_BITS], kept(m, (prod[2][SUB_BITS:] + prod[3])[:8], "pair1_hi"))
+        l3 = {0: stage(m, en, Mux(mode44, prod[0], pair0), "f3_0"), 1: stage(m, en, Mux(mode44, prod[1], 0), "f3_1"),
+              2: stage(m, en, Mux(mode44, prod[2], pair1), "f3_2"), 3: stage(m, en, Mux(mode44, prod[3], 0), "f3_3")}
+        mode88 = stage(m, en, self.mode.a8 & self.mode.b8, "mode88_3")
+        neg, sh = side_stage(neg, "_3"), side_stage(sh, "_3")
+        built += 1
 
-        # stage: each lane's own shift, then its sign as a ones' complement (+ 1 later, as a carry-in)
-        ones = {ln: Signal(signed(_bits(cfg.lane_product_max(ln)) + 1), name=f"l4_{ln}") for ln in lanes}
-        neg4 = {ln: Signal(name=f"neg4_{ln}") for ln in lanes}
-        with m.If(self.en):
+        # 4: 8 x 8 sums the pairs (offsets 0 and 4) into lane 0, lane 2 then holds nothing
+        full = Cat(l3[0][:SUB_BITS], kept(m, (l3[0][SUB_BITS:] + l3[2])[:12], "full_hi"))  # <= 255 * 255: 16 bits
+        fused = {0: Mux(mode88, full, l3[0]), 1: l3[1], 2: Mux(mode88, 0, l3[2]), 3: l3[3]}
+        mag = {ln: Signal(_bits(cfg.lane_fused_max(ln)), name=f"mag4_{ln}") for ln in lanes}
+        with m.If(en):
+            m.d.sync += [mag[ln].eq(fused[ln]) for ln in lanes]
+        neg, sh = side_stage(neg, "_4"), side_stage(sh, "_4")
+        built += 1
+
+        # 5: each lane's own shift, then its sign as a ones' complement (+ 1 later, as a carry-in)
+        ones = {ln: Signal(signed(_bits(cfg.lane_product_max(ln)) + 1), name=f"l5_{ln}") for ln in lanes}
+        with m.If(en):
             for ln in lanes:
                 width = len(ones[ln])
-                shifted = (mag3[ln] << Cat(Const(0, 1), sh3[ln]))[:width - 1]  # SHIFT_STEP = 2
-                m.d.sync += [ones[ln].eq(Cat(shifted, Const(0, 1)) ^ neg3[ln].replicate(width)),
-                             neg4[ln].eq(neg3[ln])]
+                shifted = (mag[ln] << Cat(Const(0, 1), sh[ln]))[:width - 1]  # SHIFT_STEP = 2
+                m.d.sync += ones[ln].eq(Cat(shifted, Const(0, 1)) ^ neg[ln].replicate(width))
+        neg = side_stage(neg, "_5")
+        built += 1
 
-        # stage: the lane sum, the + 1's as carry-ins (one left for the accumulator)
-        vals = [(ones[ln], neg4[ln]) for ln in lanes]
+        # 6..: the lane sum, one level per stage, the + 1's as carry-ins (one left for the accumulator)
+        vals = [(ones[ln], neg[ln]) for ln in lanes]
         level = 0
-        while len(vals) > 1:
+        while True:
             nxt = []
             for i in range(0, len(vals) - 1, 2):
                 (x, cx), (y, cy) = vals[i], vals[i + 1]
-                total = x + y + cx  # cx rides in the carry chain; cy moves on
-                nxt.append((kept(m, total, f"sum{level}_{i}") if len(vals) > 2 else total, cy))
+                width = max(len(x), len(y)) + 1
+                total = Signal(signed(min(width, len(self.sum))), name=f"sum{level}_{i}")
+                with m.If(en):
+                    m.d.sync += total.eq(x + y + cx)  # cx rides in the carry chain; cy moves on
+                nxt.append((total, stage(m, en, cy, f"sum{level}_{i}_c")))
             if len(vals) % 2:
-                nxt.append(vals[-1])
+                x, cx = vals[-1]
+                nxt.append((stage(m, en, x, f"sum{level}_{len(vals) - 1}"), stage(m, en, cx, f"sum{level}_c")))
             vals, level = nxt, level + 1
-        with m.If(self.en):
-            m.d.sync += [self.sum.eq(vals[0][0]), self.cin.eq(vals[0][1])]
+            built += 1
+            if len(vals) == 1:
+                break
+        m.d.comb += [self.sum.eq(vals[0][0]), self.cin.eq(vals[0][1])]
+        require(built == cfg.pe_stages, "pe_stages", f"{built}: gen/dybit_dyn.py's FusedPE builds {built} stages",
+                cfg.pe_stages)
         return m
 
 
 class FrontEnd(wiring.Component):
-    """Headers, the join of a and b, and the edge decoders: a stream of decoded beats."""
+    """Headers, the join of a and b, and the edge decoders (two register stages, `cfg.front_stages`): a stream of
+    decoded beats. Every register moves when `d` is ready."""
 
     def __init__(self, cfg: DyBitDynConfig):
         self.cfg = cfg
         super().__init__({"a": In(stream.Signature(a_layout(cfg))), "b": In(stream.Signature(b_layout(cfg))),
-                          "d": Out(stream.Signature(beat_layout(cfg)))})
+                          "d": Out(stream.Signature(beat_layout(cfg))), "lane_en": In(cfg.rows + cfg.cols)})
 
     def elaborate(self, platform):
         cfg = self.cfg
         R, C = cfg.rows, cfg.cols
         m = Module()
         a, b, d = self.a, self.b, self.d
+        # `lane_en`: R + C copies of d.ready (rows, then columns), each moving one decoder and its lane of d: the
+        # grid keeps them (`MacGrid.enable_copy`) so that no one net enables every register of the front end
 
         # ---- the job's formats, from its header
         fa, fb = Signal(FormatLayout()), Signal(FormatLayout())
@@ -321,7 +418,17 @@ class FrontEnd(wiring.Component):
         others = Cat(*[a.payload.data[i] for i in range(1, R)]).any() if R > 1 else Const(0, 1)
         hdr_bad = Cat(*bad).any() | others
 
-        # ---- decoders at the edge, with the job's formats
+        # ---- handshakes: a header alone, a data beat with its b beat; the registers move when d is ready
+        advance = d.ready
+        is_hdr = a.payload.header
+        fire_data = Signal()
+        m.d.comb += [
+            a.ready.eq(advance & (is_hdr | b.valid)),
+            b.ready.eq(advance & a.valid & ~is_hdr),
+            fire_data.eq(advance & a.valid & b.valid & ~is_hdr),
+        ]
+
+        # ---- decoders at the edge, with the job's formats; their first stage registers inside them
         mode = Signal(ModeLayout())
         m.d.comb += [mode.a8.eq(fa.is8), mode.b8.eq(fb.is8)]
         wides = []
@@ -331,41 +438,48 @@ class FrontEnd(wiring.Component):
             for idx, lane in enumerate(lanes_in):
                 dec = OperandDecoder(cfg, side)
                 m.submodules[f"dec_{side}{idx}"] = dec
-                m.d.comb += [dec.lane.eq(lane), dec.fmt.eq(fmt), dec.mode.eq(mode)]
+                m.d.comb += [dec.en.eq(self.lane_en[len(wides)]), dec.lane.eq(lane), dec.fmt.eq(fmt),
+                             dec.mode.eq(mode)]
                 out.append(dec.dec)
                 wides.append(dec.wide)
         wide_now = Cat(*wides).any()
 
-        # ---- handshakes: a header alone, a data beat with its b beat; the register moves when d is ready
-        advance = d.ready
-        is_hdr = a.payload.header
-        fire_data = Signal()
-        m.d.comb += [
-            a.ready.eq(advance & (is_hdr | b.valid)),
-            b.ready.eq(advance & a.valid & ~is_hdr),
-            fire_data.eq(advance & a.valid & b.valid & ~is_hdr),
-        ]
+        # stage 1: the beat's control beside the decoders' first stage
+        v1, last1, err1 = Signal(), Signal(), Signal()
+        mode1 = Signal(ModeLayout())
         with m.If(advance):
-            m.d.sync += d.valid.eq(fire_data)
+            m.d.sync += [v1.eq(fire_data), last1.eq(a.payload.last), err1.eq(hdr_err | job_wide | wide_now),
+                         mode1.eq(mode)]
         with m.If(fire_data):
-            m.d.sync += [d.payload.rows[i].eq(a_dec[i]) for i in range(R)]
-            m.d.sync += [d.payload.cols[j].eq(b_dec[j]) for j in range(C)]
-            m.d.sync += [d.payload.mode.eq(mode), d.payload.last.eq(a.payload.last),
-                         d.payload.err.eq(hdr_err | job_wide | wide_now), job_wide.eq(job_wide | wide_now)]
+            m.d.sync += job_wide.eq(job_wide | wide_now)
         with m.If(advance & a.valid & is_hdr):
             (a8, ai, ak), (b8, bi, bk) = parsed
             m.d.sync += [fa.is8.eq(a8), fa.is_int.eq(ai), fa.kmax.eq(ak),
                          fb.is8.eq(b8), fb.is_int.eq(bi), fb.kmax.eq(bk),
                          hdr_err.eq(hdr_bad), job_wide.eq(0)]
+        # stage 2: the decoded beat, d
+        with m.If(advance):
+            m.d.sync += [d.valid.eq(v1), d.payload.mode.eq(mode1), d.payload.last.eq(last1), d.payload.err.eq(err1)]
+        for i in range(R):
+            with m.If(self.lane_en[i]):
+                m.d.sync += d.payload.rows[i].eq(a_dec[i])
+        for j in range(C):
+            with m.If(self.lane_en[R + j]):
+                m.d.sync += d.payload.cols[j].eq(b_dec[j])
+        require(cfg.front_stages == 2, "front_stages", "2: gen/dybit_dyn.py's FrontEnd builds 2 stages",
+                cfg.front_stages)
         return m
 
 
 class MacGrid(wiring.Component):
-    """R x C FusedPEs fed by the decoded beats, their accumulators, and a stream of finished tiles."""
+    """R x C FusedPEs fed by the decoded beats through the broadcast registers, their accumulators, and a stream
+    of finished tiles."""
 
     def __init__(self, cfg: DyBitDynConfig):
         self.cfg = cfg
-        super().__init__({"d": In(stream.Signature(beat_layout(cfg))), "t": Out(stream.Signature(tile_layout(cfg)))})
+        super().__init__({"d": In(stream.Signature(beat_layout(cfg))), "t": Out(stream.Signature(tile_layout(cfg))),
+                          "freed": In(1), "lane_en": Out(cfg.rows + cfg.cols),
+                          "load": Out(cfg.rows * cfg.cols), "busy": Out(cfg.rows * cfg.cols)})
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -375,25 +489,70 @@ class MacGrid(wiring.Component):
         advance = Signal()
         m.d.comb += [advance.eq(~(t.valid & ~t.ready)), d.ready.eq(advance)]
 
-        # per-stage control: the beat's valid, last, error flag (and mode for the fuse stage)
-        depth = cfg.pipeline_depth  # stage 1 is the front end's register (d); stages 2..depth are here
-        v = [Signal(name=f"v{s}") for s in range(2, depth + 1)]
-        last = [Signal(name=f"last{s}") for s in range(2, depth + 1)]
-        err = [Signal(name=f"err{s}") for s in range(2, depth + 1)]
-        mode2 = Signal(ModeLayout())
+        # per-stage control: the beat's valid, last, error flag, from d (the front end's last stage) to the PEs'
+        # last stage
+        nb = cfg.broadcast_stages
+        stages = nb + cfg.pe_stages
+        v = [Signal(name=f"v{s}") for s in range(stages)]
+        last = [Signal(name=f"last{s}") for s in range(stages)]
+        err = [Signal(name=f"err{s}") for s in range(stages)]
         with m.If(advance):
-            m.d.sync += [v[0].eq(d.valid), last[0].eq(d.payload.last), err[0].eq(d.payload.err),
-                         mode2.eq(d.payload.mode)]
-            for s in range(1, len(v)):
+            m.d.sync += [v[0].eq(d.valid), last[0].eq(d.payload.last), err[0].eq(d.payload.err)]
+            for s in range(1, stages):
                 m.d.sync += [v[s].eq(v[s - 1]), last[s].eq(last[s - 1]), err[s].eq(err[s - 1])]
 
+        def enable_copy(name: str):
+            """A copy of `advance` (= d.ready, "the pipeline moves") from its own copy of the state that decides it:
+            the last stage's valid and last flags and the bank's busy flag (set when t fires, cleared when the
+            drain reports `freed`, as in RowDrain). Each copy enables one group of registers (a PE, a decoder,
+            a broadcast row), so that no net drives the enables of the whole array. The copies' next states
+            depend on themselves, so yosys cannot merge them (nor needs to: they are equal in every cycle)."""
+            vq, lq, bq = Signal(name=f"{name}_v"), Signal(name=f"{name}_last"), Signal(name=f"{name}_bank")
+            en = Signal(name=f"{name}_en")
+            m.d.comb += en.eq(~(vq & lq & bq))
+            with m.If(en):
+                m.d.sync += [vq.eq(v[-2]), lq.eq(last[-2])]
+            with m.If(vq & lq & ~bq):
+                m.d.sync += bq.eq(1)
+            with m.If(self.freed):
+                m.d.sync += bq.eq(0)
+            return en, vq, lq, bq
+
+        m.d.comb += [self.lane_en[k].eq(enable_copy(f"en_dec{k}")[0]) for k in range(R + C)]
+
+        # the operand broadcast: a tree of registers per row (and per column), each driving at most
+        # BROADCAST_FANOUT PEs
+        groups = 1 << nb
+        require(groups * BROADCAST_FANOUT >= max(R, C), "broadcast_stages",
+                f"enough for {max(R, C)} PEs per row or column at {BROADCAST_FANOUT} per register", nb)
+        a_lay, b_lay = side_layout(cfg, "a"), side_layout(cfg, "b")
+        rows = [[a_lay(x) for x in fanout_tree(m, d.payload.rows[i], nb, enable_copy(f"en_bcr{i}")[0],
+                                                f"bc_row{i}")] for i in range(R)] if nb else \
+            [[d.payload.rows[i]] for i in range(R)]
+        cols = [[b_lay(x) for x in fanout_tree(m, d.payload.cols[j], nb, enable_copy(f"en_bcc{j}")[0],
+                                                f"bc_col{j}")] for j in range(C)] if nb else \
+            [[d.payload.cols[j]] for j in range(C)]
+        # the mode, wanted by the PEs' third stage: a tree over the stages before it, one register per
+        # BROADCAST_FANOUT PEs at most
+        mode_stages = nb + 2
+        mode_levels = min(mode_stages, (-(-R * C // BROADCAST_FANOUT) - 1).bit_length())
+        mode_leaves = fanout_tree(m, d.payload.mode, mode_levels, advance, "bc_mode")
+        modes = []
+        for k, leaf in enumerate(mode_leaves):
+            for s in range(mode_stages - mode_levels):
+                leaf = stage(m, advance, leaf, f"bc_mode{k}_d{s}")
+            modes.append(ModeLayout()(leaf))
+
         sums = [[None] * C for _ in range(R)]
+        pe_en = [[None] * C for _ in range(R)]
         for i in range(R):
             for j in range(C):
                 pe = FusedPE(cfg)
                 m.submodules[f"pe_{i}_{j}"] = pe
-                m.d.comb += [pe.en.eq(advance), pe.a.eq(d.payload.rows[i]), pe.b.eq(d.payload.cols[j]),
-                             pe.mode.eq(mode2)]
+                pe_en[i][j] = en = enable_copy(f"en_pe_{i}_{j}")
+                m.d.comb += [pe.en.eq(en[0]), pe.a.eq(rows[i][j * groups // C]),
+                             pe.b.eq(cols[j][i * groups // R]),
+                             pe.mode.eq(modes[(i * C + j) * len(modes) // (R * C)])]
                 sums[i][j] = pe
 
         # accumulate; a finished tile leaves on t and the accumulators restart from zero (the flip-flops'
@@ -408,9 +567,12 @@ class MacGrid(wiring.Component):
                 acc = Signal(acc_shape, name=f"acc_{i}_{j}")
                 total = acc + sums[i][j].sum + sums[i][j].cin
                 m.d.comb += t.payload.data[i][j].eq(total)
-                with m.If(step & lastN):  # written this way, yosys maps it to the flip-flops' reset
+                en, vq, lq, bq = pe_en[i][j]  # the PE's copies of advance, vN, lastN and the bank's busy flag
+                # the bank register of this PE loads (t fires) and shifts (bank busy) from these copies too
+                m.d.comb += [self.load[i * C + j].eq(vq & lq & ~bq), self.busy[i * C + j].eq(bq)]
+                with m.If(en & vq & lq):  # written this way, yosys maps it to the flip-flops' reset
                     m.d.sync += acc.eq(0)
-                with m.Elif(step):
+                with m.Elif(en & vq):
                     m.d.sync += acc.eq(total)
         with m.If(step):
             m.d.sync += tile_err.eq(~lastN & (tile_err | errN))
@@ -418,11 +580,16 @@ class MacGrid(wiring.Component):
 
 
 class RowDrain(wiring.Component):
-    """The shadow bank: takes a finished tile when empty and sends it row by row."""
+    """The shadow bank: takes a finished tile when empty and sends it row by row.
+
+    `load` and `busy` (R x C, row-major) are the grid's copies of "t fires" and "the bank holds a tile", one per
+    bank register (a PE's accumulator width), equal to ``t.valid & t.ready`` and ``c.valid`` in every cycle:
+    they move the bank's registers so that no one net enables all of them. Used alone, tie them to those."""
 
     def __init__(self, cfg: DyBitDynConfig):
         self.cfg = cfg
-        super().__init__({"t": In(stream.Signature(tile_layout(cfg))), "c": Out(stream.Signature(c_layout(cfg)))})
+        super().__init__({"t": In(stream.Signature(tile_layout(cfg))), "c": Out(stream.Signature(c_layout(cfg))),
+                          "freed": Out(1), "load": In(cfg.rows * cfg.cols), "busy": In(cfg.rows * cfg.cols)})
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -437,14 +604,19 @@ class RowDrain(wiring.Component):
             c.valid.eq(bank_valid),
             c.payload.last.eq(row == R - 1),
             c.payload.error.eq(bank_err),
+            self.freed.eq(c.valid & c.ready & (row == R - 1)),  # the bank is empty from the next cycle
         ]
         m.d.comb += [c.payload.data[j].eq(bank[0][j]) for j in range(C)]
+        for i in range(R):
+            for j in range(C):
+                with m.If(self.load[i * C + j]):
+                    m.d.sync += bank[i][j].eq(t.payload.data[i][j])
+                if i < R - 1:
+                    with m.Elif(self.busy[i * C + j] & c.ready):
+                        m.d.sync += bank[i][j].eq(bank[i + 1][j])
         with m.If(t.valid & t.ready):
-            m.d.sync += [bank[i][j].eq(t.payload.data[i][j]) for i in range(R) for j in range(C)]
             m.d.sync += [bank_valid.eq(1), bank_err.eq(t.payload.err)]
         with m.If(c.valid & c.ready):
-            for i in range(R - 1):
-                m.d.sync += [bank[i][j].eq(bank[i + 1][j]) for j in range(C)]
             with m.If(row == R - 1):
                 m.d.sync += bank_valid.eq(0)
                 if R > 1:
@@ -470,6 +642,8 @@ class DyBitDynArray(wiring.Component):
         wiring.connect(m, wiring.flipped(self.b), front.b)
         wiring.connect(m, front.d, grid.d)
         wiring.connect(m, grid.t, drain.t)
+        m.d.comb += [grid.freed.eq(drain.freed), front.lane_en.eq(grid.lane_en), drain.load.eq(grid.load),
+                     drain.busy.eq(grid.busy)]
         wiring.connect(m, drain.c, wiring.flipped(self.c))
         return m
 

@@ -235,9 +235,14 @@ def test_host_refuses_bad_jobs_in_one_line():
 
 
 @pytest.mark.parametrize("cfg", [DyBitDynConfig(rows=1, cols=3, max_k=64), DyBitDynConfig(rows=2, cols=2,
-                                                                                        widths=(8,), max_k=64)],
-                         ids=["1x3", "2x2-w8"])
+                                                                                        widths=(8,), max_k=64),
+                                 DyBitDynConfig(rows=5, cols=2, max_k=64)],
+                         ids=["1x3", "2x2-w8", "5x2-broadcast-tree"])
 def test_other_shapes_and_widths(cfg):
+    """Odd shapes, one width only, and (5 x 2) a broadcast tree of one level: bit-exact, the cycle model exact
+    (its depth from the config's stage counts, which the generator checks it builds)."""
+    if cfg.rows == 5:
+        assert cfg.broadcast_stages == 1 and cfg.pipeline_depth == DyBitDynConfig().pipeline_depth + 1
     fmts = [f.name for f in cfg.formats]
     jobs = [(codes(width(fa), (5, 9), i), fa, codes(width(fb), (9, 4), 20 + i), fb)
             for i, (fa, fb) in enumerate(zip(fmts, fmts[::-1], strict=True))]

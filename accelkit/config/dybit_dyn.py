@@ -23,7 +23,13 @@ WIDTHS_ALLOWED = (4, 8)
 LANE_BITS = 16  # every a and b lane: P codes of n bits, P * n <= 16
 SUB_BITS = 4  # the sub-multipliers are 4 x 4 bits
 SHIFT_STEP = 2  # residual shifts are multiples of 2: the shifters have half the levels' worth of amounts
-PIPELINE_DEPTH = 5  # register stages before the accumulators: decode, sub-products, fuse+sign, shift, lane sum
+# Register stages before the accumulators (docs/dybit-dyn.md, "Pipeline"); the generator builds exactly these
+# and checks it against the config (gen/dybit_dyn.py), the cycle model reads `pipeline_depth`.
+FRONT_STAGES = 2  # the edge decoders: (1) each code's prefix, shift and value, (2) the decoded, placed operands
+BROADCAST_FANOUT = 4  # PEs one broadcast register drives; wider arrays get a register tree (`broadcast_stages`)
+PE_MUL_STAGES = 2  # the 4 x 4 sub-multiply: (1) partial-product pairs, (2) their sum
+PE_FUSE_STAGES = 2  # (1) pairs of sub-products (8 x 4, 4 x 8) and the middle pair of 8 x 8, (2) the 8 x 8 sum
+PE_SHIFT_STAGES = 1  # each lane's residual shift and sign (ones' complement)
 
 # header: lane 0 of the header beat holds A's format byte (bits 0..7) and B's (bits 8..15)
 FMT_N_BITS = (0, 3)  # n - 1
@@ -180,9 +186,33 @@ class DyBitDynConfig(BlockConfig):
         return (self.product_max * self.max_k).bit_length() + 1
 
     @property
+    def front_stages(self) -> int:
+        """Register stages of the edge decoders (the last one is the front end's output, stream ``d``)."""
+        return FRONT_STAGES
+
+    @property
+    def broadcast_stages(self) -> int:
+        """Registers between the front end and the PEs: a tree in which each register drives at most
+        BROADCAST_FANOUT PEs of its row (a row's operand) or column (a column's); none up to 4 x 4."""
+        groups, stages = -(-max(self.rows, self.cols) // BROADCAST_FANOUT), 0
+        while groups > 1:
+            groups, stages = -(-groups // 2), stages + 1
+        return stages
+
+    @property
+    def lane_sum_stages(self) -> int:
+        """The PE's lane sum: one registered level of two-operand adds per halving (at least one register)."""
+        return max(1, (len(self.lanes_used) - 1).bit_length())
+
+    @property
+    def pe_stages(self) -> int:
+        """Register stages inside a PE, from its operands to the sum it hands the accumulator."""
+        return PE_MUL_STAGES + PE_FUSE_STAGES + PE_SHIFT_STAGES + self.lane_sum_stages
+
+    @property
     def pipeline_depth(self) -> int:
         """Register stages from the operand handshake to the accumulators (the cycle model reads it)."""
-        return PIPELINE_DEPTH
+        return self.front_stages + self.broadcast_stages + self.pe_stages
 
     @property
     def peak_macs_per_cycle(self) -> dict[tuple[int, int], int]:
