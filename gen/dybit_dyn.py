@@ -478,8 +478,7 @@ class MacGrid(wiring.Component):
     def __init__(self, cfg: DyBitDynConfig):
         self.cfg = cfg
         super().__init__({"d": In(stream.Signature(beat_layout(cfg))), "t": Out(stream.Signature(tile_layout(cfg))),
-                          "freed": In(1), "lane_en": Out(cfg.rows + cfg.cols),
-                          "load": Out(cfg.rows * cfg.cols), "busy": Out(cfg.rows * cfg.cols)})
+                          "freed": In(1), "lane_en": Out(cfg.rows + cfg.cols)})
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -516,7 +515,7 @@ class MacGrid(wiring.Component):
                 m.d.sync += bq.eq(1)
             with m.If(self.freed):
                 m.d.sync += bq.eq(0)
-            return en, vq, lq, bq
+            return en, vq, lq
 
         m.d.comb += [self.lane_en[k].eq(enable_copy(f"en_dec{k}")[0]) for k in range(R + C)]
 
@@ -567,9 +566,7 @@ class MacGrid(wiring.Component):
                 acc = Signal(acc_shape, name=f"acc_{i}_{j}")
                 total = acc + sums[i][j].sum + sums[i][j].cin
                 m.d.comb += t.payload.data[i][j].eq(total)
-                en, vq, lq, bq = pe_en[i][j]  # the PE's copies of advance, vN, lastN and the bank's busy flag
-                # the bank register of this PE loads (t fires) and shifts (bank busy) from these copies too
-                m.d.comb += [self.load[i * C + j].eq(vq & lq & ~bq), self.busy[i * C + j].eq(bq)]
+                en, vq, lq = pe_en[i][j]  # the PE's copies of advance, vN and lastN
                 with m.If(en & vq & lq):  # written this way, yosys maps it to the flip-flops' reset
                     m.d.sync += acc.eq(0)
                 with m.Elif(en & vq):
@@ -580,16 +577,12 @@ class MacGrid(wiring.Component):
 
 
 class RowDrain(wiring.Component):
-    """The shadow bank: takes a finished tile when empty and sends it row by row.
-
-    `load` and `busy` (R x C, row-major) are the grid's copies of "t fires" and "the bank holds a tile", one per
-    bank register (a PE's accumulator width), equal to ``t.valid & t.ready`` and ``c.valid`` in every cycle:
-    they move the bank's registers so that no one net enables all of them. Used alone, tie them to those."""
+    """The shadow bank: takes a finished tile when empty and sends it row by row."""
 
     def __init__(self, cfg: DyBitDynConfig):
         self.cfg = cfg
         super().__init__({"t": In(stream.Signature(tile_layout(cfg))), "c": Out(stream.Signature(c_layout(cfg))),
-                          "freed": Out(1), "load": In(cfg.rows * cfg.cols), "busy": In(cfg.rows * cfg.cols)})
+                          "freed": Out(1)})
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -607,16 +600,12 @@ class RowDrain(wiring.Component):
             self.freed.eq(c.valid & c.ready & (row == R - 1)),  # the bank is empty from the next cycle
         ]
         m.d.comb += [c.payload.data[j].eq(bank[0][j]) for j in range(C)]
-        for i in range(R):
-            for j in range(C):
-                with m.If(self.load[i * C + j]):
-                    m.d.sync += bank[i][j].eq(t.payload.data[i][j])
-                if i < R - 1:
-                    with m.Elif(self.busy[i * C + j] & c.ready):
-                        m.d.sync += bank[i][j].eq(bank[i + 1][j])
         with m.If(t.valid & t.ready):
+            m.d.sync += [bank[i][j].eq(t.payload.data[i][j]) for i in range(R) for j in range(C)]
             m.d.sync += [bank_valid.eq(1), bank_err.eq(t.payload.err)]
         with m.If(c.valid & c.ready):
+            for i in range(R - 1):
+                m.d.sync += [bank[i][j].eq(bank[i + 1][j]) for j in range(C)]
             with m.If(row == R - 1):
                 m.d.sync += bank_valid.eq(0)
                 if R > 1:
@@ -642,8 +631,7 @@ class DyBitDynArray(wiring.Component):
         wiring.connect(m, wiring.flipped(self.b), front.b)
         wiring.connect(m, front.d, grid.d)
         wiring.connect(m, grid.t, drain.t)
-        m.d.comb += [grid.freed.eq(drain.freed), front.lane_en.eq(grid.lane_en), drain.load.eq(grid.load),
-                     drain.busy.eq(grid.busy)]
+        m.d.comb += [grid.freed.eq(drain.freed), front.lane_en.eq(grid.lane_en)]
         wiring.connect(m, drain.c, wiring.flipped(self.c))
         return m
 

@@ -46,18 +46,16 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   input b__valid;
   wire b__valid;
   wire \b__valid$16 ;
-  wire [15:0] busy;
-  wire [15:0] \busy$36 ;
   output [153:0] c__payload;
   wire [153:0] c__payload;
-  wire [153:0] \c__payload$37 ;
-  wire [151:0] \c__payload$37.data ;
-  wire [37:0] \c__payload$37.data[0] ;
-  wire [37:0] \c__payload$37.data[1] ;
-  wire [37:0] \c__payload$37.data[2] ;
-  wire [37:0] \c__payload$37.data[3] ;
-  wire \c__payload$37.error ;
-  wire \c__payload$37.last ;
+  wire [153:0] \c__payload$33 ;
+  wire [151:0] \c__payload$33.data ;
+  wire [37:0] \c__payload$33.data[0] ;
+  wire [37:0] \c__payload$33.data[1] ;
+  wire [37:0] \c__payload$33.data[2] ;
+  wire [37:0] \c__payload$33.data[3] ;
+  wire \c__payload$33.error ;
+  wire \c__payload$33.last ;
   wire [151:0] \c__payload.data ;
   wire [37:0] \c__payload.data[0] ;
   wire [37:0] \c__payload.data[1] ;
@@ -67,10 +65,10 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   wire \c__payload.last ;
   input c__ready;
   wire c__ready;
-  wire \c__ready$38 ;
+  wire \c__ready$34 ;
   output c__valid;
   wire c__valid;
-  wire \c__valid$39 ;
+  wire \c__valid$35 ;
   input clk;
   wire clk;
   wire [211:0] d__payload;
@@ -305,8 +303,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   wire \freed$30 ;
   wire [7:0] lane_en;
   wire [7:0] \lane_en$32 ;
-  wire [15:0] load;
-  wire [15:0] \load$34 ;
   input rst;
   wire rst;
   wire [608:0] t__payload;
@@ -360,13 +356,11 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   wire t__valid;
   wire \t__valid$28 ;
   \top.drain  drain (
-    .busy(busy),
     .c__payload(c__payload),
     .c__ready(c__ready),
     .c__valid(c__valid),
     .clk(clk),
     .freed(freed),
-    .load(load),
     .rst(rst),
     .t__payload(t__payload),
     .t__ready(t__ready),
@@ -388,13 +382,11 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   );
   \top.grid  grid (
     .advance(d__ready),
-    .busy(busy),
     .clk(clk),
     .d__payload(d__payload),
     .d__valid(d__valid),
     .freed(freed),
     .lane_en(lane_en),
-    .load(load),
     .rst(rst),
     .t__payload(t__payload),
     .t__ready(t__ready),
@@ -414,11 +406,9 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   assign \t__valid$28  = t__valid;
   assign \freed$30  = freed;
   assign \lane_en$32  = lane_en;
-  assign \load$34  = load;
-  assign \busy$36  = busy;
-  assign \c__payload$37  = c__payload;
-  assign \c__ready$38  = c__ready;
-  assign \c__valid$39  = c__valid;
+  assign \c__payload$33  = c__payload;
+  assign \c__ready$34  = c__ready;
+  assign \c__valid$35  = c__valid;
   assign \a__payload.data  = a__payload[63:0];
   assign \a__payload.data[0]  = a__payload[15:0];
   assign \a__payload.data[1]  = a__payload[31:16];
@@ -716,56 +706,44 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   assign \t__payload$24.data[3][2]  = t__payload[569:532];
   assign \t__payload$24.data[3][3]  = t__payload[607:570];
   assign \t__payload$24.err  = t__payload[608];
-  assign \c__payload$37.data  = c__payload[151:0];
-  assign \c__payload$37.data[0]  = c__payload[37:0];
-  assign \c__payload$37.data[1]  = c__payload[75:38];
-  assign \c__payload$37.data[2]  = c__payload[113:76];
-  assign \c__payload$37.data[3]  = c__payload[151:114];
-  assign \c__payload$37.last  = c__payload[152];
-  assign \c__payload$37.error  = c__payload[153];
+  assign \c__payload$33.data  = c__payload[151:0];
+  assign \c__payload$33.data[0]  = c__payload[37:0];
+  assign \c__payload$33.data[1]  = c__payload[75:38];
+  assign \c__payload$33.data[2]  = c__payload[113:76];
+  assign \c__payload$33.data[3]  = c__payload[151:114];
+  assign \c__payload$33.last  = c__payload[152];
+  assign \c__payload$33.error  = c__payload[153];
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, load, busy, c__payload, c__valid, c__ready);
+module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, c__payload, c__valid, c__ready);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire [2:0] \$19 ;
+  reg [37:0] \$10 ;
+  reg [37:0] \$11 ;
+  reg [37:0] \$12 ;
+  reg [37:0] \$13 ;
+  reg [37:0] \$14 ;
+  reg [37:0] \$15 ;
+  reg [37:0] \$16 ;
+  reg [37:0] \$17 ;
+  reg [37:0] \$18 ;
+  reg [37:0] \$19 ;
   wire \$2 ;
   reg [37:0] \$20 ;
   reg [37:0] \$21 ;
   reg [37:0] \$22 ;
   reg [37:0] \$23 ;
-  reg [37:0] \$24 ;
-  reg [37:0] \$25 ;
-  reg [37:0] \$26 ;
-  reg [37:0] \$27 ;
-  reg [37:0] \$28 ;
-  reg [37:0] \$29 ;
+  reg \$24 ;
+  reg \$25 ;
+  reg [1:0] \$26 ;
   wire \$3 ;
-  reg [37:0] \$30 ;
-  reg [37:0] \$31 ;
-  reg [37:0] \$32 ;
-  reg [37:0] \$33 ;
-  reg [37:0] \$34 ;
-  reg [37:0] \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg [1:0] \$38 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
+  wire [2:0] \$7 ;
+  reg [37:0] \$8 ;
+  reg [37:0] \$9 ;
   reg \$signal  = 1'h0;
   reg [37:0] bank_0_0 = 38'h0000000000;
   reg [37:0] bank_0_1 = 38'h0000000000;
@@ -784,8 +762,6 @@ module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, load, busy, 
   reg [37:0] bank_3_2 = 38'h0000000000;
   reg [37:0] bank_3_3 = 38'h0000000000;
   reg bank_err = 1'h0;
-  input [15:0] busy;
-  wire [15:0] busy;
   output [153:0] c__payload;
   wire [153:0] c__payload;
   wire [151:0] \c__payload.data ;
@@ -805,8 +781,6 @@ module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, load, busy, 
   reg [1:0] drain_row = 2'h0;
   output freed;
   wire freed;
-  input [15:0] load;
-  wire [15:0] load;
   input rst;
   wire rst;
   input [608:0] t__payload;
@@ -842,67 +816,209 @@ module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, load, busy, 
   assign \$2  = \$signal  & c__ready;
   assign \$3  = drain_row == 2'h3;
   assign freed = \$2  & \$3 ;
-  assign \$4  = busy[0] & c__ready;
-  assign \$5  = busy[1] & c__ready;
-  assign \$6  = busy[2] & c__ready;
-  assign \$7  = busy[3] & c__ready;
-  assign \$8  = busy[4] & c__ready;
-  assign \$9  = busy[5] & c__ready;
-  assign \$10  = busy[6] & c__ready;
-  assign \$11  = busy[7] & c__ready;
-  assign \$12  = busy[8] & c__ready;
-  assign \$13  = busy[9] & c__ready;
-  assign \$14  = busy[10] & c__ready;
-  assign \$15  = busy[11] & c__ready;
-  assign \$16  = t__valid & t__ready;
-  assign \$17  = \$signal  & c__ready;
-  assign \$18  = drain_row == 2'h3;
-  assign \$19  = drain_row + 1'h1;
+  assign \$4  = t__valid & t__ready;
+  assign \$5  = \$signal  & c__ready;
+  assign \$6  = drain_row == 2'h3;
+  assign \$7  = drain_row + 1'h1;
   always @(posedge clk)
-    bank_0_0 <= \$20 ;
+    bank_0_0 <= \$8 ;
   always @(posedge clk)
-    bank_0_1 <= \$21 ;
+    bank_0_1 <= \$9 ;
   always @(posedge clk)
-    bank_0_2 <= \$22 ;
+    bank_0_2 <= \$10 ;
   always @(posedge clk)
-    bank_0_3 <= \$23 ;
+    bank_0_3 <= \$11 ;
   always @(posedge clk)
-    bank_1_0 <= \$24 ;
+    bank_1_0 <= \$12 ;
   always @(posedge clk)
-    bank_1_1 <= \$25 ;
+    bank_1_1 <= \$13 ;
   always @(posedge clk)
-    bank_1_2 <= \$26 ;
+    bank_1_2 <= \$14 ;
   always @(posedge clk)
-    bank_1_3 <= \$27 ;
+    bank_1_3 <= \$15 ;
   always @(posedge clk)
-    bank_2_0 <= \$28 ;
+    bank_2_0 <= \$16 ;
   always @(posedge clk)
-    bank_2_1 <= \$29 ;
+    bank_2_1 <= \$17 ;
   always @(posedge clk)
-    bank_2_2 <= \$30 ;
+    bank_2_2 <= \$18 ;
   always @(posedge clk)
-    bank_2_3 <= \$31 ;
+    bank_2_3 <= \$19 ;
   always @(posedge clk)
-    bank_3_0 <= \$32 ;
+    bank_3_0 <= \$20 ;
   always @(posedge clk)
-    bank_3_1 <= \$33 ;
+    bank_3_1 <= \$21 ;
   always @(posedge clk)
-    bank_3_2 <= \$34 ;
+    bank_3_2 <= \$22 ;
   always @(posedge clk)
-    bank_3_3 <= \$35 ;
+    bank_3_3 <= \$23 ;
   always @(posedge clk)
-    \$signal  <= \$36 ;
+    \$signal  <= \$24 ;
   always @(posedge clk)
-    bank_err <= \$37 ;
+    bank_err <= \$25 ;
   always @(posedge clk)
-    drain_row <= \$38 ;
+    drain_row <= \$26 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$20  = bank_0_0;
-    if (load[0]) begin
-      \$20  = t__payload[37:0];
-    end else if (\$4 ) begin
-      \$20  = bank_1_0;
+    \$8  = bank_0_0;
+    if (\$4 ) begin
+      \$8  = t__payload[37:0];
+    end
+    if (\$5 ) begin
+      \$8  = bank_1_0;
+    end
+    if (rst) begin
+      \$8  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$9  = bank_0_1;
+    if (\$4 ) begin
+      \$9  = t__payload[75:38];
+    end
+    if (\$5 ) begin
+      \$9  = bank_1_1;
+    end
+    if (rst) begin
+      \$9  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$10  = bank_0_2;
+    if (\$4 ) begin
+      \$10  = t__payload[113:76];
+    end
+    if (\$5 ) begin
+      \$10  = bank_1_2;
+    end
+    if (rst) begin
+      \$10  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$11  = bank_0_3;
+    if (\$4 ) begin
+      \$11  = t__payload[151:114];
+    end
+    if (\$5 ) begin
+      \$11  = bank_1_3;
+    end
+    if (rst) begin
+      \$11  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$12  = bank_1_0;
+    if (\$4 ) begin
+      \$12  = t__payload[189:152];
+    end
+    if (\$5 ) begin
+      \$12  = bank_2_0;
+    end
+    if (rst) begin
+      \$12  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$13  = bank_1_1;
+    if (\$4 ) begin
+      \$13  = t__payload[227:190];
+    end
+    if (\$5 ) begin
+      \$13  = bank_2_1;
+    end
+    if (rst) begin
+      \$13  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$14  = bank_1_2;
+    if (\$4 ) begin
+      \$14  = t__payload[265:228];
+    end
+    if (\$5 ) begin
+      \$14  = bank_2_2;
+    end
+    if (rst) begin
+      \$14  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$15  = bank_1_3;
+    if (\$4 ) begin
+      \$15  = t__payload[303:266];
+    end
+    if (\$5 ) begin
+      \$15  = bank_2_3;
+    end
+    if (rst) begin
+      \$15  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$16  = bank_2_0;
+    if (\$4 ) begin
+      \$16  = t__payload[341:304];
+    end
+    if (\$5 ) begin
+      \$16  = bank_3_0;
+    end
+    if (rst) begin
+      \$16  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$17  = bank_2_1;
+    if (\$4 ) begin
+      \$17  = t__payload[379:342];
+    end
+    if (\$5 ) begin
+      \$17  = bank_3_1;
+    end
+    if (rst) begin
+      \$17  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$18  = bank_2_2;
+    if (\$4 ) begin
+      \$18  = t__payload[417:380];
+    end
+    if (\$5 ) begin
+      \$18  = bank_3_2;
+    end
+    if (rst) begin
+      \$18  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$19  = bank_2_3;
+    if (\$4 ) begin
+      \$19  = t__payload[455:418];
+    end
+    if (\$5 ) begin
+      \$19  = bank_3_3;
+    end
+    if (rst) begin
+      \$19  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$20  = bank_3_0;
+    if (\$4 ) begin
+      \$20  = t__payload[493:456];
     end
     if (rst) begin
       \$20  = 38'h0000000000;
@@ -910,11 +1026,9 @@ module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, load, busy, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$21  = bank_0_1;
-    if (load[1]) begin
-      \$21  = t__payload[75:38];
-    end else if (\$5 ) begin
-      \$21  = bank_1_1;
+    \$21  = bank_3_1;
+    if (\$4 ) begin
+      \$21  = t__payload[531:494];
     end
     if (rst) begin
       \$21  = 38'h0000000000;
@@ -922,11 +1036,9 @@ module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, load, busy, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$22  = bank_0_2;
-    if (load[2]) begin
-      \$22  = t__payload[113:76];
-    end else if (\$6 ) begin
-      \$22  = bank_1_2;
+    \$22  = bank_3_2;
+    if (\$4 ) begin
+      \$22  = t__payload[569:532];
     end
     if (rst) begin
       \$22  = 38'h0000000000;
@@ -934,11 +1046,9 @@ module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, load, busy, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$23  = bank_0_3;
-    if (load[3]) begin
-      \$23  = t__payload[151:114];
-    end else if (\$7 ) begin
-      \$23  = bank_1_3;
+    \$23  = bank_3_3;
+    if (\$4 ) begin
+      \$23  = t__payload[607:570];
     end
     if (rst) begin
       \$23  = 38'h0000000000;
@@ -946,178 +1056,42 @@ module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, load, busy, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$24  = bank_1_0;
-    if (load[4]) begin
-      \$24  = t__payload[189:152];
-    end else if (\$8 ) begin
-      \$24  = bank_2_0;
+    \$24  = \$signal ;
+    if (\$4 ) begin
+      \$24  = 1'h1;
     end
-    if (rst) begin
-      \$24  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$25  = bank_1_1;
-    if (load[5]) begin
-      \$25  = t__payload[227:190];
-    end else if (\$9 ) begin
-      \$25  = bank_2_1;
-    end
-    if (rst) begin
-      \$25  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$26  = bank_1_2;
-    if (load[6]) begin
-      \$26  = t__payload[265:228];
-    end else if (\$10 ) begin
-      \$26  = bank_2_2;
-    end
-    if (rst) begin
-      \$26  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$27  = bank_1_3;
-    if (load[7]) begin
-      \$27  = t__payload[303:266];
-    end else if (\$11 ) begin
-      \$27  = bank_2_3;
-    end
-    if (rst) begin
-      \$27  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$28  = bank_2_0;
-    if (load[8]) begin
-      \$28  = t__payload[341:304];
-    end else if (\$12 ) begin
-      \$28  = bank_3_0;
-    end
-    if (rst) begin
-      \$28  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$29  = bank_2_1;
-    if (load[9]) begin
-      \$29  = t__payload[379:342];
-    end else if (\$13 ) begin
-      \$29  = bank_3_1;
-    end
-    if (rst) begin
-      \$29  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$30  = bank_2_2;
-    if (load[10]) begin
-      \$30  = t__payload[417:380];
-    end else if (\$14 ) begin
-      \$30  = bank_3_2;
-    end
-    if (rst) begin
-      \$30  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$31  = bank_2_3;
-    if (load[11]) begin
-      \$31  = t__payload[455:418];
-    end else if (\$15 ) begin
-      \$31  = bank_3_3;
-    end
-    if (rst) begin
-      \$31  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$32  = bank_3_0;
-    if (load[12]) begin
-      \$32  = t__payload[493:456];
-    end
-    if (rst) begin
-      \$32  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$33  = bank_3_1;
-    if (load[13]) begin
-      \$33  = t__payload[531:494];
-    end
-    if (rst) begin
-      \$33  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$34  = bank_3_2;
-    if (load[14]) begin
-      \$34  = t__payload[569:532];
-    end
-    if (rst) begin
-      \$34  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = bank_3_3;
-    if (load[15]) begin
-      \$35  = t__payload[607:570];
-    end
-    if (rst) begin
-      \$35  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = \$signal ;
-    if (\$16 ) begin
-      \$36  = 1'h1;
-    end
-    if (\$17 ) begin
-      if (\$18 ) begin
-        \$36  = 1'h0;
+    if (\$5 ) begin
+      if (\$6 ) begin
+        \$24  = 1'h0;
       end
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$24  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = bank_err;
-    if (\$16 ) begin
-      \$37  = t__payload[608];
+    \$25  = bank_err;
+    if (\$4 ) begin
+      \$25  = t__payload[608];
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$25  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$38  = drain_row;
-    if (\$17 ) begin
+    \$26  = drain_row;
+    if (\$5 ) begin
       (* full_case = 32'd1 *)
-      if (\$18 ) begin
-        \$38  = 2'h0;
+      if (\$6 ) begin
+        \$26  = 2'h0;
       end else begin
-        \$38  = \$19 [1:0];
+        \$26  = \$7 [1:0];
       end
     end
     if (rst) begin
-      \$38  = 2'h0;
+      \$26  = 2'h0;
     end
   end
   assign c__valid = \$signal ;
@@ -9884,41 +9858,41 @@ module \top.front.dec_b3 (clk, rst, wide, mode, fmt, dec, en, lane);
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload, lane_en, t__payload, load, busy, clk);
+module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload, lane_en, t__payload, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
   wire \$101 ;
-  wire [38:0] \$102 ;
-  wire [39:0] \$103 ;
+  wire \$102 ;
+  wire \$103 ;
   wire \$104 ;
   wire \$105 ;
   wire \$106 ;
-  wire [38:0] \$107 ;
-  wire [39:0] \$108 ;
+  wire \$107 ;
+  wire \$108 ;
   wire \$109 ;
   wire \$11 ;
   wire \$110 ;
   wire \$111 ;
-  wire [38:0] \$112 ;
-  wire [39:0] \$113 ;
+  wire \$112 ;
+  wire \$113 ;
   wire \$114 ;
   wire \$115 ;
   wire \$116 ;
-  wire [38:0] \$117 ;
-  wire [39:0] \$118 ;
+  wire \$117 ;
+  wire \$118 ;
   wire \$119 ;
   wire \$12 ;
   wire \$120 ;
   wire \$121 ;
-  wire [38:0] \$122 ;
-  wire [39:0] \$123 ;
+  wire \$122 ;
+  wire \$123 ;
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
-  wire [38:0] \$127 ;
-  wire [39:0] \$128 ;
+  wire \$127 ;
+  wire \$128 ;
   wire \$129 ;
   wire \$13 ;
   wire \$130 ;
@@ -9952,151 +9926,151 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   wire \$156 ;
   wire \$157 ;
   wire \$158 ;
-  wire \$159 ;
+  wire [38:0] \$159 ;
   wire \$16 ;
-  wire \$160 ;
+  wire [39:0] \$160 ;
   wire \$161 ;
   wire \$162 ;
   wire \$163 ;
-  wire \$164 ;
-  wire \$165 ;
+  wire [38:0] \$164 ;
+  wire [39:0] \$165 ;
   wire \$166 ;
   wire \$167 ;
   wire \$168 ;
-  wire \$169 ;
+  wire [38:0] \$169 ;
   wire \$17 ;
-  wire \$170 ;
+  wire [39:0] \$170 ;
   wire \$171 ;
   wire \$172 ;
   wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
+  wire [38:0] \$174 ;
+  wire [39:0] \$175 ;
   wire \$176 ;
   wire \$177 ;
   wire \$178 ;
-  wire \$179 ;
+  wire [38:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
+  wire [39:0] \$180 ;
   wire \$181 ;
   wire \$182 ;
   wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
+  wire [38:0] \$184 ;
+  wire [39:0] \$185 ;
   wire \$186 ;
   wire \$187 ;
   wire \$188 ;
-  wire \$189 ;
+  wire [38:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
+  wire [39:0] \$190 ;
   wire \$191 ;
   wire \$192 ;
   wire \$193 ;
-  wire \$194 ;
-  wire \$195 ;
+  wire [38:0] \$194 ;
+  wire [39:0] \$195 ;
   wire \$196 ;
   wire \$197 ;
   wire \$198 ;
-  wire \$199 ;
+  wire [38:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$200 ;
+  wire [39:0] \$200 ;
   wire \$201 ;
   wire \$202 ;
   wire \$203 ;
-  wire \$204 ;
-  wire \$205 ;
+  wire [38:0] \$204 ;
+  wire [39:0] \$205 ;
   wire \$206 ;
-  wire [38:0] \$207 ;
-  wire [39:0] \$208 ;
-  wire \$209 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire [38:0] \$209 ;
   wire \$21 ;
-  wire \$210 ;
+  wire [39:0] \$210 ;
   wire \$211 ;
-  wire [38:0] \$212 ;
-  wire [39:0] \$213 ;
-  wire \$214 ;
-  wire \$215 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire [38:0] \$214 ;
+  wire [39:0] \$215 ;
   wire \$216 ;
-  wire [38:0] \$217 ;
-  wire [39:0] \$218 ;
-  wire \$219 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire [38:0] \$219 ;
   wire \$22 ;
-  wire \$220 ;
+  wire [39:0] \$220 ;
   wire \$221 ;
-  wire [38:0] \$222 ;
-  wire [39:0] \$223 ;
-  wire \$224 ;
-  wire \$225 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire [38:0] \$224 ;
+  wire [39:0] \$225 ;
   wire \$226 ;
-  wire [38:0] \$227 ;
-  wire [39:0] \$228 ;
-  wire \$229 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire [38:0] \$229 ;
   wire \$23 ;
-  wire \$230 ;
+  wire [39:0] \$230 ;
   wire \$231 ;
-  wire [38:0] \$232 ;
-  wire [39:0] \$233 ;
-  wire \$234 ;
-  wire \$235 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire [38:0] \$234 ;
+  wire [39:0] \$235 ;
   wire \$236 ;
-  wire [38:0] \$237 ;
-  wire [39:0] \$238 ;
-  wire \$239 ;
+  wire \$237 ;
+  wire \$238 ;
+  reg \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire [38:0] \$242 ;
-  wire [39:0] \$243 ;
-  wire \$244 ;
-  wire \$245 ;
-  wire \$246 ;
-  wire [38:0] \$247 ;
-  wire [39:0] \$248 ;
-  wire \$249 ;
+  reg \$240 ;
+  reg \$241 ;
+  reg \$242 ;
+  reg \$243 ;
+  reg \$244 ;
+  reg \$245 ;
+  reg \$246 ;
+  reg \$247 ;
+  reg \$248 ;
+  reg \$249 ;
   wire \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire [38:0] \$252 ;
-  wire [39:0] \$253 ;
-  wire \$254 ;
-  wire \$255 ;
-  wire \$256 ;
-  wire [38:0] \$257 ;
-  wire [39:0] \$258 ;
-  wire \$259 ;
+  reg \$250 ;
+  reg \$251 ;
+  reg \$252 ;
+  reg \$253 ;
+  reg \$254 ;
+  reg \$255 ;
+  reg \$256 ;
+  reg \$257 ;
+  reg \$258 ;
+  reg \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire \$261 ;
-  wire [38:0] \$262 ;
-  wire [39:0] \$263 ;
-  wire \$264 ;
-  wire \$265 ;
-  wire \$266 ;
-  wire [38:0] \$267 ;
-  wire [39:0] \$268 ;
-  wire \$269 ;
+  reg \$260 ;
+  reg \$261 ;
+  reg \$262 ;
+  reg \$263 ;
+  reg \$264 ;
+  reg \$265 ;
+  reg \$266 ;
+  reg \$267 ;
+  reg \$268 ;
+  reg \$269 ;
   wire \$27 ;
-  wire \$270 ;
-  wire \$271 ;
-  wire [38:0] \$272 ;
-  wire [39:0] \$273 ;
-  wire \$274 ;
-  wire \$275 ;
-  wire \$276 ;
-  wire [38:0] \$277 ;
-  wire [39:0] \$278 ;
-  wire \$279 ;
+  reg \$270 ;
+  reg \$271 ;
+  reg \$272 ;
+  reg \$273 ;
+  reg \$274 ;
+  reg \$275 ;
+  reg \$276 ;
+  reg \$277 ;
+  reg \$278 ;
+  reg \$279 ;
   wire \$28 ;
-  wire \$280 ;
-  wire \$281 ;
-  wire [38:0] \$282 ;
-  wire [39:0] \$283 ;
-  wire \$284 ;
-  wire \$285 ;
-  wire \$286 ;
-  reg \$287 ;
-  reg \$288 ;
-  reg \$289 ;
+  reg \$280 ;
+  reg \$281 ;
+  reg \$282 ;
+  reg \$283 ;
+  reg [1:0] \$284 ;
+  reg [1:0] \$285 ;
+  reg [1:0] \$286 ;
+  reg [1:0] \$287 ;
+  reg [1:0] \$288 ;
+  reg [1:0] \$289 ;
   wire \$29 ;
   reg \$290 ;
   reg \$291 ;
@@ -10145,85 +10119,37 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   wire \$33 ;
   reg \$330 ;
   reg \$331 ;
-  reg [1:0] \$332 ;
-  reg [1:0] \$333 ;
-  reg [1:0] \$334 ;
-  reg [1:0] \$335 ;
-  reg [1:0] \$336 ;
-  reg [1:0] \$337 ;
-  reg \$338 ;
-  reg \$339 ;
+  reg \$332 ;
+  reg \$333 ;
+  reg \$334 ;
+  reg \$335 ;
+  reg \$336 ;
+  reg \$337 ;
+  reg [37:0] \$338 ;
+  reg [37:0] \$339 ;
   wire \$34 ;
-  reg \$340 ;
-  reg \$341 ;
-  reg \$342 ;
-  reg \$343 ;
-  reg \$344 ;
-  reg \$345 ;
-  reg \$346 ;
-  reg \$347 ;
-  reg \$348 ;
-  reg \$349 ;
+  reg [37:0] \$340 ;
+  reg [37:0] \$341 ;
+  reg [37:0] \$342 ;
+  reg [37:0] \$343 ;
+  reg [37:0] \$344 ;
+  reg [37:0] \$345 ;
+  reg [37:0] \$346 ;
+  reg [37:0] \$347 ;
+  reg [37:0] \$348 ;
+  reg [37:0] \$349 ;
   wire \$35 ;
-  reg \$350 ;
-  reg \$351 ;
-  reg \$352 ;
-  reg \$353 ;
+  reg [37:0] \$350 ;
+  reg [37:0] \$351 ;
+  reg [37:0] \$352 ;
+  reg [37:0] \$353 ;
   reg \$354 ;
-  reg \$355 ;
-  reg \$356 ;
-  reg \$357 ;
-  reg \$358 ;
-  reg \$359 ;
   wire \$36 ;
-  reg \$360 ;
-  reg \$361 ;
-  reg \$362 ;
-  reg \$363 ;
-  reg \$364 ;
-  reg \$365 ;
-  reg \$366 ;
-  reg \$367 ;
-  reg \$368 ;
-  reg \$369 ;
   wire \$37 ;
-  reg \$370 ;
-  reg \$371 ;
-  reg \$372 ;
-  reg \$373 ;
-  reg \$374 ;
-  reg \$375 ;
-  reg \$376 ;
-  reg \$377 ;
-  reg \$378 ;
-  reg \$379 ;
   wire \$38 ;
-  reg \$380 ;
-  reg \$381 ;
-  reg \$382 ;
-  reg \$383 ;
-  reg \$384 ;
-  reg \$385 ;
-  reg [37:0] \$386 ;
-  reg [37:0] \$387 ;
-  reg [37:0] \$388 ;
-  reg [37:0] \$389 ;
   wire \$39 ;
-  reg [37:0] \$390 ;
-  reg [37:0] \$391 ;
-  reg [37:0] \$392 ;
-  reg [37:0] \$393 ;
-  reg [37:0] \$394 ;
-  reg [37:0] \$395 ;
-  reg [37:0] \$396 ;
-  reg [37:0] \$397 ;
-  reg [37:0] \$398 ;
-  reg [37:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg [37:0] \$400 ;
-  reg [37:0] \$401 ;
-  reg \$402 ;
   wire \$41 ;
   wire \$42 ;
   wire \$43 ;
@@ -10238,55 +10164,55 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   wire \$51 ;
   wire [38:0] \$52 ;
   wire [39:0] \$53 ;
-  wire \$54 ;
-  wire \$55 ;
-  wire \$56 ;
-  wire [38:0] \$57 ;
-  wire [39:0] \$58 ;
-  wire \$59 ;
+  wire [38:0] \$54 ;
+  wire [39:0] \$55 ;
+  wire [38:0] \$56 ;
+  wire [39:0] \$57 ;
+  wire [38:0] \$58 ;
+  wire [39:0] \$59 ;
   wire \$6 ;
-  wire \$60 ;
-  wire \$61 ;
+  wire [38:0] \$60 ;
+  wire [39:0] \$61 ;
   wire [38:0] \$62 ;
   wire [39:0] \$63 ;
-  wire \$64 ;
-  wire \$65 ;
-  wire \$66 ;
-  wire [38:0] \$67 ;
-  wire [39:0] \$68 ;
-  wire \$69 ;
+  wire [38:0] \$64 ;
+  wire [39:0] \$65 ;
+  wire [38:0] \$66 ;
+  wire [39:0] \$67 ;
+  wire [38:0] \$68 ;
+  wire [39:0] \$69 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
+  wire [38:0] \$70 ;
+  wire [39:0] \$71 ;
   wire [38:0] \$72 ;
   wire [39:0] \$73 ;
-  wire \$74 ;
-  wire \$75 ;
-  wire \$76 ;
-  wire [38:0] \$77 ;
-  wire [39:0] \$78 ;
-  wire \$79 ;
+  wire [38:0] \$74 ;
+  wire [39:0] \$75 ;
+  wire [38:0] \$76 ;
+  wire [39:0] \$77 ;
+  wire [38:0] \$78 ;
+  wire [39:0] \$79 ;
   wire \$8 ;
-  wire \$80 ;
-  wire \$81 ;
+  wire [38:0] \$80 ;
+  wire [39:0] \$81 ;
   wire [38:0] \$82 ;
   wire [39:0] \$83 ;
   wire \$84 ;
   wire \$85 ;
   wire \$86 ;
-  wire [38:0] \$87 ;
-  wire [39:0] \$88 ;
+  wire \$87 ;
+  wire \$88 ;
   wire \$89 ;
   wire \$9 ;
   wire \$90 ;
   wire \$91 ;
-  wire [38:0] \$92 ;
-  wire [39:0] \$93 ;
+  wire \$92 ;
+  wire \$93 ;
   wire \$94 ;
   wire \$95 ;
   wire \$96 ;
-  wire [38:0] \$97 ;
-  wire [39:0] \$98 ;
+  wire \$97 ;
+  wire \$98 ;
   wire \$99 ;
   wire [25:0] a;
   wire [25:0] \a$101 ;
@@ -10732,24 +10658,22 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   wire [1:0] bc_mode_t1_2;
   (* init = 2'h3 *)
   wire [1:0] bc_mode_t1_3;
-  output [15:0] busy;
-  wire [15:0] busy;
   wire cin;
-  wire \cin$183 ;
-  wire \cin$186 ;
-  wire \cin$189 ;
-  wire \cin$192 ;
-  wire \cin$195 ;
-  wire \cin$198 ;
-  wire \cin$201 ;
-  wire \cin$204 ;
-  wire \cin$207 ;
-  wire \cin$210 ;
-  wire \cin$213 ;
-  wire \cin$216 ;
-  wire \cin$219 ;
-  wire \cin$222 ;
-  wire \cin$225 ;
+  wire \cin$181 ;
+  wire \cin$184 ;
+  wire \cin$187 ;
+  wire \cin$190 ;
+  wire \cin$193 ;
+  wire \cin$196 ;
+  wire \cin$199 ;
+  wire \cin$202 ;
+  wire \cin$205 ;
+  wire \cin$208 ;
+  wire \cin$211 ;
+  wire \cin$214 ;
+  wire \cin$217 ;
+  wire \cin$220 ;
+  wire \cin$223 ;
   input clk;
   wire clk;
   input [211:0] d__payload;
@@ -10998,8 +10922,6 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   reg last4 = 1'h0;
   reg last5 = 1'h0;
   reg last6 = 1'h0;
-  output [15:0] load;
-  wire [15:0] load;
   reg [1:0] mode = 2'h0;
   (* init = 2'h3 *)
   wire [1:0] \mode$103 ;
@@ -11064,21 +10986,21 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   wire rst;
   wire step;
   wire [25:0] sum;
-  wire [25:0] \sum$182 ;
-  wire [25:0] \sum$185 ;
-  wire [25:0] \sum$188 ;
-  wire [25:0] \sum$191 ;
-  wire [25:0] \sum$194 ;
-  wire [25:0] \sum$197 ;
-  wire [25:0] \sum$200 ;
-  wire [25:0] \sum$203 ;
-  wire [25:0] \sum$206 ;
-  wire [25:0] \sum$209 ;
-  wire [25:0] \sum$212 ;
-  wire [25:0] \sum$215 ;
-  wire [25:0] \sum$218 ;
-  wire [25:0] \sum$221 ;
-  wire [25:0] \sum$224 ;
+  wire [25:0] \sum$180 ;
+  wire [25:0] \sum$183 ;
+  wire [25:0] \sum$186 ;
+  wire [25:0] \sum$189 ;
+  wire [25:0] \sum$192 ;
+  wire [25:0] \sum$195 ;
+  wire [25:0] \sum$198 ;
+  wire [25:0] \sum$201 ;
+  wire [25:0] \sum$204 ;
+  wire [25:0] \sum$207 ;
+  wire [25:0] \sum$210 ;
+  wire [25:0] \sum$213 ;
+  wire [25:0] \sum$216 ;
+  wire [25:0] \sum$219 ;
+  wire [25:0] \sum$222 ;
   output [608:0] t__payload;
   wire [608:0] t__payload;
   wire [607:0] \t__payload.data ;
@@ -11195,471 +11117,423 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   assign step = advance & v6;
   assign \$52  = $signed(acc_0_0) + $signed(sum);
   assign \$53  = $signed(\$52 ) + $signed({ 1'h0, cin });
-  assign \$54  = en_pe_0_0_v & en_pe_0_0_last;
-  assign \$55  = ~ en_pe_0_0_bank;
-  assign \$56  = \$54  & \$55 ;
-  assign \$57  = $signed(acc_0_1) + $signed(\sum$182 );
-  assign \$58  = $signed(\$57 ) + $signed({ 1'h0, \cin$183  });
-  assign \$59  = en_pe_0_1_v & en_pe_0_1_last;
-  assign \$60  = ~ en_pe_0_1_bank;
-  assign \$61  = \$59  & \$60 ;
-  assign \$62  = $signed(acc_0_2) + $signed(\sum$185 );
-  assign \$63  = $signed(\$62 ) + $signed({ 1'h0, \cin$186  });
-  assign \$64  = en_pe_0_2_v & en_pe_0_2_last;
-  assign \$65  = ~ en_pe_0_2_bank;
-  assign \$66  = \$64  & \$65 ;
-  assign \$67  = $signed(acc_0_3) + $signed(\sum$188 );
-  assign \$68  = $signed(\$67 ) + $signed({ 1'h0, \cin$189  });
-  assign \$69  = en_pe_0_3_v & en_pe_0_3_last;
-  assign \$70  = ~ en_pe_0_3_bank;
-  assign \$71  = \$69  & \$70 ;
-  assign \$72  = $signed(acc_1_0) + $signed(\sum$191 );
-  assign \$73  = $signed(\$72 ) + $signed({ 1'h0, \cin$192  });
-  assign \$74  = en_pe_1_0_v & en_pe_1_0_last;
-  assign \$75  = ~ en_pe_1_0_bank;
-  assign \$76  = \$74  & \$75 ;
-  assign \$77  = $signed(acc_1_1) + $signed(\sum$194 );
-  assign \$78  = $signed(\$77 ) + $signed({ 1'h0, \cin$195  });
-  assign \$79  = en_pe_1_1_v & en_pe_1_1_last;
-  assign \$80  = ~ en_pe_1_1_bank;
-  assign \$81  = \$79  & \$80 ;
-  assign \$82  = $signed(acc_1_2) + $signed(\sum$197 );
-  assign \$83  = $signed(\$82 ) + $signed({ 1'h0, \cin$198  });
-  assign \$84  = en_pe_1_2_v & en_pe_1_2_last;
-  assign \$85  = ~ en_pe_1_2_bank;
+  assign \$54  = $signed(acc_0_1) + $signed(\sum$180 );
+  assign \$55  = $signed(\$54 ) + $signed({ 1'h0, \cin$181  });
+  assign \$56  = $signed(acc_0_2) + $signed(\sum$183 );
+  assign \$57  = $signed(\$56 ) + $signed({ 1'h0, \cin$184  });
+  assign \$58  = $signed(acc_0_3) + $signed(\sum$186 );
+  assign \$59  = $signed(\$58 ) + $signed({ 1'h0, \cin$187  });
+  assign \$60  = $signed(acc_1_0) + $signed(\sum$189 );
+  assign \$61  = $signed(\$60 ) + $signed({ 1'h0, \cin$190  });
+  assign \$62  = $signed(acc_1_1) + $signed(\sum$192 );
+  assign \$63  = $signed(\$62 ) + $signed({ 1'h0, \cin$193  });
+  assign \$64  = $signed(acc_1_2) + $signed(\sum$195 );
+  assign \$65  = $signed(\$64 ) + $signed({ 1'h0, \cin$196  });
+  assign \$66  = $signed(acc_1_3) + $signed(\sum$198 );
+  assign \$67  = $signed(\$66 ) + $signed({ 1'h0, \cin$199  });
+  assign \$68  = $signed(acc_2_0) + $signed(\sum$201 );
+  assign \$69  = $signed(\$68 ) + $signed({ 1'h0, \cin$202  });
+  assign \$70  = $signed(acc_2_1) + $signed(\sum$204 );
+  assign \$71  = $signed(\$70 ) + $signed({ 1'h0, \cin$205  });
+  assign \$72  = $signed(acc_2_2) + $signed(\sum$207 );
+  assign \$73  = $signed(\$72 ) + $signed({ 1'h0, \cin$208  });
+  assign \$74  = $signed(acc_2_3) + $signed(\sum$210 );
+  assign \$75  = $signed(\$74 ) + $signed({ 1'h0, \cin$211  });
+  assign \$76  = $signed(acc_3_0) + $signed(\sum$213 );
+  assign \$77  = $signed(\$76 ) + $signed({ 1'h0, \cin$214  });
+  assign \$78  = $signed(acc_3_1) + $signed(\sum$216 );
+  assign \$79  = $signed(\$78 ) + $signed({ 1'h0, \cin$217  });
+  assign \$80  = $signed(acc_3_2) + $signed(\sum$219 );
+  assign \$81  = $signed(\$80 ) + $signed({ 1'h0, \cin$220  });
+  assign \$82  = $signed(acc_3_3) + $signed(\sum$222 );
+  assign \$83  = $signed(\$82 ) + $signed({ 1'h0, \cin$223  });
+  assign \$84  = en_dec0_v & en_dec0_last;
+  assign \$85  = ~ en_dec0_bank;
   assign \$86  = \$84  & \$85 ;
-  assign \$87  = $signed(acc_1_3) + $signed(\sum$200 );
-  assign \$88  = $signed(\$87 ) + $signed({ 1'h0, \cin$201  });
-  assign \$89  = en_pe_1_3_v & en_pe_1_3_last;
-  assign \$90  = ~ en_pe_1_3_bank;
-  assign \$91  = \$89  & \$90 ;
-  assign \$92  = $signed(acc_2_0) + $signed(\sum$203 );
-  assign \$93  = $signed(\$92 ) + $signed({ 1'h0, \cin$204  });
-  assign \$94  = en_pe_2_0_v & en_pe_2_0_last;
-  assign \$95  = ~ en_pe_2_0_bank;
-  assign \$96  = \$94  & \$95 ;
-  assign \$97  = $signed(acc_2_1) + $signed(\sum$206 );
-  assign \$98  = $signed(\$97 ) + $signed({ 1'h0, \cin$207  });
-  assign \$99  = en_pe_2_1_v & en_pe_2_1_last;
-  assign \$100  = ~ en_pe_2_1_bank;
+  assign \$87  = en_dec1_v & en_dec1_last;
+  assign \$88  = ~ en_dec1_bank;
+  assign \$89  = \$87  & \$88 ;
+  assign \$90  = en_dec2_v & en_dec2_last;
+  assign \$91  = ~ en_dec2_bank;
+  assign \$92  = \$90  & \$91 ;
+  assign \$93  = en_dec3_v & en_dec3_last;
+  assign \$94  = ~ en_dec3_bank;
+  assign \$95  = \$93  & \$94 ;
+  assign \$96  = en_dec4_v & en_dec4_last;
+  assign \$97  = ~ en_dec4_bank;
+  assign \$98  = \$96  & \$97 ;
+  assign \$99  = en_dec5_v & en_dec5_last;
+  assign \$100  = ~ en_dec5_bank;
   assign \$101  = \$99  & \$100 ;
-  assign \$102  = $signed(acc_2_2) + $signed(\sum$209 );
-  assign \$103  = $signed(\$102 ) + $signed({ 1'h0, \cin$210  });
-  assign \$104  = en_pe_2_2_v & en_pe_2_2_last;
-  assign \$105  = ~ en_pe_2_2_bank;
-  assign \$106  = \$104  & \$105 ;
-  assign \$107  = $signed(acc_2_3) + $signed(\sum$212 );
-  assign \$108  = $signed(\$107 ) + $signed({ 1'h0, \cin$213  });
-  assign \$109  = en_pe_2_3_v & en_pe_2_3_last;
-  assign \$110  = ~ en_pe_2_3_bank;
-  assign \$111  = \$109  & \$110 ;
-  assign \$112  = $signed(acc_3_0) + $signed(\sum$215 );
-  assign \$113  = $signed(\$112 ) + $signed({ 1'h0, \cin$216  });
-  assign \$114  = en_pe_3_0_v & en_pe_3_0_last;
-  assign \$115  = ~ en_pe_3_0_bank;
+  assign \$102  = en_dec6_v & en_dec6_last;
+  assign \$103  = ~ en_dec6_bank;
+  assign \$104  = \$102  & \$103 ;
+  assign \$105  = en_dec7_v & en_dec7_last;
+  assign \$106  = ~ en_dec7_bank;
+  assign \$107  = \$105  & \$106 ;
+  assign \$108  = en_pe_0_0_v & en_pe_0_0_last;
+  assign \$109  = ~ en_pe_0_0_bank;
+  assign \$110  = \$108  & \$109 ;
+  assign \$111  = en_pe_0_1_v & en_pe_0_1_last;
+  assign \$112  = ~ en_pe_0_1_bank;
+  assign \$113  = \$111  & \$112 ;
+  assign \$114  = en_pe_0_2_v & en_pe_0_2_last;
+  assign \$115  = ~ en_pe_0_2_bank;
   assign \$116  = \$114  & \$115 ;
-  assign \$117  = $signed(acc_3_1) + $signed(\sum$218 );
-  assign \$118  = $signed(\$117 ) + $signed({ 1'h0, \cin$219  });
-  assign \$119  = en_pe_3_1_v & en_pe_3_1_last;
-  assign \$120  = ~ en_pe_3_1_bank;
-  assign \$121  = \$119  & \$120 ;
-  assign \$122  = $signed(acc_3_2) + $signed(\sum$221 );
-  assign \$123  = $signed(\$122 ) + $signed({ 1'h0, \cin$222  });
-  assign \$124  = en_pe_3_2_v & en_pe_3_2_last;
-  assign \$125  = ~ en_pe_3_2_bank;
-  assign \$126  = \$124  & \$125 ;
-  assign \$127  = $signed(acc_3_3) + $signed(\sum$224 );
-  assign \$128  = $signed(\$127 ) + $signed({ 1'h0, \cin$225  });
-  assign \$129  = en_pe_3_3_v & en_pe_3_3_last;
-  assign \$130  = ~ en_pe_3_3_bank;
+  assign \$117  = en_pe_0_3_v & en_pe_0_3_last;
+  assign \$118  = ~ en_pe_0_3_bank;
+  assign \$119  = \$117  & \$118 ;
+  assign \$120  = en_pe_1_0_v & en_pe_1_0_last;
+  assign \$121  = ~ en_pe_1_0_bank;
+  assign \$122  = \$120  & \$121 ;
+  assign \$123  = en_pe_1_1_v & en_pe_1_1_last;
+  assign \$124  = ~ en_pe_1_1_bank;
+  assign \$125  = \$123  & \$124 ;
+  assign \$126  = en_pe_1_2_v & en_pe_1_2_last;
+  assign \$127  = ~ en_pe_1_2_bank;
+  assign \$128  = \$126  & \$127 ;
+  assign \$129  = en_pe_1_3_v & en_pe_1_3_last;
+  assign \$130  = ~ en_pe_1_3_bank;
   assign \$131  = \$129  & \$130 ;
-  assign \$132  = en_dec0_v & en_dec0_last;
-  assign \$133  = ~ en_dec0_bank;
+  assign \$132  = en_pe_2_0_v & en_pe_2_0_last;
+  assign \$133  = ~ en_pe_2_0_bank;
   assign \$134  = \$132  & \$133 ;
-  assign \$135  = en_dec1_v & en_dec1_last;
-  assign \$136  = ~ en_dec1_bank;
+  assign \$135  = en_pe_2_1_v & en_pe_2_1_last;
+  assign \$136  = ~ en_pe_2_1_bank;
   assign \$137  = \$135  & \$136 ;
-  assign \$138  = en_dec2_v & en_dec2_last;
-  assign \$139  = ~ en_dec2_bank;
+  assign \$138  = en_pe_2_2_v & en_pe_2_2_last;
+  assign \$139  = ~ en_pe_2_2_bank;
   assign \$140  = \$138  & \$139 ;
-  assign \$141  = en_dec3_v & en_dec3_last;
-  assign \$142  = ~ en_dec3_bank;
+  assign \$141  = en_pe_2_3_v & en_pe_2_3_last;
+  assign \$142  = ~ en_pe_2_3_bank;
   assign \$143  = \$141  & \$142 ;
-  assign \$144  = en_dec4_v & en_dec4_last;
-  assign \$145  = ~ en_dec4_bank;
+  assign \$144  = en_pe_3_0_v & en_pe_3_0_last;
+  assign \$145  = ~ en_pe_3_0_bank;
   assign \$146  = \$144  & \$145 ;
-  assign \$147  = en_dec5_v & en_dec5_last;
-  assign \$148  = ~ en_dec5_bank;
+  assign \$147  = en_pe_3_1_v & en_pe_3_1_last;
+  assign \$148  = ~ en_pe_3_1_bank;
   assign \$149  = \$147  & \$148 ;
-  assign \$150  = en_dec6_v & en_dec6_last;
-  assign \$151  = ~ en_dec6_bank;
+  assign \$150  = en_pe_3_2_v & en_pe_3_2_last;
+  assign \$151  = ~ en_pe_3_2_bank;
   assign \$152  = \$150  & \$151 ;
-  assign \$153  = en_dec7_v & en_dec7_last;
-  assign \$154  = ~ en_dec7_bank;
+  assign \$153  = en_pe_3_3_v & en_pe_3_3_last;
+  assign \$154  = ~ en_pe_3_3_bank;
   assign \$155  = \$153  & \$154 ;
-  assign \$156  = en_pe_0_0_v & en_pe_0_0_last;
-  assign \$157  = ~ en_pe_0_0_bank;
-  assign \$158  = \$156  & \$157 ;
-  assign \$159  = en_pe_0_1_v & en_pe_0_1_last;
-  assign \$160  = ~ en_pe_0_1_bank;
-  assign \$161  = \$159  & \$160 ;
-  assign \$162  = en_pe_0_2_v & en_pe_0_2_last;
-  assign \$163  = ~ en_pe_0_2_bank;
-  assign \$164  = \$162  & \$163 ;
-  assign \$165  = en_pe_0_3_v & en_pe_0_3_last;
-  assign \$166  = ~ en_pe_0_3_bank;
-  assign \$167  = \$165  & \$166 ;
-  assign \$168  = en_pe_1_0_v & en_pe_1_0_last;
-  assign \$169  = ~ en_pe_1_0_bank;
-  assign \$170  = \$168  & \$169 ;
-  assign \$171  = en_pe_1_1_v & en_pe_1_1_last;
-  assign \$172  = ~ en_pe_1_1_bank;
-  assign \$173  = \$171  & \$172 ;
-  assign \$174  = en_pe_1_2_v & en_pe_1_2_last;
-  assign \$175  = ~ en_pe_1_2_bank;
-  assign \$176  = \$174  & \$175 ;
-  assign \$177  = en_pe_1_3_v & en_pe_1_3_last;
-  assign \$178  = ~ en_pe_1_3_bank;
-  assign \$179  = \$177  & \$178 ;
-  assign \$180  = en_pe_2_0_v & en_pe_2_0_last;
-  assign \$181  = ~ en_pe_2_0_bank;
-  assign \$182  = \$180  & \$181 ;
-  assign \$183  = en_pe_2_1_v & en_pe_2_1_last;
-  assign \$184  = ~ en_pe_2_1_bank;
-  assign \$185  = \$183  & \$184 ;
-  assign \$186  = en_pe_2_2_v & en_pe_2_2_last;
-  assign \$187  = ~ en_pe_2_2_bank;
-  assign \$188  = \$186  & \$187 ;
-  assign \$189  = en_pe_2_3_v & en_pe_2_3_last;
-  assign \$190  = ~ en_pe_2_3_bank;
-  assign \$191  = \$189  & \$190 ;
-  assign \$192  = en_pe_3_0_v & en_pe_3_0_last;
-  assign \$193  = ~ en_pe_3_0_bank;
-  assign \$194  = \$192  & \$193 ;
-  assign \$195  = en_pe_3_1_v & en_pe_3_1_last;
-  assign \$196  = ~ en_pe_3_1_bank;
-  assign \$197  = \$195  & \$196 ;
-  assign \$198  = en_pe_3_2_v & en_pe_3_2_last;
-  assign \$199  = ~ en_pe_3_2_bank;
-  assign \$200  = \$198  & \$199 ;
-  assign \$201  = en_pe_3_3_v & en_pe_3_3_last;
-  assign \$202  = ~ en_pe_3_3_bank;
-  assign \$203  = \$201  & \$202 ;
-  assign \$204  = en_pe_0_0_en & en_pe_0_0_v;
-  assign \$205  = \$204  & en_pe_0_0_last;
-  assign \$206  = en_pe_0_0_en & en_pe_0_0_v;
-  assign \$207  = $signed(acc_0_0) + $signed(sum);
-  assign \$208  = $signed(\$207 ) + $signed({ 1'h0, cin });
-  assign \$209  = en_pe_0_1_en & en_pe_0_1_v;
-  assign \$210  = \$209  & en_pe_0_1_last;
-  assign \$211  = en_pe_0_1_en & en_pe_0_1_v;
-  assign \$212  = $signed(acc_0_1) + $signed(\sum$182 );
-  assign \$213  = $signed(\$212 ) + $signed({ 1'h0, \cin$183  });
-  assign \$214  = en_pe_0_2_en & en_pe_0_2_v;
-  assign \$215  = \$214  & en_pe_0_2_last;
-  assign \$216  = en_pe_0_2_en & en_pe_0_2_v;
-  assign \$217  = $signed(acc_0_2) + $signed(\sum$185 );
-  assign \$218  = $signed(\$217 ) + $signed({ 1'h0, \cin$186  });
-  assign \$219  = en_pe_0_3_en & en_pe_0_3_v;
-  assign \$220  = \$219  & en_pe_0_3_last;
-  assign \$221  = en_pe_0_3_en & en_pe_0_3_v;
-  assign \$222  = $signed(acc_0_3) + $signed(\sum$188 );
-  assign \$223  = $signed(\$222 ) + $signed({ 1'h0, \cin$189  });
-  assign \$224  = en_pe_1_0_en & en_pe_1_0_v;
-  assign \$225  = \$224  & en_pe_1_0_last;
-  assign \$226  = en_pe_1_0_en & en_pe_1_0_v;
-  assign \$227  = $signed(acc_1_0) + $signed(\sum$191 );
-  assign \$228  = $signed(\$227 ) + $signed({ 1'h0, \cin$192  });
-  assign \$229  = en_pe_1_1_en & en_pe_1_1_v;
-  assign \$230  = \$229  & en_pe_1_1_last;
-  assign \$231  = en_pe_1_1_en & en_pe_1_1_v;
-  assign \$232  = $signed(acc_1_1) + $signed(\sum$194 );
-  assign \$233  = $signed(\$232 ) + $signed({ 1'h0, \cin$195  });
-  assign \$234  = en_pe_1_2_en & en_pe_1_2_v;
-  assign \$235  = \$234  & en_pe_1_2_last;
-  assign \$236  = en_pe_1_2_en & en_pe_1_2_v;
-  assign \$237  = $signed(acc_1_2) + $signed(\sum$197 );
-  assign \$238  = $signed(\$237 ) + $signed({ 1'h0, \cin$198  });
-  assign \$239  = en_pe_1_3_en & en_pe_1_3_v;
-  assign \$240  = \$239  & en_pe_1_3_last;
-  assign \$241  = en_pe_1_3_en & en_pe_1_3_v;
-  assign \$242  = $signed(acc_1_3) + $signed(\sum$200 );
-  assign \$243  = $signed(\$242 ) + $signed({ 1'h0, \cin$201  });
-  assign \$244  = en_pe_2_0_en & en_pe_2_0_v;
-  assign \$245  = \$244  & en_pe_2_0_last;
-  assign \$246  = en_pe_2_0_en & en_pe_2_0_v;
-  assign \$247  = $signed(acc_2_0) + $signed(\sum$203 );
-  assign \$248  = $signed(\$247 ) + $signed({ 1'h0, \cin$204  });
-  assign \$249  = en_pe_2_1_en & en_pe_2_1_v;
-  assign \$250  = \$249  & en_pe_2_1_last;
-  assign \$251  = en_pe_2_1_en & en_pe_2_1_v;
-  assign \$252  = $signed(acc_2_1) + $signed(\sum$206 );
-  assign \$253  = $signed(\$252 ) + $signed({ 1'h0, \cin$207  });
-  assign \$254  = en_pe_2_2_en & en_pe_2_2_v;
-  assign \$255  = \$254  & en_pe_2_2_last;
-  assign \$256  = en_pe_2_2_en & en_pe_2_2_v;
-  assign \$257  = $signed(acc_2_2) + $signed(\sum$209 );
-  assign \$258  = $signed(\$257 ) + $signed({ 1'h0, \cin$210  });
-  assign \$259  = en_pe_2_3_en & en_pe_2_3_v;
-  assign \$260  = \$259  & en_pe_2_3_last;
-  assign \$261  = en_pe_2_3_en & en_pe_2_3_v;
-  assign \$262  = $signed(acc_2_3) + $signed(\sum$212 );
-  assign \$263  = $signed(\$262 ) + $signed({ 1'h0, \cin$213  });
-  assign \$264  = en_pe_3_0_en & en_pe_3_0_v;
-  assign \$265  = \$264  & en_pe_3_0_last;
-  assign \$266  = en_pe_3_0_en & en_pe_3_0_v;
-  assign \$267  = $signed(acc_3_0) + $signed(\sum$215 );
-  assign \$268  = $signed(\$267 ) + $signed({ 1'h0, \cin$216  });
-  assign \$269  = en_pe_3_1_en & en_pe_3_1_v;
-  assign \$270  = \$269  & en_pe_3_1_last;
-  assign \$271  = en_pe_3_1_en & en_pe_3_1_v;
-  assign \$272  = $signed(acc_3_1) + $signed(\sum$218 );
-  assign \$273  = $signed(\$272 ) + $signed({ 1'h0, \cin$219  });
-  assign \$274  = en_pe_3_2_en & en_pe_3_2_v;
-  assign \$275  = \$274  & en_pe_3_2_last;
-  assign \$276  = en_pe_3_2_en & en_pe_3_2_v;
-  assign \$277  = $signed(acc_3_2) + $signed(\sum$221 );
-  assign \$278  = $signed(\$277 ) + $signed({ 1'h0, \cin$222  });
-  assign \$279  = en_pe_3_3_en & en_pe_3_3_v;
-  assign \$280  = \$279  & en_pe_3_3_last;
-  assign \$281  = en_pe_3_3_en & en_pe_3_3_v;
-  assign \$282  = $signed(acc_3_3) + $signed(\sum$224 );
-  assign \$283  = $signed(\$282 ) + $signed({ 1'h0, \cin$225  });
-  assign \$284  = ~ last6;
-  assign \$285  = tile_err | err6;
-  assign \$286  = \$284  & \$285 ;
+  assign \$156  = en_pe_0_0_en & en_pe_0_0_v;
+  assign \$157  = \$156  & en_pe_0_0_last;
+  assign \$158  = en_pe_0_0_en & en_pe_0_0_v;
+  assign \$159  = $signed(acc_0_0) + $signed(sum);
+  assign \$160  = $signed(\$159 ) + $signed({ 1'h0, cin });
+  assign \$161  = en_pe_0_1_en & en_pe_0_1_v;
+  assign \$162  = \$161  & en_pe_0_1_last;
+  assign \$163  = en_pe_0_1_en & en_pe_0_1_v;
+  assign \$164  = $signed(acc_0_1) + $signed(\sum$180 );
+  assign \$165  = $signed(\$164 ) + $signed({ 1'h0, \cin$181  });
+  assign \$166  = en_pe_0_2_en & en_pe_0_2_v;
+  assign \$167  = \$166  & en_pe_0_2_last;
+  assign \$168  = en_pe_0_2_en & en_pe_0_2_v;
+  assign \$169  = $signed(acc_0_2) + $signed(\sum$183 );
+  assign \$170  = $signed(\$169 ) + $signed({ 1'h0, \cin$184  });
+  assign \$171  = en_pe_0_3_en & en_pe_0_3_v;
+  assign \$172  = \$171  & en_pe_0_3_last;
+  assign \$173  = en_pe_0_3_en & en_pe_0_3_v;
+  assign \$174  = $signed(acc_0_3) + $signed(\sum$186 );
+  assign \$175  = $signed(\$174 ) + $signed({ 1'h0, \cin$187  });
+  assign \$176  = en_pe_1_0_en & en_pe_1_0_v;
+  assign \$177  = \$176  & en_pe_1_0_last;
+  assign \$178  = en_pe_1_0_en & en_pe_1_0_v;
+  assign \$179  = $signed(acc_1_0) + $signed(\sum$189 );
+  assign \$180  = $signed(\$179 ) + $signed({ 1'h0, \cin$190  });
+  assign \$181  = en_pe_1_1_en & en_pe_1_1_v;
+  assign \$182  = \$181  & en_pe_1_1_last;
+  assign \$183  = en_pe_1_1_en & en_pe_1_1_v;
+  assign \$184  = $signed(acc_1_1) + $signed(\sum$192 );
+  assign \$185  = $signed(\$184 ) + $signed({ 1'h0, \cin$193  });
+  assign \$186  = en_pe_1_2_en & en_pe_1_2_v;
+  assign \$187  = \$186  & en_pe_1_2_last;
+  assign \$188  = en_pe_1_2_en & en_pe_1_2_v;
+  assign \$189  = $signed(acc_1_2) + $signed(\sum$195 );
+  assign \$190  = $signed(\$189 ) + $signed({ 1'h0, \cin$196  });
+  assign \$191  = en_pe_1_3_en & en_pe_1_3_v;
+  assign \$192  = \$191  & en_pe_1_3_last;
+  assign \$193  = en_pe_1_3_en & en_pe_1_3_v;
+  assign \$194  = $signed(acc_1_3) + $signed(\sum$198 );
+  assign \$195  = $signed(\$194 ) + $signed({ 1'h0, \cin$199  });
+  assign \$196  = en_pe_2_0_en & en_pe_2_0_v;
+  assign \$197  = \$196  & en_pe_2_0_last;
+  assign \$198  = en_pe_2_0_en & en_pe_2_0_v;
+  assign \$199  = $signed(acc_2_0) + $signed(\sum$201 );
+  assign \$200  = $signed(\$199 ) + $signed({ 1'h0, \cin$202  });
+  assign \$201  = en_pe_2_1_en & en_pe_2_1_v;
+  assign \$202  = \$201  & en_pe_2_1_last;
+  assign \$203  = en_pe_2_1_en & en_pe_2_1_v;
+  assign \$204  = $signed(acc_2_1) + $signed(\sum$204 );
+  assign \$205  = $signed(\$204 ) + $signed({ 1'h0, \cin$205  });
+  assign \$206  = en_pe_2_2_en & en_pe_2_2_v;
+  assign \$207  = \$206  & en_pe_2_2_last;
+  assign \$208  = en_pe_2_2_en & en_pe_2_2_v;
+  assign \$209  = $signed(acc_2_2) + $signed(\sum$207 );
+  assign \$210  = $signed(\$209 ) + $signed({ 1'h0, \cin$208  });
+  assign \$211  = en_pe_2_3_en & en_pe_2_3_v;
+  assign \$212  = \$211  & en_pe_2_3_last;
+  assign \$213  = en_pe_2_3_en & en_pe_2_3_v;
+  assign \$214  = $signed(acc_2_3) + $signed(\sum$210 );
+  assign \$215  = $signed(\$214 ) + $signed({ 1'h0, \cin$211  });
+  assign \$216  = en_pe_3_0_en & en_pe_3_0_v;
+  assign \$217  = \$216  & en_pe_3_0_last;
+  assign \$218  = en_pe_3_0_en & en_pe_3_0_v;
+  assign \$219  = $signed(acc_3_0) + $signed(\sum$213 );
+  assign \$220  = $signed(\$219 ) + $signed({ 1'h0, \cin$214  });
+  assign \$221  = en_pe_3_1_en & en_pe_3_1_v;
+  assign \$222  = \$221  & en_pe_3_1_last;
+  assign \$223  = en_pe_3_1_en & en_pe_3_1_v;
+  assign \$224  = $signed(acc_3_1) + $signed(\sum$216 );
+  assign \$225  = $signed(\$224 ) + $signed({ 1'h0, \cin$217  });
+  assign \$226  = en_pe_3_2_en & en_pe_3_2_v;
+  assign \$227  = \$226  & en_pe_3_2_last;
+  assign \$228  = en_pe_3_2_en & en_pe_3_2_v;
+  assign \$229  = $signed(acc_3_2) + $signed(\sum$219 );
+  assign \$230  = $signed(\$229 ) + $signed({ 1'h0, \cin$220  });
+  assign \$231  = en_pe_3_3_en & en_pe_3_3_v;
+  assign \$232  = \$231  & en_pe_3_3_last;
+  assign \$233  = en_pe_3_3_en & en_pe_3_3_v;
+  assign \$234  = $signed(acc_3_3) + $signed(\sum$222 );
+  assign \$235  = $signed(\$234 ) + $signed({ 1'h0, \cin$223  });
+  assign \$236  = ~ last6;
+  assign \$237  = tile_err | err6;
+  assign \$238  = \$236  & \$237 ;
   always @(posedge clk)
-    v0 <= \$287 ;
+    v0 <= \$239 ;
   always @(posedge clk)
-    last0 <= \$288 ;
+    last0 <= \$240 ;
   always @(posedge clk)
-    err0 <= \$289 ;
+    err0 <= \$241 ;
   always @(posedge clk)
-    v1 <= \$290 ;
+    v1 <= \$242 ;
   always @(posedge clk)
-    last1 <= \$291 ;
+    last1 <= \$243 ;
   always @(posedge clk)
-    err1 <= \$292 ;
+    err1 <= \$244 ;
   always @(posedge clk)
-    v2 <= \$293 ;
+    v2 <= \$245 ;
   always @(posedge clk)
-    last2 <= \$294 ;
+    last2 <= \$246 ;
   always @(posedge clk)
-    err2 <= \$295 ;
+    err2 <= \$247 ;
   always @(posedge clk)
-    v3 <= \$296 ;
+    v3 <= \$248 ;
   always @(posedge clk)
-    last3 <= \$297 ;
+    last3 <= \$249 ;
   always @(posedge clk)
-    err3 <= \$298 ;
+    err3 <= \$250 ;
   always @(posedge clk)
-    v4 <= \$299 ;
+    v4 <= \$251 ;
   always @(posedge clk)
-    last4 <= \$300 ;
+    last4 <= \$252 ;
   always @(posedge clk)
-    err4 <= \$301 ;
+    err4 <= \$253 ;
   always @(posedge clk)
-    v5 <= \$302 ;
+    v5 <= \$254 ;
   always @(posedge clk)
-    last5 <= \$303 ;
+    last5 <= \$255 ;
   always @(posedge clk)
-    err5 <= \$304 ;
+    err5 <= \$256 ;
   always @(posedge clk)
-    v6 <= \$305 ;
+    v6 <= \$257 ;
   always @(posedge clk)
-    last6 <= \$306 ;
+    last6 <= \$258 ;
   always @(posedge clk)
-    err6 <= \$307 ;
+    err6 <= \$259 ;
   always @(posedge clk)
-    en_dec0_v <= \$308 ;
+    en_dec0_v <= \$260 ;
   always @(posedge clk)
-    en_dec0_last <= \$309 ;
+    en_dec0_last <= \$261 ;
   always @(posedge clk)
-    en_dec0_bank <= \$310 ;
+    en_dec0_bank <= \$262 ;
   always @(posedge clk)
-    en_dec1_v <= \$311 ;
+    en_dec1_v <= \$263 ;
   always @(posedge clk)
-    en_dec1_last <= \$312 ;
+    en_dec1_last <= \$264 ;
   always @(posedge clk)
-    en_dec1_bank <= \$313 ;
+    en_dec1_bank <= \$265 ;
   always @(posedge clk)
-    en_dec2_v <= \$314 ;
+    en_dec2_v <= \$266 ;
   always @(posedge clk)
-    en_dec2_last <= \$315 ;
+    en_dec2_last <= \$267 ;
   always @(posedge clk)
-    en_dec2_bank <= \$316 ;
+    en_dec2_bank <= \$268 ;
   always @(posedge clk)
-    en_dec3_v <= \$317 ;
+    en_dec3_v <= \$269 ;
   always @(posedge clk)
-    en_dec3_last <= \$318 ;
+    en_dec3_last <= \$270 ;
   always @(posedge clk)
-    en_dec3_bank <= \$319 ;
+    en_dec3_bank <= \$271 ;
   always @(posedge clk)
-    en_dec4_v <= \$320 ;
+    en_dec4_v <= \$272 ;
   always @(posedge clk)
-    en_dec4_last <= \$321 ;
+    en_dec4_last <= \$273 ;
   always @(posedge clk)
-    en_dec4_bank <= \$322 ;
+    en_dec4_bank <= \$274 ;
   always @(posedge clk)
-    en_dec5_v <= \$323 ;
+    en_dec5_v <= \$275 ;
   always @(posedge clk)
-    en_dec5_last <= \$324 ;
+    en_dec5_last <= \$276 ;
   always @(posedge clk)
-    en_dec5_bank <= \$325 ;
+    en_dec5_bank <= \$277 ;
   always @(posedge clk)
-    en_dec6_v <= \$326 ;
+    en_dec6_v <= \$278 ;
   always @(posedge clk)
-    en_dec6_last <= \$327 ;
+    en_dec6_last <= \$279 ;
   always @(posedge clk)
-    en_dec6_bank <= \$328 ;
+    en_dec6_bank <= \$280 ;
   always @(posedge clk)
-    en_dec7_v <= \$329 ;
+    en_dec7_v <= \$281 ;
   always @(posedge clk)
-    en_dec7_last <= \$330 ;
+    en_dec7_last <= \$282 ;
   always @(posedge clk)
-    en_dec7_bank <= \$331 ;
+    en_dec7_bank <= \$283 ;
   always @(posedge clk)
-    bc_mode_t0_0 <= \$332 ;
+    bc_mode_t0_0 <= \$284 ;
   always @(posedge clk)
-    bc_mode_t0_1 <= \$333 ;
+    bc_mode_t0_1 <= \$285 ;
   always @(posedge clk)
-    mode <= \$334 ;
+    mode <= \$286 ;
   always @(posedge clk)
-    \mode$78  <= \$335 ;
+    \mode$78  <= \$287 ;
   always @(posedge clk)
-    \mode$111  <= \$336 ;
+    \mode$111  <= \$288 ;
   always @(posedge clk)
-    \mode$144  <= \$337 ;
+    \mode$144  <= \$289 ;
   always @(posedge clk)
-    en_pe_0_0_v <= \$338 ;
+    en_pe_0_0_v <= \$290 ;
   always @(posedge clk)
-    en_pe_0_0_last <= \$339 ;
+    en_pe_0_0_last <= \$291 ;
   always @(posedge clk)
-    en_pe_0_0_bank <= \$340 ;
+    en_pe_0_0_bank <= \$292 ;
   always @(posedge clk)
-    en_pe_0_1_v <= \$341 ;
+    en_pe_0_1_v <= \$293 ;
   always @(posedge clk)
-    en_pe_0_1_last <= \$342 ;
+    en_pe_0_1_last <= \$294 ;
   always @(posedge clk)
-    en_pe_0_1_bank <= \$343 ;
+    en_pe_0_1_bank <= \$295 ;
   always @(posedge clk)
-    en_pe_0_2_v <= \$344 ;
+    en_pe_0_2_v <= \$296 ;
   always @(posedge clk)
-    en_pe_0_2_last <= \$345 ;
+    en_pe_0_2_last <= \$297 ;
   always @(posedge clk)
-    en_pe_0_2_bank <= \$346 ;
+    en_pe_0_2_bank <= \$298 ;
   always @(posedge clk)
-    en_pe_0_3_v <= \$347 ;
+    en_pe_0_3_v <= \$299 ;
   always @(posedge clk)
-    en_pe_0_3_last <= \$348 ;
+    en_pe_0_3_last <= \$300 ;
   always @(posedge clk)
-    en_pe_0_3_bank <= \$349 ;
+    en_pe_0_3_bank <= \$301 ;
   always @(posedge clk)
-    en_pe_1_0_v <= \$350 ;
+    en_pe_1_0_v <= \$302 ;
   always @(posedge clk)
-    en_pe_1_0_last <= \$351 ;
+    en_pe_1_0_last <= \$303 ;
   always @(posedge clk)
-    en_pe_1_0_bank <= \$352 ;
+    en_pe_1_0_bank <= \$304 ;
   always @(posedge clk)
-    en_pe_1_1_v <= \$353 ;
+    en_pe_1_1_v <= \$305 ;
   always @(posedge clk)
-    en_pe_1_1_last <= \$354 ;
+    en_pe_1_1_last <= \$306 ;
   always @(posedge clk)
-    en_pe_1_1_bank <= \$355 ;
+    en_pe_1_1_bank <= \$307 ;
   always @(posedge clk)
-    en_pe_1_2_v <= \$356 ;
+    en_pe_1_2_v <= \$308 ;
   always @(posedge clk)
-    en_pe_1_2_last <= \$357 ;
+    en_pe_1_2_last <= \$309 ;
   always @(posedge clk)
-    en_pe_1_2_bank <= \$358 ;
+    en_pe_1_2_bank <= \$310 ;
   always @(posedge clk)
-    en_pe_1_3_v <= \$359 ;
+    en_pe_1_3_v <= \$311 ;
   always @(posedge clk)
-    en_pe_1_3_last <= \$360 ;
+    en_pe_1_3_last <= \$312 ;
   always @(posedge clk)
-    en_pe_1_3_bank <= \$361 ;
+    en_pe_1_3_bank <= \$313 ;
   always @(posedge clk)
-    en_pe_2_0_v <= \$362 ;
+    en_pe_2_0_v <= \$314 ;
   always @(posedge clk)
-    en_pe_2_0_last <= \$363 ;
+    en_pe_2_0_last <= \$315 ;
   always @(posedge clk)
-    en_pe_2_0_bank <= \$364 ;
+    en_pe_2_0_bank <= \$316 ;
   always @(posedge clk)
-    en_pe_2_1_v <= \$365 ;
+    en_pe_2_1_v <= \$317 ;
   always @(posedge clk)
-    en_pe_2_1_last <= \$366 ;
+    en_pe_2_1_last <= \$318 ;
   always @(posedge clk)
-    en_pe_2_1_bank <= \$367 ;
+    en_pe_2_1_bank <= \$319 ;
   always @(posedge clk)
-    en_pe_2_2_v <= \$368 ;
+    en_pe_2_2_v <= \$320 ;
   always @(posedge clk)
-    en_pe_2_2_last <= \$369 ;
+    en_pe_2_2_last <= \$321 ;
   always @(posedge clk)
-    en_pe_2_2_bank <= \$370 ;
+    en_pe_2_2_bank <= \$322 ;
   always @(posedge clk)
-    en_pe_2_3_v <= \$371 ;
+    en_pe_2_3_v <= \$323 ;
   always @(posedge clk)
-    en_pe_2_3_last <= \$372 ;
+    en_pe_2_3_last <= \$324 ;
   always @(posedge clk)
-    en_pe_2_3_bank <= \$373 ;
+    en_pe_2_3_bank <= \$325 ;
   always @(posedge clk)
-    en_pe_3_0_v <= \$374 ;
+    en_pe_3_0_v <= \$326 ;
   always @(posedge clk)
-    en_pe_3_0_last <= \$375 ;
+    en_pe_3_0_last <= \$327 ;
   always @(posedge clk)
-    en_pe_3_0_bank <= \$376 ;
+    en_pe_3_0_bank <= \$328 ;
   always @(posedge clk)
-    en_pe_3_1_v <= \$377 ;
+    en_pe_3_1_v <= \$329 ;
   always @(posedge clk)
-    en_pe_3_1_last <= \$378 ;
+    en_pe_3_1_last <= \$330 ;
   always @(posedge clk)
-    en_pe_3_1_bank <= \$379 ;
+    en_pe_3_1_bank <= \$331 ;
   always @(posedge clk)
-    en_pe_3_2_v <= \$380 ;
+    en_pe_3_2_v <= \$332 ;
   always @(posedge clk)
-    en_pe_3_2_last <= \$381 ;
+    en_pe_3_2_last <= \$333 ;
   always @(posedge clk)
-    en_pe_3_2_bank <= \$382 ;
+    en_pe_3_2_bank <= \$334 ;
   always @(posedge clk)
-    en_pe_3_3_v <= \$383 ;
+    en_pe_3_3_v <= \$335 ;
   always @(posedge clk)
-    en_pe_3_3_last <= \$384 ;
+    en_pe_3_3_last <= \$336 ;
   always @(posedge clk)
-    en_pe_3_3_bank <= \$385 ;
+    en_pe_3_3_bank <= \$337 ;
   always @(posedge clk)
-    acc_0_0 <= \$386 ;
+    acc_0_0 <= \$338 ;
   always @(posedge clk)
-    acc_0_1 <= \$387 ;
+    acc_0_1 <= \$339 ;
   always @(posedge clk)
-    acc_0_2 <= \$388 ;
+    acc_0_2 <= \$340 ;
   always @(posedge clk)
-    acc_0_3 <= \$389 ;
+    acc_0_3 <= \$341 ;
   always @(posedge clk)
-    acc_1_0 <= \$390 ;
+    acc_1_0 <= \$342 ;
   always @(posedge clk)
-    acc_1_1 <= \$391 ;
+    acc_1_1 <= \$343 ;
   always @(posedge clk)
-    acc_1_2 <= \$392 ;
+    acc_1_2 <= \$344 ;
   always @(posedge clk)
-    acc_1_3 <= \$393 ;
+    acc_1_3 <= \$345 ;
   always @(posedge clk)
-    acc_2_0 <= \$394 ;
+    acc_2_0 <= \$346 ;
   always @(posedge clk)
-    acc_2_1 <= \$395 ;
+    acc_2_1 <= \$347 ;
   always @(posedge clk)
-    acc_2_2 <= \$396 ;
+    acc_2_2 <= \$348 ;
   always @(posedge clk)
-    acc_2_3 <= \$397 ;
+    acc_2_3 <= \$349 ;
   always @(posedge clk)
-    acc_3_0 <= \$398 ;
+    acc_3_0 <= \$350 ;
   always @(posedge clk)
-    acc_3_1 <= \$399 ;
+    acc_3_1 <= \$351 ;
   always @(posedge clk)
-    acc_3_2 <= \$400 ;
+    acc_3_2 <= \$352 ;
   always @(posedge clk)
-    acc_3_3 <= \$401 ;
+    acc_3_3 <= \$353 ;
   always @(posedge clk)
-    tile_err <= \$402 ;
+    tile_err <= \$354 ;
   \top.grid.pe_0_0  pe_0_0 (
     .a(d__payload[25:0]),
     .b(d__payload[129:104]),
@@ -11673,187 +11547,691 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   \top.grid.pe_0_1  pe_0_1 (
     .a(d__payload[25:0]),
     .b(d__payload[155:130]),
-    .cin(\cin$183 ),
+    .cin(\cin$181 ),
     .clk(clk),
     .en(en_pe_0_1_en),
     .mode(mode),
     .rst(rst),
-    .sum(\sum$182 )
+    .sum(\sum$180 )
   );
   \top.grid.pe_0_2  pe_0_2 (
     .a(d__payload[25:0]),
     .b(d__payload[181:156]),
-    .cin(\cin$186 ),
+    .cin(\cin$184 ),
     .clk(clk),
     .en(en_pe_0_2_en),
     .mode(mode),
     .rst(rst),
-    .sum(\sum$185 )
+    .sum(\sum$183 )
   );
   \top.grid.pe_0_3  pe_0_3 (
     .a(d__payload[25:0]),
     .b(d__payload[207:182]),
-    .cin(\cin$189 ),
+    .cin(\cin$187 ),
     .clk(clk),
     .en(en_pe_0_3_en),
     .mode(mode),
     .rst(rst),
-    .sum(\sum$188 )
+    .sum(\sum$186 )
   );
   \top.grid.pe_1_0  pe_1_0 (
     .a(d__payload[51:26]),
     .b(d__payload[129:104]),
-    .cin(\cin$192 ),
+    .cin(\cin$190 ),
     .clk(clk),
     .en(en_pe_1_0_en),
     .mode(\mode$78 ),
     .rst(rst),
-    .sum(\sum$191 )
+    .sum(\sum$189 )
   );
   \top.grid.pe_1_1  pe_1_1 (
     .a(d__payload[51:26]),
     .b(d__payload[155:130]),
-    .cin(\cin$195 ),
+    .cin(\cin$193 ),
     .clk(clk),
     .en(en_pe_1_1_en),
     .mode(\mode$78 ),
     .rst(rst),
-    .sum(\sum$194 )
+    .sum(\sum$192 )
   );
   \top.grid.pe_1_2  pe_1_2 (
     .a(d__payload[51:26]),
     .b(d__payload[181:156]),
-    .cin(\cin$198 ),
+    .cin(\cin$196 ),
     .clk(clk),
     .en(en_pe_1_2_en),
     .mode(\mode$78 ),
     .rst(rst),
-    .sum(\sum$197 )
+    .sum(\sum$195 )
   );
   \top.grid.pe_1_3  pe_1_3 (
     .a(d__payload[51:26]),
     .b(d__payload[207:182]),
-    .cin(\cin$201 ),
+    .cin(\cin$199 ),
     .clk(clk),
     .en(en_pe_1_3_en),
     .mode(\mode$78 ),
     .rst(rst),
-    .sum(\sum$200 )
+    .sum(\sum$198 )
   );
   \top.grid.pe_2_0  pe_2_0 (
     .a(d__payload[77:52]),
     .b(d__payload[129:104]),
-    .cin(\cin$204 ),
+    .cin(\cin$202 ),
     .clk(clk),
     .en(en_pe_2_0_en),
     .mode(\mode$111 ),
     .rst(rst),
-    .sum(\sum$203 )
+    .sum(\sum$201 )
   );
   \top.grid.pe_2_1  pe_2_1 (
     .a(d__payload[77:52]),
     .b(d__payload[155:130]),
-    .cin(\cin$207 ),
+    .cin(\cin$205 ),
     .clk(clk),
     .en(en_pe_2_1_en),
     .mode(\mode$111 ),
     .rst(rst),
-    .sum(\sum$206 )
+    .sum(\sum$204 )
   );
   \top.grid.pe_2_2  pe_2_2 (
     .a(d__payload[77:52]),
     .b(d__payload[181:156]),
-    .cin(\cin$210 ),
+    .cin(\cin$208 ),
     .clk(clk),
     .en(en_pe_2_2_en),
     .mode(\mode$111 ),
     .rst(rst),
-    .sum(\sum$209 )
+    .sum(\sum$207 )
   );
   \top.grid.pe_2_3  pe_2_3 (
     .a(d__payload[77:52]),
     .b(d__payload[207:182]),
-    .cin(\cin$213 ),
+    .cin(\cin$211 ),
     .clk(clk),
     .en(en_pe_2_3_en),
     .mode(\mode$111 ),
     .rst(rst),
-    .sum(\sum$212 )
+    .sum(\sum$210 )
   );
   \top.grid.pe_3_0  pe_3_0 (
-    .cin(\cin$216 ),
+    .cin(\cin$214 ),
     .clk(clk),
     .en(en_pe_3_0_en),
     .mode(\mode$144 ),
-    .\port$3972$78 (d__payload[129:78]),
+    .\port$3868$78 (d__payload[129:78]),
     .rst(rst),
-    .sum(\sum$215 )
+    .sum(\sum$213 )
   );
   \top.grid.pe_3_1  pe_3_1 (
     .a(d__payload[103:78]),
     .b(d__payload[155:130]),
-    .cin(\cin$219 ),
+    .cin(\cin$217 ),
     .clk(clk),
     .en(en_pe_3_1_en),
     .mode(\mode$144 ),
     .rst(rst),
-    .sum(\sum$218 )
+    .sum(\sum$216 )
   );
   \top.grid.pe_3_2  pe_3_2 (
     .a(d__payload[103:78]),
     .b(d__payload[181:156]),
-    .cin(\cin$222 ),
+    .cin(\cin$220 ),
     .clk(clk),
     .en(en_pe_3_2_en),
     .mode(\mode$144 ),
     .rst(rst),
-    .sum(\sum$221 )
+    .sum(\sum$219 )
   );
   \top.grid.pe_3_3  pe_3_3 (
     .a(d__payload[103:78]),
     .b(d__payload[207:182]),
-    .cin(\cin$225 ),
+    .cin(\cin$223 ),
     .clk(clk),
     .en(en_pe_3_3_en),
     .mode(\mode$144 ),
     .rst(rst),
-    .sum(\sum$224 )
+    .sum(\sum$222 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$287  = v0;
+    \$239  = v0;
     if (advance) begin
-      \$287  = d__valid;
+      \$239  = d__valid;
     end
     if (rst) begin
-      \$287  = 1'h0;
+      \$239  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$288  = last0;
+    \$240  = last0;
     if (advance) begin
-      \$288  = d__payload[210];
+      \$240  = d__payload[210];
     end
     if (rst) begin
-      \$288  = 1'h0;
+      \$240  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$289  = err0;
+    \$241  = err0;
     if (advance) begin
-      \$289  = d__payload[211];
+      \$241  = d__payload[211];
     end
     if (rst) begin
-      \$289  = 1'h0;
+      \$241  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$290  = v1;
+    \$242  = v1;
     if (advance) begin
-      \$290  = v0;
+      \$242  = v0;
+    end
+    if (rst) begin
+      \$242  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$243  = last1;
+    if (advance) begin
+      \$243  = last0;
+    end
+    if (rst) begin
+      \$243  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$244  = err1;
+    if (advance) begin
+      \$244  = err0;
+    end
+    if (rst) begin
+      \$244  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$245  = v2;
+    if (advance) begin
+      \$245  = v1;
+    end
+    if (rst) begin
+      \$245  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$246  = last2;
+    if (advance) begin
+      \$246  = last1;
+    end
+    if (rst) begin
+      \$246  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$247  = err2;
+    if (advance) begin
+      \$247  = err1;
+    end
+    if (rst) begin
+      \$247  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$248  = v3;
+    if (advance) begin
+      \$248  = v2;
+    end
+    if (rst) begin
+      \$248  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$249  = last3;
+    if (advance) begin
+      \$249  = last2;
+    end
+    if (rst) begin
+      \$249  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$250  = err3;
+    if (advance) begin
+      \$250  = err2;
+    end
+    if (rst) begin
+      \$250  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$251  = v4;
+    if (advance) begin
+      \$251  = v3;
+    end
+    if (rst) begin
+      \$251  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$252  = last4;
+    if (advance) begin
+      \$252  = last3;
+    end
+    if (rst) begin
+      \$252  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$253  = err4;
+    if (advance) begin
+      \$253  = err3;
+    end
+    if (rst) begin
+      \$253  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$254  = v5;
+    if (advance) begin
+      \$254  = v4;
+    end
+    if (rst) begin
+      \$254  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$255  = last5;
+    if (advance) begin
+      \$255  = last4;
+    end
+    if (rst) begin
+      \$255  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$256  = err5;
+    if (advance) begin
+      \$256  = err4;
+    end
+    if (rst) begin
+      \$256  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$257  = v6;
+    if (advance) begin
+      \$257  = v5;
+    end
+    if (rst) begin
+      \$257  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$258  = last6;
+    if (advance) begin
+      \$258  = last5;
+    end
+    if (rst) begin
+      \$258  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$259  = err6;
+    if (advance) begin
+      \$259  = err5;
+    end
+    if (rst) begin
+      \$259  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$260  = en_dec0_v;
+    if (en_dec0_en) begin
+      \$260  = v5;
+    end
+    if (rst) begin
+      \$260  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$261  = en_dec0_last;
+    if (en_dec0_en) begin
+      \$261  = last5;
+    end
+    if (rst) begin
+      \$261  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$262  = en_dec0_bank;
+    if (\$86 ) begin
+      \$262  = 1'h1;
+    end
+    if (freed) begin
+      \$262  = 1'h0;
+    end
+    if (rst) begin
+      \$262  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$263  = en_dec1_v;
+    if (en_dec1_en) begin
+      \$263  = v5;
+    end
+    if (rst) begin
+      \$263  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$264  = en_dec1_last;
+    if (en_dec1_en) begin
+      \$264  = last5;
+    end
+    if (rst) begin
+      \$264  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$265  = en_dec1_bank;
+    if (\$89 ) begin
+      \$265  = 1'h1;
+    end
+    if (freed) begin
+      \$265  = 1'h0;
+    end
+    if (rst) begin
+      \$265  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$266  = en_dec2_v;
+    if (en_dec2_en) begin
+      \$266  = v5;
+    end
+    if (rst) begin
+      \$266  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$267  = en_dec2_last;
+    if (en_dec2_en) begin
+      \$267  = last5;
+    end
+    if (rst) begin
+      \$267  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$268  = en_dec2_bank;
+    if (\$92 ) begin
+      \$268  = 1'h1;
+    end
+    if (freed) begin
+      \$268  = 1'h0;
+    end
+    if (rst) begin
+      \$268  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$269  = en_dec3_v;
+    if (en_dec3_en) begin
+      \$269  = v5;
+    end
+    if (rst) begin
+      \$269  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$270  = en_dec3_last;
+    if (en_dec3_en) begin
+      \$270  = last5;
+    end
+    if (rst) begin
+      \$270  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$271  = en_dec3_bank;
+    if (\$95 ) begin
+      \$271  = 1'h1;
+    end
+    if (freed) begin
+      \$271  = 1'h0;
+    end
+    if (rst) begin
+      \$271  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$272  = en_dec4_v;
+    if (en_dec4_en) begin
+      \$272  = v5;
+    end
+    if (rst) begin
+      \$272  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$273  = en_dec4_last;
+    if (en_dec4_en) begin
+      \$273  = last5;
+    end
+    if (rst) begin
+      \$273  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$274  = en_dec4_bank;
+    if (\$98 ) begin
+      \$274  = 1'h1;
+    end
+    if (freed) begin
+      \$274  = 1'h0;
+    end
+    if (rst) begin
+      \$274  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$275  = en_dec5_v;
+    if (en_dec5_en) begin
+      \$275  = v5;
+    end
+    if (rst) begin
+      \$275  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$276  = en_dec5_last;
+    if (en_dec5_en) begin
+      \$276  = last5;
+    end
+    if (rst) begin
+      \$276  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$277  = en_dec5_bank;
+    if (\$101 ) begin
+      \$277  = 1'h1;
+    end
+    if (freed) begin
+      \$277  = 1'h0;
+    end
+    if (rst) begin
+      \$277  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$278  = en_dec6_v;
+    if (en_dec6_en) begin
+      \$278  = v5;
+    end
+    if (rst) begin
+      \$278  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$279  = en_dec6_last;
+    if (en_dec6_en) begin
+      \$279  = last5;
+    end
+    if (rst) begin
+      \$279  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$280  = en_dec6_bank;
+    if (\$104 ) begin
+      \$280  = 1'h1;
+    end
+    if (freed) begin
+      \$280  = 1'h0;
+    end
+    if (rst) begin
+      \$280  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$281  = en_dec7_v;
+    if (en_dec7_en) begin
+      \$281  = v5;
+    end
+    if (rst) begin
+      \$281  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$282  = en_dec7_last;
+    if (en_dec7_en) begin
+      \$282  = last5;
+    end
+    if (rst) begin
+      \$282  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$283  = en_dec7_bank;
+    if (\$107 ) begin
+      \$283  = 1'h1;
+    end
+    if (freed) begin
+      \$283  = 1'h0;
+    end
+    if (rst) begin
+      \$283  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$284  = bc_mode_t0_0;
+    if (advance) begin
+      \$284  = d__payload[209:208];
+    end
+    if (rst) begin
+      \$284  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$285  = bc_mode_t0_1;
+    if (advance) begin
+      \$285  = d__payload[209:208];
+    end
+    if (rst) begin
+      \$285  = 2'h3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$286  = mode;
+    if (advance) begin
+      \$286  = bc_mode_t0_0;
+    end
+    if (rst) begin
+      \$286  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$287  = \mode$78 ;
+    if (advance) begin
+      \$287  = bc_mode_t0_0;
+    end
+    if (rst) begin
+      \$287  = 2'h3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$288  = \mode$111 ;
+    if (advance) begin
+      \$288  = bc_mode_t0_1;
+    end
+    if (rst) begin
+      \$288  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$289  = \mode$144 ;
+    if (advance) begin
+      \$289  = bc_mode_t0_1;
+    end
+    if (rst) begin
+      \$289  = 2'h3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$290  = en_pe_0_0_v;
+    if (en_pe_0_0_en) begin
+      \$290  = v5;
     end
     if (rst) begin
       \$290  = 1'h0;
@@ -11861,9 +12239,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$291  = last1;
-    if (advance) begin
-      \$291  = last0;
+    \$291  = en_pe_0_0_last;
+    if (en_pe_0_0_en) begin
+      \$291  = last5;
     end
     if (rst) begin
       \$291  = 1'h0;
@@ -11871,9 +12249,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$292  = err1;
-    if (advance) begin
-      \$292  = err0;
+    \$292  = en_pe_0_0_bank;
+    if (\$110 ) begin
+      \$292  = 1'h1;
+    end
+    if (freed) begin
+      \$292  = 1'h0;
     end
     if (rst) begin
       \$292  = 1'h0;
@@ -11881,9 +12262,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$293  = v2;
-    if (advance) begin
-      \$293  = v1;
+    \$293  = en_pe_0_1_v;
+    if (en_pe_0_1_en) begin
+      \$293  = v5;
     end
     if (rst) begin
       \$293  = 1'h0;
@@ -11891,9 +12272,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$294  = last2;
-    if (advance) begin
-      \$294  = last1;
+    \$294  = en_pe_0_1_last;
+    if (en_pe_0_1_en) begin
+      \$294  = last5;
     end
     if (rst) begin
       \$294  = 1'h0;
@@ -11901,9 +12282,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$295  = err2;
-    if (advance) begin
-      \$295  = err1;
+    \$295  = en_pe_0_1_bank;
+    if (\$113 ) begin
+      \$295  = 1'h1;
+    end
+    if (freed) begin
+      \$295  = 1'h0;
     end
     if (rst) begin
       \$295  = 1'h0;
@@ -11911,9 +12295,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$296  = v3;
-    if (advance) begin
-      \$296  = v2;
+    \$296  = en_pe_0_2_v;
+    if (en_pe_0_2_en) begin
+      \$296  = v5;
     end
     if (rst) begin
       \$296  = 1'h0;
@@ -11921,9 +12305,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$297  = last3;
-    if (advance) begin
-      \$297  = last2;
+    \$297  = en_pe_0_2_last;
+    if (en_pe_0_2_en) begin
+      \$297  = last5;
     end
     if (rst) begin
       \$297  = 1'h0;
@@ -11931,9 +12315,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$298  = err3;
-    if (advance) begin
-      \$298  = err2;
+    \$298  = en_pe_0_2_bank;
+    if (\$116 ) begin
+      \$298  = 1'h1;
+    end
+    if (freed) begin
+      \$298  = 1'h0;
     end
     if (rst) begin
       \$298  = 1'h0;
@@ -11941,9 +12328,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$299  = v4;
-    if (advance) begin
-      \$299  = v3;
+    \$299  = en_pe_0_3_v;
+    if (en_pe_0_3_en) begin
+      \$299  = v5;
     end
     if (rst) begin
       \$299  = 1'h0;
@@ -11951,9 +12338,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$300  = last4;
-    if (advance) begin
-      \$300  = last3;
+    \$300  = en_pe_0_3_last;
+    if (en_pe_0_3_en) begin
+      \$300  = last5;
     end
     if (rst) begin
       \$300  = 1'h0;
@@ -11961,9 +12348,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$301  = err4;
-    if (advance) begin
-      \$301  = err3;
+    \$301  = en_pe_0_3_bank;
+    if (\$119 ) begin
+      \$301  = 1'h1;
+    end
+    if (freed) begin
+      \$301  = 1'h0;
     end
     if (rst) begin
       \$301  = 1'h0;
@@ -11971,9 +12361,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$302  = v5;
-    if (advance) begin
-      \$302  = v4;
+    \$302  = en_pe_1_0_v;
+    if (en_pe_1_0_en) begin
+      \$302  = v5;
     end
     if (rst) begin
       \$302  = 1'h0;
@@ -11981,9 +12371,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$303  = last5;
-    if (advance) begin
-      \$303  = last4;
+    \$303  = en_pe_1_0_last;
+    if (en_pe_1_0_en) begin
+      \$303  = last5;
     end
     if (rst) begin
       \$303  = 1'h0;
@@ -11991,9 +12381,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$304  = err5;
-    if (advance) begin
-      \$304  = err4;
+    \$304  = en_pe_1_0_bank;
+    if (\$122 ) begin
+      \$304  = 1'h1;
+    end
+    if (freed) begin
+      \$304  = 1'h0;
     end
     if (rst) begin
       \$304  = 1'h0;
@@ -12001,8 +12394,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$305  = v6;
-    if (advance) begin
+    \$305  = en_pe_1_1_v;
+    if (en_pe_1_1_en) begin
       \$305  = v5;
     end
     if (rst) begin
@@ -12011,8 +12404,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$306  = last6;
-    if (advance) begin
+    \$306  = en_pe_1_1_last;
+    if (en_pe_1_1_en) begin
       \$306  = last5;
     end
     if (rst) begin
@@ -12021,9 +12414,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$307  = err6;
-    if (advance) begin
-      \$307  = err5;
+    \$307  = en_pe_1_1_bank;
+    if (\$125 ) begin
+      \$307  = 1'h1;
+    end
+    if (freed) begin
+      \$307  = 1'h0;
     end
     if (rst) begin
       \$307  = 1'h0;
@@ -12031,8 +12427,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$308  = en_dec0_v;
-    if (en_dec0_en) begin
+    \$308  = en_pe_1_2_v;
+    if (en_pe_1_2_en) begin
       \$308  = v5;
     end
     if (rst) begin
@@ -12041,8 +12437,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$309  = en_dec0_last;
-    if (en_dec0_en) begin
+    \$309  = en_pe_1_2_last;
+    if (en_pe_1_2_en) begin
       \$309  = last5;
     end
     if (rst) begin
@@ -12051,8 +12447,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$310  = en_dec0_bank;
-    if (\$134 ) begin
+    \$310  = en_pe_1_2_bank;
+    if (\$128 ) begin
       \$310  = 1'h1;
     end
     if (freed) begin
@@ -12064,8 +12460,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$311  = en_dec1_v;
-    if (en_dec1_en) begin
+    \$311  = en_pe_1_3_v;
+    if (en_pe_1_3_en) begin
       \$311  = v5;
     end
     if (rst) begin
@@ -12074,8 +12470,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$312  = en_dec1_last;
-    if (en_dec1_en) begin
+    \$312  = en_pe_1_3_last;
+    if (en_pe_1_3_en) begin
       \$312  = last5;
     end
     if (rst) begin
@@ -12084,8 +12480,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$313  = en_dec1_bank;
-    if (\$137 ) begin
+    \$313  = en_pe_1_3_bank;
+    if (\$131 ) begin
       \$313  = 1'h1;
     end
     if (freed) begin
@@ -12097,8 +12493,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$314  = en_dec2_v;
-    if (en_dec2_en) begin
+    \$314  = en_pe_2_0_v;
+    if (en_pe_2_0_en) begin
       \$314  = v5;
     end
     if (rst) begin
@@ -12107,8 +12503,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$315  = en_dec2_last;
-    if (en_dec2_en) begin
+    \$315  = en_pe_2_0_last;
+    if (en_pe_2_0_en) begin
       \$315  = last5;
     end
     if (rst) begin
@@ -12117,8 +12513,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$316  = en_dec2_bank;
-    if (\$140 ) begin
+    \$316  = en_pe_2_0_bank;
+    if (\$134 ) begin
       \$316  = 1'h1;
     end
     if (freed) begin
@@ -12130,8 +12526,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$317  = en_dec3_v;
-    if (en_dec3_en) begin
+    \$317  = en_pe_2_1_v;
+    if (en_pe_2_1_en) begin
       \$317  = v5;
     end
     if (rst) begin
@@ -12140,8 +12536,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$318  = en_dec3_last;
-    if (en_dec3_en) begin
+    \$318  = en_pe_2_1_last;
+    if (en_pe_2_1_en) begin
       \$318  = last5;
     end
     if (rst) begin
@@ -12150,8 +12546,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$319  = en_dec3_bank;
-    if (\$143 ) begin
+    \$319  = en_pe_2_1_bank;
+    if (\$137 ) begin
       \$319  = 1'h1;
     end
     if (freed) begin
@@ -12163,8 +12559,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$320  = en_dec4_v;
-    if (en_dec4_en) begin
+    \$320  = en_pe_2_2_v;
+    if (en_pe_2_2_en) begin
       \$320  = v5;
     end
     if (rst) begin
@@ -12173,8 +12569,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$321  = en_dec4_last;
-    if (en_dec4_en) begin
+    \$321  = en_pe_2_2_last;
+    if (en_pe_2_2_en) begin
       \$321  = last5;
     end
     if (rst) begin
@@ -12183,8 +12579,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$322  = en_dec4_bank;
-    if (\$146 ) begin
+    \$322  = en_pe_2_2_bank;
+    if (\$140 ) begin
       \$322  = 1'h1;
     end
     if (freed) begin
@@ -12196,8 +12592,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$323  = en_dec5_v;
-    if (en_dec5_en) begin
+    \$323  = en_pe_2_3_v;
+    if (en_pe_2_3_en) begin
       \$323  = v5;
     end
     if (rst) begin
@@ -12206,8 +12602,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$324  = en_dec5_last;
-    if (en_dec5_en) begin
+    \$324  = en_pe_2_3_last;
+    if (en_pe_2_3_en) begin
       \$324  = last5;
     end
     if (rst) begin
@@ -12216,8 +12612,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$325  = en_dec5_bank;
-    if (\$149 ) begin
+    \$325  = en_pe_2_3_bank;
+    if (\$143 ) begin
       \$325  = 1'h1;
     end
     if (freed) begin
@@ -12229,8 +12625,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$326  = en_dec6_v;
-    if (en_dec6_en) begin
+    \$326  = en_pe_3_0_v;
+    if (en_pe_3_0_en) begin
       \$326  = v5;
     end
     if (rst) begin
@@ -12239,8 +12635,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$327  = en_dec6_last;
-    if (en_dec6_en) begin
+    \$327  = en_pe_3_0_last;
+    if (en_pe_3_0_en) begin
       \$327  = last5;
     end
     if (rst) begin
@@ -12249,8 +12645,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$328  = en_dec6_bank;
-    if (\$152 ) begin
+    \$328  = en_pe_3_0_bank;
+    if (\$146 ) begin
       \$328  = 1'h1;
     end
     if (freed) begin
@@ -12262,8 +12658,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$329  = en_dec7_v;
-    if (en_dec7_en) begin
+    \$329  = en_pe_3_1_v;
+    if (en_pe_3_1_en) begin
       \$329  = v5;
     end
     if (rst) begin
@@ -12272,8 +12668,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$330  = en_dec7_last;
-    if (en_dec7_en) begin
+    \$330  = en_pe_3_1_last;
+    if (en_pe_3_1_en) begin
       \$330  = last5;
     end
     if (rst) begin
@@ -12282,8 +12678,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$331  = en_dec7_bank;
-    if (\$155 ) begin
+    \$331  = en_pe_3_1_bank;
+    if (\$149 ) begin
       \$331  = 1'h1;
     end
     if (freed) begin
@@ -12295,792 +12691,270 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$332  = bc_mode_t0_0;
-    if (advance) begin
-      \$332  = d__payload[209:208];
+    \$332  = en_pe_3_2_v;
+    if (en_pe_3_2_en) begin
+      \$332  = v5;
     end
     if (rst) begin
-      \$332  = 2'h0;
+      \$332  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$333  = bc_mode_t0_1;
-    if (advance) begin
-      \$333  = d__payload[209:208];
+    \$333  = en_pe_3_2_last;
+    if (en_pe_3_2_en) begin
+      \$333  = last5;
     end
     if (rst) begin
-      \$333  = 2'h3;
+      \$333  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$334  = mode;
-    if (advance) begin
-      \$334  = bc_mode_t0_0;
-    end
-    if (rst) begin
-      \$334  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$335  = \mode$78 ;
-    if (advance) begin
-      \$335  = bc_mode_t0_0;
-    end
-    if (rst) begin
-      \$335  = 2'h3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$336  = \mode$111 ;
-    if (advance) begin
-      \$336  = bc_mode_t0_1;
-    end
-    if (rst) begin
-      \$336  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$337  = \mode$144 ;
-    if (advance) begin
-      \$337  = bc_mode_t0_1;
-    end
-    if (rst) begin
-      \$337  = 2'h3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$338  = en_pe_0_0_v;
-    if (en_pe_0_0_en) begin
-      \$338  = v5;
-    end
-    if (rst) begin
-      \$338  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$339  = en_pe_0_0_last;
-    if (en_pe_0_0_en) begin
-      \$339  = last5;
-    end
-    if (rst) begin
-      \$339  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$340  = en_pe_0_0_bank;
-    if (\$158 ) begin
-      \$340  = 1'h1;
+    \$334  = en_pe_3_2_bank;
+    if (\$152 ) begin
+      \$334  = 1'h1;
     end
     if (freed) begin
-      \$340  = 1'h0;
+      \$334  = 1'h0;
     end
     if (rst) begin
-      \$340  = 1'h0;
+      \$334  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$341  = en_pe_0_1_v;
-    if (en_pe_0_1_en) begin
-      \$341  = v5;
+    \$335  = en_pe_3_3_v;
+    if (en_pe_3_3_en) begin
+      \$335  = v5;
     end
     if (rst) begin
-      \$341  = 1'h0;
+      \$335  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$342  = en_pe_0_1_last;
-    if (en_pe_0_1_en) begin
-      \$342  = last5;
+    \$336  = en_pe_3_3_last;
+    if (en_pe_3_3_en) begin
+      \$336  = last5;
     end
     if (rst) begin
-      \$342  = 1'h0;
+      \$336  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$343  = en_pe_0_1_bank;
-    if (\$161 ) begin
-      \$343  = 1'h1;
+    \$337  = en_pe_3_3_bank;
+    if (\$155 ) begin
+      \$337  = 1'h1;
     end
     if (freed) begin
-      \$343  = 1'h0;
+      \$337  = 1'h0;
     end
     if (rst) begin
-      \$343  = 1'h0;
+      \$337  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$344  = en_pe_0_2_v;
-    if (en_pe_0_2_en) begin
-      \$344  = v5;
+    \$338  = acc_0_0;
+    if (\$157 ) begin
+      \$338  = 38'h0000000000;
+    end else if (\$158 ) begin
+      \$338  = \$160 [37:0];
     end
     if (rst) begin
-      \$344  = 1'h0;
+      \$338  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$345  = en_pe_0_2_last;
-    if (en_pe_0_2_en) begin
-      \$345  = last5;
+    \$339  = acc_0_1;
+    if (\$162 ) begin
+      \$339  = 38'h0000000000;
+    end else if (\$163 ) begin
+      \$339  = \$165 [37:0];
     end
     if (rst) begin
-      \$345  = 1'h0;
+      \$339  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$346  = en_pe_0_2_bank;
-    if (\$164 ) begin
-      \$346  = 1'h1;
-    end
-    if (freed) begin
-      \$346  = 1'h0;
-    end
-    if (rst) begin
-      \$346  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$347  = en_pe_0_3_v;
-    if (en_pe_0_3_en) begin
-      \$347  = v5;
-    end
-    if (rst) begin
-      \$347  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$348  = en_pe_0_3_last;
-    if (en_pe_0_3_en) begin
-      \$348  = last5;
-    end
-    if (rst) begin
-      \$348  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$349  = en_pe_0_3_bank;
+    \$340  = acc_0_2;
     if (\$167 ) begin
-      \$349  = 1'h1;
-    end
-    if (freed) begin
-      \$349  = 1'h0;
+      \$340  = 38'h0000000000;
+    end else if (\$168 ) begin
+      \$340  = \$170 [37:0];
     end
     if (rst) begin
-      \$349  = 1'h0;
+      \$340  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$350  = en_pe_1_0_v;
-    if (en_pe_1_0_en) begin
-      \$350  = v5;
+    \$341  = acc_0_3;
+    if (\$172 ) begin
+      \$341  = 38'h0000000000;
+    end else if (\$173 ) begin
+      \$341  = \$175 [37:0];
     end
     if (rst) begin
-      \$350  = 1'h0;
+      \$341  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$351  = en_pe_1_0_last;
-    if (en_pe_1_0_en) begin
-      \$351  = last5;
+    \$342  = acc_1_0;
+    if (\$177 ) begin
+      \$342  = 38'h0000000000;
+    end else if (\$178 ) begin
+      \$342  = \$180 [37:0];
     end
     if (rst) begin
-      \$351  = 1'h0;
+      \$342  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$352  = en_pe_1_0_bank;
-    if (\$170 ) begin
-      \$352  = 1'h1;
-    end
-    if (freed) begin
-      \$352  = 1'h0;
+    \$343  = acc_1_1;
+    if (\$182 ) begin
+      \$343  = 38'h0000000000;
+    end else if (\$183 ) begin
+      \$343  = \$185 [37:0];
     end
     if (rst) begin
-      \$352  = 1'h0;
+      \$343  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$353  = en_pe_1_1_v;
-    if (en_pe_1_1_en) begin
-      \$353  = v5;
+    \$344  = acc_1_2;
+    if (\$187 ) begin
+      \$344  = 38'h0000000000;
+    end else if (\$188 ) begin
+      \$344  = \$190 [37:0];
     end
     if (rst) begin
-      \$353  = 1'h0;
+      \$344  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$354  = en_pe_1_1_last;
-    if (en_pe_1_1_en) begin
-      \$354  = last5;
+    \$345  = acc_1_3;
+    if (\$192 ) begin
+      \$345  = 38'h0000000000;
+    end else if (\$193 ) begin
+      \$345  = \$195 [37:0];
+    end
+    if (rst) begin
+      \$345  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$346  = acc_2_0;
+    if (\$197 ) begin
+      \$346  = 38'h0000000000;
+    end else if (\$198 ) begin
+      \$346  = \$200 [37:0];
+    end
+    if (rst) begin
+      \$346  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$347  = acc_2_1;
+    if (\$202 ) begin
+      \$347  = 38'h0000000000;
+    end else if (\$203 ) begin
+      \$347  = \$205 [37:0];
+    end
+    if (rst) begin
+      \$347  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$348  = acc_2_2;
+    if (\$207 ) begin
+      \$348  = 38'h0000000000;
+    end else if (\$208 ) begin
+      \$348  = \$210 [37:0];
+    end
+    if (rst) begin
+      \$348  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$349  = acc_2_3;
+    if (\$212 ) begin
+      \$349  = 38'h0000000000;
+    end else if (\$213 ) begin
+      \$349  = \$215 [37:0];
+    end
+    if (rst) begin
+      \$349  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$350  = acc_3_0;
+    if (\$217 ) begin
+      \$350  = 38'h0000000000;
+    end else if (\$218 ) begin
+      \$350  = \$220 [37:0];
+    end
+    if (rst) begin
+      \$350  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$351  = acc_3_1;
+    if (\$222 ) begin
+      \$351  = 38'h0000000000;
+    end else if (\$223 ) begin
+      \$351  = \$225 [37:0];
+    end
+    if (rst) begin
+      \$351  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$352  = acc_3_2;
+    if (\$227 ) begin
+      \$352  = 38'h0000000000;
+    end else if (\$228 ) begin
+      \$352  = \$230 [37:0];
+    end
+    if (rst) begin
+      \$352  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$353  = acc_3_3;
+    if (\$232 ) begin
+      \$353  = 38'h0000000000;
+    end else if (\$233 ) begin
+      \$353  = \$235 [37:0];
+    end
+    if (rst) begin
+      \$353  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$354  = tile_err;
+    if (step) begin
+      \$354  = \$238 ;
     end
     if (rst) begin
       \$354  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$355  = en_pe_1_1_bank;
-    if (\$173 ) begin
-      \$355  = 1'h1;
-    end
-    if (freed) begin
-      \$355  = 1'h0;
-    end
-    if (rst) begin
-      \$355  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$356  = en_pe_1_2_v;
-    if (en_pe_1_2_en) begin
-      \$356  = v5;
-    end
-    if (rst) begin
-      \$356  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$357  = en_pe_1_2_last;
-    if (en_pe_1_2_en) begin
-      \$357  = last5;
-    end
-    if (rst) begin
-      \$357  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$358  = en_pe_1_2_bank;
-    if (\$176 ) begin
-      \$358  = 1'h1;
-    end
-    if (freed) begin
-      \$358  = 1'h0;
-    end
-    if (rst) begin
-      \$358  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$359  = en_pe_1_3_v;
-    if (en_pe_1_3_en) begin
-      \$359  = v5;
-    end
-    if (rst) begin
-      \$359  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$360  = en_pe_1_3_last;
-    if (en_pe_1_3_en) begin
-      \$360  = last5;
-    end
-    if (rst) begin
-      \$360  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$361  = en_pe_1_3_bank;
-    if (\$179 ) begin
-      \$361  = 1'h1;
-    end
-    if (freed) begin
-      \$361  = 1'h0;
-    end
-    if (rst) begin
-      \$361  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$362  = en_pe_2_0_v;
-    if (en_pe_2_0_en) begin
-      \$362  = v5;
-    end
-    if (rst) begin
-      \$362  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$363  = en_pe_2_0_last;
-    if (en_pe_2_0_en) begin
-      \$363  = last5;
-    end
-    if (rst) begin
-      \$363  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$364  = en_pe_2_0_bank;
-    if (\$182 ) begin
-      \$364  = 1'h1;
-    end
-    if (freed) begin
-      \$364  = 1'h0;
-    end
-    if (rst) begin
-      \$364  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$365  = en_pe_2_1_v;
-    if (en_pe_2_1_en) begin
-      \$365  = v5;
-    end
-    if (rst) begin
-      \$365  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$366  = en_pe_2_1_last;
-    if (en_pe_2_1_en) begin
-      \$366  = last5;
-    end
-    if (rst) begin
-      \$366  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$367  = en_pe_2_1_bank;
-    if (\$185 ) begin
-      \$367  = 1'h1;
-    end
-    if (freed) begin
-      \$367  = 1'h0;
-    end
-    if (rst) begin
-      \$367  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$368  = en_pe_2_2_v;
-    if (en_pe_2_2_en) begin
-      \$368  = v5;
-    end
-    if (rst) begin
-      \$368  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$369  = en_pe_2_2_last;
-    if (en_pe_2_2_en) begin
-      \$369  = last5;
-    end
-    if (rst) begin
-      \$369  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$370  = en_pe_2_2_bank;
-    if (\$188 ) begin
-      \$370  = 1'h1;
-    end
-    if (freed) begin
-      \$370  = 1'h0;
-    end
-    if (rst) begin
-      \$370  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$371  = en_pe_2_3_v;
-    if (en_pe_2_3_en) begin
-      \$371  = v5;
-    end
-    if (rst) begin
-      \$371  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$372  = en_pe_2_3_last;
-    if (en_pe_2_3_en) begin
-      \$372  = last5;
-    end
-    if (rst) begin
-      \$372  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$373  = en_pe_2_3_bank;
-    if (\$191 ) begin
-      \$373  = 1'h1;
-    end
-    if (freed) begin
-      \$373  = 1'h0;
-    end
-    if (rst) begin
-      \$373  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$374  = en_pe_3_0_v;
-    if (en_pe_3_0_en) begin
-      \$374  = v5;
-    end
-    if (rst) begin
-      \$374  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$375  = en_pe_3_0_last;
-    if (en_pe_3_0_en) begin
-      \$375  = last5;
-    end
-    if (rst) begin
-      \$375  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$376  = en_pe_3_0_bank;
-    if (\$194 ) begin
-      \$376  = 1'h1;
-    end
-    if (freed) begin
-      \$376  = 1'h0;
-    end
-    if (rst) begin
-      \$376  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$377  = en_pe_3_1_v;
-    if (en_pe_3_1_en) begin
-      \$377  = v5;
-    end
-    if (rst) begin
-      \$377  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$378  = en_pe_3_1_last;
-    if (en_pe_3_1_en) begin
-      \$378  = last5;
-    end
-    if (rst) begin
-      \$378  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$379  = en_pe_3_1_bank;
-    if (\$197 ) begin
-      \$379  = 1'h1;
-    end
-    if (freed) begin
-      \$379  = 1'h0;
-    end
-    if (rst) begin
-      \$379  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$380  = en_pe_3_2_v;
-    if (en_pe_3_2_en) begin
-      \$380  = v5;
-    end
-    if (rst) begin
-      \$380  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$381  = en_pe_3_2_last;
-    if (en_pe_3_2_en) begin
-      \$381  = last5;
-    end
-    if (rst) begin
-      \$381  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$382  = en_pe_3_2_bank;
-    if (\$200 ) begin
-      \$382  = 1'h1;
-    end
-    if (freed) begin
-      \$382  = 1'h0;
-    end
-    if (rst) begin
-      \$382  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$383  = en_pe_3_3_v;
-    if (en_pe_3_3_en) begin
-      \$383  = v5;
-    end
-    if (rst) begin
-      \$383  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$384  = en_pe_3_3_last;
-    if (en_pe_3_3_en) begin
-      \$384  = last5;
-    end
-    if (rst) begin
-      \$384  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$385  = en_pe_3_3_bank;
-    if (\$203 ) begin
-      \$385  = 1'h1;
-    end
-    if (freed) begin
-      \$385  = 1'h0;
-    end
-    if (rst) begin
-      \$385  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$386  = acc_0_0;
-    if (\$205 ) begin
-      \$386  = 38'h0000000000;
-    end else if (\$206 ) begin
-      \$386  = \$208 [37:0];
-    end
-    if (rst) begin
-      \$386  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$387  = acc_0_1;
-    if (\$210 ) begin
-      \$387  = 38'h0000000000;
-    end else if (\$211 ) begin
-      \$387  = \$213 [37:0];
-    end
-    if (rst) begin
-      \$387  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$388  = acc_0_2;
-    if (\$215 ) begin
-      \$388  = 38'h0000000000;
-    end else if (\$216 ) begin
-      \$388  = \$218 [37:0];
-    end
-    if (rst) begin
-      \$388  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$389  = acc_0_3;
-    if (\$220 ) begin
-      \$389  = 38'h0000000000;
-    end else if (\$221 ) begin
-      \$389  = \$223 [37:0];
-    end
-    if (rst) begin
-      \$389  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$390  = acc_1_0;
-    if (\$225 ) begin
-      \$390  = 38'h0000000000;
-    end else if (\$226 ) begin
-      \$390  = \$228 [37:0];
-    end
-    if (rst) begin
-      \$390  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$391  = acc_1_1;
-    if (\$230 ) begin
-      \$391  = 38'h0000000000;
-    end else if (\$231 ) begin
-      \$391  = \$233 [37:0];
-    end
-    if (rst) begin
-      \$391  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$392  = acc_1_2;
-    if (\$235 ) begin
-      \$392  = 38'h0000000000;
-    end else if (\$236 ) begin
-      \$392  = \$238 [37:0];
-    end
-    if (rst) begin
-      \$392  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$393  = acc_1_3;
-    if (\$240 ) begin
-      \$393  = 38'h0000000000;
-    end else if (\$241 ) begin
-      \$393  = \$243 [37:0];
-    end
-    if (rst) begin
-      \$393  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$394  = acc_2_0;
-    if (\$245 ) begin
-      \$394  = 38'h0000000000;
-    end else if (\$246 ) begin
-      \$394  = \$248 [37:0];
-    end
-    if (rst) begin
-      \$394  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$395  = acc_2_1;
-    if (\$250 ) begin
-      \$395  = 38'h0000000000;
-    end else if (\$251 ) begin
-      \$395  = \$253 [37:0];
-    end
-    if (rst) begin
-      \$395  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$396  = acc_2_2;
-    if (\$255 ) begin
-      \$396  = 38'h0000000000;
-    end else if (\$256 ) begin
-      \$396  = \$258 [37:0];
-    end
-    if (rst) begin
-      \$396  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$397  = acc_2_3;
-    if (\$260 ) begin
-      \$397  = 38'h0000000000;
-    end else if (\$261 ) begin
-      \$397  = \$263 [37:0];
-    end
-    if (rst) begin
-      \$397  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$398  = acc_3_0;
-    if (\$265 ) begin
-      \$398  = 38'h0000000000;
-    end else if (\$266 ) begin
-      \$398  = \$268 [37:0];
-    end
-    if (rst) begin
-      \$398  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$399  = acc_3_1;
-    if (\$270 ) begin
-      \$399  = 38'h0000000000;
-    end else if (\$271 ) begin
-      \$399  = \$273 [37:0];
-    end
-    if (rst) begin
-      \$399  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$400  = acc_3_2;
-    if (\$275 ) begin
-      \$400  = 38'h0000000000;
-    end else if (\$276 ) begin
-      \$400  = \$278 [37:0];
-    end
-    if (rst) begin
-      \$400  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$401  = acc_3_3;
-    if (\$280 ) begin
-      \$401  = 38'h0000000000;
-    end else if (\$281 ) begin
-      \$401  = \$283 [37:0];
-    end
-    if (rst) begin
-      \$401  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$402  = tile_err;
-    if (step) begin
-      \$402  = \$286 ;
-    end
-    if (rst) begin
-      \$402  = 1'h0;
     end
   end
   assign d__ready = advance;
@@ -13697,53 +13571,21 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   assign \t__payload.data[3][2]  = t__payload[569:532];
   assign \t__payload.data[3][3]  = t__payload[607:570];
   assign \t__payload.err  = t__payload[608];
-  assign busy[15] = en_pe_3_3_bank;
-  assign busy[14] = en_pe_3_2_bank;
-  assign busy[13] = en_pe_3_1_bank;
-  assign busy[12] = en_pe_3_0_bank;
-  assign busy[11] = en_pe_2_3_bank;
-  assign busy[10] = en_pe_2_2_bank;
-  assign busy[9] = en_pe_2_1_bank;
-  assign busy[8] = en_pe_2_0_bank;
-  assign busy[7] = en_pe_1_3_bank;
-  assign busy[6] = en_pe_1_2_bank;
-  assign busy[5] = en_pe_1_1_bank;
-  assign busy[4] = en_pe_1_0_bank;
-  assign busy[3] = en_pe_0_3_bank;
-  assign busy[2] = en_pe_0_2_bank;
-  assign busy[1] = en_pe_0_1_bank;
-  assign busy[0] = en_pe_0_0_bank;
-  assign load[15] = \$131 ;
-  assign load[14] = \$126 ;
-  assign load[13] = \$121 ;
-  assign load[12] = \$116 ;
-  assign load[11] = \$111 ;
-  assign load[10] = \$106 ;
-  assign load[9] = \$101 ;
-  assign load[8] = \$96 ;
-  assign load[7] = \$91 ;
-  assign load[6] = \$86 ;
-  assign load[5] = \$81 ;
-  assign load[4] = \$76 ;
-  assign load[3] = \$71 ;
-  assign load[2] = \$66 ;
-  assign load[1] = \$61 ;
-  assign load[0] = \$56 ;
-  assign t__payload[607:570] = \$128 [37:0];
-  assign t__payload[569:532] = \$123 [37:0];
-  assign t__payload[531:494] = \$118 [37:0];
-  assign t__payload[493:456] = \$113 [37:0];
-  assign t__payload[455:418] = \$108 [37:0];
-  assign t__payload[417:380] = \$103 [37:0];
-  assign t__payload[379:342] = \$98 [37:0];
-  assign t__payload[341:304] = \$93 [37:0];
-  assign t__payload[303:266] = \$88 [37:0];
-  assign t__payload[265:228] = \$83 [37:0];
-  assign t__payload[227:190] = \$78 [37:0];
-  assign t__payload[189:152] = \$73 [37:0];
-  assign t__payload[151:114] = \$68 [37:0];
-  assign t__payload[113:76] = \$63 [37:0];
-  assign t__payload[75:38] = \$58 [37:0];
+  assign t__payload[607:570] = \$83 [37:0];
+  assign t__payload[569:532] = \$81 [37:0];
+  assign t__payload[531:494] = \$79 [37:0];
+  assign t__payload[493:456] = \$77 [37:0];
+  assign t__payload[455:418] = \$75 [37:0];
+  assign t__payload[417:380] = \$73 [37:0];
+  assign t__payload[379:342] = \$71 [37:0];
+  assign t__payload[341:304] = \$69 [37:0];
+  assign t__payload[303:266] = \$67 [37:0];
+  assign t__payload[265:228] = \$65 [37:0];
+  assign t__payload[227:190] = \$63 [37:0];
+  assign t__payload[189:152] = \$61 [37:0];
+  assign t__payload[151:114] = \$59 [37:0];
+  assign t__payload[113:76] = \$57 [37:0];
+  assign t__payload[75:38] = \$55 [37:0];
   assign t__payload[37:0] = \$53 [37:0];
   assign t__payload[608] = \$51 ;
   assign lane_en[7] = en_dec7_en;
@@ -28253,7 +28095,7 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid.pe_3_0 (rst, en, \port$3972$78 , mode, sum, cin, clk);
+module \top.grid.pe_3_0 (rst, en, \port$3868$78 , mode, sum, cin, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire [3:0] \$1 ;
   wire [3:0] \$10 ;
@@ -28489,8 +28331,8 @@ module \top.grid.pe_3_0 (rst, en, \port$3972$78 , mode, sum, cin, clk);
   wire [7:0] pair0_hi;
   (* keep = 32'd1 *)
   wire [7:0] pair1_hi;
-  input [51:0] \port$3972$78 ;
-  wire [51:0] \port$3972$78 ;
+  input [51:0] \port$3868$78 ;
+  wire [51:0] \port$3868$78 ;
   (* keep = 32'd1 *)
   wire [5:0] pp0_hi;
   (* keep = 32'd1 *)
@@ -28539,41 +28381,41 @@ module \top.grid.pe_3_0 (rst, en, \port$3972$78 , mode, sum, cin, clk);
   wire [25:0] sum1_0;
   (* init = 1'h0 *)
   wire sum1_0_c;
-  assign \$1  = \port$3972$78 [26] ? \port$3972$78 [3:0] : 4'h0;
-  assign \$3  = \port$3972$78 [27] ? \$2  : 5'h00;
+  assign \$1  = \port$3868$78 [26] ? \port$3868$78 [3:0] : 4'h0;
+  assign \$3  = \port$3868$78 [27] ? \$2  : 5'h00;
   assign pp0_lo = \$1  + \$3 ;
-  assign \$4  = \port$3972$78 [28] ? \port$3972$78 [3:0] : 4'h0;
-  assign \$6  = \port$3972$78 [29] ? \$5  : 5'h00;
+  assign \$4  = \port$3868$78 [28] ? \port$3868$78 [3:0] : 4'h0;
+  assign \$6  = \port$3868$78 [29] ? \$5  : 5'h00;
   assign pp0_hi = \$4  + \$6 ;
-  assign \$7  = \port$3972$78 [30] ? \port$3972$78 [7:4] : 4'h0;
-  assign \$9  = \port$3972$78 [31] ? \$8  : 5'h00;
+  assign \$7  = \port$3868$78 [30] ? \port$3868$78 [7:4] : 4'h0;
+  assign \$9  = \port$3868$78 [31] ? \$8  : 5'h00;
   assign pp1_lo = \$7  + \$9 ;
-  assign \$10  = \port$3972$78 [32] ? \port$3972$78 [7:4] : 4'h0;
-  assign \$12  = \port$3972$78 [33] ? \$11  : 5'h00;
+  assign \$10  = \port$3868$78 [32] ? \port$3868$78 [7:4] : 4'h0;
+  assign \$12  = \port$3868$78 [33] ? \$11  : 5'h00;
   assign pp1_hi = \$10  + \$12 ;
-  assign \$13  = \port$3972$78 [34] ? \port$3972$78 [11:8] : 4'h0;
-  assign \$15  = \port$3972$78 [35] ? \$14  : 5'h00;
+  assign \$13  = \port$3868$78 [34] ? \port$3868$78 [11:8] : 4'h0;
+  assign \$15  = \port$3868$78 [35] ? \$14  : 5'h00;
   assign pp2_lo = \$13  + \$15 ;
-  assign \$16  = \port$3972$78 [36] ? \port$3972$78 [11:8] : 4'h0;
-  assign \$18  = \port$3972$78 [37] ? \$17  : 5'h00;
+  assign \$16  = \port$3868$78 [36] ? \port$3868$78 [11:8] : 4'h0;
+  assign \$18  = \port$3868$78 [37] ? \$17  : 5'h00;
   assign pp2_hi = \$16  + \$18 ;
-  assign \$19  = \port$3972$78 [38] ? \port$3972$78 [15:12] : 4'h0;
-  assign \$21  = \port$3972$78 [39] ? \$20  : 5'h00;
+  assign \$19  = \port$3868$78 [38] ? \port$3868$78 [15:12] : 4'h0;
+  assign \$21  = \port$3868$78 [39] ? \$20  : 5'h00;
   assign pp3_lo = \$19  + \$21 ;
-  assign \$22  = \port$3972$78 [40] ? \port$3972$78 [15:12] : 4'h0;
-  assign \$24  = \port$3972$78 [41] ? \$23  : 5'h00;
+  assign \$22  = \port$3868$78 [40] ? \port$3868$78 [15:12] : 4'h0;
+  assign \$24  = \port$3868$78 [41] ? \$23  : 5'h00;
   assign pp3_hi = \$22  + \$24 ;
   assign \$25  = m0[7:4] + m1;
   assign \$26  = m2[7:4] + m3;
   assign \$27  = f3_0[11:4] + f3_2;
-  assign \$28  = \port$3972$78 [16] ^ \port$3972$78 [42];
-  assign \$29  = \port$3972$78 [19] ^ \port$3972$78 [45];
-  assign \$30  = \port$3972$78 [21] ^ \port$3972$78 [47];
-  assign \$31  = \port$3972$78 [24] ^ \port$3972$78 [50];
-  assign \$32  = \port$3972$78 [18:17] + \port$3972$78 [44:43];
-  assign \$33  = \port$3972$78 [20] + \port$3972$78 [46];
-  assign \$34  = \port$3972$78 [23:22] + \port$3972$78 [49:48];
-  assign \$35  = \port$3972$78 [25] + \port$3972$78 [51];
+  assign \$28  = \port$3868$78 [16] ^ \port$3868$78 [42];
+  assign \$29  = \port$3868$78 [19] ^ \port$3868$78 [45];
+  assign \$30  = \port$3868$78 [21] ^ \port$3868$78 [47];
+  assign \$31  = \port$3868$78 [24] ^ \port$3868$78 [50];
+  assign \$32  = \port$3868$78 [18:17] + \port$3868$78 [44:43];
+  assign \$33  = \port$3868$78 [20] + \port$3868$78 [46];
+  assign \$34  = \port$3868$78 [23:22] + \port$3868$78 [49:48];
+  assign \$35  = \port$3868$78 [25] + \port$3868$78 [51];
   assign \$37  = pp0_lo1 + \$36 ;
   assign \$39  = pp1_lo1 + \$38 ;
   assign \$41  = pp2_lo1 + \$40 ;
@@ -29415,47 +29257,47 @@ module \top.grid.pe_3_0 (rst, en, \port$3972$78 , mode, sum, cin, clk);
       \$143  = 1'h0;
     end
   end
-  assign b = \port$3972$78 [51:26];
-  assign a = \port$3972$78 [25:0];
+  assign b = \port$3868$78 [51:26];
+  assign a = \port$3868$78 [25:0];
   assign pair0_hi = \$25 [7:0];
   assign pair1_hi = \$26 [7:0];
   assign full_hi = \$27 [11:0];
   assign sum1_0 = sum;
   assign sum1_0_c = cin;
-  assign \b.x0  = \port$3972$78 [29:26];
-  assign \b.x1  = \port$3972$78 [33:30];
-  assign \b.x2  = \port$3972$78 [37:34];
-  assign \b.x3  = \port$3972$78 [41:38];
-  assign \b.neg0  = \port$3972$78 [42];
-  assign \b.sh0  = \port$3972$78 [44:43];
-  assign \b.neg1  = \port$3972$78 [45];
-  assign \b.sh1  = \port$3972$78 [46];
-  assign \b.neg2  = \port$3972$78 [47];
-  assign \b.sh2  = \port$3972$78 [49:48];
-  assign \b.neg3  = \port$3972$78 [50];
-  assign \b.sh3  = \port$3972$78 [51];
-  assign \a.x0  = \port$3972$78 [3:0];
-  assign \a.x1  = \port$3972$78 [7:4];
-  assign \a.x2  = \port$3972$78 [11:8];
-  assign \a.x3  = \port$3972$78 [15:12];
-  assign \a.neg0  = \port$3972$78 [16];
-  assign \a.sh0  = \port$3972$78 [18:17];
-  assign \a.neg1  = \port$3972$78 [19];
-  assign \a.sh1  = \port$3972$78 [20];
-  assign \a.neg2  = \port$3972$78 [21];
-  assign \a.sh2  = \port$3972$78 [23:22];
-  assign \a.neg3  = \port$3972$78 [24];
-  assign \a.sh3  = \port$3972$78 [25];
+  assign \b.x0  = \port$3868$78 [29:26];
+  assign \b.x1  = \port$3868$78 [33:30];
+  assign \b.x2  = \port$3868$78 [37:34];
+  assign \b.x3  = \port$3868$78 [41:38];
+  assign \b.neg0  = \port$3868$78 [42];
+  assign \b.sh0  = \port$3868$78 [44:43];
+  assign \b.neg1  = \port$3868$78 [45];
+  assign \b.sh1  = \port$3868$78 [46];
+  assign \b.neg2  = \port$3868$78 [47];
+  assign \b.sh2  = \port$3868$78 [49:48];
+  assign \b.neg3  = \port$3868$78 [50];
+  assign \b.sh3  = \port$3868$78 [51];
+  assign \a.x0  = \port$3868$78 [3:0];
+  assign \a.x1  = \port$3868$78 [7:4];
+  assign \a.x2  = \port$3868$78 [11:8];
+  assign \a.x3  = \port$3868$78 [15:12];
+  assign \a.neg0  = \port$3868$78 [16];
+  assign \a.sh0  = \port$3868$78 [18:17];
+  assign \a.neg1  = \port$3868$78 [19];
+  assign \a.sh1  = \port$3868$78 [20];
+  assign \a.neg2  = \port$3868$78 [21];
+  assign \a.sh2  = \port$3868$78 [23:22];
+  assign \a.neg3  = \port$3868$78 [24];
+  assign \a.sh3  = \port$3868$78 [25];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
-  assign \$2  = { \port$3972$78 [3:0], 1'h0 };
-  assign \$5  = { \port$3972$78 [3:0], 1'h0 };
-  assign \$8  = { \port$3972$78 [7:4], 1'h0 };
-  assign \$11  = { \port$3972$78 [7:4], 1'h0 };
-  assign \$14  = { \port$3972$78 [11:8], 1'h0 };
-  assign \$17  = { \port$3972$78 [11:8], 1'h0 };
-  assign \$20  = { \port$3972$78 [15:12], 1'h0 };
-  assign \$23  = { \port$3972$78 [15:12], 1'h0 };
+  assign \$2  = { \port$3868$78 [3:0], 1'h0 };
+  assign \$5  = { \port$3868$78 [3:0], 1'h0 };
+  assign \$8  = { \port$3868$78 [7:4], 1'h0 };
+  assign \$11  = { \port$3868$78 [7:4], 1'h0 };
+  assign \$14  = { \port$3868$78 [11:8], 1'h0 };
+  assign \$17  = { \port$3868$78 [11:8], 1'h0 };
+  assign \$20  = { \port$3868$78 [15:12], 1'h0 };
+  assign \$23  = { \port$3868$78 [15:12], 1'h0 };
   assign \$36  = { 1'h0, pp0_hi1, 2'h0 };
   assign \$38  = { 1'h0, pp1_hi1, 2'h0 };
   assign \$40  = { 1'h0, pp2_hi1, 2'h0 };
