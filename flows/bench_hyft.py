@@ -9,6 +9,7 @@ import torch
 
 from accelkit.config.hyft import SoftmaxConfig
 from accelkit.golden import hyft_cycles
+from accelkit.golden.hyft_cycles import LATENCY_OVERHEAD
 from accelkit.sim.hyft import run_hyft
 
 from . import figures, progress
@@ -52,7 +53,7 @@ def timing(cfg: SoftmaxConfig) -> dict:
         with progress.step(f"{point_name(cfg)}: latency of one vector of {n} (RTL under Verilator)"):
             run = run_hyft(cfg, _vectors(cfg, [n], seed=n))
         lat.append({"n": n, "rtl": run.latency[0], "model": hyft_cycles.latency(cfg, n),
-                    "bound": 3 * n / cfg.lanes + 40})
+                    "bound": 3 * n / cfg.lanes + LATENCY_OVERHEAD})
     with progress.step(f"{point_name(cfg)}: sustained rate, {RATE_VECTORS} vectors of {RATE_N} back to back (RTL)"):
         run = run_hyft(cfg, _vectors(cfg, [RATE_N] * RATE_VECTORS, seed=7))
     beats = -(-RATE_N // cfg.lanes)
@@ -139,7 +140,7 @@ def render(res: dict) -> str:
     d, t = res["default_config"], res["timing"]
     md = [f"## Hyft softmax unit\n\nDefault config: {d['fmt']}, {d['lanes']} lanes, segments {d['segments']}, "
           f"max_len {d['max_len']}.\n", "### Latency and throughput (RTL under Verilator against the cycle model)\n"]
-    md.append(md_table(["N", "RTL latency", "model", "bound 3N/L + 40"],
+    md.append(md_table(["N", "RTL latency", "model", f"bound 3N/L + {LATENCY_OVERHEAD}"],
                      [[x["n"], x["rtl"], x["model"], f"{x['bound']:.0f}"] for x in t["latency"]]))
     md.append(f"\nSustained rate, back-to-back vectors of N = {t['rate_n']}: {t['rate_rtl']:.3f} elements/cycle "
               f"measured, {t['rate_model']:.3f} modelled (target 0.9 L = {0.9 * d['lanes']:.1f}). Whole batch: "

@@ -36,10 +36,12 @@ from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from accelkit.config.hyft import HYFT_PIPELINE, SoftmaxConfig
+from accelkit.config.hyft import HYFT_STAGES, RING_READ, SoftmaxConfig
+
+from .memory import READ_LATENCY, RegisteredRam
+from .pipeline import LIMB, MULTIPLY_LATENCY, registered_multiply, split_multiply
 
 # bank states: each bank is owned by one phase at a time and moves around the ring in this order
 FREE, FILL, FULL, SUM, SUMMED, DRAIN = range(6)
@@ -167,24 +169,59 @@ def leading_one(m: Module, v, name: str):
 
 # ---- the Hyft datapaths ---------------------------------------------------------------------------------
 
+def low_bits_any(m: Module, v, sh, name: str):
+    """Whether v >> sh drops a one: v AND a thermometer mask of sh ones (beside the shifter, not after it)."""
+    mask = Signal(len(v), name=f"{name}_mask")
+    m.d.comb += [mask[i].eq(sh > i) for i in range(len(v))]
+    return (v & mask).any()
+
+
+def lead_one_split(m: Module, p: Pipe, v, name: str):
+    """`leading_one` in two register stages: each group of 8 bits' own leading one and whether it has one, then
+    the highest group that has one. Returns the registered index (0 when v == 0)."""
+    groups = [(lo, v[lo:min(lo + 8, len(v))]) for lo in range(0, len(v), 8)]
+    any_ = [p.reg(g != 0, name=f"{name}_any{lo}") for lo, g in groups]
+    idx = [p.reg(leading_one(m, g, f"{name}_g{lo}"), name=f"{name}_idx{lo}") for lo, g in groups]
+    k = Signal(range(max(len(v), 2)), name=f"{name}_k")
+    for (lo, _), a, i in zip(groups, any_, idx, strict=True):
+        with m.If(a):
+            m.d.comb += k.eq(lo + i)
+    return p.reg(k, name=f"{name}_lead")
+
+
+def interp_stages(m: Module, p: Pipe, table: tuple[int, ...], r, seg_bits: int, interp_bits: int, shape, name: str,
+                  platform=None):
+    """`interpolate` in INTERP_STAGES = 3 register stages: the segment's base and step into the multiplier's
+    operand registers, the product, base + (step * w) >> interp_bits."""
+    j = r[interp_bits:interp_bits + seg_bits] if seg_bits else Const(0, 1)
+    w = r[:interp_bits]
+    base = table_lookup(table[:-1], j, f"{name}_base", m)
+    step = table_lookup(tuple(table[i + 1] - table[i] for i in range(len(table) - 1)), j, f"{name}_step", m)
+    fits = len(step) <= LIMB and len(w) <= LIMB
+    prod = registered_multiply(m, step, w, f"{name}_mul", platform if fits else None, en=p.en)
+    base2 = p.delay(base, MULTIPLY_LATENCY, name=f"{name}_b")
+    return p.reg(base2 + (prod >> interp_bits), shape, name=f"{name}_P")
+
+
+INTERP_STAGES = MULTIPLY_LATENCY + 1
+
+
 class HyftDatapath:
     """Steps 2 to 7 of the spec, bit-exact to golden/hyft.py, as pipelines the ring drives.
 
-    B: per lane, the word read from the bank -> (live, |T|) written back after `B_WB` register stages,
-    and p on the sum's grid after `B_P`; the lane sum after one more. `finalize`: the exact sum ->
-    Lsum in `FIN` stages. C: (live, |T|) and Lsum -> the output float, `C_OUT` stages before the
-    output register.
+    B: per lane, the registered word read from the bank -> (live, |T|) written back after `B_WB` register
+    stages, and p on the sum's grid after `B_P`; the beat's sum after `B_BEAT` more. `finalize`: the exact sum
+    -> -Lsum in `FIN` stages. C: (live, |T|) and -Lsum -> the output float, `C_OUT` stages before the output
+    register. Stage counts: accelkit/config/hyft.py (HYFT_STAGES, hyft_pipeline), which the cycle model reads.
     """
 
-    # register stages, as the config says (golden/hyft_cycles.py counts cycles from the same table)
-    B_WB = HYFT_PIPELINE["b_wb"]  # align (k, z), shift, ceil, *log2e
-    B_P = HYFT_PIPELINE["b_p"]  # then 2^r and the sum grid shift
-    FIN = HYFT_PIPELINE["fin"]  # leading one, then table and bias
-    B_BEAT = HYFT_PIPELINE["b_beat"]  # the lane sum
-    C_OUT = HYFT_PIPELINE["c_out"]  # U = T - Lsum and split, then 2^r; the rounding feeds the output register
-
-    def __init__(self, cfg: SoftmaxConfig):
+    def __init__(self, cfg: SoftmaxConfig, platform=None):
         self.cfg = cfg
+        self.platform = platform
+        st = cfg.pipeline
+        self.B_WB, self.B_P, self.B_BEAT, self.FIN, self.C_OUT = (st["b_wb"], st["b_p"], st["b_beat"], st["fin"],
+                                                                  st["c_out"])
+        assert HYFT_STAGES["exp2"] == INTERP_STAGES
 
     @property
     def acc_shape(self):
@@ -192,7 +229,7 @@ class HyftDatapath:
 
     @property
     def vec_shape(self):
-        return unsigned(self.lsum_bits)
+        return signed(self.lsum_bits + 1)  # -Lsum
 
     @property
     def lsum_bits(self) -> int:
@@ -203,87 +240,120 @@ class HyftDatapath:
     def b_lane(self, m: Module, p: Pipe, word, lane_ok, max_bits, lane: int):
         cfg = self.cfg
         M, F, I, bias = cfg.man_bits, cfg.frac_bits, cfg.int_bits, cfg.bias
+        # decode 1: the fields, the larger exponent (compared beside the normal test), equal to the max
         bits = word[:cfg.width]
         sx, ex, fx = float_fields(bits, cfg)
         sm, em, fm = float_fields(max_bits, cfg)
         special = ex == cfg.float_format.exp_max
         normal = (ex != 0) & ~special
-        finite = lane_ok & ~special
-        ex_eff = Mux(normal, ex, 0)
-        mant_x = Mux(normal, Cat(fx, Const(1, 1)), 0)
-        mant_m = Mux(em != 0, Cat(fm, Const(1, 1)), 0)  # the max is canonical: em == 0 means zero
-        equal = Mux(normal, bits, 0) == max_bits
-        ev = smax(ex_eff, em)
-        too_big = ev >= cfg.align_exp_limit + bias
-        # grid g = min(Ev - M, -F): both cases give k = e_o - base and z = 1 - F - g
-        small = ev <= bias + M - F
-        base = Mux(small, ev, bias + M - F)
-        k_shape = signed(cfg.exp_bits + 3)
-        kx = p.reg(ex_eff - base, k_shape, name=f"kx{lane}")
-        km = p.reg(em - base, k_shape, name=f"km{lane}")
-        z = p.reg(Mux(small, smin(bias + M + 1 - F - ev, M + 3), 1), unsigned((M + 3).bit_length()), name=f"z{lane}")
-        mx1 = p.reg(mant_x, name=f"mx{lane}")
-        mm1 = p.reg(mant_m, name=f"mm{lane}")
+        exe = p.reg(Mux(normal, ex, 0), unsigned(cfg.exp_bits), name=f"exe{lane}")
+        em1 = p.reg(em, name=f"em{lane}")
+        ev = p.reg(Mux(normal & (ex > em), ex, em), unsigned(cfg.exp_bits), name=f"ev{lane}")
+        mx = p.reg(Mux(normal, Cat(fx, Const(1, 1)), 0), unsigned(M + 1), name=f"mx{lane}")
+        mm = p.reg(Mux(em != 0, Cat(fm, Const(1, 1)), 0), unsigned(M + 1), name=f"mm{lane}")
         sx1, sm1 = p.reg(sx, name=f"sx{lane}"), p.reg(sm, name=f"sm{lane}")
-        eq1, big1, fin1 = p.reg(equal, name=f"eq{lane}"), p.reg(too_big, name=f"big{lane}"), \
-            p.reg(finite, name=f"fin{lane}")
+        eq1 = p.reg(Mux(normal, bits == max_bits, max_bits == 0), name=f"eq{lane}")
+        fin1 = p.reg(lane_ok & ~special, name=f"fin{lane}")
+        # decode 2: the grid g = min(Ev - M, -F): both cases give k = e_o - base and z = 1 - F - g
+        small = p.reg(ev <= bias + M - F, name=f"small{lane}")
+        big2 = p.reg(ev >= cfg.align_exp_limit + bias, name=f"big{lane}")
+        base = p.reg(Mux(ev <= bias + M - F, ev, bias + M - F), name=f"base{lane}")
+        ev2 = p.reg(ev, name=f"ev2_{lane}")
+        exe, em1, mx, mm, sx1, sm1, eq1, fin1 = (p.reg(v, name=f"dc{lane}") for v in
+                                                 (exe, em1, mx, mm, sx1, sm1, eq1, fin1))
+        # decode 3: k for both operands, z
+        k_shape = signed(cfg.exp_bits + 3)
+        kx = p.reg(exe - base, k_shape, name=f"kx{lane}")
+        km = p.reg(em1 - base, k_shape, name=f"km{lane}")
+        z = p.reg(Mux(small, smin(bias + M + 1 - F - ev2, M + 3), 1), unsigned((M + 3).bit_length()), name=f"z{lane}")
+        mx, mm, sx1, sm1, eq1, big2, fin1 = (p.reg(v, name=f"dk{lane}") for v in (mx, mm, sx1, sm1, eq1, big2, fin1))
 
-        # stage 2: both operands on the grid, in half units with a sticky bit; A2 = max - x
+        # align 1: the shift amounts, clamped
         lmax = I + F + 1
+        lb, rb = lmax.bit_length(), (M + 2).bit_length()
 
-        def on_grid(mant, k):
-            left = mant << smin(smax(k, 0), lmax).as_unsigned()[:lmax.bit_length()]
-            rs = smin(smax(-k, 0), M + 2).as_unsigned()[:(M + 2).bit_length()]
-            right = mant >> rs
-            sticky = (right << rs)[:M + 1] != mant
-            return Mux(k >= 0, left << 1, Cat(sticky, right))
+        def amounts(k, tag):
+            return (p.reg(smin(smax(k, 0), lmax).as_unsigned()[:lb], name=f"l{tag}{lane}"),
+                    p.reg(smin(smax(-k, 0), M + 2).as_unsigned()[:rb], name=f"r{tag}{lane}"),
+                    p.reg(k >= 0, name=f"p{tag}{lane}"))
 
+        lx, rx, px = amounts(kx, "x")
+        lm, rm, pm = amounts(km, "m")
+        mx, mm, sx1, sm1, z, eq1, big2, fin1 = (p.reg(v, name=f"da{lane}") for v in
+                                                (mx, mm, sx1, sm1, z, eq1, big2, fin1))
+
+        # align 2: both operands on the grid, in half units with a sticky bit
+        def on_grid(mant, ls, rs, pos, tag):
+            sticky = low_bits_any(m, mant, rs, f"st{tag}{lane}")
+            return p.reg(Mux(pos, (mant << ls) << 1, Cat(sticky, mant >> rs)), name=f"v{tag}{lane}")
+
+        vx, vm = on_grid(mx, lx, rx, px, "x"), on_grid(mm, lm, rm, pm, "m")
+        sx1, sm1, z, eq1, big2, fin1 = (p.reg(v, name=f"dg{lane}") for v in (sx1, sm1, z, eq1, big2, fin1))
+        # align 3: the signs; align 4: A2 = max - x
         a_shape = signed(cfg.align_bits + 3)
-        vx, vm = on_grid(mx1, kx), on_grid(mm1, km)
-        a2 = Mux(sm1, -vm, vm) - Mux(sx1, -vx, vx)
-        a2r = p.reg(a2, a_shape, name=f"a2_{lane}")
-        z2 = p.reg(z, name=f"z2_{lane}")
-        eq2, big2, fin2 = p.reg(eq1, name=f"eq2_{lane}"), p.reg(big1, name=f"big2_{lane}"), \
-            p.reg(fin1, name=f"fin2_{lane}")
+        svx = p.reg(Mux(sx1, -vx, vx), a_shape, name=f"svx{lane}")
+        svm = p.reg(Mux(sm1, -vm, vm), a_shape, name=f"svm{lane}")
+        z, eq1, big2, fin1 = (p.reg(v, name=f"ds{lane}") for v in (z, eq1, big2, fin1))
+        a2 = p.reg(svm - svx, a_shape, name=f"a2_{lane}")
+        z, eq1, big2, fin1 = (p.reg(v, name=f"dd{lane}") for v in (z, eq1, big2, fin1))
 
-        # stage 3: C = ceil(A2 / 2^z), D = -min(C, 2^(I+F))
-        c = (a2r + (Const(1, 1) << z2) - 1) >> z2
-        dmag = Mux(eq2, 0, Mux(big2 | (c > cfg.d_sat), cfg.d_sat, c))
-        d3 = p.reg(dmag, unsigned(cfg.d_mag_bits), name=f"d{lane}")
-        fin3 = p.reg(fin2, name=f"fin3_{lane}")
+        # ceil: C = ceil(A2 / 2^z) as (A2 + 2^z - 1) >> z, then D = -min(C, 2^(I+F))
+        pre = p.reg(a2 + (Const(1, 1) << z) - 1, name=f"cpre{lane}")
+        z, eq1, big2, fin1 = (p.reg(v, name=f"dp{lane}") for v in (z, eq1, big2, fin1))
+        c = p.reg(pre >> z, name=f"c{lane}")
+        eq1, big2, fin1 = (p.reg(v, name=f"dq{lane}") for v in (eq1, big2, fin1))
+        d3 = p.reg(Mux(eq1, 0, Mux(big2 | (c > cfg.d_sat), cfg.d_sat, c)), unsigned(cfg.d_mag_bits), name=f"d{lane}")
+        fin1 = p.reg(fin1, name=f"dr{lane}")
 
-        # stage 4: |T| = ceil(|D| * log2e / 2^K); live while T >= -2^(I+F)
+        # |T| = ceil(|D| * log2e / 2^K); live while T >= -2^(I+F)
         K = cfg.log2e_frac_bits
-        tmag = (d3 * cfg.log2e_const + (1 << K) - 1) >> K
-        live = fin3 & (tmag <= cfg.d_sat)
-        t4 = p.reg(Mux(live, tmag, 0), unsigned(cfg.t_mag_bits), name=f"t{lane}")
+        kbits = cfg.log2e_const.bit_length()
+        prod, mst = split_multiply(m, d3, Const(cfg.log2e_const, unsigned(kbits)), cfg.d_mag_bits + kbits + 2,
+                                   f"l2e{lane}", self.platform)
+        fin1 = p.delay(fin1, mst, name=f"dm{lane}")
+        tq = p.reg((prod + (1 << K) - 1) >> K, name=f"tq{lane}")
+        fin1 = p.reg(fin1, name=f"dt{lane}")
+        live = fin1 & (tq <= cfg.d_sat)
+        t4 = p.reg(Mux(live, tq, 0), unsigned(cfg.t_mag_bits), name=f"t{lane}")
         live4 = p.reg(live, name=f"live{lane}")
-        wb = Cat(t4, live4)  # B_WB = 4 stages
+        wb = Cat(t4, live4)
 
-        # stage 5: q = T >> F, r = T mod 2^F, P = 2^r from the table
-        tneg = Signal(signed(cfg.t_mag_bits + 1), name=f"tneg{lane}")
-        m.d.comb += tneg.eq(-t4)
-        P = interpolate(m, cfg.exp2_table, tneg[:F], cfg.seg_bits, cfg.interp_bits, f"e2b{lane}")
-        P5 = p.reg(P, unsigned(cfg.mant_bits + 1), name=f"P{lane}")
-        q5 = p.reg(tneg >> F, signed(cfg.q_bits + 1), name=f"q{lane}")
+        # -|T|, then 2^r by the table (q = T >> F, r = T mod 2^F)
+        tneg = p.reg(-t4, signed(cfg.t_mag_bits + 1), name=f"tneg{lane}")
         live5 = p.reg(live4, name=f"live5_{lane}")
+        P = interp_stages(m, p, cfg.exp2_table, tneg[:F], cfg.seg_bits, cfg.interp_bits, unsigned(cfg.mant_bits + 1),
+                          f"e2b{lane}", self.platform)
+        q5 = p.delay(p.reg(tneg >> F, signed(cfg.q_bits + 1), name=f"q{lane}"), INTERP_STAGES - 1, name=f"qd{lane}")
+        live5 = p.delay(live5, INTERP_STAGES, name=f"ld{lane}")
 
-        # stage 6: p on the sum's grid 2^-B, truncated
+        # p on the sum's grid 2^-B, truncated: the shift amounts, then the shift
         W, B = cfg.table_bits, cfg.sum_frac_bits
         s = q5 - W + B
-        lsh = smin(smax(s, 0), max(B - W, 0)).as_unsigned()[:max(B - W, 1).bit_length()]
-        rsh = smin(smax(-s, 0), W + 2).as_unsigned()[:(W + 2).bit_length()]
-        pv = Mux(s >= 0, P5 << lsh, P5 >> rsh)
-        p6 = p.reg(Mux(live5, pv, 0), unsigned(B + 2), name=f"p{lane}")  # B_P = 6 stages
+        lsh = p.reg(smin(smax(s, 0), max(B - W, 0)).as_unsigned()[:max(B - W, 1).bit_length()], name=f"glsh{lane}")
+        rsh = p.reg(smin(smax(-s, 0), W + 2).as_unsigned()[:(W + 2).bit_length()], name=f"grsh{lane}")
+        sge = p.reg(s >= 0, name=f"gsge{lane}")
+        P6, live6 = p.reg(P, name=f"gP{lane}"), p.reg(live5, name=f"gl{lane}")
+        pv = Mux(sge, P6 << lsh, P6 >> rsh)
+        p6 = p.reg(Mux(live6, pv, 0), unsigned(B + 2), name=f"p{lane}")
         return wb, p6
 
     def b_beat(self, m: Module, p: Pipe, lanes_p: list):
-        """The beat's sum of p over the lanes (B_BEAT = 1 register stage)."""
-        return p.reg(add_tree(m, lanes_p, "psum"), self.acc_shape, name="beat")
+        """The beat's sum of p over the lanes: a tree of adds with a register after each level (B_BEAT stages)."""
+        vals, level = list(lanes_p), 0
+        while True:
+            nxt = [vals[i] + vals[i + 1] for i in range(0, len(vals) - 1, 2)]
+            if len(vals) % 2:
+                nxt.append(vals[-1])
+            vals = [p.reg(v, self.acc_shape, name=f"beat{level}_{i}") for i, v in enumerate(nxt)]
+            level += 1
+            if len(vals) == 1:
+                break
+        assert level == self.B_BEAT
+        return vals[0]
 
     def vector_value(self, m: Module, p: Pipe, beat, bt: dict):
-        """The beat sums of a vector (tags bt: v, first, last, bank) -> (Lsum, its valid, its bank), 1 + FIN cycles
-        after the last beat sum: the exact accumulator, then `finalize`."""
+        """The beat sums of a vector (tags bt: v, first, last, bank) -> (-Lsum, its valid, its bank), 1 + FIN
+        cycles after the last beat sum: the exact accumulator, then `finalize`."""
         acc = Signal(self.acc_shape)
         total = Signal(self.acc_shape)
         tot_v = Signal()
@@ -300,55 +370,64 @@ class HyftDatapath:
 
     # --- B: once per vector
     def finalize(self, m: Module, p: Pipe, total):
-        """Step 6: Lsum = log2(Sum) with F fraction bits, plus the centring bias (FIN = 2 stages)."""
+        """Step 6: -Lsum, Lsum = log2(Sum) with F fraction bits plus the centring bias (FIN stages): the leading
+        one (2 stages), normalise, the table's index, the table (INTERP_STAGES), Lsum, its negation."""
         cfg = self.cfg
         F, B = cfg.frac_bits, cfg.sum_frac_bits
         nw = max(cfg.sum_bits, F + 1)
-        k = leading_one(m, total, "sum_lead")
-        norm = Signal(nw, name="sum_norm")
+        k = lead_one_split(m, p, total, "sum")
+        tot2 = p.delay(total, 2, name="sum_tot")
         up = Signal(range(nw), name="sum_up")
-        m.d.comb += [up.eq(nw - 1 - k), norm.eq(total << up)]
-        k1 = p.reg(k, name="lead")
+        m.d.comb += up.eq(nw - 1 - k)
+        norm = p.reg((tot2 << up)[:nw], unsigned(nw), name="sum_norm")
+        k1 = p.reg(k, name="lead1")
         rs1 = p.reg(norm[nw - 1 - F:nw - 1], name="lrs")
         pow2 = p.reg(norm[:nw - 1] == 0, name="pow2")
-        lg = interpolate(m, cfg.log2_table, rs1, cfg.seg_bits, cfg.interp_bits, "lg2")
-        lsum = ((k1 - B) << F) + lg + Mux(pow2, 0, cfg.log2_bias)
-        return p.reg(lsum, self.vec_shape, name="lsum")
+        k2 = p.reg(k1, name="lead2")
+        lg = interp_stages(m, p, cfg.log2_table, rs1, cfg.seg_bits, cfg.interp_bits,
+                           unsigned(max(cfg.log2_table).bit_length() + 1), "lg2", self.platform)
+        kb = p.delay(p.reg(((k2 - B) << F) + Mux(pow2, 0, cfg.log2_bias), name="lkb"), INTERP_STAGES - 1, name="lkbd")
+        lsum = p.reg(kb + lg, unsigned(self.lsum_bits), name="lsum")
+        return p.reg(-lsum, self.vec_shape, name="nlsum")
 
     # --- C: per lane
-    def c_lane(self, m: Module, p: Pipe, word, lsum, lane: int):
-        """(live, output bits before the output register) from the stored (live, |T|) and Lsum."""
+    def c_lane(self, m: Module, p: Pipe, word, nlsum, lane: int):
+        """(live, output bits before the output register) from the stored (live, |T|) and -Lsum, C_OUT stages."""
         cfg = self.cfg
         F, W, M = cfg.frac_bits, cfg.table_bits, cfg.man_bits
         tmag = word[:cfg.t_mag_bits]
-        live = word[cfg.t_mag_bits]
         u_bits = max(cfg.t_mag_bits, self.lsum_bits) + 2
-        u = Signal(signed(u_bits), name=f"u{lane}")
-        m.d.comb += u.eq(-(tmag + lsum))
-        ry = p.reg(u[:F], name=f"ry{lane}")
-        qy = p.reg(u >> F, signed(u_bits - F + 1), name=f"qy{lane}")
-        live1 = p.reg(live, name=f"clive{lane}")
-        P = interpolate(m, cfg.exp2_table, ry, cfg.seg_bits, cfg.interp_bits, f"e2c{lane}")
-        P2 = p.reg(P, unsigned(cfg.mant_bits + 1), name=f"Py{lane}")
-        q2 = p.reg(qy, name=f"qy2_{lane}")
-        live2 = p.reg(live1, name=f"clive2_{lane}")  # C_OUT = 2 stages
+        u = p.reg(nlsum - tmag, signed(u_bits), name=f"u{lane}")
+        live = p.delay(word[cfg.t_mag_bits], 1 + INTERP_STAGES + 1, name=f"clive{lane}")
+        P2 = interp_stages(m, p, cfg.exp2_table, u[:F], cfg.seg_bits, cfg.interp_bits, unsigned(cfg.mant_bits + 1),
+                           f"e2c{lane}", self.platform)
+        q = Signal(signed(u_bits - F + 1), name=f"qy{lane}")
+        m.d.comb += q.eq(u >> F)
 
-        # round P * 2^(q - W) to the format, nearest even, gradual underflow (golden round_to_format)
-        e = Signal(signed(len(q2) + 2), name=f"ye{lane}")
-        m.d.comb += e.eq(q2 + cfg.bias)
-        sh = Signal(signed(max(len(e), (W + 2).bit_length()) + 3), name=f"ysh{lane}")
-        m.d.comb += sh.eq(smin(W - M + smax(1 - e, 0), W + 2))
-        shr = smax(sh, 0).as_unsigned()[:(W + 2).bit_length()]
+        # round P * 2^(q - W) to the format, nearest even, gradual underflow (golden round_to_format): the shift
+        # amounts from q beside the table (INTERP_STAGES stages), then the shift, the round and sticky bits; the
+        # add feeds the output register
+        e = p.reg(q + cfg.bias, signed(len(q) + 2), name=f"ye{lane}")
+        ome = p.reg(1 - cfg.bias - q, signed(len(q) + 2), name=f"yome{lane}")
+        shw = signed(max(len(e), (W + 2).bit_length()) + 3)
+        sh = p.reg(smin(W - M + smax(ome, 0), W + 2), shw, name=f"ysh{lane}")
+        eb = p.reg(smax(e, 1).as_unsigned(), name=f"yeb{lane}")
+        shr = p.reg(smax(sh, 0).as_unsigned()[:(W + 2).bit_length()], name=f"yshr{lane}")
         left_max = max(M - W, 0)
-        shl = smin(smax(-sh, 0), left_max).as_unsigned()[:max(left_max, 1).bit_length()]
-        keep = Signal(M + 2, name=f"ykeep{lane}")
-        m.d.comb += keep.eq(Mux(sh >= 0, P2 >> shr, P2 << shl))
+        shl = p.reg(smin(smax(-sh, 0), left_max).as_unsigned()[:max(left_max, 1).bit_length()], name=f"yshl{lane}")
+        sge, sgt = p.reg(sh >= 0, name=f"ysge{lane}"), p.reg(sh > 0, name=f"ysgt{lane}")
+        em1 = p.reg(eb - 1, name=f"yem1{lane}")
+        assert INTERP_STAGES == 3  # e/ome, sh/eb, the amounts: beside the table's three
         shr1 = (shr - 1)[:len(shr)]
-        rbit = (P2 >> shr1)[0]
-        sticky = ((P2 >> shr1) << shr1)[:len(P2)] != P2
-        up = (sh > 0) & rbit & (sticky | keep[0])
-        out = (smax(e, 1).as_unsigned() << M) + keep + up - (1 << M)
-        return live2, out[:cfg.width]
+        keep = Signal(M + 2, name=f"ykeep{lane}")
+        m.d.comb += keep.eq(Mux(sge, P2 >> shr, P2 << shl))
+        keep4 = p.reg(keep, name=f"ykeep4_{lane}")
+        rbit = p.reg((P2 >> shr1)[0], name=f"yrbit{lane}")
+        sticky = p.reg(low_bits_any(m, P2, shr1, f"ysticky{lane}"), name=f"ystk{lane}")
+        sgt4, em14 = p.reg(sgt, name=f"ysgt4_{lane}"), p.reg(em1, name=f"yem14_{lane}")
+        up = sgt4 & rbit & (sticky | keep4[0])
+        out = (em14 << M) + keep4 + up
+        return live, out[:cfg.width]
 
 
 # ---- the ring: banks, phases and their hand-over --------------------------------------------------------
@@ -368,16 +447,21 @@ class SoftmaxUnit(wiring.Component):
 
     def elaborate(self, platform):
         cfg, dp = self.cfg, self.dp
+        dp.platform = platform
         L, NB, WB, DEPTH = cfg.lanes, cfg.banks, cfg.word_bits, cfg.depth
         m = Module()
         bank_bits = max((NB - 1).bit_length(), 1)
+        assert RING_READ == 2 + READ_LATENCY  # the address register, the block RAM's two, the bank select
 
-        # ---- banks and their per-vector metadata
-        mems = []
+        # ---- banks and their per-vector metadata. Every port of a bank is registered: its write port (A's beats
+        # and B's write-back, a register before the block RAM's own), its read address (B's or C's), the block
+        # RAM's output register, and the bank select after it; so no control logic reaches a block RAM pin and no
+        # block RAM output reaches logic.
+        rams = []
         for i in range(NB):
-            mem = Memory(shape=unsigned(L * WB), depth=DEPTH, init=[])
-            m.submodules[f"bank{i}"] = mem
-            mems.append((mem.write_port(), mem.read_port()))
+            ram = RegisteredRam(L * WB, DEPTH, read_enable=True)
+            m.submodules[f"bank{i}"] = ram
+            rams.append(ram)
         state = [Signal(range(6), name=f"state{i}") for i in range(NB)]
         meta_key = [Signal(cfg.width, name=f"max_key{i}") for i in range(NB)]
         meta_nan = [Signal(name=f"nan{i}") for i in range(NB)]
@@ -398,13 +482,8 @@ class SoftmaxUnit(wiring.Component):
         a_fire = self.x.valid & self.x.ready
         xin = self.x.payload
         in_room = a_addr < DEPTH
-        for i, (wp, _) in enumerate(mems):
-            m.d.comb += [
-                wp.addr.eq(a_addr),
-                wp.en.eq(a_fire & in_room & (pa == i)),
-                wp.data.eq(Cat(*[Cat(xin.data[k], Const(0, WB - cfg.width)) if WB > cfg.width else xin.data[k]
-                                 for k in range(L)])),
-            ]
+        a_word = Cat(*[Cat(xin.data[k], Const(0, WB - cfg.width)) if WB > cfg.width else xin.data[k]
+                       for k in range(L)])
         with m.If(a_fire):
             with m.If(in_room):
                 m.d.sync += a_addr.eq(a_addr + 1)
@@ -485,37 +564,55 @@ class SoftmaxUnit(wiring.Component):
                     m.d.sync += state[i].eq(SUMMED)
             m.d.sync += pb.eq(Mux(pb == NB - 1, 0, pb + 1))
 
-        bp = Pipe(m, "b")
-        b0_v = bp.reg(b_issue, name="v")
-        b0_bank = bp.reg(pb, name="bank")
-        b0_addr = bp.reg(b_addr, name="addr")
-        b0_first = bp.reg(b_addr == 0, name="first")
-        b0_last = bp.reg(b_last, name="last")
-        b0_n = bp.reg(Mux(b_last, sel(meta_nlast, pb), L), unsigned(cfg.count_bits), name="n")
-        b_word = Signal(L * WB)
-        c1_hold = Signal()  # C's first stage holds read data of bank c1_bank: that port must not move
-        c1_bank = Signal(bank_bits)
+        # the reads: C's side of the ring first (its address and the stall of its reads)
+        advance = Signal()
+        y_v = Signal()
+        m.d.comb += advance.eq(~y_v | self.y.ready)
+        c_busy = Signal()
         c_addr_sig = Signal(range(DEPTH))
         pc = Signal(bank_bits)
-        for i, (_, rp) in enumerate(mems):
-            m.d.comb += [
-                rp.addr.eq(Mux(b_issue & (pb == i), b_addr, c_addr_sig)),
-                rp.en.eq(~(c1_hold & (c1_bank == i))),
-            ]
-        m.d.comb += b_word.eq(sel([rp.data for _, rp in mems], b0_bank))
-        max_bits = sel(meta_key, b0_bank)
+        st_pc = sel(state, pc)
+        c_start = ~c_busy & (st_pc == SUMMED)
+        c_issue = advance & (c_busy | c_start)
+        for i, ram in enumerate(rams):
+            # a bank's read address register: B's address when B reads it (B never stalls), else C's, held while C
+            # stalls; the block RAM's registers hold while C stalls on a bank C read last
+            b_sel = b_issue & (pb == i)
+            ra = Signal(range(max(DEPTH, 2)), name=f"r_addr{i}")
+            c_own = Signal(name=f"c_own{i}")
+            with m.If(b_sel | advance):
+                m.d.sync += ra.eq(Mux(b_sel, b_addr, c_addr_sig))
+            with m.If(b_sel):
+                m.d.sync += c_own.eq(0)
+            with m.Elif(c_issue & (pc == i)):
+                m.d.sync += c_own.eq(1)
+            m.d.comb += [ram.r_addr.eq(ra), ram.r_en.eq(~c_own | advance)]
+
+        bp = Pipe(m, "b")
+        b0 = {"v": bp.reg(b_issue, name="v"), "bank": bp.reg(pb, name="bank"), "addr": bp.reg(b_addr, name="addr"),
+              "first": bp.reg(b_addr == 0, name="first"), "last": bp.reg(b_last, name="last"),
+              "n": bp.reg(Mux(b_last, sel(meta_nlast, pb), L), unsigned(cfg.count_bits), name="n"),
+              "max": bp.reg(sel(meta_key, pb), name="max")}
+        # the block RAMs' data, then the bank select into a register: RING_READ cycles after the issue
+        b_sel_bank = bp.delay(b0["bank"], READ_LATENCY, name="rsel")
+        b_word = bp.reg(sel([r.r_data for r in rams], b_sel_bank), unsigned(L * WB), name="word")
+        b_at = {n: Pipe(m, f"bw_{n}").delay(t, RING_READ - 1) for n, t in b0.items()}
         wbs, ps = [], []
         for k in range(L):
-            wb, pk = dp.b_lane(m, bp, b_word[k * WB:(k + 1) * WB], k < b0_n, max_bits, k)
+            wb, pk = dp.b_lane(m, bp, b_word[k * WB:(k + 1) * WB], k < b_at["n"], b_at["max"], k)
             wbs.append(wb)
             ps.append(pk)
-        tags = {"v": b0_v, "bank": b0_bank, "addr": b0_addr, "first": b0_first, "last": b0_last}
+        tags = {n: b_at[n] for n in ("v", "bank", "addr", "first", "last")}
         wb_tags = {n: Pipe(m, f"bwb_{n}").delay(t, dp.B_WB) for n, t in tags.items()}
-        for i, (wp, _) in enumerate(mems):
-            with m.If(wb_tags["v"] & (wb_tags["bank"] == i)):
-                m.d.comb += [wp.addr.eq(wb_tags["addr"]), wp.en.eq(1),
-                             wp.data.eq(Cat(*[Cat(w, Const(0, WB - len(w))) if len(w) < WB else w[:WB]
-                                              for w in wbs]))]
+        wb_word = Cat(*[Cat(w, Const(0, WB - len(w))) if len(w) < WB else w[:WB] for w in wbs])
+        for i, ram in enumerate(rams):
+            a_hit = a_fire & in_room & (pa == i)
+            b_hit = wb_tags["v"] & (wb_tags["bank"] == i)
+            w_en, w_addr = Signal(name=f"w_en{i}"), Signal(range(max(DEPTH, 2)), name=f"w_addr{i}")
+            w_data = Signal(L * WB, name=f"w_data{i}")
+            m.d.sync += [w_en.eq(a_hit | b_hit), w_addr.eq(Mux(b_hit, wb_tags["addr"], a_addr)),
+                         w_data.eq(Mux(b_hit, wb_word, a_word))]
+            m.d.comb += [ram.w_en.eq(w_en), ram.w_addr.eq(w_addr), ram.w_data.eq(w_data)]
         beat = dp.b_beat(m, bp, ps)
         bt = {n: Pipe(m, f"bbt_{n}").delay(t, dp.B_P + dp.B_BEAT) for n, t in tags.items()}
         vecval, fin_v, fin_bank = dp.vector_value(m, Pipe(m, "fin"), beat, bt)
@@ -525,15 +622,8 @@ class SoftmaxUnit(wiring.Component):
                     m.d.sync += [meta_vec[i].eq(vecval), state[i].eq(SUMMED)]
 
         # ================= C: output =================
-        advance = Signal()
-        y_v = Signal()
-        m.d.comb += advance.eq(~y_v | self.y.ready)
-        c_busy = Signal()
-        st_pc = sel(state, pc)
         c_beats = sel(meta_beats, pc)
         c_err = sel(meta_err, pc)
-        c_start = ~c_busy & (st_pc == SUMMED)
-        c_issue = advance & (c_busy | c_start)
         c_last = c_err | (c_addr_sig == c_beats - 1)
         with m.If(c_issue):
             for i in range(NB):
@@ -544,27 +634,23 @@ class SoftmaxUnit(wiring.Component):
             with m.Else():
                 m.d.sync += [c_addr_sig.eq(c_addr_sig + 1), c_busy.eq(1)]
         cp = Pipe(m, "c", en=advance)
-        c1_v = cp.reg(c_issue, name="v")
-        m.d.comb += c1_bank.eq(cp.reg(pc, name="bank"))
-        c1_last = cp.reg(c_last, name="last")
-        c1_err = cp.reg(c_err, name="err")
-        c1_nan = cp.reg(sel(meta_nan, pc), name="nan")
-        c1_n = cp.reg(Mux(c_err, 0, Mux(c_last, sel(meta_nlast, pc), L)), unsigned(cfg.count_bits), name="n")
-        c1_vec = cp.reg(sel(meta_vec, pc), name="vec")
-        m.d.comb += c1_hold.eq(c1_v & ~advance)
-        # C's first stage leaving with the vector's last beat frees the bank for A
-        with m.If(advance & c1_v & c1_last):
+        c1 = {"v": cp.reg(c_issue, name="v"), "bank": cp.reg(pc, name="bank"), "last": cp.reg(c_last, name="last"),
+              "err": cp.reg(c_err, name="err"), "nan": cp.reg(sel(meta_nan, pc), name="nan"),
+              "n": cp.reg(Mux(c_err, 0, Mux(c_last, sel(meta_nlast, pc), L)), unsigned(cfg.count_bits), name="n"),
+              "vec": cp.reg(sel(meta_vec, pc), name="vec")}
+        c_sel_bank = cp.delay(c1["bank"], READ_LATENCY, name="rsel")
+        c_word = cp.reg(sel([r.r_data for r in rams], c_sel_bank), unsigned(L * WB), name="word")
+        cw = {n: Pipe(m, f"cw_{n}", en=advance).delay(t, RING_READ - 1) for n, t in c1.items()}
+        # the vector's last word leaving the bank select register frees the bank for A
+        with m.If(advance & cw["v"] & cw["last"]):
             for i in range(NB):
-                with m.If(c1_bank == i):
+                with m.If(cw["bank"] == i):
                     m.d.sync += state[i].eq(FREE)
-        c_word = Signal(L * WB)
-        m.d.comb += c_word.eq(sel([rp.data for _, rp in mems], c1_bank))
         outs = []
         for k in range(L):
-            live, bits = dp.c_lane(m, cp, c_word[k * WB:(k + 1) * WB], c1_vec, k)
+            live, bits = dp.c_lane(m, cp, c_word[k * WB:(k + 1) * WB], cw["vec"], k)
             outs.append((live, bits))
-        ct = {n: Pipe(m, f"ct_{n}", en=advance).delay(t, dp.C_OUT)
-              for n, t in (("v", c1_v), ("last", c1_last), ("err", c1_err), ("nan", c1_nan), ("n", c1_n))}
+        ct = {n: Pipe(m, f"ct_{n}", en=advance).delay(cw[n], dp.C_OUT) for n in ("v", "last", "err", "nan", "n")}
         y = self.y.payload
         with m.If(advance):
             m.d.sync += [y_v.eq(ct["v"]), y.last.eq(ct["last"]), y.error.eq(ct["err"]), y.count.eq(ct["n"])]

@@ -35,23 +35,35 @@ def ecp5_tiling(width: int, depth: int) -> tuple[int, int, int, int] | None:
 
 
 class RegisteredRam(wiring.Component):
-    def __init__(self, width: int, depth: int):
+    """`read_enable`: an ``r_en`` port that stalls the read (both its registers hold while it is low), for a
+    reader whose pipeline stalls as a whole; without it the read never stalls."""
+
+    def __init__(self, width: int, depth: int, read_enable: bool = False):
         self.width, self.depth = width, max(2, depth)
         self.abits = max(1, (self.depth - 1).bit_length())
-        super().__init__({
+        self.read_enable = read_enable
+        ports = {
             "w_addr": In(unsigned(self.abits)), "w_data": In(unsigned(width)), "w_en": In(1),
             "r_addr": In(unsigned(self.abits)), "r_data": Out(unsigned(width)),
-        })
+        }
+        if read_enable:
+            ports["r_en"] = In(1, init=1)
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
         tiling = ecp5_tiling(self.width, self.depth) if platform == "ecp5" else None
+        r_en = self.r_en if self.read_enable else Const(1, 1)
         if tiling is None:
             m.submodules.mem = mem = Memory(shape=unsigned(self.width), depth=self.depth, init=[])
             wr, rd = mem.write_port(), mem.read_port(transparent_for=())
             m.d.comb += [wr.addr.eq(self.w_addr), wr.data.eq(self.w_data), wr.en.eq(self.w_en),
-                         rd.addr.eq(self.r_addr), rd.en.eq(1)]
-            m.d.sync += self.r_data.eq(rd.data)
+                         rd.addr.eq(self.r_addr), rd.en.eq(r_en)]
+            if self.read_enable:
+                with m.If(r_en):
+                    m.d.sync += self.r_data.eq(rd.data)
+            else:
+                m.d.sync += self.r_data.eq(rd.data)
             return m
         mode_abits, bits, skip, blocks = tiling
         wdata = Signal(blocks * bits)
@@ -80,5 +92,6 @@ class RegisteredRam(wiring.Component):
                 p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC", p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
                 p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL", p_GSR="AUTO",
                 i_CLKA=ClockSignal(), i_WEA=self.w_en, i_CEA=1, i_OCEA=1, i_RSTA=0,
-                i_CLKB=ClockSignal(), i_WEB=0, i_CEB=1, i_OCEB=1, i_RSTB=0, **ports)
+                i_CLKB=ClockSignal(), i_WEB=0, i_CEB=r_en if self.read_enable else 1,
+                i_OCEB=r_en if self.read_enable else 1, i_RSTB=0, **ports)
         return m

@@ -54,9 +54,9 @@ def adder_tree(m: Module, terms: list, width: int, name: str, per_stage: int = 1
 MULTIPLY_LATENCY = 2  # registered operands, registered product
 
 
-def registered_multiply(m: Module, a, b, name: str, platform=None):
+def registered_multiply(m: Module, a, b, name: str, platform=None, en=None):
     """a * b with registered operands and a registered product (latency `MULTIPLY_LATENCY`), each operand at
-    most 18 bits signed (17 unsigned).
+    most 18 bits signed (17 unsigned); both stages clock-enabled by `en` when given (a stalling pipeline).
 
     Elaborated for ``platform="ecp5"`` it is a MULT18X18D with its input and output registers on (yosys does
     not pack fabric registers into the ECP5 DSP, and nextpnr credits only the DSP's own); otherwise the same
@@ -78,12 +78,17 @@ def registered_multiply(m: Module, a, b, name: str, platform=None):
         m.submodules[f"{name}_dsp"] = Instance(
             "MULT18X18D", p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0",
             p_REG_PIPELINE_CLK="NONE", p_GSR="DISABLED", p_RESETMODE="SYNC",
-            i_SIGNEDA=1, i_SIGNEDB=1, i_SOURCEA=0, i_SOURCEB=0, i_CLK0=ClockSignal(), i_CE0=1, i_RST0=0,
+            i_SIGNEDA=1, i_SIGNEDB=1, i_SOURCEA=0, i_SOURCEB=0, i_CLK0=ClockSignal(), i_CE0=1 if en is None else en,
+            i_RST0=0,
             **ports)
         m.d.comb += p.eq(p36)
     else:
         ar, br = Signal.like(a, name=f"{name}_a"), Signal.like(b, name=f"{name}_b")
-        m.d.sync += [ar.eq(a), br.eq(b), p.eq(ar * br)]
+        if en is None:
+            m.d.sync += [ar.eq(a), br.eq(b), p.eq(ar * br)]
+        else:
+            with m.If(en):
+                m.d.sync += [ar.eq(a), br.eq(b), p.eq(ar * br)]
     return p
 
 

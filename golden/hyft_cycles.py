@@ -26,7 +26,12 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from accelkit.config import hyft as _ring
 from accelkit.config.hyft import A_FULL, C_FREE, SoftmaxConfig
+
+# The latency target of a vector alone in the unit: at most 3N/L + LATENCY_OVERHEAD cycles (Hyft, lanes 1..16).
+# 40 before the pipelining for 125 MHz (issue 11), whose register stages added about 32 cycles.
+LATENCY_OVERHEAD = 56
 
 
 def stages(cfg: SoftmaxConfig) -> dict[str, int]:
@@ -35,15 +40,14 @@ def stages(cfg: SoftmaxConfig) -> dict[str, int]:
 
 
 def b_done(cfg: SoftmaxConfig) -> int:
-    """B's last read -> the bank is SUMMED for C: the read, lane stages, the beat's sum, the accumulator, fin,
-    the state write."""
-    s = stages(cfg)
-    return s["b_p"] + s["b_beat"] + 1 + s["fin"] + 2
+    """B's last read -> the bank is SUMMED for C: the read (RING_READ), lane stages, the beat's sum, the
+    accumulator, fin, the state write."""
+    return _ring.b_done(stages(cfg))
 
 
 def c_fire(cfg: SoftmaxConfig) -> int:
-    """C's read -> its output handshake: the read, c_out stages, the output register."""
-    return stages(cfg)["c_out"] + 2
+    """C's read -> its output handshake: the read (RING_READ), c_out stages, the output register."""
+    return _ring.c_fire(stages(cfg))
 
 
 @dataclasses.dataclass
@@ -112,5 +116,5 @@ def sustained_rate(cfg: SoftmaxConfig, n: int, vectors: int = 24) -> float:
     return n / period
 
 
-__all__ = ["A_FULL", "C_FREE", "VectorTiming", "b_done", "batch_timing", "beats", "c_fire",
+__all__ = ["A_FULL", "C_FREE", "LATENCY_OVERHEAD", "VectorTiming", "b_done", "batch_timing", "beats", "c_fire",
            "latency", "stages", "sustained_rate", "total_cycles"]

@@ -15,7 +15,7 @@ import torch
 
 from accelkit.config.hyft import SoftmaxConfig
 from accelkit.golden.hyft import float_to_bits, hyft_softmax
-from accelkit.golden.hyft_cycles import sustained_rate
+from accelkit.golden.hyft_cycles import LATENCY_OVERHEAD, sustained_rate
 from accelkit.sim.hyft import float_baseline_errors, run_hyft
 
 pytestmark = pytest.mark.sim
@@ -98,10 +98,10 @@ def test_default_cycles_equal_the_model_and_meet_the_latency_bound():
     run = run_hyft(DEFAULT, vecs)
     assert_matches_golden(DEFAULT, vecs, run)
     assert_cycles_match_model(run)
-    # a vector alone in the unit: at most 3N/L + 40 cycles
+    # a vector alone in the unit: at most 3N/L + LATENCY_OVERHEAD cycles
     for n in (1, 5, 256, 1024):
         alone = run_hyft(DEFAULT, [vector(DEFAULT, n, random.Random(n))])
-        assert alone.latency[0] == alone.predicted[0].latency <= 3 * n / DEFAULT.lanes + 40
+        assert alone.latency[0] == alone.predicted[0].latency <= 3 * n / DEFAULT.lanes + LATENCY_OVERHEAD
 
 
 @pytest.mark.parametrize("n", [256, 1024])
@@ -154,7 +154,7 @@ def test_other_configs_bit_exact_cycles_and_oversize(cfg):
     assert_matches_golden(cfg, vecs, clean)
     assert_cycles_match_model(clean)
     n = cfg.max_len
-    assert clean.latency[2] <= 3 * n / cfg.lanes + 40
+    assert clean.latency[2] <= 3 * n / cfg.lanes + LATENCY_OVERHEAD
 
 
 # ---- longer regressions --------------------------------------------------------------------------------

@@ -20,10 +20,55 @@ from .float_softmax import float_pipeline, working_float_bits
 #   b_beat B: the lanes' contributions -> the beat's sum
 #   fin    B: the vector's total -> the per-vector value C needs (log2 of the sum, or 1/sum)
 #   c_out  C: read data -> the input of the output register
-HYFT_PIPELINE: dict[str, int] = {"b_wb": 4, "b_p": 6, "b_beat": 1, "fin": 2, "c_out": 2}
+# Hyft's, by piece (gen/hyft.py builds each piece from the same numbers):
+HYFT_STAGES: dict[str, int] = {
+    "decode": 3,  # B: decode and the larger exponent; the grid's base and the limits; k and z
+    "align": 4,  # B: both shift amounts clamped; the two shifts with their sticky bits; the signs; max - x
+    "ceil": 3,  # B: + 2^z - 1; >> z; the saturation
+    "exp2": 3,  # 2^r by the segment table: the table into the multiplier's operands, the product, base + it
+    "grid": 2,  # B: p onto the sum's grid: the shift amounts, the shift
+    "lead": 2,  # fin: the leading one of the sum by groups of 8, then the group
+    "log2": 6,  # fin: normalise; the table's index; the table into the multiplier, the product, base + it; Lsum
+    "negate": 1,  # fin: -Lsum, what C adds
+    "round": 1,  # C: the rounding's shift, round bit and sticky bit (its add feeds the output register)
+}
 # Hand-over latencies of the bank ring's control, the same for both architectures:
 A_FULL = 3  # A's last input handshake -> the bank is FULL for B (beat register, max tree, merge)
-C_FREE = 2  # C's last read -> the bank is FREE for A
+# A bank read, issue -> the word in a register: the address register, the block RAM's address and output registers
+# (gen/memory.py RegisteredRam, READ_LATENCY = 2), the bank select
+RING_READ = 4
+C_FREE = RING_READ + 1  # C's last read -> the bank is FREE for A: the word has left the bank select register
+
+
+def mult_stages(a_bits: int, b_bits: int) -> int:
+    """Register stages of gen/pipeline.py `split_multiply` of unsigned a_bits x b_bits operands: the partial
+    products' operand and product registers, then a registered adder tree over them."""
+    limb = 17
+    pps = -(-a_bits // limb) * -(-b_bits // limb)
+    return 2 + (pps - 1).bit_length()
+
+
+def hyft_pipeline(cfg: SoftmaxConfig) -> dict[str, int]:
+    """Hyft's register stages (the keys of `SoftmaxConfig.pipeline`), summed from HYFT_STAGES; the |D| * log2e
+    multiply's depth from its operands' widths."""
+    s = HYFT_STAGES
+    log2e = mult_stages(cfg.d_mag_bits, cfg.log2e_const.bit_length()) + 2  # the product, then the ceiling, live
+    b_wb = s["decode"] + s["align"] + s["ceil"] + log2e
+    return {"b_wb": b_wb, "b_p": b_wb + 1 + s["exp2"] + s["grid"],  # 1: -|T|
+            "b_beat": max(1, (cfg.lanes - 1).bit_length()),  # the lanes' adder tree, a register after each level
+            "fin": s["lead"] + s["log2"] + s["negate"],
+            "c_out": 1 + s["exp2"] + s["round"]}  # 1: U = -Lsum - |T|
+
+
+def b_done(p: dict[str, int]) -> int:
+    """B's last read -> the bank is SUMMED for C: the read, lane stages, the beat's sum, the accumulator, fin,
+    the state write (p: the pipeline's stages)."""
+    return RING_READ + p["b_p"] + p["b_beat"] + 1 + p["fin"] + 1
+
+
+def c_fire(p: dict[str, int]) -> int:
+    """C's read -> its output handshake: the read, c_out stages, the output register."""
+    return RING_READ + p["c_out"] + 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,11 +332,9 @@ class SoftmaxConfig(BlockConfig):
         vectors of RATE_N = 256 too: a bank is busy for about 3n beats plus the pipelines' hand-over time.
         """
         base = 3 if self.lanes <= 4 else 4
-        if self.arch != "float":
-            return base
         n = max(1, 256 // self.lanes)
         p = self.pipeline
-        busy = 3 * n + p["b_p"] + p["b_beat"] + p["fin"] + p["c_out"] + A_FULL + C_FREE + 6
+        busy = 3 * n + A_FULL + b_done(p) + c_fire(p) + C_FREE + 1
         return max(base, -(-busy * 9 // (10 * n)))
 
     @property
@@ -310,7 +353,7 @@ class SoftmaxConfig(BlockConfig):
     def pipeline(self) -> dict[str, int]:
         """Register stages of the datapaths (keys: see HYFT_PIPELINE); the generator builds exactly these and
         golden/hyft_cycles.py counts cycles from them."""
-        return float_pipeline(self) if self.arch == "float" else dict(HYFT_PIPELINE)
+        return float_pipeline(self) if self.arch == "float" else hyft_pipeline(self)
 
     def implies(self) -> dict[str, int]:
         """Every derived width, by name (what the generator and the report read)."""
