@@ -394,7 +394,7 @@ class HyftDatapath:
     def c_lane(self, m: Module, p: Pipe, word, nlsum, lane: int):
         """(live, output bits before the output register) from the stored (live, |T|) and -Lsum, C_OUT stages."""
         cfg = self.cfg
-        F, W, M = cfg.frac_bits, cfg.table_bits, cfg.man_bits
+        F = cfg.frac_bits
         tmag = word[:cfg.t_mag_bits]
         u_bits = max(cfg.t_mag_bits, self.lsum_bits) + 2
         u = p.reg(nlsum - tmag, signed(u_bits), name=f"u{lane}")
@@ -403,31 +403,133 @@ class HyftDatapath:
                            f"e2c{lane}", self.platform)
         q = Signal(signed(u_bits - F + 1), name=f"qy{lane}")
         m.d.comb += q.eq(u >> F)
+        amounts = round_amounts(m, p, cfg, q, f"y{lane}")  # beside the table's INTERP_STAGES
+        return live, round_finish(m, p, cfg, amounts, P2, f"y{lane}")
 
-        # round P * 2^(q - W) to the format, nearest even, gradual underflow (golden round_to_format): the shift
-        # amounts from q beside the table (INTERP_STAGES stages), then the shift, the round and sticky bits; the
-        # add feeds the output register
-        e = p.reg(q + cfg.bias, signed(len(q) + 2), name=f"ye{lane}")
-        ome = p.reg(1 - cfg.bias - q, signed(len(q) + 2), name=f"yome{lane}")
-        shw = signed(max(len(e), (W + 2).bit_length()) + 3)
-        sh = p.reg(smin(W - M + smax(ome, 0), W + 2), shw, name=f"ysh{lane}")
-        eb = p.reg(smax(e, 1).as_unsigned(), name=f"yeb{lane}")
-        shr = p.reg(smax(sh, 0).as_unsigned()[:(W + 2).bit_length()], name=f"yshr{lane}")
-        left_max = max(M - W, 0)
-        shl = p.reg(smin(smax(-sh, 0), left_max).as_unsigned()[:max(left_max, 1).bit_length()], name=f"yshl{lane}")
-        sge, sgt = p.reg(sh >= 0, name=f"ysge{lane}"), p.reg(sh > 0, name=f"ysgt{lane}")
-        em1 = p.reg(eb - 1, name=f"yem1{lane}")
-        assert INTERP_STAGES == 3  # e/ome, sh/eb, the amounts: beside the table's three
-        shr1 = (shr - 1)[:len(shr)]
-        keep = Signal(M + 2, name=f"ykeep{lane}")
-        m.d.comb += keep.eq(Mux(sge, P2 >> shr, P2 << shl))
-        keep4 = p.reg(keep, name=f"ykeep4_{lane}")
-        rbit = p.reg((P2 >> shr1)[0], name=f"yrbit{lane}")
-        sticky = p.reg(low_bits_any(m, P2, shr1, f"ysticky{lane}"), name=f"ystk{lane}")
-        sgt4, em14 = p.reg(sgt, name=f"ysgt4_{lane}"), p.reg(em1, name=f"yem14_{lane}")
-        up = sgt4 & rbit & (sticky | keep4[0])
-        out = (em14 << M) + keep4 + up
-        return live, out[:cfg.width]
+
+ROUND_AMOUNT_STAGES = 3  # e and 1 - e; the shift; its clamped parts (beside the exp2 table's INTERP_STAGES)
+
+
+def round_amounts(m: Module, p: Pipe, cfg: SoftmaxConfig, q, name: str) -> dict:
+    """The output rounding's shift amounts from the exponent q alone (golden round_to_format), registered
+    ROUND_AMOUNT_STAGES times: e = q + bias and 1 - e; sh = min(W - M + max(1 - e, 0), W + 2) and max(e, 1);
+    its right and left parts, its sign, max(e, 1) - 1."""
+    W, M = cfg.table_bits, cfg.man_bits
+    e = p.reg(q + cfg.bias, signed(len(q) + 2), name=f"{name}e")
+    ome = p.reg(1 - cfg.bias - q, signed(len(q) + 2), name=f"{name}ome")
+    shw = signed(max(len(e), (W + 2).bit_length()) + 3)
+    sh = p.reg(smin(W - M + smax(ome, 0), W + 2), shw, name=f"{name}sh")
+    eb = p.reg(smax(e, 1).as_unsigned(), name=f"{name}eb")
+    left_max = max(M - W, 0)
+    return {"shr": p.reg(smax(sh, 0).as_unsigned()[:(W + 2).bit_length()], name=f"{name}shr"),
+            "shl": p.reg(smin(smax(-sh, 0), left_max).as_unsigned()[:max(left_max, 1).bit_length()],
+                         name=f"{name}shl"),
+            "sge": p.reg(sh >= 0, name=f"{name}sge"), "sgt": p.reg(sh > 0, name=f"{name}sgt"),
+            "em1": p.reg(eb - 1, name=f"{name}em1")}
+
+
+def round_finish(m: Module, p: Pipe, cfg: SoftmaxConfig, a: dict, P, name: str):
+    """P * 2^(q - W) rounded to the format, nearest even, gradual underflow, from `round_amounts` and P (both
+    registered, in the same stage): the shift, the round bit and the sticky bit (one register stage, `round`), then
+    the add, left for the caller's output register. Returns the output bits."""
+    M = cfg.man_bits
+    shr1 = (a["shr"] - 1)[:len(a["shr"])]
+    keep = Signal(M + 2, name=f"{name}keep")
+    m.d.comb += keep.eq(Mux(a["sge"], P >> a["shr"], P << a["shl"]))
+    keep4 = p.reg(keep, name=f"{name}keep4")
+    rbit = p.reg((P >> shr1)[0], name=f"{name}rbit")
+    sticky = p.reg(low_bits_any(m, P, shr1, f"{name}sticky"), name=f"{name}stk")
+    sgt4, em14 = p.reg(a["sgt"], name=f"{name}sgt4"), p.reg(a["em1"], name=f"{name}em14")
+    up = sgt4 & rbit & (sticky | keep4[0])
+    return ((em14 << M) + keep4 + up)[:cfg.width]
+
+
+# ---- the pieces as components, each simulated and timed alone (tests/test_hyft_units.py) ----------------------
+
+class Exp2Unit(wiring.Component):
+    """u <= 0 (F fraction bits) -> (q, P), 2^(u 2^-F) ~ P 2^(q - W) (golden exp2_fixed), INTERP_STAGES later."""
+
+    def __init__(self, cfg: SoftmaxConfig, u_bits: int = 24):
+        self.cfg = cfg
+        self.latency = INTERP_STAGES
+        super().__init__({"u": In(signed(u_bits)), "en": In(1, init=1),
+                          "q": Out(signed(u_bits - cfg.frac_bits + 1)), "P": Out(cfg.mant_bits + 1)})
+
+    def elaborate(self, platform):
+        m, cfg = Module(), self.cfg
+        p = Pipe(m, "u", en=self.en)
+        F = cfg.frac_bits
+        m.d.comb += [self.P.eq(interp_stages(m, p, cfg.exp2_table, self.u[:F], cfg.seg_bits, cfg.interp_bits,
+                                             unsigned(cfg.mant_bits + 1), "e2", platform)),
+                     self.q.eq(p.delay(self.u >> F, INTERP_STAGES, name="q"))]
+        return m
+
+
+class LeadingOne(wiring.Component):
+    """The index of v's most significant one (0 for v == 0), 2 stages (`lead_one_split`)."""
+
+    def __init__(self, width: int):
+        self.latency = 2
+        super().__init__({"v": In(width), "k": Out(range(max(width, 2)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.k.eq(lead_one_split(m, Pipe(m, "u"), self.v, "u"))
+        return m
+
+
+class Log2Unit(wiring.Component):
+    """The exact sum -> -Lsum (golden -log2_fixed), FIN stages later (`HyftDatapath.finalize`)."""
+
+    def __init__(self, cfg: SoftmaxConfig):
+        self.cfg = cfg
+        self.dp = HyftDatapath(cfg)
+        self.latency = self.dp.FIN
+        super().__init__({"total": In(cfg.sum_bits), "nlsum": Out(self.dp.vec_shape)})
+
+    def elaborate(self, platform):
+        m = Module()
+        self.dp.platform = platform
+        m.d.comb += self.nlsum.eq(self.dp.finalize(m, Pipe(m, "u"), self.total))
+        return m
+
+
+class RoundUnit(wiring.Component):
+    """(q, P) -> the output bits (golden round_to_format) in a register, ROUND_AMOUNT_STAGES + 2 cycles later
+    (P waits beside the amounts, as it does for the exp2 table in C)."""
+
+    def __init__(self, cfg: SoftmaxConfig, q_bits: int = 14):
+        self.cfg = cfg
+        self.latency = ROUND_AMOUNT_STAGES + 2
+        super().__init__({"q": In(signed(q_bits)), "P": In(cfg.mant_bits + 1), "en": In(1, init=1),
+                          "y": Out(cfg.width)})
+
+    def elaborate(self, platform):
+        m, cfg = Module(), self.cfg
+        p = Pipe(m, "u", en=self.en)
+        a = round_amounts(m, p, cfg, self.q, "r")
+        bits = round_finish(m, p, cfg, a, p.delay(self.P, ROUND_AMOUNT_STAGES, name="P"), "r")
+        with m.If(self.en):
+            m.d.sync += self.y.eq(bits)
+        return m
+
+
+class BLane(wiring.Component):
+    """One lane of B: the bank's word and the vector's max -> (live, |T|) to write back, B_WB stages later, and
+    p on the sum's grid, B_P stages later."""
+
+    def __init__(self, cfg: SoftmaxConfig):
+        self.cfg = cfg
+        self.dp = HyftDatapath(cfg)
+        super().__init__({"word": In(cfg.word_bits), "max": In(cfg.width), "ok": In(1),
+                          "wb": Out(cfg.t_mag_bits + 1), "p": Out(cfg.sum_frac_bits + 2)})
+
+    def elaborate(self, platform):
+        m = Module()
+        self.dp.platform = platform
+        wb, pk = self.dp.b_lane(m, Pipe(m, "u"), self.word, self.ok, self.max, 0)
+        m.d.comb += [self.wb.eq(wb), self.p.eq(pk)]
+        return m
 
 
 # ---- the ring: banks, phases and their hand-over --------------------------------------------------------
@@ -668,5 +770,6 @@ def build_softmax(cfg: SoftmaxConfig) -> SoftmaxUnit:
     return SoftmaxUnit(cfg)
 
 
-__all__ = ["FREE", "FILL", "FULL", "SUM", "SUMMED", "DRAIN", "HyftDatapath", "Pipe", "SoftmaxUnit",
+__all__ = ["FREE", "FILL", "FULL", "SUM", "SUMMED", "DRAIN", "BLane", "Exp2Unit", "HyftDatapath", "LeadingOne",
+           "Log2Unit", "Pipe", "RoundUnit", "SoftmaxUnit",
            "build_softmax", "in_layout", "out_layout", "softmax_signature"]
