@@ -554,18 +554,19 @@ def dybit_liveness(cfg) -> Liveness:
 
 def softmax_liveness(cfg) -> Liveness:
     """Softmax unit (both architectures): a vector's last beat taken in cycle t makes its bank FULL at
-    t + A_FULL; B reads at most `depth` beats, the last at t + A_FULL + depth - 1, and the bank is SUMMED b_done
-    cycles later (the read, b_p + b_beat stages, the total register, fin stages, the state write); C's first read
-    leaves as an output beat c_fire cycles after it (the read, c_out stages, the output register). So the first
-    output beat leaves by t + F, F = A_FULL + depth - 1 + b_done + c_fire (response), and the vector's last by
-    t + F + depth - 1 (completion). Input stops only when every one of the `banks` banks holds a vector: the
-    other banks took their last beats after the oldest one's (at t), the latest by t + banks - 1, and the wait
-    ends at the oldest vector's first output beat (t + F) or when its bank is FREE again, C_FREE after C's last
-    read: t + R, R = A_FULL + 2 (depth - 1) + b_done + C_FREE, whichever is first: progress = min(F, R) -
-    (banks - 1). (b_done, c_fire: accelkit/config/hyft.py, as golden/hyft_cycles.py counts them.)"""
-    from accelkit.config.hyft import A_FULL, C_FREE, b_done, c_fire
+    t + A_FULL (= a_full(lanes)); B reads at most `depth` beats, the last at t + A_FULL + depth - 1, and the
+    bank is SUMMED b_done cycles later (the read, b_p + b_beat stages, the total register, fin stages, the
+    state write); C's first read leaves as an output beat c_fire cycles after it (the read, c_out stages, the
+    output register). So the first output beat leaves by t + F, F = A_FULL + depth - 1 + b_done + c_fire
+    (response), and the vector's last by t + F + depth - 1 (completion). Input stops only when every one of
+    the `banks` banks holds a vector: the other banks took their last beats after the oldest one's (at t), the
+    latest by t + banks - 1, and the wait ends at the oldest vector's first output beat (t + F) or when its
+    bank is FREE again, C_FREE after C's last read: t + R, R = A_FULL + 2 (depth - 1) + b_done + C_FREE,
+    whichever is first: progress = min(F, R) - (banks - 1). (a_full, b_done, c_fire: accelkit/config/hyft.py,
+    as golden/hyft_cycles.py counts them.)"""
+    from accelkit.config.hyft import C_FREE, a_full, b_done, c_fire
 
-    p, d = cfg.pipeline, cfg.depth
+    p, d, A_FULL = cfg.pipeline, cfg.depth, a_full(cfg.lanes)
     first = A_FULL + d - 1 + b_done(p) + c_fire(p)
     free = A_FULL + 2 * (d - 1) + b_done(p) + C_FREE
     return Liveness(progress=min(first, free) - (cfg.banks - 1), response=first, completion=first + d - 1,

@@ -176,9 +176,10 @@ def low_bits_any(m: Module, v, sh, name: str):
     return (v & mask).any()
 
 
-def lead_one_split(m: Module, p: Pipe, v, name: str):
+def lead_one_split(m: Module, p: Pipe, v, name: str, top: int | None = None):
     """`leading_one` in two register stages: each group of 8 bits' own leading one and whether it has one, then
-    the highest group that has one. Returns the registered index (0 when v == 0)."""
+    the highest group that has one. Returns the registered index (0 when v == 0); with `top`, also top - index
+    registered beside it."""
     groups = [(lo, v[lo:min(lo + 8, len(v))]) for lo in range(0, len(v), 8)]
     any_ = [p.reg(g != 0, name=f"{name}_any{lo}") for lo, g in groups]
     idx = [p.reg(leading_one(m, g, f"{name}_g{lo}"), name=f"{name}_idx{lo}") for lo, g in groups]
@@ -186,6 +187,8 @@ def lead_one_split(m: Module, p: Pipe, v, name: str):
     for (lo, _), a, i in zip(groups, any_, idx, strict=True):
         with m.If(a):
             m.d.comb += k.eq(lo + i)
+    if top is not None:
+        return p.reg(k, name=f"{name}_lead"), p.reg(top - k, unsigned(max(top, 1).bit_length()), name=f"{name}_up")
     return p.reg(k, name=f"{name}_lead")
 
 
@@ -295,10 +298,11 @@ class HyftDatapath:
         svm = p.reg(Mux(sm1, -vm, vm), a_shape, name=f"svm{lane}")
         z, eq1, big2, fin1 = (p.reg(v, name=f"ds{lane}") for v in (z, eq1, big2, fin1))
         a2 = p.reg(svm - svx, a_shape, name=f"a2_{lane}")
+        zmask = p.reg((Const(1, 1) << z) - 1, name=f"zmask{lane}")  # 2^z - 1, beside the subtraction
         z, eq1, big2, fin1 = (p.reg(v, name=f"dd{lane}") for v in (z, eq1, big2, fin1))
 
         # ceil: C = ceil(A2 / 2^z) as (A2 + 2^z - 1) >> z, then D = -min(C, 2^(I+F))
-        pre = p.reg(a2 + (Const(1, 1) << z) - 1, name=f"cpre{lane}")
+        pre = p.reg(a2 + zmask, name=f"cpre{lane}")
         z, eq1, big2, fin1 = (p.reg(v, name=f"dp{lane}") for v in (z, eq1, big2, fin1))
         c = p.reg(pre >> z, name=f"c{lane}")
         eq1, big2, fin1 = (p.reg(v, name=f"dq{lane}") for v in (eq1, big2, fin1))
@@ -375,10 +379,8 @@ class HyftDatapath:
         cfg = self.cfg
         F, B = cfg.frac_bits, cfg.sum_frac_bits
         nw = max(cfg.sum_bits, F + 1)
-        k = lead_one_split(m, p, total, "sum")
+        k, up = lead_one_split(m, p, total, "sum", top=nw - 1)
         tot2 = p.delay(total, 2, name="sum_tot")
-        up = Signal(range(nw), name="sum_up")
-        m.d.comb += up.eq(nw - 1 - k)
         norm = p.reg((tot2 << up)[:nw], unsigned(nw), name="sum_norm")
         k1 = p.reg(k, name="lead1")
         rs1 = p.reg(norm[nw - 1 - F:nw - 1], name="lrs")
@@ -421,7 +423,8 @@ def round_amounts(m: Module, p: Pipe, cfg: SoftmaxConfig, q, name: str) -> dict:
     sh = p.reg(smin(W - M + smax(ome, 0), W + 2), shw, name=f"{name}sh")
     eb = p.reg(smax(e, 1).as_unsigned(), name=f"{name}eb")
     left_max = max(M - W, 0)
-    return {"shr": p.reg(smax(sh, 0).as_unsigned()[:(W + 2).bit_length()], name=f"{name}shr"),
+    shr = smax(sh, 0).as_unsigned()[:(W + 2).bit_length()]
+    return {"shr": p.reg(shr, name=f"{name}shr"), "shr1": p.reg((shr - 1)[:len(shr)], name=f"{name}shr1"),
             "shl": p.reg(smin(smax(-sh, 0), left_max).as_unsigned()[:max(left_max, 1).bit_length()],
                          name=f"{name}shl"),
             "sge": p.reg(sh >= 0, name=f"{name}sge"), "sgt": p.reg(sh > 0, name=f"{name}sgt"),
@@ -433,7 +436,7 @@ def round_finish(m: Module, p: Pipe, cfg: SoftmaxConfig, a: dict, P, name: str):
     registered, in the same stage): the shift, the round bit and the sticky bit (one register stage, `round`), then
     the add, left for the caller's output register. Returns the output bits."""
     M = cfg.man_bits
-    shr1 = (a["shr"] - 1)[:len(a["shr"])]
+    shr1 = a["shr1"]
     keep = Signal(M + 2, name=f"{name}keep")
     m.d.comb += keep.eq(Mux(a["sge"], P >> a["shr"], P << a["shl"]))
     keep4 = p.reg(keep, name=f"{name}keep4")
@@ -568,7 +571,7 @@ class SoftmaxUnit(wiring.Component):
         meta_key = [Signal(cfg.width, name=f"max_key{i}") for i in range(NB)]
         meta_nan = [Signal(name=f"nan{i}") for i in range(NB)]
         meta_err = [Signal(name=f"err{i}") for i in range(NB)]
-        meta_beats = [Signal(range(DEPTH + 1), name=f"beats{i}") for i in range(NB)]
+        meta_lastaddr = [Signal(range(DEPTH + 1), name=f"last_addr{i}") for i in range(NB)]  # beats - 1
         meta_nlast = [Signal(range(L + 1), name=f"nlast{i}") for i in range(NB)]
         meta_vec = [Signal(dp.vec_shape, name=f"vecval{i}") for i in range(NB)]
 
@@ -617,14 +620,18 @@ class SoftmaxUnit(wiring.Component):
             keys.append(Mux(ok & ~special, order_key(a1_data[k], cfg), 0))
             bad.append(ok & special & ((f != 0) | ~s))  # NaN or +inf
             alive.append(ok & ~(special & (f == 0) & s))  # anything but -inf
-        a2_v, a2_last, a2_over, a2_bad, a2_alive = Signal(), Signal(), Signal(), Signal(), Signal()
-        a2_key = Signal(cfg.width)
-        a2_bank = Signal(bank_bits)
-        a2_beats = Signal(range(DEPTH + 1))
-        a2_n = Signal(range(L + 1))
-        m.d.sync += [a2_v.eq(a1_v), a2_last.eq(a1_last), a2_over.eq(a1_over), a2_bad.eq(Cat(*bad).any()),
-                     a2_alive.eq(Cat(*alive).any()), a2_key.eq(max_tree(m, keys, "akey")), a2_bank.eq(a1_bank),
-                     a2_beats.eq(a1_beats), a2_n.eq(a1_n)]
+        # the keys registered, then the max tree with a register after each level (a_full counts them)
+        ap = Pipe(m, "a")
+        keys = [ap.reg(kv, unsigned(cfg.width), name=f"key{k}") for k, kv in enumerate(keys)]
+        at = {"v": a1_v, "last": a1_last, "over": a1_over, "bank": a1_bank, "beats": a1_beats, "n": a1_n,
+              "bad": Cat(*bad).any(), "alive": Cat(*alive).any()}
+        at = {n: ap.reg(v, name=n) for n, v in at.items()}
+        while len(keys) > 1:
+            keys = [ap.reg(smax(keys[i], keys[i + 1]) if i + 1 < len(keys) else keys[i], name="kmax")
+                    for i in range(0, len(keys), 2)]
+            at = {n: ap.reg(v, name=n) for n, v in at.items()}
+        a2_v, a2_last, a2_over, a2_bad, a2_alive = at["v"], at["last"], at["over"], at["bad"], at["alive"]
+        a2_key, a2_bank, a2_beats, a2_n = keys[0], at["bank"], at["beats"], at["n"]
         # A2: merge into the running vector values; the last beat hands the bank to B
         r_first = Signal(init=1)
         r_key, r_bad, r_alive, r_over = Signal(cfg.width), Signal(), Signal(), Signal()
@@ -639,7 +646,7 @@ class SoftmaxUnit(wiring.Component):
                 for i in range(NB):
                     with m.If(a2_bank == i):
                         m.d.sync += [meta_key[i].eq(key_to_bits(n_key, cfg)), meta_nan[i].eq(n_bad | ~n_alive),
-                                     meta_err[i].eq(n_over), meta_beats[i].eq(a2_beats), meta_nlast[i].eq(a2_n),
+                                     meta_err[i].eq(n_over), meta_lastaddr[i].eq(a2_beats - 1), meta_nlast[i].eq(a2_n),
                                      state[i].eq(FULL)]
 
         # ================= B: sum =================
@@ -647,11 +654,10 @@ class SoftmaxUnit(wiring.Component):
         b_addr = Signal(range(DEPTH))
         b_busy = Signal()
         st_pb = sel(state, pb)
-        b_beats = sel(meta_beats, pb)
         b_start = ~b_busy & (st_pb == FULL)
         b_skip = b_start & sel(meta_err, pb)
         b_issue = (b_busy | b_start) & ~b_skip
-        b_last = b_addr == b_beats - 1
+        b_last = b_addr == sel(meta_lastaddr, pb)
         with m.If(b_issue):
             for i in range(NB):
                 with m.If(pb == i):
@@ -724,9 +730,8 @@ class SoftmaxUnit(wiring.Component):
                     m.d.sync += [meta_vec[i].eq(vecval), state[i].eq(SUMMED)]
 
         # ================= C: output =================
-        c_beats = sel(meta_beats, pc)
         c_err = sel(meta_err, pc)
-        c_last = c_err | (c_addr_sig == c_beats - 1)
+        c_last = c_err | (c_addr_sig == sel(meta_lastaddr, pc))
         with m.If(c_issue):
             for i in range(NB):
                 with m.If(pc == i):

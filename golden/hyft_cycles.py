@@ -7,7 +7,7 @@ buffer banks, which go round a ring of three phases:
 
 - A (fill) takes one beat per cycle; its bank is free at once or when the
   C phase of the vector `banks` earlier let go of it. The max and flags
-  pipeline hands the bank to B `A_FULL` cycles after the last beat.
+  pipeline hands the bank to B `a_full(lanes)` cycles after the last beat.
 - B (sum) reads one beat per cycle, starting on the cycle after its previous
   vector's last read if the bank is full by then; the sum's pipeline and the
   log2 hand the bank to C `b_done` cycles after the last read. An oversize
@@ -17,7 +17,7 @@ buffer banks, which go round a ring of three phases:
   the last read. An oversize vector is one (error) beat.
 
 Steady state for back-to-back vectors of n beats: a bank is busy for about
-3n + b_done + A_FULL + C_FREE cycles, so the period is
+3n + b_done + a_full + C_FREE cycles, so the period is
 max(n, (3n + overhead) / banks) and the rate N / period elements per cycle.
 """
 
@@ -27,7 +27,7 @@ import dataclasses
 import math
 
 from accelkit.config import hyft as _ring
-from accelkit.config.hyft import A_FULL, C_FREE, SoftmaxConfig
+from accelkit.config.hyft import C_FREE, SoftmaxConfig, a_full
 
 # The latency target of a vector alone in the unit: at most 3N/L + LATENCY_OVERHEAD cycles (Hyft, lanes 1..16).
 # 40 before the pipelining for 125 MHz (issue 11), whose register stages added about 32 cycles.
@@ -84,7 +84,7 @@ def batch_timing(cfg: SoftmaxConfig, lengths: list[int]) -> list[VectorTiming]:
         nout = 1 if over else nin
         a_first = max(a_last + 1, free[v - nb] if v >= nb else 0)
         a_last = a_first + nin - 1
-        full = a_last + A_FULL
+        full = a_last + a_full(cfg.lanes)
         b_first = max(full, b_last + 1)
         if over:
             b_last, summed = b_first, b_first + 1
@@ -116,5 +116,5 @@ def sustained_rate(cfg: SoftmaxConfig, n: int, vectors: int = 24) -> float:
     return n / period
 
 
-__all__ = ["A_FULL", "C_FREE", "LATENCY_OVERHEAD", "VectorTiming", "b_done", "batch_timing", "beats", "c_fire",
+__all__ = ["C_FREE", "a_full", "LATENCY_OVERHEAD", "VectorTiming", "b_done", "batch_timing", "beats", "c_fire",
            "latency", "stages", "sustained_rate", "total_cycles"]

@@ -33,7 +33,12 @@ HYFT_STAGES: dict[str, int] = {
     "round": 1,  # C: the rounding's shift, round bit and sticky bit (its add feeds the output register)
 }
 # Hand-over latencies of the bank ring's control, the same for both architectures:
-A_FULL = 3  # A's last input handshake -> the bank is FULL for B (beat register, max tree, merge)
+def a_full(lanes: int) -> int:
+    """A's last input handshake -> the bank is FULL for B: the beat register, the lanes' keys, the max tree (a
+    register after each level), the merge."""
+    return 3 + (lanes - 1).bit_length()
+
+
 # A bank read, issue -> the word in a register: the address register, the block RAM's address and output registers
 # (gen/memory.py RegisteredRam, READ_LATENCY = 2), the bank select
 RING_READ = 4
@@ -334,7 +339,7 @@ class SoftmaxConfig(BlockConfig):
         base = 3 if self.lanes <= 4 else 4
         n = max(1, 256 // self.lanes)
         p = self.pipeline
-        busy = 3 * n + A_FULL + b_done(p) + c_fire(p) + C_FREE + 1
+        busy = 3 * n + a_full(self.lanes) + b_done(p) + c_fire(p) + C_FREE + 1
         return max(base, -(-busy * 9 // (10 * n)))
 
     @property
