@@ -261,27 +261,29 @@ class HyftDatapath:
         small = p.reg(ev <= bias + M - F, name=f"small{lane}")
         big2 = p.reg(ev >= cfg.align_exp_limit + bias, name=f"big{lane}")
         base = p.reg(Mux(ev <= bias + M - F, ev, bias + M - F), name=f"base{lane}")
-        ev2 = p.reg(ev, name=f"ev2_{lane}")
+        zc = p.reg(bias + M + 1 - F - ev, name=f"zc{lane}")
         exe, em1, mx, mm, sx1, sm1, eq1, fin1 = (p.reg(v, name=f"dc{lane}") for v in
                                                  (exe, em1, mx, mm, sx1, sm1, eq1, fin1))
         # decode 3: k for both operands, z
         k_shape = signed(cfg.exp_bits + 3)
         kx = p.reg(exe - base, k_shape, name=f"kx{lane}")
         km = p.reg(em1 - base, k_shape, name=f"km{lane}")
-        z = p.reg(Mux(small, smin(bias + M + 1 - F - ev2, M + 3), 1), unsigned((M + 3).bit_length()), name=f"z{lane}")
+        nkx = p.reg(base - exe, k_shape, name=f"nkx{lane}")  # -k beside k
+        nkm = p.reg(base - em1, k_shape, name=f"nkm{lane}")
+        z = p.reg(Mux(small, smin(zc, M + 3), 1), unsigned((M + 3).bit_length()), name=f"z{lane}")
         mx, mm, sx1, sm1, eq1, big2, fin1 = (p.reg(v, name=f"dk{lane}") for v in (mx, mm, sx1, sm1, eq1, big2, fin1))
 
         # align 1: the shift amounts, clamped
         lmax = I + F + 1
         lb, rb = lmax.bit_length(), (M + 2).bit_length()
 
-        def amounts(k, tag):
+        def amounts(k, nk, tag):
             return (p.reg(smin(smax(k, 0), lmax).as_unsigned()[:lb], name=f"l{tag}{lane}"),
-                    p.reg(smin(smax(-k, 0), M + 2).as_unsigned()[:rb], name=f"r{tag}{lane}"),
+                    p.reg(smin(smax(nk, 0), M + 2).as_unsigned()[:rb], name=f"r{tag}{lane}"),
                     p.reg(k >= 0, name=f"p{tag}{lane}"))
 
-        lx, rx, px = amounts(kx, "x")
-        lm, rm, pm = amounts(km, "m")
+        lx, rx, px = amounts(kx, nkx, "x")
+        lm, rm, pm = amounts(km, nkm, "m")
         mx, mm, sx1, sm1, z, eq1, big2, fin1 = (p.reg(v, name=f"da{lane}") for v in
                                                 (mx, mm, sx1, sm1, z, eq1, big2, fin1))
 
@@ -325,18 +327,19 @@ class HyftDatapath:
         # -|T|, then 2^r by the table (q = T >> F, r = T mod 2^F)
         tneg = p.reg(-t4, signed(cfg.t_mag_bits + 1), name=f"tneg{lane}")
         live5 = p.reg(live4, name=f"live5_{lane}")
-        P = interp_stages(m, p, cfg.exp2_table, tneg[:F], cfg.seg_bits, cfg.interp_bits, unsigned(cfg.mant_bits + 1),
-                          f"e2b{lane}", self.platform)
-        q5 = p.delay(p.reg(tneg >> F, signed(cfg.q_bits + 1), name=f"q{lane}"), INTERP_STAGES - 1, name=f"qd{lane}")
-        live5 = p.delay(live5, INTERP_STAGES, name=f"ld{lane}")
-
-        # p on the sum's grid 2^-B, truncated: the shift amounts, then the shift
+        P6 = interp_stages(m, p, cfg.exp2_table, tneg[:F], cfg.seg_bits, cfg.interp_bits, unsigned(cfg.mant_bits + 1),
+                           f"e2b{lane}", self.platform)
+        live6 = p.delay(live5, INTERP_STAGES, name=f"ld{lane}")
+        # p on the sum's grid 2^-B, truncated: the shift amounts from q beside the table (s = q - W + B, then
+        # its clamped parts), then the shift (`grid`)
         W, B = cfg.table_bits, cfg.sum_frac_bits
-        s = q5 - W + B
+        q5 = p.reg(tneg >> F, signed(cfg.q_bits + 1), name=f"q{lane}")
+        s = p.reg(q5 - W + B, signed(cfg.q_bits + 3), name=f"gs{lane}")
+        ns = p.reg(W - B - q5, signed(cfg.q_bits + 3), name=f"gns{lane}")
+        assert INTERP_STAGES == 3
         lsh = p.reg(smin(smax(s, 0), max(B - W, 0)).as_unsigned()[:max(B - W, 1).bit_length()], name=f"glsh{lane}")
-        rsh = p.reg(smin(smax(-s, 0), W + 2).as_unsigned()[:(W + 2).bit_length()], name=f"grsh{lane}")
+        rsh = p.reg(smin(smax(ns, 0), W + 2).as_unsigned()[:(W + 2).bit_length()], name=f"grsh{lane}")
         sge = p.reg(s >= 0, name=f"gsge{lane}")
-        P6, live6 = p.reg(P, name=f"gP{lane}"), p.reg(live5, name=f"gl{lane}")
         pv = Mux(sge, P6 << lsh, P6 >> rsh)
         p6 = p.reg(Mux(live6, pv, 0), unsigned(B + 2), name=f"p{lane}")
         return wb, p6

@@ -26,7 +26,7 @@ HYFT_STAGES: dict[str, int] = {
     "align": 4,  # B: both shift amounts clamped; the two shifts with their sticky bits; the signs; max - x
     "ceil": 3,  # B: + 2^z - 1; >> z; the saturation
     "exp2": 3,  # 2^r by the segment table: the table into the multiplier's operands, the product, base + it
-    "grid": 2,  # B: p onto the sum's grid: the shift amounts, the shift
+    "grid": 1,  # B: p onto the sum's grid: the shift (its amounts beside the exp2 table)
     "lead": 2,  # fin: the leading one of the sum by groups of 8, then the group
     "log2": 6,  # fin: normalise; the table's index; the table into the multiplier, the product, base + it; Lsum
     "negate": 1,  # fin: -Lsum, what C adds
