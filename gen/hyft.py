@@ -159,11 +159,22 @@ def add_tree(m: Module, values: list, name: str):
 
 
 def leading_one(m: Module, v, name: str):
-    """Index of the most significant one of v (0 when v == 0): a priority encoder."""
+    """Index of the most significant one of v (0 when v == 0): a priority encoder as a tree over halves (the
+    upper half's index when it has a one, else the lower's), log2(len(v)) multiplexer levels, no chain."""
+    def enc(bits):  # (any one, index bits LSB first)
+        if len(bits) == 1:
+            return bits[0], []
+        half = 1 << ((len(bits) - 1).bit_length() - 1)  # the largest power of two below len(bits)
+        lo_any, lo_idx = enc(bits[:half])
+        hi_any, hi_idx = enc(bits[half:])
+        w = (half - 1).bit_length()
+        idx = [Mux(hi_any, hi_idx[i] if i < len(hi_idx) else 0, lo_idx[i] if i < len(lo_idx) else 0)
+               for i in range(w)]
+        return lo_any | hi_any, idx + [hi_any]
+
     k = Signal(range(max(len(v), 2)), name=name)
-    for i in range(len(v)):
-        with m.If(v[i]):
-            m.d.comb += k.eq(i)
+    _, idx = enc([v[i] for i in range(len(v))])
+    m.d.comb += k.eq(Cat(*idx) if idx else 0)
     return k
 
 

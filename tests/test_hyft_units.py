@@ -55,10 +55,12 @@ def test_exp2_unit_matches_golden(cfg):
     assert [g["P"] for g in got] == P.tolist()
 
 
-def test_leading_one_matches_golden():
-    rnd = random.Random(2)
-    vs = [0, 1, 2, 3, (1 << 31) - 1, 1 << 30, 255, 256] + [rnd.randrange(1 << rnd.randrange(1, 32)) for _ in range(300)]
-    dut = LeadingOne(31)
+@pytest.mark.parametrize("width", [1, 3, 9, 24, 31])
+def test_leading_one_matches_golden(width):
+    rnd = random.Random(2 + width)
+    vs = [0, 1, (1 << width) - 1, 1 << (width - 1)] + [rnd.randrange(1 << rnd.randrange(1, width + 1))
+                                                        for _ in range(300)]
+    dut = LeadingOne(width)
     got = run_pipeline(dut, dut.latency, [{"v": v} for v in vs], ["k"])
     assert [g["k"] for g in got] == gh.leading_one(_t(vs)).tolist()
 
