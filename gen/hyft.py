@@ -93,6 +93,12 @@ def smax(a, b):
     return Mux(a > b, a, b)
 
 
+def clamp0(v, hi: int):
+    """min(max(v, 0), hi) of a signed v, as unsigned: the sign bit and one compare side by side, then the mux
+    (not a compare after a mux)."""
+    return Mux(v[-1], 0, Mux(v > hi, hi, v.as_unsigned()))
+
+
 def table_lookup(values: tuple[int, ...], index, name: str, m: Module):
     """A small constant table as a mux (a few LUTs, not a memory)."""
     width = max(max(values).bit_length(), 1)
@@ -289,8 +295,8 @@ class HyftDatapath:
         lb, rb = lmax.bit_length(), (M + 2).bit_length()
 
         def amounts(k, nk, tag):
-            return (p.reg(smin(smax(k, 0), lmax).as_unsigned()[:lb], name=f"l{tag}{lane}"),
-                    p.reg(smin(smax(nk, 0), M + 2).as_unsigned()[:rb], name=f"r{tag}{lane}"),
+            return (p.reg(clamp0(k, lmax)[:lb], name=f"l{tag}{lane}"),
+                    p.reg(clamp0(nk, M + 2)[:rb], name=f"r{tag}{lane}"),
                     p.reg(k >= 0, name=f"p{tag}{lane}"))
 
         lx, rx, px = amounts(kx, nkx, "x")
@@ -348,8 +354,8 @@ class HyftDatapath:
         s = p.reg(q5 - W + B, signed(cfg.q_bits + 3), name=f"gs{lane}")
         ns = p.reg(W - B - q5, signed(cfg.q_bits + 3), name=f"gns{lane}")
         assert INTERP_STAGES == 3
-        lsh = p.reg(smin(smax(s, 0), max(B - W, 0)).as_unsigned()[:max(B - W, 1).bit_length()], name=f"glsh{lane}")
-        rsh = p.reg(smin(smax(ns, 0), W + 2).as_unsigned()[:(W + 2).bit_length()], name=f"grsh{lane}")
+        lsh = p.reg(clamp0(s, max(B - W, 0))[:max(B - W, 1).bit_length()], name=f"glsh{lane}")
+        rsh = p.reg(clamp0(ns, W + 2)[:(W + 2).bit_length()], name=f"grsh{lane}")
         sge = p.reg(s >= 0, name=f"gsge{lane}")
         pv = Mux(sge, P6 << lsh, P6 >> rsh)
         p6 = p.reg(Mux(live6, pv, 0), unsigned(B + 2), name=f"p{lane}")
@@ -439,7 +445,7 @@ def round_amounts(m: Module, p: Pipe, cfg: SoftmaxConfig, q, name: str) -> dict:
     left_max = max(M - W, 0)
     shr = smax(sh, 0).as_unsigned()[:(W + 2).bit_length()]
     return {"shr": p.reg(shr, name=f"{name}shr"), "shr1": p.reg((shr - 1)[:len(shr)], name=f"{name}shr1"),
-            "shl": p.reg(smin(smax(-sh, 0), left_max).as_unsigned()[:max(left_max, 1).bit_length()],
+            "shl": p.reg(clamp0(-sh, left_max)[:max(left_max, 1).bit_length()],
                          name=f"{name}shl"),
             "sge": p.reg(sh >= 0, name=f"{name}sge"), "sgt": p.reg(sh > 0, name=f"{name}sgt"),
             "em1": p.reg(eb - 1, name=f"{name}em1")}
