@@ -20,7 +20,7 @@ from amaranth.lib.wiring import In, Out
 from accelkit.config.float_softmax import ADD_STAGES, C_STAGES, FloatBaseline, baseline
 from accelkit.config.hyft import SoftmaxConfig
 
-from .hyft import Pipe, float_fields, leading_one, smax, smin
+from .hyft import Pipe, clamp0, float_fields, leading_one
 
 
 class WF:
@@ -89,13 +89,14 @@ def subtract(m: Module, p: Pipe, fb: FloatBaseline, cfg: SoftmaxConfig, x_bits, 
     dxm = p.reg(exd - em0, signed(EB + 2), name=f"{name}_dxm")
     dmx = p.reg(em0 - exd, signed(EB + 2), name=f"{name}_dmx")
     # the larger magnitude, by one compare of (exponent, mantissa); both exponent differences clamped beside it
-    x_big = (mx != 0) & ((Cat(mx, ex_) > Cat(mm, em)) | (mm == 0))
+    # (exponent, mantissa) compared as two compares side by side, not one chain over both
+    x_big = (mx != 0) & ((ex_ > em) | ((ex_ == em) & (mx > mm)) | (mm == 0))
     eb = Mux(x_big, ex_, em)
     mb, ms = Mux(x_big, mx, mm), Mux(x_big, mm, mx)
     shmax = M + X + 2
     shb = shmax.bit_length()
-    shx = Mux(mm == 0, 0, smin(smax(dxm, 0), shmax)).as_unsigned()[:shb]
-    shm = Mux(mx == 0, 0, smin(smax(dmx, 0), shmax)).as_unsigned()[:shb]
+    shx = Mux(mm == 0, 0, clamp0(dxm, shmax))[:shb]
+    shm = Mux(mx == 0, 0, clamp0(dmx, shmax))[:shb]
     sh = Mux(x_big, shx, shm)
     # stage 1: compare and swap
     mb1, ms1 = p.reg(mb, unsigned(M + 1), name=f"{name}_mb"), p.reg(ms, unsigned(M + 1), name=f"{name}_ms")
@@ -149,10 +150,12 @@ def to_fixed(m: Module, p: Pipe, fb: FloatBaseline, dm, dE, dz, fin, name: str):
     P, FB = fb.P, fb.fix_bits
     q = p.reg(dm * fb.log2e, unsigned(2 * P + 4), name=f"{name}_q")
     # shift right by s - 1, s = P - dE clamped to 1..2P+8 (beside the product); |d| >= 2^n_bits is dead anyway
-    s = Signal(signed(len(dE) + 2), name=f"{name}_s")
-    m.d.comb += s.eq(P - dE)
+    # s - 1 = P - 1 - dE clamped to 0..smax - 1: both limits compared on dE beside the subtraction
+    sm1 = Signal(signed(len(dE) + 2), name=f"{name}_sm1")
+    m.d.comb += sm1.eq(P - 1 - dE)
     smax_ = 2 * P + 8
-    s1 = p.reg((smin(smax(s, 1), smax_) - 1).as_unsigned()[:smax_.bit_length()], name=f"{name}_s1")
+    s1 = p.reg(Mux(dE >= P, 0, Mux(dE < P - smax_, smax_ - 1, sm1.as_unsigned()))[:smax_.bit_length()],
+               unsigned(smax_.bit_length()), name=f"{name}_s1")
     big1 = p.reg(dE >= fb.n_bits, name=f"{name}_big1")
     z1, f1 = p.reg(dz, name=f"{name}_qz"), p.reg(fin, name=f"{name}_qf")
     t1 = p.reg(q >> s1, unsigned(2 * P + 4), name=f"{name}_t1")
@@ -231,14 +234,15 @@ def fadd(m: Module, p: Pipe, fb: FloatBaseline, a: WF, b: WF, name: str) -> WF:
     P = fb.P
     XB = fb.sum_exp_bits
 
-    def key(v: WF):  # (exponent, significand) as one unsigned number: the sign bit flipped
-        return Cat(v.m, v.E[:XB - 1], ~v.E[XB - 1])
+    def ekey(v: WF):  # the exponent as an unsigned number: the sign bit flipped
+        return Cat(v.E[:XB - 1], ~v.E[XB - 1])
 
-    a_big = b.z | (~a.z & (key(a) >= key(b)))
+    # (exponent, significand) >=: the exponents' and the significands' compares side by side, not one chain
+    a_big = b.z | (~a.z & ((ekey(a) > ekey(b)) | ((ekey(a) == ekey(b)) & (a.m >= b.m))))
     dab, dba = Signal(signed(XB + 1), name=f"{name}_dab"), Signal(signed(XB + 1), name=f"{name}_dba")
     m.d.comb += [dab.eq(a.E - b.E), dba.eq(b.E - a.E)]
     shw = (P + 4).bit_length()
-    sh = Mux(a_big, smin(smax(dab, 0), P + 4).as_unsigned()[:shw], smin(smax(dba, 0), P + 4).as_unsigned()[:shw])
+    sh = Mux(a_big, clamp0(dab, P + 4)[:shw], clamp0(dba, P + 4)[:shw])
     # stage 1: compare and swap
     mb1 = p.reg(Mux(a_big, a.m, b.m), unsigned(P + 1), name=f"{name}_mb")
     ms1 = p.reg(Mux(a_big, b.m, a.m), unsigned(P + 1), name=f"{name}_ms")
@@ -332,7 +336,7 @@ def round_output(m: Module, p: Pipe, fb: FloatBaseline, cfg: SoftmaxConfig, em, 
     ub = (M + 2).bit_length()
 
     def under(v):  # min(max(0, v), M + 2)
-        return smin(smax(v, 0), M + 2).as_unsigned()[:ub]
+        return clamp0(v, M + 2)[:ub]
 
     u0, u1 = Signal(signed(XB + 1), name=f"{name}_u0"), Signal(signed(XB + 1), name=f"{name}_u1")
     m.d.comb += [u0.eq(1 - e0), u1.eq(-e0)]  # 1 - e for e = e0 and e = e0 + 1, side by side
