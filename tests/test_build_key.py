@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EDITS = {
     "hyft-float-stages": (SoftmaxConfig(arch="float"), "accelkit/config/float_softmax.py",
                           "ADD_STAGES = 4", "ADD_STAGES = 5"),
-    "hyft-pipeline": (SoftmaxConfig(), "accelkit/config/hyft.py", '"b_wb": 4', '"b_wb": 5'),
+    "hyft-pipeline": (SoftmaxConfig(), "accelkit/config/hyft.py", '"decode": 3', '"decode": 4'),
     "hyft-float-helpers": (SoftmaxConfig(arch="float"), "gen/hyft.py", "def leading_one(", "def leading_one2("),
     "dybit-formats": (DyBitArrayConfig(), "accelkit/config/dybit.py", "return self.n - 2 - k if",
                       "return self.n - 3 - k if"),
