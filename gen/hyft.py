@@ -12,10 +12,14 @@ Streams (amaranth.lib.stream, valid/ready), L = cfg.lanes, W = the format's widt
   ``max_len`` is read to its ``last`` beat and answered by a single beat with
   ``error`` = 1, ``last`` = 1, ``count`` = 0 and all-zero data.
 
-Microarchitecture: a ring of ``cfg.banks`` vector buffer banks (amaranth.lib.memory,
-one element word per lane, max_len/L deep) and three phases, each working on
-its own bank and handing the bank on to the next phase when done, so three
-vectors are in flight at once:
+Microarchitecture: a ring of ``cfg.banks`` vector buffer banks (gen/memory.py
+`RegisteredRam`, one element word per lane, max_len/L deep) and three phases, each
+working on its own bank and handing the bank on to the next phase when done, so
+three vectors are in flight at once. Every bank port is registered: the writes (A's
+beats, B's write-back) in a register before the block RAM's own, the read address
+(B's or C's) in a register, the block RAM's output register, and the bank select
+after it: a read takes RING_READ = 4 cycles from its issue to the word in a
+register (C's reads stall with C's pipeline through the RAM's read enable).
 
 - A, fill: writes each accepted beat into its bank and reduces the max (a float
   compare on order-preserving integer keys) and the special-value flags.
@@ -27,7 +31,11 @@ vectors are in flight at once:
 
 Each phase moves to the next bank on the cycle after its last read, so back to
 back vectors keep every phase busy; ``golden/hyft_cycles.py`` is the exact
-cycle model. ``cfg.arch == "float"`` keeps the ring, the A phase and the
+cycle model, from the stage counts of accelkit/config/hyft.py (HYFT_STAGES,
+RING_READ, a_full, b_done, c_fire), which the generator builds. The datapaths'
+pieces are also components simulated and timed alone (Exp2Unit, LeadingOne,
+Log2Unit, RoundUnit, BLane; tests/test_hyft_units.py); the timing closure is
+in docs/timing.md. ``cfg.arch == "float"`` keeps the ring, the A phase and the
 stream format and swaps the B and C datapaths for floating-point ones (see
 ``gen/float_softmax.py``).
 """
