@@ -356,8 +356,8 @@ class SoftmaxConfig(BlockConfig):
 
     @property
     def pipeline(self) -> dict[str, int]:
-        """Register stages of the datapaths (keys: see HYFT_PIPELINE); the generator builds exactly these and
-        golden/hyft_cycles.py counts cycles from them."""
+        """Register stages of the datapaths (keys: see the comment above HYFT_STAGES); the generator builds
+        exactly these and golden/hyft_cycles.py counts cycles from them."""
         return float_pipeline(self) if self.arch == "float" else hyft_pipeline(self)
 
     def implies(self) -> dict[str, int]:
