@@ -610,8 +610,13 @@ class SoftmaxUnit(wiring.Component):
         pa = Signal(bank_bits)
         a_addr = Signal(range(DEPTH + 1))
         a_busy = Signal()
-        st_pa = sel(state, pa)
-        m.d.comb += self.x.ready.eq(a_busy | (st_pa == FREE))
+        # each phase starts on a bank from a registered flag of that bank (FREE for A, FULL for B, SUMMED for C: one
+        # cycle after the state, config RING_FLAG), so no state compare sits in front of an issue
+        free_r = [Signal(init=1, name=f"free_r{i}") for i in range(NB)]
+        full_r = [Signal(name=f"full_r{i}") for i in range(NB)]  # FULL and not oversize: B reads it
+        skip_r = [Signal(name=f"skip_r{i}") for i in range(NB)]  # FULL and oversize: B skips it
+        summed_r = [Signal(name=f"summed_r{i}") for i in range(NB)]
+        m.d.comb += self.x.ready.eq(a_busy | sel(free_r, pa))
         a_fire = self.x.valid & self.x.ready
         xin = self.x.payload
         in_room = a_addr < DEPTH
@@ -681,10 +686,11 @@ class SoftmaxUnit(wiring.Component):
         pb = Signal(bank_bits)
         b_addr = Signal(range(DEPTH))
         b_busy = Signal()
-        st_pb = sel(state, pb)
-        b_start = ~b_busy & (st_pb == FULL)
-        b_skip = b_start & sel(meta_err, pb)
-        b_issue = (b_busy | b_start) & ~b_skip
+        for i in range(NB):
+            m.d.sync += [free_r[i].eq(state[i] == FREE), full_r[i].eq((state[i] == FULL) & ~meta_err[i]),
+                         skip_r[i].eq((state[i] == FULL) & meta_err[i]), summed_r[i].eq(state[i] == SUMMED)]
+        b_skip = ~b_busy & sel(skip_r, pb)
+        b_issue = b_busy | sel(full_r, pb)
         b_last = b_addr == sel(meta_lastaddr, pb)
         with m.If(b_issue):
             for i in range(NB):
@@ -707,9 +713,7 @@ class SoftmaxUnit(wiring.Component):
         c_busy = Signal()
         c_addr_sig = Signal(range(DEPTH))
         pc = Signal(bank_bits)
-        st_pc = sel(state, pc)
-        c_start = ~c_busy & (st_pc == SUMMED)
-        c_issue = advance & (c_busy | c_start)
+        c_issue = advance & (c_busy | sel(summed_r, pc))
         for i, ram in enumerate(rams):
             # a bank's read address register: B's address when B reads it (B never stalls), else C's, held while C
             # stalls; the block RAM's registers hold while C stalls on a bank C read last
@@ -727,12 +731,14 @@ class SoftmaxUnit(wiring.Component):
         bp = Pipe(m, "b")
         b0 = {"v": bp.reg(b_issue, name="v"), "bank": bp.reg(pb, name="bank"), "addr": bp.reg(b_addr, name="addr"),
               "first": bp.reg(b_addr == 0, name="first"), "last": bp.reg(b_last, name="last"),
-              "n": bp.reg(Mux(b_last, sel(meta_nlast, pb), L), unsigned(cfg.count_bits), name="n"),
+              "nl": bp.reg(sel(meta_nlast, pb), name="nlast"),
               "max": bp.reg(sel(meta_key, pb), name="max")}
         # the block RAMs' data, then the bank select into a register: RING_READ cycles after the issue
         b_sel_bank = bp.delay(b0["bank"], READ_LATENCY, name="rsel")
         b_word = bp.reg(sel([r.r_data for r in rams], b_sel_bank), unsigned(L * WB), name="word")
-        b_at = {n: Pipe(m, f"bw_{n}").delay(t, RING_READ - 1) for n, t in b0.items()}
+        # the lane count a stage after the issue (the bank's own count on its last beat)
+        b0["n"] = bp.reg(Mux(b0["last"], b0.pop("nl"), L), unsigned(cfg.count_bits), name="n")
+        b_at = {n: Pipe(m, f"bw_{n}").delay(t, RING_READ - (2 if n == "n" else 1)) for n, t in b0.items()}
         wbs, ps = [], []
         for k in range(L):
             wb, pk = dp.b_lane(m, bp, b_word[k * WB:(k + 1) * WB], k < b_at["n"], b_at["max"], k)

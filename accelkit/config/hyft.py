@@ -33,16 +33,22 @@ HYFT_STAGES: dict[str, int] = {
     "round": 1,  # C: the rounding's shift, round bit and sticky bit (its add feeds the output register)
 }
 # Hand-over latencies of the bank ring's control, the same for both architectures:
+# Each phase starts on a bank from a registered flag of it (FREE for A, FULL for B, SUMMED for C), a cycle after
+# the bank's state: in a_full, b_done and C_FREE
+RING_FLAG = 1
+
+
 def a_full(lanes: int) -> int:
-    """A's last input handshake -> the bank is FULL for B: the beat register, the lanes' keys, the max tree (a
-    register after each level), the merge."""
-    return 3 + (lanes - 1).bit_length()
+    """A's last input handshake -> B may start on the bank: the beat register, the lanes' keys, the max tree (a
+    register after each level), the merge (the bank is FULL), B's start flag."""
+    return 3 + (lanes - 1).bit_length() + RING_FLAG
 
 
 # A bank read, issue -> the word in a register: the address register, the block RAM's address and output registers
 # (gen/memory.py RegisteredRam, READ_LATENCY = 2), the bank select
 RING_READ = 4
-C_FREE = RING_READ + 1  # C's last read -> the bank is FREE for A: the word has left the bank select register
+# C's last read -> A may start on the bank: the word has left the bank select register (the bank is FREE), A's flag
+C_FREE = RING_READ + 1 + RING_FLAG
 
 
 def mult_stages(a_bits: int, b_bits: int) -> int:
@@ -66,9 +72,9 @@ def hyft_pipeline(cfg: SoftmaxConfig) -> dict[str, int]:
 
 
 def b_done(p: dict[str, int]) -> int:
-    """B's last read -> the bank is SUMMED for C: the read, lane stages, the beat's sum, the accumulator, fin,
-    the state write (p: the pipeline's stages)."""
-    return RING_READ + p["b_p"] + p["b_beat"] + 1 + p["fin"] + 1
+    """B's last read -> C may start on the bank: the read, lane stages, the beat's sum, the accumulator, fin,
+    the state write (SUMMED), C's start flag (p: the pipeline's stages)."""
+    return RING_READ + p["b_p"] + p["b_beat"] + 1 + p["fin"] + 1 + RING_FLAG
 
 
 def c_fire(p: dict[str, int]) -> int:
