@@ -27,7 +27,7 @@ import dataclasses
 import math
 
 from accelkit.config import hyft as _ring
-from accelkit.config.hyft import C_FREE, SoftmaxConfig, a_full
+from accelkit.config.hyft import C_FREE, RING_FLAG, SoftmaxConfig, a_full
 
 # The latency target of a vector alone in the unit: at most 3N/L + LATENCY_OVERHEAD cycles (Hyft, lanes 1..16).
 # 40 before the pipelining for 125 MHz (issue 11), whose register stages added about 32 to 40 cycles.
@@ -87,7 +87,7 @@ def batch_timing(cfg: SoftmaxConfig, lengths: list[int]) -> list[VectorTiming]:
         full = a_last + a_full(cfg.lanes)
         b_first = max(full, b_last + 1)
         if over:
-            b_last, summed = b_first, b_first + 1
+            b_last, summed = b_first, b_first + 1 + RING_FLAG  # the skip's state write, C's start flag
         else:
             b_last = b_first + nin - 1
             summed = b_last + db
