@@ -13,9 +13,9 @@ Streams (amaranth.lib.stream, valid/ready; docs/dybit-dyn.md has the bit positio
 
 Structure: `FrontEnd` (header, join, the edge decoders `OperandDecoder`) -> stream ``d`` of decoded beats ->
 `MacGrid` (the broadcast registers, R x C `FusedPE` and the accumulators) -> stream ``t`` of finished tiles ->
-`RowDrain` (the shadow bank, drained row by row) -> ``c``. Every stage is a register that moves when its output
+`RowDrain` (the shadow bank, drained row by row) -> `OutputSlice` (``cfg.output_stages`` register slices) -> ``c``. Every stage is a register that moves when its output
 is ready (the whole pipeline advances together, as in `accelkit.gen.dybit_array`): it stalls only when a
-finished tile meets a bank that has not drained, or ``c`` is not ready.
+finished tile meets a bank that has not drained, or the output slice is full (``c`` not ready).
 
 PE: four 4 x 4-bit unsigned sub-multipliers (shift-add logic, no DSP) on operand nibbles arranged at the
 edge for the job's mode. 8 x 8: one MAC from the four nibble products (offsets 0, 4, 4, 8); 8 x 4 and
@@ -36,6 +36,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigne
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from accelkit.gen.stream_slice import StreamSlice
 from accelkit.config.base import require
 from accelkit.config.dybit_dyn import (
     BROADCAST_FANOUT,
@@ -592,12 +593,14 @@ class RowDrain(wiring.Component):
         bank = [[Signal(signed(cfg.acc_bits), name=f"bank_{i}_{j}") for j in range(C)] for i in range(R)]
         bank_valid, bank_err = Signal(), Signal()
         row = Signal(range(R), name="drain_row") if R > 1 else Const(0, 1)
+        # row == R - 1 as a flip-flop: `freed` (to every enable copy of the grid) is then two gates deep
+        last_row = Signal(init=R == 1)
         m.d.comb += [
             t.ready.eq(~bank_valid),
             c.valid.eq(bank_valid),
-            c.payload.last.eq(row == R - 1),
+            c.payload.last.eq(last_row),
             c.payload.error.eq(bank_err),
-            self.freed.eq(c.valid & c.ready & (row == R - 1)),  # the bank is empty from the next cycle
+            self.freed.eq(c.valid & c.ready & last_row),  # the bank is empty from the next cycle
         ]
         m.d.comb += [c.payload.data[j].eq(bank[0][j]) for j in range(C)]
         with m.If(t.valid & t.ready):
@@ -606,13 +609,31 @@ class RowDrain(wiring.Component):
         with m.If(c.valid & c.ready):
             for i in range(R - 1):
                 m.d.sync += [bank[i][j].eq(bank[i + 1][j]) for j in range(C)]
-            with m.If(row == R - 1):
-                m.d.sync += bank_valid.eq(0)
-                if R > 1:
-                    m.d.sync += row.eq(0)
             if R > 1:
+                with m.If(last_row):
+                    m.d.sync += [bank_valid.eq(0), row.eq(0), last_row.eq(0)]
                 with m.Else():
-                    m.d.sync += row.eq(row + 1)
+                    m.d.sync += [row.eq(row + 1), last_row.eq(row == R - 2)]
+            else:
+                m.d.sync += bank_valid.eq(0)
+        return m
+
+
+class OutputSlice(wiring.Component):
+    """``cfg.output_stages`` register slices between the drain and ``c``."""
+
+    def __init__(self, cfg: DyBitDynConfig):
+        self.cfg = cfg
+        super().__init__({"i": In(stream.Signature(c_layout(cfg))), "o": Out(stream.Signature(c_layout(cfg)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        src = wiring.flipped(self.i)
+        for k in range(self.cfg.output_stages):
+            m.submodules[f"slice{k}"] = sl = StreamSlice(c_layout(self.cfg))
+            wiring.connect(m, src, sl.i)
+            src = sl.o
+        wiring.connect(m, src, wiring.flipped(self.o))
         return m
 
 
@@ -627,13 +648,15 @@ class DyBitDynArray(wiring.Component):
         m.submodules.front = front = FrontEnd(self.cfg)
         m.submodules.grid = grid = MacGrid(self.cfg)
         m.submodules.drain = drain = RowDrain(self.cfg)
+        m.submodules.out = out = OutputSlice(self.cfg)
         wiring.connect(m, wiring.flipped(self.a), front.a)
         wiring.connect(m, wiring.flipped(self.b), front.b)
         wiring.connect(m, front.d, grid.d)
         wiring.connect(m, grid.t, drain.t)
         m.d.comb += [grid.freed.eq(drain.freed), front.lane_en.eq(grid.lane_en)]
-        wiring.connect(m, drain.c, wiring.flipped(self.c))
+        wiring.connect(m, drain.c, out.i)
+        wiring.connect(m, out.o, wiring.flipped(self.c))
         return m
 
 
-__all__ = ["DyBitDynArray", "FrontEnd", "FusedPE", "MacGrid", "OperandDecoder", "RowDrain", "decode_code"]
+__all__ = ["DyBitDynArray", "FrontEnd", "FusedPE", "MacGrid", "OperandDecoder", "OutputSlice", "RowDrain", "decode_code"]

@@ -6,7 +6,8 @@ header or data, takes one cycle at the input when the pipeline advances; a heade
 
 The whole pipeline advances together, so beats keep their distance. Tile t's last beat reaches the
 accumulators D = pipeline_depth cycles after it enters, the finished tile moves to the shadow bank, and the
-bank drains one row per cycle from the next cycle, R rows. A tile whose last beat reaches the accumulators
+bank drains one row per cycle from the next cycle, R rows, each reaching ``c`` O = output_stages cycles later
+(the output slice passes a beat a cycle when ``c`` is ready). A tile whose last beat reaches the accumulators
 while the bank still drains waits (the whole pipeline with it). With g_t = Kb of tile t, plus 1 for the
 header in front of a job's first tile, the times A_t at which tile t's last beat accumulates are
 
@@ -14,7 +15,7 @@ header in front of a job's first tile, the times A_t at which tile t's last beat
 
 and the run's cycles, first input handshake (the first header) to last output handshake, both included:
 
-    cycles = g_0 + sum_(t >= 1) max(g_t, R + 1) + D + R
+    cycles = g_0 + sum_(t >= 1) max(g_t, R + 1) + D + R + O
 
 A job's own span (its header's handshake to its last row's) follows from the same times: a stall of s
 cycles at A_t delays every input beat that had not entered by then.
@@ -63,7 +64,7 @@ def schedule(cfg: DyBitDynConfig, jobs: list[JobShape]) -> Schedule:
             if getattr(j, name) < 1:
                 raise ValueError(f"job {q}: {name.upper()}={getattr(j, name)} is invalid: matmul dimensions are at "
                                  "least 1")
-    R, D = cfg.rows, cfg.pipeline_depth
+    R, D, O = cfg.rows, cfg.pipeline_depth, cfg.output_stages
     slot = 0  # input slots (beats) so far, header and data
     stalls: list[tuple[int, int]] = []  # (virtual cycle of the stall, its length)
     prev_a = None
@@ -86,8 +87,8 @@ def schedule(cfg: DyBitDynConfig, jobs: list[JobShape]) -> Schedule:
     def real_input(s: int) -> int:  # an input beat at slot s waits for every stall that began at or before it
         return s + sum(n for v, n in stalls if v <= s)
 
-    spans = tuple(last_tile_a[q] + R - real_input(header_slot[q]) + 1 for q in range(len(jobs)))
-    return Schedule(cycles=prev_a + R + 1, job_spans=spans)
+    spans = tuple(last_tile_a[q] + R + O - real_input(header_slot[q]) + 1 for q in range(len(jobs)))
+    return Schedule(cycles=prev_a + R + O + 1, job_spans=spans)
 
 
 def run_cycles(cfg: DyBitDynConfig, jobs: list[JobShape]) -> int:
@@ -96,7 +97,7 @@ def run_cycles(cfg: DyBitDynConfig, jobs: list[JobShape]) -> int:
     for j in jobs:
         kb = j.beats_per_tile()
         gaps += [kb + 1] + [kb] * (tiles(cfg, j.m, j.n) - 1)
-    return gaps[0] + sum(max(g, cfg.rows + 1) for g in gaps[1:]) + cfg.pipeline_depth + cfg.rows
+    return gaps[0] + sum(max(g, cfg.rows + 1) for g in gaps[1:]) + cfg.pipeline_depth + cfg.rows + cfg.output_stages
 
 
 def macs_per_cycle(jobs: list[JobShape], cycles: int) -> float:

@@ -48,14 +48,14 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   wire \b__valid$16 ;
   output [153:0] c__payload;
   wire [153:0] c__payload;
-  wire [153:0] \c__payload$33 ;
-  wire [151:0] \c__payload$33.data ;
-  wire [37:0] \c__payload$33.data[0] ;
-  wire [37:0] \c__payload$33.data[1] ;
-  wire [37:0] \c__payload$33.data[2] ;
-  wire [37:0] \c__payload$33.data[3] ;
-  wire \c__payload$33.error ;
-  wire \c__payload$33.last ;
+  wire [153:0] \c__payload$34 ;
+  wire [151:0] \c__payload$34.data ;
+  wire [37:0] \c__payload$34.data[0] ;
+  wire [37:0] \c__payload$34.data[1] ;
+  wire [37:0] \c__payload$34.data[2] ;
+  wire [37:0] \c__payload$34.data[3] ;
+  wire \c__payload$34.error ;
+  wire \c__payload$34.last ;
   wire [151:0] \c__payload.data ;
   wire [37:0] \c__payload.data[0] ;
   wire [37:0] \c__payload.data[1] ;
@@ -65,10 +65,10 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   wire \c__payload.last ;
   input c__ready;
   wire c__ready;
-  wire \c__ready$34 ;
+  wire \c__ready$35 ;
   output c__valid;
   wire c__valid;
-  wire \c__valid$35 ;
+  wire \c__valid$38 ;
   input clk;
   wire clk;
   wire [211:0] d__payload;
@@ -301,8 +301,28 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   wire \d__valid$22 ;
   wire freed;
   wire \freed$30 ;
+  wire [153:0] i__payload;
+  wire [151:0] \i__payload.data ;
+  wire [37:0] \i__payload.data[0] ;
+  wire [37:0] \i__payload.data[1] ;
+  wire [37:0] \i__payload.data[2] ;
+  wire [37:0] \i__payload.data[3] ;
+  wire \i__payload.error ;
+  wire \i__payload.last ;
+  wire i__ready;
+  wire i__valid;
   wire [7:0] lane_en;
   wire [7:0] \lane_en$32 ;
+  wire [153:0] o__payload;
+  wire [151:0] \o__payload.data ;
+  wire [37:0] \o__payload.data[0] ;
+  wire [37:0] \o__payload.data[1] ;
+  wire [37:0] \o__payload.data[2] ;
+  wire [37:0] \o__payload.data[3] ;
+  wire \o__payload.error ;
+  wire \o__payload.last ;
+  wire o__ready;
+  wire o__valid;
   input rst;
   wire rst;
   wire [608:0] t__payload;
@@ -356,9 +376,9 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   wire t__valid;
   wire \t__valid$28 ;
   \top.drain  drain (
-    .c__payload(c__payload),
-    .c__ready(c__ready),
-    .c__valid(c__valid),
+    .c__payload(i__payload),
+    .c__ready(\c__ready$35 ),
+    .c__valid(i__valid),
     .clk(clk),
     .freed(freed),
     .rst(rst),
@@ -392,6 +412,16 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     .t__ready(t__ready),
     .t__valid(t__valid)
   );
+  \top.out  out (
+    .clk(clk),
+    .i__payload(i__payload),
+    .i__ready(\c__ready$35 ),
+    .i__valid(i__valid),
+    .o__payload(c__payload),
+    .o__ready(c__ready),
+    .o__valid(c__valid),
+    .rst(rst)
+  );
   assign \a__payload$11  = a__payload;
   assign \a__ready$12  = a__ready;
   assign \a__valid$13  = a__valid;
@@ -406,9 +436,12 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   assign \t__valid$28  = t__valid;
   assign \freed$30  = freed;
   assign \lane_en$32  = lane_en;
-  assign \c__payload$33  = c__payload;
-  assign \c__ready$34  = c__ready;
-  assign \c__valid$35  = c__valid;
+  assign \c__payload$34  = i__payload;
+  assign i__ready = \c__ready$35 ;
+  assign \c__valid$38  = i__valid;
+  assign o__payload = c__payload;
+  assign o__ready = c__ready;
+  assign o__valid = c__valid;
   assign \a__payload.data  = a__payload[63:0];
   assign \a__payload.data[0]  = a__payload[15:0];
   assign \a__payload.data[1]  = a__payload[31:16];
@@ -706,17 +739,31 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   assign \t__payload$24.data[3][2]  = t__payload[569:532];
   assign \t__payload$24.data[3][3]  = t__payload[607:570];
   assign \t__payload$24.err  = t__payload[608];
-  assign \c__payload$33.data  = c__payload[151:0];
-  assign \c__payload$33.data[0]  = c__payload[37:0];
-  assign \c__payload$33.data[1]  = c__payload[75:38];
-  assign \c__payload$33.data[2]  = c__payload[113:76];
-  assign \c__payload$33.data[3]  = c__payload[151:114];
-  assign \c__payload$33.last  = c__payload[152];
-  assign \c__payload$33.error  = c__payload[153];
+  assign \i__payload.data  = i__payload[151:0];
+  assign \i__payload.data[0]  = i__payload[37:0];
+  assign \i__payload.data[1]  = i__payload[75:38];
+  assign \i__payload.data[2]  = i__payload[113:76];
+  assign \i__payload.data[3]  = i__payload[151:114];
+  assign \i__payload.last  = i__payload[152];
+  assign \i__payload.error  = i__payload[153];
+  assign \c__payload$34.data  = i__payload[151:0];
+  assign \c__payload$34.data[0]  = i__payload[37:0];
+  assign \c__payload$34.data[1]  = i__payload[75:38];
+  assign \c__payload$34.data[2]  = i__payload[113:76];
+  assign \c__payload$34.data[3]  = i__payload[151:114];
+  assign \c__payload$34.last  = i__payload[152];
+  assign \c__payload$34.error  = i__payload[153];
+  assign \o__payload.data  = c__payload[151:0];
+  assign \o__payload.data[0]  = c__payload[37:0];
+  assign \o__payload.data[1]  = c__payload[75:38];
+  assign \o__payload.data[2]  = c__payload[113:76];
+  assign \o__payload.data[3]  = c__payload[151:114];
+  assign \o__payload.last  = c__payload[152];
+  assign \o__payload.error  = c__payload[153];
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, c__payload, c__valid, c__ready);
+module \top.drain (rst, t__valid, t__ready, freed, c__ready, t__payload, c__payload, c__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
   reg [37:0] \$10 ;
@@ -732,16 +779,15 @@ module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, c__payload, 
   wire \$2 ;
   reg [37:0] \$20 ;
   reg [37:0] \$21 ;
-  reg [37:0] \$22 ;
-  reg [37:0] \$23 ;
-  reg \$24 ;
+  reg \$22 ;
+  reg \$23 ;
+  reg [1:0] \$24 ;
   reg \$25 ;
-  reg [1:0] \$26 ;
   wire \$3 ;
-  wire \$4 ;
+  wire [2:0] \$4 ;
   wire \$5 ;
-  wire \$6 ;
-  wire [2:0] \$7 ;
+  reg [37:0] \$6 ;
+  reg [37:0] \$7 ;
   reg [37:0] \$8 ;
   reg [37:0] \$9 ;
   reg \$signal  = 1'h0;
@@ -781,6 +827,7 @@ module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, c__payload, 
   reg [1:0] drain_row = 2'h0;
   output freed;
   wire freed;
+  reg last_row = 1'h0;
   input rst;
   wire rst;
   input [608:0] t__payload;
@@ -812,60 +859,86 @@ module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, c__payload, 
   input t__valid;
   wire t__valid;
   assign t__ready = ~ \$signal ;
-  assign \$1  = drain_row == 2'h3;
-  assign \$2  = \$signal  & c__ready;
-  assign \$3  = drain_row == 2'h3;
-  assign freed = \$2  & \$3 ;
-  assign \$4  = t__valid & t__ready;
-  assign \$5  = \$signal  & c__ready;
-  assign \$6  = drain_row == 2'h3;
-  assign \$7  = drain_row + 1'h1;
+  assign \$1  = \$signal  & c__ready;
+  assign freed = \$1  & last_row;
+  assign \$2  = t__valid & t__ready;
+  assign \$3  = \$signal  & c__ready;
+  assign \$4  = drain_row + 1'h1;
+  assign \$5  = drain_row == 2'h2;
   always @(posedge clk)
-    bank_0_0 <= \$8 ;
+    bank_0_0 <= \$6 ;
   always @(posedge clk)
-    bank_0_1 <= \$9 ;
+    bank_0_1 <= \$7 ;
   always @(posedge clk)
-    bank_0_2 <= \$10 ;
+    bank_0_2 <= \$8 ;
   always @(posedge clk)
-    bank_0_3 <= \$11 ;
+    bank_0_3 <= \$9 ;
   always @(posedge clk)
-    bank_1_0 <= \$12 ;
+    bank_1_0 <= \$10 ;
   always @(posedge clk)
-    bank_1_1 <= \$13 ;
+    bank_1_1 <= \$11 ;
   always @(posedge clk)
-    bank_1_2 <= \$14 ;
+    bank_1_2 <= \$12 ;
   always @(posedge clk)
-    bank_1_3 <= \$15 ;
+    bank_1_3 <= \$13 ;
   always @(posedge clk)
-    bank_2_0 <= \$16 ;
+    bank_2_0 <= \$14 ;
   always @(posedge clk)
-    bank_2_1 <= \$17 ;
+    bank_2_1 <= \$15 ;
   always @(posedge clk)
-    bank_2_2 <= \$18 ;
+    bank_2_2 <= \$16 ;
   always @(posedge clk)
-    bank_2_3 <= \$19 ;
+    bank_2_3 <= \$17 ;
   always @(posedge clk)
-    bank_3_0 <= \$20 ;
+    bank_3_0 <= \$18 ;
   always @(posedge clk)
-    bank_3_1 <= \$21 ;
+    bank_3_1 <= \$19 ;
   always @(posedge clk)
-    bank_3_2 <= \$22 ;
+    bank_3_2 <= \$20 ;
   always @(posedge clk)
-    bank_3_3 <= \$23 ;
+    bank_3_3 <= \$21 ;
   always @(posedge clk)
-    \$signal  <= \$24 ;
+    \$signal  <= \$22 ;
   always @(posedge clk)
-    bank_err <= \$25 ;
+    bank_err <= \$23 ;
   always @(posedge clk)
-    drain_row <= \$26 ;
+    drain_row <= \$24 ;
+  always @(posedge clk)
+    last_row <= \$25 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$8  = bank_0_0;
-    if (\$4 ) begin
-      \$8  = t__payload[37:0];
+    \$6  = bank_0_0;
+    if (\$2 ) begin
+      \$6  = t__payload[37:0];
     end
-    if (\$5 ) begin
-      \$8  = bank_1_0;
+    if (\$3 ) begin
+      \$6  = bank_1_0;
+    end
+    if (rst) begin
+      \$6  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$7  = bank_0_1;
+    if (\$2 ) begin
+      \$7  = t__payload[75:38];
+    end
+    if (\$3 ) begin
+      \$7  = bank_1_1;
+    end
+    if (rst) begin
+      \$7  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$8  = bank_0_2;
+    if (\$2 ) begin
+      \$8  = t__payload[113:76];
+    end
+    if (\$3 ) begin
+      \$8  = bank_1_2;
     end
     if (rst) begin
       \$8  = 38'h0000000000;
@@ -873,12 +946,12 @@ module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, c__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$9  = bank_0_1;
-    if (\$4 ) begin
-      \$9  = t__payload[75:38];
+    \$9  = bank_0_3;
+    if (\$2 ) begin
+      \$9  = t__payload[151:114];
     end
-    if (\$5 ) begin
-      \$9  = bank_1_1;
+    if (\$3 ) begin
+      \$9  = bank_1_3;
     end
     if (rst) begin
       \$9  = 38'h0000000000;
@@ -886,12 +959,12 @@ module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, c__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$10  = bank_0_2;
-    if (\$4 ) begin
-      \$10  = t__payload[113:76];
+    \$10  = bank_1_0;
+    if (\$2 ) begin
+      \$10  = t__payload[189:152];
     end
-    if (\$5 ) begin
-      \$10  = bank_1_2;
+    if (\$3 ) begin
+      \$10  = bank_2_0;
     end
     if (rst) begin
       \$10  = 38'h0000000000;
@@ -899,12 +972,12 @@ module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, c__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$11  = bank_0_3;
-    if (\$4 ) begin
-      \$11  = t__payload[151:114];
+    \$11  = bank_1_1;
+    if (\$2 ) begin
+      \$11  = t__payload[227:190];
     end
-    if (\$5 ) begin
-      \$11  = bank_1_3;
+    if (\$3 ) begin
+      \$11  = bank_2_1;
     end
     if (rst) begin
       \$11  = 38'h0000000000;
@@ -912,12 +985,12 @@ module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, c__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$12  = bank_1_0;
-    if (\$4 ) begin
-      \$12  = t__payload[189:152];
+    \$12  = bank_1_2;
+    if (\$2 ) begin
+      \$12  = t__payload[265:228];
     end
-    if (\$5 ) begin
-      \$12  = bank_2_0;
+    if (\$3 ) begin
+      \$12  = bank_2_2;
     end
     if (rst) begin
       \$12  = 38'h0000000000;
@@ -925,12 +998,12 @@ module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, c__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$13  = bank_1_1;
-    if (\$4 ) begin
-      \$13  = t__payload[227:190];
+    \$13  = bank_1_3;
+    if (\$2 ) begin
+      \$13  = t__payload[303:266];
     end
-    if (\$5 ) begin
-      \$13  = bank_2_1;
+    if (\$3 ) begin
+      \$13  = bank_2_3;
     end
     if (rst) begin
       \$13  = 38'h0000000000;
@@ -938,12 +1011,12 @@ module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, c__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$14  = bank_1_2;
-    if (\$4 ) begin
-      \$14  = t__payload[265:228];
+    \$14  = bank_2_0;
+    if (\$2 ) begin
+      \$14  = t__payload[341:304];
     end
-    if (\$5 ) begin
-      \$14  = bank_2_2;
+    if (\$3 ) begin
+      \$14  = bank_3_0;
     end
     if (rst) begin
       \$14  = 38'h0000000000;
@@ -951,12 +1024,12 @@ module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, c__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$15  = bank_1_3;
-    if (\$4 ) begin
-      \$15  = t__payload[303:266];
+    \$15  = bank_2_1;
+    if (\$2 ) begin
+      \$15  = t__payload[379:342];
     end
-    if (\$5 ) begin
-      \$15  = bank_2_3;
+    if (\$3 ) begin
+      \$15  = bank_3_1;
     end
     if (rst) begin
       \$15  = 38'h0000000000;
@@ -964,12 +1037,12 @@ module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, c__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$16  = bank_2_0;
-    if (\$4 ) begin
-      \$16  = t__payload[341:304];
+    \$16  = bank_2_2;
+    if (\$2 ) begin
+      \$16  = t__payload[417:380];
     end
-    if (\$5 ) begin
-      \$16  = bank_3_0;
+    if (\$3 ) begin
+      \$16  = bank_3_2;
     end
     if (rst) begin
       \$16  = 38'h0000000000;
@@ -977,12 +1050,12 @@ module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, c__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$17  = bank_2_1;
-    if (\$4 ) begin
-      \$17  = t__payload[379:342];
+    \$17  = bank_2_3;
+    if (\$2 ) begin
+      \$17  = t__payload[455:418];
     end
-    if (\$5 ) begin
-      \$17  = bank_3_1;
+    if (\$3 ) begin
+      \$17  = bank_3_3;
     end
     if (rst) begin
       \$17  = 38'h0000000000;
@@ -990,12 +1063,9 @@ module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, c__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$18  = bank_2_2;
-    if (\$4 ) begin
-      \$18  = t__payload[417:380];
-    end
-    if (\$5 ) begin
-      \$18  = bank_3_2;
+    \$18  = bank_3_0;
+    if (\$2 ) begin
+      \$18  = t__payload[493:456];
     end
     if (rst) begin
       \$18  = 38'h0000000000;
@@ -1003,12 +1073,9 @@ module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, c__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$19  = bank_2_3;
-    if (\$4 ) begin
-      \$19  = t__payload[455:418];
-    end
-    if (\$5 ) begin
-      \$19  = bank_3_3;
+    \$19  = bank_3_1;
+    if (\$2 ) begin
+      \$19  = t__payload[531:494];
     end
     if (rst) begin
       \$19  = 38'h0000000000;
@@ -1016,9 +1083,9 @@ module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, c__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$20  = bank_3_0;
-    if (\$4 ) begin
-      \$20  = t__payload[493:456];
+    \$20  = bank_3_2;
+    if (\$2 ) begin
+      \$20  = t__payload[569:532];
     end
     if (rst) begin
       \$20  = 38'h0000000000;
@@ -1026,9 +1093,9 @@ module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, c__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$21  = bank_3_1;
-    if (\$4 ) begin
-      \$21  = t__payload[531:494];
+    \$21  = bank_3_3;
+    if (\$2 ) begin
+      \$21  = t__payload[607:570];
     end
     if (rst) begin
       \$21  = 38'h0000000000;
@@ -1036,62 +1103,57 @@ module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, c__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$22  = bank_3_2;
-    if (\$4 ) begin
-      \$22  = t__payload[569:532];
+    \$22  = \$signal ;
+    if (\$2 ) begin
+      \$22  = 1'h1;
     end
-    if (rst) begin
-      \$22  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$23  = bank_3_3;
-    if (\$4 ) begin
-      \$23  = t__payload[607:570];
-    end
-    if (rst) begin
-      \$23  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$24  = \$signal ;
-    if (\$4 ) begin
-      \$24  = 1'h1;
-    end
-    if (\$5 ) begin
-      if (\$6 ) begin
-        \$24  = 1'h0;
+    if (\$3 ) begin
+      if (last_row) begin
+        \$22  = 1'h0;
       end
     end
     if (rst) begin
-      \$24  = 1'h0;
+      \$22  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$25  = bank_err;
-    if (\$4 ) begin
-      \$25  = t__payload[608];
+    \$23  = bank_err;
+    if (\$2 ) begin
+      \$23  = t__payload[608];
+    end
+    if (rst) begin
+      \$23  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$24  = drain_row;
+    if (\$3 ) begin
+      (* full_case = 32'd1 *)
+      if (last_row) begin
+        \$24  = 2'h0;
+      end else begin
+        \$24  = \$4 [1:0];
+      end
+    end
+    if (rst) begin
+      \$24  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$25  = last_row;
+    if (\$3 ) begin
+      (* full_case = 32'd1 *)
+      if (last_row) begin
+        \$25  = 1'h0;
+      end else begin
+        \$25  = \$5 ;
+      end
     end
     if (rst) begin
       \$25  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$26  = drain_row;
-    if (\$5 ) begin
-      (* full_case = 32'd1 *)
-      if (\$6 ) begin
-        \$26  = 2'h0;
-      end else begin
-        \$26  = \$7 [1:0];
-      end
-    end
-    if (rst) begin
-      \$26  = 2'h0;
     end
   end
   assign c__valid = \$signal ;
@@ -1129,7 +1191,7 @@ module \top.drain (clk, rst, t__valid, t__ready, freed, t__payload, c__payload, 
   assign c__payload[75:38] = bank_0_1;
   assign c__payload[37:0] = bank_0_0;
   assign c__payload[153] = bank_err;
-  assign c__payload[152] = \$1 ;
+  assign c__payload[152] = last_row;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -11659,7 +11721,7 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
     .clk(clk),
     .en(en_pe_3_0_en),
     .mode(\mode$144 ),
-    .\port$3868$78 (d__payload[129:78]),
+    .\port$3876$78 (d__payload[129:78]),
     .rst(rst),
     .sum(\sum$213 )
   );
@@ -28095,7 +28157,7 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid.pe_3_0 (rst, en, \port$3868$78 , mode, sum, cin, clk);
+module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire [3:0] \$1 ;
   wire [3:0] \$10 ;
@@ -28331,8 +28393,8 @@ module \top.grid.pe_3_0 (rst, en, \port$3868$78 , mode, sum, cin, clk);
   wire [7:0] pair0_hi;
   (* keep = 32'd1 *)
   wire [7:0] pair1_hi;
-  input [51:0] \port$3868$78 ;
-  wire [51:0] \port$3868$78 ;
+  input [51:0] \port$3876$78 ;
+  wire [51:0] \port$3876$78 ;
   (* keep = 32'd1 *)
   wire [5:0] pp0_hi;
   (* keep = 32'd1 *)
@@ -28381,41 +28443,41 @@ module \top.grid.pe_3_0 (rst, en, \port$3868$78 , mode, sum, cin, clk);
   wire [25:0] sum1_0;
   (* init = 1'h0 *)
   wire sum1_0_c;
-  assign \$1  = \port$3868$78 [26] ? \port$3868$78 [3:0] : 4'h0;
-  assign \$3  = \port$3868$78 [27] ? \$2  : 5'h00;
+  assign \$1  = \port$3876$78 [26] ? \port$3876$78 [3:0] : 4'h0;
+  assign \$3  = \port$3876$78 [27] ? \$2  : 5'h00;
   assign pp0_lo = \$1  + \$3 ;
-  assign \$4  = \port$3868$78 [28] ? \port$3868$78 [3:0] : 4'h0;
-  assign \$6  = \port$3868$78 [29] ? \$5  : 5'h00;
+  assign \$4  = \port$3876$78 [28] ? \port$3876$78 [3:0] : 4'h0;
+  assign \$6  = \port$3876$78 [29] ? \$5  : 5'h00;
   assign pp0_hi = \$4  + \$6 ;
-  assign \$7  = \port$3868$78 [30] ? \port$3868$78 [7:4] : 4'h0;
-  assign \$9  = \port$3868$78 [31] ? \$8  : 5'h00;
+  assign \$7  = \port$3876$78 [30] ? \port$3876$78 [7:4] : 4'h0;
+  assign \$9  = \port$3876$78 [31] ? \$8  : 5'h00;
   assign pp1_lo = \$7  + \$9 ;
-  assign \$10  = \port$3868$78 [32] ? \port$3868$78 [7:4] : 4'h0;
-  assign \$12  = \port$3868$78 [33] ? \$11  : 5'h00;
+  assign \$10  = \port$3876$78 [32] ? \port$3876$78 [7:4] : 4'h0;
+  assign \$12  = \port$3876$78 [33] ? \$11  : 5'h00;
   assign pp1_hi = \$10  + \$12 ;
-  assign \$13  = \port$3868$78 [34] ? \port$3868$78 [11:8] : 4'h0;
-  assign \$15  = \port$3868$78 [35] ? \$14  : 5'h00;
+  assign \$13  = \port$3876$78 [34] ? \port$3876$78 [11:8] : 4'h0;
+  assign \$15  = \port$3876$78 [35] ? \$14  : 5'h00;
   assign pp2_lo = \$13  + \$15 ;
-  assign \$16  = \port$3868$78 [36] ? \port$3868$78 [11:8] : 4'h0;
-  assign \$18  = \port$3868$78 [37] ? \$17  : 5'h00;
+  assign \$16  = \port$3876$78 [36] ? \port$3876$78 [11:8] : 4'h0;
+  assign \$18  = \port$3876$78 [37] ? \$17  : 5'h00;
   assign pp2_hi = \$16  + \$18 ;
-  assign \$19  = \port$3868$78 [38] ? \port$3868$78 [15:12] : 4'h0;
-  assign \$21  = \port$3868$78 [39] ? \$20  : 5'h00;
+  assign \$19  = \port$3876$78 [38] ? \port$3876$78 [15:12] : 4'h0;
+  assign \$21  = \port$3876$78 [39] ? \$20  : 5'h00;
   assign pp3_lo = \$19  + \$21 ;
-  assign \$22  = \port$3868$78 [40] ? \port$3868$78 [15:12] : 4'h0;
-  assign \$24  = \port$3868$78 [41] ? \$23  : 5'h00;
+  assign \$22  = \port$3876$78 [40] ? \port$3876$78 [15:12] : 4'h0;
+  assign \$24  = \port$3876$78 [41] ? \$23  : 5'h00;
   assign pp3_hi = \$22  + \$24 ;
   assign \$25  = m0[7:4] + m1;
   assign \$26  = m2[7:4] + m3;
   assign \$27  = f3_0[11:4] + f3_2;
-  assign \$28  = \port$3868$78 [16] ^ \port$3868$78 [42];
-  assign \$29  = \port$3868$78 [19] ^ \port$3868$78 [45];
-  assign \$30  = \port$3868$78 [21] ^ \port$3868$78 [47];
-  assign \$31  = \port$3868$78 [24] ^ \port$3868$78 [50];
-  assign \$32  = \port$3868$78 [18:17] + \port$3868$78 [44:43];
-  assign \$33  = \port$3868$78 [20] + \port$3868$78 [46];
-  assign \$34  = \port$3868$78 [23:22] + \port$3868$78 [49:48];
-  assign \$35  = \port$3868$78 [25] + \port$3868$78 [51];
+  assign \$28  = \port$3876$78 [16] ^ \port$3876$78 [42];
+  assign \$29  = \port$3876$78 [19] ^ \port$3876$78 [45];
+  assign \$30  = \port$3876$78 [21] ^ \port$3876$78 [47];
+  assign \$31  = \port$3876$78 [24] ^ \port$3876$78 [50];
+  assign \$32  = \port$3876$78 [18:17] + \port$3876$78 [44:43];
+  assign \$33  = \port$3876$78 [20] + \port$3876$78 [46];
+  assign \$34  = \port$3876$78 [23:22] + \port$3876$78 [49:48];
+  assign \$35  = \port$3876$78 [25] + \port$3876$78 [51];
   assign \$37  = pp0_lo1 + \$36 ;
   assign \$39  = pp1_lo1 + \$38 ;
   assign \$41  = pp2_lo1 + \$40 ;
@@ -29257,47 +29319,47 @@ module \top.grid.pe_3_0 (rst, en, \port$3868$78 , mode, sum, cin, clk);
       \$143  = 1'h0;
     end
   end
-  assign b = \port$3868$78 [51:26];
-  assign a = \port$3868$78 [25:0];
+  assign b = \port$3876$78 [51:26];
+  assign a = \port$3876$78 [25:0];
   assign pair0_hi = \$25 [7:0];
   assign pair1_hi = \$26 [7:0];
   assign full_hi = \$27 [11:0];
   assign sum1_0 = sum;
   assign sum1_0_c = cin;
-  assign \b.x0  = \port$3868$78 [29:26];
-  assign \b.x1  = \port$3868$78 [33:30];
-  assign \b.x2  = \port$3868$78 [37:34];
-  assign \b.x3  = \port$3868$78 [41:38];
-  assign \b.neg0  = \port$3868$78 [42];
-  assign \b.sh0  = \port$3868$78 [44:43];
-  assign \b.neg1  = \port$3868$78 [45];
-  assign \b.sh1  = \port$3868$78 [46];
-  assign \b.neg2  = \port$3868$78 [47];
-  assign \b.sh2  = \port$3868$78 [49:48];
-  assign \b.neg3  = \port$3868$78 [50];
-  assign \b.sh3  = \port$3868$78 [51];
-  assign \a.x0  = \port$3868$78 [3:0];
-  assign \a.x1  = \port$3868$78 [7:4];
-  assign \a.x2  = \port$3868$78 [11:8];
-  assign \a.x3  = \port$3868$78 [15:12];
-  assign \a.neg0  = \port$3868$78 [16];
-  assign \a.sh0  = \port$3868$78 [18:17];
-  assign \a.neg1  = \port$3868$78 [19];
-  assign \a.sh1  = \port$3868$78 [20];
-  assign \a.neg2  = \port$3868$78 [21];
-  assign \a.sh2  = \port$3868$78 [23:22];
-  assign \a.neg3  = \port$3868$78 [24];
-  assign \a.sh3  = \port$3868$78 [25];
+  assign \b.x0  = \port$3876$78 [29:26];
+  assign \b.x1  = \port$3876$78 [33:30];
+  assign \b.x2  = \port$3876$78 [37:34];
+  assign \b.x3  = \port$3876$78 [41:38];
+  assign \b.neg0  = \port$3876$78 [42];
+  assign \b.sh0  = \port$3876$78 [44:43];
+  assign \b.neg1  = \port$3876$78 [45];
+  assign \b.sh1  = \port$3876$78 [46];
+  assign \b.neg2  = \port$3876$78 [47];
+  assign \b.sh2  = \port$3876$78 [49:48];
+  assign \b.neg3  = \port$3876$78 [50];
+  assign \b.sh3  = \port$3876$78 [51];
+  assign \a.x0  = \port$3876$78 [3:0];
+  assign \a.x1  = \port$3876$78 [7:4];
+  assign \a.x2  = \port$3876$78 [11:8];
+  assign \a.x3  = \port$3876$78 [15:12];
+  assign \a.neg0  = \port$3876$78 [16];
+  assign \a.sh0  = \port$3876$78 [18:17];
+  assign \a.neg1  = \port$3876$78 [19];
+  assign \a.sh1  = \port$3876$78 [20];
+  assign \a.neg2  = \port$3876$78 [21];
+  assign \a.sh2  = \port$3876$78 [23:22];
+  assign \a.neg3  = \port$3876$78 [24];
+  assign \a.sh3  = \port$3876$78 [25];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
-  assign \$2  = { \port$3868$78 [3:0], 1'h0 };
-  assign \$5  = { \port$3868$78 [3:0], 1'h0 };
-  assign \$8  = { \port$3868$78 [7:4], 1'h0 };
-  assign \$11  = { \port$3868$78 [7:4], 1'h0 };
-  assign \$14  = { \port$3868$78 [11:8], 1'h0 };
-  assign \$17  = { \port$3868$78 [11:8], 1'h0 };
-  assign \$20  = { \port$3868$78 [15:12], 1'h0 };
-  assign \$23  = { \port$3868$78 [15:12], 1'h0 };
+  assign \$2  = { \port$3876$78 [3:0], 1'h0 };
+  assign \$5  = { \port$3876$78 [3:0], 1'h0 };
+  assign \$8  = { \port$3876$78 [7:4], 1'h0 };
+  assign \$11  = { \port$3876$78 [7:4], 1'h0 };
+  assign \$14  = { \port$3876$78 [11:8], 1'h0 };
+  assign \$17  = { \port$3876$78 [11:8], 1'h0 };
+  assign \$20  = { \port$3876$78 [15:12], 1'h0 };
+  assign \$23  = { \port$3876$78 [15:12], 1'h0 };
   assign \$36  = { 1'h0, pp0_hi1, 2'h0 };
   assign \$38  = { 1'h0, pp1_hi1, 2'h0 };
   assign \$40  = { 1'h0, pp2_hi1, 2'h0 };
@@ -32926,4 +32988,243 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
   assign \$38  = { 1'h0, pp1_hi1, 2'h0 };
   assign \$40  = { 1'h0, pp2_hi1, 2'h0 };
   assign \$42  = { 1'h0, pp3_hi1, 2'h0 };
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.out (clk, rst, i__ready, i__payload, i__valid, o__payload, o__valid, o__ready);
+  input clk;
+  wire clk;
+  input [153:0] i__payload;
+  wire [153:0] i__payload;
+  wire [153:0] \i__payload$1 ;
+  wire [151:0] \i__payload$1.data ;
+  wire [37:0] \i__payload$1.data[0] ;
+  wire [37:0] \i__payload$1.data[1] ;
+  wire [37:0] \i__payload$1.data[2] ;
+  wire [37:0] \i__payload$1.data[3] ;
+  wire \i__payload$1.error ;
+  wire \i__payload$1.last ;
+  wire [151:0] \i__payload.data ;
+  wire [37:0] \i__payload.data[0] ;
+  wire [37:0] \i__payload.data[1] ;
+  wire [37:0] \i__payload.data[2] ;
+  wire [37:0] \i__payload.data[3] ;
+  wire \i__payload.error ;
+  wire \i__payload.last ;
+  output i__ready;
+  wire i__ready;
+  wire \i__ready$3 ;
+  input i__valid;
+  wire i__valid;
+  wire \i__valid$5 ;
+  output [153:0] o__payload;
+  wire [153:0] o__payload;
+  wire [153:0] \o__payload$7 ;
+  wire [151:0] \o__payload$7.data ;
+  wire [37:0] \o__payload$7.data[0] ;
+  wire [37:0] \o__payload$7.data[1] ;
+  wire [37:0] \o__payload$7.data[2] ;
+  wire [37:0] \o__payload$7.data[3] ;
+  wire \o__payload$7.error ;
+  wire \o__payload$7.last ;
+  wire [151:0] \o__payload.data ;
+  wire [37:0] \o__payload.data[0] ;
+  wire [37:0] \o__payload.data[1] ;
+  wire [37:0] \o__payload.data[2] ;
+  wire [37:0] \o__payload.data[3] ;
+  wire \o__payload.error ;
+  wire \o__payload.last ;
+  input o__ready;
+  wire o__ready;
+  wire \o__ready$9 ;
+  output o__valid;
+  wire o__valid;
+  wire \o__valid$11 ;
+  input rst;
+  wire rst;
+  \top.out.slice0  slice0 (
+    .clk(clk),
+    .i__payload(i__payload),
+    .i__ready(i__ready),
+    .i__valid(i__valid),
+    .o__payload(o__payload),
+    .o__ready(o__ready),
+    .o__valid(o__valid),
+    .rst(rst)
+  );
+  assign \i__payload$1  = i__payload;
+  assign \i__ready$3  = i__ready;
+  assign \i__valid$5  = i__valid;
+  assign \o__payload$7  = o__payload;
+  assign \o__ready$9  = o__ready;
+  assign \o__valid$11  = o__valid;
+  assign \i__payload.data  = i__payload[151:0];
+  assign \i__payload.data[0]  = i__payload[37:0];
+  assign \i__payload.data[1]  = i__payload[75:38];
+  assign \i__payload.data[2]  = i__payload[113:76];
+  assign \i__payload.data[3]  = i__payload[151:114];
+  assign \i__payload.last  = i__payload[152];
+  assign \i__payload.error  = i__payload[153];
+  assign \i__payload$1.data  = i__payload[151:0];
+  assign \i__payload$1.data[0]  = i__payload[37:0];
+  assign \i__payload$1.data[1]  = i__payload[75:38];
+  assign \i__payload$1.data[2]  = i__payload[113:76];
+  assign \i__payload$1.data[3]  = i__payload[151:114];
+  assign \i__payload$1.last  = i__payload[152];
+  assign \i__payload$1.error  = i__payload[153];
+  assign \o__payload.data  = o__payload[151:0];
+  assign \o__payload.data[0]  = o__payload[37:0];
+  assign \o__payload.data[1]  = o__payload[75:38];
+  assign \o__payload.data[2]  = o__payload[113:76];
+  assign \o__payload.data[3]  = o__payload[151:114];
+  assign \o__payload.last  = o__payload[152];
+  assign \o__payload.error  = o__payload[153];
+  assign \o__payload$7.data  = o__payload[151:0];
+  assign \o__payload$7.data[0]  = o__payload[37:0];
+  assign \o__payload$7.data[1]  = o__payload[75:38];
+  assign \o__payload$7.data[2]  = o__payload[113:76];
+  assign \o__payload$7.data[3]  = o__payload[151:114];
+  assign \o__payload$7.last  = o__payload[152];
+  assign \o__payload$7.error  = o__payload[153];
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.out.slice0 (clk, rst, i__ready, i__payload, i__valid, o__payload, o__valid, o__ready);
+  reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
+  wire \$1 ;
+  wire \$2 ;
+  wire \$3 ;
+  wire \$4 ;
+  reg [153:0] \$5 ;
+  reg \$6 ;
+  reg \$7 ;
+  reg [153:0] \$8 ;
+  input clk;
+  wire clk;
+  input [153:0] i__payload;
+  wire [153:0] i__payload;
+  wire [151:0] \i__payload.data ;
+  wire [37:0] \i__payload.data[0] ;
+  wire [37:0] \i__payload.data[1] ;
+  wire [37:0] \i__payload.data[2] ;
+  wire [37:0] \i__payload.data[3] ;
+  wire \i__payload.error ;
+  wire \i__payload.last ;
+  output i__ready;
+  wire i__ready;
+  input i__valid;
+  wire i__valid;
+  output [153:0] o__payload;
+  reg [153:0] o__payload = 154'h000000000000000000000000000000000000000;
+  wire [151:0] \o__payload.data ;
+  wire [37:0] \o__payload.data[0] ;
+  wire [37:0] \o__payload.data[1] ;
+  wire [37:0] \o__payload.data[2] ;
+  wire [37:0] \o__payload.data[3] ;
+  wire \o__payload.error ;
+  wire \o__payload.last ;
+  input o__ready;
+  wire o__ready;
+  output o__valid;
+  reg o__valid = 1'h0;
+  input rst;
+  wire rst;
+  reg [153:0] skid = 154'h000000000000000000000000000000000000000;
+  wire [151:0] \skid.data ;
+  wire [37:0] \skid.data[0] ;
+  wire [37:0] \skid.data[1] ;
+  wire [37:0] \skid.data[2] ;
+  wire [37:0] \skid.data[3] ;
+  wire \skid.error ;
+  wire \skid.last ;
+  reg skid_valid = 1'h0;
+  assign \$1  = ~ o__valid;
+  assign \$2  = \$1  | o__ready;
+  assign \$3  = ~ skid_valid;
+  assign \$4  = i__valid & \$3 ;
+  always @(posedge clk)
+    o__payload <= \$5 ;
+  always @(posedge clk)
+    o__valid <= \$6 ;
+  always @(posedge clk)
+    skid_valid <= \$7 ;
+  always @(posedge clk)
+    skid <= \$8 ;
+  assign i__ready = ~ skid_valid;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$5  = o__payload;
+    if (\$2 ) begin
+      (* full_case = 32'd1 *)
+      if (skid_valid) begin
+        \$5  = skid;
+      end else begin
+        \$5  = i__payload;
+      end
+    end
+    if (rst) begin
+      \$5  = 154'h000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$6  = o__valid;
+    if (\$2 ) begin
+      (* full_case = 32'd1 *)
+      if (skid_valid) begin
+        \$6  = 1'h1;
+      end else begin
+        \$6  = i__valid;
+      end
+    end
+    if (rst) begin
+      \$6  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$7  = skid_valid;
+    if (\$2 ) begin
+      if (skid_valid) begin
+        \$7  = 1'h0;
+      end
+    end else if (\$4 ) begin
+      \$7  = 1'h1;
+    end
+    if (rst) begin
+      \$7  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$8  = skid;
+    if (\$2 ) begin
+    end else if (\$4 ) begin
+      \$8  = i__payload;
+    end
+    if (rst) begin
+      \$8  = 154'h000000000000000000000000000000000000000;
+    end
+  end
+  assign \o__payload.data  = o__payload[151:0];
+  assign \o__payload.data[0]  = o__payload[37:0];
+  assign \o__payload.data[1]  = o__payload[75:38];
+  assign \o__payload.data[2]  = o__payload[113:76];
+  assign \o__payload.data[3]  = o__payload[151:114];
+  assign \o__payload.last  = o__payload[152];
+  assign \o__payload.error  = o__payload[153];
+  assign \skid.data  = skid[151:0];
+  assign \skid.data[0]  = skid[37:0];
+  assign \skid.data[1]  = skid[75:38];
+  assign \skid.data[2]  = skid[113:76];
+  assign \skid.data[3]  = skid[151:114];
+  assign \skid.last  = skid[152];
+  assign \skid.error  = skid[153];
+  assign \i__payload.data  = i__payload[151:0];
+  assign \i__payload.data[0]  = i__payload[37:0];
+  assign \i__payload.data[1]  = i__payload[75:38];
+  assign \i__payload.data[2]  = i__payload[113:76];
+  assign \i__payload.data[3]  = i__payload[151:114];
+  assign \i__payload.last  = i__payload[152];
+  assign \i__payload.error  = i__payload[153];
 endmodule

@@ -118,7 +118,7 @@ def test_cycle_model_closed_form_equals_schedule():
             assert s.cycles == run_cycles(cfg, jobs)
             assert len(s.job_spans) == len(jobs) and s.job_spans[-1] <= s.cycles
     # one job, one tile of K = 1 at 8 x 8: header, the beat, D stages, R rows
-    assert run_cycles(CFG, [JobShape(4, 1, 4, 8, 8)]) == 1 + 1 + CFG.pipeline_depth + CFG.rows
+    assert run_cycles(CFG, [JobShape(4, 1, 4, 8, 8)]) == 1 + 1 + CFG.pipeline_depth + CFG.rows + CFG.output_stages
 
 
 @pytest.mark.parametrize("na,nb", [(8, 8), (8, 4), (4, 4)])

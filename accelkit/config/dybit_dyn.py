@@ -30,6 +30,7 @@ BROADCAST_FANOUT = 4  # PEs one broadcast register drives; wider arrays get a re
 PE_MUL_STAGES = 2  # the 4 x 4 sub-multiply: (1) partial-product pairs, (2) their sum
 PE_FUSE_STAGES = 2  # (1) pairs of sub-products (8 x 4, 4 x 8) and the middle pair of 8 x 8, (2) the 8 x 8 sum
 PE_SHIFT_STAGES = 1  # each lane's residual shift and sign (ones' complement)
+OUTPUT_STAGES = 1  # a register slice on ``c``: the drain sees a registered ready, ``c.ready`` reaches only the slice
 
 # header: lane 0 of the header beat holds A's format byte (bits 0..7) and B's (bits 8..15)
 FMT_N_BITS = (0, 3)  # n - 1
@@ -213,6 +214,11 @@ class DyBitDynConfig(BlockConfig):
     def pipeline_depth(self) -> int:
         """Register stages from the operand handshake to the accumulators (the cycle model reads it)."""
         return self.front_stages + self.broadcast_stages + self.pe_stages
+
+    @property
+    def output_stages(self) -> int:
+        """Register stages from the shadow bank to ``c`` (the cycle model adds them to every output's time)."""
+        return OUTPUT_STAGES
 
     @property
     def peak_macs_per_cycle(self) -> dict[tuple[int, int], int]:
