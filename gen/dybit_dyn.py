@@ -36,7 +36,6 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigne
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from accelkit.gen.stream_slice import StreamSlice
 from accelkit.config.base import require
 from accelkit.config.dybit_dyn import (
     BROADCAST_FANOUT,
@@ -50,6 +49,7 @@ from accelkit.config.dybit_dyn import (
     DyBitDynConfig,
     shift_max,
 )
+from accelkit.gen.stream_slice import StreamSlice
 
 LANES = 4  # product lanes per PE (= sub-multipliers)
 
