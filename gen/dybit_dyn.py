@@ -13,9 +13,10 @@ Streams (amaranth.lib.stream, valid/ready; docs/dybit-dyn.md has the bit positio
 
 Structure: `FrontEnd` (header, join, the edge decoders `OperandDecoder`) -> stream ``d`` of decoded beats ->
 `MacGrid` (the broadcast registers, R x C `FusedPE` and the accumulators) -> stream ``t`` of finished tiles ->
-`RowDrain` (the shadow bank, drained row by row) -> `OutputSlice` (``cfg.output_stages`` register slices) -> ``c``. Every stage is a register that moves when its output
-is ready (the whole pipeline advances together, as in `accelkit.gen.dybit_array`): it stalls only when a
-finished tile meets a bank that has not drained, or the output slice is full (``c`` not ready).
+`RowDrain` (the shadow bank, drained row by row) -> `OutputSlice` (``cfg.output_stages`` register slices) ->
+``c``. Every stage is a register that moves when its output is ready (the whole pipeline advances together, as
+in `accelkit.gen.dybit_array`): it stalls only when a finished tile meets a bank that has not drained, or the
+output slice is full (``c`` not ready).
 
 PE: four 4 x 4-bit unsigned sub-multipliers (shift-add logic, no DSP) on operand nibbles arranged at the
 edge for the job's mode. 8 x 8: one MAC from the four nibble products (offsets 0, 4, 4, 8); 8 x 4 and
@@ -659,4 +660,5 @@ class DyBitDynArray(wiring.Component):
         return m
 
 
-__all__ = ["DyBitDynArray", "FrontEnd", "FusedPE", "MacGrid", "OperandDecoder", "OutputSlice", "RowDrain", "decode_code"]
+__all__ = ["DyBitDynArray", "FrontEnd", "FusedPE", "MacGrid", "OperandDecoder", "OutputSlice", "RowDrain",
+           "decode_code"]
