@@ -7,10 +7,10 @@ register stages it added, so that a caller can keep its sideband in step (`delay
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Signal, signed, unsigned
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
 
 __all__ = ["delay", "adder_tree", "registered_multiply", "MULTIPLY_LATENCY", "split_multiply", "lowest_one_hot",
-           "one_hot_index", "or_all", "LIMB"]
+           "one_hot_index", "or_all", "saturate", "LIMB"]
 
 LIMB = 17  # unsigned limb of a split multiply: 17 bits unsigned fit an 18-bit signed multiplier input
 
@@ -118,6 +118,28 @@ def split_multiply(m: Module, a, b, width: int, name: str, platform=None):
         terms.append(t)
     total, st = adder_tree(m, terms, width, name)
     return total, MULTIPLY_LATENCY + st
+
+
+def saturate(m: Module, v, bits: int, relu: bool, name: str):
+    """min(max(v, lo), q) of a signed `v` as `bits` two's-complement bits (unsigned), q = 2^(bits-1) - 1, lo = 0
+    with `relu`, else -q. Decided from bit reductions, with no compare: `v` fits in `bits` signed bits when its
+    bits from bits - 1 up all equal its sign; above q when its sign is 0 and any of them is 1; below -q when its
+    sign is 1 and not (all of them 1 and any bit below 1). OR/AND trees of LUTs, no carry chain (a `v > q`
+    compare is a CCU2C chain through the whole width in front of the mux)."""
+    if len(v) <= bits:  # sign-extend so that the reductions below see at least one bit above the output's
+        w = Signal(signed(bits + 1), name=f"{name}_ext")
+        m.d.comb += w.eq(v)
+        v = w
+    q = (1 << (bits - 1)) - 1
+    sign = v[-1]
+    top = v[bits - 1:len(v) - 1]  # the bits that must equal the sign
+    over = Signal(name=f"{name}_over")
+    m.d.comb += over.eq(~sign & top.any())
+    if relu:
+        return Mux(sign, 0, Mux(over, q, v[:bits]))
+    under = Signal(name=f"{name}_under")
+    m.d.comb += under.eq(sign & ~(top.all() & v[:bits - 1].any()))
+    return Mux(over, q, Mux(under, Const(-q, signed(bits)).as_unsigned(), v[:bits]))
 
 
 def lowest_one_hot(m: Module, vec, name: str):

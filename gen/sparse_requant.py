@@ -7,7 +7,7 @@ the output features and the beat's meta, in order, eof markers included.
 
 Stages: beat registered twice (its output group addresses the requant word meanwhile) -> acc + bias -> partial
 products of times scale (18 x 18 each, alone) -> their sum -> shift with round half up (the bit below the shift) ->
-clamp (and ReLU).
+clamp (and ReLU; bit reductions, no compare).
 
 With ``cfg.residual`` (the last pw1x1 of an inverted-residual block) stream ``identity`` in carries the block's
 input beats (po lanes, in the order of this layer's output beats, then the frame's eof): each output beat takes
@@ -25,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 
 from accelkit.config.sparse_conv import SparseConvConfig, signed_bits
 
-from .pipeline import MULTIPLY_LATENCY, delay, registered_multiply, split_multiply
+from .pipeline import MULTIPLY_LATENCY, delay, registered_multiply, saturate, split_multiply
 from .sparse_mac import meta_layout, sums_layout
 
 __all__ = ["feats_layout", "identity_layout", "Requantiser", "requantiser_latency", "RQ_READ_LATENCY"]
@@ -103,13 +103,11 @@ class Requantiser(wiring.Component):
         v = delay(m, v, 1, "rq_v3")
         if cfg.residual:
             r, meta, v = self._identity_add(m, r, meta, v, stages, platform)
-        # clamp to [lo, q] (ReLU: lo = 0)
-        q = (1 << (cfg.feature_bits - 1)) - 1
-        low = 0 if cfg.relu else -q
+        # clamp to [lo, q] (ReLU: lo = 0), from bit reductions of r (no compare's carry chain)
         out = Signal(feats_layout(cfg), name="out")
         ov = Signal()
         for o in range(PO):
-            m.d.sync += out.data[o].eq(Mux(r[o] > q, q, Mux(r[o] < low, low, r[o])))
+            m.d.sync += out.data[o].eq(saturate(m, r[o], cfg.feature_bits, cfg.relu, f"clamp_{o}"))
         m.d.sync += [out.meta.eq(meta), ov.eq(v)]
         m.d.comb += [self.feats.valid.eq(ov), self.feats.payload.eq(out)]
         return m

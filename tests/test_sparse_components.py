@@ -23,6 +23,7 @@ from accelkit.gen.pipeline import (
     lowest_one_hot,
     one_hot_index,
     registered_multiply,
+    saturate,
     split_multiply,
 )
 from accelkit.gen.sparse_finder import SiteFinder
@@ -215,6 +216,37 @@ def test_lowest_one_hot_and_index_exhaustive(n):
         assert got_oh[v] == want, (v, got_oh[v], want)
     assert [got_idx[i] for i in range(n)] == list(range(n))
     assert got_idx[None] == 0
+
+
+class _SatHarness(Elaboratable):
+    def __init__(self, in_bits: int, bits: int, relu: bool):
+        self.v = Signal(signed(in_bits))
+        self.bits, self.relu = bits, relu
+        self.out = Signal(bits)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.out.eq(saturate(m, self.v, self.bits, self.relu, "sat"))
+        return m
+
+
+@pytest.mark.parametrize("in_bits,bits,relu", [(12, 8, True), (12, 8, False), (9, 8, False), (8, 8, True),
+                                               (8, 8, False), (6, 8, False), (10, 4, False), (10, 4, True)])
+def test_saturate_exhaustive(in_bits, bits, relu):
+    """The requantiser's clamp (bit reductions, no compare) against min(max(v, lo), q), every input value."""
+    h = _SatHarness(in_bits, bits, relu)
+    got = {}
+
+    async def tb(ctx):
+        for v in range(-(1 << (in_bits - 1)), 1 << (in_bits - 1)):
+            ctx.set(h.v, v)
+            got[v] = to_signed(ctx.get(h.out), bits)
+
+    simulate(h, tb, clock=False)
+    q = (1 << (bits - 1)) - 1
+    lo = 0 if relu else -q
+    bad = [(v, g) for v, g in got.items() if g != min(max(v, lo), q)]
+    assert not bad, f"{len(bad)} values clamped wrong, e.g. (v, rtl) = {bad[:4]}"
 
 
 # =========================================================================== 2. MacArray
