@@ -102,14 +102,17 @@ def netlist_json(workdir: Path, target: str = "ecp5") -> Path:
 def yosys_script(verilog: Path, target: str, top: str = TOP, netlist: Path | None = None,
                  plain_abc: bool = False) -> str:
     """The yosys script synthesising `verilog` for `target`, writing `stat-<target>.json` (and `netlist`).
-    `plain_abc` (ECP5): map the LUTs with `abc -lut 4` in place of `synth_ecp5`'s abc9, which dies silently
-    under yowasp on a whole network top (as it does in `synth_xilinx`, see _XILINX_SCRIPT)."""
+    `plain_abc` (ECP5): map the LUTs with `abc -lut 4:7 -dress` in place of `synth_ecp5`'s abc9, which dies
+    silently under yowasp on a whole network top (as it does in `synth_xilinx`, see _XILINX_SCRIPT). LUTs of 5 to
+    7 inputs become LUT4s joined by the slice's PFUMX / L6MUX21 (map_cells), as abc9 maps them in `synth_ecp5`
+    (its `-widelut` default for ECP5) and as `synth_ecp5` mapped them before abc9; with `-lut 4` every function of
+    more than 4 inputs costs a routed LUT level more."""
     if target not in TARGETS:
         raise ValueError(f"target={target!r} is invalid: one of {', '.join(TARGETS)}")
     nodsp = " -nodsp" if target.endswith("-nodsp") else ""
     if target.startswith("ecp5") and plain_abc:
         body = (f"synth_ecp5{nodsp} -top {top} -run :map_luts\ntechmap -map +/lattice/latches_map.v\n"
-                f"abc -lut 4\nclean\nsynth_ecp5{nodsp} -top {top} -run map_cells:\n")
+                f"abc -lut 4:7 -dress\nclean\nsynth_ecp5{nodsp} -top {top} -run map_cells:\n")
     elif target.startswith("ecp5"):
         body = f"synth_ecp5{nodsp} -top {top}\n"
     else:

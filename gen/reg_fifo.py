@@ -5,8 +5,10 @@ instead (an Amaranth `Memory` marked ``ram_style = "distributed"``, read the sam
 register), for a shallow FIFO; the rest, and the timing, is the same.
 
 Every control signal the neighbours see is a register: ``i.ready`` ("fewer than `depth` held"), ``o.valid``
-and ``o.payload`` (the queue's head, a mux of its registers by a registered pointer). A producer's handshake
-logic therefore never waits on the FIFO's level compare, nor a consumer on its memory.
+and ``o.payload`` (the queue's head, a mux of its registers by a registered pointer). "Full" and "the RAM holds an
+unread beat" are kept as flags updated from compares of their counters' registers (held == depth - 1,
+unread == 1) beside the handshakes, so no counter's carry chain sits between a handshake and a flag. A producer's
+handshake logic therefore never waits on the FIFO's level compare, nor a consumer on its memory.
 
 Streams: ``i`` in, ``o`` out, beats of `shape`. It holds at most `depth` beats, counted from the input
 handshake to the output handshake (in the RAM, in the read pipeline and in the queue): ``i.ready`` is a
@@ -59,6 +61,7 @@ class RegisteredFifo(wiring.Component):
         self.w_ptr = Signal(self.abits, name="w_ptr")
         self.r_ptr = Signal(self.abits, name="r_ptr")
         self.unread = Signal(range(depth + 1))  # beats written and no read issued yet
+        self.has_unread = Signal()  # unread != 0, a register (the read issue does not wait on a compare)
         self.pending = Signal(range(self.credits + 1))  # reads in flight + beats in the queue
         self.arrive = Signal(READ_LATENCY)  # arrive[k]: a read issued k + 1 cycles ago
         self.q_w = Signal(_QBITS, name="q_w")  # the queue's write entry
@@ -76,6 +79,7 @@ class RegisteredFifo(wiring.Component):
                 (self.held == self.unread + self.pending, "held: unread, in flight, queued"),
                 (self.held <= self.depth, "held within the depth"),
                 (self.full == (self.held == self.depth), "full: held == depth"),
+                (self.has_unread == (self.unread != 0), "has_unread: unread != 0"),
                 ((self.w_ptr - self.r_ptr)[:self.abits] == self.unread[:self.abits], "pointers: unread apart")]
 
     def elaborate(self, platform):
@@ -88,10 +92,15 @@ class RegisteredFifo(wiring.Component):
         w_fire = self.i.valid & self.i.ready
         r_fire = self.o.valid & self.o.ready
 
-        # beats held and the registered "full"
-        held_next = Signal.like(held)
-        m.d.comb += [held_next.eq(held + w_fire - r_fire), self.i.ready.eq(~full)]
-        m.d.sync += [held.eq(held_next), full.eq(held_next == self.depth)]
+        # beats held and the registered "full", decided from registers beside the handshakes (held == depth - 1
+        # compared on the register, not on the sum): a write alone fills it from depth - 1, a read alone empties
+        # it (a write needs ~full, so a full FIFO never writes)
+        m.d.comb += self.i.ready.eq(~full)
+        m.d.sync += held.eq(held + w_fire - r_fire)
+        with m.If(w_fire & ~r_fire):
+            m.d.sync += full.eq(held == self.depth - 1)
+        with m.Elif(r_fire & ~w_fire):
+            m.d.sync += full.eq(0)
 
         # the write side
         m.d.comb += [ram.w_addr.eq(w_ptr), ram.w_data.eq(self.i.payload), ram.w_en.eq(w_fire)]
@@ -100,8 +109,10 @@ class RegisteredFifo(wiring.Component):
 
         # reads: issued while the RAM holds an unread beat and the queue has room for it and those in flight
         issue = Signal()
-        m.d.comb += [issue.eq((unread != 0) & (pending != self.credits)), ram.r_addr.eq(r_ptr)]
+        m.d.comb += [issue.eq(self.has_unread & (pending != self.credits)), ram.r_addr.eq(r_ptr)]
         m.d.sync += [unread.eq(unread + w_fire - issue), pending.eq(pending + issue - r_fire)]
+        # unread != 0 next: a write makes it so; else a read issued on the last unread beat clears it
+        m.d.sync += self.has_unread.eq(w_fire | (self.has_unread & ~(issue & (unread == 1))))
         with m.If(issue):
             m.d.sync += r_ptr.eq(r_ptr + 1)
         m.d.sync += arrive.eq(Cat(issue, arrive[:-1]))

@@ -374,7 +374,7 @@ def test_a_network_top_maps_its_luts_with_plain_abc():
     from accelkit.flows.synth import yosys_script
 
     plain = yosys_script(Path("top.v"), "ecp5", plain_abc=True)
-    assert "synth_ecp5 -top top -run :map_luts\n" in plain and "abc -lut 4\n" in plain
+    assert "synth_ecp5 -top top -run :map_luts\n" in plain and "abc -lut 4:7 -dress\n" in plain
     assert "synth_ecp5 -top top -run map_cells:\n" in plain
     assert "abc -lut" not in yosys_script(Path("top.v"), "ecp5")
     assert yosys_script(Path("top.v"), "xilinx", plain_abc=True) == yosys_script(Path("top.v"), "xilinx")
