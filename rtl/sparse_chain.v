@@ -7355,51 +7355,51 @@ endmodule
 module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [52:0] \$1 ;
-  wire [20:0] \$10 ;
+  wire \$10 ;
   reg \$100 ;
-  wire [38:0] \$11 ;
-  wire [32:0] \$12 ;
-  wire [20:0] \$13 ;
-  wire [38:0] \$14 ;
-  wire [32:0] \$15 ;
-  wire [20:0] \$16 ;
-  wire [38:0] \$17 ;
-  wire [32:0] \$18 ;
-  wire [20:0] \$19 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire [22:0] \$13 ;
+  wire [22:0] \$14 ;
+  wire [22:0] \$15 ;
+  wire [22:0] \$16 ;
+  wire [32:0] \$17 ;
+  wire [20:0] \$18 ;
+  wire [38:0] \$19 ;
   wire [52:0] \$2 ;
-  wire [38:0] \$20 ;
-  wire [37:0] \$21 ;
+  wire [32:0] \$20 ;
+  wire [20:0] \$21 ;
   wire [38:0] \$22 ;
-  wire [37:0] \$23 ;
-  wire [38:0] \$24 ;
-  wire [37:0] \$25 ;
-  wire [38:0] \$26 ;
-  wire [37:0] \$27 ;
+  wire [32:0] \$23 ;
+  wire [20:0] \$24 ;
+  wire [38:0] \$25 ;
+  wire [32:0] \$26 ;
+  wire [20:0] \$27 ;
   wire [38:0] \$28 ;
-  wire \$29 ;
+  wire [37:0] \$29 ;
   wire [52:0] \$3 ;
-  wire \$30 ;
-  wire [22:0] \$31 ;
-  wire [22:0] \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire [22:0] \$35 ;
-  wire [22:0] \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire [22:0] \$39 ;
+  wire [38:0] \$30 ;
+  wire [37:0] \$31 ;
+  wire [38:0] \$32 ;
+  wire [37:0] \$33 ;
+  wire [38:0] \$34 ;
+  wire [37:0] \$35 ;
+  wire [38:0] \$36 ;
+  wire [7:0] \$37 ;
+  wire [7:0] \$38 ;
+  wire [7:0] \$39 ;
   wire [52:0] \$4 ;
-  wire [22:0] \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [22:0] \$43 ;
-  wire [22:0] \$44 ;
+  wire [7:0] \$40 ;
+  wire [7:0] \$41 ;
+  wire [7:0] \$42 ;
+  wire [7:0] \$43 ;
+  wire [7:0] \$44 ;
   reg [98:0] \$45 ;
   reg [98:0] \$46 ;
   reg \$47 ;
   reg \$48 ;
   reg [21:0] \$49 ;
-  wire [22:0] \$5 ;
+  wire \$5 ;
   reg [21:0] \$50 ;
   reg [21:0] \$51 ;
   reg [21:0] \$52 ;
@@ -7410,7 +7410,7 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [10:0] \$57 ;
   reg \$58 ;
   reg [16:0] \$59 ;
-  wire [22:0] \$6 ;
+  wire \$6 ;
   reg [15:0] \$60 ;
   reg [33:0] \$61 ;
   reg [4:0] \$62 ;
@@ -7421,7 +7421,7 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [15:0] \$67 ;
   reg [33:0] \$68 ;
   reg [4:0] \$69 ;
-  wire [22:0] \$7 ;
+  wire \$7 ;
   reg [15:0] \$70 ;
   reg [21:0] \$71 ;
   reg [37:0] \$72 ;
@@ -7432,7 +7432,7 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [15:0] \$77 ;
   reg [21:0] \$78 ;
   reg [37:0] \$79 ;
-  wire [22:0] \$8 ;
+  wire \$8 ;
   reg [16:0] \$80 ;
   reg [15:0] \$81 ;
   reg [33:0] \$82 ;
@@ -7443,7 +7443,7 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [10:0] \$87 ;
   reg [10:0] \$88 ;
   reg [10:0] \$89 ;
-  wire [32:0] \$9 ;
+  wire \$9 ;
   reg \$90 ;
   reg \$91 ;
   reg \$92 ;
@@ -7484,6 +7484,10 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [21:0] biased_1 = 22'h000000;
   reg [21:0] biased_2 = 22'h000000;
   reg [21:0] biased_3 = 22'h000000;
+  wire clamp_0_over;
+  wire clamp_1_over;
+  wire clamp_2_over;
+  wire clamp_3_over;
   input clk;
   wire clk;
   output [42:0] feats__payload;
@@ -7623,42 +7627,46 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [3:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
-  assign \$5  = $signed(beat_d2[21:0]) + $signed(rq_data[15:0]);
-  assign \$6  = $signed(beat_d2[43:22]) + $signed(rq_data[31:16]);
-  assign \$7  = $signed(beat_d2[65:44]) + $signed(rq_data[47:32]);
-  assign \$8  = $signed(beat_d2[87:66]) + $signed(rq_data[63:48]);
-  assign \$9  = scaled_0_pp00_a * scaled_0_pp00_b;
-  assign \$10  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$11  = $signed(scaled_0_pp00_p) + $signed(\$1 [37:0]);
-  assign \$12  = scaled_1_pp00_a * scaled_1_pp00_b;
-  assign \$13  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$14  = $signed(scaled_1_pp00_p) + $signed(\$2 [37:0]);
-  assign \$15  = scaled_2_pp00_a * scaled_2_pp00_b;
-  assign \$16  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
-  assign \$17  = $signed(scaled_2_pp00_p) + $signed(\$3 [37:0]);
-  assign \$18  = scaled_3_pp00_a * scaled_3_pp00_b;
-  assign \$19  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
-  assign \$20  = $signed(scaled_3_pp00_p) + $signed(\$4 [37:0]);
-  assign \$22  = $signed(\$21 ) + $signed({ 1'h0, scaled_0_sum[15] });
-  assign \$24  = $signed(\$23 ) + $signed({ 1'h0, scaled_1_sum[15] });
-  assign \$26  = $signed(\$25 ) + $signed({ 1'h0, scaled_2_sum[15] });
-  assign \$28  = $signed(\$27 ) + $signed({ 1'h0, scaled_3_sum[15] });
-  assign \$29  = $signed(rounded_0) > $signed(8'h7f);
-  assign \$30  = $signed(rounded_0) < $signed(1'h0);
-  assign \$31  = \$30  ? 23'h000000 : rounded_0;
-  assign \$32  = \$29  ? 23'h00007f : \$31 ;
-  assign \$33  = $signed(rounded_1) > $signed(8'h7f);
-  assign \$34  = $signed(rounded_1) < $signed(1'h0);
-  assign \$35  = \$34  ? 23'h000000 : rounded_1;
-  assign \$36  = \$33  ? 23'h00007f : \$35 ;
-  assign \$37  = $signed(rounded_2) > $signed(8'h7f);
-  assign \$38  = $signed(rounded_2) < $signed(1'h0);
-  assign \$39  = \$38  ? 23'h000000 : rounded_2;
-  assign \$40  = \$37  ? 23'h00007f : \$39 ;
-  assign \$41  = $signed(rounded_3) > $signed(8'h7f);
-  assign \$42  = $signed(rounded_3) < $signed(1'h0);
-  assign \$43  = \$42  ? 23'h000000 : rounded_3;
-  assign \$44  = \$41  ? 23'h00007f : \$43 ;
+  assign \$5  = ~ rounded_0[22];
+  assign \$6  = | rounded_0[21:7];
+  assign clamp_0_over = \$5  & \$6 ;
+  assign \$7  = ~ rounded_1[22];
+  assign \$8  = | rounded_1[21:7];
+  assign clamp_1_over = \$7  & \$8 ;
+  assign \$9  = ~ rounded_2[22];
+  assign \$10  = | rounded_2[21:7];
+  assign clamp_2_over = \$9  & \$10 ;
+  assign \$11  = ~ rounded_3[22];
+  assign \$12  = | rounded_3[21:7];
+  assign clamp_3_over = \$11  & \$12 ;
+  assign \$13  = $signed(beat_d2[21:0]) + $signed(rq_data[15:0]);
+  assign \$14  = $signed(beat_d2[43:22]) + $signed(rq_data[31:16]);
+  assign \$15  = $signed(beat_d2[65:44]) + $signed(rq_data[47:32]);
+  assign \$16  = $signed(beat_d2[87:66]) + $signed(rq_data[63:48]);
+  assign \$17  = scaled_0_pp00_a * scaled_0_pp00_b;
+  assign \$18  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
+  assign \$19  = $signed(scaled_0_pp00_p) + $signed(\$1 [37:0]);
+  assign \$20  = scaled_1_pp00_a * scaled_1_pp00_b;
+  assign \$21  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
+  assign \$22  = $signed(scaled_1_pp00_p) + $signed(\$2 [37:0]);
+  assign \$23  = scaled_2_pp00_a * scaled_2_pp00_b;
+  assign \$24  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
+  assign \$25  = $signed(scaled_2_pp00_p) + $signed(\$3 [37:0]);
+  assign \$26  = scaled_3_pp00_a * scaled_3_pp00_b;
+  assign \$27  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
+  assign \$28  = $signed(scaled_3_pp00_p) + $signed(\$4 [37:0]);
+  assign \$30  = $signed(\$29 ) + $signed({ 1'h0, scaled_0_sum[15] });
+  assign \$32  = $signed(\$31 ) + $signed({ 1'h0, scaled_1_sum[15] });
+  assign \$34  = $signed(\$33 ) + $signed({ 1'h0, scaled_2_sum[15] });
+  assign \$36  = $signed(\$35 ) + $signed({ 1'h0, scaled_3_sum[15] });
+  assign \$37  = clamp_0_over ? 8'h7f : rounded_0[7:0];
+  assign \$38  = rounded_0[22] ? 8'h00 : \$37 ;
+  assign \$39  = clamp_1_over ? 8'h7f : rounded_1[7:0];
+  assign \$40  = rounded_1[22] ? 8'h00 : \$39 ;
+  assign \$41  = clamp_2_over ? 8'h7f : rounded_2[7:0];
+  assign \$42  = rounded_2[22] ? 8'h00 : \$41 ;
+  assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
+  assign \$44  = rounded_3[22] ? 8'h00 : \$43 ;
   always @(posedge clk)
     beat_d1 <= \$45 ;
   always @(posedge clk)
@@ -7801,28 +7809,28 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$49  = \$5 [21:0];
+    \$49  = \$13 [21:0];
     if (rst) begin
       \$49  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$50  = \$6 [21:0];
+    \$50  = \$14 [21:0];
     if (rst) begin
       \$50  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$51  = \$7 [21:0];
+    \$51  = \$15 [21:0];
     if (rst) begin
       \$51  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$52  = \$8 [21:0];
+    \$52  = \$16 [21:0];
     if (rst) begin
       \$52  = 22'h000000;
     end
@@ -7885,7 +7893,7 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$61  = { 1'h0, \$9  };
+    \$61  = { 1'h0, \$17  };
     if (rst) begin
       \$61  = 34'h000000000;
     end
@@ -7906,14 +7914,14 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$64  = { \$10 [20], \$10  };
+    \$64  = { \$18 [20], \$18  };
     if (rst) begin
       \$64  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$65  = \$11 [37:0];
+    \$65  = \$19 [37:0];
     if (rst) begin
       \$65  = 38'h0000000000;
     end
@@ -7934,7 +7942,7 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$68  = { 1'h0, \$12  };
+    \$68  = { 1'h0, \$20  };
     if (rst) begin
       \$68  = 34'h000000000;
     end
@@ -7955,14 +7963,14 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$71  = { \$13 [20], \$13  };
+    \$71  = { \$21 [20], \$21  };
     if (rst) begin
       \$71  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$72  = \$14 [37:0];
+    \$72  = \$22 [37:0];
     if (rst) begin
       \$72  = 38'h0000000000;
     end
@@ -7983,7 +7991,7 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$75  = { 1'h0, \$15  };
+    \$75  = { 1'h0, \$23  };
     if (rst) begin
       \$75  = 34'h000000000;
     end
@@ -8004,14 +8012,14 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$78  = { \$16 [20], \$16  };
+    \$78  = { \$24 [20], \$24  };
     if (rst) begin
       \$78  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$79  = \$17 [37:0];
+    \$79  = \$25 [37:0];
     if (rst) begin
       \$79  = 38'h0000000000;
     end
@@ -8032,7 +8040,7 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$82  = { 1'h0, \$18  };
+    \$82  = { 1'h0, \$26  };
     if (rst) begin
       \$82  = 34'h000000000;
     end
@@ -8053,14 +8061,14 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$85  = { \$19 [20], \$19  };
+    \$85  = { \$27 [20], \$27  };
     if (rst) begin
       \$85  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$86  = \$20 [37:0];
+    \$86  = \$28 [37:0];
     if (rst) begin
       \$86  = 38'h0000000000;
     end
@@ -8109,28 +8117,28 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$93  = \$22 [22:0];
+    \$93  = \$30 [22:0];
     if (rst) begin
       \$93  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$94  = \$24 [22:0];
+    \$94  = \$32 [22:0];
     if (rst) begin
       \$94  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$95  = \$26 [22:0];
+    \$95  = \$34 [22:0];
     if (rst) begin
       \$95  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$96  = \$28 [22:0];
+    \$96  = \$36 [22:0];
     if (rst) begin
       \$96  = 23'h000000;
     end
@@ -8151,10 +8159,10 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$99 [7:0] = \$32 [7:0];
-    \$99 [15:8] = \$36 [7:0];
-    \$99 [23:16] = \$40 [7:0];
-    \$99 [31:24] = \$44 [7:0];
+    \$99 [7:0] = \$38 ;
+    \$99 [15:8] = \$40 ;
+    \$99 [23:16] = \$42 ;
+    \$99 [31:24] = \$44 ;
     \$99 [42:32] = rq_meta3_d1;
     if (rst) begin
       \$99  = 43'h00000000000;
@@ -8266,10 +8274,10 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \$2  = { scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p, 17'h00000 };
   assign \$3  = { scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p, 17'h00000 };
   assign \$4  = { scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p, 17'h00000 };
-  assign \$21  = { scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37:16] };
-  assign \$23  = { scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37:16] };
-  assign \$25  = { scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37:16] };
-  assign \$27  = { scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37:16] };
+  assign \$29  = { scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37:16] };
+  assign \$31  = { scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37:16] };
+  assign \$33  = { scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37:16] };
+  assign \$35  = { scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37:16] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -15562,51 +15570,51 @@ endmodule
 module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire [52:0] \$1 ;
-  wire [20:0] \$10 ;
+  wire \$10 ;
   reg \$100 ;
-  wire [38:0] \$11 ;
-  wire [32:0] \$12 ;
-  wire [20:0] \$13 ;
-  wire [38:0] \$14 ;
-  wire [32:0] \$15 ;
-  wire [20:0] \$16 ;
-  wire [38:0] \$17 ;
-  wire [32:0] \$18 ;
-  wire [20:0] \$19 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire [22:0] \$13 ;
+  wire [22:0] \$14 ;
+  wire [22:0] \$15 ;
+  wire [22:0] \$16 ;
+  wire [32:0] \$17 ;
+  wire [20:0] \$18 ;
+  wire [38:0] \$19 ;
   wire [52:0] \$2 ;
-  wire [38:0] \$20 ;
-  wire [37:0] \$21 ;
+  wire [32:0] \$20 ;
+  wire [20:0] \$21 ;
   wire [38:0] \$22 ;
-  wire [37:0] \$23 ;
-  wire [38:0] \$24 ;
-  wire [37:0] \$25 ;
-  wire [38:0] \$26 ;
-  wire [37:0] \$27 ;
+  wire [32:0] \$23 ;
+  wire [20:0] \$24 ;
+  wire [38:0] \$25 ;
+  wire [32:0] \$26 ;
+  wire [20:0] \$27 ;
   wire [38:0] \$28 ;
-  wire \$29 ;
+  wire [37:0] \$29 ;
   wire [52:0] \$3 ;
-  wire \$30 ;
-  wire [22:0] \$31 ;
-  wire [22:0] \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire [22:0] \$35 ;
-  wire [22:0] \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire [22:0] \$39 ;
+  wire [38:0] \$30 ;
+  wire [37:0] \$31 ;
+  wire [38:0] \$32 ;
+  wire [37:0] \$33 ;
+  wire [38:0] \$34 ;
+  wire [37:0] \$35 ;
+  wire [38:0] \$36 ;
+  wire [7:0] \$37 ;
+  wire [7:0] \$38 ;
+  wire [7:0] \$39 ;
   wire [52:0] \$4 ;
-  wire [22:0] \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [22:0] \$43 ;
-  wire [22:0] \$44 ;
+  wire [7:0] \$40 ;
+  wire [7:0] \$41 ;
+  wire [7:0] \$42 ;
+  wire [7:0] \$43 ;
+  wire [7:0] \$44 ;
   reg [98:0] \$45 ;
   reg [98:0] \$46 ;
   reg \$47 ;
   reg \$48 ;
   reg [21:0] \$49 ;
-  wire [22:0] \$5 ;
+  wire \$5 ;
   reg [21:0] \$50 ;
   reg [21:0] \$51 ;
   reg [21:0] \$52 ;
@@ -15617,7 +15625,7 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [10:0] \$57 ;
   reg \$58 ;
   reg [16:0] \$59 ;
-  wire [22:0] \$6 ;
+  wire \$6 ;
   reg [15:0] \$60 ;
   reg [33:0] \$61 ;
   reg [4:0] \$62 ;
@@ -15628,7 +15636,7 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [15:0] \$67 ;
   reg [33:0] \$68 ;
   reg [4:0] \$69 ;
-  wire [22:0] \$7 ;
+  wire \$7 ;
   reg [15:0] \$70 ;
   reg [21:0] \$71 ;
   reg [37:0] \$72 ;
@@ -15639,7 +15647,7 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [15:0] \$77 ;
   reg [21:0] \$78 ;
   reg [37:0] \$79 ;
-  wire [22:0] \$8 ;
+  wire \$8 ;
   reg [16:0] \$80 ;
   reg [15:0] \$81 ;
   reg [33:0] \$82 ;
@@ -15650,7 +15658,7 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [10:0] \$87 ;
   reg [10:0] \$88 ;
   reg [10:0] \$89 ;
-  wire [32:0] \$9 ;
+  wire \$9 ;
   reg \$90 ;
   reg \$91 ;
   reg \$92 ;
@@ -15691,6 +15699,10 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [21:0] biased_1 = 22'h000000;
   reg [21:0] biased_2 = 22'h000000;
   reg [21:0] biased_3 = 22'h000000;
+  wire clamp_0_over;
+  wire clamp_1_over;
+  wire clamp_2_over;
+  wire clamp_3_over;
   input clk;
   wire clk;
   output [42:0] feats__payload;
@@ -15830,42 +15842,46 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [3:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
-  assign \$5  = $signed(beat_d2[21:0]) + $signed(rq_data[15:0]);
-  assign \$6  = $signed(beat_d2[43:22]) + $signed(rq_data[31:16]);
-  assign \$7  = $signed(beat_d2[65:44]) + $signed(rq_data[47:32]);
-  assign \$8  = $signed(beat_d2[87:66]) + $signed(rq_data[63:48]);
-  assign \$9  = scaled_0_pp00_a * scaled_0_pp00_b;
-  assign \$10  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$11  = $signed(scaled_0_pp00_p) + $signed(\$1 [37:0]);
-  assign \$12  = scaled_1_pp00_a * scaled_1_pp00_b;
-  assign \$13  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$14  = $signed(scaled_1_pp00_p) + $signed(\$2 [37:0]);
-  assign \$15  = scaled_2_pp00_a * scaled_2_pp00_b;
-  assign \$16  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
-  assign \$17  = $signed(scaled_2_pp00_p) + $signed(\$3 [37:0]);
-  assign \$18  = scaled_3_pp00_a * scaled_3_pp00_b;
-  assign \$19  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
-  assign \$20  = $signed(scaled_3_pp00_p) + $signed(\$4 [37:0]);
-  assign \$22  = $signed(\$21 ) + $signed({ 1'h0, scaled_0_sum[15] });
-  assign \$24  = $signed(\$23 ) + $signed({ 1'h0, scaled_1_sum[15] });
-  assign \$26  = $signed(\$25 ) + $signed({ 1'h0, scaled_2_sum[15] });
-  assign \$28  = $signed(\$27 ) + $signed({ 1'h0, scaled_3_sum[15] });
-  assign \$29  = $signed(rounded_0) > $signed(8'h7f);
-  assign \$30  = $signed(rounded_0) < $signed(1'h0);
-  assign \$31  = \$30  ? 23'h000000 : rounded_0;
-  assign \$32  = \$29  ? 23'h00007f : \$31 ;
-  assign \$33  = $signed(rounded_1) > $signed(8'h7f);
-  assign \$34  = $signed(rounded_1) < $signed(1'h0);
-  assign \$35  = \$34  ? 23'h000000 : rounded_1;
-  assign \$36  = \$33  ? 23'h00007f : \$35 ;
-  assign \$37  = $signed(rounded_2) > $signed(8'h7f);
-  assign \$38  = $signed(rounded_2) < $signed(1'h0);
-  assign \$39  = \$38  ? 23'h000000 : rounded_2;
-  assign \$40  = \$37  ? 23'h00007f : \$39 ;
-  assign \$41  = $signed(rounded_3) > $signed(8'h7f);
-  assign \$42  = $signed(rounded_3) < $signed(1'h0);
-  assign \$43  = \$42  ? 23'h000000 : rounded_3;
-  assign \$44  = \$41  ? 23'h00007f : \$43 ;
+  assign \$5  = ~ rounded_0[22];
+  assign \$6  = | rounded_0[21:7];
+  assign clamp_0_over = \$5  & \$6 ;
+  assign \$7  = ~ rounded_1[22];
+  assign \$8  = | rounded_1[21:7];
+  assign clamp_1_over = \$7  & \$8 ;
+  assign \$9  = ~ rounded_2[22];
+  assign \$10  = | rounded_2[21:7];
+  assign clamp_2_over = \$9  & \$10 ;
+  assign \$11  = ~ rounded_3[22];
+  assign \$12  = | rounded_3[21:7];
+  assign clamp_3_over = \$11  & \$12 ;
+  assign \$13  = $signed(beat_d2[21:0]) + $signed(rq_data[15:0]);
+  assign \$14  = $signed(beat_d2[43:22]) + $signed(rq_data[31:16]);
+  assign \$15  = $signed(beat_d2[65:44]) + $signed(rq_data[47:32]);
+  assign \$16  = $signed(beat_d2[87:66]) + $signed(rq_data[63:48]);
+  assign \$17  = scaled_0_pp00_a * scaled_0_pp00_b;
+  assign \$18  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
+  assign \$19  = $signed(scaled_0_pp00_p) + $signed(\$1 [37:0]);
+  assign \$20  = scaled_1_pp00_a * scaled_1_pp00_b;
+  assign \$21  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
+  assign \$22  = $signed(scaled_1_pp00_p) + $signed(\$2 [37:0]);
+  assign \$23  = scaled_2_pp00_a * scaled_2_pp00_b;
+  assign \$24  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
+  assign \$25  = $signed(scaled_2_pp00_p) + $signed(\$3 [37:0]);
+  assign \$26  = scaled_3_pp00_a * scaled_3_pp00_b;
+  assign \$27  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
+  assign \$28  = $signed(scaled_3_pp00_p) + $signed(\$4 [37:0]);
+  assign \$30  = $signed(\$29 ) + $signed({ 1'h0, scaled_0_sum[15] });
+  assign \$32  = $signed(\$31 ) + $signed({ 1'h0, scaled_1_sum[15] });
+  assign \$34  = $signed(\$33 ) + $signed({ 1'h0, scaled_2_sum[15] });
+  assign \$36  = $signed(\$35 ) + $signed({ 1'h0, scaled_3_sum[15] });
+  assign \$37  = clamp_0_over ? 8'h7f : rounded_0[7:0];
+  assign \$38  = rounded_0[22] ? 8'h00 : \$37 ;
+  assign \$39  = clamp_1_over ? 8'h7f : rounded_1[7:0];
+  assign \$40  = rounded_1[22] ? 8'h00 : \$39 ;
+  assign \$41  = clamp_2_over ? 8'h7f : rounded_2[7:0];
+  assign \$42  = rounded_2[22] ? 8'h00 : \$41 ;
+  assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
+  assign \$44  = rounded_3[22] ? 8'h00 : \$43 ;
   always @(posedge clk)
     beat_d1 <= \$45 ;
   always @(posedge clk)
@@ -16008,28 +16024,28 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$49  = \$5 [21:0];
+    \$49  = \$13 [21:0];
     if (rst) begin
       \$49  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$50  = \$6 [21:0];
+    \$50  = \$14 [21:0];
     if (rst) begin
       \$50  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$51  = \$7 [21:0];
+    \$51  = \$15 [21:0];
     if (rst) begin
       \$51  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$52  = \$8 [21:0];
+    \$52  = \$16 [21:0];
     if (rst) begin
       \$52  = 22'h000000;
     end
@@ -16092,7 +16108,7 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$61  = { 1'h0, \$9  };
+    \$61  = { 1'h0, \$17  };
     if (rst) begin
       \$61  = 34'h000000000;
     end
@@ -16113,14 +16129,14 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$64  = { \$10 [20], \$10  };
+    \$64  = { \$18 [20], \$18  };
     if (rst) begin
       \$64  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$65  = \$11 [37:0];
+    \$65  = \$19 [37:0];
     if (rst) begin
       \$65  = 38'h0000000000;
     end
@@ -16141,7 +16157,7 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$68  = { 1'h0, \$12  };
+    \$68  = { 1'h0, \$20  };
     if (rst) begin
       \$68  = 34'h000000000;
     end
@@ -16162,14 +16178,14 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$71  = { \$13 [20], \$13  };
+    \$71  = { \$21 [20], \$21  };
     if (rst) begin
       \$71  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$72  = \$14 [37:0];
+    \$72  = \$22 [37:0];
     if (rst) begin
       \$72  = 38'h0000000000;
     end
@@ -16190,7 +16206,7 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$75  = { 1'h0, \$15  };
+    \$75  = { 1'h0, \$23  };
     if (rst) begin
       \$75  = 34'h000000000;
     end
@@ -16211,14 +16227,14 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$78  = { \$16 [20], \$16  };
+    \$78  = { \$24 [20], \$24  };
     if (rst) begin
       \$78  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$79  = \$17 [37:0];
+    \$79  = \$25 [37:0];
     if (rst) begin
       \$79  = 38'h0000000000;
     end
@@ -16239,7 +16255,7 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$82  = { 1'h0, \$18  };
+    \$82  = { 1'h0, \$26  };
     if (rst) begin
       \$82  = 34'h000000000;
     end
@@ -16260,14 +16276,14 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$85  = { \$19 [20], \$19  };
+    \$85  = { \$27 [20], \$27  };
     if (rst) begin
       \$85  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$86  = \$20 [37:0];
+    \$86  = \$28 [37:0];
     if (rst) begin
       \$86  = 38'h0000000000;
     end
@@ -16316,28 +16332,28 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$93  = \$22 [22:0];
+    \$93  = \$30 [22:0];
     if (rst) begin
       \$93  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$94  = \$24 [22:0];
+    \$94  = \$32 [22:0];
     if (rst) begin
       \$94  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$95  = \$26 [22:0];
+    \$95  = \$34 [22:0];
     if (rst) begin
       \$95  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$96  = \$28 [22:0];
+    \$96  = \$36 [22:0];
     if (rst) begin
       \$96  = 23'h000000;
     end
@@ -16358,10 +16374,10 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$99 [7:0] = \$32 [7:0];
-    \$99 [15:8] = \$36 [7:0];
-    \$99 [23:16] = \$40 [7:0];
-    \$99 [31:24] = \$44 [7:0];
+    \$99 [7:0] = \$38 ;
+    \$99 [15:8] = \$40 ;
+    \$99 [23:16] = \$42 ;
+    \$99 [31:24] = \$44 ;
     \$99 [42:32] = rq_meta3_d1;
     if (rst) begin
       \$99  = 43'h00000000000;
@@ -16473,10 +16489,10 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \$2  = { scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p, 17'h00000 };
   assign \$3  = { scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p, 17'h00000 };
   assign \$4  = { scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p, 17'h00000 };
-  assign \$21  = { scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37:16] };
-  assign \$23  = { scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37:16] };
-  assign \$25  = { scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37:16] };
-  assign \$27  = { scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37:16] };
+  assign \$29  = { scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37:16] };
+  assign \$31  = { scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37:16] };
+  assign \$33  = { scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37:16] };
+  assign \$35  = { scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37], scaled_3_sum[37:16] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -22677,105 +22693,121 @@ endmodule
 module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire [49:0] \$1 ;
-  wire [17:0] \$10 ;
-  reg \$100 ;
-  wire [35:0] \$11 ;
-  wire [32:0] \$12 ;
-  wire [17:0] \$13 ;
-  wire [35:0] \$14 ;
-  wire [32:0] \$15 ;
-  wire [17:0] \$16 ;
-  wire [35:0] \$17 ;
-  wire [32:0] \$18 ;
-  wire [17:0] \$19 ;
+  wire \$10 ;
+  reg [15:0] \$100 ;
+  reg [18:0] \$101 ;
+  reg [34:0] \$102 ;
+  reg [10:0] \$103 ;
+  reg [10:0] \$104 ;
+  reg [10:0] \$105 ;
+  reg \$106 ;
+  reg \$107 ;
+  reg \$108 ;
+  reg [19:0] \$109 ;
+  wire \$11 ;
+  reg [19:0] \$110 ;
+  reg [19:0] \$111 ;
+  reg [19:0] \$112 ;
+  reg [10:0] \$113 ;
+  reg \$114 ;
+  reg [42:0] \$115 ;
+  reg \$116 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
   wire [49:0] \$2 ;
-  wire [35:0] \$20 ;
-  wire [34:0] \$21 ;
-  wire [35:0] \$22 ;
-  wire [34:0] \$23 ;
-  wire [35:0] \$24 ;
-  wire [34:0] \$25 ;
-  wire [35:0] \$26 ;
-  wire [34:0] \$27 ;
-  wire [35:0] \$28 ;
-  wire \$29 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire [19:0] \$29 ;
   wire [49:0] \$3 ;
-  wire \$30 ;
+  wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [19:0] \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire [19:0] \$35 ;
-  wire [19:0] \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire [19:0] \$39 ;
+  wire [32:0] \$33 ;
+  wire [17:0] \$34 ;
+  wire [35:0] \$35 ;
+  wire [32:0] \$36 ;
+  wire [17:0] \$37 ;
+  wire [35:0] \$38 ;
+  wire [32:0] \$39 ;
   wire [49:0] \$4 ;
-  wire [19:0] \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [19:0] \$43 ;
-  wire [19:0] \$44 ;
-  reg [86:0] \$45 ;
-  reg [86:0] \$46 ;
-  reg \$47 ;
-  reg \$48 ;
-  reg [18:0] \$49 ;
-  wire [19:0] \$5 ;
-  reg [18:0] \$50 ;
-  reg [18:0] \$51 ;
-  reg [18:0] \$52 ;
-  reg [15:0] \$53 ;
-  reg [15:0] \$54 ;
-  reg [15:0] \$55 ;
-  reg [15:0] \$56 ;
-  reg [10:0] \$57 ;
-  reg \$58 ;
-  reg [16:0] \$59 ;
-  wire [19:0] \$6 ;
-  reg [15:0] \$60 ;
-  reg [33:0] \$61 ;
-  reg [1:0] \$62 ;
-  reg [15:0] \$63 ;
-  reg [18:0] \$64 ;
-  reg [34:0] \$65 ;
-  reg [16:0] \$66 ;
-  reg [15:0] \$67 ;
-  reg [33:0] \$68 ;
-  reg [1:0] \$69 ;
-  wire [19:0] \$7 ;
+  wire [17:0] \$40 ;
+  wire [35:0] \$41 ;
+  wire [32:0] \$42 ;
+  wire [17:0] \$43 ;
+  wire [35:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [35:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire [35:0] \$48 ;
+  wire [34:0] \$49 ;
+  wire \$5 ;
+  wire [35:0] \$50 ;
+  wire [34:0] \$51 ;
+  wire [35:0] \$52 ;
+  wire [7:0] \$53 ;
+  wire [7:0] \$54 ;
+  wire [7:0] \$55 ;
+  wire [7:0] \$56 ;
+  wire [7:0] \$57 ;
+  wire [7:0] \$58 ;
+  wire [7:0] \$59 ;
+  wire \$6 ;
+  wire [7:0] \$60 ;
+  reg [86:0] \$61 ;
+  reg [86:0] \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg [18:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [18:0] \$68 ;
+  reg [15:0] \$69 ;
+  wire \$7 ;
   reg [15:0] \$70 ;
-  reg [18:0] \$71 ;
-  reg [34:0] \$72 ;
-  reg [16:0] \$73 ;
-  reg [15:0] \$74 ;
-  reg [33:0] \$75 ;
-  reg [1:0] \$76 ;
-  reg [15:0] \$77 ;
-  reg [18:0] \$78 ;
-  reg [34:0] \$79 ;
-  wire [19:0] \$8 ;
-  reg [16:0] \$80 ;
-  reg [15:0] \$81 ;
-  reg [33:0] \$82 ;
-  reg [1:0] \$83 ;
-  reg [15:0] \$84 ;
-  reg [18:0] \$85 ;
-  reg [34:0] \$86 ;
-  reg [10:0] \$87 ;
-  reg [10:0] \$88 ;
-  reg [10:0] \$89 ;
-  wire [32:0] \$9 ;
-  reg \$90 ;
-  reg \$91 ;
-  reg \$92 ;
-  reg [19:0] \$93 ;
-  reg [19:0] \$94 ;
-  reg [19:0] \$95 ;
-  reg [19:0] \$96 ;
-  reg [10:0] \$97 ;
-  reg \$98 ;
-  reg [42:0] \$99 ;
+  reg [15:0] \$71 ;
+  reg [15:0] \$72 ;
+  reg [10:0] \$73 ;
+  reg \$74 ;
+  reg [16:0] \$75 ;
+  reg [15:0] \$76 ;
+  reg [33:0] \$77 ;
+  reg [1:0] \$78 ;
+  reg [15:0] \$79 ;
+  wire \$8 ;
+  reg [18:0] \$80 ;
+  reg [34:0] \$81 ;
+  reg [16:0] \$82 ;
+  reg [15:0] \$83 ;
+  reg [33:0] \$84 ;
+  reg [1:0] \$85 ;
+  reg [15:0] \$86 ;
+  reg [18:0] \$87 ;
+  reg [34:0] \$88 ;
+  reg [16:0] \$89 ;
+  wire \$9 ;
+  reg [15:0] \$90 ;
+  reg [33:0] \$91 ;
+  reg [1:0] \$92 ;
+  reg [15:0] \$93 ;
+  reg [18:0] \$94 ;
+  reg [34:0] \$95 ;
+  reg [16:0] \$96 ;
+  reg [15:0] \$97 ;
+  reg [33:0] \$98 ;
+  reg [1:0] \$99 ;
   reg [86:0] beat_d1 = 87'h0000000000000000000000;
   wire [75:0] \beat_d1.acc ;
   wire [18:0] \beat_d1.acc[0] ;
@@ -22806,6 +22838,14 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [18:0] biased_1 = 19'h00000;
   reg [18:0] biased_2 = 19'h00000;
   reg [18:0] biased_3 = 19'h00000;
+  wire clamp_0_over;
+  wire clamp_0_under;
+  wire clamp_1_over;
+  wire clamp_1_under;
+  wire clamp_2_over;
+  wire clamp_2_under;
+  wire clamp_3_over;
+  wire clamp_3_under;
   input clk;
   wire clk;
   output [42:0] feats__payload;
@@ -22945,548 +22985,572 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [3:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
-  assign \$5  = $signed(beat_d2[18:0]) + $signed(rq_data[15:0]);
-  assign \$6  = $signed(beat_d2[37:19]) + $signed(rq_data[31:16]);
-  assign \$7  = $signed(beat_d2[56:38]) + $signed(rq_data[47:32]);
-  assign \$8  = $signed(beat_d2[75:57]) + $signed(rq_data[63:48]);
-  assign \$9  = scaled_0_pp00_a * scaled_0_pp00_b;
-  assign \$10  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$11  = $signed(scaled_0_pp00_p) + $signed(\$1 [34:0]);
-  assign \$12  = scaled_1_pp00_a * scaled_1_pp00_b;
-  assign \$13  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$14  = $signed(scaled_1_pp00_p) + $signed(\$2 [34:0]);
-  assign \$15  = scaled_2_pp00_a * scaled_2_pp00_b;
-  assign \$16  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
-  assign \$17  = $signed(scaled_2_pp00_p) + $signed(\$3 [34:0]);
-  assign \$18  = scaled_3_pp00_a * scaled_3_pp00_b;
-  assign \$19  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
-  assign \$20  = $signed(scaled_3_pp00_p) + $signed(\$4 [34:0]);
-  assign \$22  = $signed(\$21 ) + $signed({ 1'h0, scaled_0_sum[15] });
-  assign \$24  = $signed(\$23 ) + $signed({ 1'h0, scaled_1_sum[15] });
-  assign \$26  = $signed(\$25 ) + $signed({ 1'h0, scaled_2_sum[15] });
-  assign \$28  = $signed(\$27 ) + $signed({ 1'h0, scaled_3_sum[15] });
-  assign \$29  = $signed(rounded_0) > $signed(8'h7f);
-  assign \$30  = $signed(rounded_0) < $signed(8'h81);
-  assign \$31  = \$30  ? 20'hfff81 : rounded_0;
-  assign \$32  = \$29  ? 20'h0007f : \$31 ;
-  assign \$33  = $signed(rounded_1) > $signed(8'h7f);
-  assign \$34  = $signed(rounded_1) < $signed(8'h81);
-  assign \$35  = \$34  ? 20'hfff81 : rounded_1;
-  assign \$36  = \$33  ? 20'h0007f : \$35 ;
-  assign \$37  = $signed(rounded_2) > $signed(8'h7f);
-  assign \$38  = $signed(rounded_2) < $signed(8'h81);
-  assign \$39  = \$38  ? 20'hfff81 : rounded_2;
-  assign \$40  = \$37  ? 20'h0007f : \$39 ;
-  assign \$41  = $signed(rounded_3) > $signed(8'h7f);
-  assign \$42  = $signed(rounded_3) < $signed(8'h81);
-  assign \$43  = \$42  ? 20'hfff81 : rounded_3;
-  assign \$44  = \$41  ? 20'h0007f : \$43 ;
+  assign \$5  = ~ rounded_0[19];
+  assign \$6  = | rounded_0[18:7];
+  assign clamp_0_over = \$5  & \$6 ;
+  assign \$7  = & rounded_0[18:7];
+  assign \$8  = | rounded_0[6:0];
+  assign \$9  = \$7  & \$8 ;
+  assign \$10  = ~ \$9 ;
+  assign clamp_0_under = rounded_0[19] & \$10 ;
+  assign \$11  = ~ rounded_1[19];
+  assign \$12  = | rounded_1[18:7];
+  assign clamp_1_over = \$11  & \$12 ;
+  assign \$13  = & rounded_1[18:7];
+  assign \$14  = | rounded_1[6:0];
+  assign \$15  = \$13  & \$14 ;
+  assign \$16  = ~ \$15 ;
+  assign clamp_1_under = rounded_1[19] & \$16 ;
+  assign \$17  = ~ rounded_2[19];
+  assign \$18  = | rounded_2[18:7];
+  assign clamp_2_over = \$17  & \$18 ;
+  assign \$19  = & rounded_2[18:7];
+  assign \$20  = | rounded_2[6:0];
+  assign \$21  = \$19  & \$20 ;
+  assign \$22  = ~ \$21 ;
+  assign clamp_2_under = rounded_2[19] & \$22 ;
+  assign \$23  = ~ rounded_3[19];
+  assign \$24  = | rounded_3[18:7];
+  assign clamp_3_over = \$23  & \$24 ;
+  assign \$25  = & rounded_3[18:7];
+  assign \$26  = | rounded_3[6:0];
+  assign \$27  = \$25  & \$26 ;
+  assign \$28  = ~ \$27 ;
+  assign clamp_3_under = rounded_3[19] & \$28 ;
+  assign \$29  = $signed(beat_d2[18:0]) + $signed(rq_data[15:0]);
+  assign \$30  = $signed(beat_d2[37:19]) + $signed(rq_data[31:16]);
+  assign \$31  = $signed(beat_d2[56:38]) + $signed(rq_data[47:32]);
+  assign \$32  = $signed(beat_d2[75:57]) + $signed(rq_data[63:48]);
+  assign \$33  = scaled_0_pp00_a * scaled_0_pp00_b;
+  assign \$34  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
+  assign \$35  = $signed(scaled_0_pp00_p) + $signed(\$1 [34:0]);
+  assign \$36  = scaled_1_pp00_a * scaled_1_pp00_b;
+  assign \$37  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
+  assign \$38  = $signed(scaled_1_pp00_p) + $signed(\$2 [34:0]);
+  assign \$39  = scaled_2_pp00_a * scaled_2_pp00_b;
+  assign \$40  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
+  assign \$41  = $signed(scaled_2_pp00_p) + $signed(\$3 [34:0]);
+  assign \$42  = scaled_3_pp00_a * scaled_3_pp00_b;
+  assign \$43  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
+  assign \$44  = $signed(scaled_3_pp00_p) + $signed(\$4 [34:0]);
+  assign \$46  = $signed(\$45 ) + $signed({ 1'h0, scaled_0_sum[15] });
+  assign \$48  = $signed(\$47 ) + $signed({ 1'h0, scaled_1_sum[15] });
+  assign \$50  = $signed(\$49 ) + $signed({ 1'h0, scaled_2_sum[15] });
+  assign \$52  = $signed(\$51 ) + $signed({ 1'h0, scaled_3_sum[15] });
+  assign \$53  = clamp_0_under ? 8'h81 : rounded_0[7:0];
+  assign \$54  = clamp_0_over ? 8'h7f : \$53 ;
+  assign \$55  = clamp_1_under ? 8'h81 : rounded_1[7:0];
+  assign \$56  = clamp_1_over ? 8'h7f : \$55 ;
+  assign \$57  = clamp_2_under ? 8'h81 : rounded_2[7:0];
+  assign \$58  = clamp_2_over ? 8'h7f : \$57 ;
+  assign \$59  = clamp_3_under ? 8'h81 : rounded_3[7:0];
+  assign \$60  = clamp_3_over ? 8'h7f : \$59 ;
   always @(posedge clk)
-    beat_d1 <= \$45 ;
+    beat_d1 <= \$61 ;
   always @(posedge clk)
-    beat_d2 <= \$46 ;
+    beat_d2 <= \$62 ;
   always @(posedge clk)
-    beat_v_d1 <= \$47 ;
+    beat_v_d1 <= \$63 ;
   always @(posedge clk)
-    beat_v_d2 <= \$48 ;
+    beat_v_d2 <= \$64 ;
   always @(posedge clk)
-    biased_0 <= \$49 ;
+    biased_0 <= \$65 ;
   always @(posedge clk)
-    biased_1 <= \$50 ;
+    biased_1 <= \$66 ;
   always @(posedge clk)
-    biased_2 <= \$51 ;
+    biased_2 <= \$67 ;
   always @(posedge clk)
-    biased_3 <= \$52 ;
+    biased_3 <= \$68 ;
   always @(posedge clk)
-    scale_0 <= \$53 ;
+    scale_0 <= \$69 ;
   always @(posedge clk)
-    scale_1 <= \$54 ;
+    scale_1 <= \$70 ;
   always @(posedge clk)
-    scale_2 <= \$55 ;
+    scale_2 <= \$71 ;
   always @(posedge clk)
-    scale_3 <= \$56 ;
+    scale_3 <= \$72 ;
   always @(posedge clk)
-    rq_meta1_d1 <= \$57 ;
+    rq_meta1_d1 <= \$73 ;
   always @(posedge clk)
-    rq_v1_d1 <= \$58 ;
+    rq_v1_d1 <= \$74 ;
   always @(posedge clk)
-    scaled_0_pp00_a <= \$59 ;
+    scaled_0_pp00_a <= \$75 ;
   always @(posedge clk)
-    scaled_0_pp00_b <= \$60 ;
+    scaled_0_pp00_b <= \$76 ;
   always @(posedge clk)
-    scaled_0_pp00_p <= \$61 ;
+    scaled_0_pp00_p <= \$77 ;
   always @(posedge clk)
-    scaled_0_pp10_a <= \$62 ;
+    scaled_0_pp10_a <= \$78 ;
   always @(posedge clk)
-    scaled_0_pp10_b <= \$63 ;
+    scaled_0_pp10_b <= \$79 ;
   always @(posedge clk)
-    scaled_0_pp10_p <= \$64 ;
+    scaled_0_pp10_p <= \$80 ;
   always @(posedge clk)
-    scaled_0_sum <= \$65 ;
+    scaled_0_sum <= \$81 ;
   always @(posedge clk)
-    scaled_1_pp00_a <= \$66 ;
+    scaled_1_pp00_a <= \$82 ;
   always @(posedge clk)
-    scaled_1_pp00_b <= \$67 ;
+    scaled_1_pp00_b <= \$83 ;
   always @(posedge clk)
-    scaled_1_pp00_p <= \$68 ;
+    scaled_1_pp00_p <= \$84 ;
   always @(posedge clk)
-    scaled_1_pp10_a <= \$69 ;
+    scaled_1_pp10_a <= \$85 ;
   always @(posedge clk)
-    scaled_1_pp10_b <= \$70 ;
+    scaled_1_pp10_b <= \$86 ;
   always @(posedge clk)
-    scaled_1_pp10_p <= \$71 ;
+    scaled_1_pp10_p <= \$87 ;
   always @(posedge clk)
-    scaled_1_sum <= \$72 ;
+    scaled_1_sum <= \$88 ;
   always @(posedge clk)
-    scaled_2_pp00_a <= \$73 ;
+    scaled_2_pp00_a <= \$89 ;
   always @(posedge clk)
-    scaled_2_pp00_b <= \$74 ;
+    scaled_2_pp00_b <= \$90 ;
   always @(posedge clk)
-    scaled_2_pp00_p <= \$75 ;
+    scaled_2_pp00_p <= \$91 ;
   always @(posedge clk)
-    scaled_2_pp10_a <= \$76 ;
+    scaled_2_pp10_a <= \$92 ;
   always @(posedge clk)
-    scaled_2_pp10_b <= \$77 ;
+    scaled_2_pp10_b <= \$93 ;
   always @(posedge clk)
-    scaled_2_pp10_p <= \$78 ;
+    scaled_2_pp10_p <= \$94 ;
   always @(posedge clk)
-    scaled_2_sum <= \$79 ;
+    scaled_2_sum <= \$95 ;
   always @(posedge clk)
-    scaled_3_pp00_a <= \$80 ;
+    scaled_3_pp00_a <= \$96 ;
   always @(posedge clk)
-    scaled_3_pp00_b <= \$81 ;
+    scaled_3_pp00_b <= \$97 ;
   always @(posedge clk)
-    scaled_3_pp00_p <= \$82 ;
+    scaled_3_pp00_p <= \$98 ;
   always @(posedge clk)
-    scaled_3_pp10_a <= \$83 ;
+    scaled_3_pp10_a <= \$99 ;
   always @(posedge clk)
-    scaled_3_pp10_b <= \$84 ;
+    scaled_3_pp10_b <= \$100 ;
   always @(posedge clk)
-    scaled_3_pp10_p <= \$85 ;
+    scaled_3_pp10_p <= \$101 ;
   always @(posedge clk)
-    scaled_3_sum <= \$86 ;
+    scaled_3_sum <= \$102 ;
   always @(posedge clk)
-    rq_meta2_d1 <= \$87 ;
+    rq_meta2_d1 <= \$103 ;
   always @(posedge clk)
-    rq_meta2_d2 <= \$88 ;
+    rq_meta2_d2 <= \$104 ;
   always @(posedge clk)
-    rq_meta2_d3 <= \$89 ;
+    rq_meta2_d3 <= \$105 ;
   always @(posedge clk)
-    rq_v2_d1 <= \$90 ;
+    rq_v2_d1 <= \$106 ;
   always @(posedge clk)
-    rq_v2_d2 <= \$91 ;
+    rq_v2_d2 <= \$107 ;
   always @(posedge clk)
-    rq_v2_d3 <= \$92 ;
+    rq_v2_d3 <= \$108 ;
   always @(posedge clk)
-    rounded_0 <= \$93 ;
+    rounded_0 <= \$109 ;
   always @(posedge clk)
-    rounded_1 <= \$94 ;
+    rounded_1 <= \$110 ;
   always @(posedge clk)
-    rounded_2 <= \$95 ;
+    rounded_2 <= \$111 ;
   always @(posedge clk)
-    rounded_3 <= \$96 ;
+    rounded_3 <= \$112 ;
   always @(posedge clk)
-    rq_meta3_d1 <= \$97 ;
+    rq_meta3_d1 <= \$113 ;
   always @(posedge clk)
-    rq_v3_d1 <= \$98 ;
+    rq_v3_d1 <= \$114 ;
   always @(posedge clk)
-    feats__payload <= \$99 ;
+    feats__payload <= \$115 ;
   always @(posedge clk)
-    feats__valid <= \$100 ;
+    feats__valid <= \$116 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$45  = sums__payload;
+    \$61  = sums__payload;
     if (rst) begin
-      \$45  = 87'h0000000000000000000000;
+      \$61  = 87'h0000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$46  = beat_d1;
+    \$62  = beat_d1;
     if (rst) begin
-      \$46  = 87'h0000000000000000000000;
+      \$62  = 87'h0000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$47  = sums__valid;
+    \$63  = sums__valid;
     if (rst) begin
-      \$47  = 1'h0;
+      \$63  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$48  = beat_v_d1;
+    \$64  = beat_v_d1;
     if (rst) begin
-      \$48  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$49  = \$5 [18:0];
+    \$65  = \$29 [18:0];
     if (rst) begin
-      \$49  = 19'h00000;
+      \$65  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$50  = \$6 [18:0];
+    \$66  = \$30 [18:0];
     if (rst) begin
-      \$50  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$51  = \$7 [18:0];
+    \$67  = \$31 [18:0];
     if (rst) begin
-      \$51  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$52  = \$8 [18:0];
+    \$68  = \$32 [18:0];
     if (rst) begin
-      \$52  = 19'h00000;
+      \$68  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$53  = rq_data[79:64];
+    \$69  = rq_data[79:64];
     if (rst) begin
-      \$53  = 16'h0000;
+      \$69  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$54  = rq_data[95:80];
-    if (rst) begin
-      \$54  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$55  = rq_data[111:96];
-    if (rst) begin
-      \$55  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$56  = rq_data[127:112];
-    if (rst) begin
-      \$56  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$57  = beat_d2[86:76];
-    if (rst) begin
-      \$57  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$58  = beat_v_d2;
-    if (rst) begin
-      \$58  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$59  = biased_0[16:0];
-    if (rst) begin
-      \$59  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$60  = scale_0;
-    if (rst) begin
-      \$60  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$61  = { 1'h0, \$9  };
-    if (rst) begin
-      \$61  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$62  = biased_0[18:17];
-    if (rst) begin
-      \$62  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$63  = scale_0;
-    if (rst) begin
-      \$63  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$64  = { \$10 [17], \$10  };
-    if (rst) begin
-      \$64  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$65  = \$11 [34:0];
-    if (rst) begin
-      \$65  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$66  = biased_1[16:0];
-    if (rst) begin
-      \$66  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$67  = scale_1;
-    if (rst) begin
-      \$67  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$68  = { 1'h0, \$12  };
-    if (rst) begin
-      \$68  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$69  = biased_1[18:17];
-    if (rst) begin
-      \$69  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$70  = scale_1;
+    \$70  = rq_data[95:80];
     if (rst) begin
       \$70  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$71  = { \$13 [17], \$13  };
+    \$71  = rq_data[111:96];
     if (rst) begin
-      \$71  = 19'h00000;
+      \$71  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$72  = \$14 [34:0];
+    \$72  = rq_data[127:112];
     if (rst) begin
-      \$72  = 35'h000000000;
+      \$72  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$73  = biased_2[16:0];
+    \$73  = beat_d2[86:76];
     if (rst) begin
-      \$73  = 17'h00000;
+      \$73  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$74  = scale_2;
+    \$74  = beat_v_d2;
     if (rst) begin
-      \$74  = 16'h0000;
+      \$74  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$75  = { 1'h0, \$15  };
+    \$75  = biased_0[16:0];
     if (rst) begin
-      \$75  = 34'h000000000;
+      \$75  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$76  = biased_2[18:17];
+    \$76  = scale_0;
     if (rst) begin
-      \$76  = 2'h0;
+      \$76  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$77  = scale_2;
+    \$77  = { 1'h0, \$33  };
     if (rst) begin
-      \$77  = 16'h0000;
+      \$77  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$78  = { \$16 [17], \$16  };
+    \$78  = biased_0[18:17];
     if (rst) begin
-      \$78  = 19'h00000;
+      \$78  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$79  = \$17 [34:0];
+    \$79  = scale_0;
     if (rst) begin
-      \$79  = 35'h000000000;
+      \$79  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$80  = biased_3[16:0];
+    \$80  = { \$34 [17], \$34  };
     if (rst) begin
-      \$80  = 17'h00000;
+      \$80  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$81  = scale_3;
+    \$81  = \$35 [34:0];
     if (rst) begin
-      \$81  = 16'h0000;
+      \$81  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$82  = { 1'h0, \$18  };
+    \$82  = biased_1[16:0];
     if (rst) begin
-      \$82  = 34'h000000000;
+      \$82  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$83  = biased_3[18:17];
+    \$83  = scale_1;
     if (rst) begin
-      \$83  = 2'h0;
+      \$83  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$84  = scale_3;
+    \$84  = { 1'h0, \$36  };
     if (rst) begin
-      \$84  = 16'h0000;
+      \$84  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$85  = { \$19 [17], \$19  };
+    \$85  = biased_1[18:17];
     if (rst) begin
-      \$85  = 19'h00000;
+      \$85  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$86  = \$20 [34:0];
+    \$86  = scale_1;
     if (rst) begin
-      \$86  = 35'h000000000;
+      \$86  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$87  = rq_meta1_d1;
+    \$87  = { \$37 [17], \$37  };
     if (rst) begin
-      \$87  = 11'h000;
+      \$87  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$88  = rq_meta2_d1;
+    \$88  = \$38 [34:0];
     if (rst) begin
-      \$88  = 11'h000;
+      \$88  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$89  = rq_meta2_d2;
+    \$89  = biased_2[16:0];
     if (rst) begin
-      \$89  = 11'h000;
+      \$89  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$90  = rq_v1_d1;
+    \$90  = scale_2;
     if (rst) begin
-      \$90  = 1'h0;
+      \$90  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$91  = rq_v2_d1;
+    \$91  = { 1'h0, \$39  };
     if (rst) begin
-      \$91  = 1'h0;
+      \$91  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$92  = rq_v2_d2;
+    \$92  = biased_2[18:17];
     if (rst) begin
-      \$92  = 1'h0;
+      \$92  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$93  = \$22 [19:0];
+    \$93  = scale_2;
     if (rst) begin
-      \$93  = 20'h00000;
+      \$93  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$94  = \$24 [19:0];
+    \$94  = { \$40 [17], \$40  };
     if (rst) begin
-      \$94  = 20'h00000;
+      \$94  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$95  = \$26 [19:0];
+    \$95  = \$41 [34:0];
     if (rst) begin
-      \$95  = 20'h00000;
+      \$95  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$96  = \$28 [19:0];
+    \$96  = biased_3[16:0];
     if (rst) begin
-      \$96  = 20'h00000;
+      \$96  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$97  = rq_meta2_d3;
+    \$97  = scale_3;
     if (rst) begin
-      \$97  = 11'h000;
+      \$97  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$98  = rq_v2_d3;
+    \$98  = { 1'h0, \$42  };
     if (rst) begin
-      \$98  = 1'h0;
+      \$98  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$99 [7:0] = \$32 [7:0];
-    \$99 [15:8] = \$36 [7:0];
-    \$99 [23:16] = \$40 [7:0];
-    \$99 [31:24] = \$44 [7:0];
-    \$99 [42:32] = rq_meta3_d1;
+    \$99  = biased_3[18:17];
     if (rst) begin
-      \$99  = 43'h00000000000;
+      \$99  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$100  = rq_v3_d1;
+    \$100  = scale_3;
     if (rst) begin
-      \$100  = 1'h0;
+      \$100  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$101  = { \$43 [17], \$43  };
+    if (rst) begin
+      \$101  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$102  = \$44 [34:0];
+    if (rst) begin
+      \$102  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$103  = rq_meta1_d1;
+    if (rst) begin
+      \$103  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$104  = rq_meta2_d1;
+    if (rst) begin
+      \$104  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$105  = rq_meta2_d2;
+    if (rst) begin
+      \$105  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$106  = rq_v1_d1;
+    if (rst) begin
+      \$106  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$107  = rq_v2_d1;
+    if (rst) begin
+      \$107  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$108  = rq_v2_d2;
+    if (rst) begin
+      \$108  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$109  = \$46 [19:0];
+    if (rst) begin
+      \$109  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$110  = \$48 [19:0];
+    if (rst) begin
+      \$110  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$111  = \$50 [19:0];
+    if (rst) begin
+      \$111  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$112  = \$52 [19:0];
+    if (rst) begin
+      \$112  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$113  = rq_meta2_d3;
+    if (rst) begin
+      \$113  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$114  = rq_v2_d3;
+    if (rst) begin
+      \$114  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$115 [7:0] = \$54 ;
+    \$115 [15:8] = \$56 ;
+    \$115 [23:16] = \$58 ;
+    \$115 [31:24] = \$60 ;
+    \$115 [42:32] = rq_meta3_d1;
+    if (rst) begin
+      \$115  = 43'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$116  = rq_v3_d1;
+    if (rst) begin
+      \$116  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[84];
@@ -23588,10 +23652,10 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \$2  = { scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p, 17'h00000 };
   assign \$3  = { scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p, 17'h00000 };
   assign \$4  = { scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p, 17'h00000 };
-  assign \$21  = { scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34:16] };
-  assign \$23  = { scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34:16] };
-  assign \$25  = { scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34:16] };
-  assign \$27  = { scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34:16] };
+  assign \$45  = { scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34:16] };
+  assign \$47  = { scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34:16] };
+  assign \$49  = { scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34:16] };
+  assign \$51  = { scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34:16] };
 endmodule
 
 (* generator = "Amaranth" *)

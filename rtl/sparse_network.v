@@ -6388,51 +6388,51 @@ endmodule
 module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [49:0] \$1 ;
-  wire [17:0] \$10 ;
+  wire \$10 ;
   reg \$100 ;
-  wire [35:0] \$11 ;
-  wire [32:0] \$12 ;
-  wire [17:0] \$13 ;
-  wire [35:0] \$14 ;
-  wire [32:0] \$15 ;
-  wire [17:0] \$16 ;
-  wire [35:0] \$17 ;
-  wire [32:0] \$18 ;
-  wire [17:0] \$19 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire [19:0] \$13 ;
+  wire [19:0] \$14 ;
+  wire [19:0] \$15 ;
+  wire [19:0] \$16 ;
+  wire [32:0] \$17 ;
+  wire [17:0] \$18 ;
+  wire [35:0] \$19 ;
   wire [49:0] \$2 ;
-  wire [35:0] \$20 ;
-  wire [34:0] \$21 ;
+  wire [32:0] \$20 ;
+  wire [17:0] \$21 ;
   wire [35:0] \$22 ;
-  wire [34:0] \$23 ;
-  wire [35:0] \$24 ;
-  wire [34:0] \$25 ;
-  wire [35:0] \$26 ;
-  wire [34:0] \$27 ;
+  wire [32:0] \$23 ;
+  wire [17:0] \$24 ;
+  wire [35:0] \$25 ;
+  wire [32:0] \$26 ;
+  wire [17:0] \$27 ;
   wire [35:0] \$28 ;
-  wire \$29 ;
+  wire [34:0] \$29 ;
   wire [49:0] \$3 ;
-  wire \$30 ;
-  wire [19:0] \$31 ;
-  wire [19:0] \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire [19:0] \$35 ;
-  wire [19:0] \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire [19:0] \$39 ;
+  wire [35:0] \$30 ;
+  wire [34:0] \$31 ;
+  wire [35:0] \$32 ;
+  wire [34:0] \$33 ;
+  wire [35:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [35:0] \$36 ;
+  wire [7:0] \$37 ;
+  wire [7:0] \$38 ;
+  wire [7:0] \$39 ;
   wire [49:0] \$4 ;
-  wire [19:0] \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [19:0] \$43 ;
-  wire [19:0] \$44 ;
+  wire [7:0] \$40 ;
+  wire [7:0] \$41 ;
+  wire [7:0] \$42 ;
+  wire [7:0] \$43 ;
+  wire [7:0] \$44 ;
   reg [85:0] \$45 ;
   reg [85:0] \$46 ;
   reg \$47 ;
   reg \$48 ;
   reg [18:0] \$49 ;
-  wire [19:0] \$5 ;
+  wire \$5 ;
   reg [18:0] \$50 ;
   reg [18:0] \$51 ;
   reg [18:0] \$52 ;
@@ -6443,7 +6443,7 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   reg [9:0] \$57 ;
   reg \$58 ;
   reg [16:0] \$59 ;
-  wire [19:0] \$6 ;
+  wire \$6 ;
   reg [15:0] \$60 ;
   reg [33:0] \$61 ;
   reg [1:0] \$62 ;
@@ -6454,7 +6454,7 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   reg [15:0] \$67 ;
   reg [33:0] \$68 ;
   reg [1:0] \$69 ;
-  wire [19:0] \$7 ;
+  wire \$7 ;
   reg [15:0] \$70 ;
   reg [18:0] \$71 ;
   reg [34:0] \$72 ;
@@ -6465,7 +6465,7 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   reg [15:0] \$77 ;
   reg [18:0] \$78 ;
   reg [34:0] \$79 ;
-  wire [19:0] \$8 ;
+  wire \$8 ;
   reg [16:0] \$80 ;
   reg [15:0] \$81 ;
   reg [33:0] \$82 ;
@@ -6476,7 +6476,7 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   reg [9:0] \$87 ;
   reg [9:0] \$88 ;
   reg [9:0] \$89 ;
-  wire [32:0] \$9 ;
+  wire \$9 ;
   reg \$90 ;
   reg \$91 ;
   reg \$92 ;
@@ -6517,6 +6517,10 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   reg [18:0] biased_1 = 19'h00000;
   reg [18:0] biased_2 = 19'h00000;
   reg [18:0] biased_3 = 19'h00000;
+  wire clamp_0_over;
+  wire clamp_1_over;
+  wire clamp_2_over;
+  wire clamp_3_over;
   input clk;
   wire clk;
   output [41:0] feats__payload;
@@ -6656,42 +6660,46 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   wire [2:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
-  assign \$5  = $signed(beat_d2[18:0]) + $signed(rq_data[15:0]);
-  assign \$6  = $signed(beat_d2[37:19]) + $signed(rq_data[31:16]);
-  assign \$7  = $signed(beat_d2[56:38]) + $signed(rq_data[47:32]);
-  assign \$8  = $signed(beat_d2[75:57]) + $signed(rq_data[63:48]);
-  assign \$9  = scaled_0_pp00_a * scaled_0_pp00_b;
-  assign \$10  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$11  = $signed(scaled_0_pp00_p) + $signed(\$1 [34:0]);
-  assign \$12  = scaled_1_pp00_a * scaled_1_pp00_b;
-  assign \$13  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$14  = $signed(scaled_1_pp00_p) + $signed(\$2 [34:0]);
-  assign \$15  = scaled_2_pp00_a * scaled_2_pp00_b;
-  assign \$16  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
-  assign \$17  = $signed(scaled_2_pp00_p) + $signed(\$3 [34:0]);
-  assign \$18  = scaled_3_pp00_a * scaled_3_pp00_b;
-  assign \$19  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
-  assign \$20  = $signed(scaled_3_pp00_p) + $signed(\$4 [34:0]);
-  assign \$22  = $signed(\$21 ) + $signed({ 1'h0, scaled_0_sum[15] });
-  assign \$24  = $signed(\$23 ) + $signed({ 1'h0, scaled_1_sum[15] });
-  assign \$26  = $signed(\$25 ) + $signed({ 1'h0, scaled_2_sum[15] });
-  assign \$28  = $signed(\$27 ) + $signed({ 1'h0, scaled_3_sum[15] });
-  assign \$29  = $signed(rounded_0) > $signed(8'h7f);
-  assign \$30  = $signed(rounded_0) < $signed(1'h0);
-  assign \$31  = \$30  ? 20'h00000 : rounded_0;
-  assign \$32  = \$29  ? 20'h0007f : \$31 ;
-  assign \$33  = $signed(rounded_1) > $signed(8'h7f);
-  assign \$34  = $signed(rounded_1) < $signed(1'h0);
-  assign \$35  = \$34  ? 20'h00000 : rounded_1;
-  assign \$36  = \$33  ? 20'h0007f : \$35 ;
-  assign \$37  = $signed(rounded_2) > $signed(8'h7f);
-  assign \$38  = $signed(rounded_2) < $signed(1'h0);
-  assign \$39  = \$38  ? 20'h00000 : rounded_2;
-  assign \$40  = \$37  ? 20'h0007f : \$39 ;
-  assign \$41  = $signed(rounded_3) > $signed(8'h7f);
-  assign \$42  = $signed(rounded_3) < $signed(1'h0);
-  assign \$43  = \$42  ? 20'h00000 : rounded_3;
-  assign \$44  = \$41  ? 20'h0007f : \$43 ;
+  assign \$5  = ~ rounded_0[19];
+  assign \$6  = | rounded_0[18:7];
+  assign clamp_0_over = \$5  & \$6 ;
+  assign \$7  = ~ rounded_1[19];
+  assign \$8  = | rounded_1[18:7];
+  assign clamp_1_over = \$7  & \$8 ;
+  assign \$9  = ~ rounded_2[19];
+  assign \$10  = | rounded_2[18:7];
+  assign clamp_2_over = \$9  & \$10 ;
+  assign \$11  = ~ rounded_3[19];
+  assign \$12  = | rounded_3[18:7];
+  assign clamp_3_over = \$11  & \$12 ;
+  assign \$13  = $signed(beat_d2[18:0]) + $signed(rq_data[15:0]);
+  assign \$14  = $signed(beat_d2[37:19]) + $signed(rq_data[31:16]);
+  assign \$15  = $signed(beat_d2[56:38]) + $signed(rq_data[47:32]);
+  assign \$16  = $signed(beat_d2[75:57]) + $signed(rq_data[63:48]);
+  assign \$17  = scaled_0_pp00_a * scaled_0_pp00_b;
+  assign \$18  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
+  assign \$19  = $signed(scaled_0_pp00_p) + $signed(\$1 [34:0]);
+  assign \$20  = scaled_1_pp00_a * scaled_1_pp00_b;
+  assign \$21  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
+  assign \$22  = $signed(scaled_1_pp00_p) + $signed(\$2 [34:0]);
+  assign \$23  = scaled_2_pp00_a * scaled_2_pp00_b;
+  assign \$24  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
+  assign \$25  = $signed(scaled_2_pp00_p) + $signed(\$3 [34:0]);
+  assign \$26  = scaled_3_pp00_a * scaled_3_pp00_b;
+  assign \$27  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
+  assign \$28  = $signed(scaled_3_pp00_p) + $signed(\$4 [34:0]);
+  assign \$30  = $signed(\$29 ) + $signed({ 1'h0, scaled_0_sum[15] });
+  assign \$32  = $signed(\$31 ) + $signed({ 1'h0, scaled_1_sum[15] });
+  assign \$34  = $signed(\$33 ) + $signed({ 1'h0, scaled_2_sum[15] });
+  assign \$36  = $signed(\$35 ) + $signed({ 1'h0, scaled_3_sum[15] });
+  assign \$37  = clamp_0_over ? 8'h7f : rounded_0[7:0];
+  assign \$38  = rounded_0[19] ? 8'h00 : \$37 ;
+  assign \$39  = clamp_1_over ? 8'h7f : rounded_1[7:0];
+  assign \$40  = rounded_1[19] ? 8'h00 : \$39 ;
+  assign \$41  = clamp_2_over ? 8'h7f : rounded_2[7:0];
+  assign \$42  = rounded_2[19] ? 8'h00 : \$41 ;
+  assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
+  assign \$44  = rounded_3[19] ? 8'h00 : \$43 ;
   always @(posedge clk)
     beat_d1 <= \$45 ;
   always @(posedge clk)
@@ -6834,28 +6842,28 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$49  = \$5 [18:0];
+    \$49  = \$13 [18:0];
     if (rst) begin
       \$49  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$50  = \$6 [18:0];
+    \$50  = \$14 [18:0];
     if (rst) begin
       \$50  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$51  = \$7 [18:0];
+    \$51  = \$15 [18:0];
     if (rst) begin
       \$51  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$52  = \$8 [18:0];
+    \$52  = \$16 [18:0];
     if (rst) begin
       \$52  = 19'h00000;
     end
@@ -6918,7 +6926,7 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$61  = { 1'h0, \$9  };
+    \$61  = { 1'h0, \$17  };
     if (rst) begin
       \$61  = 34'h000000000;
     end
@@ -6939,14 +6947,14 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$64  = { \$10 [17], \$10  };
+    \$64  = { \$18 [17], \$18  };
     if (rst) begin
       \$64  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$65  = \$11 [34:0];
+    \$65  = \$19 [34:0];
     if (rst) begin
       \$65  = 35'h000000000;
     end
@@ -6967,7 +6975,7 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$68  = { 1'h0, \$12  };
+    \$68  = { 1'h0, \$20  };
     if (rst) begin
       \$68  = 34'h000000000;
     end
@@ -6988,14 +6996,14 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$71  = { \$13 [17], \$13  };
+    \$71  = { \$21 [17], \$21  };
     if (rst) begin
       \$71  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$72  = \$14 [34:0];
+    \$72  = \$22 [34:0];
     if (rst) begin
       \$72  = 35'h000000000;
     end
@@ -7016,7 +7024,7 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$75  = { 1'h0, \$15  };
+    \$75  = { 1'h0, \$23  };
     if (rst) begin
       \$75  = 34'h000000000;
     end
@@ -7037,14 +7045,14 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$78  = { \$16 [17], \$16  };
+    \$78  = { \$24 [17], \$24  };
     if (rst) begin
       \$78  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$79  = \$17 [34:0];
+    \$79  = \$25 [34:0];
     if (rst) begin
       \$79  = 35'h000000000;
     end
@@ -7065,7 +7073,7 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$82  = { 1'h0, \$18  };
+    \$82  = { 1'h0, \$26  };
     if (rst) begin
       \$82  = 34'h000000000;
     end
@@ -7086,14 +7094,14 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$85  = { \$19 [17], \$19  };
+    \$85  = { \$27 [17], \$27  };
     if (rst) begin
       \$85  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$86  = \$20 [34:0];
+    \$86  = \$28 [34:0];
     if (rst) begin
       \$86  = 35'h000000000;
     end
@@ -7142,28 +7150,28 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$93  = \$22 [19:0];
+    \$93  = \$30 [19:0];
     if (rst) begin
       \$93  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$94  = \$24 [19:0];
+    \$94  = \$32 [19:0];
     if (rst) begin
       \$94  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$95  = \$26 [19:0];
+    \$95  = \$34 [19:0];
     if (rst) begin
       \$95  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$96  = \$28 [19:0];
+    \$96  = \$36 [19:0];
     if (rst) begin
       \$96  = 20'h00000;
     end
@@ -7184,10 +7192,10 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$99 [7:0] = \$32 [7:0];
-    \$99 [15:8] = \$36 [7:0];
-    \$99 [23:16] = \$40 [7:0];
-    \$99 [31:24] = \$44 [7:0];
+    \$99 [7:0] = \$38 ;
+    \$99 [15:8] = \$40 ;
+    \$99 [23:16] = \$42 ;
+    \$99 [31:24] = \$44 ;
     \$99 [41:32] = rq_meta3_d1;
     if (rst) begin
       \$99  = 42'h00000000000;
@@ -7299,10 +7307,10 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   assign \$2  = { scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p, 17'h00000 };
   assign \$3  = { scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p, 17'h00000 };
   assign \$4  = { scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p, 17'h00000 };
-  assign \$21  = { scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34:16] };
-  assign \$23  = { scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34:16] };
-  assign \$25  = { scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34:16] };
-  assign \$27  = { scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34:16] };
+  assign \$29  = { scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34:16] };
+  assign \$31  = { scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34:16] };
+  assign \$33  = { scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34:16] };
+  assign \$35  = { scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34:16] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -13156,51 +13164,51 @@ endmodule
 module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire [49:0] \$1 ;
-  wire [17:0] \$10 ;
+  wire \$10 ;
   reg \$100 ;
-  wire [35:0] \$11 ;
-  wire [32:0] \$12 ;
-  wire [17:0] \$13 ;
-  wire [35:0] \$14 ;
-  wire [32:0] \$15 ;
-  wire [17:0] \$16 ;
-  wire [35:0] \$17 ;
-  wire [32:0] \$18 ;
-  wire [17:0] \$19 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire [19:0] \$13 ;
+  wire [19:0] \$14 ;
+  wire [19:0] \$15 ;
+  wire [19:0] \$16 ;
+  wire [32:0] \$17 ;
+  wire [17:0] \$18 ;
+  wire [35:0] \$19 ;
   wire [49:0] \$2 ;
-  wire [35:0] \$20 ;
-  wire [34:0] \$21 ;
+  wire [32:0] \$20 ;
+  wire [17:0] \$21 ;
   wire [35:0] \$22 ;
-  wire [34:0] \$23 ;
-  wire [35:0] \$24 ;
-  wire [34:0] \$25 ;
-  wire [35:0] \$26 ;
-  wire [34:0] \$27 ;
+  wire [32:0] \$23 ;
+  wire [17:0] \$24 ;
+  wire [35:0] \$25 ;
+  wire [32:0] \$26 ;
+  wire [17:0] \$27 ;
   wire [35:0] \$28 ;
-  wire \$29 ;
+  wire [34:0] \$29 ;
   wire [49:0] \$3 ;
-  wire \$30 ;
-  wire [19:0] \$31 ;
-  wire [19:0] \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire [19:0] \$35 ;
-  wire [19:0] \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire [19:0] \$39 ;
+  wire [35:0] \$30 ;
+  wire [34:0] \$31 ;
+  wire [35:0] \$32 ;
+  wire [34:0] \$33 ;
+  wire [35:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [35:0] \$36 ;
+  wire [7:0] \$37 ;
+  wire [7:0] \$38 ;
+  wire [7:0] \$39 ;
   wire [49:0] \$4 ;
-  wire [19:0] \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [19:0] \$43 ;
-  wire [19:0] \$44 ;
+  wire [7:0] \$40 ;
+  wire [7:0] \$41 ;
+  wire [7:0] \$42 ;
+  wire [7:0] \$43 ;
+  wire [7:0] \$44 ;
   reg [85:0] \$45 ;
   reg [85:0] \$46 ;
   reg \$47 ;
   reg \$48 ;
   reg [18:0] \$49 ;
-  wire [19:0] \$5 ;
+  wire \$5 ;
   reg [18:0] \$50 ;
   reg [18:0] \$51 ;
   reg [18:0] \$52 ;
@@ -13211,7 +13219,7 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   reg [9:0] \$57 ;
   reg \$58 ;
   reg [16:0] \$59 ;
-  wire [19:0] \$6 ;
+  wire \$6 ;
   reg [15:0] \$60 ;
   reg [33:0] \$61 ;
   reg [1:0] \$62 ;
@@ -13222,7 +13230,7 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   reg [15:0] \$67 ;
   reg [33:0] \$68 ;
   reg [1:0] \$69 ;
-  wire [19:0] \$7 ;
+  wire \$7 ;
   reg [15:0] \$70 ;
   reg [18:0] \$71 ;
   reg [34:0] \$72 ;
@@ -13233,7 +13241,7 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   reg [15:0] \$77 ;
   reg [18:0] \$78 ;
   reg [34:0] \$79 ;
-  wire [19:0] \$8 ;
+  wire \$8 ;
   reg [16:0] \$80 ;
   reg [15:0] \$81 ;
   reg [33:0] \$82 ;
@@ -13244,7 +13252,7 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   reg [9:0] \$87 ;
   reg [9:0] \$88 ;
   reg [9:0] \$89 ;
-  wire [32:0] \$9 ;
+  wire \$9 ;
   reg \$90 ;
   reg \$91 ;
   reg \$92 ;
@@ -13285,6 +13293,10 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   reg [18:0] biased_1 = 19'h00000;
   reg [18:0] biased_2 = 19'h00000;
   reg [18:0] biased_3 = 19'h00000;
+  wire clamp_0_over;
+  wire clamp_1_over;
+  wire clamp_2_over;
+  wire clamp_3_over;
   input clk;
   wire clk;
   output [41:0] feats__payload;
@@ -13424,42 +13436,46 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   wire [2:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
-  assign \$5  = $signed(beat_d2[18:0]) + $signed(rq_data[15:0]);
-  assign \$6  = $signed(beat_d2[37:19]) + $signed(rq_data[31:16]);
-  assign \$7  = $signed(beat_d2[56:38]) + $signed(rq_data[47:32]);
-  assign \$8  = $signed(beat_d2[75:57]) + $signed(rq_data[63:48]);
-  assign \$9  = scaled_0_pp00_a * scaled_0_pp00_b;
-  assign \$10  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$11  = $signed(scaled_0_pp00_p) + $signed(\$1 [34:0]);
-  assign \$12  = scaled_1_pp00_a * scaled_1_pp00_b;
-  assign \$13  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$14  = $signed(scaled_1_pp00_p) + $signed(\$2 [34:0]);
-  assign \$15  = scaled_2_pp00_a * scaled_2_pp00_b;
-  assign \$16  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
-  assign \$17  = $signed(scaled_2_pp00_p) + $signed(\$3 [34:0]);
-  assign \$18  = scaled_3_pp00_a * scaled_3_pp00_b;
-  assign \$19  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
-  assign \$20  = $signed(scaled_3_pp00_p) + $signed(\$4 [34:0]);
-  assign \$22  = $signed(\$21 ) + $signed({ 1'h0, scaled_0_sum[15] });
-  assign \$24  = $signed(\$23 ) + $signed({ 1'h0, scaled_1_sum[15] });
-  assign \$26  = $signed(\$25 ) + $signed({ 1'h0, scaled_2_sum[15] });
-  assign \$28  = $signed(\$27 ) + $signed({ 1'h0, scaled_3_sum[15] });
-  assign \$29  = $signed(rounded_0) > $signed(8'h7f);
-  assign \$30  = $signed(rounded_0) < $signed(1'h0);
-  assign \$31  = \$30  ? 20'h00000 : rounded_0;
-  assign \$32  = \$29  ? 20'h0007f : \$31 ;
-  assign \$33  = $signed(rounded_1) > $signed(8'h7f);
-  assign \$34  = $signed(rounded_1) < $signed(1'h0);
-  assign \$35  = \$34  ? 20'h00000 : rounded_1;
-  assign \$36  = \$33  ? 20'h0007f : \$35 ;
-  assign \$37  = $signed(rounded_2) > $signed(8'h7f);
-  assign \$38  = $signed(rounded_2) < $signed(1'h0);
-  assign \$39  = \$38  ? 20'h00000 : rounded_2;
-  assign \$40  = \$37  ? 20'h0007f : \$39 ;
-  assign \$41  = $signed(rounded_3) > $signed(8'h7f);
-  assign \$42  = $signed(rounded_3) < $signed(1'h0);
-  assign \$43  = \$42  ? 20'h00000 : rounded_3;
-  assign \$44  = \$41  ? 20'h0007f : \$43 ;
+  assign \$5  = ~ rounded_0[19];
+  assign \$6  = | rounded_0[18:7];
+  assign clamp_0_over = \$5  & \$6 ;
+  assign \$7  = ~ rounded_1[19];
+  assign \$8  = | rounded_1[18:7];
+  assign clamp_1_over = \$7  & \$8 ;
+  assign \$9  = ~ rounded_2[19];
+  assign \$10  = | rounded_2[18:7];
+  assign clamp_2_over = \$9  & \$10 ;
+  assign \$11  = ~ rounded_3[19];
+  assign \$12  = | rounded_3[18:7];
+  assign clamp_3_over = \$11  & \$12 ;
+  assign \$13  = $signed(beat_d2[18:0]) + $signed(rq_data[15:0]);
+  assign \$14  = $signed(beat_d2[37:19]) + $signed(rq_data[31:16]);
+  assign \$15  = $signed(beat_d2[56:38]) + $signed(rq_data[47:32]);
+  assign \$16  = $signed(beat_d2[75:57]) + $signed(rq_data[63:48]);
+  assign \$17  = scaled_0_pp00_a * scaled_0_pp00_b;
+  assign \$18  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
+  assign \$19  = $signed(scaled_0_pp00_p) + $signed(\$1 [34:0]);
+  assign \$20  = scaled_1_pp00_a * scaled_1_pp00_b;
+  assign \$21  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
+  assign \$22  = $signed(scaled_1_pp00_p) + $signed(\$2 [34:0]);
+  assign \$23  = scaled_2_pp00_a * scaled_2_pp00_b;
+  assign \$24  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
+  assign \$25  = $signed(scaled_2_pp00_p) + $signed(\$3 [34:0]);
+  assign \$26  = scaled_3_pp00_a * scaled_3_pp00_b;
+  assign \$27  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
+  assign \$28  = $signed(scaled_3_pp00_p) + $signed(\$4 [34:0]);
+  assign \$30  = $signed(\$29 ) + $signed({ 1'h0, scaled_0_sum[15] });
+  assign \$32  = $signed(\$31 ) + $signed({ 1'h0, scaled_1_sum[15] });
+  assign \$34  = $signed(\$33 ) + $signed({ 1'h0, scaled_2_sum[15] });
+  assign \$36  = $signed(\$35 ) + $signed({ 1'h0, scaled_3_sum[15] });
+  assign \$37  = clamp_0_over ? 8'h7f : rounded_0[7:0];
+  assign \$38  = rounded_0[19] ? 8'h00 : \$37 ;
+  assign \$39  = clamp_1_over ? 8'h7f : rounded_1[7:0];
+  assign \$40  = rounded_1[19] ? 8'h00 : \$39 ;
+  assign \$41  = clamp_2_over ? 8'h7f : rounded_2[7:0];
+  assign \$42  = rounded_2[19] ? 8'h00 : \$41 ;
+  assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
+  assign \$44  = rounded_3[19] ? 8'h00 : \$43 ;
   always @(posedge clk)
     beat_d1 <= \$45 ;
   always @(posedge clk)
@@ -13602,28 +13618,28 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$49  = \$5 [18:0];
+    \$49  = \$13 [18:0];
     if (rst) begin
       \$49  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$50  = \$6 [18:0];
+    \$50  = \$14 [18:0];
     if (rst) begin
       \$50  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$51  = \$7 [18:0];
+    \$51  = \$15 [18:0];
     if (rst) begin
       \$51  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$52  = \$8 [18:0];
+    \$52  = \$16 [18:0];
     if (rst) begin
       \$52  = 19'h00000;
     end
@@ -13686,7 +13702,7 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$61  = { 1'h0, \$9  };
+    \$61  = { 1'h0, \$17  };
     if (rst) begin
       \$61  = 34'h000000000;
     end
@@ -13707,14 +13723,14 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$64  = { \$10 [17], \$10  };
+    \$64  = { \$18 [17], \$18  };
     if (rst) begin
       \$64  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$65  = \$11 [34:0];
+    \$65  = \$19 [34:0];
     if (rst) begin
       \$65  = 35'h000000000;
     end
@@ -13735,7 +13751,7 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$68  = { 1'h0, \$12  };
+    \$68  = { 1'h0, \$20  };
     if (rst) begin
       \$68  = 34'h000000000;
     end
@@ -13756,14 +13772,14 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$71  = { \$13 [17], \$13  };
+    \$71  = { \$21 [17], \$21  };
     if (rst) begin
       \$71  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$72  = \$14 [34:0];
+    \$72  = \$22 [34:0];
     if (rst) begin
       \$72  = 35'h000000000;
     end
@@ -13784,7 +13800,7 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$75  = { 1'h0, \$15  };
+    \$75  = { 1'h0, \$23  };
     if (rst) begin
       \$75  = 34'h000000000;
     end
@@ -13805,14 +13821,14 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$78  = { \$16 [17], \$16  };
+    \$78  = { \$24 [17], \$24  };
     if (rst) begin
       \$78  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$79  = \$17 [34:0];
+    \$79  = \$25 [34:0];
     if (rst) begin
       \$79  = 35'h000000000;
     end
@@ -13833,7 +13849,7 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$82  = { 1'h0, \$18  };
+    \$82  = { 1'h0, \$26  };
     if (rst) begin
       \$82  = 34'h000000000;
     end
@@ -13854,14 +13870,14 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$85  = { \$19 [17], \$19  };
+    \$85  = { \$27 [17], \$27  };
     if (rst) begin
       \$85  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$86  = \$20 [34:0];
+    \$86  = \$28 [34:0];
     if (rst) begin
       \$86  = 35'h000000000;
     end
@@ -13910,28 +13926,28 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$93  = \$22 [19:0];
+    \$93  = \$30 [19:0];
     if (rst) begin
       \$93  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$94  = \$24 [19:0];
+    \$94  = \$32 [19:0];
     if (rst) begin
       \$94  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$95  = \$26 [19:0];
+    \$95  = \$34 [19:0];
     if (rst) begin
       \$95  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$96  = \$28 [19:0];
+    \$96  = \$36 [19:0];
     if (rst) begin
       \$96  = 20'h00000;
     end
@@ -13952,10 +13968,10 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$99 [7:0] = \$32 [7:0];
-    \$99 [15:8] = \$36 [7:0];
-    \$99 [23:16] = \$40 [7:0];
-    \$99 [31:24] = \$44 [7:0];
+    \$99 [7:0] = \$38 ;
+    \$99 [15:8] = \$40 ;
+    \$99 [23:16] = \$42 ;
+    \$99 [31:24] = \$44 ;
     \$99 [41:32] = rq_meta3_d1;
     if (rst) begin
       \$99  = 42'h00000000000;
@@ -14067,10 +14083,10 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   assign \$2  = { scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p, 17'h00000 };
   assign \$3  = { scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p, 17'h00000 };
   assign \$4  = { scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p, 17'h00000 };
-  assign \$21  = { scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34:16] };
-  assign \$23  = { scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34:16] };
-  assign \$25  = { scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34:16] };
-  assign \$27  = { scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34:16] };
+  assign \$29  = { scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34:16] };
+  assign \$31  = { scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34:16] };
+  assign \$33  = { scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34:16] };
+  assign \$35  = { scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34], scaled_3_sum[34:16] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -20948,355 +20964,387 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire [50:0] \$1 ;
   wire \$10 ;
-  wire \$100 ;
-  wire \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire [7:0] \$104 ;
-  wire \$105 ;
-  wire \$106 ;
-  wire \$107 ;
-  wire \$108 ;
-  wire \$109 ;
+  wire [35:0] \$100 ;
+  wire [36:0] \$101 ;
+  wire [35:0] \$102 ;
+  wire [36:0] \$103 ;
+  wire [35:0] \$104 ;
+  wire [36:0] \$105 ;
+  wire [35:0] \$106 ;
+  wire [36:0] \$107 ;
+  wire [35:0] \$108 ;
+  wire [36:0] \$109 ;
   wire \$11 ;
-  wire [7:0] \$110 ;
-  wire \$111 ;
+  wire [35:0] \$110 ;
+  wire [36:0] \$111 ;
   wire \$112 ;
   wire \$113 ;
   wire \$114 ;
   wire \$115 ;
-  wire [7:0] \$116 ;
-  wire [23:0] \$117 ;
-  wire [23:0] \$118 ;
-  wire [23:0] \$119 ;
+  wire \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
   wire \$12 ;
-  wire [23:0] \$120 ;
-  wire [23:0] \$121 ;
-  wire [23:0] \$122 ;
-  wire [23:0] \$123 ;
-  wire [23:0] \$124 ;
-  wire [24:0] \$125 ;
-  wire [25:0] \$126 ;
-  wire [24:0] \$127 ;
-  wire [25:0] \$128 ;
-  wire [24:0] \$129 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire [7:0] \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire [7:0] \$128 ;
+  wire \$129 ;
   wire \$13 ;
-  wire [25:0] \$130 ;
-  wire [24:0] \$131 ;
-  wire [25:0] \$132 ;
-  wire [24:0] \$133 ;
-  wire [25:0] \$134 ;
-  wire [24:0] \$135 ;
-  wire [25:0] \$136 ;
-  wire [24:0] \$137 ;
-  wire [25:0] \$138 ;
-  wire [24:0] \$139 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire [7:0] \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire [25:0] \$140 ;
-  wire [21:0] \$141 ;
-  wire [21:0] \$142 ;
-  wire [21:0] \$143 ;
-  wire [21:0] \$144 ;
-  wire [21:0] \$145 ;
-  wire [21:0] \$146 ;
-  wire [21:0] \$147 ;
-  wire [21:0] \$148 ;
+  wire [7:0] \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire [7:0] \$146 ;
+  wire \$147 ;
+  wire \$148 ;
   wire \$149 ;
   wire \$15 ;
   wire \$150 ;
-  wire [21:0] \$151 ;
-  wire [21:0] \$152 ;
+  wire \$151 ;
+  wire [7:0] \$152 ;
   wire \$153 ;
   wire \$154 ;
-  wire [21:0] \$155 ;
-  wire [21:0] \$156 ;
+  wire \$155 ;
+  wire \$156 ;
   wire \$157 ;
-  wire \$158 ;
-  wire [21:0] \$159 ;
-  wire [20:0] \$16 ;
-  wire [21:0] \$160 ;
+  wire [7:0] \$158 ;
+  wire \$159 ;
+  wire \$16 ;
+  wire \$160 ;
   wire \$161 ;
   wire \$162 ;
-  wire [21:0] \$163 ;
-  wire [21:0] \$164 ;
-  wire \$165 ;
-  wire \$166 ;
-  wire [21:0] \$167 ;
-  wire [21:0] \$168 ;
-  wire \$169 ;
-  wire [20:0] \$17 ;
-  wire \$170 ;
-  wire [21:0] \$171 ;
-  wire [21:0] \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire [21:0] \$175 ;
-  wire [21:0] \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire [21:0] \$179 ;
-  wire [20:0] \$18 ;
-  wire [21:0] \$180 ;
-  reg [168:0] \$181 ;
-  reg [168:0] \$182 ;
-  reg \$183 ;
-  reg \$184 ;
-  reg [19:0] \$185 ;
-  reg [19:0] \$186 ;
-  reg [19:0] \$187 ;
-  reg [19:0] \$188 ;
-  reg [19:0] \$189 ;
-  wire [20:0] \$19 ;
-  reg [19:0] \$190 ;
-  reg [19:0] \$191 ;
-  reg [19:0] \$192 ;
-  reg [15:0] \$193 ;
-  reg [15:0] \$194 ;
-  reg [15:0] \$195 ;
-  reg [15:0] \$196 ;
-  reg [15:0] \$197 ;
-  reg [15:0] \$198 ;
-  reg [15:0] \$199 ;
+  wire \$163 ;
+  wire [7:0] \$164 ;
+  wire [23:0] \$165 ;
+  wire [23:0] \$166 ;
+  wire [23:0] \$167 ;
+  wire [23:0] \$168 ;
+  wire [23:0] \$169 ;
+  wire \$17 ;
+  wire [23:0] \$170 ;
+  wire [23:0] \$171 ;
+  wire [23:0] \$172 ;
+  wire [24:0] \$173 ;
+  wire [25:0] \$174 ;
+  wire [24:0] \$175 ;
+  wire [25:0] \$176 ;
+  wire [24:0] \$177 ;
+  wire [25:0] \$178 ;
+  wire [24:0] \$179 ;
+  wire \$18 ;
+  wire [25:0] \$180 ;
+  wire [24:0] \$181 ;
+  wire [25:0] \$182 ;
+  wire [24:0] \$183 ;
+  wire [25:0] \$184 ;
+  wire [24:0] \$185 ;
+  wire [25:0] \$186 ;
+  wire [24:0] \$187 ;
+  wire [25:0] \$188 ;
+  wire [21:0] \$189 ;
+  wire \$19 ;
+  wire [21:0] \$190 ;
+  wire [21:0] \$191 ;
+  wire [21:0] \$192 ;
+  wire [21:0] \$193 ;
+  wire [21:0] \$194 ;
+  wire [21:0] \$195 ;
+  wire [21:0] \$196 ;
+  wire [7:0] \$197 ;
+  wire [7:0] \$198 ;
+  wire [7:0] \$199 ;
   wire [50:0] \$2 ;
-  wire [20:0] \$20 ;
-  reg [15:0] \$200 ;
-  reg [8:0] \$201 ;
-  reg \$202 ;
-  reg [16:0] \$203 ;
-  reg [15:0] \$204 ;
-  reg [33:0] \$205 ;
-  reg [2:0] \$206 ;
-  reg [15:0] \$207 ;
-  reg [19:0] \$208 ;
-  reg [35:0] \$209 ;
-  wire [20:0] \$21 ;
-  reg [16:0] \$210 ;
-  reg [15:0] \$211 ;
-  reg [33:0] \$212 ;
-  reg [2:0] \$213 ;
-  reg [15:0] \$214 ;
-  reg [19:0] \$215 ;
-  reg [35:0] \$216 ;
-  reg [16:0] \$217 ;
-  reg [15:0] \$218 ;
-  reg [33:0] \$219 ;
-  wire [20:0] \$22 ;
-  reg [2:0] \$220 ;
-  reg [15:0] \$221 ;
+  wire \$20 ;
+  wire [7:0] \$200 ;
+  wire [7:0] \$201 ;
+  wire [7:0] \$202 ;
+  wire [7:0] \$203 ;
+  wire [7:0] \$204 ;
+  wire [7:0] \$205 ;
+  wire [7:0] \$206 ;
+  wire [7:0] \$207 ;
+  wire [7:0] \$208 ;
+  wire [7:0] \$209 ;
+  wire \$21 ;
+  wire [7:0] \$210 ;
+  wire [7:0] \$211 ;
+  wire [7:0] \$212 ;
+  reg [168:0] \$213 ;
+  reg [168:0] \$214 ;
+  reg \$215 ;
+  reg \$216 ;
+  reg [19:0] \$217 ;
+  reg [19:0] \$218 ;
+  reg [19:0] \$219 ;
+  wire \$22 ;
+  reg [19:0] \$220 ;
+  reg [19:0] \$221 ;
   reg [19:0] \$222 ;
-  reg [35:0] \$223 ;
-  reg [16:0] \$224 ;
+  reg [19:0] \$223 ;
+  reg [19:0] \$224 ;
   reg [15:0] \$225 ;
-  reg [33:0] \$226 ;
-  reg [2:0] \$227 ;
+  reg [15:0] \$226 ;
+  reg [15:0] \$227 ;
   reg [15:0] \$228 ;
-  reg [19:0] \$229 ;
-  wire [20:0] \$23 ;
-  reg [35:0] \$230 ;
-  reg [16:0] \$231 ;
+  reg [15:0] \$229 ;
+  wire \$23 ;
+  reg [15:0] \$230 ;
+  reg [15:0] \$231 ;
   reg [15:0] \$232 ;
-  reg [33:0] \$233 ;
-  reg [2:0] \$234 ;
-  reg [15:0] \$235 ;
-  reg [19:0] \$236 ;
-  reg [35:0] \$237 ;
-  reg [16:0] \$238 ;
+  reg [8:0] \$233 ;
+  reg \$234 ;
+  reg [16:0] \$235 ;
+  reg [15:0] \$236 ;
+  reg [33:0] \$237 ;
+  reg [2:0] \$238 ;
   reg [15:0] \$239 ;
-  wire [32:0] \$24 ;
-  reg [33:0] \$240 ;
-  reg [2:0] \$241 ;
-  reg [15:0] \$242 ;
-  reg [19:0] \$243 ;
-  reg [35:0] \$244 ;
-  reg [16:0] \$245 ;
+  wire \$24 ;
+  reg [19:0] \$240 ;
+  reg [35:0] \$241 ;
+  reg [16:0] \$242 ;
+  reg [15:0] \$243 ;
+  reg [33:0] \$244 ;
+  reg [2:0] \$245 ;
   reg [15:0] \$246 ;
-  reg [33:0] \$247 ;
-  reg [2:0] \$248 ;
-  reg [15:0] \$249 ;
-  wire [18:0] \$25 ;
-  reg [19:0] \$250 ;
-  reg [35:0] \$251 ;
-  reg [16:0] \$252 ;
+  reg [19:0] \$247 ;
+  reg [35:0] \$248 ;
+  reg [16:0] \$249 ;
+  wire \$25 ;
+  reg [15:0] \$250 ;
+  reg [33:0] \$251 ;
+  reg [2:0] \$252 ;
   reg [15:0] \$253 ;
-  reg [33:0] \$254 ;
-  reg [2:0] \$255 ;
-  reg [15:0] \$256 ;
-  reg [19:0] \$257 ;
-  reg [35:0] \$258 ;
-  reg [8:0] \$259 ;
-  wire [36:0] \$26 ;
-  reg [8:0] \$260 ;
-  reg [8:0] \$261 ;
-  reg \$262 ;
-  reg \$263 ;
-  reg \$264 ;
-  reg [20:0] \$265 ;
-  reg [20:0] \$266 ;
-  reg [20:0] \$267 ;
-  reg [20:0] \$268 ;
-  reg [20:0] \$269 ;
-  wire [32:0] \$27 ;
-  reg [20:0] \$270 ;
-  reg [20:0] \$271 ;
-  reg [20:0] \$272 ;
-  reg [8:0] \$273 ;
-  reg \$274 ;
-  reg \$275 ;
-  reg [7:0] \$276 ;
-  reg [7:0] \$277 ;
-  reg [7:0] \$278 ;
-  reg [7:0] \$279 ;
-  wire [18:0] \$28 ;
-  reg [7:0] \$280 ;
-  reg [7:0] \$281 ;
-  reg [7:0] \$282 ;
-  reg [7:0] \$283 ;
-  reg [7:0] \$284 ;
-  reg [7:0] \$285 ;
-  reg [7:0] \$286 ;
-  reg [7:0] \$287 ;
-  reg [7:0] \$288 ;
-  reg [7:0] \$289 ;
-  wire [36:0] \$29 ;
-  reg [7:0] \$290 ;
-  reg [7:0] \$291 ;
-  reg [7:0] \$292 ;
-  reg [15:0] \$293 ;
-  reg [24:0] \$294 ;
-  reg [7:0] \$295 ;
-  reg [15:0] \$296 ;
-  reg [24:0] \$297 ;
-  reg [7:0] \$298 ;
-  reg [15:0] \$299 ;
+  reg [19:0] \$254 ;
+  reg [35:0] \$255 ;
+  reg [16:0] \$256 ;
+  reg [15:0] \$257 ;
+  reg [33:0] \$258 ;
+  reg [2:0] \$259 ;
+  wire \$26 ;
+  reg [15:0] \$260 ;
+  reg [19:0] \$261 ;
+  reg [35:0] \$262 ;
+  reg [16:0] \$263 ;
+  reg [15:0] \$264 ;
+  reg [33:0] \$265 ;
+  reg [2:0] \$266 ;
+  reg [15:0] \$267 ;
+  reg [19:0] \$268 ;
+  reg [35:0] \$269 ;
+  wire \$27 ;
+  reg [16:0] \$270 ;
+  reg [15:0] \$271 ;
+  reg [33:0] \$272 ;
+  reg [2:0] \$273 ;
+  reg [15:0] \$274 ;
+  reg [19:0] \$275 ;
+  reg [35:0] \$276 ;
+  reg [16:0] \$277 ;
+  reg [15:0] \$278 ;
+  reg [33:0] \$279 ;
+  wire \$28 ;
+  reg [2:0] \$280 ;
+  reg [15:0] \$281 ;
+  reg [19:0] \$282 ;
+  reg [35:0] \$283 ;
+  reg [16:0] \$284 ;
+  reg [15:0] \$285 ;
+  reg [33:0] \$286 ;
+  reg [2:0] \$287 ;
+  reg [15:0] \$288 ;
+  reg [19:0] \$289 ;
+  wire \$29 ;
+  reg [35:0] \$290 ;
+  reg [8:0] \$291 ;
+  reg [8:0] \$292 ;
+  reg [8:0] \$293 ;
+  reg \$294 ;
+  reg \$295 ;
+  reg \$296 ;
+  reg [20:0] \$297 ;
+  reg [20:0] \$298 ;
+  reg [20:0] \$299 ;
   wire [50:0] \$3 ;
-  wire [32:0] \$30 ;
-  reg [24:0] \$300 ;
-  reg [7:0] \$301 ;
-  reg [15:0] \$302 ;
-  reg [24:0] \$303 ;
-  reg [7:0] \$304 ;
-  reg [15:0] \$305 ;
-  reg [24:0] \$306 ;
-  reg [7:0] \$307 ;
-  reg [15:0] \$308 ;
-  reg [24:0] \$309 ;
-  wire [18:0] \$31 ;
+  wire \$30 ;
+  reg [20:0] \$300 ;
+  reg [20:0] \$301 ;
+  reg [20:0] \$302 ;
+  reg [20:0] \$303 ;
+  reg [20:0] \$304 ;
+  reg [8:0] \$305 ;
+  reg \$306 ;
+  reg \$307 ;
+  reg [7:0] \$308 ;
+  reg [7:0] \$309 ;
+  wire \$31 ;
   reg [7:0] \$310 ;
-  reg [15:0] \$311 ;
-  reg [24:0] \$312 ;
+  reg [7:0] \$311 ;
+  reg [7:0] \$312 ;
   reg [7:0] \$313 ;
-  reg [15:0] \$314 ;
-  reg [24:0] \$315 ;
-  reg [9:0] \$316 ;
-  reg [9:0] \$317 ;
-  reg [9:0] \$318 ;
-  reg [9:0] \$319 ;
-  wire [36:0] \$32 ;
-  reg [9:0] \$320 ;
-  reg [9:0] \$321 ;
-  reg [9:0] \$322 ;
-  reg [9:0] \$323 ;
-  reg [9:0] \$324 ;
-  reg [9:0] \$325 ;
-  reg [9:0] \$326 ;
-  reg [9:0] \$327 ;
-  reg [9:0] \$328 ;
-  reg [9:0] \$329 ;
-  wire [32:0] \$33 ;
-  reg [9:0] \$330 ;
-  reg [9:0] \$331 ;
-  reg [9:0] \$332 ;
-  reg [9:0] \$333 ;
-  reg [9:0] \$334 ;
-  reg [9:0] \$335 ;
-  reg [9:0] \$336 ;
-  reg [9:0] \$337 ;
-  reg [9:0] \$338 ;
-  reg [9:0] \$339 ;
-  wire [18:0] \$34 ;
-  reg [21:0] \$340 ;
-  reg [21:0] \$341 ;
-  reg [21:0] \$342 ;
-  reg [21:0] \$343 ;
-  reg [21:0] \$344 ;
-  reg [21:0] \$345 ;
-  reg [21:0] \$346 ;
-  reg [21:0] \$347 ;
-  reg [8:0] \$348 ;
-  reg \$349 ;
-  wire [36:0] \$35 ;
-  reg [72:0] \$350 ;
-  reg \$351 ;
-  wire [32:0] \$36 ;
-  wire [18:0] \$37 ;
-  wire [36:0] \$38 ;
-  wire [32:0] \$39 ;
+  reg [7:0] \$314 ;
+  reg [7:0] \$315 ;
+  reg [7:0] \$316 ;
+  reg [7:0] \$317 ;
+  reg [7:0] \$318 ;
+  reg [7:0] \$319 ;
+  wire \$32 ;
+  reg [7:0] \$320 ;
+  reg [7:0] \$321 ;
+  reg [7:0] \$322 ;
+  reg [7:0] \$323 ;
+  reg [7:0] \$324 ;
+  reg [15:0] \$325 ;
+  reg [24:0] \$326 ;
+  reg [7:0] \$327 ;
+  reg [15:0] \$328 ;
+  reg [24:0] \$329 ;
+  wire \$33 ;
+  reg [7:0] \$330 ;
+  reg [15:0] \$331 ;
+  reg [24:0] \$332 ;
+  reg [7:0] \$333 ;
+  reg [15:0] \$334 ;
+  reg [24:0] \$335 ;
+  reg [7:0] \$336 ;
+  reg [15:0] \$337 ;
+  reg [24:0] \$338 ;
+  reg [7:0] \$339 ;
+  wire \$34 ;
+  reg [15:0] \$340 ;
+  reg [24:0] \$341 ;
+  reg [7:0] \$342 ;
+  reg [15:0] \$343 ;
+  reg [24:0] \$344 ;
+  reg [7:0] \$345 ;
+  reg [15:0] \$346 ;
+  reg [24:0] \$347 ;
+  reg [9:0] \$348 ;
+  reg [9:0] \$349 ;
+  wire \$35 ;
+  reg [9:0] \$350 ;
+  reg [9:0] \$351 ;
+  reg [9:0] \$352 ;
+  reg [9:0] \$353 ;
+  reg [9:0] \$354 ;
+  reg [9:0] \$355 ;
+  reg [9:0] \$356 ;
+  reg [9:0] \$357 ;
+  reg [9:0] \$358 ;
+  reg [9:0] \$359 ;
+  wire \$36 ;
+  reg [9:0] \$360 ;
+  reg [9:0] \$361 ;
+  reg [9:0] \$362 ;
+  reg [9:0] \$363 ;
+  reg [9:0] \$364 ;
+  reg [9:0] \$365 ;
+  reg [9:0] \$366 ;
+  reg [9:0] \$367 ;
+  reg [9:0] \$368 ;
+  reg [9:0] \$369 ;
+  wire \$37 ;
+  reg [9:0] \$370 ;
+  reg [9:0] \$371 ;
+  reg [21:0] \$372 ;
+  reg [21:0] \$373 ;
+  reg [21:0] \$374 ;
+  reg [21:0] \$375 ;
+  reg [21:0] \$376 ;
+  reg [21:0] \$377 ;
+  reg [21:0] \$378 ;
+  reg [21:0] \$379 ;
+  wire \$38 ;
+  reg [8:0] \$380 ;
+  reg \$381 ;
+  reg [72:0] \$382 ;
+  reg \$383 ;
+  wire \$39 ;
   wire [50:0] \$4 ;
-  wire [18:0] \$40 ;
-  wire [36:0] \$41 ;
-  wire [32:0] \$42 ;
-  wire [18:0] \$43 ;
-  wire [36:0] \$44 ;
-  wire [32:0] \$45 ;
-  wire [18:0] \$46 ;
-  wire [36:0] \$47 ;
-  wire [35:0] \$48 ;
-  wire [36:0] \$49 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire [50:0] \$5 ;
-  wire [35:0] \$50 ;
-  wire [36:0] \$51 ;
-  wire [35:0] \$52 ;
-  wire [36:0] \$53 ;
-  wire [35:0] \$54 ;
-  wire [36:0] \$55 ;
-  wire [35:0] \$56 ;
-  wire [36:0] \$57 ;
-  wire [35:0] \$58 ;
-  wire [36:0] \$59 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
   wire [50:0] \$6 ;
-  wire [35:0] \$60 ;
-  wire [36:0] \$61 ;
-  wire [35:0] \$62 ;
-  wire [36:0] \$63 ;
-  wire \$64 ;
-  wire \$65 ;
-  wire \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [20:0] \$64 ;
+  wire [20:0] \$65 ;
+  wire [20:0] \$66 ;
+  wire [20:0] \$67 ;
+  wire [20:0] \$68 ;
+  wire [20:0] \$69 ;
   wire [50:0] \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire \$73 ;
-  wire [7:0] \$74 ;
-  wire \$75 ;
-  wire \$76 ;
-  wire \$77 ;
-  wire \$78 ;
-  wire \$79 ;
+  wire [20:0] \$70 ;
+  wire [20:0] \$71 ;
+  wire [32:0] \$72 ;
+  wire [18:0] \$73 ;
+  wire [36:0] \$74 ;
+  wire [32:0] \$75 ;
+  wire [18:0] \$76 ;
+  wire [36:0] \$77 ;
+  wire [32:0] \$78 ;
+  wire [18:0] \$79 ;
   wire [50:0] \$8 ;
-  wire [7:0] \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [7:0] \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [36:0] \$80 ;
+  wire [32:0] \$81 ;
+  wire [18:0] \$82 ;
+  wire [36:0] \$83 ;
+  wire [32:0] \$84 ;
+  wire [18:0] \$85 ;
+  wire [36:0] \$86 ;
+  wire [32:0] \$87 ;
+  wire [18:0] \$88 ;
+  wire [36:0] \$89 ;
   wire \$9 ;
-  wire \$90 ;
-  wire \$91 ;
-  wire [7:0] \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire \$97 ;
-  wire [7:0] \$98 ;
-  wire \$99 ;
+  wire [32:0] \$90 ;
+  wire [18:0] \$91 ;
+  wire [36:0] \$92 ;
+  wire [32:0] \$93 ;
+  wire [18:0] \$94 ;
+  wire [36:0] \$95 ;
+  wire [35:0] \$96 ;
+  wire [36:0] \$97 ;
+  wire [35:0] \$98 ;
+  wire [36:0] \$99 ;
   reg [168:0] beat_d1 = 169'h0000000000000000000000000000000000000000000;
   wire [159:0] \beat_d1.acc ;
   wire [19:0] \beat_d1.acc[0] ;
@@ -21339,6 +21387,22 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   reg [19:0] biased_5 = 20'h00000;
   reg [19:0] biased_6 = 20'h00000;
   reg [19:0] biased_7 = 20'h00000;
+  wire clamp_0_over;
+  wire clamp_0_under;
+  wire clamp_1_over;
+  wire clamp_1_under;
+  wire clamp_2_over;
+  wire clamp_2_under;
+  wire clamp_3_over;
+  wire clamp_3_under;
+  wire clamp_4_over;
+  wire clamp_4_under;
+  wire clamp_5_over;
+  wire clamp_5_under;
+  wire clamp_6_over;
+  wire clamp_6_under;
+  wire clamp_7_over;
+  wire clamp_7_under;
   input clk;
   wire clk;
   reg draining = 1'h0;
@@ -21646,1705 +21710,1753 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   assign \$14  = sums__valid & sums__payload[167];
   assign \$15  = \$14  | draining;
   assign identity__ready = \$13  | \$15 ;
-  assign \$16  = $signed(beat_d2[19:0]) + $signed(rq_data[15:0]);
-  assign \$17  = $signed(beat_d2[39:20]) + $signed(rq_data[31:16]);
-  assign \$18  = $signed(beat_d2[59:40]) + $signed(rq_data[47:32]);
-  assign \$19  = $signed(beat_d2[79:60]) + $signed(rq_data[63:48]);
-  assign \$20  = $signed(beat_d2[99:80]) + $signed(rq_data[79:64]);
-  assign \$21  = $signed(beat_d2[119:100]) + $signed(rq_data[95:80]);
-  assign \$22  = $signed(beat_d2[139:120]) + $signed(rq_data[111:96]);
-  assign \$23  = $signed(beat_d2[159:140]) + $signed(rq_data[127:112]);
-  assign \$24  = scaled_0_pp00_a * scaled_0_pp00_b;
-  assign \$25  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$26  = $signed(scaled_0_pp00_p) + $signed(\$1 [35:0]);
-  assign \$27  = scaled_1_pp00_a * scaled_1_pp00_b;
-  assign \$28  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$29  = $signed(scaled_1_pp00_p) + $signed(\$2 [35:0]);
-  assign \$30  = scaled_2_pp00_a * scaled_2_pp00_b;
-  assign \$31  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
-  assign \$32  = $signed(scaled_2_pp00_p) + $signed(\$3 [35:0]);
-  assign \$33  = scaled_3_pp00_a * scaled_3_pp00_b;
-  assign \$34  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
-  assign \$35  = $signed(scaled_3_pp00_p) + $signed(\$4 [35:0]);
-  assign \$36  = scaled_4_pp00_a * scaled_4_pp00_b;
-  assign \$37  = $signed(scaled_4_pp10_a) * $signed({ 1'h0, scaled_4_pp10_b });
-  assign \$38  = $signed(scaled_4_pp00_p) + $signed(\$5 [35:0]);
-  assign \$39  = scaled_5_pp00_a * scaled_5_pp00_b;
-  assign \$40  = $signed(scaled_5_pp10_a) * $signed({ 1'h0, scaled_5_pp10_b });
-  assign \$41  = $signed(scaled_5_pp00_p) + $signed(\$6 [35:0]);
-  assign \$42  = scaled_6_pp00_a * scaled_6_pp00_b;
-  assign \$43  = $signed(scaled_6_pp10_a) * $signed({ 1'h0, scaled_6_pp10_b });
-  assign \$44  = $signed(scaled_6_pp00_p) + $signed(\$7 [35:0]);
-  assign \$45  = scaled_7_pp00_a * scaled_7_pp00_b;
-  assign \$46  = $signed(scaled_7_pp10_a) * $signed({ 1'h0, scaled_7_pp10_b });
-  assign \$47  = $signed(scaled_7_pp00_p) + $signed(\$8 [35:0]);
-  assign \$49  = $signed(\$48 ) + $signed({ 1'h0, scaled_0_sum[15] });
-  assign \$51  = $signed(\$50 ) + $signed({ 1'h0, scaled_1_sum[15] });
-  assign \$53  = $signed(\$52 ) + $signed({ 1'h0, scaled_2_sum[15] });
-  assign \$55  = $signed(\$54 ) + $signed({ 1'h0, scaled_3_sum[15] });
-  assign \$57  = $signed(\$56 ) + $signed({ 1'h0, scaled_4_sum[15] });
-  assign \$59  = $signed(\$58 ) + $signed({ 1'h0, scaled_5_sum[15] });
-  assign \$61  = $signed(\$60 ) + $signed({ 1'h0, scaled_6_sum[15] });
-  assign \$63  = $signed(\$62 ) + $signed({ 1'h0, scaled_7_sum[15] });
-  assign \$64  = sums__valid & sums__payload[167];
-  assign \$65  = \$64  | draining;
-  assign \$66  = identity__valid & identity__payload[64];
-  assign \$67  = ~ \$66 ;
-  assign \$68  = \$65  & \$67 ;
-  assign \$69  = ~ sums__payload[167];
-  assign \$70  = sums__valid & \$69 ;
-  assign \$71  = \$70  & identity__valid;
-  assign \$72  = ~ identity__payload[64];
-  assign \$73  = \$71  & \$72 ;
-  assign \$74  = \$73  ? identity__payload[7:0] : 8'h00;
-  assign \$75  = ~ sums__payload[167];
-  assign \$76  = sums__valid & \$75 ;
-  assign \$77  = \$76  & identity__valid;
-  assign \$78  = ~ identity__payload[64];
-  assign \$79  = \$77  & \$78 ;
-  assign \$80  = \$79  ? identity__payload[15:8] : 8'h00;
-  assign \$81  = ~ sums__payload[167];
-  assign \$82  = sums__valid & \$81 ;
-  assign \$83  = \$82  & identity__valid;
-  assign \$84  = ~ identity__payload[64];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = \$85  ? identity__payload[23:16] : 8'h00;
-  assign \$87  = ~ sums__payload[167];
-  assign \$88  = sums__valid & \$87 ;
-  assign \$89  = \$88  & identity__valid;
-  assign \$90  = ~ identity__payload[64];
-  assign \$91  = \$89  & \$90 ;
-  assign \$92  = \$91  ? identity__payload[31:24] : 8'h00;
-  assign \$93  = ~ sums__payload[167];
-  assign \$94  = sums__valid & \$93 ;
-  assign \$95  = \$94  & identity__valid;
-  assign \$96  = ~ identity__payload[64];
-  assign \$97  = \$95  & \$96 ;
-  assign \$98  = \$97  ? identity__payload[39:32] : 8'h00;
-  assign \$99  = ~ sums__payload[167];
-  assign \$100  = sums__valid & \$99 ;
-  assign \$101  = \$100  & identity__valid;
-  assign \$102  = ~ identity__payload[64];
-  assign \$103  = \$101  & \$102 ;
-  assign \$104  = \$103  ? identity__payload[47:40] : 8'h00;
-  assign \$105  = ~ sums__payload[167];
-  assign \$106  = sums__valid & \$105 ;
-  assign \$107  = \$106  & identity__valid;
-  assign \$108  = ~ identity__payload[64];
-  assign \$109  = \$107  & \$108 ;
-  assign \$110  = \$109  ? identity__payload[55:48] : 8'h00;
-  assign \$111  = ~ sums__payload[167];
-  assign \$112  = sums__valid & \$111 ;
-  assign \$113  = \$112  & identity__valid;
-  assign \$114  = ~ identity__payload[64];
-  assign \$115  = \$113  & \$114 ;
-  assign \$116  = \$115  ? identity__payload[63:56] : 8'h00;
-  assign \$117  = $signed(id_scaled_0_a) * $signed({ 1'h0, id_scaled_0_b });
-  assign \$118  = $signed(id_scaled_1_a) * $signed({ 1'h0, id_scaled_1_b });
-  assign \$119  = $signed(id_scaled_2_a) * $signed({ 1'h0, id_scaled_2_b });
-  assign \$120  = $signed(id_scaled_3_a) * $signed({ 1'h0, id_scaled_3_b });
-  assign \$121  = $signed(id_scaled_4_a) * $signed({ 1'h0, id_scaled_4_b });
-  assign \$122  = $signed(id_scaled_5_a) * $signed({ 1'h0, id_scaled_5_b });
-  assign \$123  = $signed(id_scaled_6_a) * $signed({ 1'h0, id_scaled_6_b });
-  assign \$124  = $signed(id_scaled_7_a) * $signed({ 1'h0, id_scaled_7_b });
-  assign \$126  = $signed(\$125 ) + $signed({ 1'h0, id_scaled_0_p[15] });
-  assign \$128  = $signed(\$127 ) + $signed({ 1'h0, id_scaled_1_p[15] });
-  assign \$130  = $signed(\$129 ) + $signed({ 1'h0, id_scaled_2_p[15] });
-  assign \$132  = $signed(\$131 ) + $signed({ 1'h0, id_scaled_3_p[15] });
-  assign \$134  = $signed(\$133 ) + $signed({ 1'h0, id_scaled_4_p[15] });
-  assign \$136  = $signed(\$135 ) + $signed({ 1'h0, id_scaled_5_p[15] });
-  assign \$138  = $signed(\$137 ) + $signed({ 1'h0, id_scaled_6_p[15] });
-  assign \$140  = $signed(\$139 ) + $signed({ 1'h0, id_scaled_7_p[15] });
-  assign \$141  = $signed(rounded_0) + $signed(id_rounded_0_d2);
-  assign \$142  = $signed(rounded_1) + $signed(id_rounded_1_d2);
-  assign \$143  = $signed(rounded_2) + $signed(id_rounded_2_d2);
-  assign \$144  = $signed(rounded_3) + $signed(id_rounded_3_d2);
-  assign \$145  = $signed(rounded_4) + $signed(id_rounded_4_d2);
-  assign \$146  = $signed(rounded_5) + $signed(id_rounded_5_d2);
-  assign \$147  = $signed(rounded_6) + $signed(id_rounded_6_d2);
-  assign \$148  = $signed(rounded_7) + $signed(id_rounded_7_d2);
-  assign \$149  = $signed(with_identity_0) > $signed(8'h7f);
-  assign \$150  = $signed(with_identity_0) < $signed(8'h81);
-  assign \$151  = \$150  ? 22'h3fff81 : with_identity_0;
-  assign \$152  = \$149  ? 22'h00007f : \$151 ;
-  assign \$153  = $signed(with_identity_1) > $signed(8'h7f);
-  assign \$154  = $signed(with_identity_1) < $signed(8'h81);
-  assign \$155  = \$154  ? 22'h3fff81 : with_identity_1;
-  assign \$156  = \$153  ? 22'h00007f : \$155 ;
-  assign \$157  = $signed(with_identity_2) > $signed(8'h7f);
-  assign \$158  = $signed(with_identity_2) < $signed(8'h81);
-  assign \$159  = \$158  ? 22'h3fff81 : with_identity_2;
-  assign \$160  = \$157  ? 22'h00007f : \$159 ;
-  assign \$161  = $signed(with_identity_3) > $signed(8'h7f);
-  assign \$162  = $signed(with_identity_3) < $signed(8'h81);
-  assign \$163  = \$162  ? 22'h3fff81 : with_identity_3;
-  assign \$164  = \$161  ? 22'h00007f : \$163 ;
-  assign \$165  = $signed(with_identity_4) > $signed(8'h7f);
-  assign \$166  = $signed(with_identity_4) < $signed(8'h81);
-  assign \$167  = \$166  ? 22'h3fff81 : with_identity_4;
-  assign \$168  = \$165  ? 22'h00007f : \$167 ;
-  assign \$169  = $signed(with_identity_5) > $signed(8'h7f);
-  assign \$170  = $signed(with_identity_5) < $signed(8'h81);
-  assign \$171  = \$170  ? 22'h3fff81 : with_identity_5;
-  assign \$172  = \$169  ? 22'h00007f : \$171 ;
-  assign \$173  = $signed(with_identity_6) > $signed(8'h7f);
-  assign \$174  = $signed(with_identity_6) < $signed(8'h81);
-  assign \$175  = \$174  ? 22'h3fff81 : with_identity_6;
-  assign \$176  = \$173  ? 22'h00007f : \$175 ;
-  assign \$177  = $signed(with_identity_7) > $signed(8'h7f);
-  assign \$178  = $signed(with_identity_7) < $signed(8'h81);
-  assign \$179  = \$178  ? 22'h3fff81 : with_identity_7;
-  assign \$180  = \$177  ? 22'h00007f : \$179 ;
+  assign \$16  = ~ with_identity_0[21];
+  assign \$17  = | with_identity_0[20:7];
+  assign clamp_0_over = \$16  & \$17 ;
+  assign \$18  = & with_identity_0[20:7];
+  assign \$19  = | with_identity_0[6:0];
+  assign \$20  = \$18  & \$19 ;
+  assign \$21  = ~ \$20 ;
+  assign clamp_0_under = with_identity_0[21] & \$21 ;
+  assign \$22  = ~ with_identity_1[21];
+  assign \$23  = | with_identity_1[20:7];
+  assign clamp_1_over = \$22  & \$23 ;
+  assign \$24  = & with_identity_1[20:7];
+  assign \$25  = | with_identity_1[6:0];
+  assign \$26  = \$24  & \$25 ;
+  assign \$27  = ~ \$26 ;
+  assign clamp_1_under = with_identity_1[21] & \$27 ;
+  assign \$28  = ~ with_identity_2[21];
+  assign \$29  = | with_identity_2[20:7];
+  assign clamp_2_over = \$28  & \$29 ;
+  assign \$30  = & with_identity_2[20:7];
+  assign \$31  = | with_identity_2[6:0];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = ~ \$32 ;
+  assign clamp_2_under = with_identity_2[21] & \$33 ;
+  assign \$34  = ~ with_identity_3[21];
+  assign \$35  = | with_identity_3[20:7];
+  assign clamp_3_over = \$34  & \$35 ;
+  assign \$36  = & with_identity_3[20:7];
+  assign \$37  = | with_identity_3[6:0];
+  assign \$38  = \$36  & \$37 ;
+  assign \$39  = ~ \$38 ;
+  assign clamp_3_under = with_identity_3[21] & \$39 ;
+  assign \$40  = ~ with_identity_4[21];
+  assign \$41  = | with_identity_4[20:7];
+  assign clamp_4_over = \$40  & \$41 ;
+  assign \$42  = & with_identity_4[20:7];
+  assign \$43  = | with_identity_4[6:0];
+  assign \$44  = \$42  & \$43 ;
+  assign \$45  = ~ \$44 ;
+  assign clamp_4_under = with_identity_4[21] & \$45 ;
+  assign \$46  = ~ with_identity_5[21];
+  assign \$47  = | with_identity_5[20:7];
+  assign clamp_5_over = \$46  & \$47 ;
+  assign \$48  = & with_identity_5[20:7];
+  assign \$49  = | with_identity_5[6:0];
+  assign \$50  = \$48  & \$49 ;
+  assign \$51  = ~ \$50 ;
+  assign clamp_5_under = with_identity_5[21] & \$51 ;
+  assign \$52  = ~ with_identity_6[21];
+  assign \$53  = | with_identity_6[20:7];
+  assign clamp_6_over = \$52  & \$53 ;
+  assign \$54  = & with_identity_6[20:7];
+  assign \$55  = | with_identity_6[6:0];
+  assign \$56  = \$54  & \$55 ;
+  assign \$57  = ~ \$56 ;
+  assign clamp_6_under = with_identity_6[21] & \$57 ;
+  assign \$58  = ~ with_identity_7[21];
+  assign \$59  = | with_identity_7[20:7];
+  assign clamp_7_over = \$58  & \$59 ;
+  assign \$60  = & with_identity_7[20:7];
+  assign \$61  = | with_identity_7[6:0];
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = ~ \$62 ;
+  assign clamp_7_under = with_identity_7[21] & \$63 ;
+  assign \$64  = $signed(beat_d2[19:0]) + $signed(rq_data[15:0]);
+  assign \$65  = $signed(beat_d2[39:20]) + $signed(rq_data[31:16]);
+  assign \$66  = $signed(beat_d2[59:40]) + $signed(rq_data[47:32]);
+  assign \$67  = $signed(beat_d2[79:60]) + $signed(rq_data[63:48]);
+  assign \$68  = $signed(beat_d2[99:80]) + $signed(rq_data[79:64]);
+  assign \$69  = $signed(beat_d2[119:100]) + $signed(rq_data[95:80]);
+  assign \$70  = $signed(beat_d2[139:120]) + $signed(rq_data[111:96]);
+  assign \$71  = $signed(beat_d2[159:140]) + $signed(rq_data[127:112]);
+  assign \$72  = scaled_0_pp00_a * scaled_0_pp00_b;
+  assign \$73  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
+  assign \$74  = $signed(scaled_0_pp00_p) + $signed(\$1 [35:0]);
+  assign \$75  = scaled_1_pp00_a * scaled_1_pp00_b;
+  assign \$76  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
+  assign \$77  = $signed(scaled_1_pp00_p) + $signed(\$2 [35:0]);
+  assign \$78  = scaled_2_pp00_a * scaled_2_pp00_b;
+  assign \$79  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
+  assign \$80  = $signed(scaled_2_pp00_p) + $signed(\$3 [35:0]);
+  assign \$81  = scaled_3_pp00_a * scaled_3_pp00_b;
+  assign \$82  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
+  assign \$83  = $signed(scaled_3_pp00_p) + $signed(\$4 [35:0]);
+  assign \$84  = scaled_4_pp00_a * scaled_4_pp00_b;
+  assign \$85  = $signed(scaled_4_pp10_a) * $signed({ 1'h0, scaled_4_pp10_b });
+  assign \$86  = $signed(scaled_4_pp00_p) + $signed(\$5 [35:0]);
+  assign \$87  = scaled_5_pp00_a * scaled_5_pp00_b;
+  assign \$88  = $signed(scaled_5_pp10_a) * $signed({ 1'h0, scaled_5_pp10_b });
+  assign \$89  = $signed(scaled_5_pp00_p) + $signed(\$6 [35:0]);
+  assign \$90  = scaled_6_pp00_a * scaled_6_pp00_b;
+  assign \$91  = $signed(scaled_6_pp10_a) * $signed({ 1'h0, scaled_6_pp10_b });
+  assign \$92  = $signed(scaled_6_pp00_p) + $signed(\$7 [35:0]);
+  assign \$93  = scaled_7_pp00_a * scaled_7_pp00_b;
+  assign \$94  = $signed(scaled_7_pp10_a) * $signed({ 1'h0, scaled_7_pp10_b });
+  assign \$95  = $signed(scaled_7_pp00_p) + $signed(\$8 [35:0]);
+  assign \$97  = $signed(\$96 ) + $signed({ 1'h0, scaled_0_sum[15] });
+  assign \$99  = $signed(\$98 ) + $signed({ 1'h0, scaled_1_sum[15] });
+  assign \$101  = $signed(\$100 ) + $signed({ 1'h0, scaled_2_sum[15] });
+  assign \$103  = $signed(\$102 ) + $signed({ 1'h0, scaled_3_sum[15] });
+  assign \$105  = $signed(\$104 ) + $signed({ 1'h0, scaled_4_sum[15] });
+  assign \$107  = $signed(\$106 ) + $signed({ 1'h0, scaled_5_sum[15] });
+  assign \$109  = $signed(\$108 ) + $signed({ 1'h0, scaled_6_sum[15] });
+  assign \$111  = $signed(\$110 ) + $signed({ 1'h0, scaled_7_sum[15] });
+  assign \$112  = sums__valid & sums__payload[167];
+  assign \$113  = \$112  | draining;
+  assign \$114  = identity__valid & identity__payload[64];
+  assign \$115  = ~ \$114 ;
+  assign \$116  = \$113  & \$115 ;
+  assign \$117  = ~ sums__payload[167];
+  assign \$118  = sums__valid & \$117 ;
+  assign \$119  = \$118  & identity__valid;
+  assign \$120  = ~ identity__payload[64];
+  assign \$121  = \$119  & \$120 ;
+  assign \$122  = \$121  ? identity__payload[7:0] : 8'h00;
+  assign \$123  = ~ sums__payload[167];
+  assign \$124  = sums__valid & \$123 ;
+  assign \$125  = \$124  & identity__valid;
+  assign \$126  = ~ identity__payload[64];
+  assign \$127  = \$125  & \$126 ;
+  assign \$128  = \$127  ? identity__payload[15:8] : 8'h00;
+  assign \$129  = ~ sums__payload[167];
+  assign \$130  = sums__valid & \$129 ;
+  assign \$131  = \$130  & identity__valid;
+  assign \$132  = ~ identity__payload[64];
+  assign \$133  = \$131  & \$132 ;
+  assign \$134  = \$133  ? identity__payload[23:16] : 8'h00;
+  assign \$135  = ~ sums__payload[167];
+  assign \$136  = sums__valid & \$135 ;
+  assign \$137  = \$136  & identity__valid;
+  assign \$138  = ~ identity__payload[64];
+  assign \$139  = \$137  & \$138 ;
+  assign \$140  = \$139  ? identity__payload[31:24] : 8'h00;
+  assign \$141  = ~ sums__payload[167];
+  assign \$142  = sums__valid & \$141 ;
+  assign \$143  = \$142  & identity__valid;
+  assign \$144  = ~ identity__payload[64];
+  assign \$145  = \$143  & \$144 ;
+  assign \$146  = \$145  ? identity__payload[39:32] : 8'h00;
+  assign \$147  = ~ sums__payload[167];
+  assign \$148  = sums__valid & \$147 ;
+  assign \$149  = \$148  & identity__valid;
+  assign \$150  = ~ identity__payload[64];
+  assign \$151  = \$149  & \$150 ;
+  assign \$152  = \$151  ? identity__payload[47:40] : 8'h00;
+  assign \$153  = ~ sums__payload[167];
+  assign \$154  = sums__valid & \$153 ;
+  assign \$155  = \$154  & identity__valid;
+  assign \$156  = ~ identity__payload[64];
+  assign \$157  = \$155  & \$156 ;
+  assign \$158  = \$157  ? identity__payload[55:48] : 8'h00;
+  assign \$159  = ~ sums__payload[167];
+  assign \$160  = sums__valid & \$159 ;
+  assign \$161  = \$160  & identity__valid;
+  assign \$162  = ~ identity__payload[64];
+  assign \$163  = \$161  & \$162 ;
+  assign \$164  = \$163  ? identity__payload[63:56] : 8'h00;
+  assign \$165  = $signed(id_scaled_0_a) * $signed({ 1'h0, id_scaled_0_b });
+  assign \$166  = $signed(id_scaled_1_a) * $signed({ 1'h0, id_scaled_1_b });
+  assign \$167  = $signed(id_scaled_2_a) * $signed({ 1'h0, id_scaled_2_b });
+  assign \$168  = $signed(id_scaled_3_a) * $signed({ 1'h0, id_scaled_3_b });
+  assign \$169  = $signed(id_scaled_4_a) * $signed({ 1'h0, id_scaled_4_b });
+  assign \$170  = $signed(id_scaled_5_a) * $signed({ 1'h0, id_scaled_5_b });
+  assign \$171  = $signed(id_scaled_6_a) * $signed({ 1'h0, id_scaled_6_b });
+  assign \$172  = $signed(id_scaled_7_a) * $signed({ 1'h0, id_scaled_7_b });
+  assign \$174  = $signed(\$173 ) + $signed({ 1'h0, id_scaled_0_p[15] });
+  assign \$176  = $signed(\$175 ) + $signed({ 1'h0, id_scaled_1_p[15] });
+  assign \$178  = $signed(\$177 ) + $signed({ 1'h0, id_scaled_2_p[15] });
+  assign \$180  = $signed(\$179 ) + $signed({ 1'h0, id_scaled_3_p[15] });
+  assign \$182  = $signed(\$181 ) + $signed({ 1'h0, id_scaled_4_p[15] });
+  assign \$184  = $signed(\$183 ) + $signed({ 1'h0, id_scaled_5_p[15] });
+  assign \$186  = $signed(\$185 ) + $signed({ 1'h0, id_scaled_6_p[15] });
+  assign \$188  = $signed(\$187 ) + $signed({ 1'h0, id_scaled_7_p[15] });
+  assign \$189  = $signed(rounded_0) + $signed(id_rounded_0_d2);
+  assign \$190  = $signed(rounded_1) + $signed(id_rounded_1_d2);
+  assign \$191  = $signed(rounded_2) + $signed(id_rounded_2_d2);
+  assign \$192  = $signed(rounded_3) + $signed(id_rounded_3_d2);
+  assign \$193  = $signed(rounded_4) + $signed(id_rounded_4_d2);
+  assign \$194  = $signed(rounded_5) + $signed(id_rounded_5_d2);
+  assign \$195  = $signed(rounded_6) + $signed(id_rounded_6_d2);
+  assign \$196  = $signed(rounded_7) + $signed(id_rounded_7_d2);
+  assign \$197  = clamp_0_under ? 8'h81 : with_identity_0[7:0];
+  assign \$198  = clamp_0_over ? 8'h7f : \$197 ;
+  assign \$199  = clamp_1_under ? 8'h81 : with_identity_1[7:0];
+  assign \$200  = clamp_1_over ? 8'h7f : \$199 ;
+  assign \$201  = clamp_2_under ? 8'h81 : with_identity_2[7:0];
+  assign \$202  = clamp_2_over ? 8'h7f : \$201 ;
+  assign \$203  = clamp_3_under ? 8'h81 : with_identity_3[7:0];
+  assign \$204  = clamp_3_over ? 8'h7f : \$203 ;
+  assign \$205  = clamp_4_under ? 8'h81 : with_identity_4[7:0];
+  assign \$206  = clamp_4_over ? 8'h7f : \$205 ;
+  assign \$207  = clamp_5_under ? 8'h81 : with_identity_5[7:0];
+  assign \$208  = clamp_5_over ? 8'h7f : \$207 ;
+  assign \$209  = clamp_6_under ? 8'h81 : with_identity_6[7:0];
+  assign \$210  = clamp_6_over ? 8'h7f : \$209 ;
+  assign \$211  = clamp_7_under ? 8'h81 : with_identity_7[7:0];
+  assign \$212  = clamp_7_over ? 8'h7f : \$211 ;
   always @(posedge clk)
-    beat_d1 <= \$181 ;
+    beat_d1 <= \$213 ;
   always @(posedge clk)
-    beat_d2 <= \$182 ;
+    beat_d2 <= \$214 ;
   always @(posedge clk)
-    beat_v_d1 <= \$183 ;
+    beat_v_d1 <= \$215 ;
   always @(posedge clk)
-    beat_v_d2 <= \$184 ;
+    beat_v_d2 <= \$216 ;
   always @(posedge clk)
-    biased_0 <= \$185 ;
+    biased_0 <= \$217 ;
   always @(posedge clk)
-    biased_1 <= \$186 ;
+    biased_1 <= \$218 ;
   always @(posedge clk)
-    biased_2 <= \$187 ;
+    biased_2 <= \$219 ;
   always @(posedge clk)
-    biased_3 <= \$188 ;
+    biased_3 <= \$220 ;
   always @(posedge clk)
-    biased_4 <= \$189 ;
+    biased_4 <= \$221 ;
   always @(posedge clk)
-    biased_5 <= \$190 ;
+    biased_5 <= \$222 ;
   always @(posedge clk)
-    biased_6 <= \$191 ;
+    biased_6 <= \$223 ;
   always @(posedge clk)
-    biased_7 <= \$192 ;
+    biased_7 <= \$224 ;
   always @(posedge clk)
-    scale_0 <= \$193 ;
+    scale_0 <= \$225 ;
   always @(posedge clk)
-    scale_1 <= \$194 ;
+    scale_1 <= \$226 ;
   always @(posedge clk)
-    scale_2 <= \$195 ;
+    scale_2 <= \$227 ;
   always @(posedge clk)
-    scale_3 <= \$196 ;
+    scale_3 <= \$228 ;
   always @(posedge clk)
-    scale_4 <= \$197 ;
+    scale_4 <= \$229 ;
   always @(posedge clk)
-    scale_5 <= \$198 ;
+    scale_5 <= \$230 ;
   always @(posedge clk)
-    scale_6 <= \$199 ;
+    scale_6 <= \$231 ;
   always @(posedge clk)
-    scale_7 <= \$200 ;
+    scale_7 <= \$232 ;
   always @(posedge clk)
-    rq_meta1_d1 <= \$201 ;
+    rq_meta1_d1 <= \$233 ;
   always @(posedge clk)
-    rq_v1_d1 <= \$202 ;
+    rq_v1_d1 <= \$234 ;
   always @(posedge clk)
-    scaled_0_pp00_a <= \$203 ;
+    scaled_0_pp00_a <= \$235 ;
   always @(posedge clk)
-    scaled_0_pp00_b <= \$204 ;
+    scaled_0_pp00_b <= \$236 ;
   always @(posedge clk)
-    scaled_0_pp00_p <= \$205 ;
+    scaled_0_pp00_p <= \$237 ;
   always @(posedge clk)
-    scaled_0_pp10_a <= \$206 ;
+    scaled_0_pp10_a <= \$238 ;
   always @(posedge clk)
-    scaled_0_pp10_b <= \$207 ;
+    scaled_0_pp10_b <= \$239 ;
   always @(posedge clk)
-    scaled_0_pp10_p <= \$208 ;
+    scaled_0_pp10_p <= \$240 ;
   always @(posedge clk)
-    scaled_0_sum <= \$209 ;
+    scaled_0_sum <= \$241 ;
   always @(posedge clk)
-    scaled_1_pp00_a <= \$210 ;
+    scaled_1_pp00_a <= \$242 ;
   always @(posedge clk)
-    scaled_1_pp00_b <= \$211 ;
+    scaled_1_pp00_b <= \$243 ;
   always @(posedge clk)
-    scaled_1_pp00_p <= \$212 ;
+    scaled_1_pp00_p <= \$244 ;
   always @(posedge clk)
-    scaled_1_pp10_a <= \$213 ;
+    scaled_1_pp10_a <= \$245 ;
   always @(posedge clk)
-    scaled_1_pp10_b <= \$214 ;
+    scaled_1_pp10_b <= \$246 ;
   always @(posedge clk)
-    scaled_1_pp10_p <= \$215 ;
+    scaled_1_pp10_p <= \$247 ;
   always @(posedge clk)
-    scaled_1_sum <= \$216 ;
+    scaled_1_sum <= \$248 ;
   always @(posedge clk)
-    scaled_2_pp00_a <= \$217 ;
+    scaled_2_pp00_a <= \$249 ;
   always @(posedge clk)
-    scaled_2_pp00_b <= \$218 ;
+    scaled_2_pp00_b <= \$250 ;
   always @(posedge clk)
-    scaled_2_pp00_p <= \$219 ;
+    scaled_2_pp00_p <= \$251 ;
   always @(posedge clk)
-    scaled_2_pp10_a <= \$220 ;
+    scaled_2_pp10_a <= \$252 ;
   always @(posedge clk)
-    scaled_2_pp10_b <= \$221 ;
+    scaled_2_pp10_b <= \$253 ;
   always @(posedge clk)
-    scaled_2_pp10_p <= \$222 ;
+    scaled_2_pp10_p <= \$254 ;
   always @(posedge clk)
-    scaled_2_sum <= \$223 ;
+    scaled_2_sum <= \$255 ;
   always @(posedge clk)
-    scaled_3_pp00_a <= \$224 ;
+    scaled_3_pp00_a <= \$256 ;
   always @(posedge clk)
-    scaled_3_pp00_b <= \$225 ;
+    scaled_3_pp00_b <= \$257 ;
   always @(posedge clk)
-    scaled_3_pp00_p <= \$226 ;
+    scaled_3_pp00_p <= \$258 ;
   always @(posedge clk)
-    scaled_3_pp10_a <= \$227 ;
+    scaled_3_pp10_a <= \$259 ;
   always @(posedge clk)
-    scaled_3_pp10_b <= \$228 ;
+    scaled_3_pp10_b <= \$260 ;
   always @(posedge clk)
-    scaled_3_pp10_p <= \$229 ;
+    scaled_3_pp10_p <= \$261 ;
   always @(posedge clk)
-    scaled_3_sum <= \$230 ;
+    scaled_3_sum <= \$262 ;
   always @(posedge clk)
-    scaled_4_pp00_a <= \$231 ;
+    scaled_4_pp00_a <= \$263 ;
   always @(posedge clk)
-    scaled_4_pp00_b <= \$232 ;
+    scaled_4_pp00_b <= \$264 ;
   always @(posedge clk)
-    scaled_4_pp00_p <= \$233 ;
+    scaled_4_pp00_p <= \$265 ;
   always @(posedge clk)
-    scaled_4_pp10_a <= \$234 ;
+    scaled_4_pp10_a <= \$266 ;
   always @(posedge clk)
-    scaled_4_pp10_b <= \$235 ;
+    scaled_4_pp10_b <= \$267 ;
   always @(posedge clk)
-    scaled_4_pp10_p <= \$236 ;
+    scaled_4_pp10_p <= \$268 ;
   always @(posedge clk)
-    scaled_4_sum <= \$237 ;
+    scaled_4_sum <= \$269 ;
   always @(posedge clk)
-    scaled_5_pp00_a <= \$238 ;
+    scaled_5_pp00_a <= \$270 ;
   always @(posedge clk)
-    scaled_5_pp00_b <= \$239 ;
+    scaled_5_pp00_b <= \$271 ;
   always @(posedge clk)
-    scaled_5_pp00_p <= \$240 ;
+    scaled_5_pp00_p <= \$272 ;
   always @(posedge clk)
-    scaled_5_pp10_a <= \$241 ;
+    scaled_5_pp10_a <= \$273 ;
   always @(posedge clk)
-    scaled_5_pp10_b <= \$242 ;
+    scaled_5_pp10_b <= \$274 ;
   always @(posedge clk)
-    scaled_5_pp10_p <= \$243 ;
+    scaled_5_pp10_p <= \$275 ;
   always @(posedge clk)
-    scaled_5_sum <= \$244 ;
+    scaled_5_sum <= \$276 ;
   always @(posedge clk)
-    scaled_6_pp00_a <= \$245 ;
+    scaled_6_pp00_a <= \$277 ;
   always @(posedge clk)
-    scaled_6_pp00_b <= \$246 ;
+    scaled_6_pp00_b <= \$278 ;
   always @(posedge clk)
-    scaled_6_pp00_p <= \$247 ;
+    scaled_6_pp00_p <= \$279 ;
   always @(posedge clk)
-    scaled_6_pp10_a <= \$248 ;
+    scaled_6_pp10_a <= \$280 ;
   always @(posedge clk)
-    scaled_6_pp10_b <= \$249 ;
+    scaled_6_pp10_b <= \$281 ;
   always @(posedge clk)
-    scaled_6_pp10_p <= \$250 ;
+    scaled_6_pp10_p <= \$282 ;
   always @(posedge clk)
-    scaled_6_sum <= \$251 ;
+    scaled_6_sum <= \$283 ;
   always @(posedge clk)
-    scaled_7_pp00_a <= \$252 ;
+    scaled_7_pp00_a <= \$284 ;
   always @(posedge clk)
-    scaled_7_pp00_b <= \$253 ;
+    scaled_7_pp00_b <= \$285 ;
   always @(posedge clk)
-    scaled_7_pp00_p <= \$254 ;
+    scaled_7_pp00_p <= \$286 ;
   always @(posedge clk)
-    scaled_7_pp10_a <= \$255 ;
+    scaled_7_pp10_a <= \$287 ;
   always @(posedge clk)
-    scaled_7_pp10_b <= \$256 ;
+    scaled_7_pp10_b <= \$288 ;
   always @(posedge clk)
-    scaled_7_pp10_p <= \$257 ;
+    scaled_7_pp10_p <= \$289 ;
   always @(posedge clk)
-    scaled_7_sum <= \$258 ;
+    scaled_7_sum <= \$290 ;
   always @(posedge clk)
-    rq_meta2_d1 <= \$259 ;
+    rq_meta2_d1 <= \$291 ;
   always @(posedge clk)
-    rq_meta2_d2 <= \$260 ;
+    rq_meta2_d2 <= \$292 ;
   always @(posedge clk)
-    rq_meta2_d3 <= \$261 ;
+    rq_meta2_d3 <= \$293 ;
   always @(posedge clk)
-    rq_v2_d1 <= \$262 ;
+    rq_v2_d1 <= \$294 ;
   always @(posedge clk)
-    rq_v2_d2 <= \$263 ;
+    rq_v2_d2 <= \$295 ;
   always @(posedge clk)
-    rq_v2_d3 <= \$264 ;
+    rq_v2_d3 <= \$296 ;
   always @(posedge clk)
-    rounded_0 <= \$265 ;
+    rounded_0 <= \$297 ;
   always @(posedge clk)
-    rounded_1 <= \$266 ;
+    rounded_1 <= \$298 ;
   always @(posedge clk)
-    rounded_2 <= \$267 ;
+    rounded_2 <= \$299 ;
   always @(posedge clk)
-    rounded_3 <= \$268 ;
+    rounded_3 <= \$300 ;
   always @(posedge clk)
-    rounded_4 <= \$269 ;
+    rounded_4 <= \$301 ;
   always @(posedge clk)
-    rounded_5 <= \$270 ;
+    rounded_5 <= \$302 ;
   always @(posedge clk)
-    rounded_6 <= \$271 ;
+    rounded_6 <= \$303 ;
   always @(posedge clk)
-    rounded_7 <= \$272 ;
+    rounded_7 <= \$304 ;
   always @(posedge clk)
-    rq_meta3_d1 <= \$273 ;
+    rq_meta3_d1 <= \$305 ;
   always @(posedge clk)
-    rq_v3_d1 <= \$274 ;
+    rq_v3_d1 <= \$306 ;
   always @(posedge clk)
-    draining <= \$275 ;
+    draining <= \$307 ;
   always @(posedge clk)
-    x_id_0 <= \$276 ;
+    x_id_0 <= \$308 ;
   always @(posedge clk)
-    x_id_1 <= \$277 ;
+    x_id_1 <= \$309 ;
   always @(posedge clk)
-    x_id_2 <= \$278 ;
+    x_id_2 <= \$310 ;
   always @(posedge clk)
-    x_id_3 <= \$279 ;
+    x_id_3 <= \$311 ;
   always @(posedge clk)
-    x_id_4 <= \$280 ;
+    x_id_4 <= \$312 ;
   always @(posedge clk)
-    x_id_5 <= \$281 ;
+    x_id_5 <= \$313 ;
   always @(posedge clk)
-    x_id_6 <= \$282 ;
+    x_id_6 <= \$314 ;
   always @(posedge clk)
-    x_id_7 <= \$283 ;
+    x_id_7 <= \$315 ;
   always @(posedge clk)
-    x_id_0_d1 <= \$284 ;
+    x_id_0_d1 <= \$316 ;
   always @(posedge clk)
-    x_id_1_d1 <= \$285 ;
+    x_id_1_d1 <= \$317 ;
   always @(posedge clk)
-    x_id_2_d1 <= \$286 ;
+    x_id_2_d1 <= \$318 ;
   always @(posedge clk)
-    x_id_3_d1 <= \$287 ;
+    x_id_3_d1 <= \$319 ;
   always @(posedge clk)
-    x_id_4_d1 <= \$288 ;
+    x_id_4_d1 <= \$320 ;
   always @(posedge clk)
-    x_id_5_d1 <= \$289 ;
+    x_id_5_d1 <= \$321 ;
   always @(posedge clk)
-    x_id_6_d1 <= \$290 ;
+    x_id_6_d1 <= \$322 ;
   always @(posedge clk)
-    x_id_7_d1 <= \$291 ;
+    x_id_7_d1 <= \$323 ;
   always @(posedge clk)
-    id_scaled_0_a <= \$292 ;
+    id_scaled_0_a <= \$324 ;
   always @(posedge clk)
-    id_scaled_0_b <= \$293 ;
+    id_scaled_0_b <= \$325 ;
   always @(posedge clk)
-    id_scaled_0_p <= \$294 ;
+    id_scaled_0_p <= \$326 ;
   always @(posedge clk)
-    id_scaled_1_a <= \$295 ;
+    id_scaled_1_a <= \$327 ;
   always @(posedge clk)
-    id_scaled_1_b <= \$296 ;
+    id_scaled_1_b <= \$328 ;
   always @(posedge clk)
-    id_scaled_1_p <= \$297 ;
+    id_scaled_1_p <= \$329 ;
   always @(posedge clk)
-    id_scaled_2_a <= \$298 ;
+    id_scaled_2_a <= \$330 ;
   always @(posedge clk)
-    id_scaled_2_b <= \$299 ;
+    id_scaled_2_b <= \$331 ;
   always @(posedge clk)
-    id_scaled_2_p <= \$300 ;
+    id_scaled_2_p <= \$332 ;
   always @(posedge clk)
-    id_scaled_3_a <= \$301 ;
+    id_scaled_3_a <= \$333 ;
   always @(posedge clk)
-    id_scaled_3_b <= \$302 ;
+    id_scaled_3_b <= \$334 ;
   always @(posedge clk)
-    id_scaled_3_p <= \$303 ;
+    id_scaled_3_p <= \$335 ;
   always @(posedge clk)
-    id_scaled_4_a <= \$304 ;
+    id_scaled_4_a <= \$336 ;
   always @(posedge clk)
-    id_scaled_4_b <= \$305 ;
+    id_scaled_4_b <= \$337 ;
   always @(posedge clk)
-    id_scaled_4_p <= \$306 ;
+    id_scaled_4_p <= \$338 ;
   always @(posedge clk)
-    id_scaled_5_a <= \$307 ;
+    id_scaled_5_a <= \$339 ;
   always @(posedge clk)
-    id_scaled_5_b <= \$308 ;
+    id_scaled_5_b <= \$340 ;
   always @(posedge clk)
-    id_scaled_5_p <= \$309 ;
+    id_scaled_5_p <= \$341 ;
   always @(posedge clk)
-    id_scaled_6_a <= \$310 ;
+    id_scaled_6_a <= \$342 ;
   always @(posedge clk)
-    id_scaled_6_b <= \$311 ;
+    id_scaled_6_b <= \$343 ;
   always @(posedge clk)
-    id_scaled_6_p <= \$312 ;
+    id_scaled_6_p <= \$344 ;
   always @(posedge clk)
-    id_scaled_7_a <= \$313 ;
+    id_scaled_7_a <= \$345 ;
   always @(posedge clk)
-    id_scaled_7_b <= \$314 ;
+    id_scaled_7_b <= \$346 ;
   always @(posedge clk)
-    id_scaled_7_p <= \$315 ;
+    id_scaled_7_p <= \$347 ;
   always @(posedge clk)
-    id_rounded_0 <= \$316 ;
+    id_rounded_0 <= \$348 ;
   always @(posedge clk)
-    id_rounded_1 <= \$317 ;
+    id_rounded_1 <= \$349 ;
   always @(posedge clk)
-    id_rounded_2 <= \$318 ;
+    id_rounded_2 <= \$350 ;
   always @(posedge clk)
-    id_rounded_3 <= \$319 ;
+    id_rounded_3 <= \$351 ;
   always @(posedge clk)
-    id_rounded_4 <= \$320 ;
+    id_rounded_4 <= \$352 ;
   always @(posedge clk)
-    id_rounded_5 <= \$321 ;
+    id_rounded_5 <= \$353 ;
   always @(posedge clk)
-    id_rounded_6 <= \$322 ;
+    id_rounded_6 <= \$354 ;
   always @(posedge clk)
-    id_rounded_7 <= \$323 ;
+    id_rounded_7 <= \$355 ;
   always @(posedge clk)
-    id_rounded_0_d1 <= \$324 ;
+    id_rounded_0_d1 <= \$356 ;
   always @(posedge clk)
-    id_rounded_0_d2 <= \$325 ;
+    id_rounded_0_d2 <= \$357 ;
   always @(posedge clk)
-    id_rounded_1_d1 <= \$326 ;
+    id_rounded_1_d1 <= \$358 ;
   always @(posedge clk)
-    id_rounded_1_d2 <= \$327 ;
+    id_rounded_1_d2 <= \$359 ;
   always @(posedge clk)
-    id_rounded_2_d1 <= \$328 ;
+    id_rounded_2_d1 <= \$360 ;
   always @(posedge clk)
-    id_rounded_2_d2 <= \$329 ;
+    id_rounded_2_d2 <= \$361 ;
   always @(posedge clk)
-    id_rounded_3_d1 <= \$330 ;
+    id_rounded_3_d1 <= \$362 ;
   always @(posedge clk)
-    id_rounded_3_d2 <= \$331 ;
+    id_rounded_3_d2 <= \$363 ;
   always @(posedge clk)
-    id_rounded_4_d1 <= \$332 ;
+    id_rounded_4_d1 <= \$364 ;
   always @(posedge clk)
-    id_rounded_4_d2 <= \$333 ;
+    id_rounded_4_d2 <= \$365 ;
   always @(posedge clk)
-    id_rounded_5_d1 <= \$334 ;
+    id_rounded_5_d1 <= \$366 ;
   always @(posedge clk)
-    id_rounded_5_d2 <= \$335 ;
+    id_rounded_5_d2 <= \$367 ;
   always @(posedge clk)
-    id_rounded_6_d1 <= \$336 ;
+    id_rounded_6_d1 <= \$368 ;
   always @(posedge clk)
-    id_rounded_6_d2 <= \$337 ;
+    id_rounded_6_d2 <= \$369 ;
   always @(posedge clk)
-    id_rounded_7_d1 <= \$338 ;
+    id_rounded_7_d1 <= \$370 ;
   always @(posedge clk)
-    id_rounded_7_d2 <= \$339 ;
+    id_rounded_7_d2 <= \$371 ;
   always @(posedge clk)
-    with_identity_0 <= \$340 ;
+    with_identity_0 <= \$372 ;
   always @(posedge clk)
-    with_identity_1 <= \$341 ;
+    with_identity_1 <= \$373 ;
   always @(posedge clk)
-    with_identity_2 <= \$342 ;
+    with_identity_2 <= \$374 ;
   always @(posedge clk)
-    with_identity_3 <= \$343 ;
+    with_identity_3 <= \$375 ;
   always @(posedge clk)
-    with_identity_4 <= \$344 ;
+    with_identity_4 <= \$376 ;
   always @(posedge clk)
-    with_identity_5 <= \$345 ;
+    with_identity_5 <= \$377 ;
   always @(posedge clk)
-    with_identity_6 <= \$346 ;
+    with_identity_6 <= \$378 ;
   always @(posedge clk)
-    with_identity_7 <= \$347 ;
+    with_identity_7 <= \$379 ;
   always @(posedge clk)
-    rq_meta4_d1 <= \$348 ;
+    rq_meta4_d1 <= \$380 ;
   always @(posedge clk)
-    rq_v4_d1 <= \$349 ;
+    rq_v4_d1 <= \$381 ;
   always @(posedge clk)
-    feats__payload <= \$350 ;
+    feats__payload <= \$382 ;
   always @(posedge clk)
-    feats__valid <= \$351 ;
+    feats__valid <= \$383 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$181  = sums__payload;
+    \$213  = sums__payload;
     if (rst) begin
-      \$181  = 169'h0000000000000000000000000000000000000000000;
+      \$213  = 169'h0000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$182  = beat_d1;
+    \$214  = beat_d1;
     if (rst) begin
-      \$182  = 169'h0000000000000000000000000000000000000000000;
+      \$214  = 169'h0000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$183  = sums__valid;
+    \$215  = sums__valid;
     if (rst) begin
-      \$183  = 1'h0;
+      \$215  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$184  = beat_v_d1;
+    \$216  = beat_v_d1;
     if (rst) begin
-      \$184  = 1'h0;
+      \$216  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$185  = \$16 [19:0];
+    \$217  = \$64 [19:0];
     if (rst) begin
-      \$185  = 20'h00000;
+      \$217  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$186  = \$17 [19:0];
+    \$218  = \$65 [19:0];
     if (rst) begin
-      \$186  = 20'h00000;
+      \$218  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$187  = \$18 [19:0];
+    \$219  = \$66 [19:0];
     if (rst) begin
-      \$187  = 20'h00000;
+      \$219  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$188  = \$19 [19:0];
+    \$220  = \$67 [19:0];
     if (rst) begin
-      \$188  = 20'h00000;
+      \$220  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$189  = \$20 [19:0];
+    \$221  = \$68 [19:0];
     if (rst) begin
-      \$189  = 20'h00000;
+      \$221  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$190  = \$21 [19:0];
-    if (rst) begin
-      \$190  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$191  = \$22 [19:0];
-    if (rst) begin
-      \$191  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$192  = \$23 [19:0];
-    if (rst) begin
-      \$192  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$193  = rq_data[143:128];
-    if (rst) begin
-      \$193  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$194  = rq_data[159:144];
-    if (rst) begin
-      \$194  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$195  = rq_data[175:160];
-    if (rst) begin
-      \$195  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$196  = rq_data[191:176];
-    if (rst) begin
-      \$196  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$197  = rq_data[207:192];
-    if (rst) begin
-      \$197  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$198  = rq_data[223:208];
-    if (rst) begin
-      \$198  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$199  = rq_data[239:224];
-    if (rst) begin
-      \$199  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$200  = rq_data[255:240];
-    if (rst) begin
-      \$200  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$201  = beat_d2[168:160];
-    if (rst) begin
-      \$201  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$202  = beat_v_d2;
-    if (rst) begin
-      \$202  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$203  = biased_0[16:0];
-    if (rst) begin
-      \$203  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$204  = scale_0;
-    if (rst) begin
-      \$204  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$205  = { 1'h0, \$24  };
-    if (rst) begin
-      \$205  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$206  = biased_0[19:17];
-    if (rst) begin
-      \$206  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$207  = scale_0;
-    if (rst) begin
-      \$207  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$208  = { \$25 [18], \$25  };
-    if (rst) begin
-      \$208  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$209  = \$26 [35:0];
-    if (rst) begin
-      \$209  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$210  = biased_1[16:0];
-    if (rst) begin
-      \$210  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$211  = scale_1;
-    if (rst) begin
-      \$211  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$212  = { 1'h0, \$27  };
-    if (rst) begin
-      \$212  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$213  = biased_1[19:17];
-    if (rst) begin
-      \$213  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$214  = scale_1;
-    if (rst) begin
-      \$214  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$215  = { \$28 [18], \$28  };
-    if (rst) begin
-      \$215  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$216  = \$29 [35:0];
-    if (rst) begin
-      \$216  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$217  = biased_2[16:0];
-    if (rst) begin
-      \$217  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$218  = scale_2;
-    if (rst) begin
-      \$218  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$219  = { 1'h0, \$30  };
-    if (rst) begin
-      \$219  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$220  = biased_2[19:17];
-    if (rst) begin
-      \$220  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$221  = scale_2;
-    if (rst) begin
-      \$221  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$222  = { \$31 [18], \$31  };
+    \$222  = \$69 [19:0];
     if (rst) begin
       \$222  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$223  = \$32 [35:0];
+    \$223  = \$70 [19:0];
     if (rst) begin
-      \$223  = 36'h000000000;
+      \$223  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$224  = biased_3[16:0];
+    \$224  = \$71 [19:0];
     if (rst) begin
-      \$224  = 17'h00000;
+      \$224  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$225  = scale_3;
+    \$225  = rq_data[143:128];
     if (rst) begin
       \$225  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$226  = { 1'h0, \$33  };
+    \$226  = rq_data[159:144];
     if (rst) begin
-      \$226  = 34'h000000000;
+      \$226  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$227  = biased_3[19:17];
+    \$227  = rq_data[175:160];
     if (rst) begin
-      \$227  = 3'h0;
+      \$227  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$228  = scale_3;
+    \$228  = rq_data[191:176];
     if (rst) begin
       \$228  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$229  = { \$34 [18], \$34  };
+    \$229  = rq_data[207:192];
     if (rst) begin
-      \$229  = 20'h00000;
+      \$229  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$230  = \$35 [35:0];
+    \$230  = rq_data[223:208];
     if (rst) begin
-      \$230  = 36'h000000000;
+      \$230  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$231  = biased_4[16:0];
+    \$231  = rq_data[239:224];
     if (rst) begin
-      \$231  = 17'h00000;
+      \$231  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$232  = scale_4;
+    \$232  = rq_data[255:240];
     if (rst) begin
       \$232  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$233  = { 1'h0, \$36  };
+    \$233  = beat_d2[168:160];
     if (rst) begin
-      \$233  = 34'h000000000;
+      \$233  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$234  = biased_4[19:17];
+    \$234  = beat_v_d2;
     if (rst) begin
-      \$234  = 3'h0;
+      \$234  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$235  = scale_4;
+    \$235  = biased_0[16:0];
     if (rst) begin
-      \$235  = 16'h0000;
+      \$235  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$236  = { \$37 [18], \$37  };
+    \$236  = scale_0;
     if (rst) begin
-      \$236  = 20'h00000;
+      \$236  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$237  = \$38 [35:0];
+    \$237  = { 1'h0, \$72  };
     if (rst) begin
-      \$237  = 36'h000000000;
+      \$237  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$238  = biased_5[16:0];
+    \$238  = biased_0[19:17];
     if (rst) begin
-      \$238  = 17'h00000;
+      \$238  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$239  = scale_5;
+    \$239  = scale_0;
     if (rst) begin
       \$239  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$240  = { 1'h0, \$39  };
+    \$240  = { \$73 [18], \$73  };
     if (rst) begin
-      \$240  = 34'h000000000;
+      \$240  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$241  = biased_5[19:17];
+    \$241  = \$74 [35:0];
     if (rst) begin
-      \$241  = 3'h0;
+      \$241  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$242  = scale_5;
+    \$242  = biased_1[16:0];
     if (rst) begin
-      \$242  = 16'h0000;
+      \$242  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$243  = { \$40 [18], \$40  };
+    \$243  = scale_1;
     if (rst) begin
-      \$243  = 20'h00000;
+      \$243  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$244  = \$41 [35:0];
+    \$244  = { 1'h0, \$75  };
     if (rst) begin
-      \$244  = 36'h000000000;
+      \$244  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$245  = biased_6[16:0];
+    \$245  = biased_1[19:17];
     if (rst) begin
-      \$245  = 17'h00000;
+      \$245  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$246  = scale_6;
+    \$246  = scale_1;
     if (rst) begin
       \$246  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$247  = { 1'h0, \$42  };
+    \$247  = { \$76 [18], \$76  };
     if (rst) begin
-      \$247  = 34'h000000000;
+      \$247  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$248  = biased_6[19:17];
+    \$248  = \$77 [35:0];
     if (rst) begin
-      \$248  = 3'h0;
+      \$248  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$249  = scale_6;
+    \$249  = biased_2[16:0];
     if (rst) begin
-      \$249  = 16'h0000;
+      \$249  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$250  = { \$43 [18], \$43  };
+    \$250  = scale_2;
     if (rst) begin
-      \$250  = 20'h00000;
+      \$250  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$251  = \$44 [35:0];
+    \$251  = { 1'h0, \$78  };
     if (rst) begin
-      \$251  = 36'h000000000;
+      \$251  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$252  = biased_7[16:0];
+    \$252  = biased_2[19:17];
     if (rst) begin
-      \$252  = 17'h00000;
+      \$252  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$253  = scale_7;
+    \$253  = scale_2;
     if (rst) begin
       \$253  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$254  = { 1'h0, \$45  };
+    \$254  = { \$79 [18], \$79  };
     if (rst) begin
-      \$254  = 34'h000000000;
+      \$254  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$255  = biased_7[19:17];
+    \$255  = \$80 [35:0];
     if (rst) begin
-      \$255  = 3'h0;
+      \$255  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$256  = scale_7;
+    \$256  = biased_3[16:0];
     if (rst) begin
-      \$256  = 16'h0000;
+      \$256  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$257  = { \$46 [18], \$46  };
+    \$257  = scale_3;
     if (rst) begin
-      \$257  = 20'h00000;
+      \$257  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$258  = \$47 [35:0];
+    \$258  = { 1'h0, \$81  };
     if (rst) begin
-      \$258  = 36'h000000000;
+      \$258  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$259  = rq_meta1_d1;
+    \$259  = biased_3[19:17];
     if (rst) begin
-      \$259  = 9'h000;
+      \$259  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$260  = rq_meta2_d1;
+    \$260  = scale_3;
     if (rst) begin
-      \$260  = 9'h000;
+      \$260  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$261  = rq_meta2_d2;
+    \$261  = { \$82 [18], \$82  };
     if (rst) begin
-      \$261  = 9'h000;
+      \$261  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$262  = rq_v1_d1;
+    \$262  = \$83 [35:0];
     if (rst) begin
-      \$262  = 1'h0;
+      \$262  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$263  = rq_v2_d1;
+    \$263  = biased_4[16:0];
     if (rst) begin
-      \$263  = 1'h0;
+      \$263  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$264  = rq_v2_d2;
+    \$264  = scale_4;
     if (rst) begin
-      \$264  = 1'h0;
+      \$264  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$265  = \$49 [20:0];
+    \$265  = { 1'h0, \$84  };
     if (rst) begin
-      \$265  = 21'h000000;
+      \$265  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$266  = \$51 [20:0];
+    \$266  = biased_4[19:17];
     if (rst) begin
-      \$266  = 21'h000000;
+      \$266  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$267  = \$53 [20:0];
+    \$267  = scale_4;
     if (rst) begin
-      \$267  = 21'h000000;
+      \$267  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$268  = \$55 [20:0];
+    \$268  = { \$85 [18], \$85  };
     if (rst) begin
-      \$268  = 21'h000000;
+      \$268  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$269  = \$57 [20:0];
+    \$269  = \$86 [35:0];
     if (rst) begin
-      \$269  = 21'h000000;
+      \$269  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$270  = \$59 [20:0];
+    \$270  = biased_5[16:0];
     if (rst) begin
-      \$270  = 21'h000000;
+      \$270  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$271  = \$61 [20:0];
+    \$271  = scale_5;
     if (rst) begin
-      \$271  = 21'h000000;
+      \$271  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$272  = \$63 [20:0];
+    \$272  = { 1'h0, \$87  };
     if (rst) begin
-      \$272  = 21'h000000;
+      \$272  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$273  = rq_meta2_d3;
+    \$273  = biased_5[19:17];
     if (rst) begin
-      \$273  = 9'h000;
+      \$273  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$274  = rq_v2_d3;
+    \$274  = scale_5;
     if (rst) begin
-      \$274  = 1'h0;
+      \$274  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$275  = draining;
-    if (\$68 ) begin
-      \$275  = 1'h1;
+    \$275  = { \$88 [18], \$88  };
+    if (rst) begin
+      \$275  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$276  = \$89 [35:0];
+    if (rst) begin
+      \$276  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$277  = biased_6[16:0];
+    if (rst) begin
+      \$277  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$278  = scale_6;
+    if (rst) begin
+      \$278  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$279  = { 1'h0, \$90  };
+    if (rst) begin
+      \$279  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$280  = biased_6[19:17];
+    if (rst) begin
+      \$280  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$281  = scale_6;
+    if (rst) begin
+      \$281  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$282  = { \$91 [18], \$91  };
+    if (rst) begin
+      \$282  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$283  = \$92 [35:0];
+    if (rst) begin
+      \$283  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$284  = biased_7[16:0];
+    if (rst) begin
+      \$284  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$285  = scale_7;
+    if (rst) begin
+      \$285  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$286  = { 1'h0, \$93  };
+    if (rst) begin
+      \$286  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$287  = biased_7[19:17];
+    if (rst) begin
+      \$287  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$288  = scale_7;
+    if (rst) begin
+      \$288  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$289  = { \$94 [18], \$94  };
+    if (rst) begin
+      \$289  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$290  = \$95 [35:0];
+    if (rst) begin
+      \$290  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$291  = rq_meta1_d1;
+    if (rst) begin
+      \$291  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$292  = rq_meta2_d1;
+    if (rst) begin
+      \$292  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$293  = rq_meta2_d2;
+    if (rst) begin
+      \$293  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$294  = rq_v1_d1;
+    if (rst) begin
+      \$294  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$295  = rq_v2_d1;
+    if (rst) begin
+      \$295  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$296  = rq_v2_d2;
+    if (rst) begin
+      \$296  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$297  = \$97 [20:0];
+    if (rst) begin
+      \$297  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$298  = \$99 [20:0];
+    if (rst) begin
+      \$298  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$299  = \$101 [20:0];
+    if (rst) begin
+      \$299  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$300  = \$103 [20:0];
+    if (rst) begin
+      \$300  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$301  = \$105 [20:0];
+    if (rst) begin
+      \$301  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$302  = \$107 [20:0];
+    if (rst) begin
+      \$302  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$303  = \$109 [20:0];
+    if (rst) begin
+      \$303  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$304  = \$111 [20:0];
+    if (rst) begin
+      \$304  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$305  = rq_meta2_d3;
+    if (rst) begin
+      \$305  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$306  = rq_v2_d3;
+    if (rst) begin
+      \$306  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$307  = draining;
+    if (\$116 ) begin
+      \$307  = 1'h1;
     end else if (draining) begin
-      \$275  = 1'h0;
+      \$307  = 1'h0;
     end
     if (rst) begin
-      \$275  = 1'h0;
+      \$307  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$276  = \$74 ;
+    \$308  = \$122 ;
     if (rst) begin
-      \$276  = 8'h00;
+      \$308  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$277  = \$80 ;
+    \$309  = \$128 ;
     if (rst) begin
-      \$277  = 8'h00;
+      \$309  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$278  = \$86 ;
-    if (rst) begin
-      \$278  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$279  = \$92 ;
-    if (rst) begin
-      \$279  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$280  = \$98 ;
-    if (rst) begin
-      \$280  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$281  = \$104 ;
-    if (rst) begin
-      \$281  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$282  = \$110 ;
-    if (rst) begin
-      \$282  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$283  = \$116 ;
-    if (rst) begin
-      \$283  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$284  = x_id_0;
-    if (rst) begin
-      \$284  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$285  = x_id_1;
-    if (rst) begin
-      \$285  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$286  = x_id_2;
-    if (rst) begin
-      \$286  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$287  = x_id_3;
-    if (rst) begin
-      \$287  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$288  = x_id_4;
-    if (rst) begin
-      \$288  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$289  = x_id_5;
-    if (rst) begin
-      \$289  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$290  = x_id_6;
-    if (rst) begin
-      \$290  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$291  = x_id_7;
-    if (rst) begin
-      \$291  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$292  = x_id_0_d1;
-    if (rst) begin
-      \$292  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$293  = rq_data[271:256];
-    if (rst) begin
-      \$293  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$294  = { \$117 [23], \$117  };
-    if (rst) begin
-      \$294  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$295  = x_id_1_d1;
-    if (rst) begin
-      \$295  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$296  = rq_data[271:256];
-    if (rst) begin
-      \$296  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$297  = { \$118 [23], \$118  };
-    if (rst) begin
-      \$297  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$298  = x_id_2_d1;
-    if (rst) begin
-      \$298  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$299  = rq_data[271:256];
-    if (rst) begin
-      \$299  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$300  = { \$119 [23], \$119  };
-    if (rst) begin
-      \$300  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$301  = x_id_3_d1;
-    if (rst) begin
-      \$301  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$302  = rq_data[271:256];
-    if (rst) begin
-      \$302  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$303  = { \$120 [23], \$120  };
-    if (rst) begin
-      \$303  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$304  = x_id_4_d1;
-    if (rst) begin
-      \$304  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$305  = rq_data[271:256];
-    if (rst) begin
-      \$305  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$306  = { \$121 [23], \$121  };
-    if (rst) begin
-      \$306  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$307  = x_id_5_d1;
-    if (rst) begin
-      \$307  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$308  = rq_data[271:256];
-    if (rst) begin
-      \$308  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$309  = { \$122 [23], \$122  };
-    if (rst) begin
-      \$309  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$310  = x_id_6_d1;
+    \$310  = \$134 ;
     if (rst) begin
       \$310  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$311  = rq_data[271:256];
+    \$311  = \$140 ;
     if (rst) begin
-      \$311  = 16'h0000;
+      \$311  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$312  = { \$123 [23], \$123  };
+    \$312  = \$146 ;
     if (rst) begin
-      \$312  = 25'h0000000;
+      \$312  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$313  = x_id_7_d1;
+    \$313  = \$152 ;
     if (rst) begin
       \$313  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$314  = rq_data[271:256];
+    \$314  = \$158 ;
     if (rst) begin
-      \$314  = 16'h0000;
+      \$314  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$315  = { \$124 [23], \$124  };
+    \$315  = \$164 ;
     if (rst) begin
-      \$315  = 25'h0000000;
+      \$315  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$316  = \$126 [9:0];
+    \$316  = x_id_0;
     if (rst) begin
-      \$316  = 10'h000;
+      \$316  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$317  = \$128 [9:0];
+    \$317  = x_id_1;
     if (rst) begin
-      \$317  = 10'h000;
+      \$317  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$318  = \$130 [9:0];
+    \$318  = x_id_2;
     if (rst) begin
-      \$318  = 10'h000;
+      \$318  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$319  = \$132 [9:0];
+    \$319  = x_id_3;
     if (rst) begin
-      \$319  = 10'h000;
+      \$319  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$320  = \$134 [9:0];
+    \$320  = x_id_4;
     if (rst) begin
-      \$320  = 10'h000;
+      \$320  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$321  = \$136 [9:0];
+    \$321  = x_id_5;
     if (rst) begin
-      \$321  = 10'h000;
+      \$321  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$322  = \$138 [9:0];
+    \$322  = x_id_6;
     if (rst) begin
-      \$322  = 10'h000;
+      \$322  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$323  = \$140 [9:0];
+    \$323  = x_id_7;
     if (rst) begin
-      \$323  = 10'h000;
+      \$323  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$324  = id_rounded_0;
+    \$324  = x_id_0_d1;
     if (rst) begin
-      \$324  = 10'h000;
+      \$324  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$325  = id_rounded_0_d1;
+    \$325  = rq_data[271:256];
     if (rst) begin
-      \$325  = 10'h000;
+      \$325  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$326  = id_rounded_1;
+    \$326  = { \$165 [23], \$165  };
     if (rst) begin
-      \$326  = 10'h000;
+      \$326  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$327  = id_rounded_1_d1;
+    \$327  = x_id_1_d1;
     if (rst) begin
-      \$327  = 10'h000;
+      \$327  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$328  = id_rounded_2;
+    \$328  = rq_data[271:256];
     if (rst) begin
-      \$328  = 10'h000;
+      \$328  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$329  = id_rounded_2_d1;
+    \$329  = { \$166 [23], \$166  };
     if (rst) begin
-      \$329  = 10'h000;
+      \$329  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$330  = id_rounded_3;
+    \$330  = x_id_2_d1;
     if (rst) begin
-      \$330  = 10'h000;
+      \$330  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$331  = id_rounded_3_d1;
+    \$331  = rq_data[271:256];
     if (rst) begin
-      \$331  = 10'h000;
+      \$331  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$332  = id_rounded_4;
+    \$332  = { \$167 [23], \$167  };
     if (rst) begin
-      \$332  = 10'h000;
+      \$332  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$333  = id_rounded_4_d1;
+    \$333  = x_id_3_d1;
     if (rst) begin
-      \$333  = 10'h000;
+      \$333  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$334  = id_rounded_5;
+    \$334  = rq_data[271:256];
     if (rst) begin
-      \$334  = 10'h000;
+      \$334  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$335  = id_rounded_5_d1;
+    \$335  = { \$168 [23], \$168  };
     if (rst) begin
-      \$335  = 10'h000;
+      \$335  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$336  = id_rounded_6;
+    \$336  = x_id_4_d1;
     if (rst) begin
-      \$336  = 10'h000;
+      \$336  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$337  = id_rounded_6_d1;
+    \$337  = rq_data[271:256];
     if (rst) begin
-      \$337  = 10'h000;
+      \$337  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$338  = id_rounded_7;
+    \$338  = { \$169 [23], \$169  };
     if (rst) begin
-      \$338  = 10'h000;
+      \$338  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$339  = id_rounded_7_d1;
+    \$339  = x_id_5_d1;
     if (rst) begin
-      \$339  = 10'h000;
+      \$339  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$340  = \$141 ;
+    \$340  = rq_data[271:256];
     if (rst) begin
-      \$340  = 22'h000000;
+      \$340  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$341  = \$142 ;
+    \$341  = { \$170 [23], \$170  };
     if (rst) begin
-      \$341  = 22'h000000;
+      \$341  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$342  = \$143 ;
+    \$342  = x_id_6_d1;
     if (rst) begin
-      \$342  = 22'h000000;
+      \$342  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$343  = \$144 ;
+    \$343  = rq_data[271:256];
     if (rst) begin
-      \$343  = 22'h000000;
+      \$343  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$344  = \$145 ;
+    \$344  = { \$171 [23], \$171  };
     if (rst) begin
-      \$344  = 22'h000000;
+      \$344  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$345  = \$146 ;
+    \$345  = x_id_7_d1;
     if (rst) begin
-      \$345  = 22'h000000;
+      \$345  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$346  = \$147 ;
+    \$346  = rq_data[271:256];
     if (rst) begin
-      \$346  = 22'h000000;
+      \$346  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$347  = \$148 ;
+    \$347  = { \$172 [23], \$172  };
     if (rst) begin
-      \$347  = 22'h000000;
+      \$347  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$348  = rq_meta3_d1;
+    \$348  = \$174 [9:0];
     if (rst) begin
-      \$348  = 9'h000;
+      \$348  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$349  = rq_v3_d1;
+    \$349  = \$176 [9:0];
     if (rst) begin
-      \$349  = 1'h0;
+      \$349  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$350 [7:0] = \$152 [7:0];
-    \$350 [15:8] = \$156 [7:0];
-    \$350 [23:16] = \$160 [7:0];
-    \$350 [31:24] = \$164 [7:0];
-    \$350 [39:32] = \$168 [7:0];
-    \$350 [47:40] = \$172 [7:0];
-    \$350 [55:48] = \$176 [7:0];
-    \$350 [63:56] = \$180 [7:0];
-    \$350 [72:64] = rq_meta4_d1;
+    \$350  = \$178 [9:0];
     if (rst) begin
-      \$350  = 73'h0000000000000000000;
+      \$350  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$351  = rq_v4_d1;
+    \$351  = \$180 [9:0];
     if (rst) begin
-      \$351  = 1'h0;
+      \$351  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$352  = \$182 [9:0];
+    if (rst) begin
+      \$352  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$353  = \$184 [9:0];
+    if (rst) begin
+      \$353  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$354  = \$186 [9:0];
+    if (rst) begin
+      \$354  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$355  = \$188 [9:0];
+    if (rst) begin
+      \$355  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$356  = id_rounded_0;
+    if (rst) begin
+      \$356  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$357  = id_rounded_0_d1;
+    if (rst) begin
+      \$357  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$358  = id_rounded_1;
+    if (rst) begin
+      \$358  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$359  = id_rounded_1_d1;
+    if (rst) begin
+      \$359  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$360  = id_rounded_2;
+    if (rst) begin
+      \$360  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$361  = id_rounded_2_d1;
+    if (rst) begin
+      \$361  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$362  = id_rounded_3;
+    if (rst) begin
+      \$362  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$363  = id_rounded_3_d1;
+    if (rst) begin
+      \$363  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$364  = id_rounded_4;
+    if (rst) begin
+      \$364  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$365  = id_rounded_4_d1;
+    if (rst) begin
+      \$365  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$366  = id_rounded_5;
+    if (rst) begin
+      \$366  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$367  = id_rounded_5_d1;
+    if (rst) begin
+      \$367  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$368  = id_rounded_6;
+    if (rst) begin
+      \$368  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$369  = id_rounded_6_d1;
+    if (rst) begin
+      \$369  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$370  = id_rounded_7;
+    if (rst) begin
+      \$370  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$371  = id_rounded_7_d1;
+    if (rst) begin
+      \$371  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$372  = \$189 ;
+    if (rst) begin
+      \$372  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$373  = \$190 ;
+    if (rst) begin
+      \$373  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$374  = \$191 ;
+    if (rst) begin
+      \$374  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$375  = \$192 ;
+    if (rst) begin
+      \$375  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$376  = \$193 ;
+    if (rst) begin
+      \$376  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$377  = \$194 ;
+    if (rst) begin
+      \$377  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$378  = \$195 ;
+    if (rst) begin
+      \$378  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$379  = \$196 ;
+    if (rst) begin
+      \$379  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$380  = rq_meta3_d1;
+    if (rst) begin
+      \$380  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$381  = rq_v3_d1;
+    if (rst) begin
+      \$381  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$382 [7:0] = \$198 ;
+    \$382 [15:8] = \$200 ;
+    \$382 [23:16] = \$202 ;
+    \$382 [31:24] = \$204 ;
+    \$382 [39:32] = \$206 ;
+    \$382 [47:40] = \$208 ;
+    \$382 [55:48] = \$210 ;
+    \$382 [63:56] = \$212 ;
+    \$382 [72:64] = rq_meta4_d1;
+    if (rst) begin
+      \$382  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$383  = rq_v4_d1;
+    if (rst) begin
+      \$383  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[166];
@@ -23497,22 +23609,22 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   assign \$6  = { scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p, 17'h00000 };
   assign \$7  = { scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p, 17'h00000 };
   assign \$8  = { scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p, 17'h00000 };
-  assign \$48  = { scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35:16] };
-  assign \$50  = { scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35:16] };
-  assign \$52  = { scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35:16] };
-  assign \$54  = { scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35:16] };
-  assign \$56  = { scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35:16] };
-  assign \$58  = { scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35:16] };
-  assign \$60  = { scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35:16] };
-  assign \$62  = { scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35:16] };
-  assign \$125  = { id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24:16] };
-  assign \$127  = { id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24:16] };
-  assign \$129  = { id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24:16] };
-  assign \$131  = { id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24:16] };
-  assign \$133  = { id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24:16] };
-  assign \$135  = { id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24:16] };
-  assign \$137  = { id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24:16] };
-  assign \$139  = { id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24:16] };
+  assign \$96  = { scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35:16] };
+  assign \$98  = { scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35:16] };
+  assign \$100  = { scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35:16] };
+  assign \$102  = { scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35:16] };
+  assign \$104  = { scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35], scaled_4_sum[35:16] };
+  assign \$106  = { scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35:16] };
+  assign \$108  = { scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35:16] };
+  assign \$110  = { scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35:16] };
+  assign \$173  = { id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24:16] };
+  assign \$175  = { id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24:16] };
+  assign \$177  = { id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24:16] };
+  assign \$179  = { id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24:16] };
+  assign \$181  = { id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24:16] };
+  assign \$183  = { id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24:16] };
+  assign \$185  = { id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24:16] };
+  assign \$187  = { id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24:16] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -30105,51 +30217,51 @@ endmodule
 module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire [50:0] \$1 ;
-  wire [18:0] \$10 ;
+  wire \$10 ;
   reg \$100 ;
-  wire [36:0] \$11 ;
-  wire [32:0] \$12 ;
-  wire [18:0] \$13 ;
-  wire [36:0] \$14 ;
-  wire [32:0] \$15 ;
-  wire [18:0] \$16 ;
-  wire [36:0] \$17 ;
-  wire [32:0] \$18 ;
-  wire [18:0] \$19 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire [20:0] \$13 ;
+  wire [20:0] \$14 ;
+  wire [20:0] \$15 ;
+  wire [20:0] \$16 ;
+  wire [32:0] \$17 ;
+  wire [18:0] \$18 ;
+  wire [36:0] \$19 ;
   wire [50:0] \$2 ;
-  wire [36:0] \$20 ;
-  wire [35:0] \$21 ;
+  wire [32:0] \$20 ;
+  wire [18:0] \$21 ;
   wire [36:0] \$22 ;
-  wire [35:0] \$23 ;
-  wire [36:0] \$24 ;
-  wire [35:0] \$25 ;
-  wire [36:0] \$26 ;
-  wire [35:0] \$27 ;
+  wire [32:0] \$23 ;
+  wire [18:0] \$24 ;
+  wire [36:0] \$25 ;
+  wire [32:0] \$26 ;
+  wire [18:0] \$27 ;
   wire [36:0] \$28 ;
-  wire \$29 ;
+  wire [35:0] \$29 ;
   wire [50:0] \$3 ;
-  wire \$30 ;
-  wire [20:0] \$31 ;
-  wire [20:0] \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire [20:0] \$35 ;
-  wire [20:0] \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire [20:0] \$39 ;
+  wire [36:0] \$30 ;
+  wire [35:0] \$31 ;
+  wire [36:0] \$32 ;
+  wire [35:0] \$33 ;
+  wire [36:0] \$34 ;
+  wire [35:0] \$35 ;
+  wire [36:0] \$36 ;
+  wire [7:0] \$37 ;
+  wire [7:0] \$38 ;
+  wire [7:0] \$39 ;
   wire [50:0] \$4 ;
-  wire [20:0] \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [20:0] \$43 ;
-  wire [20:0] \$44 ;
+  wire [7:0] \$40 ;
+  wire [7:0] \$41 ;
+  wire [7:0] \$42 ;
+  wire [7:0] \$43 ;
+  wire [7:0] \$44 ;
   reg [88:0] \$45 ;
   reg [88:0] \$46 ;
   reg \$47 ;
   reg \$48 ;
   reg [19:0] \$49 ;
-  wire [20:0] \$5 ;
+  wire \$5 ;
   reg [19:0] \$50 ;
   reg [19:0] \$51 ;
   reg [19:0] \$52 ;
@@ -30160,7 +30272,7 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   reg [8:0] \$57 ;
   reg \$58 ;
   reg [16:0] \$59 ;
-  wire [20:0] \$6 ;
+  wire \$6 ;
   reg [15:0] \$60 ;
   reg [33:0] \$61 ;
   reg [2:0] \$62 ;
@@ -30171,7 +30283,7 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   reg [15:0] \$67 ;
   reg [33:0] \$68 ;
   reg [2:0] \$69 ;
-  wire [20:0] \$7 ;
+  wire \$7 ;
   reg [15:0] \$70 ;
   reg [19:0] \$71 ;
   reg [35:0] \$72 ;
@@ -30182,7 +30294,7 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   reg [15:0] \$77 ;
   reg [19:0] \$78 ;
   reg [35:0] \$79 ;
-  wire [20:0] \$8 ;
+  wire \$8 ;
   reg [16:0] \$80 ;
   reg [15:0] \$81 ;
   reg [33:0] \$82 ;
@@ -30193,7 +30305,7 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   reg [8:0] \$87 ;
   reg [8:0] \$88 ;
   reg [8:0] \$89 ;
-  wire [32:0] \$9 ;
+  wire \$9 ;
   reg \$90 ;
   reg \$91 ;
   reg \$92 ;
@@ -30234,6 +30346,10 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   reg [19:0] biased_1 = 20'h00000;
   reg [19:0] biased_2 = 20'h00000;
   reg [19:0] biased_3 = 20'h00000;
+  wire clamp_0_over;
+  wire clamp_1_over;
+  wire clamp_2_over;
+  wire clamp_3_over;
   input clk;
   wire clk;
   output [40:0] feats__payload;
@@ -30373,42 +30489,46 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   wire [2:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
-  assign \$5  = $signed(beat_d2[19:0]) + $signed(rq_data[15:0]);
-  assign \$6  = $signed(beat_d2[39:20]) + $signed(rq_data[31:16]);
-  assign \$7  = $signed(beat_d2[59:40]) + $signed(rq_data[47:32]);
-  assign \$8  = $signed(beat_d2[79:60]) + $signed(rq_data[63:48]);
-  assign \$9  = scaled_0_pp00_a * scaled_0_pp00_b;
-  assign \$10  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$11  = $signed(scaled_0_pp00_p) + $signed(\$1 [35:0]);
-  assign \$12  = scaled_1_pp00_a * scaled_1_pp00_b;
-  assign \$13  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$14  = $signed(scaled_1_pp00_p) + $signed(\$2 [35:0]);
-  assign \$15  = scaled_2_pp00_a * scaled_2_pp00_b;
-  assign \$16  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
-  assign \$17  = $signed(scaled_2_pp00_p) + $signed(\$3 [35:0]);
-  assign \$18  = scaled_3_pp00_a * scaled_3_pp00_b;
-  assign \$19  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
-  assign \$20  = $signed(scaled_3_pp00_p) + $signed(\$4 [35:0]);
-  assign \$22  = $signed(\$21 ) + $signed({ 1'h0, scaled_0_sum[15] });
-  assign \$24  = $signed(\$23 ) + $signed({ 1'h0, scaled_1_sum[15] });
-  assign \$26  = $signed(\$25 ) + $signed({ 1'h0, scaled_2_sum[15] });
-  assign \$28  = $signed(\$27 ) + $signed({ 1'h0, scaled_3_sum[15] });
-  assign \$29  = $signed(rounded_0) > $signed(8'h7f);
-  assign \$30  = $signed(rounded_0) < $signed(1'h0);
-  assign \$31  = \$30  ? 21'h000000 : rounded_0;
-  assign \$32  = \$29  ? 21'h00007f : \$31 ;
-  assign \$33  = $signed(rounded_1) > $signed(8'h7f);
-  assign \$34  = $signed(rounded_1) < $signed(1'h0);
-  assign \$35  = \$34  ? 21'h000000 : rounded_1;
-  assign \$36  = \$33  ? 21'h00007f : \$35 ;
-  assign \$37  = $signed(rounded_2) > $signed(8'h7f);
-  assign \$38  = $signed(rounded_2) < $signed(1'h0);
-  assign \$39  = \$38  ? 21'h000000 : rounded_2;
-  assign \$40  = \$37  ? 21'h00007f : \$39 ;
-  assign \$41  = $signed(rounded_3) > $signed(8'h7f);
-  assign \$42  = $signed(rounded_3) < $signed(1'h0);
-  assign \$43  = \$42  ? 21'h000000 : rounded_3;
-  assign \$44  = \$41  ? 21'h00007f : \$43 ;
+  assign \$5  = ~ rounded_0[20];
+  assign \$6  = | rounded_0[19:7];
+  assign clamp_0_over = \$5  & \$6 ;
+  assign \$7  = ~ rounded_1[20];
+  assign \$8  = | rounded_1[19:7];
+  assign clamp_1_over = \$7  & \$8 ;
+  assign \$9  = ~ rounded_2[20];
+  assign \$10  = | rounded_2[19:7];
+  assign clamp_2_over = \$9  & \$10 ;
+  assign \$11  = ~ rounded_3[20];
+  assign \$12  = | rounded_3[19:7];
+  assign clamp_3_over = \$11  & \$12 ;
+  assign \$13  = $signed(beat_d2[19:0]) + $signed(rq_data[15:0]);
+  assign \$14  = $signed(beat_d2[39:20]) + $signed(rq_data[31:16]);
+  assign \$15  = $signed(beat_d2[59:40]) + $signed(rq_data[47:32]);
+  assign \$16  = $signed(beat_d2[79:60]) + $signed(rq_data[63:48]);
+  assign \$17  = scaled_0_pp00_a * scaled_0_pp00_b;
+  assign \$18  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
+  assign \$19  = $signed(scaled_0_pp00_p) + $signed(\$1 [35:0]);
+  assign \$20  = scaled_1_pp00_a * scaled_1_pp00_b;
+  assign \$21  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
+  assign \$22  = $signed(scaled_1_pp00_p) + $signed(\$2 [35:0]);
+  assign \$23  = scaled_2_pp00_a * scaled_2_pp00_b;
+  assign \$24  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
+  assign \$25  = $signed(scaled_2_pp00_p) + $signed(\$3 [35:0]);
+  assign \$26  = scaled_3_pp00_a * scaled_3_pp00_b;
+  assign \$27  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
+  assign \$28  = $signed(scaled_3_pp00_p) + $signed(\$4 [35:0]);
+  assign \$30  = $signed(\$29 ) + $signed({ 1'h0, scaled_0_sum[15] });
+  assign \$32  = $signed(\$31 ) + $signed({ 1'h0, scaled_1_sum[15] });
+  assign \$34  = $signed(\$33 ) + $signed({ 1'h0, scaled_2_sum[15] });
+  assign \$36  = $signed(\$35 ) + $signed({ 1'h0, scaled_3_sum[15] });
+  assign \$37  = clamp_0_over ? 8'h7f : rounded_0[7:0];
+  assign \$38  = rounded_0[20] ? 8'h00 : \$37 ;
+  assign \$39  = clamp_1_over ? 8'h7f : rounded_1[7:0];
+  assign \$40  = rounded_1[20] ? 8'h00 : \$39 ;
+  assign \$41  = clamp_2_over ? 8'h7f : rounded_2[7:0];
+  assign \$42  = rounded_2[20] ? 8'h00 : \$41 ;
+  assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
+  assign \$44  = rounded_3[20] ? 8'h00 : \$43 ;
   always @(posedge clk)
     beat_d1 <= \$45 ;
   always @(posedge clk)
@@ -30551,28 +30671,28 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$49  = \$5 [19:0];
+    \$49  = \$13 [19:0];
     if (rst) begin
       \$49  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$50  = \$6 [19:0];
+    \$50  = \$14 [19:0];
     if (rst) begin
       \$50  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$51  = \$7 [19:0];
+    \$51  = \$15 [19:0];
     if (rst) begin
       \$51  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$52  = \$8 [19:0];
+    \$52  = \$16 [19:0];
     if (rst) begin
       \$52  = 20'h00000;
     end
@@ -30635,7 +30755,7 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$61  = { 1'h0, \$9  };
+    \$61  = { 1'h0, \$17  };
     if (rst) begin
       \$61  = 34'h000000000;
     end
@@ -30656,14 +30776,14 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$64  = { \$10 [18], \$10  };
+    \$64  = { \$18 [18], \$18  };
     if (rst) begin
       \$64  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$65  = \$11 [35:0];
+    \$65  = \$19 [35:0];
     if (rst) begin
       \$65  = 36'h000000000;
     end
@@ -30684,7 +30804,7 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$68  = { 1'h0, \$12  };
+    \$68  = { 1'h0, \$20  };
     if (rst) begin
       \$68  = 34'h000000000;
     end
@@ -30705,14 +30825,14 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$71  = { \$13 [18], \$13  };
+    \$71  = { \$21 [18], \$21  };
     if (rst) begin
       \$71  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$72  = \$14 [35:0];
+    \$72  = \$22 [35:0];
     if (rst) begin
       \$72  = 36'h000000000;
     end
@@ -30733,7 +30853,7 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$75  = { 1'h0, \$15  };
+    \$75  = { 1'h0, \$23  };
     if (rst) begin
       \$75  = 34'h000000000;
     end
@@ -30754,14 +30874,14 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$78  = { \$16 [18], \$16  };
+    \$78  = { \$24 [18], \$24  };
     if (rst) begin
       \$78  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$79  = \$17 [35:0];
+    \$79  = \$25 [35:0];
     if (rst) begin
       \$79  = 36'h000000000;
     end
@@ -30782,7 +30902,7 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$82  = { 1'h0, \$18  };
+    \$82  = { 1'h0, \$26  };
     if (rst) begin
       \$82  = 34'h000000000;
     end
@@ -30803,14 +30923,14 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$85  = { \$19 [18], \$19  };
+    \$85  = { \$27 [18], \$27  };
     if (rst) begin
       \$85  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$86  = \$20 [35:0];
+    \$86  = \$28 [35:0];
     if (rst) begin
       \$86  = 36'h000000000;
     end
@@ -30859,28 +30979,28 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$93  = \$22 [20:0];
+    \$93  = \$30 [20:0];
     if (rst) begin
       \$93  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$94  = \$24 [20:0];
+    \$94  = \$32 [20:0];
     if (rst) begin
       \$94  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$95  = \$26 [20:0];
+    \$95  = \$34 [20:0];
     if (rst) begin
       \$95  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$96  = \$28 [20:0];
+    \$96  = \$36 [20:0];
     if (rst) begin
       \$96  = 21'h000000;
     end
@@ -30901,10 +31021,10 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$99 [7:0] = \$32 [7:0];
-    \$99 [15:8] = \$36 [7:0];
-    \$99 [23:16] = \$40 [7:0];
-    \$99 [31:24] = \$44 [7:0];
+    \$99 [7:0] = \$38 ;
+    \$99 [15:8] = \$40 ;
+    \$99 [23:16] = \$42 ;
+    \$99 [31:24] = \$44 ;
     \$99 [40:32] = rq_meta3_d1;
     if (rst) begin
       \$99  = 41'h00000000000;
@@ -31016,10 +31136,10 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   assign \$2  = { scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p, 17'h00000 };
   assign \$3  = { scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p, 17'h00000 };
   assign \$4  = { scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p, 17'h00000 };
-  assign \$21  = { scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35:16] };
-  assign \$23  = { scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35:16] };
-  assign \$25  = { scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35:16] };
-  assign \$27  = { scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35:16] };
+  assign \$29  = { scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35:16] };
+  assign \$31  = { scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35:16] };
+  assign \$33  = { scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35:16] };
+  assign \$35  = { scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35], scaled_3_sum[35:16] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -32224,47 +32344,61 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [8:0] \$12 ;
+  wire \$12 ;
   wire \$13 ;
-  wire [8:0] \$14 ;
-  wire [9:0] \$15 ;
-  wire [3:0] \$16 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
   wire \$17 ;
-  wire [4:0] \$18 ;
+  wire \$18 ;
   wire [8:0] \$19 ;
-  wire [8:0] \$2 ;
-  wire [2:0] \$20 ;
-  wire \$21 ;
-  wire [2:0] \$22 ;
-  wire \$23 ;
-  reg [7:0] \$24 ;
-  reg \$25 ;
-  reg [7:0] \$26 ;
-  reg [7:0] \$27 ;
-  reg [2:0] \$28 ;
-  reg [7:0] \$29 ;
+  wire [3:0] \$2 ;
+  wire \$20 ;
+  wire [8:0] \$21 ;
+  wire [9:0] \$22 ;
+  wire [3:0] \$23 ;
+  wire \$24 ;
+  wire [4:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
   wire \$3 ;
-  reg [1:0] \$30 ;
-  reg [64:0] \$31 ;
-  reg [64:0] \$32 ;
-  reg [64:0] \$33 ;
-  reg [64:0] \$34 ;
-  reg [1:0] \$35 ;
-  reg [1:0] \$36 ;
-  reg [2:0] \$37 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire [8:0] \$32 ;
+  wire [2:0] \$33 ;
+  wire \$34 ;
+  wire [2:0] \$35 ;
+  wire \$36 ;
+  reg [7:0] \$37 ;
   reg \$38 ;
-  wire [9:0] \$4 ;
+  reg [7:0] \$39 ;
+  wire [4:0] \$4 ;
+  reg [7:0] \$40 ;
+  reg [2:0] \$41 ;
+  reg \$42 ;
+  reg [7:0] \$43 ;
+  reg [1:0] \$44 ;
+  reg [64:0] \$45 ;
+  reg [64:0] \$46 ;
+  reg [64:0] \$47 ;
+  reg [64:0] \$48 ;
+  reg [1:0] \$49 ;
   wire \$5 ;
-  wire \$6 ;
-  wire [3:0] \$7 ;
-  wire \$8 ;
-  wire [4:0] \$9 ;
+  reg [1:0] \$50 ;
+  reg [2:0] \$51 ;
+  reg \$52 ;
+  wire [8:0] \$6 ;
+  wire \$7 ;
+  wire [9:0] \$8 ;
+  wire \$9 ;
   reg [1:0] arrive = 2'h0;
   input clk;
   wire clk;
   reg full = 1'h0;
+  reg has_unread = 1'h0;
   reg [7:0] held = 8'h00;
-  wire [7:0] held_next;
   wire [64:0] i__payload;
   wire i__ready;
   input i__valid;
@@ -32298,62 +32432,77 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
   wire w_en;
   (* init = 8'h00 *)
   wire [7:0] w_ptr;
-  assign \$1  = i__valid & i__ready;
-  assign \$2  = held + \$1 ;
-  assign \$3  = o__valid & o__ready;
-  assign \$4  = \$2  - \$3 ;
+  always @(posedge clk)
+    unread <= \$40 ;
+  always @(posedge clk)
+    pending <= \$41 ;
+  always @(posedge clk)
+    has_unread <= \$42 ;
+  always @(posedge clk)
+    r_addr <= \$43 ;
+  always @(posedge clk)
+    arrive <= \$44 ;
+  always @(posedge clk)
+    q0 <= \$45 ;
+  always @(posedge clk)
+    q1 <= \$46 ;
+  always @(posedge clk)
+    q2 <= \$47 ;
+  always @(posedge clk)
+    q3 <= \$48 ;
+  always @(posedge clk)
+    q_w <= \$49 ;
+  always @(posedge clk)
+    q_h <= \$50 ;
+  always @(posedge clk)
+    q_n <= \$51 ;
+  always @(posedge clk)
+    o__valid <= \$52 ;
   assign i__ready = ~ full;
   assign w_en = i__valid & i__ready;
-  assign \$5  = | unread;
-  assign \$6  = pending != 3'h4;
-  assign issue = \$5  & \$6 ;
-  assign \$7  = q_n + arrive[1];
-  assign \$8  = o__valid & o__ready;
-  assign \$9  = \$7  - \$8 ;
-  assign \$10  = \$4 [7:0] == 8'hb5;
-  assign \$11  = i__valid & i__ready;
-  assign \$12  = w_addr + 1'h1;
-  assign \$13  = i__valid & i__ready;
-  assign \$14  = unread + \$13 ;
-  assign \$15  = \$14  - issue;
-  assign \$16  = pending + issue;
-  assign \$17  = o__valid & o__ready;
-  assign \$18  = \$16  - \$17 ;
-  assign \$19  = r_addr + 1'h1;
-  assign \$20  = q_w + 1'h1;
-  assign \$21  = o__valid & o__ready;
-  assign \$22  = q_h + 1'h1;
-  assign \$23  = | \$9 [2:0];
+  assign \$1  = pending != 3'h4;
+  assign issue = has_unread & \$1 ;
+  assign \$2  = q_n + arrive[1];
+  assign \$3  = o__valid & o__ready;
+  assign \$4  = \$2  - \$3 ;
+  assign \$5  = i__valid & i__ready;
+  assign \$6  = held + \$5 ;
+  assign \$7  = o__valid & o__ready;
+  assign \$8  = \$6  - \$7 ;
+  assign \$9  = i__valid & i__ready;
+  assign \$10  = o__valid & o__ready;
+  assign \$11  = ~ \$10 ;
+  assign \$12  = \$9  & \$11 ;
+  assign \$13  = o__valid & o__ready;
+  assign \$14  = i__valid & i__ready;
+  assign \$15  = ~ \$14 ;
+  assign \$16  = \$13  & \$15 ;
+  assign \$17  = held == 8'hb4;
+  assign \$18  = i__valid & i__ready;
+  assign \$19  = w_addr + 1'h1;
+  assign \$20  = i__valid & i__ready;
+  assign \$21  = unread + \$20 ;
+  assign \$22  = \$21  - issue;
+  assign \$23  = pending + issue;
+  assign \$24  = o__valid & o__ready;
+  assign \$25  = \$23  - \$24 ;
+  assign \$26  = i__valid & i__ready;
+  assign \$27  = unread == 1'h1;
+  assign \$28  = issue & \$27 ;
+  assign \$29  = ~ \$28 ;
+  assign \$30  = has_unread & \$29 ;
+  assign \$31  = \$26  | \$30 ;
+  assign \$32  = r_addr + 1'h1;
+  assign \$33  = q_w + 1'h1;
+  assign \$34  = o__valid & o__ready;
+  assign \$35  = q_h + 1'h1;
+  assign \$36  = | \$4 [2:0];
   always @(posedge clk)
-    held <= \$24 ;
+    held <= \$37 ;
   always @(posedge clk)
-    full <= \$25 ;
+    full <= \$38 ;
   always @(posedge clk)
-    w_addr <= \$26 ;
-  always @(posedge clk)
-    unread <= \$27 ;
-  always @(posedge clk)
-    pending <= \$28 ;
-  always @(posedge clk)
-    r_addr <= \$29 ;
-  always @(posedge clk)
-    arrive <= \$30 ;
-  always @(posedge clk)
-    q0 <= \$31 ;
-  always @(posedge clk)
-    q1 <= \$32 ;
-  always @(posedge clk)
-    q2 <= \$33 ;
-  always @(posedge clk)
-    q3 <= \$34 ;
-  always @(posedge clk)
-    q_w <= \$35 ;
-  always @(posedge clk)
-    q_h <= \$36 ;
-  always @(posedge clk)
-    q_n <= \$37 ;
-  always @(posedge clk)
-    o__valid <= \$38 ;
+    w_addr <= \$39 ;
   \top.identity1.ram  ram (
     .clk(clk),
     .r_data(r_data),
@@ -32363,6 +32512,136 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     .w_data(w_data),
     .w_en(w_en)
   );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$41  = \$25 [2:0];
+    if (rst) begin
+      \$41  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$42  = \$31 ;
+    if (rst) begin
+      \$42  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$43  = r_addr;
+    if (issue) begin
+      \$43  = \$32 [7:0];
+    end
+    if (rst) begin
+      \$43  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$44  = { arrive[0], issue };
+    if (rst) begin
+      \$44  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$45  = q0;
+    if (arrive[1]) begin
+      casez (q_w)
+        2'h0:
+            \$45  = r_data;
+      endcase
+    end
+    if (rst) begin
+      \$45  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$46  = q1;
+    if (arrive[1]) begin
+      casez (q_w)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$46  = r_data;
+      endcase
+    end
+    if (rst) begin
+      \$46  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$47  = q2;
+    if (arrive[1]) begin
+      casez (q_w)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$47  = r_data;
+      endcase
+    end
+    if (rst) begin
+      \$47  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$48  = q3;
+    if (arrive[1]) begin
+      (* full_case = 32'd1 *)
+      casez (q_w)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            /* empty */;
+        2'h3:
+            \$48  = r_data;
+      endcase
+    end
+    if (rst) begin
+      \$48  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$49  = q_w;
+    if (arrive[1]) begin
+      \$49  = \$33 [1:0];
+    end
+    if (rst) begin
+      \$49  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$50  = q_h;
+    if (\$34 ) begin
+      \$50  = \$35 [1:0];
+    end
+    if (rst) begin
+      \$50  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$51  = \$4 [2:0];
+    if (rst) begin
+      \$51  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$52  = \$36 ;
+    if (rst) begin
+      \$52  = 1'h0;
+    end
+  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     (* full_case = 32'd1 *)
@@ -32379,163 +32658,44 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$24  = \$4 [7:0];
+    \$37  = \$8 [7:0];
     if (rst) begin
-      \$24  = 8'h00;
+      \$37  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$25  = \$10 ;
-    if (rst) begin
-      \$25  = 1'h0;
+    \$38  = full;
+    if (\$12 ) begin
+      \$38  = \$17 ;
+    end else if (\$16 ) begin
+      \$38  = 1'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$26  = w_addr;
-    if (\$11 ) begin
-      \$26  = \$12 [7:0];
-    end
-    if (rst) begin
-      \$26  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$27  = \$15 [7:0];
-    if (rst) begin
-      \$27  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$28  = \$18 [2:0];
-    if (rst) begin
-      \$28  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$29  = r_addr;
-    if (issue) begin
-      \$29  = \$19 [7:0];
-    end
-    if (rst) begin
-      \$29  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$30  = { arrive[0], issue };
-    if (rst) begin
-      \$30  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$31  = q0;
-    if (arrive[1]) begin
-      casez (q_w)
-        2'h0:
-            \$31  = r_data;
-      endcase
-    end
-    if (rst) begin
-      \$31  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$32  = q1;
-    if (arrive[1]) begin
-      casez (q_w)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$32  = r_data;
-      endcase
-    end
-    if (rst) begin
-      \$32  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$33  = q2;
-    if (arrive[1]) begin
-      casez (q_w)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            \$33  = r_data;
-      endcase
-    end
-    if (rst) begin
-      \$33  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$34  = q3;
-    if (arrive[1]) begin
-      (* full_case = 32'd1 *)
-      casez (q_w)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            /* empty */;
-        2'h3:
-            \$34  = r_data;
-      endcase
-    end
-    if (rst) begin
-      \$34  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$35  = q_w;
-    if (arrive[1]) begin
-      \$35  = \$20 [1:0];
-    end
-    if (rst) begin
-      \$35  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$36  = q_h;
-    if (\$21 ) begin
-      \$36  = \$22 [1:0];
-    end
-    if (rst) begin
-      \$36  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$37  = \$9 [2:0];
-    if (rst) begin
-      \$37  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$38  = \$23 ;
     if (rst) begin
       \$38  = 1'h0;
     end
   end
-  assign held_next = \$4 [7:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$39  = w_addr;
+    if (\$18 ) begin
+      \$39  = \$19 [7:0];
+    end
+    if (rst) begin
+      \$39  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$40  = \$22 [7:0];
+    if (rst) begin
+      \$40  = 8'h00;
+    end
+  end
   assign w_ptr = w_addr;
   assign i__payload = w_data;
   assign r_ptr = r_addr;
-  assign q_next = \$9 [2:0];
+  assign q_next = \$4 [2:0];
 endmodule
 
 (* generator = "Amaranth" *)
