@@ -234,8 +234,10 @@ def cmd_synth(args) -> int:
         if fmax:
             p = part(args.device)
             with progress.step(f"network: nextpnr-ecp5 on {p.name}-{p.speed}, seeds {', '.join(map(str, seeds))}"):
-                synth_config(cfg, targets=(), fmax=True, device=args.device, seeds=seeds, seed_jobs=args.seed_jobs)
-        res = synth_config(cfg, targets=("ecp5", "xilinx"), fmax=fmax, device=args.device, seeds=seeds)
+                synth_config(cfg, targets=(), fmax=True, device=args.device, seeds=seeds, seed_jobs=args.seed_jobs,
+                             router=args.router)
+        res = synth_config(cfg, targets=("ecp5", "xilinx"), fmax=fmax, device=args.device, seeds=seeds,
+                           router=args.router)
     print(json.dumps({k: ({kk: vv for kk, vv in v.items() if kk != "cells"} if isinstance(v, dict) else v)
                       for k, v in res.items()}, indent=1, default=str))
     return 0
@@ -278,4 +280,6 @@ def add_parser(sub) -> None:
     y.add_argument("--no-fmax", action="store_true")
     y.add_argument("--seed-jobs", type=int, choices=(1, 2), default=1,
                    help="nextpnr seeds run side by side (each placement of a network top takes tens of minutes)")
+    y.add_argument("--router", choices=("router1", "router2"), default=None,
+                   help="nextpnr's router (default: nextpnr's, router1; router2 is far quicker on a network top)")
     y.set_defaults(func=cmd_synth)

@@ -397,14 +397,15 @@ def critical_path(report: Mapping, prefix: str = f"{WRAP_INSTANCE}.") -> dict:
 
 
 def fmax_ecp5(netlist_json: Path, workdir: Path, device: str = DEFAULT_DEVICE, package: str | None = None,
-              freq: float = 200, seed: int = 1, speed: int | None = None) -> dict:
+              freq: float = 200, seed: int = 1, speed: int | None = None, router: str | None = None) -> dict:
     """Place and route an ECP5 netlist with nextpnr and return the achieved Fmax, utilisation and critical path.
 
     `device` is a key of `PARTS`, which gives the package and speed grade unless `package` or `speed`
     say otherwise; the speed is always passed explicitly. The pins are left to nextpnr (no LPF). A wide
     design must first go through `wrap_in_registers` to fit the package. Writes
     `nextpnr-ecp5-seed<seed>.log` and `nextpnr-ecp5-seed<seed>.json` (the report) in `workdir`, so
-    several seeds can run side by side in one directory.
+    several seeds can run side by side in one directory. `router`: nextpnr's ``--router`` (``router1``, its
+    default, when None; ``router2`` routes a congested network top in a fraction of router1's time).
     """
     p = part(device)
     package = package or p.package
@@ -416,7 +417,7 @@ def fmax_ecp5(netlist_json: Path, workdir: Path, device: str = DEFAULT_DEVICE, p
             f"--{device}", "--package", package, "--speed", str(speed),
             "--json", str(_wasi_path(netlist_json, workdir)),
             "--freq", str(freq), "--seed", str(seed), "--report", report.name,
-            "--lpf-allow-unconstrained", "--timing-allow-fail"]
+            "--lpf-allow-unconstrained", "--timing-allow-fail", *(["--router", router] if router else [])]
     log = workdir / f"nextpnr-ecp5-seed{seed}.log"
     _run(argv, log, workdir, f"nextpnr-ecp5 --{device} --package {package} --speed {speed} --seed {seed}")
     try:
@@ -425,7 +426,7 @@ def fmax_ecp5(netlist_json: Path, workdir: Path, device: str = DEFAULT_DEVICE, p
     except RuntimeError as e:
         raise RuntimeError(f"{e}; see {log}") from None
     return {**summary, "device": device, "part": p.name, "package": package, "speed": speed,
-            "target_mhz": freq, "seed": seed}
+            "target_mhz": freq, "seed": seed, **({"router": router} if router else {})}
 
 
 # -- one config, cached ----------------------------------------------------------------------------------------------
@@ -439,7 +440,7 @@ def _synth_wrapped(verilog: Path, fmax_dir: Path, plain_abc: bool = False) -> di
     return {k: v for k, v in area.items() if k != "cells"}
 
 
-def _run_seeds(fmax_dir: Path, device: str, seeds: list[int], jobs: int, save) -> None:
+def _run_seeds(fmax_dir: Path, device: str, seeds: list[int], jobs: int, save, router: str | None = None) -> None:
     """nextpnr on the wrapped netlist once per seed, at most `jobs` at a time; `save(seed, timing)` as each ends.
 
     Each nextpnr is a single-threaded child process, so threads that wait on them are the pool. A failing
@@ -448,11 +449,12 @@ def _run_seeds(fmax_dir: Path, device: str, seeds: list[int], jobs: int, save) -
     netlist = netlist_json(fmax_dir)
     if jobs <= 1 or len(seeds) == 1:
         for seed in seeds:
-            save(seed, fmax_ecp5(netlist, fmax_dir, device=device, seed=seed))
+            save(seed, fmax_ecp5(netlist, fmax_dir, device=device, seed=seed, router=router))
         return
     error = None
     with ThreadPoolExecutor(max_workers=min(jobs, len(seeds))) as pool:
-        futures = {pool.submit(fmax_ecp5, netlist, fmax_dir, device=device, seed=seed): seed for seed in seeds}
+        futures = {pool.submit(fmax_ecp5, netlist, fmax_dir, device=device, seed=seed, router=router): seed
+                   for seed in seeds}
         for f in as_completed(futures):
             try:
                 save(futures[f], f.result())
@@ -502,7 +504,8 @@ def _write_result(path: Path, result: dict) -> None:
 
 
 def synth_config(cfg: BlockConfig, targets: Iterable[str] = ("ecp5", "xilinx"), fmax: bool = True,
-                 device: str = DEFAULT_DEVICE, seeds: Iterable[int] = DEFAULT_SEEDS, seed_jobs: int = 1) -> dict:
+                 device: str = DEFAULT_DEVICE, seeds: Iterable[int] = DEFAULT_SEEDS, seed_jobs: int = 1,
+                 router: str | None = None) -> dict:
     """Area per target and (with `fmax`) the ECP5 Fmax of `cfg`'s generated RTL, cached in its build directory.
 
     Returns ``{target: figures, ..., "fmax": {...}}``. `result.json` in ``build_dir(cfg, "synth")``
@@ -514,7 +517,8 @@ def synth_config(cfg: BlockConfig, targets: Iterable[str] = ("ecp5", "xilinx"), 
     on its own under ``fmax-<device>``. ``fmax_mhz`` is the median over `seeds` (see `_fmax_figures`),
     with ``fmax_min_mhz``, ``fmax_max_mhz``, ``seeds`` ({seed: MHz}), and the ``critical_path``, clocks and
     utilisation of the median seed. ``seed_jobs`` runs that many seeds at once (at most 2; default 1,
-    sequential, since sweeps and reports already measure configs in parallel).
+    sequential, since sweeps and reports already measure configs in parallel). ``router`` (nextpnr's
+    ``--router``; None: its default, router1) keys its own runs: ``fmax-<device>-<router>``.
     """
     targets = tuple(targets)
     for t in targets:
@@ -525,7 +529,9 @@ def synth_config(cfg: BlockConfig, targets: Iterable[str] = ("ecp5", "xilinx"), 
     if fmax:
         if not seeds or len(set(seeds)) != len(seeds) or not all(type(s) is int and s >= 0 for s in seeds):
             raise ValueError(f"seeds={seeds!r} is invalid: distinct non-negative integers, at least one")
-    fmax_key = f"fmax-{device}"
+    if router not in (None, "router1", "router2"):
+        raise ValueError(f"router={router!r} is invalid: None (nextpnr's default), 'router1' or 'router2'")
+    fmax_key = f"fmax-{device}" + (f"-{router}" if router else "")
 
     def missing(cached: dict) -> tuple[list[str], list[int]]:
         done = cached.get(fmax_key, {}).get("seeds", {}) if fmax else {}
@@ -557,7 +563,7 @@ def synth_config(cfg: BlockConfig, targets: Iterable[str] = ("ecp5", "xilinx"), 
                     entry["seeds"][str(seed)] = timing
                     _write_result(result_file, cached)
 
-                _run_seeds(fmax_dir, device, todo_seeds, min(max(seed_jobs, 1), 2), save)
+                _run_seeds(fmax_dir, device, todo_seeds, min(max(seed_jobs, 1), 2), save, router)
     res = {t: cached[t] for t in targets}
     if fmax:
         res["fmax"] = _fmax_figures(cached[fmax_key], seeds)

@@ -222,6 +222,29 @@ def test_parts_and_flags(tmp_path, monkeypatch):
     assert "\n" not in str(info.value) and len(seen) == 3
 
 
+def test_router_flag_and_its_own_cache_key(tmp_path, monkeypatch, mac_block):
+    """nextpnr's --router only when asked (router1, its default, otherwise); runs with a router are cached apart."""
+    seen = []
+
+    def fake_run(argv, log, cwd, what):
+        seen.append(argv)
+        shutil.copy(REPORT, cwd / argv[argv.index("--report") + 1])
+
+    monkeypatch.setattr(synth_flow, "_run", fake_run)
+    fmax_ecp5(tmp_path / "netlist.json", tmp_path, seed=1)
+    assert "--router" not in seen[-1]
+    timing = fmax_ecp5(tmp_path / "netlist.json", tmp_path, seed=1, router="router2")
+    assert seen[-1][seen[-1].index("--router") + 1] == "router2" and timing["router"] == "router2"
+    with pytest.raises(ValueError, match=r"router='router3' is invalid"):
+        synth_config(mac_block, router="router3")
+    runs = _fake_tools(monkeypatch, {1: 100.0})
+    synth_config(mac_block, targets=(), seeds=(1,))
+    synth_config(mac_block, targets=(), seeds=(1,), router="router2")
+    assert runs.count(("fmax", 1)) == 2  # not the router1 run's cache
+    cached = json.loads((build_dir(mac_block, "synth") / "result.json").read_text())
+    assert {"fmax-85k", "fmax-85k-router2"} <= set(cached)
+
+
 def test_unknown_device_is_one_line_before_any_work(mac_block, capsys):
     with pytest.raises(ValueError, match="device='lfe5u-85' is unknown"):
         synth_config(mac_block, device="lfe5u-85")

@@ -244,7 +244,8 @@ def test_accelkit_network_sim_and_synth_show_their_steps_on_stderr(small_network
 
     calls = []
 
-    def fake_synth(cfg, targets=("ecp5", "xilinx"), fmax=True, device="85k", seeds=(1, 2, 3), seed_jobs=1):
+    def fake_synth(cfg, targets=("ecp5", "xilinx"), fmax=True, device="85k", seeds=(1, 2, 3), seed_jobs=1,
+                   router=None):
         calls.append((tuple(targets), fmax, tuple(seeds) if fmax else None))
         res = {t: {"lut4": 1} for t in targets}
         return {**res, "fmax": {"fmax_mhz": 100.0}} if fmax else res
