@@ -21,6 +21,7 @@ from accelkit.config.float_softmax import ADD_STAGES, C_STAGES, FloatBaseline, b
 from accelkit.config.hyft import SoftmaxConfig
 
 from .hyft import Pipe, clamp0, float_fields, leading_one
+from .pipeline import registered_multiply
 
 
 class WF:
@@ -230,26 +231,37 @@ def exp_lane(m: Module, p: Pipe, fb: FloatBaseline, cfg: SoftmaxConfig, x_bits, 
 # ---- the float adder ---------------------------------------------------------------------------------------
 
 def fadd(m: Module, p: Pipe, fb: FloatBaseline, a: WF, b: WF, name: str) -> WF:
-    """a + b of non-negative working floats, round to nearest even at P + 1 bits: ADD_STAGES = 4 stages."""
+    """a + b of non-negative working floats, round to nearest even at P + 1 bits: ADD_STAGES = 5 stages."""
     P = fb.P
     XB = fb.sum_exp_bits
 
     def ekey(v: WF):  # the exponent as an unsigned number: the sign bit flipped
         return Cat(v.E[:XB - 1], ~v.E[XB - 1])
 
-    # (exponent, significand) >=: the exponents' and the significands' compares side by side, not one chain
-    a_big = b.z | (~a.z & ((ekey(a) > ekey(b)) | ((ekey(a) == ekey(b)) & (a.m >= b.m))))
-    dab, dba = Signal(signed(XB + 1), name=f"{name}_dab"), Signal(signed(XB + 1), name=f"{name}_dba")
-    m.d.comb += [dab.eq(a.E - b.E), dba.eq(b.E - a.E)]
+    # stage 0: the operands registered beside the carry chains that decide the swap: both exponent differences
+    # and the (exponent, significand) compares, each on the operands, side by side
+    dab = p.reg(a.E - b.E, signed(XB + 1), name=f"{name}_dab")
+    dba = p.reg(b.E - a.E, signed(XB + 1), name=f"{name}_dba")
+    e_gt = p.reg(ekey(a) > ekey(b), name=f"{name}_egt")
+    e_eq = p.reg(ekey(a) == ekey(b), name=f"{name}_eeq")
+    m_ge = p.reg(a.m >= b.m, name=f"{name}_mge")
+    a0, b0 = a.reg(p, fb, f"{name}_a0"), b.reg(p, fb, f"{name}_b0")
+    # stage 1: compare and swap; a difference beyond the significand saturates to all ones (its top bits, no
+    # compare): a shift of P + 4 or more leaves only the sticky bit, as the clamp at P + 4 does. A negative one
+    # only reaches the shifter with a zero smaller operand, which is replaced by 0.
+    a_big = b0.z | (~a0.z & (e_gt | (e_eq & m_ge)))
     shw = (P + 4).bit_length()
-    sh = Mux(a_big, clamp0(dab, P + 4)[:shw], clamp0(dba, P + 4)[:shw])
-    # stage 1: compare and swap
-    mb1 = p.reg(Mux(a_big, a.m, b.m), unsigned(P + 1), name=f"{name}_mb")
-    ms1 = p.reg(Mux(a_big, b.m, a.m), unsigned(P + 1), name=f"{name}_ms")
-    zs1 = p.reg(Mux(a_big, b.z, a.z), name=f"{name}_zs")
-    e1 = p.reg(Mux(a_big, a.E, b.E), signed(fb.sum_exp_bits), name=f"{name}_e1")
-    sh1 = p.reg(sh, name=f"{name}_sh")
-    z1 = p.reg(a.z & b.z, name=f"{name}_z1")
+
+    def sat(d):
+        return Mux(d[shw:].any(), (1 << shw) - 1, d[:shw])
+
+    sh = Mux(a_big, sat(dab), sat(dba))
+    mb1 = p.reg(Mux(a_big, a0.m, b0.m), unsigned(P + 1), name=f"{name}_mb")
+    ms1 = p.reg(Mux(a_big, b0.m, a0.m), unsigned(P + 1), name=f"{name}_ms")
+    zs1 = p.reg(Mux(a_big, b0.z, a0.z), name=f"{name}_zs")
+    e1 = p.reg(Mux(a_big, a0.E, b0.E), signed(fb.sum_exp_bits), name=f"{name}_e1")
+    sh1 = p.reg(sh, unsigned(shw), name=f"{name}_sh")
+    z1 = p.reg(a0.z & b0.z, name=f"{name}_z1")
     # stage 2: align with a jammed sticky bit
     W = P + 4
     bw = Signal(W, name=f"{name}_bw")
@@ -277,10 +289,14 @@ def fadd(m: Module, p: Pipe, fb: FloatBaseline, a: WF, b: WF, name: str) -> WF:
 
 
 def add_tree(m: Module, p: Pipe, fb: FloatBaseline, vals: list[WF], name: str) -> WF:
-    """Pairwise tree: (0+1), (2+3), ... per level (len(vals) a power of two)."""
+    """Pairwise tree: (0+1), (2+3), ... per level; an odd one out goes up a level unchanged (delayed as an adder),
+    ceil(log2(len(vals))) levels (golden `_tree`)."""
     level = 0
     while len(vals) > 1:
-        vals = [fadd(m, p, fb, vals[i], vals[i + 1], f"{name}{level}_{i // 2}") for i in range(0, len(vals), 2)]
+        nxt = [fadd(m, p, fb, vals[i], vals[i + 1], f"{name}{level}_{i // 2}") for i in range(0, len(vals) - 1, 2)]
+        if len(vals) % 2:
+            nxt.append(vals[-1].delay(p, fb, ADD_STAGES, f"{name}{level}_odd"))
+        vals = nxt
         level += 1
     return vals[0]
 
@@ -317,19 +333,28 @@ def reciprocal(m: Module, p: Pipe, fb: FloatBaseline, Sm, name: str):
 
 # ---- y = e r, rounded to the format ---------------------------------------------------------------------------
 
-def round_output(m: Module, p: Pipe, fb: FloatBaseline, cfg: SoftmaxConfig, em, eE, r, SE, name: str):
-    """y = em * r * 2^(eE - P - R - SE) rounded to nearest even with gradual underflow (golden `output`): 3
+def round_output(m: Module, p: Pipe, fb: FloatBaseline, cfg: SoftmaxConfig, em, nE, r, SE, name: str,
+                 platform=None):
+    """y = em * r * 2^(-nE - P - R - SE) rounded to nearest even with gradual underflow (golden `output`): 3
     registered stages, then the rounding's add, which feeds the caller's output register. Returns the bits.
 
-    Z's leading one is at P + R or P + R - 1; normalised to P + R, the bits dropped are K + u, K = P + R - M and
-    u = min(max(0, 1 - e), M + 2) (e the biased exponent): a fixed shift by K - 2 (its bits into a sticky bit),
-    then a variable one of at most M + 2 on M + 3 bits."""
+    em * r is a `registered_multiply` (its operands and product registered: on ECP5 one MULT18X18D with its own
+    registers when both fit 18 bits unsigned, as for bf16 and fp16); em, nE, r and SE should come from
+    registers (in the ring: the bank select register and the vector's value). Z's leading one is at P + R or
+    P + R - 1; normalised to P + R, the bits dropped are K + u, K = P + R - M and u = min(max(0, 1 - e), M + 2)
+    (e the biased exponent): a fixed shift by K - 2 (its bits into a sticky bit), then a variable one of at most
+    M + 2 on M + 3 bits."""
     P, R, M, bias = fb.P, fb.R, cfg.man_bits, cfg.bias
     K = P + R - M
     ZB = P + R + 2
     XB = fb.sum_exp_bits + 4
-    z1 = p.reg(em * r, unsigned(ZB), name=f"{name}_z")
-    e0 = p.reg(eE - SE + (bias - 1), signed(XB), name=f"{name}_e0")  # the biased exponent when Z < 2^(P+R)
+    fits = len(em) <= 18 and len(r) <= 18
+    z1 = registered_multiply(m, em, r, f"{name}_mul", platform if fits else None, en=p.en, signed_ops=False)
+    z1 = z1.as_unsigned()[:ZB]
+    # beside the multiplier's two stages: bias - 1 - SE, then the biased exponent when Z < 2^(P+R)
+    kse = p.reg((bias - 1) - SE, signed(XB), name=f"{name}_kse")
+    ne1 = p.reg(nE, name=f"{name}_ne")
+    e0 = p.reg(kse - ne1, signed(XB), name=f"{name}_e0")
     # stage 2: normalise; the exponent and u for both places of the leading one, chosen by it
     hi = z1[P + R]
     zn = Mux(hi, z1, z1 << 1)[:ZB - 1]
@@ -363,8 +388,9 @@ class FloatDatapath:
     """B: e = exp(x - max) per lane (written back, then summed by the adder tree); the vector's sum by
     ADD_STAGES interleaved partial sums and a combine tree, then 1/sum. C: y = e * (1/sum), rounded."""
 
-    def __init__(self, cfg: SoftmaxConfig):
+    def __init__(self, cfg: SoftmaxConfig, platform=None):
         self.cfg = cfg
+        self.platform = platform  # the ring sets it at elaboration: "ecp5" maps C's multiplies to MULT18X18D
         self.fb = fb = baseline(cfg)
         st = fb.pipeline()
         self.B_WB, self.B_P, self.B_BEAT, self.FIN, self.C_OUT = (st["b_wb"], st["b_p"], st["b_beat"], st["fin"],
@@ -395,7 +421,7 @@ class FloatDatapath:
         sb = max((A - 1).bit_length(), 1)
         # the beat's place: partial slot (beat index mod A), and whether that slot already holds a partial
         slot, full = Signal(sb, name="acc_slot"), Signal(name="acc_full")
-        cur_slot = Mux(tags["first"], 0, (slot + 1)[:sb] if A > 1 else 0)
+        cur_slot = Mux(tags["first"] | (slot == A - 1), 0, (slot + 1)[:sb]) if A > 1 else Const(0, sb)
         cur_full = ~tags["first"] & (full | (slot == A - 1))
         with m.If(tags["v"]):
             m.d.sync += [slot.eq(cur_slot), full.eq(cur_full)]
@@ -431,12 +457,12 @@ class FloatDatapath:
 
     def c_lane(self, m: Module, p: Pipe, word, vec, lane: int):
         fb = self.fb
-        # the bank's word registered before any logic (as in B), the vector's value alongside
-        word, vec = p.reg(word, name=f"cw{lane}"), p.reg(vec, name=f"cv{lane}")
-        e = self.unpack(word)
+        # the bank's word (the ring's bank select register) straight into the multiplier's operand registers
+        P, XB = fb.P, fb.e_exp_bits
+        em, nE, ez = Cat(word[:P], Const(1, 1)), word[P:P + XB], word[P + XB]
         r, SE = vec[:fb.R + 1], vec[fb.R + 1:].as_signed()
-        live = p.delay(~e.z, C_STAGES - 1, name=f"clive{lane}")
-        bits = round_output(m, p, fb, self.cfg, e.m, e.E, r, SE, f"y{lane}")
+        live = p.delay(~ez, C_STAGES, name=f"clive{lane}")
+        bits = round_output(m, p, fb, self.cfg, em, nE, r, SE, f"y{lane}", self.platform)
         return live, bits
 
 
@@ -494,7 +520,7 @@ class OutputRound(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        live, bits = FloatDatapath(self.cfg).c_lane(m, Pipe(m, "u", en=self.en), self.e, self.vec, 0)
+        live, bits = FloatDatapath(self.cfg, platform).c_lane(m, Pipe(m, "u", en=self.en), self.e, self.vec, 0)
         m.d.comb += [self.y.eq(bits), self.live.eq(live)]
         return m
 

@@ -54,9 +54,10 @@ def adder_tree(m: Module, terms: list, width: int, name: str, per_stage: int = 1
 MULTIPLY_LATENCY = 2  # registered operands, registered product
 
 
-def registered_multiply(m: Module, a, b, name: str, platform=None, en=None):
+def registered_multiply(m: Module, a, b, name: str, platform=None, en=None, signed_ops: bool = True):
     """a * b with registered operands and a registered product (latency `MULTIPLY_LATENCY`), each operand at
     most 18 bits signed (17 unsigned); both stages clock-enabled by `en` when given (a stalling pipeline).
+    ``signed_ops=False``: both operands unsigned, up to 18 bits each (the DSP's SIGNEDA = SIGNEDB = 0).
 
     Elaborated for ``platform="ecp5"`` it is a MULT18X18D with its input and output registers on (yosys does
     not pack fabric registers into the ECP5 DSP, and nextpnr credits only the DSP's own); otherwise the same
@@ -66,8 +67,11 @@ def registered_multiply(m: Module, a, b, name: str, platform=None, en=None):
     width = len(a) + len(b) + 1
     p = Signal(signed(width), name=f"{name}_p")
     if platform == "ecp5":
+        if not signed_ops:
+            assert len(a) <= 18 and len(b) <= 18 and not a.shape().signed and not b.shape().signed
+
         def ext(v):  # two's complement 18 bits (an unsigned operand of <= 17 bits keeps its value)
-            w = Signal(signed(18), name=f"{name}_{len(v)}")
+            w = Signal(signed(18) if signed_ops else unsigned(18), name=f"{name}_{len(v)}")
             m.d.comb += w.eq(v)
             return w
         a18, b18 = ext(a), ext(b)
@@ -78,7 +82,8 @@ def registered_multiply(m: Module, a, b, name: str, platform=None, en=None):
         m.submodules[f"{name}_dsp"] = Instance(
             "MULT18X18D", p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0",
             p_REG_PIPELINE_CLK="NONE", p_GSR="DISABLED", p_RESETMODE="SYNC",
-            i_SIGNEDA=1, i_SIGNEDB=1, i_SOURCEA=0, i_SOURCEB=0, i_CLK0=ClockSignal(), i_CE0=1 if en is None else en,
+            i_SIGNEDA=int(signed_ops), i_SIGNEDB=int(signed_ops), i_SOURCEA=0, i_SOURCEB=0, i_CLK0=ClockSignal(),
+            i_CE0=1 if en is None else en,
             i_RST0=0,
             **ports)
         m.d.comb += p.eq(p36)

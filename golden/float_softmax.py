@@ -128,10 +128,16 @@ def fadd(a, b, fb: FloatBaseline):
 
 
 def _tree(vals, fb: FloatBaseline):
-    """Pairwise tree over the last dimension (a power of two long): (0+1), (2+3), ... per level."""
+    """Pairwise tree over the last dimension: (0+1), (2+3), ... per level; an odd one out goes up a level as it
+    is (ceil(log2 n) levels)."""
     m, E, z = vals
     while m.shape[-1] > 1:
-        m, E, z = fadd((m[..., 0::2], E[..., 0::2], z[..., 0::2]), (m[..., 1::2], E[..., 1::2], z[..., 1::2]), fb)
+        n = m.shape[-1] - m.shape[-1] % 2
+        sm, sE, sz = fadd((m[..., 0:n:2], E[..., 0:n:2], z[..., 0:n:2]), (m[..., 1:n:2], E[..., 1:n:2], z[..., 1:n:2]),
+                          fb)
+        if n < m.shape[-1]:
+            sm, sE, sz = (torch.cat([s, t[..., n:]], dim=-1) for s, t in ((sm, m), (sE, E), (sz, z)))
+        m, E, z = sm, sE, sz
     return m[..., 0], E[..., 0], z[..., 0]
 
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # (config, file outside the generator's module, text in it, its replacement)
 EDITS = {
     "hyft-float-stages": (SoftmaxConfig(arch="float"), "accelkit/config/float_softmax.py",
-                          "ADD_STAGES = 4", "ADD_STAGES = 5"),
+                          "ADD_STAGES = 5", "ADD_STAGES = 6"),
     "hyft-pipeline": (SoftmaxConfig(), "accelkit/config/hyft.py", '"decode": 3', '"decode": 4'),
     "hyft-float-helpers": (SoftmaxConfig(arch="float"), "gen/hyft.py", "def leading_one(", "def leading_one2("),
     "dybit-formats": (DyBitArrayConfig(), "accelkit/config/dybit.py", "return self.n - 2 - k if",

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # config/hyft.py imports this module for SoftmaxConfig.pipeli
 
 # g: guard bits of the working precision above the format's mantissa (docs/float-baseline.md, "Precision")
 GUARD_BITS: dict[str, int] = {"bf16": 8, "fp16": 5, "fp32": 3}
-ADD_STAGES = 4  # the float adder: compare and swap, align, add, normalise and round
+ADD_STAGES = 5  # the float adder: exponent differences and compares, swap, align, add, normalise and round
 SUB_STAGES = 8  # d = max - x: the word, decode, compare and swap, align, add/subtract, leading one, normalise,
 # round
 MUL_STAGES = 1  # t = |d| * log2(e)
