@@ -137,8 +137,8 @@ def subtract(m: Module, p: Pipe, fb: FloatBaseline, cfg: SoftmaxConfig, x_bits, 
     up = rb5 & (st5 | keep5[0])
     kr = Signal(P + 2, name=f"{name}_kr")
     m.d.comb += kr.eq(keep5 + up)
-    carry = kr[P + 1]
-    dm = p.reg(Mux(carry, kr[1:], kr[:P + 1]), unsigned(P + 1), name=f"{name}_dm")
+    carry = up & keep5.all()  # an all-ones significand rounded up: beside the increment, not after it
+    dm = p.reg(Cat(kr[:P], kr[P] | carry), unsigned(P + 1), name=f"{name}_dm")
     dE = p.reg(Mux(carry, e5p, e5), xs, name=f"{name}_dE")
     dz, fin = p.reg(z5, name=f"{name}_dz"), p.reg(fin5, name=f"{name}_fin6")
     return dm, dE, dz, fin
@@ -146,10 +146,14 @@ def subtract(m: Module, p: Pipe, fb: FloatBaseline, cfg: SoftmaxConfig, x_bits, 
 
 # ---- t = |d| log2(e) on the fixed-point grid, n and f --------------------------------------------------------
 
-def to_fixed(m: Module, p: Pipe, fb: FloatBaseline, dm, dE, dz, fin, name: str):
-    """MUL_STAGES + FIX_STAGES = 4 stages: (n, f, ez) with -|t| = n + f * 2^-FB, ez = e is zero."""
+def to_fixed(m: Module, p: Pipe, fb: FloatBaseline, dm, dE, dz, fin, name: str, platform=None):
+    """MUL_STAGES + FIX_STAGES = 5 stages: (n, f, ez) with -|t| = n + f * 2^-FB, ez = e is zero."""
     P, FB = fb.P, fb.fix_bits
-    q = p.reg(dm * fb.log2e, unsigned(2 * P + 4), name=f"{name}_q")
+    # the product with its operands and itself registered (a MULT18X18D with its registers when it fits)
+    c = Const(fb.log2e, unsigned(fb.log2e.bit_length()))
+    fits = len(dm) <= 18 and len(c) <= 18
+    q = registered_multiply(m, dm, c, f"{name}_q", platform if fits else None, en=p.en, signed_ops=False)
+    q = q.as_unsigned()[:2 * P + 4]
     # shift right by s - 1, s = P - dE clamped to 1..2P+8 (beside the product); |d| >= 2^n_bits is dead anyway
     # s - 1 = P - 1 - dE clamped to 0..smax - 1: both limits compared on dE beside the subtraction
     sm1 = Signal(signed(len(dE) + 2), name=f"{name}_sm1")
@@ -159,6 +163,7 @@ def to_fixed(m: Module, p: Pipe, fb: FloatBaseline, dm, dE, dz, fin, name: str):
                unsigned(smax_.bit_length()), name=f"{name}_s1")
     big1 = p.reg(dE >= fb.n_bits, name=f"{name}_big1")
     z1, f1 = p.reg(dz, name=f"{name}_qz"), p.reg(fin, name=f"{name}_qf")
+    s1, big1, z1, f1 = (p.reg(v, name=f"{name}_m{k}") for k, v in enumerate((s1, big1, z1, f1)))
     t1 = p.reg(q >> s1, unsigned(2 * P + 4), name=f"{name}_t1")
     big = p.reg(big1, name=f"{name}_big")
     z2, f2 = p.reg(z1, name=f"{name}_z2"), p.reg(f1, name=f"{name}_f2")
@@ -179,9 +184,9 @@ def to_fixed(m: Module, p: Pipe, fb: FloatBaseline, dm, dE, dz, fin, name: str):
 
 # ---- 2^f ---------------------------------------------------------------------------------------------------
 
-def exp2(m: Module, p: Pipe, fb: FloatBaseline, nneg, f, ez, name: str):
-    """e = 2^f * 2^n (nneg = -n), 2 degree + 2 stages: the table's registered read, a multiply and an add per
-    degree (Horner), the rounding to P fraction bits. Returns the packed e."""
+def exp2(m: Module, p: Pipe, fb: FloatBaseline, nneg, f, ez, name: str, platform=None):
+    """e = 2^f * 2^n (nneg = -n), 3 degree + 3 stages: the table's read and its data registered, per degree
+    (Horner) a registered multiply (2 stages) and an add, the rounding to P fraction bits. Returns the packed e."""
     P, Q, wb, D = fb.P, fb.coef_frac, fb.w_bits, fb.degree
     k, _, table = fb.exp_table
     widths = [max(max(c[i] for c in table).bit_length(), 1) for i in range(D + 1)]
@@ -206,10 +211,15 @@ def exp2(m: Module, p: Pipe, fb: FloatBaseline, nneg, f, ez, name: str):
     acc = coef[D]
     later = {i: coef[i] for i in range(D)}
     for i in range(D - 1, -1, -1):
-        prod = p.reg(acc * w, unsigned(len(acc) + wb), name=f"{name}_p{i}")
-        later = {j: p.reg(c, name=f"{name}_c{j}_{i}") for j, c in later.items()}
-        w = p.reg(w, name=f"{name}_w{i}")
-        nn, nn1, zz = p.reg(nn, name=f"{name}_nn{i}"), p.reg(nn1, name=f"{name}_nm{i}"), p.reg(zz, name=f"{name}_zz{i}")
+        # the product with its operands and itself registered (a MULT18X18D with its registers when it fits)
+        fits = len(acc) <= 18 and len(w) <= 18
+        prod = registered_multiply(m, acc, w, f"{name}_p{i}", platform if fits else None, en=p.en,
+                                   signed_ops=False).as_unsigned()[:len(acc) + wb]
+        for stage in ("a", "b"):
+            later = {j: p.reg(c, name=f"{name}_c{j}_{i}{stage}") for j, c in later.items()}
+            w = p.reg(w, name=f"{name}_w{i}{stage}")
+            nn, nn1 = p.reg(nn, name=f"{name}_nn{i}{stage}"), p.reg(nn1, name=f"{name}_nm{i}{stage}")
+            zz = p.reg(zz, name=f"{name}_zz{i}{stage}")
         acc = p.reg(later.pop(i) + (prod >> wb), unsigned(Q + 2), name=f"{name}_a{i}")
         later = {j: p.reg(c, name=f"{name}_d{j}_{i}") for j, c in later.items()}
         w = p.reg(w, name=f"{name}_v{i}")
@@ -221,11 +231,12 @@ def exp2(m: Module, p: Pipe, fb: FloatBaseline, nneg, f, ez, name: str):
     return p.reg(Cat(frac, Mux(carry, nn1, nn), zz), unsigned(fb.e_bits), name=f"{name}_e")
 
 
-def exp_lane(m: Module, p: Pipe, fb: FloatBaseline, cfg: SoftmaxConfig, x_bits, max_bits, ok, name: str):
+def exp_lane(m: Module, p: Pipe, fb: FloatBaseline, cfg: SoftmaxConfig, x_bits, max_bits, ok, name: str,
+             platform=None):
     """The whole per-element B datapath: x, max -> packed e (b_wb stages)."""
     dm, dE, dz, fin = subtract(m, p, fb, cfg, x_bits, max_bits, ok, f"{name}s")
-    nneg, f, ez = to_fixed(m, p, fb, dm, dE, dz, fin, f"{name}t")
-    return exp2(m, p, fb, nneg, f, ez, f"{name}x")
+    nneg, f, ez = to_fixed(m, p, fb, dm, dE, dz, fin, f"{name}t", platform)
+    return exp2(m, p, fb, nneg, f, ez, f"{name}x", platform)
 
 
 # ---- the float adder ---------------------------------------------------------------------------------------
@@ -282,9 +293,12 @@ def fadd(m: Module, p: Pipe, fb: FloatBaseline, a: WF, b: WF, name: str) -> WF:
     up = sn[2] & (sn[1] | sn[0] | sn[3])
     kr = Signal(P + 2, name=f"{name}_kr")
     m.d.comb += kr.eq(sn[3:] + up)
-    carry = kr[P + 1]
+    # the rounding carries out exactly when it rounds up an all-ones significand: an AND tree on s3 for either
+    # place of the leading one, beside the increment (the exponent's select does not wait for the carry chain);
+    # the significand is then 2^(P+1) >> 1 = 2^P, kr's top bit moved down
+    carry = up & Mux(hi, s3[4:W + 1].all(), s3[3:W].all())
     E = Mux(hi & carry, e3p2, Mux(hi | carry, e3p1, e3))
-    out = WF(Mux(z3, 1 << P, Mux(carry, kr[1:], kr[:P + 1])), Mux(z3, 0, E), z3)
+    out = WF(Mux(z3, 1 << P, Cat(kr[:P], kr[P] | carry)), Mux(z3, 0, E), z3)
     return out.reg(p, fb, f"{name}_o")
 
 
@@ -360,16 +374,14 @@ def round_output(m: Module, p: Pipe, fb: FloatBaseline, cfg: SoftmaxConfig, em, 
     zn = Mux(hi, z1, z1 << 1)[:ZB - 1]
     ub = (M + 2).bit_length()
 
-    def under(v):  # min(max(0, v), M + 2)
-        return clamp0(v, M + 2)[:ub]
+    def under(c: int):  # min(max(0, c - e0), M + 2): both limits compared on e0, beside the few bits of c - e0
+        return Mux(e0 > c - 1, 0, Mux(e0 < c - (M + 2), M + 2, (c - e0[:ub])[:ub]))
 
-    u0, u1 = Signal(signed(XB + 1), name=f"{name}_u0"), Signal(signed(XB + 1), name=f"{name}_u1")
-    m.d.comb += [u0.eq(1 - e0), u1.eq(-e0)]  # 1 - e for e = e0 and e = e0 + 1, side by side
     e0p = Signal(signed(XB), name=f"{name}_e0p")
     m.d.comb += e0p.eq(e0 + 1)
     kw = p.reg(zn[K - 2:], unsigned(M + 3), name=f"{name}_kw")
     st0 = p.reg(zn[:K - 2] != 0, name=f"{name}_st0")
-    u2 = p.reg(Mux(hi, under(u1), under(u0)), unsigned(ub), name=f"{name}_u")
+    u2 = p.reg(Mux(hi, under(0), under(1)), unsigned(ub), name=f"{name}_u")  # 1 - e for e = e0 + 1 or e0
     eo = p.reg(Mux(hi, Mux(e0 >= 0, e0p, 1), Mux(e0 >= 1, e0, 1)).as_unsigned()[:XB - 1], unsigned(XB - 1),
                name=f"{name}_eo")
     # stage 3: the variable shift, the round bit and a sticky bit
@@ -406,7 +418,7 @@ class FloatDatapath:
         return WF(Cat(word[:P], Const(1, 1)), -(word[P:P + XB].as_unsigned()), word[P + XB])
 
     def b_lane(self, m: Module, p: Pipe, word, lane_ok, max_bits, lane: int):
-        e = exp_lane(m, p, self.fb, self.cfg, word[:self.cfg.width], max_bits, lane_ok, f"l{lane}")
+        e = exp_lane(m, p, self.fb, self.cfg, word[:self.cfg.width], max_bits, lane_ok, f"l{lane}", self.platform)
         return e, e
 
     def b_beat(self, m: Module, p: Pipe, lanes_e: list):
@@ -477,7 +489,8 @@ class ExpUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.d.comb += self.e.eq(exp_lane(m, Pipe(m, "u"), self.fb, self.cfg, self.x, self.max, self.ok, "u"))
+        m.d.comb += self.e.eq(exp_lane(m, Pipe(m, "u"), self.fb, self.cfg, self.x, self.max, self.ok, "u",
+                                       platform))
         return m
 
 

@@ -32,9 +32,10 @@ GUARD_BITS: dict[str, int] = {"bf16": 8, "fp16": 5, "fp32": 3}
 ADD_STAGES = 5  # the float adder: exponent differences and compares, swap, align, add, normalise and round
 SUB_STAGES = 8  # d = max - x: the word, decode, compare and swap, align, add/subtract, leading one, normalise,
 # round
-MUL_STAGES = 1  # t = |d| * log2(e)
+MUL_STAGES = 2  # t = |d| * log2(e): a registered multiply (its operands, its product)
 FIX_STAGES = 3  # t onto the fixed-point grid: shift, round, negate and split into n and f
-EXP1_STAGES = 5  # 2^f, degree 1: table, its data, multiply, add, round and pack (degree 2: 2 more)
+EXP1_STAGES = 6  # 2^f, degree 1: table, its data, multiply (operands, product), add, round and pack (degree 2: 3
+# more)
 RECIP_TABLE_STAGES = 2  # the table's read, its data registered
 NR_STAGES = 4  # one Newton-Raphson step: Sm * r, 2^R - that, r * it, r + that
 C_STAGES = 4  # y = e * r: the bank's word, multiply, normalise, shift (the rounding feeds the output register)
@@ -176,7 +177,7 @@ class FloatBaseline:
     # ---- stages
     @property
     def exp_stages(self) -> int:
-        return EXP1_STAGES + 2 * (self.degree - 1)
+        return EXP1_STAGES + 3 * (self.degree - 1)
 
     @property
     def b_wb(self) -> int:
