@@ -147,7 +147,7 @@ def subtract(m: Module, p: Pipe, fb: FloatBaseline, cfg: SoftmaxConfig, x_bits, 
 # ---- t = |d| log2(e) on the fixed-point grid, n and f --------------------------------------------------------
 
 def to_fixed(m: Module, p: Pipe, fb: FloatBaseline, dm, dE, dz, fin, name: str, platform=None):
-    """MUL_STAGES + FIX_STAGES = 5 stages: (n, f, ez) with -|t| = n + f * 2^-FB, ez = e is zero."""
+    """MUL_STAGES + FIX_STAGES = 6 stages: (n, f, ez) with -|t| = n + f * 2^-FB, ez = e is zero."""
     P, FB = fb.P, fb.fix_bits
     # the product with its operands and itself registered (a MULT18X18D with its registers when it fits)
     c = Const(fb.log2e, unsigned(fb.log2e.bit_length()))
@@ -164,7 +164,11 @@ def to_fixed(m: Module, p: Pipe, fb: FloatBaseline, dm, dE, dz, fin, name: str, 
     big1 = p.reg(dE >= fb.n_bits, name=f"{name}_big1")
     z1, f1 = p.reg(dz, name=f"{name}_qz"), p.reg(fin, name=f"{name}_qf")
     s1, big1, z1, f1 = (p.reg(v, name=f"{name}_m{k}") for k, v in enumerate((s1, big1, z1, f1)))
-    t1 = p.reg(q >> s1, unsigned(2 * P + 4), name=f"{name}_t1")
+    # the floor shift in two stages (floors compose): by s1's high bits (multiples of 4), then by its low two
+    t0 = p.reg(q >> Cat(Const(0, 2), s1[2:]), unsigned(2 * P + 4), name=f"{name}_t0")
+    s0 = p.reg(s1[:2], name=f"{name}_s0")
+    big1, z1, f1 = p.reg(big1, name=f"{name}_big0"), p.reg(z1, name=f"{name}_z0"), p.reg(f1, name=f"{name}_f0")
+    t1 = p.reg(t0 >> s0, unsigned(2 * P + 4), name=f"{name}_t1")
     big = p.reg(big1, name=f"{name}_big")
     z2, f2 = p.reg(z1, name=f"{name}_z2"), p.reg(f1, name=f"{name}_f2")
     tr = Signal(2 * P + 4, name=f"{name}_tr")
@@ -317,8 +321,9 @@ def add_tree(m: Module, p: Pipe, fb: FloatBaseline, vals: list[WF], name: str) -
 
 # ---- 1/sum -------------------------------------------------------------------------------------------------
 
-def reciprocal(m: Module, p: Pipe, fb: FloatBaseline, Sm, name: str):
-    """r ~ 2^(R+P) / Sm (golden `reciprocal`): the table's registered read, then NR_STAGES per Newton-Raphson step."""
+def reciprocal(m: Module, p: Pipe, fb: FloatBaseline, Sm, name: str, platform=None):
+    """r ~ 2^(R+P) / Sm (golden `reciprocal`): the table's registered read, then NR_STAGES per Newton-Raphson step,
+    each multiply a `registered_multiply` (a MULT18X18D with its registers when it fits, as for bf16 and fp16)."""
     P, R = fb.P, fb.R
     kr, steps, table = fb.recip_table
     r = _rom(m, f"{name}_rom", list(table), R + 1, Sm[P - kr:P])
@@ -329,14 +334,20 @@ def reciprocal(m: Module, p: Pipe, fb: FloatBaseline, Sm, name: str):
         return p.reg(r, name=f"{name}_r{tag}"), p.reg(sm, name=f"{name}_sm{tag}"), p.reg(pow2, name=f"{name}_p{tag}")
 
     for i in range(steps):
-        prod = p.reg(sm * r, unsigned(P + R + 2), name=f"{name}_prod{i}")
+        fits = len(sm) <= 18 and len(r) <= 18
+        prod = registered_multiply(m, sm, r, f"{name}_prod{i}", platform if fits else None, en=p.en,
+                                   signed_ops=False).as_unsigned()[:P + R + 2]
         r, sm, pow2 = carry(f"{i}a")
+        r, sm, pow2 = carry(f"{i}m")
         # |2^R - Sm r / 2^P| < 2^(R-kr) after the table (and smaller after a step): R - kr + 2 bits signed
         delta = p.reg((1 << R) - (prod >> P), signed(R - kr + 2), name=f"{name}_delta{i}")
         r, sm, pow2 = carry(f"{i}b")
         # r < 2^R until a power-of-two sum, whose r is replaced by 2^R at the end: R bits into the multiplier
-        rd = p.reg(Cat(r[:R], Const(0, 1)).as_signed() * delta, signed(2 * R + 4), name=f"{name}_rd{i}")
+        rs = Cat(r[:R], Const(0, 1)).as_signed()
+        fits = len(rs) <= 18 and len(delta) <= 18
+        rd = registered_multiply(m, rs, delta, f"{name}_rd{i}", platform if fits else None, en=p.en)
         r, sm, pow2 = carry(f"{i}c")
+        r, sm, pow2 = carry(f"{i}n")
         nr = r + (rd >> R)
         if i == steps - 1:
             nr = Mux(pow2, 1 << R, nr)
@@ -461,7 +472,7 @@ class FloatDatapath:
         total = add_tree(m, p, fb, snap, "comb")
         t_v = p.delay(dly["v"] & dly["last"], ADD_STAGES * fb.combine_levels, name="comb_v")
         t_bank = p.delay(dly["bank"], ADD_STAGES * fb.combine_levels, name="comb_bank")
-        r = reciprocal(m, p, fb, total.m, "recip")
+        r = reciprocal(m, p, fb, total.m, "recip", self.platform)
         se = p.delay(total.E, fb.recip_stages, name="recip_se")
         v = p.delay(t_v, fb.recip_stages, name="recip_v")
         bank = p.delay(t_bank, fb.recip_stages, name="recip_bank")
@@ -519,7 +530,7 @@ class Reciprocal(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.d.comb += self.r.eq(reciprocal(m, Pipe(m, "u"), self.fb, self.sm, "u"))
+        m.d.comb += self.r.eq(reciprocal(m, Pipe(m, "u"), self.fb, self.sm, "u", platform))
         return m
 
 

@@ -33,11 +33,11 @@ ADD_STAGES = 5  # the float adder: exponent differences and compares, swap, alig
 SUB_STAGES = 8  # d = max - x: the word, decode, compare and swap, align, add/subtract, leading one, normalise,
 # round
 MUL_STAGES = 2  # t = |d| * log2(e): a registered multiply (its operands, its product)
-FIX_STAGES = 3  # t onto the fixed-point grid: shift, round, negate and split into n and f
+FIX_STAGES = 4  # t onto the fixed-point grid: shift (in two), round, negate and split into n and f
 EXP1_STAGES = 6  # 2^f, degree 1: table, its data, multiply (operands, product), add, round and pack (degree 2: 3
 # more)
 RECIP_TABLE_STAGES = 2  # the table's read, its data registered
-NR_STAGES = 4  # one Newton-Raphson step: Sm * r, 2^R - that, r * it, r + that
+NR_STAGES = 6  # one Newton-Raphson step: Sm * r (operands, product), 2^R - that, r * it (operands, product), r + that
 C_STAGES = 4  # y = e * r: the bank's word, multiply, normalise, shift (the rounding feeds the output register)
 
 
