@@ -25,7 +25,7 @@ outputs are all NaN then (step 0.4), whatever they are.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -34,7 +34,7 @@ from accelkit.config.hyft import SoftmaxConfig
 
 from .hyft import Pipe
 from .memory import RegisteredRam
-from .pipeline import LIMB, adder_tree, split_multiply
+from .pipeline import LIMB, adder_tree, registered_multiply, split_multiply
 
 __all__ = ["decode_latency", "product_latency", "finalise_cycles", "output_latency", "BackwardZip",
            "BackwardUnit", "unit_out_layout", "operand_stream_layout", "raw_layout", "operand_layout",
@@ -186,41 +186,17 @@ def _leading_one_2(m: Module, p: Pipe, v, name: str):
     return idx, zero
 
 
-def _mult_en(m: Module, a, b, en, name: str, platform):
-    """a * b (both unsigned, each at most LIMB bits) with registered operands and product, advancing with `en`
-    (latency 2): on ECP5 a MULT18X18D with its own registers, clock-enabled by `en`."""
-    assert len(a) <= LIMB and len(b) <= LIMB
-    width = len(a) + len(b)
-    p = Signal(unsigned(width), name=f"{name}_p")
-    if platform == "ecp5":
-        a18, b18 = Signal(18, name=f"{name}_a18"), Signal(18, name=f"{name}_b18")
-        p36 = Signal(36, name=f"{name}_p36")
-        m.d.comb += [a18.eq(a), b18.eq(b), p.eq(p36[:width])]
-        ports = {f"i_A{k}": a18[k] for k in range(18)}
-        ports.update({f"i_B{k}": b18[k] for k in range(18)})
-        ports.update({f"o_P{k}": p36[k] for k in range(36)})
-        m.submodules[f"{name}_dsp"] = Instance(
-            "MULT18X18D", p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0",
-            p_REG_INPUTA_CE="CE0", p_REG_INPUTB_CE="CE0", p_REG_OUTPUT_CE="CE0",
-            p_REG_PIPELINE_CLK="NONE", p_GSR="DISABLED", p_RESETMODE="SYNC",
-            i_SIGNEDA=0, i_SIGNEDB=0, i_SOURCEA=0, i_SOURCEB=0, i_CLK0=ClockSignal(), i_CE0=en, i_RST0=0,
-            **ports)
-    else:
-        ar, br = Signal.like(a, name=f"{name}_a"), Signal.like(b, name=f"{name}_b")
-        with m.If(en):
-            m.d.sync += [ar.eq(a), br.eq(b), p.eq(ar * br)]
-    return p
-
-
 def _multiply_en(m: Module, p: Pipe, a, b, name: str, platform):
-    """a * b (unsigned, any widths) as 17-bit limb products (`_mult_en`) summed in registered pairs.
+    """a * b (unsigned, any widths) as 17-bit limb products (gen/pipeline.py `registered_multiply`, unsigned,
+    advancing with the pipe's enable) summed in registered pairs.
 
     Returns (product, register stages): 2 for a single limb product, plus one per level of the sum."""
     def limbs(v):
         return [(lo, v[lo:min(len(v), lo + LIMB)]) for lo in range(0, len(v), LIMB)]
 
     width = len(a) + len(b)
-    terms = [(la + lb, _mult_en(m, pa, pb, p.en, f"{name}_pp{i}{j}", platform))
+    terms = [(la + lb, registered_multiply(m, pa, pb, f"{name}_pp{i}{j}", platform, en=p.en,
+                                           signed_ops=False)[:len(pa) + len(pb)])
              for i, (la, pa) in enumerate(limbs(a)) for j, (lb, pb) in enumerate(limbs(b))]
     vals = [(t << s)[:width] if s else t for s, t in terms]
     stages = 2
