@@ -1,5 +1,6 @@
 """Driving one stream in and one stream out of a component under Amaranth's simulator, with random valid gaps and
-ready stalls, and the handshake rule checked every cycle: a beat offered stays offered, unchanged, until taken."""
+ready stalls, and the handshake rule checked every cycle: a beat offered stays offered, unchanged, until taken;
+and driving a fixed-latency pipeline without a handshake (`run_pipeline`)."""
 
 from __future__ import annotations
 
@@ -47,5 +48,26 @@ def run_stream(dut, source, sink, beats: list, write: Callable, read: Callable, 
     sim.add_clock(1e-6)
     sim.add_testbench(drive, background=True)
     sim.add_testbench(take)
+    sim.run()
+    return got
+
+
+def run_pipeline(dut, latency: int, inputs: list[dict], outputs: list[str]) -> list[dict]:
+    """Drive one input set a cycle into a fixed-latency pipeline (no handshake); return the outputs `latency`
+    cycles after each."""
+    got: list[dict] = []
+
+    async def bench(ctx):
+        for i in range(len(inputs) + latency):
+            if i < len(inputs):
+                for k, v in inputs[i].items():
+                    ctx.set(getattr(dut, k), v)
+            await ctx.tick()
+            if i >= latency - 1 and len(got) < len(inputs):
+                got.append({k: ctx.get(getattr(dut, k)) for k in outputs})
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
     sim.run()
     return got

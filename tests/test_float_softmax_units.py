@@ -7,7 +7,7 @@ import random
 
 import pytest
 import torch
-from amaranth.sim import Simulator
+from amaranth_streams import run_pipeline
 
 from accelkit.config.float_softmax import ADD_STAGES, C_STAGES, baseline
 from accelkit.config.hyft import SoftmaxConfig
@@ -17,26 +17,6 @@ from accelkit.golden.hyft import decode_float
 
 CFGS = [SoftmaxConfig(arch="float", fmt=f, lanes=1, max_len=64) for f in ("bf16", "fp16", "fp32")]
 IDS = [c.fmt for c in CFGS]
-
-
-def run_pipeline(dut, latency: int, inputs: list[dict], outputs: list[str]) -> list[dict]:
-    """Drive one input set a cycle; return the outputs `latency` cycles after each."""
-    got: list[dict] = []
-
-    async def bench(ctx):
-        for i in range(len(inputs) + latency):
-            if i < len(inputs):
-                for k, v in inputs[i].items():
-                    ctx.set(getattr(dut, k), v)
-            await ctx.tick()
-            if i >= latency - 1 and len(got) < len(inputs):
-                got.append({k: ctx.get(getattr(dut, k)) for k in outputs})
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
-    return got
 
 
 def _t(v):
