@@ -59,11 +59,13 @@ class RegisteredRam(wiring.Component):
             wr, rd = mem.write_port(), mem.read_port(transparent_for=())
             m.d.comb += [wr.addr.eq(self.w_addr), wr.data.eq(self.w_data), wr.en.eq(self.w_en),
                          rd.addr.eq(self.r_addr), rd.en.eq(r_en)]
+            out = Signal(self.width, name="r_reg", reset_less=True)  # the DP16KD's output register has no reset
+            m.d.comb += self.r_data.eq(out)
             if self.read_enable:
                 with m.If(r_en):
-                    m.d.sync += self.r_data.eq(rd.data)
+                    m.d.sync += out.eq(rd.data)
             else:
-                m.d.sync += self.r_data.eq(rd.data)
+                m.d.sync += out.eq(rd.data)
             return m
         mode_abits, bits, skip, blocks = tiling
         wdata = Signal(blocks * bits)

@@ -3,6 +3,11 @@
 
 Every helper registers what it computes; each returns the registered result and the number of
 register stages it added, so that a caller can keep its sideband in step (`delay`).
+
+Datapath registers have no reset (``reset_less``): only a stream's valid and a block's control state need one.
+A reset on every flip-flop is one net to every slice's LSR pin (10,000 loads in a network top), which nextpnr
+routes as a long net with a delay of its own, and which blocks packing flip-flops of different resets into one
+slice. After a reset such a register holds a stale value that nothing reads, since its valid is reset.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ __all__ = ["delay", "adder_tree", "registered_multiply", "MULTIPLY_LATENCY", "sp
 LIMB = 17  # unsigned limb of a split multiply: 17 bits unsigned fit an 18-bit signed multiplier input
 
 
-def delay(m: Module, sig, stages: int, name: str, en=None):
-    """`sig` delayed by `stages` registers (clock-enabled by `en` when given)."""
+def delay(m: Module, sig, stages: int, name: str, en=None, reset_less: bool = False):
+    """`sig` delayed by `stages` registers (clock-enabled by `en` when given; with `reset_less`, registers without
+    a reset: a payload, whose valid is delayed beside it with one)."""
     for k in range(stages):
-        nxt = Signal.like(sig, name=f"{name}_d{k + 1}")
+        nxt = Signal.like(sig, name=f"{name}_d{k + 1}", reset_less=reset_less)
         if en is None:
             m.d.sync += nxt.eq(sig)
         else:
@@ -40,7 +46,7 @@ def adder_tree(m: Module, terms: list, width: int, name: str, per_stage: int = 1
         if level % per_stage == 0 or len(nxt) == 1:
             regs = []
             for j, t in enumerate(nxt):
-                r = Signal(signed(width), name=f"{name}_l{level}_{j}")
+                r = Signal(signed(width), name=f"{name}_l{level}_{j}", reset_less=True)
                 m.d.sync += r.eq(t)
                 regs.append(r)
             nxt = regs
@@ -65,7 +71,7 @@ def registered_multiply(m: Module, a, b, name: str, platform=None, en=None, sign
     """
     # one bit more than the operands: unsigned x unsigned needs len(a) + len(b) bits unsigned, so signed one more
     width = len(a) + len(b) + 1
-    p = Signal(signed(width), name=f"{name}_p")
+    p = Signal(signed(width), name=f"{name}_p", reset_less=True)
     if platform == "ecp5":
         if not signed_ops:
             assert len(a) <= 18 and len(b) <= 18 and not a.shape().signed and not b.shape().signed
@@ -88,7 +94,7 @@ def registered_multiply(m: Module, a, b, name: str, platform=None, en=None, sign
             **ports)
         m.d.comb += p.eq(p36)
     else:
-        ar, br = Signal.like(a, name=f"{name}_a"), Signal.like(b, name=f"{name}_b")
+        ar, br = Signal.like(a, name=f"{name}_a", reset_less=True), Signal.like(b, name=f"{name}_b", reset_less=True)
         if en is None:
             m.d.sync += [ar.eq(a), br.eq(b), p.eq(ar * br)]
         else:

@@ -118,7 +118,7 @@ class RegisteredFifo(wiring.Component):
         m.d.sync += arrive.eq(Cat(issue, arrive[:-1]))
 
         # the prefetch queue: PREFETCH registers, written in order as reads arrive, offered from the head
-        queue = Array(Signal(unsigned(width), name=f"q{k}") for k in range(PREFETCH))
+        queue = Array(Signal(unsigned(width), name=f"q{k}", reset_less=True) for k in range(PREFETCH))
         got = arrive[-1]
         with m.If(got):
             m.d.sync += [queue[q_w].eq(ram.r_data), q_w.eq(_wrap(q_w + 1, PREFETCH))]
@@ -156,5 +156,7 @@ class LutRam(wiring.Component):
         wr, rd = mem.write_port(), mem.read_port(transparent_for=())
         m.d.comb += [wr.addr.eq(self.w_addr), wr.data.eq(self.w_data), wr.en.eq(self.w_en),
                      rd.addr.eq(self.r_addr), rd.en.eq(1)]
-        m.d.sync += self.r_data.eq(rd.data)
+        out = Signal(self.width, name="r_reg", reset_less=True)
+        m.d.comb += self.r_data.eq(out)
+        m.d.sync += out.eq(rd.data)
         return m

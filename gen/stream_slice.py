@@ -24,14 +24,15 @@ class StreamSlice(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         skid_valid = Signal()
-        skid = Signal(self.shape)
-        m.d.comb += self.i.ready.eq(~skid_valid)
+        skid = Signal(self.shape, reset_less=True)  # payloads need no reset: their valids have one
+        out = Signal(self.shape, name="out", reset_less=True)
+        m.d.comb += [self.i.ready.eq(~skid_valid), self.o.payload.eq(out)]
         load = ~self.o.valid | self.o.ready  # the output register takes a new beat this cycle
         with m.If(load):
             with m.If(skid_valid):
-                m.d.sync += [self.o.payload.eq(skid), self.o.valid.eq(1), skid_valid.eq(0)]
+                m.d.sync += [out.eq(skid), self.o.valid.eq(1), skid_valid.eq(0)]
             with m.Else():
-                m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
+                m.d.sync += [out.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
         with m.Elif(self.i.valid & ~skid_valid):
             m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
         return m
