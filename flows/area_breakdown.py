@@ -75,10 +75,11 @@ CATEGORIES = {
     "top": "cells that feed no named signal (left in the top module)",
 }
 
-# Names that carry no meaning of their own (Amaranth's `$N` wires, memory and bank port wires): a cell driving
-# only these takes the part of the cells it feeds.
+# Names that carry no meaning of their own: Amaranth's `$N` wires, memory and bank port wires, the names yosys'
+# `autoname` makes from a neighbour (``b_dq3_385_LUT4_C_Z``), the top's inputs. A cell driving only these takes
+# the part of the cells it feeds.
 ANONYMOUS = re.compile(r"\$|port\$|rp__|r_data|rdata\b|.*_(?:LUT4|TRELLIS_FF|TRELLIS_DPR16X4|CCU2C|PFUMX|L6MUX21|"
-                       r"MULT18X18D|DP16KD|PDPW16KD)_")
+                       r"MULT18X18D|DP16KD|PDPW16KD)_|x__|y__ready$|clk$|rst$")
 
 _COMMON = [
     (r"y__payload|y_v$|y__valid", "output"),
