@@ -45,6 +45,7 @@ from accelkit.flows.synth import (
     summarise_stat,
     synth,
     synth_config,
+    yosys_script,
 )
 from accelkit.sim.build import TOP, build_dir, locked, verilog_file
 
@@ -338,7 +339,7 @@ def _module_part(module: str, top: str) -> str:
 _FLOW_DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
-def breakdown(cfg: BlockConfig, hier: bool = False) -> dict:
+def breakdown(cfg: BlockConfig, hier: bool = False, xilinx: bool = False) -> dict:
     """ECP5 cells per part and per category of `cfg`'s design (see the module docstring).
 
     The flat netlist is `flows.synth`'s own (``accelkit synth ... --no-fmax``, cached; synthesised again by
@@ -349,7 +350,9 @@ def breakdown(cfg: BlockConfig, hier: bool = False) -> dict:
     Returns ``{"config", "parts": {part: figures}, "categories": {category: figures}, "total": sum of the parts,
     "flat": synth_config's figures, "how": {...}, "unknown_names": [...], "signals": {category: {signal stem:
     figures}}}`` (the cells by the named signal they were found from, all lanes together) and with `hier`
-    ``"hier_parts"``, ``"hier_categories"``, ``"hier_total"``.
+    ``"hier_parts"``, ``"hier_categories"``, ``"hier_total"``. With `xilinx`, ``"xilinx": {"parts",
+    "categories", "total", "flat"}``: the same for the flow's Xilinx UltraScale+ synthesis (`yosys_script`'s, run
+    again here to keep its netlist; its total is checked against `synth_config`'s).
     """
     arch = getattr(cfg, "arch", None)
     if arch not in RULES:
@@ -400,7 +403,30 @@ def breakdown(cfg: BlockConfig, hier: bool = False) -> dict:
         for fig in cached["parts"].values():
             _add(htotal, fig)
         res.update(hier_parts=sort(cached["parts"]), hier_categories=by_category(cached["parts"]), hier_total=htotal)
+    if xilinx:
+        xflat = {k: v for k, v in synth_config(cfg, targets=("xilinx",), fmax=False)["xilinx"].items() if k != "cells"}
+        xparts, _, _ = count_parts(_xilinx_netlist(cfg), arch, target="xilinx")
+        xtotal: dict = {}
+        for fig in xparts.values():
+            _add(xtotal, fig)
+        if xtotal != xflat:
+            raise RuntimeError(f"the Xilinx netlist of {build_dir(cfg, 'area-breakdown')} sums to {xtotal}, not "
+                               f"synth_config's {xflat}: delete it and run again")
+        res["xilinx"] = {"parts": sort(xparts), "categories": by_category(xparts), "total": xtotal, "flat": xflat}
     return res
+
+
+def _xilinx_netlist(cfg: BlockConfig) -> dict:
+    """The flow's Xilinx synthesis of `cfg` (`flows.synth.yosys_script`), its netlist kept, cached."""
+    d = build_dir(cfg, "area-breakdown")
+    path = netlist_json(d, "xilinx")
+    with locked(d):
+        if not path.exists():
+            d.mkdir(parents=True, exist_ok=True)
+            verilog = verilog_file(cfg)
+            _yosys(yosys_script(_wasi_path(verilog, d), "xilinx", netlist=_wasi_path(path, d)), d, "yosys-xilinx",
+                   "yosys synthesis for xilinx")
+    return json.loads(path.read_text())
 
 
 def _add(a: dict, b: Mapping) -> dict:
@@ -411,31 +437,35 @@ def _add(a: dict, b: Mapping) -> dict:
 
 # -- the table -------------------------------------------------------------------------------------------------------
 
-COLUMNS = ("lut4", "ccu2", "ff", "mult18", "ebr")
+COLUMNS = {"ecp5": ("lut4", "ccu2", "ff", "mult18", "ebr"), "xilinx": ("lut", "carry", "ff", "dsp", "bram", "lutram")}
+_HEAD = {"lut4": "LUT4", "ccu2": "CCU2C", "ff": "FF", "mult18": "MULT18", "ebr": "EBR", "lut": "LUT",
+         "carry": "CARRY", "dsp": "DSP", "bram": "RAMB18", "lutram": "LUTRAM"}
 
 
-def table(res: Mapping, rows: str = "categories") -> str:
-    """A Markdown table of the breakdown's `rows` ("categories" or "parts"): ECP5 LUT4, CCU2C, FF, MULT18, EBR, the
-    share of the LUT4s, and (when measured) the LUT4s of the part synthesised alone; then the totals."""
-    hier = "hier_total" in res
-    head = [rows[:-1] if rows == "parts" else "category", "LUT4", "CCU2C", "FF", "MULT18", "EBR", "% LUT4"]
+def table(res: Mapping, rows: str = "categories", target: str = "ecp5") -> str:
+    """A Markdown table of the breakdown's `rows` ("categories" or "parts") for `target`: its cells, the share
+    of its LUTs, and for ECP5 (when measured) the LUT4s of the part synthesised alone; then the totals."""
+    src = res if target == "ecp5" else res[target]
+    cols, lut = COLUMNS[target], COLUMNS[target][0]
+    hier = target == "ecp5" and "hier_total" in res
+    head = [rows[:-1] if rows == "parts" else "category", *(_HEAD[c] for c in cols), f"% {_HEAD[lut]}"]
     if hier:
         head.append("LUT4 alone")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    whole = res["total"]["lut4"]
+    whole = src["total"][lut]
 
     def row(label: str, fig: Mapping, share: bool, alone: Mapping | None) -> str:
-        cells = [label, *(str(fig.get(c, 0)) for c in COLUMNS)]
-        cells.append(f"{100 * fig.get('lut4', 0) / whole:.1f}" if share and whole else "")
+        cells = [label, *(str(fig.get(c, 0)) for c in cols)]
+        cells.append(f"{100 * fig.get(lut, 0) / whole:.1f}" if share and whole else "")
         if hier:
             cells.append(str(alone.get("lut4", 0)) if alone is not None else "")
         return "| " + " | ".join(cells) + " |"
 
     alone = res.get("hier_" + rows, {})
-    for label, fig in res[rows].items():
+    for label, fig in src[rows].items():
         lines.append(row(label, fig, True, alone.get(label, {}) if hier else None))
-    lines.append(row("**sum of the parts**", res["total"], True, res.get("hier_total")))
-    lines.append(row("flat synthesis (accelkit synth --no-fmax)", res["flat"], False, None))
+    lines.append(row("**sum of the parts**", src["total"], True, res.get("hier_total")))
+    lines.append(row("flat synthesis (accelkit synth --no-fmax)", src["flat"], False, None))
     return "\n".join(lines)
 
 
@@ -448,16 +478,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parts", action="store_true", help="print every part (per lane), not only the categories")
     p.add_argument("--signals", metavar="CATEGORY", action="append", default=[],
                    help="also the cells of CATEGORY by the named signal they belong to (all lanes together)")
+    p.add_argument("--xilinx", action="store_true", help="also the Xilinx UltraScale+ cells per part")
     p.add_argument("--hier", action="store_true", help="also synthesise every part alone (yosys submod, "
                                                        "synth_ecp5 -noflatten): the cost of the cuts")
     _add_config_options(p)
     args = p.parse_args(argv)
     cfg = config_from_args(args.block, args)
-    res = breakdown(cfg, hier=args.hier)
-    print(table(res, "categories"))
-    if args.parts:
+    res = breakdown(cfg, hier=args.hier, xilinx=args.xilinx)
+    for target in ("ecp5", "xilinx") if args.xilinx else ("ecp5",):
+        print(f"{target}:\n" + table(res, "categories", target))
+        if args.parts:
+            print("\n" + table(res, "parts", target))
         print()
-        print(table(res, "parts"))
     for cat in args.signals:
         if cat not in res["signals"]:
             raise SystemExit(f"--signals {cat!r}: not a category of this design: {', '.join(res['signals'])}")
@@ -465,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{stem} {fig['lut4']} LUT4 {fig['ccu2']} CCU2C {fig['ff']} FF" + (f" {fig['mult18']} MULT18"
                                                                              if fig["mult18"] else "")
             for stem, fig in res["signals"][cat].items()))
-    print(f"\ncells found their part by: {', '.join(f'{k} {v}' for k, v in res['how'].items())}")
+    print(f"cells found their part by: {', '.join(f'{k} {v}' for k, v in res['how'].items())}")
     if res["unknown_names"]:
         print(f"{len(res['unknown_names'])} signal names no rule knows: "
               + ", ".join(res["unknown_names"][:12]) + (" ..." if len(res["unknown_names"]) > 12 else ""))

@@ -78,3 +78,11 @@ def test_parts_sum_to_the_flat_synthesis(arch):
     assert sum(f["lut4"] for sig in res["signals"].values() for f in sig.values()) == res["flat"]["lut4"]
     text = table(res, "parts")
     assert "B.sub.lane1" in text and "**sum of the parts**" in text
+
+
+def test_xilinx_parts_sum_to_the_flat_synthesis():
+    res = breakdown(SoftmaxConfig(arch="hyft", fmt="bf16", lanes=1, max_len=16), xilinx=True)["xilinx"]
+    assert res["total"] == res["flat"] and res["total"]["dsp"] > 0  # (breakdown also checks it)
+    assert res["parts"].get("top", {}).get("lut", 0) <= 0.01 * res["flat"]["lut"]
+    for part in ("top.bank0", "ring.ports", "B.sub.lane0", "norm", "C.round.lane0"):
+        assert part in res["parts"], part
