@@ -3,26 +3,30 @@
 The Hyft and float softmax units (gen/hyft.py, gen/float_softmax.py) elaborate into one flat Amaranth module
 plus their ring's bank modules (``top.bank<i>``): the datapath is written as functions that add named,
 pipelined signals to the top module (``b_kx0_34``: phase B, lane 0; ``fin_recip_r1_7``: the reciprocal), not as
-instantiated components. So the breakdown partitions the top module's netlist by those names:
+instantiated components. So the breakdown partitions the synthesised netlist by those names:
 
-1. yosys reads the design's ECP5 Verilog (what `flows.synth` synthesises), runs ``proc`` and ``memory_collect``
-   (no optimisation) and writes the word-level netlist as JSON;
-2. every cell of the top module is given a part: the part of the named signal it drives (`RULES`, by
-   regular expression on the name; the lane from the name where the part is per lane), or, for a cell that
-   drives only unnamed wires (or names no rule knows), the part of the cells it feeds (the majority over its
-   fan-out, repeated to a fixed point); a cell that feeds nothing named stays in the top (``top``);
-3. yosys ``submod`` moves every part into a module of its own, and ``synth_ecp5 -noflatten`` (the flow's
-   synthesis, hierarchy kept) maps each module alone; ``stat`` gives the cells per module.
+1. the netlist is the flow's own flat one (`flows.synth`: ``accelkit synth ... --no-fmax``, its
+   ``netlist-ecp5.json``; for Xilinx, the flow's `yosys_script` run again with its netlist kept);
+2. every mapped cell (LUT4, CCU2C, FF, MULT18X18D, DP16KD, ...) is given a part (`assign_parts`): that of its
+   own instance name, else of the named signal it drives (`RULES`, regular expressions on the name, the lane
+   from the name where the part is per lane), else the majority part of the cells that read its outputs
+   (repeated to a fixed point), else that of the signal its yosys `autoname` name starts from; a cell with none
+   stays in ``top``;
+3. the cells are counted per part with `flows.synth.summarise_stat`'s figures.
 
-The parts then sum exactly to the hierarchical synthesis's total. That total differs from the flat synthesis
-(`flows.synth.synth_config`, ``accelkit synth ... --no-fmax``) by what optimisation across the cuts would have
-removed or merged (constants and unused bits crossing a boundary, equal registers in two parts, LUT packing
-across a boundary); `breakdown` reports both totals and the difference.
+So the parts sum exactly to the flat synthesis (checked). Logic that yosys shared between two parts is counted
+once, in one of them. `--signals CATEGORY` lists a category's cells by the named signal they came from.
+
+Cross-check (``hier=True``, ``--hier``): the word-level netlist (``proc``, ``memory_collect``) with every cell
+given its part the same way, each part moved into a module of its own (yosys ``submod``) and synthesised with
+``synth_ecp5 -noflatten``: what each part costs synthesised alone, and how much optimisation across the cuts
+saves in the flat design.
 
 Each part belongs to a category (`CATEGORIES`) shared by both architectures, so that the two designs' areas
-can be set side by side. CLI::
+can be set side by side (docs/float-baseline.md, "Where the area goes"). CLI::
 
-    python -m accelkit.flows.area_breakdown hyft --arch float --fmt bf16 --lanes 4 [-o out.json] [--xilinx]
+    python -m accelkit.flows.area_breakdown hyft --arch float --fmt bf16 --lanes 4 [--parts] [--signals B.sub]
+        [--xilinx] [--hier] [-o out.json]
 """
 
 from __future__ import annotations
