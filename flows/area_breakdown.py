@@ -302,20 +302,34 @@ def _word_level(verilog: Path, workdir: Path, top: str = TOP) -> dict:
     return json.loads(out.read_text())
 
 
+RELAXED_DELAY_PS = 100_000  # abc9's delay target in the relaxed cross-check: far beyond any path, so area first
+
+
 def _hier_synth(cfg: BlockConfig, arch: str, workdir: Path, top: str = TOP) -> dict:
     """Every part of the word-level netlist moved into a module of its own (yosys `submod`) and synthesised
-    for ECP5 with the hierarchy kept: {part: figures}."""
+    for ECP5 with the hierarchy kept, twice: as `synth_ecp5 -noflatten` maps it ("default": abc9 maps each module
+    for its own depth), and with abc9 given a delay target of `RELAXED_DELAY_PS` ("relaxed": area first, as the
+    flat design's paths off its critical path are). {"default" | "relaxed": {part: figures}}."""
     words = _word_level(verilog_file(cfg, platform="ecp5"), workdir)
     module = words["modules"][top]
     parts, _ = assign_parts(words, module, arch)
     for cname, part in parts.items():
         module["cells"][cname].setdefault("attributes", {})["submod"] = part
     (workdir / "parts.json").write_text(json.dumps(words))
-    _yosys(f'read_json "parts.json"\nhierarchy -top {top}\nsubmod\nsynth_ecp5 -noflatten -top {top}\n'
-           "tee -q -o stat-hier.json stat -json\n", workdir, "yosys-hier", "yosys hierarchical synthesis")
-    stat = json.loads((workdir / "stat-hier.json").read_text())
-    return {_module_part(name, top): _summary(mod["num_cells_by_type"], "ecp5")
-            for name, mod in stat["modules"].items() if name.lstrip("\\") not in _LIB_CELLS}
+    head = f'read_json "parts.json"\nhierarchy -top {top}\nsubmod\n'
+    scripts = {
+        "default": f"synth_ecp5 -noflatten -top {top}\n",
+        "relaxed": (f"synth_ecp5 -noflatten -top {top} -run :map_luts\ntechmap -map +/lattice/latches_map.v\n"
+                    f"abc9 -W 300 -D {RELAXED_DELAY_PS}\nclean\nsynth_ecp5 -noflatten -top {top} -run map_cells:\n"),
+    }
+    out = {}
+    for name, body in scripts.items():
+        _yosys(f"{head}{body}tee -q -o stat-hier-{name}.json stat -json\n", workdir, f"yosys-hier-{name}",
+               f"yosys hierarchical synthesis ({name})")
+        stat = json.loads((workdir / f"stat-hier-{name}.json").read_text())
+        out[name] = {_module_part(m, top): _summary(mod["num_cells_by_type"], "ecp5")
+                     for m, mod in stat["modules"].items() if m.lstrip("\\") not in _LIB_CELLS}
+    return out
 
 
 _LIB_CELLS = ("MULT18X18D", "DP16KD", "PDPW16KD", "TRELLIS_DPR16X4")
@@ -354,7 +368,8 @@ def breakdown(cfg: BlockConfig, hier: bool = False, xilinx: bool = False) -> dic
     Returns ``{"config", "parts": {part: figures}, "categories": {category: figures}, "total": sum of the parts,
     "flat": synth_config's figures, "how": {...}, "unknown_names": [...], "signals": {category: {signal stem:
     figures}}}`` (the cells by the named signal they were found from, all lanes together) and with `hier`
-    ``"hier_parts"``, ``"hier_categories"``, ``"hier_total"``. With `xilinx`, ``"xilinx": {"parts",
+    ``"hier_parts"``, ``"hier_categories"``, ``"hier_total"`` and the same with ``"hier_relaxed_"`` (see
+    `_hier_synth`). With `xilinx`, ``"xilinx": {"parts",
     "categories", "total", "flat"}``: the same for the flow's Xilinx UltraScale+ synthesis (`yosys_script`'s, run
     again here to keep its netlist; its total is checked against `synth_config`'s).
     """
@@ -403,10 +418,12 @@ def breakdown(cfg: BlockConfig, hier: bool = False, xilinx: bool = False) -> dic
                 d.mkdir(parents=True, exist_ok=True)
                 cached = {"flow": _FLOW_DIGEST, "parts": _hier_synth(cfg, arch, d)}
                 result_file.write_text(json.dumps(cached, indent=1, sort_keys=True) + "\n")
-        htotal: dict = {}
-        for fig in cached["parts"].values():
-            _add(htotal, fig)
-        res.update(hier_parts=sort(cached["parts"]), hier_categories=by_category(cached["parts"]), hier_total=htotal)
+        for name, key in (("default", "hier"), ("relaxed", "hier_relaxed")):
+            ps = cached["parts"][name]
+            htotal: dict = {}
+            for fig in ps.values():
+                _add(htotal, fig)
+            res.update({f"{key}_parts": sort(ps), f"{key}_categories": by_category(ps), f"{key}_total": htotal})
     if xilinx:
         xflat = {k: v for k, v in synth_config(cfg, targets=("xilinx",), fmax=False)["xilinx"].items() if k != "cells"}
         xparts, _, _ = count_parts(_xilinx_netlist(cfg), arch, target="xilinx")
@@ -454,21 +471,22 @@ def table(res: Mapping, rows: str = "categories", target: str = "ecp5") -> str:
     hier = target == "ecp5" and "hier_total" in res
     head = [rows[:-1] if rows == "parts" else "category", *(_HEAD[c] for c in cols), f"% {_HEAD[lut]}"]
     if hier:
-        head.append("LUT4 alone")
+        head += ["LUT4 alone", "LUT4 alone, abc9 relaxed"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     whole = src["total"][lut]
 
-    def row(label: str, fig: Mapping, share: bool, alone: Mapping | None) -> str:
+    def row(label: str, fig: Mapping, share: bool, alone: list[Mapping] | None) -> str:
         cells = [label, *(str(fig.get(c, 0)) for c in cols)]
         cells.append(f"{100 * fig.get(lut, 0) / whole:.1f}" if share and whole else "")
         if hier:
-            cells.append(str(alone.get("lut4", 0)) if alone is not None else "")
+            cells += [str(a.get("lut4", 0)) if a is not None else "" for a in (alone or (None, None))]
         return "| " + " | ".join(cells) + " |"
 
-    alone = res.get("hier_" + rows, {})
     for label, fig in src[rows].items():
-        lines.append(row(label, fig, True, alone.get(label, {}) if hier else None))
-    lines.append(row("**sum of the parts**", src["total"], True, res.get("hier_total")))
+        lines.append(row(label, fig, True, [res[f"{k}_{rows}"].get(label, {}) for k in ("hier", "hier_relaxed")]
+                         if hier else None))
+    lines.append(row("**sum of the parts**", src["total"], True,
+                     [res["hier_total"], res["hier_relaxed_total"]] if hier else None))
     lines.append(row("flat synthesis (accelkit synth --no-fmax)", src["flat"], False, None))
     return "\n".join(lines)
 

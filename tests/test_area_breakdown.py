@@ -86,3 +86,14 @@ def test_xilinx_parts_sum_to_the_flat_synthesis():
     assert res["parts"].get("top", {}).get("lut", 0) <= 0.01 * res["flat"]["lut"]
     for part in ("top.bank0", "ring.ports", "B.sub.lane0", "norm", "C.round.lane0"):
         assert part in res["parts"], part
+
+
+def test_parts_synthesised_alone_cross_check():
+    """Every part in a module of its own: with abc9's delay target relaxed the parts cost about what the flat
+    attribution gives them (within 10 % in all); mapped for depth, module by module, at least as much."""
+    res = breakdown(SoftmaxConfig(arch="hyft", fmt="bf16", lanes=1, max_len=16), hier=True)
+    flat, relaxed, default = res["total"]["lut4"], res["hier_relaxed_total"]["lut4"], res["hier_total"]["lut4"]
+    assert abs(relaxed - flat) <= 0.1 * flat and default >= flat
+    assert res["hier_total"]["mult18"] == res["hier_relaxed_total"]["mult18"] == res["total"]["mult18"]
+    for part in ("B.sub.lane0", "B.exp.lane0", "ring.ports", "norm"):
+        assert part in res["hier_parts"] and part in res["hier_relaxed_parts"], part
