@@ -370,8 +370,8 @@ def breakdown(cfg: BlockConfig, hier: bool = False, xilinx: bool = False) -> dic
     figures}}}`` (the cells by the named signal they were found from, all lanes together) and with `hier`
     ``"hier_parts"``, ``"hier_categories"``, ``"hier_total"`` and the same with ``"hier_relaxed_"`` (see
     `_hier_synth`). With `xilinx`, ``"xilinx": {"parts",
-    "categories", "total", "flat"}``: the same for the flow's Xilinx UltraScale+ synthesis (`yosys_script`'s, run
-    again here to keep its netlist; its total is checked against `synth_config`'s).
+    "categories", "total", "flat"}``: the same for the flow's Xilinx UltraScale+ synthesis (`yosys_script`'s, the
+    script `synth_config` runs, run here to keep its netlist; "flat" is that run's own figures).
     """
     arch = getattr(cfg, "arch", None)
     if arch not in RULES:
@@ -425,29 +425,32 @@ def breakdown(cfg: BlockConfig, hier: bool = False, xilinx: bool = False) -> dic
                 _add(htotal, fig)
             res.update({f"{key}_parts": sort(ps), f"{key}_categories": by_category(ps), f"{key}_total": htotal})
     if xilinx:
-        xflat = {k: v for k, v in synth_config(cfg, targets=("xilinx",), fmax=False)["xilinx"].items() if k != "cells"}
-        xparts, _, _ = count_parts(_xilinx_netlist(cfg), arch, target="xilinx")
+        xnetlist, xflat = _xilinx_netlist(cfg)
+        xparts, _, _ = count_parts(xnetlist, arch, target="xilinx")
         xtotal: dict = {}
         for fig in xparts.values():
             _add(xtotal, fig)
         if xtotal != xflat:
-            raise RuntimeError(f"the Xilinx netlist of {build_dir(cfg, 'area-breakdown')} sums to {xtotal}, not "
-                               f"synth_config's {xflat}: delete it and run again")
+            raise RuntimeError(f"the Xilinx parts of {cfg.to_dict()} sum to {xtotal}, not the netlist's {xflat}")
         res["xilinx"] = {"parts": sort(xparts), "categories": by_category(xparts), "total": xtotal, "flat": xflat}
     return res
 
 
-def _xilinx_netlist(cfg: BlockConfig) -> dict:
-    """The flow's Xilinx synthesis of `cfg` (`flows.synth.yosys_script`), its netlist kept, cached."""
+def _xilinx_netlist(cfg: BlockConfig) -> tuple[dict, dict]:
+    """The flow's Xilinx synthesis of `cfg` (`flows.synth.yosys_script`, the script `synth_config` runs) with its
+    netlist kept: (netlist, its figures as `synth_config` gives them). Cached; run again when the script changes."""
     d = build_dir(cfg, "area-breakdown")
     path = netlist_json(d, "xilinx")
+    script = yosys_script(_wasi_path(verilog_file(cfg), d), "xilinx", netlist=_wasi_path(path, d))
     with locked(d):
-        if not path.exists():
+        ys = d / "yosys-xilinx.ys"
+        if not (path.exists() and ys.exists() and ys.read_text() == script):
             d.mkdir(parents=True, exist_ok=True)
-            verilog = verilog_file(cfg)
-            _yosys(yosys_script(_wasi_path(verilog, d), "xilinx", netlist=_wasi_path(path, d)), d, "yosys-xilinx",
-                   "yosys synthesis for xilinx")
-    return json.loads(path.read_text())
+            path.unlink(missing_ok=True)
+            _yosys(script, d, "yosys-xilinx", "yosys synthesis for xilinx")
+    stat = summarise_stat(json.loads((d / "stat-xilinx.json").read_text()), "xilinx")
+    stat.pop("cells")
+    return json.loads(path.read_text()), stat
 
 
 def _add(a: dict, b: Mapping) -> dict:
