@@ -135,11 +135,14 @@ def cmd_synth(args) -> int:
             with progress.step(f"{args.block}: yosys {target} synthesis"):
                 synth_config(cfg, targets=(target,), fmax=False, device=args.device)
         if fmax:
-            with progress.step(f"{args.block}: nextpnr-ecp5 on {p.name}-{p.speed}, seeds "
-                               f"{', '.join(map(str, seeds))} (two at a time)"):
-                synth_config(cfg, targets=(), fmax=True, device=args.device, seeds=seeds, seed_jobs=2)
+            at_once = "one at a time" if args.seed_jobs == 1 else f"{args.seed_jobs} at a time"
+            with progress.step(f"{args.block}: nextpnr-ecp5 on {p.name}-{p.speed}"
+                               f"{' with ' + args.router if args.router else ''}, seeds "
+                               f"{', '.join(map(str, seeds))} ({at_once})"):
+                synth_config(cfg, targets=(), fmax=True, device=args.device, seeds=seeds, seed_jobs=args.seed_jobs,
+                             router=args.router)
         res = synth_config(cfg, targets=("ecp5", "xilinx"), fmax=fmax, device=args.device, seeds=seeds,
-                           seed_jobs=2)
+                           seed_jobs=args.seed_jobs, router=args.router)
     for target, figs in res.items():
         if target != "fmax":
             print(f"{target}: " + ", ".join(f"{k}={v}" for k, v in figs.items() if not isinstance(v, dict | list)))
@@ -280,6 +283,11 @@ def main(argv=None) -> int:
     s.add_argument("--seeds", type=int, default=3, metavar="N",
                    help="nextpnr seeds 1..N; Fmax is their median (default 3)")
     s.add_argument("--no-fmax", action="store_true", help="area only, skip place and route")
+    s.add_argument("--seed-jobs", type=int, choices=(1, 2), default=2, metavar="N",
+                   help="nextpnr seeds run side by side: 1 or 2 (default 2; 1 on a shared machine or a large design)")
+    s.add_argument("--router", choices=("router1", "router2"), default=None,
+                   help="nextpnr's router (default: nextpnr's own, router1; runs with --router are cached apart, "
+                        "under fmax-<device>-<router>)")
     s.set_defaults(func=cmd_synth)
     s = block_cmd("sweep", "measure area, Fmax and cycles over a grid of configs: JSON, CSV and a plot")
     s.add_argument("-o", "--out", default="sweep", help="output folder (default: sweep/)")

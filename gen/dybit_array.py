@@ -134,23 +134,23 @@ class DyBitMacArray(wiring.Component):
             fire.eq(self.a.valid & self.b.valid & advance),
         ]
         if cfg.is_int_baseline:
-            a1 = [Signal(signed(cfg.a_bits), name=f"a1_{i}") for i in range(R)]
-            b1 = [Signal(signed(cfg.b_bits), name=f"b1_{j}") for j in range(C)]
+            a1 = [Signal(signed(cfg.a_bits), name=f"a1_{i}", reset_less=True) for i in range(R)]
+            b1 = [Signal(signed(cfg.b_bits), name=f"b1_{j}", reset_less=True) for j in range(C)]
             with m.If(fire):
                 m.d.sync += [x.eq(self.a.payload.data[i]) for i, x in enumerate(a1)]
                 m.d.sync += [x.eq(self.b.payload[j]) for j, x in enumerate(b1)]
         else:
             a_dec = [decode_operand(m, self.a.payload.data[i], cfg.a_fmt, f"a_dec_{i}") for i in range(R)]
             b_dec = [decode_operand(m, self.b.payload[j], cfg.b_fmt, f"b_dec_{j}") for j in range(C)]
-            a1 = [Signal.like(d, name=f"a1_{i}") for i, d in enumerate(a_dec)]
-            b1 = [Signal.like(d, name=f"b1_{j}") for j, d in enumerate(b_dec)]
+            a1 = [Signal.like(d, name=f"a1_{i}", reset_less=True) for i, d in enumerate(a_dec)]
+            b1 = [Signal.like(d, name=f"b1_{j}", reset_less=True) for j, d in enumerate(b_dec)]
             with m.If(fire):
                 m.d.sync += [x.eq(d) for x, d in zip(a1 + b1, a_dec + b_dec, strict=True)]
         with m.If(advance):
             m.d.sync += [v1.eq(fire), last1.eq(self.a.payload.last)]
 
         # ---- stage 2: one product per PE
-        prod = [[Signal(prod_shape, name=f"p_{i}_{j}") for j in range(C)] for i in range(R)]
+        prod = [[Signal(prod_shape, name=f"p_{i}_{j}", reset_less=True) for j in range(C)] for i in range(R)]
         with m.If(advance):
             m.d.sync += [v2.eq(v1), last2.eq(last1)]
             for i in range(R):
@@ -164,8 +164,10 @@ class DyBitMacArray(wiring.Component):
 
         # ---- stage 3: accumulate; a finished tile moves to the shadow bank
         acc_shape = signed(cfg.acc_bits)
-        acc = [[Signal(acc_shape, name=f"acc_{i}_{j}") for j in range(C)] for i in range(R)]
-        bank = [[Signal(acc_shape, name=f"bank_{i}_{j}") for j in range(C)] for i in range(R)]
+        # operands, products, accumulators and the bank have no reset: an accumulator is loaded (not added to) on
+        # a tile's first beat (`first`, which has one), the bank is read only while bank_valid (reset) is set
+        acc = [[Signal(acc_shape, name=f"acc_{i}_{j}", reset_less=True) for j in range(C)] for i in range(R)]
+        bank = [[Signal(acc_shape, name=f"bank_{i}_{j}", reset_less=True) for j in range(C)] for i in range(R)]
         first = Signal(init=1)
         with m.If(advance & v2):
             for i in range(R):

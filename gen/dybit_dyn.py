@@ -188,14 +188,14 @@ class OperandDecoder(wiring.Component):
         def stage1(n, count):
             regs = []
             for p in range(count):
-                r = Signal(code_layout(n), name=f"c{n}_{p}")
+                r = Signal(code_layout(n), name=f"c{n}_{p}", reset_less=True)
                 with m.If(self.en):
                     m.d.sync += [getattr(r, f).eq(v) for f, v in
                                  decode_prefix(m, lane[n * p:n * p + n], n, self.fmt, f"c{n}_{p}").items()]
                 regs.append(decode_place(r, n))
             return regs
 
-        mode1 = Signal(ModeLayout(), name="mode1")
+        mode1 = Signal(ModeLayout(), name="mode1", reset_less=True)
         with m.If(self.en):
             m.d.sync += mode1.eq(self.mode)
         d8 = stage1(8, 2) if 8 in cfg.widths else None
@@ -251,14 +251,16 @@ def fanout_tree(m: Module, value, levels: int, en, name: str) -> list:
     of registers, so that no register drives more than its share of the loads. Two siblings (same input) start
     from different values (0 and all ones): yosys merges flip-flops with the same input and the same initial
     value (opt_merge), which would make the tree one register again; the initial value is never used (the beat's
-    valid travels beside it)."""
+    valid travels beside it). The registers have no reset (payload: the valid has one); their initial values
+    still differ, which is what keeps opt_merge from merging them."""
     nodes = [Value.cast(value)]
     for lv in range(levels):
         nxt = []
         for idx, node in enumerate(nodes):
             for side in (0, 1):
                 width = len(node)
-                r = Signal(width, init=((1 << width) - 1) * side, name=f"{name}_t{lv}_{2 * idx + side}")
+                r = Signal(width, init=((1 << width) - 1) * side, name=f"{name}_t{lv}_{2 * idx + side}",
+                           reset_less=True)
                 with m.If(en):
                     m.d.sync += r.eq(node)
                 nxt.append(r)
@@ -267,8 +269,10 @@ def fanout_tree(m: Module, value, levels: int, en, name: str) -> list:
 
 
 def stage(m: Module, en, value, name: str, **kw):
-    """`value` registered (when `en`) in a new signal `name`."""
-    r = Signal.like(value, name=name, **kw) if not isinstance(value, int) else Signal(name=name)
+    """`value` registered (when `en`) in a new signal `name`, without a reset (a payload register: the valid
+    that travels beside it has one)."""
+    r = Signal.like(value, name=name, reset_less=True, **kw) if not isinstance(value, int) else \
+        Signal(name=name, reset_less=True)
     with m.If(en):
         m.d.sync += r.eq(value)
     return r
@@ -342,14 +346,15 @@ class FusedPE(wiring.Component):
         # 4: 8 x 8 sums the pairs (offsets 0 and 4) into lane 0, lane 2 then holds nothing
         full = Cat(l3[0][:SUB_BITS], kept(m, (l3[0][SUB_BITS:] + l3[2])[:12], "full_hi"))  # <= 255 * 255: 16 bits
         fused = {0: Mux(mode88, full, l3[0]), 1: l3[1], 2: Mux(mode88, 0, l3[2]), 3: l3[3]}
-        mag = {ln: Signal(_bits(cfg.lane_fused_max(ln)), name=f"mag4_{ln}") for ln in lanes}
+        mag = {ln: Signal(_bits(cfg.lane_fused_max(ln)), name=f"mag4_{ln}", reset_less=True) for ln in lanes}
         with m.If(en):
             m.d.sync += [mag[ln].eq(fused[ln]) for ln in lanes]
         neg, sh = side_stage(neg, "_4"), side_stage(sh, "_4")
         built += 1
 
         # 5: each lane's own shift, then its sign as a ones' complement (+ 1 later, as a carry-in)
-        ones = {ln: Signal(signed(_bits(cfg.lane_product_max(ln)) + 1), name=f"l5_{ln}") for ln in lanes}
+        ones = {ln: Signal(signed(_bits(cfg.lane_product_max(ln)) + 1), name=f"l5_{ln}", reset_less=True)
+                for ln in lanes}
         with m.If(en):
             for ln in lanes:
                 width = len(ones[ln])
@@ -366,7 +371,7 @@ class FusedPE(wiring.Component):
             for i in range(0, len(vals) - 1, 2):
                 (x, cx), (y, cy) = vals[i], vals[i + 1]
                 width = max(len(x), len(y)) + 1
-                total = Signal(signed(min(width, len(self.sum))), name=f"sum{level}_{i}")
+                total = Signal(signed(min(width, len(self.sum))), name=f"sum{level}_{i}", reset_less=True)
                 with m.If(en):
                     m.d.sync += total.eq(x + y + cx)  # cx rides in the carry chain; cy moves on
                 nxt.append((total, stage(m, en, cy, f"sum{level}_{i}_c")))
@@ -448,7 +453,7 @@ class FrontEnd(wiring.Component):
 
         # stage 1: the beat's control beside the decoders' first stage
         v1, last1, err1 = Signal(), Signal(), Signal()
-        mode1 = Signal(ModeLayout())
+        mode1 = Signal(ModeLayout(), reset_less=True)
         with m.If(advance):
             m.d.sync += [v1.eq(fire_data), last1.eq(a.payload.last), err1.eq(hdr_err | job_wide | wide_now),
                          mode1.eq(mode)]
@@ -459,15 +464,21 @@ class FrontEnd(wiring.Component):
             m.d.sync += [fa.is8.eq(a8), fa.is_int.eq(ai), fa.kmax.eq(ak),
                          fb.is8.eq(b8), fb.is_int.eq(bi), fb.kmax.eq(bk),
                          hdr_err.eq(hdr_bad), job_wide.eq(0)]
-        # stage 2: the decoded beat, d
+        # stage 2: the decoded beat, d; its operands and mode without a reset (d.valid has one)
+        rows = [Signal.like(d.payload.rows[i], name=f"d_row{i}", reset_less=True) for i in range(R)]
+        cols = [Signal.like(d.payload.cols[j], name=f"d_col{j}", reset_less=True) for j in range(C)]
+        mode2 = Signal(ModeLayout(), name="d_mode", reset_less=True)
+        m.d.comb += [d.payload.mode.eq(mode2)]
+        m.d.comb += [d.payload.rows[i].eq(rows[i]) for i in range(R)]
+        m.d.comb += [d.payload.cols[j].eq(cols[j]) for j in range(C)]
         with m.If(advance):
-            m.d.sync += [d.valid.eq(v1), d.payload.mode.eq(mode1), d.payload.last.eq(last1), d.payload.err.eq(err1)]
+            m.d.sync += [d.valid.eq(v1), mode2.eq(mode1), d.payload.last.eq(last1), d.payload.err.eq(err1)]
         for i in range(R):
             with m.If(self.lane_en[i]):
-                m.d.sync += d.payload.rows[i].eq(a_dec[i])
+                m.d.sync += rows[i].eq(a_dec[i])
         for j in range(C):
             with m.If(self.lane_en[R + j]):
-                m.d.sync += d.payload.cols[j].eq(b_dec[j])
+                m.d.sync += cols[j].eq(b_dec[j])
         require(cfg.front_stages == 2, "front_stages", "2: gen/dybit_dyn.py's FrontEnd builds 2 stages",
                 cfg.front_stages)
         return m
@@ -557,7 +568,10 @@ class MacGrid(wiring.Component):
                 sums[i][j] = pe
 
         # accumulate; a finished tile leaves on t and the accumulators restart from zero (the flip-flops'
-        # synchronous reset, no gating in front of the adders)
+        # synchronous reset input, no gating in front of the adders). The accumulators are not reset with the
+        # design: each PE's `fresh` flag (reset to 1, then 0) clears its accumulator in the cycle after a reset,
+        # before any beat can reach it (the valids take `stages` cycles to get there), so the design's reset net
+        # goes to the control flip-flops only and each accumulator's clear is a local net of its PE.
         vN, lastN, errN = v[-1], last[-1], err[-1]
         acc_shape = signed(cfg.acc_bits)
         tile_err = Signal()
@@ -565,11 +579,13 @@ class MacGrid(wiring.Component):
         m.d.comb += [t.valid.eq(vN & lastN), t.payload.err.eq(tile_err | errN), step.eq(advance & vN)]
         for i in range(R):
             for j in range(C):
-                acc = Signal(acc_shape, name=f"acc_{i}_{j}")
+                acc = Signal(acc_shape, name=f"acc_{i}_{j}", reset_less=True)
+                fresh = Signal(init=1, name=f"fresh_{i}_{j}")
+                m.d.sync += fresh.eq(0)
                 total = acc + sums[i][j].sum + sums[i][j].cin
                 m.d.comb += t.payload.data[i][j].eq(total)
                 en, vq, lq = pe_en[i][j]  # the PE's copies of advance, vN and lastN
-                with m.If(en & vq & lq):  # written this way, yosys maps it to the flip-flops' reset
+                with m.If(fresh | (en & vq & lq)):  # written this way, yosys maps it to the flip-flops' reset
                     m.d.sync += acc.eq(0)
                 with m.Elif(en & vq):
                     m.d.sync += acc.eq(total)
@@ -591,7 +607,8 @@ class RowDrain(wiring.Component):
         R, C = cfg.rows, cfg.cols
         m = Module()
         t, c = self.t, self.c
-        bank = [[Signal(signed(cfg.acc_bits), name=f"bank_{i}_{j}") for j in range(C)] for i in range(R)]
+        bank = [[Signal(signed(cfg.acc_bits), name=f"bank_{i}_{j}", reset_less=True) for j in range(C)]
+                for i in range(R)]  # payload: bank_valid has the reset
         bank_valid, bank_err = Signal(), Signal()
         row = Signal(range(R), name="drain_row") if R > 1 else Const(0, 1)
         # row == R - 1 as a flip-flop: `freed` (to every enable copy of the grid) is then two gates deep

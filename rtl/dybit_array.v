@@ -1192,18 +1192,12 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     if (fire) begin
       \$373  = a_dec_0;
     end
-    if (rst) begin
-      \$373  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$374  = a1_1;
     if (fire) begin
       \$374  = a_dec_1;
-    end
-    if (rst) begin
-      \$374  = 10'h000;
     end
   end
   always @* begin
@@ -1212,18 +1206,12 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     if (fire) begin
       \$375  = a_dec_2;
     end
-    if (rst) begin
-      \$375  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$376  = a1_3;
     if (fire) begin
       \$376  = a_dec_3;
-    end
-    if (rst) begin
-      \$376  = 10'h000;
     end
   end
   always @* begin
@@ -1232,18 +1220,12 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     if (fire) begin
       \$377  = b_dec_0;
     end
-    if (rst) begin
-      \$377  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$378  = b1_1;
     if (fire) begin
       \$378  = b_dec_1;
-    end
-    if (rst) begin
-      \$378  = 6'h00;
     end
   end
   always @* begin
@@ -1252,18 +1234,12 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     if (fire) begin
       \$379  = b_dec_2;
     end
-    if (rst) begin
-      \$379  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$380  = b1_3;
     if (fire) begin
       \$380  = b_dec_3;
-    end
-    if (rst) begin
-      \$380  = 6'h00;
     end
   end
   always @* begin
@@ -1312,18 +1288,12 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     if (advance) begin
       \$385  = \$49 [14:0];
     end
-    if (rst) begin
-      \$385  = 15'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$386  = p_0_1;
     if (advance) begin
       \$386  = \$66 [14:0];
-    end
-    if (rst) begin
-      \$386  = 15'h0000;
     end
   end
   always @* begin
@@ -1332,18 +1302,12 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     if (advance) begin
       \$387  = \$83 [14:0];
     end
-    if (rst) begin
-      \$387  = 15'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$388  = p_0_3;
     if (advance) begin
       \$388  = \$100 [14:0];
-    end
-    if (rst) begin
-      \$388  = 15'h0000;
     end
   end
   always @* begin
@@ -1352,18 +1316,12 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     if (advance) begin
       \$389  = \$117 [14:0];
     end
-    if (rst) begin
-      \$389  = 15'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$390  = p_1_1;
     if (advance) begin
       \$390  = \$134 [14:0];
-    end
-    if (rst) begin
-      \$390  = 15'h0000;
     end
   end
   always @* begin
@@ -1372,18 +1330,12 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     if (advance) begin
       \$391  = \$151 [14:0];
     end
-    if (rst) begin
-      \$391  = 15'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$392  = p_1_3;
     if (advance) begin
       \$392  = \$168 [14:0];
-    end
-    if (rst) begin
-      \$392  = 15'h0000;
     end
   end
   always @* begin
@@ -1392,18 +1344,12 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     if (advance) begin
       \$393  = \$185 [14:0];
     end
-    if (rst) begin
-      \$393  = 15'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$394  = p_2_1;
     if (advance) begin
       \$394  = \$202 [14:0];
-    end
-    if (rst) begin
-      \$394  = 15'h0000;
     end
   end
   always @* begin
@@ -1412,18 +1358,12 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     if (advance) begin
       \$395  = \$219 [14:0];
     end
-    if (rst) begin
-      \$395  = 15'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$396  = p_2_3;
     if (advance) begin
       \$396  = \$236 [14:0];
-    end
-    if (rst) begin
-      \$396  = 15'h0000;
     end
   end
   always @* begin
@@ -1432,18 +1372,12 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     if (advance) begin
       \$397  = \$253 [14:0];
     end
-    if (rst) begin
-      \$397  = 15'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$398  = p_3_1;
     if (advance) begin
       \$398  = \$270 [14:0];
-    end
-    if (rst) begin
-      \$398  = 15'h0000;
     end
   end
   always @* begin
@@ -1452,18 +1386,12 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     if (advance) begin
       \$399  = \$287 [14:0];
     end
-    if (rst) begin
-      \$399  = 15'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$400  = p_3_3;
     if (advance) begin
       \$400  = \$304 [14:0];
-    end
-    if (rst) begin
-      \$400  = 15'h0000;
     end
   end
   always @* begin
@@ -1477,9 +1405,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     if (\$370 ) begin
       \$401  = bank_1_0;
     end
-    if (rst) begin
-      \$401  = 27'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1490,9 +1415,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
       end else begin
         \$402  = \$309 [26:0];
       end
-    end
-    if (rst) begin
-      \$402  = 27'h0000000;
     end
   end
   always @* begin
@@ -1506,9 +1428,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     if (\$370 ) begin
       \$403  = bank_1_1;
     end
-    if (rst) begin
-      \$403  = 27'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1519,9 +1438,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
       end else begin
         \$404  = \$313 [26:0];
       end
-    end
-    if (rst) begin
-      \$404  = 27'h0000000;
     end
   end
   always @* begin
@@ -1535,9 +1451,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     if (\$370 ) begin
       \$405  = bank_1_2;
     end
-    if (rst) begin
-      \$405  = 27'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1548,9 +1461,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
       end else begin
         \$406  = \$317 [26:0];
       end
-    end
-    if (rst) begin
-      \$406  = 27'h0000000;
     end
   end
   always @* begin
@@ -1564,9 +1474,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     if (\$370 ) begin
       \$407  = bank_1_3;
     end
-    if (rst) begin
-      \$407  = 27'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1577,9 +1484,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
       end else begin
         \$408  = \$321 [26:0];
       end
-    end
-    if (rst) begin
-      \$408  = 27'h0000000;
     end
   end
   always @* begin
@@ -1593,9 +1497,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     if (\$370 ) begin
       \$409  = bank_2_0;
     end
-    if (rst) begin
-      \$409  = 27'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1606,9 +1507,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
       end else begin
         \$410  = \$325 [26:0];
       end
-    end
-    if (rst) begin
-      \$410  = 27'h0000000;
     end
   end
   always @* begin
@@ -1622,9 +1520,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     if (\$370 ) begin
       \$411  = bank_2_1;
     end
-    if (rst) begin
-      \$411  = 27'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1635,9 +1530,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
       end else begin
         \$412  = \$329 [26:0];
       end
-    end
-    if (rst) begin
-      \$412  = 27'h0000000;
     end
   end
   always @* begin
@@ -1651,9 +1543,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     if (\$370 ) begin
       \$413  = bank_2_2;
     end
-    if (rst) begin
-      \$413  = 27'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1664,9 +1553,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
       end else begin
         \$414  = \$333 [26:0];
       end
-    end
-    if (rst) begin
-      \$414  = 27'h0000000;
     end
   end
   always @* begin
@@ -1680,9 +1566,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     if (\$370 ) begin
       \$415  = bank_2_3;
     end
-    if (rst) begin
-      \$415  = 27'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1693,9 +1576,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
       end else begin
         \$416  = \$337 [26:0];
       end
-    end
-    if (rst) begin
-      \$416  = 27'h0000000;
     end
   end
   always @* begin
@@ -1709,9 +1589,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     if (\$370 ) begin
       \$417  = bank_3_0;
     end
-    if (rst) begin
-      \$417  = 27'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1722,9 +1599,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
       end else begin
         \$418  = \$341 [26:0];
       end
-    end
-    if (rst) begin
-      \$418  = 27'h0000000;
     end
   end
   always @* begin
@@ -1738,9 +1612,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     if (\$370 ) begin
       \$419  = bank_3_1;
     end
-    if (rst) begin
-      \$419  = 27'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1751,9 +1622,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
       end else begin
         \$420  = \$345 [26:0];
       end
-    end
-    if (rst) begin
-      \$420  = 27'h0000000;
     end
   end
   always @* begin
@@ -1767,9 +1635,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     if (\$370 ) begin
       \$421  = bank_3_2;
     end
-    if (rst) begin
-      \$421  = 27'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1780,9 +1645,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
       end else begin
         \$422  = \$349 [26:0];
       end
-    end
-    if (rst) begin
-      \$422  = 27'h0000000;
     end
   end
   always @* begin
@@ -1796,9 +1658,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     if (\$370 ) begin
       \$423  = bank_3_3;
     end
-    if (rst) begin
-      \$423  = 27'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1810,9 +1669,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
         \$424  = \$353 [26:0];
       end
     end
-    if (rst) begin
-      \$424  = 27'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1821,9 +1677,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
       if (last2) begin
         \$425  = \$355 [26:0];
       end
-    end
-    if (rst) begin
-      \$425  = 27'h0000000;
     end
   end
   always @* begin
@@ -1836,9 +1689,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
         \$426  = \$357 [26:0];
       end
     end
-    if (rst) begin
-      \$426  = 27'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1847,9 +1697,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
       if (last2) begin
         \$427  = \$359 [26:0];
       end
-    end
-    if (rst) begin
-      \$427  = 27'h0000000;
     end
   end
   always @* begin
@@ -1862,9 +1709,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
         \$428  = \$361 [26:0];
       end
     end
-    if (rst) begin
-      \$428  = 27'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1873,9 +1717,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
       if (last2) begin
         \$429  = \$363 [26:0];
       end
-    end
-    if (rst) begin
-      \$429  = 27'h0000000;
     end
   end
   always @* begin
@@ -1888,9 +1729,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
         \$430  = \$365 [26:0];
       end
     end
-    if (rst) begin
-      \$430  = 27'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1899,9 +1737,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
       if (last2) begin
         \$431  = \$367 [26:0];
       end
-    end
-    if (rst) begin
-      \$431  = 27'h0000000;
     end
   end
   always @* begin
@@ -1913,9 +1748,6 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
       end else begin
         \$432  = \$369 [26:0];
       end
-    end
-    if (rst) begin
-      \$432  = 27'h0000000;
     end
   end
   always @* begin

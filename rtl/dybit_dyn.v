@@ -4,6 +4,8 @@
 (* top =  1  *)
 (* generator = "Amaranth" *)
 module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__ready, c__payload, c__valid, a__payload);
+  wire [209:0] \$1 ;
+  wire [1:0] \$2 ;
   input [65:0] a__payload;
   wire [65:0] a__payload;
   wire [65:0] \a__payload$11 ;
@@ -394,19 +396,21 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     .b__ready(b__ready),
     .b__valid(b__valid),
     .clk(clk),
-    .d__payload(d__payload),
     .d__ready(d__ready),
     .d__valid(d__valid),
     .lane_en(lane_en),
+    .\port$3871$0 (\$1 ),
+    .\port$3875$0 (\$2 ),
     .rst(rst)
   );
   \top.grid  grid (
     .advance(d__ready),
     .clk(clk),
-    .d__payload(d__payload),
     .d__valid(d__valid),
     .freed(freed),
     .lane_en(lane_en),
+    .\port$3871$0 (\$1 ),
+    .\port$3875$0 (\$2 ),
     .rst(rst),
     .t__payload(t__payload),
     .t__ready(t__ready),
@@ -428,7 +432,8 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   assign \b__payload$14  = b__payload;
   assign \b__ready$15  = b__ready;
   assign \b__valid$16  = b__valid;
-  assign \d__payload$18  = d__payload;
+  assign d__payload = { \$2 , \$1  };
+  assign \d__payload$18  = { \$2 , \$1  };
   assign \d__ready$20  = d__ready;
   assign \d__valid$22  = d__valid;
   assign \t__payload$24  = t__payload;
@@ -473,228 +478,228 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   assign \b__payload$14.data[1]  = b__payload[31:16];
   assign \b__payload$14.data[2]  = b__payload[47:32];
   assign \b__payload$14.data[3]  = b__payload[63:48];
-  assign \d__payload.rows  = d__payload[103:0];
-  assign \d__payload.rows[0]  = d__payload[25:0];
-  assign \d__payload.rows[0].x0  = d__payload[3:0];
-  assign \d__payload.rows[0].x1  = d__payload[7:4];
-  assign \d__payload.rows[0].x2  = d__payload[11:8];
-  assign \d__payload.rows[0].x3  = d__payload[15:12];
-  assign \d__payload.rows[0].neg0  = d__payload[16];
-  assign \d__payload.rows[0].sh0  = d__payload[18:17];
-  assign \d__payload.rows[0].neg1  = d__payload[19];
-  assign \d__payload.rows[0].sh1  = d__payload[20];
-  assign \d__payload.rows[0].neg2  = d__payload[21];
-  assign \d__payload.rows[0].sh2  = d__payload[23:22];
-  assign \d__payload.rows[0].neg3  = d__payload[24];
-  assign \d__payload.rows[0].sh3  = d__payload[25];
-  assign \d__payload.rows[1]  = d__payload[51:26];
-  assign \d__payload.rows[1].x0  = d__payload[29:26];
-  assign \d__payload.rows[1].x1  = d__payload[33:30];
-  assign \d__payload.rows[1].x2  = d__payload[37:34];
-  assign \d__payload.rows[1].x3  = d__payload[41:38];
-  assign \d__payload.rows[1].neg0  = d__payload[42];
-  assign \d__payload.rows[1].sh0  = d__payload[44:43];
-  assign \d__payload.rows[1].neg1  = d__payload[45];
-  assign \d__payload.rows[1].sh1  = d__payload[46];
-  assign \d__payload.rows[1].neg2  = d__payload[47];
-  assign \d__payload.rows[1].sh2  = d__payload[49:48];
-  assign \d__payload.rows[1].neg3  = d__payload[50];
-  assign \d__payload.rows[1].sh3  = d__payload[51];
-  assign \d__payload.rows[2]  = d__payload[77:52];
-  assign \d__payload.rows[2].x0  = d__payload[55:52];
-  assign \d__payload.rows[2].x1  = d__payload[59:56];
-  assign \d__payload.rows[2].x2  = d__payload[63:60];
-  assign \d__payload.rows[2].x3  = d__payload[67:64];
-  assign \d__payload.rows[2].neg0  = d__payload[68];
-  assign \d__payload.rows[2].sh0  = d__payload[70:69];
-  assign \d__payload.rows[2].neg1  = d__payload[71];
-  assign \d__payload.rows[2].sh1  = d__payload[72];
-  assign \d__payload.rows[2].neg2  = d__payload[73];
-  assign \d__payload.rows[2].sh2  = d__payload[75:74];
-  assign \d__payload.rows[2].neg3  = d__payload[76];
-  assign \d__payload.rows[2].sh3  = d__payload[77];
-  assign \d__payload.rows[3]  = d__payload[103:78];
-  assign \d__payload.rows[3].x0  = d__payload[81:78];
-  assign \d__payload.rows[3].x1  = d__payload[85:82];
-  assign \d__payload.rows[3].x2  = d__payload[89:86];
-  assign \d__payload.rows[3].x3  = d__payload[93:90];
-  assign \d__payload.rows[3].neg0  = d__payload[94];
-  assign \d__payload.rows[3].sh0  = d__payload[96:95];
-  assign \d__payload.rows[3].neg1  = d__payload[97];
-  assign \d__payload.rows[3].sh1  = d__payload[98];
-  assign \d__payload.rows[3].neg2  = d__payload[99];
-  assign \d__payload.rows[3].sh2  = d__payload[101:100];
-  assign \d__payload.rows[3].neg3  = d__payload[102];
-  assign \d__payload.rows[3].sh3  = d__payload[103];
-  assign \d__payload.cols  = d__payload[207:104];
-  assign \d__payload.cols[0]  = d__payload[129:104];
-  assign \d__payload.cols[0].x0  = d__payload[107:104];
-  assign \d__payload.cols[0].x1  = d__payload[111:108];
-  assign \d__payload.cols[0].x2  = d__payload[115:112];
-  assign \d__payload.cols[0].x3  = d__payload[119:116];
-  assign \d__payload.cols[0].neg0  = d__payload[120];
-  assign \d__payload.cols[0].sh0  = d__payload[122:121];
-  assign \d__payload.cols[0].neg1  = d__payload[123];
-  assign \d__payload.cols[0].sh1  = d__payload[124];
-  assign \d__payload.cols[0].neg2  = d__payload[125];
-  assign \d__payload.cols[0].sh2  = d__payload[127:126];
-  assign \d__payload.cols[0].neg3  = d__payload[128];
-  assign \d__payload.cols[0].sh3  = d__payload[129];
-  assign \d__payload.cols[1]  = d__payload[155:130];
-  assign \d__payload.cols[1].x0  = d__payload[133:130];
-  assign \d__payload.cols[1].x1  = d__payload[137:134];
-  assign \d__payload.cols[1].x2  = d__payload[141:138];
-  assign \d__payload.cols[1].x3  = d__payload[145:142];
-  assign \d__payload.cols[1].neg0  = d__payload[146];
-  assign \d__payload.cols[1].sh0  = d__payload[148:147];
-  assign \d__payload.cols[1].neg1  = d__payload[149];
-  assign \d__payload.cols[1].sh1  = d__payload[150];
-  assign \d__payload.cols[1].neg2  = d__payload[151];
-  assign \d__payload.cols[1].sh2  = d__payload[153:152];
-  assign \d__payload.cols[1].neg3  = d__payload[154];
-  assign \d__payload.cols[1].sh3  = d__payload[155];
-  assign \d__payload.cols[2]  = d__payload[181:156];
-  assign \d__payload.cols[2].x0  = d__payload[159:156];
-  assign \d__payload.cols[2].x1  = d__payload[163:160];
-  assign \d__payload.cols[2].x2  = d__payload[167:164];
-  assign \d__payload.cols[2].x3  = d__payload[171:168];
-  assign \d__payload.cols[2].neg0  = d__payload[172];
-  assign \d__payload.cols[2].sh0  = d__payload[174:173];
-  assign \d__payload.cols[2].neg1  = d__payload[175];
-  assign \d__payload.cols[2].sh1  = d__payload[176];
-  assign \d__payload.cols[2].neg2  = d__payload[177];
-  assign \d__payload.cols[2].sh2  = d__payload[179:178];
-  assign \d__payload.cols[2].neg3  = d__payload[180];
-  assign \d__payload.cols[2].sh3  = d__payload[181];
-  assign \d__payload.cols[3]  = d__payload[207:182];
-  assign \d__payload.cols[3].x0  = d__payload[185:182];
-  assign \d__payload.cols[3].x1  = d__payload[189:186];
-  assign \d__payload.cols[3].x2  = d__payload[193:190];
-  assign \d__payload.cols[3].x3  = d__payload[197:194];
-  assign \d__payload.cols[3].neg0  = d__payload[198];
-  assign \d__payload.cols[3].sh0  = d__payload[200:199];
-  assign \d__payload.cols[3].neg1  = d__payload[201];
-  assign \d__payload.cols[3].sh1  = d__payload[202];
-  assign \d__payload.cols[3].neg2  = d__payload[203];
-  assign \d__payload.cols[3].sh2  = d__payload[205:204];
-  assign \d__payload.cols[3].neg3  = d__payload[206];
-  assign \d__payload.cols[3].sh3  = d__payload[207];
-  assign \d__payload.mode  = d__payload[209:208];
-  assign \d__payload.mode.a8  = d__payload[208];
-  assign \d__payload.mode.b8  = d__payload[209];
-  assign \d__payload.last  = d__payload[210];
-  assign \d__payload.err  = d__payload[211];
-  assign \d__payload$18.rows  = d__payload[103:0];
-  assign \d__payload$18.rows[0]  = d__payload[25:0];
-  assign \d__payload$18.rows[0].x0  = d__payload[3:0];
-  assign \d__payload$18.rows[0].x1  = d__payload[7:4];
-  assign \d__payload$18.rows[0].x2  = d__payload[11:8];
-  assign \d__payload$18.rows[0].x3  = d__payload[15:12];
-  assign \d__payload$18.rows[0].neg0  = d__payload[16];
-  assign \d__payload$18.rows[0].sh0  = d__payload[18:17];
-  assign \d__payload$18.rows[0].neg1  = d__payload[19];
-  assign \d__payload$18.rows[0].sh1  = d__payload[20];
-  assign \d__payload$18.rows[0].neg2  = d__payload[21];
-  assign \d__payload$18.rows[0].sh2  = d__payload[23:22];
-  assign \d__payload$18.rows[0].neg3  = d__payload[24];
-  assign \d__payload$18.rows[0].sh3  = d__payload[25];
-  assign \d__payload$18.rows[1]  = d__payload[51:26];
-  assign \d__payload$18.rows[1].x0  = d__payload[29:26];
-  assign \d__payload$18.rows[1].x1  = d__payload[33:30];
-  assign \d__payload$18.rows[1].x2  = d__payload[37:34];
-  assign \d__payload$18.rows[1].x3  = d__payload[41:38];
-  assign \d__payload$18.rows[1].neg0  = d__payload[42];
-  assign \d__payload$18.rows[1].sh0  = d__payload[44:43];
-  assign \d__payload$18.rows[1].neg1  = d__payload[45];
-  assign \d__payload$18.rows[1].sh1  = d__payload[46];
-  assign \d__payload$18.rows[1].neg2  = d__payload[47];
-  assign \d__payload$18.rows[1].sh2  = d__payload[49:48];
-  assign \d__payload$18.rows[1].neg3  = d__payload[50];
-  assign \d__payload$18.rows[1].sh3  = d__payload[51];
-  assign \d__payload$18.rows[2]  = d__payload[77:52];
-  assign \d__payload$18.rows[2].x0  = d__payload[55:52];
-  assign \d__payload$18.rows[2].x1  = d__payload[59:56];
-  assign \d__payload$18.rows[2].x2  = d__payload[63:60];
-  assign \d__payload$18.rows[2].x3  = d__payload[67:64];
-  assign \d__payload$18.rows[2].neg0  = d__payload[68];
-  assign \d__payload$18.rows[2].sh0  = d__payload[70:69];
-  assign \d__payload$18.rows[2].neg1  = d__payload[71];
-  assign \d__payload$18.rows[2].sh1  = d__payload[72];
-  assign \d__payload$18.rows[2].neg2  = d__payload[73];
-  assign \d__payload$18.rows[2].sh2  = d__payload[75:74];
-  assign \d__payload$18.rows[2].neg3  = d__payload[76];
-  assign \d__payload$18.rows[2].sh3  = d__payload[77];
-  assign \d__payload$18.rows[3]  = d__payload[103:78];
-  assign \d__payload$18.rows[3].x0  = d__payload[81:78];
-  assign \d__payload$18.rows[3].x1  = d__payload[85:82];
-  assign \d__payload$18.rows[3].x2  = d__payload[89:86];
-  assign \d__payload$18.rows[3].x3  = d__payload[93:90];
-  assign \d__payload$18.rows[3].neg0  = d__payload[94];
-  assign \d__payload$18.rows[3].sh0  = d__payload[96:95];
-  assign \d__payload$18.rows[3].neg1  = d__payload[97];
-  assign \d__payload$18.rows[3].sh1  = d__payload[98];
-  assign \d__payload$18.rows[3].neg2  = d__payload[99];
-  assign \d__payload$18.rows[3].sh2  = d__payload[101:100];
-  assign \d__payload$18.rows[3].neg3  = d__payload[102];
-  assign \d__payload$18.rows[3].sh3  = d__payload[103];
-  assign \d__payload$18.cols  = d__payload[207:104];
-  assign \d__payload$18.cols[0]  = d__payload[129:104];
-  assign \d__payload$18.cols[0].x0  = d__payload[107:104];
-  assign \d__payload$18.cols[0].x1  = d__payload[111:108];
-  assign \d__payload$18.cols[0].x2  = d__payload[115:112];
-  assign \d__payload$18.cols[0].x3  = d__payload[119:116];
-  assign \d__payload$18.cols[0].neg0  = d__payload[120];
-  assign \d__payload$18.cols[0].sh0  = d__payload[122:121];
-  assign \d__payload$18.cols[0].neg1  = d__payload[123];
-  assign \d__payload$18.cols[0].sh1  = d__payload[124];
-  assign \d__payload$18.cols[0].neg2  = d__payload[125];
-  assign \d__payload$18.cols[0].sh2  = d__payload[127:126];
-  assign \d__payload$18.cols[0].neg3  = d__payload[128];
-  assign \d__payload$18.cols[0].sh3  = d__payload[129];
-  assign \d__payload$18.cols[1]  = d__payload[155:130];
-  assign \d__payload$18.cols[1].x0  = d__payload[133:130];
-  assign \d__payload$18.cols[1].x1  = d__payload[137:134];
-  assign \d__payload$18.cols[1].x2  = d__payload[141:138];
-  assign \d__payload$18.cols[1].x3  = d__payload[145:142];
-  assign \d__payload$18.cols[1].neg0  = d__payload[146];
-  assign \d__payload$18.cols[1].sh0  = d__payload[148:147];
-  assign \d__payload$18.cols[1].neg1  = d__payload[149];
-  assign \d__payload$18.cols[1].sh1  = d__payload[150];
-  assign \d__payload$18.cols[1].neg2  = d__payload[151];
-  assign \d__payload$18.cols[1].sh2  = d__payload[153:152];
-  assign \d__payload$18.cols[1].neg3  = d__payload[154];
-  assign \d__payload$18.cols[1].sh3  = d__payload[155];
-  assign \d__payload$18.cols[2]  = d__payload[181:156];
-  assign \d__payload$18.cols[2].x0  = d__payload[159:156];
-  assign \d__payload$18.cols[2].x1  = d__payload[163:160];
-  assign \d__payload$18.cols[2].x2  = d__payload[167:164];
-  assign \d__payload$18.cols[2].x3  = d__payload[171:168];
-  assign \d__payload$18.cols[2].neg0  = d__payload[172];
-  assign \d__payload$18.cols[2].sh0  = d__payload[174:173];
-  assign \d__payload$18.cols[2].neg1  = d__payload[175];
-  assign \d__payload$18.cols[2].sh1  = d__payload[176];
-  assign \d__payload$18.cols[2].neg2  = d__payload[177];
-  assign \d__payload$18.cols[2].sh2  = d__payload[179:178];
-  assign \d__payload$18.cols[2].neg3  = d__payload[180];
-  assign \d__payload$18.cols[2].sh3  = d__payload[181];
-  assign \d__payload$18.cols[3]  = d__payload[207:182];
-  assign \d__payload$18.cols[3].x0  = d__payload[185:182];
-  assign \d__payload$18.cols[3].x1  = d__payload[189:186];
-  assign \d__payload$18.cols[3].x2  = d__payload[193:190];
-  assign \d__payload$18.cols[3].x3  = d__payload[197:194];
-  assign \d__payload$18.cols[3].neg0  = d__payload[198];
-  assign \d__payload$18.cols[3].sh0  = d__payload[200:199];
-  assign \d__payload$18.cols[3].neg1  = d__payload[201];
-  assign \d__payload$18.cols[3].sh1  = d__payload[202];
-  assign \d__payload$18.cols[3].neg2  = d__payload[203];
-  assign \d__payload$18.cols[3].sh2  = d__payload[205:204];
-  assign \d__payload$18.cols[3].neg3  = d__payload[206];
-  assign \d__payload$18.cols[3].sh3  = d__payload[207];
-  assign \d__payload$18.mode  = d__payload[209:208];
-  assign \d__payload$18.mode.a8  = d__payload[208];
-  assign \d__payload$18.mode.b8  = d__payload[209];
-  assign \d__payload$18.last  = d__payload[210];
-  assign \d__payload$18.err  = d__payload[211];
+  assign \d__payload.rows  = \$1 [103:0];
+  assign \d__payload.rows[0]  = \$1 [25:0];
+  assign \d__payload.rows[0].x0  = \$1 [3:0];
+  assign \d__payload.rows[0].x1  = \$1 [7:4];
+  assign \d__payload.rows[0].x2  = \$1 [11:8];
+  assign \d__payload.rows[0].x3  = \$1 [15:12];
+  assign \d__payload.rows[0].neg0  = \$1 [16];
+  assign \d__payload.rows[0].sh0  = \$1 [18:17];
+  assign \d__payload.rows[0].neg1  = \$1 [19];
+  assign \d__payload.rows[0].sh1  = \$1 [20];
+  assign \d__payload.rows[0].neg2  = \$1 [21];
+  assign \d__payload.rows[0].sh2  = \$1 [23:22];
+  assign \d__payload.rows[0].neg3  = \$1 [24];
+  assign \d__payload.rows[0].sh3  = \$1 [25];
+  assign \d__payload.rows[1]  = \$1 [51:26];
+  assign \d__payload.rows[1].x0  = \$1 [29:26];
+  assign \d__payload.rows[1].x1  = \$1 [33:30];
+  assign \d__payload.rows[1].x2  = \$1 [37:34];
+  assign \d__payload.rows[1].x3  = \$1 [41:38];
+  assign \d__payload.rows[1].neg0  = \$1 [42];
+  assign \d__payload.rows[1].sh0  = \$1 [44:43];
+  assign \d__payload.rows[1].neg1  = \$1 [45];
+  assign \d__payload.rows[1].sh1  = \$1 [46];
+  assign \d__payload.rows[1].neg2  = \$1 [47];
+  assign \d__payload.rows[1].sh2  = \$1 [49:48];
+  assign \d__payload.rows[1].neg3  = \$1 [50];
+  assign \d__payload.rows[1].sh3  = \$1 [51];
+  assign \d__payload.rows[2]  = \$1 [77:52];
+  assign \d__payload.rows[2].x0  = \$1 [55:52];
+  assign \d__payload.rows[2].x1  = \$1 [59:56];
+  assign \d__payload.rows[2].x2  = \$1 [63:60];
+  assign \d__payload.rows[2].x3  = \$1 [67:64];
+  assign \d__payload.rows[2].neg0  = \$1 [68];
+  assign \d__payload.rows[2].sh0  = \$1 [70:69];
+  assign \d__payload.rows[2].neg1  = \$1 [71];
+  assign \d__payload.rows[2].sh1  = \$1 [72];
+  assign \d__payload.rows[2].neg2  = \$1 [73];
+  assign \d__payload.rows[2].sh2  = \$1 [75:74];
+  assign \d__payload.rows[2].neg3  = \$1 [76];
+  assign \d__payload.rows[2].sh3  = \$1 [77];
+  assign \d__payload.rows[3]  = \$1 [103:78];
+  assign \d__payload.rows[3].x0  = \$1 [81:78];
+  assign \d__payload.rows[3].x1  = \$1 [85:82];
+  assign \d__payload.rows[3].x2  = \$1 [89:86];
+  assign \d__payload.rows[3].x3  = \$1 [93:90];
+  assign \d__payload.rows[3].neg0  = \$1 [94];
+  assign \d__payload.rows[3].sh0  = \$1 [96:95];
+  assign \d__payload.rows[3].neg1  = \$1 [97];
+  assign \d__payload.rows[3].sh1  = \$1 [98];
+  assign \d__payload.rows[3].neg2  = \$1 [99];
+  assign \d__payload.rows[3].sh2  = \$1 [101:100];
+  assign \d__payload.rows[3].neg3  = \$1 [102];
+  assign \d__payload.rows[3].sh3  = \$1 [103];
+  assign \d__payload.cols  = \$1 [207:104];
+  assign \d__payload.cols[0]  = \$1 [129:104];
+  assign \d__payload.cols[0].x0  = \$1 [107:104];
+  assign \d__payload.cols[0].x1  = \$1 [111:108];
+  assign \d__payload.cols[0].x2  = \$1 [115:112];
+  assign \d__payload.cols[0].x3  = \$1 [119:116];
+  assign \d__payload.cols[0].neg0  = \$1 [120];
+  assign \d__payload.cols[0].sh0  = \$1 [122:121];
+  assign \d__payload.cols[0].neg1  = \$1 [123];
+  assign \d__payload.cols[0].sh1  = \$1 [124];
+  assign \d__payload.cols[0].neg2  = \$1 [125];
+  assign \d__payload.cols[0].sh2  = \$1 [127:126];
+  assign \d__payload.cols[0].neg3  = \$1 [128];
+  assign \d__payload.cols[0].sh3  = \$1 [129];
+  assign \d__payload.cols[1]  = \$1 [155:130];
+  assign \d__payload.cols[1].x0  = \$1 [133:130];
+  assign \d__payload.cols[1].x1  = \$1 [137:134];
+  assign \d__payload.cols[1].x2  = \$1 [141:138];
+  assign \d__payload.cols[1].x3  = \$1 [145:142];
+  assign \d__payload.cols[1].neg0  = \$1 [146];
+  assign \d__payload.cols[1].sh0  = \$1 [148:147];
+  assign \d__payload.cols[1].neg1  = \$1 [149];
+  assign \d__payload.cols[1].sh1  = \$1 [150];
+  assign \d__payload.cols[1].neg2  = \$1 [151];
+  assign \d__payload.cols[1].sh2  = \$1 [153:152];
+  assign \d__payload.cols[1].neg3  = \$1 [154];
+  assign \d__payload.cols[1].sh3  = \$1 [155];
+  assign \d__payload.cols[2]  = \$1 [181:156];
+  assign \d__payload.cols[2].x0  = \$1 [159:156];
+  assign \d__payload.cols[2].x1  = \$1 [163:160];
+  assign \d__payload.cols[2].x2  = \$1 [167:164];
+  assign \d__payload.cols[2].x3  = \$1 [171:168];
+  assign \d__payload.cols[2].neg0  = \$1 [172];
+  assign \d__payload.cols[2].sh0  = \$1 [174:173];
+  assign \d__payload.cols[2].neg1  = \$1 [175];
+  assign \d__payload.cols[2].sh1  = \$1 [176];
+  assign \d__payload.cols[2].neg2  = \$1 [177];
+  assign \d__payload.cols[2].sh2  = \$1 [179:178];
+  assign \d__payload.cols[2].neg3  = \$1 [180];
+  assign \d__payload.cols[2].sh3  = \$1 [181];
+  assign \d__payload.cols[3]  = \$1 [207:182];
+  assign \d__payload.cols[3].x0  = \$1 [185:182];
+  assign \d__payload.cols[3].x1  = \$1 [189:186];
+  assign \d__payload.cols[3].x2  = \$1 [193:190];
+  assign \d__payload.cols[3].x3  = \$1 [197:194];
+  assign \d__payload.cols[3].neg0  = \$1 [198];
+  assign \d__payload.cols[3].sh0  = \$1 [200:199];
+  assign \d__payload.cols[3].neg1  = \$1 [201];
+  assign \d__payload.cols[3].sh1  = \$1 [202];
+  assign \d__payload.cols[3].neg2  = \$1 [203];
+  assign \d__payload.cols[3].sh2  = \$1 [205:204];
+  assign \d__payload.cols[3].neg3  = \$1 [206];
+  assign \d__payload.cols[3].sh3  = \$1 [207];
+  assign \d__payload.mode  = \$1 [209:208];
+  assign \d__payload.mode.a8  = \$1 [208];
+  assign \d__payload.mode.b8  = \$1 [209];
+  assign \d__payload.last  = \$2 [0];
+  assign \d__payload.err  = \$2 [1];
+  assign \d__payload$18.rows  = \$1 [103:0];
+  assign \d__payload$18.rows[0]  = \$1 [25:0];
+  assign \d__payload$18.rows[0].x0  = \$1 [3:0];
+  assign \d__payload$18.rows[0].x1  = \$1 [7:4];
+  assign \d__payload$18.rows[0].x2  = \$1 [11:8];
+  assign \d__payload$18.rows[0].x3  = \$1 [15:12];
+  assign \d__payload$18.rows[0].neg0  = \$1 [16];
+  assign \d__payload$18.rows[0].sh0  = \$1 [18:17];
+  assign \d__payload$18.rows[0].neg1  = \$1 [19];
+  assign \d__payload$18.rows[0].sh1  = \$1 [20];
+  assign \d__payload$18.rows[0].neg2  = \$1 [21];
+  assign \d__payload$18.rows[0].sh2  = \$1 [23:22];
+  assign \d__payload$18.rows[0].neg3  = \$1 [24];
+  assign \d__payload$18.rows[0].sh3  = \$1 [25];
+  assign \d__payload$18.rows[1]  = \$1 [51:26];
+  assign \d__payload$18.rows[1].x0  = \$1 [29:26];
+  assign \d__payload$18.rows[1].x1  = \$1 [33:30];
+  assign \d__payload$18.rows[1].x2  = \$1 [37:34];
+  assign \d__payload$18.rows[1].x3  = \$1 [41:38];
+  assign \d__payload$18.rows[1].neg0  = \$1 [42];
+  assign \d__payload$18.rows[1].sh0  = \$1 [44:43];
+  assign \d__payload$18.rows[1].neg1  = \$1 [45];
+  assign \d__payload$18.rows[1].sh1  = \$1 [46];
+  assign \d__payload$18.rows[1].neg2  = \$1 [47];
+  assign \d__payload$18.rows[1].sh2  = \$1 [49:48];
+  assign \d__payload$18.rows[1].neg3  = \$1 [50];
+  assign \d__payload$18.rows[1].sh3  = \$1 [51];
+  assign \d__payload$18.rows[2]  = \$1 [77:52];
+  assign \d__payload$18.rows[2].x0  = \$1 [55:52];
+  assign \d__payload$18.rows[2].x1  = \$1 [59:56];
+  assign \d__payload$18.rows[2].x2  = \$1 [63:60];
+  assign \d__payload$18.rows[2].x3  = \$1 [67:64];
+  assign \d__payload$18.rows[2].neg0  = \$1 [68];
+  assign \d__payload$18.rows[2].sh0  = \$1 [70:69];
+  assign \d__payload$18.rows[2].neg1  = \$1 [71];
+  assign \d__payload$18.rows[2].sh1  = \$1 [72];
+  assign \d__payload$18.rows[2].neg2  = \$1 [73];
+  assign \d__payload$18.rows[2].sh2  = \$1 [75:74];
+  assign \d__payload$18.rows[2].neg3  = \$1 [76];
+  assign \d__payload$18.rows[2].sh3  = \$1 [77];
+  assign \d__payload$18.rows[3]  = \$1 [103:78];
+  assign \d__payload$18.rows[3].x0  = \$1 [81:78];
+  assign \d__payload$18.rows[3].x1  = \$1 [85:82];
+  assign \d__payload$18.rows[3].x2  = \$1 [89:86];
+  assign \d__payload$18.rows[3].x3  = \$1 [93:90];
+  assign \d__payload$18.rows[3].neg0  = \$1 [94];
+  assign \d__payload$18.rows[3].sh0  = \$1 [96:95];
+  assign \d__payload$18.rows[3].neg1  = \$1 [97];
+  assign \d__payload$18.rows[3].sh1  = \$1 [98];
+  assign \d__payload$18.rows[3].neg2  = \$1 [99];
+  assign \d__payload$18.rows[3].sh2  = \$1 [101:100];
+  assign \d__payload$18.rows[3].neg3  = \$1 [102];
+  assign \d__payload$18.rows[3].sh3  = \$1 [103];
+  assign \d__payload$18.cols  = \$1 [207:104];
+  assign \d__payload$18.cols[0]  = \$1 [129:104];
+  assign \d__payload$18.cols[0].x0  = \$1 [107:104];
+  assign \d__payload$18.cols[0].x1  = \$1 [111:108];
+  assign \d__payload$18.cols[0].x2  = \$1 [115:112];
+  assign \d__payload$18.cols[0].x3  = \$1 [119:116];
+  assign \d__payload$18.cols[0].neg0  = \$1 [120];
+  assign \d__payload$18.cols[0].sh0  = \$1 [122:121];
+  assign \d__payload$18.cols[0].neg1  = \$1 [123];
+  assign \d__payload$18.cols[0].sh1  = \$1 [124];
+  assign \d__payload$18.cols[0].neg2  = \$1 [125];
+  assign \d__payload$18.cols[0].sh2  = \$1 [127:126];
+  assign \d__payload$18.cols[0].neg3  = \$1 [128];
+  assign \d__payload$18.cols[0].sh3  = \$1 [129];
+  assign \d__payload$18.cols[1]  = \$1 [155:130];
+  assign \d__payload$18.cols[1].x0  = \$1 [133:130];
+  assign \d__payload$18.cols[1].x1  = \$1 [137:134];
+  assign \d__payload$18.cols[1].x2  = \$1 [141:138];
+  assign \d__payload$18.cols[1].x3  = \$1 [145:142];
+  assign \d__payload$18.cols[1].neg0  = \$1 [146];
+  assign \d__payload$18.cols[1].sh0  = \$1 [148:147];
+  assign \d__payload$18.cols[1].neg1  = \$1 [149];
+  assign \d__payload$18.cols[1].sh1  = \$1 [150];
+  assign \d__payload$18.cols[1].neg2  = \$1 [151];
+  assign \d__payload$18.cols[1].sh2  = \$1 [153:152];
+  assign \d__payload$18.cols[1].neg3  = \$1 [154];
+  assign \d__payload$18.cols[1].sh3  = \$1 [155];
+  assign \d__payload$18.cols[2]  = \$1 [181:156];
+  assign \d__payload$18.cols[2].x0  = \$1 [159:156];
+  assign \d__payload$18.cols[2].x1  = \$1 [163:160];
+  assign \d__payload$18.cols[2].x2  = \$1 [167:164];
+  assign \d__payload$18.cols[2].x3  = \$1 [171:168];
+  assign \d__payload$18.cols[2].neg0  = \$1 [172];
+  assign \d__payload$18.cols[2].sh0  = \$1 [174:173];
+  assign \d__payload$18.cols[2].neg1  = \$1 [175];
+  assign \d__payload$18.cols[2].sh1  = \$1 [176];
+  assign \d__payload$18.cols[2].neg2  = \$1 [177];
+  assign \d__payload$18.cols[2].sh2  = \$1 [179:178];
+  assign \d__payload$18.cols[2].neg3  = \$1 [180];
+  assign \d__payload$18.cols[2].sh3  = \$1 [181];
+  assign \d__payload$18.cols[3]  = \$1 [207:182];
+  assign \d__payload$18.cols[3].x0  = \$1 [185:182];
+  assign \d__payload$18.cols[3].x1  = \$1 [189:186];
+  assign \d__payload$18.cols[3].x2  = \$1 [193:190];
+  assign \d__payload$18.cols[3].x3  = \$1 [197:194];
+  assign \d__payload$18.cols[3].neg0  = \$1 [198];
+  assign \d__payload$18.cols[3].sh0  = \$1 [200:199];
+  assign \d__payload$18.cols[3].neg1  = \$1 [201];
+  assign \d__payload$18.cols[3].sh1  = \$1 [202];
+  assign \d__payload$18.cols[3].neg2  = \$1 [203];
+  assign \d__payload$18.cols[3].sh2  = \$1 [205:204];
+  assign \d__payload$18.cols[3].neg3  = \$1 [206];
+  assign \d__payload$18.cols[3].sh3  = \$1 [207];
+  assign \d__payload$18.mode  = \$1 [209:208];
+  assign \d__payload$18.mode.a8  = \$1 [208];
+  assign \d__payload$18.mode.b8  = \$1 [209];
+  assign \d__payload$18.last  = \$2 [0];
+  assign \d__payload$18.err  = \$2 [1];
   assign \t__payload.data  = t__payload[607:0];
   assign \t__payload.data[0]  = t__payload[151:0];
   assign \t__payload.data[0][0]  = t__payload[37:0];
@@ -914,9 +919,6 @@ module \top.drain (rst, t__valid, t__ready, freed, c__ready, t__payload, c__payl
     if (\$3 ) begin
       \$6  = bank_1_0;
     end
-    if (rst) begin
-      \$6  = 38'h0000000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -926,9 +928,6 @@ module \top.drain (rst, t__valid, t__ready, freed, c__ready, t__payload, c__payl
     end
     if (\$3 ) begin
       \$7  = bank_1_1;
-    end
-    if (rst) begin
-      \$7  = 38'h0000000000;
     end
   end
   always @* begin
@@ -940,9 +939,6 @@ module \top.drain (rst, t__valid, t__ready, freed, c__ready, t__payload, c__payl
     if (\$3 ) begin
       \$8  = bank_1_2;
     end
-    if (rst) begin
-      \$8  = 38'h0000000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -952,9 +948,6 @@ module \top.drain (rst, t__valid, t__ready, freed, c__ready, t__payload, c__payl
     end
     if (\$3 ) begin
       \$9  = bank_1_3;
-    end
-    if (rst) begin
-      \$9  = 38'h0000000000;
     end
   end
   always @* begin
@@ -966,9 +959,6 @@ module \top.drain (rst, t__valid, t__ready, freed, c__ready, t__payload, c__payl
     if (\$3 ) begin
       \$10  = bank_2_0;
     end
-    if (rst) begin
-      \$10  = 38'h0000000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -978,9 +968,6 @@ module \top.drain (rst, t__valid, t__ready, freed, c__ready, t__payload, c__payl
     end
     if (\$3 ) begin
       \$11  = bank_2_1;
-    end
-    if (rst) begin
-      \$11  = 38'h0000000000;
     end
   end
   always @* begin
@@ -992,9 +979,6 @@ module \top.drain (rst, t__valid, t__ready, freed, c__ready, t__payload, c__payl
     if (\$3 ) begin
       \$12  = bank_2_2;
     end
-    if (rst) begin
-      \$12  = 38'h0000000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1004,9 +988,6 @@ module \top.drain (rst, t__valid, t__ready, freed, c__ready, t__payload, c__payl
     end
     if (\$3 ) begin
       \$13  = bank_2_3;
-    end
-    if (rst) begin
-      \$13  = 38'h0000000000;
     end
   end
   always @* begin
@@ -1018,9 +999,6 @@ module \top.drain (rst, t__valid, t__ready, freed, c__ready, t__payload, c__payl
     if (\$3 ) begin
       \$14  = bank_3_0;
     end
-    if (rst) begin
-      \$14  = 38'h0000000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1030,9 +1008,6 @@ module \top.drain (rst, t__valid, t__ready, freed, c__ready, t__payload, c__payl
     end
     if (\$3 ) begin
       \$15  = bank_3_1;
-    end
-    if (rst) begin
-      \$15  = 38'h0000000000;
     end
   end
   always @* begin
@@ -1044,9 +1019,6 @@ module \top.drain (rst, t__valid, t__ready, freed, c__ready, t__payload, c__payl
     if (\$3 ) begin
       \$16  = bank_3_2;
     end
-    if (rst) begin
-      \$16  = 38'h0000000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1057,18 +1029,12 @@ module \top.drain (rst, t__valid, t__ready, freed, c__ready, t__payload, c__payl
     if (\$3 ) begin
       \$17  = bank_3_3;
     end
-    if (rst) begin
-      \$17  = 38'h0000000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$18  = bank_3_0;
     if (\$2 ) begin
       \$18  = t__payload[493:456];
-    end
-    if (rst) begin
-      \$18  = 38'h0000000000;
     end
   end
   always @* begin
@@ -1077,9 +1043,6 @@ module \top.drain (rst, t__valid, t__ready, freed, c__ready, t__payload, c__payl
     if (\$2 ) begin
       \$19  = t__payload[531:494];
     end
-    if (rst) begin
-      \$19  = 38'h0000000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1087,18 +1050,12 @@ module \top.drain (rst, t__valid, t__ready, freed, c__ready, t__payload, c__payl
     if (\$2 ) begin
       \$20  = t__payload[569:532];
     end
-    if (rst) begin
-      \$20  = 38'h0000000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$21  = bank_3_3;
     if (\$2 ) begin
       \$21  = t__payload[607:570];
-    end
-    if (rst) begin
-      \$21  = 38'h0000000000;
     end
   end
   always @* begin
@@ -1195,7 +1152,7 @@ module \top.drain (rst, t__valid, t__ready, freed, c__ready, t__payload, c__payl
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready, d__ready, d__valid, d__payload, lane_en, a__payload);
+module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready, d__ready, \port$3871$0 , \port$3875$0 , d__valid, lane_en, a__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -1243,23 +1200,34 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   wire \$49 ;
   wire \$5 ;
   wire \$50 ;
-  reg \$51 ;
-  reg \$52 ;
-  reg \$53 ;
-  reg [1:0] \$54 ;
+  wire [209:0] \$51 ;
+  reg [1:0] \$52 ;
+  reg [1:0] \$53  = 2'h0;
+  reg \$54 ;
   reg \$55 ;
-  reg [4:0] \$56 ;
-  reg [4:0] \$57 ;
+  reg \$56 ;
+  reg [1:0] \$57 ;
   reg \$58 ;
-  reg \$59 ;
+  reg [4:0] \$59 ;
   wire \$6 ;
-  reg [211:0] \$60 ;
+  reg [4:0] \$60 ;
+  reg \$61 ;
+  reg \$62 ;
+  reg [1:0] \$63 ;
+  reg [25:0] \$64 ;
+  reg [25:0] \$65 ;
+  reg [25:0] \$66 ;
+  reg [25:0] \$67 ;
+  reg [25:0] \$68 ;
+  reg [25:0] \$69 ;
   wire \$7 ;
+  reg [25:0] \$70 ;
+  reg [25:0] \$71 ;
   wire \$8 ;
   wire \$9 ;
   reg [4:0] \$signal  = 5'h00;
-  reg \$signal$46  = 1'h0;
-  reg \$signal$47  = 1'h0;
+  reg \$signal$56  = 1'h0;
+  reg \$signal$57  = 1'h0;
   wire \$signal.is8 ;
   wire \$signal.is_int ;
   wire [2:0] \$signal.kmax ;
@@ -1289,8 +1257,7 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   wire b__valid;
   input clk;
   wire clk;
-  output [211:0] d__payload;
-  reg [211:0] d__payload = 212'h00000000000000000000000000000000000000000000000000000;
+  wire [211:0] d__payload;
   wire [103:0] \d__payload.cols ;
   wire [25:0] \d__payload.cols[0] ;
   wire \d__payload.cols[0].neg0 ;
@@ -1406,98 +1373,205 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   wire d__ready;
   output d__valid;
   reg d__valid = 1'h0;
+  reg [25:0] d_col0 = 26'h0000000;
+  wire \d_col0.neg0 ;
+  wire \d_col0.neg1 ;
+  wire \d_col0.neg2 ;
+  wire \d_col0.neg3 ;
+  wire [1:0] \d_col0.sh0 ;
+  wire \d_col0.sh1 ;
+  wire [1:0] \d_col0.sh2 ;
+  wire \d_col0.sh3 ;
+  wire [3:0] \d_col0.x0 ;
+  wire [3:0] \d_col0.x1 ;
+  wire [3:0] \d_col0.x2 ;
+  wire [3:0] \d_col0.x3 ;
+  reg [25:0] d_col1 = 26'h0000000;
+  wire \d_col1.neg0 ;
+  wire \d_col1.neg1 ;
+  wire \d_col1.neg2 ;
+  wire \d_col1.neg3 ;
+  wire [1:0] \d_col1.sh0 ;
+  wire \d_col1.sh1 ;
+  wire [1:0] \d_col1.sh2 ;
+  wire \d_col1.sh3 ;
+  wire [3:0] \d_col1.x0 ;
+  wire [3:0] \d_col1.x1 ;
+  wire [3:0] \d_col1.x2 ;
+  wire [3:0] \d_col1.x3 ;
+  reg [25:0] d_col2 = 26'h0000000;
+  wire \d_col2.neg0 ;
+  wire \d_col2.neg1 ;
+  wire \d_col2.neg2 ;
+  wire \d_col2.neg3 ;
+  wire [1:0] \d_col2.sh0 ;
+  wire \d_col2.sh1 ;
+  wire [1:0] \d_col2.sh2 ;
+  wire \d_col2.sh3 ;
+  wire [3:0] \d_col2.x0 ;
+  wire [3:0] \d_col2.x1 ;
+  wire [3:0] \d_col2.x2 ;
+  wire [3:0] \d_col2.x3 ;
+  reg [25:0] d_col3 = 26'h0000000;
+  wire \d_col3.neg0 ;
+  wire \d_col3.neg1 ;
+  wire \d_col3.neg2 ;
+  wire \d_col3.neg3 ;
+  wire [1:0] \d_col3.sh0 ;
+  wire \d_col3.sh1 ;
+  wire [1:0] \d_col3.sh2 ;
+  wire \d_col3.sh3 ;
+  wire [3:0] \d_col3.x0 ;
+  wire [3:0] \d_col3.x1 ;
+  wire [3:0] \d_col3.x2 ;
+  wire [3:0] \d_col3.x3 ;
+  reg [1:0] d_mode = 2'h0;
+  wire \d_mode.a8 ;
+  wire \d_mode.b8 ;
+  reg [25:0] d_row0 = 26'h0000000;
+  wire \d_row0.neg0 ;
+  wire \d_row0.neg1 ;
+  wire \d_row0.neg2 ;
+  wire \d_row0.neg3 ;
+  wire [1:0] \d_row0.sh0 ;
+  wire \d_row0.sh1 ;
+  wire [1:0] \d_row0.sh2 ;
+  wire \d_row0.sh3 ;
+  wire [3:0] \d_row0.x0 ;
+  wire [3:0] \d_row0.x1 ;
+  wire [3:0] \d_row0.x2 ;
+  wire [3:0] \d_row0.x3 ;
+  reg [25:0] d_row1 = 26'h0000000;
+  wire \d_row1.neg0 ;
+  wire \d_row1.neg1 ;
+  wire \d_row1.neg2 ;
+  wire \d_row1.neg3 ;
+  wire [1:0] \d_row1.sh0 ;
+  wire \d_row1.sh1 ;
+  wire [1:0] \d_row1.sh2 ;
+  wire \d_row1.sh3 ;
+  wire [3:0] \d_row1.x0 ;
+  wire [3:0] \d_row1.x1 ;
+  wire [3:0] \d_row1.x2 ;
+  wire [3:0] \d_row1.x3 ;
+  reg [25:0] d_row2 = 26'h0000000;
+  wire \d_row2.neg0 ;
+  wire \d_row2.neg1 ;
+  wire \d_row2.neg2 ;
+  wire \d_row2.neg3 ;
+  wire [1:0] \d_row2.sh0 ;
+  wire \d_row2.sh1 ;
+  wire [1:0] \d_row2.sh2 ;
+  wire \d_row2.sh3 ;
+  wire [3:0] \d_row2.x0 ;
+  wire [3:0] \d_row2.x1 ;
+  wire [3:0] \d_row2.x2 ;
+  wire [3:0] \d_row2.x3 ;
+  reg [25:0] d_row3 = 26'h0000000;
+  wire \d_row3.neg0 ;
+  wire \d_row3.neg1 ;
+  wire \d_row3.neg2 ;
+  wire \d_row3.neg3 ;
+  wire [1:0] \d_row3.sh0 ;
+  wire \d_row3.sh1 ;
+  wire [1:0] \d_row3.sh2 ;
+  wire \d_row3.sh3 ;
+  wire [3:0] \d_row3.x0 ;
+  wire [3:0] \d_row3.x1 ;
+  wire [3:0] \d_row3.x2 ;
+  wire [3:0] \d_row3.x3 ;
   wire [25:0] dec;
-  wire [25:0] \dec$63 ;
-  wire \dec$63.neg0 ;
-  wire \dec$63.neg1 ;
-  wire \dec$63.neg2 ;
-  wire \dec$63.neg3 ;
-  wire [1:0] \dec$63.sh0 ;
-  wire \dec$63.sh1 ;
-  wire [1:0] \dec$63.sh2 ;
-  wire \dec$63.sh3 ;
-  wire [3:0] \dec$63.x0 ;
-  wire [3:0] \dec$63.x1 ;
-  wire [3:0] \dec$63.x2 ;
-  wire [3:0] \dec$63.x3 ;
-  wire [25:0] \dec$64 ;
-  wire \dec$64.neg0 ;
-  wire \dec$64.neg1 ;
-  wire \dec$64.neg2 ;
-  wire \dec$64.neg3 ;
-  wire [1:0] \dec$64.sh0 ;
-  wire \dec$64.sh1 ;
-  wire [1:0] \dec$64.sh2 ;
-  wire \dec$64.sh3 ;
-  wire [3:0] \dec$64.x0 ;
-  wire [3:0] \dec$64.x1 ;
-  wire [3:0] \dec$64.x2 ;
-  wire [3:0] \dec$64.x3 ;
-  wire [25:0] \dec$65 ;
-  wire \dec$65.neg0 ;
-  wire \dec$65.neg1 ;
-  wire \dec$65.neg2 ;
-  wire \dec$65.neg3 ;
-  wire [1:0] \dec$65.sh0 ;
-  wire \dec$65.sh1 ;
-  wire [1:0] \dec$65.sh2 ;
-  wire \dec$65.sh3 ;
-  wire [3:0] \dec$65.x0 ;
-  wire [3:0] \dec$65.x1 ;
-  wire [3:0] \dec$65.x2 ;
-  wire [3:0] \dec$65.x3 ;
-  wire [25:0] \dec$66 ;
-  wire \dec$66.neg0 ;
-  wire \dec$66.neg1 ;
-  wire \dec$66.neg2 ;
-  wire \dec$66.neg3 ;
-  wire [1:0] \dec$66.sh0 ;
-  wire \dec$66.sh1 ;
-  wire [1:0] \dec$66.sh2 ;
-  wire \dec$66.sh3 ;
-  wire [3:0] \dec$66.x0 ;
-  wire [3:0] \dec$66.x1 ;
-  wire [3:0] \dec$66.x2 ;
-  wire [3:0] \dec$66.x3 ;
-  wire [25:0] \dec$67 ;
-  wire \dec$67.neg0 ;
-  wire \dec$67.neg1 ;
-  wire \dec$67.neg2 ;
-  wire \dec$67.neg3 ;
-  wire [1:0] \dec$67.sh0 ;
-  wire \dec$67.sh1 ;
-  wire [1:0] \dec$67.sh2 ;
-  wire \dec$67.sh3 ;
-  wire [3:0] \dec$67.x0 ;
-  wire [3:0] \dec$67.x1 ;
-  wire [3:0] \dec$67.x2 ;
-  wire [3:0] \dec$67.x3 ;
-  wire [25:0] \dec$68 ;
-  wire \dec$68.neg0 ;
-  wire \dec$68.neg1 ;
-  wire \dec$68.neg2 ;
-  wire \dec$68.neg3 ;
-  wire [1:0] \dec$68.sh0 ;
-  wire \dec$68.sh1 ;
-  wire [1:0] \dec$68.sh2 ;
-  wire \dec$68.sh3 ;
-  wire [3:0] \dec$68.x0 ;
-  wire [3:0] \dec$68.x1 ;
-  wire [3:0] \dec$68.x2 ;
-  wire [3:0] \dec$68.x3 ;
-  wire [25:0] \dec$69 ;
-  wire \dec$69.neg0 ;
-  wire \dec$69.neg1 ;
-  wire \dec$69.neg2 ;
-  wire \dec$69.neg3 ;
-  wire [1:0] \dec$69.sh0 ;
-  wire \dec$69.sh1 ;
-  wire [1:0] \dec$69.sh2 ;
-  wire \dec$69.sh3 ;
-  wire [3:0] \dec$69.x0 ;
-  wire [3:0] \dec$69.x1 ;
-  wire [3:0] \dec$69.x2 ;
-  wire [3:0] \dec$69.x3 ;
+  wire [25:0] \dec$72 ;
+  wire \dec$72.neg0 ;
+  wire \dec$72.neg1 ;
+  wire \dec$72.neg2 ;
+  wire \dec$72.neg3 ;
+  wire [1:0] \dec$72.sh0 ;
+  wire \dec$72.sh1 ;
+  wire [1:0] \dec$72.sh2 ;
+  wire \dec$72.sh3 ;
+  wire [3:0] \dec$72.x0 ;
+  wire [3:0] \dec$72.x1 ;
+  wire [3:0] \dec$72.x2 ;
+  wire [3:0] \dec$72.x3 ;
+  wire [25:0] \dec$73 ;
+  wire \dec$73.neg0 ;
+  wire \dec$73.neg1 ;
+  wire \dec$73.neg2 ;
+  wire \dec$73.neg3 ;
+  wire [1:0] \dec$73.sh0 ;
+  wire \dec$73.sh1 ;
+  wire [1:0] \dec$73.sh2 ;
+  wire \dec$73.sh3 ;
+  wire [3:0] \dec$73.x0 ;
+  wire [3:0] \dec$73.x1 ;
+  wire [3:0] \dec$73.x2 ;
+  wire [3:0] \dec$73.x3 ;
+  wire [25:0] \dec$74 ;
+  wire \dec$74.neg0 ;
+  wire \dec$74.neg1 ;
+  wire \dec$74.neg2 ;
+  wire \dec$74.neg3 ;
+  wire [1:0] \dec$74.sh0 ;
+  wire \dec$74.sh1 ;
+  wire [1:0] \dec$74.sh2 ;
+  wire \dec$74.sh3 ;
+  wire [3:0] \dec$74.x0 ;
+  wire [3:0] \dec$74.x1 ;
+  wire [3:0] \dec$74.x2 ;
+  wire [3:0] \dec$74.x3 ;
+  wire [25:0] \dec$75 ;
+  wire \dec$75.neg0 ;
+  wire \dec$75.neg1 ;
+  wire \dec$75.neg2 ;
+  wire \dec$75.neg3 ;
+  wire [1:0] \dec$75.sh0 ;
+  wire \dec$75.sh1 ;
+  wire [1:0] \dec$75.sh2 ;
+  wire \dec$75.sh3 ;
+  wire [3:0] \dec$75.x0 ;
+  wire [3:0] \dec$75.x1 ;
+  wire [3:0] \dec$75.x2 ;
+  wire [3:0] \dec$75.x3 ;
+  wire [25:0] \dec$76 ;
+  wire \dec$76.neg0 ;
+  wire \dec$76.neg1 ;
+  wire \dec$76.neg2 ;
+  wire \dec$76.neg3 ;
+  wire [1:0] \dec$76.sh0 ;
+  wire \dec$76.sh1 ;
+  wire [1:0] \dec$76.sh2 ;
+  wire \dec$76.sh3 ;
+  wire [3:0] \dec$76.x0 ;
+  wire [3:0] \dec$76.x1 ;
+  wire [3:0] \dec$76.x2 ;
+  wire [3:0] \dec$76.x3 ;
+  wire [25:0] \dec$77 ;
+  wire \dec$77.neg0 ;
+  wire \dec$77.neg1 ;
+  wire \dec$77.neg2 ;
+  wire \dec$77.neg3 ;
+  wire [1:0] \dec$77.sh0 ;
+  wire \dec$77.sh1 ;
+  wire [1:0] \dec$77.sh2 ;
+  wire \dec$77.sh3 ;
+  wire [3:0] \dec$77.x0 ;
+  wire [3:0] \dec$77.x1 ;
+  wire [3:0] \dec$77.x2 ;
+  wire [3:0] \dec$77.x3 ;
+  wire [25:0] \dec$78 ;
+  wire \dec$78.neg0 ;
+  wire \dec$78.neg1 ;
+  wire \dec$78.neg2 ;
+  wire \dec$78.neg3 ;
+  wire [1:0] \dec$78.sh0 ;
+  wire \dec$78.sh1 ;
+  wire [1:0] \dec$78.sh2 ;
+  wire \dec$78.sh3 ;
+  wire [3:0] \dec$78.x0 ;
+  wire [3:0] \dec$78.x1 ;
+  wire [3:0] \dec$78.x2 ;
+  wire [3:0] \dec$78.x3 ;
   wire \dec.neg0 ;
   wire \dec.neg1 ;
   wire \dec.neg2 ;
@@ -1606,16 +1680,32 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   reg [1:0] mode1 = 2'h0;
   wire \mode1.a8 ;
   wire \mode1.b8 ;
+  output [209:0] \port$3871$0 ;
+  wire [209:0] \port$3871$0 ;
+  (* init = 2'h0 *)
+  output [1:0] \port$3875$0 ;
+  wire [1:0] \port$3875$0 ;
   input rst;
   wire rst;
   wire wide;
-  wire \wide$52 ;
-  wire \wide$53 ;
-  wire \wide$54 ;
-  wire \wide$55 ;
-  wire \wide$56 ;
-  wire \wide$57 ;
-  wire \wide$58 ;
+  wire \wide$62 ;
+  wire \wide$63 ;
+  wire \wide$64 ;
+  wire \wide$65 ;
+  wire \wide$66 ;
+  wire \wide$67 ;
+  wire \wide$68 ;
+  assign \$26  = a__payload[2:0] == 3'h7;
+  assign \$27  = \$26  ? 3'h7 : 3'h3;
+  assign \$28  = a__payload[5:3] <= \$27 ;
+  assign \$29  = \$25  & \$28 ;
+  assign \$30  = \$21  ? \$22  : \$29 ;
+  assign \$31  = \$20  & \$30 ;
+  assign \$32  = ~ \$31 ;
+  assign \$33  = a__payload[10:8] == 2'h3;
+  assign \$34  = a__payload[10:8] == 3'h7;
+  assign \$35  = | { \$34 , \$33  };
+  assign \$36  = a__payload[15:14] == 1'h1;
   assign \$37  = ! a__payload[13:11];
   assign \$38  = ! a__payload[15:14];
   assign \$39  = a__payload[13:11] >= 1'h1;
@@ -1631,25 +1721,43 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   assign \$49  = | a__payload[63:16];
   assign \$50  = \$48  | \$49 ;
   always @(posedge clk)
-    \$signal$46  <= \$51 ;
+    \$53  <= \$52 ;
   always @(posedge clk)
-    \$signal$47  <= \$52 ;
+    \$signal$56  <= \$54 ;
   always @(posedge clk)
-    err1 <= \$53 ;
+    \$signal$57  <= \$55 ;
   always @(posedge clk)
-    mode1 <= \$54 ;
+    err1 <= \$56 ;
   always @(posedge clk)
-    job_wide <= \$55 ;
+    mode1 <= \$57 ;
   always @(posedge clk)
-    \$signal  <= \$56 ;
+    job_wide <= \$58 ;
   always @(posedge clk)
-    fb <= \$57 ;
+    \$signal  <= \$59 ;
   always @(posedge clk)
-    hdr_err <= \$58 ;
+    fb <= \$60 ;
   always @(posedge clk)
-    d__valid <= \$59 ;
+    hdr_err <= \$61 ;
   always @(posedge clk)
-    d__payload <= \$60 ;
+    d__valid <= \$62 ;
+  always @(posedge clk)
+    d_mode <= \$63 ;
+  always @(posedge clk)
+    d_row0 <= \$64 ;
+  always @(posedge clk)
+    d_row1 <= \$65 ;
+  always @(posedge clk)
+    d_row2 <= \$66 ;
+  always @(posedge clk)
+    d_row3 <= \$67 ;
+  always @(posedge clk)
+    d_col0 <= \$68 ;
+  always @(posedge clk)
+    d_col1 <= \$69 ;
+  always @(posedge clk)
+    d_col2 <= \$70 ;
+  always @(posedge clk)
+    d_col3 <= \$71 ;
   assign \$1  = a__payload[65] | b__valid;
   assign a__ready = d__ready & \$1 ;
   assign \$2  = d__ready & a__valid;
@@ -1660,9 +1768,9 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   assign \$6  = ~ a__payload[65];
   assign fire_data = \$5  & \$6 ;
   assign \$7  = hdr_err | job_wide;
-  assign \$8  = | { \wide$58 , \wide$57 , \wide$56 , \wide$55 , \wide$54 , \wide$53 , \wide$52 , wide };
+  assign \$8  = | { \wide$68 , \wide$67 , \wide$66 , \wide$65 , \wide$64 , \wide$63 , \wide$62 , wide };
   assign \$9  = \$7  | \$8 ;
-  assign \$10  = | { \wide$58 , \wide$57 , \wide$56 , \wide$55 , \wide$54 , \wide$53 , \wide$52 , wide };
+  assign \$10  = | { \wide$68 , \wide$67 , \wide$66 , \wide$65 , \wide$64 , \wide$63 , \wide$62 , wide };
   assign \$11  = job_wide | \$10 ;
   assign \$12  = d__ready & a__valid;
   assign \$13  = \$12  & a__payload[65];
@@ -1678,17 +1786,6 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   assign \$23  = ! a__payload[7:6];
   assign \$24  = a__payload[5:3] >= 1'h1;
   assign \$25  = \$23  & \$24 ;
-  assign \$26  = a__payload[2:0] == 3'h7;
-  assign \$27  = \$26  ? 3'h7 : 3'h3;
-  assign \$28  = a__payload[5:3] <= \$27 ;
-  assign \$29  = \$25  & \$28 ;
-  assign \$30  = \$21  ? \$22  : \$29 ;
-  assign \$31  = \$20  & \$30 ;
-  assign \$32  = ~ \$31 ;
-  assign \$33  = a__payload[10:8] == 2'h3;
-  assign \$34  = a__payload[10:8] == 3'h7;
-  assign \$35  = | { \$34 , \$33  };
-  assign \$36  = a__payload[15:14] == 1'h1;
   \top.front.dec_a0  dec_a0 (
     .clk(clk),
     .dec(dec),
@@ -1701,205 +1798,240 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   );
   \top.front.dec_a1  dec_a1 (
     .clk(clk),
-    .dec(\dec$63 ),
+    .dec(\dec$72 ),
     .en(lane_en[1]),
     .fmt(\$signal ),
     .lane(a__payload[31:16]),
     .mode(mode),
     .rst(rst),
-    .wide(\wide$52 )
+    .wide(\wide$62 )
   );
   \top.front.dec_a2  dec_a2 (
     .clk(clk),
-    .dec(\dec$64 ),
+    .dec(\dec$73 ),
     .en(lane_en[2]),
     .fmt(\$signal ),
     .lane(a__payload[47:32]),
     .mode(mode),
     .rst(rst),
-    .wide(\wide$53 )
+    .wide(\wide$63 )
   );
   \top.front.dec_a3  dec_a3 (
     .clk(clk),
-    .dec(\dec$65 ),
+    .dec(\dec$74 ),
     .en(lane_en[3]),
     .fmt(\$signal ),
     .lane(a__payload[63:48]),
     .mode(mode),
     .rst(rst),
-    .wide(\wide$54 )
+    .wide(\wide$64 )
   );
   \top.front.dec_b0  dec_b0 (
     .clk(clk),
-    .dec(\dec$66 ),
+    .dec(\dec$75 ),
     .en(lane_en[4]),
     .fmt(fb),
     .lane(b__payload[15:0]),
     .mode(mode),
     .rst(rst),
-    .wide(\wide$55 )
+    .wide(\wide$65 )
   );
   \top.front.dec_b1  dec_b1 (
     .clk(clk),
-    .dec(\dec$67 ),
+    .dec(\dec$76 ),
     .en(lane_en[5]),
     .fmt(fb),
     .lane(b__payload[31:16]),
     .mode(mode),
     .rst(rst),
-    .wide(\wide$56 )
+    .wide(\wide$66 )
   );
   \top.front.dec_b2  dec_b2 (
     .clk(clk),
-    .dec(\dec$68 ),
+    .dec(\dec$77 ),
     .en(lane_en[6]),
     .fmt(fb),
     .lane(b__payload[47:32]),
     .mode(mode),
     .rst(rst),
-    .wide(\wide$57 )
+    .wide(\wide$67 )
   );
   \top.front.dec_b3  dec_b3 (
     .clk(clk),
-    .dec(\dec$69 ),
+    .dec(\dec$78 ),
     .en(lane_en[7]),
     .fmt(fb),
     .lane(b__payload[63:48]),
     .mode(mode),
     .rst(rst),
-    .wide(\wide$58 )
+    .wide(\wide$68 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$51  = \$signal$46 ;
+    \$52  = \$53 ;
     if (d__ready) begin
-      \$51  = fire_data;
+      \$52 [0] = \$signal$57 ;
+      \$52 [1] = err1;
     end
     if (rst) begin
-      \$51  = 1'h0;
+      \$52  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$52  = \$signal$47 ;
+    \$54  = \$signal$56 ;
     if (d__ready) begin
-      \$52  = a__payload[64];
+      \$54  = fire_data;
     end
     if (rst) begin
-      \$52  = 1'h0;
+      \$54  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$53  = err1;
+    \$55  = \$signal$57 ;
     if (d__ready) begin
-      \$53  = \$9 ;
+      \$55  = a__payload[64];
     end
     if (rst) begin
-      \$53  = 1'h0;
+      \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$54  = mode1;
+    \$56  = err1;
     if (d__ready) begin
-      \$54  = mode;
+      \$56  = \$9 ;
     end
     if (rst) begin
-      \$54  = 2'h0;
+      \$56  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$55  = job_wide;
+    \$57  = mode1;
+    if (d__ready) begin
+      \$57  = mode;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$58  = job_wide;
     if (fire_data) begin
-      \$55  = \$11 ;
+      \$58  = \$11 ;
     end
     if (\$13 ) begin
-      \$55  = 1'h0;
+      \$58  = 1'h0;
     end
     if (rst) begin
-      \$55  = 1'h0;
+      \$58  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$56  = \$signal ;
+    \$59  = \$signal ;
     if (\$13 ) begin
-      \$56 [0] = \$14 ;
-      \$56 [1] = \$15 ;
-      \$56 [4:2] = a__payload[5:3];
+      \$59 [0] = \$14 ;
+      \$59 [1] = \$15 ;
+      \$59 [4:2] = a__payload[5:3];
     end
     if (rst) begin
-      \$56  = 5'h00;
+      \$59  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$57  = fb;
+    \$60  = fb;
     if (\$13 ) begin
-      \$57 [0] = \$16 ;
-      \$57 [1] = \$17 ;
-      \$57 [4:2] = a__payload[13:11];
+      \$60 [0] = \$16 ;
+      \$60 [1] = \$17 ;
+      \$60 [4:2] = a__payload[13:11];
     end
     if (rst) begin
-      \$57  = 5'h00;
+      \$60  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$58  = hdr_err;
+    \$61  = hdr_err;
     if (\$13 ) begin
-      \$58  = \$50 ;
+      \$61  = \$50 ;
     end
     if (rst) begin
-      \$58  = 1'h1;
+      \$61  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$59  = d__valid;
+    \$62  = d__valid;
     if (d__ready) begin
-      \$59  = \$signal$46 ;
+      \$62  = \$signal$56 ;
     end
     if (rst) begin
-      \$59  = 1'h0;
+      \$62  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$60  = d__payload;
+    \$63  = d_mode;
     if (d__ready) begin
-      \$60 [209:208] = mode1;
-      \$60 [210] = \$signal$47 ;
-      \$60 [211] = err1;
+      \$63  = mode1;
     end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$64  = d_row0;
     if (lane_en[0]) begin
-      \$60 [25:0] = dec;
+      \$64  = dec;
     end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$65  = d_row1;
     if (lane_en[1]) begin
-      \$60 [51:26] = \dec$63 ;
+      \$65  = \dec$72 ;
     end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$66  = d_row2;
     if (lane_en[2]) begin
-      \$60 [77:52] = \dec$64 ;
+      \$66  = \dec$73 ;
     end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$67  = d_row3;
     if (lane_en[3]) begin
-      \$60 [103:78] = \dec$65 ;
+      \$67  = \dec$74 ;
     end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$68  = d_col0;
     if (lane_en[4]) begin
-      \$60 [129:104] = \dec$66 ;
+      \$68  = \dec$75 ;
     end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$69  = d_col1;
     if (lane_en[5]) begin
-      \$60 [155:130] = \dec$67 ;
+      \$69  = \dec$76 ;
     end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$70  = d_col2;
     if (lane_en[6]) begin
-      \$60 [181:156] = \dec$68 ;
+      \$70  = \dec$77 ;
     end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$71  = d_col3;
     if (lane_en[7]) begin
-      \$60 [207:182] = \dec$69 ;
-    end
-    if (rst) begin
-      \$60  = 212'h00000000000000000000000000000000000000000000000000000;
+      \$71  = \dec$78 ;
     end
   end
   assign en = lane_en[0];
@@ -1934,6 +2066,9 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   assign \lane$41  = b__payload[63:48];
   assign \fmt$42  = fb;
   assign \mode$43  = mode;
+  assign d__payload = { \$53 , \$51  };
+  assign \port$3871$0  = \$51 ;
+  assign \port$3875$0  = \$53 ;
   assign \a__payload.data  = a__payload[63:0];
   assign \a__payload.data[0]  = a__payload[15:0];
   assign \a__payload.data[1]  = a__payload[31:16];
@@ -1994,119 +2129,217 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   assign \fmt$42.kmax  = fb[4:2];
   assign \mode$43.a8  = mode[0];
   assign \mode$43.b8  = mode[1];
+  assign \d__payload.rows  = \$51 [103:0];
+  assign \d__payload.rows[0]  = \$51 [25:0];
+  assign \d__payload.rows[0].x0  = \$51 [3:0];
+  assign \d__payload.rows[0].x1  = \$51 [7:4];
+  assign \d__payload.rows[0].x2  = \$51 [11:8];
+  assign \d__payload.rows[0].x3  = \$51 [15:12];
+  assign \d__payload.rows[0].neg0  = \$51 [16];
+  assign \d__payload.rows[0].sh0  = \$51 [18:17];
+  assign \d__payload.rows[0].neg1  = \$51 [19];
+  assign \d__payload.rows[0].sh1  = \$51 [20];
+  assign \d__payload.rows[0].neg2  = \$51 [21];
+  assign \d__payload.rows[0].sh2  = \$51 [23:22];
+  assign \d__payload.rows[0].neg3  = \$51 [24];
+  assign \d__payload.rows[0].sh3  = \$51 [25];
+  assign \d__payload.rows[1]  = \$51 [51:26];
+  assign \d__payload.rows[1].x0  = \$51 [29:26];
+  assign \d__payload.rows[1].x1  = \$51 [33:30];
+  assign \d__payload.rows[1].x2  = \$51 [37:34];
+  assign \d__payload.rows[1].x3  = \$51 [41:38];
+  assign \d__payload.rows[1].neg0  = \$51 [42];
+  assign \d__payload.rows[1].sh0  = \$51 [44:43];
+  assign \d__payload.rows[1].neg1  = \$51 [45];
+  assign \d__payload.rows[1].sh1  = \$51 [46];
+  assign \d__payload.rows[1].neg2  = \$51 [47];
+  assign \d__payload.rows[1].sh2  = \$51 [49:48];
+  assign \d__payload.rows[1].neg3  = \$51 [50];
+  assign \d__payload.rows[1].sh3  = \$51 [51];
+  assign \d__payload.rows[2]  = \$51 [77:52];
+  assign \d__payload.rows[2].x0  = \$51 [55:52];
+  assign \d__payload.rows[2].x1  = \$51 [59:56];
+  assign \d__payload.rows[2].x2  = \$51 [63:60];
+  assign \d__payload.rows[2].x3  = \$51 [67:64];
+  assign \d__payload.rows[2].neg0  = \$51 [68];
+  assign \d__payload.rows[2].sh0  = \$51 [70:69];
+  assign \d__payload.rows[2].neg1  = \$51 [71];
+  assign \d__payload.rows[2].sh1  = \$51 [72];
+  assign \d__payload.rows[2].neg2  = \$51 [73];
+  assign \d__payload.rows[2].sh2  = \$51 [75:74];
+  assign \d__payload.rows[2].neg3  = \$51 [76];
+  assign \d__payload.rows[2].sh3  = \$51 [77];
+  assign \d__payload.rows[3]  = \$51 [103:78];
+  assign \d__payload.rows[3].x0  = \$51 [81:78];
+  assign \d__payload.rows[3].x1  = \$51 [85:82];
+  assign \d__payload.rows[3].x2  = \$51 [89:86];
+  assign \d__payload.rows[3].x3  = \$51 [93:90];
+  assign \d__payload.rows[3].neg0  = \$51 [94];
+  assign \d__payload.rows[3].sh0  = \$51 [96:95];
+  assign \d__payload.rows[3].neg1  = \$51 [97];
+  assign \d__payload.rows[3].sh1  = \$51 [98];
+  assign \d__payload.rows[3].neg2  = \$51 [99];
+  assign \d__payload.rows[3].sh2  = \$51 [101:100];
+  assign \d__payload.rows[3].neg3  = \$51 [102];
+  assign \d__payload.rows[3].sh3  = \$51 [103];
+  assign \d__payload.cols  = \$51 [207:104];
+  assign \d__payload.cols[0]  = \$51 [129:104];
+  assign \d__payload.cols[0].x0  = \$51 [107:104];
+  assign \d__payload.cols[0].x1  = \$51 [111:108];
+  assign \d__payload.cols[0].x2  = \$51 [115:112];
+  assign \d__payload.cols[0].x3  = \$51 [119:116];
+  assign \d__payload.cols[0].neg0  = \$51 [120];
+  assign \d__payload.cols[0].sh0  = \$51 [122:121];
+  assign \d__payload.cols[0].neg1  = \$51 [123];
+  assign \d__payload.cols[0].sh1  = \$51 [124];
+  assign \d__payload.cols[0].neg2  = \$51 [125];
+  assign \d__payload.cols[0].sh2  = \$51 [127:126];
+  assign \d__payload.cols[0].neg3  = \$51 [128];
+  assign \d__payload.cols[0].sh3  = \$51 [129];
+  assign \d__payload.cols[1]  = \$51 [155:130];
+  assign \d__payload.cols[1].x0  = \$51 [133:130];
+  assign \d__payload.cols[1].x1  = \$51 [137:134];
+  assign \d__payload.cols[1].x2  = \$51 [141:138];
+  assign \d__payload.cols[1].x3  = \$51 [145:142];
+  assign \d__payload.cols[1].neg0  = \$51 [146];
+  assign \d__payload.cols[1].sh0  = \$51 [148:147];
+  assign \d__payload.cols[1].neg1  = \$51 [149];
+  assign \d__payload.cols[1].sh1  = \$51 [150];
+  assign \d__payload.cols[1].neg2  = \$51 [151];
+  assign \d__payload.cols[1].sh2  = \$51 [153:152];
+  assign \d__payload.cols[1].neg3  = \$51 [154];
+  assign \d__payload.cols[1].sh3  = \$51 [155];
+  assign \d__payload.cols[2]  = \$51 [181:156];
+  assign \d__payload.cols[2].x0  = \$51 [159:156];
+  assign \d__payload.cols[2].x1  = \$51 [163:160];
+  assign \d__payload.cols[2].x2  = \$51 [167:164];
+  assign \d__payload.cols[2].x3  = \$51 [171:168];
+  assign \d__payload.cols[2].neg0  = \$51 [172];
+  assign \d__payload.cols[2].sh0  = \$51 [174:173];
+  assign \d__payload.cols[2].neg1  = \$51 [175];
+  assign \d__payload.cols[2].sh1  = \$51 [176];
+  assign \d__payload.cols[2].neg2  = \$51 [177];
+  assign \d__payload.cols[2].sh2  = \$51 [179:178];
+  assign \d__payload.cols[2].neg3  = \$51 [180];
+  assign \d__payload.cols[2].sh3  = \$51 [181];
+  assign \d__payload.cols[3]  = \$51 [207:182];
+  assign \d__payload.cols[3].x0  = \$51 [185:182];
+  assign \d__payload.cols[3].x1  = \$51 [189:186];
+  assign \d__payload.cols[3].x2  = \$51 [193:190];
+  assign \d__payload.cols[3].x3  = \$51 [197:194];
+  assign \d__payload.cols[3].neg0  = \$51 [198];
+  assign \d__payload.cols[3].sh0  = \$51 [200:199];
+  assign \d__payload.cols[3].neg1  = \$51 [201];
+  assign \d__payload.cols[3].sh1  = \$51 [202];
+  assign \d__payload.cols[3].neg2  = \$51 [203];
+  assign \d__payload.cols[3].sh2  = \$51 [205:204];
+  assign \d__payload.cols[3].neg3  = \$51 [206];
+  assign \d__payload.cols[3].sh3  = \$51 [207];
+  assign \d__payload.mode  = \$51 [209:208];
+  assign \d__payload.mode.a8  = \$51 [208];
+  assign \d__payload.mode.b8  = \$51 [209];
+  assign \d__payload.last  = \$53 [0];
+  assign \d__payload.err  = \$53 [1];
+  assign \d_mode.a8  = d_mode[0];
+  assign \d_mode.b8  = d_mode[1];
+  assign \d_row0.x0  = d_row0[3:0];
+  assign \d_row0.x1  = d_row0[7:4];
+  assign \d_row0.x2  = d_row0[11:8];
+  assign \d_row0.x3  = d_row0[15:12];
+  assign \d_row0.neg0  = d_row0[16];
+  assign \d_row0.sh0  = d_row0[18:17];
+  assign \d_row0.neg1  = d_row0[19];
+  assign \d_row0.sh1  = d_row0[20];
+  assign \d_row0.neg2  = d_row0[21];
+  assign \d_row0.sh2  = d_row0[23:22];
+  assign \d_row0.neg3  = d_row0[24];
+  assign \d_row0.sh3  = d_row0[25];
+  assign \d_row1.x0  = d_row1[3:0];
+  assign \d_row1.x1  = d_row1[7:4];
+  assign \d_row1.x2  = d_row1[11:8];
+  assign \d_row1.x3  = d_row1[15:12];
+  assign \d_row1.neg0  = d_row1[16];
+  assign \d_row1.sh0  = d_row1[18:17];
+  assign \d_row1.neg1  = d_row1[19];
+  assign \d_row1.sh1  = d_row1[20];
+  assign \d_row1.neg2  = d_row1[21];
+  assign \d_row1.sh2  = d_row1[23:22];
+  assign \d_row1.neg3  = d_row1[24];
+  assign \d_row1.sh3  = d_row1[25];
+  assign \d_row2.x0  = d_row2[3:0];
+  assign \d_row2.x1  = d_row2[7:4];
+  assign \d_row2.x2  = d_row2[11:8];
+  assign \d_row2.x3  = d_row2[15:12];
+  assign \d_row2.neg0  = d_row2[16];
+  assign \d_row2.sh0  = d_row2[18:17];
+  assign \d_row2.neg1  = d_row2[19];
+  assign \d_row2.sh1  = d_row2[20];
+  assign \d_row2.neg2  = d_row2[21];
+  assign \d_row2.sh2  = d_row2[23:22];
+  assign \d_row2.neg3  = d_row2[24];
+  assign \d_row2.sh3  = d_row2[25];
+  assign \d_row3.x0  = d_row3[3:0];
+  assign \d_row3.x1  = d_row3[7:4];
+  assign \d_row3.x2  = d_row3[11:8];
+  assign \d_row3.x3  = d_row3[15:12];
+  assign \d_row3.neg0  = d_row3[16];
+  assign \d_row3.sh0  = d_row3[18:17];
+  assign \d_row3.neg1  = d_row3[19];
+  assign \d_row3.sh1  = d_row3[20];
+  assign \d_row3.neg2  = d_row3[21];
+  assign \d_row3.sh2  = d_row3[23:22];
+  assign \d_row3.neg3  = d_row3[24];
+  assign \d_row3.sh3  = d_row3[25];
+  assign \d_col0.x0  = d_col0[3:0];
+  assign \d_col0.x1  = d_col0[7:4];
+  assign \d_col0.x2  = d_col0[11:8];
+  assign \d_col0.x3  = d_col0[15:12];
+  assign \d_col0.neg0  = d_col0[16];
+  assign \d_col0.sh0  = d_col0[18:17];
+  assign \d_col0.neg1  = d_col0[19];
+  assign \d_col0.sh1  = d_col0[20];
+  assign \d_col0.neg2  = d_col0[21];
+  assign \d_col0.sh2  = d_col0[23:22];
+  assign \d_col0.neg3  = d_col0[24];
+  assign \d_col0.sh3  = d_col0[25];
+  assign \d_col1.x0  = d_col1[3:0];
+  assign \d_col1.x1  = d_col1[7:4];
+  assign \d_col1.x2  = d_col1[11:8];
+  assign \d_col1.x3  = d_col1[15:12];
+  assign \d_col1.neg0  = d_col1[16];
+  assign \d_col1.sh0  = d_col1[18:17];
+  assign \d_col1.neg1  = d_col1[19];
+  assign \d_col1.sh1  = d_col1[20];
+  assign \d_col1.neg2  = d_col1[21];
+  assign \d_col1.sh2  = d_col1[23:22];
+  assign \d_col1.neg3  = d_col1[24];
+  assign \d_col1.sh3  = d_col1[25];
+  assign \d_col2.x0  = d_col2[3:0];
+  assign \d_col2.x1  = d_col2[7:4];
+  assign \d_col2.x2  = d_col2[11:8];
+  assign \d_col2.x3  = d_col2[15:12];
+  assign \d_col2.neg0  = d_col2[16];
+  assign \d_col2.sh0  = d_col2[18:17];
+  assign \d_col2.neg1  = d_col2[19];
+  assign \d_col2.sh1  = d_col2[20];
+  assign \d_col2.neg2  = d_col2[21];
+  assign \d_col2.sh2  = d_col2[23:22];
+  assign \d_col2.neg3  = d_col2[24];
+  assign \d_col2.sh3  = d_col2[25];
+  assign \d_col3.x0  = d_col3[3:0];
+  assign \d_col3.x1  = d_col3[7:4];
+  assign \d_col3.x2  = d_col3[11:8];
+  assign \d_col3.x3  = d_col3[15:12];
+  assign \d_col3.neg0  = d_col3[16];
+  assign \d_col3.sh0  = d_col3[18:17];
+  assign \d_col3.neg1  = d_col3[19];
+  assign \d_col3.sh1  = d_col3[20];
+  assign \d_col3.neg2  = d_col3[21];
+  assign \d_col3.sh2  = d_col3[23:22];
+  assign \d_col3.neg3  = d_col3[24];
+  assign \d_col3.sh3  = d_col3[25];
   assign \mode1.a8  = mode1[0];
   assign \mode1.b8  = mode1[1];
-  assign \d__payload.rows  = d__payload[103:0];
-  assign \d__payload.rows[0]  = d__payload[25:0];
-  assign \d__payload.rows[0].x0  = d__payload[3:0];
-  assign \d__payload.rows[0].x1  = d__payload[7:4];
-  assign \d__payload.rows[0].x2  = d__payload[11:8];
-  assign \d__payload.rows[0].x3  = d__payload[15:12];
-  assign \d__payload.rows[0].neg0  = d__payload[16];
-  assign \d__payload.rows[0].sh0  = d__payload[18:17];
-  assign \d__payload.rows[0].neg1  = d__payload[19];
-  assign \d__payload.rows[0].sh1  = d__payload[20];
-  assign \d__payload.rows[0].neg2  = d__payload[21];
-  assign \d__payload.rows[0].sh2  = d__payload[23:22];
-  assign \d__payload.rows[0].neg3  = d__payload[24];
-  assign \d__payload.rows[0].sh3  = d__payload[25];
-  assign \d__payload.rows[1]  = d__payload[51:26];
-  assign \d__payload.rows[1].x0  = d__payload[29:26];
-  assign \d__payload.rows[1].x1  = d__payload[33:30];
-  assign \d__payload.rows[1].x2  = d__payload[37:34];
-  assign \d__payload.rows[1].x3  = d__payload[41:38];
-  assign \d__payload.rows[1].neg0  = d__payload[42];
-  assign \d__payload.rows[1].sh0  = d__payload[44:43];
-  assign \d__payload.rows[1].neg1  = d__payload[45];
-  assign \d__payload.rows[1].sh1  = d__payload[46];
-  assign \d__payload.rows[1].neg2  = d__payload[47];
-  assign \d__payload.rows[1].sh2  = d__payload[49:48];
-  assign \d__payload.rows[1].neg3  = d__payload[50];
-  assign \d__payload.rows[1].sh3  = d__payload[51];
-  assign \d__payload.rows[2]  = d__payload[77:52];
-  assign \d__payload.rows[2].x0  = d__payload[55:52];
-  assign \d__payload.rows[2].x1  = d__payload[59:56];
-  assign \d__payload.rows[2].x2  = d__payload[63:60];
-  assign \d__payload.rows[2].x3  = d__payload[67:64];
-  assign \d__payload.rows[2].neg0  = d__payload[68];
-  assign \d__payload.rows[2].sh0  = d__payload[70:69];
-  assign \d__payload.rows[2].neg1  = d__payload[71];
-  assign \d__payload.rows[2].sh1  = d__payload[72];
-  assign \d__payload.rows[2].neg2  = d__payload[73];
-  assign \d__payload.rows[2].sh2  = d__payload[75:74];
-  assign \d__payload.rows[2].neg3  = d__payload[76];
-  assign \d__payload.rows[2].sh3  = d__payload[77];
-  assign \d__payload.rows[3]  = d__payload[103:78];
-  assign \d__payload.rows[3].x0  = d__payload[81:78];
-  assign \d__payload.rows[3].x1  = d__payload[85:82];
-  assign \d__payload.rows[3].x2  = d__payload[89:86];
-  assign \d__payload.rows[3].x3  = d__payload[93:90];
-  assign \d__payload.rows[3].neg0  = d__payload[94];
-  assign \d__payload.rows[3].sh0  = d__payload[96:95];
-  assign \d__payload.rows[3].neg1  = d__payload[97];
-  assign \d__payload.rows[3].sh1  = d__payload[98];
-  assign \d__payload.rows[3].neg2  = d__payload[99];
-  assign \d__payload.rows[3].sh2  = d__payload[101:100];
-  assign \d__payload.rows[3].neg3  = d__payload[102];
-  assign \d__payload.rows[3].sh3  = d__payload[103];
-  assign \d__payload.cols  = d__payload[207:104];
-  assign \d__payload.cols[0]  = d__payload[129:104];
-  assign \d__payload.cols[0].x0  = d__payload[107:104];
-  assign \d__payload.cols[0].x1  = d__payload[111:108];
-  assign \d__payload.cols[0].x2  = d__payload[115:112];
-  assign \d__payload.cols[0].x3  = d__payload[119:116];
-  assign \d__payload.cols[0].neg0  = d__payload[120];
-  assign \d__payload.cols[0].sh0  = d__payload[122:121];
-  assign \d__payload.cols[0].neg1  = d__payload[123];
-  assign \d__payload.cols[0].sh1  = d__payload[124];
-  assign \d__payload.cols[0].neg2  = d__payload[125];
-  assign \d__payload.cols[0].sh2  = d__payload[127:126];
-  assign \d__payload.cols[0].neg3  = d__payload[128];
-  assign \d__payload.cols[0].sh3  = d__payload[129];
-  assign \d__payload.cols[1]  = d__payload[155:130];
-  assign \d__payload.cols[1].x0  = d__payload[133:130];
-  assign \d__payload.cols[1].x1  = d__payload[137:134];
-  assign \d__payload.cols[1].x2  = d__payload[141:138];
-  assign \d__payload.cols[1].x3  = d__payload[145:142];
-  assign \d__payload.cols[1].neg0  = d__payload[146];
-  assign \d__payload.cols[1].sh0  = d__payload[148:147];
-  assign \d__payload.cols[1].neg1  = d__payload[149];
-  assign \d__payload.cols[1].sh1  = d__payload[150];
-  assign \d__payload.cols[1].neg2  = d__payload[151];
-  assign \d__payload.cols[1].sh2  = d__payload[153:152];
-  assign \d__payload.cols[1].neg3  = d__payload[154];
-  assign \d__payload.cols[1].sh3  = d__payload[155];
-  assign \d__payload.cols[2]  = d__payload[181:156];
-  assign \d__payload.cols[2].x0  = d__payload[159:156];
-  assign \d__payload.cols[2].x1  = d__payload[163:160];
-  assign \d__payload.cols[2].x2  = d__payload[167:164];
-  assign \d__payload.cols[2].x3  = d__payload[171:168];
-  assign \d__payload.cols[2].neg0  = d__payload[172];
-  assign \d__payload.cols[2].sh0  = d__payload[174:173];
-  assign \d__payload.cols[2].neg1  = d__payload[175];
-  assign \d__payload.cols[2].sh1  = d__payload[176];
-  assign \d__payload.cols[2].neg2  = d__payload[177];
-  assign \d__payload.cols[2].sh2  = d__payload[179:178];
-  assign \d__payload.cols[2].neg3  = d__payload[180];
-  assign \d__payload.cols[2].sh3  = d__payload[181];
-  assign \d__payload.cols[3]  = d__payload[207:182];
-  assign \d__payload.cols[3].x0  = d__payload[185:182];
-  assign \d__payload.cols[3].x1  = d__payload[189:186];
-  assign \d__payload.cols[3].x2  = d__payload[193:190];
-  assign \d__payload.cols[3].x3  = d__payload[197:194];
-  assign \d__payload.cols[3].neg0  = d__payload[198];
-  assign \d__payload.cols[3].sh0  = d__payload[200:199];
-  assign \d__payload.cols[3].neg1  = d__payload[201];
-  assign \d__payload.cols[3].sh1  = d__payload[202];
-  assign \d__payload.cols[3].neg2  = d__payload[203];
-  assign \d__payload.cols[3].sh2  = d__payload[205:204];
-  assign \d__payload.cols[3].neg3  = d__payload[206];
-  assign \d__payload.cols[3].sh3  = d__payload[207];
-  assign \d__payload.mode  = d__payload[209:208];
-  assign \d__payload.mode.a8  = d__payload[208];
-  assign \d__payload.mode.b8  = d__payload[209];
-  assign \d__payload.last  = d__payload[210];
-  assign \d__payload.err  = d__payload[211];
   assign \dec.x0  = dec[3:0];
   assign \dec.x1  = dec[7:4];
   assign \dec.x2  = dec[11:8];
@@ -2119,90 +2352,99 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   assign \dec.sh2  = dec[23:22];
   assign \dec.neg3  = dec[24];
   assign \dec.sh3  = dec[25];
-  assign \dec$63.x0  = \dec$63 [3:0];
-  assign \dec$63.x1  = \dec$63 [7:4];
-  assign \dec$63.x2  = \dec$63 [11:8];
-  assign \dec$63.x3  = \dec$63 [15:12];
-  assign \dec$63.neg0  = \dec$63 [16];
-  assign \dec$63.sh0  = \dec$63 [18:17];
-  assign \dec$63.neg1  = \dec$63 [19];
-  assign \dec$63.sh1  = \dec$63 [20];
-  assign \dec$63.neg2  = \dec$63 [21];
-  assign \dec$63.sh2  = \dec$63 [23:22];
-  assign \dec$63.neg3  = \dec$63 [24];
-  assign \dec$63.sh3  = \dec$63 [25];
-  assign \dec$64.x0  = \dec$64 [3:0];
-  assign \dec$64.x1  = \dec$64 [7:4];
-  assign \dec$64.x2  = \dec$64 [11:8];
-  assign \dec$64.x3  = \dec$64 [15:12];
-  assign \dec$64.neg0  = \dec$64 [16];
-  assign \dec$64.sh0  = \dec$64 [18:17];
-  assign \dec$64.neg1  = \dec$64 [19];
-  assign \dec$64.sh1  = \dec$64 [20];
-  assign \dec$64.neg2  = \dec$64 [21];
-  assign \dec$64.sh2  = \dec$64 [23:22];
-  assign \dec$64.neg3  = \dec$64 [24];
-  assign \dec$64.sh3  = \dec$64 [25];
-  assign \dec$65.x0  = \dec$65 [3:0];
-  assign \dec$65.x1  = \dec$65 [7:4];
-  assign \dec$65.x2  = \dec$65 [11:8];
-  assign \dec$65.x3  = \dec$65 [15:12];
-  assign \dec$65.neg0  = \dec$65 [16];
-  assign \dec$65.sh0  = \dec$65 [18:17];
-  assign \dec$65.neg1  = \dec$65 [19];
-  assign \dec$65.sh1  = \dec$65 [20];
-  assign \dec$65.neg2  = \dec$65 [21];
-  assign \dec$65.sh2  = \dec$65 [23:22];
-  assign \dec$65.neg3  = \dec$65 [24];
-  assign \dec$65.sh3  = \dec$65 [25];
-  assign \dec$66.x0  = \dec$66 [3:0];
-  assign \dec$66.x1  = \dec$66 [7:4];
-  assign \dec$66.x2  = \dec$66 [11:8];
-  assign \dec$66.x3  = \dec$66 [15:12];
-  assign \dec$66.neg0  = \dec$66 [16];
-  assign \dec$66.sh0  = \dec$66 [18:17];
-  assign \dec$66.neg1  = \dec$66 [19];
-  assign \dec$66.sh1  = \dec$66 [20];
-  assign \dec$66.neg2  = \dec$66 [21];
-  assign \dec$66.sh2  = \dec$66 [23:22];
-  assign \dec$66.neg3  = \dec$66 [24];
-  assign \dec$66.sh3  = \dec$66 [25];
-  assign \dec$67.x0  = \dec$67 [3:0];
-  assign \dec$67.x1  = \dec$67 [7:4];
-  assign \dec$67.x2  = \dec$67 [11:8];
-  assign \dec$67.x3  = \dec$67 [15:12];
-  assign \dec$67.neg0  = \dec$67 [16];
-  assign \dec$67.sh0  = \dec$67 [18:17];
-  assign \dec$67.neg1  = \dec$67 [19];
-  assign \dec$67.sh1  = \dec$67 [20];
-  assign \dec$67.neg2  = \dec$67 [21];
-  assign \dec$67.sh2  = \dec$67 [23:22];
-  assign \dec$67.neg3  = \dec$67 [24];
-  assign \dec$67.sh3  = \dec$67 [25];
-  assign \dec$68.x0  = \dec$68 [3:0];
-  assign \dec$68.x1  = \dec$68 [7:4];
-  assign \dec$68.x2  = \dec$68 [11:8];
-  assign \dec$68.x3  = \dec$68 [15:12];
-  assign \dec$68.neg0  = \dec$68 [16];
-  assign \dec$68.sh0  = \dec$68 [18:17];
-  assign \dec$68.neg1  = \dec$68 [19];
-  assign \dec$68.sh1  = \dec$68 [20];
-  assign \dec$68.neg2  = \dec$68 [21];
-  assign \dec$68.sh2  = \dec$68 [23:22];
-  assign \dec$68.neg3  = \dec$68 [24];
-  assign \dec$68.sh3  = \dec$68 [25];
-  assign \dec$69.x0  = \dec$69 [3:0];
-  assign \dec$69.x1  = \dec$69 [7:4];
-  assign \dec$69.x2  = \dec$69 [11:8];
-  assign \dec$69.x3  = \dec$69 [15:12];
-  assign \dec$69.neg0  = \dec$69 [16];
-  assign \dec$69.sh0  = \dec$69 [18:17];
-  assign \dec$69.neg1  = \dec$69 [19];
-  assign \dec$69.sh1  = \dec$69 [20];
-  assign \dec$69.neg2  = \dec$69 [21];
-  assign \dec$69.sh2  = \dec$69 [23:22];
-  assign \dec$69.neg3  = \dec$69 [24];
-  assign \dec$69.sh3  = \dec$69 [25];
+  assign \dec$72.x0  = \dec$72 [3:0];
+  assign \dec$72.x1  = \dec$72 [7:4];
+  assign \dec$72.x2  = \dec$72 [11:8];
+  assign \dec$72.x3  = \dec$72 [15:12];
+  assign \dec$72.neg0  = \dec$72 [16];
+  assign \dec$72.sh0  = \dec$72 [18:17];
+  assign \dec$72.neg1  = \dec$72 [19];
+  assign \dec$72.sh1  = \dec$72 [20];
+  assign \dec$72.neg2  = \dec$72 [21];
+  assign \dec$72.sh2  = \dec$72 [23:22];
+  assign \dec$72.neg3  = \dec$72 [24];
+  assign \dec$72.sh3  = \dec$72 [25];
+  assign \dec$73.x0  = \dec$73 [3:0];
+  assign \dec$73.x1  = \dec$73 [7:4];
+  assign \dec$73.x2  = \dec$73 [11:8];
+  assign \dec$73.x3  = \dec$73 [15:12];
+  assign \dec$73.neg0  = \dec$73 [16];
+  assign \dec$73.sh0  = \dec$73 [18:17];
+  assign \dec$73.neg1  = \dec$73 [19];
+  assign \dec$73.sh1  = \dec$73 [20];
+  assign \dec$73.neg2  = \dec$73 [21];
+  assign \dec$73.sh2  = \dec$73 [23:22];
+  assign \dec$73.neg3  = \dec$73 [24];
+  assign \dec$73.sh3  = \dec$73 [25];
+  assign \dec$74.x0  = \dec$74 [3:0];
+  assign \dec$74.x1  = \dec$74 [7:4];
+  assign \dec$74.x2  = \dec$74 [11:8];
+  assign \dec$74.x3  = \dec$74 [15:12];
+  assign \dec$74.neg0  = \dec$74 [16];
+  assign \dec$74.sh0  = \dec$74 [18:17];
+  assign \dec$74.neg1  = \dec$74 [19];
+  assign \dec$74.sh1  = \dec$74 [20];
+  assign \dec$74.neg2  = \dec$74 [21];
+  assign \dec$74.sh2  = \dec$74 [23:22];
+  assign \dec$74.neg3  = \dec$74 [24];
+  assign \dec$74.sh3  = \dec$74 [25];
+  assign \dec$75.x0  = \dec$75 [3:0];
+  assign \dec$75.x1  = \dec$75 [7:4];
+  assign \dec$75.x2  = \dec$75 [11:8];
+  assign \dec$75.x3  = \dec$75 [15:12];
+  assign \dec$75.neg0  = \dec$75 [16];
+  assign \dec$75.sh0  = \dec$75 [18:17];
+  assign \dec$75.neg1  = \dec$75 [19];
+  assign \dec$75.sh1  = \dec$75 [20];
+  assign \dec$75.neg2  = \dec$75 [21];
+  assign \dec$75.sh2  = \dec$75 [23:22];
+  assign \dec$75.neg3  = \dec$75 [24];
+  assign \dec$75.sh3  = \dec$75 [25];
+  assign \dec$76.x0  = \dec$76 [3:0];
+  assign \dec$76.x1  = \dec$76 [7:4];
+  assign \dec$76.x2  = \dec$76 [11:8];
+  assign \dec$76.x3  = \dec$76 [15:12];
+  assign \dec$76.neg0  = \dec$76 [16];
+  assign \dec$76.sh0  = \dec$76 [18:17];
+  assign \dec$76.neg1  = \dec$76 [19];
+  assign \dec$76.sh1  = \dec$76 [20];
+  assign \dec$76.neg2  = \dec$76 [21];
+  assign \dec$76.sh2  = \dec$76 [23:22];
+  assign \dec$76.neg3  = \dec$76 [24];
+  assign \dec$76.sh3  = \dec$76 [25];
+  assign \dec$77.x0  = \dec$77 [3:0];
+  assign \dec$77.x1  = \dec$77 [7:4];
+  assign \dec$77.x2  = \dec$77 [11:8];
+  assign \dec$77.x3  = \dec$77 [15:12];
+  assign \dec$77.neg0  = \dec$77 [16];
+  assign \dec$77.sh0  = \dec$77 [18:17];
+  assign \dec$77.neg1  = \dec$77 [19];
+  assign \dec$77.sh1  = \dec$77 [20];
+  assign \dec$77.neg2  = \dec$77 [21];
+  assign \dec$77.sh2  = \dec$77 [23:22];
+  assign \dec$77.neg3  = \dec$77 [24];
+  assign \dec$77.sh3  = \dec$77 [25];
+  assign \dec$78.x0  = \dec$78 [3:0];
+  assign \dec$78.x1  = \dec$78 [7:4];
+  assign \dec$78.x2  = \dec$78 [11:8];
+  assign \dec$78.x3  = \dec$78 [15:12];
+  assign \dec$78.neg0  = \dec$78 [16];
+  assign \dec$78.sh0  = \dec$78 [18:17];
+  assign \dec$78.neg1  = \dec$78 [19];
+  assign \dec$78.sh1  = \dec$78 [20];
+  assign \dec$78.neg2  = \dec$78 [21];
+  assign \dec$78.sh2  = \dec$78 [23:22];
+  assign \dec$78.neg3  = \dec$78 [24];
+  assign \dec$78.sh3  = \dec$78 [25];
+  assign \$51 [207:182] = d_col3;
+  assign \$51 [181:156] = d_col2;
+  assign \$51 [155:130] = d_col1;
+  assign \$51 [129:104] = d_col0;
+  assign \$51 [103:78] = d_row3;
+  assign \$51 [77:52] = d_row2;
+  assign \$51 [51:26] = d_row1;
+  assign \$51 [25:0] = d_row0;
+  assign \$51 [209:208] = d_mode;
   assign mode[1] = fb[0];
   assign mode[0] = \$signal [0];
 endmodule
@@ -3014,9 +3256,6 @@ module \top.front.dec_a0 (clk, rst, wide, mode, fmt, dec, en, lane);
     if (en) begin
       \$224  = mode;
     end
-    if (rst) begin
-      \$224  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
@@ -3028,9 +3267,6 @@ module \top.front.dec_a0 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$225 [12] = \$168 ;
       \$225 [14:13] = \$173 [1:0];
       \$225 [15] = lane[7];
-    end
-    if (rst) begin
-      \$225  = 16'h0000;
     end
   end
   always @* begin
@@ -3044,9 +3280,6 @@ module \top.front.dec_a0 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$226 [14:13] = \$183 [1:0];
       \$226 [15] = lane[15];
     end
-    if (rst) begin
-      \$226  = 16'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
@@ -3058,9 +3291,6 @@ module \top.front.dec_a0 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$227 [7] = \$188 ;
       \$227 [8] = \$193 [0];
       \$227 [9] = lane[3];
-    end
-    if (rst) begin
-      \$227  = 10'h000;
     end
   end
   always @* begin
@@ -3074,9 +3304,6 @@ module \top.front.dec_a0 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$228 [8] = \$203 [0];
       \$228 [9] = lane[7];
     end
-    if (rst) begin
-      \$228  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
@@ -3089,9 +3316,6 @@ module \top.front.dec_a0 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$229 [8] = \$213 [0];
       \$229 [9] = lane[11];
     end
-    if (rst) begin
-      \$229  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
@@ -3103,9 +3327,6 @@ module \top.front.dec_a0 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$230 [7] = \$218 ;
       \$230 [8] = \$223 [0];
       \$230 [9] = lane[15];
-    end
-    if (rst) begin
-      \$230  = 10'h000;
     end
   end
   assign \mode.a8  = mode[0];
@@ -3978,9 +4199,6 @@ module \top.front.dec_a1 (clk, rst, wide, mode, fmt, dec, en, lane);
     if (en) begin
       \$224  = mode;
     end
-    if (rst) begin
-      \$224  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
@@ -3992,9 +4210,6 @@ module \top.front.dec_a1 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$225 [12] = \$168 ;
       \$225 [14:13] = \$173 [1:0];
       \$225 [15] = lane[7];
-    end
-    if (rst) begin
-      \$225  = 16'h0000;
     end
   end
   always @* begin
@@ -4008,9 +4223,6 @@ module \top.front.dec_a1 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$226 [14:13] = \$183 [1:0];
       \$226 [15] = lane[15];
     end
-    if (rst) begin
-      \$226  = 16'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
@@ -4022,9 +4234,6 @@ module \top.front.dec_a1 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$227 [7] = \$188 ;
       \$227 [8] = \$193 [0];
       \$227 [9] = lane[3];
-    end
-    if (rst) begin
-      \$227  = 10'h000;
     end
   end
   always @* begin
@@ -4038,9 +4247,6 @@ module \top.front.dec_a1 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$228 [8] = \$203 [0];
       \$228 [9] = lane[7];
     end
-    if (rst) begin
-      \$228  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
@@ -4053,9 +4259,6 @@ module \top.front.dec_a1 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$229 [8] = \$213 [0];
       \$229 [9] = lane[11];
     end
-    if (rst) begin
-      \$229  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
@@ -4067,9 +4270,6 @@ module \top.front.dec_a1 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$230 [7] = \$218 ;
       \$230 [8] = \$223 [0];
       \$230 [9] = lane[15];
-    end
-    if (rst) begin
-      \$230  = 10'h000;
     end
   end
   assign \mode.a8  = mode[0];
@@ -4942,9 +5142,6 @@ module \top.front.dec_a2 (clk, rst, wide, mode, fmt, dec, en, lane);
     if (en) begin
       \$224  = mode;
     end
-    if (rst) begin
-      \$224  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
@@ -4956,9 +5153,6 @@ module \top.front.dec_a2 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$225 [12] = \$168 ;
       \$225 [14:13] = \$173 [1:0];
       \$225 [15] = lane[7];
-    end
-    if (rst) begin
-      \$225  = 16'h0000;
     end
   end
   always @* begin
@@ -4972,9 +5166,6 @@ module \top.front.dec_a2 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$226 [14:13] = \$183 [1:0];
       \$226 [15] = lane[15];
     end
-    if (rst) begin
-      \$226  = 16'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
@@ -4986,9 +5177,6 @@ module \top.front.dec_a2 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$227 [7] = \$188 ;
       \$227 [8] = \$193 [0];
       \$227 [9] = lane[3];
-    end
-    if (rst) begin
-      \$227  = 10'h000;
     end
   end
   always @* begin
@@ -5002,9 +5190,6 @@ module \top.front.dec_a2 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$228 [8] = \$203 [0];
       \$228 [9] = lane[7];
     end
-    if (rst) begin
-      \$228  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
@@ -5017,9 +5202,6 @@ module \top.front.dec_a2 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$229 [8] = \$213 [0];
       \$229 [9] = lane[11];
     end
-    if (rst) begin
-      \$229  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
@@ -5031,9 +5213,6 @@ module \top.front.dec_a2 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$230 [7] = \$218 ;
       \$230 [8] = \$223 [0];
       \$230 [9] = lane[15];
-    end
-    if (rst) begin
-      \$230  = 10'h000;
     end
   end
   assign \mode.a8  = mode[0];
@@ -5906,9 +6085,6 @@ module \top.front.dec_a3 (clk, rst, wide, mode, fmt, dec, en, lane);
     if (en) begin
       \$224  = mode;
     end
-    if (rst) begin
-      \$224  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
@@ -5920,9 +6096,6 @@ module \top.front.dec_a3 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$225 [12] = \$168 ;
       \$225 [14:13] = \$173 [1:0];
       \$225 [15] = lane[7];
-    end
-    if (rst) begin
-      \$225  = 16'h0000;
     end
   end
   always @* begin
@@ -5936,9 +6109,6 @@ module \top.front.dec_a3 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$226 [14:13] = \$183 [1:0];
       \$226 [15] = lane[15];
     end
-    if (rst) begin
-      \$226  = 16'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
@@ -5950,9 +6120,6 @@ module \top.front.dec_a3 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$227 [7] = \$188 ;
       \$227 [8] = \$193 [0];
       \$227 [9] = lane[3];
-    end
-    if (rst) begin
-      \$227  = 10'h000;
     end
   end
   always @* begin
@@ -5966,9 +6133,6 @@ module \top.front.dec_a3 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$228 [8] = \$203 [0];
       \$228 [9] = lane[7];
     end
-    if (rst) begin
-      \$228  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
@@ -5981,9 +6145,6 @@ module \top.front.dec_a3 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$229 [8] = \$213 [0];
       \$229 [9] = lane[11];
     end
-    if (rst) begin
-      \$229  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
@@ -5995,9 +6156,6 @@ module \top.front.dec_a3 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$230 [7] = \$218 ;
       \$230 [8] = \$223 [0];
       \$230 [9] = lane[15];
-    end
-    if (rst) begin
-      \$230  = 10'h000;
     end
   end
   assign \mode.a8  = mode[0];
@@ -6870,9 +7028,6 @@ module \top.front.dec_b0 (clk, rst, wide, mode, fmt, dec, en, lane);
     if (en) begin
       \$224  = mode;
     end
-    if (rst) begin
-      \$224  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
@@ -6884,9 +7039,6 @@ module \top.front.dec_b0 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$225 [12] = \$168 ;
       \$225 [14:13] = \$173 [1:0];
       \$225 [15] = lane[7];
-    end
-    if (rst) begin
-      \$225  = 16'h0000;
     end
   end
   always @* begin
@@ -6900,9 +7052,6 @@ module \top.front.dec_b0 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$226 [14:13] = \$183 [1:0];
       \$226 [15] = lane[15];
     end
-    if (rst) begin
-      \$226  = 16'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
@@ -6914,9 +7063,6 @@ module \top.front.dec_b0 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$227 [7] = \$188 ;
       \$227 [8] = \$193 [0];
       \$227 [9] = lane[3];
-    end
-    if (rst) begin
-      \$227  = 10'h000;
     end
   end
   always @* begin
@@ -6930,9 +7076,6 @@ module \top.front.dec_b0 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$228 [8] = \$203 [0];
       \$228 [9] = lane[7];
     end
-    if (rst) begin
-      \$228  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
@@ -6945,9 +7088,6 @@ module \top.front.dec_b0 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$229 [8] = \$213 [0];
       \$229 [9] = lane[11];
     end
-    if (rst) begin
-      \$229  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
@@ -6959,9 +7099,6 @@ module \top.front.dec_b0 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$230 [7] = \$218 ;
       \$230 [8] = \$223 [0];
       \$230 [9] = lane[15];
-    end
-    if (rst) begin
-      \$230  = 10'h000;
     end
   end
   assign \mode.a8  = mode[0];
@@ -7834,9 +7971,6 @@ module \top.front.dec_b1 (clk, rst, wide, mode, fmt, dec, en, lane);
     if (en) begin
       \$224  = mode;
     end
-    if (rst) begin
-      \$224  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
@@ -7848,9 +7982,6 @@ module \top.front.dec_b1 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$225 [12] = \$168 ;
       \$225 [14:13] = \$173 [1:0];
       \$225 [15] = lane[7];
-    end
-    if (rst) begin
-      \$225  = 16'h0000;
     end
   end
   always @* begin
@@ -7864,9 +7995,6 @@ module \top.front.dec_b1 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$226 [14:13] = \$183 [1:0];
       \$226 [15] = lane[15];
     end
-    if (rst) begin
-      \$226  = 16'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
@@ -7878,9 +8006,6 @@ module \top.front.dec_b1 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$227 [7] = \$188 ;
       \$227 [8] = \$193 [0];
       \$227 [9] = lane[3];
-    end
-    if (rst) begin
-      \$227  = 10'h000;
     end
   end
   always @* begin
@@ -7894,9 +8019,6 @@ module \top.front.dec_b1 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$228 [8] = \$203 [0];
       \$228 [9] = lane[7];
     end
-    if (rst) begin
-      \$228  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
@@ -7909,9 +8031,6 @@ module \top.front.dec_b1 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$229 [8] = \$213 [0];
       \$229 [9] = lane[11];
     end
-    if (rst) begin
-      \$229  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
@@ -7923,9 +8042,6 @@ module \top.front.dec_b1 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$230 [7] = \$218 ;
       \$230 [8] = \$223 [0];
       \$230 [9] = lane[15];
-    end
-    if (rst) begin
-      \$230  = 10'h000;
     end
   end
   assign \mode.a8  = mode[0];
@@ -8798,9 +8914,6 @@ module \top.front.dec_b2 (clk, rst, wide, mode, fmt, dec, en, lane);
     if (en) begin
       \$224  = mode;
     end
-    if (rst) begin
-      \$224  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
@@ -8812,9 +8925,6 @@ module \top.front.dec_b2 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$225 [12] = \$168 ;
       \$225 [14:13] = \$173 [1:0];
       \$225 [15] = lane[7];
-    end
-    if (rst) begin
-      \$225  = 16'h0000;
     end
   end
   always @* begin
@@ -8828,9 +8938,6 @@ module \top.front.dec_b2 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$226 [14:13] = \$183 [1:0];
       \$226 [15] = lane[15];
     end
-    if (rst) begin
-      \$226  = 16'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
@@ -8842,9 +8949,6 @@ module \top.front.dec_b2 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$227 [7] = \$188 ;
       \$227 [8] = \$193 [0];
       \$227 [9] = lane[3];
-    end
-    if (rst) begin
-      \$227  = 10'h000;
     end
   end
   always @* begin
@@ -8858,9 +8962,6 @@ module \top.front.dec_b2 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$228 [8] = \$203 [0];
       \$228 [9] = lane[7];
     end
-    if (rst) begin
-      \$228  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
@@ -8873,9 +8974,6 @@ module \top.front.dec_b2 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$229 [8] = \$213 [0];
       \$229 [9] = lane[11];
     end
-    if (rst) begin
-      \$229  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
@@ -8887,9 +8985,6 @@ module \top.front.dec_b2 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$230 [7] = \$218 ;
       \$230 [8] = \$223 [0];
       \$230 [9] = lane[15];
-    end
-    if (rst) begin
-      \$230  = 10'h000;
     end
   end
   assign \mode.a8  = mode[0];
@@ -9762,9 +9857,6 @@ module \top.front.dec_b3 (clk, rst, wide, mode, fmt, dec, en, lane);
     if (en) begin
       \$224  = mode;
     end
-    if (rst) begin
-      \$224  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
@@ -9776,9 +9868,6 @@ module \top.front.dec_b3 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$225 [12] = \$168 ;
       \$225 [14:13] = \$173 [1:0];
       \$225 [15] = lane[7];
-    end
-    if (rst) begin
-      \$225  = 16'h0000;
     end
   end
   always @* begin
@@ -9792,9 +9881,6 @@ module \top.front.dec_b3 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$226 [14:13] = \$183 [1:0];
       \$226 [15] = lane[15];
     end
-    if (rst) begin
-      \$226  = 16'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
@@ -9806,9 +9892,6 @@ module \top.front.dec_b3 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$227 [7] = \$188 ;
       \$227 [8] = \$193 [0];
       \$227 [9] = lane[3];
-    end
-    if (rst) begin
-      \$227  = 10'h000;
     end
   end
   always @* begin
@@ -9822,9 +9905,6 @@ module \top.front.dec_b3 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$228 [8] = \$203 [0];
       \$228 [9] = lane[7];
     end
-    if (rst) begin
-      \$228  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
@@ -9837,9 +9917,6 @@ module \top.front.dec_b3 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$229 [8] = \$213 [0];
       \$229 [9] = lane[11];
     end
-    if (rst) begin
-      \$229  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
@@ -9851,9 +9928,6 @@ module \top.front.dec_b3 (clk, rst, wide, mode, fmt, dec, en, lane);
       \$230 [7] = \$218 ;
       \$230 [8] = \$223 [0];
       \$230 [9] = lane[15];
-    end
-    if (rst) begin
-      \$230  = 10'h000;
     end
   end
   assign \mode.a8  = mode[0];
@@ -9920,7 +9994,7 @@ module \top.front.dec_b3 (clk, rst, wide, mode, fmt, dec, en, lane);
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload, lane_en, t__payload, clk);
+module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3871$0 , \port$3875$0 , d__valid, lane_en, t__payload, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -9988,31 +10062,31 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   wire \$156 ;
   wire \$157 ;
   wire \$158 ;
-  wire [38:0] \$159 ;
+  wire \$159 ;
   wire \$16 ;
-  wire [39:0] \$160 ;
-  wire \$161 ;
+  wire [38:0] \$160 ;
+  wire [39:0] \$161 ;
   wire \$162 ;
   wire \$163 ;
-  wire [38:0] \$164 ;
-  wire [39:0] \$165 ;
-  wire \$166 ;
-  wire \$167 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire [38:0] \$166 ;
+  wire [39:0] \$167 ;
   wire \$168 ;
-  wire [38:0] \$169 ;
+  wire \$169 ;
   wire \$17 ;
-  wire [39:0] \$170 ;
+  wire \$170 ;
   wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire [38:0] \$174 ;
-  wire [39:0] \$175 ;
+  wire [38:0] \$172 ;
+  wire [39:0] \$173 ;
+  wire \$174 ;
+  wire \$175 ;
   wire \$176 ;
   wire \$177 ;
-  wire \$178 ;
-  wire [38:0] \$179 ;
+  wire [38:0] \$178 ;
+  wire [39:0] \$179 ;
   wire \$18 ;
-  wire [39:0] \$180 ;
+  wire \$180 ;
   wire \$181 ;
   wire \$182 ;
   wire \$183 ;
@@ -10021,32 +10095,32 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   wire \$186 ;
   wire \$187 ;
   wire \$188 ;
-  wire [38:0] \$189 ;
+  wire \$189 ;
   wire \$19 ;
-  wire [39:0] \$190 ;
-  wire \$191 ;
+  wire [38:0] \$190 ;
+  wire [39:0] \$191 ;
   wire \$192 ;
   wire \$193 ;
-  wire [38:0] \$194 ;
-  wire [39:0] \$195 ;
-  wire \$196 ;
-  wire \$197 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire [38:0] \$196 ;
+  wire [39:0] \$197 ;
   wire \$198 ;
-  wire [38:0] \$199 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [39:0] \$200 ;
+  wire \$200 ;
   wire \$201 ;
-  wire \$202 ;
-  wire \$203 ;
-  wire [38:0] \$204 ;
-  wire [39:0] \$205 ;
+  wire [38:0] \$202 ;
+  wire [39:0] \$203 ;
+  wire \$204 ;
+  wire \$205 ;
   wire \$206 ;
   wire \$207 ;
-  wire \$208 ;
-  wire [38:0] \$209 ;
+  wire [38:0] \$208 ;
+  wire [39:0] \$209 ;
   wire \$21 ;
-  wire [39:0] \$210 ;
+  wire \$210 ;
   wire \$211 ;
   wire \$212 ;
   wire \$213 ;
@@ -10055,46 +10129,46 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   wire \$216 ;
   wire \$217 ;
   wire \$218 ;
-  wire [38:0] \$219 ;
+  wire \$219 ;
   wire \$22 ;
-  wire [39:0] \$220 ;
-  wire \$221 ;
+  wire [38:0] \$220 ;
+  wire [39:0] \$221 ;
   wire \$222 ;
   wire \$223 ;
-  wire [38:0] \$224 ;
-  wire [39:0] \$225 ;
-  wire \$226 ;
-  wire \$227 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire [38:0] \$226 ;
+  wire [39:0] \$227 ;
   wire \$228 ;
-  wire [38:0] \$229 ;
+  wire \$229 ;
   wire \$23 ;
-  wire [39:0] \$230 ;
+  wire \$230 ;
   wire \$231 ;
-  wire \$232 ;
-  wire \$233 ;
-  wire [38:0] \$234 ;
-  wire [39:0] \$235 ;
+  wire [38:0] \$232 ;
+  wire [39:0] \$233 ;
+  wire \$234 ;
+  wire \$235 ;
   wire \$236 ;
   wire \$237 ;
-  wire \$238 ;
-  reg \$239 ;
+  wire [38:0] \$238 ;
+  wire [39:0] \$239 ;
   wire \$24 ;
-  reg \$240 ;
-  reg \$241 ;
-  reg \$242 ;
-  reg \$243 ;
-  reg \$244 ;
-  reg \$245 ;
-  reg \$246 ;
-  reg \$247 ;
-  reg \$248 ;
-  reg \$249 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire [38:0] \$244 ;
+  wire [39:0] \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
   wire \$25 ;
-  reg \$250 ;
-  reg \$251 ;
-  reg \$252 ;
-  reg \$253 ;
-  reg \$254 ;
+  wire [38:0] \$250 ;
+  wire [39:0] \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
   reg \$255 ;
   reg \$256 ;
   reg \$257 ;
@@ -10127,12 +10201,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   reg \$281 ;
   reg \$282 ;
   reg \$283 ;
-  reg [1:0] \$284 ;
-  reg [1:0] \$285 ;
-  reg [1:0] \$286 ;
-  reg [1:0] \$287 ;
-  reg [1:0] \$288 ;
-  reg [1:0] \$289 ;
+  reg \$284 ;
+  reg \$285 ;
+  reg \$286 ;
+  reg \$287 ;
+  reg \$288 ;
+  reg \$289 ;
   wire \$29 ;
   reg \$290 ;
   reg \$291 ;
@@ -10146,12 +10220,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   reg \$299 ;
   wire \$3 ;
   wire \$30 ;
-  reg \$300 ;
-  reg \$301 ;
-  reg \$302 ;
-  reg \$303 ;
-  reg \$304 ;
-  reg \$305 ;
+  reg [1:0] \$300 ;
+  reg [1:0] \$301 ;
+  reg [1:0] \$302 ;
+  reg [1:0] \$303 ;
+  reg [1:0] \$304 ;
+  reg [1:0] \$305 ;
   reg \$306 ;
   reg \$307 ;
   reg \$308 ;
@@ -10187,28 +10261,60 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   reg \$335 ;
   reg \$336 ;
   reg \$337 ;
-  reg [37:0] \$338 ;
-  reg [37:0] \$339 ;
+  reg \$338 ;
+  reg \$339 ;
   wire \$34 ;
-  reg [37:0] \$340 ;
-  reg [37:0] \$341 ;
-  reg [37:0] \$342 ;
-  reg [37:0] \$343 ;
-  reg [37:0] \$344 ;
-  reg [37:0] \$345 ;
-  reg [37:0] \$346 ;
-  reg [37:0] \$347 ;
-  reg [37:0] \$348 ;
-  reg [37:0] \$349 ;
+  reg \$340 ;
+  reg \$341 ;
+  reg \$342 ;
+  reg \$343 ;
+  reg \$344 ;
+  reg \$345 ;
+  reg \$346 ;
+  reg \$347 ;
+  reg \$348 ;
+  reg \$349 ;
   wire \$35 ;
-  reg [37:0] \$350 ;
-  reg [37:0] \$351 ;
-  reg [37:0] \$352 ;
-  reg [37:0] \$353 ;
+  reg \$350 ;
+  reg \$351 ;
+  reg \$352 ;
+  reg \$353 ;
   reg \$354 ;
+  reg [37:0] \$355 ;
+  reg \$356 ;
+  reg [37:0] \$357 ;
+  reg \$358 ;
+  reg [37:0] \$359 ;
   wire \$36 ;
+  reg \$360 ;
+  reg [37:0] \$361 ;
+  reg \$362 ;
+  reg [37:0] \$363 ;
+  reg \$364 ;
+  reg [37:0] \$365 ;
+  reg \$366 ;
+  reg [37:0] \$367 ;
+  reg \$368 ;
+  reg [37:0] \$369 ;
   wire \$37 ;
+  reg \$370 ;
+  reg [37:0] \$371 ;
+  reg \$372 ;
+  reg [37:0] \$373 ;
+  reg \$374 ;
+  reg [37:0] \$375 ;
+  reg \$376 ;
+  reg [37:0] \$377 ;
+  reg \$378 ;
+  reg [37:0] \$379 ;
   wire \$38 ;
+  reg \$380 ;
+  reg [37:0] \$381 ;
+  reg \$382 ;
+  reg [37:0] \$383 ;
+  reg \$384 ;
+  reg [37:0] \$385 ;
+  reg \$386 ;
   wire \$39 ;
   wire \$4 ;
   wire \$40 ;
@@ -10738,7 +10844,6 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   wire \cin$223 ;
   input clk;
   wire clk;
-  input [211:0] d__payload;
   wire [211:0] d__payload;
   wire [103:0] \d__payload.cols ;
   wire [25:0] \d__payload.cols[0] ;
@@ -10975,6 +11080,22 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   reg err6 = 1'h0;
   input freed;
   wire freed;
+  reg fresh_0_0 = 1'h1;
+  reg fresh_0_1 = 1'h1;
+  reg fresh_0_2 = 1'h1;
+  reg fresh_0_3 = 1'h1;
+  reg fresh_1_0 = 1'h1;
+  reg fresh_1_1 = 1'h1;
+  reg fresh_1_2 = 1'h1;
+  reg fresh_1_3 = 1'h1;
+  reg fresh_2_0 = 1'h1;
+  reg fresh_2_1 = 1'h1;
+  reg fresh_2_2 = 1'h1;
+  reg fresh_2_3 = 1'h1;
+  reg fresh_3_0 = 1'h1;
+  reg fresh_3_1 = 1'h1;
+  reg fresh_3_2 = 1'h1;
+  reg fresh_3_3 = 1'h1;
   output [7:0] lane_en;
   wire [7:0] lane_en;
   reg last0 = 1'h0;
@@ -11044,6 +11165,10 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   wire \mode$95.b8 ;
   wire \mode.a8 ;
   wire \mode.b8 ;
+  input [209:0] \port$3871$0 ;
+  wire [209:0] \port$3871$0 ;
+  input [1:0] \port$3875$0 ;
+  wire [1:0] \port$3875$0 ;
   input rst;
   wire rst;
   wire step;
@@ -11283,322 +11408,370 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   assign \$155  = \$153  & \$154 ;
   assign \$156  = en_pe_0_0_en & en_pe_0_0_v;
   assign \$157  = \$156  & en_pe_0_0_last;
-  assign \$158  = en_pe_0_0_en & en_pe_0_0_v;
-  assign \$159  = $signed(acc_0_0) + $signed(sum);
-  assign \$160  = $signed(\$159 ) + $signed({ 1'h0, cin });
-  assign \$161  = en_pe_0_1_en & en_pe_0_1_v;
-  assign \$162  = \$161  & en_pe_0_1_last;
-  assign \$163  = en_pe_0_1_en & en_pe_0_1_v;
-  assign \$164  = $signed(acc_0_1) + $signed(\sum$180 );
-  assign \$165  = $signed(\$164 ) + $signed({ 1'h0, \cin$181  });
-  assign \$166  = en_pe_0_2_en & en_pe_0_2_v;
-  assign \$167  = \$166  & en_pe_0_2_last;
+  assign \$158  = fresh_0_0 | \$157 ;
+  assign \$159  = en_pe_0_0_en & en_pe_0_0_v;
+  assign \$160  = $signed(acc_0_0) + $signed(sum);
+  assign \$161  = $signed(\$160 ) + $signed({ 1'h0, cin });
+  assign \$162  = en_pe_0_1_en & en_pe_0_1_v;
+  assign \$163  = \$162  & en_pe_0_1_last;
+  assign \$164  = fresh_0_1 | \$163 ;
+  assign \$165  = en_pe_0_1_en & en_pe_0_1_v;
+  assign \$166  = $signed(acc_0_1) + $signed(\sum$180 );
+  assign \$167  = $signed(\$166 ) + $signed({ 1'h0, \cin$181  });
   assign \$168  = en_pe_0_2_en & en_pe_0_2_v;
-  assign \$169  = $signed(acc_0_2) + $signed(\sum$183 );
-  assign \$170  = $signed(\$169 ) + $signed({ 1'h0, \cin$184  });
-  assign \$171  = en_pe_0_3_en & en_pe_0_3_v;
-  assign \$172  = \$171  & en_pe_0_3_last;
-  assign \$173  = en_pe_0_3_en & en_pe_0_3_v;
-  assign \$174  = $signed(acc_0_3) + $signed(\sum$186 );
-  assign \$175  = $signed(\$174 ) + $signed({ 1'h0, \cin$187  });
-  assign \$176  = en_pe_1_0_en & en_pe_1_0_v;
-  assign \$177  = \$176  & en_pe_1_0_last;
-  assign \$178  = en_pe_1_0_en & en_pe_1_0_v;
-  assign \$179  = $signed(acc_1_0) + $signed(\sum$189 );
-  assign \$180  = $signed(\$179 ) + $signed({ 1'h0, \cin$190  });
-  assign \$181  = en_pe_1_1_en & en_pe_1_1_v;
-  assign \$182  = \$181  & en_pe_1_1_last;
-  assign \$183  = en_pe_1_1_en & en_pe_1_1_v;
-  assign \$184  = $signed(acc_1_1) + $signed(\sum$192 );
-  assign \$185  = $signed(\$184 ) + $signed({ 1'h0, \cin$193  });
-  assign \$186  = en_pe_1_2_en & en_pe_1_2_v;
-  assign \$187  = \$186  & en_pe_1_2_last;
-  assign \$188  = en_pe_1_2_en & en_pe_1_2_v;
-  assign \$189  = $signed(acc_1_2) + $signed(\sum$195 );
-  assign \$190  = $signed(\$189 ) + $signed({ 1'h0, \cin$196  });
-  assign \$191  = en_pe_1_3_en & en_pe_1_3_v;
-  assign \$192  = \$191  & en_pe_1_3_last;
-  assign \$193  = en_pe_1_3_en & en_pe_1_3_v;
-  assign \$194  = $signed(acc_1_3) + $signed(\sum$198 );
-  assign \$195  = $signed(\$194 ) + $signed({ 1'h0, \cin$199  });
-  assign \$196  = en_pe_2_0_en & en_pe_2_0_v;
-  assign \$197  = \$196  & en_pe_2_0_last;
-  assign \$198  = en_pe_2_0_en & en_pe_2_0_v;
-  assign \$199  = $signed(acc_2_0) + $signed(\sum$201 );
-  assign \$200  = $signed(\$199 ) + $signed({ 1'h0, \cin$202  });
-  assign \$201  = en_pe_2_1_en & en_pe_2_1_v;
-  assign \$202  = \$201  & en_pe_2_1_last;
-  assign \$203  = en_pe_2_1_en & en_pe_2_1_v;
-  assign \$204  = $signed(acc_2_1) + $signed(\sum$204 );
-  assign \$205  = $signed(\$204 ) + $signed({ 1'h0, \cin$205  });
-  assign \$206  = en_pe_2_2_en & en_pe_2_2_v;
-  assign \$207  = \$206  & en_pe_2_2_last;
-  assign \$208  = en_pe_2_2_en & en_pe_2_2_v;
-  assign \$209  = $signed(acc_2_2) + $signed(\sum$207 );
-  assign \$210  = $signed(\$209 ) + $signed({ 1'h0, \cin$208  });
-  assign \$211  = en_pe_2_3_en & en_pe_2_3_v;
-  assign \$212  = \$211  & en_pe_2_3_last;
-  assign \$213  = en_pe_2_3_en & en_pe_2_3_v;
-  assign \$214  = $signed(acc_2_3) + $signed(\sum$210 );
-  assign \$215  = $signed(\$214 ) + $signed({ 1'h0, \cin$211  });
-  assign \$216  = en_pe_3_0_en & en_pe_3_0_v;
-  assign \$217  = \$216  & en_pe_3_0_last;
-  assign \$218  = en_pe_3_0_en & en_pe_3_0_v;
-  assign \$219  = $signed(acc_3_0) + $signed(\sum$213 );
-  assign \$220  = $signed(\$219 ) + $signed({ 1'h0, \cin$214  });
-  assign \$221  = en_pe_3_1_en & en_pe_3_1_v;
-  assign \$222  = \$221  & en_pe_3_1_last;
-  assign \$223  = en_pe_3_1_en & en_pe_3_1_v;
-  assign \$224  = $signed(acc_3_1) + $signed(\sum$216 );
-  assign \$225  = $signed(\$224 ) + $signed({ 1'h0, \cin$217  });
-  assign \$226  = en_pe_3_2_en & en_pe_3_2_v;
-  assign \$227  = \$226  & en_pe_3_2_last;
-  assign \$228  = en_pe_3_2_en & en_pe_3_2_v;
-  assign \$229  = $signed(acc_3_2) + $signed(\sum$219 );
-  assign \$230  = $signed(\$229 ) + $signed({ 1'h0, \cin$220  });
-  assign \$231  = en_pe_3_3_en & en_pe_3_3_v;
-  assign \$232  = \$231  & en_pe_3_3_last;
-  assign \$233  = en_pe_3_3_en & en_pe_3_3_v;
-  assign \$234  = $signed(acc_3_3) + $signed(\sum$222 );
-  assign \$235  = $signed(\$234 ) + $signed({ 1'h0, \cin$223  });
-  assign \$236  = ~ last6;
-  assign \$237  = tile_err | err6;
-  assign \$238  = \$236  & \$237 ;
+  assign \$169  = \$168  & en_pe_0_2_last;
+  assign \$170  = fresh_0_2 | \$169 ;
+  assign \$171  = en_pe_0_2_en & en_pe_0_2_v;
+  assign \$172  = $signed(acc_0_2) + $signed(\sum$183 );
+  assign \$173  = $signed(\$172 ) + $signed({ 1'h0, \cin$184  });
+  assign \$174  = en_pe_0_3_en & en_pe_0_3_v;
+  assign \$175  = \$174  & en_pe_0_3_last;
+  assign \$176  = fresh_0_3 | \$175 ;
+  assign \$177  = en_pe_0_3_en & en_pe_0_3_v;
+  assign \$178  = $signed(acc_0_3) + $signed(\sum$186 );
+  assign \$179  = $signed(\$178 ) + $signed({ 1'h0, \cin$187  });
+  assign \$180  = en_pe_1_0_en & en_pe_1_0_v;
+  assign \$181  = \$180  & en_pe_1_0_last;
+  assign \$182  = fresh_1_0 | \$181 ;
+  assign \$183  = en_pe_1_0_en & en_pe_1_0_v;
+  assign \$184  = $signed(acc_1_0) + $signed(\sum$189 );
+  assign \$185  = $signed(\$184 ) + $signed({ 1'h0, \cin$190  });
+  assign \$186  = en_pe_1_1_en & en_pe_1_1_v;
+  assign \$187  = \$186  & en_pe_1_1_last;
+  assign \$188  = fresh_1_1 | \$187 ;
+  assign \$189  = en_pe_1_1_en & en_pe_1_1_v;
+  assign \$190  = $signed(acc_1_1) + $signed(\sum$192 );
+  assign \$191  = $signed(\$190 ) + $signed({ 1'h0, \cin$193  });
+  assign \$192  = en_pe_1_2_en & en_pe_1_2_v;
+  assign \$193  = \$192  & en_pe_1_2_last;
+  assign \$194  = fresh_1_2 | \$193 ;
+  assign \$195  = en_pe_1_2_en & en_pe_1_2_v;
+  assign \$196  = $signed(acc_1_2) + $signed(\sum$195 );
+  assign \$197  = $signed(\$196 ) + $signed({ 1'h0, \cin$196  });
+  assign \$198  = en_pe_1_3_en & en_pe_1_3_v;
+  assign \$199  = \$198  & en_pe_1_3_last;
+  assign \$200  = fresh_1_3 | \$199 ;
+  assign \$201  = en_pe_1_3_en & en_pe_1_3_v;
+  assign \$202  = $signed(acc_1_3) + $signed(\sum$198 );
+  assign \$203  = $signed(\$202 ) + $signed({ 1'h0, \cin$199  });
+  assign \$204  = en_pe_2_0_en & en_pe_2_0_v;
+  assign \$205  = \$204  & en_pe_2_0_last;
+  assign \$206  = fresh_2_0 | \$205 ;
+  assign \$207  = en_pe_2_0_en & en_pe_2_0_v;
+  assign \$208  = $signed(acc_2_0) + $signed(\sum$201 );
+  assign \$209  = $signed(\$208 ) + $signed({ 1'h0, \cin$202  });
+  assign \$210  = en_pe_2_1_en & en_pe_2_1_v;
+  assign \$211  = \$210  & en_pe_2_1_last;
+  assign \$212  = fresh_2_1 | \$211 ;
+  assign \$213  = en_pe_2_1_en & en_pe_2_1_v;
+  assign \$214  = $signed(acc_2_1) + $signed(\sum$204 );
+  assign \$215  = $signed(\$214 ) + $signed({ 1'h0, \cin$205  });
+  assign \$216  = en_pe_2_2_en & en_pe_2_2_v;
+  assign \$217  = \$216  & en_pe_2_2_last;
+  assign \$218  = fresh_2_2 | \$217 ;
+  assign \$219  = en_pe_2_2_en & en_pe_2_2_v;
+  assign \$220  = $signed(acc_2_2) + $signed(\sum$207 );
+  assign \$221  = $signed(\$220 ) + $signed({ 1'h0, \cin$208  });
+  assign \$222  = en_pe_2_3_en & en_pe_2_3_v;
+  assign \$223  = \$222  & en_pe_2_3_last;
+  assign \$224  = fresh_2_3 | \$223 ;
+  assign \$225  = en_pe_2_3_en & en_pe_2_3_v;
+  assign \$226  = $signed(acc_2_3) + $signed(\sum$210 );
+  assign \$227  = $signed(\$226 ) + $signed({ 1'h0, \cin$211  });
+  assign \$228  = en_pe_3_0_en & en_pe_3_0_v;
+  assign \$229  = \$228  & en_pe_3_0_last;
+  assign \$230  = fresh_3_0 | \$229 ;
+  assign \$231  = en_pe_3_0_en & en_pe_3_0_v;
+  assign \$232  = $signed(acc_3_0) + $signed(\sum$213 );
+  assign \$233  = $signed(\$232 ) + $signed({ 1'h0, \cin$214  });
+  assign \$234  = en_pe_3_1_en & en_pe_3_1_v;
+  assign \$235  = \$234  & en_pe_3_1_last;
+  assign \$236  = fresh_3_1 | \$235 ;
+  assign \$237  = en_pe_3_1_en & en_pe_3_1_v;
+  assign \$238  = $signed(acc_3_1) + $signed(\sum$216 );
+  assign \$239  = $signed(\$238 ) + $signed({ 1'h0, \cin$217  });
+  assign \$240  = en_pe_3_2_en & en_pe_3_2_v;
+  assign \$241  = \$240  & en_pe_3_2_last;
+  assign \$242  = fresh_3_2 | \$241 ;
+  assign \$243  = en_pe_3_2_en & en_pe_3_2_v;
+  assign \$244  = $signed(acc_3_2) + $signed(\sum$219 );
+  assign \$245  = $signed(\$244 ) + $signed({ 1'h0, \cin$220  });
+  assign \$246  = en_pe_3_3_en & en_pe_3_3_v;
+  assign \$247  = \$246  & en_pe_3_3_last;
+  assign \$248  = fresh_3_3 | \$247 ;
+  assign \$249  = en_pe_3_3_en & en_pe_3_3_v;
+  assign \$250  = $signed(acc_3_3) + $signed(\sum$222 );
+  assign \$251  = $signed(\$250 ) + $signed({ 1'h0, \cin$223  });
+  assign \$252  = ~ last6;
+  assign \$253  = tile_err | err6;
+  assign \$254  = \$252  & \$253 ;
   always @(posedge clk)
-    v0 <= \$239 ;
+    v0 <= \$255 ;
   always @(posedge clk)
-    last0 <= \$240 ;
+    last0 <= \$256 ;
   always @(posedge clk)
-    err0 <= \$241 ;
+    err0 <= \$257 ;
   always @(posedge clk)
-    v1 <= \$242 ;
+    v1 <= \$258 ;
   always @(posedge clk)
-    last1 <= \$243 ;
+    last1 <= \$259 ;
   always @(posedge clk)
-    err1 <= \$244 ;
+    err1 <= \$260 ;
   always @(posedge clk)
-    v2 <= \$245 ;
+    v2 <= \$261 ;
   always @(posedge clk)
-    last2 <= \$246 ;
+    last2 <= \$262 ;
   always @(posedge clk)
-    err2 <= \$247 ;
+    err2 <= \$263 ;
   always @(posedge clk)
-    v3 <= \$248 ;
+    v3 <= \$264 ;
   always @(posedge clk)
-    last3 <= \$249 ;
+    last3 <= \$265 ;
   always @(posedge clk)
-    err3 <= \$250 ;
+    err3 <= \$266 ;
   always @(posedge clk)
-    v4 <= \$251 ;
+    v4 <= \$267 ;
   always @(posedge clk)
-    last4 <= \$252 ;
+    last4 <= \$268 ;
   always @(posedge clk)
-    err4 <= \$253 ;
+    err4 <= \$269 ;
   always @(posedge clk)
-    v5 <= \$254 ;
+    v5 <= \$270 ;
   always @(posedge clk)
-    last5 <= \$255 ;
+    last5 <= \$271 ;
   always @(posedge clk)
-    err5 <= \$256 ;
+    err5 <= \$272 ;
   always @(posedge clk)
-    v6 <= \$257 ;
+    v6 <= \$273 ;
   always @(posedge clk)
-    last6 <= \$258 ;
+    last6 <= \$274 ;
   always @(posedge clk)
-    err6 <= \$259 ;
+    err6 <= \$275 ;
   always @(posedge clk)
-    en_dec0_v <= \$260 ;
+    en_dec0_v <= \$276 ;
   always @(posedge clk)
-    en_dec0_last <= \$261 ;
+    en_dec0_last <= \$277 ;
   always @(posedge clk)
-    en_dec0_bank <= \$262 ;
+    en_dec0_bank <= \$278 ;
   always @(posedge clk)
-    en_dec1_v <= \$263 ;
+    en_dec1_v <= \$279 ;
   always @(posedge clk)
-    en_dec1_last <= \$264 ;
+    en_dec1_last <= \$280 ;
   always @(posedge clk)
-    en_dec1_bank <= \$265 ;
+    en_dec1_bank <= \$281 ;
   always @(posedge clk)
-    en_dec2_v <= \$266 ;
+    en_dec2_v <= \$282 ;
   always @(posedge clk)
-    en_dec2_last <= \$267 ;
+    en_dec2_last <= \$283 ;
   always @(posedge clk)
-    en_dec2_bank <= \$268 ;
+    en_dec2_bank <= \$284 ;
   always @(posedge clk)
-    en_dec3_v <= \$269 ;
+    en_dec3_v <= \$285 ;
   always @(posedge clk)
-    en_dec3_last <= \$270 ;
+    en_dec3_last <= \$286 ;
   always @(posedge clk)
-    en_dec3_bank <= \$271 ;
+    en_dec3_bank <= \$287 ;
   always @(posedge clk)
-    en_dec4_v <= \$272 ;
+    en_dec4_v <= \$288 ;
   always @(posedge clk)
-    en_dec4_last <= \$273 ;
+    en_dec4_last <= \$289 ;
   always @(posedge clk)
-    en_dec4_bank <= \$274 ;
+    en_dec4_bank <= \$290 ;
   always @(posedge clk)
-    en_dec5_v <= \$275 ;
+    en_dec5_v <= \$291 ;
   always @(posedge clk)
-    en_dec5_last <= \$276 ;
+    en_dec5_last <= \$292 ;
   always @(posedge clk)
-    en_dec5_bank <= \$277 ;
+    en_dec5_bank <= \$293 ;
   always @(posedge clk)
-    en_dec6_v <= \$278 ;
+    en_dec6_v <= \$294 ;
   always @(posedge clk)
-    en_dec6_last <= \$279 ;
+    en_dec6_last <= \$295 ;
   always @(posedge clk)
-    en_dec6_bank <= \$280 ;
+    en_dec6_bank <= \$296 ;
   always @(posedge clk)
-    en_dec7_v <= \$281 ;
+    en_dec7_v <= \$297 ;
   always @(posedge clk)
-    en_dec7_last <= \$282 ;
+    en_dec7_last <= \$298 ;
   always @(posedge clk)
-    en_dec7_bank <= \$283 ;
+    en_dec7_bank <= \$299 ;
   always @(posedge clk)
-    bc_mode_t0_0 <= \$284 ;
+    bc_mode_t0_0 <= \$300 ;
   always @(posedge clk)
-    bc_mode_t0_1 <= \$285 ;
+    bc_mode_t0_1 <= \$301 ;
   always @(posedge clk)
-    mode <= \$286 ;
+    mode <= \$302 ;
   always @(posedge clk)
-    \mode$78  <= \$287 ;
+    \mode$78  <= \$303 ;
   always @(posedge clk)
-    \mode$111  <= \$288 ;
+    \mode$111  <= \$304 ;
   always @(posedge clk)
-    \mode$144  <= \$289 ;
+    \mode$144  <= \$305 ;
   always @(posedge clk)
-    en_pe_0_0_v <= \$290 ;
+    en_pe_0_0_v <= \$306 ;
   always @(posedge clk)
-    en_pe_0_0_last <= \$291 ;
+    en_pe_0_0_last <= \$307 ;
   always @(posedge clk)
-    en_pe_0_0_bank <= \$292 ;
+    en_pe_0_0_bank <= \$308 ;
   always @(posedge clk)
-    en_pe_0_1_v <= \$293 ;
+    en_pe_0_1_v <= \$309 ;
   always @(posedge clk)
-    en_pe_0_1_last <= \$294 ;
+    en_pe_0_1_last <= \$310 ;
   always @(posedge clk)
-    en_pe_0_1_bank <= \$295 ;
+    en_pe_0_1_bank <= \$311 ;
   always @(posedge clk)
-    en_pe_0_2_v <= \$296 ;
+    en_pe_0_2_v <= \$312 ;
   always @(posedge clk)
-    en_pe_0_2_last <= \$297 ;
+    en_pe_0_2_last <= \$313 ;
   always @(posedge clk)
-    en_pe_0_2_bank <= \$298 ;
+    en_pe_0_2_bank <= \$314 ;
   always @(posedge clk)
-    en_pe_0_3_v <= \$299 ;
+    en_pe_0_3_v <= \$315 ;
   always @(posedge clk)
-    en_pe_0_3_last <= \$300 ;
+    en_pe_0_3_last <= \$316 ;
   always @(posedge clk)
-    en_pe_0_3_bank <= \$301 ;
+    en_pe_0_3_bank <= \$317 ;
   always @(posedge clk)
-    en_pe_1_0_v <= \$302 ;
+    en_pe_1_0_v <= \$318 ;
   always @(posedge clk)
-    en_pe_1_0_last <= \$303 ;
+    en_pe_1_0_last <= \$319 ;
   always @(posedge clk)
-    en_pe_1_0_bank <= \$304 ;
+    en_pe_1_0_bank <= \$320 ;
   always @(posedge clk)
-    en_pe_1_1_v <= \$305 ;
+    en_pe_1_1_v <= \$321 ;
   always @(posedge clk)
-    en_pe_1_1_last <= \$306 ;
+    en_pe_1_1_last <= \$322 ;
   always @(posedge clk)
-    en_pe_1_1_bank <= \$307 ;
+    en_pe_1_1_bank <= \$323 ;
   always @(posedge clk)
-    en_pe_1_2_v <= \$308 ;
+    en_pe_1_2_v <= \$324 ;
   always @(posedge clk)
-    en_pe_1_2_last <= \$309 ;
+    en_pe_1_2_last <= \$325 ;
   always @(posedge clk)
-    en_pe_1_2_bank <= \$310 ;
+    en_pe_1_2_bank <= \$326 ;
   always @(posedge clk)
-    en_pe_1_3_v <= \$311 ;
+    en_pe_1_3_v <= \$327 ;
   always @(posedge clk)
-    en_pe_1_3_last <= \$312 ;
+    en_pe_1_3_last <= \$328 ;
   always @(posedge clk)
-    en_pe_1_3_bank <= \$313 ;
+    en_pe_1_3_bank <= \$329 ;
   always @(posedge clk)
-    en_pe_2_0_v <= \$314 ;
+    en_pe_2_0_v <= \$330 ;
   always @(posedge clk)
-    en_pe_2_0_last <= \$315 ;
+    en_pe_2_0_last <= \$331 ;
   always @(posedge clk)
-    en_pe_2_0_bank <= \$316 ;
+    en_pe_2_0_bank <= \$332 ;
   always @(posedge clk)
-    en_pe_2_1_v <= \$317 ;
+    en_pe_2_1_v <= \$333 ;
   always @(posedge clk)
-    en_pe_2_1_last <= \$318 ;
+    en_pe_2_1_last <= \$334 ;
   always @(posedge clk)
-    en_pe_2_1_bank <= \$319 ;
+    en_pe_2_1_bank <= \$335 ;
   always @(posedge clk)
-    en_pe_2_2_v <= \$320 ;
+    en_pe_2_2_v <= \$336 ;
   always @(posedge clk)
-    en_pe_2_2_last <= \$321 ;
+    en_pe_2_2_last <= \$337 ;
   always @(posedge clk)
-    en_pe_2_2_bank <= \$322 ;
+    en_pe_2_2_bank <= \$338 ;
   always @(posedge clk)
-    en_pe_2_3_v <= \$323 ;
+    en_pe_2_3_v <= \$339 ;
   always @(posedge clk)
-    en_pe_2_3_last <= \$324 ;
+    en_pe_2_3_last <= \$340 ;
   always @(posedge clk)
-    en_pe_2_3_bank <= \$325 ;
+    en_pe_2_3_bank <= \$341 ;
   always @(posedge clk)
-    en_pe_3_0_v <= \$326 ;
+    en_pe_3_0_v <= \$342 ;
   always @(posedge clk)
-    en_pe_3_0_last <= \$327 ;
+    en_pe_3_0_last <= \$343 ;
   always @(posedge clk)
-    en_pe_3_0_bank <= \$328 ;
+    en_pe_3_0_bank <= \$344 ;
   always @(posedge clk)
-    en_pe_3_1_v <= \$329 ;
+    en_pe_3_1_v <= \$345 ;
   always @(posedge clk)
-    en_pe_3_1_last <= \$330 ;
+    en_pe_3_1_last <= \$346 ;
   always @(posedge clk)
-    en_pe_3_1_bank <= \$331 ;
+    en_pe_3_1_bank <= \$347 ;
   always @(posedge clk)
-    en_pe_3_2_v <= \$332 ;
+    en_pe_3_2_v <= \$348 ;
   always @(posedge clk)
-    en_pe_3_2_last <= \$333 ;
+    en_pe_3_2_last <= \$349 ;
   always @(posedge clk)
-    en_pe_3_2_bank <= \$334 ;
+    en_pe_3_2_bank <= \$350 ;
   always @(posedge clk)
-    en_pe_3_3_v <= \$335 ;
+    en_pe_3_3_v <= \$351 ;
   always @(posedge clk)
-    en_pe_3_3_last <= \$336 ;
+    en_pe_3_3_last <= \$352 ;
   always @(posedge clk)
-    en_pe_3_3_bank <= \$337 ;
+    en_pe_3_3_bank <= \$353 ;
   always @(posedge clk)
-    acc_0_0 <= \$338 ;
+    fresh_0_0 <= \$354 ;
   always @(posedge clk)
-    acc_0_1 <= \$339 ;
+    acc_0_0 <= \$355 ;
   always @(posedge clk)
-    acc_0_2 <= \$340 ;
+    fresh_0_1 <= \$356 ;
   always @(posedge clk)
-    acc_0_3 <= \$341 ;
+    acc_0_1 <= \$357 ;
   always @(posedge clk)
-    acc_1_0 <= \$342 ;
+    fresh_0_2 <= \$358 ;
   always @(posedge clk)
-    acc_1_1 <= \$343 ;
+    acc_0_2 <= \$359 ;
   always @(posedge clk)
-    acc_1_2 <= \$344 ;
+    fresh_0_3 <= \$360 ;
   always @(posedge clk)
-    acc_1_3 <= \$345 ;
+    acc_0_3 <= \$361 ;
   always @(posedge clk)
-    acc_2_0 <= \$346 ;
+    fresh_1_0 <= \$362 ;
   always @(posedge clk)
-    acc_2_1 <= \$347 ;
+    acc_1_0 <= \$363 ;
   always @(posedge clk)
-    acc_2_2 <= \$348 ;
+    fresh_1_1 <= \$364 ;
   always @(posedge clk)
-    acc_2_3 <= \$349 ;
+    acc_1_1 <= \$365 ;
   always @(posedge clk)
-    acc_3_0 <= \$350 ;
+    fresh_1_2 <= \$366 ;
   always @(posedge clk)
-    acc_3_1 <= \$351 ;
+    acc_1_2 <= \$367 ;
   always @(posedge clk)
-    acc_3_2 <= \$352 ;
+    fresh_1_3 <= \$368 ;
   always @(posedge clk)
-    acc_3_3 <= \$353 ;
+    acc_1_3 <= \$369 ;
   always @(posedge clk)
-    tile_err <= \$354 ;
+    fresh_2_0 <= \$370 ;
+  always @(posedge clk)
+    acc_2_0 <= \$371 ;
+  always @(posedge clk)
+    fresh_2_1 <= \$372 ;
+  always @(posedge clk)
+    acc_2_1 <= \$373 ;
+  always @(posedge clk)
+    fresh_2_2 <= \$374 ;
+  always @(posedge clk)
+    acc_2_2 <= \$375 ;
+  always @(posedge clk)
+    fresh_2_3 <= \$376 ;
+  always @(posedge clk)
+    acc_2_3 <= \$377 ;
+  always @(posedge clk)
+    fresh_3_0 <= \$378 ;
+  always @(posedge clk)
+    acc_3_0 <= \$379 ;
+  always @(posedge clk)
+    fresh_3_1 <= \$380 ;
+  always @(posedge clk)
+    acc_3_1 <= \$381 ;
+  always @(posedge clk)
+    fresh_3_2 <= \$382 ;
+  always @(posedge clk)
+    acc_3_2 <= \$383 ;
+  always @(posedge clk)
+    fresh_3_3 <= \$384 ;
+  always @(posedge clk)
+    acc_3_3 <= \$385 ;
+  always @(posedge clk)
+    tile_err <= \$386 ;
   \top.grid.pe_0_0  pe_0_0 (
-    .a(d__payload[25:0]),
-    .b(d__payload[129:104]),
+    .a(\port$3871$0 [25:0]),
+    .b(\port$3871$0 [129:104]),
     .cin(cin),
     .clk(clk),
     .en(en_pe_0_0_en),
@@ -11607,8 +11780,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
     .sum(sum)
   );
   \top.grid.pe_0_1  pe_0_1 (
-    .a(d__payload[25:0]),
-    .b(d__payload[155:130]),
+    .a(\port$3871$0 [25:0]),
+    .b(\port$3871$0 [155:130]),
     .cin(\cin$181 ),
     .clk(clk),
     .en(en_pe_0_1_en),
@@ -11617,8 +11790,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
     .sum(\sum$180 )
   );
   \top.grid.pe_0_2  pe_0_2 (
-    .a(d__payload[25:0]),
-    .b(d__payload[181:156]),
+    .a(\port$3871$0 [25:0]),
+    .b(\port$3871$0 [181:156]),
     .cin(\cin$184 ),
     .clk(clk),
     .en(en_pe_0_2_en),
@@ -11627,8 +11800,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
     .sum(\sum$183 )
   );
   \top.grid.pe_0_3  pe_0_3 (
-    .a(d__payload[25:0]),
-    .b(d__payload[207:182]),
+    .a(\port$3871$0 [25:0]),
+    .b(\port$3871$0 [207:182]),
     .cin(\cin$187 ),
     .clk(clk),
     .en(en_pe_0_3_en),
@@ -11637,8 +11810,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
     .sum(\sum$186 )
   );
   \top.grid.pe_1_0  pe_1_0 (
-    .a(d__payload[51:26]),
-    .b(d__payload[129:104]),
+    .a(\port$3871$0 [51:26]),
+    .b(\port$3871$0 [129:104]),
     .cin(\cin$190 ),
     .clk(clk),
     .en(en_pe_1_0_en),
@@ -11647,8 +11820,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
     .sum(\sum$189 )
   );
   \top.grid.pe_1_1  pe_1_1 (
-    .a(d__payload[51:26]),
-    .b(d__payload[155:130]),
+    .a(\port$3871$0 [51:26]),
+    .b(\port$3871$0 [155:130]),
     .cin(\cin$193 ),
     .clk(clk),
     .en(en_pe_1_1_en),
@@ -11657,8 +11830,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
     .sum(\sum$192 )
   );
   \top.grid.pe_1_2  pe_1_2 (
-    .a(d__payload[51:26]),
-    .b(d__payload[181:156]),
+    .a(\port$3871$0 [51:26]),
+    .b(\port$3871$0 [181:156]),
     .cin(\cin$196 ),
     .clk(clk),
     .en(en_pe_1_2_en),
@@ -11667,8 +11840,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
     .sum(\sum$195 )
   );
   \top.grid.pe_1_3  pe_1_3 (
-    .a(d__payload[51:26]),
-    .b(d__payload[207:182]),
+    .a(\port$3871$0 [51:26]),
+    .b(\port$3871$0 [207:182]),
     .cin(\cin$199 ),
     .clk(clk),
     .en(en_pe_1_3_en),
@@ -11677,8 +11850,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
     .sum(\sum$198 )
   );
   \top.grid.pe_2_0  pe_2_0 (
-    .a(d__payload[77:52]),
-    .b(d__payload[129:104]),
+    .a(\port$3871$0 [77:52]),
+    .b(\port$3871$0 [129:104]),
     .cin(\cin$202 ),
     .clk(clk),
     .en(en_pe_2_0_en),
@@ -11687,8 +11860,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
     .sum(\sum$201 )
   );
   \top.grid.pe_2_1  pe_2_1 (
-    .a(d__payload[77:52]),
-    .b(d__payload[155:130]),
+    .a(\port$3871$0 [77:52]),
+    .b(\port$3871$0 [155:130]),
     .cin(\cin$205 ),
     .clk(clk),
     .en(en_pe_2_1_en),
@@ -11697,8 +11870,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
     .sum(\sum$204 )
   );
   \top.grid.pe_2_2  pe_2_2 (
-    .a(d__payload[77:52]),
-    .b(d__payload[181:156]),
+    .a(\port$3871$0 [77:52]),
+    .b(\port$3871$0 [181:156]),
     .cin(\cin$208 ),
     .clk(clk),
     .en(en_pe_2_2_en),
@@ -11707,8 +11880,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
     .sum(\sum$207 )
   );
   \top.grid.pe_2_3  pe_2_3 (
-    .a(d__payload[77:52]),
-    .b(d__payload[207:182]),
+    .a(\port$3871$0 [77:52]),
+    .b(\port$3871$0 [207:182]),
     .cin(\cin$211 ),
     .clk(clk),
     .en(en_pe_2_3_en),
@@ -11721,13 +11894,13 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
     .clk(clk),
     .en(en_pe_3_0_en),
     .mode(\mode$144 ),
-    .\port$3876$78 (d__payload[129:78]),
+    .\port$3871$78 (\port$3871$0 [129:78]),
     .rst(rst),
     .sum(\sum$213 )
   );
   \top.grid.pe_3_1  pe_3_1 (
-    .a(d__payload[103:78]),
-    .b(d__payload[155:130]),
+    .a(\port$3871$0 [103:78]),
+    .b(\port$3871$0 [155:130]),
     .cin(\cin$217 ),
     .clk(clk),
     .en(en_pe_3_1_en),
@@ -11736,8 +11909,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
     .sum(\sum$216 )
   );
   \top.grid.pe_3_2  pe_3_2 (
-    .a(d__payload[103:78]),
-    .b(d__payload[181:156]),
+    .a(\port$3871$0 [103:78]),
+    .b(\port$3871$0 [181:156]),
     .cin(\cin$220 ),
     .clk(clk),
     .en(en_pe_3_2_en),
@@ -11746,8 +11919,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
     .sum(\sum$219 )
   );
   \top.grid.pe_3_3  pe_3_3 (
-    .a(d__payload[103:78]),
-    .b(d__payload[207:182]),
+    .a(\port$3871$0 [103:78]),
+    .b(\port$3871$0 [207:182]),
     .cin(\cin$223 ),
     .clk(clk),
     .en(en_pe_3_3_en),
@@ -11757,169 +11930,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$239  = v0;
+    \$255  = v0;
     if (advance) begin
-      \$239  = d__valid;
-    end
-    if (rst) begin
-      \$239  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$240  = last0;
-    if (advance) begin
-      \$240  = d__payload[210];
-    end
-    if (rst) begin
-      \$240  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$241  = err0;
-    if (advance) begin
-      \$241  = d__payload[211];
-    end
-    if (rst) begin
-      \$241  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$242  = v1;
-    if (advance) begin
-      \$242  = v0;
-    end
-    if (rst) begin
-      \$242  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$243  = last1;
-    if (advance) begin
-      \$243  = last0;
-    end
-    if (rst) begin
-      \$243  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$244  = err1;
-    if (advance) begin
-      \$244  = err0;
-    end
-    if (rst) begin
-      \$244  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$245  = v2;
-    if (advance) begin
-      \$245  = v1;
-    end
-    if (rst) begin
-      \$245  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$246  = last2;
-    if (advance) begin
-      \$246  = last1;
-    end
-    if (rst) begin
-      \$246  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$247  = err2;
-    if (advance) begin
-      \$247  = err1;
-    end
-    if (rst) begin
-      \$247  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$248  = v3;
-    if (advance) begin
-      \$248  = v2;
-    end
-    if (rst) begin
-      \$248  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$249  = last3;
-    if (advance) begin
-      \$249  = last2;
-    end
-    if (rst) begin
-      \$249  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$250  = err3;
-    if (advance) begin
-      \$250  = err2;
-    end
-    if (rst) begin
-      \$250  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$251  = v4;
-    if (advance) begin
-      \$251  = v3;
-    end
-    if (rst) begin
-      \$251  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$252  = last4;
-    if (advance) begin
-      \$252  = last3;
-    end
-    if (rst) begin
-      \$252  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$253  = err4;
-    if (advance) begin
-      \$253  = err3;
-    end
-    if (rst) begin
-      \$253  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$254  = v5;
-    if (advance) begin
-      \$254  = v4;
-    end
-    if (rst) begin
-      \$254  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$255  = last5;
-    if (advance) begin
-      \$255  = last4;
+      \$255  = d__valid;
     end
     if (rst) begin
       \$255  = 1'h0;
@@ -11927,9 +11940,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$256  = err5;
+    \$256  = last0;
     if (advance) begin
-      \$256  = err4;
+      \$256  = \port$3875$0 [0];
     end
     if (rst) begin
       \$256  = 1'h0;
@@ -11937,9 +11950,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$257  = v6;
+    \$257  = err0;
     if (advance) begin
-      \$257  = v5;
+      \$257  = \port$3875$0 [1];
     end
     if (rst) begin
       \$257  = 1'h0;
@@ -11947,9 +11960,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$258  = last6;
+    \$258  = v1;
     if (advance) begin
-      \$258  = last5;
+      \$258  = v0;
     end
     if (rst) begin
       \$258  = 1'h0;
@@ -11957,9 +11970,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$259  = err6;
+    \$259  = last1;
     if (advance) begin
-      \$259  = err5;
+      \$259  = last0;
     end
     if (rst) begin
       \$259  = 1'h0;
@@ -11967,9 +11980,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$260  = en_dec0_v;
-    if (en_dec0_en) begin
-      \$260  = v5;
+    \$260  = err1;
+    if (advance) begin
+      \$260  = err0;
     end
     if (rst) begin
       \$260  = 1'h0;
@@ -11977,9 +11990,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$261  = en_dec0_last;
-    if (en_dec0_en) begin
-      \$261  = last5;
+    \$261  = v2;
+    if (advance) begin
+      \$261  = v1;
     end
     if (rst) begin
       \$261  = 1'h0;
@@ -11987,12 +12000,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$262  = en_dec0_bank;
-    if (\$86 ) begin
-      \$262  = 1'h1;
-    end
-    if (freed) begin
-      \$262  = 1'h0;
+    \$262  = last2;
+    if (advance) begin
+      \$262  = last1;
     end
     if (rst) begin
       \$262  = 1'h0;
@@ -12000,9 +12010,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$263  = en_dec1_v;
-    if (en_dec1_en) begin
-      \$263  = v5;
+    \$263  = err2;
+    if (advance) begin
+      \$263  = err1;
     end
     if (rst) begin
       \$263  = 1'h0;
@@ -12010,9 +12020,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$264  = en_dec1_last;
-    if (en_dec1_en) begin
-      \$264  = last5;
+    \$264  = v3;
+    if (advance) begin
+      \$264  = v2;
     end
     if (rst) begin
       \$264  = 1'h0;
@@ -12020,12 +12030,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$265  = en_dec1_bank;
-    if (\$89 ) begin
-      \$265  = 1'h1;
-    end
-    if (freed) begin
-      \$265  = 1'h0;
+    \$265  = last3;
+    if (advance) begin
+      \$265  = last2;
     end
     if (rst) begin
       \$265  = 1'h0;
@@ -12033,9 +12040,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$266  = en_dec2_v;
-    if (en_dec2_en) begin
-      \$266  = v5;
+    \$266  = err3;
+    if (advance) begin
+      \$266  = err2;
     end
     if (rst) begin
       \$266  = 1'h0;
@@ -12043,9 +12050,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$267  = en_dec2_last;
-    if (en_dec2_en) begin
-      \$267  = last5;
+    \$267  = v4;
+    if (advance) begin
+      \$267  = v3;
     end
     if (rst) begin
       \$267  = 1'h0;
@@ -12053,12 +12060,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$268  = en_dec2_bank;
-    if (\$92 ) begin
-      \$268  = 1'h1;
-    end
-    if (freed) begin
-      \$268  = 1'h0;
+    \$268  = last4;
+    if (advance) begin
+      \$268  = last3;
     end
     if (rst) begin
       \$268  = 1'h0;
@@ -12066,9 +12070,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$269  = en_dec3_v;
-    if (en_dec3_en) begin
-      \$269  = v5;
+    \$269  = err4;
+    if (advance) begin
+      \$269  = err3;
     end
     if (rst) begin
       \$269  = 1'h0;
@@ -12076,9 +12080,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$270  = en_dec3_last;
-    if (en_dec3_en) begin
-      \$270  = last5;
+    \$270  = v5;
+    if (advance) begin
+      \$270  = v4;
     end
     if (rst) begin
       \$270  = 1'h0;
@@ -12086,12 +12090,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$271  = en_dec3_bank;
-    if (\$95 ) begin
-      \$271  = 1'h1;
-    end
-    if (freed) begin
-      \$271  = 1'h0;
+    \$271  = last5;
+    if (advance) begin
+      \$271  = last4;
     end
     if (rst) begin
       \$271  = 1'h0;
@@ -12099,9 +12100,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$272  = en_dec4_v;
-    if (en_dec4_en) begin
-      \$272  = v5;
+    \$272  = err5;
+    if (advance) begin
+      \$272  = err4;
     end
     if (rst) begin
       \$272  = 1'h0;
@@ -12109,9 +12110,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$273  = en_dec4_last;
-    if (en_dec4_en) begin
-      \$273  = last5;
+    \$273  = v6;
+    if (advance) begin
+      \$273  = v5;
     end
     if (rst) begin
       \$273  = 1'h0;
@@ -12119,12 +12120,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$274  = en_dec4_bank;
-    if (\$98 ) begin
-      \$274  = 1'h1;
-    end
-    if (freed) begin
-      \$274  = 1'h0;
+    \$274  = last6;
+    if (advance) begin
+      \$274  = last5;
     end
     if (rst) begin
       \$274  = 1'h0;
@@ -12132,9 +12130,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$275  = en_dec5_v;
-    if (en_dec5_en) begin
-      \$275  = v5;
+    \$275  = err6;
+    if (advance) begin
+      \$275  = err5;
     end
     if (rst) begin
       \$275  = 1'h0;
@@ -12142,9 +12140,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$276  = en_dec5_last;
-    if (en_dec5_en) begin
-      \$276  = last5;
+    \$276  = en_dec0_v;
+    if (en_dec0_en) begin
+      \$276  = v5;
     end
     if (rst) begin
       \$276  = 1'h0;
@@ -12152,12 +12150,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$277  = en_dec5_bank;
-    if (\$101 ) begin
-      \$277  = 1'h1;
-    end
-    if (freed) begin
-      \$277  = 1'h0;
+    \$277  = en_dec0_last;
+    if (en_dec0_en) begin
+      \$277  = last5;
     end
     if (rst) begin
       \$277  = 1'h0;
@@ -12165,9 +12160,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$278  = en_dec6_v;
-    if (en_dec6_en) begin
-      \$278  = v5;
+    \$278  = en_dec0_bank;
+    if (\$86 ) begin
+      \$278  = 1'h1;
+    end
+    if (freed) begin
+      \$278  = 1'h0;
     end
     if (rst) begin
       \$278  = 1'h0;
@@ -12175,9 +12173,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$279  = en_dec6_last;
-    if (en_dec6_en) begin
-      \$279  = last5;
+    \$279  = en_dec1_v;
+    if (en_dec1_en) begin
+      \$279  = v5;
     end
     if (rst) begin
       \$279  = 1'h0;
@@ -12185,12 +12183,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$280  = en_dec6_bank;
-    if (\$104 ) begin
-      \$280  = 1'h1;
-    end
-    if (freed) begin
-      \$280  = 1'h0;
+    \$280  = en_dec1_last;
+    if (en_dec1_en) begin
+      \$280  = last5;
     end
     if (rst) begin
       \$280  = 1'h0;
@@ -12198,9 +12193,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$281  = en_dec7_v;
-    if (en_dec7_en) begin
-      \$281  = v5;
+    \$281  = en_dec1_bank;
+    if (\$89 ) begin
+      \$281  = 1'h1;
+    end
+    if (freed) begin
+      \$281  = 1'h0;
     end
     if (rst) begin
       \$281  = 1'h0;
@@ -12208,9 +12206,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$282  = en_dec7_last;
-    if (en_dec7_en) begin
-      \$282  = last5;
+    \$282  = en_dec2_v;
+    if (en_dec2_en) begin
+      \$282  = v5;
     end
     if (rst) begin
       \$282  = 1'h0;
@@ -12218,82 +12216,88 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$283  = en_dec7_bank;
-    if (\$107 ) begin
-      \$283  = 1'h1;
+    \$283  = en_dec2_last;
+    if (en_dec2_en) begin
+      \$283  = last5;
+    end
+    if (rst) begin
+      \$283  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$284  = en_dec2_bank;
+    if (\$92 ) begin
+      \$284  = 1'h1;
     end
     if (freed) begin
-      \$283  = 1'h0;
+      \$284  = 1'h0;
     end
     if (rst) begin
-      \$283  = 1'h0;
+      \$284  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$284  = bc_mode_t0_0;
-    if (advance) begin
-      \$284  = d__payload[209:208];
+    \$285  = en_dec3_v;
+    if (en_dec3_en) begin
+      \$285  = v5;
     end
     if (rst) begin
-      \$284  = 2'h0;
+      \$285  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$285  = bc_mode_t0_1;
-    if (advance) begin
-      \$285  = d__payload[209:208];
+    \$286  = en_dec3_last;
+    if (en_dec3_en) begin
+      \$286  = last5;
     end
     if (rst) begin
-      \$285  = 2'h3;
+      \$286  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$286  = mode;
-    if (advance) begin
-      \$286  = bc_mode_t0_0;
+    \$287  = en_dec3_bank;
+    if (\$95 ) begin
+      \$287  = 1'h1;
+    end
+    if (freed) begin
+      \$287  = 1'h0;
     end
     if (rst) begin
-      \$286  = 2'h0;
+      \$287  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$287  = \mode$78 ;
-    if (advance) begin
-      \$287  = bc_mode_t0_0;
+    \$288  = en_dec4_v;
+    if (en_dec4_en) begin
+      \$288  = v5;
     end
     if (rst) begin
-      \$287  = 2'h3;
+      \$288  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$288  = \mode$111 ;
-    if (advance) begin
-      \$288  = bc_mode_t0_1;
+    \$289  = en_dec4_last;
+    if (en_dec4_en) begin
+      \$289  = last5;
     end
     if (rst) begin
-      \$288  = 2'h0;
+      \$289  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$289  = \mode$144 ;
-    if (advance) begin
-      \$289  = bc_mode_t0_1;
+    \$290  = en_dec4_bank;
+    if (\$98 ) begin
+      \$290  = 1'h1;
     end
-    if (rst) begin
-      \$289  = 2'h3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$290  = en_pe_0_0_v;
-    if (en_pe_0_0_en) begin
-      \$290  = v5;
+    if (freed) begin
+      \$290  = 1'h0;
     end
     if (rst) begin
       \$290  = 1'h0;
@@ -12301,9 +12305,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$291  = en_pe_0_0_last;
-    if (en_pe_0_0_en) begin
-      \$291  = last5;
+    \$291  = en_dec5_v;
+    if (en_dec5_en) begin
+      \$291  = v5;
     end
     if (rst) begin
       \$291  = 1'h0;
@@ -12311,12 +12315,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$292  = en_pe_0_0_bank;
-    if (\$110 ) begin
-      \$292  = 1'h1;
-    end
-    if (freed) begin
-      \$292  = 1'h0;
+    \$292  = en_dec5_last;
+    if (en_dec5_en) begin
+      \$292  = last5;
     end
     if (rst) begin
       \$292  = 1'h0;
@@ -12324,9 +12325,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$293  = en_pe_0_1_v;
-    if (en_pe_0_1_en) begin
-      \$293  = v5;
+    \$293  = en_dec5_bank;
+    if (\$101 ) begin
+      \$293  = 1'h1;
+    end
+    if (freed) begin
+      \$293  = 1'h0;
     end
     if (rst) begin
       \$293  = 1'h0;
@@ -12334,9 +12338,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$294  = en_pe_0_1_last;
-    if (en_pe_0_1_en) begin
-      \$294  = last5;
+    \$294  = en_dec6_v;
+    if (en_dec6_en) begin
+      \$294  = v5;
     end
     if (rst) begin
       \$294  = 1'h0;
@@ -12344,12 +12348,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$295  = en_pe_0_1_bank;
-    if (\$113 ) begin
-      \$295  = 1'h1;
-    end
-    if (freed) begin
-      \$295  = 1'h0;
+    \$295  = en_dec6_last;
+    if (en_dec6_en) begin
+      \$295  = last5;
     end
     if (rst) begin
       \$295  = 1'h0;
@@ -12357,9 +12358,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$296  = en_pe_0_2_v;
-    if (en_pe_0_2_en) begin
-      \$296  = v5;
+    \$296  = en_dec6_bank;
+    if (\$104 ) begin
+      \$296  = 1'h1;
+    end
+    if (freed) begin
+      \$296  = 1'h0;
     end
     if (rst) begin
       \$296  = 1'h0;
@@ -12367,9 +12371,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$297  = en_pe_0_2_last;
-    if (en_pe_0_2_en) begin
-      \$297  = last5;
+    \$297  = en_dec7_v;
+    if (en_dec7_en) begin
+      \$297  = v5;
     end
     if (rst) begin
       \$297  = 1'h0;
@@ -12377,12 +12381,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$298  = en_pe_0_2_bank;
-    if (\$116 ) begin
-      \$298  = 1'h1;
-    end
-    if (freed) begin
-      \$298  = 1'h0;
+    \$298  = en_dec7_last;
+    if (en_dec7_en) begin
+      \$298  = last5;
     end
     if (rst) begin
       \$298  = 1'h0;
@@ -12390,9 +12391,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$299  = en_pe_0_3_v;
-    if (en_pe_0_3_en) begin
-      \$299  = v5;
+    \$299  = en_dec7_bank;
+    if (\$107 ) begin
+      \$299  = 1'h1;
+    end
+    if (freed) begin
+      \$299  = 1'h0;
     end
     if (rst) begin
       \$299  = 1'h0;
@@ -12400,75 +12404,51 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$300  = en_pe_0_3_last;
-    if (en_pe_0_3_en) begin
-      \$300  = last5;
-    end
-    if (rst) begin
-      \$300  = 1'h0;
+    \$300  = bc_mode_t0_0;
+    if (advance) begin
+      \$300  = \port$3871$0 [209:208];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$301  = en_pe_0_3_bank;
-    if (\$119 ) begin
-      \$301  = 1'h1;
-    end
-    if (freed) begin
-      \$301  = 1'h0;
-    end
-    if (rst) begin
-      \$301  = 1'h0;
+    \$301  = bc_mode_t0_1;
+    if (advance) begin
+      \$301  = \port$3871$0 [209:208];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$302  = en_pe_1_0_v;
-    if (en_pe_1_0_en) begin
-      \$302  = v5;
-    end
-    if (rst) begin
-      \$302  = 1'h0;
+    \$302  = mode;
+    if (advance) begin
+      \$302  = bc_mode_t0_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$303  = en_pe_1_0_last;
-    if (en_pe_1_0_en) begin
-      \$303  = last5;
-    end
-    if (rst) begin
-      \$303  = 1'h0;
+    \$303  = \mode$78 ;
+    if (advance) begin
+      \$303  = bc_mode_t0_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$304  = en_pe_1_0_bank;
-    if (\$122 ) begin
-      \$304  = 1'h1;
-    end
-    if (freed) begin
-      \$304  = 1'h0;
-    end
-    if (rst) begin
-      \$304  = 1'h0;
+    \$304  = \mode$111 ;
+    if (advance) begin
+      \$304  = bc_mode_t0_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$305  = en_pe_1_1_v;
-    if (en_pe_1_1_en) begin
-      \$305  = v5;
-    end
-    if (rst) begin
-      \$305  = 1'h0;
+    \$305  = \mode$144 ;
+    if (advance) begin
+      \$305  = bc_mode_t0_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$306  = en_pe_1_1_last;
-    if (en_pe_1_1_en) begin
-      \$306  = last5;
+    \$306  = en_pe_0_0_v;
+    if (en_pe_0_0_en) begin
+      \$306  = v5;
     end
     if (rst) begin
       \$306  = 1'h0;
@@ -12476,12 +12456,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$307  = en_pe_1_1_bank;
-    if (\$125 ) begin
-      \$307  = 1'h1;
-    end
-    if (freed) begin
-      \$307  = 1'h0;
+    \$307  = en_pe_0_0_last;
+    if (en_pe_0_0_en) begin
+      \$307  = last5;
     end
     if (rst) begin
       \$307  = 1'h0;
@@ -12489,9 +12466,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$308  = en_pe_1_2_v;
-    if (en_pe_1_2_en) begin
-      \$308  = v5;
+    \$308  = en_pe_0_0_bank;
+    if (\$110 ) begin
+      \$308  = 1'h1;
+    end
+    if (freed) begin
+      \$308  = 1'h0;
     end
     if (rst) begin
       \$308  = 1'h0;
@@ -12499,9 +12479,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$309  = en_pe_1_2_last;
-    if (en_pe_1_2_en) begin
-      \$309  = last5;
+    \$309  = en_pe_0_1_v;
+    if (en_pe_0_1_en) begin
+      \$309  = v5;
     end
     if (rst) begin
       \$309  = 1'h0;
@@ -12509,12 +12489,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$310  = en_pe_1_2_bank;
-    if (\$128 ) begin
-      \$310  = 1'h1;
-    end
-    if (freed) begin
-      \$310  = 1'h0;
+    \$310  = en_pe_0_1_last;
+    if (en_pe_0_1_en) begin
+      \$310  = last5;
     end
     if (rst) begin
       \$310  = 1'h0;
@@ -12522,9 +12499,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$311  = en_pe_1_3_v;
-    if (en_pe_1_3_en) begin
-      \$311  = v5;
+    \$311  = en_pe_0_1_bank;
+    if (\$113 ) begin
+      \$311  = 1'h1;
+    end
+    if (freed) begin
+      \$311  = 1'h0;
     end
     if (rst) begin
       \$311  = 1'h0;
@@ -12532,9 +12512,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$312  = en_pe_1_3_last;
-    if (en_pe_1_3_en) begin
-      \$312  = last5;
+    \$312  = en_pe_0_2_v;
+    if (en_pe_0_2_en) begin
+      \$312  = v5;
     end
     if (rst) begin
       \$312  = 1'h0;
@@ -12542,12 +12522,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$313  = en_pe_1_3_bank;
-    if (\$131 ) begin
-      \$313  = 1'h1;
-    end
-    if (freed) begin
-      \$313  = 1'h0;
+    \$313  = en_pe_0_2_last;
+    if (en_pe_0_2_en) begin
+      \$313  = last5;
     end
     if (rst) begin
       \$313  = 1'h0;
@@ -12555,9 +12532,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$314  = en_pe_2_0_v;
-    if (en_pe_2_0_en) begin
-      \$314  = v5;
+    \$314  = en_pe_0_2_bank;
+    if (\$116 ) begin
+      \$314  = 1'h1;
+    end
+    if (freed) begin
+      \$314  = 1'h0;
     end
     if (rst) begin
       \$314  = 1'h0;
@@ -12565,9 +12545,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$315  = en_pe_2_0_last;
-    if (en_pe_2_0_en) begin
-      \$315  = last5;
+    \$315  = en_pe_0_3_v;
+    if (en_pe_0_3_en) begin
+      \$315  = v5;
     end
     if (rst) begin
       \$315  = 1'h0;
@@ -12575,12 +12555,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$316  = en_pe_2_0_bank;
-    if (\$134 ) begin
-      \$316  = 1'h1;
-    end
-    if (freed) begin
-      \$316  = 1'h0;
+    \$316  = en_pe_0_3_last;
+    if (en_pe_0_3_en) begin
+      \$316  = last5;
     end
     if (rst) begin
       \$316  = 1'h0;
@@ -12588,9 +12565,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$317  = en_pe_2_1_v;
-    if (en_pe_2_1_en) begin
-      \$317  = v5;
+    \$317  = en_pe_0_3_bank;
+    if (\$119 ) begin
+      \$317  = 1'h1;
+    end
+    if (freed) begin
+      \$317  = 1'h0;
     end
     if (rst) begin
       \$317  = 1'h0;
@@ -12598,9 +12578,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$318  = en_pe_2_1_last;
-    if (en_pe_2_1_en) begin
-      \$318  = last5;
+    \$318  = en_pe_1_0_v;
+    if (en_pe_1_0_en) begin
+      \$318  = v5;
     end
     if (rst) begin
       \$318  = 1'h0;
@@ -12608,12 +12588,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$319  = en_pe_2_1_bank;
-    if (\$137 ) begin
-      \$319  = 1'h1;
-    end
-    if (freed) begin
-      \$319  = 1'h0;
+    \$319  = en_pe_1_0_last;
+    if (en_pe_1_0_en) begin
+      \$319  = last5;
     end
     if (rst) begin
       \$319  = 1'h0;
@@ -12621,9 +12598,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$320  = en_pe_2_2_v;
-    if (en_pe_2_2_en) begin
-      \$320  = v5;
+    \$320  = en_pe_1_0_bank;
+    if (\$122 ) begin
+      \$320  = 1'h1;
+    end
+    if (freed) begin
+      \$320  = 1'h0;
     end
     if (rst) begin
       \$320  = 1'h0;
@@ -12631,9 +12611,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$321  = en_pe_2_2_last;
-    if (en_pe_2_2_en) begin
-      \$321  = last5;
+    \$321  = en_pe_1_1_v;
+    if (en_pe_1_1_en) begin
+      \$321  = v5;
     end
     if (rst) begin
       \$321  = 1'h0;
@@ -12641,12 +12621,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$322  = en_pe_2_2_bank;
-    if (\$140 ) begin
-      \$322  = 1'h1;
-    end
-    if (freed) begin
-      \$322  = 1'h0;
+    \$322  = en_pe_1_1_last;
+    if (en_pe_1_1_en) begin
+      \$322  = last5;
     end
     if (rst) begin
       \$322  = 1'h0;
@@ -12654,9 +12631,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$323  = en_pe_2_3_v;
-    if (en_pe_2_3_en) begin
-      \$323  = v5;
+    \$323  = en_pe_1_1_bank;
+    if (\$125 ) begin
+      \$323  = 1'h1;
+    end
+    if (freed) begin
+      \$323  = 1'h0;
     end
     if (rst) begin
       \$323  = 1'h0;
@@ -12664,9 +12644,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$324  = en_pe_2_3_last;
-    if (en_pe_2_3_en) begin
-      \$324  = last5;
+    \$324  = en_pe_1_2_v;
+    if (en_pe_1_2_en) begin
+      \$324  = v5;
     end
     if (rst) begin
       \$324  = 1'h0;
@@ -12674,12 +12654,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$325  = en_pe_2_3_bank;
-    if (\$143 ) begin
-      \$325  = 1'h1;
-    end
-    if (freed) begin
-      \$325  = 1'h0;
+    \$325  = en_pe_1_2_last;
+    if (en_pe_1_2_en) begin
+      \$325  = last5;
     end
     if (rst) begin
       \$325  = 1'h0;
@@ -12687,9 +12664,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$326  = en_pe_3_0_v;
-    if (en_pe_3_0_en) begin
-      \$326  = v5;
+    \$326  = en_pe_1_2_bank;
+    if (\$128 ) begin
+      \$326  = 1'h1;
+    end
+    if (freed) begin
+      \$326  = 1'h0;
     end
     if (rst) begin
       \$326  = 1'h0;
@@ -12697,9 +12677,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$327  = en_pe_3_0_last;
-    if (en_pe_3_0_en) begin
-      \$327  = last5;
+    \$327  = en_pe_1_3_v;
+    if (en_pe_1_3_en) begin
+      \$327  = v5;
     end
     if (rst) begin
       \$327  = 1'h0;
@@ -12707,12 +12687,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$328  = en_pe_3_0_bank;
-    if (\$146 ) begin
-      \$328  = 1'h1;
-    end
-    if (freed) begin
-      \$328  = 1'h0;
+    \$328  = en_pe_1_3_last;
+    if (en_pe_1_3_en) begin
+      \$328  = last5;
     end
     if (rst) begin
       \$328  = 1'h0;
@@ -12720,9 +12697,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$329  = en_pe_3_1_v;
-    if (en_pe_3_1_en) begin
-      \$329  = v5;
+    \$329  = en_pe_1_3_bank;
+    if (\$131 ) begin
+      \$329  = 1'h1;
+    end
+    if (freed) begin
+      \$329  = 1'h0;
     end
     if (rst) begin
       \$329  = 1'h0;
@@ -12730,9 +12710,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$330  = en_pe_3_1_last;
-    if (en_pe_3_1_en) begin
-      \$330  = last5;
+    \$330  = en_pe_2_0_v;
+    if (en_pe_2_0_en) begin
+      \$330  = v5;
     end
     if (rst) begin
       \$330  = 1'h0;
@@ -12740,12 +12720,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$331  = en_pe_3_1_bank;
-    if (\$149 ) begin
-      \$331  = 1'h1;
-    end
-    if (freed) begin
-      \$331  = 1'h0;
+    \$331  = en_pe_2_0_last;
+    if (en_pe_2_0_en) begin
+      \$331  = last5;
     end
     if (rst) begin
       \$331  = 1'h0;
@@ -12753,9 +12730,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$332  = en_pe_3_2_v;
-    if (en_pe_3_2_en) begin
-      \$332  = v5;
+    \$332  = en_pe_2_0_bank;
+    if (\$134 ) begin
+      \$332  = 1'h1;
+    end
+    if (freed) begin
+      \$332  = 1'h0;
     end
     if (rst) begin
       \$332  = 1'h0;
@@ -12763,9 +12743,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$333  = en_pe_3_2_last;
-    if (en_pe_3_2_en) begin
-      \$333  = last5;
+    \$333  = en_pe_2_1_v;
+    if (en_pe_2_1_en) begin
+      \$333  = v5;
     end
     if (rst) begin
       \$333  = 1'h0;
@@ -12773,12 +12753,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$334  = en_pe_3_2_bank;
-    if (\$152 ) begin
-      \$334  = 1'h1;
-    end
-    if (freed) begin
-      \$334  = 1'h0;
+    \$334  = en_pe_2_1_last;
+    if (en_pe_2_1_en) begin
+      \$334  = last5;
     end
     if (rst) begin
       \$334  = 1'h0;
@@ -12786,9 +12763,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$335  = en_pe_3_3_v;
-    if (en_pe_3_3_en) begin
-      \$335  = v5;
+    \$335  = en_pe_2_1_bank;
+    if (\$137 ) begin
+      \$335  = 1'h1;
+    end
+    if (freed) begin
+      \$335  = 1'h0;
     end
     if (rst) begin
       \$335  = 1'h0;
@@ -12796,9 +12776,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$336  = en_pe_3_3_last;
-    if (en_pe_3_3_en) begin
-      \$336  = last5;
+    \$336  = en_pe_2_2_v;
+    if (en_pe_2_2_en) begin
+      \$336  = v5;
     end
     if (rst) begin
       \$336  = 1'h0;
@@ -12806,809 +12786,1049 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, d__valid, d__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$337  = en_pe_3_3_bank;
-    if (\$155 ) begin
-      \$337  = 1'h1;
+    \$337  = en_pe_2_2_last;
+    if (en_pe_2_2_en) begin
+      \$337  = last5;
+    end
+    if (rst) begin
+      \$337  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$338  = en_pe_2_2_bank;
+    if (\$140 ) begin
+      \$338  = 1'h1;
     end
     if (freed) begin
-      \$337  = 1'h0;
+      \$338  = 1'h0;
     end
     if (rst) begin
-      \$337  = 1'h0;
+      \$338  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$338  = acc_0_0;
-    if (\$157 ) begin
-      \$338  = 38'h0000000000;
-    end else if (\$158 ) begin
-      \$338  = \$160 [37:0];
+    \$339  = en_pe_2_3_v;
+    if (en_pe_2_3_en) begin
+      \$339  = v5;
     end
     if (rst) begin
-      \$338  = 38'h0000000000;
+      \$339  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$339  = acc_0_1;
-    if (\$162 ) begin
-      \$339  = 38'h0000000000;
-    end else if (\$163 ) begin
-      \$339  = \$165 [37:0];
+    \$340  = en_pe_2_3_last;
+    if (en_pe_2_3_en) begin
+      \$340  = last5;
     end
     if (rst) begin
-      \$339  = 38'h0000000000;
+      \$340  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$340  = acc_0_2;
-    if (\$167 ) begin
-      \$340  = 38'h0000000000;
-    end else if (\$168 ) begin
-      \$340  = \$170 [37:0];
+    \$341  = en_pe_2_3_bank;
+    if (\$143 ) begin
+      \$341  = 1'h1;
+    end
+    if (freed) begin
+      \$341  = 1'h0;
     end
     if (rst) begin
-      \$340  = 38'h0000000000;
+      \$341  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$341  = acc_0_3;
-    if (\$172 ) begin
-      \$341  = 38'h0000000000;
-    end else if (\$173 ) begin
-      \$341  = \$175 [37:0];
+    \$342  = en_pe_3_0_v;
+    if (en_pe_3_0_en) begin
+      \$342  = v5;
     end
     if (rst) begin
-      \$341  = 38'h0000000000;
+      \$342  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$342  = acc_1_0;
-    if (\$177 ) begin
-      \$342  = 38'h0000000000;
-    end else if (\$178 ) begin
-      \$342  = \$180 [37:0];
+    \$343  = en_pe_3_0_last;
+    if (en_pe_3_0_en) begin
+      \$343  = last5;
     end
     if (rst) begin
-      \$342  = 38'h0000000000;
+      \$343  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$343  = acc_1_1;
+    \$344  = en_pe_3_0_bank;
+    if (\$146 ) begin
+      \$344  = 1'h1;
+    end
+    if (freed) begin
+      \$344  = 1'h0;
+    end
+    if (rst) begin
+      \$344  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$345  = en_pe_3_1_v;
+    if (en_pe_3_1_en) begin
+      \$345  = v5;
+    end
+    if (rst) begin
+      \$345  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$346  = en_pe_3_1_last;
+    if (en_pe_3_1_en) begin
+      \$346  = last5;
+    end
+    if (rst) begin
+      \$346  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$347  = en_pe_3_1_bank;
+    if (\$149 ) begin
+      \$347  = 1'h1;
+    end
+    if (freed) begin
+      \$347  = 1'h0;
+    end
+    if (rst) begin
+      \$347  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$348  = en_pe_3_2_v;
+    if (en_pe_3_2_en) begin
+      \$348  = v5;
+    end
+    if (rst) begin
+      \$348  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$349  = en_pe_3_2_last;
+    if (en_pe_3_2_en) begin
+      \$349  = last5;
+    end
+    if (rst) begin
+      \$349  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$350  = en_pe_3_2_bank;
+    if (\$152 ) begin
+      \$350  = 1'h1;
+    end
+    if (freed) begin
+      \$350  = 1'h0;
+    end
+    if (rst) begin
+      \$350  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$351  = en_pe_3_3_v;
+    if (en_pe_3_3_en) begin
+      \$351  = v5;
+    end
+    if (rst) begin
+      \$351  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$352  = en_pe_3_3_last;
+    if (en_pe_3_3_en) begin
+      \$352  = last5;
+    end
+    if (rst) begin
+      \$352  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$353  = en_pe_3_3_bank;
+    if (\$155 ) begin
+      \$353  = 1'h1;
+    end
+    if (freed) begin
+      \$353  = 1'h0;
+    end
+    if (rst) begin
+      \$353  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$354  = 1'h0;
+    if (rst) begin
+      \$354  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$355  = acc_0_0;
+    if (\$158 ) begin
+      \$355  = 38'h0000000000;
+    end else if (\$159 ) begin
+      \$355  = \$161 [37:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$356  = 1'h0;
+    if (rst) begin
+      \$356  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$357  = acc_0_1;
+    if (\$164 ) begin
+      \$357  = 38'h0000000000;
+    end else if (\$165 ) begin
+      \$357  = \$167 [37:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$358  = 1'h0;
+    if (rst) begin
+      \$358  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$359  = acc_0_2;
+    if (\$170 ) begin
+      \$359  = 38'h0000000000;
+    end else if (\$171 ) begin
+      \$359  = \$173 [37:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$360  = 1'h0;
+    if (rst) begin
+      \$360  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$361  = acc_0_3;
+    if (\$176 ) begin
+      \$361  = 38'h0000000000;
+    end else if (\$177 ) begin
+      \$361  = \$179 [37:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$362  = 1'h0;
+    if (rst) begin
+      \$362  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$363  = acc_1_0;
     if (\$182 ) begin
-      \$343  = 38'h0000000000;
+      \$363  = 38'h0000000000;
     end else if (\$183 ) begin
-      \$343  = \$185 [37:0];
-    end
-    if (rst) begin
-      \$343  = 38'h0000000000;
+      \$363  = \$185 [37:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$344  = acc_1_2;
-    if (\$187 ) begin
-      \$344  = 38'h0000000000;
-    end else if (\$188 ) begin
-      \$344  = \$190 [37:0];
-    end
+    \$364  = 1'h0;
     if (rst) begin
-      \$344  = 38'h0000000000;
+      \$364  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$345  = acc_1_3;
-    if (\$192 ) begin
-      \$345  = 38'h0000000000;
-    end else if (\$193 ) begin
-      \$345  = \$195 [37:0];
-    end
-    if (rst) begin
-      \$345  = 38'h0000000000;
+    \$365  = acc_1_1;
+    if (\$188 ) begin
+      \$365  = 38'h0000000000;
+    end else if (\$189 ) begin
+      \$365  = \$191 [37:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$346  = acc_2_0;
-    if (\$197 ) begin
-      \$346  = 38'h0000000000;
-    end else if (\$198 ) begin
-      \$346  = \$200 [37:0];
-    end
+    \$366  = 1'h0;
     if (rst) begin
-      \$346  = 38'h0000000000;
+      \$366  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$347  = acc_2_1;
-    if (\$202 ) begin
-      \$347  = 38'h0000000000;
-    end else if (\$203 ) begin
-      \$347  = \$205 [37:0];
-    end
-    if (rst) begin
-      \$347  = 38'h0000000000;
+    \$367  = acc_1_2;
+    if (\$194 ) begin
+      \$367  = 38'h0000000000;
+    end else if (\$195 ) begin
+      \$367  = \$197 [37:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$348  = acc_2_2;
-    if (\$207 ) begin
-      \$348  = 38'h0000000000;
-    end else if (\$208 ) begin
-      \$348  = \$210 [37:0];
-    end
+    \$368  = 1'h0;
     if (rst) begin
-      \$348  = 38'h0000000000;
+      \$368  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$349  = acc_2_3;
+    \$369  = acc_1_3;
+    if (\$200 ) begin
+      \$369  = 38'h0000000000;
+    end else if (\$201 ) begin
+      \$369  = \$203 [37:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$370  = 1'h0;
+    if (rst) begin
+      \$370  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$371  = acc_2_0;
+    if (\$206 ) begin
+      \$371  = 38'h0000000000;
+    end else if (\$207 ) begin
+      \$371  = \$209 [37:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$372  = 1'h0;
+    if (rst) begin
+      \$372  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$373  = acc_2_1;
     if (\$212 ) begin
-      \$349  = 38'h0000000000;
+      \$373  = 38'h0000000000;
     end else if (\$213 ) begin
-      \$349  = \$215 [37:0];
-    end
-    if (rst) begin
-      \$349  = 38'h0000000000;
+      \$373  = \$215 [37:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$350  = acc_3_0;
-    if (\$217 ) begin
-      \$350  = 38'h0000000000;
-    end else if (\$218 ) begin
-      \$350  = \$220 [37:0];
-    end
+    \$374  = 1'h0;
     if (rst) begin
-      \$350  = 38'h0000000000;
+      \$374  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$351  = acc_3_1;
-    if (\$222 ) begin
-      \$351  = 38'h0000000000;
-    end else if (\$223 ) begin
-      \$351  = \$225 [37:0];
-    end
-    if (rst) begin
-      \$351  = 38'h0000000000;
+    \$375  = acc_2_2;
+    if (\$218 ) begin
+      \$375  = 38'h0000000000;
+    end else if (\$219 ) begin
+      \$375  = \$221 [37:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$352  = acc_3_2;
-    if (\$227 ) begin
-      \$352  = 38'h0000000000;
-    end else if (\$228 ) begin
-      \$352  = \$230 [37:0];
-    end
+    \$376  = 1'h0;
     if (rst) begin
-      \$352  = 38'h0000000000;
+      \$376  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$353  = acc_3_3;
-    if (\$232 ) begin
-      \$353  = 38'h0000000000;
-    end else if (\$233 ) begin
-      \$353  = \$235 [37:0];
-    end
-    if (rst) begin
-      \$353  = 38'h0000000000;
+    \$377  = acc_2_3;
+    if (\$224 ) begin
+      \$377  = 38'h0000000000;
+    end else if (\$225 ) begin
+      \$377  = \$227 [37:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$354  = tile_err;
+    \$378  = 1'h0;
+    if (rst) begin
+      \$378  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$379  = acc_3_0;
+    if (\$230 ) begin
+      \$379  = 38'h0000000000;
+    end else if (\$231 ) begin
+      \$379  = \$233 [37:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$380  = 1'h0;
+    if (rst) begin
+      \$380  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$381  = acc_3_1;
+    if (\$236 ) begin
+      \$381  = 38'h0000000000;
+    end else if (\$237 ) begin
+      \$381  = \$239 [37:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$382  = 1'h0;
+    if (rst) begin
+      \$382  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$383  = acc_3_2;
+    if (\$242 ) begin
+      \$383  = 38'h0000000000;
+    end else if (\$243 ) begin
+      \$383  = \$245 [37:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$384  = 1'h0;
+    if (rst) begin
+      \$384  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$385  = acc_3_3;
+    if (\$248 ) begin
+      \$385  = 38'h0000000000;
+    end else if (\$249 ) begin
+      \$385  = \$251 [37:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$386  = tile_err;
     if (step) begin
-      \$354  = \$238 ;
+      \$386  = \$254 ;
     end
     if (rst) begin
-      \$354  = 1'h0;
+      \$386  = 1'h0;
     end
   end
   assign d__ready = advance;
   assign en = en_pe_0_0_en;
-  assign a = d__payload[25:0];
-  assign b = d__payload[129:104];
+  assign a = \port$3871$0 [25:0];
+  assign d__payload = { \port$3875$0 , \port$3871$0  };
+  assign b = \port$3871$0 [129:104];
   assign bc_mode_t1_0 = mode;
   assign \en$51  = en_pe_0_1_en;
-  assign \a$52  = d__payload[25:0];
-  assign \b$53  = d__payload[155:130];
+  assign \a$52  = \port$3871$0 [25:0];
+  assign \b$53  = \port$3871$0 [155:130];
   assign \mode$54  = mode;
   assign \en$59  = en_pe_0_2_en;
-  assign \a$60  = d__payload[25:0];
-  assign \b$61  = d__payload[181:156];
+  assign \a$60  = \port$3871$0 [25:0];
+  assign \b$61  = \port$3871$0 [181:156];
   assign \mode$62  = mode;
   assign \en$67  = en_pe_0_3_en;
-  assign \a$68  = d__payload[25:0];
-  assign \b$69  = d__payload[207:182];
+  assign \a$68  = \port$3871$0 [25:0];
+  assign \b$69  = \port$3871$0 [207:182];
   assign \mode$70  = mode;
   assign \en$75  = en_pe_1_0_en;
-  assign \a$76  = d__payload[51:26];
-  assign \b$77  = d__payload[129:104];
+  assign \a$76  = \port$3871$0 [51:26];
+  assign \b$77  = \port$3871$0 [129:104];
   assign bc_mode_t1_1 = \mode$78 ;
   assign \en$84  = en_pe_1_1_en;
-  assign \a$85  = d__payload[51:26];
-  assign \b$86  = d__payload[155:130];
+  assign \a$85  = \port$3871$0 [51:26];
+  assign \b$86  = \port$3871$0 [155:130];
   assign \mode$87  = \mode$78 ;
   assign \en$92  = en_pe_1_2_en;
-  assign \a$93  = d__payload[51:26];
-  assign \b$94  = d__payload[181:156];
+  assign \a$93  = \port$3871$0 [51:26];
+  assign \b$94  = \port$3871$0 [181:156];
   assign \mode$95  = \mode$78 ;
   assign \en$100  = en_pe_1_3_en;
-  assign \a$101  = d__payload[51:26];
-  assign \b$102  = d__payload[207:182];
+  assign \a$101  = \port$3871$0 [51:26];
+  assign \b$102  = \port$3871$0 [207:182];
   assign \mode$103  = \mode$78 ;
   assign \en$108  = en_pe_2_0_en;
-  assign \a$109  = d__payload[77:52];
-  assign \b$110  = d__payload[129:104];
+  assign \a$109  = \port$3871$0 [77:52];
+  assign \b$110  = \port$3871$0 [129:104];
   assign bc_mode_t1_2 = \mode$111 ;
   assign \en$117  = en_pe_2_1_en;
-  assign \a$118  = d__payload[77:52];
-  assign \b$119  = d__payload[155:130];
+  assign \a$118  = \port$3871$0 [77:52];
+  assign \b$119  = \port$3871$0 [155:130];
   assign \mode$120  = \mode$111 ;
   assign \en$125  = en_pe_2_2_en;
-  assign \a$126  = d__payload[77:52];
-  assign \b$127  = d__payload[181:156];
+  assign \a$126  = \port$3871$0 [77:52];
+  assign \b$127  = \port$3871$0 [181:156];
   assign \mode$128  = \mode$111 ;
   assign \en$133  = en_pe_2_3_en;
-  assign \a$134  = d__payload[77:52];
-  assign \b$135  = d__payload[207:182];
+  assign \a$134  = \port$3871$0 [77:52];
+  assign \b$135  = \port$3871$0 [207:182];
   assign \mode$136  = \mode$111 ;
   assign \en$141  = en_pe_3_0_en;
-  assign \a$142  = d__payload[103:78];
-  assign \b$143  = d__payload[129:104];
+  assign \a$142  = \port$3871$0 [103:78];
+  assign \b$143  = \port$3871$0 [129:104];
   assign bc_mode_t1_3 = \mode$144 ;
   assign \en$150  = en_pe_3_1_en;
-  assign \a$151  = d__payload[103:78];
-  assign \b$152  = d__payload[155:130];
+  assign \a$151  = \port$3871$0 [103:78];
+  assign \b$152  = \port$3871$0 [155:130];
   assign \mode$153  = \mode$144 ;
   assign \en$158  = en_pe_3_2_en;
-  assign \a$159  = d__payload[103:78];
-  assign \b$160  = d__payload[181:156];
+  assign \a$159  = \port$3871$0 [103:78];
+  assign \b$160  = \port$3871$0 [181:156];
   assign \mode$161  = \mode$144 ;
   assign \en$166  = en_pe_3_3_en;
-  assign \a$167  = d__payload[103:78];
-  assign \b$168  = d__payload[207:182];
+  assign \a$167  = \port$3871$0 [103:78];
+  assign \b$168  = \port$3871$0 [207:182];
   assign \mode$169  = \mode$144 ;
-  assign \a.x0  = d__payload[3:0];
-  assign \a.x1  = d__payload[7:4];
-  assign \a.x2  = d__payload[11:8];
-  assign \a.x3  = d__payload[15:12];
-  assign \a.neg0  = d__payload[16];
-  assign \a.sh0  = d__payload[18:17];
-  assign \a.neg1  = d__payload[19];
-  assign \a.sh1  = d__payload[20];
-  assign \a.neg2  = d__payload[21];
-  assign \a.sh2  = d__payload[23:22];
-  assign \a.neg3  = d__payload[24];
-  assign \a.sh3  = d__payload[25];
-  assign \d__payload.rows  = d__payload[103:0];
-  assign \d__payload.rows[0]  = d__payload[25:0];
-  assign \d__payload.rows[0].x0  = d__payload[3:0];
-  assign \d__payload.rows[0].x1  = d__payload[7:4];
-  assign \d__payload.rows[0].x2  = d__payload[11:8];
-  assign \d__payload.rows[0].x3  = d__payload[15:12];
-  assign \d__payload.rows[0].neg0  = d__payload[16];
-  assign \d__payload.rows[0].sh0  = d__payload[18:17];
-  assign \d__payload.rows[0].neg1  = d__payload[19];
-  assign \d__payload.rows[0].sh1  = d__payload[20];
-  assign \d__payload.rows[0].neg2  = d__payload[21];
-  assign \d__payload.rows[0].sh2  = d__payload[23:22];
-  assign \d__payload.rows[0].neg3  = d__payload[24];
-  assign \d__payload.rows[0].sh3  = d__payload[25];
-  assign \d__payload.rows[1]  = d__payload[51:26];
-  assign \d__payload.rows[1].x0  = d__payload[29:26];
-  assign \d__payload.rows[1].x1  = d__payload[33:30];
-  assign \d__payload.rows[1].x2  = d__payload[37:34];
-  assign \d__payload.rows[1].x3  = d__payload[41:38];
-  assign \d__payload.rows[1].neg0  = d__payload[42];
-  assign \d__payload.rows[1].sh0  = d__payload[44:43];
-  assign \d__payload.rows[1].neg1  = d__payload[45];
-  assign \d__payload.rows[1].sh1  = d__payload[46];
-  assign \d__payload.rows[1].neg2  = d__payload[47];
-  assign \d__payload.rows[1].sh2  = d__payload[49:48];
-  assign \d__payload.rows[1].neg3  = d__payload[50];
-  assign \d__payload.rows[1].sh3  = d__payload[51];
-  assign \d__payload.rows[2]  = d__payload[77:52];
-  assign \d__payload.rows[2].x0  = d__payload[55:52];
-  assign \d__payload.rows[2].x1  = d__payload[59:56];
-  assign \d__payload.rows[2].x2  = d__payload[63:60];
-  assign \d__payload.rows[2].x3  = d__payload[67:64];
-  assign \d__payload.rows[2].neg0  = d__payload[68];
-  assign \d__payload.rows[2].sh0  = d__payload[70:69];
-  assign \d__payload.rows[2].neg1  = d__payload[71];
-  assign \d__payload.rows[2].sh1  = d__payload[72];
-  assign \d__payload.rows[2].neg2  = d__payload[73];
-  assign \d__payload.rows[2].sh2  = d__payload[75:74];
-  assign \d__payload.rows[2].neg3  = d__payload[76];
-  assign \d__payload.rows[2].sh3  = d__payload[77];
-  assign \d__payload.rows[3]  = d__payload[103:78];
-  assign \d__payload.rows[3].x0  = d__payload[81:78];
-  assign \d__payload.rows[3].x1  = d__payload[85:82];
-  assign \d__payload.rows[3].x2  = d__payload[89:86];
-  assign \d__payload.rows[3].x3  = d__payload[93:90];
-  assign \d__payload.rows[3].neg0  = d__payload[94];
-  assign \d__payload.rows[3].sh0  = d__payload[96:95];
-  assign \d__payload.rows[3].neg1  = d__payload[97];
-  assign \d__payload.rows[3].sh1  = d__payload[98];
-  assign \d__payload.rows[3].neg2  = d__payload[99];
-  assign \d__payload.rows[3].sh2  = d__payload[101:100];
-  assign \d__payload.rows[3].neg3  = d__payload[102];
-  assign \d__payload.rows[3].sh3  = d__payload[103];
-  assign \d__payload.cols  = d__payload[207:104];
-  assign \d__payload.cols[0]  = d__payload[129:104];
-  assign \d__payload.cols[0].x0  = d__payload[107:104];
-  assign \d__payload.cols[0].x1  = d__payload[111:108];
-  assign \d__payload.cols[0].x2  = d__payload[115:112];
-  assign \d__payload.cols[0].x3  = d__payload[119:116];
-  assign \d__payload.cols[0].neg0  = d__payload[120];
-  assign \d__payload.cols[0].sh0  = d__payload[122:121];
-  assign \d__payload.cols[0].neg1  = d__payload[123];
-  assign \d__payload.cols[0].sh1  = d__payload[124];
-  assign \d__payload.cols[0].neg2  = d__payload[125];
-  assign \d__payload.cols[0].sh2  = d__payload[127:126];
-  assign \d__payload.cols[0].neg3  = d__payload[128];
-  assign \d__payload.cols[0].sh3  = d__payload[129];
-  assign \d__payload.cols[1]  = d__payload[155:130];
-  assign \d__payload.cols[1].x0  = d__payload[133:130];
-  assign \d__payload.cols[1].x1  = d__payload[137:134];
-  assign \d__payload.cols[1].x2  = d__payload[141:138];
-  assign \d__payload.cols[1].x3  = d__payload[145:142];
-  assign \d__payload.cols[1].neg0  = d__payload[146];
-  assign \d__payload.cols[1].sh0  = d__payload[148:147];
-  assign \d__payload.cols[1].neg1  = d__payload[149];
-  assign \d__payload.cols[1].sh1  = d__payload[150];
-  assign \d__payload.cols[1].neg2  = d__payload[151];
-  assign \d__payload.cols[1].sh2  = d__payload[153:152];
-  assign \d__payload.cols[1].neg3  = d__payload[154];
-  assign \d__payload.cols[1].sh3  = d__payload[155];
-  assign \d__payload.cols[2]  = d__payload[181:156];
-  assign \d__payload.cols[2].x0  = d__payload[159:156];
-  assign \d__payload.cols[2].x1  = d__payload[163:160];
-  assign \d__payload.cols[2].x2  = d__payload[167:164];
-  assign \d__payload.cols[2].x3  = d__payload[171:168];
-  assign \d__payload.cols[2].neg0  = d__payload[172];
-  assign \d__payload.cols[2].sh0  = d__payload[174:173];
-  assign \d__payload.cols[2].neg1  = d__payload[175];
-  assign \d__payload.cols[2].sh1  = d__payload[176];
-  assign \d__payload.cols[2].neg2  = d__payload[177];
-  assign \d__payload.cols[2].sh2  = d__payload[179:178];
-  assign \d__payload.cols[2].neg3  = d__payload[180];
-  assign \d__payload.cols[2].sh3  = d__payload[181];
-  assign \d__payload.cols[3]  = d__payload[207:182];
-  assign \d__payload.cols[3].x0  = d__payload[185:182];
-  assign \d__payload.cols[3].x1  = d__payload[189:186];
-  assign \d__payload.cols[3].x2  = d__payload[193:190];
-  assign \d__payload.cols[3].x3  = d__payload[197:194];
-  assign \d__payload.cols[3].neg0  = d__payload[198];
-  assign \d__payload.cols[3].sh0  = d__payload[200:199];
-  assign \d__payload.cols[3].neg1  = d__payload[201];
-  assign \d__payload.cols[3].sh1  = d__payload[202];
-  assign \d__payload.cols[3].neg2  = d__payload[203];
-  assign \d__payload.cols[3].sh2  = d__payload[205:204];
-  assign \d__payload.cols[3].neg3  = d__payload[206];
-  assign \d__payload.cols[3].sh3  = d__payload[207];
-  assign \d__payload.mode  = d__payload[209:208];
-  assign \d__payload.mode.a8  = d__payload[208];
-  assign \d__payload.mode.b8  = d__payload[209];
-  assign \d__payload.last  = d__payload[210];
-  assign \d__payload.err  = d__payload[211];
-  assign \b.x0  = d__payload[107:104];
-  assign \b.x1  = d__payload[111:108];
-  assign \b.x2  = d__payload[115:112];
-  assign \b.x3  = d__payload[119:116];
-  assign \b.neg0  = d__payload[120];
-  assign \b.sh0  = d__payload[122:121];
-  assign \b.neg1  = d__payload[123];
-  assign \b.sh1  = d__payload[124];
-  assign \b.neg2  = d__payload[125];
-  assign \b.sh2  = d__payload[127:126];
-  assign \b.neg3  = d__payload[128];
-  assign \b.sh3  = d__payload[129];
+  assign \a.x0  = \port$3871$0 [3:0];
+  assign \a.x1  = \port$3871$0 [7:4];
+  assign \a.x2  = \port$3871$0 [11:8];
+  assign \a.x3  = \port$3871$0 [15:12];
+  assign \a.neg0  = \port$3871$0 [16];
+  assign \a.sh0  = \port$3871$0 [18:17];
+  assign \a.neg1  = \port$3871$0 [19];
+  assign \a.sh1  = \port$3871$0 [20];
+  assign \a.neg2  = \port$3871$0 [21];
+  assign \a.sh2  = \port$3871$0 [23:22];
+  assign \a.neg3  = \port$3871$0 [24];
+  assign \a.sh3  = \port$3871$0 [25];
+  assign \d__payload.rows  = \port$3871$0 [103:0];
+  assign \d__payload.rows[0]  = \port$3871$0 [25:0];
+  assign \d__payload.rows[0].x0  = \port$3871$0 [3:0];
+  assign \d__payload.rows[0].x1  = \port$3871$0 [7:4];
+  assign \d__payload.rows[0].x2  = \port$3871$0 [11:8];
+  assign \d__payload.rows[0].x3  = \port$3871$0 [15:12];
+  assign \d__payload.rows[0].neg0  = \port$3871$0 [16];
+  assign \d__payload.rows[0].sh0  = \port$3871$0 [18:17];
+  assign \d__payload.rows[0].neg1  = \port$3871$0 [19];
+  assign \d__payload.rows[0].sh1  = \port$3871$0 [20];
+  assign \d__payload.rows[0].neg2  = \port$3871$0 [21];
+  assign \d__payload.rows[0].sh2  = \port$3871$0 [23:22];
+  assign \d__payload.rows[0].neg3  = \port$3871$0 [24];
+  assign \d__payload.rows[0].sh3  = \port$3871$0 [25];
+  assign \d__payload.rows[1]  = \port$3871$0 [51:26];
+  assign \d__payload.rows[1].x0  = \port$3871$0 [29:26];
+  assign \d__payload.rows[1].x1  = \port$3871$0 [33:30];
+  assign \d__payload.rows[1].x2  = \port$3871$0 [37:34];
+  assign \d__payload.rows[1].x3  = \port$3871$0 [41:38];
+  assign \d__payload.rows[1].neg0  = \port$3871$0 [42];
+  assign \d__payload.rows[1].sh0  = \port$3871$0 [44:43];
+  assign \d__payload.rows[1].neg1  = \port$3871$0 [45];
+  assign \d__payload.rows[1].sh1  = \port$3871$0 [46];
+  assign \d__payload.rows[1].neg2  = \port$3871$0 [47];
+  assign \d__payload.rows[1].sh2  = \port$3871$0 [49:48];
+  assign \d__payload.rows[1].neg3  = \port$3871$0 [50];
+  assign \d__payload.rows[1].sh3  = \port$3871$0 [51];
+  assign \d__payload.rows[2]  = \port$3871$0 [77:52];
+  assign \d__payload.rows[2].x0  = \port$3871$0 [55:52];
+  assign \d__payload.rows[2].x1  = \port$3871$0 [59:56];
+  assign \d__payload.rows[2].x2  = \port$3871$0 [63:60];
+  assign \d__payload.rows[2].x3  = \port$3871$0 [67:64];
+  assign \d__payload.rows[2].neg0  = \port$3871$0 [68];
+  assign \d__payload.rows[2].sh0  = \port$3871$0 [70:69];
+  assign \d__payload.rows[2].neg1  = \port$3871$0 [71];
+  assign \d__payload.rows[2].sh1  = \port$3871$0 [72];
+  assign \d__payload.rows[2].neg2  = \port$3871$0 [73];
+  assign \d__payload.rows[2].sh2  = \port$3871$0 [75:74];
+  assign \d__payload.rows[2].neg3  = \port$3871$0 [76];
+  assign \d__payload.rows[2].sh3  = \port$3871$0 [77];
+  assign \d__payload.rows[3]  = \port$3871$0 [103:78];
+  assign \d__payload.rows[3].x0  = \port$3871$0 [81:78];
+  assign \d__payload.rows[3].x1  = \port$3871$0 [85:82];
+  assign \d__payload.rows[3].x2  = \port$3871$0 [89:86];
+  assign \d__payload.rows[3].x3  = \port$3871$0 [93:90];
+  assign \d__payload.rows[3].neg0  = \port$3871$0 [94];
+  assign \d__payload.rows[3].sh0  = \port$3871$0 [96:95];
+  assign \d__payload.rows[3].neg1  = \port$3871$0 [97];
+  assign \d__payload.rows[3].sh1  = \port$3871$0 [98];
+  assign \d__payload.rows[3].neg2  = \port$3871$0 [99];
+  assign \d__payload.rows[3].sh2  = \port$3871$0 [101:100];
+  assign \d__payload.rows[3].neg3  = \port$3871$0 [102];
+  assign \d__payload.rows[3].sh3  = \port$3871$0 [103];
+  assign \d__payload.cols  = \port$3871$0 [207:104];
+  assign \d__payload.cols[0]  = \port$3871$0 [129:104];
+  assign \d__payload.cols[0].x0  = \port$3871$0 [107:104];
+  assign \d__payload.cols[0].x1  = \port$3871$0 [111:108];
+  assign \d__payload.cols[0].x2  = \port$3871$0 [115:112];
+  assign \d__payload.cols[0].x3  = \port$3871$0 [119:116];
+  assign \d__payload.cols[0].neg0  = \port$3871$0 [120];
+  assign \d__payload.cols[0].sh0  = \port$3871$0 [122:121];
+  assign \d__payload.cols[0].neg1  = \port$3871$0 [123];
+  assign \d__payload.cols[0].sh1  = \port$3871$0 [124];
+  assign \d__payload.cols[0].neg2  = \port$3871$0 [125];
+  assign \d__payload.cols[0].sh2  = \port$3871$0 [127:126];
+  assign \d__payload.cols[0].neg3  = \port$3871$0 [128];
+  assign \d__payload.cols[0].sh3  = \port$3871$0 [129];
+  assign \d__payload.cols[1]  = \port$3871$0 [155:130];
+  assign \d__payload.cols[1].x0  = \port$3871$0 [133:130];
+  assign \d__payload.cols[1].x1  = \port$3871$0 [137:134];
+  assign \d__payload.cols[1].x2  = \port$3871$0 [141:138];
+  assign \d__payload.cols[1].x3  = \port$3871$0 [145:142];
+  assign \d__payload.cols[1].neg0  = \port$3871$0 [146];
+  assign \d__payload.cols[1].sh0  = \port$3871$0 [148:147];
+  assign \d__payload.cols[1].neg1  = \port$3871$0 [149];
+  assign \d__payload.cols[1].sh1  = \port$3871$0 [150];
+  assign \d__payload.cols[1].neg2  = \port$3871$0 [151];
+  assign \d__payload.cols[1].sh2  = \port$3871$0 [153:152];
+  assign \d__payload.cols[1].neg3  = \port$3871$0 [154];
+  assign \d__payload.cols[1].sh3  = \port$3871$0 [155];
+  assign \d__payload.cols[2]  = \port$3871$0 [181:156];
+  assign \d__payload.cols[2].x0  = \port$3871$0 [159:156];
+  assign \d__payload.cols[2].x1  = \port$3871$0 [163:160];
+  assign \d__payload.cols[2].x2  = \port$3871$0 [167:164];
+  assign \d__payload.cols[2].x3  = \port$3871$0 [171:168];
+  assign \d__payload.cols[2].neg0  = \port$3871$0 [172];
+  assign \d__payload.cols[2].sh0  = \port$3871$0 [174:173];
+  assign \d__payload.cols[2].neg1  = \port$3871$0 [175];
+  assign \d__payload.cols[2].sh1  = \port$3871$0 [176];
+  assign \d__payload.cols[2].neg2  = \port$3871$0 [177];
+  assign \d__payload.cols[2].sh2  = \port$3871$0 [179:178];
+  assign \d__payload.cols[2].neg3  = \port$3871$0 [180];
+  assign \d__payload.cols[2].sh3  = \port$3871$0 [181];
+  assign \d__payload.cols[3]  = \port$3871$0 [207:182];
+  assign \d__payload.cols[3].x0  = \port$3871$0 [185:182];
+  assign \d__payload.cols[3].x1  = \port$3871$0 [189:186];
+  assign \d__payload.cols[3].x2  = \port$3871$0 [193:190];
+  assign \d__payload.cols[3].x3  = \port$3871$0 [197:194];
+  assign \d__payload.cols[3].neg0  = \port$3871$0 [198];
+  assign \d__payload.cols[3].sh0  = \port$3871$0 [200:199];
+  assign \d__payload.cols[3].neg1  = \port$3871$0 [201];
+  assign \d__payload.cols[3].sh1  = \port$3871$0 [202];
+  assign \d__payload.cols[3].neg2  = \port$3871$0 [203];
+  assign \d__payload.cols[3].sh2  = \port$3871$0 [205:204];
+  assign \d__payload.cols[3].neg3  = \port$3871$0 [206];
+  assign \d__payload.cols[3].sh3  = \port$3871$0 [207];
+  assign \d__payload.mode  = \port$3871$0 [209:208];
+  assign \d__payload.mode.a8  = \port$3871$0 [208];
+  assign \d__payload.mode.b8  = \port$3871$0 [209];
+  assign \d__payload.last  = \port$3875$0 [0];
+  assign \d__payload.err  = \port$3875$0 [1];
+  assign \b.x0  = \port$3871$0 [107:104];
+  assign \b.x1  = \port$3871$0 [111:108];
+  assign \b.x2  = \port$3871$0 [115:112];
+  assign \b.x3  = \port$3871$0 [119:116];
+  assign \b.neg0  = \port$3871$0 [120];
+  assign \b.sh0  = \port$3871$0 [122:121];
+  assign \b.neg1  = \port$3871$0 [123];
+  assign \b.sh1  = \port$3871$0 [124];
+  assign \b.neg2  = \port$3871$0 [125];
+  assign \b.sh2  = \port$3871$0 [127:126];
+  assign \b.neg3  = \port$3871$0 [128];
+  assign \b.sh3  = \port$3871$0 [129];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
-  assign \a$52.x0  = d__payload[3:0];
-  assign \a$52.x1  = d__payload[7:4];
-  assign \a$52.x2  = d__payload[11:8];
-  assign \a$52.x3  = d__payload[15:12];
-  assign \a$52.neg0  = d__payload[16];
-  assign \a$52.sh0  = d__payload[18:17];
-  assign \a$52.neg1  = d__payload[19];
-  assign \a$52.sh1  = d__payload[20];
-  assign \a$52.neg2  = d__payload[21];
-  assign \a$52.sh2  = d__payload[23:22];
-  assign \a$52.neg3  = d__payload[24];
-  assign \a$52.sh3  = d__payload[25];
-  assign \b$53.x0  = d__payload[133:130];
-  assign \b$53.x1  = d__payload[137:134];
-  assign \b$53.x2  = d__payload[141:138];
-  assign \b$53.x3  = d__payload[145:142];
-  assign \b$53.neg0  = d__payload[146];
-  assign \b$53.sh0  = d__payload[148:147];
-  assign \b$53.neg1  = d__payload[149];
-  assign \b$53.sh1  = d__payload[150];
-  assign \b$53.neg2  = d__payload[151];
-  assign \b$53.sh2  = d__payload[153:152];
-  assign \b$53.neg3  = d__payload[154];
-  assign \b$53.sh3  = d__payload[155];
+  assign \a$52.x0  = \port$3871$0 [3:0];
+  assign \a$52.x1  = \port$3871$0 [7:4];
+  assign \a$52.x2  = \port$3871$0 [11:8];
+  assign \a$52.x3  = \port$3871$0 [15:12];
+  assign \a$52.neg0  = \port$3871$0 [16];
+  assign \a$52.sh0  = \port$3871$0 [18:17];
+  assign \a$52.neg1  = \port$3871$0 [19];
+  assign \a$52.sh1  = \port$3871$0 [20];
+  assign \a$52.neg2  = \port$3871$0 [21];
+  assign \a$52.sh2  = \port$3871$0 [23:22];
+  assign \a$52.neg3  = \port$3871$0 [24];
+  assign \a$52.sh3  = \port$3871$0 [25];
+  assign \b$53.x0  = \port$3871$0 [133:130];
+  assign \b$53.x1  = \port$3871$0 [137:134];
+  assign \b$53.x2  = \port$3871$0 [141:138];
+  assign \b$53.x3  = \port$3871$0 [145:142];
+  assign \b$53.neg0  = \port$3871$0 [146];
+  assign \b$53.sh0  = \port$3871$0 [148:147];
+  assign \b$53.neg1  = \port$3871$0 [149];
+  assign \b$53.sh1  = \port$3871$0 [150];
+  assign \b$53.neg2  = \port$3871$0 [151];
+  assign \b$53.sh2  = \port$3871$0 [153:152];
+  assign \b$53.neg3  = \port$3871$0 [154];
+  assign \b$53.sh3  = \port$3871$0 [155];
   assign \mode$54.a8  = mode[0];
   assign \mode$54.b8  = mode[1];
-  assign \a$60.x0  = d__payload[3:0];
-  assign \a$60.x1  = d__payload[7:4];
-  assign \a$60.x2  = d__payload[11:8];
-  assign \a$60.x3  = d__payload[15:12];
-  assign \a$60.neg0  = d__payload[16];
-  assign \a$60.sh0  = d__payload[18:17];
-  assign \a$60.neg1  = d__payload[19];
-  assign \a$60.sh1  = d__payload[20];
-  assign \a$60.neg2  = d__payload[21];
-  assign \a$60.sh2  = d__payload[23:22];
-  assign \a$60.neg3  = d__payload[24];
-  assign \a$60.sh3  = d__payload[25];
-  assign \b$61.x0  = d__payload[159:156];
-  assign \b$61.x1  = d__payload[163:160];
-  assign \b$61.x2  = d__payload[167:164];
-  assign \b$61.x3  = d__payload[171:168];
-  assign \b$61.neg0  = d__payload[172];
-  assign \b$61.sh0  = d__payload[174:173];
-  assign \b$61.neg1  = d__payload[175];
-  assign \b$61.sh1  = d__payload[176];
-  assign \b$61.neg2  = d__payload[177];
-  assign \b$61.sh2  = d__payload[179:178];
-  assign \b$61.neg3  = d__payload[180];
-  assign \b$61.sh3  = d__payload[181];
+  assign \a$60.x0  = \port$3871$0 [3:0];
+  assign \a$60.x1  = \port$3871$0 [7:4];
+  assign \a$60.x2  = \port$3871$0 [11:8];
+  assign \a$60.x3  = \port$3871$0 [15:12];
+  assign \a$60.neg0  = \port$3871$0 [16];
+  assign \a$60.sh0  = \port$3871$0 [18:17];
+  assign \a$60.neg1  = \port$3871$0 [19];
+  assign \a$60.sh1  = \port$3871$0 [20];
+  assign \a$60.neg2  = \port$3871$0 [21];
+  assign \a$60.sh2  = \port$3871$0 [23:22];
+  assign \a$60.neg3  = \port$3871$0 [24];
+  assign \a$60.sh3  = \port$3871$0 [25];
+  assign \b$61.x0  = \port$3871$0 [159:156];
+  assign \b$61.x1  = \port$3871$0 [163:160];
+  assign \b$61.x2  = \port$3871$0 [167:164];
+  assign \b$61.x3  = \port$3871$0 [171:168];
+  assign \b$61.neg0  = \port$3871$0 [172];
+  assign \b$61.sh0  = \port$3871$0 [174:173];
+  assign \b$61.neg1  = \port$3871$0 [175];
+  assign \b$61.sh1  = \port$3871$0 [176];
+  assign \b$61.neg2  = \port$3871$0 [177];
+  assign \b$61.sh2  = \port$3871$0 [179:178];
+  assign \b$61.neg3  = \port$3871$0 [180];
+  assign \b$61.sh3  = \port$3871$0 [181];
   assign \mode$62.a8  = mode[0];
   assign \mode$62.b8  = mode[1];
-  assign \a$68.x0  = d__payload[3:0];
-  assign \a$68.x1  = d__payload[7:4];
-  assign \a$68.x2  = d__payload[11:8];
-  assign \a$68.x3  = d__payload[15:12];
-  assign \a$68.neg0  = d__payload[16];
-  assign \a$68.sh0  = d__payload[18:17];
-  assign \a$68.neg1  = d__payload[19];
-  assign \a$68.sh1  = d__payload[20];
-  assign \a$68.neg2  = d__payload[21];
-  assign \a$68.sh2  = d__payload[23:22];
-  assign \a$68.neg3  = d__payload[24];
-  assign \a$68.sh3  = d__payload[25];
-  assign \b$69.x0  = d__payload[185:182];
-  assign \b$69.x1  = d__payload[189:186];
-  assign \b$69.x2  = d__payload[193:190];
-  assign \b$69.x3  = d__payload[197:194];
-  assign \b$69.neg0  = d__payload[198];
-  assign \b$69.sh0  = d__payload[200:199];
-  assign \b$69.neg1  = d__payload[201];
-  assign \b$69.sh1  = d__payload[202];
-  assign \b$69.neg2  = d__payload[203];
-  assign \b$69.sh2  = d__payload[205:204];
-  assign \b$69.neg3  = d__payload[206];
-  assign \b$69.sh3  = d__payload[207];
+  assign \a$68.x0  = \port$3871$0 [3:0];
+  assign \a$68.x1  = \port$3871$0 [7:4];
+  assign \a$68.x2  = \port$3871$0 [11:8];
+  assign \a$68.x3  = \port$3871$0 [15:12];
+  assign \a$68.neg0  = \port$3871$0 [16];
+  assign \a$68.sh0  = \port$3871$0 [18:17];
+  assign \a$68.neg1  = \port$3871$0 [19];
+  assign \a$68.sh1  = \port$3871$0 [20];
+  assign \a$68.neg2  = \port$3871$0 [21];
+  assign \a$68.sh2  = \port$3871$0 [23:22];
+  assign \a$68.neg3  = \port$3871$0 [24];
+  assign \a$68.sh3  = \port$3871$0 [25];
+  assign \b$69.x0  = \port$3871$0 [185:182];
+  assign \b$69.x1  = \port$3871$0 [189:186];
+  assign \b$69.x2  = \port$3871$0 [193:190];
+  assign \b$69.x3  = \port$3871$0 [197:194];
+  assign \b$69.neg0  = \port$3871$0 [198];
+  assign \b$69.sh0  = \port$3871$0 [200:199];
+  assign \b$69.neg1  = \port$3871$0 [201];
+  assign \b$69.sh1  = \port$3871$0 [202];
+  assign \b$69.neg2  = \port$3871$0 [203];
+  assign \b$69.sh2  = \port$3871$0 [205:204];
+  assign \b$69.neg3  = \port$3871$0 [206];
+  assign \b$69.sh3  = \port$3871$0 [207];
   assign \mode$70.a8  = mode[0];
   assign \mode$70.b8  = mode[1];
-  assign \a$76.x0  = d__payload[29:26];
-  assign \a$76.x1  = d__payload[33:30];
-  assign \a$76.x2  = d__payload[37:34];
-  assign \a$76.x3  = d__payload[41:38];
-  assign \a$76.neg0  = d__payload[42];
-  assign \a$76.sh0  = d__payload[44:43];
-  assign \a$76.neg1  = d__payload[45];
-  assign \a$76.sh1  = d__payload[46];
-  assign \a$76.neg2  = d__payload[47];
-  assign \a$76.sh2  = d__payload[49:48];
-  assign \a$76.neg3  = d__payload[50];
-  assign \a$76.sh3  = d__payload[51];
-  assign \b$77.x0  = d__payload[107:104];
-  assign \b$77.x1  = d__payload[111:108];
-  assign \b$77.x2  = d__payload[115:112];
-  assign \b$77.x3  = d__payload[119:116];
-  assign \b$77.neg0  = d__payload[120];
-  assign \b$77.sh0  = d__payload[122:121];
-  assign \b$77.neg1  = d__payload[123];
-  assign \b$77.sh1  = d__payload[124];
-  assign \b$77.neg2  = d__payload[125];
-  assign \b$77.sh2  = d__payload[127:126];
-  assign \b$77.neg3  = d__payload[128];
-  assign \b$77.sh3  = d__payload[129];
+  assign \a$76.x0  = \port$3871$0 [29:26];
+  assign \a$76.x1  = \port$3871$0 [33:30];
+  assign \a$76.x2  = \port$3871$0 [37:34];
+  assign \a$76.x3  = \port$3871$0 [41:38];
+  assign \a$76.neg0  = \port$3871$0 [42];
+  assign \a$76.sh0  = \port$3871$0 [44:43];
+  assign \a$76.neg1  = \port$3871$0 [45];
+  assign \a$76.sh1  = \port$3871$0 [46];
+  assign \a$76.neg2  = \port$3871$0 [47];
+  assign \a$76.sh2  = \port$3871$0 [49:48];
+  assign \a$76.neg3  = \port$3871$0 [50];
+  assign \a$76.sh3  = \port$3871$0 [51];
+  assign \b$77.x0  = \port$3871$0 [107:104];
+  assign \b$77.x1  = \port$3871$0 [111:108];
+  assign \b$77.x2  = \port$3871$0 [115:112];
+  assign \b$77.x3  = \port$3871$0 [119:116];
+  assign \b$77.neg0  = \port$3871$0 [120];
+  assign \b$77.sh0  = \port$3871$0 [122:121];
+  assign \b$77.neg1  = \port$3871$0 [123];
+  assign \b$77.sh1  = \port$3871$0 [124];
+  assign \b$77.neg2  = \port$3871$0 [125];
+  assign \b$77.sh2  = \port$3871$0 [127:126];
+  assign \b$77.neg3  = \port$3871$0 [128];
+  assign \b$77.sh3  = \port$3871$0 [129];
   assign \mode$78.a8  = \mode$78 [0];
   assign \mode$78.b8  = \mode$78 [1];
-  assign \a$85.x0  = d__payload[29:26];
-  assign \a$85.x1  = d__payload[33:30];
-  assign \a$85.x2  = d__payload[37:34];
-  assign \a$85.x3  = d__payload[41:38];
-  assign \a$85.neg0  = d__payload[42];
-  assign \a$85.sh0  = d__payload[44:43];
-  assign \a$85.neg1  = d__payload[45];
-  assign \a$85.sh1  = d__payload[46];
-  assign \a$85.neg2  = d__payload[47];
-  assign \a$85.sh2  = d__payload[49:48];
-  assign \a$85.neg3  = d__payload[50];
-  assign \a$85.sh3  = d__payload[51];
-  assign \b$86.x0  = d__payload[133:130];
-  assign \b$86.x1  = d__payload[137:134];
-  assign \b$86.x2  = d__payload[141:138];
-  assign \b$86.x3  = d__payload[145:142];
-  assign \b$86.neg0  = d__payload[146];
-  assign \b$86.sh0  = d__payload[148:147];
-  assign \b$86.neg1  = d__payload[149];
-  assign \b$86.sh1  = d__payload[150];
-  assign \b$86.neg2  = d__payload[151];
-  assign \b$86.sh2  = d__payload[153:152];
-  assign \b$86.neg3  = d__payload[154];
-  assign \b$86.sh3  = d__payload[155];
+  assign \a$85.x0  = \port$3871$0 [29:26];
+  assign \a$85.x1  = \port$3871$0 [33:30];
+  assign \a$85.x2  = \port$3871$0 [37:34];
+  assign \a$85.x3  = \port$3871$0 [41:38];
+  assign \a$85.neg0  = \port$3871$0 [42];
+  assign \a$85.sh0  = \port$3871$0 [44:43];
+  assign \a$85.neg1  = \port$3871$0 [45];
+  assign \a$85.sh1  = \port$3871$0 [46];
+  assign \a$85.neg2  = \port$3871$0 [47];
+  assign \a$85.sh2  = \port$3871$0 [49:48];
+  assign \a$85.neg3  = \port$3871$0 [50];
+  assign \a$85.sh3  = \port$3871$0 [51];
+  assign \b$86.x0  = \port$3871$0 [133:130];
+  assign \b$86.x1  = \port$3871$0 [137:134];
+  assign \b$86.x2  = \port$3871$0 [141:138];
+  assign \b$86.x3  = \port$3871$0 [145:142];
+  assign \b$86.neg0  = \port$3871$0 [146];
+  assign \b$86.sh0  = \port$3871$0 [148:147];
+  assign \b$86.neg1  = \port$3871$0 [149];
+  assign \b$86.sh1  = \port$3871$0 [150];
+  assign \b$86.neg2  = \port$3871$0 [151];
+  assign \b$86.sh2  = \port$3871$0 [153:152];
+  assign \b$86.neg3  = \port$3871$0 [154];
+  assign \b$86.sh3  = \port$3871$0 [155];
   assign \mode$87.a8  = \mode$78 [0];
   assign \mode$87.b8  = \mode$78 [1];
-  assign \a$93.x0  = d__payload[29:26];
-  assign \a$93.x1  = d__payload[33:30];
-  assign \a$93.x2  = d__payload[37:34];
-  assign \a$93.x3  = d__payload[41:38];
-  assign \a$93.neg0  = d__payload[42];
-  assign \a$93.sh0  = d__payload[44:43];
-  assign \a$93.neg1  = d__payload[45];
-  assign \a$93.sh1  = d__payload[46];
-  assign \a$93.neg2  = d__payload[47];
-  assign \a$93.sh2  = d__payload[49:48];
-  assign \a$93.neg3  = d__payload[50];
-  assign \a$93.sh3  = d__payload[51];
-  assign \b$94.x0  = d__payload[159:156];
-  assign \b$94.x1  = d__payload[163:160];
-  assign \b$94.x2  = d__payload[167:164];
-  assign \b$94.x3  = d__payload[171:168];
-  assign \b$94.neg0  = d__payload[172];
-  assign \b$94.sh0  = d__payload[174:173];
-  assign \b$94.neg1  = d__payload[175];
-  assign \b$94.sh1  = d__payload[176];
-  assign \b$94.neg2  = d__payload[177];
-  assign \b$94.sh2  = d__payload[179:178];
-  assign \b$94.neg3  = d__payload[180];
-  assign \b$94.sh3  = d__payload[181];
+  assign \a$93.x0  = \port$3871$0 [29:26];
+  assign \a$93.x1  = \port$3871$0 [33:30];
+  assign \a$93.x2  = \port$3871$0 [37:34];
+  assign \a$93.x3  = \port$3871$0 [41:38];
+  assign \a$93.neg0  = \port$3871$0 [42];
+  assign \a$93.sh0  = \port$3871$0 [44:43];
+  assign \a$93.neg1  = \port$3871$0 [45];
+  assign \a$93.sh1  = \port$3871$0 [46];
+  assign \a$93.neg2  = \port$3871$0 [47];
+  assign \a$93.sh2  = \port$3871$0 [49:48];
+  assign \a$93.neg3  = \port$3871$0 [50];
+  assign \a$93.sh3  = \port$3871$0 [51];
+  assign \b$94.x0  = \port$3871$0 [159:156];
+  assign \b$94.x1  = \port$3871$0 [163:160];
+  assign \b$94.x2  = \port$3871$0 [167:164];
+  assign \b$94.x3  = \port$3871$0 [171:168];
+  assign \b$94.neg0  = \port$3871$0 [172];
+  assign \b$94.sh0  = \port$3871$0 [174:173];
+  assign \b$94.neg1  = \port$3871$0 [175];
+  assign \b$94.sh1  = \port$3871$0 [176];
+  assign \b$94.neg2  = \port$3871$0 [177];
+  assign \b$94.sh2  = \port$3871$0 [179:178];
+  assign \b$94.neg3  = \port$3871$0 [180];
+  assign \b$94.sh3  = \port$3871$0 [181];
   assign \mode$95.a8  = \mode$78 [0];
   assign \mode$95.b8  = \mode$78 [1];
-  assign \a$101.x0  = d__payload[29:26];
-  assign \a$101.x1  = d__payload[33:30];
-  assign \a$101.x2  = d__payload[37:34];
-  assign \a$101.x3  = d__payload[41:38];
-  assign \a$101.neg0  = d__payload[42];
-  assign \a$101.sh0  = d__payload[44:43];
-  assign \a$101.neg1  = d__payload[45];
-  assign \a$101.sh1  = d__payload[46];
-  assign \a$101.neg2  = d__payload[47];
-  assign \a$101.sh2  = d__payload[49:48];
-  assign \a$101.neg3  = d__payload[50];
-  assign \a$101.sh3  = d__payload[51];
-  assign \b$102.x0  = d__payload[185:182];
-  assign \b$102.x1  = d__payload[189:186];
-  assign \b$102.x2  = d__payload[193:190];
-  assign \b$102.x3  = d__payload[197:194];
-  assign \b$102.neg0  = d__payload[198];
-  assign \b$102.sh0  = d__payload[200:199];
-  assign \b$102.neg1  = d__payload[201];
-  assign \b$102.sh1  = d__payload[202];
-  assign \b$102.neg2  = d__payload[203];
-  assign \b$102.sh2  = d__payload[205:204];
-  assign \b$102.neg3  = d__payload[206];
-  assign \b$102.sh3  = d__payload[207];
+  assign \a$101.x0  = \port$3871$0 [29:26];
+  assign \a$101.x1  = \port$3871$0 [33:30];
+  assign \a$101.x2  = \port$3871$0 [37:34];
+  assign \a$101.x3  = \port$3871$0 [41:38];
+  assign \a$101.neg0  = \port$3871$0 [42];
+  assign \a$101.sh0  = \port$3871$0 [44:43];
+  assign \a$101.neg1  = \port$3871$0 [45];
+  assign \a$101.sh1  = \port$3871$0 [46];
+  assign \a$101.neg2  = \port$3871$0 [47];
+  assign \a$101.sh2  = \port$3871$0 [49:48];
+  assign \a$101.neg3  = \port$3871$0 [50];
+  assign \a$101.sh3  = \port$3871$0 [51];
+  assign \b$102.x0  = \port$3871$0 [185:182];
+  assign \b$102.x1  = \port$3871$0 [189:186];
+  assign \b$102.x2  = \port$3871$0 [193:190];
+  assign \b$102.x3  = \port$3871$0 [197:194];
+  assign \b$102.neg0  = \port$3871$0 [198];
+  assign \b$102.sh0  = \port$3871$0 [200:199];
+  assign \b$102.neg1  = \port$3871$0 [201];
+  assign \b$102.sh1  = \port$3871$0 [202];
+  assign \b$102.neg2  = \port$3871$0 [203];
+  assign \b$102.sh2  = \port$3871$0 [205:204];
+  assign \b$102.neg3  = \port$3871$0 [206];
+  assign \b$102.sh3  = \port$3871$0 [207];
   assign \mode$103.a8  = \mode$78 [0];
   assign \mode$103.b8  = \mode$78 [1];
-  assign \a$109.x0  = d__payload[55:52];
-  assign \a$109.x1  = d__payload[59:56];
-  assign \a$109.x2  = d__payload[63:60];
-  assign \a$109.x3  = d__payload[67:64];
-  assign \a$109.neg0  = d__payload[68];
-  assign \a$109.sh0  = d__payload[70:69];
-  assign \a$109.neg1  = d__payload[71];
-  assign \a$109.sh1  = d__payload[72];
-  assign \a$109.neg2  = d__payload[73];
-  assign \a$109.sh2  = d__payload[75:74];
-  assign \a$109.neg3  = d__payload[76];
-  assign \a$109.sh3  = d__payload[77];
-  assign \b$110.x0  = d__payload[107:104];
-  assign \b$110.x1  = d__payload[111:108];
-  assign \b$110.x2  = d__payload[115:112];
-  assign \b$110.x3  = d__payload[119:116];
-  assign \b$110.neg0  = d__payload[120];
-  assign \b$110.sh0  = d__payload[122:121];
-  assign \b$110.neg1  = d__payload[123];
-  assign \b$110.sh1  = d__payload[124];
-  assign \b$110.neg2  = d__payload[125];
-  assign \b$110.sh2  = d__payload[127:126];
-  assign \b$110.neg3  = d__payload[128];
-  assign \b$110.sh3  = d__payload[129];
+  assign \a$109.x0  = \port$3871$0 [55:52];
+  assign \a$109.x1  = \port$3871$0 [59:56];
+  assign \a$109.x2  = \port$3871$0 [63:60];
+  assign \a$109.x3  = \port$3871$0 [67:64];
+  assign \a$109.neg0  = \port$3871$0 [68];
+  assign \a$109.sh0  = \port$3871$0 [70:69];
+  assign \a$109.neg1  = \port$3871$0 [71];
+  assign \a$109.sh1  = \port$3871$0 [72];
+  assign \a$109.neg2  = \port$3871$0 [73];
+  assign \a$109.sh2  = \port$3871$0 [75:74];
+  assign \a$109.neg3  = \port$3871$0 [76];
+  assign \a$109.sh3  = \port$3871$0 [77];
+  assign \b$110.x0  = \port$3871$0 [107:104];
+  assign \b$110.x1  = \port$3871$0 [111:108];
+  assign \b$110.x2  = \port$3871$0 [115:112];
+  assign \b$110.x3  = \port$3871$0 [119:116];
+  assign \b$110.neg0  = \port$3871$0 [120];
+  assign \b$110.sh0  = \port$3871$0 [122:121];
+  assign \b$110.neg1  = \port$3871$0 [123];
+  assign \b$110.sh1  = \port$3871$0 [124];
+  assign \b$110.neg2  = \port$3871$0 [125];
+  assign \b$110.sh2  = \port$3871$0 [127:126];
+  assign \b$110.neg3  = \port$3871$0 [128];
+  assign \b$110.sh3  = \port$3871$0 [129];
   assign \mode$111.a8  = \mode$111 [0];
   assign \mode$111.b8  = \mode$111 [1];
-  assign \a$118.x0  = d__payload[55:52];
-  assign \a$118.x1  = d__payload[59:56];
-  assign \a$118.x2  = d__payload[63:60];
-  assign \a$118.x3  = d__payload[67:64];
-  assign \a$118.neg0  = d__payload[68];
-  assign \a$118.sh0  = d__payload[70:69];
-  assign \a$118.neg1  = d__payload[71];
-  assign \a$118.sh1  = d__payload[72];
-  assign \a$118.neg2  = d__payload[73];
-  assign \a$118.sh2  = d__payload[75:74];
-  assign \a$118.neg3  = d__payload[76];
-  assign \a$118.sh3  = d__payload[77];
-  assign \b$119.x0  = d__payload[133:130];
-  assign \b$119.x1  = d__payload[137:134];
-  assign \b$119.x2  = d__payload[141:138];
-  assign \b$119.x3  = d__payload[145:142];
-  assign \b$119.neg0  = d__payload[146];
-  assign \b$119.sh0  = d__payload[148:147];
-  assign \b$119.neg1  = d__payload[149];
-  assign \b$119.sh1  = d__payload[150];
-  assign \b$119.neg2  = d__payload[151];
-  assign \b$119.sh2  = d__payload[153:152];
-  assign \b$119.neg3  = d__payload[154];
-  assign \b$119.sh3  = d__payload[155];
+  assign \a$118.x0  = \port$3871$0 [55:52];
+  assign \a$118.x1  = \port$3871$0 [59:56];
+  assign \a$118.x2  = \port$3871$0 [63:60];
+  assign \a$118.x3  = \port$3871$0 [67:64];
+  assign \a$118.neg0  = \port$3871$0 [68];
+  assign \a$118.sh0  = \port$3871$0 [70:69];
+  assign \a$118.neg1  = \port$3871$0 [71];
+  assign \a$118.sh1  = \port$3871$0 [72];
+  assign \a$118.neg2  = \port$3871$0 [73];
+  assign \a$118.sh2  = \port$3871$0 [75:74];
+  assign \a$118.neg3  = \port$3871$0 [76];
+  assign \a$118.sh3  = \port$3871$0 [77];
+  assign \b$119.x0  = \port$3871$0 [133:130];
+  assign \b$119.x1  = \port$3871$0 [137:134];
+  assign \b$119.x2  = \port$3871$0 [141:138];
+  assign \b$119.x3  = \port$3871$0 [145:142];
+  assign \b$119.neg0  = \port$3871$0 [146];
+  assign \b$119.sh0  = \port$3871$0 [148:147];
+  assign \b$119.neg1  = \port$3871$0 [149];
+  assign \b$119.sh1  = \port$3871$0 [150];
+  assign \b$119.neg2  = \port$3871$0 [151];
+  assign \b$119.sh2  = \port$3871$0 [153:152];
+  assign \b$119.neg3  = \port$3871$0 [154];
+  assign \b$119.sh3  = \port$3871$0 [155];
   assign \mode$120.a8  = \mode$111 [0];
   assign \mode$120.b8  = \mode$111 [1];
-  assign \a$126.x0  = d__payload[55:52];
-  assign \a$126.x1  = d__payload[59:56];
-  assign \a$126.x2  = d__payload[63:60];
-  assign \a$126.x3  = d__payload[67:64];
-  assign \a$126.neg0  = d__payload[68];
-  assign \a$126.sh0  = d__payload[70:69];
-  assign \a$126.neg1  = d__payload[71];
-  assign \a$126.sh1  = d__payload[72];
-  assign \a$126.neg2  = d__payload[73];
-  assign \a$126.sh2  = d__payload[75:74];
-  assign \a$126.neg3  = d__payload[76];
-  assign \a$126.sh3  = d__payload[77];
-  assign \b$127.x0  = d__payload[159:156];
-  assign \b$127.x1  = d__payload[163:160];
-  assign \b$127.x2  = d__payload[167:164];
-  assign \b$127.x3  = d__payload[171:168];
-  assign \b$127.neg0  = d__payload[172];
-  assign \b$127.sh0  = d__payload[174:173];
-  assign \b$127.neg1  = d__payload[175];
-  assign \b$127.sh1  = d__payload[176];
-  assign \b$127.neg2  = d__payload[177];
-  assign \b$127.sh2  = d__payload[179:178];
-  assign \b$127.neg3  = d__payload[180];
-  assign \b$127.sh3  = d__payload[181];
+  assign \a$126.x0  = \port$3871$0 [55:52];
+  assign \a$126.x1  = \port$3871$0 [59:56];
+  assign \a$126.x2  = \port$3871$0 [63:60];
+  assign \a$126.x3  = \port$3871$0 [67:64];
+  assign \a$126.neg0  = \port$3871$0 [68];
+  assign \a$126.sh0  = \port$3871$0 [70:69];
+  assign \a$126.neg1  = \port$3871$0 [71];
+  assign \a$126.sh1  = \port$3871$0 [72];
+  assign \a$126.neg2  = \port$3871$0 [73];
+  assign \a$126.sh2  = \port$3871$0 [75:74];
+  assign \a$126.neg3  = \port$3871$0 [76];
+  assign \a$126.sh3  = \port$3871$0 [77];
+  assign \b$127.x0  = \port$3871$0 [159:156];
+  assign \b$127.x1  = \port$3871$0 [163:160];
+  assign \b$127.x2  = \port$3871$0 [167:164];
+  assign \b$127.x3  = \port$3871$0 [171:168];
+  assign \b$127.neg0  = \port$3871$0 [172];
+  assign \b$127.sh0  = \port$3871$0 [174:173];
+  assign \b$127.neg1  = \port$3871$0 [175];
+  assign \b$127.sh1  = \port$3871$0 [176];
+  assign \b$127.neg2  = \port$3871$0 [177];
+  assign \b$127.sh2  = \port$3871$0 [179:178];
+  assign \b$127.neg3  = \port$3871$0 [180];
+  assign \b$127.sh3  = \port$3871$0 [181];
   assign \mode$128.a8  = \mode$111 [0];
   assign \mode$128.b8  = \mode$111 [1];
-  assign \a$134.x0  = d__payload[55:52];
-  assign \a$134.x1  = d__payload[59:56];
-  assign \a$134.x2  = d__payload[63:60];
-  assign \a$134.x3  = d__payload[67:64];
-  assign \a$134.neg0  = d__payload[68];
-  assign \a$134.sh0  = d__payload[70:69];
-  assign \a$134.neg1  = d__payload[71];
-  assign \a$134.sh1  = d__payload[72];
-  assign \a$134.neg2  = d__payload[73];
-  assign \a$134.sh2  = d__payload[75:74];
-  assign \a$134.neg3  = d__payload[76];
-  assign \a$134.sh3  = d__payload[77];
-  assign \b$135.x0  = d__payload[185:182];
-  assign \b$135.x1  = d__payload[189:186];
-  assign \b$135.x2  = d__payload[193:190];
-  assign \b$135.x3  = d__payload[197:194];
-  assign \b$135.neg0  = d__payload[198];
-  assign \b$135.sh0  = d__payload[200:199];
-  assign \b$135.neg1  = d__payload[201];
-  assign \b$135.sh1  = d__payload[202];
-  assign \b$135.neg2  = d__payload[203];
-  assign \b$135.sh2  = d__payload[205:204];
-  assign \b$135.neg3  = d__payload[206];
-  assign \b$135.sh3  = d__payload[207];
+  assign \a$134.x0  = \port$3871$0 [55:52];
+  assign \a$134.x1  = \port$3871$0 [59:56];
+  assign \a$134.x2  = \port$3871$0 [63:60];
+  assign \a$134.x3  = \port$3871$0 [67:64];
+  assign \a$134.neg0  = \port$3871$0 [68];
+  assign \a$134.sh0  = \port$3871$0 [70:69];
+  assign \a$134.neg1  = \port$3871$0 [71];
+  assign \a$134.sh1  = \port$3871$0 [72];
+  assign \a$134.neg2  = \port$3871$0 [73];
+  assign \a$134.sh2  = \port$3871$0 [75:74];
+  assign \a$134.neg3  = \port$3871$0 [76];
+  assign \a$134.sh3  = \port$3871$0 [77];
+  assign \b$135.x0  = \port$3871$0 [185:182];
+  assign \b$135.x1  = \port$3871$0 [189:186];
+  assign \b$135.x2  = \port$3871$0 [193:190];
+  assign \b$135.x3  = \port$3871$0 [197:194];
+  assign \b$135.neg0  = \port$3871$0 [198];
+  assign \b$135.sh0  = \port$3871$0 [200:199];
+  assign \b$135.neg1  = \port$3871$0 [201];
+  assign \b$135.sh1  = \port$3871$0 [202];
+  assign \b$135.neg2  = \port$3871$0 [203];
+  assign \b$135.sh2  = \port$3871$0 [205:204];
+  assign \b$135.neg3  = \port$3871$0 [206];
+  assign \b$135.sh3  = \port$3871$0 [207];
   assign \mode$136.a8  = \mode$111 [0];
   assign \mode$136.b8  = \mode$111 [1];
-  assign \a$142.x0  = d__payload[81:78];
-  assign \a$142.x1  = d__payload[85:82];
-  assign \a$142.x2  = d__payload[89:86];
-  assign \a$142.x3  = d__payload[93:90];
-  assign \a$142.neg0  = d__payload[94];
-  assign \a$142.sh0  = d__payload[96:95];
-  assign \a$142.neg1  = d__payload[97];
-  assign \a$142.sh1  = d__payload[98];
-  assign \a$142.neg2  = d__payload[99];
-  assign \a$142.sh2  = d__payload[101:100];
-  assign \a$142.neg3  = d__payload[102];
-  assign \a$142.sh3  = d__payload[103];
-  assign \b$143.x0  = d__payload[107:104];
-  assign \b$143.x1  = d__payload[111:108];
-  assign \b$143.x2  = d__payload[115:112];
-  assign \b$143.x3  = d__payload[119:116];
-  assign \b$143.neg0  = d__payload[120];
-  assign \b$143.sh0  = d__payload[122:121];
-  assign \b$143.neg1  = d__payload[123];
-  assign \b$143.sh1  = d__payload[124];
-  assign \b$143.neg2  = d__payload[125];
-  assign \b$143.sh2  = d__payload[127:126];
-  assign \b$143.neg3  = d__payload[128];
-  assign \b$143.sh3  = d__payload[129];
+  assign \a$142.x0  = \port$3871$0 [81:78];
+  assign \a$142.x1  = \port$3871$0 [85:82];
+  assign \a$142.x2  = \port$3871$0 [89:86];
+  assign \a$142.x3  = \port$3871$0 [93:90];
+  assign \a$142.neg0  = \port$3871$0 [94];
+  assign \a$142.sh0  = \port$3871$0 [96:95];
+  assign \a$142.neg1  = \port$3871$0 [97];
+  assign \a$142.sh1  = \port$3871$0 [98];
+  assign \a$142.neg2  = \port$3871$0 [99];
+  assign \a$142.sh2  = \port$3871$0 [101:100];
+  assign \a$142.neg3  = \port$3871$0 [102];
+  assign \a$142.sh3  = \port$3871$0 [103];
+  assign \b$143.x0  = \port$3871$0 [107:104];
+  assign \b$143.x1  = \port$3871$0 [111:108];
+  assign \b$143.x2  = \port$3871$0 [115:112];
+  assign \b$143.x3  = \port$3871$0 [119:116];
+  assign \b$143.neg0  = \port$3871$0 [120];
+  assign \b$143.sh0  = \port$3871$0 [122:121];
+  assign \b$143.neg1  = \port$3871$0 [123];
+  assign \b$143.sh1  = \port$3871$0 [124];
+  assign \b$143.neg2  = \port$3871$0 [125];
+  assign \b$143.sh2  = \port$3871$0 [127:126];
+  assign \b$143.neg3  = \port$3871$0 [128];
+  assign \b$143.sh3  = \port$3871$0 [129];
   assign \mode$144.a8  = \mode$144 [0];
   assign \mode$144.b8  = \mode$144 [1];
-  assign \a$151.x0  = d__payload[81:78];
-  assign \a$151.x1  = d__payload[85:82];
-  assign \a$151.x2  = d__payload[89:86];
-  assign \a$151.x3  = d__payload[93:90];
-  assign \a$151.neg0  = d__payload[94];
-  assign \a$151.sh0  = d__payload[96:95];
-  assign \a$151.neg1  = d__payload[97];
-  assign \a$151.sh1  = d__payload[98];
-  assign \a$151.neg2  = d__payload[99];
-  assign \a$151.sh2  = d__payload[101:100];
-  assign \a$151.neg3  = d__payload[102];
-  assign \a$151.sh3  = d__payload[103];
-  assign \b$152.x0  = d__payload[133:130];
-  assign \b$152.x1  = d__payload[137:134];
-  assign \b$152.x2  = d__payload[141:138];
-  assign \b$152.x3  = d__payload[145:142];
-  assign \b$152.neg0  = d__payload[146];
-  assign \b$152.sh0  = d__payload[148:147];
-  assign \b$152.neg1  = d__payload[149];
-  assign \b$152.sh1  = d__payload[150];
-  assign \b$152.neg2  = d__payload[151];
-  assign \b$152.sh2  = d__payload[153:152];
-  assign \b$152.neg3  = d__payload[154];
-  assign \b$152.sh3  = d__payload[155];
+  assign \a$151.x0  = \port$3871$0 [81:78];
+  assign \a$151.x1  = \port$3871$0 [85:82];
+  assign \a$151.x2  = \port$3871$0 [89:86];
+  assign \a$151.x3  = \port$3871$0 [93:90];
+  assign \a$151.neg0  = \port$3871$0 [94];
+  assign \a$151.sh0  = \port$3871$0 [96:95];
+  assign \a$151.neg1  = \port$3871$0 [97];
+  assign \a$151.sh1  = \port$3871$0 [98];
+  assign \a$151.neg2  = \port$3871$0 [99];
+  assign \a$151.sh2  = \port$3871$0 [101:100];
+  assign \a$151.neg3  = \port$3871$0 [102];
+  assign \a$151.sh3  = \port$3871$0 [103];
+  assign \b$152.x0  = \port$3871$0 [133:130];
+  assign \b$152.x1  = \port$3871$0 [137:134];
+  assign \b$152.x2  = \port$3871$0 [141:138];
+  assign \b$152.x3  = \port$3871$0 [145:142];
+  assign \b$152.neg0  = \port$3871$0 [146];
+  assign \b$152.sh0  = \port$3871$0 [148:147];
+  assign \b$152.neg1  = \port$3871$0 [149];
+  assign \b$152.sh1  = \port$3871$0 [150];
+  assign \b$152.neg2  = \port$3871$0 [151];
+  assign \b$152.sh2  = \port$3871$0 [153:152];
+  assign \b$152.neg3  = \port$3871$0 [154];
+  assign \b$152.sh3  = \port$3871$0 [155];
   assign \mode$153.a8  = \mode$144 [0];
   assign \mode$153.b8  = \mode$144 [1];
-  assign \a$159.x0  = d__payload[81:78];
-  assign \a$159.x1  = d__payload[85:82];
-  assign \a$159.x2  = d__payload[89:86];
-  assign \a$159.x3  = d__payload[93:90];
-  assign \a$159.neg0  = d__payload[94];
-  assign \a$159.sh0  = d__payload[96:95];
-  assign \a$159.neg1  = d__payload[97];
-  assign \a$159.sh1  = d__payload[98];
-  assign \a$159.neg2  = d__payload[99];
-  assign \a$159.sh2  = d__payload[101:100];
-  assign \a$159.neg3  = d__payload[102];
-  assign \a$159.sh3  = d__payload[103];
-  assign \b$160.x0  = d__payload[159:156];
-  assign \b$160.x1  = d__payload[163:160];
-  assign \b$160.x2  = d__payload[167:164];
-  assign \b$160.x3  = d__payload[171:168];
-  assign \b$160.neg0  = d__payload[172];
-  assign \b$160.sh0  = d__payload[174:173];
-  assign \b$160.neg1  = d__payload[175];
-  assign \b$160.sh1  = d__payload[176];
-  assign \b$160.neg2  = d__payload[177];
-  assign \b$160.sh2  = d__payload[179:178];
-  assign \b$160.neg3  = d__payload[180];
-  assign \b$160.sh3  = d__payload[181];
+  assign \a$159.x0  = \port$3871$0 [81:78];
+  assign \a$159.x1  = \port$3871$0 [85:82];
+  assign \a$159.x2  = \port$3871$0 [89:86];
+  assign \a$159.x3  = \port$3871$0 [93:90];
+  assign \a$159.neg0  = \port$3871$0 [94];
+  assign \a$159.sh0  = \port$3871$0 [96:95];
+  assign \a$159.neg1  = \port$3871$0 [97];
+  assign \a$159.sh1  = \port$3871$0 [98];
+  assign \a$159.neg2  = \port$3871$0 [99];
+  assign \a$159.sh2  = \port$3871$0 [101:100];
+  assign \a$159.neg3  = \port$3871$0 [102];
+  assign \a$159.sh3  = \port$3871$0 [103];
+  assign \b$160.x0  = \port$3871$0 [159:156];
+  assign \b$160.x1  = \port$3871$0 [163:160];
+  assign \b$160.x2  = \port$3871$0 [167:164];
+  assign \b$160.x3  = \port$3871$0 [171:168];
+  assign \b$160.neg0  = \port$3871$0 [172];
+  assign \b$160.sh0  = \port$3871$0 [174:173];
+  assign \b$160.neg1  = \port$3871$0 [175];
+  assign \b$160.sh1  = \port$3871$0 [176];
+  assign \b$160.neg2  = \port$3871$0 [177];
+  assign \b$160.sh2  = \port$3871$0 [179:178];
+  assign \b$160.neg3  = \port$3871$0 [180];
+  assign \b$160.sh3  = \port$3871$0 [181];
   assign \mode$161.a8  = \mode$144 [0];
   assign \mode$161.b8  = \mode$144 [1];
-  assign \a$167.x0  = d__payload[81:78];
-  assign \a$167.x1  = d__payload[85:82];
-  assign \a$167.x2  = d__payload[89:86];
-  assign \a$167.x3  = d__payload[93:90];
-  assign \a$167.neg0  = d__payload[94];
-  assign \a$167.sh0  = d__payload[96:95];
-  assign \a$167.neg1  = d__payload[97];
-  assign \a$167.sh1  = d__payload[98];
-  assign \a$167.neg2  = d__payload[99];
-  assign \a$167.sh2  = d__payload[101:100];
-  assign \a$167.neg3  = d__payload[102];
-  assign \a$167.sh3  = d__payload[103];
-  assign \b$168.x0  = d__payload[185:182];
-  assign \b$168.x1  = d__payload[189:186];
-  assign \b$168.x2  = d__payload[193:190];
-  assign \b$168.x3  = d__payload[197:194];
-  assign \b$168.neg0  = d__payload[198];
-  assign \b$168.sh0  = d__payload[200:199];
-  assign \b$168.neg1  = d__payload[201];
-  assign \b$168.sh1  = d__payload[202];
-  assign \b$168.neg2  = d__payload[203];
-  assign \b$168.sh2  = d__payload[205:204];
-  assign \b$168.neg3  = d__payload[206];
-  assign \b$168.sh3  = d__payload[207];
+  assign \a$167.x0  = \port$3871$0 [81:78];
+  assign \a$167.x1  = \port$3871$0 [85:82];
+  assign \a$167.x2  = \port$3871$0 [89:86];
+  assign \a$167.x3  = \port$3871$0 [93:90];
+  assign \a$167.neg0  = \port$3871$0 [94];
+  assign \a$167.sh0  = \port$3871$0 [96:95];
+  assign \a$167.neg1  = \port$3871$0 [97];
+  assign \a$167.sh1  = \port$3871$0 [98];
+  assign \a$167.neg2  = \port$3871$0 [99];
+  assign \a$167.sh2  = \port$3871$0 [101:100];
+  assign \a$167.neg3  = \port$3871$0 [102];
+  assign \a$167.sh3  = \port$3871$0 [103];
+  assign \b$168.x0  = \port$3871$0 [185:182];
+  assign \b$168.x1  = \port$3871$0 [189:186];
+  assign \b$168.x2  = \port$3871$0 [193:190];
+  assign \b$168.x3  = \port$3871$0 [197:194];
+  assign \b$168.neg0  = \port$3871$0 [198];
+  assign \b$168.sh0  = \port$3871$0 [200:199];
+  assign \b$168.neg1  = \port$3871$0 [201];
+  assign \b$168.sh1  = \port$3871$0 [202];
+  assign \b$168.neg2  = \port$3871$0 [203];
+  assign \b$168.sh2  = \port$3871$0 [205:204];
+  assign \b$168.neg3  = \port$3871$0 [206];
+  assign \b$168.sh3  = \port$3871$0 [207];
   assign \mode$169.a8  = \mode$144 [0];
   assign \mode$169.b8  = \mode$144 [1];
   assign \t__payload.data  = t__payload[607:0];
@@ -14159,18 +14379,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$77  = pp0_lo;
     end
-    if (rst) begin
-      \$77  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$78  = pp0_hi1;
     if (en) begin
       \$78  = pp0_hi;
-    end
-    if (rst) begin
-      \$78  = 6'h00;
     end
   end
   always @* begin
@@ -14179,18 +14393,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$79  = pp1_lo;
     end
-    if (rst) begin
-      \$79  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$80  = pp1_hi1;
     if (en) begin
       \$80  = pp1_hi;
-    end
-    if (rst) begin
-      \$80  = 6'h00;
     end
   end
   always @* begin
@@ -14199,18 +14407,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$81  = pp2_lo;
     end
-    if (rst) begin
-      \$81  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$82  = pp2_hi1;
     if (en) begin
       \$82  = pp2_hi;
-    end
-    if (rst) begin
-      \$82  = 6'h00;
     end
   end
   always @* begin
@@ -14219,18 +14421,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$83  = pp3_lo;
     end
-    if (rst) begin
-      \$83  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$84  = pp3_hi1;
     if (en) begin
       \$84  = pp3_hi;
-    end
-    if (rst) begin
-      \$84  = 6'h00;
     end
   end
   always @* begin
@@ -14239,18 +14435,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$85  = \$28 ;
     end
-    if (rst) begin
-      \$85  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$86  = neg1_1;
     if (en) begin
       \$86  = \$29 ;
-    end
-    if (rst) begin
-      \$86  = 1'h0;
     end
   end
   always @* begin
@@ -14259,18 +14449,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$87  = \$30 ;
     end
-    if (rst) begin
-      \$87  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$88  = neg1_3;
     if (en) begin
       \$88  = \$31 ;
-    end
-    if (rst) begin
-      \$88  = 1'h0;
     end
   end
   always @* begin
@@ -14279,18 +14463,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$89  = \$32 ;
     end
-    if (rst) begin
-      \$89  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$90  = sh1_1;
     if (en) begin
       \$90  = \$33 ;
-    end
-    if (rst) begin
-      \$90  = 2'h0;
     end
   end
   always @* begin
@@ -14299,18 +14477,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$91  = \$34 ;
     end
-    if (rst) begin
-      \$91  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$92  = sh1_3;
     if (en) begin
       \$92  = \$35 ;
-    end
-    if (rst) begin
-      \$92  = 2'h0;
     end
   end
   always @* begin
@@ -14319,18 +14491,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$93  = \$37 [7:0];
     end
-    if (rst) begin
-      \$93  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$94  = m1;
     if (en) begin
       \$94  = \$39 [7:0];
-    end
-    if (rst) begin
-      \$94  = 8'h00;
     end
   end
   always @* begin
@@ -14339,18 +14505,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$95  = \$41 [7:0];
     end
-    if (rst) begin
-      \$95  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$96  = m3;
     if (en) begin
       \$96  = \$43 [7:0];
-    end
-    if (rst) begin
-      \$96  = 8'h00;
     end
   end
   always @* begin
@@ -14359,18 +14519,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$97  = neg1_0;
     end
-    if (rst) begin
-      \$97  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$98  = \1_2 ;
     if (en) begin
       \$98  = neg1_1;
-    end
-    if (rst) begin
-      \$98  = 1'h0;
     end
   end
   always @* begin
@@ -14379,18 +14533,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$99  = neg1_2;
     end
-    if (rst) begin
-      \$99  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$100  = \3_2 ;
     if (en) begin
       \$100  = neg1_3;
-    end
-    if (rst) begin
-      \$100  = 1'h0;
     end
   end
   always @* begin
@@ -14399,18 +14547,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$101  = sh1_0;
     end
-    if (rst) begin
-      \$101  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$102  = \1_2$47 ;
     if (en) begin
       \$102  = sh1_1;
-    end
-    if (rst) begin
-      \$102  = 2'h0;
     end
   end
   always @* begin
@@ -14419,18 +14561,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$103  = sh1_2;
     end
-    if (rst) begin
-      \$103  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$104  = \3_2$49 ;
     if (en) begin
       \$104  = sh1_3;
-    end
-    if (rst) begin
-      \$104  = 2'h0;
     end
   end
   always @* begin
@@ -14439,18 +14575,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$105  = \$47 ;
     end
-    if (rst) begin
-      \$105  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$106  = f3_1;
     if (en) begin
       \$106  = \$51 ;
-    end
-    if (rst) begin
-      \$106  = 8'h00;
     end
   end
   always @* begin
@@ -14459,18 +14589,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$107  = \$55 ;
     end
-    if (rst) begin
-      \$107  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$108  = f3_3;
     if (en) begin
       \$108  = \$59 ;
-    end
-    if (rst) begin
-      \$108  = 8'h00;
     end
   end
   always @* begin
@@ -14479,18 +14603,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$109  = \$60 ;
     end
-    if (rst) begin
-      \$109  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$110  = \0_3 ;
     if (en) begin
       \$110  = \0_2 ;
-    end
-    if (rst) begin
-      \$110  = 1'h0;
     end
   end
   always @* begin
@@ -14499,18 +14617,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$111  = \1_2 ;
     end
-    if (rst) begin
-      \$111  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$112  = \2_3 ;
     if (en) begin
       \$112  = \2_2 ;
-    end
-    if (rst) begin
-      \$112  = 1'h0;
     end
   end
   always @* begin
@@ -14519,18 +14631,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$113  = \3_2 ;
     end
-    if (rst) begin
-      \$113  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$114  = \0_3$58 ;
     if (en) begin
       \$114  = \0_2$46 ;
-    end
-    if (rst) begin
-      \$114  = 3'h0;
     end
   end
   always @* begin
@@ -14539,18 +14645,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$115  = \1_2$47 ;
     end
-    if (rst) begin
-      \$115  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$116  = \2_3$60 ;
     if (en) begin
       \$116  = \2_2$48 ;
-    end
-    if (rst) begin
-      \$116  = 3'h0;
     end
   end
   always @* begin
@@ -14559,18 +14659,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$117  = \3_2$49 ;
     end
-    if (rst) begin
-      \$117  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$118  = mag4_0;
     if (en) begin
       \$118  = \$61 ;
-    end
-    if (rst) begin
-      \$118  = 16'h0000;
     end
   end
   always @* begin
@@ -14579,18 +14673,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$119  = f3_1;
     end
-    if (rst) begin
-      \$119  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$120  = mag4_2;
     if (en) begin
       \$120  = \$62 ;
-    end
-    if (rst) begin
-      \$120  = 12'h000;
     end
   end
   always @* begin
@@ -14599,18 +14687,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$121  = f3_3;
     end
-    if (rst) begin
-      \$121  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$122  = \0_4 ;
     if (en) begin
       \$122  = \0_3 ;
-    end
-    if (rst) begin
-      \$122  = 1'h0;
     end
   end
   always @* begin
@@ -14619,18 +14701,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$123  = \1_3 ;
     end
-    if (rst) begin
-      \$123  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$124  = \2_4 ;
     if (en) begin
       \$124  = \2_3 ;
-    end
-    if (rst) begin
-      \$124  = 1'h0;
     end
   end
   always @* begin
@@ -14639,18 +14715,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$125  = \3_3 ;
     end
-    if (rst) begin
-      \$125  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$126  = \0_4$70 ;
     if (en) begin
       \$126  = \0_3$58 ;
-    end
-    if (rst) begin
-      \$126  = 3'h0;
     end
   end
   always @* begin
@@ -14659,18 +14729,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$127  = \1_3$59 ;
     end
-    if (rst) begin
-      \$127  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$128  = \2_4$72 ;
     if (en) begin
       \$128  = \2_3$60 ;
-    end
-    if (rst) begin
-      \$128  = 3'h0;
     end
   end
   always @* begin
@@ -14679,18 +14743,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$129  = \3_3$61 ;
     end
-    if (rst) begin
-      \$129  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$130  = l5_0;
     if (en) begin
       \$130  = \$64 ;
-    end
-    if (rst) begin
-      \$130  = 26'h0000000;
     end
   end
   always @* begin
@@ -14699,18 +14757,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$131  = \$66 ;
     end
-    if (rst) begin
-      \$131  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$132  = l5_2;
     if (en) begin
       \$132  = \$68 ;
-    end
-    if (rst) begin
-      \$132  = 18'h00000;
     end
   end
   always @* begin
@@ -14719,18 +14771,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$133  = \$70 ;
     end
-    if (rst) begin
-      \$133  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$134  = \0_5 ;
     if (en) begin
       \$134  = \0_4 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
     end
   end
   always @* begin
@@ -14739,18 +14785,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$135  = \1_4 ;
     end
-    if (rst) begin
-      \$135  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$136  = \2_5 ;
     if (en) begin
       \$136  = \2_4 ;
-    end
-    if (rst) begin
-      \$136  = 1'h0;
     end
   end
   always @* begin
@@ -14759,18 +14799,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$137  = \3_4 ;
     end
-    if (rst) begin
-      \$137  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$138  = sum0_0;
     if (en) begin
       \$138  = \$72 [25:0];
-    end
-    if (rst) begin
-      \$138  = 26'h0000000;
     end
   end
   always @* begin
@@ -14779,18 +14813,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$139  = \1_5 ;
     end
-    if (rst) begin
-      \$139  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$140  = sum0_2;
     if (en) begin
       \$140  = \$74 [18:0];
-    end
-    if (rst) begin
-      \$140  = 19'h00000;
     end
   end
   always @* begin
@@ -14799,9 +14827,6 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$141  = \3_5 ;
     end
-    if (rst) begin
-      \$141  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
@@ -14809,18 +14834,12 @@ module \top.grid.pe_0_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$142  = \$76 [25:0];
     end
-    if (rst) begin
-      \$142  = 26'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$143  = cin;
     if (en) begin
       \$143  = sum0_2_c;
-    end
-    if (rst) begin
-      \$143  = 1'h0;
     end
   end
   assign pair0_hi = \$25 [7:0];
@@ -15367,18 +15386,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$77  = pp0_lo;
     end
-    if (rst) begin
-      \$77  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$78  = pp0_hi1;
     if (en) begin
       \$78  = pp0_hi;
-    end
-    if (rst) begin
-      \$78  = 6'h00;
     end
   end
   always @* begin
@@ -15387,18 +15400,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$79  = pp1_lo;
     end
-    if (rst) begin
-      \$79  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$80  = pp1_hi1;
     if (en) begin
       \$80  = pp1_hi;
-    end
-    if (rst) begin
-      \$80  = 6'h00;
     end
   end
   always @* begin
@@ -15407,18 +15414,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$81  = pp2_lo;
     end
-    if (rst) begin
-      \$81  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$82  = pp2_hi1;
     if (en) begin
       \$82  = pp2_hi;
-    end
-    if (rst) begin
-      \$82  = 6'h00;
     end
   end
   always @* begin
@@ -15427,18 +15428,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$83  = pp3_lo;
     end
-    if (rst) begin
-      \$83  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$84  = pp3_hi1;
     if (en) begin
       \$84  = pp3_hi;
-    end
-    if (rst) begin
-      \$84  = 6'h00;
     end
   end
   always @* begin
@@ -15447,18 +15442,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$85  = \$28 ;
     end
-    if (rst) begin
-      \$85  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$86  = neg1_1;
     if (en) begin
       \$86  = \$29 ;
-    end
-    if (rst) begin
-      \$86  = 1'h0;
     end
   end
   always @* begin
@@ -15467,18 +15456,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$87  = \$30 ;
     end
-    if (rst) begin
-      \$87  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$88  = neg1_3;
     if (en) begin
       \$88  = \$31 ;
-    end
-    if (rst) begin
-      \$88  = 1'h0;
     end
   end
   always @* begin
@@ -15487,18 +15470,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$89  = \$32 ;
     end
-    if (rst) begin
-      \$89  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$90  = sh1_1;
     if (en) begin
       \$90  = \$33 ;
-    end
-    if (rst) begin
-      \$90  = 2'h0;
     end
   end
   always @* begin
@@ -15507,18 +15484,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$91  = \$34 ;
     end
-    if (rst) begin
-      \$91  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$92  = sh1_3;
     if (en) begin
       \$92  = \$35 ;
-    end
-    if (rst) begin
-      \$92  = 2'h0;
     end
   end
   always @* begin
@@ -15527,18 +15498,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$93  = \$37 [7:0];
     end
-    if (rst) begin
-      \$93  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$94  = m1;
     if (en) begin
       \$94  = \$39 [7:0];
-    end
-    if (rst) begin
-      \$94  = 8'h00;
     end
   end
   always @* begin
@@ -15547,18 +15512,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$95  = \$41 [7:0];
     end
-    if (rst) begin
-      \$95  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$96  = m3;
     if (en) begin
       \$96  = \$43 [7:0];
-    end
-    if (rst) begin
-      \$96  = 8'h00;
     end
   end
   always @* begin
@@ -15567,18 +15526,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$97  = neg1_0;
     end
-    if (rst) begin
-      \$97  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$98  = \1_2 ;
     if (en) begin
       \$98  = neg1_1;
-    end
-    if (rst) begin
-      \$98  = 1'h0;
     end
   end
   always @* begin
@@ -15587,18 +15540,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$99  = neg1_2;
     end
-    if (rst) begin
-      \$99  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$100  = \3_2 ;
     if (en) begin
       \$100  = neg1_3;
-    end
-    if (rst) begin
-      \$100  = 1'h0;
     end
   end
   always @* begin
@@ -15607,18 +15554,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$101  = sh1_0;
     end
-    if (rst) begin
-      \$101  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$102  = \1_2$47 ;
     if (en) begin
       \$102  = sh1_1;
-    end
-    if (rst) begin
-      \$102  = 2'h0;
     end
   end
   always @* begin
@@ -15627,18 +15568,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$103  = sh1_2;
     end
-    if (rst) begin
-      \$103  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$104  = \3_2$49 ;
     if (en) begin
       \$104  = sh1_3;
-    end
-    if (rst) begin
-      \$104  = 2'h0;
     end
   end
   always @* begin
@@ -15647,18 +15582,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$105  = \$47 ;
     end
-    if (rst) begin
-      \$105  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$106  = f3_1;
     if (en) begin
       \$106  = \$51 ;
-    end
-    if (rst) begin
-      \$106  = 8'h00;
     end
   end
   always @* begin
@@ -15667,18 +15596,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$107  = \$55 ;
     end
-    if (rst) begin
-      \$107  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$108  = f3_3;
     if (en) begin
       \$108  = \$59 ;
-    end
-    if (rst) begin
-      \$108  = 8'h00;
     end
   end
   always @* begin
@@ -15687,18 +15610,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$109  = \$60 ;
     end
-    if (rst) begin
-      \$109  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$110  = \0_3 ;
     if (en) begin
       \$110  = \0_2 ;
-    end
-    if (rst) begin
-      \$110  = 1'h0;
     end
   end
   always @* begin
@@ -15707,18 +15624,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$111  = \1_2 ;
     end
-    if (rst) begin
-      \$111  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$112  = \2_3 ;
     if (en) begin
       \$112  = \2_2 ;
-    end
-    if (rst) begin
-      \$112  = 1'h0;
     end
   end
   always @* begin
@@ -15727,18 +15638,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$113  = \3_2 ;
     end
-    if (rst) begin
-      \$113  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$114  = \0_3$58 ;
     if (en) begin
       \$114  = \0_2$46 ;
-    end
-    if (rst) begin
-      \$114  = 3'h0;
     end
   end
   always @* begin
@@ -15747,18 +15652,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$115  = \1_2$47 ;
     end
-    if (rst) begin
-      \$115  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$116  = \2_3$60 ;
     if (en) begin
       \$116  = \2_2$48 ;
-    end
-    if (rst) begin
-      \$116  = 3'h0;
     end
   end
   always @* begin
@@ -15767,18 +15666,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$117  = \3_2$49 ;
     end
-    if (rst) begin
-      \$117  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$118  = mag4_0;
     if (en) begin
       \$118  = \$61 ;
-    end
-    if (rst) begin
-      \$118  = 16'h0000;
     end
   end
   always @* begin
@@ -15787,18 +15680,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$119  = f3_1;
     end
-    if (rst) begin
-      \$119  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$120  = mag4_2;
     if (en) begin
       \$120  = \$62 ;
-    end
-    if (rst) begin
-      \$120  = 12'h000;
     end
   end
   always @* begin
@@ -15807,18 +15694,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$121  = f3_3;
     end
-    if (rst) begin
-      \$121  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$122  = \0_4 ;
     if (en) begin
       \$122  = \0_3 ;
-    end
-    if (rst) begin
-      \$122  = 1'h0;
     end
   end
   always @* begin
@@ -15827,18 +15708,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$123  = \1_3 ;
     end
-    if (rst) begin
-      \$123  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$124  = \2_4 ;
     if (en) begin
       \$124  = \2_3 ;
-    end
-    if (rst) begin
-      \$124  = 1'h0;
     end
   end
   always @* begin
@@ -15847,18 +15722,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$125  = \3_3 ;
     end
-    if (rst) begin
-      \$125  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$126  = \0_4$70 ;
     if (en) begin
       \$126  = \0_3$58 ;
-    end
-    if (rst) begin
-      \$126  = 3'h0;
     end
   end
   always @* begin
@@ -15867,18 +15736,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$127  = \1_3$59 ;
     end
-    if (rst) begin
-      \$127  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$128  = \2_4$72 ;
     if (en) begin
       \$128  = \2_3$60 ;
-    end
-    if (rst) begin
-      \$128  = 3'h0;
     end
   end
   always @* begin
@@ -15887,18 +15750,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$129  = \3_3$61 ;
     end
-    if (rst) begin
-      \$129  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$130  = l5_0;
     if (en) begin
       \$130  = \$64 ;
-    end
-    if (rst) begin
-      \$130  = 26'h0000000;
     end
   end
   always @* begin
@@ -15907,18 +15764,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$131  = \$66 ;
     end
-    if (rst) begin
-      \$131  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$132  = l5_2;
     if (en) begin
       \$132  = \$68 ;
-    end
-    if (rst) begin
-      \$132  = 18'h00000;
     end
   end
   always @* begin
@@ -15927,18 +15778,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$133  = \$70 ;
     end
-    if (rst) begin
-      \$133  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$134  = \0_5 ;
     if (en) begin
       \$134  = \0_4 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
     end
   end
   always @* begin
@@ -15947,18 +15792,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$135  = \1_4 ;
     end
-    if (rst) begin
-      \$135  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$136  = \2_5 ;
     if (en) begin
       \$136  = \2_4 ;
-    end
-    if (rst) begin
-      \$136  = 1'h0;
     end
   end
   always @* begin
@@ -15967,18 +15806,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$137  = \3_4 ;
     end
-    if (rst) begin
-      \$137  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$138  = sum0_0;
     if (en) begin
       \$138  = \$72 [25:0];
-    end
-    if (rst) begin
-      \$138  = 26'h0000000;
     end
   end
   always @* begin
@@ -15987,18 +15820,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$139  = \1_5 ;
     end
-    if (rst) begin
-      \$139  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$140  = sum0_2;
     if (en) begin
       \$140  = \$74 [18:0];
-    end
-    if (rst) begin
-      \$140  = 19'h00000;
     end
   end
   always @* begin
@@ -16007,9 +15834,6 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$141  = \3_5 ;
     end
-    if (rst) begin
-      \$141  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
@@ -16017,18 +15841,12 @@ module \top.grid.pe_0_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$142  = \$76 [25:0];
     end
-    if (rst) begin
-      \$142  = 26'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$143  = cin;
     if (en) begin
       \$143  = sum0_2_c;
-    end
-    if (rst) begin
-      \$143  = 1'h0;
     end
   end
   assign pair0_hi = \$25 [7:0];
@@ -16575,18 +16393,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$77  = pp0_lo;
     end
-    if (rst) begin
-      \$77  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$78  = pp0_hi1;
     if (en) begin
       \$78  = pp0_hi;
-    end
-    if (rst) begin
-      \$78  = 6'h00;
     end
   end
   always @* begin
@@ -16595,18 +16407,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$79  = pp1_lo;
     end
-    if (rst) begin
-      \$79  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$80  = pp1_hi1;
     if (en) begin
       \$80  = pp1_hi;
-    end
-    if (rst) begin
-      \$80  = 6'h00;
     end
   end
   always @* begin
@@ -16615,18 +16421,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$81  = pp2_lo;
     end
-    if (rst) begin
-      \$81  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$82  = pp2_hi1;
     if (en) begin
       \$82  = pp2_hi;
-    end
-    if (rst) begin
-      \$82  = 6'h00;
     end
   end
   always @* begin
@@ -16635,18 +16435,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$83  = pp3_lo;
     end
-    if (rst) begin
-      \$83  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$84  = pp3_hi1;
     if (en) begin
       \$84  = pp3_hi;
-    end
-    if (rst) begin
-      \$84  = 6'h00;
     end
   end
   always @* begin
@@ -16655,18 +16449,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$85  = \$28 ;
     end
-    if (rst) begin
-      \$85  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$86  = neg1_1;
     if (en) begin
       \$86  = \$29 ;
-    end
-    if (rst) begin
-      \$86  = 1'h0;
     end
   end
   always @* begin
@@ -16675,18 +16463,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$87  = \$30 ;
     end
-    if (rst) begin
-      \$87  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$88  = neg1_3;
     if (en) begin
       \$88  = \$31 ;
-    end
-    if (rst) begin
-      \$88  = 1'h0;
     end
   end
   always @* begin
@@ -16695,18 +16477,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$89  = \$32 ;
     end
-    if (rst) begin
-      \$89  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$90  = sh1_1;
     if (en) begin
       \$90  = \$33 ;
-    end
-    if (rst) begin
-      \$90  = 2'h0;
     end
   end
   always @* begin
@@ -16715,18 +16491,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$91  = \$34 ;
     end
-    if (rst) begin
-      \$91  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$92  = sh1_3;
     if (en) begin
       \$92  = \$35 ;
-    end
-    if (rst) begin
-      \$92  = 2'h0;
     end
   end
   always @* begin
@@ -16735,18 +16505,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$93  = \$37 [7:0];
     end
-    if (rst) begin
-      \$93  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$94  = m1;
     if (en) begin
       \$94  = \$39 [7:0];
-    end
-    if (rst) begin
-      \$94  = 8'h00;
     end
   end
   always @* begin
@@ -16755,18 +16519,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$95  = \$41 [7:0];
     end
-    if (rst) begin
-      \$95  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$96  = m3;
     if (en) begin
       \$96  = \$43 [7:0];
-    end
-    if (rst) begin
-      \$96  = 8'h00;
     end
   end
   always @* begin
@@ -16775,18 +16533,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$97  = neg1_0;
     end
-    if (rst) begin
-      \$97  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$98  = \1_2 ;
     if (en) begin
       \$98  = neg1_1;
-    end
-    if (rst) begin
-      \$98  = 1'h0;
     end
   end
   always @* begin
@@ -16795,18 +16547,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$99  = neg1_2;
     end
-    if (rst) begin
-      \$99  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$100  = \3_2 ;
     if (en) begin
       \$100  = neg1_3;
-    end
-    if (rst) begin
-      \$100  = 1'h0;
     end
   end
   always @* begin
@@ -16815,18 +16561,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$101  = sh1_0;
     end
-    if (rst) begin
-      \$101  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$102  = \1_2$47 ;
     if (en) begin
       \$102  = sh1_1;
-    end
-    if (rst) begin
-      \$102  = 2'h0;
     end
   end
   always @* begin
@@ -16835,18 +16575,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$103  = sh1_2;
     end
-    if (rst) begin
-      \$103  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$104  = \3_2$49 ;
     if (en) begin
       \$104  = sh1_3;
-    end
-    if (rst) begin
-      \$104  = 2'h0;
     end
   end
   always @* begin
@@ -16855,18 +16589,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$105  = \$47 ;
     end
-    if (rst) begin
-      \$105  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$106  = f3_1;
     if (en) begin
       \$106  = \$51 ;
-    end
-    if (rst) begin
-      \$106  = 8'h00;
     end
   end
   always @* begin
@@ -16875,18 +16603,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$107  = \$55 ;
     end
-    if (rst) begin
-      \$107  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$108  = f3_3;
     if (en) begin
       \$108  = \$59 ;
-    end
-    if (rst) begin
-      \$108  = 8'h00;
     end
   end
   always @* begin
@@ -16895,18 +16617,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$109  = \$60 ;
     end
-    if (rst) begin
-      \$109  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$110  = \0_3 ;
     if (en) begin
       \$110  = \0_2 ;
-    end
-    if (rst) begin
-      \$110  = 1'h0;
     end
   end
   always @* begin
@@ -16915,18 +16631,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$111  = \1_2 ;
     end
-    if (rst) begin
-      \$111  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$112  = \2_3 ;
     if (en) begin
       \$112  = \2_2 ;
-    end
-    if (rst) begin
-      \$112  = 1'h0;
     end
   end
   always @* begin
@@ -16935,18 +16645,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$113  = \3_2 ;
     end
-    if (rst) begin
-      \$113  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$114  = \0_3$58 ;
     if (en) begin
       \$114  = \0_2$46 ;
-    end
-    if (rst) begin
-      \$114  = 3'h0;
     end
   end
   always @* begin
@@ -16955,18 +16659,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$115  = \1_2$47 ;
     end
-    if (rst) begin
-      \$115  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$116  = \2_3$60 ;
     if (en) begin
       \$116  = \2_2$48 ;
-    end
-    if (rst) begin
-      \$116  = 3'h0;
     end
   end
   always @* begin
@@ -16975,18 +16673,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$117  = \3_2$49 ;
     end
-    if (rst) begin
-      \$117  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$118  = mag4_0;
     if (en) begin
       \$118  = \$61 ;
-    end
-    if (rst) begin
-      \$118  = 16'h0000;
     end
   end
   always @* begin
@@ -16995,18 +16687,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$119  = f3_1;
     end
-    if (rst) begin
-      \$119  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$120  = mag4_2;
     if (en) begin
       \$120  = \$62 ;
-    end
-    if (rst) begin
-      \$120  = 12'h000;
     end
   end
   always @* begin
@@ -17015,18 +16701,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$121  = f3_3;
     end
-    if (rst) begin
-      \$121  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$122  = \0_4 ;
     if (en) begin
       \$122  = \0_3 ;
-    end
-    if (rst) begin
-      \$122  = 1'h0;
     end
   end
   always @* begin
@@ -17035,18 +16715,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$123  = \1_3 ;
     end
-    if (rst) begin
-      \$123  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$124  = \2_4 ;
     if (en) begin
       \$124  = \2_3 ;
-    end
-    if (rst) begin
-      \$124  = 1'h0;
     end
   end
   always @* begin
@@ -17055,18 +16729,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$125  = \3_3 ;
     end
-    if (rst) begin
-      \$125  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$126  = \0_4$70 ;
     if (en) begin
       \$126  = \0_3$58 ;
-    end
-    if (rst) begin
-      \$126  = 3'h0;
     end
   end
   always @* begin
@@ -17075,18 +16743,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$127  = \1_3$59 ;
     end
-    if (rst) begin
-      \$127  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$128  = \2_4$72 ;
     if (en) begin
       \$128  = \2_3$60 ;
-    end
-    if (rst) begin
-      \$128  = 3'h0;
     end
   end
   always @* begin
@@ -17095,18 +16757,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$129  = \3_3$61 ;
     end
-    if (rst) begin
-      \$129  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$130  = l5_0;
     if (en) begin
       \$130  = \$64 ;
-    end
-    if (rst) begin
-      \$130  = 26'h0000000;
     end
   end
   always @* begin
@@ -17115,18 +16771,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$131  = \$66 ;
     end
-    if (rst) begin
-      \$131  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$132  = l5_2;
     if (en) begin
       \$132  = \$68 ;
-    end
-    if (rst) begin
-      \$132  = 18'h00000;
     end
   end
   always @* begin
@@ -17135,18 +16785,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$133  = \$70 ;
     end
-    if (rst) begin
-      \$133  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$134  = \0_5 ;
     if (en) begin
       \$134  = \0_4 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
     end
   end
   always @* begin
@@ -17155,18 +16799,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$135  = \1_4 ;
     end
-    if (rst) begin
-      \$135  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$136  = \2_5 ;
     if (en) begin
       \$136  = \2_4 ;
-    end
-    if (rst) begin
-      \$136  = 1'h0;
     end
   end
   always @* begin
@@ -17175,18 +16813,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$137  = \3_4 ;
     end
-    if (rst) begin
-      \$137  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$138  = sum0_0;
     if (en) begin
       \$138  = \$72 [25:0];
-    end
-    if (rst) begin
-      \$138  = 26'h0000000;
     end
   end
   always @* begin
@@ -17195,18 +16827,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$139  = \1_5 ;
     end
-    if (rst) begin
-      \$139  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$140  = sum0_2;
     if (en) begin
       \$140  = \$74 [18:0];
-    end
-    if (rst) begin
-      \$140  = 19'h00000;
     end
   end
   always @* begin
@@ -17215,9 +16841,6 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$141  = \3_5 ;
     end
-    if (rst) begin
-      \$141  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
@@ -17225,18 +16848,12 @@ module \top.grid.pe_0_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$142  = \$76 [25:0];
     end
-    if (rst) begin
-      \$142  = 26'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$143  = cin;
     if (en) begin
       \$143  = sum0_2_c;
-    end
-    if (rst) begin
-      \$143  = 1'h0;
     end
   end
   assign pair0_hi = \$25 [7:0];
@@ -17783,18 +17400,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$77  = pp0_lo;
     end
-    if (rst) begin
-      \$77  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$78  = pp0_hi1;
     if (en) begin
       \$78  = pp0_hi;
-    end
-    if (rst) begin
-      \$78  = 6'h00;
     end
   end
   always @* begin
@@ -17803,18 +17414,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$79  = pp1_lo;
     end
-    if (rst) begin
-      \$79  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$80  = pp1_hi1;
     if (en) begin
       \$80  = pp1_hi;
-    end
-    if (rst) begin
-      \$80  = 6'h00;
     end
   end
   always @* begin
@@ -17823,18 +17428,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$81  = pp2_lo;
     end
-    if (rst) begin
-      \$81  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$82  = pp2_hi1;
     if (en) begin
       \$82  = pp2_hi;
-    end
-    if (rst) begin
-      \$82  = 6'h00;
     end
   end
   always @* begin
@@ -17843,18 +17442,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$83  = pp3_lo;
     end
-    if (rst) begin
-      \$83  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$84  = pp3_hi1;
     if (en) begin
       \$84  = pp3_hi;
-    end
-    if (rst) begin
-      \$84  = 6'h00;
     end
   end
   always @* begin
@@ -17863,18 +17456,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$85  = \$28 ;
     end
-    if (rst) begin
-      \$85  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$86  = neg1_1;
     if (en) begin
       \$86  = \$29 ;
-    end
-    if (rst) begin
-      \$86  = 1'h0;
     end
   end
   always @* begin
@@ -17883,18 +17470,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$87  = \$30 ;
     end
-    if (rst) begin
-      \$87  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$88  = neg1_3;
     if (en) begin
       \$88  = \$31 ;
-    end
-    if (rst) begin
-      \$88  = 1'h0;
     end
   end
   always @* begin
@@ -17903,18 +17484,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$89  = \$32 ;
     end
-    if (rst) begin
-      \$89  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$90  = sh1_1;
     if (en) begin
       \$90  = \$33 ;
-    end
-    if (rst) begin
-      \$90  = 2'h0;
     end
   end
   always @* begin
@@ -17923,18 +17498,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$91  = \$34 ;
     end
-    if (rst) begin
-      \$91  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$92  = sh1_3;
     if (en) begin
       \$92  = \$35 ;
-    end
-    if (rst) begin
-      \$92  = 2'h0;
     end
   end
   always @* begin
@@ -17943,18 +17512,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$93  = \$37 [7:0];
     end
-    if (rst) begin
-      \$93  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$94  = m1;
     if (en) begin
       \$94  = \$39 [7:0];
-    end
-    if (rst) begin
-      \$94  = 8'h00;
     end
   end
   always @* begin
@@ -17963,18 +17526,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$95  = \$41 [7:0];
     end
-    if (rst) begin
-      \$95  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$96  = m3;
     if (en) begin
       \$96  = \$43 [7:0];
-    end
-    if (rst) begin
-      \$96  = 8'h00;
     end
   end
   always @* begin
@@ -17983,18 +17540,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$97  = neg1_0;
     end
-    if (rst) begin
-      \$97  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$98  = \1_2 ;
     if (en) begin
       \$98  = neg1_1;
-    end
-    if (rst) begin
-      \$98  = 1'h0;
     end
   end
   always @* begin
@@ -18003,18 +17554,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$99  = neg1_2;
     end
-    if (rst) begin
-      \$99  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$100  = \3_2 ;
     if (en) begin
       \$100  = neg1_3;
-    end
-    if (rst) begin
-      \$100  = 1'h0;
     end
   end
   always @* begin
@@ -18023,18 +17568,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$101  = sh1_0;
     end
-    if (rst) begin
-      \$101  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$102  = \1_2$47 ;
     if (en) begin
       \$102  = sh1_1;
-    end
-    if (rst) begin
-      \$102  = 2'h0;
     end
   end
   always @* begin
@@ -18043,18 +17582,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$103  = sh1_2;
     end
-    if (rst) begin
-      \$103  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$104  = \3_2$49 ;
     if (en) begin
       \$104  = sh1_3;
-    end
-    if (rst) begin
-      \$104  = 2'h0;
     end
   end
   always @* begin
@@ -18063,18 +17596,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$105  = \$47 ;
     end
-    if (rst) begin
-      \$105  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$106  = f3_1;
     if (en) begin
       \$106  = \$51 ;
-    end
-    if (rst) begin
-      \$106  = 8'h00;
     end
   end
   always @* begin
@@ -18083,18 +17610,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$107  = \$55 ;
     end
-    if (rst) begin
-      \$107  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$108  = f3_3;
     if (en) begin
       \$108  = \$59 ;
-    end
-    if (rst) begin
-      \$108  = 8'h00;
     end
   end
   always @* begin
@@ -18103,18 +17624,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$109  = \$60 ;
     end
-    if (rst) begin
-      \$109  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$110  = \0_3 ;
     if (en) begin
       \$110  = \0_2 ;
-    end
-    if (rst) begin
-      \$110  = 1'h0;
     end
   end
   always @* begin
@@ -18123,18 +17638,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$111  = \1_2 ;
     end
-    if (rst) begin
-      \$111  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$112  = \2_3 ;
     if (en) begin
       \$112  = \2_2 ;
-    end
-    if (rst) begin
-      \$112  = 1'h0;
     end
   end
   always @* begin
@@ -18143,18 +17652,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$113  = \3_2 ;
     end
-    if (rst) begin
-      \$113  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$114  = \0_3$58 ;
     if (en) begin
       \$114  = \0_2$46 ;
-    end
-    if (rst) begin
-      \$114  = 3'h0;
     end
   end
   always @* begin
@@ -18163,18 +17666,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$115  = \1_2$47 ;
     end
-    if (rst) begin
-      \$115  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$116  = \2_3$60 ;
     if (en) begin
       \$116  = \2_2$48 ;
-    end
-    if (rst) begin
-      \$116  = 3'h0;
     end
   end
   always @* begin
@@ -18183,18 +17680,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$117  = \3_2$49 ;
     end
-    if (rst) begin
-      \$117  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$118  = mag4_0;
     if (en) begin
       \$118  = \$61 ;
-    end
-    if (rst) begin
-      \$118  = 16'h0000;
     end
   end
   always @* begin
@@ -18203,18 +17694,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$119  = f3_1;
     end
-    if (rst) begin
-      \$119  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$120  = mag4_2;
     if (en) begin
       \$120  = \$62 ;
-    end
-    if (rst) begin
-      \$120  = 12'h000;
     end
   end
   always @* begin
@@ -18223,18 +17708,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$121  = f3_3;
     end
-    if (rst) begin
-      \$121  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$122  = \0_4 ;
     if (en) begin
       \$122  = \0_3 ;
-    end
-    if (rst) begin
-      \$122  = 1'h0;
     end
   end
   always @* begin
@@ -18243,18 +17722,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$123  = \1_3 ;
     end
-    if (rst) begin
-      \$123  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$124  = \2_4 ;
     if (en) begin
       \$124  = \2_3 ;
-    end
-    if (rst) begin
-      \$124  = 1'h0;
     end
   end
   always @* begin
@@ -18263,18 +17736,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$125  = \3_3 ;
     end
-    if (rst) begin
-      \$125  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$126  = \0_4$70 ;
     if (en) begin
       \$126  = \0_3$58 ;
-    end
-    if (rst) begin
-      \$126  = 3'h0;
     end
   end
   always @* begin
@@ -18283,18 +17750,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$127  = \1_3$59 ;
     end
-    if (rst) begin
-      \$127  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$128  = \2_4$72 ;
     if (en) begin
       \$128  = \2_3$60 ;
-    end
-    if (rst) begin
-      \$128  = 3'h0;
     end
   end
   always @* begin
@@ -18303,18 +17764,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$129  = \3_3$61 ;
     end
-    if (rst) begin
-      \$129  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$130  = l5_0;
     if (en) begin
       \$130  = \$64 ;
-    end
-    if (rst) begin
-      \$130  = 26'h0000000;
     end
   end
   always @* begin
@@ -18323,18 +17778,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$131  = \$66 ;
     end
-    if (rst) begin
-      \$131  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$132  = l5_2;
     if (en) begin
       \$132  = \$68 ;
-    end
-    if (rst) begin
-      \$132  = 18'h00000;
     end
   end
   always @* begin
@@ -18343,18 +17792,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$133  = \$70 ;
     end
-    if (rst) begin
-      \$133  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$134  = \0_5 ;
     if (en) begin
       \$134  = \0_4 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
     end
   end
   always @* begin
@@ -18363,18 +17806,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$135  = \1_4 ;
     end
-    if (rst) begin
-      \$135  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$136  = \2_5 ;
     if (en) begin
       \$136  = \2_4 ;
-    end
-    if (rst) begin
-      \$136  = 1'h0;
     end
   end
   always @* begin
@@ -18383,18 +17820,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$137  = \3_4 ;
     end
-    if (rst) begin
-      \$137  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$138  = sum0_0;
     if (en) begin
       \$138  = \$72 [25:0];
-    end
-    if (rst) begin
-      \$138  = 26'h0000000;
     end
   end
   always @* begin
@@ -18403,18 +17834,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$139  = \1_5 ;
     end
-    if (rst) begin
-      \$139  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$140  = sum0_2;
     if (en) begin
       \$140  = \$74 [18:0];
-    end
-    if (rst) begin
-      \$140  = 19'h00000;
     end
   end
   always @* begin
@@ -18423,9 +17848,6 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$141  = \3_5 ;
     end
-    if (rst) begin
-      \$141  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
@@ -18433,18 +17855,12 @@ module \top.grid.pe_0_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$142  = \$76 [25:0];
     end
-    if (rst) begin
-      \$142  = 26'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$143  = cin;
     if (en) begin
       \$143  = sum0_2_c;
-    end
-    if (rst) begin
-      \$143  = 1'h0;
     end
   end
   assign pair0_hi = \$25 [7:0];
@@ -18991,18 +18407,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$77  = pp0_lo;
     end
-    if (rst) begin
-      \$77  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$78  = pp0_hi1;
     if (en) begin
       \$78  = pp0_hi;
-    end
-    if (rst) begin
-      \$78  = 6'h00;
     end
   end
   always @* begin
@@ -19011,18 +18421,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$79  = pp1_lo;
     end
-    if (rst) begin
-      \$79  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$80  = pp1_hi1;
     if (en) begin
       \$80  = pp1_hi;
-    end
-    if (rst) begin
-      \$80  = 6'h00;
     end
   end
   always @* begin
@@ -19031,18 +18435,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$81  = pp2_lo;
     end
-    if (rst) begin
-      \$81  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$82  = pp2_hi1;
     if (en) begin
       \$82  = pp2_hi;
-    end
-    if (rst) begin
-      \$82  = 6'h00;
     end
   end
   always @* begin
@@ -19051,18 +18449,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$83  = pp3_lo;
     end
-    if (rst) begin
-      \$83  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$84  = pp3_hi1;
     if (en) begin
       \$84  = pp3_hi;
-    end
-    if (rst) begin
-      \$84  = 6'h00;
     end
   end
   always @* begin
@@ -19071,18 +18463,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$85  = \$28 ;
     end
-    if (rst) begin
-      \$85  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$86  = neg1_1;
     if (en) begin
       \$86  = \$29 ;
-    end
-    if (rst) begin
-      \$86  = 1'h0;
     end
   end
   always @* begin
@@ -19091,18 +18477,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$87  = \$30 ;
     end
-    if (rst) begin
-      \$87  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$88  = neg1_3;
     if (en) begin
       \$88  = \$31 ;
-    end
-    if (rst) begin
-      \$88  = 1'h0;
     end
   end
   always @* begin
@@ -19111,18 +18491,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$89  = \$32 ;
     end
-    if (rst) begin
-      \$89  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$90  = sh1_1;
     if (en) begin
       \$90  = \$33 ;
-    end
-    if (rst) begin
-      \$90  = 2'h0;
     end
   end
   always @* begin
@@ -19131,18 +18505,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$91  = \$34 ;
     end
-    if (rst) begin
-      \$91  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$92  = sh1_3;
     if (en) begin
       \$92  = \$35 ;
-    end
-    if (rst) begin
-      \$92  = 2'h0;
     end
   end
   always @* begin
@@ -19151,18 +18519,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$93  = \$37 [7:0];
     end
-    if (rst) begin
-      \$93  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$94  = m1;
     if (en) begin
       \$94  = \$39 [7:0];
-    end
-    if (rst) begin
-      \$94  = 8'h00;
     end
   end
   always @* begin
@@ -19171,18 +18533,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$95  = \$41 [7:0];
     end
-    if (rst) begin
-      \$95  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$96  = m3;
     if (en) begin
       \$96  = \$43 [7:0];
-    end
-    if (rst) begin
-      \$96  = 8'h00;
     end
   end
   always @* begin
@@ -19191,18 +18547,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$97  = neg1_0;
     end
-    if (rst) begin
-      \$97  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$98  = \1_2 ;
     if (en) begin
       \$98  = neg1_1;
-    end
-    if (rst) begin
-      \$98  = 1'h0;
     end
   end
   always @* begin
@@ -19211,18 +18561,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$99  = neg1_2;
     end
-    if (rst) begin
-      \$99  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$100  = \3_2 ;
     if (en) begin
       \$100  = neg1_3;
-    end
-    if (rst) begin
-      \$100  = 1'h0;
     end
   end
   always @* begin
@@ -19231,18 +18575,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$101  = sh1_0;
     end
-    if (rst) begin
-      \$101  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$102  = \1_2$47 ;
     if (en) begin
       \$102  = sh1_1;
-    end
-    if (rst) begin
-      \$102  = 2'h0;
     end
   end
   always @* begin
@@ -19251,18 +18589,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$103  = sh1_2;
     end
-    if (rst) begin
-      \$103  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$104  = \3_2$49 ;
     if (en) begin
       \$104  = sh1_3;
-    end
-    if (rst) begin
-      \$104  = 2'h0;
     end
   end
   always @* begin
@@ -19271,18 +18603,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$105  = \$47 ;
     end
-    if (rst) begin
-      \$105  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$106  = f3_1;
     if (en) begin
       \$106  = \$51 ;
-    end
-    if (rst) begin
-      \$106  = 8'h00;
     end
   end
   always @* begin
@@ -19291,18 +18617,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$107  = \$55 ;
     end
-    if (rst) begin
-      \$107  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$108  = f3_3;
     if (en) begin
       \$108  = \$59 ;
-    end
-    if (rst) begin
-      \$108  = 8'h00;
     end
   end
   always @* begin
@@ -19311,18 +18631,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$109  = \$60 ;
     end
-    if (rst) begin
-      \$109  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$110  = \0_3 ;
     if (en) begin
       \$110  = \0_2 ;
-    end
-    if (rst) begin
-      \$110  = 1'h0;
     end
   end
   always @* begin
@@ -19331,18 +18645,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$111  = \1_2 ;
     end
-    if (rst) begin
-      \$111  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$112  = \2_3 ;
     if (en) begin
       \$112  = \2_2 ;
-    end
-    if (rst) begin
-      \$112  = 1'h0;
     end
   end
   always @* begin
@@ -19351,18 +18659,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$113  = \3_2 ;
     end
-    if (rst) begin
-      \$113  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$114  = \0_3$58 ;
     if (en) begin
       \$114  = \0_2$46 ;
-    end
-    if (rst) begin
-      \$114  = 3'h0;
     end
   end
   always @* begin
@@ -19371,18 +18673,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$115  = \1_2$47 ;
     end
-    if (rst) begin
-      \$115  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$116  = \2_3$60 ;
     if (en) begin
       \$116  = \2_2$48 ;
-    end
-    if (rst) begin
-      \$116  = 3'h0;
     end
   end
   always @* begin
@@ -19391,18 +18687,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$117  = \3_2$49 ;
     end
-    if (rst) begin
-      \$117  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$118  = mag4_0;
     if (en) begin
       \$118  = \$61 ;
-    end
-    if (rst) begin
-      \$118  = 16'h0000;
     end
   end
   always @* begin
@@ -19411,18 +18701,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$119  = f3_1;
     end
-    if (rst) begin
-      \$119  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$120  = mag4_2;
     if (en) begin
       \$120  = \$62 ;
-    end
-    if (rst) begin
-      \$120  = 12'h000;
     end
   end
   always @* begin
@@ -19431,18 +18715,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$121  = f3_3;
     end
-    if (rst) begin
-      \$121  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$122  = \0_4 ;
     if (en) begin
       \$122  = \0_3 ;
-    end
-    if (rst) begin
-      \$122  = 1'h0;
     end
   end
   always @* begin
@@ -19451,18 +18729,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$123  = \1_3 ;
     end
-    if (rst) begin
-      \$123  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$124  = \2_4 ;
     if (en) begin
       \$124  = \2_3 ;
-    end
-    if (rst) begin
-      \$124  = 1'h0;
     end
   end
   always @* begin
@@ -19471,18 +18743,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$125  = \3_3 ;
     end
-    if (rst) begin
-      \$125  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$126  = \0_4$70 ;
     if (en) begin
       \$126  = \0_3$58 ;
-    end
-    if (rst) begin
-      \$126  = 3'h0;
     end
   end
   always @* begin
@@ -19491,18 +18757,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$127  = \1_3$59 ;
     end
-    if (rst) begin
-      \$127  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$128  = \2_4$72 ;
     if (en) begin
       \$128  = \2_3$60 ;
-    end
-    if (rst) begin
-      \$128  = 3'h0;
     end
   end
   always @* begin
@@ -19511,18 +18771,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$129  = \3_3$61 ;
     end
-    if (rst) begin
-      \$129  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$130  = l5_0;
     if (en) begin
       \$130  = \$64 ;
-    end
-    if (rst) begin
-      \$130  = 26'h0000000;
     end
   end
   always @* begin
@@ -19531,18 +18785,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$131  = \$66 ;
     end
-    if (rst) begin
-      \$131  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$132  = l5_2;
     if (en) begin
       \$132  = \$68 ;
-    end
-    if (rst) begin
-      \$132  = 18'h00000;
     end
   end
   always @* begin
@@ -19551,18 +18799,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$133  = \$70 ;
     end
-    if (rst) begin
-      \$133  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$134  = \0_5 ;
     if (en) begin
       \$134  = \0_4 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
     end
   end
   always @* begin
@@ -19571,18 +18813,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$135  = \1_4 ;
     end
-    if (rst) begin
-      \$135  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$136  = \2_5 ;
     if (en) begin
       \$136  = \2_4 ;
-    end
-    if (rst) begin
-      \$136  = 1'h0;
     end
   end
   always @* begin
@@ -19591,18 +18827,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$137  = \3_4 ;
     end
-    if (rst) begin
-      \$137  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$138  = sum0_0;
     if (en) begin
       \$138  = \$72 [25:0];
-    end
-    if (rst) begin
-      \$138  = 26'h0000000;
     end
   end
   always @* begin
@@ -19611,18 +18841,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$139  = \1_5 ;
     end
-    if (rst) begin
-      \$139  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$140  = sum0_2;
     if (en) begin
       \$140  = \$74 [18:0];
-    end
-    if (rst) begin
-      \$140  = 19'h00000;
     end
   end
   always @* begin
@@ -19631,9 +18855,6 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$141  = \3_5 ;
     end
-    if (rst) begin
-      \$141  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
@@ -19641,18 +18862,12 @@ module \top.grid.pe_1_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$142  = \$76 [25:0];
     end
-    if (rst) begin
-      \$142  = 26'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$143  = cin;
     if (en) begin
       \$143  = sum0_2_c;
-    end
-    if (rst) begin
-      \$143  = 1'h0;
     end
   end
   assign pair0_hi = \$25 [7:0];
@@ -20199,18 +19414,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$77  = pp0_lo;
     end
-    if (rst) begin
-      \$77  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$78  = pp0_hi1;
     if (en) begin
       \$78  = pp0_hi;
-    end
-    if (rst) begin
-      \$78  = 6'h00;
     end
   end
   always @* begin
@@ -20219,18 +19428,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$79  = pp1_lo;
     end
-    if (rst) begin
-      \$79  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$80  = pp1_hi1;
     if (en) begin
       \$80  = pp1_hi;
-    end
-    if (rst) begin
-      \$80  = 6'h00;
     end
   end
   always @* begin
@@ -20239,18 +19442,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$81  = pp2_lo;
     end
-    if (rst) begin
-      \$81  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$82  = pp2_hi1;
     if (en) begin
       \$82  = pp2_hi;
-    end
-    if (rst) begin
-      \$82  = 6'h00;
     end
   end
   always @* begin
@@ -20259,18 +19456,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$83  = pp3_lo;
     end
-    if (rst) begin
-      \$83  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$84  = pp3_hi1;
     if (en) begin
       \$84  = pp3_hi;
-    end
-    if (rst) begin
-      \$84  = 6'h00;
     end
   end
   always @* begin
@@ -20279,18 +19470,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$85  = \$28 ;
     end
-    if (rst) begin
-      \$85  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$86  = neg1_1;
     if (en) begin
       \$86  = \$29 ;
-    end
-    if (rst) begin
-      \$86  = 1'h0;
     end
   end
   always @* begin
@@ -20299,18 +19484,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$87  = \$30 ;
     end
-    if (rst) begin
-      \$87  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$88  = neg1_3;
     if (en) begin
       \$88  = \$31 ;
-    end
-    if (rst) begin
-      \$88  = 1'h0;
     end
   end
   always @* begin
@@ -20319,18 +19498,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$89  = \$32 ;
     end
-    if (rst) begin
-      \$89  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$90  = sh1_1;
     if (en) begin
       \$90  = \$33 ;
-    end
-    if (rst) begin
-      \$90  = 2'h0;
     end
   end
   always @* begin
@@ -20339,18 +19512,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$91  = \$34 ;
     end
-    if (rst) begin
-      \$91  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$92  = sh1_3;
     if (en) begin
       \$92  = \$35 ;
-    end
-    if (rst) begin
-      \$92  = 2'h0;
     end
   end
   always @* begin
@@ -20359,18 +19526,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$93  = \$37 [7:0];
     end
-    if (rst) begin
-      \$93  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$94  = m1;
     if (en) begin
       \$94  = \$39 [7:0];
-    end
-    if (rst) begin
-      \$94  = 8'h00;
     end
   end
   always @* begin
@@ -20379,18 +19540,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$95  = \$41 [7:0];
     end
-    if (rst) begin
-      \$95  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$96  = m3;
     if (en) begin
       \$96  = \$43 [7:0];
-    end
-    if (rst) begin
-      \$96  = 8'h00;
     end
   end
   always @* begin
@@ -20399,18 +19554,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$97  = neg1_0;
     end
-    if (rst) begin
-      \$97  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$98  = \1_2 ;
     if (en) begin
       \$98  = neg1_1;
-    end
-    if (rst) begin
-      \$98  = 1'h0;
     end
   end
   always @* begin
@@ -20419,18 +19568,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$99  = neg1_2;
     end
-    if (rst) begin
-      \$99  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$100  = \3_2 ;
     if (en) begin
       \$100  = neg1_3;
-    end
-    if (rst) begin
-      \$100  = 1'h0;
     end
   end
   always @* begin
@@ -20439,18 +19582,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$101  = sh1_0;
     end
-    if (rst) begin
-      \$101  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$102  = \1_2$47 ;
     if (en) begin
       \$102  = sh1_1;
-    end
-    if (rst) begin
-      \$102  = 2'h0;
     end
   end
   always @* begin
@@ -20459,18 +19596,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$103  = sh1_2;
     end
-    if (rst) begin
-      \$103  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$104  = \3_2$49 ;
     if (en) begin
       \$104  = sh1_3;
-    end
-    if (rst) begin
-      \$104  = 2'h0;
     end
   end
   always @* begin
@@ -20479,18 +19610,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$105  = \$47 ;
     end
-    if (rst) begin
-      \$105  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$106  = f3_1;
     if (en) begin
       \$106  = \$51 ;
-    end
-    if (rst) begin
-      \$106  = 8'h00;
     end
   end
   always @* begin
@@ -20499,18 +19624,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$107  = \$55 ;
     end
-    if (rst) begin
-      \$107  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$108  = f3_3;
     if (en) begin
       \$108  = \$59 ;
-    end
-    if (rst) begin
-      \$108  = 8'h00;
     end
   end
   always @* begin
@@ -20519,18 +19638,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$109  = \$60 ;
     end
-    if (rst) begin
-      \$109  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$110  = \0_3 ;
     if (en) begin
       \$110  = \0_2 ;
-    end
-    if (rst) begin
-      \$110  = 1'h0;
     end
   end
   always @* begin
@@ -20539,18 +19652,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$111  = \1_2 ;
     end
-    if (rst) begin
-      \$111  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$112  = \2_3 ;
     if (en) begin
       \$112  = \2_2 ;
-    end
-    if (rst) begin
-      \$112  = 1'h0;
     end
   end
   always @* begin
@@ -20559,18 +19666,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$113  = \3_2 ;
     end
-    if (rst) begin
-      \$113  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$114  = \0_3$58 ;
     if (en) begin
       \$114  = \0_2$46 ;
-    end
-    if (rst) begin
-      \$114  = 3'h0;
     end
   end
   always @* begin
@@ -20579,18 +19680,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$115  = \1_2$47 ;
     end
-    if (rst) begin
-      \$115  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$116  = \2_3$60 ;
     if (en) begin
       \$116  = \2_2$48 ;
-    end
-    if (rst) begin
-      \$116  = 3'h0;
     end
   end
   always @* begin
@@ -20599,18 +19694,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$117  = \3_2$49 ;
     end
-    if (rst) begin
-      \$117  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$118  = mag4_0;
     if (en) begin
       \$118  = \$61 ;
-    end
-    if (rst) begin
-      \$118  = 16'h0000;
     end
   end
   always @* begin
@@ -20619,18 +19708,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$119  = f3_1;
     end
-    if (rst) begin
-      \$119  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$120  = mag4_2;
     if (en) begin
       \$120  = \$62 ;
-    end
-    if (rst) begin
-      \$120  = 12'h000;
     end
   end
   always @* begin
@@ -20639,18 +19722,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$121  = f3_3;
     end
-    if (rst) begin
-      \$121  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$122  = \0_4 ;
     if (en) begin
       \$122  = \0_3 ;
-    end
-    if (rst) begin
-      \$122  = 1'h0;
     end
   end
   always @* begin
@@ -20659,18 +19736,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$123  = \1_3 ;
     end
-    if (rst) begin
-      \$123  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$124  = \2_4 ;
     if (en) begin
       \$124  = \2_3 ;
-    end
-    if (rst) begin
-      \$124  = 1'h0;
     end
   end
   always @* begin
@@ -20679,18 +19750,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$125  = \3_3 ;
     end
-    if (rst) begin
-      \$125  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$126  = \0_4$70 ;
     if (en) begin
       \$126  = \0_3$58 ;
-    end
-    if (rst) begin
-      \$126  = 3'h0;
     end
   end
   always @* begin
@@ -20699,18 +19764,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$127  = \1_3$59 ;
     end
-    if (rst) begin
-      \$127  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$128  = \2_4$72 ;
     if (en) begin
       \$128  = \2_3$60 ;
-    end
-    if (rst) begin
-      \$128  = 3'h0;
     end
   end
   always @* begin
@@ -20719,18 +19778,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$129  = \3_3$61 ;
     end
-    if (rst) begin
-      \$129  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$130  = l5_0;
     if (en) begin
       \$130  = \$64 ;
-    end
-    if (rst) begin
-      \$130  = 26'h0000000;
     end
   end
   always @* begin
@@ -20739,18 +19792,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$131  = \$66 ;
     end
-    if (rst) begin
-      \$131  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$132  = l5_2;
     if (en) begin
       \$132  = \$68 ;
-    end
-    if (rst) begin
-      \$132  = 18'h00000;
     end
   end
   always @* begin
@@ -20759,18 +19806,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$133  = \$70 ;
     end
-    if (rst) begin
-      \$133  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$134  = \0_5 ;
     if (en) begin
       \$134  = \0_4 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
     end
   end
   always @* begin
@@ -20779,18 +19820,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$135  = \1_4 ;
     end
-    if (rst) begin
-      \$135  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$136  = \2_5 ;
     if (en) begin
       \$136  = \2_4 ;
-    end
-    if (rst) begin
-      \$136  = 1'h0;
     end
   end
   always @* begin
@@ -20799,18 +19834,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$137  = \3_4 ;
     end
-    if (rst) begin
-      \$137  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$138  = sum0_0;
     if (en) begin
       \$138  = \$72 [25:0];
-    end
-    if (rst) begin
-      \$138  = 26'h0000000;
     end
   end
   always @* begin
@@ -20819,18 +19848,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$139  = \1_5 ;
     end
-    if (rst) begin
-      \$139  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$140  = sum0_2;
     if (en) begin
       \$140  = \$74 [18:0];
-    end
-    if (rst) begin
-      \$140  = 19'h00000;
     end
   end
   always @* begin
@@ -20839,9 +19862,6 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$141  = \3_5 ;
     end
-    if (rst) begin
-      \$141  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
@@ -20849,18 +19869,12 @@ module \top.grid.pe_1_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$142  = \$76 [25:0];
     end
-    if (rst) begin
-      \$142  = 26'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$143  = cin;
     if (en) begin
       \$143  = sum0_2_c;
-    end
-    if (rst) begin
-      \$143  = 1'h0;
     end
   end
   assign pair0_hi = \$25 [7:0];
@@ -21407,18 +20421,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$77  = pp0_lo;
     end
-    if (rst) begin
-      \$77  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$78  = pp0_hi1;
     if (en) begin
       \$78  = pp0_hi;
-    end
-    if (rst) begin
-      \$78  = 6'h00;
     end
   end
   always @* begin
@@ -21427,18 +20435,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$79  = pp1_lo;
     end
-    if (rst) begin
-      \$79  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$80  = pp1_hi1;
     if (en) begin
       \$80  = pp1_hi;
-    end
-    if (rst) begin
-      \$80  = 6'h00;
     end
   end
   always @* begin
@@ -21447,18 +20449,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$81  = pp2_lo;
     end
-    if (rst) begin
-      \$81  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$82  = pp2_hi1;
     if (en) begin
       \$82  = pp2_hi;
-    end
-    if (rst) begin
-      \$82  = 6'h00;
     end
   end
   always @* begin
@@ -21467,18 +20463,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$83  = pp3_lo;
     end
-    if (rst) begin
-      \$83  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$84  = pp3_hi1;
     if (en) begin
       \$84  = pp3_hi;
-    end
-    if (rst) begin
-      \$84  = 6'h00;
     end
   end
   always @* begin
@@ -21487,18 +20477,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$85  = \$28 ;
     end
-    if (rst) begin
-      \$85  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$86  = neg1_1;
     if (en) begin
       \$86  = \$29 ;
-    end
-    if (rst) begin
-      \$86  = 1'h0;
     end
   end
   always @* begin
@@ -21507,18 +20491,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$87  = \$30 ;
     end
-    if (rst) begin
-      \$87  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$88  = neg1_3;
     if (en) begin
       \$88  = \$31 ;
-    end
-    if (rst) begin
-      \$88  = 1'h0;
     end
   end
   always @* begin
@@ -21527,18 +20505,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$89  = \$32 ;
     end
-    if (rst) begin
-      \$89  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$90  = sh1_1;
     if (en) begin
       \$90  = \$33 ;
-    end
-    if (rst) begin
-      \$90  = 2'h0;
     end
   end
   always @* begin
@@ -21547,18 +20519,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$91  = \$34 ;
     end
-    if (rst) begin
-      \$91  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$92  = sh1_3;
     if (en) begin
       \$92  = \$35 ;
-    end
-    if (rst) begin
-      \$92  = 2'h0;
     end
   end
   always @* begin
@@ -21567,18 +20533,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$93  = \$37 [7:0];
     end
-    if (rst) begin
-      \$93  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$94  = m1;
     if (en) begin
       \$94  = \$39 [7:0];
-    end
-    if (rst) begin
-      \$94  = 8'h00;
     end
   end
   always @* begin
@@ -21587,18 +20547,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$95  = \$41 [7:0];
     end
-    if (rst) begin
-      \$95  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$96  = m3;
     if (en) begin
       \$96  = \$43 [7:0];
-    end
-    if (rst) begin
-      \$96  = 8'h00;
     end
   end
   always @* begin
@@ -21607,18 +20561,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$97  = neg1_0;
     end
-    if (rst) begin
-      \$97  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$98  = \1_2 ;
     if (en) begin
       \$98  = neg1_1;
-    end
-    if (rst) begin
-      \$98  = 1'h0;
     end
   end
   always @* begin
@@ -21627,18 +20575,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$99  = neg1_2;
     end
-    if (rst) begin
-      \$99  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$100  = \3_2 ;
     if (en) begin
       \$100  = neg1_3;
-    end
-    if (rst) begin
-      \$100  = 1'h0;
     end
   end
   always @* begin
@@ -21647,18 +20589,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$101  = sh1_0;
     end
-    if (rst) begin
-      \$101  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$102  = \1_2$47 ;
     if (en) begin
       \$102  = sh1_1;
-    end
-    if (rst) begin
-      \$102  = 2'h0;
     end
   end
   always @* begin
@@ -21667,18 +20603,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$103  = sh1_2;
     end
-    if (rst) begin
-      \$103  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$104  = \3_2$49 ;
     if (en) begin
       \$104  = sh1_3;
-    end
-    if (rst) begin
-      \$104  = 2'h0;
     end
   end
   always @* begin
@@ -21687,18 +20617,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$105  = \$47 ;
     end
-    if (rst) begin
-      \$105  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$106  = f3_1;
     if (en) begin
       \$106  = \$51 ;
-    end
-    if (rst) begin
-      \$106  = 8'h00;
     end
   end
   always @* begin
@@ -21707,18 +20631,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$107  = \$55 ;
     end
-    if (rst) begin
-      \$107  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$108  = f3_3;
     if (en) begin
       \$108  = \$59 ;
-    end
-    if (rst) begin
-      \$108  = 8'h00;
     end
   end
   always @* begin
@@ -21727,18 +20645,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$109  = \$60 ;
     end
-    if (rst) begin
-      \$109  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$110  = \0_3 ;
     if (en) begin
       \$110  = \0_2 ;
-    end
-    if (rst) begin
-      \$110  = 1'h0;
     end
   end
   always @* begin
@@ -21747,18 +20659,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$111  = \1_2 ;
     end
-    if (rst) begin
-      \$111  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$112  = \2_3 ;
     if (en) begin
       \$112  = \2_2 ;
-    end
-    if (rst) begin
-      \$112  = 1'h0;
     end
   end
   always @* begin
@@ -21767,18 +20673,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$113  = \3_2 ;
     end
-    if (rst) begin
-      \$113  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$114  = \0_3$58 ;
     if (en) begin
       \$114  = \0_2$46 ;
-    end
-    if (rst) begin
-      \$114  = 3'h0;
     end
   end
   always @* begin
@@ -21787,18 +20687,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$115  = \1_2$47 ;
     end
-    if (rst) begin
-      \$115  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$116  = \2_3$60 ;
     if (en) begin
       \$116  = \2_2$48 ;
-    end
-    if (rst) begin
-      \$116  = 3'h0;
     end
   end
   always @* begin
@@ -21807,18 +20701,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$117  = \3_2$49 ;
     end
-    if (rst) begin
-      \$117  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$118  = mag4_0;
     if (en) begin
       \$118  = \$61 ;
-    end
-    if (rst) begin
-      \$118  = 16'h0000;
     end
   end
   always @* begin
@@ -21827,18 +20715,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$119  = f3_1;
     end
-    if (rst) begin
-      \$119  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$120  = mag4_2;
     if (en) begin
       \$120  = \$62 ;
-    end
-    if (rst) begin
-      \$120  = 12'h000;
     end
   end
   always @* begin
@@ -21847,18 +20729,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$121  = f3_3;
     end
-    if (rst) begin
-      \$121  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$122  = \0_4 ;
     if (en) begin
       \$122  = \0_3 ;
-    end
-    if (rst) begin
-      \$122  = 1'h0;
     end
   end
   always @* begin
@@ -21867,18 +20743,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$123  = \1_3 ;
     end
-    if (rst) begin
-      \$123  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$124  = \2_4 ;
     if (en) begin
       \$124  = \2_3 ;
-    end
-    if (rst) begin
-      \$124  = 1'h0;
     end
   end
   always @* begin
@@ -21887,18 +20757,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$125  = \3_3 ;
     end
-    if (rst) begin
-      \$125  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$126  = \0_4$70 ;
     if (en) begin
       \$126  = \0_3$58 ;
-    end
-    if (rst) begin
-      \$126  = 3'h0;
     end
   end
   always @* begin
@@ -21907,18 +20771,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$127  = \1_3$59 ;
     end
-    if (rst) begin
-      \$127  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$128  = \2_4$72 ;
     if (en) begin
       \$128  = \2_3$60 ;
-    end
-    if (rst) begin
-      \$128  = 3'h0;
     end
   end
   always @* begin
@@ -21927,18 +20785,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$129  = \3_3$61 ;
     end
-    if (rst) begin
-      \$129  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$130  = l5_0;
     if (en) begin
       \$130  = \$64 ;
-    end
-    if (rst) begin
-      \$130  = 26'h0000000;
     end
   end
   always @* begin
@@ -21947,18 +20799,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$131  = \$66 ;
     end
-    if (rst) begin
-      \$131  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$132  = l5_2;
     if (en) begin
       \$132  = \$68 ;
-    end
-    if (rst) begin
-      \$132  = 18'h00000;
     end
   end
   always @* begin
@@ -21967,18 +20813,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$133  = \$70 ;
     end
-    if (rst) begin
-      \$133  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$134  = \0_5 ;
     if (en) begin
       \$134  = \0_4 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
     end
   end
   always @* begin
@@ -21987,18 +20827,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$135  = \1_4 ;
     end
-    if (rst) begin
-      \$135  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$136  = \2_5 ;
     if (en) begin
       \$136  = \2_4 ;
-    end
-    if (rst) begin
-      \$136  = 1'h0;
     end
   end
   always @* begin
@@ -22007,18 +20841,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$137  = \3_4 ;
     end
-    if (rst) begin
-      \$137  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$138  = sum0_0;
     if (en) begin
       \$138  = \$72 [25:0];
-    end
-    if (rst) begin
-      \$138  = 26'h0000000;
     end
   end
   always @* begin
@@ -22027,18 +20855,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$139  = \1_5 ;
     end
-    if (rst) begin
-      \$139  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$140  = sum0_2;
     if (en) begin
       \$140  = \$74 [18:0];
-    end
-    if (rst) begin
-      \$140  = 19'h00000;
     end
   end
   always @* begin
@@ -22047,9 +20869,6 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$141  = \3_5 ;
     end
-    if (rst) begin
-      \$141  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
@@ -22057,18 +20876,12 @@ module \top.grid.pe_1_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$142  = \$76 [25:0];
     end
-    if (rst) begin
-      \$142  = 26'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$143  = cin;
     if (en) begin
       \$143  = sum0_2_c;
-    end
-    if (rst) begin
-      \$143  = 1'h0;
     end
   end
   assign pair0_hi = \$25 [7:0];
@@ -22615,18 +21428,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$77  = pp0_lo;
     end
-    if (rst) begin
-      \$77  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$78  = pp0_hi1;
     if (en) begin
       \$78  = pp0_hi;
-    end
-    if (rst) begin
-      \$78  = 6'h00;
     end
   end
   always @* begin
@@ -22635,18 +21442,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$79  = pp1_lo;
     end
-    if (rst) begin
-      \$79  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$80  = pp1_hi1;
     if (en) begin
       \$80  = pp1_hi;
-    end
-    if (rst) begin
-      \$80  = 6'h00;
     end
   end
   always @* begin
@@ -22655,18 +21456,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$81  = pp2_lo;
     end
-    if (rst) begin
-      \$81  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$82  = pp2_hi1;
     if (en) begin
       \$82  = pp2_hi;
-    end
-    if (rst) begin
-      \$82  = 6'h00;
     end
   end
   always @* begin
@@ -22675,18 +21470,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$83  = pp3_lo;
     end
-    if (rst) begin
-      \$83  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$84  = pp3_hi1;
     if (en) begin
       \$84  = pp3_hi;
-    end
-    if (rst) begin
-      \$84  = 6'h00;
     end
   end
   always @* begin
@@ -22695,18 +21484,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$85  = \$28 ;
     end
-    if (rst) begin
-      \$85  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$86  = neg1_1;
     if (en) begin
       \$86  = \$29 ;
-    end
-    if (rst) begin
-      \$86  = 1'h0;
     end
   end
   always @* begin
@@ -22715,18 +21498,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$87  = \$30 ;
     end
-    if (rst) begin
-      \$87  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$88  = neg1_3;
     if (en) begin
       \$88  = \$31 ;
-    end
-    if (rst) begin
-      \$88  = 1'h0;
     end
   end
   always @* begin
@@ -22735,18 +21512,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$89  = \$32 ;
     end
-    if (rst) begin
-      \$89  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$90  = sh1_1;
     if (en) begin
       \$90  = \$33 ;
-    end
-    if (rst) begin
-      \$90  = 2'h0;
     end
   end
   always @* begin
@@ -22755,18 +21526,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$91  = \$34 ;
     end
-    if (rst) begin
-      \$91  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$92  = sh1_3;
     if (en) begin
       \$92  = \$35 ;
-    end
-    if (rst) begin
-      \$92  = 2'h0;
     end
   end
   always @* begin
@@ -22775,18 +21540,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$93  = \$37 [7:0];
     end
-    if (rst) begin
-      \$93  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$94  = m1;
     if (en) begin
       \$94  = \$39 [7:0];
-    end
-    if (rst) begin
-      \$94  = 8'h00;
     end
   end
   always @* begin
@@ -22795,18 +21554,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$95  = \$41 [7:0];
     end
-    if (rst) begin
-      \$95  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$96  = m3;
     if (en) begin
       \$96  = \$43 [7:0];
-    end
-    if (rst) begin
-      \$96  = 8'h00;
     end
   end
   always @* begin
@@ -22815,18 +21568,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$97  = neg1_0;
     end
-    if (rst) begin
-      \$97  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$98  = \1_2 ;
     if (en) begin
       \$98  = neg1_1;
-    end
-    if (rst) begin
-      \$98  = 1'h0;
     end
   end
   always @* begin
@@ -22835,18 +21582,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$99  = neg1_2;
     end
-    if (rst) begin
-      \$99  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$100  = \3_2 ;
     if (en) begin
       \$100  = neg1_3;
-    end
-    if (rst) begin
-      \$100  = 1'h0;
     end
   end
   always @* begin
@@ -22855,18 +21596,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$101  = sh1_0;
     end
-    if (rst) begin
-      \$101  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$102  = \1_2$47 ;
     if (en) begin
       \$102  = sh1_1;
-    end
-    if (rst) begin
-      \$102  = 2'h0;
     end
   end
   always @* begin
@@ -22875,18 +21610,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$103  = sh1_2;
     end
-    if (rst) begin
-      \$103  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$104  = \3_2$49 ;
     if (en) begin
       \$104  = sh1_3;
-    end
-    if (rst) begin
-      \$104  = 2'h0;
     end
   end
   always @* begin
@@ -22895,18 +21624,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$105  = \$47 ;
     end
-    if (rst) begin
-      \$105  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$106  = f3_1;
     if (en) begin
       \$106  = \$51 ;
-    end
-    if (rst) begin
-      \$106  = 8'h00;
     end
   end
   always @* begin
@@ -22915,18 +21638,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$107  = \$55 ;
     end
-    if (rst) begin
-      \$107  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$108  = f3_3;
     if (en) begin
       \$108  = \$59 ;
-    end
-    if (rst) begin
-      \$108  = 8'h00;
     end
   end
   always @* begin
@@ -22935,18 +21652,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$109  = \$60 ;
     end
-    if (rst) begin
-      \$109  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$110  = \0_3 ;
     if (en) begin
       \$110  = \0_2 ;
-    end
-    if (rst) begin
-      \$110  = 1'h0;
     end
   end
   always @* begin
@@ -22955,18 +21666,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$111  = \1_2 ;
     end
-    if (rst) begin
-      \$111  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$112  = \2_3 ;
     if (en) begin
       \$112  = \2_2 ;
-    end
-    if (rst) begin
-      \$112  = 1'h0;
     end
   end
   always @* begin
@@ -22975,18 +21680,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$113  = \3_2 ;
     end
-    if (rst) begin
-      \$113  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$114  = \0_3$58 ;
     if (en) begin
       \$114  = \0_2$46 ;
-    end
-    if (rst) begin
-      \$114  = 3'h0;
     end
   end
   always @* begin
@@ -22995,18 +21694,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$115  = \1_2$47 ;
     end
-    if (rst) begin
-      \$115  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$116  = \2_3$60 ;
     if (en) begin
       \$116  = \2_2$48 ;
-    end
-    if (rst) begin
-      \$116  = 3'h0;
     end
   end
   always @* begin
@@ -23015,18 +21708,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$117  = \3_2$49 ;
     end
-    if (rst) begin
-      \$117  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$118  = mag4_0;
     if (en) begin
       \$118  = \$61 ;
-    end
-    if (rst) begin
-      \$118  = 16'h0000;
     end
   end
   always @* begin
@@ -23035,18 +21722,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$119  = f3_1;
     end
-    if (rst) begin
-      \$119  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$120  = mag4_2;
     if (en) begin
       \$120  = \$62 ;
-    end
-    if (rst) begin
-      \$120  = 12'h000;
     end
   end
   always @* begin
@@ -23055,18 +21736,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$121  = f3_3;
     end
-    if (rst) begin
-      \$121  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$122  = \0_4 ;
     if (en) begin
       \$122  = \0_3 ;
-    end
-    if (rst) begin
-      \$122  = 1'h0;
     end
   end
   always @* begin
@@ -23075,18 +21750,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$123  = \1_3 ;
     end
-    if (rst) begin
-      \$123  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$124  = \2_4 ;
     if (en) begin
       \$124  = \2_3 ;
-    end
-    if (rst) begin
-      \$124  = 1'h0;
     end
   end
   always @* begin
@@ -23095,18 +21764,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$125  = \3_3 ;
     end
-    if (rst) begin
-      \$125  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$126  = \0_4$70 ;
     if (en) begin
       \$126  = \0_3$58 ;
-    end
-    if (rst) begin
-      \$126  = 3'h0;
     end
   end
   always @* begin
@@ -23115,18 +21778,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$127  = \1_3$59 ;
     end
-    if (rst) begin
-      \$127  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$128  = \2_4$72 ;
     if (en) begin
       \$128  = \2_3$60 ;
-    end
-    if (rst) begin
-      \$128  = 3'h0;
     end
   end
   always @* begin
@@ -23135,18 +21792,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$129  = \3_3$61 ;
     end
-    if (rst) begin
-      \$129  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$130  = l5_0;
     if (en) begin
       \$130  = \$64 ;
-    end
-    if (rst) begin
-      \$130  = 26'h0000000;
     end
   end
   always @* begin
@@ -23155,18 +21806,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$131  = \$66 ;
     end
-    if (rst) begin
-      \$131  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$132  = l5_2;
     if (en) begin
       \$132  = \$68 ;
-    end
-    if (rst) begin
-      \$132  = 18'h00000;
     end
   end
   always @* begin
@@ -23175,18 +21820,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$133  = \$70 ;
     end
-    if (rst) begin
-      \$133  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$134  = \0_5 ;
     if (en) begin
       \$134  = \0_4 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
     end
   end
   always @* begin
@@ -23195,18 +21834,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$135  = \1_4 ;
     end
-    if (rst) begin
-      \$135  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$136  = \2_5 ;
     if (en) begin
       \$136  = \2_4 ;
-    end
-    if (rst) begin
-      \$136  = 1'h0;
     end
   end
   always @* begin
@@ -23215,18 +21848,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$137  = \3_4 ;
     end
-    if (rst) begin
-      \$137  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$138  = sum0_0;
     if (en) begin
       \$138  = \$72 [25:0];
-    end
-    if (rst) begin
-      \$138  = 26'h0000000;
     end
   end
   always @* begin
@@ -23235,18 +21862,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$139  = \1_5 ;
     end
-    if (rst) begin
-      \$139  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$140  = sum0_2;
     if (en) begin
       \$140  = \$74 [18:0];
-    end
-    if (rst) begin
-      \$140  = 19'h00000;
     end
   end
   always @* begin
@@ -23255,9 +21876,6 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$141  = \3_5 ;
     end
-    if (rst) begin
-      \$141  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -23265,18 +21883,12 @@ module \top.grid.pe_1_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$142  = \$76 [25:0];
     end
-    if (rst) begin
-      \$142  = 26'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$143  = cin;
     if (en) begin
       \$143  = sum0_2_c;
-    end
-    if (rst) begin
-      \$143  = 1'h0;
     end
   end
   assign pair0_hi = \$25 [7:0];
@@ -23823,18 +22435,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$77  = pp0_lo;
     end
-    if (rst) begin
-      \$77  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$78  = pp0_hi1;
     if (en) begin
       \$78  = pp0_hi;
-    end
-    if (rst) begin
-      \$78  = 6'h00;
     end
   end
   always @* begin
@@ -23843,18 +22449,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$79  = pp1_lo;
     end
-    if (rst) begin
-      \$79  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$80  = pp1_hi1;
     if (en) begin
       \$80  = pp1_hi;
-    end
-    if (rst) begin
-      \$80  = 6'h00;
     end
   end
   always @* begin
@@ -23863,18 +22463,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$81  = pp2_lo;
     end
-    if (rst) begin
-      \$81  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$82  = pp2_hi1;
     if (en) begin
       \$82  = pp2_hi;
-    end
-    if (rst) begin
-      \$82  = 6'h00;
     end
   end
   always @* begin
@@ -23883,18 +22477,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$83  = pp3_lo;
     end
-    if (rst) begin
-      \$83  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$84  = pp3_hi1;
     if (en) begin
       \$84  = pp3_hi;
-    end
-    if (rst) begin
-      \$84  = 6'h00;
     end
   end
   always @* begin
@@ -23903,18 +22491,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$85  = \$28 ;
     end
-    if (rst) begin
-      \$85  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$86  = neg1_1;
     if (en) begin
       \$86  = \$29 ;
-    end
-    if (rst) begin
-      \$86  = 1'h0;
     end
   end
   always @* begin
@@ -23923,18 +22505,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$87  = \$30 ;
     end
-    if (rst) begin
-      \$87  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$88  = neg1_3;
     if (en) begin
       \$88  = \$31 ;
-    end
-    if (rst) begin
-      \$88  = 1'h0;
     end
   end
   always @* begin
@@ -23943,18 +22519,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$89  = \$32 ;
     end
-    if (rst) begin
-      \$89  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$90  = sh1_1;
     if (en) begin
       \$90  = \$33 ;
-    end
-    if (rst) begin
-      \$90  = 2'h0;
     end
   end
   always @* begin
@@ -23963,18 +22533,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$91  = \$34 ;
     end
-    if (rst) begin
-      \$91  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$92  = sh1_3;
     if (en) begin
       \$92  = \$35 ;
-    end
-    if (rst) begin
-      \$92  = 2'h0;
     end
   end
   always @* begin
@@ -23983,18 +22547,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$93  = \$37 [7:0];
     end
-    if (rst) begin
-      \$93  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$94  = m1;
     if (en) begin
       \$94  = \$39 [7:0];
-    end
-    if (rst) begin
-      \$94  = 8'h00;
     end
   end
   always @* begin
@@ -24003,18 +22561,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$95  = \$41 [7:0];
     end
-    if (rst) begin
-      \$95  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$96  = m3;
     if (en) begin
       \$96  = \$43 [7:0];
-    end
-    if (rst) begin
-      \$96  = 8'h00;
     end
   end
   always @* begin
@@ -24023,18 +22575,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$97  = neg1_0;
     end
-    if (rst) begin
-      \$97  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$98  = \1_2 ;
     if (en) begin
       \$98  = neg1_1;
-    end
-    if (rst) begin
-      \$98  = 1'h0;
     end
   end
   always @* begin
@@ -24043,18 +22589,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$99  = neg1_2;
     end
-    if (rst) begin
-      \$99  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$100  = \3_2 ;
     if (en) begin
       \$100  = neg1_3;
-    end
-    if (rst) begin
-      \$100  = 1'h0;
     end
   end
   always @* begin
@@ -24063,18 +22603,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$101  = sh1_0;
     end
-    if (rst) begin
-      \$101  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$102  = \1_2$47 ;
     if (en) begin
       \$102  = sh1_1;
-    end
-    if (rst) begin
-      \$102  = 2'h0;
     end
   end
   always @* begin
@@ -24083,18 +22617,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$103  = sh1_2;
     end
-    if (rst) begin
-      \$103  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$104  = \3_2$49 ;
     if (en) begin
       \$104  = sh1_3;
-    end
-    if (rst) begin
-      \$104  = 2'h0;
     end
   end
   always @* begin
@@ -24103,18 +22631,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$105  = \$47 ;
     end
-    if (rst) begin
-      \$105  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$106  = f3_1;
     if (en) begin
       \$106  = \$51 ;
-    end
-    if (rst) begin
-      \$106  = 8'h00;
     end
   end
   always @* begin
@@ -24123,18 +22645,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$107  = \$55 ;
     end
-    if (rst) begin
-      \$107  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$108  = f3_3;
     if (en) begin
       \$108  = \$59 ;
-    end
-    if (rst) begin
-      \$108  = 8'h00;
     end
   end
   always @* begin
@@ -24143,18 +22659,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$109  = \$60 ;
     end
-    if (rst) begin
-      \$109  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$110  = \0_3 ;
     if (en) begin
       \$110  = \0_2 ;
-    end
-    if (rst) begin
-      \$110  = 1'h0;
     end
   end
   always @* begin
@@ -24163,18 +22673,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$111  = \1_2 ;
     end
-    if (rst) begin
-      \$111  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$112  = \2_3 ;
     if (en) begin
       \$112  = \2_2 ;
-    end
-    if (rst) begin
-      \$112  = 1'h0;
     end
   end
   always @* begin
@@ -24183,18 +22687,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$113  = \3_2 ;
     end
-    if (rst) begin
-      \$113  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$114  = \0_3$58 ;
     if (en) begin
       \$114  = \0_2$46 ;
-    end
-    if (rst) begin
-      \$114  = 3'h0;
     end
   end
   always @* begin
@@ -24203,18 +22701,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$115  = \1_2$47 ;
     end
-    if (rst) begin
-      \$115  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$116  = \2_3$60 ;
     if (en) begin
       \$116  = \2_2$48 ;
-    end
-    if (rst) begin
-      \$116  = 3'h0;
     end
   end
   always @* begin
@@ -24223,18 +22715,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$117  = \3_2$49 ;
     end
-    if (rst) begin
-      \$117  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$118  = mag4_0;
     if (en) begin
       \$118  = \$61 ;
-    end
-    if (rst) begin
-      \$118  = 16'h0000;
     end
   end
   always @* begin
@@ -24243,18 +22729,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$119  = f3_1;
     end
-    if (rst) begin
-      \$119  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$120  = mag4_2;
     if (en) begin
       \$120  = \$62 ;
-    end
-    if (rst) begin
-      \$120  = 12'h000;
     end
   end
   always @* begin
@@ -24263,18 +22743,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$121  = f3_3;
     end
-    if (rst) begin
-      \$121  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$122  = \0_4 ;
     if (en) begin
       \$122  = \0_3 ;
-    end
-    if (rst) begin
-      \$122  = 1'h0;
     end
   end
   always @* begin
@@ -24283,18 +22757,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$123  = \1_3 ;
     end
-    if (rst) begin
-      \$123  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$124  = \2_4 ;
     if (en) begin
       \$124  = \2_3 ;
-    end
-    if (rst) begin
-      \$124  = 1'h0;
     end
   end
   always @* begin
@@ -24303,18 +22771,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$125  = \3_3 ;
     end
-    if (rst) begin
-      \$125  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$126  = \0_4$70 ;
     if (en) begin
       \$126  = \0_3$58 ;
-    end
-    if (rst) begin
-      \$126  = 3'h0;
     end
   end
   always @* begin
@@ -24323,18 +22785,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$127  = \1_3$59 ;
     end
-    if (rst) begin
-      \$127  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$128  = \2_4$72 ;
     if (en) begin
       \$128  = \2_3$60 ;
-    end
-    if (rst) begin
-      \$128  = 3'h0;
     end
   end
   always @* begin
@@ -24343,18 +22799,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$129  = \3_3$61 ;
     end
-    if (rst) begin
-      \$129  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$130  = l5_0;
     if (en) begin
       \$130  = \$64 ;
-    end
-    if (rst) begin
-      \$130  = 26'h0000000;
     end
   end
   always @* begin
@@ -24363,18 +22813,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$131  = \$66 ;
     end
-    if (rst) begin
-      \$131  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$132  = l5_2;
     if (en) begin
       \$132  = \$68 ;
-    end
-    if (rst) begin
-      \$132  = 18'h00000;
     end
   end
   always @* begin
@@ -24383,18 +22827,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$133  = \$70 ;
     end
-    if (rst) begin
-      \$133  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$134  = \0_5 ;
     if (en) begin
       \$134  = \0_4 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
     end
   end
   always @* begin
@@ -24403,18 +22841,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$135  = \1_4 ;
     end
-    if (rst) begin
-      \$135  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$136  = \2_5 ;
     if (en) begin
       \$136  = \2_4 ;
-    end
-    if (rst) begin
-      \$136  = 1'h0;
     end
   end
   always @* begin
@@ -24423,18 +22855,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$137  = \3_4 ;
     end
-    if (rst) begin
-      \$137  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$138  = sum0_0;
     if (en) begin
       \$138  = \$72 [25:0];
-    end
-    if (rst) begin
-      \$138  = 26'h0000000;
     end
   end
   always @* begin
@@ -24443,18 +22869,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$139  = \1_5 ;
     end
-    if (rst) begin
-      \$139  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$140  = sum0_2;
     if (en) begin
       \$140  = \$74 [18:0];
-    end
-    if (rst) begin
-      \$140  = 19'h00000;
     end
   end
   always @* begin
@@ -24463,9 +22883,6 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$141  = \3_5 ;
     end
-    if (rst) begin
-      \$141  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
@@ -24473,18 +22890,12 @@ module \top.grid.pe_2_0 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$142  = \$76 [25:0];
     end
-    if (rst) begin
-      \$142  = 26'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$143  = cin;
     if (en) begin
       \$143  = sum0_2_c;
-    end
-    if (rst) begin
-      \$143  = 1'h0;
     end
   end
   assign pair0_hi = \$25 [7:0];
@@ -25031,18 +23442,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$77  = pp0_lo;
     end
-    if (rst) begin
-      \$77  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$78  = pp0_hi1;
     if (en) begin
       \$78  = pp0_hi;
-    end
-    if (rst) begin
-      \$78  = 6'h00;
     end
   end
   always @* begin
@@ -25051,18 +23456,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$79  = pp1_lo;
     end
-    if (rst) begin
-      \$79  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$80  = pp1_hi1;
     if (en) begin
       \$80  = pp1_hi;
-    end
-    if (rst) begin
-      \$80  = 6'h00;
     end
   end
   always @* begin
@@ -25071,18 +23470,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$81  = pp2_lo;
     end
-    if (rst) begin
-      \$81  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$82  = pp2_hi1;
     if (en) begin
       \$82  = pp2_hi;
-    end
-    if (rst) begin
-      \$82  = 6'h00;
     end
   end
   always @* begin
@@ -25091,18 +23484,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$83  = pp3_lo;
     end
-    if (rst) begin
-      \$83  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$84  = pp3_hi1;
     if (en) begin
       \$84  = pp3_hi;
-    end
-    if (rst) begin
-      \$84  = 6'h00;
     end
   end
   always @* begin
@@ -25111,18 +23498,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$85  = \$28 ;
     end
-    if (rst) begin
-      \$85  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$86  = neg1_1;
     if (en) begin
       \$86  = \$29 ;
-    end
-    if (rst) begin
-      \$86  = 1'h0;
     end
   end
   always @* begin
@@ -25131,18 +23512,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$87  = \$30 ;
     end
-    if (rst) begin
-      \$87  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$88  = neg1_3;
     if (en) begin
       \$88  = \$31 ;
-    end
-    if (rst) begin
-      \$88  = 1'h0;
     end
   end
   always @* begin
@@ -25151,18 +23526,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$89  = \$32 ;
     end
-    if (rst) begin
-      \$89  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$90  = sh1_1;
     if (en) begin
       \$90  = \$33 ;
-    end
-    if (rst) begin
-      \$90  = 2'h0;
     end
   end
   always @* begin
@@ -25171,18 +23540,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$91  = \$34 ;
     end
-    if (rst) begin
-      \$91  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$92  = sh1_3;
     if (en) begin
       \$92  = \$35 ;
-    end
-    if (rst) begin
-      \$92  = 2'h0;
     end
   end
   always @* begin
@@ -25191,18 +23554,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$93  = \$37 [7:0];
     end
-    if (rst) begin
-      \$93  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$94  = m1;
     if (en) begin
       \$94  = \$39 [7:0];
-    end
-    if (rst) begin
-      \$94  = 8'h00;
     end
   end
   always @* begin
@@ -25211,18 +23568,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$95  = \$41 [7:0];
     end
-    if (rst) begin
-      \$95  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$96  = m3;
     if (en) begin
       \$96  = \$43 [7:0];
-    end
-    if (rst) begin
-      \$96  = 8'h00;
     end
   end
   always @* begin
@@ -25231,18 +23582,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$97  = neg1_0;
     end
-    if (rst) begin
-      \$97  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$98  = \1_2 ;
     if (en) begin
       \$98  = neg1_1;
-    end
-    if (rst) begin
-      \$98  = 1'h0;
     end
   end
   always @* begin
@@ -25251,18 +23596,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$99  = neg1_2;
     end
-    if (rst) begin
-      \$99  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$100  = \3_2 ;
     if (en) begin
       \$100  = neg1_3;
-    end
-    if (rst) begin
-      \$100  = 1'h0;
     end
   end
   always @* begin
@@ -25271,18 +23610,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$101  = sh1_0;
     end
-    if (rst) begin
-      \$101  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$102  = \1_2$47 ;
     if (en) begin
       \$102  = sh1_1;
-    end
-    if (rst) begin
-      \$102  = 2'h0;
     end
   end
   always @* begin
@@ -25291,18 +23624,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$103  = sh1_2;
     end
-    if (rst) begin
-      \$103  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$104  = \3_2$49 ;
     if (en) begin
       \$104  = sh1_3;
-    end
-    if (rst) begin
-      \$104  = 2'h0;
     end
   end
   always @* begin
@@ -25311,18 +23638,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$105  = \$47 ;
     end
-    if (rst) begin
-      \$105  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$106  = f3_1;
     if (en) begin
       \$106  = \$51 ;
-    end
-    if (rst) begin
-      \$106  = 8'h00;
     end
   end
   always @* begin
@@ -25331,18 +23652,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$107  = \$55 ;
     end
-    if (rst) begin
-      \$107  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$108  = f3_3;
     if (en) begin
       \$108  = \$59 ;
-    end
-    if (rst) begin
-      \$108  = 8'h00;
     end
   end
   always @* begin
@@ -25351,18 +23666,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$109  = \$60 ;
     end
-    if (rst) begin
-      \$109  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$110  = \0_3 ;
     if (en) begin
       \$110  = \0_2 ;
-    end
-    if (rst) begin
-      \$110  = 1'h0;
     end
   end
   always @* begin
@@ -25371,18 +23680,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$111  = \1_2 ;
     end
-    if (rst) begin
-      \$111  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$112  = \2_3 ;
     if (en) begin
       \$112  = \2_2 ;
-    end
-    if (rst) begin
-      \$112  = 1'h0;
     end
   end
   always @* begin
@@ -25391,18 +23694,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$113  = \3_2 ;
     end
-    if (rst) begin
-      \$113  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$114  = \0_3$58 ;
     if (en) begin
       \$114  = \0_2$46 ;
-    end
-    if (rst) begin
-      \$114  = 3'h0;
     end
   end
   always @* begin
@@ -25411,18 +23708,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$115  = \1_2$47 ;
     end
-    if (rst) begin
-      \$115  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$116  = \2_3$60 ;
     if (en) begin
       \$116  = \2_2$48 ;
-    end
-    if (rst) begin
-      \$116  = 3'h0;
     end
   end
   always @* begin
@@ -25431,18 +23722,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$117  = \3_2$49 ;
     end
-    if (rst) begin
-      \$117  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$118  = mag4_0;
     if (en) begin
       \$118  = \$61 ;
-    end
-    if (rst) begin
-      \$118  = 16'h0000;
     end
   end
   always @* begin
@@ -25451,18 +23736,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$119  = f3_1;
     end
-    if (rst) begin
-      \$119  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$120  = mag4_2;
     if (en) begin
       \$120  = \$62 ;
-    end
-    if (rst) begin
-      \$120  = 12'h000;
     end
   end
   always @* begin
@@ -25471,18 +23750,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$121  = f3_3;
     end
-    if (rst) begin
-      \$121  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$122  = \0_4 ;
     if (en) begin
       \$122  = \0_3 ;
-    end
-    if (rst) begin
-      \$122  = 1'h0;
     end
   end
   always @* begin
@@ -25491,18 +23764,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$123  = \1_3 ;
     end
-    if (rst) begin
-      \$123  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$124  = \2_4 ;
     if (en) begin
       \$124  = \2_3 ;
-    end
-    if (rst) begin
-      \$124  = 1'h0;
     end
   end
   always @* begin
@@ -25511,18 +23778,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$125  = \3_3 ;
     end
-    if (rst) begin
-      \$125  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$126  = \0_4$70 ;
     if (en) begin
       \$126  = \0_3$58 ;
-    end
-    if (rst) begin
-      \$126  = 3'h0;
     end
   end
   always @* begin
@@ -25531,18 +23792,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$127  = \1_3$59 ;
     end
-    if (rst) begin
-      \$127  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$128  = \2_4$72 ;
     if (en) begin
       \$128  = \2_3$60 ;
-    end
-    if (rst) begin
-      \$128  = 3'h0;
     end
   end
   always @* begin
@@ -25551,18 +23806,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$129  = \3_3$61 ;
     end
-    if (rst) begin
-      \$129  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$130  = l5_0;
     if (en) begin
       \$130  = \$64 ;
-    end
-    if (rst) begin
-      \$130  = 26'h0000000;
     end
   end
   always @* begin
@@ -25571,18 +23820,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$131  = \$66 ;
     end
-    if (rst) begin
-      \$131  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$132  = l5_2;
     if (en) begin
       \$132  = \$68 ;
-    end
-    if (rst) begin
-      \$132  = 18'h00000;
     end
   end
   always @* begin
@@ -25591,18 +23834,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$133  = \$70 ;
     end
-    if (rst) begin
-      \$133  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$134  = \0_5 ;
     if (en) begin
       \$134  = \0_4 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
     end
   end
   always @* begin
@@ -25611,18 +23848,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$135  = \1_4 ;
     end
-    if (rst) begin
-      \$135  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$136  = \2_5 ;
     if (en) begin
       \$136  = \2_4 ;
-    end
-    if (rst) begin
-      \$136  = 1'h0;
     end
   end
   always @* begin
@@ -25631,18 +23862,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$137  = \3_4 ;
     end
-    if (rst) begin
-      \$137  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$138  = sum0_0;
     if (en) begin
       \$138  = \$72 [25:0];
-    end
-    if (rst) begin
-      \$138  = 26'h0000000;
     end
   end
   always @* begin
@@ -25651,18 +23876,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$139  = \1_5 ;
     end
-    if (rst) begin
-      \$139  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$140  = sum0_2;
     if (en) begin
       \$140  = \$74 [18:0];
-    end
-    if (rst) begin
-      \$140  = 19'h00000;
     end
   end
   always @* begin
@@ -25671,9 +23890,6 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$141  = \3_5 ;
     end
-    if (rst) begin
-      \$141  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
@@ -25681,18 +23897,12 @@ module \top.grid.pe_2_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$142  = \$76 [25:0];
     end
-    if (rst) begin
-      \$142  = 26'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$143  = cin;
     if (en) begin
       \$143  = sum0_2_c;
-    end
-    if (rst) begin
-      \$143  = 1'h0;
     end
   end
   assign pair0_hi = \$25 [7:0];
@@ -26239,18 +24449,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$77  = pp0_lo;
     end
-    if (rst) begin
-      \$77  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$78  = pp0_hi1;
     if (en) begin
       \$78  = pp0_hi;
-    end
-    if (rst) begin
-      \$78  = 6'h00;
     end
   end
   always @* begin
@@ -26259,18 +24463,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$79  = pp1_lo;
     end
-    if (rst) begin
-      \$79  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$80  = pp1_hi1;
     if (en) begin
       \$80  = pp1_hi;
-    end
-    if (rst) begin
-      \$80  = 6'h00;
     end
   end
   always @* begin
@@ -26279,18 +24477,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$81  = pp2_lo;
     end
-    if (rst) begin
-      \$81  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$82  = pp2_hi1;
     if (en) begin
       \$82  = pp2_hi;
-    end
-    if (rst) begin
-      \$82  = 6'h00;
     end
   end
   always @* begin
@@ -26299,18 +24491,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$83  = pp3_lo;
     end
-    if (rst) begin
-      \$83  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$84  = pp3_hi1;
     if (en) begin
       \$84  = pp3_hi;
-    end
-    if (rst) begin
-      \$84  = 6'h00;
     end
   end
   always @* begin
@@ -26319,18 +24505,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$85  = \$28 ;
     end
-    if (rst) begin
-      \$85  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$86  = neg1_1;
     if (en) begin
       \$86  = \$29 ;
-    end
-    if (rst) begin
-      \$86  = 1'h0;
     end
   end
   always @* begin
@@ -26339,18 +24519,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$87  = \$30 ;
     end
-    if (rst) begin
-      \$87  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$88  = neg1_3;
     if (en) begin
       \$88  = \$31 ;
-    end
-    if (rst) begin
-      \$88  = 1'h0;
     end
   end
   always @* begin
@@ -26359,18 +24533,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$89  = \$32 ;
     end
-    if (rst) begin
-      \$89  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$90  = sh1_1;
     if (en) begin
       \$90  = \$33 ;
-    end
-    if (rst) begin
-      \$90  = 2'h0;
     end
   end
   always @* begin
@@ -26379,18 +24547,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$91  = \$34 ;
     end
-    if (rst) begin
-      \$91  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$92  = sh1_3;
     if (en) begin
       \$92  = \$35 ;
-    end
-    if (rst) begin
-      \$92  = 2'h0;
     end
   end
   always @* begin
@@ -26399,18 +24561,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$93  = \$37 [7:0];
     end
-    if (rst) begin
-      \$93  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$94  = m1;
     if (en) begin
       \$94  = \$39 [7:0];
-    end
-    if (rst) begin
-      \$94  = 8'h00;
     end
   end
   always @* begin
@@ -26419,18 +24575,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$95  = \$41 [7:0];
     end
-    if (rst) begin
-      \$95  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$96  = m3;
     if (en) begin
       \$96  = \$43 [7:0];
-    end
-    if (rst) begin
-      \$96  = 8'h00;
     end
   end
   always @* begin
@@ -26439,18 +24589,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$97  = neg1_0;
     end
-    if (rst) begin
-      \$97  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$98  = \1_2 ;
     if (en) begin
       \$98  = neg1_1;
-    end
-    if (rst) begin
-      \$98  = 1'h0;
     end
   end
   always @* begin
@@ -26459,18 +24603,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$99  = neg1_2;
     end
-    if (rst) begin
-      \$99  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$100  = \3_2 ;
     if (en) begin
       \$100  = neg1_3;
-    end
-    if (rst) begin
-      \$100  = 1'h0;
     end
   end
   always @* begin
@@ -26479,18 +24617,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$101  = sh1_0;
     end
-    if (rst) begin
-      \$101  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$102  = \1_2$47 ;
     if (en) begin
       \$102  = sh1_1;
-    end
-    if (rst) begin
-      \$102  = 2'h0;
     end
   end
   always @* begin
@@ -26499,18 +24631,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$103  = sh1_2;
     end
-    if (rst) begin
-      \$103  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$104  = \3_2$49 ;
     if (en) begin
       \$104  = sh1_3;
-    end
-    if (rst) begin
-      \$104  = 2'h0;
     end
   end
   always @* begin
@@ -26519,18 +24645,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$105  = \$47 ;
     end
-    if (rst) begin
-      \$105  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$106  = f3_1;
     if (en) begin
       \$106  = \$51 ;
-    end
-    if (rst) begin
-      \$106  = 8'h00;
     end
   end
   always @* begin
@@ -26539,18 +24659,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$107  = \$55 ;
     end
-    if (rst) begin
-      \$107  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$108  = f3_3;
     if (en) begin
       \$108  = \$59 ;
-    end
-    if (rst) begin
-      \$108  = 8'h00;
     end
   end
   always @* begin
@@ -26559,18 +24673,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$109  = \$60 ;
     end
-    if (rst) begin
-      \$109  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$110  = \0_3 ;
     if (en) begin
       \$110  = \0_2 ;
-    end
-    if (rst) begin
-      \$110  = 1'h0;
     end
   end
   always @* begin
@@ -26579,18 +24687,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$111  = \1_2 ;
     end
-    if (rst) begin
-      \$111  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$112  = \2_3 ;
     if (en) begin
       \$112  = \2_2 ;
-    end
-    if (rst) begin
-      \$112  = 1'h0;
     end
   end
   always @* begin
@@ -26599,18 +24701,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$113  = \3_2 ;
     end
-    if (rst) begin
-      \$113  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$114  = \0_3$58 ;
     if (en) begin
       \$114  = \0_2$46 ;
-    end
-    if (rst) begin
-      \$114  = 3'h0;
     end
   end
   always @* begin
@@ -26619,18 +24715,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$115  = \1_2$47 ;
     end
-    if (rst) begin
-      \$115  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$116  = \2_3$60 ;
     if (en) begin
       \$116  = \2_2$48 ;
-    end
-    if (rst) begin
-      \$116  = 3'h0;
     end
   end
   always @* begin
@@ -26639,18 +24729,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$117  = \3_2$49 ;
     end
-    if (rst) begin
-      \$117  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$118  = mag4_0;
     if (en) begin
       \$118  = \$61 ;
-    end
-    if (rst) begin
-      \$118  = 16'h0000;
     end
   end
   always @* begin
@@ -26659,18 +24743,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$119  = f3_1;
     end
-    if (rst) begin
-      \$119  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$120  = mag4_2;
     if (en) begin
       \$120  = \$62 ;
-    end
-    if (rst) begin
-      \$120  = 12'h000;
     end
   end
   always @* begin
@@ -26679,18 +24757,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$121  = f3_3;
     end
-    if (rst) begin
-      \$121  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$122  = \0_4 ;
     if (en) begin
       \$122  = \0_3 ;
-    end
-    if (rst) begin
-      \$122  = 1'h0;
     end
   end
   always @* begin
@@ -26699,18 +24771,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$123  = \1_3 ;
     end
-    if (rst) begin
-      \$123  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$124  = \2_4 ;
     if (en) begin
       \$124  = \2_3 ;
-    end
-    if (rst) begin
-      \$124  = 1'h0;
     end
   end
   always @* begin
@@ -26719,18 +24785,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$125  = \3_3 ;
     end
-    if (rst) begin
-      \$125  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$126  = \0_4$70 ;
     if (en) begin
       \$126  = \0_3$58 ;
-    end
-    if (rst) begin
-      \$126  = 3'h0;
     end
   end
   always @* begin
@@ -26739,18 +24799,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$127  = \1_3$59 ;
     end
-    if (rst) begin
-      \$127  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$128  = \2_4$72 ;
     if (en) begin
       \$128  = \2_3$60 ;
-    end
-    if (rst) begin
-      \$128  = 3'h0;
     end
   end
   always @* begin
@@ -26759,18 +24813,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$129  = \3_3$61 ;
     end
-    if (rst) begin
-      \$129  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$130  = l5_0;
     if (en) begin
       \$130  = \$64 ;
-    end
-    if (rst) begin
-      \$130  = 26'h0000000;
     end
   end
   always @* begin
@@ -26779,18 +24827,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$131  = \$66 ;
     end
-    if (rst) begin
-      \$131  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$132  = l5_2;
     if (en) begin
       \$132  = \$68 ;
-    end
-    if (rst) begin
-      \$132  = 18'h00000;
     end
   end
   always @* begin
@@ -26799,18 +24841,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$133  = \$70 ;
     end
-    if (rst) begin
-      \$133  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$134  = \0_5 ;
     if (en) begin
       \$134  = \0_4 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
     end
   end
   always @* begin
@@ -26819,18 +24855,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$135  = \1_4 ;
     end
-    if (rst) begin
-      \$135  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$136  = \2_5 ;
     if (en) begin
       \$136  = \2_4 ;
-    end
-    if (rst) begin
-      \$136  = 1'h0;
     end
   end
   always @* begin
@@ -26839,18 +24869,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$137  = \3_4 ;
     end
-    if (rst) begin
-      \$137  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$138  = sum0_0;
     if (en) begin
       \$138  = \$72 [25:0];
-    end
-    if (rst) begin
-      \$138  = 26'h0000000;
     end
   end
   always @* begin
@@ -26859,18 +24883,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$139  = \1_5 ;
     end
-    if (rst) begin
-      \$139  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$140  = sum0_2;
     if (en) begin
       \$140  = \$74 [18:0];
-    end
-    if (rst) begin
-      \$140  = 19'h00000;
     end
   end
   always @* begin
@@ -26879,9 +24897,6 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$141  = \3_5 ;
     end
-    if (rst) begin
-      \$141  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
@@ -26889,18 +24904,12 @@ module \top.grid.pe_2_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$142  = \$76 [25:0];
     end
-    if (rst) begin
-      \$142  = 26'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$143  = cin;
     if (en) begin
       \$143  = sum0_2_c;
-    end
-    if (rst) begin
-      \$143  = 1'h0;
     end
   end
   assign pair0_hi = \$25 [7:0];
@@ -27447,18 +25456,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$77  = pp0_lo;
     end
-    if (rst) begin
-      \$77  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$78  = pp0_hi1;
     if (en) begin
       \$78  = pp0_hi;
-    end
-    if (rst) begin
-      \$78  = 6'h00;
     end
   end
   always @* begin
@@ -27467,18 +25470,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$79  = pp1_lo;
     end
-    if (rst) begin
-      \$79  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$80  = pp1_hi1;
     if (en) begin
       \$80  = pp1_hi;
-    end
-    if (rst) begin
-      \$80  = 6'h00;
     end
   end
   always @* begin
@@ -27487,18 +25484,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$81  = pp2_lo;
     end
-    if (rst) begin
-      \$81  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$82  = pp2_hi1;
     if (en) begin
       \$82  = pp2_hi;
-    end
-    if (rst) begin
-      \$82  = 6'h00;
     end
   end
   always @* begin
@@ -27507,18 +25498,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$83  = pp3_lo;
     end
-    if (rst) begin
-      \$83  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$84  = pp3_hi1;
     if (en) begin
       \$84  = pp3_hi;
-    end
-    if (rst) begin
-      \$84  = 6'h00;
     end
   end
   always @* begin
@@ -27527,18 +25512,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$85  = \$28 ;
     end
-    if (rst) begin
-      \$85  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$86  = neg1_1;
     if (en) begin
       \$86  = \$29 ;
-    end
-    if (rst) begin
-      \$86  = 1'h0;
     end
   end
   always @* begin
@@ -27547,18 +25526,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$87  = \$30 ;
     end
-    if (rst) begin
-      \$87  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$88  = neg1_3;
     if (en) begin
       \$88  = \$31 ;
-    end
-    if (rst) begin
-      \$88  = 1'h0;
     end
   end
   always @* begin
@@ -27567,18 +25540,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$89  = \$32 ;
     end
-    if (rst) begin
-      \$89  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$90  = sh1_1;
     if (en) begin
       \$90  = \$33 ;
-    end
-    if (rst) begin
-      \$90  = 2'h0;
     end
   end
   always @* begin
@@ -27587,18 +25554,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$91  = \$34 ;
     end
-    if (rst) begin
-      \$91  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$92  = sh1_3;
     if (en) begin
       \$92  = \$35 ;
-    end
-    if (rst) begin
-      \$92  = 2'h0;
     end
   end
   always @* begin
@@ -27607,18 +25568,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$93  = \$37 [7:0];
     end
-    if (rst) begin
-      \$93  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$94  = m1;
     if (en) begin
       \$94  = \$39 [7:0];
-    end
-    if (rst) begin
-      \$94  = 8'h00;
     end
   end
   always @* begin
@@ -27627,18 +25582,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$95  = \$41 [7:0];
     end
-    if (rst) begin
-      \$95  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$96  = m3;
     if (en) begin
       \$96  = \$43 [7:0];
-    end
-    if (rst) begin
-      \$96  = 8'h00;
     end
   end
   always @* begin
@@ -27647,18 +25596,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$97  = neg1_0;
     end
-    if (rst) begin
-      \$97  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$98  = \1_2 ;
     if (en) begin
       \$98  = neg1_1;
-    end
-    if (rst) begin
-      \$98  = 1'h0;
     end
   end
   always @* begin
@@ -27667,18 +25610,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$99  = neg1_2;
     end
-    if (rst) begin
-      \$99  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$100  = \3_2 ;
     if (en) begin
       \$100  = neg1_3;
-    end
-    if (rst) begin
-      \$100  = 1'h0;
     end
   end
   always @* begin
@@ -27687,18 +25624,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$101  = sh1_0;
     end
-    if (rst) begin
-      \$101  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$102  = \1_2$47 ;
     if (en) begin
       \$102  = sh1_1;
-    end
-    if (rst) begin
-      \$102  = 2'h0;
     end
   end
   always @* begin
@@ -27707,18 +25638,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$103  = sh1_2;
     end
-    if (rst) begin
-      \$103  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$104  = \3_2$49 ;
     if (en) begin
       \$104  = sh1_3;
-    end
-    if (rst) begin
-      \$104  = 2'h0;
     end
   end
   always @* begin
@@ -27727,18 +25652,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$105  = \$47 ;
     end
-    if (rst) begin
-      \$105  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$106  = f3_1;
     if (en) begin
       \$106  = \$51 ;
-    end
-    if (rst) begin
-      \$106  = 8'h00;
     end
   end
   always @* begin
@@ -27747,18 +25666,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$107  = \$55 ;
     end
-    if (rst) begin
-      \$107  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$108  = f3_3;
     if (en) begin
       \$108  = \$59 ;
-    end
-    if (rst) begin
-      \$108  = 8'h00;
     end
   end
   always @* begin
@@ -27767,18 +25680,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$109  = \$60 ;
     end
-    if (rst) begin
-      \$109  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$110  = \0_3 ;
     if (en) begin
       \$110  = \0_2 ;
-    end
-    if (rst) begin
-      \$110  = 1'h0;
     end
   end
   always @* begin
@@ -27787,18 +25694,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$111  = \1_2 ;
     end
-    if (rst) begin
-      \$111  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$112  = \2_3 ;
     if (en) begin
       \$112  = \2_2 ;
-    end
-    if (rst) begin
-      \$112  = 1'h0;
     end
   end
   always @* begin
@@ -27807,18 +25708,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$113  = \3_2 ;
     end
-    if (rst) begin
-      \$113  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$114  = \0_3$58 ;
     if (en) begin
       \$114  = \0_2$46 ;
-    end
-    if (rst) begin
-      \$114  = 3'h0;
     end
   end
   always @* begin
@@ -27827,18 +25722,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$115  = \1_2$47 ;
     end
-    if (rst) begin
-      \$115  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$116  = \2_3$60 ;
     if (en) begin
       \$116  = \2_2$48 ;
-    end
-    if (rst) begin
-      \$116  = 3'h0;
     end
   end
   always @* begin
@@ -27847,18 +25736,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$117  = \3_2$49 ;
     end
-    if (rst) begin
-      \$117  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$118  = mag4_0;
     if (en) begin
       \$118  = \$61 ;
-    end
-    if (rst) begin
-      \$118  = 16'h0000;
     end
   end
   always @* begin
@@ -27867,18 +25750,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$119  = f3_1;
     end
-    if (rst) begin
-      \$119  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$120  = mag4_2;
     if (en) begin
       \$120  = \$62 ;
-    end
-    if (rst) begin
-      \$120  = 12'h000;
     end
   end
   always @* begin
@@ -27887,18 +25764,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$121  = f3_3;
     end
-    if (rst) begin
-      \$121  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$122  = \0_4 ;
     if (en) begin
       \$122  = \0_3 ;
-    end
-    if (rst) begin
-      \$122  = 1'h0;
     end
   end
   always @* begin
@@ -27907,18 +25778,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$123  = \1_3 ;
     end
-    if (rst) begin
-      \$123  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$124  = \2_4 ;
     if (en) begin
       \$124  = \2_3 ;
-    end
-    if (rst) begin
-      \$124  = 1'h0;
     end
   end
   always @* begin
@@ -27927,18 +25792,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$125  = \3_3 ;
     end
-    if (rst) begin
-      \$125  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$126  = \0_4$70 ;
     if (en) begin
       \$126  = \0_3$58 ;
-    end
-    if (rst) begin
-      \$126  = 3'h0;
     end
   end
   always @* begin
@@ -27947,18 +25806,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$127  = \1_3$59 ;
     end
-    if (rst) begin
-      \$127  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$128  = \2_4$72 ;
     if (en) begin
       \$128  = \2_3$60 ;
-    end
-    if (rst) begin
-      \$128  = 3'h0;
     end
   end
   always @* begin
@@ -27967,18 +25820,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$129  = \3_3$61 ;
     end
-    if (rst) begin
-      \$129  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$130  = l5_0;
     if (en) begin
       \$130  = \$64 ;
-    end
-    if (rst) begin
-      \$130  = 26'h0000000;
     end
   end
   always @* begin
@@ -27987,18 +25834,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$131  = \$66 ;
     end
-    if (rst) begin
-      \$131  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$132  = l5_2;
     if (en) begin
       \$132  = \$68 ;
-    end
-    if (rst) begin
-      \$132  = 18'h00000;
     end
   end
   always @* begin
@@ -28007,18 +25848,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$133  = \$70 ;
     end
-    if (rst) begin
-      \$133  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$134  = \0_5 ;
     if (en) begin
       \$134  = \0_4 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
     end
   end
   always @* begin
@@ -28027,18 +25862,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$135  = \1_4 ;
     end
-    if (rst) begin
-      \$135  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$136  = \2_5 ;
     if (en) begin
       \$136  = \2_4 ;
-    end
-    if (rst) begin
-      \$136  = 1'h0;
     end
   end
   always @* begin
@@ -28047,18 +25876,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$137  = \3_4 ;
     end
-    if (rst) begin
-      \$137  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$138  = sum0_0;
     if (en) begin
       \$138  = \$72 [25:0];
-    end
-    if (rst) begin
-      \$138  = 26'h0000000;
     end
   end
   always @* begin
@@ -28067,18 +25890,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$139  = \1_5 ;
     end
-    if (rst) begin
-      \$139  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$140  = sum0_2;
     if (en) begin
       \$140  = \$74 [18:0];
-    end
-    if (rst) begin
-      \$140  = 19'h00000;
     end
   end
   always @* begin
@@ -28087,9 +25904,6 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$141  = \3_5 ;
     end
-    if (rst) begin
-      \$141  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
@@ -28097,18 +25911,12 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$142  = \$76 [25:0];
     end
-    if (rst) begin
-      \$142  = 26'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$143  = cin;
     if (en) begin
       \$143  = sum0_2_c;
-    end
-    if (rst) begin
-      \$143  = 1'h0;
     end
   end
   assign pair0_hi = \$25 [7:0];
@@ -28157,7 +25965,7 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
+module \top.grid.pe_3_0 (rst, en, \port$3871$78 , mode, sum, cin, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire [3:0] \$1 ;
   wire [3:0] \$10 ;
@@ -28393,8 +26201,8 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
   wire [7:0] pair0_hi;
   (* keep = 32'd1 *)
   wire [7:0] pair1_hi;
-  input [51:0] \port$3876$78 ;
-  wire [51:0] \port$3876$78 ;
+  input [51:0] \port$3871$78 ;
+  wire [51:0] \port$3871$78 ;
   (* keep = 32'd1 *)
   wire [5:0] pp0_hi;
   (* keep = 32'd1 *)
@@ -28443,41 +26251,41 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
   wire [25:0] sum1_0;
   (* init = 1'h0 *)
   wire sum1_0_c;
-  assign \$1  = \port$3876$78 [26] ? \port$3876$78 [3:0] : 4'h0;
-  assign \$3  = \port$3876$78 [27] ? \$2  : 5'h00;
+  assign \$1  = \port$3871$78 [26] ? \port$3871$78 [3:0] : 4'h0;
+  assign \$3  = \port$3871$78 [27] ? \$2  : 5'h00;
   assign pp0_lo = \$1  + \$3 ;
-  assign \$4  = \port$3876$78 [28] ? \port$3876$78 [3:0] : 4'h0;
-  assign \$6  = \port$3876$78 [29] ? \$5  : 5'h00;
+  assign \$4  = \port$3871$78 [28] ? \port$3871$78 [3:0] : 4'h0;
+  assign \$6  = \port$3871$78 [29] ? \$5  : 5'h00;
   assign pp0_hi = \$4  + \$6 ;
-  assign \$7  = \port$3876$78 [30] ? \port$3876$78 [7:4] : 4'h0;
-  assign \$9  = \port$3876$78 [31] ? \$8  : 5'h00;
+  assign \$7  = \port$3871$78 [30] ? \port$3871$78 [7:4] : 4'h0;
+  assign \$9  = \port$3871$78 [31] ? \$8  : 5'h00;
   assign pp1_lo = \$7  + \$9 ;
-  assign \$10  = \port$3876$78 [32] ? \port$3876$78 [7:4] : 4'h0;
-  assign \$12  = \port$3876$78 [33] ? \$11  : 5'h00;
+  assign \$10  = \port$3871$78 [32] ? \port$3871$78 [7:4] : 4'h0;
+  assign \$12  = \port$3871$78 [33] ? \$11  : 5'h00;
   assign pp1_hi = \$10  + \$12 ;
-  assign \$13  = \port$3876$78 [34] ? \port$3876$78 [11:8] : 4'h0;
-  assign \$15  = \port$3876$78 [35] ? \$14  : 5'h00;
+  assign \$13  = \port$3871$78 [34] ? \port$3871$78 [11:8] : 4'h0;
+  assign \$15  = \port$3871$78 [35] ? \$14  : 5'h00;
   assign pp2_lo = \$13  + \$15 ;
-  assign \$16  = \port$3876$78 [36] ? \port$3876$78 [11:8] : 4'h0;
-  assign \$18  = \port$3876$78 [37] ? \$17  : 5'h00;
+  assign \$16  = \port$3871$78 [36] ? \port$3871$78 [11:8] : 4'h0;
+  assign \$18  = \port$3871$78 [37] ? \$17  : 5'h00;
   assign pp2_hi = \$16  + \$18 ;
-  assign \$19  = \port$3876$78 [38] ? \port$3876$78 [15:12] : 4'h0;
-  assign \$21  = \port$3876$78 [39] ? \$20  : 5'h00;
+  assign \$19  = \port$3871$78 [38] ? \port$3871$78 [15:12] : 4'h0;
+  assign \$21  = \port$3871$78 [39] ? \$20  : 5'h00;
   assign pp3_lo = \$19  + \$21 ;
-  assign \$22  = \port$3876$78 [40] ? \port$3876$78 [15:12] : 4'h0;
-  assign \$24  = \port$3876$78 [41] ? \$23  : 5'h00;
+  assign \$22  = \port$3871$78 [40] ? \port$3871$78 [15:12] : 4'h0;
+  assign \$24  = \port$3871$78 [41] ? \$23  : 5'h00;
   assign pp3_hi = \$22  + \$24 ;
   assign \$25  = m0[7:4] + m1;
   assign \$26  = m2[7:4] + m3;
   assign \$27  = f3_0[11:4] + f3_2;
-  assign \$28  = \port$3876$78 [16] ^ \port$3876$78 [42];
-  assign \$29  = \port$3876$78 [19] ^ \port$3876$78 [45];
-  assign \$30  = \port$3876$78 [21] ^ \port$3876$78 [47];
-  assign \$31  = \port$3876$78 [24] ^ \port$3876$78 [50];
-  assign \$32  = \port$3876$78 [18:17] + \port$3876$78 [44:43];
-  assign \$33  = \port$3876$78 [20] + \port$3876$78 [46];
-  assign \$34  = \port$3876$78 [23:22] + \port$3876$78 [49:48];
-  assign \$35  = \port$3876$78 [25] + \port$3876$78 [51];
+  assign \$28  = \port$3871$78 [16] ^ \port$3871$78 [42];
+  assign \$29  = \port$3871$78 [19] ^ \port$3871$78 [45];
+  assign \$30  = \port$3871$78 [21] ^ \port$3871$78 [47];
+  assign \$31  = \port$3871$78 [24] ^ \port$3871$78 [50];
+  assign \$32  = \port$3871$78 [18:17] + \port$3871$78 [44:43];
+  assign \$33  = \port$3871$78 [20] + \port$3871$78 [46];
+  assign \$34  = \port$3871$78 [23:22] + \port$3871$78 [49:48];
+  assign \$35  = \port$3871$78 [25] + \port$3871$78 [51];
   assign \$37  = pp0_lo1 + \$36 ;
   assign \$39  = pp1_lo1 + \$38 ;
   assign \$41  = pp2_lo1 + \$40 ;
@@ -28655,18 +26463,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$77  = pp0_lo;
     end
-    if (rst) begin
-      \$77  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$78  = pp0_hi1;
     if (en) begin
       \$78  = pp0_hi;
-    end
-    if (rst) begin
-      \$78  = 6'h00;
     end
   end
   always @* begin
@@ -28675,18 +26477,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$79  = pp1_lo;
     end
-    if (rst) begin
-      \$79  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$80  = pp1_hi1;
     if (en) begin
       \$80  = pp1_hi;
-    end
-    if (rst) begin
-      \$80  = 6'h00;
     end
   end
   always @* begin
@@ -28695,18 +26491,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$81  = pp2_lo;
     end
-    if (rst) begin
-      \$81  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$82  = pp2_hi1;
     if (en) begin
       \$82  = pp2_hi;
-    end
-    if (rst) begin
-      \$82  = 6'h00;
     end
   end
   always @* begin
@@ -28715,18 +26505,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$83  = pp3_lo;
     end
-    if (rst) begin
-      \$83  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$84  = pp3_hi1;
     if (en) begin
       \$84  = pp3_hi;
-    end
-    if (rst) begin
-      \$84  = 6'h00;
     end
   end
   always @* begin
@@ -28735,18 +26519,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$85  = \$28 ;
     end
-    if (rst) begin
-      \$85  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$86  = neg1_1;
     if (en) begin
       \$86  = \$29 ;
-    end
-    if (rst) begin
-      \$86  = 1'h0;
     end
   end
   always @* begin
@@ -28755,18 +26533,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$87  = \$30 ;
     end
-    if (rst) begin
-      \$87  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$88  = neg1_3;
     if (en) begin
       \$88  = \$31 ;
-    end
-    if (rst) begin
-      \$88  = 1'h0;
     end
   end
   always @* begin
@@ -28775,18 +26547,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$89  = \$32 ;
     end
-    if (rst) begin
-      \$89  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$90  = sh1_1;
     if (en) begin
       \$90  = \$33 ;
-    end
-    if (rst) begin
-      \$90  = 2'h0;
     end
   end
   always @* begin
@@ -28795,18 +26561,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$91  = \$34 ;
     end
-    if (rst) begin
-      \$91  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$92  = sh1_3;
     if (en) begin
       \$92  = \$35 ;
-    end
-    if (rst) begin
-      \$92  = 2'h0;
     end
   end
   always @* begin
@@ -28815,18 +26575,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$93  = \$37 [7:0];
     end
-    if (rst) begin
-      \$93  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$94  = m1;
     if (en) begin
       \$94  = \$39 [7:0];
-    end
-    if (rst) begin
-      \$94  = 8'h00;
     end
   end
   always @* begin
@@ -28835,18 +26589,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$95  = \$41 [7:0];
     end
-    if (rst) begin
-      \$95  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$96  = m3;
     if (en) begin
       \$96  = \$43 [7:0];
-    end
-    if (rst) begin
-      \$96  = 8'h00;
     end
   end
   always @* begin
@@ -28855,18 +26603,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$97  = neg1_0;
     end
-    if (rst) begin
-      \$97  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$98  = \1_2 ;
     if (en) begin
       \$98  = neg1_1;
-    end
-    if (rst) begin
-      \$98  = 1'h0;
     end
   end
   always @* begin
@@ -28875,18 +26617,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$99  = neg1_2;
     end
-    if (rst) begin
-      \$99  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$100  = \3_2 ;
     if (en) begin
       \$100  = neg1_3;
-    end
-    if (rst) begin
-      \$100  = 1'h0;
     end
   end
   always @* begin
@@ -28895,18 +26631,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$101  = sh1_0;
     end
-    if (rst) begin
-      \$101  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$102  = \1_2$47 ;
     if (en) begin
       \$102  = sh1_1;
-    end
-    if (rst) begin
-      \$102  = 2'h0;
     end
   end
   always @* begin
@@ -28915,18 +26645,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$103  = sh1_2;
     end
-    if (rst) begin
-      \$103  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$104  = \3_2$49 ;
     if (en) begin
       \$104  = sh1_3;
-    end
-    if (rst) begin
-      \$104  = 2'h0;
     end
   end
   always @* begin
@@ -28935,18 +26659,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$105  = \$47 ;
     end
-    if (rst) begin
-      \$105  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$106  = f3_1;
     if (en) begin
       \$106  = \$51 ;
-    end
-    if (rst) begin
-      \$106  = 8'h00;
     end
   end
   always @* begin
@@ -28955,18 +26673,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$107  = \$55 ;
     end
-    if (rst) begin
-      \$107  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$108  = f3_3;
     if (en) begin
       \$108  = \$59 ;
-    end
-    if (rst) begin
-      \$108  = 8'h00;
     end
   end
   always @* begin
@@ -28975,18 +26687,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$109  = \$60 ;
     end
-    if (rst) begin
-      \$109  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$110  = \0_3 ;
     if (en) begin
       \$110  = \0_2 ;
-    end
-    if (rst) begin
-      \$110  = 1'h0;
     end
   end
   always @* begin
@@ -28995,18 +26701,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$111  = \1_2 ;
     end
-    if (rst) begin
-      \$111  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$112  = \2_3 ;
     if (en) begin
       \$112  = \2_2 ;
-    end
-    if (rst) begin
-      \$112  = 1'h0;
     end
   end
   always @* begin
@@ -29015,18 +26715,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$113  = \3_2 ;
     end
-    if (rst) begin
-      \$113  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$114  = \0_3$58 ;
     if (en) begin
       \$114  = \0_2$46 ;
-    end
-    if (rst) begin
-      \$114  = 3'h0;
     end
   end
   always @* begin
@@ -29035,18 +26729,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$115  = \1_2$47 ;
     end
-    if (rst) begin
-      \$115  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$116  = \2_3$60 ;
     if (en) begin
       \$116  = \2_2$48 ;
-    end
-    if (rst) begin
-      \$116  = 3'h0;
     end
   end
   always @* begin
@@ -29055,18 +26743,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$117  = \3_2$49 ;
     end
-    if (rst) begin
-      \$117  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$118  = mag4_0;
     if (en) begin
       \$118  = \$61 ;
-    end
-    if (rst) begin
-      \$118  = 16'h0000;
     end
   end
   always @* begin
@@ -29075,18 +26757,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$119  = f3_1;
     end
-    if (rst) begin
-      \$119  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$120  = mag4_2;
     if (en) begin
       \$120  = \$62 ;
-    end
-    if (rst) begin
-      \$120  = 12'h000;
     end
   end
   always @* begin
@@ -29095,18 +26771,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$121  = f3_3;
     end
-    if (rst) begin
-      \$121  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$122  = \0_4 ;
     if (en) begin
       \$122  = \0_3 ;
-    end
-    if (rst) begin
-      \$122  = 1'h0;
     end
   end
   always @* begin
@@ -29115,18 +26785,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$123  = \1_3 ;
     end
-    if (rst) begin
-      \$123  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$124  = \2_4 ;
     if (en) begin
       \$124  = \2_3 ;
-    end
-    if (rst) begin
-      \$124  = 1'h0;
     end
   end
   always @* begin
@@ -29135,18 +26799,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$125  = \3_3 ;
     end
-    if (rst) begin
-      \$125  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$126  = \0_4$70 ;
     if (en) begin
       \$126  = \0_3$58 ;
-    end
-    if (rst) begin
-      \$126  = 3'h0;
     end
   end
   always @* begin
@@ -29155,18 +26813,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$127  = \1_3$59 ;
     end
-    if (rst) begin
-      \$127  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$128  = \2_4$72 ;
     if (en) begin
       \$128  = \2_3$60 ;
-    end
-    if (rst) begin
-      \$128  = 3'h0;
     end
   end
   always @* begin
@@ -29175,18 +26827,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$129  = \3_3$61 ;
     end
-    if (rst) begin
-      \$129  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$130  = l5_0;
     if (en) begin
       \$130  = \$64 ;
-    end
-    if (rst) begin
-      \$130  = 26'h0000000;
     end
   end
   always @* begin
@@ -29195,18 +26841,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$131  = \$66 ;
     end
-    if (rst) begin
-      \$131  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$132  = l5_2;
     if (en) begin
       \$132  = \$68 ;
-    end
-    if (rst) begin
-      \$132  = 18'h00000;
     end
   end
   always @* begin
@@ -29215,18 +26855,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$133  = \$70 ;
     end
-    if (rst) begin
-      \$133  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$134  = \0_5 ;
     if (en) begin
       \$134  = \0_4 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
     end
   end
   always @* begin
@@ -29235,18 +26869,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$135  = \1_4 ;
     end
-    if (rst) begin
-      \$135  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$136  = \2_5 ;
     if (en) begin
       \$136  = \2_4 ;
-    end
-    if (rst) begin
-      \$136  = 1'h0;
     end
   end
   always @* begin
@@ -29255,18 +26883,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$137  = \3_4 ;
     end
-    if (rst) begin
-      \$137  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$138  = sum0_0;
     if (en) begin
       \$138  = \$72 [25:0];
-    end
-    if (rst) begin
-      \$138  = 26'h0000000;
     end
   end
   always @* begin
@@ -29275,18 +26897,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$139  = \1_5 ;
     end
-    if (rst) begin
-      \$139  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$140  = sum0_2;
     if (en) begin
       \$140  = \$74 [18:0];
-    end
-    if (rst) begin
-      \$140  = 19'h00000;
     end
   end
   always @* begin
@@ -29295,18 +26911,12 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$141  = \3_5 ;
     end
-    if (rst) begin
-      \$141  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$142  = sum;
     if (en) begin
       \$142  = \$76 [25:0];
-    end
-    if (rst) begin
-      \$142  = 26'h0000000;
     end
   end
   always @* begin
@@ -29315,51 +26925,48 @@ module \top.grid.pe_3_0 (rst, en, \port$3876$78 , mode, sum, cin, clk);
     if (en) begin
       \$143  = sum0_2_c;
     end
-    if (rst) begin
-      \$143  = 1'h0;
-    end
   end
-  assign b = \port$3876$78 [51:26];
-  assign a = \port$3876$78 [25:0];
+  assign b = \port$3871$78 [51:26];
+  assign a = \port$3871$78 [25:0];
   assign pair0_hi = \$25 [7:0];
   assign pair1_hi = \$26 [7:0];
   assign full_hi = \$27 [11:0];
   assign sum1_0 = sum;
   assign sum1_0_c = cin;
-  assign \b.x0  = \port$3876$78 [29:26];
-  assign \b.x1  = \port$3876$78 [33:30];
-  assign \b.x2  = \port$3876$78 [37:34];
-  assign \b.x3  = \port$3876$78 [41:38];
-  assign \b.neg0  = \port$3876$78 [42];
-  assign \b.sh0  = \port$3876$78 [44:43];
-  assign \b.neg1  = \port$3876$78 [45];
-  assign \b.sh1  = \port$3876$78 [46];
-  assign \b.neg2  = \port$3876$78 [47];
-  assign \b.sh2  = \port$3876$78 [49:48];
-  assign \b.neg3  = \port$3876$78 [50];
-  assign \b.sh3  = \port$3876$78 [51];
-  assign \a.x0  = \port$3876$78 [3:0];
-  assign \a.x1  = \port$3876$78 [7:4];
-  assign \a.x2  = \port$3876$78 [11:8];
-  assign \a.x3  = \port$3876$78 [15:12];
-  assign \a.neg0  = \port$3876$78 [16];
-  assign \a.sh0  = \port$3876$78 [18:17];
-  assign \a.neg1  = \port$3876$78 [19];
-  assign \a.sh1  = \port$3876$78 [20];
-  assign \a.neg2  = \port$3876$78 [21];
-  assign \a.sh2  = \port$3876$78 [23:22];
-  assign \a.neg3  = \port$3876$78 [24];
-  assign \a.sh3  = \port$3876$78 [25];
+  assign \b.x0  = \port$3871$78 [29:26];
+  assign \b.x1  = \port$3871$78 [33:30];
+  assign \b.x2  = \port$3871$78 [37:34];
+  assign \b.x3  = \port$3871$78 [41:38];
+  assign \b.neg0  = \port$3871$78 [42];
+  assign \b.sh0  = \port$3871$78 [44:43];
+  assign \b.neg1  = \port$3871$78 [45];
+  assign \b.sh1  = \port$3871$78 [46];
+  assign \b.neg2  = \port$3871$78 [47];
+  assign \b.sh2  = \port$3871$78 [49:48];
+  assign \b.neg3  = \port$3871$78 [50];
+  assign \b.sh3  = \port$3871$78 [51];
+  assign \a.x0  = \port$3871$78 [3:0];
+  assign \a.x1  = \port$3871$78 [7:4];
+  assign \a.x2  = \port$3871$78 [11:8];
+  assign \a.x3  = \port$3871$78 [15:12];
+  assign \a.neg0  = \port$3871$78 [16];
+  assign \a.sh0  = \port$3871$78 [18:17];
+  assign \a.neg1  = \port$3871$78 [19];
+  assign \a.sh1  = \port$3871$78 [20];
+  assign \a.neg2  = \port$3871$78 [21];
+  assign \a.sh2  = \port$3871$78 [23:22];
+  assign \a.neg3  = \port$3871$78 [24];
+  assign \a.sh3  = \port$3871$78 [25];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
-  assign \$2  = { \port$3876$78 [3:0], 1'h0 };
-  assign \$5  = { \port$3876$78 [3:0], 1'h0 };
-  assign \$8  = { \port$3876$78 [7:4], 1'h0 };
-  assign \$11  = { \port$3876$78 [7:4], 1'h0 };
-  assign \$14  = { \port$3876$78 [11:8], 1'h0 };
-  assign \$17  = { \port$3876$78 [11:8], 1'h0 };
-  assign \$20  = { \port$3876$78 [15:12], 1'h0 };
-  assign \$23  = { \port$3876$78 [15:12], 1'h0 };
+  assign \$2  = { \port$3871$78 [3:0], 1'h0 };
+  assign \$5  = { \port$3871$78 [3:0], 1'h0 };
+  assign \$8  = { \port$3871$78 [7:4], 1'h0 };
+  assign \$11  = { \port$3871$78 [7:4], 1'h0 };
+  assign \$14  = { \port$3871$78 [11:8], 1'h0 };
+  assign \$17  = { \port$3871$78 [11:8], 1'h0 };
+  assign \$20  = { \port$3871$78 [15:12], 1'h0 };
+  assign \$23  = { \port$3871$78 [15:12], 1'h0 };
   assign \$36  = { 1'h0, pp0_hi1, 2'h0 };
   assign \$38  = { 1'h0, pp1_hi1, 2'h0 };
   assign \$40  = { 1'h0, pp2_hi1, 2'h0 };
@@ -29865,18 +27472,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$77  = pp0_lo;
     end
-    if (rst) begin
-      \$77  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$78  = pp0_hi1;
     if (en) begin
       \$78  = pp0_hi;
-    end
-    if (rst) begin
-      \$78  = 6'h00;
     end
   end
   always @* begin
@@ -29885,18 +27486,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$79  = pp1_lo;
     end
-    if (rst) begin
-      \$79  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$80  = pp1_hi1;
     if (en) begin
       \$80  = pp1_hi;
-    end
-    if (rst) begin
-      \$80  = 6'h00;
     end
   end
   always @* begin
@@ -29905,18 +27500,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$81  = pp2_lo;
     end
-    if (rst) begin
-      \$81  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$82  = pp2_hi1;
     if (en) begin
       \$82  = pp2_hi;
-    end
-    if (rst) begin
-      \$82  = 6'h00;
     end
   end
   always @* begin
@@ -29925,18 +27514,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$83  = pp3_lo;
     end
-    if (rst) begin
-      \$83  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$84  = pp3_hi1;
     if (en) begin
       \$84  = pp3_hi;
-    end
-    if (rst) begin
-      \$84  = 6'h00;
     end
   end
   always @* begin
@@ -29945,18 +27528,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$85  = \$28 ;
     end
-    if (rst) begin
-      \$85  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$86  = neg1_1;
     if (en) begin
       \$86  = \$29 ;
-    end
-    if (rst) begin
-      \$86  = 1'h0;
     end
   end
   always @* begin
@@ -29965,18 +27542,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$87  = \$30 ;
     end
-    if (rst) begin
-      \$87  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$88  = neg1_3;
     if (en) begin
       \$88  = \$31 ;
-    end
-    if (rst) begin
-      \$88  = 1'h0;
     end
   end
   always @* begin
@@ -29985,18 +27556,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$89  = \$32 ;
     end
-    if (rst) begin
-      \$89  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$90  = sh1_1;
     if (en) begin
       \$90  = \$33 ;
-    end
-    if (rst) begin
-      \$90  = 2'h0;
     end
   end
   always @* begin
@@ -30005,18 +27570,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$91  = \$34 ;
     end
-    if (rst) begin
-      \$91  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$92  = sh1_3;
     if (en) begin
       \$92  = \$35 ;
-    end
-    if (rst) begin
-      \$92  = 2'h0;
     end
   end
   always @* begin
@@ -30025,18 +27584,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$93  = \$37 [7:0];
     end
-    if (rst) begin
-      \$93  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$94  = m1;
     if (en) begin
       \$94  = \$39 [7:0];
-    end
-    if (rst) begin
-      \$94  = 8'h00;
     end
   end
   always @* begin
@@ -30045,18 +27598,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$95  = \$41 [7:0];
     end
-    if (rst) begin
-      \$95  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$96  = m3;
     if (en) begin
       \$96  = \$43 [7:0];
-    end
-    if (rst) begin
-      \$96  = 8'h00;
     end
   end
   always @* begin
@@ -30065,18 +27612,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$97  = neg1_0;
     end
-    if (rst) begin
-      \$97  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$98  = \1_2 ;
     if (en) begin
       \$98  = neg1_1;
-    end
-    if (rst) begin
-      \$98  = 1'h0;
     end
   end
   always @* begin
@@ -30085,18 +27626,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$99  = neg1_2;
     end
-    if (rst) begin
-      \$99  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$100  = \3_2 ;
     if (en) begin
       \$100  = neg1_3;
-    end
-    if (rst) begin
-      \$100  = 1'h0;
     end
   end
   always @* begin
@@ -30105,18 +27640,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$101  = sh1_0;
     end
-    if (rst) begin
-      \$101  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$102  = \1_2$47 ;
     if (en) begin
       \$102  = sh1_1;
-    end
-    if (rst) begin
-      \$102  = 2'h0;
     end
   end
   always @* begin
@@ -30125,18 +27654,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$103  = sh1_2;
     end
-    if (rst) begin
-      \$103  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$104  = \3_2$49 ;
     if (en) begin
       \$104  = sh1_3;
-    end
-    if (rst) begin
-      \$104  = 2'h0;
     end
   end
   always @* begin
@@ -30145,18 +27668,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$105  = \$47 ;
     end
-    if (rst) begin
-      \$105  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$106  = f3_1;
     if (en) begin
       \$106  = \$51 ;
-    end
-    if (rst) begin
-      \$106  = 8'h00;
     end
   end
   always @* begin
@@ -30165,18 +27682,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$107  = \$55 ;
     end
-    if (rst) begin
-      \$107  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$108  = f3_3;
     if (en) begin
       \$108  = \$59 ;
-    end
-    if (rst) begin
-      \$108  = 8'h00;
     end
   end
   always @* begin
@@ -30185,18 +27696,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$109  = \$60 ;
     end
-    if (rst) begin
-      \$109  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$110  = \0_3 ;
     if (en) begin
       \$110  = \0_2 ;
-    end
-    if (rst) begin
-      \$110  = 1'h0;
     end
   end
   always @* begin
@@ -30205,18 +27710,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$111  = \1_2 ;
     end
-    if (rst) begin
-      \$111  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$112  = \2_3 ;
     if (en) begin
       \$112  = \2_2 ;
-    end
-    if (rst) begin
-      \$112  = 1'h0;
     end
   end
   always @* begin
@@ -30225,18 +27724,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$113  = \3_2 ;
     end
-    if (rst) begin
-      \$113  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$114  = \0_3$58 ;
     if (en) begin
       \$114  = \0_2$46 ;
-    end
-    if (rst) begin
-      \$114  = 3'h0;
     end
   end
   always @* begin
@@ -30245,18 +27738,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$115  = \1_2$47 ;
     end
-    if (rst) begin
-      \$115  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$116  = \2_3$60 ;
     if (en) begin
       \$116  = \2_2$48 ;
-    end
-    if (rst) begin
-      \$116  = 3'h0;
     end
   end
   always @* begin
@@ -30265,18 +27752,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$117  = \3_2$49 ;
     end
-    if (rst) begin
-      \$117  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$118  = mag4_0;
     if (en) begin
       \$118  = \$61 ;
-    end
-    if (rst) begin
-      \$118  = 16'h0000;
     end
   end
   always @* begin
@@ -30285,18 +27766,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$119  = f3_1;
     end
-    if (rst) begin
-      \$119  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$120  = mag4_2;
     if (en) begin
       \$120  = \$62 ;
-    end
-    if (rst) begin
-      \$120  = 12'h000;
     end
   end
   always @* begin
@@ -30305,18 +27780,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$121  = f3_3;
     end
-    if (rst) begin
-      \$121  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$122  = \0_4 ;
     if (en) begin
       \$122  = \0_3 ;
-    end
-    if (rst) begin
-      \$122  = 1'h0;
     end
   end
   always @* begin
@@ -30325,18 +27794,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$123  = \1_3 ;
     end
-    if (rst) begin
-      \$123  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$124  = \2_4 ;
     if (en) begin
       \$124  = \2_3 ;
-    end
-    if (rst) begin
-      \$124  = 1'h0;
     end
   end
   always @* begin
@@ -30345,18 +27808,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$125  = \3_3 ;
     end
-    if (rst) begin
-      \$125  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$126  = \0_4$70 ;
     if (en) begin
       \$126  = \0_3$58 ;
-    end
-    if (rst) begin
-      \$126  = 3'h0;
     end
   end
   always @* begin
@@ -30365,18 +27822,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$127  = \1_3$59 ;
     end
-    if (rst) begin
-      \$127  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$128  = \2_4$72 ;
     if (en) begin
       \$128  = \2_3$60 ;
-    end
-    if (rst) begin
-      \$128  = 3'h0;
     end
   end
   always @* begin
@@ -30385,18 +27836,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$129  = \3_3$61 ;
     end
-    if (rst) begin
-      \$129  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$130  = l5_0;
     if (en) begin
       \$130  = \$64 ;
-    end
-    if (rst) begin
-      \$130  = 26'h0000000;
     end
   end
   always @* begin
@@ -30405,18 +27850,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$131  = \$66 ;
     end
-    if (rst) begin
-      \$131  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$132  = l5_2;
     if (en) begin
       \$132  = \$68 ;
-    end
-    if (rst) begin
-      \$132  = 18'h00000;
     end
   end
   always @* begin
@@ -30425,18 +27864,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$133  = \$70 ;
     end
-    if (rst) begin
-      \$133  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$134  = \0_5 ;
     if (en) begin
       \$134  = \0_4 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
     end
   end
   always @* begin
@@ -30445,18 +27878,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$135  = \1_4 ;
     end
-    if (rst) begin
-      \$135  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$136  = \2_5 ;
     if (en) begin
       \$136  = \2_4 ;
-    end
-    if (rst) begin
-      \$136  = 1'h0;
     end
   end
   always @* begin
@@ -30465,18 +27892,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$137  = \3_4 ;
     end
-    if (rst) begin
-      \$137  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$138  = sum0_0;
     if (en) begin
       \$138  = \$72 [25:0];
-    end
-    if (rst) begin
-      \$138  = 26'h0000000;
     end
   end
   always @* begin
@@ -30485,18 +27906,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$139  = \1_5 ;
     end
-    if (rst) begin
-      \$139  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$140  = sum0_2;
     if (en) begin
       \$140  = \$74 [18:0];
-    end
-    if (rst) begin
-      \$140  = 19'h00000;
     end
   end
   always @* begin
@@ -30505,9 +27920,6 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$141  = \3_5 ;
     end
-    if (rst) begin
-      \$141  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
@@ -30515,18 +27927,12 @@ module \top.grid.pe_3_1 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$142  = \$76 [25:0];
     end
-    if (rst) begin
-      \$142  = 26'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$143  = cin;
     if (en) begin
       \$143  = sum0_2_c;
-    end
-    if (rst) begin
-      \$143  = 1'h0;
     end
   end
   assign pair0_hi = \$25 [7:0];
@@ -31073,18 +28479,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$77  = pp0_lo;
     end
-    if (rst) begin
-      \$77  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$78  = pp0_hi1;
     if (en) begin
       \$78  = pp0_hi;
-    end
-    if (rst) begin
-      \$78  = 6'h00;
     end
   end
   always @* begin
@@ -31093,18 +28493,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$79  = pp1_lo;
     end
-    if (rst) begin
-      \$79  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$80  = pp1_hi1;
     if (en) begin
       \$80  = pp1_hi;
-    end
-    if (rst) begin
-      \$80  = 6'h00;
     end
   end
   always @* begin
@@ -31113,18 +28507,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$81  = pp2_lo;
     end
-    if (rst) begin
-      \$81  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$82  = pp2_hi1;
     if (en) begin
       \$82  = pp2_hi;
-    end
-    if (rst) begin
-      \$82  = 6'h00;
     end
   end
   always @* begin
@@ -31133,18 +28521,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$83  = pp3_lo;
     end
-    if (rst) begin
-      \$83  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$84  = pp3_hi1;
     if (en) begin
       \$84  = pp3_hi;
-    end
-    if (rst) begin
-      \$84  = 6'h00;
     end
   end
   always @* begin
@@ -31153,18 +28535,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$85  = \$28 ;
     end
-    if (rst) begin
-      \$85  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$86  = neg1_1;
     if (en) begin
       \$86  = \$29 ;
-    end
-    if (rst) begin
-      \$86  = 1'h0;
     end
   end
   always @* begin
@@ -31173,18 +28549,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$87  = \$30 ;
     end
-    if (rst) begin
-      \$87  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$88  = neg1_3;
     if (en) begin
       \$88  = \$31 ;
-    end
-    if (rst) begin
-      \$88  = 1'h0;
     end
   end
   always @* begin
@@ -31193,18 +28563,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$89  = \$32 ;
     end
-    if (rst) begin
-      \$89  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$90  = sh1_1;
     if (en) begin
       \$90  = \$33 ;
-    end
-    if (rst) begin
-      \$90  = 2'h0;
     end
   end
   always @* begin
@@ -31213,18 +28577,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$91  = \$34 ;
     end
-    if (rst) begin
-      \$91  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$92  = sh1_3;
     if (en) begin
       \$92  = \$35 ;
-    end
-    if (rst) begin
-      \$92  = 2'h0;
     end
   end
   always @* begin
@@ -31233,18 +28591,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$93  = \$37 [7:0];
     end
-    if (rst) begin
-      \$93  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$94  = m1;
     if (en) begin
       \$94  = \$39 [7:0];
-    end
-    if (rst) begin
-      \$94  = 8'h00;
     end
   end
   always @* begin
@@ -31253,18 +28605,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$95  = \$41 [7:0];
     end
-    if (rst) begin
-      \$95  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$96  = m3;
     if (en) begin
       \$96  = \$43 [7:0];
-    end
-    if (rst) begin
-      \$96  = 8'h00;
     end
   end
   always @* begin
@@ -31273,18 +28619,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$97  = neg1_0;
     end
-    if (rst) begin
-      \$97  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$98  = \1_2 ;
     if (en) begin
       \$98  = neg1_1;
-    end
-    if (rst) begin
-      \$98  = 1'h0;
     end
   end
   always @* begin
@@ -31293,18 +28633,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$99  = neg1_2;
     end
-    if (rst) begin
-      \$99  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$100  = \3_2 ;
     if (en) begin
       \$100  = neg1_3;
-    end
-    if (rst) begin
-      \$100  = 1'h0;
     end
   end
   always @* begin
@@ -31313,18 +28647,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$101  = sh1_0;
     end
-    if (rst) begin
-      \$101  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$102  = \1_2$47 ;
     if (en) begin
       \$102  = sh1_1;
-    end
-    if (rst) begin
-      \$102  = 2'h0;
     end
   end
   always @* begin
@@ -31333,18 +28661,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$103  = sh1_2;
     end
-    if (rst) begin
-      \$103  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$104  = \3_2$49 ;
     if (en) begin
       \$104  = sh1_3;
-    end
-    if (rst) begin
-      \$104  = 2'h0;
     end
   end
   always @* begin
@@ -31353,18 +28675,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$105  = \$47 ;
     end
-    if (rst) begin
-      \$105  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$106  = f3_1;
     if (en) begin
       \$106  = \$51 ;
-    end
-    if (rst) begin
-      \$106  = 8'h00;
     end
   end
   always @* begin
@@ -31373,18 +28689,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$107  = \$55 ;
     end
-    if (rst) begin
-      \$107  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$108  = f3_3;
     if (en) begin
       \$108  = \$59 ;
-    end
-    if (rst) begin
-      \$108  = 8'h00;
     end
   end
   always @* begin
@@ -31393,18 +28703,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$109  = \$60 ;
     end
-    if (rst) begin
-      \$109  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$110  = \0_3 ;
     if (en) begin
       \$110  = \0_2 ;
-    end
-    if (rst) begin
-      \$110  = 1'h0;
     end
   end
   always @* begin
@@ -31413,18 +28717,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$111  = \1_2 ;
     end
-    if (rst) begin
-      \$111  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$112  = \2_3 ;
     if (en) begin
       \$112  = \2_2 ;
-    end
-    if (rst) begin
-      \$112  = 1'h0;
     end
   end
   always @* begin
@@ -31433,18 +28731,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$113  = \3_2 ;
     end
-    if (rst) begin
-      \$113  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$114  = \0_3$58 ;
     if (en) begin
       \$114  = \0_2$46 ;
-    end
-    if (rst) begin
-      \$114  = 3'h0;
     end
   end
   always @* begin
@@ -31453,18 +28745,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$115  = \1_2$47 ;
     end
-    if (rst) begin
-      \$115  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$116  = \2_3$60 ;
     if (en) begin
       \$116  = \2_2$48 ;
-    end
-    if (rst) begin
-      \$116  = 3'h0;
     end
   end
   always @* begin
@@ -31473,18 +28759,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$117  = \3_2$49 ;
     end
-    if (rst) begin
-      \$117  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$118  = mag4_0;
     if (en) begin
       \$118  = \$61 ;
-    end
-    if (rst) begin
-      \$118  = 16'h0000;
     end
   end
   always @* begin
@@ -31493,18 +28773,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$119  = f3_1;
     end
-    if (rst) begin
-      \$119  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$120  = mag4_2;
     if (en) begin
       \$120  = \$62 ;
-    end
-    if (rst) begin
-      \$120  = 12'h000;
     end
   end
   always @* begin
@@ -31513,18 +28787,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$121  = f3_3;
     end
-    if (rst) begin
-      \$121  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$122  = \0_4 ;
     if (en) begin
       \$122  = \0_3 ;
-    end
-    if (rst) begin
-      \$122  = 1'h0;
     end
   end
   always @* begin
@@ -31533,18 +28801,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$123  = \1_3 ;
     end
-    if (rst) begin
-      \$123  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$124  = \2_4 ;
     if (en) begin
       \$124  = \2_3 ;
-    end
-    if (rst) begin
-      \$124  = 1'h0;
     end
   end
   always @* begin
@@ -31553,18 +28815,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$125  = \3_3 ;
     end
-    if (rst) begin
-      \$125  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$126  = \0_4$70 ;
     if (en) begin
       \$126  = \0_3$58 ;
-    end
-    if (rst) begin
-      \$126  = 3'h0;
     end
   end
   always @* begin
@@ -31573,18 +28829,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$127  = \1_3$59 ;
     end
-    if (rst) begin
-      \$127  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$128  = \2_4$72 ;
     if (en) begin
       \$128  = \2_3$60 ;
-    end
-    if (rst) begin
-      \$128  = 3'h0;
     end
   end
   always @* begin
@@ -31593,18 +28843,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$129  = \3_3$61 ;
     end
-    if (rst) begin
-      \$129  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$130  = l5_0;
     if (en) begin
       \$130  = \$64 ;
-    end
-    if (rst) begin
-      \$130  = 26'h0000000;
     end
   end
   always @* begin
@@ -31613,18 +28857,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$131  = \$66 ;
     end
-    if (rst) begin
-      \$131  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$132  = l5_2;
     if (en) begin
       \$132  = \$68 ;
-    end
-    if (rst) begin
-      \$132  = 18'h00000;
     end
   end
   always @* begin
@@ -31633,18 +28871,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$133  = \$70 ;
     end
-    if (rst) begin
-      \$133  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$134  = \0_5 ;
     if (en) begin
       \$134  = \0_4 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
     end
   end
   always @* begin
@@ -31653,18 +28885,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$135  = \1_4 ;
     end
-    if (rst) begin
-      \$135  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$136  = \2_5 ;
     if (en) begin
       \$136  = \2_4 ;
-    end
-    if (rst) begin
-      \$136  = 1'h0;
     end
   end
   always @* begin
@@ -31673,18 +28899,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$137  = \3_4 ;
     end
-    if (rst) begin
-      \$137  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$138  = sum0_0;
     if (en) begin
       \$138  = \$72 [25:0];
-    end
-    if (rst) begin
-      \$138  = 26'h0000000;
     end
   end
   always @* begin
@@ -31693,18 +28913,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$139  = \1_5 ;
     end
-    if (rst) begin
-      \$139  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$140  = sum0_2;
     if (en) begin
       \$140  = \$74 [18:0];
-    end
-    if (rst) begin
-      \$140  = 19'h00000;
     end
   end
   always @* begin
@@ -31713,9 +28927,6 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$141  = \3_5 ;
     end
-    if (rst) begin
-      \$141  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
@@ -31723,18 +28934,12 @@ module \top.grid.pe_3_2 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$142  = \$76 [25:0];
     end
-    if (rst) begin
-      \$142  = 26'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$143  = cin;
     if (en) begin
       \$143  = sum0_2_c;
-    end
-    if (rst) begin
-      \$143  = 1'h0;
     end
   end
   assign pair0_hi = \$25 [7:0];
@@ -32281,18 +29486,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$77  = pp0_lo;
     end
-    if (rst) begin
-      \$77  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$78  = pp0_hi1;
     if (en) begin
       \$78  = pp0_hi;
-    end
-    if (rst) begin
-      \$78  = 6'h00;
     end
   end
   always @* begin
@@ -32301,18 +29500,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$79  = pp1_lo;
     end
-    if (rst) begin
-      \$79  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$80  = pp1_hi1;
     if (en) begin
       \$80  = pp1_hi;
-    end
-    if (rst) begin
-      \$80  = 6'h00;
     end
   end
   always @* begin
@@ -32321,18 +29514,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$81  = pp2_lo;
     end
-    if (rst) begin
-      \$81  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$82  = pp2_hi1;
     if (en) begin
       \$82  = pp2_hi;
-    end
-    if (rst) begin
-      \$82  = 6'h00;
     end
   end
   always @* begin
@@ -32341,18 +29528,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$83  = pp3_lo;
     end
-    if (rst) begin
-      \$83  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$84  = pp3_hi1;
     if (en) begin
       \$84  = pp3_hi;
-    end
-    if (rst) begin
-      \$84  = 6'h00;
     end
   end
   always @* begin
@@ -32361,18 +29542,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$85  = \$28 ;
     end
-    if (rst) begin
-      \$85  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$86  = neg1_1;
     if (en) begin
       \$86  = \$29 ;
-    end
-    if (rst) begin
-      \$86  = 1'h0;
     end
   end
   always @* begin
@@ -32381,18 +29556,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$87  = \$30 ;
     end
-    if (rst) begin
-      \$87  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$88  = neg1_3;
     if (en) begin
       \$88  = \$31 ;
-    end
-    if (rst) begin
-      \$88  = 1'h0;
     end
   end
   always @* begin
@@ -32401,18 +29570,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$89  = \$32 ;
     end
-    if (rst) begin
-      \$89  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$90  = sh1_1;
     if (en) begin
       \$90  = \$33 ;
-    end
-    if (rst) begin
-      \$90  = 2'h0;
     end
   end
   always @* begin
@@ -32421,18 +29584,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$91  = \$34 ;
     end
-    if (rst) begin
-      \$91  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$92  = sh1_3;
     if (en) begin
       \$92  = \$35 ;
-    end
-    if (rst) begin
-      \$92  = 2'h0;
     end
   end
   always @* begin
@@ -32441,18 +29598,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$93  = \$37 [7:0];
     end
-    if (rst) begin
-      \$93  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$94  = m1;
     if (en) begin
       \$94  = \$39 [7:0];
-    end
-    if (rst) begin
-      \$94  = 8'h00;
     end
   end
   always @* begin
@@ -32461,18 +29612,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$95  = \$41 [7:0];
     end
-    if (rst) begin
-      \$95  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$96  = m3;
     if (en) begin
       \$96  = \$43 [7:0];
-    end
-    if (rst) begin
-      \$96  = 8'h00;
     end
   end
   always @* begin
@@ -32481,18 +29626,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$97  = neg1_0;
     end
-    if (rst) begin
-      \$97  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$98  = \1_2 ;
     if (en) begin
       \$98  = neg1_1;
-    end
-    if (rst) begin
-      \$98  = 1'h0;
     end
   end
   always @* begin
@@ -32501,18 +29640,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$99  = neg1_2;
     end
-    if (rst) begin
-      \$99  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$100  = \3_2 ;
     if (en) begin
       \$100  = neg1_3;
-    end
-    if (rst) begin
-      \$100  = 1'h0;
     end
   end
   always @* begin
@@ -32521,18 +29654,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$101  = sh1_0;
     end
-    if (rst) begin
-      \$101  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$102  = \1_2$47 ;
     if (en) begin
       \$102  = sh1_1;
-    end
-    if (rst) begin
-      \$102  = 2'h0;
     end
   end
   always @* begin
@@ -32541,18 +29668,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$103  = sh1_2;
     end
-    if (rst) begin
-      \$103  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$104  = \3_2$49 ;
     if (en) begin
       \$104  = sh1_3;
-    end
-    if (rst) begin
-      \$104  = 2'h0;
     end
   end
   always @* begin
@@ -32561,18 +29682,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$105  = \$47 ;
     end
-    if (rst) begin
-      \$105  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$106  = f3_1;
     if (en) begin
       \$106  = \$51 ;
-    end
-    if (rst) begin
-      \$106  = 8'h00;
     end
   end
   always @* begin
@@ -32581,18 +29696,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$107  = \$55 ;
     end
-    if (rst) begin
-      \$107  = 12'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$108  = f3_3;
     if (en) begin
       \$108  = \$59 ;
-    end
-    if (rst) begin
-      \$108  = 8'h00;
     end
   end
   always @* begin
@@ -32601,18 +29710,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$109  = \$60 ;
     end
-    if (rst) begin
-      \$109  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$110  = \0_3 ;
     if (en) begin
       \$110  = \0_2 ;
-    end
-    if (rst) begin
-      \$110  = 1'h0;
     end
   end
   always @* begin
@@ -32621,18 +29724,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$111  = \1_2 ;
     end
-    if (rst) begin
-      \$111  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$112  = \2_3 ;
     if (en) begin
       \$112  = \2_2 ;
-    end
-    if (rst) begin
-      \$112  = 1'h0;
     end
   end
   always @* begin
@@ -32641,18 +29738,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$113  = \3_2 ;
     end
-    if (rst) begin
-      \$113  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$114  = \0_3$58 ;
     if (en) begin
       \$114  = \0_2$46 ;
-    end
-    if (rst) begin
-      \$114  = 3'h0;
     end
   end
   always @* begin
@@ -32661,18 +29752,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$115  = \1_2$47 ;
     end
-    if (rst) begin
-      \$115  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$116  = \2_3$60 ;
     if (en) begin
       \$116  = \2_2$48 ;
-    end
-    if (rst) begin
-      \$116  = 3'h0;
     end
   end
   always @* begin
@@ -32681,18 +29766,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$117  = \3_2$49 ;
     end
-    if (rst) begin
-      \$117  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$118  = mag4_0;
     if (en) begin
       \$118  = \$61 ;
-    end
-    if (rst) begin
-      \$118  = 16'h0000;
     end
   end
   always @* begin
@@ -32701,18 +29780,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$119  = f3_1;
     end
-    if (rst) begin
-      \$119  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$120  = mag4_2;
     if (en) begin
       \$120  = \$62 ;
-    end
-    if (rst) begin
-      \$120  = 12'h000;
     end
   end
   always @* begin
@@ -32721,18 +29794,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$121  = f3_3;
     end
-    if (rst) begin
-      \$121  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$122  = \0_4 ;
     if (en) begin
       \$122  = \0_3 ;
-    end
-    if (rst) begin
-      \$122  = 1'h0;
     end
   end
   always @* begin
@@ -32741,18 +29808,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$123  = \1_3 ;
     end
-    if (rst) begin
-      \$123  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$124  = \2_4 ;
     if (en) begin
       \$124  = \2_3 ;
-    end
-    if (rst) begin
-      \$124  = 1'h0;
     end
   end
   always @* begin
@@ -32761,18 +29822,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$125  = \3_3 ;
     end
-    if (rst) begin
-      \$125  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$126  = \0_4$70 ;
     if (en) begin
       \$126  = \0_3$58 ;
-    end
-    if (rst) begin
-      \$126  = 3'h0;
     end
   end
   always @* begin
@@ -32781,18 +29836,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$127  = \1_3$59 ;
     end
-    if (rst) begin
-      \$127  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$128  = \2_4$72 ;
     if (en) begin
       \$128  = \2_3$60 ;
-    end
-    if (rst) begin
-      \$128  = 3'h0;
     end
   end
   always @* begin
@@ -32801,18 +29850,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$129  = \3_3$61 ;
     end
-    if (rst) begin
-      \$129  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$130  = l5_0;
     if (en) begin
       \$130  = \$64 ;
-    end
-    if (rst) begin
-      \$130  = 26'h0000000;
     end
   end
   always @* begin
@@ -32821,18 +29864,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$131  = \$66 ;
     end
-    if (rst) begin
-      \$131  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$132  = l5_2;
     if (en) begin
       \$132  = \$68 ;
-    end
-    if (rst) begin
-      \$132  = 18'h00000;
     end
   end
   always @* begin
@@ -32841,18 +29878,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$133  = \$70 ;
     end
-    if (rst) begin
-      \$133  = 10'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$134  = \0_5 ;
     if (en) begin
       \$134  = \0_4 ;
-    end
-    if (rst) begin
-      \$134  = 1'h0;
     end
   end
   always @* begin
@@ -32861,18 +29892,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$135  = \1_4 ;
     end
-    if (rst) begin
-      \$135  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$136  = \2_5 ;
     if (en) begin
       \$136  = \2_4 ;
-    end
-    if (rst) begin
-      \$136  = 1'h0;
     end
   end
   always @* begin
@@ -32881,18 +29906,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$137  = \3_4 ;
     end
-    if (rst) begin
-      \$137  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$138  = sum0_0;
     if (en) begin
       \$138  = \$72 [25:0];
-    end
-    if (rst) begin
-      \$138  = 26'h0000000;
     end
   end
   always @* begin
@@ -32901,18 +29920,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$139  = \1_5 ;
     end
-    if (rst) begin
-      \$139  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$140  = sum0_2;
     if (en) begin
       \$140  = \$74 [18:0];
-    end
-    if (rst) begin
-      \$140  = 19'h00000;
     end
   end
   always @* begin
@@ -32921,9 +29934,6 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$141  = \3_5 ;
     end
-    if (rst) begin
-      \$141  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
@@ -32931,18 +29941,12 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
     if (en) begin
       \$142  = \$76 [25:0];
     end
-    if (rst) begin
-      \$142  = 26'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$143  = cin;
     if (en) begin
       \$143  = sum0_2_c;
-    end
-    if (rst) begin
-      \$143  = 1'h0;
     end
   end
   assign pair0_hi = \$25 [7:0];
@@ -33127,6 +30131,15 @@ module \top.out.slice0 (clk, rst, i__ready, i__payload, i__valid, o__payload, o_
   wire o__ready;
   output o__valid;
   reg o__valid = 1'h0;
+  (* init = 154'h000000000000000000000000000000000000000 *)
+  wire [153:0] out;
+  wire [151:0] \out.data ;
+  wire [37:0] \out.data[0] ;
+  wire [37:0] \out.data[1] ;
+  wire [37:0] \out.data[2] ;
+  wire [37:0] \out.data[3] ;
+  wire \out.error ;
+  wire \out.last ;
   input rst;
   wire rst;
   reg [153:0] skid = 154'h000000000000000000000000000000000000000;
@@ -33161,9 +30174,6 @@ module \top.out.slice0 (clk, rst, i__ready, i__payload, i__valid, o__payload, o_
       end else begin
         \$5  = i__payload;
       end
-    end
-    if (rst) begin
-      \$5  = 154'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
@@ -33202,10 +30212,8 @@ module \top.out.slice0 (clk, rst, i__ready, i__payload, i__valid, o__payload, o_
     end else if (\$4 ) begin
       \$8  = i__payload;
     end
-    if (rst) begin
-      \$8  = 154'h000000000000000000000000000000000000000;
-    end
   end
+  assign out = o__payload;
   assign \o__payload.data  = o__payload[151:0];
   assign \o__payload.data[0]  = o__payload[37:0];
   assign \o__payload.data[1]  = o__payload[75:38];
@@ -33213,6 +30221,13 @@ module \top.out.slice0 (clk, rst, i__ready, i__payload, i__valid, o__payload, o_
   assign \o__payload.data[3]  = o__payload[151:114];
   assign \o__payload.last  = o__payload[152];
   assign \o__payload.error  = o__payload[153];
+  assign \out.data  = o__payload[151:0];
+  assign \out.data[0]  = o__payload[37:0];
+  assign \out.data[1]  = o__payload[75:38];
+  assign \out.data[2]  = o__payload[113:76];
+  assign \out.data[3]  = o__payload[151:114];
+  assign \out.last  = o__payload[152];
+  assign \out.error  = o__payload[153];
   assign \skid.data  = skid[151:0];
   assign \skid.data[0]  = skid[37:0];
   assign \skid.data[1]  = skid[75:38];

@@ -5751,8 +5751,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer0.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
-  reg [31:0] \$1 ;
   wire [7:0] \$signature__addr ;
   wire [31:0] \$signature__data ;
   wire \$signature__en ;
@@ -5761,6 +5759,8 @@ module \top.layer0.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr,
   wire [7:0] r_addr;
   output [31:0] r_data;
   reg [31:0] r_data = 32'd0;
+  (* init = 32'd0 *)
+  wire [31:0] r_reg;
   input [7:0] rd__addr;
   wire [7:0] rd__addr;
   wire [31:0] rd__data;
@@ -6042,40 +6042,21 @@ module \top.layer0.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr,
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 32'd0;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
-  reg [21:0] \$100 ;
-  reg [21:0] \$101 ;
-  reg [21:0] \$102 ;
-  reg [13:0] \$103 ;
-  reg [13:0] \$104 ;
-  reg [13:0] \$105 ;
-  reg [13:0] \$106 ;
-  reg [21:0] \$107 ;
-  reg [21:0] \$108 ;
-  reg [21:0] \$109 ;
   wire [15:0] \$11 ;
-  reg [21:0] \$110 ;
-  reg \$111 ;
-  reg [10:0] \$112 ;
   wire [15:0] \$12 ;
   wire [15:0] \$13 ;
   wire [15:0] \$14 ;
@@ -6110,68 +6091,21 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \$40 ;
   reg [172:0] \$41 ;
   reg \$42 ;
-  reg [7:0] \$43 ;
-  reg [7:0] \$44 ;
-  reg [16:0] \$45 ;
-  reg [7:0] \$46 ;
-  reg [7:0] \$47 ;
-  reg [16:0] \$48 ;
-  reg [7:0] \$49 ;
+  reg [13:0] \$43 ;
+  reg [13:0] \$44 ;
+  reg [13:0] \$45 ;
+  reg [13:0] \$46 ;
+  reg [21:0] \$47 ;
+  reg [21:0] \$48 ;
+  reg [21:0] \$49 ;
   wire [15:0] \$5 ;
-  reg [7:0] \$50 ;
-  reg [16:0] \$51 ;
-  reg [7:0] \$52 ;
-  reg [7:0] \$53 ;
-  reg [16:0] \$54 ;
-  reg [7:0] \$55 ;
-  reg [7:0] \$56 ;
-  reg [16:0] \$57 ;
-  reg [7:0] \$58 ;
-  reg [7:0] \$59 ;
+  reg [21:0] \$50 ;
+  reg \$51 ;
+  reg [10:0] \$52 ;
   wire [15:0] \$6 ;
-  reg [16:0] \$60 ;
-  reg [7:0] \$61 ;
-  reg [7:0] \$62 ;
-  reg [16:0] \$63 ;
-  reg [7:0] \$64 ;
-  reg [7:0] \$65 ;
-  reg [16:0] \$66 ;
-  reg [7:0] \$67 ;
-  reg [7:0] \$68 ;
-  reg [16:0] \$69 ;
   wire [15:0] \$7 ;
-  reg [7:0] \$70 ;
-  reg [7:0] \$71 ;
-  reg [16:0] \$72 ;
-  reg [7:0] \$73 ;
-  reg [7:0] \$74 ;
-  reg [16:0] \$75 ;
-  reg [7:0] \$76 ;
-  reg [7:0] \$77 ;
-  reg [16:0] \$78 ;
-  reg [7:0] \$79 ;
   wire [15:0] \$8 ;
-  reg [7:0] \$80 ;
-  reg [16:0] \$81 ;
-  reg [7:0] \$82 ;
-  reg [7:0] \$83 ;
-  reg [16:0] \$84 ;
-  reg [7:0] \$85 ;
-  reg [7:0] \$86 ;
-  reg [16:0] \$87 ;
-  reg [7:0] \$88 ;
-  reg [7:0] \$89 ;
   wire [15:0] \$9 ;
-  reg [16:0] \$90 ;
-  reg [21:0] \$91 ;
-  reg [21:0] \$92 ;
-  reg [21:0] \$93 ;
-  reg [21:0] \$94 ;
-  reg [21:0] \$95 ;
-  reg [21:0] \$96 ;
-  reg [21:0] \$97 ;
-  reg [21:0] \$98 ;
-  reg [21:0] \$99 ;
   reg [21:0] acc_0 = 22'h000000;
   reg [21:0] acc_1 = 22'h000000;
   reg [21:0] acc_2 = 22'h000000;
@@ -6347,6 +6281,140 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   reg [21:0] tree_3_l2_0 = 22'h000000;
   (* init = 22'h000000 *)
   wire [21:0] tree_3_sum;
+  always @(posedge clk)
+    prod_0_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_0_1_b <= operands[47:40];
+  always @(posedge clk)
+    prod_0_1_p <= { \$2 [15], \$2  };
+  always @(posedge clk)
+    prod_0_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_0_2_b <= operands[55:48];
+  always @(posedge clk)
+    prod_0_2_p <= { \$3 [15], \$3  };
+  always @(posedge clk)
+    prod_0_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_0_3_b <= operands[63:56];
+  always @(posedge clk)
+    prod_0_3_p <= { \$4 [15], \$4  };
+  always @(posedge clk)
+    prod_1_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_1_0_b <= operands[71:64];
+  always @(posedge clk)
+    prod_1_0_p <= { \$5 [15], \$5  };
+  always @(posedge clk)
+    prod_1_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_1_1_b <= operands[79:72];
+  always @(posedge clk)
+    prod_1_1_p <= { \$6 [15], \$6  };
+  always @(posedge clk)
+    prod_1_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_1_2_b <= operands[87:80];
+  always @(posedge clk)
+    prod_1_2_p <= { \$7 [15], \$7  };
+  always @(posedge clk)
+    prod_1_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_1_3_b <= operands[95:88];
+  always @(posedge clk)
+    prod_1_3_p <= { \$8 [15], \$8  };
+  always @(posedge clk)
+    prod_2_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_2_0_b <= operands[103:96];
+  always @(posedge clk)
+    prod_2_0_p <= { \$9 [15], \$9  };
+  always @(posedge clk)
+    prod_2_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_2_1_b <= operands[111:104];
+  always @(posedge clk)
+    prod_2_1_p <= { \$10 [15], \$10  };
+  always @(posedge clk)
+    prod_2_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_2_2_b <= operands[119:112];
+  always @(posedge clk)
+    prod_2_2_p <= { \$11 [15], \$11  };
+  always @(posedge clk)
+    prod_2_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_2_3_b <= operands[127:120];
+  always @(posedge clk)
+    prod_2_3_p <= { \$12 [15], \$12  };
+  always @(posedge clk)
+    prod_3_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_3_0_b <= operands[135:128];
+  always @(posedge clk)
+    prod_3_0_p <= { \$13 [15], \$13  };
+  always @(posedge clk)
+    prod_3_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_3_1_b <= operands[143:136];
+  always @(posedge clk)
+    prod_3_1_p <= { \$14 [15], \$14  };
+  always @(posedge clk)
+    prod_3_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_3_2_b <= operands[151:144];
+  always @(posedge clk)
+    prod_3_2_p <= { \$15 [15], \$15  };
+  always @(posedge clk)
+    prod_3_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_3_3_b <= operands[159:152];
+  always @(posedge clk)
+    prod_3_3_p <= { \$16 [15], \$16  };
+  always @(posedge clk)
+    tree_0_l1_0 <= { \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17  };
+  always @(posedge clk)
+    tree_0_l1_1 <= { \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18  };
+  always @(posedge clk)
+    tree_0_l2_0 <= \$19 [21:0];
+  always @(posedge clk)
+    tree_1_l1_0 <= { \$20 [17], \$20 [17], \$20 [17], \$20 [17], \$20  };
+  always @(posedge clk)
+    tree_1_l1_1 <= { \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21  };
+  always @(posedge clk)
+    tree_1_l2_0 <= \$22 [21:0];
+  always @(posedge clk)
+    tree_2_l1_0 <= { \$23 [17], \$23 [17], \$23 [17], \$23 [17], \$23  };
+  always @(posedge clk)
+    tree_2_l1_1 <= { \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24  };
+  always @(posedge clk)
+    tree_2_l2_0 <= \$25 [21:0];
+  always @(posedge clk)
+    tree_3_l1_0 <= { \$26 [17], \$26 [17], \$26 [17], \$26 [17], \$26  };
+  always @(posedge clk)
+    tree_3_l1_1 <= { \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27  };
+  always @(posedge clk)
+    tree_3_l2_0 <= \$28 [21:0];
+  always @(posedge clk)
+    mac_ctl_d1 <= \$43 ;
+  always @(posedge clk)
+    mac_ctl_d2 <= \$44 ;
+  always @(posedge clk)
+    mac_ctl_d3 <= \$45 ;
+  always @(posedge clk)
+    mac_ctl_d4 <= \$46 ;
+  always @(posedge clk)
+    acc_0 <= \$47 ;
+  always @(posedge clk)
+    acc_1 <= \$48 ;
+  always @(posedge clk)
+    acc_2 <= \$49 ;
+  always @(posedge clk)
+    acc_3 <= \$50 ;
+  always @(posedge clk)
+    out_v <= \$51 ;
+  always @(posedge clk)
+    out_meta <= \$52 ;
   assign \$1  = $signed({ 1'h0, prod_0_0_a }) * $signed(prod_0_0_b);
   assign \$2  = $signed({ 1'h0, prod_0_1_a }) * $signed(prod_0_1_b);
   assign \$3  = $signed({ 1'h0, prod_0_2_a }) * $signed(prod_0_2_b);
@@ -6392,659 +6460,105 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     op_v <= \$42 ;
   always @(posedge clk)
-    prod_0_0_a <= \$43 ;
+    prod_0_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_0_0_b <= \$44 ;
+    prod_0_0_b <= operands[39:32];
   always @(posedge clk)
-    prod_0_0_p <= \$45 ;
-  always @(posedge clk)
-    prod_0_1_a <= \$46 ;
-  always @(posedge clk)
-    prod_0_1_b <= \$47 ;
-  always @(posedge clk)
-    prod_0_1_p <= \$48 ;
-  always @(posedge clk)
-    prod_0_2_a <= \$49 ;
-  always @(posedge clk)
-    prod_0_2_b <= \$50 ;
-  always @(posedge clk)
-    prod_0_2_p <= \$51 ;
-  always @(posedge clk)
-    prod_0_3_a <= \$52 ;
-  always @(posedge clk)
-    prod_0_3_b <= \$53 ;
-  always @(posedge clk)
-    prod_0_3_p <= \$54 ;
-  always @(posedge clk)
-    prod_1_0_a <= \$55 ;
-  always @(posedge clk)
-    prod_1_0_b <= \$56 ;
-  always @(posedge clk)
-    prod_1_0_p <= \$57 ;
-  always @(posedge clk)
-    prod_1_1_a <= \$58 ;
-  always @(posedge clk)
-    prod_1_1_b <= \$59 ;
-  always @(posedge clk)
-    prod_1_1_p <= \$60 ;
-  always @(posedge clk)
-    prod_1_2_a <= \$61 ;
-  always @(posedge clk)
-    prod_1_2_b <= \$62 ;
-  always @(posedge clk)
-    prod_1_2_p <= \$63 ;
-  always @(posedge clk)
-    prod_1_3_a <= \$64 ;
-  always @(posedge clk)
-    prod_1_3_b <= \$65 ;
-  always @(posedge clk)
-    prod_1_3_p <= \$66 ;
-  always @(posedge clk)
-    prod_2_0_a <= \$67 ;
-  always @(posedge clk)
-    prod_2_0_b <= \$68 ;
-  always @(posedge clk)
-    prod_2_0_p <= \$69 ;
-  always @(posedge clk)
-    prod_2_1_a <= \$70 ;
-  always @(posedge clk)
-    prod_2_1_b <= \$71 ;
-  always @(posedge clk)
-    prod_2_1_p <= \$72 ;
-  always @(posedge clk)
-    prod_2_2_a <= \$73 ;
-  always @(posedge clk)
-    prod_2_2_b <= \$74 ;
-  always @(posedge clk)
-    prod_2_2_p <= \$75 ;
-  always @(posedge clk)
-    prod_2_3_a <= \$76 ;
-  always @(posedge clk)
-    prod_2_3_b <= \$77 ;
-  always @(posedge clk)
-    prod_2_3_p <= \$78 ;
-  always @(posedge clk)
-    prod_3_0_a <= \$79 ;
-  always @(posedge clk)
-    prod_3_0_b <= \$80 ;
-  always @(posedge clk)
-    prod_3_0_p <= \$81 ;
-  always @(posedge clk)
-    prod_3_1_a <= \$82 ;
-  always @(posedge clk)
-    prod_3_1_b <= \$83 ;
-  always @(posedge clk)
-    prod_3_1_p <= \$84 ;
-  always @(posedge clk)
-    prod_3_2_a <= \$85 ;
-  always @(posedge clk)
-    prod_3_2_b <= \$86 ;
-  always @(posedge clk)
-    prod_3_2_p <= \$87 ;
-  always @(posedge clk)
-    prod_3_3_a <= \$88 ;
-  always @(posedge clk)
-    prod_3_3_b <= \$89 ;
-  always @(posedge clk)
-    prod_3_3_p <= \$90 ;
-  always @(posedge clk)
-    tree_0_l1_0 <= \$91 ;
-  always @(posedge clk)
-    tree_0_l1_1 <= \$92 ;
-  always @(posedge clk)
-    tree_0_l2_0 <= \$93 ;
-  always @(posedge clk)
-    tree_1_l1_0 <= \$94 ;
-  always @(posedge clk)
-    tree_1_l1_1 <= \$95 ;
-  always @(posedge clk)
-    tree_1_l2_0 <= \$96 ;
-  always @(posedge clk)
-    tree_2_l1_0 <= \$97 ;
-  always @(posedge clk)
-    tree_2_l1_1 <= \$98 ;
-  always @(posedge clk)
-    tree_2_l2_0 <= \$99 ;
-  always @(posedge clk)
-    tree_3_l1_0 <= \$100 ;
-  always @(posedge clk)
-    tree_3_l1_1 <= \$101 ;
-  always @(posedge clk)
-    tree_3_l2_0 <= \$102 ;
-  always @(posedge clk)
-    mac_ctl_d1 <= \$103 ;
-  always @(posedge clk)
-    mac_ctl_d2 <= \$104 ;
-  always @(posedge clk)
-    mac_ctl_d3 <= \$105 ;
-  always @(posedge clk)
-    mac_ctl_d4 <= \$106 ;
-  always @(posedge clk)
-    acc_0 <= \$107 ;
-  always @(posedge clk)
-    acc_1 <= \$108 ;
-  always @(posedge clk)
-    acc_2 <= \$109 ;
-  always @(posedge clk)
-    acc_3 <= \$110 ;
-  always @(posedge clk)
-    out_v <= \$111 ;
-  always @(posedge clk)
-    out_meta <= \$112 ;
+    prod_0_0_p <= { \$1 [15], \$1  };
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$43  = ctl;
+    if (rst) begin
+      \$43  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$44  = mac_ctl_d1;
+    if (rst) begin
+      \$44  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$45  = mac_ctl_d2;
+    if (rst) begin
+      \$45  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$46  = mac_ctl_d3;
+    if (rst) begin
+      \$46  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$47  = acc_0;
+    if (\$30 ) begin
+      \$47  = \$32 [21:0];
+    end
+    if (rst) begin
+      \$47  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$48  = acc_1;
+    if (\$30 ) begin
+      \$48  = \$34 [21:0];
+    end
+    if (rst) begin
+      \$48  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$49  = acc_2;
+    if (\$30 ) begin
+      \$49  = \$36 [21:0];
+    end
+    if (rst) begin
+      \$49  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$50  = acc_3;
+    if (\$30 ) begin
+      \$50  = \$38 [21:0];
+    end
+    if (rst) begin
+      \$50  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$51  = \$40 ;
+    if (rst) begin
+      \$51  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$52  = mac_ctl_d4[13:3];
+    if (rst) begin
+      \$52  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$41  = steps__payload;
     if (rst) begin
       \$41  = 173'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$42  = steps__valid;
     if (rst) begin
       \$42  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$43  = operands[7:0];
-    if (rst) begin
-      \$43  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$44  = operands[39:32];
-    if (rst) begin
-      \$44  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$45  = { \$1 [15], \$1  };
-    if (rst) begin
-      \$45  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$46  = operands[15:8];
-    if (rst) begin
-      \$46  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$47  = operands[47:40];
-    if (rst) begin
-      \$47  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$48  = { \$2 [15], \$2  };
-    if (rst) begin
-      \$48  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$49  = operands[23:16];
-    if (rst) begin
-      \$49  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$50  = operands[55:48];
-    if (rst) begin
-      \$50  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$51  = { \$3 [15], \$3  };
-    if (rst) begin
-      \$51  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$52  = operands[31:24];
-    if (rst) begin
-      \$52  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$53  = operands[63:56];
-    if (rst) begin
-      \$53  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$54  = { \$4 [15], \$4  };
-    if (rst) begin
-      \$54  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$55  = operands[7:0];
-    if (rst) begin
-      \$55  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$56  = operands[71:64];
-    if (rst) begin
-      \$56  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$57  = { \$5 [15], \$5  };
-    if (rst) begin
-      \$57  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$58  = operands[15:8];
-    if (rst) begin
-      \$58  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$59  = operands[79:72];
-    if (rst) begin
-      \$59  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$60  = { \$6 [15], \$6  };
-    if (rst) begin
-      \$60  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$61  = operands[23:16];
-    if (rst) begin
-      \$61  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$62  = operands[87:80];
-    if (rst) begin
-      \$62  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$63  = { \$7 [15], \$7  };
-    if (rst) begin
-      \$63  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$64  = operands[31:24];
-    if (rst) begin
-      \$64  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$65  = operands[95:88];
-    if (rst) begin
-      \$65  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$66  = { \$8 [15], \$8  };
-    if (rst) begin
-      \$66  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$67  = operands[7:0];
-    if (rst) begin
-      \$67  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$68  = operands[103:96];
-    if (rst) begin
-      \$68  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$69  = { \$9 [15], \$9  };
-    if (rst) begin
-      \$69  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$70  = operands[15:8];
-    if (rst) begin
-      \$70  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$71  = operands[111:104];
-    if (rst) begin
-      \$71  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$72  = { \$10 [15], \$10  };
-    if (rst) begin
-      \$72  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$73  = operands[23:16];
-    if (rst) begin
-      \$73  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$74  = operands[119:112];
-    if (rst) begin
-      \$74  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$75  = { \$11 [15], \$11  };
-    if (rst) begin
-      \$75  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$76  = operands[31:24];
-    if (rst) begin
-      \$76  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$77  = operands[127:120];
-    if (rst) begin
-      \$77  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$78  = { \$12 [15], \$12  };
-    if (rst) begin
-      \$78  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$79  = operands[7:0];
-    if (rst) begin
-      \$79  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$80  = operands[135:128];
-    if (rst) begin
-      \$80  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$81  = { \$13 [15], \$13  };
-    if (rst) begin
-      \$81  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$82  = operands[15:8];
-    if (rst) begin
-      \$82  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$83  = operands[143:136];
-    if (rst) begin
-      \$83  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$84  = { \$14 [15], \$14  };
-    if (rst) begin
-      \$84  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$85  = operands[23:16];
-    if (rst) begin
-      \$85  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$86  = operands[151:144];
-    if (rst) begin
-      \$86  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$87  = { \$15 [15], \$15  };
-    if (rst) begin
-      \$87  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$88  = operands[31:24];
-    if (rst) begin
-      \$88  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$89  = operands[159:152];
-    if (rst) begin
-      \$89  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$90  = { \$16 [15], \$16  };
-    if (rst) begin
-      \$90  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$91  = { \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17  };
-    if (rst) begin
-      \$91  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$92  = { \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18  };
-    if (rst) begin
-      \$92  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$93  = \$19 [21:0];
-    if (rst) begin
-      \$93  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$94  = { \$20 [17], \$20 [17], \$20 [17], \$20 [17], \$20  };
-    if (rst) begin
-      \$94  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$95  = { \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21  };
-    if (rst) begin
-      \$95  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$96  = \$22 [21:0];
-    if (rst) begin
-      \$96  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$97  = { \$23 [17], \$23 [17], \$23 [17], \$23 [17], \$23  };
-    if (rst) begin
-      \$97  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$98  = { \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24  };
-    if (rst) begin
-      \$98  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$99  = \$25 [21:0];
-    if (rst) begin
-      \$99  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$100  = { \$26 [17], \$26 [17], \$26 [17], \$26 [17], \$26  };
-    if (rst) begin
-      \$100  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$101  = { \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27  };
-    if (rst) begin
-      \$101  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$102  = \$28 [21:0];
-    if (rst) begin
-      \$102  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$103  = ctl;
-    if (rst) begin
-      \$103  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$104  = mac_ctl_d1;
-    if (rst) begin
-      \$104  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$105  = mac_ctl_d2;
-    if (rst) begin
-      \$105  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$106  = mac_ctl_d3;
-    if (rst) begin
-      \$106  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$107  = acc_0;
-    if (\$30 ) begin
-      \$107  = \$32 [21:0];
-    end
-    if (rst) begin
-      \$107  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$108  = acc_1;
-    if (\$30 ) begin
-      \$108  = \$34 [21:0];
-    end
-    if (rst) begin
-      \$108  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$109  = acc_2;
-    if (\$30 ) begin
-      \$109  = \$36 [21:0];
-    end
-    if (rst) begin
-      \$109  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$110  = acc_3;
-    if (\$30 ) begin
-      \$110  = \$38 [21:0];
-    end
-    if (rst) begin
-      \$110  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$111  = \$40 ;
-    if (rst) begin
-      \$111  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$112  = mac_ctl_d4[13:3];
-    if (rst) begin
-      \$112  = 11'h000;
     end
   end
   assign tree_0_sum = tree_0_l2_0;
@@ -7146,7 +6660,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -7257,7 +6771,7 @@ module \top.layer0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -7267,7 +6781,7 @@ module \top.layer0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -7277,7 +6791,7 @@ module \top.layer0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -7299,8 +6813,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer0.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
-  reg [127:0] \$1 ;
   wire \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
@@ -7309,6 +6821,8 @@ module \top.layer0.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] r_reg;
   input rd__addr;
   wire rd__addr;
   wire [127:0] rd__data;
@@ -7336,27 +6850,20 @@ module \top.layer0.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 128'h00000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [52:0] \$1 ;
   wire \$10 ;
-  reg \$100 ;
   wire \$11 ;
   wire \$12 ;
   wire [22:0] \$13 ;
@@ -7409,51 +6916,24 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [15:0] \$56 ;
   reg [10:0] \$57 ;
   reg \$58 ;
-  reg [16:0] \$59 ;
+  reg [10:0] \$59 ;
   wire \$6 ;
-  reg [15:0] \$60 ;
-  reg [33:0] \$61 ;
-  reg [4:0] \$62 ;
-  reg [15:0] \$63 ;
-  reg [21:0] \$64 ;
-  reg [37:0] \$65 ;
-  reg [16:0] \$66 ;
-  reg [15:0] \$67 ;
-  reg [33:0] \$68 ;
-  reg [4:0] \$69 ;
+  reg [10:0] \$60 ;
+  reg [10:0] \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg [22:0] \$65 ;
+  reg [22:0] \$66 ;
+  reg [22:0] \$67 ;
+  reg [22:0] \$68 ;
+  reg [10:0] \$69 ;
   wire \$7 ;
-  reg [15:0] \$70 ;
-  reg [21:0] \$71 ;
-  reg [37:0] \$72 ;
-  reg [16:0] \$73 ;
-  reg [15:0] \$74 ;
-  reg [33:0] \$75 ;
-  reg [4:0] \$76 ;
-  reg [15:0] \$77 ;
-  reg [21:0] \$78 ;
-  reg [37:0] \$79 ;
+  reg \$70 ;
+  reg [42:0] \$71 ;
+  reg \$72 ;
   wire \$8 ;
-  reg [16:0] \$80 ;
-  reg [15:0] \$81 ;
-  reg [33:0] \$82 ;
-  reg [4:0] \$83 ;
-  reg [15:0] \$84 ;
-  reg [21:0] \$85 ;
-  reg [37:0] \$86 ;
-  reg [10:0] \$87 ;
-  reg [10:0] \$88 ;
-  reg [10:0] \$89 ;
   wire \$9 ;
-  reg \$90 ;
-  reg \$91 ;
-  reg \$92 ;
-  reg [22:0] \$93 ;
-  reg [22:0] \$94 ;
-  reg [22:0] \$95 ;
-  reg [22:0] \$96 ;
-  reg [10:0] \$97 ;
-  reg \$98 ;
-  reg [42:0] \$99 ;
   reg [98:0] beat_d1 = 99'h0000000000000000000000000;
   wire [87:0] \beat_d1.acc ;
   wire [21:0] \beat_d1.acc[0] ;
@@ -7627,29 +7107,6 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [3:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
-  assign \$5  = ~ rounded_0[22];
-  assign \$6  = | rounded_0[21:7];
-  assign clamp_0_over = \$5  & \$6 ;
-  assign \$7  = ~ rounded_1[22];
-  assign \$8  = | rounded_1[21:7];
-  assign clamp_1_over = \$7  & \$8 ;
-  assign \$9  = ~ rounded_2[22];
-  assign \$10  = | rounded_2[21:7];
-  assign clamp_2_over = \$9  & \$10 ;
-  assign \$11  = ~ rounded_3[22];
-  assign \$12  = | rounded_3[21:7];
-  assign clamp_3_over = \$11  & \$12 ;
-  assign \$13  = $signed(beat_d2[21:0]) + $signed(rq_data[15:0]);
-  assign \$14  = $signed(beat_d2[43:22]) + $signed(rq_data[31:16]);
-  assign \$15  = $signed(beat_d2[65:44]) + $signed(rq_data[47:32]);
-  assign \$16  = $signed(beat_d2[87:66]) + $signed(rq_data[63:48]);
-  assign \$17  = scaled_0_pp00_a * scaled_0_pp00_b;
-  assign \$18  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$19  = $signed(scaled_0_pp00_p) + $signed(\$1 [37:0]);
-  assign \$20  = scaled_1_pp00_a * scaled_1_pp00_b;
-  assign \$21  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$22  = $signed(scaled_1_pp00_p) + $signed(\$2 [37:0]);
-  assign \$23  = scaled_2_pp00_a * scaled_2_pp00_b;
   assign \$24  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
   assign \$25  = $signed(scaled_2_pp00_p) + $signed(\$3 [37:0]);
   assign \$26  = scaled_3_pp00_a * scaled_3_pp00_b;
@@ -7696,483 +7153,310 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     rq_v1_d1 <= \$58 ;
   always @(posedge clk)
-    scaled_0_pp00_a <= \$59 ;
+    scaled_0_pp00_a <= biased_0[16:0];
   always @(posedge clk)
-    scaled_0_pp00_b <= \$60 ;
+    scaled_0_pp00_b <= scale_0;
   always @(posedge clk)
-    scaled_0_pp00_p <= \$61 ;
+    scaled_0_pp00_p <= { 1'h0, \$17  };
   always @(posedge clk)
-    scaled_0_pp10_a <= \$62 ;
+    scaled_0_pp10_a <= biased_0[21:17];
   always @(posedge clk)
-    scaled_0_pp10_b <= \$63 ;
+    scaled_0_pp10_b <= scale_0;
   always @(posedge clk)
-    scaled_0_pp10_p <= \$64 ;
+    scaled_0_pp10_p <= { \$18 [20], \$18  };
   always @(posedge clk)
-    scaled_0_sum <= \$65 ;
+    scaled_0_sum <= \$19 [37:0];
   always @(posedge clk)
-    scaled_1_pp00_a <= \$66 ;
+    scaled_1_pp00_a <= biased_1[16:0];
   always @(posedge clk)
-    scaled_1_pp00_b <= \$67 ;
+    scaled_1_pp00_b <= scale_1;
   always @(posedge clk)
-    scaled_1_pp00_p <= \$68 ;
+    scaled_1_pp00_p <= { 1'h0, \$20  };
   always @(posedge clk)
-    scaled_1_pp10_a <= \$69 ;
+    scaled_1_pp10_a <= biased_1[21:17];
   always @(posedge clk)
-    scaled_1_pp10_b <= \$70 ;
+    scaled_1_pp10_b <= scale_1;
   always @(posedge clk)
-    scaled_1_pp10_p <= \$71 ;
+    scaled_1_pp10_p <= { \$21 [20], \$21  };
   always @(posedge clk)
-    scaled_1_sum <= \$72 ;
+    scaled_1_sum <= \$22 [37:0];
   always @(posedge clk)
-    scaled_2_pp00_a <= \$73 ;
+    scaled_2_pp00_a <= biased_2[16:0];
   always @(posedge clk)
-    scaled_2_pp00_b <= \$74 ;
+    scaled_2_pp00_b <= scale_2;
   always @(posedge clk)
-    scaled_2_pp00_p <= \$75 ;
+    scaled_2_pp00_p <= { 1'h0, \$23  };
   always @(posedge clk)
-    scaled_2_pp10_a <= \$76 ;
+    scaled_2_pp10_a <= biased_2[21:17];
   always @(posedge clk)
-    scaled_2_pp10_b <= \$77 ;
+    scaled_2_pp10_b <= scale_2;
   always @(posedge clk)
-    scaled_2_pp10_p <= \$78 ;
+    scaled_2_pp10_p <= { \$24 [20], \$24  };
   always @(posedge clk)
-    scaled_2_sum <= \$79 ;
+    scaled_2_sum <= \$25 [37:0];
   always @(posedge clk)
-    scaled_3_pp00_a <= \$80 ;
+    scaled_3_pp00_a <= biased_3[16:0];
   always @(posedge clk)
-    scaled_3_pp00_b <= \$81 ;
+    scaled_3_pp00_b <= scale_3;
   always @(posedge clk)
-    scaled_3_pp00_p <= \$82 ;
+    scaled_3_pp00_p <= { 1'h0, \$26  };
   always @(posedge clk)
-    scaled_3_pp10_a <= \$83 ;
+    scaled_3_pp10_a <= biased_3[21:17];
   always @(posedge clk)
-    scaled_3_pp10_b <= \$84 ;
+    scaled_3_pp10_b <= scale_3;
   always @(posedge clk)
-    scaled_3_pp10_p <= \$85 ;
+    scaled_3_pp10_p <= { \$27 [20], \$27  };
   always @(posedge clk)
-    scaled_3_sum <= \$86 ;
+    scaled_3_sum <= \$28 [37:0];
   always @(posedge clk)
-    rq_meta2_d1 <= \$87 ;
+    rq_meta2_d1 <= \$59 ;
   always @(posedge clk)
-    rq_meta2_d2 <= \$88 ;
+    rq_meta2_d2 <= \$60 ;
   always @(posedge clk)
-    rq_meta2_d3 <= \$89 ;
+    rq_meta2_d3 <= \$61 ;
   always @(posedge clk)
-    rq_v2_d1 <= \$90 ;
+    rq_v2_d1 <= \$62 ;
   always @(posedge clk)
-    rq_v2_d2 <= \$91 ;
+    rq_v2_d2 <= \$63 ;
   always @(posedge clk)
-    rq_v2_d3 <= \$92 ;
+    rq_v2_d3 <= \$64 ;
   always @(posedge clk)
-    rounded_0 <= \$93 ;
+    rounded_0 <= \$65 ;
   always @(posedge clk)
-    rounded_1 <= \$94 ;
+    rounded_1 <= \$66 ;
   always @(posedge clk)
-    rounded_2 <= \$95 ;
+    rounded_2 <= \$67 ;
   always @(posedge clk)
-    rounded_3 <= \$96 ;
+    rounded_3 <= \$68 ;
   always @(posedge clk)
-    rq_meta3_d1 <= \$97 ;
+    rq_meta3_d1 <= \$69 ;
   always @(posedge clk)
-    rq_v3_d1 <= \$98 ;
+    rq_v3_d1 <= \$70 ;
   always @(posedge clk)
-    feats__payload <= \$99 ;
+    feats__payload <= \$71 ;
   always @(posedge clk)
-    feats__valid <= \$100 ;
+    feats__valid <= \$72 ;
+  assign \$5  = ~ rounded_0[22];
+  assign \$6  = | rounded_0[21:7];
+  assign clamp_0_over = \$5  & \$6 ;
+  assign \$7  = ~ rounded_1[22];
+  assign \$8  = | rounded_1[21:7];
+  assign clamp_1_over = \$7  & \$8 ;
+  assign \$9  = ~ rounded_2[22];
+  assign \$10  = | rounded_2[21:7];
+  assign clamp_2_over = \$9  & \$10 ;
+  assign \$11  = ~ rounded_3[22];
+  assign \$12  = | rounded_3[21:7];
+  assign clamp_3_over = \$11  & \$12 ;
+  assign \$13  = $signed(beat_d2[21:0]) + $signed(rq_data[15:0]);
+  assign \$14  = $signed(beat_d2[43:22]) + $signed(rq_data[31:16]);
+  assign \$15  = $signed(beat_d2[65:44]) + $signed(rq_data[47:32]);
+  assign \$16  = $signed(beat_d2[87:66]) + $signed(rq_data[63:48]);
+  assign \$17  = scaled_0_pp00_a * scaled_0_pp00_b;
+  assign \$18  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
+  assign \$19  = $signed(scaled_0_pp00_p) + $signed(\$1 [37:0]);
+  assign \$20  = scaled_1_pp00_a * scaled_1_pp00_b;
+  assign \$21  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
+  assign \$22  = $signed(scaled_1_pp00_p) + $signed(\$2 [37:0]);
+  assign \$23  = scaled_2_pp00_a * scaled_2_pp00_b;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$45  = sums__payload;
     if (rst) begin
       \$45  = 99'h0000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$46  = beat_d1;
     if (rst) begin
       \$46  = 99'h0000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$47  = sums__valid;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$48  = beat_v_d1;
     if (rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$49  = \$13 [21:0];
     if (rst) begin
       \$49  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$50  = \$14 [21:0];
     if (rst) begin
       \$50  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$51  = \$15 [21:0];
     if (rst) begin
       \$51  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$52  = \$16 [21:0];
     if (rst) begin
       \$52  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$53  = rq_data[79:64];
     if (rst) begin
       \$53  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$54  = rq_data[95:80];
     if (rst) begin
       \$54  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$55  = rq_data[111:96];
     if (rst) begin
       \$55  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$56  = rq_data[127:112];
     if (rst) begin
       \$56  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$57  = beat_d2[98:88];
     if (rst) begin
       \$57  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$58  = beat_v_d2;
     if (rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$59  = biased_0[16:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$59  = rq_meta1_d1;
     if (rst) begin
-      \$59  = 17'h00000;
+      \$59  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$60  = scale_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$60  = rq_meta2_d1;
     if (rst) begin
-      \$60  = 16'h0000;
+      \$60  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$61  = { 1'h0, \$17  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$61  = rq_meta2_d2;
     if (rst) begin
-      \$61  = 34'h000000000;
+      \$61  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$62  = biased_0[21:17];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$62  = rq_v1_d1;
     if (rst) begin
-      \$62  = 5'h00;
+      \$62  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$63  = scale_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$63  = rq_v2_d1;
     if (rst) begin
-      \$63  = 16'h0000;
+      \$63  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$64  = { \$18 [20], \$18  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$64  = rq_v2_d2;
     if (rst) begin
-      \$64  = 22'h000000;
+      \$64  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$65  = \$19 [37:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$65  = \$30 [22:0];
     if (rst) begin
-      \$65  = 38'h0000000000;
+      \$65  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$66  = biased_1[16:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$66  = \$32 [22:0];
     if (rst) begin
-      \$66  = 17'h00000;
+      \$66  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$67  = scale_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$67  = \$34 [22:0];
     if (rst) begin
-      \$67  = 16'h0000;
+      \$67  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$68  = { 1'h0, \$20  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$68  = \$36 [22:0];
     if (rst) begin
-      \$68  = 34'h000000000;
+      \$68  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$69  = biased_1[21:17];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$69  = rq_meta2_d3;
     if (rst) begin
-      \$69  = 5'h00;
+      \$69  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$70  = scale_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$70  = rq_v2_d3;
     if (rst) begin
-      \$70  = 16'h0000;
+      \$70  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$71  = { \$21 [20], \$21  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$71 [7:0] = \$38 ;
+    \$71 [15:8] = \$40 ;
+    \$71 [23:16] = \$42 ;
+    \$71 [31:24] = \$44 ;
+    \$71 [42:32] = rq_meta3_d1;
     if (rst) begin
-      \$71  = 22'h000000;
+      \$71  = 43'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$72  = \$22 [37:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$72  = rq_v3_d1;
     if (rst) begin
-      \$72  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$73  = biased_2[16:0];
-    if (rst) begin
-      \$73  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$74  = scale_2;
-    if (rst) begin
-      \$74  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$75  = { 1'h0, \$23  };
-    if (rst) begin
-      \$75  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$76  = biased_2[21:17];
-    if (rst) begin
-      \$76  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$77  = scale_2;
-    if (rst) begin
-      \$77  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$78  = { \$24 [20], \$24  };
-    if (rst) begin
-      \$78  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$79  = \$25 [37:0];
-    if (rst) begin
-      \$79  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$80  = biased_3[16:0];
-    if (rst) begin
-      \$80  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$81  = scale_3;
-    if (rst) begin
-      \$81  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$82  = { 1'h0, \$26  };
-    if (rst) begin
-      \$82  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$83  = biased_3[21:17];
-    if (rst) begin
-      \$83  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$84  = scale_3;
-    if (rst) begin
-      \$84  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$85  = { \$27 [20], \$27  };
-    if (rst) begin
-      \$85  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$86  = \$28 [37:0];
-    if (rst) begin
-      \$86  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$87  = rq_meta1_d1;
-    if (rst) begin
-      \$87  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$88  = rq_meta2_d1;
-    if (rst) begin
-      \$88  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$89  = rq_meta2_d2;
-    if (rst) begin
-      \$89  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$90  = rq_v1_d1;
-    if (rst) begin
-      \$90  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$91  = rq_v2_d1;
-    if (rst) begin
-      \$91  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$92  = rq_v2_d2;
-    if (rst) begin
-      \$92  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$93  = \$30 [22:0];
-    if (rst) begin
-      \$93  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$94  = \$32 [22:0];
-    if (rst) begin
-      \$94  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$95  = \$34 [22:0];
-    if (rst) begin
-      \$95  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$96  = \$36 [22:0];
-    if (rst) begin
-      \$96  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$97  = rq_meta2_d3;
-    if (rst) begin
-      \$97  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$98  = rq_v2_d3;
-    if (rst) begin
-      \$98  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$99 [7:0] = \$38 ;
-    \$99 [15:8] = \$40 ;
-    \$99 [23:16] = \$42 ;
-    \$99 [31:24] = \$44 ;
-    \$99 [42:32] = rq_meta3_d1;
-    if (rst) begin
-      \$99  = 43'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$100  = rq_v3_d1;
-    if (rst) begin
-      \$100  = 1'h0;
+      \$72  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[96];
@@ -8282,7 +7566,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
   reg \$100 ;
@@ -8686,7 +7970,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   always @(posedge clk)
     steps__payload <= \$126 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$82  = p_v;
     if (p_take) begin
       \$82  = 1'h0;
@@ -8699,7 +7983,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$83  = p_site;
     if (\$44 ) begin
       \$83  = sites__payload;
@@ -8709,7 +7993,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$84  = p_cnt;
     if (\$44 ) begin
       \$84  = \$53 [3:0];
@@ -8719,7 +8003,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$85  = next_slot_0;
     if (\$44 ) begin
       \$85  = \$55 [2:0];
@@ -8729,7 +8013,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$86  = next_col_0;
     if (\$44 ) begin
       \$86  = \$57 [4:0];
@@ -8739,7 +8023,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$87  = next_slot_1;
     if (\$44 ) begin
       \$87  = \$59 [2:0];
@@ -8749,7 +8033,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$88  = next_col_1;
     if (\$44 ) begin
       \$88  = \$61 [4:0];
@@ -8759,7 +8043,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$89  = next_slot_2;
     if (\$44 ) begin
       \$89  = \$63 [2:0];
@@ -8769,7 +8053,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$90  = next_col_2;
     if (\$44 ) begin
       \$90  = \$65 [4:0];
@@ -8779,7 +8063,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$91  = first_r;
     if (issue) begin
       \$91  = 1'h0;
@@ -8801,7 +8085,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$92  = s_gi;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -8819,7 +8103,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$93  = \$signal ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -8837,7 +8121,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$94  = s_rem;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -8859,7 +8143,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$95  = s_n;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -8881,7 +8165,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$96  = \$signal$7 ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -8903,7 +8187,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$97  = s_go;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -8924,7 +8208,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$98  = go_last;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -8945,7 +8229,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$99  = sv;
     if (issue) begin
       if (\$79 ) begin
@@ -8960,7 +8244,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$100  = \$signal$10 ;
     if (p_take) begin
       \$100  = p_site[17];
@@ -8970,7 +8254,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$101  = s_err;
     if (p_take) begin
       \$101  = p_site[18];
@@ -8980,7 +8264,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$102  = \$signal$17 ;
     if (p_take) begin
       \$102  = p_site[3:0];
@@ -8990,7 +8274,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$103  = s_ox;
     if (p_take) begin
       \$103  = p_site[7:4];
@@ -9000,7 +8284,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$104  = \$signal$42 ;
     if (p_take) begin
       \$104  = p_site[16:8];
@@ -9010,7 +8294,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$105  = \$signal$43 ;
     if (p_take) begin
       \$105  = p_cnt;
@@ -9020,7 +8304,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$106  = slot_0;
     if (p_take) begin
       \$106  = next_slot_0;
@@ -9030,7 +8314,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$107  = slot_1;
     if (p_take) begin
       \$107  = next_slot_1;
@@ -9040,7 +8324,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$108  = slot_2;
     if (p_take) begin
       \$108  = next_slot_2;
@@ -9050,7 +8334,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$109  = col_0;
     if (p_take) begin
       \$109  = next_col_0;
@@ -9060,7 +8344,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$110  = col_1;
     if (p_take) begin
       \$110  = next_col_1;
@@ -9070,7 +8354,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$111  = col_2;
     if (p_take) begin
       \$111  = next_col_2;
@@ -9080,49 +8364,49 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$112  = issue;
     if (rst) begin
       \$112  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$113  = first_r;
     if (rst) begin
       \$113  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$114  = last;
     if (rst) begin
       \$114  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$115  = \$4 [8:0];
     if (rst) begin
       \$115  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$116  = s_go;
     if (rst) begin
       \$116  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$117  = s_gi;
     if (rst) begin
       \$117  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$118 [3:0] = \$signal$17 ;
     \$118 [7:4] = s_ox;
     \$118 [8] = s_go;
@@ -9133,56 +8417,56 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$119  = slot_0;
     if (rst) begin
       \$119  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$120  = slot_1;
     if (rst) begin
       \$120  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$121  = slot_2;
     if (rst) begin
       \$121  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$122  = col_0;
     if (rst) begin
       \$122  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$123  = col_1;
     if (rst) begin
       \$123  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$124  = col_2;
     if (rst) begin
       \$124  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$125  = \$signal$53 ;
     if (rst) begin
       \$125  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$126 [13] = \$signal$54 ;
     \$126 [14] = q_last;
     \$126 [25:15] = q_meta;
@@ -9224,8 +8508,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
-  reg [127:0] \$1 ;
   wire [4:0] \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
@@ -9234,6 +8516,8 @@ module \top.layer0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire [4:0] r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] r_reg;
   input [4:0] rd__addr;
   wire [4:0] rd__addr;
   wire [127:0] rd__data;
@@ -9291,24 +8575,18 @@ module \top.layer0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 128'h00000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sites_out__ready, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload);
-  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [1:0] \$11 ;
@@ -9782,7 +9060,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$35  = width_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -9794,7 +9072,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$36  = c_in;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -9808,7 +9086,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$37  = c_out;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -9824,7 +9102,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$38  = c_tap;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -9842,7 +9120,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$39  = \w_addr$8 ;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -9858,7 +9136,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$40  = w_addr;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -9871,7 +9149,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$41  = { 1'h0, \$22  };
     if (frame_reset) begin
       \$41  = 6'h03;
@@ -9881,63 +9159,63 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$42  = \steps__valid$93 ;
     if (rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$43  = read_v_d1;
     if (rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$44  = steps__payload[13];
     if (rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$45  = read_first_d1;
     if (rst) begin
       \$45  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$46  = steps__payload[14];
     if (rst) begin
       \$46  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$47  = read_last_d1;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$48  = steps__payload[25:15];
     if (rst) begin
       \$48  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$49  = read_meta_d1;
     if (rst) begin
       \$49  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$50  = sites_out__valid;
     if (\$25 ) begin
       \$50  = 1'h1;
@@ -9949,7 +9227,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$51  = sites_out__payload;
     if (\$25 ) begin
       \$51  = \r_data$98 ;
@@ -9959,14 +9237,14 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$52  = \$28 [5:0];
     if (rst) begin
       \$52  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     tok[39:0] = 40'h0000000000;
     if (\$2 ) begin
       tok[31:0] = feats__payload[31:0];
@@ -9981,7 +9259,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$29  = 1'h0;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -9994,7 +9272,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$30  = 1'h0;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -10009,7 +9287,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$31  = w_data;
     if (\$5 ) begin
       \$31  = params__payload;
@@ -10019,7 +9297,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$32  = pcount;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -10034,7 +9312,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$33  = loaded;
     if (\$5 ) begin
       if (\$6 ) begin
@@ -10049,7 +9327,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$34  = height_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -10233,7 +9511,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -11925,7 +11203,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     .w_rdy(w_rdy)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     w_data = 19'h00000;
     (* full_case = 32'd1 *)
     if (\$signal$11 ) begin
@@ -11938,7 +11216,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$679  = eof_seen;
     if (frame_reset) begin
       \$679  = 1'h0;
@@ -11948,14 +11226,14 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$680  = has_last;
     if (rst) begin
       \$680  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$681  = \$318 ;
     if (frame_reset) begin
       \$681  = 1'h0;
@@ -11965,7 +11243,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$682  = \$320 ;
     if (frame_reset) begin
       \$682  = 1'h0;
@@ -11975,21 +11253,21 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$683  = \$321 ;
     if (rst) begin
       \$683  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$684  = \$322 ;
     if (rst) begin
       \$684  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$685  = 1'h0;
     if (\$416 ) begin
       if (\$420 ) begin
@@ -12005,7 +11283,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$686  = \$signal$45 ;
     if (\$327 ) begin
       \$686  = 1'h0;
@@ -12018,7 +11296,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$687  = c_row;
     if (\$332 ) begin
       \$687  = w_row;
@@ -12028,7 +11306,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$688  = \$signal$48 ;
     if (\$332 ) begin
       \$688  = 1'h0;
@@ -12041,7 +11319,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$689  = nz;
     if (\$332 ) begin
       \$689  = \$333 ;
@@ -12054,7 +11332,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$690  = nz_zero;
     if (\$332 ) begin
       \$690  = \$335 ;
@@ -12067,7 +11345,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$691  = cwin_0;
     if (\$332 ) begin
       \$691  = win_0;
@@ -12077,7 +11355,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$692  = cwin_1;
     if (\$332 ) begin
       \$692  = win_1;
@@ -12087,7 +11365,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$693  = cwin_2;
     if (\$332 ) begin
       \$693  = win_2;
@@ -12097,7 +11375,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$694  = w_row;
     if (\$342 ) begin
       \$694  = s_row;
@@ -12107,7 +11385,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$695  = \$signal$57 ;
     if (\$342 ) begin
       \$695  = 1'h0;
@@ -12120,7 +11398,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$696  = win_0;
     if (\$342 ) begin
       \$696  = \$349 ;
@@ -12130,7 +11408,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$697  = win_1;
     if (\$342 ) begin
       \$697  = \$356 ;
@@ -12140,7 +11418,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$698  = win_2;
     if (\$342 ) begin
       \$698  = \$363 ;
@@ -12150,7 +11428,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$699  = s_row;
     if (\$367 ) begin
       \$699  = i_row;
@@ -12160,7 +11438,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$700  = \$signal$63 ;
     if (\$367 ) begin
       \$700  = 1'h0;
@@ -12176,7 +11454,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$701  = sel_0;
     if (\$367 ) begin
       \$701 [0] = \$372 ;
@@ -12189,7 +11467,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$702  = sel_1;
     if (\$367 ) begin
       \$702 [0] = \$390 ;
@@ -12202,7 +11480,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$703  = sel_2;
     if (\$367 ) begin
       \$703 [0] = \$402 ;
@@ -12215,7 +11493,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$704  = ends;
     if (\$416 ) begin
       if (\$420 ) begin
@@ -12230,7 +11508,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$705  = i_in_row_0;
     if (\$416 ) begin
       if (\$420 ) begin
@@ -12243,7 +11521,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$706  = i_in_row_1;
     if (\$416 ) begin
       if (\$420 ) begin
@@ -12256,7 +11534,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$707  = i_in_row_2;
     if (\$416 ) begin
       if (\$420 ) begin
@@ -12269,7 +11547,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$708  = i_row;
     if (\$416 ) begin
       if (\$420 ) begin
@@ -12282,7 +11560,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$709  = i_top;
     if (\$416 ) begin
       if (\$420 ) begin
@@ -12295,7 +11573,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$710  = f_row;
     if (\$416 ) begin
       if (\$420 ) begin
@@ -12311,7 +11589,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$711  = cy;
     if (\$416 ) begin
       if (\$420 ) begin
@@ -12327,7 +11605,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$712  = need;
     if (\$416 ) begin
       if (\$420 ) begin
@@ -12343,7 +11621,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$713  = eof_pend;
     if (\$432 ) begin
       \$713  = 1'h0;
@@ -12356,7 +11634,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$714  = \$signal$11 ;
     if (\$434 ) begin
       \$714  = b_v;
@@ -12366,7 +11644,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$715  = \$signal ;
     if (\$434 ) begin
       \$715  = \$signal$74 ;
@@ -12376,7 +11654,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$716  = \$like ;
     if (\$434 ) begin
       \$716  = \$like$75 ;
@@ -12386,7 +11664,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$717  = \$signal$13 ;
     if (\$434 ) begin
       \$717  = b_oy;
@@ -12396,7 +11674,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$718  = c1_win_0;
     if (\$434 ) begin
       \$718  = b_win_0;
@@ -12406,7 +11684,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$719  = c1_win_1;
     if (\$434 ) begin
       \$719  = b_win_1;
@@ -12416,7 +11694,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$720  = c1_win_2;
     if (\$434 ) begin
       \$720  = b_win_2;
@@ -12426,7 +11704,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$721  = \$signal$74 ;
     if (\$434 ) begin
       \$721  = \$310 [15:0];
@@ -12439,7 +11717,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$722  = b_rest;
     if (\$434 ) begin
       \$722  = \$436 ;
@@ -12452,7 +11730,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$723  = \$signal$80 ;
     if (\$434 ) begin
       \$723  = \$516 ;
@@ -12465,7 +11743,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$724  = b_v;
     if (\$519 ) begin
       \$724  = \$signal$81 ;
@@ -12475,7 +11753,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$725  = \$like$75 ;
     if (\$519 ) begin
       \$725  = \$like$84 ;
@@ -12485,7 +11763,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$726  = b_oy;
     if (\$519 ) begin
       \$726  = \$signal$85 ;
@@ -12495,7 +11773,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$727  = b_win_0;
     if (\$519 ) begin
       \$727  = a3_win_0;
@@ -12505,7 +11783,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$728  = b_win_1;
     if (\$519 ) begin
       \$728  = a3_win_1;
@@ -12515,7 +11793,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$729  = b_win_2;
     if (\$519 ) begin
       \$729  = a3_win_2;
@@ -12525,7 +11803,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$730  = \$signal$81 ;
     if (\$527 ) begin
       \$730  = \$signal$90 ;
@@ -12535,7 +11813,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$731  = \$signal$82 ;
     if (\$527 ) begin
       \$731  = \$313 [15:0];
@@ -12545,7 +11823,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$732  = \$signal$83 ;
     if (\$527 ) begin
       \$732  = \$529 ;
@@ -12555,7 +11833,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$733  = \$like$84 ;
     if (\$527 ) begin
       \$733  = \$signal$91 ;
@@ -12565,7 +11843,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$734  = \$signal$85 ;
     if (\$527 ) begin
       \$734  = a2_oy;
@@ -12575,7 +11853,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$735  = a3_rest_zero;
     if (\$527 ) begin
       \$735  = \$609 ;
@@ -12585,7 +11863,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$736  = a3_win_0;
     if (\$527 ) begin
       \$736  = a2_win_0;
@@ -12595,7 +11873,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$737  = a3_win_1;
     if (\$527 ) begin
       \$737  = a2_win_1;
@@ -12605,7 +11883,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$738  = a3_win_2;
     if (\$527 ) begin
       \$738  = a2_win_2;
@@ -12615,7 +11893,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$739  = \$signal$90 ;
     if (\$614 ) begin
       \$739  = 1'h0;
@@ -12628,7 +11906,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$740  = a2_oy;
     if (\$622 ) begin
       \$740  = c_row;
@@ -12638,7 +11916,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$741  = \$signal$91 ;
     if (\$622 ) begin
       \$741  = 1'h0;
@@ -12648,7 +11926,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$742  = a2_bits;
     if (\$622 ) begin
       \$742  = \$623 ;
@@ -12658,7 +11936,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$743  = a2_win_0;
     if (\$622 ) begin
       \$743  = \$624 ;
@@ -12668,7 +11946,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$744  = a2_win_1;
     if (\$622 ) begin
       \$744  = \$625 ;
@@ -12678,7 +11956,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$745  = a2_win_2;
     if (\$622 ) begin
       \$745  = \$626 ;
@@ -12688,7 +11966,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$746  = a_v;
     if (\$633 ) begin
       \$746  = 1'h0;
@@ -12701,7 +11979,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$747  = a_oh;
     if (\$645 ) begin
       \$747  = \$316 [0];
@@ -12711,7 +11989,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$748  = eof_done;
     if (\$668 ) begin
       \$748  = 1'h1;
@@ -12724,7 +12002,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$749  = \$671 ;
     if (frame_reset) begin
       \$749  = 1'h0;
@@ -12734,14 +12012,14 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$750  = \$674 ;
     if (rst) begin
       \$750  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$751  = \$678 [3:0];
     if (frame_reset) begin
       \$751  = 4'h0;
@@ -12819,7 +12097,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -12901,7 +12179,7 @@ module \top.layer1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [0];
@@ -12911,7 +12189,7 @@ module \top.layer1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [0];
@@ -12921,7 +12199,7 @@ module \top.layer1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [1:0];
@@ -12944,7 +12222,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_in__valid, sites_in__payload, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, clk
 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -13536,7 +12814,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$144  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -13551,7 +12829,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$145  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -13568,7 +12846,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$146  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -13582,7 +12860,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$147  = \$signal$21 ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -13596,21 +12874,21 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$148  = height_m1;
     if (rst) begin
       \$148  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$149  = width_m1;
     if (rst) begin
       \$149  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$150  = entry_0;
     if (\$40 ) begin
       \$150  = entry;
@@ -13620,7 +12898,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$151  = entry_0_valid;
     if (\$40 ) begin
       \$151  = 1'h1;
@@ -13635,21 +12913,21 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$152  = \$52 ;
     if (rst) begin
       \$152  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$153  = \$60 ;
     if (rst) begin
       \$153  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$154  = entry_1;
     if (\$65 ) begin
       \$154  = entry;
@@ -13659,7 +12937,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$155  = entry_1_valid;
     if (\$65 ) begin
       \$155  = 1'h1;
@@ -13674,21 +12952,21 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$156  = \$77 ;
     if (rst) begin
       \$156  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$157  = \$85 ;
     if (rst) begin
       \$157  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$158  = \$signal$60 ;
     if (\$88 ) begin
       \$158  = \$89 ;
@@ -13698,7 +12976,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$159  = rp;
     if (take) begin
       \$159  = \$90 ;
@@ -13708,7 +12986,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$160  = done_rows;
     if (\$114 ) begin
       \$160  = { 2'h0, got[35:32] };
@@ -13721,7 +12999,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$161  = busy;
     if (take) begin
       \$161  = 1'h1;
@@ -13734,7 +13012,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$162  = eof_seen;
     if (take) begin
       if (got[40]) begin
@@ -13749,7 +13027,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$163  = \$signal$40 ;
     if (take) begin
       if (got[40]) begin
@@ -13767,7 +13045,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$164  = error;
     if (take) begin
       if (got[40]) begin
@@ -13787,7 +13065,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$165  = has_last;
     if (take) begin
       if (got[40]) begin
@@ -13805,7 +13083,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$166  = last_y;
     if (take) begin
       if (got[40]) begin
@@ -13820,70 +13098,70 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$167  = \$122 ;
     if (rst) begin
       \$167  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$168  = \$126 ;
     if (rst) begin
       \$168  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$169  = got[44];
     if (rst) begin
       \$169  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$170  = got[33:32];
     if (rst) begin
       \$170  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$171  = got[39:36];
     if (rst) begin
       \$171  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$172  = got[35:32];
     if (rst) begin
       \$172  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$173  = { got[33:32], got[39:36], got[42] };
     if (rst) begin
       \$173  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$174  = got[31:0];
     if (rst) begin
       \$174  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$175  = \$127 ;
     if (rst) begin
       \$175  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$176  = bitmap_0;
     if (\$129 ) begin
       \$176  = \$131 ;
@@ -13893,7 +13171,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$177  = row_tag_0;
     if (\$129 ) begin
       if (\$signal$67 ) begin
@@ -13908,7 +13186,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$178  = bitmap_1;
     if (\$133 ) begin
       \$178  = \$135 ;
@@ -13918,7 +13196,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$179  = row_tag_1;
     if (\$133 ) begin
       if (\$signal$67 ) begin
@@ -13933,7 +13211,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$180  = bitmap_2;
     if (\$137 ) begin
       \$180  = \$139 ;
@@ -13943,7 +13221,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$181  = row_tag_2;
     if (\$137 ) begin
       if (\$signal$67 ) begin
@@ -13958,7 +13236,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$182  = bitmap_3;
     if (\$141 ) begin
       \$182  = \$143 ;
@@ -13968,7 +13246,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$183  = row_tag_3;
     if (\$141 ) begin
       if (\$signal$67 ) begin
@@ -14094,8 +13372,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
-  reg [31:0] \$1 ;
   wire [6:0] \$signature__addr ;
   wire [31:0] \$signature__data ;
   wire \$signature__en ;
@@ -14104,6 +13380,8 @@ module \top.layer1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr,
   wire [6:0] r_addr;
   output [31:0] r_data;
   reg [31:0] r_data = 32'd0;
+  (* init = 32'd0 *)
+  wire [31:0] r_reg;
   input [6:0] rd__addr;
   wire [6:0] rd__addr;
   wire [31:0] rd__data;
@@ -14257,40 +13535,21 @@ module \top.layer1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr,
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 32'd0;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
-  reg [21:0] \$100 ;
-  reg [21:0] \$101 ;
-  reg [21:0] \$102 ;
-  reg [13:0] \$103 ;
-  reg [13:0] \$104 ;
-  reg [13:0] \$105 ;
-  reg [13:0] \$106 ;
-  reg [21:0] \$107 ;
-  reg [21:0] \$108 ;
-  reg [21:0] \$109 ;
   wire [15:0] \$11 ;
-  reg [21:0] \$110 ;
-  reg \$111 ;
-  reg [10:0] \$112 ;
   wire [15:0] \$12 ;
   wire [15:0] \$13 ;
   wire [15:0] \$14 ;
@@ -14325,68 +13584,21 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \$40 ;
   reg [172:0] \$41 ;
   reg \$42 ;
-  reg [7:0] \$43 ;
-  reg [7:0] \$44 ;
-  reg [16:0] \$45 ;
-  reg [7:0] \$46 ;
-  reg [7:0] \$47 ;
-  reg [16:0] \$48 ;
-  reg [7:0] \$49 ;
+  reg [13:0] \$43 ;
+  reg [13:0] \$44 ;
+  reg [13:0] \$45 ;
+  reg [13:0] \$46 ;
+  reg [21:0] \$47 ;
+  reg [21:0] \$48 ;
+  reg [21:0] \$49 ;
   wire [15:0] \$5 ;
-  reg [7:0] \$50 ;
-  reg [16:0] \$51 ;
-  reg [7:0] \$52 ;
-  reg [7:0] \$53 ;
-  reg [16:0] \$54 ;
-  reg [7:0] \$55 ;
-  reg [7:0] \$56 ;
-  reg [16:0] \$57 ;
-  reg [7:0] \$58 ;
-  reg [7:0] \$59 ;
+  reg [21:0] \$50 ;
+  reg \$51 ;
+  reg [10:0] \$52 ;
   wire [15:0] \$6 ;
-  reg [16:0] \$60 ;
-  reg [7:0] \$61 ;
-  reg [7:0] \$62 ;
-  reg [16:0] \$63 ;
-  reg [7:0] \$64 ;
-  reg [7:0] \$65 ;
-  reg [16:0] \$66 ;
-  reg [7:0] \$67 ;
-  reg [7:0] \$68 ;
-  reg [16:0] \$69 ;
   wire [15:0] \$7 ;
-  reg [7:0] \$70 ;
-  reg [7:0] \$71 ;
-  reg [16:0] \$72 ;
-  reg [7:0] \$73 ;
-  reg [7:0] \$74 ;
-  reg [16:0] \$75 ;
-  reg [7:0] \$76 ;
-  reg [7:0] \$77 ;
-  reg [16:0] \$78 ;
-  reg [7:0] \$79 ;
   wire [15:0] \$8 ;
-  reg [7:0] \$80 ;
-  reg [16:0] \$81 ;
-  reg [7:0] \$82 ;
-  reg [7:0] \$83 ;
-  reg [16:0] \$84 ;
-  reg [7:0] \$85 ;
-  reg [7:0] \$86 ;
-  reg [16:0] \$87 ;
-  reg [7:0] \$88 ;
-  reg [7:0] \$89 ;
   wire [15:0] \$9 ;
-  reg [16:0] \$90 ;
-  reg [21:0] \$91 ;
-  reg [21:0] \$92 ;
-  reg [21:0] \$93 ;
-  reg [21:0] \$94 ;
-  reg [21:0] \$95 ;
-  reg [21:0] \$96 ;
-  reg [21:0] \$97 ;
-  reg [21:0] \$98 ;
-  reg [21:0] \$99 ;
   reg [21:0] acc_0 = 22'h000000;
   reg [21:0] acc_1 = 22'h000000;
   reg [21:0] acc_2 = 22'h000000;
@@ -14562,6 +13774,140 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   reg [21:0] tree_3_l2_0 = 22'h000000;
   (* init = 22'h000000 *)
   wire [21:0] tree_3_sum;
+  always @(posedge clk)
+    prod_0_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_0_1_b <= operands[47:40];
+  always @(posedge clk)
+    prod_0_1_p <= { \$2 [15], \$2  };
+  always @(posedge clk)
+    prod_0_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_0_2_b <= operands[55:48];
+  always @(posedge clk)
+    prod_0_2_p <= { \$3 [15], \$3  };
+  always @(posedge clk)
+    prod_0_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_0_3_b <= operands[63:56];
+  always @(posedge clk)
+    prod_0_3_p <= { \$4 [15], \$4  };
+  always @(posedge clk)
+    prod_1_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_1_0_b <= operands[71:64];
+  always @(posedge clk)
+    prod_1_0_p <= { \$5 [15], \$5  };
+  always @(posedge clk)
+    prod_1_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_1_1_b <= operands[79:72];
+  always @(posedge clk)
+    prod_1_1_p <= { \$6 [15], \$6  };
+  always @(posedge clk)
+    prod_1_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_1_2_b <= operands[87:80];
+  always @(posedge clk)
+    prod_1_2_p <= { \$7 [15], \$7  };
+  always @(posedge clk)
+    prod_1_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_1_3_b <= operands[95:88];
+  always @(posedge clk)
+    prod_1_3_p <= { \$8 [15], \$8  };
+  always @(posedge clk)
+    prod_2_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_2_0_b <= operands[103:96];
+  always @(posedge clk)
+    prod_2_0_p <= { \$9 [15], \$9  };
+  always @(posedge clk)
+    prod_2_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_2_1_b <= operands[111:104];
+  always @(posedge clk)
+    prod_2_1_p <= { \$10 [15], \$10  };
+  always @(posedge clk)
+    prod_2_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_2_2_b <= operands[119:112];
+  always @(posedge clk)
+    prod_2_2_p <= { \$11 [15], \$11  };
+  always @(posedge clk)
+    prod_2_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_2_3_b <= operands[127:120];
+  always @(posedge clk)
+    prod_2_3_p <= { \$12 [15], \$12  };
+  always @(posedge clk)
+    prod_3_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_3_0_b <= operands[135:128];
+  always @(posedge clk)
+    prod_3_0_p <= { \$13 [15], \$13  };
+  always @(posedge clk)
+    prod_3_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_3_1_b <= operands[143:136];
+  always @(posedge clk)
+    prod_3_1_p <= { \$14 [15], \$14  };
+  always @(posedge clk)
+    prod_3_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_3_2_b <= operands[151:144];
+  always @(posedge clk)
+    prod_3_2_p <= { \$15 [15], \$15  };
+  always @(posedge clk)
+    prod_3_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_3_3_b <= operands[159:152];
+  always @(posedge clk)
+    prod_3_3_p <= { \$16 [15], \$16  };
+  always @(posedge clk)
+    tree_0_l1_0 <= { \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17  };
+  always @(posedge clk)
+    tree_0_l1_1 <= { \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18  };
+  always @(posedge clk)
+    tree_0_l2_0 <= \$19 [21:0];
+  always @(posedge clk)
+    tree_1_l1_0 <= { \$20 [17], \$20 [17], \$20 [17], \$20 [17], \$20  };
+  always @(posedge clk)
+    tree_1_l1_1 <= { \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21  };
+  always @(posedge clk)
+    tree_1_l2_0 <= \$22 [21:0];
+  always @(posedge clk)
+    tree_2_l1_0 <= { \$23 [17], \$23 [17], \$23 [17], \$23 [17], \$23  };
+  always @(posedge clk)
+    tree_2_l1_1 <= { \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24  };
+  always @(posedge clk)
+    tree_2_l2_0 <= \$25 [21:0];
+  always @(posedge clk)
+    tree_3_l1_0 <= { \$26 [17], \$26 [17], \$26 [17], \$26 [17], \$26  };
+  always @(posedge clk)
+    tree_3_l1_1 <= { \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27  };
+  always @(posedge clk)
+    tree_3_l2_0 <= \$28 [21:0];
+  always @(posedge clk)
+    mac_ctl_d1 <= \$43 ;
+  always @(posedge clk)
+    mac_ctl_d2 <= \$44 ;
+  always @(posedge clk)
+    mac_ctl_d3 <= \$45 ;
+  always @(posedge clk)
+    mac_ctl_d4 <= \$46 ;
+  always @(posedge clk)
+    acc_0 <= \$47 ;
+  always @(posedge clk)
+    acc_1 <= \$48 ;
+  always @(posedge clk)
+    acc_2 <= \$49 ;
+  always @(posedge clk)
+    acc_3 <= \$50 ;
+  always @(posedge clk)
+    out_v <= \$51 ;
+  always @(posedge clk)
+    out_meta <= \$52 ;
   assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
   assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
   assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
@@ -14607,659 +13953,105 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     op_v <= \$42 ;
   always @(posedge clk)
-    prod_0_0_a <= \$43 ;
+    prod_0_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_0_0_b <= \$44 ;
+    prod_0_0_b <= operands[39:32];
   always @(posedge clk)
-    prod_0_0_p <= \$45 ;
-  always @(posedge clk)
-    prod_0_1_a <= \$46 ;
-  always @(posedge clk)
-    prod_0_1_b <= \$47 ;
-  always @(posedge clk)
-    prod_0_1_p <= \$48 ;
-  always @(posedge clk)
-    prod_0_2_a <= \$49 ;
-  always @(posedge clk)
-    prod_0_2_b <= \$50 ;
-  always @(posedge clk)
-    prod_0_2_p <= \$51 ;
-  always @(posedge clk)
-    prod_0_3_a <= \$52 ;
-  always @(posedge clk)
-    prod_0_3_b <= \$53 ;
-  always @(posedge clk)
-    prod_0_3_p <= \$54 ;
-  always @(posedge clk)
-    prod_1_0_a <= \$55 ;
-  always @(posedge clk)
-    prod_1_0_b <= \$56 ;
-  always @(posedge clk)
-    prod_1_0_p <= \$57 ;
-  always @(posedge clk)
-    prod_1_1_a <= \$58 ;
-  always @(posedge clk)
-    prod_1_1_b <= \$59 ;
-  always @(posedge clk)
-    prod_1_1_p <= \$60 ;
-  always @(posedge clk)
-    prod_1_2_a <= \$61 ;
-  always @(posedge clk)
-    prod_1_2_b <= \$62 ;
-  always @(posedge clk)
-    prod_1_2_p <= \$63 ;
-  always @(posedge clk)
-    prod_1_3_a <= \$64 ;
-  always @(posedge clk)
-    prod_1_3_b <= \$65 ;
-  always @(posedge clk)
-    prod_1_3_p <= \$66 ;
-  always @(posedge clk)
-    prod_2_0_a <= \$67 ;
-  always @(posedge clk)
-    prod_2_0_b <= \$68 ;
-  always @(posedge clk)
-    prod_2_0_p <= \$69 ;
-  always @(posedge clk)
-    prod_2_1_a <= \$70 ;
-  always @(posedge clk)
-    prod_2_1_b <= \$71 ;
-  always @(posedge clk)
-    prod_2_1_p <= \$72 ;
-  always @(posedge clk)
-    prod_2_2_a <= \$73 ;
-  always @(posedge clk)
-    prod_2_2_b <= \$74 ;
-  always @(posedge clk)
-    prod_2_2_p <= \$75 ;
-  always @(posedge clk)
-    prod_2_3_a <= \$76 ;
-  always @(posedge clk)
-    prod_2_3_b <= \$77 ;
-  always @(posedge clk)
-    prod_2_3_p <= \$78 ;
-  always @(posedge clk)
-    prod_3_0_a <= \$79 ;
-  always @(posedge clk)
-    prod_3_0_b <= \$80 ;
-  always @(posedge clk)
-    prod_3_0_p <= \$81 ;
-  always @(posedge clk)
-    prod_3_1_a <= \$82 ;
-  always @(posedge clk)
-    prod_3_1_b <= \$83 ;
-  always @(posedge clk)
-    prod_3_1_p <= \$84 ;
-  always @(posedge clk)
-    prod_3_2_a <= \$85 ;
-  always @(posedge clk)
-    prod_3_2_b <= \$86 ;
-  always @(posedge clk)
-    prod_3_2_p <= \$87 ;
-  always @(posedge clk)
-    prod_3_3_a <= \$88 ;
-  always @(posedge clk)
-    prod_3_3_b <= \$89 ;
-  always @(posedge clk)
-    prod_3_3_p <= \$90 ;
-  always @(posedge clk)
-    tree_0_l1_0 <= \$91 ;
-  always @(posedge clk)
-    tree_0_l1_1 <= \$92 ;
-  always @(posedge clk)
-    tree_0_l2_0 <= \$93 ;
-  always @(posedge clk)
-    tree_1_l1_0 <= \$94 ;
-  always @(posedge clk)
-    tree_1_l1_1 <= \$95 ;
-  always @(posedge clk)
-    tree_1_l2_0 <= \$96 ;
-  always @(posedge clk)
-    tree_2_l1_0 <= \$97 ;
-  always @(posedge clk)
-    tree_2_l1_1 <= \$98 ;
-  always @(posedge clk)
-    tree_2_l2_0 <= \$99 ;
-  always @(posedge clk)
-    tree_3_l1_0 <= \$100 ;
-  always @(posedge clk)
-    tree_3_l1_1 <= \$101 ;
-  always @(posedge clk)
-    tree_3_l2_0 <= \$102 ;
-  always @(posedge clk)
-    mac_ctl_d1 <= \$103 ;
-  always @(posedge clk)
-    mac_ctl_d2 <= \$104 ;
-  always @(posedge clk)
-    mac_ctl_d3 <= \$105 ;
-  always @(posedge clk)
-    mac_ctl_d4 <= \$106 ;
-  always @(posedge clk)
-    acc_0 <= \$107 ;
-  always @(posedge clk)
-    acc_1 <= \$108 ;
-  always @(posedge clk)
-    acc_2 <= \$109 ;
-  always @(posedge clk)
-    acc_3 <= \$110 ;
-  always @(posedge clk)
-    out_v <= \$111 ;
-  always @(posedge clk)
-    out_meta <= \$112 ;
+    prod_0_0_p <= { \$1 [15], \$1  };
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$43  = ctl;
+    if (rst) begin
+      \$43  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$44  = mac_ctl_d1;
+    if (rst) begin
+      \$44  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$45  = mac_ctl_d2;
+    if (rst) begin
+      \$45  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$46  = mac_ctl_d3;
+    if (rst) begin
+      \$46  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$47  = acc_0;
+    if (\$30 ) begin
+      \$47  = \$32 [21:0];
+    end
+    if (rst) begin
+      \$47  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$48  = acc_1;
+    if (\$30 ) begin
+      \$48  = \$34 [21:0];
+    end
+    if (rst) begin
+      \$48  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$49  = acc_2;
+    if (\$30 ) begin
+      \$49  = \$36 [21:0];
+    end
+    if (rst) begin
+      \$49  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$50  = acc_3;
+    if (\$30 ) begin
+      \$50  = \$38 [21:0];
+    end
+    if (rst) begin
+      \$50  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$51  = \$40 ;
+    if (rst) begin
+      \$51  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$52  = mac_ctl_d4[13:3];
+    if (rst) begin
+      \$52  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$41  = steps__payload;
     if (rst) begin
       \$41  = 173'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$42  = steps__valid;
     if (rst) begin
       \$42  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$43  = operands[7:0];
-    if (rst) begin
-      \$43  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$44  = operands[39:32];
-    if (rst) begin
-      \$44  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$45  = { \$1 [15], \$1  };
-    if (rst) begin
-      \$45  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$46  = operands[15:8];
-    if (rst) begin
-      \$46  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$47  = operands[47:40];
-    if (rst) begin
-      \$47  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$48  = { \$2 [15], \$2  };
-    if (rst) begin
-      \$48  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$49  = operands[23:16];
-    if (rst) begin
-      \$49  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$50  = operands[55:48];
-    if (rst) begin
-      \$50  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$51  = { \$3 [15], \$3  };
-    if (rst) begin
-      \$51  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$52  = operands[31:24];
-    if (rst) begin
-      \$52  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$53  = operands[63:56];
-    if (rst) begin
-      \$53  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$54  = { \$4 [15], \$4  };
-    if (rst) begin
-      \$54  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$55  = operands[7:0];
-    if (rst) begin
-      \$55  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$56  = operands[71:64];
-    if (rst) begin
-      \$56  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$57  = { \$5 [15], \$5  };
-    if (rst) begin
-      \$57  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$58  = operands[15:8];
-    if (rst) begin
-      \$58  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$59  = operands[79:72];
-    if (rst) begin
-      \$59  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$60  = { \$6 [15], \$6  };
-    if (rst) begin
-      \$60  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$61  = operands[23:16];
-    if (rst) begin
-      \$61  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$62  = operands[87:80];
-    if (rst) begin
-      \$62  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$63  = { \$7 [15], \$7  };
-    if (rst) begin
-      \$63  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$64  = operands[31:24];
-    if (rst) begin
-      \$64  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$65  = operands[95:88];
-    if (rst) begin
-      \$65  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$66  = { \$8 [15], \$8  };
-    if (rst) begin
-      \$66  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$67  = operands[7:0];
-    if (rst) begin
-      \$67  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$68  = operands[103:96];
-    if (rst) begin
-      \$68  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$69  = { \$9 [15], \$9  };
-    if (rst) begin
-      \$69  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$70  = operands[15:8];
-    if (rst) begin
-      \$70  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$71  = operands[111:104];
-    if (rst) begin
-      \$71  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$72  = { \$10 [15], \$10  };
-    if (rst) begin
-      \$72  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$73  = operands[23:16];
-    if (rst) begin
-      \$73  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$74  = operands[119:112];
-    if (rst) begin
-      \$74  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$75  = { \$11 [15], \$11  };
-    if (rst) begin
-      \$75  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$76  = operands[31:24];
-    if (rst) begin
-      \$76  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$77  = operands[127:120];
-    if (rst) begin
-      \$77  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$78  = { \$12 [15], \$12  };
-    if (rst) begin
-      \$78  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$79  = operands[7:0];
-    if (rst) begin
-      \$79  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$80  = operands[135:128];
-    if (rst) begin
-      \$80  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$81  = { \$13 [15], \$13  };
-    if (rst) begin
-      \$81  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$82  = operands[15:8];
-    if (rst) begin
-      \$82  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$83  = operands[143:136];
-    if (rst) begin
-      \$83  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$84  = { \$14 [15], \$14  };
-    if (rst) begin
-      \$84  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$85  = operands[23:16];
-    if (rst) begin
-      \$85  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$86  = operands[151:144];
-    if (rst) begin
-      \$86  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$87  = { \$15 [15], \$15  };
-    if (rst) begin
-      \$87  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$88  = operands[31:24];
-    if (rst) begin
-      \$88  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$89  = operands[159:152];
-    if (rst) begin
-      \$89  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$90  = { \$16 [15], \$16  };
-    if (rst) begin
-      \$90  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$91  = { \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17  };
-    if (rst) begin
-      \$91  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$92  = { \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18  };
-    if (rst) begin
-      \$92  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$93  = \$19 [21:0];
-    if (rst) begin
-      \$93  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$94  = { \$20 [17], \$20 [17], \$20 [17], \$20 [17], \$20  };
-    if (rst) begin
-      \$94  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$95  = { \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21  };
-    if (rst) begin
-      \$95  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$96  = \$22 [21:0];
-    if (rst) begin
-      \$96  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$97  = { \$23 [17], \$23 [17], \$23 [17], \$23 [17], \$23  };
-    if (rst) begin
-      \$97  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$98  = { \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24  };
-    if (rst) begin
-      \$98  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$99  = \$25 [21:0];
-    if (rst) begin
-      \$99  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$100  = { \$26 [17], \$26 [17], \$26 [17], \$26 [17], \$26  };
-    if (rst) begin
-      \$100  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$101  = { \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27  };
-    if (rst) begin
-      \$101  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$102  = \$28 [21:0];
-    if (rst) begin
-      \$102  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$103  = ctl;
-    if (rst) begin
-      \$103  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$104  = mac_ctl_d1;
-    if (rst) begin
-      \$104  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$105  = mac_ctl_d2;
-    if (rst) begin
-      \$105  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$106  = mac_ctl_d3;
-    if (rst) begin
-      \$106  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$107  = acc_0;
-    if (\$30 ) begin
-      \$107  = \$32 [21:0];
-    end
-    if (rst) begin
-      \$107  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$108  = acc_1;
-    if (\$30 ) begin
-      \$108  = \$34 [21:0];
-    end
-    if (rst) begin
-      \$108  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$109  = acc_2;
-    if (\$30 ) begin
-      \$109  = \$36 [21:0];
-    end
-    if (rst) begin
-      \$109  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$110  = acc_3;
-    if (\$30 ) begin
-      \$110  = \$38 [21:0];
-    end
-    if (rst) begin
-      \$110  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$111  = \$40 ;
-    if (rst) begin
-      \$111  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$112  = mac_ctl_d4[13:3];
-    if (rst) begin
-      \$112  = 11'h000;
     end
   end
   assign tree_0_sum = tree_0_l2_0;
@@ -15361,7 +14153,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -15472,7 +14264,7 @@ module \top.layer1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -15482,7 +14274,7 @@ module \top.layer1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -15492,7 +14284,7 @@ module \top.layer1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -15514,8 +14306,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
-  reg [127:0] \$1 ;
   wire \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
@@ -15524,6 +14314,8 @@ module \top.layer1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] r_reg;
   input rd__addr;
   wire rd__addr;
   wire [127:0] rd__data;
@@ -15551,27 +14343,20 @@ module \top.layer1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 128'h00000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire [52:0] \$1 ;
   wire \$10 ;
-  reg \$100 ;
   wire \$11 ;
   wire \$12 ;
   wire [22:0] \$13 ;
@@ -15624,51 +14409,24 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [15:0] \$56 ;
   reg [10:0] \$57 ;
   reg \$58 ;
-  reg [16:0] \$59 ;
+  reg [10:0] \$59 ;
   wire \$6 ;
-  reg [15:0] \$60 ;
-  reg [33:0] \$61 ;
-  reg [4:0] \$62 ;
-  reg [15:0] \$63 ;
-  reg [21:0] \$64 ;
-  reg [37:0] \$65 ;
-  reg [16:0] \$66 ;
-  reg [15:0] \$67 ;
-  reg [33:0] \$68 ;
-  reg [4:0] \$69 ;
+  reg [10:0] \$60 ;
+  reg [10:0] \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg [22:0] \$65 ;
+  reg [22:0] \$66 ;
+  reg [22:0] \$67 ;
+  reg [22:0] \$68 ;
+  reg [10:0] \$69 ;
   wire \$7 ;
-  reg [15:0] \$70 ;
-  reg [21:0] \$71 ;
-  reg [37:0] \$72 ;
-  reg [16:0] \$73 ;
-  reg [15:0] \$74 ;
-  reg [33:0] \$75 ;
-  reg [4:0] \$76 ;
-  reg [15:0] \$77 ;
-  reg [21:0] \$78 ;
-  reg [37:0] \$79 ;
+  reg \$70 ;
+  reg [42:0] \$71 ;
+  reg \$72 ;
   wire \$8 ;
-  reg [16:0] \$80 ;
-  reg [15:0] \$81 ;
-  reg [33:0] \$82 ;
-  reg [4:0] \$83 ;
-  reg [15:0] \$84 ;
-  reg [21:0] \$85 ;
-  reg [37:0] \$86 ;
-  reg [10:0] \$87 ;
-  reg [10:0] \$88 ;
-  reg [10:0] \$89 ;
   wire \$9 ;
-  reg \$90 ;
-  reg \$91 ;
-  reg \$92 ;
-  reg [22:0] \$93 ;
-  reg [22:0] \$94 ;
-  reg [22:0] \$95 ;
-  reg [22:0] \$96 ;
-  reg [10:0] \$97 ;
-  reg \$98 ;
-  reg [42:0] \$99 ;
   reg [98:0] beat_d1 = 99'h0000000000000000000000000;
   wire [87:0] \beat_d1.acc ;
   wire [21:0] \beat_d1.acc[0] ;
@@ -15842,29 +14600,6 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [3:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
-  assign \$5  = ~ rounded_0[22];
-  assign \$6  = | rounded_0[21:7];
-  assign clamp_0_over = \$5  & \$6 ;
-  assign \$7  = ~ rounded_1[22];
-  assign \$8  = | rounded_1[21:7];
-  assign clamp_1_over = \$7  & \$8 ;
-  assign \$9  = ~ rounded_2[22];
-  assign \$10  = | rounded_2[21:7];
-  assign clamp_2_over = \$9  & \$10 ;
-  assign \$11  = ~ rounded_3[22];
-  assign \$12  = | rounded_3[21:7];
-  assign clamp_3_over = \$11  & \$12 ;
-  assign \$13  = $signed(beat_d2[21:0]) + $signed(rq_data[15:0]);
-  assign \$14  = $signed(beat_d2[43:22]) + $signed(rq_data[31:16]);
-  assign \$15  = $signed(beat_d2[65:44]) + $signed(rq_data[47:32]);
-  assign \$16  = $signed(beat_d2[87:66]) + $signed(rq_data[63:48]);
-  assign \$17  = scaled_0_pp00_a * scaled_0_pp00_b;
-  assign \$18  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$19  = $signed(scaled_0_pp00_p) + $signed(\$1 [37:0]);
-  assign \$20  = scaled_1_pp00_a * scaled_1_pp00_b;
-  assign \$21  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$22  = $signed(scaled_1_pp00_p) + $signed(\$2 [37:0]);
-  assign \$23  = scaled_2_pp00_a * scaled_2_pp00_b;
   assign \$24  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
   assign \$25  = $signed(scaled_2_pp00_p) + $signed(\$3 [37:0]);
   assign \$26  = scaled_3_pp00_a * scaled_3_pp00_b;
@@ -15911,483 +14646,310 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     rq_v1_d1 <= \$58 ;
   always @(posedge clk)
-    scaled_0_pp00_a <= \$59 ;
+    scaled_0_pp00_a <= biased_0[16:0];
   always @(posedge clk)
-    scaled_0_pp00_b <= \$60 ;
+    scaled_0_pp00_b <= scale_0;
   always @(posedge clk)
-    scaled_0_pp00_p <= \$61 ;
+    scaled_0_pp00_p <= { 1'h0, \$17  };
   always @(posedge clk)
-    scaled_0_pp10_a <= \$62 ;
+    scaled_0_pp10_a <= biased_0[21:17];
   always @(posedge clk)
-    scaled_0_pp10_b <= \$63 ;
+    scaled_0_pp10_b <= scale_0;
   always @(posedge clk)
-    scaled_0_pp10_p <= \$64 ;
+    scaled_0_pp10_p <= { \$18 [20], \$18  };
   always @(posedge clk)
-    scaled_0_sum <= \$65 ;
+    scaled_0_sum <= \$19 [37:0];
   always @(posedge clk)
-    scaled_1_pp00_a <= \$66 ;
+    scaled_1_pp00_a <= biased_1[16:0];
   always @(posedge clk)
-    scaled_1_pp00_b <= \$67 ;
+    scaled_1_pp00_b <= scale_1;
   always @(posedge clk)
-    scaled_1_pp00_p <= \$68 ;
+    scaled_1_pp00_p <= { 1'h0, \$20  };
   always @(posedge clk)
-    scaled_1_pp10_a <= \$69 ;
+    scaled_1_pp10_a <= biased_1[21:17];
   always @(posedge clk)
-    scaled_1_pp10_b <= \$70 ;
+    scaled_1_pp10_b <= scale_1;
   always @(posedge clk)
-    scaled_1_pp10_p <= \$71 ;
+    scaled_1_pp10_p <= { \$21 [20], \$21  };
   always @(posedge clk)
-    scaled_1_sum <= \$72 ;
+    scaled_1_sum <= \$22 [37:0];
   always @(posedge clk)
-    scaled_2_pp00_a <= \$73 ;
+    scaled_2_pp00_a <= biased_2[16:0];
   always @(posedge clk)
-    scaled_2_pp00_b <= \$74 ;
+    scaled_2_pp00_b <= scale_2;
   always @(posedge clk)
-    scaled_2_pp00_p <= \$75 ;
+    scaled_2_pp00_p <= { 1'h0, \$23  };
   always @(posedge clk)
-    scaled_2_pp10_a <= \$76 ;
+    scaled_2_pp10_a <= biased_2[21:17];
   always @(posedge clk)
-    scaled_2_pp10_b <= \$77 ;
+    scaled_2_pp10_b <= scale_2;
   always @(posedge clk)
-    scaled_2_pp10_p <= \$78 ;
+    scaled_2_pp10_p <= { \$24 [20], \$24  };
   always @(posedge clk)
-    scaled_2_sum <= \$79 ;
+    scaled_2_sum <= \$25 [37:0];
   always @(posedge clk)
-    scaled_3_pp00_a <= \$80 ;
+    scaled_3_pp00_a <= biased_3[16:0];
   always @(posedge clk)
-    scaled_3_pp00_b <= \$81 ;
+    scaled_3_pp00_b <= scale_3;
   always @(posedge clk)
-    scaled_3_pp00_p <= \$82 ;
+    scaled_3_pp00_p <= { 1'h0, \$26  };
   always @(posedge clk)
-    scaled_3_pp10_a <= \$83 ;
+    scaled_3_pp10_a <= biased_3[21:17];
   always @(posedge clk)
-    scaled_3_pp10_b <= \$84 ;
+    scaled_3_pp10_b <= scale_3;
   always @(posedge clk)
-    scaled_3_pp10_p <= \$85 ;
+    scaled_3_pp10_p <= { \$27 [20], \$27  };
   always @(posedge clk)
-    scaled_3_sum <= \$86 ;
+    scaled_3_sum <= \$28 [37:0];
   always @(posedge clk)
-    rq_meta2_d1 <= \$87 ;
+    rq_meta2_d1 <= \$59 ;
   always @(posedge clk)
-    rq_meta2_d2 <= \$88 ;
+    rq_meta2_d2 <= \$60 ;
   always @(posedge clk)
-    rq_meta2_d3 <= \$89 ;
+    rq_meta2_d3 <= \$61 ;
   always @(posedge clk)
-    rq_v2_d1 <= \$90 ;
+    rq_v2_d1 <= \$62 ;
   always @(posedge clk)
-    rq_v2_d2 <= \$91 ;
+    rq_v2_d2 <= \$63 ;
   always @(posedge clk)
-    rq_v2_d3 <= \$92 ;
+    rq_v2_d3 <= \$64 ;
   always @(posedge clk)
-    rounded_0 <= \$93 ;
+    rounded_0 <= \$65 ;
   always @(posedge clk)
-    rounded_1 <= \$94 ;
+    rounded_1 <= \$66 ;
   always @(posedge clk)
-    rounded_2 <= \$95 ;
+    rounded_2 <= \$67 ;
   always @(posedge clk)
-    rounded_3 <= \$96 ;
+    rounded_3 <= \$68 ;
   always @(posedge clk)
-    rq_meta3_d1 <= \$97 ;
+    rq_meta3_d1 <= \$69 ;
   always @(posedge clk)
-    rq_v3_d1 <= \$98 ;
+    rq_v3_d1 <= \$70 ;
   always @(posedge clk)
-    feats__payload <= \$99 ;
+    feats__payload <= \$71 ;
   always @(posedge clk)
-    feats__valid <= \$100 ;
+    feats__valid <= \$72 ;
+  assign \$5  = ~ rounded_0[22];
+  assign \$6  = | rounded_0[21:7];
+  assign clamp_0_over = \$5  & \$6 ;
+  assign \$7  = ~ rounded_1[22];
+  assign \$8  = | rounded_1[21:7];
+  assign clamp_1_over = \$7  & \$8 ;
+  assign \$9  = ~ rounded_2[22];
+  assign \$10  = | rounded_2[21:7];
+  assign clamp_2_over = \$9  & \$10 ;
+  assign \$11  = ~ rounded_3[22];
+  assign \$12  = | rounded_3[21:7];
+  assign clamp_3_over = \$11  & \$12 ;
+  assign \$13  = $signed(beat_d2[21:0]) + $signed(rq_data[15:0]);
+  assign \$14  = $signed(beat_d2[43:22]) + $signed(rq_data[31:16]);
+  assign \$15  = $signed(beat_d2[65:44]) + $signed(rq_data[47:32]);
+  assign \$16  = $signed(beat_d2[87:66]) + $signed(rq_data[63:48]);
+  assign \$17  = scaled_0_pp00_a * scaled_0_pp00_b;
+  assign \$18  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
+  assign \$19  = $signed(scaled_0_pp00_p) + $signed(\$1 [37:0]);
+  assign \$20  = scaled_1_pp00_a * scaled_1_pp00_b;
+  assign \$21  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
+  assign \$22  = $signed(scaled_1_pp00_p) + $signed(\$2 [37:0]);
+  assign \$23  = scaled_2_pp00_a * scaled_2_pp00_b;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$45  = sums__payload;
     if (rst) begin
       \$45  = 99'h0000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$46  = beat_d1;
     if (rst) begin
       \$46  = 99'h0000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$47  = sums__valid;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$48  = beat_v_d1;
     if (rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$49  = \$13 [21:0];
     if (rst) begin
       \$49  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$50  = \$14 [21:0];
     if (rst) begin
       \$50  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$51  = \$15 [21:0];
     if (rst) begin
       \$51  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$52  = \$16 [21:0];
     if (rst) begin
       \$52  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$53  = rq_data[79:64];
     if (rst) begin
       \$53  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$54  = rq_data[95:80];
     if (rst) begin
       \$54  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$55  = rq_data[111:96];
     if (rst) begin
       \$55  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$56  = rq_data[127:112];
     if (rst) begin
       \$56  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$57  = beat_d2[98:88];
     if (rst) begin
       \$57  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$58  = beat_v_d2;
     if (rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$59  = biased_0[16:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$59  = rq_meta1_d1;
     if (rst) begin
-      \$59  = 17'h00000;
+      \$59  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$60  = scale_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$60  = rq_meta2_d1;
     if (rst) begin
-      \$60  = 16'h0000;
+      \$60  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$61  = { 1'h0, \$17  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$61  = rq_meta2_d2;
     if (rst) begin
-      \$61  = 34'h000000000;
+      \$61  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$62  = biased_0[21:17];
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$62  = rq_v1_d1;
     if (rst) begin
-      \$62  = 5'h00;
+      \$62  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$63  = scale_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$63  = rq_v2_d1;
     if (rst) begin
-      \$63  = 16'h0000;
+      \$63  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$64  = { \$18 [20], \$18  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$64  = rq_v2_d2;
     if (rst) begin
-      \$64  = 22'h000000;
+      \$64  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$65  = \$19 [37:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$65  = \$30 [22:0];
     if (rst) begin
-      \$65  = 38'h0000000000;
+      \$65  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$66  = biased_1[16:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$66  = \$32 [22:0];
     if (rst) begin
-      \$66  = 17'h00000;
+      \$66  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$67  = scale_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$67  = \$34 [22:0];
     if (rst) begin
-      \$67  = 16'h0000;
+      \$67  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$68  = { 1'h0, \$20  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$68  = \$36 [22:0];
     if (rst) begin
-      \$68  = 34'h000000000;
+      \$68  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$69  = biased_1[21:17];
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$69  = rq_meta2_d3;
     if (rst) begin
-      \$69  = 5'h00;
+      \$69  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$70  = scale_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$70  = rq_v2_d3;
     if (rst) begin
-      \$70  = 16'h0000;
+      \$70  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$71  = { \$21 [20], \$21  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$71 [7:0] = \$38 ;
+    \$71 [15:8] = \$40 ;
+    \$71 [23:16] = \$42 ;
+    \$71 [31:24] = \$44 ;
+    \$71 [42:32] = rq_meta3_d1;
     if (rst) begin
-      \$71  = 22'h000000;
+      \$71  = 43'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$72  = \$22 [37:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$72  = rq_v3_d1;
     if (rst) begin
-      \$72  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$73  = biased_2[16:0];
-    if (rst) begin
-      \$73  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$74  = scale_2;
-    if (rst) begin
-      \$74  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$75  = { 1'h0, \$23  };
-    if (rst) begin
-      \$75  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$76  = biased_2[21:17];
-    if (rst) begin
-      \$76  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$77  = scale_2;
-    if (rst) begin
-      \$77  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$78  = { \$24 [20], \$24  };
-    if (rst) begin
-      \$78  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$79  = \$25 [37:0];
-    if (rst) begin
-      \$79  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$80  = biased_3[16:0];
-    if (rst) begin
-      \$80  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$81  = scale_3;
-    if (rst) begin
-      \$81  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$82  = { 1'h0, \$26  };
-    if (rst) begin
-      \$82  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$83  = biased_3[21:17];
-    if (rst) begin
-      \$83  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$84  = scale_3;
-    if (rst) begin
-      \$84  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$85  = { \$27 [20], \$27  };
-    if (rst) begin
-      \$85  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$86  = \$28 [37:0];
-    if (rst) begin
-      \$86  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$87  = rq_meta1_d1;
-    if (rst) begin
-      \$87  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$88  = rq_meta2_d1;
-    if (rst) begin
-      \$88  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$89  = rq_meta2_d2;
-    if (rst) begin
-      \$89  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$90  = rq_v1_d1;
-    if (rst) begin
-      \$90  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$91  = rq_v2_d1;
-    if (rst) begin
-      \$91  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$92  = rq_v2_d2;
-    if (rst) begin
-      \$92  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$93  = \$30 [22:0];
-    if (rst) begin
-      \$93  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$94  = \$32 [22:0];
-    if (rst) begin
-      \$94  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$95  = \$34 [22:0];
-    if (rst) begin
-      \$95  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$96  = \$36 [22:0];
-    if (rst) begin
-      \$96  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$97  = rq_meta2_d3;
-    if (rst) begin
-      \$97  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$98  = rq_v2_d3;
-    if (rst) begin
-      \$98  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$99 [7:0] = \$38 ;
-    \$99 [15:8] = \$40 ;
-    \$99 [23:16] = \$42 ;
-    \$99 [31:24] = \$44 ;
-    \$99 [42:32] = rq_meta3_d1;
-    if (rst) begin
-      \$99  = 43'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$100  = rq_v3_d1;
-    if (rst) begin
-      \$100  = 1'h0;
+      \$72  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[96];
@@ -16497,7 +15059,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [1:0] \$100 ;
@@ -16890,7 +15452,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   always @(posedge clk)
     steps__payload <= \$120 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$76  = p_v;
     if (p_take) begin
       \$76  = 1'h0;
@@ -16903,7 +15465,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$77  = p_site;
     if (\$44 ) begin
       \$77  = sites__payload;
@@ -16913,7 +15475,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$78  = p_cnt;
     if (\$44 ) begin
       \$78  = \$53 [3:0];
@@ -16923,7 +15485,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$79  = next_slot_0;
     if (\$44 ) begin
       \$79  = \$54 [1:0];
@@ -16933,7 +15495,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$80  = next_col_0;
     if (\$44 ) begin
       \$80  = \$55 [3:0];
@@ -16943,7 +15505,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$81  = next_slot_1;
     if (\$44 ) begin
       \$81  = \$56 [1:0];
@@ -16953,7 +15515,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$82  = next_col_1;
     if (\$44 ) begin
       \$82  = \$57 [3:0];
@@ -16963,7 +15525,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$83  = next_slot_2;
     if (\$44 ) begin
       \$83  = \$58 [1:0];
@@ -16973,7 +15535,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$84  = next_col_2;
     if (\$44 ) begin
       \$84  = \$59 [3:0];
@@ -16983,7 +15545,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$85  = first_r;
     if (issue) begin
       \$85  = 1'h0;
@@ -17005,7 +15567,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$86  = s_gi;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -17023,7 +15585,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$87  = \$signal ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -17041,7 +15603,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$88  = s_rem;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -17063,7 +15625,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$89  = s_n;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -17085,7 +15647,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$90  = \$signal$7 ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -17107,7 +15669,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$91  = s_go;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -17128,7 +15690,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$92  = go_last;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -17149,7 +15711,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$93  = sv;
     if (issue) begin
       if (\$73 ) begin
@@ -17164,7 +15726,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$94  = \$signal$10 ;
     if (p_take) begin
       \$94  = p_site[17];
@@ -17174,7 +15736,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$95  = s_err;
     if (p_take) begin
       \$95  = p_site[18];
@@ -17184,7 +15746,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$96  = \$signal$17 ;
     if (p_take) begin
       \$96  = p_site[3:0];
@@ -17194,7 +15756,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$97  = s_ox;
     if (p_take) begin
       \$97  = p_site[7:4];
@@ -17204,7 +15766,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$98  = \$signal$42 ;
     if (p_take) begin
       \$98  = p_site[16:8];
@@ -17214,7 +15776,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$99  = \$signal$43 ;
     if (p_take) begin
       \$99  = p_cnt;
@@ -17224,7 +15786,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$100  = slot_0;
     if (p_take) begin
       \$100  = next_slot_0;
@@ -17234,7 +15796,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$101  = slot_1;
     if (p_take) begin
       \$101  = next_slot_1;
@@ -17244,7 +15806,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$102  = slot_2;
     if (p_take) begin
       \$102  = next_slot_2;
@@ -17254,7 +15816,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$103  = col_0;
     if (p_take) begin
       \$103  = next_col_0;
@@ -17264,7 +15826,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$104  = col_1;
     if (p_take) begin
       \$104  = next_col_1;
@@ -17274,7 +15836,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$105  = col_2;
     if (p_take) begin
       \$105  = next_col_2;
@@ -17284,49 +15846,49 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$106  = issue;
     if (rst) begin
       \$106  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$107  = first_r;
     if (rst) begin
       \$107  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$108  = last;
     if (rst) begin
       \$108  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$109  = \$4 [8:0];
     if (rst) begin
       \$109  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$110  = s_go;
     if (rst) begin
       \$110  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$111  = s_gi;
     if (rst) begin
       \$111  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$112 [3:0] = \$signal$17 ;
     \$112 [7:4] = s_ox;
     \$112 [8] = s_go;
@@ -17337,56 +15899,56 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$113  = slot_0;
     if (rst) begin
       \$113  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$114  = slot_1;
     if (rst) begin
       \$114  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$115  = slot_2;
     if (rst) begin
       \$115  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$116  = col_0;
     if (rst) begin
       \$116  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$117  = col_1;
     if (rst) begin
       \$117  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$118  = col_2;
     if (rst) begin
       \$118  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$119  = \$signal$53 ;
     if (rst) begin
       \$119  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$120 [13] = \$signal$54 ;
     \$120 [14] = q_last;
     \$120 [25:15] = q_meta;
@@ -17427,8 +15989,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
-  reg [127:0] \$1 ;
   wire [5:0] \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
@@ -17437,6 +15997,8 @@ module \top.layer1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire [5:0] r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] r_reg;
   input [5:0] rd__addr;
   wire [5:0] rd__addr;
   wire [127:0] rd__data;
@@ -17526,24 +16088,18 @@ module \top.layer1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 128'h00000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, sites_in__ready, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload);
-  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [1:0] \$11 ;
@@ -18011,7 +16567,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$35  = width_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -18023,7 +16579,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$36  = c_in;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -18037,7 +16593,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$37  = c_out;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -18053,7 +16609,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$38  = c_tap;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -18071,7 +16627,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$39  = \w_addr$8 ;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -18087,7 +16643,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$40  = w_addr;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -18100,7 +16656,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$41  = { 1'h0, \$22  };
     if (frame_reset) begin
       \$41  = 6'h02;
@@ -18110,63 +16666,63 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$42  = \steps__valid$93 ;
     if (rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$43  = read_v_d1;
     if (rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$44  = steps__payload[7];
     if (rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$45  = read_first_d1;
     if (rst) begin
       \$45  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$46  = steps__payload[8];
     if (rst) begin
       \$46  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$47  = read_last_d1;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$48  = steps__payload[19:9];
     if (rst) begin
       \$48  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$49  = read_meta_d1;
     if (rst) begin
       \$49  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$50  = sites_out__valid;
     if (\$25 ) begin
       \$50  = 1'h1;
@@ -18178,7 +16734,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$51  = sites_out__payload;
     if (\$25 ) begin
       \$51  = \r_data$98 ;
@@ -18188,14 +16744,14 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$52  = \$28 [5:0];
     if (rst) begin
       \$52  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     tok[39:0] = 40'h0000000000;
     if (\$2 ) begin
       tok[31:0] = feats__payload[31:0];
@@ -18210,7 +16766,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$29  = 1'h0;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -18223,7 +16779,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$30  = 1'h0;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -18238,7 +16794,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$31  = w_data;
     if (\$5 ) begin
       \$31  = params__payload;
@@ -18248,7 +16804,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$32  = pcount;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -18263,7 +16819,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$33  = loaded;
     if (\$5 ) begin
       if (\$6 ) begin
@@ -18278,7 +16834,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$34  = height_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -18452,7 +17008,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -19392,7 +17948,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     .w_rdy(w_rdy)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     w_data = 11'h000;
     (* full_case = 32'd1 *)
     if (\$signal$11 ) begin
@@ -19405,7 +17961,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$339  = eof_seen;
     if (frame_reset) begin
       \$339  = 1'h0;
@@ -19415,14 +17971,14 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$340  = has_last;
     if (rst) begin
       \$340  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$341  = \$39 ;
     if (frame_reset) begin
       \$341  = 1'h0;
@@ -19432,7 +17988,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$342  = \$41 ;
     if (frame_reset) begin
       \$342  = 1'h0;
@@ -19442,21 +17998,21 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$343  = \$42 ;
     if (rst) begin
       \$343  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$344  = \$43 ;
     if (rst) begin
       \$344  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$345  = 1'h0;
     if (\$81 ) begin
       if (\$85 ) begin
@@ -19472,7 +18028,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$346  = \$signal$42 ;
     if (\$48 ) begin
       \$346  = 1'h0;
@@ -19485,7 +18041,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$347  = c_row;
     if (\$53 ) begin
       \$347  = w_row;
@@ -19495,7 +18051,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$348  = \$signal$45 ;
     if (\$53 ) begin
       \$348  = 1'h0;
@@ -19508,7 +18064,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$349  = nz;
     if (\$53 ) begin
       \$349  = \$54 ;
@@ -19521,7 +18077,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$350  = nz_zero;
     if (\$53 ) begin
       \$350  = \$56 ;
@@ -19534,7 +18090,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$351  = \$signal$49 ;
     if (\$53 ) begin
       \$351  = win_0;
@@ -19544,7 +18100,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$352  = w_row;
     if (\$63 ) begin
       \$352  = s_row;
@@ -19554,7 +18110,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$353  = \$signal$50 ;
     if (\$63 ) begin
       \$353  = 1'h0;
@@ -19567,7 +18123,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$354  = win_0;
     if (\$63 ) begin
       \$354  = \$66 ;
@@ -19577,7 +18133,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$355  = s_row;
     if (\$70 ) begin
       \$355  = i_row;
@@ -19587,7 +18143,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$356  = \$signal$54 ;
     if (\$70 ) begin
       \$356  = 1'h0;
@@ -19603,7 +18159,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$357  = sel_0;
     if (\$70 ) begin
       \$357 [0] = \$73 ;
@@ -19614,7 +18170,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$358  = ends;
     if (\$81 ) begin
       if (\$85 ) begin
@@ -19629,7 +18185,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$359  = i_in_row_0;
     if (\$81 ) begin
       if (\$85 ) begin
@@ -19642,7 +18198,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$360  = i_row;
     if (\$81 ) begin
       if (\$85 ) begin
@@ -19655,7 +18211,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$361  = i_top;
     if (\$81 ) begin
       if (\$85 ) begin
@@ -19668,7 +18224,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$362  = f_row;
     if (\$81 ) begin
       if (\$85 ) begin
@@ -19684,7 +18240,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$363  = cy;
     if (\$81 ) begin
       if (\$85 ) begin
@@ -19700,7 +18256,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$364  = need;
     if (\$81 ) begin
       if (\$85 ) begin
@@ -19716,7 +18272,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$365  = eof_pend;
     if (\$95 ) begin
       \$365  = 1'h0;
@@ -19729,7 +18285,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$366  = \$signal$11 ;
     if (\$97 ) begin
       \$366  = b_v;
@@ -19739,7 +18295,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$367  = \$signal ;
     if (\$97 ) begin
       \$367  = \$signal$63 ;
@@ -19749,7 +18305,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$368  = \$like ;
     if (\$97 ) begin
       \$368  = \$like$64 ;
@@ -19759,7 +18315,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$369  = \$signal$13 ;
     if (\$97 ) begin
       \$369  = b_oy;
@@ -19769,7 +18325,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$370  = c1_win_0;
     if (\$97 ) begin
       \$370  = b_win_0;
@@ -19779,7 +18335,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$371  = \$signal$63 ;
     if (\$97 ) begin
       \$371  = \$31 [15:0];
@@ -19792,7 +18348,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$372  = b_rest;
     if (\$97 ) begin
       \$372  = \$99 ;
@@ -19805,7 +18361,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$373  = \$signal$68 ;
     if (\$97 ) begin
       \$373  = \$179 ;
@@ -19818,7 +18374,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$374  = b_v;
     if (\$182 ) begin
       \$374  = \$signal$69 ;
@@ -19828,7 +18384,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$375  = \$like$64 ;
     if (\$182 ) begin
       \$375  = \$like$72 ;
@@ -19838,7 +18394,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$376  = b_oy;
     if (\$182 ) begin
       \$376  = \$signal$73 ;
@@ -19848,7 +18404,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$377  = b_win_0;
     if (\$182 ) begin
       \$377  = a3_win_0;
@@ -19858,7 +18414,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$378  = \$signal$69 ;
     if (\$190 ) begin
       \$378  = \$signal$76 ;
@@ -19868,7 +18424,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$379  = \$signal$70 ;
     if (\$190 ) begin
       \$379  = \$34 [15:0];
@@ -19878,7 +18434,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$380  = \$signal$71 ;
     if (\$190 ) begin
       \$380  = \$192 ;
@@ -19888,7 +18444,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$381  = \$like$72 ;
     if (\$190 ) begin
       \$381  = \$signal$77 ;
@@ -19898,7 +18454,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$382  = \$signal$73 ;
     if (\$190 ) begin
       \$382  = a2_oy;
@@ -19908,7 +18464,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$383  = a3_rest_zero;
     if (\$190 ) begin
       \$383  = \$272 ;
@@ -19918,7 +18474,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$384  = a3_win_0;
     if (\$190 ) begin
       \$384  = 1'h0;
@@ -19928,7 +18484,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$385  = \$signal$76 ;
     if (\$277 ) begin
       \$385  = 1'h0;
@@ -19941,7 +18497,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$386  = a2_oy;
     if (\$285 ) begin
       \$386  = c_row;
@@ -19951,7 +18507,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$387  = \$signal$77 ;
     if (\$285 ) begin
       \$387  = 1'h0;
@@ -19961,7 +18517,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$388  = a2_bits;
     if (\$285 ) begin
       \$388  = \$286 ;
@@ -19971,7 +18527,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$389  = a_v;
     if (\$293 ) begin
       \$389  = 1'h0;
@@ -19984,7 +18540,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$390  = a_oh;
     if (\$305 ) begin
       \$390  = \$37 [0];
@@ -19994,7 +18550,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$391  = eof_done;
     if (\$328 ) begin
       \$391  = 1'h1;
@@ -20007,7 +18563,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$392  = \$331 ;
     if (frame_reset) begin
       \$392  = 1'h0;
@@ -20017,14 +18573,14 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$393  = \$334 ;
     if (rst) begin
       \$393  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$394  = \$338 [3:0];
     if (frame_reset) begin
       \$394  = 4'h0;
@@ -20100,7 +18656,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -20182,7 +18738,7 @@ module \top.layer2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [0];
@@ -20192,7 +18748,7 @@ module \top.layer2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [0];
@@ -20202,7 +18758,7 @@ module \top.layer2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [1:0];
@@ -20225,7 +18781,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_in__valid, sites_in__payload, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, clk
 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -20780,7 +19336,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$136  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -20795,7 +19351,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$137  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -20812,7 +19368,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$138  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -20826,7 +19382,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$139  = \$signal$17 ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -20840,21 +19396,21 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$140  = height_m1;
     if (rst) begin
       \$140  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$141  = width_m1;
     if (rst) begin
       \$141  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$142  = entry_0;
     if (\$40 ) begin
       \$142  = entry;
@@ -20864,7 +19420,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$143  = entry_0_valid;
     if (\$40 ) begin
       \$143  = 1'h1;
@@ -20879,21 +19435,21 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$144  = \$52 ;
     if (rst) begin
       \$144  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$145  = \$60 ;
     if (rst) begin
       \$145  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$146  = entry_1;
     if (\$65 ) begin
       \$146  = entry;
@@ -20903,7 +19459,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$147  = entry_1_valid;
     if (\$65 ) begin
       \$147  = 1'h1;
@@ -20918,21 +19474,21 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$148  = \$77 ;
     if (rst) begin
       \$148  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$149  = \$85 ;
     if (rst) begin
       \$149  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$150  = \$signal$56 ;
     if (\$88 ) begin
       \$150  = \$89 ;
@@ -20942,7 +19498,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$151  = rp;
     if (take) begin
       \$151  = \$90 ;
@@ -20952,7 +19508,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$152  = done_rows;
     if (\$114 ) begin
       \$152  = { 2'h0, got[35:32] };
@@ -20965,7 +19521,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$153  = busy;
     if (take) begin
       \$153  = 1'h1;
@@ -20978,7 +19534,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$154  = eof_seen;
     if (take) begin
       if (got[40]) begin
@@ -20993,7 +19549,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$155  = \$signal$36 ;
     if (take) begin
       if (got[40]) begin
@@ -21011,7 +19567,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$156  = error;
     if (take) begin
       if (got[40]) begin
@@ -21031,7 +19587,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$157  = has_last;
     if (take) begin
       if (got[40]) begin
@@ -21049,7 +19605,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$158  = last_y;
     if (take) begin
       if (got[40]) begin
@@ -21064,70 +19620,70 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$159  = \$122 ;
     if (rst) begin
       \$159  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$160  = \$126 ;
     if (rst) begin
       \$160  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$161  = got[44];
     if (rst) begin
       \$161  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$162  = got[32];
     if (rst) begin
       \$162  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$163  = got[39:36];
     if (rst) begin
       \$163  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$164  = got[35:32];
     if (rst) begin
       \$164  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$165  = { got[32], got[39:36], got[42] };
     if (rst) begin
       \$165  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$166  = got[31:0];
     if (rst) begin
       \$166  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$167  = \$127 ;
     if (rst) begin
       \$167  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$168  = bitmap_0;
     if (\$129 ) begin
       \$168  = \$131 ;
@@ -21137,7 +19693,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$169  = row_tag_0;
     if (\$129 ) begin
       if (\$signal$63 ) begin
@@ -21152,7 +19708,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$170  = bitmap_1;
     if (\$133 ) begin
       \$170  = \$135 ;
@@ -21162,7 +19718,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$171  = row_tag_1;
     if (\$133 ) begin
       if (\$signal$63 ) begin
@@ -21281,8 +19837,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
-  reg [31:0] \$1 ;
   wire [5:0] \$signature__addr ;
   wire [31:0] \$signature__data ;
   wire \$signature__en ;
@@ -21291,6 +19845,8 @@ module \top.layer2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr,
   wire [5:0] r_addr;
   output [31:0] r_data;
   reg [31:0] r_data = 32'd0;
+  (* init = 32'd0 *)
+  wire [31:0] r_reg;
   input [5:0] rd__addr;
   wire [5:0] rd__addr;
   wire [31:0] rd__data;
@@ -21380,40 +19936,21 @@ module \top.layer2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr,
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 32'd0;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
-  reg [18:0] \$100 ;
-  reg [18:0] \$101 ;
-  reg [18:0] \$102 ;
-  reg [13:0] \$103 ;
-  reg [13:0] \$104 ;
-  reg [13:0] \$105 ;
-  reg [13:0] \$106 ;
-  reg [18:0] \$107 ;
-  reg [18:0] \$108 ;
-  reg [18:0] \$109 ;
   wire [15:0] \$11 ;
-  reg [18:0] \$110 ;
-  reg \$111 ;
-  reg [10:0] \$112 ;
   wire [15:0] \$12 ;
   wire [15:0] \$13 ;
   wire [15:0] \$14 ;
@@ -21448,68 +19985,21 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \$40 ;
   reg [172:0] \$41 ;
   reg \$42 ;
-  reg [7:0] \$43 ;
-  reg [7:0] \$44 ;
-  reg [16:0] \$45 ;
-  reg [7:0] \$46 ;
-  reg [7:0] \$47 ;
-  reg [16:0] \$48 ;
-  reg [7:0] \$49 ;
+  reg [13:0] \$43 ;
+  reg [13:0] \$44 ;
+  reg [13:0] \$45 ;
+  reg [13:0] \$46 ;
+  reg [18:0] \$47 ;
+  reg [18:0] \$48 ;
+  reg [18:0] \$49 ;
   wire [15:0] \$5 ;
-  reg [7:0] \$50 ;
-  reg [16:0] \$51 ;
-  reg [7:0] \$52 ;
-  reg [7:0] \$53 ;
-  reg [16:0] \$54 ;
-  reg [7:0] \$55 ;
-  reg [7:0] \$56 ;
-  reg [16:0] \$57 ;
-  reg [7:0] \$58 ;
-  reg [7:0] \$59 ;
+  reg [18:0] \$50 ;
+  reg \$51 ;
+  reg [10:0] \$52 ;
   wire [15:0] \$6 ;
-  reg [16:0] \$60 ;
-  reg [7:0] \$61 ;
-  reg [7:0] \$62 ;
-  reg [16:0] \$63 ;
-  reg [7:0] \$64 ;
-  reg [7:0] \$65 ;
-  reg [16:0] \$66 ;
-  reg [7:0] \$67 ;
-  reg [7:0] \$68 ;
-  reg [16:0] \$69 ;
   wire [15:0] \$7 ;
-  reg [7:0] \$70 ;
-  reg [7:0] \$71 ;
-  reg [16:0] \$72 ;
-  reg [7:0] \$73 ;
-  reg [7:0] \$74 ;
-  reg [16:0] \$75 ;
-  reg [7:0] \$76 ;
-  reg [7:0] \$77 ;
-  reg [16:0] \$78 ;
-  reg [7:0] \$79 ;
   wire [15:0] \$8 ;
-  reg [7:0] \$80 ;
-  reg [16:0] \$81 ;
-  reg [7:0] \$82 ;
-  reg [7:0] \$83 ;
-  reg [16:0] \$84 ;
-  reg [7:0] \$85 ;
-  reg [7:0] \$86 ;
-  reg [16:0] \$87 ;
-  reg [7:0] \$88 ;
-  reg [7:0] \$89 ;
   wire [15:0] \$9 ;
-  reg [16:0] \$90 ;
-  reg [18:0] \$91 ;
-  reg [18:0] \$92 ;
-  reg [18:0] \$93 ;
-  reg [18:0] \$94 ;
-  reg [18:0] \$95 ;
-  reg [18:0] \$96 ;
-  reg [18:0] \$97 ;
-  reg [18:0] \$98 ;
-  reg [18:0] \$99 ;
   reg [18:0] acc_0 = 19'h00000;
   reg [18:0] acc_1 = 19'h00000;
   reg [18:0] acc_2 = 19'h00000;
@@ -21685,6 +20175,140 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   reg [18:0] tree_3_l2_0 = 19'h00000;
   (* init = 19'h00000 *)
   wire [18:0] tree_3_sum;
+  always @(posedge clk)
+    prod_0_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_0_1_b <= operands[47:40];
+  always @(posedge clk)
+    prod_0_1_p <= { \$2 [15], \$2  };
+  always @(posedge clk)
+    prod_0_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_0_2_b <= operands[55:48];
+  always @(posedge clk)
+    prod_0_2_p <= { \$3 [15], \$3  };
+  always @(posedge clk)
+    prod_0_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_0_3_b <= operands[63:56];
+  always @(posedge clk)
+    prod_0_3_p <= { \$4 [15], \$4  };
+  always @(posedge clk)
+    prod_1_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_1_0_b <= operands[71:64];
+  always @(posedge clk)
+    prod_1_0_p <= { \$5 [15], \$5  };
+  always @(posedge clk)
+    prod_1_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_1_1_b <= operands[79:72];
+  always @(posedge clk)
+    prod_1_1_p <= { \$6 [15], \$6  };
+  always @(posedge clk)
+    prod_1_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_1_2_b <= operands[87:80];
+  always @(posedge clk)
+    prod_1_2_p <= { \$7 [15], \$7  };
+  always @(posedge clk)
+    prod_1_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_1_3_b <= operands[95:88];
+  always @(posedge clk)
+    prod_1_3_p <= { \$8 [15], \$8  };
+  always @(posedge clk)
+    prod_2_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_2_0_b <= operands[103:96];
+  always @(posedge clk)
+    prod_2_0_p <= { \$9 [15], \$9  };
+  always @(posedge clk)
+    prod_2_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_2_1_b <= operands[111:104];
+  always @(posedge clk)
+    prod_2_1_p <= { \$10 [15], \$10  };
+  always @(posedge clk)
+    prod_2_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_2_2_b <= operands[119:112];
+  always @(posedge clk)
+    prod_2_2_p <= { \$11 [15], \$11  };
+  always @(posedge clk)
+    prod_2_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_2_3_b <= operands[127:120];
+  always @(posedge clk)
+    prod_2_3_p <= { \$12 [15], \$12  };
+  always @(posedge clk)
+    prod_3_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_3_0_b <= operands[135:128];
+  always @(posedge clk)
+    prod_3_0_p <= { \$13 [15], \$13  };
+  always @(posedge clk)
+    prod_3_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_3_1_b <= operands[143:136];
+  always @(posedge clk)
+    prod_3_1_p <= { \$14 [15], \$14  };
+  always @(posedge clk)
+    prod_3_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_3_2_b <= operands[151:144];
+  always @(posedge clk)
+    prod_3_2_p <= { \$15 [15], \$15  };
+  always @(posedge clk)
+    prod_3_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_3_3_b <= operands[159:152];
+  always @(posedge clk)
+    prod_3_3_p <= { \$16 [15], \$16  };
+  always @(posedge clk)
+    tree_0_l1_0 <= { \$17 [17], \$17  };
+  always @(posedge clk)
+    tree_0_l1_1 <= { \$18 [17], \$18  };
+  always @(posedge clk)
+    tree_0_l2_0 <= \$19 [18:0];
+  always @(posedge clk)
+    tree_1_l1_0 <= { \$20 [17], \$20  };
+  always @(posedge clk)
+    tree_1_l1_1 <= { \$21 [17], \$21  };
+  always @(posedge clk)
+    tree_1_l2_0 <= \$22 [18:0];
+  always @(posedge clk)
+    tree_2_l1_0 <= { \$23 [17], \$23  };
+  always @(posedge clk)
+    tree_2_l1_1 <= { \$24 [17], \$24  };
+  always @(posedge clk)
+    tree_2_l2_0 <= \$25 [18:0];
+  always @(posedge clk)
+    tree_3_l1_0 <= { \$26 [17], \$26  };
+  always @(posedge clk)
+    tree_3_l1_1 <= { \$27 [17], \$27  };
+  always @(posedge clk)
+    tree_3_l2_0 <= \$28 [18:0];
+  always @(posedge clk)
+    mac_ctl_d1 <= \$43 ;
+  always @(posedge clk)
+    mac_ctl_d2 <= \$44 ;
+  always @(posedge clk)
+    mac_ctl_d3 <= \$45 ;
+  always @(posedge clk)
+    mac_ctl_d4 <= \$46 ;
+  always @(posedge clk)
+    acc_0 <= \$47 ;
+  always @(posedge clk)
+    acc_1 <= \$48 ;
+  always @(posedge clk)
+    acc_2 <= \$49 ;
+  always @(posedge clk)
+    acc_3 <= \$50 ;
+  always @(posedge clk)
+    out_v <= \$51 ;
+  always @(posedge clk)
+    out_meta <= \$52 ;
   assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
   assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
   assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
@@ -21730,659 +20354,105 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     op_v <= \$42 ;
   always @(posedge clk)
-    prod_0_0_a <= \$43 ;
+    prod_0_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_0_0_b <= \$44 ;
+    prod_0_0_b <= operands[39:32];
   always @(posedge clk)
-    prod_0_0_p <= \$45 ;
-  always @(posedge clk)
-    prod_0_1_a <= \$46 ;
-  always @(posedge clk)
-    prod_0_1_b <= \$47 ;
-  always @(posedge clk)
-    prod_0_1_p <= \$48 ;
-  always @(posedge clk)
-    prod_0_2_a <= \$49 ;
-  always @(posedge clk)
-    prod_0_2_b <= \$50 ;
-  always @(posedge clk)
-    prod_0_2_p <= \$51 ;
-  always @(posedge clk)
-    prod_0_3_a <= \$52 ;
-  always @(posedge clk)
-    prod_0_3_b <= \$53 ;
-  always @(posedge clk)
-    prod_0_3_p <= \$54 ;
-  always @(posedge clk)
-    prod_1_0_a <= \$55 ;
-  always @(posedge clk)
-    prod_1_0_b <= \$56 ;
-  always @(posedge clk)
-    prod_1_0_p <= \$57 ;
-  always @(posedge clk)
-    prod_1_1_a <= \$58 ;
-  always @(posedge clk)
-    prod_1_1_b <= \$59 ;
-  always @(posedge clk)
-    prod_1_1_p <= \$60 ;
-  always @(posedge clk)
-    prod_1_2_a <= \$61 ;
-  always @(posedge clk)
-    prod_1_2_b <= \$62 ;
-  always @(posedge clk)
-    prod_1_2_p <= \$63 ;
-  always @(posedge clk)
-    prod_1_3_a <= \$64 ;
-  always @(posedge clk)
-    prod_1_3_b <= \$65 ;
-  always @(posedge clk)
-    prod_1_3_p <= \$66 ;
-  always @(posedge clk)
-    prod_2_0_a <= \$67 ;
-  always @(posedge clk)
-    prod_2_0_b <= \$68 ;
-  always @(posedge clk)
-    prod_2_0_p <= \$69 ;
-  always @(posedge clk)
-    prod_2_1_a <= \$70 ;
-  always @(posedge clk)
-    prod_2_1_b <= \$71 ;
-  always @(posedge clk)
-    prod_2_1_p <= \$72 ;
-  always @(posedge clk)
-    prod_2_2_a <= \$73 ;
-  always @(posedge clk)
-    prod_2_2_b <= \$74 ;
-  always @(posedge clk)
-    prod_2_2_p <= \$75 ;
-  always @(posedge clk)
-    prod_2_3_a <= \$76 ;
-  always @(posedge clk)
-    prod_2_3_b <= \$77 ;
-  always @(posedge clk)
-    prod_2_3_p <= \$78 ;
-  always @(posedge clk)
-    prod_3_0_a <= \$79 ;
-  always @(posedge clk)
-    prod_3_0_b <= \$80 ;
-  always @(posedge clk)
-    prod_3_0_p <= \$81 ;
-  always @(posedge clk)
-    prod_3_1_a <= \$82 ;
-  always @(posedge clk)
-    prod_3_1_b <= \$83 ;
-  always @(posedge clk)
-    prod_3_1_p <= \$84 ;
-  always @(posedge clk)
-    prod_3_2_a <= \$85 ;
-  always @(posedge clk)
-    prod_3_2_b <= \$86 ;
-  always @(posedge clk)
-    prod_3_2_p <= \$87 ;
-  always @(posedge clk)
-    prod_3_3_a <= \$88 ;
-  always @(posedge clk)
-    prod_3_3_b <= \$89 ;
-  always @(posedge clk)
-    prod_3_3_p <= \$90 ;
-  always @(posedge clk)
-    tree_0_l1_0 <= \$91 ;
-  always @(posedge clk)
-    tree_0_l1_1 <= \$92 ;
-  always @(posedge clk)
-    tree_0_l2_0 <= \$93 ;
-  always @(posedge clk)
-    tree_1_l1_0 <= \$94 ;
-  always @(posedge clk)
-    tree_1_l1_1 <= \$95 ;
-  always @(posedge clk)
-    tree_1_l2_0 <= \$96 ;
-  always @(posedge clk)
-    tree_2_l1_0 <= \$97 ;
-  always @(posedge clk)
-    tree_2_l1_1 <= \$98 ;
-  always @(posedge clk)
-    tree_2_l2_0 <= \$99 ;
-  always @(posedge clk)
-    tree_3_l1_0 <= \$100 ;
-  always @(posedge clk)
-    tree_3_l1_1 <= \$101 ;
-  always @(posedge clk)
-    tree_3_l2_0 <= \$102 ;
-  always @(posedge clk)
-    mac_ctl_d1 <= \$103 ;
-  always @(posedge clk)
-    mac_ctl_d2 <= \$104 ;
-  always @(posedge clk)
-    mac_ctl_d3 <= \$105 ;
-  always @(posedge clk)
-    mac_ctl_d4 <= \$106 ;
-  always @(posedge clk)
-    acc_0 <= \$107 ;
-  always @(posedge clk)
-    acc_1 <= \$108 ;
-  always @(posedge clk)
-    acc_2 <= \$109 ;
-  always @(posedge clk)
-    acc_3 <= \$110 ;
-  always @(posedge clk)
-    out_v <= \$111 ;
-  always @(posedge clk)
-    out_meta <= \$112 ;
+    prod_0_0_p <= { \$1 [15], \$1  };
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$43  = ctl;
+    if (rst) begin
+      \$43  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$44  = mac_ctl_d1;
+    if (rst) begin
+      \$44  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$45  = mac_ctl_d2;
+    if (rst) begin
+      \$45  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$46  = mac_ctl_d3;
+    if (rst) begin
+      \$46  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$47  = acc_0;
+    if (\$30 ) begin
+      \$47  = \$32 [18:0];
+    end
+    if (rst) begin
+      \$47  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$48  = acc_1;
+    if (\$30 ) begin
+      \$48  = \$34 [18:0];
+    end
+    if (rst) begin
+      \$48  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$49  = acc_2;
+    if (\$30 ) begin
+      \$49  = \$36 [18:0];
+    end
+    if (rst) begin
+      \$49  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$50  = acc_3;
+    if (\$30 ) begin
+      \$50  = \$38 [18:0];
+    end
+    if (rst) begin
+      \$50  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$51  = \$40 ;
+    if (rst) begin
+      \$51  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$52  = mac_ctl_d4[13:3];
+    if (rst) begin
+      \$52  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$41  = steps__payload;
     if (rst) begin
       \$41  = 173'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$42  = steps__valid;
     if (rst) begin
       \$42  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$43  = operands[7:0];
-    if (rst) begin
-      \$43  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$44  = operands[39:32];
-    if (rst) begin
-      \$44  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$45  = { \$1 [15], \$1  };
-    if (rst) begin
-      \$45  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$46  = operands[15:8];
-    if (rst) begin
-      \$46  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$47  = operands[47:40];
-    if (rst) begin
-      \$47  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$48  = { \$2 [15], \$2  };
-    if (rst) begin
-      \$48  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$49  = operands[23:16];
-    if (rst) begin
-      \$49  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$50  = operands[55:48];
-    if (rst) begin
-      \$50  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$51  = { \$3 [15], \$3  };
-    if (rst) begin
-      \$51  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$52  = operands[31:24];
-    if (rst) begin
-      \$52  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$53  = operands[63:56];
-    if (rst) begin
-      \$53  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$54  = { \$4 [15], \$4  };
-    if (rst) begin
-      \$54  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$55  = operands[7:0];
-    if (rst) begin
-      \$55  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$56  = operands[71:64];
-    if (rst) begin
-      \$56  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$57  = { \$5 [15], \$5  };
-    if (rst) begin
-      \$57  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$58  = operands[15:8];
-    if (rst) begin
-      \$58  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$59  = operands[79:72];
-    if (rst) begin
-      \$59  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$60  = { \$6 [15], \$6  };
-    if (rst) begin
-      \$60  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$61  = operands[23:16];
-    if (rst) begin
-      \$61  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$62  = operands[87:80];
-    if (rst) begin
-      \$62  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$63  = { \$7 [15], \$7  };
-    if (rst) begin
-      \$63  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$64  = operands[31:24];
-    if (rst) begin
-      \$64  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$65  = operands[95:88];
-    if (rst) begin
-      \$65  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$66  = { \$8 [15], \$8  };
-    if (rst) begin
-      \$66  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$67  = operands[7:0];
-    if (rst) begin
-      \$67  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$68  = operands[103:96];
-    if (rst) begin
-      \$68  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$69  = { \$9 [15], \$9  };
-    if (rst) begin
-      \$69  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$70  = operands[15:8];
-    if (rst) begin
-      \$70  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$71  = operands[111:104];
-    if (rst) begin
-      \$71  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$72  = { \$10 [15], \$10  };
-    if (rst) begin
-      \$72  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$73  = operands[23:16];
-    if (rst) begin
-      \$73  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$74  = operands[119:112];
-    if (rst) begin
-      \$74  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$75  = { \$11 [15], \$11  };
-    if (rst) begin
-      \$75  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$76  = operands[31:24];
-    if (rst) begin
-      \$76  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$77  = operands[127:120];
-    if (rst) begin
-      \$77  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$78  = { \$12 [15], \$12  };
-    if (rst) begin
-      \$78  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$79  = operands[7:0];
-    if (rst) begin
-      \$79  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$80  = operands[135:128];
-    if (rst) begin
-      \$80  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$81  = { \$13 [15], \$13  };
-    if (rst) begin
-      \$81  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$82  = operands[15:8];
-    if (rst) begin
-      \$82  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$83  = operands[143:136];
-    if (rst) begin
-      \$83  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$84  = { \$14 [15], \$14  };
-    if (rst) begin
-      \$84  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$85  = operands[23:16];
-    if (rst) begin
-      \$85  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$86  = operands[151:144];
-    if (rst) begin
-      \$86  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$87  = { \$15 [15], \$15  };
-    if (rst) begin
-      \$87  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$88  = operands[31:24];
-    if (rst) begin
-      \$88  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$89  = operands[159:152];
-    if (rst) begin
-      \$89  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$90  = { \$16 [15], \$16  };
-    if (rst) begin
-      \$90  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$91  = { \$17 [17], \$17  };
-    if (rst) begin
-      \$91  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$92  = { \$18 [17], \$18  };
-    if (rst) begin
-      \$92  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$93  = \$19 [18:0];
-    if (rst) begin
-      \$93  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$94  = { \$20 [17], \$20  };
-    if (rst) begin
-      \$94  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$95  = { \$21 [17], \$21  };
-    if (rst) begin
-      \$95  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$96  = \$22 [18:0];
-    if (rst) begin
-      \$96  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$97  = { \$23 [17], \$23  };
-    if (rst) begin
-      \$97  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$98  = { \$24 [17], \$24  };
-    if (rst) begin
-      \$98  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$99  = \$25 [18:0];
-    if (rst) begin
-      \$99  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$100  = { \$26 [17], \$26  };
-    if (rst) begin
-      \$100  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$101  = { \$27 [17], \$27  };
-    if (rst) begin
-      \$101  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$102  = \$28 [18:0];
-    if (rst) begin
-      \$102  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$103  = ctl;
-    if (rst) begin
-      \$103  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$104  = mac_ctl_d1;
-    if (rst) begin
-      \$104  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$105  = mac_ctl_d2;
-    if (rst) begin
-      \$105  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$106  = mac_ctl_d3;
-    if (rst) begin
-      \$106  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$107  = acc_0;
-    if (\$30 ) begin
-      \$107  = \$32 [18:0];
-    end
-    if (rst) begin
-      \$107  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$108  = acc_1;
-    if (\$30 ) begin
-      \$108  = \$34 [18:0];
-    end
-    if (rst) begin
-      \$108  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$109  = acc_2;
-    if (\$30 ) begin
-      \$109  = \$36 [18:0];
-    end
-    if (rst) begin
-      \$109  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$110  = acc_3;
-    if (\$30 ) begin
-      \$110  = \$38 [18:0];
-    end
-    if (rst) begin
-      \$110  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$111  = \$40 ;
-    if (rst) begin
-      \$111  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$112  = mac_ctl_d4[13:3];
-    if (rst) begin
-      \$112  = 11'h000;
     end
   end
   assign tree_0_sum = tree_0_l2_0;
@@ -22484,7 +20554,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -22595,7 +20665,7 @@ module \top.layer2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -22605,7 +20675,7 @@ module \top.layer2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -22615,7 +20685,7 @@ module \top.layer2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -22637,8 +20707,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
-  reg [127:0] \$1 ;
   wire \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
@@ -22647,6 +20715,8 @@ module \top.layer2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] r_reg;
   input rd__addr;
   wire rd__addr;
   wire [127:0] rd__data;
@@ -22674,44 +20744,21 @@ module \top.layer2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 128'h00000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire [49:0] \$1 ;
   wire \$10 ;
-  reg [15:0] \$100 ;
-  reg [18:0] \$101 ;
-  reg [34:0] \$102 ;
-  reg [10:0] \$103 ;
-  reg [10:0] \$104 ;
-  reg [10:0] \$105 ;
-  reg \$106 ;
-  reg \$107 ;
-  reg \$108 ;
-  reg [19:0] \$109 ;
   wire \$11 ;
-  reg [19:0] \$110 ;
-  reg [19:0] \$111 ;
-  reg [19:0] \$112 ;
-  reg [10:0] \$113 ;
-  reg \$114 ;
-  reg [42:0] \$115 ;
-  reg \$116 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
@@ -22781,33 +20828,22 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [15:0] \$72 ;
   reg [10:0] \$73 ;
   reg \$74 ;
-  reg [16:0] \$75 ;
-  reg [15:0] \$76 ;
-  reg [33:0] \$77 ;
-  reg [1:0] \$78 ;
-  reg [15:0] \$79 ;
+  reg [10:0] \$75 ;
+  reg [10:0] \$76 ;
+  reg [10:0] \$77 ;
+  reg \$78 ;
+  reg \$79 ;
   wire \$8 ;
-  reg [18:0] \$80 ;
-  reg [34:0] \$81 ;
-  reg [16:0] \$82 ;
-  reg [15:0] \$83 ;
-  reg [33:0] \$84 ;
-  reg [1:0] \$85 ;
-  reg [15:0] \$86 ;
-  reg [18:0] \$87 ;
-  reg [34:0] \$88 ;
-  reg [16:0] \$89 ;
+  reg \$80 ;
+  reg [19:0] \$81 ;
+  reg [19:0] \$82 ;
+  reg [19:0] \$83 ;
+  reg [19:0] \$84 ;
+  reg [10:0] \$85 ;
+  reg \$86 ;
+  reg [42:0] \$87 ;
+  reg \$88 ;
   wire \$9 ;
-  reg [15:0] \$90 ;
-  reg [33:0] \$91 ;
-  reg [1:0] \$92 ;
-  reg [15:0] \$93 ;
-  reg [18:0] \$94 ;
-  reg [34:0] \$95 ;
-  reg [16:0] \$96 ;
-  reg [15:0] \$97 ;
-  reg [33:0] \$98 ;
-  reg [1:0] \$99 ;
   reg [86:0] beat_d1 = 87'h0000000000000000000000;
   wire [75:0] \beat_d1.acc ;
   wire [18:0] \beat_d1.acc[0] ;
@@ -22985,13 +21021,6 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [3:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
-  assign \$5  = ~ rounded_0[19];
-  assign \$6  = | rounded_0[18:7];
-  assign clamp_0_over = \$5  & \$6 ;
-  assign \$7  = & rounded_0[18:7];
-  assign \$8  = | rounded_0[6:0];
-  assign \$9  = \$7  & \$8 ;
-  assign \$10  = ~ \$9 ;
   assign clamp_0_under = rounded_0[19] & \$10 ;
   assign \$11  = ~ rounded_1[19];
   assign \$12  = | rounded_1[18:7];
@@ -23074,483 +21103,294 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     rq_v1_d1 <= \$74 ;
   always @(posedge clk)
-    scaled_0_pp00_a <= \$75 ;
+    scaled_0_pp00_a <= biased_0[16:0];
   always @(posedge clk)
-    scaled_0_pp00_b <= \$76 ;
+    scaled_0_pp00_b <= scale_0;
   always @(posedge clk)
-    scaled_0_pp00_p <= \$77 ;
+    scaled_0_pp00_p <= { 1'h0, \$33  };
   always @(posedge clk)
-    scaled_0_pp10_a <= \$78 ;
+    scaled_0_pp10_a <= biased_0[18:17];
   always @(posedge clk)
-    scaled_0_pp10_b <= \$79 ;
+    scaled_0_pp10_b <= scale_0;
   always @(posedge clk)
-    scaled_0_pp10_p <= \$80 ;
+    scaled_0_pp10_p <= { \$34 [17], \$34  };
   always @(posedge clk)
-    scaled_0_sum <= \$81 ;
+    scaled_0_sum <= \$35 [34:0];
   always @(posedge clk)
-    scaled_1_pp00_a <= \$82 ;
+    scaled_1_pp00_a <= biased_1[16:0];
   always @(posedge clk)
-    scaled_1_pp00_b <= \$83 ;
+    scaled_1_pp00_b <= scale_1;
   always @(posedge clk)
-    scaled_1_pp00_p <= \$84 ;
+    scaled_1_pp00_p <= { 1'h0, \$36  };
   always @(posedge clk)
-    scaled_1_pp10_a <= \$85 ;
+    scaled_1_pp10_a <= biased_1[18:17];
   always @(posedge clk)
-    scaled_1_pp10_b <= \$86 ;
+    scaled_1_pp10_b <= scale_1;
   always @(posedge clk)
-    scaled_1_pp10_p <= \$87 ;
+    scaled_1_pp10_p <= { \$37 [17], \$37  };
   always @(posedge clk)
-    scaled_1_sum <= \$88 ;
+    scaled_1_sum <= \$38 [34:0];
   always @(posedge clk)
-    scaled_2_pp00_a <= \$89 ;
+    scaled_2_pp00_a <= biased_2[16:0];
   always @(posedge clk)
-    scaled_2_pp00_b <= \$90 ;
+    scaled_2_pp00_b <= scale_2;
   always @(posedge clk)
-    scaled_2_pp00_p <= \$91 ;
+    scaled_2_pp00_p <= { 1'h0, \$39  };
   always @(posedge clk)
-    scaled_2_pp10_a <= \$92 ;
+    scaled_2_pp10_a <= biased_2[18:17];
   always @(posedge clk)
-    scaled_2_pp10_b <= \$93 ;
+    scaled_2_pp10_b <= scale_2;
   always @(posedge clk)
-    scaled_2_pp10_p <= \$94 ;
+    scaled_2_pp10_p <= { \$40 [17], \$40  };
   always @(posedge clk)
-    scaled_2_sum <= \$95 ;
+    scaled_2_sum <= \$41 [34:0];
   always @(posedge clk)
-    scaled_3_pp00_a <= \$96 ;
+    scaled_3_pp00_a <= biased_3[16:0];
   always @(posedge clk)
-    scaled_3_pp00_b <= \$97 ;
+    scaled_3_pp00_b <= scale_3;
   always @(posedge clk)
-    scaled_3_pp00_p <= \$98 ;
+    scaled_3_pp00_p <= { 1'h0, \$42  };
   always @(posedge clk)
-    scaled_3_pp10_a <= \$99 ;
+    scaled_3_pp10_a <= biased_3[18:17];
   always @(posedge clk)
-    scaled_3_pp10_b <= \$100 ;
+    scaled_3_pp10_b <= scale_3;
   always @(posedge clk)
-    scaled_3_pp10_p <= \$101 ;
+    scaled_3_pp10_p <= { \$43 [17], \$43  };
   always @(posedge clk)
-    scaled_3_sum <= \$102 ;
+    scaled_3_sum <= \$44 [34:0];
   always @(posedge clk)
-    rq_meta2_d1 <= \$103 ;
+    rq_meta2_d1 <= \$75 ;
   always @(posedge clk)
-    rq_meta2_d2 <= \$104 ;
+    rq_meta2_d2 <= \$76 ;
   always @(posedge clk)
-    rq_meta2_d3 <= \$105 ;
+    rq_meta2_d3 <= \$77 ;
   always @(posedge clk)
-    rq_v2_d1 <= \$106 ;
+    rq_v2_d1 <= \$78 ;
   always @(posedge clk)
-    rq_v2_d2 <= \$107 ;
+    rq_v2_d2 <= \$79 ;
   always @(posedge clk)
-    rq_v2_d3 <= \$108 ;
+    rq_v2_d3 <= \$80 ;
   always @(posedge clk)
-    rounded_0 <= \$109 ;
+    rounded_0 <= \$81 ;
   always @(posedge clk)
-    rounded_1 <= \$110 ;
+    rounded_1 <= \$82 ;
   always @(posedge clk)
-    rounded_2 <= \$111 ;
+    rounded_2 <= \$83 ;
   always @(posedge clk)
-    rounded_3 <= \$112 ;
+    rounded_3 <= \$84 ;
   always @(posedge clk)
-    rq_meta3_d1 <= \$113 ;
+    rq_meta3_d1 <= \$85 ;
   always @(posedge clk)
-    rq_v3_d1 <= \$114 ;
+    rq_v3_d1 <= \$86 ;
   always @(posedge clk)
-    feats__payload <= \$115 ;
+    feats__payload <= \$87 ;
   always @(posedge clk)
-    feats__valid <= \$116 ;
+    feats__valid <= \$88 ;
+  assign \$5  = ~ rounded_0[19];
+  assign \$6  = | rounded_0[18:7];
+  assign clamp_0_over = \$5  & \$6 ;
+  assign \$7  = & rounded_0[18:7];
+  assign \$8  = | rounded_0[6:0];
+  assign \$9  = \$7  & \$8 ;
+  assign \$10  = ~ \$9 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$61  = sums__payload;
     if (rst) begin
       \$61  = 87'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$62  = beat_d1;
     if (rst) begin
       \$62  = 87'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$63  = sums__valid;
     if (rst) begin
       \$63  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$64  = beat_v_d1;
     if (rst) begin
       \$64  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$65  = \$29 [18:0];
     if (rst) begin
       \$65  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$66  = \$30 [18:0];
     if (rst) begin
       \$66  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$67  = \$31 [18:0];
     if (rst) begin
       \$67  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$68  = \$32 [18:0];
     if (rst) begin
       \$68  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$69  = rq_data[79:64];
     if (rst) begin
       \$69  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$70  = rq_data[95:80];
     if (rst) begin
       \$70  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$71  = rq_data[111:96];
     if (rst) begin
       \$71  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$72  = rq_data[127:112];
     if (rst) begin
       \$72  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$73  = beat_d2[86:76];
     if (rst) begin
       \$73  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$74  = beat_v_d2;
     if (rst) begin
       \$74  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$75  = biased_0[16:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$75  = rq_meta1_d1;
     if (rst) begin
-      \$75  = 17'h00000;
+      \$75  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$76  = scale_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$76  = rq_meta2_d1;
     if (rst) begin
-      \$76  = 16'h0000;
+      \$76  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$77  = { 1'h0, \$33  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$77  = rq_meta2_d2;
     if (rst) begin
-      \$77  = 34'h000000000;
+      \$77  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$78  = biased_0[18:17];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$78  = rq_v1_d1;
     if (rst) begin
-      \$78  = 2'h0;
+      \$78  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$79  = scale_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$79  = rq_v2_d1;
     if (rst) begin
-      \$79  = 16'h0000;
+      \$79  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$80  = { \$34 [17], \$34  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$80  = rq_v2_d2;
     if (rst) begin
-      \$80  = 19'h00000;
+      \$80  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$81  = \$35 [34:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$81  = \$46 [19:0];
     if (rst) begin
-      \$81  = 35'h000000000;
+      \$81  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$82  = biased_1[16:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$82  = \$48 [19:0];
     if (rst) begin
-      \$82  = 17'h00000;
+      \$82  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$83  = scale_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$83  = \$50 [19:0];
     if (rst) begin
-      \$83  = 16'h0000;
+      \$83  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$84  = { 1'h0, \$36  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$84  = \$52 [19:0];
     if (rst) begin
-      \$84  = 34'h000000000;
+      \$84  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$85  = biased_1[18:17];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$85  = rq_meta2_d3;
     if (rst) begin
-      \$85  = 2'h0;
+      \$85  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$86  = scale_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$86  = rq_v2_d3;
     if (rst) begin
-      \$86  = 16'h0000;
+      \$86  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$87  = { \$37 [17], \$37  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$87 [7:0] = \$54 ;
+    \$87 [15:8] = \$56 ;
+    \$87 [23:16] = \$58 ;
+    \$87 [31:24] = \$60 ;
+    \$87 [42:32] = rq_meta3_d1;
     if (rst) begin
-      \$87  = 19'h00000;
+      \$87  = 43'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$88  = \$38 [34:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$88  = rq_v3_d1;
     if (rst) begin
-      \$88  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$89  = biased_2[16:0];
-    if (rst) begin
-      \$89  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$90  = scale_2;
-    if (rst) begin
-      \$90  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$91  = { 1'h0, \$39  };
-    if (rst) begin
-      \$91  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$92  = biased_2[18:17];
-    if (rst) begin
-      \$92  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$93  = scale_2;
-    if (rst) begin
-      \$93  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$94  = { \$40 [17], \$40  };
-    if (rst) begin
-      \$94  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$95  = \$41 [34:0];
-    if (rst) begin
-      \$95  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$96  = biased_3[16:0];
-    if (rst) begin
-      \$96  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$97  = scale_3;
-    if (rst) begin
-      \$97  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$98  = { 1'h0, \$42  };
-    if (rst) begin
-      \$98  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$99  = biased_3[18:17];
-    if (rst) begin
-      \$99  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$100  = scale_3;
-    if (rst) begin
-      \$100  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$101  = { \$43 [17], \$43  };
-    if (rst) begin
-      \$101  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$102  = \$44 [34:0];
-    if (rst) begin
-      \$102  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$103  = rq_meta1_d1;
-    if (rst) begin
-      \$103  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$104  = rq_meta2_d1;
-    if (rst) begin
-      \$104  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$105  = rq_meta2_d2;
-    if (rst) begin
-      \$105  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$106  = rq_v1_d1;
-    if (rst) begin
-      \$106  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$107  = rq_v2_d1;
-    if (rst) begin
-      \$107  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$108  = rq_v2_d2;
-    if (rst) begin
-      \$108  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$109  = \$46 [19:0];
-    if (rst) begin
-      \$109  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$110  = \$48 [19:0];
-    if (rst) begin
-      \$110  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$111  = \$50 [19:0];
-    if (rst) begin
-      \$111  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$112  = \$52 [19:0];
-    if (rst) begin
-      \$112  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$113  = rq_meta2_d3;
-    if (rst) begin
-      \$113  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$114  = rq_v2_d3;
-    if (rst) begin
-      \$114  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$115 [7:0] = \$54 ;
-    \$115 [15:8] = \$56 ;
-    \$115 [23:16] = \$58 ;
-    \$115 [31:24] = \$60 ;
-    \$115 [42:32] = rq_meta3_d1;
-    if (rst) begin
-      \$115  = 43'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$116  = rq_v3_d1;
-    if (rst) begin
-      \$116  = 1'h0;
+      \$88  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[84];
@@ -23660,7 +21500,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -23914,7 +21754,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   assign \$24  = s_rem & \$23 ;
   assign \$25  = s_n - 1'h1;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$35  = p_v;
     if (p_take) begin
       \$35  = 1'h0;
@@ -23927,7 +21767,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$36  = p_site;
     if (\$15 ) begin
       \$36  = sites__payload;
@@ -23937,7 +21777,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$37  = p_cnt;
     if (\$15 ) begin
       \$37  = \$16 [0];
@@ -23947,7 +21787,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$38  = next_slot_0;
     if (\$15 ) begin
       \$38  = \$17 [0];
@@ -23957,7 +21797,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$39  = next_col_0;
     if (\$15 ) begin
       \$39  = \$18 [3:0];
@@ -23967,7 +21807,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$40  = first_r;
     if (issue) begin
       \$40  = 1'h0;
@@ -23989,7 +21829,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$41  = s_gi;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -24007,7 +21847,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$42  = \$signal ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -24025,7 +21865,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$43  = s_rem;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -24047,7 +21887,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$44  = s_n;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -24069,7 +21909,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$45  = \$signal$7 ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -24091,7 +21931,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$46  = s_go;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -24112,7 +21952,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$47  = go_last;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -24133,7 +21973,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$48  = sv;
     if (issue) begin
       if (\$32 ) begin
@@ -24148,7 +21988,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$49  = \$signal$10 ;
     if (p_take) begin
       \$49  = p_site[9];
@@ -24158,7 +21998,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$50  = s_err;
     if (p_take) begin
       \$50  = p_site[10];
@@ -24168,7 +22008,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$51  = \$signal$17 ;
     if (p_take) begin
       \$51  = p_site[3:0];
@@ -24178,7 +22018,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$52  = s_ox;
     if (p_take) begin
       \$52  = p_site[7:4];
@@ -24188,7 +22028,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$53  = \$signal$28 ;
     if (p_take) begin
       \$53  = p_site[8];
@@ -24198,7 +22038,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$54  = \$signal$29 ;
     if (p_take) begin
       \$54  = p_cnt;
@@ -24208,7 +22048,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$55  = slot_0;
     if (p_take) begin
       \$55  = next_slot_0;
@@ -24218,7 +22058,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$56  = col_0;
     if (p_take) begin
       \$56  = next_col_0;
@@ -24228,49 +22068,49 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$57  = issue;
     if (rst) begin
       \$57  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$58  = first_r;
     if (rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$59  = last;
     if (rst) begin
       \$59  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$60  = \$4 [0];
     if (rst) begin
       \$60  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$61  = s_go;
     if (rst) begin
       \$61  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$62  = s_gi;
     if (rst) begin
       \$62  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$63 [3:0] = \$signal$17 ;
     \$63 [7:4] = s_ox;
     \$63 [8] = s_go;
@@ -24281,28 +22121,28 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$64  = slot_0;
     if (rst) begin
       \$64  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$65  = col_0;
     if (rst) begin
       \$65  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$66  = \$signal$35 ;
     if (rst) begin
       \$66  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$67 [7] = \$signal$36 ;
     \$67 [8] = q_last;
     \$67 [19:9] = q_meta;
@@ -24346,8 +22186,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
-  reg [127:0] \$1 ;
   wire \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
@@ -24356,6 +22194,8 @@ module \top.layer2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] r_reg;
   input rd__addr;
   wire rd__addr;
   wire [127:0] rd__data;
@@ -24383,17 +22223,11 @@ module \top.layer2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 128'h00000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule

@@ -5034,8 +5034,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
-  reg [31:0] \$1 ;
   wire [10:0] \$signature__addr ;
   wire [31:0] \$signature__data ;
   wire \$signature__en ;
@@ -5044,6 +5042,8 @@ module \top.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
   wire [10:0] r_addr;
   output [31:0] r_data;
   reg [31:0] r_data = 32'd0;
+  (* init = 32'd0 *)
+  wire [31:0] r_reg;
   input [10:0] rd__addr;
   wire [10:0] rd__addr;
   wire [31:0] rd__data;
@@ -7117,40 +7117,21 @@ module \top.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 32'd0;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
-  reg [22:0] \$100 ;
-  reg [22:0] \$101 ;
-  reg [22:0] \$102 ;
-  reg [20:0] \$103 ;
-  reg [20:0] \$104 ;
-  reg [20:0] \$105 ;
-  reg [20:0] \$106 ;
-  reg [22:0] \$107 ;
-  reg [22:0] \$108 ;
-  reg [22:0] \$109 ;
   wire [15:0] \$11 ;
-  reg [22:0] \$110 ;
-  reg \$111 ;
-  reg [17:0] \$112 ;
   wire [15:0] \$12 ;
   wire [15:0] \$13 ;
   wire [15:0] \$14 ;
@@ -7185,68 +7166,21 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   wire \$40 ;
   reg [179:0] \$41 ;
   reg \$42 ;
-  reg [7:0] \$43 ;
-  reg [7:0] \$44 ;
-  reg [16:0] \$45 ;
-  reg [7:0] \$46 ;
-  reg [7:0] \$47 ;
-  reg [16:0] \$48 ;
-  reg [7:0] \$49 ;
+  reg [20:0] \$43 ;
+  reg [20:0] \$44 ;
+  reg [20:0] \$45 ;
+  reg [20:0] \$46 ;
+  reg [22:0] \$47 ;
+  reg [22:0] \$48 ;
+  reg [22:0] \$49 ;
   wire [15:0] \$5 ;
-  reg [7:0] \$50 ;
-  reg [16:0] \$51 ;
-  reg [7:0] \$52 ;
-  reg [7:0] \$53 ;
-  reg [16:0] \$54 ;
-  reg [7:0] \$55 ;
-  reg [7:0] \$56 ;
-  reg [16:0] \$57 ;
-  reg [7:0] \$58 ;
-  reg [7:0] \$59 ;
+  reg [22:0] \$50 ;
+  reg \$51 ;
+  reg [17:0] \$52 ;
   wire [15:0] \$6 ;
-  reg [16:0] \$60 ;
-  reg [7:0] \$61 ;
-  reg [7:0] \$62 ;
-  reg [16:0] \$63 ;
-  reg [7:0] \$64 ;
-  reg [7:0] \$65 ;
-  reg [16:0] \$66 ;
-  reg [7:0] \$67 ;
-  reg [7:0] \$68 ;
-  reg [16:0] \$69 ;
   wire [15:0] \$7 ;
-  reg [7:0] \$70 ;
-  reg [7:0] \$71 ;
-  reg [16:0] \$72 ;
-  reg [7:0] \$73 ;
-  reg [7:0] \$74 ;
-  reg [16:0] \$75 ;
-  reg [7:0] \$76 ;
-  reg [7:0] \$77 ;
-  reg [16:0] \$78 ;
-  reg [7:0] \$79 ;
   wire [15:0] \$8 ;
-  reg [7:0] \$80 ;
-  reg [16:0] \$81 ;
-  reg [7:0] \$82 ;
-  reg [7:0] \$83 ;
-  reg [16:0] \$84 ;
-  reg [7:0] \$85 ;
-  reg [7:0] \$86 ;
-  reg [16:0] \$87 ;
-  reg [7:0] \$88 ;
-  reg [7:0] \$89 ;
   wire [15:0] \$9 ;
-  reg [16:0] \$90 ;
-  reg [22:0] \$91 ;
-  reg [22:0] \$92 ;
-  reg [22:0] \$93 ;
-  reg [22:0] \$94 ;
-  reg [22:0] \$95 ;
-  reg [22:0] \$96 ;
-  reg [22:0] \$97 ;
-  reg [22:0] \$98 ;
-  reg [22:0] \$99 ;
   reg [22:0] acc_0 = 23'h000000;
   reg [22:0] acc_1 = 23'h000000;
   reg [22:0] acc_2 = 23'h000000;
@@ -7422,6 +7356,140 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   reg [22:0] tree_3_l2_0 = 23'h000000;
   (* init = 23'h000000 *)
   wire [22:0] tree_3_sum;
+  always @(posedge clk)
+    prod_0_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_0_1_b <= operands[47:40];
+  always @(posedge clk)
+    prod_0_1_p <= { \$2 [15], \$2  };
+  always @(posedge clk)
+    prod_0_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_0_2_b <= operands[55:48];
+  always @(posedge clk)
+    prod_0_2_p <= { \$3 [15], \$3  };
+  always @(posedge clk)
+    prod_0_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_0_3_b <= operands[63:56];
+  always @(posedge clk)
+    prod_0_3_p <= { \$4 [15], \$4  };
+  always @(posedge clk)
+    prod_1_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_1_0_b <= operands[71:64];
+  always @(posedge clk)
+    prod_1_0_p <= { \$5 [15], \$5  };
+  always @(posedge clk)
+    prod_1_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_1_1_b <= operands[79:72];
+  always @(posedge clk)
+    prod_1_1_p <= { \$6 [15], \$6  };
+  always @(posedge clk)
+    prod_1_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_1_2_b <= operands[87:80];
+  always @(posedge clk)
+    prod_1_2_p <= { \$7 [15], \$7  };
+  always @(posedge clk)
+    prod_1_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_1_3_b <= operands[95:88];
+  always @(posedge clk)
+    prod_1_3_p <= { \$8 [15], \$8  };
+  always @(posedge clk)
+    prod_2_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_2_0_b <= operands[103:96];
+  always @(posedge clk)
+    prod_2_0_p <= { \$9 [15], \$9  };
+  always @(posedge clk)
+    prod_2_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_2_1_b <= operands[111:104];
+  always @(posedge clk)
+    prod_2_1_p <= { \$10 [15], \$10  };
+  always @(posedge clk)
+    prod_2_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_2_2_b <= operands[119:112];
+  always @(posedge clk)
+    prod_2_2_p <= { \$11 [15], \$11  };
+  always @(posedge clk)
+    prod_2_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_2_3_b <= operands[127:120];
+  always @(posedge clk)
+    prod_2_3_p <= { \$12 [15], \$12  };
+  always @(posedge clk)
+    prod_3_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_3_0_b <= operands[135:128];
+  always @(posedge clk)
+    prod_3_0_p <= { \$13 [15], \$13  };
+  always @(posedge clk)
+    prod_3_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_3_1_b <= operands[143:136];
+  always @(posedge clk)
+    prod_3_1_p <= { \$14 [15], \$14  };
+  always @(posedge clk)
+    prod_3_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_3_2_b <= operands[151:144];
+  always @(posedge clk)
+    prod_3_2_p <= { \$15 [15], \$15  };
+  always @(posedge clk)
+    prod_3_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_3_3_b <= operands[159:152];
+  always @(posedge clk)
+    prod_3_3_p <= { \$16 [15], \$16  };
+  always @(posedge clk)
+    tree_0_l1_0 <= { \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17  };
+  always @(posedge clk)
+    tree_0_l1_1 <= { \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18  };
+  always @(posedge clk)
+    tree_0_l2_0 <= \$19 [22:0];
+  always @(posedge clk)
+    tree_1_l1_0 <= { \$20 [17], \$20 [17], \$20 [17], \$20 [17], \$20 [17], \$20  };
+  always @(posedge clk)
+    tree_1_l1_1 <= { \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21  };
+  always @(posedge clk)
+    tree_1_l2_0 <= \$22 [22:0];
+  always @(posedge clk)
+    tree_2_l1_0 <= { \$23 [17], \$23 [17], \$23 [17], \$23 [17], \$23 [17], \$23  };
+  always @(posedge clk)
+    tree_2_l1_1 <= { \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24  };
+  always @(posedge clk)
+    tree_2_l2_0 <= \$25 [22:0];
+  always @(posedge clk)
+    tree_3_l1_0 <= { \$26 [17], \$26 [17], \$26 [17], \$26 [17], \$26 [17], \$26  };
+  always @(posedge clk)
+    tree_3_l1_1 <= { \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27  };
+  always @(posedge clk)
+    tree_3_l2_0 <= \$28 [22:0];
+  always @(posedge clk)
+    mac_ctl_d1 <= \$43 ;
+  always @(posedge clk)
+    mac_ctl_d2 <= \$44 ;
+  always @(posedge clk)
+    mac_ctl_d3 <= \$45 ;
+  always @(posedge clk)
+    mac_ctl_d4 <= \$46 ;
+  always @(posedge clk)
+    acc_0 <= \$47 ;
+  always @(posedge clk)
+    acc_1 <= \$48 ;
+  always @(posedge clk)
+    acc_2 <= \$49 ;
+  always @(posedge clk)
+    acc_3 <= \$50 ;
+  always @(posedge clk)
+    out_v <= \$51 ;
+  always @(posedge clk)
+    out_meta <= \$52 ;
   assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
   assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
   assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
@@ -7467,659 +7535,105 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   always @(posedge clk)
     op_v <= \$42 ;
   always @(posedge clk)
-    prod_0_0_a <= \$43 ;
+    prod_0_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_0_0_b <= \$44 ;
+    prod_0_0_b <= operands[39:32];
   always @(posedge clk)
-    prod_0_0_p <= \$45 ;
-  always @(posedge clk)
-    prod_0_1_a <= \$46 ;
-  always @(posedge clk)
-    prod_0_1_b <= \$47 ;
-  always @(posedge clk)
-    prod_0_1_p <= \$48 ;
-  always @(posedge clk)
-    prod_0_2_a <= \$49 ;
-  always @(posedge clk)
-    prod_0_2_b <= \$50 ;
-  always @(posedge clk)
-    prod_0_2_p <= \$51 ;
-  always @(posedge clk)
-    prod_0_3_a <= \$52 ;
-  always @(posedge clk)
-    prod_0_3_b <= \$53 ;
-  always @(posedge clk)
-    prod_0_3_p <= \$54 ;
-  always @(posedge clk)
-    prod_1_0_a <= \$55 ;
-  always @(posedge clk)
-    prod_1_0_b <= \$56 ;
-  always @(posedge clk)
-    prod_1_0_p <= \$57 ;
-  always @(posedge clk)
-    prod_1_1_a <= \$58 ;
-  always @(posedge clk)
-    prod_1_1_b <= \$59 ;
-  always @(posedge clk)
-    prod_1_1_p <= \$60 ;
-  always @(posedge clk)
-    prod_1_2_a <= \$61 ;
-  always @(posedge clk)
-    prod_1_2_b <= \$62 ;
-  always @(posedge clk)
-    prod_1_2_p <= \$63 ;
-  always @(posedge clk)
-    prod_1_3_a <= \$64 ;
-  always @(posedge clk)
-    prod_1_3_b <= \$65 ;
-  always @(posedge clk)
-    prod_1_3_p <= \$66 ;
-  always @(posedge clk)
-    prod_2_0_a <= \$67 ;
-  always @(posedge clk)
-    prod_2_0_b <= \$68 ;
-  always @(posedge clk)
-    prod_2_0_p <= \$69 ;
-  always @(posedge clk)
-    prod_2_1_a <= \$70 ;
-  always @(posedge clk)
-    prod_2_1_b <= \$71 ;
-  always @(posedge clk)
-    prod_2_1_p <= \$72 ;
-  always @(posedge clk)
-    prod_2_2_a <= \$73 ;
-  always @(posedge clk)
-    prod_2_2_b <= \$74 ;
-  always @(posedge clk)
-    prod_2_2_p <= \$75 ;
-  always @(posedge clk)
-    prod_2_3_a <= \$76 ;
-  always @(posedge clk)
-    prod_2_3_b <= \$77 ;
-  always @(posedge clk)
-    prod_2_3_p <= \$78 ;
-  always @(posedge clk)
-    prod_3_0_a <= \$79 ;
-  always @(posedge clk)
-    prod_3_0_b <= \$80 ;
-  always @(posedge clk)
-    prod_3_0_p <= \$81 ;
-  always @(posedge clk)
-    prod_3_1_a <= \$82 ;
-  always @(posedge clk)
-    prod_3_1_b <= \$83 ;
-  always @(posedge clk)
-    prod_3_1_p <= \$84 ;
-  always @(posedge clk)
-    prod_3_2_a <= \$85 ;
-  always @(posedge clk)
-    prod_3_2_b <= \$86 ;
-  always @(posedge clk)
-    prod_3_2_p <= \$87 ;
-  always @(posedge clk)
-    prod_3_3_a <= \$88 ;
-  always @(posedge clk)
-    prod_3_3_b <= \$89 ;
-  always @(posedge clk)
-    prod_3_3_p <= \$90 ;
-  always @(posedge clk)
-    tree_0_l1_0 <= \$91 ;
-  always @(posedge clk)
-    tree_0_l1_1 <= \$92 ;
-  always @(posedge clk)
-    tree_0_l2_0 <= \$93 ;
-  always @(posedge clk)
-    tree_1_l1_0 <= \$94 ;
-  always @(posedge clk)
-    tree_1_l1_1 <= \$95 ;
-  always @(posedge clk)
-    tree_1_l2_0 <= \$96 ;
-  always @(posedge clk)
-    tree_2_l1_0 <= \$97 ;
-  always @(posedge clk)
-    tree_2_l1_1 <= \$98 ;
-  always @(posedge clk)
-    tree_2_l2_0 <= \$99 ;
-  always @(posedge clk)
-    tree_3_l1_0 <= \$100 ;
-  always @(posedge clk)
-    tree_3_l1_1 <= \$101 ;
-  always @(posedge clk)
-    tree_3_l2_0 <= \$102 ;
-  always @(posedge clk)
-    mac_ctl_d1 <= \$103 ;
-  always @(posedge clk)
-    mac_ctl_d2 <= \$104 ;
-  always @(posedge clk)
-    mac_ctl_d3 <= \$105 ;
-  always @(posedge clk)
-    mac_ctl_d4 <= \$106 ;
-  always @(posedge clk)
-    acc_0 <= \$107 ;
-  always @(posedge clk)
-    acc_1 <= \$108 ;
-  always @(posedge clk)
-    acc_2 <= \$109 ;
-  always @(posedge clk)
-    acc_3 <= \$110 ;
-  always @(posedge clk)
-    out_v <= \$111 ;
-  always @(posedge clk)
-    out_meta <= \$112 ;
+    prod_0_0_p <= { \$1 [15], \$1  };
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$43  = ctl;
+    if (rst) begin
+      \$43  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$44  = mac_ctl_d1;
+    if (rst) begin
+      \$44  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$45  = mac_ctl_d2;
+    if (rst) begin
+      \$45  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$46  = mac_ctl_d3;
+    if (rst) begin
+      \$46  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$47  = acc_0;
+    if (\$30 ) begin
+      \$47  = \$32 [22:0];
+    end
+    if (rst) begin
+      \$47  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$48  = acc_1;
+    if (\$30 ) begin
+      \$48  = \$34 [22:0];
+    end
+    if (rst) begin
+      \$48  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$49  = acc_2;
+    if (\$30 ) begin
+      \$49  = \$36 [22:0];
+    end
+    if (rst) begin
+      \$49  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$50  = acc_3;
+    if (\$30 ) begin
+      \$50  = \$38 [22:0];
+    end
+    if (rst) begin
+      \$50  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$51  = \$40 ;
+    if (rst) begin
+      \$51  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$52  = mac_ctl_d4[20:3];
+    if (rst) begin
+      \$52  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$41  = steps__payload;
     if (rst) begin
       \$41  = 180'h000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$42  = steps__valid;
     if (rst) begin
       \$42  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$43  = operands[7:0];
-    if (rst) begin
-      \$43  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$44  = operands[39:32];
-    if (rst) begin
-      \$44  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$45  = { \$1 [15], \$1  };
-    if (rst) begin
-      \$45  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$46  = operands[15:8];
-    if (rst) begin
-      \$46  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$47  = operands[47:40];
-    if (rst) begin
-      \$47  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$48  = { \$2 [15], \$2  };
-    if (rst) begin
-      \$48  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$49  = operands[23:16];
-    if (rst) begin
-      \$49  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$50  = operands[55:48];
-    if (rst) begin
-      \$50  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$51  = { \$3 [15], \$3  };
-    if (rst) begin
-      \$51  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$52  = operands[31:24];
-    if (rst) begin
-      \$52  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$53  = operands[63:56];
-    if (rst) begin
-      \$53  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$54  = { \$4 [15], \$4  };
-    if (rst) begin
-      \$54  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$55  = operands[7:0];
-    if (rst) begin
-      \$55  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$56  = operands[71:64];
-    if (rst) begin
-      \$56  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$57  = { \$5 [15], \$5  };
-    if (rst) begin
-      \$57  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$58  = operands[15:8];
-    if (rst) begin
-      \$58  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$59  = operands[79:72];
-    if (rst) begin
-      \$59  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$60  = { \$6 [15], \$6  };
-    if (rst) begin
-      \$60  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$61  = operands[23:16];
-    if (rst) begin
-      \$61  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$62  = operands[87:80];
-    if (rst) begin
-      \$62  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$63  = { \$7 [15], \$7  };
-    if (rst) begin
-      \$63  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$64  = operands[31:24];
-    if (rst) begin
-      \$64  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$65  = operands[95:88];
-    if (rst) begin
-      \$65  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$66  = { \$8 [15], \$8  };
-    if (rst) begin
-      \$66  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$67  = operands[7:0];
-    if (rst) begin
-      \$67  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$68  = operands[103:96];
-    if (rst) begin
-      \$68  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$69  = { \$9 [15], \$9  };
-    if (rst) begin
-      \$69  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$70  = operands[15:8];
-    if (rst) begin
-      \$70  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$71  = operands[111:104];
-    if (rst) begin
-      \$71  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$72  = { \$10 [15], \$10  };
-    if (rst) begin
-      \$72  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$73  = operands[23:16];
-    if (rst) begin
-      \$73  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$74  = operands[119:112];
-    if (rst) begin
-      \$74  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$75  = { \$11 [15], \$11  };
-    if (rst) begin
-      \$75  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$76  = operands[31:24];
-    if (rst) begin
-      \$76  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$77  = operands[127:120];
-    if (rst) begin
-      \$77  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$78  = { \$12 [15], \$12  };
-    if (rst) begin
-      \$78  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$79  = operands[7:0];
-    if (rst) begin
-      \$79  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$80  = operands[135:128];
-    if (rst) begin
-      \$80  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$81  = { \$13 [15], \$13  };
-    if (rst) begin
-      \$81  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$82  = operands[15:8];
-    if (rst) begin
-      \$82  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$83  = operands[143:136];
-    if (rst) begin
-      \$83  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$84  = { \$14 [15], \$14  };
-    if (rst) begin
-      \$84  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$85  = operands[23:16];
-    if (rst) begin
-      \$85  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$86  = operands[151:144];
-    if (rst) begin
-      \$86  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$87  = { \$15 [15], \$15  };
-    if (rst) begin
-      \$87  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$88  = operands[31:24];
-    if (rst) begin
-      \$88  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$89  = operands[159:152];
-    if (rst) begin
-      \$89  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$90  = { \$16 [15], \$16  };
-    if (rst) begin
-      \$90  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$91  = { \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17  };
-    if (rst) begin
-      \$91  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$92  = { \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18  };
-    if (rst) begin
-      \$92  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$93  = \$19 [22:0];
-    if (rst) begin
-      \$93  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$94  = { \$20 [17], \$20 [17], \$20 [17], \$20 [17], \$20 [17], \$20  };
-    if (rst) begin
-      \$94  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$95  = { \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21  };
-    if (rst) begin
-      \$95  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$96  = \$22 [22:0];
-    if (rst) begin
-      \$96  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$97  = { \$23 [17], \$23 [17], \$23 [17], \$23 [17], \$23 [17], \$23  };
-    if (rst) begin
-      \$97  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$98  = { \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24  };
-    if (rst) begin
-      \$98  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$99  = \$25 [22:0];
-    if (rst) begin
-      \$99  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$100  = { \$26 [17], \$26 [17], \$26 [17], \$26 [17], \$26 [17], \$26  };
-    if (rst) begin
-      \$100  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$101  = { \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27  };
-    if (rst) begin
-      \$101  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$102  = \$28 [22:0];
-    if (rst) begin
-      \$102  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$103  = ctl;
-    if (rst) begin
-      \$103  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$104  = mac_ctl_d1;
-    if (rst) begin
-      \$104  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$105  = mac_ctl_d2;
-    if (rst) begin
-      \$105  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$106  = mac_ctl_d3;
-    if (rst) begin
-      \$106  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$107  = acc_0;
-    if (\$30 ) begin
-      \$107  = \$32 [22:0];
-    end
-    if (rst) begin
-      \$107  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$108  = acc_1;
-    if (\$30 ) begin
-      \$108  = \$34 [22:0];
-    end
-    if (rst) begin
-      \$108  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$109  = acc_2;
-    if (\$30 ) begin
-      \$109  = \$36 [22:0];
-    end
-    if (rst) begin
-      \$109  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$110  = acc_3;
-    if (\$30 ) begin
-      \$110  = \$38 [22:0];
-    end
-    if (rst) begin
-      \$110  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$111  = \$40 ;
-    if (rst) begin
-      \$111  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$112  = mac_ctl_d4[20:3];
-    if (rst) begin
-      \$112  = 18'h00000;
     end
   end
   assign tree_0_sum = tree_0_l2_0;
@@ -8221,7 +7735,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -8332,7 +7846,7 @@ module \top.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -8342,7 +7856,7 @@ module \top.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -8352,7 +7866,7 @@ module \top.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -8374,8 +7888,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
-  reg [127:0] \$1 ;
   wire [1:0] \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
@@ -8384,6 +7896,8 @@ module \top.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire [1:0] r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] r_reg;
   input [1:0] rd__addr;
   wire [1:0] rd__addr;
   wire [127:0] rd__data;
@@ -8413,44 +7927,21 @@ module \top.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 128'h00000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [53:0] \$1 ;
   wire \$10 ;
-  reg [15:0] \$100 ;
-  reg [22:0] \$101 ;
-  reg [38:0] \$102 ;
-  reg [17:0] \$103 ;
-  reg [17:0] \$104 ;
-  reg [17:0] \$105 ;
-  reg \$106 ;
-  reg \$107 ;
-  reg \$108 ;
-  reg [23:0] \$109 ;
   wire \$11 ;
-  reg [23:0] \$110 ;
-  reg [23:0] \$111 ;
-  reg [23:0] \$112 ;
-  reg [17:0] \$113 ;
-  reg \$114 ;
-  reg [49:0] \$115 ;
-  reg \$116 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
@@ -8520,33 +8011,22 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   reg [15:0] \$72 ;
   reg [17:0] \$73 ;
   reg \$74 ;
-  reg [16:0] \$75 ;
-  reg [15:0] \$76 ;
-  reg [33:0] \$77 ;
-  reg [5:0] \$78 ;
-  reg [15:0] \$79 ;
+  reg [17:0] \$75 ;
+  reg [17:0] \$76 ;
+  reg [17:0] \$77 ;
+  reg \$78 ;
+  reg \$79 ;
   wire \$8 ;
-  reg [22:0] \$80 ;
-  reg [38:0] \$81 ;
-  reg [16:0] \$82 ;
-  reg [15:0] \$83 ;
-  reg [33:0] \$84 ;
-  reg [5:0] \$85 ;
-  reg [15:0] \$86 ;
-  reg [22:0] \$87 ;
-  reg [38:0] \$88 ;
-  reg [16:0] \$89 ;
+  reg \$80 ;
+  reg [23:0] \$81 ;
+  reg [23:0] \$82 ;
+  reg [23:0] \$83 ;
+  reg [23:0] \$84 ;
+  reg [17:0] \$85 ;
+  reg \$86 ;
+  reg [49:0] \$87 ;
+  reg \$88 ;
   wire \$9 ;
-  reg [15:0] \$90 ;
-  reg [33:0] \$91 ;
-  reg [5:0] \$92 ;
-  reg [15:0] \$93 ;
-  reg [22:0] \$94 ;
-  reg [38:0] \$95 ;
-  reg [16:0] \$96 ;
-  reg [15:0] \$97 ;
-  reg [33:0] \$98 ;
-  reg [5:0] \$99 ;
   reg [109:0] beat_d1 = 110'h0000000000000000000000000000;
   wire [91:0] \beat_d1.acc ;
   wire [22:0] \beat_d1.acc[0] ;
@@ -8724,13 +8204,6 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   wire [6:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
-  assign \$5  = ~ rounded_0[23];
-  assign \$6  = | rounded_0[22:7];
-  assign clamp_0_over = \$5  & \$6 ;
-  assign \$7  = & rounded_0[22:7];
-  assign \$8  = | rounded_0[6:0];
-  assign \$9  = \$7  & \$8 ;
-  assign \$10  = ~ \$9 ;
   assign clamp_0_under = rounded_0[23] & \$10 ;
   assign \$11  = ~ rounded_1[23];
   assign \$12  = | rounded_1[22:7];
@@ -8813,483 +8286,294 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   always @(posedge clk)
     rq_v1_d1 <= \$74 ;
   always @(posedge clk)
-    scaled_0_pp00_a <= \$75 ;
+    scaled_0_pp00_a <= biased_0[16:0];
   always @(posedge clk)
-    scaled_0_pp00_b <= \$76 ;
+    scaled_0_pp00_b <= scale_0;
   always @(posedge clk)
-    scaled_0_pp00_p <= \$77 ;
+    scaled_0_pp00_p <= { 1'h0, \$33  };
   always @(posedge clk)
-    scaled_0_pp10_a <= \$78 ;
+    scaled_0_pp10_a <= biased_0[22:17];
   always @(posedge clk)
-    scaled_0_pp10_b <= \$79 ;
+    scaled_0_pp10_b <= scale_0;
   always @(posedge clk)
-    scaled_0_pp10_p <= \$80 ;
+    scaled_0_pp10_p <= { \$34 [21], \$34  };
   always @(posedge clk)
-    scaled_0_sum <= \$81 ;
+    scaled_0_sum <= \$35 [38:0];
   always @(posedge clk)
-    scaled_1_pp00_a <= \$82 ;
+    scaled_1_pp00_a <= biased_1[16:0];
   always @(posedge clk)
-    scaled_1_pp00_b <= \$83 ;
+    scaled_1_pp00_b <= scale_1;
   always @(posedge clk)
-    scaled_1_pp00_p <= \$84 ;
+    scaled_1_pp00_p <= { 1'h0, \$36  };
   always @(posedge clk)
-    scaled_1_pp10_a <= \$85 ;
+    scaled_1_pp10_a <= biased_1[22:17];
   always @(posedge clk)
-    scaled_1_pp10_b <= \$86 ;
+    scaled_1_pp10_b <= scale_1;
   always @(posedge clk)
-    scaled_1_pp10_p <= \$87 ;
+    scaled_1_pp10_p <= { \$37 [21], \$37  };
   always @(posedge clk)
-    scaled_1_sum <= \$88 ;
+    scaled_1_sum <= \$38 [38:0];
   always @(posedge clk)
-    scaled_2_pp00_a <= \$89 ;
+    scaled_2_pp00_a <= biased_2[16:0];
   always @(posedge clk)
-    scaled_2_pp00_b <= \$90 ;
+    scaled_2_pp00_b <= scale_2;
   always @(posedge clk)
-    scaled_2_pp00_p <= \$91 ;
+    scaled_2_pp00_p <= { 1'h0, \$39  };
   always @(posedge clk)
-    scaled_2_pp10_a <= \$92 ;
+    scaled_2_pp10_a <= biased_2[22:17];
   always @(posedge clk)
-    scaled_2_pp10_b <= \$93 ;
+    scaled_2_pp10_b <= scale_2;
   always @(posedge clk)
-    scaled_2_pp10_p <= \$94 ;
+    scaled_2_pp10_p <= { \$40 [21], \$40  };
   always @(posedge clk)
-    scaled_2_sum <= \$95 ;
+    scaled_2_sum <= \$41 [38:0];
   always @(posedge clk)
-    scaled_3_pp00_a <= \$96 ;
+    scaled_3_pp00_a <= biased_3[16:0];
   always @(posedge clk)
-    scaled_3_pp00_b <= \$97 ;
+    scaled_3_pp00_b <= scale_3;
   always @(posedge clk)
-    scaled_3_pp00_p <= \$98 ;
+    scaled_3_pp00_p <= { 1'h0, \$42  };
   always @(posedge clk)
-    scaled_3_pp10_a <= \$99 ;
+    scaled_3_pp10_a <= biased_3[22:17];
   always @(posedge clk)
-    scaled_3_pp10_b <= \$100 ;
+    scaled_3_pp10_b <= scale_3;
   always @(posedge clk)
-    scaled_3_pp10_p <= \$101 ;
+    scaled_3_pp10_p <= { \$43 [21], \$43  };
   always @(posedge clk)
-    scaled_3_sum <= \$102 ;
+    scaled_3_sum <= \$44 [38:0];
   always @(posedge clk)
-    rq_meta2_d1 <= \$103 ;
+    rq_meta2_d1 <= \$75 ;
   always @(posedge clk)
-    rq_meta2_d2 <= \$104 ;
+    rq_meta2_d2 <= \$76 ;
   always @(posedge clk)
-    rq_meta2_d3 <= \$105 ;
+    rq_meta2_d3 <= \$77 ;
   always @(posedge clk)
-    rq_v2_d1 <= \$106 ;
+    rq_v2_d1 <= \$78 ;
   always @(posedge clk)
-    rq_v2_d2 <= \$107 ;
+    rq_v2_d2 <= \$79 ;
   always @(posedge clk)
-    rq_v2_d3 <= \$108 ;
+    rq_v2_d3 <= \$80 ;
   always @(posedge clk)
-    rounded_0 <= \$109 ;
+    rounded_0 <= \$81 ;
   always @(posedge clk)
-    rounded_1 <= \$110 ;
+    rounded_1 <= \$82 ;
   always @(posedge clk)
-    rounded_2 <= \$111 ;
+    rounded_2 <= \$83 ;
   always @(posedge clk)
-    rounded_3 <= \$112 ;
+    rounded_3 <= \$84 ;
   always @(posedge clk)
-    rq_meta3_d1 <= \$113 ;
+    rq_meta3_d1 <= \$85 ;
   always @(posedge clk)
-    rq_v3_d1 <= \$114 ;
+    rq_v3_d1 <= \$86 ;
   always @(posedge clk)
-    feats__payload <= \$115 ;
+    feats__payload <= \$87 ;
   always @(posedge clk)
-    feats__valid <= \$116 ;
+    feats__valid <= \$88 ;
+  assign \$5  = ~ rounded_0[23];
+  assign \$6  = | rounded_0[22:7];
+  assign clamp_0_over = \$5  & \$6 ;
+  assign \$7  = & rounded_0[22:7];
+  assign \$8  = | rounded_0[6:0];
+  assign \$9  = \$7  & \$8 ;
+  assign \$10  = ~ \$9 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$61  = sums__payload;
     if (rst) begin
       \$61  = 110'h0000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$62  = beat_d1;
     if (rst) begin
       \$62  = 110'h0000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$63  = sums__valid;
     if (rst) begin
       \$63  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$64  = beat_v_d1;
     if (rst) begin
       \$64  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$65  = \$29 [22:0];
     if (rst) begin
       \$65  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$66  = \$30 [22:0];
     if (rst) begin
       \$66  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$67  = \$31 [22:0];
     if (rst) begin
       \$67  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$68  = \$32 [22:0];
     if (rst) begin
       \$68  = 23'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$69  = rq_data[79:64];
     if (rst) begin
       \$69  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$70  = rq_data[95:80];
     if (rst) begin
       \$70  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$71  = rq_data[111:96];
     if (rst) begin
       \$71  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$72  = rq_data[127:112];
     if (rst) begin
       \$72  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$73  = beat_d2[109:92];
     if (rst) begin
       \$73  = 18'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$74  = beat_v_d2;
     if (rst) begin
       \$74  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$75  = biased_0[16:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$75  = rq_meta1_d1;
     if (rst) begin
-      \$75  = 17'h00000;
+      \$75  = 18'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$76  = scale_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$76  = rq_meta2_d1;
     if (rst) begin
-      \$76  = 16'h0000;
+      \$76  = 18'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$77  = { 1'h0, \$33  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$77  = rq_meta2_d2;
     if (rst) begin
-      \$77  = 34'h000000000;
+      \$77  = 18'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$78  = biased_0[22:17];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$78  = rq_v1_d1;
     if (rst) begin
-      \$78  = 6'h00;
+      \$78  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$79  = scale_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$79  = rq_v2_d1;
     if (rst) begin
-      \$79  = 16'h0000;
+      \$79  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$80  = { \$34 [21], \$34  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$80  = rq_v2_d2;
     if (rst) begin
-      \$80  = 23'h000000;
+      \$80  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$81  = \$35 [38:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$81  = \$46 [23:0];
     if (rst) begin
-      \$81  = 39'h0000000000;
+      \$81  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$82  = biased_1[16:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$82  = \$48 [23:0];
     if (rst) begin
-      \$82  = 17'h00000;
+      \$82  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$83  = scale_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$83  = \$50 [23:0];
     if (rst) begin
-      \$83  = 16'h0000;
+      \$83  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$84  = { 1'h0, \$36  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$84  = \$52 [23:0];
     if (rst) begin
-      \$84  = 34'h000000000;
+      \$84  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$85  = biased_1[22:17];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$85  = rq_meta2_d3;
     if (rst) begin
-      \$85  = 6'h00;
+      \$85  = 18'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$86  = scale_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$86  = rq_v2_d3;
     if (rst) begin
-      \$86  = 16'h0000;
+      \$86  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$87  = { \$37 [21], \$37  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$87 [7:0] = \$54 ;
+    \$87 [15:8] = \$56 ;
+    \$87 [23:16] = \$58 ;
+    \$87 [31:24] = \$60 ;
+    \$87 [49:32] = rq_meta3_d1;
     if (rst) begin
-      \$87  = 23'h000000;
+      \$87  = 50'h0000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$88  = \$38 [38:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$88  = rq_v3_d1;
     if (rst) begin
-      \$88  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$89  = biased_2[16:0];
-    if (rst) begin
-      \$89  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$90  = scale_2;
-    if (rst) begin
-      \$90  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$91  = { 1'h0, \$39  };
-    if (rst) begin
-      \$91  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$92  = biased_2[22:17];
-    if (rst) begin
-      \$92  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$93  = scale_2;
-    if (rst) begin
-      \$93  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$94  = { \$40 [21], \$40  };
-    if (rst) begin
-      \$94  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$95  = \$41 [38:0];
-    if (rst) begin
-      \$95  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$96  = biased_3[16:0];
-    if (rst) begin
-      \$96  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$97  = scale_3;
-    if (rst) begin
-      \$97  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$98  = { 1'h0, \$42  };
-    if (rst) begin
-      \$98  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$99  = biased_3[22:17];
-    if (rst) begin
-      \$99  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$100  = scale_3;
-    if (rst) begin
-      \$100  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$101  = { \$43 [21], \$43  };
-    if (rst) begin
-      \$101  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$102  = \$44 [38:0];
-    if (rst) begin
-      \$102  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$103  = rq_meta1_d1;
-    if (rst) begin
-      \$103  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$104  = rq_meta2_d1;
-    if (rst) begin
-      \$104  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$105  = rq_meta2_d2;
-    if (rst) begin
-      \$105  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$106  = rq_v1_d1;
-    if (rst) begin
-      \$106  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$107  = rq_v2_d1;
-    if (rst) begin
-      \$107  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$108  = rq_v2_d2;
-    if (rst) begin
-      \$108  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$109  = \$46 [23:0];
-    if (rst) begin
-      \$109  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$110  = \$48 [23:0];
-    if (rst) begin
-      \$110  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$111  = \$50 [23:0];
-    if (rst) begin
-      \$111  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$112  = \$52 [23:0];
-    if (rst) begin
-      \$112  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$113  = rq_meta2_d3;
-    if (rst) begin
-      \$113  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$114  = rq_v2_d3;
-    if (rst) begin
-      \$114  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$115 [7:0] = \$54 ;
-    \$115 [15:8] = \$56 ;
-    \$115 [23:16] = \$58 ;
-    \$115 [31:24] = \$60 ;
-    \$115 [49:32] = rq_meta3_d1;
-    if (rst) begin
-      \$115  = 50'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$116  = rq_v3_d1;
-    if (rst) begin
-      \$116  = 1'h0;
+      \$88  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[107:106];
@@ -9399,7 +8683,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [1:0] \$100 ;
@@ -9792,7 +9076,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
   always @(posedge clk)
     steps__payload <= \$120 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$76  = p_v;
     if (p_take) begin
       \$76  = 1'h0;
@@ -9805,7 +9089,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$77  = p_site;
     if (\$44 ) begin
       \$77  = sites__payload;
@@ -9815,7 +9099,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$78  = p_cnt;
     if (\$44 ) begin
       \$78  = \$53 [3:0];
@@ -9825,7 +9109,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$79  = next_slot_0;
     if (\$44 ) begin
       \$79  = \$54 [1:0];
@@ -9835,7 +9119,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$80  = next_col_0;
     if (\$44 ) begin
       \$80  = \$55 [6:0];
@@ -9845,7 +9129,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$81  = next_slot_1;
     if (\$44 ) begin
       \$81  = \$56 [1:0];
@@ -9855,7 +9139,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$82  = next_col_1;
     if (\$44 ) begin
       \$82  = \$57 [6:0];
@@ -9865,7 +9149,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$83  = next_slot_2;
     if (\$44 ) begin
       \$83  = \$58 [1:0];
@@ -9875,7 +9159,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$84  = next_col_2;
     if (\$44 ) begin
       \$84  = \$59 [6:0];
@@ -9885,7 +9169,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$85  = first_r;
     if (issue) begin
       \$85  = 1'h0;
@@ -9907,7 +9191,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$86  = s_gi;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -9925,7 +9209,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$87  = \$signal ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -9943,7 +9227,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$88  = s_rem;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -9965,7 +9249,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$89  = s_n;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -9987,7 +9271,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$90  = \$signal$7 ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -10009,7 +9293,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$91  = s_go;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -10030,7 +9314,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$92  = go_last;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -10051,7 +9335,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$93  = sv;
     if (issue) begin
       if (\$73 ) begin
@@ -10066,7 +9350,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$94  = \$signal$10 ;
     if (p_take) begin
       \$94  = p_site[23];
@@ -10076,7 +9360,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$95  = s_err;
     if (p_take) begin
       \$95  = p_site[24];
@@ -10086,7 +9370,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$96  = \$signal$17 ;
     if (p_take) begin
       \$96  = p_site[6:0];
@@ -10096,7 +9380,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$97  = s_ox;
     if (p_take) begin
       \$97  = p_site[13:7];
@@ -10106,7 +9390,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$98  = \$signal$42 ;
     if (p_take) begin
       \$98  = p_site[22:14];
@@ -10116,7 +9400,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$99  = \$signal$43 ;
     if (p_take) begin
       \$99  = p_cnt;
@@ -10126,7 +9410,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$100  = slot_0;
     if (p_take) begin
       \$100  = next_slot_0;
@@ -10136,7 +9420,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$101  = slot_1;
     if (p_take) begin
       \$101  = next_slot_1;
@@ -10146,7 +9430,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$102  = slot_2;
     if (p_take) begin
       \$102  = next_slot_2;
@@ -10156,7 +9440,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$103  = col_0;
     if (p_take) begin
       \$103  = next_col_0;
@@ -10166,7 +9450,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$104  = col_1;
     if (p_take) begin
       \$104  = next_col_1;
@@ -10176,7 +9460,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$105  = col_2;
     if (p_take) begin
       \$105  = next_col_2;
@@ -10186,49 +9470,49 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$106  = issue;
     if (rst) begin
       \$106  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$107  = first_r;
     if (rst) begin
       \$107  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$108  = last;
     if (rst) begin
       \$108  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$109  = \$4 [8:0];
     if (rst) begin
       \$109  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$110  = s_go;
     if (rst) begin
       \$110  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$111  = s_gi;
     if (rst) begin
       \$111  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$112 [6:0] = \$signal$17 ;
     \$112 [13:7] = s_ox;
     \$112 [15:14] = s_go;
@@ -10239,56 +9523,56 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$113  = slot_0;
     if (rst) begin
       \$113  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$114  = slot_1;
     if (rst) begin
       \$114  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$115  = slot_2;
     if (rst) begin
       \$115  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$116  = col_0;
     if (rst) begin
       \$116  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$117  = col_1;
     if (rst) begin
       \$117  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$118  = col_2;
     if (rst) begin
       \$118  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$119  = \$signal$53 ;
     if (rst) begin
       \$119  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$120 [19] = \$signal$54 ;
     \$120 [20] = q_last;
     \$120 [38:21] = q_meta;
@@ -10329,8 +9613,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
-  reg [127:0] \$1 ;
   wire [7:0] \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
@@ -10339,6 +9621,8 @@ module \top.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire [7:0] r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] r_reg;
   input [7:0] rd__addr;
   wire [7:0] rd__addr;
   wire [127:0] rd__data;
@@ -10620,17 +9904,11 @@ module \top.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 128'h00000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule

@@ -4225,8 +4225,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_0.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
-  reg [63:0] \$1 ;
   wire [3:0] \$signature__addr ;
   wire [63:0] \$signature__data ;
   wire \$signature__en ;
@@ -4235,6 +4233,8 @@ module \top.block_0_0.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
   wire [3:0] r_addr;
   output [63:0] r_data;
   reg [63:0] r_data = 64'h0000000000000000;
+  (* init = 64'h0000000000000000 *)
+  wire [63:0] r_reg;
   input [3:0] rd__addr;
   wire [3:0] rd__addr;
   wire [63:0] rd__data;
@@ -4276,147 +4276,31 @@ module \top.block_0_0.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 64'h0000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
-  reg [7:0] \$100 ;
-  reg [16:0] \$101 ;
-  reg [7:0] \$102 ;
-  reg [7:0] \$103 ;
-  reg [16:0] \$104 ;
-  reg [7:0] \$105 ;
-  reg [7:0] \$106 ;
-  reg [16:0] \$107 ;
-  reg [7:0] \$108 ;
-  reg [7:0] \$109 ;
   wire [15:0] \$11 ;
-  reg [16:0] \$110 ;
-  reg [7:0] \$111 ;
-  reg [7:0] \$112 ;
-  reg [16:0] \$113 ;
-  reg [7:0] \$114 ;
-  reg [7:0] \$115 ;
-  reg [16:0] \$116 ;
-  reg [7:0] \$117 ;
-  reg [7:0] \$118 ;
-  reg [16:0] \$119 ;
   wire [15:0] \$12 ;
-  reg [7:0] \$120 ;
-  reg [7:0] \$121 ;
-  reg [16:0] \$122 ;
-  reg [7:0] \$123 ;
-  reg [7:0] \$124 ;
-  reg [16:0] \$125 ;
-  reg [7:0] \$126 ;
-  reg [7:0] \$127 ;
-  reg [16:0] \$128 ;
-  reg [7:0] \$129 ;
   wire [15:0] \$13 ;
-  reg [7:0] \$130 ;
-  reg [16:0] \$131 ;
-  reg [7:0] \$132 ;
-  reg [7:0] \$133 ;
-  reg [16:0] \$134 ;
-  reg [7:0] \$135 ;
-  reg [7:0] \$136 ;
-  reg [16:0] \$137 ;
-  reg [7:0] \$138 ;
-  reg [7:0] \$139 ;
   wire [15:0] \$14 ;
-  reg [16:0] \$140 ;
-  reg [7:0] \$141 ;
-  reg [7:0] \$142 ;
-  reg [16:0] \$143 ;
-  reg [7:0] \$144 ;
-  reg [7:0] \$145 ;
-  reg [16:0] \$146 ;
-  reg [7:0] \$147 ;
-  reg [7:0] \$148 ;
-  reg [16:0] \$149 ;
   wire [15:0] \$15 ;
-  reg [7:0] \$150 ;
-  reg [7:0] \$151 ;
-  reg [16:0] \$152 ;
-  reg [7:0] \$153 ;
-  reg [7:0] \$154 ;
-  reg [16:0] \$155 ;
-  reg [7:0] \$156 ;
-  reg [7:0] \$157 ;
-  reg [16:0] \$158 ;
-  reg [7:0] \$159 ;
   wire [15:0] \$16 ;
-  reg [7:0] \$160 ;
-  reg [16:0] \$161 ;
-  reg [7:0] \$162 ;
-  reg [7:0] \$163 ;
-  reg [16:0] \$164 ;
-  reg [7:0] \$165 ;
-  reg [7:0] \$166 ;
-  reg [16:0] \$167 ;
-  reg [7:0] \$168 ;
-  reg [7:0] \$169 ;
   wire [15:0] \$17 ;
-  reg [16:0] \$170 ;
-  reg [18:0] \$171 ;
-  reg [18:0] \$172 ;
-  reg [18:0] \$173 ;
-  reg [18:0] \$174 ;
-  reg [18:0] \$175 ;
-  reg [18:0] \$176 ;
-  reg [18:0] \$177 ;
-  reg [18:0] \$178 ;
-  reg [18:0] \$179 ;
   wire [15:0] \$18 ;
-  reg [18:0] \$180 ;
-  reg [18:0] \$181 ;
-  reg [18:0] \$182 ;
-  reg [18:0] \$183 ;
-  reg [18:0] \$184 ;
-  reg [18:0] \$185 ;
-  reg [18:0] \$186 ;
-  reg [18:0] \$187 ;
-  reg [18:0] \$188 ;
-  reg [18:0] \$189 ;
   wire [15:0] \$19 ;
-  reg [18:0] \$190 ;
-  reg [18:0] \$191 ;
-  reg [18:0] \$192 ;
-  reg [18:0] \$193 ;
-  reg [18:0] \$194 ;
-  reg [18:0] \$195 ;
-  reg [18:0] \$196 ;
-  reg [18:0] \$197 ;
-  reg [18:0] \$198 ;
-  reg [12:0] \$199 ;
   wire [15:0] \$2 ;
   wire [15:0] \$20 ;
-  reg [12:0] \$200 ;
-  reg [12:0] \$201 ;
-  reg [12:0] \$202 ;
-  reg [12:0] \$203 ;
-  reg [18:0] \$204 ;
-  reg [18:0] \$205 ;
-  reg [18:0] \$206 ;
-  reg [18:0] \$207 ;
-  reg \$208 ;
-  reg [9:0] \$209 ;
   wire [15:0] \$21 ;
   wire [15:0] \$22 ;
   wire [15:0] \$23 ;
@@ -4476,33 +4360,19 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire \$72 ;
   reg [331:0] \$73 ;
   reg \$74 ;
-  reg [7:0] \$75 ;
-  reg [7:0] \$76 ;
-  reg [16:0] \$77 ;
-  reg [7:0] \$78 ;
-  reg [7:0] \$79 ;
+  reg [12:0] \$75 ;
+  reg [12:0] \$76 ;
+  reg [12:0] \$77 ;
+  reg [12:0] \$78 ;
+  reg [12:0] \$79 ;
   wire [15:0] \$8 ;
-  reg [16:0] \$80 ;
-  reg [7:0] \$81 ;
-  reg [7:0] \$82 ;
-  reg [16:0] \$83 ;
-  reg [7:0] \$84 ;
-  reg [7:0] \$85 ;
-  reg [16:0] \$86 ;
-  reg [7:0] \$87 ;
-  reg [7:0] \$88 ;
-  reg [16:0] \$89 ;
+  reg [18:0] \$80 ;
+  reg [18:0] \$81 ;
+  reg [18:0] \$82 ;
+  reg [18:0] \$83 ;
+  reg \$84 ;
+  reg [9:0] \$85 ;
   wire [15:0] \$9 ;
-  reg [7:0] \$90 ;
-  reg [7:0] \$91 ;
-  reg [16:0] \$92 ;
-  reg [7:0] \$93 ;
-  reg [7:0] \$94 ;
-  reg [16:0] \$95 ;
-  reg [7:0] \$96 ;
-  reg [7:0] \$97 ;
-  reg [16:0] \$98 ;
-  reg [7:0] \$99 ;
   reg [18:0] acc_0 = 19'h00000;
   reg [18:0] acc_1 = 19'h00000;
   reg [18:0] acc_2 = 19'h00000;
@@ -4752,20 +4622,6 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   reg [18:0] tree_3_l3_0 = 19'h00000;
   (* init = 19'h00000 *)
   wire [18:0] tree_3_sum;
-  assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
-  assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
-  assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
-  assign \$4  = $signed(prod_0_3_a) * $signed(prod_0_3_b);
-  assign \$5  = $signed(prod_0_4_a) * $signed(prod_0_4_b);
-  assign \$6  = $signed(prod_0_5_a) * $signed(prod_0_5_b);
-  assign \$7  = $signed(prod_0_6_a) * $signed(prod_0_6_b);
-  assign \$8  = $signed(prod_0_7_a) * $signed(prod_0_7_b);
-  assign \$9  = $signed(prod_1_0_a) * $signed(prod_1_0_b);
-  assign \$10  = $signed(prod_1_1_a) * $signed(prod_1_1_b);
-  assign \$11  = $signed(prod_1_2_a) * $signed(prod_1_2_b);
-  assign \$12  = $signed(prod_1_3_a) * $signed(prod_1_3_b);
-  assign \$13  = $signed(prod_1_4_a) * $signed(prod_1_4_b);
-  assign \$14  = $signed(prod_1_5_a) * $signed(prod_1_5_b);
   assign \$15  = $signed(prod_1_6_a) * $signed(prod_1_6_b);
   assign \$16  = $signed(prod_1_7_a) * $signed(prod_1_7_b);
   assign \$17  = $signed(prod_2_0_a) * $signed(prod_2_0_b);
@@ -4829,1244 +4685,390 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   always @(posedge clk)
     op_v <= \$74 ;
   always @(posedge clk)
-    prod_0_0_a <= \$75 ;
+    prod_0_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_0_0_b <= \$76 ;
+    prod_0_0_b <= operands[71:64];
   always @(posedge clk)
-    prod_0_0_p <= \$77 ;
+    prod_0_0_p <= { \$1 [15], \$1  };
   always @(posedge clk)
-    prod_0_1_a <= \$78 ;
+    prod_0_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_0_1_b <= \$79 ;
+    prod_0_1_b <= operands[79:72];
   always @(posedge clk)
-    prod_0_1_p <= \$80 ;
+    prod_0_1_p <= { \$2 [15], \$2  };
   always @(posedge clk)
-    prod_0_2_a <= \$81 ;
+    prod_0_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_0_2_b <= \$82 ;
+    prod_0_2_b <= operands[87:80];
   always @(posedge clk)
-    prod_0_2_p <= \$83 ;
+    prod_0_2_p <= { \$3 [15], \$3  };
   always @(posedge clk)
-    prod_0_3_a <= \$84 ;
+    prod_0_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_0_3_b <= \$85 ;
+    prod_0_3_b <= operands[95:88];
   always @(posedge clk)
-    prod_0_3_p <= \$86 ;
+    prod_0_3_p <= { \$4 [15], \$4  };
   always @(posedge clk)
-    prod_0_4_a <= \$87 ;
+    prod_0_4_a <= operands[39:32];
   always @(posedge clk)
-    prod_0_4_b <= \$88 ;
+    prod_0_4_b <= operands[103:96];
   always @(posedge clk)
-    prod_0_4_p <= \$89 ;
+    prod_0_4_p <= { \$5 [15], \$5  };
   always @(posedge clk)
-    prod_0_5_a <= \$90 ;
+    prod_0_5_a <= operands[47:40];
   always @(posedge clk)
-    prod_0_5_b <= \$91 ;
+    prod_0_5_b <= operands[111:104];
   always @(posedge clk)
-    prod_0_5_p <= \$92 ;
+    prod_0_5_p <= { \$6 [15], \$6  };
   always @(posedge clk)
-    prod_0_6_a <= \$93 ;
+    prod_0_6_a <= operands[55:48];
   always @(posedge clk)
-    prod_0_6_b <= \$94 ;
+    prod_0_6_b <= operands[119:112];
   always @(posedge clk)
-    prod_0_6_p <= \$95 ;
+    prod_0_6_p <= { \$7 [15], \$7  };
   always @(posedge clk)
-    prod_0_7_a <= \$96 ;
+    prod_0_7_a <= operands[63:56];
   always @(posedge clk)
-    prod_0_7_b <= \$97 ;
+    prod_0_7_b <= operands[127:120];
   always @(posedge clk)
-    prod_0_7_p <= \$98 ;
+    prod_0_7_p <= { \$8 [15], \$8  };
   always @(posedge clk)
-    prod_1_0_a <= \$99 ;
+    prod_1_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_1_0_b <= \$100 ;
+    prod_1_0_b <= operands[135:128];
   always @(posedge clk)
-    prod_1_0_p <= \$101 ;
+    prod_1_0_p <= { \$9 [15], \$9  };
   always @(posedge clk)
-    prod_1_1_a <= \$102 ;
+    prod_1_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_1_1_b <= \$103 ;
+    prod_1_1_b <= operands[143:136];
   always @(posedge clk)
-    prod_1_1_p <= \$104 ;
+    prod_1_1_p <= { \$10 [15], \$10  };
   always @(posedge clk)
-    prod_1_2_a <= \$105 ;
+    prod_1_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_1_2_b <= \$106 ;
+    prod_1_2_b <= operands[151:144];
   always @(posedge clk)
-    prod_1_2_p <= \$107 ;
+    prod_1_2_p <= { \$11 [15], \$11  };
   always @(posedge clk)
-    prod_1_3_a <= \$108 ;
+    prod_1_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_1_3_b <= \$109 ;
+    prod_1_3_b <= operands[159:152];
   always @(posedge clk)
-    prod_1_3_p <= \$110 ;
+    prod_1_3_p <= { \$12 [15], \$12  };
   always @(posedge clk)
-    prod_1_4_a <= \$111 ;
+    prod_1_4_a <= operands[39:32];
   always @(posedge clk)
-    prod_1_4_b <= \$112 ;
+    prod_1_4_b <= operands[167:160];
   always @(posedge clk)
-    prod_1_4_p <= \$113 ;
+    prod_1_4_p <= { \$13 [15], \$13  };
   always @(posedge clk)
-    prod_1_5_a <= \$114 ;
+    prod_1_5_a <= operands[47:40];
   always @(posedge clk)
-    prod_1_5_b <= \$115 ;
+    prod_1_5_b <= operands[175:168];
   always @(posedge clk)
-    prod_1_5_p <= \$116 ;
+    prod_1_5_p <= { \$14 [15], \$14  };
   always @(posedge clk)
-    prod_1_6_a <= \$117 ;
+    prod_1_6_a <= operands[55:48];
   always @(posedge clk)
-    prod_1_6_b <= \$118 ;
+    prod_1_6_b <= operands[183:176];
   always @(posedge clk)
-    prod_1_6_p <= \$119 ;
+    prod_1_6_p <= { \$15 [15], \$15  };
   always @(posedge clk)
-    prod_1_7_a <= \$120 ;
+    prod_1_7_a <= operands[63:56];
   always @(posedge clk)
-    prod_1_7_b <= \$121 ;
+    prod_1_7_b <= operands[191:184];
   always @(posedge clk)
-    prod_1_7_p <= \$122 ;
+    prod_1_7_p <= { \$16 [15], \$16  };
   always @(posedge clk)
-    prod_2_0_a <= \$123 ;
+    prod_2_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_2_0_b <= \$124 ;
+    prod_2_0_b <= operands[199:192];
   always @(posedge clk)
-    prod_2_0_p <= \$125 ;
+    prod_2_0_p <= { \$17 [15], \$17  };
   always @(posedge clk)
-    prod_2_1_a <= \$126 ;
+    prod_2_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_2_1_b <= \$127 ;
+    prod_2_1_b <= operands[207:200];
   always @(posedge clk)
-    prod_2_1_p <= \$128 ;
+    prod_2_1_p <= { \$18 [15], \$18  };
   always @(posedge clk)
-    prod_2_2_a <= \$129 ;
+    prod_2_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_2_2_b <= \$130 ;
+    prod_2_2_b <= operands[215:208];
   always @(posedge clk)
-    prod_2_2_p <= \$131 ;
+    prod_2_2_p <= { \$19 [15], \$19  };
   always @(posedge clk)
-    prod_2_3_a <= \$132 ;
+    prod_2_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_2_3_b <= \$133 ;
+    prod_2_3_b <= operands[223:216];
   always @(posedge clk)
-    prod_2_3_p <= \$134 ;
+    prod_2_3_p <= { \$20 [15], \$20  };
   always @(posedge clk)
-    prod_2_4_a <= \$135 ;
+    prod_2_4_a <= operands[39:32];
   always @(posedge clk)
-    prod_2_4_b <= \$136 ;
+    prod_2_4_b <= operands[231:224];
   always @(posedge clk)
-    prod_2_4_p <= \$137 ;
+    prod_2_4_p <= { \$21 [15], \$21  };
   always @(posedge clk)
-    prod_2_5_a <= \$138 ;
+    prod_2_5_a <= operands[47:40];
   always @(posedge clk)
-    prod_2_5_b <= \$139 ;
+    prod_2_5_b <= operands[239:232];
   always @(posedge clk)
-    prod_2_5_p <= \$140 ;
+    prod_2_5_p <= { \$22 [15], \$22  };
   always @(posedge clk)
-    prod_2_6_a <= \$141 ;
+    prod_2_6_a <= operands[55:48];
   always @(posedge clk)
-    prod_2_6_b <= \$142 ;
+    prod_2_6_b <= operands[247:240];
   always @(posedge clk)
-    prod_2_6_p <= \$143 ;
+    prod_2_6_p <= { \$23 [15], \$23  };
   always @(posedge clk)
-    prod_2_7_a <= \$144 ;
+    prod_2_7_a <= operands[63:56];
   always @(posedge clk)
-    prod_2_7_b <= \$145 ;
+    prod_2_7_b <= operands[255:248];
   always @(posedge clk)
-    prod_2_7_p <= \$146 ;
+    prod_2_7_p <= { \$24 [15], \$24  };
   always @(posedge clk)
-    prod_3_0_a <= \$147 ;
+    prod_3_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_3_0_b <= \$148 ;
+    prod_3_0_b <= operands[263:256];
   always @(posedge clk)
-    prod_3_0_p <= \$149 ;
+    prod_3_0_p <= { \$25 [15], \$25  };
   always @(posedge clk)
-    prod_3_1_a <= \$150 ;
+    prod_3_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_3_1_b <= \$151 ;
+    prod_3_1_b <= operands[271:264];
   always @(posedge clk)
-    prod_3_1_p <= \$152 ;
+    prod_3_1_p <= { \$26 [15], \$26  };
   always @(posedge clk)
-    prod_3_2_a <= \$153 ;
+    prod_3_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_3_2_b <= \$154 ;
+    prod_3_2_b <= operands[279:272];
   always @(posedge clk)
-    prod_3_2_p <= \$155 ;
+    prod_3_2_p <= { \$27 [15], \$27  };
   always @(posedge clk)
-    prod_3_3_a <= \$156 ;
+    prod_3_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_3_3_b <= \$157 ;
+    prod_3_3_b <= operands[287:280];
   always @(posedge clk)
-    prod_3_3_p <= \$158 ;
+    prod_3_3_p <= { \$28 [15], \$28  };
   always @(posedge clk)
-    prod_3_4_a <= \$159 ;
+    prod_3_4_a <= operands[39:32];
   always @(posedge clk)
-    prod_3_4_b <= \$160 ;
+    prod_3_4_b <= operands[295:288];
   always @(posedge clk)
-    prod_3_4_p <= \$161 ;
+    prod_3_4_p <= { \$29 [15], \$29  };
   always @(posedge clk)
-    prod_3_5_a <= \$162 ;
+    prod_3_5_a <= operands[47:40];
   always @(posedge clk)
-    prod_3_5_b <= \$163 ;
+    prod_3_5_b <= operands[303:296];
   always @(posedge clk)
-    prod_3_5_p <= \$164 ;
+    prod_3_5_p <= { \$30 [15], \$30  };
   always @(posedge clk)
-    prod_3_6_a <= \$165 ;
+    prod_3_6_a <= operands[55:48];
   always @(posedge clk)
-    prod_3_6_b <= \$166 ;
+    prod_3_6_b <= operands[311:304];
   always @(posedge clk)
-    prod_3_6_p <= \$167 ;
+    prod_3_6_p <= { \$31 [15], \$31  };
   always @(posedge clk)
-    prod_3_7_a <= \$168 ;
+    prod_3_7_a <= operands[63:56];
   always @(posedge clk)
-    prod_3_7_b <= \$169 ;
+    prod_3_7_b <= operands[319:312];
   always @(posedge clk)
-    prod_3_7_p <= \$170 ;
+    prod_3_7_p <= { \$32 [15], \$32  };
   always @(posedge clk)
-    tree_0_l1_0 <= \$171 ;
+    tree_0_l1_0 <= { \$33 [17], \$33  };
   always @(posedge clk)
-    tree_0_l1_1 <= \$172 ;
+    tree_0_l1_1 <= { \$34 [17], \$34  };
   always @(posedge clk)
-    tree_0_l1_2 <= \$173 ;
+    tree_0_l1_2 <= { \$35 [17], \$35  };
   always @(posedge clk)
-    tree_0_l1_3 <= \$174 ;
+    tree_0_l1_3 <= { \$36 [17], \$36  };
   always @(posedge clk)
-    tree_0_l2_0 <= \$175 ;
+    tree_0_l2_0 <= \$37 [18:0];
   always @(posedge clk)
-    tree_0_l2_1 <= \$176 ;
+    tree_0_l2_1 <= \$38 [18:0];
   always @(posedge clk)
-    tree_0_l3_0 <= \$177 ;
+    tree_0_l3_0 <= \$39 [18:0];
   always @(posedge clk)
-    tree_1_l1_0 <= \$178 ;
+    tree_1_l1_0 <= { \$40 [17], \$40  };
   always @(posedge clk)
-    tree_1_l1_1 <= \$179 ;
+    tree_1_l1_1 <= { \$41 [17], \$41  };
   always @(posedge clk)
-    tree_1_l1_2 <= \$180 ;
+    tree_1_l1_2 <= { \$42 [17], \$42  };
   always @(posedge clk)
-    tree_1_l1_3 <= \$181 ;
+    tree_1_l1_3 <= { \$43 [17], \$43  };
   always @(posedge clk)
-    tree_1_l2_0 <= \$182 ;
+    tree_1_l2_0 <= \$44 [18:0];
   always @(posedge clk)
-    tree_1_l2_1 <= \$183 ;
+    tree_1_l2_1 <= \$45 [18:0];
   always @(posedge clk)
-    tree_1_l3_0 <= \$184 ;
+    tree_1_l3_0 <= \$46 [18:0];
   always @(posedge clk)
-    tree_2_l1_0 <= \$185 ;
+    tree_2_l1_0 <= { \$47 [17], \$47  };
   always @(posedge clk)
-    tree_2_l1_1 <= \$186 ;
+    tree_2_l1_1 <= { \$48 [17], \$48  };
   always @(posedge clk)
-    tree_2_l1_2 <= \$187 ;
+    tree_2_l1_2 <= { \$49 [17], \$49  };
   always @(posedge clk)
-    tree_2_l1_3 <= \$188 ;
+    tree_2_l1_3 <= { \$50 [17], \$50  };
   always @(posedge clk)
-    tree_2_l2_0 <= \$189 ;
+    tree_2_l2_0 <= \$51 [18:0];
   always @(posedge clk)
-    tree_2_l2_1 <= \$190 ;
+    tree_2_l2_1 <= \$52 [18:0];
   always @(posedge clk)
-    tree_2_l3_0 <= \$191 ;
+    tree_2_l3_0 <= \$53 [18:0];
   always @(posedge clk)
-    tree_3_l1_0 <= \$192 ;
+    tree_3_l1_0 <= { \$54 [17], \$54  };
   always @(posedge clk)
-    tree_3_l1_1 <= \$193 ;
+    tree_3_l1_1 <= { \$55 [17], \$55  };
   always @(posedge clk)
-    tree_3_l1_2 <= \$194 ;
+    tree_3_l1_2 <= { \$56 [17], \$56  };
   always @(posedge clk)
-    tree_3_l1_3 <= \$195 ;
+    tree_3_l1_3 <= { \$57 [17], \$57  };
   always @(posedge clk)
-    tree_3_l2_0 <= \$196 ;
+    tree_3_l2_0 <= \$58 [18:0];
   always @(posedge clk)
-    tree_3_l2_1 <= \$197 ;
+    tree_3_l2_1 <= \$59 [18:0];
   always @(posedge clk)
-    tree_3_l3_0 <= \$198 ;
+    tree_3_l3_0 <= \$60 [18:0];
   always @(posedge clk)
-    mac_ctl_d1 <= \$199 ;
+    mac_ctl_d1 <= \$75 ;
   always @(posedge clk)
-    mac_ctl_d2 <= \$200 ;
+    mac_ctl_d2 <= \$76 ;
   always @(posedge clk)
-    mac_ctl_d3 <= \$201 ;
+    mac_ctl_d3 <= \$77 ;
   always @(posedge clk)
-    mac_ctl_d4 <= \$202 ;
+    mac_ctl_d4 <= \$78 ;
   always @(posedge clk)
-    mac_ctl_d5 <= \$203 ;
+    mac_ctl_d5 <= \$79 ;
   always @(posedge clk)
-    acc_0 <= \$204 ;
+    acc_0 <= \$80 ;
   always @(posedge clk)
-    acc_1 <= \$205 ;
+    acc_1 <= \$81 ;
   always @(posedge clk)
-    acc_2 <= \$206 ;
+    acc_2 <= \$82 ;
   always @(posedge clk)
-    acc_3 <= \$207 ;
+    acc_3 <= \$83 ;
   always @(posedge clk)
-    out_v <= \$208 ;
+    out_v <= \$84 ;
   always @(posedge clk)
-    out_meta <= \$209 ;
+    out_meta <= \$85 ;
+  assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
+  assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
+  assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
+  assign \$4  = $signed(prod_0_3_a) * $signed(prod_0_3_b);
+  assign \$5  = $signed(prod_0_4_a) * $signed(prod_0_4_b);
+  assign \$6  = $signed(prod_0_5_a) * $signed(prod_0_5_b);
+  assign \$7  = $signed(prod_0_6_a) * $signed(prod_0_6_b);
+  assign \$8  = $signed(prod_0_7_a) * $signed(prod_0_7_b);
+  assign \$9  = $signed(prod_1_0_a) * $signed(prod_1_0_b);
+  assign \$10  = $signed(prod_1_1_a) * $signed(prod_1_1_b);
+  assign \$11  = $signed(prod_1_2_a) * $signed(prod_1_2_b);
+  assign \$12  = $signed(prod_1_3_a) * $signed(prod_1_3_b);
+  assign \$13  = $signed(prod_1_4_a) * $signed(prod_1_4_b);
+  assign \$14  = $signed(prod_1_5_a) * $signed(prod_1_5_b);
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$73  = steps__payload;
     if (rst) begin
       \$73  = 332'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$74  = steps__valid;
     if (rst) begin
       \$74  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$75  = operands[7:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$75  = ctl;
     if (rst) begin
-      \$75  = 8'h00;
+      \$75  = 13'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$76  = operands[71:64];
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$76  = mac_ctl_d1;
     if (rst) begin
-      \$76  = 8'h00;
+      \$76  = 13'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$77  = { \$1 [15], \$1  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$77  = mac_ctl_d2;
     if (rst) begin
-      \$77  = 17'h00000;
+      \$77  = 13'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$78  = operands[15:8];
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$78  = mac_ctl_d3;
     if (rst) begin
-      \$78  = 8'h00;
+      \$78  = 13'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$79  = operands[79:72];
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$79  = mac_ctl_d4;
     if (rst) begin
-      \$79  = 8'h00;
+      \$79  = 13'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$80  = { \$2 [15], \$2  };
-    if (rst) begin
-      \$80  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$81  = operands[23:16];
-    if (rst) begin
-      \$81  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$82  = operands[87:80];
-    if (rst) begin
-      \$82  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$83  = { \$3 [15], \$3  };
-    if (rst) begin
-      \$83  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$84  = operands[31:24];
-    if (rst) begin
-      \$84  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$85  = operands[95:88];
-    if (rst) begin
-      \$85  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$86  = { \$4 [15], \$4  };
-    if (rst) begin
-      \$86  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$87  = operands[39:32];
-    if (rst) begin
-      \$87  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$88  = operands[103:96];
-    if (rst) begin
-      \$88  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$89  = { \$5 [15], \$5  };
-    if (rst) begin
-      \$89  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$90  = operands[47:40];
-    if (rst) begin
-      \$90  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$91  = operands[111:104];
-    if (rst) begin
-      \$91  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$92  = { \$6 [15], \$6  };
-    if (rst) begin
-      \$92  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$93  = operands[55:48];
-    if (rst) begin
-      \$93  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$94  = operands[119:112];
-    if (rst) begin
-      \$94  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$95  = { \$7 [15], \$7  };
-    if (rst) begin
-      \$95  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$96  = operands[63:56];
-    if (rst) begin
-      \$96  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$97  = operands[127:120];
-    if (rst) begin
-      \$97  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$98  = { \$8 [15], \$8  };
-    if (rst) begin
-      \$98  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$99  = operands[7:0];
-    if (rst) begin
-      \$99  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$100  = operands[135:128];
-    if (rst) begin
-      \$100  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$101  = { \$9 [15], \$9  };
-    if (rst) begin
-      \$101  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$102  = operands[15:8];
-    if (rst) begin
-      \$102  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$103  = operands[143:136];
-    if (rst) begin
-      \$103  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$104  = { \$10 [15], \$10  };
-    if (rst) begin
-      \$104  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$105  = operands[23:16];
-    if (rst) begin
-      \$105  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$106  = operands[151:144];
-    if (rst) begin
-      \$106  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$107  = { \$11 [15], \$11  };
-    if (rst) begin
-      \$107  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$108  = operands[31:24];
-    if (rst) begin
-      \$108  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$109  = operands[159:152];
-    if (rst) begin
-      \$109  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$110  = { \$12 [15], \$12  };
-    if (rst) begin
-      \$110  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$111  = operands[39:32];
-    if (rst) begin
-      \$111  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$112  = operands[167:160];
-    if (rst) begin
-      \$112  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$113  = { \$13 [15], \$13  };
-    if (rst) begin
-      \$113  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$114  = operands[47:40];
-    if (rst) begin
-      \$114  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$115  = operands[175:168];
-    if (rst) begin
-      \$115  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$116  = { \$14 [15], \$14  };
-    if (rst) begin
-      \$116  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$117  = operands[55:48];
-    if (rst) begin
-      \$117  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$118  = operands[183:176];
-    if (rst) begin
-      \$118  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$119  = { \$15 [15], \$15  };
-    if (rst) begin
-      \$119  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$120  = operands[63:56];
-    if (rst) begin
-      \$120  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$121  = operands[191:184];
-    if (rst) begin
-      \$121  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$122  = { \$16 [15], \$16  };
-    if (rst) begin
-      \$122  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$123  = operands[7:0];
-    if (rst) begin
-      \$123  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$124  = operands[199:192];
-    if (rst) begin
-      \$124  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$125  = { \$17 [15], \$17  };
-    if (rst) begin
-      \$125  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$126  = operands[15:8];
-    if (rst) begin
-      \$126  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$127  = operands[207:200];
-    if (rst) begin
-      \$127  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$128  = { \$18 [15], \$18  };
-    if (rst) begin
-      \$128  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$129  = operands[23:16];
-    if (rst) begin
-      \$129  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$130  = operands[215:208];
-    if (rst) begin
-      \$130  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$131  = { \$19 [15], \$19  };
-    if (rst) begin
-      \$131  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$132  = operands[31:24];
-    if (rst) begin
-      \$132  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$133  = operands[223:216];
-    if (rst) begin
-      \$133  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$134  = { \$20 [15], \$20  };
-    if (rst) begin
-      \$134  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$135  = operands[39:32];
-    if (rst) begin
-      \$135  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$136  = operands[231:224];
-    if (rst) begin
-      \$136  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$137  = { \$21 [15], \$21  };
-    if (rst) begin
-      \$137  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$138  = operands[47:40];
-    if (rst) begin
-      \$138  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$139  = operands[239:232];
-    if (rst) begin
-      \$139  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$140  = { \$22 [15], \$22  };
-    if (rst) begin
-      \$140  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$141  = operands[55:48];
-    if (rst) begin
-      \$141  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$142  = operands[247:240];
-    if (rst) begin
-      \$142  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$143  = { \$23 [15], \$23  };
-    if (rst) begin
-      \$143  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$144  = operands[63:56];
-    if (rst) begin
-      \$144  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$145  = operands[255:248];
-    if (rst) begin
-      \$145  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$146  = { \$24 [15], \$24  };
-    if (rst) begin
-      \$146  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$147  = operands[7:0];
-    if (rst) begin
-      \$147  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$148  = operands[263:256];
-    if (rst) begin
-      \$148  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$149  = { \$25 [15], \$25  };
-    if (rst) begin
-      \$149  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$150  = operands[15:8];
-    if (rst) begin
-      \$150  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$151  = operands[271:264];
-    if (rst) begin
-      \$151  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$152  = { \$26 [15], \$26  };
-    if (rst) begin
-      \$152  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$153  = operands[23:16];
-    if (rst) begin
-      \$153  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$154  = operands[279:272];
-    if (rst) begin
-      \$154  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$155  = { \$27 [15], \$27  };
-    if (rst) begin
-      \$155  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$156  = operands[31:24];
-    if (rst) begin
-      \$156  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$157  = operands[287:280];
-    if (rst) begin
-      \$157  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$158  = { \$28 [15], \$28  };
-    if (rst) begin
-      \$158  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$159  = operands[39:32];
-    if (rst) begin
-      \$159  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$160  = operands[295:288];
-    if (rst) begin
-      \$160  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$161  = { \$29 [15], \$29  };
-    if (rst) begin
-      \$161  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$162  = operands[47:40];
-    if (rst) begin
-      \$162  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$163  = operands[303:296];
-    if (rst) begin
-      \$163  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$164  = { \$30 [15], \$30  };
-    if (rst) begin
-      \$164  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$165  = operands[55:48];
-    if (rst) begin
-      \$165  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$166  = operands[311:304];
-    if (rst) begin
-      \$166  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$167  = { \$31 [15], \$31  };
-    if (rst) begin
-      \$167  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$168  = operands[63:56];
-    if (rst) begin
-      \$168  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$169  = operands[319:312];
-    if (rst) begin
-      \$169  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$170  = { \$32 [15], \$32  };
-    if (rst) begin
-      \$170  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$171  = { \$33 [17], \$33  };
-    if (rst) begin
-      \$171  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$172  = { \$34 [17], \$34  };
-    if (rst) begin
-      \$172  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$173  = { \$35 [17], \$35  };
-    if (rst) begin
-      \$173  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$174  = { \$36 [17], \$36  };
-    if (rst) begin
-      \$174  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$175  = \$37 [18:0];
-    if (rst) begin
-      \$175  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$176  = \$38 [18:0];
-    if (rst) begin
-      \$176  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$177  = \$39 [18:0];
-    if (rst) begin
-      \$177  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$178  = { \$40 [17], \$40  };
-    if (rst) begin
-      \$178  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$179  = { \$41 [17], \$41  };
-    if (rst) begin
-      \$179  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$180  = { \$42 [17], \$42  };
-    if (rst) begin
-      \$180  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$181  = { \$43 [17], \$43  };
-    if (rst) begin
-      \$181  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$182  = \$44 [18:0];
-    if (rst) begin
-      \$182  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$183  = \$45 [18:0];
-    if (rst) begin
-      \$183  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$184  = \$46 [18:0];
-    if (rst) begin
-      \$184  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$185  = { \$47 [17], \$47  };
-    if (rst) begin
-      \$185  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$186  = { \$48 [17], \$48  };
-    if (rst) begin
-      \$186  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$187  = { \$49 [17], \$49  };
-    if (rst) begin
-      \$187  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$188  = { \$50 [17], \$50  };
-    if (rst) begin
-      \$188  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$189  = \$51 [18:0];
-    if (rst) begin
-      \$189  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$190  = \$52 [18:0];
-    if (rst) begin
-      \$190  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$191  = \$53 [18:0];
-    if (rst) begin
-      \$191  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$192  = { \$54 [17], \$54  };
-    if (rst) begin
-      \$192  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$193  = { \$55 [17], \$55  };
-    if (rst) begin
-      \$193  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$194  = { \$56 [17], \$56  };
-    if (rst) begin
-      \$194  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$195  = { \$57 [17], \$57  };
-    if (rst) begin
-      \$195  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$196  = \$58 [18:0];
-    if (rst) begin
-      \$196  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$197  = \$59 [18:0];
-    if (rst) begin
-      \$197  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$198  = \$60 [18:0];
-    if (rst) begin
-      \$198  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$199  = ctl;
-    if (rst) begin
-      \$199  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$200  = mac_ctl_d1;
-    if (rst) begin
-      \$200  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$201  = mac_ctl_d2;
-    if (rst) begin
-      \$201  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$202  = mac_ctl_d3;
-    if (rst) begin
-      \$202  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$203  = mac_ctl_d4;
-    if (rst) begin
-      \$203  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$204  = acc_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$80  = acc_0;
     if (\$62 ) begin
-      \$204  = \$64 [18:0];
+      \$80  = \$64 [18:0];
     end
     if (rst) begin
-      \$204  = 19'h00000;
+      \$80  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$205  = acc_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$81  = acc_1;
     if (\$62 ) begin
-      \$205  = \$66 [18:0];
+      \$81  = \$66 [18:0];
     end
     if (rst) begin
-      \$205  = 19'h00000;
+      \$81  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$206  = acc_2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$82  = acc_2;
     if (\$62 ) begin
-      \$206  = \$68 [18:0];
+      \$82  = \$68 [18:0];
     end
     if (rst) begin
-      \$206  = 19'h00000;
+      \$82  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$207  = acc_3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$83  = acc_3;
     if (\$62 ) begin
-      \$207  = \$70 [18:0];
+      \$83  = \$70 [18:0];
     end
     if (rst) begin
-      \$207  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$208  = \$72 ;
-    if (rst) begin
-      \$208  = 1'h0;
+      \$83  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$209  = mac_ctl_d5[12:3];
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$84  = \$72 ;
     if (rst) begin
-      \$209  = 10'h000;
+      \$84  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$85  = mac_ctl_d5[12:3];
+    if (rst) begin
+      \$85  = 10'h000;
     end
   end
   assign tree_0_sum = tree_0_l3_0;
@@ -6177,7 +5179,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -6288,7 +5290,7 @@ module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -6298,7 +5300,7 @@ module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -6308,7 +5310,7 @@ module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -6330,8 +5332,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_0.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
-  reg [127:0] \$1 ;
   wire [1:0] \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
@@ -6340,6 +5340,8 @@ module \top.block_0_0.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   wire [1:0] r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] r_reg;
   input [1:0] rd__addr;
   wire [1:0] rd__addr;
   wire [127:0] rd__data;
@@ -6369,27 +5371,20 @@ module \top.block_0_0.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 128'h00000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [49:0] \$1 ;
   wire \$10 ;
-  reg \$100 ;
   wire \$11 ;
   wire \$12 ;
   wire [19:0] \$13 ;
@@ -6442,51 +5437,24 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   reg [15:0] \$56 ;
   reg [9:0] \$57 ;
   reg \$58 ;
-  reg [16:0] \$59 ;
+  reg [9:0] \$59 ;
   wire \$6 ;
-  reg [15:0] \$60 ;
-  reg [33:0] \$61 ;
-  reg [1:0] \$62 ;
-  reg [15:0] \$63 ;
-  reg [18:0] \$64 ;
-  reg [34:0] \$65 ;
-  reg [16:0] \$66 ;
-  reg [15:0] \$67 ;
-  reg [33:0] \$68 ;
-  reg [1:0] \$69 ;
+  reg [9:0] \$60 ;
+  reg [9:0] \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg [19:0] \$65 ;
+  reg [19:0] \$66 ;
+  reg [19:0] \$67 ;
+  reg [19:0] \$68 ;
+  reg [9:0] \$69 ;
   wire \$7 ;
-  reg [15:0] \$70 ;
-  reg [18:0] \$71 ;
-  reg [34:0] \$72 ;
-  reg [16:0] \$73 ;
-  reg [15:0] \$74 ;
-  reg [33:0] \$75 ;
-  reg [1:0] \$76 ;
-  reg [15:0] \$77 ;
-  reg [18:0] \$78 ;
-  reg [34:0] \$79 ;
+  reg \$70 ;
+  reg [41:0] \$71 ;
+  reg \$72 ;
   wire \$8 ;
-  reg [16:0] \$80 ;
-  reg [15:0] \$81 ;
-  reg [33:0] \$82 ;
-  reg [1:0] \$83 ;
-  reg [15:0] \$84 ;
-  reg [18:0] \$85 ;
-  reg [34:0] \$86 ;
-  reg [9:0] \$87 ;
-  reg [9:0] \$88 ;
-  reg [9:0] \$89 ;
   wire \$9 ;
-  reg \$90 ;
-  reg \$91 ;
-  reg \$92 ;
-  reg [19:0] \$93 ;
-  reg [19:0] \$94 ;
-  reg [19:0] \$95 ;
-  reg [19:0] \$96 ;
-  reg [9:0] \$97 ;
-  reg \$98 ;
-  reg [41:0] \$99 ;
   reg [85:0] beat_d1 = 86'h0000000000000000000000;
   wire [75:0] \beat_d1.acc ;
   wire [18:0] \beat_d1.acc[0] ;
@@ -6660,29 +5628,6 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   wire [2:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
-  assign \$5  = ~ rounded_0[19];
-  assign \$6  = | rounded_0[18:7];
-  assign clamp_0_over = \$5  & \$6 ;
-  assign \$7  = ~ rounded_1[19];
-  assign \$8  = | rounded_1[18:7];
-  assign clamp_1_over = \$7  & \$8 ;
-  assign \$9  = ~ rounded_2[19];
-  assign \$10  = | rounded_2[18:7];
-  assign clamp_2_over = \$9  & \$10 ;
-  assign \$11  = ~ rounded_3[19];
-  assign \$12  = | rounded_3[18:7];
-  assign clamp_3_over = \$11  & \$12 ;
-  assign \$13  = $signed(beat_d2[18:0]) + $signed(rq_data[15:0]);
-  assign \$14  = $signed(beat_d2[37:19]) + $signed(rq_data[31:16]);
-  assign \$15  = $signed(beat_d2[56:38]) + $signed(rq_data[47:32]);
-  assign \$16  = $signed(beat_d2[75:57]) + $signed(rq_data[63:48]);
-  assign \$17  = scaled_0_pp00_a * scaled_0_pp00_b;
-  assign \$18  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$19  = $signed(scaled_0_pp00_p) + $signed(\$1 [34:0]);
-  assign \$20  = scaled_1_pp00_a * scaled_1_pp00_b;
-  assign \$21  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$22  = $signed(scaled_1_pp00_p) + $signed(\$2 [34:0]);
-  assign \$23  = scaled_2_pp00_a * scaled_2_pp00_b;
   assign \$24  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
   assign \$25  = $signed(scaled_2_pp00_p) + $signed(\$3 [34:0]);
   assign \$26  = scaled_3_pp00_a * scaled_3_pp00_b;
@@ -6729,483 +5674,310 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   always @(posedge clk)
     rq_v1_d1 <= \$58 ;
   always @(posedge clk)
-    scaled_0_pp00_a <= \$59 ;
+    scaled_0_pp00_a <= biased_0[16:0];
   always @(posedge clk)
-    scaled_0_pp00_b <= \$60 ;
+    scaled_0_pp00_b <= scale_0;
   always @(posedge clk)
-    scaled_0_pp00_p <= \$61 ;
+    scaled_0_pp00_p <= { 1'h0, \$17  };
   always @(posedge clk)
-    scaled_0_pp10_a <= \$62 ;
+    scaled_0_pp10_a <= biased_0[18:17];
   always @(posedge clk)
-    scaled_0_pp10_b <= \$63 ;
+    scaled_0_pp10_b <= scale_0;
   always @(posedge clk)
-    scaled_0_pp10_p <= \$64 ;
+    scaled_0_pp10_p <= { \$18 [17], \$18  };
   always @(posedge clk)
-    scaled_0_sum <= \$65 ;
+    scaled_0_sum <= \$19 [34:0];
   always @(posedge clk)
-    scaled_1_pp00_a <= \$66 ;
+    scaled_1_pp00_a <= biased_1[16:0];
   always @(posedge clk)
-    scaled_1_pp00_b <= \$67 ;
+    scaled_1_pp00_b <= scale_1;
   always @(posedge clk)
-    scaled_1_pp00_p <= \$68 ;
+    scaled_1_pp00_p <= { 1'h0, \$20  };
   always @(posedge clk)
-    scaled_1_pp10_a <= \$69 ;
+    scaled_1_pp10_a <= biased_1[18:17];
   always @(posedge clk)
-    scaled_1_pp10_b <= \$70 ;
+    scaled_1_pp10_b <= scale_1;
   always @(posedge clk)
-    scaled_1_pp10_p <= \$71 ;
+    scaled_1_pp10_p <= { \$21 [17], \$21  };
   always @(posedge clk)
-    scaled_1_sum <= \$72 ;
+    scaled_1_sum <= \$22 [34:0];
   always @(posedge clk)
-    scaled_2_pp00_a <= \$73 ;
+    scaled_2_pp00_a <= biased_2[16:0];
   always @(posedge clk)
-    scaled_2_pp00_b <= \$74 ;
+    scaled_2_pp00_b <= scale_2;
   always @(posedge clk)
-    scaled_2_pp00_p <= \$75 ;
+    scaled_2_pp00_p <= { 1'h0, \$23  };
   always @(posedge clk)
-    scaled_2_pp10_a <= \$76 ;
+    scaled_2_pp10_a <= biased_2[18:17];
   always @(posedge clk)
-    scaled_2_pp10_b <= \$77 ;
+    scaled_2_pp10_b <= scale_2;
   always @(posedge clk)
-    scaled_2_pp10_p <= \$78 ;
+    scaled_2_pp10_p <= { \$24 [17], \$24  };
   always @(posedge clk)
-    scaled_2_sum <= \$79 ;
+    scaled_2_sum <= \$25 [34:0];
   always @(posedge clk)
-    scaled_3_pp00_a <= \$80 ;
+    scaled_3_pp00_a <= biased_3[16:0];
   always @(posedge clk)
-    scaled_3_pp00_b <= \$81 ;
+    scaled_3_pp00_b <= scale_3;
   always @(posedge clk)
-    scaled_3_pp00_p <= \$82 ;
+    scaled_3_pp00_p <= { 1'h0, \$26  };
   always @(posedge clk)
-    scaled_3_pp10_a <= \$83 ;
+    scaled_3_pp10_a <= biased_3[18:17];
   always @(posedge clk)
-    scaled_3_pp10_b <= \$84 ;
+    scaled_3_pp10_b <= scale_3;
   always @(posedge clk)
-    scaled_3_pp10_p <= \$85 ;
+    scaled_3_pp10_p <= { \$27 [17], \$27  };
   always @(posedge clk)
-    scaled_3_sum <= \$86 ;
+    scaled_3_sum <= \$28 [34:0];
   always @(posedge clk)
-    rq_meta2_d1 <= \$87 ;
+    rq_meta2_d1 <= \$59 ;
   always @(posedge clk)
-    rq_meta2_d2 <= \$88 ;
+    rq_meta2_d2 <= \$60 ;
   always @(posedge clk)
-    rq_meta2_d3 <= \$89 ;
+    rq_meta2_d3 <= \$61 ;
   always @(posedge clk)
-    rq_v2_d1 <= \$90 ;
+    rq_v2_d1 <= \$62 ;
   always @(posedge clk)
-    rq_v2_d2 <= \$91 ;
+    rq_v2_d2 <= \$63 ;
   always @(posedge clk)
-    rq_v2_d3 <= \$92 ;
+    rq_v2_d3 <= \$64 ;
   always @(posedge clk)
-    rounded_0 <= \$93 ;
+    rounded_0 <= \$65 ;
   always @(posedge clk)
-    rounded_1 <= \$94 ;
+    rounded_1 <= \$66 ;
   always @(posedge clk)
-    rounded_2 <= \$95 ;
+    rounded_2 <= \$67 ;
   always @(posedge clk)
-    rounded_3 <= \$96 ;
+    rounded_3 <= \$68 ;
   always @(posedge clk)
-    rq_meta3_d1 <= \$97 ;
+    rq_meta3_d1 <= \$69 ;
   always @(posedge clk)
-    rq_v3_d1 <= \$98 ;
+    rq_v3_d1 <= \$70 ;
   always @(posedge clk)
-    feats__payload <= \$99 ;
+    feats__payload <= \$71 ;
   always @(posedge clk)
-    feats__valid <= \$100 ;
+    feats__valid <= \$72 ;
+  assign \$5  = ~ rounded_0[19];
+  assign \$6  = | rounded_0[18:7];
+  assign clamp_0_over = \$5  & \$6 ;
+  assign \$7  = ~ rounded_1[19];
+  assign \$8  = | rounded_1[18:7];
+  assign clamp_1_over = \$7  & \$8 ;
+  assign \$9  = ~ rounded_2[19];
+  assign \$10  = | rounded_2[18:7];
+  assign clamp_2_over = \$9  & \$10 ;
+  assign \$11  = ~ rounded_3[19];
+  assign \$12  = | rounded_3[18:7];
+  assign clamp_3_over = \$11  & \$12 ;
+  assign \$13  = $signed(beat_d2[18:0]) + $signed(rq_data[15:0]);
+  assign \$14  = $signed(beat_d2[37:19]) + $signed(rq_data[31:16]);
+  assign \$15  = $signed(beat_d2[56:38]) + $signed(rq_data[47:32]);
+  assign \$16  = $signed(beat_d2[75:57]) + $signed(rq_data[63:48]);
+  assign \$17  = scaled_0_pp00_a * scaled_0_pp00_b;
+  assign \$18  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
+  assign \$19  = $signed(scaled_0_pp00_p) + $signed(\$1 [34:0]);
+  assign \$20  = scaled_1_pp00_a * scaled_1_pp00_b;
+  assign \$21  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
+  assign \$22  = $signed(scaled_1_pp00_p) + $signed(\$2 [34:0]);
+  assign \$23  = scaled_2_pp00_a * scaled_2_pp00_b;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$45  = sums__payload;
     if (rst) begin
       \$45  = 86'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$46  = beat_d1;
     if (rst) begin
       \$46  = 86'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$47  = sums__valid;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$48  = beat_v_d1;
     if (rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$49  = \$13 [18:0];
     if (rst) begin
       \$49  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$50  = \$14 [18:0];
     if (rst) begin
       \$50  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$51  = \$15 [18:0];
     if (rst) begin
       \$51  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$52  = \$16 [18:0];
     if (rst) begin
       \$52  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$53  = rq_data[79:64];
     if (rst) begin
       \$53  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$54  = rq_data[95:80];
     if (rst) begin
       \$54  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$55  = rq_data[111:96];
     if (rst) begin
       \$55  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$56  = rq_data[127:112];
     if (rst) begin
       \$56  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$57  = beat_d2[85:76];
     if (rst) begin
       \$57  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$58  = beat_v_d2;
     if (rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$59  = biased_0[16:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$59  = rq_meta1_d1;
     if (rst) begin
-      \$59  = 17'h00000;
+      \$59  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$60  = scale_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$60  = rq_meta2_d1;
     if (rst) begin
-      \$60  = 16'h0000;
+      \$60  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$61  = { 1'h0, \$17  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$61  = rq_meta2_d2;
     if (rst) begin
-      \$61  = 34'h000000000;
+      \$61  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$62  = biased_0[18:17];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$62  = rq_v1_d1;
     if (rst) begin
-      \$62  = 2'h0;
+      \$62  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$63  = scale_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$63  = rq_v2_d1;
     if (rst) begin
-      \$63  = 16'h0000;
+      \$63  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$64  = { \$18 [17], \$18  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$64  = rq_v2_d2;
     if (rst) begin
-      \$64  = 19'h00000;
+      \$64  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$65  = \$19 [34:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$65  = \$30 [19:0];
     if (rst) begin
-      \$65  = 35'h000000000;
+      \$65  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$66  = biased_1[16:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$66  = \$32 [19:0];
     if (rst) begin
-      \$66  = 17'h00000;
+      \$66  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$67  = scale_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$67  = \$34 [19:0];
     if (rst) begin
-      \$67  = 16'h0000;
+      \$67  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$68  = { 1'h0, \$20  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$68  = \$36 [19:0];
     if (rst) begin
-      \$68  = 34'h000000000;
+      \$68  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$69  = biased_1[18:17];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$69  = rq_meta2_d3;
     if (rst) begin
-      \$69  = 2'h0;
+      \$69  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$70  = scale_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$70  = rq_v2_d3;
     if (rst) begin
-      \$70  = 16'h0000;
+      \$70  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$71  = { \$21 [17], \$21  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$71 [7:0] = \$38 ;
+    \$71 [15:8] = \$40 ;
+    \$71 [23:16] = \$42 ;
+    \$71 [31:24] = \$44 ;
+    \$71 [41:32] = rq_meta3_d1;
     if (rst) begin
-      \$71  = 19'h00000;
+      \$71  = 42'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$72  = \$22 [34:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$72  = rq_v3_d1;
     if (rst) begin
-      \$72  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$73  = biased_2[16:0];
-    if (rst) begin
-      \$73  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$74  = scale_2;
-    if (rst) begin
-      \$74  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$75  = { 1'h0, \$23  };
-    if (rst) begin
-      \$75  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$76  = biased_2[18:17];
-    if (rst) begin
-      \$76  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$77  = scale_2;
-    if (rst) begin
-      \$77  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$78  = { \$24 [17], \$24  };
-    if (rst) begin
-      \$78  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$79  = \$25 [34:0];
-    if (rst) begin
-      \$79  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$80  = biased_3[16:0];
-    if (rst) begin
-      \$80  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$81  = scale_3;
-    if (rst) begin
-      \$81  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$82  = { 1'h0, \$26  };
-    if (rst) begin
-      \$82  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$83  = biased_3[18:17];
-    if (rst) begin
-      \$83  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$84  = scale_3;
-    if (rst) begin
-      \$84  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$85  = { \$27 [17], \$27  };
-    if (rst) begin
-      \$85  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$86  = \$28 [34:0];
-    if (rst) begin
-      \$86  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$87  = rq_meta1_d1;
-    if (rst) begin
-      \$87  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$88  = rq_meta2_d1;
-    if (rst) begin
-      \$88  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$89  = rq_meta2_d2;
-    if (rst) begin
-      \$89  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$90  = rq_v1_d1;
-    if (rst) begin
-      \$90  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$91  = rq_v2_d1;
-    if (rst) begin
-      \$91  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$92  = rq_v2_d2;
-    if (rst) begin
-      \$92  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$93  = \$30 [19:0];
-    if (rst) begin
-      \$93  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$94  = \$32 [19:0];
-    if (rst) begin
-      \$94  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$95  = \$34 [19:0];
-    if (rst) begin
-      \$95  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$96  = \$36 [19:0];
-    if (rst) begin
-      \$96  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$97  = rq_meta2_d3;
-    if (rst) begin
-      \$97  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$98  = rq_v2_d3;
-    if (rst) begin
-      \$98  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$99 [7:0] = \$38 ;
-    \$99 [15:8] = \$40 ;
-    \$99 [23:16] = \$42 ;
-    \$99 [31:24] = \$44 ;
-    \$99 [41:32] = rq_meta3_d1;
-    if (rst) begin
-      \$99  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$100  = rq_v3_d1;
-    if (rst) begin
-      \$100  = 1'h0;
+      \$72  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[83:82];
@@ -7315,7 +6087,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -7569,7 +6341,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
   assign \$24  = s_rem & \$23 ;
   assign \$25  = s_n - 1'h1;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$35  = p_v;
     if (p_take) begin
       \$35  = 1'h0;
@@ -7582,7 +6354,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$36  = p_site;
     if (\$15 ) begin
       \$36  = sites__payload;
@@ -7592,7 +6364,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$37  = p_cnt;
     if (\$15 ) begin
       \$37  = \$16 [0];
@@ -7602,7 +6374,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$38  = next_slot_0;
     if (\$15 ) begin
       \$38  = \$17 [0];
@@ -7612,7 +6384,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$39  = next_col_0;
     if (\$15 ) begin
       \$39  = \$18 [2:0];
@@ -7622,7 +6394,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$40  = first_r;
     if (issue) begin
       \$40  = 1'h0;
@@ -7644,7 +6416,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$41  = s_gi;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7662,7 +6434,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$42  = \$signal ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7680,7 +6452,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$43  = s_rem;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7702,7 +6474,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$44  = s_n;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7724,7 +6496,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$45  = \$signal$7 ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7746,7 +6518,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$46  = s_go;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7767,7 +6539,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$47  = go_last;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7788,7 +6560,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$48  = sv;
     if (issue) begin
       if (\$32 ) begin
@@ -7803,7 +6575,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$49  = \$signal$10 ;
     if (p_take) begin
       \$49  = p_site[7];
@@ -7813,7 +6585,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$50  = s_err;
     if (p_take) begin
       \$50  = p_site[8];
@@ -7823,7 +6595,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$51  = \$signal$17 ;
     if (p_take) begin
       \$51  = p_site[2:0];
@@ -7833,7 +6605,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$52  = s_ox;
     if (p_take) begin
       \$52  = p_site[5:3];
@@ -7843,7 +6615,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$53  = \$signal$28 ;
     if (p_take) begin
       \$53  = p_site[6];
@@ -7853,7 +6625,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$54  = \$signal$29 ;
     if (p_take) begin
       \$54  = p_cnt;
@@ -7863,7 +6635,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$55  = slot_0;
     if (p_take) begin
       \$55  = next_slot_0;
@@ -7873,7 +6645,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$56  = col_0;
     if (p_take) begin
       \$56  = next_col_0;
@@ -7883,49 +6655,49 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$57  = issue;
     if (rst) begin
       \$57  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$58  = first_r;
     if (rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$59  = last;
     if (rst) begin
       \$59  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$60  = \$4 [0];
     if (rst) begin
       \$60  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$61  = s_go;
     if (rst) begin
       \$61  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$62  = s_gi;
     if (rst) begin
       \$62  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$63 [2:0] = \$signal$17 ;
     \$63 [5:3] = s_ox;
     \$63 [7:6] = s_go;
@@ -7936,28 +6708,28 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$64  = slot_0;
     if (rst) begin
       \$64  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$65  = col_0;
     if (rst) begin
       \$65  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$66  = \$signal$35 ;
     if (rst) begin
       \$66  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$67 [6] = \$signal$36 ;
     \$67 [7] = q_last;
     \$67 [17:8] = q_meta;
@@ -8001,8 +6773,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
-  reg [255:0] \$1 ;
   wire [1:0] \$signature__addr ;
   wire [255:0] \$signature__data ;
   wire \$signature__en ;
@@ -8011,6 +6781,8 @@ module \top.block_0_0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   wire [1:0] r_addr;
   output [255:0] r_data;
   reg [255:0] r_data = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+  (* init = 256'h0000000000000000000000000000000000000000000000000000000000000000 *)
+  wire [255:0] r_reg;
   input [1:0] rd__addr;
   wire [1:0] rd__addr;
   wire [255:0] rd__data;
@@ -8040,24 +6812,18 @@ module \top.block_0_0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload, params__valid, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [2:0] \$11 ;
@@ -8534,7 +7300,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$35  = width_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -8546,7 +7312,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$36  = c_in;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -8560,7 +7326,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$37  = c_out;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -8576,7 +7342,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$38  = c_tap;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -8594,7 +7360,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$39  = \w_addr$8 ;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -8610,7 +7376,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$40  = w_addr;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -8623,7 +7389,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$41  = { 1'h0, \$22  };
     if (frame_reset) begin
       \$41  = 5'h03;
@@ -8633,63 +7399,63 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$42  = \steps__valid$93 ;
     if (rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$43  = read_v_d1;
     if (rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$44  = steps__payload[13];
     if (rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$45  = read_first_d1;
     if (rst) begin
       \$45  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$46  = steps__payload[14];
     if (rst) begin
       \$46  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$47  = read_last_d1;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$48  = steps__payload[24:15];
     if (rst) begin
       \$48  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$49  = read_meta_d1;
     if (rst) begin
       \$49  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$50  = sites_out__valid;
     if (\$25 ) begin
       \$50  = 1'h1;
@@ -8701,7 +7467,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$51  = sites_out__payload;
     if (\$25 ) begin
       \$51  = \r_data$98 ;
@@ -8711,14 +7477,14 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$52  = \$28 [5:0];
     if (rst) begin
       \$52  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     tok[37:0] = 38'h0000000000;
     if (\$2 ) begin
       tok[31:0] = feats__payload[31:0];
@@ -8733,7 +7499,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$29  = 1'h0;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -8746,7 +7512,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$30  = 1'h0;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -8761,7 +7527,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$31  = p_data;
     if (\$5 ) begin
       \$31  = params__payload;
@@ -8771,7 +7537,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$32  = pcount;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -8786,7 +7552,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$33  = loaded;
     if (\$5 ) begin
       if (\$6 ) begin
@@ -8801,7 +7567,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$34  = height_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -8981,7 +7747,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -10171,7 +8937,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     .w_rdy(w_rdy)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$463  = b_rest;
     if (\$271 ) begin
       \$463  = \$273 ;
@@ -10184,7 +8950,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$464  = \$signal$80 ;
     if (\$271 ) begin
       \$464  = \$305 ;
@@ -10197,7 +8963,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$465  = b_v;
     if (\$308 ) begin
       \$465  = \$signal$81 ;
@@ -10207,7 +8973,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$466  = \$like$75 ;
     if (\$308 ) begin
       \$466  = \$like$84 ;
@@ -10217,7 +8983,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$467  = b_oy;
     if (\$308 ) begin
       \$467  = \$signal$85 ;
@@ -10227,7 +8993,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$468  = b_win_0;
     if (\$308 ) begin
       \$468  = a3_win_0;
@@ -10237,7 +9003,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$469  = b_win_1;
     if (\$308 ) begin
       \$469  = a3_win_1;
@@ -10247,7 +9013,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$470  = b_win_2;
     if (\$308 ) begin
       \$470  = a3_win_2;
@@ -10257,7 +9023,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$471  = \$signal$81 ;
     if (\$316 ) begin
       \$471  = \$signal$90 ;
@@ -10267,7 +9033,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$472  = \$signal$82 ;
     if (\$316 ) begin
       \$472  = \$150 [7:0];
@@ -10277,7 +9043,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$473  = \$signal$83 ;
     if (\$316 ) begin
       \$473  = \$318 ;
@@ -10287,7 +9053,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$474  = \$like$84 ;
     if (\$316 ) begin
       \$474  = \$signal$91 ;
@@ -10297,7 +9063,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$475  = \$signal$85 ;
     if (\$316 ) begin
       \$475  = a2_oy;
@@ -10307,7 +9073,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$476  = a3_rest_zero;
     if (\$316 ) begin
       \$476  = \$350 ;
@@ -10317,7 +9083,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$477  = a3_win_0;
     if (\$316 ) begin
       \$477  = a2_win_0;
@@ -10327,7 +9093,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$478  = a3_win_1;
     if (\$316 ) begin
       \$478  = a2_win_1;
@@ -10337,7 +9103,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$479  = a3_win_2;
     if (\$316 ) begin
       \$479  = a2_win_2;
@@ -10347,7 +9113,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$480  = \$signal$90 ;
     if (\$355 ) begin
       \$480  = 1'h0;
@@ -10360,7 +9126,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$481  = a2_oy;
     if (\$363 ) begin
       \$481  = c_row;
@@ -10370,7 +9136,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$482  = \$signal$91 ;
     if (\$363 ) begin
       \$482  = 1'h0;
@@ -10380,7 +9146,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$483  = a2_bits;
     if (\$363 ) begin
       \$483  = \$364 ;
@@ -10390,7 +9156,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$484  = a2_win_0;
     if (\$363 ) begin
       \$484  = \$365 ;
@@ -10400,7 +9166,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$485  = a2_win_1;
     if (\$363 ) begin
       \$485  = \$366 ;
@@ -10410,7 +9176,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$486  = a2_win_2;
     if (\$363 ) begin
       \$486  = \$367 ;
@@ -10420,7 +9186,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$487  = a_v;
     if (\$374 ) begin
       \$487  = 1'h0;
@@ -10433,7 +9199,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$488  = a_oh;
     if (\$386 ) begin
       \$488  = \$153 [0];
@@ -10443,7 +9209,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$489  = eof_done;
     if (\$409 ) begin
       \$489  = 1'h1;
@@ -10456,7 +9222,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$490  = \$412 ;
     if (frame_reset) begin
       \$490  = 1'h0;
@@ -10466,14 +9232,14 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$491  = \$415 ;
     if (rst) begin
       \$491  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$492  = \$419 [2:0];
     if (frame_reset) begin
       \$492  = 3'h0;
@@ -10483,7 +9249,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     w_data = 17'h00000;
     (* full_case = 32'd1 *)
     if (\$signal$11 ) begin
@@ -10496,7 +9262,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$420  = eof_seen;
     if (frame_reset) begin
       \$420  = 1'h0;
@@ -10506,14 +9272,14 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$421  = has_last;
     if (rst) begin
       \$421  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$422  = \$155 ;
     if (frame_reset) begin
       \$422  = 1'h0;
@@ -10523,7 +9289,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$423  = \$157 ;
     if (frame_reset) begin
       \$423  = 1'h0;
@@ -10533,21 +9299,21 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$424  = \$158 ;
     if (rst) begin
       \$424  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$425  = \$159 ;
     if (rst) begin
       \$425  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$426  = 1'h0;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10563,7 +9329,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$427  = \$signal$45 ;
     if (\$164 ) begin
       \$427  = 1'h0;
@@ -10576,7 +9342,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$428  = c_row;
     if (\$169 ) begin
       \$428  = w_row;
@@ -10586,7 +9352,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$429  = \$signal$48 ;
     if (\$169 ) begin
       \$429  = 1'h0;
@@ -10599,7 +9365,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$430  = nz;
     if (\$169 ) begin
       \$430  = \$170 ;
@@ -10612,7 +9378,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$431  = nz_zero;
     if (\$169 ) begin
       \$431  = \$172 ;
@@ -10625,7 +9391,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$432  = cwin_0;
     if (\$169 ) begin
       \$432  = win_0;
@@ -10635,7 +9401,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$433  = cwin_1;
     if (\$169 ) begin
       \$433  = win_1;
@@ -10645,7 +9411,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$434  = cwin_2;
     if (\$169 ) begin
       \$434  = win_2;
@@ -10655,7 +9421,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$435  = w_row;
     if (\$179 ) begin
       \$435  = s_row;
@@ -10665,7 +9431,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$436  = \$signal$57 ;
     if (\$179 ) begin
       \$436  = 1'h0;
@@ -10678,7 +9444,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$437  = win_0;
     if (\$179 ) begin
       \$437  = \$186 ;
@@ -10688,7 +9454,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$438  = win_1;
     if (\$179 ) begin
       \$438  = \$193 ;
@@ -10698,7 +9464,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$439  = win_2;
     if (\$179 ) begin
       \$439  = \$200 ;
@@ -10708,7 +9474,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$440  = s_row;
     if (\$204 ) begin
       \$440  = i_row;
@@ -10718,7 +9484,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$441  = \$signal$63 ;
     if (\$204 ) begin
       \$441  = 1'h0;
@@ -10734,7 +9500,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$442  = sel_0;
     if (\$204 ) begin
       \$442 [0] = \$209 ;
@@ -10747,7 +9513,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$443  = sel_1;
     if (\$204 ) begin
       \$443 [0] = \$227 ;
@@ -10760,7 +9526,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$444  = sel_2;
     if (\$204 ) begin
       \$444 [0] = \$239 ;
@@ -10773,7 +9539,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$445  = ends;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10788,7 +9554,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$446  = i_in_row_0;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10801,7 +9567,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$447  = i_in_row_1;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10814,7 +9580,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$448  = i_in_row_2;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10827,7 +9593,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$449  = i_row;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10840,7 +9606,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$450  = i_top;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10853,7 +9619,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$451  = f_row;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10869,7 +9635,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$452  = cy;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10885,7 +9651,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$453  = need;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10901,7 +9667,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$454  = eof_pend;
     if (\$269 ) begin
       \$454  = 1'h0;
@@ -10914,7 +9680,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$455  = \$signal$11 ;
     if (\$271 ) begin
       \$455  = b_v;
@@ -10924,7 +9690,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$456  = \$signal ;
     if (\$271 ) begin
       \$456  = \$signal$74 ;
@@ -10934,7 +9700,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$457  = \$like ;
     if (\$271 ) begin
       \$457  = \$like$75 ;
@@ -10944,7 +9710,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$458  = \$signal$13 ;
     if (\$271 ) begin
       \$458  = b_oy;
@@ -10954,7 +9720,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$459  = c1_win_0;
     if (\$271 ) begin
       \$459  = b_win_0;
@@ -10964,7 +9730,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$460  = c1_win_1;
     if (\$271 ) begin
       \$460  = b_win_1;
@@ -10974,7 +9740,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$461  = c1_win_2;
     if (\$271 ) begin
       \$461  = b_win_2;
@@ -10984,7 +9750,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$462  = \$signal$74 ;
     if (\$271 ) begin
       \$462  = \$147 [7:0];
@@ -11049,7 +9815,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -11131,7 +9897,7 @@ module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [0];
@@ -11141,7 +9907,7 @@ module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [0];
@@ -11151,7 +9917,7 @@ module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [1:0];
@@ -11174,7 +9940,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_in__valid, sites_in__payload, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, clk
 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -11769,7 +10535,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$144  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -11784,7 +10550,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$145  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -11801,7 +10567,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$146  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -11815,7 +10581,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$147  = \$signal$21 ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -11829,21 +10595,21 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$148  = height_m1;
     if (rst) begin
       \$148  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$149  = width_m1;
     if (rst) begin
       \$149  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$150  = entry_0;
     if (\$40 ) begin
       \$150  = entry;
@@ -11853,7 +10619,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$151  = entry_0_valid;
     if (\$40 ) begin
       \$151  = 1'h1;
@@ -11868,21 +10634,21 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$152  = \$52 ;
     if (rst) begin
       \$152  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$153  = \$60 ;
     if (rst) begin
       \$153  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$154  = entry_1;
     if (\$65 ) begin
       \$154  = entry;
@@ -11892,7 +10658,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$155  = entry_1_valid;
     if (\$65 ) begin
       \$155  = 1'h1;
@@ -11907,21 +10673,21 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$156  = \$77 ;
     if (rst) begin
       \$156  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$157  = \$85 ;
     if (rst) begin
       \$157  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$158  = \$signal$60 ;
     if (\$88 ) begin
       \$158  = \$89 ;
@@ -11931,7 +10697,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$159  = rp;
     if (take) begin
       \$159  = \$90 ;
@@ -11941,7 +10707,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$160  = done_rows;
     if (\$114 ) begin
       \$160  = { 2'h0, got[34:32] };
@@ -11954,7 +10720,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$161  = busy;
     if (take) begin
       \$161  = 1'h1;
@@ -11967,7 +10733,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$162  = eof_seen;
     if (take) begin
       if (got[38]) begin
@@ -11982,7 +10748,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$163  = \$signal$40 ;
     if (take) begin
       if (got[38]) begin
@@ -12000,7 +10766,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$164  = error;
     if (take) begin
       if (got[38]) begin
@@ -12020,7 +10786,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$165  = has_last;
     if (take) begin
       if (got[38]) begin
@@ -12038,7 +10804,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$166  = last_y;
     if (take) begin
       if (got[38]) begin
@@ -12053,70 +10819,70 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$167  = \$122 ;
     if (rst) begin
       \$167  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$168  = \$126 ;
     if (rst) begin
       \$168  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$169  = got[43];
     if (rst) begin
       \$169  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$170  = got[33:32];
     if (rst) begin
       \$170  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$171  = got[37:35];
     if (rst) begin
       \$171  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$172  = got[34:32];
     if (rst) begin
       \$172  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$173  = { got[33:32], got[37:35], got[41:40] };
     if (rst) begin
       \$173  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$174  = got[31:0];
     if (rst) begin
       \$174  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$175  = \$127 ;
     if (rst) begin
       \$175  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$176  = bitmap_0;
     if (\$129 ) begin
       \$176  = \$131 ;
@@ -12126,7 +10892,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$177  = row_tag_0;
     if (\$129 ) begin
       if (\$signal$67 ) begin
@@ -12141,7 +10907,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$178  = bitmap_1;
     if (\$133 ) begin
       \$178  = \$135 ;
@@ -12151,7 +10917,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$179  = row_tag_1;
     if (\$133 ) begin
       if (\$signal$67 ) begin
@@ -12166,7 +10932,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$180  = bitmap_2;
     if (\$137 ) begin
       \$180  = \$139 ;
@@ -12176,7 +10942,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$181  = row_tag_2;
     if (\$137 ) begin
       if (\$signal$67 ) begin
@@ -12191,7 +10957,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$182  = bitmap_3;
     if (\$141 ) begin
       \$182  = \$143 ;
@@ -12201,7 +10967,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$183  = row_tag_3;
     if (\$141 ) begin
       if (\$signal$67 ) begin
@@ -12324,8 +11090,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
-  reg [31:0] \$1 ;
   wire [6:0] \$signature__addr ;
   wire [31:0] \$signature__data ;
   wire \$signature__en ;
@@ -12334,6 +11098,8 @@ module \top.block_0_1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
   wire [6:0] r_addr;
   output [31:0] r_data;
   reg [31:0] r_data = 32'd0;
+  (* init = 32'd0 *)
+  wire [31:0] r_reg;
   input [6:0] rd__addr;
   wire [6:0] rd__addr;
   wire [31:0] rd__data;
@@ -12487,24 +11253,18 @@ module \top.block_0_1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 32'd0;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$10 ;
   wire [18:0] \$11 ;
@@ -12515,28 +11275,16 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire \$16 ;
   reg [75:0] \$17 ;
   reg \$18 ;
-  reg [7:0] \$19 ;
+  reg [12:0] \$19 ;
   wire [15:0] \$2 ;
-  reg [7:0] \$20 ;
-  reg [16:0] \$21 ;
-  reg [7:0] \$22 ;
-  reg [7:0] \$23 ;
-  reg [16:0] \$24 ;
-  reg [7:0] \$25 ;
-  reg [7:0] \$26 ;
-  reg [16:0] \$27 ;
-  reg [7:0] \$28 ;
-  reg [7:0] \$29 ;
+  reg [12:0] \$20 ;
+  reg [18:0] \$21 ;
+  reg [18:0] \$22 ;
+  reg [18:0] \$23 ;
+  reg [18:0] \$24 ;
+  reg \$25 ;
+  reg [9:0] \$26 ;
   wire [15:0] \$3 ;
-  reg [16:0] \$30 ;
-  reg [12:0] \$31 ;
-  reg [12:0] \$32 ;
-  reg [18:0] \$33 ;
-  reg [18:0] \$34 ;
-  reg [18:0] \$35 ;
-  reg [18:0] \$36 ;
-  reg \$37 ;
-  reg [9:0] \$38 ;
   wire [15:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
@@ -12667,209 +11415,125 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   always @(posedge clk)
     op_v <= \$18 ;
   always @(posedge clk)
-    prod_0_0_a <= \$19 ;
+    prod_0_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_0_0_b <= \$20 ;
+    prod_0_0_b <= operands[39:32];
   always @(posedge clk)
-    prod_0_0_p <= \$21 ;
+    prod_0_0_p <= { \$1 [15], \$1  };
   always @(posedge clk)
-    prod_1_1_a <= \$22 ;
+    prod_1_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_1_1_b <= \$23 ;
+    prod_1_1_b <= operands[47:40];
   always @(posedge clk)
-    prod_1_1_p <= \$24 ;
+    prod_1_1_p <= { \$2 [15], \$2  };
   always @(posedge clk)
-    prod_2_2_a <= \$25 ;
+    prod_2_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_2_2_b <= \$26 ;
+    prod_2_2_b <= operands[55:48];
   always @(posedge clk)
-    prod_2_2_p <= \$27 ;
+    prod_2_2_p <= { \$3 [15], \$3  };
   always @(posedge clk)
-    prod_3_3_a <= \$28 ;
+    prod_3_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_3_3_b <= \$29 ;
+    prod_3_3_b <= operands[63:56];
   always @(posedge clk)
-    prod_3_3_p <= \$30 ;
+    prod_3_3_p <= { \$4 [15], \$4  };
   always @(posedge clk)
-    mac_ctl_d1 <= \$31 ;
+    mac_ctl_d1 <= \$19 ;
   always @(posedge clk)
-    mac_ctl_d2 <= \$32 ;
+    mac_ctl_d2 <= \$20 ;
   always @(posedge clk)
-    acc_0 <= \$33 ;
+    acc_0 <= \$21 ;
   always @(posedge clk)
-    acc_1 <= \$34 ;
+    acc_1 <= \$22 ;
   always @(posedge clk)
-    acc_2 <= \$35 ;
+    acc_2 <= \$23 ;
   always @(posedge clk)
-    acc_3 <= \$36 ;
+    acc_3 <= \$24 ;
   always @(posedge clk)
-    out_v <= \$37 ;
+    out_v <= \$25 ;
   always @(posedge clk)
-    out_meta <= \$38 ;
+    out_meta <= \$26 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$17  = steps__payload;
     if (rst) begin
       \$17  = 76'h0000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$18  = steps__valid;
     if (rst) begin
       \$18  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$19  = operands[7:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$19  = ctl;
     if (rst) begin
-      \$19  = 8'h00;
+      \$19  = 13'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$20  = operands[39:32];
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$20  = mac_ctl_d1;
     if (rst) begin
-      \$20  = 8'h00;
+      \$20  = 13'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$21  = { \$1 [15], \$1  };
-    if (rst) begin
-      \$21  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$22  = operands[15:8];
-    if (rst) begin
-      \$22  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$23  = operands[47:40];
-    if (rst) begin
-      \$23  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$24  = { \$2 [15], \$2  };
-    if (rst) begin
-      \$24  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$25  = operands[23:16];
-    if (rst) begin
-      \$25  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$26  = operands[55:48];
-    if (rst) begin
-      \$26  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$27  = { \$3 [15], \$3  };
-    if (rst) begin
-      \$27  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$28  = operands[31:24];
-    if (rst) begin
-      \$28  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$29  = operands[63:56];
-    if (rst) begin
-      \$29  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$30  = { \$4 [15], \$4  };
-    if (rst) begin
-      \$30  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$31  = ctl;
-    if (rst) begin
-      \$31  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$32  = mac_ctl_d1;
-    if (rst) begin
-      \$32  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$33  = acc_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$21  = acc_0;
     if (\$6 ) begin
-      \$33  = \$8 [18:0];
+      \$21  = \$8 [18:0];
     end
     if (rst) begin
-      \$33  = 19'h00000;
+      \$21  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$34  = acc_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$22  = acc_1;
     if (\$6 ) begin
-      \$34  = \$10 [18:0];
+      \$22  = \$10 [18:0];
     end
     if (rst) begin
-      \$34  = 19'h00000;
+      \$22  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$35  = acc_2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$23  = acc_2;
     if (\$6 ) begin
-      \$35  = \$12 [18:0];
+      \$23  = \$12 [18:0];
     end
     if (rst) begin
-      \$35  = 19'h00000;
+      \$23  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$36  = acc_3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$24  = acc_3;
     if (\$6 ) begin
-      \$36  = \$14 [18:0];
+      \$24  = \$14 [18:0];
     end
     if (rst) begin
-      \$36  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$37  = \$16 ;
-    if (rst) begin
-      \$37  = 1'h0;
+      \$24  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$38  = mac_ctl_d2[12:3];
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$25  = \$16 ;
     if (rst) begin
-      \$38  = 10'h000;
+      \$25  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$26  = mac_ctl_d2[12:3];
+    if (rst) begin
+      \$26  = 10'h000;
     end
   end
   assign tree_0_sum = { prod_0_0_p[16], prod_0_0_p[16], prod_0_0_p };
@@ -12953,7 +11617,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -13064,7 +11728,7 @@ module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -13074,7 +11738,7 @@ module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -13084,7 +11748,7 @@ module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -13106,8 +11770,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
-  reg [127:0] \$1 ;
   wire [1:0] \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
@@ -13116,6 +11778,8 @@ module \top.block_0_1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   wire [1:0] r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] r_reg;
   input [1:0] rd__addr;
   wire [1:0] rd__addr;
   wire [127:0] rd__data;
@@ -13145,27 +11809,20 @@ module \top.block_0_1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 128'h00000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire [49:0] \$1 ;
   wire \$10 ;
-  reg \$100 ;
   wire \$11 ;
   wire \$12 ;
   wire [19:0] \$13 ;
@@ -13218,51 +11875,24 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   reg [15:0] \$56 ;
   reg [9:0] \$57 ;
   reg \$58 ;
-  reg [16:0] \$59 ;
+  reg [9:0] \$59 ;
   wire \$6 ;
-  reg [15:0] \$60 ;
-  reg [33:0] \$61 ;
-  reg [1:0] \$62 ;
-  reg [15:0] \$63 ;
-  reg [18:0] \$64 ;
-  reg [34:0] \$65 ;
-  reg [16:0] \$66 ;
-  reg [15:0] \$67 ;
-  reg [33:0] \$68 ;
-  reg [1:0] \$69 ;
+  reg [9:0] \$60 ;
+  reg [9:0] \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg [19:0] \$65 ;
+  reg [19:0] \$66 ;
+  reg [19:0] \$67 ;
+  reg [19:0] \$68 ;
+  reg [9:0] \$69 ;
   wire \$7 ;
-  reg [15:0] \$70 ;
-  reg [18:0] \$71 ;
-  reg [34:0] \$72 ;
-  reg [16:0] \$73 ;
-  reg [15:0] \$74 ;
-  reg [33:0] \$75 ;
-  reg [1:0] \$76 ;
-  reg [15:0] \$77 ;
-  reg [18:0] \$78 ;
-  reg [34:0] \$79 ;
+  reg \$70 ;
+  reg [41:0] \$71 ;
+  reg \$72 ;
   wire \$8 ;
-  reg [16:0] \$80 ;
-  reg [15:0] \$81 ;
-  reg [33:0] \$82 ;
-  reg [1:0] \$83 ;
-  reg [15:0] \$84 ;
-  reg [18:0] \$85 ;
-  reg [34:0] \$86 ;
-  reg [9:0] \$87 ;
-  reg [9:0] \$88 ;
-  reg [9:0] \$89 ;
   wire \$9 ;
-  reg \$90 ;
-  reg \$91 ;
-  reg \$92 ;
-  reg [19:0] \$93 ;
-  reg [19:0] \$94 ;
-  reg [19:0] \$95 ;
-  reg [19:0] \$96 ;
-  reg [9:0] \$97 ;
-  reg \$98 ;
-  reg [41:0] \$99 ;
   reg [85:0] beat_d1 = 86'h0000000000000000000000;
   wire [75:0] \beat_d1.acc ;
   wire [18:0] \beat_d1.acc[0] ;
@@ -13436,29 +12066,6 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   wire [2:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
-  assign \$5  = ~ rounded_0[19];
-  assign \$6  = | rounded_0[18:7];
-  assign clamp_0_over = \$5  & \$6 ;
-  assign \$7  = ~ rounded_1[19];
-  assign \$8  = | rounded_1[18:7];
-  assign clamp_1_over = \$7  & \$8 ;
-  assign \$9  = ~ rounded_2[19];
-  assign \$10  = | rounded_2[18:7];
-  assign clamp_2_over = \$9  & \$10 ;
-  assign \$11  = ~ rounded_3[19];
-  assign \$12  = | rounded_3[18:7];
-  assign clamp_3_over = \$11  & \$12 ;
-  assign \$13  = $signed(beat_d2[18:0]) + $signed(rq_data[15:0]);
-  assign \$14  = $signed(beat_d2[37:19]) + $signed(rq_data[31:16]);
-  assign \$15  = $signed(beat_d2[56:38]) + $signed(rq_data[47:32]);
-  assign \$16  = $signed(beat_d2[75:57]) + $signed(rq_data[63:48]);
-  assign \$17  = scaled_0_pp00_a * scaled_0_pp00_b;
-  assign \$18  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$19  = $signed(scaled_0_pp00_p) + $signed(\$1 [34:0]);
-  assign \$20  = scaled_1_pp00_a * scaled_1_pp00_b;
-  assign \$21  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$22  = $signed(scaled_1_pp00_p) + $signed(\$2 [34:0]);
-  assign \$23  = scaled_2_pp00_a * scaled_2_pp00_b;
   assign \$24  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
   assign \$25  = $signed(scaled_2_pp00_p) + $signed(\$3 [34:0]);
   assign \$26  = scaled_3_pp00_a * scaled_3_pp00_b;
@@ -13505,483 +12112,310 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   always @(posedge clk)
     rq_v1_d1 <= \$58 ;
   always @(posedge clk)
-    scaled_0_pp00_a <= \$59 ;
+    scaled_0_pp00_a <= biased_0[16:0];
   always @(posedge clk)
-    scaled_0_pp00_b <= \$60 ;
+    scaled_0_pp00_b <= scale_0;
   always @(posedge clk)
-    scaled_0_pp00_p <= \$61 ;
+    scaled_0_pp00_p <= { 1'h0, \$17  };
   always @(posedge clk)
-    scaled_0_pp10_a <= \$62 ;
+    scaled_0_pp10_a <= biased_0[18:17];
   always @(posedge clk)
-    scaled_0_pp10_b <= \$63 ;
+    scaled_0_pp10_b <= scale_0;
   always @(posedge clk)
-    scaled_0_pp10_p <= \$64 ;
+    scaled_0_pp10_p <= { \$18 [17], \$18  };
   always @(posedge clk)
-    scaled_0_sum <= \$65 ;
+    scaled_0_sum <= \$19 [34:0];
   always @(posedge clk)
-    scaled_1_pp00_a <= \$66 ;
+    scaled_1_pp00_a <= biased_1[16:0];
   always @(posedge clk)
-    scaled_1_pp00_b <= \$67 ;
+    scaled_1_pp00_b <= scale_1;
   always @(posedge clk)
-    scaled_1_pp00_p <= \$68 ;
+    scaled_1_pp00_p <= { 1'h0, \$20  };
   always @(posedge clk)
-    scaled_1_pp10_a <= \$69 ;
+    scaled_1_pp10_a <= biased_1[18:17];
   always @(posedge clk)
-    scaled_1_pp10_b <= \$70 ;
+    scaled_1_pp10_b <= scale_1;
   always @(posedge clk)
-    scaled_1_pp10_p <= \$71 ;
+    scaled_1_pp10_p <= { \$21 [17], \$21  };
   always @(posedge clk)
-    scaled_1_sum <= \$72 ;
+    scaled_1_sum <= \$22 [34:0];
   always @(posedge clk)
-    scaled_2_pp00_a <= \$73 ;
+    scaled_2_pp00_a <= biased_2[16:0];
   always @(posedge clk)
-    scaled_2_pp00_b <= \$74 ;
+    scaled_2_pp00_b <= scale_2;
   always @(posedge clk)
-    scaled_2_pp00_p <= \$75 ;
+    scaled_2_pp00_p <= { 1'h0, \$23  };
   always @(posedge clk)
-    scaled_2_pp10_a <= \$76 ;
+    scaled_2_pp10_a <= biased_2[18:17];
   always @(posedge clk)
-    scaled_2_pp10_b <= \$77 ;
+    scaled_2_pp10_b <= scale_2;
   always @(posedge clk)
-    scaled_2_pp10_p <= \$78 ;
+    scaled_2_pp10_p <= { \$24 [17], \$24  };
   always @(posedge clk)
-    scaled_2_sum <= \$79 ;
+    scaled_2_sum <= \$25 [34:0];
   always @(posedge clk)
-    scaled_3_pp00_a <= \$80 ;
+    scaled_3_pp00_a <= biased_3[16:0];
   always @(posedge clk)
-    scaled_3_pp00_b <= \$81 ;
+    scaled_3_pp00_b <= scale_3;
   always @(posedge clk)
-    scaled_3_pp00_p <= \$82 ;
+    scaled_3_pp00_p <= { 1'h0, \$26  };
   always @(posedge clk)
-    scaled_3_pp10_a <= \$83 ;
+    scaled_3_pp10_a <= biased_3[18:17];
   always @(posedge clk)
-    scaled_3_pp10_b <= \$84 ;
+    scaled_3_pp10_b <= scale_3;
   always @(posedge clk)
-    scaled_3_pp10_p <= \$85 ;
+    scaled_3_pp10_p <= { \$27 [17], \$27  };
   always @(posedge clk)
-    scaled_3_sum <= \$86 ;
+    scaled_3_sum <= \$28 [34:0];
   always @(posedge clk)
-    rq_meta2_d1 <= \$87 ;
+    rq_meta2_d1 <= \$59 ;
   always @(posedge clk)
-    rq_meta2_d2 <= \$88 ;
+    rq_meta2_d2 <= \$60 ;
   always @(posedge clk)
-    rq_meta2_d3 <= \$89 ;
+    rq_meta2_d3 <= \$61 ;
   always @(posedge clk)
-    rq_v2_d1 <= \$90 ;
+    rq_v2_d1 <= \$62 ;
   always @(posedge clk)
-    rq_v2_d2 <= \$91 ;
+    rq_v2_d2 <= \$63 ;
   always @(posedge clk)
-    rq_v2_d3 <= \$92 ;
+    rq_v2_d3 <= \$64 ;
   always @(posedge clk)
-    rounded_0 <= \$93 ;
+    rounded_0 <= \$65 ;
   always @(posedge clk)
-    rounded_1 <= \$94 ;
+    rounded_1 <= \$66 ;
   always @(posedge clk)
-    rounded_2 <= \$95 ;
+    rounded_2 <= \$67 ;
   always @(posedge clk)
-    rounded_3 <= \$96 ;
+    rounded_3 <= \$68 ;
   always @(posedge clk)
-    rq_meta3_d1 <= \$97 ;
+    rq_meta3_d1 <= \$69 ;
   always @(posedge clk)
-    rq_v3_d1 <= \$98 ;
+    rq_v3_d1 <= \$70 ;
   always @(posedge clk)
-    feats__payload <= \$99 ;
+    feats__payload <= \$71 ;
   always @(posedge clk)
-    feats__valid <= \$100 ;
+    feats__valid <= \$72 ;
+  assign \$5  = ~ rounded_0[19];
+  assign \$6  = | rounded_0[18:7];
+  assign clamp_0_over = \$5  & \$6 ;
+  assign \$7  = ~ rounded_1[19];
+  assign \$8  = | rounded_1[18:7];
+  assign clamp_1_over = \$7  & \$8 ;
+  assign \$9  = ~ rounded_2[19];
+  assign \$10  = | rounded_2[18:7];
+  assign clamp_2_over = \$9  & \$10 ;
+  assign \$11  = ~ rounded_3[19];
+  assign \$12  = | rounded_3[18:7];
+  assign clamp_3_over = \$11  & \$12 ;
+  assign \$13  = $signed(beat_d2[18:0]) + $signed(rq_data[15:0]);
+  assign \$14  = $signed(beat_d2[37:19]) + $signed(rq_data[31:16]);
+  assign \$15  = $signed(beat_d2[56:38]) + $signed(rq_data[47:32]);
+  assign \$16  = $signed(beat_d2[75:57]) + $signed(rq_data[63:48]);
+  assign \$17  = scaled_0_pp00_a * scaled_0_pp00_b;
+  assign \$18  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
+  assign \$19  = $signed(scaled_0_pp00_p) + $signed(\$1 [34:0]);
+  assign \$20  = scaled_1_pp00_a * scaled_1_pp00_b;
+  assign \$21  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
+  assign \$22  = $signed(scaled_1_pp00_p) + $signed(\$2 [34:0]);
+  assign \$23  = scaled_2_pp00_a * scaled_2_pp00_b;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$45  = sums__payload;
     if (rst) begin
       \$45  = 86'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$46  = beat_d1;
     if (rst) begin
       \$46  = 86'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$47  = sums__valid;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$48  = beat_v_d1;
     if (rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$49  = \$13 [18:0];
     if (rst) begin
       \$49  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$50  = \$14 [18:0];
     if (rst) begin
       \$50  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$51  = \$15 [18:0];
     if (rst) begin
       \$51  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$52  = \$16 [18:0];
     if (rst) begin
       \$52  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$53  = rq_data[79:64];
     if (rst) begin
       \$53  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$54  = rq_data[95:80];
     if (rst) begin
       \$54  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$55  = rq_data[111:96];
     if (rst) begin
       \$55  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$56  = rq_data[127:112];
     if (rst) begin
       \$56  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$57  = beat_d2[85:76];
     if (rst) begin
       \$57  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$58  = beat_v_d2;
     if (rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$59  = biased_0[16:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$59  = rq_meta1_d1;
     if (rst) begin
-      \$59  = 17'h00000;
+      \$59  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$60  = scale_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$60  = rq_meta2_d1;
     if (rst) begin
-      \$60  = 16'h0000;
+      \$60  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$61  = { 1'h0, \$17  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$61  = rq_meta2_d2;
     if (rst) begin
-      \$61  = 34'h000000000;
+      \$61  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$62  = biased_0[18:17];
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$62  = rq_v1_d1;
     if (rst) begin
-      \$62  = 2'h0;
+      \$62  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$63  = scale_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$63  = rq_v2_d1;
     if (rst) begin
-      \$63  = 16'h0000;
+      \$63  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$64  = { \$18 [17], \$18  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$64  = rq_v2_d2;
     if (rst) begin
-      \$64  = 19'h00000;
+      \$64  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$65  = \$19 [34:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$65  = \$30 [19:0];
     if (rst) begin
-      \$65  = 35'h000000000;
+      \$65  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$66  = biased_1[16:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$66  = \$32 [19:0];
     if (rst) begin
-      \$66  = 17'h00000;
+      \$66  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$67  = scale_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$67  = \$34 [19:0];
     if (rst) begin
-      \$67  = 16'h0000;
+      \$67  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$68  = { 1'h0, \$20  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$68  = \$36 [19:0];
     if (rst) begin
-      \$68  = 34'h000000000;
+      \$68  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$69  = biased_1[18:17];
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$69  = rq_meta2_d3;
     if (rst) begin
-      \$69  = 2'h0;
+      \$69  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$70  = scale_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$70  = rq_v2_d3;
     if (rst) begin
-      \$70  = 16'h0000;
+      \$70  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$71  = { \$21 [17], \$21  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$71 [7:0] = \$38 ;
+    \$71 [15:8] = \$40 ;
+    \$71 [23:16] = \$42 ;
+    \$71 [31:24] = \$44 ;
+    \$71 [41:32] = rq_meta3_d1;
     if (rst) begin
-      \$71  = 19'h00000;
+      \$71  = 42'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$72  = \$22 [34:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$72  = rq_v3_d1;
     if (rst) begin
-      \$72  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$73  = biased_2[16:0];
-    if (rst) begin
-      \$73  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$74  = scale_2;
-    if (rst) begin
-      \$74  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$75  = { 1'h0, \$23  };
-    if (rst) begin
-      \$75  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$76  = biased_2[18:17];
-    if (rst) begin
-      \$76  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$77  = scale_2;
-    if (rst) begin
-      \$77  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$78  = { \$24 [17], \$24  };
-    if (rst) begin
-      \$78  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$79  = \$25 [34:0];
-    if (rst) begin
-      \$79  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$80  = biased_3[16:0];
-    if (rst) begin
-      \$80  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$81  = scale_3;
-    if (rst) begin
-      \$81  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$82  = { 1'h0, \$26  };
-    if (rst) begin
-      \$82  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$83  = biased_3[18:17];
-    if (rst) begin
-      \$83  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$84  = scale_3;
-    if (rst) begin
-      \$84  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$85  = { \$27 [17], \$27  };
-    if (rst) begin
-      \$85  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$86  = \$28 [34:0];
-    if (rst) begin
-      \$86  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$87  = rq_meta1_d1;
-    if (rst) begin
-      \$87  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$88  = rq_meta2_d1;
-    if (rst) begin
-      \$88  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$89  = rq_meta2_d2;
-    if (rst) begin
-      \$89  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$90  = rq_v1_d1;
-    if (rst) begin
-      \$90  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$91  = rq_v2_d1;
-    if (rst) begin
-      \$91  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$92  = rq_v2_d2;
-    if (rst) begin
-      \$92  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$93  = \$30 [19:0];
-    if (rst) begin
-      \$93  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$94  = \$32 [19:0];
-    if (rst) begin
-      \$94  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$95  = \$34 [19:0];
-    if (rst) begin
-      \$95  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$96  = \$36 [19:0];
-    if (rst) begin
-      \$96  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$97  = rq_meta2_d3;
-    if (rst) begin
-      \$97  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$98  = rq_v2_d3;
-    if (rst) begin
-      \$98  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$99 [7:0] = \$38 ;
-    \$99 [15:8] = \$40 ;
-    \$99 [23:16] = \$42 ;
-    \$99 [31:24] = \$44 ;
-    \$99 [41:32] = rq_meta3_d1;
-    if (rst) begin
-      \$99  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$100  = rq_v3_d1;
-    if (rst) begin
-      \$100  = 1'h0;
+      \$72  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[83:82];
@@ -14091,7 +12525,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [1:0] \$100 ;
@@ -14483,7 +12917,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
   always @(posedge clk)
     steps__payload <= \$120 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$76  = p_v;
     if (p_take) begin
       \$76  = 1'h0;
@@ -14496,7 +12930,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$77  = p_site;
     if (\$44 ) begin
       \$77  = sites__payload;
@@ -14506,7 +12940,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$78  = p_cnt;
     if (\$44 ) begin
       \$78  = \$53 [3:0];
@@ -14516,7 +12950,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$79  = next_slot_0;
     if (\$44 ) begin
       \$79  = \$54 [1:0];
@@ -14526,7 +12960,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$80  = next_col_0;
     if (\$44 ) begin
       \$80  = \$55 [2:0];
@@ -14536,7 +12970,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$81  = next_slot_1;
     if (\$44 ) begin
       \$81  = \$56 [1:0];
@@ -14546,7 +12980,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$82  = next_col_1;
     if (\$44 ) begin
       \$82  = \$57 [2:0];
@@ -14556,7 +12990,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$83  = next_slot_2;
     if (\$44 ) begin
       \$83  = \$58 [1:0];
@@ -14566,7 +13000,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$84  = next_col_2;
     if (\$44 ) begin
       \$84  = \$59 [2:0];
@@ -14576,7 +13010,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$85  = first_r;
     if (issue) begin
       \$85  = 1'h0;
@@ -14598,7 +13032,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$86  = s_gi;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14616,7 +13050,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$87  = \$signal ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14634,7 +13068,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$88  = s_rem;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14656,7 +13090,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$89  = s_n;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14678,7 +13112,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$90  = \$signal$7 ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14700,7 +13134,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$91  = s_go;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14721,7 +13155,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$92  = go_last;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14742,7 +13176,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$93  = sv;
     if (issue) begin
       if (\$73 ) begin
@@ -14757,7 +13191,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$94  = \$signal$10 ;
     if (p_take) begin
       \$94  = p_site[15];
@@ -14767,7 +13201,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$95  = s_err;
     if (p_take) begin
       \$95  = p_site[16];
@@ -14777,7 +13211,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$96  = \$signal$17 ;
     if (p_take) begin
       \$96  = p_site[2:0];
@@ -14787,7 +13221,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$97  = s_ox;
     if (p_take) begin
       \$97  = p_site[5:3];
@@ -14797,7 +13231,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$98  = \$signal$42 ;
     if (p_take) begin
       \$98  = p_site[14:6];
@@ -14807,7 +13241,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$99  = \$signal$43 ;
     if (p_take) begin
       \$99  = p_cnt;
@@ -14817,7 +13251,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$100  = slot_0;
     if (p_take) begin
       \$100  = next_slot_0;
@@ -14827,7 +13261,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$101  = slot_1;
     if (p_take) begin
       \$101  = next_slot_1;
@@ -14837,7 +13271,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$102  = slot_2;
     if (p_take) begin
       \$102  = next_slot_2;
@@ -14847,7 +13281,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$103  = col_0;
     if (p_take) begin
       \$103  = next_col_0;
@@ -14857,7 +13291,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$104  = col_1;
     if (p_take) begin
       \$104  = next_col_1;
@@ -14867,7 +13301,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$105  = col_2;
     if (p_take) begin
       \$105  = next_col_2;
@@ -14877,49 +13311,49 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$106  = issue;
     if (rst) begin
       \$106  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$107  = first_r;
     if (rst) begin
       \$107  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$108  = last;
     if (rst) begin
       \$108  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$109  = \$4 [8:0];
     if (rst) begin
       \$109  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$110  = s_go;
     if (rst) begin
       \$110  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$111  = s_gi;
     if (rst) begin
       \$111  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$112 [2:0] = \$signal$17 ;
     \$112 [5:3] = s_ox;
     \$112 [7:6] = s_go;
@@ -14930,56 +13364,56 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$113  = slot_0;
     if (rst) begin
       \$113  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$114  = slot_1;
     if (rst) begin
       \$114  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$115  = slot_2;
     if (rst) begin
       \$115  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$116  = col_0;
     if (rst) begin
       \$116  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$117  = col_1;
     if (rst) begin
       \$117  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$118  = col_2;
     if (rst) begin
       \$118  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$119  = \$signal$53 ;
     if (rst) begin
       \$119  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$120 [13] = \$signal$54 ;
     \$120 [14] = q_last;
     \$120 [24:15] = q_meta;
@@ -15021,8 +13455,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
-  reg [31:0] \$1 ;
   wire [5:0] \$signature__addr ;
   wire [31:0] \$signature__data ;
   wire \$signature__en ;
@@ -15031,6 +13463,8 @@ module \top.block_0_1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   wire [5:0] r_addr;
   output [31:0] r_data;
   reg [31:0] r_data = 32'd0;
+  (* init = 32'd0 *)
+  wire [31:0] r_reg;
   input [5:0] rd__addr;
   wire [5:0] rd__addr;
   wire [31:0] rd__data;
@@ -15120,24 +13554,18 @@ module \top.block_0_1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 32'd0;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sites_out__ready, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload, params__valid, identity__payload, identity__valid, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [2:0] \$11 ;
@@ -15658,7 +14086,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$35  = width_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -15670,7 +14098,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$36  = c_in;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -15684,7 +14112,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$37  = c_out;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -15700,7 +14128,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$38  = c_tap;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -15718,7 +14146,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$39  = \w_addr$8 ;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -15734,7 +14162,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$40  = w_addr;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -15747,7 +14175,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$41  = { 1'h0, \$22  };
     if (frame_reset) begin
       \$41  = 5'h02;
@@ -15757,63 +14185,63 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$42  = \steps__valid$99 ;
     if (rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$43  = read_v_d1;
     if (rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$44  = steps__payload[8];
     if (rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$45  = read_first_d1;
     if (rst) begin
       \$45  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$46  = steps__payload[9];
     if (rst) begin
       \$46  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$47  = read_last_d1;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$48  = steps__payload[18:10];
     if (rst) begin
       \$48  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$49  = read_meta_d1;
     if (rst) begin
       \$49  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$50  = sites_out__valid;
     if (\$25 ) begin
       \$50  = 1'h1;
@@ -15825,7 +14253,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$51  = sites_out__payload;
     if (\$25 ) begin
       \$51  = \r_data$104 ;
@@ -15835,14 +14263,14 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$52  = \$28 [5:0];
     if (rst) begin
       \$52  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     tok[69:0] = 70'h000000000000000000;
     if (\$2 ) begin
       tok[63:0] = feats__payload[63:0];
@@ -15857,7 +14285,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$29  = 1'h0;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -15870,7 +14298,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$30  = 1'h0;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -15885,7 +14313,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$31  = p_data;
     if (\$5 ) begin
       \$31  = params__payload;
@@ -15895,7 +14323,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$32  = pcount;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -15910,7 +14338,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$33  = loaded;
     if (\$5 ) begin
       if (\$6 ) begin
@@ -15925,7 +14353,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$34  = height_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -16140,7 +14568,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
   wire \$100 ;
@@ -16866,7 +15294,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     .w_rdy(w_rdy)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     w_data = 9'h000;
     (* full_case = 32'd1 *)
     if (\$signal$11 ) begin
@@ -16879,7 +15307,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$224  = eof_seen;
     if (frame_reset) begin
       \$224  = 1'h0;
@@ -16889,14 +15317,14 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$225  = has_last;
     if (rst) begin
       \$225  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$226  = \$20 ;
     if (frame_reset) begin
       \$226  = 1'h0;
@@ -16906,7 +15334,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$227  = \$22 ;
     if (frame_reset) begin
       \$227  = 1'h0;
@@ -16916,21 +15344,21 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$228  = \$23 ;
     if (rst) begin
       \$228  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$229  = \$24 ;
     if (rst) begin
       \$229  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$230  = 1'h0;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -16946,7 +15374,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$231  = \$signal$42 ;
     if (\$29 ) begin
       \$231  = 1'h0;
@@ -16959,7 +15387,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$232  = c_row;
     if (\$34 ) begin
       \$232  = w_row;
@@ -16969,7 +15397,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$233  = \$signal$45 ;
     if (\$34 ) begin
       \$233  = 1'h0;
@@ -16982,7 +15410,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$234  = nz;
     if (\$34 ) begin
       \$234  = \$35 ;
@@ -16995,7 +15423,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$235  = nz_zero;
     if (\$34 ) begin
       \$235  = \$37 ;
@@ -17008,7 +15436,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$236  = \$signal$49 ;
     if (\$34 ) begin
       \$236  = win_0;
@@ -17018,7 +15446,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$237  = w_row;
     if (\$44 ) begin
       \$237  = s_row;
@@ -17028,7 +15456,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$238  = \$signal$50 ;
     if (\$44 ) begin
       \$238  = 1'h0;
@@ -17041,7 +15469,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$239  = win_0;
     if (\$44 ) begin
       \$239  = \$47 ;
@@ -17051,7 +15479,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$240  = s_row;
     if (\$51 ) begin
       \$240  = i_row;
@@ -17061,7 +15489,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$241  = \$signal$54 ;
     if (\$51 ) begin
       \$241  = 1'h0;
@@ -17077,7 +15505,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$242  = sel_0;
     if (\$51 ) begin
       \$242 [0] = \$54 ;
@@ -17088,7 +15516,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$243  = ends;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -17103,7 +15531,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$244  = i_in_row_0;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -17116,7 +15544,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$245  = i_row;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -17129,7 +15557,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$246  = i_top;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -17142,7 +15570,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$247  = f_row;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -17158,7 +15586,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$248  = cy;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -17174,7 +15602,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$249  = need;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -17190,7 +15618,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$250  = eof_pend;
     if (\$76 ) begin
       \$250  = 1'h0;
@@ -17203,7 +15631,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$251  = \$signal$11 ;
     if (\$78 ) begin
       \$251  = b_v;
@@ -17213,7 +15641,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$252  = \$signal ;
     if (\$78 ) begin
       \$252  = \$signal$63 ;
@@ -17223,7 +15651,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$253  = \$like ;
     if (\$78 ) begin
       \$253  = \$like$64 ;
@@ -17233,7 +15661,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$254  = \$signal$13 ;
     if (\$78 ) begin
       \$254  = b_oy;
@@ -17243,7 +15671,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$255  = c1_win_0;
     if (\$78 ) begin
       \$255  = b_win_0;
@@ -17253,7 +15681,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$256  = \$signal$63 ;
     if (\$78 ) begin
       \$256  = \$12 [7:0];
@@ -17266,7 +15694,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$257  = b_rest;
     if (\$78 ) begin
       \$257  = \$80 ;
@@ -17279,7 +15707,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$258  = \$signal$68 ;
     if (\$78 ) begin
       \$258  = \$112 ;
@@ -17292,7 +15720,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$259  = b_v;
     if (\$115 ) begin
       \$259  = \$signal$69 ;
@@ -17302,7 +15730,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$260  = \$like$64 ;
     if (\$115 ) begin
       \$260  = \$like$72 ;
@@ -17312,7 +15740,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$261  = b_oy;
     if (\$115 ) begin
       \$261  = \$signal$73 ;
@@ -17322,7 +15750,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$262  = b_win_0;
     if (\$115 ) begin
       \$262  = a3_win_0;
@@ -17332,7 +15760,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$263  = \$signal$69 ;
     if (\$123 ) begin
       \$263  = \$signal$76 ;
@@ -17342,7 +15770,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$264  = \$signal$70 ;
     if (\$123 ) begin
       \$264  = \$15 [7:0];
@@ -17352,7 +15780,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$265  = \$signal$71 ;
     if (\$123 ) begin
       \$265  = \$125 ;
@@ -17362,7 +15790,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$266  = \$like$72 ;
     if (\$123 ) begin
       \$266  = \$signal$77 ;
@@ -17372,7 +15800,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$267  = \$signal$73 ;
     if (\$123 ) begin
       \$267  = a2_oy;
@@ -17382,7 +15810,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$268  = a3_rest_zero;
     if (\$123 ) begin
       \$268  = \$157 ;
@@ -17392,7 +15820,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$269  = a3_win_0;
     if (\$123 ) begin
       \$269  = 1'h0;
@@ -17402,7 +15830,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$270  = \$signal$76 ;
     if (\$162 ) begin
       \$270  = 1'h0;
@@ -17415,7 +15843,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$271  = a2_oy;
     if (\$170 ) begin
       \$271  = c_row;
@@ -17425,7 +15853,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$272  = \$signal$77 ;
     if (\$170 ) begin
       \$272  = 1'h0;
@@ -17435,7 +15863,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$273  = a2_bits;
     if (\$170 ) begin
       \$273  = \$171 ;
@@ -17445,7 +15873,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$274  = a_v;
     if (\$178 ) begin
       \$274  = 1'h0;
@@ -17458,7 +15886,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$275  = a_oh;
     if (\$190 ) begin
       \$275  = \$18 [0];
@@ -17468,7 +15896,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$276  = eof_done;
     if (\$213 ) begin
       \$276  = 1'h1;
@@ -17481,7 +15909,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$277  = \$216 ;
     if (frame_reset) begin
       \$277  = 1'h0;
@@ -17491,14 +15919,14 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$278  = \$219 ;
     if (rst) begin
       \$278  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$279  = \$223 [2:0];
     if (frame_reset) begin
       \$279  = 3'h0;
@@ -17558,7 +15986,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -17640,7 +16068,7 @@ module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [0];
@@ -17650,7 +16078,7 @@ module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [0];
@@ -17660,7 +16088,7 @@ module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [1:0];
@@ -17683,7 +16111,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_in__valid, sites_in__payload, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, clk
 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -18241,7 +16669,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$136  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -18256,7 +16684,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$137  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -18273,7 +16701,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$138  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -18287,7 +16715,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$139  = \$signal$17 ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -18301,21 +16729,21 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$140  = height_m1;
     if (rst) begin
       \$140  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$141  = width_m1;
     if (rst) begin
       \$141  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$142  = entry_0;
     if (\$40 ) begin
       \$142  = entry;
@@ -18325,7 +16753,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$143  = entry_0_valid;
     if (\$40 ) begin
       \$143  = 1'h1;
@@ -18340,21 +16768,21 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$144  = \$52 ;
     if (rst) begin
       \$144  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$145  = \$60 ;
     if (rst) begin
       \$145  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$146  = entry_1;
     if (\$65 ) begin
       \$146  = entry;
@@ -18364,7 +16792,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$147  = entry_1_valid;
     if (\$65 ) begin
       \$147  = 1'h1;
@@ -18379,21 +16807,21 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$148  = \$77 ;
     if (rst) begin
       \$148  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$149  = \$85 ;
     if (rst) begin
       \$149  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$150  = \$signal$56 ;
     if (\$88 ) begin
       \$150  = \$89 ;
@@ -18403,7 +16831,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$151  = rp;
     if (take) begin
       \$151  = \$90 ;
@@ -18413,7 +16841,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$152  = done_rows;
     if (\$114 ) begin
       \$152  = { 2'h0, got[34:32] };
@@ -18426,7 +16854,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$153  = busy;
     if (take) begin
       \$153  = 1'h1;
@@ -18439,7 +16867,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$154  = eof_seen;
     if (take) begin
       if (got[38]) begin
@@ -18454,7 +16882,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$155  = \$signal$36 ;
     if (take) begin
       if (got[38]) begin
@@ -18472,7 +16900,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$156  = error;
     if (take) begin
       if (got[38]) begin
@@ -18492,7 +16920,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$157  = has_last;
     if (take) begin
       if (got[38]) begin
@@ -18510,7 +16938,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$158  = last_y;
     if (take) begin
       if (got[38]) begin
@@ -18525,70 +16953,70 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$159  = \$122 ;
     if (rst) begin
       \$159  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$160  = \$126 ;
     if (rst) begin
       \$160  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$161  = got[43];
     if (rst) begin
       \$161  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$162  = got[32];
     if (rst) begin
       \$162  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$163  = got[37:35];
     if (rst) begin
       \$163  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$164  = got[34:32];
     if (rst) begin
       \$164  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$165  = { got[32], got[37:35], got[41:40] };
     if (rst) begin
       \$165  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$166  = got[31:0];
     if (rst) begin
       \$166  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$167  = \$127 ;
     if (rst) begin
       \$167  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$168  = bitmap_0;
     if (\$129 ) begin
       \$168  = \$131 ;
@@ -18598,7 +17026,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$169  = row_tag_0;
     if (\$129 ) begin
       if (\$signal$63 ) begin
@@ -18613,7 +17041,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$170  = bitmap_1;
     if (\$133 ) begin
       \$170  = \$135 ;
@@ -18623,7 +17051,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$171  = row_tag_1;
     if (\$133 ) begin
       if (\$signal$63 ) begin
@@ -18739,8 +17167,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
-  reg [31:0] \$1 ;
   wire [5:0] \$signature__addr ;
   wire [31:0] \$signature__data ;
   wire \$signature__en ;
@@ -18749,6 +17175,8 @@ module \top.block_0_2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
   wire [5:0] r_addr;
   output [31:0] r_data;
   reg [31:0] r_data = 32'd0;
+  (* init = 32'd0 *)
+  wire [31:0] r_reg;
   input [5:0] rd__addr;
   wire [5:0] rd__addr;
   wire [31:0] rd__data;
@@ -18838,151 +17266,32 @@ module \top.block_0_2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 32'd0;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
-  reg [7:0] \$100 ;
-  reg [7:0] \$101 ;
-  reg [16:0] \$102 ;
-  reg [7:0] \$103 ;
-  reg [7:0] \$104 ;
-  reg [16:0] \$105 ;
-  reg [7:0] \$106 ;
-  reg [7:0] \$107 ;
-  reg [16:0] \$108 ;
-  reg [7:0] \$109 ;
   wire [15:0] \$11 ;
-  reg [7:0] \$110 ;
-  reg [16:0] \$111 ;
-  reg [7:0] \$112 ;
-  reg [7:0] \$113 ;
-  reg [16:0] \$114 ;
-  reg [7:0] \$115 ;
-  reg [7:0] \$116 ;
-  reg [16:0] \$117 ;
-  reg [7:0] \$118 ;
-  reg [7:0] \$119 ;
   wire [15:0] \$12 ;
-  reg [16:0] \$120 ;
-  reg [7:0] \$121 ;
-  reg [7:0] \$122 ;
-  reg [16:0] \$123 ;
-  reg [7:0] \$124 ;
-  reg [7:0] \$125 ;
-  reg [16:0] \$126 ;
-  reg [7:0] \$127 ;
-  reg [7:0] \$128 ;
-  reg [16:0] \$129 ;
   wire [15:0] \$13 ;
-  reg [7:0] \$130 ;
-  reg [7:0] \$131 ;
-  reg [16:0] \$132 ;
-  reg [7:0] \$133 ;
-  reg [7:0] \$134 ;
-  reg [16:0] \$135 ;
-  reg [7:0] \$136 ;
-  reg [7:0] \$137 ;
-  reg [16:0] \$138 ;
-  reg [7:0] \$139 ;
   wire [15:0] \$14 ;
-  reg [7:0] \$140 ;
-  reg [16:0] \$141 ;
-  reg [7:0] \$142 ;
-  reg [7:0] \$143 ;
-  reg [16:0] \$144 ;
-  reg [7:0] \$145 ;
-  reg [7:0] \$146 ;
-  reg [16:0] \$147 ;
-  reg [7:0] \$148 ;
-  reg [7:0] \$149 ;
   wire [15:0] \$15 ;
-  reg [16:0] \$150 ;
-  reg [7:0] \$151 ;
-  reg [7:0] \$152 ;
-  reg [16:0] \$153 ;
-  reg [7:0] \$154 ;
-  reg [7:0] \$155 ;
-  reg [16:0] \$156 ;
-  reg [7:0] \$157 ;
-  reg [7:0] \$158 ;
-  reg [16:0] \$159 ;
   wire [15:0] \$16 ;
-  reg [7:0] \$160 ;
-  reg [7:0] \$161 ;
-  reg [16:0] \$162 ;
-  reg [7:0] \$163 ;
-  reg [7:0] \$164 ;
-  reg [16:0] \$165 ;
-  reg [7:0] \$166 ;
-  reg [7:0] \$167 ;
-  reg [16:0] \$168 ;
-  reg [7:0] \$169 ;
   wire [15:0] \$17 ;
-  reg [7:0] \$170 ;
-  reg [16:0] \$171 ;
-  reg [7:0] \$172 ;
-  reg [7:0] \$173 ;
-  reg [16:0] \$174 ;
-  reg [19:0] \$175 ;
-  reg [19:0] \$176 ;
-  reg [19:0] \$177 ;
-  reg [19:0] \$178 ;
-  reg [19:0] \$179 ;
   wire [15:0] \$18 ;
-  reg [19:0] \$180 ;
-  reg [19:0] \$181 ;
-  reg [19:0] \$182 ;
-  reg [19:0] \$183 ;
-  reg [19:0] \$184 ;
-  reg [19:0] \$185 ;
-  reg [19:0] \$186 ;
-  reg [19:0] \$187 ;
-  reg [19:0] \$188 ;
-  reg [19:0] \$189 ;
   wire [15:0] \$19 ;
-  reg [19:0] \$190 ;
-  reg [19:0] \$191 ;
-  reg [19:0] \$192 ;
-  reg [19:0] \$193 ;
-  reg [19:0] \$194 ;
-  reg [19:0] \$195 ;
-  reg [19:0] \$196 ;
-  reg [19:0] \$197 ;
-  reg [19:0] \$198 ;
-  reg [11:0] \$199 ;
   wire [15:0] \$2 ;
   wire [15:0] \$20 ;
-  reg [11:0] \$200 ;
-  reg [11:0] \$201 ;
-  reg [11:0] \$202 ;
-  reg [19:0] \$203 ;
-  reg [19:0] \$204 ;
-  reg [19:0] \$205 ;
-  reg [19:0] \$206 ;
-  reg [19:0] \$207 ;
-  reg [19:0] \$208 ;
-  reg [19:0] \$209 ;
   wire [15:0] \$21 ;
-  reg [19:0] \$210 ;
-  reg \$211 ;
-  reg [8:0] \$212 ;
   wire [15:0] \$22 ;
   wire [15:0] \$23 ;
   wire [15:0] \$24 ;
@@ -19045,29 +17354,22 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire \$76 ;
   reg [298:0] \$77 ;
   reg \$78 ;
-  reg [7:0] \$79 ;
+  reg [11:0] \$79 ;
   wire [15:0] \$8 ;
-  reg [7:0] \$80 ;
-  reg [16:0] \$81 ;
-  reg [7:0] \$82 ;
-  reg [7:0] \$83 ;
-  reg [16:0] \$84 ;
-  reg [7:0] \$85 ;
-  reg [7:0] \$86 ;
-  reg [16:0] \$87 ;
-  reg [7:0] \$88 ;
-  reg [7:0] \$89 ;
+  reg [11:0] \$80 ;
+  reg [11:0] \$81 ;
+  reg [11:0] \$82 ;
+  reg [19:0] \$83 ;
+  reg [19:0] \$84 ;
+  reg [19:0] \$85 ;
+  reg [19:0] \$86 ;
+  reg [19:0] \$87 ;
+  reg [19:0] \$88 ;
+  reg [19:0] \$89 ;
   wire [15:0] \$9 ;
-  reg [16:0] \$90 ;
-  reg [7:0] \$91 ;
-  reg [7:0] \$92 ;
-  reg [16:0] \$93 ;
-  reg [7:0] \$94 ;
-  reg [7:0] \$95 ;
-  reg [16:0] \$96 ;
-  reg [7:0] \$97 ;
-  reg [7:0] \$98 ;
-  reg [16:0] \$99 ;
+  reg [19:0] \$90 ;
+  reg \$91 ;
+  reg [8:0] \$92 ;
   reg [19:0] acc_0 = 20'h00000;
   reg [19:0] acc_1 = 20'h00000;
   reg [19:0] acc_2 = 20'h00000;
@@ -19319,13 +17621,6 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   reg [19:0] tree_7_l2_0 = 20'h00000;
   (* init = 20'h00000 *)
   wire [19:0] tree_7_sum;
-  assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
-  assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
-  assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
-  assign \$4  = $signed(prod_0_3_a) * $signed(prod_0_3_b);
-  assign \$5  = $signed(prod_1_0_a) * $signed(prod_1_0_b);
-  assign \$6  = $signed(prod_1_1_a) * $signed(prod_1_1_b);
-  assign \$7  = $signed(prod_1_2_a) * $signed(prod_1_2_b);
   assign \$8  = $signed(prod_1_3_a) * $signed(prod_1_3_b);
   assign \$9  = $signed(prod_2_0_a) * $signed(prod_2_0_b);
   assign \$10  = $signed(prod_2_1_a) * $signed(prod_2_1_b);
@@ -19400,1247 +17695,414 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   always @(posedge clk)
     op_v <= \$78 ;
   always @(posedge clk)
-    prod_0_0_a <= \$79 ;
+    prod_0_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_0_0_b <= \$80 ;
+    prod_0_0_b <= operands[39:32];
   always @(posedge clk)
-    prod_0_0_p <= \$81 ;
+    prod_0_0_p <= { \$1 [15], \$1  };
   always @(posedge clk)
-    prod_0_1_a <= \$82 ;
+    prod_0_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_0_1_b <= \$83 ;
+    prod_0_1_b <= operands[47:40];
   always @(posedge clk)
-    prod_0_1_p <= \$84 ;
+    prod_0_1_p <= { \$2 [15], \$2  };
   always @(posedge clk)
-    prod_0_2_a <= \$85 ;
+    prod_0_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_0_2_b <= \$86 ;
+    prod_0_2_b <= operands[55:48];
   always @(posedge clk)
-    prod_0_2_p <= \$87 ;
+    prod_0_2_p <= { \$3 [15], \$3  };
   always @(posedge clk)
-    prod_0_3_a <= \$88 ;
+    prod_0_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_0_3_b <= \$89 ;
+    prod_0_3_b <= operands[63:56];
   always @(posedge clk)
-    prod_0_3_p <= \$90 ;
+    prod_0_3_p <= { \$4 [15], \$4  };
   always @(posedge clk)
-    prod_1_0_a <= \$91 ;
+    prod_1_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_1_0_b <= \$92 ;
+    prod_1_0_b <= operands[71:64];
   always @(posedge clk)
-    prod_1_0_p <= \$93 ;
+    prod_1_0_p <= { \$5 [15], \$5  };
   always @(posedge clk)
-    prod_1_1_a <= \$94 ;
+    prod_1_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_1_1_b <= \$95 ;
+    prod_1_1_b <= operands[79:72];
   always @(posedge clk)
-    prod_1_1_p <= \$96 ;
+    prod_1_1_p <= { \$6 [15], \$6  };
   always @(posedge clk)
-    prod_1_2_a <= \$97 ;
+    prod_1_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_1_2_b <= \$98 ;
+    prod_1_2_b <= operands[87:80];
   always @(posedge clk)
-    prod_1_2_p <= \$99 ;
+    prod_1_2_p <= { \$7 [15], \$7  };
   always @(posedge clk)
-    prod_1_3_a <= \$100 ;
+    prod_1_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_1_3_b <= \$101 ;
+    prod_1_3_b <= operands[95:88];
   always @(posedge clk)
-    prod_1_3_p <= \$102 ;
+    prod_1_3_p <= { \$8 [15], \$8  };
   always @(posedge clk)
-    prod_2_0_a <= \$103 ;
+    prod_2_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_2_0_b <= \$104 ;
+    prod_2_0_b <= operands[103:96];
   always @(posedge clk)
-    prod_2_0_p <= \$105 ;
+    prod_2_0_p <= { \$9 [15], \$9  };
   always @(posedge clk)
-    prod_2_1_a <= \$106 ;
+    prod_2_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_2_1_b <= \$107 ;
+    prod_2_1_b <= operands[111:104];
   always @(posedge clk)
-    prod_2_1_p <= \$108 ;
+    prod_2_1_p <= { \$10 [15], \$10  };
   always @(posedge clk)
-    prod_2_2_a <= \$109 ;
+    prod_2_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_2_2_b <= \$110 ;
+    prod_2_2_b <= operands[119:112];
   always @(posedge clk)
-    prod_2_2_p <= \$111 ;
+    prod_2_2_p <= { \$11 [15], \$11  };
   always @(posedge clk)
-    prod_2_3_a <= \$112 ;
+    prod_2_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_2_3_b <= \$113 ;
+    prod_2_3_b <= operands[127:120];
   always @(posedge clk)
-    prod_2_3_p <= \$114 ;
+    prod_2_3_p <= { \$12 [15], \$12  };
   always @(posedge clk)
-    prod_3_0_a <= \$115 ;
+    prod_3_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_3_0_b <= \$116 ;
+    prod_3_0_b <= operands[135:128];
   always @(posedge clk)
-    prod_3_0_p <= \$117 ;
+    prod_3_0_p <= { \$13 [15], \$13  };
   always @(posedge clk)
-    prod_3_1_a <= \$118 ;
+    prod_3_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_3_1_b <= \$119 ;
+    prod_3_1_b <= operands[143:136];
   always @(posedge clk)
-    prod_3_1_p <= \$120 ;
+    prod_3_1_p <= { \$14 [15], \$14  };
   always @(posedge clk)
-    prod_3_2_a <= \$121 ;
+    prod_3_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_3_2_b <= \$122 ;
+    prod_3_2_b <= operands[151:144];
   always @(posedge clk)
-    prod_3_2_p <= \$123 ;
+    prod_3_2_p <= { \$15 [15], \$15  };
   always @(posedge clk)
-    prod_3_3_a <= \$124 ;
+    prod_3_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_3_3_b <= \$125 ;
+    prod_3_3_b <= operands[159:152];
   always @(posedge clk)
-    prod_3_3_p <= \$126 ;
+    prod_3_3_p <= { \$16 [15], \$16  };
   always @(posedge clk)
-    prod_4_0_a <= \$127 ;
+    prod_4_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_4_0_b <= \$128 ;
+    prod_4_0_b <= operands[167:160];
   always @(posedge clk)
-    prod_4_0_p <= \$129 ;
+    prod_4_0_p <= { \$17 [15], \$17  };
   always @(posedge clk)
-    prod_4_1_a <= \$130 ;
+    prod_4_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_4_1_b <= \$131 ;
+    prod_4_1_b <= operands[175:168];
   always @(posedge clk)
-    prod_4_1_p <= \$132 ;
+    prod_4_1_p <= { \$18 [15], \$18  };
   always @(posedge clk)
-    prod_4_2_a <= \$133 ;
+    prod_4_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_4_2_b <= \$134 ;
+    prod_4_2_b <= operands[183:176];
   always @(posedge clk)
-    prod_4_2_p <= \$135 ;
+    prod_4_2_p <= { \$19 [15], \$19  };
   always @(posedge clk)
-    prod_4_3_a <= \$136 ;
+    prod_4_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_4_3_b <= \$137 ;
+    prod_4_3_b <= operands[191:184];
   always @(posedge clk)
-    prod_4_3_p <= \$138 ;
+    prod_4_3_p <= { \$20 [15], \$20  };
   always @(posedge clk)
-    prod_5_0_a <= \$139 ;
+    prod_5_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_5_0_b <= \$140 ;
+    prod_5_0_b <= operands[199:192];
   always @(posedge clk)
-    prod_5_0_p <= \$141 ;
+    prod_5_0_p <= { \$21 [15], \$21  };
   always @(posedge clk)
-    prod_5_1_a <= \$142 ;
+    prod_5_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_5_1_b <= \$143 ;
+    prod_5_1_b <= operands[207:200];
   always @(posedge clk)
-    prod_5_1_p <= \$144 ;
+    prod_5_1_p <= { \$22 [15], \$22  };
   always @(posedge clk)
-    prod_5_2_a <= \$145 ;
+    prod_5_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_5_2_b <= \$146 ;
+    prod_5_2_b <= operands[215:208];
   always @(posedge clk)
-    prod_5_2_p <= \$147 ;
+    prod_5_2_p <= { \$23 [15], \$23  };
   always @(posedge clk)
-    prod_5_3_a <= \$148 ;
+    prod_5_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_5_3_b <= \$149 ;
+    prod_5_3_b <= operands[223:216];
   always @(posedge clk)
-    prod_5_3_p <= \$150 ;
+    prod_5_3_p <= { \$24 [15], \$24  };
   always @(posedge clk)
-    prod_6_0_a <= \$151 ;
+    prod_6_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_6_0_b <= \$152 ;
+    prod_6_0_b <= operands[231:224];
   always @(posedge clk)
-    prod_6_0_p <= \$153 ;
+    prod_6_0_p <= { \$25 [15], \$25  };
   always @(posedge clk)
-    prod_6_1_a <= \$154 ;
+    prod_6_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_6_1_b <= \$155 ;
+    prod_6_1_b <= operands[239:232];
   always @(posedge clk)
-    prod_6_1_p <= \$156 ;
+    prod_6_1_p <= { \$26 [15], \$26  };
   always @(posedge clk)
-    prod_6_2_a <= \$157 ;
+    prod_6_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_6_2_b <= \$158 ;
+    prod_6_2_b <= operands[247:240];
   always @(posedge clk)
-    prod_6_2_p <= \$159 ;
+    prod_6_2_p <= { \$27 [15], \$27  };
   always @(posedge clk)
-    prod_6_3_a <= \$160 ;
+    prod_6_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_6_3_b <= \$161 ;
+    prod_6_3_b <= operands[255:248];
   always @(posedge clk)
-    prod_6_3_p <= \$162 ;
+    prod_6_3_p <= { \$28 [15], \$28  };
   always @(posedge clk)
-    prod_7_0_a <= \$163 ;
+    prod_7_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_7_0_b <= \$164 ;
+    prod_7_0_b <= operands[263:256];
   always @(posedge clk)
-    prod_7_0_p <= \$165 ;
+    prod_7_0_p <= { \$29 [15], \$29  };
   always @(posedge clk)
-    prod_7_1_a <= \$166 ;
+    prod_7_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_7_1_b <= \$167 ;
+    prod_7_1_b <= operands[271:264];
   always @(posedge clk)
-    prod_7_1_p <= \$168 ;
+    prod_7_1_p <= { \$30 [15], \$30  };
   always @(posedge clk)
-    prod_7_2_a <= \$169 ;
+    prod_7_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_7_2_b <= \$170 ;
+    prod_7_2_b <= operands[279:272];
   always @(posedge clk)
-    prod_7_2_p <= \$171 ;
+    prod_7_2_p <= { \$31 [15], \$31  };
   always @(posedge clk)
-    prod_7_3_a <= \$172 ;
+    prod_7_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_7_3_b <= \$173 ;
+    prod_7_3_b <= operands[287:280];
   always @(posedge clk)
-    prod_7_3_p <= \$174 ;
+    prod_7_3_p <= { \$32 [15], \$32  };
   always @(posedge clk)
-    tree_0_l1_0 <= \$175 ;
+    tree_0_l1_0 <= { \$33 [17], \$33 [17], \$33  };
   always @(posedge clk)
-    tree_0_l1_1 <= \$176 ;
+    tree_0_l1_1 <= { \$34 [17], \$34 [17], \$34  };
   always @(posedge clk)
-    tree_0_l2_0 <= \$177 ;
+    tree_0_l2_0 <= \$35 [19:0];
   always @(posedge clk)
-    tree_1_l1_0 <= \$178 ;
+    tree_1_l1_0 <= { \$36 [17], \$36 [17], \$36  };
   always @(posedge clk)
-    tree_1_l1_1 <= \$179 ;
+    tree_1_l1_1 <= { \$37 [17], \$37 [17], \$37  };
   always @(posedge clk)
-    tree_1_l2_0 <= \$180 ;
+    tree_1_l2_0 <= \$38 [19:0];
   always @(posedge clk)
-    tree_2_l1_0 <= \$181 ;
+    tree_2_l1_0 <= { \$39 [17], \$39 [17], \$39  };
   always @(posedge clk)
-    tree_2_l1_1 <= \$182 ;
+    tree_2_l1_1 <= { \$40 [17], \$40 [17], \$40  };
   always @(posedge clk)
-    tree_2_l2_0 <= \$183 ;
+    tree_2_l2_0 <= \$41 [19:0];
   always @(posedge clk)
-    tree_3_l1_0 <= \$184 ;
+    tree_3_l1_0 <= { \$42 [17], \$42 [17], \$42  };
   always @(posedge clk)
-    tree_3_l1_1 <= \$185 ;
+    tree_3_l1_1 <= { \$43 [17], \$43 [17], \$43  };
   always @(posedge clk)
-    tree_3_l2_0 <= \$186 ;
+    tree_3_l2_0 <= \$44 [19:0];
   always @(posedge clk)
-    tree_4_l1_0 <= \$187 ;
+    tree_4_l1_0 <= { \$45 [17], \$45 [17], \$45  };
   always @(posedge clk)
-    tree_4_l1_1 <= \$188 ;
+    tree_4_l1_1 <= { \$46 [17], \$46 [17], \$46  };
   always @(posedge clk)
-    tree_4_l2_0 <= \$189 ;
+    tree_4_l2_0 <= \$47 [19:0];
   always @(posedge clk)
-    tree_5_l1_0 <= \$190 ;
+    tree_5_l1_0 <= { \$48 [17], \$48 [17], \$48  };
   always @(posedge clk)
-    tree_5_l1_1 <= \$191 ;
+    tree_5_l1_1 <= { \$49 [17], \$49 [17], \$49  };
   always @(posedge clk)
-    tree_5_l2_0 <= \$192 ;
+    tree_5_l2_0 <= \$50 [19:0];
   always @(posedge clk)
-    tree_6_l1_0 <= \$193 ;
+    tree_6_l1_0 <= { \$51 [17], \$51 [17], \$51  };
   always @(posedge clk)
-    tree_6_l1_1 <= \$194 ;
+    tree_6_l1_1 <= { \$52 [17], \$52 [17], \$52  };
   always @(posedge clk)
-    tree_6_l2_0 <= \$195 ;
+    tree_6_l2_0 <= \$53 [19:0];
   always @(posedge clk)
-    tree_7_l1_0 <= \$196 ;
+    tree_7_l1_0 <= { \$54 [17], \$54 [17], \$54  };
   always @(posedge clk)
-    tree_7_l1_1 <= \$197 ;
+    tree_7_l1_1 <= { \$55 [17], \$55 [17], \$55  };
   always @(posedge clk)
-    tree_7_l2_0 <= \$198 ;
+    tree_7_l2_0 <= \$56 [19:0];
   always @(posedge clk)
-    mac_ctl_d1 <= \$199 ;
+    mac_ctl_d1 <= \$79 ;
   always @(posedge clk)
-    mac_ctl_d2 <= \$200 ;
+    mac_ctl_d2 <= \$80 ;
   always @(posedge clk)
-    mac_ctl_d3 <= \$201 ;
+    mac_ctl_d3 <= \$81 ;
   always @(posedge clk)
-    mac_ctl_d4 <= \$202 ;
+    mac_ctl_d4 <= \$82 ;
   always @(posedge clk)
-    acc_0 <= \$203 ;
+    acc_0 <= \$83 ;
   always @(posedge clk)
-    acc_1 <= \$204 ;
+    acc_1 <= \$84 ;
   always @(posedge clk)
-    acc_2 <= \$205 ;
+    acc_2 <= \$85 ;
   always @(posedge clk)
-    acc_3 <= \$206 ;
+    acc_3 <= \$86 ;
   always @(posedge clk)
-    acc_4 <= \$207 ;
+    acc_4 <= \$87 ;
   always @(posedge clk)
-    acc_5 <= \$208 ;
+    acc_5 <= \$88 ;
   always @(posedge clk)
-    acc_6 <= \$209 ;
+    acc_6 <= \$89 ;
   always @(posedge clk)
-    acc_7 <= \$210 ;
+    acc_7 <= \$90 ;
   always @(posedge clk)
-    out_v <= \$211 ;
+    out_v <= \$91 ;
   always @(posedge clk)
-    out_meta <= \$212 ;
+    out_meta <= \$92 ;
+  assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
+  assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
+  assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
+  assign \$4  = $signed(prod_0_3_a) * $signed(prod_0_3_b);
+  assign \$5  = $signed(prod_1_0_a) * $signed(prod_1_0_b);
+  assign \$6  = $signed(prod_1_1_a) * $signed(prod_1_1_b);
+  assign \$7  = $signed(prod_1_2_a) * $signed(prod_1_2_b);
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$77  = steps__payload;
     if (rst) begin
       \$77  = 299'h000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$78  = steps__valid;
     if (rst) begin
       \$78  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$79  = operands[7:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$79  = ctl;
     if (rst) begin
-      \$79  = 8'h00;
+      \$79  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$80  = operands[39:32];
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$80  = mac_ctl_d1;
     if (rst) begin
-      \$80  = 8'h00;
+      \$80  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$81  = { \$1 [15], \$1  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$81  = mac_ctl_d2;
     if (rst) begin
-      \$81  = 17'h00000;
+      \$81  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$82  = operands[15:8];
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$82  = mac_ctl_d3;
     if (rst) begin
-      \$82  = 8'h00;
+      \$82  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$83  = operands[47:40];
-    if (rst) begin
-      \$83  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$84  = { \$2 [15], \$2  };
-    if (rst) begin
-      \$84  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$85  = operands[23:16];
-    if (rst) begin
-      \$85  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$86  = operands[55:48];
-    if (rst) begin
-      \$86  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$87  = { \$3 [15], \$3  };
-    if (rst) begin
-      \$87  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$88  = operands[31:24];
-    if (rst) begin
-      \$88  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$89  = operands[63:56];
-    if (rst) begin
-      \$89  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$90  = { \$4 [15], \$4  };
-    if (rst) begin
-      \$90  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$91  = operands[7:0];
-    if (rst) begin
-      \$91  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$92  = operands[71:64];
-    if (rst) begin
-      \$92  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$93  = { \$5 [15], \$5  };
-    if (rst) begin
-      \$93  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$94  = operands[15:8];
-    if (rst) begin
-      \$94  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$95  = operands[79:72];
-    if (rst) begin
-      \$95  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$96  = { \$6 [15], \$6  };
-    if (rst) begin
-      \$96  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$97  = operands[23:16];
-    if (rst) begin
-      \$97  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$98  = operands[87:80];
-    if (rst) begin
-      \$98  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$99  = { \$7 [15], \$7  };
-    if (rst) begin
-      \$99  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$100  = operands[31:24];
-    if (rst) begin
-      \$100  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$101  = operands[95:88];
-    if (rst) begin
-      \$101  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$102  = { \$8 [15], \$8  };
-    if (rst) begin
-      \$102  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$103  = operands[7:0];
-    if (rst) begin
-      \$103  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$104  = operands[103:96];
-    if (rst) begin
-      \$104  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$105  = { \$9 [15], \$9  };
-    if (rst) begin
-      \$105  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$106  = operands[15:8];
-    if (rst) begin
-      \$106  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$107  = operands[111:104];
-    if (rst) begin
-      \$107  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$108  = { \$10 [15], \$10  };
-    if (rst) begin
-      \$108  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$109  = operands[23:16];
-    if (rst) begin
-      \$109  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$110  = operands[119:112];
-    if (rst) begin
-      \$110  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$111  = { \$11 [15], \$11  };
-    if (rst) begin
-      \$111  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$112  = operands[31:24];
-    if (rst) begin
-      \$112  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$113  = operands[127:120];
-    if (rst) begin
-      \$113  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$114  = { \$12 [15], \$12  };
-    if (rst) begin
-      \$114  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$115  = operands[7:0];
-    if (rst) begin
-      \$115  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$116  = operands[135:128];
-    if (rst) begin
-      \$116  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$117  = { \$13 [15], \$13  };
-    if (rst) begin
-      \$117  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$118  = operands[15:8];
-    if (rst) begin
-      \$118  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$119  = operands[143:136];
-    if (rst) begin
-      \$119  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$120  = { \$14 [15], \$14  };
-    if (rst) begin
-      \$120  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$121  = operands[23:16];
-    if (rst) begin
-      \$121  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$122  = operands[151:144];
-    if (rst) begin
-      \$122  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$123  = { \$15 [15], \$15  };
-    if (rst) begin
-      \$123  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$124  = operands[31:24];
-    if (rst) begin
-      \$124  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$125  = operands[159:152];
-    if (rst) begin
-      \$125  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$126  = { \$16 [15], \$16  };
-    if (rst) begin
-      \$126  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$127  = operands[7:0];
-    if (rst) begin
-      \$127  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$128  = operands[167:160];
-    if (rst) begin
-      \$128  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$129  = { \$17 [15], \$17  };
-    if (rst) begin
-      \$129  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$130  = operands[15:8];
-    if (rst) begin
-      \$130  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$131  = operands[175:168];
-    if (rst) begin
-      \$131  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$132  = { \$18 [15], \$18  };
-    if (rst) begin
-      \$132  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$133  = operands[23:16];
-    if (rst) begin
-      \$133  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$134  = operands[183:176];
-    if (rst) begin
-      \$134  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$135  = { \$19 [15], \$19  };
-    if (rst) begin
-      \$135  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$136  = operands[31:24];
-    if (rst) begin
-      \$136  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$137  = operands[191:184];
-    if (rst) begin
-      \$137  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$138  = { \$20 [15], \$20  };
-    if (rst) begin
-      \$138  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$139  = operands[7:0];
-    if (rst) begin
-      \$139  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$140  = operands[199:192];
-    if (rst) begin
-      \$140  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$141  = { \$21 [15], \$21  };
-    if (rst) begin
-      \$141  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$142  = operands[15:8];
-    if (rst) begin
-      \$142  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$143  = operands[207:200];
-    if (rst) begin
-      \$143  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$144  = { \$22 [15], \$22  };
-    if (rst) begin
-      \$144  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$145  = operands[23:16];
-    if (rst) begin
-      \$145  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$146  = operands[215:208];
-    if (rst) begin
-      \$146  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$147  = { \$23 [15], \$23  };
-    if (rst) begin
-      \$147  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$148  = operands[31:24];
-    if (rst) begin
-      \$148  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$149  = operands[223:216];
-    if (rst) begin
-      \$149  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$150  = { \$24 [15], \$24  };
-    if (rst) begin
-      \$150  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$151  = operands[7:0];
-    if (rst) begin
-      \$151  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$152  = operands[231:224];
-    if (rst) begin
-      \$152  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$153  = { \$25 [15], \$25  };
-    if (rst) begin
-      \$153  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$154  = operands[15:8];
-    if (rst) begin
-      \$154  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$155  = operands[239:232];
-    if (rst) begin
-      \$155  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$156  = { \$26 [15], \$26  };
-    if (rst) begin
-      \$156  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$157  = operands[23:16];
-    if (rst) begin
-      \$157  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$158  = operands[247:240];
-    if (rst) begin
-      \$158  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$159  = { \$27 [15], \$27  };
-    if (rst) begin
-      \$159  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$160  = operands[31:24];
-    if (rst) begin
-      \$160  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$161  = operands[255:248];
-    if (rst) begin
-      \$161  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$162  = { \$28 [15], \$28  };
-    if (rst) begin
-      \$162  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$163  = operands[7:0];
-    if (rst) begin
-      \$163  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$164  = operands[263:256];
-    if (rst) begin
-      \$164  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$165  = { \$29 [15], \$29  };
-    if (rst) begin
-      \$165  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$166  = operands[15:8];
-    if (rst) begin
-      \$166  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$167  = operands[271:264];
-    if (rst) begin
-      \$167  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$168  = { \$30 [15], \$30  };
-    if (rst) begin
-      \$168  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$169  = operands[23:16];
-    if (rst) begin
-      \$169  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$170  = operands[279:272];
-    if (rst) begin
-      \$170  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$171  = { \$31 [15], \$31  };
-    if (rst) begin
-      \$171  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$172  = operands[31:24];
-    if (rst) begin
-      \$172  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$173  = operands[287:280];
-    if (rst) begin
-      \$173  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$174  = { \$32 [15], \$32  };
-    if (rst) begin
-      \$174  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$175  = { \$33 [17], \$33 [17], \$33  };
-    if (rst) begin
-      \$175  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$176  = { \$34 [17], \$34 [17], \$34  };
-    if (rst) begin
-      \$176  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$177  = \$35 [19:0];
-    if (rst) begin
-      \$177  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$178  = { \$36 [17], \$36 [17], \$36  };
-    if (rst) begin
-      \$178  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$179  = { \$37 [17], \$37 [17], \$37  };
-    if (rst) begin
-      \$179  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$180  = \$38 [19:0];
-    if (rst) begin
-      \$180  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$181  = { \$39 [17], \$39 [17], \$39  };
-    if (rst) begin
-      \$181  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$182  = { \$40 [17], \$40 [17], \$40  };
-    if (rst) begin
-      \$182  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$183  = \$41 [19:0];
-    if (rst) begin
-      \$183  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$184  = { \$42 [17], \$42 [17], \$42  };
-    if (rst) begin
-      \$184  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$185  = { \$43 [17], \$43 [17], \$43  };
-    if (rst) begin
-      \$185  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$186  = \$44 [19:0];
-    if (rst) begin
-      \$186  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$187  = { \$45 [17], \$45 [17], \$45  };
-    if (rst) begin
-      \$187  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$188  = { \$46 [17], \$46 [17], \$46  };
-    if (rst) begin
-      \$188  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$189  = \$47 [19:0];
-    if (rst) begin
-      \$189  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$190  = { \$48 [17], \$48 [17], \$48  };
-    if (rst) begin
-      \$190  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$191  = { \$49 [17], \$49 [17], \$49  };
-    if (rst) begin
-      \$191  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$192  = \$50 [19:0];
-    if (rst) begin
-      \$192  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$193  = { \$51 [17], \$51 [17], \$51  };
-    if (rst) begin
-      \$193  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$194  = { \$52 [17], \$52 [17], \$52  };
-    if (rst) begin
-      \$194  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$195  = \$53 [19:0];
-    if (rst) begin
-      \$195  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$196  = { \$54 [17], \$54 [17], \$54  };
-    if (rst) begin
-      \$196  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$197  = { \$55 [17], \$55 [17], \$55  };
-    if (rst) begin
-      \$197  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$198  = \$56 [19:0];
-    if (rst) begin
-      \$198  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$199  = ctl;
-    if (rst) begin
-      \$199  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$200  = mac_ctl_d1;
-    if (rst) begin
-      \$200  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$201  = mac_ctl_d2;
-    if (rst) begin
-      \$201  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$202  = mac_ctl_d3;
-    if (rst) begin
-      \$202  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$203  = acc_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$83  = acc_0;
     if (\$58 ) begin
-      \$203  = \$60 [19:0];
+      \$83  = \$60 [19:0];
     end
     if (rst) begin
-      \$203  = 20'h00000;
+      \$83  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$204  = acc_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$84  = acc_1;
     if (\$58 ) begin
-      \$204  = \$62 [19:0];
+      \$84  = \$62 [19:0];
     end
     if (rst) begin
-      \$204  = 20'h00000;
+      \$84  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$205  = acc_2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$85  = acc_2;
     if (\$58 ) begin
-      \$205  = \$64 [19:0];
+      \$85  = \$64 [19:0];
     end
     if (rst) begin
-      \$205  = 20'h00000;
+      \$85  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$206  = acc_3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$86  = acc_3;
     if (\$58 ) begin
-      \$206  = \$66 [19:0];
+      \$86  = \$66 [19:0];
     end
     if (rst) begin
-      \$206  = 20'h00000;
+      \$86  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$207  = acc_4;
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$87  = acc_4;
     if (\$58 ) begin
-      \$207  = \$68 [19:0];
+      \$87  = \$68 [19:0];
     end
     if (rst) begin
-      \$207  = 20'h00000;
+      \$87  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$208  = acc_5;
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$88  = acc_5;
     if (\$58 ) begin
-      \$208  = \$70 [19:0];
+      \$88  = \$70 [19:0];
     end
     if (rst) begin
-      \$208  = 20'h00000;
+      \$88  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$209  = acc_6;
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$89  = acc_6;
     if (\$58 ) begin
-      \$209  = \$72 [19:0];
+      \$89  = \$72 [19:0];
     end
     if (rst) begin
-      \$209  = 20'h00000;
+      \$89  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$210  = acc_7;
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$90  = acc_7;
     if (\$58 ) begin
-      \$210  = \$74 [19:0];
+      \$90  = \$74 [19:0];
     end
     if (rst) begin
-      \$210  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$211  = \$76 ;
-    if (rst) begin
-      \$211  = 1'h0;
+      \$90  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$212  = mac_ctl_d4[11:3];
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$91  = \$76 ;
     if (rst) begin
-      \$212  = 9'h000;
+      \$91  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$92  = mac_ctl_d4[11:3];
+    if (rst) begin
+      \$92  = 9'h000;
     end
   end
   assign tree_0_sum = tree_0_l2_0;
@@ -20754,7 +18216,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -20865,7 +18327,7 @@ module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -20875,7 +18337,7 @@ module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -20885,7 +18347,7 @@ module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -20907,8 +18369,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
-  reg [271:0] \$1 ;
   wire \$signature__addr ;
   wire [271:0] \$signature__data ;
   wire \$signature__en ;
@@ -20917,6 +18377,8 @@ module \top.block_0_2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   wire r_addr;
   output [271:0] r_data;
   reg [271:0] r_data = 272'h00000000000000000000000000000000000000000000000000000000000000000000;
+  (* init = 272'h00000000000000000000000000000000000000000000000000000000000000000000 *)
+  wire [271:0] r_reg;
   input rd__addr;
   wire rd__addr;
   wire [271:0] rd__data;
@@ -20944,24 +18406,18 @@ module \top.block_0_2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 272'h00000000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, identity__payload, identity__valid, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire [50:0] \$1 ;
   wire \$10 ;
   wire [35:0] \$100 ;
@@ -21113,171 +18569,91 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   reg [15:0] \$232 ;
   reg [8:0] \$233 ;
   reg \$234 ;
-  reg [16:0] \$235 ;
-  reg [15:0] \$236 ;
-  reg [33:0] \$237 ;
-  reg [2:0] \$238 ;
-  reg [15:0] \$239 ;
+  reg [8:0] \$235 ;
+  reg [8:0] \$236 ;
+  reg [8:0] \$237 ;
+  reg \$238 ;
+  reg \$239 ;
   wire \$24 ;
-  reg [19:0] \$240 ;
-  reg [35:0] \$241 ;
-  reg [16:0] \$242 ;
-  reg [15:0] \$243 ;
-  reg [33:0] \$244 ;
-  reg [2:0] \$245 ;
-  reg [15:0] \$246 ;
-  reg [19:0] \$247 ;
-  reg [35:0] \$248 ;
-  reg [16:0] \$249 ;
+  reg \$240 ;
+  reg [20:0] \$241 ;
+  reg [20:0] \$242 ;
+  reg [20:0] \$243 ;
+  reg [20:0] \$244 ;
+  reg [20:0] \$245 ;
+  reg [20:0] \$246 ;
+  reg [20:0] \$247 ;
+  reg [20:0] \$248 ;
+  reg [8:0] \$249 ;
   wire \$25 ;
-  reg [15:0] \$250 ;
-  reg [33:0] \$251 ;
-  reg [2:0] \$252 ;
-  reg [15:0] \$253 ;
-  reg [19:0] \$254 ;
-  reg [35:0] \$255 ;
-  reg [16:0] \$256 ;
-  reg [15:0] \$257 ;
-  reg [33:0] \$258 ;
-  reg [2:0] \$259 ;
+  reg \$250 ;
+  reg \$251 ;
+  reg [7:0] \$252 ;
+  reg [7:0] \$253 ;
+  reg [7:0] \$254 ;
+  reg [7:0] \$255 ;
+  reg [7:0] \$256 ;
+  reg [7:0] \$257 ;
+  reg [7:0] \$258 ;
+  reg [7:0] \$259 ;
   wire \$26 ;
-  reg [15:0] \$260 ;
-  reg [19:0] \$261 ;
-  reg [35:0] \$262 ;
-  reg [16:0] \$263 ;
-  reg [15:0] \$264 ;
-  reg [33:0] \$265 ;
-  reg [2:0] \$266 ;
-  reg [15:0] \$267 ;
-  reg [19:0] \$268 ;
-  reg [35:0] \$269 ;
+  reg [7:0] \$260 ;
+  reg [7:0] \$261 ;
+  reg [7:0] \$262 ;
+  reg [7:0] \$263 ;
+  reg [7:0] \$264 ;
+  reg [7:0] \$265 ;
+  reg [7:0] \$266 ;
+  reg [7:0] \$267 ;
+  reg [9:0] \$268 ;
+  reg [9:0] \$269 ;
   wire \$27 ;
-  reg [16:0] \$270 ;
-  reg [15:0] \$271 ;
-  reg [33:0] \$272 ;
-  reg [2:0] \$273 ;
-  reg [15:0] \$274 ;
-  reg [19:0] \$275 ;
-  reg [35:0] \$276 ;
-  reg [16:0] \$277 ;
-  reg [15:0] \$278 ;
-  reg [33:0] \$279 ;
+  reg [9:0] \$270 ;
+  reg [9:0] \$271 ;
+  reg [9:0] \$272 ;
+  reg [9:0] \$273 ;
+  reg [9:0] \$274 ;
+  reg [9:0] \$275 ;
+  reg [9:0] \$276 ;
+  reg [9:0] \$277 ;
+  reg [9:0] \$278 ;
+  reg [9:0] \$279 ;
   wire \$28 ;
-  reg [2:0] \$280 ;
-  reg [15:0] \$281 ;
-  reg [19:0] \$282 ;
-  reg [35:0] \$283 ;
-  reg [16:0] \$284 ;
-  reg [15:0] \$285 ;
-  reg [33:0] \$286 ;
-  reg [2:0] \$287 ;
-  reg [15:0] \$288 ;
-  reg [19:0] \$289 ;
+  reg [9:0] \$280 ;
+  reg [9:0] \$281 ;
+  reg [9:0] \$282 ;
+  reg [9:0] \$283 ;
+  reg [9:0] \$284 ;
+  reg [9:0] \$285 ;
+  reg [9:0] \$286 ;
+  reg [9:0] \$287 ;
+  reg [9:0] \$288 ;
+  reg [9:0] \$289 ;
   wire \$29 ;
-  reg [35:0] \$290 ;
-  reg [8:0] \$291 ;
-  reg [8:0] \$292 ;
-  reg [8:0] \$293 ;
-  reg \$294 ;
-  reg \$295 ;
-  reg \$296 ;
-  reg [20:0] \$297 ;
-  reg [20:0] \$298 ;
-  reg [20:0] \$299 ;
+  reg [9:0] \$290 ;
+  reg [9:0] \$291 ;
+  reg [21:0] \$292 ;
+  reg [21:0] \$293 ;
+  reg [21:0] \$294 ;
+  reg [21:0] \$295 ;
+  reg [21:0] \$296 ;
+  reg [21:0] \$297 ;
+  reg [21:0] \$298 ;
+  reg [21:0] \$299 ;
   wire [50:0] \$3 ;
   wire \$30 ;
-  reg [20:0] \$300 ;
-  reg [20:0] \$301 ;
-  reg [20:0] \$302 ;
-  reg [20:0] \$303 ;
-  reg [20:0] \$304 ;
-  reg [8:0] \$305 ;
-  reg \$306 ;
-  reg \$307 ;
-  reg [7:0] \$308 ;
-  reg [7:0] \$309 ;
+  reg [8:0] \$300 ;
+  reg \$301 ;
+  reg [72:0] \$302 ;
+  reg \$303 ;
   wire \$31 ;
-  reg [7:0] \$310 ;
-  reg [7:0] \$311 ;
-  reg [7:0] \$312 ;
-  reg [7:0] \$313 ;
-  reg [7:0] \$314 ;
-  reg [7:0] \$315 ;
-  reg [7:0] \$316 ;
-  reg [7:0] \$317 ;
-  reg [7:0] \$318 ;
-  reg [7:0] \$319 ;
   wire \$32 ;
-  reg [7:0] \$320 ;
-  reg [7:0] \$321 ;
-  reg [7:0] \$322 ;
-  reg [7:0] \$323 ;
-  reg [7:0] \$324 ;
-  reg [15:0] \$325 ;
-  reg [24:0] \$326 ;
-  reg [7:0] \$327 ;
-  reg [15:0] \$328 ;
-  reg [24:0] \$329 ;
   wire \$33 ;
-  reg [7:0] \$330 ;
-  reg [15:0] \$331 ;
-  reg [24:0] \$332 ;
-  reg [7:0] \$333 ;
-  reg [15:0] \$334 ;
-  reg [24:0] \$335 ;
-  reg [7:0] \$336 ;
-  reg [15:0] \$337 ;
-  reg [24:0] \$338 ;
-  reg [7:0] \$339 ;
   wire \$34 ;
-  reg [15:0] \$340 ;
-  reg [24:0] \$341 ;
-  reg [7:0] \$342 ;
-  reg [15:0] \$343 ;
-  reg [24:0] \$344 ;
-  reg [7:0] \$345 ;
-  reg [15:0] \$346 ;
-  reg [24:0] \$347 ;
-  reg [9:0] \$348 ;
-  reg [9:0] \$349 ;
   wire \$35 ;
-  reg [9:0] \$350 ;
-  reg [9:0] \$351 ;
-  reg [9:0] \$352 ;
-  reg [9:0] \$353 ;
-  reg [9:0] \$354 ;
-  reg [9:0] \$355 ;
-  reg [9:0] \$356 ;
-  reg [9:0] \$357 ;
-  reg [9:0] \$358 ;
-  reg [9:0] \$359 ;
   wire \$36 ;
-  reg [9:0] \$360 ;
-  reg [9:0] \$361 ;
-  reg [9:0] \$362 ;
-  reg [9:0] \$363 ;
-  reg [9:0] \$364 ;
-  reg [9:0] \$365 ;
-  reg [9:0] \$366 ;
-  reg [9:0] \$367 ;
-  reg [9:0] \$368 ;
-  reg [9:0] \$369 ;
   wire \$37 ;
-  reg [9:0] \$370 ;
-  reg [9:0] \$371 ;
-  reg [21:0] \$372 ;
-  reg [21:0] \$373 ;
-  reg [21:0] \$374 ;
-  reg [21:0] \$375 ;
-  reg [21:0] \$376 ;
-  reg [21:0] \$377 ;
-  reg [21:0] \$378 ;
-  reg [21:0] \$379 ;
   wire \$38 ;
-  reg [8:0] \$380 ;
-  reg \$381 ;
-  reg [72:0] \$382 ;
-  reg \$383 ;
   wire \$39 ;
   wire [50:0] \$4 ;
   wire \$40 ;
@@ -21952,1511 +19328,951 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   always @(posedge clk)
     rq_v1_d1 <= \$234 ;
   always @(posedge clk)
-    scaled_0_pp00_a <= \$235 ;
+    scaled_0_pp00_a <= biased_0[16:0];
   always @(posedge clk)
-    scaled_0_pp00_b <= \$236 ;
+    scaled_0_pp00_b <= scale_0;
   always @(posedge clk)
-    scaled_0_pp00_p <= \$237 ;
+    scaled_0_pp00_p <= { 1'h0, \$72  };
   always @(posedge clk)
-    scaled_0_pp10_a <= \$238 ;
+    scaled_0_pp10_a <= biased_0[19:17];
   always @(posedge clk)
-    scaled_0_pp10_b <= \$239 ;
+    scaled_0_pp10_b <= scale_0;
   always @(posedge clk)
-    scaled_0_pp10_p <= \$240 ;
+    scaled_0_pp10_p <= { \$73 [18], \$73  };
   always @(posedge clk)
-    scaled_0_sum <= \$241 ;
+    scaled_0_sum <= \$74 [35:0];
   always @(posedge clk)
-    scaled_1_pp00_a <= \$242 ;
+    scaled_1_pp00_a <= biased_1[16:0];
   always @(posedge clk)
-    scaled_1_pp00_b <= \$243 ;
+    scaled_1_pp00_b <= scale_1;
   always @(posedge clk)
-    scaled_1_pp00_p <= \$244 ;
+    scaled_1_pp00_p <= { 1'h0, \$75  };
   always @(posedge clk)
-    scaled_1_pp10_a <= \$245 ;
+    scaled_1_pp10_a <= biased_1[19:17];
   always @(posedge clk)
-    scaled_1_pp10_b <= \$246 ;
+    scaled_1_pp10_b <= scale_1;
   always @(posedge clk)
-    scaled_1_pp10_p <= \$247 ;
+    scaled_1_pp10_p <= { \$76 [18], \$76  };
   always @(posedge clk)
-    scaled_1_sum <= \$248 ;
+    scaled_1_sum <= \$77 [35:0];
   always @(posedge clk)
-    scaled_2_pp00_a <= \$249 ;
+    scaled_2_pp00_a <= biased_2[16:0];
   always @(posedge clk)
-    scaled_2_pp00_b <= \$250 ;
+    scaled_2_pp00_b <= scale_2;
   always @(posedge clk)
-    scaled_2_pp00_p <= \$251 ;
+    scaled_2_pp00_p <= { 1'h0, \$78  };
   always @(posedge clk)
-    scaled_2_pp10_a <= \$252 ;
+    scaled_2_pp10_a <= biased_2[19:17];
   always @(posedge clk)
-    scaled_2_pp10_b <= \$253 ;
+    scaled_2_pp10_b <= scale_2;
   always @(posedge clk)
-    scaled_2_pp10_p <= \$254 ;
+    scaled_2_pp10_p <= { \$79 [18], \$79  };
   always @(posedge clk)
-    scaled_2_sum <= \$255 ;
+    scaled_2_sum <= \$80 [35:0];
   always @(posedge clk)
-    scaled_3_pp00_a <= \$256 ;
+    scaled_3_pp00_a <= biased_3[16:0];
   always @(posedge clk)
-    scaled_3_pp00_b <= \$257 ;
+    scaled_3_pp00_b <= scale_3;
   always @(posedge clk)
-    scaled_3_pp00_p <= \$258 ;
+    scaled_3_pp00_p <= { 1'h0, \$81  };
   always @(posedge clk)
-    scaled_3_pp10_a <= \$259 ;
+    scaled_3_pp10_a <= biased_3[19:17];
   always @(posedge clk)
-    scaled_3_pp10_b <= \$260 ;
+    scaled_3_pp10_b <= scale_3;
   always @(posedge clk)
-    scaled_3_pp10_p <= \$261 ;
+    scaled_3_pp10_p <= { \$82 [18], \$82  };
   always @(posedge clk)
-    scaled_3_sum <= \$262 ;
+    scaled_3_sum <= \$83 [35:0];
   always @(posedge clk)
-    scaled_4_pp00_a <= \$263 ;
+    scaled_4_pp00_a <= biased_4[16:0];
   always @(posedge clk)
-    scaled_4_pp00_b <= \$264 ;
+    scaled_4_pp00_b <= scale_4;
   always @(posedge clk)
-    scaled_4_pp00_p <= \$265 ;
+    scaled_4_pp00_p <= { 1'h0, \$84  };
   always @(posedge clk)
-    scaled_4_pp10_a <= \$266 ;
+    scaled_4_pp10_a <= biased_4[19:17];
   always @(posedge clk)
-    scaled_4_pp10_b <= \$267 ;
+    scaled_4_pp10_b <= scale_4;
   always @(posedge clk)
-    scaled_4_pp10_p <= \$268 ;
+    scaled_4_pp10_p <= { \$85 [18], \$85  };
   always @(posedge clk)
-    scaled_4_sum <= \$269 ;
+    scaled_4_sum <= \$86 [35:0];
   always @(posedge clk)
-    scaled_5_pp00_a <= \$270 ;
+    scaled_5_pp00_a <= biased_5[16:0];
   always @(posedge clk)
-    scaled_5_pp00_b <= \$271 ;
+    scaled_5_pp00_b <= scale_5;
   always @(posedge clk)
-    scaled_5_pp00_p <= \$272 ;
+    scaled_5_pp00_p <= { 1'h0, \$87  };
   always @(posedge clk)
-    scaled_5_pp10_a <= \$273 ;
+    scaled_5_pp10_a <= biased_5[19:17];
   always @(posedge clk)
-    scaled_5_pp10_b <= \$274 ;
+    scaled_5_pp10_b <= scale_5;
   always @(posedge clk)
-    scaled_5_pp10_p <= \$275 ;
+    scaled_5_pp10_p <= { \$88 [18], \$88  };
   always @(posedge clk)
-    scaled_5_sum <= \$276 ;
+    scaled_5_sum <= \$89 [35:0];
   always @(posedge clk)
-    scaled_6_pp00_a <= \$277 ;
+    scaled_6_pp00_a <= biased_6[16:0];
   always @(posedge clk)
-    scaled_6_pp00_b <= \$278 ;
+    scaled_6_pp00_b <= scale_6;
   always @(posedge clk)
-    scaled_6_pp00_p <= \$279 ;
+    scaled_6_pp00_p <= { 1'h0, \$90  };
   always @(posedge clk)
-    scaled_6_pp10_a <= \$280 ;
+    scaled_6_pp10_a <= biased_6[19:17];
   always @(posedge clk)
-    scaled_6_pp10_b <= \$281 ;
+    scaled_6_pp10_b <= scale_6;
   always @(posedge clk)
-    scaled_6_pp10_p <= \$282 ;
+    scaled_6_pp10_p <= { \$91 [18], \$91  };
   always @(posedge clk)
-    scaled_6_sum <= \$283 ;
+    scaled_6_sum <= \$92 [35:0];
   always @(posedge clk)
-    scaled_7_pp00_a <= \$284 ;
+    scaled_7_pp00_a <= biased_7[16:0];
   always @(posedge clk)
-    scaled_7_pp00_b <= \$285 ;
+    scaled_7_pp00_b <= scale_7;
   always @(posedge clk)
-    scaled_7_pp00_p <= \$286 ;
+    scaled_7_pp00_p <= { 1'h0, \$93  };
   always @(posedge clk)
-    scaled_7_pp10_a <= \$287 ;
+    scaled_7_pp10_a <= biased_7[19:17];
   always @(posedge clk)
-    scaled_7_pp10_b <= \$288 ;
+    scaled_7_pp10_b <= scale_7;
   always @(posedge clk)
-    scaled_7_pp10_p <= \$289 ;
+    scaled_7_pp10_p <= { \$94 [18], \$94  };
   always @(posedge clk)
-    scaled_7_sum <= \$290 ;
+    scaled_7_sum <= \$95 [35:0];
   always @(posedge clk)
-    rq_meta2_d1 <= \$291 ;
+    rq_meta2_d1 <= \$235 ;
   always @(posedge clk)
-    rq_meta2_d2 <= \$292 ;
+    rq_meta2_d2 <= \$236 ;
   always @(posedge clk)
-    rq_meta2_d3 <= \$293 ;
+    rq_meta2_d3 <= \$237 ;
   always @(posedge clk)
-    rq_v2_d1 <= \$294 ;
+    rq_v2_d1 <= \$238 ;
   always @(posedge clk)
-    rq_v2_d2 <= \$295 ;
+    rq_v2_d2 <= \$239 ;
   always @(posedge clk)
-    rq_v2_d3 <= \$296 ;
+    rq_v2_d3 <= \$240 ;
   always @(posedge clk)
-    rounded_0 <= \$297 ;
+    rounded_0 <= \$241 ;
   always @(posedge clk)
-    rounded_1 <= \$298 ;
+    rounded_1 <= \$242 ;
   always @(posedge clk)
-    rounded_2 <= \$299 ;
+    rounded_2 <= \$243 ;
   always @(posedge clk)
-    rounded_3 <= \$300 ;
+    rounded_3 <= \$244 ;
   always @(posedge clk)
-    rounded_4 <= \$301 ;
+    rounded_4 <= \$245 ;
   always @(posedge clk)
-    rounded_5 <= \$302 ;
+    rounded_5 <= \$246 ;
   always @(posedge clk)
-    rounded_6 <= \$303 ;
+    rounded_6 <= \$247 ;
   always @(posedge clk)
-    rounded_7 <= \$304 ;
+    rounded_7 <= \$248 ;
   always @(posedge clk)
-    rq_meta3_d1 <= \$305 ;
+    rq_meta3_d1 <= \$249 ;
   always @(posedge clk)
-    rq_v3_d1 <= \$306 ;
+    rq_v3_d1 <= \$250 ;
   always @(posedge clk)
-    draining <= \$307 ;
+    draining <= \$251 ;
   always @(posedge clk)
-    x_id_0 <= \$308 ;
+    x_id_0 <= \$252 ;
   always @(posedge clk)
-    x_id_1 <= \$309 ;
+    x_id_1 <= \$253 ;
   always @(posedge clk)
-    x_id_2 <= \$310 ;
+    x_id_2 <= \$254 ;
   always @(posedge clk)
-    x_id_3 <= \$311 ;
+    x_id_3 <= \$255 ;
   always @(posedge clk)
-    x_id_4 <= \$312 ;
+    x_id_4 <= \$256 ;
   always @(posedge clk)
-    x_id_5 <= \$313 ;
+    x_id_5 <= \$257 ;
   always @(posedge clk)
-    x_id_6 <= \$314 ;
+    x_id_6 <= \$258 ;
   always @(posedge clk)
-    x_id_7 <= \$315 ;
+    x_id_7 <= \$259 ;
   always @(posedge clk)
-    x_id_0_d1 <= \$316 ;
+    x_id_0_d1 <= \$260 ;
   always @(posedge clk)
-    x_id_1_d1 <= \$317 ;
+    x_id_1_d1 <= \$261 ;
   always @(posedge clk)
-    x_id_2_d1 <= \$318 ;
+    x_id_2_d1 <= \$262 ;
   always @(posedge clk)
-    x_id_3_d1 <= \$319 ;
+    x_id_3_d1 <= \$263 ;
   always @(posedge clk)
-    x_id_4_d1 <= \$320 ;
+    x_id_4_d1 <= \$264 ;
   always @(posedge clk)
-    x_id_5_d1 <= \$321 ;
+    x_id_5_d1 <= \$265 ;
   always @(posedge clk)
-    x_id_6_d1 <= \$322 ;
+    x_id_6_d1 <= \$266 ;
   always @(posedge clk)
-    x_id_7_d1 <= \$323 ;
+    x_id_7_d1 <= \$267 ;
   always @(posedge clk)
-    id_scaled_0_a <= \$324 ;
+    id_scaled_0_a <= x_id_0_d1;
   always @(posedge clk)
-    id_scaled_0_b <= \$325 ;
+    id_scaled_0_b <= rq_data[271:256];
   always @(posedge clk)
-    id_scaled_0_p <= \$326 ;
+    id_scaled_0_p <= { \$165 [23], \$165  };
   always @(posedge clk)
-    id_scaled_1_a <= \$327 ;
+    id_scaled_1_a <= x_id_1_d1;
   always @(posedge clk)
-    id_scaled_1_b <= \$328 ;
+    id_scaled_1_b <= rq_data[271:256];
   always @(posedge clk)
-    id_scaled_1_p <= \$329 ;
+    id_scaled_1_p <= { \$166 [23], \$166  };
   always @(posedge clk)
-    id_scaled_2_a <= \$330 ;
+    id_scaled_2_a <= x_id_2_d1;
   always @(posedge clk)
-    id_scaled_2_b <= \$331 ;
+    id_scaled_2_b <= rq_data[271:256];
   always @(posedge clk)
-    id_scaled_2_p <= \$332 ;
+    id_scaled_2_p <= { \$167 [23], \$167  };
   always @(posedge clk)
-    id_scaled_3_a <= \$333 ;
+    id_scaled_3_a <= x_id_3_d1;
   always @(posedge clk)
-    id_scaled_3_b <= \$334 ;
+    id_scaled_3_b <= rq_data[271:256];
   always @(posedge clk)
-    id_scaled_3_p <= \$335 ;
+    id_scaled_3_p <= { \$168 [23], \$168  };
   always @(posedge clk)
-    id_scaled_4_a <= \$336 ;
+    id_scaled_4_a <= x_id_4_d1;
   always @(posedge clk)
-    id_scaled_4_b <= \$337 ;
+    id_scaled_4_b <= rq_data[271:256];
   always @(posedge clk)
-    id_scaled_4_p <= \$338 ;
+    id_scaled_4_p <= { \$169 [23], \$169  };
   always @(posedge clk)
-    id_scaled_5_a <= \$339 ;
+    id_scaled_5_a <= x_id_5_d1;
   always @(posedge clk)
-    id_scaled_5_b <= \$340 ;
+    id_scaled_5_b <= rq_data[271:256];
   always @(posedge clk)
-    id_scaled_5_p <= \$341 ;
+    id_scaled_5_p <= { \$170 [23], \$170  };
   always @(posedge clk)
-    id_scaled_6_a <= \$342 ;
+    id_scaled_6_a <= x_id_6_d1;
   always @(posedge clk)
-    id_scaled_6_b <= \$343 ;
+    id_scaled_6_b <= rq_data[271:256];
   always @(posedge clk)
-    id_scaled_6_p <= \$344 ;
+    id_scaled_6_p <= { \$171 [23], \$171  };
   always @(posedge clk)
-    id_scaled_7_a <= \$345 ;
+    id_scaled_7_a <= x_id_7_d1;
   always @(posedge clk)
-    id_scaled_7_b <= \$346 ;
+    id_scaled_7_b <= rq_data[271:256];
   always @(posedge clk)
-    id_scaled_7_p <= \$347 ;
+    id_scaled_7_p <= { \$172 [23], \$172  };
   always @(posedge clk)
-    id_rounded_0 <= \$348 ;
+    id_rounded_0 <= \$268 ;
   always @(posedge clk)
-    id_rounded_1 <= \$349 ;
+    id_rounded_1 <= \$269 ;
   always @(posedge clk)
-    id_rounded_2 <= \$350 ;
+    id_rounded_2 <= \$270 ;
   always @(posedge clk)
-    id_rounded_3 <= \$351 ;
+    id_rounded_3 <= \$271 ;
   always @(posedge clk)
-    id_rounded_4 <= \$352 ;
+    id_rounded_4 <= \$272 ;
   always @(posedge clk)
-    id_rounded_5 <= \$353 ;
+    id_rounded_5 <= \$273 ;
   always @(posedge clk)
-    id_rounded_6 <= \$354 ;
+    id_rounded_6 <= \$274 ;
   always @(posedge clk)
-    id_rounded_7 <= \$355 ;
+    id_rounded_7 <= \$275 ;
   always @(posedge clk)
-    id_rounded_0_d1 <= \$356 ;
+    id_rounded_0_d1 <= \$276 ;
   always @(posedge clk)
-    id_rounded_0_d2 <= \$357 ;
+    id_rounded_0_d2 <= \$277 ;
   always @(posedge clk)
-    id_rounded_1_d1 <= \$358 ;
+    id_rounded_1_d1 <= \$278 ;
   always @(posedge clk)
-    id_rounded_1_d2 <= \$359 ;
+    id_rounded_1_d2 <= \$279 ;
   always @(posedge clk)
-    id_rounded_2_d1 <= \$360 ;
+    id_rounded_2_d1 <= \$280 ;
   always @(posedge clk)
-    id_rounded_2_d2 <= \$361 ;
+    id_rounded_2_d2 <= \$281 ;
   always @(posedge clk)
-    id_rounded_3_d1 <= \$362 ;
+    id_rounded_3_d1 <= \$282 ;
   always @(posedge clk)
-    id_rounded_3_d2 <= \$363 ;
+    id_rounded_3_d2 <= \$283 ;
   always @(posedge clk)
-    id_rounded_4_d1 <= \$364 ;
+    id_rounded_4_d1 <= \$284 ;
   always @(posedge clk)
-    id_rounded_4_d2 <= \$365 ;
+    id_rounded_4_d2 <= \$285 ;
   always @(posedge clk)
-    id_rounded_5_d1 <= \$366 ;
+    id_rounded_5_d1 <= \$286 ;
   always @(posedge clk)
-    id_rounded_5_d2 <= \$367 ;
+    id_rounded_5_d2 <= \$287 ;
   always @(posedge clk)
-    id_rounded_6_d1 <= \$368 ;
+    id_rounded_6_d1 <= \$288 ;
   always @(posedge clk)
-    id_rounded_6_d2 <= \$369 ;
+    id_rounded_6_d2 <= \$289 ;
   always @(posedge clk)
-    id_rounded_7_d1 <= \$370 ;
+    id_rounded_7_d1 <= \$290 ;
   always @(posedge clk)
-    id_rounded_7_d2 <= \$371 ;
+    id_rounded_7_d2 <= \$291 ;
   always @(posedge clk)
-    with_identity_0 <= \$372 ;
+    with_identity_0 <= \$292 ;
   always @(posedge clk)
-    with_identity_1 <= \$373 ;
+    with_identity_1 <= \$293 ;
   always @(posedge clk)
-    with_identity_2 <= \$374 ;
+    with_identity_2 <= \$294 ;
   always @(posedge clk)
-    with_identity_3 <= \$375 ;
+    with_identity_3 <= \$295 ;
   always @(posedge clk)
-    with_identity_4 <= \$376 ;
+    with_identity_4 <= \$296 ;
   always @(posedge clk)
-    with_identity_5 <= \$377 ;
+    with_identity_5 <= \$297 ;
   always @(posedge clk)
-    with_identity_6 <= \$378 ;
+    with_identity_6 <= \$298 ;
   always @(posedge clk)
-    with_identity_7 <= \$379 ;
+    with_identity_7 <= \$299 ;
   always @(posedge clk)
-    rq_meta4_d1 <= \$380 ;
+    rq_meta4_d1 <= \$300 ;
   always @(posedge clk)
-    rq_v4_d1 <= \$381 ;
+    rq_v4_d1 <= \$301 ;
   always @(posedge clk)
-    feats__payload <= \$382 ;
+    feats__payload <= \$302 ;
   always @(posedge clk)
-    feats__valid <= \$383 ;
+    feats__valid <= \$303 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$213  = sums__payload;
     if (rst) begin
       \$213  = 169'h0000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$214  = beat_d1;
     if (rst) begin
       \$214  = 169'h0000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$215  = sums__valid;
     if (rst) begin
       \$215  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$216  = beat_v_d1;
     if (rst) begin
       \$216  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$217  = \$64 [19:0];
     if (rst) begin
       \$217  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$218  = \$65 [19:0];
     if (rst) begin
       \$218  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$219  = \$66 [19:0];
     if (rst) begin
       \$219  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$220  = \$67 [19:0];
     if (rst) begin
       \$220  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$221  = \$68 [19:0];
     if (rst) begin
       \$221  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$222  = \$69 [19:0];
     if (rst) begin
       \$222  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$223  = \$70 [19:0];
     if (rst) begin
       \$223  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$224  = \$71 [19:0];
     if (rst) begin
       \$224  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$225  = rq_data[143:128];
     if (rst) begin
       \$225  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$226  = rq_data[159:144];
     if (rst) begin
       \$226  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$227  = rq_data[175:160];
     if (rst) begin
       \$227  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$228  = rq_data[191:176];
     if (rst) begin
       \$228  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$229  = rq_data[207:192];
     if (rst) begin
       \$229  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$230  = rq_data[223:208];
     if (rst) begin
       \$230  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$231  = rq_data[239:224];
     if (rst) begin
       \$231  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$232  = rq_data[255:240];
     if (rst) begin
       \$232  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$233  = beat_d2[168:160];
     if (rst) begin
       \$233  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$234  = beat_v_d2;
     if (rst) begin
       \$234  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$235  = biased_0[16:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$235  = rq_meta1_d1;
     if (rst) begin
-      \$235  = 17'h00000;
+      \$235  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$236  = scale_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$236  = rq_meta2_d1;
     if (rst) begin
-      \$236  = 16'h0000;
+      \$236  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$237  = { 1'h0, \$72  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$237  = rq_meta2_d2;
     if (rst) begin
-      \$237  = 34'h000000000;
+      \$237  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$238  = biased_0[19:17];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$238  = rq_v1_d1;
     if (rst) begin
-      \$238  = 3'h0;
+      \$238  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$239  = scale_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$239  = rq_v2_d1;
     if (rst) begin
-      \$239  = 16'h0000;
+      \$239  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$240  = { \$73 [18], \$73  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$240  = rq_v2_d2;
     if (rst) begin
-      \$240  = 20'h00000;
+      \$240  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$241  = \$74 [35:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$241  = \$97 [20:0];
     if (rst) begin
-      \$241  = 36'h000000000;
+      \$241  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$242  = biased_1[16:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$242  = \$99 [20:0];
     if (rst) begin
-      \$242  = 17'h00000;
+      \$242  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$243  = scale_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$243  = \$101 [20:0];
     if (rst) begin
-      \$243  = 16'h0000;
+      \$243  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$244  = { 1'h0, \$75  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$244  = \$103 [20:0];
     if (rst) begin
-      \$244  = 34'h000000000;
+      \$244  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$245  = biased_1[19:17];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$245  = \$105 [20:0];
     if (rst) begin
-      \$245  = 3'h0;
+      \$245  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$246  = scale_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$246  = \$107 [20:0];
     if (rst) begin
-      \$246  = 16'h0000;
+      \$246  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$247  = { \$76 [18], \$76  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$247  = \$109 [20:0];
     if (rst) begin
-      \$247  = 20'h00000;
+      \$247  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$248  = \$77 [35:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$248  = \$111 [20:0];
     if (rst) begin
-      \$248  = 36'h000000000;
+      \$248  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$249  = biased_2[16:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$249  = rq_meta2_d3;
     if (rst) begin
-      \$249  = 17'h00000;
+      \$249  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$250  = scale_2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$250  = rq_v2_d3;
     if (rst) begin
-      \$250  = 16'h0000;
+      \$250  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$251  = { 1'h0, \$78  };
-    if (rst) begin
-      \$251  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$252  = biased_2[19:17];
-    if (rst) begin
-      \$252  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$253  = scale_2;
-    if (rst) begin
-      \$253  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$254  = { \$79 [18], \$79  };
-    if (rst) begin
-      \$254  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$255  = \$80 [35:0];
-    if (rst) begin
-      \$255  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$256  = biased_3[16:0];
-    if (rst) begin
-      \$256  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$257  = scale_3;
-    if (rst) begin
-      \$257  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$258  = { 1'h0, \$81  };
-    if (rst) begin
-      \$258  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$259  = biased_3[19:17];
-    if (rst) begin
-      \$259  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$260  = scale_3;
-    if (rst) begin
-      \$260  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$261  = { \$82 [18], \$82  };
-    if (rst) begin
-      \$261  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$262  = \$83 [35:0];
-    if (rst) begin
-      \$262  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$263  = biased_4[16:0];
-    if (rst) begin
-      \$263  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$264  = scale_4;
-    if (rst) begin
-      \$264  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$265  = { 1'h0, \$84  };
-    if (rst) begin
-      \$265  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$266  = biased_4[19:17];
-    if (rst) begin
-      \$266  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$267  = scale_4;
-    if (rst) begin
-      \$267  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$268  = { \$85 [18], \$85  };
-    if (rst) begin
-      \$268  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$269  = \$86 [35:0];
-    if (rst) begin
-      \$269  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$270  = biased_5[16:0];
-    if (rst) begin
-      \$270  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$271  = scale_5;
-    if (rst) begin
-      \$271  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$272  = { 1'h0, \$87  };
-    if (rst) begin
-      \$272  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$273  = biased_5[19:17];
-    if (rst) begin
-      \$273  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$274  = scale_5;
-    if (rst) begin
-      \$274  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$275  = { \$88 [18], \$88  };
-    if (rst) begin
-      \$275  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$276  = \$89 [35:0];
-    if (rst) begin
-      \$276  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$277  = biased_6[16:0];
-    if (rst) begin
-      \$277  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$278  = scale_6;
-    if (rst) begin
-      \$278  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$279  = { 1'h0, \$90  };
-    if (rst) begin
-      \$279  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$280  = biased_6[19:17];
-    if (rst) begin
-      \$280  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$281  = scale_6;
-    if (rst) begin
-      \$281  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$282  = { \$91 [18], \$91  };
-    if (rst) begin
-      \$282  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$283  = \$92 [35:0];
-    if (rst) begin
-      \$283  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$284  = biased_7[16:0];
-    if (rst) begin
-      \$284  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$285  = scale_7;
-    if (rst) begin
-      \$285  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$286  = { 1'h0, \$93  };
-    if (rst) begin
-      \$286  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$287  = biased_7[19:17];
-    if (rst) begin
-      \$287  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$288  = scale_7;
-    if (rst) begin
-      \$288  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$289  = { \$94 [18], \$94  };
-    if (rst) begin
-      \$289  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$290  = \$95 [35:0];
-    if (rst) begin
-      \$290  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$291  = rq_meta1_d1;
-    if (rst) begin
-      \$291  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$292  = rq_meta2_d1;
-    if (rst) begin
-      \$292  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$293  = rq_meta2_d2;
-    if (rst) begin
-      \$293  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$294  = rq_v1_d1;
-    if (rst) begin
-      \$294  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$295  = rq_v2_d1;
-    if (rst) begin
-      \$295  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$296  = rq_v2_d2;
-    if (rst) begin
-      \$296  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$297  = \$97 [20:0];
-    if (rst) begin
-      \$297  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$298  = \$99 [20:0];
-    if (rst) begin
-      \$298  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$299  = \$101 [20:0];
-    if (rst) begin
-      \$299  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$300  = \$103 [20:0];
-    if (rst) begin
-      \$300  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$301  = \$105 [20:0];
-    if (rst) begin
-      \$301  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$302  = \$107 [20:0];
-    if (rst) begin
-      \$302  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$303  = \$109 [20:0];
-    if (rst) begin
-      \$303  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$304  = \$111 [20:0];
-    if (rst) begin
-      \$304  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$305  = rq_meta2_d3;
-    if (rst) begin
-      \$305  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$306  = rq_v2_d3;
-    if (rst) begin
-      \$306  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$307  = draining;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$251  = draining;
     if (\$116 ) begin
-      \$307  = 1'h1;
+      \$251  = 1'h1;
     end else if (draining) begin
-      \$307  = 1'h0;
+      \$251  = 1'h0;
     end
     if (rst) begin
-      \$307  = 1'h0;
+      \$251  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$308  = \$122 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$252  = \$122 ;
     if (rst) begin
-      \$308  = 8'h00;
+      \$252  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$309  = \$128 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$253  = \$128 ;
     if (rst) begin
-      \$309  = 8'h00;
+      \$253  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$310  = \$134 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$254  = \$134 ;
     if (rst) begin
-      \$310  = 8'h00;
+      \$254  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$311  = \$140 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$255  = \$140 ;
     if (rst) begin
-      \$311  = 8'h00;
+      \$255  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$312  = \$146 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$256  = \$146 ;
     if (rst) begin
-      \$312  = 8'h00;
+      \$256  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$313  = \$152 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$257  = \$152 ;
     if (rst) begin
-      \$313  = 8'h00;
+      \$257  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$314  = \$158 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$258  = \$158 ;
     if (rst) begin
-      \$314  = 8'h00;
+      \$258  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$315  = \$164 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$259  = \$164 ;
     if (rst) begin
-      \$315  = 8'h00;
+      \$259  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$316  = x_id_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$260  = x_id_0;
     if (rst) begin
-      \$316  = 8'h00;
+      \$260  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$317  = x_id_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$261  = x_id_1;
     if (rst) begin
-      \$317  = 8'h00;
+      \$261  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$318  = x_id_2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$262  = x_id_2;
     if (rst) begin
-      \$318  = 8'h00;
+      \$262  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$319  = x_id_3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$263  = x_id_3;
     if (rst) begin
-      \$319  = 8'h00;
+      \$263  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$320  = x_id_4;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$264  = x_id_4;
     if (rst) begin
-      \$320  = 8'h00;
+      \$264  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$321  = x_id_5;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$265  = x_id_5;
     if (rst) begin
-      \$321  = 8'h00;
+      \$265  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$322  = x_id_6;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$266  = x_id_6;
     if (rst) begin
-      \$322  = 8'h00;
+      \$266  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$323  = x_id_7;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$267  = x_id_7;
     if (rst) begin
-      \$323  = 8'h00;
+      \$267  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$324  = x_id_0_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$268  = \$174 [9:0];
     if (rst) begin
-      \$324  = 8'h00;
+      \$268  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$325  = rq_data[271:256];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$269  = \$176 [9:0];
     if (rst) begin
-      \$325  = 16'h0000;
+      \$269  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$326  = { \$165 [23], \$165  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$270  = \$178 [9:0];
     if (rst) begin
-      \$326  = 25'h0000000;
+      \$270  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$327  = x_id_1_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$271  = \$180 [9:0];
     if (rst) begin
-      \$327  = 8'h00;
+      \$271  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$328  = rq_data[271:256];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$272  = \$182 [9:0];
     if (rst) begin
-      \$328  = 16'h0000;
+      \$272  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$329  = { \$166 [23], \$166  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$273  = \$184 [9:0];
     if (rst) begin
-      \$329  = 25'h0000000;
+      \$273  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$330  = x_id_2_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$274  = \$186 [9:0];
     if (rst) begin
-      \$330  = 8'h00;
+      \$274  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$331  = rq_data[271:256];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$275  = \$188 [9:0];
     if (rst) begin
-      \$331  = 16'h0000;
+      \$275  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$332  = { \$167 [23], \$167  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$276  = id_rounded_0;
     if (rst) begin
-      \$332  = 25'h0000000;
+      \$276  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$333  = x_id_3_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$277  = id_rounded_0_d1;
     if (rst) begin
-      \$333  = 8'h00;
+      \$277  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$334  = rq_data[271:256];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$278  = id_rounded_1;
     if (rst) begin
-      \$334  = 16'h0000;
+      \$278  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$335  = { \$168 [23], \$168  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$279  = id_rounded_1_d1;
     if (rst) begin
-      \$335  = 25'h0000000;
+      \$279  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$336  = x_id_4_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$280  = id_rounded_2;
     if (rst) begin
-      \$336  = 8'h00;
+      \$280  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$337  = rq_data[271:256];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$281  = id_rounded_2_d1;
     if (rst) begin
-      \$337  = 16'h0000;
+      \$281  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$338  = { \$169 [23], \$169  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$282  = id_rounded_3;
     if (rst) begin
-      \$338  = 25'h0000000;
+      \$282  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$339  = x_id_5_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$283  = id_rounded_3_d1;
     if (rst) begin
-      \$339  = 8'h00;
+      \$283  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$340  = rq_data[271:256];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$284  = id_rounded_4;
     if (rst) begin
-      \$340  = 16'h0000;
+      \$284  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$341  = { \$170 [23], \$170  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$285  = id_rounded_4_d1;
     if (rst) begin
-      \$341  = 25'h0000000;
+      \$285  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$342  = x_id_6_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$286  = id_rounded_5;
     if (rst) begin
-      \$342  = 8'h00;
+      \$286  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$343  = rq_data[271:256];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$287  = id_rounded_5_d1;
     if (rst) begin
-      \$343  = 16'h0000;
+      \$287  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$344  = { \$171 [23], \$171  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$288  = id_rounded_6;
     if (rst) begin
-      \$344  = 25'h0000000;
+      \$288  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$345  = x_id_7_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$289  = id_rounded_6_d1;
     if (rst) begin
-      \$345  = 8'h00;
+      \$289  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$346  = rq_data[271:256];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$290  = id_rounded_7;
     if (rst) begin
-      \$346  = 16'h0000;
+      \$290  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$347  = { \$172 [23], \$172  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$291  = id_rounded_7_d1;
     if (rst) begin
-      \$347  = 25'h0000000;
+      \$291  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$348  = \$174 [9:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$292  = \$189 ;
     if (rst) begin
-      \$348  = 10'h000;
+      \$292  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$349  = \$176 [9:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$293  = \$190 ;
     if (rst) begin
-      \$349  = 10'h000;
+      \$293  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$350  = \$178 [9:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$294  = \$191 ;
     if (rst) begin
-      \$350  = 10'h000;
+      \$294  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$351  = \$180 [9:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$295  = \$192 ;
     if (rst) begin
-      \$351  = 10'h000;
+      \$295  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$352  = \$182 [9:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$296  = \$193 ;
     if (rst) begin
-      \$352  = 10'h000;
+      \$296  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$353  = \$184 [9:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$297  = \$194 ;
     if (rst) begin
-      \$353  = 10'h000;
+      \$297  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$354  = \$186 [9:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$298  = \$195 ;
     if (rst) begin
-      \$354  = 10'h000;
+      \$298  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$355  = \$188 [9:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$299  = \$196 ;
     if (rst) begin
-      \$355  = 10'h000;
+      \$299  = 22'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$356  = id_rounded_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$300  = rq_meta3_d1;
     if (rst) begin
-      \$356  = 10'h000;
+      \$300  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$357  = id_rounded_0_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$301  = rq_v3_d1;
     if (rst) begin
-      \$357  = 10'h000;
+      \$301  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$358  = id_rounded_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$302 [7:0] = \$198 ;
+    \$302 [15:8] = \$200 ;
+    \$302 [23:16] = \$202 ;
+    \$302 [31:24] = \$204 ;
+    \$302 [39:32] = \$206 ;
+    \$302 [47:40] = \$208 ;
+    \$302 [55:48] = \$210 ;
+    \$302 [63:56] = \$212 ;
+    \$302 [72:64] = rq_meta4_d1;
     if (rst) begin
-      \$358  = 10'h000;
+      \$302  = 73'h0000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$359  = id_rounded_1_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$303  = rq_v4_d1;
     if (rst) begin
-      \$359  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$360  = id_rounded_2;
-    if (rst) begin
-      \$360  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$361  = id_rounded_2_d1;
-    if (rst) begin
-      \$361  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$362  = id_rounded_3;
-    if (rst) begin
-      \$362  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$363  = id_rounded_3_d1;
-    if (rst) begin
-      \$363  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$364  = id_rounded_4;
-    if (rst) begin
-      \$364  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$365  = id_rounded_4_d1;
-    if (rst) begin
-      \$365  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$366  = id_rounded_5;
-    if (rst) begin
-      \$366  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$367  = id_rounded_5_d1;
-    if (rst) begin
-      \$367  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$368  = id_rounded_6;
-    if (rst) begin
-      \$368  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$369  = id_rounded_6_d1;
-    if (rst) begin
-      \$369  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$370  = id_rounded_7;
-    if (rst) begin
-      \$370  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$371  = id_rounded_7_d1;
-    if (rst) begin
-      \$371  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$372  = \$189 ;
-    if (rst) begin
-      \$372  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$373  = \$190 ;
-    if (rst) begin
-      \$373  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$374  = \$191 ;
-    if (rst) begin
-      \$374  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$375  = \$192 ;
-    if (rst) begin
-      \$375  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$376  = \$193 ;
-    if (rst) begin
-      \$376  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$377  = \$194 ;
-    if (rst) begin
-      \$377  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$378  = \$195 ;
-    if (rst) begin
-      \$378  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$379  = \$196 ;
-    if (rst) begin
-      \$379  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$380  = rq_meta3_d1;
-    if (rst) begin
-      \$380  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$381  = rq_v3_d1;
-    if (rst) begin
-      \$381  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$382 [7:0] = \$198 ;
-    \$382 [15:8] = \$200 ;
-    \$382 [23:16] = \$202 ;
-    \$382 [31:24] = \$204 ;
-    \$382 [39:32] = \$206 ;
-    \$382 [47:40] = \$208 ;
-    \$382 [55:48] = \$210 ;
-    \$382 [63:56] = \$212 ;
-    \$382 [72:64] = rq_meta4_d1;
-    if (rst) begin
-      \$382  = 73'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$383  = rq_v4_d1;
-    if (rst) begin
-      \$383  = 1'h0;
+      \$303  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[166];
@@ -23629,7 +20445,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -23883,7 +20699,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
   assign \$24  = s_rem & \$23 ;
   assign \$25  = s_n - 1'h1;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$35  = p_v;
     if (p_take) begin
       \$35  = 1'h0;
@@ -23896,7 +20712,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$36  = p_site;
     if (\$15 ) begin
       \$36  = sites__payload;
@@ -23906,7 +20722,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$37  = p_cnt;
     if (\$15 ) begin
       \$37  = \$16 [0];
@@ -23916,7 +20732,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$38  = next_slot_0;
     if (\$15 ) begin
       \$38  = \$17 [0];
@@ -23926,7 +20742,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$39  = next_col_0;
     if (\$15 ) begin
       \$39  = \$18 [2:0];
@@ -23936,7 +20752,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$40  = first_r;
     if (issue) begin
       \$40  = 1'h0;
@@ -23958,7 +20774,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$41  = s_gi;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -23976,7 +20792,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$42  = \$signal ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -23994,7 +20810,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$43  = s_rem;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -24016,7 +20832,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$44  = s_n;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -24038,7 +20854,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$45  = \$signal$7 ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -24060,7 +20876,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$46  = s_go;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -24081,7 +20897,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$47  = go_last;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -24102,7 +20918,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$48  = sv;
     if (issue) begin
       if (\$32 ) begin
@@ -24117,7 +20933,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$49  = \$signal$10 ;
     if (p_take) begin
       \$49  = p_site[7];
@@ -24127,7 +20943,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$50  = s_err;
     if (p_take) begin
       \$50  = p_site[8];
@@ -24137,7 +20953,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$51  = \$signal$17 ;
     if (p_take) begin
       \$51  = p_site[2:0];
@@ -24147,7 +20963,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$52  = s_ox;
     if (p_take) begin
       \$52  = p_site[5:3];
@@ -24157,7 +20973,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$53  = \$signal$28 ;
     if (p_take) begin
       \$53  = p_site[6];
@@ -24167,7 +20983,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$54  = \$signal$29 ;
     if (p_take) begin
       \$54  = p_cnt;
@@ -24177,7 +20993,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$55  = slot_0;
     if (p_take) begin
       \$55  = next_slot_0;
@@ -24187,7 +21003,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$56  = col_0;
     if (p_take) begin
       \$56  = next_col_0;
@@ -24197,49 +21013,49 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$57  = issue;
     if (rst) begin
       \$57  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$58  = first_r;
     if (rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$59  = last;
     if (rst) begin
       \$59  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$60  = \$4 [0];
     if (rst) begin
       \$60  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$61  = s_go;
     if (rst) begin
       \$61  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$62  = s_gi;
     if (rst) begin
       \$62  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$63 [2:0] = \$signal$17 ;
     \$63 [5:3] = s_ox;
     \$63 [6] = s_go;
@@ -24250,28 +21066,28 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$64  = slot_0;
     if (rst) begin
       \$64  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$65  = col_0;
     if (rst) begin
       \$65  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$66  = \$signal$35 ;
     if (rst) begin
       \$66  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$67 [8] = \$signal$36 ;
     \$67 [9] = q_last;
     \$67 [18:10] = q_meta;
@@ -24315,8 +21131,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
-  reg [255:0] \$1 ;
   wire [1:0] \$signature__addr ;
   wire [255:0] \$signature__data ;
   wire \$signature__en ;
@@ -24325,6 +21139,8 @@ module \top.block_0_2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   wire [1:0] r_addr;
   output [255:0] r_data;
   reg [255:0] r_data = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+  (* init = 256'h0000000000000000000000000000000000000000000000000000000000000000 *)
+  wire [255:0] r_reg;
   input [1:0] rd__addr;
   wire [1:0] rd__addr;
   wire [255:0] rd__data;
@@ -24354,24 +21170,18 @@ module \top.block_0_2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, sites_out__ready, sites_out__valid, sites_out__payload, params__payload, params__valid, sites_in__payload);
-  reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [1:0] \$11 ;
@@ -24860,7 +21670,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$35  = height_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -24872,7 +21682,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$36  = width_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -24884,7 +21694,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$37  = c_in;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -24898,7 +21708,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$38  = c_out;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -24914,7 +21724,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$39  = c_tap;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -24932,7 +21742,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$40  = \w_addr$8 ;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -24948,7 +21758,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$41  = w_addr;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -24961,7 +21771,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$42  = \$23 ;
     if (frame_reset) begin
       \$42  = 6'h07;
@@ -24971,63 +21781,63 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$43  = \steps__valid$93 ;
     if (rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$44  = read_v_d1;
     if (rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$45  = steps__payload[12];
     if (rst) begin
       \$45  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$46  = read_first_d1;
     if (rst) begin
       \$46  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$47  = steps__payload[13];
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$48  = read_last_d1;
     if (rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$49  = steps__payload[22:14];
     if (rst) begin
       \$49  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$50  = read_meta_d1;
     if (rst) begin
       \$50  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$51  = sites_out__valid;
     if (\$26 ) begin
       \$51  = 1'h1;
@@ -25039,7 +21849,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$52  = sites_out__payload;
     if (\$26 ) begin
       \$52  = \r_data$98 ;
@@ -25049,14 +21859,14 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$53  = \$29 [5:0];
     if (rst) begin
       \$53  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     tok[37:0] = 38'h0000000000;
     if (\$2 ) begin
       tok[31:0] = feats__payload[31:0];
@@ -25071,7 +21881,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$30  = 1'h0;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -25084,7 +21894,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$31  = 1'h0;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -25099,7 +21909,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$32  = p_data;
     if (\$5 ) begin
       \$32  = params__payload;
@@ -25109,7 +21919,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$33  = pcount;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -25124,7 +21934,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$34  = loaded;
     if (\$5 ) begin
       if (\$6 ) begin
@@ -25321,7 +22131,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -26805,7 +23615,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     .w_rdy(w_rdy)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     w_data = 17'h00000;
     (* full_case = 32'd1 *)
     if (\$signal$11 ) begin
@@ -26818,7 +23628,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$562  = eof_seen;
     if (frame_reset) begin
       \$562  = 1'h0;
@@ -26828,14 +23638,14 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$563  = has_last;
     if (rst) begin
       \$563  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$564  = \$155 ;
     if (frame_reset) begin
       \$564  = 1'h0;
@@ -26845,7 +23655,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$565  = \$157 ;
     if (frame_reset) begin
       \$565  = 1'h0;
@@ -26855,21 +23665,21 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$566  = \$159 ;
     if (rst) begin
       \$566  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$567  = \$161 ;
     if (rst) begin
       \$567  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$568  = 1'h0;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -26885,7 +23695,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$569  = \$signal$45 ;
     if (\$166 ) begin
       \$569  = 1'h0;
@@ -26898,7 +23708,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$570  = c_row;
     if (\$171 ) begin
       \$570  = w_row;
@@ -26908,7 +23718,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$571  = \$signal$48 ;
     if (\$171 ) begin
       \$571  = 1'h0;
@@ -26921,7 +23731,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$572  = nz;
     if (\$171 ) begin
       \$572  = \$196 ;
@@ -26934,7 +23744,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$573  = nz_zero;
     if (\$171 ) begin
       \$573  = \$222 ;
@@ -26947,7 +23757,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$574  = \$signal$53 ;
     if (\$171 ) begin
       \$574  = { \$246 , \$243 , \$240 , \$237 , \$234 , \$231 , \$228 , \$225  };
@@ -26957,7 +23767,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$575  = cwin_0;
     if (\$171 ) begin
       \$575  = win_0;
@@ -26967,7 +23777,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$576  = cwin_1;
     if (\$171 ) begin
       \$576  = win_1;
@@ -26977,7 +23787,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$577  = cwin_2;
     if (\$171 ) begin
       \$577  = win_2;
@@ -26987,7 +23797,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$578  = w_row;
     if (\$253 ) begin
       \$578  = s_row;
@@ -26997,7 +23807,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$579  = \$signal$58 ;
     if (\$253 ) begin
       \$579  = 1'h0;
@@ -27010,7 +23820,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$580  = win_0;
     if (\$253 ) begin
       \$580  = \$268 ;
@@ -27020,7 +23830,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$581  = win_1;
     if (\$253 ) begin
       \$581  = \$283 ;
@@ -27030,7 +23840,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$582  = win_2;
     if (\$253 ) begin
       \$582  = \$298 ;
@@ -27040,7 +23850,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$583  = s_row;
     if (\$302 ) begin
       \$583  = i_row;
@@ -27050,7 +23860,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$584  = \$signal$64 ;
     if (\$302 ) begin
       \$584  = 1'h0;
@@ -27066,7 +23876,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$585  = sel_0;
     if (\$302 ) begin
       \$585 [0] = \$307 ;
@@ -27083,7 +23893,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$586  = sel_1;
     if (\$302 ) begin
       \$586 [0] = \$345 ;
@@ -27100,7 +23910,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$587  = sel_2;
     if (\$302 ) begin
       \$587 [0] = \$369 ;
@@ -27117,7 +23927,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$588  = ends;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27132,7 +23942,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$589  = i_in_row_0;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27145,7 +23955,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$590  = i_in_row_1;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27158,7 +23968,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$591  = i_in_row_2;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27171,7 +23981,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$592  = i_row;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27184,7 +23994,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$593  = i_top;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27197,7 +24007,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$594  = f_row;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27213,7 +24023,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$595  = cy;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27229,7 +24039,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$596  = need;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27245,7 +24055,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$597  = eof_pend;
     if (\$411 ) begin
       \$597  = 1'h0;
@@ -27258,7 +24068,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$598  = \$signal$11 ;
     if (\$413 ) begin
       \$598  = b_v;
@@ -27268,7 +24078,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$599  = \$signal ;
     if (\$413 ) begin
       \$599  = \$signal$75 ;
@@ -27278,7 +24088,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$600  = \$like ;
     if (\$413 ) begin
       \$600  = \$like$76 ;
@@ -27288,7 +24098,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$601  = \$signal$13 ;
     if (\$413 ) begin
       \$601  = b_oy;
@@ -27298,7 +24108,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$602  = c1_win_0;
     if (\$413 ) begin
       \$602  = b_win_0;
@@ -27308,7 +24118,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$603  = c1_win_1;
     if (\$413 ) begin
       \$603  = b_win_1;
@@ -27318,7 +24128,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$604  = c1_win_2;
     if (\$413 ) begin
       \$604  = b_win_2;
@@ -27328,7 +24138,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$605  = \$signal$75 ;
     if (\$413 ) begin
       \$605  = \$147 [7:0];
@@ -27341,7 +24151,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$606  = b_rest;
     if (\$413 ) begin
       \$606  = \$415 ;
@@ -27354,7 +24164,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$607  = \$signal$81 ;
     if (\$413 ) begin
       \$607  = \$447 ;
@@ -27367,7 +24177,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$608  = b_v;
     if (\$450 ) begin
       \$608  = \$signal$82 ;
@@ -27377,7 +24187,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$609  = \$like$76 ;
     if (\$450 ) begin
       \$609  = \$like$85 ;
@@ -27387,7 +24197,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$610  = b_oy;
     if (\$450 ) begin
       \$610  = \$signal$86 ;
@@ -27397,7 +24207,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$611  = b_win_0;
     if (\$450 ) begin
       \$611  = a3_win_0;
@@ -27407,7 +24217,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$612  = b_win_1;
     if (\$450 ) begin
       \$612  = a3_win_1;
@@ -27417,7 +24227,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$613  = b_win_2;
     if (\$450 ) begin
       \$613  = a3_win_2;
@@ -27427,7 +24237,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$614  = \$signal$82 ;
     if (\$458 ) begin
       \$614  = \$signal$91 ;
@@ -27437,7 +24247,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$615  = \$signal$83 ;
     if (\$458 ) begin
       \$615  = \$150 [7:0];
@@ -27447,7 +24257,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$616  = \$signal$84 ;
     if (\$458 ) begin
       \$616  = \$460 ;
@@ -27457,7 +24267,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$617  = \$like$85 ;
     if (\$458 ) begin
       \$617  = \$signal$92 ;
@@ -27467,7 +24277,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$618  = \$signal$86 ;
     if (\$458 ) begin
       \$618  = a2_oy;
@@ -27477,7 +24287,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$619  = a3_rest_zero;
     if (\$458 ) begin
       \$619  = \$492 ;
@@ -27487,7 +24297,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$620  = a3_win_0;
     if (\$458 ) begin
       \$620  = a2_win_0;
@@ -27497,7 +24307,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$621  = a3_win_1;
     if (\$458 ) begin
       \$621  = a2_win_1;
@@ -27507,7 +24317,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$622  = a3_win_2;
     if (\$458 ) begin
       \$622  = a2_win_2;
@@ -27517,7 +24327,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$623  = \$signal$91 ;
     if (\$497 ) begin
       \$623  = 1'h0;
@@ -27530,7 +24340,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$624  = a2_oy;
     if (\$505 ) begin
       \$624  = c_row;
@@ -27540,7 +24350,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$625  = \$signal$92 ;
     if (\$505 ) begin
       \$625  = 1'h0;
@@ -27550,7 +24360,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$626  = a2_bits;
     if (\$505 ) begin
       \$626  = \$506 ;
@@ -27560,7 +24370,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$627  = a2_win_0;
     if (\$505 ) begin
       \$627  = \$507 ;
@@ -27570,7 +24380,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$628  = a2_win_1;
     if (\$505 ) begin
       \$628  = \$508 ;
@@ -27580,7 +24390,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$629  = a2_win_2;
     if (\$505 ) begin
       \$629  = \$509 ;
@@ -27590,7 +24400,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$630  = a_v;
     if (\$516 ) begin
       \$630  = 1'h0;
@@ -27603,7 +24413,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$631  = a_oh;
     if (\$528 ) begin
       \$631  = \$153 [0];
@@ -27613,7 +24423,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$632  = eof_done;
     if (\$551 ) begin
       \$632  = 1'h1;
@@ -27626,7 +24436,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$633  = \$554 ;
     if (frame_reset) begin
       \$633  = 1'h0;
@@ -27636,14 +24446,14 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$634  = \$557 ;
     if (rst) begin
       \$634  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$635  = \$561 [2:0];
     if (frame_reset) begin
       \$635  = 3'h0;
@@ -27715,7 +24525,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -27797,7 +24607,7 @@ module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__d
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [0];
@@ -27807,7 +24617,7 @@ module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [0];
@@ -27817,7 +24627,7 @@ module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [1:0];
@@ -27840,7 +24650,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in__ready, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, sites_in__payload
 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -28495,7 +25305,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$160  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -28510,7 +25320,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$161  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -28527,7 +25337,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$162  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -28541,7 +25351,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$163  = \$signal$29 ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -28555,21 +25365,21 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$164  = height_m1;
     if (rst) begin
       \$164  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$165  = width_m1;
     if (rst) begin
       \$165  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$166  = entry_0;
     if (\$40 ) begin
       \$166  = entry;
@@ -28579,7 +25389,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$167  = entry_0_valid;
     if (\$40 ) begin
       \$167  = 1'h1;
@@ -28594,21 +25404,21 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$168  = \$52 ;
     if (rst) begin
       \$168  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$169  = \$60 ;
     if (rst) begin
       \$169  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$170  = entry_1;
     if (\$65 ) begin
       \$170  = entry;
@@ -28618,7 +25428,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$171  = entry_1_valid;
     if (\$65 ) begin
       \$171  = 1'h1;
@@ -28633,21 +25443,21 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$172  = \$77 ;
     if (rst) begin
       \$172  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$173  = \$85 ;
     if (rst) begin
       \$173  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$174  = \$signal$68 ;
     if (\$88 ) begin
       \$174  = \$89 ;
@@ -28657,7 +25467,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$175  = rp;
     if (take) begin
       \$175  = \$90 ;
@@ -28667,7 +25477,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$176  = done_rows;
     if (\$114 ) begin
       \$176  = { 2'h0, got[19:16] };
@@ -28680,7 +25490,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$177  = busy;
     if (take) begin
       \$177  = 1'h1;
@@ -28693,7 +25503,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$178  = eof_seen;
     if (take) begin
       if (got[24]) begin
@@ -28708,7 +25518,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$179  = \$signal$48 ;
     if (take) begin
       if (got[24]) begin
@@ -28726,7 +25536,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$180  = error;
     if (take) begin
       if (got[24]) begin
@@ -28746,7 +25556,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$181  = has_last;
     if (take) begin
       if (got[24]) begin
@@ -28764,7 +25574,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$182  = last_y;
     if (take) begin
       if (got[24]) begin
@@ -28779,70 +25589,70 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$183  = \$122 ;
     if (rst) begin
       \$183  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$184  = \$126 ;
     if (rst) begin
       \$184  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$185  = got[28];
     if (rst) begin
       \$185  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$186  = got[18:16];
     if (rst) begin
       \$186  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$187  = got[23:20];
     if (rst) begin
       \$187  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$188  = got[19:16];
     if (rst) begin
       \$188  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$189  = { got[18:16], got[23:20] };
     if (rst) begin
       \$189  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$190  = got[15:0];
     if (rst) begin
       \$190  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$191  = \$127 ;
     if (rst) begin
       \$191  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$192  = bitmap_0;
     if (\$129 ) begin
       \$192  = \$131 ;
@@ -28852,7 +25662,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$193  = row_tag_0;
     if (\$129 ) begin
       if (\$signal$75 ) begin
@@ -28867,7 +25677,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$194  = bitmap_1;
     if (\$133 ) begin
       \$194  = \$135 ;
@@ -28877,7 +25687,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$195  = row_tag_1;
     if (\$133 ) begin
       if (\$signal$75 ) begin
@@ -28892,7 +25702,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$196  = bitmap_2;
     if (\$137 ) begin
       \$196  = \$139 ;
@@ -28902,7 +25712,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$197  = row_tag_2;
     if (\$137 ) begin
       if (\$signal$75 ) begin
@@ -28917,7 +25727,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$198  = bitmap_3;
     if (\$141 ) begin
       \$198  = \$143 ;
@@ -28927,7 +25737,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$199  = row_tag_3;
     if (\$141 ) begin
       if (\$signal$75 ) begin
@@ -28942,7 +25752,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$200  = bitmap_4;
     if (\$145 ) begin
       \$200  = \$147 ;
@@ -28952,7 +25762,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$201  = row_tag_4;
     if (\$145 ) begin
       if (\$signal$75 ) begin
@@ -28967,7 +25777,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$202  = bitmap_5;
     if (\$149 ) begin
       \$202  = \$151 ;
@@ -28977,7 +25787,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$203  = row_tag_5;
     if (\$149 ) begin
       if (\$signal$75 ) begin
@@ -28992,7 +25802,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$204  = bitmap_6;
     if (\$153 ) begin
       \$204  = \$155 ;
@@ -29002,7 +25812,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$205  = row_tag_6;
     if (\$153 ) begin
       if (\$signal$75 ) begin
@@ -29017,7 +25827,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$206  = bitmap_7;
     if (\$157 ) begin
       \$206  = \$159 ;
@@ -29027,7 +25837,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$207  = row_tag_7;
     if (\$157 ) begin
       if (\$signal$75 ) begin
@@ -29154,8 +25964,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
-  reg [15:0] \$1 ;
   wire [6:0] \$signature__addr ;
   wire [15:0] \$signature__data ;
   wire \$signature__en ;
@@ -29164,6 +25972,8 @@ module \top.conv1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, 
   wire [6:0] r_addr;
   output [15:0] r_data;
   reg [15:0] r_data = 16'h0000;
+  (* init = 16'h0000 *)
+  wire [15:0] r_reg;
   input [6:0] rd__addr;
   wire [6:0] rd__addr;
   wire [15:0] rd__data;
@@ -29317,24 +26127,18 @@ module \top.conv1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, 
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 16'h0000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire [15:0] \$1 ;
   wire [17:0] \$10 ;
   wire [17:0] \$11 ;
@@ -29354,47 +26158,19 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   wire \$24 ;
   reg [90:0] \$25 ;
   reg \$26 ;
-  reg [7:0] \$27 ;
-  reg [7:0] \$28 ;
-  reg [16:0] \$29 ;
+  reg [11:0] \$27 ;
+  reg [11:0] \$28 ;
+  reg [11:0] \$29 ;
   wire [15:0] \$3 ;
-  reg [7:0] \$30 ;
-  reg [7:0] \$31 ;
-  reg [16:0] \$32 ;
-  reg [7:0] \$33 ;
-  reg [7:0] \$34 ;
-  reg [16:0] \$35 ;
-  reg [7:0] \$36 ;
-  reg [7:0] \$37 ;
-  reg [16:0] \$38 ;
-  reg [7:0] \$39 ;
+  reg [19:0] \$30 ;
+  reg [19:0] \$31 ;
+  reg [19:0] \$32 ;
+  reg [19:0] \$33 ;
+  reg \$34 ;
+  reg [8:0] \$35 ;
   wire [15:0] \$4 ;
-  reg [7:0] \$40 ;
-  reg [16:0] \$41 ;
-  reg [7:0] \$42 ;
-  reg [7:0] \$43 ;
-  reg [16:0] \$44 ;
-  reg [7:0] \$45 ;
-  reg [7:0] \$46 ;
-  reg [16:0] \$47 ;
-  reg [7:0] \$48 ;
-  reg [7:0] \$49 ;
   wire [15:0] \$5 ;
-  reg [16:0] \$50 ;
-  reg [19:0] \$51 ;
-  reg [19:0] \$52 ;
-  reg [19:0] \$53 ;
-  reg [19:0] \$54 ;
-  reg [11:0] \$55 ;
-  reg [11:0] \$56 ;
-  reg [11:0] \$57 ;
-  reg [19:0] \$58 ;
-  reg [19:0] \$59 ;
   wire [15:0] \$6 ;
-  reg [19:0] \$60 ;
-  reg [19:0] \$61 ;
-  reg \$62 ;
-  reg [8:0] \$63 ;
   wire [15:0] \$7 ;
   wire [15:0] \$8 ;
   wire [17:0] \$9 ;
@@ -29532,71 +26308,15 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   (* init = 20'h00000 *)
   wire [19:0] tree_3_sum;
   always @(posedge clk)
-    prod_0_1_b <= \$31 ;
+    acc_1 <= \$31 ;
   always @(posedge clk)
-    prod_0_1_p <= \$32 ;
+    acc_2 <= \$32 ;
   always @(posedge clk)
-    prod_1_0_a <= \$33 ;
+    acc_3 <= \$33 ;
   always @(posedge clk)
-    prod_1_0_b <= \$34 ;
+    out_v <= \$34 ;
   always @(posedge clk)
-    prod_1_0_p <= \$35 ;
-  always @(posedge clk)
-    prod_1_1_a <= \$36 ;
-  always @(posedge clk)
-    prod_1_1_b <= \$37 ;
-  always @(posedge clk)
-    prod_1_1_p <= \$38 ;
-  always @(posedge clk)
-    prod_2_0_a <= \$39 ;
-  always @(posedge clk)
-    prod_2_0_b <= \$40 ;
-  always @(posedge clk)
-    prod_2_0_p <= \$41 ;
-  always @(posedge clk)
-    prod_2_1_a <= \$42 ;
-  always @(posedge clk)
-    prod_2_1_b <= \$43 ;
-  always @(posedge clk)
-    prod_2_1_p <= \$44 ;
-  always @(posedge clk)
-    prod_3_0_a <= \$45 ;
-  always @(posedge clk)
-    prod_3_0_b <= \$46 ;
-  always @(posedge clk)
-    prod_3_0_p <= \$47 ;
-  always @(posedge clk)
-    prod_3_1_a <= \$48 ;
-  always @(posedge clk)
-    prod_3_1_b <= \$49 ;
-  always @(posedge clk)
-    prod_3_1_p <= \$50 ;
-  always @(posedge clk)
-    tree_0_l1_0 <= \$51 ;
-  always @(posedge clk)
-    tree_1_l1_0 <= \$52 ;
-  always @(posedge clk)
-    tree_2_l1_0 <= \$53 ;
-  always @(posedge clk)
-    tree_3_l1_0 <= \$54 ;
-  always @(posedge clk)
-    mac_ctl_d1 <= \$55 ;
-  always @(posedge clk)
-    mac_ctl_d2 <= \$56 ;
-  always @(posedge clk)
-    mac_ctl_d3 <= \$57 ;
-  always @(posedge clk)
-    acc_0 <= \$58 ;
-  always @(posedge clk)
-    acc_1 <= \$59 ;
-  always @(posedge clk)
-    acc_2 <= \$60 ;
-  always @(posedge clk)
-    acc_3 <= \$61 ;
-  always @(posedge clk)
-    out_v <= \$62 ;
-  always @(posedge clk)
-    out_meta <= \$63 ;
+    out_meta <= \$35 ;
   assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
   assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
   assign \$3  = $signed(prod_1_0_a) * $signed(prod_1_0_b);
@@ -29626,296 +26346,156 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   always @(posedge clk)
     op_v <= \$26 ;
   always @(posedge clk)
-    prod_0_0_a <= \$27 ;
+    prod_0_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_0_0_b <= \$28 ;
+    prod_0_0_b <= operands[23:16];
   always @(posedge clk)
-    prod_0_0_p <= \$29 ;
+    prod_0_0_p <= { \$1 [15], \$1  };
   always @(posedge clk)
-    prod_0_1_a <= \$30 ;
+    prod_0_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_0_1_b <= operands[31:24];
+  always @(posedge clk)
+    prod_0_1_p <= { \$2 [15], \$2  };
+  always @(posedge clk)
+    prod_1_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_1_0_b <= operands[39:32];
+  always @(posedge clk)
+    prod_1_0_p <= { \$3 [15], \$3  };
+  always @(posedge clk)
+    prod_1_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_1_1_b <= operands[47:40];
+  always @(posedge clk)
+    prod_1_1_p <= { \$4 [15], \$4  };
+  always @(posedge clk)
+    prod_2_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_2_0_b <= operands[55:48];
+  always @(posedge clk)
+    prod_2_0_p <= { \$5 [15], \$5  };
+  always @(posedge clk)
+    prod_2_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_2_1_b <= operands[63:56];
+  always @(posedge clk)
+    prod_2_1_p <= { \$6 [15], \$6  };
+  always @(posedge clk)
+    prod_3_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_3_0_b <= operands[71:64];
+  always @(posedge clk)
+    prod_3_0_p <= { \$7 [15], \$7  };
+  always @(posedge clk)
+    prod_3_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_3_1_b <= operands[79:72];
+  always @(posedge clk)
+    prod_3_1_p <= { \$8 [15], \$8  };
+  always @(posedge clk)
+    tree_0_l1_0 <= { \$9 [17], \$9 [17], \$9  };
+  always @(posedge clk)
+    tree_1_l1_0 <= { \$10 [17], \$10 [17], \$10  };
+  always @(posedge clk)
+    tree_2_l1_0 <= { \$11 [17], \$11 [17], \$11  };
+  always @(posedge clk)
+    tree_3_l1_0 <= { \$12 [17], \$12 [17], \$12  };
+  always @(posedge clk)
+    mac_ctl_d1 <= \$27 ;
+  always @(posedge clk)
+    mac_ctl_d2 <= \$28 ;
+  always @(posedge clk)
+    mac_ctl_d3 <= \$29 ;
+  always @(posedge clk)
+    acc_0 <= \$30 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$31  = operands[31:24];
-    if (rst) begin
-      \$31  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$32  = { \$2 [15], \$2  };
-    if (rst) begin
-      \$32  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$33  = operands[7:0];
-    if (rst) begin
-      \$33  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$34  = operands[39:32];
-    if (rst) begin
-      \$34  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$35  = { \$3 [15], \$3  };
-    if (rst) begin
-      \$35  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$36  = operands[15:8];
-    if (rst) begin
-      \$36  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$37  = operands[47:40];
-    if (rst) begin
-      \$37  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$38  = { \$4 [15], \$4  };
-    if (rst) begin
-      \$38  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$39  = operands[7:0];
-    if (rst) begin
-      \$39  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$40  = operands[55:48];
-    if (rst) begin
-      \$40  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$41  = { \$5 [15], \$5  };
-    if (rst) begin
-      \$41  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$42  = operands[15:8];
-    if (rst) begin
-      \$42  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$43  = operands[63:56];
-    if (rst) begin
-      \$43  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$44  = { \$6 [15], \$6  };
-    if (rst) begin
-      \$44  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$45  = operands[7:0];
-    if (rst) begin
-      \$45  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$46  = operands[71:64];
-    if (rst) begin
-      \$46  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$47  = { \$7 [15], \$7  };
-    if (rst) begin
-      \$47  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$48  = operands[15:8];
-    if (rst) begin
-      \$48  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$49  = operands[79:72];
-    if (rst) begin
-      \$49  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$50  = { \$8 [15], \$8  };
-    if (rst) begin
-      \$50  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$51  = { \$9 [17], \$9 [17], \$9  };
-    if (rst) begin
-      \$51  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$52  = { \$10 [17], \$10 [17], \$10  };
-    if (rst) begin
-      \$52  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$53  = { \$11 [17], \$11 [17], \$11  };
-    if (rst) begin
-      \$53  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$54  = { \$12 [17], \$12 [17], \$12  };
-    if (rst) begin
-      \$54  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$55  = ctl;
-    if (rst) begin
-      \$55  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$56  = mac_ctl_d1;
-    if (rst) begin
-      \$56  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$57  = mac_ctl_d2;
-    if (rst) begin
-      \$57  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$58  = acc_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$31  = acc_1;
     if (\$14 ) begin
-      \$58  = \$16 [19:0];
+      \$31  = \$18 [19:0];
     end
     if (rst) begin
-      \$58  = 20'h00000;
+      \$31  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$59  = acc_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$32  = acc_2;
     if (\$14 ) begin
-      \$59  = \$18 [19:0];
+      \$32  = \$20 [19:0];
     end
     if (rst) begin
-      \$59  = 20'h00000;
+      \$32  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$60  = acc_2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$33  = acc_3;
     if (\$14 ) begin
-      \$60  = \$20 [19:0];
+      \$33  = \$22 [19:0];
     end
     if (rst) begin
-      \$60  = 20'h00000;
+      \$33  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$61  = acc_3;
-    if (\$14 ) begin
-      \$61  = \$22 [19:0];
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$34  = \$24 ;
     if (rst) begin
-      \$61  = 20'h00000;
+      \$34  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$62  = \$24 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$35  = mac_ctl_d3[11:3];
     if (rst) begin
-      \$62  = 1'h0;
+      \$35  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$63  = mac_ctl_d3[11:3];
-    if (rst) begin
-      \$63  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$25  = steps__payload;
     if (rst) begin
       \$25  = 91'h00000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$26  = steps__valid;
     if (rst) begin
       \$26  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$27  = operands[7:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$27  = ctl;
     if (rst) begin
-      \$27  = 8'h00;
+      \$27  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$28  = operands[23:16];
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$28  = mac_ctl_d1;
     if (rst) begin
-      \$28  = 8'h00;
+      \$28  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$29  = { \$1 [15], \$1  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$29  = mac_ctl_d2;
     if (rst) begin
-      \$29  = 17'h00000;
+      \$29  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$30  = operands[15:8];
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$30  = acc_0;
+    if (\$14 ) begin
+      \$30  = \$16 [19:0];
+    end
     if (rst) begin
-      \$30  = 8'h00;
+      \$30  = 20'h00000;
     end
   end
   assign tree_0_sum = tree_0_l1_0;
@@ -30008,7 +26588,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -30119,7 +26699,7 @@ module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -30129,7 +26709,7 @@ module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -30139,7 +26719,7 @@ module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -30161,8 +26741,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
-  reg [127:0] \$1 ;
   wire \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
@@ -30171,6 +26749,8 @@ module \top.conv1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] r_reg;
   input rd__addr;
   wire rd__addr;
   wire [127:0] rd__data;
@@ -30198,27 +26778,20 @@ module \top.conv1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 128'h00000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire [50:0] \$1 ;
   wire \$10 ;
-  reg \$100 ;
   wire \$11 ;
   wire \$12 ;
   wire [20:0] \$13 ;
@@ -30271,51 +26844,24 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   reg [15:0] \$56 ;
   reg [8:0] \$57 ;
   reg \$58 ;
-  reg [16:0] \$59 ;
+  reg [8:0] \$59 ;
   wire \$6 ;
-  reg [15:0] \$60 ;
-  reg [33:0] \$61 ;
-  reg [2:0] \$62 ;
-  reg [15:0] \$63 ;
-  reg [19:0] \$64 ;
-  reg [35:0] \$65 ;
-  reg [16:0] \$66 ;
-  reg [15:0] \$67 ;
-  reg [33:0] \$68 ;
-  reg [2:0] \$69 ;
+  reg [8:0] \$60 ;
+  reg [8:0] \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg [20:0] \$65 ;
+  reg [20:0] \$66 ;
+  reg [20:0] \$67 ;
+  reg [20:0] \$68 ;
+  reg [8:0] \$69 ;
   wire \$7 ;
-  reg [15:0] \$70 ;
-  reg [19:0] \$71 ;
-  reg [35:0] \$72 ;
-  reg [16:0] \$73 ;
-  reg [15:0] \$74 ;
-  reg [33:0] \$75 ;
-  reg [2:0] \$76 ;
-  reg [15:0] \$77 ;
-  reg [19:0] \$78 ;
-  reg [35:0] \$79 ;
+  reg \$70 ;
+  reg [40:0] \$71 ;
+  reg \$72 ;
   wire \$8 ;
-  reg [16:0] \$80 ;
-  reg [15:0] \$81 ;
-  reg [33:0] \$82 ;
-  reg [2:0] \$83 ;
-  reg [15:0] \$84 ;
-  reg [19:0] \$85 ;
-  reg [35:0] \$86 ;
-  reg [8:0] \$87 ;
-  reg [8:0] \$88 ;
-  reg [8:0] \$89 ;
   wire \$9 ;
-  reg \$90 ;
-  reg \$91 ;
-  reg \$92 ;
-  reg [20:0] \$93 ;
-  reg [20:0] \$94 ;
-  reg [20:0] \$95 ;
-  reg [20:0] \$96 ;
-  reg [8:0] \$97 ;
-  reg \$98 ;
-  reg [40:0] \$99 ;
   reg [88:0] beat_d1 = 89'h00000000000000000000000;
   wire [79:0] \beat_d1.acc ;
   wire [19:0] \beat_d1.acc[0] ;
@@ -30489,29 +27035,6 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   wire [2:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
-  assign \$5  = ~ rounded_0[20];
-  assign \$6  = | rounded_0[19:7];
-  assign clamp_0_over = \$5  & \$6 ;
-  assign \$7  = ~ rounded_1[20];
-  assign \$8  = | rounded_1[19:7];
-  assign clamp_1_over = \$7  & \$8 ;
-  assign \$9  = ~ rounded_2[20];
-  assign \$10  = | rounded_2[19:7];
-  assign clamp_2_over = \$9  & \$10 ;
-  assign \$11  = ~ rounded_3[20];
-  assign \$12  = | rounded_3[19:7];
-  assign clamp_3_over = \$11  & \$12 ;
-  assign \$13  = $signed(beat_d2[19:0]) + $signed(rq_data[15:0]);
-  assign \$14  = $signed(beat_d2[39:20]) + $signed(rq_data[31:16]);
-  assign \$15  = $signed(beat_d2[59:40]) + $signed(rq_data[47:32]);
-  assign \$16  = $signed(beat_d2[79:60]) + $signed(rq_data[63:48]);
-  assign \$17  = scaled_0_pp00_a * scaled_0_pp00_b;
-  assign \$18  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$19  = $signed(scaled_0_pp00_p) + $signed(\$1 [35:0]);
-  assign \$20  = scaled_1_pp00_a * scaled_1_pp00_b;
-  assign \$21  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$22  = $signed(scaled_1_pp00_p) + $signed(\$2 [35:0]);
-  assign \$23  = scaled_2_pp00_a * scaled_2_pp00_b;
   assign \$24  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
   assign \$25  = $signed(scaled_2_pp00_p) + $signed(\$3 [35:0]);
   assign \$26  = scaled_3_pp00_a * scaled_3_pp00_b;
@@ -30558,483 +27081,310 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   always @(posedge clk)
     rq_v1_d1 <= \$58 ;
   always @(posedge clk)
-    scaled_0_pp00_a <= \$59 ;
+    scaled_0_pp00_a <= biased_0[16:0];
   always @(posedge clk)
-    scaled_0_pp00_b <= \$60 ;
+    scaled_0_pp00_b <= scale_0;
   always @(posedge clk)
-    scaled_0_pp00_p <= \$61 ;
+    scaled_0_pp00_p <= { 1'h0, \$17  };
   always @(posedge clk)
-    scaled_0_pp10_a <= \$62 ;
+    scaled_0_pp10_a <= biased_0[19:17];
   always @(posedge clk)
-    scaled_0_pp10_b <= \$63 ;
+    scaled_0_pp10_b <= scale_0;
   always @(posedge clk)
-    scaled_0_pp10_p <= \$64 ;
+    scaled_0_pp10_p <= { \$18 [18], \$18  };
   always @(posedge clk)
-    scaled_0_sum <= \$65 ;
+    scaled_0_sum <= \$19 [35:0];
   always @(posedge clk)
-    scaled_1_pp00_a <= \$66 ;
+    scaled_1_pp00_a <= biased_1[16:0];
   always @(posedge clk)
-    scaled_1_pp00_b <= \$67 ;
+    scaled_1_pp00_b <= scale_1;
   always @(posedge clk)
-    scaled_1_pp00_p <= \$68 ;
+    scaled_1_pp00_p <= { 1'h0, \$20  };
   always @(posedge clk)
-    scaled_1_pp10_a <= \$69 ;
+    scaled_1_pp10_a <= biased_1[19:17];
   always @(posedge clk)
-    scaled_1_pp10_b <= \$70 ;
+    scaled_1_pp10_b <= scale_1;
   always @(posedge clk)
-    scaled_1_pp10_p <= \$71 ;
+    scaled_1_pp10_p <= { \$21 [18], \$21  };
   always @(posedge clk)
-    scaled_1_sum <= \$72 ;
+    scaled_1_sum <= \$22 [35:0];
   always @(posedge clk)
-    scaled_2_pp00_a <= \$73 ;
+    scaled_2_pp00_a <= biased_2[16:0];
   always @(posedge clk)
-    scaled_2_pp00_b <= \$74 ;
+    scaled_2_pp00_b <= scale_2;
   always @(posedge clk)
-    scaled_2_pp00_p <= \$75 ;
+    scaled_2_pp00_p <= { 1'h0, \$23  };
   always @(posedge clk)
-    scaled_2_pp10_a <= \$76 ;
+    scaled_2_pp10_a <= biased_2[19:17];
   always @(posedge clk)
-    scaled_2_pp10_b <= \$77 ;
+    scaled_2_pp10_b <= scale_2;
   always @(posedge clk)
-    scaled_2_pp10_p <= \$78 ;
+    scaled_2_pp10_p <= { \$24 [18], \$24  };
   always @(posedge clk)
-    scaled_2_sum <= \$79 ;
+    scaled_2_sum <= \$25 [35:0];
   always @(posedge clk)
-    scaled_3_pp00_a <= \$80 ;
+    scaled_3_pp00_a <= biased_3[16:0];
   always @(posedge clk)
-    scaled_3_pp00_b <= \$81 ;
+    scaled_3_pp00_b <= scale_3;
   always @(posedge clk)
-    scaled_3_pp00_p <= \$82 ;
+    scaled_3_pp00_p <= { 1'h0, \$26  };
   always @(posedge clk)
-    scaled_3_pp10_a <= \$83 ;
+    scaled_3_pp10_a <= biased_3[19:17];
   always @(posedge clk)
-    scaled_3_pp10_b <= \$84 ;
+    scaled_3_pp10_b <= scale_3;
   always @(posedge clk)
-    scaled_3_pp10_p <= \$85 ;
+    scaled_3_pp10_p <= { \$27 [18], \$27  };
   always @(posedge clk)
-    scaled_3_sum <= \$86 ;
+    scaled_3_sum <= \$28 [35:0];
   always @(posedge clk)
-    rq_meta2_d1 <= \$87 ;
+    rq_meta2_d1 <= \$59 ;
   always @(posedge clk)
-    rq_meta2_d2 <= \$88 ;
+    rq_meta2_d2 <= \$60 ;
   always @(posedge clk)
-    rq_meta2_d3 <= \$89 ;
+    rq_meta2_d3 <= \$61 ;
   always @(posedge clk)
-    rq_v2_d1 <= \$90 ;
+    rq_v2_d1 <= \$62 ;
   always @(posedge clk)
-    rq_v2_d2 <= \$91 ;
+    rq_v2_d2 <= \$63 ;
   always @(posedge clk)
-    rq_v2_d3 <= \$92 ;
+    rq_v2_d3 <= \$64 ;
   always @(posedge clk)
-    rounded_0 <= \$93 ;
+    rounded_0 <= \$65 ;
   always @(posedge clk)
-    rounded_1 <= \$94 ;
+    rounded_1 <= \$66 ;
   always @(posedge clk)
-    rounded_2 <= \$95 ;
+    rounded_2 <= \$67 ;
   always @(posedge clk)
-    rounded_3 <= \$96 ;
+    rounded_3 <= \$68 ;
   always @(posedge clk)
-    rq_meta3_d1 <= \$97 ;
+    rq_meta3_d1 <= \$69 ;
   always @(posedge clk)
-    rq_v3_d1 <= \$98 ;
+    rq_v3_d1 <= \$70 ;
   always @(posedge clk)
-    feats__payload <= \$99 ;
+    feats__payload <= \$71 ;
   always @(posedge clk)
-    feats__valid <= \$100 ;
+    feats__valid <= \$72 ;
+  assign \$5  = ~ rounded_0[20];
+  assign \$6  = | rounded_0[19:7];
+  assign clamp_0_over = \$5  & \$6 ;
+  assign \$7  = ~ rounded_1[20];
+  assign \$8  = | rounded_1[19:7];
+  assign clamp_1_over = \$7  & \$8 ;
+  assign \$9  = ~ rounded_2[20];
+  assign \$10  = | rounded_2[19:7];
+  assign clamp_2_over = \$9  & \$10 ;
+  assign \$11  = ~ rounded_3[20];
+  assign \$12  = | rounded_3[19:7];
+  assign clamp_3_over = \$11  & \$12 ;
+  assign \$13  = $signed(beat_d2[19:0]) + $signed(rq_data[15:0]);
+  assign \$14  = $signed(beat_d2[39:20]) + $signed(rq_data[31:16]);
+  assign \$15  = $signed(beat_d2[59:40]) + $signed(rq_data[47:32]);
+  assign \$16  = $signed(beat_d2[79:60]) + $signed(rq_data[63:48]);
+  assign \$17  = scaled_0_pp00_a * scaled_0_pp00_b;
+  assign \$18  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
+  assign \$19  = $signed(scaled_0_pp00_p) + $signed(\$1 [35:0]);
+  assign \$20  = scaled_1_pp00_a * scaled_1_pp00_b;
+  assign \$21  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
+  assign \$22  = $signed(scaled_1_pp00_p) + $signed(\$2 [35:0]);
+  assign \$23  = scaled_2_pp00_a * scaled_2_pp00_b;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$45  = sums__payload;
     if (rst) begin
       \$45  = 89'h00000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$46  = beat_d1;
     if (rst) begin
       \$46  = 89'h00000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$47  = sums__valid;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$48  = beat_v_d1;
     if (rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$49  = \$13 [19:0];
     if (rst) begin
       \$49  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$50  = \$14 [19:0];
     if (rst) begin
       \$50  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$51  = \$15 [19:0];
     if (rst) begin
       \$51  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$52  = \$16 [19:0];
     if (rst) begin
       \$52  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$53  = rq_data[79:64];
     if (rst) begin
       \$53  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$54  = rq_data[95:80];
     if (rst) begin
       \$54  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$55  = rq_data[111:96];
     if (rst) begin
       \$55  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$56  = rq_data[127:112];
     if (rst) begin
       \$56  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$57  = beat_d2[88:80];
     if (rst) begin
       \$57  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$58  = beat_v_d2;
     if (rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$59  = biased_0[16:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$59  = rq_meta1_d1;
     if (rst) begin
-      \$59  = 17'h00000;
+      \$59  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$60  = scale_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$60  = rq_meta2_d1;
     if (rst) begin
-      \$60  = 16'h0000;
+      \$60  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$61  = { 1'h0, \$17  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$61  = rq_meta2_d2;
     if (rst) begin
-      \$61  = 34'h000000000;
+      \$61  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$62  = biased_0[19:17];
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$62  = rq_v1_d1;
     if (rst) begin
-      \$62  = 3'h0;
+      \$62  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$63  = scale_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$63  = rq_v2_d1;
     if (rst) begin
-      \$63  = 16'h0000;
+      \$63  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$64  = { \$18 [18], \$18  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$64  = rq_v2_d2;
     if (rst) begin
-      \$64  = 20'h00000;
+      \$64  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$65  = \$19 [35:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$65  = \$30 [20:0];
     if (rst) begin
-      \$65  = 36'h000000000;
+      \$65  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$66  = biased_1[16:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$66  = \$32 [20:0];
     if (rst) begin
-      \$66  = 17'h00000;
+      \$66  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$67  = scale_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$67  = \$34 [20:0];
     if (rst) begin
-      \$67  = 16'h0000;
+      \$67  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$68  = { 1'h0, \$20  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$68  = \$36 [20:0];
     if (rst) begin
-      \$68  = 34'h000000000;
+      \$68  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$69  = biased_1[19:17];
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$69  = rq_meta2_d3;
     if (rst) begin
-      \$69  = 3'h0;
+      \$69  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$70  = scale_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$70  = rq_v2_d3;
     if (rst) begin
-      \$70  = 16'h0000;
+      \$70  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$71  = { \$21 [18], \$21  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$71 [7:0] = \$38 ;
+    \$71 [15:8] = \$40 ;
+    \$71 [23:16] = \$42 ;
+    \$71 [31:24] = \$44 ;
+    \$71 [40:32] = rq_meta3_d1;
     if (rst) begin
-      \$71  = 20'h00000;
+      \$71  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$72  = \$22 [35:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$72  = rq_v3_d1;
     if (rst) begin
-      \$72  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$73  = biased_2[16:0];
-    if (rst) begin
-      \$73  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$74  = scale_2;
-    if (rst) begin
-      \$74  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$75  = { 1'h0, \$23  };
-    if (rst) begin
-      \$75  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$76  = biased_2[19:17];
-    if (rst) begin
-      \$76  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$77  = scale_2;
-    if (rst) begin
-      \$77  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$78  = { \$24 [18], \$24  };
-    if (rst) begin
-      \$78  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$79  = \$25 [35:0];
-    if (rst) begin
-      \$79  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$80  = biased_3[16:0];
-    if (rst) begin
-      \$80  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$81  = scale_3;
-    if (rst) begin
-      \$81  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$82  = { 1'h0, \$26  };
-    if (rst) begin
-      \$82  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$83  = biased_3[19:17];
-    if (rst) begin
-      \$83  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$84  = scale_3;
-    if (rst) begin
-      \$84  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$85  = { \$27 [18], \$27  };
-    if (rst) begin
-      \$85  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$86  = \$28 [35:0];
-    if (rst) begin
-      \$86  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$87  = rq_meta1_d1;
-    if (rst) begin
-      \$87  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$88  = rq_meta2_d1;
-    if (rst) begin
-      \$88  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$89  = rq_meta2_d2;
-    if (rst) begin
-      \$89  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$90  = rq_v1_d1;
-    if (rst) begin
-      \$90  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$91  = rq_v2_d1;
-    if (rst) begin
-      \$91  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$92  = rq_v2_d2;
-    if (rst) begin
-      \$92  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$93  = \$30 [20:0];
-    if (rst) begin
-      \$93  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$94  = \$32 [20:0];
-    if (rst) begin
-      \$94  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$95  = \$34 [20:0];
-    if (rst) begin
-      \$95  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$96  = \$36 [20:0];
-    if (rst) begin
-      \$96  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$97  = rq_meta2_d3;
-    if (rst) begin
-      \$97  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$98  = rq_v2_d3;
-    if (rst) begin
-      \$98  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$99 [7:0] = \$38 ;
-    \$99 [15:8] = \$40 ;
-    \$99 [23:16] = \$42 ;
-    \$99 [31:24] = \$44 ;
-    \$99 [40:32] = rq_meta3_d1;
-    if (rst) begin
-      \$99  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$100  = rq_v3_d1;
-    if (rst) begin
-      \$100  = 1'h0;
+      \$72  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[86];
@@ -31144,7 +27494,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
   wire \$10 ;
   reg \$100 ;
@@ -31548,7 +27898,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
   always @(posedge clk)
     steps__payload <= \$126 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$82  = p_v;
     if (p_take) begin
       \$82  = 1'h0;
@@ -31561,7 +27911,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$83  = p_site;
     if (\$44 ) begin
       \$83  = sites__payload;
@@ -31571,7 +27921,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$84  = p_cnt;
     if (\$44 ) begin
       \$84  = \$53 [3:0];
@@ -31581,7 +27931,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$85  = next_slot_0;
     if (\$44 ) begin
       \$85  = \$55 [2:0];
@@ -31591,7 +27941,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$86  = next_col_0;
     if (\$44 ) begin
       \$86  = \$57 [3:0];
@@ -31601,7 +27951,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$87  = next_slot_1;
     if (\$44 ) begin
       \$87  = \$59 [2:0];
@@ -31611,7 +27961,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$88  = next_col_1;
     if (\$44 ) begin
       \$88  = \$61 [3:0];
@@ -31621,7 +27971,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$89  = next_slot_2;
     if (\$44 ) begin
       \$89  = \$63 [2:0];
@@ -31631,7 +27981,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$90  = next_col_2;
     if (\$44 ) begin
       \$90  = \$65 [3:0];
@@ -31641,7 +27991,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$91  = first_r;
     if (issue) begin
       \$91  = 1'h0;
@@ -31663,7 +28013,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$92  = s_gi;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -31681,7 +28031,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$93  = \$signal ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -31699,7 +28049,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$94  = s_rem;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -31721,7 +28071,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$95  = s_n;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -31743,7 +28093,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$96  = \$signal$7 ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -31765,7 +28115,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$97  = s_go;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -31786,7 +28136,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$98  = go_last;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -31807,7 +28157,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$99  = sv;
     if (issue) begin
       if (\$79 ) begin
@@ -31822,7 +28172,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$100  = \$signal$10 ;
     if (p_take) begin
       \$100  = p_site[15];
@@ -31832,7 +28182,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$101  = s_err;
     if (p_take) begin
       \$101  = p_site[16];
@@ -31842,7 +28192,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$102  = \$signal$17 ;
     if (p_take) begin
       \$102  = p_site[2:0];
@@ -31852,7 +28202,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$103  = s_ox;
     if (p_take) begin
       \$103  = p_site[5:3];
@@ -31862,7 +28212,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$104  = \$signal$42 ;
     if (p_take) begin
       \$104  = p_site[14:6];
@@ -31872,7 +28222,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$105  = \$signal$43 ;
     if (p_take) begin
       \$105  = p_cnt;
@@ -31882,7 +28232,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$106  = slot_0;
     if (p_take) begin
       \$106  = next_slot_0;
@@ -31892,7 +28242,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$107  = slot_1;
     if (p_take) begin
       \$107  = next_slot_1;
@@ -31902,7 +28252,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$108  = slot_2;
     if (p_take) begin
       \$108  = next_slot_2;
@@ -31912,7 +28262,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$109  = col_0;
     if (p_take) begin
       \$109  = next_col_0;
@@ -31922,7 +28272,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$110  = col_1;
     if (p_take) begin
       \$110  = next_col_1;
@@ -31932,7 +28282,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$111  = col_2;
     if (p_take) begin
       \$111  = next_col_2;
@@ -31942,49 +28292,49 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$112  = issue;
     if (rst) begin
       \$112  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$113  = first_r;
     if (rst) begin
       \$113  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$114  = last;
     if (rst) begin
       \$114  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$115  = \$4 [8:0];
     if (rst) begin
       \$115  = 9'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$116  = s_go;
     if (rst) begin
       \$116  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$117  = s_gi;
     if (rst) begin
       \$117  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$118 [2:0] = \$signal$17 ;
     \$118 [5:3] = s_ox;
     \$118 [6] = s_go;
@@ -31995,56 +28345,56 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$119  = slot_0;
     if (rst) begin
       \$119  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$120  = slot_1;
     if (rst) begin
       \$120  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$121  = slot_2;
     if (rst) begin
       \$121  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$122  = col_0;
     if (rst) begin
       \$122  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$123  = col_1;
     if (rst) begin
       \$123  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$124  = col_2;
     if (rst) begin
       \$124  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$125  = \$signal$53 ;
     if (rst) begin
       \$125  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$126 [12] = \$signal$54 ;
     \$126 [13] = q_last;
     \$126 [22:14] = q_meta;
@@ -32086,8 +28436,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
-  reg [63:0] \$1 ;
   wire [4:0] \$signature__addr ;
   wire [63:0] \$signature__data ;
   wire \$signature__en ;
@@ -32096,6 +28444,8 @@ module \top.conv1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire [4:0] r_addr;
   output [63:0] r_data;
   reg [63:0] r_data = 64'h0000000000000000;
+  (* init = 64'h0000000000000000 *)
+  wire [63:0] r_reg;
   input [4:0] rd__addr;
   wire [4:0] rd__addr;
   wire [63:0] rd__data;
@@ -32153,24 +28503,18 @@ module \top.conv1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 64'h0000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$2 ;
   wire \$3 ;
@@ -32232,7 +28576,7 @@ module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__pa
   always @(posedge clk)
     part <= \$9 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$7  = sites_out__valid;
     if (sites_out__ready) begin
       \$7  = 1'h0;
@@ -32252,7 +28596,7 @@ module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$8  = sites_out__payload;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -32292,7 +28636,7 @@ module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$9  = part;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -32340,7 +28684,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -32513,21 +28857,21 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$41  = \$25 [2:0];
     if (rst) begin
       \$41  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$42  = \$31 ;
     if (rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$43  = r_addr;
     if (issue) begin
       \$43  = \$32 [7:0];
@@ -32537,14 +28881,14 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$44  = { arrive[0], issue };
     if (rst) begin
       \$44  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$45  = q0;
     if (arrive[1]) begin
       casez (q_w)
@@ -32552,12 +28896,9 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
             \$45  = r_data;
       endcase
     end
-    if (rst) begin
-      \$45  = 65'h00000000000000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$46  = q1;
     if (arrive[1]) begin
       casez (q_w)
@@ -32567,12 +28908,9 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
             \$46  = r_data;
       endcase
     end
-    if (rst) begin
-      \$46  = 65'h00000000000000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$47  = q2;
     if (arrive[1]) begin
       casez (q_w)
@@ -32584,12 +28922,9 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
             \$47  = r_data;
       endcase
     end
-    if (rst) begin
-      \$47  = 65'h00000000000000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$48  = q3;
     if (arrive[1]) begin
       (* full_case = 32'd1 *)
@@ -32604,12 +28939,9 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
             \$48  = r_data;
       endcase
     end
-    if (rst) begin
-      \$48  = 65'h00000000000000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$49  = q_w;
     if (arrive[1]) begin
       \$49  = \$33 [1:0];
@@ -32619,7 +28951,7 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$50  = q_h;
     if (\$34 ) begin
       \$50  = \$35 [1:0];
@@ -32629,21 +28961,21 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$51  = \$4 [2:0];
     if (rst) begin
       \$51  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$52  = \$36 ;
     if (rst) begin
       \$52  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     (* full_case = 32'd1 *)
     casez (q_h)
       2'h0:
@@ -32657,14 +28989,14 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$37  = \$8 [7:0];
     if (rst) begin
       \$37  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$38  = full;
     if (\$12 ) begin
       \$38  = \$17 ;
@@ -32676,7 +29008,7 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$39  = w_addr;
     if (\$18 ) begin
       \$39  = \$19 [7:0];
@@ -32686,7 +29018,7 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$40  = \$22 [7:0];
     if (rst) begin
       \$40  = 8'h00;
@@ -32700,8 +29032,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.identity1.ram (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
-  reg [64:0] \$1 ;
   wire [7:0] \$signature__addr ;
   wire [64:0] \$signature__data ;
   wire \$signature__en ;
@@ -32710,6 +29040,8 @@ module \top.identity1.ram (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire [7:0] r_addr;
   output [64:0] r_data;
   reg [64:0] r_data = 65'h00000000000000000;
+  (* init = 65'h00000000000000000 *)
+  wire [64:0] r_reg;
   input [7:0] rd__addr;
   wire [7:0] rd__addr;
   wire [64:0] rd__data;
@@ -32991,24 +29323,18 @@ module \top.identity1.ram (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 65'h00000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.identity1_slice (rst, o__ready, i__ready, i__payload, o__payload, o__valid, i__valid, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire \$1 ;
   wire \$2 ;
   wire \$3 ;
@@ -33031,6 +29357,8 @@ module \top.identity1_slice (rst, o__ready, i__ready, i__payload, o__payload, o_
   wire o__ready;
   output o__valid;
   reg o__valid = 1'h0;
+  (* init = 65'h00000000000000000 *)
+  wire [64:0] out;
   input rst;
   wire rst;
   reg [64:0] skid = 65'h00000000000000000;
@@ -33049,7 +29377,7 @@ module \top.identity1_slice (rst, o__ready, i__ready, i__payload, o__payload, o_
     skid <= \$8 ;
   assign i__ready = ~ skid_valid;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$5  = o__payload;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -33059,12 +29387,9 @@ module \top.identity1_slice (rst, o__ready, i__ready, i__payload, o__payload, o_
         \$5  = i__payload;
       end
     end
-    if (rst) begin
-      \$5  = 65'h00000000000000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$6  = o__valid;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -33079,7 +29404,7 @@ module \top.identity1_slice (rst, o__ready, i__ready, i__payload, o__payload, o_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$7  = skid_valid;
     if (\$2 ) begin
       if (skid_valid) begin
@@ -33093,21 +29418,19 @@ module \top.identity1_slice (rst, o__ready, i__ready, i__payload, o__payload, o_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$8  = skid;
     if (\$2 ) begin
     end else if (\$4 ) begin
       \$8  = i__payload;
     end
-    if (rst) begin
-      \$8  = 65'h00000000000000000;
-    end
   end
+  assign out = o__payload;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.params_demux (params__valid, clk, rst, out0__ready, out1__ready, out2__ready, out3__ready, params__ready, word, sel, params__payload);
-  reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -33179,7 +29502,7 @@ module \top.params_demux (params__valid, clk, rst, out0__ready, out1__ready, out
   always @(posedge clk)
     sel <= \$16 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$15  = word;
     if (\$10 ) begin
       \$15  = params__payload[271:0];
@@ -33189,7 +29512,7 @@ module \top.params_demux (params__valid, clk, rst, out0__ready, out1__ready, out
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$16  = sel;
     if (\$10 ) begin
       \$16  = { \$14 , \$13 , \$12 , \$11  };
@@ -33214,7 +29537,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload, pooled__payload, emitting, pooled__ready);
-  reg \$auto$verilog_backend.cc:2355:dump_module$50  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
   wire [14:0] \$10 ;
   wire [14:0] \$11 ;
@@ -33339,7 +29662,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
   always @(posedge clk)
     sum_7 <= \$28 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$18  = emitting;
     if (\$2 ) begin
       if (sites_in__payload[70]) begin
@@ -33356,7 +29679,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$19  = left;
     if (\$2 ) begin
       if (sites_in__payload[70]) begin
@@ -33371,7 +29694,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$20  = error;
     if (\$2 ) begin
       if (sites_in__payload[70]) begin
@@ -33383,7 +29706,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$21  = sum_0;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -33402,7 +29725,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$22  = sum_1;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -33421,7 +29744,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$23  = sum_2;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -33440,7 +29763,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$24  = sum_3;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -33459,7 +29782,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$25  = sum_4;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -33478,7 +29801,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$26  = sum_5;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -33497,7 +29820,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$27  = sum_6;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -33516,7 +29839,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$28  = sum_7;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
